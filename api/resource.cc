@@ -1,0 +1,112 @@
+#include "api/resource.h"
+
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/util/message_differencer.h"
+
+namespace sluice::api {
+
+ResourceKind KindOf(const Resource& resource) {
+  switch (resource.kind_case()) {
+    case Resource::kListener: return config::v1::LISTENER;
+    case Resource::kRouteTable: return config::v1::ROUTE_TABLE;
+    case Resource::kCluster: return config::v1::CLUSTER;
+    case Resource::KIND_NOT_SET: break;
+  }
+  return config::v1::RESOURCE_KIND_UNSPECIFIED;
+}
+
+const std::string& NameOf(const Resource& resource) {
+  switch (resource.kind_case()) {
+    case Resource::kListener: return resource.listener().name();
+    case Resource::kRouteTable: return resource.route_table().name();
+    case Resource::kCluster: return resource.cluster().name();
+    case Resource::KIND_NOT_SET: break;
+  }
+  static const std::string* const kEmpty = new std::string();
+  return *kEmpty;
+}
+
+ResourceId IdOf(const Resource& resource) {
+  return {KindOf(resource), NameOf(resource)};
+}
+
+absl::string_view KindName(ResourceKind kind) {
+  switch (kind) {
+    case config::v1::LISTENER: return "Listener";
+    case config::v1::ROUTE_TABLE: return "RouteTable";
+    case config::v1::CLUSTER: return "Cluster";
+    default: return "Unknown";
+  }
+}
+
+std::string Describe(const ResourceId& id) {
+  return absl::StrCat(KindName(id.first), " \"", id.second, "\"");
+}
+
+absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {
+  std::string key = absl::AsciiStrToLower(text);
+  key = absl::StrReplaceAll(key, {{"_", ""}, {"-", ""}});
+  if (key.size() > 1 && key.back() == 's') key.pop_back();
+  if (key == "listener") return config::v1::LISTENER;
+  if (key == "routetable" || key == "route" || key == "rt") return config::v1::ROUTE_TABLE;
+  if (key == "cluster") return config::v1::CLUSTER;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown kind '", text, "' (expected Listener, RouteTable or Cluster)"));
+}
+
+uint64_t ContentHash(const Resource& resource) {
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    resource.SerializeToCodedStream(&coded);
+  }
+  uint64_t hash = 14695981039346656037ull;  // FNV-1a offset basis
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;  // FNV-1a prime
+  }
+  return hash;
+}
+
+ResourceKey KeyOf(const Resource& resource) {
+  ResourceKey key;
+  key.set_kind(KindOf(resource));
+  key.set_name(NameOf(resource));
+  key.set_hash(ContentHash(resource));
+  return key;
+}
+
+StateDiff ComputeDiff(const ResourceMap& from, const ResourceMap& to) {
+  StateDiff diff;
+  auto a = from.begin();
+  auto b = to.begin();
+  while (a != from.end() || b != to.end()) {
+    if (b == to.end() || (a != from.end() && a->first < b->first)) {
+      diff.removed.push_back(a->first);
+      ++a;
+    } else if (a == from.end() || b->first < a->first) {
+      diff.added.push_back(b->first);
+      ++b;
+    } else {
+      if (google::protobuf::util::MessageDifferencer::Equals(a->second,
+                                                             b->second)) {
+        ++diff.unchanged;
+      } else {
+        diff.changed.push_back(a->first);
+      }
+      ++a;
+      ++b;
+    }
+  }
+  return diff;
+}
+
+}  // namespace sluice::api

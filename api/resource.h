@@ -1,0 +1,65 @@
+// Helpers over config resources shared by both planes: kinds and names,
+// stable content hashes, whole-state maps and diffs between them.
+//
+// All functions are pure and thread-safe.
+#ifndef SLUICE_API_RESOURCE_H_
+#define SLUICE_API_RESOURCE_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "sluice/config/v1/config.pb.h"
+
+namespace sluice::api {
+
+using config::v1::Resource;
+using config::v1::ResourceKey;
+using config::v1::ResourceKind;
+
+// (kind, name): how a resource is addressed.
+using ResourceId = std::pair<ResourceKind, std::string>;
+
+// The whole declared state at one version, ordered by kind then name.
+using ResourceMap = std::map<ResourceId, Resource>;
+
+ResourceKind KindOf(const Resource& resource);
+const std::string& NameOf(const Resource& resource);
+ResourceId IdOf(const Resource& resource);
+
+// "Listener", "RouteTable", "Cluster".
+absl::string_view KindName(ResourceKind kind);
+// `Cluster "users"`: how errors and CLI output name a resource.
+std::string Describe(const ResourceId& id);
+
+// Accepts the kind names as written in files and on the command line, case
+// insensitive, singular or plural: "Cluster", "clusters", "routetable",
+// "route_table", "route-tables", "listener", ...
+absl::StatusOr<ResourceKind> ParseKind(absl::string_view text);
+
+// A hash of the resource's content that is the same in every process and on
+// every machine (FNV-1a over deterministic serialization).
+uint64_t ContentHash(const Resource& resource);
+
+ResourceKey KeyOf(const Resource& resource);
+
+struct StateDiff {
+  std::vector<ResourceId> added;
+  std::vector<ResourceId> changed;
+  std::vector<ResourceId> removed;
+  int unchanged = 0;
+  bool empty() const {
+    return added.empty() && changed.empty() && removed.empty();
+  }
+};
+
+// What changes when going from `from` to `to`.
+StateDiff ComputeDiff(const ResourceMap& from, const ResourceMap& to);
+
+}  // namespace sluice::api
+
+#endif  // SLUICE_API_RESOURCE_H_

@@ -1,0 +1,516 @@
+#include "api/validation.h"
+
+#include <arpa/inet.h>
+
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "re2/re2.h"
+
+namespace sluice::api {
+namespace {
+
+using config::v1::Cluster;
+using config::v1::HttpOptions;
+using config::v1::Listener;
+using config::v1::Route;
+using config::v1::RouteTable;
+
+class ErrorSink {
+ public:
+  ErrorSink(const ResourceId& id, std::vector<ValidationError>* errors)
+      : id_(id), errors_(errors) {}
+  void Add(std::string field, std::string message) {
+    errors_->push_back({id_, std::move(field), std::move(message)});
+  }
+
+ private:
+  ResourceId id_;
+  std::vector<ValidationError>* errors_;
+};
+
+std::string Index(absl::string_view field, int i) {
+  return absl::StrCat(field, "[", i, "]");
+}
+
+std::string Join(absl::string_view prefix, absl::string_view field) {
+  return prefix.empty() ? std::string(field) : absl::StrCat(prefix, ".", field);
+}
+
+bool IsTokenChar(char c) {
+  return absl::ascii_isalnum(c) || absl::string_view("!#$%&'*+-.^_`|~").find(c) !=
+                                       absl::string_view::npos;
+}
+
+bool IsToken(absl::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!IsTokenChar(c)) return false;
+  }
+  return true;
+}
+
+void CheckName(absl::string_view name, absl::string_view field, ErrorSink& sink,
+               bool required = true) {
+  if (name.empty()) {
+    if (required) sink.Add(std::string(field), "is required");
+    return;
+  }
+  if (name.size() > kMaxNameLength) {
+    sink.Add(std::string(field),
+             absl::StrCat("is ", name.size(), " characters; at most ",
+                          kMaxNameLength, " are allowed"));
+    return;
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') {
+      sink.Add(std::string(field),
+               absl::StrCat("'", name,
+                            "' may contain only letters, digits, '-', '_' "
+                            "and '.'"));
+      return;
+    }
+  }
+}
+
+bool IsIpLiteral(const std::string& address) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, address.c_str(), buf) == 1 ||
+         inet_pton(AF_INET6, address.c_str(), buf) == 1;
+}
+
+void CheckAddress(const std::string& address, absl::string_view field,
+                  ErrorSink& sink) {
+  if (address.empty()) {
+    sink.Add(std::string(field), "is required");
+  } else if (!IsIpLiteral(address)) {
+    sink.Add(std::string(field),
+             absl::StrCat("'", address,
+                          "' is not an IPv4 or IPv6 address (host names are "
+                          "not resolved)"));
+  }
+}
+
+void CheckPort(uint32_t port, absl::string_view field, ErrorSink& sink) {
+  if (port < 1 || port > 65535) {
+    sink.Add(std::string(field), absl::StrCat("must be 1..65535, got ", port));
+  }
+}
+
+void CheckRegex(const std::string& pattern, absl::string_view field,
+                ErrorSink& sink) {
+  RE2::Options options;
+  options.set_log_errors(false);
+  RE2 re(pattern, options);
+  if (!re.ok()) {
+    sink.Add(std::string(field), absl::StrCat("invalid RE2 regular expression '",
+                                              pattern, "': ", re.error()));
+  }
+}
+
+void CheckDuration(const google::protobuf::Duration& d, bool present,
+                   absl::string_view field, absl::Duration min,
+                   absl::Duration max, ErrorSink& sink) {
+  if (!present) return;
+  if (d.seconds() < 0 || d.nanos() < 0 || d.nanos() > 999999999) {
+    sink.Add(std::string(field), "must be a non-negative duration");
+    return;
+  }
+  absl::Duration value = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  if (value < min || value > max) {
+    sink.Add(std::string(field),
+             absl::StrCat("must be between ", absl::FormatDuration(min), " and ",
+                          absl::FormatDuration(max), ", got ",
+                          absl::FormatDuration(value)));
+  }
+}
+
+void CheckWeight(uint32_t weight, absl::string_view field, ErrorSink& sink,
+                 bool zero_means_default) {
+  if ((weight == 0 && !zero_means_default) || weight > kMaxWeight) {
+    sink.Add(std::string(field),
+             absl::StrCat("must be 1..", kMaxWeight, ", got ", weight));
+  }
+}
+
+void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
+  uint32_t limit = http.max_request_headers_bytes();
+  if (limit != 0 && (limit < kMinHeaderLimit || limit > kMaxHeaderLimit)) {
+    sink.Add("http.max_request_headers_bytes",
+             absl::StrCat("must be ", kMinHeaderLimit, "..", kMaxHeaderLimit,
+                          ", got ", limit));
+  }
+  CheckDuration(http.request_headers_timeout(), http.has_request_headers_timeout(),
+                "http.request_headers_timeout", absl::Milliseconds(100),
+                absl::Hours(1), sink);
+  CheckDuration(http.idle_timeout(), http.has_idle_timeout(), "http.idle_timeout",
+                absl::Milliseconds(100), absl::Hours(24), sink);
+}
+
+void ValidateListener(const Listener& listener, ErrorSink& sink) {
+  CheckName(listener.name(), "name", sink);
+  CheckAddress(listener.address(), "address", sink);
+  CheckPort(listener.port(), "port", sink);
+  CheckName(listener.route_table(), "route_table", sink);
+  if (listener.has_http()) ValidateHttpOptions(listener.http(), sink);
+}
+
+void CheckDomain(const std::string& domain, const std::string& field,
+                 ErrorSink& sink) {
+  if (domain == "*") return;
+  absl::string_view host = domain;
+  if (absl::StartsWith(host, "*.")) host.remove_prefix(2);
+  bool ok = !host.empty();
+  for (char c : host) {
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' ||
+          c == '.' || c == ':' || c == '[' || c == ']')) {
+      ok = false;
+    }
+  }
+  if (host.find('*') != absl::string_view::npos) ok = false;
+  if (!ok) {
+    sink.Add(field, absl::StrCat("'", domain,
+                                 "' must be a lower-case host name, '*.' "
+                                 "followed by one, or '*'"));
+  }
+}
+
+void ValidateRoute(const Route& route, const std::string& prefix,
+                   ErrorSink& sink) {
+  CheckName(route.name(), Join(prefix, "name"), sink, /*required=*/false);
+  const auto& match = route.match();
+  std::string m = Join(prefix, "match");
+  switch (match.path_specifier_case()) {
+    case config::v1::RouteMatch::kPrefix:
+      if (!absl::StartsWith(match.prefix(), "/")) {
+        sink.Add(Join(m, "prefix"), absl::StrCat("'", match.prefix(),
+                                                 "' must start with '/'"));
+      }
+      break;
+    case config::v1::RouteMatch::kPath:
+      if (!absl::StartsWith(match.path(), "/")) {
+        sink.Add(Join(m, "path"),
+                 absl::StrCat("'", match.path(), "' must start with '/'"));
+      }
+      break;
+    case config::v1::RouteMatch::kRegex:
+      CheckRegex(match.regex(), Join(m, "regex"), sink);
+      break;
+    case config::v1::RouteMatch::PATH_SPECIFIER_NOT_SET:
+      sink.Add(m, "needs one of prefix, path or regex");
+      break;
+  }
+  for (int i = 0; i < match.methods_size(); ++i) {
+    const std::string& method = match.methods(i);
+    if (!IsToken(method) || absl::AsciiStrToUpper(method) != method) {
+      sink.Add(Index(Join(m, "methods"), i),
+               absl::StrCat("'", method, "' is not an upper-case HTTP method"));
+    }
+  }
+  for (int i = 0; i < match.headers_size(); ++i) {
+    const auto& h = match.headers(i);
+    std::string f = Index(Join(m, "headers"), i);
+    if (!IsToken(h.name())) {
+      sink.Add(Join(f, "name"),
+               absl::StrCat("'", h.name(), "' is not a valid header name"));
+    }
+    if (h.match_case() == config::v1::HeaderMatcher::MATCH_NOT_SET) {
+      sink.Add(f, "needs one of exact, prefix, regex or present");
+    }
+    if (h.match_case() == config::v1::HeaderMatcher::kRegex) {
+      CheckRegex(h.regex(), Join(f, "regex"), sink);
+    }
+  }
+  for (int i = 0; i < match.query_parameters_size(); ++i) {
+    const auto& q = match.query_parameters(i);
+    std::string f = Index(Join(m, "query_parameters"), i);
+    if (q.name().empty()) sink.Add(Join(f, "name"), "is required");
+    if (q.match_case() == config::v1::QueryParameterMatcher::MATCH_NOT_SET) {
+      sink.Add(f, "needs one of exact, regex or present");
+    }
+    if (q.match_case() == config::v1::QueryParameterMatcher::kRegex) {
+      CheckRegex(q.regex(), Join(f, "regex"), sink);
+    }
+  }
+
+  switch (route.action_case()) {
+    case Route::kRoute: {
+      const auto& action = route.route();
+      std::string a = Join(prefix, "route");
+      if (action.cluster_specifier_case() ==
+          config::v1::RouteAction::CLUSTER_SPECIFIER_NOT_SET) {
+        sink.Add(a, "needs cluster or weighted_clusters");
+      }
+      if (action.has_weighted_clusters()) {
+        const auto& wc = action.weighted_clusters();
+        if (wc.clusters_size() == 0) {
+          sink.Add(Join(a, "weighted_clusters.clusters"), "needs at least one");
+        }
+        std::set<std::string> seen;
+        for (int i = 0; i < wc.clusters_size(); ++i) {
+          std::string f = Index(Join(a, "weighted_clusters.clusters"), i);
+          CheckName(wc.clusters(i).name(), Join(f, "name"), sink);
+          CheckWeight(wc.clusters(i).weight(), Join(f, "weight"), sink, false);
+          if (!seen.insert(wc.clusters(i).name()).second) {
+            sink.Add(Join(f, "name"), absl::StrCat("cluster '", wc.clusters(i).name(),
+                                                   "' is listed twice"));
+          }
+        }
+      } else if (action.has_cluster()) {
+        CheckName(action.cluster(), Join(a, "cluster"), sink);
+      }
+      CheckDuration(action.timeout(), action.has_timeout(), Join(a, "timeout"),
+                    absl::ZeroDuration(), absl::Hours(1), sink);
+      if (!action.prefix_rewrite().empty()) {
+        if (match.path_specifier_case() != config::v1::RouteMatch::kPrefix) {
+          sink.Add(Join(a, "prefix_rewrite"), "needs a match on prefix");
+        } else if (!absl::StartsWith(action.prefix_rewrite(), "/")) {
+          sink.Add(Join(a, "prefix_rewrite"), "must start with '/'");
+        }
+      }
+      break;
+    }
+    case Route::kRedirect: {
+      const auto& r = route.redirect();
+      std::string a = Join(prefix, "redirect");
+      uint32_t code = r.response_code();
+      if (code != 0 && code != 301 && code != 302 && code != 303 &&
+          code != 307 && code != 308) {
+        sink.Add(Join(a, "response_code"),
+                 absl::StrCat("must be 301, 302, 303, 307 or 308, got ", code));
+      }
+      if (!r.scheme_redirect().empty() && r.scheme_redirect() != "http" &&
+          r.scheme_redirect() != "https") {
+        sink.Add(Join(a, "scheme_redirect"),
+                 absl::StrCat("must be http or https, got '", r.scheme_redirect(), "'"));
+      }
+      if (!r.path_redirect().empty() && !absl::StartsWith(r.path_redirect(), "/")) {
+        sink.Add(Join(a, "path_redirect"), "must start with '/'");
+      }
+      for (char c : r.host_redirect() + r.path_redirect()) {
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+          sink.Add(a, "host_redirect and path_redirect must not contain spaces "
+                      "or control characters");
+          break;
+        }
+      }
+      break;
+    }
+    case Route::kDirectResponse: {
+      const auto& d = route.direct_response();
+      std::string a = Join(prefix, "direct_response");
+      if (d.status() < 200 || d.status() > 599) {
+        sink.Add(Join(a, "status"), absl::StrCat("must be 200..599, got ", d.status()));
+      }
+      if (d.body().size() > kMaxDirectResponseBody) {
+        sink.Add(Join(a, "body"), absl::StrCat("is ", d.body().size(),
+                                               " bytes; at most ",
+                                               kMaxDirectResponseBody));
+      }
+      for (char c : d.content_type()) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          sink.Add(Join(a, "content_type"), "must not contain control characters");
+          break;
+        }
+      }
+      break;
+    }
+    case Route::ACTION_NOT_SET:
+      sink.Add(prefix, "needs one of route, redirect or direct_response");
+      break;
+  }
+  for (int i = 0; i < route.policies_size(); ++i) {
+    const auto& p = route.policies(i);
+    sink.Add(Index(Join(prefix, "policies"), i),
+             absl::StrCat("unknown policy '", p.name(),
+                          "': this build registers no policies yet"));
+  }
+}
+
+void ValidateRouteTable(const RouteTable& table, ErrorSink& sink) {
+  CheckName(table.name(), "name", sink);
+  if (table.virtual_hosts_size() == 0) {
+    sink.Add("virtual_hosts", "needs at least one virtual host");
+  }
+  std::map<std::string, int> domain_owner;
+  for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+    const auto& vhost = table.virtual_hosts(v);
+    std::string vf = Index("virtual_hosts", v);
+    CheckName(vhost.name(), Join(vf, "name"), sink, /*required=*/false);
+    if (vhost.domains_size() == 0) {
+      sink.Add(Join(vf, "domains"), "needs at least one domain ('*' for any)");
+    }
+    for (int d = 0; d < vhost.domains_size(); ++d) {
+      std::string df = Index(Join(vf, "domains"), d);
+      CheckDomain(vhost.domains(d), df, sink);
+      auto [it, inserted] = domain_owner.emplace(vhost.domains(d), v);
+      if (!inserted) {
+        sink.Add(df, absl::StrCat("domain '", vhost.domains(d),
+                                  "' is already served by virtual_hosts[",
+                                  it->second, "]"));
+      }
+    }
+    if (vhost.routes_size() == 0) {
+      sink.Add(Join(vf, "routes"), "needs at least one route");
+    }
+    for (int r = 0; r < vhost.routes_size(); ++r) {
+      ValidateRoute(vhost.routes(r), Index(Join(vf, "routes"), r), sink);
+    }
+  }
+}
+
+void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
+  CheckName(cluster.name(), "name", sink);
+  if (cluster.endpoints_size() == 0) {
+    sink.Add("endpoints", "needs at least one endpoint");
+  }
+  if (static_cast<size_t>(cluster.endpoints_size()) > kMaxEndpointsPerCluster) {
+    sink.Add("endpoints", absl::StrCat("has ", cluster.endpoints_size(),
+                                       " endpoints; at most ",
+                                       kMaxEndpointsPerCluster));
+  }
+  std::map<std::pair<std::string, uint32_t>, int> seen;
+  for (int i = 0; i < cluster.endpoints_size(); ++i) {
+    const auto& e = cluster.endpoints(i);
+    std::string f = Index("endpoints", i);
+    CheckAddress(e.address(), Join(f, "address"), sink);
+    CheckPort(e.port(), Join(f, "port"), sink);
+    CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
+    auto [it, inserted] = seen.emplace(std::make_pair(e.address(), e.port()), i);
+    if (!inserted) {
+      sink.Add(f, absl::StrCat(e.address(), ":", e.port(),
+                               " is the same endpoint as endpoints[", it->second,
+                               "]"));
+    }
+  }
+  if (!config::v1::Cluster::LbPolicy_IsValid(cluster.lb_policy())) {
+    sink.Add("lb_policy", absl::StrCat("unknown value ", cluster.lb_policy()));
+  }
+  CheckDuration(cluster.connect_timeout(), cluster.has_connect_timeout(),
+                "connect_timeout", absl::Milliseconds(1), absl::Minutes(5), sink);
+  if (cluster.max_idle_connections_per_endpoint() > 10000) {
+    sink.Add("max_idle_connections_per_endpoint",
+             absl::StrCat("must be at most 10000, got ",
+                          cluster.max_idle_connections_per_endpoint()));
+  }
+}
+
+bool IsWildcard(const std::string& address) {
+  return address == "0.0.0.0" || address == "::";
+}
+
+}  // namespace
+
+std::string ValidationError::ToString() const {
+  std::string out;
+  if (resource.first != config::v1::RESOURCE_KIND_UNSPECIFIED) {
+    absl::StrAppend(&out, Describe(resource), ": ");
+  }
+  if (!field.empty()) absl::StrAppend(&out, field, ": ");
+  absl::StrAppend(&out, message);
+  return out;
+}
+
+void ValidateResource(const Resource& resource,
+                      std::vector<ValidationError>* errors) {
+  ErrorSink sink(IdOf(resource), errors);
+  switch (resource.kind_case()) {
+    case Resource::kListener:
+      ValidateListener(resource.listener(), sink);
+      break;
+    case Resource::kRouteTable:
+      ValidateRouteTable(resource.route_table(), sink);
+      break;
+    case Resource::kCluster:
+      ValidateCluster(resource.cluster(), sink);
+      break;
+    case Resource::KIND_NOT_SET:
+      sink.Add("", "resource has no kind (expected listener, route_table or cluster)");
+      break;
+  }
+}
+
+std::vector<ValidationError> ValidateState(const ResourceMap& state) {
+  std::vector<ValidationError> errors;
+  std::map<uint32_t, std::vector<const Listener*>> by_port;
+  for (const auto& [id, resource] : state) {
+    ValidateResource(resource, &errors);
+    if (IdOf(resource) != id) {
+      errors.push_back({id, "name", absl::StrCat("stored under '", id.second,
+                                                 "' but named '", NameOf(resource), "'")});
+    }
+    ErrorSink sink(id, &errors);
+    if (resource.has_listener()) {
+      const Listener& l = resource.listener();
+      if (!l.route_table().empty() &&
+          !state.count({config::v1::ROUTE_TABLE, l.route_table()})) {
+        sink.Add("route_table", absl::StrCat("refers to RouteTable \"",
+                                             l.route_table(), "\", which does not exist"));
+      }
+      by_port[l.port()].push_back(&l);
+    } else if (resource.has_route_table()) {
+      const RouteTable& t = resource.route_table();
+      for (int v = 0; v < t.virtual_hosts_size(); ++v) {
+        for (int r = 0; r < t.virtual_hosts(v).routes_size(); ++r) {
+          const Route& route = t.virtual_hosts(v).routes(r);
+          if (!route.has_route()) continue;
+          std::string f = absl::StrCat("virtual_hosts[", v, "].routes[", r, "].route");
+          auto check = [&](const std::string& cluster, const std::string& field) {
+            if (!cluster.empty() && !state.count({config::v1::CLUSTER, cluster})) {
+              sink.Add(field, absl::StrCat("refers to Cluster \"", cluster,
+                                           "\", which does not exist"));
+            }
+          };
+          if (route.route().has_cluster()) {
+            check(route.route().cluster(), f + ".cluster");
+          }
+          const auto& wc = route.route().weighted_clusters().clusters();
+          for (int i = 0; i < wc.size(); ++i) {
+            check(wc[i].name(),
+                  absl::StrCat(f, ".weighted_clusters.clusters[", i, "].name"));
+          }
+        }
+      }
+    }
+  }
+  for (const auto& [port, listeners] : by_port) {
+    for (size_t i = 0; i < listeners.size(); ++i) {
+      for (size_t j = i + 1; j < listeners.size(); ++j) {
+        const Listener& a = *listeners[i];
+        const Listener& b = *listeners[j];
+        if (a.address() == b.address() || IsWildcard(a.address()) ||
+            IsWildcard(b.address())) {
+          errors.push_back(
+              {{config::v1::LISTENER, b.name()}, "port",
+               absl::StrCat(b.address(), ":", port,
+                            " conflicts with Listener \"", a.name(), "\" on ",
+                            a.address(), ":", port)});
+        }
+      }
+    }
+  }
+  return errors;
+}
+
+absl::Status ToStatus(const std::vector<ValidationError>& errors) {
+  if (errors.empty()) return absl::OkStatus();
+  constexpr size_t kMaxShown = 20;
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < errors.size() && i < kMaxShown; ++i) {
+    lines.push_back(errors[i].ToString());
+  }
+  if (errors.size() > kMaxShown) {
+    lines.push_back(absl::StrCat("... and ", errors.size() - kMaxShown, " more errors"));
+  }
+  return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+}
+
+absl::Status CheckState(const ResourceMap& state) {
+  return ToStatus(ValidateState(state));
+}
+
+}  // namespace sluice::api

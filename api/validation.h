@@ -1,0 +1,62 @@
+// The config validation library. sluice-control runs it before accepting a
+// change and sluice-proxy runs it on every version it receives, so a proxy
+// rejects only what the control plane would have rejected too.
+//
+// Every error names the resource and the field, e.g.
+//   Cluster "users": endpoints[1].port: must be 1..65535, got 0
+//
+// Pure functions; thread-safe.
+#ifndef SLUICE_API_VALIDATION_H_
+#define SLUICE_API_VALIDATION_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "api/resource.h"
+
+namespace sluice::api {
+
+// Limits a config must stay within. Documented in docs/configuration.md.
+inline constexpr size_t kMaxNameLength = 128;
+inline constexpr int kMaxWeight = 10000;
+inline constexpr size_t kMaxEndpointsPerCluster = 10000;
+inline constexpr size_t kMaxDirectResponseBody = 64 * 1024;
+inline constexpr uint32_t kMinHeaderLimit = 1024;
+inline constexpr uint32_t kMaxHeaderLimit = 1024 * 1024;
+
+// Defaults for fields left unset.
+inline constexpr uint32_t kDefaultMaxRequestHeadersBytes = 60 * 1024;
+inline constexpr absl::Duration kDefaultRequestHeadersTimeout = absl::Seconds(10);
+inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(60);
+inline constexpr absl::Duration kDefaultRouteTimeout = absl::Seconds(15);
+inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
+inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 64;
+
+struct ValidationError {
+  ResourceId resource;  // kind unspecified for errors about the whole state
+  std::string field;    // path such as "endpoints[1].port"; may be empty
+  std::string message;
+  std::string ToString() const;
+};
+
+// Rules that look at one resource alone: names, ranges, addresses, regexes,
+// durations. Appends to `errors`.
+void ValidateResource(const Resource& resource,
+                      std::vector<ValidationError>* errors);
+
+// Every per-resource rule plus the rules across resources: references to
+// unknown route tables and clusters, listeners that conflict on an address.
+std::vector<ValidationError> ValidateState(const ResourceMap& state);
+
+// OK, or INVALID_ARGUMENT listing the errors one per line (at most 20, then a
+// count of the rest).
+absl::Status ToStatus(const std::vector<ValidationError>& errors);
+
+// Shorthand: ToStatus(ValidateState(state)).
+absl::Status CheckState(const ResourceMap& state);
+
+}  // namespace sluice::api
+
+#endif  // SLUICE_API_VALIDATION_H_

@@ -1,0 +1,36 @@
+// Command-line flags in the form operators expect: --name VALUE,
+// --name=VALUE and bare --switch, with hyphenated names.
+//
+// Not thread-safe; used once at start-up.
+#ifndef SLUICE_COMMON_FLAGS_H_
+#define SLUICE_COMMON_FLAGS_H_
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace sluice {
+
+struct ParsedFlags {
+  std::map<std::string, std::string> values;  // flag name without dashes
+  std::set<std::string> switches;             // bare switches that were given
+  std::vector<std::string> positional;
+};
+
+// `with_value` lists flags that take a value; `switches` those that do not.
+// Unknown flags and missing values are errors that name the flag.
+absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
+                                       const std::set<std::string>& with_value,
+                                       const std::set<std::string>& switches);
+
+// Parses a duration such as "30s", "250ms", "1m"; names `flag` in errors.
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,
+                                                 const std::string& value);
+
+}  // namespace sluice
+
+#endif  // SLUICE_COMMON_FLAGS_H_

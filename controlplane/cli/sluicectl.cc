@@ -1,0 +1,290 @@
+// sluicectl: the operator's CLI for sluice-control.
+//
+//   sluicectl [--server HOST:PORT] apply -f FILE|DIR [--dry-run]
+//   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
+//   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run]
+//   sluicectl [--server HOST:PORT] proxies [-o table|json]
+//
+// The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "api/resource.h"
+#include "common/flags.h"
+#include "controlplane/cli/yaml_loader.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+#include "grpcpp/grpcpp.h"
+#include "sluice/admin/v1/admin.grpc.pb.h"
+
+namespace sluice::cli {
+namespace {
+
+constexpr char kUsage[] = R"(usage: sluicectl [--server HOST:PORT] COMMAND
+
+commands:
+  apply -f FILE|DIR [--dry-run]     create or replace the resources in FILE (or every
+                                    .yaml/.yml file in DIR) as one change
+  get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
+                                    (default), yaml or json
+  delete KIND NAME [--dry-run]      delete one resource
+  proxies [-o table|json]           connected proxies and the version each runs
+
+KIND is Listener, RouteTable or Cluster (any case, singular or plural).
+The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
+)";
+
+int Fail(const std::string& message) {
+  std::cerr << "error: " << message << "\n";
+  return 1;
+}
+
+int RpcFail(const grpc::Status& status, const std::string& server) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
+                             status.error_message()));
+  }
+  return Fail(status.error_message());
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return context;
+}
+
+void PrintDiff(const admin::v1::Diff& diff) {
+  auto print = [](const char* mark, const auto& keys) {
+    for (const auto& key : keys) {
+      std::cout << mark << " " << api::Describe({key.kind(), key.name()}) << "\n";
+    }
+  };
+  print("+", diff.added());
+  print("~", diff.changed());
+  print("-", diff.removed());
+  std::cout << diff.added_size() << " added, " << diff.changed_size() << " changed, "
+            << diff.removed_size() << " removed, " << diff.unchanged() << " unchanged\n";
+}
+
+bool DiffEmpty(const admin::v1::Diff& diff) {
+  return diff.added_size() == 0 && diff.changed_size() == 0 && diff.removed_size() == 0;
+}
+
+void PrintOutcome(bool dry_run, const admin::v1::Diff& diff, uint64_t version) {
+  PrintDiff(diff);
+  if (dry_run) {
+    std::cout << "dry run: nothing stored (current version " << version << ")\n";
+  } else if (DiffEmpty(diff)) {
+    std::cout << "no change; version " << version << "\n";
+  } else {
+    std::cout << "applied: version " << version << "\n";
+  }
+}
+
+std::string Summary(const api::Resource& r) {
+  if (r.has_listener()) {
+    return absl::StrCat(r.listener().address(), ":", r.listener().port(), " -> ",
+                        r.listener().route_table());
+  }
+  if (r.has_route_table()) {
+    int routes = 0;
+    for (const auto& v : r.route_table().virtual_hosts()) routes += v.routes_size();
+    return absl::StrCat(r.route_table().virtual_hosts_size(), " virtual hosts, ", routes,
+                        " routes");
+  }
+  if (r.has_cluster()) {
+    std::vector<std::string> eps;
+    for (const auto& e : r.cluster().endpoints()) {
+      eps.push_back(absl::StrCat(e.address(), ":", e.port()));
+    }
+    return absl::StrCat(config::v1::Cluster::LbPolicy_Name(r.cluster().lb_policy()), " ",
+                        absl::StrJoin(eps, ","));
+  }
+  return "";
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
+}
+
+int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
+          const ParsedFlags& flags) {
+  auto file = flags.values.find("f");
+  if (file == flags.values.end()) return Fail("apply needs -f FILE|DIR");
+  auto loaded = LoadPath(file->second);
+  if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
+  admin::v1::ApplyRequest request;
+  request.set_dry_run(flags.switches.count("dry-run") > 0);
+  for (const auto& r : *loaded) *request.add_resources() = r.resource;
+  admin::v1::ApplyResponse response;
+  grpc::Status status = stub.Apply(Context().get(), request, &response);
+  if (!status.ok()) {
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return RpcFail(status, server);
+    }
+    return Fail(absl::StrCat("nothing applied:\n", status.error_message()));
+  }
+  PrintOutcome(response.dry_run(), response.diff(), response.version());
+  return 0;
+}
+
+int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
+        const ParsedFlags& flags) {
+  std::string format = "table";
+  if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
+  if (format != "table" && format != "yaml" && format != "json") {
+    return Fail(absl::StrCat("-o ", format, ": expected table, yaml or json"));
+  }
+  const auto& args = flags.positional;  // "get", [KIND, [NAME]]
+  if (args.size() > 3) return Fail("get takes at most KIND and NAME");
+  std::vector<api::Resource> resources;
+  uint64_t version = 0;
+  config::v1::ResourceKind kind = config::v1::RESOURCE_KIND_UNSPECIFIED;
+  if (args.size() >= 2) {
+    auto parsed = api::ParseKind(args[1]);
+    if (!parsed.ok()) return Fail(std::string(parsed.status().message()));
+    kind = *parsed;
+  }
+  if (args.size() == 3) {
+    admin::v1::GetRequest request;
+    request.set_kind(kind);
+    request.set_name(args[2]);
+    admin::v1::GetResponse response;
+    grpc::Status status = stub.Get(Context().get(), request, &response);
+    if (!status.ok()) return RpcFail(status, server);
+    resources.push_back(response.resource());
+    version = response.version();
+  } else {
+    admin::v1::ListRequest request;
+    request.set_kind(kind);
+    admin::v1::ListResponse response;
+    grpc::Status status = stub.List(Context().get(), request, &response);
+    if (!status.ok()) return RpcFail(status, server);
+    resources.assign(response.resources().begin(), response.resources().end());
+    version = response.version();
+  }
+  if (format == "yaml") {
+    for (const auto& r : resources) std::cout << "---\n" << ToYaml(r) << "\n";
+  } else if (format == "json") {
+    std::vector<std::string> items;
+    for (const auto& r : resources) items.push_back(ToJson(r));
+    if (args.size() == 3) {
+      std::cout << items[0] << "\n";
+    } else {
+      std::cout << "{\"version\":" << version << ",\"items\":[" << absl::StrJoin(items, ",")
+                << "]}\n";
+    }
+  } else {
+    std::cout << absl::StrFormat("%-12s %-28s %s\n", "KIND", "NAME", "SUMMARY");
+    for (const auto& r : resources) {
+      std::cout << absl::StrFormat("%-12s %-28s %s\n", api::KindName(api::KindOf(r)),
+                                   api::NameOf(r), Summary(r));
+    }
+    std::cout << "version " << version << "\n";
+  }
+  return 0;
+}
+
+int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
+           const ParsedFlags& flags) {
+  const auto& args = flags.positional;
+  if (args.size() != 3) return Fail("delete needs KIND and NAME");
+  auto kind = api::ParseKind(args[1]);
+  if (!kind.ok()) return Fail(std::string(kind.status().message()));
+  admin::v1::DeleteRequest request;
+  request.set_kind(*kind);
+  request.set_name(args[2]);
+  request.set_dry_run(flags.switches.count("dry-run") > 0);
+  admin::v1::DeleteResponse response;
+  grpc::Status status = stub.Delete(Context().get(), request, &response);
+  if (!status.ok()) return RpcFail(status, server);
+  PrintOutcome(response.dry_run(), response.diff(), response.version());
+  return 0;
+}
+
+int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
+            const ParsedFlags& flags) {
+  admin::v1::ListProxiesResponse response;
+  grpc::Status status =
+      stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &response);
+  if (!status.ok()) return RpcFail(status, server);
+  std::string format = "table";
+  if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
+  if (format == "json") {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(response, &json, options);
+    std::cout << json << "\n";
+    return 0;
+  }
+  if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+  std::cout << absl::StrFormat("%-20s %-10s %-8s %-8s %-21s %s\n", "NODE", "GROUP",
+                               "VERSION", "PENDING", "CONNECTED", "LAST NACK");
+  for (const auto& p : response.proxies()) {
+    std::string nack = p.last_nack_error().empty()
+                           ? "-"
+                           : absl::StrCat("v", p.last_nack_version(), ": ",
+                                          p.last_nack_error());
+    std::cout << absl::StrFormat(
+        "%-20s %-10s %-8d %-8s %-21s %s\n", p.node().id(),
+        p.node().group().empty() ? "-" : p.node().group(), p.version_applied(),
+        p.version_pending() ? absl::StrCat(p.version_pending()) : "-",
+        FormatTime(p.connected_since()), nack);
+  }
+  std::cout << response.proxies_size() << " proxies; current version "
+            << response.current_version() << "\n";
+  return 0;
+}
+
+int Run(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output"},
+                          {"dry-run", "help", "h"});
+  if (!flags.ok()) {
+    std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  if (auto it = flags->values.find("filename"); it != flags->values.end()) {
+    flags->values["f"] = it->second;
+  }
+  if (auto it = flags->values.find("output"); it != flags->values.end()) {
+    flags->values["o"] = it->second;
+  }
+  if (flags->switches.count("help") || flags->switches.count("h") ||
+      flags->positional.empty()) {
+    std::cout << kUsage;
+    return flags->positional.empty() && !flags->switches.count("help") &&
+                   !flags->switches.count("h")
+               ? 2
+               : 0;
+  }
+  std::string server = "127.0.0.1:18000";
+  if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) server = env;
+  if (auto it = flags->values.find("server"); it != flags->values.end()) server = it->second;
+
+  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  auto stub = admin::v1::AdminService::NewStub(channel);
+  const std::string& command = flags->positional[0];
+  if (command == "apply") return Apply(*stub, server, *flags);
+  if (command == "get") return Get(*stub, server, *flags);
+  if (command == "delete") return Delete(*stub, server, *flags);
+  if (command == "proxies") return Proxies(*stub, server, *flags);
+  std::cerr << "error: unknown command '" << command << "'\n" << kUsage;
+  return 2;
+}
+
+}  // namespace
+}  // namespace sluice::cli
+
+int main(int argc, char** argv) { return sluice::cli::Run(argc, argv); }

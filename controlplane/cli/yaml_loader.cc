@@ -1,0 +1,464 @@
+#include "controlplane/cli/yaml_loader.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "api/validation.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/util/json_util.h"
+#include "yaml-cpp/yaml.h"
+
+namespace sluice::cli {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+
+// Converts a YAML node to protobuf JSON while checking it against the
+// message's descriptor, so that errors carry YAML line numbers.
+class SpecConverter {
+ public:
+  explicit SpecConverter(std::string where) : where_(std::move(where)) {}
+
+  bool ConvertMessage(const YAML::Node& node, const Descriptor* type,
+                      const std::string& path, std::string* json) {
+    if (type->full_name() == "google.protobuf.Duration") {
+      return ConvertDuration(node, path, json);
+    }
+    if (type->full_name() == "google.protobuf.Any") {
+      // The policy's own message: checked by the validation library.
+      *json = ToJsonValue(node);
+      return true;
+    }
+    if (node.IsNull()) {
+      *json = "{}";
+      return true;
+    }
+    if (!node.IsMap()) {
+      return Fail(node, path, absl::StrCat("expected a mapping (the fields of ",
+                                           type->name(), ")"));
+    }
+    std::vector<std::string> members;
+    for (const auto& item : node) {
+      std::string key = item.first.as<std::string>();
+      const FieldDescriptor* field = type->FindFieldByName(key);
+      for (int i = 0; field == nullptr && i < type->field_count(); ++i) {
+        if (type->field(i)->json_name() == key) field = type->field(i);
+      }
+      std::string field_path = Join(path, field ? field->name() : key);
+      if (field == nullptr) {
+        std::vector<std::string> names;
+        for (int i = 0; i < type->field_count(); ++i) names.push_back(type->field(i)->name());
+        return Fail(item.first, field_path,
+                    absl::StrCat("unknown field '", key, "' in ", type->name(),
+                                 " (fields: ", absl::StrJoin(names, ", "), ")"));
+      }
+      std::string value;
+      if (!ConvertField(item.second, field, field_path, &value)) return false;
+      members.push_back(absl::StrCat("\"", field->json_name(), "\":", value));
+    }
+    *json = absl::StrCat("{", absl::StrJoin(members, ","), "}");
+    return true;
+  }
+
+  const std::string& error() const { return error_; }
+  const std::map<std::string, int>& lines() const { return lines_; }
+
+ private:
+  static std::string Join(const std::string& path, const std::string& field) {
+    return path.empty() ? field : absl::StrCat(path, ".", field);
+  }
+
+  bool Fail(const YAML::Node& node, const std::string& path, const std::string& message) {
+    error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ",
+                          path.empty() ? "spec" : "spec." + path, ": ", message);
+    return false;
+  }
+
+  void Remember(const YAML::Node& node, const std::string& path) {
+    if (node.Mark().line >= 0) lines_.emplace(path, node.Mark().line + 1);
+  }
+
+  bool ConvertField(const YAML::Node& node, const FieldDescriptor* field,
+                    const std::string& path, std::string* json) {
+    Remember(node, path);
+    if (field->is_map()) {
+      if (!node.IsMap()) return Fail(node, path, "expected a mapping");
+      const FieldDescriptor* value_field = field->message_type()->map_value();
+      std::vector<std::string> members;
+      for (const auto& item : node) {
+        std::string value;
+        std::string key = item.first.as<std::string>();
+        if (!ConvertSingle(item.second, value_field, absl::StrCat(path, "[", key, "]"), &value)) {
+          return false;
+        }
+        members.push_back(absl::StrCat(Quote(key), ":", value));
+      }
+      *json = absl::StrCat("{", absl::StrJoin(members, ","), "}");
+      return true;
+    }
+    if (field->is_repeated()) {
+      if (node.IsNull()) {
+        *json = "[]";
+        return true;
+      }
+      if (!node.IsSequence()) return Fail(node, path, "expected a list");
+      std::vector<std::string> items;
+      for (size_t i = 0; i < node.size(); ++i) {
+        std::string item_path = absl::StrCat(path, "[", i, "]");
+        Remember(node[i], item_path);
+        std::string value;
+        if (!ConvertSingle(node[i], field, item_path, &value)) return false;
+        items.push_back(std::move(value));
+      }
+      *json = absl::StrCat("[", absl::StrJoin(items, ","), "]");
+      return true;
+    }
+    return ConvertSingle(node, field, path, json);
+  }
+
+  bool ConvertSingle(const YAML::Node& node, const FieldDescriptor* field,
+                     const std::string& path, std::string* json) {
+    if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
+      return ConvertMessage(node, field->message_type(), path, json);
+    }
+    if (!node.IsScalar()) return Fail(node, path, "expected a single value");
+    const std::string text = node.Scalar();
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        *json = Quote(text);
+        return true;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        if (text == "true" || text == "false") {
+          *json = text;
+          return true;
+        }
+        return Fail(node, path, absl::StrCat("expected true or false, got '", text, "'"));
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
+        if (value == nullptr) {
+          std::vector<std::string> names;
+          for (int i = 0; i < field->enum_type()->value_count(); ++i) {
+            names.push_back(field->enum_type()->value(i)->name());
+          }
+          return Fail(node, path, absl::StrCat("'", text, "' is not one of ",
+                                               absl::StrJoin(names, ", ")));
+        }
+        *json = Quote(value->name());
+        return true;
+      }
+      case FieldDescriptor::CPPTYPE_INT32:
+      case FieldDescriptor::CPPTYPE_INT64: {
+        int64_t v;
+        if (!absl::SimpleAtoi(text, &v) ||
+            (field->cpp_type() == FieldDescriptor::CPPTYPE_INT32 &&
+             (v < INT32_MIN || v > INT32_MAX))) {
+          return Fail(node, path, absl::StrCat("expected an integer, got '", text, "'"));
+        }
+        *json = absl::StrCat(v);
+        return true;
+      }
+      case FieldDescriptor::CPPTYPE_UINT32:
+      case FieldDescriptor::CPPTYPE_UINT64: {
+        uint64_t v;
+        if (!absl::SimpleAtoi(text, &v) ||
+            (field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32 && v > UINT32_MAX)) {
+          return Fail(node, path,
+                      absl::StrCat("expected a non-negative integer, got '", text, "'"));
+        }
+        *json = absl::StrCat(v);
+        return true;
+      }
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+      case FieldDescriptor::CPPTYPE_FLOAT: {
+        double v;
+        if (!absl::SimpleAtod(text, &v)) {
+          return Fail(node, path, absl::StrCat("expected a number, got '", text, "'"));
+        }
+        *json = text;
+        return true;
+      }
+      default:
+        return Fail(node, path, "unsupported field type");
+    }
+  }
+
+  bool ConvertDuration(const YAML::Node& node, const std::string& path, std::string* json) {
+    if (!node.IsScalar()) return Fail(node, path, "expected a duration such as 5s or 250ms");
+    std::string text = node.Scalar();
+    absl::Duration d;
+    // Accept what operators write (250ms, 1m30s, 5s) and emit protobuf's form.
+    if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+      return Fail(node, path, absl::StrCat("'", text,
+                                           "' is not a duration (examples: 5s, 250ms, 1m)"));
+    }
+    int64_t nanos = absl::ToInt64Nanoseconds(d);
+    *json = Quote(absl::StrFormat("%d.%09ds", nanos / 1000000000, nanos % 1000000000));
+    return true;
+  }
+
+  static std::string Quote(const std::string& text) {
+    std::string out = "\"";
+    for (unsigned char c : text) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+          if (c < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+            out += buf;
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+    }
+    out += "\"";
+    return out;
+  }
+
+  // Untyped conversion for google.protobuf.Any payloads.
+  static std::string ToJsonValue(const YAML::Node& node) {
+    if (node.IsMap()) {
+      std::vector<std::string> members;
+      for (const auto& item : node) {
+        members.push_back(absl::StrCat(Quote(item.first.as<std::string>()), ":",
+                                       ToJsonValue(item.second)));
+      }
+      return absl::StrCat("{", absl::StrJoin(members, ","), "}");
+    }
+    if (node.IsSequence()) {
+      std::vector<std::string> items;
+      for (const auto& item : node) items.push_back(ToJsonValue(item));
+      return absl::StrCat("[", absl::StrJoin(items, ","), "]");
+    }
+    if (node.IsNull()) return "null";
+    const std::string& text = node.Scalar();
+    double number;
+    if (node.Tag() != "!" && (text == "true" || text == "false" || absl::SimpleAtod(text, &number))) {
+      return text;
+    }
+    return Quote(text);
+  }
+
+  std::string where_;
+  std::string error_;
+  std::map<std::string, int> lines_;
+};
+
+const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
+  const Descriptor* d = api::Resource::descriptor();
+  switch (kind) {
+    case config::v1::LISTENER: return d->FindFieldByName("listener");
+    case config::v1::ROUTE_TABLE: return d->FindFieldByName("route_table");
+    case config::v1::CLUSTER: return d->FindFieldByName("cluster");
+    default: return nullptr;
+  }
+}
+
+absl::Status LoadDocument(const YAML::Node& doc, const std::string& where,
+                          std::vector<LoadedResource>* out) {
+  auto fail = [&](const YAML::Node& node, const std::string& message) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ", line ", node.Mark().line + 1, ": ", message));
+  };
+  if (!doc.IsMap()) return fail(doc, "expected a mapping with kind, name and spec");
+  for (const auto& item : doc) {
+    std::string key = item.first.as<std::string>();
+    if (key != "kind" && key != "name" && key != "spec") {
+      return fail(item.first, absl::StrCat("unknown top-level field '", key,
+                                           "' (expected kind, name and spec)"));
+    }
+  }
+  if (!doc["kind"] || !doc["kind"].IsScalar()) return fail(doc, "kind is required");
+  if (!doc["name"] || !doc["name"].IsScalar()) return fail(doc, "name is required");
+  auto kind = api::ParseKind(doc["kind"].Scalar());
+  if (!kind.ok()) return fail(doc["kind"], std::string(kind.status().message()));
+  const std::string name = doc["name"].Scalar();
+  const FieldDescriptor* field = KindField(*kind);
+
+  SpecConverter converter(where);
+  std::string json;
+  YAML::Node spec = doc["spec"];
+  if (!spec) spec = YAML::Node(YAML::NodeType::Map);
+  if (!converter.ConvertMessage(spec, field->message_type(), "", &json)) {
+    return absl::InvalidArgumentError(converter.error());
+  }
+  api::Resource resource;
+  google::protobuf::Message* message =
+      resource.GetReflection()->MutableMessage(&resource, field);
+  google::protobuf::util::JsonParseOptions options;
+  auto status = google::protobuf::util::JsonStringToMessage(json, message, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": spec: ", std::string(status.message())));
+  }
+  const FieldDescriptor* name_field = message->GetDescriptor()->FindFieldByName("name");
+  std::string spec_name = message->GetReflection()->GetString(*message, name_field);
+  if (!spec_name.empty() && spec_name != name) {
+    return fail(doc["spec"]["name"], absl::StrCat("spec.name '", spec_name,
+                                                  "' differs from name '", name, "'"));
+  }
+  message->GetReflection()->SetString(message, name_field, name);
+
+  std::vector<api::ValidationError> errors;
+  api::ValidateResource(resource, &errors);
+  if (!errors.empty()) {
+    std::vector<std::string> lines;
+    for (const auto& e : errors) {
+      int line = doc.Mark().line + 1;
+      // The deepest path that the YAML spelled out.
+      for (std::string p = e.field; !p.empty();) {
+        if (auto it = converter.lines().find(p); it != converter.lines().end()) {
+          line = it->second;
+          break;
+        }
+        size_t cut = p.find_last_of(".[");
+        p = cut == std::string::npos ? "" : p.substr(0, cut);
+      }
+      lines.push_back(absl::StrCat(where, ", line ", line, ": ", e.ToString()));
+    }
+    return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+  }
+  out->push_back({std::move(resource), absl::StrCat(where, " (line ", doc.Mark().line + 1, ")")});
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
+                                                     const std::string& file_name) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
+        ": not valid YAML: ", e.msg));
+  }
+  std::vector<LoadedResource> out;
+  std::vector<std::string> errors;
+  int index = 0;
+  for (const YAML::Node& doc : docs) {
+    ++index;
+    if (doc.IsNull()) continue;  // empty document between separators
+    std::string where = absl::StrCat(file_name, ", document ", index);
+    absl::Status status;
+    try {
+      status = LoadDocument(doc, where, &out);
+    } catch (const YAML::Exception& e) {
+      status = absl::InvalidArgumentError(
+          absl::StrCat(where, ", line ", e.mark.line + 1, ": ", e.msg));
+    }
+    if (!status.ok()) errors.push_back(std::string(status.message()));
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  if (out.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(file_name, ": no documents"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
+  }
+  std::vector<std::string> files;
+  if (S_ISDIR(st.st_mode)) {
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot read"));
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (absl::EndsWith(name, ".yaml") || absl::EndsWith(name, ".yml")) {
+        files.push_back(absl::StrCat(path, "/", name));
+      }
+    }
+    ::closedir(dir);
+    std::sort(files.begin(), files.end());
+    if (files.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no .yaml or .yml files"));
+    }
+  } else {
+    files.push_back(path);
+  }
+  std::vector<LoadedResource> all;
+  std::vector<std::string> errors;
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    if (!in) {
+      errors.push_back(absl::StrCat(file, ": cannot read"));
+      continue;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    auto loaded = LoadYaml(text.str(), file);
+    if (!loaded.ok()) {
+      errors.push_back(std::string(loaded.status().message()));
+      continue;
+    }
+    for (auto& r : *loaded) all.push_back(std::move(r));
+  }
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  return all;
+}
+
+namespace {
+
+std::string SpecJson(const api::Resource& resource) {
+  const FieldDescriptor* field = KindField(api::KindOf(resource));
+  api::Resource copy = resource;
+  google::protobuf::Message* message = copy.GetReflection()->MutableMessage(&copy, field);
+  message->GetReflection()->ClearField(message,
+                                       message->GetDescriptor()->FindFieldByName("name"));
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(*message, &json, options);
+  return json;
+}
+
+void MakeBlock(YAML::Node node) {
+  if (node.IsMap() || node.IsSequence()) {
+    node.SetStyle(YAML::EmitterStyle::Block);
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      MakeBlock(node.IsMap() ? it->second : *it);
+    }
+  }
+}
+
+}  // namespace
+
+std::string ToJson(const api::Resource& resource) {
+  return absl::StrCat("{\"kind\":\"", api::KindName(api::KindOf(resource)),
+                      "\",\"name\":\"", api::NameOf(resource), "\",\"spec\":",
+                      SpecJson(resource), "}");
+}
+
+std::string ToYaml(const api::Resource& resource) {
+  YAML::Node spec = YAML::Load(SpecJson(resource));
+  MakeBlock(spec);
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "kind" << YAML::Value << std::string(api::KindName(api::KindOf(resource)));
+  out << YAML::Key << "name" << YAML::Value << api::NameOf(resource);
+  out << YAML::Key << "spec" << YAML::Value << spec;
+  out << YAML::EndMap;
+  return out.c_str();
+}
+
+}  // namespace sluice::cli

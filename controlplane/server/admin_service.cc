@@ -1,0 +1,115 @@
+#include "controlplane/server/admin_service.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::controlplane {
+namespace {
+
+void FillKeys(const std::vector<api::ResourceId>& ids,
+              const std::map<api::ResourceId, uint64_t>& hashes,
+              google::protobuf::RepeatedPtrField<config::v1::ResourceKey>* out) {
+  for (const auto& id : ids) {
+    auto* key = out->Add();
+    key->set_kind(id.first);
+    key->set_name(id.second);
+    if (auto it = hashes.find(id); it != hashes.end()) key->set_hash(it->second);
+  }
+}
+
+void FillDiff(const api::StateDiff& diff, admin::v1::Diff* out) {
+  static const std::map<api::ResourceId, uint64_t> kNoHashes;
+  FillKeys(diff.added, kNoHashes, out->mutable_added());
+  FillKeys(diff.changed, kNoHashes, out->mutable_changed());
+  FillKeys(diff.removed, kNoHashes, out->mutable_removed());
+  out->set_unchanged(diff.unchanged);
+}
+
+absl::Status CheckKindAndName(config::v1::ResourceKind kind, const std::string& name) {
+  if (kind == config::v1::RESOURCE_KIND_UNSPECIFIED ||
+      !config::v1::ResourceKind_IsValid(kind)) {
+    return absl::InvalidArgumentError("kind is required (LISTENER, ROUTE_TABLE or CLUSTER)");
+  }
+  if (name.empty()) return absl::InvalidArgumentError("name is required");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+grpc::Status AdminServiceImpl::Apply(grpc::ServerContext*,
+                                     const admin::v1::ApplyRequest* request,
+                                     admin::v1::ApplyResponse* response) {
+  if (request->resources_size() == 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError("apply needs at least one resource"));
+  }
+  std::vector<api::Resource> resources(request->resources().begin(),
+                                       request->resources().end());
+  auto result = state_->Apply(resources, request->dry_run());
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  response->set_version(result->version);
+  response->set_dry_run(request->dry_run());
+  FillDiff(result->diff, response->mutable_diff());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::Get(grpc::ServerContext*,
+                                   const admin::v1::GetRequest* request,
+                                   admin::v1::GetResponse* response) {
+  if (absl::Status s = CheckKindAndName(request->kind(), request->name()); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  auto snapshot = state_->Current();
+  api::ResourceId id{request->kind(), request->name()};
+  auto it = snapshot->resources.find(id);
+  if (it == snapshot->resources.end()) {
+    return ToGrpcStatus(absl::NotFoundError(absl::StrCat(api::Describe(id), " does not exist")));
+  }
+  *response->mutable_resource() = it->second;
+  response->set_version(snapshot->version);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::List(grpc::ServerContext*,
+                                    const admin::v1::ListRequest* request,
+                                    admin::v1::ListResponse* response) {
+  auto snapshot = state_->Current();
+  for (const auto& [id, resource] : snapshot->resources) {
+    if (request->kind() == config::v1::RESOURCE_KIND_UNSPECIFIED ||
+        request->kind() == id.first) {
+      *response->add_resources() = resource;
+    }
+  }
+  response->set_version(snapshot->version);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::Delete(grpc::ServerContext*,
+                                      const admin::v1::DeleteRequest* request,
+                                      admin::v1::DeleteResponse* response) {
+  if (absl::Status s = CheckKindAndName(request->kind(), request->name()); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  auto result = state_->Delete({request->kind(), request->name()}, request->dry_run());
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  response->set_version(result->version);
+  response->set_dry_run(request->dry_run());
+  FillDiff(result->diff, response->mutable_diff());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext*,
+                                           const admin::v1::ListProxiesRequest*,
+                                           admin::v1::ListProxiesResponse* response) {
+  for (auto& status : registry_->List()) *response->add_proxies() = std::move(status);
+  response->set_current_version(state_->Current()->version);
+  return grpc::Status::OK;
+}
+
+}  // namespace sluice::controlplane

@@ -1,0 +1,40 @@
+// AdminServiceImpl: the operator's API (api/sluice/admin), over ConfigState
+// and ProxyRegistry. Maps absl::Status codes one to one onto gRPC codes.
+//
+// Thread-safe.
+#ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
+#define SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
+
+#include "controlplane/server/config_state.h"
+#include "controlplane/server/proxy_registry.h"
+#include "sluice/admin/v1/admin.grpc.pb.h"
+
+namespace sluice::controlplane {
+
+class AdminServiceImpl final : public admin::v1::AdminService::Service {
+ public:
+  AdminServiceImpl(ConfigState* state, ProxyRegistry* registry)
+      : state_(state), registry_(registry) {}
+
+  grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
+                     admin::v1::ApplyResponse* response) override;
+  grpc::Status Get(grpc::ServerContext*, const admin::v1::GetRequest* request,
+                   admin::v1::GetResponse* response) override;
+  grpc::Status List(grpc::ServerContext*, const admin::v1::ListRequest* request,
+                    admin::v1::ListResponse* response) override;
+  grpc::Status Delete(grpc::ServerContext*, const admin::v1::DeleteRequest* request,
+                      admin::v1::DeleteResponse* response) override;
+  grpc::Status ListProxies(grpc::ServerContext*,
+                           const admin::v1::ListProxiesRequest* request,
+                           admin::v1::ListProxiesResponse* response) override;
+
+ private:
+  ConfigState* state_;
+  ProxyRegistry* registry_;
+};
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+}  // namespace sluice::controlplane
+
+#endif  // SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_

@@ -1,0 +1,59 @@
+#include "controlplane/server/proxy_registry.h"
+
+#include <algorithm>
+
+#include "google/protobuf/util/time_util.h"
+
+namespace sluice::controlplane {
+
+using google::protobuf::util::TimeUtil;
+
+int ProxyRegistry::Connect(const discovery::v1::Node& node, uint64_t version_held) {
+  absl::MutexLock lock(&mu_);
+  int handle = next_handle_++;
+  admin::v1::ProxyStatus& status = proxies_[handle];
+  *status.mutable_node() = node;
+  *status.mutable_connected_since() = TimeUtil::GetCurrentTime();
+  status.set_version_applied(version_held);
+  return handle;
+}
+
+void ProxyRegistry::Disconnect(int handle) {
+  absl::MutexLock lock(&mu_);
+  proxies_.erase(handle);
+}
+
+void ProxyRegistry::Sent(int handle, uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  proxies_[handle].set_version_pending(version);
+}
+
+void ProxyRegistry::Acked(int handle, uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  admin::v1::ProxyStatus& status = proxies_[handle];
+  status.set_version_applied(version);
+  status.set_version_pending(0);
+}
+
+void ProxyRegistry::Nacked(int handle, uint64_t version, const std::string& error) {
+  absl::MutexLock lock(&mu_);
+  admin::v1::ProxyStatus& status = proxies_[handle];
+  status.set_version_pending(0);
+  status.set_last_nack_version(version);
+  status.set_last_nack_error(error);
+  *status.mutable_last_nack_time() = TimeUtil::GetCurrentTime();
+}
+
+std::vector<admin::v1::ProxyStatus> ProxyRegistry::List() const {
+  std::vector<admin::v1::ProxyStatus> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [handle, status] : proxies_) out.push_back(status);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.node().id() < b.node().id();
+  });
+  return out;
+}
+
+}  // namespace sluice::controlplane
