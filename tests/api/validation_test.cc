@@ -1,0 +1,219 @@
+// Every validation rule, one test each: the rule rejects what it should, with
+// the resource and field named, and accepts the valid neighbour.
+#include "api/validation.h"
+
+#include <gtest/gtest.h>
+
+#include "google/protobuf/text_format.h"
+
+namespace sluice::api {
+namespace {
+
+Resource Parse(const std::string& text) {
+  Resource r;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &r)) << text;
+  return r;
+}
+
+const char kCluster[] = R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 9001 } })";
+const char kTable[] = R"(route_table { name: "main" virtual_hosts {
+  domains: "*" routes { match { prefix: "/" } route { cluster: "users" } } } })";
+const char kListener[] = R"(listener { name: "public" address: "127.0.0.1" port: 8080 route_table: "main" })";
+
+ResourceMap Valid() {
+  ResourceMap state;
+  for (const char* text : {kCluster, kTable, kListener}) {
+    Resource r = Parse(text);
+    state[IdOf(r)] = r;
+  }
+  return state;
+}
+
+// Errors for `state` after replacing one resource with `text`.
+std::string ErrorsWith(const std::string& text, ResourceMap state = Valid()) {
+  Resource r = Parse(text);
+  state[IdOf(r)] = r;
+  return std::string(CheckState(state).message());
+}
+
+TEST(ValidationTest, ValidStatePasses) { EXPECT_TRUE(CheckState(Valid()).ok()); }
+
+TEST(ValidationTest, NameRequiredAndCharset) {
+  EXPECT_EQ(ErrorsWith(R"(cluster { name: "a b" endpoints { address: "127.0.0.1" port: 1 } })"),
+            "Cluster \"a b\": name: 'a b' may contain only letters, digits, '-', '_' and '.'");
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "" endpoints { address: "127.0.0.1" port: 1 } })")
+                .find("name: is required"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith("cluster { name: \"" + std::string(129, 'a') +
+                       "\" endpoints { address: \"127.0.0.1\" port: 1 } }")
+                .find("at most 128"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, ClusterNeedsEndpoints) {
+  EXPECT_EQ(ErrorsWith(R"(cluster { name: "users" })"),
+            "Cluster \"users\": endpoints: needs at least one endpoint");
+}
+
+TEST(ValidationTest, BadAddressAndPort) {
+  std::string e = ErrorsWith(
+      R"(cluster { name: "users" endpoints { address: "localhost" port: 0 } })");
+  EXPECT_NE(e.find("endpoints[0].address: 'localhost' is not an IPv4 or IPv6 address"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("endpoints[0].port: must be 1..65535, got 0"), std::string::npos) << e;
+  EXPECT_TRUE(CheckState([] {
+                auto s = Valid();
+                Resource r = Parse(R"(cluster { name: "users" endpoints { address: "::1" port: 65535 } })");
+                s[IdOf(r)] = r;
+                return s;
+              }()).ok());
+}
+
+TEST(ValidationTest, DuplicateEndpoint) {
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users"
+      endpoints { address: "127.0.0.1" port: 1 } endpoints { address: "127.0.0.1" port: 1 } })")
+                .find("endpoints[1]: 127.0.0.1:1 is the same endpoint as endpoints[0]"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, WeightRange) {
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 1 weight: 10001 } })")
+                .find("endpoints[0].weight: must be 1..10000, got 10001"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, DurationsOutOfRange) {
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" connect_timeout { seconds: 600 }
+      endpoints { address: "127.0.0.1" port: 1 } })")
+                .find("connect_timeout: must be between 1ms and 5m, got 10m"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } route { cluster: "users" timeout { seconds: -1 } } } } })")
+                .find("routes[0].route.timeout: must be a non-negative duration"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" http { idle_timeout { seconds: 100000 } } })")
+                .find("http.idle_timeout: must be between"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, BadRegexRejectedByRe2) {
+  std::string e = ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { regex: "(unclosed" } route { cluster: "users" } } } })");
+  EXPECT_NE(e.find("virtual_hosts[0].routes[0].match.regex: invalid RE2 regular expression"),
+            std::string::npos) << e;
+  // Backreferences are not RE2.
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" headers { name: "x" regex: "(a)\\1" } } route { cluster: "users" } } } })")
+                .find("headers[0].regex: invalid RE2"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, UnknownClusterReference) {
+  EXPECT_EQ(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } route { cluster: "nope" } } } })"),
+            "RouteTable \"main\": virtual_hosts[0].routes[0].route.cluster: refers to "
+            "Cluster \"nope\", which does not exist");
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } route { weighted_clusters {
+        clusters { name: "users" weight: 1 } clusters { name: "gone" weight: 1 } } } } } })")
+                .find("weighted_clusters.clusters[1].name: refers to Cluster \"gone\""),
+            std::string::npos);
+}
+
+TEST(ValidationTest, UnknownRouteTableReference) {
+  EXPECT_EQ(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080 route_table: "other" })"),
+            "Listener \"public\": route_table: refers to RouteTable \"other\", which does not exist");
+}
+
+TEST(ValidationTest, ConflictingListeners) {
+  auto state = Valid();
+  Resource r = Parse(R"(listener { name: "second" address: "0.0.0.0" port: 8080 route_table: "main" })");
+  state[IdOf(r)] = r;
+  std::string e(CheckState(state).message());
+  EXPECT_NE(e.find("conflicts with Listener"), std::string::npos) << e;
+  // Same port on two different specific addresses is fine.
+  r = Parse(R"(listener { name: "second" address: "127.0.0.2" port: 8080 route_table: "main" })");
+  state[IdOf(r)] = r;
+  EXPECT_TRUE(CheckState(state).ok());
+}
+
+TEST(ValidationTest, DuplicateDomainsAcrossVirtualHosts) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main"
+      virtual_hosts { domains: "a.com" routes { match { prefix: "/" } route { cluster: "users" } } }
+      virtual_hosts { domains: "a.com" routes { match { prefix: "/" } route { cluster: "users" } } } })")
+                .find("virtual_hosts[1].domains[0]: domain 'a.com' is already served by virtual_hosts[0]"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, BadDomain) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "A*.com"
+      routes { match { prefix: "/" } route { cluster: "users" } } } })")
+                .find("domains[0]: 'A*.com' must be"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, RouteNeedsMatchAndAction) {
+  std::string e = ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*" routes { } } })");
+  EXPECT_NE(e.find("routes[0].match: needs one of prefix, path or regex"), std::string::npos);
+  EXPECT_NE(e.find("routes[0]: needs one of route, redirect or direct_response"), std::string::npos);
+}
+
+TEST(ValidationTest, PathMustStartWithSlash) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "api" } route { cluster: "users" } } } })")
+                .find("match.prefix: 'api' must start with '/'"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, MethodsMustBeUpperCaseTokens) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" methods: "get" } route { cluster: "users" } } } })")
+                .find("methods[0]: 'get' is not an upper-case HTTP method"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, RedirectAndDirectResponseRanges) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } redirect { response_code: 200 } } } })")
+                .find("redirect.response_code: must be 301, 302, 303, 307 or 308, got 200"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } direct_response { status: 99 } } } })")
+                .find("direct_response.status: must be 200..599, got 99"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, PrefixRewriteNeedsPrefixMatch) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { path: "/x" } route { cluster: "users" prefix_rewrite: "/y" } } } })")
+                .find("prefix_rewrite: needs a match on prefix"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, UnknownPolicyRejected) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } route { cluster: "users" } policies { name: "magic" } } } })")
+                .find("policies[0]: unknown policy 'magic'"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, HeaderLimitRange) {
+  EXPECT_NE(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" http { max_request_headers_bytes: 10 } })")
+                .find("http.max_request_headers_bytes: must be 1024..1048576, got 10"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, ManyErrorsAreCapped) {
+  ResourceMap state;
+  for (int i = 0; i < 30; ++i) {
+    Resource r = Parse("cluster { name: \"c" + std::to_string(i) + "\" }");
+    state[IdOf(r)] = r;
+  }
+  std::string e(CheckState(state).message());
+  EXPECT_NE(e.find("... and 10 more errors"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace sluice::api

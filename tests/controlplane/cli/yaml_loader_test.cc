@@ -1,0 +1,114 @@
+#include "controlplane/cli/yaml_loader.h"
+
+#include <gtest/gtest.h>
+
+#include "api/validation.h"
+
+namespace sluice::cli {
+namespace {
+
+std::string Error(const std::string& yaml) {
+  auto loaded = LoadYaml(yaml, "f.yaml");
+  EXPECT_FALSE(loaded.ok());
+  return std::string(loaded.status().message());
+}
+
+TEST(YamlLoaderTest, LoadsEveryKindWithDurationsEnumsAndCamelCase) {
+  auto loaded = LoadYaml(R"(
+kind: Cluster
+name: users
+spec:
+  lbPolicy: least_request
+  connect_timeout: 250ms
+  endpoints: [{address: 127.0.0.1, port: 9001, weight: 3}]
+---
+kind: RouteTable
+name: main
+spec:
+  virtual_hosts:
+    - domains: ["*"]
+      routes:
+        - match: {prefix: /, headers: [{name: x-env, exact: "1"}]}
+          route: {cluster: users, timeout: 1m30s}
+---
+kind: listener
+name: public
+spec: {address: "::1", port: 8080, route_table: main, http: {idle_timeout: 5s}}
+)",
+                         "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 3u);
+  const auto& cluster = (*loaded)[0].resource.cluster();
+  EXPECT_EQ(cluster.name(), "users");
+  EXPECT_EQ(cluster.lb_policy(), config::v1::Cluster::LEAST_REQUEST);
+  EXPECT_EQ(cluster.connect_timeout().nanos(), 250000000);
+  EXPECT_EQ(cluster.endpoints(0).weight(), 3u);
+  const auto& route = (*loaded)[1].resource.route_table().virtual_hosts(0).routes(0);
+  EXPECT_EQ(route.route().timeout().seconds(), 90);
+  EXPECT_EQ(route.match().headers(0).exact(), "1");
+  EXPECT_EQ((*loaded)[2].resource.listener().http().idle_timeout().seconds(), 5);
+}
+
+TEST(YamlLoaderTest, UnknownFieldNamesFileDocumentLineAndField) {
+  EXPECT_EQ(Error("kind: Cluster\nname: a\nspec:\n  endpoints:\n    - address: 127.0.0.1\n"
+                  "      prot: 80\n"),
+            "f.yaml, document 1, line 6: spec.endpoints[0].prot: unknown field 'prot' in "
+            "Endpoint (fields: address, port, weight)");
+}
+
+TEST(YamlLoaderTest, TypeErrors) {
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: abc}]\n")
+                .find("line 4: spec.endpoints[0].port: expected a non-negative integer, got 'abc'"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  lb_policy: FASTEST\n")
+                .find("spec.lb_policy: 'FASTEST' is not one of ROUND_ROBIN, LEAST_REQUEST"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout: soon\n")
+                .find("spec.connect_timeout: 'soon' is not a duration"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  endpoints: {address: x}\n")
+                .find("spec.endpoints: expected a list"),
+            std::string::npos);
+}
+
+TEST(YamlLoaderTest, ValidationErrorsCarryTheLineOfTheField) {
+  std::string e = Error(
+      "kind: Cluster\nname: a\nspec:\n  endpoints:\n    - address: 127.0.0.1\n      port: 0\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 6: Cluster \"a\": endpoints[0].port: must be 1..65535, got 0");
+}
+
+TEST(YamlLoaderTest, EnvelopeErrors) {
+  EXPECT_NE(Error("kind: Pod\nname: a\nspec: {}\n").find("unknown kind 'Pod'"), std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nspec: {}\n").find("name is required"), std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspek: {}\n").find("unknown top-level field 'spek'"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec: {name: b, endpoints: [{address: 127.0.0.1, port: 1}]}\n")
+                .find("spec.name 'b' differs from name 'a'"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: [unclosed\n").find("f.yaml, line 3, column 1: not valid YAML"),
+            std::string::npos);
+  EXPECT_EQ(Error(""), "f.yaml: no documents");
+}
+
+TEST(YamlLoaderTest, AnErrorInOneDocumentYieldsNothingAndNamesTheDocument) {
+  std::string e = Error(
+      "kind: Cluster\nname: ok\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n---\n"
+      "kind: Cluster\nname: bad\nspec: {endpoints: [{address: 127.0.0.1, port: 1, wat: 1}]}\n");
+  EXPECT_NE(e.find("f.yaml, document 2, line 7"), std::string::npos) << e;
+}
+
+TEST(YamlLoaderTest, YamlRoundTrip) {
+  auto loaded = LoadYaml(
+      "kind: Cluster\nname: users\nspec:\n  lb_policy: LEAST_REQUEST\n  connect_timeout: 2s\n"
+      "  endpoints: [{address: 127.0.0.1, port: 9001}]\n",
+      "f.yaml");
+  ASSERT_TRUE(loaded.ok());
+  std::string yaml = ToYaml((*loaded)[0].resource);
+  auto again = LoadYaml(yaml, "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ((*again)[0].resource.SerializeAsString(), (*loaded)[0].resource.SerializeAsString());
+  EXPECT_NE(ToJson((*loaded)[0].resource).find("\"kind\":\"Cluster\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice::cli

@@ -1,0 +1,134 @@
+#include "controlplane/store/file_store.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "tests/harness/process.h"
+
+namespace sluice::controlplane {
+namespace {
+
+using sluice::testing::MakeTempDir;
+using sluice::testing::ReadFile;
+
+api::Resource Cluster(const std::string& name) {
+  api::Resource r;
+  r.mutable_cluster()->set_name(name);
+  auto* e = r.mutable_cluster()->add_endpoints();
+  e->set_address("127.0.0.1");
+  e->set_port(9000);
+  return r;
+}
+
+StoredState Sample() {
+  StoredState s;
+  s.version = 42;
+  for (const char* n : {"a", "b", "c"}) s.resources[{config::v1::CLUSTER, n}] = Cluster(n);
+  return s;
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+TEST(FileStoreTest, EmptyDirLoadsVersionZero) {
+  auto store = FileStore::Open(MakeTempDir("store"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto state = (*store)->Load();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->version, 0u);
+  EXPECT_TRUE(state->resources.empty());
+}
+
+TEST(FileStoreTest, SaveThenRestoreInANewStore) {
+  std::string dir = MakeTempDir("store");
+  {
+    auto store = FileStore::Open(dir);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Save(Sample()).ok());
+  }
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  auto state = (*store)->Load();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->version, 42u);
+  ASSERT_EQ(state->resources.size(), 3u);
+  EXPECT_EQ(state->resources.at({config::v1::CLUSTER, "b"}).cluster().endpoints(0).port(), 9000u);
+}
+
+TEST(FileStoreTest, SecondOpenOfTheSameDirIsRefused) {
+  std::string dir = MakeTempDir("store");
+  auto first = FileStore::Open(dir);
+  ASSERT_TRUE(first.ok());
+  auto second = FileStore::Open(dir);
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("in use by another sluice-control"),
+            std::string::npos);
+}
+
+TEST(FileStoreTest, EveryTruncationIsReportedNeverEmpty) {
+  std::string bytes = FileStore::Encode(Sample());
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    auto state = FileStore::Decode(bytes.substr(0, len), "/x/state.db");
+    ASSERT_FALSE(state.ok()) << "length " << len;
+    EXPECT_EQ(state.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(state.status().message().find("/x/state.db"), std::string::npos);
+  }
+}
+
+TEST(FileStoreTest, TruncatedFileOnDiskNamesTheFile) {
+  std::string dir = MakeTempDir("store");
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE((*store)->Save(Sample()).ok());
+  std::string bytes = ReadFile(dir + "/state.db");
+  WriteBytes(dir + "/state.db", bytes.substr(0, bytes.size() - 7));
+  auto state = (*store)->Load();
+  ASSERT_FALSE(state.ok());
+  EXPECT_NE(state.status().message().find(dir + "/state.db is damaged: truncated"),
+            std::string::npos)
+      << state.status();
+}
+
+TEST(FileStoreTest, ChecksumMismatchIsDetected) {
+  std::string bytes = FileStore::Encode(Sample());
+  for (size_t i = 24; i < bytes.size(); i += 7) {
+    std::string flipped = bytes;
+    flipped[i] ^= 0x40;
+    auto state = FileStore::Decode(flipped, "state.db");
+    ASSERT_FALSE(state.ok()) << "byte " << i;
+    EXPECT_NE(state.status().message().find("checksum mismatch"), std::string::npos);
+  }
+}
+
+TEST(FileStoreTest, BadMagicAndUnknownFormat) {
+  std::string bytes = FileStore::Encode(Sample());
+  std::string bad = bytes;
+  bad[0] = 'X';
+  EXPECT_NE(FileStore::Decode(bad, "f").status().message().find("bad magic"),
+            std::string::npos);
+  bad = bytes;
+  bad[8] = 9;
+  EXPECT_NE(FileStore::Decode(bad, "f").status().message().find("format 9"),
+            std::string::npos);
+}
+
+TEST(FileStoreTest, LeftoverTempFileFromACrashIsIgnored) {
+  std::string dir = MakeTempDir("store");
+  {
+    auto store = FileStore::Open(dir);
+    ASSERT_TRUE((*store)->Save(Sample()).ok());
+  }
+  WriteBytes(dir + "/state.db.tmp", "half a write");
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  auto state = (*store)->Load();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->version, 42u);
+  EXPECT_NE(access((dir + "/state.db.tmp").c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace sluice::controlplane

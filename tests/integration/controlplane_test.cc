@@ -1,0 +1,307 @@
+// sluice-control and sluicectl as real processes, with a discovery client
+// over the real gRPC stream.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "api/resource.h"
+#include "grpcpp/grpcpp.h"
+#include "sluice/discovery/v1/discovery.grpc.pb.h"
+#include "tests/harness/process.h"
+
+namespace sluice {
+namespace {
+
+using discovery::v1::DiscoveryRequest;
+using discovery::v1::DiscoveryResponse;
+using testing::ControlPlane;
+using testing::MakeTempDir;
+using testing::RunfilePath;
+using testing::WaitFor;
+
+std::string WriteFile(const std::string& text) {
+  std::string path = MakeTempDir("yaml") + "/config.yaml";
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string ClusterYaml(const std::string& name, int port) {
+  return absl::StrCat("kind: Cluster\nname: ", name,
+                      "\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port, "}]\n");
+}
+
+// A proxy's side of the config stream, driven by hand.
+class DiscoveryClient {
+ public:
+  DiscoveryClient(const std::string& address, const std::string& node_id,
+                  uint64_t version = 0, std::vector<config::v1::ResourceKey> known = {}) {
+    channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    stub_ = discovery::v1::DiscoveryService::NewStub(channel_);
+    stream_ = stub_->StreamConfig(&context_);
+    DiscoveryRequest hello;
+    hello.mutable_node()->set_id(node_id);
+    hello.mutable_node()->set_group("test");
+    hello.set_version_applied(version);
+    for (auto& k : known) *hello.add_known_resources() = k;
+    stream_->Write(hello);
+  }
+  ~DiscoveryClient() {
+    context_.TryCancel();
+    DiscoveryResponse ignored;
+    while (stream_->Read(&ignored)) {
+    }
+    stream_->Finish();
+  }
+  bool Read(DiscoveryResponse* response) { return stream_->Read(response); }
+  void Ack(const DiscoveryResponse& r) {
+    DiscoveryRequest req;
+    req.set_version_applied(r.version());
+    req.set_response_nonce(r.nonce());
+    stream_->Write(req);
+  }
+  void Nack(const DiscoveryResponse& r, uint64_t held, const std::string& error) {
+    DiscoveryRequest req;
+    req.set_version_applied(held);
+    req.set_response_nonce(r.nonce());
+    req.set_error_detail(error);
+    stream_->Write(req);
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<discovery::v1::DiscoveryService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<DiscoveryRequest, DiscoveryResponse>> stream_;
+};
+
+std::set<std::string> Names(const DiscoveryResponse& r) {
+  std::set<std::string> names;
+  for (const auto& res : r.resources()) names.insert(std::string(api::NameOf(res)));
+  return names;
+}
+
+TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  std::string quickstart = RunfilePath("examples/quickstart.yaml");
+
+  auto dry = cp.Ctl({"apply", "-f", quickstart, "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("+ Cluster \"users\""), std::string::npos) << dry.out;
+  EXPECT_NE(dry.out.find("dry run: nothing stored (current version 0)"), std::string::npos);
+  EXPECT_NE(cp.Ctl({"get"}).out.find("version 0"), std::string::npos);
+
+  auto applied = cp.Ctl({"apply", "-f", quickstart});
+  EXPECT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_NE(applied.out.find("4 added, 0 changed, 0 removed"), std::string::npos) << applied.out;
+  EXPECT_NE(applied.out.find("applied: version 1"), std::string::npos);
+
+  auto again = cp.Ctl({"apply", "-f", quickstart});
+  EXPECT_NE(again.out.find("no change; version 1"), std::string::npos) << again.out;
+
+  auto get = cp.Ctl({"get", "cluster", "users", "-o", "yaml"});
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_NE(get.out.find("name: users"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("port: 9001"), std::string::npos) << get.out;
+  auto json = cp.Ctl({"get", "clusters", "-o", "json"});
+  EXPECT_NE(json.out.find("{\"version\":1,\"items\":["), std::string::npos) << json.out;
+
+  auto missing = cp.Ctl({"get", "cluster", "nope"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("Cluster \"nope\" does not exist"), std::string::npos);
+
+  // Deleting something still referenced is refused with the reason.
+  auto refused = cp.Ctl({"delete", "cluster", "users"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("refers to Cluster \"users\""), std::string::npos) << refused.err;
+
+  auto changed = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("spare", 9100))});
+  EXPECT_NE(changed.out.find("applied: version 2"), std::string::npos) << changed.out;
+  auto dry_delete = cp.Ctl({"delete", "cluster", "spare", "--dry-run"});
+  EXPECT_NE(dry_delete.out.find("- Cluster \"spare\""), std::string::npos);
+  EXPECT_NE(dry_delete.out.find("dry run"), std::string::npos);
+  auto deleted = cp.Ctl({"delete", "cluster", "spare"});
+  EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
+  EXPECT_NE(deleted.out.find("applied: version 3"), std::string::npos) << deleted.out;
+  EXPECT_EQ(cp.Ctl({"get", "cluster", "spare"}).exit_code, 1);
+}
+
+TEST(ControlPlaneTest, InvalidApplyChangesNothing) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
+  // Locally detectable: named with file, document, line and field.
+  std::string bad = WriteFile(ClusterYaml("users", 9001) + "---\n" +
+                              "kind: Cluster\nname: other\nspec:\n  endpoints: [{address: 127.0.0.1, port: 70000}]\n");
+  auto r = cp.Ctl({"apply", "-f", bad});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(bad + ", document 2, line 9: Cluster \"other\": endpoints[0].port: must be 1..65535, got 70000"),
+            std::string::npos)
+      << r.err;
+  // Detectable only against the stored state: the server says why.
+  std::string dangling = WriteFile(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+      "    routes: [{match: {prefix: /}, route: {cluster: ghost}}]\n");
+  r = cp.Ctl({"apply", "-f", dangling});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("RouteTable \"main\": virtual_hosts[0].routes[0].route.cluster: refers to "
+                       "Cluster \"ghost\", which does not exist"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(cp.Ctl({"get"}).out.find("version 1"), std::string::npos);
+}
+
+TEST(ControlPlaneTest, ServerFlagAndEnvironment) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  auto via_env = testing::RunCommand({RunfilePath("controlplane/cli/sluicectl"), "get"},
+                                     {"SLUICE_SERVER=" + cp.address()});
+  EXPECT_EQ(via_env.exit_code, 0) << via_env.err;
+  auto unreachable = testing::RunCommand(
+      {RunfilePath("controlplane/cli/sluicectl"), "--server", "127.0.0.1:1", "get"});
+  EXPECT_EQ(unreachable.exit_code, 1);
+  EXPECT_NE(unreachable.err.find("cannot reach sluice-control at 127.0.0.1:1"), std::string::npos)
+      << unreachable.err;
+}
+
+TEST(ControlPlaneTest, DiscoveryStreamSnapshotAckPushNack) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
+
+  DiscoveryClient client(cp.address(), "proxy-a");
+  DiscoveryResponse r;
+  ASSERT_TRUE(client.Read(&r));
+  EXPECT_EQ(r.version(), 1u);
+  EXPECT_EQ(Names(r), (std::set<std::string>{"public", "main", "users", "orders"}));
+  client.Ack(r);
+  ASSERT_TRUE(WaitFor([&] {
+    auto p = cp.Ctl({"proxies"});
+    return p.out.find("proxy-a") != std::string::npos &&
+           p.out.find("test       1 ") != std::string::npos;
+  }, absl::Seconds(10))) << cp.Ctl({"proxies"}).out;
+
+  // The next version carries only what changed.
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("users", 9009))}).exit_code, 0);
+  ASSERT_TRUE(client.Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(Names(r), (std::set<std::string>{"users"}));
+  // NACK it: the control plane records the error and the proxy keeps version 1.
+  client.Nack(r, 1, "Cluster \"users\": refused by test");
+  ASSERT_TRUE(WaitFor([&] {
+    return cp.Ctl({"proxies"}).out.find("v2: Cluster \"users\": refused by test") != std::string::npos;
+  }, absl::Seconds(10))) << cp.Ctl({"proxies"}).out;
+  EXPECT_NE(cp.Ctl({"proxies"}).out.find("test       1 "), std::string::npos);
+
+  // A later version is computed against what the proxy really holds (v1).
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("extra", 9010))}).exit_code, 0);
+  ASSERT_TRUE(client.Read(&r));
+  EXPECT_EQ(r.version(), 3u);
+  EXPECT_EQ(Names(r), (std::set<std::string>{"users", "extra"}));
+  client.Ack(r);
+  ASSERT_TRUE(WaitFor([&] {
+    return cp.Ctl({"proxies"}).out.find("test       3 ") != std::string::npos;
+  }, absl::Seconds(10)));
+
+  // Removals are pushed as names.
+  ASSERT_EQ(cp.Ctl({"delete", "cluster", "extra"}).exit_code, 0);
+  ASSERT_TRUE(client.Read(&r));
+  EXPECT_EQ(r.version(), 4u);
+  EXPECT_EQ(r.resources_size(), 0);
+  ASSERT_EQ(r.removed_size(), 1);
+  EXPECT_EQ(r.removed(0).name(), "extra");
+}
+
+TEST(ControlPlaneTest, ReconnectSendsOnlyWhatDiffers) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
+  std::vector<config::v1::ResourceKey> known;
+  {
+    DiscoveryClient first(cp.address(), "proxy-b");
+    DiscoveryResponse r;
+    ASSERT_TRUE(first.Read(&r));
+    for (const auto& res : r.resources()) known.push_back(api::KeyOf(res));
+    first.Ack(r);
+  }
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("users", 9555))}).exit_code, 0);
+  DiscoveryClient again(cp.address(), "proxy-b", 1, known);
+  DiscoveryResponse r;
+  ASSERT_TRUE(again.Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(Names(r), (std::set<std::string>{"users"}));
+  EXPECT_EQ(r.removed_size(), 0);
+}
+
+TEST(ControlPlaneTest, KillDashNineLosesNoAcknowledgedApply) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
+  for (int i = 0; i < 5; ++i) {
+    auto r = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("c" + std::to_string(i), 9100 + i))});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // The apply returned: it must survive an immediate kill -9.
+  cp.Kill();
+  ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+  auto get = cp.Ctl({"get"});
+  EXPECT_NE(get.out.find("version 6"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("c4"), std::string::npos) << get.out;
+  auto next = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("after", 9200))});
+  EXPECT_NE(next.out.find("applied: version 7"), std::string::npos) << next.out;
+}
+
+TEST(ControlPlaneTest, KillDuringApplyStreamNeverCorruptsTheStore) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  std::string files[3];
+  for (int i = 0; i < 3; ++i) files[i] = WriteFile(ClusterYaml("k" + std::to_string(i), 9300 + i));
+  // Kill at varying moments while applies are in flight.
+  for (int round = 0; round < 5; ++round) {
+    pid_t child = fork();
+    if (child == 0) {
+      for (int i = 0; i < 30; ++i) (void)cp.Ctl({"apply", "-f", files[i % 3]});
+      _exit(0);
+    }
+    absl::SleepFor(absl::Milliseconds(50 + 40 * round));  // vary the kill instant
+    cp.Kill();
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+    auto get = cp.Ctl({"get"});
+    ASSERT_EQ(get.exit_code, 0) << get.err << cp.process().Log();
+  }
+}
+
+TEST(ControlPlaneTest, CorruptStoreIsRefusedWithTheFileNamed) {
+  std::string dir = MakeTempDir("corrupt");
+  {
+    ControlPlane cp(dir);
+    ASSERT_TRUE(cp.ok());
+    ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
+    cp.Kill();
+  }
+  std::string bytes = testing::ReadFile(dir + "/state.db");
+  std::ofstream(dir + "/state.db", std::ios::trunc | std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  testing::Process p(RunfilePath("controlplane/server/sluice-control"),
+                     {"--listen", "127.0.0.1:0", "--data-dir", dir}, dir + ".corrupt.log");
+  auto status = p.Wait(absl::Seconds(20));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(p.Log().find(dir + "/state.db is damaged"), std::string::npos) << p.Log();
+}
+
+TEST(ControlPlaneTest, SigtermEndsCleanly) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  DiscoveryClient client(cp.address(), "proxy-c");
+  cp.process().Signal(SIGTERM);
+  auto status = cp.process().Wait(absl::Seconds(15));
+  ASSERT_TRUE(status.has_value()) << cp.process().Log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << cp.process().Log();
+}
+
+}  // namespace
+}  // namespace sluice
