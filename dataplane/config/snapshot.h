@@ -1,0 +1,83 @@
+// ConfigSnapshot: one config version compiled for the request path --
+// route tables compiled for matching, clusters, listeners with their bound
+// sockets and stats handles. Immutable once built and shared by every worker
+// (read-copy-update: a request keeps the snapshot it started with; the last
+// reference frees it).
+//
+// CompileSnapshot runs on the config thread; snapshots are read anywhere.
+#ifndef SLUICE_DATAPLANE_CONFIG_SNAPSHOT_H_
+#define SLUICE_DATAPLANE_CONFIG_SNAPSHOT_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "api/resource.h"
+#include "dataplane/net/socket.h"
+#include "dataplane/router/route_table.h"
+#include "dataplane/stats/stats.h"
+#include "dataplane/upstream/cluster.h"
+
+namespace sluice::config {
+
+// One SO_REUSEPORT listening socket per worker on one address. Closed when
+// the last snapshot that uses it is freed.
+struct ListenSockets {
+  net::Address address;
+  std::vector<int> fds;
+  ~ListenSockets();
+};
+
+// Keeps listening sockets across versions: a listener whose address stays
+// keeps its sockets (no connection is refused during a change). Config
+// thread only.
+class ListenerSocketCache {
+ public:
+  explicit ListenerSocketCache(int workers) : workers_(workers) {}
+  absl::StatusOr<std::shared_ptr<ListenSockets>> Get(const net::Address& address);
+
+ private:
+  int workers_;
+  std::map<std::string, std::weak_ptr<ListenSockets>> by_address_;
+};
+
+// Responses by status class, per route.
+struct RouteStats {
+  stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
+};
+
+struct ListenerRuntime {
+  std::string name;
+  std::shared_ptr<ListenSockets> sockets;
+  std::shared_ptr<const router::RouteTable> route_table;
+  const std::vector<RouteStats>* route_stats = nullptr;  // by route id
+  size_t max_request_headers_bytes;
+  absl::Duration request_headers_timeout;
+  absl::Duration idle_timeout;
+};
+
+struct ConfigSnapshot {
+  uint64_t version = 0;
+  api::ResourceMap resources;
+  std::map<std::string, ListenerRuntime> listeners;
+  std::map<std::string, std::shared_ptr<const router::RouteTable>> route_tables;
+  std::map<std::string, std::vector<RouteStats>> route_stats;  // by route table
+  std::unordered_map<std::string, std::shared_ptr<const upstream::ClusterInfo>> clusters;
+  std::set<std::string> endpoint_keys;  // every endpoint of every cluster
+};
+
+// Validates `resources` with the shared validation library and compiles
+// them. Errors name the resource and field; nothing is bound on error
+// except sockets that the next successful version may reuse.
+absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
+    uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
+    stats::StatsStore& store);
+
+}  // namespace sluice::config
+
+#endif  // SLUICE_DATAPLANE_CONFIG_SNAPSHOT_H_

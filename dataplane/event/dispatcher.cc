@@ -1,0 +1,139 @@
+#include "dataplane/event/dispatcher.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "common/log.h"
+
+namespace sluice::event {
+namespace {
+
+timeval DelayToTimeval(absl::Duration d) {
+  if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
+  return absl::ToTimeval(d);
+}
+
+}  // namespace
+
+Timer::Timer(Dispatcher& dispatcher, std::function<void()> callback)
+    : event_(evtimer_new(dispatcher.base(), &Timer::OnFire, this)),
+      callback_(std::move(callback)) {
+  SLUICE_CHECK(event_ != nullptr);
+}
+
+Timer::~Timer() { event_free(event_); }
+
+void Timer::Enable(absl::Duration delay) {
+  timeval tv = DelayToTimeval(delay);
+  evtimer_add(event_, &tv);
+}
+
+void Timer::Disable() { evtimer_del(event_); }
+
+bool Timer::enabled() const { return evtimer_pending(event_, nullptr) != 0; }
+
+void Timer::OnFire(evutil_socket_t, short, void* arg) {
+  static_cast<Timer*>(arg)->callback_();
+}
+
+FileEvent::FileEvent(Dispatcher& dispatcher, int fd, std::function<void(short)> callback)
+    : dispatcher_(dispatcher), fd_(fd), callback_(std::move(callback)) {}
+
+FileEvent::~FileEvent() {
+  if (event_ != nullptr) event_free(event_);
+}
+
+void FileEvent::SetEnabled(short events) {
+  if (events == enabled_ && event_ != nullptr) return;
+  if (event_ != nullptr) {
+    event_free(event_);
+    event_ = nullptr;
+  }
+  enabled_ = events;
+  if (events == 0) return;
+  event_ = event_new(dispatcher_.base(), fd_, events | EV_PERSIST, &FileEvent::OnReady, this);
+  SLUICE_CHECK(event_ != nullptr);
+  event_add(event_, nullptr);
+}
+
+void FileEvent::OnReady(evutil_socket_t, short what, void* arg) {
+  static_cast<FileEvent*>(arg)->callback_(what & (EV_READ | EV_WRITE));
+}
+
+Dispatcher::Dispatcher() {
+  event_config* config = event_config_new();
+  // One thread per base: no locking inside libevent.
+  event_config_set_flag(config, EVENT_BASE_FLAG_NOLOCK);
+  base_ = event_base_new_with_config(config);
+  event_config_free(config);
+  SLUICE_CHECK(base_ != nullptr);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  SLUICE_CHECK(wake_fd_ >= 0);
+  wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Dispatcher::OnWake, this);
+  event_add(wake_event_, nullptr);
+  deferred_event_ = event_new(
+      base_, -1, 0,
+      [](evutil_socket_t, short, void* arg) { static_cast<Dispatcher*>(arg)->ClearDeferred(); },
+      this);
+}
+
+Dispatcher::~Dispatcher() {
+  ClearDeferred();
+  event_free(deferred_event_);
+  event_free(wake_event_);
+  close(wake_fd_);
+  event_base_free(base_);
+}
+
+void Dispatcher::Run() { event_base_loop(base_, 0); }
+
+void Dispatcher::Exit() {
+  Post([this] { event_base_loopbreak(base_); });
+}
+
+void Dispatcher::Post(std::function<void()> fn) {
+  bool first;
+  {
+    absl::MutexLock lock(&post_mu_);
+    first = posted_.empty();
+    posted_.push_back(std::move(fn));
+  }
+  if (first) {
+    uint64_t one = 1;
+    ssize_t ignored = write(wake_fd_, &one, sizeof(one));
+    (void)ignored;
+  }
+}
+
+void Dispatcher::OnWake(evutil_socket_t fd, short, void* arg) {
+  uint64_t value;
+  ssize_t ignored = read(fd, &value, sizeof(value));
+  (void)ignored;
+  static_cast<Dispatcher*>(arg)->RunPosted();
+}
+
+void Dispatcher::RunPosted() {
+  std::vector<std::function<void()>> batch;
+  {
+    absl::MutexLock lock(&post_mu_);
+    batch.swap(posted_);
+  }
+  for (auto& fn : batch) fn();
+}
+
+void Dispatcher::DeferredDelete(std::unique_ptr<DeferredDeletable> object) {
+  if (deferred_.empty()) event_active(deferred_event_, 0, 0);
+  deferred_.push_back(std::move(object));
+}
+
+void Dispatcher::ClearDeferred() {
+  while (!deferred_.empty()) {
+    std::vector<std::unique_ptr<DeferredDeletable>> batch;
+    batch.swap(deferred_);
+    batch.clear();  // destructors may defer more
+  }
+}
+
+}  // namespace sluice::event

@@ -1,0 +1,141 @@
+#include "dataplane/http/http_util.h"
+
+#include <cstdio>
+
+namespace sluice::http {
+namespace {
+
+char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (Lower(a[i]) != Lower(b[i])) return false;
+  }
+  return true;
+}
+
+bool IsHopByHop(std::string_view name, const std::vector<std::string_view>& connection_tokens) {
+  switch (name.size()) {
+    case 2:
+      if (EqualsIgnoreCase(name, "te")) return true;
+      break;
+    case 7:
+      if (EqualsIgnoreCase(name, "upgrade") || EqualsIgnoreCase(name, "trailer")) return true;
+      break;
+    case 10:
+      if (EqualsIgnoreCase(name, "connection") || EqualsIgnoreCase(name, "keep-alive")) {
+        return true;
+      }
+      break;
+    case 16:
+      if (EqualsIgnoreCase(name, "proxy-connection")) return true;
+      break;
+    case 17:
+      if (EqualsIgnoreCase(name, "transfer-encoding")) return true;
+      break;
+    default:
+      break;
+  }
+  for (std::string_view token : connection_tokens) {
+    if (EqualsIgnoreCase(name, token)) return true;
+  }
+  return false;
+}
+
+std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& headers) {
+  std::vector<std::string_view> tokens;
+  for (const HeaderField& h : headers) {
+    if (!EqualsIgnoreCase(h.name, "connection")) continue;
+    std::string_view value = h.value;
+    while (!value.empty()) {
+      size_t comma = value.find(',');
+      std::string_view token = Trim(value.substr(0, comma));
+      if (!token.empty() && !EqualsIgnoreCase(token, "close") &&
+          !EqualsIgnoreCase(token, "keep-alive")) {
+        tokens.push_back(token);
+      }
+      if (comma == std::string_view::npos) break;
+      value.remove_prefix(comma + 1);
+    }
+  }
+  return tokens;
+}
+
+const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::string_view name) {
+  for (const HeaderField& h : headers) {
+    if (EqualsIgnoreCase(h.name, name)) return &h;
+  }
+  return nullptr;
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+std::string ErrorBody(std::string_view error, std::string_view request_id) {
+  std::string out = "{\"error\":\"";
+  auto escape = [&out](std::string_view s) {
+    for (char c : s) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+        out += buf;
+      } else {
+        out += c;
+      }
+    }
+  };
+  escape(error);
+  out += "\",\"request_id\":\"";
+  escape(request_id);
+  out += "\"}\n";
+  return out;
+}
+
+void AppendChunkHeader(std::string* out, size_t size) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof(buf), "%zx\r\n", size);
+  out->append(buf, static_cast<size_t>(n));
+}
+
+}  // namespace sluice::http

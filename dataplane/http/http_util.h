@@ -1,0 +1,39 @@
+// Small pure helpers for HTTP/1 message handling in the proxy: header name
+// comparison, hop-by-hop headers, reason phrases, the gateway's own error
+// bodies. No sockets, no timers; thread-safe.
+#ifndef SLUICE_DATAPLANE_HTTP_HTTP_UTIL_H_
+#define SLUICE_DATAPLANE_HTTP_HTTP_UTIL_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/http/http1_parser.h"
+
+namespace sluice::http {
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+// Headers that describe one connection and are never forwarded (RFC 9110
+// 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
+// Upgrade, Trailer; plus every name listed in the message's Connection
+// header (`connection_tokens`).
+bool IsHopByHop(std::string_view name, const std::vector<std::string_view>& connection_tokens);
+
+// The comma-separated tokens of all Connection headers, trimmed.
+std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& headers);
+
+// The first header with this name, or nullptr.
+const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::string_view name);
+
+std::string_view ReasonPhrase(int status);
+
+// {"error":"...","request_id":"..."} with JSON escaping.
+std::string ErrorBody(std::string_view error, std::string_view request_id);
+
+// Appends "<hex size>\r\n" to `out`.
+void AppendChunkHeader(std::string* out, size_t size);
+
+}  // namespace sluice::http
+
+#endif  // SLUICE_DATAPLANE_HTTP_HTTP_UTIL_H_

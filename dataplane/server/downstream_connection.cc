@@ -1,0 +1,605 @@
+#include "dataplane/server/downstream_connection.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "dataplane/http/http_util.h"
+#include "dataplane/net/socket.h"
+#include "dataplane/router/route_table.h"
+#include "dataplane/server/worker.h"
+
+namespace sluice::server {
+namespace {
+
+http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) {
+  http::Http1Parser::Limits limits;
+  limits.max_head_bytes = listener.max_request_headers_bytes;
+  return limits;
+}
+
+bool ValidRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsIdempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
+  out->append(name);
+  out->append(": ");
+  out->append(value);
+  out->append("\r\n");
+}
+
+}  // namespace
+
+// The request in progress on the connection.
+struct DownstreamConnection::Request {
+  std::shared_ptr<const config::ConfigSnapshot> snapshot;
+  const router::RouteEntry* route = nullptr;
+  const config::RouteStats* route_stats = nullptr;
+  const upstream::ClusterInfo* cluster = nullptr;
+  std::string endpoint_key;
+  std::unique_ptr<upstream::UpstreamConnection> upstream;
+  std::string method;
+  std::string upstream_head;
+  std::string request_id;
+  bool has_body = false;
+  bool request_chunked = false;
+  bool request_complete = false;
+  bool head_request = false;
+  bool client_http10 = false;
+  bool client_keep_alive = true;
+  bool response_started = false;
+  bool response_chunked = false;
+  bool upstream_paused_reading = false;
+  int status = 0;
+  int attempts = 0;
+  std::unique_ptr<event::Timer> route_timer;
+};
+
+DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
+                                           const config::ListenerRuntime& listener)
+    : worker_(worker),
+      connection_(std::make_unique<net::Connection>(worker.dispatcher(), fd, false)),
+      listener_name_(listener.name),
+      peer_ip_(net::PeerIp(fd)),
+      request_headers_timeout_(listener.request_headers_timeout),
+      idle_timeout_(listener.idle_timeout),
+      parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
+      timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
+      resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }) {
+  connection_->SetCallbacks(this);
+  ArmIdleTimer();
+}
+
+DownstreamConnection::~DownstreamConnection() {
+  if (request_ && request_->upstream) {
+    request_->upstream->connection().Close();
+    worker_.dispatcher().DeferredDelete(std::move(request_->upstream));
+  }
+}
+
+bool DownstreamConnection::idle() const {
+  return request_ == nullptr && !parser_.in_message() && connection_->input().empty();
+}
+
+void DownstreamConnection::StartDrain() {
+  close_after_response_ = true;
+  if (idle()) CloseNow();
+}
+
+void DownstreamConnection::OnSnapshotChanged() {
+  if (!worker_.snapshot()->listeners.count(listener_name_)) StartDrain();
+}
+
+void DownstreamConnection::ArmIdleTimer() {
+  timer_is_head_ = false;
+  timer_.Enable(idle_timeout_);
+}
+
+void DownstreamConnection::OnDownstreamTimer() {
+  if (closed_ || request_) return;
+  if (timer_is_head_ || parser_.in_message()) {
+    close_after_response_ = true;
+    SendLocalResponse(408, "request head not received in time");
+    return;
+  }
+  CloseNow();
+}
+
+void DownstreamConnection::OnReadable() { ProcessInput(); }
+
+void DownstreamConnection::ProcessInput() {
+  if (closed_) return;
+  if (in_process_input_) {
+    process_again_ = true;
+    return;
+  }
+  in_process_input_ = true;
+  do {
+    process_again_ = false;
+    net::Buffer& input = connection_->input();
+    while (!closed_ && !input.empty() && !parser_.paused()) {
+      http::Http1Parser::Result result = parser_.Feed(input.view());
+      if (closed_) break;
+      input.Drain(result.consumed);
+      if (result.error != http::ParseError::kNone) {
+        HandleParseError(result.error);
+        break;
+      }
+      if (result.consumed == 0) break;  // an incomplete head: wait for more
+    }
+  } while (process_again_ && !closed_);
+  in_process_input_ = false;
+  if (closed_) return;
+  net::Buffer& input = connection_->input();
+  if (request_ == nullptr && !input.empty() && !timer_is_head_) {
+    // A new request has begun arriving: the head must come in time.
+    timer_is_head_ = true;
+    timer_.Enable(request_headers_timeout_);
+  }
+  // Pipelined requests wait unparsed; do not let them pile up without bound.
+  if (request_ != nullptr && parser_.paused() && input.size() > kHighWatermark) {
+    connection_->SetReadEnabled(false);
+  }
+}
+
+void DownstreamConnection::HandleParseError(http::ParseError error) {
+  worker_.stats().downstream_protocol_errors->Inc();
+  close_after_response_ = true;
+  SLUICE_LOG(kDebug, "bad request from ", peer_ip_, ": ", parser_.error_detail());
+  if (error == http::ParseError::kHeadersTooLarge) {
+    SendLocalResponse(431, "request header section too large");
+  } else {
+    SendLocalResponse(400, absl::StrCat("malformed request: ", parser_.error_detail()));
+  }
+}
+
+void DownstreamConnection::OnHead(const http::MessageHead& head) {
+  // One request at a time: the parser stops after this message.
+  parser_.Pause();
+  request_message_open_ = true;
+  StartRequest(head);
+}
+
+void DownstreamConnection::StartRequest(const http::MessageHead& head) {
+  timer_.Disable();
+  timer_is_head_ = false;
+  worker_.stats().downstream_requests_total->Inc();
+  request_ = std::make_unique<Request>();
+  Request& r = *request_;
+  r.snapshot = worker_.snapshot();
+  r.method.assign(head.method);
+  r.head_request = head.method == "HEAD";
+  r.client_http10 = head.version_minor == 0;
+  r.client_keep_alive = head.keep_alive;
+  r.has_body = head.framing == http::BodyFraming::kChunked ||
+               (head.framing == http::BodyFraming::kContentLength && head.content_length > 0);
+  r.request_chunked = head.framing == http::BodyFraming::kChunked;
+  const http::HeaderField* id_header = http::FindHeader(head.headers, "x-request-id");
+  r.request_id = id_header && ValidRequestId(id_header->value) ? std::string(id_header->value)
+                                                               : worker_.NewRequestId();
+  if (!r.client_keep_alive) close_after_response_ = true;
+  if (head.upgrade) parser_.Resume(), parser_.Pause();  // forwarded as a plain request
+
+  auto listener_it = r.snapshot->listeners.find(listener_name_);
+  if (listener_it == r.snapshot->listeners.end()) {
+    close_after_response_ = true;
+    SendLocalResponse(503, "listener removed; the gateway is draining this connection");
+    return;
+  }
+  const config::ListenerRuntime& listener = listener_it->second;
+  if (head.method == "CONNECT") {
+    SendLocalResponse(405, "CONNECT is not supported", "allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n");
+    return;
+  }
+  std::string_view target = head.target;
+  std::string_view host;
+  if (const http::HeaderField* h = http::FindHeader(head.headers, "host")) host = h->value;
+  std::string absolute_host;
+  if (!target.empty() && target[0] != '/') {
+    // absolute-form (RFC 9112 3.2.2): the target's authority wins over Host.
+    size_t scheme_end = target.find("://");
+    if (scheme_end == std::string_view::npos) {
+      SendLocalResponse(400, "request target must be a path or an absolute URL");
+      return;
+    }
+    std::string_view rest = target.substr(scheme_end + 3);
+    size_t slash = rest.find('/');
+    absolute_host.assign(rest.substr(0, slash));
+    host = absolute_host;
+    target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  }
+
+  router::RouteRequest route_request;
+  route_request.method = head.method;
+  route_request.host = host;
+  route_request.path_and_query = target;
+  route_request.headers = &head.headers;
+  router::MatchResult match = listener.route_table->Match(route_request);
+  if (match.kind == router::MatchResult::Kind::kNoRoute) {
+    SendLocalResponse(404, "no route matches the request");
+    return;
+  }
+  if (match.kind == router::MatchResult::Kind::kMethodNotAllowed) {
+    SendLocalResponse(405, absl::StrCat("method ", r.method, " is not allowed on this route"),
+                      absl::StrCat("allow: ", match.allowed_methods, "\r\n"));
+    return;
+  }
+  r.route = match.route;
+  r.route_stats = &(*listener.route_stats)[r.route->id];
+  switch (r.route->action) {
+    case router::RouteEntry::Action::kDirectResponse:
+      SendLocalResponse(static_cast<int>(r.route->direct_status), "", "",
+                        r.route->direct_body, r.route->direct_content_type);
+      return;
+    case router::RouteEntry::Action::kRedirect: {
+      std::string location = r.route->RedirectLocation("http", host, target);
+      SendLocalResponse(static_cast<int>(r.route->redirect_code), "",
+                        absl::StrCat("location: ", location, "\r\n"), " ", "text/plain");
+      return;
+    }
+    case router::RouteEntry::Action::kCluster:
+      break;
+  }
+  const std::string& cluster_name =
+      r.route->clusters.size() == 1 ? r.route->clusters[0].name
+                                    : r.route->PickCluster(worker_.picker().Random());
+  auto cluster_it = r.snapshot->clusters.find(cluster_name);
+  if (cluster_it == r.snapshot->clusters.end()) {
+    SendLocalResponse(503, absl::StrCat("cluster ", cluster_name, " is not configured"));
+    return;
+  }
+  r.cluster = cluster_it->second.get();
+
+  // The request head for the upstream.
+  std::string& out = r.upstream_head;
+  out.reserve(head.head_bytes + 160);
+  out.append(head.method);
+  out.push_back(' ');
+  if (!r.route->prefix_rewrite.empty()) {
+    out.append(r.route->RewritePath(target));
+  } else {
+    out.append(target);
+  }
+  out.append(" HTTP/1.1\r\n");
+  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
+  std::string forwarded_for;
+  bool has_host = false;
+  for (const http::HeaderField& h : head.headers) {
+    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
+        http::EqualsIgnoreCase(h.name, "expect") ||
+        http::EqualsIgnoreCase(h.name, "x-request-id") ||
+        http::EqualsIgnoreCase(h.name, "x-forwarded-proto")) {
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "x-forwarded-for")) {
+      if (!forwarded_for.empty()) forwarded_for.append(", ");
+      forwarded_for.append(h.value);
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "host")) {
+      has_host = true;
+      if (!absolute_host.empty()) {
+        AppendHeader(&out, "host", absolute_host);
+        continue;
+      }
+    }
+    AppendHeader(&out, h.name, h.value);
+  }
+  if (!has_host) AppendHeader(&out, "host", absolute_host.empty() ? std::string_view("localhost") : std::string_view(absolute_host));
+  if (!forwarded_for.empty()) forwarded_for.append(", ");
+  forwarded_for.append(peer_ip_);
+  AppendHeader(&out, "x-forwarded-for", forwarded_for);
+  AppendHeader(&out, "x-forwarded-proto", "http");
+  AppendHeader(&out, "x-request-id", r.request_id);
+  if (head.framing == http::BodyFraming::kContentLength) {
+    char buf[32];
+    int n = std::snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(head.content_length));
+    AppendHeader(&out, "content-length", std::string_view(buf, static_cast<size_t>(n)));
+  } else if (r.request_chunked) {
+    AppendHeader(&out, "transfer-encoding", "chunked");
+  }
+  out.append("\r\n");
+
+  if (r.route->timeout > absl::ZeroDuration()) {
+    r.route_timer = std::make_unique<event::Timer>(worker_.dispatcher(), [this] { OnRouteTimeout(); });
+    r.route_timer->Enable(r.route->timeout);
+  }
+  if (head.expect_continue && r.has_body) {
+    connection_->Write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  ConnectUpstream();
+}
+
+bool DownstreamConnection::ConnectUpstream() {
+  Request& r = *request_;
+  int index = worker_.picker().Pick(*r.cluster);
+  if (index < 0) {
+    r.cluster->stats.no_healthy_endpoint->Inc();
+    SendLocalResponse(503, "no healthy endpoint in cluster " + r.cluster->name);
+    return false;
+  }
+  const upstream::EndpointInfo& endpoint = r.cluster->endpoints[index];
+  auto acquired = worker_.pool().Acquire(*r.cluster, endpoint);
+  if (!acquired.ok()) {
+    r.cluster->stats.upstream_connect_failures->Inc();
+    SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquired.status().message()));
+    return false;
+  }
+  r.upstream = std::move(*acquired);
+  r.upstream->Attach(this, r.head_request);
+  r.endpoint_key = endpoint.key;
+  worker_.picker().RequestStarted(r.endpoint_key);
+  ++r.attempts;
+  r.cluster->stats.upstream_requests->Inc();
+  r.upstream->connection().Write(r.upstream_head);
+  return true;
+}
+
+void DownstreamConnection::OnBody(std::string_view chunk) {
+  if (!request_ || !request_->upstream || chunk.empty()) return;
+  net::Connection& up = request_->upstream->connection();
+  if (request_->request_chunked) {
+    std::string header;
+    http::AppendChunkHeader(&header, chunk.size());
+    up.Write2(header, chunk);
+    up.Write("\r\n");
+  } else {
+    up.Write(chunk);
+  }
+  if (up.output_size() > kHighWatermark) connection_->SetReadEnabled(false);
+}
+
+void DownstreamConnection::OnMessageComplete() {
+  request_message_open_ = false;
+  if (!request_) return;
+  request_->request_complete = true;
+  if (request_->request_chunked && request_->upstream) {
+    request_->upstream->connection().Write("0\r\n\r\n");
+  }
+}
+
+void DownstreamConnection::OnUpstreamConnected() {}
+
+void DownstreamConnection::OnUpstreamWriteDrained() {
+  // The upstream took the body bytes it was behind on: read the client again.
+  if (!closed_ && !closing_ && request_ && !connection_->read_enabled()) {
+    connection_->SetReadEnabled(true);
+    ProcessInput();
+  }
+}
+
+void DownstreamConnection::OnWriteDrained() {
+  if (request_ && request_->upstream && request_->upstream_paused_reading) {
+    request_->upstream_paused_reading = false;
+    request_->upstream->connection().SetReadEnabled(true);
+  }
+}
+
+void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
+  Request& r = *request_;
+  r.status = head.status;
+  if (head.status >= 500) r.cluster->stats.upstream_responses_5xx->Inc();
+  bool no_body = r.head_request || head.status == 204 || head.status == 304;
+  if (r.client_http10 && !no_body && head.framing != http::BodyFraming::kContentLength) {
+    close_after_response_ = true;  // HTTP/1.0 has no chunked coding: delimit by close
+  }
+  if (worker_.draining() || (request_message_open_ && r.has_body)) close_after_response_ = true;
+
+  std::string out;
+  out.reserve(head.head_bytes + 96);
+  char status_line[64];
+  int n = std::snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d ", head.status);
+  out.append(status_line, static_cast<size_t>(n));
+  out.append(head.reason.empty() ? http::ReasonPhrase(head.status) : head.reason);
+  out.append("\r\n");
+  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
+  bool has_request_id = false;
+  for (const http::HeaderField& h : head.headers) {
+    if (http::IsHopByHop(h.name, tokens)) continue;
+    if (http::EqualsIgnoreCase(h.name, "content-length")) {
+      if (no_body || head.framing == http::BodyFraming::kContentLength) AppendHeader(&out, h.name, h.value);
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
+    AppendHeader(&out, h.name, h.value);
+  }
+  if (!has_request_id) AppendHeader(&out, "x-request-id", r.request_id);
+  if (!no_body) {
+    if (head.framing == http::BodyFraming::kChunked ||
+        head.framing == http::BodyFraming::kUntilClose) {
+      if (!r.client_http10) {
+        AppendHeader(&out, "transfer-encoding", "chunked");
+        r.response_chunked = true;
+      }
+    } else if (head.framing == http::BodyFraming::kNone) {
+      AppendHeader(&out, "content-length", "0");
+    }
+  }
+  if (close_after_response_) {
+    AppendHeader(&out, "connection", "close");
+  } else if (r.client_http10) {
+    AppendHeader(&out, "connection", "keep-alive");
+  }
+  out.append("\r\n");
+  connection_->Write(out);
+  r.response_started = true;
+}
+
+void DownstreamConnection::OnUpstreamBody(std::string_view bytes) {
+  Request& r = *request_;
+  if (r.response_chunked) {
+    std::string header;
+    http::AppendChunkHeader(&header, bytes.size());
+    connection_->Write2(header, bytes);
+    connection_->Write("\r\n");
+  } else {
+    connection_->Write(bytes);
+  }
+  if (connection_->output_size() > kHighWatermark && !r.upstream_paused_reading) {
+    r.upstream_paused_reading = true;
+    r.upstream->connection().SetReadEnabled(false);
+  }
+}
+
+void DownstreamConnection::OnUpstreamComplete() {
+  Request& r = *request_;
+  if (r.response_chunked) connection_->Write("0\r\n\r\n");
+  bool reusable = r.upstream->reusable() && r.request_complete;
+  if (!r.request_complete) close_after_response_ = true;
+  ReleaseUpstream(reusable);
+  FinishRequest();
+}
+
+void DownstreamConnection::OnUpstreamFailed(bool connect_failed, bool timed_out,
+                                            const std::string& why) {
+  if (closed_ || !request_) return;
+  Request& r = *request_;
+  const upstream::ClusterStats& stats = r.cluster->stats;
+  // A pooled connection the upstream had already closed: resend on another.
+  if (!r.response_started && r.upstream && r.upstream->reused() &&
+      !r.upstream->response_started() && !r.has_body && IsIdempotent(r.method) &&
+      r.attempts < 3) {
+    ReleaseUpstream(false);
+    ConnectUpstream();
+    return;
+  }
+  if (connect_failed) {
+    stats.upstream_connect_failures->Inc();
+  } else {
+    stats.upstream_resets->Inc();
+  }
+  if (timed_out) stats.upstream_timeouts->Inc();
+  ReleaseUpstream(false);
+  if (r.response_started) {
+    // Cut off mid-response: the client must see the cut, not a made-up status.
+    CloseNow();
+    return;
+  }
+  if (timed_out) {
+    SendLocalResponse(504, absl::StrCat("upstream ", why));
+  } else {
+    SendLocalResponse(502, absl::StrCat("upstream ", why));
+  }
+}
+
+void DownstreamConnection::OnRouteTimeout() {
+  if (closed_ || !request_) return;
+  Request& r = *request_;
+  if (r.cluster) r.cluster->stats.upstream_timeouts->Inc();
+  ReleaseUpstream(false);
+  if (r.response_started) {
+    CloseNow();
+    return;
+  }
+  close_after_response_ = true;
+  SendLocalResponse(504, "upstream did not answer within the route timeout");
+}
+
+void DownstreamConnection::ReleaseUpstream(bool reusable) {
+  Request& r = *request_;
+  if (!r.upstream) return;
+  worker_.picker().RequestFinished(r.endpoint_key);
+  if (!reusable) r.upstream->connection().Close();
+  worker_.pool().Release(std::move(r.upstream), r.cluster->max_idle_per_endpoint);
+}
+
+void DownstreamConnection::SendLocalResponse(int status, std::string_view error,
+                                             std::string_view extra_headers,
+                                             std::string_view body_override,
+                                             std::string_view content_type) {
+  if (closed_) return;
+  std::string request_id = request_ ? request_->request_id : worker_.NewRequestId();
+  if (request_ && request_->response_started) {
+    CloseNow();
+    return;
+  }
+  if (request_ && request_->upstream) ReleaseUpstream(false);
+  if (worker_.draining() || (request_message_open_ && request_ && request_->has_body) ||
+      !request_) {
+    close_after_response_ = true;
+  }
+  std::string body = error.empty() ? std::string(body_override) : http::ErrorBody(error, request_id);
+  if (body == " ") body.clear();
+  std::string out;
+  char status_line[64];
+  int n = std::snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d ", status);
+  out.append(status_line, static_cast<size_t>(n));
+  out.append(http::ReasonPhrase(status));
+  out.append("\r\n");
+  AppendHeader(&out, "content-type", content_type.empty() ? std::string_view("text/plain") : content_type);
+  AppendHeader(&out, "content-length", std::to_string(body.size()));
+  AppendHeader(&out, "x-request-id", request_id);
+  out.append(extra_headers);
+  if (close_after_response_) AppendHeader(&out, "connection", "close");
+  out.append("\r\n");
+  bool head_request = request_ && request_->head_request;
+  if (head_request || body.empty()) {
+    connection_->Write(out);
+  } else {
+    connection_->Write2(out, body);
+  }
+  if (!request_) {
+    worker_.stats().downstream_responses_by_class[status / 100]->Inc();
+    FinishConnectionAfterResponse();
+    return;
+  }
+  request_->status = status;
+  request_->response_started = true;
+  FinishRequest();
+}
+
+void DownstreamConnection::FinishRequest() {
+  Request& r = *request_;
+  int status_class = r.status / 100;
+  if (status_class >= 1 && status_class <= 5) {
+    worker_.stats().downstream_responses_by_class[status_class]->Inc();
+    if (r.route_stats) r.route_stats->by_class[status_class]->Inc();
+  }
+  if (request_message_open_ && r.has_body) close_after_response_ = true;
+  request_.reset();
+  FinishConnectionAfterResponse();
+}
+
+void DownstreamConnection::FinishConnectionAfterResponse() {
+  if (close_after_response_ || worker_.draining()) {
+    closing_ = true;
+    timer_.Disable();
+    if (connection_->CloseAfterFlush()) CloseNow();
+    return;
+  }
+  parser_.Resume();
+  connection_->SetReadEnabled(true);
+  ArmIdleTimer();
+  // Pipelined requests already buffered: continue on the next loop turn,
+  // outside every callback that brought us here.
+  if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+}
+
+void DownstreamConnection::OnClosed(net::CloseReason, int) { CloseNow(); }
+
+void DownstreamConnection::CloseNow() {
+  if (closed_) return;
+  closed_ = true;
+  timer_.Disable();
+  resume_timer_.Disable();
+  if (request_) {
+    if (request_->upstream) ReleaseUpstream(false);
+    request_->route_timer.reset();
+  }
+  connection_->Close();
+  worker_.RemoveConnection(this);
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,100 @@
+// DownstreamConnection: one client connection and the requests on it, from
+// the parsed request head through routing, endpoint choice and the upstream
+// exchange to the end of the response.
+//
+// Requests on a connection are handled one at a time, in order: a pipelined
+// request waits, unparsed, in the input buffer until the response before it
+// is done. Bodies stream both ways; when either side's output backs up past
+// kHighWatermark, reading from the other side pauses until it drains.
+//
+// Worker thread only. Frees itself (deferred) when the connection ends.
+#ifndef SLUICE_DATAPLANE_SERVER_DOWNSTREAM_CONNECTION_H_
+#define SLUICE_DATAPLANE_SERVER_DOWNSTREAM_CONNECTION_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "dataplane/config/snapshot.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/http1_parser.h"
+#include "dataplane/net/connection.h"
+#include "dataplane/upstream/connection_pool.h"
+
+namespace sluice::server {
+
+class Worker;
+
+class DownstreamConnection : public net::ConnectionCallbacks,
+                             public http::Http1Callbacks,
+                             public upstream::UpstreamEvents,
+                             public event::DeferredDeletable {
+ public:
+  static constexpr size_t kHighWatermark = 1 << 20;
+
+  DownstreamConnection(Worker& worker, int fd, const config::ListenerRuntime& listener);
+  ~DownstreamConnection() override;
+
+  // Connection: close on the next response; closes now when idle.
+  void StartDrain();
+  // Closes an idle connection whose listener is gone.
+  void OnSnapshotChanged();
+
+  // net::ConnectionCallbacks (client side)
+  void OnReadable() override;
+  void OnWriteDrained() override;
+  void OnClosed(net::CloseReason reason, int error) override;
+  // http::Http1Callbacks (request parser)
+  void OnHead(const http::MessageHead& head) override;
+  void OnBody(std::string_view chunk) override;
+  void OnMessageComplete() override;
+  // upstream::UpstreamEvents
+  void OnUpstreamConnected() override;
+  void OnUpstreamHead(const http::MessageHead& head) override;
+  void OnUpstreamBody(std::string_view bytes) override;
+  void OnUpstreamComplete() override;
+  void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
+  void OnUpstreamWriteDrained() override;
+
+ private:
+  struct Request;
+
+  void ProcessInput();
+  void HandleParseError(http::ParseError error);
+  void StartRequest(const http::MessageHead& head);
+  bool ConnectUpstream();
+  void SendLocalResponse(int status, std::string_view error, std::string_view extra_headers = {},
+                         std::string_view body_override = {},
+                         std::string_view content_type = "application/json");
+  void FinishRequest();
+  // After a response: close if asked to, else wait for the next request.
+  void FinishConnectionAfterResponse();
+  void ReleaseUpstream(bool reusable);
+  void CloseNow();
+  void ArmIdleTimer();
+  void OnDownstreamTimer();
+  void OnRouteTimeout();
+  bool idle() const;
+
+  Worker& worker_;
+  std::unique_ptr<net::Connection> connection_;
+  std::string listener_name_;
+  std::string peer_ip_;
+  absl::Duration request_headers_timeout_;
+  absl::Duration idle_timeout_;
+  http::Http1Parser parser_;
+  event::Timer timer_;          // idle, then request-head timeout
+  event::Timer resume_timer_;   // continues pipelined input outside callbacks
+  bool timer_is_head_ = false;  // timer_ counts the request-head timeout
+  std::unique_ptr<Request> request_;
+  bool close_after_response_ = false;
+  bool closed_ = false;
+  bool closing_ = false;               // flushing the last response, then closed
+  bool request_message_open_ = false;  // the request's body is still arriving
+  bool in_process_input_ = false;
+  bool process_again_ = false;
+};
+
+}  // namespace sluice::server
+
+#endif  // SLUICE_DATAPLANE_SERVER_DOWNSTREAM_CONNECTION_H_

@@ -1,0 +1,283 @@
+// sluice-proxy: the data plane. Takes its whole config from sluice-control.
+//
+//   sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]
+//                [--workers N] [--admin 127.0.0.1:9901] [--state-dir DIR]
+//                [--drain-timeout 30s] [--log-level info]
+#include <event2/event.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "controlplane/store/file_store.h"
+#include "dataplane/admin/admin_server.h"
+#include "dataplane/config/config_client.h"
+#include "dataplane/config/snapshot.h"
+#include "dataplane/server/worker.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace sluice {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]\n"
+    "                    [--workers N] [--admin HOST:PORT] [--state-dir DIR]\n"
+    "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n";
+
+constexpr char kBuildVersion[] = "sluice-proxy 0.1";
+
+// Owns the workers and the current snapshot; applies new versions.
+class ProxyServer {
+ public:
+  ProxyServer(int workers, std::unique_ptr<controlplane::FileStore> state_store)
+      : proxy_stats_(store_), sockets_(workers), state_store_(std::move(state_store)) {
+    store_.Describe("sluice_config_version", "The config version this proxy runs.");
+    config_version_ = store_.GetGauge("sluice_config_version");
+    configs_applied_ = store_.GetCounter("sluice_configs_applied_total");
+    configs_rejected_ = store_.GetCounter("sluice_configs_rejected_total");
+    for (int i = 0; i < workers; ++i) {
+      workers_.push_back(std::make_unique<server::Worker>(i, proxy_stats_));
+    }
+  }
+
+  void StartWorkers() {
+    for (auto& w : workers_) w->Start();
+  }
+  void StopWorkers() {
+    for (auto& w : workers_) w->Stop();
+  }
+
+  // Validate, compile, publish. Called on the config thread (or at start-up
+  // on the main thread before that thread exists).
+  absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist) {
+    auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_);
+    if (!snapshot.ok()) {
+      configs_rejected_->Inc();
+      return snapshot.status();
+    }
+    for (auto& w : workers_) w->Publish(*snapshot);
+    {
+      absl::MutexLock lock(&mu_);
+      current_ = *snapshot;
+    }
+    configs_applied_->Inc();
+    config_version_->Set(static_cast<int64_t>(version));
+    if (persist && state_store_) {
+      absl::Status saved = state_store_->Save({version, resources});
+      if (!saved.ok()) SLUICE_LOG(kWarning, "cannot keep config in state dir: ", saved.message());
+    }
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<const config::ConfigSnapshot> current() const {
+    absl::MutexLock lock(&mu_);
+    return current_;
+  }
+
+  void StartDrain() {
+    draining_.store(true);
+    for (auto& w : workers_) w->StartDrain();
+  }
+  bool draining() const { return draining_.load(); }
+  int64_t active_connections() const {
+    int64_t n = 0;
+    for (const auto& w : workers_) n += w->active_connections();
+    return n;
+  }
+
+  std::string ConfigDump() const {
+    auto snapshot = current();
+    if (!snapshot) return "{\"version\":0,\"resources\":[]}\n";
+    std::string out = absl::StrCat("{\"version\":", snapshot->version, ",\"resources\":[");
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    bool first = true;
+    for (const auto& [id, resource] : snapshot->resources) {
+      std::string json;
+      (void)google::protobuf::util::MessageToJsonString(resource, &json, options);
+      absl::StrAppend(&out, first ? "" : ",", json);
+      first = false;
+    }
+    absl::StrAppend(&out, "]}\n");
+    return out;
+  }
+
+  stats::StatsStore& stats() { return store_; }
+
+ private:
+  stats::StatsStore store_;
+  server::ProxyStats proxy_stats_;
+  config::ListenerSocketCache sockets_;
+  std::unique_ptr<controlplane::FileStore> state_store_;
+  std::vector<std::unique_ptr<server::Worker>> workers_;
+  stats::Gauge* config_version_;
+  stats::Counter* configs_applied_;
+  stats::Counter* configs_rejected_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const config::ConfigSnapshot> current_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> draining_{false};
+};
+
+int Run(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv,
+                          {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
+                           "drain-timeout", "log-level"},
+                          {"help"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  if (flags->switches.count("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  auto get = [&](const std::string& name, const std::string& fallback) {
+    auto it = flags->values.find(name);
+    return it == flags->values.end() ? fallback : it->second;
+  };
+  auto fail = [](const std::string& message) {
+    std::fprintf(stderr, "sluice-proxy: %s\n%s", message.c_str(), kUsage);
+    return 2;
+  };
+  auto level = ParseLogLevel(get("log-level", "info"));
+  if (!level.ok()) return fail(std::string(level.status().message()));
+  SetLogLevel(*level);
+  const std::string control_plane = get("control-plane", "");
+  const std::string node_id = get("node-id", "");
+  if (control_plane.empty()) return fail("--control-plane is required");
+  if (node_id.empty()) return fail("--node-id is required");
+  int workers = static_cast<int>(std::thread::hardware_concurrency());
+  if (workers < 1) workers = 1;
+  if (flags->values.count("workers")) {
+    if (!absl::SimpleAtoi(flags->values["workers"], &workers) || workers < 1 || workers > 256) {
+      return fail("--workers must be 1..256");
+    }
+  }
+  auto drain_timeout = ParseDurationFlag("drain-timeout", get("drain-timeout", "30s"));
+  if (!drain_timeout.ok()) return fail(std::string(drain_timeout.status().message()));
+
+  signal(SIGPIPE, SIG_IGN);
+
+  // The last good config, so a proxy restarted while the control plane is
+  // down still serves.
+  std::unique_ptr<controlplane::FileStore> state_store;
+  controlplane::StoredState held;
+  const std::string state_dir = get("state-dir", "");
+  if (!state_dir.empty()) {
+    auto opened = controlplane::FileStore::Open(state_dir);
+    if (!opened.ok()) {
+      SLUICE_LOG(kError, "--state-dir: ", opened.status().message());
+      return 1;
+    }
+    auto loaded = (*opened)->Load();
+    if (!loaded.ok()) {
+      SLUICE_LOG(kError, "--state-dir: ", loaded.status().message());
+      return 1;
+    }
+    held = std::move(*loaded);
+    state_store = std::move(*opened);
+  }
+
+  ProxyServer proxy(workers, std::move(state_store));
+  proxy.StartWorkers();
+  if (held.version > 0) {
+    absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false);
+    if (status.ok()) {
+      SLUICE_LOG(kInfo, "serving config version ", held.version, " from ", state_dir,
+                 " until the control plane answers");
+    } else {
+      SLUICE_LOG(kWarning, "the config in ", state_dir, " cannot be served: ", status.message());
+      held = {};
+    }
+  }
+
+  event::Dispatcher main_loop;
+  admin::AdminServer admin_server(
+      main_loop,
+      {[&proxy]() -> std::pair<bool, std::string> {
+         if (proxy.draining()) return {false, "draining"};
+         auto snapshot = proxy.current();
+         if (!snapshot) return {false, "no config applied yet"};
+         return {true, absl::StrCat("ready: config version ", snapshot->version)};
+       },
+       [&proxy] { return proxy.stats().RenderPrometheus(); },
+       [&proxy] { return proxy.ConfigDump(); }});
+  const std::string admin_address = get("admin", "127.0.0.1:9901");
+  auto admin_port = admin_server.Listen(admin_address);
+  if (!admin_port.ok()) {
+    SLUICE_LOG(kError, "--admin: ", admin_port.status().message());
+    proxy.StopWorkers();
+    return 1;
+  }
+
+  discovery::v1::Node node;
+  node.set_id(node_id);
+  node.set_group(get("group", ""));
+  node.set_build_version(kBuildVersion);
+  (*node.mutable_labels())["pid"] = std::to_string(getpid());
+  config::ConfigClient client(
+      control_plane, node, held.version, held.resources,
+      [&proxy](uint64_t version, const api::ResourceMap& resources) {
+        return proxy.Apply(version, resources, /*persist=*/true);
+      });
+  client.Start();
+  SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
+             admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,
+             ", control plane ", control_plane);
+
+  // SIGTERM / SIGINT: drain, then exit when idle or at the drain timeout.
+  absl::Time drain_deadline = absl::InfiniteFuture();
+  std::unique_ptr<event::Timer> drain_check;
+  drain_check = std::make_unique<event::Timer>(main_loop, [&] {
+    if (proxy.active_connections() == 0 || absl::Now() >= drain_deadline) {
+      if (proxy.active_connections() > 0) {
+        SLUICE_LOG(kWarning, "drain timeout: closing ", proxy.active_connections(),
+                   " connections");
+      }
+      main_loop.Exit();
+      return;
+    }
+    drain_check->Enable(absl::Milliseconds(20));
+  });
+  auto on_signal = [&](int signo) {
+    if (proxy.draining()) return;
+    SLUICE_LOG(kInfo, "signal ", signo, ": draining (up to ",
+               absl::FormatDuration(*drain_timeout), ")");
+    drain_deadline = absl::Now() + *drain_timeout;
+    proxy.StartDrain();
+    drain_check->Enable(absl::Milliseconds(20));
+  };
+  struct SignalContext {
+    std::function<void(int)> fn;
+  } signal_context{on_signal};
+  auto signal_cb = [](evutil_socket_t signo, short, void* arg) {
+    static_cast<SignalContext*>(arg)->fn(static_cast<int>(signo));
+  };
+  ::event* sigterm = evsignal_new(main_loop.base(), SIGTERM, signal_cb, &signal_context);
+  ::event* sigint = evsignal_new(main_loop.base(), SIGINT, signal_cb, &signal_context);
+  evsignal_add(sigterm, nullptr);
+  evsignal_add(sigint, nullptr);
+
+  main_loop.Run();
+
+  event_free(sigterm);
+  event_free(sigint);
+  client.Stop();
+  proxy.StopWorkers();
+  SLUICE_LOG(kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) { return sluice::Run(argc, argv); }

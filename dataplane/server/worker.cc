@@ -1,0 +1,155 @@
+#include "dataplane/server/worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "dataplane/server/downstream_connection.h"
+
+namespace sluice::server {
+
+ProxyStats::ProxyStats(stats::StatsStore& store) {
+  store.Describe("sluice_downstream_connections_active", "Client connections open now.");
+  store.Describe("sluice_route_requests_total",
+                 "Responses per route by status class (gateway-made ones included).");
+  downstream_connections_active = store.GetGauge("sluice_downstream_connections_active");
+  downstream_connections_total = store.GetCounter("sluice_downstream_connections_total");
+  downstream_requests_total = store.GetCounter("sluice_downstream_requests_total");
+  downstream_protocol_errors = store.GetCounter("sluice_downstream_protocol_errors_total");
+  downstream_responses_by_class[0] = nullptr;
+  for (int c = 1; c <= 5; ++c) {
+    downstream_responses_by_class[c] = store.GetCounter(
+        "sluice_downstream_responses_total", absl::StrCat("status_class=\"", c, "xx\""));
+  }
+}
+
+Worker::Worker(int index, ProxyStats& stats)
+    : index_(index),
+      stats_(stats),
+      pool_(dispatcher_),
+      picker_(0x9e3779b97f4a7c15ull * static_cast<uint64_t>(index + 1) ^
+              static_cast<uint64_t>(getpid())),
+      id_rng_(std::random_device{}()) {}
+
+Worker::~Worker() { Stop(); }
+
+void Worker::Start() {
+  thread_ = std::thread([this] {
+    dispatcher_.Run();
+    // Loop ended: close everything this thread owns, on this thread.
+    accepting_.clear();
+    std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
+    for (DownstreamConnection* c : all) c->StartDrain();
+    for (DownstreamConnection* c : std::vector<DownstreamConnection*>(connections_.begin(), connections_.end())) {
+      RemoveConnection(c);
+    }
+    pool_.CloseAllIdle();
+    dispatcher_.RunDeferredDeletes();
+    snapshot_.reset();
+  });
+}
+
+void Worker::Stop() {
+  if (!thread_.joinable()) return;
+  dispatcher_.Exit();
+  thread_.join();
+}
+
+void Worker::Publish(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
+  dispatcher_.Post([this, snapshot = std::move(snapshot)]() mutable {
+    ApplySnapshot(std::move(snapshot));
+  });
+}
+
+void Worker::StartDrain() {
+  dispatcher_.Post([this] {
+    draining_ = true;
+    accepting_.clear();
+    std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
+    for (DownstreamConnection* c : all) c->StartDrain();
+  });
+}
+
+void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
+  // Listening sockets: keep those still configured, add new ones, drop the rest.
+  std::map<int, AcceptSlot> next;
+  if (!draining_) {
+    for (const auto& [name, listener] : snapshot->listeners) {
+      int fd = listener.sockets->fds[index_];
+      auto it = accepting_.find(fd);
+      if (it != accepting_.end() && it->second.sockets == listener.sockets) {
+        it->second.listener = name;
+        next.emplace(fd, std::move(it->second));
+        accepting_.erase(it);
+        continue;
+      }
+      AcceptSlot slot;
+      slot.sockets = listener.sockets;
+      slot.listener = name;
+      slot.event = std::make_unique<event::FileEvent>(dispatcher_, fd, [this, fd](short) {
+        auto it = accepting_.find(fd);
+        if (it != accepting_.end()) Accept(it->second.listener, fd);
+      });
+      slot.event->SetEnabled(event::FileEvent::kRead);
+      next.emplace(fd, std::move(slot));
+    }
+  }
+  accepting_.swap(next);
+  next.clear();  // events removed before the old snapshot can close the fds
+  snapshot_ = std::move(snapshot);
+  std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
+  for (DownstreamConnection* c : all) c->OnSnapshotChanged();
+  pool_.CloseIdleExcept(snapshot_->endpoint_keys);
+}
+
+void Worker::Accept(const std::string& listener_name, int listen_fd) {
+  auto listener = snapshot_->listeners.find(listener_name);
+  for (int i = 0; i < 64; ++i) {
+    int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        SLUICE_LOG(kWarning, "accept on listener ", listener_name, ": ", strerror(errno));
+      }
+      return;
+    }
+    if (listener == snapshot_->listeners.end()) {
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto* connection = new DownstreamConnection(*this, fd, listener->second);
+    connections_.insert(connection);
+    active_connections_.fetch_add(1);
+    stats_.downstream_connections_active->Add(1);
+    stats_.downstream_connections_total->Inc();
+  }
+}
+
+void Worker::RemoveConnection(DownstreamConnection* connection) {
+  if (connections_.erase(connection) == 0) return;
+  active_connections_.fetch_sub(1);
+  stats_.downstream_connections_active->Add(-1);
+  dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(connection));
+}
+
+std::string Worker::NewRequestId() {
+  uint64_t a = id_rng_();
+  uint64_t b = id_rng_();
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx",
+                static_cast<unsigned>(a >> 32), static_cast<unsigned>((a >> 16) & 0xffff),
+                static_cast<unsigned>(a & 0x0fff),
+                static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
+                static_cast<unsigned long long>(b & 0xffffffffffffull));
+  return buf;
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,90 @@
+// Worker: one thread with its own event loop, its own SO_REUSEPORT socket per
+// listener, its connections (they never move between threads), its upstream
+// connection pool and endpoint picker. The request path reads only
+// worker-local state and the immutable snapshot: no locks.
+//
+// Start()/Stop()/Publish()/StartDrain() are called from the main or config
+// thread; everything else runs on the worker's thread.
+#ifndef SLUICE_DATAPLANE_SERVER_WORKER_H_
+#define SLUICE_DATAPLANE_SERVER_WORKER_H_
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <random>
+#include <thread>
+#include <unordered_set>
+
+#include "dataplane/config/snapshot.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/stats/stats.h"
+#include "dataplane/upstream/connection_pool.h"
+#include "dataplane/upstream/endpoint_picker.h"
+
+namespace sluice::server {
+
+class DownstreamConnection;
+
+// Process-wide counters every worker updates.
+struct ProxyStats {
+  explicit ProxyStats(stats::StatsStore& store);
+  stats::Gauge* downstream_connections_active;
+  stats::Counter* downstream_connections_total;
+  stats::Counter* downstream_requests_total;
+  stats::Counter* downstream_protocol_errors;
+  stats::Counter* downstream_responses_by_class[6];  // gateway-wide, incl. no-route
+};
+
+class Worker {
+ public:
+  Worker(int index, ProxyStats& stats);
+  ~Worker();
+
+  void Start();
+  // Stops the loop and joins; closes every connection.
+  void Stop();
+  // Thread-safe: the worker switches to `snapshot` on its own thread.
+  void Publish(std::shared_ptr<const config::ConfigSnapshot> snapshot);
+  // Thread-safe: stop accepting; keep-alive connections close after their
+  // current response; idle ones close now.
+  void StartDrain();
+  // Thread-safe.
+  int64_t active_connections() const { return active_connections_.load(); }
+
+  // Worker thread only.
+  event::Dispatcher& dispatcher() { return dispatcher_; }
+  const std::shared_ptr<const config::ConfigSnapshot>& snapshot() const { return snapshot_; }
+  upstream::ConnectionPool& pool() { return pool_; }
+  upstream::EndpointPicker& picker() { return picker_; }
+  ProxyStats& stats() { return stats_; }
+  bool draining() const { return draining_; }
+  std::string NewRequestId();
+  void RemoveConnection(DownstreamConnection* connection);
+
+ private:
+  void ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot);
+  void Accept(const std::string& listener, int fd);
+
+  const int index_;
+  ProxyStats& stats_;
+  event::Dispatcher dispatcher_;
+  std::thread thread_;
+  std::shared_ptr<const config::ConfigSnapshot> snapshot_;
+  upstream::ConnectionPool pool_;
+  upstream::EndpointPicker picker_;
+  std::mt19937_64 id_rng_;
+  bool draining_ = false;
+  // Accept events by listening fd, with the sockets they keep alive.
+  struct AcceptSlot {
+    std::shared_ptr<config::ListenSockets> sockets;
+    std::string listener;
+    std::unique_ptr<event::FileEvent> event;
+  };
+  std::map<int, AcceptSlot> accepting_;
+  std::unordered_set<DownstreamConnection*> connections_;
+  std::atomic<int64_t> active_connections_{0};
+};
+
+}  // namespace sluice::server
+
+#endif  // SLUICE_DATAPLANE_SERVER_WORKER_H_

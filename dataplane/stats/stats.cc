@@ -1,0 +1,69 @@
+#include "dataplane/stats/stats.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::stats {
+
+Counter* StatsStore::GetCounter(const std::string& name, const std::string& labels) {
+  absl::MutexLock lock(&mu_);
+  auto& slot = counters_[name][labels];
+  if (!slot) slot = std::make_unique<Counter>();
+  return slot.get();
+}
+
+Gauge* StatsStore::GetGauge(const std::string& name, const std::string& labels) {
+  absl::MutexLock lock(&mu_);
+  auto& slot = gauges_[name][labels];
+  if (!slot) slot = std::make_unique<Gauge>();
+  return slot.get();
+}
+
+void StatsStore::Describe(const std::string& name, const std::string& help) {
+  absl::MutexLock lock(&mu_);
+  help_[name] = help;
+}
+
+std::string StatsStore::RenderPrometheus() const {
+  absl::MutexLock lock(&mu_);
+  std::string out;
+  auto header = [&](const std::string& name, const char* type) {
+    if (auto it = help_.find(name); it != help_.end()) {
+      absl::StrAppend(&out, "# HELP ", name, " ", it->second, "\n");
+    }
+    absl::StrAppend(&out, "# TYPE ", name, " ", type, "\n");
+  };
+  auto series = [&](const std::string& name, const std::string& labels) {
+    return labels.empty() ? name : absl::StrCat(name, "{", labels, "}");
+  };
+  for (const auto& [name, family] : counters_) {
+    header(name, "counter");
+    for (const auto& [labels, counter] : family) {
+      absl::StrAppend(&out, series(name, labels), " ", counter->value(), "\n");
+    }
+  }
+  for (const auto& [name, family] : gauges_) {
+    header(name, "gauge");
+    for (const auto& [labels, gauge] : family) {
+      absl::StrAppend(&out, series(name, labels), " ", gauge->value(), "\n");
+    }
+  }
+  return out;
+}
+
+std::string LabelValue(const std::string& value) {
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace sluice::stats

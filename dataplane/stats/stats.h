@@ -1,0 +1,68 @@
+// Stats: counters and gauges shared by all threads, rendered in Prometheus
+// text format by the admin endpoint.
+//
+// A metric is created once (on the main or config thread, at snapshot
+// compilation) and lives as long as the process, so the request path holds
+// plain pointers and only does relaxed atomic adds. The number of distinct
+// metrics is bounded by the config (routes and clusters ever seen).
+//
+// StatsStore is thread-safe; Counter and Gauge are lock-free.
+#ifndef SLUICE_DATAPLANE_STATS_STATS_H_
+#define SLUICE_DATAPLANE_STATS_STATS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+
+namespace sluice::stats {
+
+class Counter {
+ public:
+  void Inc(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+class Gauge {
+ public:
+  void Add(int64_t n) { value_.fetch_add(n, std::memory_order_relaxed); }
+  void Set(int64_t n) { value_.store(n, std::memory_order_relaxed); }
+  int64_t value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_{0};
+};
+
+class StatsStore {
+ public:
+  // `labels` is the Prometheus label set without braces, e.g.
+  // route="users",status_class="2xx"; empty for none. Same name and labels:
+  // same object.
+  Counter* GetCounter(const std::string& name, const std::string& labels = "");
+  Gauge* GetGauge(const std::string& name, const std::string& labels = "");
+  // Declares the HELP text of a metric family.
+  void Describe(const std::string& name, const std::string& help);
+
+  std::string RenderPrometheus() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::map<std::string, std::unique_ptr<Counter>>> counters_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::unique_ptr<Gauge>>> gauges_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> help_ ABSL_GUARDED_BY(mu_);
+};
+
+// Escapes a label value for the Prometheus text format.
+std::string LabelValue(const std::string& value);
+
+}  // namespace sluice::stats
+
+#endif  // SLUICE_DATAPLANE_STATS_STATS_H_

@@ -1,0 +1,185 @@
+#include "dataplane/upstream/connection_pool.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/net/socket.h"
+
+namespace sluice::upstream {
+
+UpstreamConnection::UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool,
+                                       int fd, std::string endpoint_key,
+                                       absl::Duration connect_timeout)
+    : dispatcher_(dispatcher),
+      pool_(pool),
+      connection_(std::make_unique<net::Connection>(dispatcher, fd, /*connecting=*/true)),
+      endpoint_key_(std::move(endpoint_key)),
+      parser_(http::Http1Parser::Mode::kResponse, this),
+      connect_timer_(dispatcher, [this] {
+        connection_->Close();
+        if (events_) events_->OnUpstreamFailed(true, true, "connect timeout");
+      }) {
+  connection_->SetCallbacks(this);
+  connect_timer_.Enable(connect_timeout);
+}
+
+UpstreamConnection::~UpstreamConnection() = default;
+
+void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request) {
+  events_ = events;
+  ++requests_;
+  response_started_ = false;
+  response_done_ = false;
+  reusable_ = false;
+  interim_ = false;
+  parser_.Reset();
+  parser_.SetNextResponseIsForHead(head_request);
+}
+
+void UpstreamConnection::OnConnected() {
+  connect_timer_.Disable();
+  if (events_) events_->OnUpstreamConnected();
+}
+
+void UpstreamConnection::OnWriteDrained() {
+  if (events_) events_->OnUpstreamWriteDrained();
+}
+
+void UpstreamConnection::OnReadable() {
+  if (idle_) {
+    // Unsolicited bytes on an idle connection: it cannot be trusted.
+    connection_->Close();
+    pool_.RemoveIdle(this);
+    return;
+  }
+  ReadResponse();
+}
+
+void UpstreamConnection::ReadResponse() {
+  net::Buffer& input = connection_->input();
+  while (!input.empty() && events_ != nullptr && !response_done_) {
+    response_started_ = true;
+    auto result = parser_.Feed(input.view());
+    input.Drain(result.consumed);
+    if (result.error != http::ParseError::kNone) {
+      std::string why = absl::StrCat("invalid response: ", parser_.error_detail());
+      connection_->Close();
+      if (events_) events_->OnUpstreamFailed(false, false, why);
+      return;
+    }
+    if (result.consumed == 0) break;  // incomplete head: wait for more
+  }
+  if (response_done_ && !input.empty()) reusable_ = false;  // extra bytes
+}
+
+void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
+  connect_timer_.Disable();
+  if (idle_) {
+    pool_.RemoveIdle(this);
+    return;
+  }
+  if (events_ == nullptr || response_done_) return;
+  if (reason == net::CloseReason::kConnectFailed) {
+    events_->OnUpstreamFailed(true, false, absl::StrCat("connect failed: ", strerror(error)));
+    return;
+  }
+  if (response_started_ && parser_.FinishOnClose() == http::ParseError::kNone && response_done_) {
+    return;  // a response delimited by the close completed
+  }
+  events_->OnUpstreamFailed(false, false,
+                            reason == net::CloseReason::kReset
+                                ? absl::StrCat("connection reset: ", strerror(error))
+                                : "upstream closed the connection");
+}
+
+void UpstreamConnection::OnHead(const http::MessageHead& head) {
+  interim_ = head.status >= 100 && head.status < 200;
+  if (interim_) return;  // 1xx: not forwarded; the final response follows
+  reusable_ = head.keep_alive && head.framing != http::BodyFraming::kUntilClose;
+  if (events_) events_->OnUpstreamHead(head);
+}
+
+void UpstreamConnection::OnBody(std::string_view chunk) {
+  if (events_) events_->OnUpstreamBody(chunk);
+}
+
+void UpstreamConnection::OnMessageComplete() {
+  if (interim_) {
+    interim_ = false;
+    return;
+  }
+  response_done_ = true;
+  parser_.Pause();
+  if (events_) events_->OnUpstreamComplete();
+}
+
+ConnectionPool::~ConnectionPool() { CloseAllIdle(); }
+
+absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
+    const ClusterInfo& cluster, const EndpointInfo& endpoint) {
+  auto it = idle_.find(endpoint.key);
+  if (it != idle_.end() && !it->second.empty()) {
+    UpstreamConnection* c = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) idle_.erase(it);
+    c->idle_ = false;
+    cluster.stats.connections_reused->Inc();
+    return std::unique_ptr<UpstreamConnection>(c);
+  }
+  auto fd = net::ConnectNonBlocking(endpoint.address);
+  if (!fd.ok()) return fd.status();
+  cluster.stats.connections_opened->Inc();
+  return std::make_unique<UpstreamConnection>(dispatcher_, *this, *fd, endpoint.key,
+                                              cluster.connect_timeout);
+}
+
+void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle) {
+  connection->Detach();
+  auto& list = idle_[connection->endpoint_key()];
+  if (!connection->reusable() || !connection->connection().open() ||
+      connection->connection().output_size() > 0 || list.size() >= max_idle) {
+    connection->connection().Close();
+    if (list.empty()) idle_.erase(connection->endpoint_key());
+    dispatcher_.DeferredDelete(std::move(connection));
+    return;
+  }
+  UpstreamConnection* c = connection.release();
+  c->idle_ = true;
+  c->connection().input().ShrinkIfEmpty();
+  list.push_front(c);
+  c->idle_position_ = list.begin();
+}
+
+void ConnectionPool::RemoveIdle(UpstreamConnection* connection) {
+  auto it = idle_.find(connection->endpoint_key());
+  if (it == idle_.end()) return;
+  it->second.erase(connection->idle_position_);
+  if (it->second.empty()) idle_.erase(it);
+  connection->idle_ = false;
+  dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(connection));
+}
+
+void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    if (keep.count(it->first)) {
+      ++it;
+      continue;
+    }
+    for (UpstreamConnection* c : it->second) {
+      c->connection().Close();
+      c->idle_ = false;
+      dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+    }
+    it = idle_.erase(it);
+  }
+}
+
+void ConnectionPool::CloseAllIdle() { CloseIdleExcept({}); }
+
+size_t ConnectionPool::idle_count() const {
+  size_t n = 0;
+  for (const auto& [key, list] : idle_) n += list.size();
+  return n;
+}
+
+}  // namespace sluice::upstream
