@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Throughput benchmark: builds with -c opt, then runs ../shared/bench/peers.sh
+# with sluice-proxy (one worker) in front of the same backend as nginx and
+# HAProxy. Usage: scripts/bench.sh [seconds=5] [connections=50] [rounds=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+scripts/install-deps.sh
+bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
+  //dataplane/server:sluice-proxy >/dev/null 2>&1 || bazel build --config=opt \
+  //controlplane/server:sluice-control //controlplane/cli:sluicectl //dataplane/server:sluice-proxy
+# Copy the binaries: a later bazel build must not replace them mid-run.
+BIN=$(mktemp -d)
+cp bazel-bin/controlplane/server/sluice-control bazel-bin/controlplane/cli/sluicectl \
+  bazel-bin/dataplane/server/sluice-proxy "$BIN/"
+cat > "$BIN/bench.yaml" <<YAML
+kind: Cluster
+name: backend
+spec:
+  endpoints: [{address: 127.0.0.1, port: 18080}]
+---
+kind: RouteTable
+name: bench
+spec:
+  virtual_hosts:
+    - domains: ["*"]
+      routes: [{match: {prefix: /}, route: {cluster: backend}}]
+---
+kind: Listener
+name: bench
+spec: {address: 127.0.0.1, port: 18083, route_table: bench}
+YAML
+cat > "$BIN/gateway.sh" <<GW
+#!/usr/bin/env bash
+# Started by peers.sh in its own process group; everything dies with it.
+trap 'kill 0' EXIT
+"$BIN/sluice-control" --listen 127.0.0.1:18999 --data-dir "$BIN/data" --log-level warning &
+for _ in \$(seq 1 100); do "$BIN/sluicectl" --server 127.0.0.1:18999 get >/dev/null 2>&1 && break; sleep 0.05; done
+"$BIN/sluicectl" --server 127.0.0.1:18999 apply -f "$BIN/bench.yaml" >/dev/null
+"$BIN/sluice-proxy" --control-plane 127.0.0.1:18999 --node-id bench --workers 1 \
+  --admin 127.0.0.1:18998 --log-level warning &
+wait
+GW
+chmod +x "$BIN/gateway.sh"
+GATEWAY_CMD="$BIN/gateway.sh" bash "$ROOT/../shared/bench/peers.sh" "$@"
+rm -rf "$BIN"
