@@ -190,7 +190,8 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   r.request_id = id_header && ValidRequestId(id_header->value) ? std::string(id_header->value)
                                                                : worker_.NewRequestId();
   if (!r.client_keep_alive) close_after_response_ = true;
-  if (head.upgrade) parser_.Resume(), parser_.Pause();  // forwarded as a plain request
+  // An Upgrade request is forwarded as a plain request (Upgrade is hop-by-hop
+  // and removed); the parser's pause after it is lifted in FinishRequest.
 
   auto listener_it = r.snapshot->listeners.find(listener_name_);
   if (listener_it == r.snapshot->listeners.end()) {
@@ -200,6 +201,7 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   }
   const config::ListenerRuntime& listener = listener_it->second;
   if (head.method == "CONNECT") {
+    close_after_response_ = true;  // what follows would be tunnel bytes
     SendLocalResponse(405, "CONNECT is not supported", "allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n");
     return;
   }

@@ -1,0 +1,773 @@
+// HTTP/1.1 parser. What is rejected, all with kBadRequest unless noted:
+//  - start line not exactly "METHOD SP target SP HTTP/1.x CRLF" (requests) or
+//    "HTTP/1.x SP 3DIGIT [SP reason] CRLF" (responses; the SP before an empty
+//    reason may be missing, as many servers omit it); versions other than
+//    HTTP/1.0 and HTTP/1.1; status outside 100..599;
+//  - method or field name with a non-token character, whitespace between a
+//    field name and its colon, a field line starting with whitespace (obsolete
+//    line folding); request-target empty or with bytes outside 0x21..0x7E;
+//  - control characters other than HTAB in a field value or reason (NUL and
+//    bare CR included); any line end other than CRLF, in the head, the chunk
+//    framing and the trailers;
+//  - more than kMaxLeadingEmptyLines empty lines before a start line;
+//  - Content-Length that is not 1*DIGIT, above 2^63-1, or that disagrees with
+//    another Content-Length (identical repeats, also "5, 5", collapse);
+//  - Transfer-Encoding with any coding but "chunked" or with chunked twice;
+//    Transfer-Encoding together with Content-Length; Transfer-Encoding in an
+//    HTTP/1.0 message (RFC 9112 6.1: the framing is faulty);
+//  - requests: no Host in HTTP/1.1, more than one Host, or an invalid Host;
+//  - chunk size empty, not hex, or 2^63 or more; a chunk extension with control
+//    characters or a chunk line above kMaxChunkLineBytes; chunk data not
+//    followed by CRLF;
+//  - head over max_head_bytes, more than max_headers fields, or a trailer
+//    section over max_trailer_bytes: kHeadersTooLarge.
+#include "dataplane/http/http1_parser.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+namespace sluice::http {
+namespace {
+
+// RFC 9112 2.2: a server SHOULD ignore at least one empty line before a
+// request line. More than this many is treated as garbage.
+constexpr uint8_t kMaxLeadingEmptyLines = 2;
+// Bound on "chunk-size [chunk-ext] CRLF", extensions included.
+constexpr size_t kMaxChunkLineBytes = 4096;
+constexpr uint64_t kMaxContentLength = (uint64_t{1} << 63) - 1;
+
+using CharTable = std::array<bool, 256>;
+
+constexpr CharTable MakeTokenTable() {
+  CharTable t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) {
+    t[static_cast<unsigned char>(c)] = true;
+  }
+  return t;
+}
+
+// field-vchar / SP / HTAB (also what a reason phrase and a chunk extension may
+// contain): everything but the controls and DEL.
+constexpr CharTable MakeFieldValueTable() {
+  CharTable t{};
+  t['\t'] = true;
+  for (int c = 0x20; c <= 0xff; ++c) t[c] = c != 0x7f;
+  return t;
+}
+
+// request-target: visible ASCII only.
+constexpr CharTable MakeTargetTable() {
+  CharTable t{};
+  for (int c = 0x21; c <= 0x7e; ++c) t[c] = true;
+  return t;
+}
+
+// Host = uri-host [ ":" port ]: reg-name / IPv4 / IP-literal characters.
+constexpr CharTable MakeHostTable() {
+  CharTable t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("-._~!$&'()*+,;=%:[]")) {
+    t[static_cast<unsigned char>(c)] = true;
+  }
+  return t;
+}
+
+constexpr CharTable kTokenChar = MakeTokenTable();
+constexpr CharTable kFieldValueChar = MakeFieldValueTable();
+constexpr CharTable kTargetChar = MakeTargetTable();
+constexpr CharTable kHostChar = MakeHostTable();
+
+inline unsigned char Byte(char c) { return static_cast<unsigned char>(c); }
+inline bool IsOws(char c) { return c == ' ' || c == '\t'; }
+
+inline char ToLowerAscii(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
+}
+
+// `lower` must be lower case.
+bool EqualsIgnoreCase(std::string_view s, std::string_view lower) {
+  if (s.size() != lower.size()) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (ToLowerAscii(s[i]) != lower[i]) return false;
+  }
+  return true;
+}
+
+std::string_view TrimOws(std::string_view s) {
+  size_t b = 0;
+  size_t e = s.size();
+  while (b < e && IsOws(s[b])) ++b;
+  while (e > b && IsOws(s[e - 1])) --e;
+  return s.substr(b, e - b);
+}
+
+// Calls fn(element) for each OWS-trimmed element of a comma-separated list,
+// empty ones included. Stops and returns false when fn does.
+template <typename Fn>
+bool ForEachListElement(std::string_view list, Fn fn) {
+  while (true) {
+    const size_t comma = list.find(',');
+    if (!fn(TrimOws(list.substr(0, comma)))) return false;
+    if (comma == std::string_view::npos) return true;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+inline int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Index of the first byte in [i, end) that is a control character or DEL
+// (HTAB included), or `end`. Field values are the bulk of a head, so eight
+// bytes are checked at a time: a word is looked at closely only when one of
+// its bytes is below 0x20 or equal to 0x7F (bytes >= 0x80 never flag it).
+size_t FindControl(const char* p, size_t i, size_t end) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHighs = 0x8080808080808080ull;
+  while (end - i >= 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    const uint64_t below_space = (word - kOnes * 0x20) & ~word & kHighs;
+    const uint64_t x = word ^ (kOnes * 0x7f);
+    const uint64_t del = (x - kOnes) & ~x & kHighs;
+    if ((below_space | del) != 0) break;
+    i += 8;
+  }
+  while (i < end && Byte(p[i]) >= 0x20 && p[i] != 0x7f) ++i;
+  return i;
+}
+
+// "HTTP/1.0" or "HTTP/1.1" exactly; returns the minor version or -1.
+int ParseVersion(std::string_view v) {
+  if (v.size() != 8 || v.substr(0, 7) != "HTTP/1.") return -1;
+  if (v[7] == '0') return 0;
+  if (v[7] == '1') return 1;
+  return -1;
+}
+
+}  // namespace
+
+Http1Parser::Http1Parser(Mode mode, Http1Callbacks* callbacks)
+    : Http1Parser(mode, callbacks, Limits()) {}
+
+Http1Parser::Http1Parser(Mode mode, Http1Callbacks* callbacks, Limits limits)
+    : mode_(mode), callbacks_(callbacks), limits_(limits) {}
+
+void Http1Parser::Reset() {
+  state_ = State::kHead;
+  error_ = ParseError::kNone;
+  error_detail_.clear();
+  paused_ = false;
+  in_message_ = false;
+  next_response_is_for_head_ = false;
+  switches_protocols_ = false;
+  final_response_ = false;
+  chunk_size_has_digit_ = false;
+  leading_empty_lines_ = 0;
+  scan_offset_ = 0;
+  remaining_ = 0;
+  chunk_size_ = 0;
+  chunk_line_bytes_ = 0;
+  head_.headers.clear();
+  trailers_.clear();
+}
+
+bool Http1Parser::Fail(ParseError error, const char* detail) {
+  error_ = error;
+  error_detail_ = detail;
+  return false;
+}
+
+Http1Parser::Result Http1Parser::Feed(std::string_view data) {
+  if (error_ != ParseError::kNone) return {0, error_};
+  if (paused_ && AtMessageBoundary()) return {0, ParseError::kNone};
+
+  const size_t size = data.size();
+  size_t pos = 0;
+  while (pos < size) {
+    switch (state_) {
+      case State::kHead: {
+        const Step step = ParseHeadAt(data, &pos);
+        if (step == Step::kFailed) return {pos, error_};
+        if (step == Step::kNeedMore) return {pos, ParseError::kNone};
+        break;
+      }
+      case State::kBodyContentLength: {
+        const size_t take =
+            static_cast<size_t>(std::min<uint64_t>(remaining_, size - pos));
+        callbacks_->OnBody(data.substr(pos, take));
+        pos += take;
+        remaining_ -= take;
+        if (remaining_ == 0) CompleteMessage();
+        break;
+      }
+      case State::kBodyUntilClose:
+        callbacks_->OnBody(data.substr(pos));
+        pos = size;
+        break;
+      case State::kChunkSize:
+      case State::kChunkSizeBws:
+      case State::kChunkExtension:
+      case State::kChunkSizeLf:
+        if (!ParseChunkLine(data, &pos)) return {pos, error_};
+        break;
+      case State::kChunkData: {
+        const size_t take =
+            static_cast<size_t>(std::min<uint64_t>(remaining_, size - pos));
+        callbacks_->OnBody(data.substr(pos, take));
+        pos += take;
+        remaining_ -= take;
+        if (remaining_ == 0) state_ = State::kChunkDataCr;
+        break;
+      }
+      case State::kChunkDataCr:
+        if (data[pos] != '\r') {
+          Fail(ParseError::kBadRequest, "chunk data not followed by CRLF");
+          return {pos, error_};
+        }
+        ++pos;
+        state_ = State::kChunkDataLf;
+        break;
+      case State::kChunkDataLf:
+        if (data[pos] != '\n') {
+          Fail(ParseError::kBadRequest, "chunk data not followed by CRLF");
+          return {pos, error_};
+        }
+        ++pos;
+        state_ = State::kChunkSize;
+        chunk_size_ = 0;
+        chunk_size_has_digit_ = false;
+        chunk_line_bytes_ = 0;
+        break;
+      case State::kTrailers: {
+        const Step step = ParseTrailersAt(data, &pos);
+        if (step == Step::kFailed) return {pos, error_};
+        if (step == Step::kNeedMore) return {pos, ParseError::kNone};
+        break;
+      }
+    }
+    // Pause() only takes effect between messages.
+    if (paused_ && AtMessageBoundary()) break;
+  }
+  return {pos, ParseError::kNone};
+}
+
+Http1Parser::Step Http1Parser::ParseHeadAt(std::string_view data, size_t* pos) {
+  const size_t size = data.size();
+  size_t start = *pos;
+  // Empty lines before the start line. They are consumed, so a head that is
+  // not yet complete always begins with a non-empty line.
+  while (start < size && (data[start] == '\r' || data[start] == '\n')) {
+    if (data[start] == '\n') {
+      Fail(ParseError::kBadRequest, "bare LF used as a line end");
+      return Step::kFailed;
+    }
+    if (start + 1 == size) break;
+    if (data[start + 1] != '\n') {
+      Fail(ParseError::kBadRequest, "bare CR used as a line end");
+      return Step::kFailed;
+    }
+    if (++leading_empty_lines_ > kMaxLeadingEmptyLines) {
+      Fail(ParseError::kBadRequest, "too many empty lines before start line");
+      return Step::kFailed;
+    }
+    start += 2;
+    *pos = start;
+  }
+  if (start == size || data[start] == '\r') return Step::kNeedMore;
+  in_message_ = true;
+
+  size_t end = 0;
+  const Step step = FindSectionEnd(data, start, limits_.max_head_bytes, &end);
+  if (step != Step::kDone) return step;
+
+  if (!ParseHead(data.substr(start, end - start))) return Step::kFailed;
+  *pos = end;
+  callbacks_->OnHead(head_);
+  StartBody();
+  return Step::kDone;
+}
+
+// Finds the CRLF CRLF that ends the field section starting at `start`, whose
+// first line is not empty. Every LF on the way must follow a CR.
+Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
+                                              size_t start, size_t max_bytes,
+                                              size_t* end) {
+  const char* const p = data.data();
+  const size_t available = data.size() - start;
+  const size_t search_end =
+      start + (available > max_bytes ? max_bytes : available);
+  // Resume where the previous call stopped; the caller re-feeds the bytes.
+  size_t i = start + (scan_offset_ <= available ? scan_offset_ : 0);
+  while (i < search_end) {
+    const void* hit = std::memchr(p + i, '\n', search_end - i);
+    if (hit == nullptr) break;
+    const size_t lf = static_cast<const char*>(hit) - p;
+    if (lf == start || p[lf - 1] != '\r') {
+      Fail(ParseError::kBadRequest, "bare LF used as a line end");
+      return Step::kFailed;
+    }
+    if (lf - start >= 3 && p[lf - 2] == '\n') {
+      scan_offset_ = 0;
+      *end = lf + 1;
+      return Step::kDone;
+    }
+    i = lf + 1;
+  }
+  if (available >= max_bytes) {
+    Fail(ParseError::kHeadersTooLarge, state_ == State::kHead
+                                           ? "message head too large"
+                                           : "trailer section too large");
+    return Step::kFailed;
+  }
+  scan_offset_ = available;
+  return Step::kNeedMore;
+}
+
+bool Http1Parser::ParseHead(std::string_view head) {
+  head_.method = {};
+  head_.target = {};
+  head_.status = 0;
+  head_.reason = {};
+  head_.version_minor = 1;
+  head_.headers.clear();
+  head_.framing = BodyFraming::kNone;
+  head_.content_length = 0;
+  head_.keep_alive = true;
+  head_.expect_continue = false;
+  head_.upgrade = false;
+  head_.head_bytes = head.size();
+
+  // FindSectionEnd guarantees the first LF exists and follows a CR.
+  const size_t lf = head.find('\n');
+  const std::string_view start_line = head.substr(0, lf - 1);
+  if (mode_ == Mode::kRequest ? !ParseRequestLine(start_line)
+                              : !ParseStatusLine(start_line)) {
+    return false;
+  }
+  // Field lines, without the empty line that ends the section.
+  const std::string_view fields = head.substr(lf + 1, head.size() - lf - 3);
+  if (!ParseFieldLines(fields, &head_.headers)) return false;
+  return ApplyHeaderSemantics();
+}
+
+bool Http1Parser::ParseRequestLine(std::string_view line) {
+  const size_t size = line.size();
+  size_t i = 0;
+  while (i < size && kTokenChar[Byte(line[i])]) ++i;
+  if (i == 0 || i == size || line[i] != ' ') {
+    return Fail(ParseError::kBadRequest,
+                i == size ? "malformed request line"
+                          : "invalid method in request line");
+  }
+  head_.method = line.substr(0, i);
+  const size_t target_begin = ++i;
+  while (i < size && kTargetChar[Byte(line[i])]) ++i;
+  if (i == target_begin) {
+    return Fail(ParseError::kBadRequest, "empty request target");
+  }
+  if (i == size) {
+    return Fail(ParseError::kBadRequest, "malformed request line");
+  }
+  if (line[i] != ' ') {
+    return Fail(ParseError::kBadRequest, "invalid request target");
+  }
+  head_.target = line.substr(target_begin, i - target_begin);
+  const int minor = ParseVersion(line.substr(i + 1));
+  if (minor < 0) {
+    return Fail(ParseError::kBadRequest, "unsupported HTTP version");
+  }
+  head_.version_minor = minor;
+  return true;
+}
+
+bool Http1Parser::ParseStatusLine(std::string_view line) {
+  if (line.size() < 12 || line[8] != ' ') {
+    return Fail(ParseError::kBadRequest, "malformed status line");
+  }
+  const int minor = ParseVersion(line.substr(0, 8));
+  if (minor < 0) {
+    return Fail(ParseError::kBadRequest, "unsupported HTTP version");
+  }
+  head_.version_minor = minor;
+  int status = 0;
+  for (size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') {
+      return Fail(ParseError::kBadRequest, "invalid status code");
+    }
+    status = status * 10 + (line[i] - '0');
+  }
+  if (status < 100 || status > 599) {
+    return Fail(ParseError::kBadRequest, "invalid status code");
+  }
+  head_.status = status;
+  if (line.size() == 12) return true;  // "HTTP/1.1 200" without SP
+  if (line[12] != ' ') {
+    return Fail(ParseError::kBadRequest, "malformed status line");
+  }
+  head_.reason = line.substr(13);
+  for (char c : head_.reason) {
+    if (!kFieldValueChar[Byte(c)]) {
+      return Fail(ParseError::kBadRequest, "invalid character in reason");
+    }
+  }
+  return true;
+}
+
+// `section` is a sequence of "name: value CRLF" lines in which every LF is
+// known to follow a CR.
+bool Http1Parser::ParseFieldLines(std::string_view section,
+                                  std::vector<HeaderField>* fields) {
+  const char* const p = section.data();
+  const size_t size = section.size();
+  size_t i = 0;
+  while (i < size) {
+    if (IsOws(p[i])) {
+      return Fail(ParseError::kBadRequest,
+                  "field line starts with whitespace (obsolete line folding)");
+    }
+    const size_t name_begin = i;
+    while (kTokenChar[Byte(p[i])]) ++i;  // stops at the CR at the latest
+    if (p[i] != ':' || i == name_begin) {
+      return Fail(ParseError::kBadRequest,
+                  i == name_begin ? "empty or invalid field name"
+                  : IsOws(p[i])   ? "whitespace between field name and colon"
+                                  : "invalid character in field name");
+    }
+    const std::string_view name(p + name_begin, i - name_begin);
+    ++i;
+    // The value runs to the line's CR; HTAB is the only control allowed in it.
+    size_t cr = FindControl(p, i, size);
+    while (p[cr] == '\t') cr = FindControl(p, cr + 1, size);
+    if (p[cr] != '\r' || p[cr + 1] != '\n') {
+      return Fail(ParseError::kBadRequest, "invalid character in field value");
+    }
+    const std::string_view value = TrimOws(section.substr(i, cr - i));
+    if (fields->size() >= limits_.max_headers) {
+      return Fail(ParseError::kHeadersTooLarge, "too many header fields");
+    }
+    fields->push_back({name, value});
+    i = cr + 2;
+  }
+  return true;
+}
+
+bool Http1Parser::ApplyHeaderSemantics() {
+  const bool request = mode_ == Mode::kRequest;
+  bool has_content_length = false;
+  uint64_t content_length = 0;
+  bool has_transfer_encoding = false;
+  bool chunked = false;
+  int host_count = 0;
+  bool connection_close = false;
+  bool connection_keep_alive = false;
+  bool connection_upgrade = false;
+  bool has_upgrade = false;
+
+  for (const HeaderField& field : head_.headers) {
+    const std::string_view name = field.name;
+    const std::string_view value = field.value;
+    switch (name.size()) {
+      case 4:
+        if (request && EqualsIgnoreCase(name, "host")) {
+          if (++host_count > 1) {
+            return Fail(ParseError::kBadRequest, "more than one Host header");
+          }
+          for (char c : value) {
+            if (!kHostChar[Byte(c)]) {
+              return Fail(ParseError::kBadRequest, "invalid Host header");
+            }
+          }
+        }
+        break;
+      case 6:
+        if (request && EqualsIgnoreCase(name, "expect") &&
+            EqualsIgnoreCase(value, "100-continue")) {
+          head_.expect_continue = true;
+        }
+        break;
+      case 7:
+        if (EqualsIgnoreCase(name, "upgrade") && !value.empty()) {
+          has_upgrade = true;
+        }
+        break;
+      case 10:
+        if (EqualsIgnoreCase(name, "connection")) {
+          ForEachListElement(value, [&](std::string_view option) {
+            if (EqualsIgnoreCase(option, "close")) {
+              connection_close = true;
+            } else if (EqualsIgnoreCase(option, "keep-alive")) {
+              connection_keep_alive = true;
+            } else if (EqualsIgnoreCase(option, "upgrade")) {
+              connection_upgrade = true;
+            }
+            return true;
+          });
+        }
+        break;
+      case 14:
+        if (EqualsIgnoreCase(name, "content-length")) {
+          const bool ok = ForEachListElement(value, [&](std::string_view v) {
+            if (v.empty()) return false;
+            uint64_t n = 0;
+            for (char c : v) {
+              if (c < '0' || c > '9') return false;
+              const unsigned digit = static_cast<unsigned>(c - '0');
+              if (n > (kMaxContentLength - digit) / 10) return false;
+              n = n * 10 + digit;
+            }
+            if (has_content_length && n != content_length) {
+              return Fail(ParseError::kBadRequest,
+                          "conflicting Content-Length values");
+            }
+            has_content_length = true;
+            content_length = n;
+            return true;
+          });
+          if (!ok) {
+            if (error_ == ParseError::kNone) {
+              Fail(ParseError::kBadRequest, "invalid Content-Length");
+            }
+            return false;
+          }
+        }
+        break;
+      case 17:
+        if (EqualsIgnoreCase(name, "transfer-encoding")) {
+          has_transfer_encoding = true;
+          const bool ok = ForEachListElement(value, [&](std::string_view v) {
+            if (!EqualsIgnoreCase(v, "chunked")) {
+              return Fail(ParseError::kBadRequest,
+                          "unsupported Transfer-Encoding (only chunked)");
+            }
+            if (chunked) {
+              return Fail(ParseError::kBadRequest, "chunked applied twice");
+            }
+            chunked = true;
+            return true;
+          });
+          if (!ok) return false;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  if (has_transfer_encoding && has_content_length) {
+    return Fail(ParseError::kBadRequest,
+                "Content-Length together with Transfer-Encoding");
+  }
+  if (has_transfer_encoding && head_.version_minor == 0) {
+    return Fail(ParseError::kBadRequest,
+                "Transfer-Encoding in an HTTP/1.0 message");
+  }
+  if (request && head_.version_minor == 1 && host_count == 0) {
+    return Fail(ParseError::kBadRequest, "missing Host header");
+  }
+  if (head_.version_minor == 0) head_.expect_continue = false;
+
+  head_.content_length = content_length;
+  head_.upgrade = connection_upgrade && has_upgrade;
+  head_.keep_alive =
+      !connection_close && (head_.version_minor == 1 || connection_keep_alive);
+
+  if (request) {
+    final_response_ = false;
+    switches_protocols_ = head_.upgrade || head_.method == "CONNECT";
+    if (chunked) {
+      head_.framing = BodyFraming::kChunked;
+    } else if (has_content_length) {
+      head_.framing = BodyFraming::kContentLength;
+    }
+    return true;
+  }
+
+  final_response_ = head_.status >= 200;
+  switches_protocols_ = head_.status == 101;
+  const bool no_body = head_.status < 200 || head_.status == 204 ||
+                       head_.status == 304 || next_response_is_for_head_;
+  if (no_body) {
+    head_.framing = BodyFraming::kNone;
+  } else if (chunked) {
+    head_.framing = BodyFraming::kChunked;
+  } else if (has_content_length) {
+    head_.framing = BodyFraming::kContentLength;
+  } else {
+    head_.framing = BodyFraming::kUntilClose;
+    head_.keep_alive = false;
+  }
+  return true;
+}
+
+void Http1Parser::StartBody() {
+  switch (head_.framing) {
+    case BodyFraming::kNone:
+      CompleteMessage();
+      break;
+    case BodyFraming::kContentLength:
+      if (head_.content_length == 0) {
+        CompleteMessage();
+      } else {
+        remaining_ = head_.content_length;
+        state_ = State::kBodyContentLength;
+      }
+      break;
+    case BodyFraming::kChunked:
+      state_ = State::kChunkSize;
+      chunk_size_ = 0;
+      chunk_size_has_digit_ = false;
+      chunk_line_bytes_ = 0;
+      break;
+    case BodyFraming::kUntilClose:
+      state_ = State::kBodyUntilClose;
+      break;
+  }
+}
+
+// Parses "chunk-size [ BWS ; chunk-ext ] CRLF" as its bytes arrive.
+bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
+  size_t i = *pos;
+  const size_t size = data.size();
+  const size_t line_start = i;
+  while (i < size) {
+    const char c = data[i];
+    switch (state_) {
+      case State::kChunkSize: {
+        const int digit = HexValue(c);
+        if (digit >= 0) {
+          if (chunk_size_ >> 59 != 0) {
+            *pos = i;
+            return Fail(ParseError::kBadRequest, "chunk size too large");
+          }
+          chunk_size_ = (chunk_size_ << 4) | static_cast<uint64_t>(digit);
+          chunk_size_has_digit_ = true;
+        } else if (c == '\n') {
+          *pos = i;
+          return Fail(ParseError::kBadRequest, "bare LF used as a line end");
+        } else if (!chunk_size_has_digit_) {
+          *pos = i;
+          return Fail(ParseError::kBadRequest, "invalid chunk size");
+        } else if (c == '\r') {
+          state_ = State::kChunkSizeLf;
+        } else if (c == ';') {
+          state_ = State::kChunkExtension;
+        } else if (IsOws(c)) {
+          state_ = State::kChunkSizeBws;
+        } else {
+          *pos = i;
+          return Fail(ParseError::kBadRequest, "invalid chunk size");
+        }
+        break;
+      }
+      case State::kChunkSizeBws:
+        if (c == ';') {
+          state_ = State::kChunkExtension;
+        } else if (!IsOws(c)) {
+          *pos = i;
+          return Fail(ParseError::kBadRequest, "invalid chunk size line");
+        }
+        break;
+      case State::kChunkExtension:
+        if (c == '\r') {
+          state_ = State::kChunkSizeLf;
+        } else if (!kFieldValueChar[Byte(c)]) {
+          *pos = i;
+          return Fail(ParseError::kBadRequest,
+                      "invalid character in chunk extension");
+        }
+        break;
+      case State::kChunkSizeLf:
+        if (c != '\n') {
+          *pos = i;
+          return Fail(ParseError::kBadRequest, "bare CR in chunk size line");
+        }
+        *pos = i + 1;
+        if (chunk_size_ == 0) {
+          state_ = State::kTrailers;
+          scan_offset_ = 0;
+        } else {
+          state_ = State::kChunkData;
+          remaining_ = chunk_size_;
+        }
+        return true;
+      default:
+        return true;  // not reached
+    }
+    ++i;
+    if (chunk_line_bytes_ + (i - line_start) > kMaxChunkLineBytes) {
+      *pos = i;
+      return Fail(ParseError::kBadRequest, "chunk size line too long");
+    }
+  }
+  chunk_line_bytes_ += i - line_start;
+  *pos = i;
+  return true;
+}
+
+Http1Parser::Step Http1Parser::ParseTrailersAt(std::string_view data,
+                                               size_t* pos) {
+  const size_t start = *pos;
+  const char first = data[start];
+  if (first == '\r') {  // empty trailer section: the last CRLF
+    if (start + 1 == data.size()) return Step::kNeedMore;
+    if (data[start + 1] != '\n') {
+      Fail(ParseError::kBadRequest, "bare CR used as a line end");
+      return Step::kFailed;
+    }
+    *pos = start + 2;
+    CompleteMessage();
+    return Step::kDone;
+  }
+  if (first == '\n') {
+    Fail(ParseError::kBadRequest, "bare LF used as a line end");
+    return Step::kFailed;
+  }
+  size_t end = 0;
+  const Step step =
+      FindSectionEnd(data, start, limits_.max_trailer_bytes, &end);
+  if (step != Step::kDone) return step;
+  trailers_.clear();
+  // Without the empty line that ends the section.
+  if (!ParseFieldLines(data.substr(start, end - start - 2), &trailers_)) {
+    return Step::kFailed;
+  }
+  *pos = end;
+  callbacks_->OnTrailers(trailers_);
+  CompleteMessage();
+  return Step::kDone;
+}
+
+void Http1Parser::CompleteMessage() {
+  state_ = State::kHead;
+  in_message_ = false;
+  leading_empty_lines_ = 0;
+  scan_offset_ = 0;
+  if (final_response_) next_response_is_for_head_ = false;
+  if (switches_protocols_) paused_ = true;
+  switches_protocols_ = false;
+  final_response_ = false;
+  callbacks_->OnMessageComplete();
+}
+
+ParseError Http1Parser::FinishOnClose() {
+  if (error_ != ParseError::kNone) return error_;
+  if (state_ == State::kBodyUntilClose) {
+    CompleteMessage();
+    return ParseError::kNone;
+  }
+  if (state_ == State::kHead && !in_message_) return ParseError::kNone;
+  Fail(ParseError::kBadRequest, "connection closed before message complete");
+  return error_;
+}
+
+}  // namespace sluice::http

@@ -1,0 +1,731 @@
+#include "dataplane/router/route_table.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/numeric/int128.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "api/validation.h"
+#include "re2/re2.h"
+
+namespace sluice::router {
+namespace {
+
+using config::v1::HeaderMatcher;
+using config::v1::QueryParameterMatcher;
+using config::v1::RouteMatch;
+
+constexpr uint32_t kNoRouteId = std::numeric_limits<uint32_t>::max();
+// How much of a path regex's literal range RE2 works out at Compile.
+constexpr int kRegexRangeLength = 64;
+
+absl::string_view ToAbsl(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() &&
+         std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
+}
+
+// True when `name` (any case) equals `lower` (already lower case).
+bool EqualsLowered(std::string_view name, std::string_view lower) {
+  if (name.size() != lower.size()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (absl::ascii_tolower(static_cast<unsigned char>(name[i])) != lower[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Removes a port: "[::1]:80" -> "[::1]", "a.com:80" -> "a.com"; a host with
+// several ':' and no brackets is returned whole.
+std::string_view StripPort(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  size_t colon = host.find(':');
+  if (colon == std::string_view::npos) return host;
+  if (host.find(':', colon + 1) != std::string_view::npos) return host;
+  return host.substr(0, colon);
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool NeedsDecoding(std::string_view s) {
+  return s.find_first_of("%+") != std::string_view::npos;
+}
+
+// Percent-decodes `s` ('+' is a space) into `out` and returns a view of the
+// result: `s` itself when there is nothing to decode.
+std::string_view Decode(std::string_view s, std::string* out) {
+  if (!NeedsDecoding(s)) return s;
+  out->clear();
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '+') {
+      out->push_back(' ');
+    } else if (c == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 &&
+               HexValue(s[i + 2]) >= 0) {
+      out->push_back(
+          static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
+      i += 2;
+    } else {
+      out->push_back(c);
+    }
+  }
+  return *out;
+}
+
+// The value of the first query parameter named `name` (after decoding), in
+// `*value`; false when there is none. `scratch` holds decoded copies.
+bool FindQueryParameter(std::string_view query, std::string_view name,
+                        std::string* scratch, std::string_view* value) {
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    size_t end = query.find('&', pos);
+    if (end == std::string_view::npos) end = query.size();
+    std::string_view piece = query.substr(pos, end - pos);
+    pos = end + 1;
+    if (piece.empty()) continue;
+    size_t eq = piece.find('=');
+    std::string_view raw_name = piece.substr(0, eq);
+    std::string_view raw_value = eq == std::string_view::npos
+                                     ? std::string_view()
+                                     : piece.substr(eq + 1);
+    if (Decode(raw_name, scratch) != name) continue;
+    *value = Decode(raw_value, scratch);
+    return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::unique_ptr<RE2>> CompileRegex(const std::string& pattern,
+                                                  const std::string& field) {
+  RE2::Options options;
+  options.set_log_errors(false);
+  auto re = std::make_unique<RE2>(pattern, options);
+  if (!re->ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": invalid RE2 regular expression '", pattern,
+                     "': ", re->error()));
+  }
+  return re;
+}
+
+bool FullMatch(std::string_view text, const RE2& re) {
+  return RE2::FullMatch(re2::StringPiece(text.data(), text.size()), re);
+}
+
+// A byte trie with single-child chains merged (a radix tree) over the prefix
+// routes of one virtual host. Built once; read-only afterwards.
+class PrefixTrie {
+ public:
+  // `prefixes` maps each distinct prefix to its route ids, ascending.
+  void Build(const std::map<std::string, std::vector<uint32_t>>& prefixes);
+
+  // Calls visit(const uint32_t* ids, size_t count) for every stored prefix of
+  // `path`, shortest first.
+  template <typename Visit>
+  void ForEachPrefixOf(std::string_view path, Visit&& visit) const;
+
+ private:
+  struct Node {
+    uint32_t label_begin = 0;  // the edge from the parent, in labels_
+    uint32_t label_size = 0;
+    uint32_t ids_begin = 0;  // in ids_
+    uint32_t ids_size = 0;
+    uint32_t children_begin = 0;  // in child_byte_ / child_node_
+    uint32_t children_size = 0;
+  };
+
+  std::vector<Node> nodes_;  // [0] is the root (empty label)
+  std::string labels_;
+  std::vector<uint32_t> ids_;
+  // Children of a node are contiguous and sorted by the first byte of their
+  // label.
+  std::vector<unsigned char> child_byte_;
+  std::vector<uint32_t> child_node_;
+};
+
+void PrefixTrie::Build(
+    const std::map<std::string, std::vector<uint32_t>>& prefixes) {
+  std::vector<std::pair<const std::string*, const std::vector<uint32_t>*>>
+      sorted;
+  sorted.reserve(prefixes.size());
+  for (const auto& [prefix, ids] : prefixes) sorted.emplace_back(&prefix, &ids);
+
+  // Every node of the pending tasks covers sorted[lo, hi), the strings that
+  // share its first `depth` bytes; explicit stack, not recursion, as a chain
+  // of nested prefixes can be as long as the route list.
+  struct Task {
+    uint32_t node;
+    size_t lo, hi, depth;
+  };
+  nodes_.assign(1, Node());
+  std::vector<Task> tasks = {{0, 0, sorted.size(), 0}};
+  while (!tasks.empty()) {
+    Task task = tasks.back();
+    tasks.pop_back();
+    size_t lo = task.lo;
+    if (lo < task.hi && sorted[lo].first->size() == task.depth) {
+      const std::vector<uint32_t>& ids = *sorted[lo].second;
+      nodes_[task.node].ids_begin = ids_.size();
+      nodes_[task.node].ids_size = ids.size();
+      ids_.insert(ids_.end(), ids.begin(), ids.end());
+      ++lo;
+    }
+    nodes_[task.node].children_begin = child_byte_.size();
+    while (lo < task.hi) {
+      const std::string& first = *sorted[lo].first;
+      unsigned char byte = first[task.depth];
+      size_t hi = lo + 1;
+      while (hi < task.hi && static_cast<unsigned char>(
+                                 (*sorted[hi].first)[task.depth]) == byte) {
+        ++hi;
+      }
+      // Sorted, so the common prefix of the group is that of its ends.
+      const std::string& last = *sorted[hi - 1].first;
+      size_t common = task.depth + 1;
+      while (common < first.size() && common < last.size() &&
+             first[common] == last[common]) {
+        ++common;
+      }
+      Node child;
+      child.label_begin = labels_.size();
+      child.label_size = common - task.depth;
+      labels_.append(first, task.depth, common - task.depth);
+      uint32_t child_index = nodes_.size();
+      nodes_.push_back(child);
+      child_byte_.push_back(byte);
+      child_node_.push_back(child_index);
+      ++nodes_[task.node].children_size;
+      tasks.push_back({child_index, lo, hi, common});
+      lo = hi;
+    }
+  }
+}
+
+template <typename Visit>
+void PrefixTrie::ForEachPrefixOf(std::string_view path, Visit&& visit) const {
+  if (nodes_.empty()) return;
+  const Node* node = &nodes_[0];
+  size_t pos = 0;
+  while (true) {
+    if (node->ids_size > 0) visit(&ids_[node->ids_begin], node->ids_size);
+    if (pos >= path.size() || node->children_size == 0) return;
+    const unsigned char* begin = child_byte_.data() + node->children_begin;
+    const unsigned char* end = begin + node->children_size;
+    const unsigned char* it =
+        std::lower_bound(begin, end, static_cast<unsigned char>(path[pos]));
+    if (it == end || *it != static_cast<unsigned char>(path[pos])) return;
+    const Node* child = &nodes_[child_node_[it - child_byte_.data()]];
+    if (path.size() - pos < child->label_size ||
+        std::memcmp(path.data() + pos, labels_.data() + child->label_begin,
+                    child->label_size) != 0) {
+      return;
+    }
+    pos += child->label_size;
+    node = child;
+  }
+}
+
+}  // namespace
+
+struct RouteTable::RouteMatcher {
+  enum class PathKind { kPrefix, kExact, kRegex };
+  struct Header {
+    std::string name;  // lower case
+    HeaderMatcher::MatchCase kind = HeaderMatcher::MATCH_NOT_SET;
+    std::string value;  // exact or prefix
+    std::unique_ptr<RE2> regex;
+    bool present = false;
+    bool invert = false;
+  };
+  struct QueryParameter {
+    std::string name;
+    QueryParameterMatcher::MatchCase kind =
+        QueryParameterMatcher::MATCH_NOT_SET;
+    std::string value;  // exact
+    std::unique_ptr<RE2> regex;
+    bool present = false;
+  };
+
+  PathKind path_kind = PathKind::kPrefix;
+  std::string path;                 // kPrefix, kExact
+  std::unique_ptr<RE2> path_regex;  // kRegex
+  // kRegex: every path the regex matches is in [regex_min, regex_max] (empty
+  // regex_max: no upper bound), a cheap test before running the regex.
+  std::string regex_min;
+  std::string regex_max;
+  std::vector<std::string> methods;
+  std::vector<Header> headers;
+  std::vector<QueryParameter> query_parameters;
+
+  bool MethodMatches(std::string_view method) const {
+    if (methods.empty()) return true;
+    for (const std::string& m : methods) {
+      if (m == method) return true;
+    }
+    return false;
+  }
+
+  // Everything but the method. The path of kPrefix and kExact routes is
+  // checked by the index that yields them.
+  bool RestMatches(
+      std::string_view path_only, std::string_view query,
+      const std::vector<http::HeaderField>* request_headers) const {
+    if (path_kind == PathKind::kRegex &&
+        (path_only < regex_min ||
+         (!regex_max.empty() && path_only > regex_max) ||
+         !FullMatch(path_only, *path_regex))) {
+      return false;
+    }
+    for (const Header& h : headers) {
+      const http::HeaderField* found = nullptr;
+      if (request_headers != nullptr) {
+        for (const http::HeaderField& field : *request_headers) {
+          if (EqualsLowered(field.name, h.name)) {
+            found = &field;
+            break;
+          }
+        }
+      }
+      bool result = false;
+      switch (h.kind) {
+        case HeaderMatcher::kExact:
+          result = found != nullptr && found->value == h.value;
+          break;
+        case HeaderMatcher::kPrefix:
+          result = found != nullptr && StartsWith(found->value, h.value);
+          break;
+        case HeaderMatcher::kRegex:
+          result = found != nullptr && FullMatch(found->value, *h.regex);
+          break;
+        case HeaderMatcher::kPresent:
+        case HeaderMatcher::MATCH_NOT_SET:
+          result = (found != nullptr) == h.present;
+          break;
+      }
+      if (result == h.invert) return false;
+    }
+    if (!query_parameters.empty()) {
+      std::string scratch;  // decoded copies; empty unless '%' or '+' occur
+      std::string_view value;
+      for (const QueryParameter& q : query_parameters) {
+        bool found = FindQueryParameter(query, q.name, &scratch, &value);
+        bool result = false;
+        switch (q.kind) {
+          case QueryParameterMatcher::kExact:
+            result = found && value == q.value;
+            break;
+          case QueryParameterMatcher::kRegex:
+            result = found && FullMatch(value, *q.regex);
+            break;
+          case QueryParameterMatcher::kPresent:
+          case QueryParameterMatcher::MATCH_NOT_SET:
+            result = found == q.present;
+            break;
+        }
+        if (!result) return false;
+      }
+    }
+    return true;
+  }
+};
+
+struct RouteTable::VirtualHost {
+  // Exact path -> route ids, ascending.
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> exact_paths;
+  PrefixTrie prefixes;
+  // Regex routes: checked on every request, ascending.
+  std::vector<uint32_t> regex_routes;
+
+  // Calls visit(const uint32_t* ids, size_t count) for every list of routes
+  // whose path condition may hold (for regex routes: is still to be checked).
+  template <typename Visit>
+  void ForEachCandidateList(std::string_view path, Visit&& visit) const {
+    auto it = exact_paths.find(ToAbsl(path));
+    if (it != exact_paths.end()) visit(it->second.data(), it->second.size());
+    prefixes.ForEachPrefixOf(path, visit);
+    if (!regex_routes.empty()) visit(regex_routes.data(), regex_routes.size());
+  }
+};
+
+RouteTable::RouteTable() = default;
+RouteTable::~RouteTable() = default;
+
+absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
+    const config::v1::RouteTable& config) {
+  std::shared_ptr<RouteTable> table(new RouteTable());
+  table->name_ = config.name();
+  table->virtual_hosts_.resize(config.virtual_hosts_size());
+
+  for (int v = 0; v < config.virtual_hosts_size(); ++v) {
+    const config::v1::VirtualHost& vhost_config = config.virtual_hosts(v);
+    VirtualHost& vhost = table->virtual_hosts_[v];
+    const std::string vhost_label =
+        vhost_config.name().empty() ? absl::StrCat(v) : vhost_config.name();
+
+    for (const std::string& domain : vhost_config.domains()) {
+      std::string lower = absl::AsciiStrToLower(domain);
+      if (lower == "*") {
+        if (table->star_virtual_host_ < 0) table->star_virtual_host_ = v;
+      } else if (StartsWith(lower, "*.")) {
+        table->wildcard_domains_.emplace(lower.substr(1), v);
+      } else {
+        table->exact_domains_.emplace(lower, v);
+      }
+    }
+
+    std::map<std::string, std::vector<uint32_t>> prefixes;
+    for (int r = 0; r < vhost_config.routes_size(); ++r) {
+      const config::v1::Route& route_config = vhost_config.routes(r);
+      const std::string field =
+          absl::StrCat("virtual_hosts[", v, "].routes[", r, "]");
+      const uint32_t id = table->routes_.size();
+      const RouteMatch& match = route_config.match();
+
+      RouteMatcher matcher;
+      switch (match.path_specifier_case()) {
+        case RouteMatch::kPrefix:
+          matcher.path_kind = RouteMatcher::PathKind::kPrefix;
+          matcher.path = match.prefix();
+          prefixes[match.prefix()].push_back(id);
+          break;
+        case RouteMatch::kPath:
+          matcher.path_kind = RouteMatcher::PathKind::kExact;
+          matcher.path = match.path();
+          vhost.exact_paths[match.path()].push_back(id);
+          break;
+        case RouteMatch::kRegex: {
+          matcher.path_kind = RouteMatcher::PathKind::kRegex;
+          auto re = CompileRegex(match.regex(), field + ".match.regex");
+          if (!re.ok()) return re.status();
+          matcher.path_regex = *std::move(re);
+          if (!matcher.path_regex->PossibleMatchRange(
+                  &matcher.regex_min, &matcher.regex_max, kRegexRangeLength)) {
+            matcher.regex_min.clear();
+            matcher.regex_max.clear();
+          }
+          vhost.regex_routes.push_back(id);
+          break;
+        }
+        case RouteMatch::PATH_SPECIFIER_NOT_SET:
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ".match: needs one of prefix, path or regex"));
+      }
+      matcher.methods.assign(match.methods().begin(), match.methods().end());
+      for (int i = 0; i < match.headers_size(); ++i) {
+        const HeaderMatcher& h = match.headers(i);
+        RouteMatcher::Header header;
+        header.name = absl::AsciiStrToLower(h.name());
+        header.kind = h.match_case();
+        header.invert = h.invert();
+        switch (h.match_case()) {
+          case HeaderMatcher::kExact:
+            header.value = h.exact();
+            break;
+          case HeaderMatcher::kPrefix:
+            header.value = h.prefix();
+            break;
+          case HeaderMatcher::kRegex: {
+            auto re = CompileRegex(
+                h.regex(),
+                absl::StrCat(field, ".match.headers[", i, "].regex"));
+            if (!re.ok()) return re.status();
+            header.regex = *std::move(re);
+            break;
+          }
+          case HeaderMatcher::kPresent:
+            header.present = h.present();
+            break;
+          case HeaderMatcher::MATCH_NOT_SET:
+            return absl::InvalidArgumentError(absl::StrCat(
+                field, ".match.headers[", i,
+                "]: needs one of exact, prefix, regex or present"));
+        }
+        matcher.headers.push_back(std::move(header));
+      }
+      for (int i = 0; i < match.query_parameters_size(); ++i) {
+        const QueryParameterMatcher& q = match.query_parameters(i);
+        RouteMatcher::QueryParameter param;
+        param.name = q.name();
+        param.kind = q.match_case();
+        switch (q.match_case()) {
+          case QueryParameterMatcher::kExact:
+            param.value = q.exact();
+            break;
+          case QueryParameterMatcher::kRegex: {
+            auto re = CompileRegex(
+                q.regex(),
+                absl::StrCat(field, ".match.query_parameters[", i, "].regex"));
+            if (!re.ok()) return re.status();
+            param.regex = *std::move(re);
+            break;
+          }
+          case QueryParameterMatcher::kPresent:
+            param.present = q.present();
+            break;
+          case QueryParameterMatcher::MATCH_NOT_SET:
+            return absl::InvalidArgumentError(
+                absl::StrCat(field, ".match.query_parameters[", i,
+                             "]: needs one of exact, regex or present"));
+        }
+        matcher.query_parameters.push_back(std::move(param));
+      }
+
+      RouteEntry entry;
+      entry.id = id;
+      entry.name = route_config.name().empty()
+                       ? absl::StrCat(vhost_label, "/", r)
+                       : route_config.name();
+      entry.timeout = api::kDefaultRouteTimeout;
+      switch (route_config.action_case()) {
+        case config::v1::Route::kRoute: {
+          const config::v1::RouteAction& action = route_config.route();
+          entry.action = RouteEntry::Action::kCluster;
+          if (action.has_weighted_clusters()) {
+            uint64_t total = 0;
+            for (const auto& c : action.weighted_clusters().clusters()) {
+              total += c.weight();
+              entry.clusters.push_back(
+                  {c.name(), static_cast<uint32_t>(
+                                 std::min<uint64_t>(total, UINT32_MAX))});
+            }
+            if (total == 0 || total > UINT32_MAX) {
+              return absl::InvalidArgumentError(absl::StrCat(
+                  field, ".route.weighted_clusters: weights sum to ", total,
+                  "; must be 1..", UINT32_MAX));
+            }
+            entry.total_weight = total;
+          } else if (action.has_cluster()) {
+            entry.clusters.push_back({action.cluster(), 1});
+            entry.total_weight = 1;
+          } else {
+            return absl::InvalidArgumentError(absl::StrCat(
+                field, ".route: needs cluster or weighted_clusters"));
+          }
+          if (action.has_timeout()) {
+            entry.timeout = absl::Seconds(action.timeout().seconds()) +
+                            absl::Nanoseconds(action.timeout().nanos());
+          }
+          entry.prefix_rewrite = action.prefix_rewrite();
+          break;
+        }
+        case config::v1::Route::kRedirect: {
+          const config::v1::RedirectAction& redirect = route_config.redirect();
+          entry.action = RouteEntry::Action::kRedirect;
+          entry.host_redirect = redirect.host_redirect();
+          entry.path_redirect = redirect.path_redirect();
+          entry.scheme_redirect = redirect.scheme_redirect();
+          entry.redirect_code =
+              redirect.response_code() == 0 ? 301 : redirect.response_code();
+          entry.strip_query = redirect.strip_query();
+          break;
+        }
+        case config::v1::Route::kDirectResponse: {
+          const config::v1::DirectResponseAction& direct =
+              route_config.direct_response();
+          entry.action = RouteEntry::Action::kDirectResponse;
+          entry.direct_status = direct.status();
+          entry.direct_body = direct.body();
+          entry.direct_content_type = direct.content_type().empty()
+                                          ? "text/plain"
+                                          : direct.content_type();
+          break;
+        }
+        case config::v1::Route::ACTION_NOT_SET:
+          return absl::InvalidArgumentError(absl::StrCat(
+              field, ": needs one of route, redirect or direct_response"));
+      }
+      if (match.path_specifier_case() == RouteMatch::kPrefix) {
+        entry.matched_prefix = match.prefix();
+      }
+
+      table->routes_.push_back(std::move(entry));
+      table->matchers_.push_back(std::move(matcher));
+    }
+    vhost.prefixes.Build(prefixes);
+  }
+  return std::shared_ptr<const RouteTable>(std::move(table));
+}
+
+const RouteTable::VirtualHost* RouteTable::FindVirtualHost(
+    std::string_view raw_host) const {
+  std::string_view host = StripPort(raw_host);
+  // Lower-case on the stack; a Host longer than any DNS name takes the slow
+  // path.
+  char buffer[256];
+  std::string long_host;
+  bool has_upper = std::any_of(host.begin(), host.end(),
+                               [](char c) { return absl::ascii_isupper(c); });
+  if (has_upper) {
+    if (host.size() <= sizeof(buffer)) {
+      for (size_t i = 0; i < host.size(); ++i) {
+        buffer[i] = absl::ascii_tolower(static_cast<unsigned char>(host[i]));
+      }
+      host = std::string_view(buffer, host.size());
+    } else {
+      long_host = absl::AsciiStrToLower(ToAbsl(host));
+      host = long_host;
+    }
+  }
+
+  if (!exact_domains_.empty()) {
+    auto it = exact_domains_.find(ToAbsl(host));
+    if (it != exact_domains_.end()) return &virtual_hosts_[it->second];
+  }
+  if (!wildcard_domains_.empty()) {
+    // The leftmost '.' (after the first byte) gives the longest suffix.
+    for (size_t dot = host.find('.', 1); dot != std::string_view::npos;
+         dot = host.find('.', dot + 1)) {
+      auto it = wildcard_domains_.find(ToAbsl(host.substr(dot)));
+      if (it != wildcard_domains_.end()) return &virtual_hosts_[it->second];
+    }
+  }
+  if (star_virtual_host_ >= 0) return &virtual_hosts_[star_virtual_host_];
+  return nullptr;
+}
+
+MatchResult RouteTable::Match(const RouteRequest& request) const {
+  MatchResult result;
+  const VirtualHost* vhost = FindVirtualHost(request.host);
+  if (vhost == nullptr) return result;
+
+  std::string_view path = request.path_and_query;
+  std::string_view query;
+  size_t question = path.find('?');
+  if (question != std::string_view::npos) {
+    query = path.substr(question + 1);
+    path = path.substr(0, question);
+  }
+
+  // The answer is the smallest id that matches fully: each candidate list is
+  // ascending, so it is searched only below the best id found so far.
+  uint32_t best = kNoRouteId;
+  vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
+    for (size_t i = 0; i < count && ids[i] < best; ++i) {
+      const RouteMatcher& m = matchers_[ids[i]];
+      if (m.MethodMatches(request.method) &&
+          m.RestMatches(path, query, request.headers)) {
+        best = ids[i];
+        return;
+      }
+    }
+  });
+  if (best != kNoRouteId) {
+    result.kind = MatchResult::Kind::kRoute;
+    result.route = &routes_[best];
+    return result;
+  }
+
+  // Slow path: would a route match with any method?
+  std::set<std::string_view> allowed;
+  vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      const RouteMatcher& m = matchers_[ids[i]];
+      if (m.RestMatches(path, query, request.headers)) {
+        allowed.insert(m.methods.begin(), m.methods.end());
+      }
+    }
+  });
+  if (!allowed.empty()) {
+    result.kind = MatchResult::Kind::kMethodNotAllowed;
+    for (std::string_view method : allowed) {
+      if (!result.allowed_methods.empty()) result.allowed_methods += ", ";
+      result.allowed_methods.append(method);
+    }
+  }
+  return result;
+}
+
+const std::string& RouteEntry::PickCluster(uint64_t random) const {
+  static const std::string* const kEmpty = new std::string();
+  if (clusters.empty() || total_weight == 0) return *kEmpty;
+  // Scale onto [0, total_weight): floor(random * total / 2^64).
+  uint64_t point =
+      absl::Uint128High64(absl::uint128(random) * absl::uint128(total_weight));
+  auto it = std::upper_bound(clusters.begin(), clusters.end(), point,
+                             [](uint64_t p, const ClusterChoice& c) {
+                               return p < c.cumulative_weight;
+                             });
+  if (it == clusters.end()) --it;  // unreachable: point < total_weight
+  return it->name;
+}
+
+std::string RouteEntry::RewritePath(std::string_view path_and_query) const {
+  if (prefix_rewrite.empty() || matched_prefix.empty() ||
+      !StartsWith(path_and_query, matched_prefix)) {
+    return std::string(path_and_query);
+  }
+  std::string out = prefix_rewrite;
+  out.append(path_and_query.substr(matched_prefix.size()));
+  return out;
+}
+
+std::string RouteEntry::RedirectLocation(
+    std::string_view scheme, std::string_view host,
+    std::string_view path_and_query) const {
+  std::string_view new_scheme =
+      scheme_redirect.empty() ? scheme : std::string_view(scheme_redirect);
+  std::string_view new_host = host;
+  if (!host_redirect.empty()) {
+    new_host = host_redirect;
+  } else if (new_scheme != scheme) {
+    std::string_view default_port = scheme == "http"    ? ":80"
+                                    : scheme == "https" ? ":443"
+                                                        : std::string_view();
+    if (!default_port.empty() && host.size() > default_port.size() &&
+        host.substr(host.size() - default_port.size()) == default_port) {
+      std::string_view bare = host.substr(0, host.size() - default_port.size());
+      // "[::1]:80" or "a.com:80", not the bare IPv6 "::80".
+      if (bare.back() == ']' || bare.find(':') == std::string_view::npos) {
+        new_host = bare;
+      }
+    }
+  }
+
+  std::string_view path = path_and_query;
+  std::string_view query;  // with its '?'
+  size_t question = path.find('?');
+  if (question != std::string_view::npos) {
+    query = path.substr(question);
+    path = path.substr(0, question);
+  }
+  if (!path_redirect.empty()) {
+    path = path_redirect;
+    if (path_redirect.find('?') != std::string::npos) query = {};
+  }
+  if (strip_query) query = {};
+
+  std::string out;
+  out.reserve(new_scheme.size() + 3 + new_host.size() + path.size() +
+              query.size());
+  out.append(new_scheme);
+  out.append("://");
+  out.append(new_host);
+  out.append(path);
+  out.append(query);
+  return out;
+}
+
+}  // namespace sluice::router

@@ -1,0 +1,212 @@
+// The compiled form of one config::v1::RouteTable: picks the route for a
+// request.
+//
+// RouteTable::Compile turns a (validated) RouteTable into an immutable
+// matcher. The proxy builds one per config snapshot and every worker thread
+// matches against it concurrently; matching takes no lock and, unless a route
+// with query parameter matchers needs a percent-decoded copy of a parameter or
+// the answer is a 405, allocates nothing.
+//
+// Matching semantics:
+//
+// Virtual host. The Host value is lower-cased and its port removed: "[v6]:p"
+// keeps "[v6]"; a host with exactly one ':' loses ':' and what follows; a
+// host with more ':' and no brackets is taken whole. No other normalization
+// (a trailing '.' is kept). Then, in this order:
+//   1. a virtual host listing the host exactly;
+//   2. the virtual host with the longest "*.suffix" domain the host ends in
+//      with at least one byte before the '.': "*.example.com" matches
+//      "a.example.com" and "a.b.example.com", not "example.com";
+//   3. the virtual host listing "*".
+// None: kNoRoute. (If a domain is listed twice, which validation rejects, the
+// first virtual host listing it wins.)
+//
+// Route. Within the virtual host the first route in declaration order whose
+// whole match holds wins:
+//   - path: compared with the request-target up to its first '?', as raw bytes
+//     (no percent-decoding, no dot-segment removal). `prefix` is a byte
+//     prefix, `path` byte equality, `regex` an RE2 full match.
+//   - methods: empty means any; otherwise the request method must equal one of
+//     them (case-sensitive, as HTTP methods are).
+//   - headers: every matcher holds. Names compare case-insensitively; when a
+//     header appears several times the first occurrence is used. exact, prefix
+//     and regex (full match) test its value and fail when it is absent;
+//     `present: true` holds when it is there, `present: false` when it is not.
+//     `invert` negates the result (so an inverted exact matcher holds for an
+//     absent header).
+//   - query parameters: every matcher holds. The query (after the first '?')
+//     is split on '&'; empty pieces are skipped; a piece splits at its first
+//     '=' into name and value (no '=': the value is empty). Both are
+//     percent-decoded ("%41" -> "A"; a '%' not followed by two hex digits
+//     stays as is) and '+' decodes to a space. Names compare case-sensitively
+//     and the first occurrence of a name is used. exact and regex (full match)
+//     fail when the parameter is absent; `present` as for headers.
+// 405: when no route matches but some route of the virtual host would if its
+// methods were ignored, the result is kMethodNotAllowed with the union of
+// those routes' methods, sorted and joined by ", ".
+//
+// Routes are indexed (exact paths in a hash map, prefixes in a radix trie,
+// regex routes in a list checked every time); the index gives exactly the
+// answer of a first-match scan of the declared routes.
+//
+// Thread-safety: Compile may be called from any thread. A compiled RouteTable
+// is immutable: any thread may call its const methods concurrently, and the
+// RouteEntry objects it hands out stay valid as long as the table does.
+#ifndef SLUICE_DATAPLANE_ROUTER_ROUTE_TABLE_H_
+#define SLUICE_DATAPLANE_ROUTER_ROUTE_TABLE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "dataplane/http/http1_parser.h"
+#include "sluice/config/v1/config.pb.h"
+
+namespace sluice::router {
+
+// What Match looks at. The views must stay valid during the call only.
+struct RouteRequest {
+  std::string_view method;  // "GET"
+  // Raw Host header (or :authority) value; may carry a port ("a.com:8080",
+  // "[::1]:80") and any case. Empty when the request has none.
+  std::string_view host;
+  // Request-target in origin form: "/users/1?x=2".
+  std::string_view path_and_query;
+  // All request headers, names in any case. May be null: no headers.
+  const std::vector<http::HeaderField>* headers = nullptr;
+};
+
+// One cluster of a kCluster route and the running total of weights up to and
+// including it.
+struct ClusterChoice {
+  std::string name;
+  uint32_t cumulative_weight = 0;
+};
+
+// One compiled route. Immutable; owned by its RouteTable. Any thread.
+struct RouteEntry {
+  enum class Action { kCluster, kRedirect, kDirectResponse };
+
+  // 0..route_count()-1, unique within the table, in declaration order
+  // (virtual host by virtual host, route by route).
+  uint32_t id = 0;
+  // route.name, or "<vhost name, or its index when unnamed>/<route index>".
+  std::string name;
+  Action action = Action::kCluster;
+
+  // kCluster: `cluster` gives one entry of weight 1; weighted_clusters one
+  // entry per cluster in declaration order. Empty for other actions.
+  std::vector<ClusterChoice> clusters;
+  uint32_t total_weight = 0;  // clusters.back().cumulative_weight, or 0
+  // api::kDefaultRouteTimeout when unset; absl::ZeroDuration() = disabled.
+  absl::Duration timeout;
+  // prefix_rewrite as configured (empty: none) and the route's prefix match
+  // (empty unless the route matches on prefix).
+  std::string prefix_rewrite;
+  std::string matched_prefix;
+
+  // kRedirect. Empty strings keep the request's value; redirect_code defaults
+  // to 301.
+  std::string host_redirect;
+  std::string path_redirect;
+  std::string scheme_redirect;
+  uint32_t redirect_code = 0;
+  bool strip_query = false;
+
+  // kDirectResponse. direct_content_type defaults to "text/plain".
+  uint32_t direct_status = 0;
+  std::string direct_body;
+  std::string direct_content_type;
+
+  // The cluster for a request given a uniformly random 64-bit value: the
+  // value is scaled onto [0, total_weight) and the first cluster whose
+  // cumulative weight exceeds it wins, so each cluster gets its weight's share
+  // of the 64-bit space (to within 2^-64). Returns an empty string when the
+  // route has no clusters.
+  const std::string& PickCluster(uint64_t random) const;
+
+  // The request-target for the upstream request: when prefix_rewrite is set
+  // and the path starts with matched_prefix, that prefix replaced by
+  // prefix_rewrite (the rest, query included, kept); otherwise the input
+  // unchanged.
+  std::string RewritePath(std::string_view path_and_query) const;
+
+  // The Location header value for a redirect, given the request's scheme
+  // ("http"/"https"), Host value and request-target:
+  //   <scheme_redirect or scheme>://<host_redirect or host><path><query>
+  // where <path> is path_redirect or the request's path, and <query> is the
+  // request's "?query" unless strip_query is set. A path_redirect carrying its
+  // own '?' replaces the request's query whatever strip_query says. When the
+  // scheme changes and the kept request host ends in the old scheme's default
+  // port (":80" for http, ":443" for https), that port is dropped.
+  std::string RedirectLocation(std::string_view scheme, std::string_view host,
+                               std::string_view path_and_query) const;
+};
+
+// The outcome of RouteTable::Match.
+struct MatchResult {
+  enum class Kind {
+    kRoute,             // `route` is set
+    kNoRoute,           // 404: no virtual host, or no route matches
+    kMethodNotAllowed,  // 405: see the file comment
+  };
+
+  Kind kind = Kind::kNoRoute;
+  const RouteEntry* route = nullptr;  // kRoute only; owned by the table
+  // kMethodNotAllowed only: the Allow header value, e.g. "GET, POST".
+  std::string allowed_methods;
+};
+
+// The compiled route table. Immutable once built; every method is safe to
+// call from any thread concurrently.
+class RouteTable {
+ public:
+  // Compiles `table`, which should have passed api validation. Errors are
+  // INVALID_ARGUMENT naming the field, e.g.
+  //   virtual_hosts[0].routes[2].match.regex: invalid RE2 regular expression
+  //   ...
+  // for a regex that does not compile, a route without a path specifier or an
+  // action, or a weighted route whose weights sum to 0 or overflow.
+  static absl::StatusOr<std::shared_ptr<const RouteTable>> Compile(
+      const config::v1::RouteTable& table);
+
+  RouteTable(const RouteTable&) = delete;
+  RouteTable& operator=(const RouteTable&) = delete;
+  ~RouteTable();
+
+  // The route for `request`; see the file comment for the rules.
+  MatchResult Match(const RouteRequest& request) const;
+
+  size_t route_count() const { return routes_.size(); }
+  // `id` < route_count().
+  const RouteEntry& route(uint32_t id) const { return routes_[id]; }
+  const std::string& name() const { return name_; }
+
+ private:
+  struct RouteMatcher;  // the conditions of one route
+  struct VirtualHost;   // the path index of one virtual host
+
+  RouteTable();
+
+  const VirtualHost* FindVirtualHost(std::string_view host) const;
+
+  std::string name_;
+  std::vector<RouteEntry> routes_;          // by id
+  std::vector<RouteMatcher> matchers_;      // by id
+  std::vector<VirtualHost> virtual_hosts_;  // declaration order
+  // Domain -> index into virtual_hosts_. Wildcard keys keep the '.' of
+  // "*.suffix" (".example.com").
+  absl::flat_hash_map<std::string, uint32_t> exact_domains_;
+  absl::flat_hash_map<std::string, uint32_t> wildcard_domains_;
+  int32_t star_virtual_host_ = -1;
+};
+
+}  // namespace sluice::router
+
+#endif  // SLUICE_DATAPLANE_ROUTER_ROUTE_TABLE_H_
