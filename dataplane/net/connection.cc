@@ -48,7 +48,7 @@ void Connection::Write(std::string_view bytes) { Write2(bytes, {}); }
 
 void Connection::Write2(std::string_view a, std::string_view b) {
   if (fd_ < 0) return;
-  if (connecting_ || !output_.empty()) {
+  if (connecting_ || batching_ || !output_.empty()) {
     output_.Append(a);
     output_.Append(b);
     return;
@@ -75,6 +75,13 @@ void Connection::Write2(std::string_view a, std::string_view b) {
     output_.Append(b.substr(written - a.size()));
   }
   if (!output_.empty()) UpdateEvents();
+}
+
+void Connection::EndBatch() {
+  batching_ = false;
+  if (fd_ < 0 || connecting_ || output_.empty()) return;
+  if (file_event_->enabled() & event::FileEvent::kWrite) return;  // already waiting
+  HandleWrite();
 }
 
 void Connection::OnEvents(short events) {

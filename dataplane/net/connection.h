@@ -47,6 +47,10 @@ class Connection {
   // Writes several pieces with one syscall when possible.
   void Write2(std::string_view a, std::string_view b);
   size_t output_size() const { return output_.size(); }
+  // Between BeginBatch() and EndBatch() writes only queue; EndBatch() sends
+  // them with one syscall (a response head and its body, for example).
+  void BeginBatch() { batching_ = true; }
+  void EndBatch();
 
   // Stops (or resumes) reading from the socket: back-pressure.
   void SetReadEnabled(bool enabled);
@@ -79,6 +83,7 @@ class Connection {
   bool connecting_;
   bool read_enabled_ = true;
   bool close_after_flush_ = false;
+  bool batching_ = false;
   uint64_t bytes_read_ = 0;
   Buffer input_;
   Buffer output_;

@@ -306,9 +306,9 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   AppendHeader(&out, "x-forwarded-proto", "http");
   AppendHeader(&out, "x-request-id", r.request_id);
   if (head.framing == http::BodyFraming::kContentLength) {
-    char buf[32];
-    int n = std::snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(head.content_length));
-    AppendHeader(&out, "content-length", std::string_view(buf, static_cast<size_t>(n)));
+    out.append("content-length: ");
+    absl::StrAppend(&out, head.content_length);
+    out.append("\r\n");
   } else if (r.request_chunked) {
     AppendHeader(&out, "transfer-encoding", "chunked");
   }
@@ -374,6 +374,16 @@ void DownstreamConnection::OnMessageComplete() {
 
 void DownstreamConnection::OnUpstreamConnected() {}
 
+void DownstreamConnection::OnUpstreamReadBegin() {
+  if (!closed_) connection_->BeginBatch();
+}
+
+void DownstreamConnection::OnUpstreamReadEnd() {
+  // May run after this connection closed (deletion is deferred): EndBatch on
+  // a closed connection does nothing.
+  connection_->EndBatch();
+}
+
 void DownstreamConnection::OnUpstreamWriteDrained() {
   // The upstream took the body bytes it was behind on: read the client again.
   if (!closed_ && !closing_ && request_ && !connection_->read_enabled()) {
@@ -401,9 +411,9 @@ void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
 
   std::string out;
   out.reserve(head.head_bytes + 96);
-  char status_line[64];
-  int n = std::snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d ", head.status);
-  out.append(status_line, static_cast<size_t>(n));
+  out.append("HTTP/1.1 ");
+  absl::StrAppend(&out, head.status);
+  out.push_back(' ');
   out.append(head.reason.empty() ? http::ReasonPhrase(head.status) : head.reason);
   out.append("\r\n");
   std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
@@ -535,9 +545,9 @@ void DownstreamConnection::SendLocalResponse(int status, std::string_view error,
   std::string body = error.empty() ? std::string(body_override) : http::ErrorBody(error, request_id);
   if (body == " ") body.clear();
   std::string out;
-  char status_line[64];
-  int n = std::snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d ", status);
-  out.append(status_line, static_cast<size_t>(n));
+  out.append("HTTP/1.1 ");
+  absl::StrAppend(&out, status);
+  out.push_back(' ');
   out.append(http::ReasonPhrase(status));
   out.append("\r\n");
   AppendHeader(&out, "content-type", content_type.empty() ? std::string_view("text/plain") : content_type);
@@ -570,6 +580,11 @@ void DownstreamConnection::FinishRequest() {
     if (r.route_stats) r.route_stats->by_class[status_class]->Inc();
   }
   if (request_message_open_ && r.has_body) close_after_response_ = true;
+  // The route timer may be the caller (504): free it later, not under itself.
+  if (r.route_timer) {
+    r.route_timer->Disable();
+    retired_timer_ = std::move(r.route_timer);
+  }
   request_.reset();
   FinishConnectionAfterResponse();
 }
@@ -598,7 +613,7 @@ void DownstreamConnection::CloseNow() {
   resume_timer_.Disable();
   if (request_) {
     if (request_->upstream) ReleaseUpstream(false);
-    request_->route_timer.reset();
+    if (request_->route_timer) request_->route_timer->Disable();
   }
   connection_->Close();
   worker_.RemoveConnection(this);

@@ -1,0 +1,94 @@
+#include "dataplane/config/snapshot.h"
+
+#include <gtest/gtest.h>
+
+#include "api/validation.h"
+#include "google/protobuf/text_format.h"
+#include "tests/harness/proxy.h"
+
+namespace sluice::config {
+namespace {
+
+api::ResourceMap State(int port, const std::string& extra = "") {
+  api::ResourceMap state;
+  for (std::string text :
+       {std::string(R"(cluster { name: "c" endpoints { address: "127.0.0.1" port: 9001 weight: 2 }
+                      endpoints { address: "::1" port: 9002 } connect_timeout { seconds: 2 } })"),
+        std::string(R"(route_table { name: "rt" virtual_hosts { domains: "*"
+                      routes { name: "a" match { prefix: "/a" } route { cluster: "c" } }
+                      routes { match { prefix: "/" } direct_response { status: 200 } } } })"),
+        "listener { name: \"l\" address: \"127.0.0.1\" port: " + std::to_string(port) +
+            " route_table: \"rt\" http { idle_timeout { seconds: 7 } } }",
+        extra}) {
+    if (text.empty()) continue;
+    api::Resource r;
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &r)) << text;
+    state[api::IdOf(r)] = r;
+  }
+  return state;
+}
+
+TEST(SnapshotTest, CompilesEveryKindWithDefaults) {
+  ListenerSocketCache sockets(2);
+  stats::StatsStore store;
+  int port = testing::PickFreePort();
+  auto snapshot = CompileSnapshot(7, State(port), sockets, store);
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  const ConfigSnapshot& s = **snapshot;
+  EXPECT_EQ(s.version, 7u);
+  const auto& cluster = *s.clusters.at("c");
+  ASSERT_EQ(cluster.endpoints.size(), 2u);
+  EXPECT_EQ(cluster.endpoints[1].key, "[::1]:9002");
+  EXPECT_EQ(cluster.total_weight, 3u);
+  EXPECT_FALSE(cluster.equal_weights);
+  EXPECT_EQ(cluster.connect_timeout, absl::Seconds(2));
+  EXPECT_EQ(s.endpoint_keys.count("127.0.0.1:9001"), 1u);
+  const ListenerRuntime& l = s.listeners.at("l");
+  EXPECT_EQ(l.sockets->fds.size(), 2u);  // one SO_REUSEPORT socket per worker
+  EXPECT_EQ(l.idle_timeout, absl::Seconds(7));
+  EXPECT_EQ(l.request_headers_timeout, api::kDefaultRequestHeadersTimeout);
+  EXPECT_EQ(l.max_request_headers_bytes, api::kDefaultMaxRequestHeadersBytes);
+  EXPECT_EQ(l.route_stats->size(), 2u);
+  EXPECT_EQ(l.route_table->route(0).name, "a");
+}
+
+TEST(SnapshotTest, KeptListenerKeepsItsSockets) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  int port = testing::PickFreePort();
+  auto first = CompileSnapshot(1, State(port), sockets, store);
+  ASSERT_TRUE(first.ok());
+  auto second = CompileSnapshot(2, State(port, R"(cluster { name: "d" endpoints { address: "127.0.0.1" port: 1 } })"),
+                                sockets, store);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*first)->listeners.at("l").sockets, (*second)->listeners.at("l").sockets);
+}
+
+TEST(SnapshotTest, InvalidStateIsRejectedWithTheField) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  auto state = State(testing::PickFreePort());
+  state.erase({config::v1::CLUSTER, "c"});
+  auto snapshot = CompileSnapshot(3, state, sockets, store);
+  ASSERT_FALSE(snapshot.ok());
+  EXPECT_NE(snapshot.status().message().find("route.cluster: refers to Cluster \"c\""),
+            std::string::npos)
+      << snapshot.status();
+}
+
+TEST(SnapshotTest, UnbindableListenerIsAnErrorNamingIt) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  int port = testing::PickFreePort();
+  auto taken = net::Listen(*net::ParseAddress("127.0.0.1", static_cast<uint16_t>(port)), false);
+  ASSERT_TRUE(taken.ok());
+  auto snapshot = CompileSnapshot(4, State(port), sockets, store);
+  ASSERT_FALSE(snapshot.ok());
+  EXPECT_NE(snapshot.status().message().find("Listener \"l\": cannot bind 127.0.0.1:"),
+            std::string::npos)
+      << snapshot.status();
+  close(*taken);
+}
+
+}  // namespace
+}  // namespace sluice::config

@@ -1,0 +1,63 @@
+#include "tests/harness/upstream.h"
+
+#include <signal.h>
+
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "tests/harness/http_client.h"
+
+namespace sluice::testing {
+
+std::string UpstreamServerPath() {
+  const char* override_path = std::getenv("SLUICE_UPSTREAM_SERVER");
+  if (override_path != nullptr && *override_path != '\0') return override_path;
+  return RunfilePath("tests/harness/upstream_server");
+}
+
+UpstreamServer::UpstreamServer(std::string name) : name_(std::move(name)) {
+  std::string log =
+      absl::StrCat(MakeTempDir(absl::StrCat("upstream-", name_)), "/log");
+  process_ = std::make_unique<Process>(
+      UpstreamServerPath(),
+      std::vector<std::string>{"--port", "0", "--name", name_}, log);
+  constexpr absl::string_view kPrefix = "listening on 127.0.0.1:";
+  std::optional<std::string> line;
+  WaitFor(
+      [&] {
+        line = process_->WaitForLogLine(std::string(kPrefix),
+                                        absl::ZeroDuration());
+        return line.has_value() || !process_->Running();
+      },
+      absl::Seconds(10));
+  if (!line) return;
+  absl::string_view tail = *line;
+  tail = tail.substr(tail.find(kPrefix) + kPrefix.size());
+  int port = 0;
+  if (absl::SimpleAtoi(tail, &port)) port_ = port;
+}
+
+std::string UpstreamServer::address() const {
+  return absl::StrCat("127.0.0.1:", port_);
+}
+
+std::optional<int> UpstreamServer::RequestCount() const {
+  HttpResponse response = HttpGet(address(), "/__stats");
+  absl::string_view body = response.body;
+  int count = 0;
+  if (!response.ok() || response.status != 200 ||
+      !absl::ConsumePrefix(&body, "requests=") ||
+      !absl::SimpleAtoi(body, &count)) {
+    return std::nullopt;
+  }
+  return count;
+}
+
+std::optional<int> UpstreamServer::Stop(absl::Duration timeout) {
+  process_->Signal(SIGTERM);
+  return process_->Wait(timeout);
+}
+
+}  // namespace sluice::testing

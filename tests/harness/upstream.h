@@ -1,0 +1,49 @@
+// An upstream_server process (see upstream_server.cc) on an ephemeral
+// loopback port, for integration tests that need a real origin behind the
+// proxy. Depending on //tests/harness:upstream puts the binary in runfiles.
+//
+// Main test thread only.
+#ifndef SLUICE_TESTS_HARNESS_UPSTREAM_H_
+#define SLUICE_TESTS_HARNESS_UPSTREAM_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "tests/harness/process.h"
+
+namespace sluice::testing {
+
+// Path of the upstream_server binary: $SLUICE_UPSTREAM_SERVER when set (for
+// runs outside Bazel), else its runfiles path.
+std::string UpstreamServerPath();
+
+class UpstreamServer {
+ public:
+  // Starts `upstream_server --port 0 --name <name>` and waits (up to 10 s)
+  // for its "listening on" line; ok() says whether it came.
+  explicit UpstreamServer(std::string name);
+  UpstreamServer(const UpstreamServer&) = delete;
+  UpstreamServer& operator=(const UpstreamServer&) = delete;
+
+  bool ok() const { return port_ > 0; }
+  int port() const { return port_; }
+  std::string address() const;  // "127.0.0.1:PORT"
+  const std::string& name() const { return name_; }
+  Process& process() { return *process_; }
+
+  // Requests received so far, from GET /__stats; nullopt if that fails.
+  std::optional<int> RequestCount() const;
+  // SIGTERM, then waits; returns the wait status, nullopt on timeout.
+  std::optional<int> Stop(absl::Duration timeout = absl::Seconds(10));
+
+ private:
+  std::string name_;
+  int port_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+}  // namespace sluice::testing
+
+#endif  // SLUICE_TESTS_HARNESS_UPSTREAM_H_

@@ -1,0 +1,406 @@
+// sluice-control, two sluice-proxy replicas and three upstream servers as real
+// processes, with real HTTP traffic through them.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+struct ConfigOptions {
+  int listener_port = 0;
+  std::vector<int> endpoints;           // ports of cluster "backends"
+  int extra_routes = 0;                 // /extra-N direct responses
+  int extra_listener_port = 0;          // a second listener when non-zero
+  std::string route_timeout = "15s";
+  std::string lb_policy = "ROUND_ROBIN";
+};
+
+std::string ConfigYaml(const ConfigOptions& o) {
+  std::string eps;
+  for (int p : o.endpoints) absl::StrAppend(&eps, "    - {address: 127.0.0.1, port: ", p, "}\n");
+  std::string routes;
+  for (int i = 0; i < o.extra_routes; ++i) {
+    absl::StrAppend(&routes, "        - match: {path: /extra-", i,
+                    "}\n          direct_response: {status: 200, body: \"extra ", i, "\"}\n");
+  }
+  std::string yaml = absl::StrCat(
+      "kind: Cluster\nname: backends\nspec:\n  lb_policy: ", o.lb_policy,
+      "\n  connect_timeout: 1s\n  endpoints:\n", eps,
+      "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+      "    - name: strict\n      domains: [strict.test]\n      routes:\n"
+      "        - match: {prefix: /only-get, methods: [GET]}\n          route: {cluster: backends}\n"
+      "    - name: all\n"
+      "      domains: ['*']\n      routes:\n", routes,
+      "        - match: {path: /healthz}\n          direct_response: {status: 200, body: \"ok\\n\"}\n"
+      "        - match: {prefix: /old/}\n          route: {cluster: backends, prefix_rewrite: /new/}\n"
+      "        - match: {prefix: /go}\n          redirect: {path_redirect: /gone, response_code: 302}\n"
+      "        - match: {prefix: /}\n          route: {cluster: backends, timeout: ",
+      o.route_timeout, "}\n",
+      "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", o.listener_port,
+      ", route_table: main, http: {request_headers_timeout: 2s, idle_timeout: 30s}}\n");
+  if (o.extra_listener_port) {
+    absl::StrAppend(&yaml, "---\nkind: Listener\nname: extra\nspec: {address: 127.0.0.1, port: ",
+                    o.extra_listener_port, ", route_table: main}\n");
+  }
+  return yaml;
+}
+
+std::string WriteConfig(const std::string& yaml) {
+  std::string path = MakeTempDir("config") + "/config.yaml";
+  std::ofstream(path) << yaml;
+  return path;
+}
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    for (const char* name : {"up-a", "up-b", "up-c"}) {
+      upstreams_.push_back(std::make_unique<UpstreamServer>(name));
+      ASSERT_TRUE(upstreams_.back()->ok()) << upstreams_.back()->process().Log();
+    }
+    options_.listener_port = PickFreePort();
+    ASSERT_NE(options_.listener_port, 0);
+    for (auto& u : upstreams_) options_.endpoints.push_back(u->port());
+    ASSERT_EQ(Apply(options_), 1u);
+    for (const char* id : {"proxy-1", "proxy-2"}) {
+      proxies_.push_back(std::make_unique<Proxy>(cp_.address(), id));
+      ASSERT_TRUE(proxies_.back()->ok()) << proxies_.back()->process().Log();
+    }
+    for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(1)) << p->process().Log();
+  }
+
+  // Applies and returns the new version (0 on failure).
+  uint64_t Apply(const ConfigOptions& o) {
+    auto r = cp_.Ctl({"apply", "-f", WriteConfig(ConfigYaml(o))});
+    size_t at = r.out.find("version ");
+    if (r.exit_code != 0 || at == std::string::npos) {
+      ADD_FAILURE() << r.out << r.err;
+      return 0;
+    }
+    return std::stoull(r.out.substr(at + 8));
+  }
+
+  std::string listener() const { return absl::StrCat("127.0.0.1:", options_.listener_port); }
+
+  ControlPlane cp_{"", "info"};
+  std::vector<std::unique_ptr<UpstreamServer>> upstreams_;
+  std::vector<std::unique_ptr<Proxy>> proxies_;
+  ConfigOptions options_;
+};
+
+TEST_F(ProxyTest, RequestsSpreadOverTheThreeEndpointsAndBothReplicas) {
+  std::map<std::string, int> by_upstream;
+  for (int i = 0; i < 90; ++i) {
+    HttpResponse r = HttpGet(listener(), "/spread");
+    ASSERT_TRUE(r.ok()) << r.error;
+    ASSERT_EQ(r.status, 200);
+    by_upstream[r.header("x-upstream")]++;
+    EXPECT_FALSE(r.header("x-request-id").empty());
+  }
+  EXPECT_EQ(by_upstream.size(), 3u);
+  for (auto& [name, count] : by_upstream) EXPECT_GE(count, 10) << name;
+  // Both replicas share the listener; each served some of the connections.
+  for (auto& p : proxies_) {
+    EXPECT_GT(p->Stat("sluice_downstream_requests_total"), 0) << p->Admin("/stats").second;
+  }
+}
+
+TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
+  HttpResponse r = HttpGet(listener(), "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "ok\n");
+  r = HttpRequest(listener(), "POST", "/only-get/x", {{"host", "strict.test"}}, "data");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.header("allow"), "GET");
+  EXPECT_NE(r.body.find("\"request_id\":\"" + r.header("x-request-id") + "\""), std::string::npos)
+      << r.body;
+  r = HttpGet(listener(), "/go/somewhere");
+  EXPECT_EQ(r.status, 302);
+  EXPECT_EQ(r.header("location"), "http://" + listener() + "/gone");
+
+  r = HttpGet(listener(), "/old/path?q=1",
+              {{"x-forwarded-for", "203.0.113.9"}, {"x-request-id", "client-id-1"},
+               {"connection", "close, x-hop"}, {"x-hop", "secret"}, {"te", "trailers"}});
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_NE(r.body.find("GET /new/path?q=1"), std::string::npos) << r.body;
+  EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+  EXPECT_EQ(r.header("x-echo-x-forwarded-proto"), "http");
+  EXPECT_EQ(r.header("x-echo-x-request-id"), "client-id-1");
+  EXPECT_EQ(r.header("x-request-id"), "client-id-1");
+  EXPECT_EQ(r.header("x-echo-host"), listener());
+  EXPECT_EQ(r.header("x-echo-te"), "");
+  EXPECT_EQ(r.header("x-echo-connection"), "");
+}
+
+TEST_F(ProxyTest, BodiesStreamBothWays) {
+  std::string body(300000, 'b');
+  for (size_t i = 0; i < body.size(); i += 7) body[i] = static_cast<char>('a' + i % 26);
+  HttpResponse direct = HttpRequest(upstreams_[0]->address(), "POST", "/x", {}, body);
+  ASSERT_EQ(direct.status, 200);
+  std::string crc_line = direct.body.substr(direct.body.find("body-bytes="));
+  HttpResponse r = HttpRequest(listener(), "POST", "/x", {}, body);
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_NE(r.body.find(crc_line), std::string::npos) << r.body;
+  // Chunked request body, with Expect: 100-continue.
+  r = HttpRequest(listener(), "POST", "/x",
+                  {{"transfer-encoding", "chunked"}, {"expect", "100-continue"}},
+                  EncodeChunked(body, 7000));
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_NE(r.body.find(crc_line), std::string::npos) << r.body;
+  EXPECT_EQ(r.header("x-echo-transfer-encoding"), "chunked");
+  // Large and chunked responses.
+  r = HttpGet(listener(), "/x?size=2000000");
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body.size(), 2000000u);
+  r = HttpGet(listener(), "/x?chunked=1");
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.header("transfer-encoding"), "chunked");
+}
+
+TEST_F(ProxyTest, KeepAliveAndPipelining) {
+  HttpConnection c(listener());
+  for (int i = 0; i < 5; ++i) {
+    HttpResponse r = c.Request("GET", absl::StrCat("/k", i));
+    ASSERT_EQ(r.status, 200) << r.error;
+  }
+  EXPECT_EQ(c.connections_opened(), 1);
+  std::string pipelined;
+  for (int i = 0; i < 4; ++i) {
+    pipelined += FormatRequest(listener(), i == 2 ? "HEAD" : "GET", absl::StrCat("/p", i), {}, "", false);
+  }
+  ASSERT_TRUE(c.Send(pipelined).ok());
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = c.ReadResponse(i == 2 ? "HEAD" : "GET");
+    ASSERT_EQ(r.status, 200) << r.error;
+    if (i != 2) EXPECT_NE(r.body.find(absl::StrCat("/p", i)), std::string::npos) << r.body;
+  }
+}
+
+TEST_F(ProxyTest, MalformedRequestsGetTheirStatusAndTheProxyKeepsServing) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", "400"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "400"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "400"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"},
+      {"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n", "400"},
+      {"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", "400"},
+      {"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
+      {"GET / HTTP/1.1\r\n\r\n", "400"},
+      {"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
+      {"GET / HTTP/1.1\r\nHost: a\r\nBig: " + std::string(70000, 'x') + "\r\n\r\n", "431"},
+  };
+  for (const auto& [request, status] : cases) {
+    std::string response = SendRaw(listener(), request);
+    EXPECT_EQ(response.substr(0, 12), "HTTP/1.1 " + status) << request.substr(0, 80) << "\n" << response;
+    EXPECT_NE(response.find("connection: close"), std::string::npos) << response;
+  }
+  EXPECT_EQ(HttpGet(listener(), "/after").status, 200);
+  EXPECT_GT(proxies_[0]->Stat("sluice_downstream_protocol_errors_total") +
+                proxies_[1]->Stat("sluice_downstream_protocol_errors_total"),
+            0);
+}
+
+TEST_F(ProxyTest, SlowClientGets408) {
+  std::string response = SendRaw(listener(), "GET / HTTP/1.1\r\nHost: a\r\n", absl::Seconds(10));
+  EXPECT_EQ(response.substr(0, 12), "HTTP/1.1 408") << response;
+}
+
+TEST_F(ProxyTest, UpstreamFailures) {
+  // Refused: an endpoint nobody listens on.
+  ConfigOptions dead = options_;
+  dead.endpoints = {PickFreePort()};
+  uint64_t v = Apply(dead);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  HttpResponse r = HttpGet(listener(), "/x");
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_NE(r.body.find("upstream connect failed"), std::string::npos) << r.body;
+
+  // Route timeout: an upstream that never answers gets 504 within the bound.
+  ConfigOptions slow = options_;
+  slow.route_timeout = "1s";
+  v = Apply(slow);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  absl::Time start = absl::Now();
+  r = HttpGet(listener(), "/x?hang=1");
+  EXPECT_EQ(r.status, 504) << r.body << r.error;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+
+  // Reset before the response: 502. Closed mid-response: the client sees the cut.
+  r = HttpGet(listener(), "/x?reset=1");
+  EXPECT_EQ(r.status, 502) << r.error;
+  r = HttpGet(listener(), "/x?midway=1");
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.status, 200);
+  // The upstream's own 503 passes through unchanged.
+  r = HttpGet(listener(), "/x?status=503");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.header("x-upstream").empty(), false);
+}
+
+TEST_F(ProxyTest, TwentyVersionsUnderLoadWithZeroFailedRequests) {
+  std::vector<pid_t> pids;
+  for (auto& p : proxies_) pids.push_back(p->process().pid());
+  LoadGenerator load({.host_port = listener(), .path = "/load", .concurrency = 4});
+  load.Start();
+  uint64_t version = 1;
+  int extra_port = PickFreePort();
+  for (int i = 0; i < 20; ++i) {
+    ConfigOptions o = options_;
+    o.extra_routes = i + 1;                                   // new routes every time
+    o.endpoints.assign(options_.endpoints.begin(),            // changed endpoints
+                       options_.endpoints.begin() + 1 + (i % 3));
+    if (i >= 5 && i < 10) o.extra_listener_port = extra_port; // a listener added...
+    if (i == 10) {                                            // ...and removed
+      auto deleted = cp_.Ctl({"delete", "listener", "extra"});
+      ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
+      version = std::stoull(deleted.out.substr(deleted.out.find("version ") + 8));
+      for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(version)) << p->process().Log();
+    }
+    o.lb_policy = i % 2 ? "LEAST_REQUEST" : "ROUND_ROBIN";
+    version = Apply(o);
+    ASSERT_NE(version, 0u);
+    for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(version)) << p->process().Log();
+    if (i == 7) {
+      HttpResponse r = HttpGet(absl::StrCat("127.0.0.1:", extra_port), "/extra-3");
+      EXPECT_EQ(r.status, 200) << r.error;
+      EXPECT_EQ(r.body, "extra 3");
+    }
+    EXPECT_EQ(HttpGet(listener(), absl::StrCat("/extra-", i)).body, absl::StrCat("extra ", i));
+  }
+  // The removed listener refuses connections.
+  EXPECT_FALSE(HttpGet(absl::StrCat("127.0.0.1:", extra_port), "/extra-1", {}, absl::Seconds(2)).ok());
+  absl::SleepFor(absl::Milliseconds(300));
+  load.Stop();
+  LoadGenerator::Counts counts = load.counts();
+  EXPECT_GT(counts.ok, 200u);
+  EXPECT_EQ(counts.failed, 0u) << absl::StrJoin(counts.first_errors, "\n");
+  for (size_t i = 0; i < proxies_.size(); ++i) {
+    EXPECT_TRUE(proxies_[i]->process().Running());
+    EXPECT_EQ(proxies_[i]->process().pid(), pids[i]);
+  }
+  // Every version was ACKed: no proxy has a NACK on record.
+  auto listed = cp_.Ctl({"proxies", "-o", "json"});
+  EXPECT_NE(listed.out.find("proxy-1"), std::string::npos);
+  EXPECT_EQ(listed.out.find("last_nack_error"), std::string::npos) << listed.out;
+}
+
+TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
+  // Rejected by the control plane: nothing reaches the proxies.
+  std::string bad = WriteConfig(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+      "    routes: [{match: {regex: '(['}, route: {cluster: backends}}]\n");
+  auto r = cp_.Ctl({"apply", "-f", bad});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("invalid RE2"), std::string::npos) << r.err;
+  // Accepted by the control plane but impossible on the proxies (the port is
+  // taken by another process): NACKed, and the last good config keeps serving.
+  UpstreamServer squatter("squatter");
+  ASSERT_TRUE(squatter.ok());
+  ConfigOptions o = options_;
+  o.extra_listener_port = squatter.port();
+  uint64_t v = Apply(o);
+  ASSERT_NE(v, 0u);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = cp_.Ctl({"proxies"});
+        return p.out.find(absl::StrCat("v", v, ": Listener \"extra\": cannot bind")) != std::string::npos;
+      },
+      absl::Seconds(20)))
+      << cp_.Ctl({"proxies"}).out;
+  for (auto& p : proxies_) EXPECT_EQ(p->ReadyVersion(), 1u);
+  EXPECT_EQ(HttpGet(listener(), "/still").status, 200);
+  EXPECT_GE(proxies_[0]->Stat("sluice_configs_rejected_total"), 1);
+  // Removing the impossible listener gives a version the proxies take.
+  auto deleted = cp_.Ctl({"delete", "listener", "extra"});
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
+  v = std::stoull(deleted.out.substr(deleted.out.find("version ") + 8));
+  for (auto& p : proxies_) EXPECT_TRUE(p->WaitForVersion(v)) << p->process().Log();
+}
+
+TEST_F(ProxyTest, ControlPlaneKilledUnderLoad) {
+  LoadGenerator load({.host_port = listener(), .path = "/load", .concurrency = 4});
+  load.Start();
+  absl::SleepFor(absl::Milliseconds(300));
+  cp_.Kill();
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(HttpGet(listener(), "/while-down").status, 200);
+  ASSERT_TRUE(cp_.Restart()) << cp_.process().Log();
+  // Both proxies reconnect and hold the current version.
+  ASSERT_TRUE(WaitFor([&] {
+    auto p = cp_.Ctl({"proxies"});
+    return p.out.find("proxy-1") != std::string::npos && p.out.find("proxy-2") != std::string::npos;
+  }, absl::Seconds(30))) << cp_.Ctl({"proxies"}).out;
+  ConfigOptions o = options_;
+  o.extra_routes = 2;
+  uint64_t v = Apply(o);
+  for (auto& p : proxies_) EXPECT_TRUE(p->WaitForVersion(v));
+  load.Stop();
+  LoadGenerator::Counts counts = load.counts();
+  EXPECT_GT(counts.ok, 100u);
+  EXPECT_EQ(counts.failed, 0u) << absl::StrJoin(counts.first_errors, "\n");
+}
+
+TEST_F(ProxyTest, ProxyRestartedWhileControlPlaneIsDownServesItsLastConfig) {
+  ConfigOptions o = options_;
+  o.extra_routes = 3;
+  uint64_t v = Apply(o);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  cp_.Kill();
+  auto status = proxies_[0]->Stop();
+  ASSERT_TRUE(status.has_value());
+  ASSERT_TRUE(proxies_[0]->Restart()) << proxies_[0]->process().Log();
+  ASSERT_TRUE(proxies_[0]->WaitForVersion(v)) << proxies_[0]->process().Log();
+  // Only the restarted proxy may answer: stop the other one.
+  proxies_[1]->Stop();
+  HttpResponse r = HttpGet(listener(), "/extra-2");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body, "extra 2");
+}
+
+TEST_F(ProxyTest, SigtermDrainsInFlightRequests) {
+  // Only proxy-1 stays, so the slow request surely lands on it.
+  proxies_[1]->Stop();
+  HttpConnection c(listener());
+  ASSERT_TRUE(c.Send(FormatRequest(listener(), "GET", "/slow?delay_ms=1500", {}, "", false)).ok());
+  absl::SleepFor(absl::Milliseconds(300));
+  proxies_[0]->process().Signal(SIGTERM);
+  EXPECT_TRUE(WaitFor([&] { return proxies_[0]->Admin("/ready").first == 503 ||
+                                   !proxies_[0]->process().Running(); },
+                      absl::Seconds(5)));
+  HttpResponse r = c.ReadResponse();
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.header("connection"), "close");
+  auto status = proxies_[0]->process().Wait(absl::Seconds(20));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+TEST_F(ProxyTest, AdminStatsAndConfigDump) {
+  ASSERT_EQ(HttpGet(listener(), "/healthz").status, 200);
+  int64_t total = 0;
+  for (auto& p : proxies_) {
+    auto [status, body] = p->Admin("/config_dump");
+    EXPECT_EQ(status, 200);
+    EXPECT_NE(body.find("{\"version\":1,"), std::string::npos) << body;
+    EXPECT_NE(body.find("\"backends\""), std::string::npos);
+    EXPECT_EQ(p->Stat("sluice_config_version"), 1);
+    total += std::max<int64_t>(0, p->Stat(
+        "sluice_route_requests_total{route_table=\"main\",route=\"all/0\",status_class=\"2xx\"}"));
+  }
+  EXPECT_EQ(total, 1);
+}
+
+}  // namespace
+}  // namespace sluice::testing
