@@ -64,7 +64,7 @@ struct DownstreamConnection::Request {
   bool upstream_paused_reading = false;
   int status = 0;
   int attempts = 0;
-  std::unique_ptr<event::Timer> route_timer;
+  int64_t* endpoint_active = nullptr;  // this worker's in-flight count for the endpoint
 };
 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
@@ -77,6 +77,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       idle_timeout_(listener.idle_timeout),
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
+      route_timer_(worker.dispatcher(), [this] { OnRouteTimeout(); }),
       resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }) {
   connection_->SetCallbacks(this);
   ArmIdleTimer();
@@ -315,8 +316,7 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   out.append("\r\n");
 
   if (r.route->timeout > absl::ZeroDuration()) {
-    r.route_timer = std::make_unique<event::Timer>(worker_.dispatcher(), [this] { OnRouteTimeout(); });
-    r.route_timer->Enable(r.route->timeout);
+    route_timer_.Enable(r.route->timeout);
   }
   if (head.expect_continue && r.has_body) {
     connection_->Write("HTTP/1.1 100 Continue\r\n\r\n");
@@ -342,7 +342,8 @@ bool DownstreamConnection::ConnectUpstream() {
   r.upstream = std::move(*acquired);
   r.upstream->Attach(this, r.head_request);
   r.endpoint_key = endpoint.key;
-  worker_.picker().RequestStarted(r.endpoint_key);
+  r.endpoint_active = worker_.picker().ActiveCounter(r.endpoint_key);
+  ++*r.endpoint_active;
   ++r.attempts;
   r.cluster->stats.upstream_requests->Inc();
   r.upstream->connection().Write(r.upstream_head);
@@ -522,7 +523,8 @@ void DownstreamConnection::OnRouteTimeout() {
 void DownstreamConnection::ReleaseUpstream(bool reusable) {
   Request& r = *request_;
   if (!r.upstream) return;
-  worker_.picker().RequestFinished(r.endpoint_key);
+  if (r.endpoint_active) --*r.endpoint_active;
+  r.endpoint_active = nullptr;
   if (!reusable) r.upstream->connection().Close();
   worker_.pool().Release(std::move(r.upstream), r.cluster->max_idle_per_endpoint);
 }
@@ -580,11 +582,7 @@ void DownstreamConnection::FinishRequest() {
     if (r.route_stats) r.route_stats->by_class[status_class]->Inc();
   }
   if (request_message_open_ && r.has_body) close_after_response_ = true;
-  // The route timer may be the caller (504): free it later, not under itself.
-  if (r.route_timer) {
-    r.route_timer->Disable();
-    retired_timer_ = std::move(r.route_timer);
-  }
+  route_timer_.Disable();
   request_.reset();
   FinishConnectionAfterResponse();
 }
@@ -613,7 +611,7 @@ void DownstreamConnection::CloseNow() {
   resume_timer_.Disable();
   if (request_) {
     if (request_->upstream) ReleaseUpstream(false);
-    if (request_->route_timer) request_->route_timer->Disable();
+    route_timer_.Disable();
   }
   connection_->Close();
   worker_.RemoveConnection(this);

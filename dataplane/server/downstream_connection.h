@@ -86,10 +86,10 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   absl::Duration idle_timeout_;
   http::Http1Parser parser_;
   event::Timer timer_;          // idle, then request-head timeout
+  event::Timer route_timer_;    // the current request's route timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
   std::unique_ptr<Request> request_;
-  std::unique_ptr<event::Timer> retired_timer_;  // the last request's route timer
   bool close_after_response_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed

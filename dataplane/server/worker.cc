@@ -106,6 +106,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
   for (DownstreamConnection* c : all) c->OnSnapshotChanged();
   pool_.CloseIdleExcept(snapshot_->endpoint_keys);
+  picker_.Prune(snapshot_->endpoint_keys);
 }
 
 void Worker::Accept(const std::string& listener_name, int listen_fd) {
@@ -141,15 +142,20 @@ void Worker::RemoveConnection(DownstreamConnection* connection) {
 }
 
 std::string Worker::NewRequestId() {
+  // A random (version 4) UUID: 8-4-4-4-12 hex digits.
+  static constexpr char kHex[] = "0123456789abcdef";
   uint64_t a = id_rng_();
   uint64_t b = id_rng_();
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-%04x-%012llx",
-                static_cast<unsigned>(a >> 32), static_cast<unsigned>((a >> 16) & 0xffff),
-                static_cast<unsigned>(a & 0x0fff),
-                static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
-                static_cast<unsigned long long>(b & 0xffffffffffffull));
-  return buf;
+  a = (a & ~0xf000ull) | 0x4000ull;                   // version 4
+  b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);  // variant 10xx
+  std::string id(36, '-');
+  int pos = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) ++pos;
+    uint64_t word = i < 16 ? a : b;
+    id[pos++] = kHex[(word >> (60 - 4 * (i % 16))) & 0xf];
+  }
+  return id;
 }
 
 }  // namespace sluice::server

@@ -11,7 +11,11 @@ int EndpointPicker::Pick(const ClusterInfo& cluster) {
 }
 
 int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster) {
-  RoundRobinState& state = round_robin_[cluster.name];
+  if (&cluster != last_cluster_) {
+    last_state_ = &round_robin_[cluster.name];  // node addresses are stable
+    last_cluster_ = &cluster;
+  }
+  RoundRobinState& state = *last_state_;
   const size_t n = cluster.endpoints.size();
   if (cluster.equal_weights) {
     return static_cast<int>(state.next++ % n);
@@ -49,7 +53,7 @@ int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster) {
 void EndpointPicker::RequestFinished(const std::string& endpoint_key) {
   auto it = active_.find(endpoint_key);
   if (it == active_.end()) return;
-  if (--it->second <= 0) active_.erase(it);
+  if (it->second > 0) --it->second;
 }
 
 int64_t EndpointPicker::active(const std::string& endpoint_key) const {

@@ -28,10 +28,20 @@ class EndpointPicker {
   // Index into cluster.endpoints, or -1 when no endpoint is usable.
   int Pick(const ClusterInfo& cluster);
 
-  // Requests in flight per endpoint key, maintained by the caller.
+  // Requests in flight per endpoint key, maintained by the caller. The
+  // counter's address is stable, so a request can keep it instead of looking
+  // the key up twice.
+  int64_t* ActiveCounter(const std::string& endpoint_key) { return &active_[endpoint_key]; }
   void RequestStarted(const std::string& endpoint_key) { ++active_[endpoint_key]; }
   void RequestFinished(const std::string& endpoint_key);
   int64_t active(const std::string& endpoint_key) const;
+  // Forgets counters of endpoints that are gone and have nothing in flight.
+  template <typename KeySet>
+  void Prune(const KeySet& keep) {
+    for (auto it = active_.begin(); it != active_.end();) {
+      it = (it->second == 0 && !keep.count(it->first)) ? active_.erase(it) : std::next(it);
+    }
+  }
 
   uint64_t Random() { return rng_(); }
 
@@ -46,6 +56,9 @@ class EndpointPicker {
 
   std::mt19937_64 rng_;
   std::unordered_map<std::string, RoundRobinState> round_robin_;  // by cluster name
+  // The last cluster picked from and its state: most requests repeat it.
+  const ClusterInfo* last_cluster_ = nullptr;
+  RoundRobinState* last_state_ = nullptr;
   std::unordered_map<std::string, int64_t> active_;               // by endpoint key
 };
 
