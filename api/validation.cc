@@ -265,6 +265,45 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       }
       CheckDuration(action.timeout(), action.has_timeout(), Join(a, "timeout"),
                     absl::ZeroDuration(), absl::Hours(1), sink);
+      if (action.has_retry_policy()) {
+        const auto& rp = action.retry_policy();
+        std::string f = Join(a, "retry_policy");
+        if (rp.num_retries() > 10) {
+          sink.Add(Join(f, "num_retries"), absl::StrCat("must be 0..10, got ", rp.num_retries()));
+        }
+        bool wants_codes = false;
+        for (int i = 0; i < rp.retry_on_size(); ++i) {
+          const std::string& on = rp.retry_on(i);
+          if (on == "retriable-status-codes") wants_codes = true;
+          if (on != "connect-failure" && on != "reset" && on != "gateway-error" && on != "5xx" &&
+              on != "retriable-status-codes") {
+            sink.Add(Index(Join(f, "retry_on"), i),
+                     absl::StrCat("'", on, "' is not one of connect-failure, reset, "
+                                            "gateway-error, 5xx, retriable-status-codes"));
+          }
+        }
+        for (int i = 0; i < rp.retriable_status_codes_size(); ++i) {
+          uint32_t code = rp.retriable_status_codes(i);
+          if (code < 100 || code > 599) {
+            sink.Add(Index(Join(f, "retriable_status_codes"), i),
+                     absl::StrCat("must be 100..599, got ", code));
+          }
+        }
+        if (rp.retriable_status_codes_size() > 0 && !wants_codes) {
+          sink.Add(Join(f, "retriable_status_codes"),
+                   "needs \"retriable-status-codes\" in retry_on");
+        }
+        CheckDuration(rp.per_try_timeout(), rp.has_per_try_timeout(), Join(f, "per_try_timeout"),
+                      absl::ZeroDuration(), absl::Hours(1), sink);
+        CheckDuration(rp.base_interval(), rp.has_base_interval(), Join(f, "base_interval"),
+                      absl::Milliseconds(1), absl::Seconds(10), sink);
+        CheckDuration(rp.max_interval(), rp.has_max_interval(), Join(f, "max_interval"),
+                      absl::Milliseconds(1), absl::Seconds(10), sink);
+        if (rp.max_replay_bytes() > 16 * 1024 * 1024) {
+          sink.Add(Join(f, "max_replay_bytes"),
+                   absl::StrCat("must be at most 16777216, got ", rp.max_replay_bytes()));
+        }
+      }
       if (!action.prefix_rewrite().empty()) {
         if (match.path_specifier_case() != config::v1::RouteMatch::kPrefix) {
           sink.Add(Join(a, "prefix_rewrite"), "needs a match on prefix");
@@ -392,6 +431,87 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   }
   CheckDuration(cluster.connect_timeout(), cluster.has_connect_timeout(),
                 "connect_timeout", absl::Milliseconds(1), absl::Minutes(5), sink);
+  if (cluster.has_health_check()) {
+    const auto& hc = cluster.health_check();
+    CheckDuration(hc.interval(), hc.has_interval(), "health_check.interval",
+                  absl::Milliseconds(10), absl::Hours(1), sink);
+    CheckDuration(hc.timeout(), hc.has_timeout(), "health_check.timeout", absl::Milliseconds(1),
+                  absl::Minutes(1), sink);
+    CheckDuration(hc.interval_jitter(), hc.has_interval_jitter(), "health_check.interval_jitter",
+                  absl::ZeroDuration(), absl::Hours(1), sink);
+    absl::Duration interval = hc.has_interval()
+        ? absl::Seconds(hc.interval().seconds()) + absl::Nanoseconds(hc.interval().nanos())
+        : kDefaultHealthCheckInterval;
+    absl::Duration timeout = hc.has_timeout()
+        ? absl::Seconds(hc.timeout().seconds()) + absl::Nanoseconds(hc.timeout().nanos())
+        : kDefaultHealthCheckTimeout;
+    if (timeout > interval) {
+      sink.Add("health_check.timeout",
+               absl::StrCat("must not exceed interval (", absl::FormatDuration(interval), ")"));
+    }
+    for (auto [value, field] : {std::make_pair(hc.healthy_threshold(), "healthy_threshold"),
+                                std::make_pair(hc.unhealthy_threshold(), "unhealthy_threshold")}) {
+      if (value > 100) {
+        sink.Add(absl::StrCat("health_check.", field), absl::StrCat("must be 1..100, got ", value));
+      }
+    }
+    if (hc.checker_case() == config::v1::HealthCheck::CHECKER_NOT_SET) {
+      sink.Add("health_check", "needs http or tcp");
+    } else if (hc.has_http()) {
+      if (!absl::StartsWith(hc.http().path(), "/")) {
+        sink.Add("health_check.http.path", "is required and must start with '/'");
+      }
+      for (char c : hc.http().path() + hc.http().host()) {
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+          sink.Add("health_check.http", "path and host must not contain spaces or control characters");
+          break;
+        }
+      }
+      for (int i = 0; i < hc.http().expected_statuses_size(); ++i) {
+        uint32_t code = hc.http().expected_statuses(i);
+        if (code < 100 || code > 599) {
+          sink.Add(Index("health_check.http.expected_statuses", i),
+                   absl::StrCat("must be 100..599, got ", code));
+        }
+      }
+    }
+  }
+  if (cluster.has_outlier_detection()) {
+    const auto& od = cluster.outlier_detection();
+    CheckDuration(od.base_ejection_time(), od.has_base_ejection_time(),
+                  "outlier_detection.base_ejection_time", absl::Milliseconds(1), absl::Hours(24), sink);
+    CheckDuration(od.max_ejection_time(), od.has_max_ejection_time(),
+                  "outlier_detection.max_ejection_time", absl::Milliseconds(1), absl::Hours(24), sink);
+    if (od.has_max_ejection_percent() && od.max_ejection_percent().value() > 100) {
+      sink.Add("outlier_detection.max_ejection_percent",
+               absl::StrCat("must be 0..100, got ", od.max_ejection_percent().value()));
+    }
+  }
+  if (cluster.has_panic_threshold_percent() && cluster.panic_threshold_percent().value() > 100) {
+    sink.Add("panic_threshold_percent",
+             absl::StrCat("must be 0..100, got ", cluster.panic_threshold_percent().value()));
+  }
+  bool hashing = cluster.lb_policy() == config::v1::Cluster::RING_HASH ||
+                 cluster.lb_policy() == config::v1::Cluster::MAGLEV;
+  if (hashing && cluster.hash_policy().key_case() == config::v1::HashPolicy::KEY_NOT_SET) {
+    sink.Add("hash_policy", "is required for RING_HASH and MAGLEV (header, cookie, source_ip or path)");
+  }
+  if (!hashing && cluster.has_hash_policy()) {
+    sink.Add("hash_policy", "is used only with RING_HASH or MAGLEV");
+  }
+  if (cluster.hash_policy().has_header() && !IsToken(cluster.hash_policy().header())) {
+    sink.Add("hash_policy.header", absl::StrCat("'", cluster.hash_policy().header(),
+                                                "' is not a valid header name"));
+  }
+  if (cluster.hash_policy().has_cookie() && !IsToken(cluster.hash_policy().cookie())) {
+    sink.Add("hash_policy.cookie", absl::StrCat("'", cluster.hash_policy().cookie(),
+                                                "' is not a valid cookie name"));
+  }
+  if (cluster.ring_points_per_weight() != 0 &&
+      (cluster.ring_points_per_weight() < 16 || cluster.ring_points_per_weight() > 65536)) {
+    sink.Add("ring_points_per_weight",
+             absl::StrCat("must be 16..65536, got ", cluster.ring_points_per_weight()));
+  }
   if (cluster.max_idle_connections_per_endpoint() > 10000) {
     sink.Add("max_idle_connections_per_endpoint",
              absl::StrCat("must be at most 10000, got ",

@@ -33,6 +33,25 @@ inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(60);
 inline constexpr absl::Duration kDefaultRouteTimeout = absl::Seconds(15);
 inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
 inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 64;
+inline constexpr absl::Duration kDefaultHealthCheckInterval = absl::Seconds(5);
+inline constexpr absl::Duration kDefaultHealthCheckTimeout = absl::Seconds(1);
+inline constexpr uint32_t kDefaultHealthyThreshold = 2;
+inline constexpr uint32_t kDefaultUnhealthyThreshold = 3;
+inline constexpr uint32_t kDefaultConsecutive5xx = 5;
+inline constexpr uint32_t kDefaultConsecutiveGatewayFailure = 5;
+inline constexpr absl::Duration kDefaultBaseEjectionTime = absl::Seconds(30);
+inline constexpr absl::Duration kDefaultMaxEjectionTime = absl::Seconds(300);
+inline constexpr uint32_t kDefaultMaxEjectionPercent = 10;
+inline constexpr uint32_t kDefaultPanicThresholdPercent = 50;
+inline constexpr uint32_t kDefaultMaxConnections = 1024;
+inline constexpr uint32_t kDefaultMaxPendingRequests = 1024;
+inline constexpr uint32_t kDefaultMaxRequests = 1024;
+inline constexpr uint32_t kDefaultMaxRetries = 3;
+inline constexpr uint32_t kDefaultRingPointsPerWeight = 160;
+inline constexpr uint32_t kMaglevTableSize = 65537;
+inline constexpr absl::Duration kDefaultRetryBaseInterval = absl::Milliseconds(25);
+inline constexpr absl::Duration kDefaultRetryMaxInterval = absl::Milliseconds(250);
+inline constexpr uint32_t kDefaultMaxReplayBytes = 64 * 1024;
 
 struct ValidationError {
   ResourceId resource;  // kind unspecified for errors about the whole state

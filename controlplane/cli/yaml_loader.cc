@@ -36,6 +36,10 @@ class SpecConverter {
     if (type->full_name() == "google.protobuf.Duration") {
       return ConvertDuration(node, path, json);
     }
+    if (type->file()->name() == "google/protobuf/wrappers.proto") {
+      // UInt32Value and friends: written as the bare value.
+      return ConvertSingle(node, type->FindFieldByName("value"), path, json);
+    }
     if (type->full_name() == "google.protobuf.Any") {
       // The policy's own message: checked by the validation library.
       *json = ToJsonValue(node);

@@ -49,9 +49,14 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   } else if (std::strcmp(path, "/config_dump") == 0) {
     body = self->handlers_.config_dump();
     content_type = "application/json";
+  } else if (std::strcmp(path, "/clusters") == 0) {
+    const char* query = parsed ? evhttp_uri_get_query(parsed) : nullptr;
+    bool json = query != nullptr && std::strstr(query, "format=json") != nullptr;
+    body = self->handlers_.clusters(json);
+    if (json) content_type = "application/json";
   } else {
     status = 404;
-    body = "unknown admin path; try /ready, /stats or /config_dump\n";
+    body = "unknown admin path; try /ready, /stats, /config_dump or /clusters\n";
   }
   evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type", content_type);
   evbuffer* out = evbuffer_new();

@@ -4,6 +4,7 @@
 //   GET /ready        200 once a config is applied; 503 before and while draining
 //   GET /stats        Prometheus text format
 //   GET /config_dump  the running config and its version as JSON
+//   GET /clusters     endpoints, their health and counts (?format=json)
 //
 // Main thread only; the providers it calls must be thread-safe.
 #ifndef SLUICE_DATAPLANE_ADMIN_ADMIN_SERVER_H_
@@ -25,6 +26,8 @@ struct AdminHandlers {
   std::function<std::pair<bool, std::string>()> ready;
   std::function<std::string()> stats;
   std::function<std::string()> config_dump;
+  // /clusters; JSON with ?format=json.
+  std::function<std::string(bool json)> clusters;
 };
 
 class AdminServer {

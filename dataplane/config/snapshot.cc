@@ -37,13 +37,13 @@ absl::StatusOr<std::shared_ptr<ListenSockets>> ListenerSocketCache::Get(
 
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
-    stats::StatsStore& store) {
+    stats::StatsStore& store, upstream::HealthRegistry& registry) {
   if (absl::Status status = api::CheckState(resources); !status.ok()) return status;
   auto snapshot = std::make_shared<ConfigSnapshot>();
   snapshot->version = version;
   for (const auto& [id, resource] : resources) {
     if (resource.has_cluster()) {
-      auto cluster = upstream::CompileCluster(resource.cluster(), store);
+      auto cluster = upstream::CompileCluster(resource.cluster(), store, registry);
       if (!cluster.ok()) return cluster.status();
       for (const auto& e : (*cluster)->endpoints) snapshot->endpoint_keys.insert(e.key);
       snapshot->clusters[id.second] = std::move(*cluster);

@@ -22,6 +22,7 @@
 #include "dataplane/router/route_table.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/cluster.h"
+#include "dataplane/upstream/endpoint_state.h"
 
 namespace sluice::config {
 
@@ -76,7 +77,7 @@ struct ConfigSnapshot {
 // except sockets that the next successful version may reuse.
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
-    stats::StatsStore& store);
+    stats::StatsStore& store, upstream::HealthRegistry& registry);
 
 }  // namespace sluice::config
 

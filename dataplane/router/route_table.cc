@@ -529,6 +529,34 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
                             absl::Nanoseconds(action.timeout().nanos());
           }
           entry.prefix_rewrite = action.prefix_rewrite();
+          if (action.has_retry_policy()) {
+            const auto& rp = action.retry_policy();
+            auto to_duration = [](const google::protobuf::Duration& d) {
+              return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+            };
+            RouteEntry::Retry& r = entry.retry;
+            r.num_retries = rp.num_retries() ? rp.num_retries() : 1;
+            if (rp.retry_on_size() == 0) {
+              r.on_connect_failure = r.on_reset = true;
+            }
+            for (const std::string& on : rp.retry_on()) {
+              if (on == "connect-failure") r.on_connect_failure = true;
+              if (on == "reset") r.on_reset = true;
+              if (on == "gateway-error") r.on_gateway_error = r.on_connect_failure = r.on_reset = true;
+              if (on == "5xx") r.on_5xx = r.on_connect_failure = r.on_reset = true;
+            }
+            r.status_codes.assign(rp.retriable_status_codes().begin(),
+                                  rp.retriable_status_codes().end());
+            r.per_try_timeout = to_duration(rp.per_try_timeout());
+            r.base_interval = rp.has_base_interval() ? to_duration(rp.base_interval())
+                                                     : api::kDefaultRetryBaseInterval;
+            r.max_interval = rp.has_max_interval() ? to_duration(rp.max_interval())
+                                                   : api::kDefaultRetryMaxInterval;
+            if (r.max_interval < r.base_interval) r.max_interval = r.base_interval;
+            r.retry_non_idempotent = rp.retry_non_idempotent();
+            r.max_replay_bytes =
+                rp.max_replay_bytes() ? rp.max_replay_bytes() : api::kDefaultMaxReplayBytes;
+          }
           break;
         }
         case config::v1::Route::kRedirect: {
@@ -726,6 +754,20 @@ std::string RouteEntry::RedirectLocation(
   out.append(path);
   out.append(query);
   return out;
+}
+
+}  // namespace sluice::router
+
+namespace sluice::router {
+
+bool RouteEntry::Retry::RetriesStatus(int status) const {
+  if (num_retries == 0) return false;
+  if (on_5xx && status >= 500 && status <= 599) return true;
+  if (on_gateway_error && (status == 502 || status == 503 || status == 504)) return true;
+  for (uint32_t code : status_codes) {
+    if (static_cast<int>(code) == status) return true;
+  }
+  return false;
 }
 
 }  // namespace sluice::router

@@ -106,6 +106,22 @@ struct RouteEntry {
   uint32_t total_weight = 0;  // clusters.back().cumulative_weight, or 0
   // api::kDefaultRouteTimeout when unset; absl::ZeroDuration() = disabled.
   absl::Duration timeout;
+  // Retries (kCluster); num_retries == 0 when the route has no retry policy.
+  struct Retry {
+    uint32_t num_retries = 0;
+    bool on_connect_failure = false;
+    bool on_reset = false;
+    bool on_gateway_error = false;  // 502/503/504 responses
+    bool on_5xx = false;            // any 5xx response
+    std::vector<uint32_t> status_codes;
+    absl::Duration per_try_timeout;  // ZeroDuration: none
+    absl::Duration base_interval;
+    absl::Duration max_interval;
+    bool retry_non_idempotent = false;
+    uint32_t max_replay_bytes = 0;
+    // Whether a response with this status is retried.
+    bool RetriesStatus(int status) const;
+  } retry;
   // prefix_rewrite as configured (empty: none) and the route's prefix match
   // (empty unless the route matches on prefix).
   std::string prefix_rewrite;

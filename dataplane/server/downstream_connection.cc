@@ -7,6 +7,7 @@
 #include "dataplane/http/http_util.h"
 #include "dataplane/net/socket.h"
 #include "dataplane/router/route_table.h"
+#include "dataplane/upstream/endpoint_picker.h"
 #include "dataplane/server/worker.h"
 
 namespace sluice::server {
@@ -65,6 +66,15 @@ struct DownstreamConnection::Request {
   int status = 0;
   int attempts = 0;
   int64_t* endpoint_active = nullptr;  // this worker's in-flight count for the endpoint
+  int endpoint_index = -1;             // of the current (or last) try
+  uint64_t hash = 0;                   // RING_HASH / MAGLEV key
+  bool counted_request = false;        // in the cluster's active_requests
+  bool pending = false;                // in the cluster's pending_requests
+  bool counted_retry = false;          // in the cluster's active_retries
+  int retries = 0;                     // retries started (route retry policy)
+  // Retries: the body bytes sent so far, as written upstream, to send again.
+  bool replayable = false;
+  std::string replay;
 };
 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
@@ -78,6 +88,8 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
       route_timer_(worker.dispatcher(), [this] { OnRouteTimeout(); }),
+      retry_timer_(worker.dispatcher(), [this] { OnRetryTimer(); }),
+      per_try_timer_(worker.dispatcher(), [this] { OnPerTryTimeout(); }),
       resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }) {
   connection_->SetCallbacks(this);
   ArmIdleTimer();
@@ -264,6 +276,19 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
     return;
   }
   r.cluster = cluster_it->second.get();
+  if (r.cluster->hash_table) r.hash = HashKeyFor(*r.cluster, head, target);
+  const upstream::ClusterInfo& cluster = *r.cluster;
+  if (cluster.state->active_requests.load(std::memory_order_relaxed) >=
+      cluster.breakers.max_requests) {
+    cluster.stats.breaker_overflow_requests->Inc();
+    SendLocalResponse(503, absl::StrCat("circuit breaker max_requests is open for cluster ",
+                                        cluster.name));
+    return;
+  }
+  cluster.state->active_requests.fetch_add(1, std::memory_order_relaxed);
+  r.counted_request = true;
+  const router::RouteEntry::Retry& retry = r.route->retry;
+  r.replayable = retry.num_retries > 0 && (IsIdempotent(r.method) || retry.retry_non_idempotent);
 
   // The request head for the upstream.
   std::string& out = r.upstream_head;
@@ -326,36 +351,180 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
 
 bool DownstreamConnection::ConnectUpstream() {
   Request& r = *request_;
-  int index = worker_.picker().Pick(*r.cluster);
+  const upstream::ClusterInfo& cluster = *r.cluster;
+  // A retry avoids the endpoint that just failed when another one is usable.
+  int index = worker_.picker().Pick(cluster, r.hash, r.attempts > 0 ? r.endpoint_index : -1);
   if (index < 0) {
-    r.cluster->stats.no_healthy_endpoint->Inc();
-    SendLocalResponse(503, "no healthy endpoint in cluster " + r.cluster->name);
+    cluster.stats.no_healthy_endpoint->Inc();
+    SendLocalResponse(503, "no healthy endpoint in cluster " + cluster.name);
     return false;
   }
-  const upstream::EndpointInfo& endpoint = r.cluster->endpoints[index];
-  auto acquired = worker_.pool().Acquire(*r.cluster, endpoint);
+  const upstream::EndpointInfo& endpoint = cluster.endpoints[index];
+  auto acquired = worker_.pool().Acquire(cluster, endpoint);
   if (!acquired.ok()) {
-    r.cluster->stats.upstream_connect_failures->Inc();
-    SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquired.status().message()));
+    if (absl::IsResourceExhausted(acquired.status())) {
+      cluster.stats.breaker_overflow_connections->Inc();
+      SendLocalResponse(503, absl::StrCat("circuit breaker max_connections is open for cluster ",
+                                          cluster.name));
+    } else {
+      cluster.stats.upstream_connect_failures->Inc();
+      SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquired.status().message()));
+    }
     return false;
+  }
+  if ((*acquired)->connection().connecting()) {
+    if (cluster.state->pending_requests.load(std::memory_order_relaxed) >=
+        cluster.breakers.max_pending_requests) {
+      (*acquired)->connection().Close();
+      worker_.dispatcher().DeferredDelete(std::move(*acquired));
+      cluster.stats.breaker_overflow_pending->Inc();
+      SendLocalResponse(503, absl::StrCat("circuit breaker max_pending_requests is open for cluster ",
+                                          cluster.name));
+      return false;
+    }
+    cluster.state->pending_requests.fetch_add(1, std::memory_order_relaxed);
+    r.pending = true;
   }
   r.upstream = std::move(*acquired);
   r.upstream->Attach(this, r.head_request);
+  r.endpoint_index = index;
   r.endpoint_key = endpoint.key;
   r.endpoint_active = worker_.picker().ActiveCounter(r.endpoint_key);
   ++*r.endpoint_active;
+  endpoint.state->active_requests.fetch_add(1, std::memory_order_relaxed);
   ++r.attempts;
-  r.cluster->stats.upstream_requests->Inc();
-  r.upstream->connection().Write(r.upstream_head);
+  cluster.stats.upstream_requests->Inc();
+  if (r.replay.empty()) {
+    r.upstream->connection().Write(r.upstream_head);
+  } else {
+    r.upstream->connection().Write2(r.upstream_head, r.replay);
+  }
+  if (r.request_complete && r.request_chunked && r.attempts > 1) {
+    r.upstream->connection().Write("0\r\n\r\n");
+  }
+  if (r.route->retry.per_try_timeout > absl::ZeroDuration()) {
+    per_try_timer_.Enable(r.route->retry.per_try_timeout);
+  }
   return true;
 }
 
+uint64_t DownstreamConnection::HashKeyFor(const upstream::ClusterInfo& cluster,
+                                          const http::MessageHead& head, std::string_view target) {
+  const config::v1::HashPolicy& policy = cluster.hash_policy;
+  std::string_view key;
+  if (policy.has_header()) {
+    if (const http::HeaderField* h = http::FindHeader(head.headers, policy.header())) key = h->value;
+  } else if (policy.has_cookie()) {
+    for (const http::HeaderField& h : head.headers) {
+      if (!http::EqualsIgnoreCase(h.name, "cookie")) continue;
+      std::string_view rest = h.value;
+      while (!rest.empty() && key.empty()) {
+        size_t semi = rest.find(';');
+        std::string_view pair = rest.substr(0, semi);
+        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+        size_t eq = pair.find('=');
+        if (eq != std::string_view::npos && pair.substr(0, eq) == policy.cookie()) {
+          key = pair.substr(eq + 1);
+        }
+        if (semi == std::string_view::npos) break;
+        rest.remove_prefix(semi + 1);
+      }
+    }
+  } else if (policy.source_ip()) {
+    key = peer_ip_;
+  } else if (policy.path()) {
+    key = target.substr(0, target.find('?'));
+  }
+  // No key (the header or cookie is absent): spread such requests randomly.
+  if (key.empty()) return worker_.picker().Random();
+  return upstream::HashKey(key);
+}
+
+bool DownstreamConnection::MayRetry(RetryReason reason, int status) {
+  Request& r = *request_;
+  const router::RouteEntry::Retry& retry = r.route->retry;
+  if (r.response_started || !r.replayable || retry.num_retries == 0 ||
+      r.retries >= static_cast<int>(retry.num_retries)) {
+    return false;
+  }
+  bool wanted = false;
+  switch (reason) {
+    case RetryReason::kConnectFailure: wanted = retry.on_connect_failure; break;
+    case RetryReason::kReset: wanted = retry.on_reset; break;
+    case RetryReason::kStatus: wanted = retry.RetriesStatus(status); break;
+  }
+  if (!wanted) return false;
+  const upstream::ClusterInfo& cluster = *r.cluster;
+  if (!r.counted_retry && cluster.state->active_retries.load(std::memory_order_relaxed) >=
+                              cluster.breakers.max_retries) {
+    cluster.stats.breaker_overflow_retries->Inc();
+    return false;
+  }
+  return true;
+}
+
+void DownstreamConnection::ScheduleRetry() {
+  Request& r = *request_;
+  ++r.retries;
+  r.cluster->stats.retries->Inc();
+  if (!r.counted_retry) {
+    r.cluster->state->active_retries.fetch_add(1, std::memory_order_relaxed);
+    r.counted_retry = true;
+  }
+  // Full jitter: a random wait in [0, min(max, base * 2^(n-1))].
+  const router::RouteEntry::Retry& retry = r.route->retry;
+  absl::Duration cap = retry.base_interval * (1 << std::min(r.retries - 1, 10));
+  if (cap > retry.max_interval) cap = retry.max_interval;
+  int64_t cap_us = std::max<int64_t>(1, absl::ToInt64Microseconds(cap));
+  retry_timer_.Enable(absl::Microseconds(worker_.picker().Random() % (cap_us + 1)));
+}
+
+void DownstreamConnection::OnRetryTimer() {
+  if (closed_ || !request_) return;
+  if (!request_->replayable) {
+    SendLocalResponse(502, "upstream failed and the request body was too large to send again");
+    return;
+  }
+  ConnectUpstream();
+}
+
+void DownstreamConnection::OnPerTryTimeout() {
+  if (closed_ || !request_ || !request_->upstream) return;
+  Request& r = *request_;
+  upstream::ReportOutcome(*r.cluster, r.cluster->endpoints[r.endpoint_index], 0);
+  r.cluster->stats.upstream_timeouts->Inc();
+  ReleaseUpstream(false);
+  if (MayRetry(RetryReason::kReset, 0)) {
+    ScheduleRetry();
+    return;
+  }
+  if (r.response_started) {
+    CloseNow();
+    return;
+  }
+  if (r.retries > 0) r.cluster->stats.retries_exhausted->Inc();
+  SendLocalResponse(504, "upstream did not answer within the per-try timeout");
+}
+
 void DownstreamConnection::OnBody(std::string_view chunk) {
-  if (!request_ || !request_->upstream || chunk.empty()) return;
-  net::Connection& up = request_->upstream->connection();
-  if (request_->request_chunked) {
-    std::string header;
-    http::AppendChunkHeader(&header, chunk.size());
+  if (!request_ || chunk.empty()) return;
+  Request& r = *request_;
+  std::string header;
+  if (r.request_chunked) http::AppendChunkHeader(&header, chunk.size());
+  if (r.replayable) {
+    // Keep what is sent, to send it again on a retry (bounded).
+    if (r.replay.size() + header.size() + chunk.size() + 2 > r.route->retry.max_replay_bytes) {
+      r.replayable = false;
+      std::string().swap(r.replay);
+    } else {
+      r.replay.append(header);
+      r.replay.append(chunk);
+      if (r.request_chunked) r.replay.append("\r\n");
+    }
+  }
+  if (!r.upstream) return;  // between tries: kept in the replay buffer
+  net::Connection& up = r.upstream->connection();
+  if (r.request_chunked) {
     up.Write2(header, chunk);
     up.Write("\r\n");
   } else {
@@ -373,7 +542,12 @@ void DownstreamConnection::OnMessageComplete() {
   }
 }
 
-void DownstreamConnection::OnUpstreamConnected() {}
+void DownstreamConnection::OnUpstreamConnected() {
+  if (request_ && request_->pending) {
+    request_->pending = false;
+    request_->cluster->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
 
 void DownstreamConnection::OnUpstreamReadBegin() {
   if (!closed_) connection_->BeginBatch();
@@ -402,6 +576,15 @@ void DownstreamConnection::OnWriteDrained() {
 
 void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
   Request& r = *request_;
+  per_try_timer_.Disable();
+  upstream::ReportOutcome(*r.cluster, r.cluster->endpoints[r.endpoint_index], head.status);
+  if (MayRetry(RetryReason::kStatus, head.status)) {
+    // Discard this response: the connection is closed, not drained.
+    if (head.status >= 500) r.cluster->stats.upstream_responses_5xx->Inc();
+    ReleaseUpstream(false);
+    ScheduleRetry();
+    return;
+  }
   r.status = head.status;
   if (head.status >= 500) r.cluster->stats.upstream_responses_5xx->Inc();
   bool no_body = r.head_request || head.status == 204 || head.status == 304;
@@ -483,8 +666,9 @@ void DownstreamConnection::OnUpstreamFailed(bool connect_failed, bool timed_out,
   // A pooled connection the upstream had already closed: resend on another.
   if (!r.response_started && r.upstream && r.upstream->reused() &&
       !r.upstream->response_started() && !r.has_body && IsIdempotent(r.method) &&
-      r.attempts < 3) {
+      r.attempts < 3 + r.retries) {
     ReleaseUpstream(false);
+    --r.attempts;  // not the endpoint's fault, not a retry
     ConnectUpstream();
     return;
   }
@@ -494,7 +678,15 @@ void DownstreamConnection::OnUpstreamFailed(bool connect_failed, bool timed_out,
     stats.upstream_resets->Inc();
   }
   if (timed_out) stats.upstream_timeouts->Inc();
+  if (r.endpoint_index >= 0) {
+    upstream::ReportOutcome(*r.cluster, r.cluster->endpoints[r.endpoint_index], 0);
+  }
   ReleaseUpstream(false);
+  if (MayRetry(connect_failed ? RetryReason::kConnectFailure : RetryReason::kReset, 0)) {
+    ScheduleRetry();
+    return;
+  }
+  if (!r.response_started && r.retries > 0) stats.retries_exhausted->Inc();
   if (r.response_started) {
     // Cut off mid-response: the client must see the cut, not a made-up status.
     CloseNow();
@@ -511,20 +703,29 @@ void DownstreamConnection::OnRouteTimeout() {
   if (closed_ || !request_) return;
   Request& r = *request_;
   if (r.cluster) r.cluster->stats.upstream_timeouts->Inc();
+  if (r.upstream) upstream::ReportOutcome(*r.cluster, r.cluster->endpoints[r.endpoint_index], 0);
   ReleaseUpstream(false);
   if (r.response_started) {
     CloseNow();
     return;
   }
+  if (r.retries > 0) r.cluster->stats.retries_exhausted->Inc();
   close_after_response_ = true;
   SendLocalResponse(504, "upstream did not answer within the route timeout");
 }
 
 void DownstreamConnection::ReleaseUpstream(bool reusable) {
   Request& r = *request_;
+  per_try_timer_.Disable();
+  if (r.pending) {
+    r.pending = false;
+    r.cluster->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
   if (!r.upstream) return;
   if (r.endpoint_active) --*r.endpoint_active;
   r.endpoint_active = nullptr;
+  r.cluster->endpoints[r.endpoint_index].state->active_requests.fetch_sub(
+      1, std::memory_order_relaxed);
   if (!reusable) r.upstream->connection().Close();
   worker_.pool().Release(std::move(r.upstream), r.cluster->max_idle_per_endpoint);
 }
@@ -583,6 +784,14 @@ void DownstreamConnection::FinishRequest() {
   }
   if (request_message_open_ && r.has_body) close_after_response_ = true;
   route_timer_.Disable();
+  retry_timer_.Disable();
+  per_try_timer_.Disable();
+  if (r.cluster) {
+    if (r.retries > 0 && r.status > 0 && r.status < 500) r.cluster->stats.retry_successes->Inc();
+    if (r.counted_request) r.cluster->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
+    if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
+    r.counted_request = r.counted_retry = false;
+  }
   request_.reset();
   FinishConnectionAfterResponse();
 }
@@ -610,8 +819,14 @@ void DownstreamConnection::CloseNow() {
   timer_.Disable();
   resume_timer_.Disable();
   if (request_) {
-    if (request_->upstream) ReleaseUpstream(false);
+    if (request_->upstream || request_->pending) ReleaseUpstream(false);
     route_timer_.Disable();
+    retry_timer_.Disable();
+    per_try_timer_.Disable();
+    Request& r = *request_;
+    if (r.counted_request) r.cluster->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
+    if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
+    r.counted_request = r.counted_retry = false;
   }
   connection_->Close();
   worker_.RemoveConnection(this);

@@ -65,6 +65,15 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void HandleParseError(http::ParseError error);
   void StartRequest(const http::MessageHead& head);
   bool ConnectUpstream();
+  uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const http::MessageHead& head,
+                      std::string_view target);
+  enum class RetryReason { kConnectFailure, kReset, kStatus };
+  // Whether the route's retry policy (and the cluster's retry breaker) allow
+  // another try for this failure.
+  bool MayRetry(RetryReason reason, int status);
+  void ScheduleRetry();
+  void OnRetryTimer();
+  void OnPerTryTimeout();
   void SendLocalResponse(int status, std::string_view error, std::string_view extra_headers = {},
                          std::string_view body_override = {},
                          std::string_view content_type = "application/json");
@@ -86,7 +95,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   absl::Duration idle_timeout_;
   http::Http1Parser parser_;
   event::Timer timer_;          // idle, then request-head timeout
-  event::Timer route_timer_;    // the current request's route timeout
+  event::Timer route_timer_;    // the current request's route timeout (all tries)
+  event::Timer retry_timer_;    // backoff before the next try
+  event::Timer per_try_timer_;  // the current try's timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
   std::unique_ptr<Request> request_;

@@ -19,9 +19,12 @@
 #include "common/log.h"
 #include "controlplane/store/file_store.h"
 #include "dataplane/admin/admin_server.h"
+#include "dataplane/admin/clusters_page.h"
 #include "dataplane/config/config_client.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/server/worker.h"
+#include "dataplane/upstream/endpoint_state.h"
+#include "dataplane/upstream/health_checker.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace sluice {
@@ -37,8 +40,14 @@ constexpr char kBuildVersion[] = "sluice-proxy 0.1";
 // Owns the workers and the current snapshot; applies new versions.
 class ProxyServer {
  public:
-  ProxyServer(int workers, std::unique_ptr<controlplane::FileStore> state_store)
-      : proxy_stats_(store_), sockets_(workers), state_store_(std::move(state_store)) {
+  // `main_loop` runs the active health checks.
+  ProxyServer(event::Dispatcher& main_loop, int workers,
+              std::unique_ptr<controlplane::FileStore> state_store)
+      : main_loop_(main_loop),
+        proxy_stats_(store_),
+        sockets_(workers),
+        state_store_(std::move(state_store)),
+        health_checker_(std::make_unique<upstream::HealthChecker>(main_loop)) {
     store_.Describe("sluice_config_version", "The config version this proxy runs.");
     config_version_ = store_.GetGauge("sluice_config_version");
     configs_applied_ = store_.GetCounter("sluice_configs_applied_total");
@@ -58,12 +67,17 @@ class ProxyServer {
   // Validate, compile, publish. Called on the config thread (or at start-up
   // on the main thread before that thread exists).
   absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist) {
-    auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_);
+    auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_);
     if (!snapshot.ok()) {
       configs_rejected_->Inc();
       return snapshot.status();
     }
     for (auto& w : workers_) w->Publish(*snapshot);
+    std::vector<std::shared_ptr<const upstream::ClusterInfo>> clusters;
+    for (const auto& [name, cluster] : (*snapshot)->clusters) clusters.push_back(cluster);
+    main_loop_.Post([this, clusters = std::move(clusters)] {
+      if (health_checker_) health_checker_->Update(clusters);
+    });
     {
       absl::MutexLock lock(&mu_);
       current_ = *snapshot;
@@ -111,13 +125,19 @@ class ProxyServer {
   }
 
   stats::StatsStore& stats() { return store_; }
+  std::string Clusters(bool json) const { return admin::RenderClusters(current().get(), json); }
+  // Main thread, after the loop ends: stop checking.
+  void StopHealthChecks() { health_checker_.reset(); }
 
  private:
+  event::Dispatcher& main_loop_;
   stats::StatsStore store_;
   server::ProxyStats proxy_stats_;
+  upstream::HealthRegistry registry_;
   config::ListenerSocketCache sockets_;
   std::unique_ptr<controlplane::FileStore> state_store_;
   std::vector<std::unique_ptr<server::Worker>> workers_;
+  std::unique_ptr<upstream::HealthChecker> health_checker_;  // main thread
   stats::Gauge* config_version_;
   stats::Counter* configs_applied_;
   stats::Counter* configs_rejected_;
@@ -187,7 +207,8 @@ int Run(int argc, char** argv) {
     state_store = std::move(*opened);
   }
 
-  ProxyServer proxy(workers, std::move(state_store));
+  event::Dispatcher main_loop;
+  ProxyServer proxy(main_loop, workers, std::move(state_store));
   proxy.StartWorkers();
   if (held.version > 0) {
     absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false);
@@ -200,7 +221,6 @@ int Run(int argc, char** argv) {
     }
   }
 
-  event::Dispatcher main_loop;
   admin::AdminServer admin_server(
       main_loop,
       {[&proxy]() -> std::pair<bool, std::string> {
@@ -210,7 +230,8 @@ int Run(int argc, char** argv) {
          return {true, absl::StrCat("ready: config version ", snapshot->version)};
        },
        [&proxy] { return proxy.stats().RenderPrometheus(); },
-       [&proxy] { return proxy.ConfigDump(); }});
+       [&proxy] { return proxy.ConfigDump(); },
+       [&proxy](bool json) { return proxy.Clusters(json); }});
   const std::string admin_address = get("admin", "127.0.0.1:9901");
   auto admin_port = admin_server.Listen(admin_address);
   if (!admin_port.ok()) {
@@ -273,6 +294,7 @@ int Run(int argc, char** argv) {
   event_free(sigint);
   client.Stop();
   proxy.StopWorkers();
+  proxy.StopHealthChecks();
   SLUICE_LOG(kInfo, "stopped");
   return 0;
 }

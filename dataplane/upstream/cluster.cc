@@ -5,9 +5,60 @@
 
 namespace sluice::upstream {
 
+namespace {
+
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+uint32_t OrDefault(uint32_t value, uint32_t fallback) { return value ? value : fallback; }
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
-    const config::v1::Cluster& cluster, stats::StatsStore& store) {
+    const config::v1::Cluster& cluster, stats::StatsStore& store, HealthRegistry& registry) {
   auto info = std::make_shared<ClusterInfo>();
+  if (cluster.has_health_check()) {
+    const auto& hc = cluster.health_check();
+    HealthCheckConfig& h = info->health_check;
+    h.enabled = true;
+    h.http = hc.has_http();
+    h.path = hc.http().path();
+    h.host = hc.http().host();
+    h.expected.assign(hc.http().expected_statuses().begin(), hc.http().expected_statuses().end());
+    h.interval = hc.has_interval() ? ToDuration(hc.interval()) : api::kDefaultHealthCheckInterval;
+    h.timeout = hc.has_timeout() ? ToDuration(hc.timeout()) : api::kDefaultHealthCheckTimeout;
+    h.jitter = ToDuration(hc.interval_jitter());
+    h.healthy_threshold = OrDefault(hc.healthy_threshold(), api::kDefaultHealthyThreshold);
+    h.unhealthy_threshold = OrDefault(hc.unhealthy_threshold(), api::kDefaultUnhealthyThreshold);
+    h.healthy_on_add = hc.healthy_on_add();
+  }
+  if (cluster.has_outlier_detection()) {
+    const auto& od = cluster.outlier_detection();
+    OutlierConfig& o = info->outlier;
+    o.enabled = true;
+    o.consecutive_5xx = od.has_consecutive_5xx() ? od.consecutive_5xx().value()
+                                                 : api::kDefaultConsecutive5xx;
+    o.consecutive_gateway_failure = od.has_consecutive_gateway_failure()
+                                        ? od.consecutive_gateway_failure().value()
+                                        : api::kDefaultConsecutiveGatewayFailure;
+    o.base_ejection_time = od.has_base_ejection_time() ? ToDuration(od.base_ejection_time())
+                                                       : api::kDefaultBaseEjectionTime;
+    o.max_ejection_time = od.has_max_ejection_time() ? ToDuration(od.max_ejection_time())
+                                                     : api::kDefaultMaxEjectionTime;
+    o.max_ejection_percent = od.has_max_ejection_percent() ? od.max_ejection_percent().value()
+                                                           : api::kDefaultMaxEjectionPercent;
+  }
+  const auto& cb = cluster.circuit_breakers();
+  info->breakers = {OrDefault(cb.max_connections(), api::kDefaultMaxConnections),
+                    OrDefault(cb.max_pending_requests(), api::kDefaultMaxPendingRequests),
+                    OrDefault(cb.max_requests(), api::kDefaultMaxRequests),
+                    OrDefault(cb.max_retries(), api::kDefaultMaxRetries)};
+  info->panic_threshold_percent = cluster.has_panic_threshold_percent()
+                                      ? cluster.panic_threshold_percent().value()
+                                      : api::kDefaultPanicThresholdPercent;
+  info->hash_policy = cluster.hash_policy();
+  info->state = registry.Cluster(cluster.name());
   info->name = cluster.name();
   info->lb_policy = cluster.lb_policy();
   info->connect_timeout = cluster.has_connect_timeout()
@@ -28,12 +79,31 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     EndpointInfo endpoint;
     endpoint.address = *address;
     endpoint.key = address->ToString();
+    endpoint.ip = e.address();
+    endpoint.port = static_cast<uint16_t>(e.port());
+    Health initial = info->health_check.enabled && !info->health_check.healthy_on_add
+                         ? Health::kUnknown
+                         : Health::kHealthy;
+    endpoint.state = registry.Endpoint(cluster.name(), endpoint.key, initial);
     endpoint.weight = e.weight() ? e.weight() : 1;
     if (!info->endpoints.empty() && endpoint.weight != info->endpoints[0].weight) {
       info->equal_weights = false;
     }
     info->total_weight += endpoint.weight;
     info->endpoints.push_back(std::move(endpoint));
+  }
+  if (info->lb_policy == config::v1::Cluster::RING_HASH ||
+      info->lb_policy == config::v1::Cluster::MAGLEV) {
+    std::vector<std::string> keys;
+    std::vector<uint32_t> weights;
+    for (const auto& e : info->endpoints) {
+      keys.push_back(e.key);
+      weights.push_back(e.weight);
+    }
+    info->hash_table =
+        info->lb_policy == config::v1::Cluster::RING_HASH
+            ? BuildRingHash(keys, weights, OrDefault(cluster.ring_points_per_weight(), api::kDefaultRingPointsPerWeight))
+            : BuildMaglev(keys, weights, api::kMaglevTableSize);
   }
   std::string labels = absl::StrCat("cluster=", stats::LabelValue(cluster.name()));
   info->stats.upstream_requests = store.GetCounter("sluice_upstream_requests_total", labels);
@@ -49,6 +119,22 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
       store.GetCounter("sluice_upstream_connections_opened_total", labels);
   info->stats.connections_reused =
       store.GetCounter("sluice_upstream_connections_reused_total", labels);
+  info->stats.health_check_passes = store.GetCounter("sluice_health_check_passes_total", labels);
+  info->stats.health_check_failures =
+      store.GetCounter("sluice_health_check_failures_total", labels);
+  info->stats.outlier_ejections = store.GetCounter("sluice_outlier_ejections_total", labels);
+  for (auto [slot, breaker] :
+       {std::make_pair(&info->stats.breaker_overflow_connections, "max_connections"),
+        std::make_pair(&info->stats.breaker_overflow_pending, "max_pending_requests"),
+        std::make_pair(&info->stats.breaker_overflow_requests, "max_requests"),
+        std::make_pair(&info->stats.breaker_overflow_retries, "max_retries")}) {
+    *slot = store.GetCounter("sluice_circuit_breaker_overflows_total",
+                             absl::StrCat(labels, ",breaker=\"", breaker, "\""));
+  }
+  info->stats.retries = store.GetCounter("sluice_retries_total", labels);
+  info->stats.retry_successes = store.GetCounter("sluice_retry_successes_total", labels);
+  info->stats.retries_exhausted = store.GetCounter("sluice_retries_exhausted_total", labels);
+  info->stats.panic = store.GetCounter("sluice_lb_panic_picks_total", labels);
   return std::shared_ptr<const ClusterInfo>(std::move(info));
 }
 

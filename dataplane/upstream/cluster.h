@@ -16,14 +16,49 @@
 #include "absl/time/time.h"
 #include "dataplane/net/socket.h"
 #include "dataplane/stats/stats.h"
+#include "dataplane/upstream/consistent_hash.h"
+#include "dataplane/upstream/endpoint_state.h"
 #include "sluice/config/v1/config.pb.h"
 
 namespace sluice::upstream {
 
 struct EndpointInfo {
   std::string key;  // "127.0.0.1:9001": identity across versions
+  std::string ip;   // "127.0.0.1" / "::1"
+  uint16_t port = 0;
   net::Address address;
   uint32_t weight = 1;
+  std::shared_ptr<EndpointState> state;  // shared across workers and versions
+};
+
+struct HealthCheckConfig {
+  bool enabled = false;
+  bool http = false;  // else TCP connect
+  std::string path;
+  std::string host;                  // empty: the endpoint's address
+  std::vector<uint32_t> expected;    // empty: 200..299
+  absl::Duration interval;
+  absl::Duration timeout;
+  absl::Duration jitter;
+  uint32_t healthy_threshold = 2;
+  uint32_t unhealthy_threshold = 3;
+  bool healthy_on_add = false;
+};
+
+struct OutlierConfig {
+  bool enabled = false;
+  uint32_t consecutive_5xx = 0;              // 0: off
+  uint32_t consecutive_gateway_failure = 0;  // 0: off
+  absl::Duration base_ejection_time;
+  absl::Duration max_ejection_time;
+  uint32_t max_ejection_percent = 10;
+};
+
+struct BreakerLimits {
+  int64_t max_connections;
+  int64_t max_pending_requests;
+  int64_t max_requests;
+  int64_t max_retries;
 };
 
 struct ClusterStats {
@@ -35,6 +70,17 @@ struct ClusterStats {
   stats::Counter* no_healthy_endpoint;
   stats::Counter* connections_opened;
   stats::Counter* connections_reused;
+  stats::Counter* health_check_passes;
+  stats::Counter* health_check_failures;
+  stats::Counter* outlier_ejections;
+  stats::Counter* breaker_overflow_connections;
+  stats::Counter* breaker_overflow_pending;
+  stats::Counter* breaker_overflow_requests;
+  stats::Counter* breaker_overflow_retries;
+  stats::Counter* retries;            // retries started
+  stats::Counter* retry_successes;    // requests that succeeded on a retry
+  stats::Counter* retries_exhausted;  // requests that failed after retrying
+  stats::Counter* panic;              // picks made in panic mode
 };
 
 struct ClusterInfo {
@@ -45,12 +91,20 @@ struct ClusterInfo {
   uint32_t total_weight = 0;
   absl::Duration connect_timeout;
   uint32_t max_idle_per_endpoint = 64;
+  HealthCheckConfig health_check;
+  OutlierConfig outlier;
+  BreakerLimits breakers;
+  uint32_t panic_threshold_percent = 50;  // 0: never panic
+  config::v1::HashPolicy hash_policy;
+  std::shared_ptr<const ConsistentHashTable> hash_table;  // RING_HASH, MAGLEV
+  std::shared_ptr<ClusterState> state;                    // shared across workers
   ClusterStats stats;
 };
 
-// Compiles a validated Cluster; `store` receives its stats.
+// Compiles a validated Cluster; `store` receives its stats and `registry`
+// provides the state that persists across versions.
 absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
-    const config::v1::Cluster& cluster, stats::StatsStore& store);
+    const config::v1::Cluster& cluster, stats::StatsStore& store, HealthRegistry& registry);
 
 }  // namespace sluice::upstream
 

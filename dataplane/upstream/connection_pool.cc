@@ -9,7 +9,9 @@ namespace sluice::upstream {
 
 UpstreamConnection::UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool,
                                        int fd, std::string endpoint_key,
-                                       absl::Duration connect_timeout)
+                                       absl::Duration connect_timeout,
+                                       std::shared_ptr<ClusterState> cluster_state,
+                                       std::shared_ptr<EndpointState> endpoint_state)
     : dispatcher_(dispatcher),
       pool_(pool),
       connection_(std::make_unique<net::Connection>(dispatcher, fd, /*connecting=*/true)),
@@ -18,12 +20,19 @@ UpstreamConnection::UpstreamConnection(event::Dispatcher& dispatcher, Connection
       connect_timer_(dispatcher, [this] {
         connection_->Close();
         if (events_) events_->OnUpstreamFailed(true, true, "connect timeout");
-      }) {
+      }),
+      cluster_state_(std::move(cluster_state)),
+      endpoint_state_(std::move(endpoint_state)) {
   connection_->SetCallbacks(this);
   connect_timer_.Enable(connect_timeout);
+  cluster_state_->connections.fetch_add(1, std::memory_order_relaxed);
+  endpoint_state_->connections.fetch_add(1, std::memory_order_relaxed);
 }
 
-UpstreamConnection::~UpstreamConnection() = default;
+UpstreamConnection::~UpstreamConnection() {
+  cluster_state_->connections.fetch_sub(1, std::memory_order_relaxed);
+  endpoint_state_->connections.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request) {
   events_ = events;
@@ -129,11 +138,16 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     cluster.stats.connections_reused->Inc();
     return std::unique_ptr<UpstreamConnection>(c);
   }
+  if (cluster.state->connections.load(std::memory_order_relaxed) >=
+      cluster.breakers.max_connections) {
+    return absl::ResourceExhaustedError("max_connections");
+  }
   auto fd = net::ConnectNonBlocking(endpoint.address);
   if (!fd.ok()) return fd.status();
   cluster.stats.connections_opened->Inc();
   return std::make_unique<UpstreamConnection>(dispatcher_, *this, *fd, endpoint.key,
-                                              cluster.connect_timeout);
+                                              cluster.connect_timeout, cluster.state,
+                                              endpoint.state);
 }
 
 void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle) {

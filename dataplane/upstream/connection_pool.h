@@ -49,7 +49,9 @@ class UpstreamConnection : public net::ConnectionCallbacks,
                            public event::DeferredDeletable {
  public:
   UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool, int fd,
-                     std::string endpoint_key, absl::Duration connect_timeout);
+                     std::string endpoint_key, absl::Duration connect_timeout,
+                     std::shared_ptr<ClusterState> cluster_state,
+                     std::shared_ptr<EndpointState> endpoint_state);
   ~UpstreamConnection() override;
 
   // Starts serving a request: events go to `events`.
@@ -92,6 +94,9 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   bool interim_ = false;
   bool idle_ = false;
   std::list<UpstreamConnection*>::iterator idle_position_;
+  // Open-connection counts for circuit breakers and the admin page.
+  std::shared_ptr<ClusterState> cluster_state_;
+  std::shared_ptr<EndpointState> endpoint_state_;
 };
 
 class ConnectionPool {
@@ -100,7 +105,8 @@ class ConnectionPool {
   ~ConnectionPool();
 
   // An idle connection to the endpoint if there is one, else a new one that
-  // is connecting. Errors only when the socket cannot even be created.
+  // is connecting. RESOURCE_EXHAUSTED when a new connection would pass the
+  // cluster's max_connections; UNAVAILABLE when the socket cannot be created.
   absl::StatusOr<std::unique_ptr<UpstreamConnection>> Acquire(const ClusterInfo& cluster,
                                                               const EndpointInfo& endpoint);
   // Back to the pool after a complete response on a reusable connection;

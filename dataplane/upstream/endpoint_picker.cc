@@ -1,16 +1,57 @@
 #include "dataplane/upstream/endpoint_picker.h"
 
+#include <algorithm>
+
+#include "common/log.h"
+
 namespace sluice::upstream {
 
-int EndpointPicker::Pick(const ClusterInfo& cluster) {
-  if (cluster.endpoints.empty()) return -1;
-  if (cluster.lb_policy == config::v1::Cluster::LEAST_REQUEST) {
-    return PickLeastRequest(cluster);
+int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash, int exclude) {
+  const int n = static_cast<int>(cluster.endpoints.size());
+  if (n == 0) return -1;
+  const std::vector<char>* allowed = nullptr;  // nullptr: every endpoint
+  int count = n;
+  if (cluster.health_check.enabled || cluster.outlier.enabled || exclude >= 0) {
+    const int64_t now = NowNanos();
+    allowed_.assign(static_cast<size_t>(n), 1);
+    int usable = 0;
+    for (int i = 0; i < n; ++i) {
+      allowed_[i] = cluster.endpoints[i].state->usable(now) ? 1 : 0;
+      usable += allowed_[i];
+    }
+    if (static_cast<uint64_t>(usable) * 100 <
+        static_cast<uint64_t>(n) * cluster.panic_threshold_percent) {
+      // Panic: too few usable endpoints; spread over all rather than overload them.
+      std::fill(allowed_.begin(), allowed_.end(), 1);
+      usable = n;
+      cluster.stats.panic->Inc();
+    }
+    if (usable == 0) return -1;
+    if (exclude >= 0 && exclude < n && allowed_[exclude] && usable > 1) {
+      allowed_[exclude] = 0;
+      --usable;
+    }
+    count = usable;
+    if (usable < n) allowed = &allowed_;
   }
-  return PickRoundRobin(cluster);
+  switch (cluster.lb_policy) {
+    case config::v1::Cluster::LEAST_REQUEST:
+      return PickLeastRequest(cluster, allowed, count);
+    case config::v1::Cluster::RANDOM:
+      return PickRandom(cluster, allowed);
+    case config::v1::Cluster::RING_HASH:
+    case config::v1::Cluster::MAGLEV:
+      if (cluster.hash_table) {
+        return cluster.hash_table->Lookup(
+            hash, [allowed](int i) { return allowed == nullptr || (*allowed)[i] != 0; });
+      }
+      return PickRoundRobin(cluster, allowed);
+    default:
+      return PickRoundRobin(cluster, allowed);
+  }
 }
 
-int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster) {
+int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed) {
   if (&cluster != last_cluster_) {
     last_state_ = &round_robin_[cluster.name];  // node addresses are stable
     last_cluster_ = &cluster;
@@ -18,7 +59,11 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster) {
   RoundRobinState& state = *last_state_;
   const size_t n = cluster.endpoints.size();
   if (cluster.equal_weights) {
-    return static_cast<int>(state.next++ % n);
+    for (size_t tries = 0; tries < n; ++tries) {
+      int i = static_cast<int>(state.next++ % n);
+      if (allowed == nullptr || (*allowed)[i]) return i;
+    }
+    return -1;
   }
   if (state.shape != &cluster || state.current.size() != n) {
     // A new version of the cluster: start over (positions do not carry over
@@ -26,28 +71,54 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster) {
     state.current.assign(n, 0);
     state.shape = &cluster;
   }
-  int best = 0;
+  int best = -1;
+  int64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
+    if (allowed != nullptr && !(*allowed)[i]) continue;
     state.current[i] += cluster.endpoints[i].weight;
-    if (state.current[i] > state.current[best]) best = static_cast<int>(i);
+    total += cluster.endpoints[i].weight;
+    if (best < 0 || state.current[i] > state.current[best]) best = static_cast<int>(i);
   }
-  state.current[best] -= cluster.total_weight;
+  if (best >= 0) state.current[best] -= total;
   return best;
 }
 
-int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster) {
+int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed,
+                                     int count) {
   const size_t n = cluster.endpoints.size();
-  if (n == 1) return 0;
-  size_t a = rng_() % n;
-  size_t b = rng_() % (n - 1);
-  if (b >= a) ++b;
+  // The k-th allowed endpoint.
+  auto nth = [&](size_t k) -> size_t {
+    if (allowed == nullptr) return k;
+    for (size_t i = 0; i < n; ++i) {
+      if ((*allowed)[i] && k-- == 0) return i;
+    }
+    return 0;
+  };
+  if (count == 1) return static_cast<int>(nth(0));
+  size_t ka = rng_() % count;
+  size_t kb = rng_() % (count - 1);
+  if (kb >= ka) ++kb;
+  size_t a = nth(ka), b = nth(kb);
   // Compare active/weight without division: active_a * w_b vs active_b * w_a.
-  int64_t active_a = active(cluster.endpoints[a].key);
-  int64_t active_b = active(cluster.endpoints[b].key);
-  int64_t lhs = active_a * cluster.endpoints[b].weight;
-  int64_t rhs = active_b * cluster.endpoints[a].weight;
+  int64_t lhs = active(cluster.endpoints[a].key) * cluster.endpoints[b].weight;
+  int64_t rhs = active(cluster.endpoints[b].key) * cluster.endpoints[a].weight;
   if (lhs == rhs) return static_cast<int>(rng_() & 1 ? a : b);
   return static_cast<int>(lhs < rhs ? a : b);
+}
+
+int EndpointPicker::PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < cluster.endpoints.size(); ++i) {
+    if (allowed == nullptr || (*allowed)[i]) total += cluster.endpoints[i].weight;
+  }
+  if (total == 0) return -1;
+  uint64_t point = rng_() % total;
+  for (size_t i = 0; i < cluster.endpoints.size(); ++i) {
+    if (allowed != nullptr && !(*allowed)[i]) continue;
+    if (point < cluster.endpoints[i].weight) return static_cast<int>(i);
+    point -= cluster.endpoints[i].weight;
+  }
+  return -1;
 }
 
 void EndpointPicker::RequestFinished(const std::string& endpoint_key) {
@@ -59,6 +130,60 @@ void EndpointPicker::RequestFinished(const std::string& endpoint_key) {
 int64_t EndpointPicker::active(const std::string& endpoint_key) const {
   auto it = active_.find(endpoint_key);
   return it == active_.end() ? 0 : it->second;
+}
+
+namespace {
+
+void TryEject(const ClusterInfo& cluster, const EndpointInfo& endpoint, const char* why,
+              uint32_t consecutive) {
+  const OutlierConfig& o = cluster.outlier;
+  const int64_t now = NowNanos();
+  EndpointState& state = *endpoint.state;
+  int64_t until = state.ejected_until_ns.load();
+  if (until > now) return;  // already ejected
+  size_t ejected = 0;
+  for (const EndpointInfo& e : cluster.endpoints) ejected += e.state->ejected(now) ? 1 : 0;
+  size_t allowed = std::max<size_t>(1, cluster.endpoints.size() * o.max_ejection_percent / 100);
+  if (ejected >= allowed) return;
+  uint32_t times = state.times_ejected.load() + 1;
+  absl::Duration length = std::min(o.base_ejection_time * times, o.max_ejection_time);
+  if (!state.ejected_until_ns.compare_exchange_strong(until, now + absl::ToInt64Nanoseconds(length))) {
+    return;  // another worker ejected it first
+  }
+  state.times_ejected.store(times);
+  state.consecutive_5xx.store(0);
+  state.consecutive_gateway_failures.store(0);
+  cluster.stats.outlier_ejections->Inc();
+  SLUICE_LOG(kInfo, "cluster ", cluster.name, " endpoint ", endpoint.key, " ejected for ",
+             absl::FormatDuration(length), " (", consecutive, " consecutive ", why, ")");
+}
+
+}  // namespace
+
+void ReportOutcome(const ClusterInfo& cluster, const EndpointInfo& endpoint, int status) {
+  EndpointState& state = *endpoint.state;
+  const bool failed = status == 0 || status >= 500;
+  (failed ? state.errors : state.successes).fetch_add(1, std::memory_order_relaxed);
+  if (!cluster.outlier.enabled) return;
+  const OutlierConfig& o = cluster.outlier;
+  if (!failed) {
+    // Writes only when there is something to reset: no shared-line traffic
+    // on the common path.
+    if (state.consecutive_5xx.load(std::memory_order_relaxed)) state.consecutive_5xx.store(0);
+    if (state.consecutive_gateway_failures.load(std::memory_order_relaxed)) {
+      state.consecutive_gateway_failures.store(0);
+    }
+    return;
+  }
+  if (status == 0) {
+    uint32_t n = state.consecutive_gateway_failures.fetch_add(1) + 1;
+    if (o.consecutive_gateway_failure && n >= o.consecutive_gateway_failure) {
+      TryEject(cluster, endpoint, "gateway failures", n);
+    }
+    return;
+  }
+  uint32_t n = state.consecutive_5xx.fetch_add(1) + 1;
+  if (o.consecutive_5xx && n >= o.consecutive_5xx) TryEject(cluster, endpoint, "5xx responses", n);
 }
 
 }  // namespace sluice::upstream

@@ -1,17 +1,22 @@
 // EndpointPicker: chooses an endpoint of a cluster for each request, per
-// worker. Round robin is smooth weighted round robin (as nginx does it);
-// least request is the power of two choices over requests in flight on this
-// worker, weighted by endpoint weight.
+// worker.
 //
-// The seam for health: Pick() skips endpoints for which `usable` returns
-// false (health checks and outlier detection plug in there).
+// Policies: ROUND_ROBIN (smooth weighted round robin, as nginx does it),
+// LEAST_REQUEST (power of two choices over this worker's requests in flight,
+// relative to weight), RANDOM (weighted), RING_HASH and MAGLEV (consistent
+// hashing of a per-request key, see consistent_hash.h).
+//
+// Health: only usable endpoints are chosen (healthy by active checks and not
+// ejected by outlier detection, see endpoint_state.h). When fewer than the
+// cluster's panic threshold are usable, every endpoint is a candidate again
+// ("panic", as Envoy does); with a threshold of 0 and nothing usable, Pick()
+// returns -1 (503).
 //
 // One per worker; worker thread only.
 #ifndef SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_PICKER_H_
 #define SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_PICKER_H_
 
 #include <cstdint>
-#include <functional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -25,12 +30,13 @@ class EndpointPicker {
  public:
   explicit EndpointPicker(uint64_t seed) : rng_(seed) {}
 
-  // Index into cluster.endpoints, or -1 when no endpoint is usable.
-  int Pick(const ClusterInfo& cluster);
+  // Index into cluster.endpoints, or -1 when no endpoint may be used.
+  // `hash` keys RING_HASH and MAGLEV. `exclude` (the endpoint of a failed
+  // try) is avoided when another candidate exists.
+  int Pick(const ClusterInfo& cluster, uint64_t hash = 0, int exclude = -1);
 
-  // Requests in flight per endpoint key, maintained by the caller. The
-  // counter's address is stable, so a request can keep it instead of looking
-  // the key up twice.
+  // Requests in flight per endpoint key on this worker, maintained by the
+  // caller. The counter's address is stable, so a request can keep it.
   int64_t* ActiveCounter(const std::string& endpoint_key) { return &active_[endpoint_key]; }
   void RequestStarted(const std::string& endpoint_key) { ++active_[endpoint_key]; }
   void RequestFinished(const std::string& endpoint_key);
@@ -51,16 +57,24 @@ class EndpointPicker {
     uint64_t next = 0;             // equal weights: plain rotation
     const ClusterInfo* shape = nullptr;  // endpoints the state was built for
   };
-  int PickRoundRobin(const ClusterInfo& cluster);
-  int PickLeastRequest(const ClusterInfo& cluster);
+  int PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed);
+  int PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed, int count);
+  int PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed);
 
   std::mt19937_64 rng_;
   std::unordered_map<std::string, RoundRobinState> round_robin_;  // by cluster name
   // The last cluster picked from and its state: most requests repeat it.
   const ClusterInfo* last_cluster_ = nullptr;
   RoundRobinState* last_state_ = nullptr;
-  std::unordered_map<std::string, int64_t> active_;               // by endpoint key
+  std::unordered_map<std::string, int64_t> active_;  // by endpoint key
+  std::vector<char> allowed_;                         // scratch: candidates of one pick
 };
+
+// Reports the outcome of one try to outlier detection and the endpoint's
+// counters: `status` is the response status, or 0 for a connect failure,
+// reset or timeout. Thread-safe (atomics); ejects when a threshold is hit and
+// the cluster's max_ejection_percent allows (one endpoint always may be).
+void ReportOutcome(const ClusterInfo& cluster, const EndpointInfo& endpoint, int status);
 
 }  // namespace sluice::upstream
 

@@ -31,8 +31,9 @@ api::ResourceMap State(int port, const std::string& extra = "") {
 TEST(SnapshotTest, CompilesEveryKindWithDefaults) {
   ListenerSocketCache sockets(2);
   stats::StatsStore store;
+  upstream::HealthRegistry registry;
   int port = testing::PickFreePort();
-  auto snapshot = CompileSnapshot(7, State(port), sockets, store);
+  auto snapshot = CompileSnapshot(7, State(port), sockets, store, registry);
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
   const ConfigSnapshot& s = **snapshot;
   EXPECT_EQ(s.version, 7u);
@@ -55,11 +56,12 @@ TEST(SnapshotTest, CompilesEveryKindWithDefaults) {
 TEST(SnapshotTest, KeptListenerKeepsItsSockets) {
   ListenerSocketCache sockets(1);
   stats::StatsStore store;
+  upstream::HealthRegistry registry;
   int port = testing::PickFreePort();
-  auto first = CompileSnapshot(1, State(port), sockets, store);
+  auto first = CompileSnapshot(1, State(port), sockets, store, registry);
   ASSERT_TRUE(first.ok());
   auto second = CompileSnapshot(2, State(port, R"(cluster { name: "d" endpoints { address: "127.0.0.1" port: 1 } })"),
-                                sockets, store);
+                                sockets, store, registry);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ((*first)->listeners.at("l").sockets, (*second)->listeners.at("l").sockets);
 }
@@ -67,9 +69,10 @@ TEST(SnapshotTest, KeptListenerKeepsItsSockets) {
 TEST(SnapshotTest, InvalidStateIsRejectedWithTheField) {
   ListenerSocketCache sockets(1);
   stats::StatsStore store;
+  upstream::HealthRegistry registry;
   auto state = State(testing::PickFreePort());
   state.erase({config::v1::CLUSTER, "c"});
-  auto snapshot = CompileSnapshot(3, state, sockets, store);
+  auto snapshot = CompileSnapshot(3, state, sockets, store, registry);
   ASSERT_FALSE(snapshot.ok());
   EXPECT_NE(snapshot.status().message().find("route.cluster: refers to Cluster \"c\""),
             std::string::npos)
@@ -79,10 +82,11 @@ TEST(SnapshotTest, InvalidStateIsRejectedWithTheField) {
 TEST(SnapshotTest, UnbindableListenerIsAnErrorNamingIt) {
   ListenerSocketCache sockets(1);
   stats::StatsStore store;
+  upstream::HealthRegistry registry;
   int port = testing::PickFreePort();
   auto taken = net::Listen(*net::ParseAddress("127.0.0.1", static_cast<uint16_t>(port)), false);
   ASSERT_TRUE(taken.ok());
-  auto snapshot = CompileSnapshot(4, State(port), sockets, store);
+  auto snapshot = CompileSnapshot(4, State(port), sockets, store, registry);
   ASSERT_FALSE(snapshot.ok());
   EXPECT_NE(snapshot.status().message().find("Listener \"l\": cannot bind 127.0.0.1:"),
             std::string::npos)

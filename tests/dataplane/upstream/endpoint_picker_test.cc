@@ -21,7 +21,8 @@ std::shared_ptr<const ClusterInfo> MakeCluster(std::vector<uint32_t> weights,
     e->set_port(9000 + static_cast<uint32_t>(i));
     e->set_weight(weights[i]);
   }
-  return *CompileCluster(c, store);
+  static upstream::HealthRegistry registry;
+  return *CompileCluster(c, store, registry);
 }
 
 TEST(EndpointPickerTest, RoundRobinVisitsEachEndpointInTurn) {

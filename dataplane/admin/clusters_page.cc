@@ -1,0 +1,128 @@
+#include "dataplane/admin/clusters_page.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::admin {
+namespace {
+
+using upstream::EndpointInfo;
+using upstream::Health;
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+struct EndpointView {
+  std::string health;  // healthy, unhealthy, unknown, ejected
+  std::string reason;
+  double ejected_seconds_left = 0;
+};
+
+EndpointView View(const EndpointInfo& e, int64_t now) {
+  EndpointView v;
+  Health h = e.state->health.load();
+  int64_t until = e.state->ejected_until_ns.load();
+  if (h == Health::kUnhealthy) {
+    v.health = "unhealthy";
+    v.reason = absl::StrCat("active health check: ", e.state->last_check_failure());
+  } else if (h == Health::kUnknown) {
+    v.health = "unknown";
+    v.reason = "no health check has passed yet";
+  } else {
+    v.health = "healthy";
+  }
+  if (until > now) {
+    v.ejected_seconds_left = static_cast<double>(until - now) / 1e9;
+    if (h == Health::kHealthy) {
+      v.health = "ejected";
+      v.reason = absl::StrCat("outlier detection, ejected ", e.state->times_ejected.load(),
+                              " times");
+    }
+  }
+  return v;
+}
+
+std::string Policy(const upstream::ClusterInfo& c) {
+  return config::v1::Cluster::LbPolicy_Name(c.lb_policy);
+}
+
+}  // namespace
+
+std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
+  if (snapshot == nullptr) return json ? "{\"version\":0,\"clusters\":[]}\n" : "no config applied yet\n";
+  const int64_t now = upstream::NowNanos();
+  std::map<std::string, const upstream::ClusterInfo*> sorted;
+  for (const auto& [name, cluster] : snapshot->clusters) sorted[name] = cluster.get();
+  std::string out;
+  if (json) absl::StrAppend(&out, "{\"version\":", snapshot->version, ",\"clusters\":[");
+  bool first_cluster = true;
+  for (const auto& [name, c] : sorted) {
+    const upstream::ClusterState& cs = *c->state;
+    if (json) {
+      absl::StrAppend(&out, first_cluster ? "" : ",", "{\"name\":", JsonString(name),
+                      ",\"lb_policy\":\"", Policy(*c), "\",\"active_requests\":",
+                      cs.active_requests.load(), ",\"pending_requests\":",
+                      cs.pending_requests.load(), ",\"connections\":", cs.connections.load(),
+                      ",\"active_retries\":", cs.active_retries.load(), ",\"endpoints\":[");
+    } else {
+      absl::StrAppend(&out, "cluster ", name, " (", Policy(*c), ", ", c->endpoints.size(),
+                      " endpoints");
+      if (c->health_check.enabled) {
+        absl::StrAppend(&out, ", health check ",
+                        c->health_check.http ? absl::StrCat("http ", c->health_check.path)
+                                             : std::string("tcp"),
+                        " every ", absl::FormatDuration(c->health_check.interval));
+      }
+      if (c->outlier.enabled) absl::StrAppend(&out, ", outlier detection");
+      absl::StrAppend(&out, "): active_requests=", cs.active_requests.load(),
+                      " pending=", cs.pending_requests.load(),
+                      " connections=", cs.connections.load(),
+                      " retries=", cs.active_retries.load(), "\n");
+    }
+    first_cluster = false;
+    bool first_endpoint = true;
+    for (const EndpointInfo& e : c->endpoints) {
+      EndpointView v = View(e, now);
+      const upstream::EndpointState& s = *e.state;
+      if (json) {
+        absl::StrAppend(&out, first_endpoint ? "" : ",", "{\"address\":", JsonString(e.key),
+                        ",\"health\":\"", v.health, "\",\"reason\":", JsonString(v.reason),
+                        ",\"ejected_seconds_left\":", v.ejected_seconds_left,
+                        ",\"times_ejected\":", s.times_ejected.load(),
+                        ",\"weight\":", e.weight, ",\"active_requests\":", s.active_requests.load(),
+                        ",\"connections\":", s.connections.load(),
+                        ",\"successes\":", s.successes.load(), ",\"errors\":", s.errors.load(), "}");
+      } else {
+        absl::StrAppend(&out, "  ", e.key, " health=", v.health, " weight=", e.weight,
+                        " active_requests=", s.active_requests.load(),
+                        " connections=", s.connections.load(), " successes=", s.successes.load(),
+                        " errors=", s.errors.load());
+        if (!v.reason.empty()) absl::StrAppend(&out, " (", v.reason, ")");
+        if (v.ejected_seconds_left > 0) {
+          absl::StrAppend(&out, " ejected_for=", absl::FormatDuration(
+                                                    absl::Seconds(v.ejected_seconds_left)));
+        }
+        absl::StrAppend(&out, "\n");
+      }
+      first_endpoint = false;
+    }
+    if (json) absl::StrAppend(&out, "]}");
+  }
+  if (json) absl::StrAppend(&out, "]}\n");
+  return out;
+}
+
+}  // namespace sluice::admin

@@ -1,0 +1,95 @@
+// Health and load state shared by every worker of a proxy, per cluster and
+// per (cluster, endpoint). It outlives config versions: a snapshot that keeps
+// a cluster or an endpoint gets the same state objects (HealthRegistry), so
+// health, ejections and counts carry over.
+//
+// Writers: active health checks (main thread), outlier detection and
+// request accounting (workers). Readers: workers on the request path (relaxed
+// atomic loads, no locks) and the admin endpoint. The only lock guards the
+// last check failure text, which only health checks and admin touch.
+#ifndef SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_STATE_H_
+#define SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_STATE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace sluice::upstream {
+
+enum class Health : int { kHealthy = 0, kUnknown = 1, kUnhealthy = 2 };
+
+struct EndpointState {
+  // Active health: kHealthy when the cluster has no health check.
+  std::atomic<Health> health{Health::kHealthy};
+  // Outlier ejection: ejected while now < ejected_until (unix nanos).
+  std::atomic<int64_t> ejected_until_ns{0};
+  std::atomic<uint32_t> times_ejected{0};
+  std::atomic<uint32_t> consecutive_5xx{0};
+  std::atomic<uint32_t> consecutive_gateway_failures{0};
+  // Across all workers.
+  std::atomic<int64_t> active_requests{0};
+  std::atomic<int64_t> connections{0};
+  std::atomic<uint64_t> successes{0};
+  std::atomic<uint64_t> errors{0};
+
+  bool ejected(int64_t now_ns) const {
+    return ejected_until_ns.load(std::memory_order_relaxed) > now_ns;
+  }
+  // May take traffic: healthy (or unchecked) and not ejected.
+  bool usable(int64_t now_ns) const {
+    return health.load(std::memory_order_relaxed) == Health::kHealthy && !ejected(now_ns);
+  }
+
+  void SetLastCheckFailure(std::string why) {
+    absl::MutexLock lock(&mu_);
+    last_check_failure_ = std::move(why);
+  }
+  std::string last_check_failure() const {
+    absl::MutexLock lock(&mu_);
+    return last_check_failure_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::string last_check_failure_ ABSL_GUARDED_BY(mu_);
+};
+
+// Cluster-wide counts for circuit breakers.
+struct ClusterState {
+  std::atomic<int64_t> active_requests{0};
+  std::atomic<int64_t> pending_requests{0};  // waiting for a connection to open
+  std::atomic<int64_t> connections{0};
+  std::atomic<int64_t> active_retries{0};
+};
+
+inline int64_t NowNanos() { return absl::GetCurrentTimeNanos(); }
+
+// Hands out the shared state objects, keyed by cluster name and endpoint key.
+// Thread-safe; used when compiling snapshots, not on the request path.
+class HealthRegistry {
+ public:
+  // `initial` is the health a new endpoint starts with.
+  std::shared_ptr<EndpointState> Endpoint(const std::string& cluster,
+                                          const std::string& endpoint_key, Health initial);
+  std::shared_ptr<ClusterState> Cluster(const std::string& cluster);
+  // Forgets state that no snapshot refers to any more.
+  void Prune();
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<EndpointState>> endpoints_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<ClusterState>> clusters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::upstream
+
+#endif  // SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_STATE_H_

@@ -1,0 +1,333 @@
+#include "dataplane/upstream/health_checker.h"
+
+#include <cstring>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
+#include "dataplane/http/http1_parser.h"
+#include "dataplane/net/connection.h"
+#include "dataplane/net/socket.h"
+
+namespace sluice::upstream {
+namespace {
+
+// Validation rejects zero durations; this only keeps a bad value from turning
+// into a busy loop.
+constexpr absl::Duration kMinDuration = absl::Milliseconds(1);
+
+absl::Duration AtLeastMin(absl::Duration d) { return d < kMinDuration ? kMinDuration : d; }
+
+bool StatusExpected(int status, const std::vector<uint32_t>& expected) {
+  if (expected.empty()) return status >= 200 && status <= 299;
+  for (uint32_t code : expected) {
+    if (static_cast<int>(code) == status) return true;
+  }
+  return false;
+}
+
+std::string ExpectedText(const std::vector<uint32_t>& expected) {
+  if (expected.empty()) return "200-299";
+  return absl::StrJoin(expected, ", ");
+}
+
+// ConnectNonBlocking() reports an immediate failure as
+// "connect 127.0.0.1:9001: Connection refused"; the endpoint is already in
+// the log line, so keep the same "connect: <error>" form as a late failure.
+std::string ImmediateConnectFailure(const absl::Status& status) {
+  std::string message(status.message());
+  size_t colon = message.rfind(": ");
+  if (absl::StartsWith(message, "connect ") && colon != std::string::npos) {
+    return absl::StrCat("connect: ", message.substr(colon + 2));
+  }
+  return message;
+}
+
+}  // namespace
+
+// One check of one endpoint in flight: a connection and, for HTTP, a
+// response parser. Reports its result to the EndpointCheck at most once;
+// after that, or after Cancel(), nothing reaches the check again. It is freed
+// through DeferredDelete(), because it usually finishes inside its own
+// connection's callbacks.
+class HealthChecker::Probe : public net::ConnectionCallbacks,
+                             public http::Http1Callbacks,
+                             public event::DeferredDeletable {
+ public:
+  // `request` empty: a TCP check (pass once connected).
+  Probe(event::Dispatcher& dispatcher, int fd, EndpointCheck* check, std::string request,
+        std::vector<uint32_t> expected)
+      : connection_(dispatcher, fd, /*connecting=*/true),
+        parser_(http::Http1Parser::Mode::kResponse, this),
+        check_(check),
+        request_(std::move(request)),
+        expected_(std::move(expected)) {
+    connection_.SetCallbacks(this);
+  }
+
+  // Closes the socket; no report follows.
+  void Cancel() {
+    check_ = nullptr;
+    connection_.Close();
+  }
+
+  // net::ConnectionCallbacks
+  void OnConnected() override {
+    if (request_.empty()) {
+      Report(true, "");
+      return;
+    }
+    connection_.Write(request_);
+  }
+
+  void OnReadable() override {
+    if (check_ == nullptr || request_.empty()) return;
+    net::Buffer& input = connection_.input();
+    http::Http1Parser::Result result = parser_.Feed(input.view());
+    input.Drain(result.consumed);
+    if (result.error != http::ParseError::kNone) {
+      Report(false, absl::StrCat("bad response: ", parser_.error_detail()));
+      return;
+    }
+    if (status_ == 0) return;  // the head is not complete yet
+    if (StatusExpected(status_, expected_)) {
+      Report(true, "");
+    } else {
+      Report(false, absl::StrCat("unexpected status ", status_, " (expected ",
+                                 ExpectedText(expected_), ")"));
+    }
+  }
+
+  void OnClosed(net::CloseReason reason, int error) override {
+    switch (reason) {
+      case net::CloseReason::kConnectFailed:
+        Report(false, absl::StrCat("connect: ", std::strerror(error)));
+        return;
+      case net::CloseReason::kReset:
+        Report(false, absl::StrCat("connection error: ", std::strerror(error)));
+        return;
+      case net::CloseReason::kRemoteClosed:
+        Report(false, parser_.in_message() ? "connection closed in the middle of the response head"
+                                           : "connection closed before a response");
+        return;
+      case net::CloseReason::kLocal:
+        Report(false, "connection closed");
+        return;
+    }
+  }
+
+  // http::Http1Callbacks
+  void OnHead(const http::MessageHead& head) override {
+    if (status_ != 0) return;
+    // Interim responses (100 Continue, 103 Early Hints) precede the real one.
+    if (head.status >= 100 && head.status < 200 && head.status != 101) return;
+    status_ = head.status;
+    parser_.Pause();  // the body is of no interest
+  }
+  void OnBody(std::string_view) override {}
+  void OnMessageComplete() override {}
+
+ private:
+  void Report(bool pass, std::string why);
+
+  net::Connection connection_;
+  http::Http1Parser parser_;
+  EndpointCheck* check_;
+  const std::string request_;
+  const std::vector<uint32_t> expected_;
+  int status_ = 0;  // of the final response head, once parsed
+};
+
+// The periodic check of one (cluster, endpoint) pair and its consecutive
+// pass / failure counts.
+class HealthChecker::EndpointCheck {
+ public:
+  EndpointCheck(HealthChecker& checker, const ClusterInfo& cluster, const EndpointInfo& endpoint)
+      : checker_(checker),
+        cluster_name_(cluster.name),
+        endpoint_key_(endpoint.key),
+        interval_timer_(checker.dispatcher_, [this] { StartProbe(); }),
+        timeout_timer_(checker.dispatcher_, [this] { OnTimeout(); }) {
+    Configure(cluster, endpoint);
+    interval_timer_.Enable(checker_.RandomDelay(std::min(config_.jitter, Interval())));
+  }
+
+  ~EndpointCheck() {
+    // Never called from the probe's callbacks: delete it right away.
+    if (probe_ != nullptr) probe_->Cancel();
+  }
+
+  EndpointCheck(const EndpointCheck&) = delete;
+  EndpointCheck& operator=(const EndpointCheck&) = delete;
+
+  // A new config version keeps this pair: takes its settings. A probe in
+  // flight finishes with the old ones; a changed interval or jitter re-arms
+  // the wait for the next probe at once.
+  void Reconfigure(const ClusterInfo& cluster, const EndpointInfo& endpoint) {
+    bool timing_changed = cluster.health_check.interval != config_.interval ||
+                          cluster.health_check.jitter != config_.jitter;
+    Configure(cluster, endpoint);
+    if (timing_changed && probe_ == nullptr) ScheduleNext();
+  }
+
+  // From Probe::Report(), inside the probe's callbacks.
+  void OnProbeDone(bool pass, std::string why) { Finish(pass, std::move(why)); }
+
+ private:
+  void Configure(const ClusterInfo& cluster, const EndpointInfo& endpoint) {
+    SLUICE_CHECK(endpoint.state != nullptr);
+    config_ = cluster.health_check;
+    state_ = endpoint.state;
+    address_ = endpoint.address;
+    passes_ = cluster.stats.health_check_passes;
+    failures_ = cluster.stats.health_check_failures;
+    if (config_.http) {
+      std::string_view path = config_.path.empty() ? std::string_view("/") : config_.path;
+      request_ = absl::StrCat("GET ", std::string(path), " HTTP/1.1\r\nHost: ",
+                              config_.host.empty() ? address_.ToString() : config_.host,
+                              "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
+    } else {
+      request_.clear();
+    }
+  }
+
+  absl::Duration Interval() const { return AtLeastMin(config_.interval); }
+
+  void ScheduleNext() { interval_timer_.Enable(Interval() + checker_.RandomDelay(config_.jitter)); }
+
+  void StartProbe() {
+    SLUICE_CHECK(probe_ == nullptr);
+    absl::StatusOr<int> fd = net::ConnectNonBlocking(address_);
+    if (!fd.ok()) {
+      Finish(false, ImmediateConnectFailure(fd.status()));
+      return;
+    }
+    probe_ = std::make_unique<Probe>(checker_.dispatcher_, *fd, this, request_, config_.expected);
+    probe_timeout_ = AtLeastMin(config_.timeout);
+    timeout_timer_.Enable(probe_timeout_);
+  }
+
+  void OnTimeout() {
+    Finish(false, absl::StrCat("timeout after ", absl::FormatDuration(probe_timeout_)));
+  }
+
+  void Finish(bool pass, std::string why) {
+    timeout_timer_.Disable();
+    if (probe_ != nullptr) {
+      probe_->Cancel();
+      checker_.dispatcher_.DeferredDelete(std::move(probe_));
+    }
+    Record(pass, std::move(why));
+    ScheduleNext();
+  }
+
+  void Record(bool pass, std::string why) {
+    Health health = state_->health.load(std::memory_order_relaxed);
+    if (pass) {
+      if (passes_ != nullptr) passes_->Inc();
+      ++consecutive_passes_;
+      consecutive_failures_ = 0;
+      if (health == Health::kUnknown) {
+        Transition(Health::kHealthy, "first check passed");
+      } else if (health == Health::kUnhealthy &&
+                 consecutive_passes_ >= std::max<uint32_t>(config_.healthy_threshold, 1)) {
+        Transition(Health::kHealthy,
+                   absl::StrCat(consecutive_passes_, " consecutive ",
+                                consecutive_passes_ == 1 ? "pass" : "passes"));
+      }
+      return;
+    }
+    if (failures_ != nullptr) failures_->Inc();
+    ++consecutive_failures_;
+    consecutive_passes_ = 0;
+    SLUICE_LOG(kDebug, "cluster ", cluster_name_, " endpoint ", endpoint_key_,
+               " failed a health check: ", why);
+    if (health != Health::kUnhealthy &&
+        consecutive_failures_ >= std::max<uint32_t>(config_.unhealthy_threshold, 1)) {
+      Transition(Health::kUnhealthy,
+                 absl::StrCat(consecutive_failures_, " consecutive ",
+                              consecutive_failures_ == 1 ? "failure" : "failures", ": ", why));
+    }
+    state_->SetLastCheckFailure(std::move(why));
+  }
+
+  void Transition(Health health, const std::string& why) {
+    state_->health.store(health, std::memory_order_relaxed);
+    SLUICE_LOG(kInfo, "cluster ", cluster_name_, " endpoint ", endpoint_key_, " is now ",
+               health == Health::kHealthy ? "healthy" : "unhealthy", " (", why, ")");
+  }
+
+  HealthChecker& checker_;
+  const std::string cluster_name_;
+  const std::string endpoint_key_;
+  HealthCheckConfig config_;
+  std::shared_ptr<EndpointState> state_;
+  net::Address address_;
+  std::string request_;  // empty for TCP checks
+  stats::Counter* passes_ = nullptr;
+  stats::Counter* failures_ = nullptr;
+  uint32_t consecutive_passes_ = 0;
+  uint32_t consecutive_failures_ = 0;
+  absl::Duration probe_timeout_;
+  event::Timer interval_timer_;
+  event::Timer timeout_timer_;
+  std::unique_ptr<Probe> probe_;
+};
+
+void HealthChecker::Probe::Report(bool pass, std::string why) {
+  EndpointCheck* check = check_;
+  if (check == nullptr) return;
+  check_ = nullptr;
+  check->OnProbeDone(pass, std::move(why));  // cancels and defers deletion of this
+}
+
+HealthChecker::HealthChecker(event::Dispatcher& dispatcher)
+    : dispatcher_(dispatcher), rng_(std::random_device{}()) {}
+
+HealthChecker::~HealthChecker() = default;
+
+absl::Duration HealthChecker::RandomDelay(absl::Duration max) {
+  int64_t max_ns = absl::ToInt64Nanoseconds(max);
+  if (max_ns <= 0) return absl::ZeroDuration();
+  std::uniform_int_distribution<int64_t> dist(0, max_ns);
+  return absl::Nanoseconds(dist(rng_));
+}
+
+void HealthChecker::Update(const std::vector<std::shared_ptr<const ClusterInfo>>& clusters) {
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<EndpointCheck>> next;
+  for (const auto& cluster : clusters) {
+    if (!cluster->health_check.enabled) {
+      for (const EndpointInfo& endpoint : cluster->endpoints) {
+        if (endpoint.state == nullptr) continue;
+        Health was = endpoint.state->health.exchange(Health::kHealthy);
+        if (was != Health::kHealthy) {
+          endpoint.state->SetLastCheckFailure("");
+          SLUICE_LOG(kInfo, "cluster ", cluster->name, " endpoint ", endpoint.key,
+                     " is now healthy (health check removed)");
+        }
+      }
+      continue;
+    }
+    for (const EndpointInfo& endpoint : cluster->endpoints) {
+      auto key = std::make_pair(cluster->name, endpoint.key);
+      if (next.count(key) != 0) continue;  // the same endpoint listed twice
+      auto running = checks_.find(key);
+      if (running != checks_.end()) {
+        running->second->Reconfigure(*cluster, endpoint);
+        next.emplace(key, std::move(running->second));
+        checks_.erase(running);
+      } else {
+        next.emplace(key, std::make_unique<EndpointCheck>(*this, *cluster, endpoint));
+      }
+    }
+  }
+  // What is left in checks_ is no longer configured: stopped here.
+  checks_.swap(next);
+  next.clear();
+  active_checks_.store(checks_.size(), std::memory_order_relaxed);
+}
+
+}  // namespace sluice::upstream
