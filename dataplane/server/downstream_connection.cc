@@ -502,7 +502,6 @@ void DownstreamConnection::OnPerTryTimeout() {
     CloseNow();
     return;
   }
-  if (r.retries > 0) r.cluster->stats.retries_exhausted->Inc();
   SendLocalResponse(504, "upstream did not answer within the per-try timeout");
 }
 
@@ -686,7 +685,6 @@ void DownstreamConnection::OnUpstreamFailed(bool connect_failed, bool timed_out,
     ScheduleRetry();
     return;
   }
-  if (!r.response_started && r.retries > 0) stats.retries_exhausted->Inc();
   if (r.response_started) {
     // Cut off mid-response: the client must see the cut, not a made-up status.
     CloseNow();
@@ -709,7 +707,6 @@ void DownstreamConnection::OnRouteTimeout() {
     CloseNow();
     return;
   }
-  if (r.retries > 0) r.cluster->stats.retries_exhausted->Inc();
   close_after_response_ = true;
   SendLocalResponse(504, "upstream did not answer within the route timeout");
 }
@@ -787,7 +784,10 @@ void DownstreamConnection::FinishRequest() {
   retry_timer_.Disable();
   per_try_timer_.Disable();
   if (r.cluster) {
-    if (r.retries > 0 && r.status > 0 && r.status < 500) r.cluster->stats.retry_successes->Inc();
+    if (r.retries > 0) {
+      (r.status > 0 && r.status < 500 ? r.cluster->stats.retry_successes
+                                      : r.cluster->stats.retries_exhausted)->Inc();
+    }
     if (r.counted_request) r.cluster->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
     if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
     r.counted_request = r.counted_retry = false;

@@ -19,7 +19,9 @@ namespace {
 // into a busy loop.
 constexpr absl::Duration kMinDuration = absl::Milliseconds(1);
 
-absl::Duration AtLeastMin(absl::Duration d) { return d < kMinDuration ? kMinDuration : d; }
+absl::Duration AtLeastMin(absl::Duration d) {
+  return d < kMinDuration ? kMinDuration : d;
+}
 
 bool StatusExpected(int status, const std::vector<uint32_t>& expected) {
   if (expected.empty()) return status >= 200 && status <= 299;
@@ -58,8 +60,8 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
                              public event::DeferredDeletable {
  public:
   // `request` empty: a TCP check (pass once connected).
-  Probe(event::Dispatcher& dispatcher, int fd, EndpointCheck* check, std::string request,
-        std::vector<uint32_t> expected)
+  Probe(event::Dispatcher& dispatcher, int fd, EndpointCheck* check,
+        std::string request, std::vector<uint32_t> expected)
       : connection_(dispatcher, fd, /*connecting=*/true),
         parser_(http::Http1Parser::Mode::kResponse, this),
         check_(check),
@@ -110,8 +112,10 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
         Report(false, absl::StrCat("connection error: ", std::strerror(error)));
         return;
       case net::CloseReason::kRemoteClosed:
-        Report(false, parser_.in_message() ? "connection closed in the middle of the response head"
-                                           : "connection closed before a response");
+        Report(false,
+               parser_.in_message()
+                   ? "connection closed in the middle of the response head"
+                   : "connection closed before a response");
         return;
       case net::CloseReason::kLocal:
         Report(false, "connection closed");
@@ -145,14 +149,16 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
 // pass / failure counts.
 class HealthChecker::EndpointCheck {
  public:
-  EndpointCheck(HealthChecker& checker, const ClusterInfo& cluster, const EndpointInfo& endpoint)
+  EndpointCheck(HealthChecker& checker, const ClusterInfo& cluster,
+                const EndpointInfo& endpoint)
       : checker_(checker),
         cluster_name_(cluster.name),
         endpoint_key_(endpoint.key),
         interval_timer_(checker.dispatcher_, [this] { StartProbe(); }),
         timeout_timer_(checker.dispatcher_, [this] { OnTimeout(); }) {
     Configure(cluster, endpoint);
-    interval_timer_.Enable(checker_.RandomDelay(std::min(config_.jitter, Interval())));
+    interval_timer_.Enable(
+        checker_.RandomDelay(std::min(config_.jitter, Interval())));
   }
 
   ~EndpointCheck() {
@@ -185,10 +191,12 @@ class HealthChecker::EndpointCheck {
     passes_ = cluster.stats.health_check_passes;
     failures_ = cluster.stats.health_check_failures;
     if (config_.http) {
-      std::string_view path = config_.path.empty() ? std::string_view("/") : config_.path;
-      request_ = absl::StrCat("GET ", std::string(path), " HTTP/1.1\r\nHost: ",
-                              config_.host.empty() ? address_.ToString() : config_.host,
-                              "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
+      std::string_view path =
+          config_.path.empty() ? std::string_view("/") : config_.path;
+      request_ = absl::StrCat(
+          "GET ", std::string(path), " HTTP/1.1\r\nHost: ",
+          config_.host.empty() ? address_.ToString() : config_.host,
+          "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
     } else {
       request_.clear();
     }
@@ -196,7 +204,9 @@ class HealthChecker::EndpointCheck {
 
   absl::Duration Interval() const { return AtLeastMin(config_.interval); }
 
-  void ScheduleNext() { interval_timer_.Enable(Interval() + checker_.RandomDelay(config_.jitter)); }
+  void ScheduleNext() {
+    interval_timer_.Enable(Interval() + checker_.RandomDelay(config_.jitter));
+  }
 
   void StartProbe() {
     SLUICE_CHECK(probe_ == nullptr);
@@ -205,13 +215,15 @@ class HealthChecker::EndpointCheck {
       Finish(false, ImmediateConnectFailure(fd.status()));
       return;
     }
-    probe_ = std::make_unique<Probe>(checker_.dispatcher_, *fd, this, request_, config_.expected);
+    probe_ = std::make_unique<Probe>(checker_.dispatcher_, *fd, this, request_,
+                                     config_.expected);
     probe_timeout_ = AtLeastMin(config_.timeout);
     timeout_timer_.Enable(probe_timeout_);
   }
 
   void OnTimeout() {
-    Finish(false, absl::StrCat("timeout after ", absl::FormatDuration(probe_timeout_)));
+    Finish(false, absl::StrCat("timeout after ",
+                               absl::FormatDuration(probe_timeout_)));
   }
 
   void Finish(bool pass, std::string why) {
@@ -233,7 +245,8 @@ class HealthChecker::EndpointCheck {
       if (health == Health::kUnknown) {
         Transition(Health::kHealthy, "first check passed");
       } else if (health == Health::kUnhealthy &&
-                 consecutive_passes_ >= std::max<uint32_t>(config_.healthy_threshold, 1)) {
+                 consecutive_passes_ >=
+                     std::max<uint32_t>(config_.healthy_threshold, 1)) {
         Transition(Health::kHealthy,
                    absl::StrCat(consecutive_passes_, " consecutive ",
                                 consecutive_passes_ == 1 ? "pass" : "passes"));
@@ -246,18 +259,22 @@ class HealthChecker::EndpointCheck {
     SLUICE_LOG(kDebug, "cluster ", cluster_name_, " endpoint ", endpoint_key_,
                " failed a health check: ", why);
     if (health != Health::kUnhealthy &&
-        consecutive_failures_ >= std::max<uint32_t>(config_.unhealthy_threshold, 1)) {
-      Transition(Health::kUnhealthy,
-                 absl::StrCat(consecutive_failures_, " consecutive ",
-                              consecutive_failures_ == 1 ? "failure" : "failures", ": ", why));
+        consecutive_failures_ >=
+            std::max<uint32_t>(config_.unhealthy_threshold, 1)) {
+      Transition(
+          Health::kUnhealthy,
+          absl::StrCat(consecutive_failures_, " consecutive ",
+                       consecutive_failures_ == 1 ? "failure" : "failures",
+                       ": ", why));
     }
     state_->SetLastCheckFailure(std::move(why));
   }
 
   void Transition(Health health, const std::string& why) {
     state_->health.store(health, std::memory_order_relaxed);
-    SLUICE_LOG(kInfo, "cluster ", cluster_name_, " endpoint ", endpoint_key_, " is now ",
-               health == Health::kHealthy ? "healthy" : "unhealthy", " (", why, ")");
+    SLUICE_LOG(kInfo, "cluster ", cluster_name_, " endpoint ", endpoint_key_,
+               " is now ", health == Health::kHealthy ? "healthy" : "unhealthy",
+               " (", why, ")");
   }
 
   HealthChecker& checker_;
@@ -281,7 +298,8 @@ void HealthChecker::Probe::Report(bool pass, std::string why) {
   EndpointCheck* check = check_;
   if (check == nullptr) return;
   check_ = nullptr;
-  check->OnProbeDone(pass, std::move(why));  // cancels and defers deletion of this
+  check->OnProbeDone(pass,
+                     std::move(why));  // cancels and defers deletion of this
 }
 
 HealthChecker::HealthChecker(event::Dispatcher& dispatcher)
@@ -296,8 +314,10 @@ absl::Duration HealthChecker::RandomDelay(absl::Duration max) {
   return absl::Nanoseconds(dist(rng_));
 }
 
-void HealthChecker::Update(const std::vector<std::shared_ptr<const ClusterInfo>>& clusters) {
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<EndpointCheck>> next;
+void HealthChecker::Update(
+    const std::vector<std::shared_ptr<const ClusterInfo>>& clusters) {
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<EndpointCheck>>
+      next;
   for (const auto& cluster : clusters) {
     if (!cluster->health_check.enabled) {
       for (const EndpointInfo& endpoint : cluster->endpoints) {
@@ -305,8 +325,8 @@ void HealthChecker::Update(const std::vector<std::shared_ptr<const ClusterInfo>>
         Health was = endpoint.state->health.exchange(Health::kHealthy);
         if (was != Health::kHealthy) {
           endpoint.state->SetLastCheckFailure("");
-          SLUICE_LOG(kInfo, "cluster ", cluster->name, " endpoint ", endpoint.key,
-                     " is now healthy (health check removed)");
+          SLUICE_LOG(kInfo, "cluster ", cluster->name, " endpoint ",
+                     endpoint.key, " is now healthy (health check removed)");
         }
       }
       continue;
@@ -320,7 +340,8 @@ void HealthChecker::Update(const std::vector<std::shared_ptr<const ClusterInfo>>
         next.emplace(key, std::move(running->second));
         checks_.erase(running);
       } else {
-        next.emplace(key, std::make_unique<EndpointCheck>(*this, *cluster, endpoint));
+        next.emplace(
+            key, std::make_unique<EndpointCheck>(*this, *cluster, endpoint));
       }
     }
   }

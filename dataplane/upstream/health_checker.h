@@ -11,7 +11,8 @@
 // Results drive the endpoint's shared EndpointState::health, which workers
 // read lock-free on the request path:
 //   - pass:    kUnknown -> kHealthy on the first pass;
-//              kUnhealthy -> kHealthy after healthy_threshold consecutive passes.
+//              kUnhealthy -> kHealthy after healthy_threshold consecutive
+//              passes.
 //   - failure: kUnknown or kHealthy -> kUnhealthy after unhealthy_threshold
 //              consecutive failures; the reason goes to SetLastCheckFailure()
 //              (kept after later passes, for the admin page).
@@ -55,7 +56,9 @@ class HealthChecker {
   void Update(const std::vector<std::shared_ptr<const ClusterInfo>>& clusters);
 
   // Number of (cluster, endpoint) pairs being checked.
-  size_t active_checks() const { return active_checks_.load(std::memory_order_relaxed); }
+  size_t active_checks() const {
+    return active_checks_.load(std::memory_order_relaxed);
+  }
 
  private:
   class EndpointCheck;
@@ -67,7 +70,8 @@ class HealthChecker {
   event::Dispatcher& dispatcher_;
   std::mt19937_64 rng_;
   // Keyed by (cluster name, endpoint key).
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<EndpointCheck>> checks_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<EndpointCheck>>
+      checks_;
   std::atomic<size_t> active_checks_{0};
 };
 

@@ -17,12 +17,18 @@ std::string UpstreamServerPath() {
   return RunfilePath("tests/harness/upstream_server");
 }
 
-UpstreamServer::UpstreamServer(std::string name) : name_(std::move(name)) {
+UpstreamServer::UpstreamServer(std::string name) : UpstreamServer(std::move(name), 0, "") {}
+
+UpstreamServer::UpstreamServer(std::string name, int port, std::string defaults)
+    : name_(std::move(name)) {
   std::string log =
       absl::StrCat(MakeTempDir(absl::StrCat("upstream-", name_)), "/log");
-  process_ = std::make_unique<Process>(
-      UpstreamServerPath(),
-      std::vector<std::string>{"--port", "0", "--name", name_}, log);
+  std::vector<std::string> args = {"--port", std::to_string(port), "--name", name_};
+  if (!defaults.empty()) {
+    args.push_back("--defaults");
+    args.push_back(defaults);
+  }
+  process_ = std::make_unique<Process>(UpstreamServerPath(), args, log);
   constexpr absl::string_view kPrefix = "listening on 127.0.0.1:";
   std::optional<std::string> line;
   WaitFor(
@@ -35,8 +41,8 @@ UpstreamServer::UpstreamServer(std::string name) : name_(std::move(name)) {
   if (!line) return;
   absl::string_view tail = *line;
   tail = tail.substr(tail.find(kPrefix) + kPrefix.size());
-  int port = 0;
-  if (absl::SimpleAtoi(tail, &port)) port_ = port;
+  int bound = 0;
+  if (absl::SimpleAtoi(tail, &bound)) port_ = bound;
 }
 
 std::string UpstreamServer::address() const {

@@ -24,6 +24,9 @@ class UpstreamServer {
   // Starts `upstream_server --port 0 --name <name>` and waits (up to 10 s)
   // for its "listening on" line; ok() says whether it came.
   explicit UpstreamServer(std::string name);
+  // On a given port (0: ephemeral), with `defaults` (e.g. "status=503" or
+  // "delay_ms=50") applied to every request before its own query.
+  UpstreamServer(std::string name, int port, std::string defaults);
   UpstreamServer(const UpstreamServer&) = delete;
   UpstreamServer& operator=(const UpstreamServer&) = delete;
 

@@ -91,12 +91,16 @@ absl::string_view PathOf(absl::string_view target) {
   return target.substr(0, target.find('?'));
 }
 
+// --defaults: query parameters applied to every request before its own
+// (so one server of several can be made to fail, hang or be slow).
+std::string* const g_default_query = new std::string();
+
 absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
   ResponsePlan plan;
   size_t q = target.find('?');
-  if (q == absl::string_view::npos) return plan;
-  for (absl::string_view param :
-       absl::StrSplit(target.substr(q + 1), '&', absl::SkipEmpty())) {
+  std::string query = *g_default_query;
+  if (q != absl::string_view::npos) absl::StrAppend(&query, "&", target.substr(q + 1));
+  for (absl::string_view param : absl::StrSplit(query, '&', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(param, absl::MaxSplits('=', 1));
     const absl::string_view key = kv.first;
@@ -712,11 +716,11 @@ void OriginServer::OnSignal(evutil_socket_t, short, void* arg) {
 
 int Main(int argc, char** argv) {
   absl::StatusOr<ParsedFlags> flags =
-      ParseFlags(argc, argv, {"port", "name"}, {});
+      ParseFlags(argc, argv, {"port", "name", "defaults"}, {});
   if (!flags.ok()) {
     std::fprintf(stderr,
                  "upstream_server: %s\nusage: upstream_server [--port N] "
-                 "[--name NAME]\n",
+                 "[--name NAME] [--defaults QUERY]\n",
                  std::string(flags.status().message()).c_str());
     return 2;
   }
@@ -726,6 +730,14 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr,
                    "upstream_server: --port: '%s' is not a port number\n",
                    it->second.c_str());
+      return 2;
+    }
+  }
+  if (auto it = flags->values.find("defaults"); it != flags->values.end()) {
+    *g_default_query = it->second;
+    if (!ParsePlan("/").ok()) {
+      std::fprintf(stderr, "upstream_server: --defaults: %s\n",
+                   std::string(ParsePlan("/").status().message()).c_str());
       return 2;
     }
   }

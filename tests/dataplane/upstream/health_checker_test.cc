@@ -42,7 +42,8 @@ constexpr char kOk[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 // ephemeral range (see PortOutsideEphemeralRange) stay free of outgoing
 // connections, so a test can stop a server and start it again on its port.
 int ListenOn(int port) {
-  absl::StatusOr<net::Address> address = net::ParseAddress("127.0.0.1", static_cast<uint16_t>(port));
+  absl::StatusOr<net::Address> address =
+      net::ParseAddress("127.0.0.1", static_cast<uint16_t>(port));
   if (!address.ok()) return -1;
   absl::StatusOr<int> fd = net::Listen(*address, /*reuse_port=*/false);
   return fd.ok() ? *fd : -1;
@@ -70,10 +71,12 @@ int PortOutsideEphemeralRange() {
 class CannedUpstream {
  public:
   // nullptr if `port` cannot be bound.
-  static std::unique_ptr<CannedUpstream> Start(std::string response, int port = 0) {
+  static std::unique_ptr<CannedUpstream> Start(std::string response,
+                                               int port = 0) {
     int fd = ListenOn(port);
     if (fd < 0) return nullptr;
-    return std::unique_ptr<CannedUpstream>(new CannedUpstream(fd, std::move(response)));
+    return std::unique_ptr<CannedUpstream>(
+        new CannedUpstream(fd, std::move(response)));
   }
 
   ~CannedUpstream() { Stop(); }
@@ -122,7 +125,8 @@ class CannedUpstream {
         last_request_ = request;
       }
       if (!request.empty() && !response_.empty()) {
-        ssize_t ignored = send(client, response_.data(), response_.size(), MSG_NOSIGNAL);
+        ssize_t ignored =
+            send(client, response_.data(), response_.size(), MSG_NOSIGNAL);
         (void)ignored;
       }
       close(client);
@@ -154,7 +158,8 @@ class CannedUpstream {
 };
 
 // Polls `condition` every 10 ms until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(5)) {
+bool WaitFor(const std::function<bool()>& condition,
+             absl::Duration timeout = absl::Seconds(5)) {
   absl::Time deadline = absl::Now() + timeout;
   while (!condition()) {
     if (absl::Now() > deadline) return false;
@@ -196,9 +201,9 @@ class HealthCheckerTest : public ::testing::Test {
   }
 
   // A one-endpoint cluster on 127.0.0.1:`port` sharing `state`.
-  std::shared_ptr<const ClusterInfo> Cluster(const std::string& name, int port,
-                                             const HealthCheckConfig& hc,
-                                             std::shared_ptr<EndpointState> state) {
+  std::shared_ptr<const ClusterInfo> Cluster(
+      const std::string& name, int port, const HealthCheckConfig& hc,
+      std::shared_ptr<EndpointState> state) {
     auto cluster = std::make_shared<ClusterInfo>();
     cluster->name = name;
     EndpointInfo endpoint;
@@ -209,7 +214,8 @@ class HealthCheckerTest : public ::testing::Test {
     endpoint.state = std::move(state);
     cluster->endpoints.push_back(std::move(endpoint));
     cluster->health_check = hc;
-    cluster->stats.health_check_passes = store_.GetCounter("health_check_passes", Label(name));
+    cluster->stats.health_check_passes =
+        store_.GetCounter("health_check_passes", Label(name));
     cluster->stats.health_check_failures =
         store_.GetCounter("health_check_failures", Label(name));
     return cluster;
@@ -238,8 +244,8 @@ class HealthCheckerTest : public ::testing::Test {
     return store_.GetCounter("health_check_failures", Label(cluster))->value();
   }
 
-  static std::function<bool()> HealthIs(const std::shared_ptr<EndpointState>& state,
-                                        Health health) {
+  static std::function<bool()> HealthIs(
+      const std::shared_ptr<EndpointState>& state, Health health) {
     return [state, health] { return state->health.load() == health; };
   }
 
@@ -273,13 +279,16 @@ TEST_F(HealthCheckerTest, HttpPassMakesUnknownEndpointHealthyAtOnce) {
   EXPECT_EQ(Passes("users"), 1u);
   EXPECT_EQ(Failures("users"), 0u);
   EXPECT_EQ(state->last_check_failure(), "");
-  EXPECT_EQ(upstream->last_request(),
-            absl::StrCat("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:", upstream->port(),
-                         "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n"));
+  EXPECT_EQ(
+      upstream->last_request(),
+      absl::StrCat(
+          "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:", upstream->port(),
+          "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n"));
 
   Update({Cluster("users", upstream->port(), hc, state),
           Cluster("orders", upstream->port(), with_host, custom_host_state)});
-  ASSERT_TRUE(WaitFor(HealthIs(custom_host_state, Health::kHealthy), absl::Seconds(3)));
+  ASSERT_TRUE(
+      WaitFor(HealthIs(custom_host_state, Health::kHealthy), absl::Seconds(3)));
   EXPECT_EQ(upstream->last_request(),
             "GET /ready?full=1 HTTP/1.1\r\nHost: users.internal\r\n"
             "User-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
@@ -297,19 +306,21 @@ TEST_F(HealthCheckerTest, StatusOutsideExpectedFails) {
   ASSERT_TRUE(WaitFor(HealthIs(state, Health::kUnhealthy)));
   EXPECT_EQ(Passes("users"), 0u);
   EXPECT_GE(Failures("users"), 3u);
-  EXPECT_EQ(state->last_check_failure(), "unexpected status 200 (expected 204)");
+  EXPECT_EQ(state->last_check_failure(),
+            "unexpected status 200 (expected 204)");
 }
 
 TEST_F(HealthCheckerTest, ServerErrorFailsWithDefaultExpectedRange) {
-  auto upstream =
-      CannedUpstream::Start("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+  auto upstream = CannedUpstream::Start(
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
   ASSERT_NE(upstream, nullptr);
   auto state = NewState(Health::kHealthy);
   HealthCheckConfig hc = HttpCheck();
 
   Update({Cluster("users", upstream->port(), hc, state)});
   ASSERT_TRUE(WaitFor(HealthIs(state, Health::kUnhealthy)));
-  EXPECT_EQ(state->last_check_failure(), "unexpected status 503 (expected 200-299)");
+  EXPECT_EQ(state->last_check_failure(),
+            "unexpected status 503 (expected 200-299)");
 }
 
 TEST_F(HealthCheckerTest, BadOrMissingResponseFails) {
@@ -326,9 +337,11 @@ TEST_F(HealthCheckerTest, BadOrMissingResponseFails) {
           Cluster("silent", silent->port(), hc, silent_state)});
   ASSERT_TRUE(WaitFor(HealthIs(garbage_state, Health::kUnhealthy)));
   ASSERT_TRUE(WaitFor(HealthIs(silent_state, Health::kUnhealthy)));
-  EXPECT_TRUE(absl::StartsWith(garbage_state->last_check_failure(), "bad response: "))
+  EXPECT_TRUE(
+      absl::StartsWith(garbage_state->last_check_failure(), "bad response: "))
       << garbage_state->last_check_failure();
-  EXPECT_EQ(silent_state->last_check_failure(), "connection closed before a response");
+  EXPECT_EQ(silent_state->last_check_failure(),
+            "connection closed before a response");
 }
 
 TEST_F(HealthCheckerTest, StoppedServerTurnsUnhealthyAndRecoversOnRestart) {
@@ -340,7 +353,8 @@ TEST_F(HealthCheckerTest, StoppedServerTurnsUnhealthyAndRecoversOnRestart) {
     return upstream != nullptr;
   }));
   auto state = NewState(Health::kUnknown);
-  HealthCheckConfig hc = HttpCheck();  // 50 ms (+ up to 10 ms), 3 failures, 2 passes
+  HealthCheckConfig hc =
+      HttpCheck();  // 50 ms (+ up to 10 ms), 3 failures, 2 passes
 
   Update({Cluster("users", port, hc, state)});
   ASSERT_TRUE(WaitFor(HealthIs(state, Health::kHealthy)));
@@ -462,7 +476,9 @@ TEST_F(HealthCheckerTest, UpdateKeepingAHealthyEndpointCausesNoTransition) {
       absl::SleepFor(absl::Milliseconds(5));
     }
   }
-  ASSERT_TRUE(WaitFor([&] { return absl::StartsWith(upstream->last_request(), "GET /v2/healthz "); }));
+  ASSERT_TRUE(WaitFor([&] {
+    return absl::StartsWith(upstream->last_request(), "GET /v2/healthz ");
+  }));
   EXPECT_GT(Passes("users"), passes);
   EXPECT_EQ(Failures("users"), 0u);
   EXPECT_EQ(state->health.load(), Health::kHealthy);

@@ -1,0 +1,308 @@
+// Load balancing that survives failure, with real upstream processes that
+// fail on purpose: killed, answering 503, hanging, slow.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+class LoadBalancingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    listener_port_ = PickFreePort();
+    ASSERT_NE(listener_port_, 0);
+  }
+
+  // Starts upstreams; `defaults[i]` is the --defaults query of upstream i.
+  void StartUpstreams(const std::vector<std::string>& defaults) {
+    for (size_t i = 0; i < defaults.size(); ++i) {
+      upstreams_.push_back(std::make_unique<UpstreamServer>(absl::StrCat("up", i), 0, defaults[i]));
+      ASSERT_TRUE(upstreams_.back()->ok()) << upstreams_.back()->process().Log();
+    }
+  }
+
+  std::string Endpoints(const std::vector<int>& which) const {
+    std::string out = "[";
+    for (size_t i = 0; i < which.size(); ++i) {
+      absl::StrAppend(&out, i ? ", " : "", "{address: 127.0.0.1, port: ",
+                      upstreams_[which[i]]->port(), "}");
+    }
+    return out + "]";
+  }
+  std::string AllEndpoints() const {
+    std::vector<int> all;
+    for (size_t i = 0; i < upstreams_.size(); ++i) all.push_back(static_cast<int>(i));
+    return Endpoints(all);
+  }
+
+  // Applies a cluster spec and a route action; returns the version.
+  uint64_t Apply(const std::string& cluster_spec, const std::string& route_action) {
+    std::string yaml = absl::StrCat(
+        "kind: Cluster\nname: backends\nspec:\n", cluster_spec,
+        "\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+        "    routes:\n    - match: {prefix: /}\n      route: {cluster: backends",
+        route_action.empty() ? "" : ", ", route_action,
+        "}\n---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+        listener_port_, ", route_table: main}\n");
+    std::string path = MakeTempDir("lb-config") + "/config.yaml";
+    std::ofstream(path) << yaml;
+    auto r = cp_.Ctl({"apply", "-f", path});
+    size_t at = r.out.find("version ");
+    if (r.exit_code != 0 || at == std::string::npos) {
+      ADD_FAILURE() << r.out << r.err << yaml;
+      return 0;
+    }
+    uint64_t version = std::stoull(r.out.substr(at + 8));
+    if (!proxy_) {
+      proxy_ = std::make_unique<Proxy>(cp_.address(), "lb-proxy");
+      EXPECT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    }
+    EXPECT_TRUE(proxy_->WaitForVersion(version)) << proxy_->process().Log();
+    return version;
+  }
+
+  std::string listener() const { return absl::StrCat("127.0.0.1:", listener_port_); }
+  std::string Clusters() const { return proxy_->Admin("/clusters").second; }
+  // The /clusters line of one upstream.
+  std::string ClustersLine(int upstream) const {
+    std::string all = Clusters();
+    size_t at = all.find(absl::StrCat("127.0.0.1:", upstreams_[upstream]->port(), " "));
+    if (at == std::string::npos) return "";
+    return all.substr(at, all.find('\n', at) - at);
+  }
+
+  ControlPlane cp_{"", "info"};
+  std::vector<std::unique_ptr<UpstreamServer>> upstreams_;
+  std::unique_ptr<Proxy> proxy_;
+  int listener_port_ = 0;
+};
+
+TEST_F(LoadBalancingTest, KilledEndpointLeavesWithoutFailuresAndReturns) {
+  StartUpstreams({"", "", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
+                     "\n  health_check: {http: {path: /healthz}, interval: 200ms, timeout: 150ms,"
+                     " unhealthy_threshold: 2, healthy_threshold: 1}"
+                     // Every request that picks the dead endpoint before the
+                     // check catches it retries at once: allow that many.
+                     "\n  circuit_breakers: {max_retries: 64}"),
+        "retry_policy: {num_retries: 2, retry_on: [connect-failure, reset]}");
+  ASSERT_TRUE(WaitFor([&] { return Clusters().find("health=unknown") == std::string::npos; },
+                      absl::Seconds(10)))
+      << Clusters();
+  LoadGenerator load({.host_port = listener(), .path = "/work", .concurrency = 4});
+  load.Start();
+  absl::SleepFor(absl::Milliseconds(300));
+  const int port = upstreams_[1]->port();
+  upstreams_[1]->process().Signal(SIGKILL);
+  upstreams_[1]->process().Wait(absl::Seconds(5));
+  absl::Time killed = absl::Now();
+  ASSERT_TRUE(WaitFor([&] { return ClustersLine(1).find("health=unhealthy") != std::string::npos; },
+                      absl::Seconds(5)))
+      << Clusters();
+  absl::Duration out_after = absl::Now() - killed;
+  // interval x unhealthy_threshold = 400ms, plus a check timeout and slack.
+  EXPECT_LT(out_after, absl::Milliseconds(1500));
+  EXPECT_NE(ClustersLine(1).find("refused"), std::string::npos) << ClustersLine(1);
+  absl::SleepFor(absl::Milliseconds(300));
+  // Back on the same port: healthy again after one passing check.
+  upstreams_[1] = std::make_unique<UpstreamServer>("up1", port, "");
+  ASSERT_TRUE(upstreams_[1]->ok());
+  ASSERT_TRUE(WaitFor([&] { return ClustersLine(1).find("health=healthy") != std::string::npos; },
+                      absl::Seconds(5)))
+      << Clusters();
+  ASSERT_TRUE(WaitFor([&] { return upstreams_[1]->RequestCount().value_or(0) > 5; },
+                      absl::Seconds(5)));
+  load.Stop();
+  LoadGenerator::Counts counts = load.counts();
+  std::cout << "killed endpoint out of rotation after " << absl::FormatDuration(out_after)
+            << "; " << counts.ok << " requests, " << counts.failed << " failed\n"
+            << absl::StrJoin(counts.first_errors, "\n") << "\n";
+  EXPECT_GT(counts.ok, 100u);
+  EXPECT_EQ(counts.failed, 0u) << absl::StrJoin(counts.first_errors, "\n");
+  EXPECT_GT(proxy_->Stat("sluice_health_check_failures_total{cluster=\"backends\"}"), 0);
+}
+
+TEST_F(LoadBalancingTest, OutlierDetectionEjectsA503EndpointAndLetsItBack) {
+  StartUpstreams({"", "status=503", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
+                     "\n  outlier_detection: {consecutive_5xx: 3, base_ejection_time: 1s,"
+                     " max_ejection_percent: 50}"),
+        "");
+  int errors = 0;
+  for (int i = 0; i < 12; ++i) errors += HttpGet(listener(), "/x").status == 503;
+  EXPECT_EQ(errors, 3);  // the 4th request to it would have been the 4th 5xx
+  EXPECT_NE(ClustersLine(1).find("health=ejected"), std::string::npos) << Clusters();
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(HttpGet(listener(), "/x").status, 200);
+  EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"backends\"}"), 1);
+  // After the ejection time it takes traffic again (and fails again).
+  ASSERT_TRUE(WaitFor([&] { return ClustersLine(1).find("health=healthy") != std::string::npos; },
+                      absl::Seconds(5)))
+      << Clusters();
+  int later_errors = 0;
+  for (int i = 0; i < 6; ++i) later_errors += HttpGet(listener(), "/x").status == 503;
+  EXPECT_GE(later_errors, 1);
+}
+
+TEST_F(LoadBalancingTest, HangingEndpointIsSkippedByPerTryTimeoutAndRouteTimeoutBounds) {
+  StartUpstreams({"hang=1", "", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "timeout: 2s, retry_policy: {num_retries: 2, retry_on: [reset], per_try_timeout: 300ms}");
+  for (int i = 0; i < 6; ++i) {
+    absl::Time start = absl::Now();
+    HttpResponse r = HttpGet(listener(), "/x");
+    EXPECT_EQ(r.status, 200) << r.body << r.error;
+    EXPECT_NE(r.header("x-upstream"), "up0");
+    EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500));
+  }
+  EXPECT_GT(proxy_->Stat("sluice_retries_total{cluster=\"backends\"}"), 0);
+  // Every endpoint hangs: the route timeout bounds all tries together.
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "timeout: 1s, retry_policy: {num_retries: 10, retry_on: [reset], per_try_timeout: 400ms}");
+  absl::Time start = absl::Now();
+  HttpResponse r = HttpGet(listener(), "/x?hang=1");
+  absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_GE(took, absl::Milliseconds(900));
+  EXPECT_LT(took, absl::Milliseconds(2500));
+}
+
+TEST_F(LoadBalancingTest, CircuitBreakerRejectsTheRequestOverTheLimit) {
+  StartUpstreams({"delay_ms=1500"});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(), "\n  circuit_breakers: {max_requests: 2}"), "");
+  std::vector<std::thread> slow;
+  std::vector<int> statuses(2);
+  for (int i = 0; i < 2; ++i) {
+    slow.emplace_back([&, i] { statuses[i] = HttpGet(listener(), "/slow").status; });
+  }
+  ASSERT_TRUE(WaitFor([&] { return Clusters().find("active_requests=2 ") != std::string::npos; },
+                      absl::Seconds(5)))
+      << Clusters();
+  HttpResponse third = HttpGet(listener(), "/third");
+  EXPECT_EQ(third.status, 503);
+  EXPECT_NE(third.body.find("circuit breaker max_requests is open for cluster backends"),
+            std::string::npos)
+      << third.body;
+  for (auto& t : slow) t.join();
+  EXPECT_EQ(statuses, (std::vector<int>{200, 200}));
+  EXPECT_EQ(proxy_->Stat(
+                "sluice_circuit_breaker_overflows_total{cluster=\"backends\",breaker=\"max_requests\"}"),
+            1);
+}
+
+void MeasureConsistentHashing(LoadBalancingTest* test, const std::string& policy,
+                              const std::function<uint64_t(const std::string&, const std::string&)>& apply,
+                              const std::function<std::string(int)>& endpoints,
+                              const std::string& listener) {
+  auto spec = [&](const std::string& eps) {
+    return absl::StrCat("  lb_policy: ", policy, "\n  hash_policy: {header: x-user}\n  endpoints: ", eps);
+  };
+  apply(spec(endpoints(3)), "");
+  std::map<std::string, std::string> owner;
+  for (int k = 0; k < 150; ++k) {
+    std::string user = absl::StrCat("user-", k);
+    HttpResponse r = HttpGet(listener, "/h", {{"x-user", user}});
+    ASSERT_EQ(r.status, 200);
+    owner[user] = r.header("x-upstream");
+    // The same key lands on the same endpoint, every time.
+    EXPECT_EQ(HttpGet(listener, "/h", {{"x-user", user}}).header("x-upstream"), owner[user]);
+  }
+  std::set<std::string> used;
+  for (auto& [k, v] : owner) used.insert(v);
+  EXPECT_EQ(used.size(), 3u);
+  apply(spec(endpoints(2)), "");  // up2 removed
+  int moved = 0, moved_elsewhere = 0;
+  for (auto& [user, before] : owner) {
+    std::string after = HttpGet(listener, "/h", {{"x-user", user}}).header("x-upstream");
+    if (after != before) {
+      ++moved;
+      if (before != "up2") ++moved_elsewhere;
+    }
+  }
+  double fraction = moved / 150.0;
+  std::cout << policy << ": removing 1 of 3 endpoints moved " << moved << " of 150 keys ("
+            << fraction * 100 << "%), " << moved_elsewhere << " of them not from the removed one\n";
+  EXPECT_GT(fraction, 0.15);
+  EXPECT_LT(fraction, 0.5);
+  EXPECT_LE(moved_elsewhere, 3);
+}
+
+TEST_F(LoadBalancingTest, ConsistentHashingKeepsKeysAndMovesAboutOneNth) {
+  StartUpstreams({"", "", ""});
+  auto apply = [this](const std::string& s, const std::string& r) { return Apply(s, r); };
+  auto endpoints = [this](int n) {
+    std::vector<int> which;
+    for (int i = 0; i < n; ++i) which.push_back(i);
+    return Endpoints(which);
+  };
+  MeasureConsistentHashing(this, "RING_HASH", apply, endpoints, listener());
+  MeasureConsistentHashing(this, "MAGLEV", apply, endpoints, listener());
+}
+
+TEST_F(LoadBalancingTest, LeastRequestSendsLessToASlowEndpointThanRoundRobin) {
+  StartUpstreams({"delay_ms=40", "", ""});
+  auto share_of_slow = [&](const std::string& policy) {
+    Apply(absl::StrCat("  lb_policy: ", policy, "\n  endpoints: ", AllEndpoints()), "");
+    LoadGenerator load({.host_port = listener(), .path = "/lr", .concurrency = 8});
+    load.Start();
+    absl::SleepFor(absl::Seconds(2));
+    load.Stop();
+    LoadGenerator::Counts c = load.counts();
+    EXPECT_EQ(c.failed, 0u);
+    double share = static_cast<double>(c.by_upstream["up0"]) / static_cast<double>(c.ok);
+    std::cout << policy << ": slow endpoint got " << c.by_upstream["up0"] << " of " << c.ok
+              << " requests (" << share * 100 << "%)\n";
+    return share;
+  };
+  double round_robin = share_of_slow("ROUND_ROBIN");
+  double least_request = share_of_slow("LEAST_REQUEST");
+  EXPECT_GT(round_robin, 0.25);
+  EXPECT_LT(least_request, round_robin * 0.6);
+}
+
+TEST_F(LoadBalancingTest, RetriesNeverRepeatAPostUnlessTheRouteAllowsIt) {
+  StartUpstreams({"status=503", "status=503", "status=503"});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "retry_policy: {num_retries: 2, retry_on: [5xx]}");
+  auto total_requests = [&] {
+    int n = 0;
+    for (auto& u : upstreams_) n += u->RequestCount().value_or(0);
+    return n;
+  };
+  EXPECT_EQ(HttpRequest(listener(), "POST", "/order", {}, "payload").status, 503);
+  EXPECT_EQ(total_requests(), 1);
+  EXPECT_EQ(HttpGet(listener(), "/read").status, 503);
+  EXPECT_EQ(total_requests(), 1 + 3);  // a GET is tried 1 + 2 times
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "retry_policy: {num_retries: 2, retry_on: [5xx], retry_non_idempotent: true}");
+  EXPECT_EQ(HttpRequest(listener(), "POST", "/order", {}, "payload").status, 503);
+  EXPECT_EQ(total_requests(), 4 + 3);
+  EXPECT_GE(proxy_->Stat("sluice_retries_exhausted_total{cluster=\"backends\"}"), 2);
+}
+
+TEST_F(LoadBalancingTest, RetriedPostReplaysItsBody) {
+  StartUpstreams({"reset=1", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "retry_policy: {num_retries: 1, retry_on: [reset], retry_non_idempotent: true}");
+  std::string body(5000, 'p');
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = HttpRequest(listener(), "POST", "/replay", {}, body);
+    ASSERT_EQ(r.status, 200) << r.body << r.error;
+    EXPECT_NE(r.body.find("body-bytes=5000"), std::string::npos) << r.body;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing
