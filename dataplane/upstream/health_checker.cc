@@ -1,5 +1,7 @@
 #include "dataplane/upstream/health_checker.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string_view>
 

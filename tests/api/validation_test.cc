@@ -205,6 +205,75 @@ TEST(ValidationTest, HeaderLimitRange) {
             std::string::npos);
 }
 
+std::string ClusterErrors(const std::string& fields) {
+  return ErrorsWith("cluster { name: \"users\" endpoints { address: \"127.0.0.1\" port: 9001 } " +
+                    fields + " }");
+}
+
+TEST(ValidationTest, HealthCheckRules) {
+  EXPECT_EQ(ClusterErrors("health_check { http { path: \"/h\" } interval { seconds: 2 } }"), "");
+  EXPECT_NE(ClusterErrors("health_check { interval { seconds: 1 } }").find("health_check: needs http or tcp"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("health_check { http { path: \"h\" } }").find("health_check.http.path: is required and must start with '/'"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("health_check { tcp { } interval { seconds: 1 } timeout { seconds: 2 } }")
+                .find("health_check.timeout: must not exceed interval (1s)"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("health_check { tcp { } unhealthy_threshold: 101 }")
+                .find("health_check.unhealthy_threshold: must be 1..100, got 101"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("health_check { http { path: \"/\" expected_statuses: 99 } }")
+                .find("expected_statuses[0]: must be 100..599, got 99"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("health_check { tcp { } interval { nanos: 1000 } }")
+                .find("health_check.interval: must be between 10ms and 1h"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, OutlierPanicAndHashingRules) {
+  EXPECT_NE(ClusterErrors("outlier_detection { max_ejection_percent { value: 101 } }")
+                .find("outlier_detection.max_ejection_percent: must be 0..100, got 101"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("outlier_detection { base_ejection_time { seconds: 100000 } }")
+                .find("outlier_detection.base_ejection_time: must be between"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("panic_threshold_percent { value: 120 }")
+                .find("panic_threshold_percent: must be 0..100, got 120"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("lb_policy: RING_HASH").find("hash_policy: is required for RING_HASH and MAGLEV"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("hash_policy { header: \"x\" }").find("hash_policy: is used only with RING_HASH or MAGLEV"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("lb_policy: MAGLEV hash_policy { header: \"a b\" }")
+                .find("hash_policy.header: 'a b' is not a valid header name"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("lb_policy: RING_HASH hash_policy { source_ip: true } ring_points_per_weight: 8")
+                .find("ring_points_per_weight: must be 16..65536, got 8"),
+            std::string::npos);
+  EXPECT_EQ(ClusterErrors("lb_policy: MAGLEV hash_policy { cookie: \"session\" }"), "");
+}
+
+TEST(ValidationTest, RetryPolicyRules) {
+  auto route = [](const std::string& retry) {
+    return ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+        routes { match { prefix: "/" } route { cluster: "users" retry_policy { )" + retry + " } } } } }");
+  };
+  EXPECT_EQ(route("num_retries: 2 retry_on: \"5xx\""), "");
+  EXPECT_NE(route("num_retries: 11").find("retry_policy.num_retries: must be 0..10, got 11"),
+            std::string::npos);
+  EXPECT_NE(route("retry_on: \"sometimes\"").find("retry_policy.retry_on[0]: 'sometimes' is not one of"),
+            std::string::npos);
+  EXPECT_NE(route("retriable_status_codes: 409").find("needs \"retriable-status-codes\" in retry_on"),
+            std::string::npos);
+  EXPECT_NE(route("retry_on: \"retriable-status-codes\" retriable_status_codes: 700")
+                .find("retriable_status_codes[0]: must be 100..599, got 700"),
+            std::string::npos);
+  EXPECT_NE(route("base_interval { seconds: 20 }").find("retry_policy.base_interval: must be between 1ms and 10s"),
+            std::string::npos);
+  EXPECT_NE(route("max_replay_bytes: 20000000").find("max_replay_bytes: must be at most 16777216"),
+            std::string::npos);
+}
+
 TEST(ValidationTest, ManyErrorsAreCapped) {
   ResourceMap state;
   for (int i = 0; i < 30; ++i) {
