@@ -532,16 +532,19 @@ void Connection::Respond(const Http1Message& request,
     }
   }
   if (close_after) extra.emplace_back("connection", "close");
-  Write(Head(plan.status, request, extra));
   if (!send_body) {
+    Write(Head(plan.status, request, extra));
     FinishResponse(close_after);
     return;
   }
   if (!plan.chunked) {
-    Write(body);
+    // Head and body in one write: a process killed mid-response cuts whole
+    // responses, not a response between its head and its body.
+    Write(absl::StrCat(Head(plan.status, request, extra), body));
     FinishResponse(close_after);
     return;
   }
+  Write(Head(plan.status, request, extra));
   // Separate writes a few ms apart, so the chunks reach the proxy as separate
   // reads rather than one coalesced segment.
   size_t pieces =
