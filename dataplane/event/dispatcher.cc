@@ -69,6 +69,9 @@ Dispatcher::Dispatcher() {
   base_ = event_base_new_with_config(config);
   event_config_free(config);
   SLUICE_CHECK(base_ != nullptr);
+  // Priority 0: I/O and timers. Priority 1: flushing sends and deferred
+  // deletion, which libevent runs only once no priority-0 event is active.
+  event_base_priority_init(base_, 2);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   SLUICE_CHECK(wake_fd_ >= 0);
   wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Dispatcher::OnWake, this);
@@ -77,10 +80,17 @@ Dispatcher::Dispatcher() {
       base_, -1, 0,
       [](evutil_socket_t, short, void* arg) { static_cast<Dispatcher*>(arg)->ClearDeferred(); },
       this);
+  event_priority_set(deferred_event_, 1);
+  flush_event_ = event_new(
+      base_, -1, 0,
+      [](evutil_socket_t, short, void* arg) { static_cast<Dispatcher*>(arg)->RunFlushes(); },
+      this);
+  event_priority_set(flush_event_, 1);
 }
 
 Dispatcher::~Dispatcher() {
   ClearDeferred();
+  event_free(flush_event_);
   event_free(deferred_event_);
   event_free(wake_event_);
   close(wake_fd_);
@@ -121,6 +131,28 @@ void Dispatcher::RunPosted() {
     batch.swap(posted_);
   }
   for (auto& fn : batch) fn();
+}
+
+void Dispatcher::ScheduleFlush(Flushable* target) {
+  if (to_flush_.empty()) event_active(flush_event_, 0, 0);
+  to_flush_.push_back(target);
+}
+
+void Dispatcher::CancelFlush(Flushable* target) {
+  for (auto& t : to_flush_) {
+    if (t == target) t = nullptr;
+  }
+}
+
+void Dispatcher::RunFlushes() {
+  // Flushing may schedule more (a flush that completes a close): loop.
+  while (!to_flush_.empty()) {
+    std::vector<Flushable*> batch;
+    batch.swap(to_flush_);
+    for (Flushable* t : batch) {
+      if (t != nullptr) t->Flush();
+    }
+  }
 }
 
 void Dispatcher::DeferredDelete(std::unique_ptr<DeferredDeletable> object) {

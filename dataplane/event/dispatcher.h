@@ -66,6 +66,13 @@ class FileEvent {
   std::function<void(short)> callback_;
 };
 
+// Something with output to send at the end of the loop iteration.
+class Flushable {
+ public:
+  virtual ~Flushable() = default;
+  virtual void Flush() = 0;
+};
+
 class Dispatcher {
  public:
   Dispatcher();
@@ -83,6 +90,13 @@ class Dispatcher {
   void Post(std::function<void()> fn);
 
   void DeferredDelete(std::unique_ptr<DeferredDeletable> object);
+
+  // Sends are gathered and made after the I/O events of a loop iteration
+  // (as HAProxy does), so a burst of events wakes each peer once, not in the
+  // middle of the burst. ScheduleFlush() queues `target` (once);
+  // CancelFlush() must be called before a queued target is destroyed.
+  void ScheduleFlush(Flushable* target);
+  void CancelFlush(Flushable* target);
   // Frees what DeferredDelete() queued, now (at shutdown, outside callbacks).
   void RunDeferredDeletes() { ClearDeferred(); }
 
@@ -90,11 +104,14 @@ class Dispatcher {
   static void OnWake(evutil_socket_t fd, short, void* arg);
   void RunPosted();
   void ClearDeferred();
+  void RunFlushes();
 
   event_base* base_;
   int wake_fd_;
   ::event* wake_event_;
   ::event* deferred_event_;
+  ::event* flush_event_;
+  std::vector<Flushable*> to_flush_;
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;
 
   absl::Mutex post_mu_;

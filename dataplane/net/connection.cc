@@ -26,6 +26,7 @@ Connection::Connection(event::Dispatcher& dispatcher, int fd, bool connecting)
 
 Connection::~Connection() { Close(); }
 
+
 void Connection::UpdateEvents() {
   if (fd_ < 0) return;
   short events = 0;
@@ -48,39 +49,18 @@ void Connection::Write(std::string_view bytes) { Write2(bytes, {}); }
 
 void Connection::Write2(std::string_view a, std::string_view b) {
   if (fd_ < 0) return;
-  if (connecting_ || batching_ || !output_.empty()) {
-    output_.Append(a);
-    output_.Append(b);
-    return;
+  output_.Append(a);
+  output_.Append(b);
+  if (connecting_ || flush_scheduled_ || (file_event_->enabled() & event::FileEvent::kWrite)) {
+    return;  // sent when connected, at the scheduled flush, or when writable
   }
-  iovec iov[2] = {{const_cast<char*>(a.data()), a.size()},
-                  {const_cast<char*>(b.data()), b.size()}};
-  int count = b.empty() ? 1 : 2;
-  ssize_t n = ::writev(fd_, iov, count);
-  if (n < 0) {
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      // Reported through the read side (or the next write event).
-      output_.Append(a);
-      output_.Append(b);
-      UpdateEvents();
-      return;
-    }
-    n = 0;
-  }
-  size_t written = static_cast<size_t>(n);
-  if (written < a.size()) {
-    output_.Append(a.substr(written));
-    output_.Append(b);
-  } else if (written - a.size() < b.size()) {
-    output_.Append(b.substr(written - a.size()));
-  }
-  if (!output_.empty()) UpdateEvents();
+  flush_scheduled_ = true;
+  dispatcher_.ScheduleFlush(this);
 }
 
-void Connection::EndBatch() {
-  batching_ = false;
+void Connection::Flush() {
+  flush_scheduled_ = false;
   if (fd_ < 0 || connecting_ || output_.empty()) return;
-  if (file_event_->enabled() & event::FileEvent::kWrite) return;  // already waiting
   HandleWrite();
 }
 
@@ -168,6 +148,10 @@ void Connection::Fail(CloseReason reason, int error) {
 }
 
 void Connection::Close() {
+  if (flush_scheduled_) {
+    dispatcher_.CancelFlush(this);
+    flush_scheduled_ = false;
+  }
   if (fd_ < 0) return;
   file_event_.reset();
   ::close(fd_);

@@ -32,11 +32,11 @@ class ConnectionCallbacks {
   virtual void OnClosed(CloseReason reason, int error) = 0;
 };
 
-class Connection {
+class Connection : public event::Flushable {
  public:
   // Takes ownership of `fd`. `connecting`: a connect() is in progress.
   Connection(event::Dispatcher& dispatcher, int fd, bool connecting);
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -47,10 +47,9 @@ class Connection {
   // Writes several pieces with one syscall when possible.
   void Write2(std::string_view a, std::string_view b);
   size_t output_size() const { return output_.size(); }
-  // Between BeginBatch() and EndBatch() writes only queue; EndBatch() sends
-  // them with one syscall (a response head and its body, for example).
-  void BeginBatch() { batching_ = true; }
-  void EndBatch();
+  // Writes queue and are sent at the end of the loop iteration (see
+  // Dispatcher::ScheduleFlush), with one syscall for everything queued.
+  void Flush() override;
 
   // Stops (or resumes) reading from the socket: back-pressure.
   void SetReadEnabled(bool enabled);
@@ -83,7 +82,7 @@ class Connection {
   bool connecting_;
   bool read_enabled_ = true;
   bool close_after_flush_ = false;
-  bool batching_ = false;
+  bool flush_scheduled_ = false;
   uint64_t bytes_read_ = 0;
   Buffer input_;
   Buffer output_;

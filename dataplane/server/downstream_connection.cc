@@ -189,7 +189,22 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   timer_.Disable();
   timer_is_head_ = false;
   worker_.stats().downstream_requests_total->Inc();
-  request_ = std::make_unique<Request>();
+  // Reuse the last request's object and buffers: no allocation per request
+  // on a keep-alive connection.
+  if (spare_request_) {
+    std::string upstream_head = std::move(spare_request_->upstream_head);
+    std::string replay = std::move(spare_request_->replay);
+    std::string request_id = std::move(spare_request_->request_id);
+    *spare_request_ = Request();
+    upstream_head.clear();
+    replay.clear();
+    spare_request_->upstream_head = std::move(upstream_head);
+    spare_request_->replay = std::move(replay);
+    spare_request_->request_id = std::move(request_id);
+    request_ = std::move(spare_request_);
+  } else {
+    request_ = std::make_unique<Request>();
+  }
   Request& r = *request_;
   r.snapshot = worker_.snapshot();
   r.method.assign(head.method);
@@ -200,8 +215,11 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
                (head.framing == http::BodyFraming::kContentLength && head.content_length > 0);
   r.request_chunked = head.framing == http::BodyFraming::kChunked;
   const http::HeaderField* id_header = http::FindHeader(head.headers, "x-request-id");
-  r.request_id = id_header && ValidRequestId(id_header->value) ? std::string(id_header->value)
-                                                               : worker_.NewRequestId();
+  if (id_header && ValidRequestId(id_header->value)) {
+    r.request_id.assign(id_header->value);
+  } else {
+    worker_.NewRequestId(&r.request_id);
+  }
   if (!r.client_keep_alive) close_after_response_ = true;
   // An Upgrade request is forwarded as a plain request (Upgrade is hop-by-hop
   // and removed); the parser's pause after it is lifted in FinishRequest.
@@ -548,16 +566,6 @@ void DownstreamConnection::OnUpstreamConnected() {
   }
 }
 
-void DownstreamConnection::OnUpstreamReadBegin() {
-  if (!closed_) connection_->BeginBatch();
-}
-
-void DownstreamConnection::OnUpstreamReadEnd() {
-  // May run after this connection closed (deletion is deferred): EndBatch on
-  // a closed connection does nothing.
-  connection_->EndBatch();
-}
-
 void DownstreamConnection::OnUpstreamWriteDrained() {
   // The upstream took the body bytes it was behind on: read the client again.
   if (!closed_ && !closing_ && request_ && !connection_->read_enabled()) {
@@ -592,7 +600,8 @@ void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
   }
   if (worker_.draining() || (request_message_open_ && r.has_body)) close_after_response_ = true;
 
-  std::string out;
+  std::string& out = response_head_;
+  out.clear();
   out.reserve(head.head_bytes + 96);
   out.append("HTTP/1.1 ");
   absl::StrAppend(&out, head.status);
@@ -732,7 +741,12 @@ void DownstreamConnection::SendLocalResponse(int status, std::string_view error,
                                              std::string_view body_override,
                                              std::string_view content_type) {
   if (closed_) return;
-  std::string request_id = request_ ? request_->request_id : worker_.NewRequestId();
+  std::string request_id;
+  if (request_) {
+    request_id = request_->request_id;
+  } else {
+    worker_.NewRequestId(&request_id);
+  }
   if (request_ && request_->response_started) {
     CloseNow();
     return;
@@ -792,7 +806,9 @@ void DownstreamConnection::FinishRequest() {
     if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
     r.counted_request = r.counted_retry = false;
   }
-  request_.reset();
+  r.snapshot.reset();
+  r.upstream.reset();
+  spare_request_ = std::move(request_);
   FinishConnectionAfterResponse();
 }
 

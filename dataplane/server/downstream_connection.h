@@ -55,8 +55,6 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void OnUpstreamComplete() override;
   void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
   void OnUpstreamWriteDrained() override;
-  void OnUpstreamReadBegin() override;
-  void OnUpstreamReadEnd() override;
 
  private:
   struct Request;
@@ -101,6 +99,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
   std::unique_ptr<Request> request_;
+  std::unique_ptr<Request> spare_request_;  // the last one, kept for reuse
+  std::string response_head_;               // scratch for response heads
   bool close_after_response_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed

@@ -141,21 +141,21 @@ void Worker::RemoveConnection(DownstreamConnection* connection) {
   dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(connection));
 }
 
-std::string Worker::NewRequestId() {
+void Worker::NewRequestId(std::string* out) {
   // A random (version 4) UUID: 8-4-4-4-12 hex digits.
   static constexpr char kHex[] = "0123456789abcdef";
   uint64_t a = id_rng_();
   uint64_t b = id_rng_();
   a = (a & ~0xf000ull) | 0x4000ull;                   // version 4
   b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);  // variant 10xx
-  std::string id(36, '-');
+  std::string& id = *out;
+  id.assign(36, '-');
   int pos = 0;
   for (int i = 0; i < 32; ++i) {
     if (i == 8 || i == 12 || i == 16 || i == 20) ++pos;
     uint64_t word = i < 16 ? a : b;
     id[pos++] = kHex[(word >> (60 - 4 * (i % 16))) & 0xf];
   }
-  return id;
 }
 
 }  // namespace sluice::server

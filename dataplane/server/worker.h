@@ -58,7 +58,8 @@ class Worker {
   upstream::EndpointPicker& picker() { return picker_; }
   ProxyStats& stats() { return stats_; }
   bool draining() const { return draining_; }
-  std::string NewRequestId();
+  // A new random UUID into `out` (reusing its storage).
+  void NewRequestId(std::string* out);
   void RemoveConnection(DownstreamConnection* connection);
 
  private:

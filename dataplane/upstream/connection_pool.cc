@@ -61,10 +61,7 @@ void UpstreamConnection::OnReadable() {
     pool_.RemoveIdle(this);
     return;
   }
-  UpstreamEvents* events = events_;
-  if (events) events->OnUpstreamReadBegin();
   ReadResponse();
-  if (events) events->OnUpstreamReadEnd();
 }
 
 void UpstreamConnection::ReadResponse() {

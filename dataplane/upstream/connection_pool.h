@@ -38,10 +38,6 @@ class UpstreamEvents {
   // `connect_failed`: it never connected (refused, timed out).
   virtual void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) = 0;
   virtual void OnUpstreamWriteDrained() = 0;
-  // Brackets the events from one read of the upstream socket, so the
-  // receiver can send what they produce with one write.
-  virtual void OnUpstreamReadBegin() {}
-  virtual void OnUpstreamReadEnd() {}
 };
 
 class UpstreamConnection : public net::ConnectionCallbacks,
