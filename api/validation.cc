@@ -554,11 +554,12 @@ void ValidateResource(const Resource& resource,
   }
 }
 
-std::vector<ValidationError> ValidateState(const ResourceMap& state) {
+std::vector<ValidationError> ValidateState(const ResourceMap& state,
+                                           const std::set<ResourceId>* changed) {
   std::vector<ValidationError> errors;
   std::map<uint32_t, std::vector<const Listener*>> by_port;
   for (const auto& [id, resource] : state) {
-    ValidateResource(resource, &errors);
+    if (changed == nullptr || changed->count(id)) ValidateResource(resource, &errors);
     if (IdOf(resource) != id) {
       errors.push_back({id, "name", absl::StrCat("stored under '", id.second,
                                                  "' but named '", NameOf(resource), "'")});
@@ -629,8 +630,8 @@ absl::Status ToStatus(const std::vector<ValidationError>& errors) {
   return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
 }
 
-absl::Status CheckState(const ResourceMap& state) {
-  return ToStatus(ValidateState(state));
+absl::Status CheckState(const ResourceMap& state, const std::set<ResourceId>* changed) {
+  return ToStatus(ValidateState(state, changed));
 }
 
 }  // namespace sluice::api

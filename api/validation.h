@@ -9,6 +9,7 @@
 #ifndef SLUICE_API_VALIDATION_H_
 #define SLUICE_API_VALIDATION_H_
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,14 +68,18 @@ void ValidateResource(const Resource& resource,
 
 // Every per-resource rule plus the rules across resources: references to
 // unknown route tables and clusters, listeners that conflict on an address.
-std::vector<ValidationError> ValidateState(const ResourceMap& state);
+// With `changed`, the per-resource rules run only for those ids (the rest
+// passed them when they were accepted); the rules across resources always
+// run over the whole state.
+std::vector<ValidationError> ValidateState(const ResourceMap& state,
+                                           const std::set<ResourceId>* changed = nullptr);
 
 // OK, or INVALID_ARGUMENT listing the errors one per line (at most 20, then a
 // count of the rest).
 absl::Status ToStatus(const std::vector<ValidationError>& errors);
 
-// Shorthand: ToStatus(ValidateState(state)).
-absl::Status CheckState(const ResourceMap& state);
+// Shorthand: ToStatus(ValidateState(state, changed)).
+absl::Status CheckState(const ResourceMap& state, const std::set<ResourceId>* changed = nullptr);
 
 }  // namespace sluice::api
 

@@ -8,10 +8,12 @@
 namespace sluice::config {
 
 ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
-                           uint64_t held_version, api::ResourceMap held, ApplyFn apply)
+                           uint64_t held_version, api::ResourceMap held, ApplyFn apply,
+                           PersistFn persist)
     : control_plane_(std::move(control_plane)),
       node_(std::move(node)),
       apply_(std::move(apply)),
+      persist_(std::move(persist)),
       held_version_(held_version),
       held_(std::move(held)) {}
 
@@ -78,17 +80,24 @@ void ConfigClient::RunStream() {
     if (!connected_.exchange(true)) {
       SLUICE_LOG(kInfo, "connected to control plane ", control_plane_);
     }
+    absl::Time received = absl::Now();
     api::ResourceMap next = held_;
+    std::set<api::ResourceId> changed;
     for (const auto& key : response.removed()) next.erase({key.kind(), key.name()});
-    for (const auto& resource : response.resources()) next[api::IdOf(resource)] = resource;
-    absl::Status status = apply_(response.version(), next);
+    for (const auto& resource : response.resources()) {
+      changed.insert(api::IdOf(resource));
+      next[api::IdOf(resource)] = resource;
+    }
+    absl::Status status = apply_(response.version(), next, changed);
     discovery::v1::DiscoveryRequest answer;
     answer.set_response_nonce(response.nonce());
     if (status.ok()) {
       held_ = std::move(next);
       held_version_ = response.version();
       answer.set_version_applied(held_version_);
-      SLUICE_LOG(kInfo, "applied config version ", held_version_);
+      SLUICE_LOG(kInfo, "applied config version ", held_version_, " (", changed.size(),
+                 " resources changed, ", response.removed_size(), " removed) in ",
+                 absl::FormatDuration(absl::Now() - received));
     } else {
       answer.set_version_applied(held_version_);
       answer.set_error_detail(std::string(status.message()));
@@ -96,6 +105,7 @@ void ConfigClient::RunStream() {
                  status.message());
     }
     ok = stream->Write(answer);
+    if (status.ok() && persist_) persist_(held_version_, held_);
   }
   grpc::Status status = stream->Finish();
   {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -27,10 +28,15 @@ namespace sluice::config {
 
 class ConfigClient {
  public:
-  using ApplyFn = std::function<absl::Status(uint64_t version, const api::ResourceMap& resources)>;
+  // `changed`: the ids the response added or changed.
+  using ApplyFn = std::function<absl::Status(uint64_t version, const api::ResourceMap& resources,
+                                             const std::set<api::ResourceId>& changed)>;
 
+  // `persist` runs after an applied version is ACKed (keeping it on disk
+  // must not delay the ACK).
+  using PersistFn = std::function<void(uint64_t version, const api::ResourceMap& resources)>;
   ConfigClient(std::string control_plane, discovery::v1::Node node, uint64_t held_version,
-               api::ResourceMap held, ApplyFn apply);
+               api::ResourceMap held, ApplyFn apply, PersistFn persist);
   ~ConfigClient();
 
   void Start();
@@ -44,6 +50,7 @@ class ConfigClient {
   const std::string control_plane_;
   const discovery::v1::Node node_;
   ApplyFn apply_;
+  PersistFn persist_;
   std::thread thread_;
   std::atomic<bool> connected_{false};
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "api/validation.h"
 
@@ -37,12 +38,30 @@ absl::StatusOr<std::shared_ptr<ListenSockets>> ListenerSocketCache::Get(
 
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
-    stats::StatsStore& store, upstream::HealthRegistry& registry) {
-  if (absl::Status status = api::CheckState(resources); !status.ok()) return status;
+    stats::StatsStore& store, upstream::HealthRegistry& registry,
+    const ConfigSnapshot* previous, const std::set<api::ResourceId>* changed) {
+  // Unchanged resources passed the per-resource rules when they came.
+  const bool incremental = previous != nullptr && changed != nullptr;
+  if (absl::Status status = api::CheckState(resources, incremental ? changed : nullptr);
+      !status.ok()) {
+    return status;
+  }
   auto snapshot = std::make_shared<ConfigSnapshot>();
   snapshot->version = version;
+  auto reusable = [&](const api::ResourceId& id) {
+    return previous != nullptr && changed != nullptr && !changed->count(id) &&
+           previous->resources.count(id);
+  };
   for (const auto& [id, resource] : resources) {
-    if (resource.has_cluster()) {
+    if (resource.has_cluster() && reusable(id) && previous->clusters.count(id.second)) {
+      const auto& cluster = previous->clusters.at(id.second);
+      for (const auto& e : cluster->endpoints) snapshot->endpoint_keys.insert(e.key);
+      snapshot->clusters[id.second] = cluster;
+    } else if (resource.has_route_table() && reusable(id) &&
+               previous->route_tables.count(id.second)) {
+      snapshot->route_tables[id.second] = previous->route_tables.at(id.second);
+      snapshot->route_stats[id.second] = previous->route_stats.at(id.second);
+    } else if (resource.has_cluster()) {
       auto cluster = upstream::CompileCluster(resource.cluster(), store, registry);
       if (!cluster.ok()) return cluster.status();
       for (const auto& e : (*cluster)->endpoints) snapshot->endpoint_keys.insert(e.key);
@@ -54,7 +73,22 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                                                        table.status().message()));
       }
       std::vector<RouteStats> route_stats((*table)->route_count());
+      // Routes the previous version of this table had keep their counters
+      // (found by name, far cheaper than building their label sets again).
+      absl::flat_hash_map<std::string, const RouteStats*> kept;
+      if (previous != nullptr && previous->route_tables.count(id.second)) {
+        const auto& old_table = *previous->route_tables.at(id.second);
+        const auto& old_stats = previous->route_stats.at(id.second);
+        kept.reserve(old_table.route_count());
+        for (uint32_t i = 0; i < old_table.route_count(); ++i) {
+          kept.emplace(old_table.route(i).name, &old_stats[i]);
+        }
+      }
       for (uint32_t i = 0; i < (*table)->route_count(); ++i) {
+        if (auto it = kept.find((*table)->route(i).name); it != kept.end()) {
+          route_stats[i] = *it->second;
+          continue;
+        }
         for (int c = 1; c <= 5; ++c) {
           route_stats[i].by_class[c] = store.GetCounter(
               "sluice_route_requests_total",

@@ -75,9 +75,16 @@ struct ConfigSnapshot {
 // Validates `resources` with the shared validation library and compiles
 // them. Errors name the resource and field; nothing is bound on error
 // except sockets that the next successful version may reuse.
+//
+// With `previous` and `changed` (the ids the new version adds or changes),
+// clusters and route tables that did not change are taken over from
+// `previous` compiled as they are, so one changed route costs one route
+// table's compilation, not the whole config's.
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
-    stats::StatsStore& store, upstream::HealthRegistry& registry);
+    stats::StatsStore& store, upstream::HealthRegistry& registry,
+    const ConfigSnapshot* previous = nullptr,
+    const std::set<api::ResourceId>* changed = nullptr);
 
 }  // namespace sluice::config
 

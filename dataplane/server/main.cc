@@ -66,8 +66,11 @@ class ProxyServer {
 
   // Validate, compile, publish. Called on the config thread (or at start-up
   // on the main thread before that thread exists).
-  absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist) {
-    auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_);
+  absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist,
+                     const std::set<api::ResourceId>* changed = nullptr) {
+    std::shared_ptr<const config::ConfigSnapshot> previous = current();
+    auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
+                                            previous.get(), changed);
     if (!snapshot.ok()) {
       configs_rejected_->Inc();
       return snapshot.status();
@@ -84,11 +87,15 @@ class ProxyServer {
     }
     configs_applied_->Inc();
     config_version_->Set(static_cast<int64_t>(version));
-    if (persist && state_store_) {
-      absl::Status saved = state_store_->Save({version, resources});
-      if (!saved.ok()) SLUICE_LOG(kWarning, "cannot keep config in state dir: ", saved.message());
-    }
+    if (persist) Persist(version, resources);
     return absl::OkStatus();
+  }
+
+  // Keeps the config in --state-dir for a restart without the control plane.
+  void Persist(uint64_t version, const api::ResourceMap& resources) {
+    if (!state_store_) return;
+    absl::Status saved = state_store_->Save({version, resources});
+    if (!saved.ok()) SLUICE_LOG(kWarning, "cannot keep config in state dir: ", saved.message());
   }
 
   std::shared_ptr<const config::ConfigSnapshot> current() const {
@@ -247,8 +254,12 @@ int Run(int argc, char** argv) {
   (*node.mutable_labels())["pid"] = std::to_string(getpid());
   config::ConfigClient client(
       control_plane, node, held.version, held.resources,
+      [&proxy](uint64_t version, const api::ResourceMap& resources,
+               const std::set<api::ResourceId>& changed) {
+        return proxy.Apply(version, resources, /*persist=*/false, &changed);
+      },
       [&proxy](uint64_t version, const api::ResourceMap& resources) {
-        return proxy.Apply(version, resources, /*persist=*/true);
+        proxy.Persist(version, resources);
       });
   client.Start();
   SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",

@@ -66,6 +66,24 @@ TEST(SnapshotTest, KeptListenerKeepsItsSockets) {
   EXPECT_EQ((*first)->listeners.at("l").sockets, (*second)->listeners.at("l").sockets);
 }
 
+TEST(SnapshotTest, UnchangedResourcesAreTakenOverCompiled) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  auto first = CompileSnapshot(1, State(port), sockets, store, registry);
+  ASSERT_TRUE(first.ok());
+  std::set<api::ResourceId> changed = {{config::v1::ROUTE_TABLE, "rt"}};
+  auto second = CompileSnapshot(2, State(port), sockets, store, registry, first->get(), &changed);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*first)->clusters.at("c"), (*second)->clusters.at("c"));           // reused
+  EXPECT_NE((*first)->route_tables.at("rt"), (*second)->route_tables.at("rt"));  // recompiled
+  // Without the previous snapshot everything is compiled afresh.
+  auto third = CompileSnapshot(3, State(port), sockets, store, registry);
+  ASSERT_TRUE(third.ok());
+  EXPECT_NE((*first)->clusters.at("c"), (*third)->clusters.at("c"));
+}
+
 TEST(SnapshotTest, InvalidStateIsRejectedWithTheField) {
   ListenerSocketCache sockets(1);
   stats::StatsStore store;
