@@ -379,6 +379,9 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
   table->name_ = config.name();
   table->virtual_hosts_.resize(config.virtual_hosts_size());
 
+  size_t total_routes = 0;
+  for (const auto& vhost : config.virtual_hosts()) total_routes += vhost.routes_size();
+  table->routes_.reserve(total_routes);  // RouteEntry is large: no regrowth copies
   for (int v = 0; v < config.virtual_hosts_size(); ++v) {
     const config::v1::VirtualHost& vhost_config = config.virtual_hosts(v);
     VirtualHost& vhost = table->virtual_hosts_[v];
