@@ -76,6 +76,10 @@ uint64_t ContentHash(const Resource& resource) {
   return hash;
 }
 
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
 ResourceKey KeyOf(const Resource& resource) {
   ResourceKey key;
   key.set_kind(KindOf(resource));

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
 #include "sluice/config/v1/config.pb.h"
 
 namespace sluice::api {
@@ -46,6 +48,9 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text);
 uint64_t ContentHash(const Resource& resource);
 
 ResourceKey KeyOf(const Resource& resource);
+
+// A protobuf Duration as an absl::Duration.
+absl::Duration ToDuration(const google::protobuf::Duration& d);
 
 struct StateDiff {
   std::vector<ResourceId> added;

@@ -120,7 +120,7 @@ void CheckDuration(const google::protobuf::Duration& d, bool present,
     sink.Add(std::string(field), "must be a non-negative duration");
     return;
   }
-  absl::Duration value = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  absl::Duration value = ToDuration(d);
   if (value < min || value > max) {
     sink.Add(std::string(field),
              absl::StrCat("must be between ", absl::FormatDuration(min), " and ",
@@ -440,10 +440,10 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     CheckDuration(hc.interval_jitter(), hc.has_interval_jitter(), "health_check.interval_jitter",
                   absl::ZeroDuration(), absl::Hours(1), sink);
     absl::Duration interval = hc.has_interval()
-        ? absl::Seconds(hc.interval().seconds()) + absl::Nanoseconds(hc.interval().nanos())
+        ? ToDuration(hc.interval())
         : kDefaultHealthCheckInterval;
     absl::Duration timeout = hc.has_timeout()
-        ? absl::Seconds(hc.timeout().seconds()) + absl::Nanoseconds(hc.timeout().nanos())
+        ? ToDuration(hc.timeout())
         : kDefaultHealthCheckTimeout;
     if (timeout > interval) {
       sink.Add("health_check.timeout",

@@ -9,10 +9,6 @@
 namespace sluice::config {
 namespace {
 
-absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
 }  // namespace
 
 ListenSockets::~ListenSockets() {
@@ -123,9 +119,9 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                                             ? l.http().max_request_headers_bytes()
                                             : api::kDefaultMaxRequestHeadersBytes;
     runtime.request_headers_timeout = l.http().has_request_headers_timeout()
-                                          ? ToDuration(l.http().request_headers_timeout())
+                                          ? api::ToDuration(l.http().request_headers_timeout())
                                           : api::kDefaultRequestHeadersTimeout;
-    runtime.idle_timeout = l.http().has_idle_timeout() ? ToDuration(l.http().idle_timeout())
+    runtime.idle_timeout = l.http().has_idle_timeout() ? api::ToDuration(l.http().idle_timeout())
                                                        : api::kDefaultIdleTimeout;
     snapshot->listeners[l.name()] = std::move(runtime);
   }

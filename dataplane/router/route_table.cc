@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "api/resource.h"
 #include "api/validation.h"
 #include "re2/re2.h"
 
@@ -528,15 +529,11 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
                 field, ".route: needs cluster or weighted_clusters"));
           }
           if (action.has_timeout()) {
-            entry.timeout = absl::Seconds(action.timeout().seconds()) +
-                            absl::Nanoseconds(action.timeout().nanos());
+            entry.timeout = api::ToDuration(action.timeout());
           }
           entry.prefix_rewrite = action.prefix_rewrite();
           if (action.has_retry_policy()) {
             const auto& rp = action.retry_policy();
-            auto to_duration = [](const google::protobuf::Duration& d) {
-              return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-            };
             RouteEntry::Retry& r = entry.retry;
             r.num_retries = rp.num_retries() ? rp.num_retries() : 1;
             if (rp.retry_on_size() == 0) {
@@ -550,10 +547,10 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
             }
             r.status_codes.assign(rp.retriable_status_codes().begin(),
                                   rp.retriable_status_codes().end());
-            r.per_try_timeout = to_duration(rp.per_try_timeout());
-            r.base_interval = rp.has_base_interval() ? to_duration(rp.base_interval())
+            r.per_try_timeout = api::ToDuration(rp.per_try_timeout());
+            r.base_interval = rp.has_base_interval() ? api::ToDuration(rp.base_interval())
                                                      : api::kDefaultRetryBaseInterval;
-            r.max_interval = rp.has_max_interval() ? to_duration(rp.max_interval())
+            r.max_interval = rp.has_max_interval() ? api::ToDuration(rp.max_interval())
                                                    : api::kDefaultRetryMaxInterval;
             if (r.max_interval < r.base_interval) r.max_interval = r.base_interval;
             r.retry_non_idempotent = rp.retry_non_idempotent();

@@ -1,15 +1,12 @@
 #include "dataplane/upstream/cluster.h"
 
 #include "absl/strings/str_cat.h"
+#include "api/resource.h"
 #include "api/validation.h"
 
 namespace sluice::upstream {
 
 namespace {
-
-absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
 
 uint32_t OrDefault(uint32_t value, uint32_t fallback) { return value ? value : fallback; }
 
@@ -26,9 +23,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     h.path = hc.http().path();
     h.host = hc.http().host();
     h.expected.assign(hc.http().expected_statuses().begin(), hc.http().expected_statuses().end());
-    h.interval = hc.has_interval() ? ToDuration(hc.interval()) : api::kDefaultHealthCheckInterval;
-    h.timeout = hc.has_timeout() ? ToDuration(hc.timeout()) : api::kDefaultHealthCheckTimeout;
-    h.jitter = ToDuration(hc.interval_jitter());
+    h.interval = hc.has_interval() ? api::ToDuration(hc.interval()) : api::kDefaultHealthCheckInterval;
+    h.timeout = hc.has_timeout() ? api::ToDuration(hc.timeout()) : api::kDefaultHealthCheckTimeout;
+    h.jitter = api::ToDuration(hc.interval_jitter());
     h.healthy_threshold = OrDefault(hc.healthy_threshold(), api::kDefaultHealthyThreshold);
     h.unhealthy_threshold = OrDefault(hc.unhealthy_threshold(), api::kDefaultUnhealthyThreshold);
     h.healthy_on_add = hc.healthy_on_add();
@@ -42,9 +39,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     o.consecutive_gateway_failure = od.has_consecutive_gateway_failure()
                                         ? od.consecutive_gateway_failure().value()
                                         : api::kDefaultConsecutiveGatewayFailure;
-    o.base_ejection_time = od.has_base_ejection_time() ? ToDuration(od.base_ejection_time())
+    o.base_ejection_time = od.has_base_ejection_time() ? api::ToDuration(od.base_ejection_time())
                                                        : api::kDefaultBaseEjectionTime;
-    o.max_ejection_time = od.has_max_ejection_time() ? ToDuration(od.max_ejection_time())
+    o.max_ejection_time = od.has_max_ejection_time() ? api::ToDuration(od.max_ejection_time())
                                                      : api::kDefaultMaxEjectionTime;
     o.max_ejection_percent = od.has_max_ejection_percent() ? od.max_ejection_percent().value()
                                                            : api::kDefaultMaxEjectionPercent;
@@ -62,8 +59,7 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->name = cluster.name();
   info->lb_policy = cluster.lb_policy();
   info->connect_timeout = cluster.has_connect_timeout()
-                              ? absl::Seconds(cluster.connect_timeout().seconds()) +
-                                    absl::Nanoseconds(cluster.connect_timeout().nanos())
+                              ? api::ToDuration(cluster.connect_timeout())
                               : api::kDefaultConnectTimeout;
   info->max_idle_per_endpoint = cluster.max_idle_connections_per_endpoint()
                                     ? cluster.max_idle_connections_per_endpoint()
