@@ -18,14 +18,21 @@ timeval DelayToTimeval(absl::Duration d) {
 }  // namespace
 
 Timer::Timer(Dispatcher& dispatcher, std::function<void()> callback)
-    : event_(evtimer_new(dispatcher.base(), &Timer::OnFire, this)),
+    : dispatcher_(dispatcher),
+      event_(evtimer_new(dispatcher.base(), &Timer::OnFire, this)),
       callback_(std::move(callback)) {
   SLUICE_CHECK(event_ != nullptr);
 }
 
 Timer::~Timer() { event_free(event_); }
 
-void Timer::Enable(absl::Duration delay) {
+void Timer::Enable(absl::Duration delay, bool shared_duration) {
+  if (shared_duration) {
+    if (const timeval* common = dispatcher_.CommonTimeout(delay)) {
+      evtimer_add(event_, common);
+      return;
+    }
+  }
   timeval tv = DelayToTimeval(delay);
   evtimer_add(event_, &tv);
 }
@@ -131,6 +138,18 @@ void Dispatcher::RunPosted() {
     batch.swap(posted_);
   }
   for (auto& fn : batch) fn();
+}
+
+const timeval* Dispatcher::CommonTimeout(absl::Duration delay) {
+  int64_t micros = absl::ToInt64Microseconds(delay);
+  if (micros <= 0) return nullptr;
+  auto it = common_timeouts_.find(micros);
+  if (it != common_timeouts_.end()) return it->second;
+  if (common_timeouts_.size() >= 64) return nullptr;  // libevent allows 256
+  timeval tv = DelayToTimeval(delay);
+  const timeval* common = event_base_init_common_timeout(base_, &tv);
+  common_timeouts_[micros] = common;
+  return common;
 }
 
 void Dispatcher::ScheduleFlush(Flushable* target) {

@@ -117,7 +117,7 @@ void DownstreamConnection::OnSnapshotChanged() {
 
 void DownstreamConnection::ArmIdleTimer() {
   timer_is_head_ = false;
-  timer_.Enable(idle_timeout_);
+  timer_.Enable(idle_timeout_, /*shared_duration=*/true);
 }
 
 void DownstreamConnection::OnDownstreamTimer() {
@@ -159,7 +159,7 @@ void DownstreamConnection::ProcessInput() {
   if (request_ == nullptr && !input.empty() && !timer_is_head_) {
     // A new request has begun arriving: the head must come in time.
     timer_is_head_ = true;
-    timer_.Enable(request_headers_timeout_);
+    timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
   }
   // Pipelined requests wait unparsed; do not let them pile up without bound.
   if (request_ != nullptr && parser_.paused() && input.size() > kHighWatermark) {
@@ -359,7 +359,7 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   out.append("\r\n");
 
   if (r.route->timeout > absl::ZeroDuration()) {
-    route_timer_.Enable(r.route->timeout);
+    route_timer_.Enable(r.route->timeout, /*shared_duration=*/true);
   }
   if (head.expect_continue && r.has_body) {
     connection_->Write("HTTP/1.1 100 Continue\r\n\r\n");
