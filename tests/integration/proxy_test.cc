@@ -184,7 +184,9 @@ TEST_F(ProxyTest, KeepAliveAndPipelining) {
   for (int i = 0; i < 4; ++i) {
     HttpResponse r = c.ReadResponse(i == 2 ? "HEAD" : "GET");
     ASSERT_EQ(r.status, 200) << r.error;
-    if (i != 2) EXPECT_NE(r.body.find(absl::StrCat("/p", i)), std::string::npos) << r.body;
+    if (i != 2) {
+      EXPECT_NE(r.body.find(absl::StrCat("/p", i)), std::string::npos) << r.body;
+    }
   }
 }
 
