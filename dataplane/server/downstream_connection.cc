@@ -117,6 +117,11 @@ void DownstreamConnection::OnSnapshotChanged() {
 
 void DownstreamConnection::ArmIdleTimer() {
   timer_is_head_ = false;
+  if (worker_.draining()) {
+    // Draining: a connection that sends nothing more is not waited for long.
+    timer_.Enable(std::min(idle_timeout_, absl::Seconds(1)));
+    return;
+  }
   timer_.Enable(idle_timeout_, /*shared_duration=*/true);
 }
 

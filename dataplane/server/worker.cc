@@ -70,6 +70,13 @@ void Worker::Publish(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
 void Worker::StartDrain() {
   dispatcher_.Post([this] {
     draining_ = true;
+    // Take what is already queued on our sockets before closing them: with
+    // SO_REUSEPORT those connections would otherwise be reset, not moved to
+    // a sibling (unless net.ipv4.tcp_migrate_req is 1). They are served one
+    // response with Connection: close.
+    std::vector<std::pair<std::string, int>> queued;
+    for (const auto& [fd, slot] : accepting_) queued.emplace_back(slot.listener, fd);
+    for (const auto& [listener, fd] : queued) Accept(listener, fd);
     accepting_.clear();
     std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
     for (DownstreamConnection* c : all) c->StartDrain();
