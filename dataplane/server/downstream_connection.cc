@@ -108,7 +108,11 @@ bool DownstreamConnection::idle() const {
 
 void DownstreamConnection::StartDrain() {
   close_after_response_ = true;
-  if (idle()) CloseNow();
+  // An idle keep-alive connection is not closed at once: a client may be
+  // sending its next request right now, and would see a reset. It gets a
+  // short grace; a request that comes in it is answered with
+  // Connection: close.
+  if (idle()) ArmIdleTimer();
 }
 
 void DownstreamConnection::OnSnapshotChanged() {
