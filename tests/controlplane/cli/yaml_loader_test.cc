@@ -110,5 +110,46 @@ TEST(YamlLoaderTest, YamlRoundTrip) {
   EXPECT_NE(ToJson((*loaded)[0].resource).find("\"kind\":\"Cluster\""), std::string::npos);
 }
 
+TEST(YamlLoaderTest, EveryClusterFeatureRoundTripsThroughGetAndApply) {
+  auto loaded = LoadYaml(R"(
+kind: Cluster
+name: users
+spec:
+  lb_policy: MAGLEV
+  hash_policy: {cookie: session}
+  endpoints: [{address: 127.0.0.1, port: 9001, weight: 2}, {address: "::1", port: 9002}]
+  health_check: {http: {path: /healthz, expected_statuses: [200, 204]}, interval: 2s,
+                 timeout: 250ms, unhealthy_threshold: 2, healthy_on_add: true}
+  outlier_detection: {consecutive_5xx: 0, base_ejection_time: 10s, max_ejection_percent: 50}
+  circuit_breakers: {max_requests: 200, max_retries: 10}
+  panic_threshold_percent: 0
+---
+kind: RouteTable
+name: main
+spec:
+  virtual_hosts:
+    - domains: ["*"]
+      routes:
+        - match: {prefix: /}
+          route: {cluster: users, retry_policy: {num_retries: 2, retry_on: [gateway-error],
+                  per_try_timeout: 500ms, retry_non_idempotent: true}}
+)",
+                         "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const auto& c = (*loaded)[0].resource.cluster();
+  // Wrapper fields keep an explicit 0 apart from "unset".
+  EXPECT_TRUE(c.outlier_detection().has_consecutive_5xx());
+  EXPECT_EQ(c.outlier_detection().consecutive_5xx().value(), 0u);
+  EXPECT_TRUE(c.has_panic_threshold_percent());
+  EXPECT_EQ(c.panic_threshold_percent().value(), 0u);
+  EXPECT_EQ(c.health_check().timeout().nanos(), 250000000);
+  for (const auto& r : *loaded) {
+    std::string yaml = ToYaml(r.resource);
+    auto again = LoadYaml(yaml, "again.yaml");
+    ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+    EXPECT_EQ((*again)[0].resource.SerializeAsString(), r.resource.SerializeAsString()) << yaml;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::cli
