@@ -97,14 +97,14 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   return std::unique_ptr<FileStore>(new FileStore(data_dir, fd));
 }
 
-std::string FileStore::Encode(const StoredState& state) {
+std::string FileStore::Encode(uint64_t version, const api::ResourceMap& resources) {
   std::string payload;
   char buf[8];
-  absl::little_endian::Store64(buf, state.version);
+  absl::little_endian::Store64(buf, version);
   payload.append(buf, 8);
-  absl::little_endian::Store32(buf, static_cast<uint32_t>(state.resources.size()));
+  absl::little_endian::Store32(buf, static_cast<uint32_t>(resources.size()));
   payload.append(buf, 4);
-  for (const auto& [id, resource] : state.resources) {
+  for (const auto& [id, resource] : resources) {
     std::string bytes = resource.SerializeAsString();
     absl::little_endian::Store32(buf, static_cast<uint32_t>(bytes.size()));
     payload.append(buf, 4);
@@ -196,11 +196,11 @@ absl::StatusOr<StoredState> FileStore::Load() const {
   return Decode(bytes, state_path_);
 }
 
-absl::Status FileStore::Save(const StoredState& state) {
+absl::Status FileStore::Save(uint64_t version, const api::ResourceMap& resources) {
   std::string tmp = state_path_ + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot create", tmp);
-  absl::Status status = WriteAll(fd, Encode(state), tmp);
+  absl::Status status = WriteAll(fd, Encode(version, resources), tmp);
   if (status.ok() && ::fsync(fd) != 0) status = ErrnoError("cannot fsync", tmp);
   ::close(fd);
   if (!status.ok()) {

@@ -37,12 +37,16 @@ class FileStore {
   // The stored state; version 0 and no resources when nothing was saved yet.
   absl::StatusOr<StoredState> Load() const;
   // Durably replaces the stored state. On error the previous state is intact.
-  absl::Status Save(const StoredState& state);
+  absl::Status Save(const StoredState& state) { return Save(state.version, state.resources); }
+  absl::Status Save(uint64_t version, const api::ResourceMap& resources);
 
   const std::string& state_path() const { return state_path_; }
 
   // The on-disk encoding, exposed for tests.
-  static std::string Encode(const StoredState& state);
+  static std::string Encode(const StoredState& state) {
+    return Encode(state.version, state.resources);
+  }
+  static std::string Encode(uint64_t version, const api::ResourceMap& resources);
   static absl::StatusOr<StoredState> Decode(const std::string& bytes,
                                             const std::string& path);
 

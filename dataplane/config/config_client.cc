@@ -1,6 +1,9 @@
 #include "dataplane/config/config_client.h"
 
+#include <optional>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -81,24 +84,45 @@ void ConfigClient::RunStream() {
       SLUICE_LOG(kInfo, "connected to control plane ", control_plane_);
     }
     absl::Time received = absl::Now();
-    api::ResourceMap next = held_;
+    // Change what we hold in place (no copy of a large config), keeping what
+    // is replaced so that a NACK can put it back.
     std::set<api::ResourceId> changed;
-    for (const auto& key : response.removed()) next.erase({key.kind(), key.name()});
-    for (const auto& resource : response.resources()) {
-      changed.insert(api::IdOf(resource));
-      next[api::IdOf(resource)] = resource;
+    std::vector<std::pair<api::ResourceId, std::optional<api::Resource>>> undo;
+    for (const auto& key : response.removed()) {
+      auto it = held_.find({key.kind(), key.name()});
+      if (it == held_.end()) continue;
+      undo.emplace_back(it->first, std::move(it->second));
+      held_.erase(it);
     }
-    absl::Status status = apply_(response.version(), next, changed);
+    for (const auto& resource : response.resources()) {
+      api::ResourceId id = api::IdOf(resource);
+      changed.insert(id);
+      auto it = held_.find(id);
+      if (it != held_.end()) {
+        undo.emplace_back(id, std::move(it->second));
+        it->second = resource;
+      } else {
+        undo.emplace_back(id, std::nullopt);
+        held_.emplace(id, resource);
+      }
+    }
+    absl::Status status = apply_(response.version(), held_, changed);
     discovery::v1::DiscoveryRequest answer;
     answer.set_response_nonce(response.nonce());
     if (status.ok()) {
-      held_ = std::move(next);
       held_version_ = response.version();
       answer.set_version_applied(held_version_);
       SLUICE_LOG(kInfo, "applied config version ", held_version_, " (", changed.size(),
                  " resources changed, ", response.removed_size(), " removed) in ",
                  absl::FormatDuration(absl::Now() - received));
     } else {
+      for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+        if (it->second) {
+          held_[it->first] = std::move(*it->second);
+        } else {
+          held_.erase(it->first);
+        }
+      }
       answer.set_version_applied(held_version_);
       answer.set_error_detail(std::string(status.message()));
       SLUICE_LOG(kWarning, "rejected config version ", response.version(), ": ",

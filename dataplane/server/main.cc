@@ -94,7 +94,7 @@ class ProxyServer {
   // Keeps the config in --state-dir for a restart without the control plane.
   void Persist(uint64_t version, const api::ResourceMap& resources) {
     if (!state_store_) return;
-    absl::Status saved = state_store_->Save({version, resources});
+    absl::Status saved = state_store_->Save(version, resources);
     if (!saved.ok()) SLUICE_LOG(kWarning, "cannot keep config in state dir: ", saved.message());
   }
 
