@@ -803,22 +803,25 @@ void DownstreamConnection::FinishRequest() {
     if (r.route_stats) r.route_stats->by_class[status_class]->Inc();
   }
   if (request_message_open_ && r.has_body) close_after_response_ = true;
-  route_timer_.Disable();
-  retry_timer_.Disable();
-  per_try_timer_.Disable();
-  if (r.cluster) {
-    if (r.retries > 0) {
-      (r.status > 0 && r.status < 500 ? r.cluster->stats.retry_successes
-                                      : r.cluster->stats.retries_exhausted)->Inc();
-    }
-    if (r.counted_request) r.cluster->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
-    if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
-    r.counted_request = r.counted_retry = false;
+  if (r.cluster && r.retries > 0) {
+    (r.status > 0 && r.status < 500 ? r.cluster->stats.retry_successes
+                                    : r.cluster->stats.retries_exhausted)->Inc();
   }
+  EndRequestAccounting();
   r.snapshot.reset();
   r.upstream.reset();
   spare_request_ = std::move(request_);
   FinishConnectionAfterResponse();
+}
+
+void DownstreamConnection::EndRequestAccounting() {
+  route_timer_.Disable();
+  retry_timer_.Disable();
+  per_try_timer_.Disable();
+  Request& r = *request_;
+  if (r.counted_request) r.cluster->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  r.counted_request = r.counted_retry = false;
 }
 
 void DownstreamConnection::FinishConnectionAfterResponse() {
@@ -845,13 +848,7 @@ void DownstreamConnection::CloseNow() {
   resume_timer_.Disable();
   if (request_) {
     if (request_->upstream || request_->pending) ReleaseUpstream(false);
-    route_timer_.Disable();
-    retry_timer_.Disable();
-    per_try_timer_.Disable();
-    Request& r = *request_;
-    if (r.counted_request) r.cluster->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
-    if (r.counted_retry) r.cluster->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
-    r.counted_request = r.counted_retry = false;
+    EndRequestAccounting();
   }
   connection_->Close();
   worker_.RemoveConnection(this);

@@ -76,6 +76,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
                          std::string_view body_override = {},
                          std::string_view content_type = "application/json");
   void FinishRequest();
+  // The request's timers stop and its cluster breaker counts are given back.
+  void EndRequestAccounting();
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   void ReleaseUpstream(bool reusable);
