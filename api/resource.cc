@@ -16,6 +16,7 @@ ResourceKind KindOf(const Resource& resource) {
     case Resource::kListener: return config::v1::LISTENER;
     case Resource::kRouteTable: return config::v1::ROUTE_TABLE;
     case Resource::kCluster: return config::v1::CLUSTER;
+    case Resource::kSecret: return config::v1::SECRET;
     case Resource::KIND_NOT_SET: break;
   }
   return config::v1::RESOURCE_KIND_UNSPECIFIED;
@@ -26,6 +27,7 @@ const std::string& NameOf(const Resource& resource) {
     case Resource::kListener: return resource.listener().name();
     case Resource::kRouteTable: return resource.route_table().name();
     case Resource::kCluster: return resource.cluster().name();
+    case Resource::kSecret: return resource.secret().name();
     case Resource::KIND_NOT_SET: break;
   }
   static const std::string* const kEmpty = new std::string();
@@ -41,6 +43,7 @@ absl::string_view KindName(ResourceKind kind) {
     case config::v1::LISTENER: return "Listener";
     case config::v1::ROUTE_TABLE: return "RouteTable";
     case config::v1::CLUSTER: return "Cluster";
+    case config::v1::SECRET: return "Secret";
     default: return "Unknown";
   }
 }
@@ -56,8 +59,22 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {
   if (key == "listener") return config::v1::LISTENER;
   if (key == "routetable" || key == "route" || key == "rt") return config::v1::ROUTE_TABLE;
   if (key == "cluster") return config::v1::CLUSTER;
+  if (key == "secret") return config::v1::SECRET;
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown kind '", text, "' (expected Listener, RouteTable or Cluster)"));
+      "unknown kind '", text, "' (expected Listener, RouteTable, Cluster or Secret)"));
+}
+
+void RedactSecrets(Resource* resource) {
+  if (!resource->has_secret() || !resource->secret().has_tls_certificate()) return;
+  config::v1::TlsCertificate* certificate =
+      resource->mutable_secret()->mutable_tls_certificate();
+  if (!certificate->private_key().empty()) {
+    certificate->set_private_key(std::string(kRedactedText));
+  }
+}
+
+void RedactSecrets(ResourceMap* resources) {
+  for (auto& [id, resource] : *resources) RedactSecrets(&resource);
 }
 
 uint64_t ContentHash(const Resource& resource) {

@@ -33,15 +33,25 @@ ResourceKind KindOf(const Resource& resource);
 const std::string& NameOf(const Resource& resource);
 ResourceId IdOf(const Resource& resource);
 
-// "Listener", "RouteTable", "Cluster".
+// "Listener", "RouteTable", "Cluster", "Secret".
 absl::string_view KindName(ResourceKind kind);
 // `Cluster "users"`: how errors and CLI output name a resource.
 std::string Describe(const ResourceId& id);
 
 // Accepts the kind names as written in files and on the command line, case
 // insensitive, singular or plural: "Cluster", "clusters", "routetable",
-// "route_table", "route-tables", "listener", ...
+// "route_table", "route-tables", "listener", "secrets", ...
 absl::StatusOr<ResourceKind> ParseKind(absl::string_view text);
+
+// What is shown in place of a private key.
+inline constexpr absl::string_view kRedactedText = "[redacted]";
+
+// Replaces a Secret's non-empty tls_certificate.private_key with
+// kRedactedText; leaves every other resource and field as it is. For what is
+// shown to people (sluicectl get, the admin API's Get and List, a proxy's
+// /config_dump), never for what is stored, diffed or pushed to proxies.
+void RedactSecrets(Resource* resource);
+void RedactSecrets(ResourceMap* resources);
 
 // A hash of the resource's content that is the same in every process and on
 // every machine (FNV-1a over deterministic serialization).

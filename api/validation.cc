@@ -1,14 +1,20 @@
 #include "api/validation.h"
 
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <map>
+#include <memory>
 #include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "api/tls_material.h"
+#include "common/log.h"
 #include "re2/re2.h"
 
 namespace sluice::api {
@@ -17,8 +23,10 @@ namespace {
 using config::v1::Cluster;
 using config::v1::HttpOptions;
 using config::v1::Listener;
+using config::v1::ListenerTls;
 using config::v1::Route;
 using config::v1::RouteTable;
+using config::v1::Secret;
 
 class ErrorSink {
  public:
@@ -151,12 +159,123 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
                 absl::Milliseconds(100), absl::Hours(24), sink);
 }
 
+// Each element of an OpenSSL cipher list must select something on its own
+// (OpenSSL skips unknown names silently, BoringSSL refuses them), and the
+// whole list must leave at least one TLS 1.2 suite.
+void CheckCipherSuites(const std::string& list, ErrorSink& sink) {
+  constexpr char kField[] = "tls.cipher_suites";
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_method()), SSL_CTX_free);
+  SLUICE_CHECK(ctx != nullptr);
+  bool elements_ok = true;
+  for (absl::string_view element : absl::StrSplit(list, absl::ByAnyChar(": ,"), absl::SkipEmpty())) {
+    // "!x", "-x", "+x" and "@STRENGTH" adjust the list; they select nothing alone.
+    if (absl::string_view("!-+@").find(element.front()) != absl::string_view::npos) continue;
+    if (absl::StartsWith(element, "TLS_")) {
+      sink.Add(kField, absl::StrCat("'", element, "' is a TLS 1.3 suite; TLS 1.3 suites are not "
+                                                  "configurable (all three standard ones are offered)"));
+      elements_ok = false;
+    } else if (SSL_CTX_set_cipher_list(ctx.get(), std::string(element).c_str()) != 1) {
+      sink.Add(kField, absl::StrCat("'", element, "' matches no TLS 1.2 cipher suite"));
+      elements_ok = false;
+    }
+  }
+  if (elements_ok && SSL_CTX_set_cipher_list(ctx.get(), list.c_str()) != 1) {
+    sink.Add(kField, absl::StrCat("'", list, "' leaves no TLS 1.2 cipher suite"));
+  }
+  ERR_clear_error();
+}
+
+// "" (the default), "1.2" or "1.3" as 12 or 13; 0 after an error.
+int ParseTlsVersion(const std::string& version, const char* field, int default_version,
+                    ErrorSink& sink) {
+  if (version.empty()) return default_version;
+  if (version == "1.2") return 12;
+  if (version == "1.3") return 13;
+  sink.Add(field, absl::StrCat("must be \"1.2\" or \"1.3\", got '", version, "'"));
+  return 0;
+}
+
+void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
+  if (tls.certificates_size() == 0) {
+    sink.Add("tls.certificates", "needs at least one Secret with a tls_certificate");
+  } else if (static_cast<size_t>(tls.certificates_size()) > kMaxListenerCertificates) {
+    sink.Add("tls.certificates", absl::StrCat("has ", tls.certificates_size(),
+                                              " entries; at most ", kMaxListenerCertificates));
+  }
+  std::map<std::string, int> seen;
+  for (int i = 0; i < tls.certificates_size(); ++i) {
+    std::string field = Index("tls.certificates", i);
+    CheckName(tls.certificates(i), field, sink);
+    auto [it, inserted] = seen.emplace(tls.certificates(i), i);
+    if (!inserted && !tls.certificates(i).empty()) {
+      sink.Add(field, absl::StrCat("Secret \"", tls.certificates(i),
+                                   "\" is already listed at tls.certificates[", it->second, "]"));
+    }
+  }
+  int min = ParseTlsVersion(tls.min_version(), "tls.min_version", 12, sink);
+  int max = ParseTlsVersion(tls.max_version(), "tls.max_version", 13, sink);
+  if (min != 0 && max != 0 && min > max) {
+    sink.Add("tls.min_version", absl::StrCat(tls.min_version(), " is above max_version ",
+                                             tls.max_version()));
+  }
+  if (!tls.cipher_suites().empty()) CheckCipherSuites(tls.cipher_suites(), sink);
+  if (static_cast<size_t>(tls.alpn_protocols_size()) > kMaxAlpnProtocols) {
+    sink.Add("tls.alpn_protocols", absl::StrCat("has ", tls.alpn_protocols_size(),
+                                                " entries; at most ", kMaxAlpnProtocols));
+  }
+  std::set<std::string> protocols;
+  for (int i = 0; i < tls.alpn_protocols_size(); ++i) {
+    const std::string& protocol = tls.alpn_protocols(i);
+    std::string field = Index("tls.alpn_protocols", i);
+    if (protocol == "h2") {
+      sink.Add(field, "h2 is not served yet (only http/1.1)");
+    } else if (protocol != "http/1.1") {
+      sink.Add(field, absl::StrCat("'", protocol, "' is not supported (only http/1.1)"));
+    }
+    if (!protocols.insert(protocol).second) {
+      sink.Add(field, absl::StrCat("'", protocol, "' is listed twice"));
+    }
+  }
+  CheckName(tls.client_ca(), "tls.client_ca", sink, /*required=*/false);
+  if (tls.has_require_client_certificate() && tls.client_ca().empty()) {
+    sink.Add("tls.require_client_certificate",
+             "needs client_ca (the Secret with the CAs that client certificates are checked "
+             "against)");
+  }
+}
+
 void ValidateListener(const Listener& listener, ErrorSink& sink) {
   CheckName(listener.name(), "name", sink);
   CheckAddress(listener.address(), "address", sink);
   CheckPort(listener.port(), "port", sink);
   CheckName(listener.route_table(), "route_table", sink);
   if (listener.has_http()) ValidateHttpOptions(listener.http(), sink);
+  if (listener.has_tls()) ValidateListenerTls(listener.tls(), sink);
+}
+
+// Content only; the validity period is checked by ValidateAtApplyTime.
+void ValidateSecret(const Secret& secret, ErrorSink& sink) {
+  CheckName(secret.name(), "name", sink);
+  TlsMaterialError error;
+  switch (secret.type_case()) {
+    case Secret::kTlsCertificate:
+      if (secret.tls_certificate().private_key() == kRedactedText) {
+        sink.Add("tls_certificate.private_key",
+                 absl::StrCat("is \"", kRedactedText,
+                              "\", what sluicectl get and the admin API show in place of a "
+                              "key: the key was redacted on output and must be supplied "
+                              "(the PEM private key itself)"));
+      } else if (!ParseTlsCertificate(secret.tls_certificate(), nullptr, &error)) {
+        sink.Add(error.field, error.message);
+      }
+      break;
+    case Secret::kTrustedCa:
+      if (!InspectTrustedCa(secret.trusted_ca(), &error)) sink.Add(error.field, error.message);
+      break;
+    case Secret::TYPE_NOT_SET:
+      sink.Add("", "needs one of tls_certificate or trusted_ca");
+      break;
+  }
 }
 
 void CheckDomain(const std::string& domain, const std::string& field,
@@ -519,6 +638,31 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   }
 }
 
+// A listener's tls names Secrets that exist and hold the right material.
+void CheckTlsReferences(const ListenerTls& tls, const ResourceMap& state, ErrorSink& sink) {
+  auto check = [&](const std::string& name, const std::string& field,
+                   Secret::TypeCase want, absl::string_view want_name) {
+    if (name.empty()) return;
+    auto it = state.find({config::v1::SECRET, name});
+    if (it == state.end()) {
+      sink.Add(field, absl::StrCat("Secret \"", name, "\" does not exist"));
+      return;
+    }
+    Secret::TypeCase have = it->second.secret().type_case();
+    if (have != want) {
+      sink.Add(field, absl::StrCat("Secret \"", name, "\" is not a ", want_name,
+                                   have == Secret::kTlsCertificate ? " (it is a tls_certificate)"
+                                   : have == Secret::kTrustedCa    ? " (it is a trusted_ca)"
+                                                                   : ""));
+    }
+  };
+  for (int i = 0; i < tls.certificates_size(); ++i) {
+    check(tls.certificates(i), Index("tls.certificates", i), Secret::kTlsCertificate,
+          "tls_certificate");
+  }
+  check(tls.client_ca(), "tls.client_ca", Secret::kTrustedCa, "trusted_ca");
+}
+
 bool IsWildcard(const std::string& address) {
   return address == "0.0.0.0" || address == "::";
 }
@@ -548,9 +692,24 @@ void ValidateResource(const Resource& resource,
     case Resource::kCluster:
       ValidateCluster(resource.cluster(), sink);
       break;
-    case Resource::KIND_NOT_SET:
-      sink.Add("", "resource has no kind (expected listener, route_table or cluster)");
+    case Resource::kSecret:
+      ValidateSecret(resource.secret(), sink);
       break;
+    case Resource::KIND_NOT_SET:
+      sink.Add("", "resource has no kind (expected listener, route_table, cluster or secret)");
+      break;
+  }
+}
+
+void ValidateAtApplyTime(const Resource& resource, absl::Time now,
+                         std::vector<ValidationError>* errors) {
+  if (!resource.has_secret() || !resource.secret().has_tls_certificate()) return;
+  CertificateInfo info;
+  // A certificate that does not parse is ValidateResource's to report.
+  if (!ParseTlsCertificate(resource.secret().tls_certificate(), &info, nullptr)) return;
+  TlsMaterialError error;
+  if (!CheckValidAt(info, now, &error)) {
+    errors->push_back({IdOf(resource), error.field, error.message});
   }
 }
 
@@ -572,6 +731,7 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
         sink.Add("route_table", absl::StrCat("refers to RouteTable \"",
                                              l.route_table(), "\", which does not exist"));
       }
+      if (l.has_tls()) CheckTlsReferences(l.tls(), state, sink);
       by_port[l.port()].push_back(&l);
     } else if (resource.has_route_table()) {
       const RouteTable& t = resource.route_table();

@@ -26,6 +26,8 @@ inline constexpr size_t kMaxEndpointsPerCluster = 10000;
 inline constexpr size_t kMaxDirectResponseBody = 64 * 1024;
 inline constexpr uint32_t kMinHeaderLimit = 1024;
 inline constexpr uint32_t kMaxHeaderLimit = 1024 * 1024;
+inline constexpr size_t kMaxListenerCertificates = 64;
+inline constexpr size_t kMaxAlpnProtocols = 8;
 
 // Defaults for fields left unset.
 inline constexpr uint32_t kDefaultMaxRequestHeadersBytes = 60 * 1024;
@@ -62,12 +64,26 @@ struct ValidationError {
 };
 
 // Rules that look at one resource alone: names, ranges, addresses, regexes,
-// durations. Appends to `errors`.
+// durations, key material (PEM syntax, sizes, the key matching the
+// certificate). Appends to `errors`.
 void ValidateResource(const Resource& resource,
                       std::vector<ValidationError>* errors);
 
+// Rules about the moment of a change rather than its content: a Secret's
+// certificate must be valid (not expired, not before its start) at `now`.
+// The control plane runs them on the resources an apply adds or changes.
+// They are deliberately not part of ValidateResource and ValidateState, whose
+// answer must not depend on when or where they run: otherwise a certificate
+// that expires in service would make the stored state invalid (every later
+// change refused, a restarting proxy refusing its whole config), and clock
+// skew could make a proxy refuse a version the control plane accepted.
+// Appends to `errors`.
+void ValidateAtApplyTime(const Resource& resource, absl::Time now,
+                         std::vector<ValidationError>* errors);
+
 // Every per-resource rule plus the rules across resources: references to
-// unknown route tables and clusters, listeners that conflict on an address.
+// unknown route tables, clusters and Secrets (or Secrets of the wrong type),
+// listeners that conflict on an address.
 // With `changed`, the per-resource rules run only for those ids (the rest
 // passed them when they were accepted); the rules across resources always
 // run over the whole state.

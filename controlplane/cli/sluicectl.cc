@@ -37,7 +37,8 @@ commands:
   delete KIND NAME [--dry-run]      delete one resource
   proxies [-o table|json]           connected proxies and the version each runs
 
-KIND is Listener, RouteTable or Cluster (any case, singular or plural).
+KIND is Listener, RouteTable, Cluster or Secret (any case, singular or plural).
+get never prints a private key: it shows "[redacted]" in its place.
 The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
 )";
 
@@ -91,8 +92,12 @@ void PrintOutcome(bool dry_run, const admin::v1::Diff& diff, uint64_t version) {
 
 std::string Summary(const api::Resource& r) {
   if (r.has_listener()) {
+    std::string tls;
+    if (r.listener().has_tls()) {
+      tls = absl::StrCat(" (tls: ", absl::StrJoin(r.listener().tls().certificates(), ","), ")");
+    }
     return absl::StrCat(r.listener().address(), ":", r.listener().port(), " -> ",
-                        r.listener().route_table());
+                        r.listener().route_table(), tls);
   }
   if (r.has_route_table()) {
     int routes = 0;
@@ -107,6 +112,10 @@ std::string Summary(const api::Resource& r) {
     }
     return absl::StrCat(config::v1::Cluster::LbPolicy_Name(r.cluster().lb_policy()), " ",
                         absl::StrJoin(eps, ","));
+  }
+  if (r.has_secret()) {
+    if (r.secret().has_tls_certificate()) return "tls_certificate";
+    if (r.secret().has_trusted_ca()) return "trusted_ca";
   }
   return "";
 }
@@ -174,6 +183,8 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
     resources.assign(response.resources().begin(), response.resources().end());
     version = response.version();
   }
+  // The server redacts too; this covers a server older than this client.
+  for (auto& r : resources) api::RedactSecrets(&r);
   if (format == "yaml") {
     for (const auto& r : resources) std::cout << "---\n" << ToYaml(r) << "\n";
   } else if (format == "json") {

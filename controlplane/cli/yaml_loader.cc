@@ -270,6 +270,7 @@ const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
     case config::v1::LISTENER: return d->FindFieldByName("listener");
     case config::v1::ROUTE_TABLE: return d->FindFieldByName("route_table");
     case config::v1::CLUSTER: return d->FindFieldByName("cluster");
+    case config::v1::SECRET: return d->FindFieldByName("secret");
     default: return nullptr;
   }
 }
@@ -436,12 +437,41 @@ std::string SpecJson(const api::Resource& resource) {
   return json;
 }
 
-void MakeBlock(YAML::Node node) {
-  if (node.IsMap() || node.IsSequence()) {
-    node.SetStyle(YAML::EmitterStyle::Block);
-    for (auto it = node.begin(); it != node.end(); ++it) {
-      MakeBlock(node.IsMap() ? it->second : *it);
+// Whether `text` reads back unchanged from a `|` block scalar: printable
+// ASCII lines, not starting with a space (that would set the indentation),
+// ending with exactly one line break (the default "clip" chomping). PEM does.
+bool FitsLiteralBlock(const std::string& text) {
+  if (text.size() < 2 || text.back() != '\n' || text[text.size() - 2] == '\n') return false;
+  if (text.front() == ' ' || text.front() == '\n') return false;
+  bool multi_line = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\n') {
+      if (i + 1 < text.size()) multi_line = true;
+    } else if (c < 0x20 || c > 0x7e) {
+      return false;
     }
+  }
+  return multi_line;
+}
+
+// Block style throughout; multi-line strings (PEM) as `|` block scalars.
+void EmitBlock(const YAML::Node& node, YAML::Emitter& out) {
+  if (node.IsMap()) {
+    out << YAML::BeginMap;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      out << YAML::Key << it->first << YAML::Value;
+      EmitBlock(it->second, out);
+    }
+    out << YAML::EndMap;
+  } else if (node.IsSequence()) {
+    out << YAML::BeginSeq;
+    for (auto it = node.begin(); it != node.end(); ++it) EmitBlock(*it, out);
+    out << YAML::EndSeq;
+  } else if (node.IsScalar() && FitsLiteralBlock(node.Scalar())) {
+    out << YAML::Literal << node.Scalar();
+  } else {
+    out << node;
   }
 }
 
@@ -455,12 +485,12 @@ std::string ToJson(const api::Resource& resource) {
 
 std::string ToYaml(const api::Resource& resource) {
   YAML::Node spec = YAML::Load(SpecJson(resource));
-  MakeBlock(spec);
   YAML::Emitter out;
   out << YAML::BeginMap;
   out << YAML::Key << "kind" << YAML::Value << std::string(api::KindName(api::KindOf(resource)));
   out << YAML::Key << "name" << YAML::Value << api::NameOf(resource);
-  out << YAML::Key << "spec" << YAML::Value << spec;
+  out << YAML::Key << "spec" << YAML::Value;
+  EmitBlock(spec, out);
   out << YAML::EndMap;
   return out.c_str();
 }

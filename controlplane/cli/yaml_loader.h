@@ -1,7 +1,7 @@
 // Turns declarative YAML files into config resources, for sluicectl.
 //
 // A file holds one or more YAML documents, each
-//   kind: Cluster          # Listener, RouteTable or Cluster
+//   kind: Cluster          # Listener, RouteTable, Cluster or Secret
 //   name: users
 //   spec: {...}            # the message's fields, protobuf JSON mapping
 // Field names are the proto names (snake_case) or their JSON names
@@ -34,7 +34,10 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
 // A file, or every *.yaml / *.yml file in a directory (sorted by name).
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path);
 
-// The resource as a YAML document in the same shape LoadYaml reads.
+// The resource as a YAML document in the same shape LoadYaml reads;
+// multi-line strings (PEM) are written as `|` block scalars. Prints what it
+// is given: callers that show a resource to people redact it first
+// (api::RedactSecrets).
 std::string ToYaml(const api::Resource& resource);
 // The resource as a JSON object {"kind", "name", "spec"}.
 std::string ToJson(const api::Resource& resource);

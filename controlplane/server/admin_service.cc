@@ -29,7 +29,8 @@ void FillDiff(const api::StateDiff& diff, admin::v1::Diff* out) {
 absl::Status CheckKindAndName(config::v1::ResourceKind kind, const std::string& name) {
   if (kind == config::v1::RESOURCE_KIND_UNSPECIFIED ||
       !config::v1::ResourceKind_IsValid(kind)) {
-    return absl::InvalidArgumentError("kind is required (LISTENER, ROUTE_TABLE or CLUSTER)");
+    return absl::InvalidArgumentError(
+        "kind is required (LISTENER, ROUTE_TABLE, CLUSTER or SECRET)");
   }
   if (name.empty()) return absl::InvalidArgumentError("name is required");
   return absl::OkStatus();
@@ -72,6 +73,8 @@ grpc::Status AdminServiceImpl::Get(grpc::ServerContext*,
     return ToGrpcStatus(absl::NotFoundError(absl::StrCat(api::Describe(id), " does not exist")));
   }
   *response->mutable_resource() = it->second;
+  // Private keys go in (Apply) and out to proxies, never back to people.
+  api::RedactSecrets(response->mutable_resource());
   response->set_version(snapshot->version);
   return grpc::Status::OK;
 }
@@ -83,7 +86,9 @@ grpc::Status AdminServiceImpl::List(grpc::ServerContext*,
   for (const auto& [id, resource] : snapshot->resources) {
     if (request->kind() == config::v1::RESOURCE_KIND_UNSPECIFIED ||
         request->kind() == id.first) {
-      *response->add_resources() = resource;
+      api::Resource* out = response->add_resources();
+      *out = resource;
+      api::RedactSecrets(out);
     }
   }
   response->set_version(snapshot->version);

@@ -1,5 +1,7 @@
 // AdminServiceImpl: the operator's API (api/sluice/admin), over ConfigState
 // and ProxyRegistry. Maps absl::Status codes one to one onto gRPC codes.
+// Get and List return Secrets with the private key redacted
+// (api::RedactSecrets); Apply takes keys in full.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_

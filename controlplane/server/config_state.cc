@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/validation.h"
 #include "common/log.h"
+#include "google/protobuf/util/message_differencer.h"
 
 namespace sluice::controlplane {
 
@@ -20,7 +21,7 @@ std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
 }
 
 absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
-    std::unique_ptr<FileStore> store) {
+    std::unique_ptr<FileStore> store, Clock clock) {
   absl::StatusOr<StoredState> stored = store->Load();
   if (!stored.ok()) return stored.status();
   // A stored state was valid when it was accepted; if this build's rules
@@ -30,12 +31,13 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
                status.message());
   }
   auto snapshot = MakeSnapshot(stored->version, std::move(stored->resources));
-  return std::unique_ptr<ConfigState>(new ConfigState(std::move(store), snapshot));
+  return std::unique_ptr<ConfigState>(
+      new ConfigState(std::move(store), snapshot, std::move(clock)));
 }
 
 ConfigState::ConfigState(std::unique_ptr<FileStore> store,
-                         std::shared_ptr<const Snapshot> initial)
-    : store_(std::move(store)), current_(std::move(initial)) {}
+                         std::shared_ptr<const Snapshot> initial, Clock clock)
+    : clock_(std::move(clock)), store_(std::move(store)), current_(std::move(initial)) {}
 
 std::shared_ptr<const Snapshot> ConfigState::Current() const {
   absl::MutexLock lock(&mu_);
@@ -49,6 +51,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
   api::ResourceMap next = base->resources;
   std::set<api::ResourceId> seen;
   std::vector<std::string> errors;
+  std::vector<api::ValidationError> apply_time_errors;
+  const absl::Time now = clock_();
   for (size_t i = 0; i < resources.size(); ++i) {
     const api::Resource& resource = resources[i];
     if (resource.kind_case() == api::Resource::KIND_NOT_SET) {
@@ -60,6 +64,13 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
       errors.push_back(absl::StrCat(api::Describe(id), ": appears twice in one apply"));
       continue;
     }
+    // Only what this apply adds or changes: re-applying an unchanged Secret
+    // whose certificate has expired since does not block other changes.
+    auto stored = base->resources.find(id);
+    if (stored == base->resources.end() ||
+        !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource)) {
+      api::ValidateAtApplyTime(resource, now, &apply_time_errors);
+    }
     next[id] = resource;
   }
   if (!errors.empty()) {
@@ -67,7 +78,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
     for (const auto& e : errors) absl::StrAppend(&message, message.empty() ? "" : "\n", e);
     return absl::InvalidArgumentError(message);
   }
-  return Commit(std::move(next), dry_run, /*is_delete=*/false, nullptr);
+  return Commit(std::move(next), dry_run, /*is_delete=*/false, nullptr,
+                std::move(apply_time_errors));
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
@@ -84,12 +96,15 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     api::ResourceMap next, bool dry_run, bool is_delete,
-    const api::ResourceId* deleted) {
+    const api::ResourceId* deleted, std::vector<api::ValidationError> apply_time_errors) {
   if (shutting_down()) {
     return absl::UnavailableError("sluice-control is shutting down");
   }
   std::shared_ptr<const Snapshot> base = Current();
-  if (absl::Status status = api::CheckState(next); !status.ok()) {
+  std::vector<api::ValidationError> errors = api::ValidateState(next);
+  errors.insert(errors.end(), std::make_move_iterator(apply_time_errors.begin()),
+                std::make_move_iterator(apply_time_errors.end()));
+  if (absl::Status status = api::ToStatus(errors); !status.ok()) {
     if (is_delete) {
       return absl::FailedPreconditionError(
           absl::StrCat("cannot delete ", api::Describe(*deleted),

@@ -2,8 +2,10 @@
 // the changes to it.
 //
 // Applies and deletes are serialized, validated against the whole resulting
-// state with the shared validation library, made durable through the
-// FileStore, and only then published: an acknowledged change is on disk. Each
+// state with the shared validation library (plus, for the resources an apply
+// adds or changes, the rules about the moment of the change: a certificate
+// must be valid now), made durable through the FileStore, and only then
+// published: an acknowledged change is on disk. Each
 // change that alters something gets the next version. Readers get immutable
 // snapshots and never block a writer for long.
 //
@@ -18,7 +20,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "api/resource.h"
+#include "api/validation.h"
 #include "controlplane/store/file_store.h"
 
 namespace sluice::controlplane {
@@ -32,9 +37,12 @@ struct Snapshot {
 
 class ConfigState {
  public:
+  // The time an apply happens at; tests pass a fake.
+  using Clock = std::function<absl::Time()>;
+
   // Restores the state from `store`.
   static absl::StatusOr<std::unique_ptr<ConfigState>> Create(
-      std::unique_ptr<FileStore> store);
+      std::unique_ptr<FileStore> store, Clock clock = &absl::Now);
 
   struct ChangeResult {
     uint64_t version = 0;  // the version after the change
@@ -61,11 +69,17 @@ class ConfigState {
   bool shutting_down() const;
 
  private:
-  ConfigState(std::unique_ptr<FileStore> store, std::shared_ptr<const Snapshot> initial);
+  ConfigState(std::unique_ptr<FileStore> store, std::shared_ptr<const Snapshot> initial,
+              Clock clock);
+  // `apply_time_errors`: from api::ValidateAtApplyTime, reported together
+  // with the errors of the resulting state.
   absl::StatusOr<ChangeResult> Commit(api::ResourceMap next, bool dry_run,
-                                      bool is_delete, const api::ResourceId* deleted)
+                                      bool is_delete, const api::ResourceId* deleted,
+                                      std::vector<api::ValidationError> apply_time_errors = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void Notify(bool shutting_down);
+
+  const Clock clock_;
 
   absl::Mutex write_mu_;  // serializes changes and store writes
   std::unique_ptr<FileStore> store_ ABSL_GUARDED_BY(write_mu_);

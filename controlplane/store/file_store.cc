@@ -94,6 +94,16 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   }
   // A leftover temporary file is an interrupted Save: the real file is intact.
   ::unlink((data_dir + "/state.db.tmp").c_str());
+  // The state holds private keys: owner only, also for a file written by an
+  // older build or restored from a backup with a wider mode.
+  std::string state_path = data_dir + "/state.db";
+  if (::stat(state_path.c_str(), &st) == 0 && (st.st_mode & 077) != 0 &&
+      ::chmod(state_path.c_str(), 0600) != 0) {
+    absl::Status status = ErrnoError("cannot restrict to mode 0600 (it holds private keys)",
+                                     state_path);
+    ::close(fd);
+    return status;
+  }
   return std::unique_ptr<FileStore>(new FileStore(data_dir, fd));
 }
 
@@ -200,7 +210,11 @@ absl::Status FileStore::Save(uint64_t version, const api::ResourceMap& resources
   std::string tmp = state_path_ + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot create", tmp);
-  absl::Status status = WriteAll(fd, Encode(version, resources), tmp);
+  // The mode of open() applies only to a new file; the state holds private
+  // keys, so make sure before writing them.
+  absl::Status status = absl::OkStatus();
+  if (::fchmod(fd, 0600) != 0) status = ErrnoError("cannot set mode 0600 on", tmp);
+  if (status.ok()) status = WriteAll(fd, Encode(version, resources), tmp);
   if (status.ok() && ::fsync(fd) != 0) status = ErrnoError("cannot fsync", tmp);
   ::close(fd);
   if (!status.ok()) {

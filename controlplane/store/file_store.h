@@ -9,6 +9,10 @@
 // with an error that names the file: it never returns an empty state in place
 // of a damaged one.
 //
+// The state holds private keys (Secrets): `state.db` and `state.db.tmp` are
+// mode 0600 whatever the umask, Open() narrows a wider `state.db` to 0600, and
+// a new data dir is made 0700.
+//
 // The data dir is locked (flock on `LOCK`) for the store's lifetime so two
 // control planes never share one. Not thread-safe: the caller serializes.
 #ifndef SLUICE_CONTROLPLANE_STORE_FILE_STORE_H_

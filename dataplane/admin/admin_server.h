@@ -3,7 +3,8 @@
 //
 //   GET /ready        200 once a config is applied; 503 before and while draining
 //   GET /stats        Prometheus text format
-//   GET /config_dump  the running config and its version as JSON
+//   GET /config_dump  the running config and its version as JSON, private keys
+//                     redacted (config_dump.h renders it)
 //   GET /clusters     endpoints, their health and counts (?format=json)
 //
 // Main thread only; the providers it calls must be thread-safe.

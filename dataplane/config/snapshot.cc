@@ -4,10 +4,92 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "api/tls_material.h"
 #include "api/validation.h"
+#include "common/log.h"
+#include "dataplane/net/tls.h"
 
 namespace sluice::config {
 namespace {
+
+int TlsVersion(const std::string& text, int unset) {
+  if (text == "1.2") return TLS1_2_VERSION;
+  if (text == "1.3") return TLS1_3_VERSION;
+  return unset;
+}
+
+// The listener's TLS context from its `tls` block and the Secrets it names
+// (validated already).
+absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListenerTls(
+    const config::v1::ListenerTls& tls, const api::ResourceMap& resources) {
+  net::TlsServerConfig server;
+  auto secret = [&](const std::string& name) -> const config::v1::Secret* {
+    auto it = resources.find({config::v1::SECRET, name});
+    return it == resources.end() ? nullptr : &it->second.secret();
+  };
+  for (int i = 0; i < tls.certificates_size(); ++i) {
+    const config::v1::Secret* s = secret(tls.certificates(i));
+    if (s == nullptr || !s->has_tls_certificate()) {
+      return absl::InvalidArgumentError(absl::StrCat("tls.certificates[", i, "]: Secret \"",
+                                                     tls.certificates(i), "\" is not a tls_certificate"));
+    }
+    api::CertificateInfo info;
+    api::TlsMaterialError error;
+    // Expiry is checked when a Secret is applied, not here: a certificate
+    // that expires while it is in use must not make the proxy refuse its
+    // whole config (it keeps serving it; clients see the expiry).
+    if (!api::ParseTlsCertificate(s->tls_certificate(), &info, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("Secret \"", s->name(), "\": ", error.field,
+                                                     ": ", error.message));
+    }
+    if (api::TlsMaterialError expiry; !api::CheckValidAt(info, absl::Now(), &expiry)) {
+      SLUICE_LOG(kWarning, "Secret \"", s->name(), "\": ", expiry.message);
+    }
+    net::TlsCertificateConfig cert;
+    cert.chain_pem = s->tls_certificate().certificate_chain();
+    cert.key_pem = s->tls_certificate().private_key();
+    cert.dns_names = std::move(info.dns_names);
+    server.certificates.push_back(std::move(cert));
+  }
+  server.min_version = TlsVersion(tls.min_version(), TLS1_2_VERSION);
+  server.max_version = TlsVersion(tls.max_version(), TLS1_3_VERSION);
+  server.cipher_list = tls.cipher_suites();
+  for (const std::string& protocol : tls.alpn_protocols()) server.alpn_protocols.push_back(protocol);
+  if (server.alpn_protocols.empty()) server.alpn_protocols.push_back("http/1.1");
+  if (!tls.client_ca().empty()) {
+    const config::v1::Secret* ca = secret(tls.client_ca());
+    if (ca == nullptr || !ca->has_trusted_ca()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls.client_ca: Secret \"", tls.client_ca(), "\" is not a trusted_ca"));
+    }
+    server.client_ca_pem = ca->trusted_ca().ca_certificates();
+    server.require_client_certificate =
+        !tls.has_require_client_certificate() || tls.require_client_certificate().value();
+  }
+  server.session_tickets = !tls.has_session_tickets() || tls.session_tickets().value();
+  auto context = net::TlsServerContext::Create(server);
+  if (!context.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tls: ", context.status().message()));
+  }
+  return std::shared_ptr<const net::TransportSocketFactory>(std::move(*context));
+}
+
+// Whether the previous snapshot's TLS context for this listener still holds:
+// the listener and every Secret it names are unchanged.
+bool TlsUnchanged(const config::v1::Listener& listener, const ConfigSnapshot* previous,
+                  const std::set<api::ResourceId>* changed) {
+  if (previous == nullptr || changed == nullptr) return false;
+  if (changed->count({config::v1::LISTENER, listener.name()})) return false;
+  for (const std::string& name : listener.tls().certificates()) {
+    if (changed->count({config::v1::SECRET, name})) return false;
+  }
+  if (!listener.tls().client_ca().empty() &&
+      changed->count({config::v1::SECRET, listener.tls().client_ca()})) {
+    return false;
+  }
+  auto it = previous->listeners.find(listener.name());
+  return it != previous->listeners.end() && it->second.tls != nullptr;
+}
 
 }  // namespace
 
@@ -123,6 +205,18 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                                           : api::kDefaultRequestHeadersTimeout;
     runtime.idle_timeout = l.http().has_idle_timeout() ? api::ToDuration(l.http().idle_timeout())
                                                        : api::kDefaultIdleTimeout;
+    if (l.has_tls()) {
+      if (TlsUnchanged(l, previous, changed)) {
+        runtime.tls = previous->listeners.at(l.name()).tls;
+      } else {
+        auto tls = CompileListenerTls(l.tls(), resources);
+        if (!tls.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(api::Describe(id), ": ", tls.status().message()));
+        }
+        runtime.tls = std::move(*tls);
+      }
+    }
     snapshot->listeners[l.name()] = std::move(runtime);
   }
   snapshot->resources = std::move(resources);

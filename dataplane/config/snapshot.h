@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "api/resource.h"
 #include "dataplane/net/socket.h"
+#include "dataplane/net/transport_socket.h"
 #include "dataplane/router/route_table.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/cluster.h"
@@ -60,6 +61,9 @@ struct ListenerRuntime {
   size_t max_request_headers_bytes;
   absl::Duration request_headers_timeout;
   absl::Duration idle_timeout;
+  // TLS termination: makes each connection's transport socket. nullptr for
+  // plain HTTP.
+  std::shared_ptr<const net::TransportSocketFactory> tls;
 };
 
 struct ConfigSnapshot {

@@ -17,8 +17,19 @@ constexpr int kMaxReadsPerEvent = 4;
 
 }  // namespace
 
-Connection::Connection(event::Dispatcher& dispatcher, int fd, bool connecting)
-    : dispatcher_(dispatcher), fd_(fd), connecting_(connecting) {
+Connection::Connection(event::Dispatcher& dispatcher, int fd, bool connecting,
+                       std::unique_ptr<TransportSocket> transport)
+    : dispatcher_(dispatcher),
+      fd_(fd),
+      connecting_(connecting),
+      client_side_(connecting),
+      owned_transport_(std::move(transport)),
+      transport_(owned_transport_ ? owned_transport_.get() : &plain_) {
+  transport_->Attach(fd_);
+  // A plain socket has no handshake; TLS starts with the peer's (server) or
+  // our (client, once connected) first flight.
+  handshaking_ = owned_transport_ != nullptr;
+  handshake_wants_ = event::FileEvent::kRead;
   file_event_ = std::make_unique<event::FileEvent>(dispatcher_, fd_,
                                                    [this](short events) { OnEvents(events); });
   UpdateEvents();
@@ -32,9 +43,13 @@ void Connection::UpdateEvents() {
   short events = 0;
   if (connecting_) {
     events = event::FileEvent::kWrite;
+  } else if (handshaking_) {
+    events = handshake_wants_;
   } else {
-    if (read_enabled_ && !close_after_flush_) events |= event::FileEvent::kRead;
-    if (!output_.empty()) events |= event::FileEvent::kWrite;
+    if ((read_enabled_ && !close_after_flush_) || transport_->wants_read()) {
+      events |= event::FileEvent::kRead;
+    }
+    if (!output_.empty() || transport_->wants_write()) events |= event::FileEvent::kWrite;
   }
   file_event_->SetEnabled(events);
 }
@@ -51,8 +66,9 @@ void Connection::Write2(std::string_view a, std::string_view b) {
   if (fd_ < 0) return;
   output_.Append(a);
   output_.Append(b);
-  if (connecting_ || flush_scheduled_ || (file_event_->enabled() & event::FileEvent::kWrite)) {
-    return;  // sent when connected, at the scheduled flush, or when writable
+  if (connecting_ || handshaking_ || flush_scheduled_ ||
+      (file_event_->enabled() & event::FileEvent::kWrite)) {
+    return;  // sent after the handshake, at the scheduled flush, or when writable
   }
   flush_scheduled_ = true;
   dispatcher_.ScheduleFlush(this);
@@ -60,8 +76,27 @@ void Connection::Write2(std::string_view a, std::string_view b) {
 
 void Connection::Flush() {
   flush_scheduled_ = false;
-  if (fd_ < 0 || connecting_ || output_.empty()) return;
+  if (fd_ < 0 || connecting_ || handshaking_ || output_.empty()) return;
   HandleWrite();
+}
+
+bool Connection::AdvanceHandshake() {
+  switch (transport_->Handshake()) {
+    case TransportSocket::Progress::kDone:
+      handshaking_ = false;
+      return true;
+    case TransportSocket::Progress::kWantRead:
+      handshake_wants_ = event::FileEvent::kRead;
+      break;
+    case TransportSocket::Progress::kWantWrite:
+      handshake_wants_ = event::FileEvent::kWrite;
+      break;
+    case TransportSocket::Progress::kFailed:
+      Fail(CloseReason::kHandshakeFailed, EPROTO);
+      return false;
+  }
+  UpdateEvents();
+  return false;
 }
 
 void Connection::OnEvents(short events) {
@@ -72,28 +107,49 @@ void Connection::OnEvents(short events) {
       return;
     }
     connecting_ = false;
+    if (handshaking_ && !AdvanceHandshake()) return;  // our ClientHello is sent
     UpdateEvents();
     if (callbacks_) callbacks_->OnConnected();
     if (fd_ >= 0 && !output_.empty()) HandleWrite();
     return;
   }
-  if (events & event::FileEvent::kWrite) {
+  if (handshaking_) {
+    if (!AdvanceHandshake()) return;
+    UpdateEvents();
+    if (callbacks_) callbacks_->OnConnected();
+    if (fd_ < 0) return;
+    // The peer's first bytes may have come with its last handshake flight.
+    if (!output_.empty()) HandleWrite();
+    if (fd_ >= 0 && read_enabled_) HandleRead();
+    return;
+  }
+  // A TLS read may wait for writability and a write for readability.
+  bool read_waits_for_write = transport_->wants_write();
+  bool write_waits_for_read = transport_->wants_read();
+  if ((events & event::FileEvent::kWrite) || ((events & event::FileEvent::kRead) && write_waits_for_read)) {
     HandleWrite();
     if (fd_ < 0) return;
   }
-  if (events & event::FileEvent::kRead) HandleRead();
+  if ((events & event::FileEvent::kRead) || ((events & event::FileEvent::kWrite) && read_waits_for_write)) {
+    HandleRead();
+  }
 }
 
 void Connection::HandleRead() {
   bool got = false;
-  for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+  // Bytes a TLS socket already decrypted are read on: no readiness event
+  // would ever announce them.
+  for (int i = 0; i < kMaxReadsPerEvent || transport_->has_buffered_input(); ++i) {
     char* dst = input_.Reserve(kReadChunk);
-    ssize_t n = ::read(fd_, dst, kReadChunk);
+    ssize_t n = transport_->Read(dst, kReadChunk);
     if (n > 0) {
       input_.Commit(static_cast<size_t>(n));
       bytes_read_ += static_cast<uint64_t>(n);
       got = true;
-      if (static_cast<size_t>(n) < kReadChunk) break;
+      if (static_cast<size_t>(n) < kReadChunk && !transport_->has_buffered_input() &&
+          !transport_->secure()) {
+        break;  // the socket is drained (a TLS read returns one record at most)
+      }
       continue;
     }
     if (n == 0) {
@@ -104,7 +160,10 @@ void Connection::HandleRead() {
       Fail(CloseReason::kRemoteClosed, 0);
       return;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+      if (transport_->wants_write()) UpdateEvents();
+      break;
+    }
     int err = errno;
     if (got && callbacks_) {
       callbacks_->OnReadable();
@@ -119,9 +178,12 @@ void Connection::HandleRead() {
 void Connection::HandleWrite() {
   while (!output_.empty()) {
     std::string_view pending = output_.view();
-    ssize_t n = ::write(fd_, pending.data(), pending.size());
+    ssize_t n = transport_->Write(pending.data(), pending.size());
     if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        UpdateEvents();
+        break;
+      }
       if (errno == EINTR) continue;
       Fail(CloseReason::kReset, errno);
       return;
@@ -171,6 +233,7 @@ bool Connection::CloseAfterFlush() {
 }
 
 void Connection::ShutdownAndClose() {
+  transport_->Shutdown();
   ::shutdown(fd_, SHUT_WR);
   char discard[4096];
   for (int i = 0; i < 16 && ::read(fd_, discard, sizeof(discard)) > 0; ++i) {

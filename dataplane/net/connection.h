@@ -1,7 +1,8 @@
 // Connection: a non-blocking TCP socket on one dispatcher, with an input
 // buffer filled on readiness and an output buffer for what the kernel did not
-// take at once. Writes go straight to the socket when nothing is queued, so
-// the common small response costs one write(2) and no extra wakeup.
+// take at once. Bytes move through the connection's TransportSocket (plain,
+// or TLS with its handshake first), never by read(2)/write(2) here. Writes
+// are gathered and sent at the end of the loop iteration.
 //
 // Owner's worker thread only. After Close() no callback runs again.
 #ifndef SLUICE_DATAPLANE_NET_CONNECTION_H_
@@ -14,10 +15,11 @@
 
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/net/buffer.h"
+#include "dataplane/net/transport_socket.h"
 
 namespace sluice::net {
 
-enum class CloseReason { kLocal, kRemoteClosed, kReset, kConnectFailed };
+enum class CloseReason { kLocal, kRemoteClosed, kReset, kConnectFailed, kHandshakeFailed };
 
 class ConnectionCallbacks {
  public:
@@ -26,7 +28,8 @@ class ConnectionCallbacks {
   virtual void OnReadable() = 0;
   // The output buffer has been fully written.
   virtual void OnWriteDrained() {}
-  // A client connection finished connecting.
+  // A client connection finished connecting and its TLS handshake, if any;
+  // an accepted TLS connection finished its handshake.
   virtual void OnConnected() {}
   // The peer closed or the socket failed; the fd is already closed.
   virtual void OnClosed(CloseReason reason, int error) = 0;
@@ -35,7 +38,9 @@ class ConnectionCallbacks {
 class Connection : public event::Flushable {
  public:
   // Takes ownership of `fd`. `connecting`: a connect() is in progress.
-  Connection(event::Dispatcher& dispatcher, int fd, bool connecting);
+  // `transport`: how bytes move (TLS); nullptr for a plain socket.
+  Connection(event::Dispatcher& dispatcher, int fd, bool connecting,
+             std::unique_ptr<TransportSocket> transport = nullptr);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -62,13 +67,18 @@ class Connection : public event::Flushable {
   bool CloseAfterFlush();
 
   bool open() const { return fd_ >= 0; }
+  // Connecting, or in its TLS handshake: nothing is sent yet.
   bool connecting() const { return connecting_; }
+  bool handshake_complete() const { return !connecting_ && !handshaking_; }
+  const TransportSocket& transport() const { return *transport_; }
   int fd() const { return fd_; }
   // Bytes read and written over the connection's life.
   uint64_t bytes_read() const { return bytes_read_; }
 
  private:
   void OnEvents(short events);
+  // Advances the handshake; true once it is complete and I/O may go on.
+  bool AdvanceHandshake();
   void HandleRead();
   void HandleWrite();
   void UpdateEvents();
@@ -80,12 +90,18 @@ class Connection : public event::Flushable {
   event::Dispatcher& dispatcher_;
   int fd_;
   bool connecting_;
+  const bool client_side_;  // we connected out (upstream), not accepted
+  bool handshaking_ = true;
+  short handshake_wants_ = 0;  // FileEvent bits the handshake waits for
   bool read_enabled_ = true;
   bool close_after_flush_ = false;
   bool flush_scheduled_ = false;
   uint64_t bytes_read_ = 0;
   Buffer input_;
   Buffer output_;
+  PlainTransportSocket plain_;
+  std::unique_ptr<TransportSocket> owned_transport_;
+  TransportSocket* transport_;
   std::unique_ptr<event::FileEvent> file_event_;
   ConnectionCallbacks* callbacks_ = nullptr;
 };

@@ -78,9 +78,11 @@ struct DownstreamConnection::Request {
 };
 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
-                                           const config::ListenerRuntime& listener)
+                                           const config::ListenerRuntime& listener,
+                                           std::unique_ptr<net::TransportSocket> transport)
     : worker_(worker),
-      connection_(std::make_unique<net::Connection>(worker.dispatcher(), fd, false)),
+      connection_(std::make_unique<net::Connection>(worker.dispatcher(), fd, false,
+                                                    std::move(transport))),
       listener_name_(listener.name),
       peer_ip_(net::PeerIp(fd)),
       request_headers_timeout_(listener.request_headers_timeout),
@@ -92,7 +94,20 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       per_try_timer_(worker.dispatcher(), [this] { OnPerTryTimeout(); }),
       resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }) {
   connection_->SetCallbacks(this);
-  ArmIdleTimer();
+  if (listener.tls) {
+    // The handshake and the first request head must come within the
+    // request-head timeout.
+    timer_is_head_ = true;
+    timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
+  } else {
+    ArmIdleTimer();
+  }
+}
+
+void DownstreamConnection::OnConnected() {
+  const net::TlsInfo* tls = connection_->transport().tls_info();
+  worker_.stats().downstream_tls_handshakes->Inc();
+  if (tls != nullptr && tls->resumed) worker_.stats().downstream_tls_resumptions->Inc();
 }
 
 DownstreamConnection::~DownstreamConnection() {
@@ -131,6 +146,16 @@ void DownstreamConnection::ArmIdleTimer() {
 
 void DownstreamConnection::OnDownstreamTimer() {
   if (closed_ || request_) return;
+  if (!connection_->handshake_complete()) {
+    worker_.stats().downstream_tls_handshake_errors->Inc();
+    SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " not done within the request-head timeout");
+    CloseNow();
+    return;
+  }
+  if (timer_is_head_ && !parser_.in_message() && connection_->input().empty()) {
+    CloseNow();  // connected, sent nothing
+    return;
+  }
   if (timer_is_head_ || parser_.in_message()) {
     close_after_response_ = true;
     SendLocalResponse(408, "request head not received in time");
@@ -286,7 +311,8 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
                         r.route->direct_body, r.route->direct_content_type);
       return;
     case router::RouteEntry::Action::kRedirect: {
-      std::string location = r.route->RedirectLocation("http", host, target);
+      std::string location = r.route->RedirectLocation(
+          connection_->transport().secure() ? "https" : "http", host, target);
       SendLocalResponse(static_cast<int>(r.route->redirect_code), "",
                         absl::StrCat("location: ", location, "\r\n"), " ", "text/plain");
       return;
@@ -356,7 +382,7 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(peer_ip_);
   AppendHeader(&out, "x-forwarded-for", forwarded_for);
-  AppendHeader(&out, "x-forwarded-proto", "http");
+  AppendHeader(&out, "x-forwarded-proto", connection_->transport().secure() ? "https" : "http");
   AppendHeader(&out, "x-request-id", r.request_id);
   if (head.framing == http::BodyFraming::kContentLength) {
     out.append("content-length: ");
@@ -839,7 +865,14 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
 }
 
-void DownstreamConnection::OnClosed(net::CloseReason, int) { CloseNow(); }
+void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
+  if (reason == net::CloseReason::kHandshakeFailed) {
+    worker_.stats().downstream_tls_handshake_errors->Inc();
+    SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " failed: ",
+               connection_->transport().failure_reason());
+  }
+  CloseNow();
+}
 
 void DownstreamConnection::CloseNow() {
   if (closed_) return;

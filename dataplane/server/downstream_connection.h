@@ -32,7 +32,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
  public:
   static constexpr size_t kHighWatermark = 1 << 20;
 
-  DownstreamConnection(Worker& worker, int fd, const config::ListenerRuntime& listener);
+  // `transport`: the listener's TLS socket; nullptr on a plain listener.
+  DownstreamConnection(Worker& worker, int fd, const config::ListenerRuntime& listener,
+                       std::unique_ptr<net::TransportSocket> transport);
   ~DownstreamConnection() override;
 
   // Connection: close on the next response; closes now when idle.
@@ -43,6 +45,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // net::ConnectionCallbacks (client side)
   void OnReadable() override;
   void OnWriteDrained() override;
+  void OnConnected() override;  // TLS handshake done
   void OnClosed(net::CloseReason reason, int error) override;
   // http::Http1Callbacks (request parser)
   void OnHead(const http::MessageHead& head) override;

@@ -19,13 +19,13 @@
 #include "common/log.h"
 #include "controlplane/store/file_store.h"
 #include "dataplane/admin/admin_server.h"
+#include "dataplane/admin/config_dump.h"
 #include "dataplane/admin/clusters_page.h"
 #include "dataplane/config/config_client.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
 #include "dataplane/upstream/health_checker.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace sluice {
 namespace {
@@ -114,21 +114,11 @@ class ProxyServer {
     return n;
   }
 
+  // Private keys redacted.
   std::string ConfigDump() const {
     auto snapshot = current();
-    if (!snapshot) return "{\"version\":0,\"resources\":[]}\n";
-    std::string out = absl::StrCat("{\"version\":", snapshot->version, ",\"resources\":[");
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    bool first = true;
-    for (const auto& [id, resource] : snapshot->resources) {
-      std::string json;
-      (void)google::protobuf::util::MessageToJsonString(resource, &json, options);
-      absl::StrAppend(&out, first ? "" : ",", json);
-      first = false;
-    }
-    absl::StrAppend(&out, "]}\n");
-    return out;
+    return snapshot ? admin::RenderConfigDump(snapshot->version, snapshot->resources)
+                    : admin::RenderConfigDump(0, {});
   }
 
   stats::StatsStore& stats() { return store_; }

@@ -22,6 +22,14 @@ ProxyStats::ProxyStats(stats::StatsStore& store) {
   downstream_connections_total = store.GetCounter("sluice_downstream_connections_total");
   downstream_requests_total = store.GetCounter("sluice_downstream_requests_total");
   downstream_protocol_errors = store.GetCounter("sluice_downstream_protocol_errors_total");
+  store.Describe("sluice_downstream_tls_handshakes_total", "TLS handshakes completed.");
+  store.Describe("sluice_downstream_tls_handshake_errors_total",
+                 "TLS handshakes that failed or did not finish in time.");
+  store.Describe("sluice_downstream_tls_resumptions_total",
+                 "TLS handshakes that resumed a session (tickets).");
+  downstream_tls_handshakes = store.GetCounter("sluice_downstream_tls_handshakes_total");
+  downstream_tls_handshake_errors = store.GetCounter("sluice_downstream_tls_handshake_errors_total");
+  downstream_tls_resumptions = store.GetCounter("sluice_downstream_tls_resumptions_total");
   downstream_responses_by_class[0] = nullptr;
   for (int c = 1; c <= 5; ++c) {
     downstream_responses_by_class[c] = store.GetCounter(
@@ -131,9 +139,18 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
       close(fd);
       continue;
     }
+    std::unique_ptr<net::TransportSocket> transport;
+    if (listener->second.tls) {
+      transport = listener->second.tls->Create();
+      if (transport == nullptr) {  // out of memory in OpenSSL: never serve it in plain text
+        close(fd);
+        stats_.downstream_tls_handshake_errors->Inc();
+        continue;
+      }
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto* connection = new DownstreamConnection(*this, fd, listener->second);
+    auto* connection = new DownstreamConnection(*this, fd, listener->second, std::move(transport));
     connections_.insert(connection);
     active_connections_.fetch_add(1);
     stats_.downstream_connections_active->Add(1);

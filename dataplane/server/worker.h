@@ -32,6 +32,9 @@ struct ProxyStats {
   stats::Counter* downstream_connections_total;
   stats::Counter* downstream_requests_total;
   stats::Counter* downstream_protocol_errors;
+  stats::Counter* downstream_tls_handshakes;
+  stats::Counter* downstream_tls_handshake_errors;
+  stats::Counter* downstream_tls_resumptions;
   stats::Counter* downstream_responses_by_class[6];  // gateway-wide, incl. no-route
 };
 

@@ -122,6 +122,9 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
       case net::CloseReason::kLocal:
         Report(false, "connection closed");
         return;
+      case net::CloseReason::kHandshakeFailed:
+        Report(false, "TLS handshake failed");
+        return;
     }
   }
 

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
+#include "tests/api/test_certificates.h"
 
 namespace sluice::api {
 namespace {
@@ -282,6 +284,210 @@ TEST(ValidationTest, ManyErrorsAreCapped) {
   }
   std::string e(CheckState(state).message());
   EXPECT_NE(e.find("... and 10 more errors"), std::string::npos) << e;
+}
+
+// --- Secrets and listener TLS ---
+
+Resource CertificateSecret(const std::string& name,
+                           const testing::CertificateSpec& spec = {}) {
+  testing::TestCertificate c = testing::MakeCertificate(spec);
+  Resource r;
+  r.mutable_secret()->set_name(name);
+  r.mutable_secret()->mutable_tls_certificate()->set_certificate_chain(c.certificate_pem);
+  r.mutable_secret()->mutable_tls_certificate()->set_private_key(c.key_pem);
+  return r;
+}
+
+Resource CaSecret(const std::string& name) {
+  testing::CertificateSpec spec;
+  spec.is_ca = true;
+  Resource r;
+  r.mutable_secret()->set_name(name);
+  r.mutable_secret()->mutable_trusted_ca()->set_ca_certificates(
+      testing::MakeCertificate(spec).certificate_pem);
+  return r;
+}
+
+// Valid() plus Secrets "web" (tls_certificate) and "clients" (trusted_ca), and
+// the listener terminating TLS with "web".
+ResourceMap ValidTls() {
+  ResourceMap state = Valid();
+  for (const Resource& r : {CertificateSecret("web"), CaSecret("clients")}) state[IdOf(r)] = r;
+  Resource listener = Parse(std::string(kListener));
+  listener.mutable_listener()->mutable_tls()->add_certificates("web");
+  state[IdOf(listener)] = listener;
+  return state;
+}
+
+// Errors after setting the listener's tls to `text` (text format of ListenerTls).
+std::string ListenerTlsErrors(const std::string& text) {
+  ResourceMap state = ValidTls();
+  Resource& listener = state[{config::v1::LISTENER, "public"}];
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      text, listener.mutable_listener()->mutable_tls()))
+      << text;
+  return std::string(CheckState(state).message());
+}
+
+TEST(ValidationTest, TlsStatePasses) {
+  EXPECT_TRUE(CheckState(ValidTls()).ok()) << CheckState(ValidTls());
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: ["web"] min_version: "1.3" alpn_protocols: "http/1.1"
+      cipher_suites: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:!aNULL:@STRENGTH"
+      client_ca: "clients" require_client_certificate { value: false } session_tickets {})"),
+            "");
+}
+
+TEST(ValidationTest, SecretContentErrorsNameSecretAndField) {
+  ResourceMap state = ValidTls();
+  Resource other = CertificateSecret("web");
+  state[{config::v1::SECRET, "web"}].mutable_secret()->mutable_tls_certificate()->set_private_key(
+      other.secret().tls_certificate().private_key());
+  EXPECT_EQ(CheckState(state).message(),
+            "Secret \"web\": tls_certificate.private_key: does not match the certificate's "
+            "public key");
+  Resource empty_ca;
+  empty_ca.mutable_secret()->set_name("clients");
+  empty_ca.mutable_secret()->mutable_trusted_ca();
+  state = ValidTls();
+  state[IdOf(empty_ca)] = empty_ca;
+  EXPECT_EQ(CheckState(state).message(),
+            "Secret \"clients\": trusted_ca.ca_certificates: is required");
+}
+
+TEST(ValidationTest, SecretNeedsOneTypeAndAValidName) {
+  EXPECT_EQ(ErrorsWith(R"(secret { name: "bare" })"),
+            "Secret \"bare\": needs one of tls_certificate or trusted_ca");
+  Resource r = CaSecret("a b");
+  std::vector<ValidationError> errors;
+  ValidateResource(r, &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].ToString(),
+            "Secret \"a b\": name: 'a b' may contain only letters, digits, '-', '_' and '.'");
+}
+
+TEST(ValidationTest, RedactedKeyFromGetCannotBeApplied) {
+  ResourceMap state = ValidTls();
+  RedactSecrets(&state);
+  EXPECT_EQ(state.at({config::v1::SECRET, "web"}).secret().tls_certificate().private_key(),
+            "[redacted]");
+  EXPECT_EQ(CheckState(state).message(),
+            "Secret \"web\": tls_certificate.private_key: is \"[redacted]\", what sluicectl get "
+            "and the admin API show in place of a key: the key was redacted on output and must "
+            "be supplied (the PEM private key itself)");
+}
+
+TEST(ValidationTest, CertificateValidityIsCheckedAtApplyTimeOnly) {
+  testing::CertificateSpec spec;
+  spec.not_before = absl::FromUnixSeconds(1672531200);  // 2023-01-01
+  spec.not_after = absl::FromUnixSeconds(1704067200);   // 2024-01-01
+  Resource expired = CertificateSecret("web", spec);
+  ResourceMap state = ValidTls();
+  state[IdOf(expired)] = expired;
+  // The content is fine: a stored or pushed state stays valid when a
+  // certificate in it expires.
+  EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+  std::vector<ValidationError> errors;
+  ValidateAtApplyTime(expired, absl::FromUnixSeconds(1704067200 + 1), &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].ToString(),
+            "Secret \"web\": tls_certificate.certificate_chain: certificate expired at "
+            "2024-01-01T00:00:00Z");
+  errors.clear();
+  ValidateAtApplyTime(expired, absl::FromUnixSeconds(1672531200 - 1), &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].message, "certificate is not valid before 2023-01-01T00:00:00Z");
+  errors.clear();
+  ValidateAtApplyTime(expired, absl::FromUnixSeconds(1690000000), &errors);
+  ValidateAtApplyTime(CaSecret("ca"), absl::FromUnixSeconds(0), &errors);
+  ValidateAtApplyTime(Parse(kCluster), absl::FromUnixSeconds(0), &errors);
+  EXPECT_TRUE(errors.empty());
+}
+
+TEST(ValidationTest, ListenerTlsCertificatesList) {
+  EXPECT_EQ(ListenerTlsErrors(""),
+            "Listener \"public\": tls.certificates: needs at least one Secret with a "
+            "tls_certificate");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: ["web", ""])"),
+            "Listener \"public\": tls.certificates[1]: is required");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: ["web", "web"])"),
+            "Listener \"public\": tls.certificates[1]: Secret \"web\" is already listed at "
+            "tls.certificates[0]");
+  std::string many = "certificates: [\"web\"";
+  for (int i = 1; i < 65; ++i) absl::StrAppend(&many, ", \"web", i, "\"");
+  many += "]";
+  std::string e = ListenerTlsErrors(many);
+  EXPECT_NE(e.find("Listener \"public\": tls.certificates: has 65 entries; at most 64"),
+            std::string::npos)
+      << e;
+}
+
+TEST(ValidationTest, ListenerTlsVersions) {
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" min_version: "1.1")"),
+            "Listener \"public\": tls.min_version: must be \"1.2\" or \"1.3\", got '1.1'");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" max_version: "TLSv1.3")"),
+            "Listener \"public\": tls.max_version: must be \"1.2\" or \"1.3\", got 'TLSv1.3'");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" min_version: "1.3" max_version: "1.2")"),
+            "Listener \"public\": tls.min_version: 1.3 is above max_version 1.2");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" max_version: "1.2")"), "");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" min_version: "1.3")"), "");
+}
+
+TEST(ValidationTest, ListenerTlsAlpn) {
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["h2", "http/1.1"])"),
+            "Listener \"public\": tls.alpn_protocols[0]: h2 is not served yet (only http/1.1)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["spdy/3"])"),
+            "Listener \"public\": tls.alpn_protocols[0]: 'spdy/3' is not supported (only "
+            "http/1.1)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["http/1.1", "http/1.1"])"),
+            "Listener \"public\": tls.alpn_protocols[1]: 'http/1.1' is listed twice");
+  std::string e = ListenerTlsErrors(
+      R"(certificates: "web" alpn_protocols: ["a", "b", "c", "d", "e", "f", "g", "h", "i"])");
+  EXPECT_NE(e.find("tls.alpn_protocols: has 9 entries; at most 8"), std::string::npos) << e;
+}
+
+TEST(ValidationTest, ListenerTlsCipherSuites) {
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ECDHE-RSA-AES128-GCM-SHA256:BOGUS-CIPHER")"),
+            "Listener \"public\": tls.cipher_suites: 'BOGUS-CIPHER' matches no TLS 1.2 cipher "
+            "suite");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "TLS_AES_128_GCM_SHA256")"),
+            "Listener \"public\": tls.cipher_suites: 'TLS_AES_128_GCM_SHA256' is a TLS 1.3 "
+            "suite; TLS 1.3 suites are not configurable (all three standard ones are offered)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ECDHE-RSA-AES128-GCM-SHA256:!ECDHE")"),
+            "Listener \"public\": tls.cipher_suites: 'ECDHE-RSA-AES128-GCM-SHA256:!ECDHE' leaves "
+            "no TLS 1.2 cipher suite");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ECDHE+AESGCM:ECDHE+CHACHA20")"),
+            "");
+}
+
+TEST(ValidationTest, ListenerTlsClientCertificates) {
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" require_client_certificate { value: true })"),
+            "Listener \"public\": tls.require_client_certificate: needs client_ca (the Secret "
+            "with the CAs that client certificates are checked against)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" client_ca: "clients")"), "");
+}
+
+TEST(ValidationTest, ListenerTlsReferencesExistingSecretsOfTheRightType) {
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: ["web", "gone"])"),
+            "Listener \"public\": tls.certificates[1]: Secret \"gone\" does not exist");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: ["clients"])"),
+            "Listener \"public\": tls.certificates[0]: Secret \"clients\" is not a "
+            "tls_certificate (it is a trusted_ca)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" client_ca: "web")"),
+            "Listener \"public\": tls.client_ca: Secret \"web\" is not a trusted_ca (it is a "
+            "tls_certificate)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" client_ca: "nope")"),
+            "Listener \"public\": tls.client_ca: Secret \"nope\" does not exist");
+}
+
+TEST(ValidationTest, RemovingASecretInUseIsInvalid) {
+  ResourceMap state = ValidTls();
+  state.erase({config::v1::SECRET, "web"});
+  EXPECT_EQ(CheckState(state).message(),
+            "Listener \"public\": tls.certificates[0]: Secret \"web\" does not exist");
+  // Unreferenced, it may go.
+  state = ValidTls();
+  state.erase({config::v1::SECRET, "clients"});
+  EXPECT_TRUE(CheckState(state).ok());
 }
 
 }  // namespace

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "api/validation.h"
+#include "tests/api/test_certificates.h"
 
 namespace sluice::cli {
 namespace {
@@ -149,6 +153,114 @@ spec:
     ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
     EXPECT_EQ((*again)[0].resource.SerializeAsString(), r.resource.SerializeAsString()) << yaml;
   }
+}
+
+std::string Indent(const std::string& text, int spaces) {
+  std::string pad(spaces, ' ');
+  std::string out = pad + absl::StrReplaceAll(text, {{"\n", "\n" + pad}});
+  return out.substr(0, out.size() - spaces);  // no indent after the last line break
+}
+
+TEST(YamlLoaderTest, SecretWithPemBlockScalarsRoundTrips) {
+  testing::TestCertificate c = testing::MakeCertificate({});
+  std::string yaml = absl::StrCat(
+      "kind: Secret\n"
+      "name: web\n"
+      "spec:\n"
+      "  tls_certificate:\n"
+      "    certificate_chain: |\n",
+      Indent(c.certificate_pem, 6),
+      "    private_key: |\n",
+      Indent(c.key_pem, 6));
+  auto loaded = LoadYaml(yaml, "web.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status() << "\n" << yaml;
+  ASSERT_EQ(loaded->size(), 1u);
+  const api::Resource& secret = (*loaded)[0].resource;
+  EXPECT_EQ(api::Describe(api::IdOf(secret)), "Secret \"web\"");
+  EXPECT_EQ(secret.secret().tls_certificate().certificate_chain(), c.certificate_pem);
+  EXPECT_EQ(secret.secret().tls_certificate().private_key(), c.key_pem);
+
+  // get -o yaml prints PEM as block scalars, and apply reads it back whole.
+  std::string out = ToYaml(secret);
+  EXPECT_TRUE(absl::StrContains(out, "certificate_chain: |\n      -----BEGIN CERTIFICATE-----\n"))
+      << out;
+  auto again = LoadYaml(out, "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << out;
+  EXPECT_EQ((*again)[0].resource.SerializeAsString(), secret.SerializeAsString()) << out;
+}
+
+TEST(YamlLoaderTest, RedactedSecretFromGetIsRefusedOnApply) {
+  testing::TestCertificate c = testing::MakeCertificate({});
+  api::Resource secret;
+  secret.mutable_secret()->set_name("web");
+  secret.mutable_secret()->mutable_tls_certificate()->set_certificate_chain(c.certificate_pem);
+  secret.mutable_secret()->mutable_tls_certificate()->set_private_key(c.key_pem);
+  api::RedactSecrets(&secret);
+  std::string out = ToYaml(secret);
+  EXPECT_FALSE(absl::StrContains(out, "PRIVATE KEY")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "private_key: \"[redacted]\"")) << out;
+  std::string e = Error(out);
+  EXPECT_TRUE(absl::StrContains(
+      e, "Secret \"web\": tls_certificate.private_key: is \"[redacted]\", what sluicectl get "
+         "and the admin API show in place of a key: the key was redacted on output and must be "
+         "supplied"))
+      << e;
+  EXPECT_TRUE(absl::StartsWith(e, "f.yaml, document 1, line ")) << e;
+  EXPECT_FALSE(absl::StrContains(ToJson(secret), "PRIVATE KEY"));
+}
+
+TEST(YamlLoaderTest, TrustedCaAndListenerTls) {
+  testing::CertificateSpec spec;
+  spec.is_ca = true;
+  std::string ca = testing::MakeCertificate(spec).certificate_pem;
+  auto loaded = LoadYaml(absl::StrCat(R"(
+kind: secrets
+name: clients
+spec:
+  trusted_ca:
+    ca_certificates: |
+)", Indent(ca, 6), R"(---
+kind: Listener
+name: https
+spec:
+  address: 0.0.0.0
+  port: 8443
+  route_table: main
+  tls:
+    certificates: [web, web-rsa]
+    min_version: "1.2"
+    alpn_protocols: [http/1.1]
+    client_ca: clients
+    require_client_certificate: false
+    session_tickets: true
+)"),
+                         "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)[0].resource.secret().trusted_ca().ca_certificates(), ca);
+  const auto& tls = (*loaded)[1].resource.listener().tls();
+  EXPECT_EQ(tls.certificates_size(), 2);
+  EXPECT_TRUE(tls.has_require_client_certificate());
+  EXPECT_FALSE(tls.require_client_certificate().value());
+  EXPECT_TRUE(tls.session_tickets().value());
+  for (const auto& r : *loaded) {
+    std::string yaml = ToYaml(r.resource);
+    auto again = LoadYaml(yaml, "again.yaml");
+    ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+    EXPECT_EQ((*again)[0].resource.SerializeAsString(), r.resource.SerializeAsString()) << yaml;
+  }
+}
+
+TEST(YamlLoaderTest, SecretErrorsCarryTheLineOfTheField) {
+  testing::TestCertificate c = testing::MakeCertificate({});
+  std::string e = Error(absl::StrCat(
+      "kind: Secret\nname: web\nspec:\n  tls_certificate:\n    certificate_chain: |\n",
+      Indent(c.certificate_pem, 6), "    private_key: |\n",
+      Indent(testing::MakeCertificate({}).key_pem, 6)));
+  int key_line = 6 + static_cast<int>(std::count(c.certificate_pem.begin(),
+                                                 c.certificate_pem.end(), '\n'));
+  EXPECT_EQ(e, absl::StrCat("f.yaml, document 1, line ", key_line,
+                            ": Secret \"web\": tls_certificate.private_key: does not match the "
+                            "certificate's public key"));
 }
 
 }  // namespace

@@ -130,5 +130,40 @@ TEST(FileStoreTest, LeftoverTempFileFromACrashIsIgnored) {
   EXPECT_NE(access((dir + "/state.db.tmp").c_str(), F_OK), 0);
 }
 
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 0777;
+}
+
+// The state holds private keys: readable by the owner only, whatever the
+// umask and whatever mode a file left there before had.
+TEST(FileStoreTest, StateFileIsOwnerOnly) {
+  mode_t old_umask = ::umask(0);
+  std::string dir = MakeTempDir("store");
+  {
+    auto store = FileStore::Open(dir);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Save(Sample()).ok());
+    EXPECT_EQ(ModeOf(dir + "/state.db"), 0600u);
+    // A temp file already there (wider mode) is what Save renames into
+    // place: it is narrowed before the keys are written to it.
+    WriteBytes(dir + "/state.db.tmp", "");
+    ASSERT_EQ(::chmod((dir + "/state.db.tmp").c_str(), 0644), 0);
+    ASSERT_TRUE((*store)->Save(Sample()).ok());
+    EXPECT_EQ(ModeOf(dir + "/state.db"), 0600u);
+  }
+  // A state file from an older build or a backup, readable by all.
+  ASSERT_EQ(::chmod((dir + "/state.db").c_str(), 0644), 0);
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(ModeOf(dir + "/state.db"), 0600u);
+  EXPECT_EQ((*store)->Load()->version, 42u);
+  std::string fresh = MakeTempDir("store") + "/data";
+  ASSERT_TRUE(FileStore::Open(fresh).ok());
+  EXPECT_EQ(ModeOf(fresh), 0700u);
+  ::umask(old_umask);
+}
+
 }  // namespace
 }  // namespace sluice::controlplane

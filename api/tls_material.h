@@ -1,0 +1,69 @@
+// Parsing and checking of TLS key material (Secret resources) with OpenSSL:
+// used by validation (both planes) and by the proxy when it builds its TLS
+// contexts. Uses only the OpenSSL API that BoringSSL shares.
+//
+// Pure functions; thread-safe.
+#ifndef SLUICE_API_TLS_MATERIAL_H_
+#define SLUICE_API_TLS_MATERIAL_H_
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "sluice/config/v1/config.pb.h"
+
+namespace sluice::api {
+
+inline constexpr size_t kMaxCertificateChainBytes = 64 * 1024;
+inline constexpr size_t kMaxCaBundleBytes = 1024 * 1024;
+
+// What a certificate says about itself, for SNI selection and for errors.
+struct CertificateInfo {
+  // DNS subjectAltNames, lower case ("api.example.com", "*.example.com");
+  // the subject CN when the certificate has no DNS SAN.
+  std::vector<std::string> dns_names;
+  std::string subject;  // one line, e.g. "CN=api.example.com,O=Example"
+  absl::Time not_before;
+  absl::Time not_after;
+};
+
+// An error found in a Secret, with the field it is about relative to the
+// Secret's spec (e.g. "tls_certificate.private_key").
+struct TlsMaterialError {
+  std::string field;
+  std::string message;
+};
+
+// Parses the chain (leaf first) and the key; checks that the key matches the
+// leaf and that the leaf is valid at `now`. On failure returns false and
+// fills `error`. Equivalent to ParseTlsCertificate, then CheckValidAt.
+bool InspectTlsCertificate(const config::v1::TlsCertificate& certificate, absl::Time now,
+                           CertificateInfo* info, TlsMaterialError* error);
+
+// The checks of InspectTlsCertificate that depend only on the content (PEM
+// syntax, sizes, key type, key matching the leaf), not on the time. Config
+// validation uses this: its result must be the same in every process at
+// every moment (see api/validation.h).
+bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, CertificateInfo* info,
+                         TlsMaterialError* error);
+
+// Whether `now` is within [info.not_before, info.not_after]; else false with
+// `error` on "tls_certificate.certificate_chain" ("certificate expired at
+// 2024-01-01T00:00:00Z", "certificate is not valid before ...").
+bool CheckValidAt(const CertificateInfo& info, absl::Time now, TlsMaterialError* error);
+
+// Parses a CA bundle (at least one certificate). On failure returns false and
+// fills `error`.
+bool InspectTrustedCa(const config::v1::TrustedCa& ca, TlsMaterialError* error);
+
+// Whether `server_name` (an SNI value, any case) matches `dns_name` from
+// CertificateInfo: equal ignoring case, or "*.rest" matching exactly one
+// more label in front of "rest".
+bool DnsNameMatches(std::string_view dns_name, std::string_view server_name);
+
+}  // namespace sluice::api
+
+#endif  // SLUICE_API_TLS_MATERIAL_H_

@@ -1,0 +1,406 @@
+#include "dataplane/net/tls.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace sluice::net {
+namespace {
+
+constexpr unsigned char kSessionIdContext[] = "sluice";
+// Tickets are sealed with the current key; one made with the previous key
+// still resumes (and is re-issued). Ticket lifetime is the SSL_CTX timeout.
+constexpr absl::Duration kTicketKeyRotation = absl::Hours(12);
+constexpr long kTicketLifetimeSeconds = 2 * 60 * 60;
+
+struct TicketKey {
+  unsigned char name[16];
+  unsigned char aes_key[16];
+  unsigned char hmac_key[32];
+};
+
+// The process's ticket keys: current and previous, rotated lazily.
+class TicketKeys {
+ public:
+  static TicketKeys& Get() {
+    static TicketKeys* const keys = new TicketKeys();
+    return *keys;
+  }
+  // The key to seal a new ticket with.
+  TicketKey Current() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Now() - made_ >= kTicketKeyRotation) Rotate();
+    return current_;
+  }
+  // The key named `name`; *old when it is the previous one.
+  bool Find(const unsigned char* name, TicketKey* key, bool* old) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Now() - made_ >= kTicketKeyRotation) Rotate();
+    if (std::memcmp(name, current_.name, sizeof(current_.name)) == 0) {
+      *key = current_;
+      *old = false;
+      return true;
+    }
+    if (has_previous_ && std::memcmp(name, previous_.name, sizeof(previous_.name)) == 0) {
+      *key = previous_;
+      *old = true;
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  TicketKeys() { Rotate(); }
+  void Rotate() {
+    previous_ = current_;
+    has_previous_ = made_ != absl::InfinitePast();
+    RAND_bytes(reinterpret_cast<unsigned char*>(&current_), sizeof(current_));
+    made_ = absl::Now();
+  }
+  std::mutex mu_;
+  TicketKey current_{};
+  TicketKey previous_{};
+  bool has_previous_ = false;
+  absl::Time made_ = absl::InfinitePast();
+};
+
+// The ticket key callback is the one API OpenSSL 3 and BoringSSL share for
+// keys under the application's control; OpenSSL 3 marks it deprecated in
+// favour of an EVP_MAC variant BoringSSL does not have.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+int OnTicketKey(SSL*, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                HMAC_CTX* hmac, int encrypt) {
+  TicketKeys& keys = TicketKeys::Get();
+  if (encrypt) {
+    TicketKey key = keys.Current();
+    if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
+    std::memcpy(key_name, key.name, sizeof(key.name));
+    if (EVP_EncryptInit_ex(cipher, EVP_aes_128_cbc(), nullptr, key.aes_key, iv) != 1) return -1;
+    if (HMAC_Init_ex(hmac, key.hmac_key, sizeof(key.hmac_key), EVP_sha256(), nullptr) != 1) {
+      return -1;
+    }
+    return 1;
+  }
+  TicketKey key;
+  bool old = false;
+  if (!keys.Find(key_name, &key, &old)) return 0;  // unknown key: full handshake
+  if (HMAC_Init_ex(hmac, key.hmac_key, sizeof(key.hmac_key), EVP_sha256(), nullptr) != 1) {
+    return -1;
+  }
+  if (EVP_DecryptInit_ex(cipher, EVP_aes_128_cbc(), nullptr, key.aes_key, iv) != 1) return -1;
+  return old ? 2 : 1;  // 2: valid, but issue a ticket under the current key
+}
+#pragma GCC diagnostic pop
+
+int OnServerName(SSL* ssl, int*, void* arg) {
+  const auto* context = static_cast<const TlsServerContext*>(arg);
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (name == nullptr) return SSL_TLSEXT_ERR_NOACK;
+  SSL_CTX* chosen = context->ContextFor(name);
+  if (chosen != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, chosen);
+  return SSL_TLSEXT_ERR_OK;
+}
+
+int OnAlpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
+           unsigned int in_length, void* arg) {
+  const auto* context = static_cast<const TlsServerContext*>(arg);
+  const std::string& ours = context->alpn_wire();
+  unsigned char* selected = nullptr;
+  // Server preference: the first of ours that the client offers.
+  if (SSL_select_next_proto(&selected, out_length,
+                            reinterpret_cast<const unsigned char*>(ours.data()),
+                            static_cast<unsigned int>(ours.size()), in,
+                            in_length) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;  // no common protocol: go on without ALPN (HTTP/1.1)
+  }
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+
+BioPtr MemoryBio(const std::string& pem) {
+  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+}  // namespace
+
+std::string TakeOpenSslError() {
+  unsigned long code = ERR_get_error();
+  std::string text;
+  if (code != 0) {
+    char buffer[256];
+    ERR_error_string_n(code, buffer, sizeof(buffer));
+    text = buffer;
+  }
+  ERR_clear_error();
+  return text.empty() ? std::string("unknown TLS error") : text;
+}
+
+absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(
+    const TlsServerConfig& config) {
+  if (config.certificates.empty()) {
+    return absl::InvalidArgumentError("a TLS listener needs at least one certificate");
+  }
+  std::shared_ptr<TlsServerContext> context(new TlsServerContext());
+  for (const std::string& protocol : config.alpn_protocols) {
+    context->alpn_wire_.push_back(static_cast<char>(protocol.size()));
+    context->alpn_wire_.append(protocol);
+  }
+  for (const TlsCertificateConfig& cert : config.certificates) {
+    if (absl::Status status = context->AddCertificate(config, cert); !status.ok()) return status;
+  }
+  return context;
+}
+
+absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
+                                              const TlsCertificateConfig& cert) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return absl::InternalError(TakeOpenSslError());
+  const size_t index = contexts_.size();
+  contexts_.push_back(ctx);
+  auto fail = [](const char* what) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", TakeOpenSslError()));
+  };
+  SSL_CTX_set_min_proto_version(ctx, config.min_version);
+  SSL_CTX_set_max_proto_version(ctx, config.max_version);
+  long options = SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE;
+#ifdef SSL_OP_NO_RENEGOTIATION
+  options |= SSL_OP_NO_RENEGOTIATION;
+#endif
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+  // A peer that closes without close_notify ends the stream; HTTP framing
+  // tells whether a message was cut short.
+  options |= SSL_OP_IGNORE_UNEXPECTED_EOF;
+#endif
+  SSL_CTX_set_options(ctx, options);
+  // Partial writes from a buffer that may move; buffers released while a
+  // connection is idle (memory per idle connection).
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+  const std::string& ciphers = config.cipher_list.empty() ? std::string(kDefaultCipherList)
+                                                          : config.cipher_list;
+  if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) return fail("cipher_suites");
+#ifndef OPENSSL_IS_BORINGSSL
+  // TLS 1.3: all three standard suites, AES-128 first (BoringSSL's fixed order).
+  SSL_CTX_set_ciphersuites(ctx,
+                           "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+#endif
+
+  BioPtr chain = MemoryBio(cert.chain_pem);
+  X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
+  if (leaf == nullptr) return fail("certificate_chain");
+  int used = SSL_CTX_use_certificate(ctx, leaf);
+  X509_free(leaf);
+  if (used != 1) return fail("certificate_chain");
+  while (X509* intermediate = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
+    if (SSL_CTX_add0_chain_cert(ctx, intermediate) != 1) {
+      X509_free(intermediate);
+      return fail("certificate_chain");
+    }
+  }
+  ERR_clear_error();  // the end of the PEM stream
+  BioPtr key_bio = MemoryBio(cert.key_pem);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
+  if (key == nullptr) return fail("private_key");
+  used = SSL_CTX_use_PrivateKey(ctx, key);
+  EVP_PKEY_free(key);
+  if (used != 1 || SSL_CTX_check_private_key(ctx) != 1) return fail("private_key");
+
+  SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof(kSessionIdContext) - 1);
+  if (!config.client_ca_pem.empty()) {
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    BioPtr cas = MemoryBio(config.client_ca_pem);
+    int count = 0;
+    while (X509* ca = PEM_read_bio_X509(cas.get(), nullptr, nullptr, nullptr)) {
+      X509_STORE_add_cert(store, ca);
+      SSL_CTX_add_client_CA(ctx, ca);
+      X509_free(ca);
+      ++count;
+    }
+    ERR_clear_error();
+    if (count == 0) return absl::InvalidArgumentError("client_ca: no certificate found");
+    SSL_CTX_set_verify(ctx,
+                       SSL_VERIFY_PEER | (config.require_client_certificate
+                                              ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                              : 0),
+                       nullptr);
+  }
+  // Stateless tickets only: no server-side session cache to share or lock.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_timeout(ctx, kTicketLifetimeSeconds);
+  if (config.session_tickets) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    SSL_CTX_set_tlsext_ticket_key_cb(ctx, OnTicketKey);
+#pragma GCC diagnostic pop
+  } else {
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+  }
+  if (!alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, this);
+  // Every context may be the one a handshake starts on.
+  SSL_CTX_set_tlsext_servername_callback(ctx, OnServerName);
+  SSL_CTX_set_tlsext_servername_arg(ctx, this);
+
+  for (const std::string& name : cert.dns_names) {
+    std::string lower = absl::AsciiStrToLower(name);
+    if (lower.size() > 2 && lower[0] == '*' && lower[1] == '.') {
+      wildcard_suffixes_.try_emplace(lower.substr(2), index);
+    } else {
+      exact_names_.try_emplace(lower, index);
+    }
+  }
+  return absl::OkStatus();
+}
+
+TlsServerContext::~TlsServerContext() {
+  for (SSL_CTX* ctx : contexts_) SSL_CTX_free(ctx);
+}
+
+SSL_CTX* TlsServerContext::ContextFor(std::string_view server_name) const {
+  if (contexts_.size() == 1) return contexts_[0];
+  std::string name(server_name);
+  absl::AsciiStrToLower(&name);
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  if (auto it = exact_names_.find(name); it != exact_names_.end()) return contexts_[it->second];
+  size_t dot = name.find('.');
+  if (dot != std::string::npos && dot > 0) {
+    if (auto it = wildcard_suffixes_.find(name.substr(dot + 1));
+        it != wildcard_suffixes_.end()) {
+      return contexts_[it->second];
+    }
+  }
+  return contexts_[0];
+}
+
+std::unique_ptr<TransportSocket> TlsServerContext::Create() const {
+  SSL* ssl = SSL_new(contexts_[0]);
+  if (ssl == nullptr) {
+    TakeOpenSslError();
+    return nullptr;
+  }
+  return std::make_unique<TlsTransportSocket>(shared_from_this(), ssl, /*server=*/true);
+}
+
+TlsTransportSocket::TlsTransportSocket(std::shared_ptr<const void> context, SSL* ssl, bool server)
+    : context_(std::move(context)), ssl_(ssl), server_(server) {}
+
+TlsTransportSocket::~TlsTransportSocket() { SSL_free(ssl_); }
+
+void TlsTransportSocket::Attach(int fd) {
+  SSL_set_fd(ssl_, fd);
+  if (server_) {
+    SSL_set_accept_state(ssl_);
+  } else {
+    SSL_set_connect_state(ssl_);
+  }
+}
+
+TransportSocket::Progress TlsTransportSocket::Handshake() {
+  int ret = SSL_do_handshake(ssl_);
+  if (ret == 1) {
+    done_ = true;
+    info_.version = SSL_get_version(ssl_);
+    if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_)) {
+      info_.cipher = SSL_CIPHER_get_name(cipher);
+    }
+    if (const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name)) info_.sni = sni;
+    const unsigned char* alpn = nullptr;
+    unsigned int alpn_length = 0;
+    SSL_get0_alpn_selected(ssl_, &alpn, &alpn_length);
+    if (alpn != nullptr) info_.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_length);
+    info_.resumed = SSL_session_reused(ssl_) == 1;
+#if defined(OPENSSL_IS_BORINGSSL) || OPENSSL_VERSION_NUMBER < 0x30000000L
+    X509* peer = SSL_get_peer_certificate(ssl_);
+#else
+    X509* peer = SSL_get1_peer_certificate(ssl_);
+#endif
+    if (peer != nullptr) {
+      char subject[512];
+      X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+      info_.peer_subject = subject;
+      X509_free(peer);
+    }
+    return Progress::kDone;
+  }
+  switch (SSL_get_error(ssl_, ret)) {
+    case SSL_ERROR_WANT_READ: return Progress::kWantRead;
+    case SSL_ERROR_WANT_WRITE: return Progress::kWantWrite;
+    case SSL_ERROR_SYSCALL:
+      failure_reason_ = errno != 0 ? absl::StrCat("handshake: ", strerror(errno))
+                                   : "handshake: the peer closed the connection";
+      ERR_clear_error();
+      break;
+    default:
+      failure_reason_ = absl::StrCat("handshake: ", TakeOpenSslError());
+      break;
+  }
+  failed_ = true;
+  return Progress::kFailed;
+}
+
+ssize_t TlsTransportSocket::Read(char* buffer, size_t size) {
+  read_wants_write_ = false;
+  int ret = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+  if (ret > 0) return ret;
+  return Failed(ret, /*reading=*/true);
+}
+
+ssize_t TlsTransportSocket::Write(const char* data, size_t size) {
+  write_wants_read_ = false;
+  int ret = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+  if (ret > 0) return ret;
+  return Failed(ret, /*reading=*/false);
+}
+
+ssize_t TlsTransportSocket::Failed(int ret, bool reading) {
+  switch (SSL_get_error(ssl_, ret)) {
+    case SSL_ERROR_WANT_READ:
+      if (!reading) write_wants_read_ = true;
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_WANT_WRITE:
+      if (reading) read_wants_write_ = true;
+      errno = EAGAIN;
+      return -1;
+    case SSL_ERROR_ZERO_RETURN:  // close_notify
+      return 0;
+    case SSL_ERROR_SYSCALL: {
+      int err = errno;
+      ERR_clear_error();
+      if (err == 0) return 0;  // EOF without close_notify
+      errno = err;
+      return -1;
+    }
+    default:
+      failure_reason_ = TakeOpenSslError();
+      failed_ = true;
+      errno = EPROTO;
+      return -1;
+  }
+}
+
+bool TlsTransportSocket::has_buffered_input() const { return SSL_pending(ssl_) > 0; }
+
+void TlsTransportSocket::Shutdown() {
+  if (!done_ || failed_) return;
+  // Sends close_notify if the socket takes it now; never waits for the peer's.
+  SSL_shutdown(ssl_);
+  ERR_clear_error();
+}
+
+}  // namespace sluice::net

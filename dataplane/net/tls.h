@@ -1,0 +1,119 @@
+// TLS for connections, with OpenSSL 3 through the API BoringSSL shares.
+//
+// TlsServerContext is compiled from a listener's TLS settings on the config
+// thread and shared, immutable, by every worker: it holds one SSL_CTX per
+// certificate and picks one per handshake by the client's SNI. Each new
+// connection gets a TlsTransportSocket from it, which keeps the context
+// alive for as long as the connection lives, so a certificate rotated by a
+// new config version applies to new handshakes while open connections go on
+// with the one they started with.
+//
+// Session tickets are sealed with keys that the process makes and rotates
+// (TicketKeys): all workers and all config versions share them, so a client
+// resumes on whichever worker it lands on and across config changes.
+#ifndef SLUICE_DATAPLANE_NET_TLS_H_
+#define SLUICE_DATAPLANE_NET_TLS_H_
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "dataplane/net/transport_socket.h"
+
+namespace sluice::net {
+
+struct TlsCertificateConfig {
+  std::string chain_pem;  // leaf first
+  std::string key_pem;
+  // Names the certificate serves, lower case: "api.example.com" or a
+  // one-label wildcard "*.example.com".
+  std::vector<std::string> dns_names;
+};
+
+struct TlsServerConfig {
+  std::vector<TlsCertificateConfig> certificates;  // [0]: the default
+  int min_version = TLS1_2_VERSION;
+  int max_version = TLS1_3_VERSION;
+  std::string cipher_list;  // TLS 1.2 suites; empty: kDefaultCipherList
+  std::vector<std::string> alpn_protocols;  // server preference order
+  std::string client_ca_pem;                // empty: no client certificates
+  bool require_client_certificate = true;
+  bool session_tickets = true;
+};
+
+inline constexpr char kDefaultCipherList[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// Thread-safe after Create().
+class TlsServerContext : public TransportSocketFactory,
+                         public std::enable_shared_from_this<TlsServerContext> {
+ public:
+  // INVALID_ARGUMENT naming what OpenSSL refused (a key, a cipher list).
+  static absl::StatusOr<std::shared_ptr<TlsServerContext>> Create(const TlsServerConfig& config);
+  ~TlsServerContext() override;
+  TlsServerContext(const TlsServerContext&) = delete;
+  TlsServerContext& operator=(const TlsServerContext&) = delete;
+
+  std::unique_ptr<TransportSocket> Create() const override;
+
+  // The context whose certificate serves `server_name` (exact, then a
+  // one-label wildcard), or the default one.
+  SSL_CTX* ContextFor(std::string_view server_name) const;
+  const std::string& alpn_wire() const { return alpn_wire_; }
+
+ private:
+  TlsServerContext() = default;
+  absl::Status AddCertificate(const TlsServerConfig& config, const TlsCertificateConfig& cert);
+
+  std::vector<SSL_CTX*> contexts_;
+  absl::flat_hash_map<std::string, size_t> exact_names_;
+  absl::flat_hash_map<std::string, size_t> wildcard_suffixes_;  // "example.com" for "*.example.com"
+  std::string alpn_wire_;  // length-prefixed, preference order
+};
+
+// One TLS session over one socket. Worker thread only.
+class TlsTransportSocket : public TransportSocket {
+ public:
+  // Takes ownership of `ssl`; `context` is kept alive with it.
+  TlsTransportSocket(std::shared_ptr<const void> context, SSL* ssl, bool server);
+  ~TlsTransportSocket() override;
+
+  void Attach(int fd) override;
+  Progress Handshake() override;
+  ssize_t Read(char* buffer, size_t size) override;
+  ssize_t Write(const char* data, size_t size) override;
+  bool wants_read() const override { return write_wants_read_; }
+  bool wants_write() const override { return read_wants_write_; }
+  bool has_buffered_input() const override;
+  void Shutdown() override;
+  bool secure() const override { return true; }
+  const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
+  const std::string& failure_reason() const override { return failure_reason_; }
+
+ private:
+  // Maps a failed SSL_read/SSL_write to read(2)/write(2) conventions.
+  ssize_t Failed(int ret, bool reading);
+
+  std::shared_ptr<const void> context_;
+  SSL* ssl_;
+  bool server_;
+  bool done_ = false;
+  bool failed_ = false;
+  bool read_wants_write_ = false;
+  bool write_wants_read_ = false;
+  TlsInfo info_;
+  std::string failure_reason_;
+};
+
+// The last OpenSSL error on this thread as text, and the queue cleared.
+std::string TakeOpenSslError();
+
+}  // namespace sluice::net
+
+#endif  // SLUICE_DATAPLANE_NET_TLS_H_

@@ -1,0 +1,89 @@
+// TransportSocket: how a Connection moves bytes over its file descriptor.
+// Plain sockets read(2)/write(2); TLS runs a handshake first and then
+// encrypts (dataplane/net/tls.h). The connection owns its transport socket
+// and never touches the fd's bytes itself, so downstream and upstream
+// connections, plain or TLS, share one Connection class.
+//
+// Owner's worker thread only.
+#ifndef SLUICE_DATAPLANE_NET_TRANSPORT_SOCKET_H_
+#define SLUICE_DATAPLANE_NET_TRANSPORT_SOCKET_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace sluice::net {
+
+// What a TLS session negotiated, for routing, policies and logs.
+struct TlsInfo {
+  std::string version;       // "TLSv1.3"
+  std::string cipher;        // "TLS_AES_128_GCM_SHA256"
+  std::string sni;           // the client's server name; empty when none
+  std::string alpn;          // the negotiated protocol; empty when none
+  std::string peer_subject;  // client certificate subject; empty when none
+  bool resumed = false;
+};
+
+class TransportSocket {
+ public:
+  enum class Progress {
+    kDone,       // the handshake (if any) is complete
+    kWantRead,   // waiting for the socket to be readable
+    kWantWrite,  // waiting for it to be writable
+    kFailed,     // the handshake failed; failure_reason() says why
+  };
+
+  virtual ~TransportSocket() = default;
+
+  // Called once with the connected (or accepted) socket before any I/O.
+  virtual void Attach(int fd) = 0;
+  // Advances the handshake. Plain sockets are done at once.
+  virtual Progress Handshake() = 0;
+  // Like read(2): >0 bytes read, 0 at the peer's orderly end, -1 with errno
+  // (EAGAIN when nothing is ready now). After EAGAIN, wants_write() may ask
+  // for writability before reading can go on.
+  virtual ssize_t Read(char* buffer, size_t size) = 0;
+  // Like write(2), same conventions; wants_read() may ask for readability.
+  virtual ssize_t Write(const char* data, size_t size) = 0;
+  // The last Read()/Write() returned EAGAIN waiting on the other direction.
+  virtual bool wants_read() const { return false; }
+  virtual bool wants_write() const { return false; }
+  // Bytes already taken off the socket and decrypted but not yet returned
+  // by Read(): the socket will not signal them.
+  virtual bool has_buffered_input() const { return false; }
+  // Best-effort orderly end (TLS close_notify) before the fd is closed.
+  virtual void Shutdown() {}
+
+  virtual bool secure() const { return false; }
+  // Negotiated details; nullptr for plain sockets or before the handshake.
+  virtual const TlsInfo* tls_info() const { return nullptr; }
+  // Why the handshake failed.
+  virtual const std::string& failure_reason() const;
+};
+
+// read(2) and write(2).
+class PlainTransportSocket : public TransportSocket {
+ public:
+  void Attach(int fd) override { fd_ = fd; }
+  Progress Handshake() override { return Progress::kDone; }
+  ssize_t Read(char* buffer, size_t size) override;
+  ssize_t Write(const char* data, size_t size) override;
+
+ private:
+  int fd_ = -1;
+};
+
+// Makes the transport socket of each new connection: one per listener (or
+// upstream cluster), shared by the workers, so it must be thread-safe.
+class TransportSocketFactory {
+ public:
+  virtual ~TransportSocketFactory() = default;
+  virtual std::unique_ptr<TransportSocket> Create() const = 0;
+};
+
+}  // namespace sluice::net
+
+#endif  // SLUICE_DATAPLANE_NET_TRANSPORT_SOCKET_H_

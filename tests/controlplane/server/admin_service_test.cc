@@ -1,0 +1,91 @@
+// The admin API never hands a private key back: Get and List redact it,
+// whatever client asks.
+#include "controlplane/server/admin_service.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/api/test_certificates.h"
+#include "tests/harness/process.h"
+
+namespace sluice::controlplane {
+namespace {
+
+class AdminServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = FileStore::Open(sluice::testing::MakeTempDir("admin_service"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto state = ConfigState::Create(std::move(*store));
+    ASSERT_TRUE(state.ok()) << state.status();
+    state_ = std::move(*state);
+    service_ = std::make_unique<AdminServiceImpl>(state_.get(), &registry_);
+
+    certificate_ = sluice::testing::MakeCertificate({});
+    admin::v1::ApplyRequest apply;
+    auto* secret = apply.add_resources()->mutable_secret();
+    secret->set_name("web");
+    secret->mutable_tls_certificate()->set_certificate_chain(certificate_.certificate_pem);
+    secret->mutable_tls_certificate()->set_private_key(certificate_.key_pem);
+    auto* cluster = apply.add_resources()->mutable_cluster();
+    cluster->set_name("users");
+    cluster->add_endpoints()->set_address("127.0.0.1");
+    cluster->mutable_endpoints(0)->set_port(9000);
+    admin::v1::ApplyResponse applied;
+    grpc::Status status = service_->Apply(nullptr, &apply, &applied);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+
+  ProxyRegistry registry_;
+  std::unique_ptr<ConfigState> state_;
+  std::unique_ptr<AdminServiceImpl> service_;
+  sluice::testing::TestCertificate certificate_;
+};
+
+TEST_F(AdminServiceTest, GetRedactsThePrivateKey) {
+  admin::v1::GetRequest request;
+  request.set_kind(config::v1::SECRET);
+  request.set_name("web");
+  admin::v1::GetResponse response;
+  ASSERT_TRUE(service_->Get(nullptr, &request, &response).ok());
+  const auto& tls = response.resource().secret().tls_certificate();
+  EXPECT_EQ(tls.private_key(), "[redacted]");
+  EXPECT_EQ(tls.certificate_chain(), certificate_.certificate_pem);
+  EXPECT_EQ(response.resource().DebugString().find("PRIVATE KEY"), std::string::npos);
+  // What is stored (and pushed to proxies) keeps the key.
+  EXPECT_EQ(state_->Current()
+                ->resources.at({config::v1::SECRET, "web"})
+                .secret()
+                .tls_certificate()
+                .private_key(),
+            certificate_.key_pem);
+}
+
+TEST_F(AdminServiceTest, ListRedactsThePrivateKey) {
+  for (auto kind : {config::v1::RESOURCE_KIND_UNSPECIFIED, config::v1::SECRET}) {
+    admin::v1::ListRequest request;
+    request.set_kind(kind);
+    admin::v1::ListResponse response;
+    ASSERT_TRUE(service_->List(nullptr, &request, &response).ok());
+    EXPECT_EQ(response.DebugString().find("PRIVATE KEY"), std::string::npos);
+    bool found = false;
+    for (const auto& r : response.resources()) {
+      if (!r.has_secret()) continue;
+      found = true;
+      EXPECT_EQ(r.secret().tls_certificate().private_key(), "[redacted]");
+    }
+    EXPECT_TRUE(found);
+  }
+}
+
+TEST_F(AdminServiceTest, SecretKindIsAccepted) {
+  admin::v1::GetRequest request;
+  request.set_kind(config::v1::SECRET);
+  request.set_name("nope");
+  admin::v1::GetResponse response;
+  grpc::Status status = service_->Get(nullptr, &request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(), "Secret \"nope\" does not exist");
+}
+
+}  // namespace
+}  // namespace sluice::controlplane

@@ -1,0 +1,150 @@
+// ConfigState with Secrets: what an apply or a delete is told, with the time
+// of the apply injected.
+#include "controlplane/server/config_state.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "tests/api/test_certificates.h"
+#include "tests/harness/process.h"
+
+namespace sluice::controlplane {
+namespace {
+
+const absl::Time kJan2030 = absl::FromCivil(absl::CivilDay(2030, 1, 1), absl::UTCTimeZone());
+
+api::Resource Cluster(const std::string& name) {
+  api::Resource r;
+  r.mutable_cluster()->set_name(name);
+  auto* e = r.mutable_cluster()->add_endpoints();
+  e->set_address("127.0.0.1");
+  e->set_port(9000);
+  return r;
+}
+
+api::Resource RouteTable() {
+  api::Resource r;
+  auto* vhost = r.mutable_route_table()->add_virtual_hosts();
+  r.mutable_route_table()->set_name("main");
+  vhost->add_domains("*");
+  auto* route = vhost->add_routes();
+  route->mutable_match()->set_prefix("/");
+  route->mutable_route()->set_cluster("users");
+  return r;
+}
+
+api::Resource HttpsListener() {
+  api::Resource r;
+  auto* l = r.mutable_listener();
+  l->set_name("https");
+  l->set_address("127.0.0.1");
+  l->set_port(8443);
+  l->set_route_table("main");
+  l->mutable_tls()->add_certificates("web");
+  return r;
+}
+
+// A certificate valid through 2030 only.
+api::Resource Secret2030(const std::string& name) {
+  testing::CertificateSpec spec;
+  spec.not_before = kJan2030;
+  spec.not_after = kJan2030 + absl::Hours(24 * 365);
+  testing::TestCertificate c = testing::MakeCertificate(spec);
+  api::Resource r;
+  r.mutable_secret()->set_name(name);
+  r.mutable_secret()->mutable_tls_certificate()->set_certificate_chain(c.certificate_pem);
+  r.mutable_secret()->mutable_tls_certificate()->set_private_key(c.key_pem);
+  return r;
+}
+
+class ConfigStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = FileStore::Open(sluice::testing::MakeTempDir("config_state"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto state = ConfigState::Create(std::move(*store), [this] { return now_; });
+    ASSERT_TRUE(state.ok()) << state.status();
+    state_ = std::move(*state);
+  }
+
+  absl::Time now_ = kJan2030 + absl::Hours(24 * 100);
+  std::unique_ptr<ConfigState> state_;
+};
+
+TEST_F(ConfigStateTest, CertificateMustBeValidWhenItIsApplied) {
+  api::Resource secret = Secret2030("web");
+  now_ = kJan2030 - absl::Hours(1);
+  auto result = state_->Apply({Cluster("users"), RouteTable(), secret, HttpsListener()}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result.status().message(),
+            "Secret \"web\": tls_certificate.certificate_chain: certificate is not valid before "
+            "2030-01-01T00:00:00Z");
+  EXPECT_EQ(state_->Current()->version, 0u);
+
+  now_ = kJan2030 + absl::Hours(24 * 100);
+  result = state_->Apply({Cluster("users"), RouteTable(), secret, HttpsListener()}, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 1u);
+  // The stored key is the real one; only what is shown is redacted.
+  EXPECT_EQ(state_->Current()
+                ->resources.at({config::v1::SECRET, "web"})
+                .secret()
+                .tls_certificate()
+                .private_key(),
+            secret.secret().tls_certificate().private_key());
+}
+
+TEST_F(ConfigStateTest, ACertificateThatExpiresInServiceDoesNotBlockOtherChanges) {
+  api::Resource secret = Secret2030("web");
+  ASSERT_TRUE(state_->Apply({Cluster("users"), RouteTable(), secret, HttpsListener()}, false).ok());
+  now_ = kJan2030 + absl::Hours(24 * 400);  // the certificate has expired
+  // An unrelated change, and re-applying the unchanged Secret with it (as
+  // `sluicectl apply -f DIR` does), both go through.
+  api::Resource other = Cluster("other");
+  auto result = state_->Apply({other, secret}, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->diff.added.size(), 1u);
+  // A changed Secret with an expired certificate is refused.
+  api::Resource renewed_but_expired = Secret2030("web");
+  result = state_->Apply({renewed_but_expired}, /*dry_run=*/true);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().message(),
+            "Secret \"web\": tls_certificate.certificate_chain: certificate expired at "
+            "2031-01-01T00:00:00Z");
+}
+
+TEST_F(ConfigStateTest, ContentAndApplyTimeErrorsAreReportedTogether) {
+  api::Resource secret = Secret2030("web");
+  now_ = kJan2030 + absl::Hours(24 * 400);
+  auto result = state_->Apply({Cluster("users"), RouteTable(), secret, HttpsListener()}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "certificate expired at"))
+      << result.status();
+  api::Resource listener = HttpsListener();
+  listener.mutable_listener()->mutable_tls()->set_min_version("1.0");
+  result = state_->Apply({Cluster("users"), RouteTable(), secret, listener}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StrContains(result.status().message(),
+                                "Listener \"https\": tls.min_version: must be"))
+      << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "certificate expired at"))
+      << result.status();
+}
+
+TEST_F(ConfigStateTest, DeletingASecretInUseIsRefused) {
+  ASSERT_TRUE(
+      state_->Apply({Cluster("users"), RouteTable(), Secret2030("web"), HttpsListener()}, false)
+          .ok());
+  auto result = state_->Delete({config::v1::SECRET, "web"}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(result.status().message(),
+            "cannot delete Secret \"web\": the rest of the config needs it:\n"
+            "Listener \"https\": tls.certificates[0]: Secret \"web\" does not exist");
+  ASSERT_TRUE(state_->Delete({config::v1::LISTENER, "https"}, false).ok());
+  EXPECT_TRUE(state_->Delete({config::v1::SECRET, "web"}, false).ok());
+}
+
+}  // namespace
+}  // namespace sluice::controlplane

@@ -1,0 +1,265 @@
+// HTTPS offload through real processes: sluice-control, one sluice-proxy, an
+// upstream_server; clients are curl, openssl s_client and an OpenSSL client
+// in the test. Certificates are made with the openssl CLI at test time.
+#include <gtest/gtest.h>
+#include <openssl/ssl.h>
+
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+std::string SecretYaml(const std::string& name, const TestCert& cert) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
+                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
+                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
+}
+
+std::string CaYaml(const std::string& name, const TestCert& ca) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  trusted_ca:\n",
+                      "    ca_certificates: |\n", YamlBlock(ca.cert_pem, 6));
+}
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string GetRequest(const std::string& host, const std::string& path) {
+  return absl::StrCat("GET ", path, " HTTP/1.1\r\nhost: ", host, "\r\n\r\n");
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    dir_ = MakeTempDir("tls");
+    a_ = MakeSelfSigned(dir_, "a", "a.test", {"a.test"});
+    wild_ = MakeSelfSigned(dir_, "wild", "wild.test", {"*.wild.test"});
+    fallback_ = MakeSelfSigned(dir_, "default", "default.test", {"default.test"});
+    ca_ = MakeCa(dir_, "ca", "Test Client CA");
+    client_ = MakeSignedBy(ca_, dir_, "client", "client-1");
+    https_port_ = PickFreePort();
+    mtls_port_ = PickFreePort();
+    std::string yaml = absl::StrCat(
+        SecretYaml("default-cert", fallback_), "---\n", SecretYaml("a-cert", a_), "---\n",
+        SecretYaml("wild-cert", wild_), "---\n", CaYaml("clients", ca_),
+        "---\nkind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        upstream_.port(), "}]\n",
+        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n        - match: {prefix: /go}\n          redirect: {path_redirect: /gone}\n"
+        "        - match: {prefix: /}\n          route: {cluster: web}\n",
+        "---\nkind: Listener\nname: https\nspec:\n  address: 127.0.0.1\n  port: ", https_port_,
+        "\n  route_table: main\n  tls:\n    certificates: [default-cert, a-cert, wild-cert]\n",
+        "---\nkind: Listener\nname: mtls\nspec:\n  address: 127.0.0.1\n  port: ", mtls_port_,
+        "\n  route_table: main\n  tls:\n    certificates: [a-cert]\n    client_ca: clients\n");
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "tls-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  // The subject of the certificate the proxy presents for `sni`.
+  std::string SubjectFor(const std::string& sni) {
+    TlsClient client;
+    TlsClientOptions options;
+    options.sni = sni;
+    if (!client.Connect(https_port_, options)) return "error: " + client.error();
+    return client.peer_subject();
+  }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"web-1"};
+  std::unique_ptr<Proxy> proxy_;
+  std::string dir_;
+  TestCert a_, wild_, fallback_, ca_, client_;
+  int https_port_ = 0;
+  int mtls_port_ = 0;
+};
+
+TEST_F(TlsTest, CurlGetsTheUpstreamOverHttpsWithForwardedProto) {
+  std::string url = absl::StrCat("https://a.test:", https_port_, "/hello");
+  CommandResult r = RunCommand({"/usr/bin/curl", "-sS", "-i", "--cacert", a_.cert_path, "--resolve",
+                                absl::StrCat("a.test:", https_port_, ":127.0.0.1"), url});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/1.1 200")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-echo-x-forwarded-proto: https")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /hello")) << r.out;
+  // Redirects keep the scheme the client used.
+  r = RunCommand({"/usr/bin/curl", "-sS", "-i", "-k", "--resolve",
+                  absl::StrCat("a.test:", https_port_, ":127.0.0.1"),
+                  absl::StrCat("https://a.test:", https_port_, "/go")});
+  EXPECT_TRUE(absl::StrContains(r.out, absl::StrCat("location: https://a.test:", https_port_, "/gone")))
+      << r.out;
+}
+
+TEST_F(TlsTest, SniPicksTheCertificate) {
+  EXPECT_EQ(SubjectFor("a.test"), "/CN=a.test");
+  EXPECT_EQ(SubjectFor("A.TEST"), "/CN=a.test");
+  EXPECT_EQ(SubjectFor("x.wild.test"), "/CN=wild.test");
+  EXPECT_EQ(SubjectFor("a.b.wild.test"), "/CN=default.test");  // one label only
+  EXPECT_EQ(SubjectFor("unknown.test"), "/CN=default.test");
+  EXPECT_EQ(SubjectFor(""), "/CN=default.test");
+  // The same through openssl s_client.
+  CommandResult r = RunCommand(
+      {"/bin/bash", "-c",
+       absl::StrCat("echo | openssl s_client -connect 127.0.0.1:", https_port_,
+                    " -servername x.wild.test 2>/dev/null | openssl x509 -noout -subject")});
+  EXPECT_TRUE(absl::StrContains(r.out, "CN = wild.test")) << r.out << r.err;
+}
+
+TEST_F(TlsTest, VersionsAlpnAndSessionResumption) {
+  TlsClient first;
+  TlsClientOptions options;
+  options.sni = "a.test";
+  options.alpn = {"h2", "http/1.1"};
+  ASSERT_TRUE(first.Connect(https_port_, options)) << first.error();
+  EXPECT_EQ(first.version(), "TLSv1.3");
+  EXPECT_EQ(first.alpn(), "http/1.1");  // h2 is not offered by this listener
+  Http1Message response;
+  ASSERT_TRUE(first.Request(GetRequest("a.test", "/one"), &response)) << first.error();
+  EXPECT_EQ(response.status, 200);
+  first.Close();
+
+  // Resumption with tickets, by openssl s_client: the second handshake
+  // resumes the first one's session.
+  std::string sess = absl::StrCat(dir_, "/session.pem");
+  std::string request = "printf 'GET / HTTP/1.1\\r\\nhost: a.test\\r\\nconnection: close\\r\\n\\r\\n'";
+  std::string s_client = absl::StrCat("openssl s_client -ign_eof -connect 127.0.0.1:", https_port_,
+                                      " -servername a.test");
+  CommandResult r = RunCommand(
+      {"/bin/bash", "-c",
+       absl::StrCat(request, " | ", s_client, " -sess_out ", sess, " 2>&1 | grep -E '^(New|Reused),'; ",
+                    request, " | ", s_client, " -sess_in ", sess, " 2>&1 | grep -E '^(New|Reused),'")});
+  EXPECT_TRUE(absl::StartsWith(r.out, "New, TLSv1.3")) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "\nReused, TLSv1.3")) << r.out << r.err;
+
+  TlsClient tls12;
+  TlsClientOptions old;
+  old.sni = "a.test";
+  old.max_version = TLS1_2_VERSION;
+  ASSERT_TRUE(tls12.Connect(https_port_, old)) << tls12.error();
+  EXPECT_EQ(tls12.version(), "TLSv1.2");
+  ASSERT_TRUE(tls12.Request(GetRequest("a.test", "/12"), &response)) << tls12.error();
+  EXPECT_EQ(response.status, 200);
+  EXPECT_GE(proxy_->Stat("sluice_downstream_tls_resumptions_total"), 1);
+  EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshakes_total"), 4);
+}
+
+TEST_F(TlsTest, RotatedCertificateAppliesToNewHandshakesOnly) {
+  TlsClient open;
+  TlsClientOptions options;
+  options.sni = "a.test";
+  ASSERT_TRUE(open.Connect(https_port_, options)) << open.error();
+  Http1Message response;
+  ASSERT_TRUE(open.Request(GetRequest("a.test", "/before"), &response)) << open.error();
+  EXPECT_EQ(open.peer_subject(), "/CN=a.test");
+
+  TestCert renewed = MakeSelfSigned(dir_, "a2", "a.test renewed", {"a.test"});
+  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "rotate.yaml", SecretYaml("a-cert", renewed))});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+
+  EXPECT_EQ(SubjectFor("a.test"), "/CN=a.test renewed");
+  // The connection opened before the change goes on with its session.
+  ASSERT_TRUE(open.Request(GetRequest("a.test", "/after"), &response)) << open.error();
+  EXPECT_EQ(response.status, 200);
+  EXPECT_TRUE(absl::StrContains(response.body, "GET /after"));
+}
+
+TEST_F(TlsTest, MutualTlsRefusesClientsWithoutATrustedCertificate) {
+  TlsClient anonymous;
+  TlsClientOptions options;
+  options.sni = "a.test";
+  Http1Message response;
+  // TLS 1.3: the server's refusal may surface at the handshake or at the
+  // first read, depending on timing; either way no response comes.
+  bool refused = !anonymous.Connect(mtls_port_, options) ||
+                 !anonymous.Request(GetRequest("a.test", "/"), &response);
+  EXPECT_TRUE(refused) << response.status;
+
+  TestCert stranger = MakeSelfSigned(dir_, "stranger", "stranger", {});
+  TlsClient untrusted;
+  options.client_cert_path = stranger.cert_path;
+  options.client_key_path = stranger.key_path;
+  refused = !untrusted.Connect(mtls_port_, options) ||
+            !untrusted.Request(GetRequest("a.test", "/"), &response);
+  EXPECT_TRUE(refused) << response.status;
+
+  TlsClient trusted;
+  options.client_cert_path = client_.cert_path;
+  options.client_key_path = client_.key_path;
+  ASSERT_TRUE(trusted.Connect(mtls_port_, options)) << trusted.error();
+  ASSERT_TRUE(trusted.Request(GetRequest("a.test", "/mtls"), &response)) << trusted.error();
+  EXPECT_EQ(response.status, 200);
+
+  // curl with and without the certificate.
+  std::string resolve = absl::StrCat("a.test:", mtls_port_, ":127.0.0.1");
+  std::string url = absl::StrCat("https://a.test:", mtls_port_, "/curl");
+  CommandResult without = RunCommand({"/usr/bin/curl", "-sS", "-k", "--resolve", resolve, url});
+  EXPECT_NE(without.exit_code, 0) << without.out;
+  CommandResult with = RunCommand({"/usr/bin/curl", "-sS", "-k", "--cert", client_.cert_path, "--key",
+                                   client_.key_path, "--resolve", resolve, url});
+  EXPECT_EQ(with.exit_code, 0) << with.err;
+  EXPECT_TRUE(absl::StrContains(with.out, "GET /curl")) << with.out;
+  EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshake_errors_total"), 2);
+}
+
+TEST_F(TlsTest, PlainHttpOnATlsPortGetsNoPlaintextAnswer) {
+  std::string reply = SendRaw(absl::StrCat("127.0.0.1:", https_port_),
+                              "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n");
+  EXPECT_FALSE(absl::StrContains(reply, "HTTP/1.1 200")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "web-1")) << reply;
+  // And the listener still serves TLS afterwards.
+  EXPECT_EQ(SubjectFor("a.test"), "/CN=a.test");
+}
+
+TEST_F(TlsTest, BadKeyMaterialIsRejectedAndTheLastGoodConfigKeepsServing) {
+  // A key that is not the certificate's.
+  TestCert other = MakeSelfSigned(dir_, "other", "other", {"other.test"});
+  TestCert mismatched = a_;
+  mismatched.key_pem = other.key_pem;
+  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "bad.yaml", SecretYaml("a-cert", mismatched))});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err + r.out, "private_key")) << r.err << r.out;
+  // A listener naming a Secret that does not exist.
+  std::string listener = absl::StrCat(
+      "kind: Listener\nname: https\nspec:\n  address: 127.0.0.1\n  port: ", https_port_,
+      "\n  route_table: main\n  tls:\n    certificates: [nope]\n");
+  r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "missing.yaml", listener)});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err + r.out, "nope")) << r.err << r.out;
+  // Nothing changed: version 1 still serves.
+  EXPECT_EQ(proxy_->ReadyVersion(), 1u);
+  EXPECT_EQ(SubjectFor("a.test"), "/CN=a.test");
+}
+
+TEST_F(TlsTest, PrivateKeysAreNeverShown) {
+  std::string key_line = a_.key_pem.substr(a_.key_pem.find('\n') + 1, 40);
+  for (const char* format : {"yaml", "json", "table"}) {
+    auto r = cp_.Ctl({"get", "secret", "a-cert", "-o", format});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(absl::StrContains(r.out, key_line)) << format << ": " << r.out;
+  }
+  auto r = cp_.Ctl({"get", "secret", "a-cert", "-o", "yaml"});
+  EXPECT_TRUE(absl::StrContains(r.out, "[redacted]")) << r.out;
+  auto dump = proxy_->Admin("/config_dump");
+  EXPECT_EQ(dump.first, 200);
+  EXPECT_FALSE(absl::StrContains(dump.second, key_line));
+  EXPECT_FALSE(absl::StrContains(proxy_->process().Log(), key_line));
+  EXPECT_FALSE(absl::StrContains(cp_.process().Log(), key_line));
+}
+
+}  // namespace
+}  // namespace sluice::testing
