@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "api/policy_registry.h"
 #include "api/tls_material.h"
 #include "common/log.h"
 #include "re2/re2.h"
@@ -195,6 +196,16 @@ int ParseTlsVersion(const std::string& version, const char* field, int default_v
   return 0;
 }
 
+// tls.min_version and tls.max_version: each valid, min not above max.
+void CheckTlsVersions(const std::string& min_version, const std::string& max_version,
+                      ErrorSink& sink) {
+  int min = ParseTlsVersion(min_version, "tls.min_version", 12, sink);
+  int max = ParseTlsVersion(max_version, "tls.max_version", 13, sink);
+  if (min != 0 && max != 0 && min > max) {
+    sink.Add("tls.min_version", absl::StrCat(min_version, " is above max_version ", max_version));
+  }
+}
+
 void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
   if (tls.certificates_size() == 0) {
     sink.Add("tls.certificates", "needs at least one Secret with a tls_certificate");
@@ -212,12 +223,7 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
                                    "\" is already listed at tls.certificates[", it->second, "]"));
     }
   }
-  int min = ParseTlsVersion(tls.min_version(), "tls.min_version", 12, sink);
-  int max = ParseTlsVersion(tls.max_version(), "tls.max_version", 13, sink);
-  if (min != 0 && max != 0 && min > max) {
-    sink.Add("tls.min_version", absl::StrCat(tls.min_version(), " is above max_version ",
-                                             tls.max_version()));
-  }
+  CheckTlsVersions(tls.min_version(), tls.max_version(), sink);
   if (!tls.cipher_suites().empty()) CheckCipherSuites(tls.cipher_suites(), sink);
   if (static_cast<size_t>(tls.alpn_protocols_size()) > kMaxAlpnProtocols) {
     sink.Add("tls.alpn_protocols", absl::StrCat("has ", tls.alpn_protocols_size(),
@@ -295,6 +301,46 @@ void CheckDomain(const std::string& domain, const std::string& field,
     sink.Add(field, absl::StrCat("'", domain,
                                  "' must be a lower-case host name, '*.' "
                                  "followed by one, or '*'"));
+  }
+}
+
+// Each entry names a registered policy and carries a config of its type that
+// passes the policy's own rules. A name appears at most once per list.
+void ValidatePolicies(
+    const google::protobuf::RepeatedPtrField<config::v1::TypedExtensionConfig>& policies,
+    const std::string& prefix, ErrorSink& sink) {
+  if (static_cast<size_t>(policies.size()) > kMaxPoliciesPerList) {
+    sink.Add(prefix, absl::StrCat("has ", policies.size(), " entries; at most ",
+                                  kMaxPoliciesPerList));
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < policies.size(); ++i) {
+    const config::v1::TypedExtensionConfig& policy = policies.Get(i);
+    std::string field = Index(prefix, i);
+    const PolicyValidator* validator = FindPolicyValidator(policy.name());
+    if (validator == nullptr) {
+      std::vector<std::string> names = RegisteredPolicyNames();
+      sink.Add(Join(field, "name"),
+               absl::StrCat("unknown policy '", policy.name(), "' (this build has: ",
+                            names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
+                            ")"));
+      continue;
+    }
+    if (!seen.insert(policy.name()).second) {
+      sink.Add(Join(field, "name"), absl::StrCat("policy '", policy.name(), "' is listed twice"));
+    }
+    std::string error;
+    std::unique_ptr<google::protobuf::Message> config =
+        UnpackPolicyConfig(*validator, policy.typed_config(), &error);
+    if (config == nullptr) {
+      sink.Add(Join(field, "typed_config"), error);
+      continue;
+    }
+    std::vector<PolicyConfigError> errors;
+    validator->Validate(*config, &errors);
+    for (const PolicyConfigError& e : errors) {
+      sink.Add(Join(Join(field, "typed_config"), e.field), e.message);
+    }
   }
 }
 
@@ -384,6 +430,11 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       }
       CheckDuration(action.timeout(), action.has_timeout(), Join(a, "timeout"),
                     absl::ZeroDuration(), absl::Hours(1), sink);
+      CheckDuration(action.websocket_idle_timeout(), action.has_websocket_idle_timeout(),
+                    Join(a, "websocket_idle_timeout"), absl::Seconds(1), absl::Hours(24), sink);
+      if (action.has_websocket_idle_timeout() && !action.websocket()) {
+        sink.Add(Join(a, "websocket_idle_timeout"), "needs websocket: true");
+      }
       if (action.has_retry_policy()) {
         const auto& rp = action.retry_policy();
         std::string f = Join(a, "retry_policy");
@@ -481,12 +532,7 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       sink.Add(prefix, "needs one of route, redirect or direct_response");
       break;
   }
-  for (int i = 0; i < route.policies_size(); ++i) {
-    const auto& p = route.policies(i);
-    sink.Add(Index(Join(prefix, "policies"), i),
-             absl::StrCat("unknown policy '", p.name(),
-                          "': this build registers no policies yet"));
-  }
+  ValidatePolicies(route.policies(), Join(prefix, "policies"), sink);
 }
 
 void ValidateRouteTable(const RouteTable& table, ErrorSink& sink) {
@@ -515,10 +561,52 @@ void ValidateRouteTable(const RouteTable& table, ErrorSink& sink) {
     if (vhost.routes_size() == 0) {
       sink.Add(Join(vf, "routes"), "needs at least one route");
     }
+    ValidatePolicies(vhost.policies(), Join(vf, "policies"), sink);
     for (int r = 0; r < vhost.routes_size(); ++r) {
       ValidateRoute(vhost.routes(r), Index(Join(vf, "routes"), r), sink);
     }
   }
+}
+
+// A host name to send as SNI and check the certificate against: labels of
+// letters, digits and '-' (not at either end), at most 63 bytes each and 253
+// in all; no IP address, wildcard or trailing dot.
+void CheckServerName(const std::string& name, const char* field, ErrorSink& sink) {
+  if (name.empty()) return;
+  if (IsIpLiteral(name)) {
+    sink.Add(field, absl::StrCat("'", name, "' is an IP address; SNI carries host names only "
+                                            "(leave sni unset to connect by address)"));
+    return;
+  }
+  bool ok = name.size() <= 253;
+  for (absl::string_view label : absl::StrSplit(name, '.')) {
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      ok = false;
+    }
+    for (char c : label) {
+      if (!absl::ascii_isalnum(c) && c != '-') ok = false;
+    }
+  }
+  if (!ok) {
+    sink.Add(field, absl::StrCat("'", name, "' is not a host name (labels of letters, digits "
+                                            "and '-', separated by '.')"));
+  }
+}
+
+void ValidateUpstreamTls(const config::v1::UpstreamTls& tls, ErrorSink& sink) {
+  CheckName(tls.ca(), "tls.ca", sink, /*required=*/false);
+  if (tls.insecure_skip_verify()) {
+    if (!tls.ca().empty()) {
+      sink.Add("tls.ca", "must be unset with insecure_skip_verify (nothing is verified)");
+    }
+  } else if (tls.ca().empty()) {
+    sink.Add("tls.ca",
+             "is required: the Secret with the trusted_ca that the upstream's certificate must "
+             "chain to (or, unsafe, insecure_skip_verify: true)");
+  }
+  CheckServerName(tls.sni(), "tls.sni", sink);
+  CheckName(tls.client_certificate(), "tls.client_certificate", sink, /*required=*/false);
+  CheckTlsVersions(tls.min_version(), tls.max_version(), sink);
 }
 
 void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
@@ -636,31 +724,44 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
              absl::StrCat("must be at most 10000, got ",
                           cluster.max_idle_connections_per_endpoint()));
   }
+  if (cluster.has_tls()) ValidateUpstreamTls(cluster.tls(), sink);
+}
+
+// `name` (when set) is a Secret that exists and holds `want`.
+void CheckSecretReference(const std::string& name, const std::string& field,
+                          Secret::TypeCase want, absl::string_view want_name,
+                          const ResourceMap& state, ErrorSink& sink) {
+  if (name.empty()) return;
+  auto it = state.find({config::v1::SECRET, name});
+  if (it == state.end()) {
+    sink.Add(field, absl::StrCat("Secret \"", name, "\" does not exist"));
+    return;
+  }
+  Secret::TypeCase have = it->second.secret().type_case();
+  if (have != want) {
+    sink.Add(field, absl::StrCat("Secret \"", name, "\" is not a ", want_name,
+                                 have == Secret::kTlsCertificate ? " (it is a tls_certificate)"
+                                 : have == Secret::kTrustedCa    ? " (it is a trusted_ca)"
+                                                                 : ""));
+  }
 }
 
 // A listener's tls names Secrets that exist and hold the right material.
 void CheckTlsReferences(const ListenerTls& tls, const ResourceMap& state, ErrorSink& sink) {
-  auto check = [&](const std::string& name, const std::string& field,
-                   Secret::TypeCase want, absl::string_view want_name) {
-    if (name.empty()) return;
-    auto it = state.find({config::v1::SECRET, name});
-    if (it == state.end()) {
-      sink.Add(field, absl::StrCat("Secret \"", name, "\" does not exist"));
-      return;
-    }
-    Secret::TypeCase have = it->second.secret().type_case();
-    if (have != want) {
-      sink.Add(field, absl::StrCat("Secret \"", name, "\" is not a ", want_name,
-                                   have == Secret::kTlsCertificate ? " (it is a tls_certificate)"
-                                   : have == Secret::kTrustedCa    ? " (it is a trusted_ca)"
-                                                                   : ""));
-    }
-  };
   for (int i = 0; i < tls.certificates_size(); ++i) {
-    check(tls.certificates(i), Index("tls.certificates", i), Secret::kTlsCertificate,
-          "tls_certificate");
+    CheckSecretReference(tls.certificates(i), Index("tls.certificates", i),
+                         Secret::kTlsCertificate, "tls_certificate", state, sink);
   }
-  check(tls.client_ca(), "tls.client_ca", Secret::kTrustedCa, "trusted_ca");
+  CheckSecretReference(tls.client_ca(), "tls.client_ca", Secret::kTrustedCa, "trusted_ca", state,
+                       sink);
+}
+
+// Likewise a cluster's tls.
+void CheckUpstreamTlsReferences(const config::v1::UpstreamTls& tls, const ResourceMap& state,
+                                ErrorSink& sink) {
+  CheckSecretReference(tls.ca(), "tls.ca", Secret::kTrustedCa, "trusted_ca", state, sink);
+  CheckSecretReference(tls.client_certificate(), "tls.client_certificate",
+                       Secret::kTlsCertificate, "tls_certificate", state, sink);
 }
 
 bool IsWildcard(const std::string& address) {
@@ -755,6 +856,10 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
                   absl::StrCat(f, ".weighted_clusters.clusters[", i, "].name"));
           }
         }
+      }
+    } else if (resource.has_cluster()) {
+      if (resource.cluster().has_tls()) {
+        CheckUpstreamTlsReferences(resource.cluster().tls(), state, sink);
       }
     }
   }

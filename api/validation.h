@@ -26,6 +26,7 @@ inline constexpr size_t kMaxEndpointsPerCluster = 10000;
 inline constexpr size_t kMaxDirectResponseBody = 64 * 1024;
 inline constexpr uint32_t kMinHeaderLimit = 1024;
 inline constexpr uint32_t kMaxHeaderLimit = 1024 * 1024;
+inline constexpr size_t kMaxPoliciesPerList = 32;
 inline constexpr size_t kMaxListenerCertificates = 64;
 inline constexpr size_t kMaxAlpnProtocols = 8;
 
@@ -34,6 +35,7 @@ inline constexpr uint32_t kDefaultMaxRequestHeadersBytes = 60 * 1024;
 inline constexpr absl::Duration kDefaultRequestHeadersTimeout = absl::Seconds(10);
 inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(60);
 inline constexpr absl::Duration kDefaultRouteTimeout = absl::Seconds(15);
+inline constexpr absl::Duration kDefaultWebSocketIdleTimeout = absl::Seconds(300);
 inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
 inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 64;
 inline constexpr absl::Duration kDefaultHealthCheckInterval = absl::Seconds(5);

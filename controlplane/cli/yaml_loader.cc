@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "api/policy_registry.h"
 #include "api/validation.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
@@ -69,7 +70,12 @@ class SpecConverter {
                                  " (fields: ", absl::StrJoin(names, ", "), ")"));
       }
       std::string value;
-      if (!ConvertField(item.second, field, field_path, &value)) return false;
+      if (type->full_name() == "sluice.config.v1.TypedExtensionConfig" &&
+          field->name() == "typed_config") {
+        if (!ConvertPolicyConfig(node, item.second, field_path, &value)) return false;
+      } else if (!ConvertField(item.second, field, field_path, &value)) {
+        return false;
+      }
       members.push_back(absl::StrCat("\"", field->json_name(), "\":", value));
     }
     *json = absl::StrCat("{", absl::StrJoin(members, ","), "}");
@@ -78,6 +84,36 @@ class SpecConverter {
 
   const std::string& error() const { return error_; }
   const std::map<std::string, int>& lines() const { return lines_; }
+
+  // A policy's typed_config: its "@type" may be left out, and is then taken
+  // from the policy's name (the registry knows each policy's config type).
+  bool ConvertPolicyConfig(const YAML::Node& policy, const YAML::Node& config,
+                           const std::string& path, std::string* json) {
+    Remember(config, path);
+    if (!config.IsNull() && !config.IsMap()) {
+      return Fail(config, path, "expected a mapping (the policy's settings)");
+    }
+    if (config.IsMap() && config["@type"]) {
+      *json = ToJsonValue(config);
+      return true;
+    }
+    std::string name = policy["name"] && policy["name"].IsScalar() ? policy["name"].Scalar() : "";
+    const api::PolicyValidator* validator = api::FindPolicyValidator(name);
+    if (validator == nullptr) {
+      std::vector<std::string> names = api::RegisteredPolicyNames();
+      return Fail(policy["name"] ? policy["name"] : policy, path,
+                  absl::StrCat("unknown policy '", name, "' (this build has: ",
+                               names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
+                               ")"));
+    }
+    std::string type = absl::StrCat("\"@type\":",
+                                    Quote(absl::StrCat("type.googleapis.com/",
+                                                       validator->config_type()->full_name())));
+    std::string body = config.IsMap() ? ToJsonValue(config) : "{}";
+    *json = body == "{}" ? absl::StrCat("{", type, "}")
+                         : absl::StrCat("{", type, ",", body.substr(1));
+    return true;
+  }
 
  private:
   static std::string Join(const std::string& path, const std::string& field) {

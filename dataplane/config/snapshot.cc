@@ -2,12 +2,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "api/policy_registry.h"
 #include "api/tls_material.h"
 #include "api/validation.h"
 #include "common/log.h"
 #include "dataplane/net/tls.h"
+#include "dataplane/policy/registry.h"
 
 namespace sluice::config {
 namespace {
@@ -74,6 +78,72 @@ absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListen
   return std::shared_ptr<const net::TransportSocketFactory>(std::move(*context));
 }
 
+// One policy list entry compiled by its registered factory.
+absl::StatusOr<std::shared_ptr<const http::FilterFactory>> CompilePolicy(
+    const config::v1::TypedExtensionConfig& policy, const std::string& field) {
+  const api::PolicyValidator* validator = api::FindPolicyValidator(policy.name());
+  const policy::PolicyFactory* factory = policy::FindPolicyFactory(policy.name());
+  if (validator == nullptr || factory == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": policy '", policy.name(), "' is not in this proxy build"));
+  }
+  std::string error;
+  auto config = api::UnpackPolicyConfig(*validator, policy.typed_config(), &error);
+  if (config == nullptr) return absl::InvalidArgumentError(absl::StrCat(field, ": ", error));
+  auto compiled = factory->Compile(*config);
+  if (!compiled.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", compiled.status().message()));
+  }
+  return compiled;
+}
+
+// Each route's chain, by route id (declaration order across virtual hosts):
+// the virtual host's policies, a route policy of the same name replacing the
+// virtual host's in place, the route's others appended.
+absl::StatusOr<std::vector<FilterChain>> CompileRouteFilters(const config::v1::RouteTable& table) {
+  std::vector<FilterChain> chains;
+  for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+    const config::v1::VirtualHost& vhost = table.virtual_hosts(v);
+    FilterChain vhost_chain;
+    for (int i = 0; i < vhost.policies_size(); ++i) {
+      auto f = CompilePolicy(vhost.policies(i),
+                             absl::StrCat("virtual_hosts[", v, "].policies[", i, "]"));
+      if (!f.ok()) return f.status();
+      vhost_chain.push_back(std::move(*f));
+    }
+    for (int r = 0; r < vhost.routes_size(); ++r) {
+      FilterChain chain = vhost_chain;
+      const config::v1::Route& route = vhost.routes(r);
+      for (int i = 0; i < route.policies_size(); ++i) {
+        auto f = CompilePolicy(route.policies(i), absl::StrCat("virtual_hosts[", v, "].routes[", r,
+                                                               "].policies[", i, "]"));
+        if (!f.ok()) return f.status();
+        auto same = std::find_if(chain.begin(), chain.end(), [&](const auto& existing) {
+          return existing->policy_name() == route.policies(i).name();
+        });
+        if (same != chain.end() && same - chain.begin() < static_cast<ptrdiff_t>(vhost_chain.size())) {
+          *same = std::move(*f);
+        } else {
+          chain.push_back(std::move(*f));
+        }
+      }
+      chains.push_back(std::move(chain));
+    }
+  }
+  return chains;
+}
+
+// Whether a cluster unchanged since the previous snapshot may be taken over
+// compiled: none of the Secrets its tls names changed either.
+bool ClusterSecretsUnchanged(const config::v1::Cluster& cluster,
+                             const std::set<api::ResourceId>& changed) {
+  if (!cluster.has_tls()) return true;
+  for (const std::string& name : {cluster.tls().ca(), cluster.tls().client_certificate()}) {
+    if (!name.empty() && changed.count({config::v1::SECRET, name})) return false;
+  }
+  return true;
+}
+
 // Whether the previous snapshot's TLS context for this listener still holds:
 // the listener and every Secret it names are unchanged.
 bool TlsUnchanged(const config::v1::Listener& listener, const ConfigSnapshot* previous,
@@ -131,18 +201,33 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
            previous->resources.count(id);
   };
   for (const auto& [id, resource] : resources) {
-    if (resource.has_cluster() && reusable(id) && previous->clusters.count(id.second)) {
+    if (resource.has_cluster() && reusable(id) && previous->clusters.count(id.second) &&
+        ClusterSecretsUnchanged(resource.cluster(), *changed)) {
       const auto& cluster = previous->clusters.at(id.second);
-      for (const auto& e : cluster->endpoints) snapshot->endpoint_keys.insert(e.key);
+      for (const auto& e : cluster->endpoints) {
+        snapshot->endpoint_keys.insert(e.key);
+        snapshot->pool_keys.insert(e.pool_key);
+      }
       snapshot->clusters[id.second] = cluster;
     } else if (resource.has_route_table() && reusable(id) &&
                previous->route_tables.count(id.second)) {
       snapshot->route_tables[id.second] = previous->route_tables.at(id.second);
       snapshot->route_stats[id.second] = previous->route_stats.at(id.second);
+      snapshot->route_filters[id.second] = previous->route_filters.at(id.second);
     } else if (resource.has_cluster()) {
-      auto cluster = upstream::CompileCluster(resource.cluster(), store, registry);
+      const upstream::ClusterInfo* before = nullptr;
+      if (previous != nullptr) {
+        if (auto it = previous->clusters.find(id.second); it != previous->clusters.end()) {
+          before = it->second.get();
+        }
+      }
+      auto cluster =
+          upstream::CompileCluster(resource.cluster(), resources, store, registry, before);
       if (!cluster.ok()) return cluster.status();
-      for (const auto& e : (*cluster)->endpoints) snapshot->endpoint_keys.insert(e.key);
+      for (const auto& e : (*cluster)->endpoints) {
+        snapshot->endpoint_keys.insert(e.key);
+        snapshot->pool_keys.insert(e.pool_key);
+      }
       snapshot->clusters[id.second] = std::move(*cluster);
     } else if (resource.has_route_table()) {
       auto table = router::RouteTable::Compile(resource.route_table());
@@ -175,6 +260,12 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                            ",status_class=\"", c, "xx\""));
         }
       }
+      auto filters = CompileRouteFilters(resource.route_table());
+      if (!filters.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(api::Describe(id), ": ",
+                                                       filters.status().message()));
+      }
+      snapshot->route_filters[id.second] = std::move(*filters);
       snapshot->route_stats[id.second] = std::move(route_stats);
       snapshot->route_tables[id.second] = std::move(*table);
     }
@@ -197,6 +288,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.sockets = std::move(*bound);
     runtime.route_table = snapshot->route_tables.at(l.route_table());
     runtime.route_stats = &snapshot->route_stats.at(l.route_table());
+    runtime.route_filters = &snapshot->route_filters.at(l.route_table());
     runtime.max_request_headers_bytes = l.http().max_request_headers_bytes()
                                             ? l.http().max_request_headers_bytes()
                                             : api::kDefaultMaxRequestHeadersBytes;

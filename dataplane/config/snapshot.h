@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
+#include "dataplane/http/filter.h"
 #include "dataplane/net/socket.h"
 #include "dataplane/net/transport_socket.h"
 #include "dataplane/router/route_table.h"
@@ -48,6 +49,10 @@ class ListenerSocketCache {
   std::map<std::string, std::weak_ptr<ListenSockets>> by_address_;
 };
 
+// A route's compiled policies, in order (the virtual host's merged with the
+// route's). Shared by the workers; each request makes its own filters.
+using FilterChain = std::vector<std::shared_ptr<const http::FilterFactory>>;
+
 // Responses by status class, per route.
 struct RouteStats {
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
@@ -58,6 +63,7 @@ struct ListenerRuntime {
   std::shared_ptr<ListenSockets> sockets;
   std::shared_ptr<const router::RouteTable> route_table;
   const std::vector<RouteStats>* route_stats = nullptr;  // by route id
+  const std::vector<FilterChain>* route_filters = nullptr;  // by route id
   size_t max_request_headers_bytes;
   absl::Duration request_headers_timeout;
   absl::Duration idle_timeout;
@@ -72,8 +78,12 @@ struct ConfigSnapshot {
   std::map<std::string, ListenerRuntime> listeners;
   std::map<std::string, std::shared_ptr<const router::RouteTable>> route_tables;
   std::map<std::string, std::vector<RouteStats>> route_stats;  // by route table
+  std::map<std::string, std::vector<FilterChain>> route_filters;  // by route table
   std::unordered_map<std::string, std::shared_ptr<const upstream::ClusterInfo>> clusters;
   std::set<std::string> endpoint_keys;  // every endpoint of every cluster
+  // Every endpoint's pool key (EndpointInfo::pool_key): pooled connections
+  // under any other key are closed.
+  std::set<std::string> pool_keys;
 };
 
 // Validates `resources` with the shared validation library and compiles
@@ -83,7 +93,8 @@ struct ConfigSnapshot {
 // With `previous` and `changed` (the ids the new version adds or changes),
 // clusters and route tables that did not change are taken over from
 // `previous` compiled as they are, so one changed route costs one route
-// table's compilation, not the whole config's.
+// table's compilation, not the whole config's. (A cluster whose tls names a
+// changed Secret is compiled again.)
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,

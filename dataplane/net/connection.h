@@ -67,7 +67,8 @@ class Connection : public event::Flushable {
   bool CloseAfterFlush();
 
   bool open() const { return fd_ >= 0; }
-  // Connecting, or in its TLS handshake: nothing is sent yet.
+  // The TCP connect is in progress. (A TLS handshake follows it: nothing is
+  // sent before handshake_complete() either.)
   bool connecting() const { return connecting_; }
   bool handshake_complete() const { return !connecting_ && !handshaking_; }
   const TransportSocket& transport() const { return *transport_; }

@@ -5,7 +5,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 
@@ -136,6 +138,69 @@ BioPtr MemoryBio(const std::string& pem) {
   return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
+// Loads a certificate chain (leaf first) and its key into `ctx`; errors name
+// "certificate_chain" or "private_key".
+absl::Status UseCertificate(SSL_CTX* ctx, const std::string& chain_pem,
+                            const std::string& key_pem) {
+  auto fail = [](const char* what) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", TakeOpenSslError()));
+  };
+  BioPtr chain = MemoryBio(chain_pem);
+  X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
+  if (leaf == nullptr) return fail("certificate_chain");
+  int used = SSL_CTX_use_certificate(ctx, leaf);
+  X509_free(leaf);
+  if (used != 1) return fail("certificate_chain");
+  while (X509* intermediate = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
+    if (SSL_CTX_add0_chain_cert(ctx, intermediate) != 1) {
+      X509_free(intermediate);
+      return fail("certificate_chain");
+    }
+  }
+  ERR_clear_error();  // the end of the PEM stream
+  BioPtr key_bio = MemoryBio(key_pem);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
+  if (key == nullptr) return fail("private_key");
+  used = SSL_CTX_use_PrivateKey(ctx, key);
+  EVP_PKEY_free(key);
+  if (used != 1 || SSL_CTX_check_private_key(ctx) != 1) return fail("private_key");
+  return absl::OkStatus();
+}
+
+// Adds the PEM certificates in `pem` to the context's trust store (and, for
+// a server asking for client certificates, to the CA names it sends).
+// Returns how many were added.
+int AddTrustedCas(SSL_CTX* ctx, const std::string& pem, bool advertise) {
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  BioPtr cas = MemoryBio(pem);
+  int count = 0;
+  while (X509* ca = PEM_read_bio_X509(cas.get(), nullptr, nullptr, nullptr)) {
+    X509_STORE_add_cert(store, ca);
+    if (advertise) SSL_CTX_add_client_CA(ctx, ca);
+    X509_free(ca);
+    ++count;
+  }
+  ERR_clear_error();  // the end of the PEM stream
+  return count;
+}
+
+// No compression or renegotiation; a peer that closes without close_notify
+// ends the stream (HTTP framing tells whether a message was cut short).
+void SetCommonOptions(SSL_CTX* ctx, long options) {
+  options |= SSL_OP_NO_COMPRESSION;
+#ifdef SSL_OP_NO_RENEGOTIATION
+  options |= SSL_OP_NO_RENEGOTIATION;
+#endif
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+  options |= SSL_OP_IGNORE_UNEXPECTED_EOF;
+#endif
+  SSL_CTX_set_options(ctx, options);
+  // Partial writes from a buffer that may move; buffers released while a
+  // connection is idle (memory per idle connection).
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+}
+
 }  // namespace
 
 std::string TakeOpenSslError() {
@@ -177,20 +242,7 @@ absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
   };
   SSL_CTX_set_min_proto_version(ctx, config.min_version);
   SSL_CTX_set_max_proto_version(ctx, config.max_version);
-  long options = SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE;
-#ifdef SSL_OP_NO_RENEGOTIATION
-  options |= SSL_OP_NO_RENEGOTIATION;
-#endif
-#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-  // A peer that closes without close_notify ends the stream; HTTP framing
-  // tells whether a message was cut short.
-  options |= SSL_OP_IGNORE_UNEXPECTED_EOF;
-#endif
-  SSL_CTX_set_options(ctx, options);
-  // Partial writes from a buffer that may move; buffers released while a
-  // connection is idle (memory per idle connection).
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                            SSL_MODE_RELEASE_BUFFERS);
+  SetCommonOptions(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
   const std::string& ciphers = config.cipher_list.empty() ? std::string(kDefaultCipherList)
                                                           : config.cipher_list;
   if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) return fail("cipher_suites");
@@ -200,39 +252,15 @@ absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
                            "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
 #endif
 
-  BioPtr chain = MemoryBio(cert.chain_pem);
-  X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
-  if (leaf == nullptr) return fail("certificate_chain");
-  int used = SSL_CTX_use_certificate(ctx, leaf);
-  X509_free(leaf);
-  if (used != 1) return fail("certificate_chain");
-  while (X509* intermediate = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
-    if (SSL_CTX_add0_chain_cert(ctx, intermediate) != 1) {
-      X509_free(intermediate);
-      return fail("certificate_chain");
-    }
+  if (absl::Status status = UseCertificate(ctx, cert.chain_pem, cert.key_pem); !status.ok()) {
+    return status;
   }
-  ERR_clear_error();  // the end of the PEM stream
-  BioPtr key_bio = MemoryBio(cert.key_pem);
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
-  if (key == nullptr) return fail("private_key");
-  used = SSL_CTX_use_PrivateKey(ctx, key);
-  EVP_PKEY_free(key);
-  if (used != 1 || SSL_CTX_check_private_key(ctx) != 1) return fail("private_key");
 
   SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof(kSessionIdContext) - 1);
   if (!config.client_ca_pem.empty()) {
-    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-    BioPtr cas = MemoryBio(config.client_ca_pem);
-    int count = 0;
-    while (X509* ca = PEM_read_bio_X509(cas.get(), nullptr, nullptr, nullptr)) {
-      X509_STORE_add_cert(store, ca);
-      SSL_CTX_add_client_CA(ctx, ca);
-      X509_free(ca);
-      ++count;
+    if (AddTrustedCas(ctx, config.client_ca_pem, /*advertise=*/true) == 0) {
+      return absl::InvalidArgumentError("client_ca: no certificate found");
     }
-    ERR_clear_error();
-    if (count == 0) return absl::InvalidArgumentError("client_ca: no certificate found");
     SSL_CTX_set_verify(ctx,
                        SSL_VERIFY_PEER | (config.require_client_certificate
                                               ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
@@ -296,10 +324,108 @@ std::unique_ptr<TransportSocket> TlsServerContext::Create() const {
   return std::make_unique<TlsTransportSocket>(shared_from_this(), ssl, /*server=*/true);
 }
 
+TlsClientContext::TlsClientContext(const TlsClientConfig& config)
+    : config_(config), id_([] {
+        static std::atomic<uint64_t> next{1};
+        return next.fetch_add(1, std::memory_order_relaxed);
+      }()) {}
+
+absl::StatusOr<std::shared_ptr<TlsClientContext>> TlsClientContext::Create(
+    const TlsClientConfig& config) {
+  std::shared_ptr<TlsClientContext> context(new TlsClientContext(config));
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) return absl::InternalError(TakeOpenSslError());
+  context->ctx_ = ctx;
+  SSL_CTX_set_min_proto_version(ctx, config.min_version);
+  SSL_CTX_set_max_proto_version(ctx, config.max_version);
+  SetCommonOptions(ctx, 0);
+  if (config.verify) {
+    if (AddTrustedCas(ctx, config.ca_pem, /*advertise=*/false) == 0) {
+      return absl::InvalidArgumentError("ca: no certificate found");
+    }
+    // Every certificate in the bundle is a trust anchor, so a bundle holding
+    // an intermediate CA (and not its root) works as operators expect.
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  } else {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  }
+  if (!config.client_chain_pem.empty()) {
+    if (absl::Status status = UseCertificate(ctx, config.client_chain_pem, config.client_key_pem);
+        !status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("client_certificate: ", status.message()));
+    }
+  }
+  static constexpr unsigned char kAlpn[] = "\x08http/1.1";
+  if (SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn) - 1) != 0) {  // 0 is success here
+    return absl::InternalError(absl::StrCat("alpn: ", TakeOpenSslError()));
+  }
+  // Sessions are kept by OnNewSession, not in OpenSSL's internal cache.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, OnNewSession);
+  SSL_CTX_set_app_data(ctx, context.get());
+  return context;
+}
+
+TlsClientContext::~TlsClientContext() {
+  if (last_session_ != nullptr) SSL_SESSION_free(last_session_);
+  if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+}
+
+int TlsClientContext::OnNewSession(SSL* ssl, SSL_SESSION* session) {
+  // The context outlives its SSLs: every socket holds a reference to it.
+  auto* context = static_cast<TlsClientContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  if (context == nullptr || SSL_SESSION_is_resumable(session) != 1) return 0;
+  SSL_SESSION* replaced;
+  {
+    absl::MutexLock lock(&context->mu_);
+    replaced = context->last_session_;
+    context->last_session_ = session;
+  }
+  if (replaced != nullptr) SSL_SESSION_free(replaced);
+  return 1;  // the reference is ours now
+}
+
+std::unique_ptr<TransportSocket> TlsClientContext::Create() const {
+  SSL* ssl = SSL_new(ctx_);
+  if (ssl == nullptr) {
+    TakeOpenSslError();
+    return nullptr;
+  }
+  if (!config_.sni.empty()) {
+    bool ok = SSL_set_tlsext_host_name(ssl, config_.sni.c_str()) == 1;
+    if (ok && config_.verify) {
+      // DNS subjectAltNames only, as browsers check them; "*.example.com"
+      // stands for one whole label.
+      X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+      X509_VERIFY_PARAM_set_hostflags(
+          param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+      ok = X509_VERIFY_PARAM_set1_host(param, config_.sni.data(), config_.sni.size()) == 1;
+    }
+    if (!ok) {
+      TakeOpenSslError();
+      SSL_free(ssl);
+      return nullptr;
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (last_session_ != nullptr) SSL_set_session(ssl, last_session_);  // takes a reference
+  }
+  return std::make_unique<TlsTransportSocket>(shared_from_this(), ssl, /*server=*/false);
+}
+
 TlsTransportSocket::TlsTransportSocket(std::shared_ptr<const void> context, SSL* ssl, bool server)
     : context_(std::move(context)), ssl_(ssl), server_(server) {}
 
-TlsTransportSocket::~TlsTransportSocket() { SSL_free(ssl_); }
+TlsTransportSocket::~TlsTransportSocket() {
+  // A session that ended without a TLS error stays resumable. OpenSSL would
+  // otherwise mark it not resumable in SSL_free for want of a close_notify,
+  // and HTTP peers often just close (TLS 1.3 no longer asks for this).
+  if (done_ && !failed_) SSL_set_shutdown(ssl_, SSL_get_shutdown(ssl_) | SSL_SENT_SHUTDOWN);
+  SSL_free(ssl_);
+}
 
 void TlsTransportSocket::Attach(int fd) {
   SSL_set_fd(ssl_, fd);
@@ -346,7 +472,14 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
       ERR_clear_error();
       break;
     default:
-      failure_reason_ = absl::StrCat("handshake: ", TakeOpenSslError());
+      if (long verify = SSL_get_verify_result(ssl_); verify != X509_V_OK) {
+        // OpenSSL's own error says only "certificate verify failed".
+        failure_reason_ = absl::StrCat("handshake: certificate verify failed: ",
+                                       X509_verify_cert_error_string(verify));
+        ERR_clear_error();
+      } else {
+        failure_reason_ = absl::StrCat("handshake: ", TakeOpenSslError());
+      }
       break;
   }
   failed_ = true;

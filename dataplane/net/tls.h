@@ -11,17 +11,26 @@
 // Session tickets are sealed with keys that the process makes and rotates
 // (TicketKeys): all workers and all config versions share them, so a client
 // resumes on whichever worker it lands on and across config changes.
+//
+// TlsClientContext is the other direction: compiled from a cluster's TLS
+// settings and shared by the workers and the health checker, it makes the
+// client-mode TlsTransportSocket of each upstream connection (the upstream's
+// certificate verified against a CA bundle and a host name) and keeps the
+// last session an upstream gave, so the next connection resumes it.
 #ifndef SLUICE_DATAPLANE_NET_TLS_H_
 #define SLUICE_DATAPLANE_NET_TLS_H_
 
 #include <openssl/ssl.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "dataplane/net/transport_socket.h"
 
 namespace sluice::net {
@@ -75,6 +84,64 @@ class TlsServerContext : public TransportSocketFactory,
   absl::flat_hash_map<std::string, size_t> exact_names_;
   absl::flat_hash_map<std::string, size_t> wildcard_suffixes_;  // "example.com" for "*.example.com"
   std::string alpn_wire_;  // length-prefixed, preference order
+};
+
+struct TlsClientConfig {
+  // PEM CA certificates the upstream's chain must lead to (each one a trust
+  // anchor, an intermediate as well as a root). Required when `verify`.
+  std::string ca_pem;
+  // Sent as SNI and, when `verify`, matched against the certificate's DNS
+  // subjectAltNames. Empty: no SNI and no name check (the chain only).
+  std::string sni;
+  // Client certificate (leaf first) and key for upstreams that ask for one;
+  // empty: none.
+  std::string client_chain_pem;
+  std::string client_key_pem;
+  int min_version = TLS1_2_VERSION;
+  int max_version = TLS1_3_VERSION;
+  // false: nothing about the upstream's certificate is checked (unsafe).
+  bool verify = true;
+
+  bool operator==(const TlsClientConfig&) const = default;
+};
+
+// Thread-safe after Create(): workers and the health checker make sockets
+// from one context at once.
+//
+// Every handshake offers ALPN "http/1.1". Resumption: the context keeps the
+// last resumable session an upstream issued (guarded by a mutex) and offers
+// it on each new connection; the endpoints of one cluster usually share
+// their ticket keys, and one that does not simply makes a full handshake.
+class TlsClientContext : public TransportSocketFactory,
+                         public std::enable_shared_from_this<TlsClientContext> {
+ public:
+  // INVALID_ARGUMENT naming what OpenSSL refused ("ca: ...", "client
+  // certificate: ...").
+  static absl::StatusOr<std::shared_ptr<TlsClientContext>> Create(const TlsClientConfig& config);
+  ~TlsClientContext() override;
+  TlsClientContext(const TlsClientContext&) = delete;
+  TlsClientContext& operator=(const TlsClientContext&) = delete;
+
+  // A client-mode socket; the handshake starts once the TCP connect is done.
+  std::unique_ptr<TransportSocket> Create() const override;
+
+  // What it was made from: a config version with equal settings may keep
+  // this context (and its session).
+  const TlsClientConfig& config() const { return config_; }
+  // Unique among the contexts of this process: connections made by
+  // different contexts (different CA, name, client certificate) are told
+  // apart by it, e.g. in the connection pool.
+  uint64_t id() const { return id_; }
+
+ private:
+  explicit TlsClientContext(const TlsClientConfig& config);
+  static int OnNewSession(SSL* ssl, SSL_SESSION* session);
+
+  const TlsClientConfig config_;
+  const uint64_t id_;
+  SSL_CTX* ctx_ = nullptr;
+  mutable absl::Mutex mu_;
+  SSL_SESSION* last_session_ ABSL_GUARDED_BY(mu_) = nullptr;  // owned
 };
 
 // One TLS session over one socket. Worker thread only.

@@ -532,6 +532,10 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
             entry.timeout = api::ToDuration(action.timeout());
           }
           entry.prefix_rewrite = action.prefix_rewrite();
+          entry.websocket = action.websocket();
+          entry.websocket_idle_timeout = action.has_websocket_idle_timeout()
+                                             ? api::ToDuration(action.websocket_idle_timeout())
+                                             : api::kDefaultWebSocketIdleTimeout;
           if (action.has_retry_policy()) {
             const auto& rp = action.retry_policy();
             RouteEntry::Retry& r = entry.retry;

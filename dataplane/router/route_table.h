@@ -106,6 +106,9 @@ struct RouteEntry {
   uint32_t total_weight = 0;  // clusters.back().cumulative_weight, or 0
   // api::kDefaultRouteTimeout when unset; absl::ZeroDuration() = disabled.
   absl::Duration timeout;
+  // kCluster: forward WebSocket upgrades, and close a tunnel idle this long.
+  bool websocket = false;
+  absl::Duration websocket_idle_timeout;
   // Retries (kCluster); num_retries == 0 when the route has no retry policy.
   struct Retry {
     uint32_t num_retries = 0;

@@ -29,6 +29,43 @@ bool ValidRequestId(std::string_view id) {
   return true;
 }
 
+// An Upgrade field that lists "websocket" (RFC 6455 4.1; any case).
+bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
+  for (const http::HeaderField& h : headers) {
+    if (!http::EqualsIgnoreCase(h.name, "upgrade")) continue;
+    std::string_view rest = h.value;
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      std::string_view token = rest.substr(0, comma);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      if (http::EqualsIgnoreCase(token, "websocket")) return true;
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+void AppendHeader(std::string* out, std::string_view name, std::string_view value);
+
+// Trailer fields to forward: none that frame, route or authenticate a
+// message may come after its body (RFC 9110 6.5.1), nor hop-by-hop ones.
+void EncodeTrailers(const std::vector<http::HeaderField>& trailers, std::string* out) {
+  static const std::vector<std::string_view> kNoTokens;
+  for (const http::HeaderField& t : trailers) {
+    if (http::IsHopByHop(t.name, kNoTokens)) continue;
+    bool forbidden = false;
+    for (std::string_view name : {"content-length", "host", "content-type", "content-encoding",
+                                  "content-range", "authorization", "set-cookie", "cookie",
+                                  "expect", "max-forwards", "cache-control", "te"}) {
+      if (http::EqualsIgnoreCase(t.name, name)) forbidden = true;
+    }
+    if (forbidden) continue;
+    AppendHeader(out, t.name, t.value);
+  }
+}
+
 bool IsIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
@@ -58,6 +95,12 @@ struct DownstreamConnection::Request {
   bool request_chunked = false;
   bool request_complete = false;
   bool head_request = false;
+  // Chunked trailer sections, encoded ("name: value\r\n" each), forwarded
+  // in the last chunk.
+  std::string request_trailers;
+  std::string response_trailers;
+  bool upgrade = false;  // a WebSocket upgrade the route allows
+  bool tunnel = false;   // the upstream answered 101: bytes flow both ways
   bool client_http10 = false;
   bool client_keep_alive = true;
   bool response_started = false;
@@ -75,6 +118,13 @@ struct DownstreamConnection::Request {
   // Retries: the body bytes sent so far, as written upstream, to send again.
   bool replayable = false;
   std::string replay;
+  // Policies: the route's filters (empty: none), how many have seen the
+  // request, and the request head as they left it.
+  std::vector<std::unique_ptr<http::Filter>> filters;
+  size_t filters_entered = 0;
+  http::HeaderMap filtered_headers;
+  std::string path;  // for StreamInfo
+  http::StreamInfo info;
 };
 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
@@ -145,7 +195,14 @@ void DownstreamConnection::ArmIdleTimer() {
 }
 
 void DownstreamConnection::OnDownstreamTimer() {
-  if (closed_ || request_) return;
+  if (closed_) return;
+  if (request_ && request_->tunnel) {
+    SLUICE_LOG(kDebug, "WebSocket from ", peer_ip_, " idle for ",
+               absl::FormatDuration(request_->route->websocket_idle_timeout), ": closed");
+    CloseNow();
+    return;
+  }
+  if (request_) return;
   if (!connection_->handshake_complete()) {
     worker_.stats().downstream_tls_handshake_errors->Inc();
     SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " not done within the request-head timeout");
@@ -168,6 +225,10 @@ void DownstreamConnection::OnReadable() { ProcessInput(); }
 
 void DownstreamConnection::ProcessInput() {
   if (closed_) return;
+  if (request_ && request_->tunnel) {
+    PumpClientToUpstream();
+    return;
+  }
   if (in_process_input_) {
     process_again_ = true;
     return;
@@ -305,6 +366,11 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
   }
   r.route = match.route;
   r.route_stats = &(*listener.route_stats)[r.route->id];
+  if (listener.route_filters != nullptr && !(*listener.route_filters)[r.route->id].empty()) {
+    if (!RunRequestFilters((*listener.route_filters)[r.route->id], head, absolute_host, target)) {
+      return;  // a policy answered
+    }
+  }
   switch (r.route->action) {
     case router::RouteEntry::Action::kDirectResponse:
       SendLocalResponse(static_cast<int>(r.route->direct_status), "", "",
@@ -320,6 +386,8 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
     case router::RouteEntry::Action::kCluster:
       break;
   }
+  r.upgrade = r.route->websocket && head.upgrade && head.method == "GET" &&
+              !r.client_http10 && IsWebSocketUpgrade(head.headers);
   const std::string& cluster_name =
       r.route->clusters.size() == 1 ? r.route->clusters[0].name
                                     : r.route->PickCluster(worker_.picker().Random());
@@ -354,6 +422,40 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
     out.append(target);
   }
   out.append(" HTTP/1.1\r\n");
+  if (!r.filters.empty()) {
+    for (const http::HeaderMap::Field& f : r.filtered_headers.fields()) {
+      AppendHeader(&out, f.name, f.value);
+    }
+  } else {
+    ForEachForwardedHeader(head, absolute_host, [&out](std::string_view name, std::string_view value) {
+      AppendHeader(&out, name, value);
+    });
+  }
+  if (r.upgrade) {
+    AppendHeader(&out, "connection", "upgrade");
+    AppendHeader(&out, "upgrade", "websocket");
+  }
+  if (head.framing == http::BodyFraming::kContentLength) {
+    out.append("content-length: ");
+    absl::StrAppend(&out, head.content_length);
+    out.append("\r\n");
+  } else if (r.request_chunked) {
+    AppendHeader(&out, "transfer-encoding", "chunked");
+  }
+  out.append("\r\n");
+
+  if (r.route->timeout > absl::ZeroDuration()) {
+    route_timer_.Enable(r.route->timeout, /*shared_duration=*/true);
+  }
+  if (head.expect_continue && r.has_body) {
+    connection_->Write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  ConnectUpstream();
+}
+
+template <typename Emit>
+void DownstreamConnection::ForEachForwardedHeader(const http::MessageHead& head,
+                                                  std::string_view absolute_host, Emit emit) {
   std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
   std::string forwarded_for;
   bool has_host = false;
@@ -372,34 +474,114 @@ void DownstreamConnection::StartRequest(const http::MessageHead& head) {
     if (http::EqualsIgnoreCase(h.name, "host")) {
       has_host = true;
       if (!absolute_host.empty()) {
-        AppendHeader(&out, "host", absolute_host);
+        emit("host", absolute_host);
         continue;
       }
     }
-    AppendHeader(&out, h.name, h.value);
+    emit(h.name, h.value);
   }
-  if (!has_host) AppendHeader(&out, "host", absolute_host.empty() ? std::string_view("localhost") : std::string_view(absolute_host));
+  if (!has_host) {
+    emit("host", absolute_host.empty() ? std::string_view("localhost") : absolute_host);
+  }
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(peer_ip_);
-  AppendHeader(&out, "x-forwarded-for", forwarded_for);
-  AppendHeader(&out, "x-forwarded-proto", connection_->transport().secure() ? "https" : "http");
-  AppendHeader(&out, "x-request-id", r.request_id);
-  if (head.framing == http::BodyFraming::kContentLength) {
-    out.append("content-length: ");
-    absl::StrAppend(&out, head.content_length);
-    out.append("\r\n");
-  } else if (r.request_chunked) {
-    AppendHeader(&out, "transfer-encoding", "chunked");
-  }
-  out.append("\r\n");
+  emit("x-forwarded-for", forwarded_for);
+  emit("x-forwarded-proto", connection_->transport().secure() ? "https" : "http");
+  emit("x-request-id", request_->request_id);
+}
 
-  if (r.route->timeout > absl::ZeroDuration()) {
-    route_timer_.Enable(r.route->timeout, /*shared_duration=*/true);
+bool DownstreamConnection::RunRequestFilters(const config::FilterChain& chain,
+                                             const http::MessageHead& head,
+                                             std::string_view absolute_host,
+                                             std::string_view target) {
+  Request& r = *request_;
+  r.path.assign(target);
+  http::StreamInfo& info = r.info;
+  info.request_id = r.request_id;
+  info.client_ip = peer_ip_;
+  info.scheme = connection_->transport().secure() ? "https" : "http";
+  info.method = r.method;
+  info.path = r.path;
+  info.route_name = r.route->name;
+  if (const net::TlsInfo* tls = connection_->transport().tls_info()) {
+    info.tls_version = tls->version;
+    info.tls_sni = tls->sni;
+    info.tls_peer_subject = tls->peer_subject;
   }
-  if (head.expect_continue && r.has_body) {
-    connection_->Write("HTTP/1.1 100 Continue\r\n\r\n");
+  r.filtered_headers.Clear();
+  ForEachForwardedHeader(head, absolute_host, [&r](std::string_view name, std::string_view value) {
+    r.filtered_headers.Add(name, value);
+  });
+  r.filters.reserve(chain.size());
+  for (const auto& factory : chain) r.filters.push_back(factory->CreateFilter());
+  for (const auto& filter : r.filters) {
+    ++r.filters_entered;
+    if (filter->OnRequestHeaders(r.filtered_headers, *this) == http::FilterStatus::kStopLocalReply) {
+      if (!closed_ && request_ && !request_->response_started) {
+        // A filter that stops must have answered; answer for it rather than hang.
+        SendLocalResponse(500, "a policy stopped the request without answering");
+      }
+      return false;
+    }
   }
-  ConnectUpstream();
+  return true;
+}
+
+void DownstreamConnection::RunResponseFilters(int status, http::HeaderMap& headers) {
+  Request& r = *request_;
+  for (size_t i = r.filters_entered; i > 0; --i) {
+    r.filters[i - 1]->OnResponseHeaders(status, headers, *this);
+  }
+}
+
+const http::StreamInfo& DownstreamConnection::info() const { return request_->info; }
+
+void DownstreamConnection::SendLocalReply(int status, std::string_view message,
+                                          const http::HeaderMap& headers) {
+  std::string extra;
+  for (const http::HeaderMap::Field& f : headers.fields()) AppendHeader(&extra, f.name, f.value);
+  SendLocalResponse(status, message, extra);
+}
+
+void DownstreamConnection::StartTunnel(const http::MessageHead& head) {
+  Request& r = *request_;
+  upstream::ReportOutcome(*r.cluster, r.cluster->endpoints[r.endpoint_index], head.status);
+  r.status = 101;
+  r.tunnel = true;
+  r.response_started = true;
+  route_timer_.Disable();  // the route timeout covered the handshake only
+  std::string& out = response_head_;
+  out.clear();
+  out.append("HTTP/1.1 101 Switching Protocols\r\n");
+  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
+  http::HeaderMap headers;
+  for (const http::HeaderField& h : head.headers) {
+    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length")) {
+      continue;
+    }
+    headers.Add(h.name, h.value);
+  }
+  if (headers.Get("x-request-id") == nullptr) headers.Add("x-request-id", r.request_id);
+  if (!r.filters.empty()) RunResponseFilters(101, headers);
+  for (const http::HeaderMap::Field& f : headers.fields()) AppendHeader(&out, f.name, f.value);
+  AppendHeader(&out, "connection", "upgrade");
+  AppendHeader(&out, "upgrade", "websocket");
+  out.append("\r\n");
+  connection_->Write(out);
+  timer_.Enable(r.route->websocket_idle_timeout);
+  // Frames the client sent right behind its request are waiting unparsed.
+  PumpClientToUpstream();
+}
+
+void DownstreamConnection::PumpClientToUpstream() {
+  Request& r = *request_;
+  net::Buffer& input = connection_->input();
+  if (input.empty() || !r.upstream) return;
+  net::Connection& up = r.upstream->connection();
+  up.Write(input.view());
+  input.Drain(input.size());
+  timer_.Enable(r.route->websocket_idle_timeout);
+  if (up.output_size() > kHighWatermark) connection_->SetReadEnabled(false);
 }
 
 bool DownstreamConnection::ConnectUpstream() {
@@ -439,7 +621,7 @@ bool DownstreamConnection::ConnectUpstream() {
     r.pending = true;
   }
   r.upstream = std::move(*acquired);
-  r.upstream->Attach(this, r.head_request);
+  r.upstream->Attach(this, r.head_request, r.upgrade);
   r.endpoint_index = index;
   r.endpoint_key = endpoint.key;
   r.endpoint_active = worker_.picker().ActiveCounter(r.endpoint_key);
@@ -453,7 +635,8 @@ bool DownstreamConnection::ConnectUpstream() {
     r.upstream->connection().Write2(r.upstream_head, r.replay);
   }
   if (r.request_complete && r.request_chunked && r.attempts > 1) {
-    r.upstream->connection().Write("0\r\n\r\n");
+    r.upstream->connection().Write2("0\r\n", r.request_trailers);
+    r.upstream->connection().Write("\r\n");
   }
   if (r.route->retry.per_try_timeout > absl::ZeroDuration()) {
     per_try_timer_.Enable(r.route->retry.per_try_timeout);
@@ -590,7 +773,8 @@ void DownstreamConnection::OnMessageComplete() {
   if (!request_) return;
   request_->request_complete = true;
   if (request_->request_chunked && request_->upstream) {
-    request_->upstream->connection().Write("0\r\n\r\n");
+    request_->upstream->connection().Write2("0\r\n", request_->request_trailers);
+    request_->upstream->connection().Write("\r\n");
   }
 }
 
@@ -598,6 +782,18 @@ void DownstreamConnection::OnUpstreamConnected() {
   if (request_ && request_->pending) {
     request_->pending = false;
     request_->cluster->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void DownstreamConnection::OnTrailers(const std::vector<http::HeaderField>& trailers) {
+  if (request_ && request_->request_chunked) EncodeTrailers(trailers, &request_->request_trailers);
+}
+
+void DownstreamConnection::OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {
+  // Only a chunked response to the client can carry them (not HTTP/1.0, not
+  // a Content-Length body).
+  if (request_ && request_->response_chunked) {
+    EncodeTrailers(trailers, &request_->response_trailers);
   }
 }
 
@@ -619,6 +815,10 @@ void DownstreamConnection::OnWriteDrained() {
 void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
   Request& r = *request_;
   per_try_timer_.Disable();
+  if (head.status == 101) {
+    StartTunnel(head);
+    return;
+  }
   upstream::ReportOutcome(*r.cluster, r.cluster->endpoints[r.endpoint_index], head.status);
   if (MayRetry(RetryReason::kStatus, head.status)) {
     // Discard this response: the connection is closed, not drained.
@@ -644,17 +844,37 @@ void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
   out.append(head.reason.empty() ? http::ReasonPhrase(head.status) : head.reason);
   out.append("\r\n");
   std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
-  bool has_request_id = false;
-  for (const http::HeaderField& h : head.headers) {
-    if (http::IsHopByHop(h.name, tokens)) continue;
-    if (http::EqualsIgnoreCase(h.name, "content-length")) {
-      if (no_body || head.framing == http::BodyFraming::kContentLength) AppendHeader(&out, h.name, h.value);
-      continue;
+  if (!r.filters.empty()) {
+    // Policies see (and may change) the response's end-to-end fields.
+    http::HeaderMap headers;
+    for (const http::HeaderField& h : head.headers) {
+      if (http::IsHopByHop(h.name, tokens)) continue;
+      if (http::EqualsIgnoreCase(h.name, "content-length")) {
+        if (no_body || head.framing == http::BodyFraming::kContentLength) {
+          AppendHeader(&out, h.name, h.value);
+        }
+        continue;
+      }
+      headers.Add(h.name, h.value);
     }
-    if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
-    AppendHeader(&out, h.name, h.value);
+    if (headers.Get("x-request-id") == nullptr) headers.Add("x-request-id", r.request_id);
+    RunResponseFilters(head.status, headers);
+    for (const http::HeaderMap::Field& f : headers.fields()) AppendHeader(&out, f.name, f.value);
+  } else {
+    bool has_request_id = false;
+    for (const http::HeaderField& h : head.headers) {
+      if (http::IsHopByHop(h.name, tokens)) continue;
+      if (http::EqualsIgnoreCase(h.name, "content-length")) {
+        if (no_body || head.framing == http::BodyFraming::kContentLength) {
+          AppendHeader(&out, h.name, h.value);
+        }
+        continue;
+      }
+      if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
+      AppendHeader(&out, h.name, h.value);
+    }
+    if (!has_request_id) AppendHeader(&out, "x-request-id", r.request_id);
   }
-  if (!has_request_id) AppendHeader(&out, "x-request-id", r.request_id);
   if (!no_body) {
     if (head.framing == http::BodyFraming::kChunked ||
         head.framing == http::BodyFraming::kUntilClose) {
@@ -678,6 +898,7 @@ void DownstreamConnection::OnUpstreamHead(const http::MessageHead& head) {
 
 void DownstreamConnection::OnUpstreamBody(std::string_view bytes) {
   Request& r = *request_;
+  if (r.tunnel) timer_.Enable(r.route->websocket_idle_timeout);
   if (r.response_chunked) {
     std::string header;
     http::AppendChunkHeader(&header, bytes.size());
@@ -694,7 +915,10 @@ void DownstreamConnection::OnUpstreamBody(std::string_view bytes) {
 
 void DownstreamConnection::OnUpstreamComplete() {
   Request& r = *request_;
-  if (r.response_chunked) connection_->Write("0\r\n\r\n");
+  if (r.response_chunked) {
+    connection_->Write2("0\r\n", r.response_trailers);
+    connection_->Write("\r\n");
+  }
   bool reusable = r.upstream->reusable() && r.request_complete;
   if (!r.request_complete) close_after_response_ = true;
   ReleaseUpstream(reusable);
@@ -705,6 +929,14 @@ void DownstreamConnection::OnUpstreamFailed(bool connect_failed, bool timed_out,
                                             const std::string& why) {
   if (closed_ || !request_) return;
   Request& r = *request_;
+  if (r.tunnel) {
+    // The upstream ended the WebSocket: what it sent reaches the client, then
+    // the client connection closes.
+    ReleaseUpstream(false);
+    close_after_response_ = true;
+    FinishRequest();
+    return;
+  }
   const upstream::ClusterStats& stats = r.cluster->stats;
   // A pooled connection the upstream had already closed: resend on another.
   if (!r.response_started && r.upstream && r.upstream->reused() &&
@@ -799,10 +1031,33 @@ void DownstreamConnection::SendLocalResponse(int status, std::string_view error,
   out.push_back(' ');
   out.append(http::ReasonPhrase(status));
   out.append("\r\n");
-  AppendHeader(&out, "content-type", content_type.empty() ? std::string_view("text/plain") : content_type);
-  AppendHeader(&out, "content-length", std::to_string(body.size()));
-  AppendHeader(&out, "x-request-id", request_id);
-  out.append(extra_headers);
+  std::string_view type = content_type.empty() ? std::string_view("text/plain") : content_type;
+  if (request_ && request_->filters_entered > 0) {
+    // The route's policies see the gateway's own responses too.
+    http::HeaderMap headers;
+    headers.Add("content-type", type);
+    headers.Add("x-request-id", request_id);
+    for (std::string_view rest = extra_headers; !rest.empty();) {
+      size_t end = rest.find("\r\n");
+      std::string_view line = rest.substr(0, end);
+      size_t colon = line.find(':');
+      if (colon != std::string_view::npos) {
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+        headers.Add(line.substr(0, colon), value);
+      }
+      if (end == std::string_view::npos) break;
+      rest.remove_prefix(end + 2);
+    }
+    RunResponseFilters(status, headers);
+    AppendHeader(&out, "content-length", std::to_string(body.size()));
+    for (const http::HeaderMap::Field& f : headers.fields()) AppendHeader(&out, f.name, f.value);
+  } else {
+    AppendHeader(&out, "content-type", type);
+    AppendHeader(&out, "content-length", std::to_string(body.size()));
+    AppendHeader(&out, "x-request-id", request_id);
+    out.append(extra_headers);
+  }
   if (close_after_response_) AppendHeader(&out, "connection", "close");
   out.append("\r\n");
   bool head_request = request_ && request_->head_request;

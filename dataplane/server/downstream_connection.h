@@ -17,6 +17,8 @@
 #include "absl/time/time.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/http/header_map.h"
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/net/connection.h"
 #include "dataplane/upstream/connection_pool.h"
@@ -27,6 +29,7 @@ class Worker;
 
 class DownstreamConnection : public net::ConnectionCallbacks,
                              public http::Http1Callbacks,
+                             public http::FilterCallbacks,
                              public upstream::UpstreamEvents,
                              public event::DeferredDeletable {
  public:
@@ -51,6 +54,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void OnHead(const http::MessageHead& head) override;
   void OnBody(std::string_view chunk) override;
   void OnMessageComplete() override;
+  void OnTrailers(const std::vector<http::HeaderField>& trailers) override;
   // upstream::UpstreamEvents
   void OnUpstreamConnected() override;
   void OnUpstreamHead(const http::MessageHead& head) override;
@@ -58,6 +62,10 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void OnUpstreamComplete() override;
   void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
   void OnUpstreamWriteDrained() override;
+  void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) override;
+  // http::FilterCallbacks (the current request's policies)
+  const http::StreamInfo& info() const override;
+  void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
 
  private:
   struct Request;
@@ -66,6 +74,21 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void HandleParseError(http::ParseError error);
   void StartRequest(const http::MessageHead& head);
   bool ConnectUpstream();
+  // The request's end-to-end fields as they go upstream: hop-by-hop and
+  // framing ones dropped, Host from an absolute target, x-forwarded-for
+  // appended, x-forwarded-proto and x-request-id set. emit(name, value).
+  template <typename Emit>
+  void ForEachForwardedHeader(const http::MessageHead& head, std::string_view absolute_host,
+                              Emit emit);
+  // Runs the route's policies on the request head; false when one answered.
+  bool RunRequestFilters(const config::FilterChain& chain, const http::MessageHead& head,
+                         std::string_view absolute_host, std::string_view target);
+  // WebSocket: the upstream answered 101; forward it and carry bytes both
+  // ways (the idle timer bounds a silent tunnel).
+  void StartTunnel(const http::MessageHead& head);
+  void PumpClientToUpstream();
+  // The policies that saw the request, in reverse, on a response head.
+  void RunResponseFilters(int status, http::HeaderMap& headers);
   uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const http::MessageHead& head,
                       std::string_view target);
   enum class RetryReason { kConnectFailure, kReset, kStatus };

@@ -120,7 +120,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   snapshot_ = std::move(snapshot);
   std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
   for (DownstreamConnection* c : all) c->OnSnapshotChanged();
-  pool_.CloseIdleExcept(snapshot_->endpoint_keys);
+  pool_.CloseIdleExcept(snapshot_->pool_keys);
   picker_.Prune(snapshot_->endpoint_keys);
 }
 

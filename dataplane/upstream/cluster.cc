@@ -1,8 +1,10 @@
 #include "dataplane/upstream/cluster.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/resource.h"
 #include "api/validation.h"
+#include "dataplane/net/tls.h"
 
 namespace sluice::upstream {
 
@@ -10,11 +12,80 @@ namespace {
 
 uint32_t OrDefault(uint32_t value, uint32_t fallback) { return value ? value : fallback; }
 
+int TlsVersion(const std::string& text, int unset) {
+  if (text == "1.2") return TLS1_2_VERSION;
+  if (text == "1.3") return TLS1_3_VERSION;
+  return unset;
+}
+
+// The TLS client settings from the cluster's tls block and the Secrets it
+// names (validated already; checked again, as the listener's are).
+absl::StatusOr<net::TlsClientConfig> UpstreamTlsConfig(const config::v1::UpstreamTls& tls,
+                                                       const api::ResourceMap& resources) {
+  auto secret = [&](const std::string& name) -> const config::v1::Secret* {
+    auto it = resources.find({config::v1::SECRET, name});
+    return it == resources.end() ? nullptr : &it->second.secret();
+  };
+  net::TlsClientConfig config;
+  config.verify = !tls.insecure_skip_verify();
+  if (config.verify) {
+    const config::v1::Secret* ca = secret(tls.ca());
+    if (ca == nullptr || !ca->has_trusted_ca()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls.ca: Secret \"", tls.ca(), "\" is not a trusted_ca"));
+    }
+    config.ca_pem = ca->trusted_ca().ca_certificates();
+  }
+  config.sni = absl::AsciiStrToLower(tls.sni());
+  if (!tls.client_certificate().empty()) {
+    const config::v1::Secret* cert = secret(tls.client_certificate());
+    if (cert == nullptr || !cert->has_tls_certificate()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tls.client_certificate: Secret \"", tls.client_certificate(),
+          "\" is not a tls_certificate"));
+    }
+    config.client_chain_pem = cert->tls_certificate().certificate_chain();
+    config.client_key_pem = cert->tls_certificate().private_key();
+  }
+  config.min_version = TlsVersion(tls.min_version(), TLS1_2_VERSION);
+  config.max_version = TlsVersion(tls.max_version(), TLS1_3_VERSION);
+  return config;
+}
+
+// The cluster's TLS context: the previous version's when the settings are
+// equal, else a new one.
+absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> UpstreamTlsContext(
+    const config::v1::UpstreamTls& tls, const api::ResourceMap& resources,
+    const ClusterInfo* previous) {
+  auto config = UpstreamTlsConfig(tls, resources);
+  if (!config.ok()) return config.status();
+  if (previous != nullptr && previous->transport != nullptr) {
+    auto kept = std::dynamic_pointer_cast<const net::TlsClientContext>(previous->transport);
+    if (kept != nullptr && kept->config() == *config) return kept;
+  }
+  auto context = net::TlsClientContext::Create(*config);
+  if (!context.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tls: ", context.status().message()));
+  }
+  return std::shared_ptr<const net::TlsClientContext>(std::move(*context));
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
-    const config::v1::Cluster& cluster, stats::StatsStore& store, HealthRegistry& registry) {
+    const config::v1::Cluster& cluster, const api::ResourceMap& resources,
+    stats::StatsStore& store, HealthRegistry& registry, const ClusterInfo* previous) {
   auto info = std::make_shared<ClusterInfo>();
+  std::string pool_suffix;  // after the endpoint key in pool keys
+  if (cluster.has_tls()) {
+    auto context = UpstreamTlsContext(cluster.tls(), resources, previous);
+    if (!context.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("Cluster \"", cluster.name(), "\": ",
+                                                     context.status().message()));
+    }
+    pool_suffix = absl::StrCat(" tls:", cluster.name(), "#", (*context)->id());
+    info->transport = std::move(*context);
+  }
   if (cluster.has_health_check()) {
     const auto& hc = cluster.health_check();
     HealthCheckConfig& h = info->health_check;
@@ -75,6 +146,7 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     EndpointInfo endpoint;
     endpoint.address = *address;
     endpoint.key = address->ToString();
+    endpoint.pool_key = endpoint.key + pool_suffix;
     endpoint.ip = e.address();
     endpoint.port = static_cast<uint16_t>(e.port());
     Health initial = info->health_check.enabled && !info->health_check.healthy_on_add

@@ -3,8 +3,8 @@
 //
 // Per-worker mutable state (round-robin position, requests in flight,
 // pooled connections) lives in EndpointPicker and ConnectionPool, keyed by
-// cluster name and endpoint key, so it survives a new snapshot that keeps
-// the cluster or the endpoint.
+// cluster name and endpoint key (pool key), so it survives a new snapshot
+// that keeps the cluster or the endpoint.
 #ifndef SLUICE_DATAPLANE_UPSTREAM_CLUSTER_H_
 #define SLUICE_DATAPLANE_UPSTREAM_CLUSTER_H_
 
@@ -14,7 +14,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "api/resource.h"
 #include "dataplane/net/socket.h"
+#include "dataplane/net/transport_socket.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/consistent_hash.h"
 #include "dataplane/upstream/endpoint_state.h"
@@ -24,6 +26,11 @@ namespace sluice::upstream {
 
 struct EndpointInfo {
   std::string key;  // "127.0.0.1:9001": identity across versions
+  // Which pooled connections may carry this cluster's requests to it: `key`
+  // for plain TCP (clusters sharing the endpoint share them); for TLS also
+  // the cluster's name and TLS context ("127.0.0.1:9443 tls:users#3"), so
+  // connections made with other TLS settings are never reused for it.
+  std::string pool_key;
   std::string ip;   // "127.0.0.1" / "::1"
   uint16_t port = 0;
   net::Address address;
@@ -97,14 +104,22 @@ struct ClusterInfo {
   uint32_t panic_threshold_percent = 50;  // 0: never panic
   config::v1::HashPolicy hash_policy;
   std::shared_ptr<const ConsistentHashTable> hash_table;  // RING_HASH, MAGLEV
+  // TLS to the endpoints (a net::TlsClientContext): makes each connection's
+  // transport socket, for requests and health checks. nullptr: plain TCP.
+  std::shared_ptr<const net::TransportSocketFactory> transport;
   std::shared_ptr<ClusterState> state;                    // shared across workers
   ClusterStats stats;
 };
 
-// Compiles a validated Cluster; `store` receives its stats and `registry`
-// provides the state that persists across versions.
+// Compiles a validated Cluster; `resources` holds the Secrets its tls names,
+// `store` receives its stats and `registry` provides the state that persists
+// across versions. `previous` (this cluster compiled for the running
+// version, or nullptr): when its TLS settings and Secrets are equal, its TLS
+// context is kept, and with it the pooled connections and the session to
+// resume. Errors name the cluster and the field ("tls: ca: ...").
 absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
-    const config::v1::Cluster& cluster, stats::StatsStore& store, HealthRegistry& registry);
+    const config::v1::Cluster& cluster, const api::ResourceMap& resources,
+    stats::StatsStore& store, HealthRegistry& registry, const ClusterInfo* previous = nullptr);
 
 }  // namespace sluice::upstream
 

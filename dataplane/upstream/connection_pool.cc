@@ -8,18 +8,24 @@
 namespace sluice::upstream {
 
 UpstreamConnection::UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool,
-                                       int fd, std::string endpoint_key,
-                                       absl::Duration connect_timeout,
+                                       int fd, std::unique_ptr<net::TransportSocket> transport,
+                                       std::string pool_key, absl::Duration connect_timeout,
                                        std::shared_ptr<ClusterState> cluster_state,
                                        std::shared_ptr<EndpointState> endpoint_state)
     : dispatcher_(dispatcher),
       pool_(pool),
-      connection_(std::make_unique<net::Connection>(dispatcher, fd, /*connecting=*/true)),
-      endpoint_key_(std::move(endpoint_key)),
+      connection_(std::make_unique<net::Connection>(dispatcher, fd, /*connecting=*/true,
+                                                    std::move(transport))),
+      pool_key_(std::move(pool_key)),
       parser_(http::Http1Parser::Mode::kResponse, this),
+      // Runs until OnConnected(), which for TLS comes after the handshake.
       connect_timer_(dispatcher, [this] {
+        bool handshaking = !connection_->connecting() && !connection_->handshake_complete();
         connection_->Close();
-        if (events_) events_->OnUpstreamFailed(true, true, "connect timeout");
+        if (events_) {
+          events_->OnUpstreamFailed(
+              true, true, handshaking ? "connect timeout in the TLS handshake" : "connect timeout");
+        }
       }),
       cluster_state_(std::move(cluster_state)),
       endpoint_state_(std::move(endpoint_state)) {
@@ -34,8 +40,11 @@ UpstreamConnection::~UpstreamConnection() {
   endpoint_state_->connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request) {
+void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request, bool upgrade) {
   events_ = events;
+  upgrade_requested_ = upgrade;
+  tunnel_ = false;
+  unexpected_switch_ = false;
   ++requests_;
   response_started_ = false;
   response_done_ = false;
@@ -66,7 +75,11 @@ void UpstreamConnection::OnReadable() {
 
 void UpstreamConnection::ReadResponse() {
   net::Buffer& input = connection_->input();
-  while (!input.empty() && events_ != nullptr && !response_done_) {
+  if (tunnel_) {
+    PassTunnelBytes();
+    return;
+  }
+  while (!input.empty() && events_ != nullptr && !response_done_ && !tunnel_) {
     response_started_ = true;
     auto result = parser_.Feed(input.view());
     input.Drain(result.consumed);
@@ -76,9 +89,31 @@ void UpstreamConnection::ReadResponse() {
       if (events_) events_->OnUpstreamFailed(false, false, why);
       return;
     }
+    if (unexpected_switch_) {
+      connection_->Close();
+      if (events_) {
+        events_->OnUpstreamFailed(false, false,
+                                  "answered 101 Switching Protocols to a request that asked "
+                                  "for no upgrade");
+      }
+      return;
+    }
     if (result.consumed == 0) break;  // incomplete head: wait for more
   }
+  if (tunnel_) {
+    PassTunnelBytes();  // bytes that came with the 101
+    return;
+  }
   if (response_done_ && !input.empty()) reusable_ = false;  // extra bytes
+}
+
+void UpstreamConnection::PassTunnelBytes() {
+  net::Buffer& input = connection_->input();
+  if (input.empty() || events_ == nullptr) return;
+  std::string_view bytes = input.view();
+  size_t n = bytes.size();
+  events_->OnUpstreamBody(bytes);
+  input.Drain(n);
 }
 
 void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
@@ -92,6 +127,17 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     events_->OnUpstreamFailed(true, false, absl::StrCat("connect failed: ", strerror(error)));
     return;
   }
+  if (reason == net::CloseReason::kHandshakeFailed) {
+    // "connect failed: TLS handshake: certificate verify failed: ..."
+    events_->OnUpstreamFailed(
+        true, false,
+        absl::StrCat("connect failed: TLS ", connection_->transport().failure_reason()));
+    return;
+  }
+  if (tunnel_) {
+    events_->OnUpstreamFailed(false, false, "the upstream closed the tunnel");
+    return;
+  }
   if (response_started_ && parser_.FinishOnClose() == http::ParseError::kNone && response_done_) {
     return;  // a response delimited by the close completed
   }
@@ -102,6 +148,17 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
 }
 
 void UpstreamConnection::OnHead(const http::MessageHead& head) {
+  if (head.status == 101) {
+    if (!upgrade_requested_) {
+      unexpected_switch_ = true;
+      return;
+    }
+    tunnel_ = true;
+    reusable_ = false;
+    response_started_ = true;
+    if (events_) events_->OnUpstreamHead(head);
+    return;
+  }
   interim_ = head.status >= 100 && head.status < 200;
   if (interim_) return;  // 1xx: not forwarded; the final response follows
   reusable_ = head.keep_alive && head.framing != http::BodyFraming::kUntilClose;
@@ -112,7 +169,12 @@ void UpstreamConnection::OnBody(std::string_view chunk) {
   if (events_) events_->OnUpstreamBody(chunk);
 }
 
+void UpstreamConnection::OnTrailers(const std::vector<http::HeaderField>& trailers) {
+  if (events_ && !interim_) events_->OnUpstreamTrailers(trailers);
+}
+
 void UpstreamConnection::OnMessageComplete() {
+  if (tunnel_ || unexpected_switch_) return;  // the parser pauses itself after a 101
   if (interim_) {
     interim_ = false;
     return;
@@ -126,7 +188,7 @@ ConnectionPool::~ConnectionPool() { CloseAllIdle(); }
 
 absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     const ClusterInfo& cluster, const EndpointInfo& endpoint) {
-  auto it = idle_.find(endpoint.key);
+  auto it = idle_.find(endpoint.pool_key);
   if (it != idle_.end() && !it->second.empty()) {
     UpstreamConnection* c = it->second.front();
     it->second.pop_front();
@@ -139,21 +201,27 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
       cluster.breakers.max_connections) {
     return absl::ResourceExhaustedError("max_connections");
   }
+  std::unique_ptr<net::TransportSocket> transport;
+  if (cluster.transport != nullptr) {
+    transport = cluster.transport->Create();
+    // Never fall back to plain TCP: the request would go out unencrypted.
+    if (transport == nullptr) return absl::UnavailableError("TLS: cannot start a session");
+  }
   auto fd = net::ConnectNonBlocking(endpoint.address);
   if (!fd.ok()) return fd.status();
   cluster.stats.connections_opened->Inc();
-  return std::make_unique<UpstreamConnection>(dispatcher_, *this, *fd, endpoint.key,
-                                              cluster.connect_timeout, cluster.state,
-                                              endpoint.state);
+  return std::make_unique<UpstreamConnection>(dispatcher_, *this, *fd, std::move(transport),
+                                              endpoint.pool_key, cluster.connect_timeout,
+                                              cluster.state, endpoint.state);
 }
 
 void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle) {
   connection->Detach();
-  auto& list = idle_[connection->endpoint_key()];
+  auto& list = idle_[connection->pool_key()];
   if (!connection->reusable() || !connection->connection().open() ||
       connection->connection().output_size() > 0 || list.size() >= max_idle) {
     connection->connection().Close();
-    if (list.empty()) idle_.erase(connection->endpoint_key());
+    if (list.empty()) idle_.erase(connection->pool_key());
     dispatcher_.DeferredDelete(std::move(connection));
     return;
   }
@@ -165,7 +233,7 @@ void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uin
 }
 
 void ConnectionPool::RemoveIdle(UpstreamConnection* connection) {
-  auto it = idle_.find(connection->endpoint_key());
+  auto it = idle_.find(connection->pool_key());
   if (it == idle_.end()) return;
   it->second.erase(connection->idle_position_);
   if (it->second.empty()) idle_.erase(it);

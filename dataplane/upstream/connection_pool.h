@@ -1,10 +1,15 @@
 // Upstream HTTP/1.1 connections and the per-worker pool of idle keep-alive
-// connections, keyed by endpoint.
+// connections, keyed by the endpoint's pool key (EndpointInfo::pool_key: the
+// endpoint, and for a TLS cluster also the cluster and its TLS context).
 //
 // An UpstreamConnection is owned by the request using it, or by the pool
 // while idle. It parses responses with the shared HTTP/1 parser and hands
 // the events to its current UpstreamEvents. An idle connection that the
 // upstream closes (or that sends unsolicited bytes) leaves the pool at once.
+// For a TLS cluster the connection runs its handshake (verifying the
+// upstream) before OnUpstreamConnected(); the cluster's connect_timeout
+// covers the TCP connect and the handshake together, and a failed handshake
+// is a connect failure.
 //
 // Worker thread only.
 #ifndef SLUICE_DATAPLANE_UPSTREAM_CONNECTION_POOL_H_
@@ -35,27 +40,37 @@ class UpstreamEvents {
   virtual void OnUpstreamBody(std::string_view bytes) = 0;
   virtual void OnUpstreamComplete() = 0;
   // The connection failed or closed before the response completed.
-  // `connect_failed`: it never connected (refused, timed out).
+  // `connect_failed`: it never connected (refused, timed out, TLS handshake
+  // failed).
   virtual void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) = 0;
   virtual void OnUpstreamWriteDrained() = 0;
+  // Chunked trailer fields of the response (before OnUpstreamComplete).
+  virtual void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {}
 };
 
 class UpstreamConnection : public net::ConnectionCallbacks,
                            public http::Http1Callbacks,
                            public event::DeferredDeletable {
  public:
+  // `transport`: the TLS socket for a TLS cluster, nullptr for plain TCP.
   UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool, int fd,
-                     std::string endpoint_key, absl::Duration connect_timeout,
+                     std::unique_ptr<net::TransportSocket> transport, std::string pool_key,
+                     absl::Duration connect_timeout,
                      std::shared_ptr<ClusterState> cluster_state,
                      std::shared_ptr<EndpointState> endpoint_state);
   ~UpstreamConnection() override;
 
-  // Starts serving a request: events go to `events`.
-  void Attach(UpstreamEvents* events, bool head_request);
+  // Starts serving a request: events go to `events`. `upgrade`: the request
+  // asks for a protocol switch (WebSocket); a 101 answer then turns the
+  // connection into a tunnel: OnUpstreamHead(101), then every byte from the
+  // upstream as OnUpstreamBody, and OnUpstreamFailed when it closes. A 101
+  // to a request that asked no upgrade fails the request (502).
+  void Attach(UpstreamEvents* events, bool head_request, bool upgrade = false);
+  bool tunnel() const { return tunnel_; }
   void Detach() { events_ = nullptr; }
 
   net::Connection& connection() { return *connection_; }
-  const std::string& endpoint_key() const { return endpoint_key_; }
+  const std::string& pool_key() const { return pool_key_; }
   bool reused() const { return requests_ > 1; }
   // Whether a response byte arrived for the current request.
   bool response_started() const { return response_started_; }
@@ -71,15 +86,17 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   void OnHead(const http::MessageHead& head) override;
   void OnBody(std::string_view chunk) override;
   void OnMessageComplete() override;
+  void OnTrailers(const std::vector<http::HeaderField>& trailers) override;
 
  private:
   friend class ConnectionPool;
   void ReadResponse();
+  void PassTunnelBytes();
 
   event::Dispatcher& dispatcher_;
   ConnectionPool& pool_;
   std::unique_ptr<net::Connection> connection_;
-  std::string endpoint_key_;
+  std::string pool_key_;
   http::Http1Parser parser_;
   event::Timer connect_timer_;
   UpstreamEvents* events_ = nullptr;
@@ -89,6 +106,9 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   bool reusable_ = false;
   bool interim_ = false;
   bool idle_ = false;
+  bool upgrade_requested_ = false;
+  bool tunnel_ = false;            // a 101 answered the upgrade: raw bytes now
+  bool unexpected_switch_ = false;  // a 101 nobody asked for
   std::list<UpstreamConnection*>::iterator idle_position_;
   // Open-connection counts for circuit breakers and the admin page.
   std::shared_ptr<ClusterState> cluster_state_;
@@ -100,15 +120,17 @@ class ConnectionPool {
   explicit ConnectionPool(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
   ~ConnectionPool();
 
-  // An idle connection to the endpoint if there is one, else a new one that
-  // is connecting. RESOURCE_EXHAUSTED when a new connection would pass the
-  // cluster's max_connections; UNAVAILABLE when the socket cannot be created.
+  // An idle connection under the endpoint's pool key if there is one, else a
+  // new one that is connecting (through the cluster's transport, TLS or
+  // plain). RESOURCE_EXHAUSTED when a new connection would pass the
+  // cluster's max_connections; UNAVAILABLE when the socket (or its TLS
+  // session) cannot be created.
   absl::StatusOr<std::unique_ptr<UpstreamConnection>> Acquire(const ClusterInfo& cluster,
                                                               const EndpointInfo& endpoint);
   // Back to the pool after a complete response on a reusable connection;
   // otherwise (or when the endpoint's idle list is full) it is closed.
   void Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle);
-  // Closes idle connections to endpoints not in `keep`.
+  // Closes idle connections whose pool key is not in `keep`.
   void CloseIdleExcept(const std::set<std::string>& keep);
   void CloseAllIdle();
   size_t idle_count() const;

@@ -61,10 +61,11 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
                              public http::Http1Callbacks,
                              public event::DeferredDeletable {
  public:
-  // `request` empty: a TCP check (pass once connected).
-  Probe(event::Dispatcher& dispatcher, int fd, EndpointCheck* check,
-        std::string request, std::vector<uint32_t> expected)
-      : connection_(dispatcher, fd, /*connecting=*/true),
+  // `request` empty: a TCP check (pass once connected, and for TLS once the
+  // handshake is done). `transport`: the cluster's TLS socket, or nullptr.
+  Probe(event::Dispatcher& dispatcher, int fd, std::unique_ptr<net::TransportSocket> transport,
+        EndpointCheck* check, std::string request, std::vector<uint32_t> expected)
+      : connection_(dispatcher, fd, /*connecting=*/true, std::move(transport)),
         parser_(http::Http1Parser::Mode::kResponse, this),
         check_(check),
         request_(std::move(request)),
@@ -123,7 +124,8 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
         Report(false, "connection closed");
         return;
       case net::CloseReason::kHandshakeFailed:
-        Report(false, "TLS handshake failed");
+        // "TLS handshake: certificate verify failed: ..."
+        Report(false, absl::StrCat("TLS ", connection_.transport().failure_reason()));
         return;
     }
   }
@@ -191,6 +193,7 @@ class HealthChecker::EndpointCheck {
   void Configure(const ClusterInfo& cluster, const EndpointInfo& endpoint) {
     SLUICE_CHECK(endpoint.state != nullptr);
     config_ = cluster.health_check;
+    transport_ = cluster.transport;
     state_ = endpoint.state;
     address_ = endpoint.address;
     passes_ = cluster.stats.health_check_passes;
@@ -215,13 +218,21 @@ class HealthChecker::EndpointCheck {
 
   void StartProbe() {
     SLUICE_CHECK(probe_ == nullptr);
+    std::unique_ptr<net::TransportSocket> transport;
+    if (transport_ != nullptr) {
+      transport = transport_->Create();
+      if (transport == nullptr) {
+        Finish(false, "TLS: cannot start a session");
+        return;
+      }
+    }
     absl::StatusOr<int> fd = net::ConnectNonBlocking(address_);
     if (!fd.ok()) {
       Finish(false, ImmediateConnectFailure(fd.status()));
       return;
     }
-    probe_ = std::make_unique<Probe>(checker_.dispatcher_, *fd, this, request_,
-                                     config_.expected);
+    probe_ = std::make_unique<Probe>(checker_.dispatcher_, *fd, std::move(transport), this,
+                                     request_, config_.expected);
     probe_timeout_ = AtLeastMin(config_.timeout);
     timeout_timer_.Enable(probe_timeout_);
   }
@@ -286,6 +297,8 @@ class HealthChecker::EndpointCheck {
   const std::string cluster_name_;
   const std::string endpoint_key_;
   HealthCheckConfig config_;
+  // The cluster's TLS (probes go over it as requests do); nullptr: plain.
+  std::shared_ptr<const net::TransportSocketFactory> transport_;
   std::shared_ptr<EndpointState> state_;
   net::Address address_;
   std::string request_;  // empty for TCP checks

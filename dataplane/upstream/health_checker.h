@@ -1,5 +1,8 @@
 // HealthChecker: active health checks (TCP connect or HTTP GET) for every
-// cluster that configures them, run on the main thread's dispatcher.
+// cluster that configures them, run on the main thread's dispatcher. A
+// cluster with tls is checked over TLS with its settings: a probe passes
+// only after a verified handshake, and a failed one is a failure naming the
+// reason ("TLS handshake: certificate verify failed: ...").
 //
 // There is one check per (cluster name, endpoint key). A timer starts a probe
 // `interval` (+ uniform random jitter in [0, jitter]) after the previous probe

@@ -196,7 +196,7 @@ TEST(ValidationTest, PrefixRewriteNeedsPrefixMatch) {
 TEST(ValidationTest, UnknownPolicyRejected) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" } route { cluster: "users" } policies { name: "magic" } } } })")
-                .find("policies[0]: unknown policy 'magic'"),
+                .find("policies[0].name: unknown policy 'magic'"),
             std::string::npos);
 }
 
@@ -488,6 +488,116 @@ TEST(ValidationTest, RemovingASecretInUseIsInvalid) {
   state = ValidTls();
   state.erase({config::v1::SECRET, "clients"});
   EXPECT_TRUE(CheckState(state).ok());
+}
+
+// --- Cluster TLS ---
+
+// Errors after setting cluster "users"'s tls to `text` (text format of
+// UpstreamTls) in ValidTls(), which has Secrets "web" (tls_certificate) and
+// "clients" (trusted_ca).
+std::string ClusterTlsErrors(const std::string& text) {
+  ResourceMap state = ValidTls();
+  Resource& cluster = state[{config::v1::CLUSTER, "users"}];
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      text, cluster.mutable_cluster()->mutable_tls()))
+      << text;
+  return std::string(CheckState(state).message());
+}
+
+TEST(ValidationTest, ClusterTlsPasses) {
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients")"), "");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" sni: "Backend-1.example.com"
+      client_certificate: "web" min_version: "1.3" max_version: "1.3")"),
+            "");
+  EXPECT_EQ(ClusterTlsErrors(R"(insecure_skip_verify: true sni: "backend.test")"), "");
+}
+
+TEST(ValidationTest, ClusterTlsCaIsRequiredUnlessVerificationIsSkipped) {
+  EXPECT_EQ(ClusterTlsErrors(""),
+            "Cluster \"users\": tls.ca: is required: the Secret with the trusted_ca that the "
+            "upstream's certificate must chain to (or, unsafe, insecure_skip_verify: true)");
+  EXPECT_EQ(ClusterTlsErrors(R"(sni: "backend.test")"),
+            "Cluster \"users\": tls.ca: is required: the Secret with the trusted_ca that the "
+            "upstream's certificate must chain to (or, unsafe, insecure_skip_verify: true)");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" insecure_skip_verify: true)"),
+            "Cluster \"users\": tls.ca: must be unset with insecure_skip_verify (nothing is "
+            "verified)");
+}
+
+TEST(ValidationTest, ClusterTlsNamesAndVersions) {
+  // (Each also names a Secret that does not exist: the next line.)
+  std::string e = ClusterTlsErrors(R"(ca: "a b")");
+  EXPECT_NE(e.find("Cluster \"users\": tls.ca: 'a b' may contain only letters, digits, '-', '_' "
+                   "and '.'\n"),
+            std::string::npos)
+      << e;
+  e = ClusterTlsErrors(R"(ca: "clients" client_certificate: "web/1")");
+  EXPECT_NE(e.find("Cluster \"users\": tls.client_certificate: 'web/1' may contain only letters, "
+                   "digits, '-', '_' and '.'\n"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" min_version: "1.0")"),
+            "Cluster \"users\": tls.min_version: must be \"1.2\" or \"1.3\", got '1.0'");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" max_version: "1.4")"),
+            "Cluster \"users\": tls.max_version: must be \"1.2\" or \"1.3\", got '1.4'");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" min_version: "1.3" max_version: "1.2")"),
+            "Cluster \"users\": tls.min_version: 1.3 is above max_version 1.2");
+}
+
+TEST(ValidationTest, ClusterTlsSniIsAHostName) {
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" sni: "10.0.0.1")"),
+            "Cluster \"users\": tls.sni: '10.0.0.1' is an IP address; SNI carries host names "
+            "only (leave sni unset to connect by address)");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" sni: "::1")"),
+            "Cluster \"users\": tls.sni: '::1' is an IP address; SNI carries host names only "
+            "(leave sni unset to connect by address)");
+  for (const std::string& bad :
+       std::vector<std::string>{"*.example.com", "backend.test.", "-a.test", "a-.test", "a..test",
+                                "back end.test", "a_b.test", std::string(64, 'a') + ".test"}) {
+    EXPECT_EQ(ClusterTlsErrors(absl::StrCat(R"(ca: "clients" sni: ")", bad, "\"")),
+              absl::StrCat("Cluster \"users\": tls.sni: '", bad,
+                           "' is not a host name (labels of letters, digits and '-', "
+                           "separated by '.')"))
+        << bad;
+  }
+  EXPECT_EQ(ClusterTlsErrors(absl::StrCat(R"(ca: "clients" sni: ")", std::string(63, 'a'),
+                                          ".test\"")),
+            "");
+}
+
+TEST(ValidationTest, ClusterTlsReferencesExistingSecretsOfTheRightType) {
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "nope")"),
+            "Cluster \"users\": tls.ca: Secret \"nope\" does not exist");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "web")"),
+            "Cluster \"users\": tls.ca: Secret \"web\" is not a trusted_ca (it is a "
+            "tls_certificate)");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" client_certificate: "gone")"),
+            "Cluster \"users\": tls.client_certificate: Secret \"gone\" does not exist");
+  EXPECT_EQ(ClusterTlsErrors(R"(ca: "clients" client_certificate: "clients")"),
+            "Cluster \"users\": tls.client_certificate: Secret \"clients\" is not a "
+            "tls_certificate (it is a trusted_ca)");
+}
+
+TEST(ValidationTest, RemovingASecretAClusterUsesIsInvalid) {
+  ResourceMap state = ValidTls();
+  Resource& cluster = state[{config::v1::CLUSTER, "users"}];
+  cluster.mutable_cluster()->mutable_tls()->set_ca("clients");
+  cluster.mutable_cluster()->mutable_tls()->set_client_certificate("web");
+  ASSERT_TRUE(CheckState(state).ok()) << CheckState(state);
+  ResourceMap without_ca = state;
+  without_ca.erase({config::v1::SECRET, "clients"});
+  EXPECT_EQ(CheckState(without_ca).message(),
+            "Cluster \"users\": tls.ca: Secret \"clients\" does not exist");
+  // "web" is the listener's certificate too: both users are named.
+  ResourceMap without_web = state;
+  without_web.erase({config::v1::SECRET, "web"});
+  std::string e(CheckState(without_web).message());
+  EXPECT_NE(e.find("Cluster \"users\": tls.client_certificate: Secret \"web\" does not exist"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("Listener \"public\": tls.certificates[0]: Secret \"web\" does not exist"),
+            std::string::npos)
+      << e;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -206,15 +207,28 @@ TestCert MakeCa(const std::string& dir, const std::string& file_prefix, const st
 }
 
 TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::string& file_prefix,
-                      const std::string& cn) {
+                      const std::string& cn, const std::vector<std::string>& dns_names) {
   TestCert cert;
   cert.cert_path = absl::StrCat(dir, "/", file_prefix, ".pem");
   cert.key_path = absl::StrCat(dir, "/", file_prefix, ".key");
   std::string csr = absl::StrCat(dir, "/", file_prefix, ".csr");
   Run({"/usr/bin/openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
        "-keyout", cert.key_path, "-out", csr, "-subj", absl::StrCat("/CN=", cn)});
-  Run({"/usr/bin/openssl", "x509", "-req", "-in", csr, "-CA", ca.cert_path, "-CAkey", ca.key_path,
-       "-CAcreateserial", "-days", "2", "-out", cert.cert_path});
+  std::vector<std::string> argv = {"/usr/bin/openssl", "x509", "-req", "-in", csr, "-CA",
+                                   ca.cert_path, "-CAkey", ca.key_path, "-CAcreateserial",
+                                   "-days", "2", "-out", cert.cert_path};
+  if (!dns_names.empty()) {
+    std::vector<std::string> sans;
+    for (const std::string& n : dns_names) sans.push_back(absl::StrCat("DNS:", n));
+    std::string extensions = absl::StrCat(dir, "/", file_prefix, ".ext");
+    FILE* f = fopen(extensions.c_str(), "w");
+    if (f == nullptr) abort();
+    fprintf(f, "subjectAltName=%s\n", absl::StrJoin(sans, ",").c_str());
+    fclose(f);
+    argv.push_back("-extfile");
+    argv.push_back(extensions);
+  }
+  Run(argv);
   cert.cert_pem = ReadFile(cert.cert_path);
   cert.key_pem = ReadFile(cert.key_path);
   return cert;

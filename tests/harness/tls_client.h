@@ -69,10 +69,11 @@ struct TestCert {
 // A self-signed certificate with subject CN=cn and DNS SANs `dns_names`.
 TestCert MakeSelfSigned(const std::string& dir, const std::string& file_prefix,
                         const std::string& cn, const std::vector<std::string>& dns_names);
-// A CA, and a client certificate signed by it.
+// A CA, and a certificate signed by it (a client's, or with `dns_names` as
+// DNS SANs a server's).
 TestCert MakeCa(const std::string& dir, const std::string& file_prefix, const std::string& cn);
 TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::string& file_prefix,
-                      const std::string& cn);
+                      const std::string& cn, const std::vector<std::string>& dns_names = {});
 
 // `pem` as a YAML block scalar indented by `indent` spaces (after "key: |").
 std::string YamlBlock(const std::string& pem, int indent);

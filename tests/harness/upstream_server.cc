@@ -9,7 +9,8 @@
 // Every response carries `x-upstream: NAME` and `content-type: text/plain`,
 // and echoes selected request headers as `x-echo-<name>` (all occurrences
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
-// connection, te, transfer-encoding, content-length. The default body is
+// connection, te, transfer-encoding, content-length; and every field whose
+// name starts with "x-test-", one echo per field, in arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
 // the request declared a body (Content-Length or Transfer-Encoding, even for
 // zero bytes), by "body-bytes=N body-crc=HEX\n" with HEX from Crc32Hex() in
@@ -20,6 +21,9 @@
 //   delay_ms=N   wait N ms before responding
 //   size=N       body is N bytes of 'x' instead of the text
 //   chunked=1    chunked response, written as 4 chunks 2 ms apart
+//   trailers=1   with chunked=1: the last chunk carries the trailer field
+//                "x-test-trailer: done"
+// Trailer fields of a chunked request are echoed as "x-echo-trailer-<name>".
 //   close=1      "connection: close", then close after the response
 //   hang=1       never respond; close only when the client does
 //   reset=1      close without responding, with an RST (SO_LINGER 0)
@@ -52,6 +56,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -81,6 +86,7 @@ struct ResponsePlan {
   bool has_size = false;
   size_t size = 0;
   bool chunked = false;
+  bool trailers = false;
   bool close = false;
   bool hang = false;
   bool reset = false;
@@ -138,6 +144,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       plan.size = static_cast<size_t>(n);
     } else if (key == "chunked") {
       status = flag(&plan.chunked);
+    } else if (key == "trailers") {
+      status = flag(&plan.trailers);
     } else if (key == "close") {
       status = flag(&plan.close);
     } else if (key == "hang") {
@@ -493,6 +501,14 @@ std::string Connection::Head(
                       "\r\n");
     }
   }
+  for (const auto& [name, value] : request.headers) {
+    if (absl::StartsWith(name, "x-test-")) {
+      absl::StrAppend(&head, "x-echo-", name, ": ", value, "\r\n");
+    }
+  }
+  for (const auto& [name, value] : request.trailers) {
+    absl::StrAppend(&head, "x-echo-trailer-", name, ": ", value, "\r\n");
+  }
   head += "\r\n";
   return head;
 }
@@ -558,7 +574,7 @@ void Connection::Respond(const Http1Message& request,
                                    "\r\n"));
     at += len;
   }
-  chunks_.push_back("0\r\n\r\n");
+  chunks_.push_back(plan.trailers ? "0\r\nx-test-trailer: done\r\n\r\n" : "0\r\n\r\n");
   Write(chunks_.front());
   chunks_.pop_front();
   if (chunks_.empty()) {  // an empty body: the last chunk was all there was

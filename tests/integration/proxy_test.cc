@@ -169,6 +169,20 @@ TEST_F(ProxyTest, BodiesStreamBothWays) {
   EXPECT_EQ(r.header("transfer-encoding"), "chunked");
 }
 
+TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {
+  // Request trailers reach the upstream (which echoes them as headers);
+  // fields that must not come after a body are dropped.
+  std::string reply = SendRaw(
+      listener(),
+      "POST /x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+      "5\r\nhello\r\n0\r\nx-checksum: abc123\r\nauthorization: sneaky\r\n\r\n");
+  EXPECT_NE(reply.find("x-echo-trailer-x-checksum: abc123"), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("sneaky"), std::string::npos) << reply;
+  // Response trailers reach an HTTP/1.1 client in the last chunk.
+  reply = SendRaw(listener(), "GET /x?chunked=1&trailers=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+  EXPECT_NE(reply.find("\r\n0\r\nx-test-trailer: done\r\n\r\n"), std::string::npos) << reply;
+}
+
 TEST_F(ProxyTest, KeepAliveAndPipelining) {
   HttpConnection c(listener());
   for (int i = 0; i < 5; ++i) {

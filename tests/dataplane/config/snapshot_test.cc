@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "api/validation.h"
 #include "google/protobuf/text_format.h"
+#include "tests/api/test_certificates.h"
 #include "tests/harness/proxy.h"
 
 namespace sluice::config {
@@ -110,6 +112,114 @@ TEST(SnapshotTest, UnbindableListenerIsAnErrorNamingIt) {
             std::string::npos)
       << snapshot.status();
   close(*taken);
+}
+
+// A Secret "upstream-ca" with a fresh CA certificate.
+api::Resource CaSecret() {
+  testing::CertificateSpec spec;
+  spec.common_name = "Upstream CA";
+  spec.is_ca = true;
+  api::Resource r;
+  r.mutable_secret()->set_name("upstream-ca");
+  r.mutable_secret()->mutable_trusted_ca()->set_ca_certificates(
+      testing::MakeCertificate(spec).certificate_pem);
+  return r;
+}
+
+// State() with cluster "c" over TLS (verified with "upstream-ca") and
+// `endpoints` endpoints.
+api::ResourceMap TlsState(int port, const api::Resource& ca, int endpoints = 1) {
+  api::ResourceMap state = State(port);
+  state[api::IdOf(ca)] = ca;
+  auto* cluster = state[{config::v1::CLUSTER, "c"}].mutable_cluster();
+  cluster->clear_endpoints();
+  for (int i = 0; i < endpoints; ++i) {
+    auto* e = cluster->add_endpoints();
+    e->set_address("127.0.0.1");
+    e->set_port(9443 + static_cast<uint32_t>(i));
+  }
+  cluster->mutable_tls()->set_ca("upstream-ca");
+  cluster->mutable_tls()->set_sni("backend.test");
+  return state;
+}
+
+TEST(SnapshotTest, TlsClusterGetsATransportAndItsOwnPoolKeys) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  auto plain = CompileSnapshot(1, State(port), sockets, store, registry);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  const auto& plain_cluster = *(*plain)->clusters.at("c");
+  EXPECT_EQ(plain_cluster.transport, nullptr);
+  EXPECT_EQ(plain_cluster.endpoints[0].pool_key, "127.0.0.1:9001");
+  EXPECT_EQ((*plain)->pool_keys.count("127.0.0.1:9001"), 1u);
+
+  auto tls = CompileSnapshot(2, TlsState(port, CaSecret()), sockets, store, registry);
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  const auto& cluster = *(*tls)->clusters.at("c");
+  ASSERT_NE(cluster.transport, nullptr);
+  const std::string& key = cluster.endpoints[0].pool_key;
+  EXPECT_TRUE(absl::StartsWith(key, "127.0.0.1:9443 tls:c#")) << key;
+  EXPECT_EQ((*tls)->pool_keys.count(key), 1u);
+  EXPECT_EQ((*tls)->endpoint_keys.count("127.0.0.1:9443"), 1u);
+}
+
+TEST(SnapshotTest, TlsClusterIsCompiledAgainWhenItsSecretChanges) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  api::Resource ca = CaSecret();
+  auto first = CompileSnapshot(1, TlsState(port, ca), sockets, store, registry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const auto& before = (*first)->clusters.at("c");
+
+  // Something else changed: the cluster is taken over as it is.
+  std::set<api::ResourceId> changed = {{config::v1::ROUTE_TABLE, "rt"}};
+  auto second = CompileSnapshot(2, TlsState(port, ca), sockets, store, registry, first->get(),
+                                &changed);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->clusters.at("c"), before);
+
+  // The CA was replaced: compiled again, with a new TLS context, so pooled
+  // connections verified against the old CA are not reused.
+  changed = {{config::v1::SECRET, "upstream-ca"}};
+  auto third = CompileSnapshot(3, TlsState(port, CaSecret()), sockets, store, registry,
+                               second->get(), &changed);
+  ASSERT_TRUE(third.ok()) << third.status();
+  const auto& after = (*third)->clusters.at("c");
+  EXPECT_NE(after, before);
+  EXPECT_NE(after->transport, before->transport);
+  EXPECT_NE(after->endpoints[0].pool_key, before->endpoints[0].pool_key);
+  EXPECT_EQ((*third)->pool_keys.count(before->endpoints[0].pool_key), 0u);
+}
+
+TEST(SnapshotTest, ChangedClusterWithTheSameTlsKeepsItsContext) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  api::Resource ca = CaSecret();
+  auto first = CompileSnapshot(1, TlsState(port, ca), sockets, store, registry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const auto& before = (*first)->clusters.at("c");
+  // An endpoint added: the cluster is compiled again, but its TLS context
+  // (pooled connections, session to resume) stays.
+  std::set<api::ResourceId> changed = {{config::v1::CLUSTER, "c"}};
+  auto second = CompileSnapshot(2, TlsState(port, ca, 2), sockets, store, registry, first->get(),
+                                &changed);
+  ASSERT_TRUE(second.ok()) << second.status();
+  const auto& after = (*second)->clusters.at("c");
+  EXPECT_NE(after, before);
+  EXPECT_EQ(after->transport, before->transport);
+  EXPECT_EQ(after->endpoints[0].pool_key, before->endpoints[0].pool_key);
+  // Another name to verify: a new context.
+  api::ResourceMap renamed = TlsState(port, ca, 2);
+  renamed[{config::v1::CLUSTER, "c"}].mutable_cluster()->mutable_tls()->set_sni("other.test");
+  auto third = CompileSnapshot(3, renamed, sockets, store, registry, second->get(), &changed);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_NE((*third)->clusters.at("c")->transport, before->transport);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ std::shared_ptr<const ClusterInfo> MakeCluster(std::vector<uint32_t> weights,
     e->set_weight(weights[i]);
   }
   static upstream::HealthRegistry registry;
-  return *CompileCluster(c, store, registry);
+  return *CompileCluster(c, /*resources=*/{}, store, registry);
 }
 
 TEST(EndpointPickerTest, RoundRobinVisitsEachEndpointInTurn) {

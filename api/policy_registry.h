@@ -1,0 +1,56 @@
+// Policies known to this build, by name: how their typed config is checked.
+// Each policy (dataplane/policy/<name>/) registers a PolicyValidator from a
+// static initializer in a library built with alwayslink; the binaries that
+// validate config (sluicectl, sluice-control, sluice-proxy) link
+// //dataplane/policy:validators, so all three apply the same rules.
+//
+// Registration happens before main(); lookups are thread-safe afterwards.
+#ifndef SLUICE_API_POLICY_REGISTRY_H_
+#define SLUICE_API_POLICY_REGISTRY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/any.pb.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/message.h"
+
+namespace sluice::api {
+
+// One error in a policy's config: the field path inside the config message
+// (e.g. "request.set[0].name") and what is wrong.
+struct PolicyConfigError {
+  std::string field;
+  std::string message;
+};
+
+class PolicyValidator {
+ public:
+  virtual ~PolicyValidator() = default;
+  // The name routes use, e.g. "headers".
+  virtual std::string name() const = 0;
+  // The config message type, e.g. sluice.policy.headers.v1.HeadersConfig.
+  virtual const google::protobuf::Descriptor* config_type() const = 0;
+  // `config` is of config_type().
+  virtual void Validate(const google::protobuf::Message& config,
+                        std::vector<PolicyConfigError>* errors) const = 0;
+};
+
+// Called from static initializers. Aborts on a duplicate name.
+bool RegisterPolicyValidator(std::unique_ptr<PolicyValidator> validator);
+// nullptr when no policy of that name is registered.
+const PolicyValidator* FindPolicyValidator(const std::string& name);
+// Sorted.
+std::vector<std::string> RegisteredPolicyNames();
+
+// Unpacks `any` into a new message of the validator's config type. Returns
+// nullptr and sets `error` when the type URL names another type or the bytes
+// do not parse.
+std::unique_ptr<google::protobuf::Message> UnpackPolicyConfig(const PolicyValidator& validator,
+                                                              const google::protobuf::Any& any,
+                                                              std::string* error);
+
+}  // namespace sluice::api
+
+#endif  // SLUICE_API_POLICY_REGISTRY_H_

@@ -1,0 +1,79 @@
+// The filter chain's interface: what a policy (dataplane/policy/<name>/)
+// implements to see and change an exchange. Protocol-neutral: the same
+// filters run for every codec.
+//
+// A route's chain is compiled once per config version into FilterFactory
+// objects (immutable, shared by the workers); each request gets fresh Filter
+// instances from them. Request hooks run in chain order before the request
+// is routed to its action (upstream, redirect or direct response); response
+// hooks run in reverse order on every response of the route, upstream or
+// made by the gateway.
+//
+// Worker thread only (a Filter lives on its request's worker).
+#ifndef SLUICE_DATAPLANE_HTTP_FILTER_H_
+#define SLUICE_DATAPLANE_HTTP_FILTER_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "dataplane/http/header_map.h"
+
+namespace sluice::http {
+
+// What a filter may read about the exchange. Valid during the hook.
+struct StreamInfo {
+  std::string_view request_id;
+  std::string_view client_ip;
+  std::string_view scheme;  // "http" or "https"
+  std::string_view method;
+  std::string_view path;  // path and query as the client sent it
+  std::string_view route_name;
+  // TLS; empty over plain connections.
+  std::string_view tls_version;
+  std::string_view tls_sni;
+  std::string_view tls_peer_subject;
+};
+
+enum class FilterStatus {
+  kContinue,  // the next filter runs
+  // The filter answered with SendLocalReply(): nothing after it runs.
+  kStopLocalReply,
+};
+
+class FilterCallbacks {
+ public:
+  virtual ~FilterCallbacks() = default;
+  virtual const StreamInfo& info() const = 0;
+  // Answers the request with a gateway-made response: `status` and a JSON
+  // error body {"error": message, "request_id": ...}; `headers` are added to
+  // it (e.g. WWW-Authenticate). The hook then returns kStopLocalReply.
+  virtual void SendLocalReply(int status, std::string_view message,
+                              const HeaderMap& headers) = 0;
+};
+
+class Filter {
+ public:
+  virtual ~Filter() = default;
+  // The request head: `headers` as they will go upstream (hop-by-hop and
+  // framing fields removed; x-forwarded-* and x-request-id set).
+  virtual FilterStatus OnRequestHeaders(HeaderMap& headers, FilterCallbacks& callbacks) {
+    return FilterStatus::kContinue;
+  }
+  // The response head, upstream or gateway-made, before it goes to the
+  // client (hop-by-hop and framing fields removed). Filters may change
+  // headers here, not answer instead.
+  virtual void OnResponseHeaders(int status, HeaderMap& headers, FilterCallbacks& callbacks) {}
+};
+
+// One policy instance in a compiled route chain. Thread-safe (immutable).
+class FilterFactory {
+ public:
+  virtual ~FilterFactory() = default;
+  virtual std::unique_ptr<Filter> CreateFilter() const = 0;
+  virtual std::string_view policy_name() const = 0;
+};
+
+}  // namespace sluice::http
+
+#endif  // SLUICE_DATAPLANE_HTTP_FILTER_H_

@@ -1,0 +1,46 @@
+// HeaderMap: an owning, ordered list of header fields that filters can read
+// and change. Names compare case-insensitively and are stored as given
+// (HTTP/1 forwards them so; HTTP/2 lower-cases them on encoding).
+//
+// Not thread-safe: owned by one stream on one worker.
+#ifndef SLUICE_DATAPLANE_HTTP_HEADER_MAP_H_
+#define SLUICE_DATAPLANE_HTTP_HEADER_MAP_H_
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sluice::http {
+
+class HeaderMap {
+ public:
+  struct Field {
+    std::string name;
+    std::string value;
+  };
+
+  // The first field with this name, or nullptr.
+  const std::string* Get(std::string_view name) const;
+  // Appends a field (an existing one of that name stays).
+  void Add(std::string_view name, std::string_view value);
+  // Replaces every field of that name with one (at the first one's place, or
+  // appended).
+  void Set(std::string_view name, std::string_view value);
+  // Removes every field of that name; returns how many.
+  size_t Remove(std::string_view name);
+
+  const std::vector<Field>& fields() const { return fields_; }
+  size_t size() const { return fields_.size(); }
+  bool empty() const { return fields_.empty(); }
+  void Clear() { fields_.clear(); }
+  // Bytes of names and values, for limits.
+  size_t ByteSize() const;
+
+ private:
+  std::vector<Field> fields_;
+};
+
+}  // namespace sluice::http
+
+#endif  // SLUICE_DATAPLANE_HTTP_HEADER_MAP_H_

@@ -1,0 +1,110 @@
+// The `headers` policy's config rules, registered for every binary that
+// validates config.
+#include <memory>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "api/policy_registry.h"
+#include "dataplane/policy/headers/headers_policy.h"
+
+namespace sluice::policy::headers {
+namespace {
+
+bool IsTokenChar(char c) {
+  if (absl::ascii_isalnum(static_cast<unsigned char>(c))) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// Fields that describe the connection or the message framing: the gateway
+// owns them.
+bool IsReserved(std::string_view lower) {
+  for (std::string_view name : {"connection", "keep-alive", "proxy-connection", "te",
+                                "transfer-encoding", "upgrade", "trailer", "content-length"}) {
+    if (lower == name) return true;
+  }
+  return false;
+}
+
+void CheckName(const std::string& name, const std::string& field, bool allow_host,
+               std::vector<std::pair<std::string, std::string>>* errors) {
+  if (name.empty()) {
+    errors->emplace_back(field, "is required");
+    return;
+  }
+  for (char c : name) {
+    if (!IsTokenChar(c)) {
+      errors->emplace_back(field, absl::StrCat("'", name, "' is not a valid header name"));
+      return;
+    }
+  }
+  std::string lower = absl::AsciiStrToLower(name);
+  if (IsReserved(lower)) {
+    errors->emplace_back(field, absl::StrCat("'", name,
+                                             "' is set by the gateway (connection and framing) "
+                                             "and cannot be changed"));
+  } else if (lower == "host" && !allow_host) {
+    errors->emplace_back(field, "host can only be replaced (request.set), not added or removed");
+  }
+}
+
+void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, bool request,
+                    std::vector<std::pair<std::string, std::string>>* errors) {
+  auto check_count = [&](int n, const char* list) {
+    if (static_cast<size_t>(n) > kMaxEntriesPerList) {
+      errors->emplace_back(absl::StrCat(prefix, ".", list),
+                           absl::StrCat("has ", n, " entries; at most ", kMaxEntriesPerList));
+    }
+  };
+  check_count(m.remove_size(), "remove");
+  check_count(m.set_size(), "set");
+  check_count(m.add_size(), "add");
+  for (int i = 0; i < m.remove_size(); ++i) {
+    CheckName(m.remove(i), absl::StrCat(prefix, ".remove[", i, "]"), false, errors);
+  }
+  auto check_values = [&](const auto& list, const char* kind, bool allow_host) {
+    for (int i = 0; i < list.size(); ++i) {
+      std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
+      CheckName(list.Get(i).name(), field + ".name", allow_host, errors);
+      const std::string& value = list.Get(i).value();
+      if (value.size() > kMaxValueBytes) {
+        errors->emplace_back(field + ".value", absl::StrCat("is ", value.size(),
+                                                            " bytes; at most ", kMaxValueBytes));
+      } else if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+        errors->emplace_back(field + ".value", "must not contain CR, LF or NUL");
+      } else if (auto parsed = ValueTemplate::Parse(value); !parsed.ok()) {
+        errors->emplace_back(field + ".value", std::string(parsed.status().message()));
+      }
+    }
+  };
+  check_values(m.set(), "set", request);
+  check_values(m.add(), "add", false);
+}
+
+}  // namespace
+
+void ValidateHeadersConfig(const v1::HeadersConfig& config,
+                           std::vector<std::pair<std::string, std::string>>* errors) {
+  CheckMutations(config.request(), "request", /*request=*/true, errors);
+  CheckMutations(config.response(), "response", /*request=*/false, errors);
+}
+
+namespace {
+
+class HeadersValidator : public api::PolicyValidator {
+ public:
+  std::string name() const override { return "headers"; }
+  const google::protobuf::Descriptor* config_type() const override {
+    return v1::HeadersConfig::descriptor();
+  }
+  void Validate(const google::protobuf::Message& config,
+                std::vector<api::PolicyConfigError>* errors) const override {
+    std::vector<std::pair<std::string, std::string>> found;
+    ValidateHeadersConfig(static_cast<const v1::HeadersConfig&>(config), &found);
+    for (auto& [field, message] : found) errors->push_back({field, message});
+  }
+};
+
+const bool registered = api::RegisterPolicyValidator(std::make_unique<HeadersValidator>());
+
+}  // namespace
+}  // namespace sluice::policy::headers

@@ -1,0 +1,252 @@
+// TlsClientContext against TlsServerContext over a socket pair, in one
+// thread: verification (chain, name, skipped), the failure reasons a 502
+// shows, ALPN, client certificates and session resumption.
+#include "dataplane/net/tls.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "tests/api/test_certificates.h"
+
+namespace sluice::net {
+namespace {
+
+using testing::CertificateSpec;
+using testing::MakeCertificate;
+using testing::TestCertificate;
+
+TestCertificate MakeCa(const std::string& name) {
+  CertificateSpec spec;
+  spec.common_name = name;
+  spec.is_ca = true;
+  return MakeCertificate(spec);
+}
+
+TestCertificate MakeLeaf(const TestCertificate& ca, const std::string& cn,
+                         std::vector<std::string> dns_names) {
+  CertificateSpec spec;
+  spec.common_name = cn;
+  spec.dns_names = std::move(dns_names);
+  spec.issuer = &ca;
+  return MakeCertificate(spec);
+}
+
+std::shared_ptr<TlsServerContext> Server(const TestCertificate& cert,
+                                         const std::string& client_ca_pem = "") {
+  TlsServerConfig config;
+  config.certificates.push_back({cert.certificate_pem, cert.key_pem, {}});
+  config.alpn_protocols = {"http/1.1"};
+  config.client_ca_pem = client_ca_pem;
+  config.require_client_certificate = false;
+  auto context = TlsServerContext::Create(config);
+  EXPECT_TRUE(context.ok()) << context.status();
+  return *context;
+}
+
+std::shared_ptr<TlsClientContext> Client(const TlsClientConfig& config) {
+  auto context = TlsClientContext::Create(config);
+  EXPECT_TRUE(context.ok()) << context.status();
+  return context.ok() ? *context : nullptr;
+}
+
+// Both ends of one TLS session over a non-blocking socket pair.
+class Session {
+ public:
+  Session(const TransportSocketFactory& server, const TransportSocketFactory& client)
+      : server_(server.Create()), client_(client.Create()) {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    fds_[0] = fds[0];
+    fds_[1] = fds[1];
+    server_->Attach(fds_[0]);
+    client_->Attach(fds_[1]);
+  }
+  ~Session() {
+    close(fds_[0]);
+    close(fds_[1]);
+  }
+
+  // Runs both handshakes until each is done or one fails (each step only
+  // reads what the other already wrote, so this cannot wait on anything).
+  bool Handshake() {
+    bool server_done = false;
+    bool client_done = false;
+    for (int i = 0; i < 100 && !(server_done && client_done); ++i) {
+      if (!client_done) {
+        auto p = client_->Handshake();
+        if (p == TransportSocket::Progress::kFailed) return false;
+        client_done = p == TransportSocket::Progress::kDone;
+      }
+      if (!server_done) {
+        auto p = server_->Handshake();
+        if (p == TransportSocket::Progress::kFailed) return false;
+        server_done = p == TransportSocket::Progress::kDone;
+      }
+    }
+    return server_done && client_done;
+  }
+
+  // The server says something and the client reads it: this also delivers
+  // TLS 1.3 session tickets, which come after the handshake.
+  std::string ServerToClient(const std::string& text) {
+    EXPECT_EQ(server_->Write(text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    char buffer[256];
+    for (int i = 0; i < 10; ++i) {
+      ssize_t n = client_->Read(buffer, sizeof(buffer));
+      if (n > 0) return std::string(buffer, static_cast<size_t>(n));
+    }
+    return "";
+  }
+
+  TransportSocket& server() { return *server_; }
+  TransportSocket& client() { return *client_; }
+
+ private:
+  std::unique_ptr<TransportSocket> server_;
+  std::unique_ptr<TransportSocket> client_;
+  int fds_[2] = {-1, -1};
+};
+
+class TlsClientTest : public ::testing::Test {
+ protected:
+  TestCertificate ca_ = MakeCa("Upstream CA");
+  TestCertificate backend_ = MakeLeaf(ca_, "backend", {"backend.test", "*.pool.test"});
+  std::shared_ptr<TlsServerContext> server_ = Server(backend_);
+
+  TlsClientConfig Verified(const std::string& sni) {
+    TlsClientConfig config;
+    config.ca_pem = ca_.certificate_pem;
+    config.sni = sni;
+    return config;
+  }
+};
+
+TEST_F(TlsClientTest, VerifiedHandshakeSendsSniAndNegotiatesHttp11) {
+  auto client = Client(Verified("backend.test"));
+  Session session(*server_, *client);
+  ASSERT_TRUE(session.Handshake()) << session.client().failure_reason();
+  ASSERT_NE(session.server().tls_info(), nullptr);
+  EXPECT_EQ(session.server().tls_info()->sni, "backend.test");
+  EXPECT_EQ(session.client().tls_info()->alpn, "http/1.1");
+  EXPECT_EQ(session.client().tls_info()->peer_subject, "/O=Sluice Tests/CN=backend");
+  EXPECT_EQ(session.ServerToClient("hello"), "hello");
+}
+
+TEST_F(TlsClientTest, WildcardSanMatchesOneLabel) {
+  auto one = Client(Verified("a.pool.test"));
+  Session ok(*server_, *one);
+  EXPECT_TRUE(ok.Handshake()) << ok.client().failure_reason();
+  auto two = Client(Verified("a.b.pool.test"));
+  Session bad(*server_, *two);
+  EXPECT_FALSE(bad.Handshake());
+  EXPECT_EQ(bad.client().failure_reason(),
+            "handshake: certificate verify failed: hostname mismatch");
+}
+
+TEST_F(TlsClientTest, UntrustedChainFailsNamingTheReason) {
+  TlsClientConfig config = Verified("backend.test");
+  config.ca_pem = MakeCa("Other CA").certificate_pem;
+  auto client = Client(config);
+  Session session(*server_, *client);
+  EXPECT_FALSE(session.Handshake());
+  EXPECT_EQ(session.client().failure_reason(),
+            "handshake: certificate verify failed: unable to get local issuer certificate");
+}
+
+TEST_F(TlsClientTest, NameIsCheckedOnlyWhenSniIsSet) {
+  auto mismatch = Client(Verified("other.test"));
+  Session bad(*server_, *mismatch);
+  EXPECT_FALSE(bad.Handshake());
+  EXPECT_EQ(bad.client().failure_reason(),
+            "handshake: certificate verify failed: hostname mismatch");
+  // The subject CN alone does not count as a name.
+  auto cn = Client(Verified("backend"));
+  Session by_cn(*server_, *cn);
+  EXPECT_FALSE(by_cn.Handshake());
+
+  auto unnamed = Client(Verified(""));
+  Session chain_only(*server_, *unnamed);
+  ASSERT_TRUE(chain_only.Handshake()) << chain_only.client().failure_reason();
+  EXPECT_EQ(chain_only.server().tls_info()->sni, "");
+}
+
+TEST_F(TlsClientTest, InsecureSkipsEveryCheck) {
+  CertificateSpec spec;
+  spec.common_name = "self";
+  TestCertificate self_signed = MakeCertificate(spec);
+  auto server = Server(self_signed);
+  TlsClientConfig config;
+  config.verify = false;
+  config.sni = "not-the-name.test";
+  auto client = Client(config);
+  Session session(*server, *client);
+  ASSERT_TRUE(session.Handshake()) << session.client().failure_reason();
+  EXPECT_EQ(session.client().tls_info()->peer_subject, "/O=Sluice Tests/CN=self");
+}
+
+TEST_F(TlsClientTest, PresentsTheClientCertificate) {
+  TestCertificate client_ca = MakeCa("Client CA");
+  TestCertificate gateway = MakeLeaf(client_ca, "gateway-1", {});
+  auto server = Server(backend_, client_ca.certificate_pem);
+  TlsClientConfig config = Verified("backend.test");
+  config.client_chain_pem = gateway.certificate_pem;
+  config.client_key_pem = gateway.key_pem;
+  auto client = Client(config);
+  Session session(*server, *client);
+  ASSERT_TRUE(session.Handshake()) << session.server().failure_reason();
+  EXPECT_EQ(session.server().tls_info()->peer_subject, "/O=Sluice Tests/CN=gateway-1");
+
+  auto anonymous = Client(Verified("backend.test"));
+  Session without(*server, *anonymous);
+  ASSERT_TRUE(without.Handshake());  // asked, not required
+  EXPECT_EQ(without.server().tls_info()->peer_subject, "");
+}
+
+TEST_F(TlsClientTest, NextConnectionResumesTheLastSession) {
+  for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+    TlsClientConfig config = Verified("backend.test");
+    config.max_version = version;
+    auto client = Client(config);
+    {
+      Session first(*server_, *client);
+      ASSERT_TRUE(first.Handshake()) << first.client().failure_reason();
+      EXPECT_FALSE(first.client().tls_info()->resumed);
+      EXPECT_EQ(first.ServerToClient("ticket"), "ticket");
+      // Gone without a close_notify, as when an upstream just closes: the
+      // session must stay resumable.
+    }
+    Session second(*server_, *client);
+    ASSERT_TRUE(second.Handshake()) << second.client().failure_reason();
+    EXPECT_TRUE(second.client().tls_info()->resumed) << version;
+    // Another context (other settings) does not offer this one's session.
+    auto other = Client(Verified("backend.test"));
+    Session fresh(*server_, *other);
+    ASSERT_TRUE(fresh.Handshake());
+    EXPECT_FALSE(fresh.client().tls_info()->resumed);
+    EXPECT_NE(client->id(), other->id());
+  }
+}
+
+TEST_F(TlsClientTest, BadMaterialIsRefusedAtCreate) {
+  TlsClientConfig config = Verified("backend.test");
+  config.ca_pem = "not a certificate";
+  auto bad_ca = TlsClientContext::Create(config);
+  ASSERT_FALSE(bad_ca.ok());
+  EXPECT_EQ(bad_ca.status().message(), "ca: no certificate found");
+  config = Verified("backend.test");
+  config.client_chain_pem = backend_.certificate_pem;
+  config.client_key_pem = MakeCa("x").key_pem;  // not the certificate's key
+  auto bad_key = TlsClientContext::Create(config);
+  ASSERT_FALSE(bad_key.ok());
+  EXPECT_TRUE(absl::StartsWith(bad_key.status().message(), "client_certificate: private_key: "))
+      << bad_key.status();
+}
+
+}  // namespace
+}  // namespace sluice::net

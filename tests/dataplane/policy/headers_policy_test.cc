@@ -1,0 +1,184 @@
+// The `headers` policy: its config rules through the shared validation
+// library, and its filter through the policy registry, as the proxy uses it.
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "api/policy_registry.h"
+#include "api/validation.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/headers/headers_policy.h"
+#include "dataplane/policy/registry.h"
+#include "google/protobuf/text_format.h"
+#include "headers_config.pb.h"
+
+namespace sluice::policy::headers {
+namespace {
+
+v1::HeadersConfig Parse(const std::string& text) {
+  v1::HeadersConfig config;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &config)) << text;
+  return config;
+}
+
+std::vector<std::string> Errors(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> errors;
+  ValidateHeadersConfig(Parse(text), &errors);
+  std::vector<std::string> out;
+  for (auto& [field, message] : errors) out.push_back(field + ": " + message);
+  return out;
+}
+
+std::vector<std::shared_ptr<const http::FilterFactory>> factories_;  // keep compiled chains alive
+
+class FakeCallbacks : public http::FilterCallbacks {
+ public:
+  const http::StreamInfo& info() const override { return info_; }
+  void SendLocalReply(int, std::string_view, const http::HeaderMap&) override { ++replies_; }
+  http::StreamInfo info_;
+  int replies_ = 0;
+};
+
+std::unique_ptr<http::Filter> MakeFilter(const std::string& text) {
+  const PolicyFactory* factory = FindPolicyFactory("headers");
+  EXPECT_NE(factory, nullptr);
+  auto compiled = factory->Compile(Parse(text));
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  factories_.push_back(*compiled);
+  return (*compiled)->CreateFilter();
+}
+
+TEST(HeadersPolicyTest, RegisteredUnderItsName) {
+  const api::PolicyValidator* validator = api::FindPolicyValidator("headers");
+  ASSERT_NE(validator, nullptr);
+  EXPECT_EQ(validator->config_type()->full_name(), "sluice.policy.headers.v1.HeadersConfig");
+  EXPECT_NE(FindPolicyFactory("headers"), nullptr);
+}
+
+TEST(HeadersPolicyTest, ValidConfigHasNoErrors) {
+  EXPECT_TRUE(Errors(R"pb(
+    request {
+      remove: "x-debug"
+      set { name: "host" value: "internal.example" }
+      set { name: "x-client" value: "%CLIENT_IP% via %SCHEME% (100%%)" }
+      add { name: "x-trace" value: "%REQUEST_ID%" }
+    }
+    response { add { name: "strict-transport-security" value: "max-age=63072000" } }
+  )pb").empty());
+}
+
+TEST(HeadersPolicyTest, RulesNameTheField) {
+  auto errors = Errors(R"pb(
+    request {
+      remove: "content-length"
+      remove: "host"
+      set { name: "bad name" value: "x" }
+      add { name: "x-a" value: "%NOPE%" }
+      add { name: "x-b" value: "50%" }
+      add { name: "" value: "x" }
+    }
+    response { set { name: "transfer-encoding" value: "gzip" } add { name: "host" value: "h" } }
+  )pb");
+  std::string all;
+  for (const auto& e : errors) all += e + "\n";
+  EXPECT_TRUE(absl::StrContains(all, "request.remove[0]: 'content-length' is set by the gateway")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "request.remove[1]: host can only be replaced")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "request.set[0].name: 'bad name' is not a valid header name")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "request.add[0].value: unknown variable %NOPE%")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "request.add[1].value: '%' at byte 2 starts no variable")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "request.add[2].name: is required")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "response.set[0].name: 'transfer-encoding'")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "response.add[0].name: host can only be replaced")) << all;
+}
+
+TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {
+  v1::HeadersConfig config;
+  auto* add = config.mutable_request()->add_add();
+  add->set_name("x-big");
+  add->set_value(std::string(kMaxValueBytes + 1, 'a'));
+  auto* crlf = config.mutable_response()->add_set();
+  crlf->set_name("x-split");
+  crlf->set_value("a\r\nx-injected: 1");
+  std::vector<std::pair<std::string, std::string>> errors;
+  ValidateHeadersConfig(config, &errors);
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].first, "request.add[0].value");
+  EXPECT_EQ(errors[1].first, "response.set[0].value");
+  EXPECT_TRUE(absl::StrContains(errors[1].second, "CR, LF or NUL"));
+}
+
+TEST(HeadersPolicyTest, FilterRemovesThenSetsThenAdds) {
+  auto filter = MakeFilter(R"pb(
+    request {
+      remove: "X-Debug"
+      set { name: "x-env" value: "prod" }
+      add { name: "x-trace" value: "id=%REQUEST_ID% ip=%CLIENT_IP% %METHOD% %ROUTE% %%" }
+    }
+    response { remove: "server" add { name: "x-served-by" value: "sluice" } }
+  )pb");
+  FakeCallbacks callbacks;
+  callbacks.info_.request_id = "req-1";
+  callbacks.info_.client_ip = "10.0.0.7";
+  callbacks.info_.method = "GET";
+  callbacks.info_.route_name = "users";
+  http::HeaderMap request;
+  request.Add("x-debug", "1");
+  request.Add("X-Env", "dev");
+  request.Add("x-env", "staging");
+  request.Add("accept", "*/*");
+  EXPECT_EQ(filter->OnRequestHeaders(request, callbacks), http::FilterStatus::kContinue);
+  EXPECT_EQ(request.Get("x-debug"), nullptr);
+  ASSERT_NE(request.Get("x-env"), nullptr);
+  EXPECT_EQ(*request.Get("x-env"), "prod");
+  EXPECT_EQ(request.size(), 3u);  // x-env once, accept, x-trace
+  EXPECT_EQ(*request.Get("x-trace"), "id=req-1 ip=10.0.0.7 GET users %");
+
+  http::HeaderMap response;
+  response.Add("Server", "origin");
+  filter->OnResponseHeaders(200, response, callbacks);
+  EXPECT_EQ(response.Get("server"), nullptr);
+  EXPECT_EQ(*response.Get("x-served-by"), "sluice");
+  EXPECT_EQ(callbacks.replies_, 0);
+}
+
+TEST(HeadersPolicyTest, TlsVariablesAreEmptyOverPlainHttpAndControlBytesAreNeutralized) {
+  auto filter = MakeFilter(R"pb(request { set { name: "x-client-cert" value: "[%TLS_CLIENT_SUBJECT%]" } })pb");
+  FakeCallbacks callbacks;
+  http::HeaderMap request;
+  filter->OnRequestHeaders(request, callbacks);
+  EXPECT_EQ(*request.Get("x-client-cert"), "[]");
+  std::string subject = "/CN=a\r\nx-evil: 1";
+  callbacks.info_.tls_peer_subject = subject;
+  filter->OnRequestHeaders(request, callbacks);
+  EXPECT_EQ(*request.Get("x-client-cert"), "[/CN=a  x-evil: 1]");
+}
+
+TEST(HeadersPolicyTest, ValidationLibraryChecksPolicyListsOnRoutesAndVirtualHosts) {
+  api::Resource resource;
+  auto* table = resource.mutable_route_table();
+  table->set_name("main");
+  auto* vhost = table->add_virtual_hosts();
+  vhost->add_domains("*");
+  auto* vp = vhost->add_policies();
+  vp->set_name("nope");
+  auto* route = vhost->add_routes();
+  route->mutable_match()->set_prefix("/");
+  route->mutable_direct_response()->set_status(200);
+  auto* rp = route->add_policies();
+  rp->set_name("headers");
+  v1::HeadersConfig bad = Parse(R"pb(request { remove: "connection" })pb");
+  rp->mutable_typed_config()->PackFrom(bad);
+  auto* wrong_type = route->add_policies();
+  wrong_type->set_name("headers");
+  wrong_type->mutable_typed_config()->PackFrom(api::Resource());
+  std::vector<api::ValidationError> errors;
+  api::ValidateResource(resource, &errors);
+  std::string all;
+  for (const auto& e : errors) all += e.ToString() + "\n";
+  EXPECT_TRUE(absl::StrContains(all, "virtual_hosts[0].policies[0].name: unknown policy 'nope' (this build has: headers)")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "virtual_hosts[0].routes[0].policies[0].typed_config.request.remove[0]: 'connection'")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "policies[1].name: policy 'headers' is listed twice")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "policies[1].typed_config: typed_config is a 'type.googleapis.com/sluice.config.v1.Resource'")) << all;
+}
+
+}  // namespace
+}  // namespace sluice::policy::headers

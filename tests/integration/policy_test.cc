@@ -1,0 +1,161 @@
+// Policies on the filter chain through real processes: the `headers` policy
+// on a virtual host and on routes, applied with sluicectl, changed live, and
+// rejected with its field when wrong.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  std::string path = MakeTempDir("policy") + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+class PolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    port_ = PickFreePort();
+    ASSERT_EQ(Apply(Config("from-vhost")), 0) << last_error_;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "policy-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  // A virtual host with a `headers` policy, and routes that inherit it,
+  // replace it, or answer directly.
+  std::string Config(const std::string& vhost_value) {
+    return absl::StrCat(
+        "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", upstream_.port(),
+        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n"
+        "      policies:\n"
+        "        - name: headers\n"
+        "          typed_config:\n"
+        "            request:\n"
+        "              remove: [x-test-secret]\n"
+        "              set: [{name: x-test-origin, value: ", vhost_value, "}]\n"
+        "              add: [{name: x-test-client, value: '%CLIENT_IP% %SCHEME% %METHOD% %ROUTE%'},\n"
+        "                    {name: x-test-id, value: 'id=%REQUEST_ID%'}]\n"
+        "            response:\n"
+        "              remove: [x-upstream]\n"
+        "              add: [{name: x-served-by, value: sluice}]\n"
+        "      routes:\n"
+        "        - name: direct\n          match: {path: /direct}\n"
+        "          direct_response: {status: 200, body: direct}\n"
+        "        - name: own\n          match: {prefix: /own}\n          route: {cluster: web}\n"
+        "          policies:\n"
+        "            - name: headers\n"
+        "              typed_config: {request: {set: [{name: host, value: internal.example}]}}\n"
+        "        - name: plain\n          match: {prefix: /}\n          route: {cluster: web}\n"
+        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
+        ", route_table: main}\n");
+  }
+
+  int Apply(const std::string& yaml) {
+    auto r = cp_.Ctl({"apply", "-f", WriteFile("config.yaml", yaml)});
+    last_error_ = r.out + r.err;
+    return r.exit_code;
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"web-1"};
+  std::unique_ptr<Proxy> proxy_;
+  int port_ = 0;
+  std::string last_error_;
+};
+
+TEST_F(PolicyTest, VirtualHostPolicyChangesRequestAndResponseHeaders) {
+  HttpResponse r = HttpGet(address(), "/users",
+                           {{"x-test-secret", "s3cr3t"}, {"x-test-origin", "client"},
+                            {"x-request-id", "fixed-id-1"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("x-echo-x-test-secret"), "");          // removed
+  EXPECT_EQ(r.header("x-echo-x-test-origin"), "from-vhost");  // set replaced the client's
+  EXPECT_EQ(r.header("x-echo-x-test-client"), "127.0.0.1 http GET plain");
+  EXPECT_EQ(r.header("x-echo-x-test-id"), "id=fixed-id-1");
+  EXPECT_EQ(r.header("x-upstream"), "");  // response field removed
+  EXPECT_EQ(r.header("x-served-by"), "sluice");
+  EXPECT_EQ(r.header("x-request-id"), "fixed-id-1");
+}
+
+TEST_F(PolicyTest, RoutePolicyReplacesTheVirtualHostsOfTheSameName) {
+  HttpResponse r = HttpGet(address(), "/own/1", {{"x-test-secret", "s3cr3t"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("x-echo-host"), "internal.example");
+  EXPECT_EQ(r.header("x-echo-x-test-secret"), "s3cr3t");  // the vhost's removal is replaced
+  EXPECT_EQ(r.header("x-served-by"), "");
+  EXPECT_EQ(r.header("x-upstream"), "web-1");
+}
+
+TEST_F(PolicyTest, ResponsePoliciesApplyToGatewayAnswersToo) {
+  HttpResponse r = HttpGet(address(), "/direct");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "direct");
+  EXPECT_EQ(r.header("x-served-by"), "sluice");
+  // A 503 the gateway makes on the route (upstream gone) carries it as well.
+  ASSERT_TRUE(upstream_.Stop().has_value());
+  r = HttpGet(address(), "/users");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 502);
+  EXPECT_EQ(r.header("x-served-by"), "sluice");
+  EXPECT_TRUE(absl::StrContains(r.body, "\"error\"")) << r.body;
+}
+
+TEST_F(PolicyTest, PolicyChangesApplyLive) {
+  ASSERT_EQ(Apply(Config("second-version")), 0) << last_error_;
+  ASSERT_TRUE(proxy_->WaitForVersion(2));
+  HttpResponse r = HttpGet(address(), "/users");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.header("x-echo-x-test-origin"), "second-version");
+}
+
+TEST_F(PolicyTest, InvalidPoliciesAreRejectedWithTheirFieldAndNothingChanges) {
+  std::string bad = Config("x");
+  bad.replace(bad.find("remove: [x-test-secret]"), 23, "remove: [content-length]");
+  EXPECT_NE(Apply(bad), 0);
+  EXPECT_TRUE(absl::StrContains(
+      last_error_,
+      "virtual_hosts[0].policies[0].typed_config.request.remove[0]: 'content-length' is set by the gateway"))
+      << last_error_;
+  std::string unknown = Config("x");
+  unknown.replace(unknown.find("- name: headers"), 15, "- name: nonesuch");
+  EXPECT_NE(Apply(unknown), 0);
+  EXPECT_TRUE(absl::StrContains(last_error_, "unknown policy 'nonesuch' (this build has: headers)"))
+      << last_error_;
+  std::string template_error = Config("'%BOGUS%'");
+  EXPECT_NE(Apply(template_error), 0);
+  EXPECT_TRUE(absl::StrContains(last_error_, "unknown variable %BOGUS%")) << last_error_;
+  EXPECT_EQ(proxy_->ReadyVersion(), 1u);
+  HttpResponse r = HttpGet(address(), "/users");
+  EXPECT_EQ(r.header("x-echo-x-test-origin"), "from-vhost");
+}
+
+TEST_F(PolicyTest, GetShowsPoliciesInTheShapeApplyReads) {
+  auto r = cp_.Ctl({"get", "routetable", "main", "-o", "yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-test-secret")) << r.out;
+  std::string path = WriteFile("roundtrip.yaml", r.out);
+  auto again = cp_.Ctl({"apply", "-f", path});
+  EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_TRUE(absl::StrContains(again.out, "0 added, 0 changed")) << again.out;
+}
+
+}  // namespace
+}  // namespace sluice::testing

@@ -1,0 +1,351 @@
+// TLS to upstreams through real processes: sluice-control, one sluice-proxy
+// and nginx as the HTTPS upstream (a certificate for "backend.test" signed by
+// a test CA, client certificates asked for and echoed). Certificates are
+// made with the openssl CLI at test time.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr char kNginx[] = "/usr/sbin/nginx";
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string CertificateYaml(const std::string& name, const TestCert& cert) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
+                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
+                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
+}
+
+std::string CaYaml(const std::string& name, const TestCert& ca) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  trusted_ca:\n",
+                      "    ca_certificates: |\n", YamlBlock(ca.cert_pem, 6));
+}
+
+// A cluster of one endpoint with `tls` (YAML flow mapping) and `extra` spec
+// lines.
+std::string ClusterYaml(const std::string& name, int port, const std::string& tls,
+                        const std::string& extra = "") {
+  return absl::StrCat("kind: Cluster\nname: ", name,
+                      "\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port, "}]\n",
+                      tls.empty() ? "" : absl::StrCat("  tls: ", tls, "\n"), extra);
+}
+
+// Whether something accepts TCP connections on 127.0.0.1:port.
+bool Accepting(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+// nginx in the foreground, one process, everything in `dir`: an HTTPS server
+// on `port` for backend.test (asking for client certificates signed by
+// `client_ca`, echoing what it got) and one with a self-signed certificate
+// on `self_signed_port`.
+class Nginx {
+ public:
+  Nginx(const std::string& dir, int port, int self_signed_port, const TestCert& backend,
+        const TestCert& client_ca, const TestCert& self_signed) {
+    // A new upstream connection per /resume/ request: the next one resumes.
+    constexpr char kConfig[] = R"(daemon off;
+master_process off;
+worker_processes 1;
+pid {DIR}/nginx.pid;
+error_log {DIR}/nginx-error.log info;
+events { worker_connections 64; }
+http {
+  access_log off;
+  default_type text/plain;
+  client_body_temp_path {DIR}/body;
+  proxy_temp_path {DIR}/proxy;
+  fastcgi_temp_path {DIR}/fastcgi;
+  uwsgi_temp_path {DIR}/uwsgi;
+  scgi_temp_path {DIR}/scgi;
+  server {
+    listen 127.0.0.1:{PORT} ssl;
+    server_name backend.test;
+    ssl_certificate {BACKEND_CERT};
+    ssl_certificate_key {BACKEND_KEY};
+    ssl_client_certificate {CLIENT_CA};
+    ssl_verify_client optional;
+    add_header x-client-subject "$ssl_client_s_dn" always;
+    add_header x-server-name "$ssl_server_name" always;
+    add_header x-session-reused "$ssl_session_reused" always;
+    location /resume/ { keepalive_timeout 0; return 200 "tls-upstream\n"; }
+    location / { return 200 "tls-upstream\n"; }
+  }
+  server {
+    listen 127.0.0.1:{SELF_SIGNED_PORT} ssl;
+    ssl_certificate {SELF_SIGNED_CERT};
+    ssl_certificate_key {SELF_SIGNED_KEY};
+    location / { return 200 "self-signed-upstream\n"; }
+  }
+}
+)";
+    std::string config = absl::StrReplaceAll(
+        kConfig, {{"{DIR}", dir},
+                  {"{PORT}", absl::StrCat(port)},
+                  {"{BACKEND_CERT}", backend.cert_path},
+                  {"{BACKEND_KEY}", backend.key_path},
+                  {"{CLIENT_CA}", client_ca.cert_path},
+                  {"{SELF_SIGNED_PORT}", absl::StrCat(self_signed_port)},
+                  {"{SELF_SIGNED_CERT}", self_signed.cert_path},
+                  {"{SELF_SIGNED_KEY}", self_signed.key_path}});
+    std::string path = WriteFile(dir, "nginx.conf", config);
+    process_ = std::make_unique<Process>(
+        kNginx, std::vector<std::string>{"-p", dir, "-e", dir + "/nginx-error.log", "-c", path},
+        dir + "/nginx.log");
+    ok_ = WaitFor(
+              [&] {
+                return (Accepting(port) && Accepting(self_signed_port)) || !process_->Running();
+              },
+              absl::Seconds(10)) &&
+          process_->Running();
+    log_path_ = dir + "/nginx-error.log";
+  }
+  bool ok() const { return ok_; }
+  std::string Log() const { return ReadFile(log_path_) + process_->Log(); }
+
+ private:
+  std::unique_ptr<Process> process_;
+  std::string log_path_;
+  bool ok_ = false;
+};
+
+class UpstreamTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    dir_ = MakeTempDir("upstream-tls");
+    upstream_ca_ = MakeCa(dir_, "upstream-ca", "Upstream Test CA");
+    other_ca_ = MakeCa(dir_, "other-ca", "Other Test CA");
+    backend_ = MakeSignedBy(upstream_ca_, dir_, "backend", "backend", {"backend.test"});
+    gateway_ca_ = MakeCa(dir_, "gateway-ca", "Gateway Client CA");
+    gateway_ = MakeSignedBy(gateway_ca_, dir_, "gateway", "gateway-1");
+    self_signed_ = MakeSelfSigned(dir_, "self", "self.test", {"self.test"});
+    port_ = PickFreePort();
+    self_signed_port_ = PickFreePort();
+    ASSERT_NE(port_, self_signed_port_);
+    nginx_ = std::make_unique<Nginx>(dir_, port_, self_signed_port_, backend_, gateway_ca_,
+                                     self_signed_);
+    ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
+
+    // A socket that completes TCP handshakes (the kernel does) but never
+    // answers a TLS ClientHello.
+    stalled_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(stalled_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(listen(stalled_fd_, 16), 0);
+    socklen_t length = sizeof(addr);
+    getsockname(stalled_fd_, reinterpret_cast<sockaddr*>(&addr), &length);
+    int stalled_port = ntohs(addr.sin_port);
+
+    proxy_port_ = PickFreePort();
+    const std::string verified = "{ca: upstream-ca, sni: backend.test}";
+    std::string routes;
+    for (const char* name :
+         {"secure", "plain", "wrong-ca", "wrong-name", "mtls", "insecure", "resume", "stalled"}) {
+      absl::StrAppend(&routes, "        - match: {prefix: /", name,
+                      "/}\n          route: {cluster: ", name, "}\n");
+    }
+    std::string yaml = absl::StrCat(
+        CaYaml("upstream-ca", upstream_ca_), "---\n", CaYaml("other-ca", other_ca_), "---\n",
+        CertificateYaml("gateway-cert", gateway_), "---\n", ClusterYaml("secure", port_, verified),
+        "---\n",
+        // The same endpoint without TLS: its connections must never be pooled
+        // with the TLS ones.
+        ClusterYaml("plain", port_, ""), "---\n",
+        ClusterYaml("wrong-ca", port_, "{ca: other-ca, sni: backend.test}",
+                    "  outlier_detection: {consecutive_gateway_failure: 2}\n"),
+        "---\n", ClusterYaml("wrong-name", port_, "{ca: upstream-ca, sni: other.test}"), "---\n",
+        ClusterYaml("mtls", port_,
+                    "{ca: upstream-ca, sni: backend.test, client_certificate: gateway-cert}"),
+        "---\n", ClusterYaml("insecure", self_signed_port_, "{insecure_skip_verify: true}"),
+        "---\n", ClusterYaml("resume", port_, verified), "---\n",
+        ClusterYaml("stalled", stalled_port, verified, "  connect_timeout: 300ms\n"), "---\n",
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n",
+        routes,
+        "---\nkind: Listener\nname: http\nspec:\n  address: 127.0.0.1\n  port: ", proxy_port_,
+        "\n  route_table: main\n");
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "upstream-tls-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  void TearDown() override {
+    if (stalled_fd_ >= 0) close(stalled_fd_);
+  }
+
+  HttpResponse Get(const std::string& path) {
+    return HttpGet(absl::StrCat("127.0.0.1:", proxy_port_), path);
+  }
+
+  ControlPlane cp_{"", "info"};
+  std::unique_ptr<Nginx> nginx_;
+  std::unique_ptr<Proxy> proxy_;
+  std::string dir_;
+  TestCert upstream_ca_, other_ca_, backend_, gateway_ca_, gateway_, self_signed_;
+  int port_ = 0;
+  int self_signed_port_ = 0;
+  int proxy_port_ = 0;
+  int stalled_fd_ = -1;
+};
+
+TEST_F(UpstreamTlsTest, VerifiedUpstreamAnswersThroughTheProxy) {
+  HttpResponse r = Get("/secure/a");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "tls-upstream\n");
+  EXPECT_EQ(r.header("x-server-name"), "backend.test");  // the SNI nginx received
+  EXPECT_EQ(r.header("x-client-subject"), "");           // no client certificate asked of it
+
+  // The plain cluster on the same endpoint speaks HTTP to the TLS port: nginx
+  // refuses it. Had it been given the pooled TLS connection, it would get 200.
+  r = Get("/plain/b");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "plain HTTP request was sent to HTTPS port")) << r.body;
+
+  // The TLS cluster again: its pooled connection is reused.
+  r = Get("/secure/c");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connections_reused_total{cluster=\"secure\"}"), 1)
+      << proxy_->Admin("/stats").second;
+}
+
+TEST_F(UpstreamTlsTest, UntrustedUpstreamIsA502NamingTheVerificationFailure) {
+  for (int i = 0; i < 2; ++i) {
+    HttpResponse r = Get("/wrong-ca/x");
+    EXPECT_EQ(r.status, 502) << r.body;
+    EXPECT_TRUE(absl::StrContains(r.body,
+                                  "upstream connect failed: TLS handshake: certificate verify "
+                                  "failed: unable to get local issuer certificate"))
+        << r.body;
+  }
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"wrong-ca\"}"), 2);
+  // Gateway failures for outlier detection, like a refused connect.
+  EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"wrong-ca\"}"), 1);
+  // nginx saw the handshake end with our alert.
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(nginx_->Log(), "alert unknown ca"); },
+                      absl::Seconds(5)))
+      << nginx_->Log();
+}
+
+TEST_F(UpstreamTlsTest, SniThatTheCertificateDoesNotNameIsA502) {
+  HttpResponse r = Get("/wrong-name/x");
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_TRUE(absl::StrContains(
+      r.body,
+      "upstream connect failed: TLS handshake: certificate verify failed: hostname mismatch"))
+      << r.body;
+}
+
+TEST_F(UpstreamTlsTest, ClientCertificateIsPresentedToTheUpstream) {
+  // A verified connection without a client certificate is pooled first: the
+  // mTLS cluster must not be given it.
+  HttpResponse r = Get("/secure/first");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-client-subject"), "");
+  r = Get("/mtls/x");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-client-subject"), "CN=gateway-1");
+}
+
+TEST_F(UpstreamTlsTest, InsecureSkipVerifyAcceptsASelfSignedUpstream) {
+  HttpResponse r = Get("/insecure/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "self-signed-upstream\n");
+}
+
+TEST_F(UpstreamTlsTest, NewConnectionsResumeTheSession) {
+  // nginx closes after each /resume/ response, so each request opens a new
+  // upstream connection; the second offers the first one's session.
+  HttpResponse first = Get("/resume/once");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.header("x-session-reused"), ".");
+  HttpResponse second = Get("/resume/once");
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(second.header("x-session-reused"), "r");
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"resume\"}"), 2);
+}
+
+TEST_F(UpstreamTlsTest, ConnectTimeoutCoversTheHandshake) {
+  HttpResponse r = Get("/stalled/x");
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "upstream connect timeout in the TLS handshake")) << r.body;
+}
+
+TEST_F(UpstreamTlsTest, HealthChecksGoOverTls) {
+  std::string checks =
+      "  health_check: {http: {path: /healthz}, interval: 200ms, timeout: 150ms}\n";
+  std::string yaml = absl::StrCat(
+      ClusterYaml("secure", port_, "{ca: upstream-ca, sni: backend.test}", checks), "---\n",
+      ClusterYaml("wrong-ca", port_, "{ca: other-ca, sni: backend.test}", checks));
+  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "checks.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::string page;
+  bool judged = WaitFor(
+      [&] {
+        page = proxy_->Admin("/clusters").second;
+        return absl::StrContains(page, "health=unhealthy") &&
+               absl::StrContains(page, "health=healthy");
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(judged) << page;
+  EXPECT_TRUE(absl::StrContains(page,
+                                "active health check: TLS handshake: certificate verify failed: "
+                                "unable to get local issuer certificate"))
+      << page;
+  EXPECT_GE(proxy_->Stat("sluice_health_check_passes_total{cluster=\"secure\"}"), 1);
+}
+
+TEST_F(UpstreamTlsTest, ClusterNamingAMissingSecretIsRejected) {
+  auto r = cp_.Ctl({"apply", "-f",
+                    WriteFile(dir_, "missing.yaml",
+                              ClusterYaml("secure", port_, "{ca: nope, sni: backend.test}"))});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err + r.out,
+                                "Cluster \"secure\": tls.ca: Secret \"nope\" does not exist"))
+      << r.err << r.out;
+  // A Secret a cluster uses cannot be deleted either.
+  r = cp_.Ctl({"delete", "secret", "gateway-cert"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err + r.out, "tls.client_certificate")) << r.err << r.out;
+  // Nothing changed: version 1 still serves.
+  EXPECT_EQ(proxy_->ReadyVersion(), 1u);
+  EXPECT_EQ(Get("/secure/still").status, 200);
+}
+
+}  // namespace
+}  // namespace sluice::testing

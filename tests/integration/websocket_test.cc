@@ -1,0 +1,119 @@
+// WebSocket through the proxy with real peers (python3-websockets): a route
+// that allows the upgrade carries messages both ways; one that does not
+// strips the upgrade; a 101 nobody asked for is a 502; an idle tunnel closes.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+
+namespace sluice::testing {
+namespace {
+
+// A ws_tool.py server; port() once it prints "listening on PORT".
+class PythonPeer {
+ public:
+  explicit PythonPeer(const std::string& mode) {
+    std::string log = MakeTempDir("ws") + "/" + mode + ".log";
+    process_ = std::make_unique<Process>(
+        "/usr/bin/python3", std::vector<std::string>{RunfilePath("tests/harness/ws_tool.py"), mode},
+        log);
+    auto line = process_->WaitForLogLine("listening on ", absl::Seconds(20));
+    if (line) (void)absl::SimpleAtoi(line->substr(line->find("on ") + 3), &port_);
+  }
+  int port() const { return port_; }
+  Process& process() { return *process_; }
+
+ private:
+  std::unique_ptr<Process> process_;
+  int port_ = 0;
+};
+
+CommandResult WsTool(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"/usr/bin/python3", RunfilePath("tests/harness/ws_tool.py")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, {}, absl::Seconds(60));
+}
+
+class WebSocketTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_GT(echo_.port(), 0) << echo_.process().Log();
+    ASSERT_GT(raw101_.port(), 0) << raw101_.process().Log();
+    port_ = PickFreePort();
+    std::string yaml = absl::StrCat(
+        "kind: Cluster\nname: echo\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", echo_.port(),
+        "}]\n---\nkind: Cluster\nname: switcher\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        raw101_.port(), "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - match: {prefix: /ws-idle}\n"
+        "          route: {cluster: echo, websocket: true, websocket_idle_timeout: 1s, timeout: 2s}\n"
+        "        - match: {prefix: /ws}\n          route: {cluster: echo, websocket: true, timeout: 1s}\n"
+        "        - match: {prefix: /plain}\n          route: {cluster: echo}\n"
+        "        - match: {prefix: /switch}\n          route: {cluster: switcher}\n"
+        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
+        ", route_table: main}\n");
+    std::string path = MakeTempDir("ws-config") + "/config.yaml";
+    std::ofstream(path) << yaml;
+    auto r = cp_.Ctl({"apply", "-f", path});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "ws-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  std::string Url(const std::string& path) const {
+    return absl::StrCat("ws://127.0.0.1:", port_, path);
+  }
+
+  ControlPlane cp_{"", "info"};
+  PythonPeer echo_{"server"};
+  PythonPeer raw101_{"raw101"};
+  std::unique_ptr<Proxy> proxy_;
+  int port_ = 0;
+};
+
+TEST_F(WebSocketTest, MessagesFlowBothWaysPastTheRouteTimeout) {
+  // The route timeout (1s) covers the handshake only; the exchange of 1 MiB
+  // messages may take longer without being cut.
+  CommandResult r = WsTool({"client", Url("/ws"), "1.5"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "ok 204")) << r.out << r.err;
+  // The connection still serves plain HTTP requests afterwards (a new one).
+  HttpResponse plain = HttpGet(absl::StrCat("127.0.0.1:", port_), "/plain");
+  EXPECT_TRUE(plain.ok()) << plain.error;
+}
+
+TEST_F(WebSocketTest, WithoutTheOptInTheUpgradeIsRemoved) {
+  CommandResult r = WsTool({"client", Url("/plain")});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  // websockets' server answers a request without Upgrade with 426.
+  EXPECT_TRUE(absl::StrContains(r.out, "426")) << r.out << r.err;
+}
+
+TEST_F(WebSocketTest, A101NobodyAskedForIsA502NotAHang) {
+  absl::Time start = absl::Now();
+  HttpResponse r = HttpGet(absl::StrCat("127.0.0.1:", port_), "/switch");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 502);
+  EXPECT_TRUE(absl::StrContains(r.body, "101 Switching Protocols")) << r.body;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(WebSocketTest, AnIdleTunnelIsClosedAfterItsIdleTimeout) {
+  CommandResult r = WsTool({"idle", Url("/ws-idle"), "10"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  double seconds = 0;
+  ASSERT_TRUE(absl::SimpleAtod(r.out.substr(r.out.find("after ") + 6), &seconds)) << r.out;
+  EXPECT_GE(seconds, 0.9) << r.out;
+  EXPECT_LT(seconds, 5) << r.out;
+}
+
+}  // namespace
+}  // namespace sluice::testing
