@@ -1,11 +1,17 @@
-// DownstreamConnection: one client connection and the requests on it, from
-// the parsed request head through routing, endpoint choice and the upstream
-// exchange to the end of the response.
+// DownstreamConnection: the HTTP/1.1 session of one client connection. It
+// owns the connection (and its transport socket), feeds the bytes to the
+// request parser, and hands each request to a ProxyStream (the exchange:
+// routing, policies, upstream), which answers through this class's
+// DownstreamSink side: this class encodes the response as HTTP/1 (status
+// line, chunking or Content-Length, Connection: close) and decides whether
+// the connection goes on.
 //
 // Requests on a connection are handled one at a time, in order: a pipelined
 // request waits, unparsed, in the input buffer until the response before it
 // is done. Bodies stream both ways; when either side's output backs up past
-// kHighWatermark, reading from the other side pauses until it drains.
+// ProxyStream::kHighWatermark, reading from the other side pauses until it
+// drains. The idle and request-head timers are this class's; the exchange's
+// timers are the stream's.
 //
 // Worker thread only. Frees itself (deferred) when the connection ends.
 #ifndef SLUICE_DATAPLANE_SERVER_DOWNSTREAM_CONNECTION_H_
@@ -13,15 +19,14 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
-#include "dataplane/http/filter.h"
-#include "dataplane/http/header_map.h"
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/net/connection.h"
-#include "dataplane/upstream/connection_pool.h"
+#include "dataplane/server/proxy_stream.h"
 
 namespace sluice::server {
 
@@ -29,11 +34,10 @@ class Worker;
 
 class DownstreamConnection : public net::ConnectionCallbacks,
                              public http::Http1Callbacks,
-                             public http::FilterCallbacks,
-                             public upstream::UpstreamEvents,
+                             public DownstreamSink,
                              public event::DeferredDeletable {
  public:
-  static constexpr size_t kHighWatermark = 1 << 20;
+  static constexpr size_t kHighWatermark = ProxyStream::kHighWatermark;
 
   // `transport`: the listener's TLS socket; nullptr on a plain listener.
   DownstreamConnection(Worker& worker, int fd, const config::ListenerRuntime& listener,
@@ -53,64 +57,29 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // http::Http1Callbacks (request parser)
   void OnHead(const http::MessageHead& head) override;
   void OnBody(std::string_view chunk) override;
-  void OnMessageComplete() override;
   void OnTrailers(const std::vector<http::HeaderField>& trailers) override;
-  // upstream::UpstreamEvents
-  void OnUpstreamConnected() override;
-  void OnUpstreamHead(const http::MessageHead& head) override;
-  void OnUpstreamBody(std::string_view bytes) override;
-  void OnUpstreamComplete() override;
-  void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
-  void OnUpstreamWriteDrained() override;
-  void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) override;
-  // http::FilterCallbacks (the current request's policies)
-  const http::StreamInfo& info() const override;
-  void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
+  void OnMessageComplete() override;
+  // DownstreamSink (the stream's response)
+  void EncodeHeaders(const ResponseHead& head) override;
+  void EncodeData(std::string_view data) override;
+  void EncodeEnd(const std::vector<http::HeaderField>& trailers) override;
+  void EncodeContinue() override;
+  void Abort() override;
+  size_t buffered_response_bytes() const override;
+  void SetRequestReadEnabled(bool enabled) override;
+  void OnStreamDone() override;
 
  private:
-  struct Request;
-
   void ProcessInput();
   void HandleParseError(http::ParseError error);
-  void StartRequest(const http::MessageHead& head);
-  bool ConnectUpstream();
-  // The request's end-to-end fields as they go upstream: hop-by-hop and
-  // framing ones dropped, Host from an absolute target, x-forwarded-for
-  // appended, x-forwarded-proto and x-request-id set. emit(name, value).
-  template <typename Emit>
-  void ForEachForwardedHeader(const http::MessageHead& head, std::string_view absolute_host,
-                              Emit emit);
-  // Runs the route's policies on the request head; false when one answered.
-  bool RunRequestFilters(const config::FilterChain& chain, const http::MessageHead& head,
-                         std::string_view absolute_host, std::string_view target);
-  // WebSocket: the upstream answered 101; forward it and carry bytes both
-  // ways (the idle timer bounds a silent tunnel).
-  void StartTunnel(const http::MessageHead& head);
-  void PumpClientToUpstream();
-  // The policies that saw the request, in reverse, on a response head.
-  void RunResponseFilters(int status, http::HeaderMap& headers);
-  uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const http::MessageHead& head,
-                      std::string_view target);
-  enum class RetryReason { kConnectFailure, kReset, kStatus };
-  // Whether the route's retry policy (and the cluster's retry breaker) allow
-  // another try for this failure.
-  bool MayRetry(RetryReason reason, int status);
-  void ScheduleRetry();
-  void OnRetryTimer();
-  void OnPerTryTimeout();
-  void SendLocalResponse(int status, std::string_view error, std::string_view extra_headers = {},
-                         std::string_view body_override = {},
-                         std::string_view content_type = "application/json");
-  void FinishRequest();
-  // The request's timers stop and its cluster breaker counts are given back.
-  void EndRequestAccounting();
+  // A response the session makes without a stream (400, 408, 431): JSON
+  // error body, Connection: close.
+  void SendSessionError(int status, std::string_view error);
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
-  void ReleaseUpstream(bool reusable);
   void CloseNow();
   void ArmIdleTimer();
   void OnDownstreamTimer();
-  void OnRouteTimeout();
   bool idle() const;
 
   Worker& worker_;
@@ -121,18 +90,20 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   absl::Duration idle_timeout_;
   http::Http1Parser parser_;
   event::Timer timer_;          // idle, then request-head timeout
-  event::Timer route_timer_;    // the current request's route timeout (all tries)
-  event::Timer retry_timer_;    // backoff before the next try
-  event::Timer per_try_timer_;  // the current try's timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
-  std::unique_ptr<Request> request_;
-  std::unique_ptr<Request> spare_request_;  // the last one, kept for reuse
-  std::string response_head_;               // scratch for response heads
+  std::unique_ptr<ProxyStream> stream_;  // reused for every request
+  bool stream_in_use_ = false;           // from OnHead to OnStreamDone / Abort
+  std::vector<http::HeaderField> request_trailers_;  // OnTrailers -> OnMessageComplete
+  std::string response_head_;  // scratch for response heads
   bool close_after_response_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed
   bool request_message_open_ = false;  // the request's body is still arriving
+  bool request_has_body_ = false;
+  bool client_http10_ = false;
+  bool response_chunked_ = false;
+  bool tunnel_ = false;  // a WebSocket: raw bytes, closes when it ends
   bool in_process_input_ = false;
   bool process_again_ = false;
 };

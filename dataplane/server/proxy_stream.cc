@@ -1,0 +1,847 @@
+#include "dataplane/server/proxy_stream.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "dataplane/http/http_util.h"
+#include "dataplane/router/route_table.h"
+#include "dataplane/server/worker.h"
+#include "dataplane/upstream/endpoint_picker.h"
+
+namespace sluice::server {
+namespace {
+
+bool ValidRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsIdempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
+  out->append(name);
+  out->append(": ");
+  out->append(value);
+  out->append("\r\n");
+}
+
+// An Upgrade field that lists "websocket" (RFC 6455 4.1; any case).
+bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
+  for (const http::HeaderField& h : headers) {
+    if (!http::EqualsIgnoreCase(h.name, "upgrade")) continue;
+    std::string_view rest = h.value;
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      std::string_view token = rest.substr(0, comma);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      if (http::EqualsIgnoreCase(token, "websocket")) return true;
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+// Trailer fields that may be forwarded: none that frame, route or
+// authenticate a message may come after its body (RFC 9110 6.5.1), nor
+// hop-by-hop ones.
+bool ForwardableTrailer(std::string_view name) {
+  static const std::vector<std::string_view> kNoTokens;
+  if (http::IsHopByHop(name, kNoTokens)) return false;
+  for (std::string_view forbidden :
+       {"content-length", "host", "content-type", "content-encoding", "content-range",
+        "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te"}) {
+    if (http::EqualsIgnoreCase(name, forbidden)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+ProxyStream::ProxyStream(Worker& worker, DownstreamSink& sink, const std::string& listener,
+                         const std::string& peer_ip, const net::TransportSocket& transport)
+    : worker_(worker),
+      sink_(sink),
+      listener_(listener),
+      peer_ip_(peer_ip),
+      transport_(transport),
+      route_timer_(worker.dispatcher(), [this] { OnRouteTimeout(); }),
+      retry_timer_(worker.dispatcher(), [this] { OnRetryTimer(); }),
+      per_try_timer_(worker.dispatcher(), [this] { OnPerTryTimeout(); }),
+      tunnel_timer_(worker.dispatcher(), [this] { OnTunnelIdle(); }) {}
+
+ProxyStream::~ProxyStream() { OnDownstreamGone(); }
+
+void ProxyStream::Reset() {
+  active_ = false;
+  snapshot_.reset();
+  route_ = nullptr;
+  route_stats_ = nullptr;
+  cluster_ = nullptr;
+  endpoint_key_.clear();
+  upstream_.reset();
+  method_.clear();
+  upstream_head_.clear();
+  request_id_.clear();
+  has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
+  upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
+  status_ = attempts_ = 0;
+  endpoint_active_ = nullptr;
+  endpoint_index_ = -1;
+  hash_ = 0;
+  counted_request_ = pending_ = counted_retry_ = false;
+  retries_ = 0;
+  replayable_ = false;
+  replay_.clear();
+  request_trailers_.clear();
+  response_trailers_.clear();
+  trailer_storage_.clear();
+  filters_.clear();
+  filters_entered_ = 0;
+  filtered_headers_.Clear();
+  reply_headers_.Clear();
+  path_.clear();
+  info_ = http::StreamInfo();
+}
+
+void ProxyStream::Start(const RequestHead& head) {
+  active_ = true;
+  worker_.stats().downstream_requests_total->Inc();
+  snapshot_ = worker_.snapshot();
+  method_.assign(head.method);
+  head_request_ = head.method == "HEAD";
+  has_body_ = head.body == RequestHead::Body::kStream ||
+              (head.body == RequestHead::Body::kLength && head.content_length > 0);
+  request_chunked_ = head.body == RequestHead::Body::kStream;
+  request_complete_ = head.body == RequestHead::Body::kNone;
+  const http::HeaderField* id_header = http::FindHeader(*head.headers, "x-request-id");
+  if (id_header && ValidRequestId(id_header->value)) {
+    request_id_.assign(id_header->value);
+  } else {
+    worker_.NewRequestId(&request_id_);
+  }
+
+  auto listener_it = snapshot_->listeners.find(listener_);
+  if (listener_it == snapshot_->listeners.end()) {
+    SendLocalResponse(503, "listener removed; the gateway is draining this connection", {}, {},
+                      "application/json", /*close_connection=*/true);
+    return;
+  }
+  const config::ListenerRuntime& listener = listener_it->second;
+  if (head.method == "CONNECT") {
+    SendLocalResponse(405, "CONNECT is not supported",
+                      {{"allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"}}, {},
+                      "application/json", /*close_connection=*/true);
+    return;
+  }
+  router::RouteRequest route_request;
+  route_request.method = head.method;
+  route_request.host = head.authority;
+  route_request.path_and_query = head.target;
+  route_request.headers = head.headers;
+  router::MatchResult match = listener.route_table->Match(route_request);
+  if (match.kind == router::MatchResult::Kind::kNoRoute) {
+    SendLocalResponse(404, "no route matches the request");
+    return;
+  }
+  if (match.kind == router::MatchResult::Kind::kMethodNotAllowed) {
+    SendLocalResponse(405, absl::StrCat("method ", method_, " is not allowed on this route"),
+                      {{"allow", match.allowed_methods}});
+    return;
+  }
+  route_ = match.route;
+  route_stats_ = &(*listener.route_stats)[route_->id];
+  if (listener.route_filters != nullptr && !(*listener.route_filters)[route_->id].empty()) {
+    if (!RunRequestFilters((*listener.route_filters)[route_->id], head)) return;  // answered
+  }
+  switch (route_->action) {
+    case router::RouteEntry::Action::kDirectResponse:
+      SendLocalResponse(static_cast<int>(route_->direct_status), "", {}, route_->direct_body,
+                        route_->direct_content_type);
+      return;
+    case router::RouteEntry::Action::kRedirect: {
+      std::string location = route_->RedirectLocation(transport_.secure() ? "https" : "http",
+                                                      head.authority, head.target);
+      SendLocalResponse(static_cast<int>(route_->redirect_code), "", {{"location", location}}, {},
+                        "text/plain");
+      return;
+    }
+    case router::RouteEntry::Action::kCluster:
+      break;
+  }
+  upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
+             IsWebSocketUpgrade(*head.headers);
+  const std::string& cluster_name = route_->clusters.size() == 1
+                                        ? route_->clusters[0].name
+                                        : route_->PickCluster(worker_.picker().Random());
+  auto cluster_it = snapshot_->clusters.find(cluster_name);
+  if (cluster_it == snapshot_->clusters.end()) {
+    SendLocalResponse(503, absl::StrCat("cluster ", cluster_name, " is not configured"));
+    return;
+  }
+  cluster_ = cluster_it->second.get();
+  if (cluster_->hash_table) hash_ = HashKeyFor(*cluster_, head);
+  const upstream::ClusterInfo& cluster = *cluster_;
+  if (cluster.state->active_requests.load(std::memory_order_relaxed) >=
+      cluster.breakers.max_requests) {
+    cluster.stats.breaker_overflow_requests->Inc();
+    SendLocalResponse(503, absl::StrCat("circuit breaker max_requests is open for cluster ",
+                                        cluster.name));
+    return;
+  }
+  cluster.state->active_requests.fetch_add(1, std::memory_order_relaxed);
+  counted_request_ = true;
+  const router::RouteEntry::Retry& retry = route_->retry;
+  replayable_ = retry.num_retries > 0 && (IsIdempotent(method_) || retry.retry_non_idempotent);
+
+  // The request head for the upstream (HTTP/1.1).
+  std::string& out = upstream_head_;
+  out.reserve(head.target.size() + 512);
+  out.append(head.method);
+  out.push_back(' ');
+  if (!route_->prefix_rewrite.empty()) {
+    out.append(route_->RewritePath(head.target));
+  } else {
+    out.append(head.target);
+  }
+  out.append(" HTTP/1.1\r\n");
+  if (!filters_.empty()) {
+    for (const http::HeaderMap::Field& f : filtered_headers_.fields()) {
+      AppendHeader(&out, f.name, f.value);
+    }
+  } else {
+    ForEachForwardedHeader(head, [&out](std::string_view name, std::string_view value) {
+      AppendHeader(&out, name, value);
+    });
+  }
+  if (upgrade_) {
+    AppendHeader(&out, "connection", "upgrade");
+    AppendHeader(&out, "upgrade", "websocket");
+  }
+  if (head.body == RequestHead::Body::kLength) {
+    out.append("content-length: ");
+    absl::StrAppend(&out, head.content_length);
+    out.append("\r\n");
+  } else if (request_chunked_) {
+    AppendHeader(&out, "transfer-encoding", "chunked");
+  }
+  out.append("\r\n");
+
+  if (route_->timeout > absl::ZeroDuration()) {
+    route_timer_.Enable(route_->timeout, /*shared_duration=*/true);
+  }
+  if (head.expect_continue && has_body_) sink_.EncodeContinue();
+  ConnectUpstream();
+}
+
+template <typename Emit>
+void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
+  const std::vector<http::HeaderField>& headers = *head.headers;
+  std::vector<std::string_view> tokens = http::ConnectionTokens(headers);
+  std::string forwarded_for;
+  bool has_host = false;
+  for (const http::HeaderField& h : headers) {
+    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
+        http::EqualsIgnoreCase(h.name, "expect") ||
+        http::EqualsIgnoreCase(h.name, "x-request-id") ||
+        http::EqualsIgnoreCase(h.name, "x-forwarded-proto")) {
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "x-forwarded-for")) {
+      if (!forwarded_for.empty()) forwarded_for.append(", ");
+      forwarded_for.append(h.value);
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "host")) {
+      has_host = true;
+      if (head.authority_from_target) {
+        emit("host", head.authority);
+        continue;
+      }
+    }
+    emit(h.name, h.value);
+  }
+  if (!has_host) {
+    emit("host", head.authority.empty() ? std::string_view("localhost") : head.authority);
+  }
+  if (!forwarded_for.empty()) forwarded_for.append(", ");
+  forwarded_for.append(peer_ip_);
+  emit("x-forwarded-for", forwarded_for);
+  emit("x-forwarded-proto", transport_.secure() ? "https" : "http");
+  emit("x-request-id", request_id_);
+}
+
+bool ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
+  path_.assign(head.target);
+  info_.request_id = request_id_;
+  info_.client_ip = peer_ip_;
+  info_.scheme = transport_.secure() ? "https" : "http";
+  info_.method = method_;
+  info_.path = path_;
+  info_.route_name = route_->name;
+  if (const net::TlsInfo* tls = transport_.tls_info()) {
+    info_.tls_version = tls->version;
+    info_.tls_sni = tls->sni;
+    info_.tls_peer_subject = tls->peer_subject;
+  }
+  filtered_headers_.Clear();
+  ForEachForwardedHeader(head, [this](std::string_view name, std::string_view value) {
+    filtered_headers_.Add(name, value);
+  });
+  filters_.reserve(chain.size());
+  for (const auto& factory : chain) filters_.push_back(factory->CreateFilter());
+  for (size_t i = 0; i < filters_.size(); ++i) {
+    ++filters_entered_;
+    if (filters_[i]->OnRequestHeaders(filtered_headers_, *this) ==
+        http::FilterStatus::kStopLocalReply) {
+      if (active_ && !response_started_) {
+        // A filter that stops must have answered; answer for it rather than hang.
+        SendLocalResponse(500, "a policy stopped the request without answering");
+      }
+      return false;
+    }
+  }
+  return true;
+}
+
+void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
+  for (size_t i = filters_entered_; i > 0; --i) {
+    filters_[i - 1]->OnResponseHeaders(status, headers, *this);
+  }
+}
+
+void ProxyStream::SendLocalReply(int status, std::string_view message,
+                                 const http::HeaderMap& headers) {
+  reply_headers_ = headers;  // the filter's map may not outlive the call
+  std::vector<http::HeaderField> extra;
+  extra.reserve(reply_headers_.size());
+  for (const http::HeaderMap::Field& f : reply_headers_.fields()) extra.push_back({f.name, f.value});
+  SendLocalResponse(status, message, extra.data(), extra.size(), {}, "application/json", false);
+}
+
+void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields) {
+  if (filters_entered_ == 0) {
+    head.headers = &fields;
+    sink_.EncodeHeaders(head);
+    return;
+  }
+  // The route's policies see every response head, the gateway's own too.
+  http::HeaderMap map;
+  for (const http::HeaderField& f : fields) map.Add(f.name, f.value);
+  RunResponseFilters(head.status, map);
+  std::vector<http::HeaderField> filtered;
+  filtered.reserve(map.size());
+  for (const http::HeaderMap::Field& f : map.fields()) filtered.push_back({f.name, f.value});
+  head.headers = &filtered;
+  sink_.EncodeHeaders(head);
+}
+
+bool ProxyStream::ConnectUpstream() {
+  const upstream::ClusterInfo& cluster = *cluster_;
+  // A retry avoids the endpoint that just failed when another one is usable.
+  int index = worker_.picker().Pick(cluster, hash_, attempts_ > 0 ? endpoint_index_ : -1);
+  if (index < 0) {
+    cluster.stats.no_healthy_endpoint->Inc();
+    SendLocalResponse(503, "no healthy endpoint in cluster " + cluster.name);
+    return false;
+  }
+  const upstream::EndpointInfo& endpoint = cluster.endpoints[index];
+  auto acquired = worker_.pool().Acquire(cluster, endpoint);
+  if (!acquired.ok()) {
+    if (absl::IsResourceExhausted(acquired.status())) {
+      cluster.stats.breaker_overflow_connections->Inc();
+      SendLocalResponse(503, absl::StrCat("circuit breaker max_connections is open for cluster ",
+                                          cluster.name));
+    } else {
+      cluster.stats.upstream_connect_failures->Inc();
+      SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquired.status().message()));
+    }
+    return false;
+  }
+  if ((*acquired)->connection().connecting()) {
+    if (cluster.state->pending_requests.load(std::memory_order_relaxed) >=
+        cluster.breakers.max_pending_requests) {
+      (*acquired)->connection().Close();
+      worker_.dispatcher().DeferredDelete(std::move(*acquired));
+      cluster.stats.breaker_overflow_pending->Inc();
+      SendLocalResponse(503, absl::StrCat("circuit breaker max_pending_requests is open for cluster ",
+                                          cluster.name));
+      return false;
+    }
+    cluster.state->pending_requests.fetch_add(1, std::memory_order_relaxed);
+    pending_ = true;
+  }
+  upstream_ = std::move(*acquired);
+  upstream_->Attach(this, head_request_, upgrade_);
+  endpoint_index_ = index;
+  endpoint_key_ = endpoint.key;
+  endpoint_active_ = worker_.picker().ActiveCounter(endpoint_key_);
+  ++*endpoint_active_;
+  endpoint.state->active_requests.fetch_add(1, std::memory_order_relaxed);
+  ++attempts_;
+  cluster.stats.upstream_requests->Inc();
+  if (replay_.empty()) {
+    upstream_->connection().Write(upstream_head_);
+  } else {
+    upstream_->connection().Write2(upstream_head_, replay_);
+  }
+  if (request_complete_ && request_chunked_ && attempts_ > 1) {
+    upstream_->connection().Write2("0\r\n", request_trailers_);
+    upstream_->connection().Write("\r\n");
+  }
+  if (route_->retry.per_try_timeout > absl::ZeroDuration()) {
+    per_try_timer_.Enable(route_->retry.per_try_timeout);
+  }
+  return true;
+}
+
+uint64_t ProxyStream::HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head) {
+  const config::v1::HashPolicy& policy = cluster.hash_policy;
+  std::string_view key;
+  if (policy.has_header()) {
+    if (const http::HeaderField* h = http::FindHeader(*head.headers, policy.header())) {
+      key = h->value;
+    }
+  } else if (policy.has_cookie()) {
+    for (const http::HeaderField& h : *head.headers) {
+      if (!http::EqualsIgnoreCase(h.name, "cookie")) continue;
+      std::string_view rest = h.value;
+      while (!rest.empty() && key.empty()) {
+        size_t semi = rest.find(';');
+        std::string_view pair = rest.substr(0, semi);
+        while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+        size_t eq = pair.find('=');
+        if (eq != std::string_view::npos && pair.substr(0, eq) == policy.cookie()) {
+          key = pair.substr(eq + 1);
+        }
+        if (semi == std::string_view::npos) break;
+        rest.remove_prefix(semi + 1);
+      }
+    }
+  } else if (policy.source_ip()) {
+    key = peer_ip_;
+  } else if (policy.path()) {
+    key = head.target.substr(0, head.target.find('?'));
+  }
+  // No key (the header or cookie is absent): spread such requests randomly.
+  if (key.empty()) return worker_.picker().Random();
+  return upstream::HashKey(key);
+}
+
+bool ProxyStream::MayRetry(RetryReason reason, int status) {
+  const router::RouteEntry::Retry& retry = route_->retry;
+  if (response_started_ || !replayable_ || retry.num_retries == 0 ||
+      retries_ >= static_cast<int>(retry.num_retries)) {
+    return false;
+  }
+  bool wanted = false;
+  switch (reason) {
+    case RetryReason::kConnectFailure: wanted = retry.on_connect_failure; break;
+    case RetryReason::kReset: wanted = retry.on_reset; break;
+    case RetryReason::kStatus: wanted = retry.RetriesStatus(status); break;
+  }
+  if (!wanted) return false;
+  const upstream::ClusterInfo& cluster = *cluster_;
+  if (!counted_retry_ && cluster.state->active_retries.load(std::memory_order_relaxed) >=
+                             cluster.breakers.max_retries) {
+    cluster.stats.breaker_overflow_retries->Inc();
+    return false;
+  }
+  return true;
+}
+
+void ProxyStream::ScheduleRetry() {
+  ++retries_;
+  cluster_->stats.retries->Inc();
+  if (!counted_retry_) {
+    cluster_->state->active_retries.fetch_add(1, std::memory_order_relaxed);
+    counted_retry_ = true;
+  }
+  // Full jitter: a random wait in [0, min(max, base * 2^(n-1))].
+  const router::RouteEntry::Retry& retry = route_->retry;
+  absl::Duration cap = retry.base_interval * (1 << std::min(retries_ - 1, 10));
+  if (cap > retry.max_interval) cap = retry.max_interval;
+  int64_t cap_us = std::max<int64_t>(1, absl::ToInt64Microseconds(cap));
+  retry_timer_.Enable(absl::Microseconds(worker_.picker().Random() % (cap_us + 1)));
+}
+
+void ProxyStream::OnRetryTimer() {
+  if (!active_) return;
+  if (!replayable_) {
+    SendLocalResponse(502, "upstream failed and the request body was too large to send again");
+    return;
+  }
+  ConnectUpstream();
+}
+
+void ProxyStream::OnPerTryTimeout() {
+  if (!active_ || !upstream_) return;
+  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  cluster_->stats.upstream_timeouts->Inc();
+  ReleaseUpstream(false);
+  if (MayRetry(RetryReason::kReset, 0)) {
+    ScheduleRetry();
+    return;
+  }
+  if (response_started_) {
+    Fail();
+    return;
+  }
+  SendLocalResponse(504, "upstream did not answer within the per-try timeout");
+}
+
+void ProxyStream::OnRequestData(std::string_view chunk) {
+  if (!active_ || chunk.empty()) return;
+  if (tunnel_) {
+    if (!upstream_) return;
+    net::Connection& up = upstream_->connection();
+    up.Write(chunk);
+    tunnel_timer_.Enable(route_->websocket_idle_timeout);
+    if (up.output_size() > kHighWatermark) sink_.SetRequestReadEnabled(false);
+    return;
+  }
+  std::string header;
+  if (request_chunked_) http::AppendChunkHeader(&header, chunk.size());
+  if (replayable_) {
+    // Keep what is sent, to send it again on a retry (bounded).
+    if (replay_.size() + header.size() + chunk.size() + 2 > route_->retry.max_replay_bytes) {
+      replayable_ = false;
+      std::string().swap(replay_);
+    } else {
+      replay_.append(header);
+      replay_.append(chunk);
+      if (request_chunked_) replay_.append("\r\n");
+    }
+  }
+  if (!upstream_) return;  // between tries: kept in the replay buffer
+  net::Connection& up = upstream_->connection();
+  if (request_chunked_) {
+    up.Write2(header, chunk);
+    up.Write("\r\n");
+  } else {
+    up.Write(chunk);
+  }
+  if (up.output_size() > kHighWatermark) sink_.SetRequestReadEnabled(false);
+}
+
+void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
+  if (!active_) return;
+  request_complete_ = true;
+  if (!request_chunked_) return;
+  for (const http::HeaderField& t : trailers) {
+    if (ForwardableTrailer(t.name)) AppendHeader(&request_trailers_, t.name, t.value);
+  }
+  if (upstream_) {
+    upstream_->connection().Write2("0\r\n", request_trailers_);
+    upstream_->connection().Write("\r\n");
+  }
+}
+
+void ProxyStream::OnUpstreamConnected() {
+  if (pending_) {
+    pending_ = false;
+    cluster_->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void ProxyStream::OnUpstreamWriteDrained() {
+  // The upstream took the bytes it was behind on: read the client again.
+  if (active_) sink_.SetRequestReadEnabled(true);
+}
+
+void ProxyStream::OnDownstreamDrained() {
+  if (active_ && upstream_ && upstream_paused_reading_) {
+    upstream_paused_reading_ = false;
+    upstream_->connection().SetReadEnabled(true);
+  }
+}
+
+void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
+  per_try_timer_.Disable();
+  if (head.status == 101) {
+    StartTunnel(head);
+    return;
+  }
+  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+  if (MayRetry(RetryReason::kStatus, head.status)) {
+    // Discard this response: the connection is closed, not drained.
+    if (head.status >= 500) cluster_->stats.upstream_responses_5xx->Inc();
+    ReleaseUpstream(false);
+    ScheduleRetry();
+    return;
+  }
+  status_ = head.status;
+  if (head.status >= 500) cluster_->stats.upstream_responses_5xx->Inc();
+  upstream_no_body_ = head_request_ || head.status == 204 || head.status == 304;
+
+  ResponseHead out;
+  out.status = head.status;
+  out.reason = head.reason;
+  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
+  response_fields_.clear();
+  bool has_request_id = false;
+  for (const http::HeaderField& h : head.headers) {
+    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length")) {
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
+    response_fields_.push_back(h);
+  }
+  if (!has_request_id) response_fields_.push_back({"x-request-id", request_id_});
+  if (upstream_no_body_) {
+    out.body = ResponseHead::Body::kNone;
+    if (head.framing == http::BodyFraming::kContentLength) {
+      out.declared_length = static_cast<int64_t>(head.content_length);
+    }
+  } else if (head.framing == http::BodyFraming::kContentLength) {
+    out.body = ResponseHead::Body::kLength;
+    out.content_length = head.content_length;
+  } else if (head.framing == http::BodyFraming::kNone) {
+    out.body = ResponseHead::Body::kLength;
+    out.content_length = 0;
+  } else {
+    out.body = ResponseHead::Body::kStream;  // chunked or delimited by close
+  }
+  response_started_ = true;
+  EncodeResponseHead(out, response_fields_);
+}
+
+void ProxyStream::StartTunnel(const http::MessageHead& head) {
+  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+  status_ = 101;
+  tunnel_ = true;
+  response_started_ = true;
+  route_timer_.Disable();  // the route timeout covered the handshake only
+  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
+  response_fields_.clear();
+  bool has_request_id = false;
+  for (const http::HeaderField& h : head.headers) {
+    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length")) {
+      continue;
+    }
+    if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
+    response_fields_.push_back(h);
+  }
+  if (!has_request_id) response_fields_.push_back({"x-request-id", request_id_});
+  ResponseHead out;
+  out.status = 101;
+  out.reason = "Switching Protocols";
+  out.body = ResponseHead::Body::kTunnel;
+  EncodeResponseHead(out, response_fields_);
+  tunnel_timer_.Enable(route_->websocket_idle_timeout);
+}
+
+void ProxyStream::OnTunnelIdle() {
+  if (!active_ || !tunnel_) return;
+  SLUICE_LOG(kDebug, "WebSocket from ", peer_ip_, " idle for ",
+             absl::FormatDuration(route_->websocket_idle_timeout), ": closed");
+  Fail();
+}
+
+void ProxyStream::OnUpstreamBody(std::string_view bytes) {
+  if (tunnel_) tunnel_timer_.Enable(route_->websocket_idle_timeout);
+  sink_.EncodeData(bytes);
+  if (!active_ || !upstream_) return;
+  if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
+    upstream_paused_reading_ = true;
+    upstream_->connection().SetReadEnabled(false);
+  }
+}
+
+void ProxyStream::OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {
+  trailer_storage_.clear();
+  for (const http::HeaderField& t : trailers) {
+    if (!ForwardableTrailer(t.name)) continue;
+    trailer_storage_.append(t.name);
+    trailer_storage_.push_back('\0');
+    trailer_storage_.append(t.value);
+    trailer_storage_.push_back('\0');
+  }
+}
+
+void ProxyStream::OnUpstreamComplete() {
+  // Trailers were kept as name\0value\0 pairs (the parser's views are gone).
+  response_trailers_.clear();
+  std::string_view rest = trailer_storage_;
+  while (!rest.empty()) {
+    size_t a = rest.find('\0');
+    size_t b = rest.find('\0', a + 1);
+    response_trailers_.push_back({rest.substr(0, a), rest.substr(a + 1, b - a - 1)});
+    rest.remove_prefix(b + 1);
+  }
+  bool reusable = upstream_->reusable() && request_complete_;
+  ReleaseUpstream(reusable);
+  sink_.EncodeEnd(response_trailers_);
+  Finish();
+}
+
+void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) {
+  if (!active_) return;
+  if (tunnel_) {
+    // The upstream ended the WebSocket: what it sent reaches the client, then
+    // the exchange ends (and the client connection with it).
+    ReleaseUpstream(false);
+    sink_.EncodeEnd({});
+    Finish();
+    return;
+  }
+  const upstream::ClusterStats& stats = cluster_->stats;
+  // A pooled connection the upstream had already closed: resend on another.
+  if (!response_started_ && upstream_ && upstream_->reused() && !upstream_->response_started() &&
+      !has_body_ && IsIdempotent(method_) && attempts_ < 3 + retries_) {
+    ReleaseUpstream(false);
+    --attempts_;  // not the endpoint's fault, not a retry
+    ConnectUpstream();
+    return;
+  }
+  if (connect_failed) {
+    stats.upstream_connect_failures->Inc();
+  } else {
+    stats.upstream_resets->Inc();
+  }
+  if (timed_out) stats.upstream_timeouts->Inc();
+  if (endpoint_index_ >= 0) {
+    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  }
+  ReleaseUpstream(false);
+  if (MayRetry(connect_failed ? RetryReason::kConnectFailure : RetryReason::kReset, 0)) {
+    ScheduleRetry();
+    return;
+  }
+  if (response_started_) {
+    Fail();  // cut off mid-response: the client must see the cut, not a made-up status
+    return;
+  }
+  SendLocalResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why));
+}
+
+void ProxyStream::OnRouteTimeout() {
+  if (!active_) return;
+  if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+  if (upstream_) upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  ReleaseUpstream(false);
+  if (response_started_) {
+    Fail();
+    return;
+  }
+  SendLocalResponse(504, "upstream did not answer within the route timeout", {}, {},
+                    "application/json", /*close_connection=*/true);
+}
+
+void ProxyStream::ReleaseUpstream(bool reusable) {
+  per_try_timer_.Disable();
+  if (pending_) {
+    pending_ = false;
+    cluster_->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (!upstream_) return;
+  if (endpoint_active_) --*endpoint_active_;
+  endpoint_active_ = nullptr;
+  cluster_->endpoints[endpoint_index_].state->active_requests.fetch_sub(1,
+                                                                        std::memory_order_relaxed);
+  if (!reusable) upstream_->connection().Close();
+  worker_.pool().Release(std::move(upstream_), cluster_->max_idle_per_endpoint);
+}
+
+void ProxyStream::SendLocalResponse(int status, std::string_view error,
+                                    std::initializer_list<http::HeaderField> extra,
+                                    std::string_view body_override,
+                                    std::string_view content_type, bool close_connection) {
+  SendLocalResponse(status, error, extra.begin(), extra.size(), body_override, content_type,
+                    close_connection);
+}
+
+void ProxyStream::SendLocalResponse(int status, std::string_view error,
+                                    const http::HeaderField* extra, size_t extra_count,
+                                    std::string_view body_override,
+                                    std::string_view content_type, bool close_connection) {
+  if (!active_) return;
+  if (response_started_) {
+    Fail();
+    return;
+  }
+  if (upstream_) ReleaseUpstream(false);
+  scratch_ = error.empty() ? std::string(body_override) : http::ErrorBody(error, request_id_);
+  response_fields_.clear();
+  response_fields_.push_back({"content-type", content_type.empty() ? std::string_view("text/plain")
+                                                                   : content_type});
+  response_fields_.push_back({"x-request-id", request_id_});
+  for (size_t i = 0; i < extra_count; ++i) response_fields_.push_back(extra[i]);
+  ResponseHead head;
+  head.status = status;
+  head.close_connection = close_connection;
+  if (head_request_) {
+    head.body = ResponseHead::Body::kNone;
+    head.declared_length = static_cast<int64_t>(scratch_.size());
+  } else {
+    head.body = ResponseHead::Body::kLength;
+    head.content_length = scratch_.size();
+  }
+  status_ = status;
+  response_started_ = true;
+  EncodeResponseHead(head, response_fields_);
+  if (!head_request_ && !scratch_.empty()) sink_.EncodeData(scratch_);
+  sink_.EncodeEnd({});
+  Finish();
+}
+
+void ProxyStream::Finish() {
+  int status_class = status_ / 100;
+  if (status_class >= 1 && status_class <= 5) {
+    worker_.stats().downstream_responses_by_class[status_class]->Inc();
+    if (route_stats_) route_stats_->by_class[status_class]->Inc();
+  }
+  if (cluster_ && retries_ > 0) {
+    (status_ > 0 && status_ < 500 ? cluster_->stats.retry_successes
+                                  : cluster_->stats.retries_exhausted)
+        ->Inc();
+  }
+  EndAccounting();
+  active_ = false;
+  snapshot_.reset();
+  upstream_.reset();
+  sink_.OnStreamDone();  // may destroy this stream: nothing after it
+}
+
+void ProxyStream::Fail() {
+  if (!active_) return;
+  ReleaseUpstream(false);
+  EndAccounting();
+  active_ = false;
+  snapshot_.reset();
+  sink_.Abort();  // may destroy this stream: nothing after it
+}
+
+void ProxyStream::EndAccounting() {
+  route_timer_.Disable();
+  retry_timer_.Disable();
+  per_try_timer_.Disable();
+  tunnel_timer_.Disable();
+  if (counted_request_) cluster_->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_retry_) cluster_->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
+  counted_request_ = counted_retry_ = false;
+}
+
+void ProxyStream::OnDownstreamGone() {
+  if (!active_) {
+    if (upstream_) {  // defensive: nothing should be held between requests
+      upstream_->connection().Close();
+      worker_.dispatcher().DeferredDelete(std::move(upstream_));
+    }
+    return;
+  }
+  if (upstream_ || pending_) ReleaseUpstream(false);
+  EndAccounting();
+  active_ = false;
+  snapshot_.reset();
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,243 @@
+// ProxyStream: one request/response exchange, the same whatever protocol
+// the client speaks. The downstream codec session (HTTP/1 today:
+// DownstreamConnection) parses the request and hands the stream its head,
+// body and end; the stream routes it, runs the route's policies, picks the
+// cluster and endpoint, talks to the upstream (retries, breakers, timeouts,
+// outlier reports) and hands the response back through a DownstreamSink,
+// which encodes it for its protocol. Envoy's shape: codec -> connection
+// manager (the session) -> stream with its filter chain -> router.
+//
+// The stream never touches the client's socket, and knows nothing of
+// HTTP/1 framing on the client side: bodies come in and go out as bytes with
+// a "how is it delimited" tag (ResponseHead::Body), and the sink decides
+// chunking, Content-Length or DATA frames.
+//
+// Worker thread only. Owned by its session; reused for the next request on
+// an HTTP/1 connection (Reset), so a keep-alive connection allocates nothing
+// per request.
+#ifndef SLUICE_DATAPLANE_SERVER_PROXY_STREAM_H_
+#define SLUICE_DATAPLANE_SERVER_PROXY_STREAM_H_
+
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "dataplane/config/snapshot.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/http/header_map.h"
+#include "dataplane/http/http1_parser.h"
+#include "dataplane/net/transport_socket.h"
+#include "dataplane/upstream/connection_pool.h"
+
+namespace sluice::server {
+
+class Worker;
+
+// A request head as the codec parsed it. Views are valid during Start().
+struct RequestHead {
+  std::string_view method;
+  std::string_view target;     // origin-form: path and query
+  std::string_view authority;  // Host (HTTP/1) or :authority (HTTP/2); may be empty
+  // The authority came from an absolute-form target (RFC 9112 3.2.2): it is
+  // sent upstream as Host in place of the client's Host field.
+  bool authority_from_target = false;
+  const std::vector<http::HeaderField>* headers = nullptr;  // as received
+  enum class Body { kNone, kLength, kStream };  // kStream: length unknown
+  Body body = Body::kNone;
+  uint64_t content_length = 0;  // kLength
+  bool expect_continue = false;
+  bool upgrade = false;  // HTTP/1: Connection: upgrade with an Upgrade field
+  bool http10 = false;
+};
+
+// A response head for the sink to encode. Views are valid during the call.
+struct ResponseHead {
+  int status = 0;
+  std::string_view reason;  // empty: the standard phrase
+  // End-to-end fields, x-request-id included. No framing or hop-by-hop
+  // fields: the sink adds its own.
+  const std::vector<http::HeaderField>* headers = nullptr;
+  enum class Body {
+    kNone,    // no body follows (HEAD, 204, 304)
+    kLength,  // exactly content_length bytes follow
+    kStream,  // bytes of unknown total length follow
+    kTunnel,  // 101: raw bytes both ways from now on (HTTP/1 WebSocket)
+  };
+  Body body = Body::kNone;
+  uint64_t content_length = 0;
+  // kNone: the length a HEAD response declares (the GET's), to be sent as
+  // Content-Length; -1 for none.
+  int64_t declared_length = -1;
+  // The gateway wants the client connection closed after this response
+  // (HTTP/1 sends Connection: close; HTTP/2 ignores it).
+  bool close_connection = false;
+};
+
+// The client side of a stream, implemented by each codec session.
+class DownstreamSink {
+ public:
+  virtual ~DownstreamSink() = default;
+  virtual void EncodeHeaders(const ResponseHead& head) = 0;
+  virtual void EncodeData(std::string_view data) = 0;
+  // The response is complete; `trailers` (possibly empty) go with its end
+  // where the protocol can carry them.
+  virtual void EncodeEnd(const std::vector<http::HeaderField>& trailers) = 0;
+  // An interim "100 Continue".
+  virtual void EncodeContinue() = 0;
+  // The response was cut off after it began (or cannot be given): the
+  // client must see the failure. The stream has released its upstream and
+  // makes no further call (no OnStreamDone); the sink may destroy it.
+  virtual void Abort() = 0;
+  // Response bytes queued towards the client, for back-pressure.
+  virtual size_t buffered_response_bytes() const = 0;
+  // Stop (or resume) delivering request body bytes: back-pressure.
+  virtual void SetRequestReadEnabled(bool enabled) = 0;
+  // The exchange is over (after EncodeEnd or Abort). The stream makes no
+  // further call; the sink may reuse or destroy it from here on.
+  virtual void OnStreamDone() = 0;
+};
+
+class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallbacks {
+ public:
+  static constexpr size_t kHighWatermark = 1 << 20;
+
+  // `transport`, `listener` and `peer_ip` belong to the session and outlive
+  // the stream.
+  ProxyStream(Worker& worker, DownstreamSink& sink, const std::string& listener,
+              const std::string& peer_ip, const net::TransportSocket& transport);
+  ~ProxyStream() override;
+  ProxyStream(const ProxyStream&) = delete;
+  ProxyStream& operator=(const ProxyStream&) = delete;
+
+  // Back to the initial state, keeping buffers, for the next request.
+  void Reset();
+
+  // The request head arrived. May answer at once (404, a policy, a direct
+  // response...) and call OnStreamDone before returning.
+  void Start(const RequestHead& head);
+  // Request body bytes (framing removed), or raw bytes once tunneling.
+  void OnRequestData(std::string_view data);
+  // The request is complete; chunked trailer fields come along.
+  void OnRequestEnd(const std::vector<http::HeaderField>& trailers);
+  // The sink's queued response bytes drained below the watermark.
+  void OnDownstreamDrained();
+  // The client is gone: release the upstream and every count; no sink call
+  // follows. Safe to call at any time, more than once.
+  void OnDownstreamGone();
+
+  bool active() const { return active_; }
+  bool tunnel() const { return tunnel_; }
+  bool response_started() const { return response_started_; }
+  const std::string& request_id() const { return request_id_; }
+
+  // upstream::UpstreamEvents
+  void OnUpstreamConnected() override;
+  void OnUpstreamHead(const http::MessageHead& head) override;
+  void OnUpstreamBody(std::string_view bytes) override;
+  void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) override;
+  void OnUpstreamComplete() override;
+  void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
+  void OnUpstreamWriteDrained() override;
+  // http::FilterCallbacks
+  const http::StreamInfo& info() const override { return info_; }
+  void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
+
+ private:
+  // The request's end-to-end fields as they go upstream: hop-by-hop and
+  // framing ones dropped, Host from an absolute target, x-forwarded-for
+  // appended, x-forwarded-proto and x-request-id set. emit(name, value).
+  template <typename Emit>
+  void ForEachForwardedHeader(const RequestHead& head, Emit emit);
+  // Runs the route's policies on the request head; false when one answered.
+  bool RunRequestFilters(const config::FilterChain& chain, const RequestHead& head);
+  void RunResponseFilters(int status, http::HeaderMap& headers);
+  bool ConnectUpstream();
+  uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head);
+  enum class RetryReason { kConnectFailure, kReset, kStatus };
+  bool MayRetry(RetryReason reason, int status);
+  void ScheduleRetry();
+  void OnRetryTimer();
+  void OnPerTryTimeout();
+  void OnRouteTimeout();
+  void OnTunnelIdle();
+  void StartTunnel(const http::MessageHead& head);
+  // A response made by the gateway: JSON {"error", "request_id"} when
+  // `error` is set, else `body`. `extra` fields are added to it.
+  void SendLocalResponse(int status, std::string_view error,
+                         std::initializer_list<http::HeaderField> extra = {},
+                         std::string_view body = {},
+                         std::string_view content_type = "application/json",
+                         bool close_connection = false);
+  void SendLocalResponse(int status, std::string_view error, const http::HeaderField* extra,
+                         size_t extra_count, std::string_view body,
+                         std::string_view content_type, bool close_connection);
+  // Encodes a response head through the route's policies (if any).
+  void EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields);
+  void Finish();
+  void Fail();  // cut off: release, account, abort the client side
+  void EndAccounting();
+  void ReleaseUpstream(bool reusable);
+
+  Worker& worker_;
+  DownstreamSink& sink_;
+  const std::string& listener_;
+  const std::string& peer_ip_;
+  const net::TransportSocket& transport_;
+  event::Timer route_timer_;    // the route timeout (all tries)
+  event::Timer retry_timer_;    // backoff before the next try
+  event::Timer per_try_timer_;  // the current try's timeout
+  event::Timer tunnel_timer_;   // a WebSocket's idle timeout
+
+  // Per request (Reset clears them, keeping capacity).
+  bool active_ = false;
+  std::shared_ptr<const config::ConfigSnapshot> snapshot_;
+  const router::RouteEntry* route_ = nullptr;
+  const config::RouteStats* route_stats_ = nullptr;
+  const upstream::ClusterInfo* cluster_ = nullptr;
+  std::string endpoint_key_;
+  std::unique_ptr<upstream::UpstreamConnection> upstream_;
+  std::string method_;
+  std::string upstream_head_;
+  std::string request_id_;
+  bool has_body_ = false;
+  bool request_chunked_ = false;  // the body goes upstream chunked
+  bool request_complete_ = false;
+  bool head_request_ = false;
+  bool upgrade_ = false;  // a WebSocket upgrade the route allows
+  bool tunnel_ = false;   // the upstream answered 101: raw bytes both ways
+  bool response_started_ = false;
+  bool upstream_paused_reading_ = false;
+  bool upstream_no_body_ = false;  // the response has no body (HEAD, 204, 304)
+  int status_ = 0;
+  int attempts_ = 0;
+  int64_t* endpoint_active_ = nullptr;  // this worker's in-flight count for the endpoint
+  int endpoint_index_ = -1;             // of the current (or last) try
+  uint64_t hash_ = 0;                   // RING_HASH / MAGLEV key
+  bool counted_request_ = false;        // in the cluster's active_requests
+  bool pending_ = false;                // in the cluster's pending_requests
+  bool counted_retry_ = false;          // in the cluster's active_retries
+  int retries_ = 0;
+  bool replayable_ = false;
+  std::string replay_;             // body bytes as sent upstream, to send again
+  std::string request_trailers_;   // encoded, for the last chunk upstream
+  std::vector<http::HeaderField> response_trailers_;  // views into trailer_storage_
+  std::string trailer_storage_;
+  // Policies.
+  std::vector<std::unique_ptr<http::Filter>> filters_;
+  size_t filters_entered_ = 0;
+  http::HeaderMap filtered_headers_;
+  http::HeaderMap reply_headers_;  // a policy's local reply fields
+  std::string path_;
+  http::StreamInfo info_;
+  // Scratch for response heads.
+  std::vector<http::HeaderField> response_fields_;
+  std::string scratch_;
+};
+
+}  // namespace sluice::server
+
+#endif  // SLUICE_DATAPLANE_SERVER_PROXY_STREAM_H_
