@@ -158,6 +158,17 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
                 absl::Hours(1), sink);
   CheckDuration(http.idle_timeout(), http.has_idle_timeout(), "http.idle_timeout",
                 absl::Milliseconds(100), absl::Hours(24), sink);
+  uint32_t streams = http.http2().max_concurrent_streams();
+  if (streams > kMaxHttp2MaxConcurrentStreams) {
+    sink.Add("http.http2.max_concurrent_streams",
+             absl::StrCat("must be 1..", kMaxHttp2MaxConcurrentStreams, ", got ", streams));
+  }
+  uint32_t window = http.http2().initial_stream_window_size();
+  if (window != 0 && (window < kMinHttp2StreamWindow || window > kMaxHttp2StreamWindow)) {
+    sink.Add("http.http2.initial_stream_window_size",
+             absl::StrCat("must be ", kMinHttp2StreamWindow, "..", kMaxHttp2StreamWindow,
+                          ", got ", window));
+  }
 }
 
 // Each element of an OpenSSL cipher list must select something on its own
@@ -233,10 +244,8 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
   for (int i = 0; i < tls.alpn_protocols_size(); ++i) {
     const std::string& protocol = tls.alpn_protocols(i);
     std::string field = Index("tls.alpn_protocols", i);
-    if (protocol == "h2") {
-      sink.Add(field, "h2 is not served yet (only http/1.1)");
-    } else if (protocol != "http/1.1") {
-      sink.Add(field, absl::StrCat("'", protocol, "' is not supported (only http/1.1)"));
+    if (protocol != "h2" && protocol != "http/1.1") {
+      sink.Add(field, absl::StrCat("'", protocol, "' is not supported (h2 or http/1.1)"));
     }
     if (!protocols.insert(protocol).second) {
       sink.Add(field, absl::StrCat("'", protocol, "' is listed twice"));

@@ -59,7 +59,10 @@ absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListen
   server.max_version = TlsVersion(tls.max_version(), TLS1_3_VERSION);
   server.cipher_list = tls.cipher_suites();
   for (const std::string& protocol : tls.alpn_protocols()) server.alpn_protocols.push_back(protocol);
-  if (server.alpn_protocols.empty()) server.alpn_protocols.push_back("http/1.1");
+  if (server.alpn_protocols.empty()) {
+    server.alpn_protocols.push_back("h2");
+    server.alpn_protocols.push_back("http/1.1");
+  }
   if (!tls.client_ca().empty()) {
     const config::v1::Secret* ca = secret(tls.client_ca());
     if (ca == nullptr || !ca->has_trusted_ca()) {
@@ -297,6 +300,12 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                                           : api::kDefaultRequestHeadersTimeout;
     runtime.idle_timeout = l.http().has_idle_timeout() ? api::ToDuration(l.http().idle_timeout())
                                                        : api::kDefaultIdleTimeout;
+    runtime.http2_max_concurrent_streams = l.http().http2().max_concurrent_streams()
+                                               ? l.http().http2().max_concurrent_streams()
+                                               : api::kDefaultHttp2MaxConcurrentStreams;
+    runtime.http2_initial_stream_window = l.http().http2().initial_stream_window_size()
+                                              ? l.http().http2().initial_stream_window_size()
+                                              : api::kDefaultHttp2StreamWindow;
     if (l.has_tls()) {
       if (TlsUnchanged(l, previous, changed)) {
         runtime.tls = previous->listeners.at(l.name()).tls;

@@ -67,6 +67,8 @@ struct ListenerRuntime {
   size_t max_request_headers_bytes;
   absl::Duration request_headers_timeout;
   absl::Duration idle_timeout;
+  uint32_t http2_max_concurrent_streams;
+  uint32_t http2_initial_stream_window;
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;

@@ -37,6 +37,13 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
       resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }) {
+  http2_options_.limits.max_concurrent_streams = listener.http2_max_concurrent_streams;
+  http2_options_.limits.initial_window_size = listener.http2_initial_stream_window;
+  http2_options_.limits.max_request_body_buffer =
+      std::max<uint32_t>(listener.http2_initial_stream_window, 1 << 20);
+  http2_options_.limits.max_header_list_bytes =
+      static_cast<uint32_t>(listener.max_request_headers_bytes);
+  http2_options_.idle_timeout = listener.idle_timeout;
   connection_->SetCallbacks(this);
   stream_ = std::make_unique<ProxyStream>(worker_, *this, listener_name_, peer_ip_,
                                           connection_->transport());
@@ -59,6 +66,17 @@ void DownstreamConnection::OnConnected() {
   const net::TlsInfo* tls = connection_->transport().tls_info();
   worker_.stats().downstream_tls_handshakes->Inc();
   if (tls != nullptr && tls->resumed) worker_.stats().downstream_tls_resumptions->Inc();
+  if (tls != nullptr && tls->alpn == "h2") SwitchToHttp2();
+}
+
+void DownstreamConnection::SwitchToHttp2() {
+  timer_.Disable();
+  resume_timer_.Disable();
+  closed_ = true;  // this object is done: the session owns the connection now
+  auto* session = new Http2Session(worker_, std::move(connection_), listener_name_, peer_ip_,
+                                   http2_options_);
+  worker_.ReplaceConnection(this, session);
+  session->Start();
 }
 
 bool DownstreamConnection::idle() const {
@@ -122,6 +140,22 @@ void DownstreamConnection::ProcessInput() {
     }
     return;
   }
+  if (requests_ == 0 && !input.empty() && input.view()[0] == 'P') {
+    // HTTP/2 with prior knowledge (h2c) starts with this preface.
+    static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    std::string_view start = input.view().substr(0, kPreface.size());
+    if (start == kPreface) {
+      SwitchToHttp2();
+      return;
+    }
+    if (kPreface.substr(0, start.size()) == start) {
+      if (!timer_is_head_) {  // the rest of the preface must come in time
+        timer_is_head_ = true;
+        timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
+      }
+      return;
+    }
+  }
   if (in_process_input_) {
     process_again_ = true;
     return;
@@ -175,6 +209,7 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
 void DownstreamConnection::OnHead(const http::MessageHead& head) {
   // One request at a time: the parser stops after this message.
   parser_.Pause();
+  ++requests_;
   request_message_open_ = true;
   timer_.Disable();
   timer_is_head_ = false;

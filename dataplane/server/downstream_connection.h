@@ -26,6 +26,8 @@
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/net/connection.h"
+#include "dataplane/server/downstream_session.h"
+#include "dataplane/server/http2_session.h"
 #include "dataplane/server/proxy_stream.h"
 
 namespace sluice::server {
@@ -35,7 +37,7 @@ class Worker;
 class DownstreamConnection : public net::ConnectionCallbacks,
                              public http::Http1Callbacks,
                              public DownstreamSink,
-                             public event::DeferredDeletable {
+                             public DownstreamSession {
  public:
   static constexpr size_t kHighWatermark = ProxyStream::kHighWatermark;
 
@@ -45,9 +47,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   ~DownstreamConnection() override;
 
   // Connection: close on the next response; closes now when idle.
-  void StartDrain();
+  void StartDrain() override;
   // Closes an idle connection whose listener is gone.
-  void OnSnapshotChanged();
+  void OnSnapshotChanged() override;
 
   // net::ConnectionCallbacks (client side)
   void OnReadable() override;
@@ -71,6 +73,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
 
  private:
   void ProcessInput();
+  // The client speaks HTTP/2 (ALPN "h2", or the h2c preface): an
+  // Http2Session takes the connection over and this object is done.
+  void SwitchToHttp2();
   void HandleParseError(http::ParseError error);
   // A response the session makes without a stream (400, 408, 431): JSON
   // error body, Connection: close.
@@ -104,6 +109,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool client_http10_ = false;
   bool response_chunked_ = false;
   bool tunnel_ = false;  // a WebSocket: raw bytes, closes when it ends
+  uint64_t requests_ = 0;
+  Http2SessionOptions http2_options_;
   bool in_process_input_ = false;
   bool process_again_ = false;
 };

@@ -30,6 +30,9 @@ ProxyStats::ProxyStats(stats::StatsStore& store) {
   downstream_tls_handshakes = store.GetCounter("sluice_downstream_tls_handshakes_total");
   downstream_tls_handshake_errors = store.GetCounter("sluice_downstream_tls_handshake_errors_total");
   downstream_tls_resumptions = store.GetCounter("sluice_downstream_tls_resumptions_total");
+  store.Describe("sluice_downstream_http2_connections_total",
+                 "Client connections that spoke HTTP/2 (ALPN h2 or h2c prior knowledge).");
+  downstream_http2_connections = store.GetCounter("sluice_downstream_http2_connections_total");
   downstream_responses_by_class[0] = nullptr;
   for (int c = 1; c <= 5; ++c) {
     downstream_responses_by_class[c] = store.GetCounter(
@@ -52,9 +55,9 @@ void Worker::Start() {
     dispatcher_.Run();
     // Loop ended: close everything this thread owns, on this thread.
     accepting_.clear();
-    std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
-    for (DownstreamConnection* c : all) c->StartDrain();
-    for (DownstreamConnection* c : std::vector<DownstreamConnection*>(connections_.begin(), connections_.end())) {
+    std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
+    for (DownstreamSession* c : all) c->StartDrain();
+    for (DownstreamSession* c : std::vector<DownstreamSession*>(connections_.begin(), connections_.end())) {
       RemoveConnection(c);
     }
     pool_.CloseAllIdle();
@@ -86,8 +89,8 @@ void Worker::StartDrain() {
     for (const auto& [fd, slot] : accepting_) queued.emplace_back(slot.listener, fd);
     for (const auto& [listener, fd] : queued) Accept(listener, fd);
     accepting_.clear();
-    std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
-    for (DownstreamConnection* c : all) c->StartDrain();
+    std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
+    for (DownstreamSession* c : all) c->StartDrain();
   });
 }
 
@@ -118,8 +121,8 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   accepting_.swap(next);
   next.clear();  // events removed before the old snapshot can close the fds
   snapshot_ = std::move(snapshot);
-  std::vector<DownstreamConnection*> all(connections_.begin(), connections_.end());
-  for (DownstreamConnection* c : all) c->OnSnapshotChanged();
+  std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
+  for (DownstreamSession* c : all) c->OnSnapshotChanged();
   pool_.CloseIdleExcept(snapshot_->pool_keys);
   picker_.Prune(snapshot_->endpoint_keys);
 }
@@ -158,7 +161,13 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
   }
 }
 
-void Worker::RemoveConnection(DownstreamConnection* connection) {
+void Worker::ReplaceConnection(DownstreamSession* old_session, DownstreamSession* new_session) {
+  connections_.insert(new_session);
+  if (connections_.erase(old_session) == 0) return;
+  dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(old_session));
+}
+
+void Worker::RemoveConnection(DownstreamSession* connection) {
   if (connections_.erase(connection) == 0) return;
   active_connections_.fetch_sub(1);
   stats_.downstream_connections_active->Add(-1);

@@ -23,7 +23,7 @@
 
 namespace sluice::server {
 
-class DownstreamConnection;
+class DownstreamSession;
 
 // Process-wide counters every worker updates.
 struct ProxyStats {
@@ -35,6 +35,7 @@ struct ProxyStats {
   stats::Counter* downstream_tls_handshakes;
   stats::Counter* downstream_tls_handshake_errors;
   stats::Counter* downstream_tls_resumptions;
+  stats::Counter* downstream_http2_connections;
   stats::Counter* downstream_responses_by_class[6];  // gateway-wide, incl. no-route
 };
 
@@ -63,7 +64,10 @@ class Worker {
   bool draining() const { return draining_; }
   // A new random UUID into `out` (reusing its storage).
   void NewRequestId(std::string* out);
-  void RemoveConnection(DownstreamConnection* connection);
+  // A session ends (deferred delete), or hands its connection to another
+  // (HTTP/1 to HTTP/2 after ALPN or the h2c preface).
+  void RemoveConnection(DownstreamSession* session);
+  void ReplaceConnection(DownstreamSession* old_session, DownstreamSession* new_session);
 
  private:
   void ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot);
@@ -85,7 +89,7 @@ class Worker {
     std::unique_ptr<event::FileEvent> event;
   };
   std::map<int, AcceptSlot> accepting_;
-  std::unordered_set<DownstreamConnection*> connections_;
+  std::unordered_set<DownstreamSession*> connections_;
   std::atomic<int64_t> active_connections_{0};
 };
 

@@ -433,10 +433,9 @@ TEST(ValidationTest, ListenerTlsVersions) {
 }
 
 TEST(ValidationTest, ListenerTlsAlpn) {
-  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["h2", "http/1.1"])"),
-            "Listener \"public\": tls.alpn_protocols[0]: h2 is not served yet (only http/1.1)");
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["h2", "http/1.1"])"), "");
   EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["spdy/3"])"),
-            "Listener \"public\": tls.alpn_protocols[0]: 'spdy/3' is not supported (only "
+            "Listener \"public\": tls.alpn_protocols[0]: 'spdy/3' is not supported (h2 or "
             "http/1.1)");
   EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" alpn_protocols: ["http/1.1", "http/1.1"])"),
             "Listener \"public\": tls.alpn_protocols[1]: 'http/1.1' is listed twice");

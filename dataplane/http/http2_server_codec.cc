@@ -1,0 +1,763 @@
+#include "dataplane/http/http2_server_codec.h"
+
+#include <nghttp2/nghttp2.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace sluice::http {
+namespace {
+
+// nghttp2's own flood and size guards. Set explicitly (most equal nghttp2's
+// defaults) so that a library upgrade cannot loosen them unnoticed.
+//
+// SETTINGS and PING ACKs queued and not yet written: a peer that floods
+// either and does not read fails the connection (NGHTTP2_ERR_FLOODED).
+constexpr size_t kMaxOutboundAcks = 1000;
+// Entries in one SETTINGS frame (there are 9 settings defined).
+constexpr size_t kMaxSettingsEntries = 32;
+// CONTINUATION frames after one HEADERS: a legitimate header block up to
+// max_header_list_bytes needs 4 frames of the default 16 KiB.
+constexpr size_t kMaxContinuations = 8;
+// nghttp2's RST_STREAM token bucket (a clock inside nghttp2): a burst of
+// 1000, 33 per second refilled. The codec's own, clock-free premature-reset
+// count (Http2Limits) trips well before it.
+constexpr uint64_t kStreamResetBurst = 1000;
+constexpr uint64_t kStreamResetRate = 33;
+// HPACK dynamic table our encoder uses, whatever the peer allows.
+constexpr size_t kMaxDeflateTableSize = 4096;
+// Graceful shutdown waits for the ACK of a PING with this payload.
+constexpr uint8_t kShutdownPing[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'g', 'a'};
+// RFC 9113 6.5.2: each field counts 32 bytes beyond its name and value.
+constexpr size_t kFieldOverhead = 32;
+
+bool IsConnectionSpecific(std::string_view name) {
+  return name == "connection" || name == "keep-alive" ||
+         name == "proxy-connection" || name == "transfer-encoding" ||
+         name == "upgrade" || name == "te";
+}
+
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
+  // nghttp2 copies names and values when a frame is submitted.
+  return nghttp2_nv{
+      reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+      reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+      value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+// Fields fit to send: lower-case names, no pseudo-header or
+// connection-specific field, nothing a peer would reject as invalid.
+std::vector<std::pair<std::string, std::string>> SendableFields(
+    const HeaderMap& headers) {
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(headers.size());
+  for (const HeaderMap::Field& f : headers.fields()) {
+    std::string name = ToLower(f.name);
+    if (name.empty() || name[0] == ':' || IsConnectionSpecific(name)) continue;
+    if (!nghttp2_check_header_name(
+            reinterpret_cast<const uint8_t*>(name.data()), name.size()) ||
+        !nghttp2_check_header_value_rfc9113(
+            reinterpret_cast<const uint8_t*>(f.value.data()),
+            f.value.size())) {
+      continue;
+    }
+    out.emplace_back(std::move(name), f.value);
+  }
+  return out;
+}
+
+std::vector<nghttp2_nv> ToNva(
+    const std::vector<std::pair<std::string, std::string>>& fields,
+    const std::string* status) {
+  std::vector<nghttp2_nv> nva;
+  nva.reserve(fields.size() + 1);
+  if (status != nullptr) nva.push_back(MakeNv(":status", *status));
+  for (const auto& [name, value] : fields) nva.push_back(MakeNv(name, value));
+  return nva;
+}
+
+uint32_t GoawayCodeFor(int lib_error) {
+  switch (lib_error) {
+    case NGHTTP2_ERR_FLOODED:
+    case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+      return NGHTTP2_ENHANCE_YOUR_CALM;
+    case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+      return NGHTTP2_PROTOCOL_ERROR;
+    default:
+      return NGHTTP2_INTERNAL_ERROR;
+  }
+}
+
+}  // namespace
+
+struct Http2ServerCodec::Stream {
+  explicit Stream(int32_t stream_id) : id(stream_id) {}
+
+  const int32_t id;
+
+  // Request side. `headers` collects the head, then the trailers.
+  RequestPseudo pseudo;
+  HeaderMap headers;
+  std::string cookie;  // crumbs joined with "; "
+  bool has_cookie = false;
+  size_t header_bytes = 0;  // RFC 9113 size of the block being decoded
+  bool too_large = false;
+  bool in_trailers = false;
+  bool delivered = false;         // OnRequestHeaders was called
+  bool request_complete = false;  // END_STREAM received
+  size_t held = 0;      // given to the caller, not yet consumed
+  size_t withheld = 0;  // received, stream credit not yet returned to peer
+
+  // Response side.
+  bool final_response = false;  // final response submitted
+  bool send_end = false;        // the response's last byte is submitted
+  std::string send_queue;
+  size_t send_offset = 0;
+  std::vector<std::pair<std::string, std::string>> trailers;
+  bool has_trailers = false;
+  bool deferred = false;  // the data provider returned NGHTTP2_ERR_DEFERRED
+  bool above_low_watermark = false;
+  bool response_end_sent = false;  // a frame with END_STREAM went out
+
+  // How it ends.
+  bool reset_by_caller = false;
+  bool reset_by_codec = false;  // counted and reported when it was decided
+  bool peer_reset = false;
+  // The caller sees no more events and its submits are refused.
+  bool closed = false;
+
+  size_t queued() const { return send_queue.size() - send_offset; }
+};
+
+// The nghttp2 callbacks, with access to the codec's internals.
+struct Http2ServerCodecAccess {
+  static Http2ServerCodec* Codec(void* user_data) {
+    return static_cast<Http2ServerCodec*>(user_data);
+  }
+
+  static int OnBeginHeaders(nghttp2_session* /*session*/,
+                            const nghttp2_frame* frame, void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    const int32_t id = frame->hd.stream_id;
+    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      auto stream = std::make_unique<Http2ServerCodec::Stream>(id);
+      nghttp2_session_set_stream_user_data(codec->session_, id, stream.get());
+      codec->streams_[id] = std::move(stream);
+      if (++codec->streams_in_window_ >= codec->limits_.premature_reset_window) {
+        codec->streams_in_window_ = 0;
+        codec->premature_in_window_ = 0;
+      }
+      return 0;
+    }
+    Http2ServerCodec::Stream* stream = codec->FindStream(id);
+    if (stream == nullptr) return 0;
+    stream->in_trailers = true;
+    stream->headers.Clear();
+    stream->header_bytes = 0;
+    stream->too_large = false;
+    return 0;
+  }
+
+  static int OnHeader(nghttp2_session* /*session*/, const nghttp2_frame* frame,
+                      const uint8_t* name_bytes, size_t name_len,
+                      const uint8_t* value_bytes, size_t value_len,
+                      uint8_t /*flags*/, void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    Http2ServerCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
+    if (stream == nullptr) return 0;
+    stream->header_bytes += name_len + value_len + kFieldOverhead;
+    if (stream->too_large) return 0;
+    if (stream->header_bytes > codec->limits_.max_header_list_bytes) {
+      // Keep decoding (HPACK state must stay in sync) but keep nothing.
+      stream->too_large = true;
+      stream->headers = HeaderMap();
+      stream->pseudo = RequestPseudo();
+      stream->cookie = std::string();
+      stream->has_cookie = false;
+      return 0;
+    }
+    const std::string_view name(reinterpret_cast<const char*>(name_bytes),
+                                name_len);
+    const std::string_view value(reinterpret_cast<const char*>(value_bytes),
+                                 value_len);
+    if (!name.empty() && name[0] == ':') {
+      // nghttp2 has checked: request heads only, known names, no repeats.
+      RequestPseudo& p = stream->pseudo;
+      if (name == ":method") {
+        p.method.assign(value);
+      } else if (name == ":scheme") {
+        p.scheme.assign(value);
+      } else if (name == ":authority") {
+        p.authority.assign(value);
+      } else if (name == ":path") {
+        p.path.assign(value);
+      }
+      return 0;
+    }
+    if (name == "cookie" && !stream->in_trailers) {
+      if (stream->has_cookie) stream->cookie.append("; ");
+      stream->cookie.append(value);
+      stream->has_cookie = true;
+      return 0;
+    }
+    stream->headers.Add(name, value);
+    return 0;
+  }
+
+  // A field nghttp2 would drop silently: reject the request instead (RFC 9113
+  // 8.2.1: malformed). nghttp2 then resets the stream with PROTOCOL_ERROR.
+  static int OnInvalidHeader(nghttp2_session* /*session*/,
+                             const nghttp2_frame* /*frame*/,
+                             const uint8_t* /*name*/, size_t /*name_len*/,
+                             const uint8_t* /*value*/, size_t /*value_len*/,
+                             uint8_t /*flags*/, void* /*user_data*/) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+
+  static int OnFrameRecv(nghttp2_session* session, const nghttp2_frame* frame,
+                         void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    const int32_t id = frame->hd.stream_id;
+    const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (frame->hd.type) {
+      case NGHTTP2_HEADERS: {
+        Http2ServerCodec::Stream* stream = codec->FindStream(id);
+        if (stream == nullptr) return 0;
+        if (end_stream) stream->request_complete = true;
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+          OnRequestHead(codec, stream, end_stream);
+        } else if (!stream->closed) {
+          OnTrailers(codec, stream);
+        }
+        return 0;
+      }
+      case NGHTTP2_DATA: {
+        if (!end_stream) return 0;
+        Http2ServerCodec::Stream* stream = codec->FindStream(id);
+        if (stream == nullptr) return 0;
+        stream->request_complete = true;
+        if (stream->delivered && !stream->closed) {
+          codec->callbacks_->OnRequestData(id, std::string_view(), true);
+        }
+        return 0;
+      }
+      case NGHTTP2_RST_STREAM: {
+        Http2ServerCodec::Stream* stream = codec->FindStream(id);
+        if (stream == nullptr) return 0;
+        stream->peer_reset = true;
+        if (!stream->response_end_sent) codec->CountPrematureEnd();
+        return 0;
+      }
+      case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) != 0 &&
+            codec->shutdown_ ==
+                Http2ServerCodec::ShutdownState::kAwaitingPingAck &&
+            std::memcmp(frame->ping.opaque_data, kShutdownPing,
+                        sizeof(kShutdownPing)) == 0) {
+          codec->SubmitFinalGoaway();
+        }
+        return 0;
+      default:
+        return 0;
+    }
+  }
+
+  static void OnRequestHead(Http2ServerCodec* codec,
+                            Http2ServerCodec::Stream* stream, bool end_stream) {
+    if (stream->too_large) {
+      stream->closed = true;
+      codec->RespondHeadersTooLarge(stream);
+      codec->callbacks_->OnRequestHeadersTooLarge(stream->id);
+      codec->CountPrematureEnd();
+      return;
+    }
+    if (stream->has_cookie) {
+      stream->headers.Add("cookie", stream->cookie);
+      stream->cookie = std::string();
+    }
+    stream->delivered = true;
+    codec->callbacks_->OnRequestHeaders(stream->id, std::move(stream->pseudo),
+                                        std::move(stream->headers),
+                                        end_stream);
+    stream->headers = HeaderMap();
+  }
+
+  static void OnTrailers(Http2ServerCodec* codec,
+                         Http2ServerCodec::Stream* stream) {
+    if (!stream->delivered) return;
+    if (stream->too_large) {
+      stream->closed = true;
+      stream->reset_by_codec = true;
+      stream->send_queue = std::string();
+      stream->send_offset = 0;
+      nghttp2_submit_rst_stream(codec->session_, NGHTTP2_FLAG_NONE, stream->id,
+                                NGHTTP2_ENHANCE_YOUR_CALM);
+      codec->callbacks_->OnStreamReset(stream->id, NGHTTP2_ENHANCE_YOUR_CALM);
+      codec->CountPrematureEnd();
+      return;
+    }
+    codec->callbacks_->OnRequestTrailers(stream->id,
+                                         std::move(stream->headers));
+    stream->headers = HeaderMap();
+  }
+
+  static int OnDataChunkRecv(nghttp2_session* session, uint8_t /*flags*/,
+                             int32_t stream_id, const uint8_t* data,
+                             size_t len, void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    // Connection-level credit goes back at once: one stalled stream must not
+    // hold the connection window.
+    nghttp2_session_consume_connection(session, len);
+    Http2ServerCodec::Stream* stream = codec->FindStream(stream_id);
+    if (stream == nullptr || stream->closed || !stream->delivered) {
+      nghttp2_session_consume_stream(session, stream_id, len);
+      return 0;
+    }
+    stream->held += len;
+    stream->withheld += len;
+    codec->ReturnStreamCredit(stream);
+    codec->callbacks_->OnRequestData(
+        stream_id, std::string_view(reinterpret_cast<const char*>(data), len),
+        false);
+    return 0;
+  }
+
+  static int OnFrameSend(nghttp2_session* session, const nghttp2_frame* frame,
+                         void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    switch (frame->hd.type) {
+      case NGHTTP2_HEADERS:
+      case NGHTTP2_DATA: {
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) return 0;
+        Http2ServerCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
+        if (stream == nullptr) return 0;
+        stream->response_end_sent = true;
+        // RFC 9113 8.1: the response is complete, the request is not; ask
+        // the client to stop sending it.
+        if (!stream->request_complete && !stream->peer_reset) {
+          nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream->id,
+                                    NGHTTP2_NO_ERROR);
+        }
+        return 0;
+      }
+      case NGHTTP2_GOAWAY:
+        if (frame->goaway.error_code != NGHTTP2_NO_ERROR && !codec->failed_) {
+          codec->failed_ = true;
+          codec->error_ = absl::StrCat(
+              "connection error: sent GOAWAY ",
+              nghttp2_http2_strerror(frame->goaway.error_code),
+              frame->goaway.opaque_data_len > 0 ? ": " : "",
+              std::string(
+                  reinterpret_cast<const char*>(frame->goaway.opaque_data),
+                  frame->goaway.opaque_data_len));
+        }
+        return 0;
+      default:
+        return 0;
+    }
+  }
+
+  // A response frame could not be sent (e.g. a header block over nghttp2's
+  // send limit): the stream cannot complete, reset it.
+  static int OnFrameNotSend(nghttp2_session* session, const nghttp2_frame* frame,
+                            int lib_error_code, void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) {
+      return 0;
+    }
+    if (lib_error_code == NGHTTP2_ERR_STREAM_CLOSED ||
+        lib_error_code == NGHTTP2_ERR_STREAM_CLOSING ||
+        lib_error_code == NGHTTP2_ERR_SESSION_CLOSING) {
+      return 0;
+    }
+    Http2ServerCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
+    if (stream == nullptr || stream->closed) return 0;
+    stream->reset_by_codec = true;
+    stream->closed = true;
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream->id,
+                              NGHTTP2_INTERNAL_ERROR);
+    if (stream->delivered) {
+      codec->callbacks_->OnStreamReset(stream->id, NGHTTP2_INTERNAL_ERROR);
+    }
+    return 0;
+  }
+
+  static int OnStreamClose(nghttp2_session* /*session*/, int32_t stream_id,
+                           uint32_t error_code, void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    auto it = codec->streams_.find(stream_id);
+    if (it == codec->streams_.end()) return 0;
+    Http2ServerCodec::Stream* stream = it->second.get();
+    // A stream nghttp2 reset because the client broke the protocol on it.
+    if (error_code != NGHTTP2_NO_ERROR && !stream->reset_by_caller &&
+        !stream->reset_by_codec && !stream->peer_reset) {
+      codec->CountPrematureEnd();
+    }
+    const bool completed = stream->request_complete && stream->response_end_sent;
+    if (stream->delivered && !stream->closed && !completed) {
+      stream->closed = true;
+      codec->callbacks_->OnStreamReset(stream_id, error_code);
+    }
+    codec->streams_.erase(stream_id);
+    return 0;
+  }
+
+  static ssize_t ReadResponseBody(nghttp2_session* session, int32_t stream_id,
+                                  uint8_t* buf, size_t length,
+                                  uint32_t* data_flags,
+                                  nghttp2_data_source* /*source*/,
+                                  void* user_data) {
+    Http2ServerCodec* codec = Codec(user_data);
+    Http2ServerCodec::Stream* stream = codec->FindStream(stream_id);
+    if (stream == nullptr || stream->closed) {
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    const size_t n = std::min(length, stream->queued());
+    if (n > 0) {
+      std::memcpy(buf, stream->send_queue.data() + stream->send_offset, n);
+      stream->send_offset += n;
+      if (stream->send_offset == stream->send_queue.size()) {
+        stream->send_queue.clear();
+        stream->send_offset = 0;
+      } else if (stream->send_offset >= 64 * 1024 &&
+                 stream->send_offset * 2 >= stream->send_queue.size()) {
+        stream->send_queue.erase(0, stream->send_offset);
+        stream->send_offset = 0;
+      }
+      if (stream->above_low_watermark &&
+          stream->queued() <= codec->limits_.stream_send_low_watermark) {
+        stream->above_low_watermark = false;
+        codec->writable_.push_back(stream_id);
+      }
+    }
+    if (stream->queued() == 0 && stream->send_end) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (stream->has_trailers) {
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        const std::vector<nghttp2_nv> nva = ToNva(stream->trailers, nullptr);
+        if (nghttp2_submit_trailer(session, stream_id, nva.data(),
+                                   nva.size()) != 0) {
+          return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        stream->trailers.clear();
+      }
+      return static_cast<ssize_t>(n);
+    }
+    if (n == 0) {
+      stream->deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    return static_cast<ssize_t>(n);
+  }
+};
+
+Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
+                                   const Http2Limits& limits)
+    : callbacks_(callbacks), limits_(limits) {
+  SLUICE_CHECK(callbacks_ != nullptr);
+  SLUICE_CHECK(limits_.initial_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
+  SLUICE_CHECK(limits_.connection_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
+  SLUICE_CHECK(limits_.premature_reset_window > 0);
+
+  nghttp2_session_callbacks* cbs = nullptr;
+  SLUICE_CHECK(nghttp2_session_callbacks_new(&cbs) == 0);
+  using A = Http2ServerCodecAccess;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, A::OnBeginHeaders);
+  nghttp2_session_callbacks_set_on_header_callback(cbs, A::OnHeader);
+  nghttp2_session_callbacks_set_on_invalid_header_callback(cbs,
+                                                           A::OnInvalidHeader);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, A::OnFrameRecv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+                                                            A::OnDataChunkRecv);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, A::OnFrameSend);
+  nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs,
+                                                           A::OnFrameNotSend);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cbs, A::OnStreamClose);
+
+  nghttp2_option* opt = nullptr;
+  SLUICE_CHECK(nghttp2_option_new(&opt) == 0);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAcks);
+  nghttp2_option_set_max_settings(opt, kMaxSettingsEntries);
+  nghttp2_option_set_max_continuations(opt, kMaxContinuations);
+  nghttp2_option_set_stream_reset_rate_limit(opt, kStreamResetBurst,
+                                             kStreamResetRate);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, kMaxDeflateTableSize);
+  nghttp2_option_set_no_closed_streams(opt, 1);
+
+  const int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
+  nghttp2_option_del(opt);
+  nghttp2_session_callbacks_del(cbs);
+  SLUICE_CHECK(rv == 0);
+
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits_.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits_.initial_window_size},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits_.max_header_list_bytes},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      // No RFC 7540 priority tree to maintain for the client.
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+  };
+  SLUICE_CHECK(nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings,
+                                       std::size(settings)) == 0);
+  if (limits_.connection_window_size > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
+    SLUICE_CHECK(nghttp2_session_set_local_window_size(
+                     session_, NGHTTP2_FLAG_NONE, 0,
+                     static_cast<int32_t>(limits_.connection_window_size)) == 0);
+  }
+}
+
+Http2ServerCodec::~Http2ServerCodec() { nghttp2_session_del(session_); }
+
+Http2ServerCodec::Stream* Http2ServerCodec::FindStream(int32_t stream_id) const {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+bool Http2ServerCodec::Receive(std::string_view bytes) {
+  SLUICE_CHECK(!in_session_call_);
+  if (failed_) return false;
+  in_session_call_ = true;
+  const ssize_t rv = nghttp2_session_mem_recv(
+      session_, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  if (rv < 0) {
+    FailConnection(GoawayCodeFor(static_cast<int>(rv)),
+                   absl::StrCat("connection error: ",
+                                nghttp2_strerror(static_cast<int>(rv))));
+  } else {
+    // No callback pauses nghttp2, so it takes everything.
+    SLUICE_CHECK(static_cast<size_t>(rv) == bytes.size());
+  }
+  Pump(&output_, limits_.max_buffered_output);
+  in_session_call_ = false;
+  NotifyWritable();
+  return !failed_;
+}
+
+void Http2ServerCodec::TakeOutput(std::string* out, size_t max_bytes) {
+  SLUICE_CHECK(!in_session_call_);
+  const size_t start = out->size();
+  const size_t limit = max_bytes > std::numeric_limits<size_t>::max() - start
+                           ? std::numeric_limits<size_t>::max()
+                           : start + max_bytes;
+  out->append(output_);
+  output_.clear();
+  in_session_call_ = true;
+  Pump(out, limit);
+  in_session_call_ = false;
+  NotifyWritable();
+}
+
+void Http2ServerCodec::Pump(std::string* sink, size_t limit) {
+  while (sink->size() < limit) {
+    const uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session_, &data);
+    if (n < 0) {
+      FailConnection(NGHTTP2_INTERNAL_ERROR,
+                     absl::StrCat("connection error: ",
+                                  nghttp2_strerror(static_cast<int>(n))));
+      return;
+    }
+    if (n == 0) return;
+    sink->append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+  }
+}
+
+void Http2ServerCodec::NotifyWritable() {
+  if (writable_.empty()) return;
+  std::vector<int32_t> ids;
+  ids.swap(writable_);
+  for (int32_t id : ids) {
+    Stream* stream = FindStream(id);
+    if (stream == nullptr || stream->closed) continue;
+    if (stream->queued() > limits_.stream_send_low_watermark) continue;
+    callbacks_->OnStreamWritable(id);
+  }
+}
+
+bool Http2ServerCodec::WantsWrite() const {
+  return !output_.empty() || nghttp2_session_want_write(session_) != 0;
+}
+
+bool Http2ServerCodec::WantsRead() const {
+  return !failed_ && nghttp2_session_want_read(session_) != 0;
+}
+
+void Http2ServerCodec::FailConnection(uint32_t h2_error_code,
+                                      std::string reason) {
+  if (failed_) return;
+  failed_ = true;
+  error_ = std::move(reason);
+  nghttp2_session_terminate_session(session_, h2_error_code);
+}
+
+void Http2ServerCodec::CountPrematureEnd() {
+  if (++premature_in_window_ >= limits_.max_premature_resets) {
+    FailConnection(NGHTTP2_ENHANCE_YOUR_CALM,
+                   absl::StrCat("connection error: ", premature_in_window_,
+                                " streams reset or refused before their "
+                                "response completed, within ",
+                                limits_.premature_reset_window,
+                                " streams (rapid reset)"));
+  }
+}
+
+void Http2ServerCodec::ReturnStreamCredit(Stream* stream) {
+  const size_t window = limits_.initial_window_size;
+  const size_t budget = std::max<size_t>(limits_.max_request_body_buffer, window);
+  // Credit the peer may still use plus bytes the caller holds stay within
+  // `budget`: keep back enough credit to guarantee it.
+  const size_t keep =
+      stream->held + window > budget ? stream->held + window - budget : 0;
+  if (stream->withheld <= keep) return;
+  const size_t credit = stream->withheld - keep;
+  stream->withheld = keep;
+  nghttp2_session_consume_stream(session_, stream->id, credit);
+}
+
+void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream) {
+  const nghttp2_nv nva[] = {MakeNv(":status", "431"),
+                            MakeNv("content-length", "0")};
+  stream->final_response = true;
+  stream->send_end = true;
+  nghttp2_submit_response(session_, stream->id, nva, std::size(nva), nullptr);
+}
+
+bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
+                                      const HeaderMap& headers,
+                                      bool end_stream) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed || !stream->delivered ||
+      stream->final_response || status < 100 || status > 599 ||
+      status == 101) {
+    return false;
+  }
+  const bool interim = status < 200;
+  if (interim && end_stream) return false;
+  const std::string status_text = std::to_string(status);
+  const auto fields = SendableFields(headers);
+  const std::vector<nghttp2_nv> nva = ToNva(fields, &status_text);
+  int rv;
+  if (interim) {
+    rv = nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream_id, nullptr,
+                                nva.data(), nva.size(), nullptr);
+  } else if (end_stream) {
+    rv = nghttp2_submit_response(session_, stream_id, nva.data(), nva.size(),
+                                 nullptr);
+  } else {
+    nghttp2_data_provider provider;
+    provider.source.ptr = nullptr;
+    provider.read_callback = Http2ServerCodecAccess::ReadResponseBody;
+    rv = nghttp2_submit_response(session_, stream_id, nva.data(), nva.size(),
+                                 &provider);
+  }
+  if (rv < 0) return false;
+  if (!interim) {
+    stream->final_response = true;
+    stream->send_end = end_stream;
+  }
+  return true;
+}
+
+bool Http2ServerCodec::SubmitData(int32_t stream_id, std::string_view data,
+                                  bool end_stream) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed || !stream->final_response ||
+      stream->send_end) {
+    return false;
+  }
+  stream->send_queue.append(data);
+  stream->send_end = end_stream;
+  if (stream->queued() > limits_.stream_send_low_watermark) {
+    stream->above_low_watermark = true;
+  }
+  if (stream->deferred && (!data.empty() || end_stream)) {
+    stream->deferred = false;
+    nghttp2_session_resume_data(session_, stream_id);
+  }
+  return true;
+}
+
+bool Http2ServerCodec::SubmitTrailers(int32_t stream_id,
+                                      const HeaderMap& trailers) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed || !stream->final_response ||
+      stream->send_end) {
+    return false;
+  }
+  stream->trailers = SendableFields(trailers);
+  // An empty trailer section is just the end of the body.
+  stream->has_trailers = !stream->trailers.empty();
+  return SubmitData(stream_id, std::string_view(), true);
+}
+
+void Http2ServerCodec::ResetStream(int32_t stream_id, uint32_t error_code) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed) return;
+  stream->closed = true;
+  stream->reset_by_caller = true;
+  stream->send_queue = std::string();
+  stream->send_offset = 0;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
+}
+
+size_t Http2ServerCodec::QueuedBytes(int32_t stream_id) const {
+  const Stream* stream = FindStream(stream_id);
+  return stream == nullptr ? 0 : stream->queued();
+}
+
+void Http2ServerCodec::ConsumeRequestData(int32_t stream_id, size_t n) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed) return;
+  stream->held -= std::min(n, stream->held);
+  ReturnStreamCredit(stream);
+}
+
+void Http2ServerCodec::Shutdown(uint32_t error_code) {
+  if (failed_) return;
+  if (error_code != NGHTTP2_NO_ERROR) {
+    FailConnection(error_code,
+                   absl::StrCat("shutdown: ", nghttp2_http2_strerror(error_code)));
+    return;
+  }
+  switch (shutdown_) {
+    case ShutdownState::kNone:
+      if (nghttp2_submit_shutdown_notice(session_) != 0 ||
+          nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, kShutdownPing) !=
+              0) {
+        SubmitFinalGoaway();
+        return;
+      }
+      shutdown_ = ShutdownState::kAwaitingPingAck;
+      return;
+    case ShutdownState::kAwaitingPingAck:
+      // Called again: do not wait for the round trip any longer.
+      SubmitFinalGoaway();
+      return;
+    case ShutdownState::kFinalGoawaySubmitted:
+      return;
+  }
+}
+
+void Http2ServerCodec::SubmitFinalGoaway() {
+  shutdown_ = ShutdownState::kFinalGoawaySubmitted;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+}
+
+}  // namespace sluice::http

@@ -1,0 +1,339 @@
+#include "dataplane/server/http2_session.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "dataplane/http/http_util.h"
+#include "dataplane/server/worker.h"
+
+namespace sluice::server {
+namespace {
+
+// Framed output kept queued on the socket before more is taken from the
+// codec: the codec and nghttp2 hold the rest, bounded by flow control.
+constexpr size_t kSocketWatermark = 256 * 1024;
+constexpr size_t kTakeChunk = 64 * 1024;
+constexpr uint32_t kInternalError = 0x2;  // RFC 9113 7
+constexpr uint32_t kNoError = 0x0;
+
+}  // namespace
+
+// One HTTP/2 stream: the exchange and the sink that frames its response.
+class Http2Session::Stream : public DownstreamSink, public event::DeferredDeletable {
+ public:
+  Stream(Http2Session& session, int32_t id)
+      : session_(session),
+        id_(id),
+        proxy_(session.worker_, *this, session.listener_, session.peer_ip_,
+               session.connection_->transport()) {}
+
+  ProxyStream& proxy() { return proxy_; }
+  http::HeaderMap& request_headers() { return request_headers_; }
+
+  // Request body bytes handed to the exchange: acknowledged to the client
+  // (flow-control credit) only while the upstream keeps up.
+  void Consumed(size_t n) {
+    if (read_enabled_) {
+      session_.codec_.ConsumeRequestData(id_, n);
+    } else {
+      unconsumed_ += n;
+    }
+  }
+
+  // DownstreamSink
+  void EncodeHeaders(const ResponseHead& head) override {
+    http::HeaderMap headers;
+    for (const http::HeaderField& f : *head.headers) headers.Add(f.name, f.value);
+    bool end = false;
+    switch (head.body) {
+      case ResponseHead::Body::kNone:
+        end = true;
+        if (head.declared_length >= 0) {
+          headers.Add("content-length", absl::StrCat(head.declared_length));
+        }
+        break;
+      case ResponseHead::Body::kLength:
+        headers.Add("content-length", absl::StrCat(head.content_length));
+        end = head.content_length == 0;
+        break;
+      case ResponseHead::Body::kStream:
+      case ResponseHead::Body::kTunnel:  // never: HTTP/2 requests carry no upgrade
+        break;
+    }
+    session_.codec_.SubmitResponse(id_, head.status, headers, end);
+    ended_ = end;
+    session_.ScheduleFlush();
+  }
+  void EncodeData(std::string_view data) override {
+    if (ended_ || data.empty()) return;
+    session_.codec_.SubmitData(id_, data, false);
+    session_.ScheduleFlush();
+  }
+  void EncodeEnd(const std::vector<http::HeaderField>& trailers) override {
+    if (ended_) return;
+    ended_ = true;
+    if (trailers.empty()) {
+      session_.codec_.SubmitData(id_, {}, true);
+    } else {
+      http::HeaderMap map;
+      for (const http::HeaderField& t : trailers) map.Add(t.name, t.value);
+      session_.codec_.SubmitTrailers(id_, map);
+    }
+    session_.ScheduleFlush();
+  }
+  void EncodeContinue() override {
+    session_.codec_.SubmitResponse(id_, 100, http::HeaderMap(), false);
+    session_.ScheduleFlush();
+  }
+  void Abort() override {
+    // Cut off mid-response: RST_STREAM tells this client; the others go on.
+    session_.codec_.ResetStream(id_, kInternalError);
+    session_.ScheduleFlush();
+    session_.RemoveStream(id_);
+  }
+  size_t buffered_response_bytes() const override { return session_.codec_.QueuedBytes(id_); }
+  void SetRequestReadEnabled(bool enabled) override {
+    read_enabled_ = enabled;
+    if (enabled && unconsumed_ > 0) {
+      session_.codec_.ConsumeRequestData(id_, unconsumed_);
+      unconsumed_ = 0;
+      session_.ScheduleFlush();
+    }
+  }
+  void OnStreamDone() override { session_.RemoveStream(id_); }
+
+ private:
+  Http2Session& session_;
+  const int32_t id_;
+  http::HeaderMap request_headers_;  // owns what the request head's views point to
+  ProxyStream proxy_;
+  bool read_enabled_ = true;
+  size_t unconsumed_ = 0;
+  bool ended_ = false;  // the response's end went to the codec
+};
+
+Http2Session::Http2Session(Worker& worker, std::unique_ptr<net::Connection> connection,
+                           std::string listener, std::string peer_ip,
+                           const Http2SessionOptions& options)
+    : worker_(worker),
+      connection_(std::move(connection)),
+      listener_(std::move(listener)),
+      peer_ip_(std::move(peer_ip)),
+      options_(options),
+      codec_(this, options.limits),
+      idle_timer_(worker.dispatcher(), [this] { OnIdle(); }) {}
+
+Http2Session::~Http2Session() {
+  if (flush_scheduled_) worker_.dispatcher().CancelFlush(this);
+  for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
+  streams_.clear();
+}
+
+void Http2Session::Start() {
+  connection_->SetCallbacks(this);
+  connection_->SetReadEnabled(true);
+  worker_.stats().downstream_http2_connections->Inc();
+  ArmIdleTimer();
+  Flush();  // the server preface goes first
+  if (!closed_ && !connection_->input().empty()) OnReadable();
+}
+
+Http2Session::Stream* Http2Session::Find(int32_t stream_id) {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+void Http2Session::RemoveStream(int32_t stream_id) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return;
+  // The stream may be on the call stack (its exchange just finished).
+  worker_.dispatcher().DeferredDelete(std::move(it->second));
+  streams_.erase(it);
+  if (streams_.empty() && !closed_) ArmIdleTimer();
+}
+
+void Http2Session::ScheduleFlush() {
+  if (flush_scheduled_ || closed_) return;
+  flush_scheduled_ = true;
+  worker_.dispatcher().ScheduleFlush(this);
+}
+
+void Http2Session::ArmIdleTimer() { idle_timer_.Enable(options_.idle_timeout); }
+
+void Http2Session::OnIdle() {
+  if (closed_) return;
+  if (!streams_.empty()) return;
+  if (draining_) {
+    CloseNow();  // the client did not finish the graceful close in time
+    return;
+  }
+  // No stream for the idle timeout: GOAWAY, then close once it is through
+  // (or after a short grace).
+  draining_ = true;
+  codec_.Shutdown(kNoError);
+  idle_timer_.Enable(absl::Seconds(1));
+  Flush();
+}
+
+void Http2Session::StartDrain() {
+  if (closed_ || draining_) return;
+  draining_ = true;
+  codec_.Shutdown(kNoError);
+  if (streams_.empty()) idle_timer_.Enable(absl::Seconds(1));
+  Flush();
+}
+
+void Http2Session::OnSnapshotChanged() {
+  if (!worker_.snapshot()->listeners.count(listener_)) StartDrain();
+}
+
+void Http2Session::OnReadable() {
+  if (closed_) return;
+  net::Buffer& input = connection_->input();
+  if (input.empty()) return;
+  in_receive_ = true;
+  bool ok = codec_.Receive(input.view());
+  in_receive_ = false;
+  if (closed_) return;
+  input.Drain(input.size());
+  if (!ok) {
+    worker_.stats().downstream_protocol_errors->Inc();
+    SLUICE_LOG(kDebug, "HTTP/2 connection error from ", peer_ip_, ": ", codec_.error());
+  }
+  Flush();
+}
+
+void Http2Session::OnWriteDrained() { Flush(); }
+
+void Http2Session::Flush() {
+  if (flush_scheduled_) {
+    worker_.dispatcher().CancelFlush(this);
+    flush_scheduled_ = false;
+  }
+  if (closed_) return;
+  std::string out;
+  while (codec_.WantsWrite() && connection_->output_size() < kSocketWatermark) {
+    out.clear();
+    codec_.TakeOutput(&out, kTakeChunk);
+    if (out.empty()) break;
+    connection_->Write(out);
+  }
+  if (closed_) return;
+  if (!codec_.WantsRead() && !codec_.WantsWrite()) {
+    // GOAWAY sent and every stream done (or a connection error): close
+    // once the last frames are written.
+    closed_ = true;
+    idle_timer_.Disable();
+    for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
+    for (auto& [id, stream] : streams_) worker_.dispatcher().DeferredDelete(std::move(stream));
+    streams_.clear();
+    if (connection_->CloseAfterFlush()) {
+      closed_ = false;  // let CloseNow do the rest
+      CloseNow();
+    }
+  }
+}
+
+void Http2Session::OnClosed(net::CloseReason, int) {
+  closed_ = false;
+  CloseNow();
+}
+
+void Http2Session::CloseNow() {
+  if (closed_) return;
+  closed_ = true;
+  idle_timer_.Disable();
+  if (flush_scheduled_) {
+    worker_.dispatcher().CancelFlush(this);
+    flush_scheduled_ = false;
+  }
+  for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
+  for (auto& [id, stream] : streams_) worker_.dispatcher().DeferredDelete(std::move(stream));
+  streams_.clear();
+  connection_->Close();
+  worker_.RemoveConnection(this);
+}
+
+void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseudo,
+                                    http::HeaderMap headers, bool end_stream) {
+  idle_timer_.Disable();
+  auto owned = std::make_unique<Stream>(*this, stream_id);
+  Stream* stream = owned.get();
+  streams_[stream_id] = std::move(owned);
+  stream->request_headers() = std::move(headers);
+  std::vector<http::HeaderField> fields;
+  fields.reserve(stream->request_headers().size());
+  const std::string* content_length = nullptr;
+  const std::string* expect = nullptr;
+  const std::string* host = nullptr;
+  for (const http::HeaderMap::Field& f : stream->request_headers().fields()) {
+    fields.push_back({f.name, f.value});
+    if (f.name == "content-length") content_length = &f.value;
+    if (f.name == "expect") expect = &f.value;
+    if (f.name == "host") host = &f.value;
+  }
+  RequestHead head;
+  head.method = pseudo.method;
+  head.target = pseudo.path;
+  // :authority wins over a Host field (RFC 9113 8.3.1) and is what the
+  // upstream gets as Host.
+  if (!pseudo.authority.empty()) {
+    head.authority = pseudo.authority;
+    head.authority_from_target = true;
+  } else if (host != nullptr) {
+    head.authority = *host;
+  }
+  head.headers = &fields;
+  uint64_t length = 0;
+  if (end_stream) {
+    head.body = RequestHead::Body::kNone;
+  } else if (content_length != nullptr && absl::SimpleAtoi(*content_length, &length)) {
+    head.body = RequestHead::Body::kLength;
+    head.content_length = length;
+  } else {
+    head.body = RequestHead::Body::kStream;
+  }
+  head.expect_continue = expect != nullptr && http::EqualsIgnoreCase(*expect, "100-continue");
+  stream->proxy().Reset();
+  stream->proxy().Start(head);
+  if (end_stream && Find(stream_id) == stream) stream->proxy().OnRequestEnd({});
+}
+
+void Http2Session::OnRequestData(int32_t stream_id, std::string_view data, bool end_stream) {
+  Stream* stream = Find(stream_id);
+  if (stream == nullptr) {
+    codec_.ConsumeRequestData(stream_id, data.size());  // answered already: drop
+    return;
+  }
+  if (!data.empty()) {
+    stream->proxy().OnRequestData(data);
+    if (Find(stream_id) != stream) return;
+    stream->Consumed(data.size());
+  }
+  if (end_stream) stream->proxy().OnRequestEnd({});
+}
+
+void Http2Session::OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) {
+  Stream* stream = Find(stream_id);
+  if (stream == nullptr) return;
+  std::vector<http::HeaderField> fields;
+  for (const http::HeaderMap::Field& f : trailers.fields()) fields.push_back({f.name, f.value});
+  stream->proxy().OnRequestEnd(fields);
+}
+
+void Http2Session::OnStreamReset(int32_t stream_id, uint32_t error_code) {
+  Stream* stream = Find(stream_id);
+  if (stream == nullptr) return;
+  if (error_code != kNoError) {
+    SLUICE_LOG(kDebug, "HTTP/2 stream ", stream_id, " from ", peer_ip_, " reset, code ",
+               error_code);
+  }
+  stream->proxy().OnDownstreamGone();
+  RemoveStream(stream_id);
+}
+
+void Http2Session::OnStreamWritable(int32_t stream_id) {
+  if (Stream* stream = Find(stream_id)) stream->proxy().OnDownstreamDrained();
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,99 @@
+// Http2Session: the HTTP/2 session of one client connection: the nghttp2
+// server codec (dataplane/http/http2_server_codec.h) on the connection's
+// bytes, and one ProxyStream per HTTP/2 stream, each answering through its
+// own DownstreamSink (a response becomes HEADERS, DATA and trailers frames).
+//
+// A connection becomes an Http2Session when TLS ALPN picked "h2", or when a
+// plain connection starts with the HTTP/2 connection preface (h2c with prior
+// knowledge); DownstreamConnection hands the connection over.
+//
+// Flow control end to end: a stream's request body is acknowledged to the
+// client (WINDOW_UPDATE) only as its upstream takes it, and a stream whose
+// client reads slowly stops reading its upstream once its send queue passes
+// the watermark; other streams are not held up. Framed output is taken from
+// the codec only while the socket keeps up.
+//
+// Worker thread only. Frees itself (deferred) when the connection ends.
+#ifndef SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_
+#define SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/http2_server_codec.h"
+#include "dataplane/net/connection.h"
+#include "dataplane/server/downstream_session.h"
+#include "dataplane/server/proxy_stream.h"
+
+namespace sluice::server {
+
+class Worker;
+
+struct Http2SessionOptions {
+  http::Http2Limits limits;
+  absl::Duration idle_timeout;
+};
+
+class Http2Session : public net::ConnectionCallbacks,
+                     public http::Http2ServerCallbacks,
+                     public event::Flushable,
+                     public DownstreamSession {
+ public:
+  // Takes the connection over; bytes already in its input buffer (the
+  // client's preface) are processed by Start().
+  Http2Session(Worker& worker, std::unique_ptr<net::Connection> connection, std::string listener,
+               std::string peer_ip, const Http2SessionOptions& options);
+  ~Http2Session() override;
+
+  void Start();
+
+  // DownstreamSession
+  void StartDrain() override;
+  void OnSnapshotChanged() override;
+  // net::ConnectionCallbacks
+  void OnReadable() override;
+  void OnWriteDrained() override;
+  void OnClosed(net::CloseReason reason, int error) override;
+  // http::Http2ServerCallbacks
+  void OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseudo, http::HeaderMap headers,
+                        bool end_stream) override;
+  void OnRequestData(int32_t stream_id, std::string_view data, bool end_stream) override;
+  void OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) override;
+  void OnStreamReset(int32_t stream_id, uint32_t error_code) override;
+  void OnStreamWritable(int32_t stream_id) override;
+  // event::Flushable: moves framed output from the codec to the socket.
+  void Flush() override;
+
+ private:
+  class Stream;
+
+  Stream* Find(int32_t stream_id);
+  // The stream is over: forget it now, free it after the current callback.
+  void RemoveStream(int32_t stream_id);
+  // Output was submitted outside Receive(): send it at the end of the loop
+  // iteration.
+  void ScheduleFlush();
+  void ArmIdleTimer();
+  void OnIdle();
+  void CloseNow();
+
+  Worker& worker_;
+  std::unique_ptr<net::Connection> connection_;
+  std::string listener_;
+  std::string peer_ip_;
+  Http2SessionOptions options_;
+  http::Http2ServerCodec codec_;
+  absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
+  event::Timer idle_timer_;
+  bool flush_scheduled_ = false;
+  bool in_receive_ = false;
+  bool closed_ = false;
+  bool draining_ = false;
+};
+
+}  // namespace sluice::server
+
+#endif  // SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_

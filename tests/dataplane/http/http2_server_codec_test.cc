@@ -1,0 +1,1208 @@
+// Drives Http2ServerCodec with an nghttp2 client session in memory (bytes
+// piped between the two), and with hand-made frames for the abuse cases.
+#include "dataplane/http/http2_server_codec.h"
+
+#include <nghttp2/nghttp2.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace sluice::http {
+namespace {
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+constexpr std::string_view kClientMagic = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// ---------------------------------------------------------------------------
+// The server side: the codec's callbacks, recorded.
+
+struct ServerRequest {
+  RequestPseudo pseudo;
+  HeaderMap headers;
+  bool end_on_headers = false;
+  std::string body;
+  int data_calls = 0;
+  bool body_ended = false;
+  HeaderMap trailers;
+  bool has_trailers = false;
+  bool reset = false;
+  uint32_t reset_code = 0;
+  int events_after_reset = 0;
+  int writable = 0;
+};
+
+class RecordingCallbacks : public Http2ServerCallbacks {
+ public:
+  void OnRequestHeaders(int32_t stream_id, RequestPseudo pseudo,
+                        HeaderMap headers, bool end_stream) override {
+    EXPECT_EQ(requests.count(stream_id), 0u) << stream_id;
+    ServerRequest& r = requests[stream_id];
+    r.pseudo = std::move(pseudo);
+    r.headers = std::move(headers);
+    r.end_on_headers = end_stream;
+    order.push_back(stream_id);
+    if (on_headers) on_headers(stream_id);
+  }
+  void OnRequestData(int32_t stream_id, std::string_view data,
+                     bool end_stream) override {
+    ASSERT_EQ(requests.count(stream_id), 1u);
+    ServerRequest& r = requests[stream_id];
+    if (r.reset) ++r.events_after_reset;
+    EXPECT_FALSE(r.end_on_headers || r.body_ended || r.has_trailers);
+    r.body.append(data);
+    ++r.data_calls;
+    r.body_ended = end_stream;
+    if (consume && codec != nullptr) codec->ConsumeRequestData(stream_id, data.size());
+    if (on_data) on_data(stream_id);
+  }
+  void OnRequestTrailers(int32_t stream_id, HeaderMap trailers) override {
+    ASSERT_EQ(requests.count(stream_id), 1u);
+    ServerRequest& r = requests[stream_id];
+    if (r.reset) ++r.events_after_reset;
+    r.trailers = std::move(trailers);
+    r.has_trailers = true;
+  }
+  void OnStreamReset(int32_t stream_id, uint32_t error_code) override {
+    ASSERT_EQ(requests.count(stream_id), 1u) << "reset of an unseen stream";
+    ServerRequest& r = requests[stream_id];
+    EXPECT_FALSE(r.reset) << "reset twice";
+    r.reset = true;
+    r.reset_code = error_code;
+  }
+  void OnStreamWritable(int32_t stream_id) override {
+    ++requests[stream_id].writable;
+  }
+  void OnRequestHeadersTooLarge(int32_t stream_id) override {
+    too_large.push_back(stream_id);
+  }
+
+  std::map<int32_t, ServerRequest> requests;
+  std::vector<int32_t> order;
+  std::vector<int32_t> too_large;
+  Http2ServerCodec* codec = nullptr;
+  bool consume = true;  // ConsumeRequestData as soon as bytes arrive
+  std::function<void(int32_t)> on_headers;
+  std::function<void(int32_t)> on_data;
+};
+
+// ---------------------------------------------------------------------------
+// The client side: an nghttp2 client session.
+
+struct ClientResponse {
+  std::vector<int> interim;
+  int status = 0;
+  HeaderMap headers;
+  std::string body;
+  HeaderMap trailers;
+  bool has_trailers = false;
+  bool in_trailers = false;
+  bool closed = false;
+  uint32_t close_code = 0;
+  bool rst_received = false;
+  uint32_t rst_code = 0;
+  size_t unconsumed = 0;  // manual window mode
+};
+
+struct Upload {
+  std::string body;
+  size_t offset = 0;
+  Fields trailers;
+};
+
+class TestClient {
+ public:
+  struct Options {
+    uint32_t initial_window_size = 65535;
+    // The client returns window credit only when told (ConsumeStream);
+    // connection credit always goes back at once.
+    bool manual_window = false;
+  };
+
+  TestClient() : TestClient(Options()) {}
+  explicit TestClient(Options options) : options_(options) {
+    nghttp2_session_callbacks* cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, OnBeginHeaders);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, OnHeader);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, OnFrameRecv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, OnData);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, OnClose);
+    nghttp2_option* opt;
+    nghttp2_option_new(&opt);
+    if (options_.manual_window) nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_send_header_block_length(opt, 1 << 20);
+    nghttp2_session_client_new2(&session_, cbs, this, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    const nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, options_.initial_window_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, 2);
+  }
+  ~TestClient() { nghttp2_session_del(session_); }
+
+  static Fields Head(std::string method, std::string path, Fields extra = {}) {
+    Fields f = {{":method", std::move(method)},
+                {":scheme", "http"},
+                {":authority", "example.com"},
+                {":path", std::move(path)}};
+    f.insert(f.end(), extra.begin(), extra.end());
+    return f;
+  }
+
+  // Submits a request: `fields` in order (pseudo-headers included), a body
+  // unless `body` is null, trailers after the body.
+  int32_t Request(const Fields& fields, const std::string* body = nullptr,
+                  Fields trailers = {}) {
+    std::vector<nghttp2_nv> nva;
+    for (const auto& [name, value] : fields) {
+      nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+                     name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
+    }
+    if (body == nullptr) {
+      return nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
+                                    nullptr, nullptr);
+    }
+    uploads_.push_back(Upload{*body, 0, std::move(trailers)});
+    nghttp2_data_provider provider;
+    provider.source.ptr = &uploads_.back();
+    provider.read_callback = ReadUpload;
+    return nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
+                                  &provider, nullptr);
+  }
+
+  std::string Send() {
+    std::string out;
+    for (;;) {
+      const uint8_t* data;
+      const ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (n <= 0) break;
+      out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+  void Recv(std::string_view bytes) {
+    nghttp2_session_mem_recv(session_,
+                             reinterpret_cast<const uint8_t*>(bytes.data()),
+                             bytes.size());
+  }
+
+  // Manual window mode: gives the stream's received bytes back as credit.
+  void ConsumeStream(int32_t stream_id) {
+    ClientResponse& r = responses[stream_id];
+    nghttp2_session_consume_stream(session_, stream_id, r.unconsumed);
+    r.unconsumed = 0;
+  }
+
+  nghttp2_session* session() { return session_; }
+
+  std::map<int32_t, ClientResponse> responses;
+  std::vector<std::pair<int32_t, uint32_t>> goaways;  // last stream id, code
+
+ private:
+  static TestClient* Self(void* p) { return static_cast<TestClient*>(p); }
+
+  static ssize_t ReadUpload(nghttp2_session* session, int32_t stream_id,
+                            uint8_t* buf, size_t length, uint32_t* flags,
+                            nghttp2_data_source* source, void*) {
+    Upload* u = static_cast<Upload*>(source->ptr);
+    const size_t n = std::min(length, u->body.size() - u->offset);
+    std::memcpy(buf, u->body.data() + u->offset, n);
+    u->offset += n;
+    if (u->offset == u->body.size()) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (!u->trailers.empty()) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        std::vector<nghttp2_nv> nva;
+        for (const auto& [name, value] : u->trailers) {
+          nva.push_back(
+              {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+               reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+               name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
+        }
+        nghttp2_submit_trailer(session, stream_id, nva.data(), nva.size());
+      }
+    }
+    return static_cast<ssize_t>(n);
+  }
+
+  static int OnBeginHeaders(nghttp2_session*, const nghttp2_frame* frame,
+                            void* p) {
+    ClientResponse& r = Self(p)->responses[frame->hd.stream_id];
+    r.in_trailers = r.status >= 200;
+    return 0;
+  }
+
+  static int OnHeader(nghttp2_session*, const nghttp2_frame* frame,
+                      const uint8_t* name, size_t namelen,
+                      const uint8_t* value, size_t valuelen, uint8_t, void* p) {
+    ClientResponse& r = Self(p)->responses[frame->hd.stream_id];
+    const std::string n(reinterpret_cast<const char*>(name), namelen);
+    const std::string v(reinterpret_cast<const char*>(value), valuelen);
+    if (n == ":status") {
+      const int status = std::stoi(v);
+      if (status < 200) {
+        r.interim.push_back(status);
+      } else {
+        r.status = status;
+      }
+    } else if (r.in_trailers) {
+      r.trailers.Add(n, v);
+      r.has_trailers = true;
+    } else {
+      r.headers.Add(n, v);
+    }
+    return 0;
+  }
+
+  static int OnFrameRecv(nghttp2_session*, const nghttp2_frame* frame,
+                         void* p) {
+    TestClient* self = Self(p);
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+      self->goaways.emplace_back(frame->goaway.last_stream_id,
+                                 frame->goaway.error_code);
+    } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
+      ClientResponse& r = self->responses[frame->hd.stream_id];
+      r.rst_received = true;
+      r.rst_code = frame->rst_stream.error_code;
+    }
+    return 0;
+  }
+
+  static int OnData(nghttp2_session* session, uint8_t, int32_t stream_id,
+                    const uint8_t* data, size_t len, void* p) {
+    TestClient* self = Self(p);
+    ClientResponse& r = self->responses[stream_id];
+    r.body.append(reinterpret_cast<const char*>(data), len);
+    if (self->options_.manual_window) {
+      nghttp2_session_consume_connection(session, len);
+      r.unconsumed += len;
+    }
+    return 0;
+  }
+
+  static int OnClose(nghttp2_session*, int32_t stream_id, uint32_t code,
+                     void* p) {
+    ClientResponse& r = Self(p)->responses[stream_id];
+    r.closed = true;
+    r.close_code = code;
+    return 0;
+  }
+
+  Options options_;
+  nghttp2_session* session_ = nullptr;
+  std::deque<Upload> uploads_;
+};
+
+// Moves bytes both ways until neither side has anything to say.
+struct Link {
+  Link(TestClient* c, Http2ServerCodec* s) : client(c), server(s) {}
+
+  void Run() {
+    for (int round = 0; round < 100000; ++round) {
+      std::string down;
+      server->TakeOutput(&down);
+      if (!down.empty()) client->Recv(down);
+      const std::string up = client->Send();
+      if (!up.empty() && !server->Receive(up)) server_ok = false;
+      max_open = std::max(max_open, server->open_streams());
+      if (down.empty() && up.empty()) return;
+    }
+    ADD_FAILURE() << "the link never went quiet";
+  }
+
+  TestClient* client;
+  Http2ServerCodec* server;
+  bool server_ok = true;
+  size_t max_open = 0;
+};
+
+HeaderMap Headers(const Fields& fields) {
+  HeaderMap h;
+  for (const auto& [name, value] : fields) h.Add(name, value);
+  return h;
+}
+
+// ---------------------------------------------------------------------------
+// Raw frames, for what a well-behaved client library will not send.
+
+std::string Frame(uint8_t type, uint8_t flags, uint32_t stream_id,
+                  std::string_view payload) {
+  std::string f;
+  const size_t len = payload.size();
+  f.push_back(static_cast<char>((len >> 16) & 0xff));
+  f.push_back(static_cast<char>((len >> 8) & 0xff));
+  f.push_back(static_cast<char>(len & 0xff));
+  f.push_back(static_cast<char>(type));
+  f.push_back(static_cast<char>(flags));
+  f.push_back(static_cast<char>((stream_id >> 24) & 0x7f));
+  f.push_back(static_cast<char>((stream_id >> 16) & 0xff));
+  f.push_back(static_cast<char>((stream_id >> 8) & 0xff));
+  f.push_back(static_cast<char>(stream_id & 0xff));
+  f.append(payload);
+  return f;
+}
+
+constexpr uint8_t kData = 0x0, kHeaders = 0x1, kRstStream = 0x3,
+                  kSettings = 0x4, kPing = 0x6, kGoaway = 0x7,
+                  kContinuation = 0x9;
+constexpr uint8_t kEndStream = 0x1, kEndHeaders = 0x4, kAck = 0x1;
+
+std::string ClientPreface() {
+  return std::string(kClientMagic) + Frame(kSettings, 0, 0, "");
+}
+
+std::string U32(uint32_t v) {
+  std::string s;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    s.push_back(static_cast<char>((v >> shift) & 0xff));
+  }
+  return s;
+}
+
+// HPACK integer with an N-bit prefix (RFC 7541 5.1); `high` holds the bits
+// above the prefix in the first byte.
+std::string HpackInt(uint8_t high, int prefix_bits, size_t value) {
+  std::string s;
+  const size_t max_prefix = (1u << prefix_bits) - 1;
+  if (value < max_prefix) {
+    s.push_back(static_cast<char>(high | value));
+    return s;
+  }
+  s.push_back(static_cast<char>(high | max_prefix));
+  value -= max_prefix;
+  while (value >= 128) {
+    s.push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  s.push_back(static_cast<char>(value));
+  return s;
+}
+
+// :method GET, :scheme http, :path / (static table), :authority "a" (literal
+// without indexing): only static references, so any HPACK state decodes it.
+const std::string kGetBlock = std::string("\x82\x86\x84\x01\x01", 5) + "a";
+
+struct ServerFrame {
+  uint8_t type = 0;
+  uint8_t flags = 0;
+  uint32_t stream_id = 0;
+  std::string payload;
+  int status = 0;  // HEADERS: the decoded :status
+};
+
+// Splits server output into frames (after the first call: no preface).
+class ServerFrameReader {
+ public:
+  ServerFrameReader() { nghttp2_hd_inflate_new(&inflater_); }
+  ~ServerFrameReader() { nghttp2_hd_inflate_del(inflater_); }
+
+  std::vector<ServerFrame> Read(std::string_view bytes) {
+    buffer_.append(bytes);
+    std::vector<ServerFrame> frames;
+    size_t pos = 0;
+    while (buffer_.size() - pos >= 9) {
+      const auto* p = reinterpret_cast<const uint8_t*>(buffer_.data() + pos);
+      const size_t len = (size_t{p[0]} << 16) | (size_t{p[1]} << 8) | p[2];
+      if (buffer_.size() - pos < 9 + len) break;
+      ServerFrame f;
+      f.type = p[3];
+      f.flags = p[4];
+      f.stream_id = ((uint32_t{p[5]} & 0x7f) << 24) | (uint32_t{p[6]} << 16) |
+                    (uint32_t{p[7]} << 8) | p[8];
+      f.payload = buffer_.substr(pos + 9, len);
+      if (f.type == kHeaders) f.status = DecodeStatus(f.payload);
+      frames.push_back(std::move(f));
+      pos += 9 + len;
+    }
+    buffer_.erase(0, pos);
+    return frames;
+  }
+
+  static uint32_t Code(const ServerFrame& f) {
+    // RST_STREAM: the code; GOAWAY: after the last stream id.
+    const size_t at = f.type == kGoaway ? 4 : 0;
+    const auto* p = reinterpret_cast<const uint8_t*>(f.payload.data() + at);
+    return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
+           (uint32_t{p[2]} << 8) | p[3];
+  }
+
+ private:
+  int DecodeStatus(const std::string& block) {
+    int status = 0;
+    const auto* in = reinterpret_cast<const uint8_t*>(block.data());
+    size_t left = block.size();
+    for (;;) {
+      nghttp2_nv nv;
+      int flags = 0;
+      const ssize_t n =
+          nghttp2_hd_inflate_hd2(inflater_, &nv, &flags, in, left, 1);
+      if (n < 0) return -1;
+      in += n;
+      left -= static_cast<size_t>(n);
+      if (flags & NGHTTP2_HD_INFLATE_EMIT) {
+        if (std::string_view(reinterpret_cast<const char*>(nv.name),
+                             nv.namelen) == ":status") {
+          status = std::stoi(std::string(reinterpret_cast<const char*>(nv.value),
+                                         nv.valuelen));
+        }
+      }
+      if (flags & NGHTTP2_HD_INFLATE_FINAL) {
+        nghttp2_hd_inflate_end_headers(inflater_);
+        return status;
+      }
+      if ((flags & NGHTTP2_HD_INFLATE_EMIT) == 0 && left == 0) return status;
+    }
+  }
+
+  nghttp2_hd_inflater* inflater_ = nullptr;
+  std::string buffer_;
+};
+
+// A server codec plus a raw byte peer.
+struct RawFixture {
+  explicit RawFixture(Http2Limits limits = Http2Limits())
+      : codec(&callbacks, limits) {
+    callbacks.codec = &codec;
+    std::string preface;
+    codec.TakeOutput(&preface);
+    reader.Read(preface);
+  }
+  // Feeds the bytes; returns Receive's result.
+  bool Send(std::string_view bytes) { return codec.Receive(bytes); }
+  std::vector<ServerFrame> Output() {
+    std::string out;
+    codec.TakeOutput(&out);
+    return reader.Read(out);
+  }
+
+  RecordingCallbacks callbacks;
+  Http2ServerCodec codec;
+  ServerFrameReader reader;
+};
+
+const ServerFrame* FindFrame(const std::vector<ServerFrame>& frames,
+                             uint8_t type, uint32_t stream_id = 0) {
+  for (const ServerFrame& f : frames) {
+    if (f.type == type && (stream_id == 0 || f.stream_id == stream_id)) return &f;
+  }
+  return nullptr;
+}
+
+long MaxRssKb() {
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+// A codec plus an nghttp2 client linked in memory.
+struct Fixture {
+  explicit Fixture(Http2Limits limits = Http2Limits(),
+                   TestClient::Options client_options = TestClient::Options())
+      : client(client_options), codec(&callbacks, limits), link(&client, &codec) {
+    callbacks.codec = &codec;
+  }
+  RecordingCallbacks callbacks;
+  TestClient client;
+  Http2ServerCodec codec;
+  Link link;
+};
+
+// ---------------------------------------------------------------------------
+// The normal path.
+
+TEST(Http2ServerCodecTest, GetWithEndStream) {
+  Fixture f;
+  f.callbacks.on_headers = [&](int32_t id) {
+    EXPECT_TRUE(f.codec.SubmitResponse(
+        id, 200,
+        Headers({{"Content-Type", "text/plain"},
+                 {"Connection", "close"},
+                 {"Transfer-Encoding", "chunked"},
+                 {":bogus", "x"},
+                 {"X-Upper", "v"}}),
+        false));
+    EXPECT_TRUE(f.codec.SubmitData(id, "hello", true));
+  };
+  const int32_t id = f.client.Request(TestClient::Head(
+      "GET", "/index.html?q=1",
+      {{"accept", "*/*"}, {"cookie", "a=1"}, {"cookie", "b=2"}}));
+  f.link.Run();
+
+  ASSERT_EQ(f.callbacks.requests.count(id), 1u);
+  const ServerRequest& req = f.callbacks.requests[id];
+  EXPECT_EQ(req.pseudo.method, "GET");
+  EXPECT_EQ(req.pseudo.scheme, "http");
+  EXPECT_EQ(req.pseudo.authority, "example.com");
+  EXPECT_EQ(req.pseudo.path, "/index.html?q=1");
+  EXPECT_TRUE(req.end_on_headers);
+  ASSERT_NE(req.headers.Get("accept"), nullptr);
+  EXPECT_EQ(*req.headers.Get("accept"), "*/*");
+  ASSERT_NE(req.headers.Get("cookie"), nullptr);
+  EXPECT_EQ(*req.headers.Get("cookie"), "a=1; b=2");
+  EXPECT_EQ(req.headers.Get(":path"), nullptr);
+  EXPECT_FALSE(req.reset);
+
+  const ClientResponse& resp = f.client.responses[id];
+  EXPECT_EQ(resp.status, 200);
+  EXPECT_EQ(resp.body, "hello");
+  ASSERT_NE(resp.headers.Get("content-type"), nullptr);
+  ASSERT_NE(resp.headers.Get("x-upper"), nullptr);
+  EXPECT_EQ(resp.headers.Get("connection"), nullptr);
+  EXPECT_EQ(resp.headers.Get("transfer-encoding"), nullptr);
+  EXPECT_EQ(resp.headers.Get(":bogus"), nullptr);
+  EXPECT_TRUE(resp.closed);
+  EXPECT_EQ(resp.close_code, NGHTTP2_NO_ERROR);
+  EXPECT_FALSE(resp.rst_received);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+  EXPECT_TRUE(f.link.server_ok);
+  EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, PostBodyInSeveralFramesThenResponseWithTrailers) {
+  Fixture f;
+  std::string body(40000, 'x');
+  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+  const int32_t id = f.client.Request(
+      TestClient::Head("POST", "/upload", {{"content-length", "40000"}}), &body);
+  f.link.Run();
+
+  const ServerRequest& req = f.callbacks.requests[id];
+  EXPECT_FALSE(req.end_on_headers);
+  EXPECT_EQ(req.body, body);
+  EXPECT_GE(req.data_calls, 3);  // 16 KiB frames, plus the end
+  EXPECT_TRUE(req.body_ended);
+
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, Headers({{"content-type", "a/b"}}),
+                                     false));
+  ASSERT_TRUE(f.codec.SubmitData(id, "part one, ", false));
+  ASSERT_TRUE(f.codec.SubmitData(id, "part two", false));
+  ASSERT_TRUE(f.codec.SubmitTrailers(
+      id, Headers({{"Grpc-Status", "0"}, {"connection", "x"}})));
+  EXPECT_FALSE(f.codec.SubmitData(id, "late", true));  // the response ended
+  f.link.Run();
+
+  const ClientResponse& resp = f.client.responses[id];
+  EXPECT_EQ(resp.status, 200);
+  EXPECT_EQ(resp.body, "part one, part two");
+  ASSERT_TRUE(resp.has_trailers);
+  ASSERT_NE(resp.trailers.Get("grpc-status"), nullptr);
+  EXPECT_EQ(*resp.trailers.Get("grpc-status"), "0");
+  EXPECT_EQ(resp.trailers.Get("connection"), nullptr);
+  EXPECT_TRUE(resp.closed);
+  EXPECT_EQ(resp.close_code, NGHTTP2_NO_ERROR);
+  EXPECT_FALSE(f.callbacks.requests[id].reset);
+}
+
+TEST(Http2ServerCodecTest, RequestTrailersEndTheRequest) {
+  Fixture f;
+  const std::string body = "payload";
+  const int32_t id =
+      f.client.Request(TestClient::Head("POST", "/rpc", {{"te", "trailers"}}),
+                       &body, {{"x-checksum", "abc"}});
+  f.link.Run();
+  const ServerRequest& req = f.callbacks.requests[id];
+  ASSERT_NE(req.headers.Get("te"), nullptr);
+  EXPECT_EQ(req.body, "payload");
+  EXPECT_FALSE(req.body_ended);
+  ASSERT_TRUE(req.has_trailers);
+  ASSERT_NE(req.trailers.Get("x-checksum"), nullptr);
+  EXPECT_EQ(*req.trailers.Get("x-checksum"), "abc");
+  EXPECT_FALSE(req.reset);
+}
+
+TEST(Http2ServerCodecTest, InterimResponseBeforeFinal) {
+  Fixture f;
+  f.callbacks.on_headers = [&](int32_t id) {
+    EXPECT_TRUE(f.codec.SubmitResponse(id, 100, HeaderMap(), false));
+    EXPECT_FALSE(f.codec.SubmitData(id, "x", false));  // no final head yet
+    EXPECT_FALSE(f.codec.SubmitResponse(id, 101, HeaderMap(), false));
+    EXPECT_TRUE(f.codec.SubmitResponse(id, 204, HeaderMap(), true));
+    EXPECT_FALSE(f.codec.SubmitResponse(id, 200, HeaderMap(), true));
+  };
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  f.link.Run();
+  const ClientResponse& resp = f.client.responses[id];
+  EXPECT_EQ(resp.interim, std::vector<int>{100});
+  EXPECT_EQ(resp.status, 204);
+  EXPECT_TRUE(resp.closed);
+  EXPECT_EQ(resp.close_code, NGHTTP2_NO_ERROR);
+}
+
+TEST(Http2ServerCodecTest, ManyConcurrentStreams) {
+  Http2Limits limits;
+  limits.max_concurrent_streams = 100;
+  Fixture f(limits);
+  std::vector<int32_t> pending;
+  f.callbacks.on_headers = [&](int32_t id) { pending.push_back(id); };
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 250; ++i) {
+    ids.push_back(f.client.Request(TestClient::Head("GET", "/" + std::to_string(i))));
+  }
+  size_t max_pending = 0;
+  for (int round = 0; round < 100 && f.callbacks.order.size() + 0 < 250 + 1; ++round) {
+    f.link.Run();
+    max_pending = std::max(max_pending, pending.size());
+    if (pending.empty()) break;
+    // Answer everything that is open, in reverse order.
+    for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
+      ASSERT_TRUE(f.codec.SubmitResponse(*it, 200, HeaderMap(), false));
+      ASSERT_TRUE(f.codec.SubmitData(*it, "body of " + std::to_string(*it), true));
+    }
+    pending.clear();
+  }
+  EXPECT_EQ(f.callbacks.order.size(), 250u);
+  EXPECT_EQ(max_pending, 100u);  // the client's streams really overlapped
+  EXPECT_LE(f.link.max_open, 100u);
+  for (int32_t id : ids) {
+    const ClientResponse& resp = f.client.responses[id];
+    EXPECT_EQ(resp.status, 200) << id;
+    EXPECT_EQ(resp.body, "body of " + std::to_string(id));
+    EXPECT_TRUE(resp.closed);
+  }
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Flow control.
+
+TEST(Http2ServerCodecTest, ResponseLargerThanTheClientWindowWaitsForCredit) {
+  TestClient::Options client_options;
+  client_options.initial_window_size = 16384;
+  client_options.manual_window = true;
+  Fixture f(Http2Limits(), client_options);
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/big"));
+  f.link.Run();
+  const std::string big(200000, 'b');
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(id, big, true));
+  EXPECT_EQ(f.codec.QueuedBytes(id), big.size());
+  f.link.Run();
+
+  // Only the stream window went out.
+  EXPECT_EQ(f.client.responses[id].body.size(), 16384u);
+  EXPECT_EQ(f.codec.QueuedBytes(id), big.size() - 16384);
+  EXPECT_FALSE(f.client.responses[id].closed);
+  EXPECT_EQ(f.callbacks.requests[id].writable, 0);
+
+  int rounds = 0;
+  while (!f.client.responses[id].closed && rounds++ < 100) {
+    const size_t before = f.client.responses[id].body.size();
+    f.client.ConsumeStream(id);
+    f.link.Run();
+    EXPECT_GT(f.client.responses[id].body.size(), before);
+  }
+  EXPECT_GT(rounds, 5);
+  EXPECT_EQ(f.client.responses[id].body, big);
+  EXPECT_EQ(f.client.responses[id].close_code, NGHTTP2_NO_ERROR);
+  EXPECT_EQ(f.callbacks.requests[id].writable, 1);  // crossed the watermark once
+}
+
+TEST(Http2ServerCodecTest, SlowStreamDoesNotStopAnother) {
+  TestClient::Options client_options;
+  client_options.initial_window_size = 16384;
+  client_options.manual_window = true;
+  Fixture f(Http2Limits(), client_options);
+  const int32_t slow = f.client.Request(TestClient::Head("GET", "/slow"));
+  const int32_t fast = f.client.Request(TestClient::Head("GET", "/fast"));
+  f.link.Run();
+  const std::string big(300000, 'z');
+  for (int32_t id : {slow, fast}) {
+    ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+    ASSERT_TRUE(f.codec.SubmitData(id, big, true));
+  }
+  for (int i = 0; i < 200 && !f.client.responses[fast].closed; ++i) {
+    f.link.Run();
+    f.client.ConsumeStream(fast);  // the client never reads `slow`
+  }
+  EXPECT_EQ(f.client.responses[fast].body, big);
+  EXPECT_EQ(f.client.responses[slow].body.size(), 16384u);
+  EXPECT_EQ(f.codec.QueuedBytes(slow), big.size() - 16384);
+  EXPECT_EQ(f.codec.QueuedBytes(fast), 0u);
+}
+
+TEST(Http2ServerCodecTest, TakeOutputHonoursMaxBytes) {
+  Fixture f;
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(id, std::string(60000, 'q'), true));
+  std::string out;
+  f.codec.TakeOutput(&out, 1000);
+  EXPECT_GE(out.size(), 1000u);
+  EXPECT_LT(out.size(), 1000u + 16384 + 9 + 100);  // at most one more frame
+  EXPECT_TRUE(f.codec.WantsWrite());
+  f.client.Recv(out);
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[id].body.size(), 60000u);
+}
+
+TEST(Http2ServerCodecTest, RequestBodyBufferingIsBoundedPerStream) {
+  Http2Limits limits;
+  limits.initial_window_size = 16384;
+  limits.max_request_body_buffer = 65536;
+  // No larger than what stream a may hold: b gets through only because
+  // connection credit comes back as bytes arrive, held or not.
+  limits.connection_window_size = 65535;
+  Fixture f(limits);
+  f.callbacks.consume = false;  // the caller holds everything it is given
+  const std::string big(300000, 'u');
+  const std::string small(1000, 's');
+  const int32_t a = f.client.Request(TestClient::Head("POST", "/a"), &big);
+  const int32_t b = f.client.Request(TestClient::Head("POST", "/b"), &small);
+  f.link.Run();
+
+  // Stream a stalls at the buffer limit; stream b is not held up by it.
+  const size_t held = f.callbacks.requests[a].body.size();
+  EXPECT_LE(held, 65536u);
+  EXPECT_GE(held, 65536u - 16384);
+  EXPECT_FALSE(f.callbacks.requests[a].body_ended);
+  EXPECT_EQ(f.callbacks.requests[b].body, small);
+  EXPECT_TRUE(f.callbacks.requests[b].body_ended);
+
+  // Consuming lets the rest in.
+  size_t consumed = 0;
+  for (int i = 0; i < 100 && !f.callbacks.requests[a].body_ended; ++i) {
+    const size_t have = f.callbacks.requests[a].body.size();
+    f.codec.ConsumeRequestData(a, have - consumed);
+    consumed = have;
+    f.link.Run();
+    EXPECT_LE(f.callbacks.requests[a].body.size() - consumed, 65536u);
+  }
+  EXPECT_EQ(f.callbacks.requests[a].body, big);
+  EXPECT_TRUE(f.callbacks.requests[a].body_ended);
+}
+
+// ---------------------------------------------------------------------------
+// Stream ends.
+
+TEST(Http2ServerCodecTest, CallerResetReachesTheClientWithoutCallback) {
+  Fixture f;
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(id, "partial", false));
+  f.codec.ResetStream(id, NGHTTP2_CANCEL);
+  EXPECT_EQ(f.codec.QueuedBytes(id), 0u);
+  EXPECT_FALSE(f.codec.SubmitData(id, "more", true));
+  f.link.Run();
+  EXPECT_TRUE(f.client.responses[id].rst_received);
+  EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_CANCEL);
+  EXPECT_FALSE(f.callbacks.requests[id].reset);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+}
+
+TEST(Http2ServerCodecTest, PeerResetIsReported) {
+  Fixture f;
+  const std::string body(100000, 'p');
+  f.callbacks.consume = false;
+  const int32_t id = f.client.Request(TestClient::Head("POST", "/"), &body);
+  f.link.Run();
+  nghttp2_submit_rst_stream(f.client.session(), NGHTTP2_FLAG_NONE, id,
+                            NGHTTP2_CANCEL);
+  f.link.Run();
+  const ServerRequest& req = f.callbacks.requests[id];
+  EXPECT_TRUE(req.reset);
+  EXPECT_EQ(req.reset_code, NGHTTP2_CANCEL);
+  EXPECT_FALSE(f.codec.SubmitResponse(id, 200, HeaderMap(), true));
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+  EXPECT_TRUE(f.link.server_ok);
+}
+
+TEST(Http2ServerCodecTest, ResponseBeforeTheWholeRequestEndsItWithNoError) {
+  Fixture f;
+  f.callbacks.consume = false;  // the upload stalls at the window
+  f.callbacks.on_headers = [&](int32_t id) {
+    EXPECT_TRUE(f.codec.SubmitResponse(id, 413, HeaderMap(), true));
+  };
+  const std::string body(300000, 'r');
+  const int32_t id = f.client.Request(TestClient::Head("POST", "/"), &body);
+  f.link.Run();
+  const ClientResponse& resp = f.client.responses[id];
+  EXPECT_EQ(resp.status, 413);
+  EXPECT_TRUE(resp.closed);
+  EXPECT_TRUE(resp.rst_received);
+  EXPECT_EQ(resp.rst_code, NGHTTP2_NO_ERROR);
+  EXPECT_TRUE(f.callbacks.requests[id].reset);
+  EXPECT_EQ(f.callbacks.requests[id].reset_code, NGHTTP2_NO_ERROR);
+  EXPECT_EQ(f.callbacks.requests[id].events_after_reset, 0);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Request validation (nghttp2's HTTP messaging checks plus the codec's).
+
+TEST(Http2ServerCodecTest, MalformedRequestsAreStreamErrors) {
+  struct Case {
+    const char* what;
+    Fields fields;
+  };
+  const std::vector<Case> cases = {
+      {"connection", TestClient::Head("GET", "/", {{"connection", "keep-alive"}})},
+      {"keep-alive", TestClient::Head("GET", "/", {{"keep-alive", "1"}})},
+      {"proxy-connection", TestClient::Head("GET", "/", {{"proxy-connection", "x"}})},
+      {"transfer-encoding",
+       TestClient::Head("GET", "/", {{"transfer-encoding", "chunked"}})},
+      {"upgrade", TestClient::Head("GET", "/", {{"upgrade", "h2c"}})},
+      {"te other than trailers", TestClient::Head("GET", "/", {{"te", "gzip"}})},
+      // (Upper-case names: nghttp2's client lower-cases them; see the raw
+      // UpperCaseFieldNameIsAStreamError.)
+      {"leading space in a value", TestClient::Head("GET", "/", {{"x-foo", " 1"}})},
+      {"NUL in a value",
+       TestClient::Head("GET", "/", {{"x-foo", std::string("a\0b", 3)}})},
+      {"bad name character", TestClient::Head("GET", "/", {{"x foo", "1"}})},
+      {"missing :path",
+       {{":method", "GET"}, {":scheme", "http"}, {":authority", "a"}}},
+      {"missing :scheme", {{":method", "GET"}, {":path", "/"}, {":authority", "a"}}},
+      {"pseudo after regular",
+       {{":method", "GET"}, {":scheme", "http"}, {"x-a", "1"}, {":path", "/"}}},
+      {"unknown pseudo", TestClient::Head("GET", "/", {{":foo", "1"}})},
+      {"repeated :path", TestClient::Head("GET", "/", {{":path", "/2"}})},
+  };
+  Fixture f;
+  std::vector<int32_t> ids;
+  for (const Case& c : cases) ids.push_back(f.client.Request(c.fields));
+  const int32_t good = f.client.Request(TestClient::Head("GET", "/", {{"te", "trailers"}}));
+  f.link.Run();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const ClientResponse& resp = f.client.responses[ids[i]];
+    EXPECT_TRUE(resp.rst_received) << cases[i].what;
+    EXPECT_EQ(resp.rst_code, NGHTTP2_PROTOCOL_ERROR) << cases[i].what;
+    EXPECT_EQ(f.callbacks.requests.count(ids[i]), 0u) << cases[i].what;
+  }
+  EXPECT_EQ(f.callbacks.requests.count(good), 1u);
+  EXPECT_TRUE(f.link.server_ok);
+}
+
+TEST(Http2ServerCodecTest, UpperCaseFieldNameIsAStreamError) {
+  RawFixture f;
+  const std::string bad =
+      kGetBlock + std::string("\x00\x05", 2) + "X-Foo" + "\x01" + "v";
+  ASSERT_TRUE(f.Send(ClientPreface() +
+                     Frame(kHeaders, kEndStream | kEndHeaders, 1, bad)));
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* rst = FindFrame(frames, kRstStream, 1);
+  ASSERT_NE(rst, nullptr);
+  EXPECT_EQ(ServerFrameReader::Code(*rst), NGHTTP2_PROTOCOL_ERROR);
+  EXPECT_TRUE(f.callbacks.requests.empty());
+}
+
+TEST(Http2ServerCodecTest, ConnectNeedsOnlyAuthority) {
+  Fixture f;
+  const int32_t id = f.client.Request(
+      {{":method", "CONNECT"}, {":authority", "upstream.example:443"}});
+  f.link.Run();
+  ASSERT_EQ(f.callbacks.requests.count(id), 1u);
+  const ServerRequest& req = f.callbacks.requests[id];
+  EXPECT_EQ(req.pseudo.method, "CONNECT");
+  EXPECT_EQ(req.pseudo.authority, "upstream.example:443");
+  EXPECT_TRUE(req.pseudo.path.empty());
+  EXPECT_TRUE(req.pseudo.scheme.empty());
+}
+
+TEST(Http2ServerCodecTest, ContentLengthMustMatchTheBody) {
+  Fixture f;
+  const std::string body = "12345";
+  const int32_t short_body = f.client.Request(
+      TestClient::Head("POST", "/", {{"content-length", "10"}}), &body);
+  const int32_t long_body = f.client.Request(
+      TestClient::Head("POST", "/", {{"content-length", "3"}}), &body);
+  f.link.Run();
+  for (int32_t id : {short_body, long_body}) {
+    const ServerRequest& req = f.callbacks.requests[id];
+    EXPECT_TRUE(req.reset) << id;
+    EXPECT_EQ(req.reset_code, NGHTTP2_PROTOCOL_ERROR) << id;
+    EXPECT_FALSE(req.body_ended) << id;
+    EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_PROTOCOL_ERROR) << id;
+  }
+  EXPECT_LE(f.callbacks.requests[long_body].body.size(), 3u);
+}
+
+// ---------------------------------------------------------------------------
+// Header list limit.
+
+TEST(Http2ServerCodecTest, HeaderListOverTheLimitGets431) {
+  Http2Limits limits;
+  limits.max_header_list_bytes = 4096;
+  Fixture f(limits);
+  Fields big;
+  for (int i = 0; i < 10; ++i) {
+    big.emplace_back("x-big-" + std::to_string(i), std::string(1000, 'v'));
+  }
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/", big));
+  const std::string body(100000, 'b');
+  const int32_t with_body = f.client.Request(TestClient::Head("POST", "/", big), &body);
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[id].status, 431);
+  EXPECT_TRUE(f.client.responses[id].closed);
+  EXPECT_EQ(f.client.responses[with_body].status, 431);
+  EXPECT_TRUE(f.client.responses[with_body].closed);
+  EXPECT_EQ(f.client.responses[with_body].rst_code, NGHTTP2_NO_ERROR);
+  EXPECT_TRUE(f.callbacks.requests.empty());
+  EXPECT_EQ(f.callbacks.too_large, (std::vector<int32_t>{id, with_body}));
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+
+  // Just under the limit is fine, and the connection is still usable.
+  Fields fits;
+  fits.emplace_back("x-fits", std::string(4096 - 32 * 5 - 6 - 60, 'v'));
+  const int32_t ok = f.client.Request(TestClient::Head("GET", "/", fits));
+  f.link.Run();
+  EXPECT_EQ(f.callbacks.requests.count(ok), 1u);
+  EXPECT_TRUE(f.link.server_ok);
+}
+
+TEST(Http2ServerCodecTest, TrailersOverTheLimitResetTheStream) {
+  Http2Limits limits;
+  limits.max_header_list_bytes = 2048;
+  Fixture f(limits);
+  const std::string body = "data";
+  const int32_t id = f.client.Request(TestClient::Head("POST", "/"), &body,
+                                      {{"x-trailer", std::string(3000, 't')}});
+  f.link.Run();
+  const ServerRequest& req = f.callbacks.requests[id];
+  EXPECT_TRUE(req.reset);
+  EXPECT_EQ(req.reset_code, NGHTTP2_ENHANCE_YOUR_CALM);
+  EXPECT_FALSE(req.has_trailers);
+  EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+TEST(Http2ServerCodecTest, HpackBombIsRejectedWithoutKeepingIt) {
+  RawFixture f;
+  // One 4000-byte entry in the dynamic table, then references to it (one
+  // byte each) in a HEADERS and 8 CONTINUATION frames: ~145000 references,
+  // about 580 MB once decoded.
+  std::string first = kGetBlock;
+  first += "\x40";  // literal with incremental indexing, new name
+  first += HpackInt(0, 7, 6) + "x-bomb";
+  first += HpackInt(0, 7, 4000) + std::string(4000, 'v');
+  const std::string refs(16000, '\xbe');  // indexed: dynamic entry 62
+  std::string bytes = ClientPreface();
+  bytes += Frame(kHeaders, kEndStream, 1, first + refs.substr(0, 12000));
+  for (int i = 0; i < 8; ++i) {
+    bytes += Frame(kContinuation, i == 7 ? kEndHeaders : 0, 1, refs);
+  }
+  const long rss_before = MaxRssKb();
+  EXPECT_TRUE(f.Send(bytes)) << f.codec.error();
+  EXPECT_LT(MaxRssKb() - rss_before, 64 * 1024);  // KiB
+
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* headers = FindFrame(frames, kHeaders, 1);
+  ASSERT_NE(headers, nullptr);
+  EXPECT_EQ(headers->status, 431);
+  EXPECT_NE(headers->flags & kEndStream, 0);
+  EXPECT_TRUE(f.callbacks.requests.empty());
+  EXPECT_EQ(f.callbacks.too_large, std::vector<int32_t>{1});
+
+  // The HPACK state is intact: the next request decodes.
+  EXPECT_TRUE(f.Send(Frame(kHeaders, kEndStream | kEndHeaders, 3, kGetBlock)));
+  EXPECT_EQ(f.callbacks.requests.count(3), 1u);
+}
+
+// ---------------------------------------------------------------------------
+// Connection-level abuse.
+
+TEST(Http2ServerCodecTest, InvalidPrefaceIsAConnectionError) {
+  RawFixture f;
+  EXPECT_FALSE(f.Send("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+  EXPECT_NE(f.codec.error().find("magic"), std::string::npos) << f.codec.error();
+  EXPECT_FALSE(f.codec.WantsRead());
+  EXPECT_FALSE(f.Send(ClientPreface()));  // stays failed
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* goaway = FindFrame(frames, kGoaway);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_PROTOCOL_ERROR);
+  EXPECT_FALSE(f.codec.WantsWrite());
+}
+
+TEST(Http2ServerCodecTest, PriorKnowledgePrefaceIsTheNormalPath) {
+  RawFixture f;
+  EXPECT_TRUE(f.Send(ClientPreface() +
+                     Frame(kHeaders, kEndStream | kEndHeaders, 1, kGetBlock)));
+  ASSERT_EQ(f.callbacks.requests.count(1), 1u);
+  EXPECT_EQ(f.callbacks.requests[1].pseudo.authority, "a");
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* ack = FindFrame(frames, kSettings);
+  ASSERT_NE(ack, nullptr);
+  EXPECT_EQ(ack->flags & kAck, kAck);
+}
+
+TEST(Http2ServerCodecTest, ContinuationFloodFailsAfterABoundedNumber) {
+  RawFixture f;
+  ASSERT_TRUE(f.Send(ClientPreface()));
+  ASSERT_TRUE(f.Send(Frame(kHeaders, kEndStream, 1, kGetBlock)));
+  // A literal field per frame, never END_HEADERS.
+  const std::string field = std::string("\x00\x03", 2) + "x-a" + "\x01" + "v";
+  int accepted = 0;
+  for (int i = 0; i < 1000; ++i) {
+    if (!f.Send(Frame(kContinuation, 0, 1, field))) break;
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, 8);
+  EXPECT_NE(f.codec.error().find("CONTINUATION"), std::string::npos)
+      << f.codec.error();
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* goaway = FindFrame(frames, kGoaway);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_ENHANCE_YOUR_CALM);
+  EXPECT_TRUE(f.callbacks.requests.empty());
+}
+
+TEST(Http2ServerCodecTest, SettingsFloodInOneReadFails) {
+  RawFixture f;
+  std::string bytes = ClientPreface();
+  for (int i = 0; i < 5000; ++i) bytes += Frame(kSettings, 0, 0, "");
+  EXPECT_FALSE(f.Send(bytes));
+  EXPECT_NE(f.codec.error().find("Flooding"), std::string::npos) << f.codec.error();
+}
+
+TEST(Http2ServerCodecTest, PingFloodWithoutReadingAcksFails) {
+  RawFixture f;
+  ASSERT_TRUE(f.Send(ClientPreface()));
+  // Never TakeOutput: the ACKs pile up, first in the codec's buffer (up to
+  // max_buffered_output), then in nghttp2's queue until its limit.
+  const std::string ping = Frame(kPing, 0, 0, std::string(8, 'p'));
+  std::string burst;
+  for (int i = 0; i < 100; ++i) burst += ping;
+  int reads = 0;
+  while (reads < 1000 && f.Send(burst)) ++reads;
+  EXPECT_LT(reads, 1000);
+  // 64 KiB of 17-byte ACKs plus 1000 queued in nghttp2: about 4855 PINGs.
+  EXPECT_GE(reads, 40);
+  EXPECT_LE(reads, 60);
+  EXPECT_NE(f.codec.error().find("Flooding"), std::string::npos) << f.codec.error();
+}
+
+TEST(Http2ServerCodecTest, PingsAreAnsweredWhenOutputIsTaken) {
+  RawFixture f;
+  ASSERT_TRUE(f.Send(ClientPreface()));
+  const std::string ping = Frame(kPing, 0, 0, std::string(8, 'p'));
+  std::string burst;
+  for (int i = 0; i < 100; ++i) burst += ping;
+  size_t acks = 0;
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(f.Send(burst)) << f.codec.error();
+    for (const ServerFrame& fr : f.Output()) acks += fr.type == kPing;
+  }
+  EXPECT_EQ(acks, 20000u);
+}
+
+std::string RapidResets(uint32_t first_id, int count, int reset_every) {
+  std::string bytes;
+  for (int i = 0; i < count; ++i) {
+    const uint32_t id = first_id + 2 * static_cast<uint32_t>(i);
+    bytes += Frame(kHeaders, kEndStream | kEndHeaders, id, kGetBlock);
+    if (i % reset_every == 0) bytes += Frame(kRstStream, 0, id, U32(NGHTTP2_CANCEL));
+  }
+  return bytes;
+}
+
+TEST(Http2ServerCodecTest, RapidResetGetsGoaway) {
+  RawFixture f;
+  EXPECT_FALSE(f.Send(ClientPreface() + RapidResets(1, 500, 1)));
+  EXPECT_NE(f.codec.error().find("rapid reset"), std::string::npos)
+      << f.codec.error();
+  // Processing stopped at the limit.
+  EXPECT_EQ(f.callbacks.requests.size(), 100u);
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* goaway = FindFrame(frames, kGoaway);
+  ASSERT_NE(goaway, nullptr);
+  EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_ENHANCE_YOUR_CALM);
+  EXPECT_FALSE(f.codec.WantsRead());
+}
+
+TEST(Http2ServerCodecTest, OccasionalCancellationsAreFine) {
+  RawFixture f;
+  // One stream in four cancelled, over many windows; the others are
+  // answered.
+  f.callbacks.on_headers = [&](int32_t id) {
+    f.codec.SubmitResponse(id, 200, HeaderMap(), true);
+  };
+  std::string bytes = ClientPreface();
+  for (int i = 0; i < 2000; ++i) {
+    const uint32_t id = 1 + 2 * static_cast<uint32_t>(i);
+    if (i % 4 == 0) {
+      // Reset before the response goes out (the server answers only after
+      // reading the whole batch).
+      bytes += Frame(kHeaders, kEndHeaders, id, kGetBlock);
+      bytes += Frame(kRstStream, 0, id, U32(NGHTTP2_CANCEL));
+    } else {
+      bytes += Frame(kHeaders, kEndStream | kEndHeaders, id, kGetBlock);
+    }
+    if (i % 50 == 49) {
+      ASSERT_TRUE(f.Send(bytes)) << f.codec.error();
+      f.Output();
+      bytes.clear();
+    }
+  }
+  EXPECT_EQ(f.callbacks.requests.size(), 2000u);
+  EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, ProtocolErrorsOnStreamsCountLikeResets) {
+  RawFixture f;
+  // Streams the client makes the server reset (uppercase field name).
+  const std::string bad = kGetBlock + std::string("\x00\x03", 2) + "X-A" + "\x01" + "v";
+  std::string bytes = ClientPreface();
+  for (uint32_t i = 0; i < 150; ++i) {
+    bytes += Frame(kHeaders, kEndStream | kEndHeaders, 1 + 2 * i, bad);
+  }
+  bool ok = f.Send(bytes);
+  for (int i = 0; i < 10 && ok; ++i) {
+    f.Output();
+    ok = f.Send("");
+  }
+  EXPECT_FALSE(ok);
+  EXPECT_NE(f.codec.error().find("rapid reset"), std::string::npos)
+      << f.codec.error();
+  EXPECT_TRUE(f.callbacks.requests.empty());
+}
+
+TEST(Http2ServerCodecTest, GracefulShutdownWaitsOneRoundTrip) {
+  Fixture f;
+  const int32_t first = f.client.Request(TestClient::Head("GET", "/1"));
+  f.link.Run();
+  f.codec.Shutdown(NGHTTP2_NO_ERROR);
+  f.link.Run();
+  ASSERT_EQ(f.client.goaways.size(), 2u);
+  EXPECT_EQ(f.client.goaways[0].first, (1u << 31) - 1);
+  EXPECT_EQ(f.client.goaways[1].first, first);
+  EXPECT_EQ(f.client.goaways[1].second, NGHTTP2_NO_ERROR);
+  EXPECT_TRUE(f.codec.WantsRead());  // stream 1 is still open
+
+  ASSERT_TRUE(f.codec.SubmitResponse(first, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(first, "done", true));
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[first].body, "done");
+  EXPECT_FALSE(f.codec.WantsRead());
+  EXPECT_FALSE(f.codec.WantsWrite());
+  EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, ShutdownWithAnErrorIsImmediate) {
+  Fixture f;
+  f.client.Request(TestClient::Head("GET", "/1"));
+  f.link.Run();
+  f.codec.Shutdown(NGHTTP2_INTERNAL_ERROR);
+  EXPECT_FALSE(f.codec.WantsRead());
+  f.link.Run();
+  ASSERT_EQ(f.client.goaways.size(), 1u);
+  EXPECT_EQ(f.client.goaways[0].second, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_FALSE(f.codec.WantsWrite());
+  EXPECT_FALSE(f.codec.error().empty());
+}
+
+}  // namespace
+}  // namespace sluice::http

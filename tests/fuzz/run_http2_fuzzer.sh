@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Builds the HTTP/2 libFuzzer target with clang and runs it for a fixed time on
+# a fresh corpus seeded with a few valid client byte streams. Exits non-zero if
+# the build fails or the fuzzer finds a crash, leak, sanitizer report or
+# invariant violation. Same contract as run_fuzzer.sh (HTTP/1); this one links
+# libnghttp2 and Abseil and seeds HTTP/2 frames.
+#
+# Usage: run_http2_fuzzer.sh FUZZER_NAME SECONDS SRC...
+#   SRC paths are relative to the source root (the directory holding
+#   dataplane/). Under `bazel test` (sh_test) that is the runfiles tree
+#   $TEST_SRCDIR/$TEST_WORKSPACE; run by hand it is the repository root.
+set -euo pipefail
+
+if [[ $# -lt 3 ]]; then
+  echo "usage: $0 FUZZER_NAME SECONDS SRC..." >&2
+  exit 2
+fi
+name="$1"
+seconds="$2"
+shift 2
+
+root=""
+if [[ -n "${TEST_SRCDIR:-}" ]]; then
+  root="${TEST_SRCDIR}/${TEST_WORKSPACE:-sluice}"
+fi
+if [[ -z "${root}" || ! -d "${root}/dataplane" ]]; then
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+fi
+if [[ ! -d "${root}/dataplane" ]]; then
+  echo "run_http2_fuzzer.sh: cannot find the source root (no dataplane/ in ${root})" >&2
+  exit 2
+fi
+
+if [[ -n "${TEST_TMPDIR:-}" ]]; then
+  work="${TEST_TMPDIR}/${name}"
+  rm -rf "${work}"
+  mkdir -p "${work}"
+else
+  work="$(mktemp -d "${TMPDIR:-/tmp}/${name}.XXXXXX")"
+fi
+corpus="${work}/corpus"
+artifacts="${work}/artifacts"
+mkdir -p "${corpus}" "${artifacts}"
+
+srcs=()
+for src in "$@"; do
+  srcs+=("${root}/${src}")
+done
+
+# The system libraries the codec links, as bazel/system_libs.BUILD lists them
+# for @system_libs//:nghttp2 and @system_libs//:absl (common/log.cc uses
+# absl strings and time).
+libs=(
+  -lnghttp2
+  -labsl_statusor -labsl_status -labsl_cord -labsl_cordz_info
+  -labsl_cord_internal -labsl_cordz_functions -labsl_cordz_handle
+  -labsl_cordz_sample_token -labsl_exponential_biased
+  -labsl_str_format_internal -labsl_synchronization
+  -labsl_graphcycles_internal -labsl_stacktrace -labsl_symbolize
+  -labsl_debugging_internal -labsl_demangle_internal -labsl_malloc_internal
+  -labsl_time -labsl_civil_time -labsl_time_zone -labsl_strings
+  -labsl_strings_internal -labsl_hash -labsl_city -labsl_low_level_hash
+  -labsl_raw_hash_set -labsl_hashtablez_sampler -labsl_strerror
+  -labsl_bad_optional_access -labsl_bad_variant_access -labsl_int128
+  -labsl_base -labsl_spinlock_wait -labsl_throw_delegate
+  -labsl_raw_logging_internal -labsl_log_severity -pthread
+)
+
+echo "building ${name} in ${work}"
+# -fno-sanitize-recover makes every UBSan report fatal, so it counts as a crash.
+clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
+  -fno-sanitize-recover=all -I"${root}" "${srcs[@]}" -o "${work}/${name}" \
+  "${libs[@]}"
+
+# Seeds. The first two bytes of an input are options for the driver (see
+# tests/fuzz/http2_server_fuzzer.cc): byte 0 flags (0x01: the driver sends
+# the connection preface), byte 1 the split seed. The rest are frames.
+
+# frame TYPE FLAGS STREAM_ID PAYLOAD: writes one frame; PAYLOAD in printf %b
+# escapes.
+frame() {
+  local payload="${work}/payload"
+  printf '%b' "$4" >"${payload}"
+  local len
+  len=$(wc -c <"${payload}")
+  printf "$(printf '\\x%02x' $(((len >> 16) & 255)) $(((len >> 8) & 255)) \
+    $((len & 255)) "$1" "$2" $((($3 >> 24) & 127)) $((($3 >> 16) & 255)) \
+    $((($3 >> 8) & 255)) $(($3 & 255)))"
+  cat "${payload}"
+}
+# HEADERS=1 DATA=0 RST_STREAM=3 SETTINGS=4 PING=6 GOAWAY=7 WINDOW_UPDATE=8
+# CONTINUATION=9 PRIORITY=2; END_STREAM=1 END_HEADERS=4 PADDED=8 ACK=1.
+# HPACK: \x82 GET, \x83 POST, \x84 /, \x86 http, \x87 https,
+# \x01\x01a :authority "a" (literal, not indexed).
+get='\x82\x86\x84\x01\x01a'
+post='\x83\x87\x84\x01\x01a\x0f\x0d\x015'  # content-length: 5 (static 28)
+preface='PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
+
+{ printf '\x01\x07'; frame 1 5 1 "${get}"; } >"${corpus}/get"
+{ printf '\x01\x00'; frame 1 4 1 "${post}"; frame 0 0 1 'he'; frame 0 1 1 'llo'; } \
+  >"${corpus}/post"
+{ printf '\x09\x05'; frame 1 4 1 '\x83\x86\x84\x01\x01a\x00\x02te\x08trailers';
+  frame 0 0 1 'body'; frame 1 5 1 '\x00\x01x\x01y'; } >"${corpus}/trailers"
+{ printf '\x01\x03'; frame 1 1 1 '\x82\x86'; frame 9 4 1 '\x84\x01\x01a';
+  frame 1 5 3 "${get}"; } >"${corpus}/continuation"
+{ printf '\x41\x0b'; for id in 1 3 5 7 9; do frame 1 5 "${id}" "${get}"; done;
+  frame 3 0 3 '\x00\x00\x00\x08'; frame 6 0 0 '12345678';
+  frame 8 0 0 '\x00\x01\x00\x00'; frame 4 0 0 '\x00\x04\x00\x00\x40\x00';
+  frame 2 0 11 '\x00\x00\x00\x01\x10'; frame 7 0 0 '\x00\x00\x00\x09\x00\x00\x00\x00'; } \
+  >"${corpus}/mixed"
+{ printf '\x00\x11%b' "${preface}"; frame 4 0 0 ''; frame 1 5 1 "${get}"; } \
+  >"${corpus}/own_preface"
+{ printf '\x03\x02'; frame 1 5 1 '\x82\x86\x84\x01\x01a\x40\x06x-dyna\x05value';
+  frame 1 5 3 '\x82\x86\x84\x01\x01a\xbe\xbe\xbe'; } >"${corpus}/hpack_dynamic"
+{ printf '\x05\x09'; frame 1 4 1 "${post}"; frame 0 9 1 '\x03hello\x00\x00\x00'; } \
+  >"${corpus}/padded"
+{ printf '\x21\x01'; frame 1 5 1 '\x82\x86\x04\x0c/a?b=c&d=e/f\x01\x01a\x00\x06cookie\x03a=1\x00\x06cookie\x03b=2';
+  frame 1 5 3 '\x02\x07CONNECT\x01\x05a:443'; } >"${corpus}/cookie_connect"
+
+# Tokens that matter to the framing and to HPACK.
+cat >"${work}/h2.dict" <<'DICT'
+"PRI * HTTP/2.0\x0d\x0a\x0d\x0aSM\x0d\x0a\x0d\x0a"
+"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+"\x00\x00\x08\x06\x00\x00\x00\x00\x00"
+"\x00\x00\x04\x08\x00\x00\x00\x00\x00"
+"\x00\x00\x04\x03\x00\x00\x00\x00\x01"
+"\x00\x00\x06\x01\x05\x00\x00\x00\x01"
+"\x00\x00\x06\x01\x05\x00\x00\x00\x03"
+"\x00\x00\x00\x09\x04\x00\x00\x00\x01"
+"\x00\x00\x05\x00\x01\x00\x00\x00\x01"
+"\x82\x86\x84\x01\x01a"
+"\x83\x87\x84"
+"\x0f\x0d"
+"\x00\x02te\x08trailers"
+"\x00\x0aconnection\x05close"
+"\x00\x06cookie"
+"\x00\x0etransfer-encoding"
+"\x3f\xe1\x1f"
+"\x20"
+"\xbe"
+"\x40"
+"CONNECT"
+DICT
+
+echo "fuzzing ${name} for ${seconds}s"
+status=0
+"${work}/${name}" -max_total_time="${seconds}" -rss_limit_mb=1024 \
+  -timeout=10 -print_final_stats=1 -dict="${work}/h2.dict" \
+  -artifact_prefix="${artifacts}/" "${corpus}" || status=$?
+
+crashes=("${artifacts}"/*)
+if [[ ${status} -ne 0 || -e "${crashes[0]}" ]]; then
+  echo "FAIL: ${name} exited with ${status}; artifacts:" >&2
+  for f in "${artifacts}"/*; do
+    [[ -e "${f}" ]] || continue
+    echo "--- ${f}" >&2
+    od -c "${f}" | head -n 40 >&2
+    if [[ -n "${TEST_UNDECLARED_OUTPUTS_DIR:-}" ]]; then
+      cp "${f}" "${TEST_UNDECLARED_OUTPUTS_DIR}/"
+    fi
+  done
+  exit 1
+fi
+echo "PASS: ${name} ran ${seconds}s without findings"

@@ -1,0 +1,195 @@
+// HTTP/2 from clients through real processes: curl (h2c with prior
+// knowledge, h2 over TLS by ALPN), h2load (many concurrent streams) and a raw
+// socket (a broken peer gets GOAWAY while other clients go on).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+std::string SecretYaml(const std::string& name, const TestCert& cert) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
+                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
+                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
+}
+
+class Http2Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    dir_ = MakeTempDir("h2");
+    cert_ = MakeSelfSigned(dir_, "localhost", "localhost", {"localhost"});
+    plain_port_ = PickFreePort();
+    tls_port_ = PickFreePort();
+    h1_only_port_ = PickFreePort();
+    std::string yaml = absl::StrCat(
+        SecretYaml("cert", cert_),
+        "---\nkind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        upstream_.port(), "}]\n",
+        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      policies: [{name: headers, typed_config: {response: {add: [{name: x-policy, value: "
+        "'%SCHEME%'}]}}}]\n"
+        "      routes:\n        - match: {path: /direct}\n"
+        "          direct_response: {status: 200, body: direct}\n"
+        "        - match: {prefix: /}\n          route: {cluster: web}\n",
+        "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
+        ", route_table: main, http: {http2: {max_concurrent_streams: 50}}}\n",
+        "---\nkind: Listener\nname: tls\nspec: {address: 127.0.0.1, port: ", tls_port_,
+        ", route_table: main, tls: {certificates: [cert]}}\n",
+        "---\nkind: Listener\nname: h1only\nspec: {address: 127.0.0.1, port: ", h1_only_port_,
+        ", route_table: main, tls: {certificates: [cert], alpn_protocols: [http/1.1]}}\n");
+    std::string path = dir_ + "/config.yaml";
+    std::ofstream(path) << yaml;
+    auto r = cp_.Ctl({"apply", "-f", path});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "h2-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  CommandResult Curl(std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/curl", "-sS", "--max-time", "20"});
+    return RunCommand(args);
+  }
+  std::string Plain(const std::string& path) const {
+    return absl::StrCat("http://127.0.0.1:", plain_port_, path);
+  }
+  std::string Tls(int port, const std::string& path) const {
+    return absl::StrCat("https://localhost:", port, path);
+  }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"web-1"};
+  std::unique_ptr<Proxy> proxy_;
+  std::string dir_;
+  TestCert cert_;
+  int plain_port_ = 0;
+  int tls_port_ = 0;
+  int h1_only_port_ = 0;
+};
+
+TEST_F(Http2Test, H2cWithPriorKnowledge) {
+  CommandResult r = Curl({"-i", "--http2-prior-knowledge", Plain("/hello?x=1")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /hello?x=1")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-echo-host: 127.0.0.1:")) << r.out;  // :authority
+  EXPECT_TRUE(absl::StrContains(r.out, "x-request-id: ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-policy: http")) << r.out;
+  // Gateway-made answers are HTTP/2 too.
+  r = Curl({"-i", "--http2-prior-knowledge", Plain("/direct")});
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\r\n\r\ndirect")) << r.out;
+  // The same port still speaks HTTP/1.1.
+  HttpResponse h1 = HttpGet(absl::StrCat("127.0.0.1:", plain_port_), "/h1");
+  ASSERT_TRUE(h1.ok()) << h1.error;
+  EXPECT_EQ(h1.status, 200);
+  EXPECT_GE(proxy_->Stat("sluice_downstream_http2_connections_total"), 2);
+}
+
+TEST_F(Http2Test, H2OverTlsByAlpnAndHttp11WhenTheListenerSaysSo) {
+  std::string resolve = absl::StrCat("localhost:", tls_port_, ":127.0.0.1");
+  CommandResult r = Curl({"-i", "--http2", "--cacert", cert_.cert_path, "--resolve", resolve,
+                          Tls(tls_port_, "/secure")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-echo-x-forwarded-proto: https")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-policy: https")) << r.out;
+  std::string resolve1 = absl::StrCat("localhost:", h1_only_port_, ":127.0.0.1");
+  r = Curl({"-i", "--http2", "--cacert", cert_.cert_path, "--resolve", resolve1,
+            Tls(h1_only_port_, "/secure")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/1.1 200")) << r.out;
+}
+
+TEST_F(Http2Test, BodiesBothWaysAndLargeResponses) {
+  std::string body_path = dir_ + "/body.bin";
+  {
+    std::ofstream f(body_path, std::ios::binary);
+    for (int i = 0; i < 300000; ++i) f.put(static_cast<char>('a' + i % 26));
+  }
+  CommandResult direct = Curl({"--data-binary", "@" + body_path,
+                               absl::StrCat("http://", upstream_.address(), "/up")});
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  std::string crc = direct.out.substr(direct.out.find("body-bytes="));
+  CommandResult r = Curl({"--http2-prior-knowledge", "--data-binary", "@" + body_path, Plain("/up")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, crc)) << r.out;
+  // 8 MB down a stream: the client's windows pace it end to end.
+  r = Curl({"--http2-prior-knowledge", "-o", dir_ + "/big", "-w", "%{size_download} %{http_code}",
+            Plain("/big?size=8000000")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "8000000 200");
+  // A chunked upstream response arrives as DATA frames.
+  r = Curl({"--http2-prior-knowledge", Plain("/c?chunked=1")});
+  EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /c?chunked=1")) << r.out;
+}
+
+TEST_F(Http2Test, ManyConcurrentStreams) {
+  CommandResult r = RunCommand({"/usr/bin/h2load", "-n", "2000", "-c", "4", "-m", "40",
+                                Plain("/load")},
+                               {}, absl::Seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "2000 succeeded, 0 failed, 0 errored")) << r.out;
+  r = RunCommand({"/usr/bin/h2load", "-n", "500", "-c", "2", "-m", "20",
+                  Tls(tls_port_, "/load-tls")},
+                 {}, absl::Seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "500 succeeded, 0 failed, 0 errored")) << r.out;
+}
+
+TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(plain_port_));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  // The preface, then a frame of an unknown shape: a DATA frame on stream 0
+  // (a connection error, RFC 9113 6.1).
+  std::string bytes = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  bytes += std::string("\x00\x00\x00\x04\x00\x00\x00\x00\x00", 9);  // empty SETTINGS
+  bytes += std::string("\x00\x00\x04\x00\x00\x00\x00\x00\x00" "abcd", 13);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  std::string got;
+  char buffer[4096];
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  bool goaway = false;
+  while (absl::Now() < deadline && !goaway) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) break;
+    got.append(buffer, static_cast<size_t>(n));
+    // Walk the frames: 9-byte headers, type at offset 3.
+    for (size_t at = 0; at + 9 <= got.size();) {
+      size_t length = (static_cast<unsigned char>(got[at]) << 16) |
+                      (static_cast<unsigned char>(got[at + 1]) << 8) |
+                      static_cast<unsigned char>(got[at + 2]);
+      if (got[at + 3] == 0x7) goaway = true;
+      at += 9 + length;
+    }
+  }
+  close(fd);
+  EXPECT_TRUE(goaway) << got.size() << " bytes, no GOAWAY";
+  CommandResult r = Curl({"--http2-prior-knowledge", Plain("/after")});
+  EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /after")) << r.out << r.err;
+}
+
+}  // namespace
+}  // namespace sluice::testing
