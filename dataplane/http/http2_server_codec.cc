@@ -34,6 +34,9 @@ constexpr size_t kMaxDeflateTableSize = 4096;
 constexpr uint8_t kShutdownPing[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'g', 'a'};
 // RFC 9113 6.5.2: each field counts 32 bytes beyond its name and value.
 constexpr size_t kFieldOverhead = 32;
+// A request head up to this many times max_header_list_bytes is decoded to
+// its end and answered with 431; beyond that the stream is reset at once.
+constexpr size_t kMaxHeaderOverrunFactor = 2;
 
 bool IsConnectionSpecific(std::string_view name) {
   return name == "connection" || name == "keep-alive" ||
@@ -153,9 +156,7 @@ struct Http2ServerCodecAccess {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     const int32_t id = frame->hd.stream_id;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-      auto stream = std::make_unique<Http2ServerCodec::Stream>(id);
-      nghttp2_session_set_stream_user_data(codec->session_, id, stream.get());
-      codec->streams_[id] = std::move(stream);
+      codec->streams_[id] = std::make_unique<Http2ServerCodec::Stream>(id);
       if (++codec->streams_in_window_ >= codec->limits_.premature_reset_window) {
         codec->streams_in_window_ = 0;
         codec->premature_in_window_ = 0;
@@ -179,17 +180,30 @@ struct Http2ServerCodecAccess {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     Http2ServerCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
     if (stream == nullptr) return 0;
+    if (stream->closed) return 0;
     stream->header_bytes += name_len + value_len + kFieldOverhead;
-    if (stream->too_large) return 0;
-    if (stream->header_bytes > codec->limits_.max_header_list_bytes) {
-      // Keep decoding (HPACK state must stay in sync) but keep nothing.
-      stream->too_large = true;
-      stream->headers = HeaderMap();
-      stream->pseudo = RequestPseudo();
-      stream->cookie = std::string();
-      stream->has_cookie = false;
+    const size_t limit = codec->limits_.max_header_list_bytes;
+    if (stream->header_bytes > limit) {
+      if (stream->in_trailers ||
+          stream->header_bytes > kMaxHeaderOverrunFactor * limit) {
+        // Not worth decoding further (an HPACK bomb expands without end),
+        // or trailers, which can no longer get a 431: reset the stream now.
+        // nghttp2 then decodes the rest of the block only to keep the HPACK
+        // table in sync, without validating (scanning) the field values.
+        codec->RejectHeaderBlock(stream);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      }
+      if (!stream->too_large) {
+        // 431 at the end of the block; keep nothing until then.
+        stream->too_large = true;
+        stream->headers = HeaderMap();
+        stream->pseudo = RequestPseudo();
+        stream->cookie = std::string();
+        stream->has_cookie = false;
+      }
       return 0;
     }
+    if (stream->too_large) return 0;
     const std::string_view name(reinterpret_cast<const char*>(name_bytes),
                                 name_len);
     const std::string_view value(reinterpret_cast<const char*>(value_bytes),
@@ -209,6 +223,9 @@ struct Http2ServerCodecAccess {
       return 0;
     }
     if (name == "cookie" && !stream->in_trailers) {
+      // Empty crumbs carry nothing, and joining them would leave white space
+      // at the ends of the value.
+      if (value.empty()) return 0;
       if (stream->has_cookie) stream->cookie.append("; ");
       stream->cookie.append(value);
       stream->has_cookie = true;
@@ -299,17 +316,6 @@ struct Http2ServerCodecAccess {
   static void OnTrailers(Http2ServerCodec* codec,
                          Http2ServerCodec::Stream* stream) {
     if (!stream->delivered) return;
-    if (stream->too_large) {
-      stream->closed = true;
-      stream->reset_by_codec = true;
-      stream->send_queue = std::string();
-      stream->send_offset = 0;
-      nghttp2_submit_rst_stream(codec->session_, NGHTTP2_FLAG_NONE, stream->id,
-                                NGHTTP2_ENHANCE_YOUR_CALM);
-      codec->callbacks_->OnStreamReset(stream->id, NGHTTP2_ENHANCE_YOUR_CALM);
-      codec->CountPrematureEnd();
-      return;
-    }
     codec->callbacks_->OnRequestTrailers(stream->id,
                                          std::move(stream->headers));
     stream->headers = HeaderMap();
@@ -627,6 +633,24 @@ void Http2ServerCodec::ReturnStreamCredit(Stream* stream) {
   const size_t credit = stream->withheld - keep;
   stream->withheld = keep;
   nghttp2_session_consume_stream(session_, stream->id, credit);
+}
+
+void Http2ServerCodec::RejectHeaderBlock(Stream* stream) {
+  const bool known_to_caller = stream->delivered && !stream->closed;
+  stream->closed = true;
+  stream->reset_by_codec = true;
+  stream->send_queue = std::string();
+  stream->send_offset = 0;
+  // Queued before nghttp2 queues its own RST_STREAM(INTERNAL_ERROR) for the
+  // failed callback, which then does nothing: the client sees this code.
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream->id,
+                            NGHTTP2_ENHANCE_YOUR_CALM);
+  if (known_to_caller) {
+    callbacks_->OnStreamReset(stream->id, NGHTTP2_ENHANCE_YOUR_CALM);
+  } else if (!stream->delivered) {
+    callbacks_->OnRequestHeadersTooLarge(stream->id);
+  }
+  CountPrematureEnd();
 }
 
 void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream) {

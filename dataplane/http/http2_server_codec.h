@@ -25,11 +25,13 @@
 // included) and stops keeping fields past the limit, so a header block that
 // expands through the HPACK dynamic table (an "HPACK bomb") costs no memory.
 // A request head over the limit is answered by the codec itself: 431 with
-// END_STREAM (then RST_STREAM(NO_ERROR) if the client is still sending). The
-// caller never sees that stream, except through OnRequestHeadersTooLarge(),
-// which is informational. Trailers over the limit reset the stream with
-// ENHANCE_YOUR_CALM (a response may be under way, so 431 is no longer
-// possible).
+// END_STREAM (then RST_STREAM(NO_ERROR) if the client is still sending). A
+// head more than twice the limit is not decoded to its end: the stream gets
+// RST_STREAM(ENHANCE_YOUR_CALM) at once, which also spares the CPU an HPACK
+// bomb would cost. The caller never sees such a stream, except through
+// OnRequestHeadersTooLarge(), which is informational. Trailers over the limit
+// reset the stream with ENHANCE_YOUR_CALM (a response may be under way, so
+// 431 is no longer possible).
 //
 // Request body flow control. OnRequestData hands out views; the caller says
 // with ConsumeRequestData() how much it has forwarded (or dropped). The codec
@@ -158,8 +160,9 @@ class Http2ServerCallbacks {
   // The stream's send queue drained to the low watermark (the peer's window
   // opened, or the connection took the bytes): QueuedBytes() is low again.
   virtual void OnStreamWritable(int32_t /*stream_id*/) {}
-  // Informational (access log, metrics): the codec answered this request with
-  // 431 itself; no other event comes for the stream.
+  // Informational (access log, metrics): the request head was over
+  // max_header_list_bytes; the codec answered it with 431 (or reset it, when
+  // more than twice over) itself. No other event comes for the stream.
   virtual void OnRequestHeadersTooLarge(int32_t /*stream_id*/) {}
 };
 
@@ -238,6 +241,7 @@ class Http2ServerCodec {
   void CountPrematureEnd();
   void ReturnStreamCredit(Stream* stream);
   void RespondHeadersTooLarge(Stream* stream);
+  void RejectHeaderBlock(Stream* stream);
   void SubmitFinalGoaway();
 
   Http2ServerCallbacks* const callbacks_;

@@ -64,6 +64,62 @@ bool ForwardableTrailer(std::string_view name) {
   return true;
 }
 
+// The gRPC status for an HTTP status the gateway answers with (gRPC's
+// "HTTP to gRPC status code mapping", with the gateway's own meanings: a
+// timeout is DEADLINE_EXCEEDED, a rate limit RESOURCE_EXHAUSTED).
+int GrpcStatusFor(int http_status) {
+  switch (http_status) {
+    case 400: return 13;  // INTERNAL
+    case 401: return 16;  // UNAUTHENTICATED
+    case 403: return 7;   // PERMISSION_DENIED
+    case 404:
+    case 405: return 12;  // UNIMPLEMENTED
+    case 408:
+    case 504: return 4;   // DEADLINE_EXCEEDED
+    case 413:
+    case 429: return 8;   // RESOURCE_EXHAUSTED
+    case 502:
+    case 503: return 14;  // UNAVAILABLE
+    default: return http_status >= 200 && http_status < 300 ? 0 : 2;  // OK / UNKNOWN
+  }
+}
+
+// grpc-message is percent-encoded (outside printable ASCII, and '%').
+std::string GrpcMessage(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 0x20 || c > 0x7e || c == '%') {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+// "grpc-timeout: 1S", "250m", "100u": at most 8 digits and a unit
+// (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
+bool ParseGrpcTimeout(std::string_view text, absl::Duration* out) {
+  if (text.size() < 2 || text.size() > 9) return false;
+  int64_t n = 0;
+  for (char c : text.substr(0, text.size() - 1)) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + (c - '0');
+  }
+  switch (text.back()) {
+    case 'H': *out = absl::Hours(n); return true;
+    case 'M': *out = absl::Minutes(n); return true;
+    case 'S': *out = absl::Seconds(n); return true;
+    case 'm': *out = absl::Milliseconds(n); return true;
+    case 'u': *out = absl::Microseconds(n); return true;
+    case 'n': *out = absl::Nanoseconds(n); return true;
+    default: return false;
+  }
+}
+
 }  // namespace
 
 ProxyStream::ProxyStream(Worker& worker, DownstreamSink& sink, const std::string& listener,
@@ -93,6 +149,8 @@ void ProxyStream::Reset() {
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
   upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
+  grpc_ = false;
+  grpc_timeout_ = absl::InfiniteDuration();
   status_ = attempts_ = 0;
   endpoint_active_ = nullptr;
   endpoint_index_ = -1;
@@ -122,6 +180,12 @@ void ProxyStream::Start(const RequestHead& head) {
               (head.body == RequestHead::Body::kLength && head.content_length > 0);
   request_chunked_ = head.body == RequestHead::Body::kStream;
   request_complete_ = head.body == RequestHead::Body::kNone;
+  if (const http::HeaderField* type = http::FindHeader(*head.headers, "content-type")) {
+    grpc_ = type->value.substr(0, 16) == "application/grpc";
+  }
+  if (const http::HeaderField* timeout = http::FindHeader(*head.headers, "grpc-timeout")) {
+    if (!ParseGrpcTimeout(timeout->value, &grpc_timeout_)) grpc_timeout_ = absl::InfiniteDuration();
+  }
   const http::HeaderField* id_header = http::FindHeader(*head.headers, "x-request-id");
   if (id_header && ValidRequestId(id_header->value)) {
     request_id_.assign(id_header->value);
@@ -235,7 +299,11 @@ void ProxyStream::Start(const RequestHead& head) {
   }
   out.append("\r\n");
 
-  if (route_->timeout > absl::ZeroDuration()) {
+  // The client's grpc-timeout bounds the route's deadline.
+  if (grpc_timeout_ < absl::InfiniteDuration() &&
+      (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout)) {
+    route_timer_.Enable(std::max(grpc_timeout_, absl::Milliseconds(1)));
+  } else if (route_->timeout > absl::ZeroDuration()) {
     route_timer_.Enable(route_->timeout, /*shared_duration=*/true);
   }
   if (head.expect_continue && has_body_) sink_.EncodeContinue();
@@ -769,6 +837,28 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     return;
   }
   if (upstream_) ReleaseUpstream(false);
+  if (grpc_ && !error.empty()) {
+    // A gRPC client understands gRPC statuses, not HTTP ones: a
+    // "trailers-only" answer (HTTP 200, the status in the head, no body).
+    scratch_ = GrpcMessage(error);
+    std::string grpc_status = std::to_string(GrpcStatusFor(status));
+    response_fields_.clear();
+    response_fields_.push_back({"content-type", "application/grpc"});
+    response_fields_.push_back({"grpc-status", grpc_status});
+    response_fields_.push_back({"grpc-message", scratch_});
+    response_fields_.push_back({"x-request-id", request_id_});
+    for (size_t i = 0; i < extra_count; ++i) response_fields_.push_back(extra[i]);
+    ResponseHead head;
+    head.status = 200;
+    head.body = ResponseHead::Body::kNone;
+    head.close_connection = close_connection;
+    status_ = status;  // counted under the gateway's own status
+    response_started_ = true;
+    EncodeResponseHead(head, response_fields_);
+    sink_.EncodeEnd({});
+    Finish();
+    return;
+  }
   scratch_ = error.empty() ? std::string(body_override) : http::ErrorBody(error, request_id_);
   response_fields_.clear();
   response_fields_.push_back({"content-type", content_type.empty() ? std::string_view("text/plain")

@@ -212,6 +212,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool response_started_ = false;
   bool upstream_paused_reading_ = false;
   bool upstream_no_body_ = false;  // the response has no body (HEAD, 204, 304)
+  bool grpc_ = false;  // content-type application/grpc: gateway errors are gRPC statuses
+  absl::Duration grpc_timeout_ = absl::InfiniteDuration();  // the client's grpc-timeout
   int status_ = 0;
   int attempts_ = 0;
   int64_t* endpoint_active_ = nullptr;  // this worker's in-flight count for the endpoint

@@ -41,10 +41,19 @@ class Http2Test : public ::testing::Test {
         SecretYaml("cert", cert_),
         "---\nkind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(), "}]\n",
-        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "---\nkind: Cluster\nname: dead\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        PickFreePort(), "}]\n",
+        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: [grpc.test]\n      routes:\n"
+        "        - match: {prefix: /known.Service/}\n          route: {cluster: web}\n"
+        "    - domains: ['*']\n"
         "      policies: [{name: headers, typed_config: {response: {add: [{name: x-policy, value: "
         "'%SCHEME%'}]}}}]\n"
         "      routes:\n        - match: {path: /direct}\n"
+        "          direct_response: {status: 200, body: direct}\n"
+        "        - match: {prefix: /post-only, methods: [POST]}\n          route: {cluster: web}\n"
+        "        - match: {prefix: /dead}\n          route: {cluster: dead}\n"
+        "        - match: {path: /direct2}\n"
         "          direct_response: {status: 200, body: direct}\n"
         "        - match: {prefix: /}\n          route: {cluster: web}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
@@ -151,6 +160,31 @@ TEST_F(Http2Test, ManyConcurrentStreams) {
                  {}, absl::Seconds(60));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "500 succeeded, 0 failed, 0 errored")) << r.out;
+}
+
+TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
+  auto grpc = [&](const std::string& path, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"-i", "--http2-prior-knowledge", "-H",
+                                     "content-type: application/grpc", "-H", "te: trailers"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(Plain(path));
+    return Curl(args);
+  };
+  // No route: 404 -> UNIMPLEMENTED.
+  CommandResult r = grpc("/unknown.Service/Method", {"-H", "host: grpc.test"});
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 12")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "grpc-message: no route matches the request")) << r.out;
+  r = grpc("/dead/Svc/Method");  // refused upstream: 502 -> UNAVAILABLE
+  EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 14")) << r.out;
+  // grpc-timeout bounds the route's deadline: DEADLINE_EXCEEDED, early.
+  absl::Time start = absl::Now();
+  r = grpc("/slow?delay_ms=3000", {"-H", "grpc-timeout: 200m"});
+  EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 4")) << r.out;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  // Not a gRPC request: plain HTTP errors.
+  r = Curl({"-i", "--http2-prior-knowledge", Plain("/dead/x")});
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 502")) << r.out;
 }
 
 TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
