@@ -31,6 +31,7 @@ struct StreamInfo {
   std::string_view route_name;
   // TLS; empty over plain connections.
   std::string_view tls_version;
+  std::string_view tls_cipher;
   std::string_view tls_sni;
   std::string_view tls_peer_subject;
 };

@@ -109,7 +109,8 @@ struct Http2Limits {
   // The connection-level receive window (raised from 65535 at the start).
   uint32_t connection_window_size = 1 << 20;
   // SETTINGS_MAX_HEADER_LIST_SIZE, enforced on decoded bytes (name + value +
-  // 32 per field). Over it: 431 for a request head, RST_STREAM for trailers.
+  // 32 per field). Over it: 431 for a request head (RST_STREAM when more than
+  // twice over), RST_STREAM for trailers.
   uint32_t max_header_list_bytes = 61440;
   // Request body bytes per stream the caller may hold unconsumed before the
   // peer's stream window stops being replenished (at least

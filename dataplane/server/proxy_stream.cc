@@ -357,6 +357,7 @@ bool ProxyStream::RunRequestFilters(const config::FilterChain& chain, const Requ
   info_.route_name = route_->name;
   if (const net::TlsInfo* tls = transport_.tls_info()) {
     info_.tls_version = tls->version;
+    info_.tls_cipher = tls->cipher;
     info_.tls_sni = tls->sni;
     info_.tls_peer_subject = tls->peer_subject;
   }

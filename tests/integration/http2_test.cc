@@ -48,7 +48,7 @@ class Http2Test : public ::testing::Test {
         "        - match: {prefix: /known.Service/}\n          route: {cluster: web}\n"
         "    - domains: ['*']\n"
         "      policies: [{name: headers, typed_config: {response: {add: [{name: x-policy, value: "
-        "'%SCHEME%'}]}}}]\n"
+        "'%SCHEME%'}, {name: x-tls, value: '[%TLS_VERSION%/%TLS_CIPHER%]'}]}}}]\n"
         "      routes:\n        - match: {path: /direct}\n"
         "          direct_response: {status: 200, body: direct}\n"
         "        - match: {prefix: /post-only, methods: [POST]}\n          route: {cluster: web}\n"
@@ -100,6 +100,7 @@ TEST_F(Http2Test, H2cWithPriorKnowledge) {
   EXPECT_TRUE(absl::StrContains(r.out, "x-echo-host: 127.0.0.1:")) << r.out;  // :authority
   EXPECT_TRUE(absl::StrContains(r.out, "x-request-id: ")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "x-policy: http")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-tls: [/]")) << r.out;
   // Gateway-made answers are HTTP/2 too.
   r = Curl({"-i", "--http2-prior-knowledge", Plain("/direct")});
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
@@ -119,6 +120,7 @@ TEST_F(Http2Test, H2OverTlsByAlpnAndHttp11WhenTheListenerSaysSo) {
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "x-echo-x-forwarded-proto: https")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "x-policy: https")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-tls: [TLSv1.3/TLS_AES_128_GCM_SHA256]")) << r.out;
   std::string resolve1 = absl::StrCat("localhost:", h1_only_port_, ":127.0.0.1");
   r = Curl({"-i", "--http2", "--cacert", cert_.cert_path, "--resolve", resolve1,
             Tls(h1_only_port_, "/secure")});

@@ -34,12 +34,13 @@ absl::StatusOr<ValueTemplate> ValueTemplate::Parse(std::string_view text) {
     else if (name == "METHOD") v = Variable::kMethod;
     else if (name == "ROUTE") v = Variable::kRoute;
     else if (name == "TLS_VERSION") v = Variable::kTlsVersion;
+    else if (name == "TLS_CIPHER") v = Variable::kTlsCipher;
     else if (name == "TLS_SNI") v = Variable::kTlsSni;
     else if (name == "TLS_CLIENT_SUBJECT") v = Variable::kTlsClientSubject;
     if (v == Variable::kNone) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown variable %", std::string(name), "% (known: %REQUEST_ID%, %CLIENT_IP%, %SCHEME%, %METHOD%, "
-          "%ROUTE%, %TLS_VERSION%, %TLS_SNI%, %TLS_CLIENT_SUBJECT%)"));
+          "%ROUTE%, %TLS_VERSION%, %TLS_CIPHER%, %TLS_SNI%, %TLS_CLIENT_SUBJECT%)"));
     }
     if (!literal.empty()) t.pieces_.push_back(Piece{Variable::kNone, std::move(literal)});
     literal.clear();
@@ -62,6 +63,7 @@ std::string ValueTemplate::Render(const http::StreamInfo& info) const {
       case Variable::kMethod: out.append(info.method); break;
       case Variable::kRoute: out.append(info.route_name); break;
       case Variable::kTlsVersion: out.append(info.tls_version); break;
+      case Variable::kTlsCipher: out.append(info.tls_cipher); break;
       case Variable::kTlsSni: out.append(info.tls_sni); break;
       case Variable::kTlsClientSubject: out.append(info.tls_peer_subject); break;
     }

@@ -35,6 +35,7 @@ class ValueTemplate {
     kMethod,
     kRoute,
     kTlsVersion,
+    kTlsCipher,
     kTlsSni,
     kTlsClientSubject,
   };
