@@ -54,10 +54,9 @@ std::string ToLower(std::string_view s) {
 
 nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
   // nghttp2 copies names and values when a frame is submitted.
-  return nghttp2_nv{
-      reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-      reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
-      value.size(), NGHTTP2_NV_FLAG_NONE};
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+                    name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
 // Fields fit to send: lower-case names, no pseudo-header or
@@ -72,8 +71,7 @@ std::vector<std::pair<std::string, std::string>> SendableFields(
     if (!nghttp2_check_header_name(
             reinterpret_cast<const uint8_t*>(name.data()), name.size()) ||
         !nghttp2_check_header_value_rfc9113(
-            reinterpret_cast<const uint8_t*>(f.value.data()),
-            f.value.size())) {
+            reinterpret_cast<const uint8_t*>(f.value.data()), f.value.size())) {
       continue;
     }
     out.emplace_back(std::move(name), f.value);
@@ -120,7 +118,7 @@ struct Http2ServerCodec::Stream {
   bool in_trailers = false;
   bool delivered = false;         // OnRequestHeaders was called
   bool request_complete = false;  // END_STREAM received
-  size_t held = 0;      // given to the caller, not yet consumed
+  size_t held = 0;                // given to the caller, not yet consumed
   size_t withheld = 0;  // received, stream credit not yet returned to peer
 
   // Response side.
@@ -157,7 +155,8 @@ struct Http2ServerCodecAccess {
     const int32_t id = frame->hd.stream_id;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
       codec->streams_[id] = std::make_unique<Http2ServerCodec::Stream>(id);
-      if (++codec->streams_in_window_ >= codec->limits_.premature_reset_window) {
+      if (++codec->streams_in_window_ >=
+          codec->limits_.premature_reset_window) {
         codec->streams_in_window_ = 0;
         codec->premature_in_window_ = 0;
       }
@@ -308,8 +307,7 @@ struct Http2ServerCodecAccess {
     }
     stream->delivered = true;
     codec->callbacks_->OnRequestHeaders(stream->id, std::move(stream->pseudo),
-                                        std::move(stream->headers),
-                                        end_stream);
+                                        std::move(stream->headers), end_stream);
     stream->headers = HeaderMap();
   }
 
@@ -322,8 +320,8 @@ struct Http2ServerCodecAccess {
   }
 
   static int OnDataChunkRecv(nghttp2_session* session, uint8_t /*flags*/,
-                             int32_t stream_id, const uint8_t* data,
-                             size_t len, void* user_data) {
+                             int32_t stream_id, const uint8_t* data, size_t len,
+                             void* user_data) {
     Http2ServerCodec* codec = Codec(user_data);
     // Connection-level credit goes back at once: one stalled stream must not
     // hold the connection window.
@@ -349,7 +347,8 @@ struct Http2ServerCodecAccess {
       case NGHTTP2_HEADERS:
       case NGHTTP2_DATA: {
         if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) return 0;
-        Http2ServerCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
+        Http2ServerCodec::Stream* stream =
+            codec->FindStream(frame->hd.stream_id);
         if (stream == nullptr) return 0;
         stream->response_end_sent = true;
         // RFC 9113 8.1: the response is complete, the request is not; ask
@@ -379,8 +378,9 @@ struct Http2ServerCodecAccess {
 
   // A response frame could not be sent (e.g. a header block over nghttp2's
   // send limit): the stream cannot complete, reset it.
-  static int OnFrameNotSend(nghttp2_session* session, const nghttp2_frame* frame,
-                            int lib_error_code, void* user_data) {
+  static int OnFrameNotSend(nghttp2_session* session,
+                            const nghttp2_frame* frame, int lib_error_code,
+                            void* user_data) {
     Http2ServerCodec* codec = Codec(user_data);
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) {
       return 0;
@@ -413,7 +413,8 @@ struct Http2ServerCodecAccess {
         !stream->reset_by_codec && !stream->peer_reset) {
       codec->CountPrematureEnd();
     }
-    const bool completed = stream->request_complete && stream->response_end_sent;
+    const bool completed =
+        stream->request_complete && stream->response_end_sent;
     if (stream->delivered && !stream->closed && !completed) {
       stream->closed = true;
       codec->callbacks_->OnStreamReset(stream_id, error_code);
@@ -482,7 +483,8 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   nghttp2_session_callbacks* cbs = nullptr;
   SLUICE_CHECK(nghttp2_session_callbacks_new(&cbs) == 0);
   using A = Http2ServerCodecAccess;
-  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, A::OnBeginHeaders);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
+                                                          A::OnBeginHeaders);
   nghttp2_session_callbacks_set_on_header_callback(cbs, A::OnHeader);
   nghttp2_session_callbacks_set_on_invalid_header_callback(cbs,
                                                            A::OnInvalidHeader);
@@ -523,13 +525,15 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   if (limits_.connection_window_size > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
     SLUICE_CHECK(nghttp2_session_set_local_window_size(
                      session_, NGHTTP2_FLAG_NONE, 0,
-                     static_cast<int32_t>(limits_.connection_window_size)) == 0);
+                     static_cast<int32_t>(limits_.connection_window_size)) ==
+                 0);
   }
 }
 
 Http2ServerCodec::~Http2ServerCodec() { nghttp2_session_del(session_); }
 
-Http2ServerCodec::Stream* Http2ServerCodec::FindStream(int32_t stream_id) const {
+Http2ServerCodec::Stream* Http2ServerCodec::FindStream(
+    int32_t stream_id) const {
   auto it = streams_.find(stream_id);
   return it == streams_.end() ? nullptr : it->second.get();
 }
@@ -613,18 +617,19 @@ void Http2ServerCodec::FailConnection(uint32_t h2_error_code,
 
 void Http2ServerCodec::CountPrematureEnd() {
   if (++premature_in_window_ >= limits_.max_premature_resets) {
-    FailConnection(NGHTTP2_ENHANCE_YOUR_CALM,
-                   absl::StrCat("connection error: ", premature_in_window_,
-                                " streams reset or refused before their "
-                                "response completed, within ",
-                                limits_.premature_reset_window,
-                                " streams (rapid reset)"));
+    FailConnection(
+        NGHTTP2_ENHANCE_YOUR_CALM,
+        absl::StrCat("connection error: ", premature_in_window_,
+                     " streams reset or refused before their "
+                     "response completed, within ",
+                     limits_.premature_reset_window, " streams (rapid reset)"));
   }
 }
 
 void Http2ServerCodec::ReturnStreamCredit(Stream* stream) {
   const size_t window = limits_.initial_window_size;
-  const size_t budget = std::max<size_t>(limits_.max_request_body_buffer, window);
+  const size_t budget =
+      std::max<size_t>(limits_.max_request_body_buffer, window);
   // Credit the peer may still use plus bytes the caller holds stay within
   // `budget`: keep back enough credit to guarantee it.
   const size_t keep =
@@ -666,8 +671,7 @@ bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
                                       bool end_stream) {
   Stream* stream = FindStream(stream_id);
   if (stream == nullptr || stream->closed || !stream->delivered ||
-      stream->final_response || status < 100 || status > 599 ||
-      status == 101) {
+      stream->final_response || status < 100 || status > 599 || status == 101) {
     return false;
   }
   const bool interim = status < 200;
@@ -754,8 +758,9 @@ void Http2ServerCodec::ConsumeRequestData(int32_t stream_id, size_t n) {
 void Http2ServerCodec::Shutdown(uint32_t error_code) {
   if (failed_) return;
   if (error_code != NGHTTP2_NO_ERROR) {
-    FailConnection(error_code,
-                   absl::StrCat("shutdown: ", nghttp2_http2_strerror(error_code)));
+    FailConnection(
+        error_code,
+        absl::StrCat("shutdown: ", nghttp2_http2_strerror(error_code)));
     return;
   }
   switch (shutdown_) {

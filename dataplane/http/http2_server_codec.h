@@ -221,8 +221,10 @@ class Http2ServerCodec {
   // NO_ERROR: graceful shutdown -- a GOAWAY announcing the end (last stream
   // 2^31-1) and a PING now, the final GOAWAY with the last stream processed
   // when the PING's ACK arrives (one round trip later, no timer needed);
-  // streams up to it complete, later ones are refused. Any other code: a
-  // connection error now (GOAWAY with that code, no more input processed).
+  // streams up to it complete, later ones are refused. Called again while
+  // the ACK is awaited (the caller's drain timer), the final GOAWAY goes out
+  // at once. Any other code: a connection error now (GOAWAY with that code,
+  // no more input processed).
   void Shutdown(uint32_t error_code);
 
   // Why the connection failed; empty while it has not.
@@ -235,7 +237,7 @@ class Http2ServerCodec {
   friend struct Http2ServerCodecAccess;  // the nghttp2 callbacks
 
   Stream* FindStream(int32_t stream_id) const;
-  // Drains nghttp2 into `sink` until at least `limit` bytes were appended.
+  // Drains nghttp2 into `sink` until `sink` holds at least `limit` bytes.
   void Pump(std::string* sink, size_t limit);
   void NotifyWritable();
   void FailConnection(uint32_t h2_error_code, std::string reason);

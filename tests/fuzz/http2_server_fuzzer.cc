@@ -83,7 +83,8 @@ class CheckingCallbacks : public Http2ServerCallbacks {
                         HeaderMap headers, bool end_stream) override {
     FUZZ_CHECK(stream_id > 0 && stream_id % 2 == 1);
     FUZZ_CHECK(streams_.count(stream_id) == 0);
-    FUZZ_CHECK(codec_->open_streams() <= options_.limits.max_concurrent_streams);
+    FUZZ_CHECK(codec_->open_streams() <=
+               options_.limits.max_concurrent_streams);
     FUZZ_CHECK(!pseudo.method.empty());
     if (pseudo.method != "CONNECT") {
       FUZZ_CHECK(!pseudo.scheme.empty() && !pseudo.path.empty());
@@ -232,7 +233,8 @@ void RunOne(const uint8_t* data, size_t size) {
     state ^= state << 13;
     state ^= state >> 17;
     state ^= state << 5;
-    const size_t len = std::min<size_t>(1 + state % max_piece, stream.size() - offset);
+    const size_t len =
+        std::min<size_t>(1 + state % max_piece, stream.size() - offset);
     const bool ok = codec.Receive(std::string_view(stream).substr(offset, len));
     offset += len;
     if (failed) FUZZ_CHECK(!ok);  // stays failed

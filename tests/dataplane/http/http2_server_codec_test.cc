@@ -63,7 +63,8 @@ class RecordingCallbacks : public Http2ServerCallbacks {
     r.body.append(data);
     ++r.data_calls;
     r.body_ended = end_stream;
-    if (consume && codec != nullptr) codec->ConsumeRequestData(stream_id, data.size());
+    if (consume && codec != nullptr)
+      codec->ConsumeRequestData(stream_id, data.size());
     if (on_data) on_data(stream_id);
   }
   void OnRequestTrailers(int32_t stream_id, HeaderMap trailers) override {
@@ -133,14 +134,16 @@ class TestClient {
   explicit TestClient(Options options) : options_(options) {
     nghttp2_session_callbacks* cbs;
     nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, OnBeginHeaders);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
+                                                            OnBeginHeaders);
     nghttp2_session_callbacks_set_on_header_callback(cbs, OnHeader);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, OnFrameRecv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, OnData);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, OnClose);
     nghttp2_option* opt;
     nghttp2_option_new(&opt);
-    if (options_.manual_window) nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (options_.manual_window)
+      nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 1 << 20);
     nghttp2_session_client_new2(&session_, cbs, this, opt);
     nghttp2_option_del(opt);
@@ -167,9 +170,10 @@ class TestClient {
                   Fields trailers = {}) {
     std::vector<nghttp2_nv> nva;
     for (const auto& [name, value] : fields) {
-      nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
-                     name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
+      nva.push_back(
+          {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+           reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+           name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
     }
     if (body == nullptr) {
       return nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
@@ -195,9 +199,8 @@ class TestClient {
   }
 
   void Recv(std::string_view bytes) {
-    nghttp2_session_mem_recv(session_,
-                             reinterpret_cast<const uint8_t*>(bytes.data()),
-                             bytes.size());
+    nghttp2_session_mem_recv(
+        session_, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   }
 
   // Manual window mode: gives the stream's received bytes back as credit.
@@ -247,8 +250,8 @@ class TestClient {
   }
 
   static int OnHeader(nghttp2_session*, const nghttp2_frame* frame,
-                      const uint8_t* name, size_t namelen,
-                      const uint8_t* value, size_t valuelen, uint8_t, void* p) {
+                      const uint8_t* name, size_t namelen, const uint8_t* value,
+                      size_t valuelen, uint8_t, void* p) {
     ClientResponse& r = Self(p)->responses[frame->hd.stream_id];
     const std::string n(reinterpret_cast<const char*>(name), namelen);
     const std::string v(reinterpret_cast<const char*>(value), valuelen);
@@ -456,8 +459,8 @@ class ServerFrameReader {
       if (flags & NGHTTP2_HD_INFLATE_EMIT) {
         if (std::string_view(reinterpret_cast<const char*>(nv.name),
                              nv.namelen) == ":status") {
-          status = std::stoi(std::string(reinterpret_cast<const char*>(nv.value),
-                                         nv.valuelen));
+          status = std::stoi(std::string(
+              reinterpret_cast<const char*>(nv.value), nv.valuelen));
         }
       }
       if (flags & NGHTTP2_HD_INFLATE_FINAL) {
@@ -497,7 +500,8 @@ struct RawFixture {
 const ServerFrame* FindFrame(const std::vector<ServerFrame>& frames,
                              uint8_t type, uint32_t stream_id = 0) {
   for (const ServerFrame& f : frames) {
-    if (f.type == type && (stream_id == 0 || f.stream_id == stream_id)) return &f;
+    if (f.type == type && (stream_id == 0 || f.stream_id == stream_id))
+      return &f;
   }
   return nullptr;
 }
@@ -512,7 +516,9 @@ long MaxRssKb() {
 struct Fixture {
   explicit Fixture(Http2Limits limits = Http2Limits(),
                    TestClient::Options client_options = TestClient::Options())
-      : client(client_options), codec(&callbacks, limits), link(&client, &codec) {
+      : client(client_options),
+        codec(&callbacks, limits),
+        link(&client, &codec) {
     callbacks.codec = &codec;
   }
   RecordingCallbacks callbacks;
@@ -527,19 +533,21 @@ struct Fixture {
 TEST(Http2ServerCodecTest, GetWithEndStream) {
   Fixture f;
   f.callbacks.on_headers = [&](int32_t id) {
-    EXPECT_TRUE(f.codec.SubmitResponse(
-        id, 200,
-        Headers({{"Content-Type", "text/plain"},
-                 {"Connection", "close"},
-                 {"Transfer-Encoding", "chunked"},
-                 {":bogus", "x"},
-                 {"X-Upper", "v"}}),
-        false));
+    EXPECT_TRUE(
+        f.codec.SubmitResponse(id, 200,
+                               Headers({{"Content-Type", "text/plain"},
+                                        {"Connection", "close"},
+                                        {"Transfer-Encoding", "chunked"},
+                                        {":bogus", "x"},
+                                        {"X-Upper", "v"}}),
+                               false));
     EXPECT_TRUE(f.codec.SubmitData(id, "hello", true));
   };
-  const int32_t id = f.client.Request(TestClient::Head(
-      "GET", "/index.html?q=1",
-      {{"accept", "*/*"}, {"cookie", "a=1"}, {"cookie", "b=2"}}));
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/index.html?q=1",
+                                                       {{"accept", "*/*"},
+                                                        {"cookie", "a=1"},
+                                                        {"cookie", ""},
+                                                        {"cookie", "b=2"}}));
   f.link.Run();
 
   ASSERT_EQ(f.callbacks.requests.count(id), 1u);
@@ -575,9 +583,11 @@ TEST(Http2ServerCodecTest, GetWithEndStream) {
 TEST(Http2ServerCodecTest, PostBodyInSeveralFramesThenResponseWithTrailers) {
   Fixture f;
   std::string body(40000, 'x');
-  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+  for (size_t i = 0; i < body.size(); ++i)
+    body[i] = static_cast<char>('a' + i % 26);
   const int32_t id = f.client.Request(
-      TestClient::Head("POST", "/upload", {{"content-length", "40000"}}), &body);
+      TestClient::Head("POST", "/upload", {{"content-length", "40000"}}),
+      &body);
   f.link.Run();
 
   const ServerRequest& req = f.callbacks.requests[id];
@@ -586,8 +596,8 @@ TEST(Http2ServerCodecTest, PostBodyInSeveralFramesThenResponseWithTrailers) {
   EXPECT_GE(req.data_calls, 3);  // 16 KiB frames, plus the end
   EXPECT_TRUE(req.body_ended);
 
-  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, Headers({{"content-type", "a/b"}}),
-                                     false));
+  ASSERT_TRUE(f.codec.SubmitResponse(
+      id, 200, Headers({{"content-type", "a/b"}}), false));
   ASSERT_TRUE(f.codec.SubmitData(id, "part one, ", false));
   ASSERT_TRUE(f.codec.SubmitData(id, "part two", false));
   ASSERT_TRUE(f.codec.SubmitTrailers(
@@ -650,17 +660,20 @@ TEST(Http2ServerCodecTest, ManyConcurrentStreams) {
   f.callbacks.on_headers = [&](int32_t id) { pending.push_back(id); };
   std::vector<int32_t> ids;
   for (int i = 0; i < 250; ++i) {
-    ids.push_back(f.client.Request(TestClient::Head("GET", "/" + std::to_string(i))));
+    ids.push_back(
+        f.client.Request(TestClient::Head("GET", "/" + std::to_string(i))));
   }
   size_t max_pending = 0;
-  for (int round = 0; round < 100 && f.callbacks.order.size() + 0 < 250 + 1; ++round) {
+  for (int round = 0; round < 100 && f.callbacks.order.size() + 0 < 250 + 1;
+       ++round) {
     f.link.Run();
     max_pending = std::max(max_pending, pending.size());
     if (pending.empty()) break;
     // Answer everything that is open, in reverse order.
     for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
       ASSERT_TRUE(f.codec.SubmitResponse(*it, 200, HeaderMap(), false));
-      ASSERT_TRUE(f.codec.SubmitData(*it, "body of " + std::to_string(*it), true));
+      ASSERT_TRUE(
+          f.codec.SubmitData(*it, "body of " + std::to_string(*it), true));
     }
     pending.clear();
   }
@@ -708,7 +721,8 @@ TEST(Http2ServerCodecTest, ResponseLargerThanTheClientWindowWaitsForCredit) {
   EXPECT_GT(rounds, 5);
   EXPECT_EQ(f.client.responses[id].body, big);
   EXPECT_EQ(f.client.responses[id].close_code, NGHTTP2_NO_ERROR);
-  EXPECT_EQ(f.callbacks.requests[id].writable, 1);  // crossed the watermark once
+  EXPECT_EQ(f.callbacks.requests[id].writable,
+            1);  // crossed the watermark once
 }
 
 TEST(Http2ServerCodecTest, SlowStreamDoesNotStopAnother) {
@@ -805,6 +819,26 @@ TEST(Http2ServerCodecTest, CallerResetReachesTheClientWithoutCallback) {
   EXPECT_EQ(f.codec.open_streams(), 0u);
 }
 
+TEST(Http2ServerCodecTest, ResponseHeadTooLargeToSendResetsTheStream) {
+  Fixture f;
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  const int32_t other = f.client.Request(TestClient::Head("GET", "/other"));
+  f.link.Run();
+  // Over nghttp2's 64 KiB limit on a header block it sends.
+  ASSERT_TRUE(f.codec.SubmitResponse(
+      id, 200, Headers({{"x-huge", std::string(70000, 'h')}}), false));
+  ASSERT_TRUE(f.codec.SubmitData(id, "never sent", true));
+  ASSERT_TRUE(f.codec.SubmitResponse(other, 200, HeaderMap(), true));
+  f.link.Run();
+  EXPECT_TRUE(f.client.responses[id].rst_received);
+  EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_TRUE(f.callbacks.requests[id].reset);
+  EXPECT_EQ(f.callbacks.requests[id].reset_code, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_EQ(f.client.responses[other].status, 200);
+  EXPECT_TRUE(f.link.server_ok);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+}
+
 TEST(Http2ServerCodecTest, PeerResetIsReported) {
   Fixture f;
   const std::string body(100000, 'p');
@@ -851,22 +885,27 @@ TEST(Http2ServerCodecTest, MalformedRequestsAreStreamErrors) {
     Fields fields;
   };
   const std::vector<Case> cases = {
-      {"connection", TestClient::Head("GET", "/", {{"connection", "keep-alive"}})},
+      {"connection",
+       TestClient::Head("GET", "/", {{"connection", "keep-alive"}})},
       {"keep-alive", TestClient::Head("GET", "/", {{"keep-alive", "1"}})},
-      {"proxy-connection", TestClient::Head("GET", "/", {{"proxy-connection", "x"}})},
+      {"proxy-connection",
+       TestClient::Head("GET", "/", {{"proxy-connection", "x"}})},
       {"transfer-encoding",
        TestClient::Head("GET", "/", {{"transfer-encoding", "chunked"}})},
       {"upgrade", TestClient::Head("GET", "/", {{"upgrade", "h2c"}})},
-      {"te other than trailers", TestClient::Head("GET", "/", {{"te", "gzip"}})},
+      {"te other than trailers",
+       TestClient::Head("GET", "/", {{"te", "gzip"}})},
       // (Upper-case names: nghttp2's client lower-cases them; see the raw
       // UpperCaseFieldNameIsAStreamError.)
-      {"leading space in a value", TestClient::Head("GET", "/", {{"x-foo", " 1"}})},
+      {"leading space in a value",
+       TestClient::Head("GET", "/", {{"x-foo", " 1"}})},
       {"NUL in a value",
        TestClient::Head("GET", "/", {{"x-foo", std::string("a\0b", 3)}})},
       {"bad name character", TestClient::Head("GET", "/", {{"x foo", "1"}})},
       {"missing :path",
        {{":method", "GET"}, {":scheme", "http"}, {":authority", "a"}}},
-      {"missing :scheme", {{":method", "GET"}, {":path", "/"}, {":authority", "a"}}},
+      {"missing :scheme",
+       {{":method", "GET"}, {":path", "/"}, {":authority", "a"}}},
       {"pseudo after regular",
        {{":method", "GET"}, {":scheme", "http"}, {"x-a", "1"}, {":path", "/"}}},
       {"unknown pseudo", TestClient::Head("GET", "/", {{":foo", "1"}})},
@@ -875,7 +914,8 @@ TEST(Http2ServerCodecTest, MalformedRequestsAreStreamErrors) {
   Fixture f;
   std::vector<int32_t> ids;
   for (const Case& c : cases) ids.push_back(f.client.Request(c.fields));
-  const int32_t good = f.client.Request(TestClient::Head("GET", "/", {{"te", "trailers"}}));
+  const int32_t good =
+      f.client.Request(TestClient::Head("GET", "/", {{"te", "trailers"}}));
   f.link.Run();
   for (size_t i = 0; i < cases.size(); ++i) {
     const ClientResponse& resp = f.client.responses[ids[i]];
@@ -938,21 +978,35 @@ TEST(Http2ServerCodecTest, HeaderListOverTheLimitGets431) {
   Http2Limits limits;
   limits.max_header_list_bytes = 4096;
   Fixture f(limits);
+  // 5 fields of 1040 bytes (RFC 9113 size) plus the pseudo-header fields:
+  // over 4096, under twice that.
   Fields big;
-  for (int i = 0; i < 10; ++i) {
+  for (int i = 0; i < 5; ++i) {
     big.emplace_back("x-big-" + std::to_string(i), std::string(1000, 'v'));
   }
   const int32_t id = f.client.Request(TestClient::Head("GET", "/", big));
   const std::string body(100000, 'b');
-  const int32_t with_body = f.client.Request(TestClient::Head("POST", "/", big), &body);
+  const int32_t with_body =
+      f.client.Request(TestClient::Head("POST", "/", big), &body);
+  // More than twice the limit: reset without decoding to the end.
+  Fields huge = big;
+  for (int i = 5; i < 10; ++i) {
+    huge.emplace_back("x-big-" + std::to_string(i), std::string(1000, 'v'));
+  }
+  const int32_t way_over = f.client.Request(TestClient::Head("GET", "/", huge));
   f.link.Run();
   EXPECT_EQ(f.client.responses[id].status, 431);
   EXPECT_TRUE(f.client.responses[id].closed);
+  EXPECT_EQ(f.client.responses[id].close_code, NGHTTP2_NO_ERROR);
   EXPECT_EQ(f.client.responses[with_body].status, 431);
   EXPECT_TRUE(f.client.responses[with_body].closed);
   EXPECT_EQ(f.client.responses[with_body].rst_code, NGHTTP2_NO_ERROR);
+  EXPECT_EQ(f.client.responses[way_over].status, 0);
+  EXPECT_TRUE(f.client.responses[way_over].rst_received);
+  EXPECT_EQ(f.client.responses[way_over].rst_code, NGHTTP2_ENHANCE_YOUR_CALM);
   EXPECT_TRUE(f.callbacks.requests.empty());
-  EXPECT_EQ(f.callbacks.too_large, (std::vector<int32_t>{id, with_body}));
+  EXPECT_EQ(f.callbacks.too_large,
+            (std::vector<int32_t>{id, with_body, way_over}));
   EXPECT_EQ(f.codec.open_streams(), 0u);
 
   // Just under the limit is fine, and the connection is still usable.
@@ -979,7 +1033,7 @@ TEST(Http2ServerCodecTest, TrailersOverTheLimitResetTheStream) {
   EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
-TEST(Http2ServerCodecTest, HpackBombIsRejectedWithoutKeepingIt) {
+TEST(Http2ServerCodecTest, HpackBombIsRejectedWithoutDecodingIt) {
   RawFixture f;
   // One 4000-byte entry in the dynamic table, then references to it (one
   // byte each) in a HEADERS and 8 CONTINUATION frames: ~145000 references,
@@ -998,11 +1052,13 @@ TEST(Http2ServerCodecTest, HpackBombIsRejectedWithoutKeepingIt) {
   EXPECT_TRUE(f.Send(bytes)) << f.codec.error();
   EXPECT_LT(MaxRssKb() - rss_before, 64 * 1024);  // KiB
 
+  // Far more than twice the limit: reset at once (no 431, which would mean
+  // decoding the whole block).
   const std::vector<ServerFrame> frames = f.Output();
-  const ServerFrame* headers = FindFrame(frames, kHeaders, 1);
-  ASSERT_NE(headers, nullptr);
-  EXPECT_EQ(headers->status, 431);
-  EXPECT_NE(headers->flags & kEndStream, 0);
+  EXPECT_EQ(FindFrame(frames, kHeaders, 1), nullptr);
+  const ServerFrame* rst = FindFrame(frames, kRstStream, 1);
+  ASSERT_NE(rst, nullptr);
+  EXPECT_EQ(ServerFrameReader::Code(*rst), NGHTTP2_ENHANCE_YOUR_CALM);
   EXPECT_TRUE(f.callbacks.requests.empty());
   EXPECT_EQ(f.callbacks.too_large, std::vector<int32_t>{1});
 
@@ -1017,7 +1073,8 @@ TEST(Http2ServerCodecTest, HpackBombIsRejectedWithoutKeepingIt) {
 TEST(Http2ServerCodecTest, InvalidPrefaceIsAConnectionError) {
   RawFixture f;
   EXPECT_FALSE(f.Send("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-  EXPECT_NE(f.codec.error().find("magic"), std::string::npos) << f.codec.error();
+  EXPECT_NE(f.codec.error().find("magic"), std::string::npos)
+      << f.codec.error();
   EXPECT_FALSE(f.codec.WantsRead());
   EXPECT_FALSE(f.Send(ClientPreface()));  // stays failed
   const std::vector<ServerFrame> frames = f.Output();
@@ -1065,7 +1122,8 @@ TEST(Http2ServerCodecTest, SettingsFloodInOneReadFails) {
   std::string bytes = ClientPreface();
   for (int i = 0; i < 5000; ++i) bytes += Frame(kSettings, 0, 0, "");
   EXPECT_FALSE(f.Send(bytes));
-  EXPECT_NE(f.codec.error().find("Flooding"), std::string::npos) << f.codec.error();
+  EXPECT_NE(f.codec.error().find("Flooding"), std::string::npos)
+      << f.codec.error();
 }
 
 TEST(Http2ServerCodecTest, PingFloodWithoutReadingAcksFails) {
@@ -1082,7 +1140,8 @@ TEST(Http2ServerCodecTest, PingFloodWithoutReadingAcksFails) {
   // 64 KiB of 17-byte ACKs plus 1000 queued in nghttp2: about 4855 PINGs.
   EXPECT_GE(reads, 40);
   EXPECT_LE(reads, 60);
-  EXPECT_NE(f.codec.error().find("Flooding"), std::string::npos) << f.codec.error();
+  EXPECT_NE(f.codec.error().find("Flooding"), std::string::npos)
+      << f.codec.error();
 }
 
 TEST(Http2ServerCodecTest, PingsAreAnsweredWhenOutputIsTaken) {
@@ -1104,7 +1163,8 @@ std::string RapidResets(uint32_t first_id, int count, int reset_every) {
   for (int i = 0; i < count; ++i) {
     const uint32_t id = first_id + 2 * static_cast<uint32_t>(i);
     bytes += Frame(kHeaders, kEndStream | kEndHeaders, id, kGetBlock);
-    if (i % reset_every == 0) bytes += Frame(kRstStream, 0, id, U32(NGHTTP2_CANCEL));
+    if (i % reset_every == 0)
+      bytes += Frame(kRstStream, 0, id, U32(NGHTTP2_CANCEL));
   }
   return bytes;
 }
@@ -1154,7 +1214,8 @@ TEST(Http2ServerCodecTest, OccasionalCancellationsAreFine) {
 TEST(Http2ServerCodecTest, ProtocolErrorsOnStreamsCountLikeResets) {
   RawFixture f;
   // Streams the client makes the server reset (uppercase field name).
-  const std::string bad = kGetBlock + std::string("\x00\x03", 2) + "X-A" + "\x01" + "v";
+  const std::string bad =
+      kGetBlock + std::string("\x00\x03", 2) + "X-A" + "\x01" + "v";
   std::string bytes = ClientPreface();
   for (uint32_t i = 0; i < 150; ++i) {
     bytes += Frame(kHeaders, kEndStream | kEndHeaders, 1 + 2 * i, bad);
@@ -1189,6 +1250,23 @@ TEST(Http2ServerCodecTest, GracefulShutdownWaitsOneRoundTrip) {
   EXPECT_FALSE(f.codec.WantsRead());
   EXPECT_FALSE(f.codec.WantsWrite());
   EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, SecondGracefulShutdownDoesNotWaitForThePing) {
+  Fixture f;
+  const int32_t first = f.client.Request(TestClient::Head("GET", "/1"));
+  f.link.Run();
+  f.codec.Shutdown(NGHTTP2_NO_ERROR);
+  f.codec.Shutdown(NGHTTP2_NO_ERROR);  // the drain timer fired
+  std::string out;
+  f.codec.TakeOutput(&out);
+  f.client.Recv(out);  // no PING ACK goes back
+  ASSERT_EQ(f.client.goaways.size(), 2u);
+  EXPECT_EQ(f.client.goaways[0].first, (1u << 31) - 1);
+  EXPECT_EQ(f.client.goaways[1].first, first);
+  f.codec.Shutdown(NGHTTP2_NO_ERROR);  // nothing more to do
+  f.link.Run();
+  EXPECT_EQ(f.client.goaways.size(), 2u);
 }
 
 TEST(Http2ServerCodecTest, ShutdownWithAnErrorIsImmediate) {
