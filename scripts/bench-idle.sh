@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
-ulimit -n $((N * 2 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+ulimit -n $((N * 4 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 scripts/install-deps.sh
 bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
   //dataplane/server:sluice-proxy >/dev/null 2>&1
@@ -28,7 +28,7 @@ cat "$W/cert.pem" "$W/key.pem" > "$W/combined.pem"
 cat > "$W/haproxy.cfg" <<HA
 global
   nbthread 1
-  maxconn $((N * 2 + 100))
+  maxconn $((N + 100))
 defaults
   mode http
   timeout connect 5s

@@ -54,6 +54,15 @@ class Buffer {
   }
   void Commit(size_t n) { end_ += n; }
 
+  // Frees the storage when empty, whatever its size (a connection going idle).
+  void Release() {
+    if (empty()) {
+      data_.reset();
+      capacity_ = 0;
+      begin_ = end_ = 0;
+    }
+  }
+
   // Frees the storage when empty and large (idle keep-alive connections).
   void ShrinkIfEmpty() {
     if (empty() && capacity_ > 65536) {

@@ -56,6 +56,15 @@ class Connection : public event::Flushable {
   // Dispatcher::ScheduleFlush), with one syscall for everything queued.
   void Flush() override;
 
+  // Frees the input and output buffers if both are empty: an idle
+  // keep-alive connection then holds no buffer memory.
+  void ReleaseIdleBuffers() {
+    if (input_.empty() && output_.empty()) {
+      input_.Release();
+      output_.Release();
+    }
+  }
+
   // Stops (or resumes) reading from the socket: back-pressure.
   void SetReadEnabled(bool enabled);
   bool read_enabled() const { return read_enabled_; }
