@@ -69,18 +69,18 @@ bool ForwardableTrailer(std::string_view name) {
 // timeout is DEADLINE_EXCEEDED, a rate limit RESOURCE_EXHAUSTED).
 int GrpcStatusFor(int http_status) {
   switch (http_status) {
-    case 400: return 13;  // INTERNAL
-    case 401: return 16;  // UNAUTHENTICATED
-    case 403: return 7;   // PERMISSION_DENIED
+    case 400: return 13;  // Internal
+    case 401: return 16;  // Unauthenticated
+    case 403: return 7;   // PermissionDenied
     case 404:
-    case 405: return 12;  // UNIMPLEMENTED
+    case 405: return 12;  // Unimplemented
     case 408:
-    case 504: return 4;   // DEADLINE_EXCEEDED
+    case 504: return 4;   // DeadlineExceeded
     case 413:
-    case 429: return 8;   // RESOURCE_EXHAUSTED
+    case 429: return 8;   // ResourceExhausted
     case 502:
-    case 503: return 14;  // UNAVAILABLE
-    default: return http_status >= 200 && http_status < 300 ? 0 : 2;  // OK / UNKNOWN
+    case 503: return 14;  // Unavailable
+    default: return http_status >= 200 && http_status < 300 ? 0 : 2;  // Ok / Unknown
   }
 }
 
@@ -654,17 +654,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   ResponseHead out;
   out.status = head.status;
   out.reason = head.reason;
-  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
-  response_fields_.clear();
-  bool has_request_id = false;
-  for (const http::HeaderField& h : head.headers) {
-    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length")) {
-      continue;
-    }
-    if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
-    response_fields_.push_back(h);
-  }
-  if (!has_request_id) response_fields_.push_back({"x-request-id", request_id_});
+  CollectResponseFields(head);
   if (upstream_no_body_) {
     out.body = ResponseHead::Body::kNone;
     if (head.framing == http::BodyFraming::kContentLength) {
@@ -683,12 +673,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   EncodeResponseHead(out, response_fields_);
 }
 
-void ProxyStream::StartTunnel(const http::MessageHead& head) {
-  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
-  status_ = 101;
-  tunnel_ = true;
-  response_started_ = true;
-  route_timer_.Disable();  // the route timeout covered the handshake only
+void ProxyStream::CollectResponseFields(const http::MessageHead& head) {
   std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
   response_fields_.clear();
   bool has_request_id = false;
@@ -700,6 +685,15 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
     response_fields_.push_back(h);
   }
   if (!has_request_id) response_fields_.push_back({"x-request-id", request_id_});
+}
+
+void ProxyStream::StartTunnel(const http::MessageHead& head) {
+  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+  status_ = 101;
+  tunnel_ = true;
+  response_started_ = true;
+  route_timer_.Disable();  // the route timeout covered the handshake only
+  CollectResponseFields(head);
   ResponseHead out;
   out.status = 101;
   out.reason = "Switching Protocols";

@@ -165,6 +165,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnRouteTimeout();
   void OnTunnelIdle();
   void StartTunnel(const http::MessageHead& head);
+  // The upstream head's end-to-end fields (hop-by-hop and Content-Length
+  // dropped, x-request-id added when absent) into response_fields_.
+  void CollectResponseFields(const http::MessageHead& head);
   // A response made by the gateway: JSON {"error", "request_id"} when
   // `error` is set, else `body`. `extra` fields are added to it.
   void SendLocalResponse(int status, std::string_view error,

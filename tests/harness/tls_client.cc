@@ -243,4 +243,15 @@ std::string YamlBlock(const std::string& pem, int indent) {
   return out;
 }
 
+std::string CertificateSecretYaml(const std::string& name, const TestCert& cert) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
+                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
+                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
+}
+
+std::string CaSecretYaml(const std::string& name, const TestCert& ca) {
+  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  trusted_ca:\n",
+                      "    ca_certificates: |\n", YamlBlock(ca.cert_pem, 6));
+}
+
 }  // namespace sluice::testing

@@ -78,6 +78,10 @@ TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::str
 // `pem` as a YAML block scalar indented by `indent` spaces (after "key: |").
 std::string YamlBlock(const std::string& pem, int indent);
 
+// A Secret document with the certificate and its key, or with a CA bundle.
+std::string CertificateSecretYaml(const std::string& name, const TestCert& cert);
+std::string CaSecretYaml(const std::string& name, const TestCert& ca);
+
 }  // namespace sluice::testing
 
 #endif  // SLUICE_TESTS_HARNESS_TLS_CLIENT_H_

@@ -21,12 +21,6 @@
 namespace sluice::testing {
 namespace {
 
-std::string SecretYaml(const std::string& name, const TestCert& cert) {
-  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
-                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
-                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
-}
-
 class Http2Test : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -38,7 +32,7 @@ class Http2Test : public ::testing::Test {
     tls_port_ = PickFreePort();
     h1_only_port_ = PickFreePort();
     std::string yaml = absl::StrCat(
-        SecretYaml("cert", cert_),
+        CertificateSecretYaml("cert", cert_),
         "---\nkind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(), "}]\n",
         "---\nkind: Cluster\nname: dead\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",

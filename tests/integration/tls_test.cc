@@ -17,17 +17,6 @@
 namespace sluice::testing {
 namespace {
 
-std::string SecretYaml(const std::string& name, const TestCert& cert) {
-  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
-                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
-                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
-}
-
-std::string CaYaml(const std::string& name, const TestCert& ca) {
-  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  trusted_ca:\n",
-                      "    ca_certificates: |\n", YamlBlock(ca.cert_pem, 6));
-}
-
 std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
   std::string path = absl::StrCat(dir, "/", name);
   std::ofstream(path) << text;
@@ -52,8 +41,9 @@ class TlsTest : public ::testing::Test {
     https_port_ = PickFreePort();
     mtls_port_ = PickFreePort();
     std::string yaml = absl::StrCat(
-        SecretYaml("default-cert", fallback_), "---\n", SecretYaml("a-cert", a_), "---\n",
-        SecretYaml("wild-cert", wild_), "---\n", CaYaml("clients", ca_),
+        CertificateSecretYaml("default-cert", fallback_), "---\n",
+        CertificateSecretYaml("a-cert", a_), "---\n",
+        CertificateSecretYaml("wild-cert", wild_), "---\n", CaSecretYaml("clients", ca_),
         "---\nkind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(), "}]\n",
         "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
@@ -174,7 +164,8 @@ TEST_F(TlsTest, RotatedCertificateAppliesToNewHandshakesOnly) {
   EXPECT_EQ(open.peer_subject(), "/CN=a.test");
 
   TestCert renewed = MakeSelfSigned(dir_, "a2", "a.test renewed", {"a.test"});
-  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "rotate.yaml", SecretYaml("a-cert", renewed))});
+  auto r = cp_.Ctl(
+      {"apply", "-f", WriteFile(dir_, "rotate.yaml", CertificateSecretYaml("a-cert", renewed))});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
 
@@ -237,7 +228,8 @@ TEST_F(TlsTest, BadKeyMaterialIsRejectedAndTheLastGoodConfigKeepsServing) {
   TestCert other = MakeSelfSigned(dir_, "other", "other", {"other.test"});
   TestCert mismatched = a_;
   mismatched.key_pem = other.key_pem;
-  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "bad.yaml", SecretYaml("a-cert", mismatched))});
+  auto r = cp_.Ctl(
+      {"apply", "-f", WriteFile(dir_, "bad.yaml", CertificateSecretYaml("a-cert", mismatched))});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(r.err + r.out, "private_key")) << r.err << r.out;
   // A listener naming a Secret that does not exist.

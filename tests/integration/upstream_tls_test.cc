@@ -31,17 +31,6 @@ std::string WriteFile(const std::string& dir, const std::string& name, const std
   return path;
 }
 
-std::string CertificateYaml(const std::string& name, const TestCert& cert) {
-  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  tls_certificate:\n",
-                      "    certificate_chain: |\n", YamlBlock(cert.cert_pem, 6),
-                      "    private_key: |\n", YamlBlock(cert.key_pem, 6));
-}
-
-std::string CaYaml(const std::string& name, const TestCert& ca) {
-  return absl::StrCat("kind: Secret\nname: ", name, "\nspec:\n  trusted_ca:\n",
-                      "    ca_certificates: |\n", YamlBlock(ca.cert_pem, 6));
-}
-
 // A cluster of one endpoint with `tls` (YAML flow mapping) and `extra` spec
 // lines.
 std::string ClusterYaml(const std::string& name, int port, const std::string& tls,
@@ -176,8 +165,8 @@ class UpstreamTlsTest : public ::testing::Test {
                       "/}\n          route: {cluster: ", name, "}\n");
     }
     std::string yaml = absl::StrCat(
-        CaYaml("upstream-ca", upstream_ca_), "---\n", CaYaml("other-ca", other_ca_), "---\n",
-        CertificateYaml("gateway-cert", gateway_), "---\n", ClusterYaml("secure", port_, verified),
+        CaSecretYaml("upstream-ca", upstream_ca_), "---\n", CaSecretYaml("other-ca", other_ca_), "---\n",
+        CertificateSecretYaml("gateway-cert", gateway_), "---\n", ClusterYaml("secure", port_, verified),
         "---\n",
         // The same endpoint without TLS: its connections must never be pooled
         // with the TLS ones.
