@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Memory per idle connection: N keep-alive connections (each has had one
 # request answered) held open to sluice-proxy (one worker) and to HAProxy
-# (one thread), plain HTTP/1.1 and TLS; prints the RSS growth per connection.
+# (one thread), plain HTTP/1.1, TLS and HTTP/2 (h2c with prior knowledge);
+# prints the RSS growth per connection.
 # Usage: scripts/bench-idle.sh [connections=10000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,14 +42,25 @@ frontend plain
 frontend tls
   bind 127.0.0.1:18186 ssl crt $W/combined.pem alpn http/1.1
   http-request return status 200 content-type text/plain string ok
+frontend h2c
+  bind 127.0.0.1:18187 proto h2
+  http-request return status 200 content-type text/plain string ok
 HA
 "$W/sluice-control" --listen 127.0.0.1:18199 --data-dir "$W/data" --log-level warning & pids+=($!)
 for _ in $(seq 1 100); do "$W/sluicectl" --server 127.0.0.1:18199 get >/dev/null 2>&1 && break; sleep 0.05; done
 "$W/sluicectl" --server 127.0.0.1:18199 apply -f "$W/idle.yaml" >/dev/null
-"$W/sluice-proxy" --control-plane 127.0.0.1:18199 --node-id idle --workers 1 \
-  --admin 127.0.0.1:18198 --log-level warning & pids+=($!); SLUICE=$!
-haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!); HAPROXY=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18183/ && curl -s -o /dev/null http://127.0.0.1:18185/ && break; sleep 0.1; done
+# Each measurement gets fresh processes: memory freed by an earlier one would
+# be reused and hide what the next one costs.
+start_sluice() {
+  "$W/sluice-proxy" --control-plane 127.0.0.1:18199 --node-id idle --workers 1 \
+    --admin 127.0.0.1:18198 --log-level warning & pids+=($!); SLUICE=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18183/ && break; sleep 0.1; done
+}
+start_haproxy() {
+  haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!); HAPROXY=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18185/ && break; sleep 0.1; done
+}
+stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 measure() { # name pid port [tls]
   local before after ready
@@ -60,10 +72,10 @@ measure() { # name pid port [tls]
     "$before" "$after" "$(awk -v a="$after" -v b="$before" -v n="$N" 'BEGIN{print (a-b)/n}')"
   exec {CLIENTS[1]}>&-
   wait "$CLIENTS_PID" 2>/dev/null || true
-  sleep 1
 }
-echo "# $N idle keep-alive connections each (one worker / one thread)"
-measure "sluice http1" "$SLUICE" 18183
-measure "haproxy http1" "$HAPROXY" 18185
-measure "sluice https" "$SLUICE" 18184 tls
-measure "haproxy https" "$HAPROXY" 18186 tls
+echo "# $N idle keep-alive connections each (one worker / one thread), fresh processes each"
+for mode in http1 https h2c; do
+  case $mode in http1) sp=18183 hp=18185 arg="" ;; https) sp=18184 hp=18186 arg=tls ;; h2c) sp=18183 hp=18187 arg=h2c ;; esac
+  start_sluice; measure "sluice $mode" "$SLUICE" "$sp" $arg; stop "$SLUICE"
+  start_haproxy; measure "haproxy $mode" "$HAPROXY" "$hp" $arg; stop "$HAPROXY"
+done

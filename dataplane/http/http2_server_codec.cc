@@ -565,7 +565,8 @@ void Http2ServerCodec::TakeOutput(std::string* out, size_t max_bytes) {
                            ? std::numeric_limits<size_t>::max()
                            : start + max_bytes;
   out->append(output_);
-  output_.clear();
+  // Handed over: an idle connection keeps no output storage.
+  std::string().swap(output_);
   in_session_call_ = true;
   Pump(out, limit);
   in_session_call_ = false;

@@ -219,6 +219,8 @@ void Http2Session::Flush() {
     connection_->Write(out);
   }
   if (closed_) return;
+  // Idle (no stream, nothing to send): the connection gives its buffers back.
+  if (streams_.empty() && !codec_.WantsWrite()) connection_->ReleaseIdleBuffers();
   if (!codec_.WantsRead() && !codec_.WantsWrite()) {
     // GOAWAY sent and every stream done (or a connection error): close
     // once the last frames are written.
