@@ -48,8 +48,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
   stream_ = std::make_unique<ProxyStream>(worker_, *this, listener_name_, peer_ip_,
                                           connection_->transport());
   if (listener.tls) {
-    // The handshake and the first request head must come within the
-    // request-head timeout.
+    // The handshake must be done within the request-head timeout.
     timer_is_head_ = true;
     timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
   } else {
@@ -66,7 +65,13 @@ void DownstreamConnection::OnConnected() {
   const net::TlsInfo* tls = connection_->transport().tls_info();
   worker_.stats().downstream_tls_handshakes->Inc();
   if (tls != nullptr && tls->resumed) worker_.stats().downstream_tls_resumptions->Inc();
-  if (tls != nullptr && tls->alpn == "h2") SwitchToHttp2();
+  if (tls != nullptr && tls->alpn == "h2") {
+    SwitchToHttp2();
+    return;
+  }
+  // Handshake done: from here the connection is idle until its first
+  // request starts (then the request-head timeout runs again).
+  if (!stream_in_use_ && connection_->input().empty()) ArmIdleTimer();
 }
 
 void DownstreamConnection::SwitchToHttp2() {

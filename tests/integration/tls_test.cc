@@ -2,7 +2,12 @@
 // upstream_server; clients are curl, openssl s_client and an OpenSSL client
 // in the test. Certificates are made with the openssl CLI at test time.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -40,6 +45,7 @@ class TlsTest : public ::testing::Test {
     client_ = MakeSignedBy(ca_, dir_, "client", "client-1");
     https_port_ = PickFreePort();
     mtls_port_ = PickFreePort();
+    quick_port_ = PickFreePort();
     std::string yaml = absl::StrCat(
         CertificateSecretYaml("default-cert", fallback_), "---\n",
         CertificateSecretYaml("a-cert", a_), "---\n",
@@ -52,7 +58,10 @@ class TlsTest : public ::testing::Test {
         "---\nkind: Listener\nname: https\nspec:\n  address: 127.0.0.1\n  port: ", https_port_,
         "\n  route_table: main\n  tls:\n    certificates: [default-cert, a-cert, wild-cert]\n",
         "---\nkind: Listener\nname: mtls\nspec:\n  address: 127.0.0.1\n  port: ", mtls_port_,
-        "\n  route_table: main\n  tls:\n    certificates: [a-cert]\n    client_ca: clients\n");
+        "\n  route_table: main\n  tls:\n    certificates: [a-cert]\n    client_ca: clients\n",
+        "---\nkind: Listener\nname: quick\nspec:\n  address: 127.0.0.1\n  port: ", quick_port_,
+        "\n  route_table: main\n  http: {request_headers_timeout: 500ms, idle_timeout: 30s}\n"
+        "  tls:\n    certificates: [a-cert]\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     proxy_ = std::make_unique<Proxy>(cp_.address(), "tls-proxy");
@@ -76,6 +85,7 @@ class TlsTest : public ::testing::Test {
   TestCert a_, wild_, fallback_, ca_, client_;
   int https_port_ = 0;
   int mtls_port_ = 0;
+  int quick_port_ = 0;
 };
 
 TEST_F(TlsTest, CurlGetsTheUpstreamOverHttpsWithForwardedProto) {
@@ -212,6 +222,33 @@ TEST_F(TlsTest, MutualTlsRefusesClientsWithoutATrustedCertificate) {
   EXPECT_EQ(with.exit_code, 0) << with.err;
   EXPECT_TRUE(absl::StrContains(with.out, "GET /curl")) << with.out;
   EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshake_errors_total"), 2);
+}
+
+TEST_F(TlsTest, AfterTheHandshakeAConnectionMayIdleBeforeItsFirstRequest) {
+  // request_headers_timeout 500ms bounds the handshake, not the silence
+  // after it: a pre-opened connection waits for its first request under the
+  // idle timeout (30 s).
+  TlsClient client;
+  TlsClientOptions options;
+  options.sni = "a.test";
+  options.alpn = {"http/1.1"};
+  ASSERT_TRUE(client.Connect(quick_port_, options)) << client.error();
+  absl::SleepFor(absl::Milliseconds(1500));  // the scenario is three head timeouts of silence
+  Http1Message response;
+  ASSERT_TRUE(client.Request(GetRequest("a.test", "/late"), &response)) << client.error();
+  EXPECT_EQ(response.status, 200);
+  // A client that never finishes its handshake is still closed in time.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(quick_port_));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 5000), 1);  // readable: the proxy closed it
+  char byte;
+  EXPECT_EQ(read(fd, &byte, 1), 0);
+  close(fd);
 }
 
 TEST_F(TlsTest, PlainHttpOnATlsPortGetsNoPlaintextAnswer) {
