@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Builds a libFuzzer target with clang and runs it for a fixed time on a fresh
-# corpus seeded with a few valid messages. Exits non-zero if the build fails or
-# the fuzzer finds a crash, leak, sanitizer report or invariant violation.
+# corpus seeded with a few valid inputs (the SEEDS script, sourced, writes them
+# with a dictionary and names the libraries to link). Exits non-zero if the
+# build fails or the fuzzer finds a crash, leak, sanitizer report or invariant
+# violation.
 #
-# Usage: run_fuzzer.sh FUZZER_NAME SECONDS SRC...
+# Usage: run_fuzzer.sh SEEDS FUZZER_NAME SECONDS SRC...
 #   SRC paths are relative to the source root (the directory holding
 #   dataplane/). Under `bazel test` (sh_test) that is the runfiles tree
 #   $TEST_SRCDIR/$TEST_WORKSPACE; run by hand it is the repository root.
-#   FUZZER_NAME containing "response" seeds HTTP responses, else requests.
+#   SEEDS is relative to the source root too (tests/fuzz/http1_seeds.sh,
+#   tests/fuzz/http2_seeds.sh).
 set -euo pipefail
 
-if [[ $# -lt 3 ]]; then
-  echo "usage: $0 FUZZER_NAME SECONDS SRC..." >&2
+if [[ $# -lt 4 ]]; then
+  echo "usage: $0 SEEDS FUZZER_NAME SECONDS SRC..." >&2
   exit 2
 fi
-name="$1"
-seconds="$2"
-shift 2
+seeds_arg="$1"
+name="$2"
+seconds="$3"
+shift 3
 
 root=""
 if [[ -n "${TEST_SRCDIR:-}" ]]; then
@@ -41,74 +45,25 @@ corpus="${work}/corpus"
 artifacts="${work}/artifacts"
 mkdir -p "${corpus}" "${artifacts}"
 
+seeds="${root}/${seeds_arg}"
 srcs=()
 for src in "$@"; do
   srcs+=("${root}/${src}")
 done
 
+# The target's seeds, dictionary and libraries.
+# shellcheck source=/dev/null
+source "${seeds}"
+
 echo "building ${name} in ${work}"
 # -fno-sanitize-recover makes every UBSan report fatal, so it counts as a crash.
 clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
-  -fno-sanitize-recover=all -I"${root}" "${srcs[@]}" -o "${work}/${name}"
-
-# Seeds. The first two bytes of an input are options for the driver (see
-# tests/fuzz/http1_fuzz_driver.h): byte 0 flags, byte 1 the split seed.
-seed() {
-  printf '%b' "$2" >"${corpus}/$1"
-}
-if [[ "${name}" == *response* ]]; then
-  seed ok '\x00\x07HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: s\r\n\r\nhello'
-  seed chunked '\x00\x03HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nExpires: never\r\n\r\n'
-  seed interim '\x00\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.0 304 Not Modified\r\nConnection: keep-alive\r\nContent-Length: 9\r\n\r\n'
-  seed head '\x02\x05HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi'
-  seed close '\x00\x09HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the connection closes'
-  seed upgrade '\x04\x02HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi'
-  seed small_limits '\x31\x01HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nT: v\r\n\r\n'
-else
-  seed get '\x00\x07GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n'
-  seed post '\x00\x03POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\nhello world'
-  seed chunked '\x00\x00POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;n=v\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n'
-  seed pipeline '\x04\x0b\r\nGET /1 HTTP/1.1\r\nHost: a\r\n\r\nHEAD /2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nDELETE /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n'
-  seed upgrade '\x00\x05GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n'
-  seed connect '\x00\x04CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n'
-  seed small_limits '\x31\x01POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nT: v\r\n\r\n'
-fi
-
-# Tokens that matter to the grammar, so mutations reach the interesting paths.
-cat >"${work}/http.dict" <<'EOF'
-"\x0d\x0a"
-"\x0d\x0a\x0d\x0a"
-"HTTP/1.1"
-"HTTP/1.0"
-" 200 OK"
-" 100 Continue"
-" 101 "
-" 204 "
-" 304 "
-"GET "
-"HEAD "
-"CONNECT "
-"Host: "
-"Content-Length: "
-"Transfer-Encoding: "
-"chunked"
-"gzip"
-"Connection: "
-"close"
-"keep-alive"
-"Upgrade"
-"Expect: 100-continue"
-"0\x0d\x0a\x0d\x0a"
-";ext=val"
-"ffffffffffffffff"
-"18446744073709551616"
-", "
-EOF
+  -fno-sanitize-recover=all -I"${root}" "${srcs[@]}" -o "${work}/${name}" "${libs[@]}"
 
 echo "fuzzing ${name} for ${seconds}s"
 status=0
 "${work}/${name}" -max_total_time="${seconds}" -rss_limit_mb=1024 \
-  -timeout=10 -print_final_stats=1 -dict="${work}/http.dict" \
+  -timeout=10 -print_final_stats=1 -dict="${work}/fuzz.dict" \
   -artifact_prefix="${artifacts}/" "${corpus}" || status=$?
 
 crashes=("${artifacts}"/*)

@@ -1,51 +1,5 @@
-#!/usr/bin/env bash
-# Builds the HTTP/2 libFuzzer target with clang and runs it for a fixed time on
-# a fresh corpus seeded with a few valid client byte streams. Exits non-zero if
-# the build fails or the fuzzer finds a crash, leak, sanitizer report or
-# invariant violation. Same contract as run_fuzzer.sh (HTTP/1); this one links
-# libnghttp2 and Abseil and seeds HTTP/2 frames.
-#
-# Usage: run_http2_fuzzer.sh FUZZER_NAME SECONDS SRC...
-#   SRC paths are relative to the source root (the directory holding
-#   dataplane/). Under `bazel test` (sh_test) that is the runfiles tree
-#   $TEST_SRCDIR/$TEST_WORKSPACE; run by hand it is the repository root.
-set -euo pipefail
-
-if [[ $# -lt 3 ]]; then
-  echo "usage: $0 FUZZER_NAME SECONDS SRC..." >&2
-  exit 2
-fi
-name="$1"
-seconds="$2"
-shift 2
-
-root=""
-if [[ -n "${TEST_SRCDIR:-}" ]]; then
-  root="${TEST_SRCDIR}/${TEST_WORKSPACE:-sluice}"
-fi
-if [[ -z "${root}" || ! -d "${root}/dataplane" ]]; then
-  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-fi
-if [[ ! -d "${root}/dataplane" ]]; then
-  echo "run_http2_fuzzer.sh: cannot find the source root (no dataplane/ in ${root})" >&2
-  exit 2
-fi
-
-if [[ -n "${TEST_TMPDIR:-}" ]]; then
-  work="${TEST_TMPDIR}/${name}"
-  rm -rf "${work}"
-  mkdir -p "${work}"
-else
-  work="$(mktemp -d "${TMPDIR:-/tmp}/${name}.XXXXXX")"
-fi
-corpus="${work}/corpus"
-artifacts="${work}/artifacts"
-mkdir -p "${corpus}" "${artifacts}"
-
-srcs=()
-for src in "$@"; do
-  srcs+=("${root}/${src}")
-done
+# Sourced by run_fuzzer.sh for the HTTP/2 server codec target: the libraries
+# it links, the seed corpus (${corpus}) and the dictionary (${work}/fuzz.dict).
 
 # The system libraries the codec links, as bazel/system_libs.BUILD lists them
 # for @system_libs//:nghttp2 and @system_libs//:absl (common/log.cc uses
@@ -65,12 +19,6 @@ libs=(
   -labsl_base -labsl_spinlock_wait -labsl_throw_delegate
   -labsl_raw_logging_internal -labsl_log_severity -pthread
 )
-
-echo "building ${name} in ${work}"
-# -fno-sanitize-recover makes every UBSan report fatal, so it counts as a crash.
-clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
-  -fno-sanitize-recover=all -I"${root}" "${srcs[@]}" -o "${work}/${name}" \
-  "${libs[@]}"
 
 # Seeds. The first two bytes of an input are options for the driver (see
 # tests/fuzz/http2_server_fuzzer.cc): byte 0 flags (0x01: the driver sends
@@ -118,7 +66,7 @@ preface='PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
   frame 1 5 3 '\x02\x07CONNECT\x01\x05a:443'; } >"${corpus}/cookie_connect"
 
 # Tokens that matter to the framing and to HPACK.
-cat >"${work}/h2.dict" <<'DICT'
+cat >"${work}/fuzz.dict" <<'DICT'
 "PRI * HTTP/2.0\x0d\x0a\x0d\x0aSM\x0d\x0a\x0d\x0a"
 "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 "\x00\x00\x00\x04\x01\x00\x00\x00\x00"
@@ -143,23 +91,3 @@ cat >"${work}/h2.dict" <<'DICT'
 "CONNECT"
 DICT
 
-echo "fuzzing ${name} for ${seconds}s"
-status=0
-"${work}/${name}" -max_total_time="${seconds}" -rss_limit_mb=1024 \
-  -timeout=10 -print_final_stats=1 -dict="${work}/h2.dict" \
-  -artifact_prefix="${artifacts}/" "${corpus}" || status=$?
-
-crashes=("${artifacts}"/*)
-if [[ ${status} -ne 0 || -e "${crashes[0]}" ]]; then
-  echo "FAIL: ${name} exited with ${status}; artifacts:" >&2
-  for f in "${artifacts}"/*; do
-    [[ -e "${f}" ]] || continue
-    echo "--- ${f}" >&2
-    od -c "${f}" | head -n 40 >&2
-    if [[ -n "${TEST_UNDECLARED_OUTPUTS_DIR:-}" ]]; then
-      cp "${f}" "${TEST_UNDECLARED_OUTPUTS_DIR}/"
-    fi
-  done
-  exit 1
-fi
-echo "PASS: ${name} ran ${seconds}s without findings"
