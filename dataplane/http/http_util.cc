@@ -138,4 +138,11 @@ void AppendChunkHeader(std::string* out, size_t size) {
   out->append(buf, static_cast<size_t>(n));
 }
 
+void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
+  out->append(name);
+  out->append(": ");
+  out->append(value);
+  out->append("\r\n");
+}
+
 }  // namespace sluice::http

@@ -34,6 +34,9 @@ std::string ErrorBody(std::string_view error, std::string_view request_id);
 // Appends "<hex size>\r\n" to `out`.
 void AppendChunkHeader(std::string* out, size_t size);
 
+// Appends "name: value\r\n" to `out`.
+void AppendHeader(std::string* out, std::string_view name, std::string_view value);
+
 }  // namespace sluice::http
 
 #endif  // SLUICE_DATAPLANE_HTTP_HTTP_UTIL_H_

@@ -9,17 +9,12 @@
 namespace sluice::server {
 namespace {
 
+using http::AppendHeader;
+
 http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) {
   http::Http1Parser::Limits limits;
   limits.max_head_bytes = listener.max_request_headers_bytes;
   return limits;
-}
-
-void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
-  out->append(name);
-  out->append(": ");
-  out->append(value);
-  out->append("\r\n");
 }
 
 }  // namespace

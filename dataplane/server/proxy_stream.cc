@@ -10,6 +10,8 @@
 namespace sluice::server {
 namespace {
 
+using http::AppendHeader;
+
 bool ValidRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
@@ -23,13 +25,6 @@ bool ValidRequestId(std::string_view id) {
 bool IsIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
-}
-
-void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
-  out->append(name);
-  out->append(": ");
-  out->append(value);
-  out->append("\r\n");
 }
 
 // An Upgrade field that lists "websocket" (RFC 6455 4.1; any case).
@@ -180,13 +175,17 @@ void ProxyStream::Start(const RequestHead& head) {
               (head.body == RequestHead::Body::kLength && head.content_length > 0);
   request_chunked_ = head.body == RequestHead::Body::kStream;
   request_complete_ = head.body == RequestHead::Body::kNone;
-  if (const http::HeaderField* type = http::FindHeader(*head.headers, "content-type")) {
-    grpc_ = type->value.substr(0, 16) == "application/grpc";
+  // One pass over the fields for what the stream itself reads.
+  const http::HeaderField* id_header = nullptr;
+  for (const http::HeaderField& h : *head.headers) {
+    if (id_header == nullptr && http::EqualsIgnoreCase(h.name, "x-request-id")) {
+      id_header = &h;
+    } else if (http::EqualsIgnoreCase(h.name, "content-type")) {
+      grpc_ = h.value.substr(0, 16) == "application/grpc";
+    } else if (http::EqualsIgnoreCase(h.name, "grpc-timeout")) {
+      if (!ParseGrpcTimeout(h.value, &grpc_timeout_)) grpc_timeout_ = absl::InfiniteDuration();
+    }
   }
-  if (const http::HeaderField* timeout = http::FindHeader(*head.headers, "grpc-timeout")) {
-    if (!ParseGrpcTimeout(timeout->value, &grpc_timeout_)) grpc_timeout_ = absl::InfiniteDuration();
-  }
-  const http::HeaderField* id_header = http::FindHeader(*head.headers, "x-request-id");
   if (id_header && ValidRequestId(id_header->value)) {
     request_id_.assign(id_header->value);
   } else {
