@@ -672,7 +672,7 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
       }
     }
     if (hc.checker_case() == config::v1::HealthCheck::CHECKER_NOT_SET) {
-      sink.Add("health_check", "needs http or tcp");
+      sink.Add("health_check", "needs http, tcp or grpc");
     } else if (hc.has_http()) {
       if (!absl::StartsWith(hc.http().path(), "/")) {
         sink.Add("health_check.http.path", "is required and must start with '/'");
@@ -688,6 +688,18 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
         if (code < 100 || code > 599) {
           sink.Add(Index("health_check.http.expected_statuses", i),
                    absl::StrCat("must be 100..599, got ", code));
+        }
+      }
+    } else if (hc.has_grpc()) {
+      if (cluster.protocol() == config::v1::Cluster::HTTP1) {
+        sink.Add("health_check.grpc", "gRPC runs over HTTP/2: set the cluster's protocol to HTTP2 "
+                                      "(or AUTO with tls)");
+      }
+      for (char c : hc.grpc().service_name() + hc.grpc().authority()) {
+        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+          sink.Add("health_check.grpc",
+                   "service_name and authority must not contain spaces or control characters");
+          break;
         }
       }
     }
@@ -734,6 +746,17 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
                           cluster.max_idle_connections_per_endpoint()));
   }
   if (cluster.has_tls()) ValidateUpstreamTls(cluster.tls(), sink);
+  if (cluster.protocol() == config::v1::Cluster::AUTO && !cluster.has_tls()) {
+    sink.Add("protocol", "AUTO picks the protocol by TLS ALPN and needs tls; use HTTP1 or HTTP2 "
+                         "(h2c) for a plain-TCP upstream");
+  }
+  if (cluster.max_concurrent_streams() > 0x7fffffff) {
+    sink.Add("max_concurrent_streams",
+             absl::StrCat("must be 1..2147483647, got ", cluster.max_concurrent_streams()));
+  }
+  if (cluster.max_concurrent_streams() != 0 && cluster.protocol() == config::v1::Cluster::HTTP1) {
+    sink.Add("max_concurrent_streams", "applies to HTTP/2 only (protocol HTTP2 or AUTO)");
+  }
 }
 
 // `name` (when set) is a Secret that exists and holds `want`.

@@ -43,6 +43,7 @@ inline constexpr absl::Duration kDefaultRouteTimeout = absl::Seconds(15);
 inline constexpr absl::Duration kDefaultWebSocketIdleTimeout = absl::Seconds(300);
 inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
 inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 1024;
+inline constexpr uint32_t kDefaultUpstreamMaxConcurrentStreams = 100;
 inline constexpr absl::Duration kDefaultHealthCheckInterval = absl::Seconds(5);
 inline constexpr absl::Duration kDefaultHealthCheckTimeout = absl::Seconds(1);
 inline constexpr uint32_t kDefaultHealthyThreshold = 2;

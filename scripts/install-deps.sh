@@ -13,7 +13,7 @@ PACKAGES=(
   # tests, fuzzers and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real peers and clients used by tests, the quickstart and benchmarks
-  curl nghttp2-client openssl nginx haproxy wrk python3 python3-websockets
+  curl nghttp2-client openssl nginx haproxy wrk python3 python3-websockets python3-grpcio
 )
 
 missing=()

@@ -7,6 +7,17 @@
 namespace sluice::admin {
 namespace {
 
+std::string HealthCheckText(const upstream::HealthCheckConfig& hc) {
+  switch (hc.kind) {
+    case upstream::HealthCheckConfig::Kind::kHttp: return absl::StrCat("http ", hc.path);
+    case upstream::HealthCheckConfig::Kind::kGrpc:
+      return hc.grpc_service.empty() ? std::string("grpc")
+                                     : absl::StrCat("grpc ", hc.grpc_service);
+    case upstream::HealthCheckConfig::Kind::kTcp: break;
+  }
+  return "tcp";
+}
+
 using upstream::EndpointInfo;
 using upstream::Health;
 
@@ -82,8 +93,7 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                       " endpoints");
       if (c->health_check.enabled) {
         absl::StrAppend(&out, ", health check ",
-                        c->health_check.http ? absl::StrCat("http ", c->health_check.path)
-                                             : std::string("tcp"),
+                        HealthCheckText(c->health_check),
                         " every ", absl::FormatDuration(c->health_check.interval));
       }
       if (c->outlier.enabled) absl::StrAppend(&out, ", outlier detection");

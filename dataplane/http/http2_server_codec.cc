@@ -2,109 +2,47 @@
 
 #include <nghttp2/nghttp2.h>
 
-#include <algorithm>
 #include <cstring>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "dataplane/http/http2_util.h"
 
 namespace sluice::http {
 namespace {
 
-// nghttp2's own flood and size guards. Set explicitly (most equal nghttp2's
-// defaults) so that a library upgrade cannot loosen them unnoticed.
-//
-// SETTINGS and PING ACKs queued and not yet written: a peer that floods
-// either and does not read fails the connection (NGHTTP2_ERR_FLOODED).
-constexpr size_t kMaxOutboundAcks = 1000;
-// Entries in one SETTINGS frame (there are 9 settings defined).
-constexpr size_t kMaxSettingsEntries = 32;
-// CONTINUATION frames after one HEADERS: a legitimate header block up to
-// max_header_list_bytes needs 4 frames of the default 16 KiB.
-constexpr size_t kMaxContinuations = 8;
+using http2::FieldList;
+using http2::FieldSection;
+using http2::MakeNv;
+
 // nghttp2's RST_STREAM token bucket (a clock inside nghttp2): a burst of
 // 1000, 33 per second refilled. The codec's own, clock-free premature-reset
-// count (Http2Limits) trips well before it.
+// count (Http2Limits) trips well before it. The other nghttp2 guards are
+// http2::SetSessionGuards().
 constexpr uint64_t kStreamResetBurst = 1000;
 constexpr uint64_t kStreamResetRate = 33;
-// HPACK dynamic table our encoder uses, whatever the peer allows.
-constexpr size_t kMaxDeflateTableSize = 4096;
 // Graceful shutdown waits for the ACK of a PING with this payload.
 constexpr uint8_t kShutdownPing[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'g', 'a'};
-// RFC 9113 6.5.2: each field counts 32 bytes beyond its name and value.
-constexpr size_t kFieldOverhead = 32;
 // A request head up to this many times max_header_list_bytes is decoded to
 // its end and answered with 431; beyond that the stream is reset at once.
 constexpr size_t kMaxHeaderOverrunFactor = 2;
 
-bool IsConnectionSpecific(std::string_view name) {
-  return name == "connection" || name == "keep-alive" ||
-         name == "proxy-connection" || name == "transfer-encoding" ||
-         name == "upgrade" || name == "te";
-}
-
-std::string ToLower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
-  // nghttp2 copies names and values when a frame is submitted.
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
-                    name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
-}
-
-// Fields fit to send: lower-case names, no pseudo-header or
-// connection-specific field, nothing a peer would reject as invalid.
-std::vector<std::pair<std::string, std::string>> SendableFields(
-    const HeaderMap& headers) {
-  std::vector<std::pair<std::string, std::string>> out;
+FieldList SendableFields(FieldSection section, const HeaderMap& headers) {
+  FieldList out;
   out.reserve(headers.size());
   for (const HeaderMap::Field& f : headers.fields()) {
-    std::string name = ToLower(f.name);
-    if (name.empty() || name[0] == ':' || IsConnectionSpecific(name)) continue;
-    if (!nghttp2_check_header_name(
-            reinterpret_cast<const uint8_t*>(name.data()), name.size()) ||
-        !nghttp2_check_header_value_rfc9113(
-            reinterpret_cast<const uint8_t*>(f.value.data()), f.value.size())) {
-      continue;
-    }
-    out.emplace_back(std::move(name), f.value);
+    http2::AddSendableField(section, f.name, f.value, &out);
   }
   return out;
-}
-
-std::vector<nghttp2_nv> ToNva(
-    const std::vector<std::pair<std::string, std::string>>& fields,
-    const std::string* status) {
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(fields.size() + 1);
-  if (status != nullptr) nva.push_back(MakeNv(":status", *status));
-  for (const auto& [name, value] : fields) nva.push_back(MakeNv(name, value));
-  return nva;
-}
-
-uint32_t GoawayCodeFor(int lib_error) {
-  switch (lib_error) {
-    case NGHTTP2_ERR_FLOODED:
-    case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
-      return NGHTTP2_ENHANCE_YOUR_CALM;
-    case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
-      return NGHTTP2_PROTOCOL_ERROR;
-    default:
-      return NGHTTP2_INTERNAL_ERROR;
-  }
 }
 
 }  // namespace
 
 struct Http2ServerCodec::Stream {
-  explicit Stream(int32_t stream_id) : id(stream_id) {}
+  Stream(int32_t stream_id, const Http2Limits& limits)
+      : id(stream_id),
+        window(limits.initial_window_size, limits.max_request_body_buffer) {}
 
   const int32_t id;
 
@@ -118,18 +56,11 @@ struct Http2ServerCodec::Stream {
   bool in_trailers = false;
   bool delivered = false;         // OnRequestHeaders was called
   bool request_complete = false;  // END_STREAM received
-  size_t held = 0;                // given to the caller, not yet consumed
-  size_t withheld = 0;  // received, stream credit not yet returned to peer
+  http2::ReceiveWindow window;
 
   // Response side.
-  bool final_response = false;  // final response submitted
-  bool send_end = false;        // the response's last byte is submitted
-  std::string send_queue;
-  size_t send_offset = 0;
-  std::vector<std::pair<std::string, std::string>> trailers;
-  bool has_trailers = false;
-  bool deferred = false;  // the data provider returned NGHTTP2_ERR_DEFERRED
-  bool above_low_watermark = false;
+  bool final_response = false;     // final response submitted
+  http2::OutboundBody body;        // ended(): the response's last byte is in
   bool response_end_sent = false;  // a frame with END_STREAM went out
 
   // How it ends.
@@ -138,8 +69,6 @@ struct Http2ServerCodec::Stream {
   bool peer_reset = false;
   // The caller sees no more events and its submits are refused.
   bool closed = false;
-
-  size_t queued() const { return send_queue.size() - send_offset; }
 };
 
 // The nghttp2 callbacks, with access to the codec's internals.
@@ -154,7 +83,8 @@ struct Http2ServerCodecAccess {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     const int32_t id = frame->hd.stream_id;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-      codec->streams_[id] = std::make_unique<Http2ServerCodec::Stream>(id);
+      codec->streams_[id] =
+          std::make_unique<Http2ServerCodec::Stream>(id, codec->limits_);
       if (++codec->streams_in_window_ >=
           codec->limits_.premature_reset_window) {
         codec->streams_in_window_ = 0;
@@ -180,7 +110,7 @@ struct Http2ServerCodecAccess {
     Http2ServerCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
     if (stream == nullptr) return 0;
     if (stream->closed) return 0;
-    stream->header_bytes += name_len + value_len + kFieldOverhead;
+    stream->header_bytes += name_len + value_len + http2::kFieldOverhead;
     const size_t limit = codec->limits_.max_header_list_bytes;
     if (stream->header_bytes > limit) {
       if (stream->in_trailers ||
@@ -331,9 +261,8 @@ struct Http2ServerCodecAccess {
       nghttp2_session_consume_stream(session, stream_id, len);
       return 0;
     }
-    stream->held += len;
-    stream->withheld += len;
-    codec->ReturnStreamCredit(stream);
+    const size_t credit = stream->window.OnDelivered(len);
+    if (credit > 0) nghttp2_session_consume_stream(session, stream_id, credit);
     codec->callbacks_->OnRequestData(
         stream_id, std::string_view(reinterpret_cast<const char*>(data), len),
         false);
@@ -433,42 +362,12 @@ struct Http2ServerCodecAccess {
     if (stream == nullptr || stream->closed) {
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    const size_t n = std::min(length, stream->queued());
-    if (n > 0) {
-      std::memcpy(buf, stream->send_queue.data() + stream->send_offset, n);
-      stream->send_offset += n;
-      if (stream->send_offset == stream->send_queue.size()) {
-        stream->send_queue.clear();
-        stream->send_offset = 0;
-      } else if (stream->send_offset >= 64 * 1024 &&
-                 stream->send_offset * 2 >= stream->send_queue.size()) {
-        stream->send_queue.erase(0, stream->send_offset);
-        stream->send_offset = 0;
-      }
-      if (stream->above_low_watermark &&
-          stream->queued() <= codec->limits_.stream_send_low_watermark) {
-        stream->above_low_watermark = false;
-        codec->writable_.push_back(stream_id);
-      }
-    }
-    if (stream->queued() == 0 && stream->send_end) {
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-      if (stream->has_trailers) {
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        const std::vector<nghttp2_nv> nva = ToNva(stream->trailers, nullptr);
-        if (nghttp2_submit_trailer(session, stream_id, nva.data(),
-                                   nva.size()) != 0) {
-          return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        }
-        stream->trailers.clear();
-      }
-      return static_cast<ssize_t>(n);
-    }
-    if (n == 0) {
-      stream->deferred = true;
-      return NGHTTP2_ERR_DEFERRED;
-    }
-    return static_cast<ssize_t>(n);
+    bool writable = false;
+    const ssize_t rv =
+        stream->body.Read(session, stream_id, buf, length, data_flags,
+                          codec->limits_.stream_send_low_watermark, &writable);
+    if (writable) codec->writable_.push_back(stream_id);
+    return rv;
   }
 };
 
@@ -499,13 +398,9 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   nghttp2_option* opt = nullptr;
   SLUICE_CHECK(nghttp2_option_new(&opt) == 0);
   nghttp2_option_set_no_auto_window_update(opt, 1);
-  nghttp2_option_set_max_outbound_ack(opt, kMaxOutboundAcks);
-  nghttp2_option_set_max_settings(opt, kMaxSettingsEntries);
-  nghttp2_option_set_max_continuations(opt, kMaxContinuations);
+  http2::SetSessionGuards(opt, limits_.max_header_list_bytes);
   nghttp2_option_set_stream_reset_rate_limit(opt, kStreamResetBurst,
                                              kStreamResetRate);
-  nghttp2_option_set_max_deflate_dynamic_table_size(opt, kMaxDeflateTableSize);
-  nghttp2_option_set_no_closed_streams(opt, 1);
 
   const int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
   nghttp2_option_del(opt);
@@ -545,7 +440,7 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
   const ssize_t rv = nghttp2_session_mem_recv(
       session_, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (rv < 0) {
-    FailConnection(GoawayCodeFor(static_cast<int>(rv)),
+    FailConnection(http2::GoawayCodeFor(static_cast<int>(rv)),
                    absl::StrCat("connection error: ",
                                 nghttp2_strerror(static_cast<int>(rv))));
   } else {
@@ -574,17 +469,10 @@ void Http2ServerCodec::TakeOutput(std::string* out, size_t max_bytes) {
 }
 
 void Http2ServerCodec::Pump(std::string* sink, size_t limit) {
-  while (sink->size() < limit) {
-    const uint8_t* data = nullptr;
-    const ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) {
-      FailConnection(NGHTTP2_INTERNAL_ERROR,
-                     absl::StrCat("connection error: ",
-                                  nghttp2_strerror(static_cast<int>(n))));
-      return;
-    }
-    if (n == 0) return;
-    sink->append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+  const int rv = http2::DrainSession(session_, sink, limit);
+  if (rv != 0) {
+    FailConnection(NGHTTP2_INTERNAL_ERROR,
+                   absl::StrCat("connection error: ", nghttp2_strerror(rv)));
   }
 }
 
@@ -595,7 +483,7 @@ void Http2ServerCodec::NotifyWritable() {
   for (int32_t id : ids) {
     Stream* stream = FindStream(id);
     if (stream == nullptr || stream->closed) continue;
-    if (stream->queued() > limits_.stream_send_low_watermark) continue;
+    if (stream->body.queued() > limits_.stream_send_low_watermark) continue;
     callbacks_->OnStreamWritable(id);
   }
 }
@@ -627,26 +515,11 @@ void Http2ServerCodec::CountPrematureEnd() {
   }
 }
 
-void Http2ServerCodec::ReturnStreamCredit(Stream* stream) {
-  const size_t window = limits_.initial_window_size;
-  const size_t budget =
-      std::max<size_t>(limits_.max_request_body_buffer, window);
-  // Credit the peer may still use plus bytes the caller holds stay within
-  // `budget`: keep back enough credit to guarantee it.
-  const size_t keep =
-      stream->held + window > budget ? stream->held + window - budget : 0;
-  if (stream->withheld <= keep) return;
-  const size_t credit = stream->withheld - keep;
-  stream->withheld = keep;
-  nghttp2_session_consume_stream(session_, stream->id, credit);
-}
-
 void Http2ServerCodec::RejectHeaderBlock(Stream* stream) {
   const bool known_to_caller = stream->delivered && !stream->closed;
   stream->closed = true;
   stream->reset_by_codec = true;
-  stream->send_queue = std::string();
-  stream->send_offset = 0;
+  stream->body.Drop();
   // Queued before nghttp2 queues its own RST_STREAM(INTERNAL_ERROR) for the
   // failed callback, which then does nothing: the client sees this code.
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream->id,
@@ -663,7 +536,8 @@ void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream) {
   const nghttp2_nv nva[] = {MakeNv(":status", "431"),
                             MakeNv("content-length", "0")};
   stream->final_response = true;
-  stream->send_end = true;
+  stream->body.Submit(session_, stream->id, std::string_view(), true,
+                      limits_.stream_send_low_watermark);
   nghttp2_submit_response(session_, stream->id, nva, std::size(nva), nullptr);
 }
 
@@ -678,8 +552,9 @@ bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
   const bool interim = status < 200;
   if (interim && end_stream) return false;
   const std::string status_text = std::to_string(status);
-  const auto fields = SendableFields(headers);
-  const std::vector<nghttp2_nv> nva = ToNva(fields, &status_text);
+  const FieldList fields = SendableFields(FieldSection::kResponseHead, headers);
+  const std::vector<nghttp2_nv> nva =
+      http2::ToNva({MakeNv(":status", status_text)}, fields);
   int rv;
   if (interim) {
     rv = nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream_id, nullptr,
@@ -697,7 +572,11 @@ bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
   if (rv < 0) return false;
   if (!interim) {
     stream->final_response = true;
-    stream->send_end = end_stream;
+    // Without a body to follow, marks the body ended.
+    if (end_stream) {
+      stream->body.Submit(session_, stream_id, std::string_view(), true,
+                          limits_.stream_send_low_watermark);
+    }
   }
   return true;
 }
@@ -706,18 +585,11 @@ bool Http2ServerCodec::SubmitData(int32_t stream_id, std::string_view data,
                                   bool end_stream) {
   Stream* stream = FindStream(stream_id);
   if (stream == nullptr || stream->closed || !stream->final_response ||
-      stream->send_end) {
+      stream->body.ended()) {
     return false;
   }
-  stream->send_queue.append(data);
-  stream->send_end = end_stream;
-  if (stream->queued() > limits_.stream_send_low_watermark) {
-    stream->above_low_watermark = true;
-  }
-  if (stream->deferred && (!data.empty() || end_stream)) {
-    stream->deferred = false;
-    nghttp2_session_resume_data(session_, stream_id);
-  }
+  stream->body.Submit(session_, stream_id, data, end_stream,
+                      limits_.stream_send_low_watermark);
   return true;
 }
 
@@ -725,12 +597,11 @@ bool Http2ServerCodec::SubmitTrailers(int32_t stream_id,
                                       const HeaderMap& trailers) {
   Stream* stream = FindStream(stream_id);
   if (stream == nullptr || stream->closed || !stream->final_response ||
-      stream->send_end) {
+      stream->body.ended()) {
     return false;
   }
-  stream->trailers = SendableFields(trailers);
   // An empty trailer section is just the end of the body.
-  stream->has_trailers = !stream->trailers.empty();
+  stream->body.SetTrailers(SendableFields(FieldSection::kTrailers, trailers));
   return SubmitData(stream_id, std::string_view(), true);
 }
 
@@ -739,21 +610,20 @@ void Http2ServerCodec::ResetStream(int32_t stream_id, uint32_t error_code) {
   if (stream == nullptr || stream->closed) return;
   stream->closed = true;
   stream->reset_by_caller = true;
-  stream->send_queue = std::string();
-  stream->send_offset = 0;
+  stream->body.Drop();
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
 }
 
 size_t Http2ServerCodec::QueuedBytes(int32_t stream_id) const {
   const Stream* stream = FindStream(stream_id);
-  return stream == nullptr ? 0 : stream->queued();
+  return stream == nullptr ? 0 : stream->body.queued();
 }
 
 void Http2ServerCodec::ConsumeRequestData(int32_t stream_id, size_t n) {
   Stream* stream = FindStream(stream_id);
   if (stream == nullptr || stream->closed) return;
-  stream->held -= std::min(n, stream->held);
-  ReturnStreamCredit(stream);
+  const size_t credit = stream->window.OnConsumed(n);
+  if (credit > 0) nghttp2_session_consume_stream(session_, stream_id, credit);
 }
 
 void Http2ServerCodec::Shutdown(uint32_t error_code) {

@@ -59,9 +59,10 @@
 // or SETTINGS and never reads the ACKs then fills nghttp2's queue and the
 // connection fails (max outbound ACKs), instead of growing memory.
 //
-// Abuse protections, besides the limits above (see http2_server_codec.cc for
-// the values): nghttp2 bounds SETTINGS entries per frame, queued SETTINGS/PING
-// ACKs, CONTINUATION frames per header block (8), the HPACK tables, single
+// Abuse protections, besides the limits above (see http2_util.cc and
+// http2_server_codec.cc for the values): nghttp2 bounds SETTINGS entries per
+// frame, queued SETTINGS/PING ACKs, CONTINUATION frames per header block (8,
+// more for a max_header_list_bytes over 96 KiB), the HPACK tables, single
 // field sizes (64 KiB) and the rate of RST_STREAM frames received (token
 // bucket). The codec itself counts "premature" stream ends -- streams the
 // client reset before their response completed, streams reset because the
@@ -242,7 +243,6 @@ class Http2ServerCodec {
   void NotifyWritable();
   void FailConnection(uint32_t h2_error_code, std::string reason);
   void CountPrematureEnd();
-  void ReturnStreamCredit(Stream* stream);
   void RespondHeadersTooLarge(Stream* stream);
   void RejectHeaderBlock(Stream* stream);
   void SubmitFinalGoaway();

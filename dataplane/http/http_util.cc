@@ -70,6 +70,18 @@ std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& h
   return tokens;
 }
 
+bool HasToken(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    item = Trim(item.substr(0, item.find(';')));
+    if (EqualsIgnoreCase(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::string_view name) {
   for (const HeaderField& h : headers) {
     if (EqualsIgnoreCase(h.name, name)) return &h;

@@ -23,6 +23,10 @@ bool IsHopByHop(std::string_view name, const std::vector<std::string_view>& conn
 // The comma-separated tokens of all Connection headers, trimmed.
 std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& headers);
 
+// Whether a comma-separated list value (TE, Connection...) holds `token`
+// (case-insensitive; parameters after ';' ignored).
+bool HasToken(std::string_view list, std::string_view token);
+
 // The first header with this name, or nullptr.
 const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::string_view name);
 

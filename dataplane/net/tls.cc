@@ -362,8 +362,13 @@ absl::StatusOr<std::shared_ptr<TlsClientContext>> TlsClientContext::Create(
           absl::StrCat("client_certificate: ", status.message()));
     }
   }
-  static constexpr unsigned char kAlpn[] = "\x08http/1.1";
-  if (SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn) - 1) != 0) {  // 0 is success here
+  std::string alpn;
+  for (const std::string& protocol : config.alpn_protocols) {
+    alpn.push_back(static_cast<char>(protocol.size()));
+    alpn.append(protocol);
+  }
+  if (SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(alpn.data()),
+                              alpn.size()) != 0) {  // 0 is success here
     return absl::InternalError(absl::StrCat("alpn: ", TakeOpenSslError()));
   }
   // Sessions are kept by OnNewSession, not in OpenSSL's internal cache.

@@ -101,6 +101,8 @@ struct TlsClientConfig {
   int max_version = TLS1_3_VERSION;
   // false: nothing about the upstream's certificate is checked (unsafe).
   bool verify = true;
+  // Offered by ALPN, in preference order ("h2", "http/1.1").
+  std::vector<std::string> alpn_protocols = {"http/1.1"};
 
   bool operator==(const TlsClientConfig&) const = default;
 };
@@ -108,7 +110,7 @@ struct TlsClientConfig {
 // Thread-safe after Create(): workers and the health checker make sockets
 // from one context at once.
 //
-// Every handshake offers ALPN "http/1.1". Resumption: the context keeps the
+// Every handshake offers the config's ALPN protocols. Resumption: the context keeps the
 // last resumable session an upstream issued (guarded by a mutex) and offers
 // it on each new connection; the endpoints of one cluster usually share
 // their ticket keys, and one that does not simply makes a full handshake.

@@ -139,11 +139,17 @@ void ProxyStream::Reset() {
   cluster_ = nullptr;
   endpoint_key_.clear();
   upstream_.reset();
+  upstream2_.reset();
   method_.clear();
   upstream_head_.clear();
+  h2_storage_.clear();
+  h2_fields_.clear();
+  te_trailers_ = false;
+  refusals_ = 0;
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
   upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
+  response_streamed_ = false;
   grpc_ = false;
   grpc_timeout_ = absl::InfiniteDuration();
   status_ = attempts_ = 0;
@@ -154,7 +160,7 @@ void ProxyStream::Reset() {
   retries_ = 0;
   replayable_ = false;
   replay_.clear();
-  request_trailers_.clear();
+  request_trailers_.Clear();
   response_trailers_.clear();
   trailer_storage_.clear();
   filters_.clear();
@@ -184,6 +190,8 @@ void ProxyStream::Start(const RequestHead& head) {
       grpc_ = h.value.substr(0, 16) == "application/grpc";
     } else if (http::EqualsIgnoreCase(h.name, "grpc-timeout")) {
       if (!ParseGrpcTimeout(h.value, &grpc_timeout_)) grpc_timeout_ = absl::InfiniteDuration();
+    } else if (http::EqualsIgnoreCase(h.name, "te")) {
+      te_trailers_ = te_trailers_ || http::HasToken(h.value, "trailers");
     }
   }
   if (id_header && ValidRequestId(id_header->value)) {
@@ -240,8 +248,6 @@ void ProxyStream::Start(const RequestHead& head) {
     case router::RouteEntry::Action::kCluster:
       break;
   }
-  upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
-             IsWebSocketUpgrade(*head.headers);
   const std::string& cluster_name = route_->clusters.size() == 1
                                         ? route_->clusters[0].name
                                         : route_->PickCluster(worker_.picker().Random());
@@ -251,6 +257,10 @@ void ProxyStream::Start(const RequestHead& head) {
     return;
   }
   cluster_ = cluster_it->second.get();
+  // WebSocket (an HTTP/1.1 Upgrade) needs an HTTP/1.1 upstream.
+  upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
+             cluster_->protocol != upstream::UpstreamProtocol::kHttp2 &&
+             IsWebSocketUpgrade(*head.headers);
   if (cluster_->hash_table) hash_ = HashKeyFor(*cluster_, head);
   const upstream::ClusterInfo& cluster = *cluster_;
   if (cluster.state->active_requests.load(std::memory_order_relaxed) >=
@@ -265,26 +275,36 @@ void ProxyStream::Start(const RequestHead& head) {
   const router::RouteEntry::Retry& retry = route_->retry;
   replayable_ = retry.num_retries > 0 && (IsIdempotent(method_) || retry.retry_non_idempotent);
 
-  // The request head for the upstream (HTTP/1.1).
+  std::string rewritten;
+  if (!route_->prefix_rewrite.empty()) rewritten = route_->RewritePath(head.target);
+  std::string_view path = route_->prefix_rewrite.empty() ? head.target : rewritten;
+  // The forwarded fields: the policies' map, or straight from the request.
+  auto for_each_field = [&](auto emit) {
+    if (!filters_.empty()) {
+      for (const http::HeaderMap::Field& f : filtered_headers_.fields()) emit(f.name, f.value);
+    } else {
+      ForEachForwardedHeader(head, emit);
+    }
+  };
+  if (cluster_->protocol != upstream::UpstreamProtocol::kHttp1) {
+    BuildHttp2Head(head, path, for_each_field);
+  }
+  if (cluster_->protocol == upstream::UpstreamProtocol::kHttp2) {
+    if (head.expect_continue && has_body_) sink_.EncodeContinue();
+    StartRouteTimer();
+    ConnectUpstream();
+    return;
+  }
+  // The request head for an HTTP/1.1 upstream.
   std::string& out = upstream_head_;
   out.reserve(head.target.size() + 512);
   out.append(head.method);
   out.push_back(' ');
-  if (!route_->prefix_rewrite.empty()) {
-    out.append(route_->RewritePath(head.target));
-  } else {
-    out.append(head.target);
-  }
+  out.append(path);
   out.append(" HTTP/1.1\r\n");
-  if (!filters_.empty()) {
-    for (const http::HeaderMap::Field& f : filtered_headers_.fields()) {
-      AppendHeader(&out, f.name, f.value);
-    }
-  } else {
-    ForEachForwardedHeader(head, [&out](std::string_view name, std::string_view value) {
-      AppendHeader(&out, name, value);
-    });
-  }
+  for_each_field([&out](std::string_view name, std::string_view value) {
+    AppendHeader(&out, name, value);
+  });
   if (upgrade_) {
     AppendHeader(&out, "connection", "upgrade");
     AppendHeader(&out, "upgrade", "websocket");
@@ -297,7 +317,12 @@ void ProxyStream::Start(const RequestHead& head) {
     AppendHeader(&out, "transfer-encoding", "chunked");
   }
   out.append("\r\n");
+  if (head.expect_continue && has_body_) sink_.EncodeContinue();
+  StartRouteTimer();
+  ConnectUpstream();
+}
 
+void ProxyStream::StartRouteTimer() {
   // The client's grpc-timeout bounds the route's deadline.
   if (grpc_timeout_ < absl::InfiniteDuration() &&
       (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout)) {
@@ -305,8 +330,64 @@ void ProxyStream::Start(const RequestHead& head) {
   } else if (route_->timeout > absl::ZeroDuration()) {
     route_timer_.Enable(route_->timeout, /*shared_duration=*/true);
   }
-  if (head.expect_continue && has_body_) sink_.EncodeContinue();
-  ConnectUpstream();
+}
+
+template <typename ForEach>
+void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
+                                 ForEach for_each) {
+  // Regular fields as name\0value\0 pairs, then the four pseudo-header
+  // values (\0-terminated); views are taken once the string stops growing.
+  std::string& st = h2_storage_;
+  st.reserve(path.size() + 512);
+  auto put = [&st](std::string_view name, std::string_view value) {
+    st.append(name);
+    st.push_back('\0');
+    st.append(value);
+    st.push_back('\0');
+  };
+  std::string authority(head.authority.empty() ? std::string_view("localhost") : head.authority);
+  for_each([&](std::string_view name, std::string_view value) {
+    // The (forwarded, perhaps rewritten by a policy) Host is :authority.
+    if (http::EqualsIgnoreCase(name, "host")) {
+      authority.assign(value);
+      return;
+    }
+    put(name, value);
+  });
+  // gRPC servers require it; HTTP/2 allows no other TE value (RFC 9113
+  // 8.2.2). An HTTP/1.1 upstream gets no TE (a hop-by-hop field).
+  if (te_trailers_) put("te", "trailers");
+  if (head.body == RequestHead::Body::kLength) {
+    put("content-length", std::to_string(head.content_length));
+  }
+  size_t regular_end = st.size();
+  for (std::string_view v : {std::string_view(head.method),
+                             std::string_view(cluster_->transport != nullptr ? "https" : "http"),
+                             std::string_view(authority), path}) {
+    st.append(v);
+    st.push_back('\0');
+  }
+  h2_fields_.clear();
+  std::string_view all = st;
+  size_t at = 0;
+  while (at < regular_end) {
+    size_t a = all.find('\0', at);
+    size_t b = all.find('\0', a + 1);
+    h2_fields_.push_back({all.substr(at, a - at), all.substr(a + 1, b - a - 1)});
+    at = b + 1;
+  }
+  std::string_view pseudo[4];
+  for (std::string_view& v : pseudo) {
+    size_t a = all.find('\0', at);
+    v = all.substr(at, a - at);
+    at = a + 1;
+  }
+  h2_request_.method = pseudo[0];
+  h2_request_.scheme = pseudo[1];
+  h2_request_.authority = pseudo[2];
+  h2_request_.path = pseudo[3];
+  h2_request_.fields = h2_fields_.data();
+  h2_request_.field_count = h2_fields_.size();
 }
 
 template <typename Emit>
@@ -422,23 +503,47 @@ bool ProxyStream::ConnectUpstream() {
     return false;
   }
   const upstream::EndpointInfo& endpoint = cluster.endpoints[index];
-  auto acquired = worker_.pool().Acquire(cluster, endpoint);
-  if (!acquired.ok()) {
-    if (absl::IsResourceExhausted(acquired.status())) {
+  bool h2 = cluster.protocol == upstream::UpstreamProtocol::kHttp2 ||
+            (cluster.protocol == upstream::UpstreamProtocol::kAuto &&
+             !worker_.h2_pool().SpeaksHttp1(endpoint.pool_key));
+  absl::Status acquire_status;
+  bool connecting = false;
+  if (h2) {
+    auto stream = worker_.h2_pool().Acquire(cluster, endpoint, this);
+    if (stream.ok()) {
+      connecting = (*stream)->connecting();
+      upstream2_ = std::move(*stream);
+    } else {
+      acquire_status = stream.status();
+    }
+  } else {
+    auto connection = worker_.pool().Acquire(cluster, endpoint);
+    if (connection.ok()) {
+      connecting = (*connection)->connection().connecting();
+      upstream_ = std::move(*connection);
+    } else {
+      acquire_status = connection.status();
+    }
+  }
+  if (!acquire_status.ok()) {
+    if (absl::IsResourceExhausted(acquire_status)) {
       cluster.stats.breaker_overflow_connections->Inc();
       SendLocalResponse(503, absl::StrCat("circuit breaker max_connections is open for cluster ",
                                           cluster.name));
     } else {
       cluster.stats.upstream_connect_failures->Inc();
-      SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquired.status().message()));
+      SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquire_status.message()));
     }
     return false;
   }
-  if ((*acquired)->connection().connecting()) {
+  if (connecting) {
     if (cluster.state->pending_requests.load(std::memory_order_relaxed) >=
         cluster.breakers.max_pending_requests) {
-      (*acquired)->connection().Close();
-      worker_.dispatcher().DeferredDelete(std::move(*acquired));
+      if (upstream_) {
+        upstream_->connection().Close();
+        worker_.dispatcher().DeferredDelete(std::move(upstream_));
+      }
+      upstream2_.reset();
       cluster.stats.breaker_overflow_pending->Inc();
       SendLocalResponse(503, absl::StrCat("circuit breaker max_pending_requests is open for cluster ",
                                           cluster.name));
@@ -447,8 +552,7 @@ bool ProxyStream::ConnectUpstream() {
     cluster.state->pending_requests.fetch_add(1, std::memory_order_relaxed);
     pending_ = true;
   }
-  upstream_ = std::move(*acquired);
-  upstream_->Attach(this, head_request_, upgrade_);
+  if (upstream_) upstream_->Attach(this, head_request_, upgrade_);
   endpoint_index_ = index;
   endpoint_key_ = endpoint.key;
   endpoint_active_ = worker_.picker().ActiveCounter(endpoint_key_);
@@ -456,19 +560,68 @@ bool ProxyStream::ConnectUpstream() {
   endpoint.state->active_requests.fetch_add(1, std::memory_order_relaxed);
   ++attempts_;
   cluster.stats.upstream_requests->Inc();
-  if (replay_.empty()) {
-    upstream_->connection().Write(upstream_head_);
-  } else {
-    upstream_->connection().Write2(upstream_head_, replay_);
-  }
-  if (request_complete_ && request_chunked_ && attempts_ > 1) {
-    upstream_->connection().Write2("0\r\n", request_trailers_);
-    upstream_->connection().Write("\r\n");
-  }
   if (route_->retry.per_try_timeout > absl::ZeroDuration()) {
     per_try_timer_.Enable(route_->retry.per_try_timeout);
   }
+  if (upstream_) {
+    SendRequestHttp1();
+  } else {
+    SendRequestHttp2();  // may be refused at once (and try again)
+  }
   return true;
+}
+
+void ProxyStream::SendRequestHttp1() {
+  net::Connection& up = upstream_->connection();
+  if (replay_.empty()) {
+    up.Write(upstream_head_);
+  } else if (!request_chunked_) {
+    up.Write2(upstream_head_, replay_);
+  } else {
+    // What was received so far, as one chunk.
+    std::string chunk_header;
+    http::AppendChunkHeader(&chunk_header, replay_.size());
+    up.Write2(upstream_head_, chunk_header);
+    up.Write2(replay_, "\r\n");
+  }
+  if (request_complete_ && request_chunked_ && attempts_ > 1) SendRequestEnd();
+}
+
+void ProxyStream::SendRequestHttp2() {
+  bool end_with_head = request_complete_ && replay_.empty() && request_trailers_.empty();
+  upstream::Http2UpstreamStream* stream = upstream2_.get();
+  stream->SendHeaders(h2_request_, end_with_head);
+  if (upstream2_.get() != stream || end_with_head) return;  // refused, or nothing more
+  if (!replay_.empty()) stream->SendData(replay_, false);
+  if (request_complete_) SendRequestEnd();
+}
+
+void ProxyStream::SendRequestEnd() {
+  if (upstream2_) {
+    if (request_trailers_.empty()) {
+      upstream2_->SendData({}, true);
+      return;
+    }
+    std::vector<http::HeaderField> fields;
+    fields.reserve(request_trailers_.size());
+    for (const http::HeaderMap::Field& f : request_trailers_.fields()) {
+      fields.push_back({f.name, f.value});
+    }
+    upstream2_->SendTrailers(fields.data(), fields.size());
+    return;
+  }
+  if (!upstream_ || !request_chunked_) return;
+  std::string last = "0\r\n";
+  for (const http::HeaderMap::Field& f : request_trailers_.fields()) {
+    AppendHeader(&last, f.name, f.value);
+  }
+  last.append("\r\n");
+  upstream_->connection().Write(last);
+}
+
+void ProxyStream::SetUpstreamReadEnabled(bool enabled) {
+  if (upstream_) upstream_->connection().SetReadEnabled(enabled);
+  if (upstream2_) upstream2_->SetReadEnabled(enabled);
 }
 
 uint64_t ProxyStream::HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head) {
@@ -551,7 +704,7 @@ void ProxyStream::OnRetryTimer() {
 }
 
 void ProxyStream::OnPerTryTimeout() {
-  if (!active_ || !upstream_) return;
+  if (!active_ || !HasUpstream()) return;
   upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   cluster_->stats.upstream_timeouts->Inc();
   ReleaseUpstream(false);
@@ -560,7 +713,7 @@ void ProxyStream::OnPerTryTimeout() {
     return;
   }
   if (response_started_) {
-    Fail();
+    if (!EndGrpcResponse(504, "upstream did not answer within the per-try timeout")) Fail();
     return;
   }
   SendLocalResponse(504, "upstream did not answer within the per-try timeout");
@@ -576,22 +729,27 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     if (up.output_size() > kHighWatermark) sink_.SetRequestReadEnabled(false);
     return;
   }
-  std::string header;
-  if (request_chunked_) http::AppendChunkHeader(&header, chunk.size());
   if (replayable_) {
     // Keep what is sent, to send it again on a retry (bounded).
-    if (replay_.size() + header.size() + chunk.size() + 2 > route_->retry.max_replay_bytes) {
+    if (replay_.size() + chunk.size() > route_->retry.max_replay_bytes) {
       replayable_ = false;
       std::string().swap(replay_);
     } else {
-      replay_.append(header);
       replay_.append(chunk);
-      if (request_chunked_) replay_.append("\r\n");
     }
+  }
+  if (upstream2_) {
+    upstream2_->SendData(chunk, false);
+    if (upstream2_ && upstream2_->queued_bytes() > kHighWatermark) {
+      sink_.SetRequestReadEnabled(false);
+    }
+    return;
   }
   if (!upstream_) return;  // between tries: kept in the replay buffer
   net::Connection& up = upstream_->connection();
   if (request_chunked_) {
+    std::string header;
+    http::AppendChunkHeader(&header, chunk.size());
     up.Write2(header, chunk);
     up.Write("\r\n");
   } else {
@@ -603,14 +761,10 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
 void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (!active_) return;
   request_complete_ = true;
-  if (!request_chunked_) return;
   for (const http::HeaderField& t : trailers) {
-    if (ForwardableTrailer(t.name)) AppendHeader(&request_trailers_, t.name, t.value);
+    if (ForwardableTrailer(t.name)) request_trailers_.Add(t.name, t.value);
   }
-  if (upstream_) {
-    upstream_->connection().Write2("0\r\n", request_trailers_);
-    upstream_->connection().Write("\r\n");
-  }
+  SendRequestEnd();
 }
 
 void ProxyStream::OnUpstreamConnected() {
@@ -626,9 +780,9 @@ void ProxyStream::OnUpstreamWriteDrained() {
 }
 
 void ProxyStream::OnDownstreamDrained() {
-  if (active_ && upstream_ && upstream_paused_reading_) {
+  if (active_ && HasUpstream() && upstream_paused_reading_) {
     upstream_paused_reading_ = false;
-    upstream_->connection().SetReadEnabled(true);
+    SetUpstreamReadEnabled(true);
   }
 }
 
@@ -668,6 +822,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   } else {
     out.body = ResponseHead::Body::kStream;  // chunked or delimited by close
   }
+  response_streamed_ = out.body == ResponseHead::Body::kStream;
   response_started_ = true;
   EncodeResponseHead(out, response_fields_);
 }
@@ -711,10 +866,10 @@ void ProxyStream::OnTunnelIdle() {
 void ProxyStream::OnUpstreamBody(std::string_view bytes) {
   if (tunnel_) tunnel_timer_.Enable(route_->websocket_idle_timeout);
   sink_.EncodeData(bytes);
-  if (!active_ || !upstream_) return;
+  if (!active_ || !HasUpstream()) return;
   if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
     upstream_paused_reading_ = true;
-    upstream_->connection().SetReadEnabled(false);
+    SetUpstreamReadEnabled(false);
   }
 }
 
@@ -739,7 +894,7 @@ void ProxyStream::OnUpstreamComplete() {
     response_trailers_.push_back({rest.substr(0, a), rest.substr(a + 1, b - a - 1)});
     rest.remove_prefix(b + 1);
   }
-  bool reusable = upstream_->reusable() && request_complete_;
+  bool reusable = upstream_ != nullptr && upstream_->reusable() && request_complete_;
   ReleaseUpstream(reusable);
   sink_.EncodeEnd(response_trailers_);
   Finish();
@@ -757,8 +912,10 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   }
   const upstream::ClusterStats& stats = cluster_->stats;
   // A pooled connection the upstream had already closed: resend on another.
-  if (!response_started_ && upstream_ && upstream_->reused() && !upstream_->response_started() &&
-      !has_body_ && IsIdempotent(method_) && attempts_ < 3 + retries_) {
+  bool reused = upstream_ ? upstream_->reused() && !upstream_->response_started()
+                          : upstream2_ && upstream2_->reused() && !upstream2_->response_started();
+  if (!response_started_ && reused && !has_body_ && IsIdempotent(method_) &&
+      attempts_ < 3 + retries_) {
     ReleaseUpstream(false);
     --attempts_;  // not the endpoint's fault, not a retry
     ConnectUpstream();
@@ -779,19 +936,35 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     return;
   }
   if (response_started_) {
-    Fail();  // cut off mid-response: the client must see the cut, not a made-up status
+    // Cut off mid-response: the client must see the cut, not a made-up
+    // status (gRPC: an error status in trailers).
+    if (!EndGrpcResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why))) Fail();
     return;
   }
   SendLocalResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why));
 }
 
+void ProxyStream::OnUpstreamRefused(const std::string& why) {
+  if (!active_) return;
+  // Not processed upstream: send it again, on another connection (or over
+  // HTTP/1.1 when an AUTO endpoint chose it), without counting a try.
+  if (!response_started_ && refusals_ < 3 && (replayable_ || !has_body_ || attempts_ == 0)) {
+    ++refusals_;
+    ReleaseUpstream(false);
+    --attempts_;
+    ConnectUpstream();
+    return;
+  }
+  OnUpstreamFailed(false, false, why);
+}
+
 void ProxyStream::OnRouteTimeout() {
   if (!active_) return;
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
-  if (upstream_) upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  if (HasUpstream()) upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   ReleaseUpstream(false);
   if (response_started_) {
-    Fail();
+    if (!EndGrpcResponse(504, "upstream did not answer within the route timeout")) Fail();
     return;
   }
   SendLocalResponse(504, "upstream did not answer within the route timeout", {}, {},
@@ -804,11 +977,15 @@ void ProxyStream::ReleaseUpstream(bool reusable) {
     pending_ = false;
     cluster_->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
   }
-  if (!upstream_) return;
+  if (!HasUpstream()) return;
   if (endpoint_active_) --*endpoint_active_;
   endpoint_active_ = nullptr;
   cluster_->endpoints[endpoint_index_].state->active_requests.fetch_sub(1,
                                                                         std::memory_order_relaxed);
+  if (upstream2_) {
+    upstream2_.reset();  // resets the HTTP/2 stream unless its response completed
+    return;
+  }
   if (!reusable) upstream_->connection().Close();
   worker_.pool().Release(std::move(upstream_), cluster_->max_idle_per_endpoint);
 }
@@ -830,7 +1007,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     Fail();
     return;
   }
-  if (upstream_) ReleaseUpstream(false);
+  if (HasUpstream()) ReleaseUpstream(false);
   if (grpc_ && !error.empty()) {
     // A gRPC client understands gRPC statuses, not HTTP ones: a
     // "trailers-only" answer (HTTP 200, the status in the head, no body).
@@ -877,6 +1054,20 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   Finish();
 }
 
+bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error) {
+  if (!grpc_ || !response_started_ || !response_streamed_ || tunnel_ || !active_) return false;
+  ReleaseUpstream(false);
+  scratch_ = GrpcMessage(error);
+  grpc_status_text_ = std::to_string(GrpcStatusFor(http_status));
+  response_trailers_.clear();
+  response_trailers_.push_back({"grpc-status", grpc_status_text_});
+  response_trailers_.push_back({"grpc-message", scratch_});
+  status_ = http_status;  // counted as the gateway's error
+  sink_.EncodeEnd(response_trailers_);
+  Finish();
+  return true;
+}
+
 void ProxyStream::Finish() {
   int status_class = status_ / 100;
   if (status_class >= 1 && status_class <= 5) {
@@ -892,6 +1083,7 @@ void ProxyStream::Finish() {
   active_ = false;
   snapshot_.reset();
   upstream_.reset();
+  upstream2_.reset();
   sink_.OnStreamDone();  // may destroy this stream: nothing after it
 }
 
@@ -920,9 +1112,10 @@ void ProxyStream::OnDownstreamGone() {
       upstream_->connection().Close();
       worker_.dispatcher().DeferredDelete(std::move(upstream_));
     }
+    upstream2_.reset();
     return;
   }
-  if (upstream_ || pending_) ReleaseUpstream(false);
+  if (HasUpstream() || pending_) ReleaseUpstream(false);
   EndAccounting();
   active_ = false;
   snapshot_.reset();

@@ -32,6 +32,7 @@
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/net/transport_socket.h"
 #include "dataplane/upstream/connection_pool.h"
+#include "dataplane/upstream/http2_pool.h"
 
 namespace sluice::server {
 
@@ -142,6 +143,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnUpstreamComplete() override;
   void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
   void OnUpstreamWriteDrained() override;
+  void OnUpstreamRefused(const std::string& why) override;
   // http::FilterCallbacks
   const http::StreamInfo& info() const override { return info_; }
   void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
@@ -180,6 +182,23 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
                          std::string_view content_type, bool close_connection);
   // Encodes a response head through the route's policies (if any).
   void EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields);
+  // The request head for an HTTP/2 upstream, from the forwarded fields.
+  template <typename ForEach>
+  void BuildHttp2Head(const RequestHead& head, std::string_view path, ForEach for_each);
+  // Sends the request (head, and what the body has so far) on the try's
+  // upstream; for a retry the body comes from the replay buffer.
+  void SendRequestHttp1();
+  void SendRequestHttp2();
+  // The end of a request body that went upstream chunked (HTTP/1) or as
+  // END_STREAM / trailers (HTTP/2).
+  void SendRequestEnd();
+  void SetUpstreamReadEnabled(bool enabled);
+  void StartRouteTimer();
+  bool HasUpstream() const { return upstream_ != nullptr || upstream2_ != nullptr; }
+  // A gRPC response that began (streamed) and cannot complete ends with an
+  // error status in trailers, as gRPC clients understand it (a reset would
+  // read as INTERNAL). False when that does not apply.
+  bool EndGrpcResponse(int http_status, std::string_view error);
   void Finish();
   void Fail();  // cut off: release, account, abort the client side
   void EndAccounting();
@@ -202,9 +221,20 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   const config::RouteStats* route_stats_ = nullptr;
   const upstream::ClusterInfo* cluster_ = nullptr;
   std::string endpoint_key_;
+  // The current try's upstream: an HTTP/1.1 connection, or a stream on an
+  // HTTP/2 one (never both).
   std::unique_ptr<upstream::UpstreamConnection> upstream_;
+  std::unique_ptr<upstream::Http2UpstreamStream> upstream2_;
   std::string method_;
-  std::string upstream_head_;
+  std::string upstream_head_;  // HTTP/1.1 request head, for HTTP1 and AUTO clusters
+  // HTTP/2 request head for HTTP2 and AUTO clusters: name\0value\0 pairs
+  // (pseudo-header values first: method, scheme, authority, path), and
+  // views into it.
+  std::string h2_storage_;
+  std::vector<http::HeaderField> h2_fields_;
+  http::Http2Request h2_request_;
+  bool te_trailers_ = false;  // the client accepts trailers (te: trailers)
+  int refusals_ = 0;          // tries an HTTP/2 upstream refused unprocessed
   std::string request_id_;
   bool has_body_ = false;
   bool request_chunked_ = false;  // the body goes upstream chunked
@@ -215,6 +245,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool response_started_ = false;
   bool upstream_paused_reading_ = false;
   bool upstream_no_body_ = false;  // the response has no body (HEAD, 204, 304)
+  bool response_streamed_ = false;  // its length is not declared (chunked, DATA frames)
   bool grpc_ = false;  // content-type application/grpc: gateway errors are gRPC statuses
   absl::Duration grpc_timeout_ = absl::InfiniteDuration();  // the client's grpc-timeout
   int status_ = 0;
@@ -227,8 +258,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool counted_retry_ = false;          // in the cluster's active_retries
   int retries_ = 0;
   bool replayable_ = false;
-  std::string replay_;             // body bytes as sent upstream, to send again
-  std::string request_trailers_;   // encoded, for the last chunk upstream
+  std::string replay_;             // body bytes (no framing), to send again
+  http::HeaderMap request_trailers_;  // forwardable request trailers
   std::vector<http::HeaderField> response_trailers_;  // views into trailer_storage_
   std::string trailer_storage_;
   // Policies.
@@ -241,6 +272,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Scratch for response heads.
   std::vector<http::HeaderField> response_fields_;
   std::string scratch_;
+  std::string grpc_status_text_;
 };
 
 }  // namespace sluice::server

@@ -44,6 +44,7 @@ Worker::Worker(int index, ProxyStats& stats)
     : index_(index),
       stats_(stats),
       pool_(dispatcher_),
+      h2_pool_(dispatcher_),
       picker_(0x9e3779b97f4a7c15ull * static_cast<uint64_t>(index + 1) ^
               static_cast<uint64_t>(getpid())),
       id_rng_(std::random_device{}()) {}
@@ -61,6 +62,7 @@ void Worker::Start() {
       RemoveConnection(c);
     }
     pool_.CloseAllIdle();
+    h2_pool_.DrainExcept({});
     dispatcher_.RunDeferredDeletes();
     snapshot_.reset();
   });
@@ -124,6 +126,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
   for (DownstreamSession* c : all) c->OnSnapshotChanged();
   pool_.CloseIdleExcept(snapshot_->pool_keys);
+  h2_pool_.DrainExcept(snapshot_->pool_keys);
   picker_.Prune(snapshot_->endpoint_keys);
 }
 

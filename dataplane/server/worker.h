@@ -19,6 +19,7 @@
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/connection_pool.h"
+#include "dataplane/upstream/http2_pool.h"
 #include "dataplane/upstream/endpoint_picker.h"
 
 namespace sluice::server {
@@ -59,6 +60,7 @@ class Worker {
   event::Dispatcher& dispatcher() { return dispatcher_; }
   const std::shared_ptr<const config::ConfigSnapshot>& snapshot() const { return snapshot_; }
   upstream::ConnectionPool& pool() { return pool_; }
+  upstream::Http2Pool& h2_pool() { return h2_pool_; }
   upstream::EndpointPicker& picker() { return picker_; }
   ProxyStats& stats() { return stats_; }
   bool draining() const { return draining_; }
@@ -79,6 +81,7 @@ class Worker {
   std::thread thread_;
   std::shared_ptr<const config::ConfigSnapshot> snapshot_;
   upstream::ConnectionPool pool_;
+  upstream::Http2Pool h2_pool_;
   upstream::EndpointPicker picker_;
   std::mt19937_64 id_rng_;
   bool draining_ = false;

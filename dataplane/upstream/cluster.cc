@@ -21,12 +21,18 @@ int TlsVersion(const std::string& text, int unset) {
 // The TLS client settings from the cluster's tls block and the Secrets it
 // names (validated already; checked again, as the listener's are).
 absl::StatusOr<net::TlsClientConfig> UpstreamTlsConfig(const config::v1::UpstreamTls& tls,
+                                                       config::v1::Cluster::Protocol protocol,
                                                        const api::ResourceMap& resources) {
   auto secret = [&](const std::string& name) -> const config::v1::Secret* {
     auto it = resources.find({config::v1::SECRET, name});
     return it == resources.end() ? nullptr : &it->second.secret();
   };
   net::TlsClientConfig config;
+  switch (protocol) {
+    case config::v1::Cluster::HTTP2: config.alpn_protocols = {"h2"}; break;
+    case config::v1::Cluster::AUTO: config.alpn_protocols = {"h2", "http/1.1"}; break;
+    default: config.alpn_protocols = {"http/1.1"}; break;
+  }
   config.verify = !tls.insecure_skip_verify();
   if (config.verify) {
     const config::v1::Secret* ca = secret(tls.ca());
@@ -55,9 +61,9 @@ absl::StatusOr<net::TlsClientConfig> UpstreamTlsConfig(const config::v1::Upstrea
 // The cluster's TLS context: the previous version's when the settings are
 // equal, else a new one.
 absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> UpstreamTlsContext(
-    const config::v1::UpstreamTls& tls, const api::ResourceMap& resources,
-    const ClusterInfo* previous) {
-  auto config = UpstreamTlsConfig(tls, resources);
+    const config::v1::UpstreamTls& tls, config::v1::Cluster::Protocol protocol,
+    const api::ResourceMap& resources, const ClusterInfo* previous) {
+  auto config = UpstreamTlsConfig(tls, protocol, resources);
   if (!config.ok()) return config.status();
   if (previous != nullptr && previous->transport != nullptr) {
     auto kept = std::dynamic_pointer_cast<const net::TlsClientContext>(previous->transport);
@@ -78,21 +84,36 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   auto info = std::make_shared<ClusterInfo>();
   std::string pool_suffix;  // after the endpoint key in pool keys
   if (cluster.has_tls()) {
-    auto context = UpstreamTlsContext(cluster.tls(), resources, previous);
+    auto context = UpstreamTlsContext(cluster.tls(), cluster.protocol(), resources, previous);
     if (!context.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("Cluster \"", cluster.name(), "\": ",
                                                      context.status().message()));
     }
     pool_suffix = absl::StrCat(" tls:", cluster.name(), "#", (*context)->id());
     info->transport = std::move(*context);
+  } else if (cluster.protocol() != config::v1::Cluster::HTTP1) {
+    pool_suffix = absl::StrCat(" h2c:", cluster.name());
   }
+  switch (cluster.protocol()) {
+    case config::v1::Cluster::HTTP2: info->protocol = UpstreamProtocol::kHttp2; break;
+    case config::v1::Cluster::AUTO: info->protocol = UpstreamProtocol::kAuto; break;
+    default: info->protocol = UpstreamProtocol::kHttp1; break;
+  }
+  info->max_concurrent_streams = OrDefault(cluster.max_concurrent_streams(),
+                                           api::kDefaultUpstreamMaxConcurrentStreams);
   if (cluster.has_health_check()) {
     const auto& hc = cluster.health_check();
     HealthCheckConfig& h = info->health_check;
     h.enabled = true;
-    h.http = hc.has_http();
-    h.path = hc.http().path();
-    h.host = hc.http().host();
+    if (hc.has_http()) {
+      h.kind = HealthCheckConfig::Kind::kHttp;
+      h.path = hc.http().path();
+      h.host = hc.http().host();
+    } else if (hc.has_grpc()) {
+      h.kind = HealthCheckConfig::Kind::kGrpc;
+      h.grpc_service = hc.grpc().service_name();
+      h.host = hc.grpc().authority();
+    }
     h.expected.assign(hc.http().expected_statuses().begin(), hc.http().expected_statuses().end());
     h.interval = hc.has_interval() ? api::ToDuration(hc.interval()) : api::kDefaultHealthCheckInterval;
     h.timeout = hc.has_timeout() ? api::ToDuration(hc.timeout()) : api::kDefaultHealthCheckTimeout;

@@ -27,9 +27,10 @@ namespace sluice::upstream {
 struct EndpointInfo {
   std::string key;  // "127.0.0.1:9001": identity across versions
   // Which pooled connections may carry this cluster's requests to it: `key`
-  // for plain TCP (clusters sharing the endpoint share them); for TLS also
-  // the cluster's name and TLS context ("127.0.0.1:9443 tls:users#3"), so
-  // connections made with other TLS settings are never reused for it.
+  // for plain HTTP/1.1 (clusters sharing the endpoint share them); for TLS
+  // also the cluster's name and TLS context ("127.0.0.1:9443 tls:users#3"),
+  // so connections made with other TLS settings are never reused for it;
+  // for plain HTTP/2 also the cluster's name ("127.0.0.1:50051 h2c:grpc").
   std::string pool_key;
   std::string ip;   // "127.0.0.1" / "::1"
   uint16_t port = 0;
@@ -40,9 +41,11 @@ struct EndpointInfo {
 
 struct HealthCheckConfig {
   bool enabled = false;
-  bool http = false;  // else TCP connect
+  enum class Kind { kTcp, kHttp, kGrpc };
+  Kind kind = Kind::kTcp;
   std::string path;
-  std::string host;                  // empty: the endpoint's address
+  std::string host;                  // empty: the endpoint's address (HTTP and gRPC)
+  std::string grpc_service;          // gRPC: the service asked about
   std::vector<uint32_t> expected;    // empty: 200..299
   absl::Duration interval;
   absl::Duration timeout;
@@ -90,8 +93,14 @@ struct ClusterStats {
   stats::Counter* panic;              // picks made in panic mode
 };
 
+// The HTTP version spoken to the endpoints (Cluster.protocol).
+enum class UpstreamProtocol { kHttp1, kHttp2, kAuto };
+
 struct ClusterInfo {
   std::string name;
+  UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
+  // HTTP/2: streams per connection before another one is opened.
+  uint32_t max_concurrent_streams = 100;
   std::vector<EndpointInfo> endpoints;
   config::v1::Cluster::LbPolicy lb_policy = config::v1::Cluster::ROUND_ROBIN;
   bool equal_weights = true;

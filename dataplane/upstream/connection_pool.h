@@ -44,6 +44,10 @@ class UpstreamEvents {
   // failed).
   virtual void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) = 0;
   virtual void OnUpstreamWriteDrained() = 0;
+  // HTTP/2: the upstream did not process the request (REFUSED_STREAM, a
+  // GOAWAY below its stream, or the connection went before the request
+  // left, e.g. an AUTO endpoint chose HTTP/1.1): it may be sent again.
+  virtual void OnUpstreamRefused(const std::string& why) { OnUpstreamFailed(false, false, why); }
   // Chunked trailer fields of the response (before OnUpstreamComplete).
   virtual void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {}
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -11,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "dataplane/http/http1_parser.h"
+#include "dataplane/http/http2_client_codec.h"
 #include "dataplane/net/connection.h"
 #include "dataplane/net/socket.h"
 
@@ -52,29 +54,63 @@ std::string ImmediateConnectFailure(const absl::Status& status) {
 
 }  // namespace
 
-// One check of one endpoint in flight: a connection and, for HTTP, a
-// response parser. Reports its result to the EndpointCheck at most once;
-// after that, or after Cancel(), nothing reaches the check again. It is freed
-// through DeferredDelete(), because it usually finishes inside its own
-// connection's callbacks.
-class HealthChecker::Probe : public net::ConnectionCallbacks,
-                             public http::Http1Callbacks,
-                             public event::DeferredDeletable {
+// One check of one endpoint in flight. Reports its result to the
+// EndpointCheck at most once; after that, or after Cancel(), nothing reaches
+// the check again. It is freed through DeferredDelete(), because it usually
+// finishes inside its own connection's callbacks.
+class HealthChecker::Probe : public event::DeferredDeletable {
+ public:
+  explicit Probe(EndpointCheck* check) : check_(check) {}
+  // Closes the socket; no report follows.
+  virtual void Cancel() = 0;
+
+ protected:
+  void Report(bool pass, std::string why);
+  // The reason for a connection that closed before the check completed.
+  static std::string ClosedReason(net::CloseReason reason, int error,
+                                  const net::Connection& connection, bool mid_response);
+
+  EndpointCheck* check_;
+};
+
+std::string HealthChecker::Probe::ClosedReason(net::CloseReason reason, int error,
+                                               const net::Connection& connection,
+                                               bool mid_response) {
+  switch (reason) {
+    case net::CloseReason::kConnectFailed:
+      return absl::StrCat("connect: ", std::strerror(error));
+    case net::CloseReason::kReset:
+      return absl::StrCat("connection error: ", std::strerror(error));
+    case net::CloseReason::kRemoteClosed:
+      return mid_response ? "connection closed in the middle of the response head"
+                          : "connection closed before a response";
+    case net::CloseReason::kLocal:
+      return "connection closed";
+    case net::CloseReason::kHandshakeFailed:
+      // "TLS handshake: certificate verify failed: ..."
+      return absl::StrCat("TLS ", connection.transport().failure_reason());
+  }
+  return "connection closed";
+}
+
+// TCP connect (with `request` empty), or an HTTP/1.1 GET and its status.
+class HealthChecker::HttpProbe : public Probe,
+                                 public net::ConnectionCallbacks,
+                                 public http::Http1Callbacks {
  public:
   // `request` empty: a TCP check (pass once connected, and for TLS once the
   // handshake is done). `transport`: the cluster's TLS socket, or nullptr.
-  Probe(event::Dispatcher& dispatcher, int fd, std::unique_ptr<net::TransportSocket> transport,
-        EndpointCheck* check, std::string request, std::vector<uint32_t> expected)
-      : connection_(dispatcher, fd, /*connecting=*/true, std::move(transport)),
+  HttpProbe(event::Dispatcher& dispatcher, int fd, std::unique_ptr<net::TransportSocket> transport,
+            EndpointCheck* check, std::string request, std::vector<uint32_t> expected)
+      : Probe(check),
+        connection_(dispatcher, fd, /*connecting=*/true, std::move(transport)),
         parser_(http::Http1Parser::Mode::kResponse, this),
-        check_(check),
         request_(std::move(request)),
         expected_(std::move(expected)) {
     connection_.SetCallbacks(this);
   }
 
-  // Closes the socket; no report follows.
-  void Cancel() {
+  void Cancel() override {
     check_ = nullptr;
     connection_.Close();
   }
@@ -107,27 +143,7 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
   }
 
   void OnClosed(net::CloseReason reason, int error) override {
-    switch (reason) {
-      case net::CloseReason::kConnectFailed:
-        Report(false, absl::StrCat("connect: ", std::strerror(error)));
-        return;
-      case net::CloseReason::kReset:
-        Report(false, absl::StrCat("connection error: ", std::strerror(error)));
-        return;
-      case net::CloseReason::kRemoteClosed:
-        Report(false,
-               parser_.in_message()
-                   ? "connection closed in the middle of the response head"
-                   : "connection closed before a response");
-        return;
-      case net::CloseReason::kLocal:
-        Report(false, "connection closed");
-        return;
-      case net::CloseReason::kHandshakeFailed:
-        // "TLS handshake: certificate verify failed: ..."
-        Report(false, absl::StrCat("TLS ", connection_.transport().failure_reason()));
-        return;
-    }
+    Report(false, ClosedReason(reason, error, connection_, parser_.in_message()));
   }
 
   // http::Http1Callbacks
@@ -142,14 +158,147 @@ class HealthChecker::Probe : public net::ConnectionCallbacks,
   void OnMessageComplete() override {}
 
  private:
-  void Report(bool pass, std::string why);
-
   net::Connection connection_;
   http::Http1Parser parser_;
-  EndpointCheck* check_;
   const std::string request_;
   const std::vector<uint32_t> expected_;
   int status_ = 0;  // of the final response head, once parsed
+};
+
+// The gRPC health checking protocol: grpc.health.v1.Health/Check over
+// HTTP/2 (h2c, or h2 over the cluster's TLS); passes on grpc-status 0 with
+// status SERVING in the HealthCheckResponse.
+class HealthChecker::GrpcProbe : public Probe,
+                                 public net::ConnectionCallbacks,
+                                 public http::Http2ClientCallbacks {
+ public:
+  GrpcProbe(event::Dispatcher& dispatcher, int fd, std::unique_ptr<net::TransportSocket> transport,
+            EndpointCheck* check, std::string authority, std::string body)
+      : Probe(check),
+        connection_(dispatcher, fd, /*connecting=*/true, std::move(transport)),
+        codec_(this, Limits()),
+        authority_(std::move(authority)),
+        body_(std::move(body)) {
+    connection_.SetCallbacks(this);
+  }
+
+  void Cancel() override {
+    check_ = nullptr;
+    connection_.Close();
+  }
+
+  // net::ConnectionCallbacks
+  void OnConnected() override {
+    static constexpr http::HeaderField kFields[] = {{"content-type", "application/grpc"},
+                                                    {"te", "trailers"},
+                                                    {"user-agent", "sluice-health-check"}};
+    http::Http2Request request;
+    request.method = "POST";
+    request.scheme = connection_.transport().secure() ? "https" : "http";
+    request.authority = authority_;
+    request.path = "/grpc.health.v1.Health/Check";
+    request.fields = kFields;
+    request.field_count = std::size(kFields);
+    stream_ = codec_.SubmitRequest(request, false);
+    codec_.SubmitData(stream_, body_, true);
+    Send();
+  }
+  void OnReadable() override {
+    net::Buffer& input = connection_.input();
+    std::string_view bytes = input.view();
+    size_t n = bytes.size();
+    bool ok = codec_.Receive(bytes);
+    if (check_ == nullptr) return;
+    input.Drain(n);
+    if (!ok) {
+      Report(false, absl::StrCat("HTTP/2 error: ", codec_.error()));
+      return;
+    }
+    Send();
+  }
+  void OnWriteDrained() override { Send(); }
+  void OnClosed(net::CloseReason reason, int error) override {
+    Report(false, ClosedReason(reason, error, connection_, status_ != 0));
+  }
+
+  // http::Http2ClientCallbacks
+  void OnResponseHeaders(int32_t, int status, const http::HeaderMap& headers,
+                         bool end_stream) override {
+    status_ = status;
+    if (status != 200) {
+      Report(false, absl::StrCat("unexpected HTTP status ", status, " (expected 200)"));
+      return;
+    }
+    if (end_stream) Finish(headers);  // trailers-only: the status is in the head
+  }
+  void OnResponseData(int32_t stream_id, std::string_view data, bool end_stream) override {
+    if (message_.size() + data.size() <= kMaxMessage) message_.append(data);
+    codec_.ConsumeResponseData(stream_id, data.size());
+    if (end_stream) Finish(http::HeaderMap());
+  }
+  void OnResponseTrailers(int32_t, const http::HeaderMap& trailers) override { Finish(trailers); }
+  void OnStreamReset(int32_t, uint32_t error_code, bool, std::string_view reason) override {
+    Report(false, absl::StrCat("stream reset (HTTP/2 error ", error_code, "): ", std::string(reason)));
+  }
+
+ private:
+  static constexpr size_t kMaxMessage = 1024;
+
+  static http::Http2ClientLimits Limits() {
+    http::Http2ClientLimits limits;
+    limits.initial_window_size = 65535;
+    limits.connection_window_size = 65535;
+    limits.max_header_list_bytes = 16 * 1024;
+    return limits;
+  }
+
+  void Send() {
+    std::string out;
+    codec_.TakeOutput(&out);
+    if (!out.empty()) connection_.Write(out);
+  }
+
+  // The call ended with these trailers (or trailers-only head).
+  void Finish(const http::HeaderMap& trailers) {
+    const std::string* grpc_status = trailers.Get("grpc-status");
+    if (grpc_status == nullptr) {
+      Report(false, "no grpc-status in the answer");
+      return;
+    }
+    if (*grpc_status != "0") {
+      const std::string* message = trailers.Get("grpc-message");
+      Report(false, absl::StrCat("grpc-status ", *grpc_status,
+                                 message ? absl::StrCat(" (", *message, ")") : std::string()));
+      return;
+    }
+    // One length-prefixed message: HealthCheckResponse { ServingStatus status = 1; }
+    // (field 1 as a varint; absent means UNKNOWN).
+    if (message_.size() < 5 || message_[0] != 0) {
+      Report(false, "no uncompressed HealthCheckResponse in the answer");
+      return;
+    }
+    std::string_view proto = std::string_view(message_).substr(5);
+    int serving_status = 0;
+    if (proto.size() >= 2 && proto[0] == 0x08) serving_status = static_cast<uint8_t>(proto[1]);
+    if (serving_status == 1) {
+      Report(true, "");
+      return;
+    }
+    static constexpr const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
+                                             "SERVICE_UNKNOWN"};
+    Report(false, absl::StrCat("health status ",
+                               serving_status < 4 ? kNames[serving_status]
+                                                  : std::to_string(serving_status).c_str(),
+                               " (expected SERVING)"));
+  }
+
+  net::Connection connection_;
+  http::Http2ClientCodec codec_;
+  const std::string authority_;
+  const std::string body_;
+  int32_t stream_ = -1;
+  int status_ = 0;
+  std::string message_;
 };
 
 // The periodic check of one (cluster, endpoint) pair and its consecutive
@@ -198,13 +347,32 @@ class HealthChecker::EndpointCheck {
     address_ = endpoint.address;
     passes_ = cluster.stats.health_check_passes;
     failures_ = cluster.stats.health_check_failures;
-    if (config_.http) {
+    if (config_.kind == HealthCheckConfig::Kind::kHttp) {
       std::string_view path =
           config_.path.empty() ? std::string_view("/") : config_.path;
       request_ = absl::StrCat(
           "GET ", std::string(path), " HTTP/1.1\r\nHost: ",
           config_.host.empty() ? address_.ToString() : config_.host,
           "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
+    } else if (config_.kind == HealthCheckConfig::Kind::kGrpc) {
+      // HealthCheckRequest { string service = 1; } in one uncompressed
+      // length-prefixed gRPC message.
+      std::string proto;
+      if (!config_.grpc_service.empty()) {
+        proto.push_back(0x0a);
+        size_t n = config_.grpc_service.size();
+        while (n >= 0x80) {
+          proto.push_back(static_cast<char>((n & 0x7f) | 0x80));
+          n >>= 7;
+        }
+        proto.push_back(static_cast<char>(n));
+        proto.append(config_.grpc_service);
+      }
+      request_.assign(1, '\0');
+      for (int shift = 24; shift >= 0; shift -= 8) {
+        request_.push_back(static_cast<char>((proto.size() >> shift) & 0xff));
+      }
+      request_.append(proto);
     } else {
       request_.clear();
     }
@@ -231,8 +399,14 @@ class HealthChecker::EndpointCheck {
       Finish(false, ImmediateConnectFailure(fd.status()));
       return;
     }
-    probe_ = std::make_unique<Probe>(checker_.dispatcher_, *fd, std::move(transport), this,
-                                     request_, config_.expected);
+    if (config_.kind == HealthCheckConfig::Kind::kGrpc) {
+      probe_ = std::make_unique<GrpcProbe>(
+          checker_.dispatcher_, *fd, std::move(transport), this,
+          config_.host.empty() ? address_.ToString() : config_.host, request_);
+    } else {
+      probe_ = std::make_unique<HttpProbe>(checker_.dispatcher_, *fd, std::move(transport), this,
+                                           request_, config_.expected);
+    }
     probe_timeout_ = AtLeastMin(config_.timeout);
     timeout_timer_.Enable(probe_timeout_);
   }
@@ -301,7 +475,7 @@ class HealthChecker::EndpointCheck {
   std::shared_ptr<const net::TransportSocketFactory> transport_;
   std::shared_ptr<EndpointState> state_;
   net::Address address_;
-  std::string request_;  // empty for TCP checks
+  std::string request_;  // HTTP: the request; gRPC: the request message; TCP: empty
   stats::Counter* passes_ = nullptr;
   stats::Counter* failures_ = nullptr;
   uint32_t consecutive_passes_ = 0;

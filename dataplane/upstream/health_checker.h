@@ -1,4 +1,5 @@
-// HealthChecker: active health checks (TCP connect or HTTP GET) for every
+// HealthChecker: active health checks (TCP connect, HTTP GET, or the gRPC
+// health protocol, grpc.health.v1.Health/Check over HTTP/2) for every
 // cluster that configures them, run on the main thread's dispatcher. A
 // cluster with tls is checked over TLS with its settings: a probe passes
 // only after a verified handshake, and a failed one is a failure naming the
@@ -66,6 +67,8 @@ class HealthChecker {
  private:
   class EndpointCheck;
   class Probe;
+  class HttpProbe;
+  class GrpcProbe;
 
   // Uniform in [0, max].
   absl::Duration RandomDelay(absl::Duration max);

@@ -214,7 +214,7 @@ std::string ClusterErrors(const std::string& fields) {
 
 TEST(ValidationTest, HealthCheckRules) {
   EXPECT_EQ(ClusterErrors("health_check { http { path: \"/h\" } interval { seconds: 2 } }"), "");
-  EXPECT_NE(ClusterErrors("health_check { interval { seconds: 1 } }").find("health_check: needs http or tcp"),
+  EXPECT_NE(ClusterErrors("health_check { interval { seconds: 1 } }").find("health_check: needs http, tcp or grpc"),
             std::string::npos);
   EXPECT_NE(ClusterErrors("health_check { http { path: \"h\" } }").find("health_check.http.path: is required and must start with '/'"),
             std::string::npos);
@@ -229,6 +229,26 @@ TEST(ValidationTest, HealthCheckRules) {
             std::string::npos);
   EXPECT_NE(ClusterErrors("health_check { tcp { } interval { nanos: 1000 } }")
                 .find("health_check.interval: must be between 10ms and 1h"),
+            std::string::npos);
+}
+
+TEST(ValidationTest, UpstreamProtocolRules) {
+  EXPECT_EQ(ClusterErrors("protocol: HTTP2 max_concurrent_streams: 10"), "");
+  EXPECT_EQ(ClusterErrors("protocol: HTTP2 health_check { grpc { service_name: \"echo\" } }"), "");
+  EXPECT_NE(ClusterErrors("protocol: AUTO").find("protocol: AUTO picks the protocol by TLS ALPN "
+                                                 "and needs tls"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("max_concurrent_streams: 10")
+                .find("max_concurrent_streams: applies to HTTP/2 only"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("protocol: HTTP2 max_concurrent_streams: 2147483648")
+                .find("max_concurrent_streams: must be 1..2147483647, got 2147483648"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("health_check { grpc { } }")
+                .find("health_check.grpc: gRPC runs over HTTP/2: set the cluster's protocol"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("protocol: HTTP2 health_check { grpc { service_name: \"a b\" } }")
+                .find("health_check.grpc: service_name and authority must not contain spaces"),
             std::string::npos);
 }
 

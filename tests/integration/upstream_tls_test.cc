@@ -16,14 +16,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "tests/harness/http_client.h"
+#include "tests/harness/nginx.h"
 #include "tests/harness/process.h"
 #include "tests/harness/proxy.h"
 #include "tests/harness/tls_client.h"
 
 namespace sluice::testing {
 namespace {
-
-constexpr char kNginx[] = "/usr/sbin/nginx";
 
 std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
   std::string path = absl::StrCat(dir, "/", name);
@@ -40,42 +39,13 @@ std::string ClusterYaml(const std::string& name, int port, const std::string& tl
                       tls.empty() ? "" : absl::StrCat("  tls: ", tls, "\n"), extra);
 }
 
-// Whether something accepts TCP connections on 127.0.0.1:port.
-bool Accepting(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
-// nginx in the foreground, one process, everything in `dir`: an HTTPS server
-// on `port` for backend.test (asking for client certificates signed by
-// `client_ca`, echoing what it got) and one with a self-signed certificate
-// on `self_signed_port`.
-class Nginx {
- public:
-  Nginx(const std::string& dir, int port, int self_signed_port, const TestCert& backend,
-        const TestCert& client_ca, const TestCert& self_signed) {
-    // A new upstream connection per /resume/ request: the next one resumes.
-    constexpr char kConfig[] = R"(daemon off;
-master_process off;
-worker_processes 1;
-pid {DIR}/nginx.pid;
-error_log {DIR}/nginx-error.log info;
-events { worker_connections 64; }
-http {
-  access_log off;
-  default_type text/plain;
-  client_body_temp_path {DIR}/body;
-  proxy_temp_path {DIR}/proxy;
-  fastcgi_temp_path {DIR}/fastcgi;
-  uwsgi_temp_path {DIR}/uwsgi;
-  scgi_temp_path {DIR}/scgi;
-  server {
+// The nginx servers: HTTPS on `port` for backend.test (asking for client
+// certificates signed by `client_ca`, echoing what it got) and one with a
+// self-signed certificate on `self_signed_port`.
+std::string NginxServers(int port, int self_signed_port, const TestCert& backend,
+                         const TestCert& client_ca, const TestCert& self_signed) {
+  // A new upstream connection per /resume/ request: the next one resumes.
+  constexpr char kServers[] = R"(  server {
     listen 127.0.0.1:{PORT} ssl;
     server_name backend.test;
     ssl_certificate {BACKEND_CERT};
@@ -94,37 +64,15 @@ http {
     ssl_certificate_key {SELF_SIGNED_KEY};
     location / { return 200 "self-signed-upstream\n"; }
   }
-}
 )";
-    std::string config = absl::StrReplaceAll(
-        kConfig, {{"{DIR}", dir},
-                  {"{PORT}", absl::StrCat(port)},
-                  {"{BACKEND_CERT}", backend.cert_path},
-                  {"{BACKEND_KEY}", backend.key_path},
-                  {"{CLIENT_CA}", client_ca.cert_path},
-                  {"{SELF_SIGNED_PORT}", absl::StrCat(self_signed_port)},
-                  {"{SELF_SIGNED_CERT}", self_signed.cert_path},
-                  {"{SELF_SIGNED_KEY}", self_signed.key_path}});
-    std::string path = WriteFile(dir, "nginx.conf", config);
-    process_ = std::make_unique<Process>(
-        kNginx, std::vector<std::string>{"-p", dir, "-e", dir + "/nginx-error.log", "-c", path},
-        dir + "/nginx.log");
-    ok_ = WaitFor(
-              [&] {
-                return (Accepting(port) && Accepting(self_signed_port)) || !process_->Running();
-              },
-              absl::Seconds(10)) &&
-          process_->Running();
-    log_path_ = dir + "/nginx-error.log";
-  }
-  bool ok() const { return ok_; }
-  std::string Log() const { return ReadFile(log_path_) + process_->Log(); }
-
- private:
-  std::unique_ptr<Process> process_;
-  std::string log_path_;
-  bool ok_ = false;
-};
+  return absl::StrReplaceAll(kServers, {{"{PORT}", absl::StrCat(port)},
+                                        {"{BACKEND_CERT}", backend.cert_path},
+                                        {"{BACKEND_KEY}", backend.key_path},
+                                        {"{CLIENT_CA}", client_ca.cert_path},
+                                        {"{SELF_SIGNED_PORT}", absl::StrCat(self_signed_port)},
+                                        {"{SELF_SIGNED_CERT}", self_signed.cert_path},
+                                        {"{SELF_SIGNED_KEY}", self_signed.key_path}});
+}
 
 class UpstreamTlsTest : public ::testing::Test {
  protected:
@@ -140,8 +88,9 @@ class UpstreamTlsTest : public ::testing::Test {
     port_ = PickFreePort();
     self_signed_port_ = PickFreePort();
     ASSERT_NE(port_, self_signed_port_);
-    nginx_ = std::make_unique<Nginx>(dir_, port_, self_signed_port_, backend_, gateway_ca_,
-                                     self_signed_);
+    nginx_ = std::make_unique<Nginx>(
+        dir_, NginxServers(port_, self_signed_port_, backend_, gateway_ca_, self_signed_),
+        std::vector<int>{port_, self_signed_port_});
     ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
 
     // A socket that completes TCP handshakes (the kernel does) but never

@@ -171,7 +171,7 @@ bool WaitFor(const std::function<bool()>& condition,
 HealthCheckConfig HttpCheck() {
   HealthCheckConfig hc;
   hc.enabled = true;
-  hc.http = true;
+  hc.kind = HealthCheckConfig::Kind::kHttp;
   hc.path = "/healthz";
   hc.interval = absl::Milliseconds(50);
   hc.timeout = absl::Seconds(1);
@@ -183,7 +183,7 @@ HealthCheckConfig HttpCheck() {
 
 HealthCheckConfig TcpCheck() {
   HealthCheckConfig hc = HttpCheck();
-  hc.http = false;
+  hc.kind = HealthCheckConfig::Kind::kTcp;
   hc.path.clear();
   return hc;
 }

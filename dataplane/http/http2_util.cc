@@ -1,0 +1,219 @@
+#include "dataplane/http/http2_util.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace sluice::http::http2 {
+namespace {
+
+// nghttp2's own flood and size guards. Set explicitly (most equal nghttp2's
+// defaults) so that a library upgrade cannot loosen them unnoticed.
+//
+// SETTINGS and PING ACKs queued and not yet written: a peer that floods
+// either and does not read fails the connection (NGHTTP2_ERR_FLOODED).
+constexpr size_t kMaxOutboundAcks = 1000;
+// Entries in one SETTINGS frame (there are 9 settings defined).
+constexpr size_t kMaxSettingsEntries = 32;
+// CONTINUATION frames after one HEADERS: at least this many, and enough for
+// a legitimate header block of max_header_list_bytes in frames of the
+// default 16 KiB (neither codec advertises a larger SETTINGS_MAX_FRAME_SIZE),
+// with room to spare.
+constexpr size_t kMinContinuations = 8;
+constexpr size_t kDefaultMaxFrameSize = 16384;
+// HPACK dynamic table our encoder uses, whatever the peer allows.
+constexpr size_t kMaxDeflateTableSize = 4096;
+// A queue whose consumed prefix is at least this large (and at least half of
+// it) is compacted.
+constexpr size_t kCompactAfter = 64 * 1024;
+
+bool IsConnectionSpecific(std::string_view name) {
+  return name == "connection" || name == "keep-alive" ||
+         name == "proxy-connection" || name == "transfer-encoding" ||
+         name == "upgrade";
+}
+
+// The `te` field lists "trailers" (RFC 9110 10.1.4: comma-separated
+// t-codings, each possibly with parameters).
+bool ListsTrailers(std::string_view value) {
+  while (!value.empty()) {
+    const size_t comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    item = item.substr(0, item.find(';'));
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
+      item.remove_prefix(1);
+    }
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
+      item.remove_suffix(1);
+    }
+    if (ToLower(item) == "trailers") return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
+  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                    reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+                    name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
+}
+
+void AddSendableField(FieldSection section, std::string_view name,
+                      std::string_view value, FieldList* out) {
+  std::string lower = ToLower(name);
+  if (lower.empty() || lower[0] == ':' || IsConnectionSpecific(lower)) return;
+  if (lower == "host" && section != FieldSection::kResponseHead) return;
+  if (lower == "te") {
+    if (section != FieldSection::kRequestHead || !ListsTrailers(value)) return;
+    // RFC 9113 8.2.2: no other value than "trailers"; sent once.
+    for (const auto& field : *out) {
+      if (field.first == "te") return;
+    }
+    out->emplace_back(std::move(lower), "trailers");
+    return;
+  }
+  if (!nghttp2_check_header_name(reinterpret_cast<const uint8_t*>(lower.data()),
+                                 lower.size()) ||
+      !nghttp2_check_header_value_rfc9113(
+          reinterpret_cast<const uint8_t*>(value.data()), value.size())) {
+    return;
+  }
+  out->emplace_back(std::move(lower), std::string(value));
+}
+
+std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,
+                              const FieldList& fields) {
+  std::vector<nghttp2_nv> nva = std::move(pseudo);
+  nva.reserve(nva.size() + fields.size());
+  for (const auto& [name, value] : fields) nva.push_back(MakeNv(name, value));
+  return nva;
+}
+
+void SetSessionGuards(nghttp2_option* option, uint32_t max_header_list_bytes) {
+  nghttp2_option_set_max_outbound_ack(option, kMaxOutboundAcks);
+  nghttp2_option_set_max_settings(option, kMaxSettingsEntries);
+  nghttp2_option_set_max_continuations(
+      option, std::max(kMinContinuations,
+                       max_header_list_bytes / kDefaultMaxFrameSize + 2));
+  nghttp2_option_set_max_deflate_dynamic_table_size(option,
+                                                    kMaxDeflateTableSize);
+  nghttp2_option_set_no_closed_streams(option, 1);
+}
+
+uint32_t GoawayCodeFor(int lib_error) {
+  switch (lib_error) {
+    case NGHTTP2_ERR_FLOODED:
+    case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+      return NGHTTP2_ENHANCE_YOUR_CALM;
+    case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+      return NGHTTP2_PROTOCOL_ERROR;
+    default:
+      return NGHTTP2_INTERNAL_ERROR;
+  }
+}
+
+int DrainSession(nghttp2_session* session, std::string* sink, size_t limit) {
+  while (sink->size() < limit) {
+    const uint8_t* data = nullptr;
+    const ssize_t n = nghttp2_session_mem_send(session, &data);
+    if (n < 0) return static_cast<int>(n);
+    if (n == 0) return 0;
+    sink->append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+  }
+  return 0;
+}
+
+void OutboundBody::Submit(nghttp2_session* session, int32_t stream_id,
+                          std::string_view data, bool end,
+                          size_t low_watermark) {
+  bytes_.append(data);
+  end_ = end;
+  if (queued() > low_watermark) above_low_watermark_ = true;
+  if (deferred_ && (!data.empty() || end)) {
+    deferred_ = false;
+    nghttp2_session_resume_data(session, stream_id);
+  }
+}
+
+ssize_t OutboundBody::Read(nghttp2_session* session, int32_t stream_id,
+                           uint8_t* buf, size_t length, uint32_t* data_flags,
+                           size_t low_watermark, bool* crossed_low_watermark) {
+  const size_t n = std::min(length, queued());
+  if (n > 0) {
+    std::memcpy(buf, bytes_.data() + offset_, n);
+    offset_ += n;
+    if (offset_ == bytes_.size()) {
+      bytes_.clear();
+      offset_ = 0;
+    } else if (offset_ >= kCompactAfter && offset_ * 2 >= bytes_.size()) {
+      bytes_.erase(0, offset_);
+      offset_ = 0;
+    }
+    if (above_low_watermark_ && queued() <= low_watermark) {
+      above_low_watermark_ = false;
+      *crossed_low_watermark = true;
+    }
+  }
+  if (queued() == 0 && end_) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (has_trailers_) {
+      *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      const std::vector<nghttp2_nv> nva = ToNva({}, trailers_);
+      if (nghttp2_submit_trailer(session, stream_id, nva.data(), nva.size()) !=
+          0) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      }
+      trailers_.clear();
+      has_trailers_ = false;
+    }
+    return static_cast<ssize_t>(n);
+  }
+  if (n == 0) {
+    deferred_ = true;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  return static_cast<ssize_t>(n);
+}
+
+void OutboundBody::Drop() {
+  std::string().swap(bytes_);
+  offset_ = 0;
+  trailers_.clear();
+  has_trailers_ = false;
+}
+
+ReceiveWindow::ReceiveWindow(size_t window, size_t buffer_limit)
+    : window_(window), budget_(std::max(buffer_limit, window)) {}
+
+size_t ReceiveWindow::OnDelivered(size_t n) {
+  held_ += n;
+  withheld_ += n;
+  return Release();
+}
+
+size_t ReceiveWindow::OnConsumed(size_t n) {
+  held_ -= std::min(n, held_);
+  return Release();
+}
+
+size_t ReceiveWindow::Release() {
+  // Credit the peer may still use plus bytes the caller holds stay within
+  // the budget: keep back enough credit to guarantee it.
+  const size_t keep = held_ + window_ > budget_ ? held_ + window_ - budget_ : 0;
+  if (withheld_ <= keep) return 0;
+  const size_t credit = withheld_ - keep;
+  withheld_ = keep;
+  return credit;
+}
+
+}  // namespace sluice::http::http2

@@ -1,0 +1,143 @@
+// What the HTTP/2 codecs (http2_server_codec, http2_client_codec) share:
+// which fields may be sent and how they become nghttp2 name/value pairs, the
+// nghttp2 session guards both sides set, a stream's outgoing body as
+// nghttp2's data provider reads it, and the bookkeeping that bounds a
+// stream's unconsumed incoming body. Internal to dataplane/http.
+//
+// No I/O, no clock. The functions are thread-safe; an OutboundBody or a
+// ReceiveWindow belongs to one stream of one codec (one worker).
+#ifndef SLUICE_DATAPLANE_HTTP_HTTP2_UTIL_H_
+#define SLUICE_DATAPLANE_HTTP_HTTP2_UTIL_H_
+
+#include <nghttp2/nghttp2.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sluice::http::http2 {
+
+// RFC 9113 6.5.2: each field counts 32 bytes beyond its name and value.
+inline constexpr size_t kFieldOverhead = 32;
+
+// Fields ready to send: lower-case names, values as given.
+using FieldList = std::vector<std::pair<std::string, std::string>>;
+
+std::string ToLower(std::string_view s);
+
+// A name/value pair viewing `name` and `value`; nghttp2 copies both when the
+// frame is submitted.
+nghttp2_nv MakeNv(std::string_view name, std::string_view value);
+
+// Where a field is to be sent; decides which fields are dropped.
+enum class FieldSection {
+  // A request head: `host` is dropped (the authority travels as
+  // :authority), `te` is kept as "trailers" if it lists trailers.
+  kRequestHead,
+  // A response head: `te` is dropped.
+  kResponseHead,
+  // Trailers of either direction: `te` and `host` are dropped.
+  kTrailers,
+};
+
+// Appends the field to `out` if it is fit to send in `section`: its name is
+// lower-cased; pseudo-header fields (they are the codec's to write),
+// connection-specific fields (connection, keep-alive, proxy-connection,
+// transfer-encoding, upgrade: RFC 9113 8.2.2) and fields the peer would
+// reject as invalid (a bad character in the name, CR/LF/NUL or white space
+// at the ends of the value) are dropped.
+void AddSendableField(FieldSection section, std::string_view name,
+                      std::string_view value, FieldList* out);
+
+// `pseudo` (the pseudo-header fields, in order) followed by `fields`, as
+// nghttp2 wants them. The result views `fields`, which must outlive it.
+std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,
+                              const FieldList& fields);
+
+// Sets nghttp2's flood and size guards both codecs use (bounded SETTINGS
+// entries, queued ACKs, CONTINUATION frames per header block -- enough for a
+// legitimate block of `max_header_list_bytes` --, our HPACK encoder's table)
+// and drops closed-stream state.
+void SetSessionGuards(nghttp2_option* option, uint32_t max_header_list_bytes);
+
+// The GOAWAY code for a connection error nghttp2_session_mem_recv reported.
+uint32_t GoawayCodeFor(int lib_error);
+
+// Appends what nghttp2_session_mem_send produces to `sink` until `sink` holds
+// at least `limit` bytes or nghttp2 has nothing more. Returns 0, or the
+// negative nghttp2 error that made it stop.
+int DrainSession(nghttp2_session* session, std::string* sink, size_t limit);
+
+// A stream's outgoing body: the bytes submitted and not yet framed, how the
+// body ends (END_STREAM, or trailers), and what nghttp2's data provider read
+// callback needs. The owner keeps it per stream and forwards the callback to
+// Read().
+class OutboundBody {
+ public:
+  // Queues `data`; `end` ends the body. Resumes nghttp2's deferred data
+  // provider for `stream_id` when there is something new to send.
+  void Submit(nghttp2_session* session, int32_t stream_id,
+              std::string_view data, bool end, size_t low_watermark);
+  // Trailers to send once the queue is empty; call before the Submit() that
+  // ends the body. An empty list just ends the body.
+  void SetTrailers(FieldList trailers) {
+    trailers_ = std::move(trailers);
+    has_trailers_ = !trailers_.empty();
+  }
+  // The data provider's read callback for the stream. Sets
+  // *crossed_low_watermark when the queue fell from above `low_watermark` to
+  // at or below it.
+  ssize_t Read(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
+               size_t length, uint32_t* data_flags, size_t low_watermark,
+               bool* crossed_low_watermark);
+  // Forgets the queue (the stream is reset or done) and frees its storage.
+  void Drop();
+
+  // Submitted and not yet framed.
+  size_t queued() const { return bytes_.size() - offset_; }
+  // The body's last byte has been submitted.
+  bool ended() const { return end_; }
+
+ private:
+  std::string bytes_;
+  size_t offset_ = 0;
+  bool end_ = false;
+  FieldList trailers_;
+  bool has_trailers_ = false;
+  bool deferred_ = false;  // the read callback returned NGHTTP2_ERR_DEFERRED
+  bool above_low_watermark_ = false;
+};
+
+// Flow control of one stream's incoming body with manual window updates
+// (nghttp2_option_set_no_auto_window_update): the credit given back to the
+// peer is bounded so that the bytes the caller holds (given to it, not yet
+// consumed) plus the window the peer may still fill stay within
+// max(buffer_limit, window). A caller that stops consuming stalls the
+// stream, and holds at most that many bytes of it.
+class ReceiveWindow {
+ public:
+  ReceiveWindow(size_t window, size_t buffer_limit);
+  // `n` bytes given to the caller; returns the credit to return now
+  // (nghttp2_session_consume_stream).
+  size_t OnDelivered(size_t n);
+  // The caller is done with `n` bytes; returns the credit to return now.
+  size_t OnConsumed(size_t n);
+  // Given to the caller and not yet consumed.
+  size_t held() const { return held_; }
+
+ private:
+  size_t Release();
+
+  size_t window_;
+  size_t budget_;
+  size_t held_ = 0;
+  size_t withheld_ = 0;  // received, credit not yet returned
+};
+
+}  // namespace sluice::http::http2
+
+#endif  // SLUICE_DATAPLANE_HTTP_HTTP2_UTIL_H_

@@ -1,0 +1,515 @@
+#include "dataplane/upstream/http2_pool.h"
+
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "dataplane/net/socket.h"
+
+namespace sluice::upstream {
+namespace {
+
+constexpr uint32_t kCancel = 0x8;  // RST_STREAM CANCEL (RFC 9113 7)
+// Framed output taken from the codec per write, and the socket's backlog
+// above which the codec keeps the rest (its per-stream queues then fill and
+// push back on the requests).
+constexpr size_t kTakeChunk = 64 * 1024;
+constexpr size_t kSocketWatermark = 256 * 1024;
+
+}  // namespace
+
+// --- Http2UpstreamStream -------------------------------------------------
+
+Http2UpstreamStream::~Http2UpstreamStream() {
+  if (connection_ == nullptr) return;
+  if (id_ >= 0) connection_->codec_.ResetStream(id_, kCancel);
+  connection_->Forget(this);
+}
+
+void Http2UpstreamStream::SendHeaders(const http::Http2Request& request, bool end_stream) {
+  if (connection_ == nullptr || id_ >= 0) return;
+  Http2UpstreamConnection* c = connection_;
+  c->pending_.erase(this);
+  int32_t id = c->codec_.SubmitRequest(request, end_stream);
+  if (id < 0) {
+    // The connection lost its room between Acquire and now (a GOAWAY or
+    // SETTINGS arrived in between): nothing was sent.
+    connection_ = nullptr;
+    c->pool_.OnStreamsChanged(c);
+    events_->OnUpstreamRefused("the upstream connection stopped taking new streams");
+    return;
+  }
+  id_ = id;
+  c->streams_.emplace(id, this);
+  c->ScheduleFlush();
+}
+
+void Http2UpstreamStream::SendData(std::string_view data, bool end_stream) {
+  if (connection_ == nullptr || id_ < 0) return;
+  connection_->codec_.SubmitData(id_, data, end_stream);
+  connection_->ScheduleFlush();
+}
+
+void Http2UpstreamStream::SendTrailers(const http::HeaderField* fields, size_t count) {
+  if (connection_ == nullptr || id_ < 0) return;
+  connection_->codec_.SubmitTrailers(id_, fields, count);
+  connection_->ScheduleFlush();
+}
+
+size_t Http2UpstreamStream::queued_bytes() const {
+  if (connection_ == nullptr || id_ < 0) return 0;
+  return connection_->codec_.QueuedBytes(id_);
+}
+
+void Http2UpstreamStream::SetReadEnabled(bool enabled) {
+  read_enabled_ = enabled;
+  if (!enabled || connection_ == nullptr || id_ < 0 || unconsumed_ == 0) return;
+  connection_->codec_.ConsumeResponseData(id_, unconsumed_);
+  unconsumed_ = 0;
+  connection_->ScheduleFlush();  // the WINDOW_UPDATE
+}
+
+bool Http2UpstreamStream::connecting() const {
+  return connection_ != nullptr && connection_->connecting();
+}
+
+// --- Http2UpstreamConnection ---------------------------------------------
+
+Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, Http2Pool& pool,
+                                                 int fd,
+                                                 std::unique_ptr<net::TransportSocket> transport,
+                                                 std::string pool_key, const ClusterInfo& cluster,
+                                                 std::shared_ptr<EndpointState> endpoint_state)
+    : dispatcher_(dispatcher),
+      pool_(pool),
+      connection_(std::make_unique<net::Connection>(dispatcher, fd, /*connecting=*/true,
+                                                    std::move(transport))),
+      codec_(this, http::Http2ClientLimits()),
+      pool_key_(std::move(pool_key)),
+      max_streams_(cluster.max_concurrent_streams),
+      auto_protocol_(cluster.protocol == UpstreamProtocol::kAuto),
+      connect_timer_(dispatcher,
+                     [this] {
+                       bool handshaking =
+                           !connection_->connecting() && !connection_->handshake_complete();
+                       FailAll(true, true, false,
+                               handshaking ? "connect timeout in the TLS handshake"
+                                           : "connect timeout");
+                     }),
+      idle_timer_(dispatcher, [this] { OnIdleTimer(); }),
+      cluster_state_(cluster.state),
+      endpoint_state_(std::move(endpoint_state)) {
+  connection_->SetCallbacks(this);
+  connect_timer_.Enable(cluster.connect_timeout);
+  cluster_state_->connections.fetch_add(1, std::memory_order_relaxed);
+  endpoint_state_->connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+Http2UpstreamConnection::~Http2UpstreamConnection() {
+  if (flush_scheduled_) dispatcher_.CancelFlush(this);
+  for (auto* s : pending_) s->connection_ = nullptr;
+  for (auto& [id, s] : streams_) s->connection_ = nullptr;
+  cluster_state_->connections.fetch_sub(1, std::memory_order_relaxed);
+  endpoint_state_->connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool Http2UpstreamConnection::HasCapacity() const {
+  return !closed_ && codec_.CanOpenStream() &&
+         streams_.size() + pending_.size() < max_streams_;
+}
+
+void Http2UpstreamConnection::ScheduleFlush() {
+  if (flush_scheduled_ || closed_) return;
+  flush_scheduled_ = true;
+  dispatcher_.ScheduleFlush(this);
+}
+
+void Http2UpstreamConnection::Flush() {
+  if (flush_scheduled_) {
+    dispatcher_.CancelFlush(this);
+    flush_scheduled_ = false;
+  }
+  if (closed_ || !connected_) return;  // the preface waits for the handshake
+  while (codec_.WantsWrite() && connection_->output_size() < kSocketWatermark) {
+    scratch_.clear();
+    codec_.TakeOutput(&scratch_, kTakeChunk);
+    if (scratch_.empty()) break;
+    connection_->Write(scratch_);
+  }
+  if (closed_) return;
+  if (!codec_.WantsRead() && !codec_.WantsWrite()) {
+    // A connection error was answered with GOAWAY, or a drained connection
+    // has no stream left: close once the last frames are out.
+    FailAll(false, false, false, codec_.error().empty() ? "connection closed" : codec_.error());
+  }
+}
+
+void Http2UpstreamConnection::OnConnected() {
+  connect_timer_.Disable();
+  if (const net::TlsInfo* tls = connection_->transport().tls_info()) {
+    if (!tls->alpn.empty() && tls->alpn != "h2") {
+      if (auto_protocol_) {
+        // The endpoint speaks HTTP/1.1: requests go again on the other pool.
+        pool_.MarkHttp1(pool_key_);
+        FailAll(false, false, true, "the upstream chose HTTP/1.1 by ALPN");
+      } else {
+        FailAll(true, false, false,
+                absl::StrCat("connect failed: the upstream chose ", tls->alpn,
+                             " by ALPN; the cluster's protocol is HTTP2"));
+      }
+      return;
+    }
+  }
+  connected_ = true;
+  // Copies: a request may fail (and leave) inside OnUpstreamConnected.
+  std::vector<int32_t> ids;
+  ids.reserve(streams_.size());
+  for (auto& [id, s] : streams_) ids.push_back(id);
+  std::vector<Http2UpstreamStream*> pending(pending_.begin(), pending_.end());
+  for (int32_t id : ids) {
+    if (Http2UpstreamStream* s = Find(id)) s->events_->OnUpstreamConnected();
+  }
+  for (Http2UpstreamStream* s : pending) {
+    if (pending_.count(s)) s->events_->OnUpstreamConnected();
+  }
+  Flush();
+}
+
+void Http2UpstreamConnection::OnReadable() {
+  net::Buffer& input = connection_->input();
+  if (input.empty()) return;
+  std::string_view bytes = input.view();
+  size_t n = bytes.size();
+  bool ok = codec_.Receive(bytes);
+  if (closed_) return;
+  input.Drain(n);
+  if (!ok) {
+    SLUICE_LOG(kDebug, "HTTP/2 upstream ", pool_key_, ": ", codec_.error());
+  }
+  Flush();
+}
+
+void Http2UpstreamConnection::OnWriteDrained() { Flush(); }
+
+void Http2UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
+  connect_timer_.Disable();
+  if (closed_) return;
+  switch (reason) {
+    case net::CloseReason::kConnectFailed:
+      FailAll(true, false, false, absl::StrCat("connect failed: ", strerror(error)));
+      return;
+    case net::CloseReason::kHandshakeFailed: {
+      const std::string& failure = connection_->transport().failure_reason();
+      FailAll(true, false, false,
+              absl::StrCat("connect failed: TLS ", failure,
+                           absl::StrContains(failure, "no application protocol")
+                               ? " (the upstream does not speak h2 by ALPN; the cluster's "
+                                 "protocol is HTTP2)"
+                               : ""));
+      return;
+    }
+    case net::CloseReason::kReset:
+      FailAll(false, false, false, absl::StrCat("connection reset: ", strerror(error)));
+      return;
+    default:
+      FailAll(false, false, false, "upstream closed the connection");
+      return;
+  }
+}
+
+void Http2UpstreamConnection::FailAll(bool connect_failed, bool timed_out, bool refused,
+                                      const std::string& why) {
+  if (closed_) return;
+  closed_ = true;
+  connect_timer_.Disable();
+  idle_timer_.Disable();
+  connection_->Close();
+  // Streams whose HEADERS went out end through the codec (refused when a
+  // GOAWAY said they were not processed); the others never left.
+  std::vector<Http2UpstreamStream*> pending(pending_.begin(), pending_.end());
+  pending_.clear();
+  std::vector<Http2UpstreamStream*> open;
+  open.reserve(streams_.size());
+  for (auto& [id, s] : streams_) open.push_back(s);
+  streams_.clear();
+  for (Http2UpstreamStream* s : pending) s->connection_ = nullptr;
+  for (Http2UpstreamStream* s : open) s->connection_ = nullptr;
+  // Stream owners may destroy their handles in these calls (no longer ours).
+  for (Http2UpstreamStream* s : pending) {
+    if (refused) {
+      s->events_->OnUpstreamRefused(why);
+    } else {
+      s->events_->OnUpstreamFailed(connect_failed, timed_out, why);
+    }
+  }
+  for (Http2UpstreamStream* s : open) {
+    bool never_sent = !connected_;
+    if (refused || (never_sent && !connect_failed)) {
+      s->events_->OnUpstreamRefused(why);
+    } else {
+      s->events_->OnUpstreamFailed(connect_failed, timed_out, why);
+    }
+  }
+  Finish();
+}
+
+void Http2UpstreamConnection::Finish() { pool_.Remove(this); }
+
+Http2UpstreamStream* Http2UpstreamConnection::Find(int32_t stream_id) const {
+  auto it = streams_.find(stream_id);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+void Http2UpstreamConnection::Forget(Http2UpstreamStream* stream) {
+  if (stream->id_ >= 0) {
+    auto it = streams_.find(stream->id_);
+    if (it != streams_.end() && it->second == stream) streams_.erase(it);
+  } else {
+    pending_.erase(stream);
+  }
+  stream->connection_ = nullptr;
+  ScheduleFlush();
+  pool_.OnStreamsChanged(this);
+}
+
+void Http2UpstreamConnection::OnResponseHeaders(int32_t stream_id, int status,
+                                                const http::HeaderMap& headers, bool end_stream) {
+  Http2UpstreamStream* s = Find(stream_id);
+  if (s == nullptr) return;
+  s->response_started_ = true;
+  http::MessageHead head;
+  head.status = status;
+  head.headers.reserve(headers.size());
+  head.framing = http::BodyFraming::kChunked;  // a stream of DATA frames
+  for (const http::HeaderMap::Field& f : headers.fields()) {
+    head.headers.push_back({f.name, f.value});
+    if (f.name == "content-length" && absl::SimpleAtoi(f.value, &head.content_length)) {
+      head.framing = http::BodyFraming::kContentLength;
+    }
+  }
+  if (end_stream && head.framing != http::BodyFraming::kContentLength) {
+    head.framing = http::BodyFraming::kNone;
+  }
+  UpstreamEvents* events = s->events_;
+  events->OnUpstreamHead(head);
+  if (!end_stream || Find(stream_id) != s) return;
+  streams_.erase(stream_id);
+  s->connection_ = nullptr;
+  pool_.OnStreamsChanged(this);
+  events->OnUpstreamComplete();
+}
+
+void Http2UpstreamConnection::OnResponseData(int32_t stream_id, std::string_view data,
+                                             bool end_stream) {
+  Http2UpstreamStream* s = Find(stream_id);
+  if (s == nullptr) return;
+  UpstreamEvents* events = s->events_;
+  if (!data.empty()) {
+    events->OnUpstreamBody(data);
+    if (Find(stream_id) != s) return;  // the request let go of it
+    if (s->read_enabled_) {
+      codec_.ConsumeResponseData(stream_id, data.size());
+    } else {
+      s->unconsumed_ += data.size();
+    }
+  }
+  if (!end_stream) return;
+  streams_.erase(stream_id);
+  s->connection_ = nullptr;
+  pool_.OnStreamsChanged(this);
+  events->OnUpstreamComplete();
+}
+
+void Http2UpstreamConnection::OnResponseTrailers(int32_t stream_id,
+                                                 const http::HeaderMap& trailers) {
+  Http2UpstreamStream* s = Find(stream_id);
+  if (s == nullptr) return;
+  std::vector<http::HeaderField> fields;
+  fields.reserve(trailers.size());
+  for (const http::HeaderMap::Field& f : trailers.fields()) fields.push_back({f.name, f.value});
+  UpstreamEvents* events = s->events_;
+  events->OnUpstreamTrailers(fields);
+  if (Find(stream_id) != s) return;
+  streams_.erase(stream_id);
+  s->connection_ = nullptr;
+  pool_.OnStreamsChanged(this);
+  events->OnUpstreamComplete();
+}
+
+void Http2UpstreamConnection::OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused,
+                                            std::string_view reason) {
+  Http2UpstreamStream* s = Find(stream_id);
+  if (s == nullptr) return;
+  streams_.erase(stream_id);
+  s->connection_ = nullptr;
+  pool_.OnStreamsChanged(this);
+  std::string why = absl::StrCat("reset the HTTP/2 stream (error ", error_code, "): ", std::string(reason));
+  if (refused) {
+    s->events_->OnUpstreamRefused(why);
+  } else {
+    s->events_->OnUpstreamFailed(false, false, why);
+  }
+}
+
+void Http2UpstreamConnection::OnStreamWritable(int32_t stream_id) {
+  if (Http2UpstreamStream* s = Find(stream_id)) s->events_->OnUpstreamWriteDrained();
+}
+
+void Http2UpstreamConnection::OnGoaway(int32_t last_stream_id, uint32_t error_code) {
+  SLUICE_LOG(kDebug, "HTTP/2 upstream ", pool_key_, " sent GOAWAY (error ", error_code,
+             ", last stream ", last_stream_id, ")");
+  pool_.OnStreamsChanged(this);
+}
+
+void Http2UpstreamConnection::OnPingAck() {
+  ping_outstanding_ = false;
+  if (streams_.empty() && pending_.empty() && !closed_) idle_timer_.Enable(Http2Pool::kPingInterval);
+}
+
+void Http2UpstreamConnection::UpdateIdle() {
+  if (closed_) return;
+  if (streams_.empty() && pending_.empty()) {
+    if (!idle_timer_.enabled()) {
+      idle_since_ = absl::Now();
+      idle_timer_.Enable(Http2Pool::kPingInterval);
+    }
+  } else {
+    idle_timer_.Disable();
+    ping_outstanding_ = false;
+  }
+}
+
+void Http2UpstreamConnection::OnIdleTimer() {
+  if (ping_outstanding_) {
+    CloseNow(absl::StrCat("no PING ACK within ", absl::FormatDuration(Http2Pool::kPingTimeout)));
+    return;
+  }
+  if (absl::Now() - idle_since_ >= Http2Pool::kIdleTimeout || !connected_) {
+    CloseNow("idle");
+    return;
+  }
+  ping_outstanding_ = true;
+  codec_.SubmitPing();
+  Flush();
+  idle_timer_.Enable(Http2Pool::kPingTimeout);
+}
+
+void Http2UpstreamConnection::Drain() {
+  if (closed_) return;
+  codec_.Shutdown();
+  Flush();
+}
+
+void Http2UpstreamConnection::CloseNow(const std::string& why) {
+  FailAll(false, false, false, why);
+}
+
+// --- Http2Pool ------------------------------------------------------------
+
+Http2Pool::~Http2Pool() {
+  for (auto& [key, list] : connections_) {
+    for (auto& c : list) {
+      c->closed_ = true;
+      c->connection_->Close();
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
+    const ClusterInfo& cluster, const EndpointInfo& endpoint, UpstreamEvents* events) {
+  auto& list = connections_[endpoint.pool_key];
+  for (auto& c : list) {
+    if (!c->HasCapacity()) continue;
+    bool reused = c->streams_opened_ > 0;
+    ++c->streams_opened_;
+    if (reused) cluster.stats.connections_reused->Inc();
+    auto stream = std::unique_ptr<Http2UpstreamStream>(
+        new Http2UpstreamStream(c.get(), events, reused));
+    c->pending_.insert(stream.get());
+    c->UpdateIdle();
+    return stream;
+  }
+  if (cluster.state->connections.load(std::memory_order_relaxed) >=
+      cluster.breakers.max_connections) {
+    if (list.empty()) connections_.erase(endpoint.pool_key);
+    return absl::ResourceExhaustedError("max_connections");
+  }
+  std::unique_ptr<net::TransportSocket> transport;
+  if (cluster.transport != nullptr) {
+    transport = cluster.transport->Create();
+    if (transport == nullptr) return absl::UnavailableError("TLS: cannot start a session");
+  }
+  auto fd = net::ConnectNonBlocking(endpoint.address);
+  if (!fd.ok()) {
+    if (list.empty()) connections_.erase(endpoint.pool_key);
+    return fd.status();
+  }
+  cluster.stats.connections_opened->Inc();
+  list.push_back(std::make_unique<Http2UpstreamConnection>(
+      dispatcher_, *this, *fd, std::move(transport), endpoint.pool_key, cluster, endpoint.state));
+  Http2UpstreamConnection* c = list.back().get();
+  ++c->streams_opened_;
+  auto stream = std::unique_ptr<Http2UpstreamStream>(new Http2UpstreamStream(c, events, false));
+  c->pending_.insert(stream.get());
+  return stream;
+}
+
+void Http2Pool::OnStreamsChanged(Http2UpstreamConnection* connection) {
+  connection->UpdateIdle();
+  if (connection->closed_ || !connection->streams_.empty() || !connection->pending_.empty()) {
+    return;
+  }
+  if (connection->codec_.goaway_received()) {
+    connection->CloseNow("the upstream sent GOAWAY");
+    return;
+  }
+  // Keep one idle connection per key: close this one if another is idle too.
+  auto it = connections_.find(connection->pool_key_);
+  if (it == connections_.end()) return;
+  for (auto& other : it->second) {
+    if (other.get() != connection && !other->closed_ && other->streams_.empty() &&
+        other->pending_.empty() && other->connected_) {
+      connection->Drain();
+      return;
+    }
+  }
+}
+
+void Http2Pool::Remove(Http2UpstreamConnection* connection) {
+  auto it = connections_.find(connection->pool_key_);
+  if (it == connections_.end()) return;
+  auto& list = it->second;
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (list[i].get() != connection) continue;
+    std::unique_ptr<Http2UpstreamConnection> owned = std::move(list[i]);
+    list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+    if (list.empty()) connections_.erase(it);
+    dispatcher_.DeferredDelete(std::move(owned));
+    return;
+  }
+}
+
+void Http2Pool::DrainExcept(const std::set<std::string>& keep) {
+  std::vector<Http2UpstreamConnection*> drain;
+  for (auto& [key, list] : connections_) {
+    if (keep.count(key)) continue;
+    for (auto& c : list) drain.push_back(c.get());
+  }
+  for (Http2UpstreamConnection* c : drain) {
+    if (c->streams_.empty() && c->pending_.empty()) {
+      c->CloseNow("its cluster changed");
+    } else {
+      c->Drain();
+    }
+  }
+}
+
+size_t Http2Pool::connection_count() const {
+  size_t n = 0;
+  for (const auto& [key, list] : connections_) n += list.size();
+  return n;
+}
+
+}  // namespace sluice::upstream

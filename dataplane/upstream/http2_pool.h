@@ -1,0 +1,211 @@
+// HTTP/2 to upstreams: connections that carry many requests at once, and the
+// per-worker pool of them, keyed by the endpoint's pool key (which for an
+// HTTP/2 cluster names the cluster, and for TLS its TLS context).
+//
+// A request gets an Http2UpstreamStream from Http2Pool::Acquire(): a stream
+// on a connection of that key that has room (fewer open streams than both
+// the cluster's max_concurrent_streams and the upstream's own
+// SETTINGS_MAX_CONCURRENT_STREAMS, no GOAWAY), else on a new connection.
+// Events reach the request through the same UpstreamEvents as HTTP/1:
+// OnUpstreamHead (a MessageHead built from the HTTP/2 head: a Content-Length
+// gives kContentLength framing, END_STREAM on the head kNone, otherwise the
+// body is a stream), OnUpstreamBody, OnUpstreamTrailers, OnUpstreamComplete,
+// OnUpstreamFailed, and OnUpstreamRefused when the upstream provably did not
+// process the request (REFUSED_STREAM, above a GOAWAY's last stream id, or
+// the connection failed before the request left): the request may go again.
+//
+// Flow control: response bytes are handed on at once; while the request has
+// reading disabled (its client is slow) the stream's receive window is not
+// replenished, so that upstream stream stalls and no other.
+//
+// A connection stays open with no stream (the next request reuses it) until
+// the upstream closes it, sends GOAWAY, the config no longer names its key,
+// or it has sat unused for kIdleTimeout; a connection with no stream while
+// another of its key also has none is closed at once. An idle connection is
+// checked with a PING every kPingInterval and closed when the ACK does not
+// come within kPingTimeout, so a dead peer is noticed before a request
+// needs it.
+//
+// For a cluster with protocol AUTO, the TLS handshake offers "h2" and
+// "http/1.1"; when an endpoint picks HTTP/1.1 the pool remembers it for the
+// pool key (SpeaksHttp1), closes the connection and refuses its streams, and
+// requests to that endpoint then take the HTTP/1.1 pool.
+//
+// Worker thread only.
+#ifndef SLUICE_DATAPLANE_UPSTREAM_HTTP2_POOL_H_
+#define SLUICE_DATAPLANE_UPSTREAM_HTTP2_POOL_H_
+
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/http/http2_client_codec.h"
+#include "dataplane/net/connection.h"
+#include "dataplane/upstream/cluster.h"
+#include "dataplane/upstream/connection_pool.h"
+
+namespace sluice::upstream {
+
+class Http2Pool;
+class Http2UpstreamConnection;
+
+// One request on an HTTP/2 upstream connection, owned by the request.
+// Destroying it before the response completed resets the stream (CANCEL).
+class Http2UpstreamStream {
+ public:
+  ~Http2UpstreamStream();
+  Http2UpstreamStream(const Http2UpstreamStream&) = delete;
+  Http2UpstreamStream& operator=(const Http2UpstreamStream&) = delete;
+
+  // The request head; `end_stream`: no body follows. Once only.
+  void SendHeaders(const http::Http2Request& request, bool end_stream);
+  // Request body bytes (copied); `end_stream` ends the request.
+  void SendData(std::string_view data, bool end_stream);
+  // Trailers end the request.
+  void SendTrailers(const http::HeaderField* fields, size_t count);
+  // Request bytes queued and not yet framed: back-pressure towards the client.
+  size_t queued_bytes() const;
+  // false: stop replenishing the response window (the client is slow).
+  void SetReadEnabled(bool enabled);
+
+  // The connection is still connecting (TCP or TLS).
+  bool connecting() const;
+  // The connection carried other requests before this one.
+  bool reused() const { return reused_; }
+  // A response byte arrived.
+  bool response_started() const { return response_started_; }
+
+ private:
+  friend class Http2UpstreamConnection;
+  friend class Http2Pool;
+  Http2UpstreamStream(Http2UpstreamConnection* connection, UpstreamEvents* events, bool reused)
+      : connection_(connection), events_(events), reused_(reused) {}
+
+  Http2UpstreamConnection* connection_;  // nullptr once the stream ended
+  UpstreamEvents* events_;
+  int32_t id_ = -1;  // once SendHeaders went to the codec
+  bool reused_;
+  bool response_started_ = false;
+  bool read_enabled_ = true;
+  size_t unconsumed_ = 0;  // response bytes handed on while reading was disabled
+};
+
+class Http2UpstreamConnection : public net::ConnectionCallbacks,
+                                public http::Http2ClientCallbacks,
+                                public event::Flushable,
+                                public event::DeferredDeletable {
+ public:
+  Http2UpstreamConnection(event::Dispatcher& dispatcher, Http2Pool& pool, int fd,
+                          std::unique_ptr<net::TransportSocket> transport, std::string pool_key,
+                          const ClusterInfo& cluster, std::shared_ptr<EndpointState> endpoint_state);
+  ~Http2UpstreamConnection() override;
+
+  // Room for one more stream.
+  bool HasCapacity() const;
+  size_t streams() const { return streams_.size(); }
+  const std::string& pool_key() const { return pool_key_; }
+  bool connecting() const { return !connected_; }
+  // GOAWAY (NO_ERROR) now, closing once open streams finish.
+  void Drain();
+  // Closes now; open streams fail (refused when their request never left).
+  void CloseNow(const std::string& why);
+
+  // net::ConnectionCallbacks
+  void OnReadable() override;
+  void OnWriteDrained() override;
+  void OnConnected() override;
+  void OnClosed(net::CloseReason reason, int error) override;
+  // http::Http2ClientCallbacks
+  void OnResponseHeaders(int32_t stream_id, int status, const http::HeaderMap& headers,
+                         bool end_stream) override;
+  void OnResponseData(int32_t stream_id, std::string_view data, bool end_stream) override;
+  void OnResponseTrailers(int32_t stream_id, const http::HeaderMap& trailers) override;
+  void OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused,
+                     std::string_view reason) override;
+  void OnStreamWritable(int32_t stream_id) override;
+  void OnGoaway(int32_t last_stream_id, uint32_t error_code) override;
+  void OnPingAck() override;
+  // event::Flushable
+  void Flush() override;
+
+ private:
+  friend class Http2UpstreamStream;
+  friend class Http2Pool;
+  void ScheduleFlush();
+  // The stream left (completed, failed, or its owner let go of it).
+  void Forget(Http2UpstreamStream* stream);
+  Http2UpstreamStream* Find(int32_t stream_id) const;
+  // Every stream fails; the connection closes and leaves the pool.
+  void FailAll(bool connect_failed, bool timed_out, bool refused, const std::string& why);
+  void Finish();  // leaves the pool, deleted later
+  void OnIdleTimer();
+  void UpdateIdle();
+
+  event::Dispatcher& dispatcher_;
+  Http2Pool& pool_;
+  std::unique_ptr<net::Connection> connection_;
+  http::Http2ClientCodec codec_;
+  std::string pool_key_;
+  const uint32_t max_streams_;
+  const bool auto_protocol_;
+  std::unordered_set<Http2UpstreamStream*> pending_;  // handed out, HEADERS not yet submitted
+  std::unordered_map<int32_t, Http2UpstreamStream*> streams_;
+  event::Timer connect_timer_;
+  event::Timer idle_timer_;  // PING of an idle connection, and its deadline
+  bool connected_ = false;
+  bool closed_ = false;
+  bool flush_scheduled_ = false;
+  bool ping_outstanding_ = false;
+  absl::Time idle_since_;
+  uint64_t streams_opened_ = 0;
+  std::shared_ptr<ClusterState> cluster_state_;
+  std::shared_ptr<EndpointState> endpoint_state_;
+  std::string scratch_;
+};
+
+class Http2Pool {
+ public:
+  // Liveness of idle connections (see the file comment).
+  static constexpr absl::Duration kPingInterval = absl::Seconds(30);
+  static constexpr absl::Duration kPingTimeout = absl::Seconds(10);
+  static constexpr absl::Duration kIdleTimeout = absl::Seconds(300);
+
+  explicit Http2Pool(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
+  ~Http2Pool();
+  Http2Pool(const Http2Pool&) = delete;
+  Http2Pool& operator=(const Http2Pool&) = delete;
+
+  // A stream on a connection to `endpoint` with room, or on a new one.
+  // RESOURCE_EXHAUSTED when a new connection would pass max_connections;
+  // UNAVAILABLE when the socket or its TLS session cannot be made.
+  absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Acquire(const ClusterInfo& cluster,
+                                                               const EndpointInfo& endpoint,
+                                                               UpstreamEvents* events);
+  // AUTO: this pool key's endpoint chose HTTP/1.1 by ALPN.
+  bool SpeaksHttp1(const std::string& pool_key) const { return http1_keys_.count(pool_key) != 0; }
+  // Connections whose key is not in `keep` drain (GOAWAY; closed once their
+  // streams finish).
+  void DrainExcept(const std::set<std::string>& keep);
+  size_t connection_count() const;
+
+ private:
+  friend class Http2UpstreamConnection;
+  friend class Http2UpstreamStream;
+  void Remove(Http2UpstreamConnection* connection);
+  void OnStreamsChanged(Http2UpstreamConnection* connection);
+  void MarkHttp1(const std::string& pool_key) { http1_keys_.insert(pool_key); }
+
+  event::Dispatcher& dispatcher_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Http2UpstreamConnection>>>
+      connections_;
+  std::unordered_set<std::string> http1_keys_;
+};
+
+}  // namespace sluice::upstream
+
+#endif  // SLUICE_DATAPLANE_UPSTREAM_HTTP2_POOL_H_

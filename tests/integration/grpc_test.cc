@@ -1,0 +1,332 @@
+// gRPC through the proxy with real peers: sluice-control, one sluice-proxy
+// (two workers) and grpc_tool.py (python3-grpcio) as the h2c upstream and as
+// the clients, over a plain listener (h2c) and a TLS one (h2 by ALPN). The
+// cluster speaks HTTP/2 to the upstream and is health checked with the gRPC
+// health protocol. A gRPC server refuses requests without "te: trailers", so
+// every call that succeeds also shows the proxy forwarded it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "tests/harness/grpc_peer.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr int kWorkers = 2;
+constexpr char kOpened[] = "sluice_upstream_connections_opened_total{cluster=\"grpc\"}";
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// A value from the /clusters page line of `cluster`, e.g. "active_requests";
+// -1 when absent.
+int64_t ClusterValue(const std::string& page, const std::string& cluster,
+                     const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (!absl::StartsWith(line, absl::StrCat("cluster ", cluster, " ("))) continue;
+    size_t at = line.find(absl::StrCat(" ", name, "="));
+    if (at == absl::string_view::npos) return -1;
+    absl::string_view digits = line.substr(at + name.size() + 2);
+    digits = digits.substr(0, digits.find_first_not_of("0123456789"));
+    int64_t value = -1;
+    return absl::SimpleAtoi(digits, &value) ? value : -1;
+  }
+  return -1;
+}
+
+GrpcServer::Options HealthFileOptions(const std::string& path) {
+  GrpcServer::Options options;
+  options.health_file = path;
+  return options;
+}
+
+class GrpcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(server_.ok()) << server_.process().Log();
+    WriteHealth("sluice.test.Echo=SERVING\n");
+    ca_ = MakeCa(dir_, "ca", "gRPC Test CA");
+    TestCert cert = MakeSignedBy(ca_, dir_, "grpc-test", "grpc.test", {"grpc.test"});
+    plain_port_ = PickFreePort();
+    tls_port_ = PickFreePort();
+    ASSERT_NE(plain_port_, tls_port_);
+    std::string yaml = absl::StrCat(
+        CertificateSecretYaml("grpc-cert", cert),
+        "---\nkind: Cluster\nname: grpc\nspec:\n  protocol: HTTP2\n"
+        "  endpoints: [{address: 127.0.0.1, port: ", server_.port(), "}]\n"
+        "  health_check:\n"
+        "    grpc: {service_name: sluice.test.Echo, authority: health.grpc.test}\n"
+        "    interval: 250ms\n    timeout: 250ms\n"
+        "    healthy_threshold: 1\n    unhealthy_threshold: 3\n    healthy_on_add: false\n"
+        "  panic_threshold_percent: 0\n",
+        // Nothing listens on the dead cluster's port.
+        "---\nkind: Cluster\nname: dead\nspec:\n  protocol: HTTP2\n"
+        "  endpoints: [{address: 127.0.0.1, port: ", PickFreePort(), "}]\n",
+        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: [unrouted.test]\n      routes:\n"
+        "        - match: {prefix: /other.Service/}\n          route: {cluster: grpc}\n"
+        "    - domains: [dead.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: dead}\n"
+        "    - domains: [slow.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n",
+        "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
+        ", route_table: main}\n",
+        "---\nkind: Listener\nname: tls\nspec: {address: 127.0.0.1, port: ", tls_port_,
+        ", route_table: main, tls: {certificates: [grpc-cert]}}\n");
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "grpc-proxy", kWorkers);
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+    // healthy_on_add is false: the endpoint takes traffic after its first
+    // passing gRPC health check.
+    ASSERT_TRUE(WaitForEndpointHealth("healthy")) << Clusters();
+  }
+
+  // Replaces the health file in one rename: the server never reads half a file.
+  void WriteHealth(const std::string& text) {
+    std::string staging = health_file_ + ".new";
+    std::ofstream(staging) << text;
+    ASSERT_EQ(std::rename(staging.c_str(), health_file_.c_str()), 0);
+  }
+
+  std::string Clusters() const { return proxy_->Admin("/clusters").second; }
+
+  bool WaitForEndpointHealth(const std::string& health) const {
+    std::string line = absl::StrCat("127.0.0.1:", server_.port(), " health=", health, " ");
+    return WaitFor([&] { return absl::StrContains(Clusters(), line); }, absl::Seconds(10));
+  }
+
+  // A call through the plain listener (h2c).
+  GrpcCallResult Call(const std::string& kind, const std::vector<std::string>& args = {}) const {
+    return GrpcCall(absl::StrCat("127.0.0.1:", plain_port_), kind, args);
+  }
+
+  // A call through the TLS listener, for the name in its certificate.
+  GrpcCallResult CallTls(const std::string& kind, std::vector<std::string> args = {}) const {
+    args.insert(args.end(), {"--tls", ca_.cert_path, "--authority", "grpc.test"});
+    return GrpcCall(absl::StrCat("127.0.0.1:", tls_port_), kind, args);
+  }
+
+  // A call straight to the upstream, bypassing the proxy.
+  GrpcCallResult CallUpstream(const std::string& kind) const {
+    return GrpcCall(server_.address(), kind);
+  }
+
+  ControlPlane cp_{"", "info"};
+  std::string dir_ = MakeTempDir("grpc");
+  std::string health_file_ = dir_ + "/health";
+  GrpcServer server_{"echo", HealthFileOptions(health_file_)};
+  std::unique_ptr<Proxy> proxy_;
+  TestCert ca_;
+  int plain_port_ = 0;
+  int tls_port_ = 0;
+};
+
+TEST_F(GrpcTest, UnaryEchoesPayloadMetadataAndTrailers) {
+  GrpcCallResult r = Call("unary", {"--payload", "hello sluice", "--authority", "echo.test",
+                                    "--metadata", "x-test-a=1", "--metadata", "x-test-b=two"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.payload, "hello sluice");
+  EXPECT_TRUE(r.verified) << r.Describe();
+  EXPECT_EQ(r.initial_metadata["x-test-a"], "1") << r.out;
+  EXPECT_EQ(r.initial_metadata["x-test-b"], "two") << r.out;
+  EXPECT_EQ(r.initial_metadata["x-seen-authority"], "echo.test") << r.out;
+  EXPECT_EQ(r.trailing_metadata["x-trailer"], "unary") << r.out;
+}
+
+TEST_F(GrpcTest, LargeServerStreamArrivesIntact) {
+  GrpcCallResult r = Call("server-stream", {"--count", "200", "--size", "16384", "--timeout", "30"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.responses, 200);
+  EXPECT_EQ(r.bytes, 200 * 16384);
+  EXPECT_TRUE(r.verified) << r.out;
+  EXPECT_EQ(r.trailing_metadata["x-trailer"], "server-stream") << r.out;
+}
+
+TEST_F(GrpcTest, ClientStreamOfAHundredMessages) {
+  GrpcCallResult r = Call("client-stream", {"--count", "100", "--size", "1000", "--timeout", "30"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.payload, "count=100 bytes=100000");
+  EXPECT_TRUE(r.verified) << r.out;
+}
+
+TEST_F(GrpcTest, BidiPingPongIsNotBuffered) {
+  // Message i+1 leaves only once echo i came back: a proxy that holds either
+  // direction back stalls the call into its deadline.
+  GrpcCallResult r = Call("bidi", {"--count", "50", "--size", "256", "--timeout", "10"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.responses, 50);
+  EXPECT_TRUE(r.verified) << r.out;
+}
+
+TEST_F(GrpcTest, UpstreamErrorStatusIsForwarded) {
+  GrpcCallResult r = Call("unary", {"--payload", "fail:5:gone", "--metadata", "x-test-id=7"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "NOT_FOUND") << r.Describe();
+  EXPECT_EQ(r.details, "gone");
+  EXPECT_EQ(r.initial_metadata["x-test-id"], "7") << r.out;
+  EXPECT_EQ(r.trailing_metadata["x-trailer"], "unary") << r.out;
+  // An application status is not a gateway failure: the endpoint stays in.
+  EXPECT_EQ(Call("unary").code, "OK");
+}
+
+TEST_F(GrpcTest, ClientDeadlineEndsTheCallAndFreesTheUpstreamStream) {
+  GrpcCallResult r = Call("unary", {"--payload", "sleep:5000", "--timeout", "0.5"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "DEADLINE_EXCEEDED") << r.Describe();
+  EXPECT_LT(r.elapsed_ms, 2000) << r.out;
+  // The proxy lets go of the upstream stream (grpc-timeout bounds the route,
+  // and the client reset its stream) instead of waiting out the 5 s answer.
+  std::string page;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        page = Clusters();
+        return ClusterValue(page, "grpc", "active_requests") == 0;
+      },
+      absl::Seconds(2)))
+      << page;
+  r = Call("unary", {"--payload", "after"});
+  EXPECT_EQ(r.payload, "after") << r.Describe();
+}
+
+TEST_F(GrpcTest, NoRouteIsUnimplemented) {
+  GrpcCallResult r = Call("unary", {"--authority", "unrouted.test"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "UNIMPLEMENTED") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "no route")) << r.out;
+}
+
+TEST_F(GrpcTest, DeadEndpointIsUnavailable) {
+  GrpcCallResult r = Call("unary", {"--authority", "dead.test"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "connect")) << r.out;
+}
+
+TEST_F(GrpcTest, RouteTimeoutIsDeadlineExceeded) {
+  // No client deadline: the route's 300ms ends the call. The upstream has
+  // sent its initial metadata by then (the Echo handlers send it first), so
+  // the status has to come in trailers after a started response.
+  GrpcCallResult r = Call("unary", {"--authority", "slow.test", "--payload", "sleep:2000"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "DEADLINE_EXCEEDED") << r.Describe();
+  EXPECT_LT(r.elapsed_ms, 1500) << r.out;
+}
+
+TEST_F(GrpcTest, GrpcHealthCheckDrivesRouting) {
+  ASSERT_EQ(Call("unary").code, "OK");
+  WriteHealth("sluice.test.Echo=NOT_SERVING\n");
+  GrpcCallResult r;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        r = Call("unary");
+        return r.code == "UNAVAILABLE";
+      },
+      absl::Seconds(10)))
+      << r.Describe() << "\n" << Clusters();
+  EXPECT_TRUE(absl::StrContains(r.details, "no healthy endpoint")) << r.out;
+  std::string page = Clusters();
+  EXPECT_TRUE(absl::StrContains(page, absl::StrCat("127.0.0.1:", server_.port(), " health=unhealthy")))
+      << page;
+  EXPECT_TRUE(absl::StrContains(page, "NOT_SERVING")) << page;  // why, for the operator
+  EXPECT_GE(proxy_->Stat("sluice_health_check_failures_total{cluster=\"grpc\"}"), 3);
+
+  WriteHealth("sluice.test.Echo=SERVING\n");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        r = Call("unary", {"--payload", "back"});
+        return r.code == "OK";
+      },
+      absl::Seconds(10)))
+      << r.Describe() << "\n" << Clusters();
+  EXPECT_EQ(r.payload, "back");
+  // The checks were gRPC calls the server counted.
+  GrpcCallResult stats = CallUpstream("stats");
+  ASSERT_TRUE(stats.parsed) << stats.Describe();
+  EXPECT_GE(stats.stats["/grpc.health.v1.Health/Check"], 4) << stats.out;
+}
+
+TEST_F(GrpcTest, UnaryAndBidiOverTlsByAlpn) {
+  // gRPC clients insist on ALPN h2: these calls work only if the listener
+  // negotiated it.
+  GrpcCallResult r = CallTls("unary", {"--payload", "secure", "--metadata", "x-test-tls=yes"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.payload, "secure");
+  EXPECT_EQ(r.initial_metadata["x-test-tls"], "yes") << r.out;
+  EXPECT_EQ(r.initial_metadata["x-seen-authority"], "grpc.test") << r.out;
+  EXPECT_EQ(r.trailing_metadata["x-trailer"], "unary") << r.out;
+  r = CallTls("bidi", {"--count", "50", "--size", "1024", "--timeout", "10"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.responses, 50);
+  EXPECT_TRUE(r.verified) << r.out;
+  EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshakes_total"), 2);
+}
+
+TEST_F(GrpcTest, ConcurrentCallsShareFewUpstreamConnections) {
+  // 20 client processes at once, each a server stream of 8 x 16 KiB spread
+  // over ~1.4 s, so the calls overlap on the proxy.
+  constexpr int kCalls = 20;
+  std::vector<GrpcCallResult> results(kCalls);
+  std::atomic<int> finished{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kCalls; ++i) {
+    clients.emplace_back([this, &results, &finished, i] {
+      results[i] = Call("server-stream", {"--payload", "8:16384:200", "--timeout", "30"});
+      finished.fetch_add(1);
+    });
+  }
+  // The most calls in flight on the proxy at once.
+  int64_t peak = 0;
+  std::string page;
+  WaitFor(
+      [&] {
+        page = Clusters();
+        peak = std::max(peak, ClusterValue(page, "grpc", "active_requests"));
+        return peak >= kCalls || finished.load() == kCalls;
+      },
+      absl::Seconds(60));
+  for (std::thread& t : clients) t.join();
+  for (const GrpcCallResult& r : results) {
+    ASSERT_TRUE(r.parsed) << r.Describe();
+    EXPECT_EQ(r.code, "OK") << r.Describe();
+    EXPECT_EQ(r.responses, 8) << r.out;
+    EXPECT_TRUE(r.verified) << r.out;
+  }
+  // Had they not overlapped, one connection per worker would prove nothing.
+  EXPECT_GE(peak, 5) << page;
+  int64_t opened = proxy_->Stat(kOpened);
+  EXPECT_GE(opened, 1);
+  EXPECT_LE(opened, 2 * kWorkers) << proxy_->Admin("/stats").second;
+  GrpcCallResult stats = CallUpstream("stats");
+  EXPECT_EQ(stats.stats["/sluice.test.Echo/ServerStream"], kCalls) << stats.Describe();
+}
+
+}  // namespace
+}  // namespace sluice::testing

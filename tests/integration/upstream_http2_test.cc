@@ -1,0 +1,229 @@
+// HTTP/2 to upstreams that are not gRPC, with nginx as the upstream: h2c with
+// prior knowledge (`listen ... http2`), h2 by ALPN (`listen ... ssl http2`)
+// and HTTPS that only speaks HTTP/1.1 (`listen ... ssl`). Every nginx
+// response says which protocol nginx saw (x-proto: $server_protocol) and, on
+// TLS, which ALPN protocol was chosen (x-alpn). Clients are HTTP/1.1 (the
+// harness client) and curl.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/http_wire.h"
+#include "tests/harness/nginx.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+// h2c on `h2c_port` (its /h2c/echo/ proxied to upstream_server on
+// `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
+// `h2_tls_port`, HTTP/1.1 only on `h1_tls_port`.
+std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int origin_port,
+                         const TestCert& cert) {
+  constexpr char kServers[] = R"(  server {
+    listen 127.0.0.1:{H2C} http2;
+    add_header x-proto $server_protocol always;
+    client_max_body_size 8m;
+    location /h2c/echo/ { proxy_pass http://127.0.0.1:{ORIGIN}; }
+    location / { return 200 "h2c-upstream\n"; }
+  }
+  server {
+    listen 127.0.0.1:{H2_TLS} ssl http2;
+    ssl_certificate {CERT};
+    ssl_certificate_key {KEY};
+    add_header x-proto $server_protocol always;
+    add_header x-alpn "$ssl_alpn_protocol" always;
+    location / { return 200 "h2-upstream\n"; }
+  }
+  server {
+    listen 127.0.0.1:{H1_TLS} ssl;
+    ssl_certificate {CERT};
+    ssl_certificate_key {KEY};
+    add_header x-proto $server_protocol always;
+    add_header x-alpn "$ssl_alpn_protocol" always;
+    location / { return 200 "h1-upstream\n"; }
+  }
+)";
+  return absl::StrReplaceAll(kServers, {{"{H2C}", absl::StrCat(h2c_port)},
+                                        {"{H2_TLS}", absl::StrCat(h2_tls_port)},
+                                        {"{H1_TLS}", absl::StrCat(h1_tls_port)},
+                                        {"{ORIGIN}", absl::StrCat(origin_port)},
+                                        {"{CERT}", cert.cert_path},
+                                        {"{KEY}", cert.key_path}});
+}
+
+// A cluster of one endpoint speaking `protocol`, with `tls` (a YAML flow
+// mapping) unless empty.
+std::string ClusterYaml(const std::string& name, int port, const std::string& protocol,
+                        const std::string& tls) {
+  return absl::StrCat("kind: Cluster\nname: ", name, "\nspec:\n  protocol: ", protocol,
+                      "\n  endpoints: [{address: 127.0.0.1, port: ", port, "}]\n",
+                      tls.empty() ? "" : absl::StrCat("  tls: ", tls, "\n"));
+}
+
+class UpstreamHttp2Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(origin_.ok()) << origin_.process().Log();
+    dir_ = MakeTempDir("upstream-h2");
+    TestCert ca = MakeCa(dir_, "upstream-ca", "Upstream Test CA");
+    TestCert backend = MakeSignedBy(ca, dir_, "backend", "backend", {"backend.test"});
+    int h2c_port = PickFreePort();
+    int h2_tls_port = PickFreePort();
+    int h1_tls_port = PickFreePort();
+    proxy_port_ = PickFreePort();
+    ASSERT_TRUE(h2c_port != h2_tls_port && h2c_port != h1_tls_port &&
+                h2_tls_port != h1_tls_port);
+    nginx_ = std::make_unique<Nginx>(
+        dir_, NginxServers(h2c_port, h2_tls_port, h1_tls_port, origin_.port(), backend),
+        std::vector<int>{h2c_port, h2_tls_port, h1_tls_port});
+    ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
+
+    const std::string verified = "{ca: upstream-ca, sni: backend.test}";
+    std::string routes;
+    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only"}) {
+      absl::StrAppend(&routes, "        - match: {prefix: /", name,
+                      "/}\n          route: {cluster: ", name, "}\n");
+    }
+    std::string yaml = absl::StrCat(
+        CaSecretYaml("upstream-ca", ca), "---\n", ClusterYaml("h2c", h2c_port, "HTTP2", ""),
+        "---\n", ClusterYaml("auto-h2", h2_tls_port, "AUTO", verified), "---\n",
+        ClusterYaml("auto-h1", h1_tls_port, "AUTO", verified), "---\n",
+        ClusterYaml("h2-only", h1_tls_port, "HTTP2", verified), "---\n",
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n",
+        routes, "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", proxy_port_,
+        ", route_table: main}\n");
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "upstream-h2-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  std::string ProxyAddress() const { return absl::StrCat("127.0.0.1:", proxy_port_); }
+  HttpResponse Get(const std::string& path) { return HttpGet(ProxyAddress(), path); }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer origin_{"origin"};
+  std::unique_ptr<Nginx> nginx_;
+  std::unique_ptr<Proxy> proxy_;
+  std::string dir_;
+  int proxy_port_ = 0;
+};
+
+TEST_F(UpstreamHttp2Test, Http11ClientThroughAnHttp2ClusterToH2c) {
+  HttpResponse r = Get("/h2c/hello");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "h2c-upstream\n");
+  EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
+  // The next request is a new stream on the same upstream connection.
+  r = Get("/h2c/again");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"h2c\"}"), 1)
+      << proxy_->Admin("/stats").second;
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connections_reused_total{cluster=\"h2c\"}"), 1);
+  // An HTTP/2 client gets the same.
+  CommandResult curl = RunCommand({"/usr/bin/curl", "-sS", "-i", "--max-time", "20",
+                                   "--http2-prior-knowledge",
+                                   absl::StrCat("http://", ProxyAddress(), "/h2c/from-h2")});
+  ASSERT_EQ(curl.exit_code, 0) << curl.err;
+  EXPECT_TRUE(absl::StartsWith(curl.out, "HTTP/2 200")) << curl.out;
+  EXPECT_TRUE(absl::StrContains(curl.out, "x-proto: HTTP/2.0")) << curl.out;
+  EXPECT_TRUE(absl::StrContains(curl.out, "\r\n\r\nh2c-upstream\n")) << curl.out;
+}
+
+TEST_F(UpstreamHttp2Test, BodiesBothWaysOverH2c) {
+  // nginx passes /h2c/echo/ on to upstream_server, which reports the size
+  // and CRC of the body that reached it.
+  std::string body;
+  body.reserve(1 << 20);
+  for (int i = 0; i < (1 << 20); ++i) body.push_back(static_cast<char>('a' + i * 7 % 26));
+  HttpResponse r = HttpRequest(ProxyAddress(), "POST", "/h2c/echo/up", {}, body,
+                               absl::Seconds(20));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
+  EXPECT_EQ(r.body, absl::StrCat("origin POST /h2c/echo/up\nbody-bytes=1048576 body-crc=",
+                                 Crc32Hex(body), "\n"));
+  // A chunked request body has no length: it goes as DATA frames to the end
+  // of the stream.
+  std::string part = body.substr(0, 300000);
+  r = HttpRequest(ProxyAddress(), "PUT", "/h2c/echo/chunked", {{"transfer-encoding", "chunked"}},
+                  EncodeChunked(part, 9), absl::Seconds(20));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, absl::StrCat("origin PUT /h2c/echo/chunked\nbody-bytes=300000 body-crc=",
+                                 Crc32Hex(part), "\n"));
+  // 3 MB down: more than the HTTP/2 windows, so the proxy must keep
+  // granting the upstream window as the client reads.
+  r = HttpRequest(ProxyAddress(), "GET", "/h2c/echo/big?size=3000000", {}, "", absl::Seconds(20));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body.size(), 3000000u);
+  EXPECT_EQ(r.body, std::string(3000000, 'x'));
+}
+
+TEST_F(UpstreamHttp2Test, AutoSpeaksHttp2WhenTheUpstreamPicksH2) {
+  HttpResponse r = Get("/auto-h2/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "h2-upstream\n");
+  EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
+  EXPECT_EQ(r.header("x-alpn"), "h2");
+}
+
+TEST_F(UpstreamHttp2Test, AutoFallsBackToHttp11WhenTheUpstreamPicksIt) {
+  for (int i = 0; i < 2; ++i) {  // the first finds out, the second knows
+    HttpResponse r = Get(absl::StrCat("/auto-h1/", i));
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, "h1-upstream\n");
+    EXPECT_EQ(r.header("x-proto"), "HTTP/1.1");
+    EXPECT_EQ(r.header("x-alpn"), "http/1.1");
+  }
+}
+
+TEST_F(UpstreamHttp2Test, Http2ClusterToAnHttp11OnlyUpstreamIsA502NamingAlpn) {
+  absl::Time start = absl::Now();
+  HttpResponse r = Get("/h2-only/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "ALPN")) << r.body;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST_F(UpstreamHttp2Test, AutoWithoutTlsIsRejected) {
+  auto r = cp_.Ctl({"apply", "-f",
+                    WriteFile(dir_, "auto-plain.yaml", ClusterYaml("auto-plain", 9, "AUTO", ""))});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err + r.out, "Cluster \"auto-plain\": protocol: ")) << r.err
+                                                                                      << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err + r.out, "needs tls")) << r.err << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err + r.out, "auto-plain.yaml, document 1, line 4")) << r.err
+                                                                                       << r.out;
+  // Nothing changed: version 1 still serves.
+  EXPECT_EQ(proxy_->ReadyVersion(), 1u);
+  EXPECT_EQ(Get("/h2c/still").status, 200);
+}
+
+}  // namespace
+}  // namespace sluice::testing
