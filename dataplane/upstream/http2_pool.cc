@@ -399,7 +399,7 @@ void Http2UpstreamConnection::OnIdleTimer() {
 void Http2UpstreamConnection::Drain() {
   if (closed_) return;
   codec_.Shutdown();
-  Flush();
+  ScheduleFlush();  // may run inside the codec's callbacks: never Flush() here
 }
 
 void Http2UpstreamConnection::CloseNow(const std::string& why) {

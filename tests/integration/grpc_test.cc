@@ -37,8 +37,7 @@ std::string WriteFile(const std::string& dir, const std::string& name, const std
 
 // A value from the /clusters page line of `cluster`, e.g. "active_requests";
 // -1 when absent.
-int64_t ClusterValue(const std::string& page, const std::string& cluster,
-                     const std::string& name) {
+int64_t ClusterValue(const std::string& page, const std::string& cluster, const std::string& name) {
   for (absl::string_view line : absl::StrSplit(page, '\n')) {
     if (!absl::StartsWith(line, absl::StrCat("cluster ", cluster, " ("))) continue;
     size_t at = line.find(absl::StrCat(" ", name, "="));
@@ -77,6 +76,9 @@ class GrpcTest : public ::testing::Test {
         "    interval: 250ms\n    timeout: 250ms\n"
         "    healthy_threshold: 1\n    unhealthy_threshold: 3\n    healthy_on_add: false\n"
         "  panic_threshold_percent: 0\n",
+        // The same server, at most two streams per connection.
+        "---\nkind: Cluster\nname: narrow\nspec:\n  protocol: HTTP2\n  max_concurrent_streams: 2\n"
+        "  endpoints: [{address: 127.0.0.1, port: ", server_.port(), "}]\n",
         // Nothing listens on the dead cluster's port.
         "---\nkind: Cluster\nname: dead\nspec:\n  protocol: HTTP2\n"
         "  endpoints: [{address: 127.0.0.1, port: ", PickFreePort(), "}]\n",
@@ -85,6 +87,8 @@ class GrpcTest : public ::testing::Test {
         "        - match: {prefix: /other.Service/}\n          route: {cluster: grpc}\n"
         "    - domains: [dead.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: dead}\n"
+        "    - domains: [narrow.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: narrow}\n"
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "    - domains: ['*']\n      routes:\n"
@@ -112,9 +116,47 @@ class GrpcTest : public ::testing::Test {
 
   std::string Clusters() const { return proxy_->Admin("/clusters").second; }
 
+  // The proxy's ERROR log lines (a failed check says why it aborted).
+  std::string ProxyErrors() const {
+    std::string errors;
+    for (absl::string_view line : absl::StrSplit(proxy_->process().Log(), '\n')) {
+      if (absl::StrContains(line, " ERROR ")) absl::StrAppend(&errors, line, "\n");
+    }
+    return errors;
+  }
+
   bool WaitForEndpointHealth(const std::string& health) const {
     std::string line = absl::StrCat("127.0.0.1:", server_.port(), " health=", health, " ");
     return WaitFor([&] { return absl::StrContains(Clusters(), line); }, absl::Seconds(10));
+  }
+
+  // `calls` concurrent server-stream calls through the plain listener, each
+  // 8 x 16 KiB over ~1.4 s, with `args` added; returns their results and
+  // sets *peak to the most requests the proxy had in flight at once on
+  // `cluster`.
+  std::vector<GrpcCallResult> ConcurrentCalls(int calls, const std::string& cluster,
+                                              const std::vector<std::string>& args,
+                                              int64_t* peak) const {
+    std::vector<GrpcCallResult> results(calls);
+    std::atomic<int> finished{0};
+    std::vector<std::thread> clients;
+    for (int i = 0; i < calls; ++i) {
+      clients.emplace_back([&, i] {
+        std::vector<std::string> all = {"--payload", "8:16384:200", "--timeout", "30"};
+        all.insert(all.end(), args.begin(), args.end());
+        results[i] = Call("server-stream", all);
+        finished.fetch_add(1);
+      });
+    }
+    *peak = 0;
+    WaitFor(
+        [&] {
+          *peak = std::max(*peak, ClusterValue(Clusters(), cluster, "active_requests"));
+          return *peak >= calls || finished.load() == calls;
+        },
+        absl::Seconds(60));
+    for (std::thread& t : clients) t.join();
+    return results;
   }
 
   // A call through the plain listener (h2c).
@@ -157,7 +199,8 @@ TEST_F(GrpcTest, UnaryEchoesPayloadMetadataAndTrailers) {
 }
 
 TEST_F(GrpcTest, LargeServerStreamArrivesIntact) {
-  GrpcCallResult r = Call("server-stream", {"--count", "200", "--size", "16384", "--timeout", "30"});
+  GrpcCallResult r =
+      Call("server-stream", {"--count", "200", "--size", "16384", "--timeout", "30"});
   ASSERT_TRUE(r.parsed) << r.Describe();
   EXPECT_EQ(r.code, "OK") << r.Describe();
   EXPECT_EQ(r.responses, 200);
@@ -251,7 +294,8 @@ TEST_F(GrpcTest, GrpcHealthCheckDrivesRouting) {
       << r.Describe() << "\n" << Clusters();
   EXPECT_TRUE(absl::StrContains(r.details, "no healthy endpoint")) << r.out;
   std::string page = Clusters();
-  EXPECT_TRUE(absl::StrContains(page, absl::StrCat("127.0.0.1:", server_.port(), " health=unhealthy")))
+  EXPECT_TRUE(
+      absl::StrContains(page, absl::StrCat("127.0.0.1:", server_.port(), " health=unhealthy")))
       << page;
   EXPECT_TRUE(absl::StrContains(page, "NOT_SERVING")) << page;  // why, for the operator
   EXPECT_GE(proxy_->Stat("sluice_health_check_failures_total{cluster=\"grpc\"}"), 3);
@@ -290,29 +334,10 @@ TEST_F(GrpcTest, UnaryAndBidiOverTlsByAlpn) {
 }
 
 TEST_F(GrpcTest, ConcurrentCallsShareFewUpstreamConnections) {
-  // 20 client processes at once, each a server stream of 8 x 16 KiB spread
-  // over ~1.4 s, so the calls overlap on the proxy.
+  // 20 client processes at once, overlapping on the proxy.
   constexpr int kCalls = 20;
-  std::vector<GrpcCallResult> results(kCalls);
-  std::atomic<int> finished{0};
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kCalls; ++i) {
-    clients.emplace_back([this, &results, &finished, i] {
-      results[i] = Call("server-stream", {"--payload", "8:16384:200", "--timeout", "30"});
-      finished.fetch_add(1);
-    });
-  }
-  // The most calls in flight on the proxy at once.
   int64_t peak = 0;
-  std::string page;
-  WaitFor(
-      [&] {
-        page = Clusters();
-        peak = std::max(peak, ClusterValue(page, "grpc", "active_requests"));
-        return peak >= kCalls || finished.load() == kCalls;
-      },
-      absl::Seconds(60));
-  for (std::thread& t : clients) t.join();
+  std::vector<GrpcCallResult> results = ConcurrentCalls(kCalls, "grpc", {}, &peak);
   for (const GrpcCallResult& r : results) {
     ASSERT_TRUE(r.parsed) << r.Describe();
     EXPECT_EQ(r.code, "OK") << r.Describe();
@@ -320,12 +345,36 @@ TEST_F(GrpcTest, ConcurrentCallsShareFewUpstreamConnections) {
     EXPECT_TRUE(r.verified) << r.out;
   }
   // Had they not overlapped, one connection per worker would prove nothing.
-  EXPECT_GE(peak, 5) << page;
+  EXPECT_GE(peak, 5);
   int64_t opened = proxy_->Stat(kOpened);
   EXPECT_GE(opened, 1);
   EXPECT_LE(opened, 2 * kWorkers) << proxy_->Admin("/stats").second;
   GrpcCallResult stats = CallUpstream("stats");
   EXPECT_EQ(stats.stats["/sluice.test.Echo/ServerStream"], kCalls) << stats.Describe();
+}
+
+TEST_F(GrpcTest, MaxConcurrentStreamsOpensMoreConnections) {
+  // At most 2 streams per connection: `peak` calls in flight at once needed
+  // at least peak / 2 connections, whichever workers they were on. As the
+  // calls end, connections go idle and all but one per worker are closed.
+  constexpr int kCalls = 8;
+  int64_t peak = 0;
+  std::vector<GrpcCallResult> results =
+      ConcurrentCalls(kCalls, "narrow", {"--authority", "narrow.test"}, &peak);
+  EXPECT_EQ(ProxyErrors(), "");
+  for (const GrpcCallResult& r : results) {
+    ASSERT_TRUE(r.parsed) << r.Describe();
+    EXPECT_EQ(r.code, "OK") << r.Describe();
+    EXPECT_TRUE(r.verified) << r.out;
+  }
+  ASSERT_GE(peak, 4);
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"narrow\"}"),
+            (peak + 1) / 2)
+      << "peak " << peak << "\n"
+      << proxy_->Admin("/stats").second;
+  // And the proxy is still there for the next call.
+  GrpcCallResult after = Call("unary", {"--authority", "narrow.test"});
+  EXPECT_EQ(after.code, "OK") << after.Describe();
 }
 
 }  // namespace
