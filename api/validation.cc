@@ -441,6 +441,8 @@ void ValidateRoute(const Route& route, const std::string& prefix,
                     absl::ZeroDuration(), absl::Hours(1), sink);
       CheckDuration(action.websocket_idle_timeout(), action.has_websocket_idle_timeout(),
                     Join(a, "websocket_idle_timeout"), absl::Seconds(1), absl::Hours(24), sink);
+      CheckDuration(action.idle_timeout(), action.has_idle_timeout(), Join(a, "idle_timeout"),
+                    absl::ZeroDuration(), absl::Hours(24), sink);
       if (action.has_websocket_idle_timeout() && !action.websocket()) {
         sink.Add(Join(a, "websocket_idle_timeout"), "needs websocket: true");
       }

@@ -41,6 +41,7 @@ inline constexpr uint32_t kMinHttp2StreamWindow = 65535;
 inline constexpr uint32_t kMaxHttp2StreamWindow = 16 << 20;
 inline constexpr absl::Duration kDefaultRouteTimeout = absl::Seconds(15);
 inline constexpr absl::Duration kDefaultWebSocketIdleTimeout = absl::Seconds(300);
+inline constexpr absl::Duration kDefaultStreamIdleTimeout = absl::Seconds(60);
 inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
 inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 1024;
 inline constexpr uint32_t kDefaultUpstreamMaxConcurrentStreams = 100;

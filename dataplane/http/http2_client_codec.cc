@@ -96,15 +96,28 @@ struct Http2ClientCodecAccess {
     if (stream->header_bytes > codec->limits_.max_header_list_bytes) {
       // nghttp2 decodes the rest of the block without calling us, only to
       // keep the HPACK table in step.
-      codec->RejectHeaderBlock(stream);
+      codec->ResetByCodec(
+          stream, NGHTTP2_ENHANCE_YOUR_CALM,
+          absl::StrCat(
+              stream->head_delivered ? "response trailers" : "response head",
+              " too large: over ", codec->limits_.max_header_list_bytes,
+              " bytes (name + value + 32 per field)"));
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     const std::string_view name = View(name_bytes, name_len);
     const std::string_view value = View(value_bytes, value_len);
     if (name == ":status") {
-      // nghttp2 has checked: three digits, not 101, once, in a head.
+      // nghttp2 has checked: three digits, not 101, once, in a head. It
+      // takes 0xx and 6xx-9xx for final statuses; RFC 9110 15 says they are
+      // invalid.
       int status = 0;
       for (char c : value) status = status * 10 + (c - '0');
+      if (status < 100 || status > 599) {
+        codec->ResetByCodec(stream, NGHTTP2_PROTOCOL_ERROR,
+                            absl::StrCat("malformed response: :status ",
+                                         AbslView(value_bytes, value_len)));
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      }
       stream->status = status;
       return 0;
     }
@@ -136,7 +149,8 @@ struct Http2ClientCodecAccess {
 
   // A frame that broke HTTP/2 or HTTP messaging rules. For a stream error
   // nghttp2 has queued RST_STREAM already; the stream's end is reported when
-  // it closes, with this reason.
+  // it closes, with this reason. (For a connection error, the connection's
+  // reason is reported instead.)
   static int OnInvalidFrameRecv(nghttp2_session* /*session*/,
                                 const nghttp2_frame* frame, int lib_error_code,
                                 void* user_data) {
@@ -144,8 +158,11 @@ struct Http2ClientCodecAccess {
     Http2ClientCodec::Stream* stream =
         Codec(user_data)->FindStream(frame->hd.stream_id);
     if (stream != nullptr && stream->reset_reason.empty()) {
-      stream->reset_reason = absl::StrCat("malformed response: ",
-                                          nghttp2_strerror(lib_error_code));
+      const bool messaging = lib_error_code == NGHTTP2_ERR_HTTP_HEADER ||
+                             lib_error_code == NGHTTP2_ERR_HTTP_MESSAGING;
+      stream->reset_reason = absl::StrCat(
+          messaging ? "malformed response: " : "upstream broke HTTP/2 rules: ",
+          nghttp2_strerror(lib_error_code));
     }
     return 0;
   }
@@ -271,35 +288,38 @@ struct Http2ClientCodecAccess {
   }
 
   // A HEADERS frame could not be sent. For a request, nghttp2 closes the
-  // stream with REFUSED_STREAM next (OnStreamClose); trailers that cannot go
-  // out leave the request unfinishable: reset it.
-  static int OnFrameNotSend(nghttp2_session* session,
+  // stream with REFUSED_STREAM next (OnStreamClose), which is what it is
+  // when the connection is going away; a request head nghttp2 cannot send
+  // at all (over its 64 KiB block limit) is no use sending elsewhere, so it
+  // is not reported as refused. Trailers that cannot go out leave the
+  // request unfinishable: the stream is reset.
+  static int OnFrameNotSend(nghttp2_session* /*session*/,
                             const nghttp2_frame* frame, int lib_error_code,
                             void* user_data) {
+    Http2ClientCodec* codec = Codec(user_data);
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
-    Http2ClientCodec::Stream* stream =
-        Codec(user_data)->FindStream(frame->hd.stream_id);
+    Http2ClientCodec::Stream* stream = codec->FindStream(frame->hd.stream_id);
     if (stream == nullptr) return 0;
-    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
-      stream->reset_reason =
-          lib_error_code == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED
-              ? "request not sent: the connection is going away"
-              : absl::StrCat("request not sent: ",
-                             nghttp2_strerror(lib_error_code));
+    if (lib_error_code == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED ||
+        lib_error_code == NGHTTP2_ERR_SESSION_CLOSING) {
+      stream->reset_reason = "request not sent: the connection is going away";
       return 0;
     }
     if (lib_error_code == NGHTTP2_ERR_STREAM_CLOSED ||
-        lib_error_code == NGHTTP2_ERR_STREAM_CLOSING ||
-        lib_error_code == NGHTTP2_ERR_SESSION_CLOSING) {
+        lib_error_code == NGHTTP2_ERR_STREAM_CLOSING) {
       return 0;
     }
-    stream->reset_by_codec = true;
-    stream->codec_reset_code = NGHTTP2_INTERNAL_ERROR;
-    stream->reset_reason = absl::StrCat("request trailers not sent: ",
-                                        nghttp2_strerror(lib_error_code));
-    stream->body.Drop();
-    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream->id,
-                              NGHTTP2_INTERNAL_ERROR);
+    if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      // The peer never heard of the stream: no RST_STREAM for it.
+      stream->reset_by_codec = true;
+      stream->codec_reset_code = NGHTTP2_INTERNAL_ERROR;
+      stream->reset_reason = absl::StrCat("request head not sendable: ",
+                                          nghttp2_strerror(lib_error_code));
+      return 0;
+    }
+    codec->ResetByCodec(stream, NGHTTP2_INTERNAL_ERROR,
+                        absl::StrCat("request trailers not sendable: ",
+                                     nghttp2_strerror(lib_error_code)));
     return 0;
   }
 
@@ -546,19 +566,18 @@ void Http2ClientCodec::FinishResponse(int32_t stream_id) {
   streams_.erase(it);
 }
 
-void Http2ClientCodec::RejectHeaderBlock(Stream* stream) {
+void Http2ClientCodec::ResetByCodec(Stream* stream, uint32_t error_code,
+                                    std::string reason) {
   stream->reset_by_codec = true;
-  stream->codec_reset_code = NGHTTP2_ENHANCE_YOUR_CALM;
-  stream->reset_reason = absl::StrCat(
-      stream->head_delivered ? "response trailers" : "response head",
-      " too large: over ", limits_.max_header_list_bytes,
-      " bytes (name + value + 32 per field)");
+  stream->codec_reset_code = error_code;
+  stream->reset_reason = std::move(reason);
   stream->fields = HeaderMap();
   stream->body.Drop();
   // Queued before nghttp2 queues its own RST_STREAM(INTERNAL_ERROR) for the
-  // failed callback, which then does nothing: the peer sees this code.
+  // failed header callback, which then does nothing: the peer sees this
+  // code. The stream's end is reported when the frame goes out.
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream->id,
-                            NGHTTP2_ENHANCE_YOUR_CALM);
+                            error_code);
 }
 
 int32_t Http2ClientCodec::SubmitRequest(const Http2Request& request,

@@ -10,14 +10,16 @@
 // (HTTP messaging checks on): :status present and valid, no other or
 // repeated pseudo-header, lower-case names, no connection-specific field,
 // Content-Length equal to the DATA received, trailers without pseudo-header
-// fields. A field nghttp2 would drop as invalid also makes the response
-// malformed. A malformed response resets the stream with PROTOCOL_ERROR and
-// reports OnStreamReset(PROTOCOL_ERROR). 1xx heads are interim: dropped,
-// never reported. A response head over Http2ClientLimits::
-// max_header_list_bytes (decoded bytes, name + value + 32 per field: an HPACK
-// bomb costs no memory) resets the stream too: RST_STREAM and OnStreamReset
-// with ENHANCE_YOUR_CALM, "too large" in the reason; the rest of the block is
-// decoded only to keep the HPACK table in step. Trailers likewise.
+// fields. The codec adds: a field nghttp2 would drop as invalid makes the
+// response malformed, and so does a :status outside 100-599 (RFC 9110 15;
+// nghttp2 takes 0xx for a final status). A malformed response resets the
+// stream with PROTOCOL_ERROR and reports OnStreamReset(PROTOCOL_ERROR). 1xx
+// heads are interim: dropped, never reported. A response head over
+// Http2ClientLimits::max_header_list_bytes (decoded bytes, name + value + 32
+// per field: an HPACK bomb costs no memory) resets the stream too:
+// RST_STREAM and OnStreamReset with ENHANCE_YOUR_CALM, "too large" in the
+// reason; the rest of the block is decoded only to keep the HPACK table in
+// step. Trailers likewise.
 //
 // Response body flow control. OnResponseData hands out views; the caller
 // says with ConsumeResponseData() how many bytes it has passed on. The
@@ -140,8 +142,11 @@ class Http2ClientCallbacks {
   // The stream ended before its response completed (reset by the peer or by
   // the codec, GOAWAY, connection error or close). `refused`: the peer did
   // not process the request (REFUSED_STREAM, above GOAWAY's last stream id,
-  // or never sent): safe to send again. `reason` is for logs. No other
-  // event follows for the stream. Not called for streams the caller reset.
+  // or never sent): safe to send again. (A request whose head nghttp2 cannot
+  // send at all, over its 64 KiB block limit, ends with INTERNAL_ERROR and
+  // is not refused: sending it elsewhere fails the same way.) `reason` is
+  // for logs. No other event follows for the stream; it is gone from the
+  // codec when this is called. Not called for streams the caller reset.
   virtual void OnStreamReset(int32_t stream_id, uint32_t error_code,
                              bool refused, std::string_view reason) = 0;
   // The stream's send queue drained to the low watermark.
@@ -235,8 +240,10 @@ class Http2ClientCodec {
   // The response completed: drops the rest of the request, if any, and the
   // stream.
   void FinishResponse(int32_t stream_id);
-  // The response head or trailers are over max_header_list_bytes.
-  void RejectHeaderBlock(Stream* stream);
+  // Resets the stream (a response head or trailers over
+  // max_header_list_bytes, an invalid :status); OnStreamReset follows when
+  // the RST_STREAM goes out.
+  void ResetByCodec(Stream* stream, uint32_t error_code, std::string reason);
 
   Http2ClientCallbacks* const callbacks_;
   const Http2ClientLimits limits_;

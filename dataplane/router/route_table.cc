@@ -536,6 +536,8 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
           entry.websocket_idle_timeout = action.has_websocket_idle_timeout()
                                              ? api::ToDuration(action.websocket_idle_timeout())
                                              : api::kDefaultWebSocketIdleTimeout;
+          entry.idle_timeout = action.has_idle_timeout() ? api::ToDuration(action.idle_timeout())
+                                                         : api::kDefaultStreamIdleTimeout;
           if (action.has_retry_policy()) {
             const auto& rp = action.retry_policy();
             RouteEntry::Retry& r = entry.retry;

@@ -109,6 +109,9 @@ struct RouteEntry {
   // kCluster: forward WebSocket upgrades, and close a tunnel idle this long.
   bool websocket = false;
   absl::Duration websocket_idle_timeout;
+  // kCluster: once the response has begun, no byte either way for this long
+  // cuts the exchange; absl::ZeroDuration() = disabled.
+  absl::Duration idle_timeout;
   // Retries (kCluster); num_retries == 0 when the route has no retry policy.
   struct Retry {
     uint32_t num_retries = 0;

@@ -108,6 +108,10 @@ void DownstreamConnection::ArmIdleTimer() {
 
 void DownstreamConnection::OnDownstreamTimer() {
   if (closed_ || stream_in_use_) return;
+  if (closing_) {
+    CloseNow();  // the last response was not taken within the idle timeout
+    return;
+  }
   if (!connection_->handshake_complete()) {
     worker_.stats().downstream_tls_handshake_errors->Inc();
     SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " not done within the request-head timeout");
@@ -384,9 +388,17 @@ void DownstreamConnection::OnWriteDrained() {
     stream_->OnDownstreamDrained();
     return;
   }
+  if (closing_ || closed_) return;
+  if (awaiting_drain_) {
+    awaiting_drain_ = false;
+    parser_.Resume();
+    connection_->SetReadEnabled(true);
+    if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+    return;
+  }
   // The response is out and nothing else is queued: the idle connection
   // gives its buffers back (about 20 KiB).
-  if (!closing_ && !closed_) connection_->ReleaseIdleBuffers();
+  connection_->ReleaseIdleBuffers();
 }
 
 void DownstreamConnection::SendSessionError(int status, std::string_view error) {
@@ -411,13 +423,23 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error) 
 void DownstreamConnection::FinishConnectionAfterResponse() {
   if (close_after_response_ || worker_.draining()) {
     closing_ = true;
-    timer_.Disable();
+    // A client that never reads the last response does not pin the
+    // connection: it gets the idle timeout to take it.
+    timer_.Enable(idle_timeout_, /*shared_duration=*/true);
     if (connection_->CloseAfterFlush()) CloseNow();
+    return;
+  }
+  ArmIdleTimer();
+  if (connection_->output_size() > ProxyStream::kHighWatermark) {
+    // A client that sends requests and does not read the answers (local
+    // replies are made at once): parse and read nothing more until it
+    // reads. The idle timer bounds the wait.
+    connection_->SetReadEnabled(false);
+    awaiting_drain_ = true;
     return;
   }
   parser_.Resume();
   connection_->SetReadEnabled(true);
-  ArmIdleTimer();
   // Pipelined requests already buffered: continue on the next loop turn,
   // outside every callback that brought us here.
   if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());

@@ -104,6 +104,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool close_after_response_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed
+  bool awaiting_drain_ = false;  // output over the watermark: the next request waits
   bool request_message_open_ = false;  // the request's body is still arriving
   bool request_has_body_ = false;
   bool client_http10_ = false;

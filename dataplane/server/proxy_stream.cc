@@ -127,7 +127,7 @@ ProxyStream::ProxyStream(Worker& worker, DownstreamSink& sink, const std::string
       route_timer_(worker.dispatcher(), [this] { OnRouteTimeout(); }),
       retry_timer_(worker.dispatcher(), [this] { OnRetryTimer(); }),
       per_try_timer_(worker.dispatcher(), [this] { OnPerTryTimeout(); }),
-      tunnel_timer_(worker.dispatcher(), [this] { OnTunnelIdle(); }) {}
+      idle_timer_(worker.dispatcher(), [this] { OnIdleTimer(); }) {}
 
 ProxyStream::~ProxyStream() { OnDownstreamGone(); }
 
@@ -721,11 +721,11 @@ void ProxyStream::OnPerTryTimeout() {
 
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
+  NoteActivity();
   if (tunnel_) {
     if (!upstream_) return;
     net::Connection& up = upstream_->connection();
     up.Write(chunk);
-    tunnel_timer_.Enable(route_->websocket_idle_timeout);
     if (up.output_size() > kHighWatermark) sink_.SetRequestReadEnabled(false);
     return;
   }
@@ -780,6 +780,7 @@ void ProxyStream::OnUpstreamWriteDrained() {
 }
 
 void ProxyStream::OnDownstreamDrained() {
+  NoteActivity();  // the client took what was queued for it
   if (active_ && HasUpstream() && upstream_paused_reading_) {
     upstream_paused_reading_ = false;
     SetUpstreamReadEnabled(true);
@@ -824,6 +825,11 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   }
   response_streamed_ = out.body == ResponseHead::Body::kStream;
   response_started_ = true;
+  // The route timeout covered the wait for this head; the body streams
+  // under idle_timeout. A gRPC call is bounded as a whole (a deadline, like
+  // the client's grpc-timeout).
+  if (!grpc_) route_timer_.Disable();
+  if (!upstream_no_body_) StartIdleTimer(route_->idle_timeout);
   EncodeResponseHead(out, response_fields_);
 }
 
@@ -853,18 +859,40 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
   out.reason = "Switching Protocols";
   out.body = ResponseHead::Body::kTunnel;
   EncodeResponseHead(out, response_fields_);
-  tunnel_timer_.Enable(route_->websocket_idle_timeout);
+  StartIdleTimer(route_->websocket_idle_timeout);
 }
 
-void ProxyStream::OnTunnelIdle() {
-  if (!active_ || !tunnel_) return;
-  SLUICE_LOG(kDebug, "WebSocket from ", peer_ip_, " idle for ",
-             absl::FormatDuration(route_->websocket_idle_timeout), ": closed");
-  Fail();
+void ProxyStream::StartIdleTimer(absl::Duration limit) {
+  idle_limit_ = limit;
+  if (limit <= absl::ZeroDuration()) return;
+  last_activity_ = absl::Now();
+  idle_timer_.Enable(limit, /*shared_duration=*/true);
+}
+
+void ProxyStream::OnIdleTimer() {
+  if (!active_) return;
+  absl::Duration idle = absl::Now() - last_activity_;
+  if (idle < idle_limit_) {
+    idle_timer_.Enable(idle_limit_ - idle);
+    return;
+  }
+  SLUICE_LOG(kDebug, tunnel_ ? "WebSocket" : "response", " to ", peer_ip_, " idle for ",
+             absl::FormatDuration(idle_limit_), ": cut");
+  if (tunnel_) {
+    Fail();
+    return;
+  }
+  if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+  ReleaseUpstream(false);
+  if (!EndGrpcResponse(504, absl::StrCat("no bytes moved for ",
+                                         absl::FormatDuration(idle_limit_),
+                                         " (the route's idle_timeout)"))) {
+    Fail();
+  }
 }
 
 void ProxyStream::OnUpstreamBody(std::string_view bytes) {
-  if (tunnel_) tunnel_timer_.Enable(route_->websocket_idle_timeout);
+  NoteActivity();
   sink_.EncodeData(bytes);
   if (!active_ || !HasUpstream()) return;
   if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
@@ -1100,7 +1128,8 @@ void ProxyStream::EndAccounting() {
   route_timer_.Disable();
   retry_timer_.Disable();
   per_try_timer_.Disable();
-  tunnel_timer_.Disable();
+  idle_timer_.Disable();
+  idle_limit_ = absl::ZeroDuration();
   if (counted_request_) cluster_->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
   if (counted_retry_) cluster_->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
   counted_request_ = counted_retry_ = false;

@@ -165,7 +165,12 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnRetryTimer();
   void OnPerTryTimeout();
   void OnRouteTimeout();
-  void OnTunnelIdle();
+  // Bytes moved after the response began: the idle timeout starts over.
+  void NoteActivity() {
+    if (idle_limit_ > absl::ZeroDuration()) last_activity_ = absl::Now();
+  }
+  void StartIdleTimer(absl::Duration limit);
+  void OnIdleTimer();
   void StartTunnel(const http::MessageHead& head);
   // The upstream head's end-to-end fields (hop-by-hop and Content-Length
   // dropped, x-request-id added when absent) into response_fields_.
@@ -212,7 +217,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   event::Timer route_timer_;    // the route timeout (all tries)
   event::Timer retry_timer_;    // backoff before the next try
   event::Timer per_try_timer_;  // the current try's timeout
-  event::Timer tunnel_timer_;   // a WebSocket's idle timeout
+  // Once the response began: the route's idle_timeout (a WebSocket's
+  // websocket_idle_timeout), checked lazily against last_activity_.
+  event::Timer idle_timer_;
+  absl::Duration idle_limit_ = absl::ZeroDuration();
+  absl::Time last_activity_;
 
   // Per request (Reset clears them, keeping capacity).
   bool active_ = false;

@@ -120,7 +120,7 @@ class CheckingCallbacks : public Http2ClientCallbacks {
                          const HeaderMap& headers, bool end_stream) override {
     Stream& s = Live(stream_id);
     FUZZ_CHECK(!s.head);
-    FUZZ_CHECK(status >= 200 && status <= 999);
+    FUZZ_CHECK(status >= 200 && status <= 599);
     CheckFields(headers, options_.limits.max_header_list_bytes,
                 7 + 3 + 32);  // :status
     s.head = true;

@@ -934,6 +934,43 @@ TEST(Http2ClientCodecTest, ResponseCompletingBeforeTheRequestEndsIsReported) {
   EXPECT_EQ(f.client.open_streams(), 0u);
 }
 
+TEST(Http2ClientCodecTest, UnsendableRequestPartsEndTheStream) {
+  RawFixture f;
+  f.Run();
+  // Over nghttp2's 64 KiB limit on a header block it sends.
+  const std::string huge(70000, 'h');
+  const std::vector<HeaderField> big_head = {{"x-huge", huge}};
+  const int32_t head = f.client.SubmitRequest(Get("/", &big_head), true);
+  const int32_t trailers = f.client.SubmitRequest(Post("/"), false);
+  ASSERT_TRUE(f.client.SubmitData(trailers, "body", false));
+  const std::vector<HeaderField> big_trailers = {{"x-huge", huge}};
+  ASSERT_TRUE(f.client.SubmitTrailers(trailers, big_trailers.data(),
+                                      big_trailers.size()));
+  f.Run();
+  const Response& rh = f.events.responses[head];
+  EXPECT_TRUE(rh.reset);
+  EXPECT_EQ(rh.reset_code, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_FALSE(rh.refused);  // sending it elsewhere would not help
+  EXPECT_NE(rh.reason.find("request head"), std::string::npos) << rh.reason;
+  EXPECT_EQ(f.server.requests.count(head), 0u);
+  const Response& rt = f.events.responses[trailers];
+  EXPECT_TRUE(rt.reset);
+  EXPECT_EQ(rt.reset_code, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_FALSE(rt.refused);
+  EXPECT_NE(rt.reason.find("trailers"), std::string::npos) << rt.reason;
+  EXPECT_EQ(f.server.requests[trailers].body, "body");
+  EXPECT_TRUE(f.server.requests[trailers].rst_received);
+  EXPECT_EQ(f.server.requests[trailers].rst_code, NGHTTP2_INTERNAL_ERROR);
+  // The connection is fine.
+  EXPECT_TRUE(f.client_ok);
+  EXPECT_TRUE(f.client.CanOpenStream());
+  const int32_t next = f.client.SubmitRequest(Get("/next"), true);
+  f.Run();
+  f.server.Respond(next, kOk, "ok");
+  f.Run();
+  EXPECT_EQ(f.events.responses[next].body, "ok");
+}
+
 TEST(Http2ClientCodecTest, InterimResponsesAreDropped) {
   Fixture f;
   f.server_events.on_headers = [&](int32_t id) {
@@ -1260,6 +1297,14 @@ TEST(Http2ClientCodecTest, MalformedResponsesResetTheStream) {
           {"bad :status",
            [](RawFixture* f, int32_t id) {
              f->server.Respond(id, {{":status", "20"}});
+           }},
+          {":status below 100 (nghttp2 takes it for a final status)",
+           [](RawFixture* f, int32_t id) {
+             f->server.Respond(id, {{":status", "050"}}, "data");
+           }},
+          {":status above 599",
+           [](RawFixture* f, int32_t id) {
+             f->server.Respond(id, {{":status", "999"}});
            }},
           {"request pseudo-header",
            [](RawFixture* f, int32_t id) {

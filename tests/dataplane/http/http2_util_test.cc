@@ -52,9 +52,11 @@ TEST(Http2UtilTest, ReceiveWindowBoundsWhatTheCallerHolds) {
   EXPECT_EQ(w.OnDelivered(100), 50u);   // held 200: 50 kept back
   EXPECT_EQ(w.OnDelivered(50), 0u);     // held 250: nothing more
   EXPECT_EQ(w.held(), 250u);
-  EXPECT_EQ(w.OnConsumed(120), 120u);  // back to held 130
-  EXPECT_EQ(w.OnConsumed(1000), 30u);  // clamps at what it holds
+  // Held 130: everything kept back goes out (all 250 bytes credited).
+  EXPECT_EQ(w.OnConsumed(120), 100u);
+  EXPECT_EQ(w.OnConsumed(1000), 0u);  // clamps at what it holds
   EXPECT_EQ(w.held(), 0u);
+  EXPECT_EQ(w.OnDelivered(10), 10u);
   // The buffer is at least one window.
   ReceiveWindow small(100, 10);
   EXPECT_EQ(small.OnDelivered(100), 0u);
