@@ -491,6 +491,14 @@ void ValidateRoute(const Route& route, const std::string& prefix,
         } else if (!absl::StartsWith(action.prefix_rewrite(), "/")) {
           sink.Add(Join(a, "prefix_rewrite"), "must start with '/'");
         }
+        // It becomes part of the request line sent upstream.
+        for (char c : action.prefix_rewrite()) {
+          if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+            sink.Add(Join(a, "prefix_rewrite"),
+                     "must not contain spaces or control characters (CR, LF, NUL...)");
+            break;
+          }
+        }
       }
       break;
     }

@@ -1,5 +1,6 @@
 #include "dataplane/http/http_util.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace sluice::http {
@@ -23,7 +24,7 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-bool IsHopByHop(std::string_view name, const std::vector<std::string_view>& connection_tokens) {
+bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens) {
   switch (name.size()) {
     case 2:
       if (EqualsIgnoreCase(name, "te")) return true;
@@ -45,14 +46,10 @@ bool IsHopByHop(std::string_view name, const std::vector<std::string_view>& conn
     default:
       break;
   }
-  for (std::string_view token : connection_tokens) {
-    if (EqualsIgnoreCase(name, token)) return true;
-  }
-  return false;
+  return connection_tokens.Contains(name);
 }
 
-std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& headers) {
-  std::vector<std::string_view> tokens;
+ConnectionTokens::ConnectionTokens(const std::vector<HeaderField>& headers) {
   for (const HeaderField& h : headers) {
     if (!EqualsIgnoreCase(h.name, "connection")) continue;
     std::string_view value = h.value;
@@ -60,14 +57,31 @@ std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& h
       size_t comma = value.find(',');
       std::string_view token = Trim(value.substr(0, comma));
       if (!token.empty() && !EqualsIgnoreCase(token, "close") &&
-          !EqualsIgnoreCase(token, "keep-alive")) {
-        tokens.push_back(token);
+          !EqualsIgnoreCase(token, "keep-alive") && !EqualsIgnoreCase(token, "host") &&
+          !EqualsIgnoreCase(token, "content-length") &&
+          !EqualsIgnoreCase(token, "transfer-encoding")) {
+        std::string lower(token);
+        for (char& c : lower) c = Lower(c);
+        tokens_.push_back(std::move(lower));
       }
       if (comma == std::string_view::npos) break;
       value.remove_prefix(comma + 1);
     }
   }
-  return tokens;
+  std::sort(tokens_.begin(), tokens_.end());
+}
+
+bool ConnectionTokens::Contains(std::string_view name) const {
+  if (tokens_.empty()) return false;
+  char lower[64];
+  if (name.size() > sizeof(lower)) {
+    std::string copy(name);
+    for (char& c : copy) c = Lower(c);
+    return std::binary_search(tokens_.begin(), tokens_.end(), copy);
+  }
+  for (size_t i = 0; i < name.size(); ++i) lower[i] = Lower(name[i]);
+  return std::binary_search(tokens_.begin(), tokens_.end(), std::string_view(lower, name.size()),
+                            [](std::string_view a, std::string_view b) { return a < b; });
 }
 
 bool HasToken(std::string_view list, std::string_view token) {

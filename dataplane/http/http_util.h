@@ -14,14 +14,29 @@ namespace sluice::http {
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 
+// The field names a message's Connection headers list (RFC 9110 7.6.1),
+// lower-cased and sorted: a lookup costs O(log tokens), so a header section
+// with many fields and a Connection field with many tokens costs linear
+// time, not fields x tokens. "close" and "keep-alive" are options, not
+// names; Host, Content-Length and Transfer-Encoding are never taken as
+// names (a client must not remove what the message is routed and framed
+// by).
+class ConnectionTokens {
+ public:
+  ConnectionTokens() = default;
+  explicit ConnectionTokens(const std::vector<HeaderField>& headers);
+  bool Contains(std::string_view name) const;
+  bool empty() const { return tokens_.empty(); }
+
+ private:
+  std::vector<std::string> tokens_;
+};
+
 // Headers that describe one connection and are never forwarded (RFC 9110
 // 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
 // Upgrade, Trailer; plus every name listed in the message's Connection
 // header (`connection_tokens`).
-bool IsHopByHop(std::string_view name, const std::vector<std::string_view>& connection_tokens);
-
-// The comma-separated tokens of all Connection headers, trimmed.
-std::vector<std::string_view> ConnectionTokens(const std::vector<HeaderField>& headers);
+bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens);
 
 // Whether a comma-separated list value (TE, Connection...) holds `token`
 // (case-insensitive; parameters after ';' ignored).

@@ -49,7 +49,7 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
 // authenticate a message may come after its body (RFC 9110 6.5.1), nor
 // hop-by-hop ones.
 bool ForwardableTrailer(std::string_view name) {
-  static const std::vector<std::string_view> kNoTokens;
+  static const http::ConnectionTokens kNoTokens;
   if (http::IsHopByHop(name, kNoTokens)) return false;
   for (std::string_view forbidden :
        {"content-length", "host", "content-type", "content-encoding", "content-range",
@@ -393,7 +393,7 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
 template <typename Emit>
 void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   const std::vector<http::HeaderField>& headers = *head.headers;
-  std::vector<std::string_view> tokens = http::ConnectionTokens(headers);
+  const http::ConnectionTokens tokens(headers);
   std::string forwarded_for;
   bool has_host = false;
   for (const http::HeaderField& h : headers) {
@@ -554,7 +554,7 @@ bool ProxyStream::ConnectUpstream() {
   }
   if (upstream_) upstream_->Attach(this, head_request_, upgrade_);
   endpoint_index_ = index;
-  endpoint_key_ = endpoint.key;
+  endpoint_key_ = endpoint.pool_key;
   endpoint_active_ = worker_.picker().ActiveCounter(endpoint_key_);
   ++*endpoint_active_;
   endpoint.state->active_requests.fetch_add(1, std::memory_order_relaxed);
@@ -834,7 +834,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
 }
 
 void ProxyStream::CollectResponseFields(const http::MessageHead& head) {
-  std::vector<std::string_view> tokens = http::ConnectionTokens(head.headers);
+  const http::ConnectionTokens tokens(head.headers);
   response_fields_.clear();
   bool has_request_id = false;
   for (const http::HeaderField& h : head.headers) {

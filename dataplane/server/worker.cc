@@ -127,7 +127,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   for (DownstreamSession* c : all) c->OnSnapshotChanged();
   pool_.CloseIdleExcept(snapshot_->pool_keys);
   h2_pool_.DrainExcept(snapshot_->pool_keys);
-  picker_.Prune(snapshot_->endpoint_keys);
+  picker_.Prune(snapshot_->pool_keys);
 }
 
 void Worker::Accept(const std::string& listener_name, int listen_fd) {

@@ -1,5 +1,7 @@
 #include "dataplane/upstream/cluster.h"
 
+#include <atomic>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/resource.h"
@@ -93,7 +95,11 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     info->transport = std::move(*context);
   } else if (cluster.protocol() != config::v1::Cluster::HTTP1) {
     pool_suffix = absl::StrCat(" h2c:", cluster.name());
+  } else {
+    pool_suffix = absl::StrCat(" http:", cluster.name());
   }
+  static std::atomic<uint64_t> next_uid{1};
+  info->uid = next_uid.fetch_add(1, std::memory_order_relaxed);
   switch (cluster.protocol()) {
     case config::v1::Cluster::HTTP2: info->protocol = UpstreamProtocol::kHttp2; break;
     case config::v1::Cluster::AUTO: info->protocol = UpstreamProtocol::kAuto; break;

@@ -26,11 +26,13 @@ namespace sluice::upstream {
 
 struct EndpointInfo {
   std::string key;  // "127.0.0.1:9001": identity across versions
-  // Which pooled connections may carry this cluster's requests to it: `key`
-  // for plain HTTP/1.1 (clusters sharing the endpoint share them); for TLS
-  // also the cluster's name and TLS context ("127.0.0.1:9443 tls:users#3"),
-  // so connections made with other TLS settings are never reused for it;
-  // for plain HTTP/2 also the cluster's name ("127.0.0.1:50051 h2c:grpc").
+  // Which pooled connections may carry this cluster's requests to it, and
+  // the key of this worker's per-(cluster, endpoint) state (requests in
+  // flight): the endpoint and the cluster's name ("127.0.0.1:9001
+  // http:users", "127.0.0.1:50051 h2c:grpc"), for TLS also its TLS context
+  // ("127.0.0.1:9443 tls:users#3"). Two clusters that share an endpoint
+  // never share connections, counts or breakers, and connections made with
+  // other TLS settings are never reused.
   std::string pool_key;
   std::string ip;   // "127.0.0.1" / "::1"
   uint16_t port = 0;
@@ -98,6 +100,9 @@ enum class UpstreamProtocol { kHttp1, kHttp2, kAuto };
 
 struct ClusterInfo {
   std::string name;
+  // Unique per compiled cluster in this process (never reused, unlike an
+  // address): per-worker state caches compare it.
+  uint64_t uid = 0;
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   // HTTP/2: streams per connection before another one is opened.
   uint32_t max_concurrent_streams = 100;

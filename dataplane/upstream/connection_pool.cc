@@ -48,6 +48,7 @@ void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request, bool 
   ++requests_;
   response_started_ = false;
   response_done_ = false;
+  complete_reported_ = false;
   reusable_ = false;
   interim_ = false;
   parser_.Reset();
@@ -104,7 +105,15 @@ void UpstreamConnection::ReadResponse() {
     PassTunnelBytes();  // bytes that came with the 101
     return;
   }
-  if (response_done_ && !input.empty()) reusable_ = false;  // extra bytes
+  if (response_done_ && !complete_reported_) {
+    // Reported once the parser returned and its bytes were drained: bytes
+    // left over (past Content-Length, a body on a HEAD response) mean the
+    // upstream said more than its framing, and the connection is never
+    // pooled with them.
+    if (!input.empty()) reusable_ = false;
+    complete_reported_ = true;
+    if (events_) events_->OnUpstreamComplete();
+  }
 }
 
 void UpstreamConnection::PassTunnelBytes() {
@@ -139,7 +148,10 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     return;
   }
   if (response_started_ && parser_.FinishOnClose() == http::ParseError::kNone && response_done_) {
-    return;  // a response delimited by the close completed
+    // A response delimited by the close completed.
+    complete_reported_ = true;
+    events_->OnUpstreamComplete();
+    return;
   }
   events_->OnUpstreamFailed(false, false,
                             reason == net::CloseReason::kReset
@@ -180,8 +192,7 @@ void UpstreamConnection::OnMessageComplete() {
     return;
   }
   response_done_ = true;
-  parser_.Pause();
-  if (events_) events_->OnUpstreamComplete();
+  parser_.Pause();  // ReadResponse() reports it once the parser returned
 }
 
 ConnectionPool::~ConnectionPool() { CloseAllIdle(); }
@@ -189,14 +200,23 @@ ConnectionPool::~ConnectionPool() { CloseAllIdle(); }
 absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     const ClusterInfo& cluster, const EndpointInfo& endpoint) {
   auto it = idle_.find(endpoint.pool_key);
-  if (it != idle_.end() && !it->second.empty()) {
+  while (it != idle_.end() && !it->second.empty()) {
     UpstreamConnection* c = it->second.front();
     it->second.pop_front();
-    if (it->second.empty()) idle_.erase(it);
     c->idle_ = false;
+    if (c->connection().HasUnreadInputOrEof()) {
+      // Bytes nobody asked for (or the upstream's FIN) arrived since the
+      // connection went idle and the loop has not read them yet: never
+      // hand them to the next request.
+      c->connection().Close();
+      dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+      continue;
+    }
+    if (it->second.empty()) idle_.erase(it);
     cluster.stats.connections_reused->Inc();
     return std::unique_ptr<UpstreamConnection>(c);
   }
+  if (it != idle_.end() && it->second.empty()) idle_.erase(it);
   if (cluster.state->connections.load(std::memory_order_relaxed) >=
       cluster.breakers.max_connections) {
     return absl::ResourceExhaustedError("max_connections");
@@ -219,7 +239,8 @@ void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uin
   connection->Detach();
   auto& list = idle_[connection->pool_key()];
   if (!connection->reusable() || !connection->connection().open() ||
-      connection->connection().output_size() > 0 || list.size() >= max_idle) {
+      connection->connection().output_size() > 0 || !connection->connection().input().empty() ||
+      list.size() >= max_idle) {
     connection->connection().Close();
     if (list.empty()) idle_.erase(connection->pool_key());
     dispatcher_.DeferredDelete(std::move(connection));

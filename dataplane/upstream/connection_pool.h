@@ -107,6 +107,7 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   int requests_ = 0;
   bool response_started_ = false;
   bool response_done_ = false;
+  bool complete_reported_ = false;  // OnUpstreamComplete was called
   bool reusable_ = false;
   bool interim_ = false;
   bool idle_ = false;

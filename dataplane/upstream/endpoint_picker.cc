@@ -52,9 +52,9 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash, int exclude)
 }
 
 int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed) {
-  if (&cluster != last_cluster_) {
+  if (cluster.uid != last_cluster_) {
     last_state_ = &round_robin_[cluster.name];  // node addresses are stable
-    last_cluster_ = &cluster;
+    last_cluster_ = cluster.uid;
   }
   RoundRobinState& state = *last_state_;
   const size_t n = cluster.endpoints.size();
@@ -65,11 +65,11 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
     }
     return -1;
   }
-  if (state.shape != &cluster || state.current.size() != n) {
+  if (state.shape != cluster.uid || state.current.size() != n) {
     // A new version of the cluster: start over (positions do not carry over
     // meaningfully when weights or endpoints change).
     state.current.assign(n, 0);
-    state.shape = &cluster;
+    state.shape = cluster.uid;
   }
   int best = -1;
   int64_t total = 0;
@@ -100,8 +100,8 @@ int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster, const std::vect
   if (kb >= ka) ++kb;
   size_t a = nth(ka), b = nth(kb);
   // Compare active/weight without division: active_a * w_b vs active_b * w_a.
-  int64_t lhs = active(cluster.endpoints[a].key) * cluster.endpoints[b].weight;
-  int64_t rhs = active(cluster.endpoints[b].key) * cluster.endpoints[a].weight;
+  int64_t lhs = active(cluster.endpoints[a].pool_key) * cluster.endpoints[b].weight;
+  int64_t rhs = active(cluster.endpoints[b].pool_key) * cluster.endpoints[a].weight;
   if (lhs == rhs) return static_cast<int>(rng_() & 1 ? a : b);
   return static_cast<int>(lhs < rhs ? a : b);
 }

@@ -35,8 +35,8 @@ class EndpointPicker {
   // try) is avoided when another candidate exists.
   int Pick(const ClusterInfo& cluster, uint64_t hash = 0, int exclude = -1);
 
-  // Requests in flight per endpoint key on this worker, maintained by the
-  // caller. The counter's address is stable, so a request can keep it.
+  // Requests in flight per endpoint pool key (cluster and endpoint) on this
+  // worker, maintained by the caller. The counter's address is stable, so a request can keep it.
   int64_t* ActiveCounter(const std::string& endpoint_key) { return &active_[endpoint_key]; }
   void RequestStarted(const std::string& endpoint_key) { ++active_[endpoint_key]; }
   void RequestFinished(const std::string& endpoint_key);
@@ -55,7 +55,7 @@ class EndpointPicker {
   struct RoundRobinState {
     std::vector<int64_t> current;  // smooth WRR current weights
     uint64_t next = 0;             // equal weights: plain rotation
-    const ClusterInfo* shape = nullptr;  // endpoints the state was built for
+    uint64_t shape = 0;  // ClusterInfo::uid the weights were built for
   };
   int PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed);
   int PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed, int count);
@@ -63,10 +63,11 @@ class EndpointPicker {
 
   std::mt19937_64 rng_;
   std::unordered_map<std::string, RoundRobinState> round_robin_;  // by cluster name
-  // The last cluster picked from and its state: most requests repeat it.
-  const ClusterInfo* last_cluster_ = nullptr;
+  // The last cluster picked from (ClusterInfo::uid) and its state: most
+  // requests repeat it.
+  uint64_t last_cluster_ = 0;
   RoundRobinState* last_state_ = nullptr;
-  std::unordered_map<std::string, int64_t> active_;  // by endpoint key
+  std::unordered_map<std::string, int64_t> active_;  // by endpoint pool key
   std::vector<char> allowed_;                         // scratch: candidates of one pick
 };
 

@@ -193,6 +193,21 @@ TEST(ValidationTest, PrefixRewriteNeedsPrefixMatch) {
             std::string::npos);
 }
 
+TEST(ValidationTest, ValuesThatReachTheWireCannotInject) {
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/a" } route { cluster: "users" prefix_rewrite: "/b\r\nx-injected: 1" } } } })")
+                .find("prefix_rewrite: must not contain spaces or control characters"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/a" } redirect { path_redirect: "/b\nset-cookie: x" } } } })")
+                .find("must not contain spaces or control characters"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/a" } direct_response { status: 200 content_type: "text/plain\r\nx: y" } } } })")
+                .find("content_type: must not contain control characters"),
+            std::string::npos);
+}
+
 TEST(ValidationTest, UnknownPolicyRejected) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" } route { cluster: "users" } policies { name: "magic" } } } })")

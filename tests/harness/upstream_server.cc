@@ -28,6 +28,9 @@
 //   hang=1       never respond; close only when the client does
 //   reset=1      close without responding, with an RST (SO_LINGER 0)
 //   midway=1     "content-length: 1000", 10 body bytes, then close
+//   smuggle=1    after the response, in the same write, a second response
+//                nobody asked for ("...\r\n\r\nsmuggled"): bytes past the
+//                framing that must never reach another request
 // `GET /__stats` answers "requests=N": complete requests received by this
 // process (including hang/reset ones), /__stats itself excluded.
 //
@@ -91,6 +94,7 @@ struct ResponsePlan {
   bool hang = false;
   bool reset = false;
   bool midway = false;
+  bool smuggle = false;
 };
 
 absl::string_view PathOf(absl::string_view target) {
@@ -154,6 +158,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.reset);
     } else if (key == "midway") {
       status = flag(&plan.midway);
+    } else if (key == "smuggle") {
+      status = flag(&plan.smuggle);
     }
     if (!status.ok()) return status;
   }
@@ -548,15 +554,17 @@ void Connection::Respond(const Http1Message& request,
     }
   }
   if (close_after) extra.emplace_back("connection", "close");
+  const std::string smuggled =
+      plan.smuggle ? "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled" : "";
   if (!send_body) {
-    Write(Head(plan.status, request, extra));
+    Write(absl::StrCat(Head(plan.status, request, extra), smuggled));
     FinishResponse(close_after);
     return;
   }
   if (!plan.chunked) {
     // Head and body in one write: a process killed mid-response cuts whole
     // responses, not a response between its head and its body.
-    Write(absl::StrCat(Head(plan.status, request, extra), body));
+    Write(absl::StrCat(Head(plan.status, request, extra), body, smuggled));
     FinishResponse(close_after);
     return;
   }

@@ -75,6 +75,29 @@ class RawClient {
     }
     return total;
   }
+  // One response (head and Content-Length body; none for HEAD) as text, or
+  // what came before the connection closed.
+  std::string ReadResponse(bool head_request = false) {
+    std::string data;
+    char buffer[4096];
+    size_t end = std::string::npos;
+    while ((end = data.find("\r\n\r\n")) == std::string::npos) {
+      ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
+      if (n <= 0) return data;
+      data.append(buffer, static_cast<size_t>(n));
+    }
+    size_t length = 0;
+    size_t at = data.find("content-length: ");
+    if (at != std::string::npos && at < end && !head_request) {
+      length = std::stoul(data.substr(at + 16, data.find("\r\n", at) - at - 16));
+    }
+    while (data.size() < end + 4 + length) {
+      ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
+      if (n <= 0) break;
+      data.append(buffer, static_cast<size_t>(n));
+    }
+    return data;
+  }
   // Whether the peer closed the connection within `timeout` (reading and
   // discarding what comes).
   bool ClosedWithin(absl::Duration timeout) {
@@ -115,10 +138,13 @@ class EdgeTest : public ::testing::Test {
     std::string yaml = absl::StrCat(
         "kind: Cluster\nname: up\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(),
+        "}]\n---\nkind: Cluster\nname: up2\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        upstream_.port(),
         "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
         "    - domains: ['*']\n      routes:\n"
         "        - match: {path: /local}\n          direct_response: {status: 404, body: "
         "\"nothing here, and a body long enough to fill buffers quickly\"}\n"
+        "        - match: {prefix: /two/}\n          route: {cluster: up2}\n"
         "        - match: {prefix: /idle/}\n          route: {cluster: up, timeout: 2s, "
         "idle_timeout: 1s}\n"
         "        - match: {prefix: /}\n          route: {cluster: up, timeout: 2s, "
@@ -226,6 +252,43 @@ TEST_F(EdgeTest, ClosingConnectionHasADeadline) {
       [&] { return proxy_->Stat("sluice_downstream_connections_active") <= open_before; },
       absl::Seconds(15)))
       << proxy_->Admin("/stats").second;
+}
+
+// An upstream that says more than its framing (bytes past Content-Length, a
+// body on a HEAD response) leaves bytes that must never reach the next
+// request on a pooled connection.
+TEST_F(EdgeTest, BytesPastTheFramingAreNeverPooled) {
+  RawClient client(port_);
+  ASSERT_TRUE(client.connected());
+  for (const char* method : {"GET", "HEAD"}) {
+    ASSERT_TRUE(client.Send(absl::StrCat(method, " /first?smuggle=1 HTTP/1.1\r\nHost: edge\r\n\r\n")));
+    std::string first = client.ReadResponse(std::string(method) == "HEAD");
+    EXPECT_TRUE(absl::StartsWith(first, "HTTP/1.1 200")) << first;
+    // The same client connection: the same worker, the same pool.
+    ASSERT_TRUE(client.Send("GET /second HTTP/1.1\r\nHost: edge\r\n\r\n"));
+    std::string second = client.ReadResponse();
+    EXPECT_TRUE(absl::StrContains(second, "GET /second")) << second;
+    EXPECT_FALSE(absl::StrContains(second, "smuggled")) << second;
+  }
+}
+
+// Two clusters with the same endpoint share no pooled connection (each has
+// its own breakers, counts and TLS settings).
+TEST_F(EdgeTest, ClustersSharingAnEndpointDoNotShareConnections) {
+  RawClient client(port_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("GET /a HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  EXPECT_TRUE(absl::StrContains(client.ReadResponse(), "GET /a"));
+  // up's connection is idle in this worker's pool now; up2 must open its own.
+  ASSERT_TRUE(client.Send("GET /two/b HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  EXPECT_TRUE(absl::StrContains(client.ReadResponse(), "GET /two/b"));
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"up2\"}"), 1)
+      << proxy_->Admin("/stats").second;
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connections_reused_total{cluster=\"up2\"}"), 0);
+  // Each reuses its own.
+  ASSERT_TRUE(client.Send("GET /two/c HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  EXPECT_TRUE(absl::StrContains(client.ReadResponse(), "GET /two/c"));
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connections_reused_total{cluster=\"up2\"}"), 1);
 }
 
 }  // namespace

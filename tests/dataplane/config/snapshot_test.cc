@@ -152,8 +152,8 @@ TEST(SnapshotTest, TlsClusterGetsATransportAndItsOwnPoolKeys) {
   ASSERT_TRUE(plain.ok()) << plain.status();
   const auto& plain_cluster = *(*plain)->clusters.at("c");
   EXPECT_EQ(plain_cluster.transport, nullptr);
-  EXPECT_EQ(plain_cluster.endpoints[0].pool_key, "127.0.0.1:9001");
-  EXPECT_EQ((*plain)->pool_keys.count("127.0.0.1:9001"), 1u);
+  EXPECT_EQ(plain_cluster.endpoints[0].pool_key, "127.0.0.1:9001 http:c");
+  EXPECT_EQ((*plain)->pool_keys.count("127.0.0.1:9001 http:c"), 1u);
 
   auto tls = CompileSnapshot(2, TlsState(port, CaSecret()), sockets, store, registry);
   ASSERT_TRUE(tls.ok()) << tls.status();

@@ -59,15 +59,15 @@ TEST(EndpointPickerTest, LeastRequestAvoidsBusyEndpoints) {
   stats::StatsStore store;
   auto cluster = MakeCluster({1, 1, 1, 1}, config::v1::Cluster::LEAST_REQUEST, store);
   EndpointPicker picker(7);
-  for (int i = 0; i < 10; ++i) picker.RequestStarted(cluster->endpoints[0].key);
+  for (int i = 0; i < 10; ++i) picker.RequestStarted(cluster->endpoints[0].pool_key);
   std::map<int, int> counts;
   for (int i = 0; i < 4000; ++i) counts[picker.Pick(*cluster)]++;
   // Endpoint 0 is only chosen when both random choices are endpoint 0, which
   // power-of-two never does (it draws two distinct endpoints).
   EXPECT_EQ(counts[0], 0);
   for (int e = 1; e < 4; ++e) EXPECT_NEAR(counts[e], 4000 / 3, 200) << e;
-  for (int i = 0; i < 10; ++i) picker.RequestFinished(cluster->endpoints[0].key);
-  EXPECT_EQ(picker.active(cluster->endpoints[0].key), 0);
+  for (int i = 0; i < 10; ++i) picker.RequestFinished(cluster->endpoints[0].pool_key);
+  EXPECT_EQ(picker.active(cluster->endpoints[0].pool_key), 0);
 }
 
 TEST(EndpointPickerTest, LeastRequestHonoursWeights) {
@@ -76,9 +76,9 @@ TEST(EndpointPickerTest, LeastRequestHonoursWeights) {
   EndpointPicker picker(3);
   // Keep picks in flight: the weighted comparison should let endpoint 0 hold
   // about three times the requests of endpoint 1.
-  for (int i = 0; i < 400; ++i) picker.RequestStarted(cluster->endpoints[picker.Pick(*cluster)].key);
-  double ratio = static_cast<double>(picker.active(cluster->endpoints[0].key)) /
-                 static_cast<double>(picker.active(cluster->endpoints[1].key));
+  for (int i = 0; i < 400; ++i) picker.RequestStarted(cluster->endpoints[picker.Pick(*cluster)].pool_key);
+  double ratio = static_cast<double>(picker.active(cluster->endpoints[0].pool_key)) /
+                 static_cast<double>(picker.active(cluster->endpoints[1].pool_key));
   EXPECT_NEAR(ratio, 3.0, 0.3);
 }
 
