@@ -1,5 +1,6 @@
 #include "dataplane/server/downstream_connection.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
@@ -15,6 +16,44 @@ http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) 
   http::Http1Parser::Limits limits;
   limits.max_head_bytes = listener.max_request_headers_bytes;
   return limits;
+}
+
+// RFC 3986 authority without userinfo: a reg-name, IPv4 or [IPv6] host (not
+// empty), optionally ":port" with digits only.
+bool ValidAuthority(std::string_view authority) {
+  std::string_view host = authority;
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : host.substr(1, close - 1)) {
+      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
+    }
+    std::string_view after = host.substr(close + 1);
+    if (after.empty()) return true;
+    if (after.front() != ':') return false;
+    for (char c : after.substr(1)) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+    }
+    return true;
+  }
+  size_t colon = host.find(':');
+  std::string_view port;
+  if (colon != std::string_view::npos) {
+    port = host.substr(colon + 1);
+    host = host.substr(0, colon);
+    for (char c : port) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
+    }
+  }
+  if (host.empty()) return false;
+  for (char c : host) {
+    // unreserved / pct-encoded / sub-delims (RFC 3986 3.2.2), no '@'.
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        std::string_view("-._~%!$&'()*+,;=").find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace
@@ -235,11 +274,32 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
       SendSessionError(400, "request target must be a path or an absolute URL");
       return;
     }
+    std::string_view scheme = head.target.substr(0, scheme_end);
+    if (!http::EqualsIgnoreCase(scheme, "http") && !http::EqualsIgnoreCase(scheme, "https")) {
+      SendSessionError(400, "request target: the scheme must be http or https");
+      return;
+    }
     std::string_view rest = head.target.substr(scheme_end + 3);
-    size_t slash = rest.find('/');
-    request.authority = rest.substr(0, slash);
+    size_t end = rest.find_first_of("/?#");
+    std::string_view authority = rest.substr(0, end);
+    // RFC 9110 4.2.1/4.2.4: an http(s) URI has a host, and userinfo in it is
+    // an error; routing and forwarding use this one authority.
+    if (!ValidAuthority(authority)) {
+      SendSessionError(400, "request target: invalid authority (an empty host, userinfo, or "
+                            "characters a host cannot have)");
+      return;
+    }
+    request.authority = authority;
     request.authority_from_target = true;
-    request.target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+    if (end == std::string_view::npos || rest[end] == '#') {
+      request.target = "/";
+    } else if (rest[end] == '?') {
+      absolute_target_.assign("/");  // "http://host?q" is "/?q" on host
+      absolute_target_.append(rest.substr(end));
+      request.target = absolute_target_;
+    } else {
+      request.target = rest.substr(end);
+    }
   }
   switch (head.framing) {
     case http::BodyFraming::kChunked: request.body = RequestHead::Body::kStream; break;

@@ -101,6 +101,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool stream_in_use_ = false;           // from OnHead to OnStreamDone / Abort
   std::vector<http::HeaderField> request_trailers_;  // OnTrailers -> OnMessageComplete
   std::string response_head_;  // scratch for response heads
+  std::string absolute_target_;  // "/?q" for an absolute-form target with no path
   bool close_after_response_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed

@@ -291,5 +291,25 @@ TEST_F(EdgeTest, ClustersSharingAnEndpointDoNotShareConnections) {
   EXPECT_EQ(proxy_->Stat("sluice_upstream_connections_reused_total{cluster=\"up2\"}"), 1);
 }
 
+// An absolute-form target's authority is validated, and the request is
+// routed and forwarded with that one authority (RFC 9112 3.2.2).
+TEST_F(EdgeTest, AbsoluteFormAuthorityIsValidatedAndUsedForBoth) {
+  auto send = [&](const std::string& target) {
+    RawClient client(port_);
+    EXPECT_TRUE(client.Send(absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: other.test\r\n\r\n")));
+    return client.ReadResponse();
+  };
+  std::string r = send("http://edge.test/a");
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
+  EXPECT_TRUE(absl::StrContains(r, "x-echo-host: edge.test")) << r;
+  r = send("http://edge.test?q=1");
+  EXPECT_TRUE(absl::StrContains(r, "GET /?q=1")) << r;
+  for (const char* bad : {"http:///a", "http://user@evil.test/a", "http://:80/a", "ftp://edge.test/a",
+                          "http://edge.test:8x/a", "http://[::1/a"}) {
+    r = send(bad);
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 400")) << bad << "\n" << r;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing
