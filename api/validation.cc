@@ -266,6 +266,10 @@ void ValidateListener(const Listener& listener, ErrorSink& sink) {
   CheckName(listener.route_table(), "route_table", sink);
   if (listener.has_http()) ValidateHttpOptions(listener.http(), sink);
   if (listener.has_tls()) ValidateListenerTls(listener.tls(), sink);
+  if (listener.max_connections() > 1000000) {
+    sink.Add("max_connections",
+             absl::StrCat("must be at most 1000000, got ", listener.max_connections()));
+  }
 }
 
 // Content only; the validity period is checked by ValidateAtApplyTime.

@@ -306,6 +306,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.http2_initial_stream_window = l.http().http2().initial_stream_window_size()
                                               ? l.http().http2().initial_stream_window_size()
                                               : api::kDefaultHttp2StreamWindow;
+    runtime.max_connections = l.max_connections();
     if (l.has_tls()) {
       if (TlsUnchanged(l, previous, changed)) {
         runtime.tls = previous->listeners.at(l.name()).tls;

@@ -8,6 +8,7 @@
 #ifndef SLUICE_DATAPLANE_CONFIG_SNAPSHOT_H_
 #define SLUICE_DATAPLANE_CONFIG_SNAPSHOT_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -33,6 +34,9 @@ namespace sluice::config {
 struct ListenSockets {
   net::Address address;
   std::vector<int> fds;
+  // Client connections open on these sockets now, across workers (kept
+  // with the sockets across versions).
+  std::atomic<int64_t> open_connections{0};
   ~ListenSockets();
 };
 
@@ -69,6 +73,7 @@ struct ListenerRuntime {
   absl::Duration idle_timeout;
   uint32_t http2_max_concurrent_streams;
   uint32_t http2_initial_stream_window;
+  uint32_t max_connections = 0;  // 0: no listener limit
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;

@@ -3,16 +3,52 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/server/downstream_connection.h"
 
 namespace sluice::server {
+
+std::atomic<int64_t> ConnectionLimit::max_{0};
+std::atomic<int64_t> ConnectionLimit::open_{0};
+
+int64_t ConnectionLimit::DefaultMax() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  // Each client connection may hold an upstream one; keep 256 for listeners,
+  // the control plane, health checks and logs.
+  int64_t fds = limit.rlim_cur == RLIM_INFINITY ? (int64_t{1} << 20)
+                                                : static_cast<int64_t>(limit.rlim_cur);
+  return std::max<int64_t>(64, (fds - 256) / 2);
+}
+
+void ConnectionLimit::InitDefault() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    int64_t unset = 0;
+    max_.compare_exchange_strong(unset, DefaultMax());
+  });
+}
+
+bool ConnectionLimit::TryAcquire() {
+  if (open_.fetch_add(1, std::memory_order_relaxed) >= max_.load(std::memory_order_relaxed)) {
+    open_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
 
 ProxyStats::ProxyStats(stats::StatsStore& store) {
   store.Describe("sluice_downstream_connections_active", "Client connections open now.");
@@ -33,6 +69,16 @@ ProxyStats::ProxyStats(stats::StatsStore& store) {
   store.Describe("sluice_downstream_http2_connections_total",
                  "Client connections that spoke HTTP/2 (ALPN h2 or h2c prior knowledge).");
   downstream_http2_connections = store.GetCounter("sluice_downstream_http2_connections_total");
+  store.Describe("sluice_downstream_connections_rejected_total",
+                 "Connections closed at accept: over a limit (listener max_connections, "
+                 "proxy --max-connections).");
+  downstream_rejected_listener_limit = store.GetCounter(
+      "sluice_downstream_connections_rejected_total", "reason=\"listener_limit\"");
+  downstream_rejected_proxy_limit = store.GetCounter(
+      "sluice_downstream_connections_rejected_total", "reason=\"proxy_limit\"");
+  store.Describe("sluice_downstream_accept_errors_total",
+                 "accept(2) failures (EMFILE/ENFILE: out of descriptors; accepting pauses).");
+  downstream_accept_errors = store.GetCounter("sluice_downstream_accept_errors_total");
   downstream_responses_by_class[0] = nullptr;
   for (int c = 1; c <= 5; ++c) {
     downstream_responses_by_class[c] = store.GetCounter(
@@ -45,9 +91,12 @@ Worker::Worker(int index, ProxyStats& stats)
       stats_(stats),
       pool_(dispatcher_),
       h2_pool_(dispatcher_),
+      accept_backoff_timer_(dispatcher_, [this] { SetAccepting(true); }),
       picker_(0x9e3779b97f4a7c15ull * static_cast<uint64_t>(index + 1) ^
               static_cast<uint64_t>(getpid())),
-      id_rng_(std::random_device{}()) {}
+      id_rng_(std::random_device{}()) {
+  ConnectionLimit::InitDefault();
+}
 
 Worker::~Worker() { Stop(); }
 
@@ -56,11 +105,8 @@ void Worker::Start() {
     dispatcher_.Run();
     // Loop ended: close everything this thread owns, on this thread.
     accepting_.clear();
-    std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
-    for (DownstreamSession* c : all) c->StartDrain();
-    for (DownstreamSession* c : std::vector<DownstreamSession*>(connections_.begin(), connections_.end())) {
-      RemoveConnection(c);
-    }
+    for (DownstreamSession* c : Sessions()) c->StartDrain();
+    for (DownstreamSession* c : Sessions()) RemoveConnection(c);
     pool_.CloseAllIdle();
     h2_pool_.DrainExcept({});
     dispatcher_.RunDeferredDeletes();
@@ -91,8 +137,7 @@ void Worker::StartDrain() {
     for (const auto& [fd, slot] : accepting_) queued.emplace_back(slot.listener, fd);
     for (const auto& [listener, fd] : queued) Accept(listener, fd);
     accepting_.clear();
-    std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
-    for (DownstreamSession* c : all) c->StartDrain();
+    for (DownstreamSession* c : Sessions()) c->StartDrain();
   });
 }
 
@@ -123,8 +168,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   accepting_.swap(next);
   next.clear();  // events removed before the old snapshot can close the fds
   snapshot_ = std::move(snapshot);
-  std::vector<DownstreamSession*> all(connections_.begin(), connections_.end());
-  for (DownstreamSession* c : all) c->OnSnapshotChanged();
+  for (DownstreamSession* c : Sessions()) c->OnSnapshotChanged();
   pool_.CloseIdleExcept(snapshot_->pool_keys);
   h2_pool_.DrainExcept(snapshot_->pool_keys);
   picker_.Prune(snapshot_->pool_keys);
@@ -135,43 +179,100 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
   for (int i = 0; i < 64; ++i) {
     int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      stats_.downstream_accept_errors->Inc();
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The connection stays queued in the kernel; retrying now would
+        // spin. Pause this worker's accepting and try again later.
+        PauseAccepting();
+      } else if (absl::Now() - last_accept_error_log_ > absl::Seconds(1)) {
+        last_accept_error_log_ = absl::Now();
         SLUICE_LOG(kWarning, "accept on listener ", listener_name, ": ", strerror(errno));
       }
       return;
     }
+    accept_backoff_ = absl::ZeroDuration();
     if (listener == snapshot_->listeners.end()) {
       close(fd);
       continue;
     }
+    const config::ListenerRuntime& runtime = listener->second;
+    if (runtime.max_connections > 0 &&
+        runtime.sockets->open_connections.load(std::memory_order_relaxed) >=
+            runtime.max_connections) {
+      close(fd);
+      stats_.downstream_rejected_listener_limit->Inc();
+      continue;
+    }
+    if (!ConnectionLimit::TryAcquire()) {
+      close(fd);
+      stats_.downstream_rejected_proxy_limit->Inc();
+      continue;
+    }
     std::unique_ptr<net::TransportSocket> transport;
-    if (listener->second.tls) {
-      transport = listener->second.tls->Create();
+    if (runtime.tls) {
+      transport = runtime.tls->Create();
       if (transport == nullptr) {  // out of memory in OpenSSL: never serve it in plain text
         close(fd);
+        ConnectionLimit::Release();
         stats_.downstream_tls_handshake_errors->Inc();
         continue;
       }
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto* connection = new DownstreamConnection(*this, fd, listener->second, std::move(transport));
-    connections_.insert(connection);
+    auto* connection = new DownstreamConnection(*this, fd, runtime, std::move(transport));
+    runtime.sockets->open_connections.fetch_add(1, std::memory_order_relaxed);
+    connections_.emplace(connection, runtime.sockets);
     active_connections_.fetch_add(1);
     stats_.downstream_connections_active->Add(1);
     stats_.downstream_connections_total->Inc();
   }
 }
 
+void Worker::PauseAccepting() {
+  accept_backoff_ = accept_backoff_ == absl::ZeroDuration()
+                        ? absl::Milliseconds(50)
+                        : std::min(accept_backoff_ * 2, absl::Seconds(1));
+  if (absl::Now() - last_accept_error_log_ > absl::Seconds(10)) {
+    last_accept_error_log_ = absl::Now();
+    SLUICE_LOG(kWarning, "accept: ", strerror(errno), ": out of descriptors; accepting pauses for ",
+               absl::FormatDuration(accept_backoff_),
+               " at a time (raise the descriptor limit or lower --max-connections)");
+  }
+  SetAccepting(false);
+  accept_backoff_timer_.Enable(accept_backoff_);
+}
+
+void Worker::SetAccepting(bool enabled) {
+  for (auto& [fd, slot] : accepting_) {
+    slot.event->SetEnabled(enabled ? event::FileEvent::kRead : 0);
+  }
+}
+
+std::vector<DownstreamSession*> Worker::Sessions() const {
+  std::vector<DownstreamSession*> all;
+  all.reserve(connections_.size());
+  for (const auto& [session, sockets] : connections_) all.push_back(session);
+  return all;
+}
+
 void Worker::ReplaceConnection(DownstreamSession* old_session, DownstreamSession* new_session) {
-  connections_.insert(new_session);
-  if (connections_.erase(old_session) == 0) return;
+  auto it = connections_.find(old_session);
+  if (it == connections_.end()) return;
+  std::shared_ptr<config::ListenSockets> sockets = std::move(it->second);
+  connections_.erase(it);
+  connections_.emplace(new_session, std::move(sockets));
   dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(old_session));
 }
 
 void Worker::RemoveConnection(DownstreamSession* connection) {
-  if (connections_.erase(connection) == 0) return;
+  auto it = connections_.find(connection);
+  if (it == connections_.end()) return;
+  if (it->second) it->second->open_connections.fetch_sub(1, std::memory_order_relaxed);
+  connections_.erase(it);
+  ConnectionLimit::Release();
   active_connections_.fetch_sub(1);
   stats_.downstream_connections_active->Add(-1);
   dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(connection));

@@ -13,7 +13,9 @@
 #include <memory>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
@@ -38,6 +40,31 @@ struct ProxyStats {
   stats::Counter* downstream_tls_resumptions;
   stats::Counter* downstream_http2_connections;
   stats::Counter* downstream_responses_by_class[6];  // gateway-wide, incl. no-route
+  // Connections closed at accept: over the listener's max_connections, over
+  // the proxy's --max-connections; accept(2) failures (descriptors out).
+  stats::Counter* downstream_rejected_listener_limit;
+  stats::Counter* downstream_rejected_proxy_limit;
+  stats::Counter* downstream_accept_errors;
+};
+
+// The proxy-wide limit on open client connections (all listeners, all
+// workers). Default: half of the descriptors the process may open (each
+// client connection may need an upstream one) less a reserve, after raising
+// the soft RLIMIT_NOFILE to the hard one. Set before the workers start.
+class ConnectionLimit {
+ public:
+  static int64_t DefaultMax();
+  // The default unless SetMax() came first (once per process).
+  static void InitDefault();
+  static void SetMax(int64_t max) { max_.store(max, std::memory_order_relaxed); }
+  static int64_t max() { return max_.load(std::memory_order_relaxed); }
+  // Takes a slot; false (nothing taken) at the limit.
+  static bool TryAcquire();
+  static void Release() { open_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  static std::atomic<int64_t> max_;
+  static std::atomic<int64_t> open_;
 };
 
 class Worker {
@@ -74,6 +101,10 @@ class Worker {
  private:
   void ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot);
   void Accept(const std::string& listener, int fd);
+  // Out of descriptors: stop accepting for a while instead of spinning.
+  void PauseAccepting();
+  void SetAccepting(bool enabled);
+  std::vector<DownstreamSession*> Sessions() const;
 
   const int index_;
   ProxyStats& stats_;
@@ -92,8 +123,12 @@ class Worker {
     std::unique_ptr<event::FileEvent> event;
   };
   std::map<int, AcceptSlot> accepting_;
-  std::unordered_set<DownstreamSession*> connections_;
+  // Open sessions, with the listener sockets whose count they hold.
+  std::unordered_map<DownstreamSession*, std::shared_ptr<config::ListenSockets>> connections_;
   std::atomic<int64_t> active_connections_{0};
+  event::Timer accept_backoff_timer_;
+  absl::Duration accept_backoff_ = absl::ZeroDuration();
+  absl::Time last_accept_error_log_ = absl::InfinitePast();
 };
 
 }  // namespace sluice::server
