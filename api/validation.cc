@@ -169,6 +169,15 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
              absl::StrCat("must be ", kMinHttp2StreamWindow, "..", kMaxHttp2StreamWindow,
                           ", got ", window));
   }
+  const auto& path = http.path_normalization();
+  if (!config::v1::PathNormalization::EscapedSlashAction_IsValid(path.escaped_slashes())) {
+    sink.Add("http.path_normalization.escaped_slashes",
+             absl::StrCat("unknown value ", path.escaped_slashes()));
+  }
+  if (!config::v1::PathNormalization::BackslashAction_IsValid(path.backslashes())) {
+    sink.Add("http.path_normalization.backslashes",
+             absl::StrCat("unknown value ", path.backslashes()));
+  }
 }
 
 // Each element of an OpenSSL cipher list must select something on its own

@@ -9,16 +9,59 @@
 #include "common/log.h"
 
 namespace sluice::config {
+namespace {
+
+// `text` cut to at most `limit` bytes on a UTF-8 character boundary (a
+// proto3 string must stay valid UTF-8), marked as cut.
+std::string Shorten(absl::string_view text, size_t limit) {
+  if (text.size() <= limit) return std::string(text);
+  constexpr absl::string_view kMark = " [cut]";
+  size_t end = limit - kMark.size();
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return absl::StrCat(text.substr(0, end), kMark);
+}
+
+// "UNAVAILABLE: keepalive watchdog timeout" (gRPC's codes are absl's).
+std::string StatusText(const grpc::Status& status) {
+  return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+                      ": ", status.error_message());
+}
+
+}  // namespace
+
+absl::Status ConfigClientOptions::Check() const {
+  if (keepalive < absl::Milliseconds(api::kMinKeepaliveMs) || keepalive > absl::Hours(2)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keepalive must be ", api::kMinKeepaliveMs / 1000, "s..2h, got ",
+        absl::FormatDuration(keepalive)));
+  }
+  if (keepalive_timeout < absl::Milliseconds(1) || keepalive_timeout > absl::Hours(2)) {
+    return absl::InvalidArgumentError(absl::StrCat("keepalive timeout must be 1ms..2h, got ",
+                                                   absl::FormatDuration(keepalive_timeout)));
+  }
+  return absl::OkStatus();
+}
+
+ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
+                           controlplane::StoredState held, ApplyFn apply, PersistFn persist,
+                           ConfigClientOptions options)
+    : control_plane_(std::move(control_plane)),
+      node_(std::move(node)),
+      options_(options),
+      apply_(std::move(apply)),
+      persist_(std::move(persist)),
+      held_(std::move(held)) {}
 
 ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
                            uint64_t held_version, api::ResourceMap held, ApplyFn apply,
-                           PersistFn persist)
-    : control_plane_(std::move(control_plane)),
-      node_(std::move(node)),
-      apply_(std::move(apply)),
-      persist_(std::move(persist)),
-      held_version_(held_version),
-      held_(std::move(held)) {}
+                           PersistVersionFn persist)
+    : ConfigClient(std::move(control_plane), std::move(node),
+                   controlplane::StoredState{held_version, std::move(held), ""},
+                   std::move(apply),
+                   persist ? PersistFn([persist](const controlplane::StoredState& state) {
+                     persist(state.version, state.resources);
+                   })
+                           : PersistFn()) {}
 
 ConfigClient::~ConfigClient() { Stop(); }
 
@@ -40,14 +83,28 @@ void ConfigClient::Run() {
   absl::Duration backoff = absl::Milliseconds(250);
   while (true) {
     absl::Time started = absl::Now();
-    RunStream();
-    connected_.store(false);
+    std::optional<grpc::Status> ended = RunStream();
+    const bool was_connected = connected_.exchange(false);
+    if (!ended) return;
     // A stream that lived a while was healthy: start the backoff over.
     if (absl::Now() - started > absl::Seconds(5)) backoff = absl::Milliseconds(250);
     // Full jitter in [backoff/2, backoff].
     absl::Duration wait = backoff / 2 + absl::Nanoseconds(rng() % static_cast<uint64_t>(
                                                               absl::ToInt64Nanoseconds(backoff / 2) + 1));
     backoff = std::min(backoff * 2, absl::Seconds(10));
+    std::string serving = absl::StrCat("serving version ", held_.version, ", reconnecting in ",
+                                       absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
+    if (was_connected) {
+      SLUICE_LOG(kWarning, "config stream to control plane ", control_plane_, " broken (",
+                 StatusText(*ended), "); ", serving);
+    } else if (ended->error_code() == grpc::StatusCode::UNAVAILABLE ||
+               ended->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      SLUICE_LOG(kWarning, "control plane ", control_plane_, " unreachable (",
+                 StatusText(*ended), "); ", serving);
+    } else {
+      SLUICE_LOG(kWarning, "control plane ", control_plane_, " refused the config stream (",
+                 StatusText(*ended), "); ", serving);
+    }
     absl::MutexLock lock(&mu_);
     auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
     mu_.AwaitWithTimeout(absl::Condition(&stopping), wait);
@@ -55,11 +112,26 @@ void ConfigClient::Run() {
   }
 }
 
-void ConfigClient::RunStream() {
+void ConfigClient::MarkConnected(absl::string_view how) {
+  if (!connected_.exchange(true)) {
+    SLUICE_LOG(kInfo, "connected to control plane ", control_plane_, " (", how, ")");
+  }
+}
+
+std::optional<grpc::Status> ConfigClient::RunStream() {
   grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  // Pings go on while the stream is idle (gRPC stops after two without data
+  // unless told otherwise); sluice-control accepts them (api/discovery.h).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // A whole config fits in one response (api::kMaxConfigBytes), and the
+  // first request lists everything held.
+  args.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
+  args.SetMaxSendMessageSize(api::kMaxMessageBytes);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
@@ -69,76 +141,112 @@ void ConfigClient::RunStream() {
   grpc::ClientContext context;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
+    if (stopping_) return std::nullopt;
     context_ = &context;
   }
   auto stream = stub->StreamConfig(&context);
   discovery::v1::DiscoveryRequest hello;
   *hello.mutable_node() = node_;
-  hello.set_version_applied(held_version_);
-  for (const auto& [id, resource] : held_) *hello.add_known_resources() = api::KeyOf(resource);
+  hello.set_version_applied(held_.version);
+  hello.set_store_id(held_.store_id);
+  for (const auto& [id, resource] : held_.resources) {
+    *hello.add_known_resources() = api::KeyOf(resource);
+  }
   bool ok = stream->Write(hello);
+  if (ok) {
+    // sluice-control sends its initial metadata once it has accepted the
+    // stream; a refusal ends the call without it.
+    stream->WaitForInitialMetadata();
+    if (context.GetServerInitialMetadata().count(api::kStreamAcceptedKey)) {
+      MarkConnected("stream established");
+    }
+  }
   discovery::v1::DiscoveryResponse response;
   while (ok && stream->Read(&response)) {
-    if (!connected_.exchange(true)) {
-      SLUICE_LOG(kInfo, "connected to control plane ", control_plane_);
-    }
-    absl::Time received = absl::Now();
-    // Change what we hold in place (no copy of a large config), keeping what
-    // is replaced so that a NACK can put it back.
-    std::set<api::ResourceId> changed;
-    std::vector<std::pair<api::ResourceId, std::optional<api::Resource>>> undo;
-    for (const auto& key : response.removed()) {
-      auto it = held_.find({key.kind(), key.name()});
-      if (it == held_.end()) continue;
-      undo.emplace_back(it->first, std::move(it->second));
-      held_.erase(it);
-    }
-    for (const auto& resource : response.resources()) {
-      api::ResourceId id = api::IdOf(resource);
-      changed.insert(id);
-      auto it = held_.find(id);
-      if (it != held_.end()) {
-        undo.emplace_back(id, std::move(it->second));
-        it->second = resource;
-      } else {
-        undo.emplace_back(id, std::nullopt);
-        held_.emplace(id, resource);
-      }
-    }
-    absl::Status status = apply_(response.version(), held_, changed);
-    discovery::v1::DiscoveryRequest answer;
-    answer.set_response_nonce(response.nonce());
-    if (status.ok()) {
-      held_version_ = response.version();
-      answer.set_version_applied(held_version_);
-      SLUICE_LOG(kInfo, "applied config version ", held_version_, " (", changed.size(),
-                 " resources changed, ", response.removed_size(), " removed) in ",
-                 absl::FormatDuration(absl::Now() - received));
-    } else {
-      for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
-        if (it->second) {
-          held_[it->first] = std::move(*it->second);
-        } else {
-          held_.erase(it->first);
-        }
-      }
-      answer.set_version_applied(held_version_);
-      answer.set_error_detail(std::string(status.message()));
-      SLUICE_LOG(kWarning, "rejected config version ", response.version(), ": ",
-                 status.message());
-    }
+    // A control plane that predates the accepted-stream metadata.
+    MarkConnected("first response");
+    bool applied = false;
+    discovery::v1::DiscoveryRequest answer = Answer(response, &applied);
     ok = stream->Write(answer);
-    if (status.ok() && persist_) persist_(held_version_, held_);
+    if (applied && persist_) persist_(held_);
   }
   grpc::Status status = stream->Finish();
   {
     absl::MutexLock lock(&mu_);
     context_ = nullptr;
-    if (stopping_) return;
+    if (stopping_) return std::nullopt;
   }
-  SLUICE_LOG(kWarning, "control plane ", control_plane_, " unreachable (",
-             status.error_message(), "); serving version ", held_version_, ", retrying");
+  return status;
+}
+
+discovery::v1::DiscoveryRequest ConfigClient::Answer(
+    const discovery::v1::DiscoveryResponse& response, bool* applied) {
+  absl::Time received = absl::Now();
+  discovery::v1::DiscoveryRequest answer;
+  answer.set_response_nonce(response.nonce());
+  auto reject = [&](absl::string_view why) {
+    answer.set_version_applied(held_.version);
+    answer.set_error_detail(Shorten(why, api::kMaxNackErrorBytes));
+    SLUICE_LOG(kWarning, "rejected config version ", response.version(), ": ", why);
+    *applied = false;
+    return answer;
+  };
+  // Versions compare only within one store: a lower one from the same store
+  // would take the proxy back; from a new store (the control plane's data
+  // dir was reset) it is what the control plane now holds.
+  if (!held_.store_id.empty() && response.store_id() == held_.store_id &&
+      response.version() < held_.version) {
+    return reject(absl::StrCat("version ", response.version(), " is older than version ",
+                               held_.version, ", which this proxy runs from the same store (",
+                               held_.store_id, "); a proxy never goes back within a store"));
+  }
+  // Change what we hold in place (no copy of a large config), keeping what
+  // is replaced so that a NACK can put it back.
+  std::set<api::ResourceId> changed;
+  std::vector<std::pair<api::ResourceId, std::optional<api::Resource>>> undo;
+  for (const auto& key : response.removed()) {
+    auto it = held_.resources.find({key.kind(), key.name()});
+    if (it == held_.resources.end()) continue;
+    undo.emplace_back(it->first, std::move(it->second));
+    held_.resources.erase(it);
+  }
+  for (const auto& resource : response.resources()) {
+    api::ResourceId id = api::IdOf(resource);
+    changed.insert(id);
+    auto it = held_.resources.find(id);
+    if (it != held_.resources.end()) {
+      undo.emplace_back(id, std::move(it->second));
+      it->second = resource;
+    } else {
+      undo.emplace_back(id, std::nullopt);
+      held_.resources.emplace(id, resource);
+    }
+  }
+  absl::Status status = apply_(response.version(), held_.resources, changed);
+  if (!status.ok()) {
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+      if (it->second) {
+        held_.resources[it->first] = std::move(*it->second);
+      } else {
+        held_.resources.erase(it->first);
+      }
+    }
+    return reject(status.message());
+  }
+  if (response.version() < held_.version) {
+    SLUICE_LOG(kWarning, "control plane store ", response.store_id().empty() ? "(unknown)" : response.store_id(),
+               " is not the one version ", held_.version, " came from",
+               held_.store_id.empty() ? " (unknown)" : absl::StrCat(" (", held_.store_id, ")"),
+               ": taking its version ", response.version());
+  }
+  held_.version = response.version();
+  held_.store_id = response.store_id();
+  answer.set_version_applied(held_.version);
+  *applied = true;
+  SLUICE_LOG(kInfo, "applied config version ", held_.version, " (", changed.size(),
+             " resources changed, ", response.removed_size(), " removed) in ",
+             absl::FormatDuration(absl::Now() - received));
+  return answer;
 }
 
 }  // namespace sluice::config

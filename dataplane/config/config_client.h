@@ -1,42 +1,73 @@
 // ConfigClient: the proxy's side of the discovery stream to sluice-control.
 //
 // Runs on its own thread (gRPC's synchronous API blocks). It identifies the
-// proxy, says which version and resources it holds, and for every response
-// builds the next full resource set, hands it to `apply` (validate, compile,
-// publish) and answers ACK or NACK with the reason. When the stream breaks it
-// reconnects with exponential backoff (250 ms doubling to 10 s) and jitter;
-// the proxy keeps serving its last good config meanwhile.
+// proxy, says which version, store and resources it holds, and for every
+// response builds the next full resource set, hands it to `apply` (validate,
+// compile, publish) and answers ACK or NACK with the reason. A response with a
+// lower version than the one held, from the same store, is NACKed; from
+// another store (the control plane's data dir was reset) it is taken.
 //
-// Start()/Stop() from the main thread; `apply` runs on the client's thread.
+// The stream counts as connected once sluice-control has sent its initial
+// metadata (it accepted the stream), with or without a response. Keepalive
+// pings go out on an idle stream every `keepalive` and a ping unanswered for
+// `keepalive_timeout` breaks it, so a control plane that vanished is noticed
+// while no config changes. When the stream breaks it reconnects with
+// exponential backoff (250 ms doubling to 10 s) and jitter; the proxy keeps
+// serving its last good config meanwhile.
+//
+// Start()/Stop() from the main thread; `apply` and `persist` run on the
+// client's thread; connected() from any thread.
 #ifndef SLUICE_DATAPLANE_CONFIG_CONFIG_CLIENT_H_
 #define SLUICE_DATAPLANE_CONFIG_CONFIG_CLIENT_H_
 
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "api/discovery.h"
 #include "api/resource.h"
+#include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
 
 namespace sluice::config {
+
+struct ConfigClientOptions {
+  // An idle stream is pinged this often (at least api::kMinKeepaliveMs)...
+  absl::Duration keepalive = absl::Milliseconds(api::kDefaultKeepaliveMs);
+  // ... and broken when a ping is not answered within this (at least 1 ms).
+  absl::Duration keepalive_timeout = absl::Milliseconds(api::kDefaultKeepaliveTimeoutMs);
+
+  // INVALID_ARGUMENT naming the option that is out of range.
+  absl::Status Check() const;
+};
 
 class ConfigClient {
  public:
   // `changed`: the ids the response added or changed.
   using ApplyFn = std::function<absl::Status(uint64_t version, const api::ResourceMap& resources,
                                              const std::set<api::ResourceId>& changed)>;
+  // Runs after an applied version is ACKed (keeping it on disk must not
+  // delay the ACK), with the version, its store id and its resources.
+  using PersistFn = std::function<void(const controlplane::StoredState& held)>;
 
-  // `persist` runs after an applied version is ACKed (keeping it on disk
-  // must not delay the ACK).
-  using PersistFn = std::function<void(uint64_t version, const api::ResourceMap& resources)>;
+  // `held`: what the proxy serves already (from its --state-dir), or nothing.
+  ConfigClient(std::string control_plane, discovery::v1::Node node,
+               controlplane::StoredState held, ApplyFn apply, PersistFn persist,
+               ConfigClientOptions options = {});
+  // The form that predates store ids: `held_version` counts as a version of
+  // an unknown store, and `persist` is not told the store id.
+  using PersistVersionFn =
+      std::function<void(uint64_t version, const api::ResourceMap& resources)>;
   ConfigClient(std::string control_plane, discovery::v1::Node node, uint64_t held_version,
-               api::ResourceMap held, ApplyFn apply, PersistFn persist);
+               api::ResourceMap held, ApplyFn apply, PersistVersionFn persist);
   ~ConfigClient();
 
   void Start();
@@ -45,18 +76,23 @@ class ConfigClient {
 
  private:
   void Run();
-  void RunStream();
+  // Runs one stream until it ends; nullopt when Stop() ended it.
+  std::optional<grpc::Status> RunStream();
+  // Answers one response: applies it or says why not.
+  discovery::v1::DiscoveryRequest Answer(const discovery::v1::DiscoveryResponse& response,
+                                         bool* applied);
+  void MarkConnected(absl::string_view how);
 
   const std::string control_plane_;
   const discovery::v1::Node node_;
+  const ConfigClientOptions options_;
   ApplyFn apply_;
   PersistFn persist_;
   std::thread thread_;
   std::atomic<bool> connected_{false};
 
   // Client thread only.
-  uint64_t held_version_;
-  api::ResourceMap held_;
+  controlplane::StoredState held_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -307,6 +307,34 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                                               ? l.http().http2().initial_stream_window_size()
                                               : api::kDefaultHttp2StreamWindow;
     runtime.max_connections = l.max_connections();
+    const auto& pn = l.http().path_normalization();
+    runtime.path_normalization.merge_slashes = pn.merge_slashes();
+    switch (pn.escaped_slashes()) {
+      case config::v1::PathNormalization::REJECT_REQUEST:
+        runtime.path_normalization.escaped_slashes = http::EscapedSlashAction::kReject;
+        break;
+      case config::v1::PathNormalization::UNESCAPE_AND_FORWARD:
+        runtime.path_normalization.escaped_slashes = http::EscapedSlashAction::kUnescapeAndForward;
+        break;
+      case config::v1::PathNormalization::UNESCAPE_AND_REDIRECT:
+        runtime.path_normalization.escaped_slashes =
+            http::EscapedSlashAction::kUnescapeAndRedirect;
+        break;
+      default:
+        runtime.path_normalization.escaped_slashes = http::EscapedSlashAction::kKeep;
+        break;
+    }
+    switch (pn.backslashes()) {
+      case config::v1::PathNormalization::REJECT_BACKSLASH:
+        runtime.path_normalization.backslashes = http::BackslashAction::kReject;
+        break;
+      case config::v1::PathNormalization::BACKSLASH_TO_SLASH:
+        runtime.path_normalization.backslashes = http::BackslashAction::kToSlash;
+        break;
+      default:
+        runtime.path_normalization.backslashes = http::BackslashAction::kKeep;
+        break;
+    }
     if (l.has_tls()) {
       if (TlsUnchanged(l, previous, changed)) {
         runtime.tls = previous->listeners.at(l.name()).tls;

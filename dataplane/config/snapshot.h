@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "api/resource.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/http/path_normalizer.h"
 #include "dataplane/net/socket.h"
 #include "dataplane/net/transport_socket.h"
 #include "dataplane/router/route_table.h"
@@ -74,6 +75,7 @@ struct ListenerRuntime {
   uint32_t http2_max_concurrent_streams;
   uint32_t http2_initial_stream_window;
   uint32_t max_connections = 0;  // 0: no listener limit
+  http::PathNormalizeOptions path_normalization;
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;

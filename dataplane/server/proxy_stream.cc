@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
+#include "dataplane/http/path_normalizer.h"
 #include "dataplane/router/route_table.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_picker.h"
@@ -142,6 +143,7 @@ void ProxyStream::Reset() {
   upstream2_.reset();
   method_.clear();
   upstream_head_.clear();
+  normalized_target_.clear();
   h2_storage_.clear();
   h2_fields_.clear();
   te_trailers_ = false;
@@ -171,7 +173,8 @@ void ProxyStream::Reset() {
   info_ = http::StreamInfo();
 }
 
-void ProxyStream::Start(const RequestHead& head) {
+void ProxyStream::Start(const RequestHead& request) {
+  RequestHead head = request;  // its target becomes the normalised one
   active_ = true;
   worker_.stats().downstream_requests_total->Inc();
   snapshot_ = worker_.snapshot();
@@ -212,6 +215,21 @@ void ProxyStream::Start(const RequestHead& head) {
                       {{"allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"}}, {},
                       "application/json", /*close_connection=*/true);
     return;
+  }
+  // One path for routing, policies and the upstream: normalised (dot
+  // segments, percent-encoding, the listener's slash options).
+  auto normalized = http::NormalizePath(head.target, listener.path_normalization);
+  if (!normalized.ok()) {
+    SendLocalResponse(400, absl::StrCat("invalid request path: ", normalized.status().message()));
+    return;
+  }
+  if (normalized->changed) {
+    normalized_target_ = std::move(normalized->target);
+    head.target = normalized_target_;
+    if (normalized->redirect) {
+      SendLocalResponse(307, "", {{"location", normalized_target_}}, {}, "text/plain");
+      return;
+    }
   }
   router::RouteRequest route_request;
   route_request.method = head.method;

@@ -236,6 +236,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::unique_ptr<upstream::Http2UpstreamStream> upstream2_;
   std::string method_;
   std::string upstream_head_;  // HTTP/1.1 request head, for HTTP1 and AUTO clusters
+  std::string normalized_target_;  // when normalisation changed the target
   // HTTP/2 request head for HTTP2 and AUTO clusters: name\0value\0 pairs
   // (pseudo-header values first: method, scheme, authority, path), and
   // views into it.

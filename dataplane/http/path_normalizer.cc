@@ -1,0 +1,195 @@
+#include "dataplane/http/path_normalizer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace sluice::http {
+namespace {
+
+bool IsUnreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+         (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// False when NormalizePath would return `path` as it is: nothing to decode,
+// reject or convert, no dot segment, no slashes to merge.
+bool MayChange(std::string_view path, const PathNormalizeOptions& options) {
+  for (size_t i = 0; i < path.size(); ++i) {
+    const char c = path[i];
+    if (c == '%' || c == '#') return true;
+    if (c == '\\' && options.backslashes != BackslashAction::kKeep) return true;
+    if (c == '/' && i + 1 < path.size()) {
+      const char next = path[i + 1];
+      // Also true for names that merely start with '.' ("/.well-known"):
+      // the slow path leaves those alone.
+      if (next == '.') return true;
+      if (next == '/' && options.merge_slashes) return true;
+    }
+  }
+  return false;
+}
+
+// Step 1: `path` with percent-encodings decoded or canonicalised and
+// backslashes handled, appended to `out`. Sets `*decoded_slash` when an
+// escaped slash was decoded.
+absl::Status DecodePath(std::string_view path,
+                        const PathNormalizeOptions& options, std::string* out,
+                        bool* decoded_slash) {
+  constexpr char kUpperHex[] = "0123456789ABCDEF";
+  auto add_backslash = [&]() -> absl::Status {
+    switch (options.backslashes) {
+      case BackslashAction::kKeep:
+        out->push_back('\\');
+        return absl::OkStatus();
+      case BackslashAction::kReject:
+        return absl::InvalidArgumentError("backslash in path");
+      case BackslashAction::kToSlash:
+        out->push_back('/');
+        return absl::OkStatus();
+    }
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < path.size(); ++i) {
+    const char c = path[i];
+    if (c == '#')
+      return absl::InvalidArgumentError("fragment in request target");
+    if (c == '\\') {
+      if (absl::Status s = add_backslash(); !s.ok()) return s;
+      continue;
+    }
+    if (c != '%') {
+      out->push_back(c);
+      continue;
+    }
+    const int high = i + 2 < path.size() ? HexValue(path[i + 1]) : -1;
+    const int low = high >= 0 ? HexValue(path[i + 2]) : -1;
+    if (low < 0)
+      return absl::InvalidArgumentError("invalid percent-encoding in path");
+    i += 2;
+    const unsigned char value = static_cast<unsigned char>(high * 16 + low);
+    if (value == 0)
+      return absl::InvalidArgumentError("percent-encoded NUL in path");
+    if (IsUnreserved(value)) {
+      out->push_back(static_cast<char>(value));
+      continue;
+    }
+    if (value == '/' || value == '\\') {
+      switch (options.escaped_slashes) {
+        case EscapedSlashAction::kKeep:
+          break;  // Canonicalised below like any other escape.
+        case EscapedSlashAction::kReject:
+          return absl::InvalidArgumentError("escaped slash in path");
+        case EscapedSlashAction::kUnescapeAndForward:
+        case EscapedSlashAction::kUnescapeAndRedirect:
+          *decoded_slash = true;
+          if (value == '/') {
+            out->push_back('/');
+          } else if (absl::Status s = add_backslash(); !s.ok()) {
+            return s;
+          }
+          continue;
+      }
+    }
+    out->push_back('%');
+    out->push_back(kUpperHex[high]);
+    out->push_back(kUpperHex[low]);
+  }
+  return absl::OkStatus();
+}
+
+// Step 2 (RFC 3986 5.2.4) on a path that starts with '/', in place: the
+// output is a sequence of "/segment" written over the input, never ahead of
+// where the input is read. ".." above the root is dropped. Linear: a ".."
+// scans back only over bytes it removes.
+void RemoveDotSegments(std::string* path) {
+  char* const data = path->data();
+  const size_t size = path->size();
+  size_t write = 0;
+  size_t read = 0;  // data[read] == '/': the start of the next segment.
+  while (read < size) {
+    const size_t begin = read + 1;
+    const char* slash =
+        static_cast<const char*>(std::memchr(data + begin, '/', size - begin));
+    const size_t end =
+        slash != nullptr ? static_cast<size_t>(slash - data) : size;
+    const std::string_view segment(data + begin, end - begin);
+    const bool last = end == size;
+    if (segment == "." || segment == "..") {
+      if (segment == ".." && write > 0) {
+        // data[0] == '/' whenever write > 0, so the search succeeds.
+        write = std::string_view(data, write).rfind('/');
+      }
+      // "/a/." and "/a/b/.." end in a '/' (RFC 3986 5.2.4 step 2B/2C).
+      if (last) data[write++] = '/';
+    } else {
+      data[write] = '/';
+      std::memmove(data + write + 1, data + begin, segment.size());
+      write += 1 + segment.size();
+    }
+    read = end;
+  }
+  path->resize(write);
+  if (path->empty()) path->push_back('/');
+}
+
+// Step 3: runs of '/' become one, in place.
+void MergeSlashes(std::string* path) {
+  size_t write = 0;
+  for (size_t read = 0; read < path->size(); ++read) {
+    const char c = (*path)[read];
+    if (c == '/' && write > 0 && (*path)[write - 1] == '/') continue;
+    (*path)[write++] = c;
+  }
+  path->resize(write);
+}
+
+}  // namespace
+
+absl::StatusOr<NormalizedPath> NormalizePath(
+    std::string_view target, const PathNormalizeOptions& options) {
+  NormalizedPath result;
+  if (target == "*") {
+    result.target = "*";
+    return result;
+  }
+  if (target.empty() || target.front() != '/') {
+    return absl::InvalidArgumentError("request target does not start with '/'");
+  }
+  const size_t query_begin = std::min(target.find('?'), target.size());
+  const std::string_view path = target.substr(0, query_begin);
+  const std::string_view query = target.substr(query_begin);  // "?..." or empty
+  if (!MayChange(path, options)) {
+    result.target.assign(target);
+    return result;
+  }
+
+  result.target.reserve(target.size());
+  bool decoded_slash = false;
+  if (absl::Status s =
+          DecodePath(path, options, &result.target, &decoded_slash);
+      !s.ok()) {
+    return s;
+  }
+  RemoveDotSegments(&result.target);
+  if (options.merge_slashes) MergeSlashes(&result.target);
+  result.target.append(query);
+  result.changed = result.target != target;
+  result.redirect =
+      decoded_slash &&
+      options.escaped_slashes == EscapedSlashAction::kUnescapeAndRedirect;
+  return result;
+}
+
+}  // namespace sluice::http
