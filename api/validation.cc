@@ -777,6 +777,19 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     sink.Add("max_concurrent_streams",
              absl::StrCat("must be 1..2147483647, got ", cluster.max_concurrent_streams()));
   }
+  const auto& cb = cluster.circuit_breakers();
+  if (cb.has_retry_budget() && cb.max_retries() != 0) {
+    sink.Add("circuit_breakers.retry_budget",
+             "not with max_retries: a fixed cap and a budget would disagree; set one");
+  }
+  if (cb.retry_budget().budget_percent() > 100) {
+    sink.Add("circuit_breakers.retry_budget.budget_percent",
+             absl::StrCat("must be 1..100, got ", cb.retry_budget().budget_percent()));
+  }
+  if (cb.retry_budget().min_retry_concurrency() > 10000) {
+    sink.Add("circuit_breakers.retry_budget.min_retry_concurrency",
+             absl::StrCat("must be 1..10000, got ", cb.retry_budget().min_retry_concurrency()));
+  }
   if (cluster.max_concurrent_streams() != 0 && cluster.protocol() == config::v1::Cluster::HTTP1) {
     sink.Add("max_concurrent_streams", "applies to HTTP/2 only (protocol HTTP2 or AUTO)");
   }

@@ -689,8 +689,9 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
   }
   if (!wanted) return false;
   const upstream::ClusterInfo& cluster = *cluster_;
-  if (!counted_retry_ && cluster.state->active_retries.load(std::memory_order_relaxed) >=
-                             cluster.breakers.max_retries) {
+  if (!counted_retry_ &&
+      cluster.state->active_retries.load(std::memory_order_relaxed) >=
+          cluster.breakers.RetryLimit(cluster.state->active_requests.load(std::memory_order_relaxed))) {
     cluster.stats.breaker_overflow_retries->Inc();
     return false;
   }

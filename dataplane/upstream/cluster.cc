@@ -148,7 +148,10 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->breakers = {OrDefault(cb.max_connections(), api::kDefaultMaxConnections),
                     OrDefault(cb.max_pending_requests(), api::kDefaultMaxPendingRequests),
                     OrDefault(cb.max_requests(), api::kDefaultMaxRequests),
-                    OrDefault(cb.max_retries(), api::kDefaultMaxRetries)};
+                    cb.max_retries(),
+                    OrDefault(cb.retry_budget().budget_percent(), api::kDefaultRetryBudgetPercent),
+                    OrDefault(cb.retry_budget().min_retry_concurrency(),
+                              api::kDefaultMinRetryConcurrency)};
   info->panic_threshold_percent = cluster.has_panic_threshold_percent()
                                       ? cluster.panic_threshold_percent().value()
                                       : api::kDefaultPanicThresholdPercent;

@@ -8,6 +8,7 @@
 #ifndef SLUICE_DATAPLANE_UPSTREAM_CLUSTER_H_
 #define SLUICE_DATAPLANE_UPSTREAM_CLUSTER_H_
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,7 +71,17 @@ struct BreakerLimits {
   int64_t max_connections;
   int64_t max_pending_requests;
   int64_t max_requests;
+  // A fixed cap on retries in flight (circuit_breakers.max_retries), or 0:
+  // the retry budget decides.
   int64_t max_retries;
+  uint32_t retry_budget_percent;
+  uint32_t min_retry_concurrency;
+  // Retries that may be in flight now, given `active_requests`.
+  int64_t RetryLimit(int64_t active_requests) const {
+    if (max_retries > 0) return max_retries;
+    return std::max<int64_t>(min_retry_concurrency,
+                             active_requests * retry_budget_percent / 100);
+  }
 };
 
 struct ClusterStats {

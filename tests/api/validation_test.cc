@@ -247,6 +247,16 @@ TEST(ValidationTest, HealthCheckRules) {
             std::string::npos);
 }
 
+TEST(ValidationTest, RetryBudgetRules) {
+  EXPECT_EQ(ClusterErrors("circuit_breakers { retry_budget { budget_percent: 25 } }"), "");
+  EXPECT_NE(ClusterErrors("circuit_breakers { max_retries: 5 retry_budget { } }")
+                .find("circuit_breakers.retry_budget: not with max_retries"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("circuit_breakers { retry_budget { budget_percent: 101 } }")
+                .find("budget_percent: must be 1..100, got 101"),
+            std::string::npos);
+}
+
 TEST(ValidationTest, UpstreamProtocolRules) {
   EXPECT_EQ(ClusterErrors("protocol: HTTP2 max_concurrent_streams: 10"), "");
   EXPECT_EQ(ClusterErrors("protocol: HTTP2 health_check { grpc { service_name: \"echo\" } }"), "");
