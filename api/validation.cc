@@ -169,6 +169,19 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
              absl::StrCat("must be ", kMinHttp2StreamWindow, "..", kMaxHttp2StreamWindow,
                           ", got ", window));
   }
+  if (http.max_uri_bytes() != 0 && (http.max_uri_bytes() < 256 || http.max_uri_bytes() > 1048576)) {
+    sink.Add("http.max_uri_bytes", absl::StrCat("must be 256..1048576, got ", http.max_uri_bytes()));
+  }
+  if (http.max_request_headers() > 10000) {
+    sink.Add("http.max_request_headers",
+             absl::StrCat("must be 1..10000, got ", http.max_request_headers()));
+  }
+  CheckDuration(http.max_connection_age(), http.has_max_connection_age(), "http.max_connection_age",
+                absl::ZeroDuration(), absl::Hours(24 * 30), sink);
+  if (http.has_max_connection_age() && ToDuration(http.max_connection_age()) > absl::ZeroDuration() &&
+      ToDuration(http.max_connection_age()) < absl::Seconds(1)) {
+    sink.Add("http.max_connection_age", "must be 0s (no limit) or at least 1s");
+  }
   const auto& path = http.path_normalization();
   if (!config::v1::PathNormalization::EscapedSlashAction_IsValid(path.escaped_slashes())) {
     sink.Add("http.path_normalization.escaped_slashes",

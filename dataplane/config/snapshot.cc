@@ -307,6 +307,14 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
                                               ? l.http().http2().initial_stream_window_size()
                                               : api::kDefaultHttp2StreamWindow;
     runtime.max_connections = l.max_connections();
+    runtime.max_uri_bytes =
+        l.http().max_uri_bytes() ? l.http().max_uri_bytes() : api::kDefaultMaxUriBytes;
+    runtime.max_request_headers = l.http().max_request_headers()
+                                      ? l.http().max_request_headers()
+                                      : api::kDefaultMaxRequestHeaders;
+    runtime.max_request_body_bytes = l.http().max_request_body_bytes();
+    runtime.max_requests_per_connection = l.http().max_requests_per_connection();
+    runtime.max_connection_age = api::ToDuration(l.http().max_connection_age());
     const auto& pn = l.http().path_normalization();
     runtime.path_normalization.merge_slashes = pn.merge_slashes();
     switch (pn.escaped_slashes()) {

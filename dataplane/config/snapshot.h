@@ -75,6 +75,11 @@ struct ListenerRuntime {
   uint32_t http2_max_concurrent_streams;
   uint32_t http2_initial_stream_window;
   uint32_t max_connections = 0;  // 0: no listener limit
+  uint32_t max_uri_bytes;
+  uint32_t max_request_headers;
+  uint64_t max_request_body_bytes = 0;  // 0: no limit
+  uint32_t max_requests_per_connection = 0;  // 0: no limit
+  absl::Duration max_connection_age = absl::ZeroDuration();  // 0: none
   http::PathNormalizeOptions path_normalization;
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.

@@ -538,6 +538,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
                                              : api::kDefaultWebSocketIdleTimeout;
           entry.idle_timeout = action.has_idle_timeout() ? api::ToDuration(action.idle_timeout())
                                                          : api::kDefaultStreamIdleTimeout;
+          entry.max_request_body_bytes = action.max_request_body_bytes();
           if (action.has_retry_policy()) {
             const auto& rp = action.retry_policy();
             RouteEntry::Retry& r = entry.retry;

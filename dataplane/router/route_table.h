@@ -112,6 +112,8 @@ struct RouteEntry {
   // kCluster: once the response has begun, no byte either way for this long
   // cuts the exchange; absl::ZeroDuration() = disabled.
   absl::Duration idle_timeout;
+  // kCluster: the route's request body limit; 0: the listener's.
+  uint64_t max_request_body_bytes = 0;
   // Retries (kCluster); num_retries == 0 when the route has no retry policy.
   struct Retry {
     uint32_t num_retries = 0;

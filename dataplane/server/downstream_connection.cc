@@ -15,6 +15,7 @@ using http::AppendHeader;
 http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) {
   http::Http1Parser::Limits limits;
   limits.max_head_bytes = listener.max_request_headers_bytes;
+  limits.max_headers = listener.max_request_headers;
   return limits;
 }
 
@@ -78,6 +79,18 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
   http2_options_.limits.max_header_list_bytes =
       static_cast<uint32_t>(listener.max_request_headers_bytes);
   http2_options_.idle_timeout = listener.idle_timeout;
+  http2_options_.max_requests = listener.max_requests_per_connection;
+  http2_options_.max_connection_age = listener.max_connection_age;
+  max_requests_ = listener.max_requests_per_connection;
+  if (listener.max_connection_age > absl::ZeroDuration()) {
+    age_timer_ = std::make_unique<event::Timer>(worker.dispatcher(), [this] {
+      // Old enough: the next response closes it; an idle one gets a short
+      // grace for a request already on its way, then closes.
+      close_after_response_ = true;
+      if (idle()) timer_.Enable(std::min(idle_timeout_, absl::Seconds(1)));
+    });
+    age_timer_->Enable(listener.max_connection_age);
+  }
   connection_->SetCallbacks(this);
   stream_ = std::make_unique<ProxyStream>(worker_, *this, listener_name_, peer_ip_,
                                           connection_->transport());
@@ -253,6 +266,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   // One request at a time: the parser stops after this message.
   parser_.Pause();
   ++requests_;
+  if (max_requests_ > 0 && requests_ >= max_requests_) close_after_response_ = true;
   request_message_open_ = true;
   timer_.Disable();
   timer_is_head_ = false;

@@ -112,6 +112,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool response_chunked_ = false;
   bool tunnel_ = false;  // a WebSocket: raw bytes, closes when it ends
   uint64_t requests_ = 0;
+  uint64_t max_requests_ = 0;                 // listener's max_requests_per_connection
+  std::unique_ptr<event::Timer> age_timer_;  // listener's max_connection_age
   Http2SessionOptions http2_options_;
   bool in_process_input_ = false;
   bool process_again_ = false;

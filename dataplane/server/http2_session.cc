@@ -134,6 +134,10 @@ void Http2Session::Start() {
   connection_->SetReadEnabled(true);
   worker_.stats().downstream_http2_connections->Inc();
   ArmIdleTimer();
+  if (options_.max_connection_age > absl::ZeroDuration()) {
+    age_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] { StartDrain(); });
+    age_timer_->Enable(options_.max_connection_age);
+  }
   Flush();  // the server preface goes first
   if (!closed_ && !connection_->input().empty()) OnReadable();
 }
@@ -259,6 +263,9 @@ void Http2Session::CloseNow() {
 void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseudo,
                                     http::HeaderMap headers, bool end_stream) {
   idle_timer_.Disable();
+  if (options_.max_requests > 0 && ++streams_opened_ >= options_.max_requests) {
+    StartDrain();  // GOAWAY: this stream is served, the client goes on elsewhere
+  }
   auto owned = std::make_unique<Stream>(*this, stream_id);
   Stream* stream = owned.get();
   streams_[stream_id] = std::move(owned);

@@ -35,6 +35,10 @@ class Worker;
 struct Http2SessionOptions {
   http::Http2Limits limits;
   absl::Duration idle_timeout;
+  // GOAWAY after this many streams, or this long after the session began;
+  // 0: no limit.
+  uint32_t max_requests = 0;
+  absl::Duration max_connection_age = absl::ZeroDuration();
 };
 
 class Http2Session : public net::ConnectionCallbacks,
@@ -88,6 +92,8 @@ class Http2Session : public net::ConnectionCallbacks,
   http::Http2ServerCodec codec_;
   absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
   event::Timer idle_timer_;
+  std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
+  uint32_t streams_opened_ = 0;
   bool flush_scheduled_ = false;
   bool in_receive_ = false;
   bool closed_ = false;

@@ -148,6 +148,7 @@ void ProxyStream::Reset() {
   h2_fields_.clear();
   te_trailers_ = false;
   refusals_ = 0;
+  body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
   upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
@@ -216,6 +217,16 @@ void ProxyStream::Start(const RequestHead& request) {
                       "application/json", /*close_connection=*/true);
     return;
   }
+  if (head.target.size() > listener.max_uri_bytes) {
+    SendLocalResponse(414, absl::StrCat("request target longer than ", listener.max_uri_bytes,
+                                        " bytes (the listener's http.max_uri_bytes)"));
+    return;
+  }
+  if (head.headers->size() > listener.max_request_headers) {
+    SendLocalResponse(431, absl::StrCat("more than ", listener.max_request_headers,
+                                        " header fields (the listener's http.max_request_headers)"));
+    return;
+  }
   // One path for routing, policies and the upstream: normalised (dot
   // segments, percent-encoding, the listener's slash options).
   auto normalized = http::NormalizePath(head.target, listener.path_normalization);
@@ -265,6 +276,14 @@ void ProxyStream::Start(const RequestHead& request) {
     }
     case router::RouteEntry::Action::kCluster:
       break;
+  }
+  body_limit_ = route_->max_request_body_bytes ? route_->max_request_body_bytes
+                                               : listener.max_request_body_bytes;
+  if (body_limit_ > 0 && head.body == RequestHead::Body::kLength &&
+      head.content_length > body_limit_) {
+    SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
+                                        " bytes is over the limit of ", body_limit_));
+    return;
   }
   const std::string& cluster_name = route_->clusters.size() == 1
                                         ? route_->clusters[0].name
@@ -741,6 +760,18 @@ void ProxyStream::OnPerTryTimeout() {
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
   NoteActivity();
+  if (body_limit_ > 0 && !tunnel_) {
+    request_body_bytes_ += chunk.size();
+    if (request_body_bytes_ > body_limit_) {
+      // Not all of it went upstream: that request is cut; the client gets
+      // 413 if nothing was answered yet (and its connection or stream ends).
+      ReleaseUpstream(false);
+      SendLocalResponse(413, absl::StrCat("request body over the limit of ", body_limit_,
+                                          " bytes"),
+                        {}, {}, "application/json", /*close_connection=*/true);
+      return;
+    }
+  }
   if (tunnel_) {
     if (!upstream_) return;
     net::Connection& up = upstream_->connection();

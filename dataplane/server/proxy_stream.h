@@ -245,6 +245,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   http::Http2Request h2_request_;
   bool te_trailers_ = false;  // the client accepts trailers (te: trailers)
   int refusals_ = 0;          // tries an HTTP/2 upstream refused unprocessed
+  uint64_t body_limit_ = 0;   // request body limit (route's or listener's); 0: none
+  uint64_t request_body_bytes_ = 0;
   std::string request_id_;
   bool has_body_ = false;
   bool request_chunked_ = false;  // the body goes upstream chunked
