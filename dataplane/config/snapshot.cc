@@ -260,7 +260,8 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
               "sluice_route_requests_total",
               absl::StrCat("route_table=", stats::LabelValue(id.second),
                            ",route=", stats::LabelValue((*table)->route(i).name),
-                           ",status_class=\"", c, "xx\""));
+                           ",status_class=\"", c, "xx\""),
+              &route_stats[i].holds[c]);
         }
       }
       auto filters = CompileRouteFilters(resource.route_table());

@@ -61,6 +61,7 @@ using FilterChain = std::vector<std::shared_ptr<const http::FilterFactory>>;
 // Responses by status class, per route.
 struct RouteStats {
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
+  std::shared_ptr<const void> holds[6];  // keep them in the store
 };
 
 struct ListenerRuntime {

@@ -69,6 +69,10 @@ class ProxyServer {
   absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist,
                      const std::set<api::ResourceId>* changed = nullptr) {
     std::shared_ptr<const config::ConfigSnapshot> previous = current();
+    // State and metrics of clusters and routes that no version in use still
+    // has are freed (a cluster removed, then added again, starts afresh).
+    registry_.Prune();
+    store_.Prune();
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
                                             previous.get(), changed);
     if (!snapshot.ok()) {

@@ -6,9 +6,37 @@ namespace sluice::stats {
 
 Counter* StatsStore::GetCounter(const std::string& name, const std::string& labels) {
   absl::MutexLock lock(&mu_);
-  auto& slot = counters_[name][labels];
-  if (!slot) slot = std::make_unique<Counter>();
-  return slot.get();
+  CounterSlot& slot = counters_[name][labels];
+  if (!slot.counter) slot.counter = std::make_shared<Counter>();
+  slot.permanent = true;
+  return slot.counter.get();
+}
+
+Counter* StatsStore::GetCounter(const std::string& name, const std::string& labels,
+                                std::shared_ptr<const void>* hold) {
+  absl::MutexLock lock(&mu_);
+  CounterSlot& slot = counters_[name][labels];
+  if (!slot.counter) slot.counter = std::make_shared<Counter>();
+  *hold = slot.counter;
+  return slot.counter.get();
+}
+
+void StatsStore::Prune() {
+  absl::MutexLock lock(&mu_);
+  for (auto family = counters_.begin(); family != counters_.end();) {
+    for (auto it = family->second.begin(); it != family->second.end();) {
+      bool unheld = !it->second.permanent && it->second.counter.use_count() == 1;
+      it = unheld ? family->second.erase(it) : std::next(it);
+    }
+    family = family->second.empty() ? counters_.erase(family) : std::next(family);
+  }
+}
+
+size_t StatsStore::size() const {
+  absl::MutexLock lock(&mu_);
+  size_t n = gauges_.size();
+  for (const auto& [name, family] : counters_) n += family.size();
+  return n;
 }
 
 Gauge* StatsStore::GetGauge(const std::string& name, const std::string& labels) {
@@ -37,8 +65,8 @@ std::string StatsStore::RenderPrometheus() const {
   };
   for (const auto& [name, family] : counters_) {
     header(name, "counter");
-    for (const auto& [labels, counter] : family) {
-      absl::StrAppend(&out, series(name, labels), " ", counter->value(), "\n");
+    for (const auto& [labels, slot] : family) {
+      absl::StrAppend(&out, series(name, labels), " ", slot.counter->value(), "\n");
     }
   }
   for (const auto& [name, family] : gauges_) {

@@ -2,9 +2,12 @@
 // text format by the admin endpoint.
 //
 // A metric is created once (on the main or config thread, at snapshot
-// compilation) and lives as long as the process, so the request path holds
-// plain pointers and only does relaxed atomic adds. The number of distinct
-// metrics is bounded by the config (routes and clusters ever seen).
+// compilation), so the request path holds plain pointers and only does
+// relaxed atomic adds. Process-wide metrics live as long as the process; a
+// cluster's or route's metrics are held by what uses them (`hold`) and
+// Prune() forgets those nobody holds any more, so a removed cluster or route
+// leaves /stats and frees its memory, and the number of metrics follows the
+// config in force.
 //
 // StatsStore is thread-safe; Counter and Gauge are lock-free.
 #ifndef SLUICE_DATAPLANE_STATS_STATS_H_
@@ -45,6 +48,13 @@ class StatsStore {
   // route="users",status_class="2xx"; empty for none. Same name and labels:
   // same object.
   Counter* GetCounter(const std::string& name, const std::string& labels = "");
+  // The same metric, held: it stays (and keeps its value across config
+  // versions) while some `hold` returned for it lives.
+  Counter* GetCounter(const std::string& name, const std::string& labels,
+                      std::shared_ptr<const void>* hold);
+  // Forgets held metrics that nothing holds. Config thread.
+  void Prune();
+  size_t size() const;
   Gauge* GetGauge(const std::string& name, const std::string& labels = "");
   // Declares the HELP text of a metric family.
   void Describe(const std::string& name, const std::string& help);
@@ -53,8 +63,11 @@ class StatsStore {
 
  private:
   mutable absl::Mutex mu_;
-  std::map<std::string, std::map<std::string, std::unique_ptr<Counter>>> counters_
-      ABSL_GUARDED_BY(mu_);
+  struct CounterSlot {
+    std::shared_ptr<Counter> counter;
+    bool permanent = false;
+  };
+  std::map<std::string, std::map<std::string, CounterSlot>> counters_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::unique_ptr<Gauge>>> gauges_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> help_ ABSL_GUARDED_BY(mu_);

@@ -204,35 +204,40 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
             : BuildMaglev(keys, weights, api::kMaglevTableSize);
   }
   std::string labels = absl::StrCat("cluster=", stats::LabelValue(cluster.name()));
-  info->stats.upstream_requests = store.GetCounter("sluice_upstream_requests_total", labels);
+  // Held by this ClusterInfo: a removed cluster's metrics go with it.
+  auto counter = [&](const std::string& name, const std::string& label_set) {
+    info->stat_holds.emplace_back();
+    return store.GetCounter(name, label_set, &info->stat_holds.back());
+  };
+  info->stats.upstream_requests = counter("sluice_upstream_requests_total", labels);
   info->stats.upstream_connect_failures =
-      store.GetCounter("sluice_upstream_connect_failures_total", labels);
-  info->stats.upstream_resets = store.GetCounter("sluice_upstream_resets_total", labels);
-  info->stats.upstream_timeouts = store.GetCounter("sluice_upstream_timeouts_total", labels);
+      counter("sluice_upstream_connect_failures_total", labels);
+  info->stats.upstream_resets = counter("sluice_upstream_resets_total", labels);
+  info->stats.upstream_timeouts = counter("sluice_upstream_timeouts_total", labels);
   info->stats.upstream_responses_5xx =
-      store.GetCounter("sluice_upstream_responses_5xx_total", labels);
+      counter("sluice_upstream_responses_5xx_total", labels);
   info->stats.no_healthy_endpoint =
-      store.GetCounter("sluice_upstream_no_endpoint_total", labels);
+      counter("sluice_upstream_no_endpoint_total", labels);
   info->stats.connections_opened =
-      store.GetCounter("sluice_upstream_connections_opened_total", labels);
+      counter("sluice_upstream_connections_opened_total", labels);
   info->stats.connections_reused =
-      store.GetCounter("sluice_upstream_connections_reused_total", labels);
-  info->stats.health_check_passes = store.GetCounter("sluice_health_check_passes_total", labels);
+      counter("sluice_upstream_connections_reused_total", labels);
+  info->stats.health_check_passes = counter("sluice_health_check_passes_total", labels);
   info->stats.health_check_failures =
-      store.GetCounter("sluice_health_check_failures_total", labels);
-  info->stats.outlier_ejections = store.GetCounter("sluice_outlier_ejections_total", labels);
+      counter("sluice_health_check_failures_total", labels);
+  info->stats.outlier_ejections = counter("sluice_outlier_ejections_total", labels);
   for (auto [slot, breaker] :
        {std::make_pair(&info->stats.breaker_overflow_connections, "max_connections"),
         std::make_pair(&info->stats.breaker_overflow_pending, "max_pending_requests"),
         std::make_pair(&info->stats.breaker_overflow_requests, "max_requests"),
         std::make_pair(&info->stats.breaker_overflow_retries, "max_retries")}) {
-    *slot = store.GetCounter("sluice_circuit_breaker_overflows_total",
+    *slot = counter("sluice_circuit_breaker_overflows_total",
                              absl::StrCat(labels, ",breaker=\"", breaker, "\""));
   }
-  info->stats.retries = store.GetCounter("sluice_retries_total", labels);
-  info->stats.retry_successes = store.GetCounter("sluice_retry_successes_total", labels);
-  info->stats.retries_exhausted = store.GetCounter("sluice_retries_exhausted_total", labels);
-  info->stats.panic = store.GetCounter("sluice_lb_panic_picks_total", labels);
+  info->stats.retries = counter("sluice_retries_total", labels);
+  info->stats.retry_successes = counter("sluice_retry_successes_total", labels);
+  info->stats.retries_exhausted = counter("sluice_retries_exhausted_total", labels);
+  info->stats.panic = counter("sluice_lb_panic_picks_total", labels);
   return std::shared_ptr<const ClusterInfo>(std::move(info));
 }
 

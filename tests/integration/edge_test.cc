@@ -142,17 +142,7 @@ class EdgeTest : public ::testing::Test {
         upstream_.port(),
         "}]\n---\nkind: Cluster\nname: up2\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(),
-        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
-        "    - domains: ['*']\n      routes:\n"
-        "        - match: {path: /local}\n          direct_response: {status: 404, body: "
-        "\"nothing here, and a body long enough to fill buffers quickly\"}\n"
-        "        - match: {prefix: /admin}\n          direct_response: {status: 403, body: guarded}\n"
-        "        - match: {prefix: /two/}\n          route: {cluster: up2}\n"
-        "        - match: {prefix: /small/}\n          route: {cluster: up, max_request_body_bytes: 10}\n"
-        "        - match: {prefix: /idle/}\n          route: {cluster: up, timeout: 2s, "
-        "idle_timeout: 1s}\n"
-        "        - match: {prefix: /}\n          route: {cluster: up, timeout: 2s, "
-        "idle_timeout: 3s}\n"
+        "}]\n---\n", RouteTableYaml(true),
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main, http: {idle_timeout: 2s, max_uri_bytes: 300, "
         "max_request_headers: 20, max_request_body_bytes: 100000}}\n"
@@ -166,6 +156,22 @@ class EdgeTest : public ::testing::Test {
     proxy_ = std::make_unique<Proxy>(cp_.address(), "edge-proxy");
     ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
     ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  // The route table; `with_two` adds /two/ (cluster up2).
+  static std::string RouteTableYaml(bool with_two) {
+    return absl::StrCat(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - match: {path: /local}\n          direct_response: {status: 404, body: "
+        "\"nothing here, and a body long enough to fill buffers quickly\"}\n"
+        "        - match: {prefix: /admin}\n          direct_response: {status: 403, body: guarded}\n",
+        with_two ? "        - match: {prefix: /two/}\n          route: {cluster: up2}\n" : "",
+        "        - match: {prefix: /small/}\n          route: {cluster: up, max_request_body_bytes: 10}\n"
+        "        - match: {prefix: /idle/}\n          route: {cluster: up, timeout: 2s, "
+        "idle_timeout: 1s}\n"
+        "        - match: {prefix: /}\n          route: {cluster: up, timeout: 2s, "
+        "idle_timeout: 3s}\n");
   }
 
   ControlPlane cp_{"", "info"};
@@ -452,6 +458,31 @@ TEST_F(EdgeTest, ConnectionsEndAfterTheirRequestsOrAge) {
   absl::Time start = absl::Now();
   EXPECT_TRUE(old.ClosedWithin(absl::Seconds(10)));  // 3 s of age, then a 1 s grace
   EXPECT_GE(absl::Now() - start, absl::Seconds(1));
+}
+
+// A removed cluster's metrics and state are freed once no version in use
+// has it: /stats follows the config in force.
+TEST_F(EdgeTest, RemovedClustersLeaveStats) {
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port_), "/two/x").status, 200);
+  EXPECT_NE(proxy_->Admin("/stats").second.find("cluster=\"up2\""), std::string::npos);
+  std::string dir = MakeTempDir("edge-remove");
+  std::ofstream(dir + "/routes.yaml") << RouteTableYaml(false);
+  auto r = cp_.Ctl({"apply", "-f", dir + "/routes.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = cp_.Ctl({"delete", "cluster", "up2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(3)) << proxy_->process().Log();
+  // Any later version frees what the earlier ones held.
+  std::ofstream(dir + "/cluster.yaml")
+      << "kind: Cluster\nname: other\nspec:\n  endpoints: [{address: 127.0.0.1, port: "
+      << upstream_.port() << "}]\n";
+  r = cp_.Ctl({"apply", "-f", dir + "/cluster.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(4)) << proxy_->process().Log();
+  std::string stats = proxy_->Admin("/stats").second;
+  EXPECT_EQ(stats.find("cluster=\"up2\""), std::string::npos) << stats;
+  EXPECT_NE(stats.find("cluster=\"up\""), std::string::npos);  // kept, with its counts
+  EXPECT_GE(proxy_->Stat("sluice_upstream_requests_total{cluster=\"other\"}"), 0);
 }
 
 }  // namespace
