@@ -3,6 +3,7 @@
 //   sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]
 //                [--workers N] [--admin 127.0.0.1:9901] [--state-dir DIR]
 //                [--drain-timeout 30s] [--log-level info]
+//                [--max-connections N] [--max-memory-mb N]
 #include <event2/event.h>
 #include <signal.h>
 #include <unistd.h>
@@ -33,7 +34,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]\n"
     "                    [--workers N] [--admin HOST:PORT] [--state-dir DIR]\n"
-    "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n";
+    "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
+    "                    [--max-connections N] [--max-memory-mb N]\n";
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
 
@@ -147,10 +149,20 @@ class ProxyServer {
   std::atomic<bool> draining_{false};
 };
 
+// Resident set size, from /proc/self/statm.
+int64_t ResidentMemoryBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  long size = 0, resident = 0;
+  int n = std::fscanf(f, "%ld %ld", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE) : 0;
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
-                           "drain-timeout", "log-level"},
+                           "drain-timeout", "log-level", "max-connections", "max-memory-mb"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -185,6 +197,19 @@ int Run(int argc, char** argv) {
   }
   auto drain_timeout = ParseDurationFlag("drain-timeout", get("drain-timeout", "30s"));
   if (!drain_timeout.ok()) return fail(std::string(drain_timeout.status().message()));
+  int64_t default_max_connections = server::ConnectionLimit::DefaultMax();  // raises RLIMIT_NOFILE
+  int64_t max_connections = default_max_connections;
+  if (flags->values.count("max-connections") &&
+      (!absl::SimpleAtoi(flags->values["max-connections"], &max_connections) ||
+       max_connections < 1 || max_connections > 10000000)) {
+    return fail("--max-connections must be 1..10000000");
+  }
+  server::ConnectionLimit::SetMax(max_connections);
+  int64_t max_memory_mb = 0;
+  if (flags->values.count("max-memory-mb") &&
+      (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 16)) {
+    return fail("--max-memory-mb must be at least 16");
+  }
 
   signal(SIGPIPE, SIG_IGN);
 
@@ -259,6 +284,29 @@ int Run(int argc, char** argv) {
   SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,
              ", control plane ", control_plane);
+
+  // The overload guard: resident memory checked 4 times a second.
+  std::unique_ptr<event::Timer> memory_check;
+  if (max_memory_mb > 0) {
+    stats::Gauge* overloaded = proxy.stats().GetGauge("sluice_overload_active");
+    memory_check = std::make_unique<event::Timer>(main_loop, [&, overloaded] {
+      int64_t rss_mb = ResidentMemoryBytes() >> 20;
+      bool over = rss_mb > max_memory_mb;
+      if (over != server::Overload::active()) {
+        if (over) {
+          SLUICE_LOG(kWarning, "resident memory ", rss_mb, " MiB is over --max-memory-mb ",
+                     max_memory_mb, ": refusing new connections and requests (503)");
+        } else {
+          SLUICE_LOG(kInfo, "resident memory ", rss_mb, " MiB is back under --max-memory-mb ",
+                     max_memory_mb, ": serving again");
+        }
+        server::Overload::Set(over);
+        overloaded->Set(over ? 1 : 0);
+      }
+      memory_check->Enable(absl::Milliseconds(250));
+    });
+    memory_check->Enable(absl::Milliseconds(250));
+  }
 
   // SIGTERM / SIGINT: drain, then exit when idle or at the drain timeout.
   absl::Time drain_deadline = absl::InfiniteFuture();

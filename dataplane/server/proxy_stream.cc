@@ -211,6 +211,12 @@ void ProxyStream::Start(const RequestHead& request) {
     return;
   }
   const config::ListenerRuntime& listener = listener_it->second;
+  if (Overload::active()) {
+    worker_.stats().overload_requests_rejected->Inc();
+    SendLocalResponse(503, "the gateway is overloaded (memory); try again", {{"retry-after", "1"}},
+                      {}, "application/json", /*close_connection=*/true);
+    return;
+  }
   if (head.method == "CONNECT") {
     SendLocalResponse(405, "CONNECT is not supported",
                       {{"allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"}}, {},

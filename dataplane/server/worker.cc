@@ -17,6 +17,7 @@
 namespace sluice::server {
 
 std::atomic<int64_t> ConnectionLimit::max_{0};
+std::atomic<bool> Overload::active_{false};
 std::atomic<int64_t> ConnectionLimit::open_{0};
 
 int64_t ConnectionLimit::DefaultMax() {
@@ -79,6 +80,11 @@ ProxyStats::ProxyStats(stats::StatsStore& store) {
   store.Describe("sluice_downstream_accept_errors_total",
                  "accept(2) failures (EMFILE/ENFILE: out of descriptors; accepting pauses).");
   downstream_accept_errors = store.GetCounter("sluice_downstream_accept_errors_total");
+  downstream_rejected_overload = store.GetCounter("sluice_downstream_connections_rejected_total",
+                                                  "reason=\"overload\"");
+  store.Describe("sluice_overload_requests_rejected_total",
+                 "Requests answered 503 because the proxy was over --max-memory-mb.");
+  overload_requests_rejected = store.GetCounter("sluice_overload_requests_rejected_total");
   downstream_responses_by_class[0] = nullptr;
   for (int c = 1; c <= 5; ++c) {
     downstream_responses_by_class[c] = store.GetCounter(
@@ -203,6 +209,11 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
             runtime.max_connections) {
       close(fd);
       stats_.downstream_rejected_listener_limit->Inc();
+      continue;
+    }
+    if (Overload::active()) {
+      close(fd);
+      stats_.downstream_rejected_overload->Inc();
       continue;
     }
     if (!ConnectionLimit::TryAcquire()) {

@@ -45,6 +45,8 @@ struct ProxyStats {
   stats::Counter* downstream_rejected_listener_limit;
   stats::Counter* downstream_rejected_proxy_limit;
   stats::Counter* downstream_accept_errors;
+  stats::Counter* downstream_rejected_overload;  // connections closed at accept
+  stats::Counter* overload_requests_rejected;    // requests answered 503
 };
 
 // The proxy-wide limit on open client connections (all listeners, all
@@ -65,6 +67,19 @@ class ConnectionLimit {
  private:
   static std::atomic<int64_t> max_;
   static std::atomic<int64_t> open_;
+};
+
+// The overload guard (Envoy's overload manager, for memory): while the
+// proxy's resident memory is over --max-memory-mb, new connections are
+// closed at accept and new requests answered 503 with Connection: close, so
+// that what is in flight completes instead of the process being killed.
+class Overload {
+ public:
+  static bool active() { return active_.load(std::memory_order_relaxed); }
+  static void Set(bool active) { active_.store(active, std::memory_order_relaxed); }
+
+ private:
+  static std::atomic<bool> active_;
 };
 
 class Worker {

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -150,6 +151,59 @@ TEST(AbuseTest, LegitimateClientKeepsItsLatencyUnderAbuse) {
   EXPECT_LT(p99, 10.0);
   // Bounded: about 3 KiB per idle connection, buffers capped for the rest.
   EXPECT_LT(rss_loaded - rss_start, 100 * 1024);
+}
+
+// A proxy over --max-memory-mb takes no new connection (and would answer
+// new requests 503); the flag's floor (16 MiB) is under any proxy's RSS.
+TEST(AbuseTest, OverloadGuardRefusesNewWorkOverTheMemoryLimit) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  int port = PickFreePort();
+  std::string path = MakeTempDir("overload") + "/config.yaml";
+  std::ofstream(path) << absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /}\n          direct_response: {status: 200}\n"
+      "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+      port, ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "overloaded", 1, "", {"--max-memory-mb", "16"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  ASSERT_TRUE(WaitFor([&] { return proxy.Stat("sluice_overload_active") == 1; }, absl::Seconds(5)))
+      << proxy.Admin("/stats").second;
+  HttpResponse response = HttpGet(absl::StrCat("127.0.0.1:", port), "/");
+  EXPECT_NE(response.status, 200);
+  EXPECT_GE(proxy.Stat("sluice_downstream_connections_rejected_total{reason=\"overload\"}"), 1);
+  EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "over --max-memory-mb 16"));
+}
+
+// --max-connections: the proxy-wide limit across listeners and workers.
+TEST(AbuseTest, ProxyWideConnectionLimit) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  int port = PickFreePort();
+  std::string path = MakeTempDir("maxconn") + "/config.yaml";
+  std::ofstream(path) << absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /}\n          direct_response: {status: 200}\n"
+      "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+      port, ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "limited", 2, "", {"--max-connections", "3"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Connect(port));
+  ASSERT_TRUE(WaitFor([&] { return proxy.Stat("sluice_downstream_connections_active") == 3; },
+                      absl::Seconds(5)));
+  HttpResponse response = HttpGet(absl::StrCat("127.0.0.1:", port), "/");
+  EXPECT_NE(response.status, 200);
+  EXPECT_EQ(proxy.Stat("sluice_downstream_connections_rejected_total{reason=\"proxy_limit\"}"), 1);
+  for (int fd : held) close(fd);
+  EXPECT_TRUE(WaitFor([&] { return HttpGet(absl::StrCat("127.0.0.1:", port), "/").status == 200; },
+                      absl::Seconds(5)));
 }
 
 }  // namespace
