@@ -92,8 +92,9 @@ void ConfigClient::Run() {
     absl::Duration wait = backoff / 2 + absl::Nanoseconds(rng() % static_cast<uint64_t>(
                                                               absl::ToInt64Nanoseconds(backoff / 2) + 1));
     backoff = std::min(backoff * 2, absl::Seconds(10));
-    std::string serving = absl::StrCat("serving version ", held_.version, ", reconnecting in ",
-                                       absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
+    std::string serving =
+        absl::StrCat("serving version ", held_.version, ", reconnecting in ",
+                     absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
     if (was_connected) {
       SLUICE_LOG(kWarning, "config stream to control plane ", control_plane_, " broken (",
                  StatusText(*ended), "); ", serving);
@@ -234,10 +235,10 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
     return reject(status.message());
   }
   if (response.version() < held_.version) {
-    SLUICE_LOG(kWarning, "control plane store ", response.store_id().empty() ? "(unknown)" : response.store_id(),
-               " is not the one version ", held_.version, " came from",
-               held_.store_id.empty() ? " (unknown)" : absl::StrCat(" (", held_.store_id, ")"),
-               ": taking its version ", response.version());
+    SLUICE_LOG(kWarning, "took version ", response.version(), " after version ", held_.version,
+               ": the control plane's store (", response.store_id(),
+               ") is not the one that version came from (",
+               held_.store_id.empty() ? "unknown" : held_.store_id, ")");
   }
   held_.version = response.version();
   held_.store_id = response.store_id();

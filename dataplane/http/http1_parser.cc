@@ -1,8 +1,10 @@
 // HTTP/1.1 parser. What is rejected, all with kBadRequest unless noted:
 //  - start line not exactly "METHOD SP target SP HTTP/1.x CRLF" (requests) or
 //    "HTTP/1.x SP 3DIGIT [SP reason] CRLF" (responses; the SP before an empty
-//    reason may be missing, as many servers omit it); versions other than
-//    HTTP/1.0 and HTTP/1.1; status outside 100..599;
+//    reason may be missing, as many servers omit it); a version that is not
+//    HTTP/<digit>.<digit> (HTTP/1.2 and up are read as HTTP/1.1, RFC 9112
+//    2.3; a request with another major version is kVersionNotSupported,
+//    505); status outside 100..599;
 //  - method or field name with a non-token character, whitespace between a
 //    field name and its colon, a field line starting with whitespace (obsolete
 //    line folding); request-target empty or with bytes outside 0x21..0x7E;
@@ -146,12 +148,16 @@ size_t FindControl(const char* p, size_t i, size_t end) {
   return i;
 }
 
-// "HTTP/1.0" or "HTTP/1.1" exactly; returns the minor version or -1.
+// "HTTP/1.0" or "HTTP/1.1"; a higher minor version ("HTTP/1.2") is read as
+// the highest we speak, 1.1 (RFC 9112 2.3). Returns the minor version, -2
+// for a well-formed version with another major ("HTTP/2.0"), -1 otherwise.
 int ParseVersion(std::string_view v) {
-  if (v.size() != 8 || v.substr(0, 7) != "HTTP/1.") return -1;
-  if (v[7] == '0') return 0;
-  if (v[7] == '1') return 1;
-  return -1;
+  if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.' || v[5] < '0' || v[5] > '9' ||
+      v[7] < '0' || v[7] > '9') {
+    return -1;
+  }
+  if (v[5] != '1') return -2;
+  return v[7] == '0' ? 0 : 1;
 }
 
 }  // namespace
@@ -383,6 +389,9 @@ bool Http1Parser::ParseRequestLine(std::string_view line) {
   }
   head_.target = line.substr(target_begin, i - target_begin);
   const int minor = ParseVersion(line.substr(i + 1));
+  if (minor == -2) {
+    return Fail(ParseError::kVersionNotSupported, "HTTP version not supported (HTTP/1.x only)");
+  }
   if (minor < 0) {
     return Fail(ParseError::kBadRequest, "unsupported HTTP version");
   }

@@ -79,6 +79,7 @@ enum class ParseError {
   kNone,
   kBadRequest,       // 400 to a client, 502 for an upstream response
   kHeadersTooLarge,  // 431 (head, header count or trailers over the limits)
+  kVersionNotSupported,  // 505: a request line with a major version other than 1
 };
 
 class Http1Callbacks {

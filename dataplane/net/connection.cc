@@ -63,6 +63,7 @@ bool Connection::HasUnreadInputOrEof() const {
 }
 
 void Connection::SetReadEnabled(bool enabled) {
+  if (read_eof_) enabled = false;
   if (read_enabled_ == enabled) return;
   read_enabled_ = enabled;
   UpdateEvents();
@@ -164,6 +165,12 @@ void Connection::HandleRead() {
       if (got && callbacks_) {
         callbacks_->OnReadable();
         if (fd_ < 0) return;
+      }
+      if (callbacks_ && callbacks_->OnReadEof()) {
+        if (fd_ < 0) return;
+        read_eof_ = true;
+        SetReadEnabled(false);
+        return;
       }
       Fail(CloseReason::kRemoteClosed, 0);
       return;

@@ -33,6 +33,11 @@ class ConnectionCallbacks {
   virtual void OnConnected() {}
   // The peer closed or the socket failed; the fd is already closed.
   virtual void OnClosed(CloseReason reason, int error) = 0;
+  // The peer finished sending (FIN) and everything it sent was delivered.
+  // true: keep the connection half-closed (reading stops; writing goes on,
+  // e.g. to answer a request whose client half-closed after sending it);
+  // false (the default): OnClosed(kRemoteClosed) follows at once.
+  virtual bool OnReadEof() { return false; }
 };
 
 class Connection : public event::Flushable {
@@ -108,6 +113,7 @@ class Connection : public event::Flushable {
   bool handshaking_ = true;
   short handshake_wants_ = 0;  // FileEvent bits the handshake waits for
   bool read_enabled_ = true;
+  bool read_eof_ = false;  // the peer half-closed; nothing more to read
   bool close_after_flush_ = false;
   bool flush_scheduled_ = false;
   uint64_t bytes_read_ = 0;

@@ -255,7 +255,9 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
     stream_in_use_ = false;
     stream_->OnDownstreamGone();
   }
-  if (error == http::ParseError::kHeadersTooLarge) {
+  if (error == http::ParseError::kVersionNotSupported) {
+    SendSessionError(505, parser_.error_detail());
+  } else if (error == http::ParseError::kHeadersTooLarge) {
     SendSessionError(431, "request header section too large");
   } else {
     SendSessionError(400, absl::StrCat("malformed request: ", parser_.error_detail()));
@@ -281,7 +283,12 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   request.target = head.target;
   request.headers = &head.headers;
   if (const http::HeaderField* h = http::FindHeader(head.headers, "host")) request.authority = h->value;
-  if (!head.target.empty() && head.target[0] != '/' && head.method != "CONNECT") {
+  if (head.target == "*" && head.method != "OPTIONS") {
+    SendSessionError(400, "the asterisk-form target is for OPTIONS only");
+    return;
+  }
+  if (!head.target.empty() && head.target[0] != '/' && head.method != "CONNECT" &&
+      head.target != "*") {
     // absolute-form (RFC 9112 3.2.2): the target's authority wins over Host.
     size_t scheme_end = head.target.find("://");
     if (scheme_end == std::string_view::npos) {
@@ -517,6 +524,17 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   // Pipelined requests already buffered: continue on the next loop turn,
   // outside every callback that brought us here.
   if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+}
+
+bool DownstreamConnection::OnReadEof() {
+  if (closed_ || tunnel_) return false;
+  // The client half-closed after sending (RFC 9112 9.6 allows it): answer
+  // a request that arrived whole, then close. A request cut short, or no
+  // request at all, ends here.
+  bool answerable = stream_in_use_ ? !request_message_open_ : !connection_->input().empty();
+  if (!answerable) return false;
+  close_after_response_ = true;
+  return true;
 }
 
 void DownstreamConnection::OnClosed(net::CloseReason reason, int) {

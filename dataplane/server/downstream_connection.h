@@ -56,6 +56,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void OnWriteDrained() override;
   void OnConnected() override;  // TLS handshake done
   void OnClosed(net::CloseReason reason, int error) override;
+  bool OnReadEof() override;
   // http::Http1Callbacks (request parser)
   void OnHead(const http::MessageHead& head) override;
   void OnBody(std::string_view chunk) override;

@@ -248,6 +248,13 @@ void ProxyStream::Start(const RequestHead& request) {
       return;
     }
   }
+  if (head.target == "*") {
+    // "OPTIONS *" asks about the server itself (RFC 9110 9.3.7): the
+    // gateway answers it.
+    SendLocalResponse(200, "", {{"allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"}}, {},
+                      "text/plain");
+    return;
+  }
   router::RouteRequest route_request;
   route_request.method = head.method;
   route_request.host = head.authority;

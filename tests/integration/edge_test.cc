@@ -99,6 +99,7 @@ class RawClient {
     }
     return data;
   }
+  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
   // Whether the peer closed the connection within `timeout` (reading and
   // discarding what comes).
   bool ClosedWithin(absl::Duration timeout) {
@@ -483,6 +484,33 @@ TEST_F(EdgeTest, RemovedClustersLeaveStats) {
   EXPECT_EQ(stats.find("cluster=\"up2\""), std::string::npos) << stats;
   EXPECT_NE(stats.find("cluster=\"up\""), std::string::npos);  // kept, with its counts
   EXPECT_GE(proxy_->Stat("sluice_upstream_requests_total{cluster=\"other\"}"), 0);
+}
+
+// RFC 9112 odds and ends a hostile suite checks: a client that half-closes
+// after its request still gets the answer; OPTIONS *; version handling.
+TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
+  {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("GET /half HTTP/1.1\r\nHost: edge\r\n\r\n"));
+    client.ShutdownWrite();
+    std::string r = client.ReadResponse();
+    EXPECT_TRUE(absl::StrContains(r, "GET /half")) << r;
+    EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+  }
+  auto send = [&](const std::string& bytes) {
+    RawClient client(port_);
+    EXPECT_TRUE(client.Send(bytes));
+    return client.ReadResponse();
+  };
+  std::string r = send("OPTIONS * HTTP/1.1\r\nHost: edge\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
+  EXPECT_TRUE(absl::StrContains(r, "allow: ")) << r;
+  EXPECT_TRUE(absl::StartsWith(send("GET * HTTP/1.1\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));
+  // A higher minor version is served as HTTP/1.1; another major is 505.
+  r = send("GET /v HTTP/1.2\r\nHost: edge\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
+  EXPECT_TRUE(absl::StartsWith(send("GET /v HTTP/2.0\r\nHost: edge\r\n\r\n"), "HTTP/1.1 505"));
+  EXPECT_TRUE(absl::StartsWith(send("GET /v HTTP/1.x\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));
 }
 
 }  // namespace

@@ -731,10 +731,18 @@ TEST(Http1RequestTest, FinishOnCloseInRequestMode) {
   }
 }
 
+TEST(Http1RequestTest, HigherMinorVersionIsReadAsHttp11) {
+  Recorder rec;
+  Http1Parser parser(Mode::kRequest, &rec);
+  const Http1Parser::Result r = parser.Feed("GET / HTTP/1.2\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(r.error, ParseError::kNone);
+  EXPECT_EQ(rec.completed, 1);
+}
+
 TEST(Http1RequestTest, ErrorIsStickyAndResetClearsIt) {
   Recorder rec;
   Http1Parser parser(Mode::kRequest, &rec);
-  const Http1Parser::Result r = parser.Feed("GET / HTTP/9.9\r\n\r\n");
+  const Http1Parser::Result r = parser.Feed("GET / HTTP/1.x\r\n\r\n");
   EXPECT_EQ(r.error, ParseError::kBadRequest);
   EXPECT_EQ(parser.error(), ParseError::kBadRequest);
   EXPECT_EQ(parser.error_detail(), "unsupported HTTP version");
@@ -1055,9 +1063,10 @@ const RejectCase kRejectCases[] = {
     {"TargetNonAscii", Mode::kRequest,
      "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"},
     {"MissingVersion", Mode::kRequest, "GET /\r\nHost: a\r\n\r\n"},
-    {"Http2Version", Mode::kRequest, "GET / HTTP/2.0\r\nHost: a\r\n\r\n"},
-    {"Http12Version", Mode::kRequest, "GET / HTTP/1.2\r\nHost: a\r\n\r\n"},
-    {"Http09Version", Mode::kRequest, "GET / HTTP/0.9\r\nHost: a\r\n\r\n"},
+    {"Http2Version", Mode::kRequest, "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+     ParseError::kVersionNotSupported},
+    {"Http09Version", Mode::kRequest, "GET / HTTP/0.9\r\nHost: a\r\n\r\n",
+     ParseError::kVersionNotSupported},
     {"LowercaseVersion", Mode::kRequest, "GET / http/1.1\r\nHost: a\r\n\r\n"},
     {"LongVersion", Mode::kRequest, "GET / HTTP/1.10\r\nHost: a\r\n\r\n"},
     {"ShortVersion", Mode::kRequest, "GET / HTTP/1\r\nHost: a\r\n\r\n"},
