@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "api/discovery.h"
 #include "api/resource.h"
 #include "common/flags.h"
 #include "controlplane/cli/yaml_loader.h"
@@ -145,6 +146,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
     return Fail(absl::StrCat("nothing applied:\n", status.error_message()));
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
+  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   return 0;
 }
 
@@ -221,6 +223,7 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   grpc::Status status = stub.Delete(Context().get(), request, &response);
   if (!status.ok()) return RpcFail(status, server);
   PrintOutcome(response.dry_run(), response.diff(), response.version());
+  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   return 0;
 }
 
@@ -284,7 +287,13 @@ int Run(int argc, char** argv) {
   if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) server = env;
   if (auto it = flags->values.find("server"); it != flags->values.end()) server = it->second;
 
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  // The same message limits as sluice-control's, so that a config it holds
+  // can be listed and one it accepts can be applied.
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
+  args.SetMaxSendMessageSize(api::kMaxMessageBytes);
+  auto channel =
+      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
   auto stub = admin::v1::AdminService::NewStub(channel);
   const std::string& command = flags->positional[0];
   if (command == "apply") return Apply(*stub, server, *flags);

@@ -56,6 +56,7 @@ grpc::Status AdminServiceImpl::Apply(grpc::ServerContext*,
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
+  response->set_warning(result->warning);
   FillDiff(result->diff, response->mutable_diff());
   return grpc::Status::OK;
 }
@@ -105,6 +106,7 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext*,
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
+  response->set_warning(result->warning);
   FillDiff(result->diff, response->mutable_diff());
   return grpc::Status::OK;
 }

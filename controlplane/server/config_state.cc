@@ -1,13 +1,46 @@
 #include "controlplane/server/config_state.h"
 
+#include <cstring>
+#include <random>
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "api/validation.h"
 #include "common/log.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace sluice::controlplane {
+
+namespace {
+
+// The DiscoveryResponse fields other than the resources: version, nonce,
+// store id (and their tags), with room to spare.
+constexpr int64_t kResponseOverheadBytes = 128;
+
+}  // namespace
+
+int64_t ConfigBytes(const api::ResourceMap& resources) {
+  int64_t bytes = kResponseOverheadBytes;
+  for (const auto& [id, resource] : resources) {
+    size_t size = resource.ByteSizeLong();
+    // Tag of `resources` (field 3), length, message.
+    bytes += 1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) +
+             static_cast<int64_t>(size);
+  }
+  return bytes;
+}
+
+std::string NewStoreId() {
+  std::random_device random;
+  std::string bytes(16, '\0');
+  for (size_t i = 0; i < bytes.size(); i += 4) {
+    uint32_t word = random();
+    std::memcpy(&bytes[i], &word, 4);
+  }
+  return absl::BytesToHexString(bytes);
+}
 
 std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
                                              api::ResourceMap resources) {
@@ -16,12 +49,18 @@ std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
   for (const auto& [id, resource] : resources) {
     snapshot->hashes[id] = api::ContentHash(resource);
   }
+  snapshot->config_bytes = ConfigBytes(resources);
   snapshot->resources = std::move(resources);
   return snapshot;
 }
 
 absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
-    std::unique_ptr<FileStore> store, Clock clock) {
+    std::unique_ptr<FileStore> store, Clock clock, int64_t max_config_bytes) {
+  if (max_config_bytes <= 0 || max_config_bytes > api::kMaxConfigBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the config size limit must be 1..",
+                                                   api::kMaxConfigBytes, " bytes, got ",
+                                                   max_config_bytes));
+  }
   absl::StatusOr<StoredState> stored = store->Load();
   if (!stored.ok()) return stored.status();
   // A stored state was valid when it was accepted; if this build's rules
@@ -30,14 +69,39 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
     SLUICE_LOG(kWarning, "the stored state does not pass this build's validation:\n",
                status.message());
   }
+  if (stored->store_id.empty()) {
+    // A new data dir (or one written before stores had ids): from now on its
+    // versions are told apart from those of any other store.
+    stored->store_id = NewStoreId();
+    bool replaced = false;
+    absl::Status saved = store->Save(*stored, &replaced);
+    if (!saved.ok() && !replaced) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot record the new store id: ", saved.message()));
+    }
+    if (!saved.ok()) SLUICE_LOG(kWarning, saved.message());
+    SLUICE_LOG(kInfo, "new store id ", stored->store_id, " in ", store->state_path());
+  }
   auto snapshot = MakeSnapshot(stored->version, std::move(stored->resources));
-  return std::unique_ptr<ConfigState>(
-      new ConfigState(std::move(store), snapshot, std::move(clock)));
+  if (snapshot->config_bytes > max_config_bytes) {
+    SLUICE_LOG(kWarning, "the stored config is ", snapshot->config_bytes,
+               " bytes, over the limit of ", max_config_bytes,
+               " bytes: proxies may not receive it; changes that do not shrink it are refused");
+  }
+  return std::unique_ptr<ConfigState>(new ConfigState(std::move(store), snapshot,
+                                                      std::move(clock),
+                                                      std::move(stored->store_id),
+                                                      max_config_bytes));
 }
 
 ConfigState::ConfigState(std::unique_ptr<FileStore> store,
-                         std::shared_ptr<const Snapshot> initial, Clock clock)
-    : clock_(std::move(clock)), store_(std::move(store)), current_(std::move(initial)) {}
+                         std::shared_ptr<const Snapshot> initial, Clock clock,
+                         std::string store_id, int64_t max_config_bytes)
+    : clock_(std::move(clock)),
+      store_id_(std::move(store_id)),
+      max_config_bytes_(max_config_bytes),
+      store_(std::move(store)),
+      current_(std::move(initial)) {}
 
 std::shared_ptr<const Snapshot> ConfigState::Current() const {
   absl::MutexLock lock(&mu_);
@@ -112,15 +176,35 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     }
     return status;
   }
+  // A proxy that connects gets the whole config in one message: never grow
+  // it past what a proxy accepts. (A change that shrinks a config already
+  // over a lowered limit goes through.)
+  if (int64_t bytes = ConfigBytes(next);
+      bytes > max_config_bytes_ && bytes > base->config_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the whole config would be ", bytes, " bytes, over the limit of ", max_config_bytes_,
+        " bytes (a proxy that connects receives it in one message; sluice-control "
+        "--max-config-bytes); nothing changed"));
+  }
   ChangeResult result;
   result.diff = api::ComputeDiff(base->resources, next);
   result.version = base->version;
   if (dry_run || result.diff.empty()) return result;
 
-  StoredState stored{base->version + 1, std::move(next)};
-  if (absl::Status status = store_->Save(stored); !status.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "the change was not stored, nothing changed: ", status.message()));
+  StoredState stored{base->version + 1, std::move(next), store_id_};
+  bool replaced = false;
+  if (absl::Status status = store_->Save(stored, &replaced); !status.ok()) {
+    if (!replaced) {
+      return absl::UnavailableError(absl::StrCat(
+          "the change was not stored, nothing changed: ", status.message()));
+    }
+    // The new state is what a restart loads: serve it too, and say that it
+    // may not survive a power loss.
+    result.warning = absl::StrCat("version ", stored.version,
+                                  " is stored and pushed to proxies, but may not survive a "
+                                  "power loss or OS crash: ",
+                                  status.message());
+    SLUICE_LOG(kError, result.warning);
   }
   result.version = stored.version;
   auto snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
@@ -146,6 +230,11 @@ int ConfigState::Subscribe(std::function<void(bool)> callback) {
 void ConfigState::Unsubscribe(int id) {
   absl::MutexLock lock(&mu_);
   subscribers_.erase(id);
+}
+
+size_t ConfigState::subscriber_count() const {
+  absl::MutexLock lock(&mu_);
+  return subscribers_.size();
 }
 
 void ConfigState::Notify(bool shutting_down) {

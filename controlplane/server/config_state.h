@@ -4,10 +4,14 @@
 // Applies and deletes are serialized, validated against the whole resulting
 // state with the shared validation library (plus, for the resources an apply
 // adds or changes, the rules about the moment of the change: a certificate
-// must be valid now), made durable through the FileStore, and only then
-// published: an acknowledged change is on disk. Each
-// change that alters something gets the next version. Readers get immutable
-// snapshots and never block a writer for long.
+// must be valid now), checked against the size a proxy can receive (the whole
+// config in one message), made durable through the FileStore, and only then
+// published: an acknowledged change is on disk. Each change that alters
+// something gets the next version. Readers get immutable snapshots and never
+// block a writer for long.
+//
+// The store has an identity, a random id made when the data dir is first used
+// and kept in it: versions compare only within one store.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_CONFIG_STATE_H_
@@ -22,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "api/discovery.h"
 #include "api/resource.h"
 #include "api/validation.h"
 #include "controlplane/store/file_store.h"
@@ -33,6 +38,7 @@ struct Snapshot {
   uint64_t version = 0;
   api::ResourceMap resources;
   std::map<api::ResourceId, uint64_t> hashes;  // api::ContentHash per resource
+  int64_t config_bytes = 0;                     // ConfigBytes(resources)
 };
 
 class ConfigState {
@@ -40,29 +46,41 @@ class ConfigState {
   // The time an apply happens at; tests pass a fake.
   using Clock = std::function<absl::Time()>;
 
-  // Restores the state from `store`.
+  // Restores the state from `store`; a store without an id (new, or written
+  // by an older build) gets one, saved at once. `max_config_bytes` bounds
+  // ConfigBytes() of every change (at most api::kMaxConfigBytes).
   static absl::StatusOr<std::unique_ptr<ConfigState>> Create(
-      std::unique_ptr<FileStore> store, Clock clock = &absl::Now);
+      std::unique_ptr<FileStore> store, Clock clock = &absl::Now,
+      int64_t max_config_bytes = api::kMaxConfigBytes);
 
   struct ChangeResult {
     uint64_t version = 0;  // the version after the change
     api::StateDiff diff;
+    // Non-empty: the change is stored and published, but the operator should
+    // know something (the data dir's fsync after the rename failed).
+    std::string warning;
   };
 
   // Creates or replaces `resources` as one change. INVALID_ARGUMENT when the
-  // request or the resulting state is invalid; nothing is stored then.
+  // request or the resulting state is invalid; RESOURCE_EXHAUSTED when the
+  // config would grow past max_config_bytes; UNAVAILABLE when it cannot be
+  // stored. Nothing is stored then.
   absl::StatusOr<ChangeResult> Apply(const std::vector<api::Resource>& resources,
                                      bool dry_run);
   // NOT_FOUND when absent; FAILED_PRECONDITION when something refers to it.
   absl::StatusOr<ChangeResult> Delete(const api::ResourceId& id, bool dry_run);
 
   std::shared_ptr<const Snapshot> Current() const;
+  // The store's identity; fixed for this object's lifetime.
+  const std::string& store_id() const { return store_id_; }
+  int64_t max_config_bytes() const { return max_config_bytes_; }
 
   // `callback` runs after every new version (with false) and on Shutdown()
   // (with true), on the thread that made the change; it must be quick and
   // must not call back into this object. Returns an id for Unsubscribe().
   int Subscribe(std::function<void(bool shutting_down)> callback);
   void Unsubscribe(int id);
+  size_t subscriber_count() const;
 
   // Wakes every subscriber for the last time; later changes fail.
   void Shutdown();
@@ -70,7 +88,7 @@ class ConfigState {
 
  private:
   ConfigState(std::unique_ptr<FileStore> store, std::shared_ptr<const Snapshot> initial,
-              Clock clock);
+              Clock clock, std::string store_id, int64_t max_config_bytes);
   // `apply_time_errors`: from api::ValidateAtApplyTime, reported together
   // with the errors of the resulting state.
   absl::StatusOr<ChangeResult> Commit(api::ResourceMap next, bool dry_run,
@@ -80,6 +98,8 @@ class ConfigState {
   void Notify(bool shutting_down);
 
   const Clock clock_;
+  const std::string store_id_;
+  const int64_t max_config_bytes_;
 
   absl::Mutex write_mu_;  // serializes changes and store writes
   std::unique_ptr<FileStore> store_ ABSL_GUARDED_BY(write_mu_);
@@ -92,6 +112,13 @@ class ConfigState {
 };
 
 std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap resources);
+
+// The encoded size of the DiscoveryResponse that carries every resource of
+// `resources`: what a proxy that holds nothing receives in one message.
+int64_t ConfigBytes(const api::ResourceMap& resources);
+
+// A new random store id: 32 hex digits.
+std::string NewStoreId();
 
 }  // namespace sluice::controlplane
 

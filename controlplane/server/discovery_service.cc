@@ -1,10 +1,13 @@
 #include "controlplane/server/discovery_service.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
-#include <thread>
+#include <system_error>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "api/discovery.h"
 #include "common/log.h"
 
 namespace sluice::controlplane {
@@ -18,49 +21,130 @@ using HashMap = std::map<api::ResourceId, uint64_t>;
 struct StreamState {
   absl::Mutex mu;
   bool closed ABSL_GUARDED_BY(mu) = false;          // reader saw the end
+  grpc::Status error ABSL_GUARDED_BY(mu);           // why the reader ended it, if it did
   bool wake ABSL_GUARDED_BY(mu) = true;             // something changed
   bool shutdown ABSL_GUARDED_BY(mu) = false;        // the control plane stops
   std::string outstanding_nonce ABSL_GUARDED_BY(mu);  // empty: none pending
   uint64_t outstanding_version ABSL_GUARDED_BY(mu) = 0;
   HashMap outstanding_hashes ABSL_GUARDED_BY(mu);
-  // What the proxy runs, as far as we know.
+  // What the proxy runs, as far as we know; an empty store id: unknown.
   uint64_t held_version ABSL_GUARDED_BY(mu) = 0;
   HashMap held_hashes ABSL_GUARDED_BY(mu);
+  std::string held_store_id ABSL_GUARDED_BY(mu);
+  // The version the proxy last NACKed (0: its last answer was an ACK), how
+  // many times in a row, and when to offer it again.
+  uint64_t nacked_version ABSL_GUARDED_BY(mu) = 0;
+  int nacks_in_a_row ABSL_GUARDED_BY(mu) = 0;
+  absl::Time retry_at ABSL_GUARDED_BY(mu) = absl::InfinitePast();
 };
 
+grpc::Status TooLong(absl::string_view field, size_t size, size_t limit) {
+  return grpc::Status(
+      grpc::StatusCode::INVALID_ARGUMENT,
+      absl::StrCat(field, " is ", size, " bytes; at most ", limit, " are accepted"));
+}
+
+// The bounds on what a proxy says about itself (api/discovery.h).
+grpc::Status CheckNode(const discovery::v1::Node& node) {
+  if (node.id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the first DiscoveryRequest must carry node.id");
+  }
+  if (node.id().size() > api::kMaxNodeIdBytes) {
+    return TooLong("node.id", node.id().size(), api::kMaxNodeIdBytes);
+  }
+  if (node.group().size() > api::kMaxNodeGroupBytes) {
+    return TooLong("node.group", node.group().size(), api::kMaxNodeGroupBytes);
+  }
+  if (node.build_version().size() > api::kMaxBuildVersionBytes) {
+    return TooLong("node.build_version", node.build_version().size(),
+                   api::kMaxBuildVersionBytes);
+  }
+  if (node.labels_size() > api::kMaxNodeLabels) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("node.labels has ", node.labels_size(),
+                                     " entries; at most ", api::kMaxNodeLabels,
+                                     " are accepted"));
+  }
+  for (const auto& [key, value] : node.labels()) {
+    if (key.size() > api::kMaxLabelKeyBytes) {
+      return TooLong("a node.labels key", key.size(), api::kMaxLabelKeyBytes);
+    }
+    if (value.size() > api::kMaxLabelValueBytes) {
+      return TooLong(absl::StrCat("node.labels[\"", key, "\"]"), value.size(),
+                     api::kMaxLabelValueBytes);
+    }
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
+
+absl::StatusOr<std::thread> StartThread(std::function<void()> body) {
+  try {
+    return std::thread(std::move(body));
+  } catch (const std::system_error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot start a thread: ", e.what()));
+  }
+}
 
 grpc::Status DiscoveryServiceImpl::StreamConfig(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<DiscoveryResponse, DiscoveryRequest>* stream) {
+  // Counted before the first request, so that streams that never send one
+  // count too.
+  const int active = active_streams_.fetch_add(1) + 1;
+  absl::Cleanup release = [this] { active_streams_.fetch_sub(1); };
+  if (active > options_.max_streams) {
+    SLUICE_LOG(kWarning, "refused a discovery stream from ", context->peer(), ": ",
+               options_.max_streams, " streams are open (--max-discovery-streams)");
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("sluice-control already serves ", options_.max_streams,
+                     " discovery streams, its limit (--max-discovery-streams)"));
+  }
   DiscoveryRequest first;
   if (!stream->Read(&first)) return grpc::Status::OK;
-  if (first.node().id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "the first DiscoveryRequest must carry node.id");
+  if (grpc::Status status = CheckNode(first.node()); !status.ok()) {
+    SLUICE_LOG(kWarning, "refused a discovery stream from ", context->peer(), ": ",
+               status.error_message());
+    return status;
   }
   const std::string node_id = first.node().id();
+  const std::string& store_id = state_->store_id();
   StreamState s;
   {
     absl::MutexLock lock(&s.mu);
     s.held_version = first.version_applied();
+    s.held_store_id = first.store_id();
     for (const auto& key : first.known_resources()) {
       s.held_hashes[{key.kind(), key.name()}] = key.hash();
     }
   }
   int handle = registry_->Connect(first.node(), first.version_applied());
-  SLUICE_LOG(kInfo, "proxy ", node_id, " connected (", context->peer(),
-             "), holds version ", first.version_applied());
   int subscription = state_->Subscribe([&s](bool shutting_down) {
     absl::MutexLock lock(&s.mu);
     s.wake = true;
     s.shutdown = shutting_down;
   });
+  // However the stream ends, the proxy leaves the registry and the state
+  // stops calling into this frame.
+  absl::Cleanup leave = [&] {
+    state_->Unsubscribe(subscription);
+    registry_->Disconnect(handle);
+  };
 
-  std::thread reader([&] {
+  absl::StatusOr<std::thread> reader = options_.start_thread([&] {
     DiscoveryRequest request;
     while (stream->Read(&request)) {
       absl::MutexLock lock(&s.mu);
+      if (request.error_detail().size() > api::kMaxNackErrorBytes) {
+        s.error = TooLong("error_detail", request.error_detail().size(),
+                          api::kMaxNackErrorBytes);
+        SLUICE_LOG(kWarning, "proxy ", node_id, ": ", s.error.error_message(),
+                   "; ending its stream");
+        break;
+      }
       if (request.response_nonce().empty() ||
           request.response_nonce() != s.outstanding_nonce) {
         continue;  // stale or unsolicited: only the outstanding nonce counts
@@ -68,12 +152,25 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
       if (request.error_detail().empty()) {
         s.held_version = s.outstanding_version;
         s.held_hashes = std::move(s.outstanding_hashes);
+        s.held_store_id = store_id;
+        s.nacked_version = 0;
+        s.nacks_in_a_row = 0;
         registry_->Acked(handle, s.held_version);
         SLUICE_LOG(kDebug, "proxy ", node_id, " ACK version ", s.held_version);
       } else {
+        s.nacks_in_a_row =
+            s.nacked_version == s.outstanding_version ? s.nacks_in_a_row + 1 : 1;
+        s.nacked_version = s.outstanding_version;
+        absl::Duration backoff = options_.nack_retry;
+        for (int i = 1; i < s.nacks_in_a_row && backoff < options_.nack_retry_max; ++i) {
+          backoff *= 2;
+        }
+        backoff = std::min(backoff, options_.nack_retry_max);
+        s.retry_at = absl::Now() + backoff;
         registry_->Nacked(handle, s.outstanding_version, request.error_detail());
-        SLUICE_LOG(kWarning, "proxy ", node_id, " NACK version ",
-                   s.outstanding_version, ": ", request.error_detail());
+        SLUICE_LOG(kWarning, "proxy ", node_id, " NACK version ", s.outstanding_version,
+                   ": ", request.error_detail(), " (offered again in ",
+                   absl::FormatDuration(backoff), ")");
       }
       s.outstanding_nonce.clear();
       s.outstanding_hashes.clear();
@@ -82,17 +179,37 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
     absl::MutexLock lock(&s.mu);
     s.closed = true;
   });
+  if (!reader.ok()) {
+    SLUICE_LOG(kError, "proxy ", node_id, ": stream refused: ", reader.status().message());
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("sluice-control cannot serve this stream now: ",
+                                     reader.status().message()));
+  }
+  // The stream is established: tell the proxy before any response.
+  context->AddInitialMetadata(api::kStreamAcceptedKey, "1");
+  stream->SendInitialMetadata();
+  SLUICE_LOG(kInfo, "proxy ", node_id, " connected (", context->peer(), "), holds version ",
+             first.version_applied());
+  if (!first.store_id().empty() && first.store_id() == store_id &&
+      first.version_applied() > state_->Current()->version) {
+    SLUICE_LOG(kWarning, "proxy ", node_id, " runs version ", first.version_applied(),
+               " of this store, newer than this control plane's ", state_->Current()->version,
+               " (was the data dir restored from a backup?); it refuses older versions");
+  }
 
-  uint64_t last_sent_version = 0;
   while (true) {
     {
       absl::MutexLock lock(&s.mu);
-      s.mu.Await(absl::Condition(
-          +[](StreamState* st) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return st->closed || st->shutdown ||
-                   (st->wake && st->outstanding_nonce.empty());
-          },
-          &s));
+      auto ready = [](StreamState* st) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return st->closed || st->shutdown || (st->wake && st->outstanding_nonce.empty());
+      };
+      if (s.nacked_version != 0 && s.outstanding_nonce.empty()) {
+        // Time to offer the NACKed version again, unless something else
+        // wakes us first.
+        if (!s.mu.AwaitWithDeadline(absl::Condition(+ready, &s), s.retry_at)) s.wake = true;
+      } else {
+        s.mu.Await(absl::Condition(+ready, &s));
+      }
       if (s.closed || s.shutdown) break;
       s.wake = false;
     }
@@ -100,11 +217,13 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
     DiscoveryResponse response;
     {
       absl::MutexLock lock(&s.mu);
-      if (snapshot->version == s.held_version && snapshot->hashes == s.held_hashes) {
+      if (snapshot->version == s.held_version && snapshot->hashes == s.held_hashes &&
+          (s.held_store_id.empty() || s.held_store_id == store_id)) {
         continue;
       }
-      // A version the proxy rejected (NACK) is not sent again; the next is.
-      if (snapshot->version == last_sent_version) continue;
+      // A version the proxy rejected waits for its backoff; a newer one goes
+      // at once.
+      if (snapshot->version == s.nacked_version && absl::Now() < s.retry_at) continue;
       for (const auto& [id, hash] : snapshot->hashes) {
         auto it = s.held_hashes.find(id);
         if (it == s.held_hashes.end() || it->second != hash) {
@@ -120,10 +239,10 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
       }
       response.set_version(snapshot->version);
       response.set_nonce(absl::StrCat(next_nonce_.fetch_add(1)));
+      response.set_store_id(store_id);
       s.outstanding_nonce = response.nonce();
       s.outstanding_version = snapshot->version;
       s.outstanding_hashes = snapshot->hashes;
-      last_sent_version = snapshot->version;
     }
     registry_->Sent(handle, snapshot->version);
     if (!stream->Write(response)) break;
@@ -131,11 +250,17 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
                response.resources_size(), " resources, ", response.removed_size(),
                " removed)");
   }
-  state_->Unsubscribe(subscription);
-  context->TryCancel();
-  reader.join();
-  registry_->Disconnect(handle);
+  grpc::Status error;
+  {
+    absl::MutexLock lock(&s.mu);
+    error = s.error;
+  }
+  // A reader that ended the stream itself has left Read already; otherwise
+  // cancelling is what ends its Read.
+  if (error.ok()) context->TryCancel();
+  reader->join();
   SLUICE_LOG(kInfo, "proxy ", node_id, " disconnected");
+  if (!error.ok()) return error;
   if (state_->shutting_down()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "sluice-control is shutting down");
   }

@@ -4,34 +4,67 @@
 // thread of its own. The writer sends a response whenever the proxy is behind
 // the current version and has no response outstanding; the reader records
 // ACKs and NACKs. What a proxy holds is tracked per stream as content hashes,
-// so every response carries only the resources that differ.
+// so every response carries only the resources that differ. A NACKed version
+// is offered again after a backoff (the cause may pass: a port busy for a
+// moment); a newer version is sent at once.
+//
+// Bounds (api/discovery.h): at most `max_streams` streams at once, a node
+// whose strings or labels are too long, or a NACK reason that is, ends the
+// stream with RESOURCE_EXHAUSTED or INVALID_ARGUMENT and the reason.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
 
 #include <atomic>
+#include <functional>
+#include <thread>
 
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/proxy_registry.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
 
 namespace sluice::controlplane {
 
+// Starts `body` on a new thread; RESOURCE_EXHAUSTED when the system has none
+// to give.
+absl::StatusOr<std::thread> StartThread(std::function<void()> body);
+
+struct DiscoveryOptions {
+  // Streams served at once; the next one is refused (RESOURCE_EXHAUSTED).
+  int max_streams = 1000;
+  // The first NACK of a version is followed by an offer of it again after
+  // `nack_retry`; each NACK of it in a row doubles that, up to
+  // `nack_retry_max`.
+  absl::Duration nack_retry = absl::Seconds(5);
+  absl::Duration nack_retry_max = absl::Minutes(5);
+  // How a stream's reader thread is started; tests make it fail.
+  std::function<absl::StatusOr<std::thread>(std::function<void()>)> start_thread = StartThread;
+};
+
 class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Service {
  public:
-  DiscoveryServiceImpl(ConfigState* state, ProxyRegistry* registry)
-      : state_(state), registry_(registry) {}
+  DiscoveryServiceImpl(ConfigState* state, ProxyRegistry* registry,
+                       DiscoveryOptions options = {})
+      : state_(state), registry_(registry), options_(std::move(options)) {}
 
   grpc::Status StreamConfig(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<discovery::v1::DiscoveryResponse,
                                discovery::v1::DiscoveryRequest>* stream) override;
 
+  // Streams being served now, including ones not yet past their first
+  // request.
+  int active_streams() const { return active_streams_.load(); }
+
  private:
   ConfigState* state_;
   ProxyRegistry* registry_;
+  const DiscoveryOptions options_;
   std::atomic<uint64_t> next_nonce_{1};
+  std::atomic<int> active_streams_{0};
 };
 
 }  // namespace sluice::controlplane

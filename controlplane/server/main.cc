@@ -1,14 +1,18 @@
 // sluice-control: holds the declared state and pushes it to every proxy.
 //
 //   sluice-control [--listen 127.0.0.1:18000] [--data-dir ./sluice-data]
-//                  [--log-level info]
+//                  [--max-config-bytes 33554432] [--max-discovery-streams 1000]
+//                  [--nack-retry 5s] [--log-level info]
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "api/discovery.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "controlplane/server/admin_service.h"
@@ -21,12 +25,40 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] "
-    "[--log-level debug|info|warning|error]\n";
+    "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] [--max-config-bytes N]\n"
+    "                      [--max-discovery-streams N] [--nack-retry 5s]\n"
+    "                      [--log-level debug|info|warning|error]\n";
+
+// The gRPC server's limits, set on purpose rather than left to gRPC's
+// defaults (4 MiB receive, unlimited send, pings without data refused after
+// two), and its threads: a discovery stream holds two.
+void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota,
+                     int max_streams) {
+  using namespace sluice;
+  builder.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(api::kMaxMessageBytes);
+  // Proxies ping an idle stream every --control-plane-keepalive (at least
+  // api::kMinKeepaliveMs): accept that with room for timer jitter, and still
+  // end a connection that pings far faster.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             api::kMinKeepaliveMs / 2);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // And ping proxies too, so that the stream (and its threads) of a proxy
+  // that vanished is ended.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, api::kDefaultKeepaliveMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, api::kDefaultKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  quota.SetMaxThreads(2 * max_streams + 64);
+  builder.SetResourceQuota(quota);
+}
 
 int Run(int argc, char** argv) {
   using namespace sluice;
-  auto flags = ParseFlags(argc, argv, {"listen", "data-dir", "log-level"}, {"help"});
+  auto flags = ParseFlags(argc, argv,
+                          {"listen", "data-dir", "max-config-bytes", "max-discovery-streams",
+                           "nack-retry", "log-level"},
+                          {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
     return 2;
@@ -53,6 +85,33 @@ int Run(int argc, char** argv) {
   SetLogLevel(*level);
   const std::string listen = get("listen", "127.0.0.1:18000");
   const std::string data_dir = get("data-dir", "./sluice-data");
+  int64_t max_config_bytes = api::kMaxConfigBytes;
+  if (flags->values.count("max-config-bytes") &&
+      (!absl::SimpleAtoi(flags->values["max-config-bytes"], &max_config_bytes) ||
+       max_config_bytes < 1024 || max_config_bytes > api::kMaxConfigBytes)) {
+    std::fprintf(stderr, "sluice-control: --max-config-bytes must be 1024..%lld\n%s",
+                 static_cast<long long>(api::kMaxConfigBytes), kUsage);
+    return 2;
+  }
+  controlplane::DiscoveryOptions discovery_options;
+  if (flags->values.count("max-discovery-streams") &&
+      (!absl::SimpleAtoi(flags->values["max-discovery-streams"],
+                         &discovery_options.max_streams) ||
+       discovery_options.max_streams < 1 || discovery_options.max_streams > 100000)) {
+    std::fprintf(stderr, "sluice-control: --max-discovery-streams must be 1..100000\n%s",
+                 kUsage);
+    return 2;
+  }
+  auto nack_retry = ParseDurationFlag("nack-retry", get("nack-retry", "5s"));
+  if (!nack_retry.ok() || *nack_retry <= absl::ZeroDuration()) {
+    std::fprintf(stderr, "sluice-control: %s\n%s",
+                 nack_retry.ok() ? "--nack-retry must be more than 0s"
+                                 : std::string(nack_retry.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  discovery_options.nack_retry = *nack_retry;
+  discovery_options.nack_retry_max = std::max(*nack_retry, absl::Minutes(5));
 
   // Signals go to the thread that waits for them, never to gRPC's threads.
   sigset_t signals;
@@ -67,13 +126,13 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kError, "cannot open the store: ", store.status().message());
     return 1;
   }
-  auto state = controlplane::ConfigState::Create(std::move(*store));
+  auto state = controlplane::ConfigState::Create(std::move(*store), &absl::Now, max_config_bytes);
   if (!state.ok()) {
     SLUICE_LOG(kError, "cannot restore the state: ", state.status().message());
     return 1;
   }
   controlplane::ProxyRegistry registry;
-  controlplane::DiscoveryServiceImpl discovery((*state).get(), &registry);
+  controlplane::DiscoveryServiceImpl discovery((*state).get(), &registry, discovery_options);
   controlplane::AdminServiceImpl admin((*state).get(), &registry);
 
   grpc::ServerBuilder builder;
@@ -81,10 +140,8 @@ int Run(int argc, char** argv) {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(&discovery);
   builder.RegisterService(&admin);
-  // Discovery streams hold a thread each; leave room for many proxies.
   grpc::ResourceQuota quota("sluice-control");
-  quota.SetMaxThreads(2048);
-  builder.SetResourceQuota(quota);
+  ConfigureServer(builder, quota, discovery_options.max_streams);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     SLUICE_LOG(kError, "cannot listen on ", listen,
@@ -93,7 +150,8 @@ int Run(int argc, char** argv) {
   }
   std::string host = listen.substr(0, listen.rfind(':'));
   SLUICE_LOG(kInfo, "sluice-control listening on ", host, ":", bound_port,
-             ", data dir ", data_dir, ", version ", (*state)->Current()->version);
+             ", data dir ", data_dir, ", version ", (*state)->Current()->version,
+             ", store ", (*state)->store_id());
 
   int received = 0;
   sigwait(&signals, &received);

@@ -16,11 +16,14 @@ namespace sluice::controlplane {
 namespace {
 
 constexpr char kMagic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'D', 'B'};
-constexpr uint32_t kFormat = 1;
+// 1: no store id. 2: the store id follows the version.
+constexpr uint32_t kFormat = 2;
+constexpr uint32_t kFormatWithoutStoreId = 1;
 // magic, format (u32), payload length (u64), crc32 (u32)
 constexpr size_t kHeaderSize = 8 + 4 + 8 + 4;
-// Per resource in the payload: length (u32), serialized Resource.
-// The payload starts with the version (u64) and the resource count (u32).
+// The payload starts with the version (u64), then (format 2) the store id's
+// length (u32) and bytes, then the resource count (u32); per resource:
+// length (u32), serialized Resource.
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(
@@ -37,15 +40,6 @@ absl::Status WriteAll(int fd, const std::string& bytes, const std::string& path)
     }
     done += static_cast<size_t>(n);
   }
-  return absl::OkStatus();
-}
-
-absl::Status FsyncPath(const std::string& path, int flags) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("cannot open", path);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return ErrnoError("cannot fsync", path);
   return absl::OkStatus();
 }
 
@@ -107,11 +101,15 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   return std::unique_ptr<FileStore>(new FileStore(data_dir, fd));
 }
 
-std::string FileStore::Encode(uint64_t version, const api::ResourceMap& resources) {
+std::string FileStore::Encode(uint64_t version, const std::string& store_id,
+                              const api::ResourceMap& resources) {
   std::string payload;
   char buf[8];
   absl::little_endian::Store64(buf, version);
   payload.append(buf, 8);
+  absl::little_endian::Store32(buf, static_cast<uint32_t>(store_id.size()));
+  payload.append(buf, 4);
+  payload.append(store_id);
   absl::little_endian::Store32(buf, static_cast<uint32_t>(resources.size()));
   payload.append(buf, 4);
   for (const auto& [id, resource] : resources) {
@@ -141,10 +139,10 @@ absl::StatusOr<StoredState> FileStore::Decode(const std::string& bytes,
     return Corrupt(path, "not a Sluice state file (bad magic)");
   }
   uint32_t format = absl::little_endian::Load32(bytes.data() + 8);
-  if (format != kFormat) {
+  if (format != kFormat && format != kFormatWithoutStoreId) {
     return Corrupt(path, absl::StrCat("format ", format,
                                       " is not supported by this build (expects ",
-                                      kFormat, ")"));
+                                      kFormatWithoutStoreId, " or ", kFormat, ")"));
   }
   uint64_t length = absl::little_endian::Load64(bytes.data() + 12);
   if (bytes.size() - kHeaderSize != length) {
@@ -161,10 +159,20 @@ absl::StatusOr<StoredState> FileStore::Decode(const std::string& bytes,
   StoredState state;
   const char* p = bytes.data() + kHeaderSize;
   const char* end = bytes.data() + bytes.size();
-  if (end - p < 12) return Corrupt(path, "payload too short");
+  if (end - p < 8) return Corrupt(path, "payload too short");
   state.version = absl::little_endian::Load64(p);
-  uint32_t count = absl::little_endian::Load32(p + 8);
-  p += 12;
+  p += 8;
+  if (format == kFormat) {
+    if (end - p < 4) return Corrupt(path, "payload too short");
+    uint32_t size = absl::little_endian::Load32(p);
+    p += 4;
+    if (static_cast<uint64_t>(end - p) < size) return Corrupt(path, "store id cut short");
+    state.store_id.assign(p, size);
+    p += size;
+  }
+  if (end - p < 4) return Corrupt(path, "payload too short");
+  uint32_t count = absl::little_endian::Load32(p);
+  p += 4;
   for (uint32_t i = 0; i < count; ++i) {
     if (end - p < 4) return Corrupt(path, absl::StrCat("resource ", i, " cut short"));
     uint32_t size = absl::little_endian::Load32(p);
@@ -206,7 +214,9 @@ absl::StatusOr<StoredState> FileStore::Load() const {
   return Decode(bytes, state_path_);
 }
 
-absl::Status FileStore::Save(uint64_t version, const api::ResourceMap& resources) {
+absl::Status FileStore::Save(uint64_t version, const std::string& store_id,
+                             const api::ResourceMap& resources, bool* replaced) {
+  if (replaced) *replaced = false;
   std::string tmp = state_path_ + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot create", tmp);
@@ -214,7 +224,7 @@ absl::Status FileStore::Save(uint64_t version, const api::ResourceMap& resources
   // keys, so make sure before writing them.
   absl::Status status = absl::OkStatus();
   if (::fchmod(fd, 0600) != 0) status = ErrnoError("cannot set mode 0600 on", tmp);
-  if (status.ok()) status = WriteAll(fd, Encode(version, resources), tmp);
+  if (status.ok()) status = WriteAll(fd, Encode(version, store_id, resources), tmp);
   if (status.ok() && ::fsync(fd) != 0) status = ErrnoError("cannot fsync", tmp);
   ::close(fd);
   if (!status.ok()) {
@@ -226,7 +236,21 @@ absl::Status FileStore::Save(uint64_t version, const api::ResourceMap& resources
     ::unlink(tmp.c_str());
     return status;
   }
-  return FsyncPath(dir_, O_RDONLY | O_DIRECTORY);
+  // From here the new state is what Load() reads; only its durability is
+  // left to make sure of.
+  if (replaced) *replaced = true;
+  int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) {
+    return ErrnoError(absl::StrCat(state_path_, " is replaced, but cannot open its directory"),
+                      dir_);
+  }
+  int rc = directory_fsync_ ? directory_fsync_(dir_fd) : ::fsync(dir_fd);
+  status = rc == 0 ? absl::OkStatus()
+                   : ErrnoError(absl::StrCat(state_path_,
+                                             " is replaced, but cannot fsync its directory"),
+                                dir_);
+  ::close(dir_fd);
+  return status;
 }
 
 }  // namespace sluice::controlplane

@@ -1,10 +1,11 @@
 // FileStore: the control plane's durable state in its data dir.
 //
-// The whole state (every resource and the version counter) lives in one file,
-// `state.db`: an 8-byte magic, a format number, the payload length, a CRC-32
-// of the payload, then the payload. Save() writes `state.db.tmp`, fsyncs it,
-// renames it over `state.db` and fsyncs the directory, so after a crash at any
-// instant the file is either the old state or the new one, whole. Load()
+// The whole state (every resource, the version counter and the store id)
+// lives in one file, `state.db`: an 8-byte magic, a format number, the payload
+// length, a CRC-32 of the payload, then the payload. Format 1 (no store id)
+// is still read. Save() writes `state.db.tmp`, fsyncs it, renames it over
+// `state.db` and fsyncs the directory, so after a crash at any instant the
+// file is either the old state or the new one, whole. Load()
 // refuses a file that is truncated, has the wrong magic or a bad checksum,
 // with an error that names the file: it never returns an empty state in place
 // of a damaged one.
@@ -19,6 +20,7 @@
 #define SLUICE_CONTROLPLANE_STORE_FILE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,6 +32,11 @@ namespace sluice::controlplane {
 struct StoredState {
   uint64_t version = 0;
   api::ResourceMap resources;
+  // The identity of the store the version belongs to (versions compare only
+  // within one store): sluice-control makes a random one for a new data dir;
+  // a proxy's --state-dir keeps the id of the control plane it came from.
+  // Empty: unknown (nothing saved yet, or a format 1 file).
+  std::string store_id;
 };
 
 class FileStore {
@@ -40,19 +47,36 @@ class FileStore {
 
   // The stored state; version 0 and no resources when nothing was saved yet.
   absl::StatusOr<StoredState> Load() const;
-  // Durably replaces the stored state. On error the previous state is intact.
-  absl::Status Save(const StoredState& state) { return Save(state.version, state.resources); }
-  absl::Status Save(uint64_t version, const api::ResourceMap& resources);
+  // Durably replaces the stored state. OK: done. An error with `*replaced`
+  // false: nothing changed, the previous state is intact. An error with
+  // `*replaced` true: the new state is in place (Load returns it) but the
+  // directory could not be fsynced after the rename, so it may not survive a
+  // power loss or an OS crash; the error says so.
+  absl::Status Save(const StoredState& state, bool* replaced = nullptr) {
+    return Save(state.version, state.store_id, state.resources, replaced);
+  }
+  absl::Status Save(uint64_t version, const std::string& store_id,
+                    const api::ResourceMap& resources, bool* replaced = nullptr);
+  // With no store id (unknown).
+  absl::Status Save(uint64_t version, const api::ResourceMap& resources) {
+    return Save(version, "", resources);
+  }
 
   const std::string& state_path() const { return state_path_; }
 
   // The on-disk encoding, exposed for tests.
   static std::string Encode(const StoredState& state) {
-    return Encode(state.version, state.resources);
+    return Encode(state.version, state.store_id, state.resources);
   }
-  static std::string Encode(uint64_t version, const api::ResourceMap& resources);
+  static std::string Encode(uint64_t version, const std::string& store_id,
+                            const api::ResourceMap& resources);
   static absl::StatusOr<StoredState> Decode(const std::string& bytes,
                                             const std::string& path);
+
+  // Replaces fsync(2) for the data directory; tests make it fail.
+  void set_directory_fsync_for_testing(std::function<int(int fd)> fsync) {
+    directory_fsync_ = std::move(fsync);
+  }
 
  private:
   FileStore(std::string dir, int lock_fd);
@@ -60,6 +84,7 @@ class FileStore {
   std::string dir_;
   std::string state_path_;
   int lock_fd_;
+  std::function<int(int fd)> directory_fsync_;
 };
 
 }  // namespace sluice::controlplane

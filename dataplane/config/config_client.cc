@@ -52,17 +52,6 @@ ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
       persist_(std::move(persist)),
       held_(std::move(held)) {}
 
-ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
-                           uint64_t held_version, api::ResourceMap held, ApplyFn apply,
-                           PersistVersionFn persist)
-    : ConfigClient(std::move(control_plane), std::move(node),
-                   controlplane::StoredState{held_version, std::move(held), ""},
-                   std::move(apply),
-                   persist ? PersistFn([persist](const controlplane::StoredState& state) {
-                     persist(state.version, state.resources);
-                   })
-                           : PersistFn()) {}
-
 ConfigClient::~ConfigClient() { Stop(); }
 
 void ConfigClient::Start() {

@@ -62,12 +62,6 @@ class ConfigClient {
   ConfigClient(std::string control_plane, discovery::v1::Node node,
                controlplane::StoredState held, ApplyFn apply, PersistFn persist,
                ConfigClientOptions options = {});
-  // The form that predates store ids: `held_version` counts as a version of
-  // an unknown store, and `persist` is not told the store id.
-  using PersistVersionFn =
-      std::function<void(uint64_t version, const api::ResourceMap& resources)>;
-  ConfigClient(std::string control_plane, discovery::v1::Node node, uint64_t held_version,
-               api::ResourceMap held, ApplyFn apply, PersistVersionFn persist);
   ~ConfigClient();
 
   void Start();

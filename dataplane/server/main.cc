@@ -4,6 +4,7 @@
 //                [--workers N] [--admin 127.0.0.1:9901] [--state-dir DIR]
 //                [--drain-timeout 30s] [--log-level info]
 //                [--max-connections N] [--max-memory-mb N]
+//                [--control-plane-keepalive 30s] [--control-plane-keepalive-timeout 10s]
 #include <event2/event.h>
 #include <signal.h>
 #include <unistd.h>
@@ -35,7 +36,9 @@ constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]\n"
     "                    [--workers N] [--admin HOST:PORT] [--state-dir DIR]\n"
     "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
-    "                    [--max-connections N] [--max-memory-mb N]\n";
+    "                    [--max-connections N] [--max-memory-mb N]\n"
+    "                    [--control-plane-keepalive 30s]\n"
+    "                    [--control-plane-keepalive-timeout 10s]\n";
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
 
@@ -93,14 +96,15 @@ class ProxyServer {
     }
     configs_applied_->Inc();
     config_version_->Set(static_cast<int64_t>(version));
-    if (persist) Persist(version, resources);
+    if (persist) Persist(controlplane::StoredState{version, resources, ""});
     return absl::OkStatus();
   }
 
-  // Keeps the config in --state-dir for a restart without the control plane.
-  void Persist(uint64_t version, const api::ResourceMap& resources) {
+  // Keeps the config (and the store it came from) in --state-dir for a
+  // restart without the control plane.
+  void Persist(const controlplane::StoredState& held) {
     if (!state_store_) return;
-    absl::Status saved = state_store_->Save(version, resources);
+    absl::Status saved = state_store_->Save(held);
     if (!saved.ok()) SLUICE_LOG(kWarning, "cannot keep config in state dir: ", saved.message());
   }
 
@@ -162,7 +166,8 @@ int64_t ResidentMemoryBytes() {
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
-                           "drain-timeout", "log-level", "max-connections", "max-memory-mb"},
+                           "drain-timeout", "log-level", "max-connections", "max-memory-mb",
+                           "control-plane-keepalive", "control-plane-keepalive-timeout"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -197,6 +202,20 @@ int Run(int argc, char** argv) {
   }
   auto drain_timeout = ParseDurationFlag("drain-timeout", get("drain-timeout", "30s"));
   if (!drain_timeout.ok()) return fail(std::string(drain_timeout.status().message()));
+  config::ConfigClientOptions client_options;
+  auto keepalive = ParseDurationFlag("control-plane-keepalive",
+                                     get("control-plane-keepalive", "30s"));
+  if (!keepalive.ok()) return fail(std::string(keepalive.status().message()));
+  auto keepalive_timeout = ParseDurationFlag("control-plane-keepalive-timeout",
+                                             get("control-plane-keepalive-timeout", "10s"));
+  if (!keepalive_timeout.ok()) return fail(std::string(keepalive_timeout.status().message()));
+  client_options.keepalive = *keepalive;
+  client_options.keepalive_timeout = *keepalive_timeout;
+  if (absl::Status status = client_options.Check(); !status.ok()) {
+    return fail(absl::StrCat("--control-plane-keepalive ", absl::FormatDuration(*keepalive),
+                             " / --control-plane-keepalive-timeout ",
+                             absl::FormatDuration(*keepalive_timeout), ": ", status.message()));
+  }
   int64_t default_max_connections = server::ConnectionLimit::DefaultMax();  // raises RLIMIT_NOFILE
   int64_t max_connections = default_max_connections;
   if (flags->values.count("max-connections") &&
@@ -207,8 +226,8 @@ int Run(int argc, char** argv) {
   server::ConnectionLimit::SetMax(max_connections);
   int64_t max_memory_mb = 0;
   if (flags->values.count("max-memory-mb") &&
-      (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 16)) {
-    return fail("--max-memory-mb must be at least 16");
+      (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 1)) {
+    return fail("--max-memory-mb must be at least 1");
   }
 
   signal(SIGPIPE, SIG_IGN);
@@ -272,14 +291,13 @@ int Run(int argc, char** argv) {
   node.set_build_version(kBuildVersion);
   (*node.mutable_labels())["pid"] = std::to_string(getpid());
   config::ConfigClient client(
-      control_plane, node, held.version, held.resources,
+      control_plane, node, std::move(held),
       [&proxy](uint64_t version, const api::ResourceMap& resources,
                const std::set<api::ResourceId>& changed) {
         return proxy.Apply(version, resources, /*persist=*/false, &changed);
       },
-      [&proxy](uint64_t version, const api::ResourceMap& resources) {
-        proxy.Persist(version, resources);
-      });
+      [&proxy](const controlplane::StoredState& state) { proxy.Persist(state); },
+      client_options);
   client.Start();
   SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,

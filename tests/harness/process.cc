@@ -150,9 +150,11 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
   return result;
 }
 
-ControlPlane::ControlPlane(std::string data_dir, const std::string& log_level)
+ControlPlane::ControlPlane(std::string data_dir, const std::string& log_level,
+                           std::vector<std::string> extra_args)
     : data_dir_(data_dir.empty() ? MakeTempDir("cp-data") : std::move(data_dir)),
-      log_level_(log_level) {
+      log_level_(log_level),
+      extra_args_(std::move(extra_args)) {
   Start(0);
 }
 
@@ -160,11 +162,11 @@ std::string ControlPlane::address() const { return absl::StrCat("127.0.0.1:", po
 
 bool ControlPlane::Start(int port) {
   std::string log = absl::StrCat(data_dir_, ".log.", starts_++);
-  process_ = std::make_unique<Process>(
-      RunfilePath("controlplane/server/sluice-control"),
-      std::vector<std::string>{"--listen", absl::StrCat("127.0.0.1:", port), "--data-dir",
-                               data_dir_, "--log-level", log_level_},
-      log);
+  std::vector<std::string> args = {"--listen", absl::StrCat("127.0.0.1:", port), "--data-dir",
+                                   data_dir_, "--log-level", log_level_};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  process_ = std::make_unique<Process>(RunfilePath("controlplane/server/sluice-control"), args,
+                                       log);
   std::optional<std::string> line;
   WaitFor(
       [&] {

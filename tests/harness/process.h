@@ -71,10 +71,12 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
                          const std::vector<std::string>& env = {},
                          absl::Duration timeout = absl::Seconds(60));
 
-// A sluice-control on an ephemeral port with its own data dir.
+// A sluice-control on an ephemeral port with its own data dir; `extra_args`
+// go on its command line (e.g. {"--nack-retry", "500ms"}).
 class ControlPlane {
  public:
-  explicit ControlPlane(std::string data_dir = "", const std::string& log_level = "debug");
+  explicit ControlPlane(std::string data_dir = "", const std::string& log_level = "debug",
+                        std::vector<std::string> extra_args = {});
   bool ok() const { return port_ > 0; }
   int port() const { return port_; }
   std::string address() const;
@@ -91,6 +93,7 @@ class ControlPlane {
   bool Start(int port);
   std::string data_dir_;
   std::string log_level_;
+  std::vector<std::string> extra_args_;
   int port_ = 0;
   int starts_ = 0;
   std::unique_ptr<Process> process_;

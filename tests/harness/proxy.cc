@@ -16,11 +16,12 @@
 namespace sluice::testing {
 
 Proxy::Proxy(const std::string& control_plane, const std::string& node_id, int workers,
-             std::string state_dir)
+             std::string state_dir, std::vector<std::string> extra_args)
     : control_plane_(control_plane),
       node_id_(node_id),
       workers_(workers),
-      state_dir_(state_dir.empty() ? MakeTempDir("proxy-state-" + node_id) : std::move(state_dir)) {
+      state_dir_(state_dir.empty() ? MakeTempDir("proxy-state-" + node_id) : std::move(state_dir)),
+      extra_args_(std::move(extra_args)) {
   Start();
 }
 
@@ -29,13 +30,12 @@ std::string Proxy::admin_address() const { return absl::StrCat("127.0.0.1:", adm
 bool Proxy::Start() {
   admin_port_ = 0;
   std::string log = absl::StrCat(state_dir_, ".log.", starts_++);
-  process_ = std::make_unique<Process>(
-      RunfilePath("dataplane/server/sluice-proxy"),
-      std::vector<std::string>{"--control-plane", control_plane_, "--node-id", node_id_,
-                               "--group", "test", "--workers", std::to_string(workers_),
-                               "--admin", "127.0.0.1:0", "--state-dir", state_dir_,
-                               "--drain-timeout", "20s", "--log-level", "debug"},
-      log);
+  std::vector<std::string> args = {"--control-plane", control_plane_, "--node-id", node_id_,
+                                   "--group", "test", "--workers", std::to_string(workers_),
+                                   "--admin", "127.0.0.1:0", "--state-dir", state_dir_,
+                                   "--drain-timeout", "20s", "--log-level", "debug"};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  process_ = std::make_unique<Process>(RunfilePath("dataplane/server/sluice-proxy"), args, log);
   std::optional<std::string> line;
   WaitFor(
       [&] {

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "tests/harness/process.h"
@@ -16,8 +17,9 @@ namespace sluice::testing {
 class Proxy {
  public:
   // Starts sluice-proxy; ok() once its admin endpoint is listening.
+  // `extra_args` go on its command line.
   Proxy(const std::string& control_plane, const std::string& node_id, int workers = 1,
-        std::string state_dir = "");
+        std::string state_dir = "", std::vector<std::string> extra_args = {});
   bool ok() const { return admin_port_ > 0; }
   Process& process() { return *process_; }
   const std::string& state_dir() const { return state_dir_; }
@@ -42,6 +44,7 @@ class Proxy {
   std::string node_id_;
   int workers_;
   std::string state_dir_;
+  std::vector<std::string> extra_args_;
   int starts_ = 0;
   int admin_port_ = 0;
   std::unique_ptr<Process> process_;

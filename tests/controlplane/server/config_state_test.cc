@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "sluice/discovery/v1/discovery.pb.h"
 #include "tests/api/test_certificates.h"
 #include "tests/harness/process.h"
 
@@ -144,6 +148,132 @@ TEST_F(ConfigStateTest, DeletingASecretInUseIsRefused) {
             "Listener \"https\": tls.certificates[0]: Secret \"web\" does not exist");
   ASSERT_TRUE(state_->Delete({config::v1::LISTENER, "https"}, false).ok());
   EXPECT_TRUE(state_->Delete({config::v1::SECRET, "web"}, false).ok());
+}
+
+api::Resource ClusterWithEndpoints(const std::string& name, int endpoints) {
+  api::Resource r;
+  r.mutable_cluster()->set_name(name);
+  for (int i = 0; i < endpoints; ++i) {
+    auto* e = r.mutable_cluster()->add_endpoints();
+    e->set_address("127.0.0.1");
+    e->set_port(static_cast<uint32_t>(10000 + i));
+  }
+  return r;
+}
+
+std::unique_ptr<ConfigState> OpenState(const std::string& dir, int64_t max_config_bytes,
+                                       FileStore** store_out = nullptr) {
+  auto store = FileStore::Open(dir);
+  EXPECT_TRUE(store.ok()) << store.status();
+  if (store_out) *store_out = store->get();
+  auto state = ConfigState::Create(std::move(*store), &absl::Now, max_config_bytes);
+  EXPECT_TRUE(state.ok()) << state.status();
+  return std::move(*state);
+}
+
+// What a new proxy receives is the whole config in one message: ConfigBytes
+// is that message's size (with room for the nonce), never less.
+TEST(ConfigBytesTest, CoversTheFullDiscoveryResponse) {
+  api::ResourceMap resources;
+  for (int i = 0; i < 50; ++i) {
+    api::Resource r = ClusterWithEndpoints("c" + std::to_string(i), i);
+    resources[api::IdOf(r)] = r;
+  }
+  discovery::v1::DiscoveryResponse full;
+  full.set_version(UINT64_MAX);
+  full.set_nonce(std::to_string(UINT64_MAX));
+  full.set_store_id(NewStoreId());
+  for (const auto& [id, r] : resources) *full.add_resources() = r;
+  int64_t real = static_cast<int64_t>(full.ByteSizeLong());
+  EXPECT_GE(ConfigBytes(resources), real);
+  EXPECT_LE(ConfigBytes(resources), real + 128);
+}
+
+TEST(ConfigStateLimitsTest, AnApplyThatMakesTheConfigTooLargeIsRefusedWithSizeAndLimit) {
+  auto state = OpenState(sluice::testing::MakeTempDir("config_state"), 4096);
+  ASSERT_TRUE(state->Apply({ClusterWithEndpoints("small", 10)}, false).ok());
+  int64_t bytes = ConfigBytes({{{config::v1::CLUSTER, "small"}, ClusterWithEndpoints("small", 10)},
+                               {{config::v1::CLUSTER, "big"}, ClusterWithEndpoints("big", 300)}});
+  ASSERT_GT(bytes, 4096);
+  for (bool dry_run : {true, false}) {
+    auto result = state->Apply({ClusterWithEndpoints("big", 300)}, dry_run);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(result.status().message(),
+              absl::StrCat("the whole config would be ", bytes,
+                           " bytes, over the limit of 4096 bytes (a proxy that connects "
+                           "receives it in one message; sluice-control --max-config-bytes); "
+                           "nothing changed"));
+  }
+  EXPECT_EQ(state->Current()->version, 1u);
+  EXPECT_EQ(state->Current()->resources.size(), 1u);
+  // Within the limit: accepted.
+  EXPECT_TRUE(state->Apply({ClusterWithEndpoints("big", 100)}, false).ok());
+}
+
+TEST(ConfigStateLimitsTest, AConfigOverALoweredLimitMayShrinkButNotGrow) {
+  std::string dir = sluice::testing::MakeTempDir("config_state");
+  ASSERT_TRUE(
+      OpenState(dir, api::kMaxConfigBytes)->Apply({ClusterWithEndpoints("big", 300)}, false).ok());
+  auto state = OpenState(dir, 2048);
+  ASSERT_GT(state->Current()->config_bytes, 2048);
+  EXPECT_EQ(state->Apply({ClusterWithEndpoints("more", 1)}, false).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  auto shrunk = state->Apply({ClusterWithEndpoints("big", 200)}, false);
+  EXPECT_TRUE(shrunk.ok()) << shrunk.status();
+}
+
+TEST(ConfigStateLimitsTest, LimitAboveWhatProxiesReceiveIsRejected) {
+  auto store = FileStore::Open(sluice::testing::MakeTempDir("config_state"));
+  ASSERT_TRUE(store.ok());
+  EXPECT_FALSE(ConfigState::Create(std::move(*store), &absl::Now, api::kMaxConfigBytes + 1).ok());
+}
+
+TEST(ConfigStateStoreIdTest, MadeOnceForADataDirAndKept) {
+  std::string dir = sluice::testing::MakeTempDir("config_state");
+  std::string id = OpenState(dir, api::kMaxConfigBytes)->store_id();
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+  // Kept across restarts, before and after changes.
+  {
+    auto state = OpenState(dir, api::kMaxConfigBytes);
+    EXPECT_EQ(state->store_id(), id);
+    ASSERT_TRUE(state->Apply({Cluster("users")}, false).ok());
+  }
+  EXPECT_EQ(OpenState(dir, api::kMaxConfigBytes)->store_id(), id);
+  // Another (or a reset) data dir is another store.
+  EXPECT_NE(OpenState(sluice::testing::MakeTempDir("config_state"), api::kMaxConfigBytes)
+                ->store_id(),
+            id);
+}
+
+// The rename happened: the change is what a restart loads, so it is served
+// and reported as stored, with the durability warning, never as "nothing
+// changed".
+TEST(ConfigStateStoreTest, DirectoryFsyncFailureIsReportedAsStoredAndNotDurable) {
+  std::string dir = sluice::testing::MakeTempDir("config_state");
+  FileStore* store = nullptr;
+  auto state = OpenState(dir, api::kMaxConfigBytes, &store);
+  int notified = 0;
+  state->Subscribe([&](bool) { ++notified; });
+  store->set_directory_fsync_for_testing([](int) {
+    errno = EIO;
+    return -1;
+  });
+  auto result = state->Apply({Cluster("users")}, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 1u);
+  EXPECT_EQ(result->diff.added.size(), 1u);
+  EXPECT_TRUE(absl::StartsWith(result->warning,
+                               "version 1 is stored and pushed to proxies, but may not survive "
+                               "a power loss or OS crash: " +
+                                   dir + "/state.db is replaced, but cannot fsync its directory"))
+      << result->warning;
+  EXPECT_EQ(state->Current()->version, 1u);
+  EXPECT_EQ(notified, 1);
+  state.reset();
+  auto restarted = OpenState(dir, api::kMaxConfigBytes);
+  EXPECT_EQ(restarted->Current()->version, 1u);
 }
 
 }  // namespace

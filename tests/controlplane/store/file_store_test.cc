@@ -4,8 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include <cerrno>
 #include <fstream>
 
+#include "absl/base/internal/endian.h"
 #include "tests/harness/process.h"
 
 namespace sluice::controlplane {
@@ -128,6 +132,88 @@ TEST(FileStoreTest, LeftoverTempFileFromACrashIsIgnored) {
   ASSERT_TRUE(state.ok());
   EXPECT_EQ(state->version, 42u);
   EXPECT_NE(access((dir + "/state.db.tmp").c_str(), F_OK), 0);
+}
+
+TEST(FileStoreTest, StoreIdIsKept) {
+  std::string dir = MakeTempDir("store");
+  StoredState state = Sample();
+  state.store_id = "0123456789abcdef0123456789abcdef";
+  {
+    auto store = FileStore::Open(dir);
+    ASSERT_TRUE((*store)->Save(state).ok());
+  }
+  auto store = FileStore::Open(dir);
+  auto loaded = (*store)->Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->store_id, state.store_id);
+  EXPECT_EQ(loaded->version, 42u);
+  EXPECT_EQ(loaded->resources.size(), 3u);
+}
+
+// A state file written before stores had ids (format 1) still loads, with
+// the id unknown.
+TEST(FileStoreTest, FormatOneLoadsWithoutStoreId) {
+  std::string payload;
+  char buf[8];
+  absl::little_endian::Store64(buf, 7);
+  payload.append(buf, 8);
+  absl::little_endian::Store32(buf, 1);
+  payload.append(buf, 4);
+  std::string resource = Cluster("a").SerializeAsString();
+  absl::little_endian::Store32(buf, static_cast<uint32_t>(resource.size()));
+  payload.append(buf, 4);
+  payload.append(resource);
+  std::string bytes("SLUICEDB", 8);
+  absl::little_endian::Store32(buf, 1);
+  bytes.append(buf, 4);
+  absl::little_endian::Store64(buf, payload.size());
+  bytes.append(buf, 8);
+  absl::little_endian::Store32(
+      buf, static_cast<uint32_t>(crc32(crc32(0L, Z_NULL, 0),
+                                       reinterpret_cast<const Bytef*>(payload.data()),
+                                       static_cast<uInt>(payload.size()))));
+  bytes.append(buf, 4);
+  bytes.append(payload);
+  auto state = FileStore::Decode(bytes, "old/state.db");
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->version, 7u);
+  EXPECT_EQ(state->store_id, "");
+  ASSERT_EQ(state->resources.size(), 1u);
+  EXPECT_EQ(state->resources.begin()->second.cluster().name(), "a");
+}
+
+// After the rename the new state is what a restart reads: a failed fsync of
+// the directory must not be reported as "nothing changed".
+TEST(FileStoreTest, DirectoryFsyncFailureAfterRenameSaysTheStateIsReplaced) {
+  std::string dir = MakeTempDir("store");
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Save(Sample()).ok());
+  (*store)->set_directory_fsync_for_testing([](int) {
+    errno = EIO;
+    return -1;
+  });
+  StoredState next = Sample();
+  next.version = 43;
+  bool replaced = false;
+  absl::Status status = (*store)->Save(next, &replaced);
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(replaced);
+  EXPECT_NE(status.message().find(dir + "/state.db is replaced, but cannot fsync its directory"),
+            std::string::npos)
+      << status;
+  EXPECT_EQ((*store)->Load()->version, 43u);
+
+  // A failure before the rename: not replaced, the old state intact.
+  ASSERT_EQ(::chmod(dir.c_str(), 0500), 0);
+  next.version = 44;
+  status = (*store)->Save(next, &replaced);
+  ASSERT_EQ(::chmod(dir.c_str(), 0700), 0);
+  if (::geteuid() != 0) {  // root writes anyway
+    EXPECT_FALSE(status.ok());
+    EXPECT_FALSE(replaced);
+    EXPECT_EQ((*store)->Load()->version, 43u);
+  }
 }
 
 mode_t ModeOf(const std::string& path) {

@@ -1,0 +1,313 @@
+// DiscoveryServiceImpl over a real gRPC stream (in process): the bounds on
+// streams and on what a proxy sends, the stream's initial metadata, NACKed
+// versions offered again, store ids, and a stream whose thread cannot start.
+#include "controlplane/server/discovery_service.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "api/discovery.h"
+#include "grpcpp/grpcpp.h"
+#include "tests/harness/process.h"
+
+namespace sluice::controlplane {
+namespace {
+
+using discovery::v1::DiscoveryRequest;
+using discovery::v1::DiscoveryResponse;
+using sluice::testing::WaitFor;
+
+api::Resource Cluster(const std::string& name, uint32_t port = 9000) {
+  api::Resource r;
+  r.mutable_cluster()->set_name(name);
+  auto* e = r.mutable_cluster()->add_endpoints();
+  e->set_address("127.0.0.1");
+  e->set_port(port);
+  return r;
+}
+
+// A proxy's side of one stream, driven by hand; every call is bounded by the
+// stream's deadline.
+class Stream {
+ public:
+  Stream(discovery::v1::DiscoveryService::Stub& stub, DiscoveryRequest hello,
+         absl::Duration deadline = absl::Seconds(10)) {
+    context_.set_deadline(std::chrono::system_clock::now() +
+                          absl::ToChronoMilliseconds(deadline));
+    stream_ = stub.StreamConfig(&context_);
+    stream_->Write(hello);
+  }
+  ~Stream() {
+    context_.TryCancel();
+    if (!finished_) End();
+  }
+  // Whether sluice-control said it accepted the stream.
+  bool Accepted() {
+    stream_->WaitForInitialMetadata();
+    return context_.GetServerInitialMetadata().count(api::kStreamAcceptedKey) > 0;
+  }
+  bool Read(DiscoveryResponse* response) { return stream_->Read(response); }
+  void Answer(const DiscoveryResponse& r, uint64_t version, const std::string& error = "") {
+    DiscoveryRequest request;
+    request.set_version_applied(version);
+    request.set_response_nonce(r.nonce());
+    request.set_error_detail(error);
+    stream_->Write(request);
+  }
+  // Reads to the end; the status the stream ended with.
+  grpc::Status End() {
+    DiscoveryResponse ignored;
+    while (stream_->Read(&ignored)) {
+    }
+    finished_ = true;
+    return stream_->Finish();
+  }
+
+ private:
+  grpc::ClientContext context_;
+  bool finished_ = false;
+  std::unique_ptr<grpc::ClientReaderWriter<DiscoveryRequest, DiscoveryResponse>> stream_;
+};
+
+DiscoveryRequest Hello(const std::string& node_id, uint64_t version = 0,
+                       const std::string& store_id = "") {
+  DiscoveryRequest hello;
+  hello.mutable_node()->set_id(node_id);
+  hello.set_version_applied(version);
+  hello.set_store_id(store_id);
+  return hello;
+}
+
+class DiscoveryServiceTest : public ::testing::Test {
+ protected:
+  void Start(DiscoveryOptions options = {}) {
+    auto store = FileStore::Open(sluice::testing::MakeTempDir("discovery"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto state = ConfigState::Create(std::move(*store));
+    ASSERT_TRUE(state.ok()) << state.status();
+    state_ = std::move(*state);
+    service_ = std::make_unique<DiscoveryServiceImpl>(state_.get(), &registry_, options);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = discovery::v1::DiscoveryService::NewStub(server_->InProcessChannel({}));
+  }
+  void TearDown() override {
+    if (state_) state_->Shutdown();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now());
+  }
+
+  ProxyRegistry registry_;
+  std::unique_ptr<ConfigState> state_;
+  std::unique_ptr<DiscoveryServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<discovery::v1::DiscoveryService::Stub> stub_;
+};
+
+// Before: a proxy learned that its stream was up only from a first
+// response, which never comes while it holds the current version.
+TEST_F(DiscoveryServiceTest, AcceptedStreamIsSignalledBeforeAnyResponse) {
+  Start();
+  Stream stream(*stub_, Hello("p1"), absl::Seconds(5));
+  EXPECT_TRUE(stream.Accepted());
+  EXPECT_EQ(registry_.List().size(), 1u);
+}
+
+TEST_F(DiscoveryServiceTest, StreamsOverTheLimitAreRefused) {
+  DiscoveryOptions options;
+  options.max_streams = 2;
+  Start(options);
+  auto a = std::make_unique<Stream>(*stub_, Hello("a"));
+  Stream b(*stub_, Hello("b"));
+  ASSERT_TRUE(a->Accepted());
+  ASSERT_TRUE(b.Accepted());
+  {
+    Stream c(*stub_, Hello("c"));
+    EXPECT_FALSE(c.Accepted());
+    grpc::Status status = c.End();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(status.error_message(),
+              "sluice-control already serves 2 discovery streams, its limit "
+              "(--max-discovery-streams)");
+  }
+  EXPECT_EQ(registry_.List().size(), 2u);
+  a.reset();
+  ASSERT_TRUE(WaitFor([&] { return service_->active_streams() == 1; }, absl::Seconds(10)));
+  Stream d(*stub_, Hello("d"));
+  EXPECT_TRUE(d.Accepted());
+}
+
+TEST_F(DiscoveryServiceTest, NodeFieldsOverTheirBoundsEndTheStream) {
+  Start();
+  struct Case {
+    DiscoveryRequest hello;
+    std::string error;
+  };
+  std::vector<Case> cases;
+  cases.push_back({Hello(std::string(257, 'n')), "node.id is 257 bytes; at most 256 are accepted"});
+  {
+    DiscoveryRequest hello = Hello("p");
+    hello.mutable_node()->set_group(std::string(300, 'g'));
+    cases.push_back({hello, "node.group is 300 bytes; at most 256 are accepted"});
+  }
+  {
+    DiscoveryRequest hello = Hello("p");
+    for (int i = 0; i < 65; ++i) (*hello.mutable_node()->mutable_labels())[absl::StrCat(i)] = "v";
+    cases.push_back({hello, "node.labels has 65 entries; at most 64 are accepted"});
+  }
+  {
+    DiscoveryRequest hello = Hello("p");
+    (*hello.mutable_node()->mutable_labels())["zone"] = std::string(1025, 'z');
+    cases.push_back({hello, "node.labels[\"zone\"] is 1025 bytes; at most 1024 are accepted"});
+  }
+  {
+    DiscoveryRequest hello = Hello("p");
+    (*hello.mutable_node()->mutable_labels())[std::string(257, 'k')] = "v";
+    cases.push_back({hello, "a node.labels key is 257 bytes; at most 256 are accepted"});
+  }
+  for (const Case& c : cases) {
+    Stream stream(*stub_, c.hello);
+    grpc::Status status = stream.End();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.error;
+    EXPECT_EQ(status.error_message(), c.error);
+  }
+  EXPECT_TRUE(registry_.List().empty());
+}
+
+TEST_F(DiscoveryServiceTest, NackReasonOverItsBoundEndsTheStream) {
+  Start();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  stream.Answer(r, 0, std::string(api::kMaxNackErrorBytes + 1, 'x'));
+  grpc::Status status = stream.End();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            absl::StrCat("error_detail is ", api::kMaxNackErrorBytes + 1, " bytes; at most ",
+                         api::kMaxNackErrorBytes, " are accepted"));
+  ASSERT_TRUE(WaitFor([&] { return registry_.List().empty(); }, absl::Seconds(10)));
+}
+
+// Before: a NACKed version was never sent again, so a proxy that failed for
+// a passing reason (a port busy for a moment) stayed behind until the next
+// change.
+TEST_F(DiscoveryServiceTest, NackedVersionIsOfferedAgainAfterTheBackoff) {
+  DiscoveryOptions options;
+  options.nack_retry = absl::Milliseconds(200);
+  Start(options);
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse first;
+  ASSERT_TRUE(stream.Read(&first));
+  ASSERT_EQ(first.version(), 1u);
+  absl::Time nacked = absl::Now();
+  stream.Answer(first, 0, "port 8080 is busy");
+  DiscoveryResponse again;
+  ASSERT_TRUE(stream.Read(&again));
+  EXPECT_GE(absl::Now() - nacked, absl::Milliseconds(200));
+  EXPECT_EQ(again.version(), 1u);
+  EXPECT_NE(again.nonce(), first.nonce());
+  EXPECT_EQ(again.resources_size(), 1);
+  // NACKed again: the wait doubles.
+  nacked = absl::Now();
+  stream.Answer(again, 0, "port 8080 is still busy");
+  ASSERT_TRUE(stream.Read(&again));
+  EXPECT_GE(absl::Now() - nacked, absl::Milliseconds(400));
+  stream.Answer(again, 1);
+  ASSERT_TRUE(WaitFor([&] { return registry_.List()[0].version_applied() == 1; },
+                      absl::Seconds(10)));
+  // The last NACK stays visible after the version is taken.
+  admin::v1::ProxyStatus status = registry_.List()[0];
+  EXPECT_EQ(status.last_nack_version(), 1u);
+  EXPECT_EQ(status.last_nack_error(), "port 8080 is still busy");
+  EXPECT_EQ(status.version_pending(), 0u);
+}
+
+TEST_F(DiscoveryServiceTest, ANewerVersionIsSentWithoutWaitingForTheBackoff) {
+  DiscoveryOptions options;
+  options.nack_retry = absl::Hours(1);
+  Start(options);
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  stream.Answer(r, 0, "refused");
+  ASSERT_TRUE(WaitFor([&] { return registry_.List()[0].last_nack_version() == 1; },
+                      absl::Seconds(10)));
+  ASSERT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
+  ASSERT_TRUE(stream.Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.resources_size(), 2);
+}
+
+TEST_F(DiscoveryServiceTest, ResponsesCarryTheStoreId) {
+  Start();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  EXPECT_EQ(r.store_id(), state_->store_id());
+}
+
+// A proxy that holds the same version and content, but from another store,
+// is told the current version (with this store's id); one from this store
+// is not.
+TEST_F(DiscoveryServiceTest, SameVersionFromAnotherStoreIsSentAgain) {
+  Start();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  auto known = [&] {
+    DiscoveryRequest hello = Hello("p1", 1);
+    *hello.add_known_resources() = api::KeyOf(Cluster("users"));
+    return hello;
+  };
+  {
+    DiscoveryRequest hello = known();
+    hello.set_store_id("another-store");
+    Stream stream(*stub_, hello);
+    DiscoveryResponse r;
+    ASSERT_TRUE(stream.Read(&r));
+    EXPECT_EQ(r.version(), 1u);
+    EXPECT_EQ(r.resources_size(), 0);
+    EXPECT_EQ(r.store_id(), state_->store_id());
+  }
+  DiscoveryRequest hello = known();
+  hello.set_store_id(state_->store_id());
+  Stream stream(*stub_, hello);
+  ASSERT_TRUE(stream.Accepted());
+  ASSERT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  EXPECT_EQ(r.version(), 2u);  // not version 1 first
+}
+
+// Before: the subscription and the registry entry were made before the
+// reader thread, and a thread that could not start left both behind (a
+// callback into a finished stream's frame, a ghost in `sluicectl proxies`).
+TEST_F(DiscoveryServiceTest, AStreamWhoseThreadCannotStartLeavesNothingBehind) {
+  DiscoveryOptions options;
+  options.start_thread = [](std::function<void()>) -> absl::StatusOr<std::thread> {
+    return absl::ResourceExhaustedError("cannot start a thread: Resource temporarily unavailable");
+  };
+  Start(options);
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  {
+    Stream stream(*stub_, Hello("p1"));
+    grpc::Status status = stream.End();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(status.error_message(),
+              "sluice-control cannot serve this stream now: cannot start a thread: Resource "
+              "temporarily unavailable");
+  }
+  EXPECT_EQ(state_->subscriber_count(), 0u);
+  EXPECT_TRUE(registry_.List().empty());
+  EXPECT_EQ(service_->active_streams(), 0);
+  // Changes notify no one that is gone.
+  EXPECT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
+}
+
+}  // namespace
+}  // namespace sluice::controlplane

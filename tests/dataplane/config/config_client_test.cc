@@ -1,0 +1,213 @@
+// ConfigClient against a real sluice-control process: when the stream counts
+// as connected, keepalive on an idle stream (a stopped control plane is
+// noticed), and versions compared within a store.
+#include "dataplane/config/config_client.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "tests/harness/process.h"
+
+namespace sluice::config {
+namespace {
+
+using testing::ControlPlane;
+using testing::MakeTempDir;
+using testing::WaitFor;
+
+// What the client handed to the proxy, as the proxy's callbacks saw it.
+class Recorder {
+ public:
+  ConfigClient::ApplyFn Apply() {
+    return [this](uint64_t version, const api::ResourceMap& resources,
+                  const std::set<api::ResourceId>&) {
+      absl::MutexLock lock(&mu_);
+      applied_.push_back(version);
+      return absl::OkStatus();
+    };
+  }
+  ConfigClient::PersistFn Persist() {
+    return [this](const controlplane::StoredState& state) {
+      absl::MutexLock lock(&mu_);
+      persisted_ = state;
+    };
+  }
+  std::vector<uint64_t> applied() {
+    absl::MutexLock lock(&mu_);
+    return applied_;
+  }
+  controlplane::StoredState persisted() {
+    absl::MutexLock lock(&mu_);
+    return persisted_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<uint64_t> applied_ ABSL_GUARDED_BY(mu_);
+  controlplane::StoredState persisted_ ABSL_GUARDED_BY(mu_);
+};
+
+discovery::v1::Node Node(const std::string& id) {
+  discovery::v1::Node node;
+  node.set_id(id);
+  return node;
+}
+
+std::string ClusterFile(const std::string& name, int port) {
+  std::string path = MakeTempDir("yaml") + "/cluster.yaml";
+  std::ofstream(path) << "kind: Cluster\nname: " << name
+                      << "\nspec:\n  endpoints: [{address: 127.0.0.1, port: " << port << "}]\n";
+  return path;
+}
+
+std::string StoreIdOf(const ControlPlane& cp) {
+  auto state = controlplane::FileStore::Decode(
+      testing::ReadFile(cp.data_dir() + "/state.db"), "state.db");
+  EXPECT_TRUE(state.ok()) << state.status();
+  return state.ok() ? state->store_id : "";
+}
+
+int Count(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Before: "connected" was set (and logged) on the first response only, and
+// a proxy that already runs the current version gets none.
+TEST(ConfigClientTest, ConnectedOnceTheStreamIsAcceptedWithoutAnyResponse) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  Recorder recorder;
+  ConfigClient client(cp.address(), Node("p1"), {}, recorder.Apply(), recorder.Persist());
+  client.Start();
+  EXPECT_TRUE(WaitFor([&] { return client.connected(); }, absl::Seconds(10)));
+  EXPECT_TRUE(recorder.applied().empty());
+  cp.Kill();
+  EXPECT_TRUE(WaitFor([&] { return !client.connected(); }, absl::Seconds(10)));
+}
+
+// Before: gRPC's client stopped pinging after two pings without data (and
+// sluice-control would have answered faster pings with GOAWAY
+// too_many_pings), so a control plane that stopped answering went unnoticed
+// on an idle stream.
+TEST(ConfigClientTest, IdleStreamKeepsPingingAndNoticesAStoppedControlPlane) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  Recorder recorder;
+  ConfigClientOptions options;
+  options.keepalive = absl::Seconds(1);
+  options.keepalive_timeout = absl::Seconds(1);
+  ASSERT_TRUE(options.Check().ok());
+  ConfigClient client(cp.address(), Node("p1"), {}, recorder.Apply(), recorder.Persist(),
+                      options);
+  client.Start();
+  ASSERT_TRUE(WaitFor([&] { return recorder.persisted().version == 1; }, absl::Seconds(10)));
+
+  // The idle stream itself is what is under test, so this waits on time, not
+  // on a condition: idle for well past the two pings after which gRPC's
+  // client stops by default, and past the few pings after which a server
+  // that refuses pings without data sends GOAWAY "too many pings" (about 5 s
+  // at this interval); the stream must not have been dropped meanwhile.
+  absl::SleepFor(10 * options.keepalive);
+  EXPECT_TRUE(client.connected());
+  EXPECT_EQ(Count(cp.process().Log(), "proxy p1 connected"), 1) << cp.process().Log();
+
+  cp.process().Signal(SIGSTOP);
+  absl::Time stopped = absl::Now();
+  // Noticed within one interval plus the timeout (and some scheduling slack).
+  EXPECT_TRUE(WaitFor([&] { return !client.connected(); }, absl::Seconds(6)));
+  EXPECT_LE(absl::Now() - stopped,
+            options.keepalive + options.keepalive_timeout + absl::Seconds(2));
+  cp.process().Signal(SIGCONT);
+  EXPECT_TRUE(WaitFor([&] { return client.connected(); }, absl::Seconds(20)));
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("orders", 9002)}).exit_code, 0);
+  EXPECT_TRUE(WaitFor([&] { return recorder.persisted().version == 2; }, absl::Seconds(10)));
+  EXPECT_EQ(recorder.persisted().resources.size(), 2u);
+}
+
+TEST(ConfigClientTest, KeepaliveOptionsAreChecked) {
+  ConfigClientOptions options;
+  EXPECT_TRUE(options.Check().ok());
+  options.keepalive = absl::Milliseconds(999);
+  EXPECT_EQ(options.Check().message(), "keepalive must be 1s..2h, got 999ms");
+  options.keepalive = absl::Seconds(10);
+  options.keepalive_timeout = absl::ZeroDuration();
+  EXPECT_EQ(options.Check().message(), "keepalive timeout must be 1ms..2h, got 0");
+}
+
+// Before: a proxy took any version it was sent, so a control plane started
+// on an older copy of its data dir took every proxy back.
+TEST(ConfigClientTest, ALowerVersionFromTheSameStoreIsRefused) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9002)}).exit_code, 0);
+  const std::string store_id = StoreIdOf(cp);
+  ASSERT_EQ(store_id.size(), 32u);
+  Recorder recorder;
+  ConfigClient client(cp.address(), Node("p1"), controlplane::StoredState{5, {}, store_id},
+                      recorder.Apply(), recorder.Persist());
+  client.Start();
+  const std::string nack = absl::StrCat(
+      "v2: version 2 is older than version 5, which this proxy runs from the same store (",
+      store_id, ")");
+  EXPECT_TRUE(WaitFor([&] { return cp.Ctl({"proxies"}).out.find(nack) != std::string::npos; },
+                      absl::Seconds(10)))
+      << cp.Ctl({"proxies"}).out;
+  EXPECT_TRUE(recorder.applied().empty());
+}
+
+// A control plane whose data dir was reset is a new store: its versions
+// start again, and a proxy takes them.
+TEST(ConfigClientTest, ALowerVersionFromAnotherStoreIsTaken) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  Recorder recorder;
+  api::Resource old;
+  old.mutable_cluster()->set_name("old");
+  ConfigClient client(cp.address(), Node("p1"),
+                      controlplane::StoredState{5, {{api::IdOf(old), old}}, "a-store-now-gone"},
+                      recorder.Apply(), recorder.Persist());
+  client.Start();
+  ASSERT_TRUE(WaitFor([&] { return recorder.persisted().version == 1; }, absl::Seconds(10)));
+  controlplane::StoredState held = recorder.persisted();
+  EXPECT_EQ(held.store_id, StoreIdOf(cp));
+  ASSERT_EQ(held.resources.size(), 1u);
+  EXPECT_EQ(held.resources.begin()->first.second, "users");
+  EXPECT_EQ(recorder.applied(), std::vector<uint64_t>{1});
+}
+
+// A NACK reason longer than sluice-control accepts is cut, on a character
+// boundary, rather than costing the stream.
+TEST(ConfigClientTest, ALongNackReasonIsCut) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  std::string reason;
+  while (reason.size() <= api::kMaxNackErrorBytes) reason += "é";
+  ConfigClient client(
+      cp.address(), Node("p1"), {},
+      [&](uint64_t, const api::ResourceMap&, const std::set<api::ResourceId>&) {
+        return absl::FailedPreconditionError(reason);
+      },
+      nullptr);
+  client.Start();
+  ASSERT_TRUE(WaitFor([&] { return cp.Ctl({"proxies"}).out.find("[cut]") != std::string::npos; },
+                      absl::Seconds(10)))
+      << cp.process().Log();
+  EXPECT_TRUE(client.connected());
+  EXPECT_EQ(Count(cp.process().Log(), "proxy p1 connected"), 1);
+}
+
+}  // namespace
+}  // namespace sluice::config
