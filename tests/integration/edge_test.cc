@@ -12,6 +12,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -118,6 +119,53 @@ class RawClient {
  private:
   int fd_ = -1;
   bool connected_ = false;
+};
+
+// An upstream that answers every request head with fixed bytes, then
+// closes: for responses no well-behaved server sends.
+class RawUpstream {
+ public:
+  explicit RawUpstream(std::string response) : response_(std::move(response)) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    listen(fd_, 16);
+    socklen_t length = sizeof(addr);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        std::string head;
+        char buffer[4096];
+        while (head.find("\r\n\r\n") == std::string::npos) {
+          ssize_t n = recv(c, buffer, sizeof(buffer), 0);
+          if (n <= 0) break;
+          head.append(buffer, static_cast<size_t>(n));
+        }
+        (void)send(c, response_.data(), response_.size(), MSG_NOSIGNAL);
+        shutdown(c, SHUT_WR);
+        while (recv(c, buffer, sizeof(buffer), 0) > 0) {
+        }
+        close(c);
+      }
+    });
+  }
+  ~RawUpstream() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  std::string response_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
 };
 
 long RssKb(pid_t pid) {
@@ -511,6 +559,52 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
   EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
   EXPECT_TRUE(absl::StartsWith(send("GET /v HTTP/2.0\r\nHost: edge\r\n\r\n"), "HTTP/1.1 505"));
   EXPECT_TRUE(absl::StartsWith(send("GET /v HTTP/1.x\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));
+}
+
+// Response framing is declared again from what was parsed: a Connection
+// header cannot strip it, a list-valued Content-Length goes out as one
+// value, and conflicting ones are a 502.
+TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
+  RawUpstream stripped(
+      "HTTP/1.1 200 OK\r\nConnection: content-length, close\r\nContent-Length: 5\r\n\r\nhello");
+  RawUpstream listed("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello");
+  RawUpstream conflicting(
+      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+  int raw_port = PickFreePort();
+  std::string yaml;
+  for (auto [name, port] : {std::pair<const char*, int>{"stripped", stripped.port()},
+                            {"listed", listed.port()},
+                            {"conflicting", conflicting.port()}}) {
+    absl::StrAppend(&yaml, "kind: Cluster\nname: ", name,
+                    "\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port, "}]\n---\n");
+  }
+  absl::StrAppend(&yaml,
+                  "kind: RouteTable\nname: raw\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+                  "      routes:\n"
+                  "        - match: {prefix: /stripped}\n          route: {cluster: stripped}\n"
+                  "        - match: {prefix: /listed}\n          route: {cluster: listed}\n"
+                  "        - match: {prefix: /conflicting}\n          route: {cluster: conflicting}\n"
+                  "---\nkind: Listener\nname: raw\nspec: {address: 127.0.0.1, port: ",
+                  raw_port, ", route_table: raw}\n");
+  std::string dir = MakeTempDir("edge-raw");
+  std::ofstream(dir + "/raw.yaml") << yaml;
+  auto r = cp_.Ctl({"apply", "-f", dir + "/raw.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  auto get = [&](const std::string& path) {
+    RawClient client(raw_port);
+    EXPECT_TRUE(client.Send(absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: edge\r\n\r\n")));
+    return client.ReadResponse();
+  };
+  std::string out = get("/stripped");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "content-length: 5\r\n")) << out;
+  EXPECT_TRUE(absl::EndsWith(out, "\r\n\r\nhello")) << out;
+  out = get("/listed");
+  EXPECT_TRUE(absl::StrContains(out, "content-length: 5\r\n")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "5, 5")) << out;
+  out = get("/conflicting");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 502")) << out;
 }
 
 }  // namespace

@@ -1,0 +1,61 @@
+#include "dataplane/http/http_util.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace sluice::http {
+namespace {
+
+TEST(ConnectionTokensTest, NamesListedInConnectionAreHopByHop) {
+  std::vector<HeaderField> headers = {{"Connection", "close, X-Hop ,keep-alive"},
+                                      {"connection", "Other"}};
+  ConnectionTokens tokens(headers);
+  EXPECT_TRUE(IsHopByHop("x-hop", tokens));
+  EXPECT_TRUE(IsHopByHop("X-HOP", tokens));
+  EXPECT_TRUE(IsHopByHop("other", tokens));
+  EXPECT_FALSE(IsHopByHop("close", tokens));  // an option, not a field name
+  EXPECT_FALSE(IsHopByHop("x-kept", tokens));
+  // The fixed hop-by-hop fields, whatever Connection says.
+  EXPECT_TRUE(IsHopByHop("Transfer-Encoding", ConnectionTokens()));
+  EXPECT_TRUE(IsHopByHop("te", ConnectionTokens()));
+}
+
+TEST(ConnectionTokensTest, NeverHostOrFraming) {
+  std::vector<HeaderField> headers = {{"connection", "host, content-length, transfer-encoding"}};
+  ConnectionTokens tokens(headers);
+  EXPECT_TRUE(tokens.empty());
+  EXPECT_FALSE(IsHopByHop("host", tokens));
+  EXPECT_FALSE(IsHopByHop("content-length", tokens));
+}
+
+TEST(ConnectionTokensTest, ManyTokensAndManyFieldsStayCheap) {
+  // 10,000 tokens and 200 fields: a lookup per field, not a scan of the
+  // tokens (the old cost was fields x tokens comparisons).
+  std::string list;
+  for (int i = 0; i < 10000; ++i) list += "x-token-" + std::to_string(i) + ",";
+  std::vector<HeaderField> headers = {{"connection", list}};
+  std::vector<std::string> names;
+  for (int i = 0; i < 200; ++i) names.push_back("x-field-" + std::to_string(i));
+  ConnectionTokens tokens(headers);
+  int hop = 0;
+  for (int round = 0; round < 100; ++round) {
+    for (const std::string& name : names) hop += IsHopByHop(name, tokens) ? 1 : 0;
+  }
+  EXPECT_EQ(hop, 0);
+  EXPECT_TRUE(IsHopByHop("X-Token-9999", tokens));
+  // Longer names than the stack buffer still compare.
+  std::string long_name(100, 'a');
+  std::vector<HeaderField> long_headers = {{"connection", long_name}};
+  EXPECT_TRUE(IsHopByHop(std::string(100, 'A'), ConnectionTokens(long_headers)));
+}
+
+TEST(HasTokenTest, ListMembership) {
+  EXPECT_TRUE(HasToken("gzip, Trailers;q=1", "trailers"));
+  EXPECT_FALSE(HasToken("gzip, deflate", "trailers"));
+  EXPECT_FALSE(HasToken("", "trailers"));
+}
+
+}  // namespace
+}  // namespace sluice::http
