@@ -4,10 +4,14 @@
 //
 // A route's chain is compiled once per config version into FilterFactory
 // objects (immutable, shared by the workers); each request gets fresh Filter
-// instances from them. Request hooks run in chain order before the request
-// is routed to its action (upstream, redirect or direct response); response
-// hooks run in reverse order on every response of the route, upstream or
-// made by the gateway.
+// instances from them. The request-head hook runs in chain order before the
+// request is routed to its action (upstream, redirect or direct response);
+// request-body hooks run in chain order on each piece of the body before it
+// goes upstream; response hooks run in reverse order on every response of
+// the route, upstream or made by the gateway.
+//
+// Not offered yet: pausing the chain for asynchronous work and resuming it
+// later, buffering a whole body for a filter, and response-body hooks.
 //
 // Worker thread only (a Filter lives on its request's worker).
 #ifndef SLUICE_DATAPLANE_HTTP_FILTER_H_
@@ -34,6 +38,9 @@ struct StreamInfo {
   std::string_view tls_cipher;
   std::string_view tls_sni;
   std::string_view tls_peer_subject;
+  // The request body's declared length (Content-Length), -1 when it has
+  // none (chunked, or HTTP/2 without content-length); 0 for no body.
+  int64_t request_content_length = -1;
 };
 
 enum class FilterStatus {
@@ -59,6 +66,17 @@ class Filter {
   // The request head: `headers` as they will go upstream (hop-by-hop and
   // framing fields removed; x-forwarded-* and x-request-id set).
   virtual FilterStatus OnRequestHeaders(HeaderMap& headers, FilterCallbacks& callbacks) {
+    return FilterStatus::kContinue;
+  }
+  // A piece of the request body (framing removed), before it goes upstream;
+  // `end_stream` on the last call, which may carry no bytes. Called only
+  // for filters whose OnRequestHeaders let the request through.
+  // kStopLocalReply: the filter answered with SendLocalReply(); the request
+  // is cut (what went upstream is abandoned) and, the rest of the body being
+  // unread, an HTTP/1 connection closes after the answer (HTTP/2: the
+  // stream ends).
+  virtual FilterStatus OnRequestData(std::string_view data, bool end_stream,
+                                     FilterCallbacks& callbacks) {
     return FilterStatus::kContinue;
   }
   // The response head, upstream or gateway-made, before it goes to the

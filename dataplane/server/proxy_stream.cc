@@ -485,6 +485,9 @@ bool ProxyStream::RunRequestFilters(const config::FilterChain& chain, const Requ
   info_.method = method_;
   info_.path = path_;
   info_.route_name = route_->name;
+  info_.request_content_length = head.body == RequestHead::Body::kLength
+                                     ? static_cast<int64_t>(head.content_length)
+                                     : head.body == RequestHead::Body::kNone ? 0 : -1;
   if (const net::TlsInfo* tls = transport_.tls_info()) {
     info_.tls_version = tls->version;
     info_.tls_cipher = tls->cipher;
@@ -770,9 +773,22 @@ void ProxyStream::OnPerTryTimeout() {
   SendLocalResponse(504, "upstream did not answer within the per-try timeout");
 }
 
+bool ProxyStream::RunRequestDataFilters(std::string_view data, bool end_stream) {
+  for (size_t i = 0; i < filters_entered_ && active_; ++i) {
+    if (filters_[i]->OnRequestData(data, end_stream, *this) == http::FilterStatus::kStopLocalReply) {
+      if (active_ && !response_started_) {
+        SendLocalResponse(500, "a policy stopped the request without answering");
+      }
+      return false;
+    }
+  }
+  return active_;
+}
+
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
   NoteActivity();
+  if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters(chunk, false)) return;
   if (body_limit_ > 0 && !tunnel_) {
     request_body_bytes_ += chunk.size();
     if (request_body_bytes_ > body_limit_) {
@@ -823,6 +839,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
 
 void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (!active_) return;
+  if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters({}, true)) return;
   request_complete_ = true;
   for (const http::HeaderField& t : trailers) {
     if (ForwardableTrailer(t.name)) request_trailers_.Add(t.name, t.value);

@@ -157,6 +157,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Runs the route's policies on the request head; false when one answered.
   bool RunRequestFilters(const config::FilterChain& chain, const RequestHead& head);
   void RunResponseFilters(int status, http::HeaderMap& headers);
+  // Runs the request-body hooks; false when a policy answered (the stream
+  // has then answered, or failed, already).
+  bool RunRequestDataFilters(std::string_view data, bool end_stream);
   bool ConnectUpstream();
   uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head);
   enum class RetryReason { kConnectFailure, kReset, kStatus };
