@@ -54,14 +54,6 @@ void Connection::UpdateEvents() {
   file_event_->SetEnabled(events);
 }
 
-bool Connection::HasUnreadInputOrEof() const {
-  if (fd_ < 0) return true;
-  if (!input_.empty() || transport_->has_buffered_input()) return true;
-  char byte;
-  ssize_t n = recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
 void Connection::SetReadEnabled(bool enabled) {
   if (read_eof_) enabled = false;
   if (read_enabled_ == enabled) return;

@@ -81,10 +81,6 @@ class Connection : public event::Flushable {
   bool CloseAfterFlush();
 
   bool open() const { return fd_ >= 0; }
-  // Whether the peer sent anything not yet taken by the owner, or closed:
-  // bytes in the input buffer or the transport, or in the kernel (a
-  // non-blocking MSG_PEEK). For a pooled connection before reuse.
-  bool HasUnreadInputOrEof() const;
   // The TCP connect is in progress. (A TLS handshake follows it: nothing is
   // sent before handshake_complete() either.)
   bool connecting() const { return connecting_; }
