@@ -6,9 +6,11 @@
 // harness client) and curl.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -34,8 +36,13 @@ std::string WriteFile(const std::string& dir, const std::string& name, const std
 // `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
 // `h2_tls_port`, HTTP/1.1 only on `h1_tls_port`.
 std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int origin_port,
-                         const TestCert& cert) {
+                         int goaway_port, const TestCert& cert) {
   constexpr char kServers[] = R"(  server {
+    listen 127.0.0.1:{GOAWAY} http2;
+    keepalive_requests 3;
+    location / { return 200 "goaway-upstream\n"; }
+  }
+  server {
     listen 127.0.0.1:{H2C} http2;
     add_header x-proto $server_protocol always;
     client_max_body_size 8m;
@@ -63,6 +70,7 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
                                         {"{H2_TLS}", absl::StrCat(h2_tls_port)},
                                         {"{H1_TLS}", absl::StrCat(h1_tls_port)},
                                         {"{ORIGIN}", absl::StrCat(origin_port)},
+                                        {"{GOAWAY}", absl::StrCat(goaway_port)},
                                         {"{CERT}", cert.cert_path},
                                         {"{KEY}", cert.key_path}});
 }
@@ -87,17 +95,19 @@ class UpstreamHttp2Test : public ::testing::Test {
     int h2c_port = PickFreePort();
     int h2_tls_port = PickFreePort();
     int h1_tls_port = PickFreePort();
+    int goaway_port = PickFreePort();
     proxy_port_ = PickFreePort();
     ASSERT_TRUE(h2c_port != h2_tls_port && h2c_port != h1_tls_port &&
                 h2_tls_port != h1_tls_port);
     nginx_ = std::make_unique<Nginx>(
-        dir_, NginxServers(h2c_port, h2_tls_port, h1_tls_port, origin_.port(), backend),
-        std::vector<int>{h2c_port, h2_tls_port, h1_tls_port});
+        dir_,
+        NginxServers(h2c_port, h2_tls_port, h1_tls_port, origin_.port(), goaway_port, backend),
+        std::vector<int>{h2c_port, h2_tls_port, h1_tls_port, goaway_port});
     ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
 
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
     std::string routes;
-    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only"}) {
+    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -106,6 +116,7 @@ class UpstreamHttp2Test : public ::testing::Test {
         "---\n", ClusterYaml("auto-h2", h2_tls_port, "AUTO", verified), "---\n",
         ClusterYaml("auto-h1", h1_tls_port, "AUTO", verified), "---\n",
         ClusterYaml("h2-only", h1_tls_port, "HTTP2", verified), "---\n",
+        ClusterYaml("goaway", goaway_port, "HTTP2", ""), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
         routes, "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", proxy_port_,
@@ -223,6 +234,34 @@ TEST_F(UpstreamHttp2Test, AutoWithoutTlsIsRejected) {
   // Nothing changed: version 1 still serves.
   EXPECT_EQ(proxy_->ReadyVersion(), 1u);
   EXPECT_EQ(Get("/h2c/still").status, 200);
+}
+
+// nginx sends GOAWAY after 3 streams on a connection (keepalive_requests):
+// the pool stops opening streams there, opens another connection, and sends
+// again what the upstream did not process; clients see no failure.
+TEST_F(UpstreamHttp2Test, UpstreamGoawayIsInvisibleToClients) {
+  for (int i = 0; i < 12; ++i) {
+    HttpResponse r = HttpGet(ProxyAddress(), absl::StrCat("/goaway/seq-", i));
+    ASSERT_EQ(r.status, 200) << i << ": " << r.body;
+    EXPECT_EQ(r.body, "goaway-upstream\n");
+  }
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 15; ++i) {
+        HttpResponse r = HttpGet(ProxyAddress(), absl::StrCat("/goaway/par-", t, "-", i));
+        if (r.status != 200) failures.fetch_add(1);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  // 132 requests, at most 3 per connection.
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"goaway\"}"), 44)
+      << proxy_->Admin("/stats").second;
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_resets_total{cluster=\"goaway\"}"), 0);
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"goaway\"}"), 0);
 }
 
 }  // namespace
