@@ -421,14 +421,8 @@ Http2ClientCodec::Http2ClientCodec(Http2ClientCallbacks* callbacks,
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits_.initial_window_size},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, limits_.max_header_list_bytes},
   };
-  SLUICE_CHECK(nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings,
-                                       std::size(settings)) == 0);
-  if (limits_.connection_window_size > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
-    SLUICE_CHECK(nghttp2_session_set_local_window_size(
-                     session_, NGHTTP2_FLAG_NONE, 0,
-                     static_cast<int32_t>(limits_.connection_window_size)) ==
-                 0);
-  }
+  http2::SubmitLocalSettings(session_, settings, std::size(settings),
+                             limits_.connection_window_size);
 }
 
 Http2ClientCodec::~Http2ClientCodec() { nghttp2_session_del(session_); }
@@ -443,17 +437,11 @@ bool Http2ClientCodec::Receive(std::string_view bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (failed_ || transport_closed_) return false;
   in_session_call_ = true;
-  const ssize_t rv = nghttp2_session_mem_recv(
-      session_, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-  if (rv < 0) {
-    FailConnection(http2::GoawayCodeFor(static_cast<int>(rv)),
-                   absl::StrCat("connection error: ",
-                                nghttp2_strerror(static_cast<int>(rv))));
-  } else {
-    // No callback pauses nghttp2, so it takes everything.
-    SLUICE_CHECK(static_cast<size_t>(rv) == bytes.size());
+  if (const int rv = http2::ReceiveAll(session_, bytes); rv != 0) {
+    FailConnection(http2::GoawayCodeFor(rv),
+                   absl::StrCat("connection error: ", nghttp2_strerror(rv)));
   }
-  Pump(&output_, limits_.max_buffered_output);
+  OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));
   FinishSessionCall();
   in_session_call_ = false;
   return !failed_;
@@ -462,21 +450,13 @@ bool Http2ClientCodec::Receive(std::string_view bytes) {
 void Http2ClientCodec::TakeOutput(std::string* out, size_t max_bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (transport_closed_) return;
-  const size_t start = out->size();
-  const size_t limit = max_bytes > std::numeric_limits<size_t>::max() - start
-                           ? std::numeric_limits<size_t>::max()
-                           : start + max_bytes;
-  out->append(output_);
-  // Handed over: an idle connection keeps no output storage.
-  std::string().swap(output_);
   in_session_call_ = true;
-  Pump(out, limit);
+  OnDrained(http2::TakeSessionOutput(session_, &output_, out, max_bytes));
   FinishSessionCall();
   in_session_call_ = false;
 }
 
-void Http2ClientCodec::Pump(std::string* sink, size_t limit) {
-  const int rv = http2::DrainSession(session_, sink, limit);
+void Http2ClientCodec::OnDrained(int rv) {
   if (rv != 0) {
     FailConnection(NGHTTP2_INTERNAL_ERROR,
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));

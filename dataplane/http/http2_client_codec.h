@@ -224,8 +224,8 @@ class Http2ClientCodec {
   friend struct Http2ClientCodecAccess;  // the nghttp2 callbacks
 
   Stream* FindStream(int32_t stream_id) const;
-  // Drains nghttp2 into `sink` until `sink` holds at least `limit` bytes.
-  void Pump(std::string* sink, size_t limit);
+  // A drain of nghttp2's output returned `rv`: a connection error unless 0.
+  void OnDrained(int rv);
   // What every Receive() and TakeOutput() ends with: notices a connection
   // error nghttp2 found, OnStreamWritable, and the end of every stream once
   // the connection failed.
@@ -262,7 +262,7 @@ class Http2ClientCodec {
   // Receive, TakeOutput or OnTransportClosed is running (they must not
   // nest).
   bool in_session_call_ = false;
-  // Streams whose send queue crossed the low watermark during a Pump().
+  // Streams whose send queue crossed the low watermark while nghttp2 output was drained.
   std::vector<int32_t> writable_;
 };
 

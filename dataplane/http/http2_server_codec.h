@@ -238,8 +238,8 @@ class Http2ServerCodec {
   friend struct Http2ServerCodecAccess;  // the nghttp2 callbacks
 
   Stream* FindStream(int32_t stream_id) const;
-  // Drains nghttp2 into `sink` until `sink` holds at least `limit` bytes.
-  void Pump(std::string* sink, size_t limit);
+  // A drain of nghttp2's output returned `rv`: a connection error unless 0.
+  void OnDrained(int rv);
   void NotifyWritable();
   void FailConnection(uint32_t h2_error_code, std::string reason);
   void CountPrematureEnd();
@@ -256,7 +256,7 @@ class Http2ServerCodec {
   bool failed_ = false;
   // Receive or TakeOutput is running (they must not nest).
   bool in_session_call_ = false;
-  // Streams whose send queue crossed the low watermark during a Pump().
+  // Streams whose send queue crossed the low watermark while nghttp2 output was drained.
   std::vector<int32_t> writable_;
   // Graceful shutdown: the notice went out, the final GOAWAY waits for the
   // ACK of our PING.

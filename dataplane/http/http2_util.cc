@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+
+#include "common/log.h"
 
 namespace sluice::http::http2 {
 namespace {
@@ -131,6 +134,37 @@ int DrainSession(nghttp2_session* session, std::string* sink, size_t limit) {
     sink->append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
   }
   return 0;
+}
+
+int TakeSessionOutput(nghttp2_session* session, std::string* buffered, std::string* out,
+                      size_t max_bytes) {
+  const size_t start = out->size();
+  const size_t limit = max_bytes > std::numeric_limits<size_t>::max() - start
+                           ? std::numeric_limits<size_t>::max()
+                           : start + max_bytes;
+  out->append(*buffered);
+  // Handed over: an idle connection keeps no output storage.
+  std::string().swap(*buffered);
+  return DrainSession(session, out, limit);
+}
+
+int ReceiveAll(nghttp2_session* session, std::string_view bytes) {
+  const ssize_t rv = nghttp2_session_mem_recv(
+      session, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  if (rv < 0) return static_cast<int>(rv);
+  // No callback pauses nghttp2, so it takes everything.
+  SLUICE_CHECK(static_cast<size_t>(rv) == bytes.size());
+  return 0;
+}
+
+void SubmitLocalSettings(nghttp2_session* session, const nghttp2_settings_entry* settings,
+                         size_t count, uint32_t connection_window) {
+  SLUICE_CHECK(nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, count) == 0);
+  if (connection_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE) {
+    SLUICE_CHECK(nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
+                                                       static_cast<int32_t>(connection_window)) ==
+                 0);
+  }
 }
 
 void OutboundBody::Submit(nghttp2_session* session, int32_t stream_id,

@@ -72,6 +72,22 @@ uint32_t GoawayCodeFor(int lib_error);
 // negative nghttp2 error that made it stop.
 int DrainSession(nghttp2_session* session, std::string* sink, size_t limit);
 
+// What both codecs' TakeOutput() do: moves `buffered` (output held back
+// earlier) to the end of `out`, releasing its storage, then drains the
+// session into `out` until at least `max_bytes` were appended. Returns
+// DrainSession()'s result.
+int TakeSessionOutput(nghttp2_session* session, std::string* buffered, std::string* out,
+                      size_t max_bytes);
+
+// Feeds all of `bytes` to the session (no callback pauses it). Returns 0,
+// or the negative nghttp2 error of a connection error.
+int ReceiveAll(nghttp2_session* session, std::string_view bytes);
+
+// Queues our SETTINGS and, when larger than the protocol's 65535, raises the
+// connection-level receive window to `connection_window`.
+void SubmitLocalSettings(nghttp2_session* session, const nghttp2_settings_entry* settings,
+                         size_t count, uint32_t connection_window);
+
 // A stream's outgoing body: the bytes submitted and not yet framed, how the
 // body ends (END_STREAM, or trailers), and what nghttp2's data provider read
 // callback needs. The owner keeps it per stream and forwards the callback to
