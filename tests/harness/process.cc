@@ -42,6 +42,12 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
 Process::Process(const std::string& binary, const std::vector<std::string>& args,
                  const std::string& log_path)
     : log_path_(log_path) {

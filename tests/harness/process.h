@@ -28,6 +28,9 @@ std::string MakeTempDir(const std::string& prefix);
 // Reads a whole file; empty when missing.
 std::string ReadFile(const std::string& path);
 
+// Writes `text` to dir/name; returns the path.
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text);
+
 // Polls `condition` every few milliseconds until it holds or `timeout`
 // passes. Returns whether it held.
 template <typename F>

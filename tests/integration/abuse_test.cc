@@ -61,6 +61,20 @@ long RssKb(pid_t pid) {
   return -1;
 }
 
+// A listener on `port` whose every request gets a direct 200.
+::testing::AssertionResult ApplyDirectResponse(ControlPlane& cp, int port) {
+  std::string path = WriteFile(
+      MakeTempDir("direct"), "config.yaml",
+      absl::StrCat("kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+                   "      routes:\n        - match: {prefix: /}\n"
+                   "          direct_response: {status: 200}\n"
+                   "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+                   port, ", route_table: main}\n"));
+  auto r = cp.Ctl({"apply", "-f", path});
+  if (r.exit_code != 0) return ::testing::AssertionFailure() << r.out << r.err;
+  return ::testing::AssertionSuccess();
+}
+
 TEST(AbuseTest, LegitimateClientKeepsItsLatencyUnderAbuse) {
   ControlPlane cp("", "info");
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
@@ -159,14 +173,7 @@ TEST(AbuseTest, OverloadGuardRefusesNewWorkOverTheMemoryLimit) {
   ControlPlane cp("", "info");
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
   int port = PickFreePort();
-  std::string path = MakeTempDir("overload") + "/config.yaml";
-  std::ofstream(path) << absl::StrCat(
-      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
-      "      routes:\n        - match: {prefix: /}\n          direct_response: {status: 200}\n"
-      "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
-      port, ", route_table: main}\n");
-  auto r = cp.Ctl({"apply", "-f", path});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(ApplyDirectResponse(cp, port));
   Proxy proxy(cp.address(), "overloaded", 1, "", {"--max-memory-mb", "1"});
   ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
   ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
@@ -183,14 +190,7 @@ TEST(AbuseTest, ProxyWideConnectionLimit) {
   ControlPlane cp("", "info");
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
   int port = PickFreePort();
-  std::string path = MakeTempDir("maxconn") + "/config.yaml";
-  std::ofstream(path) << absl::StrCat(
-      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
-      "      routes:\n        - match: {prefix: /}\n          direct_response: {status: 200}\n"
-      "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
-      port, ", route_table: main}\n");
-  auto r = cp.Ctl({"apply", "-f", path});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(ApplyDirectResponse(cp, port));
   Proxy proxy(cp.address(), "limited", 2, "", {"--max-connections", "3"});
   ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
   ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();

@@ -29,12 +29,6 @@ namespace {
 constexpr int kWorkers = 2;
 constexpr char kOpened[] = "sluice_upstream_connections_opened_total{cluster=\"grpc\"}";
 
-std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
-  std::string path = absl::StrCat(dir, "/", name);
-  std::ofstream(path) << text;
-  return path;
-}
-
 // A value from the /clusters page line of `cluster`, e.g. "active_requests";
 // -1 when absent.
 int64_t ClusterValue(const std::string& page, const std::string& cluster, const std::string& name) {

@@ -22,12 +22,6 @@
 namespace sluice::testing {
 namespace {
 
-std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
-  std::string path = absl::StrCat(dir, "/", name);
-  std::ofstream(path) << text;
-  return path;
-}
-
 std::string GetRequest(const std::string& host, const std::string& path) {
   return absl::StrCat("GET ", path, " HTTP/1.1\r\nhost: ", host, "\r\n\r\n");
 }

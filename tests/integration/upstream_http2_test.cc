@@ -26,12 +26,6 @@
 namespace sluice::testing {
 namespace {
 
-std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
-  std::string path = absl::StrCat(dir, "/", name);
-  std::ofstream(path) << text;
-  return path;
-}
-
 // h2c on `h2c_port` (its /h2c/echo/ proxied to upstream_server on
 // `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
 // `h2_tls_port`, HTTP/1.1 only on `h1_tls_port`.

@@ -24,12 +24,6 @@
 namespace sluice::testing {
 namespace {
 
-std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
-  std::string path = absl::StrCat(dir, "/", name);
-  std::ofstream(path) << text;
-  return path;
-}
-
 // A cluster of one endpoint with `tls` (YAML flow mapping) and `extra` spec
 // lines.
 std::string ClusterYaml(const std::string& name, int port, const std::string& tls,
