@@ -17,6 +17,7 @@ ResourceKind KindOf(const Resource& resource) {
     case Resource::kRouteTable: return config::v1::ROUTE_TABLE;
     case Resource::kCluster: return config::v1::CLUSTER;
     case Resource::kSecret: return config::v1::SECRET;
+    case Resource::kConsumer: return config::v1::CONSUMER;
     case Resource::KIND_NOT_SET: break;
   }
   return config::v1::RESOURCE_KIND_UNSPECIFIED;
@@ -28,6 +29,7 @@ const std::string& NameOf(const Resource& resource) {
     case Resource::kRouteTable: return resource.route_table().name();
     case Resource::kCluster: return resource.cluster().name();
     case Resource::kSecret: return resource.secret().name();
+    case Resource::kConsumer: return resource.consumer().name();
     case Resource::KIND_NOT_SET: break;
   }
   static const std::string* const kEmpty = new std::string();
@@ -44,6 +46,7 @@ absl::string_view KindName(ResourceKind kind) {
     case config::v1::ROUTE_TABLE: return "RouteTable";
     case config::v1::CLUSTER: return "Cluster";
     case config::v1::SECRET: return "Secret";
+    case config::v1::CONSUMER: return "Consumer";
     default: return "Unknown";
   }
 }
@@ -60,16 +63,27 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {
   if (key == "routetable" || key == "route" || key == "rt") return config::v1::ROUTE_TABLE;
   if (key == "cluster") return config::v1::CLUSTER;
   if (key == "secret") return config::v1::SECRET;
+  if (key == "consumer") return config::v1::CONSUMER;
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown kind '", text, "' (expected Listener, RouteTable, Cluster or Secret)"));
+      "unknown kind '", text,
+      "' (expected Listener, RouteTable, Cluster, Secret or Consumer)"));
 }
 
 void RedactSecrets(Resource* resource) {
-  if (!resource->has_secret() || !resource->secret().has_tls_certificate()) return;
-  config::v1::TlsCertificate* certificate =
-      resource->mutable_secret()->mutable_tls_certificate();
-  if (!certificate->private_key().empty()) {
-    certificate->set_private_key(std::string(kRedactedText));
+  if (resource->has_secret() && resource->secret().has_tls_certificate()) {
+    config::v1::TlsCertificate* certificate =
+        resource->mutable_secret()->mutable_tls_certificate();
+    if (!certificate->private_key().empty()) {
+      certificate->set_private_key(std::string(kRedactedText));
+    }
+  } else if (resource->has_consumer()) {
+    config::v1::Consumer* consumer = resource->mutable_consumer();
+    for (config::v1::ApiKey& key : *consumer->mutable_keys()) {
+      if (!key.key().empty()) key.set_key(std::string(kRedactedText));
+    }
+    if (consumer->has_basic_auth() && !consumer->basic_auth().password().empty()) {
+      consumer->mutable_basic_auth()->set_password(std::string(kRedactedText));
+    }
   }
 }
 

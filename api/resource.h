@@ -33,21 +33,25 @@ ResourceKind KindOf(const Resource& resource);
 const std::string& NameOf(const Resource& resource);
 ResourceId IdOf(const Resource& resource);
 
-// "Listener", "RouteTable", "Cluster", "Secret".
+// "Listener", "RouteTable", "Cluster", "Secret", "Consumer".
 absl::string_view KindName(ResourceKind kind);
 // `Cluster "users"`: how errors and CLI output name a resource.
 std::string Describe(const ResourceId& id);
 
 // Accepts the kind names as written in files and on the command line, case
 // insensitive, singular or plural: "Cluster", "clusters", "routetable",
-// "route_table", "route-tables", "listener", "secrets", ...
+// "route_table", "route-tables", "listener", "secrets", "consumers", ...
 absl::StatusOr<ResourceKind> ParseKind(absl::string_view text);
 
-// What is shown in place of a private key.
+// What is shown in place of a private key, an API key or a password.
 inline constexpr absl::string_view kRedactedText = "[redacted]";
 
-// Replaces a Secret's non-empty tls_certificate.private_key with
-// kRedactedText; leaves every other resource and field as it is. For what is
+// Replaces with kRedactedText a Secret's non-empty
+// tls_certificate.private_key, and a Consumer's non-empty plain credentials:
+// each keys[].key and basic_auth.password. (The control plane stores only
+// their hashes, see api/credentials.h SealCredentials; this covers a plain
+// value that reaches output some other way. key_sha256 and password_hash
+// stay visible.) Leaves every other resource and field as it is. For what is
 // shown to people (sluicectl get, the admin API's Get and List, a proxy's
 // /config_dump), never for what is stored, diffed or pushed to proxies.
 void RedactSecrets(Resource* resource);

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "api/credentials.h"
 #include "api/policy_registry.h"
 #include "api/tls_material.h"
 #include "common/log.h"
@@ -22,6 +23,7 @@ namespace sluice::api {
 namespace {
 
 using config::v1::Cluster;
+using config::v1::Consumer;
 using config::v1::HttpOptions;
 using config::v1::Listener;
 using config::v1::ListenerTls;
@@ -318,6 +320,178 @@ void ValidateSecret(const Secret& secret, ErrorSink& sink) {
       break;
   }
 }
+
+// A Consumer's name or group: 1..kMaxNameLength letters, digits, '.', '_',
+// '-' and '@' (so that an e-mail address can be a name).
+void CheckConsumerName(const std::string& name, const std::string& field, ErrorSink& sink) {
+  if (name.empty()) {
+    sink.Add(field, "is required");
+    return;
+  }
+  if (name.size() > kMaxNameLength) {
+    sink.Add(field, absl::StrCat("is ", name.size(), " characters; at most ", kMaxNameLength,
+                                 " are allowed"));
+    return;
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.' && c != '@') {
+      sink.Add(field, absl::StrCat("'", name,
+                                   "' may contain only letters, digits, '-', '_', '.' and '@'"));
+      return;
+    }
+  }
+}
+
+bool IsSha256Hex(const std::string& text) {
+  if (text.size() != 64) return false;
+  for (char c : text) {
+    if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'f')) return false;
+  }
+  return true;
+}
+
+// The SHA-256 (hex) that identifies an API key, plain or hashed; empty when
+// the key is malformed (reported by ValidateConsumer).
+std::string KeyDigest(const config::v1::ApiKey& key) {
+  if (!key.key().empty() && key.key_sha256().empty()) {
+    return ValidApiKeyText(key.key()) && key.key() != kRedactedText ? Sha256Hex(key.key()) : "";
+  }
+  if (key.key().empty() && IsSha256Hex(key.key_sha256())) return key.key_sha256();
+  return "";
+}
+
+std::string RedactedMessage(absl::string_view what) {
+  return absl::StrCat("is \"", kRedactedText, "\", what sluicectl get and the admin API show "
+                      "in place of a credential: give the ", what, " itself");
+}
+
+void ValidateApiKeys(const Consumer& consumer, ErrorSink& sink) {
+  if (static_cast<size_t>(consumer.keys_size()) > kMaxConsumerKeys) {
+    sink.Add("keys", absl::StrCat("has ", consumer.keys_size(), " entries; at most ",
+                                  kMaxConsumerKeys));
+  }
+  std::map<std::string, int> seen;  // KeyDigest -> index
+  for (int i = 0; i < consumer.keys_size(); ++i) {
+    const config::v1::ApiKey& key = consumer.keys(i);
+    std::string field = Index("keys", i);
+    // Never quote a key: neither the plain one nor (out of caution) its hash.
+    if (!key.key().empty() && !key.key_sha256().empty()) {
+      sink.Add(field, "set one of key and key_sha256, not both");
+      continue;
+    }
+    if (key.key().empty() && key.key_sha256().empty()) {
+      sink.Add(field, "needs key or key_sha256");
+      continue;
+    }
+    if (key.key() == kRedactedText) {
+      sink.Add(Join(field, "key"), RedactedMessage("API key"));
+    } else if (!key.key().empty() && !ValidApiKeyText(key.key())) {
+      sink.Add(Join(field, "key"),
+               key.key().size() < kMinApiKeyLength || key.key().size() > kMaxApiKeyLength
+                   ? absl::StrCat("is ", key.key().size(), " characters; must be ",
+                                  kMinApiKeyLength, "..", kMaxApiKeyLength)
+                   : std::string("may contain only printable ASCII characters, no spaces"));
+    }
+    if (!key.key_sha256().empty() && !IsSha256Hex(key.key_sha256())) {
+      sink.Add(Join(field, "key_sha256"), "must be 64 lowercase hex digits");
+    }
+    std::string digest = KeyDigest(key);
+    if (digest.empty()) continue;
+    auto [it, inserted] = seen.emplace(digest, i);
+    if (!inserted) sink.Add(field, absl::StrCat("is the same key as keys[", it->second, "]"));
+  }
+}
+
+void ValidateBasicAuth(const config::v1::BasicAuthCredential& basic, ErrorSink& sink) {
+  const std::string& username = basic.username();
+  if (username.empty()) {
+    sink.Add("basic_auth.username", "is required");
+  } else if (username.size() > kMaxNameLength) {
+    sink.Add("basic_auth.username", absl::StrCat("is ", username.size(), " characters; at most ",
+                                                 kMaxNameLength, " are allowed"));
+  } else {
+    for (char c : username) {
+      // Not quoted: a "user:password" typed here must not end up in an error.
+      if (c < 0x20 || c > 0x7e || c == ':') {
+        sink.Add("basic_auth.username",
+                 "may contain only printable ASCII characters and no ':' (RFC 7617)");
+        break;
+      }
+    }
+  }
+  const std::string& password = basic.password();
+  const std::string& hash = basic.password_hash();
+  if (!password.empty() && !hash.empty()) {
+    sink.Add("basic_auth", "set one of password and password_hash, not both");
+  } else if (password.empty() && hash.empty()) {
+    sink.Add("basic_auth", "needs password or password_hash");
+  } else if (password == kRedactedText) {
+    sink.Add("basic_auth.password", RedactedMessage("password"));
+  } else if (password.size() > kMaxPasswordBytes) {
+    sink.Add("basic_auth.password", absl::StrCat("is ", password.size(), " bytes; at most ",
+                                                 kMaxPasswordBytes));
+  } else if (!hash.empty()) {
+    if (absl::StatusOr<ParsedPasswordHash> parsed = ParsePasswordHash(hash); !parsed.ok()) {
+      sink.Add("basic_auth.password_hash", std::string(parsed.status().message()));
+    }
+  }
+}
+
+void ValidateConsumer(const Consumer& consumer, ErrorSink& sink) {
+  CheckConsumerName(consumer.name(), "name", sink);
+  if (static_cast<size_t>(consumer.groups_size()) > kMaxConsumerGroups) {
+    sink.Add("groups", absl::StrCat("has ", consumer.groups_size(), " entries; at most ",
+                                    kMaxConsumerGroups));
+  }
+  std::map<std::string, int> groups;
+  for (int i = 0; i < consumer.groups_size(); ++i) {
+    std::string field = Index("groups", i);
+    CheckConsumerName(consumer.groups(i), field, sink);
+    auto [it, inserted] = groups.emplace(consumer.groups(i), i);
+    if (!inserted && !consumer.groups(i).empty()) {
+      sink.Add(field, absl::StrCat("'", consumer.groups(i), "' is already listed at groups[",
+                                   it->second, "]"));
+    }
+  }
+  ValidateApiKeys(consumer, sink);
+  if (consumer.has_basic_auth()) ValidateBasicAuth(consumer.basic_auth(), sink);
+}
+
+// Across Consumers: each API key (by its SHA-256) and each basic-auth
+// username belongs to one Consumer only, or a request could not tell who it
+// is. The first Consumer (by name) keeps it; the others are told.
+class ConsumerCredentialIndex {
+ public:
+  void Add(const Consumer& consumer, ErrorSink& sink) {
+    for (int i = 0; i < consumer.keys_size(); ++i) {
+      std::string digest = KeyDigest(consumer.keys(i));
+      if (digest.empty()) continue;
+      auto [it, inserted] =
+          keys_.emplace(digest, Owner{consumer.name(), Index("keys", i)});
+      if (!inserted && it->second.name != consumer.name()) {
+        sink.Add(Index("keys", i), absl::StrCat("is also a key of Consumer \"", it->second.name,
+                                                "\" (", it->second.field,
+                                                "); no two consumers may share a key"));
+      }
+    }
+    const std::string& username = consumer.basic_auth().username();
+    if (username.empty()) return;
+    auto [it, inserted] = usernames_.emplace(username, consumer.name());
+    if (!inserted && it->second != consumer.name()) {
+      sink.Add("basic_auth.username",
+               absl::StrCat("'", username, "' is also the username of Consumer \"", it->second,
+                            "\"; no two consumers may share a username"));
+    }
+  }
+
+ private:
+  struct Owner {
+    std::string name;
+    std::string field;
+  };
+  std::map<std::string, Owner> keys_;            // key digest -> first consumer
+  std::map<std::string, std::string> usernames_;  // username -> first consumer
+};
 
 void CheckDomain(const std::string& domain, const std::string& field,
                  ErrorSink& sink) {
@@ -877,8 +1051,12 @@ void ValidateResource(const Resource& resource,
     case Resource::kSecret:
       ValidateSecret(resource.secret(), sink);
       break;
+    case Resource::kConsumer:
+      ValidateConsumer(resource.consumer(), sink);
+      break;
     case Resource::KIND_NOT_SET:
-      sink.Add("", "resource has no kind (expected listener, route_table, cluster or secret)");
+      sink.Add("", "resource has no kind (expected listener, route_table, cluster, secret or "
+                   "consumer)");
       break;
   }
 }
@@ -899,6 +1077,7 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
                                            const std::set<ResourceId>* changed) {
   std::vector<ValidationError> errors;
   std::map<uint32_t, std::vector<const Listener*>> by_port;
+  ConsumerCredentialIndex credentials;
   for (const auto& [id, resource] : state) {
     if (changed == nullptr || changed->count(id)) ValidateResource(resource, &errors);
     if (IdOf(resource) != id) {
@@ -942,6 +1121,8 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
       if (resource.cluster().has_tls()) {
         CheckUpstreamTlsReferences(resource.cluster().tls(), state, sink);
       }
+    } else if (resource.has_consumer()) {
+      credentials.Add(resource.consumer(), sink);
     }
   }
   for (const auto& [port, listeners] : by_port) {

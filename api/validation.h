@@ -31,6 +31,8 @@ inline constexpr uint32_t kDefaultMaxRequestHeaders = 100;
 inline constexpr size_t kMaxPoliciesPerList = 32;
 inline constexpr size_t kMaxListenerCertificates = 64;
 inline constexpr size_t kMaxAlpnProtocols = 8;
+inline constexpr size_t kMaxConsumerGroups = 64;
+inline constexpr size_t kMaxConsumerKeys = 64;
 
 // Defaults for fields left unset.
 inline constexpr uint32_t kDefaultMaxRequestHeadersBytes = 60 * 1024;
@@ -77,7 +79,9 @@ struct ValidationError {
 
 // Rules that look at one resource alone: names, ranges, addresses, regexes,
 // durations, key material (PEM syntax, sizes, the key matching the
-// certificate). Appends to `errors`.
+// certificate), a Consumer's credentials (plain or hashed, each in its
+// format). Appends to `errors`. Errors never quote a key, a password or a
+// password hash.
 void ValidateResource(const Resource& resource,
                       std::vector<ValidationError>* errors);
 
@@ -95,7 +99,9 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 
 // Every per-resource rule plus the rules across resources: references to
 // unknown route tables, clusters and Secrets (or Secrets of the wrong type),
-// listeners that conflict on an address.
+// listeners that conflict on an address, Consumers that share an API key
+// (plain keys compared by their SHA-256 with key_sha256 values) or a
+// basic-auth username.
 // With `changed`, the per-resource rules run only for those ids (the rest
 // passed them when they were accepted); the rules across resources always
 // run over the whole state.

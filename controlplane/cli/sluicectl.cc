@@ -4,18 +4,24 @@
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
 //   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run]
 //   sluicectl [--server HOST:PORT] proxies [-o table|json]
+//   sluicectl hash-password [--iterations N]   (password on stdin)
 //
 // The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000.
+#include <termios.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "api/credentials.h"
 #include "api/discovery.h"
 #include "api/resource.h"
 #include "common/flags.h"
@@ -37,9 +43,14 @@ commands:
                                     (default), yaml or json
   delete KIND NAME [--dry-run]      delete one resource
   proxies [-o table|json]           connected proxies and the version each runs
+  hash-password [--iterations N]    read a password from stdin (one line) and print
+                                    a password_hash for a Consumer's basic_auth
+                                    (no server needed; default N is 100000)
 
-KIND is Listener, RouteTable, Cluster or Secret (any case, singular or plural).
-get never prints a private key: it shows "[redacted]" in its place.
+KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
+plural).
+get never prints a private key: it shows "[redacted]" in its place. A Consumer's
+API keys and passwords are stored only as hashes (key_sha256, password_hash).
 The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
 )";
 
@@ -117,6 +128,15 @@ std::string Summary(const api::Resource& r) {
   if (r.has_secret()) {
     if (r.secret().has_tls_certificate()) return "tls_certificate";
     if (r.secret().has_trusted_ca()) return "trusted_ca";
+  }
+  if (r.has_consumer()) {
+    std::vector<std::string> parts;
+    if (r.consumer().groups_size() > 0) {
+      parts.push_back(absl::StrCat("groups=", absl::StrJoin(r.consumer().groups(), ",")));
+    }
+    parts.push_back(absl::StrCat("keys=", r.consumer().keys_size()));
+    if (r.consumer().has_basic_auth()) parts.push_back("basic-auth");
+    return absl::StrJoin(parts, " ");
   }
   return "";
 }
@@ -262,8 +282,54 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
   return 0;
 }
 
+// One line from stdin, without its line break. With a terminal on stdin,
+// prompts on stderr and does not echo what is typed.
+bool ReadPasswordLine(std::string* password) {
+  termios saved;
+  const bool quiet = ::isatty(STDIN_FILENO) == 1 && ::tcgetattr(STDIN_FILENO, &saved) == 0;
+  if (quiet) {
+    termios no_echo = saved;
+    no_echo.c_lflag &= ~ECHO;
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &no_echo);
+    std::cerr << "password: " << std::flush;
+  }
+  const bool read = static_cast<bool>(std::getline(std::cin, *password));
+  if (quiet) {
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    std::cerr << "\n";
+  }
+  if (read && !password->empty() && password->back() == '\r') password->pop_back();
+  return read;
+}
+
+// Prints the password_hash of the password on stdin, for operators who put
+// only hashes in their files. Needs no server.
+int HashPasswordCommand(const ParsedFlags& flags) {
+  if (flags.positional.size() != 1) {
+    return Fail("hash-password takes no arguments (it reads the password from stdin)");
+  }
+  uint32_t iterations = api::kDefaultPasswordIterations;
+  if (auto it = flags.values.find("iterations"); it != flags.values.end()) {
+    if (!absl::SimpleAtoi(it->second, &iterations) ||
+        iterations < api::kMinPasswordIterations || iterations > api::kMaxPasswordIterations) {
+      return Fail(absl::StrCat("--iterations ", it->second, ": expected a number ",
+                               api::kMinPasswordIterations, "..",
+                               api::kMaxPasswordIterations));
+    }
+  }
+  std::string password;
+  if (!ReadPasswordLine(&password)) return Fail("no password on stdin");
+  if (password.empty()) return Fail("the password is empty");
+  if (password.size() > api::kMaxPasswordBytes) {
+    return Fail(absl::StrCat("the password is ", password.size(), " bytes; at most ",
+                             api::kMaxPasswordBytes));
+  }
+  std::cout << api::HashPassword(password, iterations) << "\n";
+  return 0;
+}
+
 int Run(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output"},
+  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations"},
                           {"dry-run", "help", "h"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
@@ -283,6 +349,7 @@ int Run(int argc, char** argv) {
                ? 2
                : 0;
   }
+  if (flags->positional[0] == "hash-password") return HashPasswordCommand(*flags);
   std::string server = "127.0.0.1:18000";
   if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) server = env;
   if (auto it = flags->values.find("server"); it != flags->values.end()) server = it->second;

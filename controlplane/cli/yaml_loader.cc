@@ -307,6 +307,7 @@ const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
     case config::v1::ROUTE_TABLE: return d->FindFieldByName("route_table");
     case config::v1::CLUSTER: return d->FindFieldByName("cluster");
     case config::v1::SECRET: return d->FindFieldByName("secret");
+    case config::v1::CONSUMER: return d->FindFieldByName("consumer");
     default: return nullptr;
   }
 }

@@ -1,7 +1,7 @@
 // Turns declarative YAML files into config resources, for sluicectl.
 //
 // A file holds one or more YAML documents, each
-//   kind: Cluster          # Listener, RouteTable, Cluster or Secret
+//   kind: Cluster          # Listener, RouteTable, Cluster, Secret or Consumer
 //   name: users
 //   spec: {...}            # the message's fields, protobuf JSON mapping
 // Field names are the proto names (snake_case) or their JSON names

@@ -30,7 +30,7 @@ absl::Status CheckKindAndName(config::v1::ResourceKind kind, const std::string& 
   if (kind == config::v1::RESOURCE_KIND_UNSPECIFIED ||
       !config::v1::ResourceKind_IsValid(kind)) {
     return absl::InvalidArgumentError(
-        "kind is required (LISTENER, ROUTE_TABLE, CLUSTER or SECRET)");
+        "kind is required (LISTENER, ROUTE_TABLE, CLUSTER, SECRET or CONSUMER)");
   }
   if (name.empty()) return absl::InvalidArgumentError("name is required");
   return absl::OkStatus();
@@ -75,6 +75,7 @@ grpc::Status AdminServiceImpl::Get(grpc::ServerContext*,
   }
   *response->mutable_resource() = it->second;
   // Private keys go in (Apply) and out to proxies, never back to people.
+  // (Consumers' credentials are stored as hashes; a plain one is redacted.)
   api::RedactSecrets(response->mutable_resource());
   response->set_version(snapshot->version);
   return grpc::Status::OK;

@@ -1,7 +1,8 @@
 // AdminServiceImpl: the operator's API (api/sluice/admin), over ConfigState
 // and ProxyRegistry. Maps absl::Status codes one to one onto gRPC codes.
 // Get and List return Secrets with the private key redacted
-// (api::RedactSecrets); Apply takes keys in full.
+// (api::RedactSecrets); Apply takes keys in full. Consumers' API keys and
+// passwords are taken in plain or hashed and kept only hashed (ConfigState).
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_

@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "api/credentials.h"
 #include "api/validation.h"
 #include "common/log.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -128,14 +129,19 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
       errors.push_back(absl::StrCat(api::Describe(id), ": appears twice in one apply"));
       continue;
     }
+    auto stored = base->resources.find(id);
+    // A Consumer's plain keys and password become hashes here, before
+    // anything compares, validates, stores or pushes it. An unchanged
+    // password keeps its stored hash, so re-applying a file is no change.
+    api::Resource sealed = resource;
+    api::SealCredentials(&sealed, stored != base->resources.end() ? &stored->second : nullptr);
     // Only what this apply adds or changes: re-applying an unchanged Secret
     // whose certificate has expired since does not block other changes.
-    auto stored = base->resources.find(id);
     if (stored == base->resources.end() ||
-        !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource)) {
-      api::ValidateAtApplyTime(resource, now, &apply_time_errors);
+        !google::protobuf::util::MessageDifferencer::Equals(stored->second, sealed)) {
+      api::ValidateAtApplyTime(sealed, now, &apply_time_errors);
     }
-    next[id] = resource;
+    next[id] = std::move(sealed);
   }
   if (!errors.empty()) {
     std::string message;

@@ -65,6 +65,10 @@ class ConfigState {
   // request or the resulting state is invalid; RESOURCE_EXHAUSTED when the
   // config would grow past max_config_bytes; UNAVAILABLE when it cannot be
   // stored. Nothing is stored then.
+  // Consumers are sealed first (api::SealCredentials: plain API keys and
+  // passwords become hashes), so neither the store, a dry run's diff nor a
+  // proxy ever sees a plain credential. A new or changed password costs one
+  // PBKDF2 hash, and an unchanged one a verification, under the write lock.
   absl::StatusOr<ChangeResult> Apply(const std::vector<api::Resource>& resources,
                                      bool dry_run);
   // NOT_FOUND when absent; FAILED_PRECONDITION when something refers to it.

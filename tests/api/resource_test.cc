@@ -27,8 +27,11 @@ TEST(ResourceTest, KindsParseInEveryCommonSpelling) {
   for (const char* text : {"Secret", "secrets", "SECRET"}) {
     EXPECT_EQ(*ParseKind(text), config::v1::SECRET) << text;
   }
+  for (const char* text : {"Consumer", "consumers", "CONSUMER", "consumer"}) {
+    EXPECT_EQ(*ParseKind(text), config::v1::CONSUMER) << text;
+  }
   EXPECT_EQ(ParseKind("pods").status().message(),
-            "unknown kind 'pods' (expected Listener, RouteTable, Cluster or Secret)");
+            "unknown kind 'pods' (expected Listener, RouteTable, Cluster, Secret or Consumer)");
 }
 
 TEST(ResourceTest, ContentHashIsStableAndSensitive) {
@@ -101,6 +104,43 @@ TEST(ResourceTest, RedactSecretsReplacesOnlyThePrivateKey) {
   RedactSecrets(&state);
   EXPECT_EQ(state.at(IdOf(secret)).secret().tls_certificate().private_key(), "[redacted]");
   EXPECT_EQ(state.at(IdOf(cluster)).SerializeAsString(), cluster.SerializeAsString());
+}
+
+TEST(ResourceTest, ConsumerKindAndName) {
+  Resource r;
+  r.mutable_consumer()->set_name("alice@example.com");
+  EXPECT_EQ(KindOf(r), config::v1::CONSUMER);
+  EXPECT_EQ(NameOf(r), "alice@example.com");
+  EXPECT_EQ(KindName(config::v1::CONSUMER), "Consumer");
+  EXPECT_EQ(Describe(IdOf(r)), "Consumer \"alice@example.com\"");
+}
+
+TEST(ResourceTest, RedactSecretsHidesPlainConsumerCredentialsOnly) {
+  Resource consumer;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(consumer {
+    name: "alice" groups: ["admins"]
+    keys { key: "alice-plain-key" }
+    keys { key_sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" }
+    basic_auth { username: "alice" password: "alice-plain-password" } })", &consumer));
+  Resource redacted = consumer;
+  RedactSecrets(&redacted);
+  EXPECT_EQ(redacted.consumer().keys(0).key(), "[redacted]");
+  EXPECT_EQ(redacted.consumer().keys(1).key_sha256(), consumer.consumer().keys(1).key_sha256());
+  EXPECT_EQ(redacted.consumer().basic_auth().password(), "[redacted]");
+  EXPECT_EQ(redacted.consumer().basic_auth().username(), "alice");
+  EXPECT_EQ(redacted.consumer().groups(0), "admins");
+  EXPECT_EQ(redacted.DebugString().find("plain"), std::string::npos) << redacted.DebugString();
+
+  // Hashes are what is stored; they stay visible.
+  Resource hashed;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(consumer {
+    name: "bob"
+    keys { key_sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" }
+    basic_auth { username: "bob" password_hash: "pbkdf2-sha256$10000$c2FsdA==$aGFzaA==" } })",
+                                                            &hashed));
+  Resource copy = hashed;
+  RedactSecrets(&copy);
+  EXPECT_EQ(copy.SerializeAsString(), hashed.SerializeAsString());
 }
 
 }  // namespace

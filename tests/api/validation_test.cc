@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "api/credentials.h"
 #include "google/protobuf/text_format.h"
 #include "tests/api/test_certificates.h"
 
@@ -642,6 +645,185 @@ TEST(ValidationTest, RemovingASecretAClusterUsesIsInvalid) {
   EXPECT_NE(e.find("Listener \"public\": tls.certificates[0]: Secret \"web\" does not exist"),
             std::string::npos)
       << e;
+}
+
+// --- Consumers ---
+
+constexpr char kAliceKey[] = "alice-key-0123456789";
+// A key that only appears as its hash here; the tests check that no error
+// quotes a key or a hash.
+constexpr char kBobKey[] = "bob-key-0123456789";
+
+// A Consumer named `name`; `body` is the rest of its fields (text format).
+Resource Consumer(const std::string& name, const std::string& body) {
+  return Parse(absl::StrCat("consumer { name: \"", name, "\" ", body, " }"));
+}
+
+std::string ConsumerErrors(const std::string& body) {
+  Resource r = Consumer("alice", body);
+  ResourceMap state = Valid();
+  state[IdOf(r)] = r;
+  return std::string(CheckState(state).message());
+}
+
+TEST(ValidationTest, ConsumerStatePasses) {
+  ResourceMap state = Valid();
+  for (const Resource& r :
+       {Consumer("alice@example.com",
+                 absl::StrCat(R"(groups: ["admins", "ops.team_1-x@corp"] keys { key: ")", kAliceKey,
+                              R"(" } keys { key_sha256: ")", Sha256Hex("another-alice-key"),
+                              R"(" } basic_auth { username: "alice@example.com"
+                                  password: "correct horse battery staple" })")),
+        Consumer("bob", absl::StrCat(R"(basic_auth { username: "Bob Smith" password_hash: ")",
+                                     HashPassword("pw", 10000), R"(" })")),
+        Consumer("nobody", "")}) {
+    state[IdOf(r)] = r;
+  }
+  EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+}
+
+TEST(ValidationTest, ConsumerNameAndGroups) {
+  EXPECT_EQ(ErrorsWith(R"(consumer { name: "a b" })"),
+            "Consumer \"a b\": name: 'a b' may contain only letters, digits, '-', '_', '.' and "
+            "'@'");
+  EXPECT_EQ(ErrorsWith(R"(consumer { name: "" })"), "Consumer \"\": name: is required");
+  EXPECT_EQ(ErrorsWith("consumer { name: \"" + std::string(129, 'a') + "\" }"),
+            "Consumer \"" + std::string(129, 'a') +
+                "\": name: is 129 characters; at most 128 are allowed");
+  EXPECT_EQ(ConsumerErrors(R"(groups: ["ops", "a/b"])"),
+            "Consumer \"alice\": groups[1]: 'a/b' may contain only letters, digits, '-', '_', "
+            "'.' and '@'");
+  EXPECT_EQ(ConsumerErrors(R"(groups: [""])"), "Consumer \"alice\": groups[0]: is required");
+  EXPECT_EQ(ConsumerErrors("groups: \"" + std::string(129, 'g') + "\""),
+            "Consumer \"alice\": groups[0]: is 129 characters; at most 128 are allowed");
+  EXPECT_EQ(ConsumerErrors(R"(groups: ["ops", "dev", "ops"])"),
+            "Consumer \"alice\": groups[2]: 'ops' is already listed at groups[0]");
+  std::string groups;
+  for (size_t i = 0; i <= kMaxConsumerGroups; ++i) absl::StrAppend(&groups, "groups: \"g", i, "\" ");
+  EXPECT_EQ(ConsumerErrors(groups), "Consumer \"alice\": groups: has 65 entries; at most 64");
+}
+
+TEST(ValidationTest, ConsumerKeys) {
+  const std::string hash = Sha256Hex(kAliceKey);
+  auto expect = [&](const std::string& body, const std::string& message) {
+    std::string e = ConsumerErrors(body);
+    EXPECT_EQ(e, message) << body;
+    EXPECT_FALSE(absl::StrContains(e, "key-0123")) << e;
+    EXPECT_FALSE(absl::StrContains(e, hash)) << e;
+  };
+  expect(absl::StrCat(R"(keys { key: ")", kAliceKey, R"(" key_sha256: ")", hash, R"(" })"),
+         "Consumer \"alice\": keys[0]: set one of key and key_sha256, not both");
+  expect("keys {}", "Consumer \"alice\": keys[0]: needs key or key_sha256");
+  expect(R"(keys { key: "key-0123"} keys { key: "key-012" })",
+         "Consumer \"alice\": keys[1].key: is 7 characters; must be 8..512");
+  expect(absl::StrCat(R"(keys { key: ")", std::string(513, 'k'), R"(" })"),
+         "Consumer \"alice\": keys[0].key: is 513 characters; must be 8..512");
+  expect(R"(keys { key: "key-0123 456" })",
+         "Consumer \"alice\": keys[0].key: may contain only printable ASCII characters, no "
+         "spaces");
+  expect(R"(keys { key: "key-0123\t456" })",
+         "Consumer \"alice\": keys[0].key: may contain only printable ASCII characters, no "
+         "spaces");
+  expect(absl::StrCat(R"(keys { key: ")", kAliceKey, R"(" } keys { key_sha256: ")",
+                      absl::AsciiStrToUpper(hash), R"(" })"),
+         "Consumer \"alice\": keys[1].key_sha256: must be 64 lowercase hex digits");
+  expect(absl::StrCat(R"(keys { key_sha256: ")", hash.substr(1), R"(" })"),
+         "Consumer \"alice\": keys[0].key_sha256: must be 64 lowercase hex digits");
+  // The same key twice, once plain and once hashed.
+  expect(absl::StrCat(R"(keys { key_sha256: ")", hash, R"(" } keys { key: ")", kAliceKey,
+                      R"(" })"),
+         "Consumer \"alice\": keys[1]: is the same key as keys[0]");
+  // What `get` would show for a plain key cannot be applied as a key.
+  expect(R"(keys { key: "[redacted]" })",
+         "Consumer \"alice\": keys[0].key: is \"[redacted]\", what sluicectl get and the admin "
+         "API show in place of a credential: give the API key itself");
+  std::string keys;
+  for (size_t i = 0; i <= kMaxConsumerKeys; ++i) {
+    absl::StrAppend(&keys, "keys { key: \"key-", 1000000 + i, "\" } ");
+  }
+  expect(keys, "Consumer \"alice\": keys: has 65 entries; at most 64");
+}
+
+TEST(ValidationTest, ConsumerBasicAuth) {
+  auto expect = [&](const std::string& basic_auth, const std::string& message) {
+    std::string e = ConsumerErrors(absl::StrCat("basic_auth { ", basic_auth, " }"));
+    EXPECT_EQ(e, message) << basic_auth;
+    EXPECT_FALSE(absl::StrContains(e, "s3cret")) << e;
+  };
+  expect(R"(password: "s3cret")", "Consumer \"alice\": basic_auth.username: is required");
+  expect(R"(username: "alice:s3cret" password: "s3cret")",
+         "Consumer \"alice\": basic_auth.username: may contain only printable ASCII characters "
+         "and no ':' (RFC 7617)");
+  expect(R"(username: "al\nice" password: "s3cret")",
+         "Consumer \"alice\": basic_auth.username: may contain only printable ASCII characters "
+         "and no ':' (RFC 7617)");
+  expect(absl::StrCat(R"(username: ")", std::string(129, 'u'), R"(" password: "s3cret")"),
+         "Consumer \"alice\": basic_auth.username: is 129 characters; at most 128 are allowed");
+  expect(R"(username: "alice")", "Consumer \"alice\": basic_auth: needs password or password_hash");
+  expect(absl::StrCat(R"(username: "alice" password: "s3cret" password_hash: ")",
+                      HashPassword("s3cret", 10000), R"(")"),
+         "Consumer \"alice\": basic_auth: set one of password and password_hash, not both");
+  expect(absl::StrCat(R"(username: "alice" password: ")", std::string(1025, 'p'), R"(")"),
+         "Consumer \"alice\": basic_auth.password: is 1025 bytes; at most 1024");
+  expect(R"(username: "alice" password: "[redacted]")",
+         "Consumer \"alice\": basic_auth.password: is \"[redacted]\", what sluicectl get and the "
+         "admin API show in place of a credential: give the password itself");
+  expect(R"(username: "alice" password_hash: "s3cret")",
+         "Consumer \"alice\": basic_auth.password_hash: is not a password hash: expected "
+         "pbkdf2-sha256$<iterations>$<salt, base64>$<hash, base64> (sluicectl hash-password "
+         "makes one)");
+  std::string low = HashPassword("s3cret", 10000);
+  low.replace(low.find("$10000$"), 7, "$5$");
+  expect(absl::StrCat(R"(username: "alice" password_hash: ")", low, R"(")"),
+         "Consumer \"alice\": basic_auth.password_hash: iterations must be 10000..1000000, "
+         "got 5");
+  // The limits themselves are fine.
+  expect(absl::StrCat(R"(username: ")", std::string(128, 'u'), R"(" password: ")",
+                      std::string(1024, 'p'), R"(")"),
+         "");
+  expect(R"(username: "a b c ~" password: "x")", "");
+}
+
+TEST(ValidationTest, ConsumersCannotShareAKey) {
+  // One plain, one hashed: compared by their SHA-256.
+  for (bool alice_plain : {true, false}) {
+    ResourceMap state = Valid();
+    std::string alice_key = alice_plain
+                                ? absl::StrCat("key: \"", kBobKey, "\"")
+                                : absl::StrCat("key_sha256: \"", Sha256Hex(kBobKey), "\"");
+    std::string bob_key = !alice_plain
+                              ? absl::StrCat("key: \"", kBobKey, "\"")
+                              : absl::StrCat("key_sha256: \"", Sha256Hex(kBobKey), "\"");
+    for (const Resource& r :
+         {Consumer("alice", absl::StrCat(R"(keys { key: ")", kAliceKey, R"(" } keys { )",
+                                         alice_key, " }")),
+          Consumer("bob", absl::StrCat("keys { ", bob_key, " }"))}) {
+      state[IdOf(r)] = r;
+    }
+    std::string e(CheckState(state).message());
+    EXPECT_EQ(e,
+              "Consumer \"bob\": keys[0]: is also a key of Consumer \"alice\" (keys[1]); no two "
+              "consumers may share a key");
+    EXPECT_FALSE(absl::StrContains(e, kBobKey)) << e;
+    EXPECT_FALSE(absl::StrContains(e, Sha256Hex(kBobKey))) << e;
+    // The rule is about the whole state: it holds when only another
+    // resource changed too.
+    std::set<ResourceId> changed = {{config::v1::CLUSTER, "users"}};
+    EXPECT_EQ(ToStatus(ValidateState(state, &changed)).message(), e);
+  }
+}
+
+TEST(ValidationTest, ConsumersCannotShareAUsername) {
+  ResourceMap state = Valid();
+  for (const Resource& r :
+       {Consumer("alice", R"(basic_auth { username: "shared" password: "a" })"),
+        Consumer("bob", R"(basic_auth { username: "shared" password: "b" })"),
+        Consumer("carol", R"(basic_auth { username: "Shared" password: "c" })")}) {
+    state[IdOf(r)] = r;
+  }
+  EXPECT_EQ(CheckState(state).message(),
+            "Consumer \"bob\": basic_auth.username: 'shared' is also the username of Consumer "
+            "\"alice\"; no two consumers may share a username");
 }
 
 }  // namespace

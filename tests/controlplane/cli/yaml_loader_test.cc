@@ -263,5 +263,46 @@ TEST(YamlLoaderTest, SecretErrorsCarryTheLineOfTheField) {
                             "certificate's public key"));
 }
 
+TEST(YamlLoaderTest, ConsumerLoadsAndRoundTrips) {
+  auto loaded = LoadYaml(R"(
+kind: consumers
+name: alice@example.com
+spec:
+  groups: [admins, ops]
+  keys:
+    - key: alice-key-0123456789
+    - key_sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+  basic_auth: {username: alice, password: "correct horse"}
+)",
+                         "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 1u);
+  const api::Resource& r = (*loaded)[0].resource;
+  ASSERT_TRUE(r.has_consumer());
+  EXPECT_EQ(r.consumer().name(), "alice@example.com");
+  EXPECT_EQ(r.consumer().groups_size(), 2);
+  // Sent as written: the control plane hashes it (it needs the plain
+  // password to see whether it changed).
+  EXPECT_EQ(r.consumer().keys(0).key(), "alice-key-0123456789");
+  EXPECT_EQ(r.consumer().basic_auth().password(), "correct horse");
+  std::string yaml = ToYaml(r);
+  EXPECT_TRUE(absl::StartsWith(yaml, "kind: Consumer\nname: alice@example.com\n")) << yaml;
+  auto again = LoadYaml(yaml, "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ((*again)[0].resource.SerializeAsString(), r.SerializeAsString());
+  EXPECT_TRUE(absl::StartsWith(ToJson(r), "{\"kind\":\"Consumer\",\"name\":\"alice@example.com\""))
+      << ToJson(r);
+}
+
+TEST(YamlLoaderTest, ConsumerErrorsCarryTheLineOfTheField) {
+  EXPECT_EQ(Error("kind: Consumer\nname: alice\nspec:\n  keys:\n    - key: alice-key-1\n"
+                  "    - key: short\n"),
+            "f.yaml, document 1, line 6: Consumer \"alice\": keys[1].key: is 5 characters; must "
+            "be 8..512");
+  EXPECT_EQ(Error("kind: Consumer\nname: alice\nspec:\n  basic_auth:\n    username: alice\n"),
+            "f.yaml, document 1, line 5: Consumer \"alice\": basic_auth: needs password or "
+            "password_hash");
+}
+
 }  // namespace
 }  // namespace sluice::cli

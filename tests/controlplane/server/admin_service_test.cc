@@ -1,8 +1,11 @@
 // The admin API never hands a private key back: Get and List redact it,
-// whatever client asks.
+// whatever client asks. Consumers' API keys and passwords are taken in plain
+// and only their hashes come back.
 #include "controlplane/server/admin_service.h"
 
 #include <gtest/gtest.h>
+
+#include "api/credentials.h"
 
 #include "tests/api/test_certificates.h"
 #include "tests/harness/process.h"
@@ -85,6 +88,49 @@ TEST_F(AdminServiceTest, SecretKindIsAccepted) {
   grpc::Status status = service_->Get(nullptr, &request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(status.error_message(), "Secret \"nope\" does not exist");
+}
+
+TEST_F(AdminServiceTest, ConsumerCredentialsComeBackOnlyAsHashes) {
+  admin::v1::ApplyRequest apply;
+  auto* consumer = apply.add_resources()->mutable_consumer();
+  consumer->set_name("alice");
+  consumer->add_keys()->set_key("alice-plain-key-1");
+  consumer->mutable_basic_auth()->set_username("alice");
+  consumer->mutable_basic_auth()->set_password("alice-plain-password");
+  admin::v1::ApplyResponse applied;
+  grpc::Status status = service_->Apply(nullptr, &apply, &applied);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(applied.diff().added_size(), 1);
+
+  admin::v1::GetRequest get;
+  get.set_kind(config::v1::CONSUMER);
+  get.set_name("alice");
+  admin::v1::GetResponse got;
+  ASSERT_TRUE(service_->Get(nullptr, &get, &got).ok());
+  const auto& c = got.resource().consumer();
+  EXPECT_EQ(c.keys(0).key(), "");
+  EXPECT_EQ(c.keys(0).key_sha256(), api::Sha256Hex("alice-plain-key-1"));
+  EXPECT_EQ(c.basic_auth().password(), "");
+  EXPECT_TRUE(api::VerifyPassword("alice-plain-password", c.basic_auth().password_hash()));
+  EXPECT_EQ(got.DebugString().find("plain"), std::string::npos) << got.DebugString();
+
+  admin::v1::ListRequest list;
+  list.set_kind(config::v1::CONSUMER);
+  admin::v1::ListResponse listed;
+  ASSERT_TRUE(service_->List(nullptr, &list, &listed).ok());
+  ASSERT_EQ(listed.resources_size(), 1);
+  EXPECT_EQ(listed.resources(0).SerializeAsString(), got.resource().SerializeAsString());
+  EXPECT_EQ(listed.DebugString().find("plain"), std::string::npos) << listed.DebugString();
+}
+
+TEST_F(AdminServiceTest, KindIsRequired) {
+  admin::v1::GetRequest request;
+  request.set_name("alice");
+  admin::v1::GetResponse response;
+  grpc::Status status = service_->Get(nullptr, &request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "kind is required (LISTENER, ROUTE_TABLE, CLUSTER, SECRET or CONSUMER)");
 }
 
 }  // namespace

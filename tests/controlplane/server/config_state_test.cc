@@ -1,13 +1,16 @@
-// ConfigState with Secrets: what an apply or a delete is told, with the time
-// of the apply injected.
+// ConfigState with Secrets and Consumers: what an apply or a delete is told,
+// with the time of the apply injected, and what is stored.
 #include "controlplane/server/config_state.h"
 
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "api/credentials.h"
 #include "sluice/discovery/v1/discovery.pb.h"
 #include "tests/api/test_certificates.h"
 #include "tests/harness/process.h"
@@ -274,6 +277,119 @@ TEST(ConfigStateStoreTest, DirectoryFsyncFailureIsReportedAsStoredAndNotDurable)
   state.reset();
   auto restarted = OpenState(dir, api::kMaxConfigBytes);
   EXPECT_EQ(restarted->Current()->version, 1u);
+}
+
+constexpr char kAliceKey[] = "alice-key-0123456789";
+constexpr char kAlicePassword[] = "correct horse battery staple";
+
+api::Resource Alice(const std::string& password = kAlicePassword) {
+  api::Resource r;
+  auto* c = r.mutable_consumer();
+  c->set_name("alice");
+  c->add_groups("admins");
+  c->add_keys()->set_key(kAliceKey);
+  c->mutable_basic_auth()->set_username("alice");
+  c->mutable_basic_auth()->set_password(password);
+  return r;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+TEST(ConfigStateConsumerTest, PlainCredentialsAreStoredAndServedOnlyAsHashes) {
+  std::string dir = sluice::testing::MakeTempDir("config_state");
+  auto state = OpenState(dir, api::kMaxConfigBytes);
+  int notified = 0;
+  state->Subscribe([&](bool) { ++notified; });
+
+  // A dry run says what would change and stores nothing.
+  auto result = state->Apply({Alice()}, /*dry_run=*/true);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->diff.added.size(), 1u);
+  EXPECT_EQ(state->Current()->version, 0u);
+
+  result = state->Apply({Alice()}, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 1u);
+  EXPECT_EQ(notified, 1);
+  const api::Resource& stored = state->Current()->resources.at({config::v1::CONSUMER, "alice"});
+  ASSERT_EQ(stored.consumer().keys_size(), 1);
+  EXPECT_EQ(stored.consumer().keys(0).key(), "");
+  EXPECT_EQ(stored.consumer().keys(0).key_sha256(), api::Sha256Hex(kAliceKey));
+  EXPECT_EQ(stored.consumer().basic_auth().username(), "alice");
+  EXPECT_EQ(stored.consumer().basic_auth().password(), "");
+  const std::string hash = stored.consumer().basic_auth().password_hash();
+  EXPECT_TRUE(api::VerifyPassword(kAlicePassword, hash));
+  EXPECT_EQ(stored.consumer().groups(0), "admins");
+  // Nor is the plain value on disk.
+  std::string on_disk = ReadFile(dir + "/state.db");
+  ASSERT_NE(on_disk.find(hash), std::string::npos);
+  EXPECT_EQ(on_disk.find(kAliceKey), std::string::npos);
+  EXPECT_EQ(on_disk.find(kAlicePassword), std::string::npos);
+
+  // The same file again, also after a restart: no change, no new version,
+  // no push, the same hash (no new salt).
+  for (int restart = 0; restart < 2; ++restart) {
+    if (restart == 1) {
+      state.reset();  // releases the data dir
+      state = OpenState(dir, api::kMaxConfigBytes);
+      notified = 0;
+      state->Subscribe([&](bool) { ++notified; });
+    }
+    result = state->Apply({Alice()}, false);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->diff.empty());
+    EXPECT_EQ(result->diff.unchanged, 1);
+    EXPECT_EQ(result->version, 1u);
+    EXPECT_EQ(notified, restart == 0 ? 1 : 0);
+    EXPECT_EQ(state->Current()
+                  ->resources.at({config::v1::CONSUMER, "alice"})
+                  .consumer()
+                  .basic_auth()
+                  .password_hash(),
+              hash);
+  }
+
+  // A new password is a change, with a new hash.
+  result = state->Apply({Alice("a new password")}, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->version, 2u);
+  EXPECT_EQ(result->diff.changed.size(), 1u);
+  const std::string new_hash = state->Current()
+                                   ->resources.at({config::v1::CONSUMER, "alice"})
+                                   .consumer()
+                                   .basic_auth()
+                                   .password_hash();
+  EXPECT_NE(new_hash, hash);
+  EXPECT_TRUE(api::VerifyPassword("a new password", new_hash));
+  EXPECT_FALSE(api::VerifyPassword(kAlicePassword, new_hash));
+}
+
+TEST(ConfigStateConsumerTest, InvalidCredentialsAreRefusedWithoutQuotingThem) {
+  auto state = OpenState(sluice::testing::MakeTempDir("config_state"), api::kMaxConfigBytes);
+  ASSERT_TRUE(state->Apply({Alice()}, false).ok());
+  // A key too short: reported as given, not hashed out of sight.
+  api::Resource bob;
+  bob.mutable_consumer()->set_name("bob");
+  bob.mutable_consumer()->add_keys()->set_key("s3cret");
+  auto result = state->Apply({bob}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result.status().message(),
+            "Consumer \"bob\": keys[0].key: is 6 characters; must be 8..512");
+  // Alice's key, given plain to another consumer: both are named, the key
+  // is not.
+  bob.mutable_consumer()->mutable_keys(0)->set_key(kAliceKey);
+  result = state->Apply({bob}, /*dry_run=*/true);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().message(),
+            "Consumer \"bob\": keys[0]: is also a key of Consumer \"alice\" (keys[0]); no two "
+            "consumers may share a key");
+  EXPECT_EQ(state->Current()->version, 1u);
 }
 
 }  // namespace
