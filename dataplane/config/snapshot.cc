@@ -11,6 +11,7 @@
 #include "api/validation.h"
 #include "common/log.h"
 #include "dataplane/net/tls.h"
+#include "dataplane/policy/chain.h"
 #include "dataplane/policy/registry.h"
 
 namespace sluice::config {
@@ -130,7 +131,7 @@ absl::StatusOr<std::vector<FilterChain>> CompileRouteFilters(const config::v1::R
           chain.push_back(std::move(*f));
         }
       }
-      chains.push_back(std::move(chain));
+      chains.push_back(policy::OrderChain(std::move(chain)));
     }
   }
   return chains;
@@ -274,6 +275,22 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
       snapshot->route_tables[id.second] = std::move(*table);
     }
   }
+  // Consumers: taken over when none was added, changed or removed.
+  size_t consumer_count = 0;
+  bool consumers_changed = previous == nullptr || changed == nullptr;
+  for (auto it = resources.lower_bound({config::v1::CONSUMER, std::string()});
+       it != resources.end() && it->first.first == config::v1::CONSUMER; ++it) {
+    ++consumer_count;
+  }
+  if (!consumers_changed) {
+    consumers_changed = previous->consumers == nullptr ||
+                        previous->consumers->size() != consumer_count ||
+                        std::any_of(changed->begin(), changed->end(), [](const api::ResourceId& id) {
+                          return id.first == config::v1::CONSUMER;
+                        });
+  }
+  snapshot->consumers = consumers_changed ? auth::ConsumerIndex::Build(resources)
+                                          : previous->consumers;
   for (const auto& [id, resource] : resources) {
     if (!resource.has_listener()) continue;
     const auto& l = resource.listener();

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
+#include "dataplane/auth/consumers.h"
 #include "dataplane/http/filter.h"
 #include "dataplane/http/path_normalizer.h"
 #include "dataplane/net/socket.h"
@@ -99,6 +100,8 @@ struct ConfigSnapshot {
   // Every endpoint's pool key (EndpointInfo::pool_key): pooled connections
   // under any other key are closed.
   std::set<std::string> pool_keys;
+  // The Consumer resources, for authentication policies. Never null.
+  std::shared_ptr<const auth::ConsumerIndex> consumers;
 };
 
 // Validates `resources` with the shared validation library and compiles

@@ -10,20 +10,47 @@
 // goes upstream; response hooks run in reverse order on every response of
 // the route, upstream or made by the gateway.
 //
-// Not offered yet: pausing the chain for asynchronous work and resuming it
-// later, buffering a whole body for a filter, and response-body hooks.
+// Chains run in phase order (FilterPhase), whatever order the policies are
+// written in; within a phase, in the written order. Several authentication
+// policies on one route mean "any of them": the chain compiler groups them
+// (dataplane/policy/chain.h).
+//
+// A request-head hook may pause the chain for asynchronous work
+// (kStopIteration) and resume it later from the worker thread
+// (ContinueRequest, through a ResumeHandle); the request body that arrives
+// meanwhile is held, bounded, and reading stops beyond the bound.
+//
+// Not offered yet: buffering a whole body for a filter, and response-body
+// hooks.
 //
 // Worker thread only (a Filter lives on its request's worker).
 #ifndef SLUICE_DATAPLANE_HTTP_FILTER_H_
 #define SLUICE_DATAPLANE_HTTP_FILTER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "dataplane/http/header_map.h"
 
+namespace sluice::auth {
+struct Consumer;
+class ConsumerIndex;
+}  // namespace sluice::auth
+
 namespace sluice::http {
+
+// Where a policy runs in a chain. Lower runs first.
+enum class FilterPhase {
+  kPreflight = 0,       // answered before anyone is identified (cors)
+  kAuthentication = 1,  // who is calling (key-auth, basic-auth, jwt)
+  kAuthorization = 2,   // may they (acl, ip-restriction)
+  kRateLimit = 3,
+  kValidation = 4,      // request-validation, request-size-limit
+  kTransformation = 5,  // headers, transformers
+  kCache = 6,
+};
 
 // What a filter may read about the exchange. Valid during the hook.
 struct StreamInfo {
@@ -41,12 +68,34 @@ struct StreamInfo {
   // The request body's declared length (Content-Length), -1 when it has
   // none (chunked, or HTTP/2 without content-length); 0 for no body.
   int64_t request_content_length = -1;
+  // The consumer an authentication policy identified (nullptr: none yet);
+  // valid for the request's lifetime. `anonymous`: the policy's anonymous
+  // consumer, given when no credential matched.
+  const auth::Consumer* consumer = nullptr;
+  bool anonymous_consumer = false;
 };
 
 enum class FilterStatus {
   kContinue,  // the next filter runs
   // The filter answered with SendLocalReply(): nothing after it runs.
   kStopLocalReply,
+  // OnRequestHeaders only: the filter is waiting for asynchronous work.
+  // The chain resumes with the next filter when the filter calls
+  // ContinueRequest(), or ends when it calls SendLocalReply() (either on
+  // the worker thread, e.g. from a ResumeHandle's Post). The route
+  // timeout bounds the wait (504).
+  kStopIteration,
+};
+
+// Brings asynchronous work back to the request's worker thread.
+// Thread-safe; may outlive the request, its filters and the worker.
+class ResumeHandle {
+ public:
+  virtual ~ResumeHandle() = default;
+  // Runs `fn` on the request's worker thread, unless the request is over by
+  // then (the client left, the route timeout answered, the proxy stops):
+  // then `fn` is destroyed without running, on any thread.
+  virtual void Post(std::function<void()> fn) = 0;
 };
 
 class FilterCallbacks {
@@ -58,6 +107,19 @@ class FilterCallbacks {
   // it (e.g. WWW-Authenticate). The hook then returns kStopLocalReply.
   virtual void SendLocalReply(int status, std::string_view message,
                               const HeaderMap& headers) = 0;
+  // After kStopIteration: runs the rest of the chain and the route.
+  virtual void ContinueRequest() = 0;
+  virtual std::shared_ptr<ResumeHandle> MakeResumeHandle() = 0;
+  // This config version's consumers (never nullptr; maybe empty).
+  virtual const auth::ConsumerIndex& consumers() const = 0;
+  // Records who is calling (authentication policies): the upstream gets
+  // x-consumer-name and x-consumer-groups (and x-anonymous-consumer: true
+  // for an anonymous one); what the client sent in those fields never goes
+  // upstream. `consumer` must come from consumers().
+  virtual void SetConsumer(const auth::Consumer* consumer, bool anonymous) = 0;
+  // The path and query that go upstream from here on (routing has already
+  // happened), e.g. with a credential removed from the query.
+  virtual void SetPath(std::string path_and_query) = 0;
 };
 
 class Filter {
@@ -91,6 +153,7 @@ class FilterFactory {
   virtual ~FilterFactory() = default;
   virtual std::unique_ptr<Filter> CreateFilter() const = 0;
   virtual std::string_view policy_name() const = 0;
+  virtual FilterPhase phase() const { return FilterPhase::kTransformation; }
 };
 
 }  // namespace sluice::http

@@ -1,5 +1,6 @@
 #include "dataplane/server/proxy_stream.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
@@ -12,6 +13,14 @@ namespace sluice::server {
 namespace {
 
 using http::AppendHeader;
+
+// x-consumer-* and x-anonymous-consumer: what authentication policies tell
+// the upstream. A client's own are never forwarded.
+bool IsConsumerField(std::string_view name) {
+  if (name.size() < 12 || (name[0] | 0x20) != 'x' || name[1] != '-') return false;
+  return http::EqualsIgnoreCase(name.substr(0, 11), "x-consumer-") ||
+         http::EqualsIgnoreCase(name, "x-anonymous-consumer");
+}
 
 bool ValidRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -168,6 +177,13 @@ void ProxyStream::Reset() {
   trailer_storage_.clear();
   filters_.clear();
   filters_entered_ = 0;
+  paused_ = in_hook_ = continued_in_hook_ = paused_end_ = false;
+  resume_token_.reset();
+  paused_body_.clear();
+  paused_trailers_.Clear();
+  saved_fields_.Clear();
+  saved_views_.clear();
+  max_body_bytes_ = 0;
   filtered_headers_.Clear();
   reply_headers_.Clear();
   path_.clear();
@@ -272,9 +288,44 @@ void ProxyStream::Start(const RequestHead& request) {
   }
   route_ = match.route;
   route_stats_ = &(*listener.route_stats)[route_->id];
+  max_body_bytes_ = listener.max_request_body_bytes;
   if (listener.route_filters != nullptr && !(*listener.route_filters)[route_->id].empty()) {
-    if (!RunRequestFilters((*listener.route_filters)[route_->id], head)) return;  // answered
+    switch (RunRequestFilters((*listener.route_filters)[route_->id], head)) {
+      case ChainResult::kAnswered:
+        return;
+      case ChainResult::kPaused:
+        // A policy waits for asynchronous work: keep what the head's views
+        // point to; the route timeout bounds the wait.
+        SaveHead(head);
+        StartRouteTimer();
+        return;
+      case ChainResult::kDone:
+        break;
+    }
   }
+  Route(head);
+}
+
+void ProxyStream::SaveHead(const RequestHead& head) {
+  saved_head_ = head;
+  saved_authority_.assign(head.authority);
+  saved_head_.authority = saved_authority_;
+  saved_fields_.Clear();
+  for (const http::HeaderField& h : *head.headers) saved_fields_.Add(h.name, h.value);
+  saved_views_.clear();
+  saved_views_.reserve(saved_fields_.size());
+  for (const http::HeaderMap::Field& f : saved_fields_.fields()) {
+    saved_views_.push_back({f.name, f.value});
+  }
+  saved_head_.headers = &saved_views_;
+  saved_head_.method = method_;
+  saved_head_.target = path_;
+}
+
+void ProxyStream::Route(const RequestHead& request) {
+  RequestHead head = request;
+  // The path the policies leave (SetPath) is the one that goes upstream.
+  if (!filters_.empty()) head.target = path_;
   switch (route_->action) {
     case router::RouteEntry::Action::kDirectResponse:
       SendLocalResponse(static_cast<int>(route_->direct_status), "", {}, route_->direct_body,
@@ -291,7 +342,7 @@ void ProxyStream::Start(const RequestHead& request) {
       break;
   }
   body_limit_ = route_->max_request_body_bytes ? route_->max_request_body_bytes
-                                               : listener.max_request_body_bytes;
+                                               : max_body_bytes_;
   if (body_limit_ > 0 && head.body == RequestHead::Body::kLength &&
       head.content_length > body_limit_) {
     SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
@@ -373,6 +424,7 @@ void ProxyStream::Start(const RequestHead& request) {
 }
 
 void ProxyStream::StartRouteTimer() {
+  if (route_timer_.enabled()) return;  // since a policy paused the request
   // The client's grpc-timeout bounds the route's deadline.
   if (grpc_timeout_ < absl::InfiniteDuration() &&
       (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout)) {
@@ -447,6 +499,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   std::string forwarded_for;
   bool has_host = false;
   for (const http::HeaderField& h : headers) {
+    if (IsConsumerField(h.name)) continue;  // only authentication policies set them
     if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
         http::EqualsIgnoreCase(h.name, "expect") ||
         http::EqualsIgnoreCase(h.name, "x-request-id") ||
@@ -477,7 +530,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   emit("x-request-id", request_id_);
 }
 
-bool ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
+ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
   path_.assign(head.target);
   info_.request_id = request_id_;
   info_.client_ip = peer_ip_;
@@ -500,18 +553,111 @@ bool ProxyStream::RunRequestFilters(const config::FilterChain& chain, const Requ
   });
   filters_.reserve(chain.size());
   for (const auto& factory : chain) filters_.push_back(factory->CreateFilter());
-  for (size_t i = 0; i < filters_.size(); ++i) {
-    ++filters_entered_;
-    if (filters_[i]->OnRequestHeaders(filtered_headers_, *this) ==
-        http::FilterStatus::kStopLocalReply) {
-      if (active_ && !response_started_) {
-        // A filter that stops must have answered; answer for it rather than hang.
-        SendLocalResponse(500, "a policy stopped the request without answering");
-      }
-      return false;
+  return RunFiltersFrom(0);
+}
+
+ProxyStream::ChainResult ProxyStream::RunFiltersFrom(size_t first) {
+  for (size_t i = first; i < filters_.size(); ++i) {
+    filters_entered_ = i + 1;
+    in_hook_ = true;
+    continued_in_hook_ = false;
+    http::FilterStatus status = filters_[i]->OnRequestHeaders(filtered_headers_, *this);
+    in_hook_ = false;
+    if (!active_ || response_started_) return ChainResult::kAnswered;
+    if (status == http::FilterStatus::kStopIteration && !continued_in_hook_) {
+      paused_ = true;
+      return ChainResult::kPaused;
+    }
+    if (status == http::FilterStatus::kStopLocalReply) {
+      // A filter that stops must have answered; answer for it rather than hang.
+      SendLocalResponse(500, "a policy stopped the request without answering");
+      return ChainResult::kAnswered;
     }
   }
-  return true;
+  return ChainResult::kDone;
+}
+
+void ProxyStream::ContinueRequest() {
+  if (in_hook_) {
+    continued_in_hook_ = true;  // finished before it returned
+    return;
+  }
+  if (!active_ || !paused_ || response_started_) return;
+  paused_ = false;
+  resume_token_.reset();  // handles of this pause are spent
+  if (RunFiltersFrom(filters_entered_) != ChainResult::kDone) return;
+  Route(saved_head_);
+  if (!active_) return;
+  // The body that came while the policy worked, then its end.
+  sink_.SetRequestReadEnabled(true);
+  if (!paused_body_.empty()) {
+    std::string body = std::move(paused_body_);
+    paused_body_.clear();
+    OnRequestData(body);
+    if (!active_) return;
+  }
+  if (paused_end_) {
+    paused_end_ = false;
+    std::vector<http::HeaderField> trailers;
+    for (const http::HeaderMap::Field& f : paused_trailers_.fields()) {
+      trailers.push_back({f.name, f.value});
+    }
+    OnRequestEnd(trailers);
+  }
+}
+
+namespace {
+
+// A pause's handle: posts through the worker's gate, and runs the work
+// only while the pause's token lives (the stream drops it when the request
+// ends or resumes).
+class StreamResumeHandle : public http::ResumeHandle {
+ public:
+  StreamResumeHandle(std::shared_ptr<PostGate> gate, std::weak_ptr<const char> token)
+      : gate_(std::move(gate)), token_(std::move(token)) {}
+  void Post(std::function<void()> fn) override {
+    gate_->Post([token = token_, fn = std::move(fn)] {
+      if (token.lock()) fn();
+    });
+  }
+
+ private:
+  std::shared_ptr<PostGate> gate_;
+  std::weak_ptr<const char> token_;
+};
+
+}  // namespace
+
+std::shared_ptr<http::ResumeHandle> ProxyStream::MakeResumeHandle() {
+  if (resume_token_ == nullptr) resume_token_ = std::make_shared<const char>(0);
+  return std::make_shared<StreamResumeHandle>(worker_.post_gate(), resume_token_);
+}
+
+const auth::ConsumerIndex& ProxyStream::consumers() const {
+  return snapshot_ != nullptr && snapshot_->consumers != nullptr ? *snapshot_->consumers
+                                                                 : auth::ConsumerIndex::Empty();
+}
+
+void ProxyStream::SetConsumer(const auth::Consumer* consumer, bool anonymous) {
+  if (consumer == nullptr) return;
+  info_.consumer = consumer;
+  info_.anonymous_consumer = anonymous;
+  filtered_headers_.Set("x-consumer-name", consumer->name);
+  if (consumer->groups_header.empty()) {
+    filtered_headers_.Remove("x-consumer-groups");
+  } else {
+    filtered_headers_.Set("x-consumer-groups", consumer->groups_header);
+  }
+  if (anonymous) {
+    filtered_headers_.Set("x-anonymous-consumer", "true");
+  } else {
+    filtered_headers_.Remove("x-anonymous-consumer");
+  }
+}
+
+void ProxyStream::SetPath(std::string path_and_query) {
+  path_ = std::move(path_and_query);
+  info_.path = path_;
 }
 
 void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
@@ -787,6 +933,13 @@ bool ProxyStream::RunRequestDataFilters(std::string_view data, bool end_stream) 
 
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
+  if (paused_) {
+    // Held until the policy resumes the request; past the bound the
+    // client is not read (back-pressure), not refused.
+    paused_body_.append(chunk);
+    if (paused_body_.size() >= kPausedBodyBytes) sink_.SetRequestReadEnabled(false);
+    return;
+  }
   NoteActivity();
   if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters(chunk, false)) return;
   if (body_limit_ > 0 && !tunnel_) {
@@ -839,6 +992,11 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
 
 void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (!active_) return;
+  if (paused_) {
+    paused_end_ = true;
+    for (const http::HeaderField& t : trailers) paused_trailers_.Add(t.name, t.value);
+    return;
+  }
   if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters({}, true)) return;
   request_complete_ = true;
   for (const http::HeaderField& t : trailers) {
@@ -1068,6 +1226,11 @@ void ProxyStream::OnUpstreamRefused(const std::string& why) {
 
 void ProxyStream::OnRouteTimeout() {
   if (!active_) return;
+  if (paused_) {
+    SendLocalResponse(504, "a policy did not finish within the route timeout", {}, {},
+                      "application/json", /*close_connection=*/true);
+    return;
+  }
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
   if (HasUpstream()) upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   ReleaseUpstream(false);
@@ -1205,6 +1368,8 @@ void ProxyStream::Fail() {
 }
 
 void ProxyStream::EndAccounting() {
+  paused_ = false;
+  resume_token_.reset();  // work a policy started for this request is dropped
   route_timer_.Disable();
   retry_timer_.Disable();
   per_try_timer_.Disable();

@@ -105,6 +105,9 @@ class DownstreamSink {
 class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallbacks {
  public:
   static constexpr size_t kHighWatermark = 1 << 20;
+  // Request body held while a policy pauses the chain; beyond it the
+  // client is not read until the chain resumes.
+  static constexpr size_t kPausedBodyBytes = 64 * 1024;
 
   // `transport`, `listener` and `peer_ip` belong to the session and outlive
   // the stream.
@@ -147,6 +150,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // http::FilterCallbacks
   const http::StreamInfo& info() const override { return info_; }
   void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
+  void ContinueRequest() override;
+  std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override;
+  const auth::ConsumerIndex& consumers() const override;
+  void SetConsumer(const auth::Consumer* consumer, bool anonymous) override;
+  void SetPath(std::string path_and_query) override;
 
  private:
   // The request's end-to-end fields as they go upstream: hop-by-hop and
@@ -154,8 +162,16 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // appended, x-forwarded-proto and x-request-id set. emit(name, value).
   template <typename Emit>
   void ForEachForwardedHeader(const RequestHead& head, Emit emit);
-  // Runs the route's policies on the request head; false when one answered.
-  bool RunRequestFilters(const config::FilterChain& chain, const RequestHead& head);
+  // Runs the route's policies on the request head.
+  enum class ChainResult { kDone, kAnswered, kPaused };
+  ChainResult RunRequestFilters(const config::FilterChain& chain, const RequestHead& head);
+  ChainResult RunFiltersFrom(size_t first);
+  // A policy paused the chain: the head's views are copied so the request
+  // can go on after Start() returned.
+  void SaveHead(const RequestHead& head);
+  // After the policies: the route's action (upstream, redirect, direct
+  // response) for `head`.
+  void Route(const RequestHead& head);
   void RunResponseFilters(int status, http::HeaderMap& headers);
   // Runs the request-body hooks; false when a policy answered (the stream
   // has then answered, or failed, already).
@@ -284,6 +300,19 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   http::HeaderMap reply_headers_;  // a policy's local reply fields
   std::string path_;
   http::StreamInfo info_;
+  uint64_t max_body_bytes_ = 0;  // the listener's http.max_request_body_bytes
+  // A policy paused the chain (kStopIteration) at filters_[filters_entered_ - 1].
+  bool paused_ = false;
+  bool in_hook_ = false;            // a request-head hook is running
+  bool continued_in_hook_ = false;  // it called ContinueRequest before returning
+  std::shared_ptr<const char> resume_token_;  // alive while handles may resume
+  RequestHead saved_head_;
+  std::string saved_authority_;
+  http::HeaderMap saved_fields_;
+  std::vector<http::HeaderField> saved_views_;
+  std::string paused_body_;  // request body that came during the pause
+  bool paused_end_ = false;  // and its end
+  http::HeaderMap paused_trailers_;
   // Scratch for response heads.
   std::vector<http::HeaderField> response_fields_;
   std::string scratch_;

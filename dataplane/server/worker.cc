@@ -95,6 +95,7 @@ ProxyStats::ProxyStats(stats::StatsStore& store) {
 Worker::Worker(int index, ProxyStats& stats)
     : index_(index),
       stats_(stats),
+      post_gate_(std::make_shared<PostGate>(&dispatcher_)),
       pool_(dispatcher_),
       h2_pool_(dispatcher_),
       accept_backoff_timer_(dispatcher_, [this] { SetAccepting(true); }),
@@ -104,7 +105,10 @@ Worker::Worker(int index, ProxyStats& stats)
   ConnectionLimit::InitDefault();
 }
 
-Worker::~Worker() { Stop(); }
+Worker::~Worker() {
+  Stop();
+  post_gate_->Close();
+}
 
 void Worker::Start() {
   thread_ = std::thread([this] {

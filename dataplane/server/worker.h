@@ -9,6 +9,7 @@
 #define SLUICE_DATAPLANE_SERVER_WORKER_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -17,6 +18,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/stats/stats.h"
@@ -82,6 +85,25 @@ class Overload {
   static std::atomic<bool> active_;
 };
 
+// Lets other threads hand work to a worker's loop for as long as the
+// worker lives (Post on a closed gate drops the work). Thread-safe.
+class PostGate {
+ public:
+  explicit PostGate(event::Dispatcher* dispatcher) : dispatcher_(dispatcher) {}
+  void Post(std::function<void()> fn) {
+    absl::MutexLock lock(&mu_);
+    if (dispatcher_ != nullptr) dispatcher_->Post(std::move(fn));
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    dispatcher_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  event::Dispatcher* dispatcher_ ABSL_GUARDED_BY(mu_);
+};
+
 class Worker {
  public:
   Worker(int index, ProxyStats& stats);
@@ -100,6 +122,8 @@ class Worker {
 
   // Worker thread only.
   event::Dispatcher& dispatcher() { return dispatcher_; }
+  // Thread-safe.
+  const std::shared_ptr<PostGate>& post_gate() const { return post_gate_; }
   const std::shared_ptr<const config::ConfigSnapshot>& snapshot() const { return snapshot_; }
   upstream::ConnectionPool& pool() { return pool_; }
   upstream::Http2Pool& h2_pool() { return h2_pool_; }
@@ -124,6 +148,7 @@ class Worker {
   const int index_;
   ProxyStats& stats_;
   event::Dispatcher dispatcher_;
+  std::shared_ptr<PostGate> post_gate_;
   std::thread thread_;
   std::shared_ptr<const config::ConfigSnapshot> snapshot_;
   upstream::ConnectionPool pool_;

@@ -9,7 +9,8 @@
 // Every response carries `x-upstream: NAME` and `content-type: text/plain`,
 // and echoes selected request headers as `x-echo-<name>` (all occurrences
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
-// connection, te, transfer-encoding, content-length; and every field whose
+// connection, te, transfer-encoding, content-length, x-consumer-name,
+// x-consumer-groups, x-anonymous-consumer, authorization, apikey; and every field whose
 // name starts with "x-test-", one echo per field, in arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
 // the request declared a body (Content-Length or Transfer-Encoding, even for
@@ -80,6 +81,9 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "x-request-id",      "host",
     "connection",        "te",
     "transfer-encoding", "content-length",
+    "x-consumer-name",   "x-consumer-groups",
+    "x-anonymous-consumer", "authorization",
+    "apikey",
 };
 
 // What one request asked for through its query parameters.

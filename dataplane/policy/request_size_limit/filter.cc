@@ -50,6 +50,7 @@ class RequestSizeLimitFilterFactory : public http::FilterFactory {
     return std::make_unique<RequestSizeLimitFilter>(max_bytes_);
   }
   std::string_view policy_name() const override { return "request-size-limit"; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kValidation; }
 
  private:
   const uint64_t max_bytes_;

@@ -6,6 +6,7 @@
 #include "api/policy_registry.h"
 #include "api/validation.h"
 #include "dataplane/http/filter.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
 #include "dataplane/policy/headers/headers_policy.h"
 #include "dataplane/policy/registry.h"
 #include "google/protobuf/text_format.h"
@@ -30,13 +31,7 @@ std::vector<std::string> Errors(const std::string& text) {
 
 std::vector<std::shared_ptr<const http::FilterFactory>> factories_;  // keep compiled chains alive
 
-class FakeCallbacks : public http::FilterCallbacks {
- public:
-  const http::StreamInfo& info() const override { return info_; }
-  void SendLocalReply(int, std::string_view, const http::HeaderMap&) override { ++replies_; }
-  http::StreamInfo info_;
-  int replies_ = 0;
-};
+using testing::FakeCallbacks;
 
 std::unique_ptr<http::Filter> MakeFilter(const std::string& text) {
   const PolicyFactory* factory = FindPolicyFactory("headers");
@@ -174,7 +169,7 @@ TEST(HeadersPolicyTest, ValidationLibraryChecksPolicyListsOnRoutesAndVirtualHost
   api::ValidateResource(resource, &errors);
   std::string all;
   for (const auto& e : errors) all += e.ToString() + "\n";
-  EXPECT_TRUE(absl::StrContains(all, "virtual_hosts[0].policies[0].name: unknown policy 'nope' (this build has: headers, request-size-limit)")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "virtual_hosts[0].policies[0].name: unknown policy 'nope' (this build has: acl, basic-auth, headers, key-auth, request-size-limit)")) << all;
   EXPECT_TRUE(absl::StrContains(all, "virtual_hosts[0].routes[0].policies[0].typed_config.request.remove[0]: 'connection'")) << all;
   EXPECT_TRUE(absl::StrContains(all, "policies[1].name: policy 'headers' is listed twice")) << all;
   EXPECT_TRUE(absl::StrContains(all, "policies[1].typed_config: typed_config is a 'type.googleapis.com/sluice.config.v1.Resource'")) << all;

@@ -5,23 +5,14 @@
 #include "absl/strings/match.h"
 #include "api/policy_registry.h"
 #include "dataplane/http/filter.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
 #include "dataplane/policy/registry.h"
 #include "dataplane/policy/request_size_limit/request_size_limit_config.pb.h"
 
 namespace sluice::policy::request_size_limit {
 namespace {
 
-class FakeCallbacks : public http::FilterCallbacks {
- public:
-  const http::StreamInfo& info() const override { return info_; }
-  void SendLocalReply(int status, std::string_view message, const http::HeaderMap&) override {
-    status_ = status;
-    message_ = std::string(message);
-  }
-  http::StreamInfo info_;
-  int status_ = 0;
-  std::string message_;
-};
+using testing::FakeCallbacks;
 
 std::vector<api::PolicyConfigError> Errors(uint64_t max_bytes) {
   v1::RequestSizeLimitConfig config;

@@ -1,0 +1,101 @@
+#include "dataplane/policy/auth_util.h"
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/auth/consumers.h"
+
+namespace sluice::policy {
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string PercentDecode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    int hi, lo;
+    if (in[i] == '%' && i + 2 < in.size() &&
+        (hi = HexValue(in[i + 1])) >= 0 && (lo = HexValue(in[i + 2])) >= 0) {
+      out.push_back(static_cast<char>(hi << 4 | lo));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+// Calls fn(name, value, begin, end) for each parameter of the query
+// (begin/end: its offsets in the query, without the separator).
+template <typename Fn>
+void ForEachParameter(std::string_view query, Fn fn) {
+  size_t at = 0;
+  while (at <= query.size()) {
+    size_t amp = query.find('&', at);
+    if (amp == std::string_view::npos) amp = query.size();
+    std::string_view pair = query.substr(at, amp - at);
+    size_t eq = pair.find('=');
+    std::string_view name = pair.substr(0, eq);
+    std::string_view value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (!pair.empty() && !fn(name, value, at, amp)) return;
+    at = amp + 1;
+  }
+}
+
+}  // namespace
+
+http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,
+                                     std::string_view message, std::string_view challenge) {
+  if (!anonymous.empty()) {
+    const auth::Consumer* consumer = callbacks.consumers().FindByName(anonymous);
+    if (consumer == nullptr) {
+      callbacks.SendLocalReply(500,
+                               absl::StrCat("the anonymous consumer \"", std::string(anonymous),
+                                            "\" does not exist"),
+                               http::HeaderMap());
+      return http::FilterStatus::kStopLocalReply;
+    }
+    callbacks.SetConsumer(consumer, /*anonymous=*/true);
+    return http::FilterStatus::kContinue;
+  }
+  http::HeaderMap headers;
+  headers.Add("www-authenticate", challenge);
+  callbacks.SendLocalReply(401, message, headers);
+  return http::FilterStatus::kStopLocalReply;
+}
+
+std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
+                                              std::string_view name) {
+  size_t q = path_and_query.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::optional<std::string> found;
+  ForEachParameter(path_and_query.substr(q + 1),
+                   [&](std::string_view n, std::string_view v, size_t, size_t) {
+                     if (n != name) return true;
+                     found = PercentDecode(v);
+                     return false;
+                   });
+  return found;
+}
+
+std::string RemoveQueryParameter(std::string_view path_and_query, std::string_view name) {
+  size_t q = path_and_query.find('?');
+  if (q == std::string_view::npos) return std::string(path_and_query);
+  std::string_view query = path_and_query.substr(q + 1);
+  std::string kept;
+  ForEachParameter(query, [&](std::string_view n, std::string_view, size_t begin, size_t end) {
+    if (n == name) return true;
+    if (!kept.empty()) kept.push_back('&');
+    kept.append(query.substr(begin, end - begin));
+    return true;
+  });
+  std::string out(path_and_query.substr(0, q));
+  if (!kept.empty()) absl::StrAppend(&out, "?", kept);
+  return out;
+}
+
+}  // namespace sluice::policy

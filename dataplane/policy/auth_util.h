@@ -1,0 +1,31 @@
+// What authentication policies share: the refusal or anonymous fallback,
+// and reading or removing a credential in the query string.
+#ifndef SLUICE_DATAPLANE_POLICY_AUTH_UTIL_H_
+#define SLUICE_DATAPLANE_POLICY_AUTH_UTIL_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "dataplane/http/filter.h"
+
+namespace sluice::policy {
+
+// No credential, or an unknown one. With an `anonymous` consumer name: the
+// request goes on as that consumer (500 when no Consumer has the name);
+// without: 401 with `message` and `WWW-Authenticate: <challenge>`.
+http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,
+                                     std::string_view message, std::string_view challenge);
+
+// The percent-decoded value of the first query parameter `name` in
+// `path_and_query` ('+' stays '+'); nullopt when absent.
+std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
+                                              std::string_view name);
+
+// `path_and_query` without any `name=` parameter (and without a '?' that
+// no longer has parameters).
+std::string RemoveQueryParameter(std::string_view path_and_query, std::string_view name);
+
+}  // namespace sluice::policy
+
+#endif  // SLUICE_DATAPLANE_POLICY_AUTH_UTIL_H_

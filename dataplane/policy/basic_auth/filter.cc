@@ -1,0 +1,246 @@
+// The `basic-auth` policy's filter (RFC 7617). A password is checked
+// against the consumer's salted PBKDF2 hash, which takes tens of
+// milliseconds on purpose: the check runs on a verifier thread while the
+// request waits (the worker goes on serving others), and a success is
+// remembered in a bounded cache keyed by a SHA-256 of the credentials, so
+// the next request with them costs one hash and one probe. A cache entry
+// holds a fingerprint of the password hash it was checked against: a
+// consumer whose password changes misses from the next request on.
+#include <deque>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "api/credentials.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/auth_util.h"
+#include "dataplane/policy/basic_auth/basic_auth_config.pb.h"
+#include "dataplane/policy/registry.h"
+
+namespace sluice::policy::basic_auth {
+namespace {
+
+// Verifications waiting or running, proxy-wide; one more gets 503.
+constexpr size_t kMaxPendingVerifications = 256;
+// Remembered successes, proxy-wide (about 100 bytes each).
+constexpr size_t kCacheShards = 16;
+constexpr size_t kCacheEntriesPerShard = 1024;
+
+using CredentialKey = std::array<unsigned char, 32>;
+
+uint64_t Fingerprint(const std::string& password_hash) { return absl::HashOf(password_hash); }
+
+// Successful verifications, LRU per shard. Thread-safe; lives as long as
+// the process (kept across config versions).
+class VerifiedCache {
+ public:
+  bool Contains(const CredentialKey& key, uint64_t fingerprint) {
+    Shard& s = shard(key);
+    absl::MutexLock lock(&s.mu);
+    auto it = s.map.find(key);
+    if (it == s.map.end() || it->second->second != fingerprint) return false;
+    s.lru.splice(s.lru.begin(), s.lru, it->second);
+    return true;
+  }
+  void Insert(const CredentialKey& key, uint64_t fingerprint) {
+    Shard& s = shard(key);
+    absl::MutexLock lock(&s.mu);
+    if (auto it = s.map.find(key); it != s.map.end()) {
+      it->second->second = fingerprint;
+      s.lru.splice(s.lru.begin(), s.lru, it->second);
+      return;
+    }
+    if (s.map.size() >= kCacheEntriesPerShard) {
+      s.map.erase(s.lru.back().first);
+      s.lru.pop_back();
+    }
+    s.lru.emplace_front(key, fingerprint);
+    s.map.emplace(key, s.lru.begin());
+  }
+
+ private:
+  struct KeyHasher {
+    size_t operator()(const CredentialKey& k) const {
+      size_t v;
+      std::memcpy(&v, k.data(), sizeof(v));
+      return v;
+    }
+  };
+  struct Shard {
+    absl::Mutex mu;
+    std::list<std::pair<CredentialKey, uint64_t>> lru ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<CredentialKey, std::list<std::pair<CredentialKey, uint64_t>>::iterator,
+                        KeyHasher>
+        map ABSL_GUARDED_BY(mu);
+  };
+  Shard& shard(const CredentialKey& key) { return shards_[key[31] % kCacheShards]; }
+  Shard shards_[kCacheShards];
+};
+
+// One thread checking passwords in arrival order, with a bounded queue.
+// Process-lifetime (never destroyed, so never joined at exit).
+class Verifier {
+ public:
+  struct Job {
+    std::string password;
+    std::string password_hash;
+    CredentialKey key;
+    std::shared_ptr<http::ResumeHandle> handle;
+    std::function<void(bool)> done;  // runs on the request's worker
+  };
+
+  static Verifier& Get() {
+    static Verifier* verifier = new Verifier();
+    return *verifier;
+  }
+  VerifiedCache& cache() { return cache_; }
+
+  // False when kMaxPendingVerifications are pending.
+  bool Submit(Job job) {
+    absl::MutexLock lock(&mu_);
+    if (queue_.size() + running_ >= kMaxPendingVerifications) return false;
+    queue_.push_back(std::move(job));
+    return true;
+  }
+
+ private:
+  Verifier() {
+    std::thread([this] { Run(); }).detach();
+  }
+  void Run() {
+    for (;;) {
+      Job job;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](std::deque<Job>* q) { return !q->empty(); }, &queue_));
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        ++running_;
+      }
+      bool ok = api::VerifyPassword(job.password, job.password_hash);
+      if (ok) cache_.Insert(job.key, Fingerprint(job.password_hash));
+      job.handle->Post([done = std::move(job.done), ok] { done(ok); });
+      absl::MutexLock lock(&mu_);
+      --running_;
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  size_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  VerifiedCache cache_;
+};
+
+struct Settings {
+  bool keep_credentials = false;
+  std::string anonymous;
+  std::string challenge;  // WWW-Authenticate value
+};
+
+class BasicAuthFilter : public http::Filter {
+ public:
+  explicit BasicAuthFilter(const Settings& settings) : settings_(settings) {}
+
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
+                                      http::FilterCallbacks& callbacks) override {
+    const std::string* authorization = headers.Get("authorization");
+    std::string_view value = authorization ? std::string_view(*authorization) : std::string_view();
+    if (value.size() < 6 || !absl::EqualsIgnoreCase(absl::string_view(value.data(), 6), "basic ")) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "no basic credentials found",
+                               settings_.challenge);
+    }
+    std::string_view encoded = value.substr(6);
+    while (!encoded.empty() && encoded.front() == ' ') encoded.remove_prefix(1);
+    std::string decoded;
+    size_t colon;
+    if (!absl::Base64Unescape(absl::string_view(encoded.data(), encoded.size()), &decoded) ||
+        (colon = decoded.find(':')) == std::string::npos) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "malformed basic credentials",
+                               settings_.challenge);
+    }
+    if (!settings_.keep_credentials) headers.Remove("authorization");
+    std::string_view username = std::string_view(decoded).substr(0, colon);
+    const auth::Consumer* consumer = callbacks.consumers().FindByUsername(username);
+    if (consumer == nullptr) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
+                               settings_.challenge);
+    }
+    CredentialKey key;
+    api::Sha256(decoded, key.data());
+    Verifier& verifier = Verifier::Get();
+    if (verifier.cache().Contains(key, Fingerprint(consumer->password_hash))) {
+      callbacks.SetConsumer(consumer, /*anonymous=*/false);
+      return http::FilterStatus::kContinue;
+    }
+    // The slow check, off the worker. The request is resumed from the
+    // worker; the handle drops the result if the request has ended.
+    Verifier::Job job;
+    job.password = decoded.substr(colon + 1);
+    job.password_hash = consumer->password_hash;
+    job.key = key;
+    job.handle = callbacks.MakeResumeHandle();
+    job.done = [this, &callbacks, consumer](bool ok) {
+      if (ok) {
+        callbacks.SetConsumer(consumer, /*anonymous=*/false);
+        callbacks.ContinueRequest();
+      } else if (RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
+                                   settings_.challenge) == http::FilterStatus::kContinue) {
+        callbacks.ContinueRequest();
+      }
+    };
+    if (!verifier.Submit(std::move(job))) {
+      http::HeaderMap retry;
+      retry.Add("retry-after", "1");
+      callbacks.SendLocalReply(503, "too many password checks in progress; try again", retry);
+      return http::FilterStatus::kStopLocalReply;
+    }
+    return http::FilterStatus::kStopIteration;
+  }
+
+ private:
+  const Settings& settings_;
+};
+
+class BasicAuthFilterFactory : public http::FilterFactory {
+ public:
+  explicit BasicAuthFilterFactory(Settings settings) : settings_(std::move(settings)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<BasicAuthFilter>(settings_);
+  }
+  std::string_view policy_name() const override { return "basic-auth"; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+
+ private:
+  const Settings settings_;
+};
+
+class BasicAuthPolicyFactory : public PolicyFactory {
+ public:
+  std::string name() const override { return "basic-auth"; }
+  absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
+      const google::protobuf::Message& message) const override {
+    const auto& config = static_cast<const v1::BasicAuthConfig&>(message);
+    Settings s;
+    s.keep_credentials = config.keep_credentials();
+    s.anonymous = config.anonymous();
+    s.challenge = absl::StrCat("Basic realm=\"", config.realm().empty() ? "sluice" : config.realm(),
+                               "\", charset=\"UTF-8\"");
+    return std::shared_ptr<const http::FilterFactory>(
+        std::make_shared<BasicAuthFilterFactory>(std::move(s)));
+  }
+};
+
+const bool registered = RegisterPolicyFactory(std::make_unique<BasicAuthPolicyFactory>());
+
+}  // namespace
+}  // namespace sluice::policy::basic_auth

@@ -1,0 +1,35 @@
+// The `basic-auth` policy's config rules, registered for every binary that
+// validates config.
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "api/policy_registry.h"
+#include "dataplane/policy/basic_auth/basic_auth_config.pb.h"
+
+namespace sluice::policy::basic_auth {
+namespace {
+
+constexpr size_t kMaxRealmLength = 128;
+
+class BasicAuthValidator : public api::PolicyValidator {
+ public:
+  std::string name() const override { return "basic-auth"; }
+  const google::protobuf::Descriptor* config_type() const override {
+    return v1::BasicAuthConfig::descriptor();
+  }
+  void Validate(const google::protobuf::Message& message,
+                std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config = static_cast<const v1::BasicAuthConfig&>(message);
+    if (config.realm().size() > kMaxRealmLength ||
+        config.realm().find_first_of("\"\\\r\n") != std::string::npos) {
+      errors->push_back({"realm", absl::StrCat("at most ", kMaxRealmLength,
+                                               " characters, without quotes, backslashes or "
+                                               "line breaks")});
+    }
+  }
+};
+
+const bool registered = api::RegisterPolicyValidator(std::make_unique<BasicAuthValidator>());
+
+}  // namespace
+}  // namespace sluice::policy::basic_auth

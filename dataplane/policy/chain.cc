@@ -1,0 +1,167 @@
+#include "dataplane/policy/chain.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "dataplane/http/header_map.h"
+
+namespace sluice::policy {
+namespace {
+
+// Runs its authentication filters in turn with itself as their callbacks,
+// so that a refusal is noted rather than sent while another may still
+// identify the caller. A filter may pause (kStopIteration): the group then
+// pauses the chain and carries on when that filter resumes.
+class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallbacks {
+ public:
+  explicit AnyOfAuthenticationFilter(const FactoryList& factories) {
+    filters_.reserve(factories.size());
+    for (const auto& f : factories) filters_.push_back(f->CreateFilter());
+  }
+
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
+                                      http::FilterCallbacks& callbacks) override {
+    outer_ = &callbacks;
+    headers_ = &headers;
+    return Run();
+  }
+
+  void OnResponseHeaders(int status, http::HeaderMap& headers,
+                         http::FilterCallbacks& callbacks) override {
+    for (size_t i = 0; i < entered_; ++i) filters_[i]->OnResponseHeaders(status, headers, callbacks);
+  }
+
+ private:
+  // Tries the filters from next_ on. Returns what the group's own hook
+  // returns; when resuming after a pause (paused_), delivers the outcome
+  // to the outer callbacks instead.
+  http::FilterStatus Run() {
+    while (next_ < filters_.size() && !identified_) {
+      size_t i = next_++;
+      entered_ = std::max(entered_, next_);
+      refused_ = false;
+      http::FilterStatus status = filters_[i]->OnRequestHeaders(*headers_, *this);
+      if (status == http::FilterStatus::kStopIteration && !refused_ && !identified_) {
+        waiting_ = true;
+        paused_ = true;
+        return http::FilterStatus::kStopIteration;
+      }
+    }
+    return Finish();
+  }
+
+  http::FilterStatus Finish() {
+    http::FilterStatus status;
+    if (identified_) {
+      status = http::FilterStatus::kContinue;
+    } else if (anonymous_ != nullptr) {
+      outer_->SetConsumer(anonymous_, true);
+      status = http::FilterStatus::kContinue;
+    } else {
+      outer_->SendLocalReply(reply_status_ ? reply_status_ : 401,
+                             reply_message_.empty() ? "authentication failed" : reply_message_,
+                             reply_headers_);
+      status = http::FilterStatus::kStopLocalReply;
+    }
+    if (paused_) {
+      if (status == http::FilterStatus::kContinue) outer_->ContinueRequest();
+      return status;  // ignored: the group's hook returned long ago
+    }
+    return status;
+  }
+
+  // A paused filter finished one way or the other: go on with the next.
+  void Resume() {
+    if (!waiting_) return;
+    waiting_ = false;
+    Run();
+  }
+
+  // http::FilterCallbacks, as the grouped filters see them.
+  const http::StreamInfo& info() const override { return outer_->info(); }
+  void SendLocalReply(int status, std::string_view message,
+                      const http::HeaderMap& headers) override {
+    refused_ = true;
+    bool first = reply_status_ == 0;
+    if (first) {
+      reply_status_ = status;
+      reply_message_.assign(message);
+    }
+    // Every policy's challenge goes out (RFC 9110 11.6.1 allows several).
+    for (const http::HeaderMap::Field& f : headers.fields()) {
+      if (first || absl::EqualsIgnoreCase(absl::string_view(f.name.data(), f.name.size()), "www-authenticate")) {
+        reply_headers_.Add(f.name, f.value);
+      }
+    }
+    Resume();
+  }
+  void ContinueRequest() override { Resume(); }
+  std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override {
+    return outer_->MakeResumeHandle();
+  }
+  const auth::ConsumerIndex& consumers() const override { return outer_->consumers(); }
+  void SetConsumer(const auth::Consumer* consumer, bool anonymous) override {
+    if (anonymous) {
+      if (anonymous_ == nullptr) anonymous_ = consumer;
+      return;
+    }
+    identified_ = true;
+    outer_->SetConsumer(consumer, false);
+  }
+  void SetPath(std::string path_and_query) override { outer_->SetPath(std::move(path_and_query)); }
+
+  std::vector<std::unique_ptr<http::Filter>> filters_;
+  http::FilterCallbacks* outer_ = nullptr;
+  http::HeaderMap* headers_ = nullptr;
+  size_t next_ = 0;
+  size_t entered_ = 0;
+  bool identified_ = false;
+  bool refused_ = false;  // the current filter refused
+  bool waiting_ = false;  // for the current filter to resume
+  bool paused_ = false;   // the group returned kStopIteration
+  const auth::Consumer* anonymous_ = nullptr;
+  int reply_status_ = 0;
+  std::string reply_message_;
+  http::HeaderMap reply_headers_;
+};
+
+class AnyOfAuthenticationFactory : public http::FilterFactory {
+ public:
+  explicit AnyOfAuthenticationFactory(FactoryList factories) : factories_(std::move(factories)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<AnyOfAuthenticationFilter>(factories_);
+  }
+  std::string_view policy_name() const override { return "authentication"; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+
+ private:
+  const FactoryList factories_;
+};
+
+}  // namespace
+
+FactoryList OrderChain(FactoryList chain) {
+  std::stable_sort(chain.begin(), chain.end(), [](const auto& a, const auto& b) {
+    return a->phase() < b->phase();
+  });
+  FactoryList auth;
+  for (const auto& f : chain) {
+    if (f->phase() == http::FilterPhase::kAuthentication) auth.push_back(f);
+  }
+  if (auth.size() < 2) return chain;
+  FactoryList out;
+  out.reserve(chain.size() - auth.size() + 1);
+  bool placed = false;
+  for (auto& f : chain) {
+    if (f->phase() != http::FilterPhase::kAuthentication) {
+      out.push_back(std::move(f));
+    } else if (!placed) {
+      out.push_back(std::make_shared<AnyOfAuthenticationFactory>(auth));
+      placed = true;
+    }
+  }
+  return out;
+}
+
+}  // namespace sluice::policy

@@ -1,0 +1,108 @@
+// The `key-auth` policy's filter: finds the API key in a header or the
+// query, looks its consumer up (one SHA-256 and one hash probe), and
+// removes the key before the request goes upstream.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/auth_util.h"
+#include "dataplane/policy/key_auth/key_auth_config.pb.h"
+#include "dataplane/policy/registry.h"
+
+namespace sluice::policy::key_auth {
+namespace {
+
+struct Settings {
+  std::vector<std::string> key_names;
+  bool in_header = true;
+  bool in_query = true;
+  bool keep_credentials = false;
+  std::string anonymous;
+  std::string challenge;  // WWW-Authenticate value
+};
+
+class KeyAuthFilter : public http::Filter {
+ public:
+  explicit KeyAuthFilter(const Settings& settings) : settings_(settings) {}
+
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
+                                      http::FilterCallbacks& callbacks) override {
+    std::string key;
+    bool found = false;
+    for (const std::string& name : settings_.key_names) {
+      if (settings_.in_header) {
+        if (const std::string* value = headers.Get(name)) {
+          key = *value;
+          found = true;
+          if (!settings_.keep_credentials) headers.Remove(name);
+          break;
+        }
+      }
+      if (settings_.in_query) {
+        if (auto value = FindQueryParameter(callbacks.info().path, name)) {
+          key = std::move(*value);
+          found = true;
+          if (!settings_.keep_credentials) {
+            callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
+          }
+          break;
+        }
+      }
+    }
+    if (!found || key.empty()) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "no API key found in request",
+                               settings_.challenge);
+    }
+    const auth::Consumer* consumer = callbacks.consumers().FindByKey(key);
+    if (consumer == nullptr) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid API key",
+                               settings_.challenge);
+    }
+    callbacks.SetConsumer(consumer, /*anonymous=*/false);
+    return http::FilterStatus::kContinue;
+  }
+
+ private:
+  const Settings& settings_;
+};
+
+class KeyAuthFilterFactory : public http::FilterFactory {
+ public:
+  explicit KeyAuthFilterFactory(Settings settings) : settings_(std::move(settings)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<KeyAuthFilter>(settings_);
+  }
+  std::string_view policy_name() const override { return "key-auth"; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+
+ private:
+  const Settings settings_;
+};
+
+class KeyAuthPolicyFactory : public PolicyFactory {
+ public:
+  std::string name() const override { return "key-auth"; }
+  absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
+      const google::protobuf::Message& message) const override {
+    const auto& config = static_cast<const v1::KeyAuthConfig&>(message);
+    Settings s;
+    s.key_names.assign(config.key_names().begin(), config.key_names().end());
+    if (s.key_names.empty()) s.key_names.push_back("apikey");
+    s.in_header = !config.has_key_in_header() || config.key_in_header();
+    s.in_query = !config.has_key_in_query() || config.key_in_query();
+    s.keep_credentials = config.keep_credentials();
+    s.anonymous = config.anonymous();
+    s.challenge = absl::StrCat("Key realm=\"", config.realm().empty() ? "sluice" : config.realm(),
+                               "\"");
+    return std::shared_ptr<const http::FilterFactory>(
+        std::make_shared<KeyAuthFilterFactory>(std::move(s)));
+  }
+};
+
+const bool registered = RegisterPolicyFactory(std::make_unique<KeyAuthPolicyFactory>());
+
+}  // namespace
+}  // namespace sluice::policy::key_auth

@@ -1,0 +1,61 @@
+// The `key-auth` policy's config rules, registered for every binary that
+// validates config.
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "api/policy_registry.h"
+#include "dataplane/policy/key_auth/key_auth_config.pb.h"
+
+namespace sluice::policy::key_auth {
+namespace {
+
+constexpr int kMaxKeyNames = 8;
+constexpr size_t kMaxKeyNameLength = 64;
+constexpr size_t kMaxRealmLength = 128;
+
+bool IsTokenChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+class KeyAuthValidator : public api::PolicyValidator {
+ public:
+  std::string name() const override { return "key-auth"; }
+  const google::protobuf::Descriptor* config_type() const override {
+    return v1::KeyAuthConfig::descriptor();
+  }
+  void Validate(const google::protobuf::Message& message,
+                std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config = static_cast<const v1::KeyAuthConfig&>(message);
+    if (config.key_names_size() > kMaxKeyNames) {
+      errors->push_back({"key_names", absl::StrCat("at most ", kMaxKeyNames, " names, got ",
+                                                   config.key_names_size())});
+    }
+    for (int i = 0; i < config.key_names_size(); ++i) {
+      const std::string& n = config.key_names(i);
+      bool ok = !n.empty() && n.size() <= kMaxKeyNameLength;
+      for (char c : n) ok = ok && IsTokenChar(c);
+      if (!ok) {
+        errors->push_back({absl::StrCat("key_names[", i, "]"),
+                           absl::StrCat("must be 1..", kMaxKeyNameLength,
+                                        " header-name characters, got \"", n, "\"")});
+      }
+    }
+    if (config.has_key_in_header() && config.has_key_in_query() && !config.key_in_header() &&
+        !config.key_in_query()) {
+      errors->push_back({"key_in_header", "key_in_header and key_in_query are both false: "
+                                          "no key could ever be found"});
+    }
+    if (config.realm().size() > kMaxRealmLength ||
+        config.realm().find_first_of("\"\\\r\n") != std::string::npos) {
+      errors->push_back({"realm", absl::StrCat("at most ", kMaxRealmLength,
+                                               " characters, without quotes, backslashes or "
+                                               "line breaks")});
+    }
+  }
+};
+
+const bool registered = api::RegisterPolicyValidator(std::make_unique<KeyAuthValidator>());
+
+}  // namespace
+}  // namespace sluice::policy::key_auth

@@ -1,0 +1,321 @@
+// The authentication and authorization policies (key-auth, basic-auth,
+// acl) and the chain's ordering and "any of" grouping, through the
+// registries the binaries use, against consumers compiled as the proxy
+// compiles them.
+#include <gtest/gtest.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "api/credentials.h"
+#include "api/policy_registry.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/acl/acl_config.pb.h"
+#include "dataplane/policy/basic_auth/basic_auth_config.pb.h"
+#include "dataplane/policy/chain.h"
+#include "dataplane/policy/key_auth/key_auth_config.pb.h"
+#include "dataplane/policy/registry.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
+
+namespace sluice::policy {
+namespace {
+
+using testing::FakeCallbacks;
+
+std::shared_ptr<const http::FilterFactory> Compile(const std::string& name,
+                                                   const google::protobuf::Message& config) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator(name)->Validate(config, &errors);
+  EXPECT_TRUE(errors.empty()) << errors[0].field << ": " << errors[0].message;
+  auto compiled = FindPolicyFactory(name)->Compile(config);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return *compiled;
+}
+
+std::vector<api::PolicyConfigError> Errors(const std::string& name,
+                                           const google::protobuf::Message& config) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator(name)->Validate(config, &errors);
+  return errors;
+}
+
+// alice: key "alice-key-123", user alice / "wonderland", groups admins, staff.
+// bob: key_sha256 of "bob-key-4567", no groups. guest: no credentials.
+std::shared_ptr<const auth::ConsumerIndex> Consumers() {
+  static const auto index = [] {
+    api::ResourceMap resources;
+    config::v1::Resource alice;
+    alice.mutable_consumer()->set_name("alice");
+    alice.mutable_consumer()->add_groups("admins");
+    alice.mutable_consumer()->add_groups("staff");
+    alice.mutable_consumer()->add_keys()->set_key("alice-key-123");
+    alice.mutable_consumer()->mutable_basic_auth()->set_username("alice");
+    alice.mutable_consumer()->mutable_basic_auth()->set_password_hash(
+        api::HashPassword("wonderland", 10000));
+    resources[api::IdOf(alice)] = alice;
+    config::v1::Resource bob;
+    bob.mutable_consumer()->set_name("bob");
+    bob.mutable_consumer()->add_keys()->set_key_sha256(api::Sha256Hex("bob-key-4567"));
+    resources[api::IdOf(bob)] = bob;
+    config::v1::Resource guest;
+    guest.mutable_consumer()->set_name("guest");
+    resources[api::IdOf(guest)] = guest;
+    return auth::ConsumerIndex::Build(resources);
+  }();
+  return index;
+}
+
+struct Request {
+  FakeCallbacks callbacks;
+  http::HeaderMap headers;
+  explicit Request(std::string path = "/api") {
+    callbacks.index_ = Consumers();
+    callbacks.SetPath(std::move(path));
+  }
+  http::FilterStatus Run(const http::FilterFactory& factory) {
+    filter = factory.CreateFilter();
+    return filter->OnRequestHeaders(headers, callbacks);
+  }
+  std::string consumer() const {
+    return callbacks.info_.consumer ? callbacks.info_.consumer->name : "";
+  }
+  std::unique_ptr<http::Filter> filter;
+};
+
+TEST(ConsumerIndexTest, FindsByKeyPlainOrHashedByUsernameAndByName) {
+  auto index = Consumers();
+  EXPECT_EQ(index->size(), 3u);
+  ASSERT_NE(index->FindByKey("alice-key-123"), nullptr);
+  EXPECT_EQ(index->FindByKey("alice-key-123")->name, "alice");
+  EXPECT_EQ(index->FindByKey("bob-key-4567")->name, "bob");
+  EXPECT_EQ(index->FindByKey("alice-key-124"), nullptr);
+  EXPECT_EQ(index->FindByUsername("alice")->groups_header, "admins, staff");
+  EXPECT_EQ(index->FindByUsername("bob"), nullptr);
+  EXPECT_NE(index->FindByName("guest"), nullptr);
+}
+
+TEST(KeyAuthTest, KeyInHeaderIdentifiesTheConsumerAndIsRemoved) {
+  auto factory = Compile("key-auth", key_auth::v1::KeyAuthConfig());
+  Request r;
+  r.headers.Add("ApiKey", "alice-key-123");
+  EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(r.consumer(), "alice");
+  EXPECT_FALSE(r.callbacks.info_.anonymous_consumer);
+  EXPECT_EQ(r.headers.Get("apikey"), nullptr);
+}
+
+TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
+  auto factory = Compile("key-auth", key_auth::v1::KeyAuthConfig());
+  Request r("/api/items?a=1&apikey=bob%2Dkey-4567&b=2");
+  EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(r.consumer(), "bob");
+  EXPECT_EQ(r.callbacks.path_, "/api/items?a=1&b=2");
+  Request only("/x?apikey=bob-key-4567");
+  EXPECT_EQ(only.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(only.callbacks.path_, "/x");
+}
+
+TEST(KeyAuthTest, KeepCredentialsAndCustomNames) {
+  key_auth::v1::KeyAuthConfig config;
+  config.add_key_names("x-api-key");
+  config.set_keep_credentials(true);
+  config.set_key_in_query(false);
+  auto factory = Compile("key-auth", config);
+  Request r("/api?x-api-key=alice-key-123");
+  EXPECT_EQ(r.Run(*factory), http::FilterStatus::kStopLocalReply);  // query is off
+  Request h;
+  h.headers.Add("x-api-key", "alice-key-123");
+  EXPECT_EQ(h.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_NE(h.headers.Get("x-api-key"), nullptr);
+}
+
+TEST(KeyAuthTest, MissingOrUnknownKeyIs401WithAChallenge) {
+  key_auth::v1::KeyAuthConfig config;
+  config.set_realm("shop");
+  auto factory = Compile("key-auth", config);
+  Request missing;
+  EXPECT_EQ(missing.Run(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(missing.callbacks.status_, 401);
+  EXPECT_EQ(missing.callbacks.message_, "no API key found in request");
+  ASSERT_NE(missing.callbacks.reply_headers_.Get("www-authenticate"), nullptr);
+  EXPECT_EQ(*missing.callbacks.reply_headers_.Get("www-authenticate"), "Key realm=\"shop\"");
+  Request unknown;
+  unknown.headers.Add("apikey", "nobody-has-this");
+  EXPECT_EQ(unknown.Run(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(unknown.callbacks.message_, "invalid API key");
+}
+
+TEST(KeyAuthTest, AnonymousConsumerTakesUnauthenticatedRequests) {
+  key_auth::v1::KeyAuthConfig config;
+  config.set_anonymous("guest");
+  auto factory = Compile("key-auth", config);
+  Request r;
+  EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(r.consumer(), "guest");
+  EXPECT_TRUE(r.callbacks.info_.anonymous_consumer);
+  config.set_anonymous("nobody");
+  auto missing = Compile("key-auth", config);
+  Request m;
+  EXPECT_EQ(m.Run(*missing), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(m.callbacks.status_, 500);
+  EXPECT_TRUE(absl::StrContains(m.callbacks.message_, "\"nobody\" does not exist"));
+}
+
+TEST(KeyAuthTest, ConfigRulesNameTheField) {
+  key_auth::v1::KeyAuthConfig config;
+  config.add_key_names("bad name");
+  config.set_key_in_header(false);
+  config.set_key_in_query(false);
+  config.set_realm("a\"b");
+  auto errors = Errors("key-auth", config);
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[0].field, "key_names[0]");
+  EXPECT_EQ(errors[1].field, "key_in_header");
+  EXPECT_EQ(errors[2].field, "realm");
+}
+
+TEST(AclTest, AllowAndDenyByGroup) {
+  acl::v1::AclConfig allow;
+  allow.add_allow("admins");
+  auto allow_admins = Compile("acl", allow);
+  acl::v1::AclConfig deny;
+  deny.add_deny("staff");
+  auto deny_staff = Compile("acl", deny);
+  auto index = Consumers();
+  Request alice;
+  alice.callbacks.SetConsumer(index->FindByName("alice"), false);
+  EXPECT_EQ(alice.Run(*allow_admins), http::FilterStatus::kContinue);
+  EXPECT_EQ(alice.Run(*deny_staff), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(alice.callbacks.status_, 403);
+  Request bob;
+  bob.callbacks.SetConsumer(index->FindByName("bob"), false);
+  EXPECT_EQ(bob.Run(*allow_admins), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(bob.callbacks.status_, 403);
+  EXPECT_EQ(bob.Run(*deny_staff), http::FilterStatus::kContinue);
+  Request nobody;
+  EXPECT_EQ(nobody.Run(*allow_admins), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(nobody.callbacks.status_, 401);
+}
+
+TEST(AclTest, ExactlyOneListIsRequired) {
+  EXPECT_EQ(Errors("acl", acl::v1::AclConfig()).size(), 1u);
+  acl::v1::AclConfig both;
+  both.add_allow("a");
+  both.add_deny("b");
+  ASSERT_EQ(Errors("acl", both).size(), 1u);
+  EXPECT_EQ(Errors("acl", both)[0].field, "allow");
+}
+
+std::string Basic(const std::string& user_pass) {
+  return "Basic " + absl::Base64Escape(user_pass);
+}
+
+TEST(BasicAuthTest, PasswordIsCheckedOffTheWorkerThenRemembered) {
+  auto factory = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
+  Request first;
+  first.headers.Add("authorization", Basic("alice:wonderland"));
+  // Not known yet: the check runs on the verifier thread, the chain waits.
+  ASSERT_EQ(first.Run(*factory), http::FilterStatus::kStopIteration);
+  EXPECT_EQ(first.headers.Get("authorization"), nullptr);
+  ASSERT_TRUE(first.callbacks.RunPosted());
+  EXPECT_EQ(first.consumer(), "alice");
+  EXPECT_EQ(first.callbacks.continues_, 1);
+  // The same credentials again: answered from the cache, at once.
+  Request second;
+  second.headers.Add("authorization", Basic("alice:wonderland"));
+  EXPECT_EQ(second.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(second.consumer(), "alice");
+}
+
+TEST(BasicAuthTest, WrongPasswordIs401AfterTheCheck) {
+  auto factory = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
+  Request r;
+  r.headers.Add("authorization", Basic("alice:not-it"));
+  ASSERT_EQ(r.Run(*factory), http::FilterStatus::kStopIteration);
+  ASSERT_TRUE(r.callbacks.RunPosted());
+  EXPECT_EQ(r.callbacks.status_, 401);
+  EXPECT_EQ(r.callbacks.continues_, 0);
+  EXPECT_EQ(r.consumer(), "");
+  EXPECT_TRUE(absl::StrContains(*r.callbacks.reply_headers_.Get("www-authenticate"),
+                                "Basic realm=\"sluice\""));
+}
+
+TEST(BasicAuthTest, MissingMalformedAndUnknownUserAreRefusedAtOnce) {
+  auto factory = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
+  for (const std::string& value : {std::string(), std::string("Bearer x"),
+                                   std::string("Basic !!!"), Basic("no-colon"),
+                                   Basic("mallory:x")}) {
+    Request r;
+    if (!value.empty()) r.headers.Add("authorization", value);
+    EXPECT_EQ(r.Run(*factory), http::FilterStatus::kStopLocalReply) << value;
+    EXPECT_EQ(r.callbacks.status_, 401) << value;
+  }
+}
+
+TEST(ChainTest, PoliciesRunByPhaseWhateverTheWrittenOrder) {
+  acl::v1::AclConfig acl;
+  acl.add_allow("admins");
+  FactoryList chain = OrderChain({Compile("acl", acl), Compile("key-auth",
+                                                                key_auth::v1::KeyAuthConfig())});
+  ASSERT_EQ(chain.size(), 2u);
+  EXPECT_EQ(chain[0]->policy_name(), "key-auth");
+  EXPECT_EQ(chain[1]->policy_name(), "acl");
+}
+
+TEST(ChainTest, SeveralAuthenticationPoliciesMeanAnyOfThem) {
+  FactoryList chain = OrderChain({Compile("key-auth", key_auth::v1::KeyAuthConfig()),
+                                  Compile("basic-auth", basic_auth::v1::BasicAuthConfig())});
+  ASSERT_EQ(chain.size(), 1u);
+  const http::FilterFactory& any = *chain[0];
+  // The key identifies bob: basic-auth does not run (nor refuse).
+  Request key;
+  key.headers.Add("apikey", "bob-key-4567");
+  key.headers.Add("authorization", Basic("alice:wrong"));
+  EXPECT_EQ(key.Run(any), http::FilterStatus::kContinue);
+  EXPECT_EQ(key.consumer(), "bob");
+  EXPECT_EQ(key.callbacks.replies_, 0);
+  // No key, good basic credentials: basic-auth pauses, then the chain goes on.
+  Request basic;
+  basic.headers.Add("authorization", Basic("alice:wonderland"));
+  http::FilterStatus status = basic.Run(any);
+  if (status == http::FilterStatus::kStopIteration) {
+    ASSERT_TRUE(basic.callbacks.RunPosted());
+    EXPECT_EQ(basic.callbacks.continues_, 1);
+  } else {
+    EXPECT_EQ(status, http::FilterStatus::kContinue);  // remembered by an earlier test
+  }
+  EXPECT_EQ(basic.consumer(), "alice");
+  EXPECT_EQ(basic.callbacks.replies_, 0);
+  // Neither: the first refusal, with both challenges.
+  Request none;
+  EXPECT_EQ(none.Run(any), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(none.callbacks.status_, 401);
+  EXPECT_EQ(none.callbacks.message_, "no API key found in request");
+  int challenges = 0;
+  for (const auto& f : none.callbacks.reply_headers_.fields()) {
+    challenges += f.name == "www-authenticate";
+  }
+  EXPECT_EQ(challenges, 2);
+}
+
+TEST(ChainTest, AnonymousIsTakenOnlyWhenNoPolicyIdentifiesTheCaller) {
+  key_auth::v1::KeyAuthConfig anonymous_key;
+  anonymous_key.set_anonymous("guest");
+  key_auth::v1::KeyAuthConfig second;
+  second.add_key_names("x-other-key");
+  FactoryList chain =
+      OrderChain({Compile("key-auth", anonymous_key), Compile("key-auth", second)});
+  ASSERT_EQ(chain.size(), 1u);
+  Request later;
+  later.headers.Add("x-other-key", "alice-key-123");
+  EXPECT_EQ(later.Run(*chain[0]), http::FilterStatus::kContinue);
+  EXPECT_EQ(later.consumer(), "alice");
+  EXPECT_FALSE(later.callbacks.info_.anonymous_consumer);
+  Request none;
+  EXPECT_EQ(none.Run(*chain[0]), http::FilterStatus::kContinue);
+  EXPECT_EQ(none.consumer(), "guest");
+  EXPECT_TRUE(none.callbacks.info_.anonymous_consumer);
+}
+
+}  // namespace
+}  // namespace sluice::policy
