@@ -107,6 +107,11 @@ class FilterCallbacks {
   // it (e.g. WWW-Authenticate). The hook then returns kStopLocalReply.
   virtual void SendLocalReply(int status, std::string_view message,
                               const HeaderMap& headers) = 0;
+  // Answers the request with a response the filter makes whole (e.g. a
+  // CORS preflight's 204): `status`, `headers` (a content-type among them
+  // is used; default text/plain) and `body`. 204 and 304 carry no body.
+  // The hook then returns kStopLocalReply. gRPC requests get it as is.
+  virtual void SendResponse(int status, const HeaderMap& headers, std::string_view body) = 0;
   // After kStopIteration: runs the rest of the chain and the route.
   virtual void ContinueRequest() = 0;
   virtual std::shared_ptr<ResumeHandle> MakeResumeHandle() = 0;

@@ -96,6 +96,11 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
     }
     Resume();
   }
+  void SendResponse(int status, const http::HeaderMap& headers, std::string_view body) override {
+    // Not a refusal: an authentication policy answering for itself.
+    identified_ = true;
+    outer_->SendResponse(status, headers, body);
+  }
   void ContinueRequest() override { Resume(); }
   std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override {
     return outer_->MakeResumeHandle();

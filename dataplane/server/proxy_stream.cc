@@ -675,6 +675,21 @@ void ProxyStream::SendLocalReply(int status, std::string_view message,
   SendLocalResponse(status, message, extra.data(), extra.size(), {}, "application/json", false);
 }
 
+void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::string_view body) {
+  reply_headers_ = headers;  // the filter's map may not outlive the call
+  std::string_view content_type = "text/plain";
+  std::vector<http::HeaderField> extra;
+  extra.reserve(reply_headers_.size());
+  for (const http::HeaderMap::Field& f : reply_headers_.fields()) {
+    if (http::EqualsIgnoreCase(f.name, "content-type")) {
+      content_type = f.value;
+    } else {
+      extra.push_back({f.name, f.value});
+    }
+  }
+  SendLocalResponse(status, "", extra.data(), extra.size(), body, content_type, false);
+}
+
 void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields) {
   if (filters_entered_ == 0) {
     head.headers = &fields;
@@ -1302,15 +1317,22 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     return;
   }
   scratch_ = error.empty() ? std::string(body_override) : http::ErrorBody(error, request_id_);
+  const bool no_content = status == 204 || status == 304;  // no body, no length
+  if (no_content) scratch_.clear();
   response_fields_.clear();
-  response_fields_.push_back({"content-type", content_type.empty() ? std::string_view("text/plain")
-                                                                   : content_type});
+  if (!no_content) {
+    response_fields_.push_back({"content-type", content_type.empty()
+                                                    ? std::string_view("text/plain")
+                                                    : content_type});
+  }
   response_fields_.push_back({"x-request-id", request_id_});
   for (size_t i = 0; i < extra_count; ++i) response_fields_.push_back(extra[i]);
   ResponseHead head;
   head.status = status;
   head.close_connection = close_connection;
-  if (head_request_) {
+  if (no_content) {
+    head.body = ResponseHead::Body::kNone;
+  } else if (head_request_) {
     head.body = ResponseHead::Body::kNone;
     head.declared_length = static_cast<int64_t>(scratch_.size());
   } else {

@@ -150,6 +150,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // http::FilterCallbacks
   const http::StreamInfo& info() const override { return info_; }
   void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
+  void SendResponse(int status, const http::HeaderMap& headers, std::string_view body) override;
   void ContinueRequest() override;
   std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override;
   const auth::ConsumerIndex& consumers() const override;

@@ -26,6 +26,13 @@ class FakeCallbacks : public http::FilterCallbacks {
     message_ = std::string(message);
     reply_headers_ = headers;
   }
+  void SendResponse(int status, const http::HeaderMap& headers, std::string_view body) override {
+    ++replies_;
+    status_ = status;
+    message_.clear();
+    body_ = std::string(body);
+    reply_headers_ = headers;
+  }
   void ContinueRequest() override { ++continues_; }
   std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override {
     return std::make_shared<Handle>(queue_);
@@ -64,6 +71,7 @@ class FakeCallbacks : public http::FilterCallbacks {
   int status_ = 0;
   int continues_ = 0;
   std::string message_;
+  std::string body_;  // SendResponse's
   http::HeaderMap reply_headers_;
 
  private:
