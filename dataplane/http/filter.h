@@ -20,8 +20,9 @@
 // (ContinueRequest, through a ResumeHandle); the request body that arrives
 // meanwhile is held, bounded, and reading stops beyond the bound.
 //
-// Not offered yet: buffering a whole body for a filter, and response-body
-// hooks.
+// A filter may have the whole request body held for it (OnRequestBody,
+// bounded by its factory's request_body_limit()), and the whole response
+// body of an upstream response (OnResponseBody, response_body_limit()).
 //
 // Worker thread only (a Filter lives on its request's worker).
 #ifndef SLUICE_DATAPLANE_HTTP_FILTER_H_
@@ -146,6 +147,28 @@ class Filter {
                                      FilterCallbacks& callbacks) {
     return FilterStatus::kContinue;
   }
+  // The whole request body, for filters whose factory asks for it
+  // (request_body_limit() > 0). The stream holds the body until it is
+  // complete -- a body over the smallest limit of the chain gets 413 -- and
+  // then calls this in chain order, before anything goes upstream. The
+  // filter may change `body` (the upstream gets it with its new length) or
+  // answer (SendLocalReply, kStopLocalReply). Not called for a request
+  // without a body (OnRequestHeaders sees request_content_length == 0).
+  // OnRequestData hooks see the body after this, as it goes upstream.
+  virtual FilterStatus OnRequestBody(std::string& body, FilterCallbacks& callbacks) {
+    return FilterStatus::kContinue;
+  }
+  // The whole body of an upstream response, for filters whose factory asks
+  // for it (response_body_limit() > 0). The stream holds the response --
+  // head and body -- until it is complete, then calls this in reverse chain
+  // order (filters that saw the request), then OnResponseHeaders as for any
+  // response; the client gets `body` with its new length, and the
+  // upstream's trailers. Not called (the response streams unheld) for a
+  // response without a body (HEAD, 204, 304), a gRPC response, a WebSocket
+  // upgrade, or one over the chain's smallest limit (passed through as it
+  // is once the limit is passed). An upstream failure while held is a 502.
+  virtual void OnResponseBody(int status, HeaderMap& headers, std::string& body,
+                              FilterCallbacks& callbacks) {}
   // The response head, upstream or gateway-made, before it goes to the
   // client (hop-by-hop and framing fields removed). Filters may change
   // headers here, not answer instead.
@@ -159,6 +182,12 @@ class FilterFactory {
   virtual std::unique_ptr<Filter> CreateFilter() const = 0;
   virtual std::string_view policy_name() const = 0;
   virtual FilterPhase phase() const { return FilterPhase::kTransformation; }
+  // Bytes of request body this policy's OnRequestBody may need held; 0:
+  // it has no OnRequestBody (the body streams).
+  virtual uint64_t request_body_limit() const { return 0; }
+  // Bytes of response body this policy's OnResponseBody may need held; 0:
+  // it has no OnResponseBody.
+  virtual uint64_t response_body_limit() const { return 0; }
 };
 
 }  // namespace sluice::http

@@ -177,7 +177,12 @@ void ProxyStream::Reset() {
   trailer_storage_.clear();
   filters_.clear();
   filters_entered_ = 0;
-  paused_ = in_hook_ = continued_in_hook_ = paused_end_ = false;
+  paused_ = in_hook_ = continued_in_hook_ = paused_end_ = buffering_body_ = false;
+  body_buffer_limit_ = 0;
+  response_hold_limit_ = 0;
+  holding_response_ = false;
+  held_fields_.Clear();
+  held_body_.clear();
   resume_token_.reset();
   paused_body_.clear();
   paused_trailers_.Clear();
@@ -300,10 +305,60 @@ void ProxyStream::Start(const RequestHead& request) {
         StartRouteTimer();
         return;
       case ChainResult::kDone:
-        break;
+        FiltersDone(head);
+        return;
     }
   }
   Route(head);
+}
+
+void ProxyStream::FiltersDone(const RequestHead& head) {
+  if (body_buffer_limit_ == 0 || !has_body_ || request_complete_) {
+    Route(head);
+    return;
+  }
+  if (head.body == RequestHead::Body::kLength && head.content_length > body_buffer_limit_) {
+    SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
+                                        " bytes is over the ", body_buffer_limit_,
+                                        " bytes a policy of this route can hold"),
+                      {}, {}, "application/json", /*close_connection=*/true);
+    return;
+  }
+  // The body is held whole before anything goes upstream.
+  if (&head != &saved_head_) SaveHead(head);
+  buffering_body_ = true;
+  if (saved_head_.expect_continue) {
+    sink_.EncodeContinue();
+    saved_head_.expect_continue = false;
+  }
+  StartRouteTimer();
+}
+
+void ProxyStream::FinishBodyBuffering() {
+  buffering_body_ = false;
+  for (size_t i = 0; i < filters_entered_; ++i) {
+    http::FilterStatus status = filters_[i]->OnRequestBody(paused_body_, *this);
+    if (!active_ || response_started_) return;
+    if (status != http::FilterStatus::kContinue) {
+      SendLocalResponse(500, "a policy stopped the request without answering");
+      return;
+    }
+  }
+  RequestHead head = saved_head_;
+  head.body = RequestHead::Body::kLength;
+  head.content_length = paused_body_.size();
+  std::string body = std::move(paused_body_);
+  paused_body_.clear();
+  Route(head);
+  if (!active_) return;
+  if (!body.empty()) OnRequestData(body);
+  if (!active_) return;
+  std::vector<http::HeaderField> trailers;
+  for (const http::HeaderMap::Field& f : paused_trailers_.fields()) {
+    trailers.push_back({f.name, f.value});
+  }
+  paused_end_ = false;
+  OnRequestEnd(trailers);
 }
 
 void ProxyStream::SaveHead(const RequestHead& head) {
@@ -326,6 +381,10 @@ void ProxyStream::Route(const RequestHead& request) {
   RequestHead head = request;
   // The path the policies leave (SetPath) is the one that goes upstream.
   if (!filters_.empty()) head.target = path_;
+  // A body held for the policies goes upstream with its (new) length.
+  has_body_ = head.body == RequestHead::Body::kStream ||
+              (head.body == RequestHead::Body::kLength && head.content_length > 0);
+  request_chunked_ = head.body == RequestHead::Body::kStream;
   switch (route_->action) {
     case router::RouteEntry::Action::kDirectResponse:
       SendLocalResponse(static_cast<int>(route_->direct_status), "", {}, route_->direct_body,
@@ -552,7 +611,17 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
     filtered_headers_.Add(name, value);
   });
   filters_.reserve(chain.size());
-  for (const auto& factory : chain) filters_.push_back(factory->CreateFilter());
+  for (const auto& factory : chain) {
+    filters_.push_back(factory->CreateFilter());
+    uint64_t limit = factory->request_body_limit();
+    if (limit > 0 && (body_buffer_limit_ == 0 || limit < body_buffer_limit_)) {
+      body_buffer_limit_ = limit;
+    }
+    limit = factory->response_body_limit();
+    if (limit > 0 && (response_hold_limit_ == 0 || limit < response_hold_limit_)) {
+      response_hold_limit_ = limit;
+    }
+  }
   return RunFiltersFrom(0);
 }
 
@@ -586,10 +655,21 @@ void ProxyStream::ContinueRequest() {
   paused_ = false;
   resume_token_.reset();  // handles of this pause are spent
   if (RunFiltersFrom(filters_entered_) != ChainResult::kDone) return;
-  Route(saved_head_);
+  FiltersDone(saved_head_);
   if (!active_) return;
-  // The body that came while the policy worked, then its end.
   sink_.SetRequestReadEnabled(true);
+  if (buffering_body_) {
+    // What came during the pause is the start of the held body.
+    if (paused_body_.size() > body_buffer_limit_) {
+      SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
+                                          " bytes a policy of this route can hold"),
+                        {}, {}, "application/json", /*close_connection=*/true);
+    } else if (paused_end_) {
+      FinishBodyBuffering();
+    }
+    return;
+  }
+  // The body that came while the policy worked, then its end.
   if (!paused_body_.empty()) {
     std::string body = std::move(paused_body_);
     paused_body_.clear();
@@ -948,6 +1028,15 @@ bool ProxyStream::RunRequestDataFilters(std::string_view data, bool end_stream) 
 
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
+  if (buffering_body_) {
+    paused_body_.append(chunk);
+    if (paused_body_.size() > body_buffer_limit_) {
+      SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
+                                          " bytes a policy of this route can hold"),
+                        {}, {}, "application/json", /*close_connection=*/true);
+    }
+    return;
+  }
   if (paused_) {
     // Held until the policy resumes the request; past the bound the
     // client is not read (back-pressure), not refused.
@@ -1007,9 +1096,10 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
 
 void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (!active_) return;
-  if (paused_) {
+  if (paused_ || buffering_body_) {
     paused_end_ = true;
     for (const http::HeaderField& t : trailers) paused_trailers_.Add(t.name, t.value);
+    if (buffering_body_) FinishBodyBuffering();
     return;
   }
   if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters({}, true)) return;
@@ -1083,7 +1173,61 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   // the client's grpc-timeout).
   if (!grpc_) route_timer_.Disable();
   if (!upstream_no_body_) StartIdleTimer(route_->idle_timeout);
+  if (response_hold_limit_ > 0 && !upstream_no_body_ && !grpc_ &&
+      (out.body != ResponseHead::Body::kLength || out.content_length <= response_hold_limit_)) {
+    // Held for the policies' OnResponseBody: the head's views die with
+    // this call, so it is copied.
+    holding_response_ = true;
+    held_head_ = out;
+    held_reason_.assign(out.reason);
+    held_head_.reason = held_reason_;
+    held_fields_.Clear();
+    for (const http::HeaderField& f : response_fields_) held_fields_.Add(f.name, f.value);
+    held_body_.clear();
+    return;
+  }
   EncodeResponseHead(out, response_fields_);
+}
+
+void ProxyStream::ReleaseHeldResponse() {
+  holding_response_ = false;
+  std::vector<http::HeaderField> fields;
+  fields.reserve(held_fields_.size());
+  for (const http::HeaderMap::Field& f : held_fields_.fields()) fields.push_back({f.name, f.value});
+  EncodeResponseHead(held_head_, fields);
+  if (!active_) return;
+  std::string body = std::move(held_body_);
+  held_body_.clear();
+  sink_.EncodeData(body);
+}
+
+void ProxyStream::CompleteHeldResponse() {
+  holding_response_ = false;
+  for (size_t i = filters_entered_; i > 0; --i) {
+    filters_[i - 1]->OnResponseBody(held_head_.status, held_fields_, held_body_, *this);
+  }
+  std::vector<http::HeaderField> fields;
+  fields.reserve(held_fields_.size());
+  for (const http::HeaderMap::Field& f : held_fields_.fields()) {
+    // The length is the new body's; framing is the sink's.
+    if (http::EqualsIgnoreCase(f.name, "content-length") ||
+        http::EqualsIgnoreCase(f.name, "transfer-encoding")) {
+      continue;
+    }
+    fields.push_back({f.name, f.value});
+  }
+  held_head_.body = ResponseHead::Body::kLength;
+  held_head_.content_length = held_body_.size();
+  EncodeResponseHead(held_head_, fields);
+  if (!active_) return;
+  if (!held_body_.empty()) sink_.EncodeData(held_body_);
+}
+
+void ProxyStream::DropHeldResponse() {
+  holding_response_ = false;
+  held_body_.clear();
+  held_fields_.Clear();
+  response_started_ = false;  // nothing reached the client: it gets an answer
 }
 
 void ProxyStream::CollectResponseFields(const http::MessageHead& head) {
@@ -1137,6 +1281,13 @@ void ProxyStream::OnIdleTimer() {
   }
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
   ReleaseUpstream(false);
+  if (holding_response_) {
+    DropHeldResponse();
+    SendLocalResponse(504, absl::StrCat("the upstream's response stalled for ",
+                                        absl::FormatDuration(idle_limit_),
+                                        " (the route's idle_timeout)"));
+    return;
+  }
   if (!EndGrpcResponse(504, absl::StrCat("no bytes moved for ",
                                          absl::FormatDuration(idle_limit_),
                                          " (the route's idle_timeout)"))) {
@@ -1146,6 +1297,11 @@ void ProxyStream::OnIdleTimer() {
 
 void ProxyStream::OnUpstreamBody(std::string_view bytes) {
   NoteActivity();
+  if (holding_response_) {
+    held_body_.append(bytes);
+    if (held_body_.size() > response_hold_limit_) ReleaseHeldResponse();  // too big: streams on
+    return;
+  }
   sink_.EncodeData(bytes);
   if (!active_ || !HasUpstream()) return;
   if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
@@ -1177,6 +1333,10 @@ void ProxyStream::OnUpstreamComplete() {
   }
   bool reusable = upstream_ != nullptr && upstream_->reusable() && request_complete_;
   ReleaseUpstream(reusable);
+  if (holding_response_) {
+    CompleteHeldResponse();
+    if (!active_) return;
+  }
   sink_.EncodeEnd(response_trailers_);
   Finish();
 }
@@ -1192,6 +1352,15 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     return;
   }
   const upstream::ClusterStats& stats = cluster_->stats;
+  if (holding_response_) {
+    // Cut while held for the policies: nothing reached the client yet.
+    stats.upstream_resets->Inc();
+    ReleaseUpstream(false);
+    DropHeldResponse();
+    SendLocalResponse(timed_out ? 504 : 502,
+                      absl::StrCat("upstream ", why, " (the response was cut short)"));
+    return;
+  }
   // A pooled connection the upstream had already closed: resend on another.
   bool reused = upstream_ ? upstream_->reused() && !upstream_->response_started()
                           : upstream2_ && upstream2_->reused() && !upstream2_->response_started();
@@ -1241,6 +1410,11 @@ void ProxyStream::OnUpstreamRefused(const std::string& why) {
 
 void ProxyStream::OnRouteTimeout() {
   if (!active_) return;
+  if (buffering_body_) {
+    SendLocalResponse(408, "the request body did not arrive within the route timeout", {}, {},
+                      "application/json", /*close_connection=*/true);
+    return;
+  }
   if (paused_) {
     SendLocalResponse(504, "a policy did not finish within the route timeout", {}, {},
                       "application/json", /*close_connection=*/true);
@@ -1390,7 +1564,7 @@ void ProxyStream::Fail() {
 }
 
 void ProxyStream::EndAccounting() {
-  paused_ = false;
+  paused_ = buffering_body_ = false;
   resume_token_.reset();  // work a policy started for this request is dropped
   route_timer_.Disable();
   retry_timer_.Disable();

@@ -170,6 +170,19 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // A policy paused the chain: the head's views are copied so the request
   // can go on after Start() returned.
   void SaveHead(const RequestHead& head);
+  // The request-head hooks are done: hold the body for OnRequestBody hooks
+  // when the chain has any, else Route().
+  void FiltersDone(const RequestHead& head);
+  // The held body is complete: runs the OnRequestBody hooks, then routes
+  // the request with it.
+  void FinishBodyBuffering();
+  // A held response: over the limit, it goes on unheld; complete, through
+  // the OnResponseBody hooks to the client.
+  void ReleaseHeldResponse();
+  void CompleteHeldResponse();
+  // The held response is dropped (the upstream failed or went idle): the
+  // client gets a gateway answer instead.
+  void DropHeldResponse();
   // After the policies: the route's action (upstream, redirect, direct
   // response) for `head`.
   void Route(const RequestHead& head);
@@ -311,7 +324,17 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string saved_authority_;
   http::HeaderMap saved_fields_;
   std::vector<http::HeaderField> saved_views_;
-  std::string paused_body_;  // request body that came during the pause
+  // A response held whole for OnResponseBody hooks (response_hold_limit_:
+  // the chain's smallest response_body_limit(); 0: none).
+  uint64_t response_hold_limit_ = 0;
+  bool holding_response_ = false;
+  ResponseHead held_head_;
+  std::string held_reason_;
+  http::HeaderMap held_fields_;
+  std::string held_body_;
+  uint64_t body_buffer_limit_ = 0;  // the chain's smallest request_body_limit(); 0: none
+  bool buffering_body_ = false;     // holding the whole body for OnRequestBody hooks
+  std::string paused_body_;  // request body that came during the pause (or is held)
   bool paused_end_ = false;  // and its end
   http::HeaderMap paused_trailers_;
   // Scratch for response heads.

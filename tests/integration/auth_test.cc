@@ -182,5 +182,10 @@ TEST_F(AuthTest, StoredConsumersHoldOnlyHashes) {
       << last_error_;
 }
 
+TEST_F(AuthTest, TheGatewayExampleIsValid) {
+  auto r = cp_.Ctl({"apply", "--dry-run", "-f", RunfilePath("examples/gateway.yaml")});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
 }  // namespace
 }  // namespace sluice::testing
