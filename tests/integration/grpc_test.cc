@@ -83,10 +83,14 @@ class GrpcTest : public ::testing::Test {
         "        - match: {prefix: /}\n          route: {cluster: dead}\n"
         "    - domains: [narrow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: narrow}\n"
+        "    - domains: [keyed.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc}\n"
+        "          policies: [{name: key-auth, typed_config: {}}]\n"
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "    - domains: ['*']\n      routes:\n"
         "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n",
+        "---\nkind: Consumer\nname: grpc-client\nspec: {keys: [{key: grpc-client-key-1}]}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
         ", route_table: main}\n",
         "---\nkind: Listener\nname: tls\nspec: {address: 127.0.0.1, port: ", tls_port_,
@@ -249,6 +253,14 @@ TEST_F(GrpcTest, ClientDeadlineEndsTheCallAndFreesTheUpstreamStream) {
       << page;
   r = Call("unary", {"--payload", "after"});
   EXPECT_EQ(r.payload, "after") << r.Describe();
+}
+
+TEST_F(GrpcTest, APolicysRefusalIsAGrpcStatus) {
+  GrpcCallResult r = Call("unary", {"--authority", "keyed.test"});
+  EXPECT_EQ(r.code, "UNAUTHENTICATED") << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.details, "no API key found in request")) << r.out << r.err;
+  r = Call("unary", {"--authority", "keyed.test", "--metadata", "apikey=grpc-client-key-1"});
+  EXPECT_EQ(r.code, "OK") << r.out << r.err;
 }
 
 TEST_F(GrpcTest, NoRouteIsUnimplemented) {
