@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -20,6 +21,15 @@
 #include "re2/re2.h"
 
 namespace sluice::api {
+
+const std::vector<std::string>& AccessLogFieldNames() {
+  static const std::vector<std::string>* names = new std::vector<std::string>{
+      "time", "request_id", "trace_id", "client_ip", "method", "authority", "path", "protocol",
+      "status", "bytes_in", "bytes_out", "duration_ms", "upstream_duration_ms", "route",
+      "cluster", "endpoint", "attempts", "consumer", "tls_version", "sni", "user_agent",
+      "response_flag"};
+  return *names;
+}
 namespace {
 
 using config::v1::Cluster;
@@ -283,6 +293,34 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
   }
 }
 
+void ValidateAccessLog(const config::v1::AccessLog& log, ErrorSink& sink) {
+  const std::string& path = log.path();
+  if (path.empty()) {
+    sink.Add("access_log.path", "is required (\"-\" for standard output, or an absolute path)");
+  } else if (path.size() > 4096) {
+    sink.Add("access_log.path", absl::StrCat("is ", path.size(), " bytes; at most 4096"));
+  } else if (path != "-" && path != "stdout" &&
+             (path[0] != '/' || path.find('\0') != std::string::npos)) {
+    sink.Add("access_log.path",
+             absl::StrCat("'", path, "' must be \"-\", \"stdout\" or an absolute path"));
+  }
+  const std::vector<std::string>& known = AccessLogFieldNames();
+  std::set<std::string> seen;
+  for (int i = 0; i < log.fields_size(); ++i) {
+    const std::string& f = log.fields(i);
+    if (std::find(known.begin(), known.end(), f) == known.end()) {
+      sink.Add(Index("access_log.fields", i),
+               absl::StrCat("unknown field '", f, "' (known: ", absl::StrJoin(known, ", "), ")"));
+    } else if (!seen.insert(f).second) {
+      sink.Add(Index("access_log.fields", i), absl::StrCat("'", f, "' is listed twice"));
+    }
+  }
+  if (log.sample_percent() > 100) {
+    sink.Add("access_log.sample_percent",
+             absl::StrCat("must be 1..100 (0: 100), got ", log.sample_percent()));
+  }
+}
+
 void ValidateListener(const Listener& listener, ErrorSink& sink) {
   CheckName(listener.name(), "name", sink);
   CheckAddress(listener.address(), "address", sink);
@@ -294,6 +332,7 @@ void ValidateListener(const Listener& listener, ErrorSink& sink) {
     sink.Add("max_connections",
              absl::StrCat("must be at most 1000000, got ", listener.max_connections()));
   }
+  if (listener.has_access_log()) ValidateAccessLog(listener.access_log(), sink);
 }
 
 // Content only; the validity period is checked by ValidateAtApplyTime.

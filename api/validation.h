@@ -70,6 +70,9 @@ inline constexpr absl::Duration kDefaultRetryBaseInterval = absl::Milliseconds(2
 inline constexpr absl::Duration kDefaultRetryMaxInterval = absl::Milliseconds(250);
 inline constexpr uint32_t kDefaultMaxReplayBytes = 64 * 1024;
 
+// The fields an access log entry may have, in their default order.
+const std::vector<std::string>& AccessLogFieldNames();
+
 struct ValidationError {
   ResourceId resource;  // kind unspecified for errors about the whole state
   std::string field;    // path such as "endpoints[1].port"; may be empty

@@ -43,7 +43,8 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
     auto [ready, reason] = self->handlers_.ready();
     status = ready ? 200 : 503;
     body = absl::StrCat(reason, "\n");
-  } else if (std::strcmp(path, "/stats") == 0) {
+  } else if (std::strcmp(path, "/metrics") == 0 || std::strcmp(path, "/stats") == 0) {
+    // /metrics is the Prometheus convention; /stats stays as an alias.
     body = self->handlers_.stats();
     content_type = "text/plain; version=0.0.4";
   } else if (std::strcmp(path, "/config_dump") == 0) {
@@ -56,7 +57,7 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
     if (json) content_type = "application/json";
   } else {
     status = 404;
-    body = "unknown admin path; try /ready, /stats, /config_dump or /clusters\n";
+    body = "unknown admin path; try /ready, /metrics, /config_dump or /clusters\n";
   }
   evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type", content_type);
   evbuffer* out = evbuffer_new();

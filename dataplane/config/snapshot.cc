@@ -256,14 +256,17 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
           route_stats[i] = *it->second;
           continue;
         }
+        std::string route_labels =
+            absl::StrCat("route_table=", stats::LabelValue(id.second),
+                         ",route=", stats::LabelValue((*table)->route(i).name));
         for (int c = 1; c <= 5; ++c) {
           route_stats[i].by_class[c] = store.GetCounter(
               "sluice_route_requests_total",
-              absl::StrCat("route_table=", stats::LabelValue(id.second),
-                           ",route=", stats::LabelValue((*table)->route(i).name),
-                           ",status_class=\"", c, "xx\""),
+              absl::StrCat(route_labels, ",status_class=\"", c, "xx\""),
               &route_stats[i].holds[c]);
         }
+        route_stats[i].duration = store.GetHistogram("sluice_route_request_duration_seconds",
+                                                     route_labels, &route_stats[i].duration_hold);
       }
       auto filters = CompileRouteFilters(resource.route_table());
       if (!filters.ok()) {
@@ -372,6 +375,17 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
         }
         runtime.tls = std::move(*tls);
       }
+    }
+    if (l.has_access_log()) {
+      const config::v1::AccessLog& a = l.access_log();
+      auto log = accesslog::AccessLog::Open(
+          a.path(), std::vector<std::string>(a.fields().begin(), a.fields().end()),
+          a.sample_percent(), store);
+      if (!log.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(api::Describe(id), ": access_log.path: ", log.status().message()));
+      }
+      runtime.access_log = std::move(*log);
     }
     snapshot->listeners[l.name()] = std::move(runtime);
   }

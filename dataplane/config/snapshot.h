@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
+#include "dataplane/accesslog/access_log.h"
 #include "dataplane/auth/consumers.h"
 #include "dataplane/http/filter.h"
 #include "dataplane/http/path_normalizer.h"
@@ -63,6 +64,9 @@ using FilterChain = std::vector<std::shared_ptr<const http::FilterFactory>>;
 struct RouteStats {
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
   std::shared_ptr<const void> holds[6];  // keep them in the store
+  // From the request head to the response's end (or the cut).
+  stats::Histogram* duration = nullptr;
+  std::shared_ptr<const void> duration_hold;
 };
 
 struct ListenerRuntime {
@@ -86,6 +90,8 @@ struct ListenerRuntime {
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;
+  // The listener's access log; nullptr for none.
+  std::shared_ptr<const accesslog::AccessLog> access_log;
 };
 
 struct ConfigSnapshot {

@@ -282,6 +282,7 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
     if (f.name == "host") host = &f.value;
   }
   RequestHead head;
+  head.http2 = true;
   head.method = pseudo.method;
   head.target = pseudo.path;
   // :authority wins over a Host field (RFC 9113 8.3.1) and is what the

@@ -24,6 +24,7 @@
 #include "dataplane/admin/config_dump.h"
 #include "dataplane/admin/clusters_page.h"
 #include "dataplane/config/config_client.h"
+#include "dataplane/accesslog/access_log.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
@@ -41,6 +42,13 @@ constexpr char kUsage[] =
     "                    [--control-plane-keepalive-timeout 10s]\n";
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
+
+// Per-worker shards of histograms and access-log buffers: sized before
+// anything is made with them.
+void InitPerWorkerState(int workers) {
+  stats::SetHistogramShards(workers);
+  accesslog::SetWorkerCount(workers);
+}
 
 // Owns the workers and the current snapshot; applies new versions.
 class ProxyServer {
@@ -85,6 +93,7 @@ class ProxyServer {
       return snapshot.status();
     }
     for (auto& w : workers_) w->Publish(*snapshot);
+    accesslog::PruneUnused();  // logs only older versions named close when those go
     std::vector<std::shared_ptr<const upstream::ClusterInfo>> clusters;
     for (const auto& [name, cluster] : (*snapshot)->clusters) clusters.push_back(cluster);
     main_loop_.Post([this, clusters = std::move(clusters)] {
@@ -253,6 +262,7 @@ int Run(int argc, char** argv) {
   }
 
   event::Dispatcher main_loop;
+  InitPerWorkerState(workers);
   ProxyServer proxy(main_loop, workers, std::move(state_store));
   proxy.StartWorkers();
   if (held.version > 0) {
@@ -358,13 +368,22 @@ int Run(int argc, char** argv) {
   ::event* sigint = evsignal_new(main_loop.base(), SIGINT, signal_cb, &signal_context);
   evsignal_add(sigterm, nullptr);
   evsignal_add(sigint, nullptr);
+  // SIGUSR1: access logs reopen their files (after logrotate moved them).
+  auto reopen_cb = [](evutil_socket_t, short, void*) {
+    SLUICE_LOG(kInfo, "SIGUSR1: reopening access logs");
+    accesslog::ReopenAll();
+  };
+  ::event* sigusr1 = evsignal_new(main_loop.base(), SIGUSR1, reopen_cb, nullptr);
+  evsignal_add(sigusr1, nullptr);
 
   main_loop.Run();
 
   event_free(sigterm);
   event_free(sigint);
+  event_free(sigusr1);
   client.Stop();
   proxy.StopWorkers();
+  accesslog::FlushAll();
   proxy.StopHealthChecks();
   SLUICE_LOG(kInfo, "stopped");
   return 0;

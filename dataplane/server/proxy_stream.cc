@@ -179,6 +179,16 @@ void ProxyStream::Reset() {
   filters_entered_ = 0;
   paused_ = in_hook_ = continued_in_hook_ = paused_end_ = buffering_body_ = false;
   body_buffer_limit_ = 0;
+  upstream_sent_ = first_byte_ = upstream_end_ = absl::InfinitePast();
+  bytes_in_ = bytes_out_ = 0;
+  replaying_ = recorded_ = false;
+  response_flag_.clear();
+  chain_ = nullptr;
+  current_filter_ = 0;
+  access_log_ = nullptr;
+  log_authority_.clear();
+  log_path_.clear();
+  log_user_agent_.clear();
   response_hold_limit_ = 0;
   holding_response_ = false;
   held_fields_.Clear();
@@ -198,6 +208,8 @@ void ProxyStream::Reset() {
 void ProxyStream::Start(const RequestHead& request) {
   RequestHead head = request;  // its target becomes the normalised one
   active_ = true;
+  start_time_ = absl::Now();
+  protocol_ = head.http2 ? "HTTP/2" : head.http10 ? "HTTP/1.0" : "HTTP/1.1";
   worker_.stats().downstream_requests_total->Inc();
   snapshot_ = worker_.snapshot();
   method_.assign(head.method);
@@ -208,9 +220,12 @@ void ProxyStream::Start(const RequestHead& request) {
   request_complete_ = head.body == RequestHead::Body::kNone;
   // One pass over the fields for what the stream itself reads.
   const http::HeaderField* id_header = nullptr;
+  const http::HeaderField* traceparent = nullptr;
   for (const http::HeaderField& h : *head.headers) {
     if (id_header == nullptr && http::EqualsIgnoreCase(h.name, "x-request-id")) {
       id_header = &h;
+    } else if (http::EqualsIgnoreCase(h.name, "traceparent")) {
+      traceparent = traceparent == nullptr ? &h : traceparent;
     } else if (http::EqualsIgnoreCase(h.name, "content-type")) {
       grpc_ = h.value.substr(0, 16) == "application/grpc";
     } else if (http::EqualsIgnoreCase(h.name, "grpc-timeout")) {
@@ -224,32 +239,48 @@ void ProxyStream::Start(const RequestHead& request) {
   } else {
     worker_.NewRequestId(&request_id_);
   }
+  SetUpTraceContext(traceparent);
 
   auto listener_it = snapshot_->listeners.find(listener_);
   if (listener_it == snapshot_->listeners.end()) {
+    response_flag_ = "listener_removed";
     SendLocalResponse(503, "listener removed; the gateway is draining this connection", {}, {},
                       "application/json", /*close_connection=*/true);
     return;
   }
   const config::ListenerRuntime& listener = listener_it->second;
+  if (listener.access_log != nullptr &&
+      (listener.access_log->sample_percent() >= 100 ||
+       worker_.picker().Random() % 100 < listener.access_log->sample_percent())) {
+    access_log_ = listener.access_log.get();
+    log_authority_.assign(head.authority);
+    log_path_.assign(head.target);
+    if (const http::HeaderField* ua = http::FindHeader(*head.headers, "user-agent")) {
+      log_user_agent_.assign(ua->value);
+    }
+  }
   if (Overload::active()) {
     worker_.stats().overload_requests_rejected->Inc();
+    response_flag_ = "overload";
     SendLocalResponse(503, "the gateway is overloaded (memory); try again", {{"retry-after", "1"}},
                       {}, "application/json", /*close_connection=*/true);
     return;
   }
   if (head.method == "CONNECT") {
+    response_flag_ = "bad_request";
     SendLocalResponse(405, "CONNECT is not supported",
                       {{"allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"}}, {},
                       "application/json", /*close_connection=*/true);
     return;
   }
   if (head.target.size() > listener.max_uri_bytes) {
+    response_flag_ = "bad_request";
     SendLocalResponse(414, absl::StrCat("request target longer than ", listener.max_uri_bytes,
                                         " bytes (the listener's http.max_uri_bytes)"));
     return;
   }
   if (head.headers->size() > listener.max_request_headers) {
+    response_flag_ = "bad_request";
     SendLocalResponse(431, absl::StrCat("more than ", listener.max_request_headers,
                                         " header fields (the listener's http.max_request_headers)"));
     return;
@@ -258,6 +289,7 @@ void ProxyStream::Start(const RequestHead& request) {
   // segments, percent-encoding, the listener's slash options).
   auto normalized = http::NormalizePath(head.target, listener.path_normalization);
   if (!normalized.ok()) {
+    response_flag_ = "bad_request";
     SendLocalResponse(400, absl::StrCat("invalid request path: ", normalized.status().message()));
     return;
   }
@@ -283,10 +315,12 @@ void ProxyStream::Start(const RequestHead& request) {
   route_request.headers = head.headers;
   router::MatchResult match = listener.route_table->Match(route_request);
   if (match.kind == router::MatchResult::Kind::kNoRoute) {
+    response_flag_ = "no_route";
     SendLocalResponse(404, "no route matches the request");
     return;
   }
   if (match.kind == router::MatchResult::Kind::kMethodNotAllowed) {
+    response_flag_ = "method_not_allowed";
     SendLocalResponse(405, absl::StrCat("method ", method_, " is not allowed on this route"),
                       {{"allow", match.allowed_methods}});
     return;
@@ -318,6 +352,7 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
     return;
   }
   if (head.body == RequestHead::Body::kLength && head.content_length > body_buffer_limit_) {
+    response_flag_ = "request_too_large";
     SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
                                         " bytes is over the ", body_buffer_limit_,
                                         " bytes a policy of this route can hold"),
@@ -337,6 +372,7 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
 void ProxyStream::FinishBodyBuffering() {
   buffering_body_ = false;
   for (size_t i = 0; i < filters_entered_; ++i) {
+    current_filter_ = i;
     http::FilterStatus status = filters_[i]->OnRequestBody(paused_body_, *this);
     if (!active_ || response_started_) return;
     if (status != http::FilterStatus::kContinue) {
@@ -351,7 +387,9 @@ void ProxyStream::FinishBodyBuffering() {
   paused_body_.clear();
   Route(head);
   if (!active_) return;
+  replaying_ = true;
   if (!body.empty()) OnRequestData(body);
+  replaying_ = false;
   if (!active_) return;
   std::vector<http::HeaderField> trailers;
   for (const http::HeaderMap::Field& f : paused_trailers_.fields()) {
@@ -387,12 +425,14 @@ void ProxyStream::Route(const RequestHead& request) {
   request_chunked_ = head.body == RequestHead::Body::kStream;
   switch (route_->action) {
     case router::RouteEntry::Action::kDirectResponse:
+      response_flag_ = "direct_response";
       SendLocalResponse(static_cast<int>(route_->direct_status), "", {}, route_->direct_body,
                         route_->direct_content_type);
       return;
     case router::RouteEntry::Action::kRedirect: {
       std::string location = route_->RedirectLocation(transport_.secure() ? "https" : "http",
                                                       head.authority, head.target);
+      response_flag_ = "redirect";
       SendLocalResponse(static_cast<int>(route_->redirect_code), "", {{"location", location}}, {},
                         "text/plain");
       return;
@@ -404,6 +444,7 @@ void ProxyStream::Route(const RequestHead& request) {
                                                : max_body_bytes_;
   if (body_limit_ > 0 && head.body == RequestHead::Body::kLength &&
       head.content_length > body_limit_) {
+    response_flag_ = "request_too_large";
     SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
                                         " bytes is over the limit of ", body_limit_));
     return;
@@ -413,6 +454,7 @@ void ProxyStream::Route(const RequestHead& request) {
                                         : route_->PickCluster(worker_.picker().Random());
   auto cluster_it = snapshot_->clusters.find(cluster_name);
   if (cluster_it == snapshot_->clusters.end()) {
+    response_flag_ = "no_cluster";
     SendLocalResponse(503, absl::StrCat("cluster ", cluster_name, " is not configured"));
     return;
   }
@@ -426,6 +468,7 @@ void ProxyStream::Route(const RequestHead& request) {
   if (cluster.state->active_requests.load(std::memory_order_relaxed) >=
       cluster.breakers.max_requests) {
     cluster.stats.breaker_overflow_requests->Inc();
+    response_flag_ = "breaker_open";
     SendLocalResponse(503, absl::StrCat("circuit breaker max_requests is open for cluster ",
                                         cluster.name));
     return;
@@ -559,6 +602,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   bool has_host = false;
   for (const http::HeaderField& h : headers) {
     if (IsConsumerField(h.name)) continue;  // only authentication policies set them
+    if (http::EqualsIgnoreCase(h.name, "traceparent")) continue;  // this hop's goes instead
     if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
         http::EqualsIgnoreCase(h.name, "expect") ||
         http::EqualsIgnoreCase(h.name, "x-request-id") ||
@@ -587,6 +631,46 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   emit("x-forwarded-for", forwarded_for);
   emit("x-forwarded-proto", transport_.secure() ? "https" : "http");
   emit("x-request-id", request_id_);
+  emit("traceparent", traceparent_);
+}
+
+void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
+  // version "00": 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>;
+  // a later version may append fields after a '-' (W3C Trace Context 4.3).
+  auto hex = [](std::string_view v) {
+    for (char c : v) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+  };
+  std::string_view flags = "00";  // made here: not sampled (the gateway records no spans)
+  trace_id_.clear();
+  if (traceparent != nullptr) {
+    std::string_view v = traceparent->value;
+    std::string_view version = v.substr(0, 2);
+    bool ok = v.size() >= 55 && hex(version) && version != "ff" && v[2] == '-' && v[35] == '-' &&
+              v[52] == '-' && (version != "00" ? v.size() == 55 || v[55] == '-' : v.size() == 55);
+    std::string_view trace = ok ? v.substr(3, 32) : std::string_view();
+    std::string_view parent = ok ? v.substr(36, 16) : std::string_view();
+    ok = ok && hex(trace) && hex(parent) && hex(v.substr(53, 2)) &&
+         trace != "00000000000000000000000000000000" && parent != "0000000000000000";
+    if (ok) {
+      trace_id_.assign(trace);
+      flags = v.substr(53, 2);
+    }
+  }
+  char buf[40];
+  if (trace_id_.empty()) {
+    snprintf(buf, sizeof(buf), "%016llx%016llx",
+             static_cast<unsigned long long>(worker_.picker().Random()),
+             static_cast<unsigned long long>(worker_.picker().Random() | 1));
+    trace_id_.assign(buf, 32);
+  }
+  snprintf(buf, sizeof(buf), "%016llx",
+           static_cast<unsigned long long>(worker_.picker().Random() | 1));
+  traceparent_.clear();
+  absl::StrAppend(&traceparent_, "00-", trace_id_, "-", std::string(buf, 16), "-",
+                  std::string(flags));
 }
 
 ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
@@ -610,6 +694,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   ForEachForwardedHeader(head, [this](std::string_view name, std::string_view value) {
     filtered_headers_.Add(name, value);
   });
+  chain_ = &chain;
   filters_.reserve(chain.size());
   for (const auto& factory : chain) {
     filters_.push_back(factory->CreateFilter());
@@ -628,6 +713,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
 ProxyStream::ChainResult ProxyStream::RunFiltersFrom(size_t first) {
   for (size_t i = first; i < filters_.size(); ++i) {
     filters_entered_ = i + 1;
+    current_filter_ = i;
     in_hook_ = true;
     continued_in_hook_ = false;
     http::FilterStatus status = filters_[i]->OnRequestHeaders(filtered_headers_, *this);
@@ -661,6 +747,7 @@ void ProxyStream::ContinueRequest() {
   if (buffering_body_) {
     // What came during the pause is the start of the held body.
     if (paused_body_.size() > body_buffer_limit_) {
+      response_flag_ = "request_too_large";
       SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
                                           " bytes a policy of this route can hold"),
                         {}, {}, "application/json", /*close_connection=*/true);
@@ -673,7 +760,9 @@ void ProxyStream::ContinueRequest() {
   if (!paused_body_.empty()) {
     std::string body = std::move(paused_body_);
     paused_body_.clear();
+    replaying_ = true;
     OnRequestData(body);
+    replaying_ = false;
     if (!active_) return;
   }
   if (paused_end_) {
@@ -748,6 +837,9 @@ void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
 
 void ProxyStream::SendLocalReply(int status, std::string_view message,
                                  const http::HeaderMap& headers) {
+  if (chain_ != nullptr && current_filter_ < chain_->size()) {
+    response_flag_ = absl::StrCat("policy:", std::string((*chain_)[current_filter_]->policy_name()));
+  }
   reply_headers_ = headers;  // the filter's map may not outlive the call
   std::vector<http::HeaderField> extra;
   extra.reserve(reply_headers_.size());
@@ -756,6 +848,9 @@ void ProxyStream::SendLocalReply(int status, std::string_view message,
 }
 
 void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::string_view body) {
+  if (chain_ != nullptr && current_filter_ < chain_->size()) {
+    response_flag_ = absl::StrCat("policy:", std::string((*chain_)[current_filter_]->policy_name()));
+  }
   reply_headers_ = headers;  // the filter's map may not outlive the call
   std::string_view content_type = "text/plain";
   std::vector<http::HeaderField> extra;
@@ -793,6 +888,7 @@ bool ProxyStream::ConnectUpstream() {
   int index = worker_.picker().Pick(cluster, hash_, attempts_ > 0 ? endpoint_index_ : -1);
   if (index < 0) {
     cluster.stats.no_healthy_endpoint->Inc();
+    response_flag_ = "no_healthy_endpoint";
     SendLocalResponse(503, "no healthy endpoint in cluster " + cluster.name);
     return false;
   }
@@ -822,10 +918,12 @@ bool ProxyStream::ConnectUpstream() {
   if (!acquire_status.ok()) {
     if (absl::IsResourceExhausted(acquire_status)) {
       cluster.stats.breaker_overflow_connections->Inc();
+      response_flag_ = "breaker_open";
       SendLocalResponse(503, absl::StrCat("circuit breaker max_connections is open for cluster ",
                                           cluster.name));
     } else {
       cluster.stats.upstream_connect_failures->Inc();
+      response_flag_ = "upstream_connect_failure";
       SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquire_status.message()));
     }
     return false;
@@ -839,6 +937,7 @@ bool ProxyStream::ConnectUpstream() {
       }
       upstream2_.reset();
       cluster.stats.breaker_overflow_pending->Inc();
+      response_flag_ = "breaker_open";
       SendLocalResponse(503, absl::StrCat("circuit breaker max_pending_requests is open for cluster ",
                                           cluster.name));
       return false;
@@ -853,6 +952,8 @@ bool ProxyStream::ConnectUpstream() {
   ++*endpoint_active_;
   endpoint.state->active_requests.fetch_add(1, std::memory_order_relaxed);
   ++attempts_;
+  upstream_sent_ = absl::Now();
+  first_byte_ = upstream_end_ = absl::InfinitePast();
   cluster.stats.upstream_requests->Inc();
   if (route_->retry.per_try_timeout > absl::ZeroDuration()) {
     per_try_timer_.Enable(route_->retry.per_try_timeout);
@@ -992,6 +1093,7 @@ void ProxyStream::ScheduleRetry() {
 void ProxyStream::OnRetryTimer() {
   if (!active_) return;
   if (!replayable_) {
+    response_flag_ = "upstream_reset";
     SendLocalResponse(502, "upstream failed and the request body was too large to send again");
     return;
   }
@@ -1011,11 +1113,13 @@ void ProxyStream::OnPerTryTimeout() {
     if (!EndGrpcResponse(504, "upstream did not answer within the per-try timeout")) Fail();
     return;
   }
+  response_flag_ = "upstream_timeout";
   SendLocalResponse(504, "upstream did not answer within the per-try timeout");
 }
 
 bool ProxyStream::RunRequestDataFilters(std::string_view data, bool end_stream) {
   for (size_t i = 0; i < filters_entered_ && active_; ++i) {
+    current_filter_ = i;
     if (filters_[i]->OnRequestData(data, end_stream, *this) == http::FilterStatus::kStopLocalReply) {
       if (active_ && !response_started_) {
         SendLocalResponse(500, "a policy stopped the request without answering");
@@ -1028,9 +1132,11 @@ bool ProxyStream::RunRequestDataFilters(std::string_view data, bool end_stream) 
 
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
+  if (!replaying_) bytes_in_ += chunk.size();
   if (buffering_body_) {
     paused_body_.append(chunk);
     if (paused_body_.size() > body_buffer_limit_) {
+      response_flag_ = "request_too_large";
       SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
                                           " bytes a policy of this route can hold"),
                         {}, {}, "application/json", /*close_connection=*/true);
@@ -1052,6 +1158,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
       // Not all of it went upstream: that request is cut; the client gets
       // 413 if nothing was answered yet (and its connection or stream ends).
       ReleaseUpstream(false);
+      response_flag_ = "request_too_large";
       SendLocalResponse(413, absl::StrCat("request body over the limit of ", body_limit_,
                                           " bytes"),
                         {}, {}, "application/json", /*close_connection=*/true);
@@ -1132,6 +1239,7 @@ void ProxyStream::OnDownstreamDrained() {
 
 void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   per_try_timer_.Disable();
+  first_byte_ = absl::Now();
   if (head.status == 101) {
     StartTunnel(head);
     return;
@@ -1198,6 +1306,7 @@ void ProxyStream::ReleaseHeldResponse() {
   if (!active_) return;
   std::string body = std::move(held_body_);
   held_body_.clear();
+  bytes_out_ += body.size();
   sink_.EncodeData(body);
 }
 
@@ -1220,6 +1329,7 @@ void ProxyStream::CompleteHeldResponse() {
   held_head_.content_length = held_body_.size();
   EncodeResponseHead(held_head_, fields);
   if (!active_) return;
+  bytes_out_ += held_body_.size();
   if (!held_body_.empty()) sink_.EncodeData(held_body_);
 }
 
@@ -1283,6 +1393,7 @@ void ProxyStream::OnIdleTimer() {
   ReleaseUpstream(false);
   if (holding_response_) {
     DropHeldResponse();
+    response_flag_ = "upstream_timeout";
     SendLocalResponse(504, absl::StrCat("the upstream's response stalled for ",
                                         absl::FormatDuration(idle_limit_),
                                         " (the route's idle_timeout)"));
@@ -1302,6 +1413,7 @@ void ProxyStream::OnUpstreamBody(std::string_view bytes) {
     if (held_body_.size() > response_hold_limit_) ReleaseHeldResponse();  // too big: streams on
     return;
   }
+  bytes_out_ += bytes.size();
   sink_.EncodeData(bytes);
   if (!active_ || !HasUpstream()) return;
   if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
@@ -1331,6 +1443,7 @@ void ProxyStream::OnUpstreamComplete() {
     response_trailers_.push_back({rest.substr(0, a), rest.substr(a + 1, b - a - 1)});
     rest.remove_prefix(b + 1);
   }
+  upstream_end_ = absl::Now();
   bool reusable = upstream_ != nullptr && upstream_->reusable() && request_complete_;
   ReleaseUpstream(reusable);
   if (holding_response_) {
@@ -1357,6 +1470,7 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     stats.upstream_resets->Inc();
     ReleaseUpstream(false);
     DropHeldResponse();
+    response_flag_ = timed_out ? "upstream_timeout" : "upstream_reset";
     SendLocalResponse(timed_out ? 504 : 502,
                       absl::StrCat("upstream ", why, " (the response was cut short)"));
     return;
@@ -1391,6 +1505,9 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     if (!EndGrpcResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why))) Fail();
     return;
   }
+  response_flag_ = timed_out          ? "upstream_timeout"
+                   : connect_failed ? "upstream_connect_failure"
+                                    : "upstream_reset";
   SendLocalResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why));
 }
 
@@ -1411,11 +1528,13 @@ void ProxyStream::OnUpstreamRefused(const std::string& why) {
 void ProxyStream::OnRouteTimeout() {
   if (!active_) return;
   if (buffering_body_) {
+    response_flag_ = "request_timeout";
     SendLocalResponse(408, "the request body did not arrive within the route timeout", {}, {},
                       "application/json", /*close_connection=*/true);
     return;
   }
   if (paused_) {
+    response_flag_ = "policy_timeout";
     SendLocalResponse(504, "a policy did not finish within the route timeout", {}, {},
                       "application/json", /*close_connection=*/true);
     return;
@@ -1427,6 +1546,7 @@ void ProxyStream::OnRouteTimeout() {
     if (!EndGrpcResponse(504, "upstream did not answer within the route timeout")) Fail();
     return;
   }
+  response_flag_ = "upstream_timeout";
   SendLocalResponse(504, "upstream did not answer within the route timeout", {}, {},
                     "application/json", /*close_connection=*/true);
 }
@@ -1467,6 +1587,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     Fail();
     return;
   }
+  if (response_flag_.empty()) response_flag_ = "local_reply";
   if (HasUpstream()) ReleaseUpstream(false);
   if (grpc_ && !error.empty()) {
     // A gRPC client understands gRPC statuses, not HTTP ones: a
@@ -1516,7 +1637,10 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   status_ = status;
   response_started_ = true;
   EncodeResponseHead(head, response_fields_);
-  if (!head_request_ && !scratch_.empty()) sink_.EncodeData(scratch_);
+  if (!head_request_ && !scratch_.empty()) {
+    bytes_out_ += scratch_.size();
+    sink_.EncodeData(scratch_);
+  }
   sink_.EncodeEnd({});
   Finish();
 }
@@ -1556,6 +1680,7 @@ void ProxyStream::Finish() {
 
 void ProxyStream::Fail() {
   if (!active_) return;
+  if (response_flag_.empty()) response_flag_ = "upstream_cut";
   ReleaseUpstream(false);
   EndAccounting();
   active_ = false;
@@ -1563,7 +1688,68 @@ void ProxyStream::Fail() {
   sink_.Abort();  // may destroy this stream: nothing after it
 }
 
+void ProxyStream::RecordExchange() {
+  if (recorded_) return;
+  recorded_ = true;
+  absl::Time now = absl::Now();
+  const int shard = worker_.index();
+  if (route_stats_ != nullptr && route_stats_->duration != nullptr) {
+    route_stats_->duration->Observe(shard, absl::ToInt64Microseconds(now - start_time_));
+  }
+  absl::Duration upstream = absl::InfiniteDuration();
+  if (cluster_ != nullptr && upstream_sent_ != absl::InfinitePast()) {
+    if (first_byte_ != absl::InfinitePast()) {
+      cluster_->stats.upstream_first_byte->Observe(
+          shard, absl::ToInt64Microseconds(first_byte_ - upstream_sent_));
+    }
+    if (upstream_end_ != absl::InfinitePast()) {
+      upstream = upstream_end_ - upstream_sent_;
+      cluster_->stats.upstream_duration->Observe(shard, absl::ToInt64Microseconds(upstream));
+    }
+  }
+  if (info_.consumer != nullptr) {
+    int status_class = status_ / 100;
+    worker_.ConsumerCounters(info_.consumer->name)[status_class >= 1 && status_class <= 5
+                                                       ? status_class
+                                                       : 0]
+        ->Inc();
+  }
+  if (access_log_ != nullptr) {
+    accesslog::Entry e;
+    e.start = start_time_;
+    e.request_id = request_id_;
+    e.trace_id = trace_id_;
+    e.client_ip = peer_ip_;
+    e.method = method_;
+    e.authority = log_authority_;
+    // As the policies left it: a credential they removed from the query
+    // (key-auth) is not written to the log.
+    e.path = filters_.empty() ? std::string_view(log_path_) : std::string_view(path_);
+    e.protocol = protocol_;
+    e.status = status_;
+    e.bytes_in = bytes_in_;
+    e.bytes_out = bytes_out_;
+    e.duration = now - start_time_;
+    e.upstream_duration = upstream;
+    if (route_ != nullptr) e.route = route_->name;
+    if (cluster_ != nullptr) e.cluster = cluster_->name;
+    if (endpoint_index_ >= 0 && cluster_ != nullptr) {
+      e.endpoint = cluster_->endpoints[endpoint_index_].key;
+    }
+    e.attempts = attempts_;
+    if (info_.consumer != nullptr) e.consumer = info_.consumer->name;
+    if (const net::TlsInfo* tls = transport_.tls_info()) {
+      e.tls_version = tls->version;
+      e.sni = tls->sni;
+    }
+    e.user_agent = log_user_agent_;
+    e.response_flag = response_flag_;
+    access_log_->Log(shard, e);
+  }
+}
+
 void ProxyStream::EndAccounting() {
+  if (active_) RecordExchange();
   paused_ = buffering_body_ = false;
   resume_token_.reset();  // work a policy started for this request is dropped
   route_timer_.Disable();
@@ -1586,6 +1772,7 @@ void ProxyStream::OnDownstreamGone() {
     return;
   }
   if (HasUpstream() || pending_) ReleaseUpstream(false);
+  if (response_flag_.empty()) response_flag_ = "client_closed";
   EndAccounting();
   active_ = false;
   snapshot_.reset();

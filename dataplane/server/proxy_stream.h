@@ -53,6 +53,7 @@ struct RequestHead {
   bool expect_continue = false;
   bool upgrade = false;  // HTTP/1: Connection: upgrade with an Upgrade field
   bool http10 = false;
+  bool http2 = false;
 };
 
 // A response head for the sink to encode. Views are valid during the call.
@@ -237,6 +238,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // error status in trailers, as gRPC clients understand it (a reset would
   // read as INTERNAL). False when that does not apply.
   bool EndGrpcResponse(int http_status, std::string_view error);
+  // The exchange ended (answered, cut or abandoned): histograms, consumer
+  // counters, the access log. Once per request.
+  void RecordExchange();
+  // Reads the client's traceparent (if valid) and makes this hop's.
+  void SetUpTraceContext(const http::HeaderField* traceparent);
   void Finish();
   void Fail();  // cut off: release, account, abort the client side
   void EndAccounting();
@@ -315,6 +321,31 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string path_;
   http::StreamInfo info_;
   uint64_t max_body_bytes_ = 0;  // the listener's http.max_request_body_bytes
+  // Observability: what the metrics and the access log record when the
+  // exchange ends (RecordExchange).
+  absl::Time start_time_;
+  absl::Time upstream_sent_ = absl::InfinitePast();  // the last try went upstream
+  absl::Time first_byte_ = absl::InfinitePast();     // its response head came
+  absl::Time upstream_end_ = absl::InfinitePast();   // its response ended
+  uint64_t bytes_in_ = 0;   // request body bytes from the client
+  uint64_t bytes_out_ = 0;  // response body bytes to the client
+  bool replaying_ = false;  // OnRequestData with bytes counted already
+  bool recorded_ = false;
+  // Why the gateway answered as it did ("no_route", "policy:key-auth",
+  // ...); empty when the upstream's response went through.
+  std::string response_flag_;
+  const config::FilterChain* chain_ = nullptr;  // the route's policies (snapshot_ holds it)
+  size_t current_filter_ = 0;                    // the filter whose hook runs
+  const accesslog::AccessLog* access_log_ = nullptr;  // this request is logged there
+  std::string_view protocol_;
+  std::string log_authority_;
+  std::string log_path_;
+  std::string log_user_agent_;
+  // W3C trace context: the trace id (32 hex digits; taken from the
+  // client's traceparent or made here), and the traceparent sent upstream
+  // (a new span id for this hop).
+  std::string trace_id_;
+  std::string traceparent_;
   // A policy paused the chain (kStopIteration) at filters_[filters_entered_ - 1].
   bool paused_ = false;
   bool in_hook_ = false;            // a request-head hook is running

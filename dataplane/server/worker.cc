@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <initializer_list>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -51,7 +52,82 @@ bool ConnectionLimit::TryAcquire() {
   return true;
 }
 
-ProxyStats::ProxyStats(stats::StatsStore& store) {
+const ConsumerMetrics::Counters* ConsumerMetrics::Get(const std::string& consumer) {
+  absl::MutexLock lock(&mu_);
+  auto it = by_name_.find(consumer);
+  if (it != by_name_.end()) return &it->second;
+  const std::string& name = by_name_.size() < kMaxConsumers ? consumer : std::string("other");
+  it = by_name_.find(name);
+  if (it != by_name_.end()) return &it->second;
+  Counters& c = by_name_[name];
+  c[0] = store_.GetCounter("sluice_consumer_requests_total",
+                           absl::StrCat("consumer=", stats::LabelValue(name),
+                                        ",status_class=\"none\""));
+  for (int k = 1; k <= 5; ++k) {
+    c[k] = store_.GetCounter("sluice_consumer_requests_total",
+                             absl::StrCat("consumer=", stats::LabelValue(name),
+                                          ",status_class=\"", k, "xx\""));
+  }
+  return &c;
+}
+
+const ConsumerMetrics::Counters& Worker::ConsumerCounters(const std::string& consumer) {
+  auto it = consumer_counters_.find(consumer);
+  if (it != consumer_counters_.end()) return *it->second;
+  const ConsumerMetrics::Counters* c = stats_.consumers.Get(consumer);
+  consumer_counters_.emplace(consumer, c);
+  return *c;
+}
+
+ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store) {
+  // HELP for the families made elsewhere (per cluster, per access log, by
+  // the config thread), so every family has one (promtool check metrics).
+  for (const auto& [name, help] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"sluice_access_log_dropped_total",
+            "Access log entries dropped because a worker's buffer was full (slow disk)."},
+           {"sluice_access_log_write_errors_total", "Access log writes that failed."},
+           {"sluice_circuit_breaker_overflows_total",
+            "Requests refused because a circuit breaker was open, by cluster and breaker."},
+           {"sluice_configs_applied_total", "Config versions applied."},
+           {"sluice_configs_rejected_total", "Config versions rejected (NACKed)."},
+           {"sluice_downstream_connections_total", "Client connections accepted."},
+           {"sluice_downstream_protocol_errors_total",
+            "Client connections closed for a protocol error."},
+           {"sluice_downstream_requests_total", "Requests received from clients."},
+           {"sluice_downstream_responses_total", "Responses sent to clients, by status class."},
+           {"sluice_health_check_failures_total", "Active health checks that failed, by cluster."},
+           {"sluice_health_check_passes_total", "Active health checks that passed, by cluster."},
+           {"sluice_lb_panic_picks_total",
+            "Endpoint picks made in panic mode (too few healthy endpoints), by cluster."},
+           {"sluice_outlier_ejections_total", "Endpoints ejected as outliers, by cluster."},
+           {"sluice_retries_exhausted_total", "Requests that failed after retrying, by cluster."},
+           {"sluice_retries_total", "Retries started, by cluster."},
+           {"sluice_retry_successes_total", "Requests that succeeded on a retry, by cluster."},
+           {"sluice_upstream_connect_failures_total", "Upstream connects that failed, by cluster."},
+           {"sluice_upstream_connections_opened_total", "Upstream connections opened, by cluster."},
+           {"sluice_upstream_connections_reused_total",
+            "Requests sent on a pooled upstream connection, by cluster."},
+           {"sluice_upstream_no_endpoint_total",
+            "Requests with no healthy endpoint to go to, by cluster."},
+           {"sluice_upstream_requests_total", "Requests sent upstream (each try), by cluster."},
+           {"sluice_upstream_resets_total",
+            "Upstream exchanges reset or refused before a response, by cluster."},
+           {"sluice_upstream_responses_5xx_total", "Upstream responses with a 5xx status, by cluster."},
+           {"sluice_upstream_timeouts_total", "Upstream exchanges that timed out, by cluster."},
+           {"sluice_config_version", "The config version this proxy runs."},
+           {"sluice_overload_active", "1 while the memory overload guard refuses requests."},
+       }) {
+    store.Describe(name, help);
+  }
+  store.Describe("sluice_consumer_requests_total",
+                 "Requests by the consumer an authentication policy identified, by status "
+                 "class (at most 1000 consumers; the rest under consumer=\"other\").");
+  store.Describe("sluice_route_request_duration_seconds",
+                 "Time from the request head to the end of the response, per route.");
+  store.Describe("sluice_upstream_first_byte_seconds",
+                 "Time from sending a request upstream to the response head, per cluster.");
+  store.Describe("sluice_upstream_duration_seconds",
+                 "Time from sending a request upstream to the response's end, per cluster.");
   store.Describe("sluice_downstream_connections_active", "Client connections open now.");
   store.Describe("sluice_route_requests_total",
                  "Responses per route by status class (gateway-made ones included).");

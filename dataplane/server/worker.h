@@ -8,6 +8,7 @@
 #ifndef SLUICE_DATAPLANE_SERVER_WORKER_H_
 #define SLUICE_DATAPLANE_SERVER_WORKER_H_
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
@@ -32,8 +34,27 @@ namespace sluice::server {
 class DownstreamSession;
 
 // Process-wide counters every worker updates.
+// Requests by consumer and status class
+// (sluice_consumer_requests_total{consumer,status_class}), for at most
+// kMaxConsumers distinct consumers per proxy; the rest count under
+// consumer="other", so a million consumers cannot make a million series.
+// Thread-safe; Get() takes a lock (workers cache what it returns).
+class ConsumerMetrics {
+ public:
+  static constexpr size_t kMaxConsumers = 1000;
+  using Counters = std::array<stats::Counter*, 6>;  // by status / 100; 0: no response
+  explicit ConsumerMetrics(stats::StatsStore& store) : store_(store) {}
+  const Counters* Get(const std::string& consumer);
+
+ private:
+  stats::StatsStore& store_;
+  absl::Mutex mu_;
+  std::map<std::string, Counters> by_name_ ABSL_GUARDED_BY(mu_);
+};
+
 struct ProxyStats {
   explicit ProxyStats(stats::StatsStore& store);
+  ConsumerMetrics consumers;
   stats::Gauge* downstream_connections_active;
   stats::Counter* downstream_connections_total;
   stats::Counter* downstream_requests_total;
@@ -122,6 +143,9 @@ class Worker {
 
   // Worker thread only.
   event::Dispatcher& dispatcher() { return dispatcher_; }
+  int index() const { return index_; }
+  // This worker's cached ConsumerMetrics counters for `consumer`.
+  const ConsumerMetrics::Counters& ConsumerCounters(const std::string& consumer);
   // Thread-safe.
   const std::shared_ptr<PostGate>& post_gate() const { return post_gate_; }
   const std::shared_ptr<const config::ConfigSnapshot>& snapshot() const { return snapshot_; }
@@ -155,6 +179,7 @@ class Worker {
   upstream::Http2Pool h2_pool_;
   upstream::EndpointPicker picker_;
   std::mt19937_64 id_rng_;
+  absl::flat_hash_map<std::string, const ConsumerMetrics::Counters*> consumer_counters_;
   bool draining_ = false;
   // Accept events by listening fd, with the sockets they keep alive.
   struct AcceptSlot {

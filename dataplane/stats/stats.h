@@ -1,4 +1,4 @@
-// Stats: counters and gauges shared by all threads, rendered in Prometheus
+// Stats: counters, gauges and histograms shared by all threads, rendered in Prometheus
 // text format by the admin endpoint.
 //
 // A metric is created once (on the main or config thread, at snapshot
@@ -42,6 +42,47 @@ class Gauge {
   std::atomic<int64_t> value_{0};
 };
 
+// A latency histogram with fixed buckets (Prometheus `le` bounds, in
+// seconds: kBoundsMicros), one shard per worker so that Observe() is two
+// relaxed adds on a cache line no other worker writes; rendering sums the
+// shards. The shard count is set once at start (SetHistogramShards) before
+// any histogram is made.
+class Histogram {
+ public:
+  static constexpr int kFinite = 14;
+  static constexpr int64_t kBoundsMicros[kFinite] = {500,    1000,    2500,    5000,   10000,
+                                                     25000,  50000,   100000,  250000, 500000,
+                                                     1000000, 2500000, 5000000, 10000000};
+  Histogram();
+  // `shard`: the worker's index (taken modulo the shard count).
+  void Observe(int shard, int64_t micros) {
+    int b = 0;
+    while (b < kFinite && micros > kBoundsMicros[b]) ++b;
+    Shard& s = shards_[static_cast<size_t>(shard) % count_];
+    s.buckets[b].fetch_add(1, std::memory_order_relaxed);
+    s.sum_micros.fetch_add(micros < 0 ? 0 : static_cast<uint64_t>(micros),
+                           std::memory_order_relaxed);
+  }
+  struct Totals {
+    uint64_t buckets[kFinite + 1] = {};  // not cumulative; the last is +Inf
+    uint64_t count = 0;
+    uint64_t sum_micros = 0;
+  };
+  Totals Sum() const;
+
+ private:
+  struct alignas(64) Shard {
+    std::atomic<uint64_t> buckets[kFinite + 1] = {};
+    std::atomic<uint64_t> sum_micros{0};
+  };
+  size_t count_;
+  std::unique_ptr<Shard[]> shards_;
+};
+
+// How many shards histograms made from now on have (the worker count;
+// default 1). Call before the workers start.
+void SetHistogramShards(int shards);
+
 class StatsStore {
  public:
   // `labels` is the Prometheus label set without braces, e.g.
@@ -56,6 +97,9 @@ class StatsStore {
   void Prune();
   size_t size() const;
   Gauge* GetGauge(const std::string& name, const std::string& labels = "");
+  // A histogram, held like a held counter.
+  Histogram* GetHistogram(const std::string& name, const std::string& labels,
+                          std::shared_ptr<const void>* hold);
   // Declares the HELP text of a metric family.
   void Describe(const std::string& name, const std::string& help);
 
@@ -69,6 +113,8 @@ class StatsStore {
   };
   std::map<std::string, std::map<std::string, CounterSlot>> counters_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::unique_ptr<Gauge>>> gauges_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::shared_ptr<Histogram>>> histograms_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> help_ ABSL_GUARDED_BY(mu_);
 };

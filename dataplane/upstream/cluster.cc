@@ -238,6 +238,12 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->stats.retry_successes = counter("sluice_retry_successes_total", labels);
   info->stats.retries_exhausted = counter("sluice_retries_exhausted_total", labels);
   info->stats.panic = counter("sluice_lb_panic_picks_total", labels);
+  info->stat_holds.emplace_back();
+  info->stats.upstream_first_byte = store.GetHistogram(
+      "sluice_upstream_first_byte_seconds", labels, &info->stat_holds.back());
+  info->stat_holds.emplace_back();
+  info->stats.upstream_duration = store.GetHistogram(
+      "sluice_upstream_duration_seconds", labels, &info->stat_holds.back());
   return std::shared_ptr<const ClusterInfo>(std::move(info));
 }
 

@@ -104,6 +104,10 @@ struct ClusterStats {
   stats::Counter* retry_successes;    // requests that succeeded on a retry
   stats::Counter* retries_exhausted;  // requests that failed after retrying
   stats::Counter* panic;              // picks made in panic mode
+  // From the request's (last) try going upstream: to the response head
+  // (time to first byte), and to the response's end.
+  stats::Histogram* upstream_first_byte;
+  stats::Histogram* upstream_duration;
 };
 
 // The HTTP version spoken to the endpoints (Cluster.protocol).

@@ -131,6 +131,29 @@ TEST(ValidationTest, UnknownRouteTableReference) {
             "Listener \"public\": route_table: refers to RouteTable \"other\", which does not exist");
 }
 
+TEST(ValidationTest, AccessLogPathFieldsAndSample) {
+  EXPECT_EQ(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: "/var/log/sluice/access.log" fields: "status"
+      fields: "path" sample_percent: 10 } })"),
+            "");
+  EXPECT_EQ(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: "-" } })"),
+            "");
+  std::string e = ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: "logs/a.log" fields: "status" fields: "nope"
+      fields: "status" sample_percent: 101 } })");
+  EXPECT_NE(e.find("access_log.path: 'logs/a.log' must be \"-\", \"stdout\" or an absolute path"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("access_log.fields[1]: unknown field 'nope' (known: time, request_id"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("access_log.fields[2]: 'status' is listed twice"), std::string::npos) << e;
+  EXPECT_NE(e.find("access_log.sample_percent: must be 1..100 (0: 100), got 101"),
+            std::string::npos) << e;
+  e = ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { } })");
+  EXPECT_NE(e.find("access_log.path: is required"), std::string::npos) << e;
+}
+
 TEST(ValidationTest, ConflictingListeners) {
   auto state = Valid();
   Resource r = Parse(R"(listener { name: "second" address: "0.0.0.0" port: 8080 route_table: "main" })");

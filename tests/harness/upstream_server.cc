@@ -10,7 +10,8 @@
 // and echoes selected request headers as `x-echo-<name>` (all occurrences
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
 // connection, te, transfer-encoding, content-length, x-consumer-name,
-// x-consumer-groups, x-anonymous-consumer, authorization, apikey; and every field whose
+// x-consumer-groups, x-anonymous-consumer, authorization, apikey,
+// traceparent, tracestate; and every field whose
 // name starts with "x-test-", one echo per field, in arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
 // the request declared a body (Content-Length or Transfer-Encoding, even for
@@ -83,7 +84,8 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "transfer-encoding", "content-length",
     "x-consumer-name",   "x-consumer-groups",
     "x-anonymous-consumer", "authorization",
-    "apikey",
+    "apikey",            "traceparent",
+    "tracestate",
 };
 
 // What one request asked for through its query parameters.

@@ -1,0 +1,346 @@
+#include "dataplane/accesslog/access_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "api/validation.h"
+#include "common/log.h"
+
+namespace sluice::accesslog {
+namespace {
+
+constexpr size_t kMaxBufferedBytes = 4 << 20;  // per worker, per destination
+constexpr absl::Duration kWriteInterval = absl::Milliseconds(100);
+
+std::atomic<int> worker_count{1};
+std::atomic<uint64_t> reopen_generation{0};
+
+enum Field {
+  kTime, kRequestId, kTraceId, kClientIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
+  kBytesIn, kBytesOut, kDurationMs, kUpstreamDurationMs, kRoute, kCluster, kEndpoint,
+  kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kFieldCount,
+};
+
+// "2026-11-28T16:07:21.123Z", the second's part cached per thread.
+void AppendTime(std::string* out, absl::Time t) {
+  thread_local int64_t cached_second = -1;
+  thread_local char prefix[32];
+  int64_t ms = absl::ToUnixMillis(t);
+  int64_t second = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+  if (second != cached_second) {
+    absl::CivilSecond c = absl::ToCivilSecond(absl::FromUnixSeconds(second), absl::UTCTimeZone());
+    snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d", static_cast<int>(c.year()),
+             c.month(), c.day(), c.hour(), c.minute(), c.second());
+    cached_second = second;
+  }
+  char tail[8];
+  snprintf(tail, sizeof(tail), ".%03dZ", static_cast<int>(ms - second * 1000));
+  out->push_back('"');
+  out->append(prefix);
+  out->append(tail);
+  out->push_back('"');
+}
+
+void AppendMillis(std::string* out, absl::Duration d) {
+  // Three decimals: microsecond resolution.
+  int64_t us = absl::ToInt64Microseconds(d);
+  if (us < 0) us = 0;
+  absl::StrAppend(out, us / 1000, ".");
+  char frac[4];
+  snprintf(frac, sizeof(frac), "%03d", static_cast<int>(us % 1000));
+  out->append(frac);
+}
+
+}  // namespace
+
+const std::vector<std::string>& FieldNames() { return api::AccessLogFieldNames(); }
+
+void AppendJsonString(std::string* out, std::string_view value) {
+  out->push_back('"');
+  size_t i = 0;
+  while (i < value.size()) {
+    unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c < 0x80) {
+      if (c == '"' || c == '\\') {
+        out->push_back('\\');
+        out->push_back(static_cast<char>(c));
+      } else if (c < 0x20 || c == 0x7f) {
+        char esc[8];
+        snprintf(esc, sizeof(esc), "\\u%04x", c);
+        out->append(esc);
+      } else {
+        out->push_back(static_cast<char>(c));
+      }
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: copied when well formed, else U+FFFD for the byte.
+    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+    bool ok = n > 0 && i + n <= value.size();
+    for (size_t k = 1; ok && k < n; ++k) {
+      ok = (static_cast<unsigned char>(value[i + k]) & 0xc0) == 0x80;
+    }
+    if (ok && n == 3) {
+      unsigned char c1 = static_cast<unsigned char>(value[i + 1]);
+      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);  // overlong, surrogates
+    }
+    if (ok && n == 4) {
+      unsigned char c1 = static_cast<unsigned char>(value[i + 1]);
+      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out->append(value.substr(i, n));
+      i += n;
+    } else {
+      out->append("\\ufffd");
+      ++i;
+    }
+  }
+  out->push_back('"');
+}
+
+// One file (or stdout): per-worker buffers and the thread that writes them.
+class Destination {
+ public:
+  Destination(std::string path, stats::Counter* dropped, stats::Counter* write_errors)
+      : path_(std::move(path)),
+        buffers_(static_cast<size_t>(worker_count.load())),
+        dropped_(dropped),
+        write_errors_(write_errors) {}
+  ~Destination() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    if (writer_.joinable()) writer_.join();
+    WriteBuffered();
+    if (fd_ > 2) close(fd_);
+  }
+
+  absl::Status Start() {
+    absl::Status status = OpenFile();
+    if (!status.ok()) return status;
+    writer_ = std::thread([this] { Run(); });
+    return absl::OkStatus();
+  }
+
+  void Append(int worker, const std::string& line) {
+    Buffer& b = buffers_[static_cast<size_t>(worker) % buffers_.size()];
+    absl::MutexLock lock(&b.mu);
+    if (b.data.size() + line.size() > kMaxBufferedBytes) {
+      dropped_->Inc();
+      return;
+    }
+    b.data.append(line);
+  }
+
+  void WriteBuffered() {
+    absl::MutexLock write_lock(&write_mu_);
+    if (generation_ != reopen_generation.load()) {
+      generation_ = reopen_generation.load();
+      if (fd_ > 2) {
+        int old = fd_;
+        if (OpenFile().ok()) close(old);
+      }
+    }
+    for (Buffer& b : buffers_) {
+      {
+        absl::MutexLock lock(&b.mu);
+        if (b.data.empty()) continue;
+        scratch_.swap(b.data);
+      }
+      WriteAll(scratch_);
+      scratch_.clear();
+    }
+  }
+
+ private:
+  struct Buffer {
+    absl::Mutex mu;
+    std::string data ABSL_GUARDED_BY(mu);
+  };
+
+  absl::Status OpenFile() {
+    if (path_ == "-" || path_ == "stdout") {
+      fd_ = 1;
+      return absl::OkStatus();
+    }
+    int fd = open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot open access log ", path_, ": ", std::strerror(errno)));
+    }
+    fd_ = fd;
+    return absl::OkStatus();
+  }
+
+  void WriteAll(const std::string& data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = write(fd_, data.data() + done, data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        write_errors_->Inc();
+        SLUICE_LOG(kWarning, "access log ", path_, ": write failed: ", std::strerror(errno),
+                   "; ", data.size() - done, " bytes lost");
+        return;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  void Run() {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithTimeout(absl::Condition(&stop_), kWriteInterval);
+        if (stop_) return;
+      }
+      WriteBuffered();
+    }
+  }
+
+  const std::string path_;
+  std::vector<Buffer> buffers_;
+  stats::Counter* dropped_;
+  stats::Counter* write_errors_;
+  absl::Mutex write_mu_;  // one writer at a time (the thread, or FlushAll)
+  int fd_ = -1;
+  uint64_t generation_ = 0;
+  std::string scratch_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread writer_;
+};
+
+namespace {
+
+// Strong references: a destination is closed by PruneUnused() on the
+// config thread (its writer thread joined there), never by the last
+// request to use it on a worker.
+absl::Mutex registry_mu;
+std::map<std::string, std::shared_ptr<Destination>>& Registry() {
+  static auto* registry = new std::map<std::string, std::shared_ptr<Destination>>();
+  return *registry;
+}
+
+}  // namespace
+
+void SetWorkerCount(int workers) { worker_count.store(workers < 1 ? 1 : workers); }
+
+void ReopenAll() { reopen_generation.fetch_add(1); }
+
+void PruneUnused() {
+  std::vector<std::shared_ptr<Destination>> closing;
+  {
+    absl::MutexLock lock(&registry_mu);
+    for (auto it = Registry().begin(); it != Registry().end();) {
+      if (it->second.use_count() == 1) {
+        closing.push_back(std::move(it->second));
+        it = Registry().erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  closing.clear();  // joins their writers, outside the lock
+}
+
+void FlushAll() {
+  std::vector<std::shared_ptr<Destination>> all;
+  {
+    absl::MutexLock lock(&registry_mu);
+    for (auto& [path, d] : Registry()) all.push_back(d);
+  }
+  for (auto& d : all) d->WriteBuffered();
+}
+
+absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
+    const std::string& path, const std::vector<std::string>& fields, uint32_t sample_percent,
+    stats::StatsStore& store) {
+  auto log = std::make_shared<AccessLog>();
+  const std::vector<std::string>& names = FieldNames();
+  if (fields.empty()) {
+    for (int i = 0; i < kFieldCount; ++i) log->fields_.push_back(i);
+  } else {
+    for (const std::string& f : fields) {
+      auto it = std::find(names.begin(), names.end(), f);
+      if (it == names.end()) return absl::InvalidArgumentError("unknown access log field " + f);
+      log->fields_.push_back(static_cast<int>(it - names.begin()));
+    }
+  }
+  log->sample_percent_ = sample_percent == 0 ? 100 : sample_percent;
+  absl::MutexLock lock(&registry_mu);
+  std::shared_ptr<Destination>& slot = Registry()[path];
+  log->destination_ = slot;
+  if (log->destination_ == nullptr) {
+    std::string labels = absl::StrCat("path=", stats::LabelValue(path));
+    auto destination = std::make_shared<Destination>(
+        path, store.GetCounter("sluice_access_log_dropped_total", labels),
+        store.GetCounter("sluice_access_log_write_errors_total", labels));
+    if (absl::Status status = destination->Start(); !status.ok()) {
+      Registry().erase(path);
+      return status;
+    }
+    slot = destination;
+    log->destination_ = std::move(destination);
+  }
+  return std::shared_ptr<const AccessLog>(std::move(log));
+}
+
+void AccessLog::Log(int worker, const Entry& e) const {
+  thread_local std::string line;
+  line.clear();
+  line.push_back('{');
+  bool first = true;
+  for (int f : fields_) {
+    if (!first) line.push_back(',');
+    first = false;
+    line.push_back('"');
+    line.append(FieldNames()[static_cast<size_t>(f)]);
+    line.append("\":");
+    switch (f) {
+      case kTime: AppendTime(&line, e.start); break;
+      case kRequestId: AppendJsonString(&line, e.request_id); break;
+      case kTraceId: AppendJsonString(&line, e.trace_id); break;
+      case kClientIp: AppendJsonString(&line, e.client_ip); break;
+      case kMethod: AppendJsonString(&line, e.method); break;
+      case kAuthority: AppendJsonString(&line, e.authority); break;
+      case kPath: AppendJsonString(&line, e.path); break;
+      case kProtocol: AppendJsonString(&line, e.protocol); break;
+      case kStatus: absl::StrAppend(&line, e.status); break;
+      case kBytesIn: absl::StrAppend(&line, e.bytes_in); break;
+      case kBytesOut: absl::StrAppend(&line, e.bytes_out); break;
+      case kDurationMs: AppendMillis(&line, e.duration); break;
+      case kUpstreamDurationMs:
+        if (e.upstream_duration == absl::InfiniteDuration()) {
+          line.append("null");
+        } else {
+          AppendMillis(&line, e.upstream_duration);
+        }
+        break;
+      case kRoute: AppendJsonString(&line, e.route); break;
+      case kCluster: AppendJsonString(&line, e.cluster); break;
+      case kEndpoint: AppendJsonString(&line, e.endpoint); break;
+      case kAttempts: absl::StrAppend(&line, e.attempts); break;
+      case kConsumer: AppendJsonString(&line, e.consumer); break;
+      case kTlsVersion: AppendJsonString(&line, e.tls_version); break;
+      case kSni: AppendJsonString(&line, e.sni); break;
+      case kUserAgent: AppendJsonString(&line, e.user_agent); break;
+      case kResponseFlag: AppendJsonString(&line, e.response_flag); break;
+    }
+  }
+  line.append("}\n");
+  destination_->Append(worker, line);
+}
+
+}  // namespace sluice::accesslog

@@ -1,0 +1,143 @@
+// Access logs: JSON lines with the chosen fields, escaping, reopening after
+// a rename (logrotate), and dropping (counted) when a worker's buffer is
+// full instead of waiting.
+#include "dataplane/accesslog/access_log.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "dataplane/stats/stats.h"
+
+namespace sluice::accesslog {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/" + name;
+}
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Entry Sample() {
+  Entry e;
+  e.start = absl::FromUnixMillis(1795881600123);  // 2026-11-28T16:00:00.123Z
+  e.request_id = "req-1";
+  e.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  e.client_ip = "127.0.0.1";
+  e.method = "GET";
+  e.authority = "api.example";
+  e.path = "/users?id=1";
+  e.protocol = "HTTP/1.1";
+  e.status = 200;
+  e.bytes_in = 0;
+  e.bytes_out = 12;
+  e.duration = absl::Microseconds(1234);
+  e.upstream_duration = absl::Microseconds(1000);
+  e.route = "users";
+  e.cluster = "users";
+  e.endpoint = "127.0.0.1:9001";
+  e.attempts = 1;
+  e.consumer = "alice";
+  e.user_agent = "curl/7.88";
+  return e;
+}
+
+TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
+  SetWorkerCount(2);
+  stats::StatsStore store;
+  std::string path = TempPath("all.log");
+  std::remove(path.c_str());
+  auto log = AccessLog::Open(path, {}, 0, store);
+  ASSERT_TRUE(log.ok()) << log.status();
+  (*log)->Log(0, Sample());
+  Entry cut = Sample();
+  cut.status = 0;
+  cut.upstream_duration = absl::InfiniteDuration();
+  cut.response_flag = "client_closed";
+  (*log)->Log(1, cut);
+  FlushAll();
+  std::vector<std::string> lines = absl::StrSplit(Read(path), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0],
+            "{\"time\":\"2026-11-28T16:00:00.123Z\",\"request_id\":\"req-1\","
+            "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"client_ip\":\"127.0.0.1\","
+            "\"method\":\"GET\",\"authority\":\"api.example\",\"path\":\"/users?id=1\","
+            "\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_in\":0,\"bytes_out\":12,"
+            "\"duration_ms\":1.234,\"upstream_duration_ms\":1.000,\"route\":\"users\","
+            "\"cluster\":\"users\",\"endpoint\":\"127.0.0.1:9001\",\"attempts\":1,"
+            "\"consumer\":\"alice\",\"tls_version\":\"\",\"sni\":\"\","
+            "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\"}");
+  EXPECT_TRUE(absl::StrContains(lines[1], "\"status\":0,")) << lines[1];
+  EXPECT_TRUE(absl::StrContains(lines[1], "\"upstream_duration_ms\":null,")) << lines[1];
+  EXPECT_TRUE(absl::StrContains(lines[1], "\"response_flag\":\"client_closed\"")) << lines[1];
+}
+
+TEST(AccessLogTest, ChosenFieldsInTheirOrder) {
+  stats::StatsStore store;
+  std::string path = TempPath("some.log");
+  std::remove(path.c_str());
+  auto log = AccessLog::Open(path, {"status", "method", "path"}, 100, store);
+  ASSERT_TRUE(log.ok());
+  (*log)->Log(0, Sample());
+  FlushAll();
+  EXPECT_EQ(Read(path), "{\"status\":200,\"method\":\"GET\",\"path\":\"/users?id=1\"}\n");
+  EXPECT_FALSE(AccessLog::Open(path, {"nope"}, 100, store).ok());
+}
+
+TEST(AccessLogTest, StringsAreEscapedAndInvalidUtf8Replaced) {
+  std::string out;
+  AppendJsonString(&out, "a\"b\\c\nd\x01 \xc3\xa9 \xff \xe2\x82 \xed\xa0\x80");
+  EXPECT_EQ(out, "\"a\\\"b\\\\c\\u000ad\\u0001 \xc3\xa9 \\ufffd \\ufffd\\ufffd \\ufffd\\ufffd\\ufffd\"");
+}
+
+TEST(AccessLogTest, ReopenAfterRenameWritesToANewFile) {
+  stats::StatsStore store;
+  std::string path = TempPath("rotate.log");
+  std::remove(path.c_str());
+  std::remove((path + ".1").c_str());
+  auto log = AccessLog::Open(path, {"request_id"}, 100, store);
+  ASSERT_TRUE(log.ok());
+  (*log)->Log(0, Sample());
+  FlushAll();
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);
+  ReopenAll();
+  Entry second = Sample();
+  second.request_id = "req-2";
+  (*log)->Log(0, second);
+  FlushAll();
+  EXPECT_EQ(Read(path + ".1"), "{\"request_id\":\"req-1\"}\n");
+  EXPECT_EQ(Read(path), "{\"request_id\":\"req-2\"}\n");
+}
+
+TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
+  stats::StatsStore store;
+  std::string path = TempPath("full.log");
+  std::remove(path.c_str());
+  auto log = AccessLog::Open(path, {"user_agent"}, 100, store);
+  ASSERT_TRUE(log.ok());
+  Entry big = Sample();
+  std::string ua(64 * 1024, 'u');
+  big.user_agent = ua;
+  // 4 MiB per worker buffer: 100 entries of 64 KiB cannot all fit between
+  // two writes unless the writer runs in between; at least, none blocks.
+  for (int i = 0; i < 100; ++i) (*log)->Log(0, big);
+  FlushAll();
+  uint64_t dropped = store.GetCounter("sluice_access_log_dropped_total",
+                                      "path=" + stats::LabelValue(path))
+                         ->value();
+  size_t written = Read(path).size() / (ua.size() + 17);
+  EXPECT_EQ(written + dropped, 100u);
+}
+
+}  // namespace
+}  // namespace sluice::accesslog

@@ -1,0 +1,189 @@
+// Metrics, access logs and trace context through real processes: a proxy
+// with an access log on its listener, key-auth identifying consumers; the
+// log's JSON lines, the Prometheus text checked by promtool, the
+// traceparent an upstream receives, and reopening the log on SIGUSR1.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> Lines(const std::string& path) {
+  return absl::StrSplit(Read(path), '\n', absl::SkipEmpty());
+}
+
+class ObservabilityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    port_ = PickFreePort();
+    std::string yaml = absl::StrCat(
+        "kind: Consumer\nname: alice\nspec: {keys: [{key: alice-key-123}]}\n---\n"
+        "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        upstream_.port(),
+        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - name: keyed\n          match: {prefix: /keyed}\n          route: {cluster: web}\n"
+        "          policies: [{name: key-auth, typed_config: {}}]\n"
+        "        - name: open\n          match: {prefix: /open}\n          route: {cluster: web}\n"
+        "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
+        "\n  route_table: main\n  access_log: {path: ", log_, "}\n");
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "obs-proxy", 2);
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  // The log line of request `id`, waiting for the writer (every 100 ms).
+  std::string LogLine(const std::string& path, const std::string& id) {
+    std::string found;
+    WaitFor(
+        [&] {
+          for (const std::string& line : Lines(path)) {
+            if (absl::StrContains(line, absl::StrCat("\"request_id\":\"", id, "\""))) {
+              found = line;
+              return true;
+            }
+          }
+          return false;
+        },
+        absl::Seconds(10));
+    return found;
+  }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"web-1"};
+  std::string dir_ = MakeTempDir("obs");
+  std::string log_ = dir_ + "/access.log";
+  std::unique_ptr<Proxy> proxy_;
+  int port_ = 0;
+};
+
+TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) {
+  HttpResponse ok = HttpGet(address(), "/keyed/a?apikey=alice-key-123&x=1",
+                            {{"x-request-id", "obs-ok"}, {"user-agent", "obs-test/1"}});
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  HttpResponse denied = HttpGet(address(), "/keyed/a", {{"x-request-id", "obs-401"}});
+  ASSERT_EQ(denied.status, 401);
+  HttpResponse none = HttpGet(address(), "/nowhere", {{"x-request-id", "obs-404"}});
+  ASSERT_EQ(none.status, 404);
+
+  std::string line = LogLine(log_, "obs-ok");
+  ASSERT_FALSE(line.empty()) << Read(log_);
+  EXPECT_TRUE(absl::StartsWith(line, "{\"time\":\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"status\":200,")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"method\":\"GET\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"path\":\"/keyed/a?x=1\"")) << line;  // key removed
+  EXPECT_FALSE(absl::StrContains(line, "alice-key-123")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"consumer\":\"alice\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"route\":\"keyed\",\"cluster\":\"web\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, absl::StrCat("\"endpoint\":\"127.0.0.1:", upstream_.port())))
+      << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"user_agent\":\"obs-test/1\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"protocol\":\"HTTP/1.1\"")) << line;
+  EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
+
+  line = LogLine(log_, "obs-401");
+  EXPECT_TRUE(absl::StrContains(line, "\"status\":401,")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"policy:key-auth\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
+  line = LogLine(log_, "obs-404");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"no_route\"")) << line;
+}
+
+TEST_F(ObservabilityTest, TraceContextIsContinuedWithANewSpanPerHop) {
+  const std::string parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  HttpResponse r = HttpGet(address(), "/open",
+                           {{"traceparent", parent}, {"tracestate", "vendor=x"},
+                            {"x-request-id", "obs-trace"}});
+  ASSERT_EQ(r.status, 200);
+  std::string sent = r.header("x-echo-traceparent");
+  ASSERT_EQ(sent.size(), 55u) << sent;
+  EXPECT_TRUE(absl::StartsWith(sent, "00-4bf92f3577b34da6a3ce929d0e0e4736-")) << sent;
+  EXPECT_NE(sent.substr(36, 16), "00f067aa0ba902b7");  // this hop's span
+  EXPECT_TRUE(absl::EndsWith(sent, "-01")) << sent;     // the sampled flag is kept
+  EXPECT_EQ(r.header("x-echo-tracestate"), "vendor=x");
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-trace"),
+                                "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""));
+  // None, or an invalid one: a new trace.
+  for (const std::string& bad : {std::string(), std::string("00-xyz-00f067aa0ba902b7-01"),
+                                 std::string("00-00000000000000000000000000000000-"
+                                             "00f067aa0ba902b7-01")}) {
+    Headers headers;
+    if (!bad.empty()) headers.push_back({"traceparent", bad});
+    r = HttpGet(address(), "/open", headers);
+    std::string made = r.header("x-echo-traceparent");
+    ASSERT_EQ(made.size(), 55u) << bad << " -> " << made;
+    EXPECT_TRUE(absl::StartsWith(made, "00-")) << made;
+    EXPECT_NE(made.substr(3, 32), "00000000000000000000000000000000");
+    EXPECT_TRUE(absl::EndsWith(made, "-00")) << made;
+  }
+}
+
+TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(HttpGet(address(), "/keyed", {{"apikey", "alice-key-123"}}).status, 200);
+  }
+  ASSERT_EQ(HttpGet(address(), "/keyed").status, 401);
+  auto [status, text] = proxy_->Admin("/metrics");
+  ASSERT_EQ(status, 200);
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_request_duration_seconds_count{route_table=\"main\",route=\"keyed\"} 6\n"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_upstream_first_byte_seconds_count{cluster=\"web\"} 5\n"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_consumer_requests_total{consumer=\"alice\",status_class=\"2xx\"} 5\n"))
+      << text;
+  EXPECT_EQ(proxy_->Admin("/stats").second.substr(0, 20), text.substr(0, 20));  // the alias
+  std::string file = WriteFile(dir_, "metrics.txt", text);
+  CommandResult check = RunCommand({"/bin/sh", "-c", "promtool check metrics < " + file});
+  // promtool's lint wants _total counters and base units: it must find nothing.
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_EQ(check.out + check.err, "") << check.out << check.err;
+}
+
+TEST_F(ObservabilityTest, SigusrOneReopensTheLogAfterItWasMoved) {
+  ASSERT_EQ(HttpGet(address(), "/open", {{"x-request-id", "before-rotate"}}).status, 200);
+  ASSERT_FALSE(LogLine(log_, "before-rotate").empty());
+  ASSERT_EQ(std::rename(log_.c_str(), (log_ + ".1").c_str()), 0);
+  proxy_->process().Signal(SIGUSR1);
+  // The reopen happens at the writer's next pass; requests until then still
+  // go to the moved file, so retry until one lands in the new file.
+  bool rotated = WaitFor(
+      [&] {
+        HttpGet(address(), "/open", {{"x-request-id", "after-rotate"}});
+        return absl::StrContains(Read(log_), "after-rotate");
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(rotated) << Read(log_ + ".1");
+  EXPECT_TRUE(absl::StrContains(Read(log_ + ".1"), "before-rotate"));
+}
+
+}  // namespace
+}  // namespace sluice::testing
