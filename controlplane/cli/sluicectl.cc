@@ -3,16 +3,19 @@
 //   sluicectl [--server HOST:PORT] apply -f FILE|DIR [--dry-run]
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
 //   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run]
-//   sluicectl [--server HOST:PORT] proxies [-o table|json]
+//   sluicectl [--server HOST:PORT] proxies [-o table|wide|json]
+//   sluicectl [--server HOST:PORT] top [--interval 2s] [--once]
 //   sluicectl hash-password [--iterations N]   (password on stdin)
 //
 // The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000.
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "api/credentials.h"
 #include "api/discovery.h"
@@ -42,7 +46,9 @@ commands:
   get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
                                     (default), yaml or json
   delete KIND NAME [--dry-run]      delete one resource
-  proxies [-o table|json]           connected proxies and the version each runs
+  proxies [-o table|wide|json]      connected proxies and the version each runs; wide adds
+                                    each one's traffic (rps, errors, p50/p99, connections)
+  top [--interval 2s] [--once]      the fleet's traffic and busiest routes, refreshed
   hash-password [--iterations N]    read a password from stdin (one line) and print
                                     a password_hash for a Consumer's basic_auth
                                     (no server needed; default N is 100000)
@@ -263,7 +269,38 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::cout << json << "\n";
     return 0;
   }
-  if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+  if (format == "wide") {
+    // With each proxy's last traffic report (sent every few seconds).
+    std::cout << absl::StrFormat("%-20s %-8s %9s %6s %6s %9s %9s %7s %7s\n", "NODE", "VERSION",
+                                 "RPS", "4XX%", "5XX%", "P50(ms)", "P99(ms)", "CONNS",
+                                 "REPORT");
+    for (const auto& p : response.proxies()) {
+      const auto& r = p.last_report();
+      if (!p.has_last_report_time() || r.interval_ms() == 0) {
+        std::cout << absl::StrFormat("%-20s %-8d %9s %6s %6s %9s %9s %7s %7s\n", p.node().id(),
+                                     p.version_applied(), "-", "-", "-", "-", "-", "-", "none");
+        continue;
+      }
+      double seconds = static_cast<double>(r.interval_ms()) / 1000.0;
+      double requests = static_cast<double>(r.requests());
+      auto percent = [&](uint64_t n) {
+        return requests > 0 ? absl::StrFormat("%.1f", 100.0 * static_cast<double>(n) / requests)
+                            : std::string("0.0");
+      };
+      int64_t age = (google::protobuf::util::TimeUtil::GetCurrentTime() - p.last_report_time())
+                        .seconds();
+      std::cout << absl::StrFormat("%-20s %-8d %9.1f %6s %6s %9.2f %9.2f %7d %6ds\n",
+                                   p.node().id(), p.version_applied(), requests / seconds,
+                                   percent(r.responses_4xx()), percent(r.responses_5xx()),
+                                   r.p50_ms(), r.p99_ms(), r.active_connections(), age);
+    }
+    std::cout << response.proxies_size() << " proxies; current version "
+              << response.current_version() << "\n";
+    return 0;
+  }
+  if (format != "table") {
+    return Fail(absl::StrCat("-o ", format, ": expected table, wide or json"));
+  }
   std::cout << absl::StrFormat("%-20s %-10s %-8s %-8s %-21s %s\n", "NODE", "GROUP",
                                "VERSION", "PENDING", "CONNECTED", "LAST NACK");
   for (const auto& p : response.proxies()) {
@@ -280,6 +317,78 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
   std::cout << response.proxies_size() << " proxies; current version "
             << response.current_version() << "\n";
   return 0;
+}
+
+// The fleet from the proxies' last traffic reports: totals, then the
+// busiest routes across proxies. Once, or refreshed every --interval.
+int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
+        const ParsedFlags& flags) {
+  absl::Duration interval = absl::Seconds(2);
+  if (auto it = flags.values.find("interval"); it != flags.values.end()) {
+    if (!absl::ParseDuration(it->second, &interval) || interval < absl::Milliseconds(100)) {
+      return Fail(absl::StrCat("--interval ", it->second, ": expected a duration of 100ms or more"));
+    }
+  }
+  const bool once = flags.switches.count("once") > 0;
+  for (;;) {
+    admin::v1::ListProxiesResponse response;
+    grpc::Status status =
+        stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &response);
+    if (!status.ok()) return RpcFail(status, server);
+    struct Route {
+      double rps = 0;
+      uint64_t requests = 0;
+      uint64_t errors = 0;
+      double p99 = 0;
+    };
+    std::map<std::pair<std::string, std::string>, Route> routes;
+    double rps = 0, p99 = 0;
+    uint64_t requests = 0, errors = 0;
+    int64_t connections = 0;
+    int reporting = 0;
+    for (const auto& p : response.proxies()) {
+      const auto& r = p.last_report();
+      if (!p.has_last_report_time() || r.interval_ms() == 0) continue;
+      ++reporting;
+      double seconds = static_cast<double>(r.interval_ms()) / 1000.0;
+      rps += static_cast<double>(r.requests()) / seconds;
+      requests += r.requests();
+      errors += r.responses_5xx();
+      p99 = std::max(p99, r.p99_ms());
+      connections += r.active_connections();
+      for (const auto& rt : r.routes()) {
+        Route& route = routes[{rt.route_table(), rt.route()}];
+        route.rps += static_cast<double>(rt.requests()) / seconds;
+        route.requests += rt.requests();
+        route.errors += rt.responses_5xx();
+        route.p99 = std::max(route.p99, rt.p99_ms());
+      }
+    }
+    std::vector<std::pair<std::pair<std::string, std::string>, Route>> sorted(routes.begin(),
+                                                                             routes.end());
+    std::sort(sorted.begin(), sorted.end(),
+              [](const auto& a, const auto& b) { return a.second.rps > b.second.rps; });
+    if (!once) std::cout << "\033[H\033[2J";  // clear the terminal
+    std::cout << absl::StrFormat(
+        "fleet: %d proxies (%d reporting), version %d; %.1f rps, 5xx %.2f%%, p99 %.2f ms "
+        "(worst proxy), %d connections\n\n",
+        response.proxies_size(), reporting, response.current_version(), rps,
+        requests ? 100.0 * static_cast<double>(errors) / static_cast<double>(requests) : 0.0,
+        p99, connections);
+    std::cout << absl::StrFormat("%-20s %-24s %9s %6s %9s\n", "ROUTE TABLE", "ROUTE", "RPS",
+                                 "5XX%", "P99(ms)");
+    for (size_t i = 0; i < sorted.size() && i < 10; ++i) {
+      const Route& r = sorted[i].second;
+      std::cout << absl::StrFormat(
+          "%-20s %-24s %9.1f %6.2f %9.2f\n", sorted[i].first.first, sorted[i].first.second, r.rps,
+          r.requests ? 100.0 * static_cast<double>(r.errors) / static_cast<double>(r.requests)
+                     : 0.0,
+          r.p99);
+    }
+    std::cout.flush();
+    if (once) return 0;
+    absl::SleepFor(interval);
+  }
 }
 
 // One line from stdin, without its line break. With a terminal on stdin,
@@ -329,8 +438,8 @@ int HashPasswordCommand(const ParsedFlags& flags) {
 }
 
 int Run(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations"},
-                          {"dry-run", "help", "h"});
+  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations", "interval"},
+                          {"dry-run", "help", "h", "once"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -367,6 +476,7 @@ int Run(int argc, char** argv) {
   if (command == "get") return Get(*stub, server, *flags);
   if (command == "delete") return Delete(*stub, server, *flags);
   if (command == "proxies") return Proxies(*stub, server, *flags);
+  if (command == "top") return Top(*stub, server, *flags);
   std::cerr << "error: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

@@ -145,6 +145,14 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
                    "; ending its stream");
         break;
       }
+      if (request.has_report()) {
+        // A traffic summary (bounded: at most 10 routes are kept).
+        if (request.report().routes_size() > 10) {
+          request.mutable_report()->mutable_routes()->DeleteSubrange(
+              10, request.report().routes_size() - 10);
+        }
+        registry_->Reported(handle, request.report());
+      }
       if (request.response_nonce().empty() ||
           request.response_nonce() != s.outstanding_nonce) {
         continue;  // stale or unsolicited: only the outstanding nonce counts

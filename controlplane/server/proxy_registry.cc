@@ -44,6 +44,14 @@ void ProxyRegistry::Nacked(int handle, uint64_t version, const std::string& erro
   *status.mutable_last_nack_time() = TimeUtil::GetCurrentTime();
 }
 
+void ProxyRegistry::Reported(int handle, const discovery::v1::TrafficReport& report) {
+  absl::MutexLock lock(&mu_);
+  auto it = proxies_.find(handle);
+  if (it == proxies_.end()) return;
+  *it->second.mutable_last_report() = report;
+  *it->second.mutable_last_report_time() = TimeUtil::GetCurrentTime();
+}
+
 std::vector<admin::v1::ProxyStatus> ProxyRegistry::List() const {
   std::vector<admin::v1::ProxyStatus> out;
   {

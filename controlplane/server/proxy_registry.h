@@ -22,6 +22,7 @@ class ProxyRegistry {
   void Sent(int handle, uint64_t version);
   void Acked(int handle, uint64_t version);
   void Nacked(int handle, uint64_t version, const std::string& error);
+  void Reported(int handle, const discovery::v1::TrafficReport& report);
 
   // Connected proxies, ordered by node id.
   std::vector<admin::v1::ProxyStatus> List() const;

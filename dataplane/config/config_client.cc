@@ -54,8 +54,14 @@ ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
 
 ConfigClient::~ConfigClient() { Stop(); }
 
+void ConfigClient::SetReportSource(ReportFn source, absl::Duration interval) {
+  report_source_ = std::move(source);
+  report_interval_ = interval;
+}
+
 void ConfigClient::Start() {
   thread_ = std::thread([this] { Run(); });
+  if (report_source_) reporter_ = std::thread([this] { RunReporter(); });
 }
 
 void ConfigClient::Stop() {
@@ -65,6 +71,24 @@ void ConfigClient::Stop() {
     if (context_) context_->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
+  if (reporter_.joinable()) reporter_.join();
+}
+
+void ConfigClient::RunReporter() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stopping), report_interval_);
+      if (stopping_) return;
+    }
+    // Made every interval (so each covers one interval), sent when a stream
+    // is up; a summary made while disconnected is dropped.
+    discovery::v1::DiscoveryRequest request;
+    *request.mutable_report() = report_source_();
+    absl::MutexLock lock(&write_mu_);
+    if (stream_ != nullptr) stream_->Write(request);
+  }
 }
 
 void ConfigClient::Run() {
@@ -135,6 +159,10 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
     context_ = &context;
   }
   auto stream = stub->StreamConfig(&context);
+  {
+    absl::MutexLock lock(&write_mu_);
+    stream_ = stream.get();
+  }
   discovery::v1::DiscoveryRequest hello;
   *hello.mutable_node() = node_;
   hello.set_version_applied(held_.version);
@@ -142,7 +170,11 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
   for (const auto& [id, resource] : held_.resources) {
     *hello.add_known_resources() = api::KeyOf(resource);
   }
-  bool ok = stream->Write(hello);
+  bool ok;
+  {
+    absl::MutexLock lock(&write_mu_);
+    ok = stream->Write(hello);
+  }
   if (ok) {
     // sluice-control sends its initial metadata once it has accepted the
     // stream; a refusal ends the call without it.
@@ -157,8 +189,15 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
     MarkConnected("first response");
     bool applied = false;
     discovery::v1::DiscoveryRequest answer = Answer(response, &applied);
-    ok = stream->Write(answer);
+    {
+      absl::MutexLock lock(&write_mu_);
+      ok = stream->Write(answer);
+    }
     if (applied && persist_) persist_(held_);
+  }
+  {
+    absl::MutexLock lock(&write_mu_);
+    stream_ = nullptr;
   }
   grpc::Status status = stream->Finish();
   {

@@ -64,6 +64,12 @@ class ConfigClient {
                ConfigClientOptions options = {});
   ~ConfigClient();
 
+  // Every `interval` while a stream is up, `source` (called on a reporter
+  // thread of the client's) makes a traffic summary that goes to the control
+  // plane on the stream. Call before Start().
+  using ReportFn = std::function<discovery::v1::TrafficReport()>;
+  void SetReportSource(ReportFn source, absl::Duration interval);
+
   void Start();
   void Stop();
   bool connected() const { return connected_.load(); }
@@ -88,9 +94,20 @@ class ConfigClient {
   // Client thread only.
   controlplane::StoredState held_;
 
+  void RunReporter();
+
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+
+  // Writes to the stream: the client thread's answers and the reporter's
+  // summaries, one at a time (gRPC allows one outstanding write).
+  absl::Mutex write_mu_;
+  grpc::ClientReaderWriter<discovery::v1::DiscoveryRequest, discovery::v1::DiscoveryResponse>*
+      stream_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  ReportFn report_source_;
+  absl::Duration report_interval_ = absl::Seconds(5);
+  std::thread reporter_;
 };
 
 }  // namespace sluice::config

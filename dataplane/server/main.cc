@@ -5,6 +5,7 @@
 //                [--drain-timeout 30s] [--log-level info]
 //                [--max-connections N] [--max-memory-mb N]
 //                [--control-plane-keepalive 30s] [--control-plane-keepalive-timeout 10s]
+//                [--report-interval 5s]
 #include <event2/event.h>
 #include <signal.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "dataplane/config/config_client.h"
 #include "dataplane/accesslog/access_log.h"
 #include "dataplane/config/snapshot.h"
+#include "dataplane/server/traffic_report.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
 #include "dataplane/upstream/health_checker.h"
@@ -39,7 +41,7 @@ constexpr char kUsage[] =
     "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
     "                    [--max-connections N] [--max-memory-mb N]\n"
     "                    [--control-plane-keepalive 30s]\n"
-    "                    [--control-plane-keepalive-timeout 10s]\n";
+    "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n";
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
 
@@ -175,7 +177,7 @@ int64_t ResidentMemoryBytes() {
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
-                           "drain-timeout", "log-level", "max-connections", "max-memory-mb",
+                           "drain-timeout", "log-level", "max-connections", "max-memory-mb", "report-interval",
                            "control-plane-keepalive", "control-plane-keepalive-timeout"},
                           {"help"});
   if (!flags.ok()) {
@@ -308,6 +310,18 @@ int Run(int argc, char** argv) {
       },
       [&proxy](const controlplane::StoredState& state) { proxy.Persist(state); },
       client_options);
+  // Traffic summaries for the fleet view, on the config stream.
+  auto report_interval = ParseDurationFlag("report-interval", get("report-interval", "5s"));
+  if (!report_interval.ok()) return fail(std::string(report_interval.status().message()));
+  if (*report_interval != absl::ZeroDuration() &&
+      (*report_interval < absl::Milliseconds(100) || *report_interval > absl::Hours(1))) {
+    return fail("--report-interval must be 0 (off) or 100ms..1h");
+  }
+  server::TrafficReporter reporter([&proxy] { return proxy.current(); },
+                                   proxy.stats().GetGauge("sluice_downstream_connections_active"));
+  if (*report_interval > absl::ZeroDuration()) {
+    client.SetReportSource([&reporter] { return reporter.Make(); }, *report_interval);
+  }
   client.Start();
   SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,

@@ -50,7 +50,8 @@ class ObservabilityTest : public ::testing::Test {
         "\n  route_table: main\n  access_log: {path: ", log_, "}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    proxy_ = std::make_unique<Proxy>(cp_.address(), "obs-proxy", 2);
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "obs-proxy", 2, "",
+                                     std::vector<std::string>{"--report-interval", "200ms"});
     ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
     ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
   }
@@ -183,6 +184,29 @@ TEST_F(ObservabilityTest, SigusrOneReopensTheLogAfterItWasMoved) {
       absl::Seconds(10));
   EXPECT_TRUE(rotated) << Read(log_ + ".1");
   EXPECT_TRUE(absl::StrContains(Read(log_ + ".1"), "before-rotate"));
+}
+
+TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes) {
+  // Traffic on two routes until a report that covers it reached the control
+  // plane (reports come every 200 ms here).
+  auto wide = [&] { return cp_.Ctl({"proxies", "-o", "wide"}); };
+  bool seen = WaitFor(
+      [&] {
+        for (int i = 0; i < 20; ++i) HttpGet(address(), "/open");
+        HttpGet(address(), "/keyed");  // 401
+        std::string out = wide().out;
+        return absl::StrContains(out, "obs-proxy") && !absl::StrContains(out, "none") &&
+               !absl::StrContains(out, "      0.0 ");
+      },
+      absl::Seconds(15));
+  CommandResult r = wide();
+  ASSERT_TRUE(seen) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "RPS")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "P99(ms)")) << r.out;
+  CommandResult top = cp_.Ctl({"top", "--once"});
+  ASSERT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;
+  EXPECT_TRUE(absl::StrContains(top.out, "main                 open")) << top.out;
 }
 
 }  // namespace
