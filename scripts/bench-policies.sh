@@ -9,6 +9,9 @@
 #   /plain   no policy
 #   /auth    key-auth + acl + headers (the issue's target: >= 0.9x plain)
 #   /basic   basic-auth with one user (verifications cached after the first)
+#   /plain on a second listener (port 18085) with a JSON access log to a
+#            file: what logging every request costs (the issue's target:
+#            >= 0.95x)
 #
 # Usage: scripts/bench-policies.sh [seconds=5] [connections=50] [rounds=3]
 # Loopback only (ports 18080, 18996-18999); needs nginx and wrk.
@@ -83,6 +86,10 @@ spec:
 kind: Listener
 name: bench
 spec: {address: 127.0.0.1, port: 18083, route_table: bench}
+---
+kind: Listener
+name: logged
+spec: {address: 127.0.0.1, port: 18085, route_table: bench, access_log: {path: $W/access.log}}
 YAML
 "${CTL[@]}" apply -f "$W/config.yaml" >/dev/null
 start "$W/sluice-proxy" --control-plane 127.0.0.1:18999 --node-id bench --workers 1 \
@@ -125,19 +132,25 @@ fi
 
 run() {  # route, extra wrk args...
   local path=$1; shift
-  wrk -t1 -c"$C" -d"${D}s" "$@" "http://127.0.0.1:18083$path" 2>&1 |
+  local port=18083
+  if [ "$path" = /logged ]; then port=18085; path=/plain; fi
+  wrk -t1 -c"$C" -d"${D}s" "$@" "http://127.0.0.1:$port$path" 2>&1 |
     awk '/^Requests\/sec/{print int($2)} /Non-2xx/{print "NON2XX " $0 > "/dev/stderr"}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-: > "$W/plain"; : > "$W/auth"; : > "$W/basic"
+: > "$W/plain"; : > "$W/auth"; : > "$W/basic"; : > "$W/logged"
 for _ in $(seq 1 "$R"); do
   run /plain >> "$W/plain"
+  run /logged >> "$W/logged"
   run /auth -H 'apikey: bench-key-0123456789' >> "$W/auth"
   run /basic -H "authorization: Basic $(printf bench:bench-password | base64)" >> "$W/basic"
 done
 p=$(median < "$W/plain"); a=$(median < "$W/auth"); b=$(median < "$W/basic")
+l=$(median < "$W/logged")
 echo "# seconds=$D connections=$C rounds=$R (median rps, one worker)"
 printf '%-40s %10s %8s\n' route rps ratio
 printf '%-40s %10s %8s\n' "/plain (no policy)" "$p" 1.00
 printf '%-40s %10s %8s\n' "/auth (key-auth + acl + headers)" "$a" "$(echo "scale=2; $a / $p" | bc)"
 printf '%-40s %10s %8s\n' "/basic (basic-auth, cached)" "$b" "$(echo "scale=2; $b / $p" | bc)"
+printf '%-40s %10s %8s\n' "/plain with the access log on" "$l" "$(echo "scale=2; $l / $p" | bc)"
+echo "# access log lines written: $(wc -l < "$W/access.log")"

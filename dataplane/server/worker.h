@@ -135,6 +135,12 @@ class Worker {
   void Stop();
   // Thread-safe: the worker switches to `snapshot` on its own thread.
   void Publish(std::shared_ptr<const config::ConfigSnapshot> snapshot);
+  // Tests that drive a ProxyStream without sockets: `snapshot` becomes the
+  // worker's current one (no listener is bound). Worker thread (or the test
+  // thread of a worker never started).
+  void UseSnapshotForTesting(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
+    snapshot_ = std::move(snapshot);
+  }
   // Thread-safe: stop accepting; keep-alive connections close after their
   // current response; idle ones close now.
   void StartDrain();

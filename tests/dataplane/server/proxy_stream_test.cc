@@ -1,0 +1,272 @@
+// ProxyStream driven directly, without sockets: a fake client side (the
+// DownstreamSink) and a worker that is never started, whose loop the test
+// runs itself. Covers the filter chain's pause and resume, the body held
+// while paused or for a policy, a client that leaves mid-pause, and local
+// replies -- on routes that answer without an upstream.
+#include "dataplane/server/proxy_stream.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "api/credentials.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/event/dispatcher.h"
+#include "dataplane/net/transport_socket.h"
+#include "dataplane/policy/basic_auth/basic_auth_config.pb.h"
+#include "dataplane/policy/chain.h"
+#include "dataplane/policy/registry.h"
+#include "dataplane/router/route_table.h"
+#include "dataplane/server/worker.h"
+#include "google/protobuf/text_format.h"
+
+namespace sluice::server {
+namespace {
+
+// The client side as the stream sees it.
+class FakeSink : public DownstreamSink {
+ public:
+  void EncodeHeaders(const ResponseHead& head) override {
+    status = head.status;
+    for (const auto& f : *head.headers) headers[std::string(f.name)] = std::string(f.value);
+  }
+  void EncodeData(std::string_view data) override { body.append(data); }
+  void EncodeEnd(const std::vector<http::HeaderField>&) override { ended = true; }
+  void EncodeContinue() override { ++continues; }
+  void Abort() override { aborted = true; }
+  size_t buffered_response_bytes() const override { return 0; }
+  void SetRequestReadEnabled(bool enabled) override { read_enabled = enabled; }
+  void OnStreamDone() override { done = true; }
+
+  int status = 0;
+  std::map<std::string, std::string> headers;
+  std::string body;
+  bool ended = false;
+  bool aborted = false;
+  bool done = false;
+  bool read_enabled = true;
+  int continues = 0;
+};
+
+// Sees the whole request body (OnRequestBody) and records it.
+class BodyRecorder : public http::Filter {
+ public:
+  explicit BodyRecorder(std::string* seen) : seen_(seen) {}
+  http::FilterStatus OnRequestBody(std::string& body, http::FilterCallbacks&) override {
+    *seen_ = body;
+    return http::FilterStatus::kContinue;
+  }
+
+ private:
+  std::string* seen_;
+};
+
+class BodyRecorderFactory : public http::FilterFactory {
+ public:
+  explicit BodyRecorderFactory(std::string* seen) : seen_(seen) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<BodyRecorder>(seen_);
+  }
+  std::string_view policy_name() const override { return "body-recorder"; }
+  uint64_t request_body_limit() const override { return 1000; }
+
+ private:
+  std::string* seen_;
+};
+
+class ProxyStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Routes: /basic (basic-auth), /held (the body recorder), both answering
+    // directly; no cluster, so nothing goes upstream.
+    config::v1::RouteTable table;
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"pb(
+      name: "main"
+      virtual_hosts {
+        domains: "*"
+        routes { name: "basic" match { prefix: "/basic" }
+                 direct_response { status: 200 body: "behind basic-auth" } }
+        routes { name: "held" match { prefix: "/held" }
+                 direct_response { status: 200 body: "held" } }
+      })pb", &table));
+    auto compiled = router::RouteTable::Compile(table);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    auto snapshot = std::make_shared<config::ConfigSnapshot>();
+    snapshot->version = 1;
+    snapshot->route_tables["main"] = *compiled;
+    std::vector<config::RouteStats>& route_stats = snapshot->route_stats["main"];
+    route_stats.resize((*compiled)->route_count());
+    for (auto& rs : route_stats) {
+      for (int c = 1; c <= 5; ++c) {
+        rs.by_class[c] = store_.GetCounter("test_route_total", absl::StrCat("c=\"", c, "\""));
+      }
+    }
+    std::vector<config::FilterChain>& chains = snapshot->route_filters["main"];
+    chains.resize((*compiled)->route_count());
+    policy::basic_auth::v1::BasicAuthConfig basic;
+    auto basic_factory = policy::FindPolicyFactory("basic-auth")->Compile(basic);
+    ASSERT_TRUE(basic_factory.ok());
+    chains[0] = {*basic_factory};
+    chains[1] = {std::make_shared<BodyRecorderFactory>(&seen_body_)};
+    api::ResourceMap consumers;
+    config::v1::Resource alice;
+    alice.mutable_consumer()->set_name("alice");
+    alice.mutable_consumer()->mutable_basic_auth()->set_username("alice");
+    alice.mutable_consumer()->mutable_basic_auth()->set_password_hash(
+        api::HashPassword("wonderland", 10000));
+    consumers[api::IdOf(alice)] = alice;
+    snapshot->consumers = auth::ConsumerIndex::Build(consumers);
+    config::ListenerRuntime& l = snapshot->listeners["public"];
+    l.name = "public";
+    l.route_table = *compiled;
+    l.route_stats = &route_stats;
+    l.route_filters = &chains;
+    l.max_request_headers_bytes = 60 * 1024;
+    l.request_headers_timeout = absl::Seconds(10);
+    l.idle_timeout = absl::Seconds(60);
+    l.http2_max_concurrent_streams = 100;
+    l.http2_initial_stream_window = 1 << 20;
+    l.max_uri_bytes = 16384;
+    l.max_request_headers = 100;
+    worker_.UseSnapshotForTesting(snapshot);
+  }
+
+  void TearDown() override {
+    worker_.UseSnapshotForTesting(nullptr);
+  }
+
+  // Runs the worker's loop until `done` or the deadline (the loop is
+  // stopped every 5 ms to look; it runs the posted work meanwhile).
+  bool RunUntil(const std::function<bool()>& done, absl::Duration deadline = absl::Seconds(10)) {
+    absl::Time end = absl::Now() + deadline;
+    event::Timer stop(worker_.dispatcher(), [this] { worker_.dispatcher().Exit(); });
+    while (!done()) {
+      if (absl::Now() > end) return false;
+      stop.Enable(absl::Milliseconds(5));
+      worker_.dispatcher().Run();
+    }
+    return true;
+  }
+
+  RequestHead Head(std::string_view method, std::string_view target,  // literals: they outlive the head
+                   std::vector<http::HeaderField>* fields) {
+    RequestHead head;
+    head.method = method;
+    head.target = target;
+    head.authority = "gateway.test";
+    head.headers = fields;
+    return head;
+  }
+
+  static std::string Basic(const std::string& user_pass) {
+    return "Basic " + absl::Base64Escape(user_pass);
+  }
+
+  stats::StatsStore store_;
+  ProxyStats proxy_stats_{store_};
+  Worker worker_{0, proxy_stats_};
+  net::PlainTransportSocket transport_;
+  std::string listener_ = "public";
+  std::string peer_ = "127.0.0.1";
+  std::string seen_body_;
+};
+
+TEST_F(ProxyStreamTest, APausedRequestResumesAndItsBodyIsKept) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::string credentials = Basic("alice:wonderland");
+  std::vector<http::HeaderField> fields = {{"authorization", credentials}};
+  RequestHead head = Head("POST", "/basic", &fields);
+  head.body = RequestHead::Body::kLength;
+  head.content_length = 6;
+  stream.Start(head);
+  // basic-auth checks the password on its own thread: nothing answered yet.
+  EXPECT_EQ(sink.status, 0);
+  EXPECT_TRUE(stream.active());
+  stream.OnRequestData("abc");  // held while paused
+  stream.OnRequestData("def");
+  stream.OnRequestEnd({});
+  ASSERT_TRUE(RunUntil([&] { return sink.done; }));
+  EXPECT_EQ(sink.status, 200);
+  EXPECT_EQ(sink.body, "behind basic-auth");
+  EXPECT_TRUE(sink.read_enabled);
+}
+
+TEST_F(ProxyStreamTest, AWrongPasswordIsAnsweredAfterTheCheck) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::string credentials = Basic("alice:nope");
+  std::vector<http::HeaderField> fields = {{"authorization", credentials}};
+  stream.Start(Head("GET", "/basic", &fields));
+  EXPECT_EQ(sink.status, 0);
+  ASSERT_TRUE(RunUntil([&] { return sink.done; }));
+  EXPECT_EQ(sink.status, 401);
+  EXPECT_TRUE(absl::StrContains(sink.body, "invalid credentials")) << sink.body;
+  EXPECT_EQ(sink.headers["www-authenticate"], "Basic realm=\"sluice\", charset=\"UTF-8\"");
+}
+
+TEST_F(ProxyStreamTest, AClientThatLeavesMidPauseIsNeverAnswered) {
+  FakeSink gone_sink;
+  auto gone = std::make_unique<ProxyStream>(worker_, gone_sink, listener_, peer_, transport_);
+  std::string wrong = Basic("alice:still-wrong");
+  std::vector<http::HeaderField> gone_fields = {{"authorization", wrong}};
+  gone->Start(Head("GET", "/basic", &gone_fields));
+  gone->OnDownstreamGone();
+  gone.reset();  // the stream is freed before the check ends
+  // A second check, queued after the first on the one verifier thread: once
+  // it is answered, the first one's result has been posted (and dropped).
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::string also_wrong = Basic("alice:wrong-again");
+  std::vector<http::HeaderField> fields = {{"authorization", also_wrong}};
+  stream.Start(Head("GET", "/basic", &fields));
+  ASSERT_TRUE(RunUntil([&] { return sink.done; }));
+  EXPECT_EQ(sink.status, 401);
+  EXPECT_EQ(gone_sink.status, 0);
+  EXPECT_FALSE(gone_sink.done);
+}
+
+TEST_F(ProxyStreamTest, APolicyGetsTheWholeBodyAndContinueIsSent) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/held", &fields);
+  head.body = RequestHead::Body::kStream;  // chunked: length unknown
+  head.expect_continue = true;
+  stream.Start(head);
+  EXPECT_EQ(sink.continues, 1);  // the client may send the body now
+  EXPECT_EQ(sink.status, 0);
+  stream.OnRequestData("hello ");
+  stream.OnRequestData("world");
+  EXPECT_EQ(seen_body_, "");  // not before the end
+  stream.OnRequestEnd({});
+  EXPECT_EQ(seen_body_, "hello world");
+  EXPECT_EQ(sink.status, 200);
+  EXPECT_TRUE(sink.done);
+}
+
+TEST_F(ProxyStreamTest, ABodyOverThePolicysLimitIs413) {
+  FakeSink declared_sink;
+  ProxyStream declared(worker_, declared_sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/held", &fields);
+  head.body = RequestHead::Body::kLength;
+  head.content_length = 1001;
+  declared.Start(head);
+  EXPECT_EQ(declared_sink.status, 413);
+  FakeSink streamed_sink;
+  ProxyStream streamed(worker_, streamed_sink, listener_, peer_, transport_);
+  head.body = RequestHead::Body::kStream;
+  streamed.Start(head);
+  streamed.OnRequestData(std::string(600, 'a'));
+  EXPECT_EQ(streamed_sink.status, 0);
+  streamed.OnRequestData(std::string(600, 'b'));
+  EXPECT_EQ(streamed_sink.status, 413);
+  EXPECT_TRUE(absl::StrContains(streamed_sink.body, "1000 bytes a policy of this route can hold"))
+      << streamed_sink.body;
+  EXPECT_EQ(seen_body_, "");
+}
+
+}  // namespace
+}  // namespace sluice::server
