@@ -659,18 +659,23 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
       flags = v.substr(53, 2);
     }
   }
-  char buf[40];
+  // Hex by hand: this runs for every request.
+  auto append_hex = [](std::string* out, uint64_t v) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    char buf[16];
+    for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kDigits[v & 0xf];
+    out->append(buf, 16);
+  };
   if (trace_id_.empty()) {
-    snprintf(buf, sizeof(buf), "%016llx%016llx",
-             static_cast<unsigned long long>(worker_.picker().Random()),
-             static_cast<unsigned long long>(worker_.picker().Random() | 1));
-    trace_id_.assign(buf, 32);
+    append_hex(&trace_id_, worker_.picker().Random());
+    append_hex(&trace_id_, worker_.picker().Random() | 1);
   }
-  snprintf(buf, sizeof(buf), "%016llx",
-           static_cast<unsigned long long>(worker_.picker().Random() | 1));
-  traceparent_.clear();
-  absl::StrAppend(&traceparent_, "00-", trace_id_, "-", std::string(buf, 16), "-",
-                  std::string(flags));
+  traceparent_.assign("00-");
+  traceparent_.append(trace_id_);
+  traceparent_.push_back('-');
+  append_hex(&traceparent_, worker_.picker().Random() | 1);
+  traceparent_.push_back('-');
+  traceparent_.append(flags.data(), flags.size());
 }
 
 ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
