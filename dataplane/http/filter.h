@@ -154,7 +154,12 @@ class Filter {
   // then calls this in chain order, before anything goes upstream. The
   // filter may change `body` (the upstream gets it with its new length) or
   // answer (SendLocalReply, kStopLocalReply). Not called for a request
-  // without a body (OnRequestHeaders sees request_content_length == 0).
+  // that declares no body (no body, or Content-Length: 0: OnRequestHeaders
+  // sees request_content_length == 0); a chunked or HTTP/2 body of zero
+  // bytes comes here empty. While the body is held, the route's
+  // idle_timeout bounds a stalled upload (408); the route timeout starts
+  // when the request goes upstream. Trailers that came with the body still
+  // go upstream (an HTTP/1 upstream then gets the body chunked).
   // OnRequestData hooks see the body after this, as it goes upstream.
   virtual FilterStatus OnRequestBody(std::string& body, FilterCallbacks& callbacks) {
     return FilterStatus::kContinue;

@@ -192,9 +192,15 @@ void ProxyStream::Reset() {
   response_hold_limit_ = 0;
   holding_response_ = false;
   held_fields_.Clear();
-  held_body_.clear();
+  std::string().swap(held_body_);
   resume_token_.reset();
-  paused_body_.clear();
+  // A large held body gives its memory back (an idle keep-alive connection
+  // keeps at most kPausedBodyBytes).
+  if (paused_body_.capacity() > kPausedBodyBytes) {
+    std::string().swap(paused_body_);
+  } else {
+    paused_body_.clear();
+  }
   paused_trailers_.Clear();
   saved_fields_.Clear();
   saved_views_.clear();
@@ -359,14 +365,17 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
                       {}, {}, "application/json", /*close_connection=*/true);
     return;
   }
-  // The body is held whole before anything goes upstream.
+  // The body is held whole before anything goes upstream. The route
+  // timeout starts when it goes (the upload is not the upstream's time);
+  // meanwhile the route's idle_timeout bounds a body that stalls.
   if (&head != &saved_head_) SaveHead(head);
   buffering_body_ = true;
   if (saved_head_.expect_continue) {
     sink_.EncodeContinue();
     saved_head_.expect_continue = false;
   }
-  StartRouteTimer();
+  route_timer_.Disable();
+  StartIdleTimer(route_->idle_timeout);
 }
 
 void ProxyStream::FinishBodyBuffering() {
@@ -381,10 +390,18 @@ void ProxyStream::FinishBodyBuffering() {
     }
   }
   RequestHead head = saved_head_;
-  head.body = RequestHead::Body::kLength;
-  head.content_length = paused_body_.size();
+  // With its length now known, unless trailers came with it: then it goes
+  // on chunked (HTTP/1) so that they can follow.
+  if (paused_trailers_.empty()) {
+    head.body = RequestHead::Body::kLength;
+    head.content_length = paused_body_.size();
+  } else {
+    head.body = RequestHead::Body::kStream;
+  }
   std::string body = std::move(paused_body_);
-  paused_body_.clear();
+  std::string().swap(paused_body_);
+  idle_timer_.Disable();
+  idle_limit_ = absl::ZeroDuration();
   Route(head);
   if (!active_) return;
   replaying_ = true;
@@ -1139,6 +1156,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
   if (!replaying_) bytes_in_ += chunk.size();
   if (buffering_body_) {
+    NoteActivity();
     paused_body_.append(chunk);
     if (paused_body_.size() > body_buffer_limit_) {
       response_flag_ = "request_too_large";
@@ -1386,6 +1404,14 @@ void ProxyStream::OnIdleTimer() {
   absl::Duration idle = absl::Now() - last_activity_;
   if (idle < idle_limit_) {
     idle_timer_.Enable(idle_limit_ - idle);
+    return;
+  }
+  if (buffering_body_) {
+    response_flag_ = "request_timeout";
+    SendLocalResponse(408, absl::StrCat("the request body stalled for ",
+                                        absl::FormatDuration(idle_limit_),
+                                        " (the route's idle_timeout)"),
+                      {}, {}, "application/json", /*close_connection=*/true);
     return;
   }
   SLUICE_LOG(kDebug, tunnel_ ? "WebSocket" : "response", " to ", peer_ip_, " idle for ",

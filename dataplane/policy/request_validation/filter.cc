@@ -1,0 +1,225 @@
+// The `request-validation` policy's filter: checks the request's header
+// fields, query parameters and content type on the head, and, with a body
+// schema, the whole JSON body (held by the stream, up to max_body_bytes)
+// before anything goes upstream. The first failure is answered: 400 (415
+// for the content type) naming the field and the rule.
+#include "dataplane/http/filter.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "dataplane/policy/auth_util.h"
+#include "dataplane/policy/registry.h"
+#include "dataplane/policy/request_validation/json_schema.h"
+#include "dataplane/policy/request_validation/request_rules.h"
+#include "dataplane/policy/request_validation/request_validation_config.pb.h"
+#include "re2/re2.h"
+
+namespace sluice::policy::request_validation {
+namespace {
+
+struct ParameterRule {
+  std::string name;
+  bool required = false;
+  std::unique_ptr<RE2> pattern;  // nullptr: any value
+};
+
+struct Settings {
+  std::vector<ParameterRule> headers;
+  std::vector<ParameterRule> query_parameters;
+  std::vector<std::string> content_types;  // lower-case "type/subtype"
+  std::string allowed_types;               // for messages
+  std::unique_ptr<const JsonSchema> body_schema;
+  bool body_required = false;
+  uint64_t body_limit = 0;  // bytes held for body_schema; 0 without one
+};
+
+bool Matches(const RE2& pattern, std::string_view value) {
+  return RE2::FullMatch(re2::StringPiece(value.data(), value.size()), pattern);
+}
+
+// Calls fn(value) with the percent-decoded value of every parameter named
+// `name` in the query of `path_and_query`, in order, until fn returns false.
+template <typename Fn>
+void ForEachQueryValue(std::string_view path_and_query, std::string_view name, Fn fn) {
+  size_t q = path_and_query.find('?');
+  if (q == std::string_view::npos) return;
+  const absl::string_view query(path_and_query.data() + q + 1, path_and_query.size() - q - 1);
+  for (absl::string_view pair : absl::StrSplit(query, '&')) {
+    absl::string_view pair_name = pair.substr(0, pair.find('='));
+    if (pair_name != absl::string_view(name.data(), name.size())) continue;
+    // The one decoder the policies share, applied to this parameter alone.
+    std::optional<std::string> value = FindQueryParameter(absl::StrCat("?", pair), name);
+    if (value && !fn(*value)) return;
+  }
+}
+
+class RequestValidationFilter : public http::Filter {
+ public:
+  explicit RequestValidationFilter(const Settings& settings) : settings_(settings) {}
+
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
+                                      http::FilterCallbacks& callbacks) override {
+    for (const ParameterRule& rule : settings_.headers) {
+      bool present = false;
+      for (const http::HeaderMap::Field& f : headers.fields()) {
+        if (!absl::EqualsIgnoreCase(f.name, rule.name)) continue;
+        present = true;
+        if (rule.pattern && !Matches(*rule.pattern, f.value)) {
+          return Refuse(callbacks, 400,
+                        absl::StrCat("header ", rule.name, ": does not match pattern ",
+                                     rule.pattern->pattern()));
+        }
+      }
+      if (!present && rule.required) {
+        return Refuse(callbacks, 400, absl::StrCat("header ", rule.name, ": is required"));
+      }
+    }
+    for (const ParameterRule& rule : settings_.query_parameters) {
+      bool present = false;
+      bool matches = true;
+      ForEachQueryValue(callbacks.info().path, rule.name, [&](const std::string& value) {
+        present = true;
+        matches = rule.pattern == nullptr || Matches(*rule.pattern, value);
+        return matches;
+      });
+      if (!matches) {
+        return Refuse(callbacks, 400,
+                      absl::StrCat("query ", rule.name, ": does not match pattern ",
+                                   rule.pattern->pattern()));
+      }
+      if (!present && rule.required) {
+        return Refuse(callbacks, 400, absl::StrCat("query ", rule.name, ": is required"));
+      }
+    }
+    const bool has_body = callbacks.info().request_content_length != 0;
+    if (has_body && !settings_.content_types.empty()) {
+      const std::string* value = headers.Get("content-type");
+      if (value == nullptr) {
+        return Refuse(callbacks, 415,
+                      absl::StrCat("header content-type: is required with a body "
+                                   "(allowed: ",
+                                   settings_.allowed_types, ")"));
+      }
+      std::optional<std::string> media = MediaTypeOf(*value);
+      bool allowed = false;
+      for (const std::string& type : settings_.content_types) {
+        allowed = allowed || (media && *media == type);
+      }
+      if (!allowed) {
+        return Refuse(
+            callbacks, 415,
+            absl::StrCat("header content-type: ", media ? *media : std::string("the value"),
+                         " is not allowed (allowed: ", settings_.allowed_types, ")"));
+      }
+    }
+    if (!has_body && settings_.body_schema && settings_.body_required) {
+      return Refuse(callbacks, 400, "body: is required");
+    }
+    return http::FilterStatus::kContinue;
+  }
+
+  // Only with a body schema (request_body_limit() > 0).
+  http::FilterStatus OnRequestBody(std::string& body, http::FilterCallbacks& callbacks) override {
+    if (settings_.body_schema == nullptr) return http::FilterStatus::kContinue;
+    // A chunked (or HTTP/2) body may turn out empty: as no body.
+    if (body.empty()) {
+      if (settings_.body_required) return Refuse(callbacks, 400, "body: is required");
+      return http::FilterStatus::kContinue;
+    }
+    absl::Status status = settings_.body_schema->Validate(body);
+    if (!status.ok()) {
+      return Refuse(callbacks, 400,
+                    std::string_view(status.message().data(), status.message().size()));
+    }
+    return http::FilterStatus::kContinue;
+  }
+
+ private:
+  http::FilterStatus Refuse(http::FilterCallbacks& callbacks, int status,
+                            std::string_view message) {
+    callbacks.SendLocalReply(status, message, http::HeaderMap());
+    return http::FilterStatus::kStopLocalReply;
+  }
+
+  const Settings& settings_;
+};
+
+class RequestValidationFilterFactory : public http::FilterFactory {
+ public:
+  explicit RequestValidationFilterFactory(Settings settings) : settings_(std::move(settings)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<RequestValidationFilter>(settings_);
+  }
+  std::string_view policy_name() const override { return "request-validation"; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kValidation; }
+  uint64_t request_body_limit() const override { return settings_.body_limit; }
+
+ private:
+  const Settings settings_;
+};
+
+absl::StatusOr<std::vector<ParameterRule>> CompileRules(
+    const google::protobuf::RepeatedPtrField<v1::ParameterRule>& rules) {
+  std::vector<ParameterRule> out;
+  for (const v1::ParameterRule& rule : rules) {
+    ParameterRule compiled;
+    compiled.name = rule.name();
+    compiled.required = rule.required();
+    if (!rule.pattern().empty()) {
+      RE2::Options options;
+      options.set_log_errors(false);
+      compiled.pattern = std::make_unique<RE2>(rule.pattern(), options);
+      if (!compiled.pattern->ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(rule.name(), ": invalid RE2 pattern: ", compiled.pattern->error()));
+      }
+    }
+    out.push_back(std::move(compiled));
+  }
+  return out;
+}
+
+class RequestValidationPolicyFactory : public PolicyFactory {
+ public:
+  std::string name() const override { return "request-validation"; }
+  absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
+      const google::protobuf::Message& message) const override {
+    const auto& config = static_cast<const v1::RequestValidationConfig&>(message);
+    Settings s;
+    auto headers = CompileRules(config.headers());
+    if (!headers.ok()) return headers.status();
+    s.headers = std::move(*headers);
+    auto query = CompileRules(config.query_parameters());
+    if (!query.ok()) return query.status();
+    s.query_parameters = std::move(*query);
+    for (const std::string& type : config.content_types()) {
+      std::optional<std::string> media = MediaTypeOf(type);
+      if (!media) return absl::InvalidArgumentError(absl::StrCat("content type ", type));
+      s.content_types.push_back(std::move(*media));
+    }
+    s.allowed_types = absl::StrJoin(s.content_types, ", ");
+    if (!config.body_schema().empty()) {
+      auto schema = JsonSchema::Compile(config.body_schema());
+      if (!schema.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("body_schema: ", schema.status().message()));
+      }
+      s.body_schema = std::move(*schema);
+      s.body_required = config.body_required();
+      s.body_limit = config.has_max_body_bytes() ? config.max_body_bytes() : kDefaultMaxBodyBytes;
+    }
+    return std::shared_ptr<const http::FilterFactory>(
+        std::make_shared<RequestValidationFilterFactory>(std::move(s)));
+  }
+};
+
+const bool registered = RegisterPolicyFactory(std::make_unique<RequestValidationPolicyFactory>());
+
+}  // namespace
+}  // namespace sluice::policy::request_validation

@@ -1,0 +1,377 @@
+// The request-validation policy through real processes: a route with a JSON
+// Schema applied with sluicectl, a real proxy holding and validating bodies
+// (HTTP/1 with Content-Length, chunked and Expect: 100-continue; h2c with
+// curl) and a real upstream that reports what reached it.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/http_wire.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+// The order route's schema, as an operator writes it in YAML (a block
+// string).
+constexpr char kOrderPolicy[] = R"(
+          policies:
+            - name: request-validation
+              typed_config:
+                content_types: [application/json]
+                headers: [{name: x-tenant, required: true, pattern: '[a-z]+'}]
+                query_parameters: [{name: page, pattern: '[0-9]+'}]
+                body_required: true
+                max_body_bytes: 4096
+                body_schema: |
+                  {
+                    "type": "object",
+                    "required": ["customer", "items"],
+                    "properties": {
+                      "customer": {"type": "string", "minLength": 1, "maxLength": 32},
+                      "items": {
+                        "type": "array", "minItems": 1,
+                        "items": {
+                          "type": "object",
+                          "required": ["sku", "price"],
+                          "properties": {
+                            "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"},
+                            "price": {"type": "number", "minimum": 0}
+                          },
+                          "additionalProperties": false
+                        }
+                      }
+                    }
+                  }
+)";
+
+// A route for large bodies: an array of integers, up to 4 MiB.
+constexpr char kBulkPolicy[] = R"(
+          policies:
+            - name: request-validation
+              typed_config:
+                max_body_bytes: 4194304
+                body_schema: '{"type": "array", "items": {"type": "integer"}}'
+)";
+
+// A blocking socket to the proxy for exchanges the HTTP client does not
+// offer (reading an interim 100 Continue before sending the body).
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RawConnection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+  bool Send(std::string_view bytes) {
+    while (!bytes.empty()) {
+      ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // Reads until what arrived contains `needle` (true), or the peer closes
+  // or `timeout` passes (false). What arrived is in received().
+  bool ReadUntil(const std::string& needle, absl::Duration timeout = absl::Seconds(10)) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!absl::StrContains(received_, needle)) {
+      int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+      if (ms <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, ms) <= 0) return false;
+      char buf[16384];
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return false;
+      received_.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  const std::string& received() const { return received_; }
+
+ private:
+  int fd_ = -1;
+  std::string received_;
+};
+
+class RequestValidationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    dir_ = MakeTempDir("request-validation");
+    port_ = PickFreePort();
+    ASSERT_EQ(Apply(Config(kOrderPolicy)), 0) << last_output_;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "validation-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  std::string Config(const std::string& order_policy) {
+    return absl::StrCat(
+        "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        upstream_.port(),
+        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n"
+        "      routes:\n"
+        "        - name: orders\n          match: {prefix: /orders}\n          route: {cluster: "
+        "web}",
+        order_policy,
+        "        - name: bulk\n          match: {prefix: /bulk}\n          route: {cluster: web}",
+        kBulkPolicy,
+        "        - name: open\n          match: {prefix: /}\n          route: {cluster: web}\n"
+        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+        port_, ", route_table: main, http: {http2: {}}}\n");
+  }
+
+  int Apply(const std::string& yaml) {
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+    last_output_ = r.out + r.err;
+    return r.exit_code;
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  int Requests() const { return upstream_.RequestCount().value_or(-1); }
+
+  static Headers Valid() {
+    return {{"x-tenant", "acme"}, {"content-type", "application/json; charset=utf-8"}};
+  }
+  // "body-bytes=N body-crc=HEX": what the upstream prints for a body it got.
+  static std::string Echo(const std::string& body) {
+    return absl::StrCat("body-bytes=", body.size(), " body-crc=", Crc32Hex(body));
+  }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"web-1"};
+  std::unique_ptr<Proxy> proxy_;
+  std::string dir_;
+  int port_ = 0;
+  std::string last_output_;
+};
+
+const std::string kGoodOrder =
+    R"({"customer": "Zoë", "items": [{"sku": "ABC-1", "price": 9.5}, {"sku": "XYZ-22", "price": 0}]})";
+
+TEST_F(RequestValidationTest, AValidJsonBodyReachesTheUpstreamWhole) {
+  HttpResponse r = HttpRequest(address(), "POST", "/orders?page=2", Valid(), kGoodOrder);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, absl::StrCat("web-1 POST /orders?page=2\n", Echo(kGoodOrder), "\n"));
+  EXPECT_EQ(r.header("x-echo-content-length"), absl::StrCat(kGoodOrder.size()));
+}
+
+TEST_F(RequestValidationTest, AnInvalidRequestIs400NamingTheFieldAndNeverReachesTheUpstream) {
+  const int before = Requests();
+  ASSERT_GE(before, 0);
+  HttpConnection conn(address(), HttpConnection::Options{.reconnect = true});
+  struct Case {
+    std::string path;
+    Headers headers;
+    std::string body;
+    int status;
+    std::string error;
+  };
+  const std::string bad_price =
+      R"({"customer": "a", "items": [{"sku": "ABC-1", "price": 1}, {"sku": "ABC-2", "price": -3}]})";
+  const std::vector<Case> cases = {
+      {"/orders", Valid(), bad_price, 400, "body: /items/1/price: must be >= 0 (minimum)"},
+      {"/orders", Valid(), R"({"customer": "a", "items": [{"sku": "abc", "price": 1}]})", 400,
+       "body: /items/0/sku: does not match pattern ^[A-Z]{3}-[0-9]+$ (pattern)"},
+      {"/orders", Valid(), R"({"customer": "a", "items": [{"sku": "ABC-1", "price": 1, "x": 1}]})",
+       400, "body: /items/0/x: is not allowed (additionalProperties)"},
+      {"/orders", Valid(), R"({"items": []})", 400, "body: /customer: is required (required)"},
+      {"/orders", Valid(), R"([1, 2])", 400, "body: must be of type object, got array (type)"},
+      {"/orders", Valid(), R"({"customer": "a", "items": [)", 400,
+       "body: not valid JSON: The JSON document has an improper structure: missing or "
+       "superfluous commas, braces, missing keys, etc."},
+      {"/orders",
+       {{"content-type", "application/json"}},
+       kGoodOrder,
+       400,
+       "header x-tenant: is required"},
+      {"/orders",
+       {{"x-tenant", "ACME"}, {"content-type", "application/json"}},
+       kGoodOrder,
+       400,
+       "header x-tenant: does not match pattern [a-z]+"},
+      {"/orders?page=one", Valid(), kGoodOrder, 400, "query page: does not match pattern [0-9]+"},
+      {"/orders",
+       {{"x-tenant", "acme"}, {"content-type", "text/plain"}},
+       kGoodOrder,
+       415,
+       "header content-type: text/plain is not allowed (allowed: application/json)"},
+      {"/orders", {{"x-tenant", "acme"}}, "", 400, "body: is required"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    Headers headers = c.headers;
+    headers.push_back({"x-request-id", absl::StrCat("case-", i)});
+    HttpResponse r = conn.Request("POST", c.path, headers, c.body);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.error;
+    EXPECT_EQ(r.status, c.status) << i << ": " << r.body;
+    EXPECT_EQ(r.header("content-type"), "application/json") << i;
+    EXPECT_EQ(r.body, absl::StrCat("{\"error\":\"", absl::StrReplaceAll(c.error, {{"\"", "\\\""}}),
+                                   "\",\"request_id\":\"case-", i, "\"}\n"))
+        << i;
+    EXPECT_EQ(r.header("x-upstream"), "") << i;
+  }
+  EXPECT_EQ(Requests(), before);
+  // A body read whole and refused leaves the connection usable (one
+  // refused at its head is closed: its body was never read).
+  HttpConnection again(address());
+  HttpResponse r = again.Request("POST", "/orders", Valid(), bad_price);
+  EXPECT_EQ(r.status, 400);
+  r = again.Request("POST", "/orders", Valid(), kGoodOrder);
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(again.connections_opened(), 1);
+  EXPECT_EQ(Requests(), before + 1);
+}
+
+TEST_F(RequestValidationTest, AChunkedBodyReachesTheUpstreamWithAContentLength) {
+  HttpResponse r = HttpRequest(address(), "POST", "/orders",
+                               {{"x-tenant", "acme"},
+                                {"content-type", "application/json"},
+                                {"transfer-encoding", "chunked"}},
+                               EncodeChunked(kGoodOrder, 5));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, Echo(kGoodOrder))) << r.body;
+  EXPECT_EQ(r.header("x-echo-content-length"), absl::StrCat(kGoodOrder.size()));
+  EXPECT_EQ(r.header("x-echo-transfer-encoding"), "");
+  // An invalid chunked body is refused whole.
+  const int before = Requests();
+  r = HttpRequest(address(), "POST", "/orders",
+                  {{"x-tenant", "acme"},
+                   {"content-type", "application/json"},
+                   {"transfer-encoding", "chunked"}},
+                  EncodeChunked(R"({"customer": 7, "items": [1]})", 3));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(absl::StrContains(r.body, "body: /customer: must be of type string, got integer"))
+      << r.body;
+  EXPECT_EQ(Requests(), before);
+}
+
+TEST_F(RequestValidationTest, TrailersOfAHeldChunkedBodyStillReachTheUpstream) {
+  std::string chunked = EncodeChunked(kGoodOrder, 7);
+  // EncodeChunked ends with "0\r\n\r\n": put a trailer field before the last CRLF.
+  ASSERT_TRUE(absl::EndsWith(chunked, "0\r\n\r\n"));
+  chunked.resize(chunked.size() - 2);
+  chunked += "x-test-checksum: abc123\r\n\r\n";
+  HttpResponse r = HttpRequest(address(), "POST", "/orders",
+                               {{"x-tenant", "acme"},
+                                {"content-type", "application/json"},
+                                {"transfer-encoding", "chunked"}},
+                               chunked);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, Echo(kGoodOrder))) << r.body;
+  EXPECT_EQ(r.header("x-echo-trailer-x-test-checksum"), "abc123");
+  EXPECT_EQ(r.header("x-echo-transfer-encoding"), "chunked");  // so that the trailer can follow
+}
+
+TEST_F(RequestValidationTest, ABodyOverMaxBodyBytesIs413) {
+  const int before = Requests();
+  std::string big = absl::StrCat(R"({"customer": ")", std::string(5000, 'x'), R"(", "items": []})");
+  HttpResponse r = HttpRequest(address(), "POST", "/orders", Valid(), big);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 413);
+  EXPECT_TRUE(absl::StrContains(
+      r.body, absl::StrCat("request body of ", big.size(), " bytes is over the 4096 bytes")))
+      << r.body;
+  // Without a declared length: cut when the held body passes the limit.
+  r = HttpRequest(address(), "POST", "/orders",
+                  {{"x-tenant", "acme"},
+                   {"content-type", "application/json"},
+                   {"transfer-encoding", "chunked"}},
+                  EncodeChunked(big, 10));
+  EXPECT_EQ(r.status, 413) << r.error;
+  EXPECT_TRUE(absl::StrContains(r.body, "request body over the 4096 bytes")) << r.body;
+  EXPECT_EQ(Requests(), before);
+}
+
+TEST_F(RequestValidationTest, ExpectContinueGetsA100ThenTheBodyIsValidated) {
+  RawConnection conn(port_);
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE(conn.Send(
+      absl::StrCat("POST /orders HTTP/1.1\r\nhost: shop\r\nx-tenant: acme\r\n"
+                   "content-type: application/json\r\nexpect: 100-continue\r\ncontent-length: ",
+                   kGoodOrder.size(), "\r\n\r\n")));
+  // The proxy holds the body itself, so it asks for it.
+  ASSERT_TRUE(conn.ReadUntil("HTTP/1.1 100 Continue\r\n\r\n")) << conn.received();
+  ASSERT_TRUE(conn.Send(kGoodOrder));
+  ASSERT_TRUE(conn.ReadUntil(Echo(kGoodOrder))) << conn.received();
+  EXPECT_TRUE(absl::StrContains(conn.received(), "\r\n\r\nHTTP/1.1 200 OK\r\n")) << conn.received();
+
+  // A head that fails its rules is answered at once, without a 100.
+  RawConnection refused(port_);
+  ASSERT_TRUE(refused.ok());
+  ASSERT_TRUE(
+      refused.Send("POST /orders HTTP/1.1\r\nhost: shop\r\ncontent-type: application/json\r\n"
+                   "expect: 100-continue\r\ncontent-length: 20\r\n\r\n"));
+  ASSERT_TRUE(refused.ReadUntil("header x-tenant: is required")) << refused.received();
+  EXPECT_TRUE(absl::StartsWith(refused.received(), "HTTP/1.1 400 ")) << refused.received();
+  EXPECT_FALSE(absl::StrContains(refused.received(), "100 Continue")) << refused.received();
+}
+
+TEST_F(RequestValidationTest, Http2BodiesLargerThanAWindowAreHeldAndValidated) {
+  // 3 MB: more than the stream's 1 MiB flow-control window, so the proxy
+  // must keep granting credit while it holds the body.
+  std::string body = "[";
+  while (body.size() < 3000000) body += "1234567,";
+  body += "0]";
+  const std::string body_path = WriteFile(dir_, "bulk.json", body);
+  auto curl = [&](const std::string& file) {
+    return RunCommand({"/usr/bin/curl", "-sS", "--max-time", "20", "--http2-prior-knowledge", "-H",
+                       "content-type: application/json", "-w", "\n%{http_code} %{http_version}",
+                       "--data-binary", "@" + file, absl::StrCat("http://", address(), "/bulk")});
+  };
+  CommandResult r = curl(body_path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, Echo(body))) << r.out;
+  EXPECT_TRUE(absl::EndsWith(r.out, "\n200 2")) << r.out;
+  std::string bad = body;
+  bad.replace(bad.size() - 2, 1, "\"x\"");
+  r = curl(WriteFile(dir_, "bad.json", bad));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "must be of type integer, got string (type)")) << r.out;
+  EXPECT_TRUE(absl::EndsWith(r.out, "\n400 2")) << r.out;
+}
+
+TEST_F(RequestValidationTest, ABadSchemaIsRefusedAtApplyNamingTheKeyword) {
+  std::string policy = kOrderPolicy;
+  const std::string from = R"("price": {"type": "number", "minimum": 0})";
+  ASSERT_NE(policy.find(from), std::string::npos);
+  policy.replace(policy.find(from), from.size(), R"("price": {"type": "number", "minimum": "0"})");
+  EXPECT_NE(Apply(Config(policy)), 0);
+  EXPECT_TRUE(absl::StrContains(
+      last_output_,
+      "policies[0].typed_config.body_schema: /properties/items/items/properties/price/minimum: "
+      "must be a number"))
+      << last_output_;
+  // Nothing changed: the proxy still validates with the old schema.
+  HttpResponse r = HttpRequest(address(), "POST", "/orders", Valid(), kGoodOrder);
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
+}  // namespace
+}  // namespace sluice::testing
