@@ -54,6 +54,12 @@ ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
 
 ConfigClient::~ConfigClient() { Stop(); }
 
+void ConfigClient::WithHeld(
+    const std::function<void(const controlplane::StoredState&)>& fn) const {
+  absl::MutexLock lock(&held_mu_);
+  fn(held_);
+}
+
 void ConfigClient::SetReportSource(ReportFn source, absl::Duration interval) {
   report_source_ = std::move(source);
   report_interval_ = interval;
@@ -188,7 +194,11 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
     // A control plane that predates the accepted-stream metadata.
     MarkConnected("first response");
     bool applied = false;
-    discovery::v1::DiscoveryRequest answer = Answer(response, &applied);
+    discovery::v1::DiscoveryRequest answer;
+    {
+      absl::MutexLock lock(&held_mu_);
+      answer = Answer(response, &applied);
+    }
     {
       absl::MutexLock lock(&write_mu_);
       ok = stream->Write(answer);

@@ -73,6 +73,10 @@ class ConfigClient {
   void Start();
   void Stop();
   bool connected() const { return connected_.load(); }
+  // Calls `fn` with what the proxy holds -- the version it runs and that
+  // version's resources, the proxy's one copy of them -- under a lock (not
+  // while a response is being applied). For /config_dump; any thread.
+  void WithHeld(const std::function<void(const controlplane::StoredState&)>& fn) const;
 
  private:
   void Run();
@@ -91,7 +95,9 @@ class ConfigClient {
   std::thread thread_;
   std::atomic<bool> connected_{false};
 
-  // Client thread only.
+  // Written on the client thread only, under held_mu_ (WithHeld reads it
+  // from others).
+  mutable absl::Mutex held_mu_;
   controlplane::StoredState held_;
 
   void RunReporter();

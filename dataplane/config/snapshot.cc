@@ -189,7 +189,7 @@ absl::StatusOr<std::shared_ptr<ListenSockets>> ListenerSocketCache::Get(
 }
 
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
-    uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
+    uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
     const ConfigSnapshot* previous, const std::set<api::ResourceId>* changed) {
   // Unchanged resources passed the per-resource rules when they came.
@@ -201,8 +201,8 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
   auto snapshot = std::make_shared<ConfigSnapshot>();
   snapshot->version = version;
   auto reusable = [&](const api::ResourceId& id) {
-    return previous != nullptr && changed != nullptr && !changed->count(id) &&
-           previous->resources.count(id);
+    // The caller checks that `previous` compiled it (it existed there).
+    return previous != nullptr && changed != nullptr && !changed->count(id);
   };
   for (const auto& [id, resource] : resources) {
     if (resource.has_cluster() && reusable(id) && previous->clusters.count(id.second) &&
@@ -389,7 +389,6 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     }
     snapshot->listeners[l.name()] = std::move(runtime);
   }
-  snapshot->resources = std::move(resources);
   return std::shared_ptr<const ConfigSnapshot>(std::move(snapshot));
 }
 

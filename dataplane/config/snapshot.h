@@ -96,7 +96,8 @@ struct ListenerRuntime {
 
 struct ConfigSnapshot {
   uint64_t version = 0;
-  api::ResourceMap resources;
+  // The resources themselves are not kept here (the config client holds
+  // the one copy, for the stream and /config_dump): only what they compile to.
   std::map<std::string, ListenerRuntime> listeners;
   std::map<std::string, std::shared_ptr<const router::RouteTable>> route_tables;
   std::map<std::string, std::vector<RouteStats>> route_stats;  // by route table
@@ -120,7 +121,7 @@ struct ConfigSnapshot {
 // table's compilation, not the whole config's. (A cluster whose tls names a
 // changed Secret is compiled again.)
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
-    uint64_t version, api::ResourceMap resources, ListenerSocketCache& sockets,
+    uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
     const ConfigSnapshot* previous = nullptr,
     const std::set<api::ResourceId>* changed = nullptr);

@@ -135,11 +135,28 @@ class ProxyServer {
     return n;
   }
 
-  // Private keys redacted.
+  // Private keys redacted. The resources come from the config client (the
+  // proxy's one copy of them), once it exists.
   std::string ConfigDump() const {
-    auto snapshot = current();
-    return snapshot ? admin::RenderConfigDump(snapshot->version, snapshot->resources)
-                    : admin::RenderConfigDump(0, {});
+    DumpSource source;
+    {
+      // Not held while the source runs: the client holds its lock while a
+      // version is applied, and applying takes mu_.
+      absl::MutexLock lock(&mu_);
+      source = dump_source_;
+    }
+    if (!source) return admin::RenderConfigDump(0, {});
+    std::string out;
+    source([&out](const controlplane::StoredState& held) {
+      out = admin::RenderConfigDump(held.version, held.resources);
+    });
+    return out;
+  }
+  using DumpSource =
+      std::function<void(const std::function<void(const controlplane::StoredState&)>&)>;
+  void SetConfigDumpSource(DumpSource source) {
+    absl::MutexLock lock(&mu_);
+    dump_source_ = std::move(source);
   }
 
   stats::StatsStore& stats() { return store_; }
@@ -161,6 +178,7 @@ class ProxyServer {
   stats::Counter* configs_rejected_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const config::ConfigSnapshot> current_ ABSL_GUARDED_BY(mu_);
+  DumpSource dump_source_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> draining_{false};
 };
 
@@ -310,6 +328,7 @@ int Run(int argc, char** argv) {
       },
       [&proxy](const controlplane::StoredState& state) { proxy.Persist(state); },
       client_options);
+  proxy.SetConfigDumpSource([&client](const auto& fn) { client.WithHeld(fn); });
   // Traffic summaries for the fleet view, on the config stream.
   auto report_interval = ParseDurationFlag("report-interval", get("report-interval", "5s"));
   if (!report_interval.ok()) return fail(std::string(report_interval.status().message()));
@@ -396,6 +415,7 @@ int Run(int argc, char** argv) {
   event_free(sigint);
   event_free(sigusr1);
   client.Stop();
+  proxy.SetConfigDumpSource(nullptr);
   proxy.StopWorkers();
   accesslog::FlushAll();
   proxy.StopHealthChecks();
