@@ -42,22 +42,23 @@ void AppendTime(std::string* out, absl::Time t) {
              c.month(), c.day(), c.hour(), c.minute(), c.second());
     cached_second = second;
   }
-  char tail[8];
-  snprintf(tail, sizeof(tail), ".%03dZ", static_cast<int>(ms - second * 1000));
+  int frac = static_cast<int>(ms - second * 1000);
+  char tail[6] = {'.', static_cast<char>('0' + frac / 100), static_cast<char>('0' + frac / 10 % 10),
+                  static_cast<char>('0' + frac % 10), 'Z', '"'};
   out->push_back('"');
   out->append(prefix);
-  out->append(tail);
-  out->push_back('"');
+  out->append(tail, sizeof(tail));
 }
 
 void AppendMillis(std::string* out, absl::Duration d) {
   // Three decimals: microsecond resolution.
   int64_t us = absl::ToInt64Microseconds(d);
   if (us < 0) us = 0;
-  absl::StrAppend(out, us / 1000, ".");
-  char frac[4];
-  snprintf(frac, sizeof(frac), "%03d", static_cast<int>(us % 1000));
-  out->append(frac);
+  absl::StrAppend(out, us / 1000);
+  int frac = static_cast<int>(us % 1000);
+  char tail[4] = {'.', static_cast<char>('0' + frac / 100), static_cast<char>('0' + frac / 10 % 10),
+                  static_cast<char>('0' + frac % 10)};
+  out->append(tail, sizeof(tail));
 }
 
 }  // namespace
@@ -66,7 +67,15 @@ const std::vector<std::string>& FieldNames() { return api::AccessLogFieldNames()
 
 void AppendJsonString(std::string* out, std::string_view value) {
   out->push_back('"');
-  size_t i = 0;
+  // Most values need no escaping: copy them whole.
+  size_t plain = 0;
+  while (plain < value.size()) {
+    unsigned char c = static_cast<unsigned char>(value[plain]);
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') break;
+    ++plain;
+  }
+  out->append(value.data(), plain);
+  size_t i = plain;
   while (i < value.size()) {
     unsigned char c = static_cast<unsigned char>(value[i]);
     if (c < 0x80) {

@@ -11,8 +11,11 @@ namespace {
 
 // Runs its authentication filters in turn with itself as their callbacks,
 // so that a refusal is noted rather than sent while another may still
-// identify the caller. A filter may pause (kStopIteration): the group then
-// pauses the chain and carries on when that filter resumes.
+// identify the caller. A filter that lets the request through without
+// refusing it and without falling back to its anonymous consumer has
+// authenticated it (with a consumer, or -- jwt without consumer_claim --
+// without one). A filter may pause (kStopIteration): the group then pauses
+// the chain and carries on when that filter resumes.
 class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallbacks {
  public:
   explicit AnyOfAuthenticationFilter(const FactoryList& factories) {
@@ -41,11 +44,18 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
       size_t i = next_++;
       entered_ = std::max(entered_, next_);
       refused_ = false;
+      anonymous_now_ = false;
       http::FilterStatus status = filters_[i]->OnRequestHeaders(*headers_, *this);
       if (status == http::FilterStatus::kStopIteration && !refused_ && !identified_) {
         waiting_ = true;
         paused_ = true;
         return http::FilterStatus::kStopIteration;
+      }
+      // Let through without a refusal and not as the anonymous consumer:
+      // authenticated, with or without a consumer (jwt without a
+      // consumer_claim).
+      if (status == http::FilterStatus::kContinue && !refused_ && !anonymous_now_) {
+        identified_ = true;
       }
     }
     return Finish();
@@ -101,7 +111,10 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
     identified_ = true;
     outer_->SendResponse(status, headers, body);
   }
-  void ContinueRequest() override { Resume(); }
+  void ContinueRequest() override {
+    if (waiting_ && !refused_ && !anonymous_now_) identified_ = true;
+    Resume();
+  }
   std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override {
     return outer_->MakeResumeHandle();
   }
@@ -109,6 +122,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   void SetConsumer(const auth::Consumer* consumer, bool anonymous) override {
     if (anonymous) {
       if (anonymous_ == nullptr) anonymous_ = consumer;
+      anonymous_now_ = true;
       return;
     }
     identified_ = true;
@@ -125,6 +139,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   bool refused_ = false;  // the current filter refused
   bool waiting_ = false;  // for the current filter to resume
   bool paused_ = false;   // the group returned kStopIteration
+  bool anonymous_now_ = false;  // the current filter offered its anonymous consumer
   const auth::Consumer* anonymous_ = nullptr;
   int reply_status_ = 0;
   std::string reply_message_;

@@ -1348,8 +1348,14 @@ void ProxyStream::CompleteHeldResponse() {
     }
     fields.push_back({f.name, f.value});
   }
-  held_head_.body = ResponseHead::Body::kLength;
-  held_head_.content_length = held_body_.size();
+  // With its new length, unless trailers came with it: then it goes on
+  // streamed (chunked to an HTTP/1 client) so that they follow.
+  if (response_trailers_.empty()) {
+    held_head_.body = ResponseHead::Body::kLength;
+    held_head_.content_length = held_body_.size();
+  } else {
+    held_head_.body = ResponseHead::Body::kStream;
+  }
   EncodeResponseHead(held_head_, fields);
   if (!active_) return;
   bytes_out_ += held_body_.size();

@@ -6,7 +6,8 @@
 //   -> prints "listening on 127.0.0.1:PORT" once, then serves until
 //      SIGTERM/SIGINT (exit status 0).
 //
-// Every response carries `x-upstream: NAME` and `content-type: text/plain`,
+// Every response carries `x-upstream: NAME` and `content-type: text/plain`
+// (json=1 and echo=1 below say otherwise),
 // and echoes selected request headers as `x-echo-<name>` (all occurrences
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
 // connection, te, transfer-encoding, content-length, x-consumer-name,
@@ -33,6 +34,14 @@
 //   smuggle=1    after the response, in the same write, a second response
 //                nobody asked for ("...\r\n\r\nsmuggled"): bytes past the
 //                framing that must never reach another request
+//   json=1       "content-type: application/json" and the body
+//                {"upstream":"NAME","method":"METHOD","target":"TARGET",
+//                 "secret":"s3cr3t","nested":{"a":[1,2.50,{"b":null}]}}
+//                (one line, no newline); with size=N, a last field
+//                "pad" holding N 'x' characters
+//   echo=1       the body is the request body as received (framing
+//                removed), with the request's content-type (default
+//                application/octet-stream)
 // `GET /__stats` answers "requests=N": complete requests received by this
 // process (including hang/reset ones), /__stats itself excluded.
 //
@@ -101,7 +110,26 @@ struct ResponsePlan {
   bool reset = false;
   bool midway = false;
   bool smuggle = false;
+  bool json = false;
+  bool echo = false;
 };
+
+// `text` as a JSON string (quotes, backslashes and control bytes escaped).
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
 
 absl::string_view PathOf(absl::string_view target) {
   return target.substr(0, target.find('?'));
@@ -166,6 +194,10 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.midway);
     } else if (key == "smuggle") {
       status = flag(&plan.smuggle);
+    } else if (key == "json") {
+      status = flag(&plan.json);
+    } else if (key == "echo") {
+      status = flag(&plan.echo);
     }
     if (!status.ok()) return status;
   }
@@ -253,7 +285,8 @@ class Connection {
   void Respond(const Http1Message& request, const ResponsePlan& plan);
   std::string Head(
       int status, const Http1Message& request,
-      const std::vector<std::pair<std::string, std::string>>& extra) const;
+      const std::vector<std::pair<std::string, std::string>>& extra,
+      absl::string_view content_type = "text/plain") const;
   // Ends the current response: close it if asked, otherwise go idle.
   void FinishResponse(bool close_after);
   void Write(absl::string_view bytes);
@@ -501,10 +534,12 @@ void Connection::Answer(const Pending& pending) {
 
 std::string Connection::Head(
     int status, const Http1Message& request,
-    const std::vector<std::pair<std::string, std::string>>& extra) const {
+    const std::vector<std::pair<std::string, std::string>>& extra,
+    absl::string_view content_type) const {
   std::string head = absl::StrCat(
       "HTTP/1.1 ", status, " ", ReasonPhrase(status),
-      "\r\nx-upstream: ", server_.name(), "\r\ncontent-type: text/plain\r\n");
+      "\r\nx-upstream: ", server_.name(), "\r\ncontent-type: ", content_type,
+      "\r\n");
   for (const auto& [name, value] : extra)
     absl::StrAppend(&head, name, ": ", value, "\r\n");
   for (absl::string_view name : kEchoedHeaders) {
@@ -528,8 +563,21 @@ std::string Connection::Head(
 void Connection::Respond(const Http1Message& request,
                          const ResponsePlan& plan) {
   std::string body;
+  std::string content_type = "text/plain";
   if (PathOf(request.target) == "/__stats") {
     body = absl::StrCat("requests=", server_.requests());
+  } else if (plan.json) {
+    content_type = "application/json";
+    body = absl::StrCat("{\"upstream\":", JsonString(server_.name()),
+                        ",\"method\":", JsonString(request.method),
+                        ",\"target\":", JsonString(request.target),
+                        ",\"secret\":\"s3cr3t\",\"nested\":{\"a\":[1,2.50,{\"b\":null}]}");
+    if (plan.has_size) absl::StrAppend(&body, ",\"pad\":\"", std::string(plan.size, 'x'), "\"");
+    body.push_back('}');
+  } else if (plan.echo) {
+    content_type = request.HasHeader("content-type") ? request.Header("content-type")
+                                                     : "application/octet-stream";
+    body = request.body;
   } else if (plan.has_size) {
     body.assign(plan.size, 'x');
   } else {
@@ -546,7 +594,7 @@ void Connection::Respond(const Http1Message& request,
     extra.emplace_back("content-length", "1000");
     extra.emplace_back("connection", "close");
     Write(
-        absl::StrCat(Head(plan.status, request, extra), std::string(10, 'x')));
+        absl::StrCat(Head(plan.status, request, extra, content_type), std::string(10, 'x')));
     FinishResponse(/*close_after=*/true);
     return;
   }
@@ -563,18 +611,18 @@ void Connection::Respond(const Http1Message& request,
   const std::string smuggled =
       plan.smuggle ? "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled" : "";
   if (!send_body) {
-    Write(absl::StrCat(Head(plan.status, request, extra), smuggled));
+    Write(absl::StrCat(Head(plan.status, request, extra, content_type), smuggled));
     FinishResponse(close_after);
     return;
   }
   if (!plan.chunked) {
     // Head and body in one write: a process killed mid-response cuts whole
     // responses, not a response between its head and its body.
-    Write(absl::StrCat(Head(plan.status, request, extra), body, smuggled));
+    Write(absl::StrCat(Head(plan.status, request, extra, content_type), body, smuggled));
     FinishResponse(close_after);
     return;
   }
-  Write(Head(plan.status, request, extra));
+  Write(Head(plan.status, request, extra, content_type));
   // Separate writes a few ms apart, so the chunks reach the proxy as separate
   // reads rather than one coalesced segment.
   size_t pieces =

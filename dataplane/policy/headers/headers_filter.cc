@@ -1,13 +1,47 @@
-// The `headers` policy's filter and its factory, registered for sluice-proxy.
+// The `headers` policy's filter and its factory, registered for sluice-proxy;
+// the value templates the transformer policies share.
 #include <memory>
+#include <optional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/policy/auth_util.h"
 #include "dataplane/policy/headers/headers_policy.h"
 #include "dataplane/policy/registry.h"
 
 namespace sluice::policy::headers {
 
-absl::StatusOr<ValueTemplate> ValueTemplate::Parse(std::string_view text) {
+namespace {
+
+// The argument of NAME(arg), or nullopt when `name` is not of that form.
+std::optional<std::string_view> Argument(std::string_view name, std::string_view function) {
+  if (name.size() < function.size() + 2 || name.substr(0, function.size()) != function ||
+      name[function.size()] != '(' || name.back() != ')') {
+    return std::nullopt;
+  }
+  return name.substr(function.size() + 1, name.size() - function.size() - 2);
+}
+
+bool IsTokenChar(char c) {
+  if (absl::ascii_isalnum(static_cast<unsigned char>(c))) return true;
+  return std::string_view("!#$&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+std::string KnownVariables(const TemplateScope& scope) {
+  std::string known =
+      "%REQUEST_ID%, %CLIENT_IP%, %SCHEME%, %METHOD%, %ROUTE%, %TLS_VERSION%, %TLS_CIPHER%, "
+      "%TLS_SNI%, %TLS_CLIENT_SUBJECT%, %CONSUMER%";
+  if (scope.request_fields) known.append(", %HEADER(name)%, %QUERY(name)%");
+  if (scope.captures >= 0) known.append(", %CAPTURE(n)%");
+  return known;
+}
+
+}  // namespace
+
+absl::StatusOr<ValueTemplate> ValueTemplate::Parse(std::string_view text,
+                                                   const TemplateScope& scope) {
   ValueTemplate t;
   std::string literal;
   size_t i = 0;
@@ -27,32 +61,88 @@ absl::StatusOr<ValueTemplate> ValueTemplate::Parse(std::string_view text) {
           absl::StrCat("'%' at byte ", i, " starts no variable (write %% for a literal %)"));
     }
     std::string_view name = text.substr(i + 1, end - i - 1);
-    Variable v = Variable::kNone;
-    if (name == "REQUEST_ID") v = Variable::kRequestId;
-    else if (name == "CLIENT_IP") v = Variable::kClientIp;
-    else if (name == "SCHEME") v = Variable::kScheme;
-    else if (name == "METHOD") v = Variable::kMethod;
-    else if (name == "ROUTE") v = Variable::kRoute;
-    else if (name == "TLS_VERSION") v = Variable::kTlsVersion;
-    else if (name == "TLS_CIPHER") v = Variable::kTlsCipher;
-    else if (name == "TLS_SNI") v = Variable::kTlsSni;
-    else if (name == "TLS_CLIENT_SUBJECT") v = Variable::kTlsClientSubject;
-    if (v == Variable::kNone) {
+    Piece piece;
+    if (name == "REQUEST_ID") piece.variable = Variable::kRequestId;
+    else if (name == "CLIENT_IP") piece.variable = Variable::kClientIp;
+    else if (name == "SCHEME") piece.variable = Variable::kScheme;
+    else if (name == "METHOD") piece.variable = Variable::kMethod;
+    else if (name == "ROUTE") piece.variable = Variable::kRoute;
+    else if (name == "TLS_VERSION") piece.variable = Variable::kTlsVersion;
+    else if (name == "TLS_CIPHER") piece.variable = Variable::kTlsCipher;
+    else if (name == "TLS_SNI") piece.variable = Variable::kTlsSni;
+    else if (name == "TLS_CLIENT_SUBJECT") piece.variable = Variable::kTlsClientSubject;
+    else if (name == "CONSUMER") piece.variable = Variable::kConsumer;
+    std::optional<std::string_view> header = Argument(name, "HEADER");
+    std::optional<std::string_view> query = Argument(name, "QUERY");
+    std::optional<std::string_view> capture = Argument(name, "CAPTURE");
+    if ((header || query) && !scope.request_fields) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown variable %", std::string(name), "% (known: %REQUEST_ID%, %CLIENT_IP%, %SCHEME%, %METHOD%, "
-          "%ROUTE%, %TLS_VERSION%, %TLS_CIPHER%, %TLS_SNI%, %TLS_CLIENT_SUBJECT%)"));
+          "%", std::string(name), "% is not available here (request fields can be used in "
+          "request-transformer's request values only)"));
+    }
+    if (header) {
+      bool ok = !header->empty();
+      for (char c : *header) ok = ok && IsTokenChar(c);
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "%", std::string(name), "%: '", std::string(*header), "' is not a header name"));
+      }
+      piece.variable = Variable::kHeader;
+      piece.literal = std::string(*header);
+    } else if (query) {
+      bool ok = !query->empty();
+      for (char c : *query) ok = ok && c > 0x20 && c < 0x7f && c != '&' && c != '=';
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "%", std::string(name), "%: '", std::string(*query), "' is not a query parameter name"));
+      }
+      piece.variable = Variable::kQuery;
+      piece.literal = std::string(*query);
+    } else if (capture) {
+      if (scope.captures < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "%", std::string(name), "% is not available here (captures of path.regex, in "
+            "request-transformer's request values only)"));
+      }
+      if (capture->size() != 1 || !absl::ascii_isdigit(static_cast<unsigned char>((*capture)[0])) ||
+          (*capture)[0] - '0' > scope.captures) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "%", std::string(name), "%: path.regex has ", scope.captures,
+            " capture group(s); use %CAPTURE(0)% .. %CAPTURE(", scope.captures, ")%"));
+      }
+      piece.variable = Variable::kCapture;
+      piece.index = (*capture)[0] - '0';
+    }
+    if (piece.variable == Variable::kNone) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown variable %", std::string(name),
+                                                     "% (known: ", KnownVariables(scope), ")"));
     }
     if (!literal.empty()) t.pieces_.push_back(Piece{Variable::kNone, std::move(literal)});
     literal.clear();
-    t.pieces_.push_back(Piece{v, {}});
+    t.pieces_.push_back(std::move(piece));
     i = end + 1;
   }
   if (!literal.empty()) t.pieces_.push_back(Piece{Variable::kNone, std::move(literal)});
   return t;
 }
 
+bool ValueTemplate::literal() const {
+  for (const Piece& p : pieces_) {
+    if (p.variable != Variable::kNone) return false;
+  }
+  return true;
+}
+
 std::string ValueTemplate::Render(const http::StreamInfo& info) const {
+  TemplateContext context;
+  context.info = &info;
+  return Render(context);
+}
+
+std::string ValueTemplate::Render(const TemplateContext& context) const {
+  if (pieces_.empty()) return {};
   if (pieces_.size() == 1 && pieces_[0].variable == Variable::kNone) return pieces_[0].literal;
+  const http::StreamInfo& info = *context.info;
   std::string out;
   for (const Piece& p : pieces_) {
     switch (p.variable) {
@@ -66,9 +156,33 @@ std::string ValueTemplate::Render(const http::StreamInfo& info) const {
       case Variable::kTlsCipher: out.append(info.tls_cipher); break;
       case Variable::kTlsSni: out.append(info.tls_sni); break;
       case Variable::kTlsClientSubject: out.append(info.tls_peer_subject); break;
+      case Variable::kConsumer:
+        if (info.consumer != nullptr) out.append(info.consumer->name);
+        break;
+      case Variable::kHeader:
+        // Every field of that name, joined as RFC 9110 5.3 combines them.
+        if (context.request_headers != nullptr) {
+          bool first = true;
+          for (const http::HeaderMap::Field& f : context.request_headers->fields()) {
+            if (!absl::EqualsIgnoreCase(f.name, p.literal)) continue;
+            if (!first) out.append(", ");
+            out.append(f.value);
+            first = false;
+          }
+        }
+        break;
+      case Variable::kQuery:
+        if (auto value = FindQueryParameter(info.path, p.literal)) out.append(*value);
+        break;
+      case Variable::kCapture:
+        if (context.captures != nullptr && static_cast<size_t>(p.index) < context.captures->size()) {
+          out.append((*context.captures)[p.index]);
+        }
+        break;
     }
   }
-  // A client certificate subject could hold bytes a header must not.
+  // A client certificate subject or a decoded query value could hold bytes
+  // a header must not.
   for (char& c : out) {
     if (c == '\r' || c == '\n' || c == '\0') c = ' ';
   }

@@ -3,15 +3,20 @@
 //
 // Validation (HeadersValidator) runs in every binary that checks config; the
 // filter runs on the proxy's workers. See headers_config.proto.
+//
+// ValueTemplate, CheckHeaderName and CheckTemplateValue are shared with the
+// request-transformer and response-transformer policies.
 #ifndef SLUICE_DATAPLANE_POLICY_HEADERS_HEADERS_POLICY_H_
 #define SLUICE_DATAPLANE_POLICY_HEADERS_HEADERS_POLICY_H_
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/http/header_map.h"
 #include "headers_config.pb.h"
 
 namespace sluice::policy::headers {
@@ -19,12 +24,39 @@ namespace sluice::policy::headers {
 inline constexpr size_t kMaxEntriesPerList = 64;
 inline constexpr size_t kMaxValueBytes = 4096;
 
+// What a template may refer to beyond the stream's facts (StreamInfo and
+// the consumer). The headers policy uses the default scope.
+struct TemplateScope {
+  // %HEADER(name)% and %QUERY(name)%: fields of the request being changed
+  // (request-transformer's request values).
+  bool request_fields = false;
+  // %CAPTURE(n)%, 0 <= n <= captures: groups of request-transformer's
+  // path.regex (at most 9).
+  int captures = -1;  // -1: none at all
+};
+
+// What a template is rendered from. Views; valid during Render().
+struct TemplateContext {
+  const http::StreamInfo* info = nullptr;
+  // The request's header fields, for %HEADER(name)% (empty when nullptr).
+  const http::HeaderMap* request_headers = nullptr;
+  // Path captures, for %CAPTURE(n)% (empty when absent or out of range).
+  const std::vector<std::string>* captures = nullptr;
+};
+
 // A header value with variables, compiled. Immutable; thread-safe.
 class ValueTemplate {
  public:
-  // INVALID_ARGUMENT naming an unknown variable or a lone '%'.
-  static absl::StatusOr<ValueTemplate> Parse(std::string_view text);
+  // INVALID_ARGUMENT naming an unknown variable, a lone '%', or a variable
+  // `scope` does not allow.
+  static absl::StatusOr<ValueTemplate> Parse(std::string_view text,
+                                             const TemplateScope& scope = {});
+  // CR, LF and NUL in the result (from a client certificate subject, a
+  // percent-decoded query value...) become spaces.
   std::string Render(const http::StreamInfo& info) const;
+  std::string Render(const TemplateContext& context) const;
+  // Whether it has no variable (Render gives the same text every time).
+  bool literal() const;
 
  private:
   enum class Variable {
@@ -38,13 +70,34 @@ class ValueTemplate {
     kTlsCipher,
     kTlsSni,
     kTlsClientSubject,
+    kConsumer,  // the consumer's name; empty when none
+    kHeader,    // argument: the field name
+    kQuery,     // argument: the parameter name
+    kCapture,   // index: the group
   };
   struct Piece {
     Variable variable = Variable::kNone;
-    std::string literal;
+    std::string literal;  // kNone: the text; kHeader, kQuery: the name
+    int index = 0;        // kCapture
   };
   std::vector<Piece> pieces_;
 };
+
+// Config rules other policies that change header fields share, appending
+// (field, message) pairs.
+//
+// `name` is a field name a config changes: a token, not a connection or
+// framing field (connection, keep-alive, proxy-connection, te,
+// transfer-encoding, upgrade, trailer, content-length); `host` only when
+// `host_rule` is empty, else `host_rule` is the error.
+void CheckHeaderName(const std::string& name, const std::string& field,
+                     std::string_view host_rule,
+                     std::vector<std::pair<std::string, std::string>>* errors);
+// `value` is a template value: at most kMaxValueBytes, no CR, LF or NUL,
+// and it parses in `scope`.
+void CheckTemplateValue(const std::string& value, const std::string& field,
+                        const TemplateScope& scope,
+                        std::vector<std::pair<std::string, std::string>>* errors);
 
 // Checks a HeadersConfig; appends (field, message) pairs.
 void ValidateHeadersConfig(const v1::HeadersConfig& config,

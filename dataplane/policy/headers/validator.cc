@@ -25,26 +25,12 @@ bool IsReserved(std::string_view lower) {
   return false;
 }
 
+constexpr std::string_view kHostRule =
+    "host can only be replaced (request.set), not added or removed";
+
 void CheckName(const std::string& name, const std::string& field, bool allow_host,
                std::vector<std::pair<std::string, std::string>>* errors) {
-  if (name.empty()) {
-    errors->emplace_back(field, "is required");
-    return;
-  }
-  for (char c : name) {
-    if (!IsTokenChar(c)) {
-      errors->emplace_back(field, absl::StrCat("'", name, "' is not a valid header name"));
-      return;
-    }
-  }
-  std::string lower = absl::AsciiStrToLower(name);
-  if (IsReserved(lower)) {
-    errors->emplace_back(field, absl::StrCat("'", name,
-                                             "' is set by the gateway (connection and framing) "
-                                             "and cannot be changed"));
-  } else if (lower == "host" && !allow_host) {
-    errors->emplace_back(field, "host can only be replaced (request.set), not added or removed");
-  }
+  CheckHeaderName(name, field, allow_host ? std::string_view() : kHostRule, errors);
 }
 
 void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, bool request,
@@ -65,15 +51,7 @@ void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, boo
     for (int i = 0; i < list.size(); ++i) {
       std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
       CheckName(list.Get(i).name(), field + ".name", allow_host, errors);
-      const std::string& value = list.Get(i).value();
-      if (value.size() > kMaxValueBytes) {
-        errors->emplace_back(field + ".value", absl::StrCat("is ", value.size(),
-                                                            " bytes; at most ", kMaxValueBytes));
-      } else if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
-        errors->emplace_back(field + ".value", "must not contain CR, LF or NUL");
-      } else if (auto parsed = ValueTemplate::Parse(value); !parsed.ok()) {
-        errors->emplace_back(field + ".value", std::string(parsed.status().message()));
-      }
+      CheckTemplateValue(list.Get(i).value(), field + ".value", TemplateScope(), errors);
     }
   };
   check_values(m.set(), "set", request);
@@ -81,6 +59,42 @@ void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, boo
 }
 
 }  // namespace
+
+void CheckHeaderName(const std::string& name, const std::string& field,
+                     std::string_view host_rule,
+                     std::vector<std::pair<std::string, std::string>>* errors) {
+  if (name.empty()) {
+    errors->emplace_back(field, "is required");
+    return;
+  }
+  for (char c : name) {
+    if (!IsTokenChar(c)) {
+      errors->emplace_back(field, absl::StrCat("'", name, "' is not a valid header name"));
+      return;
+    }
+  }
+  std::string lower = absl::AsciiStrToLower(name);
+  if (IsReserved(lower)) {
+    errors->emplace_back(field, absl::StrCat("'", name,
+                                             "' is set by the gateway (connection and framing) "
+                                             "and cannot be changed"));
+  } else if (lower == "host" && !host_rule.empty()) {
+    errors->emplace_back(field, std::string(host_rule));
+  }
+}
+
+void CheckTemplateValue(const std::string& value, const std::string& field,
+                        const TemplateScope& scope,
+                        std::vector<std::pair<std::string, std::string>>* errors) {
+  if (value.size() > kMaxValueBytes) {
+    errors->emplace_back(field, absl::StrCat("is ", value.size(), " bytes; at most ",
+                                             kMaxValueBytes));
+  } else if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+    errors->emplace_back(field, "must not contain CR, LF or NUL");
+  } else if (auto parsed = ValueTemplate::Parse(value, scope); !parsed.ok()) {
+    errors->emplace_back(field, std::string(parsed.status().message()));
+  }
+}
 
 void ValidateHeadersConfig(const v1::HeadersConfig& config,
                            std::vector<std::pair<std::string, std::string>>* errors) {

@@ -1,0 +1,303 @@
+// The `jwt` policy's filter: see filter.h.
+#include "dataplane/policy/jwt/filter.h"
+
+#include <openssl/sha.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/policy/auth_util.h"
+#include "dataplane/policy/jwt/keys.h"
+#include "dataplane/policy/jwt/verifier.h"
+#include "dataplane/policy/registry.h"
+
+namespace sluice::policy::jwt {
+namespace {
+
+constexpr std::string_view kDefaultHeader = "authorization";
+constexpr std::string_view kDefaultHeaderPrefix = "Bearer ";
+constexpr int64_t kDefaultLeewaySeconds = 60;
+constexpr char kChallenge[] = "Bearer realm=\"sluice\"";
+
+struct ClaimHeader {
+  std::string header;
+  size_t wanted_index;  // in VerifierOptions::wanted_claims
+};
+
+struct Settings {
+  std::unique_ptr<TokenVerifier> verifier;
+  VerifiedTokenCache::Key config_digest;
+  std::string header;  // empty: not looked at
+  std::string header_prefix;
+  std::string cookie;
+  std::string query_parameter;
+  std::string consumer_claim;  // wanted_claims[0] when set
+  std::string anonymous;
+  std::vector<ClaimHeader> claim_headers;
+  bool keep_token = false;
+  Clock clock;
+};
+
+std::string_view TrimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// A claim's text that may go into a header field value as it is: no
+// control characters but HTAB, no white space at either end.
+bool IsHeaderValue(std::string_view text) {
+  for (char c : text) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && u != '\t') || u == 0x7f) return false;
+  }
+  return TrimSpaces(text).size() == text.size();
+}
+
+// RFC 6750 3: error_description takes %x20-21 / %x23-5B / %x5D-7E.
+std::string Challenge(std::string_view message) {
+  std::string description(message);
+  for (char& c : description) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') c = '?';
+  }
+  return absl::StrCat(kChallenge, ", error=\"invalid_token\", error_description=\"", description,
+                      "\"");
+}
+
+// Each `name=value` pair of the request's cookie fields, in order.
+template <typename Fn>
+void ForEachCookie(const http::HeaderMap& headers, Fn fn) {
+  for (const http::HeaderMap::Field& f : headers.fields()) {
+    if (!absl::EqualsIgnoreCase(absl::string_view(f.name.data(), f.name.size()), "cookie")) {
+      continue;
+    }
+    for (absl::string_view piece : absl::StrSplit(f.value, ';')) {
+      std::string_view pair = TrimSpaces(std::string_view(piece.data(), piece.size()));
+      size_t eq = pair.find('=');
+      if (eq == std::string_view::npos) continue;
+      if (!fn(TrimSpaces(pair.substr(0, eq)), TrimSpaces(pair.substr(eq + 1)))) return;
+    }
+  }
+}
+
+std::optional<std::string> FindCookie(const http::HeaderMap& headers, std::string_view name) {
+  std::optional<std::string> found;
+  ForEachCookie(headers, [&](std::string_view n, std::string_view v) {
+    if (n != name) return true;
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    found = std::string(v);
+    return false;
+  });
+  return found;
+}
+
+// The cookie fields without any `name` cookie (a field left empty goes).
+void RemoveCookie(http::HeaderMap& headers, std::string_view name) {
+  std::vector<std::string> kept;
+  for (const http::HeaderMap::Field& f : headers.fields()) {
+    if (!absl::EqualsIgnoreCase(absl::string_view(f.name.data(), f.name.size()), "cookie")) {
+      continue;
+    }
+    std::vector<std::string> pairs;
+    for (absl::string_view piece : absl::StrSplit(f.value, ';')) {
+      std::string_view pair = TrimSpaces(std::string_view(piece.data(), piece.size()));
+      if (pair.empty()) continue;
+      if (TrimSpaces(pair.substr(0, pair.find('='))) == name) continue;
+      pairs.emplace_back(pair);
+    }
+    if (!pairs.empty()) kept.push_back(absl::StrJoin(pairs, "; "));
+  }
+  headers.Remove("cookie");
+  for (const std::string& value : kept) headers.Add("cookie", value);
+}
+
+class JwtFilter : public http::Filter {
+ public:
+  explicit JwtFilter(const Settings& settings) : settings_(settings) {}
+
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
+                                      http::FilterCallbacks& callbacks) override {
+    for (const ClaimHeader& h : settings_.claim_headers) headers.Remove(h.header);
+    std::optional<std::string> token = TakeToken(headers, callbacks);
+    if (!token) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "no bearer token found in request",
+                               kChallenge);
+    }
+    absl::StatusOr<std::shared_ptr<const AcceptedToken>> accepted = Accept(*token);
+    if (!accepted.ok()) return Refuse(callbacks, std::string(accepted.status().message()));
+    const AcceptedToken& t = **accepted;
+    const auth::Consumer* consumer = nullptr;
+    if (!settings_.consumer_claim.empty()) {
+      consumer = callbacks.consumers().FindByName(t.consumer);
+      if (consumer == nullptr) return Refuse(callbacks, "token's consumer is not known");
+    }
+    for (const auto& [name, value] : t.headers) headers.Add(name, value);
+    if (consumer != nullptr) callbacks.SetConsumer(consumer, /*anonymous=*/false);
+    return http::FilterStatus::kContinue;
+  }
+
+ private:
+  http::FilterStatus Refuse(http::FilterCallbacks& callbacks, std::string_view message) {
+    return RefuseOrAnonymous(callbacks, settings_.anonymous, message, Challenge(message));
+  }
+
+  // The token from the first source that carries one, removed from the
+  // request unless keep_token; nullopt when none does.
+  std::optional<std::string> TakeToken(http::HeaderMap& headers, http::FilterCallbacks& callbacks) {
+    if (!settings_.header.empty()) {
+      if (const std::string* value = headers.Get(settings_.header)) {
+        std::string_view v = *value;
+        const std::string& prefix = settings_.header_prefix;
+        if (v.size() >= prefix.size() &&
+            absl::EqualsIgnoreCase(absl::string_view(v.data(), prefix.size()), prefix)) {
+          std::string token(TrimSpaces(v.substr(prefix.size())));
+          if (!token.empty()) {
+            if (!settings_.keep_token) headers.Remove(settings_.header);
+            return token;
+          }
+        }
+      }
+    }
+    if (!settings_.cookie.empty()) {
+      if (std::optional<std::string> token = FindCookie(headers, settings_.cookie);
+          token && !token->empty()) {
+        if (!settings_.keep_token) RemoveCookie(headers, settings_.cookie);
+        return token;
+      }
+    }
+    if (!settings_.query_parameter.empty()) {
+      std::string_view path = callbacks.info().path;
+      if (std::optional<std::string> token = FindQueryParameter(path, settings_.query_parameter);
+          token && !token->empty()) {
+        if (!settings_.keep_token) {
+          callbacks.SetPath(RemoveQueryParameter(path, settings_.query_parameter));
+        }
+        return token;
+      }
+    }
+    return std::nullopt;
+  }
+
+  absl::StatusOr<std::shared_ptr<const AcceptedToken>> Accept(const std::string& token) {
+    const int64_t now = settings_.clock();
+    if (token.size() > kMaxTokenBytes) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("malformed token: longer than ", kMaxTokenBytes, " bytes"));
+    }
+    VerifiedTokenCache& cache = VerifiedTokenCache::Get();
+    VerifiedTokenCache::Key key = VerifiedTokenCache::KeyOf(settings_.config_digest, token);
+    if (std::shared_ptr<const AcceptedToken> hit = cache.Find(key, now)) return hit;
+
+    absl::StatusOr<VerifiedToken> verified = settings_.verifier->Verify(token, now);
+    if (!verified.ok()) return verified.status();
+    auto accepted = std::make_shared<AcceptedToken>();
+    accepted->not_before = verified->not_before;
+    accepted->expires = verified->expires;
+    const std::vector<ClaimValue>& claims = verified->claims.wanted;
+    if (!settings_.consumer_claim.empty()) {
+      const ClaimValue& consumer = claims[0];
+      if (consumer.kind != ClaimValue::Kind::kString || consumer.text.empty()) {
+        return absl::UnauthenticatedError(absl::StrCat(
+            "token's ", settings_.consumer_claim, " claim is missing or not a string"));
+      }
+      accepted->consumer = consumer.text;
+    }
+    for (const ClaimHeader& h : settings_.claim_headers) {
+      const ClaimValue& claim = claims[h.wanted_index];
+      bool usable = claim.kind == ClaimValue::Kind::kString ||
+                    claim.kind == ClaimValue::Kind::kRendered;
+      if (usable && IsHeaderValue(claim.text)) accepted->headers.emplace_back(h.header, claim.text);
+    }
+    cache.Insert(key, accepted);
+    return std::shared_ptr<const AcceptedToken>(std::move(accepted));
+  }
+
+  const Settings& settings_;
+};
+
+class JwtFilterFactory : public http::FilterFactory {
+ public:
+  explicit JwtFilterFactory(Settings settings) : settings_(std::move(settings)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<JwtFilter>(settings_);
+  }
+  std::string_view policy_name() const override { return "jwt"; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+
+ private:
+  const Settings settings_;
+};
+
+class JwtPolicyFactory : public PolicyFactory {
+ public:
+  std::string name() const override { return "jwt"; }
+  absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
+      const google::protobuf::Message& message) const override {
+    return CompileJwtFilter(static_cast<const v1::JwtConfig&>(message),
+                            [] { return absl::ToUnixSeconds(absl::Now()); });
+  }
+};
+
+const bool registered = RegisterPolicyFactory(std::make_unique<JwtPolicyFactory>());
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const http::FilterFactory>> CompileJwtFilter(
+    const v1::JwtConfig& config, Clock clock) {
+  std::vector<PemKeyInput> pems;
+  for (const v1::PublicKeyPem& p : config.public_keys_pem()) pems.push_back({p.pem(), p.kid()});
+  std::vector<KeySetError> errors;
+  std::vector<VerificationKey> keys = ParseKeySet(config.jwks(), pems, &errors);
+  if (!errors.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(errors[0].field, ": ", errors[0].message));
+  }
+  VerifierOptions options;
+  for (const std::string& name : config.algorithms()) {
+    std::optional<Algorithm> alg = AlgorithmFromName(name);
+    if (!alg) return absl::InvalidArgumentError(absl::StrCat("algorithms: unknown ", name));
+    options.algorithms.push_back(*alg);
+  }
+  options.issuers.assign(config.issuers().begin(), config.issuers().end());
+  options.audiences.assign(config.audiences().begin(), config.audiences().end());
+  options.leeway_seconds =
+      config.has_leeway_seconds() ? config.leeway_seconds() : kDefaultLeewaySeconds;
+  options.require_exp = !config.has_require_exp() || config.require_exp();
+
+  Settings s;
+  if (!config.consumer_claim().empty()) {
+    s.consumer_claim = config.consumer_claim();
+    options.wanted_claims.push_back(config.consumer_claim());
+  }
+  for (const v1::ClaimToHeader& c : config.claims_to_headers()) {
+    s.claim_headers.push_back({absl::AsciiStrToLower(c.header()), options.wanted_claims.size()});
+    options.wanted_claims.push_back(c.claim());
+  }
+  s.verifier = std::make_unique<TokenVerifier>(std::move(options), std::move(keys));
+  // The cache tells configs apart by this digest (no map fields: the
+  // serialization is canonical).
+  std::string serialized = config.SerializeAsString();
+  SHA256(reinterpret_cast<const unsigned char*>(serialized.data()), serialized.size(),
+         s.config_digest.data());
+  s.header = config.has_header() ? config.header() : std::string(kDefaultHeader);
+  s.header_prefix =
+      config.has_header_prefix() ? config.header_prefix() : std::string(kDefaultHeaderPrefix);
+  s.cookie = config.cookie();
+  s.query_parameter = config.query_parameter();
+  s.anonymous = config.anonymous();
+  s.keep_token = config.keep_token();
+  s.clock = std::move(clock);
+  return std::shared_ptr<const http::FilterFactory>(
+      std::make_shared<JwtFilterFactory>(std::move(s)));
+}
+
+}  // namespace sluice::policy::jwt

@@ -1,0 +1,624 @@
+#include "dataplane/policy/jwt/keys.h"
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "dataplane/policy/jwt/jws.h"
+
+namespace sluice::policy::jwt {
+namespace {
+
+constexpr size_t kMaxJwksDepth = 16;
+
+struct AlgorithmInfo {
+  Algorithm alg;
+  std::string_view name;
+  KeyType key_type;
+};
+constexpr AlgorithmInfo kAlgorithms[] = {
+    {Algorithm::kRs256, "RS256", KeyType::kRsa},   {Algorithm::kRs384, "RS384", KeyType::kRsa},
+    {Algorithm::kRs512, "RS512", KeyType::kRsa},   {Algorithm::kPs256, "PS256", KeyType::kRsa},
+    {Algorithm::kEs256, "ES256", KeyType::kEcP256}, {Algorithm::kEs384, "ES384", KeyType::kEcP384},
+    {Algorithm::kEdDsa, "EdDSA", KeyType::kEd25519}, {Algorithm::kHs256, "HS256", KeyType::kHmac},
+};
+
+const AlgorithmInfo& Info(Algorithm alg) {
+  for (const AlgorithmInfo& info : kAlgorithms) {
+    if (info.alg == alg) return info;
+  }
+  abort();  // every enumerator is in the table
+}
+
+const EVP_MD* Digest(Algorithm alg) {
+  switch (alg) {
+    case Algorithm::kRs384:
+    case Algorithm::kEs384:
+      return EVP_sha384();
+    case Algorithm::kRs512:
+      return EVP_sha512();
+    case Algorithm::kEdDsa:
+      return nullptr;  // Ed25519 hashes internally
+    default:
+      return EVP_sha256();
+  }
+}
+
+// --- DER, just enough for a SubjectPublicKeyInfo --------------------------
+
+void AppendTlv(std::string* out, unsigned char tag, std::string_view content) {
+  out->push_back(static_cast<char>(tag));
+  size_t n = content.size();
+  if (n < 0x80) {
+    out->push_back(static_cast<char>(n));
+  } else if (n <= 0xff) {
+    out->push_back('\x81');
+    out->push_back(static_cast<char>(n));
+  } else {  // keys are far below 64 KiB
+    out->push_back('\x82');
+    out->push_back(static_cast<char>(n >> 8));
+    out->push_back(static_cast<char>(n & 0xff));
+  }
+  out->append(content);
+}
+
+// An unsigned big-endian number as a DER INTEGER.
+void AppendInteger(std::string* out, std::string_view magnitude) {
+  while (magnitude.size() > 1 && magnitude[0] == '\0') magnitude.remove_prefix(1);
+  std::string content;
+  if (magnitude.empty() || (static_cast<unsigned char>(magnitude[0]) & 0x80)) content.push_back('\0');
+  content.append(magnitude);
+  AppendTlv(out, 0x02, content);
+}
+
+// Reads one TLV from the front of `in`.
+bool ReadTlv(std::string_view* in, unsigned char* tag, std::string_view* content) {
+  if (in->size() < 2) return false;
+  *tag = static_cast<unsigned char>((*in)[0]);
+  size_t len = static_cast<unsigned char>((*in)[1]);
+  size_t header = 2;
+  if (len & 0x80) {
+    size_t bytes = len & 0x7f;
+    if (bytes == 0 || bytes > 3 || in->size() < 2 + bytes) return false;
+    len = 0;
+    for (size_t i = 0; i < bytes; ++i) len = len << 8 | static_cast<unsigned char>((*in)[2 + i]);
+    header += bytes;
+  }
+  if (in->size() - header < len) return false;
+  *content = in->substr(header, len);
+  in->remove_prefix(header + len);
+  return true;
+}
+
+constexpr std::string_view kRsaEncryptionOid("\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01", 9);
+constexpr std::string_view kEcPublicKeyOid("\x2a\x86\x48\xce\x3d\x02\x01", 7);
+constexpr std::string_view kP256Oid("\x2a\x86\x48\xce\x3d\x03\x01\x07", 8);
+constexpr std::string_view kP384Oid("\x2b\x81\x04\x00\x22", 5);
+
+std::string SubjectPublicKeyInfo(std::string_view algorithm_oid, std::string_view parameters,
+                                 std::string_view public_key) {
+  std::string algorithm;
+  AppendTlv(&algorithm, 0x06, algorithm_oid);
+  algorithm.append(parameters);
+  std::string bits(1, '\0');  // no unused bits
+  bits.append(public_key);
+  std::string content;
+  AppendTlv(&content, 0x30, algorithm);
+  AppendTlv(&content, 0x03, bits);
+  std::string spki;
+  AppendTlv(&spki, 0x30, content);
+  return spki;
+}
+
+EVP_PKEY* PublicKeyFromDer(const std::string& der) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(der.data());
+  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
+  if (key != nullptr && p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
+    EVP_PKEY_free(key);
+    key = nullptr;
+  }
+  if (key == nullptr) ERR_clear_error();
+  return key;
+}
+
+std::string DerOf(EVP_PKEY* key) {
+  unsigned char* der = nullptr;
+  int len = i2d_PUBKEY(key, &der);
+  if (len <= 0) {
+    ERR_clear_error();
+    return "";
+  }
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  OPENSSL_free(der);
+  return out;
+}
+
+// The SubjectPublicKeyInfo's algorithm parameters (the curve OID of an EC
+// key) and the BIT STRING's key bytes.
+bool SplitSpki(std::string_view der, std::string_view* parameters, std::string_view* key) {
+  unsigned char tag;
+  std::string_view spki, algorithm, bits, oid;
+  if (!ReadTlv(&der, &tag, &spki) || tag != 0x30) return false;
+  if (!ReadTlv(&spki, &tag, &algorithm) || tag != 0x30) return false;
+  if (!ReadTlv(&spki, &tag, &bits) || tag != 0x03 || bits.empty() || bits[0] != '\0') return false;
+  if (!ReadTlv(&algorithm, &tag, &oid) || tag != 0x06) return false;
+  *parameters = algorithm;
+  *key = bits.substr(1);
+  return true;
+}
+
+// Why an RSA key is refused, or "" (size, and an exponent that is odd and
+// above 1: e = 1 would make every padded digest its own signature).
+std::string CheckRsa(EVP_PKEY* key) {
+  int bits = EVP_PKEY_bits(key);
+  if (bits < kMinRsaBits || bits > kMaxRsaBits) {
+    return absl::StrCat("RSA key of ", bits, " bits; ", kMinRsaBits, "..", kMaxRsaBits,
+                        " are accepted");
+  }
+  std::string der = DerOf(key);
+  std::string_view parameters, rsa_key, sequence, n, e;
+  unsigned char tag;
+  if (!SplitSpki(der, &parameters, &rsa_key) || !ReadTlv(&rsa_key, &tag, &sequence) ||
+      tag != 0x30 || !ReadTlv(&sequence, &tag, &n) || tag != 0x02 ||
+      !ReadTlv(&sequence, &tag, &e) || tag != 0x02) {
+    return "RSA key does not encode";
+  }
+  while (!e.empty() && e[0] == '\0') e.remove_prefix(1);
+  if (e.empty() || (e.back() & 1) == 0 || (e.size() == 1 && e[0] == '\1')) {
+    return "RSA public exponent must be odd and greater than 1";
+  }
+  return "";
+}
+
+// The type of a decoded public key, or an error.
+std::optional<KeyType> TypeOf(EVP_PKEY* key, std::string* error) {
+  switch (EVP_PKEY_id(key)) {
+    case EVP_PKEY_RSA:
+      *error = CheckRsa(key);
+      if (!error->empty()) return std::nullopt;
+      return KeyType::kRsa;
+    case EVP_PKEY_EC: {
+      std::string der = DerOf(key);
+      std::string_view parameters, point, oid;
+      unsigned char tag;
+      if (SplitSpki(der, &parameters, &point) && ReadTlv(&parameters, &tag, &oid) &&
+          tag == 0x06) {
+        if (oid == kP256Oid) return KeyType::kEcP256;
+        if (oid == kP384Oid) return KeyType::kEcP384;
+      }
+      *error = "EC curve not supported (P-256, P-384)";
+      return std::nullopt;
+    }
+    case EVP_PKEY_ED25519:
+      return KeyType::kEd25519;
+    default:
+      *error = "key type not supported (RSA, EC P-256 or P-384, Ed25519)";
+      return std::nullopt;
+  }
+}
+
+// --- JWK ------------------------------------------------------------------
+
+// One JWK's members, read from its JSON object.
+class JwkReader {
+ public:
+  explicit JwkReader(simdjson::dom::object object) : object_(object) {}
+
+  // A member that must be a string when present. nullopt: absent; sets
+  // error_ when present but not a string.
+  std::optional<std::string_view> String(std::string_view name) {
+    simdjson::dom::element value;
+    if (object_.at_key(name).get(value) != simdjson::SUCCESS) return std::nullopt;
+    std::string_view text;
+    if (value.get_string().get(text) != simdjson::SUCCESS) {
+      Fail(absl::StrCat(std::string(name), " is not a string"));
+      return std::nullopt;
+    }
+    return text;
+  }
+  bool Has(std::string_view name) {
+    simdjson::dom::element value;
+    return object_.at_key(name).get(value) == simdjson::SUCCESS;
+  }
+  // A required base64url member, decoded.
+  std::optional<std::string> Bytes(std::string_view name) {
+    std::optional<std::string_view> text = String(name);
+    if (!ok()) return std::nullopt;
+    if (!text) {
+      Fail(absl::StrCat(std::string(name), " is missing"));
+      return std::nullopt;
+    }
+    std::optional<std::string> bytes = DecodeBase64Url(*text);
+    if (!bytes) Fail(absl::StrCat(std::string(name), " is not base64url (without padding)"));
+    return bytes;
+  }
+  bool KeyOpsAllowVerify() {
+    simdjson::dom::element value;
+    if (object_.at_key("key_ops").get(value) != simdjson::SUCCESS) return true;
+    simdjson::dom::array ops;
+    if (value.get_array().get(ops) != simdjson::SUCCESS) {
+      Fail("key_ops is not an array");
+      return false;
+    }
+    for (simdjson::dom::element op : ops) {
+      std::string_view text;
+      if (op.get_string().get(text) == simdjson::SUCCESS && text == "verify") return true;
+    }
+    Fail("key_ops does not include \"verify\"");
+    return false;
+  }
+  void Fail(std::string message) {
+    if (error_.empty()) error_ = std::move(message);
+  }
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  simdjson::dom::object object_;
+  std::string error_;
+};
+
+EVP_PKEY* RsaFromJwk(JwkReader& jwk) {
+  std::optional<std::string> n = jwk.Bytes("n");
+  std::optional<std::string> e = jwk.Bytes("e");
+  if (!jwk.ok()) return nullptr;
+  std::string rsa_key;
+  std::string integers;
+  AppendInteger(&integers, *n);
+  AppendInteger(&integers, *e);
+  AppendTlv(&rsa_key, 0x30, integers);
+  std::string null_parameters("\x05\x00", 2);
+  EVP_PKEY* key = PublicKeyFromDer(SubjectPublicKeyInfo(kRsaEncryptionOid, null_parameters, rsa_key));
+  if (key == nullptr) jwk.Fail("n and e do not make an RSA public key");
+  return key;
+}
+
+EVP_PKEY* EcFromJwk(JwkReader& jwk, KeyType* type) {
+  std::optional<std::string_view> crv = jwk.String("crv");
+  if (!jwk.ok()) return nullptr;
+  size_t size;
+  std::string_view curve_oid;
+  if (crv == "P-256") {
+    *type = KeyType::kEcP256;
+    size = 32;
+    curve_oid = kP256Oid;
+  } else if (crv == "P-384") {
+    *type = KeyType::kEcP384;
+    size = 48;
+    curve_oid = kP384Oid;
+  } else {
+    jwk.Fail(crv ? absl::StrCat("crv \"", std::string(*crv), "\" is not supported (P-256, P-384)")
+                 : std::string("crv is missing"));
+    return nullptr;
+  }
+  std::optional<std::string> x = jwk.Bytes("x");
+  std::optional<std::string> y = jwk.Bytes("y");
+  if (!jwk.ok()) return nullptr;
+  if (x->size() != size || y->size() != size) {
+    jwk.Fail(absl::StrCat("x and y must be ", size, " bytes each for ", std::string(*crv)));
+    return nullptr;
+  }
+  std::string parameters;
+  AppendTlv(&parameters, 0x06, curve_oid);
+  std::string point = absl::StrCat("\x04", *x, *y);  // uncompressed
+  EVP_PKEY* key = PublicKeyFromDer(SubjectPublicKeyInfo(kEcPublicKeyOid, parameters, point));
+  if (key == nullptr) jwk.Fail("the point (x, y) is not on the curve");
+  return key;
+}
+
+EVP_PKEY* OkpFromJwk(JwkReader& jwk) {
+  std::optional<std::string_view> crv = jwk.String("crv");
+  if (!jwk.ok()) return nullptr;
+  if (crv != "Ed25519") {
+    jwk.Fail(crv ? absl::StrCat("crv \"", std::string(*crv), "\" is not supported (Ed25519)")
+                 : std::string("crv is missing"));
+    return nullptr;
+  }
+  std::optional<std::string> x = jwk.Bytes("x");
+  if (!jwk.ok()) return nullptr;
+  if (x->size() != 32) {
+    jwk.Fail("x must be 32 bytes for Ed25519");
+    return nullptr;
+  }
+  EVP_PKEY* key = EVP_PKEY_new_raw_public_key(
+      EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(x->data()), x->size());
+  if (key == nullptr) {
+    ERR_clear_error();
+    jwk.Fail("x is not an Ed25519 public key");
+  }
+  return key;
+}
+
+// One JWK; nullopt with jwk.error() when it cannot be used.
+std::optional<VerificationKey> KeyFromJwk(JwkReader& jwk) {
+  std::optional<std::string_view> kty = jwk.String("kty");
+  std::optional<std::string_view> kid = jwk.String("kid");
+  std::optional<std::string_view> alg_name = jwk.String("alg");
+  std::optional<std::string_view> use = jwk.String("use");
+  if (!jwk.ok()) return std::nullopt;
+  if (!kty) {
+    jwk.Fail("kty is missing");
+    return std::nullopt;
+  }
+  if (kid && kid->size() > kMaxKidLength) {
+    jwk.Fail(absl::StrCat("kid is longer than ", kMaxKidLength, " characters"));
+    return std::nullopt;
+  }
+  if (use && *use != "sig") {
+    jwk.Fail(absl::StrCat("use is \"", std::string(*use), "\"; only \"sig\" keys verify tokens"));
+    return std::nullopt;
+  }
+  if (!jwk.KeyOpsAllowVerify()) return std::nullopt;
+  std::optional<Algorithm> alg;
+  if (alg_name) {
+    alg = AlgorithmFromName(*alg_name);
+    if (!alg) {
+      jwk.Fail(absl::StrCat("alg \"", std::string(*alg_name), "\" is not supported (",
+                            AlgorithmNames(), ")"));
+      return std::nullopt;
+    }
+  }
+  KeyType type;
+  EVP_PKEY* key = nullptr;
+  std::string secret;
+  if (*kty == "oct") {
+    type = KeyType::kHmac;
+    std::optional<std::string> k = jwk.Bytes("k");
+    if (!jwk.ok()) return std::nullopt;
+    if (k->size() < kMinHmacKeyBytes || k->size() > kMaxHmacKeyBytes) {
+      jwk.Fail(absl::StrCat("k is ", k->size(), " bytes; HS256 takes ", kMinHmacKeyBytes, "..",
+                            kMaxHmacKeyBytes, " (RFC 7518 3.2)"));
+      return std::nullopt;
+    }
+    secret = std::move(*k);
+  } else {
+    for (std::string_view private_member : {"d", "p", "q", "dp", "dq", "qi"}) {
+      if (jwk.Has(private_member)) {
+        jwk.Fail(absl::StrCat("holds private key material (", std::string(private_member),
+                              "); give the public key only"));
+        return std::nullopt;
+      }
+    }
+    if (*kty == "RSA") {
+      type = KeyType::kRsa;
+      key = RsaFromJwk(jwk);
+    } else if (*kty == "EC") {
+      key = EcFromJwk(jwk, &type);
+    } else if (*kty == "OKP") {
+      type = KeyType::kEd25519;
+      key = OkpFromJwk(jwk);
+    } else {
+      jwk.Fail(absl::StrCat("kty \"", std::string(*kty), "\" is not supported (RSA, EC, OKP, oct)"));
+      return std::nullopt;
+    }
+    if (key == nullptr) return std::nullopt;
+    if (type == KeyType::kRsa) {
+      std::string why = CheckRsa(key);
+      if (!why.empty()) {
+        EVP_PKEY_free(key);
+        jwk.Fail(why);
+        return std::nullopt;
+      }
+    }
+  }
+  if (alg && Info(*alg).key_type != type) {
+    if (key != nullptr) EVP_PKEY_free(key);
+    jwk.Fail(absl::StrCat("alg \"", std::string(AlgorithmName(*alg)), "\" does not fit a key of kty \"",
+                          std::string(*kty), "\""));
+    return std::nullopt;
+  }
+  return VerificationKey(type, kid ? std::string(*kid) : std::string(), alg, key,
+                         std::move(secret));
+}
+
+void ParseJwks(std::string_view jwks, std::vector<VerificationKey>* keys,
+               std::vector<KeySetError>* errors) {
+  auto fail = [&](std::string message) { errors->push_back({"jwks", std::move(message)}); };
+  if (jwks.size() > kMaxJwksBytes) {
+    fail(absl::StrCat("is ", jwks.size(), " bytes; at most ", kMaxJwksBytes));
+    return;
+  }
+  simdjson::dom::parser parser(kMaxJwksBytes);
+  if (parser.allocate(std::max<size_t>(jwks.size(), 1), kMaxJwksDepth) != simdjson::SUCCESS) {
+    fail("cannot be parsed (out of memory)");
+    return;
+  }
+  simdjson::dom::element root;
+  simdjson::error_code error = parser.parse(jwks.data(), jwks.size()).get(root);
+  if (error != simdjson::SUCCESS) {
+    fail(absl::StrCat("is not JSON: ", simdjson::error_message(error)));
+    return;
+  }
+  simdjson::dom::array array;
+  if (root.at_key("keys").get_array().get(array) != simdjson::SUCCESS) {
+    fail("is not a JWK Set (a JSON object with a \"keys\" array)");
+    return;
+  }
+  size_t index = 0;
+  for (simdjson::dom::element item : array) {
+    size_t i = index++;
+    simdjson::dom::object object;
+    if (item.get_object().get(object) != simdjson::SUCCESS) {
+      fail(absl::StrCat("key ", i, ": not a JSON object"));
+      continue;
+    }
+    JwkReader jwk(object);
+    std::optional<VerificationKey> key = KeyFromJwk(jwk);
+    if (key) {
+      keys->push_back(std::move(*key));
+      continue;
+    }
+    std::string_view kid;
+    simdjson::dom::element kid_value;
+    bool has_kid = object.at_key("kid").get(kid_value) == simdjson::SUCCESS &&
+                   kid_value.get_string().get(kid) == simdjson::SUCCESS && !kid.empty() &&
+                   kid.size() <= kMaxKidLength;
+    fail(absl::StrCat("key ", i,
+                      has_kid ? absl::StrCat(" (kid \"", std::string(kid), "\")") : std::string(),
+                      ": ", jwk.error()));
+  }
+}
+
+std::optional<VerificationKey> KeyFromPem(std::string_view pem, std::string_view kid,
+                                          std::string* error) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  // No passphrase, ever: the default callback would prompt on a terminal.
+  pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = bio ? PEM_read_bio_PUBKEY(bio, nullptr, no_passphrase, nullptr) : nullptr;
+  BIO_free(bio);
+  if (key == nullptr) {
+    ERR_clear_error();
+    *error = "is not a PEM public key (-----BEGIN PUBLIC KEY-----)";
+    return std::nullopt;
+  }
+  std::optional<KeyType> type = TypeOf(key, error);
+  if (!type) {
+    EVP_PKEY_free(key);
+    return std::nullopt;
+  }
+  return VerificationKey(*type, std::string(kid), std::nullopt, key, "");
+}
+
+}  // namespace
+
+std::optional<Algorithm> AlgorithmFromName(std::string_view name) {
+  for (const AlgorithmInfo& info : kAlgorithms) {
+    if (info.name == name) return info.alg;
+  }
+  return std::nullopt;
+}
+
+std::string_view AlgorithmName(Algorithm alg) { return Info(alg).name; }
+
+std::string AlgorithmNames() {
+  std::vector<std::string> names;
+  for (const AlgorithmInfo& info : kAlgorithms) names.emplace_back(info.name);
+  return absl::StrJoin(names, ", ");
+}
+
+VerificationKey::VerificationKey(KeyType type, std::string kid, std::optional<Algorithm> alg,
+                                 EVP_PKEY* public_key, std::string secret)
+    : type_(type),
+      kid_(std::move(kid)),
+      alg_(alg),
+      public_key_(public_key),
+      secret_(std::move(secret)) {}
+
+bool VerificationKey::CanVerify(Algorithm alg) const {
+  return Info(alg).key_type == type_ && (!alg_ || *alg_ == alg);
+}
+
+bool VerificationKey::Verify(Algorithm alg, std::string_view signing_input,
+                             std::string_view signature) const {
+  const auto* input = reinterpret_cast<const unsigned char*>(signing_input.data());
+  if (type_ == KeyType::kHmac) {
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_size = 0;
+    if (HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()), input,
+             signing_input.size(), mac, &mac_size) == nullptr) {
+      ERR_clear_error();
+      return false;
+    }
+    return signature.size() == mac_size &&
+           CRYPTO_memcmp(mac, signature.data(), mac_size) == 0;
+  }
+  std::string der_signature;
+  if (type_ == KeyType::kEcP256 || type_ == KeyType::kEcP384) {
+    // JWS carries r || s, each the curve's size; EVP wants an ECDSA-Sig-Value.
+    size_t half = type_ == KeyType::kEcP256 ? 32 : 48;
+    if (signature.size() != 2 * half) return false;
+    const auto* rs = reinterpret_cast<const unsigned char*>(signature.data());
+    ECDSA_SIG* sig = ECDSA_SIG_new();
+    BIGNUM* r = BN_bin2bn(rs, static_cast<int>(half), nullptr);
+    BIGNUM* s = BN_bin2bn(rs + half, static_cast<int>(half), nullptr);
+    if (sig == nullptr || r == nullptr || s == nullptr || ECDSA_SIG_set0(sig, r, s) != 1) {
+      BN_free(r);
+      BN_free(s);
+      ECDSA_SIG_free(sig);
+      ERR_clear_error();
+      return false;
+    }
+    unsigned char* der = nullptr;
+    int der_size = i2d_ECDSA_SIG(sig, &der);
+    ECDSA_SIG_free(sig);
+    if (der_size <= 0) {
+      ERR_clear_error();
+      return false;
+    }
+    der_signature.assign(reinterpret_cast<char*>(der), static_cast<size_t>(der_size));
+    OPENSSL_free(der);
+    signature = der_signature;
+  }
+  const EVP_MD* md = Digest(alg);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_PKEY_CTX* pctx = nullptr;
+  bool ok = ctx != nullptr && EVP_DigestVerifyInit(ctx, &pctx, md, nullptr, public_key_.get()) == 1;
+  if (ok && alg == Algorithm::kPs256) {
+    // RFC 7518 3.5: MGF1 with the same hash, a salt as long as the hash.
+    ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0 &&
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) > 0 &&
+         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) > 0;
+  }
+  ok = ok && EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()),
+                              signature.size(), input, signing_input.size()) == 1;
+  EVP_MD_CTX_free(ctx);
+  // A failed check leaves errors on this thread's queue, where the TLS code
+  // of the same worker would read them.
+  if (!ok) ERR_clear_error();
+  return ok;
+}
+
+std::vector<VerificationKey> ParseKeySet(std::string_view jwks,
+                                         absl::Span<const PemKeyInput> pems,
+                                         std::vector<KeySetError>* errors) {
+  std::vector<VerificationKey> keys;
+  size_t errors_before = errors->size();
+  if (!jwks.empty()) ParseJwks(jwks, &keys, errors);
+  std::set<std::string> kids;
+  for (const VerificationKey& key : keys) {
+    if (!key.kid().empty() && !kids.insert(key.kid()).second) {
+      errors->push_back({"jwks", absl::StrCat("kid \"", key.kid(), "\" is used by another key")});
+    }
+  }
+  for (size_t i = 0; i < pems.size(); ++i) {
+    if (pems[i].kid.size() > kMaxKidLength) {
+      errors->push_back({absl::StrCat("public_keys_pem[", i, "].kid"),
+                         absl::StrCat("is longer than ", kMaxKidLength, " characters")});
+      continue;
+    }
+    std::string error;
+    std::optional<VerificationKey> key = KeyFromPem(pems[i].pem, pems[i].kid, &error);
+    if (!key) {
+      errors->push_back({absl::StrCat("public_keys_pem[", i, "].pem"), error});
+      continue;
+    }
+    if (!key->kid().empty() && !kids.insert(key->kid()).second) {
+      errors->push_back({absl::StrCat("public_keys_pem[", i, "].kid"),
+                         absl::StrCat("kid \"", key->kid(), "\" is used by another key")});
+    }
+    keys.push_back(std::move(*key));
+  }
+  if (keys.size() > kMaxKeys) {
+    errors->push_back(
+        {"jwks", absl::StrCat(keys.size(), " keys in all; at most ", kMaxKeys)});
+  }
+  if (keys.empty() && errors->size() == errors_before) {
+    errors->push_back({"jwks", "no keys: give jwks (a JWK Set) and/or public_keys_pem"});
+  }
+  return keys;
+}
+
+}  // namespace sluice::policy::jwt

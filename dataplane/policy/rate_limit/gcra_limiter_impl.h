@@ -1,0 +1,106 @@
+// The scope LOCAL rate limiter: GCRA (the generic cell rate algorithm) per
+// key and limit, counters in this proxy's memory.
+//
+// Algorithm. A limit of N requests per period P has an emission interval
+// T = floor(P / N) ns and a burst allowance B = N * T (<= P). A key holds,
+// per limit, one "theoretical arrival time" TAT (initially in the past). A
+// request at `now` is admitted when max(TAT, now) + T - now <= B, and then
+// TAT becomes max(TAT, now) + T; a refused request changes nothing. So:
+//   - a key with no recent requests gets exactly N at once; request N+1 is
+//     refused until T has passed, and from then on one more every T;
+//   - in any span of L ns at most N + floor(L / T) requests are admitted:
+//     at most 2N - 1 in any window of length P when N divides P (2N
+//     otherwise): the burst allowance on top of a steady rate. The
+//     long-run rate is 1 / T >= N / P, higher than N / P by less than
+//     N / P_ns relatively (rounding of T; 1e-10 for 5 per minute, 1e-3 at
+//     the cap of 1e6 per second);
+//   - it never refuses a request that a strict sliding window (at most N in
+//     any P) would admit.
+// A key whose TATs are all <= now is indistinguishable from an unknown key:
+// forgetting it loses nothing.
+//
+// Concurrency. Keys are spread over shards; a shard is an absl::Mutex and a
+// hash map of key -> per-limit atomic TATs. An existing key is found under
+// the shard's *reader* lock (an atomic operation on the mutex word, never a
+// wait unless a writer holds it) and its TATs are updated with
+// compare-exchange while that lock is held: no two requests for existing
+// keys ever wait for each other, but they do touch the shard mutex's cache
+// line. A new key takes the shard's writer lock to be inserted. With one
+// limit the admitted count is exact under any interleaving. With several, a
+// request admitted by the first limits and refused by a later one gives
+// back what it took (TAT -= T): a request racing with it may be refused by
+// what was taken for that moment.
+//
+// Memory. At most `max_keys` keys are held (each shard a share of it),
+// about 125 bytes each for a route + client IP key, 175 at most (keys over
+// 64 bytes are held as a SHA-256). A new key in a full shard first removes
+// the shard's keys that are whole again (lossless); when that frees less
+// than an eighth of the shard, the keys closest to whole are removed too
+// (the smallest max TAT: a flood of one-request keys goes first, a heavily
+// used key last). A removed key that was not whole starts whole on its next
+// request: it gets back up to (TAT - now) / T requests per limit early. An
+// eviction scans the shard and frees at least an eighth of it (one entry in
+// shards under 16), so it costs about 8 entry visits per inserted key.
+//
+// Thread-safe.
+#ifndef SLUICE_DATAPLANE_POLICY_RATE_LIMIT_GCRA_LIMITER_IMPL_H_
+#define SLUICE_DATAPLANE_POLICY_RATE_LIMIT_GCRA_LIMITER_IMPL_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "dataplane/policy/rate_limit/limiter.h"
+
+namespace sluice::policy::rate_limit {
+
+class GcraLimiter : public RateLimiter {
+ public:
+  // Keys longer than this are held as a SHA-256 of the key.
+  static constexpr size_t kMaxHeldKeyBytes = 64;
+  static constexpr size_t kMaxShards = 64;
+
+  // 1..kMaxLimits limits, each requests >= 1 and period_ns >= requests;
+  // max_keys >= 1. Decisions report the limits in this order.
+  GcraLimiter(std::vector<LimitSpec> limits, size_t max_keys);
+
+  void Take(std::string_view key, int64_t now_ns, Decision* decision) override;
+  size_t tracked_keys() const override;
+
+  // Keys removed while not whole (their holder got a fresh budget early).
+  uint64_t evicted_active() const { return evicted_active_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Entry {
+    std::atomic<int64_t> tat[kMaxLimits] = {};
+  };
+  using Map = absl::node_hash_map<std::string, Entry>;
+  struct alignas(64) Shard {
+    mutable absl::Mutex mu;
+    Map map ABSL_GUARDED_BY(mu);
+    size_t capacity = 0;
+  };
+  struct Limit {
+    uint64_t requests;
+    int64_t interval_ns;  // T
+    int64_t burst_ns;     // B = requests * T
+  };
+
+  void TakeFrom(Entry& entry, int64_t now, Decision* decision) const;
+  void TakeHeld(std::string_view held_key, int64_t now, Decision* decision);
+  // Frees room in a full shard (writer lock held).
+  void Evict(Shard& shard, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+
+  std::vector<Limit> limits_;
+  size_t shard_count_;
+  std::unique_ptr<Shard[]> shards_;
+  std::atomic<uint64_t> evicted_active_{0};
+};
+
+}  // namespace sluice::policy::rate_limit
+
+#endif  // SLUICE_DATAPLANE_POLICY_RATE_LIMIT_GCRA_LIMITER_IMPL_H_

@@ -1,0 +1,771 @@
+#include "dataplane/policy/request_transformer/transform.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace sluice::policy::transformer {
+namespace {
+
+std::string_view TrimJsonSpace(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// --- A validated JSON object, split into raw field texts ---
+
+bool IsJsonSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+// `*at` is on a '"'; moves past the closing one.
+bool SkipString(std::string_view json, size_t* at) {
+  size_t i = *at + 1;
+  while (i < json.size()) {
+    if (json[i] == '\\') {
+      i += 2;
+    } else if (json[i] == '"') {
+      *at = i + 1;
+      return true;
+    } else {
+      ++i;
+    }
+  }
+  return false;
+}
+
+// Moves `*at` past the value that starts there.
+bool SkipValue(std::string_view json, size_t* at) {
+  size_t i = *at;
+  if (i >= json.size()) return false;
+  char c = json[i];
+  if (c == '"') return SkipString(json, at);
+  if (c == '{' || c == '[') {
+    int depth = 0;
+    while (i < json.size()) {
+      c = json[i];
+      if (c == '"') {
+        if (!SkipString(json, &i)) return false;
+        continue;
+      }
+      if (c == '{' || c == '[') {
+        ++depth;
+      } else if (c == '}' || c == ']') {
+        if (--depth == 0) {
+          *at = i + 1;
+          return true;
+        }
+      }
+      ++i;
+    }
+    return false;
+  }
+  // A number, true, false or null.
+  while (i < json.size() && json[i] != ',' && json[i] != '}' &&
+         json[i] != ']' && !IsJsonSpace(json[i])) {
+    ++i;
+  }
+  if (i == *at) return false;
+  *at = i;
+  return true;
+}
+
+struct RawField {
+  std::string_view key;    // with its quotes, escapes as written
+  std::string_view value;  // as written
+};
+
+// `json` is valid JSON (simdjson checked it) whose root is an object. False
+// on anything unexpected (then the body is treated as not JSON).
+bool SplitObject(std::string_view json, std::vector<RawField>* fields) {
+  size_t i = 0;
+  auto skip_space = [&] {
+    while (i < json.size() && IsJsonSpace(json[i])) ++i;
+  };
+  skip_space();
+  if (i >= json.size() || json[i] != '{') return false;
+  ++i;
+  skip_space();
+  if (i < json.size() && json[i] == '}') return true;
+  while (true) {
+    skip_space();
+    if (i >= json.size() || json[i] != '"') return false;
+    size_t key_start = i;
+    if (!SkipString(json, &i)) return false;
+    std::string_view key = json.substr(key_start, i - key_start);
+    skip_space();
+    if (i >= json.size() || json[i] != ':') return false;
+    ++i;
+    skip_space();
+    size_t value_start = i;
+    if (!SkipValue(json, &i)) return false;
+    fields->push_back({key, json.substr(value_start, i - value_start)});
+    skip_space();
+    if (i >= json.size()) return false;
+    if (json[i] == ',') {
+      ++i;
+      continue;
+    }
+    return json[i] == '}';
+  }
+}
+
+// Length of the UTF-8 sequence at `s` (RFC 3629), 0 when it is not one.
+size_t Utf8SequenceLength(std::string_view s) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
+    return i < s.size() && byte(i) >= lo && byte(i) <= hi;
+  };
+  unsigned char c = byte(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
+  if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+    return cont(1) && cont(2) ? 3 : 0;
+  if (c == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
+  if (c == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+  if (c >= 0xF1 && c <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+  if (c == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
+  return 0;
+}
+
+bool IsValidUtf8(std::string_view s) {
+  while (!s.empty()) {
+    size_t n = Utf8SequenceLength(s);
+    if (n == 0) return false;
+    s.remove_prefix(n);
+  }
+  return true;
+}
+
+void CheckName(const std::string& name, const std::string& field,
+               ConfigErrors* errors) {
+  if (name.empty()) {
+    errors->emplace_back(field, "is required");
+  } else if (name.size() > kMaxNameBytes) {
+    errors->emplace_back(
+        field,
+        absl::StrCat("is ", name.size(), " bytes; at most ", kMaxNameBytes));
+  } else if (!IsValidUtf8(name)) {
+    errors->emplace_back(field, "is not valid UTF-8");
+  } else {
+    for (char c : name) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        errors->emplace_back(field, "must not contain control characters");
+        return;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// --- Config rules ---
+
+void CheckListSizes(const EditSpec& spec, const std::string& prefix,
+                    ConfigErrors* errors) {
+  auto check = [&](size_t n, const char* list) {
+    if (n > kMaxEntriesPerList) {
+      errors->emplace_back(
+          absl::StrCat(prefix, ".", list),
+          absl::StrCat("has ", n, " entries; at most ", kMaxEntriesPerList));
+    }
+  };
+  check(spec.remove.size(), "remove");
+  check(spec.rename.size(), "rename");
+  check(spec.replace.size(), "replace");
+  check(spec.add.size(), "add");
+  check(spec.append.size(), "append");
+}
+
+void CheckHeaderEdits(const EditSpec& spec, const std::string& prefix,
+                      bool request, const TemplateScope& scope,
+                      ConfigErrors* errors) {
+  CheckListSizes(spec, prefix, errors);
+  const std::string host_rule =
+      request
+          ? absl::StrCat("host can only be replaced (", prefix,
+                         ".replace), not removed, renamed, added or appended")
+          : std::string(
+                "host is a request field; a response has none to change");
+  for (size_t i = 0; i < spec.remove.size(); ++i) {
+    headers::CheckHeaderName(spec.remove[i],
+                             absl::StrCat(prefix, ".remove[", i, "]"),
+                             host_rule, errors);
+  }
+  for (size_t i = 0; i < spec.rename.size(); ++i) {
+    const auto& [from, to] = spec.rename[i];
+    std::string field = absl::StrCat(prefix, ".rename[", i, "]");
+    headers::CheckHeaderName(from, field + ".from", host_rule, errors);
+    headers::CheckHeaderName(to, field + ".to", host_rule, errors);
+    if (!from.empty() && from == to)
+      errors->emplace_back(field + ".to", "is the same as from");
+  }
+  auto check_values = [&](const auto& list, const char* kind,
+                          std::string_view rule) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
+      headers::CheckHeaderName(list[i].first, field + ".name", rule, errors);
+      headers::CheckTemplateValue(list[i].second, field + ".value", scope,
+                                  errors);
+    }
+  };
+  check_values(spec.replace, "replace",
+               request ? std::string_view() : host_rule);
+  check_values(spec.add, "add", host_rule);
+  check_values(spec.append, "append", host_rule);
+}
+
+std::string CheckJsonValue(std::string_view text, const TemplateScope& scope) {
+  std::string_view json = TrimJsonSpace(text);
+  simdjson::dom::parser parser;
+  simdjson::dom::element element;
+  if (auto error = parser.parse(json.data(), json.size()).get(element)) {
+    return absl::StrCat("not valid JSON (", simdjson::error_message(error),
+                        "); write a string with its quotes, e.g. '\"text\"'");
+  }
+  if (element.is_string()) {
+    std::string_view decoded = element.get_string().value_unsafe();
+    if (auto parsed = ValueTemplate::Parse(decoded, scope); !parsed.ok()) {
+      return std::string(parsed.status().message());
+    }
+  }
+  return {};
+}
+
+void CheckQueryEdits(const EditSpec& spec, const std::string& prefix,
+                     const TemplateScope& scope, ConfigErrors* errors) {
+  CheckListSizes(spec, prefix, errors);
+  for (size_t i = 0; i < spec.remove.size(); ++i) {
+    CheckName(spec.remove[i], absl::StrCat(prefix, ".remove[", i, "]"), errors);
+  }
+  for (size_t i = 0; i < spec.rename.size(); ++i) {
+    const auto& [from, to] = spec.rename[i];
+    std::string field = absl::StrCat(prefix, ".rename[", i, "]");
+    CheckName(from, field + ".from", errors);
+    CheckName(to, field + ".to", errors);
+    if (!from.empty() && from == to)
+      errors->emplace_back(field + ".to", "is the same as from");
+  }
+  auto check_values = [&](const auto& list, const char* kind) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
+      CheckName(list[i].first, field + ".name", errors);
+      headers::CheckTemplateValue(list[i].second, field + ".value", scope,
+                                  errors);
+    }
+  };
+  check_values(spec.replace, "replace");
+  check_values(spec.add, "add");
+  check_values(spec.append, "append");
+}
+
+void CheckJsonBodyEdits(const EditSpec& spec, uint64_t max_body_bytes,
+                        const std::string& prefix, const TemplateScope& scope,
+                        ConfigErrors* errors) {
+  CheckListSizes(spec, prefix, errors);
+  if (max_body_bytes > kMaxBodyBytesLimit) {
+    errors->emplace_back(
+        absl::StrCat(prefix, ".max_body_bytes"),
+        absl::StrCat("is ", max_body_bytes, "; at most ", kMaxBodyBytesLimit,
+                     " (16 MiB); leave it out for 1 MiB"));
+  }
+  for (size_t i = 0; i < spec.remove.size(); ++i) {
+    CheckName(spec.remove[i], absl::StrCat(prefix, ".remove[", i, "]"), errors);
+  }
+  for (size_t i = 0; i < spec.rename.size(); ++i) {
+    const auto& [from, to] = spec.rename[i];
+    std::string field = absl::StrCat(prefix, ".rename[", i, "]");
+    CheckName(from, field + ".from", errors);
+    CheckName(to, field + ".to", errors);
+    if (!from.empty() && from == to)
+      errors->emplace_back(field + ".to", "is the same as from");
+  }
+  auto check_values = [&](const auto& list, const char* kind) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
+      CheckName(list[i].first, field + ".name", errors);
+      const std::string& value = list[i].second;
+      if (value.size() > kMaxValueBytes) {
+        errors->emplace_back(field + ".value",
+                             absl::StrCat("is ", value.size(),
+                                          " bytes; at most ", kMaxValueBytes));
+      } else if (value.find_first_of(std::string_view("\r\n\0", 3)) !=
+                 std::string::npos) {
+        errors->emplace_back(field + ".value",
+                             "must not contain CR, LF or NUL");
+      } else if (std::string why = CheckJsonValue(value, scope); !why.empty()) {
+        errors->emplace_back(field + ".value", why);
+      }
+    }
+  };
+  check_values(spec.replace, "replace");
+  check_values(spec.add, "add");
+  if (!spec.append.empty()) {
+    errors->emplace_back(absl::StrCat(prefix, ".append"), "is not a body edit");
+  }
+}
+
+// --- Header edits ---
+
+absl::StatusOr<HeaderEdits> HeaderEdits::Compile(const EditSpec& spec,
+                                                 const TemplateScope& scope) {
+  HeaderEdits out;
+  out.remove_ = spec.remove;
+  out.rename_ = spec.rename;
+  auto compile = [&](const auto& list, auto* into) -> absl::Status {
+    for (const auto& [name, value] : list) {
+      auto t = ValueTemplate::Parse(value, scope);
+      if (!t.ok()) return t.status();
+      into->emplace_back(name, std::move(*t));
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = compile(spec.replace, &out.replace_); !s.ok()) return s;
+  if (auto s = compile(spec.add, &out.add_); !s.ok()) return s;
+  if (auto s = compile(spec.append, &out.append_); !s.ok()) return s;
+  return out;
+}
+
+bool HeaderEdits::empty() const {
+  return remove_.empty() && rename_.empty() && replace_.empty() &&
+         add_.empty() && append_.empty();
+}
+
+void HeaderEdits::Apply(http::HeaderMap& headers,
+                        const TemplateContext& context) const {
+  if (empty()) return;
+  // Values come from the fields as they are before any edit.
+  auto render = [&](const auto& list) {
+    std::vector<std::string> out;
+    out.reserve(list.size());
+    for (const auto& entry : list) out.push_back(entry.second.Render(context));
+    return out;
+  };
+  std::vector<std::string> replace = render(replace_);
+  std::vector<std::string> add = render(add_);
+  std::vector<std::string> append = render(append_);
+  for (const std::string& name : remove_) headers.Remove(name);
+  for (const auto& [from, to] : rename_) {
+    std::vector<std::string> values;
+    for (const http::HeaderMap::Field& f : headers.fields()) {
+      if (absl::EqualsIgnoreCase(f.name, from)) values.push_back(f.value);
+    }
+    if (values.empty()) continue;
+    headers.Remove(from);
+    headers.Remove(to);
+    for (const std::string& v : values) headers.Add(to, v);
+  }
+  for (size_t i = 0; i < replace_.size(); ++i) {
+    if (headers.Get(replace_[i].first) != nullptr)
+      headers.Set(replace_[i].first, replace[i]);
+  }
+  for (size_t i = 0; i < add_.size(); ++i) {
+    if (headers.Get(add_[i].first) == nullptr)
+      headers.Add(add_[i].first, add[i]);
+  }
+  for (size_t i = 0; i < append_.size(); ++i)
+    headers.Add(append_[i].first, append[i]);
+}
+
+// --- Query edits ---
+
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string PercentDecode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    int hi, lo;
+    if (in[i] == '%' && i + 2 < in.size() && (hi = HexValue(in[i + 1])) >= 0 &&
+        (lo = HexValue(in[i + 2])) >= 0) {
+      out.push_back(static_cast<char>(hi << 4 | lo));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
+struct QueryParameter {
+  std::string name;  // decoded
+  std::string raw;   // as it goes out: name[=value]
+};
+
+}  // namespace
+
+std::string QueryEncode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+        std::string_view("-._~!$'()*,;:@/").find(c) != std::string_view::npos) {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[(static_cast<unsigned char>(c) >> 4) & 0xf]);
+      out.push_back(kHex[static_cast<unsigned char>(c) & 0xf]);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<QueryEdits> QueryEdits::Compile(const EditSpec& spec,
+                                               const TemplateScope& scope) {
+  QueryEdits out;
+  out.remove_ = spec.remove;
+  out.rename_ = spec.rename;
+  auto compile = [&](const auto& list, auto* into) -> absl::Status {
+    for (const auto& [name, value] : list) {
+      auto t = ValueTemplate::Parse(value, scope);
+      if (!t.ok()) return t.status();
+      into->emplace_back(name, std::move(*t));
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = compile(spec.replace, &out.replace_); !s.ok()) return s;
+  if (auto s = compile(spec.add, &out.add_); !s.ok()) return s;
+  if (auto s = compile(spec.append, &out.append_); !s.ok()) return s;
+  return out;
+}
+
+bool QueryEdits::empty() const {
+  return remove_.empty() && rename_.empty() && replace_.empty() &&
+         add_.empty() && append_.empty();
+}
+
+std::optional<std::string> QueryEdits::Apply(
+    std::string_view query, const TemplateContext& context) const {
+  if (empty()) return std::nullopt;
+  auto render = [&](const auto& list) {
+    std::vector<std::string> out;
+    out.reserve(list.size());
+    for (const auto& entry : list) out.push_back(entry.second.Render(context));
+    return out;
+  };
+  std::vector<std::string> replace = render(replace_);
+  std::vector<std::string> add = render(add_);
+  std::vector<std::string> append = render(append_);
+
+  std::vector<QueryParameter> params;
+  size_t at = 0;
+  while (at < query.size()) {
+    size_t amp = query.find('&', at);
+    if (amp == std::string_view::npos) amp = query.size();
+    std::string_view raw = query.substr(at, amp - at);
+    if (!raw.empty()) {
+      params.push_back(
+          {PercentDecode(raw.substr(0, raw.find('='))), std::string(raw)});
+    }
+    at = amp + 1;
+  }
+  auto has = [&](const std::string& name) {
+    for (const QueryParameter& p : params) {
+      if (p.name == name) return true;
+    }
+    return false;
+  };
+  auto remove = [&](const std::string& name) {
+    size_t before = params.size();
+    std::erase_if(params,
+                  [&](const QueryParameter& p) { return p.name == name; });
+    return params.size() != before;
+  };
+  bool changed = false;
+  for (const std::string& name : remove_) changed = remove(name) || changed;
+  for (const auto& [from, to] : rename_) {
+    if (!has(from)) continue;
+    remove(to);
+    for (QueryParameter& p : params) {
+      if (p.name != from) continue;
+      size_t eq = p.raw.find('=');
+      p.raw = QueryEncode(to) +
+              (eq == std::string::npos ? std::string() : p.raw.substr(eq));
+      p.name = to;
+    }
+    changed = true;
+  }
+  for (size_t i = 0; i < replace_.size(); ++i) {
+    const std::string& name = replace_[i].first;
+    auto first =
+        std::find_if(params.begin(), params.end(),
+                     [&](const QueryParameter& p) { return p.name == name; });
+    if (first == params.end()) continue;
+    first->raw = absl::StrCat(QueryEncode(name), "=", QueryEncode(replace[i]));
+    size_t keep = first - params.begin();
+    for (size_t j = params.size(); j-- > keep + 1;) {
+      if (params[j].name == name) params.erase(params.begin() + j);
+    }
+    changed = true;
+  }
+  for (size_t i = 0; i < add_.size(); ++i) {
+    if (has(add_[i].first)) continue;
+    params.push_back({add_[i].first, absl::StrCat(QueryEncode(add_[i].first),
+                                                  "=", QueryEncode(add[i]))});
+    changed = true;
+  }
+  for (size_t i = 0; i < append_.size(); ++i) {
+    params.push_back(
+        {append_[i].first, absl::StrCat(QueryEncode(append_[i].first), "=",
+                                        QueryEncode(append[i]))});
+    changed = true;
+  }
+  if (!changed) return std::nullopt;
+  std::string out;
+  for (const QueryParameter& p : params) {
+    if (!out.empty()) out.push_back('&');
+    out.append(p.raw);
+  }
+  return out;
+}
+
+// --- JSON body edits ---
+
+absl::StatusOr<JsonBodyEdits> JsonBodyEdits::Compile(
+    const EditSpec& spec, const TemplateScope& scope) {
+  JsonBodyEdits out;
+  out.remove_ = spec.remove;
+  out.rename_ = spec.rename;
+  auto compile = [&](const auto& list, auto* into) -> absl::Status {
+    for (const auto& [name, text] : list) {
+      std::string_view json = TrimJsonSpace(text);
+      simdjson::dom::parser parser;
+      simdjson::dom::element element;
+      if (auto error = parser.parse(json.data(), json.size()).get(element)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", text, "' is not valid JSON"));
+      }
+      Value value;
+      if (element.is_string()) {
+        auto t =
+            ValueTemplate::Parse(element.get_string().value_unsafe(), scope);
+        if (!t.ok()) return t.status();
+        if (t->literal()) {
+          value.json = JsonQuote(t->Render(TemplateContext()));
+        } else {
+          value.text = std::move(*t);
+          value.literal = false;
+        }
+      } else {
+        value.json = std::string(json);
+      }
+      into->emplace_back(name, std::move(value));
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = compile(spec.replace, &out.replace_); !s.ok()) return s;
+  if (auto s = compile(spec.add, &out.add_); !s.ok()) return s;
+  return out;
+}
+
+bool JsonBodyEdits::empty() const {
+  return remove_.empty() && rename_.empty() && replace_.empty() && add_.empty();
+}
+
+JsonBodyEdits::Values JsonBodyEdits::Render(
+    const TemplateContext& context) const {
+  Values values;
+  values.reserve(replace_.size() + add_.size());
+  for (const auto* list : {&replace_, &add_}) {
+    for (const auto& [name, value] : *list) {
+      values.push_back(value.literal ? value.json
+                                     : JsonQuote(value.text.Render(context)));
+    }
+  }
+  return values;
+}
+
+JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
+                                           std::string* body) const {
+  simdjson::dom::parser parser;
+  simdjson::dom::object object;
+  if (parser.parse(body->data(), body->size()).get_object().get(object)) {
+    return Result::kNotJsonObject;
+  }
+  std::vector<RawField> raw;
+  if (!SplitObject(*body, &raw)) return Result::kNotJsonObject;
+
+  struct Field {
+    std::string name;          // unescaped
+    std::string key;           // JSON text of the name, quotes included
+    std::string_view raw_key;  // when `key` is empty
+    std::string value;         // JSON text, when replaced
+    std::string_view raw_value;
+    bool replaced = false;
+    bool removed = false;
+  };
+  std::vector<Field> fields;
+  fields.reserve(raw.size() + add_.size());
+  size_t i = 0;
+  for (simdjson::dom::key_value_pair kv : object) {
+    if (i >= raw.size()) return Result::kNotJsonObject;
+    Field f;
+    f.name = std::string(kv.key);
+    f.raw_key = raw[i].key;
+    f.raw_value = raw[i].value;
+    fields.push_back(std::move(f));
+    ++i;
+  }
+  if (i != raw.size()) return Result::kNotJsonObject;
+
+  bool changed = false;
+  auto has = [&](const std::string& name) {
+    for (const Field& f : fields) {
+      if (!f.removed && f.name == name) return true;
+    }
+    return false;
+  };
+  for (const std::string& name : remove_) {
+    for (Field& f : fields) {
+      if (!f.removed && f.name == name) f.removed = changed = true;
+    }
+  }
+  for (const auto& [from, to] : rename_) {
+    if (!has(from)) continue;
+    for (Field& f : fields) {
+      if (!f.removed && f.name == to) f.removed = true;
+    }
+    for (Field& f : fields) {
+      if (f.removed || f.name != from) continue;
+      f.name = to;
+      f.key = JsonQuote(to);
+    }
+    changed = true;
+  }
+  size_t v = 0;
+  for (const auto& [name, value] : replace_) {
+    for (Field& f : fields) {
+      if (f.removed || f.name != name) continue;
+      f.value = values[v];
+      f.replaced = changed = true;
+    }
+    ++v;
+  }
+  for (const auto& [name, value] : add_) {
+    if (!has(name)) {
+      Field f;
+      f.name = name;
+      f.key = JsonQuote(name);
+      f.value = values[v];
+      f.replaced = true;
+      fields.push_back(std::move(f));
+      changed = true;
+    }
+    ++v;
+  }
+  if (!changed) return Result::kUnchanged;
+
+  std::string out;
+  out.reserve(body->size() + 64);
+  out.push_back('{');
+  bool first = true;
+  for (const Field& f : fields) {
+    if (f.removed) continue;
+    if (!first) out.push_back(',');
+    first = false;
+    out.append(f.key.empty() ? f.raw_key : std::string_view(f.key));
+    out.push_back(':');
+    out.append(f.replaced ? std::string_view(f.value) : f.raw_value);
+  }
+  out.push_back('}');
+  *body = std::move(out);
+  return Result::kChanged;
+}
+
+// --- Helpers ---
+
+std::string JsonQuote(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('"');
+  while (!text.empty()) {
+    size_t n = Utf8SequenceLength(text);
+    if (n == 0) {
+      out.append("\\ufffd");
+      text.remove_prefix(1);
+      continue;
+    }
+    if (n > 1) {
+      out.append(text.substr(0, n));
+      text.remove_prefix(n);
+      continue;
+    }
+    char c = text[0];
+    text.remove_prefix(1);
+    switch (c) {
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\b':
+        out.append("\\b");
+        break;
+      case '\f':
+        out.append("\\f");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out.append("\\u00");
+          out.push_back(kHex[(c >> 4) & 0xf]);
+          out.push_back(kHex[c & 0xf]);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+bool IsJsonContentType(std::string_view content_type) {
+  std::string_view media = content_type.substr(0, content_type.find(';'));
+  std::string lower =
+      absl::AsciiStrToLower(absl::string_view(media.data(), media.size()));
+  absl::string_view type = absl::StripAsciiWhitespace(lower);
+  if (type == "application/json") return true;
+  return absl::StartsWith(type, "application/") &&
+         absl::EndsWith(type, "+json");
+}
+
+bool IsPlainJson(const http::HeaderMap& headers) {
+  const std::string* type = headers.Get("content-type");
+  if (type == nullptr || !IsJsonContentType(*type)) return false;
+  for (const http::HeaderMap::Field& f : headers.fields()) {
+    if (absl::EqualsIgnoreCase(f.name, "content-encoding") &&
+        !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(f.value),
+                                "identity")) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace sluice::policy::transformer

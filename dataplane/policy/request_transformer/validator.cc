@@ -1,0 +1,44 @@
+// The `request-transformer` policy's config rules, registered for every
+// binary that validates config.
+#include <memory>
+
+#include "api/policy_registry.h"
+#include "dataplane/policy/request_transformer/path_rewrite.h"
+#include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
+#include "dataplane/policy/request_transformer/transform.h"
+
+namespace sluice::policy::request_transformer {
+namespace {
+
+class RequestTransformerValidator : public api::PolicyValidator {
+ public:
+  std::string name() const override { return "request-transformer"; }
+  const google::protobuf::Descriptor* config_type() const override {
+    return v1::RequestTransformerConfig::descriptor();
+  }
+  void Validate(const google::protobuf::Message& message,
+                std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config =
+        static_cast<const v1::RequestTransformerConfig&>(message);
+    transformer::ConfigErrors found;
+    transformer::TemplateScope scope;
+    scope.request_fields = true;
+    scope.captures = PathRewrite::Check(
+        config.path().regex(), config.path().rewrite(), "path", &found);
+    transformer::CheckHeaderEdits(transformer::ToEditSpec(config.headers()),
+                                  "headers",
+                                  /*request=*/true, scope, &found);
+    transformer::CheckQueryEdits(transformer::ToEditSpec(config.query()),
+                                 "query", scope, &found);
+    transformer::CheckJsonBodyEdits(transformer::ToEditSpec(config.body()),
+                                    config.body().max_body_bytes(), "body",
+                                    scope, &found);
+    for (auto& [field, text] : found) errors->push_back({field, text});
+  }
+};
+
+const bool registered = api::RegisterPolicyValidator(
+    std::make_unique<RequestTransformerValidator>());
+
+}  // namespace
+}  // namespace sluice::policy::request_transformer

@@ -1,0 +1,668 @@
+// The `jwt` policy through its validator and filter, with keys and tokens
+// made at test time by PyJWT (jwt_tokens.py) and a fake clock: every
+// algorithm, key selection, the refusals (alg none, algorithm confusion,
+// times, issuer, audience, malformed tokens), token sources, claims to
+// headers, consumers, the anonymous fallback, the verified-token cache and
+// the config rules by field.
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "api/credentials.h"
+#include "api/policy_registry.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/chain.h"
+#include "dataplane/policy/jwt/filter.h"
+#include "dataplane/policy/jwt/jws.h"
+#include "dataplane/policy/jwt/jwt_config.pb.h"
+#include "dataplane/policy/jwt/verified_token_cache.h"
+#include "dataplane/policy/key_auth/key_auth_config.pb.h"
+#include "dataplane/policy/registry.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
+#include "tests/dataplane/policy/jwt_material.h"
+
+namespace sluice::policy::jwt {
+namespace {
+
+using testing::FakeCallbacks;
+using testing::JwtMaterial;
+
+constexpr int64_t kNow = 1700000000;
+std::atomic<int64_t> fake_now{kNow};
+
+const JwtMaterial& M() {
+  static const JwtMaterial* const m = new JwtMaterial(testing::MakeJwtMaterial(kNow));
+  return *m;
+}
+
+std::string Token(const std::string& name) {
+  std::string t = M().token(name);
+  EXPECT_FALSE(t.empty()) << "no token " << name << " " << M().error;
+  return t;
+}
+
+std::vector<api::PolicyConfigError> Errors(const v1::JwtConfig& config) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("jwt")->Validate(config, &errors);
+  return errors;
+}
+
+std::string ErrorText(const std::vector<api::PolicyConfigError>& errors) {
+  std::string out;
+  for (const auto& e : errors) absl::StrAppend(&out, e.field, ": ", e.message, "\n");
+  return out;
+}
+
+// Validated as every binary validates, compiled with the fake clock.
+std::shared_ptr<const http::FilterFactory> Compile(const v1::JwtConfig& config) {
+  std::vector<api::PolicyConfigError> errors = Errors(config);
+  EXPECT_TRUE(errors.empty()) << ErrorText(errors);
+  auto compiled = CompileJwtFilter(config, [] { return fake_now.load(); });
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return compiled.ok() ? *compiled : nullptr;
+}
+
+v1::JwtConfig Config(std::initializer_list<const char*> algorithms,
+                     const std::string& jwks_name = "all") {
+  v1::JwtConfig config;
+  config.set_jwks(M().jwks.at(jwks_name));
+  for (const char* a : algorithms) config.add_algorithms(a);
+  return config;
+}
+
+// alice and bob; guest for anonymous requests.
+std::shared_ptr<const auth::ConsumerIndex> Consumers() {
+  static const auto index = [] {
+    api::ResourceMap resources;
+    for (const char* name : {"alice", "bob", "guest"}) {
+      config::v1::Resource r;
+      r.mutable_consumer()->set_name(name);
+      if (std::string(name) == "alice") r.mutable_consumer()->add_keys()->set_key("alice-key-123");
+      resources[api::IdOf(r)] = r;
+    }
+    return auth::ConsumerIndex::Build(resources);
+  }();
+  return index;
+}
+
+struct Request {
+  FakeCallbacks callbacks;
+  http::HeaderMap headers;
+  explicit Request(std::string path = "/api") {
+    callbacks.index_ = Consumers();
+    callbacks.SetPath(std::move(path));
+  }
+  static Request Bearer(const std::string& token) {
+    Request r;
+    r.headers.Add("Authorization", "Bearer " + token);
+    return r;
+  }
+  http::FilterStatus Run(const http::FilterFactory& factory) {
+    filter = factory.CreateFilter();
+    return filter->OnRequestHeaders(headers, callbacks);
+  }
+  std::string consumer() const {
+    return callbacks.info_.consumer ? callbacks.info_.consumer->name : "";
+  }
+  std::string header(std::string_view name) const {
+    const std::string* v = headers.Get(name);
+    return v ? *v : "<none>";
+  }
+  std::string challenge() const {
+    const std::string* v = callbacks.reply_headers_.Get("www-authenticate");
+    return v ? *v : "<none>";
+  }
+  std::unique_ptr<http::Filter> filter;
+};
+
+class JwtTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(M().error.empty()) << M().error;
+    fake_now = kNow;
+  }
+
+  // The refusal a token gets: the 401's message, after checking the
+  // challenge carries it.
+  static std::string Refusal(const http::FilterFactory& factory, const std::string& token) {
+    Request r = Request::Bearer(token);
+    if (r.Run(factory) != http::FilterStatus::kStopLocalReply) return "<accepted>";
+    EXPECT_EQ(r.callbacks.status_, 401);
+    EXPECT_EQ(r.challenge(),
+              absl::StrCat("Bearer realm=\"sluice\", error=\"invalid_token\", "
+                           "error_description=\"",
+                           r.callbacks.message_, "\""));
+    EXPECT_EQ(r.consumer(), "");
+    return r.callbacks.message_;
+  }
+};
+
+TEST_F(JwtTest, EveryAlgorithmVerifiesWithItsKey) {
+  auto factory = Compile(
+      Config({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256"}));
+  for (const char* alg : {"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256"}) {
+    Request r = Request::Bearer(Token(alg));
+    EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue) << alg << ": " << r.callbacks.message_;
+    EXPECT_EQ(r.callbacks.replies_, 0) << alg;
+    EXPECT_EQ(r.header("authorization"), "<none>") << alg;  // removed before going upstream
+  }
+}
+
+TEST_F(JwtTest, AnAlgorithmNotListedIsRefusedWhateverTheKeys) {
+  auto factory = Compile(Config({"ES256"}));
+  EXPECT_EQ(Refusal(*factory, Token("RS256")), "algorithm not allowed: RS256");
+  EXPECT_EQ(Refusal(*factory, Token("HS256")), "algorithm not allowed: HS256");
+  EXPECT_EQ(Refusal(*factory, Token("alg_none")), "algorithm not allowed: none");
+}
+
+TEST_F(JwtTest, AlgNoneIsRefusedEvenWithEveryAlgorithmAllowed) {
+  auto factory = Compile(
+      Config({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256"}));
+  EXPECT_EQ(Refusal(*factory, Token("alg_none")), "algorithm not allowed: none");
+  v1::JwtConfig none = Config({"none"});
+  auto errors = Errors(none);
+  ASSERT_EQ(errors.size(), 1u) << ErrorText(errors);
+  EXPECT_EQ(errors[0].field, "algorithms[0]");
+  EXPECT_EQ(errors[0].message, "\"none\" (unsigned tokens) is never allowed");
+}
+
+TEST_F(JwtTest, AnHs256TokenKeyedWithTheRsaPublicKeyIsRefused) {
+  // The classic confusion: the RSA key's PEM used as an HMAC secret.
+  auto both = Compile(Config({"RS256", "HS256"}));
+  EXPECT_EQ(Refusal(*both, Token("hs256_rsa_pem_secret")),
+            "key does not match the token's algorithm");
+  EXPECT_EQ(Refusal(*both, Token("hs256_rsa_pem_secret_no_kid")), "bad signature");  // hs-1 only
+  v1::JwtConfig pem;
+  pem.add_public_keys_pem()->set_pem(M().pem.at("rsa"));
+  pem.add_algorithms("RS256");
+  auto rsa_only = Compile(pem);
+  EXPECT_EQ(Refusal(*rsa_only, Token("hs256_rsa_pem_secret_no_kid")),
+            "algorithm not allowed: HS256");
+  Request ok = Request::Bearer(Token("rs256_no_kid"));
+  EXPECT_EQ(ok.Run(*rsa_only), http::FilterStatus::kContinue) << ok.callbacks.message_;
+  // Unvalidated (HS256 allowed without an HMAC key): still no public key is
+  // taken as a secret.
+  pem.add_algorithms("HS256");
+  auto unvalidated = CompileJwtFilter(pem, [] { return fake_now.load(); });
+  ASSERT_TRUE(unvalidated.ok());
+  EXPECT_EQ(Refusal(**unvalidated, Token("hs256_rsa_pem_secret_no_kid")),
+            "no key for the token's algorithm");
+}
+
+TEST_F(JwtTest, KeysArePickedByKidOrTriedByType) {
+  auto factory = Compile(Config({"ES256"}));
+  Request b = Request::Bearer(Token("es256_key_b"));
+  EXPECT_EQ(b.Run(*factory), http::FilterStatus::kContinue) << b.callbacks.message_;
+  Request no_kid = Request::Bearer(Token("es256_key_b_no_kid"));  // ec-256 fails, ec-256-b fits
+  EXPECT_EQ(no_kid.Run(*factory), http::FilterStatus::kContinue) << no_kid.callbacks.message_;
+  EXPECT_EQ(Refusal(*factory, Token("es256_key_b_wrong_kid")), "bad signature");
+  EXPECT_EQ(Refusal(*factory, Token("es256_unknown_kid")), "unknown kid");
+  EXPECT_EQ(Refusal(*factory, Token("es256_other_key")), "bad signature");
+  // A kid naming a key of another type.
+  auto rsa_and_ec = Compile(Config({"RS256", "ES256"}));
+  // An RS256 token whose header names kid ec-256 is not checked with the EC key.
+  std::string rs256 = Token("RS256");
+  std::string forged = absl::StrCat(absl::WebSafeBase64Escape(R"({"alg":"RS256","kid":"ec-256"})"),
+                                    rs256.substr(rs256.find('.')));
+  EXPECT_EQ(Refusal(*rsa_and_ec, forged), "key does not match the token's algorithm");
+}
+
+TEST_F(JwtTest, ExpiryAndNotBeforeHonourTheLeewayCachedOrNot) {
+  auto factory = Compile(Config({"ES256"}));  // leeway 60
+  std::string window = Token("window");       // nbf now+1000, exp now+2000
+  fake_now = kNow + 939;
+  EXPECT_EQ(Refusal(*factory, window), "token not yet valid");
+  fake_now = kNow + 940;
+  Request early = Request::Bearer(window);
+  EXPECT_EQ(early.Run(*factory), http::FilterStatus::kContinue) << early.callbacks.message_;
+  fake_now = kNow + 939;  // the clock steps back: the cached entry is not used
+  EXPECT_EQ(Refusal(*factory, window), "token not yet valid");
+  fake_now = kNow + 2059;
+  Request late = Request::Bearer(window);
+  EXPECT_EQ(late.Run(*factory), http::FilterStatus::kContinue) << late.callbacks.message_;
+  fake_now = kNow + 2060;
+  EXPECT_EQ(Refusal(*factory, window), "token expired");
+  fake_now = kNow;
+  EXPECT_EQ(Refusal(*factory, Token("expired")), "token expired");
+
+  v1::JwtConfig strict = Config({"ES256"});
+  strict.set_leeway_seconds(0);
+  auto no_leeway = Compile(strict);
+  fake_now = kNow + 999;
+  EXPECT_EQ(Refusal(*no_leeway, window), "token not yet valid");
+  fake_now = kNow + 2000;
+  EXPECT_EQ(Refusal(*no_leeway, window), "token expired");
+}
+
+TEST_F(JwtTest, ExpIsRequiredUnlessTurnedOff) {
+  auto factory = Compile(Config({"ES256"}));
+  EXPECT_EQ(Refusal(*factory, Token("no_exp")), "token has no expiry (exp)");
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_require_exp(false);
+  auto lenient = Compile(config);
+  Request r = Request::Bearer(Token("no_exp"));
+  EXPECT_EQ(r.Run(*lenient), http::FilterStatus::kContinue) << r.callbacks.message_;
+}
+
+TEST_F(JwtTest, IssuerAndAudienceMustBeAllowed) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.add_issuers("https://other.test");
+  EXPECT_EQ(Refusal(*Compile(config), Token("ES256")), "issuer not allowed");
+  config.add_issuers("https://issuer.test");
+  config.add_audiences("nope");
+  auto wrong_audience = Compile(config);
+  EXPECT_EQ(Refusal(*wrong_audience, Token("ES256")), "audience not allowed");
+  config.add_audiences("other");  // the token's aud is ["api", "other"]
+  auto good = Compile(config);
+  Request r = Request::Bearer(Token("ES256"));
+  EXPECT_EQ(r.Run(*good), http::FilterStatus::kContinue) << r.callbacks.message_;
+  EXPECT_EQ(Refusal(*good, Token("no_iss_no_aud")), "issuer not allowed");
+  config.clear_issuers();
+  auto any_issuer = Compile(config);
+  EXPECT_EQ(Refusal(*any_issuer, Token("no_iss_no_aud")), "audience not allowed");
+  config.clear_audiences();
+  config.add_audiences("api");
+  Request s = Request::Bearer(Token("aud_string"));
+  EXPECT_EQ(s.Run(*Compile(config)), http::FilterStatus::kContinue) << s.callbacks.message_;
+}
+
+TEST_F(JwtTest, MalformedTokensAreRefusedWithTheReason) {
+  auto factory = Compile(Config({"ES256", "HS256"}));
+  std::string good = Token("ES256");
+  struct Case {
+    std::string token;
+    std::string message;
+  } cases[] = {
+      {"abc", "malformed token: not three base64url parts separated by dots"},
+      {"a.b", "malformed token: not three base64url parts separated by dots"},
+      {good + ".x", "malformed token: not three base64url parts separated by dots"},
+      {"!!." + good.substr(good.find('.') + 1), "malformed token: header is not base64url"},
+      {"e30=." + good.substr(good.find('.') + 1), "malformed token: header is not base64url"},
+      {"bm90IGpzb24." + good.substr(good.find('.') + 1), "malformed token: header is not JSON"},
+      {"W10." + good.substr(good.find('.') + 1), "malformed token: header is not a JSON object"},
+      {"e30." + good.substr(good.find('.') + 1), "malformed token: header has no alg"},
+      {good.substr(0, good.rfind('.')) + ".a", "malformed token: signature is not base64url"},
+      {good.substr(0, good.rfind('.') + 1), "bad signature"},
+      {Token("crit"), "malformed token: header has crit (no extension is supported)"},
+      {Token("duplicate_alg"), "malformed token: header repeats a member name"},
+      {Token("deep_header"), "malformed token: header is nested deeper than 32 levels"},
+      {Token("payload_not_json"), "malformed token: payload is not JSON"},
+      {Token("payload_exp_string"), "malformed token: exp is not a number"},
+      {Token("duplicate_claim"), "malformed token: payload repeats a member name"},
+      {std::string(kMaxTokenBytes + 1, 'a'), "malformed token: longer than 8192 bytes"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(Refusal(*factory, c.token), c.message) << c.token.substr(0, 80);
+  }
+  // A signature altered in one character.
+  std::string tampered = good;
+  char& c = tampered[tampered.size() - 10];
+  c = c == 'A' ? 'B' : 'A';
+  EXPECT_EQ(Refusal(*factory, tampered), "bad signature");
+  // The same signature bytes written another way (bits past the last byte
+  // set): one encoding only.
+  std::string respelled = good;
+  ASSERT_EQ((respelled.size() - respelled.rfind('.') - 1) % 4, 2u);  // 64 bytes: 86 characters
+  respelled.back() = respelled.back() == 'A' ? 'B' : static_cast<char>(respelled.back() + 1);
+  EXPECT_EQ(Refusal(*factory, respelled), "malformed token: signature is not base64url");
+}
+
+TEST_F(JwtTest, MissingTokenGetsTheBareChallenge) {
+  auto factory = Compile(Config({"ES256"}));
+  for (const char* authorization : {"", "Basic YWxpY2U6d29uZGVybGFuZA==", "Bearer ", "Bearer"}) {
+    Request r;
+    if (*authorization) r.headers.Add("authorization", authorization);
+    EXPECT_EQ(r.Run(*factory), http::FilterStatus::kStopLocalReply) << authorization;
+    EXPECT_EQ(r.callbacks.status_, 401);
+    EXPECT_EQ(r.callbacks.message_, "no bearer token found in request");
+    EXPECT_EQ(r.challenge(), "Bearer realm=\"sluice\"");
+    if (*authorization) {
+      EXPECT_EQ(r.header("authorization"), authorization);  // not ours: kept
+    }
+  }
+}
+
+TEST_F(JwtTest, TokenSourcesAreTriedHeaderCookieQueryAndTheTokenIsRemoved) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_cookie("session_jwt");
+  config.set_query_parameter("access_token");
+  auto factory = Compile(config);
+  std::string token = Token("ES256");
+
+  Request lower;
+  lower.headers.Add("authorization", "bearer   " + token);
+  EXPECT_EQ(lower.Run(*factory), http::FilterStatus::kContinue) << lower.callbacks.message_;
+
+  Request cookie;
+  cookie.headers.Add("cookie", "a=1; session_jwt=" + token + "; b=2");
+  cookie.headers.Add("cookie", "session_jwt=" + token);
+  EXPECT_EQ(cookie.Run(*factory), http::FilterStatus::kContinue) << cookie.callbacks.message_;
+  ASSERT_EQ(cookie.headers.Remove("cookie"), 1u);  // the second field had only the token
+  Request cookie_again;
+  cookie_again.headers.Add("cookie", "a=1; session_jwt=\"" + token + "\"; b=2");
+  EXPECT_EQ(cookie_again.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(cookie_again.header("cookie"), "a=1; b=2");
+
+  Request query("/api/items?page=2&access_token=" + token + "&sort=asc");
+  EXPECT_EQ(query.Run(*factory), http::FilterStatus::kContinue) << query.callbacks.message_;
+  EXPECT_EQ(query.callbacks.path_, "/api/items?page=2&sort=asc");
+
+  // The header comes first: its bad token is the answer though the cookie's is good.
+  Request both;
+  both.headers.Add("authorization", "Bearer " + Token("expired"));
+  both.headers.Add("cookie", "session_jwt=" + token);
+  EXPECT_EQ(both.Run(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(both.callbacks.message_, "token expired");
+
+  config.set_keep_token(true);
+  auto keep = Compile(config);
+  Request kept("/x?access_token=" + token);
+  kept.headers.Add("cookie", "session_jwt=" + token);
+  kept.headers.Add("authorization", "Bearer " + token);
+  EXPECT_EQ(kept.Run(*keep), http::FilterStatus::kContinue);
+  EXPECT_EQ(kept.header("authorization"), "Bearer " + token);
+  EXPECT_EQ(kept.header("cookie"), "session_jwt=" + token);
+  EXPECT_EQ(kept.callbacks.path_, "/x?access_token=" + token);
+}
+
+TEST_F(JwtTest, ACustomHeaderWithoutPrefixAndTheHeaderTurnedOff) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_header("X-JWT");
+  config.set_header_prefix("");
+  auto custom = Compile(config);
+  Request r;
+  r.headers.Add("x-jwt", Token("ES256"));
+  EXPECT_EQ(r.Run(*custom), http::FilterStatus::kContinue) << r.callbacks.message_;
+  EXPECT_EQ(r.header("x-jwt"), "<none>");
+
+  config.set_header("");
+  config.clear_header_prefix();
+  config.set_query_parameter("jwt");
+  auto query_only = Compile(config);
+  Request header_only = Request::Bearer(Token("ES256"));
+  EXPECT_EQ(header_only.Run(*query_only), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(header_only.callbacks.message_, "no bearer token found in request");
+}
+
+TEST_F(JwtTest, ClaimsGoToHeadersAndClientCopiesAreRemoved) {
+  v1::JwtConfig config = Config({"ES256"});
+  for (auto [claim, header] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"email", "X-User-Email"}, {"roles", "x-roles"}, {"level", "x-level"},
+           {"ratio", "x-ratio"}, {"active", "x-active"}, {"org", "x-org"},
+           {"missing", "x-missing"}}) {
+    auto* c = config.add_claims_to_headers();
+    c->set_claim(claim);
+    c->set_header(header);
+  }
+  auto factory = Compile(config);
+  Request r = Request::Bearer(Token("ES256"));
+  r.headers.Add("x-user-email", "mallory@example.com");
+  r.headers.Add("X-Org", "forged");
+  r.headers.Add("x-missing", "forged");
+  EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue) << r.callbacks.message_;
+  EXPECT_EQ(r.header("x-user-email"), "alice@example.com");
+  EXPECT_EQ(r.headers.Remove("x-user-email"), 1u);
+  EXPECT_EQ(r.header("x-roles"), "admin,dev");
+  EXPECT_EQ(r.header("x-level"), "3");
+  EXPECT_EQ(r.header("x-ratio"), "1.5");
+  EXPECT_EQ(r.header("x-active"), "true");
+  EXPECT_EQ(r.header("x-org"), "<none>");      // an object is not copied
+  EXPECT_EQ(r.header("x-missing"), "<none>");  // the client's copy is gone too
+  // Served from the cache the second time: the same headers.
+  Request again = Request::Bearer(Token("ES256"));
+  EXPECT_EQ(again.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(again.header("x-roles"), "admin,dev");
+  // A claim that would break the header block is not copied.
+  Request evil = Request::Bearer(Token("evil_claim"));
+  EXPECT_EQ(evil.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(evil.header("x-user-email"), "<none>");
+  EXPECT_EQ(evil.header("x-admin"), "<none>");
+}
+
+TEST_F(JwtTest, TheConsumerClaimNamesTheConsumer) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_consumer_claim("sub");
+  auto factory = Compile(config);
+  Request alice = Request::Bearer(Token("ES256"));
+  EXPECT_EQ(alice.Run(*factory), http::FilterStatus::kContinue) << alice.callbacks.message_;
+  EXPECT_EQ(alice.consumer(), "alice");
+  EXPECT_FALSE(alice.callbacks.info_.anonymous_consumer);
+  Request bob = Request::Bearer(Token("sub_bob"));
+  EXPECT_EQ(bob.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(bob.consumer(), "bob");
+  EXPECT_EQ(Refusal(*factory, Token("sub_mallory")), "token's consumer is not known");
+  EXPECT_EQ(Refusal(*factory, Token("sub_number")), "token's sub claim is missing or not a string");
+  // Without consumer_claim the token alone lets the request through.
+  auto anyone = Compile(Config({"ES256"}));
+  Request plain = Request::Bearer(Token("sub_mallory"));
+  EXPECT_EQ(plain.Run(*anyone), http::FilterStatus::kContinue);
+  EXPECT_EQ(plain.callbacks.info_.consumer, nullptr);
+}
+
+TEST_F(JwtTest, AnonymousTakesRequestsWithoutAnAcceptedToken) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_consumer_claim("sub");
+  config.set_anonymous("guest");
+  auto factory = Compile(config);
+  for (const std::string& token : {std::string(), Token("expired"), Token("sub_mallory")}) {
+    Request r = token.empty() ? Request() : Request::Bearer(token);
+    EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue);
+    EXPECT_EQ(r.consumer(), "guest");
+    EXPECT_TRUE(r.callbacks.info_.anonymous_consumer);
+    EXPECT_EQ(r.header("authorization"), "<none>");
+  }
+  config.set_anonymous("nobody");
+  Request r;
+  EXPECT_EQ(r.Run(*Compile(config)), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(r.callbacks.status_, 500);
+}
+
+TEST_F(JwtTest, WithKeyAuthOnTheRouteEitherIdentifiesTheCaller) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_consumer_claim("sub");
+  FactoryList chain = OrderChain(
+      {Compile(config), FindPolicyFactory("key-auth")->Compile(key_auth::v1::KeyAuthConfig()).value()});
+  ASSERT_EQ(chain.size(), 1u);
+  Request jwt = Request::Bearer(Token("sub_bob"));
+  EXPECT_EQ(jwt.Run(*chain[0]), http::FilterStatus::kContinue);
+  EXPECT_EQ(jwt.consumer(), "bob");
+  Request key;
+  key.headers.Add("apikey", "alice-key-123");
+  EXPECT_EQ(key.Run(*chain[0]), http::FilterStatus::kContinue);
+  EXPECT_EQ(key.consumer(), "alice");
+  Request none;
+  EXPECT_EQ(none.Run(*chain[0]), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(none.callbacks.message_, "no bearer token found in request");
+}
+
+TEST_F(JwtTest, AcceptedTokensAreCachedPerConfigAndAKeyChangeMisses) {
+  v1::JwtConfig config = Config({"ES256"}, "es256");
+  config.add_audiences("api");  // a config no other test uses
+  auto factory = Compile(config);
+  std::string token = Token("ES256");
+  VerifiedTokenCache& cache = VerifiedTokenCache::Get();
+  Request first = Request::Bearer(token);
+  EXPECT_EQ(first.Run(*factory), http::FilterStatus::kContinue);
+  VerifiedTokenCache::Stats before = cache.stats();
+  Request second = Request::Bearer(token);
+  EXPECT_EQ(second.Run(*factory), http::FilterStatus::kContinue);
+  VerifiedTokenCache::Stats after = cache.stats();
+  EXPECT_EQ(after.hits, before.hits + 1);
+  EXPECT_EQ(after.misses, before.misses);
+  // kid ec-256 now names another key: the cached acceptance does not count.
+  v1::JwtConfig rotated = Config({"ES256"}, "es256_rotated");
+  rotated.add_audiences("api");
+  EXPECT_EQ(Refusal(*Compile(rotated), token), "bad signature");
+  // Nor under a config that checks more.
+  config.add_issuers("https://other.test");
+  EXPECT_EQ(Refusal(*Compile(config), token), "issuer not allowed");
+}
+
+TEST_F(JwtTest, PemKeysOfEachTypeVerify) {
+  v1::JwtConfig config;
+  for (const char* name : {"rsa", "ec256", "ed25519"}) {
+    config.add_public_keys_pem()->set_pem(M().pem.at(name));
+  }
+  config.mutable_public_keys_pem(1)->set_kid("ec-256");
+  for (const char* a : {"RS256", "PS256", "ES256", "EdDSA"}) config.add_algorithms(a);
+  auto factory = Compile(config);
+  for (const char* alg : {"RS256", "PS256", "ES256", "EdDSA"}) {
+    // RS256/PS256 and EdDSA carry kids the PEMs do not have: unknown kid.
+    Request r = Request::Bearer(Token(alg));
+    http::FilterStatus status = r.Run(*factory);
+    if (std::string(alg) == "ES256") {
+      EXPECT_EQ(status, http::FilterStatus::kContinue) << r.callbacks.message_;
+    } else {
+      EXPECT_EQ(r.callbacks.message_, "unknown kid") << alg;
+    }
+  }
+  Request no_kid = Request::Bearer(Token("rs256_no_kid"));
+  EXPECT_EQ(no_kid.Run(*factory), http::FilterStatus::kContinue) << no_kid.callbacks.message_;
+}
+
+TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
+  auto key_errors = [](const std::string& jwks) {
+    v1::JwtConfig config;
+    config.set_jwks(jwks);
+    config.add_algorithms("RS256");
+    return Errors(config);
+  };
+  auto first = [&](const std::string& jwks) {
+    auto errors = key_errors(jwks);
+    return errors.empty() ? std::string("<none>") : errors[0].field + ": " + errors[0].message;
+  };
+  EXPECT_EQ(first(M().bad_jwks.at("rsa1024")),
+            "jwks: key 0 (kid \"small\"): RSA key of 1024 bits; 2048..8192 are accepted");
+  EXPECT_EQ(first(M().bad_jwks.at("bad_point")),
+            "jwks: key 0 (kid \"bad-point\"): the point (x, y) is not on the curve");
+  EXPECT_EQ(first(M().bad_jwks.at("private")),
+            "jwks: key 0 (kid \"private\"): holds private key material (d); give the public "
+            "key only");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":"c2hvcnQ"},{"kty":"EC","kid":"x","crv":"P-521","x":"AA","y":"AA"}]})"),
+            "jwks: key 0: k is 5 bytes; HS256 takes 32..1024 (RFC 7518 3.2)");
+  auto two = key_errors(
+      R"({"keys":[{"kty":"oct","k":"c2hvcnQ"},{"kty":"EC","kid":"x","crv":"P-521","x":"AA","y":"AA"}]})");
+  ASSERT_GE(two.size(), 2u);
+  EXPECT_EQ(two[1].message, "key 1 (kid \"x\"): crv \"P-521\" is not supported (P-256, P-384)");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"e","use":"enc","n":"AQAB","e":"AQAB"}]})"),
+            "jwks: key 0 (kid \"e\"): use is \"enc\"; only \"sig\" keys verify tokens");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","alg":"ES256"}]})"),
+            "jwks: key 0: x must be 32 bytes for Ed25519");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","alg":"RS256"}]})"),
+            "jwks: key 0: alg \"RS256\" does not fit a key of kty \"oct\"");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"DSA"}]})"),
+            "jwks: key 0: kty \"DSA\" is not supported (RSA, EC, OKP, oct)");
+  EXPECT_EQ(first(R"({"keys":[{"n":"AQAB"}]})"), "jwks: key 0: kty is missing");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","n":"@@","e":"AQAB"}]})"),
+            "jwks: key 0: n is not base64url (without padding)");
+  EXPECT_EQ(first("{\"keys\": 5}"),
+            "jwks: is not a JWK Set (a JSON object with a \"keys\" array)");
+  EXPECT_TRUE(absl::StartsWith(first("{nope"), "jwks: is not JSON: ")) << first("{nope");
+  EXPECT_EQ(first(R"({"keys":[]})"), "jwks: no keys: give jwks (a JWK Set) and/or public_keys_pem");
+  EXPECT_EQ(first(""), "jwks: no keys: give jwks (a JWK Set) and/or public_keys_pem");
+
+  v1::JwtConfig pem;
+  pem.add_algorithms("RS256");
+  pem.add_public_keys_pem()->set_pem(M().pem.at("rsa1024"));
+  pem.add_public_keys_pem()->set_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+  auto* dup = pem.add_public_keys_pem();
+  dup->set_pem(M().pem.at("rsa"));
+  dup->set_kid("k");
+  auto* dup2 = pem.add_public_keys_pem();
+  dup2->set_pem(M().pem.at("rsa"));
+  dup2->set_kid("k");
+  auto errors = Errors(pem);
+  ASSERT_EQ(errors.size(), 3u) << ErrorText(errors);
+  EXPECT_EQ(errors[0].field, "public_keys_pem[0].pem");
+  EXPECT_EQ(errors[0].message, "RSA key of 1024 bits; 2048..8192 are accepted");
+  EXPECT_EQ(errors[1].field, "public_keys_pem[1].pem");
+  EXPECT_EQ(errors[1].message, "is not a PEM public key (-----BEGIN PUBLIC KEY-----)");
+  EXPECT_EQ(errors[2].field, "public_keys_pem[3].kid");
+  EXPECT_EQ(errors[2].message, "kid \"k\" is used by another key");
+}
+
+TEST_F(JwtTest, ConfigRulesNameTheField) {
+  v1::JwtConfig config = Config({"ES256", "RS256", "XS1", "ES256"});
+  config.set_jwks(M().jwks.at("es256"));
+  config.add_issuers("");
+  config.set_leeway_seconds(3601);
+  config.set_header("bad header");
+  config.set_cookie("a;b");
+  config.set_query_parameter("a&b");
+  config.set_consumer_claim("has space");
+  auto add = [&](const char* claim, const char* header) {
+    auto* c = config.add_claims_to_headers();
+    c->set_claim(claim);
+    c->set_header(header);
+  };
+  add("email", "x-email");
+  add("email", "X-Email");
+  add("sub", "x-consumer-name");
+  add("q\"x", "content-length");
+  add("roles", "bad header");
+  auto errors = Errors(config);
+  std::vector<std::string> fields;
+  for (const auto& e : errors) fields.push_back(e.field);
+  EXPECT_EQ(fields, (std::vector<std::string>{
+                        "algorithms[1]", "algorithms[2]", "algorithms[3]", "issuers[0]",
+                        "leeway_seconds", "consumer_claim", "header", "cookie", "query_parameter",
+                        "claims_to_headers[1].header", "claims_to_headers[2].header",
+                        "claims_to_headers[3].claim", "claims_to_headers[3].header",
+                        "claims_to_headers[4].header"}))
+      << ErrorText(errors);
+  EXPECT_EQ(errors[0].message, "no key can verify RS256 tokens");
+  EXPECT_EQ(errors[1].message,
+            "\"XS1\" is not one of RS256, RS384, RS512, PS256, ES256, ES384, EdDSA, HS256");
+  EXPECT_EQ(errors[2].message, "ES256 is listed twice");
+  EXPECT_EQ(errors[4].message, "at most 3600, got 3601");
+
+  v1::JwtConfig nothing;
+  nothing.set_jwks(M().jwks.at("es256"));
+  auto none = Errors(nothing);
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_EQ(none[0].field, "algorithms");
+
+  v1::JwtConfig nowhere = Config({"ES256"}, "es256");
+  nowhere.set_header("");
+  auto no_source = Errors(nowhere);
+  ASSERT_EQ(no_source.size(), 1u) << ErrorText(no_source);
+  EXPECT_EQ(no_source[0].field, "header");
+
+  v1::JwtConfig token_header = Config({"ES256"}, "es256");
+  auto* c = token_header.add_claims_to_headers();
+  c->set_claim("sub");
+  c->set_header("Authorization");
+  auto clash = Errors(token_header);
+  ASSERT_EQ(clash.size(), 1u) << ErrorText(clash);
+  EXPECT_EQ(clash[0].message, "\"authorization\" is the header the token comes in");
+}
+
+TEST(JwsTest, ClaimsAreReadAsTheirTypesSay) {
+  std::vector<std::string> wanted = {"sub", "n", "big", "f", "arr", "mixed", "nul"};
+  auto claims = ParseClaims(
+      R"({"sub":"a","n":-5,"big":18446744073709551615,"f":1e3,"arr":[1,"x",false],)"
+      R"("mixed":[1,[2]],"nul":null,"exp":1.2,"nbf":9.8,"aud":"api"})",
+      wanted);
+  ASSERT_TRUE(claims.ok()) << claims.status();
+  EXPECT_EQ(*claims->exp, 2);  // rounded up
+  EXPECT_EQ(*claims->nbf, 9);  // rounded down
+  EXPECT_EQ(*claims->aud, std::vector<std::string>{"api"});
+  EXPECT_EQ(claims->wanted[0].kind, ClaimValue::Kind::kString);
+  EXPECT_EQ(claims->wanted[1].text, "-5");
+  EXPECT_EQ(claims->wanted[2].text, "18446744073709551615");
+  EXPECT_EQ(claims->wanted[3].text, "1000.0");
+  EXPECT_EQ(claims->wanted[4].text, "1,x,false");
+  EXPECT_EQ(claims->wanted[5].kind, ClaimValue::Kind::kOther);
+  EXPECT_EQ(claims->wanted[6].kind, ClaimValue::Kind::kOther);
+  EXPECT_EQ(ParseClaims(R"({"exp":1e300})", {})->exp, int64_t{1} << 62);
+  EXPECT_EQ(ParseClaims(R"({"aud":[1]})", {}).status().message(),
+            "malformed token: aud is not a string or an array of strings");
+  EXPECT_EQ(ParseClaims(R"({"iss":1})", {}).status().message(), "malformed token: iss is not a string");
+}
+
+}  // namespace
+}  // namespace sluice::policy::jwt

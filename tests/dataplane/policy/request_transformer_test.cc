@@ -1,0 +1,715 @@
+// The `request-transformer` policy: its config rules through the validator
+// registry, and its filter through the policy registry, as the binaries use
+// them. Also the template variables it added to the headers policy's engine.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <optional>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "api/policy_registry.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/headers/headers_policy.h"
+#include "dataplane/policy/registry.h"
+#include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
+#include "dataplane/policy/request_transformer/transform.h"
+#include "google/protobuf/text_format.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
+
+namespace sluice::policy::request_transformer {
+namespace {
+
+using testing::FakeCallbacks;
+
+v1::RequestTransformerConfig Parse(const std::string& text) {
+  v1::RequestTransformerConfig config;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &config))
+      << text;
+  return config;
+}
+
+// "field: message" lines.
+std::string Errors(const v1::RequestTransformerConfig& config) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("request-transformer")->Validate(config, &errors);
+  std::string all;
+  for (const auto& e : errors) all += e.field + ": " + e.message + "\n";
+  return all;
+}
+std::string Errors(const std::string& text) { return Errors(Parse(text)); }
+
+std::shared_ptr<const http::FilterFactory> Compile(const std::string& text) {
+  v1::RequestTransformerConfig config = Parse(text);
+  EXPECT_EQ(Errors(config), "") << text;
+  auto compiled = FindPolicyFactory("request-transformer")->Compile(config);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return compiled.ok() ? *compiled : nullptr;
+}
+
+// A request through one filter: its head, then (when the factory asks for
+// it and the request has one) its whole body, as the stream does.
+struct Exchange {
+  explicit Exchange(std::string target) : target_(std::move(target)) {
+    callbacks.info_.path = target_;
+    callbacks.info_.method = "POST";
+    callbacks.info_.request_id = "req-7";
+    callbacks.info_.client_ip = "10.1.2.3";
+    callbacks.info_.route_name = "api";
+  }
+  // The target that goes upstream.
+  std::string target() const { return std::string(callbacks.info_.path); }
+
+  void Run(const http::FilterFactory& factory) {
+    auto filter = factory.CreateFilter();
+    ASSERT_EQ(filter->OnRequestHeaders(headers, callbacks),
+              http::FilterStatus::kContinue);
+    if (factory.request_body_limit() > 0 && !body.empty()) {
+      ASSERT_LE(body.size(), factory.request_body_limit());
+      ASSERT_EQ(filter->OnRequestBody(body, callbacks),
+                http::FilterStatus::kContinue);
+    }
+    EXPECT_EQ(callbacks.replies_, 0);
+  }
+
+  std::string target_;
+  FakeCallbacks callbacks;
+  http::HeaderMap headers;
+  std::string body;
+};
+
+std::vector<std::string> All(const http::HeaderMap& headers,
+                             const std::string& name) {
+  std::vector<std::string> out;
+  for (const auto& f : headers.fields()) {
+    if (absl::EqualsIgnoreCase(f.name, name)) out.push_back(f.value);
+  }
+  return out;
+}
+
+TEST(RequestTransformerTest, RegisteredUnderItsNameInTheTransformationPhase) {
+  const api::PolicyValidator* validator =
+      api::FindPolicyValidator("request-transformer");
+  ASSERT_NE(validator, nullptr);
+  EXPECT_EQ(validator->config_type()->full_name(),
+            "sluice.policy.request_transformer.v1.RequestTransformerConfig");
+  auto factory = Compile("");
+  ASSERT_NE(factory, nullptr);
+  EXPECT_EQ(factory->policy_name(), "request-transformer");
+  EXPECT_EQ(factory->phase(), http::FilterPhase::kTransformation);
+  EXPECT_EQ(factory->request_body_limit(),
+            0u);  // no body edits: the body streams
+  EXPECT_EQ(factory->response_body_limit(), 0u);
+}
+
+TEST(RequestTransformerTest,
+     HeaderEditsRunRemoveRenameReplaceAddAppendInThatOrder) {
+  auto factory = Compile(R"pb(
+    headers {
+      remove: "x-debug"
+      remove: "x-old"
+      rename { from: "x-user" to: "x-account" }
+      rename { from: "x-absent" to: "x-kept" }
+      replace { name: "x-env" value: "prod" }
+      replace { name: "x-missing" value: "never" }
+      replace { name: "host" value: "internal.example" }
+      add { name: "x-env" value: "dev" }
+      add { name: "x-new" value: "added" }
+      add { name: "x-account" value: "not-added" }
+      append { name: "x-tag" value: "b" }
+      append { name: "x-old" value: "after-remove" }
+    }
+  )pb");
+  Exchange ex("/orders");
+  auto& h = ex.headers;
+  h.Add("host", "api.example");
+  h.Add("X-Debug", "1");
+  h.Add("x-old", "1");
+  h.Add("x-user", "u1");
+  h.Add("x-user", "u2");
+  h.Add("x-account", "stale");
+  h.Add("x-kept", "k");
+  h.Add("x-env", "dev");
+  h.Add("x-env", "staging");
+  h.Add("x-tag", "a");
+  ex.Run(*factory);
+  EXPECT_EQ(h.Get("x-debug"), nullptr);
+  EXPECT_EQ(All(h, "x-user"), std::vector<std::string>{});
+  EXPECT_EQ(All(h, "x-account"),
+            (std::vector<std::string>{"u1", "u2"}));  // "stale" replaced
+  EXPECT_EQ(All(h, "x-kept"),
+            std::vector<std::string>{"k"});  // rename without a from: nothing
+  EXPECT_EQ(All(h, "x-env"),
+            std::vector<std::string>{"prod"});  // replaced, so add skipped it
+  EXPECT_EQ(h.Get("x-missing"), nullptr);       // replace only when present
+  EXPECT_EQ(*h.Get("host"), "internal.example");
+  EXPECT_EQ(All(h, "x-new"), std::vector<std::string>{"added"});
+  EXPECT_EQ(All(h, "x-tag"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(All(h, "x-old"), std::vector<std::string>{
+                                 "after-remove"});  // removed, then appended
+  EXPECT_EQ(ex.target(),
+            "/orders");  // no query or path edit: the path is not set
+  EXPECT_TRUE(ex.callbacks.path_.empty());
+}
+
+TEST(RequestTransformerTest,
+     ValuesUseTemplatesRenderedFromTheRequestAsItArrived) {
+  auto factory = Compile(R"pb(
+    headers {
+      remove: "x-tenant"
+      add {
+        name: "x-who"
+        value: "%CONSUMER%@%CLIENT_IP% id=%REQUEST_ID% route=%ROUTE%"
+      }
+      add { name: "x-tenant-copy" value: "[%HEADER(X-Tenant)%]" }
+      add { name: "x-page" value: "%QUERY(page)%" }
+      add { name: "x-none" value: "<%HEADER(x-nothing)%%QUERY(nothing)%>" }
+      append { name: "x-pct" value: "100%%" }
+    }
+  )pb");
+  auth::Consumer alice;
+  alice.name = "alice";
+  Exchange ex("/v1/list?page=2%20b&size=10");
+  ex.callbacks.info_.consumer = &alice;
+  ex.headers.Add("x-tenant", "t1");
+  ex.headers.Add("X-Tenant", "t2");
+  ex.Run(*factory);
+  EXPECT_EQ(*ex.headers.Get("x-who"), "alice@10.1.2.3 id=req-7 route=api");
+  // Removed by the same policy, yet its values are there: values come first.
+  EXPECT_EQ(ex.headers.Get("x-tenant"), nullptr);
+  EXPECT_EQ(*ex.headers.Get("x-tenant-copy"), "[t1, t2]");
+  EXPECT_EQ(*ex.headers.Get("x-page"), "2 b");  // percent-decoded
+  EXPECT_EQ(*ex.headers.Get("x-none"), "<>");
+  EXPECT_EQ(*ex.headers.Get("x-pct"), "100%");
+}
+
+TEST(RequestTransformerTest, DecodedQueryBytesCannotSplitAHeader) {
+  auto factory =
+      Compile(R"pb(headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
+  Exchange ex("/?q=a%0D%0Ax-evil:%201%00");
+  ex.Run(*factory);
+  EXPECT_EQ(*ex.headers.Get("x-q"), "a  x-evil: 1 ");
+}
+
+TEST(RequestTransformerTest,
+     QueryEditsKeepUntouchedParametersAsSentAndEncodeNewOnes) {
+  auto factory = Compile(R"pb(
+    query {
+      remove: "debug"
+      rename { from: "q" to: "search" }
+      replace { name: "limit" value: "50" }
+      replace { name: "absent" value: "x" }
+      add { name: "lang" value: "en" }
+      add { name: "page" value: "9" }
+      append { name: "tag" value: "a b&c=d/é" }
+      append { name: "who" value: "%CONSUMER%" }
+    }
+  )pb");
+  auth::Consumer bob;
+  bob.name = "bob+1";
+  Exchange ex(
+      "/items?q=caf%C3%A9&limit=5&debug=1&page=3&limit=7&search=old&x=%2F");
+  ex.callbacks.info_.consumer = &bob;
+  ex.Run(*factory);
+  EXPECT_EQ(ex.target(),
+            "/items?search=caf%C3%A9&limit=50&page=3&x=%2F&lang=en&tag=a%20b%"
+            "26c%3Dd/%C3%A9"
+            "&who=bob%2B1");
+}
+
+TEST(RequestTransformerTest,
+     QueryNamesMatchDecodedAndAnEmptiedQueryLosesItsMark) {
+  auto factory = Compile(R"pb(query { remove: "api key" })pb");
+  Exchange ex("/x?api%20key=secret&api%20key=2");
+  ex.Run(*factory);
+  EXPECT_EQ(ex.target(), "/x");
+  // Nothing to change: the target is not touched, odd bytes included.
+  Exchange same("/x?a=1&&b");
+  same.Run(*factory);
+  EXPECT_TRUE(same.callbacks.path_.empty());
+  EXPECT_EQ(same.target(), "/x?a=1&&b");
+}
+
+TEST(RequestTransformerTest,
+     PathRegexRewritesThePathWithCapturesAndKeepsTheQuery) {
+  auto factory = Compile(R"pb(
+    path { regex: "/api/v1/(\\w+)/(\\d+)" rewrite: "/v2/\\1/items/\\2" }
+    headers {
+      add { name: "x-id" value: "%CAPTURE(2)% of %CAPTURE(1)% (%CAPTURE(0)%)" }
+    }
+    query { add { name: "kind" value: "%CAPTURE(1)%" } }
+  )pb");
+  Exchange ex("/api/v1/books/42?sort=asc");
+  ex.Run(*factory);
+  EXPECT_EQ(ex.target(), "/v2/books/items/42?sort=asc&kind=books");
+  EXPECT_EQ(*ex.headers.Get("x-id"), "42 of books (/api/v1/books/42)");
+
+  // The regex must match the whole path; otherwise the path stays and the
+  // captures are empty.
+  Exchange partial("/api/v1/books/42/extra");
+  partial.Run(*factory);
+  EXPECT_EQ(partial.target(), "/api/v1/books/42/extra?kind=");
+  EXPECT_EQ(*partial.headers.Get("x-id"), " of  ()");
+}
+
+TEST(RequestTransformerTest, PathRewriteWithoutQuery) {
+  auto factory =
+      Compile(R"pb(path { regex: "/old(/.*)?" rewrite: "/new\\1" })pb");
+  Exchange ex("/old/a/b");
+  ex.Run(*factory);
+  EXPECT_EQ(ex.target(), "/new/a/b");
+  Exchange bare("/old?");
+  bare.Run(*factory);
+  EXPECT_EQ(bare.target(),
+            "/new?");  // an unmatched group is empty; the query mark stays
+}
+
+TEST(RequestTransformerTest, BodyEditsAskTheStreamToHoldTheBody) {
+  EXPECT_EQ(Compile(R"pb(body { remove: "a" })pb")->request_body_limit(),
+            1u << 20);
+  EXPECT_EQ(Compile(R"pb(body { remove: "a" max_body_bytes: 100 })pb")
+                ->request_body_limit(),
+            100u);
+  EXPECT_EQ(
+      Compile(R"pb(body { max_body_bytes: 16777216 })pb")->request_body_limit(),
+      0u);
+}
+
+TEST(RequestTransformerTest,
+     JsonBodyEditsKeepUntouchedFieldsVerbatimAndInOrder) {
+  auto factory = Compile(R"pb(
+    body {
+      remove: "password"
+      rename { from: "user" to: "login" }
+      replace { name: "n" value: "2" }
+      replace { name: "absent" value: "true" }
+      add { name: "source" value: "\"gateway\"" }
+      add { name: "obj" value: " {\"k\": [1, 2.50, null]} " }
+      add { name: "n" value: "3" }
+    }
+  )pb");
+  Exchange ex("/users");
+  ex.headers.Add("content-type", "application/json; charset=utf-8");
+  ex.body =
+      "{ \"user\" : \"al\\u0069ce\",\n \"password\":\"x\", \"nested\": {\"a\": "
+      "[1, {\"b\": \"}\"}],"
+      " \"c\": 1.50e3}, \"n\": 1, \"s\": \"\\ud83d\\ude00 \\\"q\\\"\", "
+      "\"big\": 12345678901234567890 }\n";
+  ex.Run(*factory);
+  EXPECT_EQ(
+      ex.body,
+      "{\"login\":\"al\\u0069ce\",\"nested\":{\"a\": [1, {\"b\": \"}\"}], "
+      "\"c\": 1.50e3},"
+      "\"n\":2,\"s\":\"\\ud83d\\ude00 \\\"q\\\"\",\"big\":12345678901234567890,"
+      "\"source\":\"gateway\",\"obj\":{\"k\": [1, 2.50, null]}}");
+}
+
+TEST(RequestTransformerTest, JsonFieldsMatchByTheirUnescapedNames) {
+  auto factory = Compile(R"pb(
+    body {
+      remove: "é"
+      replace { name: "age" value: "40" }
+      rename { from: "dup" to: "once" }
+    }
+  )pb");
+  Exchange ex("/");
+  ex.headers.Add("Content-Type", "application/vnd.api+json");
+  ex.body = R"({"\u00e9":1,"\u0061ge":30,"dup":1,"once":0,"dup":2})";
+  ex.Run(*factory);
+  // Every field of a name is affected; renamed keys are written plainly.
+  EXPECT_EQ(ex.body, R"({"\u0061ge":40,"once":1,"once":2})");
+}
+
+TEST(RequestTransformerTest, JsonTemplateValuesAreEscapedStrings) {
+  auto factory = Compile(R"pb(
+    headers { remove: "x-note" }
+    body {
+      add { name: "consumer" value: "\"%CONSUMER%\"" }
+      add { name: "note" value: "\"%HEADER(x-note)% \\u00e9 100%%\"" }
+      add { name: "path" value: "\"%CAPTURE(1)%\"" }
+    }
+    path { regex: "/p/(.*)" rewrite: "/q/\\1" }
+  )pb");
+  auth::Consumer odd;
+  odd.name = "o\"dd\\";
+  Exchange ex("/p/a%20b");
+  ex.callbacks.info_.consumer = &odd;
+  ex.headers.Add("content-type", "application/json");
+  ex.headers.Add("x-note", std::string("say \"hi\"\t\xff"));
+  ex.body = "{}";
+  ex.Run(*factory);
+  EXPECT_EQ(ex.body,
+            "{\"consumer\":\"o\\\"dd\\\\\",\"note\":\"say \\\"hi\\\"\\t\\ufffd "
+            "\xc3\xa9 100%\","
+            "\"path\":\"a%20b\"}");
+  EXPECT_EQ(ex.headers.Get("x-note"), nullptr);
+  EXPECT_EQ(ex.target(), "/q/a%20b");
+}
+
+TEST(RequestTransformerTest, BodiesThatAreNotJsonObjectsPassUnchanged) {
+  auto factory = Compile(R"pb(body {
+                                remove: "a"
+                                add { name: "b" value: "1" }
+                              })pb");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"application/json", "{\"a\": 1,}"},        // invalid JSON
+      {"application/json", "[{\"a\": 1}]"},       // not an object
+      {"application/json", "\"a\""},              // a scalar
+      {"application/json", "{\"a\": \"\xff\"}"},  // invalid UTF-8
+      {"application/json", "{\"a\": 1} {}"},      // two documents
+      // Valid JSON, but a number simdjson cannot hold (beyond 64-bit
+      // integers and doubles): left alone rather than rounded.
+      {"application/json", "{\"a\": 123456789012345678901234567890}"},
+      {"text/plain", "{\"a\": 1}"},  // not JSON by its type
+      {"application/jsonx", "{\"a\": 1}"},
+  };
+  for (const auto& [type, body] : cases) {
+    Exchange ex("/");
+    ex.headers.Add("content-type", type);
+    ex.body = body;
+    ex.Run(*factory);
+    EXPECT_EQ(ex.body, body) << type;
+  }
+  Exchange untyped("/");
+  untyped.body = "{\"a\": 1}";
+  untyped.Run(*factory);
+  EXPECT_EQ(untyped.body, "{\"a\": 1}");
+  Exchange gzipped("/");
+  gzipped.headers.Add("content-type", "application/json");
+  gzipped.headers.Add("content-encoding", "gzip");
+  gzipped.body = "{\"a\": 1}";
+  gzipped.Run(*factory);
+  EXPECT_EQ(gzipped.body, "{\"a\": 1}");
+}
+
+TEST(RequestTransformerTest, NoChangeLeavesTheBodyBytesAlone) {
+  auto factory = Compile(R"pb(body {
+                                remove: "absent"
+                                replace { name: "also" value: "1" }
+                              })pb");
+  Exchange ex("/");
+  ex.headers.Add("content-type", "application/json");
+  ex.body = "{ \"a\" : 1 }\n";
+  ex.Run(*factory);
+  EXPECT_EQ(ex.body, "{ \"a\" : 1 }\n");
+}
+
+TEST(RequestTransformerTest, TheContentTypeThatGoesUpstreamDecides) {
+  auto factory = Compile(R"pb(
+    headers { replace { name: "content-type" value: "application/json" } }
+    body { add { name: "x" value: "1" } }
+  )pb");
+  Exchange ex("/");
+  ex.headers.Add("content-type", "text/plain");
+  ex.body = "{}";
+  ex.Run(*factory);
+  EXPECT_EQ(ex.body, "{\"x\":1}");
+}
+
+TEST(RequestTransformerTest, AnEmptyObjectAndALargeBody) {
+  auto factory = Compile(R"pb(body {
+                                add { name: "k" value: "null" }
+                                max_body_bytes: 3000000
+                              })pb");
+  Exchange ex("/");
+  ex.headers.Add("content-type", "application/json");
+  std::string big = "{\"blob\":\"" + std::string(2500000, 'z') + "\"}";
+  ex.body = big;
+  ex.Run(*factory);
+  EXPECT_EQ(ex.body, big.substr(0, big.size() - 1) + ",\"k\":null}");
+  Exchange empty("/");
+  empty.headers.Add("content-type", "application/json");
+  empty.body = " { } ";
+  empty.Run(*factory);
+  EXPECT_EQ(empty.body, "{\"k\":null}");
+}
+
+TEST(RequestTransformerTest, ValidConfigHasNoErrors) {
+  EXPECT_EQ(
+      Errors(R"pb(
+        headers {
+          remove: "x-a"
+          rename { from: "x-b" to: "X-B" }
+          replace { name: "Host" value: "h" }
+          add { name: "x-c" value: "%HEADER(x-a)% %QUERY(q)% %CAPTURE(1)%" }
+          append { name: "x-d" value: "" }
+        }
+        query {
+          remove: "a b"
+          append { name: "é" value: "%CONSUMER%" }
+        }
+        path { regex: "/(a)(b)" rewrite: "/x/\\2/\\1/%2F" }
+        body {
+          add { name: "k" value: "\"%CAPTURE(2)%\"" }
+          max_body_bytes: 16777216
+        }
+      )pb"),
+      "");
+}
+
+TEST(RequestTransformerTest, ErrorsNameTheField) {
+  std::string all = Errors(R"pb(
+    headers {
+      remove: "content-length"
+      remove: "host"
+      rename { from: "x-a" to: "bad name" }
+      rename { from: "x-a" to: "transfer-encoding" }
+      rename { from: "x-same" to: "x-same" }
+      add { name: "host" value: "h" }
+      add { name: "x-b" value: "%NOPE%" }
+      append { name: "x-c" value: "%CAPTURE(1)%" }
+      replace { name: "" value: "x" }
+    }
+    query {
+      remove: ""
+      add { name: "a\tb" value: "1" }
+      append { name: "x" value: "50%" }
+    }
+    body {
+      add { name: "a" value: "not json" }
+      add { name: "b" value: "{\"a\":}" }
+      add { name: "c" value: "\"%BAD%\"" }
+      replace { name: "" value: "1" }
+      rename { from: "x" to: "x" }
+      max_body_bytes: 16777217
+    }
+  )pb");
+  for (const char* want : {
+           "headers.remove[0]: 'content-length' is set by the gateway "
+           "(connection and framing)",
+           "headers.remove[1]: host can only be replaced (headers.replace), "
+           "not removed",
+           "headers.rename[0].to: 'bad name' is not a valid header name",
+           "headers.rename[1].to: 'transfer-encoding' is set by the gateway",
+           "headers.rename[2].to: is the same as from",
+           "headers.add[0].name: host can only be replaced (headers.replace)",
+           "headers.add[1].value: unknown variable %NOPE% (known: %REQUEST_ID%",
+           "%HEADER(name)%, %QUERY(name)%)",
+           "headers.append[0].value: %CAPTURE(1)% is not available here",
+           "headers.replace[0].name: is required",
+           "query.remove[0]: is required",
+           "query.add[0].name: must not contain control characters",
+           "query.append[0].value: '%' at byte 2 starts no variable",
+           "body.add[0].value: not valid JSON",
+           "body.add[1].value: not valid JSON",
+           "body.add[2].value: unknown variable %BAD%",
+           "body.replace[0].name: is required",
+           "body.rename[0].to: is the same as from",
+           "body.max_body_bytes: is 16777217; at most 16777216",
+       }) {
+    EXPECT_TRUE(absl::StrContains(all, want)) << "want: " << want << "\nall:\n"
+                                              << all;
+  }
+}
+
+TEST(RequestTransformerTest, PathErrors) {
+  EXPECT_TRUE(
+      absl::StrContains(Errors(R"pb(path { regex: "/(a" rewrite: "/b" })pb"),
+                        "path.regex: RE2 error: missing ): /(a"))
+      << Errors(R"pb(path { regex: "/(a" rewrite: "/b" })pb");
+  EXPECT_EQ(Errors(R"pb(path { rewrite: "/b" })pb"),
+            "path.regex: is required with rewrite\n");
+  EXPECT_EQ(Errors(R"pb(path { regex: "/a" })pb"),
+            "path.rewrite: is required with regex\n");
+  EXPECT_EQ(Errors(R"pb(path { regex: "/a" rewrite: "b" })pb"),
+            "path.rewrite: must start with '/'\n");
+  EXPECT_TRUE(
+      absl::StrContains(Errors(R"pb(path { regex: "/a" rewrite: "/b?c=1" })pb"),
+                        "path.rewrite: must not contain '?'"));
+  EXPECT_TRUE(
+      absl::StrContains(Errors(R"pb(path { regex: "/a" rewrite: "/b c" })pb"),
+                        "path.rewrite: byte 2 is not a path character"));
+  EXPECT_TRUE(absl::StrContains(
+      Errors(R"pb(path { regex: "/a" rewrite: "/b%zz" })pb"),
+      "path.rewrite: '%' at byte 2 starts no percent-encoding"));
+  EXPECT_TRUE(absl::StrContains(
+      Errors(R"pb(path { regex: "/a" rewrite: "/\\\\" })pb"),
+      "path.rewrite: '\\' at byte 1 is not followed by a group number"));
+  EXPECT_TRUE(
+      absl::StrContains(Errors(R"pb(path { regex: "/(a)" rewrite: "/\\2" })pb"),
+                        "path.rewrite: RE2 error: "))
+      << Errors(R"pb(path { regex: "/(a)" rewrite: "/\\2" })pb");
+  // Captures beyond the regex's groups.
+  EXPECT_TRUE(absl::StrContains(
+      Errors(R"pb(path { regex: "/(a)" rewrite: "/" }
+                  headers { add { name: "x" value: "%CAPTURE(2)%" } })pb"),
+      "headers.add[0].value: %CAPTURE(2)%: path.regex has 1 capture group(s)"));
+  // A broken regex is reported once, not again for every %CAPTURE%.
+  EXPECT_EQ(
+      Errors(R"pb(path { regex: "(" rewrite: "/" }
+                  headers { add { name: "x" value: "%CAPTURE(3)%" } })pb"),
+      "path.regex: RE2 error: missing ): (\n");
+}
+
+TEST(RequestTransformerTest, ListAndValueLimits) {
+  v1::RequestTransformerConfig config;
+  for (int i = 0; i < 65; ++i) config.mutable_headers()->add_remove("x-a");
+  for (int i = 0; i < 64; ++i) config.mutable_query()->add_remove("a");
+  auto* big = config.mutable_headers()->add_append();
+  big->set_name("x-big");
+  big->set_value(std::string(4097, 'v'));
+  auto* crlf = config.mutable_query()->add_add();
+  crlf->set_name("q");
+  crlf->set_value("a\r\nb");
+  auto* json = config.mutable_body()->add_add();
+  json->set_name("j");
+  json->set_value("[1,\n2]");
+  auto* long_json = config.mutable_body()->add_replace();
+  long_json->set_name("k");
+  long_json->set_value("\"" + std::string(4095, 'x') + "\"");
+  std::string all = Errors(config);
+  EXPECT_TRUE(
+      absl::StrContains(all, "headers.remove: has 65 entries; at most 64\n"))
+      << all;
+  EXPECT_FALSE(absl::StrContains(all, "query.remove:")) << all;
+  EXPECT_TRUE(absl::StrContains(
+      all, "headers.append[0].value: is 4097 bytes; at most 4096"))
+      << all;
+  EXPECT_TRUE(absl::StrContains(
+      all, "query.add[0].value: must not contain CR, LF or NUL"))
+      << all;
+  EXPECT_TRUE(absl::StrContains(
+      all, "body.add[0].value: must not contain CR, LF or NUL"))
+      << all;
+  EXPECT_TRUE(absl::StrContains(all, "body.replace[0].value: is 4097 bytes"))
+      << all;
+}
+
+// The variables this policy added to the shared engine work in the headers
+// policy too where they make sense (%CONSUMER%), and are refused where not.
+TEST(RequestTransformerTest, HeadersPolicyTemplatesGainConsumerOnly) {
+  auth::Consumer carol;
+  carol.name = "carol";
+  http::StreamInfo info;
+  info.consumer = &carol;
+  auto consumer = headers::ValueTemplate::Parse("<%CONSUMER%>");
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  EXPECT_EQ(consumer->Render(info), "<carol>");
+  info.consumer = nullptr;
+  EXPECT_EQ(consumer->Render(info), "<>");
+  auto header = headers::ValueTemplate::Parse("%HEADER(x-a)%");
+  ASSERT_FALSE(header.ok());
+  EXPECT_TRUE(
+      absl::StrContains(header.status().message(), "is not available here"));
+  EXPECT_FALSE(headers::ValueTemplate::Parse("%CAPTURE(1)%").ok());
+  headers::TemplateScope scope;
+  scope.request_fields = true;
+  EXPECT_FALSE(headers::ValueTemplate::Parse("%HEADER(a b)%", scope).ok());
+  EXPECT_FALSE(headers::ValueTemplate::Parse("%HEADER()%", scope).ok());
+  EXPECT_FALSE(headers::ValueTemplate::Parse("%QUERY(a=b)%", scope).ok());
+  scope.captures = 2;
+  EXPECT_TRUE(headers::ValueTemplate::Parse("%CAPTURE(2)%", scope).ok());
+  EXPECT_FALSE(headers::ValueTemplate::Parse("%CAPTURE(3)%", scope).ok());
+  EXPECT_FALSE(headers::ValueTemplate::Parse("%CAPTURE(10)%", scope).ok());
+}
+
+TEST(RequestTransformerTest, JsonQuoteEscapesAndRepairsUtf8) {
+  EXPECT_EQ(transformer::JsonQuote(""), "\"\"");
+  EXPECT_EQ(transformer::JsonQuote(std::string("a\"\\/\b\f\n\r\t\x01\x7f", 11)),
+            "\"a\\\"\\\\/\\b\\f\\n\\r\\t\\u0001\x7f\"");
+  EXPECT_EQ(transformer::JsonQuote("\xe2\x82\xac \xf0\x9f\x98\x80"),
+            "\"\xe2\x82\xac \xf0\x9f\x98\x80\"");
+  // Overlong, surrogate, truncated and stray bytes.
+  EXPECT_EQ(transformer::JsonQuote("\xc0\xaf|\xed\xa0\x80|\xe2\x82|\x80"),
+            "\"\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd|\\ufffd\"");
+}
+
+// Mutated JSON bodies against an oracle: simdjson's view of the input with
+// the edits applied by name must be simdjson's view of the output, and a
+// body that is not edited keeps its bytes.
+TEST(RequestTransformerTest, JsonEditsAgreeWithSimdjsonOnMutatedBodies) {
+  transformer::EditSpec spec;
+  spec.remove = {"a"};
+  spec.rename = {{"b", "c"}};
+  spec.replace = {{"d", "[1]"}};
+  spec.add = {{"z", "\"x\""}};
+  auto edits =
+      transformer::JsonBodyEdits::Compile(spec, transformer::TemplateScope());
+  ASSERT_TRUE(edits.ok()) << edits.status();
+  const transformer::JsonBodyEdits::Values values =
+      edits->Render(transformer::TemplateContext());
+  const std::vector<std::string> corpus = {
+      R"({"a":1,"b":{"x":[1,"]",{"}":"\""}]},"c":null,"d":-0.5e+2,"e":"\u00e9\\","a":[]})",
+      R"( { "k\"ey" : "v\\\"" , "b" : [ ] , "z" : true } )",
+      R"({"d":{},"b":"{[","c":[[[]]],"f":false})",
+      R"({})",
+  };
+  // (unescaped key, minified value) pairs of an object, or nullopt.
+  auto view = [](const std::string& json)
+      -> std::optional<std::vector<std::pair<std::string, std::string>>> {
+    simdjson::dom::parser parser;
+    simdjson::dom::object object;
+    if (parser.parse(json.data(), json.size()).get_object().get(object))
+      return std::nullopt;
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto kv : object)
+      out.emplace_back(std::string(kv.key), simdjson::minify(kv.value));
+    return out;
+  };
+  std::mt19937 rng(20240601);
+  const std::string alphabet = "{}[]\",:\\ 0aebdz\x01\xc3";
+  int changed = 0, checked = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string body = corpus[rng() % corpus.size()];
+    for (int m = rng() % 3; m > 0 && !body.empty(); --m) {
+      size_t at = rng() % body.size();
+      switch (rng() % 4) {
+        case 0:
+          body[at] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          body.erase(at, 1);
+          break;
+        case 2:
+          body.insert(at, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        case 3:
+          body.resize(at);
+          break;
+      }
+    }
+    auto before = view(body);
+    std::string out = body;
+    auto result = edits->Apply(values, &out);
+    if (!before.has_value()) {
+      EXPECT_EQ(result, transformer::JsonBodyEdits::Result::kNotJsonObject)
+          << body;
+      EXPECT_EQ(out, body);
+      continue;
+    }
+    ++checked;
+    // The oracle: the same edits by name on simdjson's fields.
+    auto want = *before;
+    std::erase_if(want, [](const auto& f) { return f.first == "a"; });
+    bool has_b = std::any_of(want.begin(), want.end(),
+                             [](const auto& f) { return f.first == "b"; });
+    if (has_b) {
+      std::erase_if(want, [](const auto& f) { return f.first == "c"; });
+      for (auto& f : want)
+        if (f.first == "b") f.first = "c";
+    }
+    for (auto& f : want)
+      if (f.first == "d") f.second = "[1]";
+    if (std::none_of(want.begin(), want.end(),
+                     [](const auto& f) { return f.first == "z"; })) {
+      want.emplace_back("z", "\"x\"");
+    }
+    if (result == transformer::JsonBodyEdits::Result::kUnchanged) {
+      EXPECT_EQ(out, body);
+      EXPECT_EQ(want, *before) << body;
+      continue;
+    }
+    ASSERT_EQ(result, transformer::JsonBodyEdits::Result::kChanged) << body;
+    ++changed;
+    auto after = view(out);
+    ASSERT_TRUE(after.has_value()) << body << "\n -> " << out;
+    EXPECT_EQ(*after, want) << body << "\n -> " << out;
+  }
+  EXPECT_GT(checked, 1000);
+  EXPECT_GT(changed, 1000);
+}
+
+}  // namespace
+}  // namespace sluice::policy::request_transformer

@@ -1,0 +1,281 @@
+// request-transformer and response-transformer through real processes:
+// config applied with sluicectl, a real proxy, and a real upstream that
+// reports what it received (echoed x-test-* fields, the target, the body
+// with echo=1) or answers JSON (json=1).
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/http_wire.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr int kResponseLimit = 4096;
+constexpr int kRequestLimit = 65536;
+
+class TransformerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    port_ = PickFreePort();
+    ASSERT_EQ(Apply(Config()), 0) << last_error_;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "transformer-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  std::string Config(const std::string& regex = "'/req/v1/(\\w+)/(\\d+)'") {
+    return absl::StrCat(
+        "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, "
+        "port: ",
+        upstream_.port(),
+        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n"
+        "      routes:\n"
+        "        - name: req\n          match: {prefix: /req}\n          "
+        "route: {cluster: web}\n"
+        "          policies:\n"
+        "            - name: request-transformer\n"
+        "              typed_config:\n"
+        "                headers:\n"
+        "                  remove: [x-test-drop]\n"
+        "                  rename: [{from: x-test-old, to: x-test-new}]\n"
+        "                  replace: [{name: x-test-env, value: prod}]\n"
+        "                  add:\n"
+        "                    - {name: x-test-seen, value: "
+        "'%HEADER(x-test-old)%|%QUERY(q)%|"
+        "%CAPTURE(1)%|%ROUTE%'}\n"
+        "                  append: [{name: x-test-tag, value: two}]\n"
+        "                query:\n"
+        "                  remove: [debug]\n"
+        "                  rename: [{from: q, to: search}]\n"
+        "                  add: [{name: src, value: gw}]\n"
+        "                path: {regex: ",
+        regex,
+        ", rewrite: '/internal/\\1/item/\\2'}\n"
+        "                body:\n"
+        "                  remove: [password]\n"
+        "                  add:\n"
+        "                    - {name: via, value: '\"%ROUTE%\"'}\n"
+        "                    - {name: n, value: '1'}\n"
+        "                    - {name: meta, value: '{\"v\": [1, 2.50]}'}\n"
+        "                  max_body_bytes: ",
+        kRequestLimit,
+        "\n"
+        "        - name: resp\n          match: {prefix: /resp}\n          "
+        "route: {cluster: web}\n"
+        "          policies:\n"
+        "            - name: response-transformer\n"
+        "              typed_config:\n"
+        "                headers:\n"
+        "                  remove: [x-upstream]\n"
+        "                  add: [{name: x-transformed, value: 'yes'}]\n"
+        "                body:\n"
+        "                  remove: [secret]\n"
+        "                  rename: [{from: upstream, to: origin}]\n"
+        "                  add: [{name: gateway, value: '\"sluice\"'}]\n"
+        "                  max_body_bytes: ",
+        kResponseLimit,
+        "\n"
+        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+        port_, ", route_table: main}\n");
+  }
+
+  int Apply(const std::string& yaml) {
+    auto r =
+        cp_.Ctl({"apply", "-f",
+                 WriteFile(MakeTempDir("transformer"), "config.yaml", yaml)});
+    last_error_ = r.out + r.err;
+    return r.exit_code;
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"web-1"};
+  std::unique_ptr<Proxy> proxy_;
+  int port_ = 0;
+  std::string last_error_;
+};
+
+TEST_F(TransformerTest, HeadersQueryAndPathAsTheUpstreamSeesThem) {
+  HttpResponse r =
+      HttpGet(address(), "/req/v1/books/42?q=go%20now&debug=1&page=2",
+              {{"x-test-drop", "1"},
+               {"x-test-old", "o"},
+               {"x-test-env", "dev"},
+               {"x-test-tag", "one"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(
+      r.body,
+      "web-1 GET /internal/books/item/42?search=go%20now&page=2&src=gw\n");
+  EXPECT_EQ(r.header("x-echo-x-test-drop"), "");
+  EXPECT_EQ(r.header("x-echo-x-test-old"), "");
+  EXPECT_EQ(r.header("x-echo-x-test-new"), "o");
+  EXPECT_EQ(r.header("x-echo-x-test-env"), "prod");
+  EXPECT_EQ(r.header("x-echo-x-test-seen"), "o|go now|books|req");
+  EXPECT_EQ(r.header("x-echo-x-test-tag"), "two");  // the last of "one", "two"
+
+  // The regex must match the whole path: this one keeps its path.
+  r = HttpGet(address(), "/req/v1/books/forty-two?x=1");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.body, "web-1 GET /req/v1/books/forty-two?x=1&src=gw\n");
+  EXPECT_EQ(r.header("x-echo-x-test-seen"), "|||req");
+  EXPECT_EQ(r.header("x-echo-x-test-env"), "");  // replace only when present
+}
+
+TEST_F(TransformerTest, RequestJsonBodyIsEditedAndSentWithItsNewLength) {
+  const std::string sent =
+      "{\"user\": \"al\\u0069ce\", \"password\": \"pw\", \"n\": 0}";
+  const std::string want =
+      "{\"user\":\"al\\u0069ce\",\"n\":0,\"via\":\"req\",\"meta\":{\"v\": [1, "
+      "2.50]}}";
+  HttpConnection conn(address());
+  HttpResponse r = conn.Request("POST", "/req/v1/users/7?echo=1",
+                                {{"content-type", "application/json"}}, sent);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, want);
+  EXPECT_EQ(r.header("x-echo-content-length"), absl::StrCat(want.size()));
+
+  // Chunked from the client: held whole, sent with a length.
+  r = conn.Request(
+      "POST", "/req/v1/users/7?echo=1",
+      {{"content-type", "application/json"}, {"transfer-encoding", "chunked"}},
+      EncodeChunked(sent, 3));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.body, want);
+  EXPECT_EQ(r.header("x-echo-content-length"), absl::StrCat(want.size()));
+  EXPECT_EQ(r.header("x-echo-transfer-encoding"), "");
+  EXPECT_EQ(conn.connections_opened(), 1);
+}
+
+TEST_F(TransformerTest, RequestBodiesThatAreNotJsonObjectsGoUpstreamUnchanged) {
+  for (const auto& [type, body] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"text/plain", "{\"password\": 1}"},
+           {"application/json", "{\"password\": 1,}"},
+           {"application/json", "[1, 2]"},
+       }) {
+    HttpResponse r = HttpRequest(address(), "POST", "/req/x?echo=1",
+                                 {{"content-type", type}}, body);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, body) << type;
+    EXPECT_EQ(r.header("x-echo-content-length"), absl::StrCat(body.size()));
+  }
+  // A body over max_body_bytes cannot be held: 413, whatever its type.
+  HttpResponse r =
+      HttpRequest(address(), "POST", "/req/x", {{"content-type", "text/plain"}},
+                  std::string(kRequestLimit + 1, 'b'));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(r.header("x-upstream"), "");
+  // At the limit, it goes through.
+  r = HttpRequest(address(), "POST", "/req/x", {{"content-type", "text/plain"}},
+                  std::string(kRequestLimit, 'b'));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(
+      absl::StrContains(r.body, absl::StrCat("body-bytes=", kRequestLimit)))
+      << r.body;
+}
+
+TEST_F(TransformerTest, ResponseJsonFieldRemovedWithTheRightLength) {
+  const std::string want =
+      "{\"origin\":\"web-1\",\"method\":\"GET\",\"target\":\"/resp/a?json=1\","
+      "\"nested\":{\"a\":[1,2.50,{\"b\":null}]},\"gateway\":\"sluice\"}";
+  HttpConnection conn(address());
+  HttpResponse r = conn.Request("GET", "/resp/a?json=1");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, want);
+  EXPECT_EQ(r.header("content-length"), absl::StrCat(want.size()));
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_EQ(r.header("x-upstream"), "");
+  EXPECT_EQ(r.header("x-transformed"), "yes");
+
+  // A chunked upstream response is held whole too, and goes out with a length.
+  r = conn.Request("GET", "/resp/a?json=1&chunked=1");
+  ASSERT_TRUE(r.ok()) << r.error;
+  std::string chunked_want = want;
+  chunked_want.replace(chunked_want.find("json=1"), 6, "json=1&chunked=1");
+  EXPECT_EQ(r.body, chunked_want);
+  EXPECT_EQ(r.header("content-length"), absl::StrCat(chunked_want.size()));
+  EXPECT_EQ(r.header("transfer-encoding"), "");
+  EXPECT_EQ(conn.connections_opened(),
+            1);  // the lengths were right: the connection lives on
+
+  // Trailers that came with it still reach the client: the edited body
+  // then goes out chunked, with them in the last chunk.
+  std::string reply = SendRaw(address(),
+                              "GET /resp/a?json=1&chunked=1&trailers=1 HTTP/1.1\r\nhost: t\r\n"
+                              "te: trailers\r\nconnection: close\r\n\r\n");
+  EXPECT_NE(reply.find("transfer-encoding: chunked"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("\"gateway\":\"sluice\"}"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("\r\n0\r\nx-test-trailer: done\r\n\r\n"), std::string::npos) << reply;
+}
+
+TEST_F(TransformerTest,
+       OverTheLimitOrNotJsonTheResponsePassesThroughUnchanged) {
+  HttpConnection conn(address());
+  for (const std::string query :
+       {"json=1&size=5000", "json=1&size=5000&chunked=1"}) {
+    HttpResponse r = conn.Request("GET", "/resp/big?" + query);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_GT(r.body.size(), static_cast<size_t>(kResponseLimit));
+    EXPECT_TRUE(absl::StartsWith(r.body, "{\"upstream\":\"web-1\","))
+        << r.body.substr(0, 100);
+    EXPECT_TRUE(absl::StrContains(r.body, "\"secret\":\"s3cr3t\"")) << query;
+    EXPECT_TRUE(absl::EndsWith(r.body, std::string(100, 'x') + "\"}")) << query;
+    EXPECT_FALSE(absl::StrContains(r.body, "gateway")) << query;
+    // The headers are still the policy's.
+    EXPECT_EQ(r.header("x-transformed"), "yes");
+    EXPECT_EQ(r.header("x-upstream"), "");
+  }
+  // Just under the limit: transformed.
+  HttpResponse r = conn.Request("GET", "/resp/big?json=1&size=3900");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_FALSE(absl::StrContains(r.body, "secret"));
+  EXPECT_TRUE(absl::EndsWith(r.body, "\"gateway\":\"sluice\"}"));
+  EXPECT_EQ(r.header("content-length"), absl::StrCat(r.body.size()));
+  // Not JSON: untouched.
+  r = conn.Request("GET", "/resp/text");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.body, "web-1 GET /resp/text\n");
+  EXPECT_EQ(r.header("x-transformed"), "yes");
+  // A HEAD response has no body to hold.
+  r = conn.Request("HEAD", "/resp/a?json=1");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "");
+  EXPECT_EQ(conn.connections_opened(), 1);
+}
+
+TEST_F(TransformerTest, ConfigErrorsNameTheFieldAndChangeNothing) {
+  EXPECT_NE(Apply(Config("'/req/(unclosed'")), 0);
+  EXPECT_TRUE(absl::StrContains(
+      last_error_,
+      "policies[0].typed_config.path.regex: RE2 error: missing ): "))
+      << last_error_;
+  std::string bad_json = Config();
+  bad_json.replace(bad_json.find("value: '1'"), 10, "value: 'one'");
+  EXPECT_NE(Apply(bad_json), 0);
+  EXPECT_TRUE(absl::StrContains(
+      last_error_, "typed_config.body.add[1].value: not valid JSON"))
+      << last_error_;
+  EXPECT_EQ(proxy_->ReadyVersion(), 1u);
+  HttpResponse r = HttpGet(address(), "/req/v1/books/1");
+  EXPECT_EQ(r.body, "web-1 GET /internal/books/item/1?src=gw\n");
+}
+
+}  // namespace
+}  // namespace sluice::testing
