@@ -35,6 +35,10 @@ class PolicyValidator {
   // `config` is of config_type().
   virtual void Validate(const google::protobuf::Message& config,
                         std::vector<PolicyConfigError>* errors) const = 0;
+  // Replaces secret values in `config` (e.g. an HMAC key) with
+  // kRedactedText (api/resource.h) for what is shown to people: sluicectl
+  // get, the admin API's Get and List, /config_dump. Default: none.
+  virtual void Redact(google::protobuf::Message* config) const {}
 };
 
 // Called from static initializers. Aborts on a duplicate name.

@@ -1,5 +1,7 @@
 #include "api/resource.h"
 
+#include "api/policy_registry.h"
+
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -69,7 +71,34 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {
       "' (expected Listener, RouteTable, Cluster, Secret or Consumer)"));
 }
 
+namespace {
+
+// A policy's secret values (its validator knows which), in place.
+void RedactPolicies(google::protobuf::RepeatedPtrField<config::v1::TypedExtensionConfig>* list) {
+  for (config::v1::TypedExtensionConfig& policy : *list) {
+    const PolicyValidator* validator = FindPolicyValidator(policy.name());
+    if (validator == nullptr) continue;
+    std::string error;
+    auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
+    if (config == nullptr) continue;
+    std::string before = config->SerializeAsString();
+    validator->Redact(config.get());
+    if (config->SerializeAsString() != before) policy.mutable_typed_config()->PackFrom(*config);
+  }
+}
+
+}  // namespace
+
 void RedactSecrets(Resource* resource) {
+  if (resource->has_route_table()) {
+    for (config::v1::VirtualHost& vhost : *resource->mutable_route_table()->mutable_virtual_hosts()) {
+      RedactPolicies(vhost.mutable_policies());
+      for (config::v1::Route& route : *vhost.mutable_routes()) {
+        RedactPolicies(route.mutable_policies());
+      }
+    }
+    return;
+  }
   if (resource->has_secret() && resource->secret().has_tls_certificate()) {
     config::v1::TlsCertificate* certificate =
         resource->mutable_secret()->mutable_tls_certificate();

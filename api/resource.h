@@ -51,7 +51,9 @@ inline constexpr absl::string_view kRedactedText = "[redacted]";
 // each keys[].key and basic_auth.password. (The control plane stores only
 // their hashes, see api/credentials.h SealCredentials; this covers a plain
 // value that reaches output some other way. key_sha256 and password_hash
-// stay visible.) Leaves every other resource and field as it is. For what is
+// stay visible.) In route tables, each policy's secret values, as its
+// validator says (PolicyValidator::Redact: the jwt policy's HS256 keys).
+// Leaves every other resource and field as it is. For what is
 // shown to people (sluicectl get, the admin API's Get and List, a proxy's
 // /config_dump), never for what is stored, diffed or pushed to proxies.
 void RedactSecrets(Resource* resource);

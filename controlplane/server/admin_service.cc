@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -44,15 +45,33 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
+void AdminServiceImpl::Count(bool is_delete,
+                             const absl::StatusOr<ConfigState::ChangeResult>& result,
+                             bool dry_run) {
+  if (metrics_ == nullptr) return;
+  // A change that alters something always makes a new version (ConfigState).
+  const bool changed = result.ok() && !dry_run && !result->diff.empty();
+  ChangeOutcome outcome = OutcomeOf(result.status(), dry_run, changed);
+  if (is_delete) {
+    metrics_->CountDelete(outcome);
+  } else {
+    metrics_->CountApply(outcome);
+  }
+  if (changed) metrics_->RecordNewVersion(absl::Now());
+}
+
 grpc::Status AdminServiceImpl::Apply(grpc::ServerContext*,
                                      const admin::v1::ApplyRequest* request,
                                      admin::v1::ApplyResponse* response) {
   if (request->resources_size() == 0) {
-    return ToGrpcStatus(absl::InvalidArgumentError("apply needs at least one resource"));
+    absl::Status empty = absl::InvalidArgumentError("apply needs at least one resource");
+    Count(/*is_delete=*/false, empty, request->dry_run());
+    return ToGrpcStatus(empty);
   }
   std::vector<api::Resource> resources(request->resources().begin(),
                                        request->resources().end());
   auto result = state_->Apply(resources, request->dry_run());
+  Count(/*is_delete=*/false, result, request->dry_run());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
@@ -101,9 +120,11 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext*,
                                       const admin::v1::DeleteRequest* request,
                                       admin::v1::DeleteResponse* response) {
   if (absl::Status s = CheckKindAndName(request->kind(), request->name()); !s.ok()) {
+    Count(/*is_delete=*/true, s, request->dry_run());
     return ToGrpcStatus(s);
   }
   auto result = state_->Delete({request->kind(), request->name()}, request->dry_run());
+  Count(/*is_delete=*/true, result, request->dry_run());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());

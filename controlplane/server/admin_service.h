@@ -3,12 +3,14 @@
 // Get and List return Secrets with the private key redacted
 // (api::RedactSecrets); Apply takes keys in full. Consumers' API keys and
 // passwords are taken in plain or hashed and kept only hashed (ConfigState).
+// Each Apply and Delete is counted in `metrics` by how it ended.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 
 #include "controlplane/server/config_state.h"
+#include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/proxy_registry.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
 
@@ -16,8 +18,10 @@ namespace sluice::controlplane {
 
 class AdminServiceImpl final : public admin::v1::AdminService::Service {
  public:
-  AdminServiceImpl(ConfigState* state, ProxyRegistry* registry)
-      : state_(state), registry_(registry) {}
+  // `metrics` may be null: nothing is counted then.
+  AdminServiceImpl(ConfigState* state, ProxyRegistry* registry,
+                   ControlPlaneMetrics* metrics = nullptr)
+      : state_(state), registry_(registry), metrics_(metrics) {}
 
   grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
                      admin::v1::ApplyResponse* response) override;
@@ -32,8 +36,13 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
                            admin::v1::ListProxiesResponse* response) override;
 
  private:
+  // Counts a finished Apply (or Delete) in metrics_, and the new version's time.
+  void Count(bool is_delete, const absl::StatusOr<ConfigState::ChangeResult>& result,
+             bool dry_run);
+
   ConfigState* state_;
   ProxyRegistry* registry_;
+  ControlPlaneMetrics* metrics_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -26,6 +26,7 @@ struct StreamState {
   bool shutdown ABSL_GUARDED_BY(mu) = false;        // the control plane stops
   std::string outstanding_nonce ABSL_GUARDED_BY(mu);  // empty: none pending
   uint64_t outstanding_version ABSL_GUARDED_BY(mu) = 0;
+  absl::Time outstanding_sent_at ABSL_GUARDED_BY(mu);  // when it was written
   HashMap outstanding_hashes ABSL_GUARDED_BY(mu);
   // What the proxy runs, as far as we know; an empty store id: unknown.
   uint64_t held_version ABSL_GUARDED_BY(mu) = 0;
@@ -164,6 +165,7 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
         s.nacked_version = 0;
         s.nacks_in_a_row = 0;
         registry_->Acked(handle, s.held_version);
+        if (metrics_ != nullptr) metrics_->CountAck(absl::Now() - s.outstanding_sent_at);
         SLUICE_LOG(kDebug, "proxy ", node_id, " ACK version ", s.held_version);
       } else {
         s.nacks_in_a_row =
@@ -176,6 +178,7 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
         backoff = std::min(backoff, options_.nack_retry_max);
         s.retry_at = absl::Now() + backoff;
         registry_->Nacked(handle, s.outstanding_version, request.error_detail());
+        if (metrics_ != nullptr) metrics_->CountNack();
         SLUICE_LOG(kWarning, "proxy ", node_id, " NACK version ", s.outstanding_version,
                    ": ", request.error_detail(), " (offered again in ",
                    absl::FormatDuration(backoff), ")");
@@ -251,9 +254,12 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
       s.outstanding_nonce = response.nonce();
       s.outstanding_version = snapshot->version;
       s.outstanding_hashes = snapshot->hashes;
+      // Before the write: the ACK may come before Write() returns.
+      s.outstanding_sent_at = absl::Now();
     }
     registry_->Sent(handle, snapshot->version);
     if (!stream->Write(response)) break;
+    if (metrics_ != nullptr) metrics_->CountPush();
     SLUICE_LOG(kDebug, "sent version ", response.version(), " to ", node_id, " (",
                response.resources_size(), " resources, ", response.removed_size(),
                " removed)");

@@ -8,6 +8,9 @@
 // is offered again after a backoff (the cause may pass: a port busy for a
 // moment); a newer version is sent at once.
 //
+// Each response written, each ACK (with the time since its response was
+// written) and each NACK is counted in `metrics`, when there is one.
+//
 // Bounds (api/discovery.h): at most `max_streams` streams at once, a node
 // whose strings or labels are too long, or a NACK reason that is, ends the
 // stream with RESOURCE_EXHAUSTED or INVALID_ARGUMENT and the reason.
@@ -23,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controlplane/server/config_state.h"
+#include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/proxy_registry.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
 
@@ -46,9 +50,10 @@ struct DiscoveryOptions {
 
 class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Service {
  public:
+  // `metrics` may be null: nothing is counted then.
   DiscoveryServiceImpl(ConfigState* state, ProxyRegistry* registry,
-                       DiscoveryOptions options = {})
-      : state_(state), registry_(registry), options_(std::move(options)) {}
+                       DiscoveryOptions options = {}, ControlPlaneMetrics* metrics = nullptr)
+      : state_(state), registry_(registry), options_(std::move(options)), metrics_(metrics) {}
 
   grpc::Status StreamConfig(
       grpc::ServerContext* context,
@@ -63,6 +68,7 @@ class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Servi
   ConfigState* state_;
   ProxyRegistry* registry_;
   const DiscoveryOptions options_;
+  ControlPlaneMetrics* const metrics_;
   std::atomic<uint64_t> next_nonce_{1};
   std::atomic<int> active_streams_{0};
 };

@@ -2,7 +2,7 @@
 //
 //   sluice-control [--listen 127.0.0.1:18000] [--data-dir ./sluice-data]
 //                  [--max-config-bytes 33554432] [--max-discovery-streams 1000]
-//                  [--nack-retry 5s] [--log-level info]
+//                  [--nack-retry 5s] [--metrics-listen HOST:PORT] [--log-level info]
 #include <pthread.h>
 #include <signal.h>
 
@@ -17,7 +17,9 @@
 #include "common/log.h"
 #include "controlplane/server/admin_service.h"
 #include "controlplane/server/config_state.h"
+#include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/discovery_service.h"
+#include "controlplane/server/metrics_endpoint.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
@@ -27,7 +29,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] [--max-config-bytes N]\n"
     "                      [--max-discovery-streams N] [--nack-retry 5s]\n"
-    "                      [--log-level debug|info|warning|error]\n";
+    "                      [--metrics-listen HOST:PORT] [--log-level debug|info|warning|error]\n";
 
 // The gRPC server's limits, set on purpose rather than left to gRPC's
 // defaults (4 MiB receive, unlimited send, pings without data refused after
@@ -57,7 +59,7 @@ int Run(int argc, char** argv) {
   using namespace sluice;
   auto flags = ParseFlags(argc, argv,
                           {"listen", "data-dir", "max-config-bytes", "max-discovery-streams",
-                           "nack-retry", "log-level"},
+                           "nack-retry", "metrics-listen", "log-level"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
@@ -112,6 +114,15 @@ int Run(int argc, char** argv) {
   }
   discovery_options.nack_retry = *nack_retry;
   discovery_options.nack_retry_max = std::max(*nack_retry, absl::Minutes(5));
+  // Off unless asked for: the Prometheus endpoint (metrics_endpoint.h).
+  const std::string metrics_listen = get("metrics-listen", "");
+  if (flags->values.count("metrics-listen")) {
+    if (auto split = controlplane::SplitHostPort(metrics_listen); !split.ok()) {
+      std::fprintf(stderr, "sluice-control: --metrics-listen: %s\n%s",
+                   std::string(split.status().message()).c_str(), kUsage);
+      return 2;
+    }
+  }
 
   // Signals go to the thread that waits for them, never to gRPC's threads.
   sigset_t signals;
@@ -132,8 +143,29 @@ int Run(int argc, char** argv) {
     return 1;
   }
   controlplane::ProxyRegistry registry;
-  controlplane::DiscoveryServiceImpl discovery((*state).get(), &registry, discovery_options);
-  controlplane::AdminServiceImpl admin((*state).get(), &registry);
+  controlplane::ControlPlaneMetrics metrics;
+  controlplane::DiscoveryServiceImpl discovery((*state).get(), &registry, discovery_options,
+                                               &metrics);
+  controlplane::AdminServiceImpl admin((*state).get(), &registry, &metrics);
+
+  // Before the gRPC port, so that a busy metrics port ends the start before
+  // anything is served.
+  controlplane::ConfigState* config_state = (*state).get();
+  controlplane::MetricsEndpoint metrics_endpoint([&metrics, config_state, &registry] {
+    return metrics.Render({config_state->Current()->version,
+                           static_cast<int64_t>(registry.connected())});
+  });
+  if (!metrics_listen.empty()) {
+    absl::StatusOr<int> metrics_port = metrics_endpoint.Start(metrics_listen);
+    if (!metrics_port.ok()) {
+      SLUICE_LOG(kError, "--metrics-listen: ", metrics_port.status().message());
+      return 1;
+    }
+    // Not "listening on": that line names the gRPC port.
+    SLUICE_LOG(kInfo, "Prometheus metrics on http://",
+               metrics_listen.substr(0, metrics_listen.rfind(':')), ":", *metrics_port,
+               "/metrics");
+  }
 
   grpc::ServerBuilder builder;
   int bound_port = 0;
@@ -153,11 +185,13 @@ int Run(int argc, char** argv) {
              ", data dir ", data_dir, ", version ", (*state)->Current()->version,
              ", store ", (*state)->store_id());
 
+
   int received = 0;
   sigwait(&signals, &received);
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
   (*state)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  metrics_endpoint.Stop();
   SLUICE_LOG(kInfo, "stopped");
   return 0;
 }

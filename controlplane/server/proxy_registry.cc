@@ -52,6 +52,11 @@ void ProxyRegistry::Reported(int handle, const discovery::v1::TrafficReport& rep
   *it->second.mutable_last_report_time() = TimeUtil::GetCurrentTime();
 }
 
+size_t ProxyRegistry::connected() const {
+  absl::MutexLock lock(&mu_);
+  return proxies_.size();
+}
+
 std::vector<admin::v1::ProxyStatus> ProxyRegistry::List() const {
   std::vector<admin::v1::ProxyStatus> out;
   {

@@ -26,6 +26,8 @@ class ProxyRegistry {
 
   // Connected proxies, ordered by node id.
   std::vector<admin::v1::ProxyStatus> List() const;
+  // How many List() would return, without copying them.
+  size_t connected() const;
 
  private:
   mutable absl::Mutex mu_;

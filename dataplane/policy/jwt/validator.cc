@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "re2/re2.h"
 #include "dataplane/policy/jwt/jwt_config.pb.h"
 #include "dataplane/policy/jwt/keys.h"
 
@@ -72,6 +73,15 @@ class JwtValidator : public api::PolicyValidator {
   std::string name() const override { return "jwt"; }
   const google::protobuf::Descriptor* config_type() const override {
     return v1::JwtConfig::descriptor();
+  }
+  // HS256 secrets ("k" of an oct JWK) are not shown; the public keys are.
+  void Redact(google::protobuf::Message* message) const override {
+    auto* config = static_cast<v1::JwtConfig*>(message);
+    std::string jwks = config->jwks();
+    static const RE2* secret = new RE2(R"re("k"\s*:\s*"[^"]*")re");
+    if (RE2::GlobalReplace(&jwks, *secret, R"("k":"[redacted]")") > 0) {
+      config->set_jwks(jwks);
+    }
   }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {

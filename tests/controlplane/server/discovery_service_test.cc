@@ -1,13 +1,17 @@
 // DiscoveryServiceImpl over a real gRPC stream (in process): the bounds on
 // streams and on what a proxy sends, the stream's initial metadata, NACKed
-// versions offered again, store ids, and a stream whose thread cannot start.
+// versions offered again, store ids, a stream whose thread cannot start, and
+// the pushes, ACKs and NACKs counted for --metrics-listen.
 #include "controlplane/server/discovery_service.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "api/discovery.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/harness/process.h"
@@ -88,7 +92,8 @@ class DiscoveryServiceTest : public ::testing::Test {
     auto state = ConfigState::Create(std::move(*store));
     ASSERT_TRUE(state.ok()) << state.status();
     state_ = std::move(*state);
-    service_ = std::make_unique<DiscoveryServiceImpl>(state_.get(), &registry_, options);
+    service_ =
+        std::make_unique<DiscoveryServiceImpl>(state_.get(), &registry_, options, &metrics_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -100,6 +105,7 @@ class DiscoveryServiceTest : public ::testing::Test {
     if (server_) server_->Shutdown(std::chrono::system_clock::now());
   }
 
+  ControlPlaneMetrics metrics_;
   ProxyRegistry registry_;
   std::unique_ptr<ConfigState> state_;
   std::unique_ptr<DiscoveryServiceImpl> service_;
@@ -225,6 +231,46 @@ TEST_F(DiscoveryServiceTest, NackedVersionIsOfferedAgainAfterTheBackoff) {
   EXPECT_EQ(status.last_nack_version(), 1u);
   EXPECT_EQ(status.last_nack_error(), "port 8080 is still busy");
   EXPECT_EQ(status.version_pending(), 0u);
+}
+
+// The value of the sample `series` in the control plane's /metrics text.
+double Sample(const ControlPlaneMetrics& metrics, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(metrics.Render({}), '\n')) {
+    double value = 0;
+    if (absl::StartsWith(line, series + " ") &&
+        absl::SimpleAtod(line.substr(series.size() + 1), &value)) {
+      return value;
+    }
+  }
+  return -1;
+}
+
+TEST_F(DiscoveryServiceTest, PushesAcksNacksAndAckLatencyAreCounted) {
+  DiscoveryOptions options;
+  options.nack_retry = absl::Hours(1);
+  Start(options);
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  stream.Answer(r, 0, "port 8080 is busy");
+  ASSERT_TRUE(WaitFor([&] { return Sample(metrics_, "sluice_control_nacks_total") == 1; },
+                      absl::Seconds(10)));
+  ASSERT_TRUE(state_->Apply({Cluster("users", 9001)}, false).ok());
+  ASSERT_TRUE(stream.Read(&r));
+  ASSERT_EQ(r.version(), 2u);
+  stream.Answer(r, 2);
+  ASSERT_TRUE(WaitFor([&] { return Sample(metrics_, "sluice_control_acks_total") == 1; },
+                      absl::Seconds(10)));
+  const absl::Duration elapsed = absl::Now() - start;
+  EXPECT_EQ(Sample(metrics_, "sluice_control_pushes_total"), 2);
+  EXPECT_EQ(Sample(metrics_, "sluice_control_nacks_total"), 1);
+  // Only the ACK is timed: from its response's write, so within this test.
+  EXPECT_EQ(Sample(metrics_, "sluice_control_ack_latency_seconds_count"), 1);
+  double seconds = Sample(metrics_, "sluice_control_ack_latency_seconds_sum");
+  EXPECT_GE(seconds, 0);
+  EXPECT_LE(seconds, absl::ToDoubleSeconds(elapsed));
 }
 
 TEST_F(DiscoveryServiceTest, ANewerVersionIsSentWithoutWaitingForTheBackoff) {

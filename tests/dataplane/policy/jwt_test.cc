@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
 #include "api/policy_registry.h"
+#include "api/resource.h"
 #include "dataplane/auth/consumers.h"
 #include "dataplane/http/filter.h"
 #include "dataplane/policy/chain.h"
@@ -662,6 +663,31 @@ TEST(JwsTest, ClaimsAreReadAsTheirTypesSay) {
   EXPECT_EQ(ParseClaims(R"({"aud":[1]})", {}).status().message(),
             "malformed token: aud is not a string or an array of strings");
   EXPECT_EQ(ParseClaims(R"({"iss":1})", {}).status().message(), "malformed token: iss is not a string");
+}
+
+}  // namespace
+}  // namespace sluice::policy::jwt
+
+namespace sluice::policy::jwt {
+namespace {
+
+TEST(JwtRedactionTest, Hs256SecretsAreNotShownPublicKeysAre) {
+  config::v1::Resource resource;
+  auto* vhost = resource.mutable_route_table()->add_virtual_hosts();
+  v1::JwtConfig config;
+  config.set_jwks(R"({"keys": [{"kty": "oct", "kid": "h", "k" : "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg"},
+                              {"kty": "EC", "kid": "e", "crv": "P-256", "x": "xx", "y": "yy"}]})");
+  config.add_algorithms("HS256");
+  auto* policy = vhost->add_routes()->add_policies();
+  policy->set_name("jwt");
+  policy->mutable_typed_config()->PackFrom(config);
+  api::RedactSecrets(&resource);
+  v1::JwtConfig shown;
+  ASSERT_TRUE(resource.route_table().virtual_hosts(0).routes(0).policies(0).typed_config().UnpackTo(
+      &shown));
+  EXPECT_FALSE(absl::StrContains(shown.jwks(), "c2VjcmV0")) << shown.jwks();
+  EXPECT_TRUE(absl::StrContains(shown.jwks(), R"("k":"[redacted]")")) << shown.jwks();
+  EXPECT_TRUE(absl::StrContains(shown.jwks(), R"("x": "xx")")) << shown.jwks();
 }
 
 }  // namespace
