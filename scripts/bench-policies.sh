@@ -9,6 +9,8 @@
 #   /plain   no policy
 #   /auth    key-auth + acl + headers (the issue's target: >= 0.9x plain)
 #   /basic   basic-auth with one user (verifications cached after the first)
+#   /jwt     jwt (ES256) with one token repeated (verification cached) and
+#            with a new token per request (a signature check each time)
 #   /plain on a second listener (port 18085) with a JSON access log to a
 #            file: what logging every request costs (the issue's target:
 #            >= 0.95x)
@@ -49,6 +51,31 @@ CTL=("$W/sluicectl" --server 127.0.0.1:18999)
 start "$W/sluice-control" --listen 127.0.0.1:18999 --data-dir "$W/data" --log-level warning
 for _ in $(seq 1 200); do "${CTL[@]}" get >/dev/null 2>&1 && break; sleep 0.05; done
 
+# An ES256 key, its JWKS, and 200,000 tokens signed with it (python3-jwt).
+/usr/bin/python3 - "$W" <<'PY'
+import json, sys, time, jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+w = sys.argv[1]
+key = ec.generate_private_key(ec.SECP256R1())
+jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+jwk["kid"] = "bench"
+open(f"{w}/jwks.json", "w").write(json.dumps({"keys": [jwk]}))
+exp = int(time.time()) + 3600
+with open(f"{w}/tokens.txt", "w") as out:
+    for i in range(200000):
+        out.write(jwt.encode({"sub": f"user-{i}", "exp": exp}, key, algorithm="ES256",
+                             headers={"kid": "bench"}) + "\n")
+PY
+cat > "$W/tokens.lua" <<LUA
+local tokens = {}
+for line in io.lines("$W/tokens.txt") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/jwt", {["authorization"] = "Bearer " .. tokens[i]})
+end
+LUA
+JWKS=$(cat "$W/jwks.json")
 cat > "$W/config.yaml" <<YAML
 kind: Consumer
 name: bench-user
@@ -80,6 +107,9 @@ spec:
         - match: {prefix: /basic}
           route: {cluster: backend}
           policies: [{name: basic-auth, typed_config: {}}]
+        - match: {prefix: /jwt}
+          route: {cluster: backend}
+          policies: [{name: jwt, typed_config: {algorithms: [ES256], jwks: '$JWKS'}}]
         - match: {prefix: /}
           route: {cluster: backend}
 ---
@@ -138,19 +168,24 @@ run() {  # route, extra wrk args...
     awk '/^Requests\/sec/{print int($2)} /Non-2xx/{print "NON2XX " $0 > "/dev/stderr"}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-: > "$W/plain"; : > "$W/auth"; : > "$W/basic"; : > "$W/logged"
+: > "$W/plain"; : > "$W/auth"; : > "$W/basic"; : > "$W/logged"; : > "$W/jwt"; : > "$W/jwtnew"
+TOKEN=$(head -1 "$W/tokens.txt")
 for _ in $(seq 1 "$R"); do
+  run /jwt -H "authorization: Bearer $TOKEN" >> "$W/jwt"
+  run /jwt -s "$W/tokens.lua" >> "$W/jwtnew"
   run /plain >> "$W/plain"
   run /logged >> "$W/logged"
   run /auth -H 'apikey: bench-key-0123456789' >> "$W/auth"
   run /basic -H "authorization: Basic $(printf bench:bench-password | base64)" >> "$W/basic"
 done
 p=$(median < "$W/plain"); a=$(median < "$W/auth"); b=$(median < "$W/basic")
-l=$(median < "$W/logged")
+l=$(median < "$W/logged"); j=$(median < "$W/jwt"); jn=$(median < "$W/jwtnew")
 echo "# seconds=$D connections=$C rounds=$R (median rps, one worker)"
 printf '%-40s %10s %8s\n' route rps ratio
 printf '%-40s %10s %8s\n' "/plain (no policy)" "$p" 1.00
 printf '%-40s %10s %8s\n' "/auth (key-auth + acl + headers)" "$a" "$(echo "scale=2; $a / $p" | bc)"
 printf '%-40s %10s %8s\n' "/basic (basic-auth, cached)" "$b" "$(echo "scale=2; $b / $p" | bc)"
 printf '%-40s %10s %8s\n' "/plain with the access log on" "$l" "$(echo "scale=2; $l / $p" | bc)"
+printf '%-40s %10s %8s\n' "/jwt ES256, one token (cached)" "$j" "$(echo "scale=2; $j / $p" | bc)"
+printf '%-40s %10s %8s\n' "/jwt ES256, a new token per request" "$jn" "$(echo "scale=2; $jn / $p" | bc)"
 echo "# access log lines written: $(wc -l < "$W/access.log")"

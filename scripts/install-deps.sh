@@ -14,7 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real peers and clients used by tests, the quickstart and benchmarks
   curl nghttp2-client openssl nginx haproxy wrk python3 python3-websockets python3-grpcio
-  prometheus
+  prometheus python3-jwt python3-cryptography
 )
 
 missing=()
