@@ -190,6 +190,10 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
   }
   CheckDuration(http.max_connection_age(), http.has_max_connection_age(), "http.max_connection_age",
                 absl::ZeroDuration(), absl::Hours(24 * 30), sink);
+  if (http.trusted_proxy_hops() > 10) {
+    sink.Add("http.trusted_proxy_hops",
+             absl::StrCat("must be 0..10, got ", http.trusted_proxy_hops()));
+  }
   if (http.has_max_connection_age() && ToDuration(http.max_connection_age()) > absl::ZeroDuration() &&
       ToDuration(http.max_connection_age()) < absl::Seconds(1)) {
     sink.Add("http.max_connection_age", "must be 0s (no limit) or at least 1s");

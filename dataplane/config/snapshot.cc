@@ -336,6 +336,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.max_request_body_bytes = l.http().max_request_body_bytes();
     runtime.max_requests_per_connection = l.http().max_requests_per_connection();
     runtime.max_connection_age = api::ToDuration(l.http().max_connection_age());
+    runtime.trusted_proxy_hops = l.http().trusted_proxy_hops();
     const auto& pn = l.http().path_normalization();
     runtime.path_normalization.merge_slashes = pn.merge_slashes();
     switch (pn.escaped_slashes()) {

@@ -90,6 +90,7 @@ struct ListenerRuntime {
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;
+  uint32_t trusted_proxy_hops = 0;  // http.trusted_proxy_hops
   // The listener's access log; nullptr for none.
   std::shared_ptr<const accesslog::AccessLog> access_log;
 };

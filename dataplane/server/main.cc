@@ -67,6 +67,12 @@ class ProxyServer {
     config_version_ = store_.GetGauge("sluice_config_version");
     configs_applied_ = store_.GetCounter("sluice_configs_applied_total");
     configs_rejected_ = store_.GetCounter("sluice_configs_rejected_total");
+    store_.Describe("sluice_config_last_apply_timestamp_seconds",
+                    "When this proxy last applied a config version (Unix time).");
+    last_apply_ = store_.GetGauge("sluice_config_last_apply_timestamp_seconds");
+    store_.Describe("sluice_build_info", "1, labelled with this proxy's build.");
+    store_.GetGauge("sluice_build_info", absl::StrCat("version=", stats::LabelValue(kBuildVersion)))
+        ->Set(1);
     for (int i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<server::Worker>(i, proxy_stats_));
     }
@@ -107,6 +113,7 @@ class ProxyServer {
     }
     configs_applied_->Inc();
     config_version_->Set(static_cast<int64_t>(version));
+    last_apply_->Set(absl::ToUnixSeconds(absl::Now()));
     if (persist) Persist(controlplane::StoredState{version, resources, ""});
     return absl::OkStatus();
   }
@@ -174,6 +181,7 @@ class ProxyServer {
   std::vector<std::unique_ptr<server::Worker>> workers_;
   std::unique_ptr<upstream::HealthChecker> health_checker_;  // main thread
   stats::Gauge* config_version_;
+  stats::Gauge* last_apply_;
   stats::Counter* configs_applied_;
   stats::Counter* configs_rejected_;
   mutable absl::Mutex mu_;

@@ -1,5 +1,9 @@
 #include "dataplane/server/proxy_stream.h"
 
+#include <arpa/inet.h>
+
+#include <cstring>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -20,6 +24,37 @@ bool IsConsumerField(std::string_view name) {
   if (name.size() < 12 || (name[0] | 0x20) != 'x' || name[1] != '-') return false;
   return http::EqualsIgnoreCase(name.substr(0, 11), "x-consumer-") ||
          http::EqualsIgnoreCase(name, "x-anonymous-consumer");
+}
+
+// With `hops` trusted proxies in front, each appending the address it got
+// the request from to X-Forwarded-For: the hops-th address from the right
+// is the client's. The peer's when the field has fewer, or that one is not
+// an IP literal.
+std::string_view ClientFromForwardedFor(const std::vector<http::HeaderField>& headers,
+                                        uint32_t hops, std::string_view peer) {
+  std::vector<std::string_view> addresses;
+  for (const http::HeaderField& h : headers) {
+    if (!http::EqualsIgnoreCase(h.name, "x-forwarded-for")) continue;
+    std::string_view rest = h.value;
+    while (!rest.empty()) {
+      size_t comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      addresses.push_back(item);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  if (addresses.size() < hops) return peer;
+  std::string_view candidate = addresses[addresses.size() - hops];
+  if (candidate.empty() || candidate.size() > INET6_ADDRSTRLEN) return peer;
+  char buf[INET6_ADDRSTRLEN + 1];
+  std::memcpy(buf, candidate.data(), candidate.size());
+  buf[candidate.size()] = '\0';
+  unsigned char addr[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, buf, addr) != 1 && inet_pton(AF_INET6, buf, addr) != 1) return peer;
+  return candidate;
 }
 
 bool ValidRequestId(std::string_view id) {
@@ -215,6 +250,7 @@ void ProxyStream::Start(const RequestHead& request) {
   RequestHead head = request;  // its target becomes the normalised one
   active_ = true;
   start_time_ = absl::Now();
+  client_ip_ = peer_ip_;
   protocol_ = head.http2 ? "HTTP/2" : head.http10 ? "HTTP/1.0" : "HTTP/1.1";
   worker_.stats().downstream_requests_total->Inc();
   snapshot_ = worker_.snapshot();
@@ -255,6 +291,14 @@ void ProxyStream::Start(const RequestHead& request) {
     return;
   }
   const config::ListenerRuntime& listener = listener_it->second;
+  if (listener.trusted_proxy_hops > 0) {
+    std::string_view client =
+        ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops, peer_ip_);
+    if (client.data() != peer_ip_.data()) {
+      client_ip_storage_.assign(client);  // the head's views die with Start()
+      client_ip_ = client_ip_storage_;
+    }
+  }
   if (listener.access_log != nullptr &&
       (listener.access_log->sample_percent() >= 100 ||
        worker_.picker().Random() % 100 < listener.access_log->sample_percent())) {
@@ -698,7 +742,7 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
 ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
   path_.assign(head.target);
   info_.request_id = request_id_;
-  info_.client_ip = peer_ip_;
+  info_.client_ip = client_ip_;
   info_.scheme = transport_.secure() ? "https" : "http";
   info_.method = method_;
   info_.path = path_;
@@ -1065,7 +1109,7 @@ uint64_t ProxyStream::HashKeyFor(const upstream::ClusterInfo& cluster, const Req
       }
     }
   } else if (policy.source_ip()) {
-    key = peer_ip_;
+    key = client_ip_;
   } else if (policy.path()) {
     key = head.target.substr(0, head.target.find('?'));
   }
@@ -1751,12 +1795,15 @@ void ProxyStream::RecordExchange() {
                                                        : 0]
         ->Inc();
   }
+  if (response_flag_.size() > 7 && response_flag_.compare(0, 7, "policy:") == 0) {
+    worker_.PolicyCounter(std::string_view(response_flag_).substr(7), status_)->Inc();
+  }
   if (access_log_ != nullptr) {
     accesslog::Entry e;
     e.start = start_time_;
     e.request_id = request_id_;
     e.trace_id = trace_id_;
-    e.client_ip = peer_ip_;
+    e.client_ip = client_ip_;
     e.method = method_;
     e.authority = log_authority_;
     // As the policies left it: a credential they removed from the query

@@ -344,6 +344,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // W3C trace context: the trace id (32 hex digits; taken from the
   // client's traceparent or made here), and the traceparent sent upstream
   // (a new span id for this hop).
+  // The client's address: the peer's (a view of the session's string), or
+  // with trusted proxy hops the one X-Forwarded-For names (copied into
+  // client_ip_storage_).
+  std::string_view client_ip_;
+  std::string client_ip_storage_;
   std::string trace_id_;
   std::string traceparent_;
   // A policy paused the chain (kStopIteration) at filters_[filters_entered_ - 1].

@@ -71,6 +71,26 @@ const ConsumerMetrics::Counters* ConsumerMetrics::Get(const std::string& consume
   return &c;
 }
 
+stats::Counter* PolicyMetrics::Get(const std::string& policy, int status) {
+  absl::MutexLock lock(&mu_);
+  stats::Counter*& c = counters_[{policy, status}];
+  if (c == nullptr) {
+    c = store_.GetCounter("sluice_policy_responses_total",
+                          absl::StrCat("policy=", stats::LabelValue(policy), ",status=\"",
+                                       status, "\""));
+  }
+  return c;
+}
+
+stats::Counter* Worker::PolicyCounter(std::string_view policy, int status) {
+  std::pair<std::string, int> key(std::string(policy), status);
+  auto it = policy_counters_.find(key);
+  if (it != policy_counters_.end()) return it->second;
+  stats::Counter* c = stats_.policies.Get(key.first, status);
+  policy_counters_.emplace(std::move(key), c);
+  return c;
+}
+
 const ConsumerMetrics::Counters& Worker::ConsumerCounters(const std::string& consumer) {
   auto it = consumer_counters_.find(consumer);
   if (it != consumer_counters_.end()) return *it->second;
@@ -79,7 +99,11 @@ const ConsumerMetrics::Counters& Worker::ConsumerCounters(const std::string& con
   return *c;
 }
 
-ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store) {
+ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(store) {
+  store.Describe("sluice_policy_responses_total",
+                 "Answers a policy made instead of the upstream (401 of an authentication "
+                 "policy, 403, 429 of rate-limit, 400 of request-validation, ...), by policy "
+                 "and status.");
   // HELP for the families made elsewhere (per cluster, per access log, by
   // the config thread), so every family has one (promtool check metrics).
   for (const auto& [name, help] : std::initializer_list<std::pair<const char*, const char*>>{

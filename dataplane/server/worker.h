@@ -52,9 +52,24 @@ class ConsumerMetrics {
   std::map<std::string, Counters> by_name_ ABSL_GUARDED_BY(mu_);
 };
 
+// Answers policies made (sluice_policy_responses_total{policy,status}):
+// auth failures, 429s, validation errors... Bounded by the policies and the
+// statuses they use. Thread-safe; Get() takes a lock (workers cache it).
+class PolicyMetrics {
+ public:
+  explicit PolicyMetrics(stats::StatsStore& store) : store_(store) {}
+  stats::Counter* Get(const std::string& policy, int status);
+
+ private:
+  stats::StatsStore& store_;
+  absl::Mutex mu_;
+  std::map<std::pair<std::string, int>, stats::Counter*> counters_ ABSL_GUARDED_BY(mu_);
+};
+
 struct ProxyStats {
   explicit ProxyStats(stats::StatsStore& store);
   ConsumerMetrics consumers;
+  PolicyMetrics policies;
   stats::Gauge* downstream_connections_active;
   stats::Counter* downstream_connections_total;
   stats::Counter* downstream_requests_total;
@@ -152,6 +167,8 @@ class Worker {
   int index() const { return index_; }
   // This worker's cached ConsumerMetrics counters for `consumer`.
   const ConsumerMetrics::Counters& ConsumerCounters(const std::string& consumer);
+  // This worker's cached PolicyMetrics counter.
+  stats::Counter* PolicyCounter(std::string_view policy, int status);
   // Thread-safe.
   const std::shared_ptr<PostGate>& post_gate() const { return post_gate_; }
   const std::shared_ptr<const config::ConfigSnapshot>& snapshot() const { return snapshot_; }
@@ -186,6 +203,7 @@ class Worker {
   upstream::EndpointPicker picker_;
   std::mt19937_64 id_rng_;
   absl::flat_hash_map<std::string, const ConsumerMetrics::Counters*> consumer_counters_;
+  absl::flat_hash_map<std::pair<std::string, int>, stats::Counter*> policy_counters_;
   bool draining_ = false;
   // Accept events by listening fd, with the sockets they keep alive.
   struct AcceptSlot {

@@ -47,7 +47,8 @@ class ObservabilityTest : public ::testing::Test {
         "          policies: [{name: key-auth, typed_config: {}}]\n"
         "        - name: open\n          match: {prefix: /open}\n          route: {cluster: web}\n"
         "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
-        "\n  route_table: main\n  access_log: {path: ", log_, "}\n");
+        "\n  route_table: main\n  access_log: {path: ", log_, "}\n"
+        "  http: {trusted_proxy_hops: 1}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     proxy_ = std::make_unique<Proxy>(cp_.address(), "obs-proxy", 2, "",
@@ -116,6 +117,20 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"no_route\"")) << line;
 }
 
+TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
+  // One trusted hop: the rightmost X-Forwarded-For address is the client.
+  HttpResponse r = HttpGet(address(), "/open",
+                           {{"x-forwarded-for", "198.51.100.7, 203.0.113.9"},
+                            {"x-request-id", "obs-xff"}});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "198.51.100.7, 203.0.113.9, 127.0.0.1");
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"), "\"client_ip\":\"203.0.113.9\""));
+  // Not an address: the peer's.
+  r = HttpGet(address(), "/open", {{"x-forwarded-for", "unknown"}, {"x-request-id", "obs-xff2"}});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff2"), "\"client_ip\":\"127.0.0.1\""));
+}
+
 TEST_F(ObservabilityTest, TraceContextIsContinuedWithANewSpanPerHop) {
   const std::string parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   HttpResponse r = HttpGet(address(), "/open",
@@ -161,6 +176,11 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
   EXPECT_TRUE(absl::StrContains(
       text, "sluice_consumer_requests_total{consumer=\"alice\",status_class=\"2xx\"} 5\n"))
       << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_policy_responses_total{policy=\"key-auth\",status=\"401\"} 1\n"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "sluice_build_info{version=\"sluice-proxy ")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "sluice_config_last_apply_timestamp_seconds ")) << text;
   EXPECT_EQ(proxy_->Admin("/stats").second.substr(0, 20), text.substr(0, 20));  // the alias
   std::string file = WriteFile(dir_, "metrics.txt", text);
   CommandResult check = RunCommand({"/bin/sh", "-c", "promtool check metrics < " + file});
