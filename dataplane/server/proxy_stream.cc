@@ -692,7 +692,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   emit("x-forwarded-for", forwarded_for);
   emit("x-forwarded-proto", transport_.secure() ? "https" : "http");
   emit("x-request-id", request_id_);
-  emit("traceparent", traceparent_);
+  emit("traceparent", std::string_view(traceparent_, sizeof(traceparent_)));
 }
 
 void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
@@ -705,7 +705,7 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
     return true;
   };
   std::string_view flags = "00";  // made here: not sampled (the gateway records no spans)
-  trace_id_.clear();
+  bool have_trace = false;
   if (traceparent != nullptr) {
     std::string_view v = traceparent->value;
     std::string_view version = v.substr(0, 2);
@@ -716,27 +716,27 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
     ok = ok && hex(trace) && hex(parent) && hex(v.substr(53, 2)) &&
          trace != "00000000000000000000000000000000" && parent != "0000000000000000";
     if (ok) {
-      trace_id_.assign(trace);
+      std::memcpy(traceparent_ + 3, trace.data(), 32);
       flags = v.substr(53, 2);
+      have_trace = true;
     }
   }
-  // Hex by hand: this runs for every request.
-  auto append_hex = [](std::string* out, uint64_t v) {
+  // In a fixed buffer, hex by hand: this runs for every request (and an
+  // HTTP/2 stream would otherwise allocate for it).
+  auto put_hex = [](char* out, uint64_t v) {
     static constexpr char kDigits[] = "0123456789abcdef";
-    char buf[16];
-    for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kDigits[v & 0xf];
-    out->append(buf, 16);
+    for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kDigits[v & 0xf];
   };
-  if (trace_id_.empty()) {
-    append_hex(&trace_id_, worker_.picker().Random());
-    append_hex(&trace_id_, worker_.picker().Random() | 1);
+  std::memcpy(traceparent_, "00-", 3);
+  if (!have_trace) {
+    put_hex(traceparent_ + 3, worker_.picker().Random());
+    put_hex(traceparent_ + 19, worker_.picker().Random() | 1);
   }
-  traceparent_.assign("00-");
-  traceparent_.append(trace_id_);
-  traceparent_.push_back('-');
-  append_hex(&traceparent_, worker_.picker().Random() | 1);
-  traceparent_.push_back('-');
-  traceparent_.append(flags.data(), flags.size());
+  traceparent_[35] = '-';
+  put_hex(traceparent_ + 36, worker_.picker().Random() | 1);
+  traceparent_[52] = '-';
+  traceparent_[53] = flags[0];
+  traceparent_[54] = flags[1];
 }
 
 ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
@@ -1802,7 +1802,7 @@ void ProxyStream::RecordExchange() {
     accesslog::Entry e;
     e.start = start_time_;
     e.request_id = request_id_;
-    e.trace_id = trace_id_;
+    e.trace_id = std::string_view(traceparent_ + 3, 32);
     e.client_ip = client_ip_;
     e.method = method_;
     e.authority = log_authority_;

@@ -341,16 +341,15 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string log_authority_;
   std::string log_path_;
   std::string log_user_agent_;
-  // W3C trace context: the trace id (32 hex digits; taken from the
-  // client's traceparent or made here), and the traceparent sent upstream
-  // (a new span id for this hop).
+  // W3C trace context: the traceparent sent upstream -- the client's trace
+  // id (or one made here) and a new span id for this hop.
   // The client's address: the peer's (a view of the session's string), or
   // with trusted proxy hops the one X-Forwarded-For names (copied into
   // client_ip_storage_).
   std::string_view client_ip_;
   std::string client_ip_storage_;
-  std::string trace_id_;
-  std::string traceparent_;
+  // "00-<trace id>-<span id>-<flags>": the trace id at [3, 35).
+  char traceparent_[55];
   // A policy paused the chain (kStopIteration) at filters_[filters_entered_ - 1].
   bool paused_ = false;
   bool in_hook_ = false;            // a request-head hook is running
