@@ -226,19 +226,8 @@ void ProxyStream::Reset() {
   log_user_agent_.clear();
   response_hold_limit_ = 0;
   holding_response_ = false;
-  held_fields_.Clear();
-  std::string().swap(held_body_);
   resume_token_.reset();
-  // A large held body gives its memory back (an idle keep-alive connection
-  // keeps at most kPausedBodyBytes).
-  if (paused_body_.capacity() > kPausedBodyBytes) {
-    std::string().swap(paused_body_);
-  } else {
-    paused_body_.clear();
-  }
-  paused_trailers_.Clear();
-  saved_fields_.Clear();
-  saved_views_.clear();
+  deferred_.reset();  // what a pause or a hold kept goes (an idle connection keeps none)
   max_body_bytes_ = 0;
   filtered_headers_.Clear();
   reply_headers_.Clear();
@@ -412,11 +401,11 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   // The body is held whole before anything goes upstream. The route
   // timeout starts when it goes (the upload is not the upstream's time);
   // meanwhile the route's idle_timeout bounds a body that stalls.
-  if (&head != &saved_head_) SaveHead(head);
+  if (&head != &deferred().saved_head) SaveHead(head);
   buffering_body_ = true;
-  if (saved_head_.expect_continue) {
+  if (deferred().saved_head.expect_continue) {
     sink_.EncodeContinue();
-    saved_head_.expect_continue = false;
+    deferred().saved_head.expect_continue = false;
   }
   route_timer_.Disable();
   StartIdleTimer(route_->idle_timeout);
@@ -426,24 +415,24 @@ void ProxyStream::FinishBodyBuffering() {
   buffering_body_ = false;
   for (size_t i = 0; i < filters_entered_; ++i) {
     current_filter_ = i;
-    http::FilterStatus status = filters_[i]->OnRequestBody(paused_body_, *this);
+    http::FilterStatus status = filters_[i]->OnRequestBody(deferred().paused_body, *this);
     if (!active_ || response_started_) return;
     if (status != http::FilterStatus::kContinue) {
       SendLocalResponse(500, "a policy stopped the request without answering");
       return;
     }
   }
-  RequestHead head = saved_head_;
+  RequestHead head = deferred().saved_head;
   // With its length now known, unless trailers came with it: then it goes
   // on chunked (HTTP/1) so that they can follow.
-  if (paused_trailers_.empty()) {
+  if (deferred().paused_trailers.empty()) {
     head.body = RequestHead::Body::kLength;
-    head.content_length = paused_body_.size();
+    head.content_length = deferred().paused_body.size();
   } else {
     head.body = RequestHead::Body::kStream;
   }
-  std::string body = std::move(paused_body_);
-  std::string().swap(paused_body_);
+  std::string body = std::move(deferred().paused_body);
+  std::string().swap(deferred().paused_body);
   idle_timer_.Disable();
   idle_limit_ = absl::ZeroDuration();
   Route(head);
@@ -453,7 +442,7 @@ void ProxyStream::FinishBodyBuffering() {
   replaying_ = false;
   if (!active_) return;
   std::vector<http::HeaderField> trailers;
-  for (const http::HeaderMap::Field& f : paused_trailers_.fields()) {
+  for (const http::HeaderMap::Field& f : deferred().paused_trailers.fields()) {
     trailers.push_back({f.name, f.value});
   }
   paused_end_ = false;
@@ -461,19 +450,19 @@ void ProxyStream::FinishBodyBuffering() {
 }
 
 void ProxyStream::SaveHead(const RequestHead& head) {
-  saved_head_ = head;
-  saved_authority_.assign(head.authority);
-  saved_head_.authority = saved_authority_;
-  saved_fields_.Clear();
-  for (const http::HeaderField& h : *head.headers) saved_fields_.Add(h.name, h.value);
-  saved_views_.clear();
-  saved_views_.reserve(saved_fields_.size());
-  for (const http::HeaderMap::Field& f : saved_fields_.fields()) {
-    saved_views_.push_back({f.name, f.value});
+  deferred().saved_head = head;
+  deferred().saved_authority.assign(head.authority);
+  deferred().saved_head.authority = deferred().saved_authority;
+  deferred().saved_fields.Clear();
+  for (const http::HeaderField& h : *head.headers) deferred().saved_fields.Add(h.name, h.value);
+  deferred().saved_views.clear();
+  deferred().saved_views.reserve(deferred().saved_fields.size());
+  for (const http::HeaderMap::Field& f : deferred().saved_fields.fields()) {
+    deferred().saved_views.push_back({f.name, f.value});
   }
-  saved_head_.headers = &saved_views_;
-  saved_head_.method = method_;
-  saved_head_.target = path_;
+  deferred().saved_head.headers = &deferred().saved_views;
+  deferred().saved_head.method = method_;
+  deferred().saved_head.target = path_;
 }
 
 void ProxyStream::Route(const RequestHead& request) {
@@ -807,12 +796,12 @@ void ProxyStream::ContinueRequest() {
   paused_ = false;
   resume_token_.reset();  // handles of this pause are spent
   if (RunFiltersFrom(filters_entered_) != ChainResult::kDone) return;
-  FiltersDone(saved_head_);
+  FiltersDone(deferred().saved_head);
   if (!active_) return;
   sink_.SetRequestReadEnabled(true);
   if (buffering_body_) {
     // What came during the pause is the start of the held body.
-    if (paused_body_.size() > body_buffer_limit_) {
+    if (deferred().paused_body.size() > body_buffer_limit_) {
       response_flag_ = "request_too_large";
       SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
                                           " bytes a policy of this route can hold"),
@@ -823,9 +812,9 @@ void ProxyStream::ContinueRequest() {
     return;
   }
   // The body that came while the policy worked, then its end.
-  if (!paused_body_.empty()) {
-    std::string body = std::move(paused_body_);
-    paused_body_.clear();
+  if (!deferred().paused_body.empty()) {
+    std::string body = std::move(deferred().paused_body);
+    deferred().paused_body.clear();
     replaying_ = true;
     OnRequestData(body);
     replaying_ = false;
@@ -834,7 +823,7 @@ void ProxyStream::ContinueRequest() {
   if (paused_end_) {
     paused_end_ = false;
     std::vector<http::HeaderField> trailers;
-    for (const http::HeaderMap::Field& f : paused_trailers_.fields()) {
+    for (const http::HeaderMap::Field& f : deferred().paused_trailers.fields()) {
       trailers.push_back({f.name, f.value});
     }
     OnRequestEnd(trailers);
@@ -1201,8 +1190,8 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!replaying_) bytes_in_ += chunk.size();
   if (buffering_body_) {
     NoteActivity();
-    paused_body_.append(chunk);
-    if (paused_body_.size() > body_buffer_limit_) {
+    deferred().paused_body.append(chunk);
+    if (deferred().paused_body.size() > body_buffer_limit_) {
       response_flag_ = "request_too_large";
       SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
                                           " bytes a policy of this route can hold"),
@@ -1213,8 +1202,8 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (paused_) {
     // Held until the policy resumes the request; past the bound the
     // client is not read (back-pressure), not refused.
-    paused_body_.append(chunk);
-    if (paused_body_.size() >= kPausedBodyBytes) sink_.SetRequestReadEnabled(false);
+    deferred().paused_body.append(chunk);
+    if (deferred().paused_body.size() >= kPausedBodyBytes) sink_.SetRequestReadEnabled(false);
     return;
   }
   NoteActivity();
@@ -1272,7 +1261,7 @@ void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (!active_) return;
   if (paused_ || buffering_body_) {
     paused_end_ = true;
-    for (const http::HeaderField& t : trailers) paused_trailers_.Add(t.name, t.value);
+    for (const http::HeaderField& t : trailers) deferred().paused_trailers.Add(t.name, t.value);
     if (buffering_body_) FinishBodyBuffering();
     return;
   }
@@ -1353,12 +1342,12 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     // Held for the policies' OnResponseBody: the head's views die with
     // this call, so it is copied.
     holding_response_ = true;
-    held_head_ = out;
-    held_reason_.assign(out.reason);
-    held_head_.reason = held_reason_;
-    held_fields_.Clear();
-    for (const http::HeaderField& f : response_fields_) held_fields_.Add(f.name, f.value);
-    held_body_.clear();
+    deferred().held_head = out;
+    deferred().held_reason.assign(out.reason);
+    deferred().held_head.reason = deferred().held_reason;
+    deferred().held_fields.Clear();
+    for (const http::HeaderField& f : response_fields_) deferred().held_fields.Add(f.name, f.value);
+    deferred().held_body.clear();
     return;
   }
   EncodeResponseHead(out, response_fields_);
@@ -1367,12 +1356,12 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
 void ProxyStream::ReleaseHeldResponse() {
   holding_response_ = false;
   std::vector<http::HeaderField> fields;
-  fields.reserve(held_fields_.size());
-  for (const http::HeaderMap::Field& f : held_fields_.fields()) fields.push_back({f.name, f.value});
-  EncodeResponseHead(held_head_, fields);
+  fields.reserve(deferred().held_fields.size());
+  for (const http::HeaderMap::Field& f : deferred().held_fields.fields()) fields.push_back({f.name, f.value});
+  EncodeResponseHead(deferred().held_head, fields);
   if (!active_) return;
-  std::string body = std::move(held_body_);
-  held_body_.clear();
+  std::string body = std::move(deferred().held_body);
+  deferred().held_body.clear();
   bytes_out_ += body.size();
   sink_.EncodeData(body);
 }
@@ -1380,11 +1369,11 @@ void ProxyStream::ReleaseHeldResponse() {
 void ProxyStream::CompleteHeldResponse() {
   holding_response_ = false;
   for (size_t i = filters_entered_; i > 0; --i) {
-    filters_[i - 1]->OnResponseBody(held_head_.status, held_fields_, held_body_, *this);
+    filters_[i - 1]->OnResponseBody(deferred().held_head.status, deferred().held_fields, deferred().held_body, *this);
   }
   std::vector<http::HeaderField> fields;
-  fields.reserve(held_fields_.size());
-  for (const http::HeaderMap::Field& f : held_fields_.fields()) {
+  fields.reserve(deferred().held_fields.size());
+  for (const http::HeaderMap::Field& f : deferred().held_fields.fields()) {
     // The length is the new body's; framing is the sink's.
     if (http::EqualsIgnoreCase(f.name, "content-length") ||
         http::EqualsIgnoreCase(f.name, "transfer-encoding")) {
@@ -1395,21 +1384,21 @@ void ProxyStream::CompleteHeldResponse() {
   // With its new length, unless trailers came with it: then it goes on
   // streamed (chunked to an HTTP/1 client) so that they follow.
   if (response_trailers_.empty()) {
-    held_head_.body = ResponseHead::Body::kLength;
-    held_head_.content_length = held_body_.size();
+    deferred().held_head.body = ResponseHead::Body::kLength;
+    deferred().held_head.content_length = deferred().held_body.size();
   } else {
-    held_head_.body = ResponseHead::Body::kStream;
+    deferred().held_head.body = ResponseHead::Body::kStream;
   }
-  EncodeResponseHead(held_head_, fields);
+  EncodeResponseHead(deferred().held_head, fields);
   if (!active_) return;
-  bytes_out_ += held_body_.size();
-  if (!held_body_.empty()) sink_.EncodeData(held_body_);
+  bytes_out_ += deferred().held_body.size();
+  if (!deferred().held_body.empty()) sink_.EncodeData(deferred().held_body);
 }
 
 void ProxyStream::DropHeldResponse() {
   holding_response_ = false;
-  held_body_.clear();
-  held_fields_.Clear();
+  deferred().held_body.clear();
+  deferred().held_fields.Clear();
   response_started_ = false;  // nothing reached the client: it gets an answer
 }
 
@@ -1490,8 +1479,8 @@ void ProxyStream::OnIdleTimer() {
 void ProxyStream::OnUpstreamBody(std::string_view bytes) {
   NoteActivity();
   if (holding_response_) {
-    held_body_.append(bytes);
-    if (held_body_.size() > response_hold_limit_) ReleaseHeldResponse();  // too big: streams on
+    deferred().held_body.append(bytes);
+    if (deferred().held_body.size() > response_hold_limit_) ReleaseHeldResponse();  // too big: streams on
     return;
   }
   bytes_out_ += bytes.size();

@@ -355,23 +355,35 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool in_hook_ = false;            // a request-head hook is running
   bool continued_in_hook_ = false;  // it called ContinueRequest before returning
   std::shared_ptr<const char> resume_token_;  // alive while handles may resume
-  RequestHead saved_head_;
-  std::string saved_authority_;
-  http::HeaderMap saved_fields_;
-  std::vector<http::HeaderField> saved_views_;
   // A response held whole for OnResponseBody hooks (response_hold_limit_:
   // the chain's smallest response_body_limit(); 0: none).
   uint64_t response_hold_limit_ = 0;
   bool holding_response_ = false;
-  ResponseHead held_head_;
-  std::string held_reason_;
-  http::HeaderMap held_fields_;
-  std::string held_body_;
   uint64_t body_buffer_limit_ = 0;  // the chain's smallest request_body_limit(); 0: none
   bool buffering_body_ = false;     // holding the whole body for OnRequestBody hooks
-  std::string paused_body_;  // request body that came during the pause (or is held)
-  bool paused_end_ = false;  // and its end
-  http::HeaderMap paused_trailers_;
+  bool paused_end_ = false;  // the request's end came during the pause (or hold)
+  // What a pause or a hold keeps, made when one first happens and freed at
+  // the end of the request: the common request never pays for it, and an
+  // idle keep-alive connection holds none of it.
+  struct Deferred {
+    // The request head, copied (the codec's views die with Start()).
+    RequestHead saved_head;
+    std::string saved_authority;
+    http::HeaderMap saved_fields;
+    std::vector<http::HeaderField> saved_views;
+    std::string paused_body;  // request body that came during the pause (or is held)
+    http::HeaderMap paused_trailers;
+    // A response held whole for OnResponseBody.
+    ResponseHead held_head;
+    std::string held_reason;
+    http::HeaderMap held_fields;
+    std::string held_body;
+  };
+  Deferred& deferred() {
+    if (deferred_ == nullptr) deferred_ = std::make_unique<Deferred>();
+    return *deferred_;
+  }
+  std::unique_ptr<Deferred> deferred_;
   // Scratch for response heads.
   std::vector<http::HeaderField> response_fields_;
   std::string scratch_;
