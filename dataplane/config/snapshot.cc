@@ -337,6 +337,12 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.max_requests_per_connection = l.http().max_requests_per_connection();
     runtime.max_connection_age = api::ToDuration(l.http().max_connection_age());
     runtime.trusted_proxy_hops = l.http().trusted_proxy_hops();
+    for (int c = 1; c <= 5; ++c) {
+      runtime.by_class[c] = store.GetCounter(
+          "sluice_listener_requests_total",
+          absl::StrCat("listener=", stats::LabelValue(l.name()), ",status_class=\"", c, "xx\""),
+          &runtime.holds[c]);
+    }
     const auto& pn = l.http().path_normalization();
     runtime.path_normalization.merge_slashes = pn.merge_slashes();
     switch (pn.escaped_slashes()) {

@@ -91,6 +91,9 @@ struct ListenerRuntime {
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;
   uint32_t trusted_proxy_hops = 0;  // http.trusted_proxy_hops
+  // Responses by status class on this listener (index status / 100).
+  stats::Counter* by_class[6] = {};
+  std::shared_ptr<const void> holds[6];
   // The listener's access log; nullptr for none.
   std::shared_ptr<const accesslog::AccessLog> access_log;
 };

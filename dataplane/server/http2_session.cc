@@ -266,6 +266,7 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   if (options_.max_requests > 0 && ++streams_opened_ >= options_.max_requests) {
     StartDrain();  // GOAWAY: this stream is served, the client goes on elsewhere
   }
+  worker_.stats().downstream_http2_streams->Inc();
   auto owned = std::make_unique<Stream>(*this, stream_id);
   Stream* stream = owned.get();
   streams_[stream_id] = std::move(owned);

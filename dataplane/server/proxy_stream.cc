@@ -220,6 +220,7 @@ void ProxyStream::Reset() {
   response_flag_.clear();
   chain_ = nullptr;
   current_filter_ = 0;
+  listener_stats_ = nullptr;
   access_log_ = nullptr;
   log_authority_.clear();
   log_path_.clear();
@@ -280,6 +281,7 @@ void ProxyStream::Start(const RequestHead& request) {
     return;
   }
   const config::ListenerRuntime& listener = listener_it->second;
+  listener_stats_ = listener.by_class;
   if (listener.trusted_proxy_hops > 0) {
     std::string_view client =
         ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops, peer_ip_);
@@ -1734,6 +1736,9 @@ void ProxyStream::Finish() {
   if (status_class >= 1 && status_class <= 5) {
     worker_.stats().downstream_responses_by_class[status_class]->Inc();
     if (route_stats_) route_stats_->by_class[status_class]->Inc();
+    if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {
+      listener_stats_[status_class]->Inc();
+    }
   }
   if (cluster_ && retries_ > 0) {
     (status_ > 0 && status_ < 500 ? cluster_->stats.retry_successes

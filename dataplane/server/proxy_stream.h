@@ -337,6 +337,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   const config::FilterChain* chain_ = nullptr;  // the route's policies (snapshot_ holds it)
   size_t current_filter_ = 0;                    // the filter whose hook runs
   const accesslog::AccessLog* access_log_ = nullptr;  // this request is logged there
+  stats::Counter* const* listener_stats_ = nullptr;   // the listener's by status class
   std::string_view protocol_;
   std::string log_authority_;
   std::string log_path_;

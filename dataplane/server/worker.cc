@@ -170,6 +170,11 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_downstream_http2_connections_total",
                  "Client connections that spoke HTTP/2 (ALPN h2 or h2c prior knowledge).");
   downstream_http2_connections = store.GetCounter("sluice_downstream_http2_connections_total");
+  store.Describe("sluice_downstream_http2_streams_total",
+                 "Streams (requests) clients opened on HTTP/2 connections.");
+  downstream_http2_streams = store.GetCounter("sluice_downstream_http2_streams_total");
+  store.Describe("sluice_listener_requests_total",
+                 "Responses per listener by status class (gateway-made ones included).");
   store.Describe("sluice_downstream_connections_rejected_total",
                  "Connections closed at accept: over a limit (listener max_connections, "
                  "proxy --max-connections).");

@@ -78,6 +78,7 @@ struct ProxyStats {
   stats::Counter* downstream_tls_handshake_errors;
   stats::Counter* downstream_tls_resumptions;
   stats::Counter* downstream_http2_connections;
+  stats::Counter* downstream_http2_streams;  // requests on HTTP/2 connections
   stats::Counter* downstream_responses_by_class[6];  // gateway-wide, incl. no-route
   // Connections closed at accept: over the listener's max_connections, over
   // the proxy's --max-connections; accept(2) failures (descriptors out).

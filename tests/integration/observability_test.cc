@@ -180,6 +180,9 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
       text, "sluice_policy_responses_total{policy=\"key-auth\",status=\"401\"} 1\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(text, "sluice_build_info{version=\"sluice-proxy ")) << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_listener_requests_total{listener=\"public\",status_class=\"2xx\"} 5\n"))
+      << text;
   EXPECT_TRUE(absl::StrContains(text, "sluice_config_last_apply_timestamp_seconds ")) << text;
   EXPECT_EQ(proxy_->Admin("/stats").second.substr(0, 20), text.substr(0, 20));  // the alias
   std::string file = WriteFile(dir_, "metrics.txt", text);
