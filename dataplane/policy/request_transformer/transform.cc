@@ -315,11 +315,9 @@ void CheckJsonBodyEdits(const EditSpec& spec, uint64_t max_body_bytes,
 
 // --- Header edits ---
 
-absl::StatusOr<HeaderEdits> HeaderEdits::Compile(const EditSpec& spec,
-                                                 const TemplateScope& scope) {
-  HeaderEdits out;
-  out.remove_ = spec.remove;
-  out.rename_ = spec.rename;
+absl::Status NamedEdits::CompileFrom(const EditSpec& spec, const TemplateScope& scope) {
+  remove_ = spec.remove;
+  rename_ = spec.rename;
   auto compile = [&](const auto& list, auto* into) -> absl::Status {
     for (const auto& [name, value] : list) {
       auto t = ValueTemplate::Parse(value, scope);
@@ -328,15 +326,21 @@ absl::StatusOr<HeaderEdits> HeaderEdits::Compile(const EditSpec& spec,
     }
     return absl::OkStatus();
   };
-  if (auto s = compile(spec.replace, &out.replace_); !s.ok()) return s;
-  if (auto s = compile(spec.add, &out.add_); !s.ok()) return s;
-  if (auto s = compile(spec.append, &out.append_); !s.ok()) return s;
-  return out;
+  if (auto s = compile(spec.replace, &replace_); !s.ok()) return s;
+  if (auto s = compile(spec.add, &add_); !s.ok()) return s;
+  return compile(spec.append, &append_);
 }
 
-bool HeaderEdits::empty() const {
+bool NamedEdits::empty() const {
   return remove_.empty() && rename_.empty() && replace_.empty() &&
          add_.empty() && append_.empty();
+}
+
+absl::StatusOr<HeaderEdits> HeaderEdits::Compile(const EditSpec& spec,
+                                                 const TemplateScope& scope) {
+  HeaderEdits out;
+  if (absl::Status s = out.CompileFrom(spec, scope); !s.ok()) return s;
+  return out;
 }
 
 void HeaderEdits::Apply(http::HeaderMap& headers,
@@ -429,25 +433,8 @@ std::string QueryEncode(std::string_view text) {
 absl::StatusOr<QueryEdits> QueryEdits::Compile(const EditSpec& spec,
                                                const TemplateScope& scope) {
   QueryEdits out;
-  out.remove_ = spec.remove;
-  out.rename_ = spec.rename;
-  auto compile = [&](const auto& list, auto* into) -> absl::Status {
-    for (const auto& [name, value] : list) {
-      auto t = ValueTemplate::Parse(value, scope);
-      if (!t.ok()) return t.status();
-      into->emplace_back(name, std::move(*t));
-    }
-    return absl::OkStatus();
-  };
-  if (auto s = compile(spec.replace, &out.replace_); !s.ok()) return s;
-  if (auto s = compile(spec.add, &out.add_); !s.ok()) return s;
-  if (auto s = compile(spec.append, &out.append_); !s.ok()) return s;
+  if (absl::Status s = out.CompileFrom(spec, scope); !s.ok()) return s;
   return out;
-}
-
-bool QueryEdits::empty() const {
-  return remove_.empty() && rename_.empty() && replace_.empty() &&
-         add_.empty() && append_.empty();
 }
 
 std::optional<std::string> QueryEdits::Apply(

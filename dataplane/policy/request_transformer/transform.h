@@ -104,17 +104,15 @@ std::string CheckJsonValue(std::string_view text, const TemplateScope& scope);
 // --- Compiled edits ---
 
 // Header field edits. Immutable; thread-safe.
-class HeaderEdits {
+// The name-and-value edits header and query edits share, compiled.
+class NamedEdits {
  public:
-  // `spec` passed CheckHeaderEdits.
-  static absl::StatusOr<HeaderEdits> Compile(const EditSpec& spec,
-                                             const TemplateScope& scope);
   bool empty() const;
-  // Renders every value (from `context`, i.e. the fields as they are now),
-  // then removes, renames, replaces, adds and appends.
-  void Apply(http::HeaderMap& headers, const TemplateContext& context) const;
 
- private:
+ protected:
+  // `spec` passed its check (CheckHeaderEdits / CheckQueryEdits).
+  absl::Status CompileFrom(const EditSpec& spec, const TemplateScope& scope);
+
   std::vector<std::string> remove_;
   std::vector<std::pair<std::string, std::string>> rename_;
   std::vector<std::pair<std::string, ValueTemplate>> replace_;
@@ -122,27 +120,29 @@ class HeaderEdits {
   std::vector<std::pair<std::string, ValueTemplate>> append_;
 };
 
+class HeaderEdits : public NamedEdits {
+ public:
+  // `spec` passed CheckHeaderEdits.
+  static absl::StatusOr<HeaderEdits> Compile(const EditSpec& spec,
+                                             const TemplateScope& scope);
+  // Renders every value (from `context`, i.e. the fields as they are now),
+  // then removes, renames, replaces, adds and appends.
+  void Apply(http::HeaderMap& headers, const TemplateContext& context) const;
+};
+
 // Query parameter edits, on the query string (without '?'). Parameter
 // names compare percent-decoded ('+' is not a space); what is written is
 // percent-encoded; untouched parameters keep their bytes. Immutable;
 // thread-safe.
-class QueryEdits {
+class QueryEdits : public NamedEdits {
  public:
   // `spec` passed CheckQueryEdits.
   static absl::StatusOr<QueryEdits> Compile(const EditSpec& spec,
                                             const TemplateScope& scope);
-  bool empty() const;
   // The new query (may be empty), or nullopt when nothing changed. Values
   // are rendered before any edit.
   std::optional<std::string> Apply(std::string_view query,
                                    const TemplateContext& context) const;
-
- private:
-  std::vector<std::string> remove_;
-  std::vector<std::pair<std::string, std::string>> rename_;
-  std::vector<std::pair<std::string, ValueTemplate>> replace_;
-  std::vector<std::pair<std::string, ValueTemplate>> add_;
-  std::vector<std::pair<std::string, ValueTemplate>> append_;
 };
 
 // `text` percent-encoded for a query parameter name or value: unreserved
