@@ -1,13 +1,17 @@
 // sluicectl: the operator's CLI for sluice-control.
 //
-//   sluicectl [--server HOST:PORT] apply -f FILE|DIR [--dry-run]
+//   sluicectl [--server HOST:PORT] apply -f FILE|DIR [--dry-run] [--if-version N] [-m MSG]
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
-//   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run]
+//   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run] [--if-version N] [-m MSG]
+//   sluicectl [--server HOST:PORT] history [--limit N] [-o table|json]
+//   sluicectl [--server HOST:PORT] diff V1 [V2]
+//   sluicectl [--server HOST:PORT] rollback V [--dry-run] [--if-version N] [-m MSG]
 //   sluicectl [--server HOST:PORT] proxies [-o table|wide|json]
 //   sluicectl [--server HOST:PORT] top [--interval 2s] [--once]
 //   sluicectl hash-password [--iterations N]   (password on stdin)
 //
 // The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000.
+#include <limits.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -23,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "api/credentials.h"
@@ -46,6 +51,13 @@ commands:
   get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
                                     (default), yaml or json
   delete KIND NAME [--dry-run]      delete one resource
+  history [--limit N] [-o table|json]
+                                    the kept versions, newest first: time, author,
+                                    change (+added ~changed -removed) and message
+  diff V1 [V2]                      what changed from version V1 to V2 (default: the
+                                    current one), resource by resource and line by line
+  rollback V [--dry-run]            make version V's content current again, as a new
+                                    version (checked like an apply)
   proxies [-o table|wide|json]      connected proxies and the version each runs; wide adds
                                     each one's traffic (rps, errors, p50/p99, connections)
   top [--interval 2s] [--once]      the fleet's traffic and busiest routes, refreshed
@@ -53,9 +65,16 @@ commands:
                                     a password_hash for a Consumer's basic_auth
                                     (no server needed; default N is 100000)
 
+apply, delete and rollback take:
+  -m MESSAGE                        why: kept in the history with the change
+  --if-version N                    change nothing unless N is still the current version
+                                    (else print the changes made since N and fail)
+They record $USER@hostname as the author. The control plane keeps it as told:
+it is not authenticated.
+
 KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
 plural).
-get never prints a private key: it shows "[redacted]" in its place. A Consumer's
+get and diff never print a private key: they show "[redacted]" in its place. A Consumer's
 API keys and passwords are stored only as hashes (key_sha256, password_hash).
 The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
 )";
@@ -153,17 +172,88 @@ std::string FormatTime(const google::protobuf::Timestamp& t) {
                           absl::UTCTimeZone());
 }
 
+// Who makes a change, as far as this machine knows: $USER@hostname. The
+// control plane records it as given (it does not authenticate anyone yet).
+std::string Author() {
+  const char* user = std::getenv("USER");
+  char host[HOST_NAME_MAX + 1] = {0};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(user && *user ? user : "unknown", "@", *host ? host : "unknown");
+}
+
+// -m and --if-version, shared by apply, delete and rollback.
+struct ChangeFlags {
+  std::string message;
+  uint64_t if_version = 0;
+};
+
+bool ParseChangeFlags(const ParsedFlags& flags, ChangeFlags* out, std::string* error) {
+  if (auto it = flags.values.find("m"); it != flags.values.end()) out->message = it->second;
+  if (auto it = flags.values.find("if-version"); it != flags.values.end()) {
+    if (!absl::SimpleAtoi(it->second, &out->if_version) || out->if_version == 0) {
+      *error = absl::StrCat("--if-version ", it->second, ": expected a version number (1 or more)");
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string ChangeSummary(const admin::v1::Diff& diff) {
+  return absl::StrCat("+", diff.added_size(), " ~", diff.changed_size(), " -",
+                      diff.removed_size());
+}
+
+void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
+  std::cout << absl::StrFormat("%-8s %-21s %-24s %-12s %s\n", "VERSION", "TIME", "AUTHOR",
+                               "CHANGE", "MESSAGE");
+  for (const auto& e : entries) {
+    const bool known = e.has_time();
+    std::cout << absl::StrFormat(
+        "%-8d %-21s %-24s %-12s %s\n", e.version(), known ? FormatTime(e.time()) : "-",
+        e.author().empty() ? "-" : e.author(), known ? ChangeSummary(e.diff()) : "?",
+        known ? e.message() : "(made before history was kept)");
+  }
+}
+
+// An ABORTED change: the config moved on since --if-version. Prints the
+// server's reason and the versions made since.
+int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status,
+                 uint64_t if_version) {
+  std::cerr << "error: conflict, nothing changed: " << status.error_message() << "\n";
+  admin::v1::HistoryResponse history;
+  if (stub.History(Context().get(), admin::v1::HistoryRequest(), &history).ok()) {
+    std::vector<admin::v1::HistoryEntry> since;
+    for (const auto& e : history.entries()) {
+      if (e.version() > if_version) since.push_back(e);
+    }
+    if (!since.empty()) {
+      std::cout << "changes since version " << if_version << ":\n";
+      PrintHistoryTable(since);
+    }
+  }
+  return 1;
+}
+
 int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
           const ParsedFlags& flags) {
   auto file = flags.values.find("f");
   if (file == flags.values.end()) return Fail("apply needs -f FILE|DIR");
   auto loaded = LoadPath(file->second);
   if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
+  ChangeFlags change;
+  std::string error;
+  if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
   admin::v1::ApplyRequest request;
   request.set_dry_run(flags.switches.count("dry-run") > 0);
+  request.set_author(Author());
+  request.set_message(change.message);
+  request.set_if_version(change.if_version);
   for (const auto& r : *loaded) *request.add_resources() = r.resource;
   admin::v1::ApplyResponse response;
   grpc::Status status = stub.Apply(Context().get(), request, &response);
+  if (status.error_code() == grpc::StatusCode::ABORTED) {
+    return ConflictFail(stub, status, change.if_version);
+  }
   if (!status.ok()) {
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -241,13 +331,172 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (args.size() != 3) return Fail("delete needs KIND and NAME");
   auto kind = api::ParseKind(args[1]);
   if (!kind.ok()) return Fail(std::string(kind.status().message()));
+  ChangeFlags change;
+  std::string error;
+  if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
   admin::v1::DeleteRequest request;
   request.set_kind(*kind);
   request.set_name(args[2]);
   request.set_dry_run(flags.switches.count("dry-run") > 0);
+  request.set_author(Author());
+  request.set_message(change.message);
+  request.set_if_version(change.if_version);
   admin::v1::DeleteResponse response;
   grpc::Status status = stub.Delete(Context().get(), request, &response);
+  if (status.error_code() == grpc::StatusCode::ABORTED) {
+    return ConflictFail(stub, status, change.if_version);
+  }
   if (!status.ok()) return RpcFail(status, server);
+  PrintOutcome(response.dry_run(), response.diff(), response.version());
+  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  return 0;
+}
+
+int History(admin::v1::AdminService::Stub& stub, const std::string& server,
+            const ParsedFlags& flags) {
+  if (flags.positional.size() != 1) return Fail("history takes no arguments");
+  std::string format = "table";
+  if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
+  if (format != "table" && format != "json") {
+    return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+  }
+  admin::v1::HistoryRequest request;
+  if (auto it = flags.values.find("limit"); it != flags.values.end()) {
+    uint32_t limit = 0;
+    if (!absl::SimpleAtoi(it->second, &limit) || limit == 0) {
+      return Fail(absl::StrCat("--limit ", it->second, ": expected a number (1 or more)"));
+    }
+    request.set_limit(limit);
+  }
+  admin::v1::HistoryResponse response;
+  grpc::Status status = stub.History(Context().get(), request, &response);
+  if (!status.ok()) return RpcFail(status, server);
+  if (format == "json") {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(response, &json, options);
+    std::cout << json << "\n";
+    return 0;
+  }
+  PrintHistoryTable({response.entries().begin(), response.entries().end()});
+  std::cout << "current version " << response.current_version() << "; up to "
+            << response.retention() << " versions kept\n";
+  return 0;
+}
+
+// The lines of `a` and `b` with "-", "+" or " " in front (longest common
+// subsequence); unchanged lines only within `context` of a change.
+std::string LineDiff(const std::string& a, const std::string& b, size_t context = 3) {
+  std::vector<std::string> x = absl::StrSplit(a, '\n');
+  std::vector<std::string> y = absl::StrSplit(b, '\n');
+  if (x.size() * y.size() > 20'000'000) return "    (too large to compare line by line)\n";
+  std::vector<std::vector<uint32_t>> lcs(x.size() + 1, std::vector<uint32_t>(y.size() + 1));
+  for (size_t i = x.size(); i-- > 0;) {
+    for (size_t j = y.size(); j-- > 0;) {
+      lcs[i][j] = x[i] == y[j] ? lcs[i + 1][j + 1] + 1 : std::max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  std::vector<std::pair<char, std::string>> lines;
+  size_t i = 0, j = 0;
+  while (i < x.size() || j < y.size()) {
+    if (i < x.size() && j < y.size() && x[i] == y[j]) {
+      lines.emplace_back(' ', x[i++]);
+      ++j;
+    } else if (j < y.size() && (i == x.size() || lcs[i][j + 1] >= lcs[i + 1][j])) {
+      lines.emplace_back('+', y[j++]);
+    } else {
+      lines.emplace_back('-', x[i++]);
+    }
+  }
+  std::string out;
+  for (size_t k = 0; k < lines.size(); ++k) {
+    bool near = false;
+    for (size_t d = (k >= context ? k - context : 0);
+         d < lines.size() && d <= k + context && !near; ++d) {
+      near = lines[d].first != ' ';
+    }
+    if (!near) continue;
+    absl::StrAppend(&out, "    ", std::string(1, lines[k].first), " ", lines[k].second, "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<admin::v1::GetVersionResponse> FetchVersion(
+    admin::v1::AdminService::Stub& stub, uint64_t version, grpc::Status* status) {
+  admin::v1::GetVersionRequest request;
+  request.set_version(version);
+  admin::v1::GetVersionResponse response;
+  *status = stub.GetVersion(Context().get(), request, &response);
+  if (!status->ok()) return absl::UnknownError(status->error_message());
+  return response;
+}
+
+int Diff(admin::v1::AdminService::Stub& stub, const std::string& server,
+         const ParsedFlags& flags) {
+  const auto& args = flags.positional;  // "diff", V1, [V2]
+  if (args.size() < 2 || args.size() > 3) return Fail("diff needs V1 and optionally V2");
+  uint64_t versions[2] = {0, 0};  // V2 0: the current one
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (!absl::SimpleAtoi(args[i], &versions[i - 1]) || versions[i - 1] == 0) {
+      return Fail(absl::StrCat("diff: '", args[i], "' is not a version number"));
+    }
+  }
+  api::ResourceMap content[2];
+  uint64_t resolved[2];
+  for (int k = 0; k < 2; ++k) {
+    grpc::Status status;
+    auto got = FetchVersion(stub, versions[k], &status);
+    if (!got.ok()) return RpcFail(status, server);
+    resolved[k] = got->version();
+    for (auto r : got->resources()) {
+      api::RedactSecrets(&r);  // the server redacts too
+      content[k][api::IdOf(r)] = std::move(r);
+    }
+  }
+  std::cout << "from version " << resolved[0] << " to version " << resolved[1] << ":\n";
+  api::StateDiff diff = api::ComputeDiff(content[0], content[1]);
+  for (const auto& id : diff.added) std::cout << "+ " << api::Describe(id) << "\n";
+  for (const auto& id : diff.removed) std::cout << "- " << api::Describe(id) << "\n";
+  for (const auto& id : diff.changed) {
+    std::cout << "~ " << api::Describe(id) << "\n";
+    std::string lines = LineDiff(ToYaml(content[0].at(id)), ToYaml(content[1].at(id)));
+    std::cout << (lines.empty() ? "    (only redacted fields differ)\n" : lines);
+  }
+  std::cout << diff.added.size() << " added, " << diff.changed.size() << " changed, "
+            << diff.removed.size() << " removed, " << diff.unchanged << " unchanged\n";
+  return 0;
+}
+
+int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
+             const ParsedFlags& flags) {
+  const auto& args = flags.positional;  // "rollback", V
+  uint64_t version = 0;
+  if (args.size() != 2 || !absl::SimpleAtoi(args[1], &version) || version == 0) {
+    return Fail("rollback needs the version to go back to (see sluicectl history)");
+  }
+  ChangeFlags change;
+  std::string error;
+  if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
+  admin::v1::RollbackRequest request;
+  request.set_version(version);
+  request.set_dry_run(flags.switches.count("dry-run") > 0);
+  request.set_author(Author());
+  request.set_message(change.message.empty() ? absl::StrCat("rollback to version ", version)
+                                             : change.message);
+  request.set_if_version(change.if_version);
+  admin::v1::RollbackResponse response;
+  grpc::Status status = stub.Rollback(Context().get(), request, &response);
+  if (status.error_code() == grpc::StatusCode::ABORTED) {
+    return ConflictFail(stub, status, change.if_version);
+  }
+  if (!status.ok()) {
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return RpcFail(status, server);
+    }
+    return Fail(absl::StrCat("nothing rolled back:\n", status.error_message()));
+  }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   return 0;
@@ -438,7 +687,8 @@ int HashPasswordCommand(const ParsedFlags& flags) {
 }
 
 int Run(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations", "interval"},
+  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations", "interval",
+                           "m", "message", "if-version", "limit"},
                           {"dry-run", "help", "h", "once"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
@@ -449,6 +699,9 @@ int Run(int argc, char** argv) {
   }
   if (auto it = flags->values.find("output"); it != flags->values.end()) {
     flags->values["o"] = it->second;
+  }
+  if (auto it = flags->values.find("message"); it != flags->values.end()) {
+    flags->values["m"] = it->second;
   }
   if (flags->switches.count("help") || flags->switches.count("h") ||
       flags->positional.empty()) {
@@ -475,6 +728,9 @@ int Run(int argc, char** argv) {
   if (command == "apply") return Apply(*stub, server, *flags);
   if (command == "get") return Get(*stub, server, *flags);
   if (command == "delete") return Delete(*stub, server, *flags);
+  if (command == "history") return History(*stub, server, *flags);
+  if (command == "diff") return Diff(*stub, server, *flags);
+  if (command == "rollback") return Rollback(*stub, server, *flags);
   if (command == "proxies") return Proxies(*stub, server, *flags);
   if (command == "top") return Top(*stub, server, *flags);
   std::cerr << "error: unknown command '" << command << "'\n" << kUsage;

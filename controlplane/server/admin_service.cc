@@ -27,6 +27,12 @@ void FillDiff(const api::StateDiff& diff, admin::v1::Diff* out) {
   out->set_unchanged(diff.unchanged);
 }
 
+std::vector<api::ResourceId> IdsOf(const std::vector<api::Resource>& resources) {
+  std::vector<api::ResourceId> ids;
+  for (const auto& r : resources) ids.push_back(api::IdOf(r));
+  return ids;
+}
+
 absl::Status CheckKindAndName(config::v1::ResourceKind kind, const std::string& name) {
   if (kind == config::v1::RESOURCE_KIND_UNSPECIFIED ||
       !config::v1::ResourceKind_IsValid(kind)) {
@@ -70,7 +76,9 @@ grpc::Status AdminServiceImpl::Apply(grpc::ServerContext*,
   }
   std::vector<api::Resource> resources(request->resources().begin(),
                                        request->resources().end());
-  auto result = state_->Apply(resources, request->dry_run());
+  auto result = state_->Apply(
+      resources, request->dry_run(),
+      ChangeContext{request->author(), request->message(), request->if_version()});
   Count(/*is_delete=*/false, result, request->dry_run());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
@@ -123,7 +131,9 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext*,
     Count(/*is_delete=*/true, s, request->dry_run());
     return ToGrpcStatus(s);
   }
-  auto result = state_->Delete({request->kind(), request->name()}, request->dry_run());
+  auto result = state_->Delete(
+      {request->kind(), request->name()}, request->dry_run(),
+      ChangeContext{request->author(), request->message(), request->if_version()});
   Count(/*is_delete=*/true, result, request->dry_run());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
@@ -138,6 +148,81 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext*,
                                            admin::v1::ListProxiesResponse* response) {
   for (auto& status : registry_->List()) *response->add_proxies() = std::move(status);
   response->set_current_version(state_->Current()->version);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::History(grpc::ServerContext*,
+                                       const admin::v1::HistoryRequest* request,
+                                       admin::v1::HistoryResponse* response) {
+  auto history = state_->History();
+  const auto& entries = history->stored().entries;
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (request->limit() != 0 &&
+        response->entries_size() >= static_cast<int>(request->limit())) {
+      break;
+    }
+    admin::v1::HistoryEntry* out = response->add_entries();
+    out->set_version(it->version);
+    if (it->time != absl::InfinitePast()) {
+      const int64_t micros = absl::ToUnixMicros(it->time);
+      out->mutable_time()->set_seconds(micros / 1000000);
+      out->mutable_time()->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+    }
+    out->set_author(it->author);
+    out->set_message(it->message);
+    api::StateDiff diff;
+    diff.added = IdsOf(it->added);
+    diff.changed = IdsOf(it->changed);
+    diff.removed = it->removed;
+    diff.unchanged = static_cast<int>(it->unchanged);
+    FillDiff(diff, out->mutable_diff());
+  }
+  response->set_current_version(state_->Current()->version);
+  response->set_retention(static_cast<uint32_t>(history->retention()));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::GetVersion(grpc::ServerContext*,
+                                          const admin::v1::GetVersionRequest* request,
+                                          admin::v1::GetVersionResponse* response) {
+  auto history = state_->History();
+  uint64_t version = request->version();
+  api::ResourceMap content;
+  if (version == 0) {
+    auto snapshot = state_->Current();
+    version = snapshot->version;
+    content = snapshot->resources;
+  } else {
+    absl::StatusOr<api::ResourceMap> kept = history->ContentAt(version);
+    if (!kept.ok()) return ToGrpcStatus(absl::NotFoundError(kept.status().message()));
+    content = std::move(*kept);
+  }
+  response->set_version(version);
+  for (auto& [id, resource] : content) {
+    api::Resource* out = response->add_resources();
+    *out = std::move(resource);
+    api::RedactSecrets(out);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext*,
+                                        const admin::v1::RollbackRequest* request,
+                                        admin::v1::RollbackResponse* response) {
+  if (request->version() == 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError("version is required"));
+  }
+  auto result = state_->Rollback(
+      request->version(), request->dry_run(),
+      ChangeContext{request->author(), request->message(), request->if_version()});
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  if (metrics_ != nullptr && !request->dry_run() && !result->diff.empty()) {
+    metrics_->RecordNewVersion(absl::Now());
+  }
+  response->set_version(result->version);
+  response->set_dry_run(request->dry_run());
+  response->set_warning(result->warning);
+  FillDiff(result->diff, response->mutable_diff());
   return grpc::Status::OK;
 }
 

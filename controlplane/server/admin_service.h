@@ -3,7 +3,9 @@
 // Get and List return Secrets with the private key redacted
 // (api::RedactSecrets); Apply takes keys in full. Consumers' API keys and
 // passwords are taken in plain or hashed and kept only hashed (ConfigState).
-// Each Apply and Delete is counted in `metrics` by how it ended.
+// Each Apply and Delete is counted in `metrics` by how it ended (a Rollback
+// only as a new version). History, GetVersion and Rollback read and restore
+// ConfigState's kept versions; GetVersion redacts like Get.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
@@ -34,6 +36,12 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   grpc::Status ListProxies(grpc::ServerContext*,
                            const admin::v1::ListProxiesRequest* request,
                            admin::v1::ListProxiesResponse* response) override;
+  grpc::Status History(grpc::ServerContext*, const admin::v1::HistoryRequest* request,
+                       admin::v1::HistoryResponse* response) override;
+  grpc::Status GetVersion(grpc::ServerContext*, const admin::v1::GetVersionRequest* request,
+                          admin::v1::GetVersionResponse* response) override;
+  grpc::Status Rollback(grpc::ServerContext*, const admin::v1::RollbackRequest* request,
+                        admin::v1::RollbackResponse* response) override;
 
  private:
   // Counts a finished Apply (or Delete) in metrics_, and the new version's time.

@@ -43,6 +43,20 @@ std::string NewStoreId() {
   return absl::BytesToHexString(bytes);
 }
 
+std::string DescribeVersion(const HistoryEntry& entry) {
+  if (entry.time == absl::InfinitePast()) {
+    return absl::StrCat("version ", entry.version, " (made before history was kept)");
+  }
+  std::string out = absl::StrCat(
+      "version ", entry.version, " (",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", entry.time, absl::UTCTimeZone()), ", by ",
+      entry.author.empty() ? "unknown" : entry.author);
+  if (!entry.message.empty()) absl::StrAppend(&out, ": \"", entry.message, "\"");
+  absl::StrAppend(&out, ", +", entry.added.size(), " ~", entry.changed.size(), " -",
+                  entry.removed.size(), ")");
+  return out;
+}
+
 std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
                                              api::ResourceMap resources) {
   auto snapshot = std::make_shared<Snapshot>();
@@ -56,7 +70,11 @@ std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
 }
 
 absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
-    std::unique_ptr<FileStore> store, Clock clock, int64_t max_config_bytes) {
+    std::unique_ptr<FileStore> store, Clock clock, int64_t max_config_bytes,
+    size_t history_versions) {
+  if (history_versions < 1) {
+    return absl::InvalidArgumentError("the history must keep at least 1 version");
+  }
   if (max_config_bytes <= 0 || max_config_bytes > api::kMaxConfigBytes) {
     return absl::InvalidArgumentError(absl::StrCat("the config size limit must be 1..",
                                                    api::kMaxConfigBytes, " bytes, got ",
@@ -83,6 +101,13 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
     if (!saved.ok()) SLUICE_LOG(kWarning, saved.message());
     SLUICE_LOG(kInfo, "new store id ", stored->store_id, " in ", store->state_path());
   }
+  absl::StatusOr<StoredHistory> stored_history = store->LoadHistory();
+  if (!stored_history.ok()) return stored_history.status();
+  std::string history_warning;
+  auto history = std::make_shared<const ConfigHistory>(
+      ConfigHistory::Restore(std::move(*stored_history), history_versions, stored->version,
+                             stored->resources, &history_warning));
+  if (!history_warning.empty()) SLUICE_LOG(kWarning, history_warning);
   auto snapshot = MakeSnapshot(stored->version, std::move(stored->resources));
   if (snapshot->config_bytes > max_config_bytes) {
     SLUICE_LOG(kWarning, "the stored config is ", snapshot->config_bytes,
@@ -90,28 +115,48 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
                " bytes: proxies may not receive it; changes that do not shrink it are refused");
   }
   return std::unique_ptr<ConfigState>(new ConfigState(std::move(store), snapshot,
-                                                      std::move(clock),
+                                                      std::move(history), std::move(clock),
                                                       std::move(stored->store_id),
                                                       max_config_bytes));
 }
 
 ConfigState::ConfigState(std::unique_ptr<FileStore> store,
-                         std::shared_ptr<const Snapshot> initial, Clock clock,
+                         std::shared_ptr<const Snapshot> initial,
+                         std::shared_ptr<const ConfigHistory> history, Clock clock,
                          std::string store_id, int64_t max_config_bytes)
     : clock_(std::move(clock)),
       store_id_(std::move(store_id)),
       max_config_bytes_(max_config_bytes),
       store_(std::move(store)),
-      current_(std::move(initial)) {}
+      current_(std::move(initial)),
+      history_(std::move(history)) {}
 
 std::shared_ptr<const Snapshot> ConfigState::Current() const {
   absl::MutexLock lock(&mu_);
   return current_;
 }
 
+std::shared_ptr<const ConfigHistory> ConfigState::History() const {
+  absl::MutexLock lock(&mu_);
+  return history_;
+}
+
+absl::Status ConfigState::CheckIfVersion(uint64_t if_version) const {
+  const uint64_t current = Current()->version;
+  if (if_version == 0 || if_version == current) return absl::OkStatus();
+  std::string made = absl::StrCat("version ", current);
+  if (const HistoryEntry* entry = History()->Find(current); entry != nullptr) {
+    made = DescribeVersion(*entry);
+  }
+  return absl::AbortedError(absl::StrCat("the config changed since version ", if_version,
+                                         ": the current version is ", made,
+                                         "; nothing changed"));
+}
+
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
-    const std::vector<api::Resource>& resources, bool dry_run) {
+    const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
   api::ResourceMap next = base->resources;
   std::set<api::ResourceId> seen;
@@ -148,25 +193,56 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
     for (const auto& e : errors) absl::StrAppend(&message, message.empty() ? "" : "\n", e);
     return absl::InvalidArgumentError(message);
   }
-  return Commit(std::move(next), dry_run, /*is_delete=*/false, nullptr,
+  return Commit(std::move(next), dry_run, context, /*refusal=*/"",
                 std::move(apply_time_errors));
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
-    const api::ResourceId& id, bool dry_run) {
+    const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
   if (!base->resources.count(id)) {
     return absl::NotFoundError(absl::StrCat(api::Describe(id), " does not exist"));
   }
   api::ResourceMap next = base->resources;
   next.erase(id);
-  return Commit(std::move(next), dry_run, /*is_delete=*/true, &id);
+  return Commit(std::move(next), dry_run, context,
+                absl::StrCat("cannot delete ", api::Describe(id),
+                             ": the rest of the config needs it"));
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(
+    uint64_t version, bool dry_run, const ChangeContext& context) {
+  absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
+  absl::StatusOr<api::ResourceMap> next = History()->ContentAt(version);
+  if (!next.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot roll back: ", next.status().message()));
+  }
+  // What comes back is checked against the rules of now, as if applied
+  // again (a certificate may have expired since). It is stored as it was:
+  // Consumers' credentials are already hashes.
+  std::shared_ptr<const Snapshot> base = Current();
+  std::vector<api::ValidationError> apply_time_errors;
+  const absl::Time now = clock_();
+  for (const auto& [id, resource] : *next) {
+    auto stored = base->resources.find(id);
+    if (stored == base->resources.end() ||
+        !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource)) {
+      api::ValidateAtApplyTime(resource, now, &apply_time_errors);
+    }
+  }
+  return Commit(std::move(*next), dry_run, context,
+                absl::StrCat("cannot roll back to version ", version,
+                             ": its content does not pass today's validation"),
+                std::move(apply_time_errors));
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
-    api::ResourceMap next, bool dry_run, bool is_delete,
-    const api::ResourceId* deleted, std::vector<api::ValidationError> apply_time_errors) {
+    api::ResourceMap next, bool dry_run, const ChangeContext& context,
+    const std::string& refusal, std::vector<api::ValidationError> apply_time_errors) {
   if (shutting_down()) {
     return absl::UnavailableError("sluice-control is shutting down");
   }
@@ -175,10 +251,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   errors.insert(errors.end(), std::make_move_iterator(apply_time_errors.begin()),
                 std::make_move_iterator(apply_time_errors.end()));
   if (absl::Status status = api::ToStatus(errors); !status.ok()) {
-    if (is_delete) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot delete ", api::Describe(*deleted),
-                       ": the rest of the config needs it:\n", status.message()));
+    if (!refusal.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(refusal, ":\n", status.message()));
     }
     return status;
   }
@@ -198,7 +272,30 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   if (dry_run || result.diff.empty()) return result;
 
   StoredState stored{base->version + 1, std::move(next), store_id_};
+  // The history first: after a crash between the two files it holds one
+  // version more than the state, which the next start drops.
+  HistoryEntry entry;
+  entry.version = stored.version;
+  entry.time = clock_();
+  entry.author = context.author;
+  entry.message = context.message;
+  for (const auto& id : result.diff.added) entry.added.push_back(stored.resources.at(id));
+  for (const auto& id : result.diff.changed) entry.changed.push_back(stored.resources.at(id));
+  entry.removed = result.diff.removed;
+  entry.unchanged = static_cast<uint32_t>(result.diff.unchanged);
+  auto history = std::make_shared<ConfigHistory>(*History());
+  history->Append(std::move(entry), stored.resources);
   bool replaced = false;
+  if (absl::Status status = store_->SaveHistory(history->stored(), &replaced); !status.ok()) {
+    if (!replaced) {
+      return absl::UnavailableError(absl::StrCat(
+          "the change was not stored, nothing changed: ", status.message()));
+    }
+    // Renamed, but the directory was not fsynced: the state's Save below
+    // fsyncs the same directory, and says so if that fails too.
+    SLUICE_LOG(kWarning, status.message());
+  }
+  replaced = false;
   if (absl::Status status = store_->Save(stored, &replaced); !status.ok()) {
     if (!replaced) {
       return absl::UnavailableError(absl::StrCat(
@@ -217,6 +314,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   {
     absl::MutexLock lock(&mu_);
     current_ = std::move(snapshot);
+    history_ = std::move(history);
   }
   SLUICE_LOG(kInfo, "version ", result.version, ": ", result.diff.added.size(),
              " added, ", result.diff.changed.size(), " changed, ",

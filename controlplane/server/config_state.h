@@ -10,6 +10,12 @@
 // something gets the next version. Readers get immutable snapshots and never
 // block a writer for long.
 //
+// Every accepted version is also kept in the history (ConfigHistory, stored
+// in the FileStore's history file before the state itself): its time, the
+// author and message the client gave (not authenticated), and its change.
+// Rollback makes a new version with an old version's content. A change can
+// be made conditional on the current version (ChangeContext::if_version).
+//
 // The store has an identity, a random id made when the data dir is first used
 // and kept in it: versions compare only within one store.
 //
@@ -29,6 +35,7 @@
 #include "api/discovery.h"
 #include "api/resource.h"
 #include "api/validation.h"
+#include "controlplane/server/config_history.h"
 #include "controlplane/store/file_store.h"
 
 namespace sluice::controlplane {
@@ -41,6 +48,17 @@ struct Snapshot {
   int64_t config_bytes = 0;                     // ConfigBytes(resources)
 };
 
+// Who asks for a change and on what condition.
+struct ChangeContext {
+  // Recorded in the history as given: the client says who it is, nothing
+  // checks it (there is no authentication yet).
+  std::string author;
+  std::string message;
+  // Non-zero: the change is refused with ABORTED unless this is the current
+  // version.
+  uint64_t if_version = 0;
+};
+
 class ConfigState {
  public:
   // The time an apply happens at; tests pass a fake.
@@ -49,9 +67,11 @@ class ConfigState {
   // Restores the state from `store`; a store without an id (new, or written
   // by an older build) gets one, saved at once. `max_config_bytes` bounds
   // ConfigBytes() of every change (at most api::kMaxConfigBytes).
+  // `history_versions` (>= 1) is how many versions the history keeps.
   static absl::StatusOr<std::unique_ptr<ConfigState>> Create(
       std::unique_ptr<FileStore> store, Clock clock = &absl::Now,
-      int64_t max_config_bytes = api::kMaxConfigBytes);
+      int64_t max_config_bytes = api::kMaxConfigBytes,
+      size_t history_versions = kDefaultHistoryVersions);
 
   struct ChangeResult {
     uint64_t version = 0;  // the version after the change
@@ -69,12 +89,23 @@ class ConfigState {
   // passwords become hashes), so neither the store, a dry run's diff nor a
   // proxy ever sees a plain credential. A new or changed password costs one
   // PBKDF2 hash, and an unchanged one a verification, under the write lock.
+  // ABORTED when `context.if_version` is set and not current.
   absl::StatusOr<ChangeResult> Apply(const std::vector<api::Resource>& resources,
-                                     bool dry_run);
+                                     bool dry_run, const ChangeContext& context = {});
   // NOT_FOUND when absent; FAILED_PRECONDITION when something refers to it.
-  absl::StatusOr<ChangeResult> Delete(const api::ResourceId& id, bool dry_run);
+  absl::StatusOr<ChangeResult> Delete(const api::ResourceId& id, bool dry_run,
+                                      const ChangeContext& context = {});
+  // Makes the content of `version` current again, as a new version: its
+  // resources added or changed back, the others removed. Checked like an
+  // apply (the resources it brings back against the rules of now, e.g. a
+  // certificate's validity); FAILED_PRECONDITION with the reason when
+  // `version` is no longer kept or its content does not pass.
+  absl::StatusOr<ChangeResult> Rollback(uint64_t version, bool dry_run,
+                                        const ChangeContext& context = {});
 
   std::shared_ptr<const Snapshot> Current() const;
+  // The kept versions; immutable, newest last.
+  std::shared_ptr<const ConfigHistory> History() const;
   // The store's identity; fixed for this object's lifetime.
   const std::string& store_id() const { return store_id_; }
   int64_t max_config_bytes() const { return max_config_bytes_; }
@@ -92,11 +123,17 @@ class ConfigState {
 
  private:
   ConfigState(std::unique_ptr<FileStore> store, std::shared_ptr<const Snapshot> initial,
-              Clock clock, std::string store_id, int64_t max_config_bytes);
+              std::shared_ptr<const ConfigHistory> history, Clock clock, std::string store_id,
+              int64_t max_config_bytes);
+  // ABORTED, naming the current version and who made it when, unless
+  // `if_version` is 0 or current.
+  absl::Status CheckIfVersion(uint64_t if_version) const;
   // `apply_time_errors`: from api::ValidateAtApplyTime, reported together
-  // with the errors of the resulting state.
+  // with the errors of the resulting state. `refusal` non-empty: those
+  // errors are FAILED_PRECONDITION under that heading (else INVALID_ARGUMENT).
   absl::StatusOr<ChangeResult> Commit(api::ResourceMap next, bool dry_run,
-                                      bool is_delete, const api::ResourceId* deleted,
+                                      const ChangeContext& context,
+                                      const std::string& refusal,
                                       std::vector<api::ValidationError> apply_time_errors = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void Notify(bool shutting_down);
@@ -110,6 +147,7 @@ class ConfigState {
 
   mutable absl::Mutex mu_;  // guards the fields below; held only briefly
   std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const ConfigHistory> history_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::function<void(bool)>> subscribers_ ABSL_GUARDED_BY(mu_);
   int next_subscriber_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
@@ -120,6 +158,10 @@ std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap 
 // The encoded size of the DiscoveryResponse that carries every resource of
 // `resources`: what a proxy that holds nothing receives in one message.
 int64_t ConfigBytes(const api::ResourceMap& resources);
+
+// "version 7 (2030-04-11T10:00:00Z, by ana@build-1: \"raise the timeout\", +0 ~1 -0)":
+// how errors name a kept version.
+std::string DescribeVersion(const HistoryEntry& entry);
 
 // A new random store id: 32 hex digits.
 std::string NewStoreId();

@@ -2,7 +2,8 @@
 //
 //   sluice-control [--listen 127.0.0.1:18000] [--data-dir ./sluice-data]
 //                  [--max-config-bytes 33554432] [--max-discovery-streams 1000]
-//                  [--nack-retry 5s] [--metrics-listen HOST:PORT] [--log-level info]
+//                  [--nack-retry 5s] [--metrics-listen HOST:PORT] [--history 100]
+//                  [--log-level info]
 #include <pthread.h>
 #include <signal.h>
 
@@ -29,7 +30,10 @@ namespace {
 constexpr char kUsage[] =
     "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] [--max-config-bytes N]\n"
     "                      [--max-discovery-streams N] [--nack-retry 5s]\n"
-    "                      [--metrics-listen HOST:PORT] [--log-level debug|info|warning|error]\n";
+    "                      [--metrics-listen HOST:PORT] [--history N]\n"
+    "                      [--log-level debug|info|warning|error]\n"
+    "  --history N  versions kept for sluicectl history, diff and rollback (default 100,\n"
+    "               at least 1; the current version is always kept)\n";
 
 // The gRPC server's limits, set on purpose rather than left to gRPC's
 // defaults (4 MiB receive, unlimited send, pings without data refused after
@@ -59,7 +63,7 @@ int Run(int argc, char** argv) {
   using namespace sluice;
   auto flags = ParseFlags(argc, argv,
                           {"listen", "data-dir", "max-config-bytes", "max-discovery-streams",
-                           "nack-retry", "metrics-listen", "log-level"},
+                           "nack-retry", "metrics-listen", "history", "log-level"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
@@ -104,6 +108,13 @@ int Run(int argc, char** argv) {
                  kUsage);
     return 2;
   }
+  int64_t history_versions = controlplane::kDefaultHistoryVersions;
+  if (flags->values.count("history") &&
+      (!absl::SimpleAtoi(flags->values["history"], &history_versions) ||
+       history_versions < 1 || history_versions > 100000)) {
+    std::fprintf(stderr, "sluice-control: --history must be 1..100000\n%s", kUsage);
+    return 2;
+  }
   auto nack_retry = ParseDurationFlag("nack-retry", get("nack-retry", "5s"));
   if (!nack_retry.ok() || *nack_retry <= absl::ZeroDuration()) {
     std::fprintf(stderr, "sluice-control: %s\n%s",
@@ -137,7 +148,8 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kError, "cannot open the store: ", store.status().message());
     return 1;
   }
-  auto state = controlplane::ConfigState::Create(std::move(*store), &absl::Now, max_config_bytes);
+  auto state = controlplane::ConfigState::Create(std::move(*store), &absl::Now, max_config_bytes,
+                                                 static_cast<size_t>(history_versions));
   if (!state.ok()) {
     SLUICE_LOG(kError, "cannot restore the state: ", state.status().message());
     return 1;

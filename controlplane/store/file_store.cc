@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "absl/base/internal/endian.h"
@@ -24,6 +25,67 @@ constexpr size_t kHeaderSize = 8 + 4 + 8 + 4;
 // The payload starts with the version (u64), then (format 2) the store id's
 // length (u32) and bytes, then the resource count (u32); per resource:
 // length (u32), serialized Resource.
+
+// history.db: the same header as state.db with its own magic and format 1.
+// Payload: the base's resource count (u32) and resources (length u32,
+// serialized Resource each); the entry count (u32); per entry: version (u64),
+// time (i64 unix microseconds, INT64_MIN: unknown), author and message
+// (length u32 and bytes each), unchanged (u32), then the added, the changed
+// (count u32, resources as above each) and the removed (count u32; per id:
+// kind u32, name as length u32 and bytes).
+constexpr char kHistoryMagic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'H', 'I'};
+constexpr uint32_t kHistoryFormat = 1;
+
+void PutU32(std::string* out, uint32_t value) {
+  char buf[4];
+  absl::little_endian::Store32(buf, value);
+  out->append(buf, 4);
+}
+
+void PutU64(std::string* out, uint64_t value) {
+  char buf[8];
+  absl::little_endian::Store64(buf, value);
+  out->append(buf, 8);
+}
+
+void PutBytes(std::string* out, const std::string& bytes) {
+  PutU32(out, static_cast<uint32_t>(bytes.size()));
+  out->append(bytes);
+}
+
+// Reads the history payload with bounds checks; the first failure sticks.
+class PayloadReader {
+ public:
+  PayloadReader(const char* p, const char* end) : p_(p), end_(end) {}
+  bool U32(uint32_t* v) {
+    if (end_ - p_ < 4) return false;
+    *v = absl::little_endian::Load32(p_);
+    p_ += 4;
+    return true;
+  }
+  bool U64(uint64_t* v) {
+    if (end_ - p_ < 8) return false;
+    *v = absl::little_endian::Load64(p_);
+    p_ += 8;
+    return true;
+  }
+  bool Bytes(std::string* v) {
+    uint32_t size;
+    if (!U32(&size) || static_cast<uint64_t>(end_ - p_) < size) return false;
+    v->assign(p_, size);
+    p_ += size;
+    return true;
+  }
+  bool Resource(api::Resource* r) {
+    std::string bytes;
+    return Bytes(&bytes) && r->ParseFromString(bytes);
+  }
+  bool done() const { return p_ == end_; }
+
+ private:
+  const char* p_;
+  const char* end_;
+};
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(
@@ -57,10 +119,41 @@ absl::Status Corrupt(const std::string& path, absl::string_view why) {
       "restore the file from a backup, or move it away to start empty"));
 }
 
+// The whole file; `*missing` and an empty string when it does not exist.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, bool* missing) {
+  *missing = false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      *missing = true;
+      return std::string();
+    }
+    return ErrnoError("cannot open", path);
+  }
+  std::string bytes;
+  char buf[1 << 16];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status status = ErrnoError("cannot read", path);
+      ::close(fd);
+      return status;
+    }
+    if (n == 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return bytes;
+}
+
 }  // namespace
 
 FileStore::FileStore(std::string dir, int lock_fd)
-    : dir_(std::move(dir)), state_path_(dir_ + "/state.db"), lock_fd_(lock_fd) {}
+    : dir_(std::move(dir)),
+      state_path_(dir_ + "/state.db"),
+      history_path_(dir_ + "/history.db"),
+      lock_fd_(lock_fd) {}
 
 FileStore::~FileStore() {
   if (lock_fd_ >= 0) ::close(lock_fd_);
@@ -88,15 +181,18 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   }
   // A leftover temporary file is an interrupted Save: the real file is intact.
   ::unlink((data_dir + "/state.db.tmp").c_str());
-  // The state holds private keys: owner only, also for a file written by an
-  // older build or restored from a backup with a wider mode.
-  std::string state_path = data_dir + "/state.db";
-  if (::stat(state_path.c_str(), &st) == 0 && (st.st_mode & 077) != 0 &&
-      ::chmod(state_path.c_str(), 0600) != 0) {
-    absl::Status status = ErrnoError("cannot restrict to mode 0600 (it holds private keys)",
-                                     state_path);
-    ::close(fd);
-    return status;
+  ::unlink((data_dir + "/history.db.tmp").c_str());
+  // The state and the history hold private keys: owner only, also for a file
+  // written by an older build or restored from a backup with a wider mode.
+  for (const char* name : {"/state.db", "/history.db"}) {
+    std::string path = data_dir + name;
+    if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0 &&
+        ::chmod(path.c_str(), 0600) != 0) {
+      absl::Status status =
+          ErrnoError("cannot restrict to mode 0600 (it holds private keys)", path);
+      ::close(fd);
+      return status;
+    }
   }
   return std::unique_ptr<FileStore>(new FileStore(data_dir, fd));
 }
@@ -192,65 +288,171 @@ absl::StatusOr<StoredState> FileStore::Decode(const std::string& bytes,
 }
 
 absl::StatusOr<StoredState> FileStore::Load() const {
-  int fd = ::open(state_path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return StoredState{};
-    return ErrnoError("cannot open", state_path_);
-  }
-  std::string bytes;
-  char buf[1 << 16];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      absl::Status status = ErrnoError("cannot read", state_path_);
-      ::close(fd);
-      return status;
-    }
-    if (n == 0) break;
-    bytes.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return Decode(bytes, state_path_);
+  bool missing = false;
+  absl::StatusOr<std::string> bytes = ReadWholeFile(state_path_, &missing);
+  if (!bytes.ok()) return bytes.status();
+  if (missing) return StoredState{};
+  return Decode(*bytes, state_path_);
 }
 
 absl::Status FileStore::Save(uint64_t version, const std::string& store_id,
                              const api::ResourceMap& resources, bool* replaced) {
+  return WriteDurably(state_path_, Encode(version, store_id, resources), replaced);
+}
+
+absl::Status FileStore::WriteDurably(const std::string& path, const std::string& bytes,
+                                     bool* replaced) {
   if (replaced) *replaced = false;
-  std::string tmp = state_path_ + ".tmp";
+  std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError("cannot create", tmp);
   // The mode of open() applies only to a new file; the state holds private
   // keys, so make sure before writing them.
   absl::Status status = absl::OkStatus();
   if (::fchmod(fd, 0600) != 0) status = ErrnoError("cannot set mode 0600 on", tmp);
-  if (status.ok()) status = WriteAll(fd, Encode(version, store_id, resources), tmp);
+  if (status.ok()) status = WriteAll(fd, bytes, tmp);
   if (status.ok() && ::fsync(fd) != 0) status = ErrnoError("cannot fsync", tmp);
   ::close(fd);
   if (!status.ok()) {
     ::unlink(tmp.c_str());
     return status;
   }
-  if (::rename(tmp.c_str(), state_path_.c_str()) != 0) {
-    status = ErrnoError("cannot rename into", state_path_);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    status = ErrnoError("cannot rename into", path);
     ::unlink(tmp.c_str());
     return status;
   }
-  // From here the new state is what Load() reads; only its durability is
+  // From here the new file is what a load reads; only its durability is
   // left to make sure of.
   if (replaced) *replaced = true;
   int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd < 0) {
-    return ErrnoError(absl::StrCat(state_path_, " is replaced, but cannot open its directory"),
+    return ErrnoError(absl::StrCat(path, " is replaced, but cannot open its directory"),
                       dir_);
   }
   int rc = directory_fsync_ ? directory_fsync_(dir_fd) : ::fsync(dir_fd);
   status = rc == 0 ? absl::OkStatus()
-                   : ErrnoError(absl::StrCat(state_path_,
+                   : ErrnoError(absl::StrCat(path,
                                              " is replaced, but cannot fsync its directory"),
                                 dir_);
   ::close(dir_fd);
   return status;
+}
+
+std::string FileStore::EncodeHistory(const StoredHistory& history) {
+  std::string payload;
+  PutU32(&payload, static_cast<uint32_t>(history.base.size()));
+  for (const auto& [id, resource] : history.base) {
+    PutBytes(&payload, resource.SerializeAsString());
+  }
+  PutU32(&payload, static_cast<uint32_t>(history.entries.size()));
+  for (const HistoryEntry& e : history.entries) {
+    PutU64(&payload, e.version);
+    PutU64(&payload, static_cast<uint64_t>(e.time == absl::InfinitePast()
+                                               ? INT64_MIN
+                                               : absl::ToUnixMicros(e.time)));
+    PutBytes(&payload, e.author);
+    PutBytes(&payload, e.message);
+    PutU32(&payload, e.unchanged);
+    for (const auto* list : {&e.added, &e.changed}) {
+      PutU32(&payload, static_cast<uint32_t>(list->size()));
+      for (const auto& resource : *list) PutBytes(&payload, resource.SerializeAsString());
+    }
+    PutU32(&payload, static_cast<uint32_t>(e.removed.size()));
+    for (const auto& [kind, name] : e.removed) {
+      PutU32(&payload, static_cast<uint32_t>(kind));
+      PutBytes(&payload, name);
+    }
+  }
+  std::string out(kHistoryMagic, sizeof(kHistoryMagic));
+  PutU32(&out, kHistoryFormat);
+  PutU64(&out, payload.size());
+  out.append(4, '\0');  // crc, filled below
+  out.append(payload);
+  absl::little_endian::Store32(&out[20], Crc32(out, kHeaderSize));
+  return out;
+}
+
+absl::StatusOr<StoredHistory> FileStore::DecodeHistory(const std::string& bytes,
+                                                       const std::string& path) {
+  auto corrupt = [&path](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(
+        "history file ", path, " is damaged: ", why,
+        ". sluice-control will not start with an empty history in its place; restore "
+        "the file from a backup, or move it away to start a new history"));
+  };
+  if (bytes.size() < kHeaderSize) return corrupt("truncated: shorter than the header");
+  if (std::memcmp(bytes.data(), kHistoryMagic, sizeof(kHistoryMagic)) != 0) {
+    return corrupt("not a Sluice history file (bad magic)");
+  }
+  uint32_t format = absl::little_endian::Load32(bytes.data() + 8);
+  if (format != kHistoryFormat) {
+    return corrupt(absl::StrCat("format ", format, " is not supported by this build (expects ",
+                                kHistoryFormat, ")"));
+  }
+  uint64_t length = absl::little_endian::Load64(bytes.data() + 12);
+  if (bytes.size() - kHeaderSize != length) {
+    return corrupt(absl::StrCat("truncated or padded: payload is ", bytes.size() - kHeaderSize,
+                                " bytes, header says ", length));
+  }
+  if (absl::little_endian::Load32(bytes.data() + 20) != Crc32(bytes, kHeaderSize)) {
+    return corrupt("checksum mismatch");
+  }
+  PayloadReader in(bytes.data() + kHeaderSize, bytes.data() + bytes.size());
+  StoredHistory history;
+  uint32_t count;
+  if (!in.U32(&count)) return corrupt("payload too short");
+  for (uint32_t i = 0; i < count; ++i) {
+    api::Resource resource;
+    if (!in.Resource(&resource)) return corrupt(absl::StrCat("base resource ", i, " is damaged"));
+    history.base[api::IdOf(resource)] = std::move(resource);
+  }
+  if (!in.U32(&count)) return corrupt("payload too short");
+  for (uint32_t i = 0; i < count; ++i) {
+    HistoryEntry e;
+    uint64_t micros;
+    uint32_t n;
+    if (!in.U64(&e.version) || !in.U64(&micros) || !in.Bytes(&e.author) ||
+        !in.Bytes(&e.message) || !in.U32(&e.unchanged)) {
+      return corrupt(absl::StrCat("entry ", i, " cut short"));
+    }
+    e.time = static_cast<int64_t>(micros) == INT64_MIN
+                 ? absl::InfinitePast()
+                 : absl::FromUnixMicros(static_cast<int64_t>(micros));
+    for (auto* list : {&e.added, &e.changed}) {
+      if (!in.U32(&n)) return corrupt(absl::StrCat("entry ", i, " cut short"));
+      for (uint32_t j = 0; j < n; ++j) {
+        if (!in.Resource(&list->emplace_back())) {
+          return corrupt(absl::StrCat("entry ", i, " (version ", e.version,
+                                      "): a resource is damaged"));
+        }
+      }
+    }
+    if (!in.U32(&n)) return corrupt(absl::StrCat("entry ", i, " cut short"));
+    for (uint32_t j = 0; j < n; ++j) {
+      uint32_t kind;
+      std::string name;
+      if (!in.U32(&kind) || !in.Bytes(&name)) {
+        return corrupt(absl::StrCat("entry ", i, " cut short"));
+      }
+      e.removed.emplace_back(static_cast<api::ResourceKind>(kind), std::move(name));
+    }
+    history.entries.push_back(std::move(e));
+  }
+  if (!in.done()) return corrupt("trailing bytes after the last entry");
+  return history;
+}
+
+absl::StatusOr<StoredHistory> FileStore::LoadHistory() const {
+  bool missing = false;
+  absl::StatusOr<std::string> bytes = ReadWholeFile(history_path_, &missing);
+  if (!bytes.ok()) return bytes.status();
+  if (missing) return StoredHistory{};
+  return DecodeHistory(*bytes, history_path_);
+}
+
+absl::Status FileStore::SaveHistory(const StoredHistory& history, bool* replaced) {
+  return WriteDurably(history_path_, EncodeHistory(history), replaced);
 }
 
 }  // namespace sluice::controlplane

@@ -14,6 +14,15 @@
 // mode 0600 whatever the umask, Open() narrows a wider `state.db` to 0600, and
 // a new data dir is made 0700.
 //
+// The history of accepted versions (StoredHistory) lives beside it in
+// `history.db`, written and checked the same way (its own magic, format 1;
+// layout in file_store.cc). A missing history file is an empty history; a
+// damaged one is refused like a damaged state file. It holds the same private
+// keys as the state: mode 0600 too. The two files are replaced one after the
+// other, not together: the caller writes the history first, so after a crash
+// it may hold one version more than `state.db` (the caller drops it), never
+// one fewer.
+//
 // The data dir is locked (flock on `LOCK`) for the store's lifetime so two
 // control planes never share one. Not thread-safe: the caller serializes.
 #ifndef SLUICE_CONTROLPLANE_STORE_FILE_STORE_H_
@@ -24,7 +33,10 @@
 #include <memory>
 #include <string>
 
+#include <vector>
+
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "api/resource.h"
 
 namespace sluice::controlplane {
@@ -37,6 +49,30 @@ struct StoredState {
   // a proxy's --state-dir keeps the id of the control plane it came from.
   // Empty: unknown (nothing saved yet, or a format 1 file).
   std::string store_id;
+};
+
+// One accepted version: who made it, when, why, and what it changed from the
+// version before it (the full content of what it added or changed, and what
+// it removed).
+struct HistoryEntry {
+  uint64_t version = 0;
+  // When the control plane accepted it; absl::InfinitePast(): unknown (a
+  // version made before history was kept).
+  absl::Time time = absl::InfinitePast();
+  // As the client reported it (sluicectl: $USER@hostname); not authenticated.
+  std::string author;
+  std::string message;
+  std::vector<api::Resource> added;
+  std::vector<api::Resource> changed;
+  std::vector<api::ResourceId> removed;
+  uint32_t unchanged = 0;
+};
+
+// The kept versions, oldest first, and the whole content of the oldest: each
+// later version's content is the one before it with its entry's change.
+struct StoredHistory {
+  api::ResourceMap base;  // the content of entries.front(); empty when none
+  std::vector<HistoryEntry> entries;
 };
 
 class FileStore {
@@ -62,7 +98,13 @@ class FileStore {
     return Save(version, "", resources);
   }
 
+  // The stored history; empty when `history.db` does not exist.
+  absl::StatusOr<StoredHistory> LoadHistory() const;
+  // Durably replaces the stored history; `*replaced` as for Save().
+  absl::Status SaveHistory(const StoredHistory& history, bool* replaced = nullptr);
+
   const std::string& state_path() const { return state_path_; }
+  const std::string& history_path() const { return history_path_; }
 
   // The on-disk encoding, exposed for tests.
   static std::string Encode(const StoredState& state) {
@@ -72,6 +114,9 @@ class FileStore {
                             const api::ResourceMap& resources);
   static absl::StatusOr<StoredState> Decode(const std::string& bytes,
                                             const std::string& path);
+  static std::string EncodeHistory(const StoredHistory& history);
+  static absl::StatusOr<StoredHistory> DecodeHistory(const std::string& bytes,
+                                                     const std::string& path);
 
   // Replaces fsync(2) for the data directory; tests make it fail.
   void set_directory_fsync_for_testing(std::function<int(int fd)> fsync) {
@@ -80,9 +125,14 @@ class FileStore {
 
  private:
   FileStore(std::string dir, int lock_fd);
+  // Writes `bytes` to `path`.tmp (mode 0600), fsyncs it, renames it over
+  // `path` and fsyncs the directory; `*replaced` as for Save().
+  absl::Status WriteDurably(const std::string& path, const std::string& bytes,
+                            bool* replaced);
 
   std::string dir_;
   std::string state_path_;
+  std::string history_path_;
   int lock_fd_;
   std::function<int(int fd)> directory_fsync_;
 };

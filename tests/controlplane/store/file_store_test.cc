@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "absl/base/internal/endian.h"
+#include "absl/strings/match.h"
 #include "tests/harness/process.h"
 
 namespace sluice::controlplane {
@@ -249,6 +250,66 @@ TEST(FileStoreTest, StateFileIsOwnerOnly) {
   ASSERT_TRUE(FileStore::Open(fresh).ok());
   EXPECT_EQ(ModeOf(fresh), 0700u);
   ::umask(old_umask);
+}
+
+}  // namespace
+}  // namespace sluice::controlplane
+
+namespace sluice::controlplane {
+namespace {
+
+TEST(FileStoreHistoryTest, MissingIsEmptyRoundTripsAndDamageIsRefused) {
+  std::string dir = sluice::testing::MakeTempDir("history_store");
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto empty = (*store)->LoadHistory();
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->entries.empty());
+
+  StoredHistory history;
+  api::Resource cluster;
+  cluster.mutable_cluster()->set_name("users");
+  history.base[api::IdOf(cluster)] = cluster;
+  HistoryEntry first;
+  first.version = 1;  // time unknown
+  first.added.push_back(cluster);
+  HistoryEntry second;
+  second.version = 2;
+  second.time = absl::FromUnixMicros(1'900'000'000'123'456);
+  second.author = "ana@host-1";
+  second.message = "drop users";
+  second.removed.push_back(api::IdOf(cluster));
+  second.unchanged = 3;
+  history.entries = {first, second};
+  ASSERT_TRUE((*store)->SaveHistory(history).ok());
+  struct stat st;
+  ASSERT_EQ(::stat((dir + "/history.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  auto loaded = (*store)->LoadHistory();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->base.size(), 1u);
+  ASSERT_EQ(loaded->entries.size(), 2u);
+  EXPECT_EQ(loaded->entries[0].time, absl::InfinitePast());
+  EXPECT_EQ(loaded->entries[0].added.size(), 1u);
+  EXPECT_EQ(loaded->entries[1].time, second.time);
+  EXPECT_EQ(loaded->entries[1].author, "ana@host-1");
+  EXPECT_EQ(loaded->entries[1].message, "drop users");
+  EXPECT_EQ(loaded->entries[1].removed, second.removed);
+  EXPECT_EQ(loaded->entries[1].unchanged, 3u);
+
+  std::string bytes = FileStore::EncodeHistory(history);
+  bytes[bytes.size() - 1] ^= 1;
+  auto damaged = FileStore::DecodeHistory(bytes, "history.db");
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(damaged.status().message(),
+                                "history file history.db is damaged: checksum mismatch"))
+      << damaged.status();
+  // The state file is not a history file.
+  auto state = FileStore::DecodeHistory(FileStore::Encode(StoredState{}), "history.db");
+  ASSERT_FALSE(state.ok());
+  EXPECT_TRUE(absl::StrContains(state.status().message(), "bad magic")) << state.status();
 }
 
 }  // namespace

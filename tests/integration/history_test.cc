@@ -1,0 +1,166 @@
+// Config history through real processes: versions applied with sluicectl
+// (author and message), `sluicectl history`, `diff`, `rollback` (a new
+// version with the old content, served by a connected proxy) and
+// `--if-version` refusing a stale change.
+#include <limits.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+
+namespace sluice::testing {
+namespace {
+
+class HistoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    port_ = PickFreePort();
+  }
+
+  // A listener whose only route answers `body` itself: no upstream needed.
+  std::string Config(const std::string& body) {
+    return absl::StrCat(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - match: {prefix: /}\n          direct_response: {status: 200, body: ",
+        body, "}\n---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
+        ", route_table: main}\n");
+  }
+
+  CommandResult Apply(const std::string& yaml, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"apply", "-f",
+                                     WriteFile(MakeTempDir("history"), "config.yaml", yaml)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return cp_.Ctl(args);
+  }
+
+  std::string Body() {
+    HttpResponse r = HttpGet(absl::StrCat("127.0.0.1:", port_), "/");
+    return r.ok() ? r.body : "(error: " + r.error + ")";
+  }
+
+  // What sluicectl reports as the author: $USER@hostname.
+  static std::string Author() {
+    const char* user = std::getenv("USER");
+    char host[HOST_NAME_MAX + 1] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    return absl::StrCat(user && *user ? user : "unknown", "@", host);
+  }
+
+  ControlPlane cp_{"", "info"};
+  int port_ = 0;
+};
+
+TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
+  CommandResult r = Apply(Config("one"), {"-m", "first version"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string v1_yaml = cp_.Ctl({"get", "-o", "yaml"}).out;
+  Proxy proxy(cp_.address(), "history-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  EXPECT_EQ(Body(), "one");
+
+  r = Apply(Config("two"), {"-m", "say two"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "applied: version 2")) << r.out;
+  ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
+  EXPECT_EQ(Body(), "two");
+
+  // history: newest first, with author, change and message.
+  r = cp_.Ctl({"history"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const size_t v2_row = r.out.find("\n2 ");
+  const size_t v1_row = r.out.find("\n1 ");
+  ASSERT_NE(v2_row, std::string::npos) << r.out;
+  ASSERT_NE(v1_row, std::string::npos) << r.out;
+  EXPECT_LT(v2_row, v1_row) << r.out;
+  std::string v2_line = r.out.substr(v2_row + 1, r.out.find('\n', v2_row + 1) - v2_row - 1);
+  EXPECT_TRUE(absl::StrContains(v2_line, Author())) << v2_line;
+  EXPECT_TRUE(absl::StrContains(v2_line, "+0 ~1 -0")) << v2_line;
+  EXPECT_TRUE(absl::StrContains(v2_line, "say two")) << v2_line;
+  std::string v1_line = r.out.substr(v1_row + 1, r.out.find('\n', v1_row + 1) - v1_row - 1);
+  EXPECT_TRUE(absl::StrContains(v1_line, "+2 ~0 -0")) << v1_line;
+  EXPECT_TRUE(absl::StrContains(v1_line, "first version")) << v1_line;
+  EXPECT_TRUE(absl::StrContains(v1_line, Author())) << v1_line;
+  r = cp_.Ctl({"history", "--limit", "1", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "\"message\":\"say two\"")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "first version")) << r.out;
+
+  // diff: the resource and the line that changed.
+  r = cp_.Ctl({"diff", "1", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "~ RouteTable \"main\"")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "    - ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "one")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "    + ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "two")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "0 added, 1 changed, 0 removed, 1 unchanged")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "Listener")) << r.out;
+
+  // rollback 1: version 3 has version 1's content, and the proxy serves it.
+  r = cp_.Ctl({"rollback", "1", "-m", "back to one"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "applied: version 3")) << r.out;
+  EXPECT_EQ(cp_.Ctl({"get", "-o", "yaml"}).out, v1_yaml);
+  ASSERT_TRUE(proxy.WaitForVersion(3)) << proxy.process().Log();
+  EXPECT_EQ(Body(), "one");
+  r = cp_.Ctl({"history", "--limit", "1"});
+  EXPECT_TRUE(absl::StrContains(r.out, "back to one")) << r.out;
+
+  // A change based on version 2 is refused: the conflict is printed and
+  // nothing changes.
+  r = Apply(Config("three"), {"--if-version", "2", "-m", "stale"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "conflict")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "the current version is version 3")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, Author())) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "changes since version 2")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "back to one")) << r.out;
+  EXPECT_EQ(cp_.Ctl({"get", "-o", "yaml"}).out, v1_yaml);
+  r = cp_.Ctl({"history", "--limit", "1"});
+  EXPECT_TRUE(absl::StrContains(r.out, "current version 3")) << r.out;
+  EXPECT_EQ(Body(), "one");
+  // With the current version it goes through.
+  r = Apply(Config("three"), {"--if-version", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy.WaitForVersion(4)) << proxy.process().Log();
+  EXPECT_EQ(Body(), "three");
+
+  // Versions no longer kept cannot come back.
+  r = cp_.Ctl({"rollback", "9"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "version 9 is not in the history")) << r.err;
+}
+
+TEST_F(HistoryTest, HistorySurvivesARestartAndHonoursTheRetention) {
+  ControlPlane cp("", "info", {"--history", "2"});
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  for (const char* body : {"a", "b", "c"}) {
+    auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("history"), "config.yaml",
+                                               Config(body)), "-m", body});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  }
+  cp.Kill();
+  ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+  CommandResult r = cp.Ctl({"history"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "\n3 ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\n2 ")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "\n1 ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "up to 2 versions kept")) << r.out;
+  r = cp.Ctl({"rollback", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "versions 2..3 are kept")) << r.err;
+}
+
+}  // namespace
+}  // namespace sluice::testing
