@@ -164,6 +164,15 @@ class Filter {
   virtual FilterStatus OnRequestBody(std::string& body, FilterCallbacks& callbacks) {
     return FilterStatus::kContinue;
   }
+  // Asked, for a filter whose factory has a request_body_limit(), after
+  // the request-head hooks: whether this request's body is to be held for
+  // it. When no filter wants it, the body streams (an upload that is not
+  // JSON, say); OnRequestBody is called only on filters that wanted it.
+  virtual bool WantsRequestBody(const HeaderMap& headers) { return true; }
+  // The same for a held response (response_body_limit()), asked at the
+  // upstream response head: false lets it stream (a text/event-stream, a
+  // response that is not JSON).
+  virtual bool WantsResponseBody(int status, const HeaderMap& headers) { return true; }
   // The whole body of an upstream response, for filters whose factory asks
   // for it (response_body_limit() > 0). The stream holds the response --
   // head and body -- until it is complete, then calls this in reverse chain

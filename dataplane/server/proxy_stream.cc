@@ -214,6 +214,8 @@ void ProxyStream::Reset() {
   filters_entered_ = 0;
   paused_ = in_hook_ = continued_in_hook_ = paused_end_ = buffering_body_ = false;
   body_buffer_limit_ = 0;
+  body_wanted_.clear();
+  response_wanted_.clear();
   upstream_sent_ = first_byte_ = upstream_end_ = absl::InfinitePast();
   bytes_in_ = bytes_out_ = 0;
   replaying_ = recorded_ = false;
@@ -388,6 +390,17 @@ void ProxyStream::Start(const RequestHead& request) {
 }
 
 void ProxyStream::FiltersDone(const RequestHead& head) {
+  if (body_buffer_limit_ > 0 && has_body_ && !request_complete_) {
+    // Only the filters that want this request's body hold it.
+    body_buffer_limit_ = 0;
+    body_wanted_.assign(filters_entered_, false);
+    for (size_t i = 0; i < filters_entered_; ++i) {
+      uint64_t limit = (*chain_)[i]->request_body_limit();
+      if (limit == 0 || !filters_[i]->WantsRequestBody(filtered_headers_)) continue;
+      body_wanted_[i] = true;
+      if (body_buffer_limit_ == 0 || limit < body_buffer_limit_) body_buffer_limit_ = limit;
+    }
+  }
   if (body_buffer_limit_ == 0 || !has_body_ || request_complete_) {
     Route(head);
     return;
@@ -416,6 +429,7 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
 void ProxyStream::FinishBodyBuffering() {
   buffering_body_ = false;
   for (size_t i = 0; i < filters_entered_; ++i) {
+    if (i >= body_wanted_.size() || !body_wanted_[i]) continue;
     current_filter_ = i;
     http::FilterStatus status = filters_[i]->OnRequestBody(deferred().paused_body, *this);
     if (!active_ || response_started_) return;
@@ -1339,6 +1353,19 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   // the client's grpc-timeout).
   if (!grpc_) route_timer_.Disable();
   if (!upstream_no_body_) StartIdleTimer(route_->idle_timeout);
+  if (response_hold_limit_ > 0 && !upstream_no_body_ && !grpc_) {
+    // Only the filters that want this response hold it.
+    http::HeaderMap fields;
+    for (const http::HeaderField& f : response_fields_) fields.Add(f.name, f.value);
+    response_hold_limit_ = 0;
+    response_wanted_.assign(filters_entered_, false);
+    for (size_t i = 0; i < filters_entered_; ++i) {
+      uint64_t limit = (*chain_)[i]->response_body_limit();
+      if (limit == 0 || !filters_[i]->WantsResponseBody(head.status, fields)) continue;
+      response_wanted_[i] = true;
+      if (response_hold_limit_ == 0 || limit < response_hold_limit_) response_hold_limit_ = limit;
+    }
+  }
   if (response_hold_limit_ > 0 && !upstream_no_body_ && !grpc_ &&
       (out.body != ResponseHead::Body::kLength || out.content_length <= response_hold_limit_)) {
     // Held for the policies' OnResponseBody: the head's views die with
@@ -1371,7 +1398,9 @@ void ProxyStream::ReleaseHeldResponse() {
 void ProxyStream::CompleteHeldResponse() {
   holding_response_ = false;
   for (size_t i = filters_entered_; i > 0; --i) {
-    filters_[i - 1]->OnResponseBody(deferred().held_head.status, deferred().held_fields, deferred().held_body, *this);
+    if (i - 1 >= response_wanted_.size() || !response_wanted_[i - 1]) continue;
+    filters_[i - 1]->OnResponseBody(deferred().held_head.status, deferred().held_fields,
+                                    deferred().held_body, *this);
   }
   std::vector<http::HeaderField> fields;
   fields.reserve(deferred().held_fields.size());

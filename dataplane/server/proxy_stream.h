@@ -361,6 +361,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   uint64_t response_hold_limit_ = 0;
   bool holding_response_ = false;
   uint64_t body_buffer_limit_ = 0;  // the chain's smallest request_body_limit(); 0: none
+  std::vector<bool> body_wanted_;    // by filter: it wanted this request's body held
+  std::vector<bool> response_wanted_;  // by filter: it wanted this response held
   bool buffering_body_ = false;     // holding the whole body for OnRequestBody hooks
   bool paused_end_ = false;  // the request's end came during the pause (or hold)
   // What a pause or a hold keeps, made when one first happens and freed at

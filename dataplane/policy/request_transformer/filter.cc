@@ -72,6 +72,9 @@ class RequestTransformerFilter : public http::Filter {
     return http::FilterStatus::kContinue;
   }
 
+  // Only a JSON body is edited: any other streams on, unheld.
+  bool WantsRequestBody(const http::HeaderMap&) override { return json_body_; }
+
   http::FilterStatus OnRequestBody(std::string& body,
                                    http::FilterCallbacks&) override {
     // Not JSON, or not an object: Kong's request-transformer leaves such a

@@ -26,6 +26,12 @@ class ResponseTransformerFilter : public http::Filter {
   explicit ResponseTransformerFilter(const Settings& settings)
       : settings_(settings) {}
 
+  // Only a JSON response (in plain text) is edited: anything else -- an
+  // event stream, a download -- streams on, unheld.
+  bool WantsResponseBody(int, const http::HeaderMap& headers) override {
+    return !settings_.body.empty() && transformer::IsPlainJson(headers);
+  }
+
   void OnResponseBody(int, http::HeaderMap& headers, std::string& body,
                       http::FilterCallbacks& callbacks) override {
     // Only a JSON object in plain text; anything else goes on untouched.
