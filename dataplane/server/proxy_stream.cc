@@ -453,9 +453,9 @@ void ProxyStream::FinishBodyBuffering() {
   idle_limit_ = absl::ZeroDuration();
   Route(head);
   if (!active_) return;
-  replaying_ = true;
+  replaying_ = replaying_held_ = true;
   if (!body.empty()) OnRequestData(body);
-  replaying_ = false;
+  replaying_ = replaying_held_ = false;
   if (!active_) return;
   std::vector<http::HeaderField> trailers;
   for (const http::HeaderMap::Field& f : deferred().paused_trailers.fields()) {
@@ -1246,7 +1246,9 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   }
   if (replayable_) {
     // Keep what is sent, to send it again on a retry (bounded).
-    if (replay_.size() + chunk.size() > route_->retry.max_replay_bytes) {
+    // A body held whole for a policy is already in memory: it is kept for
+    // a retry whatever max_replay_bytes says.
+    if (replay_.size() + chunk.size() > route_->retry.max_replay_bytes && !replaying_held_) {
       replayable_ = false;
       std::string().swap(replay_);
     } else {

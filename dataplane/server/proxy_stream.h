@@ -330,6 +330,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   uint64_t bytes_in_ = 0;   // request body bytes from the client
   uint64_t bytes_out_ = 0;  // response body bytes to the client
   bool replaying_ = false;  // OnRequestData with bytes counted already
+  bool replaying_held_ = false;  // ... and they are a body held whole (kept for retries)
   bool recorded_ = false;
   // Why the gateway answered as it did ("no_route", "policy:key-auth",
   // ...); empty when the upstream's response went through.

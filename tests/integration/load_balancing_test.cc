@@ -304,5 +304,32 @@ TEST_F(LoadBalancingTest, RetriedPostReplaysItsBody) {
   }
 }
 
+TEST_F(LoadBalancingTest, ABodyHeldForAPolicyIsReplayedWholeOnARetry) {
+  StartUpstreams({"reset=1", ""});
+  // A body over max_replay_bytes (64 KiB) is normally not kept for a retry;
+  // one that request-validation held whole is.
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "retry_policy: {num_retries: 1, retry_on: [reset], retry_non_idempotent: true}");
+  std::string yaml = absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+      "    routes:\n    - match: {prefix: /}\n"
+      "      route: {cluster: backends, retry_policy: {num_retries: 1, retry_on: [reset],"
+      " retry_non_idempotent: true}}\n"
+      "      policies: [{name: request-validation, typed_config: {body_schema: '{\"type\": "
+      "\"string\"}'}}]\n");
+  std::string path = MakeTempDir("lb-held") + "/routes.yaml";
+  std::ofstream(path) << yaml;
+  auto applied = cp_.Ctl({"apply", "-f", path});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::string body = absl::StrCat("\"", std::string(100000, 'p'), "\"");
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r =
+        HttpRequest(listener(), "POST", "/held", {{"content-type", "application/json"}}, body);
+    ASSERT_EQ(r.status, 200) << r.body << r.error;
+    EXPECT_NE(r.body.find(absl::StrCat("body-bytes=", body.size())), std::string::npos) << r.body;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing
