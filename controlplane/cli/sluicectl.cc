@@ -9,8 +9,14 @@
 //   sluicectl [--server HOST:PORT] proxies [-o table|wide|json]
 //   sluicectl [--server HOST:PORT] top [--interval 2s] [--once]
 //   sluicectl hash-password [--iterations N]   (password on stdin)
+//   sluicectl [--server HOST:PORT] token create NAME --role viewer|operator|admin
+//   sluicectl [--server HOST:PORT] token list | token revoke NAME
 //
-// The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000.
+// --token T (else $SLUICE_TOKEN) is sent as `authorization: Bearer T` on
+// every call (sluice-control --require-tokens).
+//
+// The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000. --ca FILE (or
+// $SLUICE_CA) speaks TLS to it; --cert/--key add a client certificate.
 #include <limits.h>
 #include <termios.h>
 #include <unistd.h>
@@ -34,6 +40,7 @@
 #include "api/discovery.h"
 #include "api/resource.h"
 #include "common/flags.h"
+#include "common/pem_file.h"
 #include "controlplane/cli/yaml_loader.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -61,6 +68,10 @@ commands:
   proxies [-o table|wide|json]      connected proxies and the version each runs; wide adds
                                     each one's traffic (rps, errors, p50/p99, connections)
   top [--interval 2s] [--once]      the fleet's traffic and busiest routes, refreshed
+  token create NAME --role ROLE     make an operator token (ROLE: viewer, operator or
+                                    admin) and print it once; needs an admin token
+  token list [-o table|json]        the tokens' names, roles and creators (never a token)
+  token revoke NAME                 refuse that token from now on
   hash-password [--iterations N]    read a password from stdin (one line) and print
                                     a password_hash for a Consumer's basic_auth
                                     (no server needed; default N is 100000)
@@ -69,15 +80,27 @@ apply, delete and rollback take:
   -m MESSAGE                        why: kept in the history with the change
   --if-version N                    change nothing unless N is still the current version
                                     (else print the changes made since N and fail)
-They record $USER@hostname as the author. The control plane keeps it as told:
-it is not authenticated.
+They record $USER@hostname as the author; when sluice-control requires tokens it
+records the token's name instead.
 
 KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
 plural).
 get and diff never print a private key: they show "[redacted]" in its place. A Consumer's
 API keys and passwords are stored only as hashes (key_sha256, password_hash).
 The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
+--token T (else $SLUICE_TOKEN) authenticates every call (sluice-control
+--require-tokens): viewer tokens may read, operator tokens also change the config,
+admin tokens also manage tokens.
+--ca FILE (else $SLUICE_CA) connects with TLS, verifying the server against that
+PEM CA; --cert FILE --key FILE add a client certificate.
 )";
+
+// Whether the channel is plaintext (no --ca): a refused connection then
+// hints at TLS.
+bool plaintext_channel = true;
+
+// --token, else $SLUICE_TOKEN; empty: none is sent.
+std::string bearer_token;
 
 int Fail(const std::string& message) {
   std::cerr << "error: " << message << "\n";
@@ -88,13 +111,42 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
-                             status.error_message()));
+                             status.error_message(),
+                             plaintext_channel ? " (if it serves TLS, give --ca FILE or set "
+                                                 "$SLUICE_CA)"
+                                               : ""));
+  }
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    if (bearer_token.empty()) {
+      return Fail(
+          "not authenticated: sluice-control requires a token; pass --token T or set "
+          "$SLUICE_TOKEN");
+    }
+    return Fail(absl::StrCat("not authenticated: ", status.error_message()));
+  }
+  if (status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    return Fail(absl::StrCat("permission denied: ", status.error_message()));
   }
   return Fail(status.error_message());
 }
 
+// Errors that are about reaching or being let into sluice-control rather than
+// about the request: RpcFail words them.
+bool NotAboutTheRequest(const grpc::Status& status) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::unique_ptr<grpc::ClientContext> Context() {
   auto context = std::make_unique<grpc::ClientContext>();
+  if (!bearer_token.empty()) context->AddMetadata("authorization", "Bearer " + bearer_token);
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   return context;
 }
@@ -173,7 +225,8 @@ std::string FormatTime(const google::protobuf::Timestamp& t) {
 }
 
 // Who makes a change, as far as this machine knows: $USER@hostname. The
-// control plane records it as given (it does not authenticate anyone yet).
+// control plane records it as given unless it requires tokens (then it
+// records the token's name).
 std::string Author() {
   const char* user = std::getenv("USER");
   char host[HOST_NAME_MAX + 1] = {0};
@@ -255,10 +308,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
     return ConflictFail(stub, status, change.if_version);
   }
   if (!status.ok()) {
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return RpcFail(status, server);
-    }
+    if (NotAboutTheRequest(status)) return RpcFail(status, server);
     return Fail(absl::StrCat("nothing applied:\n", status.error_message()));
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
@@ -491,10 +541,7 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
     return ConflictFail(stub, status, change.if_version);
   }
   if (!status.ok()) {
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return RpcFail(status, server);
-    }
+    if (NotAboutTheRequest(status)) return RpcFail(status, server);
     return Fail(absl::StrCat("nothing rolled back:\n", status.error_message()));
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
@@ -686,9 +733,107 @@ int HashPasswordCommand(const ParsedFlags& flags) {
   return 0;
 }
 
+// token create NAME --role ROLE | token list [-o table|json] | token revoke NAME
+int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
+                 const ParsedFlags& flags) {
+  const auto& args = flags.positional;  // "token", VERB, ...
+  const std::string verb = args.size() >= 2 ? args[1] : "";
+  if (verb == "create") {
+    if (args.size() != 3) return Fail("token create needs NAME (and --role)");
+    auto role = flags.values.find("role");
+    if (role == flags.values.end()) {
+      return Fail("token create needs --role viewer, operator or admin");
+    }
+    admin::v1::CreateTokenRequest request;
+    request.set_name(args[2]);
+    request.set_role(role->second);
+    admin::v1::CreateTokenResponse response;
+    grpc::Status status = stub.CreateToken(Context().get(), request, &response);
+    if (!status.ok()) return RpcFail(status, server);
+    std::cerr << "created " << response.role() << " token '" << response.name()
+              << "'; it is shown only this once:\n";
+    std::cout << response.token() << "\n";
+    return 0;
+  }
+  if (verb == "list") {
+    if (args.size() != 2) return Fail("token list takes no arguments");
+    admin::v1::ListTokensResponse response;
+    grpc::Status status =
+        stub.ListTokens(Context().get(), admin::v1::ListTokensRequest(), &response);
+    if (!status.ok()) return RpcFail(status, server);
+    std::string format = "table";
+    if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
+    if (format == "json") {
+      std::string json;
+      google::protobuf::util::JsonPrintOptions options;
+      options.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(response, &json, options);
+      std::cout << json << "\n";
+      return 0;
+    }
+    if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+    std::cout << absl::StrFormat("%-24s %-9s %-21s %s\n", "NAME", "ROLE", "CREATED",
+                                 "CREATED BY");
+    for (const auto& t : response.tokens()) {
+      std::cout << absl::StrFormat("%-24s %-9s %-21s %s\n", t.name(), t.role(),
+                                   FormatTime(t.created()), t.created_by());
+    }
+    return 0;
+  }
+  if (verb == "revoke") {
+    if (args.size() != 3) return Fail("token revoke needs NAME");
+    admin::v1::RevokeTokenRequest request;
+    request.set_name(args[2]);
+    admin::v1::RevokeTokenResponse response;
+    grpc::Status status = stub.RevokeToken(Context().get(), request, &response);
+    if (!status.ok()) return RpcFail(status, server);
+    std::cout << "revoked token '" << args[2] << "'\n";
+    return 0;
+  }
+  return Fail("token needs create NAME --role ROLE, list, or revoke NAME");
+}
+
+// Plaintext, or TLS with --ca (else $SLUICE_CA) and an optional --cert/--key.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const ParsedFlags& flags) {
+  auto value = [&](const std::string& name) {
+    auto it = flags.values.find(name);
+    return it == flags.values.end() ? std::string() : it->second;
+  };
+  std::string ca_flag = "--ca";
+  std::string ca = value("ca");
+  if (const char* env = std::getenv("SLUICE_CA"); ca.empty() && env && *env) {
+    ca = env;
+    ca_flag = "$SLUICE_CA";
+  }
+  const std::string cert = value("cert"), key = value("key");
+  if (ca.empty()) {
+    if (!cert.empty() || !key.empty()) {
+      return absl::InvalidArgumentError("--cert and --key need --ca (or $SLUICE_CA)");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--cert and --key go together: give both, or neither");
+  }
+  grpc::SslCredentialsOptions tls;
+  absl::StatusOr<std::string> pem = ReadPemFile(ca_flag, ca);
+  if (!pem.ok()) return pem.status();
+  tls.pem_root_certs = *pem;
+  if (!cert.empty()) {
+    if (pem = ReadPemFile("--cert", cert); !pem.ok()) return pem.status();
+    tls.pem_cert_chain = *pem;
+    if (pem = ReadPemFile("--key", key); !pem.ok()) return pem.status();
+    tls.pem_private_key = *pem;
+  }
+  plaintext_channel = false;
+  return grpc::SslCredentials(tls);
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations", "interval",
-                           "m", "message", "if-version", "limit"},
+                           "m", "message", "if-version", "limit", "ca", "cert", "key",
+                           "token", "role"},
                           {"dry-run", "help", "h", "once"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
@@ -721,9 +866,14 @@ int Run(int argc, char** argv) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
   args.SetMaxSendMessageSize(api::kMaxMessageBytes);
-  auto channel =
-      grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  auto credentials = ChannelCredentials(*flags);
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  auto channel = grpc::CreateCustomChannel(server, *credentials, args);
   auto stub = admin::v1::AdminService::NewStub(channel);
+  if (const char* env = std::getenv("SLUICE_TOKEN"); env && *env) bearer_token = env;
+  if (auto it = flags->values.find("token"); it != flags->values.end()) {
+    bearer_token = it->second;
+  }
   const std::string& command = flags->positional[0];
   if (command == "apply") return Apply(*stub, server, *flags);
   if (command == "get") return Get(*stub, server, *flags);
@@ -733,6 +883,7 @@ int Run(int argc, char** argv) {
   if (command == "rollback") return Rollback(*stub, server, *flags);
   if (command == "proxies") return Proxies(*stub, server, *flags);
   if (command == "top") return Top(*stub, server, *flags);
+  if (command == "token") return TokenCommand(*stub, server, *flags);
   std::cerr << "error: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

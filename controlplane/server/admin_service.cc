@@ -2,8 +2,10 @@
 
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "api/resource.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -43,7 +45,68 @@ absl::Status CheckKindAndName(config::v1::ResourceKind kind, const std::string& 
   return absl::OkStatus();
 }
 
+std::vector<std::string> Names(const std::vector<api::ResourceId>& ids) {
+  std::vector<std::string> names;
+  for (const auto& id : ids) {
+    names.push_back(absl::StrCat(api::KindName(id.first), "/", id.second));
+  }
+  return names;
+}
+
+std::string ResultText(const absl::Status& status) {
+  if (status.ok()) return "OK";
+  return absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message());
+}
+
+// The history's author: the token's name when the caller has one.
+std::string AuthorOf(const AdminCaller& caller, const std::string& claimed) {
+  return caller.authenticated ? caller.identity : claimed;
+}
+
 }  // namespace
+
+absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContext* context,
+                                                        Role needed, const char* method) {
+  AdminCaller caller{"anonymous", context ? context->peer() : "in-process", false};
+  if (!access_.require_tokens) return caller;
+  std::string header;
+  if (context != nullptr) {
+    const auto& metadata = context->client_metadata();
+    if (auto it = metadata.find("authorization"); it != metadata.end()) {
+      header.assign(it->second.data(), it->second.size());
+    }
+  }
+  absl::Status refused;
+  std::optional<TokenIdentity> identity;
+  if (header.empty()) {
+    refused = absl::UnauthenticatedError(
+        "sluice-control requires a token and none was sent (metadata "
+        "'authorization: Bearer TOKEN')");
+  } else if (!absl::StartsWithIgnoreCase(header, "Bearer ") || access_.tokens == nullptr ||
+             !(identity = access_.tokens->Verify(header.substr(7)))) {
+    refused = absl::UnauthenticatedError("the token is not valid (unknown or revoked)");
+  } else if (identity->role < needed) {
+    caller.identity = identity->name;
+    refused = absl::PermissionDeniedError(
+        absl::StrCat(method, " needs the ", RoleName(needed), " role; your token '",
+                     identity->name, "' is a ", RoleName(identity->role)));
+  }
+  if (!refused.ok()) {
+    Audit(caller, method, {}, 0, false, refused);
+    return refused;
+  }
+  caller.identity = identity->name;
+  caller.authenticated = true;
+  return caller;
+}
+
+void AdminServiceImpl::Audit(const AdminCaller& caller, const char* method,
+                             std::vector<std::string> resources, uint64_t version,
+                             bool dry_run, const absl::Status& result) {
+  if (access_.audit == nullptr) return;
+  access_.audit->Append(AuditRecord{caller.identity, caller.peer, method, std::move(resources),
+                                    version, dry_run, ResultText(result)});
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -66,20 +129,25 @@ void AdminServiceImpl::Count(bool is_delete,
   if (changed) metrics_->RecordNewVersion(absl::Now());
 }
 
-grpc::Status AdminServiceImpl::Apply(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::Apply(grpc::ServerContext* context,
                                      const admin::v1::ApplyRequest* request,
                                      admin::v1::ApplyResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "Apply");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (request->resources_size() == 0) {
     absl::Status empty = absl::InvalidArgumentError("apply needs at least one resource");
     Count(/*is_delete=*/false, empty, request->dry_run());
+    Audit(*caller, "Apply", {}, 0, request->dry_run(), empty);
     return ToGrpcStatus(empty);
   }
   std::vector<api::Resource> resources(request->resources().begin(),
                                        request->resources().end());
-  auto result = state_->Apply(
-      resources, request->dry_run(),
-      ChangeContext{request->author(), request->message(), request->if_version()});
+  auto result = state_->Apply(resources, request->dry_run(),
+                              ChangeContext{AuthorOf(*caller, request->author()),
+                                            request->message(), request->if_version()});
   Count(/*is_delete=*/false, result, request->dry_run());
+  Audit(*caller, "Apply", Names(IdsOf(resources)), result.ok() ? result->version : 0,
+        request->dry_run(), result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
@@ -88,9 +156,12 @@ grpc::Status AdminServiceImpl::Apply(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::Get(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::Get(grpc::ServerContext* context,
                                    const admin::v1::GetRequest* request,
                                    admin::v1::GetResponse* response) {
+  if (auto caller = Authorize(context, Role::kViewer, "Get"); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   if (absl::Status s = CheckKindAndName(request->kind(), request->name()); !s.ok()) {
     return ToGrpcStatus(s);
   }
@@ -108,9 +179,12 @@ grpc::Status AdminServiceImpl::Get(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::List(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::List(grpc::ServerContext* context,
                                     const admin::v1::ListRequest* request,
                                     admin::v1::ListResponse* response) {
+  if (auto caller = Authorize(context, Role::kViewer, "List"); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   auto snapshot = state_->Current();
   for (const auto& [id, resource] : snapshot->resources) {
     if (request->kind() == config::v1::RESOURCE_KIND_UNSPECIFIED ||
@@ -124,17 +198,22 @@ grpc::Status AdminServiceImpl::List(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::Delete(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::Delete(grpc::ServerContext* context,
                                       const admin::v1::DeleteRequest* request,
                                       admin::v1::DeleteResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "Delete");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (absl::Status s = CheckKindAndName(request->kind(), request->name()); !s.ok()) {
     Count(/*is_delete=*/true, s, request->dry_run());
+    Audit(*caller, "Delete", {}, 0, request->dry_run(), s);
     return ToGrpcStatus(s);
   }
-  auto result = state_->Delete(
-      {request->kind(), request->name()}, request->dry_run(),
-      ChangeContext{request->author(), request->message(), request->if_version()});
+  auto result = state_->Delete({request->kind(), request->name()}, request->dry_run(),
+                               ChangeContext{AuthorOf(*caller, request->author()),
+                                             request->message(), request->if_version()});
   Count(/*is_delete=*/true, result, request->dry_run());
+  Audit(*caller, "Delete", Names({{request->kind(), request->name()}}),
+        result.ok() ? result->version : 0, request->dry_run(), result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
@@ -143,17 +222,23 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
                                            const admin::v1::ListProxiesRequest*,
                                            admin::v1::ListProxiesResponse* response) {
+  if (auto caller = Authorize(context, Role::kViewer, "ListProxies"); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   for (auto& status : registry_->List()) *response->add_proxies() = std::move(status);
   response->set_current_version(state_->Current()->version);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::History(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::History(grpc::ServerContext* context,
                                        const admin::v1::HistoryRequest* request,
                                        admin::v1::HistoryResponse* response) {
+  if (auto caller = Authorize(context, Role::kViewer, "History"); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   auto history = state_->History();
   const auto& entries = history->stored().entries;
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
@@ -182,9 +267,12 @@ grpc::Status AdminServiceImpl::History(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::GetVersion(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::GetVersion(grpc::ServerContext* context,
                                           const admin::v1::GetVersionRequest* request,
                                           admin::v1::GetVersionResponse* response) {
+  if (auto caller = Authorize(context, Role::kViewer, "GetVersion"); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   auto history = state_->History();
   uint64_t version = request->version();
   api::ResourceMap content;
@@ -206,15 +294,22 @@ grpc::Status AdminServiceImpl::GetVersion(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext*,
+grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext* context,
                                         const admin::v1::RollbackRequest* request,
                                         admin::v1::RollbackResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "Rollback");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  const std::vector<std::string> target = {absl::StrCat("version/", request->version())};
   if (request->version() == 0) {
-    return ToGrpcStatus(absl::InvalidArgumentError("version is required"));
+    absl::Status missing = absl::InvalidArgumentError("version is required");
+    Audit(*caller, "Rollback", target, 0, request->dry_run(), missing);
+    return ToGrpcStatus(missing);
   }
-  auto result = state_->Rollback(
-      request->version(), request->dry_run(),
-      ChangeContext{request->author(), request->message(), request->if_version()});
+  auto result = state_->Rollback(request->version(), request->dry_run(),
+                                 ChangeContext{AuthorOf(*caller, request->author()),
+                                               request->message(), request->if_version()});
+  Audit(*caller, "Rollback", target, result.ok() ? result->version : 0, request->dry_run(),
+        result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   if (metrics_ != nullptr && !request->dry_run() && !result->diff.empty()) {
     metrics_->RecordNewVersion(absl::Now());
@@ -224,6 +319,59 @@ grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext*,
   response->set_warning(result->warning);
   FillDiff(result->diff, response->mutable_diff());
   return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::CreateToken(grpc::ServerContext* context,
+                                           const admin::v1::CreateTokenRequest* request,
+                                           admin::v1::CreateTokenResponse* response) {
+  auto caller = Authorize(context, Role::kAdmin, "CreateToken");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  const std::vector<std::string> target = {absl::StrCat("token/", request->name())};
+  absl::StatusOr<std::string> token = absl::FailedPreconditionError(
+      "sluice-control has no token store");
+  absl::StatusOr<Role> role = ParseRole(request->role());
+  if (!role.ok()) {
+    token = role.status();
+  } else if (access_.tokens != nullptr) {
+    token = access_.tokens->Create(request->name(), *role, caller->identity);
+  }
+  Audit(*caller, "CreateToken", target, 0, false, token.status());
+  if (!token.ok()) return ToGrpcStatus(token.status());
+  response->set_token(*token);
+  response->set_name(request->name());
+  response->set_role(RoleName(*role));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::ListTokens(grpc::ServerContext* context,
+                                          const admin::v1::ListTokensRequest*,
+                                          admin::v1::ListTokensResponse* response) {
+  auto caller = Authorize(context, Role::kAdmin, "ListTokens");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (access_.tokens == nullptr) return grpc::Status::OK;
+  for (const StoredToken& t : access_.tokens->List()) {
+    admin::v1::TokenInfo* out = response->add_tokens();
+    out->set_name(t.name);
+    out->set_role(t.role);
+    if (t.created != absl::InfinitePast()) {
+      out->mutable_created()->set_seconds(absl::ToUnixSeconds(t.created));
+    }
+    out->set_created_by(t.created_by);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::RevokeToken(grpc::ServerContext* context,
+                                           const admin::v1::RevokeTokenRequest* request,
+                                           admin::v1::RevokeTokenResponse*) {
+  auto caller = Authorize(context, Role::kAdmin, "RevokeToken");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::Status revoked = access_.tokens == nullptr
+                             ? absl::NotFoundError(absl::StrCat("no token named '",
+                                                                request->name(), "'"))
+                             : access_.tokens->Revoke(request->name());
+  Audit(*caller, "RevokeToken", {absl::StrCat("token/", request->name())}, 0, false, revoked);
+  return ToGrpcStatus(revoked);
 }
 
 }  // namespace sluice::controlplane

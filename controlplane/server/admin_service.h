@@ -7,23 +7,49 @@
 // only as a new version). History, GetVersion and Rollback read and restore
 // ConfigState's kept versions; GetVersion redacts like Get.
 //
+// Access (AdminAccess): with `require_tokens`, each call is checked once,
+// first: the `authorization: Bearer <token>` metadata must name a token
+// (OperatorTokens) whose role allows the method (viewer: reads; operator:
+// also Apply, Delete, Rollback; admin: also the token methods), else
+// UNAUTHENTICATED or PERMISSION_DENIED naming the role needed. The history's
+// author is then the token's name. Without it every call is allowed as
+// "anonymous" and the author is what the client says. Every change and every
+// refused call is appended to the AuditLog when there is one.
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 
+#include "controlplane/server/audit_log.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
+#include "controlplane/server/operator_tokens.h"
 #include "controlplane/server/proxy_registry.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
 
 namespace sluice::controlplane {
 
+// Who may call the admin API, and where calls are recorded. Not owned; any
+// may be null (no tokens: only the bootstrap or none; no audit log).
+struct AdminAccess {
+  bool require_tokens = false;
+  OperatorTokens* tokens = nullptr;
+  AuditLog* audit = nullptr;
+};
+
+// The caller of one RPC once it is let in.
+struct AdminCaller {
+  std::string identity;  // the token's name, or "anonymous"
+  std::string peer;
+  bool authenticated = false;
+};
+
 class AdminServiceImpl final : public admin::v1::AdminService::Service {
  public:
   // `metrics` may be null: nothing is counted then.
   AdminServiceImpl(ConfigState* state, ProxyRegistry* registry,
-                   ControlPlaneMetrics* metrics = nullptr)
-      : state_(state), registry_(registry), metrics_(metrics) {}
+                   ControlPlaneMetrics* metrics = nullptr, AdminAccess access = {})
+      : state_(state), registry_(registry), metrics_(metrics), access_(access) {}
 
   grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
                      admin::v1::ApplyResponse* response) override;
@@ -42,15 +68,31 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
                           admin::v1::GetVersionResponse* response) override;
   grpc::Status Rollback(grpc::ServerContext*, const admin::v1::RollbackRequest* request,
                         admin::v1::RollbackResponse* response) override;
+  grpc::Status CreateToken(grpc::ServerContext*, const admin::v1::CreateTokenRequest* request,
+                           admin::v1::CreateTokenResponse* response) override;
+  grpc::Status ListTokens(grpc::ServerContext*, const admin::v1::ListTokensRequest* request,
+                          admin::v1::ListTokensResponse* response) override;
+  grpc::Status RevokeToken(grpc::ServerContext*, const admin::v1::RevokeTokenRequest* request,
+                           admin::v1::RevokeTokenResponse* response) override;
 
  private:
   // Counts a finished Apply (or Delete) in metrics_, and the new version's time.
   void Count(bool is_delete, const absl::StatusOr<ConfigState::ChangeResult>& result,
              bool dry_run);
 
+  // Lets the caller in for `method` if its token's role is at least
+  // `needed`; a refusal is audited. `context` may be null (in-process calls
+  // from tests): no metadata then.
+  absl::StatusOr<AdminCaller> Authorize(grpc::ServerContext* context, Role needed,
+                                        const char* method);
+  // Appends the audit line of a change (no-op without an audit log).
+  void Audit(const AdminCaller& caller, const char* method, std::vector<std::string> resources,
+             uint64_t version, bool dry_run, const absl::Status& result);
+
   ConfigState* state_;
   ProxyRegistry* registry_;
   ControlPlaneMetrics* metrics_;
+  AdminAccess access_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

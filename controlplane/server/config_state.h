@@ -50,8 +50,8 @@ struct Snapshot {
 
 // Who asks for a change and on what condition.
 struct ChangeContext {
-  // Recorded in the history as given: the client says who it is, nothing
-  // checks it (there is no authentication yet).
+  // Recorded in the history as given: the admin API passes the token's name
+  // with --require-tokens, else what the client says (nothing checks it).
   std::string author;
   std::string message;
   // Non-zero: the change is refused with ABORTED unless this is the current

@@ -1,14 +1,20 @@
 #include "controlplane/server/discovery_service.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <system_error>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/discovery.h"
 #include "common/log.h"
+#include "grpc/grpc_security_constants.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -79,7 +85,44 @@ grpc::Status CheckNode(const discovery::v1::Node& node) {
   return grpc::Status::OK;
 }
 
+// The subject alternative names of the peer's verified certificate, or
+// nullopt when it presented none (--client-ca requests a certificate but
+// lets a peer without one finish the handshake, for sluicectl).
+std::optional<std::vector<std::string>> PeerSans(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth == nullptr || auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME).empty()) {
+    return std::nullopt;
+  }
+  std::vector<std::string> sans;
+  for (const auto& value : auth->FindPropertyValues(GRPC_X509_SAN_PROPERTY_NAME)) {
+    sans.emplace_back(value.data(), value.size());
+  }
+  for (const auto& value : auth->FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME)) {
+    sans.emplace_back(value.data(), value.size());
+  }
+  return sans;
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> NodeIdFromCertificate(bool verified,
+                                                  const std::vector<std::string>& sans) {
+  if (!verified) {
+    return absl::UnauthenticatedError(
+        "sluice-control requires proxies to present a client certificate signed by its "
+        "--client-ca; this connection presented none");
+  }
+  std::set<std::string> ids;
+  for (const std::string& san : sans) {
+    if (absl::StartsWith(san, kNodeUriPrefix)) ids.insert(san.substr(strlen(kNodeUriPrefix)));
+  }
+  if (ids.size() != 1 || ids.begin()->empty()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the client certificate must name exactly one node by a URI SAN ", kNodeUriPrefix,
+        "<node id>; it names ", ids.empty() ? "none" : absl::StrJoin(ids, ", ")));
+  }
+  return *ids.begin();
+}
 
 absl::StatusOr<std::thread> StartThread(std::function<void()> body) {
   try {
@@ -110,6 +153,27 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
     SLUICE_LOG(kWarning, "refused a discovery stream from ", context->peer(), ": ",
                status.error_message());
     return status;
+  }
+  if (options_.require_node_certificate) {
+    std::optional<std::vector<std::string>> sans = PeerSans(*context);
+    absl::StatusOr<std::string> certified =
+        NodeIdFromCertificate(sans.has_value(), sans.value_or(std::vector<std::string>{}));
+    grpc::Status refusal;
+    if (!certified.ok()) {
+      refusal = grpc::Status(static_cast<grpc::StatusCode>(certified.status().code()),
+                             std::string(certified.status().message()));
+    } else if (*certified != first.node().id()) {
+      refusal = grpc::Status(
+          grpc::StatusCode::PERMISSION_DENIED,
+          absl::StrCat("node.id \"", first.node().id(), "\" differs from the node \"",
+                       *certified, "\" that the client certificate names (", kNodeUriPrefix,
+                       *certified, ")"));
+    }
+    if (!refusal.ok()) {
+      SLUICE_LOG(kWarning, "refused a discovery stream from ", context->peer(), " (node.id \"",
+                 first.node().id(), "\"): ", refusal.error_message());
+      return refusal;
+    }
   }
   const std::string node_id = first.node().id();
   const std::string& store_id = state_->store_id();

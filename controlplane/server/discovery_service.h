@@ -15,13 +15,22 @@
 // whose strings or labels are too long, or a NACK reason that is, ends the
 // stream with RESOURCE_EXHAUSTED or INVALID_ARGUMENT and the reason.
 //
+// Client certificates (`require_node_certificate`, set by sluice-control's
+// --client-ca): a stream whose peer presented no verified certificate is
+// refused UNAUTHENTICATED; one whose certificate does not name exactly one
+// node, or names another node than the first request's node.id, is refused
+// PERMISSION_DENIED with both names. A certificate names its node by a URI
+// SAN "spiffe://sluice/node/<node id>" (kNodeUriPrefix).
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
 
 #include <atomic>
 #include <functional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -36,6 +45,16 @@ namespace sluice::controlplane {
 // to give.
 absl::StatusOr<std::thread> StartThread(std::function<void()> body);
 
+// The URI SAN prefix that binds a proxy's certificate to its node id.
+inline constexpr char kNodeUriPrefix[] = "spiffe://sluice/node/";
+
+// The node id a certificate names, from its subject alternative names (the
+// URIs among them): UNAUTHENTICATED when `verified` is false (no verified
+// certificate), PERMISSION_DENIED when no SAN, or more than one distinct
+// one, starts with kNodeUriPrefix.
+absl::StatusOr<std::string> NodeIdFromCertificate(bool verified,
+                                                  const std::vector<std::string>& sans);
+
 struct DiscoveryOptions {
   // Streams served at once; the next one is refused (RESOURCE_EXHAUSTED).
   int max_streams = 1000;
@@ -46,6 +65,9 @@ struct DiscoveryOptions {
   absl::Duration nack_retry_max = absl::Minutes(5);
   // How a stream's reader thread is started; tests make it fail.
   std::function<absl::StatusOr<std::thread>(std::function<void()>)> start_thread = StartThread;
+  // Streams must come from a peer with a verified client certificate that
+  // names the node (see the file comment).
+  bool require_node_certificate = false;
 };
 
 class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Service {

@@ -4,6 +4,8 @@
 //                  [--max-config-bytes 33554432] [--max-discovery-streams 1000]
 //                  [--nack-retry 5s] [--metrics-listen HOST:PORT] [--history 100]
 //                  [--log-level info]
+//                  [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--insecure]
+//                  [--require-tokens] [--admin-token-file FILE]
 #include <pthread.h>
 #include <signal.h>
 
@@ -22,6 +24,7 @@
 #include "controlplane/server/discovery_service.h"
 #include "controlplane/server/metrics_endpoint.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/server_credentials.h"
 #include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
 
@@ -32,8 +35,15 @@ constexpr char kUsage[] =
     "                      [--max-discovery-streams N] [--nack-retry 5s]\n"
     "                      [--metrics-listen HOST:PORT] [--history N]\n"
     "                      [--log-level debug|info|warning|error]\n"
+    "                      [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--insecure]\n"
     "  --history N  versions kept for sluicectl history, diff and rollback (default 100,\n"
-    "               at least 1; the current version is always kept)\n";
+    "               at least 1; the current version is always kept)\n"
+    "  --tls-cert, --tls-key  serve gRPC over TLS with this PEM certificate and key\n"
+    "  --client-ca FILE  proxies must present a client certificate signed by this CA that\n"
+    "               names their node id (URI SAN spiffe://sluice/node/ID)\n"
+    "  --insecure   allow plaintext on a non-loopback --listen address\n"
+    "  --require-tokens  every admin API call needs an operator token (docs/operations.md)\n"
+    "  --admin-token-file FILE  accept the token in FILE (one line) as an admin token\n";
 
 // The gRPC server's limits, set on purpose rather than left to gRPC's
 // defaults (4 MiB receive, unlimited send, pings without data refused after
@@ -63,8 +73,9 @@ int Run(int argc, char** argv) {
   using namespace sluice;
   auto flags = ParseFlags(argc, argv,
                           {"listen", "data-dir", "max-config-bytes", "max-discovery-streams",
-                           "nack-retry", "metrics-listen", "history", "log-level"},
-                          {"help"});
+                           "nack-retry", "metrics-listen", "history", "log-level",
+                           "tls-cert", "tls-key", "client-ca", "admin-token-file"},
+                          {"help", "insecure", "require-tokens"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
     return 2;
@@ -134,6 +145,16 @@ int Run(int argc, char** argv) {
       return 2;
     }
   }
+  controlplane::ServerSecurityFlags security_flags{get("tls-cert", ""), get("tls-key", ""),
+                                                  get("client-ca", ""),
+                                                  flags->switches.count("insecure") > 0};
+  absl::StatusOr<controlplane::ServerSecurity> security =
+      controlplane::MakeServerSecurity(listen.substr(0, listen.rfind(':')), security_flags);
+  if (!security.ok()) {
+    std::fprintf(stderr, "sluice-control: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
+  discovery_options.require_node_certificate = security->client_certificates;
 
   // Signals go to the thread that waits for them, never to gRPC's threads.
   sigset_t signals;
@@ -158,7 +179,33 @@ int Run(int argc, char** argv) {
   controlplane::ControlPlaneMetrics metrics;
   controlplane::DiscoveryServiceImpl discovery((*state).get(), &registry, discovery_options,
                                                &metrics);
-  controlplane::AdminServiceImpl admin((*state).get(), &registry, &metrics);
+  // Operator tokens and the audit log of changes (docs/operations.md); the
+  // data dir is locked by the store already.
+  auto tokens = controlplane::OperatorTokens::Open(data_dir);
+  if (!tokens.ok()) {
+    SLUICE_LOG(kError, "cannot load the operator tokens: ", tokens.status().message());
+    return 1;
+  }
+  if (flags->values.count("admin-token-file")) {
+    if (absl::Status added = (*tokens)->AddBootstrapTokenFile(flags->values["admin-token-file"]);
+        !added.ok()) {
+      SLUICE_LOG(kError, "--admin-token-file: ", added.message());
+      return 2;
+    }
+  }
+  const bool require_tokens = flags->switches.count("require-tokens") > 0;
+  if (require_tokens && (*tokens)->empty()) {
+    SLUICE_LOG(kError, "--require-tokens: no token exists yet; give --admin-token-file FILE");
+    return 2;
+  }
+  auto audit = controlplane::AuditLog::Open(data_dir + "/audit.log");
+  if (!audit.ok()) {
+    SLUICE_LOG(kError, "cannot open the audit log: ", audit.status().message());
+    return 1;
+  }
+  controlplane::AdminServiceImpl admin(
+      (*state).get(), &registry, &metrics,
+      controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()});
 
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.
@@ -181,7 +228,7 @@ int Run(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(listen, security->credentials, &bound_port);
   builder.RegisterService(&discovery);
   builder.RegisterService(&admin);
   grpc::ResourceQuota quota("sluice-control");
@@ -195,7 +242,7 @@ int Run(int argc, char** argv) {
   std::string host = listen.substr(0, listen.rfind(':'));
   SLUICE_LOG(kInfo, "sluice-control listening on ", host, ":", bound_port,
              ", data dir ", data_dir, ", version ", (*state)->Current()->version,
-             ", store ", (*state)->store_id());
+             ", store ", (*state)->store_id(), ", ", security->Describe());
 
 
   int received = 0;

@@ -36,6 +36,12 @@ constexpr size_t kHeaderSize = 8 + 4 + 8 + 4;
 constexpr char kHistoryMagic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'H', 'I'};
 constexpr uint32_t kHistoryFormat = 1;
 
+// tokens.db: the same header with its own magic and format 1. Payload: the
+// token count (u32); per token: name, role, sha256 hex (length u32 and bytes
+// each), created (i64 unix microseconds), created_by (length u32 and bytes).
+constexpr char kTokensMagic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'T', 'K'};
+constexpr uint32_t kTokensFormat = 1;
+
 void PutU32(std::string* out, uint32_t value) {
   char buf[4];
   absl::little_endian::Store32(buf, value);
@@ -182,9 +188,10 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   // A leftover temporary file is an interrupted Save: the real file is intact.
   ::unlink((data_dir + "/state.db.tmp").c_str());
   ::unlink((data_dir + "/history.db.tmp").c_str());
+  ::unlink((data_dir + "/tokens.db.tmp").c_str());
   // The state and the history hold private keys: owner only, also for a file
   // written by an older build or restored from a backup with a wider mode.
-  for (const char* name : {"/state.db", "/history.db"}) {
+  for (const char* name : {"/state.db", "/history.db", "/tokens.db"}) {
     std::string path = data_dir + name;
     if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0 &&
         ::chmod(path.c_str(), 0600) != 0) {
@@ -302,6 +309,14 @@ absl::Status FileStore::Save(uint64_t version, const std::string& store_id,
 
 absl::Status FileStore::WriteDurably(const std::string& path, const std::string& bytes,
                                      bool* replaced) {
+  return WriteFileDurably(path, bytes, replaced, directory_fsync_);
+}
+
+absl::Status WriteFileDurably(const std::string& path, const std::string& bytes,
+                              bool* replaced,
+                              const std::function<int(int fd)>& directory_fsync) {
+  const std::string dir =
+      path.rfind('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   if (replaced) *replaced = false;
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -325,16 +340,16 @@ absl::Status FileStore::WriteDurably(const std::string& path, const std::string&
   // From here the new file is what a load reads; only its durability is
   // left to make sure of.
   if (replaced) *replaced = true;
-  int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd < 0) {
     return ErrnoError(absl::StrCat(path, " is replaced, but cannot open its directory"),
-                      dir_);
+                      dir);
   }
-  int rc = directory_fsync_ ? directory_fsync_(dir_fd) : ::fsync(dir_fd);
+  int rc = directory_fsync ? directory_fsync(dir_fd) : ::fsync(dir_fd);
   status = rc == 0 ? absl::OkStatus()
                    : ErrnoError(absl::StrCat(path,
                                              " is replaced, but cannot fsync its directory"),
-                                dir_);
+                                dir);
   ::close(dir_fd);
   return status;
 }
@@ -453,6 +468,80 @@ absl::StatusOr<StoredHistory> FileStore::LoadHistory() const {
 
 absl::Status FileStore::SaveHistory(const StoredHistory& history, bool* replaced) {
   return WriteDurably(history_path_, EncodeHistory(history), replaced);
+}
+
+std::string TokenFile::Encode(const std::vector<StoredToken>& tokens) {
+  std::string payload;
+  PutU32(&payload, static_cast<uint32_t>(tokens.size()));
+  for (const StoredToken& t : tokens) {
+    PutBytes(&payload, t.name);
+    PutBytes(&payload, t.role);
+    PutBytes(&payload, t.sha256_hex);
+    PutU64(&payload, static_cast<uint64_t>(t.created == absl::InfinitePast()
+                                               ? INT64_MIN
+                                               : absl::ToUnixMicros(t.created)));
+    PutBytes(&payload, t.created_by);
+  }
+  std::string out(kTokensMagic, sizeof(kTokensMagic));
+  PutU32(&out, kTokensFormat);
+  PutU64(&out, payload.size());
+  out.append(4, '\0');  // crc, filled below
+  out.append(payload);
+  absl::little_endian::Store32(&out[20], Crc32(out, kHeaderSize));
+  return out;
+}
+
+absl::StatusOr<std::vector<StoredToken>> TokenFile::Decode(const std::string& bytes,
+                                                           const std::string& path) {
+  auto corrupt = [&path](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(
+        "token file ", path, " is damaged: ", why,
+        ". sluice-control will not start without its tokens; restore the file from a "
+        "backup, or move it away and create the tokens again"));
+  };
+  if (bytes.size() < kHeaderSize) return corrupt("truncated: shorter than the header");
+  if (std::memcmp(bytes.data(), kTokensMagic, sizeof(kTokensMagic)) != 0) {
+    return corrupt("not a Sluice token file (bad magic)");
+  }
+  if (absl::little_endian::Load32(bytes.data() + 8) != kTokensFormat) {
+    return corrupt("format is not supported by this build");
+  }
+  if (bytes.size() - kHeaderSize != absl::little_endian::Load64(bytes.data() + 12)) {
+    return corrupt("truncated or padded");
+  }
+  if (absl::little_endian::Load32(bytes.data() + 20) != Crc32(bytes, kHeaderSize)) {
+    return corrupt("checksum mismatch");
+  }
+  PayloadReader in(bytes.data() + kHeaderSize, bytes.data() + bytes.size());
+  uint32_t count;
+  if (!in.U32(&count)) return corrupt("payload too short");
+  std::vector<StoredToken> tokens;
+  for (uint32_t i = 0; i < count; ++i) {
+    StoredToken t;
+    uint64_t micros;
+    if (!in.Bytes(&t.name) || !in.Bytes(&t.role) || !in.Bytes(&t.sha256_hex) ||
+        !in.U64(&micros) || !in.Bytes(&t.created_by)) {
+      return corrupt(absl::StrCat("token ", i, " cut short"));
+    }
+    t.created = static_cast<int64_t>(micros) == INT64_MIN
+                    ? absl::InfinitePast()
+                    : absl::FromUnixMicros(static_cast<int64_t>(micros));
+    tokens.push_back(std::move(t));
+  }
+  if (!in.done()) return corrupt("trailing bytes after the last token");
+  return tokens;
+}
+
+absl::StatusOr<std::vector<StoredToken>> TokenFile::Load() const {
+  bool missing = false;
+  absl::StatusOr<std::string> bytes = ReadWholeFile(path_, &missing);
+  if (!bytes.ok()) return bytes.status();
+  if (missing) return std::vector<StoredToken>();
+  return Decode(*bytes, path_);
+}
+
+absl::Status TokenFile::Save(const std::vector<StoredToken>& tokens) {
+  return WriteFileDurably(path_, Encode(tokens));
 }
 
 }  // namespace sluice::controlplane

@@ -23,6 +23,9 @@
 // it may hold one version more than `state.db` (the caller drops it), never
 // one fewer.
 //
+// Operator tokens (TokenFile) live in `tokens.db`, written and checked the
+// same way (its own magic, format 1): SHA-256 digests only, mode 0600.
+//
 // The data dir is locked (flock on `LOCK`) for the store's lifetime so two
 // control planes never share one. Not thread-safe: the caller serializes.
 #ifndef SLUICE_CONTROLPLANE_STORE_FILE_STORE_H_
@@ -59,7 +62,8 @@ struct HistoryEntry {
   // When the control plane accepted it; absl::InfinitePast(): unknown (a
   // version made before history was kept).
   absl::Time time = absl::InfinitePast();
-  // As the client reported it (sluicectl: $USER@hostname); not authenticated.
+  // The operator token's name with --require-tokens; else as the client
+  // reported it (sluicectl: $USER@hostname), not authenticated.
   std::string author;
   std::string message;
   std::vector<api::Resource> added;
@@ -73,6 +77,41 @@ struct HistoryEntry {
 struct StoredHistory {
   api::ResourceMap base;  // the content of entries.front(); empty when none
   std::vector<HistoryEntry> entries;
+};
+
+// One operator token as stored: never the token itself, only its digest.
+struct StoredToken {
+  std::string name;
+  std::string role;        // viewer, operator or admin
+  std::string sha256_hex;  // of the whole token text
+  absl::Time created = absl::InfinitePast();
+  std::string created_by;
+};
+
+// Writes `bytes` to `path`.tmp (mode 0600), fsyncs it, renames it over `path`
+// and fsyncs the directory. An error with `*replaced` false: `path` is
+// unchanged; with `*replaced` true: it is replaced but its directory could not
+// be fsynced. `directory_fsync` replaces fsync(2) for the directory (tests).
+absl::Status WriteFileDurably(const std::string& path, const std::string& bytes,
+                              bool* replaced = nullptr,
+                              const std::function<int(int fd)>& directory_fsync = nullptr);
+
+// `tokens.db` in a data dir whose FileStore is open (it holds the lock).
+// Not thread-safe: the caller serializes.
+class TokenFile {
+ public:
+  explicit TokenFile(const std::string& data_dir) : path_(data_dir + "/tokens.db") {}
+  // Empty when the file does not exist; DATA_LOSS naming the file when damaged.
+  absl::StatusOr<std::vector<StoredToken>> Load() const;
+  absl::Status Save(const std::vector<StoredToken>& tokens);
+  const std::string& path() const { return path_; }
+
+  static std::string Encode(const std::vector<StoredToken>& tokens);
+  static absl::StatusOr<std::vector<StoredToken>> Decode(const std::string& bytes,
+                                                         const std::string& path);
+
+ private:
+  std::string path_;
 };
 
 class FileStore {

@@ -4,9 +4,15 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include <cstring>
+#include <openssl/crypto.h>
 
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "api/credentials.h"
 #include "dataplane/net/socket.h"
 
 namespace sluice::admin {
@@ -30,6 +36,39 @@ absl::StatusOr<int> AdminServer::Listen(const std::string& host_port) {
   return net::BoundPort(*fd);
 }
 
+void AdminServer::RequireToken(const std::string& token) {
+  token_sha256_ = api::Sha256Hex(token);
+}
+
+absl::Status AdminServer::RequireTokenFromFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read a token from ", path));
+  }
+  std::string token(absl::StripAsciiWhitespace(line));
+  if (token.size() < 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the token is ", token.size(), " characters; at least 16"));
+  }
+  RequireToken(token);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Whether `request` carries the bearer token whose SHA-256 is `want_hex`.
+bool HasToken(evhttp_request* request, const std::string& want_hex) {
+  const char* header =
+      evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization");
+  if (header == nullptr || !absl::StartsWithIgnoreCase(header, "Bearer ")) return false;
+  const std::string got_hex = api::Sha256Hex(header + 7);
+  return got_hex.size() == want_hex.size() &&
+         CRYPTO_memcmp(got_hex.data(), want_hex.data(), want_hex.size()) == 0;
+}
+
+}  // namespace
+
 void AdminServer::Handle(evhttp_request* request, void* arg) {
   auto* self = static_cast<AdminServer*>(arg);
   const char* uri = evhttp_request_get_uri(request);
@@ -39,7 +78,13 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   int status = 200;
   std::string body;
   const char* content_type = "text/plain; charset=utf-8";
-  if (std::strcmp(path, "/ready") == 0) {
+  if (std::strcmp(path, "/ready") != 0 && !self->token_sha256_.empty() &&
+      !HasToken(request, self->token_sha256_)) {
+    evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
+                      "Bearer realm=\"sluice-proxy admin\"");
+    status = 401;
+    body = "the admin endpoint needs 'Authorization: Bearer <token>' (--admin-token-file)\n";
+  } else if (std::strcmp(path, "/ready") == 0) {
     auto [ready, reason] = self->handlers_.ready();
     status = ready ? 200 : 503;
     body = absl::StrCat(reason, "\n");
@@ -62,7 +107,10 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type", content_type);
   evbuffer* out = evbuffer_new();
   evbuffer_add(out, body.data(), body.size());
-  evhttp_send_reply(request, status, status == 200 ? "OK" : status == 503 ? "Service Unavailable" : "Not Found", out);
+  evhttp_send_reply(request, status, status == 200   ? "OK"
+                      : status == 503 ? "Service Unavailable"
+                      : status == 401 ? "Unauthorized"
+                                      : "Not Found", out);
   evbuffer_free(out);
 }
 

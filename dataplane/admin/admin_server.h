@@ -7,6 +7,11 @@
 //                     redacted (config_dump.h renders it)
 //   GET /clusters     endpoints, their health and counts (?format=json)
 //
+// With RequireToken(), every path but /ready answers 401 unless the request
+// carries `Authorization: Bearer <token>` (compared as SHA-256 digests in
+// constant time): `sluice-proxy --admin-token-file`. /ready stays open for
+// load balancers and Kubernetes probes.
+//
 // Main thread only; the providers it calls must be thread-safe.
 #ifndef SLUICE_DATAPLANE_ADMIN_ADMIN_SERVER_H_
 #define SLUICE_DATAPLANE_ADMIN_ADMIN_SERVER_H_
@@ -14,6 +19,7 @@
 #include <functional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "dataplane/event/dispatcher.h"
 
@@ -37,11 +43,18 @@ class AdminServer {
   ~AdminServer();
   // Binds HOST:PORT (port 0 picks one); returns the bound port.
   absl::StatusOr<int> Listen(const std::string& host_port);
+  // From now on, every path but /ready needs `token` as a bearer token.
+  void RequireToken(const std::string& token);
+  // Reads the token from the first line of `path` (surrounding whitespace
+  // trimmed); INVALID_ARGUMENT naming the file when unreadable, empty or
+  // shorter than 16 characters.
+  absl::Status RequireTokenFromFile(const std::string& path);
 
  private:
   static void Handle(::evhttp_request* request, void* arg);
   ::evhttp* http_;
   AdminHandlers handlers_;
+  std::string token_sha256_;  // empty: no token needed
 };
 
 }  // namespace sluice::admin

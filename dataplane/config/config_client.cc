@@ -155,8 +155,18 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  auto channel =
-      grpc::CreateCustomChannel(control_plane_, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options_.tls_ca_pem.empty()) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = options_.tls_ca_pem;
+    tls.pem_cert_chain = options_.tls_cert_pem;
+    tls.pem_private_key = options_.tls_key_pem;
+    credentials = grpc::SslCredentials(tls);
+    if (!options_.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options_.tls_server_name);
+    }
+  }
+  auto channel = grpc::CreateCustomChannel(control_plane_, credentials, args);
   auto stub = discovery::v1::DiscoveryService::NewStub(channel);
   grpc::ClientContext context;
   {

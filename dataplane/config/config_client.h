@@ -45,6 +45,16 @@ struct ConfigClientOptions {
   // ... and broken when a ping is not answered within this (at least 1 ms).
   absl::Duration keepalive_timeout = absl::Milliseconds(api::kDefaultKeepaliveTimeoutMs);
 
+  // TLS to the control plane, on when `tls_ca_pem` is set: the PEM CAs that
+  // verify its certificate, and optionally this proxy's client certificate
+  // and key (a control plane with --client-ca requires them, naming the
+  // node id). `tls_server_name` overrides the name checked against the
+  // control plane's certificate (default: the host of --control-plane).
+  std::string tls_ca_pem;
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  std::string tls_server_name;
+
   // INVALID_ARGUMENT naming the option that is out of range.
   absl::Status Check() const;
 };

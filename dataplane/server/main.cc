@@ -6,6 +6,8 @@
 //                [--max-connections N] [--max-memory-mb N]
 //                [--control-plane-keepalive 30s] [--control-plane-keepalive-timeout 10s]
 //                [--report-interval 5s]
+//                [--control-plane-ca FILE [--control-plane-cert FILE --control-plane-key FILE]
+//                 [--control-plane-server-name NAME]]
 #include <event2/event.h>
 #include <signal.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/pem_file.h"
 #include "controlplane/store/file_store.h"
 #include "dataplane/admin/admin_server.h"
 #include "dataplane/admin/config_dump.h"
@@ -41,7 +44,14 @@ constexpr char kUsage[] =
     "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
     "                    [--max-connections N] [--max-memory-mb N]\n"
     "                    [--control-plane-keepalive 30s]\n"
-    "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n";
+    "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n"
+    "                    [--control-plane-ca FILE [--control-plane-cert FILE\n"
+    "                     --control-plane-key FILE] [--control-plane-server-name NAME]]\n"
+    "  --control-plane-ca  TLS to the control plane, verified against this PEM CA\n"
+    "  --control-plane-cert/--control-plane-key  this proxy's client certificate (its URI\n"
+    "                      SAN spiffe://sluice/node/ID must name --node-id)\n"
+    "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
+    "                      with the token in FILE (one line) on every path but /ready\n";
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
 
@@ -200,11 +210,47 @@ int64_t ResidentMemoryBytes() {
   return n == 2 ? static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE) : 0;
 }
 
+// --control-plane-ca, --control-plane-cert, --control-plane-key and
+// --control-plane-server-name into `options`; errors name the flag.
+absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientOptions& options) {
+  auto value = [&](const std::string& name) {
+    auto it = flags.values.find(name);
+    return it == flags.values.end() ? std::string() : it->second;
+  };
+  const std::string ca = value("control-plane-ca");
+  const std::string cert = value("control-plane-cert");
+  const std::string key = value("control-plane-key");
+  options.tls_server_name = value("control-plane-server-name");
+  if (ca.empty() && (!cert.empty() || !key.empty() || !options.tls_server_name.empty())) {
+    return absl::InvalidArgumentError(
+        "--control-plane-cert, --control-plane-key and --control-plane-server-name need "
+        "--control-plane-ca (TLS to the control plane)");
+  }
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError(
+        "--control-plane-cert and --control-plane-key go together: give both, or neither");
+  }
+  if (ca.empty()) return absl::OkStatus();
+  absl::StatusOr<std::string> pem = ReadPemFile("--control-plane-ca", ca);
+  if (!pem.ok()) return pem.status();
+  options.tls_ca_pem = *std::move(pem);
+  if (cert.empty()) return absl::OkStatus();
+  pem = ReadPemFile("--control-plane-cert", cert);
+  if (!pem.ok()) return pem.status();
+  options.tls_cert_pem = *std::move(pem);
+  pem = ReadPemFile("--control-plane-key", key);
+  if (!pem.ok()) return pem.status();
+  options.tls_key_pem = *std::move(pem);
+  return absl::OkStatus();
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
                            "drain-timeout", "log-level", "max-connections", "max-memory-mb", "report-interval",
-                           "control-plane-keepalive", "control-plane-keepalive-timeout"},
+                           "control-plane-keepalive", "control-plane-keepalive-timeout",
+                           "control-plane-ca", "control-plane-cert", "control-plane-key",
+                           "control-plane-server-name", "admin-token-file"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -252,6 +298,9 @@ int Run(int argc, char** argv) {
     return fail(absl::StrCat("--control-plane-keepalive ", absl::FormatDuration(*keepalive),
                              " / --control-plane-keepalive-timeout ",
                              absl::FormatDuration(*keepalive_timeout), ": ", status.message()));
+  }
+  if (absl::Status status = ReadControlPlaneTls(*flags, client_options); !status.ok()) {
+    return fail(std::string(status.message()));
   }
   int64_t default_max_connections = server::ConnectionLimit::DefaultMax();  // raises RLIMIT_NOFILE
   int64_t max_connections = default_max_connections;
@@ -315,6 +364,14 @@ int Run(int argc, char** argv) {
        [&proxy] { return proxy.stats().RenderPrometheus(); },
        [&proxy] { return proxy.ConfigDump(); },
        [&proxy](bool json) { return proxy.Clusters(json); }});
+  if (flags->values.count("admin-token-file")) {
+    if (absl::Status s = admin_server.RequireTokenFromFile(flags->values["admin-token-file"]);
+        !s.ok()) {
+      SLUICE_LOG(kError, "--admin-token-file: ", s.message());
+      proxy.StopWorkers();
+      return 2;
+    }
+  }
   const std::string admin_address = get("admin", "127.0.0.1:9901");
   auto admin_port = admin_server.Listen(admin_address);
   if (!admin_port.ok()) {

@@ -1,0 +1,203 @@
+#include "controlplane/server/operator_tokens.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "api/credentials.h"
+
+namespace sluice::controlplane {
+namespace {
+
+constexpr char kTokenPrefix[] = "slc_";
+constexpr size_t kTokenBytes = 32;
+constexpr size_t kMaxNameLength = 64;
+constexpr size_t kMinBootstrapTokenLength = 16;
+
+std::string OpenSslRandom(size_t n) {
+  std::string bytes(n, '\0');
+  // A failing CSPRNG is a broken invariant: never hand out a weak token.
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(bytes.data()),
+                 static_cast<int>(n)) != 1) {
+    abort();
+  }
+  return bytes;
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
+        c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kViewer:
+      return "viewer";
+    case Role::kOperator:
+      return "operator";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "viewer";
+}
+
+absl::StatusOr<Role> ParseRole(std::string_view name) {
+  if (name == "viewer") return Role::kViewer;
+  if (name == "operator") return Role::kOperator;
+  if (name == "admin") return Role::kAdmin;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "role '", std::string(name), "': expected viewer, operator or admin"));
+}
+
+OperatorTokens::OperatorTokens(std::string data_dir,
+                               std::function<absl::Time()> now,
+                               RandomBytes random,
+                               std::vector<StoredToken> stored)
+    : file_(data_dir),
+      now_(std::move(now)),
+      random_(random ? std::move(random) : RandomBytes(&OpenSslRandom)),
+      tokens_(std::move(stored)) {}
+
+absl::StatusOr<std::unique_ptr<OperatorTokens>> OperatorTokens::Open(
+    const std::string& data_dir, std::function<absl::Time()> now,
+    RandomBytes random) {
+  TokenFile file(data_dir);
+  auto stored = file.Load();
+  if (!stored.ok()) return stored.status();
+  for (const StoredToken& t : *stored) {
+    if (!ParseRole(t.role).ok() || t.sha256_hex.size() != 64) {
+      return absl::DataLossError(absl::StrCat(
+          "token file ", file.path(), ": token '", t.name, "' has role '",
+          t.role, "' or a digest this build does not know"));
+    }
+  }
+  return std::unique_ptr<OperatorTokens>(new OperatorTokens(
+      data_dir, std::move(now), std::move(random), std::move(*stored)));
+}
+
+absl::Status OperatorTokens::AddBootstrapToken(std::string_view token) {
+  std::string trimmed(absl::StripAsciiWhitespace(
+      absl::string_view(token.data(), token.size())));
+  if (trimmed.size() < kMinBootstrapTokenLength) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the admin token is ", trimmed.size(), " characters; at least ",
+        kMinBootstrapTokenLength, " (make one with: openssl rand -base64 32)"));
+  }
+  absl::MutexLock lock(&mu_);
+  bootstrap_ =
+      StoredToken{kBootstrapTokenName, RoleName(Role::kAdmin),
+                  api::Sha256Hex(trimmed), now_(), "--admin-token-file"};
+  return absl::OkStatus();
+}
+
+absl::Status OperatorTokens::AddBootstrapTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read a token from ", path));
+  }
+  if (absl::Status added = AddBootstrapToken(line); !added.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", added.message()));
+  }
+  return absl::OkStatus();
+}
+
+std::optional<TokenIdentity> OperatorTokens::Verify(
+    std::string_view token) const {
+  const std::string digest = api::Sha256Hex(token);
+  absl::MutexLock lock(&mu_);
+  const StoredToken* match = nullptr;
+  auto check = [&](const StoredToken& t) {
+    // Every digest is compared, whether or not one matched already.
+    if (t.sha256_hex.size() == digest.size() &&
+        CRYPTO_memcmp(t.sha256_hex.data(), digest.data(), digest.size()) == 0) {
+      match = &t;
+    }
+  };
+  if (bootstrap_) check(*bootstrap_);
+  for (const StoredToken& t : tokens_) check(t);
+  if (match == nullptr) return std::nullopt;
+  auto role = ParseRole(match->role);
+  return TokenIdentity{match->name, role.ok() ? *role : Role::kViewer};
+}
+
+absl::StatusOr<std::string> OperatorTokens::Create(
+    const std::string& name, Role role, const std::string& created_by) {
+  if (!ValidName(name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token name '", name, "': expected 1..", kMaxNameLength,
+                     " of A-Z a-z 0-9 . _ -"));
+  }
+  absl::MutexLock lock(&mu_);
+  if (name == kBootstrapTokenName ||
+      std::any_of(tokens_.begin(), tokens_.end(),
+                  [&](const StoredToken& t) { return t.name == name; })) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a token named '", name, "' exists"));
+  }
+  std::string token = absl::StrCat(
+      kTokenPrefix, absl::WebSafeBase64Escape(random_(kTokenBytes)));
+  std::vector<StoredToken> next = tokens_;
+  next.push_back(StoredToken{name, RoleName(role), api::Sha256Hex(token),
+                             now_(), created_by});
+  if (absl::Status saved = file_.Save(next); !saved.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("token not created: cannot store it: ", saved.message()));
+  }
+  tokens_ = std::move(next);
+  return token;
+}
+
+absl::Status OperatorTokens::Revoke(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  if (name == kBootstrapTokenName && bootstrap_) {
+    return absl::FailedPreconditionError(
+        "the bootstrap token comes from --admin-token-file: change that file "
+        "and restart "
+        "sluice-control to replace it");
+  }
+  std::vector<StoredToken> next;
+  for (const StoredToken& t : tokens_) {
+    if (t.name != name) next.push_back(t);
+  }
+  if (next.size() == tokens_.size()) {
+    return absl::NotFoundError(absl::StrCat("no token named '", name, "'"));
+  }
+  if (absl::Status saved = file_.Save(next); !saved.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "token not revoked: cannot store the change: ", saved.message()));
+  }
+  tokens_ = std::move(next);
+  return absl::OkStatus();
+}
+
+std::vector<StoredToken> OperatorTokens::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<StoredToken> all;
+  if (bootstrap_) all.push_back(*bootstrap_);
+  all.insert(all.end(), tokens_.begin(), tokens_.end());
+  return all;
+}
+
+bool OperatorTokens::empty() const {
+  absl::MutexLock lock(&mu_);
+  return tokens_.empty() && !bootstrap_;
+}
+
+}  // namespace sluice::controlplane

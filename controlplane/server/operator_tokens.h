@@ -1,0 +1,95 @@
+// OperatorTokens: the bearer tokens operators use with the admin API, each
+// with a role. A token is "slc_" and 32 random bytes in base64url; only its
+// SHA-256 is kept, in the data dir's `tokens.db` (TokenFile: checksummed,
+// fsynced, renamed into place, mode 0600). A bootstrap admin token (from
+// `sluice-control --admin-token-file`) is held hashed in memory only.
+//
+// Verify() compares the digest of what a client sent with every known digest
+// in constant time (it does not stop at a match).
+//
+// Thread-safe.
+#ifndef SLUICE_CONTROLPLANE_SERVER_OPERATOR_TOKENS_H_
+#define SLUICE_CONTROLPLANE_SERVER_OPERATOR_TOKENS_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "controlplane/store/file_store.h"
+
+namespace sluice::controlplane {
+
+// Each role may do what the ones below it may.
+enum class Role { kViewer = 1, kOperator = 2, kAdmin = 3 };
+
+// "viewer", "operator" or "admin".
+const char* RoleName(Role role);
+// INVALID_ARGUMENT naming the three roles for anything else.
+absl::StatusOr<Role> ParseRole(std::string_view name);
+
+// Who a verified token belongs to.
+struct TokenIdentity {
+  std::string name;
+  Role role = Role::kViewer;
+};
+
+// The name the bootstrap token has in the audit log, the history and
+// ListTokens.
+inline constexpr char kBootstrapTokenName[] = "bootstrap-admin";
+
+class OperatorTokens {
+ public:
+  // 32 random bytes from OpenSSL unless a test passes its own source.
+  using RandomBytes = std::function<std::string(size_t n)>;
+
+  // Loads `data_dir`/tokens.db (the data dir's FileStore must be open).
+  static absl::StatusOr<std::unique_ptr<OperatorTokens>> Open(
+      const std::string& data_dir, std::function<absl::Time()> now = &absl::Now,
+      RandomBytes random = nullptr);
+
+  // Accepts `token` (surrounding whitespace trimmed) as an admin token named
+  // kBootstrapTokenName. INVALID_ARGUMENT when it is shorter than 16
+  // characters.
+  absl::Status AddBootstrapToken(std::string_view token);
+  // AddBootstrapToken with the first line of the file at `path`; errors
+  // name the file and never quote it.
+  absl::Status AddBootstrapTokenFile(const std::string& path);
+
+  // The identity of `token`, or nullopt when it is unknown.
+  std::optional<TokenIdentity> Verify(std::string_view token) const;
+
+  // A new token named `name` with `role`, durably stored before it is
+  // returned. INVALID_ARGUMENT for a bad name, ALREADY_EXISTS for a taken one.
+  absl::StatusOr<std::string> Create(const std::string& name, Role role,
+                                     const std::string& created_by);
+  // NOT_FOUND when there is no such token; FAILED_PRECONDITION for the
+  // bootstrap token (remove it from the file and restart instead).
+  absl::Status Revoke(const std::string& name);
+  // Every token, the bootstrap one first; digests included (callers must
+  // not hand them out).
+  std::vector<StoredToken> List() const;
+  // Whether any token (stored or bootstrap) exists.
+  bool empty() const;
+
+ private:
+  OperatorTokens(std::string data_dir, std::function<absl::Time()> now,
+                 RandomBytes random, std::vector<StoredToken> stored);
+
+  mutable absl::Mutex mu_;
+  TokenFile file_ ABSL_GUARDED_BY(mu_);
+  std::function<absl::Time()> now_;
+  RandomBytes random_;
+  std::vector<StoredToken> tokens_ ABSL_GUARDED_BY(mu_);  // stored ones
+  std::optional<StoredToken> bootstrap_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::controlplane
+
+#endif  // SLUICE_CONTROLPLANE_SERVER_OPERATOR_TOKENS_H_

@@ -1,0 +1,295 @@
+// Operator tokens, roles and the audit log through the admin API on a real
+// in-process gRPC server: the bearer token in the call's metadata decides
+// UNAUTHENTICATED / PERMISSION_DENIED / allowed, the history records the
+// token's name, and each change and refusal is one audit.log line.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "api/credentials.h"
+#include "controlplane/server/admin_service.h"
+#include "grpcpp/grpcpp.h"
+#include "tests/harness/process.h"
+
+namespace sluice::controlplane {
+namespace {
+
+using sluice::testing::MakeTempDir;
+using sluice::testing::ReadFile;
+
+constexpr char kBootstrap[] = "bootstrap-token-0123456789";
+
+// Deterministic "random" bytes: a counter, so each token differs.
+OperatorTokens::RandomBytes CountingRandom() {
+  auto counter = std::make_shared<int>(0);
+  return [counter](size_t n) {
+    return std::string(n, static_cast<char>('a' + (*counter)++));
+  };
+}
+
+TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
+  const std::string dir = MakeTempDir("tokens");
+  auto store = FileStore::Open(dir);  // holds the data dir's lock
+  ASSERT_TRUE(store.ok());
+  std::string viewer_token;
+  {
+    auto tokens = OperatorTokens::Open(dir, &absl::Now, CountingRandom());
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    EXPECT_TRUE((*tokens)->empty());
+    auto made = (*tokens)->Create("ci", Role::kViewer, "alice");
+    ASSERT_TRUE(made.ok()) << made.status();
+    viewer_token = *made;
+    EXPECT_TRUE(absl::StartsWith(viewer_token, "slc_"));
+    EXPECT_EQ(viewer_token.size(), 4u + 43u);  // 32 bytes, base64url unpadded
+    EXPECT_EQ((*tokens)->Create("ci", Role::kAdmin, "alice").status().code(),
+              absl::StatusCode::kAlreadyExists);
+    EXPECT_EQ(
+        (*tokens)->Create("bad name", Role::kAdmin, "alice").status().code(),
+        absl::StatusCode::kInvalidArgument);
+  }
+  const std::string file = ReadFile(dir + "/tokens.db");
+  ASSERT_FALSE(file.empty());
+  EXPECT_EQ(file.find(viewer_token), std::string::npos);
+  EXPECT_NE(file.find(api::Sha256Hex(viewer_token)), std::string::npos);
+  struct stat st;
+  ASSERT_EQ(::stat((dir + "/tokens.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  auto reopened = OperatorTokens::Open(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  auto who = (*reopened)->Verify(viewer_token);
+  ASSERT_TRUE(who.has_value());
+  EXPECT_EQ(who->name, "ci");
+  EXPECT_EQ(who->role, Role::kViewer);
+  EXPECT_FALSE((*reopened)->Verify(viewer_token + "x").has_value());
+  EXPECT_FALSE((*reopened)->Verify("").has_value());
+  ASSERT_EQ((*reopened)->List().size(), 1u);
+  EXPECT_EQ((*reopened)->List()[0].created_by, "alice");
+
+  ASSERT_TRUE(
+      (*reopened)->AddBootstrapToken(std::string(kBootstrap) + "\n").ok());
+  EXPECT_EQ((*reopened)->Verify(kBootstrap)->role, Role::kAdmin);
+  EXPECT_EQ((*reopened)->Revoke(kBootstrapTokenName).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE((*reopened)->AddBootstrapToken("short").ok());
+
+  ASSERT_TRUE((*reopened)->Revoke("ci").ok());
+  EXPECT_FALSE((*reopened)->Verify(viewer_token).has_value());
+  EXPECT_EQ((*reopened)->Revoke("ci").code(), absl::StatusCode::kNotFound);
+  auto after = OperatorTokens::Open(dir);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE((*after)->Verify(viewer_token).has_value());
+}
+
+TEST(OperatorTokensTest, RefusesADamagedFile) {
+  const std::string dir = MakeTempDir("tokens_damaged");
+  sluice::testing::WriteFile(dir, "tokens.db", "SLUICETK garbage");
+  auto tokens = OperatorTokens::Open(dir);
+  ASSERT_FALSE(tokens.ok());
+  EXPECT_EQ(tokens.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(tokens.status().message(), "tokens.db"));
+}
+
+TEST(AuditLogTest, OneJsonLinePerRecordInAFixedOrder) {
+  AuditRecord record{"ci",    "ipv4:127.0.0.1:5",
+                     "Apply", {"Cluster/web", "Secret/\"x\""},
+                     7,       true,
+                     "OK"};
+  EXPECT_EQ(
+      AuditLog::Format(record, absl::FromUnixMicros(1'900'000'000'000'001)),
+      R"({"time":"2030-03-17T17:46:40.000001Z","identity":"ci","peer":"ipv4:127.0.0.1:5",)"
+      R"("method":"Apply","resources":["Cluster/web","Secret/\"x\""],"version":7,)"
+      R"("dry_run":true,"result":"OK"})");
+}
+
+class OperatorAccessTest : public ::testing::Test {
+ protected:
+  void Start(bool require_tokens) {
+    dir_ = MakeTempDir("operator_access");
+    auto store = FileStore::Open(dir_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto state = ConfigState::Create(std::move(*store));
+    ASSERT_TRUE(state.ok()) << state.status();
+    state_ = std::move(*state);
+    auto tokens = OperatorTokens::Open(dir_);
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    tokens_ = std::move(*tokens);
+    ASSERT_TRUE(tokens_->AddBootstrapToken(kBootstrap).ok());
+    auto audit = AuditLog::Open(dir_ + "/audit.log");
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    audit_ = std::move(*audit);
+    service_ = std::make_unique<AdminServiceImpl>(
+        state_.get(), &registry_, nullptr,
+        AdminAccess{require_tokens, tokens_.get(), audit_.get()});
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_GT(port, 0);
+    stub_ = admin::v1::AdminService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  std::unique_ptr<grpc::ClientContext> As(const std::string& token) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    if (!token.empty())
+      context->AddMetadata("authorization", "Bearer " + token);
+    return context;
+  }
+
+  std::string MakeToken(const std::string& name, const std::string& role) {
+    admin::v1::CreateTokenRequest request;
+    request.set_name(name);
+    request.set_role(role);
+    admin::v1::CreateTokenResponse response;
+    grpc::Status status =
+        stub_->CreateToken(As(kBootstrap).get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.token();
+  }
+
+  grpc::Status ApplyCluster(const std::string& token,
+                            const std::string& author = "claimed") {
+    admin::v1::ApplyRequest request;
+    auto* cluster = request.add_resources()->mutable_cluster();
+    cluster->set_name("web");
+    cluster->add_endpoints()->set_address("127.0.0.1");
+    cluster->mutable_endpoints(0)->set_port(9000);
+    request.set_author(author);
+    admin::v1::ApplyResponse response;
+    return stub_->Apply(As(token).get(), request, &response);
+  }
+
+  std::vector<std::string> AuditLines() {
+    std::vector<std::string> lines =
+        absl::StrSplit(ReadFile(dir_ + "/audit.log"), '\n', absl::SkipEmpty());
+    return lines;
+  }
+
+  std::string dir_;
+  ProxyRegistry registry_;
+  std::unique_ptr<ConfigState> state_;
+  std::unique_ptr<OperatorTokens> tokens_;
+  std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<AdminServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<admin::v1::AdminService::Stub> stub_;
+};
+
+TEST_F(OperatorAccessTest, NoOrBadTokenIsUnauthenticated) {
+  Start(/*require_tokens=*/true);
+  admin::v1::ListResponse list;
+  grpc::Status status =
+      stub_->List(As("").get(), admin::v1::ListRequest(), &list);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  status =
+      stub_->List(As("slc_not-a-token").get(), admin::v1::ListRequest(), &list);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ApplyCluster("").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(state_->Current()->version, 0u);
+  auto lines = AuditLines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_TRUE(absl::StrContains(lines[2], R"("method":"Apply")")) << lines[2];
+  EXPECT_TRUE(absl::StrContains(lines[2], R"("identity":"anonymous")"))
+      << lines[2];
+  EXPECT_TRUE(absl::StrContains(lines[2], "UNAUTHENTICATED")) << lines[2];
+  EXPECT_TRUE(absl::StrContains(lines[2], R"("peer":"ipv4:127.0.0.1:)"))
+      << lines[2];
+}
+
+TEST_F(OperatorAccessTest, RolesDecideWhatATokenMayDo) {
+  Start(/*require_tokens=*/true);
+  const std::string viewer = MakeToken("dash", "viewer");
+  const std::string op = MakeToken("deployer", "operator");
+
+  admin::v1::ListResponse list;
+  EXPECT_TRUE(
+      stub_->List(As(viewer).get(), admin::v1::ListRequest(), &list).ok());
+  grpc::Status refused = ApplyCluster(viewer);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(refused.error_message(),
+            "Apply needs the operator role; your token 'dash' is a viewer");
+  EXPECT_EQ(state_->Current()->version, 0u);
+
+  grpc::Status applied = ApplyCluster(op, "mallory@laptop");
+  ASSERT_TRUE(applied.ok()) << applied.error_message();
+  admin::v1::HistoryResponse history;
+  ASSERT_TRUE(
+      stub_->History(As(viewer).get(), admin::v1::HistoryRequest(), &history)
+          .ok());
+  ASSERT_EQ(history.entries_size(), 1);
+  EXPECT_EQ(history.entries(0).author(),
+            "deployer");  // not what the client claimed
+
+  admin::v1::CreateTokenResponse created;
+  admin::v1::CreateTokenRequest create;
+  create.set_name("sneaky");
+  create.set_role("admin");
+  refused = stub_->CreateToken(As(op).get(), create, &created);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(
+      absl::StrContains(refused.error_message(), "needs the admin role"));
+
+  admin::v1::ListTokensResponse listed;
+  ASSERT_TRUE(stub_
+                  ->ListTokens(As(kBootstrap).get(),
+                               admin::v1::ListTokensRequest(), &listed)
+                  .ok());
+  ASSERT_EQ(listed.tokens_size(), 3);
+  EXPECT_EQ(listed.tokens(1).name(), "dash");
+  EXPECT_EQ(listed.tokens(1).role(), "viewer");
+  EXPECT_EQ(listed.tokens(1).created_by(), kBootstrapTokenName);
+  EXPECT_EQ(listed.DebugString().find(api::Sha256Hex(viewer)),
+            std::string::npos);
+
+  admin::v1::RevokeTokenRequest revoke;
+  revoke.set_name("deployer");
+  admin::v1::RevokeTokenResponse revoked;
+  ASSERT_TRUE(stub_->RevokeToken(As(kBootstrap).get(), revoke, &revoked).ok());
+  EXPECT_EQ(ApplyCluster(op).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  auto lines = AuditLines();
+  // create dash, create deployer, refused apply, apply, refused create,
+  // revoke, refused apply.
+  ASSERT_EQ(lines.size(), 7u) << ReadFile(dir_ + "/audit.log");
+  EXPECT_TRUE(absl::StrContains(lines[0], R"("identity":"bootstrap-admin")"))
+      << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], R"("resources":["token/dash"])"))
+      << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[2], R"("identity":"dash")")) << lines[2];
+  EXPECT_TRUE(absl::StrContains(lines[2], "PERMISSION_DENIED")) << lines[2];
+  EXPECT_TRUE(absl::StrContains(lines[3], R"("identity":"deployer")"))
+      << lines[3];
+  EXPECT_TRUE(absl::StrContains(lines[3], R"("resources":["Cluster/web"])"))
+      << lines[3];
+  EXPECT_TRUE(absl::StrContains(lines[3], R"("version":1)")) << lines[3];
+  EXPECT_TRUE(absl::StrContains(lines[3], R"("result":"OK")")) << lines[3];
+  EXPECT_TRUE(absl::StrContains(lines[5], R"("method":"RevokeToken")"))
+      << lines[5];
+  for (const auto& line : lines) {
+    EXPECT_EQ(line.find(viewer), std::string::npos);
+    EXPECT_EQ(line.find(op), std::string::npos);
+  }
+}
+
+TEST_F(OperatorAccessTest,
+       WithoutRequireTokensEveryoneIsAnonymousAndAuthorIsAsClaimed) {
+  Start(/*require_tokens=*/false);
+  grpc::Status applied = ApplyCluster("", "alice@laptop");
+  ASSERT_TRUE(applied.ok()) << applied.error_message();
+  EXPECT_EQ(state_->History()->stored().entries.back().author, "alice@laptop");
+  auto lines = AuditLines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(lines[0], R"("identity":"anonymous")"))
+      << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], R"("method":"Apply")")) << lines[0];
+}
+
+}  // namespace
+}  // namespace sluice::controlplane

@@ -1,0 +1,196 @@
+// TLS on sluice-control's gRPC port and proxies authenticated by client
+// certificates that name their node id (docs/operations.md, "Securing the
+// control plane"): the real sluice-control, sluice-proxy and sluicectl, with
+// certificates made by scripts/dev-certs.sh.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+
+namespace sluice::testing {
+namespace {
+
+std::string WriteConfig(const std::string& yaml) {
+  std::string path = MakeTempDir("config") + "/config.yaml";
+  std::ofstream(path) << yaml;
+  return path;
+}
+
+std::string ListenerYaml(int port) {
+  return absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: "
+      "['*']\n"
+      "      routes:\n        - match: {prefix: /}\n          direct_response: "
+      "{status: 200, "
+      "body: \"over tls\"}\n---\nkind: Listener\nname: public\nspec: {address: "
+      "127.0.0.1, "
+      "port: ",
+      port, ", route_table: main}\n");
+}
+
+class ControlPlaneTlsTest : public ::testing::Test {
+ protected:
+  // One CA and set of certificates for the whole suite: a proxy
+  // certificate for node "p1" and one for node "p2".
+  static void SetUpTestSuite() {
+    certs_ = new std::string(MakeTempDir("certs"));
+    CommandResult made =
+        RunCommand({RunfilePath("scripts/dev-certs.sh"), *certs_, "p1", "p2"});
+    ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+    ASSERT_NE(made.out.find("spiffe://sluice/node/p1"), std::string::npos)
+        << made.out;
+  }
+  static std::string Cert(const std::string& name) {
+    return absl::StrCat(*certs_, "/", name);
+  }
+
+  // A control plane serving TLS with client certificates.
+  static std::vector<std::string> TlsArgs() {
+    return {"--tls-cert",  Cert("control-plane.pem"),
+            "--tls-key",   Cert("control-plane.key"),
+            "--client-ca", Cert("ca.pem")};
+  }
+  // A proxy's flags for TLS, with the client certificate of `cert_node`
+  // (none when empty).
+  static std::vector<std::string> ProxyTls(const std::string& cert_node) {
+    std::vector<std::string> args = {"--control-plane-ca", Cert("ca.pem")};
+    if (!cert_node.empty()) {
+      args.insert(args.end(),
+                  {"--control-plane-cert", Cert("proxy-" + cert_node + ".pem"),
+                   "--control-plane-key", Cert("proxy-" + cert_node + ".key")});
+    }
+    return args;
+  }
+
+  static std::string* certs_;
+};
+
+std::string* ControlPlaneTlsTest::certs_ = nullptr;
+
+// (a) and (d): sluicectl with --ca applies and lists; a proxy whose
+// certificate names its node id gets the config and serves it.
+TEST_F(ControlPlaneTlsTest, ProxyWithItsOwnCertificateServesTheConfig) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  EXPECT_TRUE(cp.process().WaitForLogLine(
+      "TLS, proxies need a client certificate", absl::ZeroDuration()))
+      << cp.process().Log();
+  const int port = PickFreePort();
+  CommandResult applied = cp.Ctl(
+      {"--ca", Cert("ca.pem"), "apply", "-f", WriteConfig(ListenerYaml(port))});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+
+  Proxy proxy(cp.address(), "p1", 1, "", ProxyTls("p1"));
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1))
+      << proxy.process().Log() << cp.process().Log();
+  HttpResponse response = HttpGet(absl::StrCat("127.0.0.1:", port), "/");
+  EXPECT_EQ(response.status, 200) << response.error;
+  EXPECT_EQ(response.body, "over tls");
+
+  // $SLUICE_CA works as --ca does, and sees the proxy.
+  CommandResult proxies =
+      RunCommand({RunfilePath("controlplane/cli/sluicectl"), "--server",
+                  cp.address(), "proxies"},
+                 {absl::StrCat("SLUICE_CA=", Cert("ca.pem"))});
+  EXPECT_EQ(proxies.exit_code, 0) << proxies.err;
+  EXPECT_NE(proxies.out.find("p1"), std::string::npos) << proxies.out;
+  CommandResult listed = cp.Ctl({"--ca", Cert("ca.pem"), "get"});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find("public"), std::string::npos) << listed.out;
+}
+
+// (b) A proxy whose certificate names another node is refused; both ids are
+// named in the control plane's log and in the proxy's.
+TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
+                    WriteConfig(ListenerYaml(PickFreePort()))})
+                .exit_code,
+            0);
+  Proxy impostor(cp.address(), "p1", 1, "", ProxyTls("p2"));
+  ASSERT_TRUE(impostor.ok()) << impostor.process().Log();
+  EXPECT_TRUE(
+      cp.process().WaitForLogLine("node.id \"p1\" differs from the node \"p2\" "
+                                  "that the client certificate names",
+                                  absl::Seconds(10)))
+      << cp.process().Log();
+  EXPECT_TRUE(impostor.process().WaitForLogLine(
+      "refused the config stream (PERMISSION_DENIED", absl::Seconds(10)))
+      << impostor.process().Log();
+  EXPECT_EQ(impostor.ReadyVersion(), 0u);
+  EXPECT_EQ(cp.process().Log().find("proxy p1 connected"), std::string::npos);
+}
+
+// (c) A proxy that speaks TLS but presents no client certificate is refused.
+TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
+                    WriteConfig(ListenerYaml(PickFreePort()))})
+                .exit_code,
+            0);
+  Proxy anonymous(cp.address(), "p1", 1, "", ProxyTls(""));
+  ASSERT_TRUE(anonymous.ok()) << anonymous.process().Log();
+  EXPECT_TRUE(anonymous.process().WaitForLogLine(
+      "refused the config stream (UNAUTHENTICATED", absl::Seconds(10)))
+      << anonymous.process().Log();
+  EXPECT_TRUE(cp.process().WaitForLogLine("this connection presented none",
+                                          absl::Seconds(5)))
+      << cp.process().Log();
+  EXPECT_EQ(anonymous.ReadyVersion(), 0u);
+}
+
+// (d) sluicectl without --ca against a TLS port fails and says what to give.
+TEST_F(ControlPlaneTlsTest, SluicectlWithoutCaFailsClearly) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  CommandResult plain = cp.Ctl({"get"});
+  EXPECT_NE(plain.exit_code, 0);
+  EXPECT_NE(plain.err.find("cannot reach sluice-control at " + cp.address()),
+            std::string::npos)
+      << plain.err;
+  EXPECT_NE(plain.err.find("give --ca FILE or set $SLUICE_CA"),
+            std::string::npos)
+      << plain.err;
+
+  CommandResult missing = cp.Ctl({"--ca", Cert("no-such.pem"), "get"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("--ca " + Cert("no-such.pem") + ": cannot read"),
+            std::string::npos)
+      << missing.err;
+}
+
+// (e) Plaintext on a non-loopback address needs --insecure.
+TEST_F(ControlPlaneTlsTest, PlaintextOnAllAddressesNeedsInsecure) {
+  const std::string listen = absl::StrCat("0.0.0.0:", PickFreePort());
+  const std::string binary = RunfilePath("controlplane/server/sluice-control");
+  Process refused(binary,
+                  {"--listen", listen, "--data-dir", MakeTempDir("cp-data")},
+                  MakeTempDir("cp-log") + "/log");
+  std::optional<int> status = refused.Wait(absl::Seconds(10));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 2) << *status;
+  EXPECT_NE(refused.Log().find("--insecure"), std::string::npos)
+      << refused.Log();
+  EXPECT_NE(refused.Log().find("0.0.0.0, which is not a loopback address"),
+            std::string::npos)
+      << refused.Log();
+
+  Process allowed(
+      binary,
+      {"--listen", listen, "--data-dir", MakeTempDir("cp-data"), "--insecure"},
+      MakeTempDir("cp-log") + "/log");
+  EXPECT_TRUE(
+      allowed.WaitForLogLine("listening on 0.0.0.0:", absl::Seconds(10)))
+      << allowed.Log();
+}
+
+}  // namespace
+}  // namespace sluice::testing

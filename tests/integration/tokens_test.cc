@@ -1,0 +1,177 @@
+// Operator tokens through real processes: sluice-control with
+// --require-tokens and a bootstrap --admin-token-file, sluicectl with
+// --token / $SLUICE_TOKEN, roles, revocation, the audit log, and
+// sluice-proxy's admin endpoint behind --admin-token-file.
+#include <gtest/gtest.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr char kAdminToken[] = "k8s-secret-admin-token-0123456789";
+constexpr char kProxyAdminToken[] = "proxy-admin-token-abcdefghij";
+
+std::string ClusterYaml(int port) {
+  return absl::StrCat(
+      "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, "
+      "port: ",
+      port, "}]\n");
+}
+
+class TokensTest : public ::testing::Test {
+ protected:
+  TokensTest()
+      : dir_(MakeTempDir("tokens")),
+        cp_("", "info",
+            {"--require-tokens", "--admin-token-file",
+             WriteFile(dir_, "admin-token", absl::StrCat(kAdminToken, "\n"))}) {
+  }
+
+  // sluicectl with a token.
+  CommandResult Ctl(const std::string& token, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--token", token});
+    return cp_.Ctl(args);
+  }
+
+  std::string CreateToken(const std::string& name, const std::string& role) {
+    CommandResult r =
+        Ctl(kAdminToken, {"token", "create", name, "--role", role});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return std::string(absl::StripAsciiWhitespace(r.out));
+  }
+
+  std::string dir_;
+  ControlPlane cp_;
+};
+
+TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
+  ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+  const std::string config = WriteFile(dir_, "cluster.yaml", ClusterYaml(9000));
+
+  // No token: refused, and sluicectl says how to give one.
+  CommandResult r = cp_.Ctl({"get"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "not authenticated")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--token")) << r.err;
+  r = Ctl("slc_made-up", {"get"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "not authenticated")) << r.err;
+
+  const std::string viewer = CreateToken("dashboard", "viewer");
+  const std::string deployer = CreateToken("ci-deployer", "operator");
+  ASSERT_TRUE(absl::StartsWith(viewer, "slc_")) << viewer;
+  ASSERT_TRUE(absl::StartsWith(deployer, "slc_")) << deployer;
+
+  // The viewer reads, but cannot apply; the message names the role needed.
+  r = Ctl(viewer, {"get"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl(viewer, {"apply", "-f", config});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err,
+                                "permission denied: Apply needs the operator "
+                                "role; your token 'dashboard' is a viewer"))
+      << r.err;
+
+  // The operator applies ($SLUICE_TOKEN this time); the history names the
+  // token.
+  r = RunCommand({RunfilePath("controlplane/cli/sluicectl"), "--server",
+                  cp_.address(), "apply", "-f", config},
+                 {absl::StrCat("SLUICE_TOKEN=", deployer)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "applied: version 1")) << r.out;
+  r = Ctl(viewer, {"history"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "ci-deployer")) << r.out;
+
+  // Token management is the admin's.
+  r = Ctl(deployer, {"token", "list"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "needs the admin role")) << r.err;
+  r = Ctl(kAdminToken, {"token", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "dashboard")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "ci-deployer")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, deployer));
+
+  // Revoked: refused from then on.
+  r = Ctl(kAdminToken, {"token", "revoke", "ci-deployer"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl(deployer, {"delete", "cluster", "web"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "not authenticated")) << r.err;
+  r = Ctl(viewer, {"get", "cluster", "web"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;  // nothing was deleted
+
+  // The audit log: one JSON line per change and per refusal, with identities.
+  const std::string audit = ReadFile(cp_.data_dir() + "/audit.log");
+  std::vector<std::string> lines =
+      absl::StrSplit(audit, '\n', absl::SkipEmpty());
+  auto find = [&](std::vector<std::string> needles) {
+    for (const auto& line : lines) {
+      bool all = true;
+      for (const auto& n : needles) all = all && absl::StrContains(line, n);
+      if (all) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(find({R"("identity":"anonymous")", "UNAUTHENTICATED"})) << audit;
+  EXPECT_TRUE(
+      find({R"("identity":"bootstrap-admin")", R"("method":"CreateToken")",
+            "token/dashboard", R"("result":"OK")"}))
+      << audit;
+  EXPECT_TRUE(find({R"("identity":"dashboard")", R"("method":"Apply")",
+                    "PERMISSION_DENIED"}))
+      << audit;
+  EXPECT_TRUE(find({R"("identity":"ci-deployer")", R"("method":"Apply")",
+                    "Cluster/web", R"("version":1)", R"("result":"OK")"}))
+      << audit;
+  EXPECT_TRUE(find({R"("method":"RevokeToken")", "token/ci-deployer"}))
+      << audit;
+  EXPECT_TRUE(find({R"("method":"Delete")", "UNAUTHENTICATED"})) << audit;
+  EXPECT_FALSE(absl::StrContains(audit, viewer));
+  EXPECT_FALSE(absl::StrContains(audit, kAdminToken));
+  // Only digests on disk.
+  EXPECT_FALSE(
+      absl::StrContains(ReadFile(cp_.data_dir() + "/tokens.db"), viewer));
+}
+
+TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {
+  ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+  ASSERT_EQ(Ctl(kAdminToken,
+                {"apply", "-f", WriteFile(dir_, "c.yaml", ClusterYaml(9000))})
+                .exit_code,
+            0);
+  Proxy proxy(
+      cp_.address(), "token-proxy", 1, "",
+      {"--admin-token-file",
+       WriteFile(dir_, "proxy-token", absl::StrCat(kProxyAdminToken, "\n"))});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1))
+      << proxy.process().Log();  // /ready stays open
+
+  for (const char* path :
+       {"/metrics", "/stats", "/config_dump", "/clusters", "/nope"}) {
+    HttpResponse r = HttpGet(proxy.admin_address(), path);
+    EXPECT_EQ(r.status, 401) << path << ": " << r.error;
+    r = HttpGet(proxy.admin_address(), path,
+                {{"authorization", "Bearer wrong-token-value"}});
+    EXPECT_EQ(r.status, 401) << path;
+  }
+  HttpResponse ok =
+      HttpGet(proxy.admin_address(), "/metrics",
+              {{"authorization", absl::StrCat("Bearer ", kProxyAdminToken)}});
+  EXPECT_EQ(ok.status, 200) << ok.error;
+  EXPECT_FALSE(ok.body.empty());
+  HttpResponse ready = HttpGet(proxy.admin_address(), "/ready");
+  EXPECT_EQ(ready.status, 200);
+}
+
+}  // namespace
+}  // namespace sluice::testing
