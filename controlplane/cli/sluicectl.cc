@@ -107,6 +107,15 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// A message as one line of JSON with the proto's field names.
+void PrintJson(const google::protobuf::Message& message) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  std::cout << json << "\n";
+}
+
 int RpcFail(const grpc::Status& status, const std::string& server) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -422,11 +431,7 @@ int History(admin::v1::AdminService::Stub& stub, const std::string& server,
   grpc::Status status = stub.History(Context().get(), request, &response);
   if (!status.ok()) return RpcFail(status, server);
   if (format == "json") {
-    std::string json;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(response, &json, options);
-    std::cout << json << "\n";
+    PrintJson(response);
     return 0;
   }
   PrintHistoryTable({response.entries().begin(), response.entries().end()});
@@ -558,11 +563,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
   std::string format = "table";
   if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
   if (format == "json") {
-    std::string json;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(response, &json, options);
-    std::cout << json << "\n";
+    PrintJson(response);
     return 0;
   }
   if (format == "wide") {
@@ -764,11 +765,7 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::string format = "table";
     if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
     if (format == "json") {
-      std::string json;
-      google::protobuf::util::JsonPrintOptions options;
-      options.preserve_proto_field_names = true;
-      (void)google::protobuf::util::MessageToJsonString(response, &json, options);
-      std::cout << json << "\n";
+      PrintJson(response);
       return 0;
     }
     if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));

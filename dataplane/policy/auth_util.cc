@@ -13,21 +13,6 @@ int HexValue(char c) {
   return -1;
 }
 
-std::string PercentDecode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    int hi, lo;
-    if (in[i] == '%' && i + 2 < in.size() &&
-        (hi = HexValue(in[i + 1])) >= 0 && (lo = HexValue(in[i + 2])) >= 0) {
-      out.push_back(static_cast<char>(hi << 4 | lo));
-      i += 2;
-    } else {
-      out.push_back(in[i]);
-    }
-  }
-  return out;
-}
 
 // Calls fn(name, value, begin, end) for each parameter of the query
 // (begin/end: its offsets in the query, without the separator).
@@ -47,6 +32,22 @@ void ForEachParameter(std::string_view query, Fn fn) {
 }
 
 }  // namespace
+
+std::string PercentDecode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    int hi, lo;
+    if (in[i] == '%' && i + 2 < in.size() &&
+        (hi = HexValue(in[i + 1])) >= 0 && (lo = HexValue(in[i + 2])) >= 0) {
+      out.push_back(static_cast<char>(hi << 4 | lo));
+      i += 2;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
 
 http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,
                                      std::string_view message, std::string_view challenge) {

@@ -17,6 +17,10 @@ namespace sluice::policy {
 http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,
                                      std::string_view message, std::string_view challenge);
 
+// `in` with %XX sequences decoded (a malformed one is kept as it is; '+'
+// stays '+').
+std::string PercentDecode(std::string_view in);
+
 // The percent-decoded value of the first query parameter `name` in
 // `path_and_query` ('+' stays '+'); nullopt when absent.
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,

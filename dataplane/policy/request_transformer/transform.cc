@@ -1,5 +1,7 @@
 #include "dataplane/policy/request_transformer/transform.h"
 
+#include "dataplane/policy/auth_util.h"
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -240,9 +242,11 @@ std::string CheckJsonValue(std::string_view text, const TemplateScope& scope) {
   return {};
 }
 
-void CheckQueryEdits(const EditSpec& spec, const std::string& prefix,
-                     const TemplateScope& scope, ConfigErrors* errors) {
-  CheckListSizes(spec, prefix, errors);
+namespace {
+
+// The names in `remove` and `rename` of query and JSON body edits.
+void CheckRemovesAndRenames(const EditSpec& spec, const std::string& prefix,
+                            ConfigErrors* errors) {
   for (size_t i = 0; i < spec.remove.size(); ++i) {
     CheckName(spec.remove[i], absl::StrCat(prefix, ".remove[", i, "]"), errors);
   }
@@ -254,6 +258,14 @@ void CheckQueryEdits(const EditSpec& spec, const std::string& prefix,
     if (!from.empty() && from == to)
       errors->emplace_back(field + ".to", "is the same as from");
   }
+}
+
+}  // namespace
+
+void CheckQueryEdits(const EditSpec& spec, const std::string& prefix,
+                     const TemplateScope& scope, ConfigErrors* errors) {
+  CheckListSizes(spec, prefix, errors);
+  CheckRemovesAndRenames(spec, prefix, errors);
   auto check_values = [&](const auto& list, const char* kind) {
     for (size_t i = 0; i < list.size(); ++i) {
       std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
@@ -277,17 +289,7 @@ void CheckJsonBodyEdits(const EditSpec& spec, uint64_t max_body_bytes,
         absl::StrCat("is ", max_body_bytes, "; at most ", kMaxBodyBytesLimit,
                      " (16 MiB); leave it out for 1 MiB"));
   }
-  for (size_t i = 0; i < spec.remove.size(); ++i) {
-    CheckName(spec.remove[i], absl::StrCat(prefix, ".remove[", i, "]"), errors);
-  }
-  for (size_t i = 0; i < spec.rename.size(); ++i) {
-    const auto& [from, to] = spec.rename[i];
-    std::string field = absl::StrCat(prefix, ".rename[", i, "]");
-    CheckName(from, field + ".from", errors);
-    CheckName(to, field + ".to", errors);
-    if (!from.empty() && from == to)
-      errors->emplace_back(field + ".to", "is the same as from");
-  }
+  CheckRemovesAndRenames(spec, prefix, errors);
   auto check_values = [&](const auto& list, const char* kind) {
     for (size_t i = 0; i < list.size(); ++i) {
       std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
@@ -383,28 +385,6 @@ void HeaderEdits::Apply(http::HeaderMap& headers,
 
 namespace {
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string PercentDecode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    int hi, lo;
-    if (in[i] == '%' && i + 2 < in.size() && (hi = HexValue(in[i + 1])) >= 0 &&
-        (lo = HexValue(in[i + 2])) >= 0) {
-      out.push_back(static_cast<char>(hi << 4 | lo));
-      i += 2;
-    } else {
-      out.push_back(in[i]);
-    }
-  }
-  return out;
-}
 
 struct QueryParameter {
   std::string name;  // decoded
