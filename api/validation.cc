@@ -337,6 +337,29 @@ void ValidateListener(const Listener& listener, ErrorSink& sink) {
              absl::StrCat("must be at most 1000000, got ", listener.max_connections()));
   }
   if (listener.has_access_log()) ValidateAccessLog(listener.access_log(), sink);
+  std::map<std::string, int> groups;
+  for (int i = 0; i < listener.node_groups_size(); ++i) {
+    std::string field = Index("node_groups", i);
+    CheckName(listener.node_groups(i), field, sink);
+    auto [it, inserted] = groups.emplace(listener.node_groups(i), i);
+    if (!inserted && !listener.node_groups(i).empty()) {
+      sink.Add(field, absl::StrCat("'", listener.node_groups(i),
+                                   "' is already listed at node_groups[", it->second, "]"));
+    }
+  }
+}
+
+// Whether two listeners may be bound by one proxy: true unless both name
+// node_groups and no group is in both.
+bool MayShareProxy(const Listener& a, const Listener& b) {
+  if (a.node_groups().empty() || b.node_groups().empty()) return true;
+  for (const std::string& group : a.node_groups()) {
+    if (std::find(b.node_groups().begin(), b.node_groups().end(), group) !=
+        b.node_groups().end()) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Content only; the validity period is checked by ValidateAtApplyTime.
@@ -1173,6 +1196,7 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
       for (size_t j = i + 1; j < listeners.size(); ++j) {
         const Listener& a = *listeners[i];
         const Listener& b = *listeners[j];
+        if (!MayShareProxy(a, b)) continue;  // never bound by the same proxy
         if (a.address() == b.address() || IsWildcard(a.address()) ||
             IsWildcard(b.address())) {
           errors.push_back(
@@ -1185,6 +1209,14 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
     }
   }
   return errors;
+}
+
+bool ListenerPlacedOn(const Listener& listener, absl::string_view group) {
+  if (listener.node_groups().empty()) return true;
+  for (const std::string& g : listener.node_groups()) {
+    if (g == group) return true;
+  }
+  return false;
 }
 
 absl::Status ToStatus(const std::vector<ValidationError>& errors) {

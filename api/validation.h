@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
 
@@ -102,7 +103,8 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 
 // Every per-resource rule plus the rules across resources: references to
 // unknown route tables, clusters and Secrets (or Secrets of the wrong type),
-// listeners that conflict on an address, Consumers that share an API key
+// listeners that conflict on an address (two listeners whose node_groups are
+// both set and disjoint never do: no proxy binds both), Consumers that share an API key
 // (plain keys compared by their SHA-256 with key_sha256 values) or a
 // basic-auth username.
 // With `changed`, the per-resource rules run only for those ids (the rest
@@ -110,6 +112,10 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // run over the whole state.
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
                                            const std::set<ResourceId>* changed = nullptr);
+
+// Whether a proxy started with --group `group` binds and serves `listener`:
+// its node_groups is empty or names `group`.
+bool ListenerPlacedOn(const config::v1::Listener& listener, absl::string_view group);
 
 // OK, or INVALID_ARGUMENT listing the errors one per line (at most 20, then a
 // count of the rest).

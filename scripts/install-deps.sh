@@ -15,7 +15,16 @@ PACKAGES=(
   # real peers and clients used by tests, the quickstart and benchmarks
   curl nghttp2-client openssl nginx haproxy wrk python3 python3-websockets python3-grpcio
   prometheus python3-jwt python3-cryptography
+  # tests/deploy: the Kubernetes manifests' checks
+  python3-yaml
 )
+# kubectl (`kubectl kustomize`, offline) for tests/deploy: Debian's
+# kubernetes-client, unless a kubectl is installed already (another vendor's
+# package, e.g. Google Cloud SDK's, also owns /usr/bin/kubectl and the two
+# would conflict).
+if ! command -v kubectl >/dev/null 2>&1; then
+  PACKAGES+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

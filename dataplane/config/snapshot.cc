@@ -191,7 +191,8 @@ absl::StatusOr<std::shared_ptr<ListenSockets>> ListenerSocketCache::Get(
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
-    const ConfigSnapshot* previous, const std::set<api::ResourceId>* changed) {
+    const ConfigSnapshot* previous, const std::set<api::ResourceId>* changed,
+    absl::string_view node_group) {
   // Unchanged resources passed the per-resource rules when they came.
   const bool incremental = previous != nullptr && changed != nullptr;
   if (absl::Status status = api::CheckState(resources, incremental ? changed : nullptr);
@@ -297,6 +298,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
   for (const auto& [id, resource] : resources) {
     if (!resource.has_listener()) continue;
     const auto& l = resource.listener();
+    if (!api::ListenerPlacedOn(l, node_group)) continue;  // another group's
     auto address = net::ParseAddress(l.address(), static_cast<uint16_t>(l.port()));
     if (!address.ok()) {
       return absl::InvalidArgumentError(

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
 #include "dataplane/accesslog/access_log.h"
@@ -124,11 +125,15 @@ struct ConfigSnapshot {
 // `previous` compiled as they are, so one changed route costs one route
 // table's compilation, not the whole config's. (A cluster whose tls names a
 // changed Secret is compiled again.)
+//
+// Only the listeners placed on `node_group` (the proxy's --group; see
+// api::ListenerPlacedOn) are bound and compiled; the whole config is
+// validated all the same.
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
     const ConfigSnapshot* previous = nullptr,
-    const std::set<api::ResourceId>* changed = nullptr);
+    const std::set<api::ResourceId>* changed = nullptr, absl::string_view node_group = "");
 
 }  // namespace sluice::config
 

@@ -66,9 +66,11 @@ void InitPerWorkerState(int workers) {
 class ProxyServer {
  public:
   // `main_loop` runs the active health checks.
+  // `node_group` is the proxy's --group: only listeners placed on it are bound.
   ProxyServer(event::Dispatcher& main_loop, int workers,
-              std::unique_ptr<controlplane::FileStore> state_store)
+              std::unique_ptr<controlplane::FileStore> state_store, std::string node_group)
       : main_loop_(main_loop),
+        node_group_(std::move(node_group)),
         proxy_stats_(store_),
         sockets_(workers),
         state_store_(std::move(state_store)),
@@ -105,7 +107,7 @@ class ProxyServer {
     registry_.Prune();
     store_.Prune();
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
-                                            previous.get(), changed);
+                                            previous.get(), changed, node_group_);
     if (!snapshot.ok()) {
       configs_rejected_->Inc();
       return snapshot.status();
@@ -183,6 +185,7 @@ class ProxyServer {
 
  private:
   event::Dispatcher& main_loop_;
+  const std::string node_group_;
   stats::StatsStore store_;
   server::ProxyStats proxy_stats_;
   upstream::HealthRegistry registry_;
@@ -340,7 +343,8 @@ int Run(int argc, char** argv) {
 
   event::Dispatcher main_loop;
   InitPerWorkerState(workers);
-  ProxyServer proxy(main_loop, workers, std::move(state_store));
+  const std::string node_group = get("group", "");
+  ProxyServer proxy(main_loop, workers, std::move(state_store), node_group);
   proxy.StartWorkers();
   if (held.version > 0) {
     absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false);
@@ -382,7 +386,7 @@ int Run(int argc, char** argv) {
 
   discovery::v1::Node node;
   node.set_id(node_id);
-  node.set_group(get("group", ""));
+  node.set_group(node_group);
   node.set_build_version(kBuildVersion);
   (*node.mutable_labels())["pid"] = std::to_string(getpid());
   config::ConfigClient client(

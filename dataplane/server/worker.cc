@@ -252,6 +252,14 @@ void Worker::StartDrain() {
     for (const auto& [fd, slot] : accepting_) queued.emplace_back(slot.listener, fd);
     for (const auto& [listener, fd] : queued) Accept(listener, fd);
     accepting_.clear();
+    // Stop listening. The fds stay open (the socket cache and the snapshot
+    // own them until exit), so without this the kernel would go on
+    // completing handshakes into a backlog nobody accepts: a load balancer
+    // that has not yet seen /ready fail would send requests there, and they
+    // would be reset only when the process exits. Now they are refused at
+    // once (a connect failure every balancer retries elsewhere), and a
+    // SO_REUSEPORT sibling takes this socket's share.
+    for (const auto& [listener, fd] : queued) ::shutdown(fd, SHUT_RD);
     for (DownstreamSession* c : Sessions()) c->StartDrain();
   });
 }

@@ -154,6 +154,47 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
   EXPECT_NE(e.find("access_log.path: is required"), std::string::npos) << e;
 }
 
+TEST(ValidationTest, ListenersInDisjointNodeGroupsShareAPort) {
+  auto state = Valid();
+  Resource a = Parse(R"(listener { name: "r1" address: "127.0.0.1" port: 9090
+      route_table: "main" node_groups: "r1" })");
+  Resource b = Parse(R"(listener { name: "r2" address: "0.0.0.0" port: 9090
+      route_table: "main" node_groups: "r2" node_groups: "r3" })");
+  state[IdOf(a)] = a;
+  state[IdOf(b)] = b;
+  EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+  // A shared group, or a listener on every proxy, conflicts as before.
+  b.mutable_listener()->add_node_groups("r1");
+  state[IdOf(b)] = b;
+  std::string e(CheckState(state).message());
+  EXPECT_NE(e.find("Listener \"r2\": port: 0.0.0.0:9090 conflicts with Listener \"r1\""),
+            std::string::npos) << e;
+  b.mutable_listener()->clear_node_groups();
+  state[IdOf(b)] = b;
+  EXPECT_FALSE(CheckState(state).ok());
+}
+
+TEST(ValidationTest, NodeGroupsAreNamesListedOnce) {
+  std::string e = ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" node_groups: "r1" node_groups: "bad group" node_groups: "r1"
+      node_groups: "" })");
+  EXPECT_NE(e.find("node_groups[1]: 'bad group' may contain only letters"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node_groups[2]: 'r1' is already listed at node_groups[0]"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("node_groups[3]: is required"), std::string::npos) << e;
+}
+
+TEST(ValidationTest, ListenerPlacement) {
+  Resource r = Parse(R"(listener { name: "l" node_groups: "a" node_groups: "b" })");
+  EXPECT_TRUE(ListenerPlacedOn(r.listener(), "b"));
+  EXPECT_FALSE(ListenerPlacedOn(r.listener(), "c"));
+  EXPECT_FALSE(ListenerPlacedOn(r.listener(), ""));
+  r.mutable_listener()->clear_node_groups();
+  EXPECT_TRUE(ListenerPlacedOn(r.listener(), ""));
+  EXPECT_TRUE(ListenerPlacedOn(r.listener(), "c"));
+}
+
 TEST(ValidationTest, ConflictingListeners) {
   auto state = Valid();
   Resource r = Parse(R"(listener { name: "second" address: "0.0.0.0" port: 8080 route_table: "main" })");

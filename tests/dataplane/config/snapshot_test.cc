@@ -55,6 +55,35 @@ TEST(SnapshotTest, CompilesEveryKindWithDefaults) {
   EXPECT_EQ(l.route_table->route(0).name, "a");
 }
 
+TEST(SnapshotTest, BindsOnlyTheListenersPlacedOnItsGroup) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  int other_port = testing::PickFreePort();
+  // "l" is on every proxy; "mine" on group r1; "theirs" (same port as "mine")
+  // on r2 only.
+  std::string extra = "listener { name: \"theirs\" address: \"127.0.0.1\" port: " +
+                      std::to_string(other_port) +
+                      " route_table: \"rt\" node_groups: \"r2\" }";
+  auto state = State(port, extra);
+  api::Resource mine = state.at({config::v1::LISTENER, "theirs"});
+  mine.mutable_listener()->set_name("mine");
+  mine.mutable_listener()->set_node_groups(0, "r1");
+  state[api::IdOf(mine)] = mine;
+  auto snapshot = CompileSnapshot(1, state, sockets, store, registry, nullptr, nullptr, "r1");
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ((*snapshot)->listeners.count("l"), 1u);
+  EXPECT_EQ((*snapshot)->listeners.count("mine"), 1u);
+  EXPECT_EQ((*snapshot)->listeners.count("theirs"), 0u);
+  // A proxy without a group binds only the listeners on every proxy.
+  ListenerSocketCache other_sockets(1);
+  auto ungrouped = CompileSnapshot(1, state, other_sockets, store, registry);
+  ASSERT_TRUE(ungrouped.ok()) << ungrouped.status();
+  EXPECT_EQ((*ungrouped)->listeners.size(), 1u);
+  EXPECT_EQ((*ungrouped)->listeners.count("l"), 1u);
+}
+
 TEST(SnapshotTest, KeptListenerKeepsItsSockets) {
   ListenerSocketCache sockets(1);
   stats::StatsStore store;
