@@ -249,17 +249,21 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
         const auto& old_stats = previous->route_stats.at(id.second);
         kept.reserve(old_table.route_count());
         for (uint32_t i = 0; i < old_table.route_count(); ++i) {
-          kept.emplace(old_table.route(i).name, &old_stats[i]);
+          kept.emplace(absl::StrCat(old_table.route(i).name, "\n", old_table.route(i).virtual_host),
+                       &old_stats[i]);
         }
       }
       for (uint32_t i = 0; i < (*table)->route_count(); ++i) {
-        if (auto it = kept.find((*table)->route(i).name); it != kept.end()) {
+        if (auto it = kept.find(absl::StrCat((*table)->route(i).name, "\n",
+                                             (*table)->route(i).virtual_host));
+            it != kept.end()) {
           route_stats[i] = *it->second;
           continue;
         }
         std::string route_labels =
             absl::StrCat("route_table=", stats::LabelValue(id.second),
-                         ",route=", stats::LabelValue((*table)->route(i).name));
+                         ",route=", stats::LabelValue((*table)->route(i).name),
+                         ",virtual_host=", stats::LabelValue((*table)->route(i).virtual_host));
         for (int c = 1; c <= 5; ++c) {
           route_stats[i].by_class[c] = store.GetCounter(
               "sluice_route_requests_total",

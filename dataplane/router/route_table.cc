@@ -502,6 +502,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
       entry.name = route_config.name().empty()
                        ? absl::StrCat(vhost_label, "/", r)
                        : route_config.name();
+      entry.virtual_host = vhost_label;
       entry.timeout = api::kDefaultRouteTimeout;
       switch (route_config.action_case()) {
         case config::v1::Route::kRoute: {

@@ -98,6 +98,8 @@ struct RouteEntry {
   uint32_t id = 0;
   // route.name, or "<vhost name, or its index when unnamed>/<route index>".
   std::string name;
+  // The virtual host's name, or its index when unnamed (metrics' label).
+  std::string virtual_host;
   Action action = Action::kCluster;
 
   // kCluster: `cluster` gives one entry of weight 1; weighted_clusters one

@@ -168,7 +168,8 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
   auto [status, text] = proxy_->Admin("/metrics");
   ASSERT_EQ(status, 200);
   EXPECT_TRUE(absl::StrContains(
-      text, "sluice_route_request_duration_seconds_count{route_table=\"main\",route=\"keyed\"} 6\n"))
+      text, "sluice_route_request_duration_seconds_count{route_table=\"main\",route=\"keyed\","
+            "virtual_host=\"0\"} 6\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(
       text, "sluice_upstream_first_byte_seconds_count{cluster=\"web\"} 5\n"))

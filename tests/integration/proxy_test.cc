@@ -413,7 +413,8 @@ TEST_F(ProxyTest, AdminStatsAndConfigDump) {
     EXPECT_NE(body.find("\"backends\""), std::string::npos);
     EXPECT_EQ(p->Stat("sluice_config_version"), 1);
     total += std::max<int64_t>(0, p->Stat(
-        "sluice_route_requests_total{route_table=\"main\",route=\"all/0\",status_class=\"2xx\"}"));
+        "sluice_route_requests_total{route_table=\"main\",route=\"all/0\",virtual_host=\"all\","
+        "status_class=\"2xx\"}"));
   }
   EXPECT_EQ(total, 1);
 }
