@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "api/validation.h"
+#include "common/json_string.h"
 #include "common/log.h"
 
 namespace sluice::accesslog {
@@ -67,57 +68,6 @@ void AppendMillis(std::string* out, absl::Duration d) {
 
 const std::vector<std::string>& FieldNames() { return api::AccessLogFieldNames(); }
 
-void AppendJsonString(std::string* out, std::string_view value) {
-  out->push_back('"');
-  // Most values need no escaping: copy them whole.
-  size_t plain = 0;
-  while (plain < value.size()) {
-    unsigned char c = static_cast<unsigned char>(value[plain]);
-    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') break;
-    ++plain;
-  }
-  out->append(value.data(), plain);
-  size_t i = plain;
-  while (i < value.size()) {
-    unsigned char c = static_cast<unsigned char>(value[i]);
-    if (c < 0x80) {
-      if (c == '"' || c == '\\') {
-        out->push_back('\\');
-        out->push_back(static_cast<char>(c));
-      } else if (c < 0x20 || c == 0x7f) {
-        char esc[8];
-        snprintf(esc, sizeof(esc), "\\u%04x", c);
-        out->append(esc);
-      } else {
-        out->push_back(static_cast<char>(c));
-      }
-      ++i;
-      continue;
-    }
-    // A UTF-8 sequence: copied when well formed, else U+FFFD for the byte.
-    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-    bool ok = n > 0 && i + n <= value.size();
-    for (size_t k = 1; ok && k < n; ++k) {
-      ok = (static_cast<unsigned char>(value[i + k]) & 0xc0) == 0x80;
-    }
-    if (ok && n == 3) {
-      unsigned char c1 = static_cast<unsigned char>(value[i + 1]);
-      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);  // overlong, surrogates
-    }
-    if (ok && n == 4) {
-      unsigned char c1 = static_cast<unsigned char>(value[i + 1]);
-      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
-    }
-    if (ok) {
-      out->append(value.substr(i, n));
-      i += n;
-    } else {
-      out->append("\\ufffd");
-      ++i;
-    }
-  }
-  out->push_back('"');
-}
 
 // One file (or stdout): per-worker buffers and the thread that writes them.
 class Destination {
@@ -325,13 +275,13 @@ void AccessLog::Log(int worker, const Entry& e) const {
     line.append("\":");
     switch (f) {
       case kTime: AppendTime(&line, e.start); break;
-      case kRequestId: AppendJsonString(&line, e.request_id); break;
-      case kTraceId: AppendJsonString(&line, e.trace_id); break;
-      case kClientIp: AppendJsonString(&line, e.client_ip); break;
-      case kMethod: AppendJsonString(&line, e.method); break;
-      case kAuthority: AppendJsonString(&line, e.authority); break;
-      case kPath: AppendJsonString(&line, e.path); break;
-      case kProtocol: AppendJsonString(&line, e.protocol); break;
+      case kRequestId: common::AppendJsonString(&line, e.request_id); break;
+      case kTraceId: common::AppendJsonString(&line, e.trace_id); break;
+      case kClientIp: common::AppendJsonString(&line, e.client_ip); break;
+      case kMethod: common::AppendJsonString(&line, e.method); break;
+      case kAuthority: common::AppendJsonString(&line, e.authority); break;
+      case kPath: common::AppendJsonString(&line, e.path); break;
+      case kProtocol: common::AppendJsonString(&line, e.protocol); break;
       case kStatus: absl::StrAppend(&line, e.status); break;
       case kBytesIn: absl::StrAppend(&line, e.bytes_in); break;
       case kBytesOut: absl::StrAppend(&line, e.bytes_out); break;
@@ -343,15 +293,15 @@ void AccessLog::Log(int worker, const Entry& e) const {
           AppendMillis(&line, e.upstream_duration);
         }
         break;
-      case kRoute: AppendJsonString(&line, e.route); break;
-      case kCluster: AppendJsonString(&line, e.cluster); break;
-      case kEndpoint: AppendJsonString(&line, e.endpoint); break;
+      case kRoute: common::AppendJsonString(&line, e.route); break;
+      case kCluster: common::AppendJsonString(&line, e.cluster); break;
+      case kEndpoint: common::AppendJsonString(&line, e.endpoint); break;
       case kAttempts: absl::StrAppend(&line, e.attempts); break;
-      case kConsumer: AppendJsonString(&line, e.consumer); break;
-      case kTlsVersion: AppendJsonString(&line, e.tls_version); break;
-      case kSni: AppendJsonString(&line, e.sni); break;
-      case kUserAgent: AppendJsonString(&line, e.user_agent); break;
-      case kResponseFlag: AppendJsonString(&line, e.response_flag); break;
+      case kConsumer: common::AppendJsonString(&line, e.consumer); break;
+      case kTlsVersion: common::AppendJsonString(&line, e.tls_version); break;
+      case kSni: common::AppendJsonString(&line, e.sni); break;
+      case kUserAgent: common::AppendJsonString(&line, e.user_agent); break;
+      case kResponseFlag: common::AppendJsonString(&line, e.response_flag); break;
     }
   }
   line.append("}\n");

@@ -85,9 +85,6 @@ void FlushAll();
 // Closes destinations no listener uses any more. Config thread.
 void PruneUnused();
 
-// JSON string escaping (RFC 8259) of `value` appended to `out`, quotes
-// included; bytes that are not valid UTF-8 are written as \ufffd.
-void AppendJsonString(std::string* out, std::string_view value);
 
 }  // namespace sluice::accesslog
 

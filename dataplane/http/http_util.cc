@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/json_string.h"
+
 namespace sluice::http {
 namespace {
 
@@ -138,25 +140,11 @@ std::string_view ReasonPhrase(int status) {
 }
 
 std::string ErrorBody(std::string_view error, std::string_view request_id) {
-  std::string out = "{\"error\":\"";
-  auto escape = [&out](std::string_view s) {
-    for (char c : s) {
-      if (c == '"' || c == '\\') {
-        out += '\\';
-        out += c;
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        char buf[8];
-        std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-        out += buf;
-      } else {
-        out += c;
-      }
-    }
-  };
-  escape(error);
-  out += "\",\"request_id\":\"";
-  escape(request_id);
-  out += "\"}\n";
+  std::string out = "{\"error\":";
+  common::AppendJsonString(&out, error);
+  out += ",\"request_id\":";
+  common::AppendJsonString(&out, request_id);
+  out += "}\n";
   return out;
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "common/json_string.h"
 #include "dataplane/stats/stats.h"
 
 namespace sluice::accesslog {
@@ -96,7 +97,7 @@ TEST(AccessLogTest, ChosenFieldsInTheirOrder) {
 
 TEST(AccessLogTest, StringsAreEscapedAndInvalidUtf8Replaced) {
   std::string out;
-  AppendJsonString(&out, "a\"b\\c\nd\x01 \xc3\xa9 \xff \xe2\x82 \xed\xa0\x80");
+  common::AppendJsonString(&out, "a\"b\\c\nd\x01 \xc3\xa9 \xff \xe2\x82 \xed\xa0\x80");
   EXPECT_EQ(out, "\"a\\\"b\\\\c\\u000ad\\u0001 \xc3\xa9 \\ufffd \\ufffd\\ufffd \\ufffd\\ufffd\\ufffd\"");
 }
 
