@@ -75,6 +75,9 @@ struct StreamInfo {
   // consumer, given when no credential matched.
   const auth::Consumer* consumer = nullptr;
   bool anonymous_consumer = false;
+  // A detached exchange the gateway started itself (StartBackgroundRefresh):
+  // no client waits for its response.
+  bool background = false;
 };
 
 enum class FilterStatus {
@@ -127,6 +130,13 @@ class FilterCallbacks {
   // The path and query that go upstream from here on (routing has already
   // happened), e.g. with a credential removed from the query.
   virtual void SetPath(std::string path_and_query) = 0;
+  // Sends this request again in the background, once this exchange is
+  // answered: a detached exchange through the same listener, route and
+  // policies with the request head as the client sent it (no body), whose
+  // response no client sees (its filters see info().background). For a
+  // cache's stale-while-revalidate. Ignored for a request with a body and
+  // for a background exchange itself.
+  virtual void StartBackgroundRefresh() = 0;
 };
 
 class Filter {
@@ -188,6 +198,33 @@ class Filter {
   // client (hop-by-hop and framing fields removed). Filters may change
   // headers here, not answer instead.
   virtual void OnResponseHeaders(int status, HeaderMap& headers, FilterCallbacks& callbacks) {}
+
+  // The hooks below run only for filters whose factory observes_upstream().
+  //
+  // The upstream's response head, once no retry follows, before anything of
+  // it goes to the client: the filter may answer instead (SendResponse(),
+  // then kStopLocalReply) and the upstream's response is discarded -- a
+  // cache that revalidated (304) or serves stale over a 5xx. Reverse chain
+  // order; `headers` are the end-to-end fields (no framing). Not called for
+  // a 101 (WebSocket) or a gRPC response.
+  virtual FilterStatus OnUpstreamHeaders(int status, const HeaderMap& headers,
+                                         FilterCallbacks& callbacks) {
+    return FilterStatus::kContinue;
+  }
+  // The route's upstream could not answer before the response began (no
+  // healthy endpoint, breaker open, connect failure, reset, timeout): the
+  // gateway is about to answer `status` (502, 503 or 504). The filter may
+  // answer instead (SendResponse(), kStopLocalReply). Reverse chain order.
+  virtual FilterStatus OnUpstreamError(int status, FilterCallbacks& callbacks) {
+    return FilterStatus::kContinue;
+  }
+  // The body of the upstream's response as it goes to the client, piece by
+  // piece (as the client gets it: after OnResponseBody hooks when held).
+  // Read-only. OnResponseEnd follows when the response went out whole; a
+  // response cut short (upstream reset, client gone) gets none -- the
+  // filter is destroyed without it.
+  virtual void OnResponseData(std::string_view data, FilterCallbacks& callbacks) {}
+  virtual void OnResponseEnd(FilterCallbacks& callbacks) {}
 };
 
 // One policy instance in a compiled route chain. Thread-safe (immutable).
@@ -203,6 +240,10 @@ class FilterFactory {
   // Bytes of response body this policy's OnResponseBody may need held; 0:
   // it has no OnResponseBody.
   virtual uint64_t response_body_limit() const { return 0; }
+  // The filter implements OnUpstreamHeaders, OnUpstreamError,
+  // OnResponseData and OnResponseEnd (streams of other routes never pay
+  // for them).
+  virtual bool observes_upstream() const { return false; }
 };
 
 }  // namespace sluice::http

@@ -129,6 +129,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
     outer_->SetConsumer(consumer, false);
   }
   void SetPath(std::string path_and_query) override { outer_->SetPath(std::move(path_and_query)); }
+  void StartBackgroundRefresh() override { outer_->StartBackgroundRefresh(); }
 
   std::vector<std::unique_ptr<http::Filter>> filters_;
   http::FilterCallbacks* outer_ = nullptr;

@@ -229,6 +229,9 @@ void ProxyStream::Reset() {
   log_user_agent_.clear();
   response_hold_limit_ = 0;
   holding_response_ = false;
+  observes_upstream_ = in_upstream_error_ = false;
+  hook_head_ = nullptr;
+  background_request_.reset();
   resume_token_.reset();
   deferred_.reset();  // what a pause or a hold kept goes (an idle connection keeps none)
   max_body_bytes_ = 0;
@@ -752,6 +755,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   info_.method = method_;
   info_.path = path_;
   info_.route_name = route_->name;
+  info_.background = head.background;
   info_.request_content_length = head.body == RequestHead::Body::kLength
                                      ? static_cast<int64_t>(head.content_length)
                                      : head.body == RequestHead::Body::kNone ? 0 : -1;
@@ -777,8 +781,12 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
     if (limit > 0 && (response_hold_limit_ == 0 || limit < response_hold_limit_)) {
       response_hold_limit_ = limit;
     }
+    observes_upstream_ = observes_upstream_ || factory->observes_upstream();
   }
-  return RunFiltersFrom(0);
+  hook_head_ = &head;
+  ChainResult result = RunFiltersFrom(0);
+  hook_head_ = nullptr;
+  return result;
 }
 
 ProxyStream::ChainResult ProxyStream::RunFiltersFrom(size_t first) {
@@ -811,7 +819,10 @@ void ProxyStream::ContinueRequest() {
   if (!active_ || !paused_ || response_started_) return;
   paused_ = false;
   resume_token_.reset();  // handles of this pause are spent
-  if (RunFiltersFrom(filters_entered_) != ChainResult::kDone) return;
+  hook_head_ = &deferred().saved_head;
+  ChainResult result = RunFiltersFrom(filters_entered_);
+  hook_head_ = nullptr;
+  if (result != ChainResult::kDone) return;
   FiltersDone(deferred().saved_head);
   if (!active_) return;
   sink_.SetRequestReadEnabled(true);
@@ -904,6 +915,67 @@ void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
   for (size_t i = filters_entered_; i > 0; --i) {
     filters_[i - 1]->OnResponseHeaders(status, headers, *this);
   }
+}
+
+bool ProxyStream::RunUpstreamHeadersFilters(int status) {
+  http::HeaderMap fields;
+  for (const http::HeaderField& f : response_fields_) fields.Add(f.name, f.value);
+  for (size_t i = filters_entered_; i > 0; --i) {
+    if (!(*chain_)[i - 1]->observes_upstream()) continue;
+    current_filter_ = i - 1;
+    http::FilterStatus result = filters_[i - 1]->OnUpstreamHeaders(status, fields, *this);
+    if (!active_ || response_started_) return true;
+    if (result == http::FilterStatus::kStopLocalReply) {
+      SendLocalResponse(500, "a policy stopped the response without answering");
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ProxyStream::RunUpstreamErrorFilters(int status) {
+  in_upstream_error_ = true;
+  for (size_t i = filters_entered_; i > 0; --i) {
+    if (!(*chain_)[i - 1]->observes_upstream()) continue;
+    current_filter_ = i - 1;
+    http::FilterStatus result = filters_[i - 1]->OnUpstreamError(status, *this);
+    if (!active_ || response_started_) return true;
+    if (result == http::FilterStatus::kStopLocalReply) break;  // answered nothing: ours goes
+  }
+  in_upstream_error_ = false;
+  current_filter_ = filters_.size();  // the gateway's own answer, not a policy's
+  return false;
+}
+
+void ProxyStream::RunResponseDataFilters(std::string_view data) {
+  for (size_t i = filters_entered_; i > 0; --i) {
+    if ((*chain_)[i - 1]->observes_upstream()) filters_[i - 1]->OnResponseData(data, *this);
+  }
+}
+
+void ProxyStream::RunResponseEndFilters() {
+  for (size_t i = filters_entered_; i > 0; --i) {
+    if ((*chain_)[i - 1]->observes_upstream()) filters_[i - 1]->OnResponseEnd(*this);
+  }
+}
+
+void ProxyStream::StartBackgroundRefresh() {
+  // Only from a request-head hook, for a request without a body, once.
+  if (hook_head_ == nullptr || info_.background || has_body_ || background_request_ != nullptr) {
+    return;
+  }
+  const RequestHead& head = *hook_head_;
+  auto request = std::make_unique<BackgroundRequest>();
+  request->listener = listener_;
+  request->peer_ip.assign(peer_ip_);
+  request->secure = transport_.secure();
+  request->method.assign(head.method);
+  request->target.assign(head.target);
+  request->authority.assign(head.authority);
+  request->authority_from_target = head.authority_from_target;
+  request->http2 = head.http2;
+  for (const http::HeaderField& h : *head.headers) request->fields.Add(h.name, h.value);
+  background_request_ = std::move(request);
 }
 
 void ProxyStream::SendLocalReply(int status, std::string_view message,
@@ -1334,6 +1406,8 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   out.status = head.status;
   out.reason = head.reason;
   CollectResponseFields(head);
+  // A policy may answer instead (a cache's revalidated or stale entry).
+  if (observes_upstream_ && !grpc_ && RunUpstreamHeadersFilters(head.status)) return;
   if (upstream_no_body_) {
     out.body = ResponseHead::Body::kNone;
     if (head.framing == http::BodyFraming::kContentLength) {
@@ -1394,6 +1468,7 @@ void ProxyStream::ReleaseHeldResponse() {
   std::string body = std::move(deferred().held_body);
   deferred().held_body.clear();
   bytes_out_ += body.size();
+  if (observes_upstream_) RunResponseDataFilters(body);
   sink_.EncodeData(body);
 }
 
@@ -1425,6 +1500,9 @@ void ProxyStream::CompleteHeldResponse() {
   EncodeResponseHead(deferred().held_head, fields);
   if (!active_) return;
   bytes_out_ += deferred().held_body.size();
+  if (observes_upstream_ && !deferred().held_body.empty()) {
+    RunResponseDataFilters(deferred().held_body);
+  }
   if (!deferred().held_body.empty()) sink_.EncodeData(deferred().held_body);
 }
 
@@ -1517,6 +1595,7 @@ void ProxyStream::OnUpstreamBody(std::string_view bytes) {
     return;
   }
   bytes_out_ += bytes.size();
+  if (observes_upstream_ && !tunnel_) RunResponseDataFilters(bytes);
   sink_.EncodeData(bytes);
   if (!active_ || !HasUpstream()) return;
   if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
@@ -1553,6 +1632,7 @@ void ProxyStream::OnUpstreamComplete() {
     CompleteHeldResponse();
     if (!active_) return;
   }
+  if (observes_upstream_) RunResponseEndFilters();
   sink_.EncodeEnd(response_trailers_);
   Finish();
 }
@@ -1690,6 +1770,13 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     Fail();
     return;
   }
+  // The route's upstream failed before its response began: a policy may
+  // answer instead (a cache's stale entry).
+  if (observes_upstream_ && cluster_ != nullptr && !grpc_ && !in_upstream_error_ &&
+      (status == 502 || status == 503 || status == 504)) {
+    if (HasUpstream()) ReleaseUpstream(false);
+    if (RunUpstreamErrorFilters(status)) return;
+  }
   if (response_flag_.empty()) response_flag_ = "local_reply";
   if (HasUpstream()) ReleaseUpstream(false);
   if (grpc_ && !error.empty()) {
@@ -1781,6 +1868,7 @@ void ProxyStream::Finish() {
   snapshot_.reset();
   upstream_.reset();
   upstream2_.reset();
+  if (background_request_ != nullptr) worker_.StartBackground(std::move(background_request_));
   sink_.OnStreamDone();  // may destroy this stream: nothing after it
 }
 

@@ -54,6 +54,23 @@ struct RequestHead {
   bool upgrade = false;  // HTTP/1: Connection: upgrade with an Upgrade field
   bool http10 = false;
   bool http2 = false;
+  // A detached exchange the gateway started (a cache's background refresh):
+  // filters see StreamInfo::background.
+  bool background = false;
+};
+
+// A request to send again in the background (FilterCallbacks::
+// StartBackgroundRefresh): the head as the client sent it, owned.
+struct BackgroundRequest {
+  std::string listener;
+  std::string peer_ip;
+  bool secure = false;
+  std::string method;
+  std::string target;
+  std::string authority;
+  bool authority_from_target = false;
+  bool http2 = false;
+  http::HeaderMap fields;
 };
 
 // A response head for the sink to encode. Views are valid during the call.
@@ -157,8 +174,16 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   const auth::ConsumerIndex& consumers() const override;
   void SetConsumer(const auth::Consumer* consumer, bool anonymous) override;
   void SetPath(std::string path_and_query) override;
+  void StartBackgroundRefresh() override;
 
  private:
+  // The route's policies that observe the upstream (observes_upstream()):
+  // their hooks, in reverse chain order. An answering hook leaves
+  // response_started_ set (or the stream inactive): true then.
+  bool RunUpstreamHeadersFilters(int status);
+  bool RunUpstreamErrorFilters(int status);
+  void RunResponseDataFilters(std::string_view data);
+  void RunResponseEndFilters();
   // The request's end-to-end fields as they go upstream: hop-by-hop and
   // framing ones dropped, Host from an absolute target, x-forwarded-for
   // appended, x-forwarded-proto and x-request-id set. emit(name, value).
@@ -352,6 +377,13 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string client_ip_storage_;
   // "00-<trace id>-<span id>-<flags>": the trace id at [3, 35).
   char traceparent_[55];
+  // Some policy of the chain observes_upstream().
+  bool observes_upstream_ = false;
+  bool in_upstream_error_ = false;  // the OnUpstreamError hooks run
+  // The request head the hooks see (valid while a request-head hook runs).
+  const RequestHead* hook_head_ = nullptr;
+  // Sent when this exchange ends (StartBackgroundRefresh).
+  std::unique_ptr<BackgroundRequest> background_request_;
   // A policy paused the chain (kStopIteration) at filters_[filters_entered_ - 1].
   bool paused_ = false;
   bool in_hook_ = false;            // a request-head hook is running

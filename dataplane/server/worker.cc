@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/server/downstream_connection.h"
+#include "dataplane/server/proxy_stream.h"
 
 namespace sluice::server {
 
@@ -222,6 +223,7 @@ void Worker::Start() {
     accepting_.clear();
     for (DownstreamSession* c : Sessions()) c->StartDrain();
     for (DownstreamSession* c : Sessions()) RemoveConnection(c);
+    background_.clear();
     pool_.CloseAllIdle();
     h2_pool_.DrainExcept({});
     dispatcher_.RunDeferredDeletes();
@@ -393,6 +395,97 @@ void Worker::ReplaceConnection(DownstreamSession* old_session, DownstreamSession
   connections_.erase(it);
   connections_.emplace(new_session, std::move(sockets));
   dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(old_session));
+}
+
+// A detached exchange: a ProxyStream whose response goes nowhere.
+class Worker::BackgroundExchange : public DownstreamSink, public event::DeferredDeletable {
+ public:
+  BackgroundExchange(Worker& worker, std::unique_ptr<BackgroundRequest> request)
+      : worker_(worker),
+        request_(std::move(request)),
+        transport_(request_->secure),
+        stream_(worker, *this, request_->listener, request_->peer_ip, transport_) {}
+  ~BackgroundExchange() override { stream_.OnDownstreamGone(); }
+
+  void Start() {
+    if (started_) return;
+    started_ = true;
+    for (const http::HeaderMap::Field& f : request_->fields.fields()) {
+      views_.push_back({f.name, f.value});
+    }
+    RequestHead head;
+    head.method = request_->method;
+    head.target = request_->target;
+    head.authority = request_->authority;
+    head.authority_from_target = request_->authority_from_target;
+    head.headers = &views_;
+    head.http2 = request_->http2;
+    head.background = true;
+    stream_.Start(head);
+    if (!done_) stream_.OnRequestEnd({});
+  }
+
+  // DownstreamSink: the response is dropped.
+  void EncodeHeaders(const ResponseHead&) override {}
+  void EncodeData(std::string_view) override {}
+  void EncodeEnd(const std::vector<http::HeaderField>&) override {}
+  void EncodeContinue() override {}
+  void Abort() override { End(); }
+  size_t buffered_response_bytes() const override { return 0; }
+  void SetRequestReadEnabled(bool) override {}
+  void OnStreamDone() override { End(); }
+
+ private:
+  // The transport the stream asks whether the client's was TLS.
+  class Detached : public net::TransportSocket {
+   public:
+    explicit Detached(bool secure) : secure_(secure) {}
+    void Attach(int) override {}
+    Progress Handshake() override { return Progress::kDone; }
+    ssize_t Read(char*, size_t) override { return 0; }
+    ssize_t Write(const char*, size_t size) override { return static_cast<ssize_t>(size); }
+    bool secure() const override { return secure_; }
+
+   private:
+    const bool secure_;
+  };
+
+  void End() {
+    if (done_) return;
+    done_ = true;
+    worker_.EndBackground(this);
+  }
+
+  Worker& worker_;
+  std::unique_ptr<BackgroundRequest> request_;
+  Detached transport_;
+  std::vector<http::HeaderField> views_;
+  ProxyStream stream_;
+  bool started_ = false;
+  bool done_ = false;
+};
+
+void Worker::StartBackground(std::unique_ptr<BackgroundRequest> request) {
+  if (background_.size() >= kMaxBackground || draining_) {
+    SLUICE_LOG(kDebug, "background request ", request->method, " ", request->target,
+               " dropped: ", background_.size(), " already running");
+    return;
+  }
+  auto exchange = std::make_unique<BackgroundExchange>(*this, std::move(request));
+  BackgroundExchange* raw = exchange.get();
+  background_.emplace(raw, std::move(exchange));
+  // After the current callback: the exchange that asked is still on the stack.
+  dispatcher_.Post([this, raw] {
+    if (background_.count(raw) != 0) raw->Start();
+  });
+}
+
+void Worker::EndBackground(BackgroundExchange* exchange) {
+  auto it = background_.find(exchange);
+  if (it == background_.end()) return;
+  // The exchange may be on the call stack (its stream just finished).
+  dispatcher_.DeferredDelete(std::move(it->second));
+  background_.erase(it);
 }
 
 void Worker::RemoveConnection(DownstreamSession* connection) {

@@ -32,6 +32,7 @@
 namespace sluice::server {
 
 class DownstreamSession;
+struct BackgroundRequest;
 
 // Process-wide counters every worker updates.
 // Requests by consumer and status class
@@ -184,8 +185,17 @@ class Worker {
   // (HTTP/1 to HTTP/2 after ALPN or the h2c preface).
   void RemoveConnection(DownstreamSession* session);
   void ReplaceConnection(DownstreamSession* old_session, DownstreamSession* new_session);
+  // Runs `request` as a detached exchange (a cache's background refresh)
+  // on this worker, after the current callback; its response is dropped.
+  // At most kMaxBackground at a time per worker: beyond, it is dropped.
+  // Worker thread only.
+  static constexpr size_t kMaxBackground = 64;
+  void StartBackground(std::unique_ptr<BackgroundRequest> request);
+  size_t background_exchanges() const { return background_.size(); }
 
  private:
+  class BackgroundExchange;
+  void EndBackground(BackgroundExchange* exchange);
   void ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot);
   void Accept(const std::string& listener, int fd);
   // Out of descriptors: stop accepting for a while instead of spinning.
@@ -216,6 +226,7 @@ class Worker {
   // Open sessions, with the listener sockets whose count they hold.
   std::unordered_map<DownstreamSession*, std::shared_ptr<config::ListenSockets>> connections_;
   std::atomic<int64_t> active_connections_{0};
+  std::unordered_map<BackgroundExchange*, std::unique_ptr<BackgroundExchange>> background_;
   event::Timer accept_backoff_timer_;
   absl::Duration accept_backoff_ = absl::ZeroDuration();
   absl::Time last_accept_error_log_ = absl::InfinitePast();

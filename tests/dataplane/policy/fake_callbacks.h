@@ -48,6 +48,7 @@ class FakeCallbacks : public http::FilterCallbacks {
     path_ = std::move(path_and_query);
     info_.path = path_;
   }
+  void StartBackgroundRefresh() override { ++background_refreshes_; }
 
   // Waits (up to `deadline`) for `n` posted tasks, then runs them here.
   bool RunPosted(size_t n = 1, absl::Duration deadline = absl::Seconds(10)) {
@@ -73,6 +74,7 @@ class FakeCallbacks : public http::FilterCallbacks {
   std::string message_;
   std::string body_;  // SendResponse's
   http::HeaderMap reply_headers_;
+  int background_refreshes_ = 0;
 
  private:
   struct Queue {

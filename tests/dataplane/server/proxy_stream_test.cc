@@ -75,6 +75,40 @@ class BodyRecorderFactory : public http::FilterFactory {
   std::string* seen_;
 };
 
+// Asks for a background refresh of every request a client sent, and
+// records what each exchange's filter saw.
+struct Seen {
+  bool background;
+  std::string probe;
+};
+
+class Refresher : public http::Filter {
+ public:
+  explicit Refresher(std::vector<Seen>* seen) : seen_(seen) {}
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
+                                      http::FilterCallbacks& callbacks) override {
+    const std::string* probe = headers.Get("x-probe");
+    seen_->push_back({callbacks.info().background, probe ? *probe : ""});
+    callbacks.StartBackgroundRefresh();  // ignored in the background exchange
+    return http::FilterStatus::kContinue;
+  }
+
+ private:
+  std::vector<Seen>* seen_;
+};
+
+class RefresherFactory : public http::FilterFactory {
+ public:
+  explicit RefresherFactory(std::vector<Seen>* seen) : seen_(seen) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<Refresher>(seen_);
+  }
+  std::string_view policy_name() const override { return "refresher"; }
+
+ private:
+  std::vector<Seen>* seen_;
+};
+
 class ProxyStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -89,6 +123,8 @@ class ProxyStreamTest : public ::testing::Test {
                  direct_response { status: 200 body: "behind basic-auth" } }
         routes { name: "held" match { prefix: "/held" }
                  direct_response { status: 200 body: "held" } }
+        routes { name: "refresh" match { prefix: "/refresh" }
+                 direct_response { status: 200 body: "fresh" } }
       })pb", &table));
     auto compiled = router::RouteTable::Compile(table);
     ASSERT_TRUE(compiled.ok()) << compiled.status();
@@ -109,6 +145,7 @@ class ProxyStreamTest : public ::testing::Test {
     ASSERT_TRUE(basic_factory.ok());
     chains[0] = {*basic_factory};
     chains[1] = {std::make_shared<BodyRecorderFactory>(&seen_body_)};
+    chains[2] = {std::make_shared<RefresherFactory>(&seen_)};
     api::ResourceMap consumers;
     config::v1::Resource alice;
     alice.mutable_consumer()->set_name("alice");
@@ -170,6 +207,7 @@ class ProxyStreamTest : public ::testing::Test {
   std::string listener_ = "public";
   std::string peer_ = "127.0.0.1";
   std::string seen_body_;
+  std::vector<Seen> seen_;
 };
 
 TEST_F(ProxyStreamTest, APausedRequestResumesAndItsBodyIsKept) {
@@ -266,6 +304,37 @@ TEST_F(ProxyStreamTest, ABodyOverThePolicysLimitIs413) {
   EXPECT_TRUE(absl::StrContains(streamed_sink.body, "1000 bytes a policy of this route can hold"))
       << streamed_sink.body;
   EXPECT_EQ(seen_body_, "");
+}
+
+TEST_F(ProxyStreamTest, ABackgroundRefreshRunsTheRequestAgainDetached) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields = {{"x-probe", "42"}};
+  stream.Start(Head("GET", "/refresh", &fields));
+  // The client's answer comes first, untouched by the refresh.
+  EXPECT_TRUE(sink.done);
+  EXPECT_EQ(sink.body, "fresh");
+  EXPECT_EQ(worker_.background_exchanges(), 1u);
+  ASSERT_TRUE(RunUntil([&] { return seen_.size() == 2 && worker_.background_exchanges() == 0; }));
+  EXPECT_FALSE(seen_[0].background);
+  EXPECT_TRUE(seen_[1].background);
+  EXPECT_EQ(seen_[1].probe, "42");  // the client's fields, as it sent them
+  // The background exchange asks for no refresh of its own.
+  ASSERT_FALSE(RunUntil([&] { return seen_.size() > 2; }, absl::Milliseconds(50)));
+}
+
+TEST_F(ProxyStreamTest, ARequestWithABodyIsNotRefreshedInTheBackground) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/refresh", &fields);
+  head.body = RequestHead::Body::kLength;
+  head.content_length = 2;
+  stream.Start(head);
+  stream.OnRequestData("hi");
+  stream.OnRequestEnd({});
+  EXPECT_TRUE(sink.done);
+  EXPECT_EQ(worker_.background_exchanges(), 0u);
 }
 
 }  // namespace
