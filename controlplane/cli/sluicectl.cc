@@ -11,6 +11,8 @@
 //   sluicectl hash-password [--iterations N]   (password on stdin)
 //   sluicectl [--server HOST:PORT] token create NAME --role viewer|operator|admin
 //   sluicectl [--server HOST:PORT] token list | token revoke NAME
+//   sluicectl [--server HOST:PORT] cache purge [--route R] [--host H]
+//             [--path P | --prefix P] [--group G] [--timeout 5s]
 //
 // --token T (else $SLUICE_TOKEN) is sent as `authorization: Bearer T` on
 // every call (sluice-control --require-tokens).
@@ -72,6 +74,13 @@ commands:
                                     admin) and print it once; needs an admin token
   token list [-o table|json]        the tokens' names, roles and creators (never a token)
   token revoke NAME                 refuse that token from now on
+  cache purge [--route R] [--host H] [--path P | --prefix P] [--group G] [--timeout 5s]
+                                    remove cached responses on every connected proxy (of
+                                    node group G): those of route R, host H, the one key
+                                    P (path and query) or every path under prefix P (all
+                                    of them when no filter is given); waits up to
+                                    --timeout (at most 60s) for each proxy to confirm and
+                                    fails unless all did (operator role)
   hash-password [--iterations N]    read a password from stdin (one line) and print
                                     a password_hash for a Consumer's basic_auth
                                     (no server needed; default N is 100000)
@@ -790,6 +799,65 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   return Fail("token needs create NAME --role ROLE, list, or revoke NAME");
 }
 
+// cache purge [--route R] [--host H] [--path P | --prefix P] [--group G]
+// [--timeout 5s]: prints what the proxies removed and each one that did not
+// confirm; fails unless every targeted proxy confirmed.
+int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
+                 const ParsedFlags& flags) {
+  const auto& args = flags.positional;  // "cache", VERB
+  if (args.size() != 2 || args[1] != "purge") {
+    return Fail(
+        "cache needs purge [--route R] [--host H] [--path P | --prefix P] "
+        "[--group G]");
+  }
+  auto value = [&](const std::string& name) {
+    auto it = flags.values.find(name);
+    return it == flags.values.end() ? std::string() : it->second;
+  };
+  admin::v1::PurgeCacheRequest request;
+  request.set_route(value("route"));
+  request.set_host(value("host"));
+  request.set_path(value("path"));
+  request.set_prefix(value("prefix"));
+  request.set_group(value("group"));
+  absl::Duration timeout = absl::Seconds(5);
+  if (auto it = flags.values.find("timeout"); it != flags.values.end()) {
+    if (!absl::ParseDuration(it->second, &timeout) ||
+        timeout < absl::Milliseconds(1) || timeout > absl::Seconds(60)) {
+      return Fail(absl::StrCat("--timeout ", it->second,
+                               ": expected a duration of 1ms..60s"));
+    }
+  }
+  request.set_timeout_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(timeout)));
+  // The call waits for the proxies: give it the timeout and room to answer.
+  auto context = Context();
+  context->set_deadline(
+      std::chrono::system_clock::now() +
+      absl::ToChronoMilliseconds(timeout + absl::Seconds(30)));
+  admin::v1::PurgeCacheResponse response;
+  grpc::Status status = stub.PurgeCache(context.get(), request, &response);
+  if (!status.ok()) {
+    if (NotAboutTheRequest(status)) return RpcFail(status, server);
+    return Fail(absl::StrCat("nothing purged: ", status.error_message()));
+  }
+  std::cout << "purged " << response.entries_removed() << " entries on "
+            << response.proxies_confirmed() << " of "
+            << response.proxies_targeted() << " proxies\n";
+  for (const auto& failure : response.failures()) {
+    std::cout << "  not confirmed: " << failure.node_id() << ": "
+              << failure.reason() << "\n";
+  }
+  if (response.proxies_confirmed() != response.proxies_targeted()) {
+    return Fail(absl::StrCat(
+        response.proxies_targeted() - response.proxies_confirmed(), " of ",
+        response.proxies_targeted(),
+        " proxies did not confirm the purge; they may still serve the "
+        "purged entries"));
+  }
+  return 0;
+}
+
 // Plaintext, or TLS with --ca (else $SLUICE_CA) and an optional --cert/--key.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const ParsedFlags& flags) {
@@ -828,10 +896,13 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
 }
 
 int Run(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"server", "f", "filename", "o", "output", "iterations", "interval",
-                           "m", "message", "if-version", "limit", "ca", "cert", "key",
-                           "token", "role"},
-                          {"dry-run", "help", "h", "once"});
+  auto flags = ParseFlags(
+      argc, argv,
+      {"server",   "f",      "filename", "o",          "output", "iterations",
+       "interval", "m",      "message",  "if-version", "limit",  "ca",
+       "cert",     "key",    "token",    "role",       "route",  "host",
+       "path",     "prefix", "group",    "timeout"},
+      {"dry-run", "help", "h", "once"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -881,6 +952,7 @@ int Run(int argc, char** argv) {
   if (command == "proxies") return Proxies(*stub, server, *flags);
   if (command == "top") return Top(*stub, server, *flags);
   if (command == "token") return TokenCommand(*stub, server, *flags);
+  if (command == "cache") return CacheCommand(*stub, server, *flags);
   std::cerr << "error: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

@@ -63,7 +63,63 @@ std::string AuthorOf(const AdminCaller& caller, const std::string& claimed) {
   return caller.authenticated ? caller.identity : claimed;
 }
 
+// The audit log's "resources" of a purge: its selector and group, each
+// field that is set ("cache/*" when none is: the whole cache everywhere).
+std::vector<std::string> PurgeTargets(
+    const admin::v1::PurgeCacheRequest& request) {
+  std::vector<std::string> targets;
+  auto add = [&](const char* field, const std::string& value) {
+    if (!value.empty())
+      targets.push_back(absl::StrCat("cache/", field, "=", value));
+  };
+  add("route", request.route());
+  add("host", request.host());
+  add("path", request.path());
+  add("prefix", request.prefix());
+  if (targets.empty()) targets.push_back("cache/*");
+  if (!request.group().empty())
+    targets.push_back(absl::StrCat("group/", request.group()));
+  return targets;
+}
+
 }  // namespace
+
+absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request) {
+  const std::pair<const char*, const std::string*> fields[] = {
+      {"route", &request.route()},
+      {"host", &request.host()},
+      {"path", &request.path()},
+      {"prefix", &request.prefix()},
+      {"group", &request.group()}};
+  for (const auto& [name, value] : fields) {
+    if (value->size() > kMaxPurgeFieldBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " is ", value->size(), " bytes; at most ",
+                       kMaxPurgeFieldBytes, " are accepted"));
+    }
+  }
+  if (!request.path().empty() && !request.prefix().empty()) {
+    return absl::InvalidArgumentError(
+        "path and prefix are exclusive: path purges one key, prefix every path "
+        "under it; "
+        "give one of them");
+  }
+  if (!request.path().empty() && request.path()[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path \"", request.path(), "\" must start with '/'"));
+  }
+  if (!request.prefix().empty() && request.prefix()[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefix \"", request.prefix(), "\" must start with '/'"));
+  }
+  if (absl::Milliseconds(request.timeout_ms()) > kMaxPurgeTimeout) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("timeout_ms is ", request.timeout_ms(), "; at most ",
+                     absl::ToInt64Milliseconds(kMaxPurgeTimeout), " (",
+                     absl::FormatDuration(kMaxPurgeTimeout), ") is accepted"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContext* context,
                                                         Role needed, const char* method) {
@@ -318,6 +374,41 @@ grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext* context,
   response->set_dry_run(request->dry_run());
   response->set_warning(result->warning);
   FillDiff(result->diff, response->mutable_diff());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::PurgeCache(
+    grpc::ServerContext* context, const admin::v1::PurgeCacheRequest* request,
+    admin::v1::PurgeCacheResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "PurgeCache");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (absl::Status invalid = CheckPurgeRequest(*request); !invalid.ok()) {
+    Audit(*caller, "PurgeCache", PurgeTargets(*request), 0, false, invalid);
+    return ToGrpcStatus(invalid);
+  }
+  // Audited before the wait: the purge happens on the proxies that get it,
+  // whatever they answer.
+  Audit(*caller, "PurgeCache", PurgeTargets(*request), 0, false,
+        absl::OkStatus());
+  discovery::v1::PurgeSelector selector;
+  selector.set_route(request->route());
+  selector.set_host(request->host());
+  selector.set_path(request->path());
+  selector.set_prefix(request->prefix());
+  const absl::Duration timeout =
+      request->timeout_ms() == 0 ? kDefaultPurgeTimeout
+                                 : absl::Milliseconds(request->timeout_ms());
+  PurgeOutcome outcome;
+  if (purges_ != nullptr)
+    outcome = purges_->Purge(selector, request->group(), timeout);
+  response->set_proxies_targeted(static_cast<uint32_t>(outcome.targeted));
+  response->set_proxies_confirmed(static_cast<uint32_t>(outcome.confirmed));
+  response->set_entries_removed(outcome.entries_removed);
+  for (const auto& failure : outcome.failures) {
+    admin::v1::PurgeFailure* out = response->add_failures();
+    out->set_node_id(failure.node_id);
+    out->set_reason(failure.reason);
+  }
   return grpc::Status::OK;
 }
 

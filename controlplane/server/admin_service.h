@@ -16,6 +16,11 @@
 // "anonymous" and the author is what the client says. Every change and every
 // refused call is appended to the AuditLog when there is one.
 //
+// PurgeCache (operator) checks the selector, hands it to the PurgeRelay and
+// blocks its gRPC thread until the targeted proxies answered or the timeout
+// (at most kMaxPurgeTimeout) passed; each call is audited with the selector.
+// Without a relay no proxy is targeted.
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
@@ -25,6 +30,7 @@
 #include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/operator_tokens.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/purge_relay.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
 
 namespace sluice::controlplane {
@@ -44,12 +50,30 @@ struct AdminCaller {
   bool authenticated = false;
 };
 
+// PurgeCache's wait for the proxies: the default and the most a request may
+// ask for.
+inline constexpr absl::Duration kDefaultPurgeTimeout = absl::Seconds(5);
+inline constexpr absl::Duration kMaxPurgeTimeout = absl::Seconds(60);
+// The longest selector field (route, host, path, prefix, group) accepted.
+inline constexpr size_t kMaxPurgeFieldBytes = 4096;
+
+// The purge `request` asks for: INVALID_ARGUMENT naming the fields when it
+// is malformed (path with prefix, either not starting with '/', a field too
+// long, a timeout over kMaxPurgeTimeout).
+absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request);
+
 class AdminServiceImpl final : public admin::v1::AdminService::Service {
  public:
-  // `metrics` may be null: nothing is counted then.
+  // `metrics` may be null: nothing is counted then. `purges` may be null:
+  // PurgeCache targets no proxy then.
   AdminServiceImpl(ConfigState* state, ProxyRegistry* registry,
-                   ControlPlaneMetrics* metrics = nullptr, AdminAccess access = {})
-      : state_(state), registry_(registry), metrics_(metrics), access_(access) {}
+                   ControlPlaneMetrics* metrics = nullptr,
+                   AdminAccess access = {}, PurgeRelay* purges = nullptr)
+      : state_(state),
+        registry_(registry),
+        metrics_(metrics),
+        access_(access),
+        purges_(purges) {}
 
   grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
                      admin::v1::ApplyResponse* response) override;
@@ -68,6 +92,9 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
                           admin::v1::GetVersionResponse* response) override;
   grpc::Status Rollback(grpc::ServerContext*, const admin::v1::RollbackRequest* request,
                         admin::v1::RollbackResponse* response) override;
+  grpc::Status PurgeCache(grpc::ServerContext*,
+                          const admin::v1::PurgeCacheRequest* request,
+                          admin::v1::PurgeCacheResponse* response) override;
   grpc::Status CreateToken(grpc::ServerContext*, const admin::v1::CreateTokenRequest* request,
                            admin::v1::CreateTokenResponse* response) override;
   grpc::Status ListTokens(grpc::ServerContext*, const admin::v1::ListTokensRequest* request,
@@ -93,6 +120,7 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   ProxyRegistry* registry_;
   ControlPlaneMetrics* metrics_;
   AdminAccess access_;
+  PurgeRelay* purges_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

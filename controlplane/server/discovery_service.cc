@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -43,6 +44,8 @@ struct StreamState {
   uint64_t nacked_version ABSL_GUARDED_BY(mu) = 0;
   int nacks_in_a_row ABSL_GUARDED_BY(mu) = 0;
   absl::Time retry_at ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+  // Cache purges to send (PurgeRelay), oldest first.
+  std::deque<discovery::v1::CachePurge> purges ABSL_GUARDED_BY(mu);
 };
 
 grpc::Status TooLong(absl::string_view field, size_t size, size_t limit) {
@@ -202,6 +205,14 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
   absl::StatusOr<std::thread> reader = options_.start_thread([&] {
     DiscoveryRequest request;
     while (stream->Read(&request)) {
+      if (request.has_purge_result()) {
+        // Outside the ACK/NACK protocol, and outside s.mu (lock order:
+        // the relay's first).
+        if (purges_ != nullptr) {
+          purges_->Answered(handle, request.purge_result());
+        }
+        continue;
+      }
       absl::MutexLock lock(&s.mu);
       if (request.error_detail().size() > api::kMaxNackErrorBytes) {
         s.error = TooLong("error_detail", request.error_detail().size(),
@@ -260,6 +271,19 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
                         absl::StrCat("sluice-control cannot serve this stream now: ",
                                      reader.status().message()));
   }
+  // Attached before the proxy hears the stream is up, so that a purge sent
+  // after it logged "connected" reaches it.
+  if (purges_ != nullptr) {
+    purges_->Attach(handle, first.node(),
+                    [&s](const discovery::v1::CachePurge& purge) {
+                      absl::MutexLock lock(&s.mu);
+                      s.purges.push_back(purge);
+                    });
+  }
+  // Before `s` goes: the relay stops queueing on it.
+  absl::Cleanup detach = [&] {
+    if (purges_ != nullptr) purges_->Detach(handle);
+  };
   // The stream is established: tell the proxy before any response.
   context->AddInitialMetadata(api::kStreamAcceptedKey, "1");
   stream->SendInitialMetadata();
@@ -273,10 +297,12 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
   }
 
   while (true) {
+    std::optional<discovery::v1::CachePurge> purge;
     {
       absl::MutexLock lock(&s.mu);
       auto ready = [](StreamState* st) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return st->closed || st->shutdown || (st->wake && st->outstanding_nonce.empty());
+        return st->closed || st->shutdown || !st->purges.empty() ||
+               (st->wake && st->outstanding_nonce.empty());
       };
       if (s.nacked_version != 0 && s.outstanding_nonce.empty()) {
         // Time to offer the NACKed version again, unless something else
@@ -286,7 +312,24 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
         s.mu.Await(absl::Condition(+ready, &s));
       }
       if (s.closed || s.shutdown) break;
-      s.wake = false;
+      if (!s.purges.empty()) {
+        purge = std::move(s.purges.front());
+        s.purges.pop_front();
+      } else {
+        s.wake = false;
+      }
+    }
+    if (purge.has_value()) {
+      // A response of its own, with no nonce: neither outstanding nor
+      // ACKed. Version 0 and the store id make a proxy that predates purges
+      // reject it as older than what it runs (api/sluice/discovery).
+      DiscoveryResponse command;
+      command.set_store_id(store_id);
+      *command.mutable_purge() = std::move(*purge);
+      if (!stream->Write(command)) break;
+      SLUICE_LOG(kDebug, "sent cache purge ", command.purge().id(), " to ",
+                 node_id);
+      continue;
     }
     std::shared_ptr<const Snapshot> snapshot = state_->Current();
     DiscoveryResponse response;

@@ -22,6 +22,13 @@
 // PERMISSION_DENIED with both names. A certificate names its node by a URI
 // SAN "spiffe://sluice/node/<node id>" (kNodeUriPrefix).
 //
+// Cache purges (PurgeRelay, when there is one): an established stream
+// attaches to the relay with a queue of CachePurge commands that its writer
+// thread sends, each in a response of its own with no nonce, ahead of config
+// responses and whether or not one is unanswered (they are not part of the
+// ACK/NACK protocol). The reader thread hands the proxy's PurgeResults to the
+// relay without taking the stream's lock. The stream detaches when it ends.
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
@@ -37,6 +44,7 @@
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/purge_relay.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
 
 namespace sluice::controlplane {
@@ -72,10 +80,17 @@ struct DiscoveryOptions {
 
 class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Service {
  public:
-  // `metrics` may be null: nothing is counted then.
+  // `metrics` may be null: nothing is counted then. `purges` may be null:
+  // streams take no purges then (a proxy's purge results are dropped).
   DiscoveryServiceImpl(ConfigState* state, ProxyRegistry* registry,
-                       DiscoveryOptions options = {}, ControlPlaneMetrics* metrics = nullptr)
-      : state_(state), registry_(registry), options_(std::move(options)), metrics_(metrics) {}
+                       DiscoveryOptions options = {},
+                       ControlPlaneMetrics* metrics = nullptr,
+                       PurgeRelay* purges = nullptr)
+      : state_(state),
+        registry_(registry),
+        options_(std::move(options)),
+        metrics_(metrics),
+        purges_(purges) {}
 
   grpc::Status StreamConfig(
       grpc::ServerContext* context,
@@ -91,6 +106,7 @@ class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Servi
   ProxyRegistry* registry_;
   const DiscoveryOptions options_;
   ControlPlaneMetrics* const metrics_;
+  PurgeRelay* const purges_;
   std::atomic<uint64_t> next_nonce_{1};
   std::atomic<int> active_streams_{0};
 };

@@ -24,6 +24,7 @@
 #include "controlplane/server/discovery_service.h"
 #include "controlplane/server/metrics_endpoint.h"
 #include "controlplane/server/proxy_registry.h"
+#include "controlplane/server/purge_relay.h"
 #include "controlplane/server/server_credentials.h"
 #include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
@@ -177,8 +178,10 @@ int Run(int argc, char** argv) {
   }
   controlplane::ProxyRegistry registry;
   controlplane::ControlPlaneMetrics metrics;
-  controlplane::DiscoveryServiceImpl discovery((*state).get(), &registry, discovery_options,
-                                               &metrics);
+  // Cache purges go from the admin API to the proxies' streams through it.
+  controlplane::PurgeRelay purges;
+  controlplane::DiscoveryServiceImpl discovery(
+      (*state).get(), &registry, discovery_options, &metrics, &purges);
   // Operator tokens and the audit log of changes (docs/operations.md); the
   // data dir is locked by the store already.
   auto tokens = controlplane::OperatorTokens::Open(data_dir);
@@ -205,7 +208,8 @@ int Run(int argc, char** argv) {
   }
   controlplane::AdminServiceImpl admin(
       (*state).get(), &registry, &metrics,
-      controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()});
+      controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()},
+      &purges);
 
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.

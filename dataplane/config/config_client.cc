@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "dataplane/cache/purge.h"
 
 namespace sluice::config {
 namespace {
@@ -203,6 +204,13 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
   while (ok && stream->Read(&response)) {
     // A control plane that predates the accepted-stream metadata.
     MarkConnected("first response");
+    if (response.has_purge()) {
+      // Not a config response: no ACK/NACK, no change to what is held.
+      discovery::v1::DiscoveryRequest result = PurgeCache(response.purge());
+      absl::MutexLock lock(&write_mu_);
+      ok = stream->Write(result);
+      continue;
+    }
     bool applied = false;
     discovery::v1::DiscoveryRequest answer;
     {
@@ -226,6 +234,22 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
     if (stopping_) return std::nullopt;
   }
   return status;
+}
+
+discovery::v1::DiscoveryRequest ConfigClient::PurgeCache(
+    const discovery::v1::CachePurge& purge) {
+  const discovery::v1::PurgeSelector& from = purge.selector();
+  cache::PurgeSelector selector{from.route(), from.host(), from.path(),
+                                from.prefix()};
+  const uint64_t removed = cache::Purge(selector);
+  SLUICE_LOG(kInfo, "cache purge ", purge.id(), " (route \"", from.route(),
+             "\", host \"", from.host(), "\", path \"", from.path(),
+             "\", prefix \"", from.prefix(), "\"): ", removed,
+             " entries removed");
+  discovery::v1::DiscoveryRequest answer;
+  answer.mutable_purge_result()->set_id(purge.id());
+  answer.mutable_purge_result()->set_entries_removed(removed);
+  return answer;
 }
 
 discovery::v1::DiscoveryRequest ConfigClient::Answer(

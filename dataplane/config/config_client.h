@@ -15,6 +15,11 @@
 // exponential backoff (250 ms doubling to 10 s) and jitter; the proxy keeps
 // serving its last good config meanwhile.
 //
+// A cache purge the control plane sends on the stream (a response with
+// `purge` set, outside the ACK/NACK protocol) is carried out on the client's
+// thread with cache::Purge() and answered with a request carrying
+// `purge_result` and no nonce; what the proxy holds does not change.
+//
 // Start()/Stop() from the main thread; `apply` and `persist` run on the
 // client's thread; connected() from any thread.
 #ifndef SLUICE_DATAPLANE_CONFIG_CONFIG_CLIENT_H_
@@ -95,6 +100,9 @@ class ConfigClient {
   // Answers one response: applies it or says why not.
   discovery::v1::DiscoveryRequest Answer(const discovery::v1::DiscoveryResponse& response,
                                          bool* applied);
+  // Carries out one purge command; returns the request that answers it.
+  discovery::v1::DiscoveryRequest PurgeCache(
+      const discovery::v1::CachePurge& purge);
   void MarkConnected(absl::string_view how);
 
   const std::string control_plane_;

@@ -42,6 +42,15 @@
 //   echo=1       the body is the request body as received (framing
 //                removed), with the request's content-type (default
 //                application/octet-stream)
+// For caches (values as written, no percent-decoding; use ',' not spaces):
+//   cc=V         "cache-control: V" (e.g. cc=public,max-age=60)
+//   etag=V       "etag: \"V\""; a request whose If-None-Match lists it
+//                (or is *) gets 304 with no body
+//   lm=1         "last-modified: Mon, 02 Jan 2023 03:04:05 GMT"; a request
+//                with If-Modified-Since (and no If-None-Match) gets 304
+//   vary=V       "vary: V"
+//   cookie=1     "set-cookie: session=abc"
+//   date=1       "date:" now
 // `GET /__stats` answers "requests=N": complete requests received by this
 // process (including hang/reset ones), /__stats itself excluded.
 //
@@ -62,6 +71,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <memory>
@@ -112,6 +122,12 @@ struct ResponsePlan {
   bool smuggle = false;
   bool json = false;
   bool echo = false;
+  std::string cache_control;
+  std::string etag;
+  bool last_modified = false;
+  std::string vary;
+  bool cookie = false;
+  bool date = false;
 };
 
 // `text` as a JSON string (quotes, backslashes and control bytes escaped).
@@ -198,6 +214,18 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.json);
     } else if (key == "echo") {
       status = flag(&plan.echo);
+    } else if (key == "cc") {
+      plan.cache_control = std::string(value);
+    } else if (key == "etag") {
+      plan.etag = absl::StrCat("\"", value, "\"");
+    } else if (key == "lm") {
+      status = flag(&plan.last_modified);
+    } else if (key == "vary") {
+      plan.vary = std::string(value);
+    } else if (key == "cookie") {
+      status = flag(&plan.cookie);
+    } else if (key == "date") {
+      status = flag(&plan.date);
     }
     if (!status.ok()) return status;
   }
@@ -590,15 +618,41 @@ void Connection::Respond(const Http1Message& request,
   }
   const bool close_after = plan.close || plan.midway || !request.KeepAlive();
   std::vector<std::pair<std::string, std::string>> extra;
+  int status = plan.status;
+  if (!plan.cache_control.empty()) extra.emplace_back("cache-control", plan.cache_control);
+  if (!plan.vary.empty()) extra.emplace_back("vary", plan.vary);
+  if (plan.cookie) extra.emplace_back("set-cookie", "session=abc");
+  if (plan.date) {
+    char date[64];
+    time_t now = time(nullptr);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    extra.emplace_back("date", date);
+  }
+  if (plan.last_modified) {
+    extra.emplace_back("last-modified", "Mon, 02 Jan 2023 03:04:05 GMT");
+    if (status == 200 && request.HasHeader("if-modified-since") &&
+        !request.HasHeader("if-none-match")) {
+      status = 304;
+    }
+  }
+  if (!plan.etag.empty()) {
+    extra.emplace_back("etag", plan.etag);
+    if (status == 200 && request.HasHeader("if-none-match")) {
+      std::string inm = std::string(request.Header("if-none-match"));
+      if (absl::StrContains(inm, plan.etag) || inm == "*") status = 304;
+    }
+  }
   if (plan.midway) {
     extra.emplace_back("content-length", "1000");
     extra.emplace_back("connection", "close");
     Write(
-        absl::StrCat(Head(plan.status, request, extra, content_type), std::string(10, 'x')));
+        absl::StrCat(Head(status, request, extra, content_type), std::string(10, 'x')));
     FinishResponse(/*close_after=*/true);
     return;
   }
-  const bool no_body_status = plan.status == 204 || plan.status == 304;
+  const bool no_body_status = status == 204 || status == 304;
   const bool send_body = !no_body_status && request.method != "HEAD";
   if (!no_body_status) {
     if (plan.chunked) {
@@ -611,18 +665,18 @@ void Connection::Respond(const Http1Message& request,
   const std::string smuggled =
       plan.smuggle ? "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled" : "";
   if (!send_body) {
-    Write(absl::StrCat(Head(plan.status, request, extra, content_type), smuggled));
+    Write(absl::StrCat(Head(status, request, extra, content_type), smuggled));
     FinishResponse(close_after);
     return;
   }
   if (!plan.chunked) {
     // Head and body in one write: a process killed mid-response cuts whole
     // responses, not a response between its head and its body.
-    Write(absl::StrCat(Head(plan.status, request, extra, content_type), body, smuggled));
+    Write(absl::StrCat(Head(status, request, extra, content_type), body, smuggled));
     FinishResponse(close_after);
     return;
   }
-  Write(Head(plan.status, request, extra, content_type));
+  Write(Head(status, request, extra, content_type));
   // Separate writes a few ms apart, so the chunks reach the proxy as separate
   // reads rather than one coalesced segment.
   size_t pieces =

@@ -133,5 +133,58 @@ TEST_F(AdminServiceTest, KindIsRequired) {
             "kind is required (LISTENER, ROUTE_TABLE, CLUSTER, SECRET or CONSUMER)");
 }
 
+// PurgeCache's selector checks, before anything is sent.
+TEST_F(AdminServiceTest, PurgeSelectorsAreChecked) {
+  auto purge = [&](const admin::v1::PurgeCacheRequest& request) {
+    admin::v1::PurgeCacheResponse response;
+    return service_->PurgeCache(nullptr, &request, &response);
+  };
+  admin::v1::PurgeCacheRequest request;
+  request.set_path("/a");
+  request.set_prefix("/b");
+  grpc::Status status = purge(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "path and prefix are exclusive: path purges one key, prefix every "
+            "path under it; "
+            "give one of them");
+
+  request.clear_path();
+  request.set_prefix("b/");
+  status = purge(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "prefix \"b/\" must start with '/'");
+
+  request.clear_prefix();
+  request.set_path("a?x=1");
+  status = purge(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "path \"a?x=1\" must start with '/'");
+
+  request.clear_path();
+  request.set_host(std::string(kMaxPurgeFieldBytes + 1, 'h'));
+  status = purge(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "host is 4097 bytes; at most 4096 are accepted");
+
+  request.clear_host();
+  request.set_timeout_ms(60001);
+  status = purge(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "timeout_ms is 60001; at most 60000 (1m) is accepted");
+
+  // Valid, and no relay: no proxy is targeted.
+  request.set_timeout_ms(60000);
+  request.set_route("r");
+  request.set_prefix("/a");
+  admin::v1::PurgeCacheResponse response;
+  status = service_->PurgeCache(nullptr, &request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.proxies_targeted(), 0u);
+  EXPECT_EQ(response.proxies_confirmed(), 0u);
+}
+
 }  // namespace
 }  // namespace sluice::controlplane

@@ -1,12 +1,14 @@
 // DiscoveryServiceImpl over a real gRPC stream (in process): the bounds on
 // streams and on what a proxy sends, the stream's initial metadata, NACKed
-// versions offered again, store ids, a stream whose thread cannot start, and
-// the pushes, ACKs and NACKs counted for --metrics-listen.
+// versions offered again, store ids, a stream whose thread cannot start, the
+// pushes, ACKs and NACKs counted for --metrics-listen, and cache purges sent
+// and confirmed outside the ACK/NACK protocol.
 #include "controlplane/server/discovery_service.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -53,6 +55,7 @@ class Stream {
     return context_.GetServerInitialMetadata().count(api::kStreamAcceptedKey) > 0;
   }
   bool Read(DiscoveryResponse* response) { return stream_->Read(response); }
+  void Write(const DiscoveryRequest& request) { stream_->Write(request); }
   void Answer(const DiscoveryResponse& r, uint64_t version, const std::string& error = "") {
     DiscoveryRequest request;
     request.set_version_applied(version);
@@ -92,8 +95,8 @@ class DiscoveryServiceTest : public ::testing::Test {
     auto state = ConfigState::Create(std::move(*store));
     ASSERT_TRUE(state.ok()) << state.status();
     state_ = std::move(*state);
-    service_ =
-        std::make_unique<DiscoveryServiceImpl>(state_.get(), &registry_, options, &metrics_);
+    service_ = std::make_unique<DiscoveryServiceImpl>(
+        state_.get(), &registry_, options, &metrics_, &purges_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -107,6 +110,7 @@ class DiscoveryServiceTest : public ::testing::Test {
 
   ControlPlaneMetrics metrics_;
   ProxyRegistry registry_;
+  PurgeRelay purges_;
   std::unique_ptr<ConfigState> state_;
   std::unique_ptr<DiscoveryServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -353,6 +357,55 @@ TEST_F(DiscoveryServiceTest, AStreamWhoseThreadCannotStartLeavesNothingBehind) {
   EXPECT_EQ(service_->active_streams(), 0);
   // Changes notify no one that is gone.
   EXPECT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
+}
+
+// A purge goes while a config response is unanswered, in a response of its
+// own without a nonce; its result (without a nonce) confirms it and is not
+// taken for an ACK; the config response is still the outstanding one.
+TEST_F(DiscoveryServiceTest, PurgeTravelsOutsideTheNonceProtocol) {
+  Start();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse config;
+  ASSERT_TRUE(stream.Read(&config));
+  ASSERT_EQ(config.version(), 1u);
+  ASSERT_FALSE(config.nonce().empty());
+
+  PurgeOutcome outcome;
+  std::thread operator_call([&] {
+    discovery::v1::PurgeSelector selector;
+    selector.set_prefix("/a");
+    outcome = purges_.Purge(selector, "", absl::Seconds(10));
+  });
+  DiscoveryResponse purge;
+  ASSERT_TRUE(stream.Read(&purge));
+  ASSERT_TRUE(purge.has_purge());
+  EXPECT_EQ(purge.purge().selector().prefix(), "/a");
+  EXPECT_TRUE(purge.nonce().empty());
+  EXPECT_EQ(purge.version(), 0u);
+  EXPECT_EQ(purge.store_id(), state_->store_id());
+  EXPECT_EQ(purge.resources_size(), 0);
+
+  // A newer version waits for the answer to the outstanding one.
+  ASSERT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
+  DiscoveryRequest result;
+  result.mutable_purge_result()->set_id(purge.purge().id());
+  result.mutable_purge_result()->set_entries_removed(5);
+  result.set_version_applied(7);  // ignored in a purge result
+  stream.Write(result);
+  operator_call.join();
+  EXPECT_EQ(outcome.targeted, 1);
+  EXPECT_EQ(outcome.confirmed, 1);
+  EXPECT_EQ(outcome.entries_removed, 5u);
+  EXPECT_EQ(registry_.List()[0].version_applied(), 0u);  // not an ACK
+  EXPECT_EQ(registry_.List()[0].version_pending(), 1u);
+
+  stream.Answer(config, 1);
+  DiscoveryResponse next;
+  ASSERT_TRUE(stream.Read(&next));
+  EXPECT_EQ(next.version(), 2u);
+  EXPECT_FALSE(next.has_purge());
+  EXPECT_EQ(registry_.List()[0].version_applied(), 1u);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // ConfigClient against a real sluice-control process: when the stream counts
 // as connected, keepalive on an idle stream (a stopped control plane is
-// noticed), and versions compared within a store.
+// noticed), versions compared within a store, and cache purges.
 #include "dataplane/config/config_client.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "dataplane/cache/purge.h"
 #include "tests/harness/process.h"
 
 namespace sluice::config {
@@ -207,6 +208,45 @@ TEST(ConfigClientTest, ALongNackReasonIsCut) {
       << cp.process().Log();
   EXPECT_TRUE(client.connected());
   EXPECT_EQ(Count(cp.process().Log(), "proxy p1 connected"), 1);
+}
+
+// A purge on the stream goes to the cache's handler on the client's thread
+// and is confirmed with what it removed; it is neither applied nor ACKed.
+TEST(ConfigClientTest, APurgeIsCarriedOutAndConfirmed) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  absl::Mutex mu;
+  std::vector<cache::PurgeSelector> seen;
+  cache::SetPurgeHandler([&](const cache::PurgeSelector& selector) -> uint64_t {
+    absl::MutexLock lock(&mu);
+    seen.push_back(selector);
+    return 12;
+  });
+  Recorder recorder;
+  ConfigClient client(cp.address(), Node("p1"), {}, recorder.Apply(),
+                      recorder.Persist());
+  client.Start();
+  ASSERT_TRUE(WaitFor([&] { return recorder.persisted().version == 1; },
+                      absl::Seconds(10)));
+  testing::CommandResult r = cp.Ctl({"cache", "purge", "--route", "r", "--host",
+                                     "Example.com", "--prefix", "/a"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("purged 12 entries on 1 of 1 proxies"),
+            std::string::npos)
+      << r.out;
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].route, "r");
+    EXPECT_EQ(seen[0].host, "Example.com");
+    EXPECT_EQ(seen[0].path, "");
+    EXPECT_EQ(seen[0].prefix, "/a");
+  }
+  EXPECT_EQ(recorder.applied(), std::vector<uint64_t>{1});
+  EXPECT_EQ(recorder.persisted().version, 1u);
+  client.Stop();
+  cache::SetPurgeHandler(nullptr);
 }
 
 }  // namespace

@@ -1,0 +1,206 @@
+// `sluicectl cache purge` through real processes: sluice-control relays the
+// purge on the config stream to every connected sluice-proxy and reports who
+// confirmed; a proxy that cannot answer is named and the command fails;
+// malformed selectors and viewer tokens are refused; the audit log records
+// who purged what. (No cache policy is configured: every proxy removes 0
+// entries.)
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr char kAdminToken[] = "cache-purge-admin-token-0123456789";
+
+class CachePurgeTest : public ::testing::Test {
+ protected:
+  CachePurgeTest()
+      : dir_(MakeTempDir("cache_purge")),
+        cp_("", "debug",
+            {"--require-tokens", "--admin-token-file",
+             WriteFile(dir_, "admin-token", absl::StrCat(kAdminToken, "\n"))}) {
+  }
+
+  CommandResult Ctl(const std::string& token, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--token", token});
+    return cp_.Ctl(args);
+  }
+
+  std::string CreateToken(const std::string& name, const std::string& role) {
+    CommandResult r =
+        Ctl(kAdminToken, {"token", "create", name, "--role", role});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return std::string(absl::StripAsciiWhitespace(r.out));
+  }
+
+  // Waits until sluice-control lists `n` proxies.
+  bool WaitForProxies(int n) {
+    const std::string listed = absl::StrCat("\n", n, " proxies;");
+    return WaitFor(
+        [&] {
+          return absl::StrContains("\n" + Ctl(kAdminToken, {"proxies"}).out,
+                                   listed);
+        },
+        absl::Seconds(20));
+  }
+
+  std::string dir_;
+  ControlPlane cp_;
+};
+
+TEST_F(CachePurgeTest, RelayedToEveryProxyAndConfirmed) {
+  ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+  Proxy p1(cp_.address(), "p1");
+  Proxy p2(cp_.address(), "p2");
+  ASSERT_TRUE(p1.ok() && p2.ok()) << p1.process().Log() << p2.process().Log();
+  for (Proxy* p : {&p1, &p2}) {
+    ASSERT_TRUE(p->process().WaitForLogLine("connected to control plane",
+                                            absl::Seconds(20)))
+        << p->process().Log();
+  }
+  const std::string operator_token = CreateToken("cache-operator", "operator");
+
+  CommandResult r =
+      Ctl(operator_token, {"cache", "purge", "--route", "r", "--prefix", "/a"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "purged 0 entries on 2 of 2 proxies"))
+      << r.out << r.err;
+  // Each proxy got the selector as given.
+  for (Proxy* p : {&p1, &p2}) {
+    EXPECT_TRUE(p->process().WaitForLogLine(
+        "(route \"r\", host \"\", path \"\", prefix \"/a\"): 0 entries removed",
+        absl::Seconds(5)))
+        << p->process().Log();
+  }
+
+  // Only the proxies of a node group (the harness puts them in "test").
+  r = Ctl(operator_token, {"cache", "purge", "--group", "elsewhere"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "purged 0 entries on 0 of 0 proxies"))
+      << r.out;
+  r = Ctl(operator_token,
+          {"cache", "purge", "--group", "test", "--path", "/a?x=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "on 2 of 2 proxies")) << r.out;
+
+  // A proxy that cannot answer (stopped: its stream stays up) is named once
+  // the timeout passes, and the command fails.
+  p2.process().Signal(SIGSTOP);
+  r = Ctl(operator_token,
+          {"cache", "purge", "--prefix", "/a", "--timeout", "1s"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "purged 0 entries on 1 of 2 proxies"))
+      << r.out;
+  EXPECT_TRUE(
+      absl::StrContains(r.out, "not confirmed: p2: no answer within 1s"))
+      << r.out;
+  EXPECT_TRUE(
+      absl::StrContains(r.err, "1 of 2 proxies did not confirm the purge"))
+      << r.err;
+  EXPECT_FALSE(absl::StrContains(r.out, "p1:")) << r.out;
+
+  // Once it runs again its late answer is dropped and the next purge is
+  // confirmed by both; the config stream was not disturbed.
+  p2.process().Signal(SIGCONT);
+  r = Ctl(operator_token, {"cache", "purge", "--prefix", "/a"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "on 2 of 2 proxies")) << r.out;
+  EXPECT_FALSE(absl::StrContains(p2.process().Log(), "rejected config"))
+      << p2.process().Log();
+  EXPECT_FALSE(
+      absl::StrContains(p2.process().Log(), "config stream to control plane"))
+      << p2.process().Log();
+
+  // Config still flows to both after the purges.
+  r = Ctl(operator_token, {"apply", "-f",
+                           WriteFile(dir_, "cluster.yaml",
+                                     "kind: Cluster\nname: web\nspec:\n  "
+                                     "endpoints: [{address: 127.0.0.1, "
+                                     "port: 9000}]\n")});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(p1.WaitForVersion(1)) << p1.process().Log();
+  EXPECT_TRUE(p2.WaitForVersion(1)) << p2.process().Log();
+
+  // A killed proxy leaves the fleet: it is no longer targeted.
+  p2.process().Signal(SIGKILL);
+  ASSERT_TRUE(WaitForProxies(1)) << Ctl(kAdminToken, {"proxies"}).out;
+  r = Ctl(operator_token, {"cache", "purge", "--host", "example.com"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "on 1 of 1 proxies")) << r.out;
+
+  // The audit log names who purged what.
+  const std::string audit = ReadFile(cp_.data_dir() + "/audit.log");
+  EXPECT_TRUE(
+      absl::StrContains(audit, R"("identity":"cache-operator","peer":)"))
+      << audit;
+  EXPECT_TRUE(absl::StrContains(
+      audit,
+      R"("method":"PurgeCache","resources":["cache/route=r","cache/prefix=/a"],"result":"OK")"))
+      << audit;
+  EXPECT_TRUE(absl::StrContains(audit, R"(["cache/*","group/elsewhere"])"))
+      << audit;
+}
+
+TEST_F(CachePurgeTest, BadSelectorsAndViewerTokensAreRefused) {
+  ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+  Proxy p1(cp_.address(), "p1");
+  ASSERT_TRUE(p1.ok()) << p1.process().Log();
+  ASSERT_TRUE(p1.process().WaitForLogLine("connected to control plane",
+                                          absl::Seconds(20)))
+      << p1.process().Log();
+  const std::string operator_token = CreateToken("cache-operator", "operator");
+  const std::string viewer_token = CreateToken("dashboard", "viewer");
+
+  CommandResult r =
+      Ctl(operator_token, {"cache", "purge", "--path", "/a", "--prefix", "/b"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(
+      absl::StrContains(r.err, "nothing purged: path and prefix are exclusive"))
+      << r.err;
+  r = Ctl(operator_token, {"cache", "purge", "--prefix", "images/"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(
+      absl::StrContains(r.err, "prefix \"images/\" must start with '/'"))
+      << r.err;
+  r = Ctl(operator_token, {"cache", "purge", "--path", "a"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "path \"a\" must start with '/'"))
+      << r.err;
+  r = Ctl(operator_token, {"cache", "purge", "--timeout", "2m"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(
+      absl::StrContains(r.err, "--timeout 2m: expected a duration of 1ms..60s"))
+      << r.err;
+  r = Ctl(operator_token, {"cache", "flush"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "cache needs purge")) << r.err;
+
+  r = Ctl(viewer_token, {"cache", "purge", "--prefix", "/a"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(
+      r.err,
+      "permission denied: PurgeCache needs the operator role; your "
+      "token 'dashboard' is a viewer"))
+      << r.err;
+  // Nothing reached the proxy.
+  EXPECT_FALSE(absl::StrContains(p1.process().Log(), "cache purge"))
+      << p1.process().Log();
+
+  const std::string audit = ReadFile(cp_.data_dir() + "/audit.log");
+  EXPECT_TRUE(absl::StrContains(audit, R"("identity":"dashboard")")) << audit;
+  EXPECT_TRUE(absl::StrContains(
+      audit, "PERMISSION_DENIED: PurgeCache needs the operator role"))
+      << audit;
+  EXPECT_TRUE(absl::StrContains(
+      audit, "INVALID_ARGUMENT: path and prefix are exclusive"))
+      << audit;
+}
+
+}  // namespace
+}  // namespace sluice::testing
