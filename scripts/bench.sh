@@ -5,7 +5,13 @@
 # [connections=50] [rounds=3]. In the TLS modes peers.sh hands the gateway a
 # certificate (BENCH_CERT, BENCH_KEY): it is applied as a Secret and the
 # listener terminates TLS with it.
+# POLICIES (a YAML flow list) puts policies on the benchmark route, e.g.
+#   POLICIES='[{name: rate-limit, typed_config: {limits: [{requests: 100000000, per: SECOND}]}}]'
+# CACHE=1 is short for the cache policy with a 60 s TTL: after the first
+# request every request is a hit (the backend sends no Cache-Control).
 set -euo pipefail
+if [ "${CACHE:-0}" = 1 ]; then POLICIES='[{name: cache, typed_config: {default_ttl: 60s}}]'; fi
+POLICIES=${POLICIES:-}
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 scripts/install-deps.sh
@@ -27,7 +33,7 @@ name: bench
 spec:
   virtual_hosts:
     - domains: ["*"]
-      routes: [{match: {prefix: /}, route: {cluster: backend}}]
+      routes: [{match: {prefix: /}, route: {cluster: backend}${POLICIES:+, policies: $POLICIES}}]
 YAML
 cat > "$BIN/gateway.sh" <<GW
 #!/usr/bin/env bash

@@ -3,7 +3,7 @@
 //   sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]
 //                [--workers N] [--admin 127.0.0.1:9901] [--state-dir DIR]
 //                [--drain-timeout 30s] [--log-level info]
-//                [--max-connections N] [--max-memory-mb N]
+//                [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]
 //                [--control-plane-keepalive 30s] [--control-plane-keepalive-timeout 10s]
 //                [--report-interval 5s]
 //                [--control-plane-ca FILE [--control-plane-cert FILE --control-plane-key FILE]
@@ -30,6 +30,7 @@
 #include "dataplane/config/config_client.h"
 #include "dataplane/accesslog/access_log.h"
 #include "dataplane/config/snapshot.h"
+#include "dataplane/policy/cache/store.h"
 #include "dataplane/server/traffic_report.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
@@ -42,7 +43,7 @@ constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]\n"
     "                    [--workers N] [--admin HOST:PORT] [--state-dir DIR]\n"
     "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
-    "                    [--max-connections N] [--max-memory-mb N]\n"
+    "                    [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]\n"
     "                    [--control-plane-keepalive 30s]\n"
     "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n"
     "                    [--control-plane-ca FILE [--control-plane-cert FILE\n"
@@ -50,6 +51,8 @@ constexpr char kUsage[] =
     "  --control-plane-ca  TLS to the control plane, verified against this PEM CA\n"
     "  --control-plane-cert/--control-plane-key  this proxy's client certificate (its URI\n"
     "                      SAN spiffe://sluice/node/ID must name --node-id)\n"
+    "  --cache-memory-mb N  what the `cache` policy's responses may take together\n"
+    "                      (default 64; least recently used ones go first)\n"
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
     "                      with the token in FILE (one line) on every path but /ready\n";
 
@@ -250,7 +253,8 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
-                           "drain-timeout", "log-level", "max-connections", "max-memory-mb", "report-interval",
+                           "drain-timeout", "log-level", "max-connections", "max-memory-mb",
+                           "report-interval", "cache-memory-mb",
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
                            "control-plane-server-name", "admin-token-file"},
@@ -318,6 +322,12 @@ int Run(int argc, char** argv) {
       (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 1)) {
     return fail("--max-memory-mb must be at least 1");
   }
+  int64_t cache_memory_mb = 64;
+  if (flags->values.count("cache-memory-mb") &&
+      (!absl::SimpleAtoi(flags->values["cache-memory-mb"], &cache_memory_mb) ||
+       cache_memory_mb < 1 || cache_memory_mb > 1024 * 1024)) {
+    return fail("--cache-memory-mb must be 1..1048576");
+  }
 
   signal(SIGPIPE, SIG_IGN);
 
@@ -345,6 +355,10 @@ int Run(int argc, char** argv) {
   InitPerWorkerState(workers);
   const std::string node_group = get("group", "");
   ProxyServer proxy(main_loop, workers, std::move(state_store), node_group);
+  // The response cache: one store for every route with a `cache` policy.
+  policy::cache::SetMemoryBudget(static_cast<uint64_t>(cache_memory_mb) << 20);
+  policy::cache::SetStatsStore(&proxy.stats());
+  policy::cache::InstallPurgeHandler();
   proxy.StartWorkers();
   if (held.version > 0) {
     absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false);
@@ -486,6 +500,7 @@ int Run(int argc, char** argv) {
   client.Stop();
   proxy.SetConfigDumpSource(nullptr);
   proxy.StopWorkers();
+  policy::cache::SetStatsStore(nullptr);  // its metrics go with `proxy`
   accesslog::FlushAll();
   proxy.StopHealthChecks();
   SLUICE_LOG(kInfo, "stopped");

@@ -1,0 +1,716 @@
+// The `cache` policy's filter. On the request head it builds the key,
+// looks it up (one shard lock) and answers a usable entry itself; a miss
+// or an entry that needs revalidating goes upstream, coalesced with the
+// other misses of the key (ResponseStore::BeginFill), with conditionals
+// added for a stale entry that has validators. On the upstream's head it
+// answers a 304 from the refreshed entry, a 5xx or failure from a stale
+// entry (stale-if-error), and otherwise decides whether the response is
+// stored; the body is copied as it streams to the client
+// (OnResponseData) and the entry committed when it went out whole
+// (OnResponseEnd).
+//
+// The store is the process-wide one (response_store.h), namespaced by the
+// policy's identity (internal.h): config versions that keep the policy
+// keep its entries.
+#include "dataplane/http/filter.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/policy/cache/cache_config.pb.h"
+#include "dataplane/policy/cache/cache_control.h"
+#include "dataplane/policy/cache/internal.h"
+#include "dataplane/policy/cache/response_store.h"
+#include "dataplane/policy/registry.h"
+
+namespace sluice::policy::cache {
+namespace {
+
+// How long a stale-while-revalidate refresh of a key keeps others from
+// starting another one (a refresh that never stores frees the key then).
+constexpr int64_t kRefreshClaimNanos = 30 * kNanosPerSecond;
+constexpr char kCacheStatusHeader[] = "X-Cache-Status";
+
+absl::string_view AV(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return absl::EqualsIgnoreCase(AV(a), AV(b));
+}
+
+int64_t DurationNanos(const google::protobuf::Duration& d) {
+  return d.seconds() * kNanosPerSecond + d.nanos();
+}
+
+// A number as decimal digits, without allocating.
+class Digits {
+ public:
+  explicit Digits(uint64_t value)
+      : end_(std::to_chars(buf_, buf_ + sizeof(buf_), value).ptr) {}
+  std::string_view view() const { return std::string_view(buf_, end_ - buf_); }
+
+ private:
+  char buf_[24];
+  char* end_;
+};
+
+// A key piece: a tag, the value's length (varint), the value.
+void AppendPiece(std::string* key, char tag, std::string_view value) {
+  key->push_back(tag);
+  size_t n = value.size();
+  do {
+    char byte = static_cast<char>(n & 0x7f);
+    n >>= 7;
+    key->push_back(n != 0 ? static_cast<char>(byte | 0x80) : byte);
+  } while (n != 0);
+  key->append(value.data(), value.size());
+}
+
+// Fields a cache never stores or serves as stored: hop-by-hop and framing
+// (RFC 9110 7.6.1), Age (computed), Set-Cookie, and our own status.
+bool IsUnstoredField(std::string_view name) {
+  static constexpr std::string_view kNames[] = {"connection",
+                                                "keep-alive",
+                                                "proxy-connection",
+                                                "proxy-authenticate",
+                                                "te",
+                                                "trailer",
+                                                "transfer-encoding",
+                                                "upgrade",
+                                                "content-length",
+                                                "age",
+                                                "set-cookie",
+                                                "x-cache-status"};
+  for (std::string_view n : kNames) {
+    if (EqualsIgnoreCase(name, n)) return true;
+  }
+  return false;
+}
+
+struct Settings {
+  bool get = true;
+  bool head = true;
+  std::array<bool, 600> statuses{};
+  std::vector<std::string> content_types;  // lower case
+  int64_t default_ttl_seconds = 0;
+  uint64_t max_object_bytes = kDefaultMaxObjectBytes;
+  std::vector<std::string> query_params;  // sorted
+  std::vector<std::string> key_headers;   // lower case, sorted
+  bool key_consumer = false;
+  bool cache_set_cookie = false;
+  bool honor_request_cache_control = false;
+  int64_t lock_timeout = kDefaultLockTimeoutSeconds * kNanosPerSecond;
+  int64_t stale_while_revalidate = 0;
+  int64_t stale_if_error = 0;
+  std::shared_ptr<Namespace> ns;
+  std::string ns_prefix;  // the 8 bytes keys begin with
+  ResponseStore* store = nullptr;
+  Clock clock;
+};
+
+bool ContentTypeAllowed(const Settings& s, const http::HeaderMap& headers) {
+  if (s.content_types.empty()) return true;
+  const std::string* ct = headers.Get("content-type");
+  if (ct == nullptr) return false;
+  std::string_view type = *ct;
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t'))
+    type.remove_suffix(1);
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t'))
+    type.remove_prefix(1);
+  for (const std::string& allowed : s.content_types) {
+    if (absl::EndsWith(allowed, "/*")) {
+      if (absl::StartsWithIgnoreCase(
+              AV(type), absl::string_view(allowed.data(), allowed.size() - 1)))
+        return true;
+    } else if (EqualsIgnoreCase(type, allowed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+class CacheFilter : public http::Filter {
+ public:
+  explicit CacheFilter(const Settings& settings) : s_(settings) {}
+
+  ~CacheFilter() override {
+    if (waiter_ != nullptr) waiter_->Cancel();
+    // A filler cut short (client gone, upstream reset): the waiters go
+    // upstream.
+    if (fill_token_ != 0) s_.store->EndFill(key_, fill_token_);
+    if (!counted_)
+      CountResponse(route_, background_ ? CacheStatus::kNone : status_);
+  }
+
+  http::FilterStatus OnRequestHeaders(
+      http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
+    const http::StreamInfo& info = callbacks.info();
+    callbacks_ = &callbacks;
+    background_ = info.background;
+    request_time_ = s_.clock();
+    if (info.method == "HEAD" && s_.head) {
+      head_ = true;
+    } else if (info.method != "GET" || !s_.get) {
+      if (info.method != "GET" && info.method != "HEAD" &&
+          info.method != "OPTIONS" && info.method != "TRACE") {
+        // RFC 9111 4.4: an unsafe method's success invalidates the URI's
+        // entries.
+        key_ = BuildKey(headers, info);
+        invalidate_ = true;
+      }
+      return Bypass(headers, info);
+    }
+    if (headers.Get("range") != nullptr)
+      return Bypass(headers, info);  // whole responses only
+    if (s_.honor_request_cache_control && !background_) {
+      request_cc_ = ParseCacheControl(headers);
+      if (request_cc_.no_store) return Bypass(headers, info);
+    }
+    std::string& key = BuildKey(headers, info);
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      std::shared_ptr<const Entry> entry = s_.store->Lookup(key, headers);
+      int64_t now = s_.clock();
+      if (entry != nullptr && !background_) {
+        switch (Classify(*entry, now)) {
+          case Use::kFresh:
+            return Serve(entry, headers, CacheStatus::kHit);
+          case Use::kStale:
+            return Serve(entry, headers, CacheStatus::kStale);
+          case Use::kStaleRefresh:
+            if (s_.store->ClaimRefresh(key, now, now + kRefreshClaimNanos)) {
+              callbacks.StartBackgroundRefresh();
+            }
+            return Serve(entry, headers, CacheStatus::kStale);
+          case Use::kUpstream:
+            break;
+        }
+      }
+      status_ = entry != nullptr ? CacheStatus::kExpired : CacheStatus::kMiss;
+      key_ = key;
+      Remember(headers, info);
+      if (head_)
+        return GoUpstream(headers,
+                          std::move(entry));  // a HEAD response fills nothing
+      std::shared_ptr<Waiter> waiter;
+      if (!background_ && s_.lock_timeout > 0) {
+        waiter = std::make_shared<Waiter>(
+            callbacks.MakeResumeHandle(),
+            [this](std::shared_ptr<const Entry> stored) {
+              OnWaitOver(std::move(stored));
+            });
+      }
+      uint64_t token = 0;
+      switch (s_.store->BeginFill(key_, headers, entry.get(), waiter, &token)) {
+        case ResponseStore::FillRole::kChanged:
+          continue;  // stored meanwhile: look again
+        case ResponseStore::FillRole::kWaiter:
+          waiter_ = std::move(waiter);
+          request_copy_ = headers;
+          AddDeadline(now + s_.lock_timeout, waiter_);
+          return http::FilterStatus::kStopIteration;
+        case ResponseStore::FillRole::kFiller:
+          fill_token_ = token;
+          break;
+        case ResponseStore::FillRole::kUncoalesced:
+          break;
+      }
+      return GoUpstream(headers, std::move(entry));
+    }
+    key_ = key;
+    Remember(headers, info);
+    return GoUpstream(headers, nullptr);
+  }
+
+  http::FilterStatus OnUpstreamHeaders(
+      int status, const http::HeaderMap& headers,
+      http::FilterCallbacks& callbacks) override {
+    if (invalidate_ && status >= 200 && status < 400)
+      s_.store->Invalidate(key_);
+    if (!upstream_) return http::FilterStatus::kContinue;
+    int64_t now = s_.clock();
+    if (status == 304 && added_conditionals_ && stale_ != nullptr) {
+      bool storable = false;
+      std::shared_ptr<const Entry> refreshed =
+          Refresh(*stale_, headers, now, &storable);
+      if (storable) {
+        s_.store->Insert(key_, refreshed, fill_token_);
+      } else {
+        s_.store->EndFill(key_, fill_token_);
+      }
+      fill_token_ = 0;
+      return Serve(refreshed, request_copy_, CacheStatus::kRevalidated);
+    }
+    if (status >= 500 && StaleIfError(now)) return ServeStaleOnError();
+    std::unique_ptr<Entry> entry =
+        status == 304 || head_ ? nullptr : MakeEntry(status, headers, now);
+    if (entry == nullptr) {
+      s_.store->EndFill(key_, fill_token_);
+      fill_token_ = 0;
+      return http::FilterStatus::kContinue;
+    }
+    pending_ = std::move(entry);
+    return http::FilterStatus::kContinue;
+  }
+
+  http::FilterStatus OnUpstreamError(
+      int status, http::FilterCallbacks& callbacks) override {
+    if (!upstream_) return http::FilterStatus::kContinue;
+    if (StaleIfError(s_.clock())) return ServeStaleOnError();
+    s_.store->EndFill(key_, fill_token_);
+    fill_token_ = 0;
+    return http::FilterStatus::kContinue;
+  }
+
+  void OnResponseData(std::string_view data,
+                      http::FilterCallbacks& callbacks) override {
+    if (pending_ == nullptr) return;
+    if (pending_->body.size() + data.size() > s_.max_object_bytes) {
+      pending_.reset();  // too large: it passes through
+      s_.store->EndFill(key_, fill_token_);
+      fill_token_ = 0;
+      return;
+    }
+    pending_->body.append(data.data(), data.size());
+  }
+
+  void OnResponseEnd(http::FilterCallbacks& callbacks) override {
+    if (pending_ == nullptr) return;
+    pending_->Account(key_.size());
+    s_.store->Insert(key_, std::shared_ptr<const Entry>(std::move(pending_)),
+                     fill_token_);
+    fill_token_ = 0;
+  }
+
+  void OnResponseHeaders(int status, http::HeaderMap& headers,
+                         http::FilterCallbacks& callbacks) override {
+    if (status_ == CacheStatus::kNone) return;
+    headers.Set(kCacheStatusHeader, CacheStatusName(status_));
+    if (!counted_) {
+      counted_ = true;
+      CountResponse(route_, background_ ? CacheStatus::kNone : status_);
+    }
+  }
+
+ private:
+  enum class Use { kFresh, kStale, kStaleRefresh, kUpstream };
+
+  // The key into a per-thread buffer (no allocation once it has grown):
+  // namespace, route, method, host, path, query, key headers, consumer.
+  std::string& BuildKey(const http::HeaderMap& headers,
+                        const http::StreamInfo& info) {
+    thread_local std::string key;
+    key.clear();
+    key.append(s_.ns_prefix);
+    AppendPiece(&key, 'r', info.route_name);
+    AppendPiece(&key, 'm', "GET");  // HEAD looks up GET's entry
+    AppendPiece(&key, 'h', HostOf(headers));
+    for (size_t i = key.size() - HostOf(headers).size(); i < key.size(); ++i) {
+      key[i] = absl::ascii_tolower(static_cast<unsigned char>(key[i]));
+    }
+    std::string_view path = info.path;
+    size_t q = path.find('?');
+    std::string_view query =
+        q == std::string_view::npos ? "" : path.substr(q + 1);
+    AppendPiece(&key, 'p', path.substr(0, q));
+    if (s_.query_params.empty()) {
+      AppendPiece(&key, 'q', query);
+    } else {
+      // The named parameters, by name (the config's list is sorted; equal
+      // names keep their order).
+      for (const std::string& name : s_.query_params) {
+        for (absl::string_view pair : absl::StrSplit(AV(query), '&')) {
+          absl::string_view pname = pair.substr(0, pair.find('='));
+          if (pname == name)
+            AppendPiece(&key, 'a', std::string_view(pair.data(), pair.size()));
+        }
+      }
+    }
+    for (const std::string& name : s_.key_headers) {
+      bool present = false;
+      std::string value = JoinedValues(headers, name, &present);
+      AppendPiece(&key, present ? 'H' : 'N', value);
+    }
+    if (s_.key_consumer) {
+      AppendPiece(&key, 'c',
+                  info.consumer != nullptr ? info.consumer->name : "");
+    }
+    return key;
+  }
+
+  // The request's host without its port.
+  static std::string_view HostOf(const http::HeaderMap& headers) {
+    std::string_view host;
+    if (const std::string* h = headers.Get("host")) host = *h;
+    if (!host.empty() && host.front() == '[')
+      return host.substr(0, host.find(']') + 1);
+    return host.substr(0, host.find(':'));
+  }
+
+  // What outlives the head hook on the paths that do not answer at once
+  // (the hit path copies nothing).
+  void Remember(const http::HeaderMap& headers, const http::StreamInfo& info) {
+    route_.assign(info.route_name.data(), info.route_name.size());
+    host_ = absl::AsciiStrToLower(AV(HostOf(headers)));
+    path_.assign(info.path.data(), info.path.size());
+  }
+
+  http::FilterStatus Bypass(const http::HeaderMap& headers,
+                            const http::StreamInfo& info) {
+    status_ = CacheStatus::kBypass;
+    route_.assign(info.route_name.data(), info.route_name.size());
+    return http::FilterStatus::kContinue;
+  }
+
+  Use Classify(const Entry& entry, int64_t now) const {
+    int64_t age = entry.Age(now);
+    int64_t lifetime = entry.lifetime;
+    bool revalidate = entry.no_cache;
+    int64_t max_stale = 0;
+    if (s_.honor_request_cache_control) {
+      const CacheControl& cc = request_cc_;
+      if (cc.no_cache || cc.max_age == 0) revalidate = true;
+      if (cc.max_age > 0 && age > cc.max_age * kNanosPerSecond)
+        revalidate = true;
+      if (cc.min_fresh >= 0) lifetime -= cc.min_fresh * kNanosPerSecond;
+      if (cc.max_stale >= 0) max_stale = cc.max_stale * kNanosPerSecond;
+    }
+    if (revalidate) return Use::kUpstream;
+    if (age < lifetime) return Use::kFresh;
+    if (entry.must_revalidate) return Use::kUpstream;
+    if (max_stale > 0 && age < entry.lifetime + max_stale) return Use::kStale;
+    if (entry.stale_while_revalidate > 0 &&
+        age < entry.lifetime + entry.stale_while_revalidate) {
+      return Use::kStaleRefresh;
+    }
+    return Use::kUpstream;
+  }
+
+  // Whether the stale entry may answer instead of an upstream failure.
+  bool StaleIfError(int64_t now) const {
+    if (stale_ == nullptr || background_) return false;
+    const Entry& e = *stale_;
+    return !e.must_revalidate && !e.no_cache && e.stale_if_error > 0 &&
+           e.Age(now) < e.lifetime + e.stale_if_error;
+  }
+
+  http::FilterStatus ServeStaleOnError() {
+    s_.store->EndFill(key_, fill_token_);
+    fill_token_ = 0;
+    pending_.reset();
+    return Serve(stale_, request_copy_, CacheStatus::kStale);
+  }
+
+  // The request goes upstream; `stale` (maybe nullptr) is the entry it
+  // revalidates, or serves on error.
+  http::FilterStatus GoUpstream(http::HeaderMap& headers,
+                                std::shared_ptr<const Entry> stale) {
+    upstream_ = true;
+    request_copy_ = headers;
+    stale_ = std::move(stale);
+    bool client_conditional = headers.Get("if-none-match") != nullptr ||
+                              headers.Get("if-modified-since") != nullptr ||
+                              headers.Get("if-match") != nullptr ||
+                              headers.Get("if-unmodified-since") != nullptr;
+    if (stale_ != nullptr && !client_conditional && !head_) {
+      if (!stale_->etag.empty()) headers.Set("If-None-Match", stale_->etag);
+      if (!stale_->last_modified.empty())
+        headers.Set("If-Modified-Since", stale_->last_modified);
+      added_conditionals_ =
+          !stale_->etag.empty() || !stale_->last_modified.empty();
+    }
+    return http::FilterStatus::kContinue;
+  }
+
+  // A waiter's turn (on the worker): the filler's entry, or nullptr (it
+  // gave up, or the lock timed out): upstream, uncoalesced.
+  void OnWaitOver(std::shared_ptr<const Entry> stored) {
+    waiter_.reset();
+    if (stored != nullptr && stored->Matches(request_copy_)) {
+      // Just stored (or just revalidated) for the same key: a hit.
+      Serve(stored, request_copy_, CacheStatus::kHit);
+      return;
+    }
+    upstream_ = true;
+    stale_ = nullptr;  // the request goes as it is: no conditionals added
+    callbacks_->ContinueRequest();
+  }
+
+  // Answers from `entry`: a 304 when the client's conditional matches it.
+  http::FilterStatus Serve(const std::shared_ptr<const Entry>& entry,
+                           const http::HeaderMap& request, CacheStatus status) {
+    status_ = status;
+    served_ = entry;  // kept alive while the response is sent
+    if (!counted_) {
+      counted_ = true;
+      CountResponse(callbacks_->info().route_name,
+                    background_ ? CacheStatus::kNone : status);
+    }
+    const Entry& e = *entry;
+    Digits age(static_cast<uint64_t>(e.Age(s_.clock()) / kNanosPerSecond));
+    http::HeaderMap headers;
+    if (NotModified(e, request)) {
+      static constexpr std::string_view kKept[] = {
+          "etag", "last-modified", "cache-control",   "expires",
+          "vary", "date",          "content-location"};
+      for (const auto& f : e.headers) {
+        for (std::string_view k : kKept) {
+          if (EqualsIgnoreCase(f.name, k)) headers.Add(f.name, f.value);
+        }
+      }
+      headers.Set("Age", age.view());
+      headers.Set(kCacheStatusHeader, CacheStatusName(status));
+      callbacks_->SendResponse(304, headers, "");
+      return http::FilterStatus::kStopLocalReply;
+    }
+    for (const auto& f : e.headers) headers.Add(f.name, f.value);
+    headers.Set("Age", age.view());
+    headers.Set(kCacheStatusHeader, CacheStatusName(status));
+    callbacks_->SendResponse(e.status, headers, e.body);
+    return http::FilterStatus::kStopLocalReply;
+  }
+
+  // RFC 9110 13.1.2/13.1.3 for a GET or HEAD: If-None-Match (weak), else
+  // If-Modified-Since against Last-Modified (or Date).
+  static bool NotModified(const Entry& e, const http::HeaderMap& request) {
+    if (e.status != 200) return false;
+    if (const std::string* inm = request.Get("if-none-match")) {
+      return IfNoneMatchMatches(*inm, e.etag) || (*inm == "*");
+    }
+    const std::string* ims = request.Get("if-modified-since");
+    if (ims == nullptr) return false;
+    int64_t since = 0, modified = 0;
+    if (!ParseHttpDate(*ims, &since)) return false;
+    std::string_view lm = e.last_modified;
+    if (lm.empty()) {
+      for (const auto& f : e.headers) {
+        if (EqualsIgnoreCase(f.name, "date")) lm = f.value;
+      }
+    }
+    return !lm.empty() && ParseHttpDate(lm, &modified) && modified <= since;
+  }
+
+  // The response as an entry, or nullptr when it may not be stored.
+  std::unique_ptr<Entry> MakeEntry(int status, const http::HeaderMap& headers,
+                                   int64_t now) {
+    if (status < 0 || status >= 600 || !s_.statuses[status]) return nullptr;
+    CacheControl cc = ParseCacheControl(headers);
+    if (cc.no_store || cc.is_private) return nullptr;
+    // RFC 9111 3.5: an authenticated request's response, only when the
+    // upstream says a shared cache may keep it.
+    if (request_copy_.Get("authorization") != nullptr &&
+        !(cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate)) {
+      return nullptr;
+    }
+    if (headers.Get("set-cookie") != nullptr && !s_.cache_set_cookie)
+      return nullptr;
+    if (!ContentTypeAllowed(s_, headers)) return nullptr;
+    auto entry = std::make_unique<Entry>();
+    for (const auto& f : headers.fields()) {
+      if (!EqualsIgnoreCase(f.name, "vary")) continue;
+      for (absl::string_view name :
+           absl::StrSplit(f.value, ',', absl::SkipWhitespace())) {
+        std::string lower =
+            absl::AsciiStrToLower(absl::StripAsciiWhitespace(name));
+        if (lower.empty()) continue;
+        if (lower == "*") return nullptr;  // never matches
+        Entry::VaryField field;
+        field.value = JoinedValues(request_copy_, lower, &field.present);
+        field.name = std::move(lower);
+        entry->vary.push_back(std::move(field));
+      }
+    }
+    entry->status = status;
+    for (const auto& f : headers.fields()) {
+      if (!IsUnstoredField(f.name)) entry->headers.push_back(f);
+    }
+    if (headers.Get("date") == nullptr) {
+      entry->headers.push_back({"Date", FormatHttpDate(now / kNanosPerSecond)});
+    }
+    if (!Time(*entry, cc, headers, now)) return nullptr;
+    entry->route = route_;
+    entry->host = host_;
+    entry->path = path_;
+    return entry;
+  }
+
+  // Fills the entry's times and validators from the response; false when
+  // it has no freshness and nothing makes it worth keeping.
+  bool Time(Entry& e, const CacheControl& cc, const http::HeaderMap& response,
+            int64_t now) {
+    http::HeaderMap stored;
+    for (const auto& f : e.headers) stored.Add(f.name, f.value);
+    int64_t lifetime = FreshnessLifetime(cc, stored, now / kNanosPerSecond,
+                                         s_.default_ttl_seconds);
+    if (const std::string* etag = stored.Get("etag")) e.etag = *etag;
+    if (const std::string* lm = stored.Get("last-modified"))
+      e.last_modified = *lm;
+    bool validator = !e.etag.empty() || !e.last_modified.empty();
+    e.no_cache = cc.no_cache;
+    e.must_revalidate =
+        cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage >= 0;
+    e.stale_while_revalidate = cc.stale_while_revalidate >= 0
+                                   ? cc.stale_while_revalidate * kNanosPerSecond
+                                   : s_.stale_while_revalidate;
+    e.stale_if_error = cc.stale_if_error >= 0
+                           ? cc.stale_if_error * kNanosPerSecond
+                           : s_.stale_if_error;
+    if (lifetime < 0) {
+      if (!(cc.no_cache && validator)) return false;  // no freshness at all
+      lifetime = 0;
+    }
+    bool stale_use = !e.must_revalidate &&
+                     (e.stale_while_revalidate > 0 || e.stale_if_error > 0);
+    if (lifetime == 0 && !validator && !stale_use)
+      return false;  // never usable
+    e.lifetime = lifetime * kNanosPerSecond;
+    e.request_time = request_time_;
+    e.response_time = now;
+    e.corrected_initial_age = CorrectedInitialAge(response, request_time_, now);
+    return true;
+  }
+
+  // RFC 9111 4.3.4: the stored response with the 304's fields replacing
+  // its fields of the same names, timed from now; `storable` false when
+  // the merged response may no longer be stored (it still answers this
+  // request).
+  std::shared_ptr<const Entry> Refresh(const Entry& old,
+                                       const http::HeaderMap& fresh,
+                                       int64_t now, bool* storable) {
+    auto e = std::make_shared<Entry>(old);
+    for (const auto& f : fresh.fields()) {
+      if (IsUnstoredField(f.name)) continue;
+      e->headers.erase(std::remove_if(e->headers.begin(), e->headers.end(),
+                                      [&](const http::HeaderMap::Field& g) {
+                                        return EqualsIgnoreCase(g.name, f.name);
+                                      }),
+                       e->headers.end());
+    }
+    for (const auto& f : fresh.fields()) {
+      if (!IsUnstoredField(f.name)) e->headers.push_back(f);
+    }
+    if (fresh.Get("date") == nullptr) {
+      for (auto& f : e->headers) {
+        if (EqualsIgnoreCase(f.name, "date"))
+          f.value = FormatHttpDate(now / kNanosPerSecond);
+      }
+    }
+    http::HeaderMap merged;
+    for (const auto& f : e->headers) merged.Add(f.name, f.value);
+    CacheControl cc = ParseCacheControl(merged);
+    *storable = !cc.no_store && !cc.is_private && Time(*e, cc, fresh, now);
+    if (!*storable) {
+      e->response_time = now;
+      e->corrected_initial_age = CorrectedInitialAge(fresh, request_time_, now);
+    }
+    e->Account(key_.size());
+    return e;
+  }
+
+  const Settings& s_;
+  http::FilterCallbacks* callbacks_ = nullptr;
+  CacheStatus status_ = CacheStatus::kNone;
+  bool counted_ = false;
+  bool background_ = false;
+  bool head_ = false;
+  bool upstream_ = false;  // the request went (or goes) upstream through us
+  bool added_conditionals_ = false;
+  bool invalidate_ =
+      false;  // an unsafe method: a success removes the key's entries
+  int64_t request_time_ = 0;
+  CacheControl request_cc_;
+  std::string route_;
+  std::string host_;
+  std::string path_;
+  std::string key_;
+  http::HeaderMap
+      request_copy_;  // for Vary and conditionals, once past the head hook
+  std::shared_ptr<const Entry> stale_;
+  std::shared_ptr<const Entry> served_;
+  std::shared_ptr<Waiter> waiter_;
+  uint64_t fill_token_ = 0;
+  std::unique_ptr<Entry> pending_;
+};
+
+class CacheFilterFactory : public http::FilterFactory {
+ public:
+  explicit CacheFilterFactory(Settings settings)
+      : settings_(std::move(settings)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<CacheFilter>(settings_);
+  }
+  std::string_view policy_name() const override { return kPolicyName; }
+  http::FilterPhase phase() const override { return http::FilterPhase::kCache; }
+  bool observes_upstream() const override { return true; }
+
+ private:
+  const Settings settings_;
+};
+
+class CachePolicyFactory : public PolicyFactory {
+ public:
+  std::string name() const override { return kPolicyName; }
+  absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
+      const google::protobuf::Message& message) const override {
+    const auto& config = static_cast<const v1::CacheConfig&>(message);
+    Settings s;
+    if (!config.methods().empty()) {
+      s.get = s.head = false;
+      for (const std::string& m : config.methods()) {
+        if (EqualsIgnoreCase(m, "GET")) s.get = true;
+        if (EqualsIgnoreCase(m, "HEAD")) s.head = true;
+      }
+    }
+    if (config.statuses().empty()) {
+      for (int status : kDefaultStatuses) s.statuses[status] = true;
+    } else {
+      for (uint32_t status : config.statuses()) {
+        if (status < s.statuses.size()) s.statuses[status] = true;
+      }
+    }
+    for (const std::string& t : config.content_types()) {
+      s.content_types.push_back(absl::AsciiStrToLower(t));
+    }
+    s.default_ttl_seconds =
+        (DurationNanos(config.default_ttl()) + kNanosPerSecond - 1) /
+        kNanosPerSecond;
+    if (config.has_max_object_bytes())
+      s.max_object_bytes = config.max_object_bytes();
+    s.query_params.assign(config.query_params().begin(),
+                          config.query_params().end());
+    std::sort(s.query_params.begin(), s.query_params.end());
+    for (const std::string& h : config.key_headers()) {
+      s.key_headers.push_back(absl::AsciiStrToLower(h));
+    }
+    std::sort(s.key_headers.begin(), s.key_headers.end());
+    s.key_consumer = config.key_consumer();
+    s.cache_set_cookie = config.cache_set_cookie();
+    s.honor_request_cache_control = config.honor_request_cache_control();
+    if (config.has_lock_timeout())
+      s.lock_timeout = DurationNanos(config.lock_timeout());
+    s.stale_while_revalidate = DurationNanos(config.stale_while_revalidate());
+    s.stale_if_error = DurationNanos(config.stale_if_error());
+    s.store = &ResponseStore::Global();
+    s.ns = s.store->Acquire(StateIdentity(config));
+    s.ns_prefix = s.ns->prefix();
+    s.clock = CurrentClock();
+    return std::shared_ptr<const http::FilterFactory>(
+        std::make_shared<CacheFilterFactory>(std::move(s)));
+  }
+};
+
+const bool registered =
+    RegisterPolicyFactory(std::make_unique<CachePolicyFactory>());
+
+}  // namespace
+}  // namespace sluice::policy::cache

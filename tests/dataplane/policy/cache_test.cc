@@ -1,0 +1,998 @@
+// The `cache` policy: Cache-Control, dates and freshness; what is stored
+// and what not; Vary, HEAD, the client's conditionals; revalidation,
+// stale-if-error and stale-while-revalidate; coalescing of misses and its
+// deadline; the store's LRU budget; purges and identities; metrics; the
+// config rules -- through the registries the binaries use, on a fake
+// clock.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "api/policy_registry.h"
+#include "dataplane/auth/consumers.h"
+#include "dataplane/cache/purge.h"
+#include "dataplane/http/filter.h"
+#include "dataplane/policy/cache/cache_config.pb.h"
+#include "dataplane/policy/cache/cache_control.h"
+#include "dataplane/policy/cache/internal.h"
+#include "dataplane/policy/cache/response_store.h"
+#include "dataplane/policy/cache/store.h"
+#include "dataplane/policy/registry.h"
+#include "dataplane/stats/stats.h"
+#include "tests/dataplane/policy/fake_callbacks.h"
+
+namespace sluice::policy::cache {
+namespace {
+
+using testing::FakeCallbacks;
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+constexpr int64_t kSecond = 1000000000;
+constexpr int64_t kStart =
+    int64_t{1764000000} * kSecond;  // 2025-11-24T16:00:00Z
+
+std::atomic<int64_t> fake_now{kStart};
+
+std::string DateAt(int64_t ns) { return FormatHttpDate(ns / kSecond); }
+
+class CacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_now = kStart;
+    SetClockForTesting([] { return fake_now.load(); });
+    InstallPurgeHandler();
+    sluice::cache::Purge({});
+  }
+  void TearDown() override {
+    sluice::cache::Purge({});
+    SetClockForTesting(nullptr);
+  }
+  static void Advance(int64_t seconds) { fake_now += seconds * kSecond; }
+};
+
+std::vector<api::PolicyConfigError> Errors(const v1::CacheConfig& config) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("cache")->Validate(config, &errors);
+  return errors;
+}
+
+std::shared_ptr<const http::FilterFactory> Compile(
+    const v1::CacheConfig& config = {}) {
+  auto errors = Errors(config);
+  EXPECT_TRUE(errors.empty()) << errors[0].field << ": " << errors[0].message;
+  auto compiled = FindPolicyFactory("cache")->Compile(config);
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return *compiled;
+}
+
+http::HeaderMap Map(const Fields& fields) {
+  http::HeaderMap map;
+  for (const auto& [n, v] : fields) map.Add(n, v);
+  return map;
+}
+
+// One exchange through a fresh filter of `factory`, driven hook by hook.
+class Client {
+ public:
+  Client(const http::FilterFactory& factory, std::string path = "/items?id=1",
+         Fields headers = {}, std::string method = "GET",
+         std::string route = "items")
+      : filter_(factory.CreateFilter()),
+        path_(std::move(path)),
+        method_(std::move(method)),
+        route_(std::move(route)) {
+    callbacks.info_.path = path_;
+    callbacks.info_.method = method_;
+    callbacks.info_.route_name = route_;
+    request.Add("host", "API.example.com:8443");
+    for (const auto& [n, v] : headers) request.Add(n, v);
+  }
+
+  http::FilterStatus Start() {
+    head_status = filter_->OnRequestHeaders(request, callbacks);
+    return head_status;
+  }
+  bool went_upstream() const {
+    return head_status == http::FilterStatus::kContinue;
+  }
+  bool answered() const { return callbacks.replies_ > 0; }
+
+  // The upstream's response, whole. Returns whether it reached the client
+  // (the filter did not answer instead).
+  bool Respond(int status, const Fields& fields, std::string body = "") {
+    http::HeaderMap headers = Map(fields);
+    if (filter_->OnUpstreamHeaders(status, headers, callbacks) !=
+        http::FilterStatus::kContinue) {
+      Reply();
+      return false;
+    }
+    response_status = status;
+    response = headers;
+    filter_->OnResponseHeaders(status, response, callbacks);
+    for (size_t i = 0; i < body.size(); i += 7) {
+      filter_->OnResponseData(std::string_view(body).substr(i, 7), callbacks);
+    }
+    filter_->OnResponseEnd(callbacks);
+    response_body = body;
+    return true;
+  }
+  // The upstream failed before answering.
+  bool Fail(int status) {
+    if (filter_->OnUpstreamError(status, callbacks) !=
+        http::FilterStatus::kContinue) {
+      Reply();
+      return false;
+    }
+    response_status = status;
+    filter_->OnResponseHeaders(status, response, callbacks);
+    return true;
+  }
+  // The filter's own answer goes through the response hooks too.
+  void Reply() {
+    response_status = callbacks.status_;
+    response = callbacks.reply_headers_;
+    response_body = callbacks.body_;
+    filter_->OnResponseHeaders(response_status, response, callbacks);
+  }
+  std::string header(std::string_view name) const {
+    const std::string* v = response.Get(name);
+    return v ? *v : "<none>";
+  }
+  std::string upstream_header(std::string_view name) const {
+    const std::string* v = request.Get(name);
+    return v ? *v : "<none>";
+  }
+  std::string cache_status() const { return header("X-Cache-Status"); }
+  void Destroy() { filter_.reset(); }
+  http::Filter& filter() { return *filter_; }
+
+  FakeCallbacks callbacks;
+  http::HeaderMap request;
+  http::FilterStatus head_status = http::FilterStatus::kContinue;
+  int response_status = 0;
+  http::HeaderMap response;
+  std::string response_body;
+
+ private:
+  std::unique_ptr<http::Filter> filter_;
+  std::string path_;
+  std::string method_;
+  std::string route_;
+};
+
+// A request that is expected to be answered from the cache.
+struct Served {
+  std::string status;  // X-Cache-Status
+  int code = 0;
+  std::string body;
+  std::string age;
+};
+
+Served FromCache(const http::FilterFactory& factory, Fields headers = {},
+                 std::string path = "/items?id=1", std::string method = "GET") {
+  Client c(factory, path, std::move(headers), std::move(method));
+  c.Start();
+  Served served;
+  if (!c.answered()) {
+    served.status = "<upstream>";  // not answered from the cache
+    return served;
+  }
+  c.Reply();
+  served.status = c.cache_status();
+  served.code = c.response_status;
+  served.body = c.response_body;
+  served.age = c.header("Age");
+  return served;
+}
+
+// A miss that the upstream answers; returns X-Cache-Status.
+std::string Fill(const http::FilterFactory& factory, int status,
+                 const Fields& fields, std::string body = "hello",
+                 Fields request = {}, std::string path = "/items?id=1") {
+  Client c(factory, path, std::move(request));
+  c.Start();
+  if (!c.went_upstream()) return "<not upstream>";
+  c.Respond(status, fields, body);
+  return c.cache_status();
+}
+
+Fields Fresh(int max_age = 60, Fields more = {}) {
+  Fields f = {{"Content-Type", "text/plain"},
+              {"Cache-Control", absl::StrCat("max-age=", max_age)},
+              {"Date", DateAt(fake_now)}};
+  f.insert(f.end(), more.begin(), more.end());
+  return f;
+}
+
+// ---- RFC pieces ----
+
+TEST(CacheControlTest, ParsesDirectives) {
+  CacheControl cc;
+  ParseCacheControlValue(
+      R"(Public, max-age=60, s-maxage="120", no-cache="set-cookie, x-a", MUST-revalidate,)"
+      R"( stale-while-revalidate=30, stale-if-error=bogus, max-stale)",
+      &cc);
+  EXPECT_TRUE(cc.is_public);
+  EXPECT_EQ(cc.max_age, 60);
+  EXPECT_EQ(cc.s_maxage, 120);
+  EXPECT_TRUE(cc.no_cache);  // the qualified form counts as the plain one
+  EXPECT_TRUE(cc.must_revalidate);
+  EXPECT_EQ(cc.stale_while_revalidate, 30);
+  EXPECT_EQ(cc.stale_if_error, 0);  // not a number: 0
+  EXPECT_EQ(cc.max_stale, kAnyStale);
+  EXPECT_FALSE(cc.no_store);
+  EXPECT_EQ(cc.min_fresh, -1);
+
+  CacheControl big;
+  ParseCacheControlValue("max-age=99999999999999", &big);
+  EXPECT_EQ(big.max_age, int64_t{1} << 31);
+
+  CacheControl two = ParseCacheControl(
+      Map({{"cache-control", "private"}, {"Cache-Control", "no-store"}}));
+  EXPECT_TRUE(two.is_private);
+  EXPECT_TRUE(two.no_store);
+}
+
+TEST(CacheControlTest, DatesAndEtags) {
+  int64_t t = 0;
+  ASSERT_TRUE(ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT", &t));
+  EXPECT_EQ(t, 784111777);
+  ASSERT_TRUE(ParseHttpDate("Sunday, 06-Nov-94 08:49:37 GMT", &t));
+  EXPECT_EQ(t, 784111777);
+  ASSERT_TRUE(ParseHttpDate("Sun Nov  6 08:49:37 1994", &t));
+  EXPECT_EQ(t, 784111777);
+  EXPECT_FALSE(ParseHttpDate("0", &t));
+  EXPECT_EQ(FormatHttpDate(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
+
+  EXPECT_TRUE(IfNoneMatchMatches("\"a\"", "\"a\""));
+  EXPECT_TRUE(IfNoneMatchMatches("W/\"a\"", "\"a\""));  // weak comparison
+  EXPECT_TRUE(IfNoneMatchMatches("\"x\", W/\"a\"", "W/\"a\""));
+  EXPECT_TRUE(IfNoneMatchMatches("*", "\"a\""));
+  EXPECT_FALSE(IfNoneMatchMatches("\"b\", \"c\"", "\"a\""));
+  EXPECT_FALSE(IfNoneMatchMatches("\"a\"", ""));
+}
+
+TEST(CacheControlTest, FreshnessLifetime) {
+  int64_t now = 1000000;
+  auto lifetime = [&](const Fields& f, int64_t default_ttl = 0) {
+    return FreshnessLifetime(ParseCacheControl(Map(f)), Map(f), now,
+                             default_ttl);
+  };
+  EXPECT_EQ(lifetime({{"cache-control", "max-age=60"}}), 60);
+  EXPECT_EQ(lifetime({{"cache-control", "max-age=60, s-maxage=10"}}),
+            10);  // shared: s-maxage
+  EXPECT_EQ(lifetime({{"date", FormatHttpDate(now - 100)},
+                      {"expires", FormatHttpDate(now + 200)}}),
+            300);  // Expires against Date, not against the clock
+  EXPECT_EQ(lifetime({{"expires", FormatHttpDate(now + 200)}}), 200);
+  EXPECT_EQ(lifetime({{"expires", "0"}}), 0);
+  EXPECT_EQ(lifetime({{"cache-control", "max-age=5"},
+                      {"expires", FormatHttpDate(now + 200)}}),
+            5);
+  EXPECT_EQ(lifetime({}), -1);
+  EXPECT_EQ(lifetime({}, 30), 30);
+
+  // Age: apparent age from Date, or the upstream's Age plus the delay.
+  int64_t t = 1000 * kSecond;
+  EXPECT_EQ(CorrectedInitialAge(Map({{"date", FormatHttpDate(990)}}), t, t),
+            10 * kSecond);
+  EXPECT_EQ(
+      CorrectedInitialAge(Map({{"date", FormatHttpDate(1000)}, {"age", "7"}}),
+                          t - kSecond, t),
+      8 * kSecond);
+}
+
+// ---- storing and serving ----
+
+TEST_F(CacheTest, MissStoresHitServesWithAge) {
+  auto factory = Compile();
+  EXPECT_TRUE(factory->observes_upstream());
+  EXPECT_EQ(factory->phase(), http::FilterPhase::kCache);
+  EXPECT_EQ(Fill(*factory, 200,
+                 Fresh(60, {{"ETag", "\"v1\""}, {"Connection", "x"}}), "hello"),
+            "Miss");
+  Advance(30);
+  Served hit = FromCache(*factory);
+  EXPECT_EQ(hit.status, "Hit");
+  EXPECT_EQ(hit.code, 200);
+  EXPECT_EQ(hit.body, "hello");
+  EXPECT_EQ(hit.age, "30");
+
+  // The host is compared without case and port; the path and query are not.
+  EXPECT_EQ(FromCache(*factory, {}, "/items?id=2").status, "<upstream>");
+  Client other_host(*factory);
+  other_host.request.Set("host", "api.EXAMPLE.com");
+  other_host.Start();
+  EXPECT_TRUE(other_host.answered());
+
+  Advance(31);  // 61 s old: stale, goes upstream
+  Client expired(*factory);
+  expired.Start();
+  ASSERT_TRUE(expired.went_upstream());
+  EXPECT_EQ(expired.upstream_header("If-None-Match"), "\"v1\"");
+  expired.Respond(200, Fresh(60), "v2");
+  EXPECT_EQ(expired.cache_status(), "Expired");
+  EXPECT_EQ(FromCache(*factory).body, "v2");
+}
+
+TEST_F(CacheTest, StoredHeadersLeaveHopByHopAndAgeOut) {
+  auto factory = Compile();
+  Fill(*factory, 200,
+       Fresh(60, {{"Age", "5"}, {"Keep-Alive", "timeout=5"}, {"X-App", "1"}}));
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.answered());
+  c.Reply();
+  EXPECT_EQ(c.header("X-App"), "1");
+  EXPECT_EQ(c.header("Keep-Alive"), "<none>");
+  EXPECT_EQ(c.header("Age"), "5");  // the upstream's Age counts
+  EXPECT_EQ(c.header("Date"), DateAt(kStart));
+}
+
+TEST_F(CacheTest, DefaultTtlAndExpires) {
+  auto plain = Compile();
+  EXPECT_EQ(Fill(*plain, 200, {{"Content-Type", "text/plain"}}), "Miss");
+  EXPECT_EQ(FromCache(*plain).status,
+            "<upstream>");  // no freshness: not stored
+
+  v1::CacheConfig config;
+  config.mutable_default_ttl()->set_seconds(10);
+  auto ttl = Compile(config);
+  Fill(*ttl, 200, {{"Content-Type", "text/plain"}});
+  Advance(9);
+  EXPECT_EQ(FromCache(*ttl).status, "Hit");
+  Advance(1);
+  EXPECT_EQ(FromCache(*ttl).status, "<upstream>");
+
+  // Expires against Date: an upstream whose clock is 1 h behind still
+  // gives 100 s.
+  auto expires = Compile();
+  Fill(*expires, 200,
+       {{"Date", DateAt(fake_now - 3600 * kSecond)},
+        {"Expires", DateAt(fake_now - 3500 * kSecond)}},
+       "x", {}, "/e");
+  EXPECT_EQ(FromCache(*expires, {}, "/e").status,
+            "<upstream>");  // apparent age 3600
+  Fill(*expires, 200,
+       {{"Date", DateAt(fake_now)},
+        {"Expires", DateAt(fake_now + 100 * kSecond)}},
+       "x", {}, "/f");
+  Advance(99);
+  EXPECT_EQ(FromCache(*expires, {}, "/f").status, "Hit");
+}
+
+TEST_F(CacheTest, SMaxageWinsForASharedCache) {
+  auto factory = Compile();
+  Fill(*factory, 200,
+       {{"Cache-Control", "max-age=600, s-maxage=10"},
+        {"Date", DateAt(fake_now)}});
+  Advance(11);
+  EXPECT_EQ(FromCache(*factory).status, "<upstream>");
+}
+
+TEST_F(CacheTest, WhatIsNotStored) {
+  auto factory = Compile();
+  struct Case {
+    std::string name;
+    int status;
+    Fields response;
+    Fields request;
+  } cases[] = {
+      {"no-store", 200, Fresh(60, {{"Cache-Control", "no-store"}}), {}},
+      {"private", 200, {{"Cache-Control", "private, max-age=60"}}, {}},
+      {"set-cookie", 200, Fresh(60, {{"Set-Cookie", "a=b"}}), {}},
+      {"vary *", 200, Fresh(60, {{"Vary", "*"}}), {}},
+      {"authorization", 200, Fresh(60), {{"Authorization", "Bearer x"}}},
+      {"500", 500, Fresh(60), {}},
+      {"302", 302, Fresh(60), {}},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    std::string path = absl::StrCat("/n", i++);
+    EXPECT_EQ(Fill(*factory, c.status, c.response, "x", c.request, path),
+              "Miss")
+        << c.name;
+    EXPECT_EQ(FromCache(*factory, c.request, path).status, "<upstream>")
+        << c.name;
+  }
+  // Authorization with public (or s-maxage, must-revalidate): stored.
+  Fill(*factory, 200, {{"Cache-Control", "public, max-age=60"}}, "x",
+       {{"Authorization", "a"}}, "/auth");
+  EXPECT_EQ(FromCache(*factory, {{"Authorization", "a"}}, "/auth").status,
+            "Hit");
+  // A 404 is heuristically cacheable: stored with explicit freshness.
+  Fill(*factory, 404, Fresh(60), "gone", {}, "/404");
+  Served s = FromCache(*factory, {}, "/404");
+  EXPECT_EQ(s.code, 404);
+  EXPECT_EQ(s.body, "gone");
+}
+
+TEST_F(CacheTest, SetCookieStoredWithoutIt) {
+  v1::CacheConfig config;
+  config.set_cache_set_cookie(true);
+  auto factory = Compile(config);
+  Fill(*factory, 200, Fresh(60, {{"Set-Cookie", "session=1"}}));
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.answered());
+  c.Reply();
+  EXPECT_EQ(c.header("Set-Cookie"), "<none>");
+  EXPECT_EQ(c.cache_status(), "Hit");
+}
+
+TEST_F(CacheTest, ContentTypesAndStatuses) {
+  v1::CacheConfig config;
+  config.add_content_types("application/json");
+  config.add_content_types("image/*");
+  config.add_statuses(200);
+  auto factory = Compile(config);
+  Fill(*factory, 200,
+       {{"Cache-Control", "max-age=60"}, {"Content-Type", "text/html"}}, "x",
+       {}, "/html");
+  Fill(*factory, 200,
+       {{"Cache-Control", "max-age=60"},
+        {"Content-Type", "Application/JSON; charset=utf-8"}},
+       "x", {}, "/json");
+  Fill(*factory, 200,
+       {{"Cache-Control", "max-age=60"}, {"Content-Type", "image/png"}}, "x",
+       {}, "/png");
+  Fill(*factory, 404,
+       {{"Cache-Control", "max-age=60"}, {"Content-Type", "image/png"}}, "x",
+       {}, "/404");
+  EXPECT_EQ(FromCache(*factory, {}, "/html").status, "<upstream>");
+  EXPECT_EQ(FromCache(*factory, {}, "/json").status, "Hit");
+  EXPECT_EQ(FromCache(*factory, {}, "/png").status, "Hit");
+  EXPECT_EQ(FromCache(*factory, {}, "/404").status, "<upstream>");
+}
+
+TEST_F(CacheTest, VarySelectsTheVariant) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(60, {{"Vary", "Accept-Encoding"}}), "gzipped",
+       {{"Accept-Encoding", "gzip"}});
+  Fill(*factory, 200, Fresh(60, {{"Vary", "Accept-Encoding"}}), "plain", {});
+  EXPECT_EQ(FromCache(*factory, {{"accept-encoding", "gzip"}}).body, "gzipped");
+  EXPECT_EQ(FromCache(*factory, {}).body, "plain");
+  EXPECT_EQ(FromCache(*factory, {{"Accept-Encoding", "br"}}).status,
+            "<upstream>");
+}
+
+TEST_F(CacheTest, KeyParts) {
+  v1::CacheConfig config;
+  config.add_query_params("page");
+  config.add_query_params("id");
+  config.add_key_headers("Accept-Language");
+  auto factory = Compile(config);
+  Fill(*factory, 200, Fresh(60), "en", {{"Accept-Language", "en"}},
+       "/k?id=1&page=2&utm=x");
+  EXPECT_EQ(
+      FromCache(*factory, {{"Accept-Language", "en"}}, "/k?page=2&utm=y&id=1")
+          .body,
+      "en");
+  EXPECT_EQ(
+      FromCache(*factory, {{"Accept-Language", "de"}}, "/k?id=1&page=2").status,
+      "<upstream>");
+  EXPECT_EQ(
+      FromCache(*factory, {{"Accept-Language", "en"}}, "/k?id=1&page=3").status,
+      "<upstream>");
+}
+
+TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
+  v1::CacheConfig config;
+  config.set_key_consumer(true);
+  auto factory = Compile(config);
+  auth::Consumer alice, bob;
+  alice.name = "alice";
+  bob.name = "bob";
+  Client fill(*factory);
+  fill.callbacks.info_.consumer = &alice;
+  fill.Start();
+  fill.Respond(200, Fresh(60), "for alice");
+  Client again(*factory);
+  again.callbacks.info_.consumer = &alice;
+  again.Start();
+  EXPECT_TRUE(again.answered());
+  EXPECT_EQ(again.callbacks.body_, "for alice");
+  Client other(*factory);
+  other.callbacks.info_.consumer = &bob;
+  other.Start();
+  EXPECT_TRUE(other.went_upstream());
+}
+
+TEST_F(CacheTest, HeadIsAnsweredFromGetAndNeverStored) {
+  auto factory = Compile();
+  Client head_miss(*factory, "/items?id=1", {}, "HEAD");
+  head_miss.Start();
+  ASSERT_TRUE(head_miss.went_upstream());
+  head_miss.Respond(200, Fresh(60), "");
+  EXPECT_EQ(head_miss.cache_status(), "Miss");
+  EXPECT_EQ(FromCache(*factory).status, "<upstream>");  // HEAD stored nothing
+
+  Fill(*factory, 200, Fresh(60), "body");
+  Served head = FromCache(*factory, {}, "/items?id=1", "HEAD");
+  EXPECT_EQ(head.status, "Hit");
+  EXPECT_EQ(head.code, 200);
+
+  Served post = FromCache(*factory, {}, "/items?id=1", "POST");
+  EXPECT_EQ(post.status, "<upstream>");
+  Client post_client(*factory, "/items?id=1", {}, "POST");
+  post_client.Start();
+  post_client.Respond(200, Fresh(60));
+  EXPECT_EQ(post_client.cache_status(), "Bypass");
+}
+
+TEST_F(CacheTest, UnsafeMethodInvalidates) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(60), "v1");
+  Client failed_put(*factory, "/items?id=1", {}, "PUT");
+  failed_put.Start();
+  failed_put.Respond(500, {});
+  EXPECT_EQ(FromCache(*factory).status, "Hit");
+  Client put(*factory, "/items?id=1", {}, "PUT");
+  put.Start();
+  put.Respond(204, {});
+  EXPECT_EQ(put.cache_status(), "Bypass");
+  EXPECT_EQ(FromCache(*factory).status, "<upstream>");
+}
+
+TEST_F(CacheTest, ClientConditionalsGet304FromTheCache) {
+  auto factory = Compile();
+  std::string lm = DateAt(kStart - 3600 * kSecond);
+  Fill(*factory, 200, Fresh(60, {{"ETag", "\"v1\""}, {"Last-Modified", lm}}),
+       "body");
+  Client inm(*factory, "/items?id=1", {{"If-None-Match", "\"v0\", W/\"v1\""}});
+  inm.Start();
+  ASSERT_TRUE(inm.answered());
+  inm.Reply();
+  EXPECT_EQ(inm.response_status, 304);
+  EXPECT_EQ(inm.response_body, "");
+  EXPECT_EQ(inm.header("ETag"), "\"v1\"");
+  EXPECT_EQ(inm.header("Cache-Control"), "max-age=60");
+  EXPECT_EQ(inm.header("Content-Type"), "<none>");
+  EXPECT_EQ(inm.header("Age"), "0");
+  EXPECT_EQ(inm.cache_status(), "Hit");
+
+  EXPECT_EQ(FromCache(*factory, {{"If-None-Match", "\"v0\""}}).code, 200);
+  EXPECT_EQ(FromCache(*factory, {{"If-Modified-Since", lm}}).code, 304);
+  EXPECT_EQ(FromCache(*factory,
+                      {{"If-Modified-Since", DateAt(kStart - 7200 * kSecond)}})
+                .code,
+            200);
+  // If-None-Match decides when both are sent.
+  EXPECT_EQ(FromCache(*factory,
+                      {{"If-None-Match", "\"v0\""}, {"If-Modified-Since", lm}})
+                .code,
+            200);
+}
+
+TEST_F(CacheTest, StaleEntryIsRevalidated) {
+  auto factory = Compile();
+  std::string lm = DateAt(kStart - 3600 * kSecond);
+  Fill(*factory, 200,
+       Fresh(10, {{"ETag", "\"v1\""}, {"Last-Modified", lm}, {"X-Old", "1"}}),
+       "body");
+  Advance(20);
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.went_upstream());
+  EXPECT_EQ(c.upstream_header("If-None-Match"), "\"v1\"");
+  EXPECT_EQ(c.upstream_header("If-Modified-Since"), lm);
+  EXPECT_FALSE(c.Respond(304, {{"Cache-Control", "max-age=100"},
+                               {"ETag", "\"v1\""},
+                               {"Date", DateAt(fake_now)},
+                               {"X-New", "2"}}));
+  EXPECT_EQ(c.response_status, 200);
+  EXPECT_EQ(c.response_body, "body");
+  EXPECT_EQ(c.cache_status(), "Revalidated");
+  EXPECT_EQ(c.header("X-Old"), "1");
+  EXPECT_EQ(c.header("X-New"), "2");
+  EXPECT_EQ(c.header("Cache-Control"), "max-age=100");
+
+  Advance(90);  // fresh again by the 304's max-age
+  Served hit = FromCache(*factory);
+  EXPECT_EQ(hit.status, "Hit");
+  EXPECT_EQ(hit.age, "90");
+
+  // A client's own conditional is not replaced.
+  Advance(20);
+  Client own(*factory, "/items?id=1", {{"If-None-Match", "\"mine\""}});
+  own.Start();
+  ASSERT_TRUE(own.went_upstream());
+  EXPECT_EQ(own.upstream_header("If-None-Match"), "\"mine\"");
+  EXPECT_EQ(own.upstream_header("If-Modified-Since"), "<none>");
+  EXPECT_TRUE(own.Respond(304, {{"ETag", "\"mine\""}}));
+  EXPECT_EQ(own.response_status, 304);
+}
+
+TEST_F(CacheTest, NoCacheIsStoredButRevalidatedEveryTime) {
+  auto factory = Compile();
+  Fill(*factory, 200, {{"Cache-Control", "no-cache"}, {"ETag", "\"n\""}},
+       "body");
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.went_upstream());
+  EXPECT_EQ(c.upstream_header("If-None-Match"), "\"n\"");
+  EXPECT_FALSE(c.Respond(304, {{"ETag", "\"n\""}}));
+  EXPECT_EQ(c.cache_status(), "Revalidated");
+  EXPECT_EQ(c.response_body, "body");
+}
+
+TEST_F(CacheTest, StaleIfError) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"Cache-Control", "stale-if-error=60"}}),
+       "old");
+  Advance(30);
+  Client c503(*factory);
+  c503.Start();
+  ASSERT_TRUE(c503.went_upstream());
+  EXPECT_FALSE(c503.Respond(503, {}, "down"));
+  EXPECT_EQ(c503.response_status, 200);
+  EXPECT_EQ(c503.response_body, "old");
+  EXPECT_EQ(c503.cache_status(), "Stale");
+  EXPECT_EQ(c503.header("Age"), "30");
+
+  Client failed(*factory);
+  failed.Start();
+  EXPECT_FALSE(failed.Fail(502));
+  EXPECT_EQ(failed.response_body, "old");
+  EXPECT_EQ(failed.cache_status(), "Stale");
+
+  Advance(50);  // 80 s: past max-age + stale-if-error
+  Client late(*factory);
+  late.Start();
+  EXPECT_TRUE(late.Fail(504));
+  EXPECT_EQ(late.cache_status(), "Expired");
+
+  // must-revalidate forbids it, even with the policy's default.
+  v1::CacheConfig config;
+  config.mutable_stale_if_error()->set_seconds(600);
+  auto strict = Compile(config);
+  Fill(*strict, 200, Fresh(10, {{"Cache-Control", "must-revalidate"}}), "old",
+       {}, "/s");
+  Fill(*strict, 200, Fresh(10), "old", {}, "/d");
+  Advance(30);
+  Client must(*strict, "/s");
+  must.Start();
+  EXPECT_TRUE(must.Respond(500, {}, "err"));
+  Client by_default(*strict, "/d");
+  by_default.Start();
+  EXPECT_FALSE(by_default.Respond(500, {}, "err"));
+  EXPECT_EQ(by_default.response_body, "old");
+}
+
+TEST_F(CacheTest, StaleWhileRevalidate) {
+  auto factory = Compile();
+  Fill(*factory, 200,
+       Fresh(10, {{"Cache-Control", "stale-while-revalidate=60"}}), "old");
+  Advance(20);
+  Client first(*factory);
+  first.Start();
+  ASSERT_TRUE(first.answered());
+  first.Reply();
+  EXPECT_EQ(first.cache_status(), "Stale");
+  EXPECT_EQ(first.response_body, "old");
+  EXPECT_EQ(first.callbacks.background_refreshes_, 1);
+  Client second(*factory);
+  second.Start();
+  ASSERT_TRUE(second.answered());
+  EXPECT_EQ(second.callbacks.background_refreshes_,
+            0);  // one refresh at a time
+
+  // The background exchange goes upstream and stores what it gets.
+  Client refresh(*factory);
+  refresh.callbacks.info_.background = true;
+  refresh.Start();
+  ASSERT_TRUE(refresh.went_upstream());
+  refresh.Respond(200, Fresh(10), "new");
+  Served after = FromCache(*factory);
+  EXPECT_EQ(after.status, "Hit");
+  EXPECT_EQ(after.body, "new");
+
+  Advance(100);  // past the window: upstream
+  EXPECT_EQ(FromCache(*factory).status, "<upstream>");
+}
+
+TEST_F(CacheTest, RequestCacheControlIgnoredUnlessHonoured) {
+  auto ignoring = Compile();
+  Fill(*ignoring, 200, Fresh(60));
+  EXPECT_EQ(FromCache(*ignoring, {{"Cache-Control", "no-cache"}}).status,
+            "Hit");
+
+  v1::CacheConfig config;
+  config.set_honor_request_cache_control(true);
+  auto honouring = Compile(config);
+  Fill(*honouring, 200, Fresh(60, {{"Cache-Control", "max-stale=0"}}));
+  Advance(30);
+  EXPECT_EQ(FromCache(*honouring).status, "Hit");
+  EXPECT_EQ(FromCache(*honouring, {{"Cache-Control", "max-age=10"}}).status,
+            "<upstream>");
+  EXPECT_EQ(FromCache(*honouring, {{"Cache-Control", "min-fresh=40"}}).status,
+            "<upstream>");
+  EXPECT_EQ(FromCache(*honouring, {{"Cache-Control", "no-cache"}}).status,
+            "<upstream>");
+  Client no_store(*honouring, "/items?id=1", {{"Cache-Control", "no-store"}});
+  no_store.Start();
+  no_store.Respond(200, Fresh(60));
+  EXPECT_EQ(no_store.cache_status(), "Bypass");
+  Advance(40);  // 70 s: stale, but the client accepts 20 s more
+  EXPECT_EQ(FromCache(*honouring, {{"Cache-Control", "max-stale=20"}}).status,
+            "Stale");
+}
+
+// ---- coalescing ----
+
+TEST_F(CacheTest, ConcurrentMissesWaitForTheFirst) {
+  auto factory = Compile();
+  Client first(*factory);
+  first.Start();
+  ASSERT_TRUE(first.went_upstream());
+  Client second(*factory);
+  EXPECT_EQ(second.Start(), http::FilterStatus::kStopIteration);
+  first.Respond(200, Fresh(60), "shared");
+  ASSERT_TRUE(second.callbacks.RunPosted());
+  ASSERT_TRUE(second.answered());
+  second.Reply();
+  EXPECT_EQ(second.cache_status(), "Hit");
+  EXPECT_EQ(second.response_body, "shared");
+  EXPECT_EQ(second.callbacks.continues_, 0);
+}
+
+TEST_F(CacheTest, WaitersGoUpstreamWhenTheFillerGivesUp) {
+  auto factory = Compile();
+  // Cut short: the filler is destroyed without OnResponseEnd.
+  auto cut = std::make_unique<Client>(*factory);
+  cut->Start();
+  Client waiter(*factory);
+  EXPECT_EQ(waiter.Start(), http::FilterStatus::kStopIteration);
+  http::HeaderMap head = Map(Fresh(60));
+  cut->filter().OnUpstreamHeaders(200, head, cut->callbacks);
+  cut->filter().OnResponseData("par", cut->callbacks);
+  cut.reset();
+  ASSERT_TRUE(waiter.callbacks.RunPosted());
+  EXPECT_EQ(waiter.callbacks.continues_, 1);
+  EXPECT_FALSE(waiter.answered());
+  waiter.Respond(200, Fresh(60), "mine");  // and it may store
+  EXPECT_EQ(waiter.cache_status(), "Miss");
+  EXPECT_EQ(FromCache(*factory).body, "mine");
+
+  // Uncacheable: released at the head.
+  Client filler(*factory, "/u");
+  filler.Start();
+  Client w2(*factory, "/u");
+  EXPECT_EQ(w2.Start(), http::FilterStatus::kStopIteration);
+  http::HeaderMap private_head = Map({{"Cache-Control", "private"}});
+  filler.filter().OnUpstreamHeaders(200, private_head, filler.callbacks);
+  ASSERT_TRUE(w2.callbacks.RunPosted());
+  EXPECT_EQ(w2.callbacks.continues_, 1);
+}
+
+TEST_F(CacheTest, LockTimeoutSendsTheWaiterUpstream) {
+  v1::CacheConfig config;
+  config.mutable_lock_timeout()->set_seconds(2);
+  auto factory = Compile(config);
+  Client filler(*factory);
+  filler.Start();
+  Client waiter(*factory);
+  EXPECT_EQ(waiter.Start(), http::FilterStatus::kStopIteration);
+  EXPECT_FALSE(
+      waiter.callbacks.RunPosted(1, absl::Milliseconds(50)));  // not yet
+  Advance(3);
+  WakeDeadlinesForTesting();
+  ASSERT_TRUE(waiter.callbacks.RunPosted());
+  EXPECT_EQ(waiter.callbacks.continues_, 1);
+  // The filler's later response resolves nobody twice.
+  filler.Respond(200, Fresh(60), "late");
+  EXPECT_FALSE(waiter.callbacks.RunPosted(1, absl::Milliseconds(20)));
+}
+
+TEST_F(CacheTest, FiveHundredConcurrentClientsOneUpstreamRequest) {
+  auto factory = Compile();
+  constexpr int kThreads = 10, kPerThread = 50;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kThreads * kPerThread; ++i) {
+    clients.push_back(std::make_unique<Client>(*factory, "/cold"));
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) clients[t * kPerThread + i]->Start();
+    });
+  }
+  for (auto& t : threads) t.join();
+  Client* filler = nullptr;
+  int upstream = 0;
+  for (auto& c : clients) {
+    if (c->went_upstream()) {
+      ++upstream;
+      filler = c.get();
+    }
+  }
+  ASSERT_EQ(upstream, 1);
+  filler->Respond(200, Fresh(60), "cold");
+  int hits = 0;
+  for (auto& c : clients) {
+    if (c.get() == filler) continue;
+    ASSERT_TRUE(c->callbacks.RunPosted());
+    hits += c->answered() && c->callbacks.body_ == "cold";
+  }
+  EXPECT_EQ(hits, kThreads * kPerThread - 1);
+}
+
+// ---- the store ----
+
+TEST_F(CacheTest, LruEvictionUnderTheBudget) {
+  ResponseStore store(1, uint64_t{1} << 30);
+  auto ns = store.Acquire("test");
+  http::HeaderMap request;
+  auto put = [&](const std::string& name) {
+    auto e = std::make_shared<Entry>();
+    e->path = name;
+    e->body = std::string(1000, 'x');
+    e->lifetime = 60 * kSecond;
+    e->Account(name.size());
+    store.Insert(ns->prefix() + name, e, 0);
+    return e->bytes;
+  };
+  uint64_t size = put("a");
+  store.SetBudget(3 * size);
+  put("b");
+  put("c");
+  EXPECT_EQ(store.entries(), 3);
+  ASSERT_NE(store.Lookup(ns->prefix() + "a", request),
+            nullptr);  // a is now the most recent
+  put("d");
+  EXPECT_EQ(store.entries(), 3);
+  EXPECT_LE(store.bytes(), 3 * size);
+  EXPECT_EQ(store.evictions(), 1u);
+  EXPECT_EQ(store.Lookup(ns->prefix() + "b", request),
+            nullptr);  // the least recent went
+  EXPECT_NE(store.Lookup(ns->prefix() + "a", request), nullptr);
+
+  // An entry being served survives its eviction.
+  std::shared_ptr<const Entry> held = store.Lookup(ns->prefix() + "c", request);
+  store.SetBudget(0);
+  put("e");
+  EXPECT_EQ(store.entries(), 0);
+  EXPECT_EQ(held->body.size(), 1000u);
+}
+
+TEST_F(CacheTest, ObjectOverMaxObjectBytesPassesThrough) {
+  v1::CacheConfig config;
+  config.set_max_object_bytes(10);
+  auto factory = Compile(config);
+  Client big(*factory, "/big");
+  big.Start();
+  big.Respond(200, Fresh(60), "0123456789A");
+  EXPECT_EQ(big.response_body, "0123456789A");
+  EXPECT_EQ(FromCache(*factory, {}, "/big").status, "<upstream>");
+  Fill(*factory, 200, Fresh(60), "0123456789", {}, "/fits");
+  EXPECT_EQ(FromCache(*factory, {}, "/fits").status, "Hit");
+}
+
+uint64_t Purge(std::string route, std::string host, std::string path,
+               std::string prefix) {
+  sluice::cache::PurgeSelector selector;
+  selector.route = std::move(route);
+  selector.host = std::move(host);
+  selector.path = std::move(path);
+  selector.prefix = std::move(prefix);
+  return sluice::cache::Purge(selector);
+}
+
+TEST_F(CacheTest, PurgeByRoutePrefixAndPath) {
+  auto factory = Compile();
+  for (const char* path : {"/a/1", "/a/2?x=1", "/b/1"})
+    Fill(*factory, 200, Fresh(60), "x", {}, path);
+  EXPECT_EQ(Purge("other", "", "", ""), 0u);
+  EXPECT_EQ(Purge("items", "", "/a/2?x=1", ""), 1u);
+  EXPECT_EQ(FromCache(*factory, {}, "/a/2?x=1").status, "<upstream>");
+  EXPECT_EQ(Purge("", "other.example.com", "", ""), 0u);
+  EXPECT_EQ(Purge("", "API.example.com", "", "/a/"), 1u);
+  EXPECT_EQ(FromCache(*factory, {}, "/b/1").status, "Hit");
+  EXPECT_EQ(Purge("items", "", "", ""), 1u);
+  EXPECT_EQ(ResponseStore::Global().entries(), 0);
+}
+
+TEST_F(CacheTest, EntriesFollowThePolicyIdentity) {
+  v1::CacheConfig config;
+  config.add_key_headers("x-a");
+  auto v1 = Compile(config);
+  Fill(*v1, 200, Fresh(60), "kept");
+  auto v2 = Compile(config);  // the next config version, same policy
+  v1.reset();
+  EXPECT_EQ(FromCache(*v2).body, "kept");
+
+  config.add_key_headers("x-b");  // the route's policy changes
+  auto v3 = Compile(config);
+  EXPECT_EQ(FromCache(*v3).status, "<upstream>");
+  EXPECT_EQ(ResponseStore::Global().entries(), 1);
+  v2.reset();  // the last policy of the old identity goes, and its entries
+  EXPECT_EQ(ResponseStore::Global().entries(), 0);
+}
+
+TEST_F(CacheTest, Metrics) {
+  stats::StatsStore stats;
+  SetStatsStore(&stats);
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(60), "x");
+  FromCache(*factory);
+  FromCache(*factory);
+  std::string text = stats.RenderPrometheus();
+  SetStatsStore(nullptr);
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_cache_responses_total{route=\"items\",status=\"hit\"} 2"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_cache_responses_total{route=\"items\",status=\"miss\"} 1"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "sluice_cache_entries 1")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "# HELP sluice_cache_bytes")) << text;
+}
+
+// ---- config rules ----
+
+TEST_F(CacheTest, ConfigRulesNameTheField) {
+  ASSERT_NE(api::FindPolicyValidator("cache"), nullptr);
+  EXPECT_TRUE(Errors(v1::CacheConfig()).empty());
+  auto only = [](const v1::CacheConfig& config) {
+    auto errors = Errors(config);
+    EXPECT_EQ(errors.size(), 1u);
+    return errors.empty() ? api::PolicyConfigError{"<none>", ""} : errors[0];
+  };
+  v1::CacheConfig c;
+  c.add_statuses(200);
+  c.add_statuses(404);
+  c.add_statuses(99);
+  auto e = only(c);
+  EXPECT_EQ(e.field, "statuses[2]");
+  EXPECT_EQ(e.message, "99 is not an HTTP status");
+
+  c.Clear();
+  c.add_statuses(206);
+  EXPECT_EQ(only(c).field, "statuses[0]");
+
+  c.Clear();
+  c.add_methods("get");
+  c.add_methods("POST");
+  e = only(c);
+  EXPECT_EQ(e.field, "methods[1]");
+  EXPECT_TRUE(absl::StrContains(e.message, "only GET and HEAD")) << e.message;
+
+  c.Clear();
+  c.mutable_default_ttl()->set_seconds(-1);
+  e = only(c);
+  EXPECT_EQ(e.field, "default_ttl");
+  EXPECT_EQ(e.message, "must not be negative");
+
+  c.Clear();
+  c.mutable_lock_timeout()->set_seconds(61);
+  EXPECT_EQ(only(c).field, "lock_timeout");
+
+  c.Clear();
+  c.set_max_object_bytes(0);
+  EXPECT_EQ(only(c).field, "max_object_bytes");
+  c.set_max_object_bytes((uint64_t{64} << 20) + 1);
+  EXPECT_EQ(only(c).field, "max_object_bytes");
+
+  c.Clear();
+  c.add_key_headers("bad header");
+  EXPECT_EQ(only(c).field, "key_headers[0]");
+  c.Clear();
+  c.add_content_types("json");
+  EXPECT_EQ(only(c).field, "content_types[0]");
+  c.Clear();
+  c.add_query_params("a=b");
+  EXPECT_EQ(only(c).field, "query_params[0]");
+  c.Clear();
+  c.mutable_stale_if_error()->set_nanos(-5);
+  EXPECT_EQ(only(c).field, "stale_if_error");
+}
+
+}  // namespace
+}  // namespace sluice::policy::cache
