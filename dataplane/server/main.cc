@@ -9,6 +9,7 @@
 //                [--control-plane-ca FILE [--control-plane-cert FILE --control-plane-key FILE]
 //                 [--control-plane-server-name NAME]]
 #include <event2/event.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -57,6 +58,17 @@ constexpr char kUsage[] =
     "                      with the token in FILE (one line) on every path but /ready\n";
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
+
+// glibc gives the free memory at the top of a worker's arena back to the
+// kernel (madvise) as soon as it passes 128 KiB, so a worker that frees an
+// idle connection's buffers after every response and takes them again on
+// the next request pays a madvise and page faults every loop iteration
+// (about 5% of the rps of a cache hit). Keep up to 64 MiB per arena; blocks
+// of 4 MiB and more still get their own mapping (returned when freed).
+void TuneMalloc() {
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+}
 
 // Per-worker shards of histograms and access-log buffers: sized before
 // anything is made with them.
@@ -352,6 +364,7 @@ int Run(int argc, char** argv) {
   }
 
   event::Dispatcher main_loop;
+  TuneMalloc();
   InitPerWorkerState(workers);
   const std::string node_group = get("group", "");
   ProxyServer proxy(main_loop, workers, std::move(state_store), node_group);

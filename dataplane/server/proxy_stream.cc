@@ -994,11 +994,13 @@ void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::
   if (chain_ != nullptr && current_filter_ < chain_->size()) {
     response_flag_ = absl::StrCat("policy:", std::string((*chain_)[current_filter_]->policy_name()));
   }
-  reply_headers_ = headers;  // the filter's map may not outlive the call
+  // The filter's map lives through the call, and the response is encoded
+  // (copied out) before SendLocalResponse returns: views suffice.
   std::string_view content_type = "text/plain";
-  std::vector<http::HeaderField> extra;
-  extra.reserve(reply_headers_.size());
-  for (const http::HeaderMap::Field& f : reply_headers_.fields()) {
+  std::vector<http::HeaderField>& extra = reply_views_;
+  extra.clear();
+  extra.reserve(headers.size());
+  for (const http::HeaderMap::Field& f : headers.fields()) {
     if (http::EqualsIgnoreCase(f.name, "content-type")) {
       content_type = f.value;
     } else {

@@ -343,6 +343,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   size_t filters_entered_ = 0;
   http::HeaderMap filtered_headers_;
   http::HeaderMap reply_headers_;  // a policy's local reply fields
+  std::vector<http::HeaderField> reply_views_;  // SendResponse's fields (views)
   std::string path_;
   http::StreamInfo info_;
   uint64_t max_body_bytes_ = 0;  // the listener's http.max_request_body_bytes

@@ -110,6 +110,8 @@ TEST_F(CacheTest, AMissIsStoredAndThenServedWithItsAge) {
   EXPECT_EQ(hit.header("x-cache-status"), "Hit");
   EXPECT_EQ(hit.body, miss.body);
   EXPECT_EQ(hit.header("x-upstream"), "origin");  // the stored fields
+  EXPECT_NE(hit.header("x-request-id"), miss.header("x-request-id"));  // its own, once
+  EXPECT_EQ(hit.header("x-request-id").size(), 36u) << hit.header("x-request-id");
   EXPECT_EQ(hit.header("cache-control"), "public,max-age=60");
   int age = -1;
   ASSERT_TRUE(absl::SimpleAtoi(hit.header("age"), &age)) << hit.header("age");

@@ -77,7 +77,8 @@ void AppendPiece(std::string* key, char tag, std::string_view value) {
 }
 
 // Fields a cache never stores or serves as stored: hop-by-hop and framing
-// (RFC 9110 7.6.1), Age (computed), Set-Cookie, and our own status.
+// (RFC 9110 7.6.1), Age (computed), Set-Cookie, our own status, and the
+// exchange's x-request-id (each answer carries its own request's).
 bool IsUnstoredField(std::string_view name) {
   static constexpr std::string_view kNames[] = {"connection",
                                                 "keep-alive",
@@ -90,7 +91,8 @@ bool IsUnstoredField(std::string_view name) {
                                                 "content-length",
                                                 "age",
                                                 "set-cookie",
-                                                "x-cache-status"};
+                                                "x-cache-status",
+                                                "x-request-id"};
   for (std::string_view n : kNames) {
     if (EqualsIgnoreCase(name, n)) return true;
   }
