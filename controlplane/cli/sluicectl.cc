@@ -1,6 +1,10 @@
 // sluicectl: the operator's CLI for sluice-control.
 //
 //   sluicectl [--server HOST:PORT] apply -f FILE|DIR [--dry-run] [--if-version N] [-m MSG]
+//   sluicectl [--server HOST:PORT] apply -f FILE|DIR --canary GROUP|N% --verify DURATION
+//             [--max-5xx-rate 0.01] [--max-p99-ratio 1.5] [--p99-slack 10ms]
+//             [--min-requests 100] [--on-no-traffic abort|promote] [--wait]
+//   sluicectl [--server HOST:PORT] rollout status [-o table|json] | promote | abort [-m MSG]
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
 //   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run] [--if-version N] [-m MSG]
 //   sluicectl [--server HOST:PORT] history [--limit N] [-o table|json]
@@ -57,6 +61,15 @@ constexpr char kUsage[] = R"(usage: sluicectl [--server HOST:PORT] COMMAND
 commands:
   apply -f FILE|DIR [--dry-run]     create or replace the resources in FILE (or every
                                     .yaml/.yml file in DIR) as one change
+  apply -f FILE --canary GROUP|N% --verify DURATION [thresholds] [--wait]
+                                    a canary rollout: the change goes to the proxies of
+                                    node group GROUP (or N% of the connected proxies,
+                                    rounded down, at least one) only; after DURATION of
+                                    their traffic it is promoted to every proxy, or the
+                                    canaries are rolled back (see "canary rollouts")
+  rollout status [-o table|json]    the running (or last) rollout: canaries, versions,
+                                    time left, the figures so far, the decision
+  rollout promote|abort [-m MSG]    decide the running rollout now (operator role)
   get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
                                     (default), yaml or json
   delete KIND NAME [--dry-run]      delete one resource
@@ -91,6 +104,19 @@ apply, delete and rollback take:
                                     (else print the changes made since N and fail)
 They record $USER@hostname as the author; when sluice-control requires tokens it
 records the token's name instead.
+
+canary rollouts (apply --canary): once every canary runs the candidate, the
+proxies' traffic reports (sluice-proxy --report-interval, default 5s) of the
+canaries and of the rest are summed over --verify. The canaries are rolled back
+at once when one rejects (NACKs) the candidate, or when, with --min-requests on
+each side, their 5xx rate exceeds the rest's by more than --max-5xx-rate
+(default 0.01: one percentage point) or their p99 exceeds the rest's times
+--max-p99-ratio (default 1.5) and by more than --p99-slack (default 10ms).
+Otherwise the candidate is promoted when --verify ends; with fewer than
+--min-requests (default 100) on either side --on-no-traffic decides (default
+abort: roll back). Either way a new version goes to every proxy and the history
+records the decision with the figures. --wait waits for it and exits 1 on a
+rollback. While a rollout runs, other changes are refused.
 
 KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
 plural).
@@ -305,6 +331,236 @@ int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status
   return 1;
 }
 
+const char* RolloutStateName(admin::v1::Rollout::State state) {
+  switch (state) {
+    case admin::v1::Rollout::DEPLOYING:
+      return "deploying to the canaries";
+    case admin::v1::Rollout::VERIFYING:
+      return "verifying";
+    case admin::v1::Rollout::PROMOTED:
+      return "promoted";
+    case admin::v1::Rollout::ROLLED_BACK:
+      return "rolled back";
+    default:
+      return "unknown";
+  }
+}
+
+std::string FiguresText(const admin::v1::RolloutFigures& f) {
+  const double rate =
+      f.requests() ? 100.0 * static_cast<double>(f.responses_5xx()) / f.requests() : 0.0;
+  return absl::StrFormat("%d requests from %d proxies (%d reports), 5xx %.2f%%, p99 %.1f ms, "
+                         "%d NACKs",
+                         f.requests(), f.proxies(), f.reports(), rate, f.p99_ms(), f.nacks());
+}
+
+std::string CanariesText(const admin::v1::Rollout& r) {
+  std::string nodes = absl::StrJoin(r.canary_nodes(), ", ");
+  if (!r.canary_group().empty()) {
+    return absl::StrCat("node group \"", r.canary_group(), "\"",
+                        nodes.empty() ? "" : absl::StrCat(" (", nodes, ")"));
+  }
+  return nodes;
+}
+
+void PrintRollout(const admin::v1::Rollout& r, bool running) {
+  std::string state = RolloutStateName(r.state());
+  if (running && r.state() == admin::v1::Rollout::VERIFYING) {
+    const absl::Duration left =
+        absl::FromUnixSeconds(r.verify_ends().seconds()) +
+        absl::Nanoseconds(r.verify_ends().nanos()) - absl::Now();
+    absl::StrAppend(&state, ", ",
+                    absl::FormatDuration(absl::Trunc(std::max(left, absl::ZeroDuration()),
+                                                     absl::Seconds(1))),
+                    " left");
+  }
+  std::cout << "rollout " << r.id() << ": " << state << "\n";
+  std::cout << "  canaries:   " << CanariesText(r) << "\n";
+  std::cout << "  versions:   candidate " << r.candidate_version() << " on the canaries, stable "
+            << r.stable_version() << " on the rest\n";
+  std::cout << "  started:    " << FormatTime(r.started()) << " by "
+            << (r.author().empty() ? "unknown" : r.author())
+            << (r.message().empty() ? "" : absl::StrCat(": \"", r.message(), "\"")) << "\n";
+  const auto& t = r.thresholds();
+  std::cout << absl::StrFormat(
+      "  thresholds: verify %s, 5xx rate at most %.2f points over the rest, p99 at most "
+      "%gx the rest's or %g ms more, at least %d requests each side (else %s)\n",
+      absl::FormatDuration(absl::Milliseconds(r.verify_ms())),
+      100.0 * t.max_5xx_rate_increase(), t.max_p99_ratio(), t.p99_slack_ms(), t.min_requests(),
+      t.promote_without_traffic() ? "promote" : "abort");
+  std::cout << "  canaries:   " << FiguresText(r.canary()) << "\n";
+  std::cout << "  rest:       " << FiguresText(r.rest()) << "\n";
+  if (!running) {
+    std::cout << "  decision:   " << RolloutStateName(r.state());
+    if (r.decision_version() != 0) std::cout << " as version " << r.decision_version();
+    std::cout << ": " << r.reason() << "\n";
+  }
+}
+
+// Waits until rollout `id` is decided; 0 when promoted, 1 when rolled back.
+int WaitForRollout(admin::v1::AdminService::Stub& stub, const std::string& server,
+                   const std::string& id) {
+  while (true) {
+    admin::v1::GetRolloutResponse response;
+    grpc::Status status =
+        stub.GetRollout(Context().get(), admin::v1::GetRolloutRequest(), &response);
+    if (!status.ok()) return RpcFail(status, server);
+    if (response.rollout().id() != id) {
+      return Fail(absl::StrCat("rollout ", id, " is no longer known (sluice-control restarted?); "
+                               "see sluicectl history"));
+    }
+    if (!response.running()) {
+      PrintRollout(response.rollout(), false);
+      return response.rollout().state() == admin::v1::Rollout::PROMOTED ? 0 : 1;
+    }
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+}
+
+int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
+                const ParsedFlags& flags, const ChangeFlags& change,
+                const std::vector<api::Resource>& resources) {
+  auto canary = flags.values.find("canary");
+  auto verify_flag = flags.values.find("verify");
+  if (canary == flags.values.end() || verify_flag == flags.values.end()) {
+    return Fail("a canary rollout needs both --canary GROUP|N% and --verify DURATION");
+  }
+  admin::v1::StartRolloutRequest request;
+  for (const auto& r : resources) *request.add_resources() = r;
+  request.set_author(Author());
+  request.set_message(change.message);
+  request.set_if_version(change.if_version);
+  const std::string& selection = canary->second;
+  if (!selection.empty() && selection.back() == '%') {
+    uint32_t percent = 0;
+    if (!absl::SimpleAtoi(selection.substr(0, selection.size() - 1), &percent) ||
+        percent < 1 || percent > 99) {
+      return Fail(absl::StrCat("--canary ", selection, ": expected a node group or 1%..99%"));
+    }
+    request.set_canary_percent(percent);
+  } else if (selection.empty()) {
+    return Fail("--canary needs a node group or a share such as 20%");
+  } else {
+    request.set_canary_group(selection);
+  }
+  absl::Duration verify;
+  if (!absl::ParseDuration(verify_flag->second, &verify) || verify < absl::Seconds(1) ||
+      verify > absl::Hours(1)) {
+    return Fail(absl::StrCat("--verify ", verify_flag->second, ": expected a duration of 1s..1h"));
+  }
+  request.set_verify_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(verify)));
+  admin::v1::RolloutThresholds* t = request.mutable_thresholds();
+  if (auto it = flags.values.find("max-5xx-rate"); it != flags.values.end()) {
+    double rate = 0;
+    if (!absl::SimpleAtod(it->second, &rate) || rate < 0 || rate > 1) {
+      return Fail(absl::StrCat("--max-5xx-rate ", it->second,
+                               ": expected 0..1 (0.01 is one percentage point)"));
+    }
+    t->set_max_5xx_rate_increase(rate);
+  }
+  if (auto it = flags.values.find("max-p99-ratio"); it != flags.values.end()) {
+    double ratio = 0;
+    if (!absl::SimpleAtod(it->second, &ratio) || ratio < 1) {
+      return Fail(absl::StrCat("--max-p99-ratio ", it->second, ": expected 1 or more"));
+    }
+    t->set_max_p99_ratio(ratio);
+  }
+  if (auto it = flags.values.find("p99-slack"); it != flags.values.end()) {
+    absl::Duration slack;
+    if (!absl::ParseDuration(it->second, &slack) || slack < absl::ZeroDuration()) {
+      return Fail(absl::StrCat("--p99-slack ", it->second, ": expected a duration like 10ms"));
+    }
+    t->set_p99_slack_ms(absl::ToDoubleMilliseconds(slack));
+  }
+  if (auto it = flags.values.find("min-requests"); it != flags.values.end()) {
+    uint64_t min = 0;
+    if (!absl::SimpleAtoi(it->second, &min)) {
+      return Fail(absl::StrCat("--min-requests ", it->second, ": expected a number"));
+    }
+    t->set_min_requests(min);
+  }
+  if (auto it = flags.values.find("on-no-traffic"); it != flags.values.end()) {
+    if (it->second != "abort" && it->second != "promote") {
+      return Fail(absl::StrCat("--on-no-traffic ", it->second, ": expected abort or promote"));
+    }
+    t->set_promote_without_traffic(it->second == "promote");
+  }
+  admin::v1::StartRolloutResponse response;
+  grpc::Status status = stub.StartRollout(Context().get(), request, &response);
+  if (status.error_code() == grpc::StatusCode::ABORTED) {
+    return ConflictFail(stub, status, change.if_version);
+  }
+  if (!status.ok()) {
+    if (NotAboutTheRequest(status)) return RpcFail(status, server);
+    return Fail(absl::StrCat("nothing applied:\n", status.error_message()));
+  }
+  const admin::v1::Rollout& r = response.rollout();
+  PrintDiff(response.diff());
+  std::cout << "canary rollout " << r.id() << ": version " << r.candidate_version() << " to "
+            << CanariesText(r) << "; the rest stays on version " << r.stable_version()
+            << "; verifying for " << absl::FormatDuration(verify)
+            << " once the canaries run it\n";
+  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  if (flags.switches.count("wait")) {
+    std::cout.flush();
+    return WaitForRollout(stub, server, r.id());
+  }
+  std::cout << "follow it with: sluicectl rollout status\n";
+  return 0;
+}
+
+int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
+                   const ParsedFlags& flags) {
+  const auto& args = flags.positional;  // "rollout", VERB
+  if (args.size() != 2) return Fail("rollout needs status, promote or abort");
+  if (args[1] == "status") {
+    admin::v1::GetRolloutResponse response;
+    grpc::Status status =
+        stub.GetRollout(Context().get(), admin::v1::GetRolloutRequest(), &response);
+    if (!status.ok()) {
+      if (NotAboutTheRequest(status)) return RpcFail(status, server);
+      return Fail(status.error_message());
+    }
+    std::string format = "table";
+    if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
+    if (format == "json") {
+      PrintJson(response);
+      return 0;
+    }
+    if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+    PrintRollout(response.rollout(), response.running());
+    return 0;
+  }
+  if (args[1] != "promote" && args[1] != "abort") {
+    return Fail(absl::StrCat("rollout ", args[1], ": expected status, promote or abort"));
+  }
+  std::string message;
+  if (auto it = flags.values.find("m"); it != flags.values.end()) message = it->second;
+  admin::v1::Rollout decided;
+  grpc::Status status;
+  if (args[1] == "promote") {
+    admin::v1::PromoteRolloutRequest request;
+    request.set_author(Author());
+    request.set_message(message);
+    admin::v1::PromoteRolloutResponse response;
+    status = stub.PromoteRollout(Context().get(), request, &response);
+    decided = response.rollout();
+  } else {
+    admin::v1::AbortRolloutRequest request;
+    request.set_author(Author());
+    request.set_message(message);
+    admin::v1::AbortRolloutResponse response;
+    status = stub.AbortRollout(Context().get(), request, &response);
+    decided = response.rollout();
+  }
+  if (!status.ok()) {
+    if (NotAboutTheRequest(status)) return RpcFail(status, server);
+    return Fail(status.error_message());
+  }
+  PrintRollout(decided, false);
+  return 0;
+}
+
 int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
           const ParsedFlags& flags) {
   auto file = flags.values.find("f");
@@ -314,6 +570,15 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   ChangeFlags change;
   std::string error;
   if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
+  if (flags.values.count("canary") || flags.values.count("verify")) {
+    if (flags.switches.count("dry-run")) {
+      return Fail("--canary and --dry-run do not go together: dry-run the change without "
+                  "--canary first");
+    }
+    std::vector<api::Resource> resources;
+    for (const auto& r : *loaded) resources.push_back(r.resource);
+    return StartCanary(stub, server, flags, change, resources);
+  }
   admin::v1::ApplyRequest request;
   request.set_dry_run(flags.switches.count("dry-run") > 0);
   request.set_author(Author());
@@ -901,8 +1166,9 @@ int Run(int argc, char** argv) {
       {"server",   "f",      "filename", "o",          "output", "iterations",
        "interval", "m",      "message",  "if-version", "limit",  "ca",
        "cert",     "key",    "token",    "role",       "route",  "host",
-       "path",     "prefix", "group",    "timeout"},
-      {"dry-run", "help", "h", "once"});
+       "path",     "prefix", "group",    "timeout", "canary", "verify",
+       "max-5xx-rate", "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic"},
+      {"dry-run", "help", "h", "once", "wait"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -953,6 +1219,7 @@ int Run(int argc, char** argv) {
   if (command == "top") return Top(*stub, server, *flags);
   if (command == "token") return TokenCommand(*stub, server, *flags);
   if (command == "cache") return CacheCommand(*stub, server, *flags);
+  if (command == "rollout") return RolloutCommand(*stub, server, *flags);
   std::cerr << "error: unknown command '" << command << "'\n" << kUsage;
   return 2;
 }

@@ -412,6 +412,82 @@ grpc::Status AdminServiceImpl::PurgeCache(
   return grpc::Status::OK;
 }
 
+grpc::Status AdminServiceImpl::StartRollout(grpc::ServerContext* context,
+                                            const admin::v1::StartRolloutRequest* request,
+                                            admin::v1::StartRolloutResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "StartRollout");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<RolloutManager::Started> started =
+      rollouts_ == nullptr
+          ? absl::UnimplementedError("this sluice-control runs no canary rollouts")
+          : rollouts_->Start(*request, AuthorOf(*caller, request->author()));
+  std::vector<std::string> targets;
+  if (started.ok()) targets.push_back(absl::StrCat("rollout/", started->rollout.id()));
+  for (const auto& name : Names(IdsOf({request->resources().begin(),
+                                       request->resources().end()}))) {
+    targets.push_back(name);
+  }
+  Audit(*caller, "StartRollout", std::move(targets),
+        started.ok() ? started->change.version : 0, false, started.status());
+  if (!started.ok()) return ToGrpcStatus(started.status());
+  if (metrics_ != nullptr) metrics_->RecordNewVersion(absl::Now());
+  *response->mutable_rollout() = started->rollout;
+  FillDiff(started->change.diff, response->mutable_diff());
+  response->set_warning(started->change.warning);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::GetRollout(grpc::ServerContext* context,
+                                          const admin::v1::GetRolloutRequest*,
+                                          admin::v1::GetRolloutResponse* response) {
+  if (auto caller = Authorize(context, Role::kViewer, "GetRollout"); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
+  bool running = false;
+  std::optional<admin::v1::Rollout> rollout;
+  if (rollouts_ != nullptr) rollout = rollouts_->Get(&running);
+  if (!rollout.has_value()) {
+    return ToGrpcStatus(absl::NotFoundError("no canary rollout since sluice-control started"));
+  }
+  *response->mutable_rollout() = std::move(*rollout);
+  response->set_running(running);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::PromoteRollout(grpc::ServerContext* context,
+                                              const admin::v1::PromoteRolloutRequest* request,
+                                              admin::v1::PromoteRolloutResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "PromoteRollout");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<admin::v1::Rollout> decided =
+      rollouts_ == nullptr
+          ? absl::FailedPreconditionError("no canary rollout is in progress")
+          : rollouts_->Decide(true, AuthorOf(*caller, request->author()), request->message());
+  Audit(*caller, "PromoteRollout",
+        {decided.ok() ? absl::StrCat("rollout/", decided->id()) : std::string("rollout/-")},
+        decided.ok() ? decided->decision_version() : 0, false, decided.status());
+  if (!decided.ok()) return ToGrpcStatus(decided.status());
+  *response->mutable_rollout() = std::move(*decided);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::AbortRollout(grpc::ServerContext* context,
+                                            const admin::v1::AbortRolloutRequest* request,
+                                            admin::v1::AbortRolloutResponse* response) {
+  auto caller = Authorize(context, Role::kOperator, "AbortRollout");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<admin::v1::Rollout> decided =
+      rollouts_ == nullptr
+          ? absl::FailedPreconditionError("no canary rollout is in progress")
+          : rollouts_->Decide(false, AuthorOf(*caller, request->author()), request->message());
+  Audit(*caller, "AbortRollout",
+        {decided.ok() ? absl::StrCat("rollout/", decided->id()) : std::string("rollout/-")},
+        decided.ok() ? decided->decision_version() : 0, false, decided.status());
+  if (!decided.ok()) return ToGrpcStatus(decided.status());
+  *response->mutable_rollout() = std::move(*decided);
+  return grpc::Status::OK;
+}
+
 grpc::Status AdminServiceImpl::CreateToken(grpc::ServerContext* context,
                                            const admin::v1::CreateTokenRequest* request,
                                            admin::v1::CreateTokenResponse* response) {

@@ -21,6 +21,10 @@
 // (at most kMaxPurgeTimeout) passed; each call is audited with the selector.
 // Without a relay no proxy is targeted.
 //
+// StartRollout, PromoteRollout and AbortRollout (operator) and GetRollout
+// (viewer) go to the RolloutManager (rollout.h); each change is audited
+// ("rollout/<id>"). Without a manager they fail with UNIMPLEMENTED.
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
@@ -31,6 +35,7 @@
 #include "controlplane/server/operator_tokens.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/purge_relay.h"
+#include "controlplane/server/rollout.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
 
 namespace sluice::controlplane {
@@ -65,15 +70,17 @@ absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request);
 class AdminServiceImpl final : public admin::v1::AdminService::Service {
  public:
   // `metrics` may be null: nothing is counted then. `purges` may be null:
-  // PurgeCache targets no proxy then.
+  // PurgeCache targets no proxy then. `rollouts` may be null: no rollouts.
   AdminServiceImpl(ConfigState* state, ProxyRegistry* registry,
                    ControlPlaneMetrics* metrics = nullptr,
-                   AdminAccess access = {}, PurgeRelay* purges = nullptr)
+                   AdminAccess access = {}, PurgeRelay* purges = nullptr,
+                   RolloutManager* rollouts = nullptr)
       : state_(state),
         registry_(registry),
         metrics_(metrics),
         access_(access),
-        purges_(purges) {}
+        purges_(purges),
+        rollouts_(rollouts) {}
 
   grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
                      admin::v1::ApplyResponse* response) override;
@@ -95,6 +102,15 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   grpc::Status PurgeCache(grpc::ServerContext*,
                           const admin::v1::PurgeCacheRequest* request,
                           admin::v1::PurgeCacheResponse* response) override;
+  grpc::Status StartRollout(grpc::ServerContext*, const admin::v1::StartRolloutRequest* request,
+                            admin::v1::StartRolloutResponse* response) override;
+  grpc::Status GetRollout(grpc::ServerContext*, const admin::v1::GetRolloutRequest* request,
+                          admin::v1::GetRolloutResponse* response) override;
+  grpc::Status PromoteRollout(grpc::ServerContext*,
+                              const admin::v1::PromoteRolloutRequest* request,
+                              admin::v1::PromoteRolloutResponse* response) override;
+  grpc::Status AbortRollout(grpc::ServerContext*, const admin::v1::AbortRolloutRequest* request,
+                            admin::v1::AbortRolloutResponse* response) override;
   grpc::Status CreateToken(grpc::ServerContext*, const admin::v1::CreateTokenRequest* request,
                            admin::v1::CreateTokenResponse* response) override;
   grpc::Status ListTokens(grpc::ServerContext*, const admin::v1::ListTokensRequest* request,
@@ -121,6 +137,7 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   ControlPlaneMetrics* metrics_;
   AdminAccess access_;
   PurgeRelay* purges_;
+  RolloutManager* rollouts_;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -153,15 +153,21 @@ absl::Status ConfigState::CheckIfVersion(uint64_t if_version) const {
                                          "; nothing changed"));
 }
 
-absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
-    const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
-  absl::MutexLock write_lock(&write_mu_);
-  if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
-  std::shared_ptr<const Snapshot> base = Current();
-  api::ResourceMap next = base->resources;
+absl::Status ConfigState::CheckNoSplit() const {
+  absl::MutexLock lock(&mu_);
+  if (!split_.has_value()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "canary rollout ", split_->rollout_id, " is in progress (version ", current_->version,
+      " on the canaries, ", stable_->version,
+      " on the rest; sluicectl rollout status); promote or abort it first; nothing changed"));
+}
+
+absl::StatusOr<api::ResourceMap> ConfigState::Merge(
+    const std::vector<api::Resource>& resources, const Snapshot& base,
+    std::vector<api::ValidationError>* apply_time_errors) {
+  api::ResourceMap next = base.resources;
   std::set<api::ResourceId> seen;
   std::vector<std::string> errors;
-  std::vector<api::ValidationError> apply_time_errors;
   const absl::Time now = clock_();
   for (size_t i = 0; i < resources.size(); ++i) {
     const api::Resource& resource = resources[i];
@@ -174,17 +180,17 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
       errors.push_back(absl::StrCat(api::Describe(id), ": appears twice in one apply"));
       continue;
     }
-    auto stored = base->resources.find(id);
+    auto stored = base.resources.find(id);
     // A Consumer's plain keys and password become hashes here, before
     // anything compares, validates, stores or pushes it. An unchanged
     // password keeps its stored hash, so re-applying a file is no change.
     api::Resource sealed = resource;
-    api::SealCredentials(&sealed, stored != base->resources.end() ? &stored->second : nullptr);
+    api::SealCredentials(&sealed, stored != base.resources.end() ? &stored->second : nullptr);
     // Only what this apply adds or changes: re-applying an unchanged Secret
     // whose certificate has expired since does not block other changes.
-    if (stored == base->resources.end() ||
+    if (stored == base.resources.end() ||
         !google::protobuf::util::MessageDifferencer::Equals(stored->second, sealed)) {
-      api::ValidateAtApplyTime(sealed, now, &apply_time_errors);
+      api::ValidateAtApplyTime(sealed, now, apply_time_errors);
     }
     next[id] = std::move(sealed);
   }
@@ -193,13 +199,90 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
     for (const auto& e : errors) absl::StrAppend(&message, message.empty() ? "" : "\n", e);
     return absl::InvalidArgumentError(message);
   }
-  return Commit(std::move(next), dry_run, context, /*refusal=*/"",
+  return next;
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
+    const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
+  absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
+  std::vector<api::ValidationError> apply_time_errors;
+  absl::StatusOr<api::ResourceMap> next = Merge(resources, *Current(), &apply_time_errors);
+  if (!next.ok()) return next.status();
+  return Commit(std::move(*next), dry_run, context, /*refusal=*/"",
                 std::move(apply_time_errors));
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
+    const std::vector<api::Resource>& resources, const CanarySplit& split,
+    const ChangeContext& context,
+    const std::function<absl::Status(uint64_t stable, uint64_t candidate)>& before_commit) {
+  absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
+  std::shared_ptr<const Snapshot> base = Current();
+  std::vector<api::ValidationError> apply_time_errors;
+  absl::StatusOr<api::ResourceMap> next = Merge(resources, *base, &apply_time_errors);
+  if (!next.ok()) return next.status();
+  if (api::ComputeDiff(base->resources, *next).empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the resources change nothing in version ", base->version,
+        ": there is nothing for a canary to verify; nothing changed"));
+  }
+  SplitChange change{SplitChange::kStart, split, before_commit};
+  return Commit(std::move(*next), /*dry_run=*/false, context, /*refusal=*/"",
+                std::move(apply_time_errors), &change);
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::EndCanary(const std::string& rollout_id,
+                                                                 bool promote,
+                                                                 const ChangeContext& context) {
+  absl::MutexLock write_lock(&write_mu_);
+  std::shared_ptr<const Snapshot> content;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!split_.has_value() || split_->rollout_id != rollout_id) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("canary rollout ", rollout_id, " does not split the fleet"));
+    }
+    content = promote ? current_ : stable_;
+  }
+  SplitChange change{SplitChange::kEnd, {}, nullptr};
+  return Commit(content->resources, /*dry_run=*/false, context,
+                absl::StrCat("cannot end canary rollout ", rollout_id), {}, &change,
+                /*force=*/true);
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::Restore(uint64_t version,
+                                                               const ChangeContext& context) {
+  absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  absl::StatusOr<api::ResourceMap> next = History()->ContentAt(version);
+  if (!next.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot restore: ", next.status().message()));
+  }
+  return Commit(std::move(*next), /*dry_run=*/false, context,
+                absl::StrCat("cannot restore version ", version), {}, nullptr, /*force=*/true);
+}
+
+std::shared_ptr<const Snapshot> ConfigState::SnapshotFor(const std::string& node_id,
+                                                         const std::string& group) const {
+  absl::MutexLock lock(&mu_);
+  if (split_.has_value() && !split_->Selects(node_id, group)) return stable_;
+  return current_;
+}
+
+std::optional<CanarySplit> ConfigState::split() const {
+  absl::MutexLock lock(&mu_);
+  return split_;
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
     const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
   if (!base->resources.count(id)) {
@@ -215,6 +298,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(
     uint64_t version, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   absl::StatusOr<api::ResourceMap> next = History()->ContentAt(version);
   if (!next.ok()) {
@@ -242,7 +326,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     api::ResourceMap next, bool dry_run, const ChangeContext& context,
-    const std::string& refusal, std::vector<api::ValidationError> apply_time_errors) {
+    const std::string& refusal, std::vector<api::ValidationError> apply_time_errors,
+    const SplitChange* split_change, bool force) {
   if (shutting_down()) {
     return absl::UnavailableError("sluice-control is shutting down");
   }
@@ -269,9 +354,16 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   ChangeResult result;
   result.diff = api::ComputeDiff(base->resources, next);
   result.version = base->version;
-  if (dry_run || result.diff.empty()) return result;
+  if (dry_run || (result.diff.empty() && !force)) return result;
 
   StoredState stored{base->version + 1, std::move(next), store_id_};
+  if (split_change != nullptr && split_change->action == SplitChange::kStart &&
+      split_change->before_commit) {
+    if (absl::Status status = split_change->before_commit(base->version, stored.version);
+        !status.ok()) {
+      return status;
+    }
+  }
   // The history first: after a crash between the two files it holds one
   // version more than the state, which the next start drops.
   HistoryEntry entry;
@@ -313,6 +405,14 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   auto snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
   {
     absl::MutexLock lock(&mu_);
+    if (split_change != nullptr && split_change->action == SplitChange::kStart) {
+      split_ = split_change->split;
+      split_->rollout_id = RolloutIdFor(result.version);
+      stable_ = current_;
+    } else if (split_change != nullptr && split_change->action == SplitChange::kEnd) {
+      split_.reset();
+      stable_.reset();
+    }
     current_ = std::move(snapshot);
     history_ = std::move(history);
   }

@@ -16,6 +16,14 @@
 // Rollback makes a new version with an old version's content. A change can
 // be made conditional on the current version (ChangeContext::if_version).
 //
+// Canary rollouts split the fleet: ApplyCanary commits a candidate version
+// that only the proxies a CanarySplit selects receive (SnapshotFor); the
+// others keep the version before it (the stable one). EndCanary ends the
+// split with a new version every proxy receives: the candidate's content
+// (promote) or the stable one's (roll back). While a split is in place every
+// other change is refused (FAILED_PRECONDITION naming the rollout), so the
+// stable version is always the one before the candidate.
+//
 // The store has an identity, a random id made when the data dir is first used
 // and kept in it: versions compare only within one store.
 //
@@ -26,9 +34,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -57,6 +69,22 @@ struct ChangeContext {
   // Non-zero: the change is refused with ABORTED unless this is the current
   // version.
   uint64_t if_version = 0;
+};
+
+// A canary rollout's id: "r" and its candidate version.
+inline std::string RolloutIdFor(uint64_t candidate_version) {
+  return absl::StrCat("r", candidate_version);
+}
+
+// Which proxies run a canary rollout's candidate.
+struct CanarySplit {
+  std::string rollout_id;  // set by ApplyCanary (RolloutIdFor)
+  std::string group;               // non-empty: every proxy of this node group
+  std::set<std::string> node_ids;  // and these proxies
+
+  bool Selects(const std::string& node_id, const std::string& node_group) const {
+    return (!group.empty() && node_group == group) || node_ids.count(node_id) > 0;
+  }
 };
 
 class ConfigState {
@@ -103,6 +131,37 @@ class ConfigState {
   absl::StatusOr<ChangeResult> Rollback(uint64_t version, bool dry_run,
                                         const ChangeContext& context = {});
 
+  // Commits `resources` as Apply does (never a dry run) as the candidate of
+  // a canary rollout: only the proxies `split` selects receive it
+  // (SnapshotFor), the others stay on the version before it.
+  // `before_commit(stable, candidate)` runs under the write lock once the
+  // change is validated and before anything is stored (the rollout records
+  // itself durably there); its error refuses the change. A change that alters
+  // nothing is refused (FAILED_PRECONDITION): there is nothing to verify.
+  absl::StatusOr<ChangeResult> ApplyCanary(
+      const std::vector<api::Resource>& resources, const CanarySplit& split,
+      const ChangeContext& context,
+      const std::function<absl::Status(uint64_t stable, uint64_t candidate)>& before_commit);
+  // Ends the split of rollout `rollout_id` with a new version that every
+  // proxy receives, recorded in the history with `context` (the decision):
+  // the candidate's content when `promote`, else the stable version's (not
+  // checked against the rules of now: the rest of the fleet runs it).
+  // FAILED_PRECONDITION when that rollout does not split the fleet.
+  absl::StatusOr<ChangeResult> EndCanary(const std::string& rollout_id, bool promote,
+                                         const ChangeContext& context);
+  // Makes the content of kept `version` current as a new version even when
+  // nothing differs, without the apply-time rules (a restart ends an
+  // interrupted rollout with it: see RolloutManager). Refused during a split.
+  absl::StatusOr<ChangeResult> Restore(uint64_t version, const ChangeContext& context);
+
+  // The version the proxy `node_id` of node group `group` is to run: the
+  // current one, or during a canary rollout the stable one unless the proxy
+  // is a canary.
+  std::shared_ptr<const Snapshot> SnapshotFor(const std::string& node_id,
+                                              const std::string& group) const;
+  // The split in place, if any.
+  std::optional<CanarySplit> split() const;
+
   std::shared_ptr<const Snapshot> Current() const;
   // The kept versions; immutable, newest last.
   std::shared_ptr<const ConfigHistory> History() const;
@@ -128,13 +187,28 @@ class ConfigState {
   // ABORTED, naming the current version and who made it when, unless
   // `if_version` is 0 or current.
   absl::Status CheckIfVersion(uint64_t if_version) const;
+  // FAILED_PRECONDITION naming the rollout while the fleet is split.
+  absl::Status CheckNoSplit() const;
+  // Checks `resources` and merges them into a copy of `base`.
+  absl::StatusOr<api::ResourceMap> Merge(const std::vector<api::Resource>& resources,
+                                         const Snapshot& base,
+                                         std::vector<api::ValidationError>* apply_time_errors);
   // `apply_time_errors`: from api::ValidateAtApplyTime, reported together
   // with the errors of the resulting state. `refusal` non-empty: those
   // errors are FAILED_PRECONDITION under that heading (else INVALID_ARGUMENT).
+  // What a commit does to the split (none: nothing): put `split` in place
+  // with the version before as the stable one, or end it.
+  struct SplitChange {
+    enum { kKeep, kStart, kEnd } action = kKeep;
+    CanarySplit split;
+    std::function<absl::Status(uint64_t stable, uint64_t candidate)> before_commit;
+  };
+  // `force`: a new version even when nothing changed (a decision to record).
   absl::StatusOr<ChangeResult> Commit(api::ResourceMap next, bool dry_run,
                                       const ChangeContext& context,
                                       const std::string& refusal,
-                                      std::vector<api::ValidationError> apply_time_errors = {})
+                                      std::vector<api::ValidationError> apply_time_errors = {},
+                                      const SplitChange* split_change = nullptr, bool force = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void Notify(bool shutting_down);
 
@@ -148,6 +222,9 @@ class ConfigState {
   mutable absl::Mutex mu_;  // guards the fields below; held only briefly
   std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<const ConfigHistory> history_ ABSL_GUARDED_BY(mu_);
+  // During a canary rollout: who runs current_, and what the others run.
+  std::optional<CanarySplit> split_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const Snapshot> stable_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::function<void(bool)>> subscribers_ ABSL_GUARDED_BY(mu_);
   int next_subscriber_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

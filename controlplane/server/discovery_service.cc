@@ -46,6 +46,8 @@ struct StreamState {
   absl::Time retry_at ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   // Cache purges to send (PurgeRelay), oldest first.
   std::deque<discovery::v1::CachePurge> purges ABSL_GUARDED_BY(mu);
+  // The newest rate-limit leases answer not yet sent.
+  std::optional<discovery::v1::DiscoveryResponse> leases ABSL_GUARDED_BY(mu);
 };
 
 grpc::Status TooLong(absl::string_view field, size_t size, size_t limit) {
@@ -179,6 +181,7 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
     }
   }
   const std::string node_id = first.node().id();
+  const std::string node_group = first.node().group();
   const std::string& store_id = state_->store_id();
   StreamState s;
   {
@@ -201,6 +204,12 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
     state_->Unsubscribe(subscription);
     registry_->Disconnect(handle);
   };
+  // Rate-limit leases: the proxy gives back its shares when the stream ends
+  // (after the reader, which reports, has been joined).
+  const uint64_t lease_client = next_lease_client_.fetch_add(1);
+  absl::Cleanup release_leases = [&] {
+    if (leases_ != nullptr) leases_->Disconnect(lease_client);
+  };
 
   absl::StatusOr<std::thread> reader = options_.start_thread([&] {
     DiscoveryRequest request;
@@ -210,6 +219,18 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
         // the relay's first).
         if (purges_ != nullptr) {
           purges_->Answered(handle, request.purge_result());
+        }
+        continue;
+      }
+      if (request.has_rate_limit_demand()) {
+        // Outside the ACK/NACK protocol: answered by a leases response.
+        if (leases_ != nullptr) {
+          DiscoveryResponse answer;
+          answer.set_store_id(store_id);
+          *answer.mutable_rate_limit_leases() =
+              leases_->Report(lease_client, request.rate_limit_demand(), absl::Now());
+          absl::MutexLock lock(&s.mu);
+          s.leases = std::move(answer);
         }
         continue;
       }
@@ -298,10 +319,11 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
 
   while (true) {
     std::optional<discovery::v1::CachePurge> purge;
+    std::optional<DiscoveryResponse> leases;
     {
       absl::MutexLock lock(&s.mu);
       auto ready = [](StreamState* st) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return st->closed || st->shutdown || !st->purges.empty() ||
+        return st->closed || st->shutdown || !st->purges.empty() || st->leases.has_value() ||
                (st->wake && st->outstanding_nonce.empty());
       };
       if (s.nacked_version != 0 && s.outstanding_nonce.empty()) {
@@ -315,6 +337,9 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
       if (!s.purges.empty()) {
         purge = std::move(s.purges.front());
         s.purges.pop_front();
+      } else if (s.leases.has_value()) {
+        leases = std::move(s.leases);
+        s.leases.reset();
       } else {
         s.wake = false;
       }
@@ -331,7 +356,14 @@ grpc::Status DiscoveryServiceImpl::StreamConfig(
                  node_id);
       continue;
     }
-    std::shared_ptr<const Snapshot> snapshot = state_->Current();
+    if (leases.has_value()) {
+      // Like a purge: a response of its own, no nonce, version 0.
+      if (!stream->Write(*leases)) break;
+      continue;
+    }
+    // During a canary rollout the canaries get the candidate and the rest the
+    // stable version (ConfigState::SnapshotFor).
+    std::shared_ptr<const Snapshot> snapshot = state_->SnapshotFor(node_id, node_group);
     DiscoveryResponse response;
     {
       absl::MutexLock lock(&s.mu);

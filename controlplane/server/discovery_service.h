@@ -2,7 +2,9 @@
 //
 // Each stream runs on a gRPC sync-server thread (the writer) plus one reader
 // thread of its own. The writer sends a response whenever the proxy is behind
-// the current version and has no response outstanding; the reader records
+// the version meant for it (ConfigState::SnapshotFor: the current one, or
+// during a canary rollout the stable one unless the proxy is a canary) and
+// has no response outstanding; the reader records
 // ACKs and NACKs. What a proxy holds is tracked per stream as content hashes,
 // so every response carries only the resources that differ. A NACKed version
 // is offered again after a backoff (the cause may pass: a port busy for a
@@ -29,6 +31,13 @@
 // ACK/NACK protocol). The reader thread hands the proxy's PurgeResults to the
 // relay without taking the stream's lock. The stream detaches when it ends.
 //
+// Rate-limit leases (LeaseAllocator, when there is one): a proxy's
+// RateLimitDemand (a request of its own, no nonce) is handed to the
+// allocator by the reader thread, and the answer (its shares) goes back in a
+// response of its own with `rate_limit_leases` set and no nonce, sent by the
+// writer like a purge; only the newest unsent answer is kept. The proxy
+// leaves the allocator when its stream ends.
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_DISCOVERY_SERVICE_H_
@@ -45,6 +54,7 @@
 #include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/purge_relay.h"
+#include "controlplane/server/rate_limit_leases.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
 
 namespace sluice::controlplane {
@@ -101,6 +111,10 @@ class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Servi
   // request.
   int active_streams() const { return active_streams_.load(); }
 
+  // Rate-limit leases for scope FLEET (may stay null: demand reports are
+  // ignored then). Call before serving; `leases` outlives the service.
+  void set_lease_allocator(LeaseAllocator* leases) { leases_ = leases; }
+
  private:
   ConfigState* state_;
   ProxyRegistry* registry_;
@@ -109,6 +123,8 @@ class DiscoveryServiceImpl final : public discovery::v1::DiscoveryService::Servi
   PurgeRelay* const purges_;
   std::atomic<uint64_t> next_nonce_{1};
   std::atomic<int> active_streams_{0};
+  LeaseAllocator* leases_ = nullptr;
+  std::atomic<uint64_t> next_lease_client_{1};
 };
 
 }  // namespace sluice::controlplane

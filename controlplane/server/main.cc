@@ -25,6 +25,8 @@
 #include "controlplane/server/metrics_endpoint.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/purge_relay.h"
+#include "controlplane/server/rate_limit_leases.h"
+#include "controlplane/server/rollout.h"
 #include "controlplane/server/server_credentials.h"
 #include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
@@ -44,7 +46,9 @@ constexpr char kUsage[] =
     "               names their node id (URI SAN spiffe://sluice/node/ID)\n"
     "  --insecure   allow plaintext on a non-loopback --listen address\n"
     "  --require-tokens  every admin API call needs an operator token (docs/operations.md)\n"
-    "  --admin-token-file FILE  accept the token in FILE (one line) as an admin token\n";
+    "  --admin-token-file FILE  accept the token in FILE (one line) as an admin token\n"
+    "A canary rollout (sluicectl apply --canary) is kept in DIR/rollout.db; a start that\n"
+    "finds one ends it: every proxy goes back to the stable version's content.\n";
 
 // The gRPC server's limits, set on purpose rather than left to gRPC's
 // defaults (4 MiB receive, unlimited send, pings without data refused after
@@ -182,6 +186,9 @@ int Run(int argc, char** argv) {
   controlplane::PurgeRelay purges;
   controlplane::DiscoveryServiceImpl discovery(
       (*state).get(), &registry, discovery_options, &metrics, &purges);
+  // rate-limit scope FLEET: each proxy's share of each limit, by demand.
+  controlplane::LeaseAllocator leases;
+  discovery.set_lease_allocator(&leases);
   // Operator tokens and the audit log of changes (docs/operations.md); the
   // data dir is locked by the store already.
   auto tokens = controlplane::OperatorTokens::Open(data_dir);
@@ -206,10 +213,18 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kError, "cannot open the audit log: ", audit.status().message());
     return 1;
   }
+  // Canary rollouts; one a previous process left running is ended before any
+  // proxy is served, so the fleet is never left split.
+  controlplane::RolloutManager rollouts((*state).get(), &registry, data_dir + "/rollout.db",
+                                        &absl::Now, absl::Milliseconds(100), &metrics);
+  if (absl::Status recovered = rollouts.RecoverInterrupted(); !recovered.ok()) {
+    SLUICE_LOG(kError, recovered.message());
+    return 1;
+  }
   controlplane::AdminServiceImpl admin(
       (*state).get(), &registry, &metrics,
       controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()},
-      &purges);
+      &purges, &rollouts);
 
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.

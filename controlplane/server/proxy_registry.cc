@@ -35,21 +35,40 @@ void ProxyRegistry::Acked(int handle, uint64_t version) {
   status.set_version_pending(0);
 }
 
-void ProxyRegistry::Nacked(int handle, uint64_t version, const std::string& error) {
+void ProxyRegistry::SetObserver(ProxyObserver observer) {
   absl::MutexLock lock(&mu_);
-  admin::v1::ProxyStatus& status = proxies_[handle];
-  status.set_version_pending(0);
-  status.set_last_nack_version(version);
-  status.set_last_nack_error(error);
-  *status.mutable_last_nack_time() = TimeUtil::GetCurrentTime();
+  observer_ = std::make_shared<const ProxyObserver>(std::move(observer));
+}
+
+void ProxyRegistry::Nacked(int handle, uint64_t version, const std::string& error) {
+  std::shared_ptr<const ProxyObserver> observer;
+  discovery::v1::Node node;
+  {
+    absl::MutexLock lock(&mu_);
+    admin::v1::ProxyStatus& status = proxies_[handle];
+    status.set_version_pending(0);
+    status.set_last_nack_version(version);
+    status.set_last_nack_error(error);
+    *status.mutable_last_nack_time() = TimeUtil::GetCurrentTime();
+    observer = observer_;
+    if (observer != nullptr && observer->nacked) node = status.node();
+  }
+  if (observer != nullptr && observer->nacked) observer->nacked(node, version, error);
 }
 
 void ProxyRegistry::Reported(int handle, const discovery::v1::TrafficReport& report) {
-  absl::MutexLock lock(&mu_);
-  auto it = proxies_.find(handle);
-  if (it == proxies_.end()) return;
-  *it->second.mutable_last_report() = report;
-  *it->second.mutable_last_report_time() = TimeUtil::GetCurrentTime();
+  std::shared_ptr<const ProxyObserver> observer;
+  discovery::v1::Node node;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = proxies_.find(handle);
+    if (it == proxies_.end()) return;
+    *it->second.mutable_last_report() = report;
+    *it->second.mutable_last_report_time() = TimeUtil::GetCurrentTime();
+    observer = observer_;
+    if (observer != nullptr && observer->reported) node = it->second.node();
+  }
+  if (observer != nullptr && observer->reported) observer->reported(node, report);
 }
 
 size_t ProxyRegistry::connected() const {

@@ -1,11 +1,15 @@
 // ProxyRegistry: what sluice-control knows of each connected proxy: its node,
 // when it connected, the version it ACKed, the version pending, its last NACK.
+// An observer (the rollout manager) may also hear of every traffic report and
+// NACK as they come.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_PROXY_REGISTRY_H_
 #define SLUICE_CONTROLPLANE_SERVER_PROXY_REGISTRY_H_
 
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,8 +18,19 @@
 
 namespace sluice::controlplane {
 
+// Told of each traffic report and NACK, on the stream's reader thread, with
+// no lock of the registry held; must be quick.
+struct ProxyObserver {
+  std::function<void(const discovery::v1::Node&, const discovery::v1::TrafficReport&)> reported;
+  std::function<void(const discovery::v1::Node&, uint64_t version, const std::string& error)>
+      nacked;
+};
+
 class ProxyRegistry {
  public:
+  // Replaces the observer (an empty one: none).
+  void SetObserver(ProxyObserver observer);
+
   // Returns a handle for the other calls.
   int Connect(const discovery::v1::Node& node, uint64_t version_held);
   void Disconnect(int handle);
@@ -33,6 +48,7 @@ class ProxyRegistry {
   mutable absl::Mutex mu_;
   std::map<int, admin::v1::ProxyStatus> proxies_ ABSL_GUARDED_BY(mu_);
   int next_handle_ ABSL_GUARDED_BY(mu_) = 0;
+  std::shared_ptr<const ProxyObserver> observer_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::controlplane

@@ -66,9 +66,35 @@ void ConfigClient::SetReportSource(ReportFn source, absl::Duration interval) {
   report_interval_ = interval;
 }
 
+void ConfigClient::SetRateLimitExchange(DemandFn demand, absl::Duration interval,
+                                        LeasesFn leases) {
+  demand_source_ = std::move(demand);
+  demand_interval_ = interval;
+  leases_sink_ = std::move(leases);
+}
+
 void ConfigClient::Start() {
   thread_ = std::thread([this] { Run(); });
-  if (report_source_) reporter_ = std::thread([this] { RunReporter(); });
+  if (report_source_) {
+    reporter_ = std::thread([this] {
+      RunPeriodic(report_interval_, [this]() -> std::optional<discovery::v1::DiscoveryRequest> {
+        discovery::v1::DiscoveryRequest request;
+        *request.mutable_report() = report_source_();
+        return request;
+      });
+    });
+  }
+  if (demand_source_) {
+    demand_reporter_ = std::thread([this] {
+      RunPeriodic(demand_interval_, [this]() -> std::optional<discovery::v1::DiscoveryRequest> {
+        std::optional<discovery::v1::RateLimitDemand> demand = demand_source_();
+        if (!demand.has_value()) return std::nullopt;
+        discovery::v1::DiscoveryRequest request;
+        *request.mutable_rate_limit_demand() = *std::move(demand);
+        return request;
+      });
+    });
+  }
 }
 
 void ConfigClient::Stop() {
@@ -79,22 +105,25 @@ void ConfigClient::Stop() {
   }
   if (thread_.joinable()) thread_.join();
   if (reporter_.joinable()) reporter_.join();
+  if (demand_reporter_.joinable()) demand_reporter_.join();
 }
 
-void ConfigClient::RunReporter() {
+void ConfigClient::RunPeriodic(
+    absl::Duration interval,
+    const std::function<std::optional<discovery::v1::DiscoveryRequest>()>& make) {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
       auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-      mu_.AwaitWithTimeout(absl::Condition(&stopping), report_interval_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping), interval);
       if (stopping_) return;
     }
     // Made every interval (so each covers one interval), sent when a stream
     // is up; a summary made while disconnected is dropped.
-    discovery::v1::DiscoveryRequest request;
-    *request.mutable_report() = report_source_();
+    std::optional<discovery::v1::DiscoveryRequest> request = make();
+    if (!request.has_value()) continue;
     absl::MutexLock lock(&write_mu_);
-    if (stream_ != nullptr) stream_->Write(request);
+    if (stream_ != nullptr) stream_->Write(*request);
   }
 }
 
@@ -209,6 +238,11 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
       discovery::v1::DiscoveryRequest result = PurgeCache(response.purge());
       absl::MutexLock lock(&write_mu_);
       ok = stream->Write(result);
+      continue;
+    }
+    if (response.has_rate_limit_leases()) {
+      // Not a config response either, and not answered.
+      if (leases_sink_) leases_sink_(response.rate_limit_leases());
       continue;
     }
     bool applied = false;

@@ -20,6 +20,11 @@
 // thread with cache::Purge() and answered with a request carrying
 // `purge_result` and no nonce; what the proxy holds does not change.
 //
+// Rate-limit scope FLEET rides the stream the same way: every
+// --rate-limit-report-interval a request of its own with `rate_limit_demand`,
+// and the control plane's responses with `rate_limit_leases` (no nonce, not
+// answered) go to the leases sink.
+//
 // Start()/Stop() from the main thread; `apply` and `persist` run on the
 // client's thread; connected() from any thread.
 #ifndef SLUICE_DATAPLANE_CONFIG_CONFIG_CLIENT_H_
@@ -84,6 +89,14 @@ class ConfigClient {
   // plane on the stream. Call before Start().
   using ReportFn = std::function<discovery::v1::TrafficReport()>;
   void SetReportSource(ReportFn source, absl::Duration interval);
+  // Rate-limit scope FLEET: every `interval` while a stream is up, `demand`
+  // (on a thread of the client's) makes the demand report that goes to the
+  // control plane (nullopt: nothing to send, the proxy has no FLEET
+  // policy); the leases it answers go to `leases` on the client's thread.
+  // Call before Start().
+  using DemandFn = std::function<std::optional<discovery::v1::RateLimitDemand>()>;
+  using LeasesFn = std::function<void(const discovery::v1::RateLimitLeases&)>;
+  void SetRateLimitExchange(DemandFn demand, absl::Duration interval, LeasesFn leases);
 
   void Start();
   void Stop();
@@ -118,7 +131,11 @@ class ConfigClient {
   mutable absl::Mutex held_mu_;
   controlplane::StoredState held_;
 
-  void RunReporter();
+  // Every `interval` until Stop(): writes make() to the stream when one is
+  // up (what is made meanwhile is dropped; nullopt: nothing this time).
+  void RunPeriodic(
+      absl::Duration interval,
+      const std::function<std::optional<discovery::v1::DiscoveryRequest>()>& make);
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -132,6 +149,10 @@ class ConfigClient {
   ReportFn report_source_;
   absl::Duration report_interval_ = absl::Seconds(5);
   std::thread reporter_;
+  DemandFn demand_source_;
+  absl::Duration demand_interval_ = absl::Milliseconds(200);
+  LeasesFn leases_sink_;
+  std::thread demand_reporter_;
 };
 
 }  // namespace sluice::config

@@ -5,7 +5,7 @@
 //                [--drain-timeout 30s] [--log-level info]
 //                [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]
 //                [--control-plane-keepalive 30s] [--control-plane-keepalive-timeout 10s]
-//                [--report-interval 5s]
+//                [--report-interval 5s] [--rate-limit-report-interval 200ms]
 //                [--control-plane-ca FILE [--control-plane-cert FILE --control-plane-key FILE]
 //                 [--control-plane-server-name NAME]]
 #include <event2/event.h>
@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -32,6 +33,7 @@
 #include "dataplane/accesslog/access_log.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/policy/cache/store.h"
+#include "dataplane/policy/rate_limit/fleet_board.h"
 #include "dataplane/server/traffic_report.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
@@ -47,6 +49,7 @@ constexpr char kUsage[] =
     "                    [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]\n"
     "                    [--control-plane-keepalive 30s]\n"
     "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n"
+    "                    [--rate-limit-report-interval 200ms]\n"
     "                    [--control-plane-ca FILE [--control-plane-cert FILE\n"
     "                     --control-plane-key FILE] [--control-plane-server-name NAME]]\n"
     "  --control-plane-ca  TLS to the control plane, verified against this PEM CA\n"
@@ -266,7 +269,7 @@ int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",
                            "drain-timeout", "log-level", "max-connections", "max-memory-mb",
-                           "report-interval", "cache-memory-mb",
+                           "report-interval", "rate-limit-report-interval", "cache-memory-mb",
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
                            "control-plane-server-name", "admin-token-file"},
@@ -437,6 +440,27 @@ int Run(int argc, char** argv) {
   if (*report_interval > absl::ZeroDuration()) {
     client.SetReportSource([&reporter] { return reporter.Make(); }, *report_interval);
   }
+  // rate-limit scope FLEET: demand out, leases in, on the config stream.
+  auto demand_interval = ParseDurationFlag("rate-limit-report-interval",
+                                           get("rate-limit-report-interval", "200ms"));
+  if (!demand_interval.ok()) return fail(std::string(demand_interval.status().message()));
+  if (*demand_interval < absl::Milliseconds(50) || *demand_interval > absl::Seconds(10)) {
+    return fail("--rate-limit-report-interval must be 50ms..10s");
+  }
+  const uint64_t demand_interval_ms =
+      static_cast<uint64_t>(absl::ToInt64Milliseconds(*demand_interval));
+  client.SetRateLimitExchange(
+      [demand_interval_ms] {
+        return policy::rate_limit::FleetBoard::Get().MakeDemand(demand_interval_ms);
+      },
+      *demand_interval,
+      [](const discovery::v1::RateLimitLeases& leases) {
+        // The rate-limit policies' clock (steady_clock nanoseconds).
+        const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count();
+        policy::rate_limit::FleetBoard::Get().ApplyLeases(leases, now);
+      });
   client.Start();
   SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,

@@ -163,15 +163,18 @@ TEST_F(RateLimitTest, ChangesElsewhereKeepTheCountersAndAChangedLimitStartsAfres
   EXPECT_EQ(r.header("ratelimit-limit"), "8");
 }
 
-TEST_F(RateLimitTest, ScopeFleetIsRefusedAtApply) {
+TEST_F(RateLimitTest, ScopeFleetOptionsAreCheckedAtApply) {
   std::string yaml = Routes(5, false);
   size_t at = yaml.find("                key: [CONSUMER]\n");
   ASSERT_NE(at, std::string::npos);
-  yaml.insert(at, "                scope: FLEET\n");
+  yaml.insert(at,
+              "                scope: FLEET\n"
+              "                fleet: {fallback_limits: [{requests: 6, per: MINUTE}]}\n");
   EXPECT_NE(Apply(yaml), 0);
-  EXPECT_TRUE(absl::StrContains(last_error_, "scope FLEET is not available in this build"))
+  EXPECT_TRUE(absl::StrContains(last_error_,
+                                "policies[0].typed_config.fleet.fallback_limits[0].requests"))
       << last_error_;
-  EXPECT_TRUE(absl::StrContains(last_error_, "policies[0].typed_config.scope")) << last_error_;
+  EXPECT_TRUE(absl::StrContains(last_error_, "1..5 (the fleet's limit")) << last_error_;
 }
 
 }  // namespace

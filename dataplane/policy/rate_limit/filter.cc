@@ -6,7 +6,8 @@
 //
 // The limiter is the process-wide one of the policy's identity
 // (limiter_registry.h): config versions that keep the policy's identity
-// keep its counters.
+// keep its counters. Scope LOCAL: GcraLimiter; scope FLEET: FleetLimiter,
+// which the FleetBoard connects to the control plane's leases.
 #include <algorithm>
 #include <charconv>
 #include <memory>
@@ -18,6 +19,8 @@
 #include "absl/strings/str_join.h"
 #include "dataplane/auth/consumers.h"
 #include "dataplane/http/filter.h"
+#include "dataplane/policy/rate_limit/fleet_board.h"
+#include "dataplane/policy/rate_limit/fleet_limiter_impl.h"
 #include "dataplane/policy/rate_limit/gcra_limiter_impl.h"
 #include "dataplane/policy/rate_limit/internal.h"
 #include "dataplane/policy/rate_limit/limiter.h"
@@ -180,14 +183,34 @@ class RateLimitFilterFactory : public http::FilterFactory {
   const Settings settings_;
 };
 
+// The FLEET options, with the fallback limits in `limits`' (unit) order.
+FleetLimiterOptions FleetOptionsOf(const v1::RateLimitConfig& config,
+                                   const std::vector<v1::Limit>& limits) {
+  FleetLimiterOptions options;
+  const v1::FleetOptions& fleet = config.fleet();
+  options.keep_share_for_ns =
+      fleet.has_keep_share_for()
+          ? fleet.keep_share_for().seconds() * kNanosPerSecond + fleet.keep_share_for().nanos()
+          : kDefaultKeepShareForSeconds * kNanosPerSecond;
+  for (const v1::Limit& limit : limits) {
+    uint64_t requests = 0;  // 0: the limit / fleet size
+    for (const v1::Limit& fallback : fleet.fallback_limits()) {
+      if (fallback.per() == limit.per()) requests = fallback.requests();
+    }
+    options.fallback_requests.push_back(requests);
+  }
+  return options;
+}
+
 class RateLimitPolicyFactory : public PolicyFactory {
  public:
   std::string name() const override { return "rate-limit"; }
   absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
       const google::protobuf::Message& message) const override {
     const auto& config = static_cast<const v1::RateLimitConfig&>(message);
-    if (config.scope() != v1::RateLimitConfig::LOCAL) {
-      return absl::UnimplementedError("scope FLEET is not available in this build");
+    if (config.scope() != v1::RateLimitConfig::LOCAL &&
+        config.scope() != v1::RateLimitConfig::FLEET) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown scope ", config.scope()));
     }
     Settings s;
     for (int part : config.key()) s.key.push_back(static_cast<v1::RateLimitConfig::KeyPart>(part));
@@ -215,8 +238,17 @@ class RateLimitPolicyFactory : public PolicyFactory {
     }
     s.draft_policy = absl::StrJoin(policy_items, ", ");
     size_t max_keys = config.has_max_keys() ? config.max_keys() : kDefaultMaxKeys;
-    s.limiter = LimiterRegistry::Get().FindOrCreate(
-        StateIdentity(config), [&] { return std::make_unique<GcraLimiter>(specs, max_keys); });
+    const std::string identity = StateIdentity(config);
+    if (config.scope() == v1::RateLimitConfig::FLEET) {
+      FleetLimiterOptions fleet = FleetOptionsOf(config, limits);
+      s.limiter = LimiterRegistry::Get().FindOrCreate(identity, [&] {
+        return std::make_unique<FleetLimiter>(identity, specs, max_keys, fleet,
+                                              &FleetBoard::Get());
+      });
+    } else {
+      s.limiter = LimiterRegistry::Get().FindOrCreate(
+          identity, [&] { return std::make_unique<GcraLimiter>(specs, max_keys); });
+    }
     s.clock = CurrentClock();
     return std::shared_ptr<const http::FilterFactory>(
         std::make_shared<RateLimitFilterFactory>(std::move(s)));

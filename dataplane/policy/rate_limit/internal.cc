@@ -79,6 +79,21 @@ std::string StateIdentity(const v1::RateLimitConfig& config) {
   absl::StrAppend(&id, ";header=", header.size(), ":", header, ";fallback=", fallback.size(), ":",
                   fallback,
                   ";max_keys=", config.has_max_keys() ? config.max_keys() : kDefaultMaxKeys);
+  if (config.scope() == v1::RateLimitConfig::FLEET) {
+    const v1::FleetOptions& fleet = config.fleet();
+    absl::StrAppend(&id, ";keep_share_for=",
+                    fleet.has_keep_share_for() ? fleet.keep_share_for().seconds()
+                                               : kDefaultKeepShareForSeconds,
+                    "s", fleet.keep_share_for().nanos(), "ns;fallback_limits=");
+    std::vector<std::pair<int64_t, uint64_t>> fallbacks;
+    for (const v1::Limit& limit : fleet.fallback_limits()) {
+      fallbacks.emplace_back(UnitSeconds(limit.per()), limit.requests());
+    }
+    std::sort(fallbacks.begin(), fallbacks.end());
+    for (const auto& [seconds, requests] : fallbacks) {
+      absl::StrAppend(&id, requests, "/", seconds, "s,");
+    }
+  }
   return id;
 }
 

@@ -21,6 +21,10 @@ inline constexpr uint64_t kDefaultMaxKeys = 100000;
 inline constexpr uint64_t kMaxMaxKeys = 10000000;
 inline constexpr uint64_t kMaxRequestsPerSecond = 1000000;
 inline constexpr char kDefaultFallback[] = "unidentified";
+// scope FLEET: fleet.keep_share_for's default and bounds.
+inline constexpr int64_t kDefaultKeepShareForSeconds = 30;
+inline constexpr int64_t kMinKeepShareForSeconds = 1;
+inline constexpr int64_t kMaxKeepShareForSeconds = 3600;
 
 // Nanoseconds on a monotonic clock.
 using Clock = std::function<int64_t()>;
@@ -40,7 +44,7 @@ std::string_view UnitName(v1::Limit::Unit unit);
 // The config's parts that give counters their meaning, with defaults
 // filled in and limits in unit order, as one string: policies (of any
 // config version) with the same identity share counters. `headers` and
-// `draft_headers` are not part of it.
+// `draft_headers` are not part of it; `fleet` is, with scope FLEET.
 std::string StateIdentity(const v1::RateLimitConfig& config);
 
 }  // namespace sluice::policy::rate_limit

@@ -58,9 +58,11 @@ class RateLimitValidator : public api::PolicyValidator {
           {"max_keys", absl::StrCat("1..", kMaxMaxKeys, ", got ", config.max_keys())});
     }
     if (config.scope() == v1::RateLimitConfig::FLEET) {
-      errors->push_back({"scope", "scope FLEET is not available in this build"});
+      ValidateFleet(config, errors);
     } else if (config.scope() != v1::RateLimitConfig::LOCAL) {
       errors->push_back({"scope", absl::StrCat("unknown scope ", config.scope())});
+    } else if (config.has_fleet()) {
+      errors->push_back({"fleet", "only with scope: FLEET"});
     }
   }
 
@@ -102,6 +104,46 @@ class RateLimitValidator : public api::PolicyValidator {
              absl::StrCat("at most ", kMaxRequestsPerSecond * static_cast<uint64_t>(seconds),
                           " per ", v1::Limit::Unit_Name(limit.per()), " (", kMaxRequestsPerSecond,
                           " a second), got ", limit.requests())});
+      }
+    }
+  }
+
+  static void ValidateFleet(const v1::RateLimitConfig& config,
+                            std::vector<api::PolicyConfigError>* errors) {
+    const v1::FleetOptions& fleet = config.fleet();
+    if (fleet.has_keep_share_for()) {
+      const int64_t seconds = fleet.keep_share_for().seconds();
+      const int32_t nanos = fleet.keep_share_for().nanos();
+      if (seconds < kMinKeepShareForSeconds || seconds > kMaxKeepShareForSeconds ||
+          (seconds == kMaxKeepShareForSeconds && nanos > 0) || nanos < 0) {
+        errors->push_back({"fleet.keep_share_for",
+                           absl::StrCat(kMinKeepShareForSeconds, "s..", kMaxKeepShareForSeconds,
+                                        "s, got ", seconds, "s")});
+      }
+    }
+    bool seen[5] = {};
+    for (int i = 0; i < fleet.fallback_limits_size(); ++i) {
+      const v1::Limit& fallback = fleet.fallback_limits(i);
+      std::string field = absl::StrCat("fleet.fallback_limits[", i, "]");
+      const v1::Limit* limit = nullptr;
+      for (const v1::Limit& l : config.limits()) {
+        if (l.per() == fallback.per() && UnitSeconds(l.per()) > 0) limit = &l;
+      }
+      if (limit == nullptr) {
+        errors->push_back({field + ".per", "must be the unit of one of `limits`"});
+        continue;
+      }
+      if (seen[fallback.per()]) {
+        errors->push_back({field + ".per", absl::StrCat(v1::Limit::Unit_Name(fallback.per()),
+                                                        " has two fallback limits")});
+      }
+      seen[fallback.per()] = true;
+      if (fallback.requests() < 1 || fallback.requests() > limit->requests()) {
+        errors->push_back(
+            {field + ".requests", absl::StrCat("1..", limit->requests(),
+                                               " (the fleet's limit; never unlimited, never "
+                                               "zero), got ",
+                                               fallback.requests())});
       }
     }
   }

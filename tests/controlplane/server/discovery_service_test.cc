@@ -408,5 +408,51 @@ TEST_F(DiscoveryServiceTest, PurgeTravelsOutsideTheNonceProtocol) {
   EXPECT_EQ(registry_.List()[0].version_applied(), 1u);
 }
 
+// During a canary rollout each stream is sent the version meant for its
+// proxy: the canaries the candidate, the rest nothing until the decision,
+// which then reaches them as a version with no resource change.
+TEST_F(DiscoveryServiceTest, CanariesAreSentTheCandidateAndTheRestStayStable) {
+  Start();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());  // version 1
+  DiscoveryRequest canary_hello = Hello("c1");
+  canary_hello.mutable_node()->set_group("canary");
+  DiscoveryRequest main_hello = Hello("m1");
+  main_hello.mutable_node()->set_group("main");
+  Stream canary(*stub_, canary_hello);
+  Stream rest(*stub_, main_hello);
+  DiscoveryResponse r;
+  ASSERT_TRUE(canary.Read(&r));
+  canary.Answer(r, 1);
+  ASSERT_TRUE(rest.Read(&r));
+  rest.Answer(r, 1);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto proxies = registry_.List();
+        return proxies.size() == 2 && proxies[0].version_applied() == 1 &&
+               proxies[1].version_applied() == 1;
+      },
+      absl::Seconds(10)));
+  CanarySplit split;
+  split.group = "canary";
+  ASSERT_TRUE(state_->ApplyCanary({Cluster("users", 9001)}, split, {}, nullptr).ok());  // 2
+  ASSERT_TRUE(canary.Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  ASSERT_EQ(r.resources_size(), 1);
+  EXPECT_EQ(r.resources(0).cluster().endpoints(0).port(), 9001u);
+  canary.Answer(r, 2);
+  ASSERT_TRUE(WaitFor([&] { return registry_.List()[0].version_applied() == 2; },
+                      absl::Seconds(10)));
+  // Rolled back: version 3 has version 1's content.
+  ASSERT_TRUE(state_->EndCanary("r2", false, {}).ok());
+  ASSERT_TRUE(rest.Read(&r));  // the first response since version 1
+  EXPECT_EQ(r.version(), 3u);
+  EXPECT_EQ(r.resources_size(), 0);
+  EXPECT_EQ(r.removed_size(), 0);
+  ASSERT_TRUE(canary.Read(&r));
+  EXPECT_EQ(r.version(), 3u);
+  ASSERT_EQ(r.resources_size(), 1);
+  EXPECT_EQ(r.resources(0).cluster().endpoints(0).port(), 9000u);
+}
+
 }  // namespace
 }  // namespace sluice::controlplane

@@ -119,9 +119,12 @@ class OperatorAccessTest : public ::testing::Test {
     auto audit = AuditLog::Open(dir_ + "/audit.log");
     ASSERT_TRUE(audit.ok()) << audit.status();
     audit_ = std::move(*audit);
+    rollouts_ = std::make_unique<RolloutManager>(state_.get(), &registry_,
+                                                 dir_ + "/rollout.db");
     service_ = std::make_unique<AdminServiceImpl>(
         state_.get(), &registry_, nullptr,
-        AdminAccess{require_tokens, tokens_.get(), audit_.get()});
+        AdminAccess{require_tokens, tokens_.get(), audit_.get()}, nullptr,
+        rollouts_.get());
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -177,6 +180,7 @@ class OperatorAccessTest : public ::testing::Test {
   std::unique_ptr<ConfigState> state_;
   std::unique_ptr<OperatorTokens> tokens_;
   std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<RolloutManager> rollouts_;
   std::unique_ptr<AdminServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<admin::v1::AdminService::Stub> stub_;
@@ -289,6 +293,67 @@ TEST_F(OperatorAccessTest,
   EXPECT_TRUE(absl::StrContains(lines[0], R"("identity":"anonymous")"))
       << lines[0];
   EXPECT_TRUE(absl::StrContains(lines[0], R"("method":"Apply")")) << lines[0];
+}
+
+TEST_F(OperatorAccessTest, RolloutsNeedTheOperatorRoleAndAreAudited) {
+  Start(/*require_tokens=*/true);
+  const std::string viewer = MakeToken("dash", "viewer");
+  const std::string op = MakeToken("deployer", "operator");
+  ASSERT_TRUE(ApplyCluster(op).ok());  // version 1
+  for (const char* group : {"canary", "main"}) {
+    discovery::v1::Node node;
+    node.set_id(absl::StrCat(group, "-1"));
+    node.set_group(group);
+    registry_.Connect(node, 1);
+  }
+  admin::v1::GetRolloutResponse got;
+  EXPECT_EQ(stub_->GetRollout(As(viewer).get(), {}, &got).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  admin::v1::StartRolloutRequest start;
+  auto* cluster = start.add_resources()->mutable_cluster();
+  cluster->set_name("web");
+  cluster->add_endpoints()->set_address("127.0.0.1");
+  cluster->mutable_endpoints(0)->set_port(9001);
+  start.set_canary_group("canary");
+  start.set_verify_ms(60000);
+  admin::v1::StartRolloutResponse started;
+  grpc::Status refused = stub_->StartRollout(As(viewer).get(), start, &started);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(refused.error_message(),
+            "StartRollout needs the operator role; your token 'dash' is a viewer");
+  grpc::Status status = stub_->StartRollout(As(op).get(), start, &started);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(started.rollout().id(), "r2");
+  EXPECT_EQ(started.rollout().author(), "deployer");
+
+  ASSERT_TRUE(stub_->GetRollout(As(viewer).get(), {}, &got).ok());
+  EXPECT_TRUE(got.running());
+  EXPECT_EQ(got.rollout().candidate_version(), 2u);
+  EXPECT_EQ(ApplyCluster(op).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  admin::v1::AbortRolloutResponse aborted;
+  EXPECT_EQ(stub_->AbortRollout(As(viewer).get(), {}, &aborted).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  status = stub_->AbortRollout(As(op).get(), {}, &aborted);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(aborted.rollout().state(), admin::v1::Rollout::ROLLED_BACK);
+  EXPECT_EQ(aborted.rollout().decision_version(), 3u);
+  const HistoryEntry* decision = state_->History()->Find(3);
+  ASSERT_NE(decision, nullptr);
+  EXPECT_EQ(decision->author, "deployer");
+  EXPECT_TRUE(absl::StrContains(decision->message, "rollout r2 rolled back: aborted by deployer"))
+      << decision->message;
+  admin::v1::PromoteRolloutResponse promoted;
+  EXPECT_EQ(stub_->PromoteRollout(As(op).get(), {}, &promoted).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
+  const std::string audit = ReadFile(dir_ + "/audit.log");
+  EXPECT_TRUE(absl::StrContains(
+      audit, R"("method":"StartRollout","resources":["rollout/r2","Cluster/web"],"version":2)"))
+      << audit;
+  EXPECT_TRUE(absl::StrContains(
+      audit, R"("method":"AbortRollout","resources":["rollout/r2"],"version":3)"))
+      << audit;
 }
 
 }  // namespace

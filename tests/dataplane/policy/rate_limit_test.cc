@@ -185,10 +185,28 @@ TEST_F(RateLimitTest, ConfigRulesNameTheField) {
 
   config = Config("", {{5, v1::Limit::MINUTE}});
   config.set_scope(v1::RateLimitConfig::FLEET);
+  EXPECT_TRUE(Errors(config).empty());
+  EXPECT_TRUE(FindPolicyFactory("rate-limit")->Compile(config).ok());
+  config.mutable_fleet()->mutable_keep_share_for()->set_seconds(0);
+  EXPECT_EQ(only(config).field, "fleet.keep_share_for");
+  config.mutable_fleet()->mutable_keep_share_for()->set_seconds(3601);
+  EXPECT_EQ(only(config).message, "1s..3600s, got 3601s");
+  config.mutable_fleet()->mutable_keep_share_for()->set_seconds(60);
+  v1::Limit* fallback = config.mutable_fleet()->add_fallback_limits();
+  fallback->set_requests(6);
+  fallback->set_per(v1::Limit::MINUTE);
+  EXPECT_EQ(only(config).field, "fleet.fallback_limits[0].requests");
+  fallback->set_requests(0);
+  EXPECT_EQ(only(config).field, "fleet.fallback_limits[0].requests");
+  fallback->set_requests(2);
+  EXPECT_TRUE(Errors(config).empty());
+  fallback->set_per(v1::Limit::HOUR);
+  EXPECT_EQ(only(config).field, "fleet.fallback_limits[0].per");
+  fallback->set_per(v1::Limit::MINUTE);
+  config.set_scope(v1::RateLimitConfig::LOCAL);
   e = only(config);
-  EXPECT_EQ(e.field, "scope");
-  EXPECT_EQ(e.message, "scope FLEET is not available in this build");
-  EXPECT_FALSE(FindPolicyFactory("rate-limit")->Compile(config).ok());
+  EXPECT_EQ(e.field, "fleet");
+  EXPECT_EQ(e.message, "only with scope: FLEET");
 }
 
 // ---- GCRA on a fake clock, driven directly ----

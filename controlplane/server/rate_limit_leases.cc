@@ -1,0 +1,180 @@
+#include "controlplane/server/rate_limit_leases.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::controlplane {
+namespace {
+
+// A light proxy's share over its demand.
+constexpr double kLightRoom = 1.15;
+
+}  // namespace
+
+LeaseAllocator::LeaseAllocator(LeaseAllocatorOptions options) : options_(std::move(options)) {}
+
+std::vector<double> LeaseAllocator::Divide(double limit, const std::vector<double>& demand,
+                                           double floor_fraction) {
+  const size_t n = demand.size();
+  std::vector<double> shares(n, 0.0);
+  if (n == 0) return shares;
+  double total = 0;
+  for (double d : demand) total += std::max(d, 0.0);
+  if (total <= limit) {
+    const double headroom = (limit - total) / static_cast<double>(n);
+    for (size_t i = 0; i < n; ++i) shares[i] = std::max(demand[i], 0.0) + headroom;
+  } else {
+    // Doorman's ProportionalShare, with room for the light proxies: those
+    // under the even share are counted at their demand and get 15%
+    // more (at most the even share), so that their randomness is not
+    // refused;
+    // what the even shares leave goes to the heavy ones in proportion to
+    // how much more they want.
+    const double equal = limit / static_cast<double>(n);
+    double leftover = 0;
+    double wants_more = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double d = std::max(demand[i], 0.0);
+      if (d <= equal) {
+        shares[i] = std::min(kLightRoom * d, equal);
+        leftover += equal - d;
+      } else {
+        shares[i] = equal;
+        wants_more += d - equal;
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (demand[i] > equal && wants_more > 0) {
+        shares[i] += leftover * (demand[i] - equal) / wants_more;
+      }
+    }
+  }
+  const double floor = floor_fraction * limit / static_cast<double>(n);
+  for (double& share : shares) share = std::max(share, floor);
+  return shares;
+}
+
+size_t LeaseAllocator::FleetSize(absl::Time now) {
+  size_t size = 0;
+  for (const auto& [proxy, at] : last_report_) {
+    if (now - at <= options_.member_timeout) ++size;
+  }
+  return size;
+}
+
+size_t LeaseAllocator::fleet_size(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  return FleetSize(now);
+}
+
+size_t LeaseAllocator::tracked_keys() {
+  absl::MutexLock lock(&mu_);
+  return keys_.size();
+}
+
+discovery::v1::RateLimitLeases LeaseAllocator::Report(
+    uint64_t proxy, const discovery::v1::RateLimitDemand& demand, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  last_report_[proxy] = now;
+  const double interval_s =
+      static_cast<double>(std::max<uint64_t>(demand.interval_ms(), 1)) / 1000.0;
+  const double w = options_.ewma_weight;
+  absl::flat_hash_set<std::string>& joined = joined_[proxy];
+  absl::flat_hash_set<std::string> reported;
+
+  // 1. This interval's samples for the keys it reported.
+  for (const discovery::v1::PolicyDemand& policy : demand.policies()) {
+    std::vector<double> limits, periods;
+    for (const discovery::v1::FleetLimit& limit : policy.limits()) {
+      if (limit.period_ms() == 0 || limit.requests() == 0) break;
+      periods.push_back(static_cast<double>(limit.period_ms()) / 1000.0);
+      limits.push_back(static_cast<double>(limit.requests()) / periods.back());
+    }
+    if (limits.size() != static_cast<size_t>(policy.limits_size())) continue;  // malformed
+    for (const discovery::v1::KeyDemand& key : policy.keys()) {
+      std::string id = absl::StrCat(policy.identity(), std::string(1, '\0'), key.key());
+      auto it = keys_.find(id);
+      if (it == keys_.end()) {
+        if (keys_.size() >= options_.max_keys) continue;
+        it = keys_.try_emplace(id).first;
+      }
+      KeyState& state = it->second;
+      state.limits_per_second = limits;
+      state.periods_seconds = periods;
+      const double sample = static_cast<double>(key.requests()) / interval_s;
+      auto client = state.clients.try_emplace(proxy).first;
+      // A proxy joining a key was idle on it: from 0, so that a first
+      // request of a rare caller is not taken for a rate.
+      client->second.rate = w * sample + (1 - w) * client->second.rate;
+      client->second.idle = 0;
+      joined.insert(id);
+      reported.insert(std::move(id));
+    }
+  }
+  // 2. A zero sample for the keys it is in but did not report.
+  std::vector<std::string> left;
+  for (const std::string& id : joined) {
+    if (reported.contains(id)) continue;
+    auto it = keys_.find(id);
+    if (it == keys_.end()) {
+      left.push_back(id);
+      continue;
+    }
+    Client& client = it->second.clients[proxy];
+    client.rate *= 1 - w;
+    if (++client.idle >= options_.idle_reports) {
+      it->second.clients.erase(proxy);
+      if (it->second.clients.empty()) keys_.erase(it);
+      left.push_back(id);
+    }
+  }
+  for (const std::string& id : left) joined.erase(id);
+
+  // 3. Its shares of the keys it reported.
+  discovery::v1::RateLimitLeases answer;
+  answer.set_fleet_size(static_cast<uint32_t>(FleetSize(now)));
+  for (const discovery::v1::PolicyDemand& policy : demand.policies()) {
+    discovery::v1::PolicyLeases* out = nullptr;
+    for (const discovery::v1::KeyDemand& key : policy.keys()) {
+      auto it = keys_.find(absl::StrCat(policy.identity(), std::string(1, '\0'), key.key()));
+      if (it == keys_.end() || !it->second.clients.contains(proxy)) continue;
+      const KeyState& state = it->second;
+      std::vector<double> rates;
+      size_t self = 0;
+      for (const auto& [id, client] : state.clients) {
+        if (id == proxy) self = rates.size();
+        rates.push_back(client.rate);
+      }
+      if (out == nullptr) {
+        out = answer.add_policies();
+        out->set_identity(policy.identity());
+      }
+      discovery::v1::KeyLease* lease = out->add_keys();
+      lease->set_key(key.key());
+      for (size_t i = 0; i < state.limits_per_second.size(); ++i) {
+        std::vector<double> shares =
+            Divide(state.limits_per_second[i], rates, options_.floor_fraction);
+        lease->add_shares(shares[self] * state.periods_seconds[i]);
+      }
+    }
+  }
+  return answer;
+}
+
+void LeaseAllocator::Disconnect(uint64_t proxy) {
+  absl::MutexLock lock(&mu_);
+  last_report_.erase(proxy);
+  auto joined = joined_.find(proxy);
+  if (joined == joined_.end()) return;
+  for (const std::string& id : joined->second) {
+    auto it = keys_.find(id);
+    if (it == keys_.end()) continue;
+    it->second.clients.erase(proxy);
+    if (it->second.clients.empty()) keys_.erase(it);
+  }
+  joined_.erase(joined);
+}
+
+}  // namespace sluice::controlplane

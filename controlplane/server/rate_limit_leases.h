@@ -1,0 +1,110 @@
+// LeaseAllocator: the control plane's side of `rate-limit` scope FLEET.
+// Proxies report, every --rate-limit-report-interval on their config stream,
+// how many requests each key of each FLEET policy saw (admitted or not);
+// this divides each limit among the proxies by their recent demand, and
+// each report is answered with the reporting proxy's shares (leases) of the
+// keys it reported. Proxies enforce their shares locally
+// (dataplane/policy/rate_limit/fleet_limiter_impl.h).
+//
+// Per (policy identity, key), each proxy's demand is an EWMA (weight
+// `ewma_weight` for the newest interval, from 0 when it joins the key) of
+// its requests per second. A
+// proxy reports a key it holds a lease for with 0 requests while it is
+// idle (for a while), so a key missing from its report is one it left:
+// after `idle_reports` reports without it (default 1) it leaves the key. Limit L (per second) among the n proxies with demand d_i, D = sum:
+//   - D <= L: each gets d_i + (L - D) / n (demand plus an even part of the
+//     headroom); the shares sum to L;
+//   - D > L: Doorman's ProportionalShare: a light proxy (d_i <= L / n) is
+//     counted at its demand, and what that leaves of L goes to the heavy
+//     ones in proportion to how much more they want (d_i - L / n); so
+//     heavy shares + light demand = L. A light proxy's share is
+//     min(1.15 d_i, L / n): room for its randomness, which it uses only as
+//     far as its requests come (its estimated demand is what it takes on
+//     average, an EWMA being unbiased); a proxy whose demand really grew
+//     takes at most that room until its next report;
+//   - in both, no share is below `floor_fraction` * L / n, so a proxy with
+//     little traffic is never starved (a floor above a proxy's demand is
+//     room it does not use; it lifts the sum above L only by what that
+//     proxy's demand then grows into, at most the floor).
+// A share is sent in requests per the limit's period.
+//
+// The fleet is every proxy sending demand reports to this control plane
+// (each one sends one every interval, empty or not), and a proxy that
+// disconnects leaves it at once and gives back its shares: the others get
+// them with their next report. Its size goes with every answer; a proxy
+// uses limit / size for a key it has no lease for yet.
+//
+// Memory: at most `max_keys` (identity, key) pairs; keys reported beyond
+// that get no lease (the proxy keeps limit / size).
+//
+// Thread-safe (one mutex); called from the streams' reader threads.
+#ifndef SLUICE_CONTROLPLANE_SERVER_RATE_LIMIT_LEASES_H_
+#define SLUICE_CONTROLPLANE_SERVER_RATE_LIMIT_LEASES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sluice/discovery/v1/discovery.pb.h"
+
+namespace sluice::controlplane {
+
+struct LeaseAllocatorOptions {
+  double ewma_weight = 0.2;
+  int idle_reports = 1;
+  double floor_fraction = 0.05;
+  size_t max_keys = 1000000;
+  // A proxy silent this long is no longer counted in the fleet's size.
+  absl::Duration member_timeout = absl::Seconds(2);
+};
+
+class LeaseAllocator {
+ public:
+  explicit LeaseAllocator(LeaseAllocatorOptions options = {});
+
+  // Takes proxy `proxy`'s report at `now` and answers with its shares of
+  // the keys it reported. `proxy`: unique per connected stream.
+  discovery::v1::RateLimitLeases Report(uint64_t proxy,
+                                        const discovery::v1::RateLimitDemand& demand,
+                                        absl::Time now);
+  // The proxy's stream ended: it leaves the fleet and every key.
+  void Disconnect(uint64_t proxy);
+
+  size_t fleet_size(absl::Time now);
+  size_t tracked_keys();
+
+  // The division above: `limit` and `demand` in the same unit (requests
+  // per second); one share per demand, in that unit.
+  static std::vector<double> Divide(double limit, const std::vector<double>& demand,
+                                    double floor_fraction);
+
+ private:
+  struct Client {
+    double rate = 0;  // EWMA, requests per second
+    int idle = 0;     // zero samples in a row
+  };
+  struct KeyState {
+    std::vector<double> limits_per_second;
+    std::vector<double> periods_seconds;
+    absl::flat_hash_map<uint64_t, Client> clients;
+  };
+
+  size_t FleetSize(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const LeaseAllocatorOptions options_;
+  absl::Mutex mu_;
+  // (identity, key) -> state; the pair as identity + '\0' + key.
+  absl::flat_hash_map<std::string, KeyState> keys_ ABSL_GUARDED_BY(mu_);
+  // Per proxy: the keys it is in, and when it last reported.
+  absl::flat_hash_map<uint64_t, absl::flat_hash_set<std::string>> joined_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, absl::Time> last_report_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::controlplane
+
+#endif  // SLUICE_CONTROLPLANE_SERVER_RATE_LIMIT_LEASES_H_

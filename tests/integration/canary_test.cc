@@ -1,0 +1,226 @@
+// Canary rollouts through real processes: sluice-control, an upstream and
+// three proxies, each in its own node group with its own listener
+// (node_groups), sending traffic reports every 200 ms while clients keep
+// requesting through all three. `sluicectl apply --canary canary` sends a
+// change to the canary proxy only: one that points the route at a dead port
+// is rolled back on the canary's 5xx while the other proxies never apply it;
+// a good one is promoted to all; a control plane killed mid-rollout puts
+// every proxy back on the stable content when it starts again.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr const char* kGroups[] = {"canary", "main-a", "main-b"};
+
+// Requests through one listener, in a loop, counting the statuses.
+class Traffic {
+ public:
+  explicit Traffic(int port) : port_(port), thread_([this] { Run(); }) {}
+  ~Traffic() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::map<int, int> Statuses() const {
+    absl::MutexLock lock(&mu_);
+    return statuses_;
+  }
+  int Failures() const {  // anything but 200
+    int failures = 0;
+    for (const auto& [status, count] : Statuses()) {
+      if (status != 200) failures += count;
+    }
+    return failures;
+  }
+  void Reset() {
+    absl::MutexLock lock(&mu_);
+    statuses_.clear();
+  }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      HttpResponse r =
+          HttpGet(absl::StrCat("127.0.0.1:", port_), "/api/items", {}, absl::Seconds(5));
+      absl::MutexLock lock(&mu_);
+      ++statuses_[r.status];
+    }
+  }
+  const int port_;
+  std::atomic<bool> stop_{false};
+  mutable absl::Mutex mu_;
+  std::map<int, int> statuses_;
+  std::thread thread_;
+};
+
+class CanaryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(upstream_.ok());
+    dead_port_ = PickFreePort();
+    for (int i = 0; i < 3; ++i) ports_[i] = PickFreePort();
+    CommandResult applied = Apply(Config(upstream_.port(), ""), {"-m", "stable"});
+    ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+    for (int i = 0; i < 3; ++i) {
+      proxies_[i] = std::make_unique<Proxy>(
+          cp_.address(), absl::StrCat(kGroups[i], "-proxy"), /*workers=*/1, "",
+          std::vector<std::string>{"--group", kGroups[i], "--report-interval", "200ms",
+                                   "--log-level", "info"});
+      ASSERT_TRUE(proxies_[i]->ok()) << proxies_[i]->process().Log();
+      ASSERT_TRUE(proxies_[i]->WaitForVersion(1)) << proxies_[i]->process().Log();
+    }
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(WaitFor(
+          [&] {
+            return HttpGet(absl::StrCat("127.0.0.1:", ports_[i]), "/api/items").status == 200;
+          },
+          absl::Seconds(10)));
+      traffic_[i] = std::make_unique<Traffic>(ports_[i]);
+    }
+  }
+
+  // The route /api to cluster app on `port`; `extra_route`: more routes.
+  std::string Config(int port, const std::string& extra_route) {
+    std::string yaml = absl::StrCat(
+        "kind: Cluster\nname: app\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port,
+        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n",
+        extra_route, "        - {match: {prefix: /api}, route: {cluster: app}}\n");
+    for (int i = 0; i < 3; ++i) {
+      absl::StrAppend(&yaml, "---\nkind: Listener\nname: ", kGroups[i],
+                      "\nspec: {address: 127.0.0.1, port: ", ports_[i],
+                      ", route_table: main, node_groups: [", kGroups[i], "]}\n");
+    }
+    return yaml;
+  }
+
+  CommandResult Apply(const std::string& yaml, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"apply", "-f",
+                                     WriteFile(MakeTempDir("canary"), "config.yaml", yaml)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return cp_.Ctl(args);
+  }
+
+  Proxy& canary() { return *proxies_[0]; }
+
+  ControlPlane cp_{"", "info"};
+  UpstreamServer upstream_{"app"};
+  int dead_port_ = 0;
+  int ports_[3] = {0, 0, 0};
+  std::unique_ptr<Proxy> proxies_[3];
+  std::unique_ptr<Traffic> traffic_[3];
+};
+
+TEST_F(CanaryTest, ABadChangeIsRolledBackFromTheCanaryAndTheRestNeverSeeIt) {
+  // Version 2 points /api at a port nothing listens on.
+  CommandResult r =
+      Apply(Config(dead_port_, ""), {"--canary", "canary", "--verify", "30s", "--min-requests",
+                                     "20", "--wait", "-m", "move app"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "canary rollout r2: version 2 to node group \"canary\""))
+      << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "rolled back as version 3: 5xx rate")) << r.out;
+  // The canary's clients saw the failures that condemned the candidate.
+  EXPECT_GT(traffic_[0]->Failures(), 0);
+
+  // Every proxy ends on version 3 (version 1's content) and the canary
+  // serves again.
+  for (auto& proxy : proxies_) {
+    ASSERT_TRUE(proxy->WaitForVersion(3)) << proxy->process().Log();
+  }
+  traffic_[0]->Reset();
+  ASSERT_TRUE(WaitFor([&] { return traffic_[0]->Statuses()[200] > 10; }, absl::Seconds(10)));
+  EXPECT_EQ(traffic_[0]->Failures(), 0);
+  // The canary ran the candidate and failed on it; the others never applied
+  // it and never failed a request.
+  EXPECT_TRUE(absl::StrContains(canary().process().Log(), "applied config version 2"));
+  for (int i = 1; i < 3; ++i) {
+    const std::string log = proxies_[i]->process().Log();
+    EXPECT_FALSE(absl::StrContains(log, "applied config version 2")) << log;
+    EXPECT_TRUE(absl::StrContains(log, "applied config version 3")) << log;
+    EXPECT_EQ(traffic_[i]->Failures(), 0) << kGroups[i];
+  }
+
+  // The decision and its figures are in the history and in rollout status.
+  r = cp_.Ctl({"history"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "rollout r2 rolled back: 5xx rate")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "[canary] move app")) << r.out;
+  r = cp_.Ctl({"rollout", "status"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "rollout r2: rolled back")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "candidate 2 on the canaries, stable 1 on the rest"))
+      << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "from 2 proxies")) << r.out;  // the rest
+}
+
+TEST_F(CanaryTest, AGoodChangeIsPromotedToEveryProxy) {
+  const std::string extra =
+      "        - {match: {prefix: /new}, direct_response: {status: 200, body: new}}\n";
+  CommandResult r = Apply(Config(upstream_.port(), extra), {"--canary", "canary", "--verify", "3s",
+                                                            "--min-requests", "20", "--wait"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "promoted as version 3: within the thresholds")) << r.out;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(proxies_[i]->WaitForVersion(3)) << proxies_[i]->process().Log();
+    EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", ports_[i]), "/new").body, "new");
+    EXPECT_EQ(traffic_[i]->Failures(), 0) << kGroups[i];
+  }
+  r = cp_.Ctl({"history", "--limit", "1"});
+  EXPECT_TRUE(absl::StrContains(r.out, "rollout r2 promoted")) << r.out;
+  // Nothing runs now: a plain apply goes through again.
+  r = Apply(Config(upstream_.port(), ""), {});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
+TEST_F(CanaryTest, ARestartMidRolloutPutsTheCanaryBackAndRecordsWhy) {
+  CommandResult r = Apply(Config(dead_port_, ""),
+                          {"--canary", "canary", "--verify", "1h", "--min-requests", "1000000"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "follow it with: sluicectl rollout status")) << r.out;
+  ASSERT_TRUE(canary().WaitForVersion(2)) << canary().process().Log();
+  // Meanwhile other changes are refused, naming the rollout.
+  r = Apply(Config(upstream_.port(), ""), {});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "canary rollout r2 is in progress")) << r.err;
+  // Once the control plane has seen the canary's ACK, the window runs.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        r = cp_.Ctl({"rollout", "status"});
+        return absl::StrContains(r.out, "rollout r2: verifying");
+      },
+      absl::Seconds(10)))
+      << r.out;
+
+  cp_.Kill();
+  ASSERT_TRUE(cp_.Restart()) << cp_.process().Log();
+  for (auto& proxy : proxies_) {
+    ASSERT_TRUE(proxy->WaitForVersion(3)) << proxy->process().Log();
+  }
+  r = cp_.Ctl({"history", "--limit", "1"});
+  EXPECT_TRUE(absl::StrContains(r.out, "rollout r2 aborted: control plane restarted")) << r.out;
+  r = cp_.Ctl({"rollout", "status"});
+  EXPECT_TRUE(absl::StrContains(r.out, "aborted: control plane restarted")) << r.out;
+  traffic_[0]->Reset();
+  ASSERT_TRUE(WaitFor([&] { return traffic_[0]->Statuses()[200] > 10; }, absl::Seconds(10)));
+  EXPECT_EQ(traffic_[0]->Failures(), 0);
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_FALSE(absl::StrContains(proxies_[i]->process().Log(), "applied config version 2"));
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing
