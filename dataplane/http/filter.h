@@ -143,7 +143,9 @@ class Filter {
  public:
   virtual ~Filter() = default;
   // The request head: `headers` as they will go upstream (hop-by-hop and
-  // framing fields removed; x-forwarded-* and x-request-id set).
+  // framing fields removed; x-forwarded-* and x-request-id set). The map
+  // lives as long as the exchange (a filter may keep a pointer to it for
+  // its response hooks); filters after this one may still change it.
   virtual FilterStatus OnRequestHeaders(HeaderMap& headers, FilterCallbacks& callbacks) {
     return FilterStatus::kContinue;
   }

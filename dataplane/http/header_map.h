@@ -34,6 +34,7 @@ class HeaderMap {
   size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
   void Clear() { fields_.clear(); }
+  void Reserve(size_t n) { fields_.reserve(n); }
   // Bytes of names and values, for limits.
   size_t ByteSize() const;
 

@@ -919,6 +919,7 @@ void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
 
 bool ProxyStream::RunUpstreamHeadersFilters(int status) {
   http::HeaderMap fields;
+  fields.Reserve(response_fields_.size());
   for (const http::HeaderField& f : response_fields_) fields.Add(f.name, f.value);
   for (size_t i = filters_entered_; i > 0; --i) {
     if (!(*chain_)[i - 1]->observes_upstream()) continue;
@@ -1018,6 +1019,7 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
   }
   // The route's policies see every response head, the gateway's own too.
   http::HeaderMap map;
+  map.Reserve(fields.size() + 2);
   for (const http::HeaderField& f : fields) map.Add(f.name, f.value);
   RunResponseFilters(head.status, map);
   std::vector<http::HeaderField> filtered;

@@ -39,6 +39,9 @@ namespace {
 // starting another one (a refresh that never stores frees the key then).
 constexpr int64_t kRefreshClaimNanos = 30 * kNanosPerSecond;
 constexpr char kCacheStatusHeader[] = "X-Cache-Status";
+// How long a key whose response could not be stored has its misses go
+// upstream together instead of one at a time (ResponseStore::EndFill).
+constexpr int64_t kPassNanos = 30 * kNanosPerSecond;
 
 absl::string_view AV(std::string_view s) {
   return absl::string_view(s.data(), s.size());
@@ -204,21 +207,23 @@ class CacheFilter : public http::Filter {
       if (head_)
         return GoUpstream(headers,
                           std::move(entry));  // a HEAD response fills nothing
+      // Made only when the request is to wait (most misses fill).
+      auto make_waiter = [&]() -> std::shared_ptr<Waiter> {
+        if (background_ || s_.lock_timeout <= 0) return nullptr;
+        return std::make_shared<Waiter>(callbacks.MakeResumeHandle(),
+                                        [this](std::shared_ptr<const Entry> stored) {
+                                          OnWaitOver(std::move(stored));
+                                        });
+      };
       std::shared_ptr<Waiter> waiter;
-      if (!background_ && s_.lock_timeout > 0) {
-        waiter = std::make_shared<Waiter>(
-            callbacks.MakeResumeHandle(),
-            [this](std::shared_ptr<const Entry> stored) {
-              OnWaitOver(std::move(stored));
-            });
-      }
       uint64_t token = 0;
-      switch (s_.store->BeginFill(key_, headers, entry.get(), waiter, &token)) {
+      switch (s_.store->BeginFill(key_, headers, entry.get(), make_waiter, now, &token,
+                                  &waiter)) {
         case ResponseStore::FillRole::kChanged:
           continue;  // stored meanwhile: look again
         case ResponseStore::FillRole::kWaiter:
           waiter_ = std::move(waiter);
-          request_copy_ = headers;
+          request_ = &headers;
           AddDeadline(now + s_.lock_timeout, waiter_);
           return http::FilterStatus::kStopIteration;
         case ResponseStore::FillRole::kFiller:
@@ -251,13 +256,14 @@ class CacheFilter : public http::Filter {
         s_.store->EndFill(key_, fill_token_);
       }
       fill_token_ = 0;
-      return Serve(refreshed, request_copy_, CacheStatus::kRevalidated);
+      return Serve(refreshed, *request_, CacheStatus::kRevalidated);
     }
     if (status >= 500 && StaleIfError(now)) return ServeStaleOnError();
     std::unique_ptr<Entry> entry =
         status == 304 || head_ ? nullptr : MakeEntry(status, headers, now);
     if (entry == nullptr) {
-      s_.store->EndFill(key_, fill_token_);
+      // Not storable: the key's next misses need not wait for each other.
+      s_.store->EndFill(key_, fill_token_, now + kPassNanos);
       fill_token_ = 0;
       return http::FilterStatus::kContinue;
     }
@@ -279,7 +285,7 @@ class CacheFilter : public http::Filter {
     if (pending_ == nullptr) return;
     if (pending_->body.size() + data.size() > s_.max_object_bytes) {
       pending_.reset();  // too large: it passes through
-      s_.store->EndFill(key_, fill_token_);
+      s_.store->EndFill(key_, fill_token_, s_.clock() + kPassNanos);
       fill_token_ = 0;
       return;
     }
@@ -361,10 +367,13 @@ class CacheFilter : public http::Filter {
 
   // What outlives the head hook on the paths that do not answer at once
   // (the hit path copies nothing).
+  // What an entry made from this request records (for purges). The path
+  // is the stream's (it lives, unchanged, as long as the exchange) and is
+  // copied only when a response is stored.
   void Remember(const http::HeaderMap& headers, const http::StreamInfo& info) {
     route_.assign(info.route_name.data(), info.route_name.size());
     host_ = absl::AsciiStrToLower(AV(HostOf(headers)));
-    path_.assign(info.path.data(), info.path.size());
+    path_view_ = info.path;
   }
 
   http::FilterStatus Bypass(const http::HeaderMap& headers,
@@ -410,7 +419,7 @@ class CacheFilter : public http::Filter {
     s_.store->EndFill(key_, fill_token_);
     fill_token_ = 0;
     pending_.reset();
-    return Serve(stale_, request_copy_, CacheStatus::kStale);
+    return Serve(stale_, *request_, CacheStatus::kStale);
   }
 
   // The request goes upstream; `stale` (maybe nullptr) is the entry it
@@ -418,13 +427,16 @@ class CacheFilter : public http::Filter {
   http::FilterStatus GoUpstream(http::HeaderMap& headers,
                                 std::shared_ptr<const Entry> stale) {
     upstream_ = true;
-    request_copy_ = headers;
+    request_ = &headers;
     stale_ = std::move(stale);
     bool client_conditional = headers.Get("if-none-match") != nullptr ||
                               headers.Get("if-modified-since") != nullptr ||
                               headers.Get("if-match") != nullptr ||
                               headers.Get("if-unmodified-since") != nullptr;
-    if (stale_ != nullptr && !client_conditional && !head_) {
+    if (stale_ != nullptr && !client_conditional && !head_ &&
+        (!stale_->etag.empty() || !stale_->last_modified.empty())) {
+      request_copy_ = headers;  // as the client sent it
+      request_ = &request_copy_;
       if (!stale_->etag.empty()) headers.Set("If-None-Match", stale_->etag);
       if (!stale_->last_modified.empty())
         headers.Set("If-Modified-Since", stale_->last_modified);
@@ -438,9 +450,9 @@ class CacheFilter : public http::Filter {
   // gave up, or the lock timed out): upstream, uncoalesced.
   void OnWaitOver(std::shared_ptr<const Entry> stored) {
     waiter_.reset();
-    if (stored != nullptr && stored->Matches(request_copy_)) {
+    if (stored != nullptr && stored->Matches(*request_)) {
       // Just stored (or just revalidated) for the same key: a hit.
-      Serve(stored, request_copy_, CacheStatus::kHit);
+      Serve(stored, *request_, CacheStatus::kHit);
       return;
     }
     upstream_ = true;
@@ -510,13 +522,19 @@ class CacheFilter : public http::Filter {
     if (cc.no_store || cc.is_private) return nullptr;
     // RFC 9111 3.5: an authenticated request's response, only when the
     // upstream says a shared cache may keep it.
-    if (request_copy_.Get("authorization") != nullptr &&
+    if (request_->Get("authorization") != nullptr &&
         !(cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate)) {
       return nullptr;
     }
     if (headers.Get("set-cookie") != nullptr && !s_.cache_set_cookie)
       return nullptr;
     if (!ContentTypeAllowed(s_, headers)) return nullptr;
+    // No freshness at all (FreshnessLifetime < 0) and nothing to revalidate
+    // with every time: not stored; known before anything is copied.
+    if (cc.s_maxage < 0 && cc.max_age < 0 && s_.default_ttl_seconds <= 0 && !cc.no_cache &&
+        headers.Get("expires") == nullptr) {
+      return nullptr;
+    }
     auto entry = std::make_unique<Entry>();
     for (const auto& f : headers.fields()) {
       if (!EqualsIgnoreCase(f.name, "vary")) continue;
@@ -527,7 +545,7 @@ class CacheFilter : public http::Filter {
         if (lower.empty()) continue;
         if (lower == "*") return nullptr;  // never matches
         Entry::VaryField field;
-        field.value = JoinedValues(request_copy_, lower, &field.present);
+        field.value = JoinedValues(*request_, lower, &field.present);
         field.name = std::move(lower);
         entry->vary.push_back(std::move(field));
       }
@@ -542,7 +560,7 @@ class CacheFilter : public http::Filter {
     if (!Time(*entry, cc, headers, now)) return nullptr;
     entry->route = route_;
     entry->host = host_;
-    entry->path = path_;
+    entry->path.assign(path_view_.data(), path_view_.size());
     return entry;
   }
 
@@ -633,10 +651,14 @@ class CacheFilter : public http::Filter {
   CacheControl request_cc_;
   std::string route_;
   std::string host_;
-  std::string path_;
+  std::string_view path_view_;
   std::string key_;
-  http::HeaderMap
-      request_copy_;  // for Vary and conditionals, once past the head hook
+  // The request's fields, for Vary and conditionals once past the head
+  // hook: the stream's own map (it lives as long as the exchange), or
+  // request_copy_ when conditionals were added to the stream's for the
+  // upstream (the client's must stay as it sent them).
+  const http::HeaderMap* request_ = nullptr;
+  http::HeaderMap request_copy_;
   std::shared_ptr<const Entry> stale_;
   std::shared_ptr<const Entry> served_;
   std::shared_ptr<Waiter> waiter_;

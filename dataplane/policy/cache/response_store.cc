@@ -154,7 +154,8 @@ std::shared_ptr<const Entry> ResponseStore::Lookup(
 
 ResponseStore::FillRole ResponseStore::BeginFill(
     std::string_view key, const http::HeaderMap& request, const Entry* seen,
-    const std::shared_ptr<Waiter>& waiter, uint64_t* token) {
+    absl::FunctionRef<std::shared_ptr<Waiter>()> make_waiter, int64_t now, uint64_t* token,
+    std::shared_ptr<Waiter>* waiter) {
   Shard& shard = ShardOf(key);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.slots.try_emplace(AV(key)).first;
@@ -162,16 +163,20 @@ ResponseStore::FillRole ResponseStore::BeginFill(
   int i = FindVariant(slot, request);
   const Entry* now_seen = i < 0 ? nullptr : slot.variants[i].entry.get();
   if (now_seen != seen) {
-    if (slot.variants.empty() && slot.fill_token == 0) shard.slots.erase(it);
+    if (slot.variants.empty() && slot.fill_token == 0 && slot.pass_until == 0) {
+      shard.slots.erase(it);
+    }
     return FillRole::kChanged;
   }
+  if (slot.pass_until > now) return FillRole::kUncoalesced;
   if (slot.fill_token == 0) {
     slot.fill_token = next_token_.fetch_add(1);
     *token = slot.fill_token;
     return FillRole::kFiller;
   }
-  if (waiter == nullptr) return FillRole::kUncoalesced;
-  slot.waiters.push_back(waiter);
+  *waiter = make_waiter();
+  if (*waiter == nullptr) return FillRole::kUncoalesced;
+  slot.waiters.push_back(*waiter);
   return FillRole::kWaiter;
 }
 
@@ -204,6 +209,7 @@ void ResponseStore::Insert(std::string_view key,
     AddBytes(static_cast<int64_t>(entry->bytes), 1);
     slot.variants.push_back({entry, shard.lru.begin()});
     slot.refresh_until = 0;
+    slot.pass_until = 0;
     if (fill_token != 0 && slot.fill_token == fill_token) {
       slot.fill_token = 0;
       waiters.swap(slot.waiters);
@@ -213,7 +219,7 @@ void ResponseStore::Insert(std::string_view key,
   EvictOverBudget(std::hash<std::string_view>()(key) % shards_.size());
 }
 
-void ResponseStore::EndFill(std::string_view key, uint64_t fill_token) {
+void ResponseStore::EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until) {
   if (fill_token == 0) return;
   Shard& shard = ShardOf(key);
   std::vector<std::shared_ptr<Waiter>> waiters;
@@ -223,8 +229,32 @@ void ResponseStore::EndFill(std::string_view key, uint64_t fill_token) {
     if (it == shard.slots.end() || it->second.fill_token != fill_token) return;
     it->second.fill_token = 0;
     waiters.swap(it->second.waiters);
-    if (it->second.variants.empty() && it->second.refresh_until == 0)
+    if (pass_until > 0) {
+      // The oldest markers make room (markers expire in the order they
+      // are made); their slots go when nothing else is in them.
+      while (!shard.passes.empty() && (shard.passes.size() >= kMaxPassMarkers ||
+                                       shard.pass_bytes + key.size() > kMaxPassBytes)) {
+        const auto& [until, old_key] = shard.passes.front();
+        auto old = shard.slots.find(old_key);
+        if (old != it && old != shard.slots.end() && old->second.pass_until == until) {
+          old->second.pass_until = 0;
+          if (old->second.variants.empty() && old->second.fill_token == 0 &&
+              old->second.refresh_until == 0) {
+            shard.slots.erase(old);  // a node map: `it` stays valid
+          }
+        }
+        shard.pass_bytes -= old_key.size();
+        shard.passes.pop_front();
+      }
+      if (key.size() <= kMaxPassBytes) {
+        it->second.pass_until = pass_until;
+        shard.passes.emplace_back(pass_until, std::string(key));
+        shard.pass_bytes += key.size();
+      }
+    } else if (it->second.variants.empty() && it->second.refresh_until == 0 &&
+               it->second.pass_until == 0) {
       shard.slots.erase(it);
+    }
   }
   for (auto& w : waiters) w->Resolve(nullptr);
 }
@@ -246,7 +276,9 @@ void ResponseStore::RemoveVariant(Shard& shard, const std::string& key,
   shard.lru.erase(v.lru);
   AddBytes(-static_cast<int64_t>(v.entry->bytes), -1);
   slot.variants.erase(slot.variants.begin() + index);
-  if (slot.variants.empty() && slot.fill_token == 0) shard.slots.erase(key);
+  if (slot.variants.empty() && slot.fill_token == 0 && slot.pass_until == 0) {
+    shard.slots.erase(key);
+  }
 }
 
 void ResponseStore::EvictOverBudget(size_t first_shard) {
@@ -384,8 +416,10 @@ class DeadlineThread {
       started_ = true;
       std::thread([this] { Run(); }).detach();
     }
+    // The thread sleeps until the earliest deadline: wake it only for an
+    // earlier one.
+    if (deadlines_.empty() || deadline < deadlines_.begin()->first) changed_ = true;
     deadlines_.emplace(deadline, std::move(waiter));
-    changed_ = true;
   }
 
   void Wake() {

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <deque>
 #include <list>
 #include <memory>
 #include <string>
@@ -34,6 +35,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "dataplane/cache/purge.h"
 #include "dataplane/http/filter.h"
@@ -164,22 +166,33 @@ class ResponseStore {
                // follows
     kWaiter,   // another fills it: `waiter` will be resolved
     kChanged,  // the key's entry changed since Lookup: look up again
-    kUncoalesced,  // another fills it and no waiter was given: go upstream
-                   // alone
+    kUncoalesced,  // go upstream alone: another fills it and no waiter
+                   // was given, or the key's last response could not be
+                   // stored (a pass marker: see EndFill)
   };
   // After a Lookup that gave `seen` (maybe nullptr) and found it not
-  // usable: who goes upstream. `waiter`'s deadline is the caller's
-  // (AddDeadline).
+  // usable: who goes upstream. `make_waiter` is called (under the shard's
+  // lock) only when the request is to wait, and may return nullptr (no
+  // coalescing: kUncoalesced); the waiter's deadline is the caller's
+  // (AddDeadline), its Waiter in `*waiter`.
   FillRole BeginFill(std::string_view key, const http::HeaderMap& request,
-                     const Entry* seen, const std::shared_ptr<Waiter>& waiter,
-                     uint64_t* token);
+                     const Entry* seen,
+                     absl::FunctionRef<std::shared_ptr<Waiter>()> make_waiter,
+                     int64_t now, uint64_t* token, std::shared_ptr<Waiter>* waiter);
   // Stores `entry` under `key` (replacing the variant with the same Vary'd
   // values) and evicts over the budget. `fill_token` (0: none) ends that
   // fill: its waiters get `entry`.
   void Insert(std::string_view key, std::shared_ptr<const Entry> entry,
               uint64_t fill_token);
-  // Ends a fill without an entry: its waiters go upstream.
-  void EndFill(std::string_view key, uint64_t fill_token);
+  // Ends a fill without an entry: its waiters go upstream. `pass_until`
+  // (> 0: the response could not be stored) marks the key until then: its
+  // misses are not coalesced (Varnish's hit-for-miss), so an uncacheable
+  // URL under concurrent load is not serialised behind one request at a
+  // time. Markers are bounded per shard (kMaxPassMarkers, kMaxPassBytes);
+  // an Insert clears the key's.
+  static constexpr size_t kMaxPassMarkers = 1024;
+  static constexpr size_t kMaxPassBytes = 256 * 1024;
+  void EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until = 0);
   // Stale-while-revalidate: true (and the key is marked until `until`)
   // when no refresh of `key` is under way.
   bool ClaimRefresh(std::string_view key, int64_t now, int64_t until);
@@ -213,11 +226,15 @@ class ResponseStore {
     uint64_t fill_token = 0;
     std::vector<std::shared_ptr<Waiter>> waiters;
     int64_t refresh_until = 0;
+    int64_t pass_until = 0;  // EndFill's pass marker
   };
   struct Shard {
     absl::Mutex mu;
     absl::node_hash_map<std::string, Slot> slots ABSL_GUARDED_BY(mu);
     std::list<LruItem> lru ABSL_GUARDED_BY(mu);  // front: most recently used
+    // Pass markers by expiry (oldest first), and their keys' bytes.
+    std::deque<std::pair<int64_t, std::string>> passes ABSL_GUARDED_BY(mu);
+    size_t pass_bytes ABSL_GUARDED_BY(mu) = 0;
   };
 
   Shard& ShardOf(std::string_view key);

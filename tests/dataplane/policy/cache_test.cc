@@ -772,6 +772,32 @@ TEST_F(CacheTest, WaitersGoUpstreamWhenTheFillerGivesUp) {
   EXPECT_EQ(w2.callbacks.continues_, 1);
 }
 
+TEST_F(CacheTest, AKeyWhoseResponseCouldNotBeStoredIsNotCoalescedForAWhile) {
+  auto factory = Compile();
+  Client filler(*factory, "/u");
+  filler.Start();
+  http::HeaderMap private_head = Map({{"Cache-Control", "private"}});
+  filler.filter().OnUpstreamHeaders(200, private_head, filler.callbacks);
+  // Concurrent misses of /u now go upstream together, none waits.
+  Client a(*factory, "/u");
+  a.Start();
+  EXPECT_TRUE(a.went_upstream());
+  Client b(*factory, "/u");
+  b.Start();
+  EXPECT_TRUE(b.went_upstream());
+  // 30 s later, misses wait for one another again.
+  Advance(31);
+  Client c(*factory, "/u");
+  c.Start();
+  EXPECT_TRUE(c.went_upstream());
+  Client d(*factory, "/u");
+  EXPECT_EQ(d.Start(), http::FilterStatus::kStopIteration);
+  // A storable response ends the marker at once and answers the waiter.
+  c.Respond(200, Fresh(60), "now public");
+  ASSERT_TRUE(d.callbacks.RunPosted());
+  ASSERT_TRUE(d.answered());
+}
+
 TEST_F(CacheTest, LockTimeoutSendsTheWaiterUpstream) {
   v1::CacheConfig config;
   config.mutable_lock_timeout()->set_seconds(2);
