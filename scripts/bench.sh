@@ -6,7 +6,7 @@
 # certificate (BENCH_CERT, BENCH_KEY): it is applied as a Secret and the
 # listener terminates TLS with it.
 # POLICIES (a YAML flow list) puts policies on the benchmark route, e.g.
-#   POLICIES='[{name: rate-limit, typed_config: {limits: [{requests: 100000000, per: SECOND}]}}]'
+#   POLICIES='[{name: rate-limit, typed_config: {limits: [{requests: 1000000, per: SECOND}], key: [CLIENT_IP]}}]'
 # CACHE=1 is short for the cache policy with a 60 s TTL: after the first
 # request every request is a hit (the backend sends no Cache-Control).
 set -euo pipefail

@@ -111,7 +111,7 @@ struct Settings {
   uint64_t max_object_bytes = kDefaultMaxObjectBytes;
   std::vector<std::string> query_params;  // sorted
   std::vector<std::string> key_headers;   // lower case, sorted
-  bool key_consumer = false;
+  bool key_consumer = true;
   bool cache_set_cookie = false;
   bool honor_request_cache_control = false;
   int64_t lock_timeout = kDefaultLockTimeoutSeconds * kNanosPerSecond;
@@ -717,7 +717,7 @@ class CachePolicyFactory : public PolicyFactory {
       s.key_headers.push_back(absl::AsciiStrToLower(h));
     }
     std::sort(s.key_headers.begin(), s.key_headers.end());
-    s.key_consumer = config.key_consumer();
+    s.key_consumer = !config.has_key_consumer() || config.key_consumer();
     s.cache_set_cookie = config.cache_set_cookie();
     s.honor_request_cache_control = config.honor_request_cache_control();
     if (config.has_lock_timeout())

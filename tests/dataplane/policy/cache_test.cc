@@ -484,9 +484,7 @@ TEST_F(CacheTest, KeyParts) {
 }
 
 TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
-  v1::CacheConfig config;
-  config.set_key_consumer(true);
-  auto factory = Compile(config);
+  auto factory = Compile();  // by default
   auth::Consumer alice, bob;
   alice.name = "alice";
   bob.name = "bob";
@@ -503,6 +501,18 @@ TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
   other.callbacks.info_.consumer = &bob;
   other.Start();
   EXPECT_TRUE(other.went_upstream());
+  // Shared when the policy says so.
+  v1::CacheConfig shared;
+  shared.set_key_consumer(false);
+  auto shared_factory = Compile(shared);
+  Client first(*shared_factory, "/shared");
+  first.callbacks.info_.consumer = &alice;
+  first.Start();
+  first.Respond(200, Fresh(60), "for everyone");
+  Client second(*shared_factory, "/shared");
+  second.callbacks.info_.consumer = &bob;
+  second.Start();
+  EXPECT_TRUE(second.answered());
 }
 
 TEST_F(CacheTest, HeadIsAnsweredFromGetAndNeverStored) {
