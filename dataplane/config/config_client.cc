@@ -1,11 +1,15 @@
 #include "dataplane/config/config_client.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <random>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/log.h"
 #include "dataplane/cache/purge.h"
 
@@ -43,15 +47,65 @@ absl::Status ConfigClientOptions::Check() const {
   return absl::OkStatus();
 }
 
-ConfigClient::ConfigClient(std::string control_plane, discovery::v1::Node node,
+absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string_view flag) {
+  std::vector<std::string> addresses;
+  const std::vector<absl::string_view> parts = absl::StrSplit(flag, ',');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string address(absl::StripAsciiWhitespace(parts[i]));
+    if (address.empty()) {
+      if (parts.size() == 1) return absl::InvalidArgumentError("--control-plane is empty");
+      return absl::InvalidArgumentError(
+          absl::StrCat("--control-plane \"", std::string(flag), "\": address ", i + 1, " of ",
+                       parts.size(), " is empty (give HOST:PORT[,HOST:PORT...])"));
+    }
+    if (std::find(addresses.begin(), addresses.end(), address) != addresses.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--control-plane \"", std::string(flag), "\": ", address, " is given twice"));
+    }
+    addresses.push_back(std::move(address));
+  }
+  return addresses;
+}
+
+ControlPlaneFailover::ControlPlaneFailover(std::vector<std::string> addresses, size_t first,
+                                           Schedule schedule)
+    : addresses_(std::move(addresses)), schedule_(schedule) {
+  if (addresses_.empty()) {
+    SLUICE_LOG(kError, "ControlPlaneFailover needs at least one address");
+    std::abort();
+  }
+  index_ = first % addresses_.size();
+}
+
+absl::Duration ControlPlaneFailover::Next(absl::Duration lived, uint64_t random) {
+  if (lived >= schedule_.healthy_after) failures_ = 0;
+  // Passes over the whole list that failed before this failure.
+  const uint64_t passes = failures_ / addresses_.size();
+  ++failures_;
+  index_ = (index_ + 1) % addresses_.size();
+  absl::Duration ceiling = schedule_.base;
+  for (uint64_t i = 0; i < passes && ceiling < schedule_.max; ++i) ceiling *= 2;
+  ceiling = std::min(ceiling, schedule_.max);
+  // Uniform in [ceiling/2, ceiling].
+  const absl::Duration half = ceiling / 2;
+  const uint64_t spread = static_cast<uint64_t>(absl::ToInt64Nanoseconds(ceiling - half));
+  return half + absl::Nanoseconds(static_cast<int64_t>(random % (spread + 1)));
+}
+
+ConfigClient::ConfigClient(std::vector<std::string> control_planes, discovery::v1::Node node,
                            controlplane::StoredState held, ApplyFn apply, PersistFn persist,
                            ConfigClientOptions options)
-    : control_plane_(std::move(control_plane)),
+    : control_planes_(std::move(control_planes)),
       node_(std::move(node)),
       options_(options),
       apply_(std::move(apply)),
       persist_(std::move(persist)),
-      held_(std::move(held)) {}
+      held_(std::move(held)) {
+  if (control_planes_.empty()) {
+    SLUICE_LOG(kError, "ConfigClient needs at least one control-plane address");
+    std::abort();
+  }
+}
 
 ConfigClient::~ConfigClient() { Stop(); }
 
@@ -129,30 +183,35 @@ void ConfigClient::RunPeriodic(
 
 void ConfigClient::Run() {
   std::mt19937_64 rng(std::random_device{}());
-  absl::Duration backoff = absl::Milliseconds(250);
+  // Replicas are equal: start at a random one, so that a fleet spreads
+  // over them.
+  ControlPlaneFailover failover(control_planes_, static_cast<size_t>(rng()));
   while (true) {
+    const std::string address = failover.current();
+    current_.store(failover.index(), std::memory_order_relaxed);
     absl::Time started = absl::Now();
-    std::optional<grpc::Status> ended = RunStream();
+    std::optional<grpc::Status> ended = RunStream(address);
     const bool was_connected = connected_.exchange(false);
+    if (was_connected && connection_observer_) connection_observer_(address, false);
     if (!ended) return;
-    // A stream that lived a while was healthy: start the backoff over.
-    if (absl::Now() - started > absl::Seconds(5)) backoff = absl::Milliseconds(250);
-    // Full jitter in [backoff/2, backoff].
-    absl::Duration wait = backoff / 2 + absl::Nanoseconds(rng() % static_cast<uint64_t>(
-                                                              absl::ToInt64Nanoseconds(backoff / 2) + 1));
-    backoff = std::min(backoff * 2, absl::Seconds(10));
-    std::string serving =
-        absl::StrCat("serving version ", held_.version, ", reconnecting in ",
-                     absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
+    const absl::Duration wait = failover.Next(absl::Now() - started, rng());
+    const std::string in = absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1)));
+    std::string serving = absl::StrCat("serving version ", held_.version, ", ");
+    if (control_planes_.size() == 1) {
+      absl::StrAppend(&serving, "reconnecting in ", in);
+    } else {
+      absl::StrAppend(&serving, "trying ", failover.current(), " in ", in);
+      current_.store(failover.index(), std::memory_order_relaxed);
+    }
     if (was_connected) {
-      SLUICE_LOG(kWarning, "config stream to control plane ", control_plane_, " broken (",
+      SLUICE_LOG(kWarning, "config stream to control plane ", address, " broken (",
                  StatusText(*ended), "); ", serving);
     } else if (ended->error_code() == grpc::StatusCode::UNAVAILABLE ||
                ended->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      SLUICE_LOG(kWarning, "control plane ", control_plane_, " unreachable (",
-                 StatusText(*ended), "); ", serving);
+      SLUICE_LOG(kWarning, "control plane ", address, " unreachable (", StatusText(*ended),
+                 "); ", serving);
     } else {
-      SLUICE_LOG(kWarning, "control plane ", control_plane_, " refused the config stream (",
+      SLUICE_LOG(kWarning, "control plane ", address, " refused the config stream (",
                  StatusText(*ended), "); ", serving);
     }
     absl::MutexLock lock(&mu_);
@@ -162,13 +221,14 @@ void ConfigClient::Run() {
   }
 }
 
-void ConfigClient::MarkConnected(absl::string_view how) {
+void ConfigClient::MarkConnected(const std::string& address, absl::string_view how) {
   if (!connected_.exchange(true)) {
-    SLUICE_LOG(kInfo, "connected to control plane ", control_plane_, " (", how, ")");
+    SLUICE_LOG(kInfo, "connected to control plane ", address, " (", how, ")");
+    if (connection_observer_) connection_observer_(address, true);
   }
 }
 
-std::optional<grpc::Status> ConfigClient::RunStream() {
+std::optional<grpc::Status> ConfigClient::RunStream(const std::string& address) {
   grpc::ChannelArguments args;
   // Pings go on while the stream is idle (gRPC stops after two without data
   // unless told otherwise); sluice-control accepts them (api/discovery.h).
@@ -196,7 +256,7 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
       args.SetSslTargetNameOverride(options_.tls_server_name);
     }
   }
-  auto channel = grpc::CreateCustomChannel(control_plane_, credentials, args);
+  auto channel = grpc::CreateCustomChannel(address, credentials, args);
   auto stub = discovery::v1::DiscoveryService::NewStub(channel);
   grpc::ClientContext context;
   {
@@ -226,13 +286,13 @@ std::optional<grpc::Status> ConfigClient::RunStream() {
     // stream; a refusal ends the call without it.
     stream->WaitForInitialMetadata();
     if (context.GetServerInitialMetadata().count(api::kStreamAcceptedKey)) {
-      MarkConnected("stream established");
+      MarkConnected(address, "stream established");
     }
   }
   discovery::v1::DiscoveryResponse response;
   while (ok && stream->Read(&response)) {
     // A control plane that predates the accepted-stream metadata.
-    MarkConnected("first response");
+    MarkConnected(address, "first response");
     if (response.has_purge()) {
       // Not a config response: no ACK/NACK, no change to what is held.
       discovery::v1::DiscoveryRequest result = PurgeCache(response.purge());

@@ -11,9 +11,14 @@
 // metadata (it accepted the stream), with or without a response. Keepalive
 // pings go out on an idle stream every `keepalive` and a ping unanswered for
 // `keepalive_timeout` breaks it, so a control plane that vanished is noticed
-// while no config changes. When the stream breaks it reconnects with
-// exponential backoff (250 ms doubling to 10 s) and jitter; the proxy keeps
-// serving its last good config meanwhile.
+// while no config changes. When the stream breaks or cannot be opened it
+// tries again after a jittered backoff (ControlPlaneFailover: 250 ms doubling
+// to 10 s); given several control-plane addresses (replicas) it starts at a
+// random one and moves to the next one in the list on every failure, so a
+// replica that dies is replaced by another within about 250 ms. The proxy
+// keeps serving its last good config meanwhile, and every new stream says
+// what it holds (version, store id, resources with their hashes), so a
+// replica of the same store sends only what differs.
 //
 // A cache purge the control plane sends on the stream (a response with
 // `purge` set, outside the ACK/NACK protocol) is carried out on the client's
@@ -37,8 +42,12 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "api/discovery.h"
@@ -59,7 +68,8 @@ struct ConfigClientOptions {
   // verify its certificate, and optionally this proxy's client certificate
   // and key (a control plane with --client-ca requires them, naming the
   // node id). `tls_server_name` overrides the name checked against the
-  // control plane's certificate (default: the host of --control-plane).
+  // control plane's certificate (default: the host of the address being
+  // connected to). All addresses of the list share these.
   std::string tls_ca_pem;
   std::string tls_cert_pem;
   std::string tls_key_pem;
@@ -67,6 +77,56 @@ struct ConfigClientOptions {
 
   // INVALID_ARGUMENT naming the option that is out of range.
   absl::Status Check() const;
+};
+
+// "host:port[,host:port...]" (the --control-plane flag) into its addresses,
+// in order, spaces around each one dropped. Each address is passed to gRPC
+// as it is (any gRPC target without a comma). INVALID_ARGUMENT for an empty
+// list or entry, or an address given twice.
+absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string_view flag);
+
+// Which control plane to try next and how long to wait before trying it.
+// No I/O, no clock, no randomness of its own: the caller says how long the
+// attempt lived and passes a random number, so a test drives every step.
+//
+// Addresses are tried in list order from `first`, wrapping around; every
+// failure (a stream that broke, was refused, or could not be opened) moves to
+// the next one. The wait before the next attempt is drawn uniformly from
+// [d/2, d] with d = min(base * 2^passes, max), where `passes` counts the
+// whole passes over the list that failed since the last healthy stream (one
+// that lived at least `healthy_after`); a healthy stream starts over at
+// `base`. With one address: 250 ms, 500 ms, 1 s, ... 10 s (each jittered),
+// as a single control plane always had. With two: 250, 250, 500, 500, 1 s...
+//
+// One thread at a time (the client's).
+class ControlPlaneFailover {
+ public:
+  struct Schedule {
+    absl::Duration base = absl::Milliseconds(250);
+    absl::Duration max = absl::Seconds(10);
+    absl::Duration healthy_after = absl::Seconds(5);
+  };
+
+  // `addresses` must not be empty; `first` is taken modulo its size.
+  ControlPlaneFailover(std::vector<std::string> addresses, size_t first, Schedule schedule);
+  explicit ControlPlaneFailover(std::vector<std::string> addresses, size_t first = 0)
+      : ControlPlaneFailover(std::move(addresses), first, Schedule()) {}
+
+  const std::vector<std::string>& addresses() const { return addresses_; }
+  size_t index() const { return index_; }
+  const std::string& current() const { return addresses_[index_]; }
+
+  // The attempt on current() ended after `lived` (from its start, connect
+  // included). Moves to the next address and returns how long to wait before
+  // trying it; `random` (any 64-bit value, uniform) picks the jitter.
+  absl::Duration Next(absl::Duration lived, uint64_t random);
+
+ private:
+  const std::vector<std::string> addresses_;
+  const Schedule schedule_;
+  size_t index_;
+  // Failures in a row since the last healthy stream.
+  uint64_t failures_ = 0;
 };
 
 class ConfigClient {
@@ -79,9 +139,18 @@ class ConfigClient {
   using PersistFn = std::function<void(const controlplane::StoredState& held)>;
 
   // `held`: what the proxy serves already (from its --state-dir), or nothing.
-  ConfigClient(std::string control_plane, discovery::v1::Node node,
+  // `control_planes`: replicas' addresses, at least one (see
+  // ControlPlaneFailover); the first one tried is picked at random.
+  ConfigClient(std::vector<std::string> control_planes, discovery::v1::Node node,
                controlplane::StoredState held, ApplyFn apply, PersistFn persist,
                ConfigClientOptions options = {});
+  // One control plane.
+  ConfigClient(std::string control_plane, discovery::v1::Node node,
+               controlplane::StoredState held, ApplyFn apply, PersistFn persist,
+               ConfigClientOptions options = {})
+      : ConfigClient(std::vector<std::string>{std::move(control_plane)}, std::move(node),
+                     std::move(held), std::move(apply), std::move(persist),
+                     std::move(options)) {}
   ~ConfigClient();
 
   // Every `interval` while a stream is up, `source` (called on a reporter
@@ -98,9 +167,18 @@ class ConfigClient {
   using LeasesFn = std::function<void(const discovery::v1::RateLimitLeases&)>;
   void SetRateLimitExchange(DemandFn demand, absl::Duration interval, LeasesFn leases);
 
+  // Called on the client's thread when a stream to `address` counts as
+  // connected (true) and when that stream ends (false). Call before Start().
+  using ConnectionFn = std::function<void(const std::string& address, bool connected)>;
+  void SetConnectionObserver(ConnectionFn observer) { connection_observer_ = std::move(observer); }
+
   void Start();
   void Stop();
   bool connected() const { return connected_.load(); }
+  // The address in use: connected to, or being tried next. Any thread.
+  const std::string& control_plane() const {
+    return control_planes_[current_.load(std::memory_order_relaxed)];
+  }
   // Calls `fn` with what the proxy holds -- the version it runs and that
   // version's resources, the proxy's one copy of them -- under a lock (not
   // while a response is being applied). For /config_dump; any thread.
@@ -108,17 +186,21 @@ class ConfigClient {
 
  private:
   void Run();
-  // Runs one stream until it ends; nullopt when Stop() ended it.
-  std::optional<grpc::Status> RunStream();
+  // Runs one stream to `address` until it ends; nullopt when Stop() ended it.
+  std::optional<grpc::Status> RunStream(const std::string& address);
   // Answers one response: applies it or says why not.
   discovery::v1::DiscoveryRequest Answer(const discovery::v1::DiscoveryResponse& response,
                                          bool* applied);
   // Carries out one purge command; returns the request that answers it.
   discovery::v1::DiscoveryRequest PurgeCache(
       const discovery::v1::CachePurge& purge);
-  void MarkConnected(absl::string_view how);
+  void MarkConnected(const std::string& address, absl::string_view how);
 
-  const std::string control_plane_;
+  const std::vector<std::string> control_planes_;
+  // Index into control_planes_ of the address in use (the client thread
+  // writes it).
+  std::atomic<size_t> current_{0};
+  ConnectionFn connection_observer_;
   const discovery::v1::Node node_;
   const ConfigClientOptions options_;
   ApplyFn apply_;

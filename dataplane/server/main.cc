@@ -1,6 +1,6 @@
 // sluice-proxy: the data plane. Takes its whole config from sluice-control.
 //
-//   sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]
+//   sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]
 //                [--workers N] [--admin 127.0.0.1:9901] [--state-dir DIR]
 //                [--drain-timeout 30s] [--log-level info]
 //                [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]
@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -43,7 +44,7 @@ namespace sluice {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: sluice-proxy --control-plane HOST:PORT --node-id ID [--group G]\n"
+    "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
     "                    [--workers N] [--admin HOST:PORT] [--state-dir DIR]\n"
     "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
     "                    [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]\n"
@@ -52,6 +53,9 @@ constexpr char kUsage[] =
     "                    [--rate-limit-report-interval 200ms]\n"
     "                    [--control-plane-ca FILE [--control-plane-cert FILE\n"
     "                     --control-plane-key FILE] [--control-plane-server-name NAME]]\n"
+    "  --control-plane     sluice-control's address; several (replicas of one store):\n"
+    "                      the proxy starts at a random one and moves to the next one\n"
+    "                      when its stream breaks or cannot be opened\n"
     "  --control-plane-ca  TLS to the control plane, verified against this PEM CA\n"
     "  --control-plane-cert/--control-plane-key  this proxy's client certificate (its URI\n"
     "                      SAN spiffe://sluice/node/ID must name --node-id)\n"
@@ -298,6 +302,8 @@ int Run(int argc, char** argv) {
   const std::string control_plane = get("control-plane", "");
   const std::string node_id = get("node-id", "");
   if (control_plane.empty()) return fail("--control-plane is required");
+  auto control_planes = config::ParseControlPlaneAddresses(control_plane);
+  if (!control_planes.ok()) return fail(std::string(control_planes.status().message()));
   if (node_id.empty()) return fail("--node-id is required");
   int workers = static_cast<int>(std::thread::hardware_concurrency());
   if (workers < 1) workers = 1;
@@ -388,13 +394,20 @@ int Run(int argc, char** argv) {
     }
   }
 
+  // The config client, once it exists: /ready names the control plane in use.
+  std::atomic<const config::ConfigClient*> config_client{nullptr};
   admin::AdminServer admin_server(
       main_loop,
-      {[&proxy]() -> std::pair<bool, std::string> {
+      {[&proxy, &config_client]() -> std::pair<bool, std::string> {
          if (proxy.draining()) return {false, "draining"};
          auto snapshot = proxy.current();
          if (!snapshot) return {false, "no config applied yet"};
-         return {true, absl::StrCat("ready: config version ", snapshot->version)};
+         std::string ready = absl::StrCat("ready: config version ", snapshot->version);
+         if (const config::ConfigClient* client = config_client.load(); client != nullptr) {
+           absl::StrAppend(&ready, "; control plane ", client->control_plane(),
+                           client->connected() ? " (connected)" : " (not connected)");
+         }
+         return {true, ready};
        },
        [&proxy] { return proxy.stats().RenderPrometheus(); },
        [&proxy] { return proxy.ConfigDump(); },
@@ -421,7 +434,7 @@ int Run(int argc, char** argv) {
   node.set_build_version(kBuildVersion);
   (*node.mutable_labels())["pid"] = std::to_string(getpid());
   config::ConfigClient client(
-      control_plane, node, std::move(held),
+      *control_planes, node, std::move(held),
       [&proxy](uint64_t version, const api::ResourceMap& resources,
                const std::set<api::ResourceId>& changed) {
         return proxy.Apply(version, resources, /*persist=*/false, &changed);
@@ -429,6 +442,20 @@ int Run(int argc, char** argv) {
       [&proxy](const controlplane::StoredState& state) { proxy.Persist(state); },
       client_options);
   proxy.SetConfigDumpSource([&client](const auto& fn) { client.WithHeld(fn); });
+  // Which control plane the config stream is on: 1 for that address, 0 for
+  // the others (and for all while none is connected).
+  proxy.stats().Describe("sluice_control_plane_connected",
+                         "1 for the control-plane address whose config stream is up.");
+  for (const std::string& address : *control_planes) {
+    proxy.stats().GetGauge("sluice_control_plane_connected",
+                           absl::StrCat("address=", stats::LabelValue(address)));
+  }
+  client.SetConnectionObserver([&proxy](const std::string& address, bool connected) {
+    proxy.stats()
+        .GetGauge("sluice_control_plane_connected",
+                  absl::StrCat("address=", stats::LabelValue(address)))
+        ->Set(connected ? 1 : 0);
+  });
   // Traffic summaries for the fleet view, on the config stream.
   auto report_interval = ParseDurationFlag("report-interval", get("report-interval", "5s"));
   if (!report_interval.ok()) return fail(std::string(report_interval.status().message()));
@@ -463,6 +490,7 @@ int Run(int argc, char** argv) {
         policy::rate_limit::FleetBoard::Get().ApplyLeases(leases, now);
       });
   client.Start();
+  config_client.store(&client);
   SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,
              ", control plane ", control_plane);
@@ -535,6 +563,7 @@ int Run(int argc, char** argv) {
   event_free(sigterm);
   event_free(sigint);
   event_free(sigusr1);
+  config_client.store(nullptr);
   client.Stop();
   proxy.SetConfigDumpSource(nullptr);
   proxy.StopWorkers();

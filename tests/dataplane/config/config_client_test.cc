@@ -135,6 +135,42 @@ TEST(ConfigClientTest, IdleStreamKeepsPingingAndNoticesAStoppedControlPlane) {
   EXPECT_EQ(recorder.persisted().resources.size(), 2u);
 }
 
+// Several addresses: whichever one it starts at, the client ends up on the
+// one that answers, says so, and leaves it when it dies.
+TEST(ConfigClientTest, ADeadAddressInTheListIsPassedOver) {
+  ControlPlane dead;
+  ASSERT_TRUE(dead.ok()) << dead.process().Log();
+  dead.Kill();
+  ControlPlane live;
+  ASSERT_TRUE(live.ok()) << live.process().Log();
+  ASSERT_EQ(live.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  Recorder recorder;
+  ConfigClient client(std::vector<std::string>{dead.address(), live.address()}, Node("p1"), {},
+                      recorder.Apply(), recorder.Persist());
+  absl::Mutex mu;
+  std::vector<std::string> events;
+  client.SetConnectionObserver([&](const std::string& address, bool connected) {
+    absl::MutexLock lock(&mu);
+    events.push_back(absl::StrCat(address, connected ? " up" : " down"));
+  });
+  client.Start();
+  // At most one failed attempt (250 ms at most) before the live one.
+  ASSERT_TRUE(WaitFor([&] { return recorder.persisted().version == 1; }, absl::Seconds(5)));
+  EXPECT_TRUE(client.connected());
+  EXPECT_EQ(client.control_plane(), live.address());
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(events, std::vector<std::string>{live.address() + " up"});
+  }
+  live.Kill();
+  EXPECT_TRUE(WaitFor([&] { return !client.connected(); }, absl::Seconds(5)));
+  EXPECT_TRUE(WaitFor([&] { return client.control_plane() == dead.address(); },
+                      absl::Seconds(5)));
+  client.Stop();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(events, (std::vector<std::string>{live.address() + " up", live.address() + " down"}));
+}
+
 TEST(ConfigClientTest, KeepaliveOptionsAreChecked) {
   ConfigClientOptions options;
   EXPECT_TRUE(options.Check().ok());
