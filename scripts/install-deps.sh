@@ -17,6 +17,9 @@ PACKAGES=(
   prometheus python3-jwt python3-cryptography
   # tests/deploy: the Kubernetes manifests' checks
   python3-yaml
+  # sluice-control --store etcd: the etcd cluster its integration tests start
+  # (etcd on PATH), etcdctl for looking at the keys by hand
+  etcd-server etcd-client
 )
 # kubectl (`kubectl kustomize`, offline) for tests/deploy: Debian's
 # kubernetes-client, unless a kubectl is installed already (another vendor's

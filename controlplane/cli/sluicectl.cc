@@ -137,6 +137,10 @@ bool plaintext_channel = true;
 // --token, else $SLUICE_TOKEN; empty: none is sent.
 std::string bearer_token;
 
+// The channel to sluice-control: an UNAVAILABLE answer on a connected channel
+// came from sluice-control itself (e.g. its etcd store has no quorum).
+std::shared_ptr<grpc::Channel> admin_channel;
+
 int Fail(const std::string& message) {
   std::cerr << "error: " << message << "\n";
   return 1;
@@ -152,6 +156,11 @@ void PrintJson(const google::protobuf::Message& message) {
 }
 
 int RpcFail(const grpc::Status& status, const std::string& server) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && admin_channel != nullptr &&
+      admin_channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
+                             status.error_message()));
+  }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
@@ -1204,6 +1213,7 @@ int Run(int argc, char** argv) {
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
   auto channel = grpc::CreateCustomChannel(server, *credentials, args);
   auto stub = admin::v1::AdminService::NewStub(channel);
+  admin_channel = channel;
   if (const char* env = std::getenv("SLUICE_TOKEN"); env && *env) bearer_token = env;
   if (auto it = flags->values.find("token"); it != flags->values.end()) {
     bearer_token = it->second;

@@ -9,6 +9,7 @@
 #include "api/credentials.h"
 #include "api/validation.h"
 #include "common/log.h"
+#include "controlplane/store/file_config_store.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/util/message_differencer.h"
 
@@ -72,6 +73,13 @@ std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
 absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
     std::unique_ptr<FileStore> store, Clock clock, int64_t max_config_bytes,
     size_t history_versions) {
+  return Create(std::make_unique<FileConfigStore>(std::move(store)), std::move(clock),
+                max_config_bytes, history_versions);
+}
+
+absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
+    std::unique_ptr<ConfigStore> store, Clock clock, int64_t max_config_bytes,
+    size_t history_versions) {
   if (history_versions < 1) {
     return absl::InvalidArgumentError("the history must keep at least 1 version");
   }
@@ -93,13 +101,13 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
     // versions are told apart from those of any other store.
     stored->store_id = NewStoreId();
     bool replaced = false;
-    absl::Status saved = store->Save(*stored, &replaced);
+    absl::Status saved = store->RecordStoreId(*stored, &replaced);
     if (!saved.ok() && !replaced) {
       return absl::UnavailableError(
           absl::StrCat("cannot record the new store id: ", saved.message()));
     }
     if (!saved.ok()) SLUICE_LOG(kWarning, saved.message());
-    SLUICE_LOG(kInfo, "new store id ", stored->store_id, " in ", store->state_path());
+    SLUICE_LOG(kInfo, "new store id ", stored->store_id, " in ", store->Describe());
   }
   absl::StatusOr<StoredHistory> stored_history = store->LoadHistory();
   if (!stored_history.ok()) return stored_history.status();
@@ -114,22 +122,84 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
                " bytes, over the limit of ", max_config_bytes,
                " bytes: proxies may not receive it; changes that do not shrink it are refused");
   }
-  return std::unique_ptr<ConfigState>(new ConfigState(std::move(store), snapshot,
-                                                      std::move(history), std::move(clock),
-                                                      std::move(stored->store_id),
-                                                      max_config_bytes));
+  std::unique_ptr<ConfigState> state(new ConfigState(std::move(store), snapshot,
+                                                     std::move(history), std::move(clock),
+                                                     std::move(stored->store_id),
+                                                     max_config_bytes));
+  ConfigState* raw = state.get();
+  raw->store_->Watch([raw](StoredState version, StoredHistory version_history) {
+    raw->Adopt(std::move(version), std::move(version_history));
+  });
+  return state;
 }
 
-ConfigState::ConfigState(std::unique_ptr<FileStore> store,
+ConfigState::ConfigState(std::unique_ptr<ConfigStore> store,
                          std::shared_ptr<const Snapshot> initial,
                          std::shared_ptr<const ConfigHistory> history, Clock clock,
                          std::string store_id, int64_t max_config_bytes)
     : clock_(std::move(clock)),
       store_id_(std::move(store_id)),
       max_config_bytes_(max_config_bytes),
+      store_description_(store->Describe()),
+      shared_store_(store->shared()),
       store_(std::move(store)),
       current_(std::move(initial)),
       history_(std::move(history)) {}
+
+ConfigState::~ConfigState() { store_.reset(); }
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::RetryIfStale(
+    const ChangeContext& context,
+    const std::function<absl::StatusOr<ChangeResult>()>& attempt) {
+  // A few tries: each one loses only to a version committed meanwhile.
+  constexpr int kTries = 3;
+  for (int i = 1;; ++i) {
+    absl::StatusOr<ChangeResult> result = attempt();
+    if (result.ok() || result.status().code() != absl::StatusCode::kAborted ||
+        context.if_version != 0 || !shared_store_ || i == kTries) {
+      return result;
+    }
+    // Another replica committed a version this one had not heard of yet:
+    // take it now, and make the change on top of it.
+    absl::StatusOr<StoredState> latest = store_->Load();
+    if (!latest.ok()) return result;
+    absl::StatusOr<StoredHistory> latest_history = store_->LoadHistory();
+    if (!latest_history.ok()) return result;
+    AdoptLocked(std::move(*latest), std::move(*latest_history));
+  }
+}
+
+void ConfigState::Adopt(StoredState stored, StoredHistory stored_history) {
+  absl::MutexLock write_lock(&write_mu_);
+  AdoptLocked(std::move(stored), std::move(stored_history));
+}
+
+void ConfigState::AdoptLocked(StoredState stored, StoredHistory stored_history) {
+  if (shutting_down()) return;
+  if (stored.store_id != store_id_) {
+    SLUICE_LOG(kError, "ignoring version ", stored.version, " of store ", stored.store_id,
+               " in ", store_description_, ": this control plane serves store ", store_id_);
+    return;
+  }
+  std::shared_ptr<const Snapshot> base = Current();
+  if (stored.version <= base->version) return;
+  std::string warning;
+  auto history = std::make_shared<const ConfigHistory>(ConfigHistory::Restore(
+      std::move(stored_history), History()->retention(), stored.version, stored.resources,
+      &warning));
+  if (!warning.empty()) SLUICE_LOG(kWarning, warning);
+  api::StateDiff diff = api::ComputeDiff(base->resources, stored.resources);
+  auto snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
+  {
+    absl::MutexLock lock(&mu_);
+    current_ = std::move(snapshot);
+    history_ = std::move(history);
+  }
+  SLUICE_LOG(kInfo, "version ", stored.version, " from another replica (", store_description_,
+             "): ", diff.added.size(), " added, ", diff.changed.size(), " changed, ",
+             diff.removed.size(), " removed");
+  Notify(false);
+}
 
 std::shared_ptr<const Snapshot> ConfigState::Current() const {
   absl::MutexLock lock(&mu_);
@@ -205,6 +275,11 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
     const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  return RetryIfStale(context, [&] { return ApplyLocked(resources, dry_run, context); });
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyLocked(
+    const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::vector<api::ValidationError> apply_time_errors;
@@ -219,6 +294,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
     const ChangeContext& context,
     const std::function<absl::Status(uint64_t stable, uint64_t candidate)>& before_commit) {
   absl::MutexLock write_lock(&write_mu_);
+  if (absl::Status status = CheckCanarySupported(); !status.ok()) return status;
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
@@ -274,6 +350,14 @@ std::shared_ptr<const Snapshot> ConfigState::SnapshotFor(const std::string& node
   return current_;
 }
 
+absl::Status ConfigState::CheckCanarySupported() const {
+  if (!shared_store_) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "canary rollouts are not supported with a store shared by several control planes (",
+      store_description_,
+      "): the split would live in one replica only; apply without --canary; nothing changed"));
+}
+
 std::optional<CanarySplit> ConfigState::split() const {
   absl::MutexLock lock(&mu_);
   return split_;
@@ -282,6 +366,11 @@ std::optional<CanarySplit> ConfigState::split() const {
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
     const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  return RetryIfStale(context, [&] { return DeleteLocked(id, dry_run, context); });
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
+    const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
@@ -298,6 +387,11 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(
     uint64_t version, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
+  return RetryIfStale(context, [&] { return RollbackLocked(version, dry_run, context); });
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::RollbackLocked(
+    uint64_t version, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   absl::StatusOr<api::ResourceMap> next = History()->ContentAt(version);
@@ -377,28 +471,27 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   entry.unchanged = static_cast<uint32_t>(result.diff.unchanged);
   auto history = std::make_shared<ConfigHistory>(*History());
   history->Append(std::move(entry), stored.resources);
-  bool replaced = false;
-  if (absl::Status status = store_->SaveHistory(history->stored(), &replaced); !status.ok()) {
-    if (!replaced) {
-      return absl::UnavailableError(absl::StrCat(
-          "the change was not stored, nothing changed: ", status.message()));
+  std::string store_warning;
+  if (absl::Status status = store_->Commit(base->version, stored, history->stored(),
+                                           &store_warning);
+      !status.ok()) {
+    // Another replica first, a change too big for the store, or a shared
+    // store out of reach (its message says what was applied): as is.
+    if (status.code() == absl::StatusCode::kAborted ||
+        status.code() == absl::StatusCode::kResourceExhausted ||
+        status.code() == absl::StatusCode::kUnavailable) {
+      return status;
     }
-    // Renamed, but the directory was not fsynced: the state's Save below
-    // fsyncs the same directory, and says so if that fails too.
-    SLUICE_LOG(kWarning, status.message());
+    return absl::UnavailableError(absl::StrCat(
+        "the change was not stored, nothing changed: ", status.message()));
   }
-  replaced = false;
-  if (absl::Status status = store_->Save(stored, &replaced); !status.ok()) {
-    if (!replaced) {
-      return absl::UnavailableError(absl::StrCat(
-          "the change was not stored, nothing changed: ", status.message()));
-    }
+  if (!store_warning.empty()) {
     // The new state is what a restart loads: serve it too, and say that it
     // may not survive a power loss.
     result.warning = absl::StrCat("version ", stored.version,
                                   " is stored and pushed to proxies, but may not survive a "
                                   "power loss or OS crash: ",
-                                  status.message());
+                                  store_warning);
     SLUICE_LOG(kError, result.warning);
   }
   result.version = stored.version;

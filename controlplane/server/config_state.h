@@ -5,13 +5,14 @@
 // state with the shared validation library (plus, for the resources an apply
 // adds or changes, the rules about the moment of the change: a certificate
 // must be valid now), checked against the size a proxy can receive (the whole
-// config in one message), made durable through the FileStore, and only then
+// config in one message), made durable through the ConfigStore (the data
+// dir's files, or etcd shared with other replicas), and only then
 // published: an acknowledged change is on disk. Each change that alters
 // something gets the next version. Readers get immutable snapshots and never
 // block a writer for long.
 //
 // Every accepted version is also kept in the history (ConfigHistory, stored
-// in the FileStore's history file before the state itself): its time, the
+// in the store with the state, the history first): its time, the
 // author and message the client gave (not authenticated), and its change.
 // Rollback makes a new version with an old version's content. A change can
 // be made conditional on the current version (ChangeContext::if_version).
@@ -26,6 +27,13 @@
 //
 // The store has an identity, a random id made when the data dir is first used
 // and kept in it: versions compare only within one store.
+//
+// The store may be shared by several control-plane replicas (EtcdStore): a
+// change is then committed only if no replica committed a version after the
+// one it was based on (else ABORTED, nothing changed), and the versions other
+// replicas commit become this one's current version (with their history) as
+// the store reports them, and are published like a local change. Canary
+// rollouts are refused on a shared store (the split lives in one replica).
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_CONFIG_STATE_H_
@@ -48,6 +56,7 @@
 #include "api/resource.h"
 #include "api/validation.h"
 #include "controlplane/server/config_history.h"
+#include "controlplane/store/config_store.h"
 #include "controlplane/store/file_store.h"
 
 namespace sluice::controlplane {
@@ -97,9 +106,16 @@ class ConfigState {
   // ConfigBytes() of every change (at most api::kMaxConfigBytes).
   // `history_versions` (>= 1) is how many versions the history keeps.
   static absl::StatusOr<std::unique_ptr<ConfigState>> Create(
+      std::unique_ptr<ConfigStore> store, Clock clock = &absl::Now,
+      int64_t max_config_bytes = api::kMaxConfigBytes,
+      size_t history_versions = kDefaultHistoryVersions);
+  // With the data dir's files (FileConfigStore).
+  static absl::StatusOr<std::unique_ptr<ConfigState>> Create(
       std::unique_ptr<FileStore> store, Clock clock = &absl::Now,
       int64_t max_config_bytes = api::kMaxConfigBytes,
       size_t history_versions = kDefaultHistoryVersions);
+  // Stops the store's callbacks before anything else goes.
+  ~ConfigState();
 
   struct ChangeResult {
     uint64_t version = 0;  // the version after the change
@@ -112,7 +128,12 @@ class ConfigState {
   // Creates or replaces `resources` as one change. INVALID_ARGUMENT when the
   // request or the resulting state is invalid; RESOURCE_EXHAUSTED when the
   // config would grow past max_config_bytes; UNAVAILABLE when it cannot be
-  // stored. Nothing is stored then.
+  // stored (on a shared store: a change based on a version another replica
+  // has replaced is made again on top of the store's version, unless it
+  // names context.if_version: ABORTED then; RESOURCE_EXHAUSTED when the
+  // store cannot take a request that big; UNAVAILABLE with the store's
+  // reason when it cannot be reached).
+  // Nothing is stored then.
   // Consumers are sealed first (api::SealCredentials: plain API keys and
   // passwords become hashes), so neither the store, a dry run's diff nor a
   // proxy ever sees a plain credential. A new or changed password costs one
@@ -159,6 +180,9 @@ class ConfigState {
   // is a canary.
   std::shared_ptr<const Snapshot> SnapshotFor(const std::string& node_id,
                                               const std::string& group) const;
+  // FAILED_PRECONDITION when the store is shared by several control planes:
+  // a split lives in one replica's memory, so canary rollouts are refused.
+  absl::Status CheckCanarySupported() const;
   // The split in place, if any.
   std::optional<CanarySplit> split() const;
 
@@ -167,6 +191,8 @@ class ConfigState {
   std::shared_ptr<const ConfigHistory> History() const;
   // The store's identity; fixed for this object's lifetime.
   const std::string& store_id() const { return store_id_; }
+  // Where the state is kept, for log lines (ConfigStore::Describe).
+  const std::string& store_description() const { return store_description_; }
   int64_t max_config_bytes() const { return max_config_bytes_; }
 
   // `callback` runs after every new version (with false) and on Shutdown()
@@ -181,7 +207,7 @@ class ConfigState {
   bool shutting_down() const;
 
  private:
-  ConfigState(std::unique_ptr<FileStore> store, std::shared_ptr<const Snapshot> initial,
+  ConfigState(std::unique_ptr<ConfigStore> store, std::shared_ptr<const Snapshot> initial,
               std::shared_ptr<const ConfigHistory> history, Clock clock, std::string store_id,
               int64_t max_config_bytes);
   // ABORTED, naming the current version and who made it when, unless
@@ -211,13 +237,37 @@ class ConfigState {
                                       const SplitChange* split_change = nullptr, bool force = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void Notify(bool shutting_down);
+  // A version the shared store holds (another replica's commit): current
+  // when newer than the current one. From the store's watch thread.
+  void Adopt(StoredState stored, StoredHistory stored_history);
+  void AdoptLocked(StoredState stored, StoredHistory stored_history)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Runs `attempt`; on a shared store, when it is ABORTED because another
+  // replica committed a version this one had not seen yet and the change
+  // names no if_version, takes that version from the store and tries again
+  // (a few times).
+  absl::StatusOr<ChangeResult> RetryIfStale(
+      const ChangeContext& context, const std::function<absl::StatusOr<ChangeResult>()>& attempt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<ChangeResult> ApplyLocked(const std::vector<api::Resource>& resources,
+                                           bool dry_run, const ChangeContext& context)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<ChangeResult> DeleteLocked(const api::ResourceId& id, bool dry_run,
+                                            const ChangeContext& context)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  absl::StatusOr<ChangeResult> RollbackLocked(uint64_t version, bool dry_run,
+                                              const ChangeContext& context)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   const Clock clock_;
   const std::string store_id_;
   const int64_t max_config_bytes_;
+  const std::string store_description_;
+  const bool shared_store_;
 
-  absl::Mutex write_mu_;  // serializes changes and store writes
-  std::unique_ptr<FileStore> store_ ABSL_GUARDED_BY(write_mu_);
+  absl::Mutex write_mu_;  // serializes changes, store writes and adoptions
+  // Not guarded: reset (stopping its callbacks) by the destructor alone.
+  std::unique_ptr<ConfigStore> store_;
 
   mutable absl::Mutex mu_;  // guards the fields below; held only briefly
   std::shared_ptr<const Snapshot> current_ ABSL_GUARDED_BY(mu_);

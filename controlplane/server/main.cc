@@ -6,6 +6,9 @@
 //                  [--log-level info]
 //                  [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--insecure]
 //                  [--require-tokens] [--admin-token-file FILE]
+//                  [--store file|etcd --etcd-endpoints HOST:PORT,...
+//                   [--etcd-prefix /sluice/] [--etcd-timeout 5s]
+//                   [--etcd-max-request-bytes 1572864]]
 #include <pthread.h>
 #include <signal.h>
 
@@ -28,6 +31,8 @@
 #include "controlplane/server/rate_limit_leases.h"
 #include "controlplane/server/rollout.h"
 #include "controlplane/server/server_credentials.h"
+#include "controlplane/store/etcd_store.h"
+#include "controlplane/store/file_config_store.h"
 #include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
 
@@ -47,6 +52,14 @@ constexpr char kUsage[] =
     "  --insecure   allow plaintext on a non-loopback --listen address\n"
     "  --require-tokens  every admin API call needs an operator token (docs/operations.md)\n"
     "  --admin-token-file FILE  accept the token in FILE (one line) as an admin token\n"
+    "  --store file|etcd  where the state, history and tokens live: the data dir's files\n"
+    "               (default; one control plane), or etcd, shared by several replicas\n"
+    "  --etcd-endpoints HOST:PORT,...  the etcd cluster's client URLs (plain http)\n"
+    "  --etcd-prefix P  the keys' prefix (default /sluice/; one store per prefix)\n"
+    "  --etcd-timeout D  each etcd operation, every endpoint tried (default 5s)\n"
+    "  --etcd-max-request-bytes N  etcd's --max-request-bytes (default 1572864)\n"
+    "With --store etcd the data dir keeps only this replica's audit log; canary\n"
+    "rollouts are refused, and rate-limit shares stay per replica.\n"
     "A canary rollout (sluicectl apply --canary) is kept in DIR/rollout.db; a start that\n"
     "finds one ends it: every proxy goes back to the stable version's content.\n";
 
@@ -79,7 +92,9 @@ int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"listen", "data-dir", "max-config-bytes", "max-discovery-streams",
                            "nack-retry", "metrics-listen", "history", "log-level",
-                           "tls-cert", "tls-key", "client-ca", "admin-token-file"},
+                           "tls-cert", "tls-key", "client-ca", "admin-token-file", "store",
+                           "etcd-endpoints", "etcd-prefix", "etcd-timeout",
+                           "etcd-max-request-bytes"},
                           {"help", "insecure", "require-tokens"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
@@ -160,6 +175,48 @@ int Run(int argc, char** argv) {
     return 2;
   }
   discovery_options.require_node_certificate = security->client_certificates;
+  const std::string store_kind = get("store", "file");
+  controlplane::EtcdOptions etcd_options;
+  if (store_kind == "etcd") {
+    auto endpoints = controlplane::ParseEtcdEndpoints(get("etcd-endpoints", ""));
+    if (!endpoints.ok()) {
+      std::fprintf(stderr, "sluice-control: %s\n%s",
+                   std::string(endpoints.status().message()).c_str(), kUsage);
+      return 2;
+    }
+    etcd_options.endpoints = std::move(*endpoints);
+    etcd_options.prefix = get("etcd-prefix", "/sluice/");
+    if (etcd_options.prefix.empty() || etcd_options.prefix.back() != '/') {
+      std::fprintf(stderr, "sluice-control: --etcd-prefix must end with '/'\n%s", kUsage);
+      return 2;
+    }
+    auto timeout = ParseDurationFlag("etcd-timeout", get("etcd-timeout", "5s"));
+    if (!timeout.ok() || *timeout < absl::Milliseconds(100)) {
+      std::fprintf(stderr, "sluice-control: %s\n%s",
+                   timeout.ok() ? "--etcd-timeout must be at least 100ms"
+                                : std::string(timeout.status().message()).c_str(),
+                   kUsage);
+      return 2;
+    }
+    etcd_options.timeout = *timeout;
+    if (flags->values.count("etcd-max-request-bytes") &&
+        (!absl::SimpleAtoi(flags->values["etcd-max-request-bytes"],
+                           &etcd_options.max_request_bytes) ||
+         etcd_options.max_request_bytes < 4096)) {
+      std::fprintf(stderr, "sluice-control: --etcd-max-request-bytes must be at least 4096\n%s",
+                   kUsage);
+      return 2;
+    }
+  } else if (store_kind != "file") {
+    std::fprintf(stderr, "sluice-control: --store must be file or etcd, got '%s'\n%s",
+                 store_kind.c_str(), kUsage);
+    return 2;
+  } else if (flags->values.count("etcd-endpoints") || flags->values.count("etcd-prefix") ||
+             flags->values.count("etcd-timeout") ||
+             flags->values.count("etcd-max-request-bytes")) {
+    std::fprintf(stderr, "sluice-control: --etcd-* flags need --store etcd\n%s", kUsage);
+    return 2;
+  }
 
   // Signals go to the thread that waits for them, never to gRPC's threads.
   sigset_t signals;
@@ -169,13 +226,49 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // The data dir: the whole store with --store file; with --store etcd only
+  // this replica's audit log, locked all the same.
   auto store = controlplane::FileStore::Open(data_dir);
   if (!store.ok()) {
     SLUICE_LOG(kError, "cannot open the store: ", store.status().message());
     return 1;
   }
-  auto state = controlplane::ConfigState::Create(std::move(*store), &absl::Now, max_config_bytes,
-                                                 static_cast<size_t>(history_versions));
+  std::unique_ptr<controlplane::FileStore> data_dir_lock;
+  controlplane::EtcdStore* etcd = nullptr;
+  absl::StatusOr<std::unique_ptr<controlplane::ConfigState>> state =
+      absl::UnavailableError("not loaded");
+  if (store_kind == "etcd") {
+    data_dir_lock = std::move(*store);
+    // etcd may not be reachable yet: retry until it is (or a signal ends
+    // the start); nothing is served meanwhile.
+    absl::Duration backoff = absl::Milliseconds(500);
+    while (true) {
+      auto etcd_store = controlplane::EtcdStore::Open(etcd_options);
+      if (!etcd_store.ok()) {
+        SLUICE_LOG(kError, etcd_store.status().message());
+        return 2;
+      }
+      etcd = etcd_store->get();
+      state = controlplane::ConfigState::Create(std::move(*etcd_store), &absl::Now,
+                                                max_config_bytes,
+                                                static_cast<size_t>(history_versions));
+      if (state.ok() || state.status().code() != absl::StatusCode::kUnavailable) break;
+      etcd = nullptr;
+      SLUICE_LOG(kWarning, "cannot load the state from etcd, retrying in ",
+                 absl::FormatDuration(backoff), " (nothing is served until it loads): ",
+                 state.status().message());
+      struct timespec wait = absl::ToTimespec(backoff);
+      int received = sigtimedwait(&signals, nullptr, &wait);
+      if (received == SIGTERM || received == SIGINT) {
+        SLUICE_LOG(kInfo, "signal ", received, ": stopped before the state was loaded");
+        return 1;
+      }
+      backoff = std::min(backoff * 2, absl::Seconds(5));
+    }
+  } else {
+    state = controlplane::ConfigState::Create(std::move(*store), &absl::Now, max_config_bytes,
+                                              static_cast<size_t>(history_versions));
+  }
   if (!state.ok()) {
     SLUICE_LOG(kError, "cannot restore the state: ", state.status().message());
     return 1;
@@ -191,7 +284,8 @@ int Run(int argc, char** argv) {
   discovery.set_lease_allocator(&leases);
   // Operator tokens and the audit log of changes (docs/operations.md); the
   // data dir is locked by the store already.
-  auto tokens = controlplane::OperatorTokens::Open(data_dir);
+  auto tokens = etcd != nullptr ? controlplane::OperatorTokens::Open(etcd->Tokens())
+                                : controlplane::OperatorTokens::Open(data_dir);
   if (!tokens.ok()) {
     SLUICE_LOG(kError, "cannot load the operator tokens: ", tokens.status().message());
     return 1;
@@ -260,7 +354,10 @@ int Run(int argc, char** argv) {
   }
   std::string host = listen.substr(0, listen.rfind(':'));
   SLUICE_LOG(kInfo, "sluice-control listening on ", host, ":", bound_port,
-             ", data dir ", data_dir, ", version ", (*state)->Current()->version,
+             ", data dir ", data_dir,
+             etcd != nullptr ? absl::StrCat(", state in ", (*state)->store_description())
+                             : std::string(),
+             ", version ", (*state)->Current()->version,
              ", store ", (*state)->store_id(), ", ", security->Describe());
 
 

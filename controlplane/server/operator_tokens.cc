@@ -11,6 +11,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
+#include "common/log.h"
+#include "controlplane/store/file_config_store.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -63,30 +65,70 @@ absl::StatusOr<Role> ParseRole(std::string_view name) {
       "role '", std::string(name), "': expected viewer, operator or admin"));
 }
 
-OperatorTokens::OperatorTokens(std::string data_dir,
+OperatorTokens::OperatorTokens(std::unique_ptr<TokenStore> store,
                                std::function<absl::Time()> now,
-                               RandomBytes random,
-                               std::vector<StoredToken> stored)
-    : file_(data_dir),
+                               RandomBytes random)
+    : store_(std::move(store)),
       now_(std::move(now)),
-      random_(random ? std::move(random) : RandomBytes(&OpenSslRandom)),
-      tokens_(std::move(stored)) {}
+      random_(random ? std::move(random) : RandomBytes(&OpenSslRandom)) {}
+
+OperatorTokens::~OperatorTokens() { store_.reset(); }
+
+namespace {
+
+absl::Status CheckStoredTokens(const std::vector<StoredToken>& stored,
+                               const std::string& where) {
+  for (const StoredToken& t : stored) {
+    if (!ParseRole(t.role).ok() || t.sha256_hex.size() != 64) {
+      return absl::DataLossError(
+          absl::StrCat(where, ": token '", t.name, "' has role '", t.role,
+                       "' or a digest this build does not know"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<OperatorTokens>> OperatorTokens::Open(
     const std::string& data_dir, std::function<absl::Time()> now,
     RandomBytes random) {
-  TokenFile file(data_dir);
-  auto stored = file.Load();
+  return Open(std::make_unique<FileTokenStore>(data_dir), std::move(now),
+              std::move(random));
+}
+
+absl::StatusOr<std::unique_ptr<OperatorTokens>> OperatorTokens::Open(
+    std::unique_ptr<TokenStore> store, std::function<absl::Time()> now,
+    RandomBytes random) {
+  std::unique_ptr<OperatorTokens> tokens(
+      new OperatorTokens(std::move(store), std::move(now), std::move(random)));
+  OperatorTokens* raw = tokens.get();
+  // Followed before the first load: no change made meanwhile is missed.
+  raw->store_->WatchTokens([raw](std::vector<StoredToken> stored) {
+    raw->Replace(std::move(stored));
+  });
+  auto stored = raw->store_->LoadTokens();
   if (!stored.ok()) return stored.status();
-  for (const StoredToken& t : *stored) {
-    if (!ParseRole(t.role).ok() || t.sha256_hex.size() != 64) {
-      return absl::DataLossError(absl::StrCat(
-          "token file ", file.path(), ": token '", t.name, "' has role '",
-          t.role, "' or a digest this build does not know"));
-    }
+  if (absl::Status checked =
+          CheckStoredTokens(*stored, raw->store_->Describe());
+      !checked.ok()) {
+    return checked;
   }
-  return std::unique_ptr<OperatorTokens>(new OperatorTokens(
-      data_dir, std::move(now), std::move(random), std::move(*stored)));
+  {
+    absl::MutexLock lock(&raw->mu_);
+    raw->tokens_ = std::move(*stored);
+  }
+  return tokens;
+}
+
+void OperatorTokens::Replace(std::vector<StoredToken> stored) {
+  if (absl::Status checked = CheckStoredTokens(stored, store_->Describe());
+      !checked.ok()) {
+    SLUICE_LOG(kError, checked.message(), "; keeping the tokens held");
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  tokens_ = std::move(stored);
 }
 
 absl::Status OperatorTokens::AddBootstrapToken(std::string_view token) {
@@ -156,8 +198,11 @@ absl::StatusOr<std::string> OperatorTokens::Create(
   std::vector<StoredToken> next = tokens_;
   next.push_back(StoredToken{name, RoleName(role), api::Sha256Hex(token),
                              now_(), created_by});
-  if (absl::Status saved = file_.Save(next); !saved.ok()) {
-    return absl::UnavailableError(
+  if (absl::Status saved = store_->SaveTokens(tokens_, next); !saved.ok()) {
+    return absl::Status(
+        saved.code() == absl::StatusCode::kAborted
+            ? saved.code()
+            : absl::StatusCode::kUnavailable,
         absl::StrCat("token not created: cannot store it: ", saved.message()));
   }
   tokens_ = std::move(next);
@@ -179,9 +224,13 @@ absl::Status OperatorTokens::Revoke(const std::string& name) {
   if (next.size() == tokens_.size()) {
     return absl::NotFoundError(absl::StrCat("no token named '", name, "'"));
   }
-  if (absl::Status saved = file_.Save(next); !saved.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "token not revoked: cannot store the change: ", saved.message()));
+  if (absl::Status saved = store_->SaveTokens(tokens_, next); !saved.ok()) {
+    return absl::Status(
+        saved.code() == absl::StatusCode::kAborted
+            ? saved.code()
+            : absl::StatusCode::kUnavailable,
+        absl::StrCat("token not revoked: cannot store the change: ",
+                     saved.message()));
   }
   tokens_ = std::move(next);
   return absl::OkStatus();

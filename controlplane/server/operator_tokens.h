@@ -1,7 +1,11 @@
 // OperatorTokens: the bearer tokens operators use with the admin API, each
 // with a role. A token is "slc_" and 32 random bytes in base64url; only its
 // SHA-256 is kept, in the data dir's `tokens.db` (TokenFile: checksummed,
-// fsynced, renamed into place, mode 0600). A bootstrap admin token (from
+// fsynced, renamed into place, mode 0600) or, with a store shared by several
+// control planes, in etcd (EtcdStore::Tokens): a change there is refused
+// (ABORTED) when another control plane changed the tokens first, and the
+// changes others make replace the ones held here as the store reports them.
+// A bootstrap admin token (from
 // `sluice-control --admin-token-file`) is held hashed in memory only.
 //
 // Verify() compares the digest of what a client sent with every known digest
@@ -22,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controlplane/store/config_store.h"
 #include "controlplane/store/file_store.h"
 
 namespace sluice::controlplane {
@@ -53,6 +58,13 @@ class OperatorTokens {
   static absl::StatusOr<std::unique_ptr<OperatorTokens>> Open(
       const std::string& data_dir, std::function<absl::Time()> now = &absl::Now,
       RandomBytes random = nullptr);
+  // Loads the tokens from `store` and follows the changes other control
+  // planes make to them.
+  static absl::StatusOr<std::unique_ptr<OperatorTokens>> Open(
+      std::unique_ptr<TokenStore> store,
+      std::function<absl::Time()> now = &absl::Now,
+      RandomBytes random = nullptr);
+  ~OperatorTokens();
 
   // Accepts `token` (surrounding whitespace trimmed) as an admin token named
   // kBootstrapTokenName. INVALID_ARGUMENT when it is shorter than 16
@@ -79,11 +91,15 @@ class OperatorTokens {
   bool empty() const;
 
  private:
-  OperatorTokens(std::string data_dir, std::function<absl::Time()> now,
-                 RandomBytes random, std::vector<StoredToken> stored);
+  OperatorTokens(std::unique_ptr<TokenStore> store,
+                 std::function<absl::Time()> now, RandomBytes random);
+  // The stored tokens another control plane left: checked, then held.
+  void Replace(std::vector<StoredToken> stored);
 
   mutable absl::Mutex mu_;
-  TokenFile file_ ABSL_GUARDED_BY(mu_);
+  // Saves are serialized by mu_; reset first by the destructor (which stops
+  // its callbacks).
+  std::unique_ptr<TokenStore> store_;
   std::function<absl::Time()> now_;
   RandomBytes random_;
   std::vector<StoredToken> tokens_ ABSL_GUARDED_BY(mu_);  // stored ones

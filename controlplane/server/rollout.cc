@@ -188,6 +188,7 @@ void RolloutManager::Nacked(const discovery::v1::Node& node, uint64_t version,
 
 absl::StatusOr<RolloutManager::Started> RolloutManager::Start(
     const admin::v1::StartRolloutRequest& request, const std::string& author) {
+  if (absl::Status shared = state_->CheckCanarySupported(); !shared.ok()) return shared;
   if (request.resources_size() == 0) {
     return absl::InvalidArgumentError("a rollout needs at least one resource");
   }
