@@ -8,7 +8,9 @@
 //                  [--require-tokens] [--admin-token-file FILE]
 //                  [--store file|etcd --etcd-endpoints HOST:PORT,...
 //                   [--etcd-prefix /sluice/] [--etcd-timeout 5s]
-//                   [--etcd-max-request-bytes 1572864]]
+//                   [--etcd-max-request-bytes 1572864]
+//                   [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]
+//                    [--etcd-server-name NAME]]]
 #include <pthread.h>
 #include <signal.h>
 
@@ -54,10 +56,16 @@ constexpr char kUsage[] =
     "  --admin-token-file FILE  accept the token in FILE (one line) as an admin token\n"
     "  --store file|etcd  where the state, history and tokens live: the data dir's files\n"
     "               (default; one control plane), or etcd, shared by several replicas\n"
-    "  --etcd-endpoints HOST:PORT,...  the etcd cluster's client URLs (plain http)\n"
+    "  --etcd-endpoints URL,...  the etcd cluster's client URLs: HOST:PORT,\n"
+    "               http://HOST:PORT or https://HOST:PORT (https needs --etcd-ca)\n"
     "  --etcd-prefix P  the keys' prefix (default /sluice/; one store per prefix)\n"
     "  --etcd-timeout D  each etcd operation, every endpoint tried (default 5s)\n"
     "  --etcd-max-request-bytes N  etcd's --max-request-bytes (default 1572864)\n"
+    "  --etcd-ca FILE  TLS to etcd: the PEM CA that signed etcd's server certificates\n"
+    "  --etcd-cert FILE --etcd-key FILE  the client certificate (PEM) for etcd's\n"
+    "               --client-cert-auth\n"
+    "  --etcd-server-name NAME  the name to verify in etcd's certificates (default:\n"
+    "               each endpoint's host)\n"
     "With --store etcd the data dir keeps only this replica's audit log; canary\n"
     "rollouts are refused, and rate-limit shares stay per replica.\n"
     "A canary rollout (sluicectl apply --canary) is kept in DIR/rollout.db; a start that\n"
@@ -94,7 +102,8 @@ int Run(int argc, char** argv) {
                            "nack-retry", "metrics-listen", "history", "log-level",
                            "tls-cert", "tls-key", "client-ca", "admin-token-file", "store",
                            "etcd-endpoints", "etcd-prefix", "etcd-timeout",
-                           "etcd-max-request-bytes"},
+                           "etcd-max-request-bytes", "etcd-ca", "etcd-cert", "etcd-key",
+                           "etcd-server-name"},
                           {"help", "insecure", "require-tokens"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
@@ -184,7 +193,16 @@ int Run(int argc, char** argv) {
                    std::string(endpoints.status().message()).c_str(), kUsage);
       return 2;
     }
-    etcd_options.endpoints = std::move(*endpoints);
+    controlplane::EtcdTlsFlags tls_flags{get("etcd-ca", ""), get("etcd-cert", ""),
+                                         get("etcd-key", ""), get("etcd-server-name", "")};
+    auto tls = controlplane::MakeEtcdTls(*endpoints, tls_flags);
+    if (!tls.ok()) {
+      std::fprintf(stderr, "sluice-control: %s\n%s", std::string(tls.status().message()).c_str(),
+                   kUsage);
+      return 2;
+    }
+    etcd_options.endpoints = std::move(endpoints->addresses);
+    etcd_options.tls = *std::move(tls);
     etcd_options.prefix = get("etcd-prefix", "/sluice/");
     if (etcd_options.prefix.empty() || etcd_options.prefix.back() != '/') {
       std::fprintf(stderr, "sluice-control: --etcd-prefix must end with '/'\n%s", kUsage);
@@ -213,7 +231,9 @@ int Run(int argc, char** argv) {
     return 2;
   } else if (flags->values.count("etcd-endpoints") || flags->values.count("etcd-prefix") ||
              flags->values.count("etcd-timeout") ||
-             flags->values.count("etcd-max-request-bytes")) {
+             flags->values.count("etcd-max-request-bytes") || flags->values.count("etcd-ca") ||
+             flags->values.count("etcd-cert") || flags->values.count("etcd-key") ||
+             flags->values.count("etcd-server-name")) {
     std::fprintf(stderr, "sluice-control: --etcd-* flags need --store etcd\n%s", kUsage);
     return 2;
   }

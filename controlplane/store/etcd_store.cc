@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -14,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
+#include "common/pem_file.h"
 #include "grpcpp/grpcpp.h"
 
 namespace sluice::controlplane {
@@ -76,20 +78,46 @@ bool Retriable(grpc::StatusCode code) {
          code == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
+// Whether gRPC's message for a failed connection names a TLS failure: a
+// server certificate the CA did not sign, a name not in it, a handshake
+// etcd aborted.
+bool TlsHandshakeFailed(const std::string& message) {
+  const std::string lower = absl::AsciiStrToLower(message);
+  return absl::StrContains(lower, "ssl") || absl::StrContains(lower, "tls") ||
+         absl::StrContains(lower, "certificate") ||
+         absl::StrContains(lower, "handshake failed");
+}
+
+// Whether a connection was made and then closed or garbled by the peer: what
+// a TLS 1.3 client without a certificate sees when etcd runs with
+// --client-cert-auth (its handshake completes before etcd checks).
+bool ClosedAfterConnecting(const std::string& message) {
+  return absl::StrContains(message, "Endpoint read failed") ||
+         absl::StrContains(message, "Socket closed") ||
+         absl::StrContains(message, "Connection reset");
+}
+
 }  // namespace
 
-absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(
-    const std::string& list) {
-  std::vector<std::string> endpoints;
+absl::StatusOr<EtcdEndpoints> ParseEtcdEndpoints(const std::string& list) {
+  EtcdEndpoints endpoints;
   for (absl::string_view item :
        absl::StrSplit(list, ',', absl::SkipWhitespace())) {
     absl::string_view trimmed = absl::StripAsciiWhitespace(item);
-    if (absl::StartsWith(trimmed, "https://")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--etcd-endpoints: ", std::string(trimmed),
-          ": TLS to etcd is not supported yet (plain http:// only)"));
+    std::string scheme;
+    if (absl::ConsumePrefix(&trimmed, "https://")) {
+      scheme = "https";
+    } else if (absl::ConsumePrefix(&trimmed, "http://")) {
+      scheme = "http";
     }
-    absl::ConsumePrefix(&trimmed, "http://");
+    if (!scheme.empty()) {
+      if (!endpoints.scheme.empty() && endpoints.scheme != scheme) {
+        return absl::InvalidArgumentError(
+            "--etcd-endpoints: mixes http:// and https:// URLs: a cluster's "
+            "client URLs are all TLS or all plaintext");
+      }
+      endpoints.scheme = scheme;
+    }
     std::string entry(trimmed);
     const size_t colon = entry.rfind(':');
     int port = 0;
@@ -100,13 +128,54 @@ absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(
           absl::StrCat("--etcd-endpoints: '", entry,
                        "' is not HOST:PORT (e.g. 10.0.0.1:2379)"));
     }
-    endpoints.push_back(entry);
+    endpoints.addresses.push_back(entry);
   }
-  if (endpoints.empty()) {
+  if (endpoints.addresses.empty()) {
     return absl::InvalidArgumentError(
         "--etcd-endpoints: give at least one HOST:PORT");
   }
   return endpoints;
+}
+
+absl::StatusOr<EtcdTls> MakeEtcdTls(const EtcdEndpoints& endpoints,
+                                    const EtcdTlsFlags& flags) {
+  EtcdTls tls;
+  if (flags.cert_file.empty() != flags.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--etcd-cert and --etcd-key go together: give both, or neither");
+  }
+  if (flags.ca_file.empty()) {
+    if (endpoints.scheme == "https") {
+      return absl::InvalidArgumentError(
+          "--etcd-endpoints names https:// URLs: give --etcd-ca FILE, the CA "
+          "that signed etcd's server certificates");
+    }
+    if (!flags.cert_file.empty() || !flags.server_name.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flags.cert_file.empty() ? "--etcd-server-name" : "--etcd-cert",
+          " needs TLS to etcd: give --etcd-ca FILE (and https:// endpoints)"));
+    }
+    return tls;
+  }
+  if (endpoints.scheme == "http") {
+    return absl::InvalidArgumentError(
+        "--etcd-ca turns TLS on, but --etcd-endpoints names http:// URLs: "
+        "write them https://");
+  }
+  absl::StatusOr<std::string> ca = ReadPemFile("--etcd-ca", flags.ca_file);
+  if (!ca.ok()) return ca.status();
+  tls.ca_pem = *std::move(ca);
+  if (!flags.cert_file.empty()) {
+    absl::StatusOr<std::string> cert =
+        ReadPemFile("--etcd-cert", flags.cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPemFile("--etcd-key", flags.key_file);
+    if (!key.ok()) return key.status();
+    tls.cert_pem = *std::move(cert);
+    tls.key_pem = *std::move(key);
+  }
+  tls.server_name = flags.server_name;
+  return tls;
 }
 
 namespace etcd_layout {
@@ -252,6 +321,15 @@ absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(
 }
 
 EtcdStore::EtcdStore(EtcdOptions options) : options_(std::move(options)) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options_.tls.enabled()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options_.tls.ca_pem;
+    ssl.pem_cert_chain = options_.tls.cert_pem;
+    ssl.pem_private_key = options_.tls.key_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
   for (const std::string& address : options_.endpoints) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
@@ -266,8 +344,9 @@ EtcdStore::EtcdStore(EtcdOptions options) : options_(std::move(options)) {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
     // One connection per member, not shared with another channel.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    auto channel = grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), args);
+    if (!options_.tls.server_name.empty())
+      args.SetSslTargetNameOverride(options_.tls.server_name);
+    auto channel = grpc::CreateCustomChannel(address, credentials, args);
     endpoints_.push_back(Endpoint{address, etcdserverpb::KV::NewStub(channel),
                                   etcdserverpb::Watch::NewStub(channel)});
   }
@@ -287,7 +366,11 @@ std::string EtcdStore::EndpointList() const {
 }
 
 std::string EtcdStore::Describe() const {
-  return absl::StrCat("etcd ", EndpointList(), " prefix ", options_.prefix);
+  return absl::StrCat("etcd ", EndpointList(), " prefix ", options_.prefix,
+                      !options_.tls.enabled() ? " (plaintext)"
+                      : options_.tls.cert_pem.empty()
+                          ? " (TLS)"
+                          : " (TLS with a client certificate)");
 }
 
 absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
@@ -301,6 +384,10 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
     index = preferred_;
   }
   std::vector<std::string> errors(n);
+  // The endpoints whose error is a TLS failure. gRPC names a failed
+  // handshake once, to the call that waited for it; reconnects nobody waited
+  // for fail as "tcp handshaker shutdown", so that first error is kept.
+  std::vector<bool> tls_failed(n, false);
   // A write that timed out inside etcd may still be committed later.
   bool uncertain = false;
   absl::Duration pause = absl::Milliseconds(50);
@@ -323,8 +410,23 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
                           absl::StrCat("etcd ", endpoint.address, ": ",
                                        status.error_message()));
     }
-    errors[index] =
-        absl::StrCat(endpoint.address, ": ", status.error_message());
+    std::string message = status.error_message();
+    bool tls_failure = false;
+    if (options_.tls.enabled()) {
+      tls_failure = TlsHandshakeFailed(message);
+      if (!tls_failure && options_.tls.cert_pem.empty() &&
+          ClosedAfterConnecting(message)) {
+        absl::StrAppend(&message,
+                        " (TLS: etcd closed the connection; with "
+                        "--client-cert-auth it refuses clients without a "
+                        "certificate: give --etcd-cert and --etcd-key)");
+        tls_failure = true;
+      }
+    }
+    if (tls_failure || !tls_failed[index]) {
+      errors[index] = absl::StrCat(endpoint.address, ": ", message);
+      tls_failed[index] = tls_failure;
+    }
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
       uncertain = true;
     index = (index + 1) % n;
@@ -337,12 +439,21 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
     }
   }
   std::vector<std::string> seen;
-  for (const std::string& e : errors) {
-    if (!e.empty()) seen.push_back(e);
+  bool all_tls = true;
+  for (size_t i = 0; i < n; ++i) {
+    if (errors[i].empty()) continue;
+    seen.push_back(errors[i]);
+    all_tls = all_tls && tls_failed[i];
   }
+  const std::string what =
+      !seen.empty() && all_tls
+          ? "etcd: TLS failed with every endpoint (check --etcd-ca, "
+            "--etcd-cert/--etcd-key and --etcd-server-name against etcd's "
+            "certificates; endpoints "
+          : "etcd: no quorum or unreachable (endpoints ";
   return absl::UnavailableError(absl::StrCat(
-      "etcd: no quorum or unreachable (endpoints ", EndpointList(),
-      ", tried for ", absl::FormatDuration(options_.timeout), "): ",
+      what, EndpointList(), ", tried for ",
+      absl::FormatDuration(options_.timeout), "): ",
       !write      ? ""
       : uncertain ? "not applied now, but a member that timed out may still "
                     "apply it once the "

@@ -2,6 +2,12 @@
 // cluster (v3 API over gRPC), shared by several control-plane replicas
 // (sluice-control --store etcd --etcd-endpoints host:port,...).
 //
+// TLS (--etcd-ca, and --etcd-cert/--etcd-key for etcd's --client-cert-auth):
+// every endpoint is reached over TLS, the server certificate verified
+// against the CA and the endpoint's host (or --etcd-server-name); a failed
+// handshake is reported as a TLS failure with gRPC's reason, not as an
+// unreachable cluster.
+//
 // Layout, under the prefix (--etcd-prefix, default "/sluice/"):
 //
 //   store_id            the store's id (32 hex digits), made once by the
@@ -37,7 +43,10 @@
 // waiting. When none answers: UNAVAILABLE "etcd: no quorum or unreachable
 // (endpoints ...)", for a write with "nothing applied" or, when a member
 // timed out holding the request, the warning that etcd may still apply it
-// once its quorum is back (as with any etcd client).
+// once its quorum is back (as with any etcd client). When every endpoint
+// failed TLS (a certificate the CA did not sign, a name not in it, no client
+// certificate for --client-cert-auth), UNAVAILABLE "etcd: TLS failed with
+// every endpoint (...)" with gRPC's reason for each.
 //
 // Thread-safe. Watch callbacks run on the store's watch thread; the
 // destructor stops and joins it.
@@ -64,8 +73,19 @@ class ClientContext;
 
 namespace sluice::controlplane {
 
+// How the store reaches etcd: plaintext when ca_pem is empty.
+struct EtcdTls {
+  std::string ca_pem;    // the CA that signed etcd's server certificates
+  std::string cert_pem;  // client certificate (chain); empty: none sent
+  std::string key_pem;   // its private key
+  // The name verified in the server certificate; empty: each endpoint's host.
+  std::string server_name;
+  bool enabled() const { return !ca_pem.empty(); }
+};
+
 struct EtcdOptions {
-  std::vector<std::string> endpoints;  // host:port, plaintext gRPC
+  std::vector<std::string> endpoints;  // host:port
+  EtcdTls tls;
   std::string prefix = "/sluice/";
   // Each operation, all endpoints tried, ends within this.
   absl::Duration timeout = absl::Seconds(5);
@@ -73,9 +93,32 @@ struct EtcdOptions {
   int64_t max_request_bytes = 1536 * 1024;
 };
 
-// "a:1,b:2" → {"a:1", "b:2"}; INVALID_ARGUMENT naming the bad entry.
-absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(
-    const std::string& list);
+// What --etcd-endpoints names.
+struct EtcdEndpoints {
+  std::vector<std::string> addresses;  // host:port
+  // The scheme the entries were written with: "http", "https", or empty
+  // when every entry is a bare HOST:PORT (then --etcd-ca decides).
+  std::string scheme;
+};
+
+// "a:1,http://b:2" → {"a:1", "b:2"}, "http"; INVALID_ARGUMENT naming the
+// bad entry, or http:// mixed with https://.
+absl::StatusOr<EtcdEndpoints> ParseEtcdEndpoints(const std::string& list);
+
+// The TLS flags as given on the command line (file names).
+struct EtcdTlsFlags {
+  std::string ca_file;      // --etcd-ca; empty: plaintext
+  std::string cert_file;    // --etcd-cert
+  std::string key_file;     // --etcd-key
+  std::string server_name;  // --etcd-server-name
+};
+
+// Reads the PEM files the flags name. INVALID_ARGUMENT naming the flag (and
+// the file): https:// endpoints without --etcd-ca, http:// endpoints with
+// it, --etcd-cert without --etcd-key or the other way round, a client
+// certificate or server name without --etcd-ca, a file that cannot be read.
+absl::StatusOr<EtcdTls> MakeEtcdTls(const EtcdEndpoints& endpoints,
+                                    const EtcdTlsFlags& flags);
 
 // The layout above, without I/O (unit tests drive it).
 namespace etcd_layout {

@@ -26,7 +26,8 @@ std::string FindOnPath(const std::string& name) {
 
 }  // namespace
 
-EtcdCluster::EtcdCluster(int members) : etcd_(FindOnPath("etcd")) {
+EtcdCluster::EtcdCluster(int members, std::optional<EtcdTlsFiles> tls)
+    : etcd_(FindOnPath("etcd")), tls_(std::move(tls)) {
   std::vector<std::string> peers;
   for (int i = 0; i < members; ++i) {
     Member m;
@@ -46,19 +47,24 @@ EtcdCluster::EtcdCluster(int members) : etcd_(FindOnPath("etcd")) {
 }
 
 void EtcdCluster::Start(Member& m) {
-  const std::string client = absl::StrCat("http://127.0.0.1:", m.client_port);
+  const std::string client =
+      absl::StrCat(tls_ ? "https" : "http", "://127.0.0.1:", m.client_port);
   const std::string peer = absl::StrCat("http://127.0.0.1:", m.peer_port);
+  std::vector<std::string> args{
+      "--name", m.name, "--data-dir", m.data_dir, "--listen-client-urls",
+      client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
+      "--initial-advertise-peer-urls", peer, "--initial-cluster",
+      initial_cluster_, "--initial-cluster-state", "new",
+      "--initial-cluster-token", "sluice-test",
+      // Elections within a second on loopback.
+      "--heartbeat-interval", "50", "--election-timeout", "500"};
+  if (tls_) {
+    args.insert(args.end(),
+                {"--cert-file", tls_->cert_file, "--key-file", tls_->key_file,
+                 "--trusted-ca-file", tls_->ca_file, "--client-cert-auth"});
+  }
   m.process = std::make_unique<Process>(
-      etcd_,
-      std::vector<std::string>{
-          "--name", m.name, "--data-dir", m.data_dir, "--listen-client-urls",
-          client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
-          "--initial-advertise-peer-urls", peer, "--initial-cluster",
-          initial_cluster_, "--initial-cluster-state", "new",
-          "--initial-cluster-token", "sluice-test",
-          // Elections within a second on loopback.
-          "--heartbeat-interval", "50", "--election-timeout", "500"},
-      absl::StrCat(m.data_dir, ".log.", m.starts++));
+      etcd_, args, absl::StrCat(m.data_dir, ".log.", m.starts++));
 }
 
 bool EtcdCluster::WaitServing(Member& m, absl::Duration timeout) {
@@ -73,7 +79,8 @@ std::string EtcdCluster::endpoint(int member) const {
 std::string EtcdCluster::endpoints() const {
   std::vector<std::string> all;
   for (size_t i = 0; i < members_.size(); ++i)
-    all.push_back(endpoint(static_cast<int>(i)));
+    all.push_back(
+        absl::StrCat(tls_ ? "https://" : "", endpoint(static_cast<int>(i))));
   return absl::StrJoin(all, ",");
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -165,14 +166,73 @@ TEST(EtcdLayoutTest, TokensAndDamagedValues) {
 TEST(EtcdLayoutTest, ParsesEndpoints) {
   auto endpoints = ParseEtcdEndpoints("127.0.0.1:2379, http://10.0.0.2:2379");
   ASSERT_TRUE(endpoints.ok()) << endpoints.status();
-  EXPECT_EQ(*endpoints,
+  EXPECT_EQ(endpoints->addresses,
             (std::vector<std::string>{"127.0.0.1:2379", "10.0.0.2:2379"}));
+  EXPECT_EQ(endpoints->scheme, "http");
   EXPECT_FALSE(ParseEtcdEndpoints("").ok());
   EXPECT_FALSE(ParseEtcdEndpoints("10.0.0.1").ok());
   EXPECT_FALSE(ParseEtcdEndpoints("10.0.0.1:99999").ok());
-  auto tls = ParseEtcdEndpoints("https://10.0.0.1:2379");
-  ASSERT_FALSE(tls.ok());
-  EXPECT_TRUE(absl::StrContains(tls.status().message(), "TLS")) << tls.status();
+  auto tls = ParseEtcdEndpoints("https://10.0.0.1:2379,10.0.0.2:2379");
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_EQ(tls->scheme, "https");
+  EXPECT_EQ(tls->addresses,
+            (std::vector<std::string>{"10.0.0.1:2379", "10.0.0.2:2379"}));
+  auto mixed = ParseEtcdEndpoints("https://10.0.0.1:2379,http://10.0.0.2:2379");
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_TRUE(
+      absl::StrContains(mixed.status().message(), "mixes http:// and https://"))
+      << mixed.status();
+}
+
+EtcdTlsFlags Flags(std::string ca, std::string cert = "", std::string key = "",
+                   std::string server_name = "") {
+  return EtcdTlsFlags{std::move(ca), std::move(cert), std::move(key),
+                      std::move(server_name)};
+}
+
+// The flag combinations MakeEtcdTls refuses, each naming the flag.
+TEST(EtcdLayoutTest, ChecksTlsFlags) {
+  const std::string dir = ::testing::TempDir();
+  const std::string pem = dir + "/etcd-tls-test.pem";
+  std::ofstream(pem) << "-----BEGIN CERTIFICATE-----\nAA==\n"
+                        "-----END CERTIFICATE-----\n";
+  const EtcdEndpoints https{{"10.0.0.1:2379"}, "https"};
+  const EtcdEndpoints http{{"10.0.0.1:2379"}, "http"};
+  const EtcdEndpoints bare{{"10.0.0.1:2379"}, ""};
+  auto message = [](const absl::StatusOr<EtcdTls>& tls) {
+    return tls.ok() ? std::string("ok") : std::string(tls.status().message());
+  };
+
+  auto plain = MakeEtcdTls(http, Flags(""));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->enabled());
+  EXPECT_TRUE(absl::StrContains(message(MakeEtcdTls(https, Flags(""))),
+                                "give --etcd-ca"));
+  EXPECT_TRUE(absl::StrContains(message(MakeEtcdTls(http, Flags(pem))),
+                                "write them https://"));
+  EXPECT_TRUE(
+      absl::StrContains(message(MakeEtcdTls(https, Flags(pem, pem, ""))),
+                        "--etcd-cert and --etcd-key go together"));
+  EXPECT_TRUE(
+      absl::StrContains(message(MakeEtcdTls(https, Flags(pem, "", pem))),
+                        "--etcd-cert and --etcd-key go together"));
+  EXPECT_TRUE(absl::StrContains(message(MakeEtcdTls(bare, Flags("", pem, pem))),
+                                "--etcd-cert needs TLS"));
+  EXPECT_TRUE(
+      absl::StrContains(message(MakeEtcdTls(bare, Flags("", "", "", "etcd"))),
+                        "--etcd-server-name needs TLS"));
+  const std::string missing = dir + "/no-such-ca.pem";
+  EXPECT_TRUE(absl::StrContains(message(MakeEtcdTls(https, Flags(missing))),
+                                "--etcd-ca " + missing + ": cannot read"));
+  EXPECT_TRUE(
+      absl::StrContains(message(MakeEtcdTls(https, Flags(pem, missing, pem))),
+                        "--etcd-cert " + missing + ": cannot read"));
+
+  auto full = MakeEtcdTls(bare, Flags(pem, pem, pem, "etcd.internal"));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_TRUE(full->enabled());
+  EXPECT_FALSE(full->cert_pem.empty());
+  EXPECT_EQ(full->server_name, "etcd.internal");
 }
 
 }  // namespace
