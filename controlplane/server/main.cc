@@ -31,6 +31,7 @@
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/purge_relay.h"
 #include "controlplane/server/rate_limit_leases.h"
+#include "controlplane/server/replica_shares.h"
 #include "controlplane/server/rollout.h"
 #include "controlplane/server/server_credentials.h"
 #include "controlplane/store/etcd_store.h"
@@ -39,6 +40,30 @@
 #include "grpcpp/grpcpp.h"
 
 namespace {
+
+// The replicas' rate-limit demand board on etcd's leases/ keys.
+class EtcdDemandBoard : public sluice::controlplane::ReplicaDemandBoard {
+ public:
+  explicit EtcdDemandBoard(sluice::controlplane::EtcdStore* etcd) : etcd_(etcd) {}
+  absl::Status Publish(const std::string& replica, std::string value) override {
+    return etcd_->PutReplicaEntry(replica, std::move(value));
+  }
+  absl::StatusOr<std::vector<Entry>> ReadAll() override {
+    auto entries = etcd_->ReadReplicaEntries();
+    if (!entries.ok()) return entries.status();
+    std::vector<Entry> out;
+    for (auto& entry : *entries) {
+      out.push_back({std::move(entry.replica), std::move(entry.value), entry.mod_revision});
+    }
+    return out;
+  }
+  absl::Status Remove(const std::string& replica, int64_t revision) override {
+    return etcd_->DeleteReplicaEntry(replica, revision);
+  }
+
+ private:
+  sluice::controlplane::EtcdStore* const etcd_;
+};
 
 constexpr char kUsage[] =
     "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] [--max-config-bytes N]\n"
@@ -302,6 +327,18 @@ int Run(int argc, char** argv) {
   // rate-limit scope FLEET: each proxy's share of each limit, by demand.
   controlplane::LeaseAllocator leases;
   discovery.set_lease_allocator(&leases);
+  // With --store etcd the replicas divide each limit between them by their
+  // proxies' demand (replica_shares.h); `etcd` lives as long as `state`.
+  std::unique_ptr<EtcdDemandBoard> demand_board;
+  std::unique_ptr<controlplane::ReplicaShareExchange> replica_shares;
+  if (etcd != nullptr) {
+    demand_board = std::make_unique<EtcdDemandBoard>(etcd);
+    controlplane::ReplicaShareOptions share_options;
+    share_options.replica_id = controlplane::ReplicaShareExchange::NewReplicaId();
+    replica_shares = std::make_unique<controlplane::ReplicaShareExchange>(
+        demand_board.get(), &leases, std::move(share_options));
+    replica_shares->Start();
+  }
   // Operator tokens and the audit log of changes (docs/operations.md); the
   // data dir is locked by the store already.
   auto tokens = etcd != nullptr ? controlplane::OperatorTokens::Open(etcd->Tokens())
@@ -384,6 +421,7 @@ int Run(int argc, char** argv) {
   int received = 0;
   sigwait(&signals, &received);
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
+  if (replica_shares) replica_shares->Stop();
   (*state)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   metrics_endpoint.Stop();

@@ -69,6 +69,27 @@ size_t LeaseAllocator::fleet_size(absl::Time now) {
   return FleetSize(now);
 }
 
+std::string LeaseAllocator::ShareKey(const std::string& identity, const std::string& key) {
+  return absl::StrCat(identity, std::string(1, '\0'), key);
+}
+
+absl::flat_hash_map<std::string, double> LeaseAllocator::Demand() {
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_map<std::string, double> demand;
+  demand.reserve(keys_.size());
+  for (const auto& [id, state] : keys_) {
+    double sum = 0;
+    for (const auto& [proxy, client] : state.clients) sum += client.rate;
+    demand[id] = sum;
+  }
+  return demand;
+}
+
+void LeaseAllocator::SetReplicaShares(absl::flat_hash_map<std::string, double> fractions) {
+  absl::MutexLock lock(&mu_);
+  replica_shares_ = std::move(fractions);
+}
+
 size_t LeaseAllocator::tracked_keys() {
   absl::MutexLock lock(&mu_);
   return keys_.size();
@@ -94,7 +115,7 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
     }
     if (limits.size() != static_cast<size_t>(policy.limits_size())) continue;  // malformed
     for (const discovery::v1::KeyDemand& key : policy.keys()) {
-      std::string id = absl::StrCat(policy.identity(), std::string(1, '\0'), key.key());
+      std::string id = ShareKey(policy.identity(), key.key());
       auto it = keys_.find(id);
       if (it == keys_.end()) {
         if (keys_.size() >= options_.max_keys) continue;
@@ -138,8 +159,11 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
   for (const discovery::v1::PolicyDemand& policy : demand.policies()) {
     discovery::v1::PolicyLeases* out = nullptr;
     for (const discovery::v1::KeyDemand& key : policy.keys()) {
-      auto it = keys_.find(absl::StrCat(policy.identity(), std::string(1, '\0'), key.key()));
+      const std::string id = ShareKey(policy.identity(), key.key());
+      auto it = keys_.find(id);
       if (it == keys_.end() || !it->second.clients.contains(proxy)) continue;
+      auto share = replica_shares_.find(id);
+      const double fraction = share == replica_shares_.end() ? 1.0 : share->second;
       const KeyState& state = it->second;
       std::vector<double> rates;
       size_t self = 0;
@@ -155,7 +179,7 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       lease->set_key(key.key());
       for (size_t i = 0; i < state.limits_per_second.size(); ++i) {
         std::vector<double> shares =
-            Divide(state.limits_per_second[i], rates, options_.floor_fraction);
+            Divide(state.limits_per_second[i] * fraction, rates, options_.floor_fraction);
         lease->add_shares(shares[self] * state.periods_seconds[i]);
       }
     }

@@ -34,6 +34,12 @@
 // them with their next report. Its size goes with every answer; a proxy
 // uses limit / size for a key it has no lease for yet.
 //
+// Several replicas (sluice-control --store etcd): each divides only its
+// share of each limit, L * fraction, among its own proxies; the fraction
+// per (identity, key) is set by ReplicaShareExchange
+// (replica_shares.h) from every replica's Demand(). Without one (file
+// store, or a key only this replica has) the fraction is 1.
+//
 // Memory: at most `max_keys` (identity, key) pairs; keys reported beyond
 // that get no lease (the proxy keeps limit / size).
 //
@@ -76,6 +82,16 @@ class LeaseAllocator {
   void Disconnect(uint64_t proxy);
 
   size_t fleet_size(absl::Time now);
+
+  // The name of (identity, key) in Demand() and SetReplicaShares().
+  static std::string ShareKey(const std::string& identity, const std::string& key);
+  // Per (identity, key) this replica's proxies are in: the sum of their
+  // demand (EWMA, requests per second).
+  absl::flat_hash_map<std::string, double> Demand();
+  // This replica's fraction (0..1] of every limit of each (identity, key),
+  // replacing the fractions set before; a key not in `fractions` gets 1
+  // (the whole limit).
+  void SetReplicaShares(absl::flat_hash_map<std::string, double> fractions);
   size_t tracked_keys();
 
   // The division above: `limit` and `demand` in the same unit (requests
@@ -103,6 +119,8 @@ class LeaseAllocator {
   // Per proxy: the keys it is in, and when it last reported.
   absl::flat_hash_map<uint64_t, absl::flat_hash_set<std::string>> joined_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, absl::Time> last_report_ ABSL_GUARDED_BY(mu_);
+  // ShareKey -> this replica's fraction of the limits; absent: 1.
+  absl::flat_hash_map<std::string, double> replica_shares_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::controlplane

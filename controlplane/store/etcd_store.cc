@@ -28,6 +28,7 @@ constexpr char kStateKey[] = "state";
 constexpr char kHistoryBaseKey[] = "history/base";
 constexpr char kHistoryEntryPrefix[] = "history/v/";
 constexpr char kTokensKey[] = "tokens";
+constexpr char kReplicaEntryPrefix[] = "leases/";
 
 // etcd's clientv3.WithRequireLeader: a member without a leader answers
 // "etcdserver: no leader" at once instead of holding the request.
@@ -633,6 +634,61 @@ absl::Status EtcdStore::SaveTokens(const std::vector<StoredToken>& previous,
   return absl::OkStatus();
 }
 
+absl::Status EtcdStore::PutReplicaEntry(const std::string& replica,
+                                        std::string value) {
+  etcdserverpb::PutRequest request;
+  request.set_key(options_.prefix + kReplicaEntryPrefix + replica);
+  request.set_value(std::move(value));
+  etcdserverpb::PutResponse response;
+  return CallAny(
+      [&](Endpoint& endpoint, grpc::ClientContext* context) {
+        return endpoint.kv->Put(context, request, &response);
+      },
+      /*write=*/true);
+}
+
+absl::StatusOr<std::vector<EtcdStore::ReplicaEntry>>
+EtcdStore::ReadReplicaEntries() {
+  const std::string leases = options_.prefix + kReplicaEntryPrefix;
+  etcdserverpb::RangeRequest request;
+  request.set_key(leases);
+  request.set_range_end(etcd_layout::PrefixEnd(leases));
+  etcdserverpb::RangeResponse response;
+  absl::Status status =
+      CallAny([&](Endpoint& endpoint, grpc::ClientContext* context) {
+        response.Clear();
+        return endpoint.kv->Range(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  std::vector<ReplicaEntry> entries;
+  for (const mvccpb::KeyValue& kv : response.kvs()) {
+    if (!absl::StartsWith(kv.key(), leases)) continue;
+    entries.push_back(
+        {kv.key().substr(leases.size()), kv.value(), kv.mod_revision()});
+  }
+  return entries;
+}
+
+absl::Status EtcdStore::DeleteReplicaEntry(const std::string& replica,
+                                           int64_t mod_revision) {
+  const std::string key = options_.prefix + kReplicaEntryPrefix + replica;
+  etcdserverpb::TxnRequest txn;
+  if (mod_revision != 0) {
+    etcdserverpb::Compare* compare = txn.add_compare();
+    compare->set_result(etcdserverpb::Compare::EQUAL);
+    compare->set_target(etcdserverpb::Compare::MOD);
+    compare->set_key(key);
+    compare->set_mod_revision(mod_revision);
+  }
+  txn.add_success()->mutable_request_delete_range()->set_key(key);
+  etcdserverpb::TxnResponse response;
+  return CallAny(
+      [&](Endpoint& endpoint, grpc::ClientContext* context) {
+        return endpoint.kv->Txn(context, txn, &response);
+      },
+      /*write=*/true);
+}
+
 std::unique_ptr<TokenStore> EtcdStore::Tokens() {
   return std::make_unique<TokenView>(this);
 }
@@ -728,6 +784,13 @@ void EtcdStore::WatchLoop() {
           break;
         }
         if (response.events_size() == 0) continue;
+        // Replicas' demand (every 500 ms each) is not the state.
+        const std::string leases = options_.prefix + kReplicaEntryPrefix;
+        bool only_leases = true;
+        for (const mvccpb::Event& event : response.events()) {
+          only_leases = only_leases && absl::StartsWith(event.kv().key(), leases);
+        }
+        if (only_leases) continue;
         contents = ReadAll();
         if (!contents.ok()) {
           why = std::string(contents.status().message());

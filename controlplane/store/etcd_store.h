@@ -20,6 +20,10 @@
 //   history/v/<%020d>   one kept version's entry (EncodeHistory with that
 //                       entry alone)
 //   tokens              the operator tokens (TokenFile::Encode: digests)
+//   leases/<replica>    one replica's demand for its rate-limit scope FLEET
+//                       keys (controlplane/server/replica_shares.h), put
+//                       every 500 ms; not part of the state: changes under
+//                       leases/ do not wake the watch
 //
 // A commit is one transaction: if `version` still holds the version the
 // change was based on (absent for version 0), put version, state and the new
@@ -177,6 +181,21 @@ class EtcdStore : public ConfigStore {
 
   // "127.0.0.1:2379,127.0.0.1:22379"
   std::string EndpointList() const;
+
+  // The leases/ keys (replicas' rate-limit demand; see the layout above).
+  struct ReplicaEntry {
+    std::string replica;  // the key after <prefix>leases/
+    std::string value;
+    int64_t mod_revision = 0;
+  };
+  // Puts <prefix>leases/<replica>.
+  absl::Status PutReplicaEntry(const std::string& replica, std::string value);
+  // Every leases/ key, read at one revision.
+  absl::StatusOr<std::vector<ReplicaEntry>> ReadReplicaEntries();
+  // Deletes <prefix>leases/<replica> if it still has `mod_revision` (0: in
+  // any case).
+  absl::Status DeleteReplicaEntry(const std::string& replica,
+                                  int64_t mod_revision);
 
  private:
   class TokenView;

@@ -1,0 +1,178 @@
+#include "controlplane/server/replica_shares.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/log.h"
+
+namespace sluice::controlplane {
+namespace {
+
+constexpr char kHeader[] = "sluice-replica-demand 1";
+
+}  // namespace
+
+std::string EncodeReplicaDemand(const ReplicaDemand& demand) {
+  std::string out = absl::StrCat(kHeader, "\n");
+  for (const auto& [key, rate] : demand) {
+    absl::StrAppend(&out, absl::CEscape(key), "\t",
+                    absl::StrFormat("%.6g", rate), "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value) {
+  std::vector<std::string> lines =
+      absl::StrSplit(value, '\n', absl::SkipEmpty());
+  if (lines.empty() || lines.front() != kHeader) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("replica demand: line 1: expected \"", kHeader, "\""));
+  }
+  ReplicaDemand demand;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    std::vector<std::string> fields = absl::StrSplit(lines[i], '\t');
+    std::string key;
+    double rate = 0;
+    if (fields.size() != 2 || !absl::CUnescape(fields[0], &key) ||
+        !absl::SimpleAtod(fields[1], &rate) || !(rate >= 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("replica demand: line ", i + 1,
+                       ": expected ESCAPED-KEY TAB DEMAND (>= 0)"));
+    }
+    demand[key] = rate;
+  }
+  return demand;
+}
+
+absl::flat_hash_map<std::string, double> ReplicaFractions(
+    const ReplicaDemand& own, const std::vector<ReplicaDemand>& others,
+    double floor_fraction) {
+  absl::flat_hash_map<std::string, double> fractions;
+  for (const auto& [key, own_rate] : own) {
+    size_t replicas = 1;
+    double total = std::max(own_rate, 0.0);
+    for (const ReplicaDemand& other : others) {
+      auto it = other.find(key);
+      if (it == other.end()) continue;
+      ++replicas;
+      total += std::max(it->second, 0.0);
+    }
+    if (replicas == 1) continue;
+    const double n = static_cast<double>(replicas);
+    const double fraction =
+        total <= 0
+            ? 1.0 / n
+            : std::max(std::max(own_rate, 0.0) / total, floor_fraction / n);
+    fractions[key] = std::min(fraction, 1.0);
+  }
+  return fractions;
+}
+
+ReplicaShareExchange::ReplicaShareExchange(ReplicaDemandBoard* board,
+                                           LeaseAllocator* allocator,
+                                           ReplicaShareOptions options)
+    : board_(board), allocator_(allocator), options_(std::move(options)) {}
+
+ReplicaShareExchange::~ReplicaShareExchange() { Stop(); }
+
+std::string ReplicaShareExchange::NewReplicaId() {
+  std::random_device random;
+  std::string bytes(16, '\0');
+  for (size_t i = 0; i < bytes.size(); i += 4) {
+    uint32_t word = random();
+    std::memcpy(&bytes[i], &word, 4);
+  }
+  return absl::BytesToHexString(bytes);
+}
+
+absl::Status ReplicaShareExchange::RunOnce() {
+  absl::MutexLock lock(&run_mu_);
+  const ReplicaDemand own = allocator_->Demand();
+  if (absl::Status published =
+          board_->Publish(options_.replica_id, EncodeReplicaDemand(own));
+      !published.ok()) {
+    return published;
+  }
+  published_ = true;
+  absl::StatusOr<std::vector<ReplicaDemandBoard::Entry>> entries =
+      board_->ReadAll();
+  if (!entries.ok()) return entries.status();
+  const absl::Time now = options_.clock();
+  std::vector<ReplicaDemand> others;
+  absl::flat_hash_map<std::string, Seen> seen;
+  for (ReplicaDemandBoard::Entry& entry : *entries) {
+    if (entry.replica == options_.replica_id) continue;
+    Seen current{entry.revision, now};
+    if (auto before = seen_.find(entry.replica);
+        before != seen_.end() && before->second.revision == entry.revision) {
+      current.changed = before->second.changed;
+    }
+    seen[entry.replica] = current;
+    const absl::Duration unchanged = now - current.changed;
+    if (unchanged > options_.forget_after) {
+      // A replica that died long ago (its random id never comes back).
+      board_->Remove(entry.replica, entry.revision).IgnoreError();
+      continue;
+    }
+    if (unchanged > options_.stale_after) continue;
+    absl::StatusOr<ReplicaDemand> demand = DecodeReplicaDemand(entry.value);
+    if (!demand.ok()) {
+      SLUICE_LOG(kWarning, "replica ", entry.replica,
+                 "'s rate-limit demand ignored: ", demand.status().message());
+      continue;
+    }
+    others.push_back(*std::move(demand));
+  }
+  seen_ = std::move(seen);
+  allocator_->SetReplicaShares(
+      ReplicaFractions(own, others, options_.floor_fraction));
+  return absl::OkStatus();
+}
+
+void ReplicaShareExchange::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_ || stopping_) return;
+  started_ = true;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void ReplicaShareExchange::Loop() {
+  bool failing = false;  // logged once until it works again
+  while (true) {
+    absl::Status status = RunOnce();
+    if (!status.ok() && !failing) {
+      SLUICE_LOG(kWarning,
+                 "rate-limit demand exchange with the other replicas failed: ",
+                 status.message(), "; keeping the last shares");
+    } else if (status.ok() && failing) {
+      SLUICE_LOG(
+          kInfo,
+          "rate-limit demand exchange with the other replicas works again");
+    }
+    failing = !status.ok();
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.period))
+      return;
+  }
+}
+
+void ReplicaShareExchange::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&run_mu_);
+  if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
+  published_ = false;
+}
+
+}  // namespace sluice::controlplane

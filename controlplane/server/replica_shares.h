@@ -1,0 +1,131 @@
+// ReplicaShareExchange: rate-limit scope FLEET across several control-plane
+// replicas (sluice-control --store etcd). Without it each replica would
+// divide the whole limit among its own proxies, and k replicas would admit
+// up to k times the limit.
+//
+// Every period (500 ms) each replica publishes its demand per (policy
+// identity, key) — the sum of its proxies' EWMA demand, as its
+// LeaseAllocator knows it — in one entry of its own on a ReplicaDemandBoard
+// (etcd: <prefix>leases/<replica id>), reads every replica's entry, and
+// sets its allocator's fraction of each key's limits:
+//
+//   n = the live replicas whose entries name the key (this one included),
+//   D = the sum of their demands, D_r = this replica's:
+//   fraction = 1                                   when n == 1,
+//              1 / n                               when D == 0,
+//              max(D_r / D, floor_fraction / n)    otherwise
+//
+// so the replicas' shares sum to the limit (a little more where a floor
+// applies: a replica with little demand is never starved).
+//
+// Liveness without clocks compared across machines: an entry is live while
+// its board revision keeps changing; one whose revision has not changed for
+// `stale_after` (3 s, six periods) is left out, and one unchanged for
+// `forget_after` (60 s) is deleted (only if it still has that revision). An
+// entry seen for the first time counts as just changed. A replica that
+// stops cleanly deletes its own entry (Stop).
+//
+// RunOnce() is one period, driven by a unit test with a fake board and
+// clock; Start() runs it every period on a thread of its own until Stop().
+// Thread-safe.
+#ifndef SLUICE_CONTROLPLANE_SERVER_REPLICA_SHARES_H_
+#define SLUICE_CONTROLPLANE_SERVER_REPLICA_SHARES_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "controlplane/server/rate_limit_leases.h"
+
+namespace sluice::controlplane {
+
+// Where the replicas' entries live (etcd's leases/ keys; a fake in tests).
+class ReplicaDemandBoard {
+ public:
+  struct Entry {
+    std::string replica;
+    std::string value;
+    int64_t revision = 0;  // changes with every Publish
+  };
+  virtual ~ReplicaDemandBoard() = default;
+  virtual absl::Status Publish(const std::string& replica,
+                               std::string value) = 0;
+  virtual absl::StatusOr<std::vector<Entry>> ReadAll() = 0;
+  // Removes `replica`'s entry if it still has `revision` (0: in any case).
+  virtual absl::Status Remove(const std::string& replica, int64_t revision) = 0;
+};
+
+// Demand per LeaseAllocator::ShareKey, requests per second.
+using ReplicaDemand = absl::flat_hash_map<std::string, double>;
+
+// An entry's value: "sluice-replica-demand 1\n", then one line per key:
+// CEscape(share key) TAB demand.
+std::string EncodeReplicaDemand(const ReplicaDemand& demand);
+// INVALID_ARGUMENT naming the line that does not parse.
+absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value);
+
+// The division above: this replica's fraction of each of its keys, given
+// the other live replicas' demand. Keys whose fraction is 1 are left out.
+absl::flat_hash_map<std::string, double> ReplicaFractions(
+    const ReplicaDemand& own, const std::vector<ReplicaDemand>& others,
+    double floor_fraction);
+
+struct ReplicaShareOptions {
+  std::string replica_id;  // unique per process
+  absl::Duration period = absl::Milliseconds(500);
+  absl::Duration stale_after = absl::Seconds(3);
+  absl::Duration forget_after = absl::Seconds(60);
+  double floor_fraction = 0.05;
+  std::function<absl::Time()> clock = &absl::Now;
+};
+
+class ReplicaShareExchange {
+ public:
+  // `board` and `allocator` must outlive this.
+  ReplicaShareExchange(ReplicaDemandBoard* board, LeaseAllocator* allocator,
+                       ReplicaShareOptions options);
+  ~ReplicaShareExchange();  // Stop()
+
+  // One period: publish, read, set the allocator's fractions. On a board
+  // error the fractions set before stay.
+  absl::Status RunOnce();
+  void Start();
+  // Ends the thread and removes this replica's entry (when it published
+  // one). Idempotent; RunOnce must not be called after it.
+  void Stop();
+
+  // A random id (32 hex digits) for ReplicaShareOptions::replica_id.
+  static std::string NewReplicaId();
+
+ private:
+  struct Seen {
+    int64_t revision = 0;
+    absl::Time changed;
+  };
+  void Loop();
+
+  ReplicaDemandBoard* const board_;
+  LeaseAllocator* const allocator_;
+  const ReplicaShareOptions options_;
+
+  absl::Mutex run_mu_;  // one RunOnce at a time
+  absl::flat_hash_map<std::string, Seen> seen_ ABSL_GUARDED_BY(run_mu_);
+  bool published_ ABSL_GUARDED_BY(run_mu_) = false;  // the entry may exist
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace sluice::controlplane
+
+#endif  // SLUICE_CONTROLPLANE_SERVER_REPLICA_SHARES_H_
