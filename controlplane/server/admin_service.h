@@ -23,7 +23,9 @@
 //
 // StartRollout, PromoteRollout and AbortRollout (operator) and GetRollout
 // (viewer) go to the RolloutManager (rollout.h); each change is audited
-// ("rollout/<id>"). Without a manager they fail with UNIMPLEMENTED.
+// ("rollout/<id>"). sluice-control always gives the service a manager; a
+// service built without one (unit tests of other RPCs) answers them
+// UNIMPLEMENTED with "this sluice-control runs no canary rollouts".
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_

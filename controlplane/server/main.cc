@@ -91,8 +91,8 @@ constexpr char kUsage[] =
     "               --client-cert-auth\n"
     "  --etcd-server-name NAME  the name to verify in etcd's certificates (default:\n"
     "               each endpoint's host)\n"
-    "With --store etcd the data dir keeps only this replica's audit log; canary\n"
-    "rollouts are refused, and rate-limit shares stay per replica.\n"
+    "With --store etcd the data dir keeps only this replica's audit log, canary\n"
+    "rollouts are refused, and replicas split FLEET rate limits through etcd.\n"
     "A canary rollout (sluicectl apply --canary) is kept in DIR/rollout.db; a start that\n"
     "finds one ends it: every proxy goes back to the stable version's content.\n";
 
