@@ -3,8 +3,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "common/log.h"
 
 namespace sluice::event {
@@ -17,6 +20,17 @@ timeval DelayToTimeval(absl::Duration d) {
 
 }  // namespace
 
+// The simulated clock's timers: ordered by deadline, then by arming order
+// (so equal deadlines fire first-armed first), with an index by timer for
+// Disable() and re-arming.
+struct Dispatcher::SimulatedClock {
+  using Key = std::pair<absl::Time, uint64_t>;  // deadline, arming sequence
+  std::map<Key, Timer*> queue;
+  absl::flat_hash_map<const Timer*, Key> armed;
+  uint64_t next_sequence = 0;
+  bool advancing = false;  // AdvanceClock() is running
+};
+
 Timer::Timer(Dispatcher& dispatcher, std::function<void()> callback)
     : dispatcher_(dispatcher),
       event_(evtimer_new(dispatcher.base(), &Timer::OnFire, this)),
@@ -24,9 +38,18 @@ Timer::Timer(Dispatcher& dispatcher, std::function<void()> callback)
   SLUICE_CHECK(event_ != nullptr);
 }
 
-Timer::~Timer() { event_free(event_); }
+Timer::~Timer() {
+  if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) dispatcher_.DisarmSimulated(this);
+  event_free(event_);
+}
 
 void Timer::Enable(absl::Duration delay, bool shared_duration) {
+  // The one test of the real-time path: a per-request cost, kept to a
+  // predictable branch.
+  if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) {
+    dispatcher_.ArmSimulated(this, delay);
+    return;
+  }
   if (shared_duration) {
     if (const timeval* common = dispatcher_.CommonTimeout(delay)) {
       evtimer_add(event_, common);
@@ -37,9 +60,20 @@ void Timer::Enable(absl::Duration delay, bool shared_duration) {
   evtimer_add(event_, &tv);
 }
 
-void Timer::Disable() { evtimer_del(event_); }
+void Timer::Disable() {
+  if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) {
+    dispatcher_.DisarmSimulated(this);
+    return;
+  }
+  evtimer_del(event_);
+}
 
-bool Timer::enabled() const { return evtimer_pending(event_, nullptr) != 0; }
+bool Timer::enabled() const {
+  if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) {
+    return dispatcher_.ArmedSimulated(this);
+  }
+  return evtimer_pending(event_, nullptr) != 0;
+}
 
 void Timer::OnFire(evutil_socket_t, short, void* arg) {
   static_cast<Timer*>(arg)->callback_();
@@ -185,6 +219,68 @@ void Dispatcher::ClearDeferred() {
     batch.swap(deferred_);
     batch.clear();  // destructors may defer more
   }
+}
+
+void Dispatcher::UseSimulatedClock(absl::Time start) {
+  SLUICE_CHECK(simulated_ == nullptr);  // once
+  // Only the wake event may be added: a timer armed before this call sits
+  // in libevent's real-time queue, and would fire in real time.
+  SLUICE_CHECK(event_base_get_num_events(base_, EVENT_BASE_COUNT_ADDED) == 1);
+  simulated_ = std::make_unique<SimulatedClock>();
+  simulated_now_ = start;
+}
+
+void Dispatcher::ArmSimulated(Timer* timer, absl::Duration delay) {
+  DisarmSimulated(timer);
+  if (delay < absl::ZeroDuration()) delay = absl::ZeroDuration();
+  SimulatedClock::Key key{simulated_now_ + delay, simulated_->next_sequence++};
+  simulated_->queue.emplace(key, timer);
+  simulated_->armed.emplace(timer, key);
+}
+
+void Dispatcher::DisarmSimulated(Timer* timer) {
+  auto it = simulated_->armed.find(timer);
+  if (it == simulated_->armed.end()) return;
+  simulated_->queue.erase(it->second);
+  simulated_->armed.erase(it);
+}
+
+size_t Dispatcher::simulated_timers_armed() const {
+  SLUICE_CHECK(simulated_ != nullptr);
+  return simulated_->queue.size();
+}
+
+bool Dispatcher::ArmedSimulated(const Timer* timer) const {
+  return simulated_->armed.contains(timer);
+}
+
+void Dispatcher::AdvanceClock(absl::Duration delay) {
+  SLUICE_CHECK(simulated_ != nullptr);
+  SLUICE_CHECK(delay >= absl::ZeroDuration());
+  SLUICE_CHECK(!simulated_->advancing);  // not from a timer's callback
+  simulated_->advancing = true;
+  const absl::Time target = simulated_now_ + delay;
+  std::map<SimulatedClock::Key, Timer*>& queue = simulated_->queue;
+  while (!queue.empty() && queue.begin()->first.first <= target) {
+    // Every timer due at this deadline, including those its callbacks arm
+    // for it (a zero delay), then what the loop iteration would run after.
+    simulated_now_ = std::max(simulated_now_, queue.begin()->first.first);
+    while (!queue.empty() && queue.begin()->first.first <= simulated_now_) {
+      Timer* timer = queue.begin()->second;
+      simulated_->armed.erase(timer);
+      queue.erase(queue.begin());
+      timer->callback_();  // may arm, disarm or destroy any timer
+    }
+    RunReadyWork();
+  }
+  simulated_now_ = target;
+  RunReadyWork();
+  simulated_->advancing = false;
+}
+
+void Dispatcher::RunReadyWork() {
+  // -1: called from inside the loop (libevent refuses a nested loop).
+  SLUICE_CHECK(event_base_loop(base_, EVLOOP_NONBLOCK) != -1);
 }
 
 }  // namespace sluice::event

@@ -4,17 +4,24 @@
 // Exit() must be called on the dispatcher's own thread. Objects that are
 // destroyed from inside their own callbacks go through DeferredDelete(): they
 // are freed after the current callback returns, never under it.
+//
+// Time is real (libevent's monotonic clock) unless UseSimulatedClock() was
+// called: then timers wait on a simulated clock that only AdvanceClock()
+// moves, so a unit test drives timeouts without sleeping.
 #ifndef SLUICE_DATAPLANE_EVENT_DISPATCHER_H_
 #define SLUICE_DATAPLANE_EVENT_DISPATCHER_H_
 
 #include <event2/event.h>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <vector>
 
+#include "absl/base/optimization.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace sluice::event {
@@ -28,6 +35,8 @@ class DeferredDeletable {
 };
 
 // A one-shot timer on a dispatcher. Not thread-safe: owner's thread only.
+// On a dispatcher with a simulated clock it waits in the dispatcher's own
+// queue instead of libevent's, and fires from AdvanceClock().
 class Timer {
  public:
   Timer(Dispatcher& dispatcher, std::function<void()> callback);
@@ -38,11 +47,13 @@ class Timer {
   // (Re)arms the timer to fire once after `delay`. `shared_duration`: many
   // timers use this same delay (idle and route timeouts), so libevent keeps
   // them in a FIFO queue instead of its heap (O(1) instead of O(log n)).
+  // A negative delay counts as zero.
   void Enable(absl::Duration delay, bool shared_duration = false);
   void Disable();
   bool enabled() const;
 
  private:
+  friend class Dispatcher;  // fires simulated timers
   static void OnFire(evutil_socket_t, short, void* arg);
   Dispatcher& dispatcher_;
   ::event* event_;
@@ -108,7 +119,44 @@ class Dispatcher {
   // Frees what DeferredDelete() queued, now (at shutdown, outside callbacks).
   void RunDeferredDeletes() { ClearDeferred(); }
 
+  // Simulated time, for unit tests. From this call on, timers wait on a
+  // clock that starts at `start` and moves only through AdvanceClock(); the
+  // loop (Run) still serves file events and posted work, but never fires
+  // a timer. Must be called once, before any timer or file event of this
+  // dispatcher is armed (aborts otherwise: such a timer would still run in
+  // real time). There is no way back to real time.
+  void UseSimulatedClock(absl::Time start = absl::FromUnixSeconds(1'000'000'000));
+  bool simulated_clock() const { return simulated_ != nullptr; }
+  // The time deadlines are computed against: the simulated clock, or
+  // absl::Now(). Measurements (latency histograms, access-log times) keep
+  // reading absl::Now().
+  absl::Time Now() const {
+    if (ABSL_PREDICT_FALSE(simulated_ != nullptr)) return simulated_now_;
+    return absl::Now();
+  }
+  // Simulated clock only; not from inside a callback of this dispatcher
+  // (aborts). Moves the clock forward by `delay` (>= 0): every timer whose
+  // deadline is reached fires, in deadline order (equal deadlines in the
+  // order they were armed), with Now() at its deadline; a timer that a
+  // callback arms with a deadline within the advance fires in the same call.
+  // After the timers of each deadline, and once at the end, the work a loop
+  // iteration would do runs: posted functions, flushes, deferred deletes
+  // (and any ready file event). AdvanceClock(absl::ZeroDuration()) runs just
+  // that, plus timers armed with a zero delay.
+  void AdvanceClock(absl::Duration delay);
+  // Simulated clock only: how many timers are armed (a test's check that
+  // an exchange left none behind).
+  size_t simulated_timers_armed() const;
+
  private:
+  friend class Timer;
+  struct SimulatedClock;  // the simulated timers' queue (dispatcher.cc)
+  void ArmSimulated(Timer* timer, absl::Duration delay);
+  void DisarmSimulated(Timer* timer);
+  bool ArmedSimulated(const Timer* timer) const;
+  // One non-blocking pass of the libevent loop (until nothing is active).
+  void RunReadyWork();
+
   static void OnWake(evutil_socket_t fd, short, void* arg);
   void RunPosted();
   void ClearDeferred();
@@ -125,6 +173,10 @@ class Dispatcher {
 
   absl::Mutex post_mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(post_mu_);
+
+  // Null in real time: Timer tests it once per call.
+  std::unique_ptr<SimulatedClock> simulated_;
+  absl::Time simulated_now_;
 };
 
 }  // namespace sluice::event

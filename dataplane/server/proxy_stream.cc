@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "api/validation.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
 #include "dataplane/http/path_normalizer.h"
@@ -418,7 +419,9 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   }
   // The body is held whole before anything goes upstream. The route
   // timeout starts when it goes (the upload is not the upstream's time);
-  // meanwhile the route's idle_timeout bounds a body that stalls.
+  // meanwhile the route's idle_timeout bounds a body that stalls. A route
+  // that answers itself (redirect, direct response) has no idle_timeout of
+  // its own: the default bounds it.
   if (&head != &deferred().saved_head) SaveHead(head);
   buffering_body_ = true;
   if (deferred().saved_head.expect_continue) {
@@ -426,7 +429,9 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
     deferred().saved_head.expect_continue = false;
   }
   route_timer_.Disable();
-  StartIdleTimer(route_->idle_timeout);
+  StartIdleTimer(route_->action == router::RouteEntry::Action::kCluster
+                     ? route_->idle_timeout
+                     : api::kDefaultStreamIdleTimeout);
 }
 
 void ProxyStream::FinishBodyBuffering() {
@@ -1546,16 +1551,22 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
   StartIdleTimer(route_->websocket_idle_timeout);
 }
 
+// The idle deadline is read on the dispatcher's clock (simulated in unit
+// tests), as its timer waits on it.
+void ProxyStream::NoteActivity() {
+  if (idle_limit_ > absl::ZeroDuration()) last_activity_ = worker_.dispatcher().Now();
+}
+
 void ProxyStream::StartIdleTimer(absl::Duration limit) {
   idle_limit_ = limit;
   if (limit <= absl::ZeroDuration()) return;
-  last_activity_ = absl::Now();
+  last_activity_ = worker_.dispatcher().Now();
   idle_timer_.Enable(limit, /*shared_duration=*/true);
 }
 
 void ProxyStream::OnIdleTimer() {
   if (!active_) return;
-  absl::Duration idle = absl::Now() - last_activity_;
+  absl::Duration idle = worker_.dispatcher().Now() - last_activity_;
   if (idle < idle_limit_) {
     idle_timer_.Enable(idle_limit_ - idle);
     return;

@@ -224,10 +224,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnRetryTimer();
   void OnPerTryTimeout();
   void OnRouteTimeout();
-  // Bytes moved after the response began: the idle timeout starts over.
-  void NoteActivity() {
-    if (idle_limit_ > absl::ZeroDuration()) last_activity_ = absl::Now();
-  }
+  // Bytes moved after the response began (or into a held request body):
+  // the idle timeout starts over. Reads the dispatcher's clock.
+  void NoteActivity();
   void StartIdleTimer(absl::Duration limit);
   void OnIdleTimer();
   void StartTunnel(const http::MessageHead& head);

@@ -2,7 +2,10 @@
 // DownstreamSink) and a worker that is never started, whose loop the test
 // runs itself. Covers the filter chain's pause and resume, the body held
 // while paused or for a policy, a client that leaves mid-pause, and local
-// replies -- on routes that answer without an upstream.
+// replies -- on routes that answer without an upstream -- and, on the
+// worker's simulated clock, the stream's timeouts that need no upstream: a
+// policy that does not resume in time, a request body held for a policy
+// that stalls.
 #include "dataplane/server/proxy_stream.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "api/credentials.h"
+#include "api/validation.h"
 #include "dataplane/auth/consumers.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/net/transport_socket.h"
@@ -29,6 +33,7 @@ class FakeSink : public DownstreamSink {
  public:
   void EncodeHeaders(const ResponseHead& head) override {
     status = head.status;
+    close_connection = head.close_connection;
     for (const auto& f : *head.headers) headers[std::string(f.name)] = std::string(f.value);
   }
   void EncodeData(std::string_view data) override { body.append(data); }
@@ -46,6 +51,7 @@ class FakeSink : public DownstreamSink {
   bool aborted = false;
   bool done = false;
   bool read_enabled = true;
+  bool close_connection = false;
   int continues = 0;
 };
 
@@ -109,6 +115,38 @@ class RefresherFactory : public http::FilterFactory {
   std::vector<Seen>* seen_;
 };
 
+// Pauses every request (kStopIteration) and leaves the resuming to the
+// test, through the handle it keeps.
+struct Pauses {
+  std::shared_ptr<http::ResumeHandle> handle;
+  http::FilterCallbacks* callbacks = nullptr;
+};
+
+class Pauser : public http::Filter {
+ public:
+  explicit Pauser(Pauses* pauses) : pauses_(pauses) {}
+  http::FilterStatus OnRequestHeaders(http::HeaderMap&, http::FilterCallbacks& callbacks) override {
+    pauses_->handle = callbacks.MakeResumeHandle();
+    pauses_->callbacks = &callbacks;
+    return http::FilterStatus::kStopIteration;
+  }
+
+ private:
+  Pauses* pauses_;
+};
+
+class PauserFactory : public http::FilterFactory {
+ public:
+  explicit PauserFactory(Pauses* pauses) : pauses_(pauses) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<Pauser>(pauses_);
+  }
+  std::string_view policy_name() const override { return "pauser"; }
+
+ private:
+  Pauses* pauses_;
+};
+
 class ProxyStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -125,27 +163,36 @@ class ProxyStreamTest : public ::testing::Test {
                  direct_response { status: 200 body: "held" } }
         routes { name: "refresh" match { prefix: "/refresh" }
                  direct_response { status: 200 body: "fresh" } }
+        routes { name: "paused" match { prefix: "/paused" }
+                 route { cluster: "nowhere" timeout { seconds: 3 } } }
+        routes { name: "upload" match { prefix: "/upload" }
+                 route { cluster: "nowhere" timeout { seconds: 3 }
+                         idle_timeout { seconds: 5 } } }
       })pb", &table));
     auto compiled = router::RouteTable::Compile(table);
     ASSERT_TRUE(compiled.ok()) << compiled.status();
     auto snapshot = std::make_shared<config::ConfigSnapshot>();
     snapshot->version = 1;
     snapshot->route_tables["main"] = *compiled;
-    std::vector<config::RouteStats>& route_stats = snapshot->route_stats["main"];
-    route_stats.resize((*compiled)->route_count());
+    auto route_stats_list = std::make_shared<config::RouteStatsList>((*compiled)->route_count());
+    config::RouteStatsList& route_stats = *route_stats_list;
+    snapshot->route_stats["main"] = route_stats_list;
     for (auto& rs : route_stats) {
       for (int c = 1; c <= 5; ++c) {
         rs.by_class[c] = store_.GetCounter("test_route_total", absl::StrCat("c=\"", c, "\""));
       }
     }
-    std::vector<config::FilterChain>& chains = snapshot->route_filters["main"];
-    chains.resize((*compiled)->route_count());
+    auto chains_list = std::make_shared<config::FilterChainList>((*compiled)->route_count());
+    config::FilterChainList& chains = *chains_list;
+    snapshot->route_filters["main"] = chains_list;
     policy::basic_auth::v1::BasicAuthConfig basic;
     auto basic_factory = policy::FindPolicyFactory("basic-auth")->Compile(basic);
     ASSERT_TRUE(basic_factory.ok());
     chains[0] = {*basic_factory};
     chains[1] = {std::make_shared<BodyRecorderFactory>(&seen_body_)};
     chains[2] = {std::make_shared<RefresherFactory>(&seen_)};
+    chains[3] = {std::make_shared<PauserFactory>(&pauses_)};
+    chains[4] = {std::make_shared<BodyRecorderFactory>(&seen_body_)};
     api::ResourceMap consumers;
     config::v1::Resource alice;
     alice.mutable_consumer()->set_name("alice");
@@ -208,6 +255,7 @@ class ProxyStreamTest : public ::testing::Test {
   std::string peer_ = "127.0.0.1";
   std::string seen_body_;
   std::vector<Seen> seen_;
+  Pauses pauses_;
 };
 
 TEST_F(ProxyStreamTest, APausedRequestResumesAndItsBodyIsKept) {
@@ -335,6 +383,176 @@ TEST_F(ProxyStreamTest, ARequestWithABodyIsNotRefreshedInTheBackground) {
   stream.OnRequestEnd({});
   EXPECT_TRUE(sink.done);
   EXPECT_EQ(worker_.background_exchanges(), 0u);
+}
+
+// The same worker on a simulated clock: the test moves time, so a timeout
+// is checked just before its deadline (nothing happens) and at it.
+class ProxyStreamTimeoutTest : public ProxyStreamTest {
+ protected:
+  ProxyStreamTimeoutTest() { worker_.dispatcher().UseSimulatedClock(); }
+
+  void Advance(absl::Duration d) { worker_.dispatcher().AdvanceClock(d); }
+  size_t TimersArmed() { return worker_.dispatcher().simulated_timers_armed(); }
+
+  static constexpr absl::Duration kTick = absl::Microseconds(1);
+};
+
+TEST_F(ProxyStreamTimeoutTest, APolicyThatDoesNotResumeIsAnswered504AtTheRouteTimeout) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  stream.Start(Head("GET", "/paused", &fields));
+  ASSERT_NE(pauses_.handle, nullptr);
+  EXPECT_EQ(TimersArmed(), 1u);  // the route timeout bounds the pause
+  Advance(absl::Seconds(3) - kTick);
+  EXPECT_EQ(sink.status, 0);
+  EXPECT_TRUE(stream.active());
+  Advance(kTick);
+  EXPECT_EQ(sink.status, 504);
+  EXPECT_TRUE(absl::StrContains(sink.body, "a policy did not finish within the route timeout"))
+      << sink.body;
+  EXPECT_TRUE(sink.close_connection);
+  EXPECT_TRUE(sink.done);
+  EXPECT_EQ(TimersArmed(), 0u);
+  // The policy's late result is dropped: the handle runs nothing now.
+  bool resumed = false;
+  pauses_.handle->Post([&] { resumed = true; });
+  Advance(absl::ZeroDuration());
+  EXPECT_FALSE(resumed);
+}
+
+TEST_F(ProxyStreamTimeoutTest, TheClientsGrpcTimeoutBoundsThePause) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields = {{"content-type", "application/grpc"},
+                                           {"grpc-timeout", "250m"}};
+  RequestHead head = Head("POST", "/paused", &fields);
+  head.http2 = true;
+  stream.Start(head);
+  Advance(absl::Milliseconds(250) - kTick);
+  EXPECT_EQ(sink.status, 0);
+  Advance(kTick);  // well before the route's 3 s
+  // A gRPC client gets a trailers-only answer: DEADLINE_EXCEEDED.
+  EXPECT_EQ(sink.status, 200);
+  EXPECT_EQ(sink.headers["grpc-status"], "4");
+  EXPECT_TRUE(absl::StrContains(sink.headers["grpc-message"], "a policy did not finish"))
+      << sink.headers["grpc-message"];
+  EXPECT_TRUE(sink.done);
+}
+
+TEST_F(ProxyStreamTimeoutTest, APolicyThatResumesInTimeStopsTheRouteTimeout) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  stream.Start(Head("GET", "/paused", &fields));
+  Advance(absl::Seconds(2));
+  pauses_.handle->Post([this] { pauses_.callbacks->ContinueRequest(); });
+  Advance(absl::ZeroDuration());  // the posted resume runs
+  // The route goes on: its cluster is not in the snapshot (nothing goes
+  // upstream in this test), which is answered at once.
+  EXPECT_EQ(sink.status, 503);
+  EXPECT_TRUE(absl::StrContains(sink.body, "cluster nowhere is not configured")) << sink.body;
+  EXPECT_EQ(TimersArmed(), 0u);
+  sink.status = 0;
+  Advance(absl::Seconds(10));
+  EXPECT_EQ(sink.status, 0);  // no 504 after the answer
+}
+
+TEST_F(ProxyStreamTimeoutTest, AClientThatLeavesMidPauseGetsNoTimeout) {
+  FakeSink sink;
+  auto stream = std::make_unique<ProxyStream>(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  stream->Start(Head("GET", "/paused", &fields));
+  Advance(absl::Seconds(3) - kTick);
+  EXPECT_EQ(TimersArmed(), 1u);
+  stream->OnDownstreamGone();
+  EXPECT_EQ(TimersArmed(), 0u);  // the route timeout went with the client
+  Advance(absl::Seconds(10));
+  EXPECT_EQ(sink.status, 0);
+  EXPECT_FALSE(sink.done);
+  // Nor does the policy's late resume reach the stream, alive or freed.
+  bool resumed = false;
+  pauses_.handle->Post([&] { resumed = true; });
+  stream.reset();
+  Advance(absl::ZeroDuration());
+  EXPECT_FALSE(resumed);
+}
+
+// A body held whole for a policy (the body recorder) is bounded by the
+// route's idle_timeout (5 s here), not its timeout (3 s), which starts only
+// when the request goes upstream.
+TEST_F(ProxyStreamTimeoutTest, AHeldBodyThatStallsIsAnswered408AtTheIdleTimeout) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/upload", &fields);
+  head.body = RequestHead::Body::kStream;
+  stream.Start(head);
+  stream.OnRequestData("abc");
+  Advance(absl::Seconds(5) - kTick);
+  EXPECT_EQ(sink.status, 0);
+  Advance(kTick);
+  EXPECT_EQ(sink.status, 408);
+  EXPECT_TRUE(absl::StrContains(sink.body,
+                                "the request body stalled for 5s (the route's idle_timeout)"))
+      << sink.body;
+  EXPECT_TRUE(sink.close_connection);
+  EXPECT_TRUE(sink.done);
+  EXPECT_EQ(seen_body_, "");  // the policy never saw a partial body
+  EXPECT_EQ(TimersArmed(), 0u);
+}
+
+// A route that answers itself (/held: a direct response) has no
+// idle_timeout of its own; a body held there for a policy is bounded by the
+// default stream idle timeout all the same.
+TEST_F(ProxyStreamTimeoutTest, AHeldBodyOnARouteThatAnswersItselfIsBoundedToo) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/held", &fields);
+  head.body = RequestHead::Body::kStream;
+  stream.Start(head);
+  stream.OnRequestData("abc");
+  Advance(api::kDefaultStreamIdleTimeout - kTick);
+  EXPECT_EQ(sink.status, 0);
+  Advance(kTick);
+  EXPECT_EQ(sink.status, 408);
+  EXPECT_TRUE(sink.done);
+  EXPECT_EQ(TimersArmed(), 0u);
+}
+
+TEST_F(ProxyStreamTimeoutTest, EachPieceOfAHeldBodyRestartsTheIdleTimeout) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/upload", &fields);
+  head.body = RequestHead::Body::kStream;
+  stream.Start(head);
+  stream.OnRequestData("abc");
+  Advance(absl::Seconds(3));
+  stream.OnRequestData("def");  // the deadline moves to 3 s + 5 s
+  Advance(absl::Seconds(5) - kTick);  // past the first deadline and the route timeout
+  EXPECT_EQ(sink.status, 0);
+  Advance(kTick);
+  EXPECT_EQ(sink.status, 408);
+}
+
+TEST_F(ProxyStreamTimeoutTest, AHeldBodyThatEndsInTimeGoesOnToTheRoute) {
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields;
+  RequestHead head = Head("POST", "/upload", &fields);
+  head.body = RequestHead::Body::kStream;
+  stream.Start(head);
+  stream.OnRequestData("abc");
+  Advance(absl::Seconds(5) - kTick);
+  stream.OnRequestEnd({});
+  EXPECT_EQ(seen_body_, "abc");
+  EXPECT_EQ(sink.status, 503);  // no cluster "nowhere": nothing goes upstream here
+  EXPECT_EQ(TimersArmed(), 0u);
+  sink.status = 0;
+  Advance(absl::Seconds(60));
+  EXPECT_EQ(sink.status, 0);
 }
 
 }  // namespace
