@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <limits>
-#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -140,8 +140,10 @@ bool FullMatch(std::string_view text, const RE2& re) {
 // routes of one virtual host. Built once; read-only afterwards.
 class PrefixTrie {
  public:
-  // `prefixes` maps each distinct prefix to its route ids, ascending.
-  void Build(const std::map<std::string, std::vector<uint32_t>>& prefixes);
+  // `prefixes` holds (prefix, route id) pairs sorted by prefix, then id.
+  // Costs O(total bytes of the distinct prefixes); allocates only the
+  // trie's own arrays.
+  void Build(const std::vector<std::pair<absl::string_view, uint32_t>>& prefixes);
 
   // Calls visit(const uint32_t* ids, size_t count) for every stored prefix of
   // `path`, shortest first.
@@ -168,11 +170,24 @@ class PrefixTrie {
 };
 
 void PrefixTrie::Build(
-    const std::map<std::string, std::vector<uint32_t>>& prefixes) {
-  std::vector<std::pair<const std::string*, const std::vector<uint32_t>*>>
-      sorted;
-  sorted.reserve(prefixes.size());
-  for (const auto& [prefix, ids] : prefixes) sorted.emplace_back(&prefix, &ids);
+    const std::vector<std::pair<absl::string_view, uint32_t>>& prefixes) {
+  // The distinct prefixes, each with its run of ids in `prefixes`.
+  struct Distinct {
+    absl::string_view prefix;
+    uint32_t begin, size;
+  };
+  std::vector<Distinct> sorted;
+  for (size_t i = 0; i < prefixes.size(); ++i) {
+    if (sorted.empty() || sorted.back().prefix != prefixes[i].first) {
+      sorted.push_back({prefixes[i].first, static_cast<uint32_t>(i), 0});
+    }
+    ++sorted.back().size;
+  }
+  nodes_.clear();
+  labels_.clear();
+  ids_.clear();
+  child_byte_.clear();
+  child_node_.clear();
 
   // Every node of the pending tasks covers sorted[lo, hi), the strings that
   // share its first `depth` bytes; explicit stack, not recursion, as a chain
@@ -187,24 +202,25 @@ void PrefixTrie::Build(
     Task task = tasks.back();
     tasks.pop_back();
     size_t lo = task.lo;
-    if (lo < task.hi && sorted[lo].first->size() == task.depth) {
-      const std::vector<uint32_t>& ids = *sorted[lo].second;
+    if (lo < task.hi && sorted[lo].prefix.size() == task.depth) {
       nodes_[task.node].ids_begin = ids_.size();
-      nodes_[task.node].ids_size = ids.size();
-      ids_.insert(ids_.end(), ids.begin(), ids.end());
+      nodes_[task.node].ids_size = sorted[lo].size;
+      for (uint32_t i = 0; i < sorted[lo].size; ++i) {
+        ids_.push_back(prefixes[sorted[lo].begin + i].second);
+      }
       ++lo;
     }
     nodes_[task.node].children_begin = child_byte_.size();
     while (lo < task.hi) {
-      const std::string& first = *sorted[lo].first;
+      absl::string_view first = sorted[lo].prefix;
       unsigned char byte = first[task.depth];
       size_t hi = lo + 1;
       while (hi < task.hi && static_cast<unsigned char>(
-                                 (*sorted[hi].first)[task.depth]) == byte) {
+                                 sorted[hi].prefix[task.depth]) == byte) {
         ++hi;
       }
       // Sorted, so the common prefix of the group is that of its ends.
-      const std::string& last = *sorted[hi - 1].first;
+      absl::string_view last = sorted[hi - 1].prefix;
       size_t common = task.depth + 1;
       while (common < first.size() && common < last.size() &&
              first[common] == last[common]) {
@@ -213,7 +229,7 @@ void PrefixTrie::Build(
       Node child;
       child.label_begin = labels_.size();
       child.label_size = common - task.depth;
-      labels_.append(first, task.depth, common - task.depth);
+      labels_.append(first.data() + task.depth, common - task.depth);
       uint32_t child_index = nodes_.size();
       nodes_.push_back(child);
       child_byte_.push_back(byte);
@@ -353,254 +369,464 @@ struct RouteTable::RouteMatcher {
   }
 };
 
+// A route's entry and matcher, compiled once and shared, immutable, by every
+// table Recompile makes from the one that compiled it.
+struct RouteTable::CompiledRoute {
+  RouteMatcher matcher;
+  RouteEntry entry;
+
+  // Compiles route `r` of virtual host `v` (labelled `vhost_label`) as route
+  // `id`. Errors: INVALID_ARGUMENT naming virtual_hosts[v].routes[r]...
+  static absl::StatusOr<std::shared_ptr<const CompiledRoute>> Compile(
+      const config::v1::Route& route_config, int v, int r,
+      const std::string& vhost_label, uint32_t id);
+  // Compiles the path, method, header and query conditions of `match`;
+  // `field` names the route in errors.
+  static absl::Status CompileMatcher(const RouteMatch& match,
+                                     const std::string& field,
+                                     RouteMatcher* matcher);
+};
+
 struct RouteTable::VirtualHost {
-  // Exact path -> route ids, ascending.
-  absl::flat_hash_map<std::string, std::vector<uint32_t>> exact_paths;
+  // The name, or the index when unnamed (RouteEntry::virtual_host).
+  std::string label;
+  // Its routes are ids first_id .. first_id + route_count - 1.
+  uint32_t first_id = 0;
+  uint32_t route_count = 0;
+
+  // Exact path -> its route ids, exact_ids[begin .. begin + size), ascending.
+  // Keys view the `path` of the routes' matchers, which the table owns.
+  struct IdSpan {
+    uint32_t begin = 0;
+    uint32_t size = 0;
+  };
+  absl::flat_hash_map<absl::string_view, IdSpan> exact_paths;
+  std::vector<uint32_t> exact_ids;
+  // The prefix routes as (prefix, id) sorted by prefix then id (viewing the
+  // matchers' paths), and the trie built from them. Recompile patches the
+  // sorted list rather than sorting the routes again.
+  std::vector<std::pair<absl::string_view, uint32_t>> prefix_routes;
   PrefixTrie prefixes;
   // Regex routes: checked on every request, ascending.
   std::vector<uint32_t> regex_routes;
+
+  // Builds exact_paths, exact_ids, `prefixes` (from prefix_routes, which the
+  // caller fills) and regex_routes from the matchers of the virtual host's
+  // routes in `routes`. O(route_count) with no allocation per route.
+  void BuildIndex(
+      const std::vector<std::shared_ptr<const CompiledRoute>>& routes);
 
   // Calls visit(const uint32_t* ids, size_t count) for every list of routes
   // whose path condition may hold (for regex routes: is still to be checked).
   template <typename Visit>
   void ForEachCandidateList(std::string_view path, Visit&& visit) const {
     auto it = exact_paths.find(ToAbsl(path));
-    if (it != exact_paths.end()) visit(it->second.data(), it->second.size());
+    if (it != exact_paths.end()) {
+      visit(exact_ids.data() + it->second.begin, it->second.size);
+    }
     prefixes.ForEachPrefixOf(path, visit);
     if (!regex_routes.empty()) visit(regex_routes.data(), regex_routes.size());
   }
 };
 
+void RouteTable::VirtualHost::BuildIndex(
+    const std::vector<std::shared_ptr<const CompiledRoute>>& routes) {
+  exact_paths.clear();
+  exact_ids.clear();
+  regex_routes.clear();
+  // Count the routes of each exact path, lay the lists out, then fill them in
+  // id order (so each is ascending).
+  const uint32_t end = first_id + route_count;
+  for (uint32_t id = first_id; id < end; ++id) {
+    const RouteMatcher& m = routes[id]->matcher;
+    if (m.path_kind == RouteMatcher::PathKind::kExact) {
+      ++exact_paths[m.path].size;
+    } else if (m.path_kind == RouteMatcher::PathKind::kRegex) {
+      regex_routes.push_back(id);
+    }
+  }
+  uint32_t next = 0;
+  for (auto& [path, span] : exact_paths) {
+    span.begin = next;
+    next += span.size;
+    span.size = 0;
+  }
+  exact_ids.resize(next);
+  for (uint32_t id = first_id; id < end; ++id) {
+    const RouteMatcher& m = routes[id]->matcher;
+    if (m.path_kind != RouteMatcher::PathKind::kExact) continue;
+    IdSpan& span = exact_paths.find(m.path)->second;
+    exact_ids[span.begin + span.size++] = id;
+  }
+  prefixes.Build(prefix_routes);
+}
+
 RouteTable::RouteTable() = default;
 RouteTable::~RouteTable() = default;
+
+const RouteEntry& RouteTable::route(uint32_t id) const {
+  return routes_[id]->entry;
+}
+
+absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
+                                                       const std::string& field,
+                                                       RouteMatcher* matcher) {
+  switch (match.path_specifier_case()) {
+    case RouteMatch::kPrefix:
+      matcher->path_kind = RouteMatcher::PathKind::kPrefix;
+      matcher->path = match.prefix();
+      break;
+    case RouteMatch::kPath:
+      matcher->path_kind = RouteMatcher::PathKind::kExact;
+      matcher->path = match.path();
+      break;
+    case RouteMatch::kRegex: {
+      matcher->path_kind = RouteMatcher::PathKind::kRegex;
+      auto re = CompileRegex(match.regex(), field + ".match.regex");
+      if (!re.ok()) return re.status();
+      matcher->path_regex = *std::move(re);
+      if (!matcher->path_regex->PossibleMatchRange(
+              &matcher->regex_min, &matcher->regex_max, kRegexRangeLength)) {
+        matcher->regex_min.clear();
+        matcher->regex_max.clear();
+      }
+      break;
+    }
+    case RouteMatch::PATH_SPECIFIER_NOT_SET:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".match: needs one of prefix, path or regex"));
+  }
+  matcher->methods.assign(match.methods().begin(), match.methods().end());
+  for (int i = 0; i < match.headers_size(); ++i) {
+    const HeaderMatcher& h = match.headers(i);
+    RouteMatcher::Header header;
+    header.name = absl::AsciiStrToLower(h.name());
+    header.kind = h.match_case();
+    header.invert = h.invert();
+    switch (h.match_case()) {
+      case HeaderMatcher::kExact:
+        header.value = h.exact();
+        break;
+      case HeaderMatcher::kPrefix:
+        header.value = h.prefix();
+        break;
+      case HeaderMatcher::kRegex: {
+        auto re = CompileRegex(
+            h.regex(), absl::StrCat(field, ".match.headers[", i, "].regex"));
+        if (!re.ok()) return re.status();
+        header.regex = *std::move(re);
+        break;
+      }
+      case HeaderMatcher::kPresent:
+        header.present = h.present();
+        break;
+      case HeaderMatcher::MATCH_NOT_SET:
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".match.headers[", i,
+                         "]: needs one of exact, prefix, regex or present"));
+    }
+    matcher->headers.push_back(std::move(header));
+  }
+  for (int i = 0; i < match.query_parameters_size(); ++i) {
+    const QueryParameterMatcher& q = match.query_parameters(i);
+    RouteMatcher::QueryParameter param;
+    param.name = q.name();
+    param.kind = q.match_case();
+    switch (q.match_case()) {
+      case QueryParameterMatcher::kExact:
+        param.value = q.exact();
+        break;
+      case QueryParameterMatcher::kRegex: {
+        auto re = CompileRegex(
+            q.regex(),
+            absl::StrCat(field, ".match.query_parameters[", i, "].regex"));
+        if (!re.ok()) return re.status();
+        param.regex = *std::move(re);
+        break;
+      }
+      case QueryParameterMatcher::kPresent:
+        param.present = q.present();
+        break;
+      case QueryParameterMatcher::MATCH_NOT_SET:
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".match.query_parameters[", i,
+                         "]: needs one of exact, regex or present"));
+    }
+    matcher->query_parameters.push_back(std::move(param));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Fills the entry of route `r` (`route_config`) of the virtual host labelled
+// `vhost_label`.
+absl::Status CompileEntry(const config::v1::Route& route_config,
+                          const std::string& field,
+                          const std::string& vhost_label, int r, uint32_t id,
+                          RouteEntry* entry) {
+  const RouteMatch& match = route_config.match();
+  entry->id = id;
+  entry->name = route_config.name().empty() ? absl::StrCat(vhost_label, "/", r)
+                                            : route_config.name();
+  entry->virtual_host = vhost_label;
+  entry->timeout = api::kDefaultRouteTimeout;
+  switch (route_config.action_case()) {
+    case config::v1::Route::kRoute: {
+      const config::v1::RouteAction& action = route_config.route();
+      entry->action = RouteEntry::Action::kCluster;
+      if (action.has_weighted_clusters()) {
+        uint64_t total = 0;
+        for (const auto& c : action.weighted_clusters().clusters()) {
+          total += c.weight();
+          entry->clusters.push_back(
+              {c.name(),
+               static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX))});
+        }
+        if (total == 0 || total > UINT32_MAX) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".route.weighted_clusters: weights sum to ",
+                           total, "; must be 1..", UINT32_MAX));
+        }
+        entry->total_weight = total;
+      } else if (action.has_cluster()) {
+        entry->clusters.push_back({action.cluster(), 1});
+        entry->total_weight = 1;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".route: needs cluster or weighted_clusters"));
+      }
+      if (action.has_timeout()) {
+        entry->timeout = api::ToDuration(action.timeout());
+      }
+      entry->prefix_rewrite = action.prefix_rewrite();
+      entry->websocket = action.websocket();
+      entry->websocket_idle_timeout =
+          action.has_websocket_idle_timeout()
+              ? api::ToDuration(action.websocket_idle_timeout())
+              : api::kDefaultWebSocketIdleTimeout;
+      entry->idle_timeout = action.has_idle_timeout()
+                                ? api::ToDuration(action.idle_timeout())
+                                : api::kDefaultStreamIdleTimeout;
+      entry->max_request_body_bytes = action.max_request_body_bytes();
+      if (action.has_retry_policy()) {
+        const auto& rp = action.retry_policy();
+        RouteEntry::Retry& r = entry->retry;
+        r.num_retries = rp.num_retries() ? rp.num_retries() : 1;
+        if (rp.retry_on_size() == 0) {
+          r.on_connect_failure = r.on_reset = true;
+        }
+        for (const std::string& on : rp.retry_on()) {
+          if (on == "connect-failure") r.on_connect_failure = true;
+          if (on == "reset") r.on_reset = true;
+          if (on == "gateway-error")
+            r.on_gateway_error = r.on_connect_failure = r.on_reset = true;
+          if (on == "5xx") r.on_5xx = r.on_connect_failure = r.on_reset = true;
+        }
+        r.status_codes.assign(rp.retriable_status_codes().begin(),
+                              rp.retriable_status_codes().end());
+        r.per_try_timeout = api::ToDuration(rp.per_try_timeout());
+        r.base_interval = rp.has_base_interval()
+                              ? api::ToDuration(rp.base_interval())
+                              : api::kDefaultRetryBaseInterval;
+        r.max_interval = rp.has_max_interval()
+                             ? api::ToDuration(rp.max_interval())
+                             : api::kDefaultRetryMaxInterval;
+        if (r.max_interval < r.base_interval) r.max_interval = r.base_interval;
+        r.retry_non_idempotent = rp.retry_non_idempotent();
+        r.max_replay_bytes = rp.max_replay_bytes()
+                                 ? rp.max_replay_bytes()
+                                 : api::kDefaultMaxReplayBytes;
+      }
+      break;
+    }
+    case config::v1::Route::kRedirect: {
+      const config::v1::RedirectAction& redirect = route_config.redirect();
+      entry->action = RouteEntry::Action::kRedirect;
+      entry->host_redirect = redirect.host_redirect();
+      entry->path_redirect = redirect.path_redirect();
+      entry->scheme_redirect = redirect.scheme_redirect();
+      entry->redirect_code =
+          redirect.response_code() == 0 ? 301 : redirect.response_code();
+      entry->strip_query = redirect.strip_query();
+      break;
+    }
+    case config::v1::Route::kDirectResponse: {
+      const config::v1::DirectResponseAction& direct =
+          route_config.direct_response();
+      entry->action = RouteEntry::Action::kDirectResponse;
+      entry->direct_status = direct.status();
+      entry->direct_body = direct.body();
+      entry->direct_content_type =
+          direct.content_type().empty() ? "text/plain" : direct.content_type();
+      break;
+    }
+    case config::v1::Route::ACTION_NOT_SET:
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": needs one of route, redirect or direct_response"));
+  }
+  if (match.path_specifier_case() == RouteMatch::kPrefix) {
+    entry->matched_prefix = match.prefix();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const RouteTable::CompiledRoute>>
+RouteTable::CompiledRoute::Compile(const config::v1::Route& route_config, int v,
+                                   int r, const std::string& vhost_label,
+                                   uint32_t id) {
+  const std::string field =
+      absl::StrCat("virtual_hosts[", v, "].routes[", r, "]");
+  auto route = std::make_shared<CompiledRoute>();
+  absl::Status status =
+      CompileMatcher(route_config.match(), field, &route->matcher);
+  if (status.ok()) {
+    status =
+        CompileEntry(route_config, field, vhost_label, r, id, &route->entry);
+  }
+  if (!status.ok()) return status;
+  return std::shared_ptr<const CompiledRoute>(std::move(route));
+}
+
+void RouteTable::IndexDomains(const config::v1::RouteTable& config) {
+  for (int v = 0; v < config.virtual_hosts_size(); ++v) {
+    for (const std::string& domain : config.virtual_hosts(v).domains()) {
+      std::string lower = absl::AsciiStrToLower(domain);
+      if (lower == "*") {
+        if (star_virtual_host_ < 0) star_virtual_host_ = v;
+      } else if (StartsWith(lower, "*.")) {
+        wildcard_domains_.emplace(lower.substr(1), v);
+      } else {
+        exact_domains_.emplace(lower, v);
+      }
+    }
+  }
+}
+
+namespace {
+
+std::string VirtualHostLabel(const config::v1::VirtualHost& vhost, int v) {
+  return vhost.name().empty() ? absl::StrCat(v) : vhost.name();
+}
+
+}  // namespace
 
 absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
     const config::v1::RouteTable& config) {
   std::shared_ptr<RouteTable> table(new RouteTable());
   table->name_ = config.name();
-  table->virtual_hosts_.resize(config.virtual_hosts_size());
-
-  size_t total_routes = 0;
-  for (const auto& vhost : config.virtual_hosts()) total_routes += vhost.routes_size();
-  table->routes_.reserve(total_routes);  // RouteEntry is large: no regrowth copies
+  table->IndexDomains(config);
   for (int v = 0; v < config.virtual_hosts_size(); ++v) {
     const config::v1::VirtualHost& vhost_config = config.virtual_hosts(v);
-    VirtualHost& vhost = table->virtual_hosts_[v];
-    const std::string vhost_label =
-        vhost_config.name().empty() ? absl::StrCat(v) : vhost_config.name();
-
-    for (const std::string& domain : vhost_config.domains()) {
-      std::string lower = absl::AsciiStrToLower(domain);
-      if (lower == "*") {
-        if (table->star_virtual_host_ < 0) table->star_virtual_host_ = v;
-      } else if (StartsWith(lower, "*.")) {
-        table->wildcard_domains_.emplace(lower.substr(1), v);
-      } else {
-        table->exact_domains_.emplace(lower, v);
-      }
-    }
-
-    std::map<std::string, std::vector<uint32_t>> prefixes;
+    auto vhost = std::make_shared<VirtualHost>();
+    vhost->label = VirtualHostLabel(vhost_config, v);
+    vhost->first_id = table->routes_.size();
+    vhost->route_count = vhost_config.routes_size();
     for (int r = 0; r < vhost_config.routes_size(); ++r) {
-      const config::v1::Route& route_config = vhost_config.routes(r);
-      const std::string field =
-          absl::StrCat("virtual_hosts[", v, "].routes[", r, "]");
       const uint32_t id = table->routes_.size();
-      const RouteMatch& match = route_config.match();
-
-      RouteMatcher matcher;
-      switch (match.path_specifier_case()) {
-        case RouteMatch::kPrefix:
-          matcher.path_kind = RouteMatcher::PathKind::kPrefix;
-          matcher.path = match.prefix();
-          prefixes[match.prefix()].push_back(id);
-          break;
-        case RouteMatch::kPath:
-          matcher.path_kind = RouteMatcher::PathKind::kExact;
-          matcher.path = match.path();
-          vhost.exact_paths[match.path()].push_back(id);
-          break;
-        case RouteMatch::kRegex: {
-          matcher.path_kind = RouteMatcher::PathKind::kRegex;
-          auto re = CompileRegex(match.regex(), field + ".match.regex");
-          if (!re.ok()) return re.status();
-          matcher.path_regex = *std::move(re);
-          if (!matcher.path_regex->PossibleMatchRange(
-                  &matcher.regex_min, &matcher.regex_max, kRegexRangeLength)) {
-            matcher.regex_min.clear();
-            matcher.regex_max.clear();
-          }
-          vhost.regex_routes.push_back(id);
-          break;
-        }
-        case RouteMatch::PATH_SPECIFIER_NOT_SET:
-          return absl::InvalidArgumentError(absl::StrCat(
-              field, ".match: needs one of prefix, path or regex"));
+      auto route = CompiledRoute::Compile(vhost_config.routes(r), v, r,
+                                          vhost->label, id);
+      if (!route.ok()) return route.status();
+      const RouteMatcher& m = (*route)->matcher;
+      if (m.path_kind == RouteMatcher::PathKind::kPrefix) {
+        vhost->prefix_routes.emplace_back(m.path, id);
       }
-      matcher.methods.assign(match.methods().begin(), match.methods().end());
-      for (int i = 0; i < match.headers_size(); ++i) {
-        const HeaderMatcher& h = match.headers(i);
-        RouteMatcher::Header header;
-        header.name = absl::AsciiStrToLower(h.name());
-        header.kind = h.match_case();
-        header.invert = h.invert();
-        switch (h.match_case()) {
-          case HeaderMatcher::kExact:
-            header.value = h.exact();
-            break;
-          case HeaderMatcher::kPrefix:
-            header.value = h.prefix();
-            break;
-          case HeaderMatcher::kRegex: {
-            auto re = CompileRegex(
-                h.regex(),
-                absl::StrCat(field, ".match.headers[", i, "].regex"));
-            if (!re.ok()) return re.status();
-            header.regex = *std::move(re);
-            break;
-          }
-          case HeaderMatcher::kPresent:
-            header.present = h.present();
-            break;
-          case HeaderMatcher::MATCH_NOT_SET:
-            return absl::InvalidArgumentError(absl::StrCat(
-                field, ".match.headers[", i,
-                "]: needs one of exact, prefix, regex or present"));
-        }
-        matcher.headers.push_back(std::move(header));
-      }
-      for (int i = 0; i < match.query_parameters_size(); ++i) {
-        const QueryParameterMatcher& q = match.query_parameters(i);
-        RouteMatcher::QueryParameter param;
-        param.name = q.name();
-        param.kind = q.match_case();
-        switch (q.match_case()) {
-          case QueryParameterMatcher::kExact:
-            param.value = q.exact();
-            break;
-          case QueryParameterMatcher::kRegex: {
-            auto re = CompileRegex(
-                q.regex(),
-                absl::StrCat(field, ".match.query_parameters[", i, "].regex"));
-            if (!re.ok()) return re.status();
-            param.regex = *std::move(re);
-            break;
-          }
-          case QueryParameterMatcher::kPresent:
-            param.present = q.present();
-            break;
-          case QueryParameterMatcher::MATCH_NOT_SET:
-            return absl::InvalidArgumentError(
-                absl::StrCat(field, ".match.query_parameters[", i,
-                             "]: needs one of exact, regex or present"));
-        }
-        matcher.query_parameters.push_back(std::move(param));
-      }
-
-      RouteEntry entry;
-      entry.id = id;
-      entry.name = route_config.name().empty()
-                       ? absl::StrCat(vhost_label, "/", r)
-                       : route_config.name();
-      entry.virtual_host = vhost_label;
-      entry.timeout = api::kDefaultRouteTimeout;
-      switch (route_config.action_case()) {
-        case config::v1::Route::kRoute: {
-          const config::v1::RouteAction& action = route_config.route();
-          entry.action = RouteEntry::Action::kCluster;
-          if (action.has_weighted_clusters()) {
-            uint64_t total = 0;
-            for (const auto& c : action.weighted_clusters().clusters()) {
-              total += c.weight();
-              entry.clusters.push_back(
-                  {c.name(), static_cast<uint32_t>(
-                                 std::min<uint64_t>(total, UINT32_MAX))});
-            }
-            if (total == 0 || total > UINT32_MAX) {
-              return absl::InvalidArgumentError(absl::StrCat(
-                  field, ".route.weighted_clusters: weights sum to ", total,
-                  "; must be 1..", UINT32_MAX));
-            }
-            entry.total_weight = total;
-          } else if (action.has_cluster()) {
-            entry.clusters.push_back({action.cluster(), 1});
-            entry.total_weight = 1;
-          } else {
-            return absl::InvalidArgumentError(absl::StrCat(
-                field, ".route: needs cluster or weighted_clusters"));
-          }
-          if (action.has_timeout()) {
-            entry.timeout = api::ToDuration(action.timeout());
-          }
-          entry.prefix_rewrite = action.prefix_rewrite();
-          entry.websocket = action.websocket();
-          entry.websocket_idle_timeout = action.has_websocket_idle_timeout()
-                                             ? api::ToDuration(action.websocket_idle_timeout())
-                                             : api::kDefaultWebSocketIdleTimeout;
-          entry.idle_timeout = action.has_idle_timeout() ? api::ToDuration(action.idle_timeout())
-                                                         : api::kDefaultStreamIdleTimeout;
-          entry.max_request_body_bytes = action.max_request_body_bytes();
-          if (action.has_retry_policy()) {
-            const auto& rp = action.retry_policy();
-            RouteEntry::Retry& r = entry.retry;
-            r.num_retries = rp.num_retries() ? rp.num_retries() : 1;
-            if (rp.retry_on_size() == 0) {
-              r.on_connect_failure = r.on_reset = true;
-            }
-            for (const std::string& on : rp.retry_on()) {
-              if (on == "connect-failure") r.on_connect_failure = true;
-              if (on == "reset") r.on_reset = true;
-              if (on == "gateway-error") r.on_gateway_error = r.on_connect_failure = r.on_reset = true;
-              if (on == "5xx") r.on_5xx = r.on_connect_failure = r.on_reset = true;
-            }
-            r.status_codes.assign(rp.retriable_status_codes().begin(),
-                                  rp.retriable_status_codes().end());
-            r.per_try_timeout = api::ToDuration(rp.per_try_timeout());
-            r.base_interval = rp.has_base_interval() ? api::ToDuration(rp.base_interval())
-                                                     : api::kDefaultRetryBaseInterval;
-            r.max_interval = rp.has_max_interval() ? api::ToDuration(rp.max_interval())
-                                                   : api::kDefaultRetryMaxInterval;
-            if (r.max_interval < r.base_interval) r.max_interval = r.base_interval;
-            r.retry_non_idempotent = rp.retry_non_idempotent();
-            r.max_replay_bytes =
-                rp.max_replay_bytes() ? rp.max_replay_bytes() : api::kDefaultMaxReplayBytes;
-          }
-          break;
-        }
-        case config::v1::Route::kRedirect: {
-          const config::v1::RedirectAction& redirect = route_config.redirect();
-          entry.action = RouteEntry::Action::kRedirect;
-          entry.host_redirect = redirect.host_redirect();
-          entry.path_redirect = redirect.path_redirect();
-          entry.scheme_redirect = redirect.scheme_redirect();
-          entry.redirect_code =
-              redirect.response_code() == 0 ? 301 : redirect.response_code();
-          entry.strip_query = redirect.strip_query();
-          break;
-        }
-        case config::v1::Route::kDirectResponse: {
-          const config::v1::DirectResponseAction& direct =
-              route_config.direct_response();
-          entry.action = RouteEntry::Action::kDirectResponse;
-          entry.direct_status = direct.status();
-          entry.direct_body = direct.body();
-          entry.direct_content_type = direct.content_type().empty()
-                                          ? "text/plain"
-                                          : direct.content_type();
-          break;
-        }
-        case config::v1::Route::ACTION_NOT_SET:
-          return absl::InvalidArgumentError(absl::StrCat(
-              field, ": needs one of route, redirect or direct_response"));
-      }
-      if (match.path_specifier_case() == RouteMatch::kPrefix) {
-        entry.matched_prefix = match.prefix();
-      }
-
-      table->routes_.push_back(std::move(entry));
-      table->matchers_.push_back(std::move(matcher));
+      table->routes_.push_back(*std::move(route));
     }
-    vhost.prefixes.Build(prefixes);
+    std::sort(vhost->prefix_routes.begin(), vhost->prefix_routes.end());
+    vhost->BuildIndex(table->routes_);
+    table->virtual_hosts_.push_back(std::move(vhost));
+  }
+  return std::shared_ptr<const RouteTable>(std::move(table));
+}
+
+absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Recompile(
+    const RouteTable& previous, const config::v1::RouteTable& config,
+    const std::vector<uint32_t>& replaced) {
+  // The shape: virtual hosts, their labels and route counts.
+  if (static_cast<size_t>(config.virtual_hosts_size()) !=
+      previous.virtual_hosts_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "route table patch: the table has ", config.virtual_hosts_size(),
+        " virtual hosts, the previous one ", previous.virtual_hosts_.size()));
+  }
+  for (int v = 0; v < config.virtual_hosts_size(); ++v) {
+    const config::v1::VirtualHost& vhost_config = config.virtual_hosts(v);
+    const VirtualHost& old = *previous.virtual_hosts_[v];
+    if (static_cast<uint32_t>(vhost_config.routes_size()) != old.route_count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("route table patch: virtual_hosts[", v, "] has ",
+                       vhost_config.routes_size(),
+                       " routes, the previous table's ", old.route_count));
+    }
+    if (VirtualHostLabel(vhost_config, v) != old.label) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "route table patch: virtual_hosts[", v, "].name is '",
+          vhost_config.name(), "', the previous table's '", old.label, "'"));
+    }
+  }
+  for (size_t i = 0; i < replaced.size(); ++i) {
+    if (replaced[i] >= previous.routes_.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("route table patch: replaced route id ", replaced[i],
+                       " is out of range (the table has ",
+                       previous.routes_.size(), " routes)"));
+    }
+    if (i > 0 && replaced[i] <= replaced[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "route table patch: replaced route ids must be ascending and "
+          "distinct; ",
+          replaced[i], " follows ", replaced[i - 1]));
+    }
+  }
+
+  std::shared_ptr<RouteTable> table(new RouteTable());
+  table->name_ = config.name();
+  table->IndexDomains(config);
+  table->routes_ = previous.routes_;
+  table->virtual_hosts_ = previous.virtual_hosts_;
+  size_t k = 0;  // next in `replaced`
+  for (int v = 0; v < config.virtual_hosts_size() && k < replaced.size(); ++v) {
+    const VirtualHost& old = *previous.virtual_hosts_[v];
+    const size_t begin = k;
+    std::vector<std::pair<absl::string_view, uint32_t>> added_prefixes;
+    for (; k < replaced.size() && replaced[k] < old.first_id + old.route_count;
+         ++k) {
+      const uint32_t id = replaced[k];
+      const int r = id - old.first_id;
+      auto route = CompiledRoute::Compile(config.virtual_hosts(v).routes(r), v,
+                                          r, old.label, id);
+      if (!route.ok()) return route.status();
+      const RouteMatcher& m = (*route)->matcher;
+      if (m.path_kind == RouteMatcher::PathKind::kPrefix) {
+        added_prefixes.emplace_back(m.path, id);
+      }
+      table->routes_[id] = *std::move(route);
+    }
+    if (k == begin) continue;  // no route of this virtual host replaced
+
+    // The new index: the old sorted prefix list without the replaced routes,
+    // merged with the replaced routes that match on prefix.
+    auto vhost = std::make_shared<VirtualHost>();
+    vhost->label = old.label;
+    vhost->first_id = old.first_id;
+    vhost->route_count = old.route_count;
+    std::sort(added_prefixes.begin(), added_prefixes.end());
+    std::vector<std::pair<absl::string_view, uint32_t>> kept;
+    kept.reserve(old.prefix_routes.size());
+    for (const auto& entry : old.prefix_routes) {
+      if (!std::binary_search(replaced.begin() + begin, replaced.begin() + k,
+                              entry.second)) {
+        kept.push_back(entry);
+      }
+    }
+    vhost->prefix_routes.reserve(kept.size() + added_prefixes.size());
+    std::merge(kept.begin(), kept.end(), added_prefixes.begin(),
+               added_prefixes.end(), std::back_inserter(vhost->prefix_routes));
+    vhost->BuildIndex(table->routes_);
+    table->virtual_hosts_[v] = std::move(vhost);
   }
   return std::shared_ptr<const RouteTable>(std::move(table));
 }
@@ -628,17 +854,17 @@ const RouteTable::VirtualHost* RouteTable::FindVirtualHost(
 
   if (!exact_domains_.empty()) {
     auto it = exact_domains_.find(ToAbsl(host));
-    if (it != exact_domains_.end()) return &virtual_hosts_[it->second];
+    if (it != exact_domains_.end()) return virtual_hosts_[it->second].get();
   }
   if (!wildcard_domains_.empty()) {
     // The leftmost '.' (after the first byte) gives the longest suffix.
     for (size_t dot = host.find('.', 1); dot != std::string_view::npos;
          dot = host.find('.', dot + 1)) {
       auto it = wildcard_domains_.find(ToAbsl(host.substr(dot)));
-      if (it != wildcard_domains_.end()) return &virtual_hosts_[it->second];
+      if (it != wildcard_domains_.end()) return virtual_hosts_[it->second].get();
     }
   }
-  if (star_virtual_host_ >= 0) return &virtual_hosts_[star_virtual_host_];
+  if (star_virtual_host_ >= 0) return virtual_hosts_[star_virtual_host_].get();
   return nullptr;
 }
 
@@ -660,7 +886,7 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
   uint32_t best = kNoRouteId;
   vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
     for (size_t i = 0; i < count && ids[i] < best; ++i) {
-      const RouteMatcher& m = matchers_[ids[i]];
+      const RouteMatcher& m = routes_[ids[i]]->matcher;
       if (m.MethodMatches(request.method) &&
           m.RestMatches(path, query, request.headers)) {
         best = ids[i];
@@ -670,7 +896,7 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
   });
   if (best != kNoRouteId) {
     result.kind = MatchResult::Kind::kRoute;
-    result.route = &routes_[best];
+    result.route = &routes_[best]->entry;
     return result;
   }
 
@@ -678,7 +904,7 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
   std::set<std::string_view> allowed;
   vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
     for (size_t i = 0; i < count; ++i) {
-      const RouteMatcher& m = matchers_[ids[i]];
+      const RouteMatcher& m = routes_[ids[i]]->matcher;
       if (m.RestMatches(path, query, request.headers)) {
         allowed.insert(m.methods.begin(), m.methods.end());
       }

@@ -2,10 +2,12 @@
 // request.
 //
 // RouteTable::Compile turns a (validated) RouteTable into an immutable
-// matcher. The proxy builds one per config snapshot and every worker thread
-// matches against it concurrently; matching takes no lock and, unless a route
-// with query parameter matchers needs a percent-decoded copy of a parameter or
-// the answer is a 405, allocates nothing.
+// matcher; RouteTable::Recompile makes the same from an earlier compiled table
+// when only some routes were replaced in place (discovery.v1.RouteTablePatch),
+// compiling only those. The proxy builds one per config snapshot and every
+// worker thread matches against it concurrently; matching takes no lock and,
+// unless a route with query parameter matchers needs a percent-decoded copy
+// of a parameter or the answer is a 405, allocates nothing.
 //
 // Matching semantics:
 //
@@ -52,6 +54,8 @@
 // Thread-safety: Compile may be called from any thread. A compiled RouteTable
 // is immutable: any thread may call its const methods concurrently, and the
 // RouteEntry objects it hands out stay valid as long as the table does.
+// Recompile builds a new table that shares the unchanged parts of an old one;
+// neither table is changed, and either may be destroyed first.
 #ifndef SLUICE_DATAPLANE_ROUTER_ROUTE_TABLE_H_
 #define SLUICE_DATAPLANE_ROUTER_ROUTE_TABLE_H_
 
@@ -202,6 +206,32 @@ class RouteTable {
   static absl::StatusOr<std::shared_ptr<const RouteTable>> Compile(
       const config::v1::RouteTable& table);
 
+  // The table Compile(table) gives, made from `previous`, which was compiled
+  // (or recompiled) from a table with the same shape (the same virtual hosts
+  // with the same names, with as many routes each: api/route_patch.h) that
+  // differs from `table` only in the routes whose ids are in `replaced`
+  // (ascending, each once). The routes not replaced are trusted to be equal
+  // to those `previous` was compiled from; they are not compared.
+  //
+  // Cost: only the replaced routes are compiled (regexes included). Every
+  // other route's compiled entry and matcher is shared with `previous` (one
+  // reference-count increment per route, no copy), so is every virtual host
+  // with no replaced route; the path index of a virtual host with a replaced
+  // route is rebuilt from the compiled matchers, O(its routes) with no
+  // allocation per route and no sort of its routes (its sorted prefix list
+  // is patched). Domains are indexed again from `table` (O(domains)). A
+  // one-route patch of a 10,000-route table costs about 0.1 ms (Compile:
+  // 2-4 ms; route_table_benchmark).
+  //
+  // Errors, all INVALID_ARGUMENT: Compile's, for the replaced routes
+  // ("virtual_hosts[i].routes[j]..."); a virtual host count, a virtual host's
+  // route count or name that differs from `previous`'s; a replaced id out of
+  // range, or ids not strictly ascending. `previous` is never changed.
+  // (Used for discovery.v1.RouteTablePatch.)
+  static absl::StatusOr<std::shared_ptr<const RouteTable>> Recompile(
+      const RouteTable& previous, const config::v1::RouteTable& table,
+      const std::vector<uint32_t>& replaced);
+
   RouteTable(const RouteTable&) = delete;
   RouteTable& operator=(const RouteTable&) = delete;
   ~RouteTable();
@@ -211,21 +241,25 @@ class RouteTable {
 
   size_t route_count() const { return routes_.size(); }
   // `id` < route_count().
-  const RouteEntry& route(uint32_t id) const { return routes_[id]; }
+  const RouteEntry& route(uint32_t id) const;
   const std::string& name() const { return name_; }
 
  private:
-  struct RouteMatcher;  // the conditions of one route
-  struct VirtualHost;   // the path index of one virtual host
+  struct RouteMatcher;   // the conditions of one route
+  struct CompiledRoute;  // a RouteEntry and its RouteMatcher
+  struct VirtualHost;    // the path index of one virtual host
 
   RouteTable();
 
   const VirtualHost* FindVirtualHost(std::string_view host) const;
+  // Fills the domain maps and star_virtual_host_ from `config`.
+  void IndexDomains(const config::v1::RouteTable& config);
 
   std::string name_;
-  std::vector<RouteEntry> routes_;          // by id
-  std::vector<RouteMatcher> matchers_;      // by id
-  std::vector<VirtualHost> virtual_hosts_;  // declaration order
+  // By id. Routes and virtual hosts are immutable and shared with the tables
+  // Recompile makes from this one (and with the one this was made from).
+  std::vector<std::shared_ptr<const CompiledRoute>> routes_;
+  std::vector<std::shared_ptr<const VirtualHost>> virtual_hosts_;  // in order
   // Domain -> index into virtual_hosts_. Wildcard keys keep the '.' of
   // "*.suffix" (".example.com").
   absl::flat_hash_map<std::string, uint32_t> exact_domains_;

@@ -1,7 +1,8 @@
 // RouteTable::Match on a table of 10,000 routes: exact paths and prefixes over
 // four virtual hosts, a few regex routes among them, a catch-all at the end
 // of each. Requests are a mix of exact hits, prefix hits, regex hits,
-// header-conditioned routes, 405s and 404s.
+// header-conditioned routes, 405s and 404s. Also the cost of Compile and of
+// Recompile (a few routes replaced) on that table and on a 10 x 1000 one.
 //
 //   route_table_benchmark --benchmark_min_time=1
 #include <benchmark/benchmark.h>
@@ -169,14 +170,102 @@ void BM_Match(benchmark::State& state) {
 }
 BENCHMARK(BM_Match)->DenseRange(-1, kRequestKinds - 1);
 
+// 10 virtual hosts of 1000 routes each: exact paths and prefixes, half of
+// the prefixes with a method list.
+config::v1::RouteTable BuildFlatTable() {
+  config::v1::RouteTable table;
+  table.set_name("flat");
+  for (int v = 0; v < 10; ++v) {
+    config::v1::VirtualHost* vhost = table.add_virtual_hosts();
+    vhost->set_name(absl::StrCat("vh", v));
+    vhost->add_domains(v == 9 ? std::string("*")
+                              : absl::StrCat("vh", v, ".example.com"));
+    for (int r = 0; r < 1000; ++r) {
+      config::v1::Route* route = AddRoute(vhost);
+      std::string path = absl::StrCat("/svc", r / 2, "/v1");
+      if (r % 2 == 0) {
+        route->mutable_match()->set_path(path + "/status");
+      } else {
+        route->mutable_match()->set_prefix(path + "/");
+        if (r % 4 == 1) route->mutable_match()->add_methods("GET");
+      }
+    }
+  }
+  return table;
+}
+
+// range(0): 0 = BuildTable (4 x 2500 routes), 1 = BuildFlatTable (10 x 1000).
+config::v1::RouteTable BenchTable(int64_t which) {
+  return which == 0 ? BuildTable() : BuildFlatTable();
+}
+
 void BM_Compile(benchmark::State& state) {
-  config::v1::RouteTable config = BuildTable();
+  config::v1::RouteTable config = BenchTable(state.range(0));
   for (auto _ : state) {
     auto table = RouteTable::Compile(config);
     benchmark::DoNotOptimize(table);
   }
+  state.SetLabel(state.range(0) == 0 ? "4x2500" : "10x1000");
 }
-BENCHMARK(BM_Compile)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Compile)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+// Recompile of a table with range(1) routes replaced, spread evenly over the
+// table: in turn each becomes a regex route with a method, an exact path or a
+// prefix (the first, alone when range(1) is 1, a regex: the dearest). Every
+// iteration makes a new table from the same previous one and drops it (its
+// destruction is counted).
+void BM_Recompile(benchmark::State& state) {
+  config::v1::RouteTable config = BenchTable(state.range(0));
+  auto previous = RouteTable::Compile(config);
+  if (!previous.ok()) {
+    state.SkipWithError(std::string(previous.status().message()).c_str());
+    return;
+  }
+  const uint32_t total = (*previous)->route_count();
+  const uint32_t count = state.range(1);
+  std::vector<uint32_t> replaced;
+  for (uint32_t i = 0; i < count; ++i) {
+    replaced.push_back(total / (2 * count) + i * (total / count));
+  }
+  uint32_t id = 0;
+  size_t next = 0;
+  for (auto& vhost : *config.mutable_virtual_hosts()) {
+    for (auto& route : *vhost.mutable_routes()) {
+      if (next < replaced.size() && replaced[next] == id) {
+        auto* match = route.mutable_match();
+        switch (next % 3) {
+          case 0:
+            match->set_regex(absl::StrCat("/replaced/", id, "/[0-9]+"));
+            match->add_methods("POST");
+            break;
+          case 1:
+            match->set_path(absl::StrCat("/replaced/", id));
+            break;
+          case 2:
+            match->set_prefix(absl::StrCat("/replaced/", id, "/"));
+            break;
+        }
+        ++next;
+      }
+      ++id;
+    }
+  }
+  for (auto _ : state) {
+    auto table = RouteTable::Recompile(**previous, config, replaced);
+    if (!table.ok()) {
+      state.SkipWithError(std::string(table.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(table);
+  }
+  state.SetLabel(state.range(0) == 0 ? "4x2500" : "10x1000");
+}
+BENCHMARK(BM_Recompile)
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Args({0, 16})
+    ->Args({1, 256})
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace sluice::router

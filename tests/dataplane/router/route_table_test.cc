@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -765,7 +766,8 @@ class RandomTables {
  public:
   explicit RandomTables(uint64_t seed) : rng_(seed) {}
 
-  config::v1::RouteTable Table() {
+  // 1-4 virtual hosts with 1..max_routes routes each.
+  config::v1::RouteTable Table(int max_routes = 40) {
     config::v1::RouteTable table;
     table.set_name("random");
     std::vector<std::string> domains = {"a.com",     "b.a.com", "*.a.com",
@@ -780,10 +782,48 @@ class RandomTables {
       }
     }
     for (auto& vhost : *table.mutable_virtual_hosts()) {
-      int routes = Uniform(1, 40);
+      int routes = Uniform(1, max_routes);
       for (int r = 0; r < routes; ++r) AddRoute(vhost.add_routes());
     }
     return table;
+  }
+
+  // A random route in place of *route: any match kind, methods, header and
+  // query conditions, and any action and name.
+  void ReplaceRoute(config::v1::Route* route) {
+    route->Clear();
+    AddRoute(route);
+    if (Chance(0.5)) route->set_name("r" + std::to_string(Uniform(0, 1000000)));
+    switch (Uniform(0, 4)) {
+      case 0:
+        route->mutable_redirect()->set_path_redirect("/moved");
+        route->mutable_redirect()->set_response_code(Chance(0.5) ? 302 : 0);
+        break;
+      case 1:
+        route->mutable_direct_response()->set_status(200 + Uniform(0, 300));
+        route->mutable_direct_response()->set_body("body");
+        break;
+      case 2: {
+        auto* clusters = route->mutable_route()->mutable_weighted_clusters();
+        for (int i = Uniform(1, 3); i > 0; --i) {
+          auto* c = clusters->add_clusters();
+          c->set_name("w" + std::to_string(i));
+          c->set_weight(Uniform(1, 100));
+        }
+        break;
+      }
+      case 3:
+        route->mutable_route()->set_cluster("c" + std::to_string(Uniform(0, 9)));
+        route->mutable_route()->set_prefix_rewrite("/new");
+        route->mutable_route()->mutable_timeout()->set_seconds(Uniform(1, 60));
+        break;
+      default:
+        break;  // AddRoute's cluster "c"
+    }
+  }
+
+  int Uniform(int lo, int hi) {
+    return std::uniform_int_distribution<int>(lo, hi)(rng_);
   }
 
   RouteRequest Request(std::vector<HeaderField>* headers, std::string* target) {
@@ -823,9 +863,6 @@ class RandomTables {
   }
 
  private:
-  int Uniform(int lo, int hi) {
-    return std::uniform_int_distribution<int>(lo, hi)(rng_);
-  }
   bool Chance(double p) { return std::bernoulli_distribution(p)(rng_); }
 
   std::string Path() {
@@ -947,6 +984,261 @@ TEST(RouteTableRandomTest, SameAnswerAsFirstMatchScan) {
   EXPECT_GT(routes, 5000);
   EXPECT_GT(method_not_allowed, 200);
   EXPECT_GT(not_found, 1000);
+}
+
+// Every field of two entries, for Recompile against Compile.
+void ExpectSameEntry(const RouteEntry& got, const RouteEntry& want,
+                     const std::string& context) {
+  EXPECT_EQ(got.id, want.id) << context;
+  EXPECT_EQ(got.name, want.name) << context;
+  EXPECT_EQ(got.virtual_host, want.virtual_host) << context;
+  EXPECT_EQ(got.action, want.action) << context;
+  ASSERT_EQ(got.clusters.size(), want.clusters.size()) << context;
+  for (size_t i = 0; i < got.clusters.size(); ++i) {
+    EXPECT_EQ(got.clusters[i].name, want.clusters[i].name) << context;
+    EXPECT_EQ(got.clusters[i].cumulative_weight,
+              want.clusters[i].cumulative_weight)
+        << context;
+  }
+  EXPECT_EQ(got.total_weight, want.total_weight) << context;
+  EXPECT_EQ(got.timeout, want.timeout) << context;
+  EXPECT_EQ(got.prefix_rewrite, want.prefix_rewrite) << context;
+  EXPECT_EQ(got.matched_prefix, want.matched_prefix) << context;
+  EXPECT_EQ(got.path_redirect, want.path_redirect) << context;
+  EXPECT_EQ(got.redirect_code, want.redirect_code) << context;
+  EXPECT_EQ(got.direct_status, want.direct_status) << context;
+  EXPECT_EQ(got.direct_body, want.direct_body) << context;
+  EXPECT_EQ(got.direct_content_type, want.direct_content_type) << context;
+}
+
+// Recompile(previous, next, ids) must answer exactly as Compile(next): the
+// same entries and the same Match results (ids, 405 Allow lists, 404s),
+// patch after patch, each made from the previous recompiled table. The
+// table each patch started from must keep answering as before.
+TEST(RouteTableRecompileTest, SameAnswersAsCompile) {
+  RandomTables random(20261128);
+  int routes = 0, method_not_allowed = 0, not_found = 0, patches = 0;
+  for (int t = 0; t < 25; ++t) {
+    config::v1::RouteTable config = random.Table(150);
+    auto compiled = RouteTable::Compile(config);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    std::shared_ptr<const RouteTable> current = *compiled;
+    for (int p = 0; p < 12; ++p, ++patches) {
+      // Replace 1..8 random routes (or, now and then, none).
+      const int total = current->route_count();
+      std::set<uint32_t> ids;
+      int count = random.Uniform(0, 9) == 0 ? 0 : random.Uniform(1, 8);
+      for (int i = 0; i < count; ++i) ids.insert(random.Uniform(0, total - 1));
+      config::v1::RouteTable next = config;
+      for (uint32_t id : ids) {
+        uint32_t r = id;
+        int v = 0;
+        while (r >=
+               static_cast<uint32_t>(next.virtual_hosts(v).routes_size())) {
+          r -= next.virtual_hosts(v).routes_size();
+          ++v;
+        }
+        random.ReplaceRoute(next.mutable_virtual_hosts(v)->mutable_routes(r));
+      }
+      const std::vector<uint32_t> replaced(ids.begin(), ids.end());
+      auto recompiled = RouteTable::Recompile(*current, next, replaced);
+      ASSERT_TRUE(recompiled.ok()) << recompiled.status();
+      auto want = RouteTable::Compile(next);
+      ASSERT_TRUE(want.ok()) << want.status();
+      const RouteTable& got = **recompiled;
+      std::string context = "table:\n" + next.DebugString();
+      ASSERT_EQ(got.route_count(), (*want)->route_count());
+      EXPECT_EQ(got.name(), (*want)->name());
+      for (uint32_t id = 0; id < got.route_count(); ++id) {
+        ExpectSameEntry(got.route(id), (*want)->route(id),
+                        context + "\nroute " + std::to_string(id));
+      }
+      NaiveMatcher naive(config);
+      for (int i = 0; i < 200; ++i) {
+        std::vector<HeaderField> headers;
+        std::string target;
+        RouteRequest request = random.Request(&headers, &target);
+        MatchResult a = got.Match(request);
+        MatchResult b = (*want)->Match(request);
+        std::string where = context +
+                            "\nrequest: " + std::string(request.method) + " " +
+                            std::string(request.host) + " " + target;
+        ASSERT_EQ(static_cast<int>(a.kind), static_cast<int>(b.kind)) << where;
+        switch (a.kind) {
+          case MatchResult::Kind::kRoute:
+            ASSERT_EQ(a.route->id, b.route->id) << where;
+            ASSERT_EQ(a.route, &got.route(a.route->id)) << where;
+            ++routes;
+            break;
+          case MatchResult::Kind::kMethodNotAllowed:
+            ASSERT_EQ(a.allowed_methods, b.allowed_methods) << where;
+            ++method_not_allowed;
+            break;
+          case MatchResult::Kind::kNoRoute:
+            ++not_found;
+            break;
+        }
+        // The table the patch started from is unchanged.
+        MatchResult before = current->Match(request);
+        Expected expected = naive.Match(request);
+        ASSERT_EQ(static_cast<int>(before.kind),
+                  static_cast<int>(expected.kind))
+            << where;
+        if (before.kind == MatchResult::Kind::kRoute) {
+          ASSERT_EQ(before.route->id, expected.id) << where;
+        }
+      }
+      current = *recompiled;
+      config = std::move(next);
+    }
+  }
+  // The generator must exercise every outcome.
+  std::printf("recompile: %d routes, %d 405s, %d 404s\n", routes,
+              method_not_allowed, not_found);
+  EXPECT_EQ(patches, 300);
+  EXPECT_GT(routes, 30000);
+  EXPECT_GT(method_not_allowed, 500);
+  EXPECT_GT(not_found, 5000);
+}
+
+TEST(RouteTableRecompileTest, ReplacedRouteMayChangeEverything) {
+  const std::string vhosts =
+      "virtual_hosts { name: \"a\" domains: \"a.com\" "
+      "  routes { name: \"first\" match { prefix: \"/x\" } "
+      "           route { cluster: \"c\" } } "
+      "  routes { match { prefix: \"/\" methods: \"PUT\" } "
+      "           route { cluster: \"c\" } } } "
+      "virtual_hosts { domains: \"*.b.com\" "
+      "  routes { match { path: \"/y\" } route { cluster: \"c\" } } }";
+  config::v1::RouteTable config = ParseTable(vhosts);
+  auto previous = RouteTable::Compile(config);
+  ASSERT_TRUE(previous.ok()) << previous.status();
+  EXPECT_EQ(Outcome(**previous, "a.com", "/x/1"), "first");
+
+  // Route 0: prefix -> regex with methods, a header, a redirect, no name.
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      "match { regex: \"/x/[0-9]+\" methods: \"GET\" "
+      "        headers { name: \"x-v\" exact: \"2\" } } "
+      "redirect { path_redirect: \"/z\" }",
+      config.mutable_virtual_hosts(0)->mutable_routes(0)));
+  // Route 2 (virtual host 1, route 0): exact -> prefix with a query matcher.
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      "name: \"q\" match { prefix: \"/\" "
+      "  query_parameters { name: \"k\" present: true } } "
+      "direct_response { status: 204 }",
+      config.mutable_virtual_hosts(1)->mutable_routes(0)));
+  auto table = RouteTable::Recompile(**previous, config, {0, 2});
+  ASSERT_TRUE(table.ok()) << table.status();
+  const RouteTable& t = **table;
+  EXPECT_EQ(t.route(0).name, "a/0");
+  EXPECT_EQ(t.route(0).action, RouteEntry::Action::kRedirect);
+  EXPECT_EQ(t.route(0).matched_prefix, "");
+  EXPECT_EQ(t.route(2).name, "q");
+  EXPECT_EQ(t.route(2).virtual_host, "1");
+  EXPECT_EQ(Outcome(t, "a.com", "/x/1", "GET", {{"X-V", "2"}}), "a/0");
+  EXPECT_EQ(Outcome(t, "a.com", "/x/1", "POST", {{"X-V", "2"}}),
+            "405 GET, PUT");
+  EXPECT_EQ(Outcome(t, "a.com", "/x/1", "GET"), "405 PUT");
+  EXPECT_EQ(Outcome(t, "a.com", "/x/a", "PUT"), "a/1");
+  EXPECT_EQ(Outcome(t, "w.b.com", "/y"), "404");
+  EXPECT_EQ(Outcome(t, "w.b.com", "/other?k"), "q");
+  // The previous table still answers as it did.
+  EXPECT_EQ(Outcome(**previous, "a.com", "/x/1"), "first");
+  EXPECT_EQ(Outcome(**previous, "w.b.com", "/y"), "1/0");
+}
+
+TEST(RouteTableRecompileTest, ErrorsNameTheReplacedRoute) {
+  config::v1::RouteTable config = ParseTable(
+      "virtual_hosts { name: \"a\" domains: \"*\" "
+      "  routes { match { prefix: \"/\" } route { cluster: \"c\" } } } "
+      "virtual_hosts { name: \"b\" domains: \"b.com\" "
+      "  routes { match { prefix: \"/\" } route { cluster: \"c\" } } "
+      "  routes { match { path: \"/p\" } route { cluster: \"c\" } } }");
+  auto previous = RouteTable::Compile(config);
+  ASSERT_TRUE(previous.ok()) << previous.status();
+
+  config::v1::RouteTable bad_regex = config;
+  bad_regex.mutable_virtual_hosts(1)
+      ->mutable_routes(1)
+      ->mutable_match()
+      ->set_regex("(");
+  auto result = RouteTable::Recompile(**previous, bad_regex, {2});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(result.status().message(),
+                               "virtual_hosts[1].routes[1].match.regex: "
+                               "invalid RE2 regular expression '('"))
+      << result.status();
+  // Compile says the same.
+  EXPECT_EQ(RouteTable::Compile(bad_regex).status(), result.status());
+
+  config::v1::RouteTable bad_header = config;
+  bad_header.mutable_virtual_hosts(1)
+      ->mutable_routes(0)
+      ->mutable_match()
+      ->add_headers()
+      ->set_name("x");
+  result = RouteTable::Recompile(**previous, bad_header, {1});
+  EXPECT_EQ(result.status(), RouteTable::Compile(bad_header).status());
+  EXPECT_TRUE(absl::StrContains(result.status().message(),
+                                "virtual_hosts[1].routes[0].match.headers[0]"))
+      << result.status();
+
+  config::v1::RouteTable no_action = config;
+  no_action.mutable_virtual_hosts(0)->mutable_routes(0)->clear_route();
+  result = RouteTable::Recompile(**previous, no_action, {0});
+  EXPECT_EQ(result.status(), absl::InvalidArgumentError(
+                                 "virtual_hosts[0].routes[0]: needs one "
+                                 "of route, redirect or direct_response"));
+
+  // Another shape.
+  config::v1::RouteTable fewer_vhosts = config;
+  fewer_vhosts.mutable_virtual_hosts()->RemoveLast();
+  result = RouteTable::Recompile(**previous, fewer_vhosts, {});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "1 virtual hosts"))
+      << result.status();
+  config::v1::RouteTable fewer_routes = config;
+  fewer_routes.mutable_virtual_hosts(1)->mutable_routes()->RemoveLast();
+  result = RouteTable::Recompile(**previous, fewer_routes, {1});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(result.status().message(),
+                                "virtual_hosts[1] has 1 routes"))
+      << result.status();
+  config::v1::RouteTable more_routes = config;
+  *more_routes.mutable_virtual_hosts(0)->add_routes() =
+      config.virtual_hosts(0).routes(0);
+  result = RouteTable::Recompile(**previous, more_routes, {3});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(result.status().message(),
+                                "virtual_hosts[0] has 2 routes"))
+      << result.status();
+  config::v1::RouteTable renamed = config;
+  renamed.mutable_virtual_hosts(1)->set_name("");
+  result = RouteTable::Recompile(**previous, renamed, {});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      absl::StrContains(result.status().message(), "virtual_hosts[1].name"))
+      << result.status();
+
+  // Bad ids.
+  for (const std::vector<uint32_t>& ids :
+       std::vector<std::vector<uint32_t>>{{3}, {0, 7}, {2, 1}, {1, 1}}) {
+    result = RouteTable::Recompile(**previous, config, ids);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument)
+        << ids.size();
+    EXPECT_TRUE(
+        absl::StrContains(result.status().message(), "replaced route id"))
+        << result.status();
+  }
+
+  // Nothing replaced, domains changed: a table as Compile's.
+  config::v1::RouteTable moved = config;
+  moved.mutable_virtual_hosts(1)->set_domains(0, "*.c.com");
+  result = RouteTable::Recompile(**previous, moved, {});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(Outcome(**result, "b.com", "/p"), "a/0");
+  EXPECT_EQ(Outcome(**result, "x.c.com", "/p"), "b/0");
 }
 
 }  // namespace
