@@ -1089,6 +1089,46 @@ bool IsWildcard(const std::string& address) {
   return address == "0.0.0.0" || address == "::";
 }
 
+// The clusters route `r` of virtual host `v` sends to exist.
+void CheckClusterReferences(const Route& route, int v, int r, const ResourceMap& state,
+                            ErrorSink& sink) {
+  if (!route.has_route()) return;
+  std::string f = absl::StrCat("virtual_hosts[", v, "].routes[", r, "].route");
+  auto check = [&](const std::string& cluster, const std::string& field) {
+    if (!cluster.empty() && !state.count({config::v1::CLUSTER, cluster})) {
+      sink.Add(field, absl::StrCat("refers to Cluster \"", cluster, "\", which does not exist"));
+    }
+  };
+  if (route.route().has_cluster()) check(route.route().cluster(), f + ".cluster");
+  const auto& wc = route.route().weighted_clusters().clusters();
+  for (int i = 0; i < wc.size(); ++i) {
+    check(wc[i].name(), absl::StrCat(f, ".weighted_clusters.clusters[", i, "].name"));
+  }
+}
+
+// The per-resource rules and the cluster references of the routes of
+// `table` whose ids are `replaced` (ascending), named by their position.
+void ValidateReplacedRoutes(const RouteTable& table, const std::vector<uint32_t>& replaced,
+                            const ResourceMap& state, bool check_references,
+                            ErrorSink& sink) {
+  auto id = replaced.begin();
+  uint32_t first = 0;  // id of the virtual host's first route
+  for (int v = 0; v < table.virtual_hosts_size() && id != replaced.end(); ++v) {
+    const auto& vhost = table.virtual_hosts(v);
+    const uint32_t end = first + static_cast<uint32_t>(vhost.routes_size());
+    for (; id != replaced.end() && *id < end; ++id) {
+      const int r = static_cast<int>(*id - first);
+      ValidateRoute(vhost.routes(r), Index(Join(Index("virtual_hosts", v), "routes"), r), sink);
+      if (check_references) CheckClusterReferences(vhost.routes(r), v, r, state, sink);
+    }
+    first = end;
+  }
+  if (id != replaced.end()) {
+    sink.Add("virtual_hosts", absl::StrCat("has ", first, " routes; route id ", *id,
+                                           " was replaced"));
+  }
+}
+
 }  // namespace
 
 std::string ValidationError::ToString() const {
@@ -1164,23 +1204,7 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
       const RouteTable& t = resource.route_table();
       for (int v = 0; v < t.virtual_hosts_size(); ++v) {
         for (int r = 0; r < t.virtual_hosts(v).routes_size(); ++r) {
-          const Route& route = t.virtual_hosts(v).routes(r);
-          if (!route.has_route()) continue;
-          std::string f = absl::StrCat("virtual_hosts[", v, "].routes[", r, "].route");
-          auto check = [&](const std::string& cluster, const std::string& field) {
-            if (!cluster.empty() && !state.count({config::v1::CLUSTER, cluster})) {
-              sink.Add(field, absl::StrCat("refers to Cluster \"", cluster,
-                                           "\", which does not exist"));
-            }
-          };
-          if (route.route().has_cluster()) {
-            check(route.route().cluster(), f + ".cluster");
-          }
-          const auto& wc = route.route().weighted_clusters().clusters();
-          for (int i = 0; i < wc.size(); ++i) {
-            check(wc[i].name(),
-                  absl::StrCat(f, ".weighted_clusters.clusters[", i, "].name"));
-          }
+          CheckClusterReferences(t.virtual_hosts(v).routes(r), v, r, state, sink);
         }
       }
     } else if (resource.has_cluster()) {
@@ -1234,6 +1258,28 @@ absl::Status ToStatus(const std::vector<ValidationError>& errors) {
 
 absl::Status CheckState(const ResourceMap& state, const std::set<ResourceId>* changed) {
   return ToStatus(ValidateState(state, changed));
+}
+
+std::vector<ValidationError> ValidateChange(const ResourceMap& state, const ConfigChange& change) {
+  const bool only_patched = change.changed.empty() && !change.removed;
+  std::vector<ValidationError> errors;
+  if (!only_patched) errors = ValidateState(state, &change.changed);
+  for (const auto& [name, replaced] : change.patched) {
+    const ResourceId id{config::v1::ROUTE_TABLE, name};
+    auto it = state.find(id);
+    if (it == state.end() || !it->second.has_route_table()) {
+      errors.push_back({id, "", "was patched but is not in the config"});
+      continue;
+    }
+    ErrorSink sink(id, &errors);
+    // Without only_patched, ValidateState checked every route's references.
+    ValidateReplacedRoutes(it->second.route_table(), replaced, state, only_patched, sink);
+  }
+  return errors;
+}
+
+absl::Status CheckChange(const ResourceMap& state, const ConfigChange& change) {
+  return ToStatus(ValidateChange(state, change));
 }
 
 }  // namespace sluice::api

@@ -9,6 +9,8 @@
 #ifndef SLUICE_API_VALIDATION_H_
 #define SLUICE_API_VALIDATION_H_
 
+#include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -112,6 +114,37 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // run over the whole state.
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
                                            const std::set<ResourceId>* changed = nullptr);
+
+// What a config version changes from the accepted version before it, as
+// the proxy's config client saw it on the stream.
+struct ConfigChange {
+  // Resources added or replaced whole.
+  std::set<ResourceId> changed;
+  // Route tables changed route by route (discovery.v1.RouteTablePatch): the
+  // table's name and the ids of its replaced routes (RouteEntry::id: the
+  // position counted over the virtual hosts in order), ascending. Such a
+  // table keeps its virtual hosts, their names, domains, policies and number
+  // of routes (api/route_patch.h). A table is here or in `changed`, not both.
+  std::map<std::string, std::vector<uint32_t>> patched;
+  // Some resource was removed.
+  bool removed = false;
+};
+
+// The rules ValidateState applies, for a version made from an accepted one
+// (which passed them) by `change`. The per-resource rules run for
+// change.changed and, in a patched route table, for its replaced routes only
+// (the rest of the table, its virtual hosts included, did not change). The
+// rules across resources run over the whole state as ValidateState's do,
+// unless the version only patched route tables (nothing changed whole,
+// nothing removed): then only the replaced routes' references to clusters
+// are checked, as nothing else those rules look at changed. Errors name
+// the route by its position, e.g.
+//   RouteTable "main": virtual_hosts[2].routes[7].route.cluster: refers to
+//   Cluster "c9", which does not exist
+std::vector<ValidationError> ValidateChange(const ResourceMap& state, const ConfigChange& change);
+
+// Shorthand: ToStatus(ValidateChange(state, change)).
+absl::Status CheckChange(const ResourceMap& state, const ConfigChange& change);
 
 // Whether a proxy started with --group `group` binds and serves `listener`:
 // its node_groups is empty or names `group`.

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "api/route_patch.h"
 #include "common/log.h"
 #include "dataplane/cache/purge.h"
 
@@ -221,6 +222,12 @@ void ConfigClient::Run() {
   }
 }
 
+uint64_t ConfigClient::HeldTableHash(const std::string& name, const api::Resource& table) {
+  auto [it, added] = table_hashes_.try_emplace(name, 0);
+  if (added) it->second = api::ContentHash(table);
+  return it->second;
+}
+
 void ConfigClient::MarkConnected(const std::string& address, absl::string_view how) {
   if (!connected_.exchange(true)) {
     SLUICE_LOG(kInfo, "connected to control plane ", address, " (", how, ")");
@@ -274,7 +281,15 @@ std::optional<grpc::Status> ConfigClient::RunStream(const std::string& address) 
   hello.set_version_applied(held_.version);
   hello.set_store_id(held_.store_id);
   for (const auto& [id, resource] : held_.resources) {
-    *hello.add_known_resources() = api::KeyOf(resource);
+    if (resource.has_route_table()) {
+      // The hash patches were checked against and moved on.
+      config::v1::ResourceKey* key = hello.add_known_resources();
+      key->set_kind(id.first);
+      key->set_name(id.second);
+      key->set_hash(HeldTableHash(id.second, resource));
+    } else {
+      *hello.add_known_resources() = api::KeyOf(resource);
+    }
   }
   bool ok;
   {
@@ -369,17 +384,56 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
   }
   // Change what we hold in place (no copy of a large config), keeping what
   // is replaced so that a NACK can put it back.
-  std::set<api::ResourceId> changed;
+  api::ConfigChange change;
   std::vector<std::pair<api::ResourceId, std::optional<api::Resource>>> undo;
+  struct PatchUndo {
+    api::Resource* table;
+    api::RoutePatchUndo undo;
+  };
+  std::vector<PatchUndo> patch_undo;
+  std::vector<std::pair<std::string, std::optional<uint64_t>>> hash_undo;
+  auto set_hash = [&](const std::string& name, std::optional<uint64_t> hash) {
+    auto it = table_hashes_.find(name);
+    hash_undo.emplace_back(name, it == table_hashes_.end() ? std::nullopt
+                                                           : std::optional<uint64_t>(it->second));
+    if (hash.has_value()) {
+      table_hashes_[name] = *hash;
+    } else if (it != table_hashes_.end()) {
+      table_hashes_.erase(it);
+    }
+  };
+  // Puts back everything changed above, newest first.
+  auto roll_back = [&] {
+    for (auto it = patch_undo.rbegin(); it != patch_undo.rend(); ++it) {
+      api::UndoRouteTablePatch(&it->undo, it->table->mutable_route_table());
+    }
+    for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+      if (it->second) {
+        held_.resources[it->first] = std::move(*it->second);
+      } else {
+        held_.resources.erase(it->first);
+      }
+    }
+    for (auto it = hash_undo.rbegin(); it != hash_undo.rend(); ++it) {
+      if (it->second) {
+        table_hashes_[it->first] = *it->second;
+      } else {
+        table_hashes_.erase(it->first);
+      }
+    }
+  };
   for (const auto& key : response.removed()) {
     auto it = held_.resources.find({key.kind(), key.name()});
     if (it == held_.resources.end()) continue;
+    change.removed = true;
+    if (it->second.has_route_table()) set_hash(key.name(), std::nullopt);
     undo.emplace_back(it->first, std::move(it->second));
     held_.resources.erase(it);
   }
   for (const auto& resource : response.resources()) {
     api::ResourceId id = api::IdOf(resource);
-    changed.insert(id);
+    change.changed.insert(id);
+    if (resource.has_route_table()) set_hash(id.second, api::ContentHash(resource));
     auto it = held_.resources.find(id);
     if (it != held_.resources.end()) {
       undo.emplace_back(id, std::move(it->second));
@@ -389,15 +443,43 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
       held_.resources.emplace(id, resource);
     }
   }
-  absl::Status status = apply_(response.version(), held_.resources, changed);
-  if (!status.ok()) {
-    for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
-      if (it->second) {
-        held_.resources[it->first] = std::move(*it->second);
-      } else {
-        held_.resources.erase(it->first);
+  size_t patched_routes = 0;
+  for (const discovery::v1::RouteTablePatch& patch : response.route_table_patches()) {
+    const api::ResourceId id{config::v1::ROUTE_TABLE, patch.name()};
+    std::string refused;
+    auto it = held_.resources.find(id);
+    if (change.changed.count(id) || change.patched.count(patch.name())) {
+      refused = absl::StrCat("RouteTable \"", patch.name(),
+                             "\" is patched twice or both patched and sent whole");
+    } else if (it == held_.resources.end() || !it->second.has_route_table()) {
+      refused = absl::StrCat("route table patch for RouteTable \"", patch.name(), "\" (base hash ",
+                             absl::Hex(patch.base_hash(), absl::kZeroPad16),
+                             "): this proxy does not hold that table; send it whole");
+    } else if (const uint64_t held_hash = HeldTableHash(patch.name(), it->second);
+               held_hash != patch.base_hash()) {
+      refused = absl::StrCat("route table patch for RouteTable \"", patch.name(), "\": base hash ",
+                             absl::Hex(patch.base_hash(), absl::kZeroPad16),
+                             ", but this proxy holds the table at hash ",
+                             absl::Hex(held_hash, absl::kZeroPad16), "; send it whole");
+    } else {
+      PatchUndo entry{&it->second, {}};
+      absl::StatusOr<std::vector<uint32_t>> replaced =
+          api::ApplyRouteTablePatch(patch, it->second.mutable_route_table(), &entry.undo);
+      if (replaced.ok()) {
+        patch_undo.push_back(std::move(entry));
+        set_hash(patch.name(), patch.hash());
+        patched_routes += replaced->size();
+        change.patched.emplace(patch.name(), *std::move(replaced));
+        continue;
       }
+      refused = std::string(replaced.status().message());
     }
+    roll_back();
+    return reject(refused);
+  }
+  absl::Status status = apply_(response.version(), held_.resources, change);
+  if (!status.ok()) {
+    roll_back();
     return reject(status.message());
   }
   if (response.version() < held_.version) {
@@ -410,8 +492,13 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
   held_.store_id = response.store_id();
   answer.set_version_applied(held_.version);
   *applied = true;
-  SLUICE_LOG(kInfo, "applied config version ", held_.version, " (", changed.size(),
-             " resources changed, ", response.removed_size(), " removed) in ",
+  std::string patched;
+  if (!change.patched.empty()) {
+    patched = absl::StrCat(patched_routes, " routes of ", change.patched.size(),
+                           " route tables replaced, ");
+  }
+  SLUICE_LOG(kInfo, "applied config version ", held_.version, " (", change.changed.size(),
+             " resources changed, ", patched, response.removed_size(), " removed) in ",
              absl::FormatDuration(absl::Now() - received));
   return answer;
 }

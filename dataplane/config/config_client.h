@@ -20,6 +20,14 @@
 // what it holds (version, store id, resources with their hashes), so a
 // replica of the same store sends only what differs.
 //
+// A route table the proxy holds may come as a patch (discovery.v1.
+// RouteTablePatch: only its replaced routes). The client applies it in place
+// to the table it holds when the patch's base_hash is the hash of that table
+// (kept per table: api::ContentHash when the table came whole, the patch's
+// `hash` after a patch, so no table is hashed again for a patch); a patch
+// for a table not held, or held at another hash, is NACKed naming the table
+// and both hashes, and the control plane sends the table whole.
+//
 // A cache purge the control plane sends on the stream (a response with
 // `purge` set, outside the ACK/NACK protocol) is carried out on the client's
 // thread with cache::Purge() and answered with a request carrying
@@ -37,6 +45,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -52,6 +61,7 @@
 #include "absl/time/time.h"
 #include "api/discovery.h"
 #include "api/resource.h"
+#include "api/validation.h"
 #include "controlplane/store/file_store.h"
 #include "grpcpp/grpcpp.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
@@ -131,9 +141,10 @@ class ControlPlaneFailover {
 
 class ConfigClient {
  public:
-  // `changed`: the ids the response added or changed.
+  // `change`: what the response added or changed whole, patched route by
+  // route (the replaced route ids per table) and whether it removed any.
   using ApplyFn = std::function<absl::Status(uint64_t version, const api::ResourceMap& resources,
-                                             const std::set<api::ResourceId>& changed)>;
+                                             const api::ConfigChange& change)>;
   // Runs after an applied version is ACKed (keeping it on disk must not
   // delay the ACK), with the version, its store id and its resources.
   using PersistFn = std::function<void(const controlplane::StoredState& held)>;
@@ -195,6 +206,9 @@ class ConfigClient {
   discovery::v1::DiscoveryRequest PurgeCache(
       const discovery::v1::CachePurge& purge);
   void MarkConnected(const std::string& address, absl::string_view how);
+  // The content hash of route table `name`, which held_ has: kept, or
+  // computed once and kept (a table loaded from the state dir).
+  uint64_t HeldTableHash(const std::string& name, const api::Resource& table);
 
   const std::vector<std::string> control_planes_;
   // Index into control_planes_ of the address in use (the client thread
@@ -212,6 +226,10 @@ class ConfigClient {
   // from others).
   mutable absl::Mutex held_mu_;
   controlplane::StoredState held_;
+  // Content hash of each held RouteTable whose hash is known (client thread
+  // only): what a patch's base_hash is checked against, and what the first
+  // request of a stream says the proxy holds.
+  std::map<std::string, uint64_t> table_hashes_;
 
   // Every `interval` until Stop(): writes make() to the stream when one is
   // up (what is made meanwhile is dropped; nullopt: nothing this time).

@@ -101,40 +101,187 @@ absl::StatusOr<std::shared_ptr<const http::FilterFactory>> CompilePolicy(
   return compiled;
 }
 
-// Each route's chain, by route id (declaration order across virtual hosts):
-// the virtual host's policies, a route policy of the same name replacing the
-// virtual host's in place, the route's others appended.
-absl::StatusOr<std::vector<FilterChain>> CompileRouteFilters(const config::v1::RouteTable& table) {
-  std::vector<FilterChain> chains;
-  for (int v = 0; v < table.virtual_hosts_size(); ++v) {
-    const config::v1::VirtualHost& vhost = table.virtual_hosts(v);
-    FilterChain vhost_chain;
-    for (int i = 0; i < vhost.policies_size(); ++i) {
-      auto f = CompilePolicy(vhost.policies(i),
-                             absl::StrCat("virtual_hosts[", v, "].policies[", i, "]"));
-      if (!f.ok()) return f.status();
-      vhost_chain.push_back(std::move(*f));
-    }
-    for (int r = 0; r < vhost.routes_size(); ++r) {
-      FilterChain chain = vhost_chain;
-      const config::v1::Route& route = vhost.routes(r);
-      for (int i = 0; i < route.policies_size(); ++i) {
-        auto f = CompilePolicy(route.policies(i), absl::StrCat("virtual_hosts[", v, "].routes[", r,
-                                                               "].policies[", i, "]"));
-        if (!f.ok()) return f.status();
-        auto same = std::find_if(chain.begin(), chain.end(), [&](const auto& existing) {
-          return existing->policy_name() == route.policies(i).name();
-        });
-        if (same != chain.end() && same - chain.begin() < static_cast<ptrdiff_t>(vhost_chain.size())) {
-          *same = std::move(*f);
-        } else {
-          chain.push_back(std::move(*f));
-        }
-      }
-      chains.push_back(policy::OrderChain(std::move(chain)));
+// A virtual host's policies compiled, in order.
+absl::StatusOr<FilterChain> CompileVirtualHostChain(const config::v1::VirtualHost& vhost, int v) {
+  FilterChain chain;
+  for (int i = 0; i < vhost.policies_size(); ++i) {
+    auto f = CompilePolicy(vhost.policies(i),
+                           absl::StrCat("virtual_hosts[", v, "].policies[", i, "]"));
+    if (!f.ok()) return f.status();
+    chain.push_back(std::move(*f));
+  }
+  return chain;
+}
+
+// Route `r` of virtual host `v`'s chain: the virtual host's policies, a
+// route policy of the same name replacing the virtual host's in place, the
+// route's others appended.
+absl::StatusOr<FilterChain> CompileRouteChain(const FilterChain& vhost_chain,
+                                              const config::v1::Route& route, int v, int r) {
+  FilterChain chain = vhost_chain;
+  for (int i = 0; i < route.policies_size(); ++i) {
+    auto f = CompilePolicy(route.policies(i), absl::StrCat("virtual_hosts[", v, "].routes[", r,
+                                                           "].policies[", i, "]"));
+    if (!f.ok()) return f.status();
+    auto same = std::find_if(chain.begin(), chain.end(), [&](const auto& existing) {
+      return existing->policy_name() == route.policies(i).name();
+    });
+    if (same != chain.end() && same - chain.begin() < static_cast<ptrdiff_t>(vhost_chain.size())) {
+      *same = std::move(*f);
+    } else {
+      chain.push_back(std::move(*f));
     }
   }
-  return chains;
+  return policy::OrderChain(std::move(chain));
+}
+
+// Each virtual host's chain into `vhost_chains` and each route's, by route
+// id (declaration order across virtual hosts), into `chains`.
+absl::Status CompileRouteFilters(const config::v1::RouteTable& table, FilterChainList* vhost_chains,
+                                 FilterChainList* chains) {
+  for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+    const config::v1::VirtualHost& vhost = table.virtual_hosts(v);
+    auto vhost_chain = CompileVirtualHostChain(vhost, v);
+    if (!vhost_chain.ok()) return vhost_chain.status();
+    for (int r = 0; r < vhost.routes_size(); ++r) {
+      auto chain = CompileRouteChain(*vhost_chain, vhost.routes(r), v, r);
+      if (!chain.ok()) return chain.status();
+      chains->push_back(std::move(*chain));
+    }
+    vhost_chains->push_back(std::move(*vhost_chain));
+  }
+  return absl::OkStatus();
+}
+
+// The metrics of `route` of route table `table`, created (or found: the
+// same labels give the same metrics) in `store`.
+RouteStats MakeRouteStats(stats::StatsStore& store, const std::string& table,
+                          const router::RouteEntry& route) {
+  struct Holds {
+    std::shared_ptr<const void> by_class[6];
+    std::shared_ptr<const void> duration;
+  };
+  auto holds = std::make_shared<Holds>();
+  RouteStats out;
+  std::string route_labels =
+      absl::StrCat("route_table=", stats::LabelValue(table), ",route=", stats::LabelValue(route.name),
+                   ",virtual_host=", stats::LabelValue(route.virtual_host));
+  for (int c = 1; c <= 5; ++c) {
+    out.by_class[c] =
+        store.GetCounter("sluice_route_requests_total",
+                         absl::StrCat(route_labels, ",status_class=\"", c, "xx\""),
+                         &holds->by_class[c]);
+  }
+  out.duration =
+      store.GetHistogram("sluice_route_request_duration_seconds", route_labels, &holds->duration);
+  out.hold = std::move(holds);
+  return out;
+}
+
+// Route table `id` compiled whole, with its stats (routes the previous
+// version of the table had, found by name, keep theirs) and policy chains.
+absl::Status CompileWholeTable(const api::ResourceId& id, const config::v1::RouteTable& proto,
+                               const ConfigSnapshot* previous, stats::StatsStore& store,
+                               ConfigSnapshot* snapshot) {
+  auto table = router::RouteTable::Compile(proto);
+  if (!table.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(api::Describe(id), ": ", table.status().message()));
+  }
+  auto route_stats = std::make_shared<RouteStatsList>((*table)->route_count());
+  // Found by name, far cheaper than building their label sets again.
+  absl::flat_hash_map<std::string, const RouteStats*> kept;
+  if (previous != nullptr && previous->route_tables.count(id.second)) {
+    const auto& old_table = *previous->route_tables.at(id.second);
+    const auto& old_stats = *previous->route_stats.at(id.second);
+    kept.reserve(old_table.route_count());
+    for (uint32_t i = 0; i < old_table.route_count(); ++i) {
+      kept.emplace(absl::StrCat(old_table.route(i).name, "\n", old_table.route(i).virtual_host),
+                   &old_stats[i]);
+    }
+  }
+  for (uint32_t i = 0; i < (*table)->route_count(); ++i) {
+    const router::RouteEntry& route = (*table)->route(i);
+    if (auto it = kept.find(absl::StrCat(route.name, "\n", route.virtual_host));
+        it != kept.end()) {
+      (*route_stats)[i] = *it->second;
+    } else {
+      (*route_stats)[i] = MakeRouteStats(store, id.second, route);
+    }
+  }
+  auto vhost_chains = std::make_shared<FilterChainList>();
+  auto chains = std::make_shared<FilterChainList>();
+  chains->reserve((*table)->route_count());
+  if (absl::Status status = CompileRouteFilters(proto, vhost_chains.get(), chains.get());
+      !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(api::Describe(id), ": ", status.message()));
+  }
+  snapshot->route_filters[id.second] = std::move(chains);
+  snapshot->virtual_host_filters[id.second] = std::move(vhost_chains);
+  snapshot->route_stats[id.second] = std::move(route_stats);
+  snapshot->route_tables[id.second] = *std::move(table);
+  return absl::OkStatus();
+}
+
+// Route table `id`, which differs from `previous`'s only in the routes
+// `replaced` (ids, ascending; api::ApplyRouteTablePatch), made from
+// previous's: only those routes are compiled and given stats (anew when the
+// route's name or virtual host changed) and policy chains.
+absl::Status CompilePatchedTable(const api::ResourceId& id, const config::v1::RouteTable& proto,
+                                 const std::vector<uint32_t>& replaced,
+                                 const ConfigSnapshot& previous, stats::StatsStore& store,
+                                 ConfigSnapshot* snapshot) {
+  const router::RouteTable& old_table = *previous.route_tables.at(id.second);
+  auto table = router::RouteTable::Recompile(old_table, proto, replaced);
+  if (!table.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(api::Describe(id), ": ", table.status().message()));
+  }
+  const std::shared_ptr<const FilterChainList>& vhost_chains =
+      previous.virtual_host_filters.at(id.second);
+  if ((*table)->route_count() != old_table.route_count() ||
+      vhost_chains->size() != static_cast<size_t>(proto.virtual_hosts_size())) {
+    // api::ApplyRouteTablePatch keeps the table's shape; a patch cannot
+    // get here otherwise.
+    return absl::InternalError(absl::StrCat(api::Describe(id), ": the patched table has ",
+                                            (*table)->route_count(), " routes, the one before ",
+                                            old_table.route_count()));
+  }
+  // One pointer copied per route (RouteStats::hold); the chains of routes
+  // without policies are empty.
+  auto route_stats = std::make_shared<RouteStatsList>(*previous.route_stats.at(id.second));
+  auto chains = std::make_shared<FilterChainList>(*previous.route_filters.at(id.second));
+  auto next = replaced.begin();
+  uint32_t first = 0;  // the id of virtual host v's first route
+  for (int v = 0; v < proto.virtual_hosts_size() && next != replaced.end(); ++v) {
+    const config::v1::VirtualHost& vhost = proto.virtual_hosts(v);
+    const uint32_t end = first + static_cast<uint32_t>(vhost.routes_size());
+    for (; next != replaced.end() && *next < end; ++next) {
+      const uint32_t route_id = *next;
+      const int r = static_cast<int>(route_id - first);
+      const router::RouteEntry& now = (*table)->route(route_id);
+      const router::RouteEntry& before = old_table.route(route_id);
+      if (now.name != before.name || now.virtual_host != before.virtual_host) {
+        (*route_stats)[route_id] = MakeRouteStats(store, id.second, now);
+      }
+      auto chain = CompileRouteChain((*vhost_chains)[v], vhost.routes(r), v, r);
+      if (!chain.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(api::Describe(id), ": ", chain.status().message()));
+      }
+      (*chains)[route_id] = *std::move(chain);
+    }
+    first = end;
+  }
+  if (next != replaced.end()) {
+    return absl::InternalError(absl::StrCat(api::Describe(id), ": route id ", *next,
+                                            " was replaced; the table has ", first, " routes"));
+  }
+  snapshot->route_filters[id.second] = std::move(chains);
+  snapshot->virtual_host_filters[id.second] = vhost_chains;
+  snapshot->route_stats[id.second] = std::move(route_stats);
+  snapshot->route_tables[id.second] = *std::move(table);
+  return absl::OkStatus();
 }
 
 // Whether a cluster unchanged since the previous snapshot may be taken over
@@ -191,11 +338,13 @@ absl::StatusOr<std::shared_ptr<ListenSockets>> ListenerSocketCache::Get(
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
-    const ConfigSnapshot* previous, const std::set<api::ResourceId>* changed,
+    const ConfigSnapshot* previous, const api::ConfigChange* change,
     absl::string_view node_group) {
-  // Unchanged resources passed the per-resource rules when they came.
-  const bool incremental = previous != nullptr && changed != nullptr;
-  if (absl::Status status = api::CheckState(resources, incremental ? changed : nullptr);
+  // Unchanged resources (and routes) passed the rules when they came.
+  const bool incremental = previous != nullptr && change != nullptr;
+  const std::set<api::ResourceId>* changed = incremental ? &change->changed : nullptr;
+  if (absl::Status status =
+          incremental ? api::CheckChange(resources, *change) : api::CheckState(resources);
       !status.ok()) {
     return status;
   }
@@ -203,89 +352,83 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
   snapshot->version = version;
   auto reusable = [&](const api::ResourceId& id) {
     // The caller checks that `previous` compiled it (it existed there).
-    return previous != nullptr && changed != nullptr && !changed->count(id);
+    return incremental && !changed->count(id);
   };
-  for (const auto& [id, resource] : resources) {
-    if (resource.has_cluster() && reusable(id) && previous->clusters.count(id.second) &&
-        ClusterSecretsUnchanged(resource.cluster(), *changed)) {
-      const auto& cluster = previous->clusters.at(id.second);
-      for (const auto& e : cluster->endpoints) {
-        snapshot->endpoint_keys.insert(e.key);
-        snapshot->pool_keys.insert(e.pool_key);
+  // The replaced route ids of a table patched route by route, or nullptr.
+  auto patched = [&](const api::ResourceId& id) -> const std::vector<uint32_t>* {
+    if (!incremental) return nullptr;
+    auto it = change->patched.find(id.second);
+    return it == change->patched.end() ? nullptr : &it->second;
+  };
+  // Clusters: shared with `previous` as they are when none (and no Secret a
+  // cluster's tls may name) was added, changed or removed.
+  const bool clusters_unchanged =
+      incremental && !change->removed &&
+      std::none_of(changed->begin(), changed->end(), [](const api::ResourceId& id) {
+        return id.first == config::v1::CLUSTER || id.first == config::v1::SECRET;
+      });
+  if (clusters_unchanged) {
+    snapshot->clusters = previous->clusters;
+    snapshot->endpoint_keys = previous->endpoint_keys;
+    snapshot->pool_keys = previous->pool_keys;
+  } else {
+    auto& clusters = snapshot->clusters.Mutable();
+    auto& endpoint_keys = snapshot->endpoint_keys.Mutable();
+    auto& pool_keys = snapshot->pool_keys.Mutable();
+    for (auto it = resources.lower_bound({config::v1::CLUSTER, std::string()});
+         it != resources.end() && it->first.first == config::v1::CLUSTER; ++it) {
+      const auto& [id, resource] = *it;
+      if (!resource.has_cluster()) continue;
+      std::shared_ptr<const upstream::ClusterInfo> cluster;
+      if (reusable(id) && previous->clusters.count(id.second) &&
+          ClusterSecretsUnchanged(resource.cluster(), *changed)) {
+        cluster = previous->clusters.at(id.second);
+      } else {
+        const upstream::ClusterInfo* before = nullptr;
+        if (previous != nullptr) {
+          if (auto old = previous->clusters.find(id.second); old != previous->clusters.end()) {
+            before = old->second.get();
+          }
+        }
+        auto compiled =
+            upstream::CompileCluster(resource.cluster(), resources, store, registry, before);
+        if (!compiled.ok()) return compiled.status();
+        cluster = *std::move(compiled);
       }
-      snapshot->clusters[id.second] = cluster;
-    } else if (resource.has_route_table() && reusable(id) &&
-               previous->route_tables.count(id.second)) {
+      for (const auto& e : cluster->endpoints) {
+        endpoint_keys.insert(e.key);
+        pool_keys.insert(e.pool_key);
+      }
+      clusters[id.second] = std::move(cluster);
+    }
+  }
+  for (auto it = resources.lower_bound({config::v1::ROUTE_TABLE, std::string()});
+       it != resources.end() && it->first.first == config::v1::ROUTE_TABLE; ++it) {
+    const auto& [id, resource] = *it;
+    if (!resource.has_route_table()) continue;
+    const std::vector<uint32_t>* replaced = patched(id);
+    if (replaced != nullptr && previous->route_tables.count(id.second) &&
+        previous->virtual_host_filters.count(id.second)) {
+      if (absl::Status status = CompilePatchedTable(id, resource.route_table(), *replaced,
+                                                    *previous, store, snapshot.get());
+          !status.ok()) {
+        return status;
+      }
+    } else if (reusable(id) && replaced == nullptr && previous->route_tables.count(id.second)) {
+      // Shared, not copied: the table, its stats and its policy chains.
       snapshot->route_tables[id.second] = previous->route_tables.at(id.second);
       snapshot->route_stats[id.second] = previous->route_stats.at(id.second);
       snapshot->route_filters[id.second] = previous->route_filters.at(id.second);
-    } else if (resource.has_cluster()) {
-      const upstream::ClusterInfo* before = nullptr;
-      if (previous != nullptr) {
-        if (auto it = previous->clusters.find(id.second); it != previous->clusters.end()) {
-          before = it->second.get();
-        }
-      }
-      auto cluster =
-          upstream::CompileCluster(resource.cluster(), resources, store, registry, before);
-      if (!cluster.ok()) return cluster.status();
-      for (const auto& e : (*cluster)->endpoints) {
-        snapshot->endpoint_keys.insert(e.key);
-        snapshot->pool_keys.insert(e.pool_key);
-      }
-      snapshot->clusters[id.second] = std::move(*cluster);
-    } else if (resource.has_route_table()) {
-      auto table = router::RouteTable::Compile(resource.route_table());
-      if (!table.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(api::Describe(id), ": ",
-                                                       table.status().message()));
-      }
-      std::vector<RouteStats> route_stats((*table)->route_count());
-      // Routes the previous version of this table had keep their counters
-      // (found by name, far cheaper than building their label sets again).
-      absl::flat_hash_map<std::string, const RouteStats*> kept;
-      if (previous != nullptr && previous->route_tables.count(id.second)) {
-        const auto& old_table = *previous->route_tables.at(id.second);
-        const auto& old_stats = previous->route_stats.at(id.second);
-        kept.reserve(old_table.route_count());
-        for (uint32_t i = 0; i < old_table.route_count(); ++i) {
-          kept.emplace(absl::StrCat(old_table.route(i).name, "\n", old_table.route(i).virtual_host),
-                       &old_stats[i]);
-        }
-      }
-      for (uint32_t i = 0; i < (*table)->route_count(); ++i) {
-        if (auto it = kept.find(absl::StrCat((*table)->route(i).name, "\n",
-                                             (*table)->route(i).virtual_host));
-            it != kept.end()) {
-          route_stats[i] = *it->second;
-          continue;
-        }
-        std::string route_labels =
-            absl::StrCat("route_table=", stats::LabelValue(id.second),
-                         ",route=", stats::LabelValue((*table)->route(i).name),
-                         ",virtual_host=", stats::LabelValue((*table)->route(i).virtual_host));
-        for (int c = 1; c <= 5; ++c) {
-          route_stats[i].by_class[c] = store.GetCounter(
-              "sluice_route_requests_total",
-              absl::StrCat(route_labels, ",status_class=\"", c, "xx\""),
-              &route_stats[i].holds[c]);
-        }
-        route_stats[i].duration = store.GetHistogram("sluice_route_request_duration_seconds",
-                                                     route_labels, &route_stats[i].duration_hold);
-      }
-      auto filters = CompileRouteFilters(resource.route_table());
-      if (!filters.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(api::Describe(id), ": ",
-                                                       filters.status().message()));
-      }
-      snapshot->route_filters[id.second] = std::move(*filters);
-      snapshot->route_stats[id.second] = std::move(route_stats);
-      snapshot->route_tables[id.second] = std::move(*table);
+      snapshot->virtual_host_filters[id.second] = previous->virtual_host_filters.at(id.second);
+    } else if (absl::Status status =
+                   CompileWholeTable(id, resource.route_table(), previous, store, snapshot.get());
+               !status.ok()) {
+      return status;
     }
   }
   // Consumers: taken over when none was added, changed or removed.
   size_t consumer_count = 0;
-  bool consumers_changed = previous == nullptr || changed == nullptr;
+  bool consumers_changed = !incremental;
   for (auto it = resources.lower_bound({config::v1::CONSUMER, std::string()});
        it != resources.end() && it->first.first == config::v1::CONSUMER; ++it) {
     ++consumer_count;
@@ -299,7 +442,9 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
   }
   snapshot->consumers = consumers_changed ? auth::ConsumerIndex::Build(resources)
                                           : previous->consumers;
-  for (const auto& [id, resource] : resources) {
+  for (auto it = resources.lower_bound({config::v1::LISTENER, std::string()});
+       it != resources.end() && it->first.first == config::v1::LISTENER; ++it) {
+    const auto& [id, resource] = *it;
     if (!resource.has_listener()) continue;
     const auto& l = resource.listener();
     if (!api::ListenerPlacedOn(l, node_group)) continue;  // another group's
@@ -317,8 +462,8 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.name = l.name();
     runtime.sockets = std::move(*bound);
     runtime.route_table = snapshot->route_tables.at(l.route_table());
-    runtime.route_stats = &snapshot->route_stats.at(l.route_table());
-    runtime.route_filters = &snapshot->route_filters.at(l.route_table());
+    runtime.route_stats = snapshot->route_stats.at(l.route_table()).get();
+    runtime.route_filters = snapshot->route_filters.at(l.route_table()).get();
     runtime.max_request_headers_bytes = l.http().max_request_headers_bytes()
                                             ? l.http().max_request_headers_bytes()
                                             : api::kDefaultMaxRequestHeadersBytes;

@@ -20,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
+#include "api/validation.h"
 #include "dataplane/accesslog/access_log.h"
 #include "dataplane/auth/consumers.h"
 #include "dataplane/http/filter.h"
@@ -64,11 +65,17 @@ using FilterChain = std::vector<std::shared_ptr<const http::FilterFactory>>;
 // Responses by status class, per route.
 struct RouteStats {
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
-  std::shared_ptr<const void> holds[6];  // keep them in the store
   // From the request head to the response's end (or the cut).
   stats::Histogram* duration = nullptr;
-  std::shared_ptr<const void> duration_hold;
+  // Keeps the metrics above in the store (StatsStore holds). One hold for
+  // all of them, so that a snapshot taking a route's stats over from the
+  // one before copies one pointer.
+  std::shared_ptr<const void> hold;
 };
+
+// By route id; shared by the snapshots whose table has those routes.
+using RouteStatsList = std::vector<RouteStats>;
+using FilterChainList = std::vector<FilterChain>;
 
 struct ListenerRuntime {
   std::string name;
@@ -99,19 +106,64 @@ struct ListenerRuntime {
   std::shared_ptr<const accesslog::AccessLog> access_log;
 };
 
+// A container compiled once and shared by the snapshots that have it
+// unchanged: a new snapshot copies the pointer, not the elements (2,000
+// clusters' endpoints need not be copied and freed for a route change).
+// Reads as the container it holds (find, count, at, iteration, and a
+// conversion to a const reference); Mutable() gives a copy of the snapshot's
+// own to change while the snapshot is being built (config thread only; a
+// published snapshot is never changed).
+template <typename Container>
+class Shared {
+ public:
+  using key_type = typename Container::key_type;
+  using const_iterator = typename Container::const_iterator;
+
+  Shared() : value_(std::make_shared<Container>()) {}
+
+  const Container& get() const { return *value_; }
+  operator const Container&() const { return *value_; }  // NOLINT: reads as the container
+  const_iterator begin() const { return value_->begin(); }
+  const_iterator end() const { return value_->end(); }
+  size_t size() const { return value_->size(); }
+  bool empty() const { return value_->empty(); }
+  size_t count(const key_type& key) const { return value_->count(key); }
+  const_iterator find(const key_type& key) const { return value_->find(key); }
+  template <typename C = Container>
+  const typename C::mapped_type& at(const key_type& key) const {
+    return value_->at(key);
+  }
+  // Copies the elements first when another snapshot shares them.
+  Container& Mutable() {
+    if (value_.use_count() != 1) value_ = std::make_shared<Container>(*value_);
+    return *value_;
+  }
+
+ private:
+  std::shared_ptr<Container> value_;
+};
+
 struct ConfigSnapshot {
   uint64_t version = 0;
   // The resources themselves are not kept here (the config client holds
   // the one copy, for the stream and /config_dump): only what they compile to.
   std::map<std::string, ListenerRuntime> listeners;
   std::map<std::string, std::shared_ptr<const router::RouteTable>> route_tables;
-  std::map<std::string, std::vector<RouteStats>> route_stats;  // by route table
-  std::map<std::string, std::vector<FilterChain>> route_filters;  // by route table
-  std::unordered_map<std::string, std::shared_ptr<const upstream::ClusterInfo>> clusters;
-  std::set<std::string> endpoint_keys;  // every endpoint of every cluster
+  // By route table. A table unchanged from the version before shares these
+  // with it (and the listeners point into them).
+  std::map<std::string, std::shared_ptr<const RouteStatsList>> route_stats;
+  std::map<std::string, std::shared_ptr<const FilterChainList>> route_filters;
+  // Each virtual host's compiled policies, in order, by route table: a
+  // patched table's replaced routes are given the same instances as the
+  // routes kept (a policy's state, such as a rate limit's, is per instance).
+  std::map<std::string, std::shared_ptr<const FilterChainList>> virtual_host_filters;
+  // The clusters and their endpoints' keys are shared with the snapshot
+  // before when no cluster (or Secret) was added, changed or removed.
+  Shared<std::unordered_map<std::string, std::shared_ptr<const upstream::ClusterInfo>>> clusters;
+  Shared<std::set<std::string>> endpoint_keys;  // every endpoint of every cluster
   // Every endpoint's pool key (EndpointInfo::pool_key): pooled connections
   // under any other key are closed.
-  std::set<std::string> pool_keys;
+  Shared<std::set<std::string>> pool_keys;
   // The Consumer resources, for authentication policies. Never null.
   std::shared_ptr<const auth::ConsumerIndex> consumers;
 };
@@ -120,11 +172,15 @@ struct ConfigSnapshot {
 // them. Errors name the resource and field; nothing is bound on error
 // except sockets that the next successful version may reuse.
 //
-// With `previous` and `changed` (the ids the new version adds or changes),
-// clusters and route tables that did not change are taken over from
-// `previous` compiled as they are, so one changed route costs one route
-// table's compilation, not the whole config's. (A cluster whose tls names a
-// changed Secret is compiled again.)
+// With `previous` and `change` (what the new version changes from
+// previous's: api::ConfigChange), clusters and route tables that did not
+// change are taken over from `previous` compiled as they are, so one changed
+// route table costs that table's compilation, not the whole config's. (A
+// cluster whose tls names a changed Secret is compiled again.) A route table
+// patched route by route (change->patched) costs its replaced routes: they
+// are validated (api::ValidateChange) and compiled
+// (router::RouteTable::Recompile) alone, given their own stats and policy
+// chains, and every other route keeps previous's.
 //
 // Only the listeners placed on `node_group` (the proxy's --group; see
 // api::ListenerPlacedOn) are bound and compiled; the whole config is
@@ -132,8 +188,8 @@ struct ConfigSnapshot {
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
-    const ConfigSnapshot* previous = nullptr,
-    const std::set<api::ResourceId>* changed = nullptr, absl::string_view node_group = "");
+    const ConfigSnapshot* previous = nullptr, const api::ConfigChange* change = nullptr,
+    absl::string_view node_group = "");
 
 }  // namespace sluice::config
 

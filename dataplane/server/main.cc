@@ -122,26 +122,33 @@ class ProxyServer {
 
   // Validate, compile, publish. Called on the config thread (or at start-up
   // on the main thread before that thread exists).
+  // `change`: what this version changes from the one running (nullptr: take
+  // it whole).
   absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist,
-                     const std::set<api::ResourceId>* changed = nullptr) {
+                     const api::ConfigChange* change = nullptr) {
     std::shared_ptr<const config::ConfigSnapshot> previous = current();
     // State and metrics of clusters and routes that no version in use still
     // has are freed (a cluster removed, then added again, starts afresh).
+    // The stats store looks only at metrics whose last hold went since.
     registry_.Prune();
     store_.Prune();
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
-                                            previous.get(), changed, node_group_);
+                                            previous.get(), change, node_group_);
     if (!snapshot.ok()) {
       configs_rejected_->Inc();
       return snapshot.status();
     }
     for (auto& w : workers_) w->Publish(*snapshot);
     accesslog::PruneUnused();  // logs only older versions named close when those go
-    std::vector<std::shared_ptr<const upstream::ClusterInfo>> clusters;
-    for (const auto& [name, cluster] : (*snapshot)->clusters) clusters.push_back(cluster);
-    main_loop_.Post([this, clusters = std::move(clusters)] {
-      if (health_checker_) health_checker_->Update(clusters);
-    });
+    // The health checker follows the clusters when they changed (a version
+    // that changes only routes shares them with the one before).
+    if (previous == nullptr || &previous->clusters.get() != &(*snapshot)->clusters.get()) {
+      std::vector<std::shared_ptr<const upstream::ClusterInfo>> clusters;
+      for (const auto& [name, cluster] : (*snapshot)->clusters) clusters.push_back(cluster);
+      main_loop_.Post([this, clusters = std::move(clusters)] {
+        if (health_checker_) health_checker_->Update(clusters);
+      });
+    }
     {
       absl::MutexLock lock(&mu_);
       current_ = *snapshot;
@@ -436,8 +443,8 @@ int Run(int argc, char** argv) {
   config::ConfigClient client(
       *control_planes, node, std::move(held),
       [&proxy](uint64_t version, const api::ResourceMap& resources,
-               const std::set<api::ResourceId>& changed) {
-        return proxy.Apply(version, resources, /*persist=*/false, &changed);
+               const api::ConfigChange& change) {
+        return proxy.Apply(version, resources, /*persist=*/false, &change);
       },
       [&proxy](const controlplane::StoredState& state) { proxy.Persist(state); },
       client_options);

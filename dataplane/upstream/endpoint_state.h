@@ -80,10 +80,20 @@ class HealthRegistry {
   std::shared_ptr<EndpointState> Endpoint(const std::string& cluster,
                                           const std::string& endpoint_key, Health initial);
   std::shared_ptr<ClusterState> Cluster(const std::string& cluster);
-  // Forgets state that no snapshot refers to any more.
+  // Forgets state that no snapshot refers to any more. Walks the registry
+  // only when some pointer handed out since the last walk went (a cluster
+  // changed or removed); otherwise costs one atomic exchange.
   void Prune();
 
  private:
+  // `slot`, handed out so that `released_` counts it when its last copy goes.
+  template <typename T>
+  std::shared_ptr<T> HandOut(const std::shared_ptr<T>& slot);
+
+  // Pointers handed out that went since the last walk; shared with them
+  // (they may outlive the registry).
+  const std::shared_ptr<std::atomic<uint64_t>> released_ =
+      std::make_shared<std::atomic<uint64_t>>(0);
   absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, std::shared_ptr<EndpointState>> endpoints_
       ABSL_GUARDED_BY(mu_);

@@ -890,5 +890,71 @@ TEST(ValidationTest, ConsumersCannotShareAUsername) {
             "\"alice\"; no two consumers may share a username");
 }
 
+// A state whose table "main" has three routes in one virtual host, with
+// route `index` replaced by `route` (text format), and the change saying so.
+ResourceMap Patched(int index, const std::string& route, ConfigChange* change) {
+  ResourceMap state = Valid();
+  Resource table = Parse(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { name: "a" match { prefix: "/a" } route { cluster: "users" } }
+      routes { name: "b" match { prefix: "/b" } route { cluster: "users" } }
+      routes { name: "c" match { prefix: "/" } route { cluster: "users" } } } })");
+  EXPECT_TRUE(CheckState(state).ok());
+  config::v1::Route* replaced =
+      table.mutable_route_table()->mutable_virtual_hosts(0)->mutable_routes(index);
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(route, replaced)) << route;
+  state[IdOf(table)] = table;
+  change->patched["main"] = {static_cast<uint32_t>(index)};
+  return state;
+}
+
+TEST(ValidationTest, PatchedRouteToAMissingClusterIsRefusedWithTheField) {
+  ConfigChange change;
+  ResourceMap state =
+      Patched(1, R"(name: "b" match { prefix: "/b" } route { cluster: "gone" })", &change);
+  EXPECT_EQ(CheckChange(state, change).message(),
+            "RouteTable \"main\": virtual_hosts[0].routes[1].route.cluster: refers to "
+            "Cluster \"gone\", which does not exist");
+  // The same with a resource changed whole beside it: the references are
+  // checked over the whole state, once.
+  Resource other = Parse(R"(cluster { name: "other" endpoints { address: "127.0.0.1" port: 9002 } })");
+  state[IdOf(other)] = other;
+  change.changed.insert(IdOf(other));
+  EXPECT_EQ(CheckChange(state, change).message(),
+            "RouteTable \"main\": virtual_hosts[0].routes[1].route.cluster: refers to "
+            "Cluster \"gone\", which does not exist");
+}
+
+TEST(ValidationTest, PatchedRoutePassesThePerRouteRules) {
+  ConfigChange change;
+  ResourceMap state =
+      Patched(2, R"(name: "c" match { prefix: "nope" } route { cluster: "users" })", &change);
+  EXPECT_EQ(CheckChange(state, change).message(),
+            "RouteTable \"main\": virtual_hosts[0].routes[2].match.prefix: 'nope' must start "
+            "with '/'");
+  ConfigChange fine;
+  ResourceMap renamed =
+      Patched(0, R"(name: "a2" match { prefix: "/a2" } direct_response { status: 204 })", &fine);
+  EXPECT_TRUE(CheckChange(renamed, fine).ok()) << CheckChange(renamed, fine);
+}
+
+TEST(ValidationTest, PatchOfATableNotInTheStateIsRefused) {
+  ConfigChange change;
+  change.patched["other"] = {0};
+  EXPECT_EQ(CheckChange(Valid(), change).message(),
+            "RouteTable \"other\": was patched but is not in the config");
+}
+
+TEST(ValidationTest, ChangeWithRemovalChecksReferencesAcrossTheState) {
+  // A cluster removed (nothing changed whole, nothing patched): the table
+  // that still refers to it is refused.
+  ResourceMap state = Valid();
+  state.erase({config::v1::CLUSTER, "users"});
+  ConfigChange change;
+  change.removed = true;
+  EXPECT_EQ(CheckChange(state, change).message(),
+            "RouteTable \"main\": virtual_hosts[0].routes[0].route.cluster: refers to "
+            "Cluster \"users\", which does not exist");
+}
+
 }  // namespace
 }  // namespace sluice::api

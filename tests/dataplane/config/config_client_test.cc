@@ -26,7 +26,7 @@ class Recorder {
  public:
   ConfigClient::ApplyFn Apply() {
     return [this](uint64_t version, const api::ResourceMap& resources,
-                  const std::set<api::ResourceId>&) {
+                  const api::ConfigChange&) {
       absl::MutexLock lock(&mu_);
       applied_.push_back(version);
       return absl::OkStatus();
@@ -234,7 +234,7 @@ TEST(ConfigClientTest, ALongNackReasonIsCut) {
   while (reason.size() <= api::kMaxNackErrorBytes) reason += "é";
   ConfigClient client(
       cp.address(), Node("p1"), {},
-      [&](uint64_t, const api::ResourceMap&, const std::set<api::ResourceId>&) {
+      [&](uint64_t, const api::ResourceMap&, const api::ConfigChange&) {
         return absl::FailedPreconditionError(reason);
       },
       nullptr);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "api/validation.h"
 #include "google/protobuf/text_format.h"
 #include "tests/api/test_certificates.h"
@@ -104,7 +105,8 @@ TEST(SnapshotTest, UnchangedResourcesAreTakenOverCompiled) {
   int port = testing::PickFreePort();
   auto first = CompileSnapshot(1, State(port), sockets, store, registry);
   ASSERT_TRUE(first.ok());
-  std::set<api::ResourceId> changed = {{config::v1::ROUTE_TABLE, "rt"}};
+  api::ConfigChange changed;
+  changed.changed = {{config::v1::ROUTE_TABLE, "rt"}};
   auto second = CompileSnapshot(2, State(port), sockets, store, registry, first->get(), &changed);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ((*first)->clusters.at("c"), (*second)->clusters.at("c"));           // reused
@@ -205,7 +207,8 @@ TEST(SnapshotTest, TlsClusterIsCompiledAgainWhenItsSecretChanges) {
   const auto& before = (*first)->clusters.at("c");
 
   // Something else changed: the cluster is taken over as it is.
-  std::set<api::ResourceId> changed = {{config::v1::ROUTE_TABLE, "rt"}};
+  api::ConfigChange changed;
+  changed.changed = {{config::v1::ROUTE_TABLE, "rt"}};
   auto second = CompileSnapshot(2, TlsState(port, ca), sockets, store, registry, first->get(),
                                 &changed);
   ASSERT_TRUE(second.ok()) << second.status();
@@ -213,7 +216,7 @@ TEST(SnapshotTest, TlsClusterIsCompiledAgainWhenItsSecretChanges) {
 
   // The CA was replaced: compiled again, with a new TLS context, so pooled
   // connections verified against the old CA are not reused.
-  changed = {{config::v1::SECRET, "upstream-ca"}};
+  changed.changed = {{config::v1::SECRET, "upstream-ca"}};
   auto third = CompileSnapshot(3, TlsState(port, CaSecret()), sockets, store, registry,
                                second->get(), &changed);
   ASSERT_TRUE(third.ok()) << third.status();
@@ -235,7 +238,8 @@ TEST(SnapshotTest, ChangedClusterWithTheSameTlsKeepsItsContext) {
   const auto& before = (*first)->clusters.at("c");
   // An endpoint added: the cluster is compiled again, but its TLS context
   // (pooled connections, session to resume) stays.
-  std::set<api::ResourceId> changed = {{config::v1::CLUSTER, "c"}};
+  api::ConfigChange changed;
+  changed.changed = {{config::v1::CLUSTER, "c"}};
   auto second = CompileSnapshot(2, TlsState(port, ca, 2), sockets, store, registry, first->get(),
                                 &changed);
   ASSERT_TRUE(second.ok()) << second.status();
@@ -249,6 +253,145 @@ TEST(SnapshotTest, ChangedClusterWithTheSameTlsKeepsItsContext) {
   auto third = CompileSnapshot(3, renamed, sockets, store, registry, second->get(), &changed);
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_NE((*third)->clusters.at("c")->transport, before->transport);
+}
+
+// State(port) with clusters "c" and "d" and table "rt" of 10 routes in two
+// virtual hosts (h0 for h0.test, h1 for anything else), r0..r9 on /r0../r9
+// to cluster "c", each route of h1 with a route policy... none: chains empty.
+api::ResourceMap BigState(int port) {
+  api::ResourceMap state =
+      State(port, R"(cluster { name: "d" endpoints { address: "127.0.0.1" port: 9003 } })");
+  api::Resource table;
+  table.mutable_route_table()->set_name("rt");
+  for (int h = 0; h < 2; ++h) {
+    config::v1::VirtualHost* vhost = table.mutable_route_table()->add_virtual_hosts();
+    vhost->set_name(absl::StrCat("h", h));
+    vhost->add_domains(h == 0 ? "h0.test" : "*");
+    for (int r = 0; r < 5; ++r) {
+      const int i = h * 5 + r;
+      config::v1::Route* route = vhost->add_routes();
+      route->set_name(absl::StrCat("r", i));
+      route->mutable_match()->set_prefix(absl::StrCat("/r", i));
+      route->mutable_route()->set_cluster("c");
+    }
+  }
+  state[api::IdOf(table)] = table;
+  return state;
+}
+
+// Route `index` of virtual host `v` of "rt" in `state`.
+config::v1::Route* RouteOf(api::ResourceMap& state, int v, int index) {
+  return state[{config::v1::ROUTE_TABLE, "rt"}]
+      .mutable_route_table()
+      ->mutable_virtual_hosts(v)
+      ->mutable_routes(index);
+}
+
+// The route id "rt" matches for `host` and `path`, or -1.
+int Matched(const ConfigSnapshot& s, const std::string& host, const std::string& path) {
+  router::RouteRequest request;
+  request.method = "GET";
+  request.host = host;
+  request.path_and_query = path;
+  router::MatchResult m = s.route_tables.at("rt")->Match(request);
+  return m.kind == router::MatchResult::Kind::kRoute ? static_cast<int>(m.route->id) : -1;
+}
+
+TEST(SnapshotTest, PatchedTableRoutesAndCountsAsAWholeCompile) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  api::ResourceMap state = BigState(port);
+  auto first = CompileSnapshot(1, state, sockets, store, registry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Route 3 (h0) goes to "d"; route 7 (h1, index 2) is renamed and moved to
+  // another path.
+  RouteOf(state, 0, 3)->mutable_route()->set_cluster("d");
+  RouteOf(state, 1, 2)->set_name("r7b");
+  RouteOf(state, 1, 2)->mutable_match()->set_prefix("/seven");
+  api::ConfigChange change;
+  change.patched["rt"] = {3, 7};
+  auto patched = CompileSnapshot(2, state, sockets, store, registry, first->get(), &change);
+  ASSERT_TRUE(patched.ok()) << patched.status();
+  auto whole = CompileSnapshot(3, state, sockets, store, registry);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+
+  const router::RouteTable& p = *(*patched)->route_tables.at("rt");
+  const router::RouteTable& w = *(*whole)->route_tables.at("rt");
+  ASSERT_EQ(p.route_count(), w.route_count());
+  for (uint32_t i = 0; i < p.route_count(); ++i) {
+    EXPECT_EQ(p.route(i).name, w.route(i).name) << i;
+    EXPECT_EQ(p.route(i).virtual_host, w.route(i).virtual_host) << i;
+    ASSERT_EQ(p.route(i).clusters.size(), 1u) << i;
+    EXPECT_EQ(p.route(i).clusters[0].name, w.route(i).clusters[0].name) << i;
+  }
+  EXPECT_EQ(p.route(3).clusters[0].name, "d");
+  for (const auto& [host, path] : std::vector<std::pair<std::string, std::string>>{
+           {"h0.test", "/r3/x"}, {"h0.test", "/r0"}, {"other", "/seven"}, {"other", "/r7"},
+           {"other", "/r9"}, {"h0.test", "/r7"}}) {
+    EXPECT_EQ(Matched(**patched, host, path), Matched(**whole, host, path)) << host << path;
+  }
+  EXPECT_EQ(Matched(**patched, "other", "/seven"), 7);
+  EXPECT_EQ(Matched(**patched, "other", "/r7"), -1);
+
+  // Stats: routes kept (route 3 kept its name) keep their counters; the
+  // renamed one has its own, under its new name.
+  const RouteStatsList& before = *(*first)->route_stats.at("rt");
+  const RouteStatsList& after = *(*patched)->route_stats.at("rt");
+  const RouteStatsList& compiled = *(*whole)->route_stats.at("rt");
+  for (uint32_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].by_class[2], compiled[i].by_class[2]) << i;  // same labels
+    if (i != 7) {
+      EXPECT_EQ(after[i].by_class[2], before[i].by_class[2]) << i;
+    }
+  }
+  EXPECT_NE(after[7].by_class[2], before[7].by_class[2]);
+  EXPECT_EQ((*patched)->listeners.at("l").route_stats, &after);
+  after[7].by_class[2]->Inc();
+  std::string text = store.RenderPrometheus();
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_requests_total{route_table=\"rt\",route=\"r7b\",virtual_host=\"h1\","
+            "status_class=\"2xx\"} 1"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "route=\"r7\",")) << text;
+
+  // The old name goes once no snapshot has it; the others stay.
+  first->reset();
+  store.Prune();
+  text = store.RenderPrometheus();
+  EXPECT_FALSE(absl::StrContains(text, "route=\"r7\",")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "route=\"r3\",")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "route=\"r7b\",")) << text;
+
+  // A version that does not touch the table shares its compiled table,
+  // stats and chains (no copy), and the listener points into them.
+  api::ConfigChange other;
+  other.changed = {{config::v1::CLUSTER, "d"}};
+  auto third = CompileSnapshot(4, state, sockets, store, registry, patched->get(), &other);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ((*third)->route_tables.at("rt"), (*patched)->route_tables.at("rt"));
+  EXPECT_EQ((*third)->route_stats.at("rt"), (*patched)->route_stats.at("rt"));
+  EXPECT_EQ((*third)->route_filters.at("rt"), (*patched)->route_filters.at("rt"));
+  EXPECT_EQ((*third)->listeners.at("l").route_stats, &after);
+}
+
+TEST(SnapshotTest, PatchedRouteToAMissingClusterIsRefused) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  api::ResourceMap state = BigState(port);
+  auto first = CompileSnapshot(1, state, sockets, store, registry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  RouteOf(state, 1, 1)->mutable_route()->set_cluster("nope");
+  api::ConfigChange change;
+  change.patched["rt"] = {6};
+  auto patched = CompileSnapshot(2, state, sockets, store, registry, first->get(), &change);
+  ASSERT_FALSE(patched.ok());
+  EXPECT_EQ(patched.status().message(),
+            "RouteTable \"rt\": virtual_hosts[1].routes[1].route.cluster: refers to Cluster "
+            "\"nope\", which does not exist");
 }
 
 }  // namespace

@@ -68,5 +68,48 @@ TEST(HistogramTest, UnheldHistogramsArePruned) {
   EXPECT_FALSE(absl::StrContains(store.RenderPrometheus(), "route=\"gone\""));
 }
 
+// Prune() looks only at metrics whose last hold went: a metric stays while
+// any of its holds (or a copy of one) lives, a permanent one stays always,
+// and one taken again before the prune keeps its value.
+TEST(StatsStoreTest, PruneForgetsOnlyWhatNoHoldKeeps) {
+  StatsStore store;
+  std::shared_ptr<const void> first, second, kept;
+  store.GetCounter("sluice_test_total", "route=\"a\"", &first)->Inc(3);
+  store.GetCounter("sluice_test_total", "route=\"a\"", &second);
+  store.GetCounter("sluice_test_total", "route=\"b\"", &kept);
+  store.GetCounter("sluice_test_total", "route=\"p\"");  // permanent
+  std::shared_ptr<const void> copy = first;
+  first.reset();
+  store.Prune();
+  EXPECT_TRUE(absl::StrContains(store.RenderPrometheus(), "route=\"a\"} 3"));
+  copy.reset();
+  store.Prune();
+  EXPECT_TRUE(absl::StrContains(store.RenderPrometheus(), "route=\"a\"} 3"));  // `second`
+  second.reset();
+  // Taken again before the prune: the same counter, value kept.
+  std::shared_ptr<const void> again;
+  EXPECT_EQ(store.GetCounter("sluice_test_total", "route=\"a\"", &again)->value(), 3u);
+  store.Prune();
+  EXPECT_TRUE(absl::StrContains(store.RenderPrometheus(), "route=\"a\"} 3"));
+  again.reset();
+  kept.reset();
+  store.Prune();
+  std::string text = store.RenderPrometheus();
+  EXPECT_FALSE(absl::StrContains(text, "route=\"a\"")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "route=\"b\"")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "route=\"p\"")) << text;
+  EXPECT_EQ(store.size(), 1u);
+}
+
+// A hold may outlive its store (a snapshot freed late).
+TEST(StatsStoreTest, HoldMayOutliveTheStore) {
+  std::shared_ptr<const void> hold;
+  {
+    StatsStore store;
+    store.GetCounter("sluice_test_total", "", &hold)->Inc();
+  }
+  hold.reset();
+}
+
 }  // namespace
 }  // namespace sluice::stats
