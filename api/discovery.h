@@ -34,6 +34,11 @@ inline constexpr size_t kMaxBuildVersionBytes = 256;
 inline constexpr int kMaxNodeLabels = 64;
 inline constexpr size_t kMaxLabelKeyBytes = 256;
 inline constexpr size_t kMaxLabelValueBytes = 1024;
+// Node.client_features: what a proxy understands beyond the base protocol.
+// "sluice.route_table_patch": DiscoveryResponse.route_table_patches.
+inline constexpr char kFeatureRouteTablePatch[] = "sluice.route_table_patch";
+inline constexpr int kMaxClientFeatures = 64;
+inline constexpr size_t kMaxClientFeatureBytes = 256;
 // The reason a proxy gives with a NACK. The proxy shortens a longer one;
 // sluice-control ends a stream whose NACK is longer.
 inline constexpr size_t kMaxNackErrorBytes = 16 << 10;

@@ -98,9 +98,10 @@ constexpr char kUsage[] =
 
 // The gRPC server's limits, set on purpose rather than left to gRPC's
 // defaults (4 MiB receive, unlimited send, pings without data refused after
-// two), and its threads: a discovery stream holds two.
-void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota,
-                     int max_streams) {
+// two), and its threads. Discovery streams hold none (gRPC's callback API;
+// a few push threads serve them all); the admin API's synchronous handlers
+// take one each while they run, at most 128 at once.
+void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota) {
   using namespace sluice;
   builder.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(api::kMaxMessageBytes);
@@ -111,12 +112,12 @@ void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota,
                              api::kMinKeepaliveMs / 2);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // And ping proxies too, so that the stream (and its threads) of a proxy
+  // And ping proxies too, so that the stream (and its slot) of a proxy
   // that vanished is ended.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, api::kDefaultKeepaliveMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, api::kDefaultKeepaliveTimeoutMs);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  quota.SetMaxThreads(2 * max_streams + 64);
+  quota.SetMaxThreads(128);
   builder.SetResourceQuota(quota);
 }
 
@@ -402,7 +403,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&discovery);
   builder.RegisterService(&admin);
   grpc::ResourceQuota quota("sluice-control");
-  ConfigureServer(builder, quota, discovery_options.max_streams);
+  ConfigureServer(builder, quota);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     SLUICE_LOG(kError, "cannot listen on ", listen,

@@ -278,6 +278,8 @@ std::optional<grpc::Status> ConfigClient::RunStream(const std::string& address) 
   }
   discovery::v1::DiscoveryRequest hello;
   *hello.mutable_node() = node_;
+  // This client applies route table patches (api/route_patch.h).
+  hello.mutable_node()->add_client_features(api::kFeatureRouteTablePatch);
   hello.set_version_applied(held_.version);
   hello.set_store_id(held_.store_id);
   for (const auto& [id, resource] : held_.resources) {

@@ -354,6 +354,8 @@ class SimulatedStream {
     hello.mutable_node()->set_id(node_id_);
     hello.mutable_node()->set_group(group);
     hello.mutable_node()->set_build_version("discovery_sim");
+    // Like sluice-proxy: a one-route change comes as a RouteTablePatch.
+    hello.mutable_node()->add_client_features(sluice::api::kFeatureRouteTablePatch);
     pending_write_ = Encode(hello);
     ++in_flight_;
     call_->StartCall(&start_tag_);

@@ -1,15 +1,20 @@
 // DiscoveryServiceImpl over a real gRPC stream (in process): the bounds on
 // streams and on what a proxy sends, the stream's initial metadata, NACKed
-// versions offered again, store ids, a stream whose thread cannot start, the
-// pushes, ACKs and NACKs counted for --metrics-listen, and cache purges sent
-// and confirmed outside the ACK/NACK protocol.
+// versions offered again, store ids, a stream that ends leaving nothing
+// behind, route tables patched route by route, many streams without a thread
+// each, the pushes, ACKs and NACKs counted for --metrics-listen, and cache
+// purges sent and confirmed outside the ACK/NACK protocol.
 #include "controlplane/server/discovery_service.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <map>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -82,6 +87,7 @@ DiscoveryRequest Hello(const std::string& node_id, uint64_t version = 0,
                        const std::string& store_id = "") {
   DiscoveryRequest hello;
   hello.mutable_node()->set_id(node_id);
+  hello.mutable_node()->add_client_features(api::kFeatureRouteTablePatch);
   hello.set_version_applied(version);
   hello.set_store_id(store_id);
   return hello;
@@ -177,6 +183,17 @@ TEST_F(DiscoveryServiceTest, NodeFieldsOverTheirBoundsEndTheStream) {
     DiscoveryRequest hello = Hello("p");
     (*hello.mutable_node()->mutable_labels())[std::string(257, 'k')] = "v";
     cases.push_back({hello, "a node.labels key is 257 bytes; at most 256 are accepted"});
+  }
+  {
+    DiscoveryRequest hello = Hello("p");
+    for (int i = 0; i < 64; ++i) hello.mutable_node()->add_client_features("f");
+    cases.push_back({hello, "node.client_features has 65 entries; at most 64 are accepted"});
+  }
+  {
+    DiscoveryRequest hello = Hello("p");
+    hello.mutable_node()->add_client_features(std::string(257, 'f'));
+    cases.push_back(
+        {hello, "a node.client_features entry is 257 bytes; at most 256 are accepted"});
   }
   for (const Case& c : cases) {
     Stream stream(*stub_, c.hello);
@@ -334,27 +351,24 @@ TEST_F(DiscoveryServiceTest, SameVersionFromAnotherStoreIsSentAgain) {
   EXPECT_EQ(r.version(), 2u);  // not version 1 first
 }
 
-// Before: the subscription and the registry entry were made before the
-// reader thread, and a thread that could not start left both behind (a
-// callback into a finished stream's frame, a ghost in `sluicectl proxies`).
-TEST_F(DiscoveryServiceTest, AStreamWhoseThreadCannotStartLeavesNothingBehind) {
-  DiscoveryOptions options;
-  options.start_thread = [](std::function<void()>) -> absl::StatusOr<std::thread> {
-    return absl::ResourceExhaustedError("cannot start a thread: Resource temporarily unavailable");
-  };
-  Start(options);
+// A stream that ends leaves nothing behind: no subscription (a callback into
+// a finished stream), no ghost in `sluicectl proxies`, no count.
+TEST_F(DiscoveryServiceTest, AStreamThatEndsLeavesNothingBehind) {
+  Start();
   ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
   {
     Stream stream(*stub_, Hello("p1"));
-    grpc::Status status = stream.End();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-    EXPECT_EQ(status.error_message(),
-              "sluice-control cannot serve this stream now: cannot start a thread: Resource "
-              "temporarily unavailable");
+    DiscoveryResponse r;
+    ASSERT_TRUE(stream.Read(&r));
+    EXPECT_EQ(state_->subscriber_count(), 1u);
+    EXPECT_EQ(registry_.List().size(), 1u);
   }
-  EXPECT_EQ(state_->subscriber_count(), 0u);
-  EXPECT_TRUE(registry_.List().empty());
-  EXPECT_EQ(service_->active_streams(), 0);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return state_->subscriber_count() == 0 && registry_.List().empty() &&
+               service_->active_streams() == 0;
+      },
+      absl::Seconds(10)));
   // Changes notify no one that is gone.
   EXPECT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
 }
@@ -452,6 +466,219 @@ TEST_F(DiscoveryServiceTest, CanariesAreSentTheCandidateAndTheRestStayStable) {
   EXPECT_EQ(r.version(), 3u);
   ASSERT_EQ(r.resources_size(), 1);
   EXPECT_EQ(r.resources(0).cluster().endpoints(0).port(), 9000u);
+}
+
+// A route table "main" of `routes` routes ("/r<i>" to cluster "users") in
+// one virtual host; route `changed`, if any, goes to "orders" instead.
+api::Resource Routes(int routes, int changed = -1) {
+  api::Resource r;
+  r.mutable_route_table()->set_name("main");
+  auto* vhost = r.mutable_route_table()->add_virtual_hosts();
+  vhost->set_name("all");
+  vhost->add_domains("*");
+  for (int i = 0; i < routes; ++i) {
+    auto* route = vhost->add_routes();
+    route->mutable_match()->set_prefix(absl::StrCat("/r", i));
+    route->mutable_route()->set_cluster(i == changed ? "orders" : "users");
+  }
+  return r;
+}
+
+uint64_t TableHash(const ConfigState& state) {
+  return state.Current()->hashes.at({config::v1::ROUTE_TABLE, "main"});
+}
+
+// A proxy that holds (ACKed) version 1 of a route table and the table with
+// one route changed (version 2).
+class RoutePatchTest : public DiscoveryServiceTest {
+ protected:
+  void SetUp() override {
+    DiscoveryOptions options;
+    options.nack_retry = absl::Milliseconds(100);
+    Start(options);
+    ASSERT_TRUE(
+        state_->Apply({Cluster("users"), Cluster("orders"), Routes(50)}, false).ok());
+    base_hash_ = TableHash(*state_);
+    base_hashes_ = state_->Current()->hashes;
+    stream_ = std::make_unique<Stream>(*stub_, Hello("p1"));
+    DiscoveryResponse r;
+    ASSERT_TRUE(stream_->Read(&r));
+    ASSERT_EQ(r.resources_size(), 3);
+    stream_->Answer(r, 1);
+    ASSERT_TRUE(WaitFor([&] { return registry_.List()[0].version_applied() == 1; },
+                        absl::Seconds(10)));
+    ASSERT_TRUE(state_->Apply({Routes(50, 7)}, false).ok());
+    next_hash_ = TableHash(*state_);
+  }
+  void TearDown() override {
+    stream_.reset();
+    DiscoveryServiceTest::TearDown();
+  }
+
+  uint64_t base_hash_ = 0;
+  uint64_t next_hash_ = 0;
+  std::map<api::ResourceId, uint64_t> base_hashes_;  // version 1
+  std::unique_ptr<Stream> stream_;
+};
+
+// Before: a one-route change sent the whole table (all 50 routes).
+TEST_F(RoutePatchTest, AOneRouteChangeTravelsAsAPatch) {
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream_->Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.resources_size(), 0);
+  EXPECT_EQ(r.removed_size(), 0);
+  ASSERT_EQ(r.route_table_patches_size(), 1);
+  const discovery::v1::RouteTablePatch& patch = r.route_table_patches(0);
+  EXPECT_EQ(patch.name(), "main");
+  EXPECT_EQ(patch.base_hash(), base_hash_);
+  EXPECT_EQ(patch.hash(), next_hash_);
+  ASSERT_EQ(patch.routes_size(), 1);
+  EXPECT_EQ(patch.routes(0).virtual_host(), 0u);
+  EXPECT_EQ(patch.routes(0).index(), 7u);
+  EXPECT_EQ(patch.routes(0).route().route().cluster(), "orders");
+  stream_->Answer(r, 2);
+  ASSERT_TRUE(WaitFor([&] { return registry_.List()[0].version_applied() == 2; },
+                      absl::Seconds(10)));
+}
+
+// A proxy that NACKs a patch (it may not hold the base) gets the table whole
+// when the version is offered again.
+TEST_F(RoutePatchTest, ANackedPatchIsFollowedByTheWholeTable) {
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream_->Read(&r));
+  ASSERT_EQ(r.route_table_patches_size(), 1);
+  stream_->Answer(r, 1, "route table main: patch base 1234 is not held");
+  DiscoveryResponse again;
+  ASSERT_TRUE(stream_->Read(&again));
+  EXPECT_EQ(again.version(), 2u);
+  EXPECT_NE(again.nonce(), r.nonce());
+  EXPECT_EQ(again.route_table_patches_size(), 0);
+  ASSERT_EQ(again.resources_size(), 1);
+  ASSERT_TRUE(again.resources(0).has_route_table());
+  EXPECT_EQ(again.resources(0).route_table().virtual_hosts(0).routes_size(), 50);
+  EXPECT_EQ(again.resources(0).route_table().virtual_hosts(0).routes(7).route().cluster(),
+            "orders");
+  stream_->Answer(again, 2);
+  ASSERT_TRUE(WaitFor([&] { return registry_.List()[0].version_applied() == 2; },
+                      absl::Seconds(10)));
+}
+
+// A proxy that reconnects holding version 1 (its known_resources) is diffed
+// on its own, and still gets the changed table as a patch: the control plane
+// keeps the content of the tables it sent last.
+TEST_F(RoutePatchTest, AReconnectingProxyGetsOnlyThePatch) {
+  DiscoveryRequest hello = Hello("p2", 1, state_->store_id());
+  for (const auto& [id, hash] : base_hashes_) {
+    auto* key = hello.add_known_resources();
+    key->set_kind(id.first);
+    key->set_name(id.second);
+    key->set_hash(hash);
+  }
+  Stream stream(*stub_, hello);
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.resources_size(), 0);
+  EXPECT_EQ(r.removed_size(), 0);
+  ASSERT_EQ(r.route_table_patches_size(), 1);
+  EXPECT_EQ(r.route_table_patches(0).base_hash(), base_hash_);
+  EXPECT_EQ(r.route_table_patches(0).hash(), next_hash_);
+  ASSERT_EQ(r.route_table_patches(0).routes_size(), 1);
+  EXPECT_EQ(r.route_table_patches(0).routes(0).index(), 7u);
+}
+
+// A proxy that does not list api::kFeatureRouteTablePatch (it predates
+// patches and would ACK one it ignored) gets the changed table whole.
+TEST_F(RoutePatchTest, AProxyThatDoesNotTakePatchesGetsTheWholeTable) {
+  DiscoveryRequest hello = Hello("old", 1, state_->store_id());
+  hello.mutable_node()->clear_client_features();
+  for (const auto& [id, hash] : base_hashes_) {
+    auto* key = hello.add_known_resources();
+    key->set_kind(id.first);
+    key->set_name(id.second);
+    key->set_hash(hash);
+  }
+  Stream stream(*stub_, hello);
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  EXPECT_EQ(r.version(), 2u);
+  EXPECT_EQ(r.route_table_patches_size(), 0);
+  ASSERT_EQ(r.resources_size(), 1);
+  ASSERT_TRUE(r.resources(0).has_route_table());
+  EXPECT_EQ(r.resources(0).route_table().virtual_hosts(0).routes(7).route().cluster(), "orders");
+  // The proxy beside it that takes patches still gets one.
+  DiscoveryResponse patched;
+  ASSERT_TRUE(stream_->Read(&patched));
+  EXPECT_EQ(patched.route_table_patches_size(), 1);
+}
+
+// This process's thread count (/proc/self/status).
+int Threads() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    int threads = 0;
+    if (absl::StartsWith(line, "Threads:") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(8)), &threads)) {
+      return threads;
+    }
+  }
+  return -1;
+}
+
+// Before: each stream held two threads (400 for 200 proxies). Streams now
+// hold none: the server's threads do not grow with them, and every stream
+// still receives each change.
+TEST_F(DiscoveryServiceTest, ManyStreamsAllReceiveAChangeWithoutAThreadEach) {
+  constexpr int kStreams = 200;
+  DiscoveryOptions options;
+  options.max_streams = kStreams;
+  Start(options);
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  std::vector<std::unique_ptr<Stream>> streams;
+  auto connect = [&](int i) {
+    streams.push_back(
+        std::make_unique<Stream>(*stub_, Hello(absl::StrCat("p", i)), absl::Seconds(60)));
+    DiscoveryResponse r;
+    ASSERT_TRUE(streams.back()->Read(&r));
+    ASSERT_EQ(r.version(), 1u);
+    streams.back()->Answer(r, 1);
+  };
+  // A few first, so that gRPC's own threads have started.
+  for (int i = 0; i < 4; ++i) connect(i);
+  const int threads_before = Threads();
+  ASSERT_GT(threads_before, 0);
+  for (int i = 4; i < kStreams; ++i) connect(i);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto proxies = registry_.List();
+        return proxies.size() == static_cast<size_t>(kStreams) &&
+               std::all_of(proxies.begin(), proxies.end(),
+                           [](const auto& p) { return p.version_applied() == 1; });
+      },
+      absl::Seconds(30)));
+  ASSERT_TRUE(state_->Apply({Cluster("users", 9001)}, false).ok());
+  for (auto& stream : streams) {
+    DiscoveryResponse r;
+    ASSERT_TRUE(stream->Read(&r));
+    EXPECT_EQ(r.version(), 2u);
+    ASSERT_EQ(r.resources_size(), 1);
+    EXPECT_EQ(r.resources(0).cluster().endpoints(0).port(), 9001u);
+    stream->Answer(r, 2);
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto proxies = registry_.List();
+        return std::all_of(proxies.begin(), proxies.end(),
+                           [](const auto& p) { return p.version_applied() == 2; });
+      },
+      absl::Seconds(30)));
+  // gRPC's pollers and executor may add a few; a thread per stream would
+  // add 196 or more.
+  EXPECT_LE(Threads(), threads_before + 24)
+      << "threads with 4 streams: " << threads_before;
+  EXPECT_EQ(service_->active_streams(), kStreams);
 }
 
 }  // namespace
