@@ -593,7 +593,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   request.set_author(Author());
   request.set_message(change.message);
   request.set_if_version(change.if_version);
-  for (const auto& r : *loaded) *request.add_resources() = r.resource;
+  for (auto& r : *loaded) request.mutable_resources()->Add(std::move(r.resource));
   admin::v1::ApplyResponse response;
   grpc::Status status = stub.Apply(Context().get(), request, &response);
   if (status.error_code() == grpc::StatusCode::ABORTED) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -17,7 +18,9 @@
 #include "api/policy_registry.h"
 #include "api/validation.h"
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "controlplane/cli/fast_yaml.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sluice::cli {
@@ -27,12 +30,14 @@ using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 
 // Converts a YAML node to protobuf JSON while checking it against the
-// message's descriptor, so that errors carry YAML line numbers.
+// message's descriptor, so that errors carry YAML line numbers. `Node` is
+// YAML::Node or FastYamlNode (same tree, same lines).
+template <typename Node>
 class SpecConverter {
  public:
   explicit SpecConverter(std::string where) : where_(std::move(where)) {}
 
-  bool ConvertMessage(const YAML::Node& node, const Descriptor* type,
+  bool ConvertMessage(const Node& node, const Descriptor* type,
                       const std::string& path, std::string* json) {
     if (type->full_name() == "google.protobuf.Duration") {
       return ConvertDuration(node, path, json);
@@ -56,7 +61,7 @@ class SpecConverter {
     }
     std::vector<std::string> members;
     for (const auto& item : node) {
-      std::string key = item.first.as<std::string>();
+      std::string key = item.first.template as<std::string>();
       const FieldDescriptor* field = type->FindFieldByName(key);
       for (int i = 0; field == nullptr && i < type->field_count(); ++i) {
         if (type->field(i)->json_name() == key) field = type->field(i);
@@ -87,7 +92,7 @@ class SpecConverter {
 
   // A policy's typed_config: its "@type" may be left out, and is then taken
   // from the policy's name (the registry knows each policy's config type).
-  bool ConvertPolicyConfig(const YAML::Node& policy, const YAML::Node& config,
+  bool ConvertPolicyConfig(const Node& policy, const Node& config,
                            const std::string& path, std::string* json) {
     Remember(config, path);
     if (!config.IsNull() && !config.IsMap()) {
@@ -120,17 +125,17 @@ class SpecConverter {
     return path.empty() ? field : absl::StrCat(path, ".", field);
   }
 
-  bool Fail(const YAML::Node& node, const std::string& path, const std::string& message) {
+  bool Fail(const Node& node, const std::string& path, const std::string& message) {
     error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ",
                           path.empty() ? "spec" : "spec." + path, ": ", message);
     return false;
   }
 
-  void Remember(const YAML::Node& node, const std::string& path) {
+  void Remember(const Node& node, const std::string& path) {
     if (node.Mark().line >= 0) lines_.emplace(path, node.Mark().line + 1);
   }
 
-  bool ConvertField(const YAML::Node& node, const FieldDescriptor* field,
+  bool ConvertField(const Node& node, const FieldDescriptor* field,
                     const std::string& path, std::string* json) {
     Remember(node, path);
     if (field->is_map()) {
@@ -139,7 +144,7 @@ class SpecConverter {
       std::vector<std::string> members;
       for (const auto& item : node) {
         std::string value;
-        std::string key = item.first.as<std::string>();
+        std::string key = item.first.template as<std::string>();
         if (!ConvertSingle(item.second, value_field, absl::StrCat(path, "[", key, "]"), &value)) {
           return false;
         }
@@ -168,7 +173,7 @@ class SpecConverter {
     return ConvertSingle(node, field, path, json);
   }
 
-  bool ConvertSingle(const YAML::Node& node, const FieldDescriptor* field,
+  bool ConvertSingle(const Node& node, const FieldDescriptor* field,
                      const std::string& path, std::string* json) {
     if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
       return ConvertMessage(node, field->message_type(), path, json);
@@ -234,7 +239,7 @@ class SpecConverter {
     }
   }
 
-  bool ConvertDuration(const YAML::Node& node, const std::string& path, std::string* json) {
+  bool ConvertDuration(const Node& node, const std::string& path, std::string* json) {
     if (!node.IsScalar()) return Fail(node, path, "expected a duration such as 5s or 250ms");
     std::string text = node.Scalar();
     absl::Duration d;
@@ -272,11 +277,11 @@ class SpecConverter {
   }
 
   // Untyped conversion for google.protobuf.Any payloads.
-  static std::string ToJsonValue(const YAML::Node& node) {
+  static std::string ToJsonValue(const Node& node) {
     if (node.IsMap()) {
       std::vector<std::string> members;
       for (const auto& item : node) {
-        members.push_back(absl::StrCat(Quote(item.first.as<std::string>()), ":",
+        members.push_back(absl::StrCat(Quote(item.first.template as<std::string>()), ":",
                                        ToJsonValue(item.second)));
       }
       return absl::StrCat("{", absl::StrJoin(members, ","), "}");
@@ -300,6 +305,209 @@ class SpecConverter {
   std::map<std::string, int> lines_;
 };
 
+// Fills a message straight from the YAML tree, with the checks and error
+// messages of SpecConverter in the same order, without the JSON text and
+// protobuf's JSON parser in between (most of the loader's time on big
+// files). What it does not do itself (google.protobuf.Any and other
+// well-known types but Duration and the wrappers, bytes, floating point,
+// non-ASCII text, a field or oneof set twice) it leaves to SpecConverter:
+// kUnsupported, and the caller converts the document that way instead.
+// It records no lines: a document that fails validation is converted again
+// by SpecConverter, which does.
+template <typename Node>
+class DirectConverter {
+ public:
+  enum Outcome { kOk, kFailed, kUnsupported };
+
+  explicit DirectConverter(const std::string& where) : where_(where) {}
+
+  Outcome FillMessage(const Node& node, google::protobuf::Message* message) {
+    const Descriptor* type = message->GetDescriptor();
+    if (type->full_name() == "google.protobuf.Duration") return FillDuration(node, message);
+    if (type->file()->name() == "google/protobuf/wrappers.proto") {
+      const FieldDescriptor* value = type->FindFieldByName("value");
+      return FillSingle(node, value, message);
+    }
+    if (absl::StartsWith(type->file()->name(), "google/protobuf/")) return kUnsupported;
+    if (node.IsNull()) return kOk;
+    if (!node.IsMap()) {
+      return Fail(node, absl::StrCat("expected a mapping (the fields of ", type->name(), ")"));
+    }
+    const google::protobuf::Reflection* reflection = message->GetReflection();
+    std::vector<int> seen;
+    for (const auto& item : node) {
+      std::string key = item.first.template as<std::string>();
+      const FieldDescriptor* field = type->FindFieldByName(key);
+      for (int i = 0; field == nullptr && i < type->field_count(); ++i) {
+        if (type->field(i)->json_name() == key) field = type->field(i);
+      }
+      if (field == nullptr) {
+        path_.push_back({&key, 0});
+        std::vector<std::string> names;
+        for (int i = 0; i < type->field_count(); ++i) names.push_back(type->field(i)->name());
+        return Fail(item.first, absl::StrCat("unknown field '", key, "' in ", type->name(),
+                                             " (fields: ", absl::StrJoin(names, ", "), ")"));
+      }
+      if (std::find(seen.begin(), seen.end(), field->number()) != seen.end()) {
+        return kUnsupported;
+      }
+      seen.push_back(field->number());
+      if (const auto* oneof = field->real_containing_oneof();
+          oneof != nullptr && reflection->HasOneof(*message, oneof)) {
+        return kUnsupported;
+      }
+      path_.push_back({&field->name(), 0});
+      Outcome outcome = FillField(item.second, field, message);
+      if (outcome != kOk) return outcome;
+      path_.pop_back();
+    }
+    return kOk;
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  // One step of the path to the value being filled: a field name, or an
+  // index when `name` is null.
+  struct Step {
+    const std::string* name;
+    size_t index;
+  };
+
+  Outcome Fail(const Node& node, const std::string& message) {
+    std::string path;
+    for (const Step& step : path_) {
+      if (step.name != nullptr) {
+        absl::StrAppend(&path, path.empty() ? "" : ".", *step.name);
+      } else {
+        absl::StrAppend(&path, "[", step.index, "]");
+      }
+    }
+    error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ",
+                          path.empty() ? "spec" : "spec." + path, ": ", message);
+    return kFailed;
+  }
+
+  Outcome FillField(const Node& node, const FieldDescriptor* field,
+                    google::protobuf::Message* message) {
+    if (field->is_map()) return kUnsupported;
+    if (field->is_repeated()) {
+      if (node.IsNull()) return kOk;
+      if (!node.IsSequence()) return Fail(node, "expected a list");
+      for (size_t i = 0; i < node.size(); ++i) {
+        path_.push_back({nullptr, i});
+        Outcome outcome = FillSingle(node[i], field, message);
+        if (outcome != kOk) return outcome;
+        path_.pop_back();
+      }
+      return kOk;
+    }
+    return FillSingle(node, field, message);
+  }
+
+  // One value of `field` (added when it is repeated).
+  Outcome FillSingle(const Node& node, const FieldDescriptor* field,
+                     google::protobuf::Message* message) {
+    const google::protobuf::Reflection* r = message->GetReflection();
+    const bool add = field->is_repeated();
+    if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
+      return FillMessage(node, add ? r->AddMessage(message, field)
+                                   : r->MutableMessage(message, field));
+    }
+    if (!node.IsScalar()) return Fail(node, "expected a single value");
+    const std::string& text = node.Scalar();
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        if (field->type() == FieldDescriptor::TYPE_BYTES) return kUnsupported;
+        for (unsigned char c : text) {
+          if (c >= 0x80) return kUnsupported;  // UTF-8 checks are the JSON parser's
+        }
+        add ? r->AddString(message, field, text) : r->SetString(message, field, text);
+        return kOk;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        if (text == "true" || text == "false") {
+          add ? r->AddBool(message, field, text == "true")
+              : r->SetBool(message, field, text == "true");
+          return kOk;
+        }
+        return Fail(node, absl::StrCat("expected true or false, got '", text, "'"));
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
+        if (value == nullptr) {
+          std::vector<std::string> names;
+          for (int i = 0; i < field->enum_type()->value_count(); ++i) {
+            names.push_back(field->enum_type()->value(i)->name());
+          }
+          return Fail(node, absl::StrCat("'", text, "' is not one of ",
+                                         absl::StrJoin(names, ", ")));
+        }
+        add ? r->AddEnumValue(message, field, value->number())
+            : r->SetEnumValue(message, field, value->number());
+        return kOk;
+      }
+      case FieldDescriptor::CPPTYPE_INT32:
+      case FieldDescriptor::CPPTYPE_INT64: {
+        int64_t v;
+        const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_INT32;
+        if (!absl::SimpleAtoi(text, &v) || (is32 && (v < INT32_MIN || v > INT32_MAX))) {
+          return Fail(node, absl::StrCat("expected an integer, got '", text, "'"));
+        }
+        if (is32) {
+          add ? r->AddInt32(message, field, static_cast<int32_t>(v))
+              : r->SetInt32(message, field, static_cast<int32_t>(v));
+        } else {
+          add ? r->AddInt64(message, field, v) : r->SetInt64(message, field, v);
+        }
+        return kOk;
+      }
+      case FieldDescriptor::CPPTYPE_UINT32:
+      case FieldDescriptor::CPPTYPE_UINT64: {
+        uint64_t v;
+        const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32;
+        if (!absl::SimpleAtoi(text, &v) || (is32 && v > UINT32_MAX)) {
+          return Fail(node, absl::StrCat("expected a non-negative integer, got '", text, "'"));
+        }
+        if (is32) {
+          add ? r->AddUInt32(message, field, static_cast<uint32_t>(v))
+              : r->SetUInt32(message, field, static_cast<uint32_t>(v));
+        } else {
+          add ? r->AddUInt64(message, field, v) : r->SetUInt64(message, field, v);
+        }
+        return kOk;
+      }
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+      case FieldDescriptor::CPPTYPE_FLOAT: {
+        double v;
+        if (!absl::SimpleAtod(text, &v)) {
+          return Fail(node, absl::StrCat("expected a number, got '", text, "'"));
+        }
+        return kUnsupported;  // the JSON parser's number rules decide
+      }
+      default:
+        return Fail(node, "unsupported field type");
+    }
+  }
+
+  Outcome FillDuration(const Node& node, google::protobuf::Message* message) {
+    if (!node.IsScalar()) return Fail(node, "expected a duration such as 5s or 250ms");
+    const std::string& text = node.Scalar();
+    absl::Duration d;
+    if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+      return Fail(node, absl::StrCat("'", text, "' is not a duration (examples: 5s, 250ms, 1m)"));
+    }
+    // As SpecConverter's "S.NNNNNNNNNs" reads back.
+    int64_t nanos = absl::ToInt64Nanoseconds(d);
+    auto* duration = static_cast<google::protobuf::Duration*>(message);
+    duration->set_seconds(nanos / 1000000000);
+    duration->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+    return kOk;
+  }
+
+  const std::string& where_;
+  std::string error_;
+  std::vector<Step> path_;
+};
+
 const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
   const Descriptor* d = api::Resource::descriptor();
   switch (kind) {
@@ -312,15 +520,18 @@ const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
   }
 }
 
-absl::Status LoadDocument(const YAML::Node& doc, const std::string& where,
+// `direct`: fill the message with DirectConverter when it can (the result
+// is the same as SpecConverter's; see the differential test).
+template <typename Node>
+absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct,
                           std::vector<LoadedResource>* out) {
-  auto fail = [&](const YAML::Node& node, const std::string& message) {
+  auto fail = [&](const Node& node, const std::string& message) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ", line ", node.Mark().line + 1, ": ", message));
   };
   if (!doc.IsMap()) return fail(doc, "expected a mapping with kind, name and spec");
   for (const auto& item : doc) {
-    std::string key = item.first.as<std::string>();
+    std::string key = item.first.template as<std::string>();
     if (key != "kind" && key != "name" && key != "spec") {
       return fail(item.first, absl::StrCat("unknown top-level field '", key,
                                            "' (expected kind, name and spec)"));
@@ -333,21 +544,37 @@ absl::Status LoadDocument(const YAML::Node& doc, const std::string& where,
   const std::string name = doc["name"].Scalar();
   const FieldDescriptor* field = KindField(*kind);
 
-  SpecConverter converter(where);
-  std::string json;
-  YAML::Node spec = doc["spec"];
-  if (!spec) spec = YAML::Node(YAML::NodeType::Map);
-  if (!converter.ConvertMessage(spec, field->message_type(), "", &json)) {
-    return absl::InvalidArgumentError(converter.error());
-  }
   api::Resource resource;
   google::protobuf::Message* message =
       resource.GetReflection()->MutableMessage(&resource, field);
-  google::protobuf::util::JsonParseOptions options;
-  auto status = google::protobuf::util::JsonStringToMessage(json, message, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": spec: ", std::string(status.message())));
+  SpecConverter<Node> converter(where);
+  const Node spec = doc["spec"];
+  bool filled = false;
+  if (direct && spec) {
+    DirectConverter<Node> direct_converter(where);
+    switch (direct_converter.FillMessage(spec, message)) {
+      case DirectConverter<Node>::kOk:
+        filled = true;
+        break;
+      case DirectConverter<Node>::kFailed:
+        return absl::InvalidArgumentError(direct_converter.error());
+      case DirectConverter<Node>::kUnsupported:
+        message->Clear();
+        break;
+    }
+  }
+  // A missing spec is an empty mapping: no fields.
+  if (!filled && spec) {
+    std::string json;
+    if (!converter.ConvertMessage(spec, field->message_type(), "", &json)) {
+      return absl::InvalidArgumentError(converter.error());
+    }
+    google::protobuf::util::JsonParseOptions options;
+    auto status = google::protobuf::util::JsonStringToMessage(json, message, options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": spec: ", std::string(status.message())));
+    }
   }
   const FieldDescriptor* name_field = message->GetDescriptor()->FindFieldByName("name");
   std::string spec_name = message->GetReflection()->GetString(*message, name_field);
@@ -360,6 +587,8 @@ absl::Status LoadDocument(const YAML::Node& doc, const std::string& where,
   std::vector<api::ValidationError> errors;
   api::ValidateResource(resource, &errors);
   if (!errors.empty()) {
+    // The lines of the fields in error are SpecConverter's to find.
+    if (filled) return LoadDocument(doc, where, /*direct=*/false, out);
     std::vector<std::string> lines;
     for (const auto& e : errors) {
       int line = doc.Mark().line + 1;
@@ -380,28 +609,22 @@ absl::Status LoadDocument(const YAML::Node& doc, const std::string& where,
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
-                                                     const std::string& file_name) {
-  std::vector<YAML::Node> docs;
-  try {
-    docs = YAML::LoadAll(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
-        ": not valid YAML: ", e.msg));
-  }
+// Every document of `docs` (nodes of one type), in order.
+template <typename Node>
+absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node>& docs,
+                                                          const std::string& file_name,
+                                                          bool direct) {
   std::vector<LoadedResource> out;
+  out.reserve(docs.size());
   std::vector<std::string> errors;
   int index = 0;
-  for (const YAML::Node& doc : docs) {
+  for (const Node& doc : docs) {
     ++index;
     if (doc.IsNull()) continue;  // empty document between separators
     std::string where = absl::StrCat(file_name, ", document ", index);
     absl::Status status;
     try {
-      status = LoadDocument(doc, where, &out);
+      status = LoadDocument(doc, where, direct, &out);
     } catch (const YAML::Exception& e) {
       status = absl::InvalidArgumentError(
           absl::StrCat(where, ", line ", e.mark.line + 1, ": ", e.msg));
@@ -413,6 +636,35 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
     return absl::InvalidArgumentError(absl::StrCat(file_name, ": no documents"));
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
+                                                     const std::string& file_name) {
+  return LoadYaml(text, file_name, LoadOptions());
+}
+
+absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
+                                                     const std::string& file_name,
+                                                     const LoadOptions& options) {
+  if (options.fast_parser) {
+    if (auto fast = ParseFastYaml(text); fast.has_value()) {
+      std::vector<FastYamlNode> docs;
+      docs.reserve((*fast)->documents.size());
+      for (uint32_t root : (*fast)->documents) docs.emplace_back(fast->get(), root);
+      return LoadDocuments(docs, file_name, options.direct_conversion);
+    }
+  }
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
+        ": not valid YAML: ", e.msg));
+  }
+  return LoadDocuments(docs, file_name, options.direct_conversion);
 }
 
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {

@@ -31,6 +31,20 @@ struct LoadedResource {
 absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
                                                      const std::string& file_name);
 
+// How LoadYaml reads. Both fast paths give the same resources and errors as
+// the reference ones (yaml-cpp's tree, then protobuf JSON); they exist to be
+// turned off by the test that compares them.
+struct LoadOptions {
+  // The plain subset with FastYaml (fast_yaml.h), anything else with yaml-cpp.
+  bool fast_parser = true;
+  // Messages filled from the tree, without the JSON text, when nothing in
+  // the document needs protobuf's JSON parser (google.protobuf.Any...).
+  bool direct_conversion = true;
+};
+absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
+                                                     const std::string& file_name,
+                                                     const LoadOptions& options);
+
 // A file, or every *.yaml / *.yml file in a directory (sorted by name).
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path);
 

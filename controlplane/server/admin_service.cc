@@ -29,7 +29,8 @@ void FillDiff(const api::StateDiff& diff, admin::v1::Diff* out) {
   out->set_unchanged(diff.unchanged);
 }
 
-std::vector<api::ResourceId> IdsOf(const std::vector<api::Resource>& resources) {
+template <typename Resources>
+std::vector<api::ResourceId> IdsOf(const Resources& resources) {
   std::vector<api::ResourceId> ids;
   for (const auto& r : resources) ids.push_back(api::IdOf(r));
   return ids;
@@ -198,11 +199,13 @@ grpc::Status AdminServiceImpl::Apply(grpc::ServerContext* context,
   }
   std::vector<api::Resource> resources(request->resources().begin(),
                                        request->resources().end());
-  auto result = state_->Apply(resources, request->dry_run(),
+  std::vector<std::string> names = Names(IdsOf(resources));
+  // The copy is ConfigState's to keep: no second copy of a big request.
+  auto result = state_->Apply(std::move(resources), request->dry_run(),
                               ChangeContext{AuthorOf(*caller, request->author()),
                                             request->message(), request->if_version()});
   Count(/*is_delete=*/false, result, request->dry_run());
-  Audit(*caller, "Apply", Names(IdsOf(resources)), result.ok() ? result->version : 0,
+  Audit(*caller, "Apply", std::move(names), result.ok() ? result->version : 0,
         request->dry_run(), result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
@@ -423,8 +426,7 @@ grpc::Status AdminServiceImpl::StartRollout(grpc::ServerContext* context,
           : rollouts_->Start(*request, AuthorOf(*caller, request->author()));
   std::vector<std::string> targets;
   if (started.ok()) targets.push_back(absl::StrCat("rollout/", started->rollout.id()));
-  for (const auto& name : Names(IdsOf({request->resources().begin(),
-                                       request->resources().end()}))) {
+  for (const auto& name : Names(IdsOf(request->resources()))) {
     targets.push_back(name);
   }
   Audit(*caller, "StartRollout", std::move(targets),

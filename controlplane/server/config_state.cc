@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "controlplane/store/file_config_store.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace sluice::controlplane {
@@ -21,16 +22,58 @@ namespace {
 // store id (and their tags), with room to spare.
 constexpr int64_t kResponseOverheadBytes = 128;
 
+// One resource's share of ConfigBytes: tag of `resources` (field 3),
+// length, message.
+int64_t ResourceBytes(size_t size) {
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) +
+         static_cast<int64_t>(size);
+}
+
+// Whether `a` and `b` encode alike (deterministically).
+bool SameEncoding(const api::Resource& a, const api::Resource& b) {
+  auto encode = [](const api::Resource& r) {
+    std::string bytes;
+    google::protobuf::io::StringOutputStream stream(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    r.SerializeToCodedStream(&coded);
+    coded.Trim();
+    return bytes;
+  };
+  return a.ByteSizeLong() == b.ByteSizeLong() && encode(a) == encode(b);
+}
+
 }  // namespace
+
+api::StateDiff ConfigState::DiffOf(const api::ResourceMap& from, const api::ResourceMap& to,
+                                   const NextDigest& digest) {
+  // As api::ComputeDiff, with what Merge found instead of comparing again.
+  api::StateDiff diff;
+  auto a = from.begin();
+  auto b = to.begin();
+  while (a != from.end() || b != to.end()) {
+    if (b == to.end() || (a != from.end() && a->first < b->first)) {
+      diff.removed.push_back(a->first);
+      ++a;
+    } else if (a == from.end() || b->first < a->first) {
+      diff.added.push_back(b->first);
+      ++b;
+    } else {
+      if (digest.changed.count(a->first)) {
+        diff.changed.push_back(a->first);
+      } else {
+        ++diff.unchanged;
+      }
+      ++a;
+      ++b;
+    }
+  }
+  return diff;
+}
 
 int64_t ConfigBytes(const api::ResourceMap& resources) {
   int64_t bytes = kResponseOverheadBytes;
-  for (const auto& [id, resource] : resources) {
-    size_t size = resource.ByteSizeLong();
-    // Tag of `resources` (field 3), length, message.
-    bytes += 1 + google::protobuf::io::CodedOutputStream::VarintSize64(size) +
-             static_cast<int64_t>(size);
-  }
+  for (const auto& [id, resource] : resources) bytes += ResourceBytes(resource.ByteSizeLong());
   return bytes;
 }
 
@@ -64,6 +107,7 @@ std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
   snapshot->version = version;
   for (const auto& [id, resource] : resources) {
     snapshot->hashes[id] = api::ContentHash(resource);
+    snapshot->sizes[id] = static_cast<int64_t>(resource.ByteSizeLong());
   }
   snapshot->config_bytes = ConfigBytes(resources);
   snapshot->resources = std::move(resources);
@@ -233,20 +277,19 @@ absl::Status ConfigState::CheckNoSplit() const {
 }
 
 absl::StatusOr<api::ResourceMap> ConfigState::Merge(
-    const std::vector<api::Resource>& resources, const Snapshot& base,
-    std::vector<api::ValidationError>* apply_time_errors) {
-  api::ResourceMap next = base.resources;
-  std::set<api::ResourceId> seen;
+    std::vector<api::Resource>&& resources, const Snapshot& base,
+    std::vector<api::ValidationError>* apply_time_errors, NextDigest* digest) {
+  api::ResourceMap next;
   std::vector<std::string> errors;
   const absl::Time now = clock_();
   for (size_t i = 0; i < resources.size(); ++i) {
-    const api::Resource& resource = resources[i];
+    api::Resource& resource = resources[i];
     if (resource.kind_case() == api::Resource::KIND_NOT_SET) {
       errors.push_back(absl::StrCat("resources[", i, "]: has no kind"));
       continue;
     }
     api::ResourceId id = api::IdOf(resource);
-    if (!seen.insert(id).second) {
+    if (!digest->named.insert(id).second) {
       errors.push_back(absl::StrCat(api::Describe(id), ": appears twice in one apply"));
       continue;
     }
@@ -254,39 +297,70 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
     // A Consumer's plain keys and password become hashes here, before
     // anything compares, validates, stores or pushes it. An unchanged
     // password keeps its stored hash, so re-applying a file is no change.
-    api::Resource sealed = resource;
-    api::SealCredentials(&sealed, stored != base.resources.end() ? &stored->second : nullptr);
+    api::SealCredentials(&resource,
+                         stored != base.resources.end() ? &stored->second : nullptr);
+    // Unchanged means the same deterministic encoding, which for this
+    // config (no floating point, no map fields) is what
+    // MessageDifferencer::Equals decides: the stored hash first, and the
+    // two encodings only when the hashes agree.
+    const uint64_t hash = api::ContentHash(resource);
+    bool same = false;
+    if (stored != base.resources.end()) {
+      auto base_hash = base.hashes.find(id);
+      same = base_hash != base.hashes.end() && base_hash->second == hash &&
+             SameEncoding(stored->second, resource);
+    }
     // Only what this apply adds or changes: re-applying an unchanged Secret
     // whose certificate has expired since does not block other changes.
-    if (stored == base.resources.end() ||
-        !google::protobuf::util::MessageDifferencer::Equals(stored->second, sealed)) {
-      api::ValidateAtApplyTime(sealed, now, apply_time_errors);
+    if (!same) {
+      api::ValidateAtApplyTime(resource, now, apply_time_errors);
+      if (stored != base.resources.end()) digest->changed.insert(id);
     }
-    next[id] = std::move(sealed);
+    digest->hashes[id] = hash;
+    // ContentHash has just serialized it: its size is cached.
+    digest->sizes[id] = static_cast<int64_t>(resource.GetCachedSize());
+    next.emplace(std::move(id), std::move(resource));
   }
   if (!errors.empty()) {
     std::string message;
     for (const auto& e : errors) absl::StrAppend(&message, message.empty() ? "" : "\n", e);
     return absl::InvalidArgumentError(message);
   }
+  // What the apply does not name stays as it is, with its hash and size.
+  for (const auto& [id, resource] : base.resources) {
+    if (digest->named.count(id)) continue;
+    next.emplace_hint(next.end(), id, resource);
+    if (auto it = base.hashes.find(id); it != base.hashes.end()) digest->hashes[id] = it->second;
+    if (auto it = base.sizes.find(id); it != base.sizes.end()) digest->sizes[id] = it->second;
+  }
   return next;
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
     const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
+  return Apply(std::vector<api::Resource>(resources), dry_run, context);
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
+    std::vector<api::Resource>&& resources, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
-  return RetryIfStale(context, [&] { return ApplyLocked(resources, dry_run, context); });
+  return RetryIfStale(context, [&] {
+    // A shared store may make the change again: keep the request for it.
+    return ApplyLocked(shared_store_ ? resources : std::move(resources), dry_run, context);
+  });
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyLocked(
-    const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
+    std::vector<api::Resource> resources, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::vector<api::ValidationError> apply_time_errors;
-  absl::StatusOr<api::ResourceMap> next = Merge(resources, *Current(), &apply_time_errors);
+  NextDigest digest;
+  absl::StatusOr<api::ResourceMap> next =
+      Merge(std::move(resources), *Current(), &apply_time_errors, &digest);
   if (!next.ok()) return next.status();
   return Commit(std::move(*next), dry_run, context, /*refusal=*/"",
-                std::move(apply_time_errors));
+                std::move(apply_time_errors), nullptr, false, &digest);
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
@@ -299,7 +373,9 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
   std::vector<api::ValidationError> apply_time_errors;
-  absl::StatusOr<api::ResourceMap> next = Merge(resources, *base, &apply_time_errors);
+  NextDigest digest;
+  absl::StatusOr<api::ResourceMap> next =
+      Merge(std::vector<api::Resource>(resources), *base, &apply_time_errors, &digest);
   if (!next.ok()) return next.status();
   if (api::ComputeDiff(base->resources, *next).empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -308,7 +384,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
   }
   SplitChange change{SplitChange::kStart, split, before_commit};
   return Commit(std::move(*next), /*dry_run=*/false, context, /*refusal=*/"",
-                std::move(apply_time_errors), &change);
+                std::move(apply_time_errors), &change, /*force=*/false, &digest);
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::EndCanary(const std::string& rollout_id,
@@ -421,7 +497,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::RollbackLocked(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     api::ResourceMap next, bool dry_run, const ChangeContext& context,
     const std::string& refusal, std::vector<api::ValidationError> apply_time_errors,
-    const SplitChange* split_change, bool force) {
+    const SplitChange* split_change, bool force, const NextDigest* digest) {
   if (shutting_down()) {
     return absl::UnavailableError("sluice-control is shutting down");
   }
@@ -438,15 +514,22 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   // A proxy that connects gets the whole config in one message: never grow
   // it past what a proxy accepts. (A change that shrinks a config already
   // over a lowered limit goes through.)
-  if (int64_t bytes = ConfigBytes(next);
-      bytes > max_config_bytes_ && bytes > base->config_bytes) {
+  int64_t next_bytes = 0;
+  if (digest != nullptr) {
+    next_bytes = kResponseOverheadBytes;
+    for (const auto& [id, size] : digest->sizes) next_bytes += ResourceBytes(size);
+  } else {
+    next_bytes = ConfigBytes(next);
+  }
+  if (int64_t bytes = next_bytes; bytes > max_config_bytes_ && bytes > base->config_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the whole config would be ", bytes, " bytes, over the limit of ", max_config_bytes_,
         " bytes (a proxy that connects receives it in one message; sluice-control "
         "--max-config-bytes); nothing changed"));
   }
   ChangeResult result;
-  result.diff = api::ComputeDiff(base->resources, next);
+  result.diff = digest != nullptr ? DiffOf(base->resources, next, *digest)
+                                  : api::ComputeDiff(base->resources, next);
   result.version = base->version;
   if (dry_run || (result.diff.empty() && !force)) return result;
 
@@ -495,7 +578,18 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     SLUICE_LOG(kError, result.warning);
   }
   result.version = stored.version;
-  auto snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
+  std::shared_ptr<const Snapshot> snapshot;
+  if (digest != nullptr) {
+    auto made = std::make_shared<Snapshot>();
+    made->version = stored.version;
+    made->hashes = digest->hashes;
+    made->sizes = digest->sizes;
+    made->config_bytes = next_bytes;
+    made->resources = std::move(stored.resources);
+    snapshot = std::move(made);
+  } else {
+    snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
+  }
   {
     absl::MutexLock lock(&mu_);
     if (split_change != nullptr && split_change->action == SplitChange::kStart) {

@@ -67,6 +67,9 @@ struct Snapshot {
   api::ResourceMap resources;
   std::map<api::ResourceId, uint64_t> hashes;  // api::ContentHash per resource
   int64_t config_bytes = 0;                     // ConfigBytes(resources)
+  // The encoded size of each resource (ByteSizeLong), kept so that a change
+  // measures only what it adds or changes.
+  std::map<api::ResourceId, int64_t> sizes;
 };
 
 // Who asks for a change and on what condition.
@@ -141,6 +144,9 @@ class ConfigState {
   // ABORTED when `context.if_version` is set and not current.
   absl::StatusOr<ChangeResult> Apply(const std::vector<api::Resource>& resources,
                                      bool dry_run, const ChangeContext& context = {});
+  // The same, taking the resources over (no copy of a big request).
+  absl::StatusOr<ChangeResult> Apply(std::vector<api::Resource>&& resources, bool dry_run,
+                                     const ChangeContext& context = {});
   // NOT_FOUND when absent; FAILED_PRECONDITION when something refers to it.
   absl::StatusOr<ChangeResult> Delete(const api::ResourceId& id, bool dry_run,
                                       const ChangeContext& context = {});
@@ -215,10 +221,26 @@ class ConfigState {
   absl::Status CheckIfVersion(uint64_t if_version) const;
   // FAILED_PRECONDITION naming the rollout while the fleet is split.
   absl::Status CheckNoSplit() const;
-  // Checks `resources` and merges them into a copy of `base`.
-  absl::StatusOr<api::ResourceMap> Merge(const std::vector<api::Resource>& resources,
+  // What a change knows of its resulting state without comparing or
+  // hashing it whole: the hash and size of every resource, and which of the
+  // resources it names differ from the base (the others it names, and all
+  // it does not name, are the base's).
+  struct NextDigest {
+    std::map<api::ResourceId, uint64_t> hashes;
+    std::map<api::ResourceId, int64_t> sizes;
+    std::set<api::ResourceId> named;
+    std::set<api::ResourceId> changed;
+  };
+  // api::ComputeDiff(from, to) where `to` is what Merge made with `digest`.
+  static api::StateDiff DiffOf(const api::ResourceMap& from, const api::ResourceMap& to,
+                               const NextDigest& digest);
+  // Checks `resources` (sealed in place) and merges them into the
+  // resources of `base`: the base's resources that `resources` replace are
+  // not copied, and those that stay keep their hash and size.
+  absl::StatusOr<api::ResourceMap> Merge(std::vector<api::Resource>&& resources,
                                          const Snapshot& base,
-                                         std::vector<api::ValidationError>* apply_time_errors);
+                                         std::vector<api::ValidationError>* apply_time_errors,
+                                         NextDigest* digest);
   // `apply_time_errors`: from api::ValidateAtApplyTime, reported together
   // with the errors of the resulting state. `refusal` non-empty: those
   // errors are FAILED_PRECONDITION under that heading (else INVALID_ARGUMENT).
@@ -230,11 +252,14 @@ class ConfigState {
     std::function<absl::Status(uint64_t stable, uint64_t candidate)> before_commit;
   };
   // `force`: a new version even when nothing changed (a decision to record).
+  // `digest` (may be null: everything is compared and hashed) comes from
+  // Merge.
   absl::StatusOr<ChangeResult> Commit(api::ResourceMap next, bool dry_run,
                                       const ChangeContext& context,
                                       const std::string& refusal,
                                       std::vector<api::ValidationError> apply_time_errors = {},
-                                      const SplitChange* split_change = nullptr, bool force = false)
+                                      const SplitChange* split_change = nullptr, bool force = false,
+                                      const NextDigest* digest = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void Notify(bool shutting_down);
   // A version the shared store holds (another replica's commit): current
@@ -249,7 +274,9 @@ class ConfigState {
   absl::StatusOr<ChangeResult> RetryIfStale(
       const ChangeContext& context, const std::function<absl::StatusOr<ChangeResult>()>& attempt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::StatusOr<ChangeResult> ApplyLocked(const std::vector<api::Resource>& resources,
+  // Takes `resources` only on the last try of RetryIfStale (a stale try
+  // copies them).
+  absl::StatusOr<ChangeResult> ApplyLocked(std::vector<api::Resource> resources,
                                            bool dry_run, const ChangeContext& context)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::StatusOr<ChangeResult> DeleteLocked(const api::ResourceId& id, bool dry_run,

@@ -15,6 +15,10 @@
 
 namespace sluice::controlplane {
 
+// history.log may grow to this size, or history.db's, before history.db is
+// written whole again.
+inline constexpr size_t kMinHistoryLogBytes = size_t{1} << 20;
+
 class FileConfigStore : public ConfigStore {
  public:
   explicit FileConfigStore(std::unique_ptr<FileStore> store)
@@ -31,6 +35,11 @@ class FileConfigStore : public ConfigStore {
   // The history first, then the state: after a crash between the two the
   // history holds one version more, which the next start drops. An error
   // after the state's rename is a warning (stored, maybe not durably).
+  // The history's newest entry is appended to history.log when the one
+  // before it is what this object stored last; history.db is written whole
+  // (and the log dropped) otherwise: the first commit of a process, after a
+  // failed one, and once the log has grown past history.db's size (at least
+  // kMinHistoryLogBytes), so each version costs about its own change.
   absl::Status Commit(uint64_t base_version, const StoredState& next,
                       const StoredHistory& history,
                       std::string* warning) override;
@@ -42,6 +51,11 @@ class FileConfigStore : public ConfigStore {
 
  private:
   std::unique_ptr<FileStore> store_;
+  // The newest history entry this object stored (0: none yet, or unknown
+  // after a failure), and the sizes of history.db and history.log since.
+  uint64_t stored_history_version_ = 0;
+  size_t history_db_bytes_ = 0;
+  size_t history_log_bytes_ = 0;
 };
 
 // `tokens.db` in a data dir whose FileStore is open (it holds the lock).

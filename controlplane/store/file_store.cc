@@ -36,6 +36,17 @@ constexpr size_t kHeaderSize = 8 + 4 + 8 + 4;
 constexpr char kHistoryMagic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'H', 'I'};
 constexpr uint32_t kHistoryFormat = 1;
 
+// history.log: the entries appended since history.db was last written, so
+// that a new version costs its own change, not the whole history. An 8-byte
+// magic and a format (u32, 1), then per entry: payload length (u32), CRC-32
+// of the payload (u32), payload (the entry as in history.db). Entries at or
+// before history.db's newest are left from before history.db was replaced
+// and are skipped; a record cut short or failing its checksum at the end is
+// an append a crash interrupted (before the state file named its version)
+// and is ignored.
+constexpr char kHistoryLogMagic[8] = {'S', 'L', 'U', 'I', 'C', 'E', 'H', 'L'};
+constexpr uint32_t kHistoryLogFormat = 1;
+
 // tokens.db: the same header with its own magic and format 1. Payload: the
 // token count (u32); per token: name, role, sha256 hex (length u32 and bytes
 // each), created (i64 unix microseconds), created_by (length u32 and bytes).
@@ -92,6 +103,60 @@ class PayloadReader {
   const char* p_;
   const char* end_;
 };
+
+// One history entry as history.db and history.log hold it: version (u64),
+// time (i64 unix microseconds, INT64_MIN: unknown), author and message
+// (length u32 and bytes each), unchanged (u32), then the added, the changed
+// (count u32, resources as length u32 and bytes each) and the removed (count
+// u32; per id: kind u32, name as length u32 and bytes).
+void EncodeEntry(const HistoryEntry& e, std::string* payload) {
+  PutU64(payload, e.version);
+  PutU64(payload, static_cast<uint64_t>(e.time == absl::InfinitePast()
+                                            ? INT64_MIN
+                                            : absl::ToUnixMicros(e.time)));
+  PutBytes(payload, e.author);
+  PutBytes(payload, e.message);
+  PutU32(payload, e.unchanged);
+  for (const auto* list : {&e.added, &e.changed}) {
+    PutU32(payload, static_cast<uint32_t>(list->size()));
+    for (const auto& resource : *list) PutBytes(payload, resource.SerializeAsString());
+  }
+  PutU32(payload, static_cast<uint32_t>(e.removed.size()));
+  for (const auto& [kind, name] : e.removed) {
+    PutU32(payload, static_cast<uint32_t>(kind));
+    PutBytes(payload, name);
+  }
+}
+
+// Reads one entry; empty, or what is wrong (" cut short", ...) to follow
+// "entry N".
+std::string DecodeEntry(PayloadReader* in, HistoryEntry* e) {
+  uint64_t micros;
+  uint32_t n;
+  if (!in->U64(&e->version) || !in->U64(&micros) || !in->Bytes(&e->author) ||
+      !in->Bytes(&e->message) || !in->U32(&e->unchanged)) {
+    return " cut short";
+  }
+  e->time = static_cast<int64_t>(micros) == INT64_MIN
+                ? absl::InfinitePast()
+                : absl::FromUnixMicros(static_cast<int64_t>(micros));
+  for (auto* list : {&e->added, &e->changed}) {
+    if (!in->U32(&n)) return " cut short";
+    for (uint32_t j = 0; j < n; ++j) {
+      if (!in->Resource(&list->emplace_back())) {
+        return absl::StrCat(" (version ", e->version, "): a resource is damaged");
+      }
+    }
+  }
+  if (!in->U32(&n)) return " cut short";
+  for (uint32_t j = 0; j < n; ++j) {
+    uint32_t kind;
+    std::string name;
+    if (!in->U32(&kind) || !in->Bytes(&name)) return " cut short";
+    e->removed.emplace_back(static_cast<api::ResourceKind>(kind), std::move(name));
+  }
+  return "";
+}
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(
@@ -159,6 +224,7 @@ FileStore::FileStore(std::string dir, int lock_fd)
     : dir_(std::move(dir)),
       state_path_(dir_ + "/state.db"),
       history_path_(dir_ + "/history.db"),
+      history_log_path_(dir_ + "/history.log"),
       lock_fd_(lock_fd) {}
 
 FileStore::~FileStore() {
@@ -191,7 +257,7 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   ::unlink((data_dir + "/tokens.db.tmp").c_str());
   // The state and the history hold private keys: owner only, also for a file
   // written by an older build or restored from a backup with a wider mode.
-  for (const char* name : {"/state.db", "/history.db", "/tokens.db"}) {
+  for (const char* name : {"/state.db", "/history.db", "/history.log", "/tokens.db"}) {
     std::string path = data_dir + name;
     if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0 &&
         ::chmod(path.c_str(), 0600) != 0) {
@@ -361,24 +427,7 @@ std::string FileStore::EncodeHistory(const StoredHistory& history) {
     PutBytes(&payload, resource.SerializeAsString());
   }
   PutU32(&payload, static_cast<uint32_t>(history.entries.size()));
-  for (const HistoryEntry& e : history.entries) {
-    PutU64(&payload, e.version);
-    PutU64(&payload, static_cast<uint64_t>(e.time == absl::InfinitePast()
-                                               ? INT64_MIN
-                                               : absl::ToUnixMicros(e.time)));
-    PutBytes(&payload, e.author);
-    PutBytes(&payload, e.message);
-    PutU32(&payload, e.unchanged);
-    for (const auto* list : {&e.added, &e.changed}) {
-      PutU32(&payload, static_cast<uint32_t>(list->size()));
-      for (const auto& resource : *list) PutBytes(&payload, resource.SerializeAsString());
-    }
-    PutU32(&payload, static_cast<uint32_t>(e.removed.size()));
-    for (const auto& [kind, name] : e.removed) {
-      PutU32(&payload, static_cast<uint32_t>(kind));
-      PutBytes(&payload, name);
-    }
-  }
+  for (const HistoryEntry& e : history.entries) EncodeEntry(e, &payload);
   std::string out(kHistoryMagic, sizeof(kHistoryMagic));
   PutU32(&out, kHistoryFormat);
   PutU64(&out, payload.size());
@@ -425,33 +474,8 @@ absl::StatusOr<StoredHistory> FileStore::DecodeHistory(const std::string& bytes,
   if (!in.U32(&count)) return corrupt("payload too short");
   for (uint32_t i = 0; i < count; ++i) {
     HistoryEntry e;
-    uint64_t micros;
-    uint32_t n;
-    if (!in.U64(&e.version) || !in.U64(&micros) || !in.Bytes(&e.author) ||
-        !in.Bytes(&e.message) || !in.U32(&e.unchanged)) {
-      return corrupt(absl::StrCat("entry ", i, " cut short"));
-    }
-    e.time = static_cast<int64_t>(micros) == INT64_MIN
-                 ? absl::InfinitePast()
-                 : absl::FromUnixMicros(static_cast<int64_t>(micros));
-    for (auto* list : {&e.added, &e.changed}) {
-      if (!in.U32(&n)) return corrupt(absl::StrCat("entry ", i, " cut short"));
-      for (uint32_t j = 0; j < n; ++j) {
-        if (!in.Resource(&list->emplace_back())) {
-          return corrupt(absl::StrCat("entry ", i, " (version ", e.version,
-                                      "): a resource is damaged"));
-        }
-      }
-    }
-    if (!in.U32(&n)) return corrupt(absl::StrCat("entry ", i, " cut short"));
-    for (uint32_t j = 0; j < n; ++j) {
-      uint32_t kind;
-      std::string name;
-      if (!in.U32(&kind) || !in.Bytes(&name)) {
-        return corrupt(absl::StrCat("entry ", i, " cut short"));
-      }
-      e.removed.emplace_back(static_cast<api::ResourceKind>(kind), std::move(name));
-    }
+    std::string why = DecodeEntry(&in, &e);
+    if (!why.empty()) return corrupt(absl::StrCat("entry ", i, why));
     history.entries.push_back(std::move(e));
   }
   if (!in.done()) return corrupt("trailing bytes after the last entry");
@@ -462,12 +486,127 @@ absl::StatusOr<StoredHistory> FileStore::LoadHistory() const {
   bool missing = false;
   absl::StatusOr<std::string> bytes = ReadWholeFile(history_path_, &missing);
   if (!bytes.ok()) return bytes.status();
-  if (missing) return StoredHistory{};
-  return DecodeHistory(*bytes, history_path_);
+  StoredHistory history;
+  if (!missing) {
+    absl::StatusOr<StoredHistory> decoded = DecodeHistory(*bytes, history_path_);
+    if (!decoded.ok()) return decoded.status();
+    history = std::move(*decoded);
+  }
+  absl::StatusOr<std::string> log = ReadWholeFile(history_log_path_, &missing);
+  if (!log.ok()) return log.status();
+  if (missing) return history;
+  if (absl::Status status = ApplyHistoryLog(*log, history_log_path_, &history); !status.ok()) {
+    return status;
+  }
+  return history;
 }
 
-absl::Status FileStore::SaveHistory(const StoredHistory& history, bool* replaced) {
-  return WriteDurably(history_path_, EncodeHistory(history), replaced);
+absl::Status FileStore::ApplyHistoryLog(const std::string& log, const std::string& path,
+                                        StoredHistory* history) {
+  auto corrupt = [&path](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(
+        "history log ", path, " is damaged: ", why,
+        ". sluice-control will not start with part of its history; restore the file from a "
+        "backup, or move it away (with history.db) to start a new history"));
+  };
+  if (log.size() < 12) {
+    // The header itself cut short: the first append was interrupted.
+    return absl::OkStatus();
+  }
+  if (std::memcmp(log.data(), kHistoryLogMagic, sizeof(kHistoryLogMagic)) != 0) {
+    return corrupt("not a Sluice history log (bad magic)");
+  }
+  if (uint32_t format = absl::little_endian::Load32(log.data() + 8);
+      format != kHistoryLogFormat) {
+    return corrupt(absl::StrCat("format ", format, " is not supported by this build (expects ",
+                                kHistoryLogFormat, ")"));
+  }
+  size_t p = 12;
+  int record = 0;
+  while (p < log.size()) {
+    ++record;
+    const bool header_whole = log.size() - p >= 8;
+    const uint32_t length = header_whole ? absl::little_endian::Load32(log.data() + p) : 0;
+    const bool whole = header_whole && log.size() - p - 8 >= length;
+    std::string payload = whole ? log.substr(p + 8, length) : std::string();
+    if (!whole || absl::little_endian::Load32(log.data() + p + 4) != Crc32(payload, 0)) {
+      // Only the last record may be cut short: an interrupted append.
+      if (!whole || p + 8 + length == log.size()) return absl::OkStatus();
+      return corrupt(absl::StrCat("record ", record, ": checksum mismatch"));
+    }
+    p += 8 + length;
+    PayloadReader in(payload.data(), payload.data() + payload.size());
+    HistoryEntry entry;
+    std::string why = DecodeEntry(&in, &entry);
+    if (!why.empty() || !in.done()) {
+      return corrupt(absl::StrCat("record ", record, why.empty() ? ": trailing bytes" : why));
+    }
+    const uint64_t newest = history->entries.empty() ? 0 : history->entries.back().version;
+    if (entry.version <= newest) continue;  // already in history.db
+    if (newest != 0 && entry.version != newest + 1) {
+      return corrupt(absl::StrCat("record ", record, " is version ", entry.version,
+                                  ", expected ", newest + 1));
+    }
+    history->entries.push_back(std::move(entry));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FileStore::SaveHistory(const StoredHistory& history, bool* replaced,
+                                    size_t* bytes_written) {
+  std::string bytes = EncodeHistory(history);
+  if (bytes_written != nullptr) *bytes_written = bytes.size();
+  bool renamed = false;
+  absl::Status status = WriteDurably(history_path_, bytes, &renamed);
+  if (replaced != nullptr) *replaced = renamed;
+  // history.db now holds every entry of the log: drop it (one left behind
+  // by a failure here is skipped when read).
+  if (renamed) ::unlink(history_log_path_.c_str());
+  return status;
+}
+
+absl::Status FileStore::AppendHistory(const HistoryEntry& entry, size_t* bytes_written) {
+  std::string payload;
+  EncodeEntry(entry, &payload);
+  std::string record;
+  PutU32(&record, static_cast<uint32_t>(payload.size()));
+  PutU32(&record, Crc32(payload, 0));
+  record.append(payload);
+  int fd = ::open(history_log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError("cannot open", history_log_path_);
+  struct stat st;
+  absl::Status status = absl::OkStatus();
+  if (::fstat(fd, &st) != 0) status = ErrnoError("cannot stat", history_log_path_);
+  const off_t before = status.ok() ? st.st_size : 0;
+  if (status.ok() && ::fchmod(fd, 0600) != 0) {
+    status = ErrnoError("cannot set mode 0600 on", history_log_path_);
+  }
+  if (status.ok() && before == 0) {
+    std::string header(kHistoryLogMagic, sizeof(kHistoryLogMagic));
+    PutU32(&header, kHistoryLogFormat);
+    record.insert(0, header);
+  }
+  if (status.ok()) status = WriteAll(fd, record, history_log_path_);
+  if (status.ok() && ::fdatasync(fd) != 0) status = ErrnoError("cannot fsync", history_log_path_);
+  if (!status.ok()) {
+    // Leave no partial record for a later append to follow.
+    (void)::ftruncate(fd, before);
+    ::close(fd);
+    return status;
+  }
+  ::close(fd);
+  if (before == 0) {
+    // A new file: its name must be durable too.
+    int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dir_fd < 0 ? -1 : (directory_fsync_ ? directory_fsync_(dir_fd) : ::fsync(dir_fd));
+    if (dir_fd >= 0) ::close(dir_fd);
+    if (rc != 0) {
+      return ErrnoError(absl::StrCat(history_log_path_, " is written, but cannot fsync its directory"),
+                        dir_);
+    }
+  }
+  if (bytes_written != nullptr) *bytes_written = record.size();
+  return absl::OkStatus();
 }
 
 std::string TokenFile::Encode(const std::vector<StoredToken>& tokens) {

@@ -16,7 +16,9 @@
 //
 // The history of accepted versions (StoredHistory) lives beside it in
 // `history.db`, written and checked the same way (its own magic, format 1;
-// layout in file_store.cc). A missing history file is an empty history; a
+// layout in file_store.cc), and `history.log`: the entries appended since
+// history.db was written (AppendHistory; each record with its own checksum,
+// fsynced), so that a version costs its own change, not the whole history. A missing history file is an empty history; a
 // damaged one is refused like a damaged state file. It holds the same private
 // keys as the state: mode 0600 too. The two files are replaced one after the
 // other, not together: the caller writes the history first, so after a crash
@@ -33,6 +35,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -54,6 +57,52 @@ struct StoredState {
   std::string store_id;
 };
 
+// A list of resources with the value semantics of std::vector whose copies
+// share one vector until one of them is changed (copy on write). The
+// history's entries are copied with every new version (ConfigHistory is
+// copied, appended to and published) and never change once written, so
+// sharing them keeps a version's cost to its own change, not the history's
+// size. As with std::vector, one object is not changed and read at once.
+class SharedResourceList {
+ public:
+  using value_type = api::Resource;
+  using const_iterator = std::vector<api::Resource>::const_iterator;
+
+  SharedResourceList() = default;
+  SharedResourceList(std::initializer_list<api::Resource> items)
+      : items_(std::make_shared<std::vector<api::Resource>>(items)) {}
+
+  size_t size() const { return items_ ? items_->size() : 0; }
+  bool empty() const { return size() == 0; }
+  const_iterator begin() const { return items_ ? items_->cbegin() : Empty().cbegin(); }
+  const_iterator end() const { return items_ ? items_->cend() : Empty().cend(); }
+  const api::Resource& operator[](size_t i) const { return (*items_)[i]; }
+  const api::Resource& front() const { return items_->front(); }
+  const api::Resource& back() const { return items_->back(); }
+
+  void push_back(const api::Resource& r) { Mutable().push_back(r); }
+  void push_back(api::Resource&& r) { Mutable().push_back(std::move(r)); }
+  api::Resource& emplace_back() { return Mutable().emplace_back(); }
+  void reserve(size_t n) { Mutable().reserve(n); }
+  void clear() { items_.reset(); }
+
+ private:
+  static const std::vector<api::Resource>& Empty() {
+    static const std::vector<api::Resource> kEmpty;
+    return kEmpty;
+  }
+  std::vector<api::Resource>& Mutable() {
+    if (!items_) {
+      items_ = std::make_shared<std::vector<api::Resource>>();
+    } else if (items_.use_count() > 1) {
+      items_ = std::make_shared<std::vector<api::Resource>>(*items_);
+    }
+    return *items_;
+  }
+
+  std::shared_ptr<std::vector<api::Resource>> items_;
+};
+
 // One accepted version: who made it, when, why, and what it changed from the
 // version before it (the full content of what it added or changed, and what
 // it removed).
@@ -66,8 +115,8 @@ struct HistoryEntry {
   // reported it (sluicectl: $USER@hostname), not authenticated.
   std::string author;
   std::string message;
-  std::vector<api::Resource> added;
-  std::vector<api::Resource> changed;
+  SharedResourceList added;
+  SharedResourceList changed;
   std::vector<api::ResourceId> removed;
   uint32_t unchanged = 0;
 };
@@ -139,11 +188,18 @@ class FileStore {
 
   // The stored history; empty when `history.db` does not exist.
   absl::StatusOr<StoredHistory> LoadHistory() const;
-  // Durably replaces the stored history; `*replaced` as for Save().
-  absl::Status SaveHistory(const StoredHistory& history, bool* replaced = nullptr);
+  // Durably replaces the stored history (and drops `history.log`);
+  // `*replaced` as for Save(). `*bytes_written`: the size of history.db.
+  absl::Status SaveHistory(const StoredHistory& history, bool* replaced = nullptr,
+                           size_t* bytes_written = nullptr);
+  // Durably appends `entry` to `history.log`: the stored history is then the
+  // one saved last with this entry (the next version) at its end. An error:
+  // nothing is appended. `*bytes_written`: the bytes appended.
+  absl::Status AppendHistory(const HistoryEntry& entry, size_t* bytes_written = nullptr);
 
   const std::string& state_path() const { return state_path_; }
   const std::string& history_path() const { return history_path_; }
+  const std::string& history_log_path() const { return history_log_path_; }
 
   // The on-disk encoding, exposed for tests.
   static std::string Encode(const StoredState& state) {
@@ -156,6 +212,10 @@ class FileStore {
   static std::string EncodeHistory(const StoredHistory& history);
   static absl::StatusOr<StoredHistory> DecodeHistory(const std::string& bytes,
                                                      const std::string& path);
+  // Adds the entries of a history.log's bytes to `history` (read from
+  // history.db); DATA_LOSS naming `path` when damaged before its last record.
+  static absl::Status ApplyHistoryLog(const std::string& log, const std::string& path,
+                                      StoredHistory* history);
 
   // Replaces fsync(2) for the data directory; tests make it fail.
   void set_directory_fsync_for_testing(std::function<int(int fd)> fsync) {
@@ -172,6 +232,7 @@ class FileStore {
   std::string dir_;
   std::string state_path_;
   std::string history_path_;
+  std::string history_log_path_;
   int lock_fd_;
   std::function<int(int fd)> directory_fsync_;
 };

@@ -3,6 +3,8 @@
 // rollback (content equality, removals, unknown versions, today's rules) and
 // optimistic concurrency (if_version). Time is injected.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -153,6 +155,28 @@ TEST_F(HistoryTest, SurvivesARestartAndALowerRetentionAfterIt) {
   EXPECT_EQ(Apply({Cluster("b")}, "bo", "v5"), 5u);
   Open(2);
   EXPECT_EQ(state_->History()->stored().entries.back().message, "v5");
+}
+
+// After the first version of a process, each one is appended to
+// history.log; a restart reads them all back.
+TEST_F(HistoryTest, VersionsAppendedToTheLogSurviveARestart) {
+  for (int i = 1; i <= 5; ++i) Apply({Cluster("a", 9000 + i)}, "ana", absl::StrCat("v", i));
+  struct stat st;
+  ASSERT_EQ(::stat((dir_ + "/history.log").c_str(), &st), 0) << "versions 2..5 were appended";
+  Open(kDefaultHistoryVersions);
+  auto history = state_->History();
+  ASSERT_EQ(history->stored().entries.size(), 5u);
+  EXPECT_EQ(history->stored().entries[4].message, "v5");
+  auto v3 = history->ContentAt(3);
+  ASSERT_TRUE(v3.ok());
+  EXPECT_EQ(v3->at({config::v1::CLUSTER, "a"}).cluster().endpoints(0).port(), 9003u);
+  // The first version after the restart writes history.db whole again.
+  EXPECT_EQ(Apply({Cluster("b")}, "bo", "v6"), 6u);
+  EXPECT_NE(::access((dir_ + "/history.log").c_str(), F_OK), 0);
+  EXPECT_EQ(Apply({Cluster("c")}, "bo", "v7"), 7u);
+  Open(kDefaultHistoryVersions);
+  ASSERT_EQ(state_->History()->stored().entries.size(), 7u);
+  EXPECT_EQ(state_->History()->stored().entries.back().message, "v7");
 }
 
 TEST_F(HistoryTest, AStateWithoutHistoryFileStartsOneAtTheCurrentVersion) {

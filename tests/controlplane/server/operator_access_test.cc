@@ -6,9 +6,12 @@
 #include <sys/stat.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "api/credentials.h"
 #include "controlplane/server/admin_service.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/harness/process.h"
 
@@ -101,6 +104,23 @@ TEST(AuditLogTest, OneJsonLinePerRecordInAFixedOrder) {
       R"({"time":"2030-03-17T17:46:40.000001Z","identity":"ci","peer":"ipv4:127.0.0.1:5",)"
       R"("method":"Apply","resources":["Cluster/web","Secret/\"x\""],"version":7,)"
       R"("dry_run":true,"result":"OK"})");
+}
+
+// Names are quoted without protobuf's JSON printer when they hold only
+// characters it leaves alone: the same text either way.
+TEST(AuditLogTest, NamesAreQuotedAsProtobufsJsonPrinterQuotesThem) {
+  for (const std::string name :
+       {std::string("Cluster/c-1_a.b c:d@e"), std::string("Route/<x>&'y'"),
+        std::string("Secret/t\tab\\"), std::string("Consumer/\xc3\xa9")}) {
+    google::protobuf::Value value;
+    value.set_string_value(name);
+    std::string quoted;
+    ASSERT_TRUE(google::protobuf::util::MessageToJsonString(value, &quoted).ok());
+    AuditRecord record{"ci", "p", "Apply", {name}, 0, false, "OK"};
+    EXPECT_TRUE(absl::StrContains(AuditLog::Format(record, absl::UnixEpoch()),
+                                  absl::StrCat("\"resources\":[", quoted, "]")))
+        << name;
+  }
 }
 
 class OperatorAccessTest : public ::testing::Test {

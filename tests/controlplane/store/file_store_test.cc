@@ -11,6 +11,7 @@
 
 #include "absl/base/internal/endian.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "tests/harness/process.h"
 
 namespace sluice::controlplane {
@@ -310,6 +311,74 @@ TEST(FileStoreHistoryTest, MissingIsEmptyRoundTripsAndDamageIsRefused) {
   auto state = FileStore::DecodeHistory(FileStore::Encode(StoredState{}), "history.db");
   ASSERT_FALSE(state.ok());
   EXPECT_TRUE(absl::StrContains(state.status().message(), "bad magic")) << state.status();
+}
+
+// history.log: appended entries read back after history.db's; an append
+// cut short by a crash is ignored; writing history.db drops the log, and
+// entries a stale log repeats are skipped.
+TEST(FileStoreHistoryTest, AppendedEntriesSurviveAndATornAppendIsIgnored) {
+  std::string dir = sluice::testing::MakeTempDir("history_log");
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  api::Resource cluster;
+  cluster.mutable_cluster()->set_name("users");
+  StoredHistory history;
+  HistoryEntry first;
+  first.version = 1;
+  first.added.push_back(cluster);
+  history.base[api::IdOf(cluster)] = cluster;
+  history.entries = {first};
+  ASSERT_TRUE((*store)->SaveHistory(history).ok());
+  for (uint64_t v = 2; v <= 3; ++v) {
+    HistoryEntry next;
+    next.version = v;
+    next.message = absl::StrCat("v", v);
+    cluster.mutable_cluster()->add_endpoints()->set_port(static_cast<uint32_t>(9000 + v));
+    next.changed.push_back(cluster);
+    ASSERT_TRUE((*store)->AppendHistory(next).ok());
+  }
+  struct stat st;
+  ASSERT_EQ(::stat((*store)->history_log_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto loaded = (*store)->LoadHistory();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->entries.size(), 3u);
+  EXPECT_EQ(loaded->entries[2].version, 3u);
+  EXPECT_EQ(loaded->entries[2].message, "v3");
+
+  // A crash in the middle of appending version 4: its record is cut short.
+  const off_t whole = st.st_size;
+  HistoryEntry fourth;
+  fourth.version = 4;
+  ASSERT_TRUE((*store)->AppendHistory(fourth).ok());
+  ASSERT_EQ(::truncate((*store)->history_log_path().c_str(), whole + 5), 0);
+  loaded = (*store)->LoadHistory();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->entries.back().version, 3u);
+
+  // Damage before the last record is refused, naming the log.
+  std::string log;
+  {
+    std::ifstream in((*store)->history_log_path(), std::ios::binary);
+    log.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::string damaged_log = log.substr(0, static_cast<size_t>(whole));
+  damaged_log[20] ^= 1;  // inside the first record's payload
+  StoredHistory base_only = history;
+  absl::Status damaged = FileStore::ApplyHistoryLog(damaged_log, "history.log", &base_only);
+  EXPECT_EQ(damaged.code(), absl::StatusCode::kDataLoss) << damaged;
+  EXPECT_TRUE(absl::StrContains(damaged.message(), "history log history.log is damaged"))
+      << damaged;
+
+  // history.db written whole drops the log; a stale log's entries that
+  // history.db holds already are skipped.
+  ASSERT_TRUE((*store)->SaveHistory(*loaded).ok());
+  EXPECT_NE(::access((*store)->history_log_path().c_str(), F_OK), 0);
+  StoredHistory again = *loaded;
+  ASSERT_TRUE(FileStore::ApplyHistoryLog(log.substr(0, static_cast<size_t>(whole)),
+                                         "history.log", &again)
+                  .ok());
+  EXPECT_EQ(again.entries.size(), 3u);
 }
 
 }  // namespace
