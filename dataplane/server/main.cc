@@ -127,11 +127,10 @@ class ProxyServer {
   absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist,
                      const api::ConfigChange* change = nullptr) {
     std::shared_ptr<const config::ConfigSnapshot> previous = current();
-    // State and metrics of clusters and routes that no version in use still
-    // has are freed (a cluster removed, then added again, starts afresh).
-    // The stats store looks only at metrics whose last hold went since.
+    // State of clusters that no version in use still has is freed (a
+    // cluster removed, then added again, starts afresh). Metrics are pruned
+    // by PruneStats(), off the apply path.
     registry_.Prune();
-    store_.Prune();
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
                                             previous.get(), change, node_group_);
     if (!snapshot.ok()) {
@@ -156,6 +155,7 @@ class ProxyServer {
     configs_applied_->Inc();
     config_version_->Set(static_cast<int64_t>(version));
     last_apply_->Set(absl::ToUnixSeconds(absl::Now()));
+    last_apply_time_.store(absl::ToUnixNanos(absl::Now()));
     if (persist) Persist(controlplane::StoredState{version, resources, ""});
     return absl::OkStatus();
   }
@@ -209,6 +209,19 @@ class ProxyServer {
   }
 
   stats::StatsStore& stats() { return store_; }
+
+  // Forgets the metrics of routes and clusters that no version in use still
+  // has (a walk over every metric: ~3 ms at 10,000 routes, so not on the
+  // apply path). Runs every kStatsPruneInterval on the main thread while a
+  // version was applied within kStatsPruneWindow (an old version's last
+  // request may hold it a while).
+  static constexpr absl::Duration kStatsPruneInterval = absl::Seconds(5);
+  static constexpr absl::Duration kStatsPruneWindow = absl::Minutes(5);
+  void PruneStats() {
+    int64_t last = last_apply_time_.load();
+    if (last == 0 || absl::Now() - absl::FromUnixNanos(last) > kStatsPruneWindow) return;
+    store_.Prune();
+  }
   std::string Clusters(bool json) const { return admin::RenderClusters(current().get(), json); }
   // Main thread, after the loop ends: stop checking.
   void StopHealthChecks() { health_checker_.reset(); }
@@ -231,6 +244,7 @@ class ProxyServer {
   std::shared_ptr<const config::ConfigSnapshot> current_ ABSL_GUARDED_BY(mu_);
   DumpSource dump_source_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> draining_{false};
+  std::atomic<int64_t> last_apply_time_{0};  // unix ns
 };
 
 // Resident set size, from /proc/self/statm.
@@ -524,6 +538,13 @@ int Run(int argc, char** argv) {
     });
     memory_check->Enable(absl::Milliseconds(250));
   }
+
+  std::unique_ptr<event::Timer> stats_prune;
+  stats_prune = std::make_unique<event::Timer>(main_loop, [&] {
+    proxy.PruneStats();
+    stats_prune->Enable(ProxyServer::kStatsPruneInterval);
+  });
+  stats_prune->Enable(ProxyServer::kStatsPruneInterval);
 
   // SIGTERM / SIGINT: drain, then exit when idle or at the drain timeout.
   absl::Time drain_deadline = absl::InfiniteFuture();

@@ -1,6 +1,5 @@
 #include "dataplane/stats/stats.h"
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace sluice::stats {
@@ -28,31 +27,13 @@ Histogram::Totals Histogram::Sum() const {
   return t;
 }
 
-std::shared_ptr<const void> StatsStore::MakeHold(const std::shared_ptr<ReleaseLog>& log,
-                                                 Released entry) {
-  const void* metric = entry.ref.get();
-  // The deleter runs when the last copy of the hold goes: it hands its
-  // reference to the log, so the slot stays until Prune() looks at it.
-  return std::shared_ptr<const void>(
-      metric, [log, entry = std::move(entry)](const void*) mutable {
-        absl::MutexLock lock(&log->mu);
-        log->released.push_back(std::move(entry));
-      });
-}
-
 Histogram* StatsStore::GetHistogram(const std::string& name, const std::string& labels,
                                     std::shared_ptr<const void>* hold) {
   absl::MutexLock lock(&mu_);
-  auto family = histograms_.try_emplace(name).first;
-  auto it = family->second.try_emplace(labels).first;
-  if (!it->second) it->second = std::make_shared<Histogram>();
-  Released entry;
-  entry.ref = it->second;
-  entry.histogram_family = family;
-  entry.histogram = it;
-  entry.is_counter = false;
-  *hold = MakeHold(release_log_, std::move(entry));
-  return it->second.get();
+  std::shared_ptr<Histogram>& slot = histograms_[name][labels];
+  if (!slot) slot = std::make_shared<Histogram>();
+  *hold = slot;
+  return slot.get();
 }
 
 Counter* StatsStore::GetCounter(const std::string& name, const std::string& labels) {
@@ -66,50 +47,26 @@ Counter* StatsStore::GetCounter(const std::string& name, const std::string& labe
 Counter* StatsStore::GetCounter(const std::string& name, const std::string& labels,
                                 std::shared_ptr<const void>* hold) {
   absl::MutexLock lock(&mu_);
-  auto family = counters_.try_emplace(name).first;
-  auto it = family->second.try_emplace(labels).first;
-  if (!it->second.counter) it->second.counter = std::make_shared<Counter>();
-  Released entry;
-  entry.ref = it->second.counter;
-  entry.counter_family = family;
-  entry.counter = it;
-  entry.is_counter = true;
-  *hold = MakeHold(release_log_, std::move(entry));
-  return it->second.counter.get();
+  CounterSlot& slot = counters_[name][labels];
+  if (!slot.counter) slot.counter = std::make_shared<Counter>();
+  *hold = slot.counter;
+  return slot.counter.get();
 }
 
 void StatsStore::Prune() {
-  std::vector<Released> released;
-  {
-    absl::MutexLock lock(&release_log_->mu);
-    released.swap(release_log_->released);
-  }
-  if (released.empty()) return;
   absl::MutexLock lock(&mu_);
-  // Every slot named here is still in its map: each entry's `ref` kept it.
-  // Drop those references first, then erase the slots only the map holds,
-  // each slot once (several holds of one metric may have gone). Erasing a
-  // slot leaves the other entries' slots, which are distinct, in place; a
-  // family is erased once empty, when no entry left names a slot in it.
-  absl::flat_hash_set<const void*> seen;
-  std::vector<Released*> unique;
-  for (Released& r : released) {
-    r.ref.reset();
-    const void* slot = r.is_counter ? static_cast<const void*>(&r.counter->second)
-                                    : static_cast<const void*>(&r.histogram->second);
-    if (seen.insert(slot).second) unique.push_back(&r);
-  }
-  for (Released* r : unique) {
-    if (r->is_counter) {
-      const CounterSlot& slot = r->counter->second;
-      if (slot.permanent || slot.counter.use_count() != 1) continue;
-      r->counter_family->second.erase(r->counter);
-      if (r->counter_family->second.empty()) counters_.erase(r->counter_family);
-    } else {
-      if (r->histogram->second.use_count() != 1) continue;
-      r->histogram_family->second.erase(r->histogram);
-      if (r->histogram_family->second.empty()) histograms_.erase(r->histogram_family);
+  for (auto family = counters_.begin(); family != counters_.end();) {
+    for (auto it = family->second.begin(); it != family->second.end();) {
+      bool unheld = !it->second.permanent && it->second.counter.use_count() == 1;
+      it = unheld ? family->second.erase(it) : std::next(it);
     }
+    family = family->second.empty() ? counters_.erase(family) : std::next(family);
+  }
+  for (auto family = histograms_.begin(); family != histograms_.end();) {
+    for (auto it = family->second.begin(); it != family->second.end();) {
+      it = it->second.use_count() == 1 ? family->second.erase(it) : std::next(it);
+    }
+    family = family->second.empty() ? histograms_.erase(family) : std::next(family);
   }
 }
 

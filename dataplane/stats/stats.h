@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/synchronization/mutex.h"
 
@@ -91,14 +90,11 @@ class StatsStore {
   // same object.
   Counter* GetCounter(const std::string& name, const std::string& labels = "");
   // The same metric, held: it stays (and keeps its value across config
-  // versions) while some `hold` returned for it lives. Copies of one hold
-  // count as one.
+  // versions) while some `hold` returned for it lives.
   Counter* GetCounter(const std::string& name, const std::string& labels,
                       std::shared_ptr<const void>* hold);
-  // Forgets held metrics that nothing holds. Config thread. Costs what was
-  // released since the last call (the last copy of each hold that went
-  // notes its metric), not a walk over every metric: nothing released, no
-  // work.
+  // Forgets held metrics that nothing holds (a walk over every metric,
+  // under the store's lock). Any thread.
   void Prune();
   size_t size() const;
   Gauge* GetGauge(const std::string& name, const std::string& labels = "");
@@ -111,40 +107,17 @@ class StatsStore {
   std::string RenderPrometheus() const;
 
  private:
+  mutable absl::Mutex mu_;
   struct CounterSlot {
     std::shared_ptr<Counter> counter;
     bool permanent = false;
   };
-  using CounterFamily = std::map<std::string, CounterSlot>;
-  using HistogramFamily = std::map<std::string, std::shared_ptr<Histogram>>;
-  // A metric whose last hold went, to look at on the next Prune(). `ref`
-  // keeps the metric's slot in its map until then (Prune erases a slot only
-  // when the map holds its only reference), so the iterators stay valid.
-  struct Released {
-    std::shared_ptr<const void> ref;
-    std::map<std::string, CounterFamily>::iterator counter_family;
-    CounterFamily::iterator counter;
-    std::map<std::string, HistogramFamily>::iterator histogram_family;
-    HistogramFamily::iterator histogram;
-    bool is_counter;
-  };
-  // Where holds note their metric when they go. Shared with the holds (which
-  // may outlive the store); written by whichever thread drops a hold.
-  struct ReleaseLog {
-    absl::Mutex mu;
-    std::vector<Released> released ABSL_GUARDED_BY(mu);
-  };
-  // A hold on `ref`'s metric that notes `entry` in `log` when it goes.
-  static std::shared_ptr<const void> MakeHold(const std::shared_ptr<ReleaseLog>& log,
-                                              Released entry);
-
-  mutable absl::Mutex mu_;
-  std::map<std::string, CounterFamily> counters_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, CounterSlot>> counters_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::map<std::string, std::unique_ptr<Gauge>>> gauges_
       ABSL_GUARDED_BY(mu_);
-  std::map<std::string, HistogramFamily> histograms_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::map<std::string, std::shared_ptr<Histogram>>> histograms_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> help_ ABSL_GUARDED_BY(mu_);
-  const std::shared_ptr<ReleaseLog> release_log_ = std::make_shared<ReleaseLog>();
 };
 
 // Escapes a label value for the Prometheus text format.
