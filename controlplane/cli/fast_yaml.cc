@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "absl/container/flat_hash_set.h"
 #include "yaml-cpp/null.h"
 
 namespace sluice::cli {
@@ -107,18 +108,18 @@ class FastYamlParser {
   // A block mapping whose keys are at column `col`; its first key is on
   // pos_ (maybe after "- ").
   int64_t ParseMap(size_t col) {
+    DepthGuard guard(this);
+    if (failed_) return -1;
     uint32_t map = Add(FastYamlData::kMap, static_cast<int>(pos_));
-    std::vector<std::string_view> keys;
+    absl::flat_hash_set<std::string_view> keys;
     while (true) {
       size_t line = pos_;
       size_t n = KeyLength(line, col);
       if (n == 0) return Fail();
       std::string_view key(text_.data() + lines_[line].begin + col, n);
-      for (std::string_view k : keys) {
-        if (k == key) return Fail();  // duplicate keys: as yaml-cpp does
-      }
+      // Duplicate keys: as yaml-cpp does.
+      if (!keys.insert(key).second) return Fail();
       if (YAML::IsNullString(std::string(key))) return Fail();
-      keys.push_back(key);
       uint32_t key_node = AddScalar(static_cast<int>(line), std::string(key), false);
       size_t value_col = col + n + 1;
       while (At(line, value_col) == ' ') ++value_col;
@@ -157,6 +158,8 @@ class FastYamlParser {
 
   // A block sequence whose '-' are at column `col`.
   int64_t ParseSequence(size_t col) {
+    DepthGuard guard(this);
+    if (failed_) return -1;
     uint32_t seq = Add(FastYamlData::kSequence, static_cast<int>(pos_));
     while (true) {
       size_t line = pos_;
@@ -259,6 +262,8 @@ class FastYamlParser {
       return AddScalar(node_line, std::move(value), true);
     }
     if (c == '{' || c == '[') {
+      DepthGuard guard(this);
+      if (failed_) return -1;
       const bool is_map = c == '{';
       const char close = is_map ? '}' : ']';
       uint32_t node = Add(is_map ? FastYamlData::kMap : FastYamlData::kSequence, node_line);
@@ -268,7 +273,7 @@ class FastYamlParser {
         *p = q + 1;
         return node;
       }
-      std::vector<std::string_view> keys;
+      absl::flat_hash_set<std::string_view> keys;
       while (true) {
         if (is_map) {
           if (!IsKeyStart(At(line, q))) return Fail();
@@ -276,11 +281,8 @@ class FastYamlParser {
           while (IsKeyChar(At(line, q + n))) ++n;
           if (At(line, q + n) != ':' || At(line, q + n + 1) != ' ') return Fail();
           std::string_view key(text_.data() + lines_[line].begin + q, n);
-          for (std::string_view k : keys) {
-            if (k == key) return Fail();
-          }
+          if (!keys.insert(key).second) return Fail();
           if (YAML::IsNullString(std::string(key))) return Fail();
-          keys.push_back(key);
           uint32_t key_node = AddScalar(node_line, std::string(key), false);
           data_->items[node].children.push_back(key_node);
           q += n + 1;
@@ -316,11 +318,23 @@ class FastYamlParser {
     return AddScalar(node_line, std::move(text), false);
   }
 
+  // Collections nest at most kMaxDepth deep here; deeper text goes to
+  // yaml-cpp (no stack is exhausted on a hostile file).
+  static constexpr int kMaxDepth = 64;
+  struct DepthGuard {
+    explicit DepthGuard(FastYamlParser* parser) : parser(parser) {
+      if (++parser->depth_ > kMaxDepth) parser->Fail();
+    }
+    ~DepthGuard() { --parser->depth_; }
+    FastYamlParser* parser;
+  };
+
   const std::string& text_;
   const std::vector<Line>& lines_;
   FastYamlData* data_;
   size_t pos_ = 0;
   size_t end_ = 0;
+  int depth_ = 0;
   bool failed_ = false;
 };
 

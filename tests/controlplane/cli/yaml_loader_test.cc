@@ -306,3 +306,25 @@ TEST(YamlLoaderTest, ConsumerErrorsCarryTheLineOfTheField) {
 
 }  // namespace
 }  // namespace sluice::cli
+
+namespace sluice::cli {
+namespace {
+
+// Hostile shapes: deep nesting on one line and a flow mapping with very many
+// keys are refused with an error (no exhausted stack, no quadratic scan).
+TEST(YamlLoaderTest, DeepNestingAndManyKeysAreRefusedNotFatal) {
+  const int kDepth = 100000;
+  std::string deep = "kind: Cluster\nname: a\nspec: " + std::string(kDepth, '[') +
+                     std::string(kDepth, ']') + "\n";
+  EXPECT_FALSE(LoadYaml(deep, "f.yaml").ok());
+
+  std::string wide = "kind: Cluster\nname: a\nspec: {";
+  for (int i = 0; i < 200000; ++i) absl::StrAppend(&wide, i ? ", " : "", "k", i, ": 1");
+  wide += "}\n";
+  auto loaded = LoadYaml(wide, "f.yaml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("k0"), std::string::npos) << loaded.status();
+}
+
+}  // namespace
+}  // namespace sluice::cli
