@@ -148,7 +148,9 @@ ResourceKey KeyOf(const Resource& resource) {
   return key;
 }
 
-StateDiff ComputeDiff(const ResourceMap& from, const ResourceMap& to) {
+StateDiff ComputeDiff(
+    const ResourceMap& from, const ResourceMap& to,
+    const std::function<bool(const ResourceId&, const Resource&, const Resource&)>& same) {
   StateDiff diff;
   auto a = from.begin();
   auto b = to.begin();
@@ -160,8 +162,8 @@ StateDiff ComputeDiff(const ResourceMap& from, const ResourceMap& to) {
       diff.added.push_back(b->first);
       ++b;
     } else {
-      if (google::protobuf::util::MessageDifferencer::Equals(a->second,
-                                                             b->second)) {
+      if (same ? same(a->first, a->second, b->second)
+               : google::protobuf::util::MessageDifferencer::Equals(a->second, b->second)) {
         ++diff.unchanged;
       } else {
         diff.changed.push_back(a->first);

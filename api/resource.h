@@ -6,6 +6,7 @@
 #define SLUICE_API_RESOURCE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -78,8 +79,12 @@ struct StateDiff {
   }
 };
 
-// What changes when going from `from` to `to`.
-StateDiff ComputeDiff(const ResourceMap& from, const ResourceMap& to);
+// What changes when going from `from` to `to`. A resource in both is
+// unchanged when `same` says so (by default: equal content).
+StateDiff ComputeDiff(
+    const ResourceMap& from, const ResourceMap& to,
+    const std::function<bool(const ResourceId&, const Resource&, const Resource&)>& same =
+        nullptr);
 
 }  // namespace sluice::api
 

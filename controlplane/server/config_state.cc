@@ -47,28 +47,10 @@ bool SameEncoding(const api::Resource& a, const api::Resource& b) {
 
 api::StateDiff ConfigState::DiffOf(const api::ResourceMap& from, const api::ResourceMap& to,
                                    const NextDigest& digest) {
-  // As api::ComputeDiff, with what Merge found instead of comparing again.
-  api::StateDiff diff;
-  auto a = from.begin();
-  auto b = to.begin();
-  while (a != from.end() || b != to.end()) {
-    if (b == to.end() || (a != from.end() && a->first < b->first)) {
-      diff.removed.push_back(a->first);
-      ++a;
-    } else if (a == from.end() || b->first < a->first) {
-      diff.added.push_back(b->first);
-      ++b;
-    } else {
-      if (digest.changed.count(a->first)) {
-        diff.changed.push_back(a->first);
-      } else {
-        ++diff.unchanged;
-      }
-      ++a;
-      ++b;
-    }
-  }
-  return diff;
+  // What Merge found, instead of comparing again.
+  return api::ComputeDiff(
+      from, to, [&digest](const api::ResourceId& id, const api::Resource&,
+                          const api::Resource&) { return digest.changed.count(id) == 0; });
 }
 
 int64_t ConfigBytes(const api::ResourceMap& resources) {
