@@ -515,6 +515,18 @@ class RoutePatchTest : public DiscoveryServiceTest {
     DiscoveryServiceTest::TearDown();
   }
 
+  // The first request of a proxy that reconnects holding version 1.
+  DiscoveryRequest HelloHoldingVersion1(const std::string& node_id) {
+    DiscoveryRequest hello = Hello(node_id, 1, state_->store_id());
+    for (const auto& [id, hash] : base_hashes_) {
+      auto* key = hello.add_known_resources();
+      key->set_kind(id.first);
+      key->set_name(id.second);
+      key->set_hash(hash);
+    }
+    return hello;
+  }
+
   uint64_t base_hash_ = 0;
   uint64_t next_hash_ = 0;
   std::map<api::ResourceId, uint64_t> base_hashes_;  // version 1
@@ -568,13 +580,7 @@ TEST_F(RoutePatchTest, ANackedPatchIsFollowedByTheWholeTable) {
 // on its own, and still gets the changed table as a patch: the control plane
 // keeps the content of the tables it sent last.
 TEST_F(RoutePatchTest, AReconnectingProxyGetsOnlyThePatch) {
-  DiscoveryRequest hello = Hello("p2", 1, state_->store_id());
-  for (const auto& [id, hash] : base_hashes_) {
-    auto* key = hello.add_known_resources();
-    key->set_kind(id.first);
-    key->set_name(id.second);
-    key->set_hash(hash);
-  }
+  DiscoveryRequest hello = HelloHoldingVersion1("p2");
   Stream stream(*stub_, hello);
   DiscoveryResponse r;
   ASSERT_TRUE(stream.Read(&r));
@@ -591,14 +597,8 @@ TEST_F(RoutePatchTest, AReconnectingProxyGetsOnlyThePatch) {
 // A proxy that does not list api::kFeatureRouteTablePatch (it predates
 // patches and would ACK one it ignored) gets the changed table whole.
 TEST_F(RoutePatchTest, AProxyThatDoesNotTakePatchesGetsTheWholeTable) {
-  DiscoveryRequest hello = Hello("old", 1, state_->store_id());
+  DiscoveryRequest hello = HelloHoldingVersion1("old");
   hello.mutable_node()->clear_client_features();
-  for (const auto& [id, hash] : base_hashes_) {
-    auto* key = hello.add_known_resources();
-    key->set_kind(id.first);
-    key->set_name(id.second);
-    key->set_hash(hash);
-  }
   Stream stream(*stub_, hello);
   DiscoveryResponse r;
   ASSERT_TRUE(stream.Read(&r));
