@@ -153,28 +153,32 @@ absl::Status CompileRouteFilters(const config::v1::RouteTable& table, FilterChai
   return absl::OkStatus();
 }
 
+// A route's metrics, made and held as one group: the five status classes of
+// sluice_route_requests_total (1xx..5xx), then the latency histogram.
+const stats::MetricGroupSpec& RouteStatsSpec() {
+  static const stats::MetricGroupSpec* const spec = [] {
+    auto* s = new stats::MetricGroupSpec;
+    for (int c = 1; c <= 5; ++c) {
+      s->counters.push_back(
+          {"sluice_route_requests_total", absl::StrCat(",status_class=\"", c, "xx\"")});
+    }
+    s->histograms.push_back("sluice_route_request_duration_seconds");
+    return s;
+  }();
+  return *spec;
+}
+
 // The metrics of `route` of route table `table`, created (or found: the
 // same labels give the same metrics) in `store`.
 RouteStats MakeRouteStats(stats::StatsStore& store, const std::string& table,
                           const router::RouteEntry& route) {
-  struct Holds {
-    std::shared_ptr<const void> by_class[6];
-    std::shared_ptr<const void> duration;
-  };
-  auto holds = std::make_shared<Holds>();
   RouteStats out;
   std::string route_labels =
       absl::StrCat("route_table=", stats::LabelValue(table), ",route=", stats::LabelValue(route.name),
                    ",virtual_host=", stats::LabelValue(route.virtual_host));
-  for (int c = 1; c <= 5; ++c) {
-    out.by_class[c] =
-        store.GetCounter("sluice_route_requests_total",
-                         absl::StrCat(route_labels, ",status_class=\"", c, "xx\""),
-                         &holds->by_class[c]);
-  }
-  out.duration =
-      store.GetHistogram("sluice_route_request_duration_seconds", route_labels, &holds->duration);
-  out.hold = std::move(holds);
+  stats::MetricGroup* group = store.GetGroup(RouteStatsSpec(), route_labels, &out.hold);
+  for (int c = 1; c <= 5; ++c) out.by_class[c] = group->counter(c - 1);
+  out.duration = group->histogram(0);
   return out;
 }
 

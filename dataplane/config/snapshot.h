@@ -67,9 +67,9 @@ struct RouteStats {
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
   // From the request head to the response's end (or the cut).
   stats::Histogram* duration = nullptr;
-  // Keeps the metrics above in the store (StatsStore holds). One hold for
-  // all of them, so that a snapshot taking a route's stats over from the
-  // one before copies one pointer.
+  // Keeps the metrics above in the store: they are one StatsStore group
+  // (StatsStore::GetGroup), so one hold keeps them all and a snapshot
+  // taking a route's stats over from the one before copies one pointer.
   std::shared_ptr<const void> hold;
 };
 

@@ -1,6 +1,7 @@
 #include "dataplane/upstream/cluster.h"
 
 #include <atomic>
+#include <iterator>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -76,6 +77,54 @@ absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> UpstreamTlsContext(
     return absl::InvalidArgumentError(absl::StrCat("tls: ", context.status().message()));
   }
   return std::shared_ptr<const net::TlsClientContext>(std::move(*context));
+}
+
+// A cluster's counters: family, labels after cluster="...", and the
+// ClusterStats field that points at it. ClusterStatsSpec() lists them in
+// this order.
+struct ClusterCounter {
+  const char* name;
+  const char* extra_labels;
+  stats::Counter* ClusterStats::*field;
+};
+constexpr ClusterCounter kClusterCounters[] = {
+    {"sluice_upstream_requests_total", "", &ClusterStats::upstream_requests},
+    {"sluice_upstream_connect_failures_total", "", &ClusterStats::upstream_connect_failures},
+    {"sluice_upstream_resets_total", "", &ClusterStats::upstream_resets},
+    {"sluice_upstream_timeouts_total", "", &ClusterStats::upstream_timeouts},
+    {"sluice_upstream_responses_5xx_total", "", &ClusterStats::upstream_responses_5xx},
+    {"sluice_upstream_no_endpoint_total", "", &ClusterStats::no_healthy_endpoint},
+    {"sluice_upstream_connections_opened_total", "", &ClusterStats::connections_opened},
+    {"sluice_upstream_connections_reused_total", "", &ClusterStats::connections_reused},
+    {"sluice_health_check_passes_total", "", &ClusterStats::health_check_passes},
+    {"sluice_health_check_failures_total", "", &ClusterStats::health_check_failures},
+    {"sluice_outlier_ejections_total", "", &ClusterStats::outlier_ejections},
+    {"sluice_circuit_breaker_overflows_total", ",breaker=\"max_connections\"",
+     &ClusterStats::breaker_overflow_connections},
+    {"sluice_circuit_breaker_overflows_total", ",breaker=\"max_pending_requests\"",
+     &ClusterStats::breaker_overflow_pending},
+    {"sluice_circuit_breaker_overflows_total", ",breaker=\"max_requests\"",
+     &ClusterStats::breaker_overflow_requests},
+    {"sluice_circuit_breaker_overflows_total", ",breaker=\"max_retries\"",
+     &ClusterStats::breaker_overflow_retries},
+    {"sluice_retries_total", "", &ClusterStats::retries},
+    {"sluice_retry_successes_total", "", &ClusterStats::retry_successes},
+    {"sluice_retries_exhausted_total", "", &ClusterStats::retries_exhausted},
+    {"sluice_lb_panic_picks_total", "", &ClusterStats::panic},
+};
+
+// A cluster's metrics, made and held as one group (labels: cluster="..."):
+// kClusterCounters, then the first-byte and duration histograms.
+const stats::MetricGroupSpec& ClusterStatsSpec() {
+  static const stats::MetricGroupSpec* const spec = [] {
+    auto* s = new stats::MetricGroupSpec;
+    for (const ClusterCounter& c : kClusterCounters) {
+      s->counters.push_back({c.name, c.extra_labels});
+    }
+    s->histograms = {"sluice_upstream_first_byte_seconds", "sluice_upstream_duration_seconds"};
+    return s;
+  }();
+  return *spec;
 }
 
 }  // namespace
@@ -205,45 +254,12 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   }
   std::string labels = absl::StrCat("cluster=", stats::LabelValue(cluster.name()));
   // Held by this ClusterInfo: a removed cluster's metrics go with it.
-  auto counter = [&](const std::string& name, const std::string& label_set) {
-    info->stat_holds.emplace_back();
-    return store.GetCounter(name, label_set, &info->stat_holds.back());
-  };
-  info->stats.upstream_requests = counter("sluice_upstream_requests_total", labels);
-  info->stats.upstream_connect_failures =
-      counter("sluice_upstream_connect_failures_total", labels);
-  info->stats.upstream_resets = counter("sluice_upstream_resets_total", labels);
-  info->stats.upstream_timeouts = counter("sluice_upstream_timeouts_total", labels);
-  info->stats.upstream_responses_5xx =
-      counter("sluice_upstream_responses_5xx_total", labels);
-  info->stats.no_healthy_endpoint =
-      counter("sluice_upstream_no_endpoint_total", labels);
-  info->stats.connections_opened =
-      counter("sluice_upstream_connections_opened_total", labels);
-  info->stats.connections_reused =
-      counter("sluice_upstream_connections_reused_total", labels);
-  info->stats.health_check_passes = counter("sluice_health_check_passes_total", labels);
-  info->stats.health_check_failures =
-      counter("sluice_health_check_failures_total", labels);
-  info->stats.outlier_ejections = counter("sluice_outlier_ejections_total", labels);
-  for (auto [slot, breaker] :
-       {std::make_pair(&info->stats.breaker_overflow_connections, "max_connections"),
-        std::make_pair(&info->stats.breaker_overflow_pending, "max_pending_requests"),
-        std::make_pair(&info->stats.breaker_overflow_requests, "max_requests"),
-        std::make_pair(&info->stats.breaker_overflow_retries, "max_retries")}) {
-    *slot = counter("sluice_circuit_breaker_overflows_total",
-                             absl::StrCat(labels, ",breaker=\"", breaker, "\""));
+  stats::MetricGroup* group = store.GetGroup(ClusterStatsSpec(), labels, &info->stat_hold);
+  for (size_t i = 0; i < std::size(kClusterCounters); ++i) {
+    info->stats.*kClusterCounters[i].field = group->counter(i);
   }
-  info->stats.retries = counter("sluice_retries_total", labels);
-  info->stats.retry_successes = counter("sluice_retry_successes_total", labels);
-  info->stats.retries_exhausted = counter("sluice_retries_exhausted_total", labels);
-  info->stats.panic = counter("sluice_lb_panic_picks_total", labels);
-  info->stat_holds.emplace_back();
-  info->stats.upstream_first_byte = store.GetHistogram(
-      "sluice_upstream_first_byte_seconds", labels, &info->stat_holds.back());
-  info->stat_holds.emplace_back();
-  info->stats.upstream_duration = store.GetHistogram(
-      "sluice_upstream_duration_seconds", labels, &info->stat_holds.back());
+  info->stats.upstream_first_byte = group->histogram(0);
+  info->stats.upstream_duration = group->histogram(1);
   return std::shared_ptr<const ClusterInfo>(std::move(info));
 }
 

@@ -138,7 +138,7 @@ struct ClusterInfo {
   std::shared_ptr<const net::TransportSocketFactory> transport;
   std::shared_ptr<ClusterState> state;                    // shared across workers
   ClusterStats stats;
-  std::vector<std::shared_ptr<const void>> stat_holds;  // keeps `stats` in the store
+  std::shared_ptr<const void> stat_hold;  // keeps `stats` (one StatsStore group) in the store
 };
 
 // Compiles a validated Cluster; `resources` holds the Secrets its tls names,

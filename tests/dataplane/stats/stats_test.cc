@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace sluice::stats {
 namespace {
@@ -107,6 +108,133 @@ TEST(StatsStoreTest, HoldMayOutliveTheStore) {
   {
     StatsStore store;
     store.GetCounter("sluice_test_total", "", &hold)->Inc();
+  }
+  hold.reset();
+}
+
+// A route's shape: five status classes (extra labels) and a histogram.
+const MetricGroupSpec& RouteSpec() {
+  static const MetricGroupSpec spec = {
+      {{"sluice_route_requests_total", ",status_class=\"1xx\""},
+       {"sluice_route_requests_total", ",status_class=\"2xx\""},
+       {"sluice_route_requests_total", ",status_class=\"5xx\""}},
+      {"sluice_route_request_duration_seconds"}};
+  return spec;
+}
+
+// A cluster's shape: series of several families, one family twice.
+const MetricGroupSpec& ClusterSpec() {
+  static const MetricGroupSpec spec = {
+      {{"sluice_upstream_requests_total", ""},
+       {"sluice_breaker_total", ",breaker=\"max_requests\""},
+       {"sluice_breaker_total", ",breaker=\"max_connections\""},
+       {"sluice_a_total", ""}},
+      {"sluice_upstream_seconds", "sluice_route_request_duration_seconds"}};
+  return spec;
+}
+
+// The same series with the same values, made as groups in one store and one
+// by one in another, render to the same text: families once, in name order,
+// series in label order, whatever order they were made in. Some families
+// also have series of their own (merged in label order with the groups').
+TEST(MetricGroupTest, RendersExactlyAsSeparateSeries) {
+  SetHistogramShards(1);
+  StatsStore grouped, separate;
+  std::vector<std::shared_ptr<const void>> holds;
+  auto hold = [&] { return &holds.emplace_back(); };
+  grouped.Describe("sluice_route_requests_total", "Requests by route.");
+  separate.Describe("sluice_route_requests_total", "Requests by route.");
+  // Names chosen so that one label set is a prefix of another's value
+  // (r1, r10) and in an order unlike the label order.
+  const std::vector<std::string> routes = {"r2", "r10", "r1", "a\"q", "r1x"};
+  uint64_t value = 1;
+  for (const std::string& route : routes) {
+    for (const MetricGroupSpec* spec : {&RouteSpec(), &ClusterSpec()}) {
+      std::string labels = absl::StrCat(spec == &RouteSpec() ? "route=" : "cluster=",
+                                        LabelValue(route));
+      MetricGroup* group = grouped.GetGroup(*spec, labels, hold());
+      for (size_t i = 0; i < spec->counters.size(); ++i) {
+        const auto& c = spec->counters[i];
+        group->counter(i)->Inc(value);
+        separate.GetCounter(c.name, labels + c.extra_labels, hold())->Inc(value);
+        ++value;
+      }
+      for (size_t i = 0; i < spec->histograms.size(); ++i) {
+        group->histogram(i)->Observe(0, static_cast<int64_t>(value * 1000));
+        separate.GetHistogram(spec->histograms[i], labels, hold())
+            ->Observe(0, static_cast<int64_t>(value * 1000));
+        ++value;
+      }
+    }
+  }
+  for (StatsStore* store : {&grouped, &separate}) {
+    store->GetCounter("sluice_route_requests_total", "route=\"r1\",status_class=\"4xx\"")
+        ->Inc(7);
+    store->GetCounter("sluice_route_requests_total", "route=\"zz\"")->Inc(8);
+    store->GetCounter("sluice_b_total")->Inc(9);
+    store->GetGauge("sluice_g", "x=\"1\"")->Set(-2);
+    store->GetHistogram("sluice_route_request_duration_seconds", "", hold())->Observe(0, 5);
+  }
+  std::string text = grouped.RenderPrometheus();
+  EXPECT_EQ(text, separate.RenderPrometheus());
+  EXPECT_EQ(grouped.size(), separate.size());
+  // Spot checks of what a scraper sees.
+  EXPECT_TRUE(absl::StrContains(
+      text, "# HELP sluice_route_requests_total Requests by route.\n"
+            "# TYPE sluice_route_requests_total counter\n"
+            "sluice_route_requests_total{route=\"a\\\"q\",status_class=\"1xx\"}"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_breaker_total{cluster=\"r1\",breaker=\"max_connections\"}"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_request_duration_seconds_bucket{route=\"r1\",le=\"+Inf\"} 1\n"))
+      << text;
+}
+
+// A group is held as a whole: it stays while any hold of it lives (and keeps
+// its values when taken again before the prune), and goes, all its series
+// at once, when the last one does. Permanent series stay.
+TEST(MetricGroupTest, PruneForgetsAGroupOnlyWhenNothingHoldsIt) {
+  StatsStore store;
+  store.GetCounter("sluice_route_requests_total", "route=\"p\"");  // permanent
+  std::shared_ptr<const void> first, second;
+  MetricGroup* group = store.GetGroup(RouteSpec(), "route=\"a\"", &first);
+  group->counter(1)->Inc(3);
+  group->histogram(0)->Observe(0, 100);
+  EXPECT_EQ(store.GetGroup(RouteSpec(), "route=\"a\"", &second), group);
+  EXPECT_EQ(store.size(), 5u);  // 3 counters, 1 histogram, 1 permanent counter
+  first.reset();
+  store.Prune();
+  EXPECT_TRUE(absl::StrContains(store.RenderPrometheus(),
+                                "route=\"a\",status_class=\"2xx\"} 3\n"));
+  second.reset();
+  // Taken again before the prune: the same group, values kept.
+  std::shared_ptr<const void> again;
+  MetricGroup* taken = store.GetGroup(RouteSpec(), "route=\"a\"", &again);
+  EXPECT_EQ(taken->counter(1)->value(), 3u);
+  EXPECT_EQ(taken->histogram(0)->Sum().count, 1u);
+  store.Prune();
+  EXPECT_TRUE(absl::StrContains(store.RenderPrometheus(),
+                                "route=\"a\",status_class=\"2xx\"} 3\n"));
+  again.reset();
+  store.Prune();
+  std::string text = store.RenderPrometheus();
+  EXPECT_FALSE(absl::StrContains(text, "route=\"a\"")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "sluice_route_request_duration_seconds")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "sluice_route_requests_total{route=\"p\"} 0\n")) << text;
+  EXPECT_EQ(store.size(), 1u);
+  // Made anew after the prune: from zero.
+  std::shared_ptr<const void> fresh;
+  EXPECT_EQ(store.GetGroup(RouteSpec(), "route=\"a\"", &fresh)->counter(1)->value(), 0u);
+}
+
+// A group's hold may outlive its store, as a counter's may.
+TEST(MetricGroupTest, HoldMayOutliveTheStore) {
+  std::shared_ptr<const void> hold;
+  {
+    StatsStore store;
+    store.GetGroup(ClusterSpec(), "cluster=\"c\"", &hold)->histogram(1)->Observe(0, 1);
   }
   hold.reset();
 }
