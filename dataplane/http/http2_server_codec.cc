@@ -2,11 +2,13 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <charconv>
 #include <cstring>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "dataplane/http/http1_parser.h"
 #include "dataplane/http/http2_util.h"
 
 namespace sluice::http {
@@ -35,6 +37,14 @@ FieldList SendableFields(FieldSection section, const HeaderMap& headers) {
     http2::AddSendableField(section, f.name, f.value, &out);
   }
   return out;
+}
+
+// Decimal digits of a status (100-599) or of a content length.
+constexpr size_t kDecimalDigits = 20;
+std::string_view ToDecimal(uint64_t n, char (&buf)[kDecimalDigits]) {
+  const auto [end, ec] = std::to_chars(buf, buf + kDecimalDigits, n);
+  SLUICE_CHECK(ec == std::errc());
+  return std::string_view(buf, static_cast<size_t>(end - buf));
 }
 
 }  // namespace
@@ -373,7 +383,9 @@ struct Http2ServerCodecAccess {
 
 Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
                                    const Http2Limits& limits)
-    : callbacks_(callbacks), limits_(limits) {
+    : callbacks_(callbacks),
+      limits_(limits),
+      block_(std::make_unique<http2::HeaderBlockBuilder>()) {
   SLUICE_CHECK(callbacks_ != nullptr);
   SLUICE_CHECK(limits_.initial_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
   SLUICE_CHECK(limits_.connection_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
@@ -521,40 +533,79 @@ void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream) {
   nghttp2_submit_response(session_, stream->id, nva, std::size(nva), nullptr);
 }
 
-bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
-                                      const HeaderMap& headers,
-                                      bool end_stream) {
+Http2ServerCodec::Stream* Http2ServerCodec::StreamForResponse(int32_t stream_id,
+                                                              int status,
+                                                              bool end_stream) {
   Stream* stream = FindStream(stream_id);
   if (stream == nullptr || stream->closed || !stream->delivered ||
       stream->final_response || status < 100 || status > 599 || status == 101) {
-    return false;
+    return nullptr;
   }
-  const bool interim = status < 200;
-  if (interim && end_stream) return false;
-  const std::string status_text = std::to_string(status);
-  const FieldList fields = SendableFields(FieldSection::kResponseHead, headers);
-  const std::vector<nghttp2_nv> nva =
-      http2::ToNva({MakeNv(":status", status_text)}, fields);
+  if (status < 200 && end_stream) return nullptr;  // interim
+  return stream;
+}
+
+bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
+                                      const HeaderMap& headers,
+                                      bool end_stream) {
+  Stream* stream = StreamForResponse(stream_id, status, end_stream);
+  if (stream == nullptr) return false;
+  char status_text[kDecimalDigits];
+  block_->Clear();
+  block_->AddRaw(":status",
+                 ToDecimal(static_cast<uint64_t>(status), status_text));
+  for (const HeaderMap::Field& f : headers.fields()) {
+    block_->AddSendable(FieldSection::kResponseHead, f.name, f.value);
+  }
+  return SubmitResponseBlock(stream, status < 200, end_stream);
+}
+
+bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
+                                      const HeaderField* fields, size_t count,
+                                      std::optional<uint64_t> content_length,
+                                      bool end_stream) {
+  Stream* stream = StreamForResponse(stream_id, status, end_stream);
+  if (stream == nullptr) return false;
+  char status_text[kDecimalDigits];
+  char length_text[kDecimalDigits];
+  block_->Clear();
+  block_->AddRaw(":status",
+                 ToDecimal(static_cast<uint64_t>(status), status_text));
+  for (size_t i = 0; i < count; ++i) {
+    block_->AddSendable(FieldSection::kResponseHead, fields[i].name,
+                        fields[i].value);
+  }
+  if (content_length.has_value()) {
+    block_->AddRaw("content-length", ToDecimal(*content_length, length_text));
+  }
+  return SubmitResponseBlock(stream, status < 200, end_stream);
+}
+
+bool Http2ServerCodec::SubmitResponseBlock(Stream* stream, bool interim,
+                                           bool end_stream) {
+  // nghttp2 copies the array and the bytes it views here: the views need
+  // not outlive the call.
+  const nghttp2_nv* nva = block_->data();
+  const size_t nvlen = block_->size();
   int rv;
   if (interim) {
-    rv = nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream_id, nullptr,
-                                nva.data(), nva.size(), nullptr);
+    rv = nghttp2_submit_headers(session_, NGHTTP2_FLAG_NONE, stream->id,
+                                nullptr, nva, nvlen, nullptr);
   } else if (end_stream) {
-    rv = nghttp2_submit_response(session_, stream_id, nva.data(), nva.size(),
-                                 nullptr);
+    rv = nghttp2_submit_response(session_, stream->id, nva, nvlen, nullptr);
   } else {
     nghttp2_data_provider provider;
     provider.source.ptr = nullptr;
     provider.read_callback = Http2ServerCodecAccess::ReadResponseBody;
-    rv = nghttp2_submit_response(session_, stream_id, nva.data(), nva.size(),
-                                 &provider);
+    rv = nghttp2_submit_response(session_, stream->id, nva, nvlen, &provider);
   }
+  block_->Clear();
   if (rv < 0) return false;
   if (!interim) {
     stream->final_response = true;
     // Without a body to follow, marks the body ended.
     if (end_stream) {
-      stream->body.Submit(session_, stream_id, std::string_view(), true,
+      stream->body.Submit(session_, stream->id, std::string_view(), true,
                           limits_.stream_send_low_watermark);
     }
   }
@@ -582,6 +633,24 @@ bool Http2ServerCodec::SubmitTrailers(int32_t stream_id,
   }
   // An empty trailer section is just the end of the body.
   stream->body.SetTrailers(SendableFields(FieldSection::kTrailers, trailers));
+  return SubmitData(stream_id, std::string_view(), true);
+}
+
+bool Http2ServerCodec::SubmitTrailers(int32_t stream_id,
+                                      const HeaderField* fields, size_t count) {
+  Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed || !stream->final_response ||
+      stream->body.ended()) {
+    return false;
+  }
+  // Owned: they are sent after the queued body, from nghttp2's read callback.
+  FieldList sendable;
+  sendable.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    http2::AddSendableField(FieldSection::kTrailers, fields[i].name,
+                            fields[i].value, &sendable);
+  }
+  stream->body.SetTrailers(std::move(sendable));
   return SubmitData(stream_id, std::string_view(), true);
 }
 

@@ -90,6 +90,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -101,6 +102,11 @@
 struct nghttp2_session;
 
 namespace sluice::http {
+
+struct HeaderField;  // http1_parser.h
+namespace http2 {
+class HeaderBlockBuilder;  // http2_util.h
+}  // namespace http2
 
 struct Http2Limits {
   // SETTINGS_MAX_CONCURRENT_STREAMS.
@@ -202,6 +208,13 @@ class Http2ServerCodec {
   // response: unknown, reset, or a final response already submitted.
   bool SubmitResponse(int32_t stream_id, int status, const HeaderMap& headers,
                       bool end_stream);
+  // The same for a head given as views, valid during the call: the `count`
+  // `fields` are checked and lower-cased as above (the same frames as the
+  // HeaderMap form) without being copied first, and a `content_length`, when
+  // set, adds a content-length field after them. The proxy's path.
+  bool SubmitResponse(int32_t stream_id, int status, const HeaderField* fields,
+                      size_t count, std::optional<uint64_t> content_length,
+                      bool end_stream);
   // Copies body bytes into the stream's send queue. end_stream ends the
   // response (without trailers). False if no final response without
   // end_stream precedes it, the body already ended, or the stream is gone.
@@ -209,6 +222,8 @@ class Http2ServerCodec {
   // Sends trailers after the queued body; they end the response. Same
   // preconditions as SubmitData().
   bool SubmitTrailers(int32_t stream_id, const HeaderMap& trailers);
+  bool SubmitTrailers(int32_t stream_id, const HeaderField* fields,
+                      size_t count);
   // RST_STREAM with `error_code` and drops the stream's queue. No
   // OnStreamReset follows for it.
   void ResetStream(int32_t stream_id, uint32_t error_code);
@@ -246,12 +261,18 @@ class Http2ServerCodec {
   void RespondHeadersTooLarge(Stream* stream);
   void RejectHeaderBlock(Stream* stream);
   void SubmitFinalGoaway();
+  // Submits the head in block_ (":status" first) for the open stream.
+  bool SubmitResponseBlock(Stream* stream, bool interim, bool end_stream);
+  // The stream is open for a response head with this status.
+  Stream* StreamForResponse(int32_t stream_id, int status, bool end_stream);
 
   Http2ServerCallbacks* const callbacks_;
   const Http2Limits limits_;
   nghttp2_session* session_ = nullptr;
   absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
   std::string output_;
+  // The response head being submitted; its storage is kept between heads.
+  std::unique_ptr<http2::HeaderBlockBuilder> block_;
   std::string error_;
   bool failed_ = false;
   // Receive or TakeOutput is running (they must not nest).

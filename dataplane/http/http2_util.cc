@@ -71,27 +71,131 @@ nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
                     name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
 }
 
-void AddSendableField(FieldSection section, std::string_view name,
-                      std::string_view value, FieldList* out) {
-  std::string lower = ToLower(name);
-  if (lower.empty() || lower[0] == ':' || IsConnectionSpecific(lower)) return;
-  if (lower == "host" && section != FieldSection::kResponseHead) return;
+namespace {
+
+bool HasUpperCase(std::string_view s) {
+  for (char c : s) {
+    if (c >= 'A' && c <= 'Z') return true;
+  }
+  return false;
+}
+
+// What becomes of a field in a section (AddSendableField's rules).
+enum class Disposition {
+  kDrop,
+  kSend,
+  // A request head's `te` listing "trailers": sent once, as "trailers".
+  kSendTeTrailers,
+};
+
+// `lower` is the field's name in lower case.
+Disposition Dispose(FieldSection section, std::string_view lower,
+                    std::string_view value) {
+  if (lower.empty() || lower[0] == ':' || IsConnectionSpecific(lower)) {
+    return Disposition::kDrop;
+  }
+  if (lower == "host" && section != FieldSection::kResponseHead) {
+    return Disposition::kDrop;
+  }
   if (lower == "te") {
-    if (section != FieldSection::kRequestHead || !ListsTrailers(value)) return;
-    // RFC 9113 8.2.2: no other value than "trailers"; sent once.
-    for (const auto& field : *out) {
-      if (field.first == "te") return;
-    }
-    out->emplace_back(std::move(lower), "trailers");
-    return;
+    // RFC 9113 8.2.2: no other value than "trailers".
+    return section == FieldSection::kRequestHead && ListsTrailers(value)
+               ? Disposition::kSendTeTrailers
+               : Disposition::kDrop;
   }
   if (!nghttp2_check_header_name(reinterpret_cast<const uint8_t*>(lower.data()),
                                  lower.size()) ||
       !nghttp2_check_header_value_rfc9113(
           reinterpret_cast<const uint8_t*>(value.data()), value.size())) {
-    return;
+    return Disposition::kDrop;
   }
-  out->emplace_back(std::move(lower), std::string(value));
+  return Disposition::kSend;
+}
+
+}  // namespace
+
+void AddSendableField(FieldSection section, std::string_view name,
+                      std::string_view value, FieldList* out) {
+  std::string lower = ToLower(name);
+  switch (Dispose(section, lower, value)) {
+    case Disposition::kDrop:
+      return;
+    case Disposition::kSendTeTrailers:
+      // Sent once.
+      for (const auto& field : *out) {
+        if (field.first == "te") return;
+      }
+      out->emplace_back(std::move(lower), "trailers");
+      return;
+    case Disposition::kSend:
+      out->emplace_back(std::move(lower), std::string(value));
+      return;
+  }
+}
+
+void HeaderBlockBuilder::Clear() {
+  nva_.clear();
+  lowered_.clear();
+  lowered_at_.clear();
+}
+
+void HeaderBlockBuilder::AddRaw(std::string_view name, std::string_view value) {
+  nva_.push_back(MakeNv(name, value));
+}
+
+void HeaderBlockBuilder::AddSendable(FieldSection section,
+                                     std::string_view name,
+                                     std::string_view value) {
+  if (!HasUpperCase(name)) {
+    switch (Dispose(section, name, value)) {
+      case Disposition::kDrop:
+        return;
+      case Disposition::kSendTeTrailers:
+        break;  // below
+      case Disposition::kSend:
+        nva_.push_back(MakeNv(name, value));
+        return;
+    }
+  } else {
+    const size_t offset = lowered_.size();
+    lowered_.append(name);
+    char* lower = lowered_.data() + offset;
+    for (size_t i = 0; i < name.size(); ++i) {
+      if (lower[i] >= 'A' && lower[i] <= 'Z') {
+        lower[i] = static_cast<char>(lower[i] - 'A' + 'a');
+      }
+    }
+    switch (Dispose(section, std::string_view(lower, name.size()), value)) {
+      case Disposition::kDrop:
+        lowered_.resize(offset);
+        return;
+      case Disposition::kSendTeTrailers:
+        lowered_.resize(offset);
+        break;  // below
+      case Disposition::kSend:
+        // The name's pointer is set by data(): `lowered_` may still move.
+        lowered_at_.emplace_back(nva_.size(), offset);
+        nva_.push_back(MakeNv(std::string_view(nullptr, 0), value));
+        nva_.back().namelen = name.size();
+        return;
+    }
+  }
+  // `te: trailers`, sent once. The name and value are literals here, so a
+  // `te` already in the block is found by its name's bytes.
+  for (const nghttp2_nv& nv : nva_) {
+    if (nv.namelen == 2 && nv.name != nullptr &&
+        std::memcmp(nv.name, "te", 2) == 0) {
+      return;
+    }
+  }
+  nva_.push_back(MakeNv("te", "trailers"));
+}
+
+const nghttp2_nv* HeaderBlockBuilder::data() {
+  for (const auto& [index, offset] : lowered_at_) {
+    nva_[index].name = reinterpret_cast<uint8_t*>(lowered_.data() + offset);
+  }
+  return nva_.data();
 }
 
 std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,

@@ -53,6 +53,39 @@ enum class FieldSection {
 void AddSendableField(FieldSection section, std::string_view name,
                       std::string_view value, FieldList* out);
 
+// Builds the nghttp2 name/value array of one header block without copying
+// what it is given: names already in lower case and values are viewed in
+// place, and only names with upper-case letters are lower-cased, into the
+// builder's own storage. The storage is kept from one block to the next (a
+// codec keeps one builder), so a block of fields costs no allocation once
+// the builder has grown to the largest block seen. nghttp2 copies the array
+// and the bytes it views when the block is submitted, so the views need to
+// stay valid only until then.
+class HeaderBlockBuilder {
+ public:
+  // Starts a new block; the array of the previous one becomes invalid.
+  void Clear();
+  // Appends the pair as given, with no check (pseudo-header fields and the
+  // fields the codec writes itself).
+  void AddRaw(std::string_view name, std::string_view value);
+  // Appends the field if it is fit to send in `section`, by exactly the
+  // rules of AddSendableField(): the result is the array ToNva() would make
+  // of AddSendableField()'s list.
+  void AddSendable(FieldSection section, std::string_view name,
+                   std::string_view value);
+  // The block so far, ready for nghttp2_submit_*; valid until the next
+  // Clear() or Add*(), and while the viewed names and values are.
+  const nghttp2_nv* data();
+  size_t size() const { return nva_.size(); }
+
+ private:
+  std::vector<nghttp2_nv> nva_;
+  // Lower-cased names, and where each goes: (index in nva_, offset here).
+  // The pointers are set by data(), once `lowered_` has stopped growing.
+  std::string lowered_;
+  std::vector<std::pair<size_t, size_t>> lowered_at_;
+};
+
 // `pseudo` (the pseudo-header fields, in order) followed by `fields`, as
 // nghttp2 wants them. The result views `fields`, which must outlive it.
 std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,

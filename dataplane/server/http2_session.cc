@@ -1,7 +1,8 @@
 #include "dataplane/server/http2_session.h"
 
+#include <optional>
+
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
 #include "dataplane/server/worker.h"
@@ -27,8 +28,18 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
         proxy_(session.worker_, *this, session.listener_, session.peer_ip_,
                session.connection_->transport()) {}
 
+  // A finished stream, reset (RecycleBatch), serves `id` now.
+  void Reuse(int32_t id) {
+    id_ = id;
+    read_enabled_ = true;
+    unconsumed_ = 0;
+    ended_ = false;
+  }
+
   ProxyStream& proxy() { return proxy_; }
   http::HeaderMap& request_headers() { return request_headers_; }
+  // The request head's fields as views, for Start(); storage kept.
+  std::vector<http::HeaderField>& request_fields() { return request_fields_; }
 
   // Request body bytes handed to the exchange: acknowledged to the client
   // (flow-control credit) only while the upstream keeps up.
@@ -42,25 +53,28 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
 
   // DownstreamSink
   void EncodeHeaders(const ResponseHead& head) override {
-    http::HeaderMap headers;
-    for (const http::HeaderField& f : *head.headers) headers.Add(f.name, f.value);
+    // The fields go to the codec as the views they are; it checks and
+    // lower-cases them while it builds the HEADERS frame.
+    std::optional<uint64_t> content_length;
     bool end = false;
     switch (head.body) {
       case ResponseHead::Body::kNone:
         end = true;
         if (head.declared_length >= 0) {
-          headers.Add("content-length", absl::StrCat(head.declared_length));
+          content_length = static_cast<uint64_t>(head.declared_length);
         }
         break;
       case ResponseHead::Body::kLength:
-        headers.Add("content-length", absl::StrCat(head.content_length));
+        content_length = head.content_length;
         end = head.content_length == 0;
         break;
       case ResponseHead::Body::kStream:
       case ResponseHead::Body::kTunnel:  // never: HTTP/2 requests carry no upgrade
         break;
     }
-    session_.codec_.SubmitResponse(id_, head.status, headers, end);
+    const std::vector<http::HeaderField>& fields = *head.headers;
+    session_.codec_.SubmitResponse(id_, head.status, fields.data(), fields.size(),
+                                   content_length, end);
     ended_ = end;
     session_.ScheduleFlush();
   }
@@ -75,14 +89,12 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     if (trailers.empty()) {
       session_.codec_.SubmitData(id_, {}, true);
     } else {
-      http::HeaderMap map;
-      for (const http::HeaderField& t : trailers) map.Add(t.name, t.value);
-      session_.codec_.SubmitTrailers(id_, map);
+      session_.codec_.SubmitTrailers(id_, trailers.data(), trailers.size());
     }
     session_.ScheduleFlush();
   }
   void EncodeContinue() override {
-    session_.codec_.SubmitResponse(id_, 100, http::HeaderMap(), false);
+    session_.codec_.SubmitResponse(id_, 100, nullptr, 0, std::nullopt, false);
     session_.ScheduleFlush();
   }
   void Abort() override {
@@ -104,12 +116,47 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
 
  private:
   Http2Session& session_;
-  const int32_t id_;
+  int32_t id_;
   http::HeaderMap request_headers_;  // owns what the request head's views point to
+  std::vector<http::HeaderField> request_fields_;
   ProxyStream proxy_;
   bool read_enabled_ = true;
   size_t unconsumed_ = 0;
   bool ended_ = false;  // the response's end went to the codec
+};
+
+// The streams that ended during one event loop iteration. It goes through
+// the dispatcher's deferred deletion, as a finished stream used to itself,
+// so that no stream is touched while it may be on the call stack; its
+// destructor resets them for reuse (into the session's free list) or, when
+// the session is gone or the list is full, frees them.
+class Http2Session::RecycleBatch : public event::DeferredDeletable {
+ public:
+  explicit RecycleBatch(Http2Session* session) : session_(session) {}
+  ~RecycleBatch() override {
+    if (session_ != nullptr) session_->recycle_batch_ = nullptr;
+    for (std::unique_ptr<Stream>& stream : streams_) {
+      if (session_ == nullptr || session_->closed_ ||
+          session_->free_streams_.size() >= kMaxFreeStreams) {
+        continue;  // freed below
+      }
+      // What freeing the stream did first (a no-op once its exchange
+      // ended), then the state of a new one, buffers kept.
+      stream->proxy().OnDownstreamGone();
+      stream->proxy().Reset();
+      stream->request_headers().Clear();
+      stream->request_fields().clear();
+      session_->free_streams_.push_back(std::move(stream));
+    }
+  }
+
+  void Add(std::unique_ptr<Stream> stream) { streams_.push_back(std::move(stream)); }
+  // The session is being destroyed: the streams are just freed.
+  void Detach() { session_ = nullptr; }
+
+ private:
+  Http2Session* session_;
+  std::vector<std::unique_ptr<Stream>> streams_;
 };
 
 Http2Session::Http2Session(Worker& worker, std::unique_ptr<net::Connection> connection,
@@ -127,6 +174,7 @@ Http2Session::~Http2Session() {
   if (flush_scheduled_) worker_.dispatcher().CancelFlush(this);
   for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
   streams_.clear();
+  if (recycle_batch_ != nullptr) recycle_batch_->Detach();
 }
 
 void Http2Session::Start() {
@@ -150,10 +198,24 @@ Http2Session::Stream* Http2Session::Find(int32_t stream_id) {
 void Http2Session::RemoveStream(int32_t stream_id) {
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) return;
-  // The stream may be on the call stack (its exchange just finished).
-  worker_.dispatcher().DeferredDelete(std::move(it->second));
+  // The stream may be on the call stack (its exchange just finished): it is
+  // recycled (or freed) after the current callback.
+  if (recycle_batch_ == nullptr) {
+    auto batch = std::make_unique<RecycleBatch>(this);
+    recycle_batch_ = batch.get();
+    worker_.dispatcher().DeferredDelete(std::move(batch));
+  }
+  recycle_batch_->Add(std::move(it->second));
   streams_.erase(it);
   if (streams_.empty() && !closed_) ArmIdleTimer();
+}
+
+std::unique_ptr<Http2Session::Stream> Http2Session::NewStream(int32_t stream_id) {
+  if (free_streams_.empty()) return std::make_unique<Stream>(*this, stream_id);
+  std::unique_ptr<Stream> stream = std::move(free_streams_.back());
+  free_streams_.pop_back();
+  stream->Reuse(stream_id);
+  return stream;
 }
 
 void Http2Session::ScheduleFlush() {
@@ -167,6 +229,7 @@ void Http2Session::ArmIdleTimer() { idle_timer_.Enable(options_.idle_timeout); }
 void Http2Session::OnIdle() {
   if (closed_) return;
   if (!streams_.empty()) return;
+  free_streams_.clear();  // an idle connection keeps no stream
   if (draining_) {
     CloseNow();  // the client did not finish the graceful close in time
     return;
@@ -184,7 +247,9 @@ void Http2Session::StartDrain() {
   draining_ = true;
   codec_.Shutdown(kNoError);
   if (streams_.empty()) idle_timer_.Enable(absl::Seconds(1));
-  Flush();
+  // From inside Receive() (max_requests reached by a new stream) the codec
+  // cannot be drained: OnReadable() flushes once Receive() returns.
+  if (!in_receive_) Flush();
 }
 
 void Http2Session::OnSnapshotChanged() {
@@ -267,11 +332,12 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
     StartDrain();  // GOAWAY: this stream is served, the client goes on elsewhere
   }
   worker_.stats().downstream_http2_streams->Inc();
-  auto owned = std::make_unique<Stream>(*this, stream_id);
+  std::unique_ptr<Stream> owned = NewStream(stream_id);
   Stream* stream = owned.get();
   streams_[stream_id] = std::move(owned);
   stream->request_headers() = std::move(headers);
-  std::vector<http::HeaderField> fields;
+  std::vector<http::HeaderField>& fields = stream->request_fields();
+  fields.clear();
   fields.reserve(stream->request_headers().size());
   const std::string* content_length = nullptr;
   const std::string* expect = nullptr;
@@ -305,7 +371,7 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
     head.body = RequestHead::Body::kStream;
   }
   head.expect_continue = expect != nullptr && http::EqualsIgnoreCase(*expect, "100-continue");
-  stream->proxy().Reset();
+  // A new stream, or a reused one that RecycleBatch has reset.
   stream->proxy().Start(head);
   if (end_stream && Find(stream_id) == stream) stream->proxy().OnRequestEnd({});
 }

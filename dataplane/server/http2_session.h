@@ -13,12 +13,19 @@
 // the watermark; other streams are not held up. Framed output is taken from
 // the codec only while the socket keeps up.
 //
+// Streams are reused: a finished stream is reset at the end of the event
+// loop iteration it ended in (when it would have been freed) and kept, up to
+// kMaxFreeStreams per session, for the next stream of the connection, so
+// that a stream costs no allocation of its exchange, its timers and their
+// buffers. An idle session (no stream for the idle timeout) drops them.
+//
 // Worker thread only. Frees itself (deferred) when the connection ends.
 #ifndef SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_
 #define SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
@@ -73,10 +80,17 @@ class Http2Session : public net::ConnectionCallbacks,
 
  private:
   class Stream;
+  class RecycleBatch;
+
+  // Finished streams kept for reuse, at most.
+  static constexpr size_t kMaxFreeStreams = 16;
 
   Stream* Find(int32_t stream_id);
-  // The stream is over: forget it now, free it after the current callback.
+  // The stream is over: forget it now, reset it for reuse (or free it)
+  // after the current callback.
   void RemoveStream(int32_t stream_id);
+  // A stream for `stream_id`: a reused one, or a new one.
+  std::unique_ptr<Stream> NewStream(int32_t stream_id);
   // Output was submitted outside Receive(): send it at the end of the loop
   // iteration.
   void ScheduleFlush();
@@ -91,6 +105,11 @@ class Http2Session : public net::ConnectionCallbacks,
   Http2SessionOptions options_;
   http::Http2ServerCodec codec_;
   absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
+  // Finished streams, reset, ready for the next ones.
+  std::vector<std::unique_ptr<Stream>> free_streams_;
+  // The streams that ended in this loop iteration, queued for deferred
+  // deletion (which recycles them); nullptr when none did.
+  RecycleBatch* recycle_batch_ = nullptr;
   event::Timer idle_timer_;
   std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
   uint32_t streams_opened_ = 0;

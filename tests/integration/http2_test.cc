@@ -31,6 +31,7 @@ class Http2Test : public ::testing::Test {
     plain_port_ = PickFreePort();
     tls_port_ = PickFreePort();
     h1_only_port_ = PickFreePort();
+    limited_port_ = PickFreePort();
     std::string yaml = absl::StrCat(
         CertificateSecretYaml("cert", cert_),
         "---\nkind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
@@ -55,7 +56,9 @@ class Http2Test : public ::testing::Test {
         "---\nkind: Listener\nname: tls\nspec: {address: 127.0.0.1, port: ", tls_port_,
         ", route_table: main, tls: {certificates: [cert]}}\n",
         "---\nkind: Listener\nname: h1only\nspec: {address: 127.0.0.1, port: ", h1_only_port_,
-        ", route_table: main, tls: {certificates: [cert], alpn_protocols: [http/1.1]}}\n");
+        ", route_table: main, tls: {certificates: [cert], alpn_protocols: [http/1.1]}}\n",
+        "---\nkind: Listener\nname: limited\nspec: {address: 127.0.0.1, port: ", limited_port_,
+        ", route_table: main, http: {max_requests_per_connection: 5}}\n");
     std::string path = dir_ + "/config.yaml";
     std::ofstream(path) << yaml;
     auto r = cp_.Ctl({"apply", "-f", path});
@@ -84,6 +87,7 @@ class Http2Test : public ::testing::Test {
   int plain_port_ = 0;
   int tls_port_ = 0;
   int h1_only_port_ = 0;
+  int limited_port_ = 0;
 };
 
 TEST_F(Http2Test, H2cWithPriorKnowledge) {
@@ -156,6 +160,21 @@ TEST_F(Http2Test, ManyConcurrentStreams) {
                  {}, absl::Seconds(60));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "500 succeeded, 0 failed, 0 errored")) << r.out;
+}
+
+// Before: the h2c stream that reached max_requests_per_connection made the
+// proxy abort (the GOAWAY was flushed from inside the codec's receive).
+TEST_F(Http2Test, TheStreamThatReachesTheRequestLimitIsServedAndGoawayFollows) {
+  const std::string url = absl::StrCat("http://127.0.0.1:", limited_port_, "/limit");
+  CommandResult r =
+      RunCommand({"/usr/bin/h2load", "-n", "6", "-c", "1", "-m", "1", url}, {}, absl::Seconds(30));
+  EXPECT_TRUE(absl::StrContains(r.out, "5 succeeded")) << r.out << r.err;
+  // A stream after the GOAWAY is not served on that connection (h2load does
+  // not reconnect); the proxy is alive and a new connection is served.
+  r = Curl({"-i", "--http2-prior-knowledge", url});
+  ASSERT_EQ(r.exit_code, 0) << r.err << proxy_->process().Log();
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
+  EXPECT_EQ(proxy_->Admin("/ready").first, 200);
 }
 
 TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {

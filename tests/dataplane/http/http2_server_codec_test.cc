@@ -9,12 +9,15 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "dataplane/http/http1_parser.h"
 #include "gtest/gtest.h"
 
 namespace sluice::http {
@@ -648,6 +651,161 @@ TEST(Http2ServerCodecTest, InterimResponseBeforeFinal) {
   const ClientResponse& resp = f.client.responses[id];
   EXPECT_EQ(resp.interim, std::vector<int>{100});
   EXPECT_EQ(resp.status, 204);
+  EXPECT_TRUE(resp.closed);
+  EXPECT_EQ(resp.close_code, NGHTTP2_NO_ERROR);
+}
+
+// The view form of SubmitResponse / SubmitTrailers puts the same bytes on
+// the wire as the HeaderMap form given the same fields (content-length
+// appended last), response after response on one connection (so the HPACK
+// state is shared too): connection-specific and pseudo-header fields
+// dropped, upper-case names lower-cased, 1xx, bodiless and streamed heads.
+TEST(Http2ServerCodecTest, ViewFormSendsTheSameBytesAsTheHeaderMapForm) {
+  struct Case {
+    int status;
+    Fields fields;
+    std::optional<uint64_t> content_length;
+    bool end_stream;
+    Fields trailers;  // sent after the body when not empty
+  };
+  const std::vector<Case> cases = {
+      {200,
+       {{"content-type", "text/plain"}, {"x-request-id", "abc"}},
+       12,
+       false,
+       {}},
+      {200,
+       {{"Content-Type", "text/html"},
+        {"Connection", "close"},
+        {"Keep-Alive", "timeout=5"},
+        {"Proxy-Connection", "x"},
+        {"Transfer-Encoding", "chunked"},
+        {"Upgrade", "h2c"},
+        {"TE", "trailers"},
+        {":bogus", "x"},
+        {"X-UPPER", "Value"},
+        {"bad name", "v"},
+        {"x-crlf", "a\r\nb"},
+        {"Host", "h"},
+        {"Set-Cookie", "a=1"},
+        {"set-cookie", "b=2"}},
+       0,
+       true,
+       {}},
+      {100, {}, std::nullopt, false, {}},
+      {103, {{"Link", "</a.css>; rel=preload"}}, std::nullopt, false, {}},
+      {204, {{"x-a", "1"}}, std::nullopt, true, {}},
+      {404, {{"content-type", "text/plain"}}, 9, true, {}},
+      {200,
+       {{"content-type", "application/grpc"}},
+       std::nullopt,
+       false,
+       {{"Grpc-Status", "0"}, {"connection", "x"}, {"grpc-message", "ok"}}},
+      {200, {{"x-long", std::string(5000, 'v')}}, 123456789012, false, {}},
+      {200, {}, std::numeric_limits<uint64_t>::max(), false, {}},
+  };
+  RawFixture by_map;
+  RawFixture by_view;
+  uint32_t id = 1;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message()
+                 << "status " << c.status << ", stream " << id);
+    const std::string request =
+        Frame(kHeaders, kEndStream | kEndHeaders, id, kGetBlock);
+    if (id == 1) {
+      ASSERT_TRUE(by_map.Send(ClientPreface() + request));
+      ASSERT_TRUE(by_view.Send(ClientPreface() + request));
+    } else {
+      ASSERT_TRUE(by_map.Send(request));
+      ASSERT_TRUE(by_view.Send(request));
+    }
+    // What the session did before the view form: a HeaderMap, with
+    // content-length added last.
+    HeaderMap map = Headers(c.fields);
+    if (c.content_length)
+      map.Add("content-length", std::to_string(*c.content_length));
+    std::vector<HeaderField> views;
+    for (const auto& [name, value] : c.fields) views.push_back({name, value});
+    ASSERT_TRUE(by_map.codec.SubmitResponse(static_cast<int32_t>(id), c.status,
+                                            map, c.end_stream));
+    ASSERT_TRUE(by_view.codec.SubmitResponse(static_cast<int32_t>(id), c.status,
+                                             views.data(), views.size(),
+                                             c.content_length, c.end_stream));
+    if (c.status < 200) {
+      // The final response follows the interim one.
+      ASSERT_TRUE(by_map.codec.SubmitResponse(static_cast<int32_t>(id), 200,
+                                              HeaderMap(), true));
+      ASSERT_TRUE(by_view.codec.SubmitResponse(static_cast<int32_t>(id), 200,
+                                               nullptr, 0, std::nullopt, true));
+    } else if (!c.end_stream) {
+      ASSERT_TRUE(
+          by_map.codec.SubmitData(static_cast<int32_t>(id), "body", false));
+      ASSERT_TRUE(
+          by_view.codec.SubmitData(static_cast<int32_t>(id), "body", false));
+      if (c.trailers.empty()) {
+        ASSERT_TRUE(
+            by_map.codec.SubmitData(static_cast<int32_t>(id), "", true));
+        ASSERT_TRUE(
+            by_view.codec.SubmitData(static_cast<int32_t>(id), "", true));
+      } else {
+        std::vector<HeaderField> trailer_views;
+        for (const auto& [name, value] : c.trailers)
+          trailer_views.push_back({name, value});
+        ASSERT_TRUE(by_map.codec.SubmitTrailers(static_cast<int32_t>(id),
+                                                Headers(c.trailers)));
+        ASSERT_TRUE(by_view.codec.SubmitTrailers(static_cast<int32_t>(id),
+                                                 trailer_views.data(),
+                                                 trailer_views.size()));
+      }
+    }
+    std::string map_bytes;
+    std::string view_bytes;
+    by_map.codec.TakeOutput(&map_bytes);
+    by_view.codec.TakeOutput(&view_bytes);
+    EXPECT_FALSE(map_bytes.empty());
+    EXPECT_EQ(map_bytes, view_bytes);
+    const std::vector<ServerFrame> frames = by_view.reader.Read(view_bytes);
+    const ServerFrame* head = FindFrame(frames, kHeaders, id);
+    ASSERT_NE(head, nullptr);
+    EXPECT_EQ(head->status, c.status);
+    id += 2;
+  }
+}
+
+// What the client decodes from the view form: the RFC 9113 checks applied.
+TEST(Http2ServerCodecTest, ViewFormResponseAsTheClientSeesIt) {
+  Fixture f;
+  const std::vector<HeaderField> fields = {{"Content-Type", "text/plain"},
+                                           {"Connection", "close"},
+                                           {"Transfer-Encoding", "chunked"},
+                                           {":bogus", "x"},
+                                           {"X-Upper", "v"}};
+  f.callbacks.on_headers = [&](int32_t id) {
+    EXPECT_TRUE(
+        f.codec.SubmitResponse(id, 100, nullptr, 0, std::nullopt, false));
+    EXPECT_FALSE(
+        f.codec.SubmitResponse(id, 101, nullptr, 0, std::nullopt, false));
+    EXPECT_FALSE(
+        f.codec.SubmitResponse(id, 100, nullptr, 0, std::nullopt, true));
+    EXPECT_TRUE(f.codec.SubmitResponse(id, 200, fields.data(), fields.size(), 5,
+                                       false));
+    EXPECT_FALSE(
+        f.codec.SubmitResponse(id, 200, nullptr, 0, std::nullopt, true));
+    EXPECT_TRUE(f.codec.SubmitData(id, "hello", true));
+  };
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  f.link.Run();
+  const ClientResponse& resp = f.client.responses[id];
+  EXPECT_EQ(resp.interim, std::vector<int>{100});
+  EXPECT_EQ(resp.status, 200);
+  EXPECT_EQ(resp.body, "hello");
+  std::vector<std::pair<std::string, std::string>> got;
+  for (const HeaderMap::Field& field : resp.headers.fields())
+    got.emplace_back(field.name, field.value);
+  EXPECT_EQ(got, (std::vector<std::pair<std::string, std::string>>{
+                     {"content-type", "text/plain"},
+                     {"x-upper", "v"},
+                     {"content-length", "5"}}));
   EXPECT_TRUE(resp.closed);
   EXPECT_EQ(resp.close_code, NGHTTP2_NO_ERROR);
 }

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -43,6 +44,71 @@ TEST(Http2UtilTest, TeAndHostDependOnTheSection) {
   EXPECT_TRUE(Filter(FieldSection::kTrailers, in).empty());
   EXPECT_TRUE(
       Filter(FieldSection::kRequestHead, {{"te", "gzip, deflate"}}).empty());
+}
+
+FieldList Pairs(const nghttp2_nv* nva, size_t n) {
+  FieldList out;
+  for (size_t i = 0; i < n; ++i) {
+    out.emplace_back(
+        std::string(reinterpret_cast<const char*>(nva[i].name), nva[i].namelen),
+        std::string(reinterpret_cast<const char*>(nva[i].value),
+                    nva[i].valuelen));
+  }
+  return out;
+}
+
+// The builder makes exactly the array AddSendableField + ToNva make, in
+// every section, for fields that are kept, dropped, lower-cased and
+// rewritten (te), whatever the builder held before.
+TEST(Http2UtilTest, HeaderBlockBuilderMatchesAddSendableFieldAndToNva) {
+  const std::vector<FieldList> blocks = {
+      {},
+      {{"content-type", "text/plain"}, {"X-Upper", "Value"}},
+      {{"Connection", "close"},
+       {"keep-alive", "5"},
+       {"Proxy-Connection", "x"},
+       {"Transfer-Encoding", "chunked"},
+       {"UPGRADE", "h2c"},
+       {":authority", "a"},
+       {":Status", "200"},
+       {"", "empty name"},
+       {"bad name", "v"},
+       {"Bad Name", "v"},
+       {"x-crlf", "a\r\nb"},
+       {"X-Space", " padded"},
+       {"x-nul", std::string("a\0b", 3)},
+       {"Host", "h"},
+       {"host", "h2"},
+       {"TE", "gzip, Trailers ;q=1"},
+       {"te", "trailers"},
+       {"Te", "trailers"},
+       {"X-Kept", "Value"},
+       {"x-kept", ""},
+       {"Content-Length", "12"},
+       {"set-cookie", "a=1"},
+       {"Set-Cookie", "b=2"}},
+      {{"te", "gzip, deflate"},
+       {"A-VERY-LONG-UPPER-CASE-FIELD-NAME-" + std::string(300, 'X'), "v"}},
+  };
+  HeaderBlockBuilder builder;
+  for (FieldSection section :
+       {FieldSection::kRequestHead, FieldSection::kResponseHead,
+        FieldSection::kTrailers}) {
+    for (const FieldList& block : blocks) {
+      builder.Clear();
+      builder.AddRaw(":status", "200");
+      for (const auto& [name, value] : block) {
+        builder.AddSendable(section, name, value);
+      }
+      const FieldList expected = Filter(section, block);
+      const std::vector<nghttp2_nv> nva =
+          ToNva({MakeNv(":status", "200")}, expected);
+      EXPECT_EQ(Pairs(builder.data(), builder.size()),
+                Pairs(nva.data(), nva.size()))
+          << "section " << static_cast<int>(section) << ", " << block.size()
+          << " fields";
+    }
+  }
 }
 
 TEST(Http2UtilTest, ReceiveWindowBoundsWhatTheCallerHolds) {
