@@ -1274,6 +1274,14 @@ std::vector<ValidationError> ValidateChange(const ResourceMap& state, const Conf
     ErrorSink sink(id, &errors);
     // Without only_patched, ValidateState checked every route's references.
     ValidateReplacedRoutes(it->second.route_table(), replaced, state, only_patched, sink);
+    if (change.spliced.count(name)) {
+      const RouteTable& table = it->second.route_table();
+      for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+        if (table.virtual_hosts(v).routes_size() == 0) {
+          sink.Add(Join(Index("virtual_hosts", v), "routes"), "needs at least one route");
+        }
+      }
+    }
   }
   return errors;
 }

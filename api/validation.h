@@ -121,23 +121,38 @@ struct ConfigChange {
   // Resources added or replaced whole.
   std::set<ResourceId> changed;
   // Route tables changed route by route (discovery.v1.RouteTablePatch): the
-  // table's name and the ids of its replaced routes (RouteEntry::id: the
-  // position counted over the virtual hosts in order), ascending. Such a
-  // table keeps its virtual hosts, their names, domains, policies and number
-  // of routes (api/route_patch.h). A table is here or in `changed`, not both.
+  // table's name and the ids of its replaced and inserted routes
+  // (RouteEntry::id: the position counted over the virtual hosts in order,
+  // in the patched table), ascending. Such a table keeps its virtual hosts,
+  // their names, domains and policies (api/route_patch.h). A table is here
+  // or in `changed`, not both.
   std::map<std::string, std::vector<uint32_t>> patched;
+  // One run of routes replaced by another in a patched table
+  // (api::RoutePatchResult::Splice): in the patched table, routes
+  // [first, first + inserted) took the place of `removed` routes; the ids
+  // of the routes after them shifted by inserted - removed.
+  struct Splice {
+    uint32_t first;
+    uint32_t removed;
+    uint32_t inserted;
+  };
+  // The splices of the patched tables that had any (a subset of `patched`'s
+  // names), ascending by `first`. A table with none keeps its route ids.
+  std::map<std::string, std::vector<Splice>> spliced;
   // Some resource was removed.
   bool removed = false;
 };
 
 // The rules ValidateState applies, for a version made from an accepted one
 // (which passed them) by `change`. The per-resource rules run for
-// change.changed and, in a patched route table, for its replaced routes only
-// (the rest of the table, its virtual hosts included, did not change). The
-// rules across resources run over the whole state as ValidateState's do,
-// unless the version only patched route tables (nothing changed whole,
-// nothing removed): then only the replaced routes' references to clusters
-// are checked, as nothing else those rules look at changed. Errors name
+// change.changed and, in a patched route table, for its replaced and
+// inserted routes only (the rest of the table, its virtual hosts included,
+// did not change), plus, in a spliced table, the rule that every virtual
+// host has a route. The rules across resources run over the whole state as
+// ValidateState's do, unless the version only patched route tables (nothing
+// changed whole, nothing removed): then only the replaced and inserted
+// routes' references to clusters are checked, as nothing else those rules
+// look at changed (a removed route refers to nothing any more). Errors name
 // the route by its position, e.g.
 //   RouteTable "main": virtual_hosts[2].routes[7].route.cluster: refers to
 //   Cluster "c9", which does not exist

@@ -465,16 +465,23 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
                              absl::Hex(held_hash, absl::kZeroPad16), "; send it whole");
     } else {
       PatchUndo entry{&it->second, {}};
-      absl::StatusOr<std::vector<uint32_t>> replaced =
+      absl::StatusOr<api::RoutePatchResult> result =
           api::ApplyRouteTablePatch(patch, it->second.mutable_route_table(), &entry.undo);
-      if (replaced.ok()) {
+      if (result.ok()) {
         patch_undo.push_back(std::move(entry));
         set_hash(patch.name(), patch.hash());
-        patched_routes += replaced->size();
-        change.patched.emplace(patch.name(), *std::move(replaced));
+        // Replaced, added and removed routes alike.
+        patched_routes += result->changed.size() + result->removed;
+        if (!result->splices.empty()) {
+          std::vector<api::ConfigChange::Splice>& splices = change.spliced[patch.name()];
+          for (const api::RoutePatchResult::Splice& s : result->splices) {
+            splices.push_back({s.first, s.removed, s.inserted});
+          }
+        }
+        change.patched.emplace(patch.name(), std::move(result->changed));
         continue;
       }
-      refused = std::string(replaced.status().message());
+      refused = std::string(result.status().message());
     }
     roll_back();
     return reject(refused);

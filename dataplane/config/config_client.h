@@ -21,7 +21,9 @@
 // replica of the same store sends only what differs.
 //
 // A route table the proxy holds may come as a patch (discovery.v1.
-// RouteTablePatch: only its replaced routes). The client applies it in place
+// RouteTablePatch: only its replaced, added and removed routes; the log line
+// "applied config version N (... K routes of M route tables replaced ...)"
+// counts them together). The client applies it in place
 // to the table it holds when the patch's base_hash is the hash of that table
 // (kept per table: api::ContentHash when the table came whole, the patch's
 // `hash` after a patch, so no table is hashed again for a patch); a patch
@@ -142,7 +144,8 @@ class ControlPlaneFailover {
 class ConfigClient {
  public:
   // `change`: what the response added or changed whole, patched route by
-  // route (the replaced route ids per table) and whether it removed any.
+  // route (the replaced and inserted route ids per table, and the splices of
+  // tables that had routes added or removed) and whether it removed any.
   using ApplyFn = std::function<absl::Status(uint64_t version, const api::ResourceMap& resources,
                                              const api::ConfigChange& change)>;
   // Runs after an applied version is ACKed (keeping it on disk must not

@@ -288,6 +288,87 @@ absl::Status CompilePatchedTable(const api::ResourceId& id, const config::v1::Ro
   return absl::OkStatus();
 }
 
+// Route table `id`, which differs from `previous`'s by the routes `changed`
+// (ids in the new table, ascending: replaced and inserted) and `splices`
+// (api::ConfigChange::Splice, ascending), compiled whole as a table but with
+// the stats and policy chains of every route that survived the splices taken
+// over from previous's (by old id). A surviving route whose name or virtual
+// host label changed gets its stats anew, as a whole compile would (the
+// same labels give the same metrics in `store`).
+absl::Status CompileSplicedTable(const api::ResourceId& id, const config::v1::RouteTable& proto,
+                                 const std::vector<uint32_t>& changed,
+                                 const std::vector<api::ConfigChange::Splice>& splices,
+                                 const ConfigSnapshot& previous, stats::StatsStore& store,
+                                 ConfigSnapshot* snapshot) {
+  const router::RouteTable& old_table = *previous.route_tables.at(id.second);
+  const RouteStatsList& old_stats = *previous.route_stats.at(id.second);
+  const FilterChainList& old_chains = *previous.route_filters.at(id.second);
+  const std::shared_ptr<const FilterChainList>& vhost_chains =
+      previous.virtual_host_filters.at(id.second);
+  auto table = router::RouteTable::Compile(proto);
+  if (!table.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(api::Describe(id), ": ", table.status().message()));
+  }
+  const uint32_t count = (*table)->route_count();
+  int64_t shift = 0;  // new id - old id, over all splices
+  for (const api::ConfigChange::Splice& s : splices) {
+    shift += static_cast<int64_t>(s.inserted) - static_cast<int64_t>(s.removed);
+  }
+  if (vhost_chains->size() != static_cast<size_t>(proto.virtual_hosts_size()) ||
+      static_cast<int64_t>(count) != static_cast<int64_t>(old_table.route_count()) + shift) {
+    // api::ApplyRouteTablePatch keeps the virtual hosts and moves routes
+    // only by its splices; a patch cannot get here otherwise.
+    return absl::InternalError(absl::StrCat(api::Describe(id), ": the spliced table has ",
+                                            count, " routes, the one before ",
+                                            old_table.route_count(), ", the splices move ", shift));
+  }
+  auto route_stats = std::make_shared<RouteStatsList>(count);
+  auto chains = std::make_shared<FilterChainList>(count);
+  auto next_changed = changed.begin();
+  auto next_splice = splices.begin();
+  shift = 0;  // for the new id at hand: the splices before it
+  uint32_t route_id = 0;
+  for (int v = 0; v < proto.virtual_hosts_size(); ++v) {
+    const config::v1::VirtualHost& vhost = proto.virtual_hosts(v);
+    for (int r = 0; r < vhost.routes_size(); ++r, ++route_id) {
+      while (next_splice != splices.end() &&
+             route_id >= next_splice->first + next_splice->inserted) {
+        shift += static_cast<int64_t>(next_splice->inserted) -
+                 static_cast<int64_t>(next_splice->removed);
+        ++next_splice;
+      }
+      const bool inserted = next_splice != splices.end() && route_id >= next_splice->first;
+      const bool replaced = next_changed != changed.end() && *next_changed == route_id;
+      if (replaced) ++next_changed;
+      const router::RouteEntry& now = (*table)->route(route_id);
+      if (inserted || replaced) {
+        auto chain = CompileRouteChain((*vhost_chains)[v], vhost.routes(r), v, r);
+        if (!chain.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(api::Describe(id), ": ", chain.status().message()));
+        }
+        (*chains)[route_id] = *std::move(chain);
+      }
+      if (inserted) {
+        (*route_stats)[route_id] = MakeRouteStats(store, id.second, now);
+        continue;
+      }
+      const uint32_t old_id = static_cast<uint32_t>(static_cast<int64_t>(route_id) - shift);
+      if (!replaced) (*chains)[route_id] = old_chains[old_id];
+      const router::RouteEntry& before = old_table.route(old_id);
+      (*route_stats)[route_id] = now.name == before.name && now.virtual_host == before.virtual_host
+                                     ? old_stats[old_id]
+                                     : MakeRouteStats(store, id.second, now);
+    }
+  }
+  snapshot->route_filters[id.second] = std::move(chains);
+  snapshot->virtual_host_filters[id.second] = vhost_chains;
+  snapshot->route_stats[id.second] = std::move(route_stats);
+  snapshot->route_tables[id.second] = *std::move(table);
+  return absl::OkStatus();
+}
+
 // Whether a cluster unchanged since the previous snapshot may be taken over
 // compiled: none of the Secrets its tls names changed either.
 bool ClusterSecretsUnchanged(const config::v1::Cluster& cluster,
@@ -413,8 +494,13 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     const std::vector<uint32_t>* replaced = patched(id);
     if (replaced != nullptr && previous->route_tables.count(id.second) &&
         previous->virtual_host_filters.count(id.second)) {
-      if (absl::Status status = CompilePatchedTable(id, resource.route_table(), *replaced,
-                                                    *previous, store, snapshot.get());
+      auto spliced = change->spliced.find(id.second);
+      if (absl::Status status =
+              spliced != change->spliced.end()
+                  ? CompileSplicedTable(id, resource.route_table(), *replaced, spliced->second,
+                                        *previous, store, snapshot.get())
+                  : CompilePatchedTable(id, resource.route_table(), *replaced, *previous, store,
+                                        snapshot.get());
           !status.ok()) {
         return status;
       }

@@ -154,8 +154,8 @@ struct ConfigSnapshot {
   std::map<std::string, std::shared_ptr<const RouteStatsList>> route_stats;
   std::map<std::string, std::shared_ptr<const FilterChainList>> route_filters;
   // Each virtual host's compiled policies, in order, by route table: a
-  // patched table's replaced routes are given the same instances as the
-  // routes kept (a policy's state, such as a rate limit's, is per instance).
+  // patched table's replaced and inserted routes are given the same
+  // instances as the routes kept (a policy's state, such as a rate limit's, is per instance).
   std::map<std::string, std::shared_ptr<const FilterChainList>> virtual_host_filters;
   // The clusters and their endpoints' keys are shared with the snapshot
   // before when no cluster (or Secret) was added, changed or removed.
@@ -180,7 +180,13 @@ struct ConfigSnapshot {
 // patched route by route (change->patched) costs its replaced routes: they
 // are validated (api::ValidateChange) and compiled
 // (router::RouteTable::Recompile) alone, given their own stats and policy
-// chains, and every other route keeps previous's.
+// chains, and every other route keeps previous's. One with routes added or
+// removed (change->spliced) is compiled whole (router::RouteTable::Compile),
+// but only its inserted and replaced routes are validated and given new
+// policy chains; every route that survived the splice keeps previous's
+// stats and chain (by its old id), unless its stats labels changed (an
+// unnamed route's default name "<virtual host>/<index>" follows its index):
+// the result is what compiling the table whole would give.
 //
 // Only the listeners placed on `node_group` (the proxy's --group; see
 // api::ListenerPlacedOn) are bound and compiled; the whole config is

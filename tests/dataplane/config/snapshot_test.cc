@@ -376,6 +376,115 @@ TEST(SnapshotTest, PatchedTableRoutesAndCountsAsAWholeCompile) {
   EXPECT_EQ((*third)->listeners.at("l").route_stats, &after);
 }
 
+// A table with a route added in one virtual host and one removed in the
+// other (api::ApplyRouteTablePatch's splices) compiles to what a whole
+// compile gives: routing, stats labels (an unnamed route whose index moved
+// gets the stats of its new default name), chains; routes that survived keep
+// their stats.
+TEST(SnapshotTest, SplicedTableRoutesAndCountsAsAWholeCompile) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  api::ResourceMap state = BigState(port);
+  RouteOf(state, 1, 3)->clear_name();  // "h1/3" by default
+  auto first = CompileSnapshot(1, state, sockets, store, registry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)->route_tables.at("rt")->route(8).name, "h1/3");
+
+  auto* routes = state[{config::v1::ROUTE_TABLE, "rt"}].mutable_route_table();
+  config::v1::Route* added = routes->mutable_virtual_hosts(0)->add_routes();
+  added->set_name("new");
+  added->mutable_match()->set_prefix("/new");
+  added->mutable_route()->set_cluster("d");
+  auto* h0 = routes->mutable_virtual_hosts(0)->mutable_routes();
+  for (int i = h0->size() - 1; i > 1; --i) h0->SwapElements(i, i - 1);  // "new" at index 1
+  routes->mutable_virtual_hosts(1)->mutable_routes()->DeleteSubrange(0, 1);  // r5
+  api::ConfigChange change;
+  change.patched["rt"] = {1};
+  change.spliced["rt"] = {{1, 0, 1}, {6, 1, 0}};
+  auto spliced = CompileSnapshot(2, state, sockets, store, registry, first->get(), &change);
+  ASSERT_TRUE(spliced.ok()) << spliced.status();
+  auto whole = CompileSnapshot(3, state, sockets, store, registry);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+
+  const router::RouteTable& p = *(*spliced)->route_tables.at("rt");
+  const router::RouteTable& w = *(*whole)->route_tables.at("rt");
+  ASSERT_EQ(p.route_count(), 10u);
+  ASSERT_EQ(p.route_count(), w.route_count());
+  for (uint32_t i = 0; i < p.route_count(); ++i) {
+    EXPECT_EQ(p.route(i).name, w.route(i).name) << i;
+    EXPECT_EQ(p.route(i).virtual_host, w.route(i).virtual_host) << i;
+  }
+  EXPECT_EQ(p.route(8).name, "h1/2");
+  for (const auto& [host, path] : std::vector<std::pair<std::string, std::string>>{
+           {"h0.test", "/new"}, {"h0.test", "/r0"}, {"h0.test", "/r4"}, {"other", "/r5"},
+           {"other", "/r6"}, {"other", "/r8"}, {"other", "/r9"}, {"h0.test", "/r9"}}) {
+    EXPECT_EQ(Matched(**spliced, host, path), Matched(**whole, host, path)) << host << path;
+  }
+  EXPECT_EQ(Matched(**spliced, "h0.test", "/new"), 1);
+  EXPECT_EQ(Matched(**spliced, "h0.test", "/r4"), 5);
+  EXPECT_EQ(Matched(**spliced, "other", "/r5"), -1);
+  EXPECT_EQ(Matched(**spliced, "other", "/r9"), 9);
+
+  const RouteStatsList& before = *(*first)->route_stats.at("rt");
+  const RouteStatsList& after = *(*spliced)->route_stats.at("rt");
+  const RouteStatsList& compiled = *(*whole)->route_stats.at("rt");
+  ASSERT_EQ(after.size(), compiled.size());
+  for (uint32_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].by_class[2], compiled[i].by_class[2]) << i;  // same labels
+    EXPECT_EQ(after[i].duration, compiled[i].duration) << i;
+  }
+  // Kept by old id: 0 -> 0, 2..5 -> 1..4, 6, 7, 9 -> 6, 7, 9.
+  for (auto [now, old] : std::vector<std::pair<int, int>>{
+           {0, 0}, {2, 1}, {5, 4}, {6, 6}, {7, 7}, {9, 9}}) {
+    EXPECT_EQ(after[now].by_class[2], before[old].by_class[2]) << now;
+  }
+  EXPECT_NE(after[8].by_class[2], before[8].by_class[2]);  // "h1/3" is now "h1/2"
+  after[8].by_class[2]->Inc();
+  std::string text = store.RenderPrometheus();
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_requests_total{route_table=\"rt\",route=\"h1/2\",virtual_host=\"h1\","
+            "status_class=\"2xx\"} 1"))
+      << text;
+  EXPECT_EQ((*spliced)->route_filters.at("rt")->size(), 10u);
+  EXPECT_EQ((*spliced)->listeners.at("l").route_stats, &after);
+
+  // The removed route's and the old default name's metrics go once no
+  // snapshot has them.
+  first->reset();
+  whole->reset();
+  store.Prune();
+  text = store.RenderPrometheus();
+  EXPECT_FALSE(absl::StrContains(text, "route=\"r5\",")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "route=\"h1/3\",")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "route=\"new\",")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "route=\"r4\",")) << text;
+}
+
+// A spliced table that leaves a virtual host without routes is refused.
+TEST(SnapshotTest, SplicedTableWithAnEmptyVirtualHostIsRefused) {
+  ListenerSocketCache sockets(1);
+  stats::StatsStore store;
+  upstream::HealthRegistry registry;
+  int port = testing::PickFreePort();
+  api::ResourceMap state = BigState(port);
+  auto first = CompileSnapshot(1, state, sockets, store, registry);
+  ASSERT_TRUE(first.ok()) << first.status();
+  state[{config::v1::ROUTE_TABLE, "rt"}]
+      .mutable_route_table()
+      ->mutable_virtual_hosts(1)
+      ->mutable_routes()
+      ->Clear();
+  api::ConfigChange change;
+  change.patched["rt"] = {};
+  change.spliced["rt"] = {{5, 5, 0}};
+  auto spliced = CompileSnapshot(2, state, sockets, store, registry, first->get(), &change);
+  ASSERT_FALSE(spliced.ok());
+  EXPECT_EQ(spliced.status().message(),
+            "RouteTable \"rt\": virtual_hosts[1].routes: needs at least one route");
+}
+
 TEST(SnapshotTest, PatchedRouteToAMissingClusterIsRefused) {
   ListenerSocketCache sockets(1);
   stats::StatsStore store;
