@@ -57,6 +57,9 @@ out.append("kind: Listener\nname: l\nspec: {address: 127.0.0.1, port: 18290, rou
 open(f"{w}/config.yaml", "w").write("---\n".join(out))
 open(f"{w}/change.yaml", "w").write(table("changed"))
 open(f"{w}/back.yaml", "w").write(table("v"))
+# The change plus one route added at the end of the last virtual host.
+open(f"{w}/add.yaml", "w").write(
+    table("changed") + "    - {name: added, match: {path: /added}, route: {cluster: c1}}\n")
 PY
 
 # The stream limit (default 1000) leaves room for the simulated proxies.
@@ -83,16 +86,27 @@ echo "$(acked) of $N proxies hold the config"
 proxy_pid=${pids[1]}
 echo "proxy RSS with the config: $(( $(awk '/VmRSS/{print $2}' /proc/$proxy_pid/status) / 1024 )) MiB"
 
-# One changed route: time until every proxy has ACKed the new version.
-start=$(date +%s%N)
-$CTL apply -f "$W/change.yaml" | tail -1
-applied=$(date +%s%N)
-for _ in $(seq 1 2000); do [ "$(acked)" = "$N" ] && break; done
-done_ns=$(date +%s%N)
-echo "one changed route: apply answered in $(( (applied - start) / 1000000 )) ms," \
-     "all $N proxies ACKed $(( (done_ns - start) / 1000000 )) ms after the apply began" \
-     "(polling resolution ~$(( (done_ns - applied) / 1000000 > 0 ? 20 : 0 )) ms)"
-grep -h "applied config version 2" "$W"/p*.log | sed "s/.* in //" | sort -n | sed -n "1p;\$p" | tr "\n" " "; echo "(fastest, slowest proxy apply of the change)"
+# One changed route, then one added route: time until every proxy has ACKed
+# each new version.
+measure() {  # FILE VERSION LABEL
+  local start applied done_ns
+  start=$(date +%s%N)
+  $CTL apply -f "$1" | tail -1
+  applied=$(date +%s%N)
+  for _ in $(seq 1 2000); do [ "$(acked)" = "$N" ] && break; done
+  done_ns=$(date +%s%N)
+  echo "$3: apply answered in $(( (applied - start) / 1000000 )) ms," \
+       "all $N proxies ACKed $(( (done_ns - start) / 1000000 )) ms after the apply began" \
+       "(polling resolution ~$(( (done_ns - applied) / 1000000 > 0 ? 20 : 0 )) ms)"
+  # absl durations ("950.1us", "1.13ms", "1.2s") in microseconds, sorted.
+  grep -h "applied config version $2 " "$W"/p*.log | sed "s/.* in //" |
+    awk '{v=$1+0; if ($1 ~ /ms$/) v*=1000; else if ($1 ~ /us$/) v*=1; else if ($1 ~ /ns$/) v/=1000;
+          else if ($1 ~ /s$/) v*=1000000; printf "%.0f\n", v}' |
+    sort -n | sed -n "1p;\$p" | awk '{printf "%.2f ms ", $1 / 1000}'
+  echo "(fastest, slowest proxy apply of the $3)"
+}
+measure "$W/change.yaml" 2 "one changed route"
+measure "$W/add.yaml" 3 "one added route"
 "$W/route_table_benchmark" --benchmark_min_time=0.2 2>/dev/null | grep -E '^BM_' | head -8
 
 [ "$SIM" -gt 0 ] || exit 0
