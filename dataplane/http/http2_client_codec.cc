@@ -625,14 +625,8 @@ bool Http2ClientCodec::SubmitTrailers(int32_t stream_id,
   if (stream == nullptr || stream->body.ended() || stream->reset_by_codec) {
     return false;
   }
-  FieldList trailers;
-  trailers.reserve(count);
-  for (size_t i = 0; i < count; ++i) {
-    http2::AddSendableField(FieldSection::kTrailers, fields[i].name,
-                            fields[i].value, &trailers);
-  }
   // An empty trailer section is just the end of the body.
-  stream->body.SetTrailers(std::move(trailers));
+  stream->body.SetTrailers(http2::SendableFields(FieldSection::kTrailers, fields, count));
   stream->body.Submit(session_, stream_id, std::string_view(), true,
                       limits_.stream_send_low_watermark);
   return true;

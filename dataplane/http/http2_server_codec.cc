@@ -644,13 +644,7 @@ bool Http2ServerCodec::SubmitTrailers(int32_t stream_id,
     return false;
   }
   // Owned: they are sent after the queued body, from nghttp2's read callback.
-  FieldList sendable;
-  sendable.reserve(count);
-  for (size_t i = 0; i < count; ++i) {
-    http2::AddSendableField(FieldSection::kTrailers, fields[i].name,
-                            fields[i].value, &sendable);
-  }
-  stream->body.SetTrailers(std::move(sendable));
+  stream->body.SetTrailers(http2::SendableFields(FieldSection::kTrailers, fields, count));
   return SubmitData(stream_id, std::string_view(), true);
 }
 

@@ -53,6 +53,16 @@ enum class FieldSection {
 void AddSendableField(FieldSection section, std::string_view name,
                       std::string_view value, FieldList* out);
 
+// AddSendableField over `count` fields with `name` and `value` members
+// (http::HeaderField), as an owned list.
+template <typename Field>
+FieldList SendableFields(FieldSection section, const Field* fields, size_t count) {
+  FieldList out;
+  out.reserve(count);
+  for (size_t i = 0; i < count; ++i) AddSendableField(section, fields[i].name, fields[i].value, &out);
+  return out;
+}
+
 // Builds the nghttp2 name/value array of one header block without copying
 // what it is given: names already in lower case and values are viewed in
 // place, and only names with upper-case letters are lower-cased, into the
