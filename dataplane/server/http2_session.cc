@@ -148,6 +148,10 @@ class Http2Session::RecycleBatch : public event::DeferredDeletable {
       stream->request_fields().clear();
       session_->free_streams_.push_back(std::move(stream));
     }
+    // A connection with no stream open keeps none spare, so an idle
+    // connection costs what it did before streams were reused (reuse pays
+    // off while streams overlap).
+    if (session_ != nullptr && session_->streams_.empty()) session_->free_streams_.clear();
   }
 
   void Add(std::unique_ptr<Stream> stream) { streams_.push_back(std::move(stream)); }

@@ -17,7 +17,8 @@
 // loop iteration it ended in (when it would have been freed) and kept, up to
 // kMaxFreeStreams per session, for the next stream of the connection, so
 // that a stream costs no allocation of its exchange, its timers and their
-// buffers. An idle session (no stream for the idle timeout) drops them.
+// buffers. A session with no stream open drops them, so an idle connection
+// keeps none.
 //
 // Worker thread only. Frees itself (deferred) when the connection ends.
 #ifndef SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_
