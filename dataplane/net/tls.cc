@@ -80,7 +80,7 @@ class TicketKeys {
 // favour of an EVP_MAC variant BoringSSL does not have.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-int OnTicketKey(SSL*, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+int OnTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
                 HMAC_CTX* hmac, int encrypt) {
   TicketKeys& keys = TicketKeys::Get();
   if (encrypt) {
@@ -100,7 +100,11 @@ int OnTicketKey(SSL*, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX
     return -1;
   }
   if (EVP_DecryptInit_ex(cipher, EVP_aes_128_cbc(), nullptr, key.aes_key, iv) != 1) return -1;
-  return old ? 2 : 1;  // 2: valid, but issue a ticket under the current key
+  // 2: valid, and issue a new ticket. A TLS 1.3 client uses a ticket once
+  // (RFC 8446 C.4), so a resumed connection gets a fresh one as a full
+  // handshake does; without it the client's next connection could not
+  // resume. A TLS 1.2 ticket is renewed when it is under the previous key.
+  return old || SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
 }
 #pragma GCC diagnostic pop
 
@@ -507,7 +511,15 @@ ssize_t TlsTransportSocket::Write(const char* data, size_t size) {
   write_wants_read_ = false;
   int ret = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, 1 << 30)));
   if (ret > 0) return ret;
-  return Failed(ret, /*reading=*/false);
+  ssize_t n = Failed(ret, /*reading=*/false);
+  if (n == 0) {
+    // The peer is gone (EOF, close_notify, or a failed write OpenSSL
+    // reported without errno, as when its pending session ticket could not
+    // be sent): nothing more goes out. Never 0, which a writer would retry.
+    errno = EPIPE;
+    return -1;
+  }
+  return n;
 }
 
 ssize_t TlsTransportSocket::Failed(int ret, bool reading) {
