@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace sluice::testing {
 namespace {
@@ -533,6 +534,50 @@ void LoadGenerator::Run(int thread_index) {
     if (stop_ && !response.ok()) break;  // cut short by Stop(): not an outcome
     Record(response, reused, thread_index);
   }
+}
+
+int PacedLoadCounts::admitted() const {
+  int n = 0;
+  for (int a : admitted_by) n += a;
+  return n;
+}
+
+std::string PacedLoadCounts::Describe() const {
+  return absl::StrCat("admitted ", admitted(), " (", absl::StrJoin(admitted_by, "/"),
+                      "), refused ", refused, ", other ", other);
+}
+
+PacedLoadCounts PacedLoad(const std::vector<std::string>& addresses,
+                          const std::vector<double>& rates, absl::Duration duration,
+                          const std::string& path, const Headers& headers) {
+  std::vector<std::atomic<int>> admitted(addresses.size());
+  std::atomic<int> refused{0}, other{0};
+  std::vector<std::thread> threads;
+  const absl::Time start = absl::Now();
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    threads.emplace_back([&, i] {
+      const absl::Duration every = absl::Seconds(1) / rates[i];
+      for (int n = 0;; ++n) {
+        const absl::Time at = start + every * n;
+        if (at >= start + duration) return;
+        absl::SleepFor(at - absl::Now());
+        HttpResponse r = HttpGet(addresses[i], path, headers);
+        if (r.status == 200) {
+          ++admitted[i];
+        } else if (r.status == 429) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  PacedLoadCounts counts;
+  for (const auto& a : admitted) counts.admitted_by.push_back(a.load());
+  counts.refused = refused;
+  counts.other = other;
+  return counts;
 }
 
 }  // namespace sluice::testing

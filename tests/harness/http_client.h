@@ -189,6 +189,21 @@ class LoadGenerator {
   Counts counts_ ABSL_GUARDED_BY(mu_);
 };
 
+// Paced GETs: `path` with `headers`, sent to each of `addresses` at its rate
+// (requests per second) for `duration` from one common start, one thread
+// per address, each request on a new connection. Counts the answers.
+struct PacedLoadCounts {
+  std::vector<int> admitted_by;  // 200s, per address
+  int refused = 0;               // 429s
+  int other = 0;                 // anything else, failures included
+  int admitted() const;
+  // "admitted N (a/b/...), refused R, other O"
+  std::string Describe() const;
+};
+PacedLoadCounts PacedLoad(const std::vector<std::string>& addresses,
+                          const std::vector<double>& rates, absl::Duration duration,
+                          const std::string& path, const Headers& headers);
+
 }  // namespace sluice::testing
 
 #endif  // SLUICE_TESTS_HARNESS_HTTP_CLIENT_H_

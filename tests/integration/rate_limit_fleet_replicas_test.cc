@@ -84,52 +84,17 @@ class RateLimitFleetReplicasTest : public ::testing::Test {
     return yaml;
   }
 
-  struct Counts {
-    int admitted_by[kReplicas] = {};
-    int refused = 0;
-    int other = 0;
-    int admitted() const { return admitted_by[0] + admitted_by[1]; }
-  };
+  using Counts = PacedLoadCounts;
 
   // Sends alice's requests to each proxy at kRates for `duration`, paced.
   Counts Load(absl::Duration duration) {
-    std::atomic<int> admitted[kReplicas] = {};
-    std::atomic<int> refused{0}, other{0};
-    std::vector<std::thread> threads;
-    const absl::Time start = absl::Now();
-    for (int i = 0; i < kReplicas; ++i) {
-      threads.emplace_back([&, i] {
-        const std::string address = absl::StrCat("127.0.0.1:", ports_[i]);
-        const absl::Duration every = absl::Seconds(1) / kRates[i];
-        for (int n = 0;; ++n) {
-          const absl::Time at = start + every * n;
-          if (at >= start + duration) return;
-          absl::SleepFor(at - absl::Now());
-          HttpResponse r =
-              HttpGet(address, "/api/orders", {{"apikey", "alice-key-123"}});
-          if (r.status == 200) {
-            ++admitted[i];
-          } else if (r.status == 429) {
-            ++refused;
-          } else {
-            ++other;
-          }
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    Counts counts;
-    for (int i = 0; i < kReplicas; ++i) counts.admitted_by[i] = admitted[i];
-    counts.refused = refused;
-    counts.other = other;
-    return counts;
+    std::vector<std::string> addresses;
+    for (int i = 0; i < kReplicas; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", ports_[i]));
+    return PacedLoad(addresses, std::vector<double>(kRates, kRates + kReplicas), duration,
+                     "/api/orders", {{"apikey", "alice-key-123"}});
   }
 
-  static std::string Describe(const Counts& c) {
-    return absl::StrCat("admitted ", c.admitted(), " (", c.admitted_by[0], "/",
-                        c.admitted_by[1], "), refused ", c.refused, ", other ",
-                        c.other);
-  }
+  static std::string Describe(const Counts& c) { return c.Describe(); }
 
   EtcdCluster etcd_{1};
   UpstreamServer upstream_{"web-1"};

@@ -83,54 +83,17 @@ class RateLimitFleetTest : public ::testing::Test {
     return r.exit_code;
   }
 
-  struct Counts {
-    int admitted = 0;
-    int refused = 0;
-    int other = 0;
-    int admitted_by[kProxies] = {};
-  };
+  using Counts = PacedLoadCounts;
 
-  // Sends alice's requests to every proxy at kRates for `duration`, paced.
+  // Sends alice's requests to each proxy at kRates for `duration`, paced.
   Counts Load(absl::Duration duration) {
-    std::atomic<int> admitted[kProxies] = {};
-    std::atomic<int> refused{0}, other{0};
-    std::vector<std::thread> threads;
-    const absl::Time start = absl::Now();
-    for (int i = 0; i < kProxies; ++i) {
-      threads.emplace_back([&, i] {
-        const std::string address = absl::StrCat("127.0.0.1:", ports_[i]);
-        const absl::Duration every = absl::Seconds(1) / kRates[i];
-        for (int n = 0;; ++n) {
-          const absl::Time at = start + every * n;
-          if (at >= start + duration) return;
-          absl::SleepFor(at - absl::Now());
-          HttpResponse r = HttpGet(address, "/api/orders", {{"apikey", "alice-key-123"}});
-          if (r.status == 200) {
-            ++admitted[i];
-          } else if (r.status == 429) {
-            ++refused;
-          } else {
-            ++other;
-          }
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    Counts counts;
-    for (int i = 0; i < kProxies; ++i) {
-      counts.admitted_by[i] = admitted[i];
-      counts.admitted += admitted[i];
-    }
-    counts.refused = refused;
-    counts.other = other;
-    return counts;
+    std::vector<std::string> addresses;
+    for (int i = 0; i < kProxies; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", ports_[i]));
+    return PacedLoad(addresses, std::vector<double>(kRates, kRates + kProxies), duration,
+                     "/api/orders", {{"apikey", "alice-key-123"}});
   }
 
-  static std::string Describe(const Counts& c) {
-    return absl::StrCat("admitted ", c.admitted, " (", c.admitted_by[0], "/", c.admitted_by[1],
-                        "/", c.admitted_by[2], "/", c.admitted_by[3], "/", c.admitted_by[4],
-                        "), refused ", c.refused, ", other ", c.other);
-  }
+  static std::string Describe(const Counts& c) { return c.Describe(); }
 
   ControlPlane cp_{"", "info"};
   UpstreamServer upstream_{"web-1"};
@@ -148,7 +111,7 @@ TEST_F(RateLimitFleetTest, SkewedLoadIsHeldToTheFleetLimitAndSurvivesTheControlP
   std::printf("FLEET 100/s over 5 proxies, load 150/s skewed 70/3/9/9/9, 5 s: %s\n",
               Describe(measured).c_str());
   EXPECT_EQ(measured.other, 0);
-  EXPECT_NEAR(measured.admitted, 5 * kLimitPerSecond, 0.10 * 5 * kLimitPerSecond)
+  EXPECT_NEAR(measured.admitted(), 5 * kLimitPerSecond, 0.10 * 5 * kLimitPerSecond)
       << Describe(measured);
   EXPECT_GT(measured.refused, 0);
   // The light proxies are not starved: nearly all of theirs pass.
@@ -158,14 +121,14 @@ TEST_F(RateLimitFleetTest, SkewedLoadIsHeldToTheFleetLimitAndSurvivesTheControlP
   cp_.Kill();
   Counts kept = Load(absl::Seconds(2));
   std::printf("FLEET control plane killed, last shares, 2 s: %s\n", Describe(kept).c_str());
-  EXPECT_NEAR(kept.admitted, 2 * kLimitPerSecond, 0.25 * 2 * kLimitPerSecond) << Describe(kept);
+  EXPECT_NEAR(kept.admitted(), 2 * kLimitPerSecond, 0.25 * 2 * kLimitPerSecond) << Describe(kept);
   // Then each proxy its fallback: 10 a second each, at most 50 in all
   // (the 3% proxy sends fewer): neither unlimited nor zero.
   Load(absl::Seconds(1.5));
   Counts fallback = Load(absl::Seconds(3));
   std::printf("FLEET fallback limits, 3 s: %s\n", Describe(fallback).c_str());
-  EXPECT_GT(fallback.admitted, 0);
-  EXPECT_LE(fallback.admitted, 3 * kProxies * kFallbackPerSecond + kProxies * kFallbackPerSecond)
+  EXPECT_GT(fallback.admitted(), 0);
+  EXPECT_LE(fallback.admitted(), 3 * kProxies * kFallbackPerSecond + kProxies * kFallbackPerSecond)
       << Describe(fallback);
   for (int i : {0, 2, 3, 4}) {
     // Each busy proxy admits about its 10 a second.
