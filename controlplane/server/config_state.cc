@@ -1,10 +1,7 @@
 #include "controlplane/server/config_state.h"
 
-#include <cstring>
-#include <random>
 #include <set>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
 #include "api/validation.h"
@@ -57,16 +54,6 @@ int64_t ConfigBytes(const api::ResourceMap& resources) {
   int64_t bytes = kResponseOverheadBytes;
   for (const auto& [id, resource] : resources) bytes += ResourceBytes(resource.ByteSizeLong());
   return bytes;
-}
-
-std::string NewStoreId() {
-  std::random_device random;
-  std::string bytes(16, '\0');
-  for (size_t i = 0; i < bytes.size(); i += 4) {
-    uint32_t word = random();
-    std::memcpy(&bytes[i], &word, 4);
-  }
-  return absl::BytesToHexString(bytes);
 }
 
 std::string DescribeVersion(const HistoryEntry& entry) {

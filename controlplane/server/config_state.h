@@ -317,9 +317,6 @@ int64_t ConfigBytes(const api::ResourceMap& resources);
 // how errors name a kept version.
 std::string DescribeVersion(const HistoryEntry& entry);
 
-// A new random store id: 32 hex digits.
-std::string NewStoreId();
-
 }  // namespace sluice::controlplane
 
 #endif  // SLUICE_CONTROLPLANE_SERVER_CONFIG_STATE_H_

@@ -2,11 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
-#include <random>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -37,16 +34,6 @@ constexpr char kRequireLeaderValue[] = "true";
 
 // A read of the whole prefix may be large (every kept version's change).
 constexpr int kMaxReceiveBytes = 512 * 1024 * 1024;
-
-std::string NewId() {
-  std::random_device random;
-  std::string bytes(16, '\0');
-  for (size_t i = 0; i < bytes.size(); i += 4) {
-    uint32_t word = random();
-    std::memcpy(&bytes[i], &word, 4);
-  }
-  return absl::BytesToHexString(bytes);
-}
 
 etcdserverpb::Compare Absent(const std::string& key) {
   etcdserverpb::Compare compare;
@@ -374,6 +361,16 @@ std::string EtcdStore::Describe() const {
                           : " (TLS with a client certificate)");
 }
 
+absl::Status EtcdStore::Txn(const etcdserverpb::TxnRequest& txn,
+                             etcdserverpb::TxnResponse* response, bool write) {
+  return CallAny(
+      [&](Endpoint& endpoint, grpc::ClientContext* context) {
+        response->Clear();  // a retry against another endpoint starts afresh
+        return endpoint.kv->Txn(context, txn, response);
+      },
+      write);
+}
+
 absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
   const absl::Time deadline = absl::Now() + options_.timeout;
   const size_t n = endpoints_.size();
@@ -484,13 +481,9 @@ absl::StatusOr<etcd_layout::Contents> EtcdStore::ReadAllCreatingId() {
   const std::string key = options_.prefix + kStoreIdKey;
   etcdserverpb::TxnRequest txn;
   *txn.add_compare() = Absent(key);
-  AddPut(txn.mutable_success(), key, NewId());
+  AddPut(txn.mutable_success(), key, NewStoreId());
   etcdserverpb::TxnResponse response;
-  absl::Status status =
-      CallAny([&](Endpoint& endpoint, grpc::ClientContext* context) {
-        response.Clear();
-        return endpoint.kv->Txn(context, txn, &response);
-      });
+  absl::Status status = Txn(txn, &response, /*write=*/false);
   if (!status.ok()) return status;
   contents = ReadAll();
   if (contents.ok() && response.succeeded()) {
@@ -555,12 +548,7 @@ absl::Status EtcdStore::Commit(uint64_t base_version, const StoredState& next,
                      "--max-request-bytes); nothing applied"));
   }
   etcdserverpb::TxnResponse response;
-  absl::Status status = CallAny(
-      [&](Endpoint& endpoint, grpc::ClientContext* context) {
-        response.Clear();
-        return endpoint.kv->Txn(context, txn, &response);
-      },
-      /*write=*/true);
+  absl::Status status = Txn(txn, &response, /*write=*/true);
   if (!status.ok()) return status;
   if (!response.succeeded()) {
     // Another replica committed after base_version, unless an earlier try of
@@ -614,12 +602,7 @@ absl::Status EtcdStore::SaveTokens(const std::vector<StoredToken>& previous,
   }
   AddPut(txn.mutable_success(), key, TokenFile::Encode(next));
   etcdserverpb::TxnResponse response;
-  absl::Status status = CallAny(
-      [&](Endpoint& endpoint, grpc::ClientContext* context) {
-        response.Clear();
-        return endpoint.kv->Txn(context, txn, &response);
-      },
-      /*write=*/true);
+  absl::Status status = Txn(txn, &response, /*write=*/true);
   if (!status.ok()) return status;
   if (!response.succeeded()) {
     return absl::AbortedError(
@@ -682,11 +665,7 @@ absl::Status EtcdStore::DeleteReplicaEntry(const std::string& replica,
   }
   txn.add_success()->mutable_request_delete_range()->set_key(key);
   etcdserverpb::TxnResponse response;
-  return CallAny(
-      [&](Endpoint& endpoint, grpc::ClientContext* context) {
-        return endpoint.kv->Txn(context, txn, &response);
-      },
-      /*write=*/true);
+  return Txn(txn, &response, /*write=*/true);
 }
 
 std::unique_ptr<TokenStore> EtcdStore::Tokens() {

@@ -213,6 +213,9 @@ class EtcdStore : public ConfigStore {
                                                grpc::ClientContext* context)>;
   // `write`: the error says whether the change may still be applied.
   absl::Status CallAny(const UnaryCall& call, bool write = false);
+  // One transaction, through CallAny.
+  absl::Status Txn(const etcdserverpb::TxnRequest& txn, etcdserverpb::TxnResponse* response,
+                   bool write);
   absl::StatusOr<etcd_layout::Contents> ReadAll();
   absl::StatusOr<etcd_layout::Contents> ReadAllCreatingId();
   absl::StatusOr<std::vector<StoredToken>> LoadTokens();

@@ -57,6 +57,10 @@ struct StoredState {
   std::string store_id;
 };
 
+// A new random store id: 32 hex digits (a new data dir, or a new etcd
+// prefix).
+std::string NewStoreId();
+
 // A list of resources with the value semantics of std::vector whose copies
 // share one vector until one of them is changed (copy on write). The
 // history's entries are copied with every new version (ConfigHistory is
