@@ -19,14 +19,7 @@ if ss -ltn 2>/dev/null | grep -qE '127\.0\.0\.1\]?:18291 '; then
   echo "bench-config: port 18291 is in use on 127.0.0.1; stop that process first" >&2
   exit 1
 fi
-scripts/install-deps.sh
-bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
-  //dataplane/server:sluice-proxy //tests/dataplane/router:route_table_benchmark \
-  //tests/tools:discovery_sim >/dev/null 2>&1
-W=$(mktemp -d)
-cp bazel-bin/controlplane/server/sluice-control bazel-bin/controlplane/cli/sluicectl \
-  bazel-bin/dataplane/server/sluice-proxy bazel-bin/tests/dataplane/router/route_table_benchmark \
-  bazel-bin/tests/tools/discovery_sim "$W/"
+W=$(scripts/build-opt.sh //tests/dataplane/router:route_table_benchmark //tests/tools:discovery_sim)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done

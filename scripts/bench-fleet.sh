@@ -27,14 +27,7 @@ if ! [[ $SECONDS_ =~ ^[0-9]+$ ]] || ((SECONDS_ < 1)); then echo "seconds must be
 CP_PORT=$((BASE - 1))
 ulimit -n 65536 2>/dev/null || true
 
-scripts/install-deps.sh
-bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
-  //dataplane/server:sluice-proxy >/dev/null 2>&1 || bazel build --config=opt \
-  //controlplane/server:sluice-control //controlplane/cli:sluicectl //dataplane/server:sluice-proxy
-# Copy the binaries: a later bazel build must not replace them mid-run.
-W=$(mktemp -d)
-cp bazel-bin/controlplane/server/sluice-control bazel-bin/controlplane/cli/sluicectl \
-  bazel-bin/dataplane/server/sluice-proxy "$W/"
+W=$(scripts/build-opt.sh)
 
 pids=()
 stop_all() {

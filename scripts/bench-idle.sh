@@ -8,12 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
 ulimit -n $((N * 4 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-scripts/install-deps.sh
-bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
-  //dataplane/server:sluice-proxy >/dev/null 2>&1
-W=$(mktemp -d)
-cp bazel-bin/controlplane/server/sluice-control bazel-bin/controlplane/cli/sluicectl \
-  bazel-bin/dataplane/server/sluice-proxy "$W/"
+W=$(scripts/build-opt.sh)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT

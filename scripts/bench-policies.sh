@@ -23,13 +23,7 @@ D=${1:-5}
 C=${2:-50}
 R=${3:-3}
 CONSUMERS=${CONSUMERS:-100000}
-scripts/install-deps.sh
-bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
-  //dataplane/server:sluice-proxy >/dev/null 2>&1 || bazel build --config=opt \
-  //controlplane/server:sluice-control //controlplane/cli:sluicectl //dataplane/server:sluice-proxy
-W=$(mktemp -d)
-cp bazel-bin/controlplane/server/sluice-control bazel-bin/controlplane/cli/sluicectl \
-  bazel-bin/dataplane/server/sluice-proxy "$W/"
+W=$(scripts/build-opt.sh)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -- -"$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done

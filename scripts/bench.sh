@@ -14,14 +14,7 @@ if [ "${CACHE:-0}" = 1 ]; then POLICIES='[{name: cache, typed_config: {default_t
 POLICIES=${POLICIES:-}
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-scripts/install-deps.sh
-bazel build --config=opt //controlplane/server:sluice-control //controlplane/cli:sluicectl \
-  //dataplane/server:sluice-proxy >/dev/null 2>&1 || bazel build --config=opt \
-  //controlplane/server:sluice-control //controlplane/cli:sluicectl //dataplane/server:sluice-proxy
-# Copy the binaries: a later bazel build must not replace them mid-run.
-BIN=$(mktemp -d)
-cp bazel-bin/controlplane/server/sluice-control bazel-bin/controlplane/cli/sluicectl \
-  bazel-bin/dataplane/server/sluice-proxy "$BIN/"
+BIN=$(scripts/build-opt.sh)
 cat > "$BIN/bench.yaml" <<YAML
 kind: Cluster
 name: backend
