@@ -10,6 +10,8 @@ PACKAGES=(
   # libraries
   libgrpc++-dev libprotobuf-dev libabsl-dev libnghttp2-dev libssl-dev libevent-dev
   libre2-dev libyaml-cpp-dev libsimdjson-dev zlib1g-dev
+  # sluice-proxy's allocator: gperftools' tcmalloc (libtcmalloc_minimal)
+  libgoogle-perftools-dev
   # tests, fuzzers and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   # real peers and clients used by tests, the quickstart and benchmarks

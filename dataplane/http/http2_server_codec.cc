@@ -93,6 +93,7 @@ struct Http2ServerCodecAccess {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     const int32_t id = frame->hd.stream_id;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      if (codec->found_id_ == id) codec->found_id_ = 0;
       codec->streams_[id] =
           std::make_unique<Http2ServerCodec::Stream>(id, codec->limits_);
       if (++codec->streams_in_window_ >=
@@ -358,6 +359,10 @@ struct Http2ServerCodecAccess {
       stream->closed = true;
       codec->callbacks_->OnStreamReset(stream_id, error_code);
     }
+    if (codec->found_id_ == stream_id) {
+      codec->found_id_ = 0;
+      codec->found_ = nullptr;
+    }
     codec->streams_.erase(stream_id);
     return 0;
   }
@@ -435,8 +440,12 @@ Http2ServerCodec::~Http2ServerCodec() { nghttp2_session_del(session_); }
 
 Http2ServerCodec::Stream* Http2ServerCodec::FindStream(
     int32_t stream_id) const {
+  if (stream_id == found_id_) return found_;
   auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : it->second.get();
+  if (it == streams_.end()) return nullptr;
+  found_id_ = stream_id;
+  found_ = it->second.get();
+  return found_;
 }
 
 bool Http2ServerCodec::Receive(std::string_view bytes) {

@@ -270,6 +270,10 @@ class Http2ServerCodec {
   const Http2Limits limits_;
   nghttp2_session* session_ = nullptr;
   absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
+  // What FindStream found last (nghttp2 asks for the same stream for every
+  // field of a header block); 0 and nullptr when nothing is cached.
+  mutable int32_t found_id_ = 0;
+  mutable Stream* found_ = nullptr;
   std::string output_;
   // The response head being submitted; its storage is kept between heads.
   std::unique_ptr<http2::HeaderBlockBuilder> block_;

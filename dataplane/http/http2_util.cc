@@ -66,9 +66,14 @@ std::string ToLower(std::string_view s) {
 }
 
 nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
+  // x-request-id is new in every message: entered in the HPACK table it
+  // would only evict fields that do repeat (nghttp2 skips indexing its own
+  // per-message fields, :path, content-length, etag..., the same way).
+  const uint8_t flags = name.size() == 12 && name == "x-request-id" ? NGHTTP2_NV_FLAG_NO_INDEX
+                                                                    : NGHTTP2_NV_FLAG_NONE;
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
-                    name.size(), value.size(), NGHTTP2_NV_FLAG_NONE};
+                    name.size(), value.size(), flags};
 }
 
 namespace {

@@ -18,14 +18,6 @@ std::string_view Trim(std::string_view s) {
 
 }  // namespace
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Lower(a[i]) != Lower(b[i])) return false;
-  }
-  return true;
-}
-
 bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens) {
   switch (name.size()) {
     case 2:

@@ -148,10 +148,12 @@ class Http2Session::RecycleBatch : public event::DeferredDeletable {
       stream->request_fields().clear();
       session_->free_streams_.push_back(std::move(stream));
     }
-    // A connection with no stream open keeps none spare, so an idle
-    // connection costs what it did before streams were reused (reuse pays
-    // off while streams overlap).
-    if (session_ != nullptr && session_->streams_.empty()) session_->free_streams_.clear();
+    // A connection with no stream open keeps none spare unless it is busy
+    // (then OnIdle drops them after kSpareHold), so an idle connection costs
+    // what it did before streams were reused.
+    if (session_ != nullptr && session_->streams_.empty() && !session_->Busy()) {
+      session_->free_streams_.clear();
+    }
   }
 
   void Add(std::unique_ptr<Stream> stream) { streams_.push_back(std::move(stream)); }
@@ -228,12 +230,24 @@ void Http2Session::ScheduleFlush() {
   worker_.dispatcher().ScheduleFlush(this);
 }
 
-void Http2Session::ArmIdleTimer() { idle_timer_.Enable(options_.idle_timeout); }
+void Http2Session::ArmIdleTimer() {
+  holding_spares_ = Busy() && kSpareHold < options_.idle_timeout;
+  idle_timer_.Enable(holding_spares_ ? kSpareHold : options_.idle_timeout);
+}
 
 void Http2Session::OnIdle() {
   if (closed_) return;
   if (!streams_.empty()) return;
   free_streams_.clear();  // an idle connection keeps no stream
+  if (holding_spares_ && !draining_) {
+    // A busy connection has had no stream open for kSpareHold: it gives its
+    // spares and buffers back and waits out the rest of the idle timeout.
+    holding_spares_ = false;
+    if (!codec_.WantsWrite()) connection_->ReleaseIdleBuffers();
+    idle_timer_.Enable(options_.idle_timeout - kSpareHold);
+    return;
+  }
+  holding_spares_ = false;
   if (draining_) {
     CloseNow();  // the client did not finish the graceful close in time
     return;
@@ -250,7 +264,10 @@ void Http2Session::StartDrain() {
   if (closed_ || draining_) return;
   draining_ = true;
   codec_.Shutdown(kNoError);
-  if (streams_.empty()) idle_timer_.Enable(absl::Seconds(1));
+  if (streams_.empty()) {
+    holding_spares_ = false;
+    idle_timer_.Enable(absl::Seconds(1));
+  }
   // From inside Receive() (max_requests reached by a new stream) the codec
   // cannot be drained: OnReadable() flushes once Receive() returns.
   if (!in_receive_) Flush();
@@ -284,16 +301,22 @@ void Http2Session::Flush() {
     flush_scheduled_ = false;
   }
   if (closed_) return;
-  std::string out;
+  // The frames pass through the worker's scratch buffer (taken, so that a
+  // Flush nested in a codec callback gets a fresh one).
+  static thread_local std::string scratch;
+  std::string out = std::move(scratch);
   while (codec_.WantsWrite() && connection_->output_size() < kSocketWatermark) {
     out.clear();
     codec_.TakeOutput(&out, kTakeChunk);
     if (out.empty()) break;
     connection_->Write(out);
   }
+  out.clear();
+  scratch = std::move(out);
   if (closed_) return;
-  // Idle (no stream, nothing to send): the connection gives its buffers back.
-  if (streams_.empty() && !codec_.WantsWrite()) connection_->ReleaseIdleBuffers();
+  // Idle (no stream, nothing to send): the connection gives its buffers back
+  // (a busy one after kSpareHold, in OnIdle).
+  if (streams_.empty() && !codec_.WantsWrite() && !Busy()) connection_->ReleaseIdleBuffers();
   if (!codec_.WantsRead() && !codec_.WantsWrite()) {
     // GOAWAY sent and every stream done (or a connection error): close
     // once the last frames are written.
@@ -332,7 +355,8 @@ void Http2Session::CloseNow() {
 void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseudo,
                                     http::HeaderMap headers, bool end_stream) {
   idle_timer_.Disable();
-  if (options_.max_requests > 0 && ++streams_opened_ >= options_.max_requests) {
+  ++streams_opened_;
+  if (options_.max_requests > 0 && streams_opened_ >= options_.max_requests) {
     StartDrain();  // GOAWAY: this stream is served, the client goes on elsewhere
   }
   worker_.stats().downstream_http2_streams->Inc();

@@ -17,8 +17,11 @@
 // loop iteration it ended in (when it would have been freed) and kept, up to
 // kMaxFreeStreams per session, for the next stream of the connection, so
 // that a stream costs no allocation of its exchange, its timers and their
-// buffers. A session with no stream open drops them, so an idle connection
-// keeps none.
+// buffers. A busy connection (one that has opened kBusyStreams streams)
+// keeps its spare streams and socket buffers through moments with no stream
+// open, as a client with a few requests in flight has between batches, and
+// drops them once it has had none open for kSpareHold. Any other connection
+// drops them as soon as no stream is open, so an idle connection keeps none.
 //
 // Worker thread only. Frees itself (deferred) when the connection ends.
 #ifndef SLUICE_DATAPLANE_SERVER_HTTP2_SESSION_H_
@@ -85,6 +88,11 @@ class Http2Session : public net::ConnectionCallbacks,
 
   // Finished streams kept for reuse, at most.
   static constexpr size_t kMaxFreeStreams = 16;
+  // A connection that has opened this many streams is busy (see above).
+  static constexpr uint64_t kBusyStreams = 8;
+  static constexpr absl::Duration kSpareHold = absl::Seconds(1);
+
+  bool Busy() const { return streams_opened_ >= kBusyStreams; }
 
   Stream* Find(int32_t stream_id);
   // The stream is over: forget it now, reset it for reuse (or free it)
@@ -95,6 +103,8 @@ class Http2Session : public net::ConnectionCallbacks,
   // Output was submitted outside Receive(): send it at the end of the loop
   // iteration.
   void ScheduleFlush();
+  // No stream is open: the idle timer runs (first for kSpareHold on a busy
+  // connection, which then drops its spares and buffers).
   void ArmIdleTimer();
   void OnIdle();
   void CloseNow();
@@ -113,7 +123,9 @@ class Http2Session : public net::ConnectionCallbacks,
   RecycleBatch* recycle_batch_ = nullptr;
   event::Timer idle_timer_;
   std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
-  uint32_t streams_opened_ = 0;
+  uint64_t streams_opened_ = 0;
+  // The idle timer runs for kSpareHold: spares and buffers are kept.
+  bool holding_spares_ = false;
   bool flush_scheduled_ = false;
   bool in_receive_ = false;
   bool closed_ = false;

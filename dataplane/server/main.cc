@@ -66,13 +66,15 @@ constexpr char kUsage[] =
 
 constexpr char kBuildVersion[] = "sluice-proxy 0.1";
 
-// glibc gives the free memory at the top of a worker's arena back to the
-// kernel (madvise) as soon as it passes 128 KiB, so a worker that frees an
-// idle connection's buffers after every response and takes them again on
-// the next request pays a madvise and page faults every loop iteration
-// (about 5% of the rps of a cache hit). Keep up to 8 MiB free per arena
-// (a burst's buffers for some hundreds of connections); blocks of 4 MiB and
-// more still get their own mapping (returned when freed).
+// For a build on glibc's allocator (--config=asan; the proxy otherwise
+// links tcmalloc, whose mallopt does nothing): glibc gives the free memory
+// at the top of a worker's arena back to the kernel (madvise) as soon as it
+// passes 128 KiB, so a worker that frees an idle connection's buffers after
+// every response and takes them again on the next request pays a madvise
+// and page faults every loop iteration (about 5% of the rps of a cache
+// hit). Keep up to 8 MiB free per arena (a burst's buffers for some
+// hundreds of connections); blocks of 4 MiB and more still get their own
+// mapping (returned when freed).
 void TuneMalloc() {
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
   mallopt(M_MMAP_THRESHOLD, 4 << 20);

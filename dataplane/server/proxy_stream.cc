@@ -1525,6 +1525,7 @@ void ProxyStream::DropHeldResponse() {
 void ProxyStream::CollectResponseFields(const http::MessageHead& head) {
   const http::ConnectionTokens tokens(head.headers);
   response_fields_.clear();
+  response_fields_.reserve(head.headers.size() + 1);
   bool has_request_id = false;
   for (const http::HeaderField& h : head.headers) {
     if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length")) {

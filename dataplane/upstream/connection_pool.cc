@@ -206,10 +206,8 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
   // HTTP/1.1 has no request ids, so no proxy can close that window; a peek
   // before each reuse would only narrow it, at ~3% of throughput.
   auto it = idle_.find(endpoint.pool_key);
-  if (it != idle_.end() && !it->second.empty()) {
-    UpstreamConnection* c = it->second.front();
-    it->second.pop_front();
-    if (it->second.empty()) idle_.erase(it);
+  if (it != idle_.end() && it->second.head != nullptr) {
+    UpstreamConnection* c = it->second.PopFront();
     c->idle_ = false;
     cluster.stats.connections_reused->Inc();
     return std::unique_ptr<UpstreamConnection>(c);
@@ -234,27 +232,49 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
 
 void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle) {
   connection->Detach();
-  auto& list = idle_[connection->pool_key()];
+  IdleList& list = idle_[connection->pool_key()];
   if (!connection->reusable() || !connection->connection().open() ||
       connection->connection().output_size() > 0 || !connection->connection().input().empty() ||
-      list.size() >= max_idle) {
+      list.size >= max_idle) {
     connection->connection().Close();
-    if (list.empty()) idle_.erase(connection->pool_key());
     dispatcher_.DeferredDelete(std::move(connection));
     return;
   }
   UpstreamConnection* c = connection.release();
   c->idle_ = true;
   c->connection().input().ShrinkIfEmpty();
-  list.push_front(c);
-  c->idle_position_ = list.begin();
+  list.PushFront(c);
+}
+
+void ConnectionPool::IdleList::PushFront(UpstreamConnection* c) {
+  c->idle_prev_ = nullptr;
+  c->idle_next_ = head;
+  if (head != nullptr) head->idle_prev_ = c;
+  head = c;
+  ++size;
+}
+
+UpstreamConnection* ConnectionPool::IdleList::PopFront() {
+  UpstreamConnection* c = head;
+  Erase(c);
+  return c;
+}
+
+void ConnectionPool::IdleList::Erase(UpstreamConnection* c) {
+  if (c->idle_prev_ != nullptr) {
+    c->idle_prev_->idle_next_ = c->idle_next_;
+  } else {
+    head = c->idle_next_;
+  }
+  if (c->idle_next_ != nullptr) c->idle_next_->idle_prev_ = c->idle_prev_;
+  c->idle_prev_ = c->idle_next_ = nullptr;
+  --size;
 }
 
 void ConnectionPool::RemoveIdle(UpstreamConnection* connection) {
   auto it = idle_.find(connection->pool_key());
   if (it == idle_.end()) return;
-  it->second.erase(connection->idle_position_);
-  if (it->second.empty()) idle_.erase(it);
+  it->second.Erase(connection);
   connection->idle_ = false;
   dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(connection));
 }
@@ -265,7 +285,8 @@ void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
       ++it;
       continue;
     }
-    for (UpstreamConnection* c : it->second) {
+    while (it->second.head != nullptr) {
+      UpstreamConnection* c = it->second.PopFront();
       c->connection().Close();
       c->idle_ = false;
       dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
@@ -278,7 +299,7 @@ void ConnectionPool::CloseAllIdle() { CloseIdleExcept({}); }
 
 size_t ConnectionPool::idle_count() const {
   size_t n = 0;
-  for (const auto& [key, list] : idle_) n += list.size();
+  for (const auto& [key, list] : idle_) n += list.size;
   return n;
 }
 

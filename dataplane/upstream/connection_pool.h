@@ -15,7 +15,6 @@
 #ifndef SLUICE_DATAPLANE_UPSTREAM_CONNECTION_POOL_H_
 #define SLUICE_DATAPLANE_UPSTREAM_CONNECTION_POOL_H_
 
-#include <list>
 #include <memory>
 #include <set>
 #include <string>
@@ -114,7 +113,9 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   bool upgrade_requested_ = false;
   bool tunnel_ = false;            // a 101 answered the upgrade: raw bytes now
   bool unexpected_switch_ = false;  // a 101 nobody asked for
-  std::list<UpstreamConnection*>::iterator idle_position_;
+  // Neighbours in the pool's idle list of its endpoint, while idle.
+  UpstreamConnection* idle_prev_ = nullptr;
+  UpstreamConnection* idle_next_ = nullptr;
   // Open-connection counts for circuit breakers and the admin page.
   std::shared_ptr<ClusterState> cluster_state_;
   std::shared_ptr<EndpointState> endpoint_state_;
@@ -142,10 +143,21 @@ class ConnectionPool {
 
  private:
   friend class UpstreamConnection;
+  // One endpoint's idle connections, the most recently released first,
+  // linked through the connections themselves: taking one and giving one
+  // back allocate nothing. An endpoint keeps its (empty) list until
+  // CloseIdleExcept drops its key.
+  struct IdleList {
+    UpstreamConnection* head = nullptr;
+    size_t size = 0;
+    void PushFront(UpstreamConnection* c);
+    UpstreamConnection* PopFront();
+    void Erase(UpstreamConnection* c);
+  };
   void RemoveIdle(UpstreamConnection* connection);
 
   event::Dispatcher& dispatcher_;
-  std::unordered_map<std::string, std::list<UpstreamConnection*>> idle_;
+  std::unordered_map<std::string, IdleList> idle_;
 };
 
 }  // namespace sluice::upstream

@@ -22,6 +22,7 @@
 #include "google/protobuf/text_format.h"
 #include "grpcpp/grpcpp.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
+#include "tests/harness/proxy.h"
 
 namespace sluice::config {
 namespace {
@@ -460,8 +461,8 @@ TEST(ConfigClientPatchTest, OneRoutePatchOfATenThousandRouteConfig) {
   ConfigClient client(cp.address(), Node(), {}, compiler.Fn(), nullptr);
   client.Start();
   ASSERT_TRUE(cp.Next().has_value());
-  // Port 0 would do for binding, but the listener must be valid: any port.
-  const std::vector<api::Resource> config = BenchConfig(10000, 2000, "v", 18290 + (getpid() % 1000));
+  // The listener is bound, and port 0 is not a valid listener: a free port.
+  const std::vector<api::Resource> config = BenchConfig(10000, 2000, "v", sluice::testing::PickFreePort());
   cp.Send(Whole(1, config));
   auto ack = cp.Next();
   ASSERT_TRUE(ack.has_value());

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "dataplane/http/http1_parser.h"
 #include "gtest/gtest.h"
 
@@ -808,6 +810,34 @@ TEST(Http2ServerCodecTest, ViewFormResponseAsTheClientSeesIt) {
                      {"content-length", "5"}}));
   EXPECT_TRUE(resp.closed);
   EXPECT_EQ(resp.close_code, NGHTTP2_NO_ERROR);
+}
+
+// x-request-id is new in every response: it is sent without entering the
+// HPACK table (where it would only evict fields that repeat); other fields
+// are indexed as usual.
+TEST(Http2ServerCodecTest, RequestIdIsNotIndexed) {
+  for (const std::string name : {"x-request-id", "x-trace"}) {
+    SCOPED_TRACE(name);
+    Fixture f;
+    int n = 0;
+    f.callbacks.on_headers = [&](int32_t id) {
+      ASSERT_TRUE(f.codec.SubmitResponse(
+          id, 200, Headers({{name, absl::StrCat("0123456789abcdef-", n++)}}), true));
+    };
+    for (int i = 0; i < 3; ++i) f.client.Request(TestClient::Head("GET", "/"));
+    f.link.Run();
+    ASSERT_EQ(f.client.responses.size(), 3u);
+    for (const auto& [id, resp] : f.client.responses) {
+      ASSERT_NE(resp.headers.Get(name), nullptr);
+      EXPECT_TRUE(absl::StartsWith(*resp.headers.Get(name), "0123456789abcdef-"));
+    }
+    const size_t table = nghttp2_session_get_hd_inflate_dynamic_table_size(f.client.session());
+    if (name == "x-request-id") {
+      EXPECT_EQ(table, 0u);
+    } else {
+      EXPECT_GT(table, 0u);  // the control: the same field under another name
+    }
+  }
 }
 
 TEST(Http2ServerCodecTest, ManyConcurrentStreams) {
