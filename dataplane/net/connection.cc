@@ -147,9 +147,9 @@ void Connection::HandleRead() {
       input_.Commit(static_cast<size_t>(n));
       bytes_read_ += static_cast<uint64_t>(n);
       got = true;
-      if (static_cast<size_t>(n) < kReadChunk && !transport_->has_buffered_input() &&
-          !transport_->secure()) {
-        break;  // the socket is drained (a TLS read returns one record at most)
+      if (!transport_->has_buffered_input() &&
+          transport_->drained(static_cast<size_t>(n), kReadChunk)) {
+        break;  // the socket is drained
       }
       continue;
     }

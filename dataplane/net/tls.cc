@@ -1,6 +1,7 @@
 #include "dataplane/net/tls.h"
 
 #include <errno.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -11,9 +12,12 @@
 #include <cstring>
 #include <mutex>
 
+#include <sys/socket.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 
 namespace sluice::net {
 namespace {
@@ -430,6 +434,77 @@ std::unique_ptr<TransportSocket> TlsClientContext::Create() const {
   return std::make_unique<TlsTransportSocket>(shared_from_this(), ssl, /*server=*/false);
 }
 
+// The socket under a TLS session: OpenSSL's socket BIO, but with recv/send
+// (no file layer) and noting whether the last recv came back short, that
+// is, took everything the socket had (TlsTransportSocket::drained). With
+// read-ahead a record usually arrives in one recv that comes back short, so
+// the connection need not read again only to get EAGAIN. Retry flags, EOF
+// (BIO_CTRL_EOF, which OpenSSL reads to tell an EOF without close_notify)
+// and errno follow the socket BIO.
+class TlsTransportSocket::SocketBio {
+ public:
+  static BIO* New(TlsTransportSocket* socket) {
+    BIO* bio = BIO_new(Method());
+    if (bio == nullptr) return nullptr;
+    BIO_set_data(bio, socket);
+    BIO_set_init(bio, 1);
+    return bio;
+  }
+
+ private:
+  static BIO_METHOD* Method() {
+    static BIO_METHOD* const method = [] {
+      BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                   "sluice socket");
+      SLUICE_CHECK(m != nullptr);
+      BIO_meth_set_read(m, Read);
+      BIO_meth_set_write(m, Write);
+      BIO_meth_set_ctrl(m, Ctrl);
+      return m;
+    }();
+    return method;
+  }
+  static TlsTransportSocket* Socket(BIO* bio) {
+    return static_cast<TlsTransportSocket*>(BIO_get_data(bio));
+  }
+  static bool ShouldRetry() { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR; }
+
+  static int Read(BIO* bio, char* out, int size) {
+    TlsTransportSocket* socket = Socket(bio);
+    BIO_clear_retry_flags(bio);
+    const ssize_t n = ::recv(socket->fd_, out, static_cast<size_t>(size), 0);
+    if (n > 0) {
+      socket->socket_drained_ = n < size;
+      return static_cast<int>(n);
+    }
+    if (n == 0) {
+      socket->peer_eof_ = true;
+    } else if (ShouldRetry()) {
+      BIO_set_retry_read(bio);
+    }
+    return static_cast<int>(n);
+  }
+  static int Write(BIO* bio, const char* data, int size) {
+    BIO_clear_retry_flags(bio);
+    const ssize_t n = ::send(Socket(bio)->fd_, data, static_cast<size_t>(size), MSG_NOSIGNAL);
+    if (n < 0 && ShouldRetry()) BIO_set_retry_write(bio);
+    return static_cast<int>(n);
+  }
+  static long Ctrl(BIO* bio, int cmd, long /*num*/, void* ptr) {
+    switch (cmd) {
+      case BIO_CTRL_FLUSH:
+        return 1;
+      case BIO_CTRL_EOF:
+        return Socket(bio)->peer_eof_ ? 1 : 0;
+      case BIO_C_GET_FD:
+        if (ptr != nullptr) *static_cast<int*>(ptr) = Socket(bio)->fd_;
+        return Socket(bio)->fd_;
+      default:
+        return 0;
+    }
+  }
+};
+
 TlsTransportSocket::TlsTransportSocket(std::shared_ptr<const void> context, SSL* ssl, bool server)
     : context_(std::move(context)), ssl_(ssl), server_(server) {}
 
@@ -442,7 +517,10 @@ TlsTransportSocket::~TlsTransportSocket() {
 }
 
 void TlsTransportSocket::Attach(int fd) {
-  SSL_set_fd(ssl_, fd);
+  fd_ = fd;
+  BIO* bio = SocketBio::New(this);
+  SLUICE_CHECK(bio != nullptr);
+  SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: the SSL owns it
   if (server_) {
     SSL_set_accept_state(ssl_);
   } else {

@@ -160,18 +160,25 @@ class TlsTransportSocket : public TransportSocket {
   bool wants_read() const override { return write_wants_read_; }
   bool wants_write() const override { return read_wants_write_; }
   bool has_buffered_input() const override;
+  bool drained(size_t /*n*/, size_t /*size*/) const override { return socket_drained_; }
   void Shutdown() override;
   bool secure() const override { return true; }
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
   const std::string& failure_reason() const override { return failure_reason_; }
 
  private:
+  class SocketBio;
   // Maps a failed SSL_read/SSL_write to read(2)/write(2) conventions.
   ssize_t Failed(int ret, bool reading);
 
   std::shared_ptr<const void> context_;
   SSL* ssl_;
   bool server_;
+  int fd_ = -1;
+  // The last recv from the socket came back short: nothing was left.
+  bool socket_drained_ = false;
+  // recv returned 0: the peer closed its side.
+  bool peer_eof_ = false;
   bool done_ = false;
   bool failed_ = false;
   bool read_wants_write_ = false;

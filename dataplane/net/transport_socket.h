@@ -54,6 +54,11 @@ class TransportSocket {
   // Bytes already taken off the socket and decrypted but not yet returned
   // by Read(): the socket will not signal them.
   virtual bool has_buffered_input() const { return false; }
+  // After a Read() that gave `n` bytes of the `size` asked: the socket had
+  // nothing more when last read, so reading again before the next
+  // readiness event would only get EAGAIN. (A TLS Read() gives one record
+  // at most: it answers from the last read of the socket itself.)
+  virtual bool drained(size_t n, size_t size) const { return n < size; }
   // Best-effort orderly end (TLS close_notify) before the fd is closed.
   virtual void Shutdown() {}
 
@@ -64,7 +69,7 @@ class TransportSocket {
   virtual const std::string& failure_reason() const;
 };
 
-// read(2) and write(2).
+// recv(2) and send(2).
 class PlainTransportSocket : public TransportSocket {
  public:
   void Attach(int fd) override { fd_ = fd; }

@@ -106,6 +106,8 @@ class Session {
 
   TransportSocket& server() { return *server_; }
   TransportSocket& client() { return *client_; }
+  // The server's side of the socket stops sending, with no close_notify.
+  void ServerSocketShutsDownWrites() { shutdown(fds_[0], SHUT_WR); }
 
  private:
   std::unique_ptr<TransportSocket> server_;
@@ -246,6 +248,57 @@ TEST_F(TlsClientTest, BadMaterialIsRefusedAtCreate) {
   ASSERT_FALSE(bad_key.ok());
   EXPECT_TRUE(absl::StartsWith(bad_key.status().message(), "client_certificate: private_key: "))
       << bad_key.status();
+}
+
+}  // namespace
+}  // namespace sluice::net
+
+namespace sluice::net {
+namespace {
+
+// The TLS socket reads the socket with recv through its own BIO and says
+// when that read took everything there was (drained): the connection then
+// stops reading until the next readiness event. Whenever it says so, and
+// holds nothing decrypted or read ahead, a further Read finds nothing; the
+// bytes arrive whole and in order across records of every size; an EOF
+// without close_notify reads as the end.
+TEST_F(TlsClientTest, ReadsSayWhenTheSocketIsDrainedAndEofIsTheEnd) {
+  auto client = Client(Verified("backend.test"));
+  Session session(*server_, *client);
+  ASSERT_TRUE(session.Handshake());
+  ASSERT_EQ(session.ServerToClient("hello"), "hello");  // takes the session tickets too
+
+  std::string sent;
+  for (size_t size : {1u, 700u, 16384u, 16385u, 40000u, 3u}) {
+    std::string chunk(size, static_cast<char>('a' + size % 26));
+    for (size_t done = 0; done < size;) {  // partial writes: a record at a time
+      const ssize_t n = session.server().Write(chunk.data() + done, size - done);
+      ASSERT_GT(n, 0);
+      done += static_cast<size_t>(n);
+    }
+    sent += chunk;
+  }
+  std::string got;
+  char buffer[16384];
+  int drained_reads = 0;
+  for (int i = 0; i < 1000 && got.size() < sent.size(); ++i) {
+    const ssize_t n = session.client().Read(buffer, sizeof(buffer));
+    ASSERT_GT(n, 0) << "after " << got.size() << " of " << sent.size() << " bytes, errno "
+                    << errno;
+    got.append(buffer, static_cast<size_t>(n));
+    if (session.client().drained(static_cast<size_t>(n), sizeof(buffer)) &&
+        !session.client().has_buffered_input()) {
+      ++drained_reads;
+      char probe[64];
+      EXPECT_EQ(session.client().Read(probe, sizeof(probe)), -1) << "drained, yet more came";
+      EXPECT_EQ(errno, EAGAIN);
+    }
+  }
+  EXPECT_EQ(got, sent);
+  EXPECT_GE(drained_reads, 1);  // the last record at least ends a short read
+
+  session.ServerSocketShutsDownWrites();
+  EXPECT_EQ(session.client().Read(buffer, sizeof(buffer)), 0);
 }
 
 }  // namespace
