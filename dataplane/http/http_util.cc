@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "common/json_string.h"
 
@@ -147,10 +148,17 @@ void AppendChunkHeader(std::string* out, size_t size) {
 }
 
 void AppendHeader(std::string* out, std::string_view name, std::string_view value) {
-  out->append(name);
-  out->append(": ");
-  out->append(value);
-  out->append("\r\n");
+  // One resize and four copies: a request head is some tens of these.
+  const size_t at = out->size();
+  out->resize(at + name.size() + value.size() + 4);
+  char* p = out->data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  std::memcpy(p, ": ", 2);
+  p += 2;
+  if (!value.empty()) std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  std::memcpy(p, "\r\n", 2);
 }
 
 }  // namespace sluice::http

@@ -736,17 +736,13 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
   }
   // In a fixed buffer, hex by hand: this runs for every request (and an
   // HTTP/2 stream would otherwise allocate for it).
-  auto put_hex = [](char* out, uint64_t v) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kDigits[v & 0xf];
-  };
   std::memcpy(traceparent_, "00-", 3);
   if (!have_trace) {
-    put_hex(traceparent_ + 3, worker_.picker().Random());
-    put_hex(traceparent_ + 19, worker_.picker().Random() | 1);
+    Worker::WriteHex64(traceparent_ + 3, worker_.picker().Random());
+    Worker::WriteHex64(traceparent_ + 19, worker_.picker().Random() | 1);
   }
   traceparent_[35] = '-';
-  put_hex(traceparent_ + 36, worker_.picker().Random() | 1);
+  Worker::WriteHex64(traceparent_ + 36, worker_.picker().Random() | 1);
   traceparent_[52] = '-';
   traceparent_[53] = flags[0];
   traceparent_[54] = flags[1];

@@ -1,5 +1,7 @@
 #include "dataplane/server/worker.h"
 
+#include <cstring>
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -499,21 +501,35 @@ void Worker::RemoveConnection(DownstreamSession* connection) {
   dispatcher_.DeferredDelete(std::unique_ptr<event::DeferredDeletable>(connection));
 }
 
+void Worker::WriteHex64(char* out, uint64_t v) {
+  static constexpr std::array<char, 512> kPairs = [] {
+    constexpr char kDigits[] = "0123456789abcdef";
+    std::array<char, 512> pairs{};
+    for (int i = 0; i < 256; ++i) {
+      pairs[2 * i] = kDigits[i >> 4];
+      pairs[2 * i + 1] = kDigits[i & 0xf];
+    }
+    return pairs;
+  }();
+  for (int i = 7; i >= 0; --i, v >>= 8) std::memcpy(out + 2 * i, &kPairs[2 * (v & 0xff)], 2);
+}
+
 void Worker::NewRequestId(std::string* out) {
   // A random (version 4) UUID: 8-4-4-4-12 hex digits.
-  static constexpr char kHex[] = "0123456789abcdef";
   uint64_t a = id_rng_();
   uint64_t b = id_rng_();
   a = (a & ~0xf000ull) | 0x4000ull;                   // version 4
   b = (b & ~(0xc000ull << 48)) | (0x8000ull << 48);  // variant 10xx
+  char digits[32];
+  WriteHex64(digits, a);
+  WriteHex64(digits + 16, b);
   std::string& id = *out;
   id.assign(36, '-');
-  int pos = 0;
-  for (int i = 0; i < 32; ++i) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) ++pos;
-    uint64_t word = i < 16 ? a : b;
-    id[pos++] = kHex[(word >> (60 - 4 * (i % 16))) & 0xf];
-  }
+  std::memcpy(&id[0], digits, 8);
+  std::memcpy(&id[9], digits + 8, 4);
+  std::memcpy(&id[14], digits + 12, 4);
+  std::memcpy(&id[19], digits + 16, 4);
+  std::memcpy(&id[24], digits + 20, 12);
 }
 
 }  // namespace sluice::server

@@ -181,6 +181,9 @@ class Worker {
   bool draining() const { return draining_; }
   // A new random UUID into `out` (reusing its storage).
   void NewRequestId(std::string* out);
+  // The 16 lower-case hex digits of `v`, most significant first, at `out`
+  // (request and trace ids: a byte, two digits, at a time).
+  static void WriteHex64(char* out, uint64_t v);
   // A session ends (deferred delete), or hands its connection to another
   // (HTTP/1 to HTTP/2 after ALPN or the h2c preface).
   void RemoveConnection(DownstreamSession* session);

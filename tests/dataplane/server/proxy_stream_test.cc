@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
@@ -553,6 +555,45 @@ TEST_F(ProxyStreamTimeoutTest, AHeldBodyThatEndsInTimeGoesOnToTheRoute) {
   sink.status = 0;
   Advance(absl::Seconds(60));
   EXPECT_EQ(sink.status, 0);
+}
+
+}  // namespace
+}  // namespace sluice::server
+
+namespace sluice::server {
+namespace {
+
+// Request ids are version-4 UUIDs in lower-case hex, and every one differs;
+// WriteHex64 writes a 64-bit value as 16 digits, most significant first.
+TEST(WorkerIdsTest, RequestIdsAreRandomVersion4Uuids) {
+  char digits[17] = {};
+  Worker::WriteHex64(digits, 0x0123456789abcdefull);
+  EXPECT_STREQ(digits, "0123456789abcdef");
+  Worker::WriteHex64(digits, 0xfedcba9876543210ull);
+  EXPECT_STREQ(digits, "fedcba9876543210");
+  Worker::WriteHex64(digits, 0);
+  EXPECT_STREQ(digits, "0000000000000000");
+
+  stats::StatsStore store;
+  ProxyStats proxy_stats(store);
+  Worker worker(0, proxy_stats);
+  std::set<std::string> seen;
+  std::string id = "reused storage, longer than an id: it is replaced whole";
+  for (int i = 0; i < 1000; ++i) {
+    worker.NewRequestId(&id);
+    ASSERT_EQ(id.size(), 36u) << id;
+    for (size_t j = 0; j < id.size(); ++j) {
+      if (j == 8 || j == 13 || j == 18 || j == 23) {
+        ASSERT_EQ(id[j], '-') << id;
+      } else {
+        ASSERT_TRUE((id[j] >= '0' && id[j] <= '9') || (id[j] >= 'a' && id[j] <= 'f')) << id;
+      }
+    }
+    EXPECT_EQ(id[14], '4') << id;                              // version 4
+    EXPECT_NE(std::string_view("89ab").find(id[19]), std::string_view::npos) << id;  // variant
+    seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
 }
 
 }  // namespace
