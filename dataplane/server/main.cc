@@ -9,6 +9,9 @@
 //                [--control-plane-ca FILE [--control-plane-cert FILE --control-plane-key FILE]
 //                 [--control-plane-server-name NAME]]
 #include <event2/event.h>
+#if defined(SLUICE_TCMALLOC)
+#include <gperftools/malloc_extension_c.h>
+#endif
 #include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
@@ -248,6 +251,18 @@ class ProxyServer {
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> last_apply_time_{0};  // unix ns
 };
+
+// Hands the free memory the allocator keeps for reuse back to the kernel:
+// what a burst took stays resident after it is freed otherwise (both
+// tcmalloc and glibc's malloc keep it), and the overload guard would go on
+// refusing work on account of memory nobody uses.
+void ReleaseFreeMemory() {
+#if defined(SLUICE_TCMALLOC)
+  MallocExtension_ReleaseFreeMemory();
+#else
+  malloc_trim(0);
+#endif
+}
 
 // Resident set size, from /proc/self/statm.
 int64_t ResidentMemoryBytes() {
@@ -524,6 +539,10 @@ int Run(int argc, char** argv) {
     stats::Gauge* overloaded = proxy.stats().GetGauge("sluice_overload_active");
     memory_check = std::make_unique<event::Timer>(main_loop, [&, overloaded] {
       int64_t rss_mb = ResidentMemoryBytes() >> 20;
+      if (rss_mb > max_memory_mb) {
+        ReleaseFreeMemory();  // then count what is really in use
+        rss_mb = ResidentMemoryBytes() >> 20;
+      }
       bool over = rss_mb > max_memory_mb;
       if (over != server::Overload::active()) {
         if (over) {

@@ -185,6 +185,58 @@ TEST(AbuseTest, OverloadGuardRefusesNewWorkOverTheMemoryLimit) {
   EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "over --max-memory-mb 1:"));
 }
 
+// The overload guard lets go once a burst's memory is freed: the proxy
+// hands the allocator's free memory back to the kernel before it counts,
+// instead of refusing work for memory nobody uses (both tcmalloc and
+// glibc's malloc keep what a burst freed). The burst: connections that
+// each leave 14 KiB of an unfinished request head in the proxy.
+TEST(AbuseTest, OverloadGuardLetsGoOnceABurstsMemoryIsFreed) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  int port = PickFreePort();
+  ASSERT_TRUE(ApplyDirectResponse(cp, port));
+  const std::string listener = absl::StrCat("127.0.0.1:", port);
+  long baseline_kb = 0;
+  {
+    Proxy probe(cp.address(), "overload-probe");
+    ASSERT_TRUE(probe.ok()) << probe.process().Log();
+    ASSERT_TRUE(probe.WaitForVersion(1)) << probe.process().Log();
+    ASSERT_EQ(HttpGet(listener, "/").status, 200);
+    baseline_kb = RssKb(probe.process().pid());
+  }
+  const long limit_mb = baseline_kb / 1024 + 32;
+  Proxy proxy(cp.address(), "overload-burst", 1, "",
+              {"--max-memory-mb", absl::StrCat(limit_mb)});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  ASSERT_TRUE(WaitFor([&] { return HttpGet(listener, "/").status == 200; }, absl::Seconds(5)));
+
+  const std::string head =
+      "GET / HTTP/1.1\r\nHost: burst\r\nX-Big: " + std::string(14 * 1024, 'a');
+  std::vector<int> burst;
+  long peak_kb = 0;
+  for (int i = 0; i < 4000 && proxy.Stat("sluice_overload_active") != 1; i += 100) {
+    for (int j = 0; j < 100; ++j) {
+      int fd = Connect(port);
+      if (fd < 0) continue;
+      (void)send(fd, head.data(), head.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      burst.push_back(fd);
+    }
+    peak_kb = std::max(peak_kb, RssKb(proxy.process().pid()));
+  }
+  ASSERT_TRUE(WaitFor([&] { return proxy.Stat("sluice_overload_active") == 1; }, absl::Seconds(5)))
+      << "limit " << limit_mb << " MiB, proxy RSS " << RssKb(proxy.process().pid()) << " KiB";
+  for (int fd : burst) close(fd);
+  EXPECT_TRUE(WaitFor([&] { return proxy.Stat("sluice_overload_active") == 0; },
+                      absl::Seconds(15)))
+      << "limit " << limit_mb << " MiB, proxy RSS " << RssKb(proxy.process().pid()) << " KiB";
+  EXPECT_EQ(HttpGet(listener, "/").status, 200);
+  std::printf("overload burst: %zu connections, proxy RSS %ld KiB at start (probe), peak %ld KiB, "
+              "%ld KiB after; limit %ld MiB\n",
+              burst.size(), baseline_kb, peak_kb, RssKb(proxy.process().pid()), limit_mb);
+  EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "is back under --max-memory-mb"));
+}
+
 // --max-connections: the proxy-wide limit across listeners and workers.
 TEST(AbuseTest, ProxyWideConnectionLimit) {
   ControlPlane cp("", "info");
