@@ -11,6 +11,9 @@
 #include <event2/event.h>
 #if defined(SLUICE_TCMALLOC)
 #include <gperftools/malloc_extension_c.h>
+#elif defined(__SANITIZE_ADDRESS__)
+// libasan's (GCC ships no header declaring it).
+extern "C" void __sanitizer_purge_allocator();
 #endif
 #include <malloc.h>
 #include <signal.h>
@@ -259,6 +262,8 @@ class ProxyServer {
 void ReleaseFreeMemory() {
 #if defined(SLUICE_TCMALLOC)
   MallocExtension_ReleaseFreeMemory();
+#elif defined(__SANITIZE_ADDRESS__)
+  __sanitizer_purge_allocator();  // ASan's quarantine holds freed memory back too
 #else
   malloc_trim(0);
 #endif
