@@ -421,9 +421,7 @@ grpc::Status AdminServiceImpl::StartRollout(grpc::ServerContext* context,
   auto caller = Authorize(context, Role::kOperator, "StartRollout");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<RolloutManager::Started> started =
-      rollouts_ == nullptr
-          ? absl::UnimplementedError("this sluice-control runs no canary rollouts")
-          : rollouts_->Start(*request, AuthorOf(*caller, request->author()));
+      rollouts_->Start(*request, AuthorOf(*caller, request->author()));
   std::vector<std::string> targets;
   if (started.ok()) targets.push_back(absl::StrCat("rollout/", started->rollout.id()));
   for (const auto& name : Names(IdsOf(request->resources()))) {
@@ -447,7 +445,7 @@ grpc::Status AdminServiceImpl::GetRollout(grpc::ServerContext* context,
   }
   bool running = false;
   std::optional<admin::v1::Rollout> rollout;
-  if (rollouts_ != nullptr) rollout = rollouts_->Get(&running);
+  rollout = rollouts_->Get(&running);
   if (!rollout.has_value()) {
     return ToGrpcStatus(absl::NotFoundError("no canary rollout since sluice-control started"));
   }
@@ -462,9 +460,7 @@ grpc::Status AdminServiceImpl::PromoteRollout(grpc::ServerContext* context,
   auto caller = Authorize(context, Role::kOperator, "PromoteRollout");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<admin::v1::Rollout> decided =
-      rollouts_ == nullptr
-          ? absl::FailedPreconditionError("no canary rollout is in progress")
-          : rollouts_->Decide(true, AuthorOf(*caller, request->author()), request->message());
+      rollouts_->Decide(true, AuthorOf(*caller, request->author()), request->message());
   Audit(*caller, "PromoteRollout",
         {decided.ok() ? absl::StrCat("rollout/", decided->id()) : std::string("rollout/-")},
         decided.ok() ? decided->decision_version() : 0, false, decided.status());
@@ -479,9 +475,7 @@ grpc::Status AdminServiceImpl::AbortRollout(grpc::ServerContext* context,
   auto caller = Authorize(context, Role::kOperator, "AbortRollout");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<admin::v1::Rollout> decided =
-      rollouts_ == nullptr
-          ? absl::FailedPreconditionError("no canary rollout is in progress")
-          : rollouts_->Decide(false, AuthorOf(*caller, request->author()), request->message());
+      rollouts_->Decide(false, AuthorOf(*caller, request->author()), request->message());
   Audit(*caller, "AbortRollout",
         {decided.ok() ? absl::StrCat("rollout/", decided->id()) : std::string("rollout/-")},
         decided.ok() ? decided->decision_version() : 0, false, decided.status());

@@ -23,9 +23,7 @@
 //
 // StartRollout, PromoteRollout and AbortRollout (operator) and GetRollout
 // (viewer) go to the RolloutManager (rollout.h); each change is audited
-// ("rollout/<id>"). sluice-control always gives the service a manager; a
-// service built without one (unit tests of other RPCs) answers them
-// UNIMPLEMENTED with "this sluice-control runs no canary rollouts".
+// ("rollout/<id>").
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
@@ -72,11 +70,10 @@ absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request);
 class AdminServiceImpl final : public admin::v1::AdminService::Service {
  public:
   // `metrics` may be null: nothing is counted then. `purges` may be null:
-  // PurgeCache targets no proxy then. `rollouts` may be null: no rollouts.
-  AdminServiceImpl(ConfigState* state, ProxyRegistry* registry,
-                   ControlPlaneMetrics* metrics = nullptr,
-                   AdminAccess access = {}, PurgeRelay* purges = nullptr,
-                   RolloutManager* rollouts = nullptr)
+  // PurgeCache targets no proxy then.
+  AdminServiceImpl(ConfigState* state, ProxyRegistry* registry, RolloutManager* rollouts,
+                   ControlPlaneMetrics* metrics = nullptr, AdminAccess access = {},
+                   PurgeRelay* purges = nullptr)
       : state_(state),
         registry_(registry),
         metrics_(metrics),
@@ -139,7 +136,7 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   ControlPlaneMetrics* metrics_;
   AdminAccess access_;
   PurgeRelay* purges_;
-  RolloutManager* rollouts_;
+  RolloutManager* const rollouts_;  // never null
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

@@ -374,9 +374,8 @@ int Run(int argc, char** argv) {
     return 1;
   }
   controlplane::AdminServiceImpl admin(
-      (*state).get(), &registry, &metrics,
-      controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()},
-      &purges, &rollouts);
+      (*state).get(), &registry, &rollouts, &metrics,
+      controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()}, &purges);
 
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.

@@ -16,12 +16,14 @@ namespace {
 class AdminServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = FileStore::Open(sluice::testing::MakeTempDir("admin_service"));
+    const std::string dir = sluice::testing::MakeTempDir("admin_service");
+    auto store = FileStore::Open(dir);
     ASSERT_TRUE(store.ok()) << store.status();
     auto state = ConfigState::Create(std::move(*store));
     ASSERT_TRUE(state.ok()) << state.status();
     state_ = std::move(*state);
-    service_ = std::make_unique<AdminServiceImpl>(state_.get(), &registry_);
+    rollouts_ = std::make_unique<RolloutManager>(state_.get(), &registry_, dir + "/rollout.db");
+    service_ = std::make_unique<AdminServiceImpl>(state_.get(), &registry_, rollouts_.get());
 
     certificate_ = sluice::testing::MakeCertificate({});
     admin::v1::ApplyRequest apply;
@@ -40,6 +42,7 @@ class AdminServiceTest : public ::testing::Test {
 
   ProxyRegistry registry_;
   std::unique_ptr<ConfigState> state_;
+  std::unique_ptr<RolloutManager> rollouts_;
   std::unique_ptr<AdminServiceImpl> service_;
   sluice::testing::TestCertificate certificate_;
 };

@@ -103,12 +103,15 @@ TEST(ControlPlaneMetricsTest, OutcomeFollowsTheStatusCode) {
 class AdminServiceCountingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = FileStore::Open(sluice::testing::MakeTempDir("admin-metrics"));
+    const std::string dir = sluice::testing::MakeTempDir("admin-metrics");
+    auto store = FileStore::Open(dir);
     ASSERT_TRUE(store.ok()) << store.status();
     auto state = ConfigState::Create(std::move(*store));
     ASSERT_TRUE(state.ok()) << state.status();
     state_ = std::move(*state);
-    service_ = std::make_unique<AdminServiceImpl>(state_.get(), &registry_, &metrics_);
+    rollouts_ = std::make_unique<RolloutManager>(state_.get(), &registry_, dir + "/rollout.db");
+    service_ = std::make_unique<AdminServiceImpl>(state_.get(), &registry_, rollouts_.get(),
+                                                  &metrics_);
   }
 
   grpc::Status Apply(const std::string& cluster, int port, bool dry_run = false) {
@@ -140,6 +143,7 @@ class AdminServiceCountingTest : public ::testing::Test {
   ControlPlaneMetrics metrics_;
   ProxyRegistry registry_;
   std::unique_ptr<ConfigState> state_;
+  std::unique_ptr<RolloutManager> rollouts_;
   std::unique_ptr<AdminServiceImpl> service_;
 };
 

@@ -299,12 +299,14 @@ TEST_F(HistoryTest, AStaleIfVersionIsAbortedNamingTheCurrentVersion) {
 }
 
 TEST(HistoryAdminTest, HistoryNewestFirstGetVersionRedactedRollbackAborted) {
-  auto store = FileStore::Open(sluice::testing::MakeTempDir("history_admin"));
+  const std::string dir = sluice::testing::MakeTempDir("history_admin");
+  auto store = FileStore::Open(dir);
   ASSERT_TRUE(store.ok());
   auto state = ConfigState::Create(std::move(*store));
   ASSERT_TRUE(state.ok());
   ProxyRegistry registry;
-  AdminServiceImpl service(state->get(), &registry);
+  RolloutManager rollouts(state->get(), &registry, dir + "/rollout.db");
+  AdminServiceImpl service(state->get(), &registry, &rollouts);
   sluice::testing::TestCertificate c = sluice::testing::MakeCertificate({});
   admin::v1::ApplyRequest apply;
   auto* secret = apply.add_resources()->mutable_secret();

@@ -142,9 +142,8 @@ class OperatorAccessTest : public ::testing::Test {
     rollouts_ = std::make_unique<RolloutManager>(state_.get(), &registry_,
                                                  dir_ + "/rollout.db");
     service_ = std::make_unique<AdminServiceImpl>(
-        state_.get(), &registry_, nullptr,
-        AdminAccess{require_tokens, tokens_.get(), audit_.get()}, nullptr,
-        rollouts_.get());
+        state_.get(), &registry_, rollouts_.get(), nullptr,
+        AdminAccess{require_tokens, tokens_.get(), audit_.get()});
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
