@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <random>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -11,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/log.h"
+#include "common/random_id.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -82,15 +82,7 @@ ReplicaShareExchange::ReplicaShareExchange(ReplicaDemandBoard* board,
 
 ReplicaShareExchange::~ReplicaShareExchange() { Stop(); }
 
-std::string ReplicaShareExchange::NewReplicaId() {
-  std::random_device random;
-  std::string bytes(16, '\0');
-  for (size_t i = 0; i < bytes.size(); i += 4) {
-    uint32_t word = random();
-    std::memcpy(&bytes[i], &word, 4);
-  }
-  return absl::BytesToHexString(bytes);
-}
+std::string ReplicaShareExchange::NewReplicaId() { return RandomHexId(); }
 
 absl::Status ReplicaShareExchange::RunOnce() {
   absl::MutexLock lock(&run_mu_);

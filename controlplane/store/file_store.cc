@@ -9,11 +9,10 @@
 
 #include <cstdint>
 #include <cstring>
-#include <random>
 
 #include "absl/base/internal/endian.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/random_id.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -685,14 +684,6 @@ absl::Status TokenFile::Save(const std::vector<StoredToken>& tokens) {
   return WriteFileDurably(path_, Encode(tokens));
 }
 
-std::string NewStoreId() {
-  std::random_device random;
-  std::string bytes(16, '\0');
-  for (size_t i = 0; i < bytes.size(); i += 4) {
-    uint32_t word = random();
-    std::memcpy(&bytes[i], &word, 4);
-  }
-  return absl::BytesToHexString(bytes);
-}
+std::string NewStoreId() { return RandomHexId(); }
 
 }  // namespace sluice::controlplane
