@@ -66,11 +66,13 @@ std::string ToLower(std::string_view s) {
 }
 
 nghttp2_nv MakeNv(std::string_view name, std::string_view value) {
-  // x-request-id is new in every message: entered in the HPACK table it
-  // would only evict fields that do repeat (nghttp2 skips indexing its own
-  // per-message fields, :path, content-length, etag..., the same way).
-  const uint8_t flags = name.size() == 12 && name == "x-request-id" ? NGHTTP2_NV_FLAG_NO_INDEX
-                                                                    : NGHTTP2_NV_FLAG_NONE;
+  // The ids the gateway puts on every message (x-request-id, traceparent)
+  // are new each time: entered in the HPACK table they would only evict
+  // fields that do repeat (nghttp2 skips indexing its own per-message
+  // fields, :path, content-length, etag..., the same way).
+  const bool per_message = (name.size() == 12 && name == "x-request-id") ||
+                           (name.size() == 11 && name == "traceparent");
+  const uint8_t flags = per_message ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE;
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
                     name.size(), value.size(), flags};
