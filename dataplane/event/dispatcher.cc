@@ -50,6 +50,7 @@ void Timer::Enable(absl::Duration delay, bool shared_duration) {
     dispatcher_.ArmSimulated(this, delay);
     return;
   }
+  armed_ = true;
   if (shared_duration) {
     if (const timeval* common = dispatcher_.CommonTimeout(delay)) {
       evtimer_add(event_, common);
@@ -65,6 +66,8 @@ void Timer::Disable() {
     dispatcher_.DisarmSimulated(this);
     return;
   }
+  if (!armed_) return;
+  armed_ = false;
   evtimer_del(event_);
 }
 
@@ -72,11 +75,52 @@ bool Timer::enabled() const {
   if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) {
     return dispatcher_.ArmedSimulated(this);
   }
-  return evtimer_pending(event_, nullptr) != 0;
+  return armed_;
 }
 
 void Timer::OnFire(evutil_socket_t, short, void* arg) {
-  static_cast<Timer*>(arg)->callback_();
+  Timer* timer = static_cast<Timer*>(arg);
+  timer->armed_ = false;
+  timer->callback_();
+}
+
+DeadlineTimer::DeadlineTimer(Dispatcher& dispatcher, std::function<void()> callback)
+    : dispatcher_(dispatcher), callback_(std::move(callback)), timer_(dispatcher, [this] {
+        OnFire();
+      }) {}
+
+void DeadlineTimer::Set(absl::Duration delay, bool shared_duration) {
+  if (delay == absl::InfiniteDuration()) {
+    Clear();
+    return;
+  }
+  if (delay < absl::ZeroDuration()) delay = absl::ZeroDuration();
+  deadline_ = dispatcher_.Now() + delay;
+  if (wakes_at_ <= deadline_) return;  // it wakes first, and waits again
+  wakes_at_ = deadline_;
+  timer_.Enable(delay, shared_duration);
+}
+
+void DeadlineTimer::Clear() {
+  deadline_ = absl::InfiniteFuture();
+  if (ABSL_PREDICT_FALSE(dispatcher_.simulated_clock())) {
+    timer_.Disable();
+    wakes_at_ = absl::InfiniteFuture();
+  }
+}
+
+void DeadlineTimer::OnFire() {
+  wakes_at_ = absl::InfiniteFuture();
+  if (deadline_ == absl::InfiniteFuture()) return;
+  // libevent's clock is coarse: it may wake a little before the deadline.
+  const absl::Time now = dispatcher_.Now();
+  if (now < deadline_) {
+    wakes_at_ = deadline_;
+    timer_.Enable(deadline_ - now);
+    return;
+  }
+  deadline_ = absl::InfiniteFuture();
+  callback_();  // may set a new deadline, or destroy this
 }
 
 FileEvent::FileEvent(Dispatcher& dispatcher, int fd, std::function<void(short)> callback)

@@ -13,6 +13,8 @@
 
 #include <event2/event.h>
 
+#include <time.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -49,6 +51,7 @@ class Timer {
   // them in a FIFO queue instead of its heap (O(1) instead of O(log n)).
   // A negative delay counts as zero.
   void Enable(absl::Duration delay, bool shared_duration = false);
+  // Disarms; costs a test when the timer is not armed.
   void Disable();
   bool enabled() const;
 
@@ -58,6 +61,41 @@ class Timer {
   Dispatcher& dispatcher_;
   ::event* event_;
   std::function<void()> callback_;
+  bool armed_ = false;  // real time: whether event_ is pending
+};
+
+// A deadline that is set and cleared far more often than it is reached: a
+// request's route and idle timeouts, a connection's idle timeout. The
+// underlying Timer is moved only to an earlier time. Setting a later
+// deadline than the one it waits for, or clearing the deadline, touches no
+// libevent structure; when the timer fires it compares the deadline with
+// the clock and waits again for what is left, or does nothing if the
+// deadline was cleared. A request on a reused stream or connection thus
+// costs one clock read instead of an event_add and an event_del, and a
+// stream whose deadline went with its request wakes once, for nothing.
+// The callback runs once per deadline reached, never before it.
+// On a simulated clock Clear() disarms at once, so a test's count of armed
+// timers sees only deadlines that are set.
+class DeadlineTimer {
+ public:
+  DeadlineTimer(Dispatcher& dispatcher, std::function<void()> callback);
+  DeadlineTimer(const DeadlineTimer&) = delete;
+  DeadlineTimer& operator=(const DeadlineTimer&) = delete;
+  // The deadline becomes `delay` from now (a negative delay counts as
+  // zero; an infinite one clears), replacing the one set before.
+  // `shared_duration` as for Timer::Enable.
+  void Set(absl::Duration delay, bool shared_duration = false);
+  void Clear();
+  bool set() const { return deadline_ != absl::InfiniteFuture(); }
+
+ private:
+  void OnFire();
+  Dispatcher& dispatcher_;
+  std::function<void()> callback_;
+  absl::Time deadline_ = absl::InfiniteFuture();
+  // When timer_ fires; InfiniteFuture while it is not armed.
+  absl::Time wakes_at_ = absl::InfiniteFuture();
+  Timer timer_;
 };
 
 // Read/write readiness on a file descriptor. Not thread-safe.
@@ -127,12 +165,16 @@ class Dispatcher {
   // real time). There is no way back to real time.
   void UseSimulatedClock(absl::Time start = absl::FromUnixSeconds(1'000'000'000));
   bool simulated_clock() const { return simulated_ != nullptr; }
-  // The time deadlines are computed against: the simulated clock, or
-  // absl::Now(). Measurements (latency histograms, access-log times) keep
-  // reading absl::Now().
+  // The time deadlines are computed against: the simulated clock, or the
+  // monotonic clock (CLOCK_MONOTONIC, as libevent's timers; an absl::Time
+  // counted from boot, so only differences mean anything, and a step of the
+  // wall clock moves no deadline). Measurements (latency histograms,
+  // access-log times) read absl::Now().
   absl::Time Now() const {
     if (ABSL_PREDICT_FALSE(simulated_ != nullptr)) return simulated_now_;
-    return absl::Now();
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return absl::TimeFromTimespec(ts);
   }
   // Simulated clock only; not from inside a callback of this dispatcher
   // (aborts). Moves the clock forward by `delay` (>= 0): every timer whose

@@ -351,6 +351,7 @@ bool Http1Parser::ParseHead(std::string_view head) {
   head_.keep_alive = true;
   head_.expect_continue = false;
   head_.upgrade = false;
+  head_.connection_names = false;
   head_.head_bytes = head.size();
 
   // FindSectionEnd guarantees the first LF exists and follows a CR.
@@ -516,8 +517,9 @@ bool Http1Parser::ApplyHeaderSemantics() {
               connection_close = true;
             } else if (EqualsIgnoreCase(option, "keep-alive")) {
               connection_keep_alive = true;
-            } else if (EqualsIgnoreCase(option, "upgrade")) {
-              connection_upgrade = true;
+            } else if (!option.empty()) {
+              head_.connection_names = true;
+              if (EqualsIgnoreCase(option, "upgrade")) connection_upgrade = true;
             }
             return true;
           });

@@ -72,6 +72,9 @@ struct MessageHead {
   bool keep_alive = true;
   bool expect_continue = false;  // HTTP/1.1 request with Expect: 100-continue
   bool upgrade = false;          // Connection: upgrade with an Upgrade header
+  // A Connection field lists something other than "close" and "keep-alive"
+  // (a field name, "upgrade"...): only then is ConnectionTokens worth making.
+  bool connection_names = false;
   size_t head_bytes = 0;  // start line + header section incl. the final CRLF
 };
 

@@ -572,7 +572,7 @@ bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
 bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
                                       const HeaderField* fields, size_t count,
                                       std::optional<uint64_t> content_length,
-                                      bool end_stream) {
+                                      bool end_stream, size_t syntax_checked) {
   Stream* stream = StreamForResponse(stream_id, status, end_stream);
   if (stream == nullptr) return false;
   char status_text[kDecimalDigits];
@@ -582,7 +582,7 @@ bool Http2ServerCodec::SubmitResponse(int32_t stream_id, int status,
                  ToDecimal(static_cast<uint64_t>(status), status_text));
   for (size_t i = 0; i < count; ++i) {
     block_->AddSendable(FieldSection::kResponseHead, fields[i].name,
-                        fields[i].value);
+                        fields[i].value, /*syntax_checked=*/i < syntax_checked);
   }
   if (content_length.has_value()) {
     block_->AddRaw("content-length", ToDecimal(*content_length, length_text));

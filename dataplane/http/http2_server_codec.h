@@ -212,9 +212,12 @@ class Http2ServerCodec {
   // `fields` are checked and lower-cased as above (the same frames as the
   // HeaderMap form) without being copied first, and a `content_length`, when
   // set, adds a content-length field after them. The proxy's path.
+  // The first `syntax_checked` fields are known to have RFC 9110 field syntax
+  // (the HTTP/1 parser checked the upstream's response): the rules by name
+  // still apply to them, nghttp2's check of their bytes is skipped.
   bool SubmitResponse(int32_t stream_id, int status, const HeaderField* fields,
                       size_t count, std::optional<uint64_t> content_length,
-                      bool end_stream);
+                      bool end_stream, size_t syntax_checked = 0);
   // Copies body bytes into the stream's send queue. end_stream ends the
   // response (without trailers). False if no final response without
   // end_stream precedes it, the body already ended, or the stream is gone.

@@ -95,9 +95,10 @@ enum class Disposition {
   kSendTeTrailers,
 };
 
-// `lower` is the field's name in lower case.
+// `lower` is the field's name in lower case. `syntax_checked`: its bytes
+// need no check (HeaderBlockBuilder::AddSendable).
 Disposition Dispose(FieldSection section, std::string_view lower,
-                    std::string_view value) {
+                    std::string_view value, bool syntax_checked = false) {
   if (lower.empty() || lower[0] == ':' || IsConnectionSpecific(lower)) {
     return Disposition::kDrop;
   }
@@ -110,6 +111,7 @@ Disposition Dispose(FieldSection section, std::string_view lower,
                ? Disposition::kSendTeTrailers
                : Disposition::kDrop;
   }
+  if (syntax_checked) return Disposition::kSend;
   if (!nghttp2_check_header_name(reinterpret_cast<const uint8_t*>(lower.data()),
                                  lower.size()) ||
       !nghttp2_check_header_value_rfc9113(
@@ -152,9 +154,10 @@ void HeaderBlockBuilder::AddRaw(std::string_view name, std::string_view value) {
 
 void HeaderBlockBuilder::AddSendable(FieldSection section,
                                      std::string_view name,
-                                     std::string_view value) {
+                                     std::string_view value,
+                                     bool syntax_checked) {
   if (!HasUpperCase(name)) {
-    switch (Dispose(section, name, value)) {
+    switch (Dispose(section, name, value, syntax_checked)) {
       case Disposition::kDrop:
         return;
       case Disposition::kSendTeTrailers:
@@ -172,7 +175,8 @@ void HeaderBlockBuilder::AddSendable(FieldSection section,
         lower[i] = static_cast<char>(lower[i] - 'A' + 'a');
       }
     }
-    switch (Dispose(section, std::string_view(lower, name.size()), value)) {
+    switch (Dispose(section, std::string_view(lower, name.size()), value,
+                    syntax_checked)) {
       case Disposition::kDrop:
         lowered_.resize(offset);
         return;

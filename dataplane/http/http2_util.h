@@ -80,9 +80,12 @@ class HeaderBlockBuilder {
   void AddRaw(std::string_view name, std::string_view value);
   // Appends the field if it is fit to send in `section`, by exactly the
   // rules of AddSendableField(): the result is the array ToNva() would make
-  // of AddSendableField()'s list.
+  // of AddSendableField()'s list. `syntax_checked`: the name is a token and
+  // the value field-vchars, SP and HTAB without surrounding whitespace (the
+  // HTTP/1 parser's checks, which nghttp2's accept: http2_util_test), so
+  // only the rules by name are applied, not nghttp2's check of the bytes.
   void AddSendable(FieldSection section, std::string_view name,
-                   std::string_view value);
+                   std::string_view value, bool syntax_checked = false);
   // The block so far, ready for nghttp2_submit_*; valid until the next
   // Clear() or Add*(), and while the viewed names and values are.
   const nghttp2_nv* data();

@@ -87,7 +87,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       // Old enough: the next response closes it; an idle one gets a short
       // grace for a request already on its way, then closes.
       close_after_response_ = true;
-      if (idle()) timer_.Enable(std::min(idle_timeout_, absl::Seconds(1)));
+      if (idle()) timer_.Set(std::min(idle_timeout_, absl::Seconds(1)));
     });
     age_timer_->Enable(listener.max_connection_age);
   }
@@ -97,7 +97,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
   if (listener.tls) {
     // The handshake must be done within the request-head timeout.
     timer_is_head_ = true;
-    timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
+    timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
   } else {
     ArmIdleTimer();
   }
@@ -122,7 +122,7 @@ void DownstreamConnection::OnConnected() {
 }
 
 void DownstreamConnection::SwitchToHttp2() {
-  timer_.Disable();
+  timer_.Clear();
   resume_timer_.Disable();
   closed_ = true;  // this object is done: the session owns the connection now
   auto* session = new Http2Session(worker_, std::move(connection_), listener_name_, peer_ip_,
@@ -152,10 +152,10 @@ void DownstreamConnection::ArmIdleTimer() {
   timer_is_head_ = false;
   if (worker_.draining()) {
     // Draining: a connection that sends nothing more is not waited for long.
-    timer_.Enable(std::min(idle_timeout_, absl::Seconds(1)));
+    timer_.Set(std::min(idle_timeout_, absl::Seconds(1)));
     return;
   }
-  timer_.Enable(idle_timeout_, /*shared_duration=*/true);
+  timer_.Set(idle_timeout_, /*shared_duration=*/true);
 }
 
 void DownstreamConnection::OnDownstreamTimer() {
@@ -207,7 +207,7 @@ void DownstreamConnection::ProcessInput() {
     if (kPreface.substr(0, start.size()) == start) {
       if (!timer_is_head_) {  // the rest of the preface must come in time
         timer_is_head_ = true;
-        timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
+        timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
       }
       return;
     }
@@ -235,7 +235,7 @@ void DownstreamConnection::ProcessInput() {
   if (!stream_in_use_ && !input.empty() && !timer_is_head_) {
     // A new request has begun arriving: the head must come in time.
     timer_is_head_ = true;
-    timer_.Enable(request_headers_timeout_, /*shared_duration=*/true);
+    timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
   }
   // Pipelined requests wait unparsed; do not let them pile up without bound.
   if (stream_in_use_ && parser_.paused() && input.size() > kHighWatermark) {
@@ -270,7 +270,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   ++requests_;
   if (max_requests_ > 0 && requests_ >= max_requests_) close_after_response_ = true;
   request_message_open_ = true;
-  timer_.Disable();
+  timer_.Clear();
   timer_is_head_ = false;
   client_http10_ = head.version_minor == 0;
   if (!head.keep_alive) close_after_response_ = true;
@@ -332,6 +332,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   }
   request.expect_continue = head.expect_continue;
   request.upgrade = head.upgrade;
+  request.connection_names = head.connection_names;
   request.http10 = client_http10_;
   stream_->Reset();
   stream_in_use_ = true;
@@ -506,7 +507,7 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
     closing_ = true;
     // A client that never reads the last response does not pin the
     // connection: it gets the idle timeout to take it.
-    timer_.Enable(idle_timeout_, /*shared_duration=*/true);
+    timer_.Set(idle_timeout_, /*shared_duration=*/true);
     if (connection_->CloseAfterFlush()) CloseNow();
     return;
   }
@@ -549,7 +550,7 @@ void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
 void DownstreamConnection::CloseNow() {
   if (closed_) return;
   closed_ = true;
-  timer_.Disable();
+  timer_.Clear();
   resume_timer_.Disable();
   if (stream_in_use_) {
     stream_in_use_ = false;

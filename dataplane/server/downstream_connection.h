@@ -95,7 +95,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   absl::Duration request_headers_timeout_;
   absl::Duration idle_timeout_;
   http::Http1Parser parser_;
-  event::Timer timer_;          // idle, then request-head timeout
+  event::DeadlineTimer timer_;  // idle, then request-head timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
   std::unique_ptr<ProxyStream> stream_;  // reused for every request

@@ -53,8 +53,9 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
 
   // DownstreamSink
   void EncodeHeaders(const ResponseHead& head) override {
-    // The fields go to the codec as the views they are; it checks and
-    // lower-cases them while it builds the HEADERS frame.
+    // The fields go to the codec as the views they are; it checks (those
+    // the HTTP/1 parser has not) and lower-cases them while it builds the
+    // HEADERS frame.
     std::optional<uint64_t> content_length;
     bool end = false;
     switch (head.body) {
@@ -74,7 +75,7 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     }
     const std::vector<http::HeaderField>& fields = *head.headers;
     session_.codec_.SubmitResponse(id_, head.status, fields.data(), fields.size(),
-                                   content_length, end);
+                                   content_length, end, head.syntax_checked);
     ended_ = end;
     session_.ScheduleFlush();
   }
@@ -232,7 +233,7 @@ void Http2Session::ScheduleFlush() {
 
 void Http2Session::ArmIdleTimer() {
   holding_spares_ = Busy() && kSpareHold < options_.idle_timeout;
-  idle_timer_.Enable(holding_spares_ ? kSpareHold : options_.idle_timeout);
+  idle_timer_.Set(holding_spares_ ? kSpareHold : options_.idle_timeout);
 }
 
 void Http2Session::OnIdle() {
@@ -244,7 +245,7 @@ void Http2Session::OnIdle() {
     // spares and buffers back and waits out the rest of the idle timeout.
     holding_spares_ = false;
     if (!codec_.WantsWrite()) connection_->ReleaseIdleBuffers();
-    idle_timer_.Enable(options_.idle_timeout - kSpareHold);
+    idle_timer_.Set(options_.idle_timeout - kSpareHold);
     return;
   }
   holding_spares_ = false;
@@ -256,7 +257,7 @@ void Http2Session::OnIdle() {
   // (or after a short grace).
   draining_ = true;
   codec_.Shutdown(kNoError);
-  idle_timer_.Enable(absl::Seconds(1));
+  idle_timer_.Set(absl::Seconds(1));
   Flush();
 }
 
@@ -266,7 +267,7 @@ void Http2Session::StartDrain() {
   codec_.Shutdown(kNoError);
   if (streams_.empty()) {
     holding_spares_ = false;
-    idle_timer_.Enable(absl::Seconds(1));
+    idle_timer_.Set(absl::Seconds(1));
   }
   // From inside Receive() (max_requests reached by a new stream) the codec
   // cannot be drained: OnReadable() flushes once Receive() returns.
@@ -321,7 +322,7 @@ void Http2Session::Flush() {
     // GOAWAY sent and every stream done (or a connection error): close
     // once the last frames are written.
     closed_ = true;
-    idle_timer_.Disable();
+    idle_timer_.Clear();
     for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
     for (auto& [id, stream] : streams_) worker_.dispatcher().DeferredDelete(std::move(stream));
     streams_.clear();
@@ -340,7 +341,7 @@ void Http2Session::OnClosed(net::CloseReason, int) {
 void Http2Session::CloseNow() {
   if (closed_) return;
   closed_ = true;
-  idle_timer_.Disable();
+  idle_timer_.Clear();
   if (flush_scheduled_) {
     worker_.dispatcher().CancelFlush(this);
     flush_scheduled_ = false;
@@ -354,7 +355,7 @@ void Http2Session::CloseNow() {
 
 void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseudo,
                                     http::HeaderMap headers, bool end_stream) {
-  idle_timer_.Disable();
+  idle_timer_.Clear();
   ++streams_opened_;
   if (options_.max_requests > 0 && streams_opened_ >= options_.max_requests) {
     StartDrain();  // GOAWAY: this stream is served, the client goes on elsewhere
@@ -378,6 +379,7 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   }
   RequestHead head;
   head.http2 = true;
+  head.connection_names = false;  // nghttp2 refuses a request with Connection
   head.method = pseudo.method;
   head.target = pseudo.path;
   // :authority wins over a Host field (RFC 9113 8.3.1) and is what the

@@ -121,7 +121,7 @@ class Http2Session : public net::ConnectionCallbacks,
   // The streams that ended in this loop iteration, queued for deferred
   // deletion (which recycles them); nullptr when none did.
   RecycleBatch* recycle_batch_ = nullptr;
-  event::Timer idle_timer_;
+  event::DeadlineTimer idle_timer_;
   std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
   uint64_t streams_opened_ = 0;
   // The idle timer runs for kSpareHold: spares and buffers are kept.

@@ -428,7 +428,7 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
     sink_.EncodeContinue();
     deferred().saved_head.expect_continue = false;
   }
-  route_timer_.Disable();
+  route_timer_.Clear();
   StartIdleTimer(route_->action == router::RouteEntry::Action::kCluster
                      ? route_->idle_timeout
                      : api::kDefaultStreamIdleTimeout);
@@ -457,7 +457,7 @@ void ProxyStream::FinishBodyBuffering() {
   }
   std::string body = std::move(deferred().paused_body);
   std::string().swap(deferred().paused_body);
-  idle_timer_.Disable();
+  idle_timer_.Clear();
   idle_limit_ = absl::ZeroDuration();
   Route(head);
   if (!active_) return;
@@ -600,13 +600,13 @@ void ProxyStream::Route(const RequestHead& request) {
 }
 
 void ProxyStream::StartRouteTimer() {
-  if (route_timer_.enabled()) return;  // since a policy paused the request
+  if (route_timer_.set()) return;  // since a policy paused the request
   // The client's grpc-timeout bounds the route's deadline.
   if (grpc_timeout_ < absl::InfiniteDuration() &&
       (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout)) {
-    route_timer_.Enable(std::max(grpc_timeout_, absl::Milliseconds(1)));
+    route_timer_.Set(std::max(grpc_timeout_, absl::Milliseconds(1)));
   } else if (route_->timeout > absl::ZeroDuration()) {
-    route_timer_.Enable(route_->timeout, /*shared_duration=*/true);
+    route_timer_.Set(route_->timeout, /*shared_duration=*/true);
   }
 }
 
@@ -671,7 +671,8 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
 template <typename Emit>
 void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   const std::vector<http::HeaderField>& headers = *head.headers;
-  const http::ConnectionTokens tokens(headers);
+  const http::ConnectionTokens tokens =
+      head.connection_names ? http::ConnectionTokens(headers) : http::ConnectionTokens();
   std::string forwarded_for;
   bool has_host = false;
   for (const http::HeaderField& h : headers) {
@@ -1018,7 +1019,9 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
     sink_.EncodeHeaders(head);
     return;
   }
-  // The route's policies see every response head, the gateway's own too.
+  // The route's policies see every response head, the gateway's own too,
+  // and may add or rewrite any field.
+  head.syntax_checked = 0;
   http::HeaderMap map;
   map.Reserve(fields.size() + 2);
   for (const http::HeaderField& f : fields) map.Add(f.name, f.value);
@@ -1410,7 +1413,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   ResponseHead out;
   out.status = head.status;
   out.reason = head.reason;
-  CollectResponseFields(head);
+  const size_t from_head = CollectResponseFields(head);
   // A policy may answer instead (a cache's revalidated or stale entry).
   if (observes_upstream_ && !grpc_ && RunUpstreamHeadersFilters(head.status)) return;
   if (upstream_no_body_) {
@@ -1432,7 +1435,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   // The route timeout covered the wait for this head; the body streams
   // under idle_timeout. A gRPC call is bounded as a whole (a deadline, like
   // the client's grpc-timeout).
-  if (!grpc_) route_timer_.Disable();
+  if (!grpc_) route_timer_.Clear();
   if (!upstream_no_body_) StartIdleTimer(route_->idle_timeout);
   if (response_hold_limit_ > 0 && !upstream_no_body_ && !grpc_) {
     // Only the filters that want this response hold it.
@@ -1460,6 +1463,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     deferred().held_body.clear();
     return;
   }
+  if (upstream_ != nullptr) out.syntax_checked = from_head;  // HTTP/1: parsed
   EncodeResponseHead(out, response_fields_);
 }
 
@@ -1518,8 +1522,9 @@ void ProxyStream::DropHeldResponse() {
   response_started_ = false;  // nothing reached the client: it gets an answer
 }
 
-void ProxyStream::CollectResponseFields(const http::MessageHead& head) {
-  const http::ConnectionTokens tokens(head.headers);
+size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
+  const http::ConnectionTokens tokens =
+      head.connection_names ? http::ConnectionTokens(head.headers) : http::ConnectionTokens();
   response_fields_.clear();
   response_fields_.reserve(head.headers.size() + 1);
   bool has_request_id = false;
@@ -1530,7 +1535,9 @@ void ProxyStream::CollectResponseFields(const http::MessageHead& head) {
     if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
     response_fields_.push_back(h);
   }
+  const size_t from_head = response_fields_.size();
   if (!has_request_id) response_fields_.push_back({"x-request-id", request_id_});
+  return from_head;
 }
 
 void ProxyStream::StartTunnel(const http::MessageHead& head) {
@@ -1538,7 +1545,7 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
   status_ = 101;
   tunnel_ = true;
   response_started_ = true;
-  route_timer_.Disable();  // the route timeout covered the handshake only
+  route_timer_.Clear();  // the route timeout covered the handshake only
   CollectResponseFields(head);
   ResponseHead out;
   out.status = 101;
@@ -1558,14 +1565,14 @@ void ProxyStream::StartIdleTimer(absl::Duration limit) {
   idle_limit_ = limit;
   if (limit <= absl::ZeroDuration()) return;
   last_activity_ = worker_.dispatcher().Now();
-  idle_timer_.Enable(limit, /*shared_duration=*/true);
+  idle_timer_.Set(limit, /*shared_duration=*/true);
 }
 
 void ProxyStream::OnIdleTimer() {
   if (!active_) return;
   absl::Duration idle = worker_.dispatcher().Now() - last_activity_;
   if (idle < idle_limit_) {
-    idle_timer_.Enable(idle_limit_ - idle);
+    idle_timer_.Set(idle_limit_ - idle);
     return;
   }
   if (buffering_body_) {
@@ -1961,10 +1968,10 @@ void ProxyStream::EndAccounting() {
   if (active_) RecordExchange();
   paused_ = buffering_body_ = false;
   resume_token_.reset();  // work a policy started for this request is dropped
-  route_timer_.Disable();
+  route_timer_.Clear();
   retry_timer_.Disable();
   per_try_timer_.Disable();
-  idle_timer_.Disable();
+  idle_timer_.Clear();
   idle_limit_ = absl::ZeroDuration();
   if (counted_request_) cluster_->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
   if (counted_retry_) cluster_->state->active_retries.fetch_sub(1, std::memory_order_relaxed);

@@ -52,6 +52,9 @@ struct RequestHead {
   uint64_t content_length = 0;  // kLength
   bool expect_continue = false;
   bool upgrade = false;  // HTTP/1: Connection: upgrade with an Upgrade field
+  // Whether a Connection field may list field names to drop (MessageHead::
+  // connection_names). True unless the maker of the head knows better.
+  bool connection_names = true;
   bool http10 = false;
   bool http2 = false;
   // A detached exchange the gateway started (a cache's background refresh):
@@ -94,6 +97,10 @@ struct ResponseHead {
   // The gateway wants the client connection closed after this response
   // (HTTP/1 sends Connection: close; HTTP/2 ignores it).
   bool close_connection = false;
+  // The first `syntax_checked` fields came from an HTTP/1 upstream's
+  // response, whose parser checked their syntax: an HTTP/2 sink need not
+  // check their bytes again (Http2ServerCodec::SubmitResponse).
+  size_t syntax_checked = 0;
 };
 
 // The client side of a stream, implemented by each codec session.
@@ -232,7 +239,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void StartTunnel(const http::MessageHead& head);
   // The upstream head's end-to-end fields (hop-by-hop and Content-Length
   // dropped, x-request-id added when absent) into response_fields_.
-  void CollectResponseFields(const http::MessageHead& head);
+  // Fills response_fields_; returns how many came from `head` (the
+  // x-request-id the gateway may add comes last).
+  size_t CollectResponseFields(const http::MessageHead& head);
   // A response made by the gateway: JSON {"error", "request_id"} when
   // `error` is set, else `body`. `extra` fields are added to it.
   void SendLocalResponse(int status, std::string_view error,
@@ -277,12 +286,12 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   const std::string& listener_;
   const std::string& peer_ip_;
   const net::TransportSocket& transport_;
-  event::Timer route_timer_;    // the route timeout (all tries)
+  event::DeadlineTimer route_timer_;  // the route timeout (all tries)
   event::Timer retry_timer_;    // backoff before the next try
   event::Timer per_try_timer_;  // the current try's timeout
   // Once the response began: the route's idle_timeout (a WebSocket's
   // websocket_idle_timeout), checked lazily against last_activity_.
-  event::Timer idle_timer_;
+  event::DeadlineTimer idle_timer_;
   absl::Duration idle_limit_ = absl::ZeroDuration();
   absl::Time last_activity_;
 

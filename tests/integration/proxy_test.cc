@@ -142,6 +142,7 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   EXPECT_EQ(r.header("x-echo-host"), listener());
   EXPECT_EQ(r.header("x-echo-te"), "");
   EXPECT_EQ(r.header("x-echo-connection"), "");
+  EXPECT_EQ(r.header("x-echo-x-hop"), "");  // named by Connection: this hop's only
 }
 
 TEST_F(ProxyTest, BodiesStreamBothWays) {

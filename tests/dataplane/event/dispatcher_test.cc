@@ -187,20 +187,110 @@ TEST(RealTimeTimerTest, TimersFireFromTheLoopAfterTheirDelay) {
     fired.push_back("last");
     dispatcher.Exit();
   });
-  const absl::Time start = absl::Now();
+  const absl::Time start = dispatcher.Now();
+  const absl::Time wall_start = absl::Now();
   shared.Enable(absl::Milliseconds(5), /*shared_duration=*/true);
   disabled.Enable(absl::Milliseconds(10));
   last.Enable(absl::Milliseconds(20));
   EXPECT_TRUE(disabled.enabled());
   disabled.Disable();
   EXPECT_FALSE(disabled.enabled());
+  disabled.Disable();  // twice: a no-op
   dispatcher.Run();
+  EXPECT_FALSE(last.enabled());  // fired: one-shot
   // libevent reads a coarse monotonic clock (a few ms of resolution): a
-  // timer may fire that much before absl::Now() says its delay is over.
-  const absl::Time end = dispatcher.Now();
-  EXPECT_GE(end - start, absl::Milliseconds(10));
-  EXPECT_LT(absl::AbsDuration(absl::Now() - end), absl::Seconds(1));
+  // timer may fire that much before Now() says its delay is over. Now() is
+  // monotonic: it moves as the wall clock does, from another origin.
+  const absl::Duration elapsed = dispatcher.Now() - start;
+  EXPECT_GE(elapsed, absl::Milliseconds(10));
+  EXPECT_LT(absl::AbsDuration((absl::Now() - wall_start) - elapsed), absl::Seconds(1));
   EXPECT_EQ(fired, (std::vector<std::string>{"shared", "last"}));
+}
+
+// A deadline moved later or cleared leaves the underlying timer where it
+// was: it wakes then, waits again for what is left, or does nothing.
+TEST_F(SimulatedClockTest, ADeadlineRunsItsCallbackOnceAtTheLastDeadlineSet) {
+  int runs = 0;
+  absl::Duration ran_at;
+  DeadlineTimer deadline(dispatcher_, [&] {
+    ++runs;
+    ran_at = dispatcher_.Now() - kStart;
+  });
+  EXPECT_FALSE(deadline.set());
+  deadline.Set(absl::Milliseconds(10), /*shared_duration=*/true);
+  EXPECT_TRUE(deadline.set());
+  dispatcher_.AdvanceClock(absl::Milliseconds(5));
+  deadline.Set(absl::Milliseconds(30));  // later: due at 35 ms
+  EXPECT_EQ(dispatcher_.simulated_timers_armed(), 1u);
+  dispatcher_.AdvanceClock(absl::Milliseconds(30) - absl::Microseconds(1));
+  EXPECT_EQ(runs, 0);  // woke at 10 ms for nothing, and waited again
+  EXPECT_EQ(dispatcher_.simulated_timers_armed(), 1u);
+  dispatcher_.AdvanceClock(absl::Microseconds(1));
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(ran_at, absl::Milliseconds(35));
+  EXPECT_FALSE(deadline.set());
+  EXPECT_EQ(dispatcher_.simulated_timers_armed(), 0u);
+
+  // Earlier than the one waited for: the timer moves.
+  deadline.Set(absl::Milliseconds(50));
+  deadline.Set(absl::Milliseconds(20));
+  dispatcher_.AdvanceClock(absl::Milliseconds(20));
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(ran_at, absl::Milliseconds(55));
+
+  // Cleared: nothing runs, and nothing stays armed.
+  deadline.Set(absl::Milliseconds(10));
+  deadline.Clear();
+  EXPECT_FALSE(deadline.set());
+  EXPECT_EQ(dispatcher_.simulated_timers_armed(), 0u);
+  dispatcher_.AdvanceClock(absl::Seconds(1));
+  EXPECT_EQ(runs, 2);
+
+  // Negative counts as zero; infinite clears.
+  deadline.Set(-absl::Seconds(1));
+  dispatcher_.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(runs, 3);
+  deadline.Set(absl::InfiniteDuration());
+  EXPECT_FALSE(deadline.set());
+}
+
+TEST_F(SimulatedClockTest, ADeadlinesCallbackMaySetItAgain) {
+  std::vector<int64_t> ran_at_ms;
+  std::unique_ptr<DeadlineTimer> deadline;
+  deadline = std::make_unique<DeadlineTimer>(dispatcher_, [&] {
+    ran_at_ms.push_back(absl::ToInt64Milliseconds(dispatcher_.Now() - kStart));
+    if (ran_at_ms.size() < 3) deadline->Set(absl::Milliseconds(10));
+  });
+  deadline->Set(absl::Milliseconds(10));
+  dispatcher_.AdvanceClock(absl::Seconds(1));
+  EXPECT_EQ(ran_at_ms, (std::vector<int64_t>{10, 20, 30}));
+}
+
+// On the real clock, Clear() is lazy too: the cleared deadline's timer
+// still wakes, and must run nothing; a deadline moved later runs at the
+// later time, never before it.
+TEST(RealTimeTimerTest, ADeadlineMovedLaterOrClearedWaitsOrRunsNothing) {
+  Dispatcher dispatcher;
+  int cleared_runs = 0;
+  absl::Time moved_ran_at = absl::InfinitePast();
+  DeadlineTimer cleared(dispatcher, [&] { ++cleared_runs; });
+  DeadlineTimer moved(dispatcher, [&] {
+    moved_ran_at = dispatcher.Now();
+    dispatcher.Exit();
+  });
+  Timer guard(dispatcher, [&] { dispatcher.Exit(); });  // fails rather than hangs
+  const absl::Time start = dispatcher.Now();
+  cleared.Set(absl::Milliseconds(5), /*shared_duration=*/true);
+  cleared.Clear();
+  moved.Set(absl::Milliseconds(5), /*shared_duration=*/true);
+  moved.Set(absl::Milliseconds(40));
+  guard.Enable(absl::Seconds(10));
+  dispatcher.Run();
+  // The cleared deadline's wake (at 5 ms) came before the moved one ran.
+  EXPECT_EQ(cleared_runs, 0);
+  ASSERT_NE(moved_ran_at, absl::InfinitePast());
+  EXPECT_GE(moved_ran_at - start, absl::Milliseconds(40));
+  EXPECT_FALSE(moved.set());
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ struct RecordedHead {
   bool keep_alive = true;
   bool expect_continue = false;
   bool upgrade = false;
+  bool connection_names = false;
   size_t head_bytes = 0;
 };
 
@@ -66,6 +67,7 @@ class Recorder : public Http1Callbacks {
     r.keep_alive = head.keep_alive;
     r.expect_continue = head.expect_continue;
     r.upgrade = head.upgrade;
+    r.connection_names = head.connection_names;
     r.head_bytes = head.head_bytes;
 
     std::string e = "head ";
@@ -547,6 +549,33 @@ TEST(Http1RequestTest, KeepAlive) {
     ASSERT_EQ(rec.heads.size(), 1u);
     EXPECT_EQ(rec.heads[0].keep_alive, c.keep_alive);
   }
+}
+
+// connection_names: whether a Connection field lists anything but the
+// close and keep-alive options, i.e. whether the proxy must look for
+// fields it names. Reset for every message.
+TEST(Http1RequestTest, ConnectionNamesSaysWhetherAConnectionFieldNamesFields) {
+  Recorder rec;
+  Http1Parser parser(Mode::kRequest, &rec);
+  const std::string input =
+      "GET /1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+      "GET /2 HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, X-Secret\r\n\r\n"
+      "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n"
+      "GET /4 HTTP/1.1\r\nHost: a\r\nConnection: close,\r\nConnection: upgrade\r\n\r\n"
+      "GET /5 HTTP/1.1\r\nHost: a\r\nConnection: , close ,\r\n\r\n";
+  std::string_view rest = input;
+  while (!rest.empty()) {
+    Http1Parser::Result result = parser.Feed(rest);
+    ASSERT_EQ(result.error, ParseError::kNone);
+    ASSERT_GT(result.consumed, 0u);
+    rest.remove_prefix(result.consumed);
+  }
+  ASSERT_EQ(rec.heads.size(), 5u);
+  EXPECT_FALSE(rec.heads[0].connection_names);
+  EXPECT_TRUE(rec.heads[1].connection_names);
+  EXPECT_FALSE(rec.heads[2].connection_names);
+  EXPECT_TRUE(rec.heads[3].connection_names);
+  EXPECT_FALSE(rec.heads[4].connection_names);
 }
 
 TEST(Http1RequestTest, ExpectContinue) {

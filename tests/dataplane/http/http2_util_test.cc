@@ -2,10 +2,12 @@
 // receive window bookkeeping.
 #include "dataplane/http/http2_util.h"
 
+#include <cctype>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "dataplane/http/http1_parser.h"
 #include "gtest/gtest.h"
 
 namespace sluice::http::http2 {
@@ -108,6 +110,81 @@ TEST(Http2UtilTest, HeaderBlockBuilderMatchesAddSendableFieldAndToNva) {
           << "section " << static_cast<int>(section) << ", " << block.size()
           << " fields";
     }
+  }
+}
+
+// The fields of one response head the HTTP/1 parser accepted, or an empty
+// list when it refused the head.
+class HeadFields : public Http1Callbacks {
+ public:
+  explicit HeadFields(const std::string& field_line) {
+    Http1Parser parser(Http1Parser::Mode::kResponse, this);
+    const std::string head =
+        "HTTP/1.1 200 OK\r\n" + field_line + "\r\ncontent-length: 0\r\n\r\n";
+    if (parser.Feed(head).error != ParseError::kNone) fields.clear();
+  }
+  void OnHead(const MessageHead& head) override {
+    for (const HeaderField& f : head.headers) {
+      fields.emplace_back(std::string(f.name), std::string(f.value));
+    }
+  }
+  void OnBody(std::string_view) override {}
+  void OnMessageComplete() override {}
+  FieldList fields;
+};
+
+// AddSendable(syntax_checked) skips nghttp2's check of the bytes for fields
+// the HTTP/1 parser accepted: every name and value it accepts (each byte
+// in each position) must be one nghttp2's checks pass, once lower-cased.
+TEST(Http2UtilTest, WhatTheHttp1ParserAcceptsNghttp2AcceptsToo) {
+  int names = 0;
+  int values = 0;
+  for (int b = 0; b < 256; ++b) {
+    const char c = static_cast<char>(b);
+    for (const std::string& name : {std::string(1, c), "x" + std::string(1, c) + "y"}) {
+      HeadFields parsed(name + ": v");
+      if (parsed.fields.empty()) continue;
+      ++names;
+      std::string lower = parsed.fields[0].first;
+      for (char& l : lower) l = static_cast<char>(std::tolower(static_cast<unsigned char>(l)));
+      EXPECT_TRUE(nghttp2_check_header_name(reinterpret_cast<const uint8_t*>(lower.data()),
+                                            lower.size()))
+          << "byte " << b << " in a name";
+    }
+    for (const std::string& value :
+         {std::string(1, c), "a" + std::string(1, c) + "b", " " + std::string(1, c) + "\t",
+          std::string(1, c) + "b"}) {
+      HeadFields parsed("x-v: " + value);
+      if (parsed.fields.empty()) continue;
+      ++values;
+      const std::string& v = parsed.fields[0].second;
+      EXPECT_TRUE(nghttp2_check_header_value_rfc9113(reinterpret_cast<const uint8_t*>(v.data()),
+                                                     v.size()))
+          << "byte " << b << " in the value \"" << value << "\"";
+    }
+  }
+  // The parser accepts the 77 token characters in both names (and "x:y",
+  // as the name x) and the field-vchars: the loop above did check something.
+  EXPECT_EQ(names, 2 * 77 + 1);
+  EXPECT_GT(values, 4 * 180);
+}
+
+// Checked fields still go by the rules by name: connection-specific ones
+// and pseudo-header names are dropped, te only as "trailers" in a request,
+// names lower-cased.
+TEST(Http2UtilTest, SyntaxCheckedFieldsStillFollowTheRulesByName) {
+  const FieldList block = {{"Connection", "close"}, {"Keep-Alive", "5"},  {"TE", "trailers"},
+                           {"Host", "h"},           {"X-Upper", "Value"}, {"date", "today"}};
+  HeaderBlockBuilder builder;
+  for (FieldSection section : {FieldSection::kRequestHead, FieldSection::kResponseHead}) {
+    builder.Clear();
+    for (const auto& [name, value] : block) {
+      builder.AddSendable(section, name, value, /*syntax_checked=*/true);
+    }
+    const FieldList expected = Filter(section, block);
+    const std::vector<nghttp2_nv> nva = ToNva({}, expected);
+    EXPECT_EQ(Pairs(builder.data(), builder.size()), Pairs(nva.data(), nva.size()))
+        << "section " << static_cast<int>(section);
   }
 }
 
