@@ -162,6 +162,20 @@ int ParseVersion(std::string_view v) {
 
 }  // namespace
 
+bool IsValidRequestTarget(std::string_view target) {
+  for (char c : target) {
+    if (!kTargetChar[Byte(c)]) return false;
+  }
+  return true;
+}
+
+bool IsValidHostValue(std::string_view host) {
+  for (char c : host) {
+    if (!kHostChar[Byte(c)]) return false;
+  }
+  return true;
+}
+
 Http1Parser::Http1Parser(Mode mode, Http1Callbacks* callbacks)
     : Http1Parser(mode, callbacks, Limits()) {}
 
@@ -348,6 +362,7 @@ bool Http1Parser::ParseHead(std::string_view head) {
   head_.headers.clear();
   head_.framing = BodyFraming::kNone;
   head_.content_length = 0;
+  head_.has_content_length = false;
   head_.keep_alive = true;
   head_.expect_continue = false;
   head_.upgrade = false;
@@ -492,10 +507,8 @@ bool Http1Parser::ApplyHeaderSemantics() {
           if (++host_count > 1) {
             return Fail(ParseError::kBadRequest, "more than one Host header");
           }
-          for (char c : value) {
-            if (!kHostChar[Byte(c)]) {
-              return Fail(ParseError::kBadRequest, "invalid Host header");
-            }
+          if (!IsValidHostValue(value)) {
+            return Fail(ParseError::kBadRequest, "invalid Host header");
           }
         }
         break;
@@ -588,6 +601,7 @@ bool Http1Parser::ApplyHeaderSemantics() {
   if (head_.version_minor == 0) head_.expect_continue = false;
 
   head_.content_length = content_length;
+  head_.has_content_length = has_content_length;
   head_.upgrade = connection_upgrade && has_upgrade;
   head_.keep_alive =
       !connection_close && (head_.version_minor == 1 || connection_keep_alive);

@@ -67,6 +67,7 @@ struct MessageHead {
   // response that has no body (HEAD, 204, 304, 1xx) still reports the value it
   // declared.
   uint64_t content_length = 0;
+  bool has_content_length = false;  // the message had a (valid) Content-Length
   // Per version default, then "Connection: close" / "keep-alive". Always false
   // for a response read until close.
   bool keep_alive = true;
@@ -84,6 +85,13 @@ enum class ParseError {
   kHeadersTooLarge,  // 431 (head, header count or trailers over the limits)
   kVersionNotSupported,  // 505: a request line with a major version other than 1
 };
+
+// The parser's rules for parts of a request that HTTP/2 carries in
+// pseudo-header fields, for the HTTP/2 session to apply the same ones:
+// a request-target of visible ASCII only (0x21..0x7E), and a Host value of
+// uri-host [":" port] characters (reg-name, IPv4, IP-literal; may be empty).
+bool IsValidRequestTarget(std::string_view target);
+bool IsValidHostValue(std::string_view host);
 
 class Http1Callbacks {
  public:

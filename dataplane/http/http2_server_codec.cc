@@ -390,7 +390,8 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
                                    const Http2Limits& limits)
     : callbacks_(callbacks),
       limits_(limits),
-      block_(std::make_unique<http2::HeaderBlockBuilder>()) {
+      block_(std::make_unique<http2::HeaderBlockBuilder>()),
+      frames_received_(std::make_unique<http2::ClientFrameWatch>()) {
   SLUICE_CHECK(callbacks_ != nullptr);
   SLUICE_CHECK(limits_.initial_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
   SLUICE_CHECK(limits_.connection_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
@@ -452,14 +453,25 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (failed_) return false;
   in_session_call_ = true;
-  if (const int rv = http2::ReceiveAll(session_, bytes); rv != 0) {
+  // nghttp2 gets the bytes before a frame that breaks a rule it does not
+  // check; then the connection fails.
+  const size_t bad = frames_received_->Feed(bytes);
+  if (const int rv = http2::ReceiveAll(session_, bytes.substr(0, bad)); rv != 0) {
     FailConnection(http2::GoawayCodeFor(rv),
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));
+  }
+  if (bad != std::string_view::npos && !failed_) {
+    FailConnection(NGHTTP2_PROTOCOL_ERROR,
+                   absl::StrCat("connection error: ", frames_received_->violation()));
   }
   OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));
   in_session_call_ = false;
   NotifyWritable();
   return !failed_;
+}
+
+bool Http2ServerCodec::head_pending() const {
+  return !failed_ && frames_received_->head_pending();
 }
 
 void Http2ServerCodec::TakeOutput(std::string* out, size_t max_bytes) {

@@ -106,6 +106,7 @@ namespace sluice::http {
 struct HeaderField;  // http1_parser.h
 namespace http2 {
 class HeaderBlockBuilder;  // http2_util.h
+class ClientFrameWatch;  // http2_util.h
 }  // namespace http2
 
 struct Http2Limits {
@@ -250,6 +251,10 @@ class Http2ServerCodec {
   const std::string& error() const { return error_; }
   // Streams opened by the peer and not yet closed.
   size_t open_streams() const { return streams_.size(); }
+  // The bytes received so far end inside a frame's 9-byte header or inside
+  // a header block (HEADERS and its CONTINUATIONs), accepted or not: the
+  // session bounds how long that may last (the request-head timeout).
+  bool head_pending() const;
 
  private:
   struct Stream;
@@ -280,6 +285,7 @@ class Http2ServerCodec {
   std::string output_;
   // The response head being submitted; its storage is kept between heads.
   std::unique_ptr<http2::HeaderBlockBuilder> block_;
+  std::unique_ptr<http2::ClientFrameWatch> frames_received_;
   std::string error_;
   bool failed_ = false;
   // Receive or TakeOutput is running (they must not nest).

@@ -365,4 +365,71 @@ size_t ReceiveWindow::Release() {
   return credit;
 }
 
+size_t ClientFrameWatch::Feed(std::string_view bytes) {
+  if (*violation_ != '\0') return std::string_view::npos;
+  const auto* const start = reinterpret_cast<const uint8_t*>(bytes.data());
+  const uint8_t* p = start;
+  size_t n = bytes.size();
+  size_t frame_start = 0;  // in `bytes`; 0 for a frame begun in an earlier call
+  auto violate = [&](const char* why) {
+    violation_ = why;
+    return frame_start;
+  };
+  while (n > 0) {
+    if (preface_left_ > 0) {
+      const size_t take = std::min(preface_left_, n);
+      preface_left_ -= take;
+      p += take;
+      n -= take;
+      continue;
+    }
+    if (!in_frame_) {
+      if (frame_header_have_ == 0) frame_start = static_cast<size_t>(p - start);
+      const size_t take = std::min(kFrameHeaderBytes - frame_header_have_, n);
+      std::memcpy(frame_header_ + frame_header_have_, p, take);
+      frame_header_have_ += take;
+      p += take;
+      n -= take;
+      if (frame_header_have_ < kFrameHeaderBytes) return std::string_view::npos;
+      frame_header_have_ = 0;
+      in_frame_ = true;
+      payload_left_ = (uint64_t{frame_header_[0]} << 16) | (uint64_t{frame_header_[1]} << 8) |
+                      frame_header_[2];
+      const uint8_t type = frame_header_[3];
+      in_header_frame_ = type == NGHTTP2_HEADERS || type == NGHTTP2_PUSH_PROMISE ||
+                         type == NGHTTP2_CONTINUATION;
+      ends_block_ = (frame_header_[4] & NGHTTP2_FLAG_END_HEADERS) != 0;
+      stream_id_ = ((uint32_t{frame_header_[5]} & 0x7f) << 24) | (uint32_t{frame_header_[6]} << 16) |
+                   (uint32_t{frame_header_[7]} << 8) | frame_header_[8];
+      is_priority_ = type == NGHTTP2_PRIORITY;
+      dependency_have_ = 0;
+      if (is_priority_ && stream_id_ == 0) return violate("PRIORITY on stream 0");
+    }
+    if (is_priority_ && dependency_have_ < sizeof(dependency_)) {
+      const size_t take =
+          static_cast<size_t>(std::min<uint64_t>({sizeof(dependency_) - dependency_have_,
+                                                  payload_left_, n}));
+      std::memcpy(dependency_ + dependency_have_, p, take);
+      dependency_have_ += take;
+      if (dependency_have_ == sizeof(dependency_)) {
+        const uint32_t depends_on = ((uint32_t{dependency_[0]} & 0x7f) << 24) |
+                                    (uint32_t{dependency_[1]} << 16) |
+                                    (uint32_t{dependency_[2]} << 8) | dependency_[3];
+        if (depends_on == stream_id_) return violate("PRIORITY: a stream depends on itself");
+      }
+    }
+    const size_t take = static_cast<size_t>(std::min<uint64_t>(payload_left_, n));
+    payload_left_ -= take;
+    p += take;
+    n -= take;
+    if (payload_left_ > 0) return std::string_view::npos;
+    // The frame is whole. Only a CONTINUATION may follow an open block's
+    // frame; anything else is nghttp2's connection error.
+    in_frame_ = false;
+    in_block_ = in_header_frame_ && !ends_block_;
+    in_header_frame_ = false;
+  }
+  return std::string_view::npos;
+}
+
 }  // namespace sluice::http::http2

@@ -99,6 +99,46 @@ class HeaderBlockBuilder {
   std::vector<std::pair<size_t, size_t>> lowered_at_;
 };
 
+// Follows the frames in the bytes a client sends (after its 24-byte
+// preface), for what nghttp2 does not tell or check:
+//  - whether the bytes end inside a head: a frame's 9-byte header, or a
+//    header block (from a HEADERS or PUSH_PROMISE frame's header to the last
+//    byte of the frame that carries END_HEADERS). nghttp2 reports a block's
+//    end only for blocks it accepts, so a stall inside a refused one would
+//    go unseen;
+//  - RFC 9113's rules for PRIORITY frames, which nghttp2 skips once RFC 7540
+//    priorities are off (we send SETTINGS_NO_RFC7540_PRIORITIES): a PRIORITY
+//    frame on stream 0 (6.3), or one by which a stream depends on itself
+//    (5.3.1), is a PROTOCOL_ERROR; the codec makes it a connection error, as
+//    5.4.1 allows for a stream error.
+// Other frames are not checked here: nghttp2 refuses what is malformed.
+class ClientFrameWatch {
+ public:
+  // Follows `bytes`. Returns the offset in `bytes` where a frame that breaks
+  // a rule above starts (0 if it started in an earlier call), or npos.
+  // After a violation nothing more is followed.
+  size_t Feed(std::string_view bytes);
+  bool head_pending() const { return frame_header_have_ > 0 || in_block_ || in_header_frame_; }
+  // Why Feed() returned an offset; empty before.
+  const char* violation() const { return violation_; }
+
+ private:
+  static constexpr size_t kFrameHeaderBytes = 9;
+  size_t preface_left_ = 24;
+  uint8_t frame_header_[kFrameHeaderBytes] = {};
+  size_t frame_header_have_ = 0;
+  uint64_t payload_left_ = 0;
+  uint32_t stream_id_ = 0;
+  bool in_frame_ = false;         // a frame header was read; its payload is due
+  bool in_header_frame_ = false;  // that frame is HEADERS, PUSH_PROMISE or CONTINUATION
+  bool ends_block_ = false;       // ... and carries END_HEADERS
+  bool in_block_ = false;         // a block's last frame has not been read whole
+  bool is_priority_ = false;      // that frame is PRIORITY
+  uint8_t dependency_[4] = {};    // a PRIORITY frame's first payload bytes
+  size_t dependency_have_ = 0;
+  const char* violation_ = "";
+};
+
 // `pseudo` (the pseudo-header fields, in order) followed by `fields`, as
 // nghttp2 wants them. The result views `fields`, which must outlive it.
 std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,

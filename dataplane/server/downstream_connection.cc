@@ -1,6 +1,5 @@
 #include "dataplane/server/downstream_connection.h"
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
@@ -19,44 +18,6 @@ http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) 
   return limits;
 }
 
-// RFC 3986 authority without userinfo: a reg-name, IPv4 or [IPv6] host (not
-// empty), optionally ":port" with digits only.
-bool ValidAuthority(std::string_view authority) {
-  std::string_view host = authority;
-  if (!host.empty() && host.front() == '[') {
-    size_t close = host.find(']');
-    if (close == std::string_view::npos || close == 1) return false;
-    for (char c : host.substr(1, close - 1)) {
-      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
-    }
-    std::string_view after = host.substr(close + 1);
-    if (after.empty()) return true;
-    if (after.front() != ':') return false;
-    for (char c : after.substr(1)) {
-      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
-    }
-    return true;
-  }
-  size_t colon = host.find(':');
-  std::string_view port;
-  if (colon != std::string_view::npos) {
-    port = host.substr(colon + 1);
-    host = host.substr(0, colon);
-    for (char c : port) {
-      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
-    }
-  }
-  if (host.empty()) return false;
-  for (char c : host) {
-    // unreserved / pct-encoded / sub-delims (RFC 3986 3.2.2), no '@'.
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
-        std::string_view("-._~%!$&'()*+,;=").find(c) == std::string_view::npos) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
@@ -71,7 +32,8 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       idle_timeout_(listener.idle_timeout),
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
-      resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }) {
+      resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }),
+      secure_(static_cast<bool>(listener.tls)) {
   http2_options_.limits.max_concurrent_streams = listener.http2_max_concurrent_streams;
   http2_options_.limits.initial_window_size = listener.http2_initial_stream_window;
   http2_options_.limits.max_request_body_buffer =
@@ -79,6 +41,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
   http2_options_.limits.max_header_list_bytes =
       static_cast<uint32_t>(listener.max_request_headers_bytes);
   http2_options_.idle_timeout = listener.idle_timeout;
+  http2_options_.request_headers_timeout = listener.request_headers_timeout;
   http2_options_.max_requests = listener.max_requests_per_connection;
   http2_options_.max_connection_age = listener.max_connection_age;
   max_requests_ = listener.max_requests_per_connection;
@@ -196,8 +159,10 @@ void DownstreamConnection::ProcessInput() {
     }
     return;
   }
-  if (requests_ == 0 && !input.empty() && input.view()[0] == 'P') {
-    // HTTP/2 with prior knowledge (h2c) starts with this preface.
+  if (requests_ == 0 && !secure_ && !input.empty() && input.view()[0] == 'P') {
+    // HTTP/2 with prior knowledge (h2c) starts with this preface. Over TLS
+    // only ALPN chooses HTTP/2 (RFC 9113 3.3): there the preface is an
+    // HTTP/1 request line of version 2.0, answered 505.
     static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     std::string_view start = input.view().substr(0, kPreface.size());
     if (start == kPreface) {
@@ -305,7 +270,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
     std::string_view authority = rest.substr(0, end);
     // RFC 9110 4.2.1/4.2.4: an http(s) URI has a host, and userinfo in it is
     // an error; routing and forwarding use this one authority.
-    if (!ValidAuthority(authority)) {
+    if (!http::IsValidAuthority(authority)) {
       SendSessionError(400, "request target: invalid authority (an empty host, userinfo, or "
                             "characters a host cannot have)");
       return;

@@ -112,6 +112,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool client_http10_ = false;
   bool response_chunked_ = false;
   bool tunnel_ = false;  // a WebSocket: raw bytes, closes when it ends
+  const bool secure_;    // a TLS listener's: no h2c preface
   uint64_t requests_ = 0;
   uint64_t max_requests_ = 0;                 // listener's max_requests_per_connection
   std::unique_ptr<event::Timer> age_timer_;  // listener's max_connection_age

@@ -175,7 +175,8 @@ Http2Session::Http2Session(Worker& worker, std::unique_ptr<net::Connection> conn
       peer_ip_(std::move(peer_ip)),
       options_(options),
       codec_(this, options.limits),
-      idle_timer_(worker.dispatcher(), [this] { OnIdle(); }) {}
+      idle_timer_(worker.dispatcher(), [this] { OnIdle(); }),
+      head_timer_(worker.dispatcher(), [this] { OnHeaderBlockTimeout(); }) {}
 
 Http2Session::~Http2Session() {
   if (flush_scheduled_) worker_.dispatcher().CancelFlush(this);
@@ -291,7 +292,34 @@ void Http2Session::OnReadable() {
     worker_.stats().downstream_protocol_errors->Inc();
     SLUICE_LOG(kDebug, "HTTP/2 connection error from ", peer_ip_, ": ", codec_.error());
   }
+  WatchHeaderBlock();
   Flush();
+}
+
+void Http2Session::WatchHeaderBlock() {
+  if (!codec_.head_pending()) {
+    head_timer_.Clear();
+  } else if (!head_timer_.set()) {
+    // From the head's first byte: a client that trickles it is not given
+    // more time with each byte.
+    head_timer_.Set(options_.request_headers_timeout, /*shared_duration=*/true);
+  }
+}
+
+void Http2Session::OnHeaderBlockTimeout() {
+  if (closed_ || !codec_.head_pending()) return;
+  worker_.stats().downstream_protocol_errors->Inc();
+  SLUICE_LOG(kDebug, "HTTP/2 frame header or header block from ", peer_ip_,
+             " not received whole within ",
+             absl::FormatDuration(options_.request_headers_timeout), ": GOAWAY, closed");
+  // The final GOAWAY at once (the second call skips the PING round trip):
+  // the streams it does not cover, the stalled one included, were not
+  // processed. Then the connection closes; no more input can be decoded.
+  draining_ = true;
+  codec_.Shutdown(kNoError);
+  codec_.Shutdown(kNoError);
+  Flush();
+  if (!closed_) CloseAfterOutput();
 }
 
 void Http2Session::OnWriteDrained() { Flush(); }
@@ -318,18 +346,21 @@ void Http2Session::Flush() {
   // Idle (no stream, nothing to send): the connection gives its buffers back
   // (a busy one after kSpareHold, in OnIdle).
   if (streams_.empty() && !codec_.WantsWrite() && !Busy()) connection_->ReleaseIdleBuffers();
-  if (!codec_.WantsRead() && !codec_.WantsWrite()) {
-    // GOAWAY sent and every stream done (or a connection error): close
-    // once the last frames are written.
-    closed_ = true;
-    idle_timer_.Clear();
-    for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
-    for (auto& [id, stream] : streams_) worker_.dispatcher().DeferredDelete(std::move(stream));
-    streams_.clear();
-    if (connection_->CloseAfterFlush()) {
-      closed_ = false;  // let CloseNow do the rest
-      CloseNow();
-    }
+  // GOAWAY sent and every stream done (or a connection error): close once
+  // the last frames are written.
+  if (!codec_.WantsRead() && !codec_.WantsWrite()) CloseAfterOutput();
+}
+
+void Http2Session::CloseAfterOutput() {
+  closed_ = true;
+  idle_timer_.Clear();
+  head_timer_.Clear();
+  for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
+  for (auto& [id, stream] : streams_) worker_.dispatcher().DeferredDelete(std::move(stream));
+  streams_.clear();
+  if (connection_->CloseAfterFlush()) {
+    closed_ = false;  // let CloseNow do the rest
+    CloseNow();
   }
 }
 
@@ -342,6 +373,7 @@ void Http2Session::CloseNow() {
   if (closed_) return;
   closed_ = true;
   idle_timer_.Clear();
+  head_timer_.Clear();
   if (flush_scheduled_) {
     worker_.dispatcher().CancelFlush(this);
     flush_scheduled_ = false;
@@ -382,6 +414,7 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   head.connection_names = false;  // nghttp2 refuses a request with Connection
   head.method = pseudo.method;
   head.target = pseudo.path;
+  head.scheme = pseudo.scheme;
   // :authority wins over a Host field (RFC 9113 8.3.1) and is what the
   // upstream gets as Host.
   if (!pseudo.authority.empty()) {

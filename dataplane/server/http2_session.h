@@ -46,6 +46,10 @@ class Worker;
 struct Http2SessionOptions {
   http::Http2Limits limits;
   absl::Duration idle_timeout;
+  // A frame header, and a header block (HEADERS and CONTINUATIONs), must be
+  // received whole within this from its first byte; else GOAWAY and the
+  // connection closes.
+  absl::Duration request_headers_timeout = absl::Seconds(10);
   // GOAWAY after this many streams, or this long after the session began;
   // 0: no limit.
   uint32_t max_requests = 0;
@@ -107,7 +111,13 @@ class Http2Session : public net::ConnectionCallbacks,
   // connection, which then drops its spares and buffers).
   void ArmIdleTimer();
   void OnIdle();
+  // After input: a frame header or header block the client has begun must
+  // end in time.
+  void WatchHeaderBlock();
+  void OnHeaderBlockTimeout();
   void CloseNow();
+  // Stops reading and closes once the output is written.
+  void CloseAfterOutput();
 
   Worker& worker_;
   std::unique_ptr<net::Connection> connection_;
@@ -122,6 +132,7 @@ class Http2Session : public net::ConnectionCallbacks,
   // deletion (which recycles them); nullptr when none did.
   RecycleBatch* recycle_batch_ = nullptr;
   event::DeadlineTimer idle_timer_;
+  event::DeadlineTimer head_timer_;  // a frame header or header block not ended
   std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
   uint64_t streams_opened_ = 0;
   // The idle timer runs for kSpareHold: spares and buffers are kept.

@@ -320,6 +320,29 @@ void ProxyStream::Start(const RequestHead& request) {
                       "application/json", /*close_connection=*/true);
     return;
   }
+  if (head.http2 && !head.background) {
+    // nghttp2 checks less than the HTTP/1 parser does for the same parts of
+    // a request: an upstream gets nothing an HTTP/1 client could not send.
+    const char* error = nullptr;
+    if (!http::IsValidRequestTarget(head.target)) {
+      error = "invalid :path (only visible ASCII; percent-encode the rest)";
+    } else if (head.authority_from_target ? !http::IsValidAuthority(head.authority)
+                                          : !http::IsValidHostValue(head.authority)) {
+      error = head.authority_from_target
+                  ? "invalid :authority (an empty host, userinfo, or characters a host cannot "
+                    "have)"
+                  : "invalid host header";
+    } else if (!head.scheme.empty() &&  // nghttp2 requires :scheme but for CONNECT
+               !http::EqualsIgnoreCase(head.scheme, "https") &&
+               !http::EqualsIgnoreCase(head.scheme, "http")) {
+      error = "invalid :scheme (http or https)";
+    }
+    if (error != nullptr) {
+      response_flag_ = "bad_request";
+      SendLocalResponse(400, error);
+      return;
+    }
+  }
   if (head.target.size() > listener.max_uri_bytes) {
     response_flag_ = "bad_request";
     SendLocalResponse(414, absl::StrCat("request target longer than ", listener.max_uri_bytes,
@@ -1418,7 +1441,9 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   if (observes_upstream_ && !grpc_ && RunUpstreamHeadersFilters(head.status)) return;
   if (upstream_no_body_) {
     out.body = ResponseHead::Body::kNone;
-    if (head.framing == http::BodyFraming::kContentLength) {
+    // A HEAD's (or a 304's) length is the GET's (RFC 9110 8.6); a 204 must
+    // not declare one.
+    if (head.has_content_length && head.status != 204) {
       out.declared_length = static_cast<int64_t>(head.content_length);
     }
   } else if (head.framing == http::BodyFraming::kContentLength) {

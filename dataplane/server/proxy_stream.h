@@ -43,6 +43,7 @@ struct RequestHead {
   std::string_view method;
   std::string_view target;     // origin-form: path and query
   std::string_view authority;  // Host (HTTP/1) or :authority (HTTP/2); may be empty
+  std::string_view scheme;     // HTTP/2's :scheme; empty for HTTP/1
   // The authority came from an absolute-form target (RFC 9112 3.2.2): it is
   // sent upstream as Host in place of the client's Host field.
   bool authority_from_target = false;

@@ -328,27 +328,29 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
     if (runtime.max_connections > 0 &&
         runtime.sockets->open_connections.load(std::memory_order_relaxed) >=
             runtime.max_connections) {
-      close(fd);
+      // Counted before the close: a client that sees the close and then
+      // reads the stats finds it counted.
       stats_.downstream_rejected_listener_limit->Inc();
+      close(fd);
       continue;
     }
     if (Overload::active()) {
-      close(fd);
       stats_.downstream_rejected_overload->Inc();
+      close(fd);
       continue;
     }
     if (!ConnectionLimit::TryAcquire()) {
-      close(fd);
       stats_.downstream_rejected_proxy_limit->Inc();
+      close(fd);
       continue;
     }
     std::unique_ptr<net::TransportSocket> transport;
     if (runtime.tls) {
       transport = runtime.tls->Create();
       if (transport == nullptr) {  // out of memory in OpenSSL: never serve it in plain text
+        stats_.downstream_tls_handshake_errors->Inc();
         close(fd);
         ConnectionLimit::Release();
-        stats_.downstream_tls_handshake_errors->Inc();
         continue;
       }
     }

@@ -287,6 +287,7 @@ void Http2UpstreamConnection::OnResponseHeaders(int32_t stream_id, int status,
     head.headers.push_back({f.name, f.value});
     if (f.name == "content-length" && absl::SimpleAtoi(f.value, &head.content_length)) {
       head.framing = http::BodyFraming::kContentLength;
+      head.has_content_length = true;
     }
   }
   if (end_stream && head.framing != http::BodyFraming::kContentLength) {

@@ -506,4 +506,20 @@ std::string EncodeChunked(absl::string_view body, int chunks) {
   return out;
 }
 
+std::string Http2Frame(uint8_t type, uint8_t flags, uint32_t stream_id,
+                       absl::string_view payload) {
+  std::string frame;
+  frame.push_back(static_cast<char>((payload.size() >> 16) & 0xff));
+  frame.push_back(static_cast<char>((payload.size() >> 8) & 0xff));
+  frame.push_back(static_cast<char>(payload.size() & 0xff));
+  frame.push_back(static_cast<char>(type));
+  frame.push_back(static_cast<char>(flags));
+  frame.push_back(static_cast<char>((stream_id >> 24) & 0x7f));
+  frame.push_back(static_cast<char>((stream_id >> 16) & 0xff));
+  frame.push_back(static_cast<char>((stream_id >> 8) & 0xff));
+  frame.push_back(static_cast<char>(stream_id & 0xff));
+  frame.append(payload.data(), payload.size());
+  return frame;
+}
+
 }  // namespace sluice::testing

@@ -134,6 +134,11 @@ std::string Crc32Hex(absl::string_view data);
 // equal size (at least one byte each), plus the terminating zero chunk.
 std::string EncodeChunked(absl::string_view body, int chunks = 1);
 
+// One HTTP/2 frame as bytes (RFC 9113 4.1): the 9-byte header, then
+// `payload`. For tests that speak raw HTTP/2.
+std::string Http2Frame(uint8_t type, uint8_t flags, uint32_t stream_id,
+                       absl::string_view payload);
+
 }  // namespace sluice::testing
 
 #endif  // SLUICE_TESTS_HARNESS_HTTP_WIRE_H_

@@ -203,6 +203,17 @@ TEST_F(ProxyTest, KeepAliveAndPipelining) {
       EXPECT_NE(r.body.find(absl::StrCat("/p", i)), std::string::npos) << r.body;
     }
   }
+  // A HEAD answer declares the GET's length (RFC 9110 9.3.2), as the
+  // upstream did; a 204 declares none.
+  HttpResponse get = c.Request("GET", "/same?size=777");
+  ASSERT_EQ(get.body.size(), 777u);
+  HttpResponse head = c.Request("HEAD", "/same?size=777");
+  ASSERT_EQ(head.status, 200) << head.error;
+  EXPECT_EQ(head.header("content-length"), "777");
+  EXPECT_TRUE(head.body.empty());
+  HttpResponse no_content = c.Request("GET", "/none?status=204");
+  ASSERT_EQ(no_content.status, 204) << no_content.error;
+  EXPECT_EQ(no_content.headers.count("content-length"), 0u);
 }
 
 TEST_F(ProxyTest, MalformedRequestsGetTheirStatusAndTheProxyKeepsServing) {

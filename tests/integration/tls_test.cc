@@ -165,6 +165,26 @@ TEST_F(TlsTest, VersionsAlpnAndSessionResumption) {
   EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshakes_total"), 4);
 }
 
+// HTTP/2 over TLS is chosen by ALPN only (RFC 9113 3.3): a client that
+// negotiated http/1.1, or no ALPN, and opens with the HTTP/2 preface is an
+// HTTP/1 client with a request line of version 2.0: 505, never HTTP/2
+// frames.
+TEST_F(TlsTest, AnHttp2PrefaceWithoutAlpnH2GetsHttp1) {
+  for (const std::vector<std::string>& alpn :
+       {std::vector<std::string>{"http/1.1"}, std::vector<std::string>{}}) {
+    TlsClientOptions options;
+    options.sni = "a.test";
+    options.alpn = alpn;
+    TlsClient client;
+    ASSERT_TRUE(client.Connect(https_port_, options)) << client.error();
+    EXPECT_EQ(client.alpn(), alpn.empty() ? "" : "http/1.1");
+    Http1Message response;
+    ASSERT_TRUE(client.Request("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &response))
+        << client.error();
+    EXPECT_EQ(response.status, 505);
+  }
+}
+
 // A handshake per request (wrk with Connection: close, which reuses each
 // connection's TLS session for the next one). Before: a resumed handshake got
 // no new ticket, so only every other connection resumed; and, once it did,

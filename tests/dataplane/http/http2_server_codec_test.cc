@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "dataplane/http/http1_parser.h"
 #include "gtest/gtest.h"
+#include "tests/harness/http_wire.h"
 
 namespace sluice::http {
 namespace {
@@ -349,19 +350,8 @@ HeaderMap Headers(const Fields& fields) {
 
 std::string Frame(uint8_t type, uint8_t flags, uint32_t stream_id,
                   std::string_view payload) {
-  std::string f;
-  const size_t len = payload.size();
-  f.push_back(static_cast<char>((len >> 16) & 0xff));
-  f.push_back(static_cast<char>((len >> 8) & 0xff));
-  f.push_back(static_cast<char>(len & 0xff));
-  f.push_back(static_cast<char>(type));
-  f.push_back(static_cast<char>(flags));
-  f.push_back(static_cast<char>((stream_id >> 24) & 0x7f));
-  f.push_back(static_cast<char>((stream_id >> 16) & 0xff));
-  f.push_back(static_cast<char>((stream_id >> 8) & 0xff));
-  f.push_back(static_cast<char>(stream_id & 0xff));
-  f.append(payload);
-  return f;
+  return ::sluice::testing::Http2Frame(type, flags, stream_id,
+                                      absl::string_view(payload.data(), payload.size()));
 }
 
 constexpr uint8_t kData = 0x0, kHeaders = 0x1, kRstStream = 0x3,
@@ -710,7 +700,7 @@ TEST(Http2ServerCodecTest, ViewFormSendsTheSameBytesAsTheHeaderMapForm) {
   RawFixture by_view;
   uint32_t id = 1;
   for (const Case& c : cases) {
-    SCOPED_TRACE(testing::Message()
+    SCOPED_TRACE(::testing::Message()
                  << "status " << c.status << ", stream " << id);
     const std::string request =
         Frame(kHeaders, kEndStream | kEndHeaders, id, kGetBlock);
@@ -1303,6 +1293,72 @@ TEST(Http2ServerCodecTest, ContinuationFloodFailsAfterABoundedNumber) {
   ASSERT_NE(goaway, nullptr);
   EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_ENHANCE_YOUR_CALM);
   EXPECT_TRUE(f.callbacks.requests.empty());
+}
+
+// head_pending() as the session sees it after each read: a read that ends
+// inside a frame header or a header block leaves it set, one that ends
+// between frames outside a block clears it; a block nghttp2 refuses (a
+// stream over the concurrency limit) counts as much as one it accepts.
+// (ClientFrameWatch is tested a byte at a time in http2_util_test.)
+TEST(Http2ServerCodecTest, SaysWhenTheBytesEndInsideAHead) {
+  Http2Limits limits;
+  limits.max_concurrent_streams = 1;
+  RawFixture f(limits);
+  ASSERT_TRUE(f.Send(ClientPreface()));
+  EXPECT_FALSE(f.codec.head_pending());
+  const std::string field = std::string("\x00\x03", 2) + "x-a" + "\x01" + "v";
+  const std::string headers = Frame(kHeaders, 0, 1, kGetBlock);  // no END_HEADERS
+  ASSERT_TRUE(f.Send(headers.substr(0, 5)));                      // in its frame header
+  EXPECT_TRUE(f.codec.head_pending());
+  ASSERT_TRUE(f.Send(headers.substr(5, 7)));  // in its block fragment
+  EXPECT_TRUE(f.codec.head_pending());
+  ASSERT_TRUE(f.Send(headers.substr(12)));
+  EXPECT_TRUE(f.codec.head_pending());  // a CONTINUATION must follow
+  ASSERT_TRUE(f.Send(Frame(kContinuation, 0, 1, field)));
+  EXPECT_TRUE(f.codec.head_pending());
+  const std::string last = Frame(kContinuation, kEndHeaders, 1, field);
+  ASSERT_TRUE(f.Send(last.substr(0, last.size() - 1)));
+  EXPECT_TRUE(f.codec.head_pending());
+  ASSERT_TRUE(f.Send(last.substr(last.size() - 1)));
+  EXPECT_FALSE(f.codec.head_pending());
+  EXPECT_EQ(f.callbacks.requests.size(), 1u);
+  const std::string ping = Frame(kPing, 0, 0, std::string(8, 'p'));
+  ASSERT_TRUE(f.Send(ping.substr(0, 12)));  // in a PING's payload: not a head
+  EXPECT_FALSE(f.codec.head_pending());
+  ASSERT_TRUE(f.Send(ping.substr(12)));
+  // Stream 1 is still open: stream 3 is refused and its block ignored, but
+  // it is a block all the same.
+  ASSERT_TRUE(f.Send(Frame(kHeaders, kEndStream, 3, kGetBlock)));
+  EXPECT_TRUE(f.codec.head_pending());
+  ASSERT_TRUE(f.Send(Frame(kContinuation, kEndHeaders, 3, "")));
+  EXPECT_FALSE(f.codec.head_pending());
+  EXPECT_EQ(f.callbacks.requests.size(), 1u);
+  const std::vector<ServerFrame> frames = f.Output();
+  const ServerFrame* refused = FindFrame(frames, kRstStream, 3);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_EQ(ServerFrameReader::Code(*refused), NGHTTP2_REFUSED_STREAM);
+}
+
+// RFC 9113 6.3 and 5.3.1, which nghttp2 stops checking once RFC 7540
+// priorities are off: a PRIORITY frame on stream 0, or by which a stream
+// depends on itself, is a connection error (PROTOCOL_ERROR). What came
+// before it in the same read is still processed; a PRIORITY frame that
+// breaks no rule is ignored, as before.
+TEST(Http2ServerCodecTest, PriorityFramesBreakingRfc9113AreConnectionErrors) {
+  const std::string on_stream_0 = Frame(0x2, 0, 0, std::string("\x00\x00\x00\x03\x10", 5));
+  const std::string on_itself = Frame(0x2, 0, 5, std::string("\x80\x00\x00\x05\x10", 5));
+  for (const std::string& bad : {on_stream_0, on_itself}) {
+    RawFixture f;
+    ASSERT_TRUE(f.Send(ClientPreface()));
+    ASSERT_TRUE(f.Send(Frame(0x2, 0, 3, std::string("\x00\x00\x00\x01\x10", 5))));  // fine
+    EXPECT_FALSE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 1, kGetBlock) + bad));
+    EXPECT_NE(f.codec.error().find("PRIORITY"), std::string::npos) << f.codec.error();
+    EXPECT_EQ(f.callbacks.requests.size(), 1u);  // stream 1, before the bad frame
+    const std::vector<ServerFrame> frames = f.Output();
+    const ServerFrame* goaway = FindFrame(frames, kGoaway);
+    ASSERT_NE(goaway, nullptr);
+    EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_PROTOCOL_ERROR);
+  }
 }
 
 TEST(Http2ServerCodecTest, SettingsFloodInOneReadFails) {

@@ -8,10 +8,13 @@
 #include <vector>
 
 #include "dataplane/http/http1_parser.h"
+#include "tests/harness/http_wire.h"
 #include "gtest/gtest.h"
 
 namespace sluice::http::http2 {
 namespace {
+
+using ::sluice::testing::Http2Frame;
 
 FieldList Filter(FieldSection section, const FieldList& in) {
   FieldList out;
@@ -185,6 +188,97 @@ TEST(Http2UtilTest, SyntaxCheckedFieldsStillFollowTheRulesByName) {
     const std::vector<nghttp2_nv> nva = ToNva({}, expected);
     EXPECT_EQ(Pairs(builder.data(), builder.size()), Pairs(nva.data(), nva.size()))
         << "section " << static_cast<int>(section);
+  }
+}
+
+// Fed a byte at a time: pending from a frame's first byte until its 9-byte
+// header is in; then for HEADERS, PUSH_PROMISE and CONTINUATION frames
+// until the end of the frame that carries END_HEADERS; zero-length frames
+// and padding (inside the length) included.
+TEST(Http2UtilTest, ClientFrameWatchFollowsFramesAndBlocks) {
+  struct Piece {
+    std::string bytes;
+    bool header_frame;  // pending through its payload
+    bool pending_after;
+  };
+  const uint8_t kEndHeaders = NGHTTP2_FLAG_END_HEADERS;
+  const std::vector<Piece> pieces = {
+      {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false, false},
+      {Http2Frame(NGHTTP2_SETTINGS, 0, 0, ""), false, false},
+      {Http2Frame(NGHTTP2_HEADERS, kEndHeaders, 1, "block"), true, false},
+      {Http2Frame(NGHTTP2_DATA, 0, 1, std::string(20, 'd')), false, false},
+      {Http2Frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_PADDED, 3, std::string("\x02ab\0\0", 5)), true,
+       true},
+      {Http2Frame(NGHTTP2_CONTINUATION, 0, 3, ""), true, true},
+      {Http2Frame(NGHTTP2_CONTINUATION, 0, 3, "more"), true, true},
+      {Http2Frame(NGHTTP2_CONTINUATION, kEndHeaders, 3, "end"), true, false},
+      {Http2Frame(NGHTTP2_PING, 0, 0, std::string(8, 'p')), false, false},
+      {Http2Frame(NGHTTP2_PUSH_PROMISE, 0, 5, "pp"), true, true},
+      {Http2Frame(NGHTTP2_CONTINUATION, kEndHeaders, 5, ""), true, false},
+      {Http2Frame(0xee, 0, 0, "unknown"), false, false},
+  };
+  ClientFrameWatch tracker;
+  bool in_block = false;  // a block left open by the pieces before
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const Piece& piece = pieces[p];
+    const bool preface = p == 0;
+    for (size_t i = 0; i < piece.bytes.size(); ++i) {
+      EXPECT_EQ(tracker.Feed(piece.bytes.substr(i, 1)), std::string_view::npos);
+      bool expected;
+      if (i + 1 == piece.bytes.size()) {
+        expected = piece.pending_after;
+      } else if (preface) {
+        expected = false;
+      } else if (i < 8) {
+        expected = true;  // a frame header is coming in
+      } else {
+        expected = piece.header_frame || in_block;
+      }
+      EXPECT_EQ(tracker.head_pending(), expected) << "piece " << p << " byte " << i;
+    }
+    in_block = piece.pending_after;
+  }
+  // The same bytes in one read end where the last piece does.
+  ClientFrameWatch whole;
+  std::string all;
+  for (const Piece& piece : pieces) all += piece.bytes;
+  EXPECT_EQ(whole.Feed(all.substr(0, all.size() - pieces.back().bytes.size() - 3)),
+            std::string_view::npos);
+  EXPECT_TRUE(whole.head_pending());  // inside the last CONTINUATION's header
+  whole.Feed(all.substr(all.size() - pieces.back().bytes.size() - 3));
+  EXPECT_FALSE(whole.head_pending());
+}
+
+// The PRIORITY rules: the offset returned is where the breaking frame
+// starts in this call's bytes (0 when it began in an earlier call), and
+// nothing is followed after it.
+TEST(Http2UtilTest, ClientFrameWatchFindsPriorityFramesBreakingRfc9113) {
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  const std::string settings = Http2Frame(NGHTTP2_SETTINGS, 0, 0, "");
+  const std::string fine = Http2Frame(NGHTTP2_PRIORITY, 0, 3, std::string("\x00\x00\x00\x01\x10", 5));
+  const std::string on_0 = Http2Frame(NGHTTP2_PRIORITY, 0, 0, std::string("\x00\x00\x00\x01\x10", 5));
+  const std::string on_itself =
+      Http2Frame(NGHTTP2_PRIORITY, 0, 7, std::string("\x80\x00\x00\x07\x10", 5));
+  {
+    ClientFrameWatch watch;
+    const std::string bytes = preface + settings + fine + on_0 + fine;
+    EXPECT_EQ(watch.Feed(bytes), preface.size() + settings.size() + fine.size());
+    EXPECT_STREQ(watch.violation(), "PRIORITY on stream 0");
+    EXPECT_EQ(watch.Feed(fine), std::string_view::npos);
+  }
+  {
+    // Split inside the dependency: found in the second call, at offset 0.
+    ClientFrameWatch watch;
+    const std::string bytes = preface + settings + fine + on_itself;
+    const size_t cut = bytes.size() - 3;
+    EXPECT_EQ(watch.Feed(bytes.substr(0, cut)), std::string_view::npos);
+    EXPECT_EQ(watch.Feed(bytes.substr(cut)), 0u);
+    EXPECT_STREQ(watch.violation(), "PRIORITY: a stream depends on itself");
+  }
+  {
+    ClientFrameWatch watch;
+    EXPECT_EQ(watch.Feed(preface + settings + fine + fine), std::string_view::npos);
+    EXPECT_STREQ(watch.violation(), "");
   }
 }
 
