@@ -76,16 +76,8 @@ bool IsIdempotent(std::string_view method) {
 // An Upgrade field that lists "websocket" (RFC 6455 4.1; any case).
 bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
   for (const http::HeaderField& h : headers) {
-    if (!http::EqualsIgnoreCase(h.name, "upgrade")) continue;
-    std::string_view rest = h.value;
-    while (!rest.empty()) {
-      size_t comma = rest.find(',');
-      std::string_view token = rest.substr(0, comma);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-      if (http::EqualsIgnoreCase(token, "websocket")) return true;
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
+    if (http::EqualsIgnoreCase(h.name, "upgrade") && http::HasToken(h.value, "websocket")) {
+      return true;
     }
   }
   return false;
@@ -192,7 +184,8 @@ void ProxyStream::Reset() {
   h2_storage_.clear();
   h2_fields_.clear();
   te_trailers_ = false;
-  refusals_ = 0;
+  resends_ = 0;
+  body_gone_ = false;
   body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
@@ -1358,6 +1351,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
       replay_.append(chunk);
     }
   }
+  if (!replayable_) body_gone_ = true;  // forwarded below, or dropped between tries
   if (upstream2_) {
     upstream2_->SendData(chunk, false);
     if (upstream2_ && upstream2_->queued_bytes() > kHighWatermark) {
@@ -1702,11 +1696,13 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
                       absl::StrCat("upstream ", why, " (the response was cut short)"));
     return;
   }
-  // A pooled connection the upstream had already closed: resend on another.
-  bool reused = upstream_ ? upstream_->reused() && !upstream_->response_started()
-                          : upstream2_ && upstream2_->reused() && !upstream2_->response_started();
-  if (!response_started_ && reused && !has_body_ && IsIdempotent(method_) &&
-      attempts_ < 3 + retries_) {
+  // A pooled HTTP/1 connection the upstream had already closed: resend on
+  // another. (HTTP/2 says what it did not process: OnUpstreamRefused. A
+  // stream it reset, or answered malformed, may have been acted on.)
+  const bool stale = upstream_ && upstream_->reused() && !upstream_->response_started();
+  if (!response_started_ && stale && !has_body_ && IsIdempotent(method_) &&
+      resends_ < kMaxResends) {
+    ++resends_;
     ReleaseUpstream(false);
     --attempts_;  // not the endpoint's fault, not a retry
     ConnectUpstream();
@@ -1740,10 +1736,11 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
 
 void ProxyStream::OnUpstreamRefused(const std::string& why) {
   if (!active_) return;
-  // Not processed upstream: send it again, on another connection (or over
-  // HTTP/1.1 when an AUTO endpoint chose it), without counting a try.
-  if (!response_started_ && refusals_ < 3 && (replayable_ || !has_body_ || attempts_ == 0)) {
-    ++refusals_;
+  // Not processed upstream: send it again (a GOAWAY's connection takes no
+  // new stream; over HTTP/1.1 when an AUTO endpoint chose it), without
+  // counting a try, while the whole request is still at hand.
+  if (!response_started_ && resends_ < kMaxResends && (replayable_ || !body_gone_)) {
+    ++resends_;
     ReleaseUpstream(false);
     --attempts_;
     ConnectUpstream();

@@ -131,6 +131,8 @@ class DownstreamSink {
 class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallbacks {
  public:
   static constexpr size_t kHighWatermark = 1 << 20;
+  // Sends of one request the upstream did not process (see resends_).
+  static constexpr int kMaxResends = 3;
   // Request body held while a policy pauses the chain; beyond it the
   // client is not read until the chain resumes.
   static constexpr size_t kPausedBodyBytes = 64 * 1024;
@@ -317,7 +319,13 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::vector<http::HeaderField> h2_fields_;
   http::Http2Request h2_request_;
   bool te_trailers_ = false;  // the client accepts trailers (te: trailers)
-  int refusals_ = 0;          // tries an HTTP/2 upstream refused unprocessed
+  // Tries sent again because the upstream did not process them (HTTP/2
+  // REFUSED_STREAM or above a GOAWAY's last stream; a pooled HTTP/1
+  // connection found closed): at most kMaxResends, not counted as retries.
+  int resends_ = 0;
+  // A request body byte went upstream (or was dropped between tries) and is
+  // not kept for a retry: the request cannot be sent again whole.
+  bool body_gone_ = false;
   uint64_t body_limit_ = 0;   // request body limit (route's or listener's); 0: none
   uint64_t request_body_bytes_ = 0;
   std::string request_id_;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "dataplane/http/http_util.h"
 #include "dataplane/net/socket.h"
 
 namespace sluice::upstream {
@@ -44,7 +45,7 @@ void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request, bool 
   events_ = events;
   upgrade_requested_ = upgrade;
   tunnel_ = false;
-  unexpected_switch_ = false;
+  unexpected_switch_ = nullptr;
   ++requests_;
   response_started_ = false;
   response_done_ = false;
@@ -90,13 +91,9 @@ void UpstreamConnection::ReadResponse() {
       if (events_) events_->OnUpstreamFailed(false, false, why);
       return;
     }
-    if (unexpected_switch_) {
+    if (unexpected_switch_ != nullptr) {
       connection_->Close();
-      if (events_) {
-        events_->OnUpstreamFailed(false, false,
-                                  "answered 101 Switching Protocols to a request that asked "
-                                  "for no upgrade");
-      }
+      if (events_) events_->OnUpstreamFailed(false, false, unexpected_switch_);
       return;
     }
     if (result.consumed == 0) break;  // incomplete head: wait for more
@@ -144,7 +141,7 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     return;
   }
   if (tunnel_) {
-    events_->OnUpstreamFailed(false, false, "the upstream closed the tunnel");
+    events_->OnUpstreamFailed(false, false, "closed the tunnel");
     return;
   }
   if (response_started_ && parser_.FinishOnClose() == http::ParseError::kNone && response_done_) {
@@ -156,13 +153,23 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
   events_->OnUpstreamFailed(false, false,
                             reason == net::CloseReason::kReset
                                 ? absl::StrCat("connection reset: ", strerror(error))
-                                : "upstream closed the connection");
+                                : "closed the connection");
 }
 
 void UpstreamConnection::OnHead(const http::MessageHead& head) {
   if (head.status == 101) {
+    // RFC 9110 15.2.2: a 101 names the protocol in Upgrade; the client
+    // asked for websocket only (the one upgrade a route forwards).
+    const http::HeaderField* upgrade = http::FindHeader(head.headers, "upgrade");
     if (!upgrade_requested_) {
-      unexpected_switch_ = true;
+      unexpected_switch_ =
+          "answered 101 Switching Protocols to a request that asked for no upgrade";
+      return;
+    }
+    if (upgrade == nullptr || !http::HasToken(upgrade->value, "websocket")) {
+      unexpected_switch_ =
+          "answered 101 Switching Protocols without switching to websocket (its Upgrade "
+          "field is missing or names another protocol)";
       return;
     }
     tunnel_ = true;
@@ -186,7 +193,7 @@ void UpstreamConnection::OnTrailers(const std::vector<http::HeaderField>& traile
 }
 
 void UpstreamConnection::OnMessageComplete() {
-  if (tunnel_ || unexpected_switch_) return;  // the parser pauses itself after a 101
+  if (tunnel_ || unexpected_switch_ != nullptr) return;  // the parser pauses itself after a 101
   if (interim_) {
     interim_ = false;
     return;

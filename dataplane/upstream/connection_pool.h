@@ -112,7 +112,9 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   bool idle_ = false;
   bool upgrade_requested_ = false;
   bool tunnel_ = false;            // a 101 answered the upgrade: raw bytes now
-  bool unexpected_switch_ = false;  // a 101 nobody asked for
+  // A 101 nobody asked for, or one that does not switch to the WebSocket
+  // the client asked for (no Upgrade, or another protocol): why, else empty.
+  const char* unexpected_switch_ = nullptr;
   // Neighbours in the pool's idle list of its endpoint, while idle.
   UpstreamConnection* idle_prev_ = nullptr;
   UpstreamConnection* idle_next_ = nullptr;

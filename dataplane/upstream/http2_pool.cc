@@ -38,7 +38,7 @@ void Http2UpstreamStream::SendHeaders(const http::Http2Request& request, bool en
     // SETTINGS arrived in between): nothing was sent.
     connection_ = nullptr;
     c->pool_.OnStreamsChanged(c);
-    events_->OnUpstreamRefused("the upstream connection stopped taking new streams");
+    events_->OnUpstreamRefused("connection stopped taking new streams");
     return;
   }
   id_ = id;
@@ -153,7 +153,7 @@ void Http2UpstreamConnection::OnConnected() {
       if (auto_protocol_) {
         // The endpoint speaks HTTP/1.1: requests go again on the other pool.
         pool_.MarkHttp1(pool_key_);
-        FailAll(false, false, true, "the upstream chose HTTP/1.1 by ALPN");
+        FailAll(false, false, true, "chose HTTP/1.1 by ALPN");
       } else {
         FailAll(true, false, false,
                 absl::StrCat("connect failed: the upstream chose ", tls->alpn,
@@ -214,7 +214,7 @@ void Http2UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
       FailAll(false, false, false, absl::StrCat("connection reset: ", strerror(error)));
       return;
     default:
-      FailAll(false, false, false, "upstream closed the connection");
+      FailAll(false, false, false, "closed the connection");
       return;
   }
 }
@@ -463,7 +463,7 @@ void Http2Pool::OnStreamsChanged(Http2UpstreamConnection* connection) {
     return;
   }
   if (connection->codec_.goaway_received()) {
-    connection->CloseNow("the upstream sent GOAWAY");
+    connection->CloseNow("sent GOAWAY");
     return;
   }
   // Keep one idle connection per key: close this one if another is idle too.

@@ -4,7 +4,9 @@
   ws_tool.py server           echo server on 127.0.0.1, ephemeral port;
                               prints "listening on PORT", serves until killed
   ws_tool.py raw101           a plain TCP server that answers every request
-                              with "101 Switching Protocols"; prints the port
+                              with "101 Switching Protocols" (upgrade:
+                              websocket; none for a path with "none", h2c for
+                              one with "h2c"); prints the port
   ws_tool.py client URL [HOLD] connects, exchanges text and binary messages
                               (up to 1 MiB), keeps the connection HOLD seconds
                               (default 0) and exchanges one more; prints
@@ -47,7 +49,13 @@ def raw101():
             if not chunk:
                 break
             data += chunk
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+        line = data.split(b"\r\n", 1)[0]
+        upgrade = b"upgrade: websocket\r\n"
+        if b"none" in line:
+            upgrade = b""
+        elif b"h2c" in line:
+            upgrade = b"upgrade: h2c\r\n"
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade +
                      b"connection: upgrade\r\n\r\n")
         conn.close()
 

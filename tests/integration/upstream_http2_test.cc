@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "tests/harness/http_client.h"
@@ -256,6 +257,80 @@ TEST_F(UpstreamHttp2Test, UpstreamGoawayIsInvisibleToClients) {
       << proxy_->Admin("/stats").second;
   EXPECT_EQ(proxy_->Stat("sluice_upstream_resets_total{cluster=\"goaway\"}"), 0);
   EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"goaway\"}"), 0);
+}
+
+// h2_reset_peer.py: an h2c upstream that resets every stream with `code`.
+class ResetPeer {
+ public:
+  explicit ResetPeer(int code) {
+    process_ = std::make_unique<Process>(
+        "/usr/bin/python3",
+        std::vector<std::string>{RunfilePath("tests/harness/h2_reset_peer.py"), absl::StrCat(code)},
+        absl::StrCat(MakeTempDir("h2-reset"), "/peer.log"));
+    auto line = process_->WaitForLogLine("listening on ", absl::Seconds(20));
+    if (line) (void)absl::SimpleAtoi(line->substr(line->find("on ") + 3), &port_);
+  }
+  int port() const { return port_; }
+  // HEADERS frames received so far: the sends of requests.
+  int headers() const {
+    const std::string log = process_->Log();
+    int n = 0;
+    for (size_t at = log.find("headers "); at != std::string::npos;
+         at = log.find("headers ", at + 1)) {
+      ++n;
+    }
+    return n;
+  }
+
+ private:
+  std::unique_ptr<Process> process_;
+  int port_ = 0;
+};
+
+// Before: a stream the upstream reset, or refused more than 3 times, was
+// taken for a stale pooled connection and sent again without end (tens of
+// thousands of sends a second on one connection) until the route timeout,
+// or for ever with `timeout: 0s`. Now: a reset stream (the upstream may have
+// acted on it) is a 502 after one send; REFUSED_STREAM (not processed) is
+// sent again at most 3 times, and only while the whole request is at hand.
+TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost3Times) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ResetPeer internal(2);  // INTERNAL_ERROR
+  ResetPeer refused(7);   // REFUSED_STREAM
+  ASSERT_GT(internal.port(), 0);
+  ASSERT_GT(refused.port(), 0);
+  const int port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      ClusterYaml("internal", internal.port(), "HTTP2", ""), "---\n",
+      ClusterYaml("refused", refused.port(), "HTTP2", ""), "---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /internal/}\n          route: {cluster: internal, timeout: 0s}\n"
+      "        - match: {prefix: /refused/}\n          route: {cluster: refused, timeout: 0s}\n",
+      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-reset-config"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-reset-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+
+  HttpResponse reset = HttpGet(address, "/internal/x");
+  EXPECT_EQ(reset.status, 502) << reset.error << reset.body;
+  EXPECT_TRUE(absl::StrContains(reset.body, "reset the HTTP/2 stream")) << reset.body;
+  EXPECT_EQ(internal.headers(), 1);
+
+  HttpResponse get = HttpGet(address, "/refused/x");
+  EXPECT_EQ(get.status, 502) << get.error << get.body;
+  EXPECT_EQ(refused.headers(), 4);  // the first send and 3 more
+  // A body that went upstream and is not kept for a retry cannot be sent
+  // again whole: one send.
+  HttpResponse post = HttpRequest(address, "POST", "/refused/y", {}, "some body", absl::Seconds(10));
+  EXPECT_EQ(post.status, 502) << post.error << post.body;
+  EXPECT_EQ(refused.headers(), 5);
+  EXPECT_EQ(proxy.Stat("sluice_retries_total{cluster=\"refused\"}"), 0);
 }
 
 }  // namespace

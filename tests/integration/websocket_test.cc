@@ -56,6 +56,8 @@ class WebSocketTest : public ::testing::Test {
         "          route: {cluster: echo, websocket: true, websocket_idle_timeout: 1s, timeout: 2s}\n"
         "        - match: {prefix: /ws}\n          route: {cluster: echo, websocket: true, timeout: 1s}\n"
         "        - match: {prefix: /plain}\n          route: {cluster: echo}\n"
+        "        - match: {prefix: /switch-ws}\n"
+        "          route: {cluster: switcher, websocket: true}\n"
         "        - match: {prefix: /switch}\n          route: {cluster: switcher}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
         ", route_table: main}\n");
@@ -104,6 +106,25 @@ TEST_F(WebSocketTest, A101NobodyAskedForIsA502NotAHang) {
   EXPECT_EQ(r.status, 502);
   EXPECT_TRUE(absl::StrContains(r.body, "101 Switching Protocols")) << r.body;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+// A 101 must name the protocol it switches to (RFC 9110 15.2.2), and the
+// client asked for websocket: a 101 without Upgrade, or to h2c, is a 502,
+// never a tunnel labelled websocket.
+TEST_F(WebSocketTest, A101ThatDoesNotSwitchToWebSocketIsA502) {
+  const Headers upgrade = {{"connection", "upgrade"},
+                           {"upgrade", "websocket"},
+                           {"sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                           {"sec-websocket-version", "13"}};
+  for (const std::string path : {"/switch-ws-none", "/switch-ws-h2c"}) {
+    HttpResponse r = HttpRequest(absl::StrCat("127.0.0.1:", port_), "GET", path, upgrade, "",
+                                 absl::Seconds(10));
+    ASSERT_TRUE(r.ok()) << path << ": " << r.error;
+    EXPECT_EQ(r.status, 502) << path;
+    EXPECT_TRUE(absl::StrContains(r.body, "without switching to websocket")) << r.body;
+  }
+  // (A 101 with upgrade: websocket opens the tunnel:
+  // MessagesFlowBothWaysPastTheRouteTimeout.)
 }
 
 TEST_F(WebSocketTest, AnIdleTunnelIsClosedAfterItsIdleTimeout) {
