@@ -175,8 +175,7 @@ Http2Session::Http2Session(Worker& worker, std::unique_ptr<net::Connection> conn
       peer_ip_(std::move(peer_ip)),
       options_(options),
       codec_(this, options.limits),
-      idle_timer_(worker.dispatcher(), [this] { OnIdle(); }),
-      head_timer_(worker.dispatcher(), [this] { OnHeaderBlockTimeout(); }) {}
+      idle_timer_(worker.dispatcher(), [this] { OnIdle(); }) {}
 
 Http2Session::~Http2Session() {
   if (flush_scheduled_) worker_.dispatcher().CancelFlush(this);
@@ -298,11 +297,17 @@ void Http2Session::OnReadable() {
 
 void Http2Session::WatchHeaderBlock() {
   if (!codec_.head_pending()) {
-    head_timer_.Clear();
-  } else if (!head_timer_.set()) {
-    // From the head's first byte: a client that trickles it is not given
-    // more time with each byte.
-    head_timer_.Set(options_.request_headers_timeout, /*shared_duration=*/true);
+    if (head_timer_ != nullptr) head_timer_->Clear();
+    return;
+  }
+  if (head_timer_ == nullptr) {
+    head_timer_ = std::make_unique<event::DeadlineTimer>(worker_.dispatcher(),
+                                                         [this] { OnHeaderBlockTimeout(); });
+  }
+  // From the head's first byte: a client that trickles it is not given more
+  // time with each byte.
+  if (!head_timer_->set()) {
+    head_timer_->Set(options_.request_headers_timeout, /*shared_duration=*/true);
   }
 }
 
@@ -354,7 +359,7 @@ void Http2Session::Flush() {
 void Http2Session::CloseAfterOutput() {
   closed_ = true;
   idle_timer_.Clear();
-  head_timer_.Clear();
+  if (head_timer_ != nullptr) head_timer_->Clear();
   for (auto& [id, stream] : streams_) stream->proxy().OnDownstreamGone();
   for (auto& [id, stream] : streams_) worker_.dispatcher().DeferredDelete(std::move(stream));
   streams_.clear();
@@ -373,7 +378,7 @@ void Http2Session::CloseNow() {
   if (closed_) return;
   closed_ = true;
   idle_timer_.Clear();
-  head_timer_.Clear();
+  if (head_timer_ != nullptr) head_timer_->Clear();
   if (flush_scheduled_) {
     worker_.dispatcher().CancelFlush(this);
     flush_scheduled_ = false;

@@ -132,7 +132,9 @@ class Http2Session : public net::ConnectionCallbacks,
   // deletion (which recycles them); nullptr when none did.
   RecycleBatch* recycle_batch_ = nullptr;
   event::DeadlineTimer idle_timer_;
-  event::DeadlineTimer head_timer_;  // a frame header or header block not ended
+  // A frame header or header block not ended; made the first time one is
+  // pending after a read (most connections never need it).
+  std::unique_ptr<event::DeadlineTimer> head_timer_;
   std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
   uint64_t streams_opened_ = 0;
   // The idle timer runs for kSpareHold: spares and buffers are kept.
