@@ -207,7 +207,7 @@ TEST(Http2UtilTest, ClientFrameWatchFollowsFramesAndBlocks) {
       {Http2Frame(NGHTTP2_SETTINGS, 0, 0, ""), false, false},
       {Http2Frame(NGHTTP2_HEADERS, kEndHeaders, 1, "block"), true, false},
       {Http2Frame(NGHTTP2_DATA, 0, 1, std::string(20, 'd')), false, false},
-      {Http2Frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_PADDED, 3, std::string("\x02ab\0\0", 5)), true,
+      {Http2Frame(NGHTTP2_HEADERS, NGHTTP2_FLAG_PADDED, 3, std::string("\x02" "ab\0\0", 5)), true,
        true},
       {Http2Frame(NGHTTP2_CONTINUATION, 0, 3, ""), true, true},
       {Http2Frame(NGHTTP2_CONTINUATION, 0, 3, "more"), true, true},
