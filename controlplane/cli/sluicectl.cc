@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -1217,6 +1218,19 @@ int Run(int argc, char** argv) {
   if (const char* env = std::getenv("SLUICE_TOKEN"); env && *env) bearer_token = env;
   if (auto it = flags->values.find("token"); it != flags->values.end()) {
     bearer_token = it->second;
+  }
+  // A token read from a file often ends with a line end (a CRLF file gives
+  // "\r"): trimmed, as sluice-control trims it. Any other control byte
+  // cannot go in a header (gRPC would abort): named instead.
+  while (!bearer_token.empty() && absl::ascii_isspace(static_cast<unsigned char>(bearer_token.back()))) {
+    bearer_token.pop_back();
+  }
+  for (size_t i = 0; i < bearer_token.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(bearer_token[i]);
+    if (c < 0x20 || c >= 0x7f) {
+      return Fail(absl::StrCat("the token (--token or $SLUICE_TOKEN) has a byte that is not ",
+                               "printable ASCII at position ", i + 1));
+    }
   }
   const std::string& command = flags->positional[0];
   if (command == "apply") return Apply(*stub, server, *flags);

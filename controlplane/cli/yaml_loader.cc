@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "api/discovery.h"
 #include "api/policy_registry.h"
 #include "api/validation.h"
 #include "google/protobuf/descriptor.h"
@@ -520,6 +521,34 @@ const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
   }
 }
 
+// YAML lets a mapping repeat a key, and yaml-cpp keeps both: a later read
+// takes one of them and a list field gets both lists joined. A repeated key
+// is refused instead, naming it and both lines.
+template <typename Node>
+absl::Status CheckDistinctKeys(const Node& node, const std::string& where) {
+  if (node.IsSequence()) {
+    for (const auto& item : node) {
+      if (absl::Status s = CheckDistinctKeys(item, where); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  if (!node.IsMap()) return absl::OkStatus();
+  std::map<std::string, int> lines;  // key -> its first line
+  for (const auto& item : node) {
+    if (item.first.IsScalar()) {
+      const int line = item.first.Mark().line + 1;
+      auto [it, inserted] = lines.emplace(item.first.Scalar(), line);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ", line ", line, ": duplicate key '",
+                                                       it->first, "' (first at line ",
+                                                       it->second, ")"));
+      }
+    }
+    if (absl::Status s = CheckDistinctKeys(item.second, where); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 // `direct`: fill the message with DirectConverter when it can (the result
 // is the same as SpecConverter's; see the differential test).
 template <typename Node>
@@ -529,6 +558,7 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     return absl::InvalidArgumentError(
         absl::StrCat(where, ", line ", node.Mark().line + 1, ": ", message));
   };
+  if (absl::Status distinct = CheckDistinctKeys(doc, where); !distinct.ok()) return distinct;
   if (!doc.IsMap()) return fail(doc, "expected a mapping with kind, name and spec");
   for (const auto& item : doc) {
     std::string key = item.first.template as<std::string>();
@@ -698,9 +728,17 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
       errors.push_back(absl::StrCat(file, ": cannot read"));
       continue;
     }
-    std::stringstream text;
-    text << in.rdbuf();
-    auto loaded = LoadYaml(text.str(), file);
+    // Read at most one byte past what one apply may carry (a file like
+    // /dev/zero would otherwise be read until memory runs out).
+    std::string text(static_cast<size_t>(api::kMaxConfigBytes) + 1, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(in.gcount()));
+    if (text.size() > static_cast<size_t>(api::kMaxConfigBytes)) {
+      errors.push_back(absl::StrCat(file, ": larger than ", api::kMaxConfigBytes,
+                                    " bytes, the most one apply can carry"));
+      continue;
+    }
+    auto loaded = LoadYaml(text, file);
     if (!loaded.ok()) {
       errors.push_back(std::string(loaded.status().message()));
       continue;

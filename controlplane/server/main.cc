@@ -117,6 +117,12 @@ void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, api::kDefaultKeepaliveMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, api::kDefaultKeepaliveTimeoutMs);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // gRPC binds with SO_REUSEPORT by default, so a proxy on this host whose
+  // Listener asks for this port (proxies bind with SO_REUSEPORT too, to
+  // share a listener) would take half of the operators' connections: a
+  // config could lock them out. Without it the proxy's bind fails and it
+  // refuses that version.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   quota.SetMaxThreads(128);
   builder.SetResourceQuota(quota);
 }

@@ -350,6 +350,24 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
   for (auto& p : proxies_) EXPECT_EQ(p->ReadyVersion(), 1u);
   EXPECT_EQ(HttpGet(listener(), "/still").status, 200);
   EXPECT_GE(proxies_[0]->Stat("sluice_configs_rejected_total"), 1);
+  // The control plane's own port: before, gRPC's SO_REUSEPORT let the
+  // proxies bind it too, and the operators' connections went to them
+  // (sluicectl was locked out). Now it is a port another process holds.
+  const std::string cp_address = cp_.address();
+  o.extra_listener_port = std::stoi(cp_address.substr(cp_address.rfind(':') + 1));
+  v = Apply(o);
+  ASSERT_NE(v, 0u);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto p = cp_.Ctl({"proxies"});
+        return p.out.find(absl::StrCat("v", v, ": Listener \"extra\": cannot bind")) != std::string::npos;
+      },
+      absl::Seconds(20)))
+      << cp_.Ctl({"proxies"}).out;
+  for (int i = 0; i < 20; ++i) {
+    auto got = cp_.Ctl({"get", "listener", "extra"});
+    ASSERT_EQ(got.exit_code, 0) << i << ": " << got.err;
+  }
   // Removing the impossible listener gives a version the proxies take.
   auto deleted = cp_.Ctl({"delete", "listener", "extra"});
   ASSERT_EQ(deleted.exit_code, 0) << deleted.err;

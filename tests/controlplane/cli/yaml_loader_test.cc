@@ -94,6 +94,36 @@ TEST(YamlLoaderTest, EnvelopeErrors) {
   EXPECT_EQ(Error(""), "f.yaml: no documents");
 }
 
+// yaml-cpp keeps a repeated key (one of the values wins, or two lists are
+// joined): refused, naming the key and both lines, at any depth and in
+// flow mappings too.
+TEST(YamlLoaderTest, ARepeatedKeyIsRefused) {
+  EXPECT_NE(Error("kind: Cluster\nname: a\nname: b\nspec: {}\n")
+                .find("f.yaml, document 1, line 3: duplicate key 'name' (first at line 2)"),
+            std::string::npos)
+      << Error("kind: Cluster\nname: a\nname: b\nspec: {}\n");
+  const std::string nested =
+      "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n"
+      "  endpoints: [{address: 127.0.0.1, port: 2}]\n";
+  EXPECT_NE(Error(nested).find("line 5: duplicate key 'endpoints' (first at line 4)"),
+            std::string::npos)
+      << Error(nested);
+  const std::string flow =
+      "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, address: 10.0.0.1, "
+      "port: 1}]}\n";
+  EXPECT_NE(Error(flow).find("duplicate key 'address'"), std::string::npos) << Error(flow);
+}
+
+// A file is read up to the most one apply can carry, not to the end
+// (/dev/zero has none).
+TEST(YamlLoaderTest, AFileOverTheConfigLimitIsRefusedWithoutReadingItAll) {
+  auto loaded = LoadPath("/dev/zero");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("/dev/zero: larger than 33554432 bytes"),
+            std::string::npos)
+      << loaded.status().message();
+}
+
 TEST(YamlLoaderTest, AnErrorInOneDocumentYieldsNothingAndNamesTheDocument) {
   std::string e = Error(
       "kind: Cluster\nname: ok\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n---\n"
