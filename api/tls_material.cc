@@ -228,6 +228,18 @@ bool ParsePrivateKey(absl::string_view text, PkeyPtr* out, TlsMaterialError* err
                       " key; RSA, ECDSA and Ed25519 keys are supported"));
     return false;
   }
+  // The proxies' TLS library, at its default security level, refuses RSA
+  // keys under 2048 bits and EC keys under 224 ("ee key too small"): refused
+  // here, so that no version every proxy would refuse is stored.
+  const int bits = EVP_PKEY_bits(key.get());
+  const int min_bits = type == EVP_PKEY_RSA ? 2048 : type == EVP_PKEY_EC ? 224 : 0;
+  if (bits < min_bits) {
+    Fail(error, kKeyField,
+         absl::StrCat("is a ", bits, "-bit ", type == EVP_PKEY_RSA ? "RSA" : "EC",
+                      " key; at least ", min_bits, " bits are needed (TLS libraries refuse "
+                      "smaller ones)"));
+    return false;
+  }
   *out = std::move(key);
   return true;
 }

@@ -103,6 +103,17 @@ TEST(TlsMaterialTest, RsaAndTraditionalKeyFormsAreAccepted) {
   EXPECT_EQ(Inspect(Material(ec.certificate_pem, with_params)), "ok");
 }
 
+// Before: accepted at apply, then refused by every proxy ("ee key too
+// small"), so the version was stored but never served.
+TEST(TlsMaterialTest, AnRsaKeyUnder2048BitsIsRefused) {
+  CertificateSpec spec;
+  spec.key_type = KeyType::kRsa1024;
+  TestCertificate small = MakeCertificate(spec);
+  EXPECT_EQ(Inspect(Material(small)),
+            "tls_certificate.private_key: is a 1024-bit RSA key; at least 2048 bits are needed "
+            "(TLS libraries refuse smaller ones)");
+}
+
 TEST(TlsMaterialTest, ChainWithIntermediateLeafFirst) {
   CertificateSpec root_spec;
   root_spec.common_name = "Root";
