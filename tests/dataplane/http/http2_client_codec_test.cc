@@ -18,6 +18,7 @@
 
 #include "dataplane/http/http2_server_codec.h"
 #include "gtest/gtest.h"
+#include "tests/harness/http_wire.h"
 
 namespace sluice::http {
 namespace {
@@ -489,19 +490,8 @@ const Fields kOk = {{":status", "200"}};
 
 std::string Frame(uint8_t type, uint8_t flags, uint32_t stream_id,
                   std::string_view payload) {
-  std::string f;
-  const size_t len = payload.size();
-  f.push_back(static_cast<char>((len >> 16) & 0xff));
-  f.push_back(static_cast<char>((len >> 8) & 0xff));
-  f.push_back(static_cast<char>(len & 0xff));
-  f.push_back(static_cast<char>(type));
-  f.push_back(static_cast<char>(flags));
-  f.push_back(static_cast<char>((stream_id >> 24) & 0x7f));
-  f.push_back(static_cast<char>((stream_id >> 16) & 0xff));
-  f.push_back(static_cast<char>((stream_id >> 8) & 0xff));
-  f.push_back(static_cast<char>(stream_id & 0xff));
-  f.append(payload);
-  return f;
+  return ::sluice::testing::Http2Frame(type, flags, stream_id,
+                                      absl::string_view(payload.data(), payload.size()));
 }
 
 constexpr uint8_t kData = 0x0, kHeaders = 0x1, kSettings = 0x4, kPing = 0x6;
