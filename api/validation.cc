@@ -910,7 +910,12 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     std::string f = Index("endpoints", i);
     CheckAddress(e.address(), Join(f, "address"), sink);
     CheckPort(e.port(), Join(f, "port"), sink);
-    CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
+    if (e.has_weight() && e.weight() == 0) {
+      sink.Add(Join(f, "weight"), "must be 1..10000, got 0: a weight of 0 does not drain an "
+                                  "endpoint; remove it from endpoints to stop sending to it");
+    } else {
+      CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
+    }
     auto [it, inserted] = seen.emplace(std::make_pair(e.address(), e.port()), i);
     if (!inserted) {
       sink.Add(f, absl::StrCat(e.address(), ":", e.port(),

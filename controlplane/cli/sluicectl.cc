@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -1170,6 +1171,42 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   return grpc::SslCredentials(tls);
 }
 
+// The flags each command takes besides the global ones (--server, --token,
+// --ca, --cert, --key, --help). Any other flag is refused, not ignored: a
+// `diff -o json` that silently printed text would fool a script.
+std::string CheckCommandFlags(const std::string& command, const ParsedFlags& flags) {
+  static const std::map<std::string, std::set<std::string>> kCommandFlags = {
+      {"apply", {"f", "dry-run", "m", "if-version", "canary", "verify", "max-5xx-rate",
+                 "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic", "wait"}},
+      {"get", {"o"}},
+      {"delete", {"dry-run", "m", "if-version"}},
+      {"history", {"limit", "o"}},
+      {"diff", {}},
+      {"rollback", {"dry-run", "m", "if-version"}},
+      {"proxies", {"o"}},
+      {"top", {"interval", "once"}},
+      {"token", {"o", "role"}},
+      {"cache", {"route", "host", "path", "prefix", "group", "timeout"}},
+      {"rollout", {"o", "m"}},
+      {"hash-password", {"iterations"}},
+  };
+  static const std::set<std::string> kGlobal = {"server", "token", "ca", "cert", "key",
+                                                "help", "h"};
+  static const std::map<std::string, std::string> kAliases = {
+      {"filename", "f"}, {"output", "o"}, {"message", "m"}};
+  auto known = kCommandFlags.find(command);
+  if (known == kCommandFlags.end()) return "";  // an unknown command is reported as such
+  std::vector<std::string> given;
+  for (const auto& [name, value] : flags.values) given.push_back(name);
+  for (const auto& name : flags.switches) given.push_back(name);
+  for (std::string name : given) {
+    if (auto alias = kAliases.find(name); alias != kAliases.end()) name = alias->second;
+    if (kGlobal.count(name) || known->second.count(name)) continue;
+    return absl::StrCat(command, " does not take ", name.size() == 1 ? "-" : "--", name);
+  }
+  return "";
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(
       argc, argv,
@@ -1199,6 +1236,10 @@ int Run(int argc, char** argv) {
                    !flags->switches.count("h")
                ? 2
                : 0;
+  }
+  if (std::string error = CheckCommandFlags(flags->positional[0], *flags); !error.empty()) {
+    std::cerr << "error: " << error << "\n";
+    return 2;
   }
   if (flags->positional[0] == "hash-password") return HashPasswordCommand(*flags);
   std::string server = "127.0.0.1:18000";

@@ -612,7 +612,7 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
       if (action.has_retry_policy()) {
         const auto& rp = action.retry_policy();
         RouteEntry::Retry& r = entry->retry;
-        r.num_retries = rp.num_retries() ? rp.num_retries() : 1;
+        r.num_retries = rp.has_num_retries() ? rp.num_retries() : 1;
         if (rp.retry_on_size() == 0) {
           r.on_connect_failure = r.on_reset = true;
         }

@@ -232,7 +232,7 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
                          ? Health::kUnknown
                          : Health::kHealthy;
     endpoint.state = registry.Endpoint(cluster.name(), endpoint.key, initial);
-    endpoint.weight = e.weight() ? e.weight() : 1;
+    endpoint.weight = e.has_weight() ? e.weight() : 1;
     if (!info->endpoints.empty() && endpoint.weight != info->endpoints[0].weight) {
       info->equal_weights = false;
     }

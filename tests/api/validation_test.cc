@@ -85,6 +85,12 @@ TEST(ValidationTest, WeightRange) {
   EXPECT_NE(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 1 weight: 10001 } })")
                 .find("endpoints[0].weight: must be 1..10000, got 10001"),
             std::string::npos);
+  // An explicit 0 would read as unset (weight 1) where the operator meant
+  // "drain": it is refused, with what to do instead.
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 1 weight: 0 } })")
+                .find("endpoints[0].weight: must be 1..10000, got 0: a weight of 0 does not drain"),
+            std::string::npos);
+  EXPECT_EQ(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 1 } })"), "");
 }
 
 TEST(ValidationTest, DurationsOutOfRange) {
@@ -373,6 +379,7 @@ TEST(ValidationTest, RetryPolicyRules) {
         routes { match { prefix: "/" } route { cluster: "users" retry_policy { )" + retry + " } } } } }");
   };
   EXPECT_EQ(route("num_retries: 2 retry_on: \"5xx\""), "");
+  EXPECT_EQ(route("num_retries: 0"), "");
   EXPECT_NE(route("num_retries: 11").find("retry_policy.num_retries: must be 0..10, got 11"),
             std::string::npos);
   EXPECT_NE(route("retry_on: \"sometimes\"").find("retry_policy.retry_on[0]: 'sometimes' is not one of"),

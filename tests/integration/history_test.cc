@@ -105,6 +105,11 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   EXPECT_TRUE(absl::StrContains(r.out, "two")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "0 added, 1 changed, 0 removed, 1 unchanged")) << r.out;
   EXPECT_FALSE(absl::StrContains(r.out, "Listener")) << r.out;
+  // A flag the command does not take is refused, not ignored.
+  r = cp_.Ctl({"diff", "1", "2", "-o", "json"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "diff does not take -o")) << r.err;
+  EXPECT_EQ(r.out, "");
 
   // rollback 1: version 3 has version 1's content, and the proxy serves it.
   r = cp_.Ctl({"rollback", "1", "-m", "back to one"});

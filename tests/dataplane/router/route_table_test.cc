@@ -416,6 +416,22 @@ TEST(RouteEntryTest, SingleClusterAndNonClusterRoutes) {
   EXPECT_EQ(table->route(1).PickCluster(7), "");
 }
 
+// A retry policy without num_retries retries once; an explicit 0 turns
+// retries off (it is not read as unset).
+TEST(RouteEntryTest, NumRetriesDefaultsToOneAndAnExplicitZeroMeansNone) {
+  auto table = Compile(R"(
+    name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { match { prefix: "/a" } route { cluster: "users" retry_policy { } } }
+      routes { match { prefix: "/b" } route { cluster: "users" retry_policy { num_retries: 0 } } }
+      routes { match { prefix: "/c" } route { cluster: "users" retry_policy { num_retries: 3 } } }
+      routes { match { prefix: "/d" } route { cluster: "users" } } })");
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(table->route(0).retry.num_retries, 1u);
+  EXPECT_EQ(table->route(1).retry.num_retries, 0u);
+  EXPECT_EQ(table->route(2).retry.num_retries, 3u);
+  EXPECT_EQ(table->route(3).retry.num_retries, 0u);
+}
+
 TEST(RouteEntryTest, PrefixRewrite) {
   auto table = Compile(R"(
     name: "t" virtual_hosts { name: "v" domains: "*"
