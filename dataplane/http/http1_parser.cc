@@ -62,9 +62,12 @@ constexpr CharTable MakeFieldValueTable() {
 }
 
 // request-target: visible ASCII only.
+// Visible ASCII but '#': a fragment is not part of a request target (RFC
+// 9112 3.2), and an upstream would cut the target there (HAProxy's
+// CVE-2023-45539).
 constexpr CharTable MakeTargetTable() {
   CharTable t{};
-  for (int c = 0x21; c <= 0x7e; ++c) t[c] = true;
+  for (int c = 0x21; c <= 0x7e; ++c) t[c] = c != '#';
   return t;
 }
 

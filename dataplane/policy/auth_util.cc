@@ -49,6 +49,11 @@ std::string PercentDecode(std::string_view in) {
   return out;
 }
 
+bool SameParameterName(std::string_view sent, std::string_view name) {
+  if (sent == name) return true;
+  return sent.find('%') != std::string_view::npos && PercentDecode(sent) == name;
+}
+
 http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,
                                      std::string_view message, std::string_view challenge) {
   if (!anonymous.empty()) {
@@ -76,7 +81,7 @@ std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
   std::optional<std::string> found;
   ForEachParameter(path_and_query.substr(q + 1),
                    [&](std::string_view n, std::string_view v, size_t, size_t) {
-                     if (n != name) return true;
+                     if (!SameParameterName(n, name)) return true;
                      found = PercentDecode(v);
                      return false;
                    });
@@ -89,7 +94,7 @@ std::string RemoveQueryParameter(std::string_view path_and_query, std::string_vi
   std::string_view query = path_and_query.substr(q + 1);
   std::string kept;
   ForEachParameter(query, [&](std::string_view n, std::string_view, size_t begin, size_t end) {
-    if (n == name) return true;
+    if (SameParameterName(n, name)) return true;
     if (!kept.empty()) kept.push_back('&');
     kept.append(query.substr(begin, end - begin));
     return true;

@@ -21,13 +21,18 @@ http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::stri
 // stays '+').
 std::string PercentDecode(std::string_view in);
 
-// The percent-decoded value of the first query parameter `name` in
-// `path_and_query` ('+' stays '+'); nullopt when absent.
+// Whether a query parameter name as sent is `name` once percent-decoded
+// (`api%6Bey` is `apikey`): upstreams decode names, so policies match what
+// the upstream will read, not only the spelling.
+bool SameParameterName(std::string_view sent, std::string_view name);
+
+// The percent-decoded value of the first query parameter `name` (compared
+// decoded) in `path_and_query` ('+' stays '+'); nullopt when absent.
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
                                               std::string_view name);
 
-// `path_and_query` without any `name=` parameter (and without a '?' that
-// no longer has parameters).
+// `path_and_query` without any `name=` parameter, however its name is
+// percent-encoded (and without a '?' that no longer has parameters).
 std::string RemoveQueryParameter(std::string_view path_and_query, std::string_view name);
 
 }  // namespace sluice::policy

@@ -85,13 +85,17 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
 
 // Trailer fields that may be forwarded: none that frame, route or
 // authenticate a message may come after its body (RFC 9110 6.5.1), nor
-// hop-by-hop ones.
+// hop-by-hop ones, nor those the gateway itself tells the upstream (the
+// consumer, the client's address, the request id): an upstream that merges
+// trailers into the header section must not find a client's copy there.
 bool ForwardableTrailer(std::string_view name) {
   static const http::ConnectionTokens kNoTokens;
-  if (http::IsHopByHop(name, kNoTokens)) return false;
+  if (http::IsHopByHop(name, kNoTokens) || IsConsumerField(name)) return false;
   for (std::string_view forbidden :
        {"content-length", "host", "content-type", "content-encoding", "content-range",
-        "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te"}) {
+        "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te",
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
+        "x-request-id"}) {
     if (http::EqualsIgnoreCase(name, forbidden)) return false;
   }
   return true;
@@ -318,7 +322,7 @@ void ProxyStream::Start(const RequestHead& request) {
     // a request: an upstream gets nothing an HTTP/1 client could not send.
     const char* error = nullptr;
     if (!http::IsValidRequestTarget(head.target)) {
-      error = "invalid :path (only visible ASCII; percent-encode the rest)";
+      error = "invalid :path (only visible ASCII and no fragment: percent-encode the rest)";
     } else if (head.authority_from_target ? !http::IsValidAuthority(head.authority)
                                           : !http::IsValidHostValue(head.authority)) {
       error = head.authority_from_target
@@ -825,6 +829,22 @@ ProxyStream::ChainResult ProxyStream::RunFiltersFrom(size_t first) {
       SendLocalResponse(500, "a policy stopped the request without answering");
       return ChainResult::kAnswered;
     }
+  }
+  // A policy may have rendered Host from the request's own values (an
+  // absent field gives ""): the upstream gets one valid host, as a client
+  // would have had to send it.
+  const std::string* host = nullptr;
+  int hosts = 0;
+  for (const http::HeaderMap::Field& f : filtered_headers_.fields()) {
+    if (http::EqualsIgnoreCase(f.name, "host")) {
+      host = &f.value;
+      ++hosts;
+    }
+  }
+  if (hosts != 1 || host->empty() || !http::IsValidHostValue(*host)) {
+    SendLocalResponse(400, "a policy made the Host field from this request invalid (empty, "
+                           "repeated, or with characters a host cannot have)");
+    return ChainResult::kAnswered;
   }
   return ChainResult::kDone;
 }

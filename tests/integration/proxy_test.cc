@@ -176,8 +176,12 @@ TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {
   std::string reply = SendRaw(
       listener(),
       "POST /x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-      "5\r\nhello\r\n0\r\nx-checksum: abc123\r\nauthorization: sneaky\r\n\r\n");
+      "5\r\nhello\r\n0\r\nx-checksum: abc123\r\nauthorization: sneaky\r\n"
+      "x-consumer-name: sneaky\r\nX-Anonymous-Consumer: sneaky\r\nx-forwarded-for: sneaky\r\n"
+      "x-request-id: sneaky\r\n\r\n");
   EXPECT_NE(reply.find("x-echo-trailer-x-checksum: abc123"), std::string::npos) << reply;
+  // Nor may a client pass off what the gateway tells the upstream (the
+  // consumer, its address, the request id) as trailers.
   EXPECT_EQ(reply.find("sneaky"), std::string::npos) << reply;
   // Response trailers reach an HTTP/1.1 client in the last chunk.
   reply = SendRaw(listener(), "GET /x?chunked=1&trailers=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
@@ -227,6 +231,9 @@ TEST_F(ProxyTest, MalformedRequestsGetTheirStatusAndTheProxyKeepsServing) {
       {"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
       {"GET / HTTP/1.1\r\n\r\n", "400"},
       {"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
+      // A fragment is not part of a request target (RFC 9112 3.2; HAProxy's
+      // CVE-2023-45539): an upstream would cut what follows the '#'.
+      {"GET /a?b=1#frag HTTP/1.1\r\nHost: a\r\n\r\n", "400"},
       {"GET / HTTP/1.1\r\nHost: a\r\nBig: " + std::string(70000, 'x') + "\r\n\r\n", "431"},
   };
   for (const auto& [request, status] : cases) {

@@ -68,6 +68,12 @@ class TransformerTest : public ::testing::Test {
         "                  max_body_bytes: ",
         kRequestLimit,
         "\n"
+        "        - name: host\n          match: {prefix: /host}\n          "
+        "route: {cluster: web}\n"
+        "          policies:\n"
+        "            - name: request-transformer\n"
+        "              typed_config:\n"
+        "                headers: {replace: [{name: host, value: '%HEADER(x-test-host)%'}]}\n"
         "        - name: resp\n          match: {prefix: /resp}\n          "
         "route: {cluster: web}\n"
         "          policies:\n"
@@ -129,6 +135,29 @@ TEST_F(TransformerTest, HeadersQueryAndPathAsTheUpstreamSeesThem) {
   EXPECT_EQ(r.body, "web-1 GET /req/v1/books/forty-two?x=1&src=gw\n");
   EXPECT_EQ(r.header("x-echo-x-test-seen"), "|||req");
   EXPECT_EQ(r.header("x-echo-x-test-env"), "");  // replace only when present
+}
+
+// A Host rendered from the request must still be one valid host: an empty,
+// repeated or malformed one is the client's 400, never sent upstream.
+TEST_F(TransformerTest, AHostMadeFromTheRequestMustBeAValidHost) {
+  HttpResponse r = HttpGet(address(), "/host/a", {{"x-test-host", "tenant-1.internal:8080"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-host"), "tenant-1.internal:8080");
+  const std::vector<std::vector<std::pair<std::string, std::string>>> bad = {
+      {},                                                    // absent: ""
+      {{"x-test-host", "a b"}},                              // a space
+      {{"x-test-host", "evil.example/x?y"}},                 // a path
+      {{"x-test-host", "a"}, {"x-test-host", "b"}},          // joined "a, b"
+  };
+  for (const auto& headers : bad) {
+    r = HttpGet(address(), "/host/a", headers);
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_TRUE(absl::StrContains(r.body, "a policy made the Host field from this request invalid"))
+        << r.body;
+  }
+  EXPECT_EQ(HttpGet(address(), "/host/a", {{"x-test-host", "ok.example"}}).status, 200);
 }
 
 TEST_F(TransformerTest, RequestJsonBodyIsEditedAndSentWithItsNewLength) {

@@ -93,6 +93,11 @@ class ValueTemplate {
 void CheckHeaderName(const std::string& name, const std::string& field,
                      std::string_view host_rule,
                      std::vector<std::pair<std::string, std::string>>* errors);
+// `name`, a request field a config writes (sets, adds, renames to), is not
+// one authentication policies set for the upstream to trust (x-consumer-*,
+// x-anonymous-consumer): a value from the request would pass as the consumer.
+void CheckNotConsumerField(const std::string& name, const std::string& field,
+                           std::vector<std::pair<std::string, std::string>>* errors);
 // `value` is a template value: at most kMaxValueBytes, no CR, LF or NUL,
 // and it parses in `scope`.
 void CheckTemplateValue(const std::string& value, const std::string& field,

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "dataplane/policy/headers/headers_policy.h"
@@ -51,6 +52,7 @@ void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, boo
     for (int i = 0; i < list.size(); ++i) {
       std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
       CheckName(list.Get(i).name(), field + ".name", allow_host, errors);
+      if (request) CheckNotConsumerField(list.Get(i).name(), field + ".name", errors);
       CheckTemplateValue(list.Get(i).value(), field + ".value", TemplateScope(), errors);
     }
   };
@@ -80,6 +82,16 @@ void CheckHeaderName(const std::string& name, const std::string& field,
                                              "and cannot be changed"));
   } else if (lower == "host" && !host_rule.empty()) {
     errors->emplace_back(field, std::string(host_rule));
+  }
+}
+
+void CheckNotConsumerField(const std::string& name, const std::string& field,
+                           std::vector<std::pair<std::string, std::string>>* errors) {
+  std::string lower = absl::AsciiStrToLower(name);
+  if (absl::StartsWith(lower, "x-consumer-") || lower == "x-anonymous-consumer") {
+    errors->emplace_back(field, absl::StrCat("'", name, "' is set by the gateway's "
+                                             "authentication policies for the upstream to "
+                                             "trust and cannot be written"));
   }
 }
 

@@ -207,6 +207,7 @@ void CheckHeaderEdits(const EditSpec& spec, const std::string& prefix,
     std::string field = absl::StrCat(prefix, ".rename[", i, "]");
     headers::CheckHeaderName(from, field + ".from", host_rule, errors);
     headers::CheckHeaderName(to, field + ".to", host_rule, errors);
+    if (request) headers::CheckNotConsumerField(to, field + ".to", errors);
     if (!from.empty() && from == to)
       errors->emplace_back(field + ".to", "is the same as from");
   }
@@ -215,6 +216,7 @@ void CheckHeaderEdits(const EditSpec& spec, const std::string& prefix,
     for (size_t i = 0; i < list.size(); ++i) {
       std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
       headers::CheckHeaderName(list[i].first, field + ".name", rule, errors);
+      if (request) headers::CheckNotConsumerField(list[i].first, field + ".name", errors);
       headers::CheckTemplateValue(list[i].second, field + ".value", scope,
                                   errors);
     }

@@ -45,7 +45,7 @@ bool Matches(const RE2& pattern, std::string_view value) {
 }
 
 // Calls fn(value) with the percent-decoded value of every parameter named
-// `name` in the query of `path_and_query`, in order, until fn returns false.
+// `name` (compared decoded: `pag%65` is `page`) in the query of `path_and_query`, in order, until fn returns false.
 template <typename Fn>
 void ForEachQueryValue(std::string_view path_and_query, std::string_view name, Fn fn) {
   size_t q = path_and_query.find('?');
@@ -53,7 +53,7 @@ void ForEachQueryValue(std::string_view path_and_query, std::string_view name, F
   const absl::string_view query(path_and_query.data() + q + 1, path_and_query.size() - q - 1);
   for (absl::string_view pair : absl::StrSplit(query, '&')) {
     absl::string_view pair_name = pair.substr(0, pair.find('='));
-    if (pair_name != absl::string_view(name.data(), name.size())) continue;
+    if (!SameParameterName(std::string_view(pair_name.data(), pair_name.size()), name)) continue;
     // The one decoder the policies share, applied to this parameter alone.
     std::optional<std::string> value = FindQueryParameter(absl::StrCat("?", pair), name);
     if (value && !fn(*value)) return;

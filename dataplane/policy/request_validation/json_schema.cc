@@ -796,12 +796,35 @@ absl::StatusOr<std::unique_ptr<const JsonSchema>> JsonSchema::Compile(
   return std::unique_ptr<const JsonSchema>(new JsonSchema(std::move(*node)));
 }
 
+namespace {
+
+// Whether `e` has at most `levels` arrays and objects nested in it, itself
+// included.
+bool WithinDepth(element e, int levels) {
+  if (e.is_array()) {
+    if (levels == 0) return false;
+    for (element item : simdjson::dom::array(e)) {
+      if (!WithinDepth(item, levels - 1)) return false;
+    }
+  } else if (e.is_object()) {
+    if (levels == 0) return false;
+    for (auto member : simdjson::dom::object(e)) {
+      if (!WithinDepth(member.value, levels - 1)) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::Status JsonSchema::Validate(std::string_view document) const {
   // One parser per thread (a worker's), its buffers reused while small.
   thread_local std::unique_ptr<simdjson::dom::parser> parser;
   if (parser == nullptr) {
     parser = std::make_unique<simdjson::dom::parser>();
-    // simdjson's depth counts the document itself: N allows N - 1 levels.
+    // simdjson's depth counts a scalar inside the innermost array or object
+    // as a level too: kMaxDocumentDepth + 1 lets 64 arrays around a value
+    // through, and 65 around nothing, which WithinDepth catches.
     if (parser->allocate(4096, kMaxDocumentDepth + 1)) {
       parser.reset();
       return absl::ResourceExhaustedError("body: cannot allocate a JSON parser");
@@ -816,6 +839,10 @@ absl::Status JsonSchema::Validate(std::string_view document) const {
   } else if (error) {
     status = absl::InvalidArgumentError(
         absl::StrCat("body: not valid JSON: ", simdjson::error_message(error)));
+  } else if (document.size() > 2 * kMaxDocumentDepth && !WithinDepth(root, kMaxDocumentDepth)) {
+    // (Shorter documents cannot hold kMaxDocumentDepth + 1 arrays or objects.)
+    status = absl::InvalidArgumentError(
+        absl::StrCat("body: nested deeper than ", kMaxDocumentDepth, " arrays and objects"));
   } else {
     status = Walk().Check(*root_, root, 0);
   }

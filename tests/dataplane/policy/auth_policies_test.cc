@@ -113,6 +113,11 @@ TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
   Request only("/x?apikey=bob-key-4567");
   EXPECT_EQ(only.Run(*factory), http::FilterStatus::kContinue);
   EXPECT_EQ(only.callbacks.path_, "/x");
+  // A percent-encoded name is the same parameter: found, and removed.
+  Request encoded("/x?api%6Bey=bob-key-4567&z=1");
+  EXPECT_EQ(encoded.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(encoded.consumer(), "bob");
+  EXPECT_EQ(encoded.callbacks.path_, "/x?z=1");
 }
 
 TEST(KeyAuthTest, KeepCredentialsAndCustomNames) {

@@ -83,6 +83,23 @@ TEST(HeadersPolicyTest, RulesNameTheField) {
   EXPECT_TRUE(absl::StrContains(all, "request.add[2].name: is required")) << all;
   EXPECT_TRUE(absl::StrContains(all, "response.set[0].name: 'transfer-encoding'")) << all;
   EXPECT_TRUE(absl::StrContains(all, "response.add[0].name: host can only be replaced")) << all;
+  // The consumer fields upstreams trust cannot be written on the request;
+  // removing them, or writing them on the response, is allowed.
+  errors = Errors(R"pb(
+    request {
+      remove: "x-consumer-name"
+      set { name: "X-Consumer-Name" value: "%CLIENT_IP%" }
+      add { name: "x-anonymous-consumer" value: "false" }
+    }
+    response { set { name: "x-consumer-name" value: "%CONSUMER%" } }
+  )pb");
+  all.clear();
+  for (const auto& e : errors) all += e + "\n";
+  EXPECT_TRUE(absl::StrContains(all, "request.set[0].name: 'X-Consumer-Name' is set by the "
+                                     "gateway's authentication policies"))
+      << all;
+  EXPECT_TRUE(absl::StrContains(all, "request.add[0].name: 'x-anonymous-consumer'")) << all;
+  EXPECT_EQ(errors.size(), 2u) << all;
 }
 
 TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {

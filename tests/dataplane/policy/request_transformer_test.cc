@@ -449,6 +449,29 @@ TEST(RequestTransformerTest, ValidConfigHasNoErrors) {
       "");
 }
 
+// What authentication policies tell the upstream cannot be written from
+// request values; removing those fields or renaming them away is allowed.
+TEST(RequestTransformerTest, TheConsumerFieldsCannotBeWritten) {
+  std::string all = Errors(R"pb(
+    headers {
+      remove: "x-consumer-name"
+      rename { from: "x-consumer-groups" to: "x-groups-seen" }
+      rename { from: "x-from" to: "X-Consumer-Name" }
+      replace { name: "x-anonymous-consumer" value: "false" }
+      add { name: "x-consumer-groups" value: "%HEADER(x-g)%" }
+      append { name: "x-consumer-id" value: "1" }
+    }
+  )pb");
+  EXPECT_TRUE(absl::StrContains(all, "headers.rename[1].to: 'X-Consumer-Name' is set by the "
+                                     "gateway's authentication policies"))
+      << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.replace[0].name: 'x-anonymous-consumer'")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.add[0].name: 'x-consumer-groups'")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.append[0].name: 'x-consumer-id'")) << all;
+  EXPECT_FALSE(absl::StrContains(all, "remove[0]")) << all;
+  EXPECT_FALSE(absl::StrContains(all, "rename[0]")) << all;
+}
+
 TEST(RequestTransformerTest, ErrorsNameTheField) {
   std::string all = Errors(R"pb(
     headers {

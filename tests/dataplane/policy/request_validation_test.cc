@@ -284,6 +284,12 @@ TEST(JsonSchemaTest, DocumentDepthIsBounded) {
   EXPECT_EQ(Check(schema, Nested(64, "[", "1", "]")), "");
   EXPECT_EQ(Check(schema, Nested(65, "[", "1", "]")),
             "body: nested deeper than 64 arrays and objects");
+  // Empty innermost arrays and objects count as levels too.
+  EXPECT_EQ(Check(schema, Nested(64, "[", "", "]")), "");
+  EXPECT_EQ(Check(schema, Nested(65, "[", "", "]")),
+            "body: nested deeper than 64 arrays and objects");
+  EXPECT_EQ(Check(schema, Nested(64, "[", "{}", "]")),
+            "body: nested deeper than 64 arrays and objects");
   EXPECT_EQ(Check(schema, Nested(64, "{\"a\":", "1", "}")), "");
   EXPECT_EQ(Check(schema, Nested(65, "{\"a\":", "1", "}")),
             "body: nested deeper than 64 arrays and objects");
@@ -533,6 +539,12 @@ TEST(RequestValidationTest, QueryRulesSeeDecodedValuesOfEveryOccurrence) {
   Request second("/orders?page=1&page=1%20OR%201");  // the upstream may read either
   EXPECT_EQ(second.Head(*factory), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(second.callbacks.message_, "query page: does not match pattern [0-9]+");
+  // A percent-encoded name is the same parameter to the upstream.
+  Request encoded_name("/orders?page=1&pag%65=x");
+  EXPECT_EQ(encoded_name.Head(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(encoded_name.callbacks.message_, "query page: does not match pattern [0-9]+");
+  Request encoded_only("/orders?%70age=7");
+  EXPECT_EQ(encoded_only.Head(*factory), http::FilterStatus::kContinue);
   Request sort("/orders?page=1&sort=price");
   EXPECT_EQ(sort.Head(*factory), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(sort.callbacks.message_, "query sort: does not match pattern name|date");
