@@ -211,6 +211,7 @@ void DownstreamConnection::ProcessInput() {
 void DownstreamConnection::HandleParseError(http::ParseError error) {
   worker_.stats().downstream_protocol_errors->Inc();
   SLUICE_LOG(kDebug, "bad request from ", peer_ip_, ": ", parser_.error_detail());
+  const bool logged = stream_in_use_;
   if (stream_in_use_) {
     // A broken body: the exchange cannot go on.
     if (stream_->response_started()) {
@@ -221,11 +222,12 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
     stream_->OnDownstreamGone();
   }
   if (error == http::ParseError::kVersionNotSupported) {
-    SendSessionError(505, parser_.error_detail());
+    SendSessionError(505, parser_.error_detail(), nullptr, logged);
   } else if (error == http::ParseError::kHeadersTooLarge) {
-    SendSessionError(431, "request header section too large");
+    SendSessionError(431, "request header section too large", nullptr, logged);
   } else {
-    SendSessionError(400, absl::StrCat("malformed request: ", parser_.error_detail()));
+    SendSessionError(400, absl::StrCat("malformed request: ", parser_.error_detail()), nullptr,
+                     logged);
   }
 }
 
@@ -249,7 +251,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   request.headers = &head.headers;
   if (const http::HeaderField* h = http::FindHeader(head.headers, "host")) request.authority = h->value;
   if (head.target == "*" && head.method != "OPTIONS") {
-    SendSessionError(400, "the asterisk-form target is for OPTIONS only");
+    SendSessionError(400, "the asterisk-form target is for OPTIONS only", &head);
     return;
   }
   if (!head.target.empty() && head.target[0] != '/' && head.method != "CONNECT" &&
@@ -257,12 +259,12 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
     // absolute-form (RFC 9112 3.2.2): the target's authority wins over Host.
     size_t scheme_end = head.target.find("://");
     if (scheme_end == std::string_view::npos) {
-      SendSessionError(400, "request target must be a path or an absolute URL");
+      SendSessionError(400, "request target must be a path or an absolute URL", &head);
       return;
     }
     std::string_view scheme = head.target.substr(0, scheme_end);
     if (!http::EqualsIgnoreCase(scheme, "http") && !http::EqualsIgnoreCase(scheme, "https")) {
-      SendSessionError(400, "request target: the scheme must be http or https");
+      SendSessionError(400, "request target: the scheme must be http or https", &head);
       return;
     }
     std::string_view rest = head.target.substr(scheme_end + 3);
@@ -272,7 +274,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
     // an error; routing and forwarding use this one authority.
     if (!http::IsValidAuthority(authority)) {
       SendSessionError(400, "request target: invalid authority (an empty host, userinfo, or "
-                            "characters a host cannot have)");
+                            "characters a host cannot have)", &head);
       return;
     }
     request.authority = authority;
@@ -448,7 +450,8 @@ void DownstreamConnection::OnWriteDrained() {
   connection_->ReleaseIdleBuffers();
 }
 
-void DownstreamConnection::SendSessionError(int status, std::string_view error) {
+void DownstreamConnection::SendSessionError(int status, std::string_view error,
+                                            const http::MessageHead* head, bool logged) {
   if (closed_) return;
   close_after_response_ = true;
   std::string request_id;
@@ -464,7 +467,45 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error) 
   out.append("\r\n");
   connection_->Write2(out, body);
   worker_.stats().downstream_responses_by_class[status / 100]->Inc();
+  if (!logged) RecordSessionError(status, request_id, head);
   FinishConnectionAfterResponse();
+}
+
+void DownstreamConnection::RecordSessionError(int status, std::string_view request_id,
+                                              const http::MessageHead* head) {
+  const std::shared_ptr<const config::ConfigSnapshot>& snapshot = worker_.snapshot();
+  if (snapshot == nullptr) return;
+  auto it = snapshot->listeners.find(listener_name_);
+  if (it == snapshot->listeners.end()) return;
+  const config::ListenerRuntime& listener = it->second;
+  if (listener.by_class[status / 100] != nullptr) listener.by_class[status / 100]->Inc();
+  const accesslog::AccessLog* log = listener.access_log.get();
+  if (log == nullptr || (log->sample_percent() < 100 &&
+                         worker_.picker().Random() % 100 >= log->sample_percent())) {
+    return;
+  }
+  accesslog::Entry e;
+  e.start = absl::Now();
+  e.request_id = request_id;
+  e.client_ip = peer_ip_;
+  e.protocol = client_http10_ ? "HTTP/1.0" : "HTTP/1.1";
+  if (head != nullptr) {
+    e.method = head->method;
+    e.path = head->target;
+    e.protocol = head->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    if (const http::HeaderField* h = http::FindHeader(head->headers, "host")) e.authority = h->value;
+    if (const http::HeaderField* h = http::FindHeader(head->headers, "user-agent")) {
+      e.user_agent = h->value;
+    }
+  }
+  e.status = status;
+  e.duration = absl::ZeroDuration();
+  if (const net::TlsInfo* tls = connection_->transport().tls_info()) {
+    e.tls_version = tls->version;
+    e.sni = tls->sni;
+  }
+  e.response_flag = status == 408 ? "request_timeout" : "bad_request";
+  log->Log(worker_.index(), e);
 }
 
 void DownstreamConnection::FinishConnectionAfterResponse() {

@@ -80,7 +80,13 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void HandleParseError(http::ParseError error);
   // A response the session makes without a stream (400, 408, 431): JSON
   // error body, Connection: close.
-  void SendSessionError(int status, std::string_view error);
+  // Answers `status` and closes. The answer is counted on the listener and
+  // written to its access log like any request's (with what `head` says
+  // of the request, when it was parsed), unless `logged`: the exchange it
+  // ends already wrote its entry.
+  void SendSessionError(int status, std::string_view error,
+                        const http::MessageHead* head = nullptr, bool logged = false);
+  void RecordSessionError(int status, std::string_view request_id, const http::MessageHead* head);
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   void CloseNow();

@@ -1566,16 +1566,18 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
       head.connection_names ? http::ConnectionTokens(head.headers) : http::ConnectionTokens();
   response_fields_.clear();
   response_fields_.reserve(head.headers.size() + 1);
-  bool has_request_id = false;
   for (const http::HeaderField& h : head.headers) {
-    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length")) {
+    // The client gets this exchange's id, the one it sent or was given and
+    // the one the access log has, never the upstream's (Envoy's
+    // always_set_request_id_in_response).
+    if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
+        http::EqualsIgnoreCase(h.name, "x-request-id")) {
       continue;
     }
-    if (http::EqualsIgnoreCase(h.name, "x-request-id")) has_request_id = true;
     response_fields_.push_back(h);
   }
   const size_t from_head = response_fields_.size();
-  if (!has_request_id) response_fields_.push_back({"x-request-id", request_id_});
+  response_fields_.push_back({"x-request-id", request_id_});
   return from_head;
 }
 

@@ -249,6 +249,12 @@ void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uin
   }
   UpstreamConnection* c = connection.release();
   c->idle_ = true;
+  // The request may have paused reading (its client was behind) in the read
+  // that completed the response. Idle, the connection reads again: to see
+  // the upstream close it, and for the next request's response, which
+  // nothing else would turn reading back on for (it waited out the route
+  // timeout).
+  c->connection().SetReadEnabled(true);
   c->connection().input().ShrinkIfEmpty();
   list.PushFront(c);
 }

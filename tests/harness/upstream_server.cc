@@ -50,6 +50,7 @@
 //                with If-Modified-Since (and no If-None-Match) gets 304
 //   vary=V       "vary: V"
 //   cookie=1     "set-cookie: session=abc"
+//   rid=V        "x-request-id: V" (an upstream's own request id)
 //   date=1       "date:" now
 // `GET /__stats` answers "requests=N": complete requests received by this
 // process (including hang/reset ones), /__stats itself excluded.
@@ -123,6 +124,7 @@ struct ResponsePlan {
   bool json = false;
   bool echo = false;
   std::string cache_control;
+  std::string request_id;  // rid=
   std::string etag;
   bool last_modified = false;
   std::string vary;
@@ -216,6 +218,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.echo);
     } else if (key == "cc") {
       plan.cache_control = std::string(value);
+    } else if (key == "rid") {
+      plan.request_id = std::string(value);
     } else if (key == "etag") {
       plan.etag = absl::StrCat("\"", value, "\"");
     } else if (key == "lm") {
@@ -621,6 +625,7 @@ void Connection::Respond(const Http1Message& request,
   int status = plan.status;
   if (!plan.cache_control.empty()) extra.emplace_back("cache-control", plan.cache_control);
   if (!plan.vary.empty()) extra.emplace_back("vary", plan.vary);
+  if (!plan.request_id.empty()) extra.emplace_back("x-request-id", plan.request_id);
   if (plan.cookie) extra.emplace_back("set-cookie", "session=abc");
   if (plan.date) {
     char date[64];

@@ -109,12 +109,47 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
   EXPECT_TRUE(absl::StrContains(line, "\"protocol\":\"HTTP/1.1\"")) << line;
   EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
 
+  // The client gets this exchange's id, never the upstream's own.
+  HttpResponse theirs = HttpGet(address(), "/keyed/a?apikey=alice-key-123&rid=upstream-id",
+                                {{"x-request-id", "obs-mine"}});
+  ASSERT_EQ(theirs.status, 200) << theirs.body;
+  EXPECT_EQ(theirs.header("x-request-id"), "obs-mine");
+  EXPECT_EQ(theirs.headers.count("x-request-id"), 1u);
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-mine"), "\"status\":200,"));
+
   line = LogLine(log_, "obs-401");
   EXPECT_TRUE(absl::StrContains(line, "\"status\":401,")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"policy:key-auth\"")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
   line = LogLine(log_, "obs-404");
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"no_route\"")) << line;
+
+  // What the gateway refuses before any route is chosen is logged and
+  // counted too, under the request id the client got.
+  const std::string series =
+      "sluice_listener_requests_total{listener=\"public\",status_class=\"4xx\"}";
+  const int64_t before = proxy_->Stat(series);
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"GET /twice HTTP/1.1\r\nHost: a\r\nHost: b\r\nUser-Agent: obs-test/2\r\n\r\n",
+       "\"status\":400,"},
+      {"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", "\"method\":\"GET\""},
+      {"GET / HTTP/1.1\r\nHost: a\r\nBig: " + std::string(70000, 'x') + "\r\n\r\n",
+       "\"status\":431,"},
+      {"GET / HTTP/3.0\r\nHost: a\r\n\r\n", "\"status\":505,"},
+  };
+  for (const auto& [request, expected] : refused) {
+    std::string reply = SendRaw(address(), request);
+    size_t at = reply.find("x-request-id: ");
+    ASSERT_NE(at, std::string::npos) << reply;
+    std::string id = reply.substr(at + 14, reply.find("\r\n", at) - at - 14);
+    line = LogLine(log_, id);
+    ASSERT_FALSE(line.empty()) << request.substr(0, 40) << "\n" << Read(log_);
+    EXPECT_TRUE(absl::StrContains(line, expected)) << line;
+    EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
+  }
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-404"), "no_route"));
+  WaitFor([&] { return proxy_->Stat(series) == before + 3; }, absl::Seconds(5));
+  EXPECT_EQ(proxy_->Stat(series), before + 3);  // the 505 is a 5xx
 }
 
 TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {

@@ -1,0 +1,88 @@
+// The pool of idle upstream HTTP/1.1 connections, over a socketpair (no
+// listener): what a connection the pool holds still notices.
+#include "dataplane/upstream/connection_pool.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "dataplane/event/dispatcher.h"
+
+namespace sluice::upstream {
+namespace {
+
+// Runs the loop until `done` holds or 5 s pass, checking every millisecond.
+void RunUntil(event::Dispatcher& dispatcher, const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  std::unique_ptr<event::Timer> check;
+  check = std::make_unique<event::Timer>(dispatcher, [&] {
+    if (done() || absl::Now() >= deadline) {
+      dispatcher.Exit();
+    } else {
+      check->Enable(absl::Milliseconds(1));
+    }
+  });
+  check->Enable(absl::Milliseconds(1));
+  dispatcher.Run();
+}
+
+// A request's side: it stops reading the upstream on every body piece, as a
+// stream does while its client is behind (ProxyStream::OnUpstreamBody).
+class PausingEvents : public UpstreamEvents {
+ public:
+  explicit PausingEvents(UpstreamConnection* connection) : connection_(connection) {}
+  void OnUpstreamConnected() override {}
+  void OnUpstreamHead(const http::MessageHead&) override {}
+  void OnUpstreamBody(std::string_view) override {
+    connection_->connection().SetReadEnabled(false);
+  }
+  void OnUpstreamComplete() override { complete = true; }
+  void OnUpstreamFailed(bool, bool, const std::string& why) override { failed = why; }
+  void OnUpstreamWriteDrained() override {}
+
+  bool complete = false;
+  std::string failed;
+
+ private:
+  UpstreamConnection* connection_;
+};
+
+// A response whose last bytes arrived in the read that made the stream
+// pause: the connection goes back to the pool with its reading off. Idle,
+// it must still read: to notice the upstream closing it, and to get the
+// next request's response.
+TEST(ConnectionPoolTest, AConnectionReleasedWhilePausedReadsAgainOnceIdle) {
+  event::Dispatcher dispatcher;
+  ConnectionPool pool(dispatcher);
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  auto connection = std::make_unique<UpstreamConnection>(
+      dispatcher, pool, fds[0], nullptr, "127.0.0.1:1", absl::Seconds(5),
+      std::make_shared<ClusterState>(), std::make_shared<EndpointState>());
+  PausingEvents events(connection.get());
+  connection->Attach(&events, /*head_request=*/false);
+  const std::string response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+  ASSERT_EQ(write(fds[1], response.data(), response.size()),
+            static_cast<ssize_t>(response.size()));
+  RunUntil(dispatcher, [&] { return events.complete || !events.failed.empty(); });
+  ASSERT_TRUE(events.complete) << events.failed;
+  ASSERT_TRUE(connection->reusable());
+  EXPECT_FALSE(connection->connection().read_enabled());  // the pause, as in the proxy
+
+  UpstreamConnection* idle = connection.get();
+  pool.Release(std::move(connection), /*max_idle=*/8);
+  ASSERT_EQ(pool.idle_count(), 1u);
+  EXPECT_TRUE(idle->connection().read_enabled());
+  close(fds[1]);  // the upstream closes the idle connection: it leaves the pool
+  RunUntil(dispatcher, [&] { return pool.idle_count() == 0; });
+  EXPECT_EQ(pool.idle_count(), 0u);
+  dispatcher.RunDeferredDeletes();
+}
+
+}  // namespace
+}  // namespace sluice::upstream
