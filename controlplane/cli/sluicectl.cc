@@ -148,6 +148,13 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// A command or flag used wrongly (missing or extra arguments, a value that
+// does not parse): exit status 2, as for an unknown flag.
+int UsageFail(const std::string& message) {
+  std::cerr << "error: " << message << "\n";
+  return 2;
+}
+
 // A message as one line of JSON with the proto's field names.
 void PrintJson(const google::protobuf::Message& message) {
   std::string json;
@@ -311,6 +318,30 @@ std::string ChangeSummary(const admin::v1::Diff& diff) {
                       diff.removed_size());
 }
 
+// Text another client chose (an author, a message, a node id, a NACK
+// reason) as part of one line of output: control bytes are shown escaped
+// (\n, \r, \t, \xNN), so such text cannot make a row of its own or drive
+// the terminal. JSON output escapes them itself.
+std::string Printable(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (u < 0x20 || u == 0x7f) {
+      out += absl::StrFormat("\\x%02x", u);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
   std::cout << absl::StrFormat("%-8s %-21s %-24s %-12s %s\n", "VERSION", "TIME", "AUTHOR",
                                "CHANGE", "MESSAGE");
@@ -318,8 +349,8 @@ void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
     const bool known = e.has_time();
     std::cout << absl::StrFormat(
         "%-8d %-21s %-24s %-12s %s\n", e.version(), known ? FormatTime(e.time()) : "-",
-        e.author().empty() ? "-" : e.author(), known ? ChangeSummary(e.diff()) : "?",
-        known ? e.message() : "(made before history was kept)");
+        e.author().empty() ? "-" : Printable(e.author()), known ? ChangeSummary(e.diff()) : "?",
+        known ? Printable(e.message()) : "(made before history was kept)");
   }
 }
 
@@ -390,8 +421,9 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
   std::cout << "  versions:   candidate " << r.candidate_version() << " on the canaries, stable "
             << r.stable_version() << " on the rest\n";
   std::cout << "  started:    " << FormatTime(r.started()) << " by "
-            << (r.author().empty() ? "unknown" : r.author())
-            << (r.message().empty() ? "" : absl::StrCat(": \"", r.message(), "\"")) << "\n";
+            << (r.author().empty() ? "unknown" : Printable(r.author()))
+            << (r.message().empty() ? "" : absl::StrCat(": \"", Printable(r.message()), "\""))
+            << "\n";
   const auto& t = r.thresholds();
   std::cout << absl::StrFormat(
       "  thresholds: verify %s, 5xx rate at most %.2f points over the rest, p99 at most "
@@ -434,7 +466,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   auto canary = flags.values.find("canary");
   auto verify_flag = flags.values.find("verify");
   if (canary == flags.values.end() || verify_flag == flags.values.end()) {
-    return Fail("a canary rollout needs both --canary GROUP|N% and --verify DURATION");
+    return UsageFail("a canary rollout needs both --canary GROUP|N% and --verify DURATION");
   }
   admin::v1::StartRolloutRequest request;
   for (const auto& r : resources) *request.add_resources() = r;
@@ -446,25 +478,25 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
     uint32_t percent = 0;
     if (!absl::SimpleAtoi(selection.substr(0, selection.size() - 1), &percent) ||
         percent < 1 || percent > 99) {
-      return Fail(absl::StrCat("--canary ", selection, ": expected a node group or 1%..99%"));
+      return UsageFail(absl::StrCat("--canary ", selection, ": expected a node group or 1%..99%"));
     }
     request.set_canary_percent(percent);
   } else if (selection.empty()) {
-    return Fail("--canary needs a node group or a share such as 20%");
+    return UsageFail("--canary needs a node group or a share such as 20%");
   } else {
     request.set_canary_group(selection);
   }
   absl::Duration verify;
   if (!absl::ParseDuration(verify_flag->second, &verify) || verify < absl::Seconds(1) ||
       verify > absl::Hours(1)) {
-    return Fail(absl::StrCat("--verify ", verify_flag->second, ": expected a duration of 1s..1h"));
+    return UsageFail(absl::StrCat("--verify ", verify_flag->second, ": expected a duration of 1s..1h"));
   }
   request.set_verify_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(verify)));
   admin::v1::RolloutThresholds* t = request.mutable_thresholds();
   if (auto it = flags.values.find("max-5xx-rate"); it != flags.values.end()) {
     double rate = 0;
     if (!absl::SimpleAtod(it->second, &rate) || rate < 0 || rate > 1) {
-      return Fail(absl::StrCat("--max-5xx-rate ", it->second,
+      return UsageFail(absl::StrCat("--max-5xx-rate ", it->second,
                                ": expected 0..1 (0.01 is one percentage point)"));
     }
     t->set_max_5xx_rate_increase(rate);
@@ -472,27 +504,27 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (auto it = flags.values.find("max-p99-ratio"); it != flags.values.end()) {
     double ratio = 0;
     if (!absl::SimpleAtod(it->second, &ratio) || ratio < 1) {
-      return Fail(absl::StrCat("--max-p99-ratio ", it->second, ": expected 1 or more"));
+      return UsageFail(absl::StrCat("--max-p99-ratio ", it->second, ": expected 1 or more"));
     }
     t->set_max_p99_ratio(ratio);
   }
   if (auto it = flags.values.find("p99-slack"); it != flags.values.end()) {
     absl::Duration slack;
     if (!absl::ParseDuration(it->second, &slack) || slack < absl::ZeroDuration()) {
-      return Fail(absl::StrCat("--p99-slack ", it->second, ": expected a duration like 10ms"));
+      return UsageFail(absl::StrCat("--p99-slack ", it->second, ": expected a duration like 10ms"));
     }
     t->set_p99_slack_ms(absl::ToDoubleMilliseconds(slack));
   }
   if (auto it = flags.values.find("min-requests"); it != flags.values.end()) {
     uint64_t min = 0;
     if (!absl::SimpleAtoi(it->second, &min)) {
-      return Fail(absl::StrCat("--min-requests ", it->second, ": expected a number"));
+      return UsageFail(absl::StrCat("--min-requests ", it->second, ": expected a number"));
     }
     t->set_min_requests(min);
   }
   if (auto it = flags.values.find("on-no-traffic"); it != flags.values.end()) {
     if (it->second != "abort" && it->second != "promote") {
-      return Fail(absl::StrCat("--on-no-traffic ", it->second, ": expected abort or promote"));
+      return UsageFail(absl::StrCat("--on-no-traffic ", it->second, ": expected abort or promote"));
     }
     t->set_promote_without_traffic(it->second == "promote");
   }
@@ -523,7 +555,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
 int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
                    const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "rollout", VERB
-  if (args.size() != 2) return Fail("rollout needs status, promote or abort");
+  if (args.size() != 2) return UsageFail("rollout needs status, promote or abort");
   if (args[1] == "status") {
     admin::v1::GetRolloutResponse response;
     grpc::Status status =
@@ -538,12 +570,12 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
       PrintJson(response);
       return 0;
     }
-    if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+    if (format != "table") return UsageFail(absl::StrCat("-o ", format, ": expected table or json"));
     PrintRollout(response.rollout(), response.running());
     return 0;
   }
   if (args[1] != "promote" && args[1] != "abort") {
-    return Fail(absl::StrCat("rollout ", args[1], ": expected status, promote or abort"));
+    return UsageFail(absl::StrCat("rollout ", args[1], ": expected status, promote or abort"));
   }
   std::string message;
   if (auto it = flags.values.find("m"); it != flags.values.end()) message = it->second;
@@ -575,15 +607,15 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
 int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
           const ParsedFlags& flags) {
   auto file = flags.values.find("f");
-  if (file == flags.values.end()) return Fail("apply needs -f FILE|DIR");
+  if (file == flags.values.end()) return UsageFail("apply needs -f FILE|DIR");
   auto loaded = LoadPath(file->second);
   if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
   ChangeFlags change;
   std::string error;
-  if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
+  if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
   if (flags.values.count("canary") || flags.values.count("verify")) {
     if (flags.switches.count("dry-run")) {
-      return Fail("--canary and --dry-run do not go together: dry-run the change without "
+      return UsageFail("--canary and --dry-run do not go together: dry-run the change without "
                   "--canary first");
     }
     std::vector<api::Resource> resources;
@@ -615,16 +647,16 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
   std::string format = "table";
   if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
   if (format != "table" && format != "yaml" && format != "json") {
-    return Fail(absl::StrCat("-o ", format, ": expected table, yaml or json"));
+    return UsageFail(absl::StrCat("-o ", format, ": expected table, yaml or json"));
   }
   const auto& args = flags.positional;  // "get", [KIND, [NAME]]
-  if (args.size() > 3) return Fail("get takes at most KIND and NAME");
+  if (args.size() > 3) return UsageFail("get takes at most KIND and NAME");
   std::vector<api::Resource> resources;
   uint64_t version = 0;
   config::v1::ResourceKind kind = config::v1::RESOURCE_KIND_UNSPECIFIED;
   if (args.size() >= 2) {
     auto parsed = api::ParseKind(args[1]);
-    if (!parsed.ok()) return Fail(std::string(parsed.status().message()));
+    if (!parsed.ok()) return UsageFail(std::string(parsed.status().message()));
     kind = *parsed;
   }
   if (args.size() == 3) {
@@ -672,12 +704,12 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
 int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
            const ParsedFlags& flags) {
   const auto& args = flags.positional;
-  if (args.size() != 3) return Fail("delete needs KIND and NAME");
+  if (args.size() != 3) return UsageFail("delete needs KIND and NAME");
   auto kind = api::ParseKind(args[1]);
-  if (!kind.ok()) return Fail(std::string(kind.status().message()));
+  if (!kind.ok()) return UsageFail(std::string(kind.status().message()));
   ChangeFlags change;
   std::string error;
-  if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
+  if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
   admin::v1::DeleteRequest request;
   request.set_kind(*kind);
   request.set_name(args[2]);
@@ -698,17 +730,17 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
 
 int History(admin::v1::AdminService::Stub& stub, const std::string& server,
             const ParsedFlags& flags) {
-  if (flags.positional.size() != 1) return Fail("history takes no arguments");
+  if (flags.positional.size() != 1) return UsageFail("history takes no arguments");
   std::string format = "table";
   if (auto it = flags.values.find("o"); it != flags.values.end()) format = it->second;
   if (format != "table" && format != "json") {
-    return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+    return UsageFail(absl::StrCat("-o ", format, ": expected table or json"));
   }
   admin::v1::HistoryRequest request;
   if (auto it = flags.values.find("limit"); it != flags.values.end()) {
     uint32_t limit = 0;
     if (!absl::SimpleAtoi(it->second, &limit) || limit == 0) {
-      return Fail(absl::StrCat("--limit ", it->second, ": expected a number (1 or more)"));
+      return UsageFail(absl::StrCat("--limit ", it->second, ": expected a number (1 or more)"));
     }
     request.set_limit(limit);
   }
@@ -775,11 +807,11 @@ absl::StatusOr<admin::v1::GetVersionResponse> FetchVersion(
 int Diff(admin::v1::AdminService::Stub& stub, const std::string& server,
          const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "diff", V1, [V2]
-  if (args.size() < 2 || args.size() > 3) return Fail("diff needs V1 and optionally V2");
+  if (args.size() < 2 || args.size() > 3) return UsageFail("diff needs V1 and optionally V2");
   uint64_t versions[2] = {0, 0};  // V2 0: the current one
   for (size_t i = 1; i < args.size(); ++i) {
     if (!absl::SimpleAtoi(args[i], &versions[i - 1]) || versions[i - 1] == 0) {
-      return Fail(absl::StrCat("diff: '", args[i], "' is not a version number"));
+      return UsageFail(absl::StrCat("diff: '", args[i], "' is not a version number"));
     }
   }
   api::ResourceMap content[2];
@@ -813,11 +845,11 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   const auto& args = flags.positional;  // "rollback", V
   uint64_t version = 0;
   if (args.size() != 2 || !absl::SimpleAtoi(args[1], &version) || version == 0) {
-    return Fail("rollback needs the version to go back to (see sluicectl history)");
+    return UsageFail("rollback needs the version to go back to (see sluicectl history)");
   }
   ChangeFlags change;
   std::string error;
-  if (!ParseChangeFlags(flags, &change, &error)) return Fail(error);
+  if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
   admin::v1::RollbackRequest request;
   request.set_version(version);
   request.set_dry_run(flags.switches.count("dry-run") > 0);
@@ -859,7 +891,8 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     for (const auto& p : response.proxies()) {
       const auto& r = p.last_report();
       if (!p.has_last_report_time() || r.interval_ms() == 0) {
-        std::cout << absl::StrFormat("%-20s %-8d %9s %6s %6s %9s %9s %7s %7s\n", p.node().id(),
+        std::cout << absl::StrFormat("%-20s %-8d %9s %6s %6s %9s %9s %7s %7s\n",
+                                     Printable(p.node().id()),
                                      p.version_applied(), "-", "-", "-", "-", "-", "-", "none");
         continue;
       }
@@ -872,7 +905,8 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
       int64_t age = (google::protobuf::util::TimeUtil::GetCurrentTime() - p.last_report_time())
                         .seconds();
       std::cout << absl::StrFormat("%-20s %-8d %9.1f %6s %6s %9.2f %9.2f %7d %6ds\n",
-                                   p.node().id(), p.version_applied(), requests / seconds,
+                                   Printable(p.node().id()), p.version_applied(),
+                                   requests / seconds,
                                    percent(r.responses_4xx()), percent(r.responses_5xx()),
                                    r.p50_ms(), r.p99_ms(), r.active_connections(), age);
     }
@@ -881,7 +915,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     return 0;
   }
   if (format != "table") {
-    return Fail(absl::StrCat("-o ", format, ": expected table, wide or json"));
+    return UsageFail(absl::StrCat("-o ", format, ": expected table, wide or json"));
   }
   std::cout << absl::StrFormat("%-20s %-10s %-8s %-8s %-21s %s\n", "NODE", "GROUP",
                                "VERSION", "PENDING", "CONNECTED", "LAST NACK");
@@ -889,10 +923,10 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::string nack = p.last_nack_error().empty()
                            ? "-"
                            : absl::StrCat("v", p.last_nack_version(), ": ",
-                                          p.last_nack_error());
+                                          Printable(p.last_nack_error()));
     std::cout << absl::StrFormat(
-        "%-20s %-10s %-8d %-8s %-21s %s\n", p.node().id(),
-        p.node().group().empty() ? "-" : p.node().group(), p.version_applied(),
+        "%-20s %-10s %-8d %-8s %-21s %s\n", Printable(p.node().id()),
+        p.node().group().empty() ? "-" : Printable(p.node().group()), p.version_applied(),
         p.version_pending() ? absl::StrCat(p.version_pending()) : "-",
         FormatTime(p.connected_since()), nack);
   }
@@ -908,7 +942,7 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
   absl::Duration interval = absl::Seconds(2);
   if (auto it = flags.values.find("interval"); it != flags.values.end()) {
     if (!absl::ParseDuration(it->second, &interval) || interval < absl::Milliseconds(100)) {
-      return Fail(absl::StrCat("--interval ", it->second, ": expected a duration of 100ms or more"));
+      return UsageFail(absl::StrCat("--interval ", it->second, ": expected a duration of 100ms or more"));
     }
   }
   const bool once = flags.switches.count("once") > 0;
@@ -997,13 +1031,13 @@ bool ReadPasswordLine(std::string* password) {
 // only hashes in their files. Needs no server.
 int HashPasswordCommand(const ParsedFlags& flags) {
   if (flags.positional.size() != 1) {
-    return Fail("hash-password takes no arguments (it reads the password from stdin)");
+    return UsageFail("hash-password takes no arguments (it reads the password from stdin)");
   }
   uint32_t iterations = api::kDefaultPasswordIterations;
   if (auto it = flags.values.find("iterations"); it != flags.values.end()) {
     if (!absl::SimpleAtoi(it->second, &iterations) ||
         iterations < api::kMinPasswordIterations || iterations > api::kMaxPasswordIterations) {
-      return Fail(absl::StrCat("--iterations ", it->second, ": expected a number ",
+      return UsageFail(absl::StrCat("--iterations ", it->second, ": expected a number ",
                                api::kMinPasswordIterations, "..",
                                api::kMaxPasswordIterations));
     }
@@ -1025,10 +1059,10 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   const auto& args = flags.positional;  // "token", VERB, ...
   const std::string verb = args.size() >= 2 ? args[1] : "";
   if (verb == "create") {
-    if (args.size() != 3) return Fail("token create needs NAME (and --role)");
+    if (args.size() != 3) return UsageFail("token create needs NAME (and --role)");
     auto role = flags.values.find("role");
     if (role == flags.values.end()) {
-      return Fail("token create needs --role viewer, operator or admin");
+      return UsageFail("token create needs --role viewer, operator or admin");
     }
     admin::v1::CreateTokenRequest request;
     request.set_name(args[2]);
@@ -1042,7 +1076,7 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     return 0;
   }
   if (verb == "list") {
-    if (args.size() != 2) return Fail("token list takes no arguments");
+    if (args.size() != 2) return UsageFail("token list takes no arguments");
     admin::v1::ListTokensResponse response;
     grpc::Status status =
         stub.ListTokens(Context().get(), admin::v1::ListTokensRequest(), &response);
@@ -1053,17 +1087,17 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
       PrintJson(response);
       return 0;
     }
-    if (format != "table") return Fail(absl::StrCat("-o ", format, ": expected table or json"));
+    if (format != "table") return UsageFail(absl::StrCat("-o ", format, ": expected table or json"));
     std::cout << absl::StrFormat("%-24s %-9s %-21s %s\n", "NAME", "ROLE", "CREATED",
                                  "CREATED BY");
     for (const auto& t : response.tokens()) {
       std::cout << absl::StrFormat("%-24s %-9s %-21s %s\n", t.name(), t.role(),
-                                   FormatTime(t.created()), t.created_by());
+                                   FormatTime(t.created()), Printable(t.created_by()));
     }
     return 0;
   }
   if (verb == "revoke") {
-    if (args.size() != 3) return Fail("token revoke needs NAME");
+    if (args.size() != 3) return UsageFail("token revoke needs NAME");
     admin::v1::RevokeTokenRequest request;
     request.set_name(args[2]);
     admin::v1::RevokeTokenResponse response;
@@ -1072,7 +1106,7 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::cout << "revoked token '" << args[2] << "'\n";
     return 0;
   }
-  return Fail("token needs create NAME --role ROLE, list, or revoke NAME");
+  return UsageFail("token needs create NAME --role ROLE, list, or revoke NAME");
 }
 
 // cache purge [--route R] [--host H] [--path P | --prefix P] [--group G]
@@ -1082,7 +1116,7 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
                  const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "cache", VERB
   if (args.size() != 2 || args[1] != "purge") {
-    return Fail(
+    return UsageFail(
         "cache needs purge [--route R] [--host H] [--path P | --prefix P] "
         "[--group G]");
   }
@@ -1100,7 +1134,7 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (auto it = flags.values.find("timeout"); it != flags.values.end()) {
     if (!absl::ParseDuration(it->second, &timeout) ||
         timeout < absl::Milliseconds(1) || timeout > absl::Seconds(60)) {
-      return Fail(absl::StrCat("--timeout ", it->second,
+      return UsageFail(absl::StrCat("--timeout ", it->second,
                                ": expected a duration of 1ms..60s"));
     }
   }
@@ -1121,8 +1155,8 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
             << response.proxies_confirmed() << " of "
             << response.proxies_targeted() << " proxies\n";
   for (const auto& failure : response.failures()) {
-    std::cout << "  not confirmed: " << failure.node_id() << ": "
-              << failure.reason() << "\n";
+    std::cout << "  not confirmed: " << Printable(failure.node_id()) << ": "
+              << Printable(failure.reason()) << "\n";
   }
   if (response.proxies_confirmed() != response.proxies_targeted()) {
     return Fail(absl::StrCat(

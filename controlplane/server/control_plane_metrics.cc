@@ -58,7 +58,8 @@ ChangeOutcome OutcomeOf(const absl::Status& status, bool dry_run, bool changed) 
       return ChangeOutcome::kInvalid;
     case absl::StatusCode::kNotFound:
       return ChangeOutcome::kNotFound;
-    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kFailedPrecondition:  // refused by what is stored
+    case absl::StatusCode::kAborted:             // --if-version: the config moved on
       return ChangeOutcome::kConflict;
     case absl::StatusCode::kResourceExhausted:
       return ChangeOutcome::kTooLarge;

@@ -95,6 +95,7 @@ TEST(ControlPlaneMetricsTest, OutcomeFollowsTheStatusCode) {
   EXPECT_EQ(OutcomeOf(absl::InvalidArgumentError(""), false, false), ChangeOutcome::kInvalid);
   EXPECT_EQ(OutcomeOf(absl::NotFoundError(""), false, false), ChangeOutcome::kNotFound);
   EXPECT_EQ(OutcomeOf(absl::FailedPreconditionError(""), false, false), ChangeOutcome::kConflict);
+  EXPECT_EQ(OutcomeOf(absl::AbortedError(""), false, false), ChangeOutcome::kConflict);  // --if-version
   EXPECT_EQ(OutcomeOf(absl::ResourceExhaustedError(""), false, false), ChangeOutcome::kTooLarge);
   EXPECT_EQ(OutcomeOf(absl::UnavailableError(""), false, false), ChangeOutcome::kUnavailable);
   EXPECT_EQ(OutcomeOf(absl::InternalError(""), false, false), ChangeOutcome::kError);
