@@ -68,7 +68,7 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
   EXPECT_EQ(Body(), "one");
 
-  r = Apply(Config("two"), {"-m", "say two"});
+  r = Apply(Config("two"), {"-m", "say two\n99  2030-01-01  admin  +0 ~0 -0  forged\x1b[2J"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "applied: version 2")) << r.out;
   ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
@@ -85,14 +85,19 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   std::string v2_line = r.out.substr(v2_row + 1, r.out.find('\n', v2_row + 1) - v2_row - 1);
   EXPECT_TRUE(absl::StrContains(v2_line, Author())) << v2_line;
   EXPECT_TRUE(absl::StrContains(v2_line, "+0 ~1 -0")) << v2_line;
-  EXPECT_TRUE(absl::StrContains(v2_line, "say two")) << v2_line;
+  // The message's line end and escape byte are shown, not obeyed: no
+  // forged row, nothing for the terminal.
+  EXPECT_TRUE(absl::StrContains(v2_line, "say two\\n99  2030-01-01  admin  +0 ~0 -0  forged\\x1b[2J"))
+      << v2_line;
+  EXPECT_FALSE(absl::StrContains(r.out, "\n99 ")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "\x1b")) << r.out;
   std::string v1_line = r.out.substr(v1_row + 1, r.out.find('\n', v1_row + 1) - v1_row - 1);
   EXPECT_TRUE(absl::StrContains(v1_line, "+2 ~0 -0")) << v1_line;
   EXPECT_TRUE(absl::StrContains(v1_line, "first version")) << v1_line;
   EXPECT_TRUE(absl::StrContains(v1_line, Author())) << v1_line;
   r = cp_.Ctl({"history", "--limit", "1", "-o", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(absl::StrContains(r.out, "\"message\":\"say two\"")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\"message\":\"say two\\n99")) << r.out;
   EXPECT_FALSE(absl::StrContains(r.out, "first version")) << r.out;
 
   // diff: the resource and the line that changed.
@@ -139,6 +144,13 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy.WaitForVersion(4)) << proxy.process().Log();
   EXPECT_EQ(Body(), "three");
+
+  // Wrong use is a usage error: exit 2.
+  r = cp_.Ctl({"rollback"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  r = cp_.Ctl({"rollback", "abc"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rollback needs the version")) << r.err;
 
   // Versions no longer kept cannot come back.
   r = cp_.Ctl({"rollback", "9"});
