@@ -114,7 +114,8 @@ class FilterCallbacks {
                               const HeaderMap& headers) = 0;
   // Answers the request with a response the filter makes whole (e.g. a
   // CORS preflight's 204): `status`, `headers` (a content-type among them
-  // is used; default text/plain) and `body`. 204 and 304 carry no body.
+  // is used; without one the response has none) and `body`. 204 and 304
+  // carry no body.
   // The hook then returns kStopLocalReply. gRPC requests get it as is.
   virtual void SendResponse(int status, const HeaderMap& headers, std::string_view body) = 0;
   // After kStopIteration: runs the rest of the chain and the route.

@@ -1035,7 +1035,10 @@ void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::
   }
   // The filter's map lives through the call, and the response is encoded
   // (copied out) before SendLocalResponse returns: views suffice.
-  std::string_view content_type = "text/plain";
+  // No content-type unless the filter gave one: a cache serves the stored
+  // fields as they were (RFC 9111 4), and none lets the client decide
+  // (RFC 9110 8.3).
+  std::string_view content_type;
   std::vector<http::HeaderField>& extra = reply_views_;
   extra.clear();
   extra.reserve(headers.size());
@@ -1868,10 +1871,8 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   const bool no_content = status == 204 || status == 304;  // no body, no length
   if (no_content) scratch_.clear();
   response_fields_.clear();
-  if (!no_content) {
-    response_fields_.push_back({"content-type", content_type.empty()
-                                                    ? std::string_view("text/plain")
-                                                    : content_type});
+  if (!no_content && !content_type.empty()) {
+    response_fields_.push_back({"content-type", content_type});
   }
   response_fields_.push_back({"x-request-id", request_id_});
   for (size_t i = 0; i < extra_count; ++i) response_fields_.push_back(extra[i]);

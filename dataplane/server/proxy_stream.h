@@ -247,6 +247,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   size_t CollectResponseFields(const http::MessageHead& head);
   // A response made by the gateway: JSON {"error", "request_id"} when
   // `error` is set, else `body`. `extra` fields are added to it.
+  // `content_type` empty: the response has no content-type field.
   void SendLocalResponse(int status, std::string_view error,
                          std::initializer_list<http::HeaderField> extra = {},
                          std::string_view body = {},

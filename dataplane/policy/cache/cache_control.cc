@@ -183,7 +183,9 @@ int64_t FreshnessLifetime(const CacheControl& cc,
       int64_t parsed = 0;
       if (ParseHttpDate(*d, &parsed)) date = parsed;
     }
-    return std::max<int64_t>(0, expires_at - date);
+    // Bounded as delta-seconds are (RFC 9111 1.2.2): a far Expires (year
+    // 3000) must not overflow the nanosecond arithmetic into "expired".
+    return std::clamp<int64_t>(expires_at - date, 0, kMaxDelta);
   }
   return default_ttl_seconds > 0 ? default_ttl_seconds : -1;
 }
@@ -208,6 +210,8 @@ int64_t CorrectedInitialAge(const http::HeaderMap& headers,
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (ec == std::errc() && p == v.data() + v.size() && n > 0) {
       age_value = std::min(n, kMaxDelta) * kNanosPerSecond;
+    } else if (ec == std::errc::result_out_of_range && p == v.data() + v.size()) {
+      age_value = kMaxDelta * kNanosPerSecond;  // RFC 9111 1.2.2: overflow is 2^31
     }
   }
   int64_t corrected_age =

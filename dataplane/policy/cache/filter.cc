@@ -154,6 +154,9 @@ class CacheFilter : public http::Filter {
     // A filler cut short (client gone, upstream reset): the waiters go
     // upstream.
     if (fill_token_ != 0) s_.store->EndFill(key_, fill_token_);
+    // A refresh that stored nothing (failed, 5xx, not storable) must not
+    // hold off the next one for kRefreshClaimNanos.
+    if (background_ && !key_.empty()) s_.store->EndRefresh(key_);
     if (!counted_)
       CountResponse(route_, background_ ? CacheStatus::kNone : status_);
   }
@@ -202,6 +205,12 @@ class CacheFilter : public http::Filter {
         }
       }
       status_ = entry != nullptr ? CacheStatus::kExpired : CacheStatus::kMiss;
+      if (request_cc_.only_if_cached && !background_) {
+        // RFC 9111 5.2.1.7: the client wants a stored response or none.
+        callbacks.SendLocalReply(504, "only-if-cached: no stored response may be used",
+                                 http::HeaderMap());
+        return http::FilterStatus::kStopLocalReply;
+      }
       key_ = key;
       Remember(headers, info);
       if (head_)

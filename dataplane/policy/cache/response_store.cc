@@ -270,6 +270,13 @@ bool ResponseStore::ClaimRefresh(std::string_view key, int64_t now,
   return true;
 }
 
+void ResponseStore::EndRefresh(std::string_view key) {
+  Shard& shard = ShardOf(key);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.slots.find(AV(key));
+  if (it != shard.slots.end()) it->second.refresh_until = 0;
+}
+
 void ResponseStore::RemoveVariant(Shard& shard, const std::string& key,
                                   Slot& slot, size_t index) {
   const Variant& v = slot.variants[index];

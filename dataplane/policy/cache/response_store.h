@@ -196,6 +196,10 @@ class ResponseStore {
   // Stale-while-revalidate: true (and the key is marked until `until`)
   // when no refresh of `key` is under way.
   bool ClaimRefresh(std::string_view key, int64_t now, int64_t until);
+  // The refresh of `key` is over, whatever its outcome (a failure, a 5xx, a
+  // response that may not be stored): the next stale use may claim another
+  // at once. A stored refresh has cleared the mark already.
+  void EndRefresh(std::string_view key);
 
   // Removes every variant of `key`.
   void Invalidate(std::string_view key);

@@ -87,6 +87,10 @@ class RateLimitFilter : public http::Filter {
 
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
+    // The gateway's own refresh of a cached response (stale-while-
+    // revalidate) is not the client's request: it takes nothing from the
+    // client's budget and is never refused.
+    if (callbacks.info().background) return http::FilterStatus::kContinue;
     std::string key = MakeKey(headers, callbacks.info());
     settings_.limiter->Take(key, settings_.clock(), &decision_);
     decided_ = true;

@@ -278,6 +278,11 @@ TEST(CacheControlTest, FreshnessLifetime) {
             5);
   EXPECT_EQ(lifetime({}), -1);
   EXPECT_EQ(lifetime({}, 30), 30);
+  // A far Expires is bounded like delta-seconds (2^31), not overflowed into
+  // "already expired".
+  EXPECT_EQ(lifetime({{"date", FormatHttpDate(now)},
+                      {"expires", "Fri, 31 Dec 9999 23:59:59 GMT"}}),
+            int64_t{1} << 31);
 
   // Age: apparent age from Date, or the upstream's Age plus the delay.
   int64_t t = 1000 * kSecond;
@@ -287,6 +292,10 @@ TEST(CacheControlTest, FreshnessLifetime) {
       CorrectedInitialAge(Map({{"date", FormatHttpDate(1000)}, {"age", "7"}}),
                           t - kSecond, t),
       8 * kSecond);
+  // An Age too large to parse is 2^31 (RFC 9111 1.2.2): stale, not new.
+  EXPECT_EQ(CorrectedInitialAge(Map({{"age", "99999999999999999999"}}), t, t),
+            (int64_t{1} << 31) * kSecond);
+  EXPECT_EQ(CorrectedInitialAge(Map({{"age", "-5"}}), t, t), 0);
 }
 
 // ---- storing and serving ----
@@ -708,6 +717,36 @@ TEST_F(CacheTest, StaleWhileRevalidate) {
   EXPECT_EQ(FromCache(*factory).status, "<upstream>");
 }
 
+// A refresh that stores nothing (here a 503) ends its claim: the next
+// stale use starts another at once, rather than 30 s later.
+TEST_F(CacheTest, AFailedRefreshLetsTheNextStaleUseRefreshAgain) {
+  auto factory = Compile();
+  Fill(*factory, 200,
+       Fresh(10, {{"Cache-Control", "stale-while-revalidate=60"}}), "old");
+  Advance(20);
+  {
+    Client first(*factory);
+    first.Start();
+    ASSERT_TRUE(first.answered());
+    first.Reply();
+    EXPECT_EQ(first.callbacks.background_refreshes_, 1);
+  }
+  {
+    Client refresh(*factory);
+    refresh.callbacks.info_.background = true;
+    refresh.Start();
+    ASSERT_TRUE(refresh.went_upstream());
+    refresh.Respond(503, {}, "down");
+  }
+  Client again(*factory);
+  again.Start();
+  ASSERT_TRUE(again.answered());
+  again.Reply();
+  EXPECT_EQ(again.cache_status(), "Stale");
+  EXPECT_EQ(again.response_body, "old");
+  EXPECT_EQ(again.callbacks.background_refreshes_, 1);
+}
+
 TEST_F(CacheTest, RequestCacheControlIgnoredUnlessHonoured) {
   auto ignoring = Compile();
   Fill(*ignoring, 200, Fresh(60));
@@ -733,6 +772,13 @@ TEST_F(CacheTest, RequestCacheControlIgnoredUnlessHonoured) {
   Advance(40);  // 70 s: stale, but the client accepts 20 s more
   EXPECT_EQ(FromCache(*honouring, {{"Cache-Control", "max-stale=20"}}).status,
             "Stale");
+  // only-if-cached: a usable stored response, or 504 without going upstream.
+  EXPECT_EQ(FromCache(*honouring, {{"Cache-Control", "only-if-cached, max-stale=20"}}).status,
+            "Stale");
+  Client only(*honouring, "/never-stored", {{"Cache-Control", "only-if-cached"}});
+  only.Start();
+  EXPECT_FALSE(only.went_upstream());
+  EXPECT_EQ(only.callbacks.status_, 504);
 }
 
 // ---- coalescing ----

@@ -86,8 +86,10 @@ struct Exchange {
 
   Exchange(const http::FilterFactory& factory, const auth::Consumer* consumer,
            std::string client_ip = "192.0.2.1", std::string route = "orders",
-           std::vector<std::pair<std::string, std::string>> headers = {}) {
+           std::vector<std::pair<std::string, std::string>> headers = {},
+           bool background = false) {
     callbacks.info_.consumer = consumer;
+    callbacks.info_.background = background;
     ip_ = std::move(client_ip);
     route_ = std::move(route);
     callbacks.info_.client_ip = ip_;
@@ -285,6 +287,18 @@ TEST(GcraLimiterTest, NeverRefusesWhatAStrictSlidingWindowAdmits) {
 }
 
 // ---- through the filter ----
+
+// The gateway's own background refresh (a cache's stale-while-revalidate)
+// is never refused and takes nothing from the client's budget.
+TEST_F(RateLimitTest, ABackgroundRefreshIsNotTheClientsRequest) {
+  auto factory = Compile(Config("background", {{3, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*factory, 2, &alice), 2);
+  for (int i = 0; i < 5; ++i) {
+    Exchange refresh(*factory, &alice, "192.0.2.1", "orders", {}, /*background=*/true);
+    EXPECT_TRUE(refresh.admitted()) << i;
+  }
+  EXPECT_EQ(Admitted(*factory, 2, &alice), 1);  // the third of three, then 429
+}
 
 TEST_F(RateLimitTest, TheNPlusFirstRequestGets429WithRetryAfterAndHeaders) {
   auto factory = Compile(Config("n-plus-one", {{5, v1::Limit::MINUTE}}));

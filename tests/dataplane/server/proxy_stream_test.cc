@@ -117,6 +117,35 @@ class RefresherFactory : public http::FilterFactory {
   std::vector<Seen>* seen_;
 };
 
+// Answers every request itself with SendResponse: `content_type` as its
+// content-type field, none when empty (a cache serving what it stored).
+class Answerer : public http::Filter {
+ public:
+  explicit Answerer(std::string content_type) : content_type_(std::move(content_type)) {}
+  http::FilterStatus OnRequestHeaders(http::HeaderMap&, http::FilterCallbacks& callbacks) override {
+    http::HeaderMap reply;
+    reply.Add("x-answer", "1");
+    if (!content_type_.empty()) reply.Add("content-type", content_type_);
+    callbacks.SendResponse(200, reply, "\x89PNG");
+    return http::FilterStatus::kStopLocalReply;
+  }
+
+ private:
+  std::string content_type_;
+};
+
+class AnswererFactory : public http::FilterFactory {
+ public:
+  explicit AnswererFactory(std::string content_type) : content_type_(std::move(content_type)) {}
+  std::unique_ptr<http::Filter> CreateFilter() const override {
+    return std::make_unique<Answerer>(content_type_);
+  }
+  std::string_view policy_name() const override { return "answerer"; }
+
+ private:
+  std::string content_type_;
+};
+
 // Pauses every request (kStopIteration) and leaves the resuming to the
 // test, through the handle it keeps.
 struct Pauses {
@@ -170,6 +199,10 @@ class ProxyStreamTest : public ::testing::Test {
         routes { name: "upload" match { prefix: "/upload" }
                  route { cluster: "nowhere" timeout { seconds: 3 }
                          idle_timeout { seconds: 5 } } }
+        routes { name: "untyped" match { prefix: "/untyped" }
+                 direct_response { status: 200 body: "never" } }
+        routes { name: "typed" match { prefix: "/typed" }
+                 direct_response { status: 200 body: "never" } }
       })pb", &table));
     auto compiled = router::RouteTable::Compile(table);
     ASSERT_TRUE(compiled.ok()) << compiled.status();
@@ -195,6 +228,8 @@ class ProxyStreamTest : public ::testing::Test {
     chains[2] = {std::make_shared<RefresherFactory>(&seen_)};
     chains[3] = {std::make_shared<PauserFactory>(&pauses_)};
     chains[4] = {std::make_shared<BodyRecorderFactory>(&seen_body_)};
+    chains[5] = {std::make_shared<AnswererFactory>("")};
+    chains[6] = {std::make_shared<AnswererFactory>("image/png")};
     api::ResourceMap consumers;
     config::v1::Resource alice;
     alice.mutable_consumer()->set_name("alice");
@@ -279,6 +314,26 @@ TEST_F(ProxyStreamTest, APausedRequestResumesAndItsBodyIsKept) {
   EXPECT_EQ(sink.status, 200);
   EXPECT_EQ(sink.body, "behind basic-auth");
   EXPECT_TRUE(sink.read_enabled);
+}
+
+// A policy's whole response goes out with the content-type it gave, and
+// with none when it gave none (a cache replaying a response that had none
+// must not relabel it text/plain).
+TEST_F(ProxyStreamTest, APolicysResponseHasTheContentTypeItGaveOrNone) {
+  for (const auto& [target, expected] :
+       std::vector<std::pair<std::string_view, std::string>>{{"/untyped", "<none>"},
+                                                             {"/typed", "image/png"}}) {
+    FakeSink sink;
+    ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+    std::vector<http::HeaderField> fields;
+    stream.Start(Head("GET", target, &fields));
+    ASSERT_TRUE(RunUntil([&] { return sink.done; }));
+    EXPECT_EQ(sink.status, 200);
+    EXPECT_EQ(sink.body, "\x89PNG");
+    EXPECT_EQ(sink.headers["x-answer"], "1");
+    auto type = sink.headers.find("content-type");
+    EXPECT_EQ(type == sink.headers.end() ? "<none>" : type->second, expected) << target;
+  }
 }
 
 TEST_F(ProxyStreamTest, AWrongPasswordIsAnsweredAfterTheCheck) {
