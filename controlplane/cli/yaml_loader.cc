@@ -115,7 +115,13 @@ class SpecConverter {
     std::string type = absl::StrCat("\"@type\":",
                                     Quote(absl::StrCat("type.googleapis.com/",
                                                        validator->config_type()->full_name())));
-    std::string body = config.IsMap() ? ToJsonValue(config) : "{}";
+    // Converted against the policy's own message, as the rest of the spec
+    // is: durations as operators write them (250ms, 1m, 1h), and a wrong
+    // field or value named with its path and line.
+    std::string body = "{}";
+    if (config.IsMap() && !ConvertMessage(config, validator->config_type(), path, &body)) {
+      return false;
+    }
     *json = body == "{}" ? absl::StrCat("{", type, "}")
                          : absl::StrCat("{", type, ",", body.substr(1));
     return true;

@@ -75,6 +75,33 @@ TEST(YamlLoaderTest, TypeErrors) {
             std::string::npos);
 }
 
+// A policy's settings are read against its own message: durations as
+// operators write them, and mistakes named with their path and line.
+TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
+  auto route = [](const std::string& settings) {
+    return absl::StrCat(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n        - match: {prefix: /}\n          route: {cluster: web}\n"
+        "          policies:\n            - name: cache\n              typed_config:\n",
+        settings);
+  };
+  auto loaded = LoadYaml(route("                stale_if_error: 1h\n"
+                               "                lock_timeout: 250ms\n"
+                               "                default_ttl: 1m30s\n"),
+                         "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(Error(route("                lock_timeout: soon\n")),
+            "f.yaml, document 1, line 12: spec.virtual_hosts[0].routes[0].policies[0]."
+            "typed_config.lock_timeout: 'soon' is not a duration (examples: 5s, 250ms, 1m)");
+  EXPECT_NE(Error(route("                bogus: 1\n"))
+                .find("line 12: spec.virtual_hosts[0].routes[0].policies[0].typed_config.bogus: "
+                      "unknown field 'bogus' in CacheConfig"),
+            std::string::npos);
+  EXPECT_NE(Error(route("                max_object_bytes: -1\n"))
+                .find("typed_config.max_object_bytes: expected a non-negative integer, got '-1'"),
+            std::string::npos);
+}
+
 TEST(YamlLoaderTest, ValidationErrorsCarryTheLineOfTheField) {
   std::string e = Error(
       "kind: Cluster\nname: a\nspec:\n  endpoints:\n    - address: 127.0.0.1\n      port: 0\n");
