@@ -187,7 +187,7 @@ void ProxyStream::Reset() {
   normalized_target_.clear();
   h2_storage_.clear();
   h2_fields_.clear();
-  te_trailers_ = false;
+  te_trailers_ = trust_forwarded_ = false;
   resends_ = 0;
   body_gone_ = false;
   body_limit_ = request_body_bytes_ = 0;
@@ -285,6 +285,7 @@ void ProxyStream::Start(const RequestHead& request) {
   }
   const config::ListenerRuntime& listener = listener_it->second;
   listener_stats_ = listener.by_class;
+  trust_forwarded_ = listener.trusted_proxy_hops > 0;
   if (listener.trusted_proxy_hops > 0) {
     std::string_view client =
         ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops, peer_ip_);
@@ -697,6 +698,14 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   bool has_host = false;
   for (const http::HeaderField& h : headers) {
     if (IsConsumerField(h.name)) continue;  // only authentication policies set them
+    // Where the client claims it reached: upstreams build URLs (redirects,
+    // links) from it, and a cache does not key on it, so one client's
+    // value could be served to all. Only trusted proxies may say.
+    if (!trust_forwarded_ && h.name.size() == 16 &&
+        (http::EqualsIgnoreCase(h.name, "x-forwarded-host") ||
+         http::EqualsIgnoreCase(h.name, "x-forwarded-port"))) {
+      continue;
+    }
     if (http::EqualsIgnoreCase(h.name, "traceparent")) continue;  // this hop's goes instead
     if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
         http::EqualsIgnoreCase(h.name, "expect") ||

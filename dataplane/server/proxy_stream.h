@@ -320,6 +320,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::vector<http::HeaderField> h2_fields_;
   http::Http2Request h2_request_;
   bool te_trailers_ = false;  // the client accepts trailers (te: trailers)
+  // The listener trusts proxies in front (http.trusted_proxy_hops > 0): the
+  // client's X-Forwarded-Host and X-Forwarded-Port go upstream.
+  bool trust_forwarded_ = false;
   // Tries sent again because the upstream did not process them (HTTP/2
   // REFUSED_STREAM or above a GOAWAY's last stream; a pooled HTTP/1
   // connection found closed): at most kMaxResends, not counted as retries.

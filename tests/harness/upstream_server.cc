@@ -12,7 +12,7 @@
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
 // connection, te, transfer-encoding, content-length, x-consumer-name,
 // x-consumer-groups, x-anonymous-consumer, authorization, apikey,
-// traceparent, tracestate; and every field whose
+// traceparent, tracestate, x-forwarded-host, x-forwarded-port; and every field whose
 // name starts with "x-test-", one echo per field, in arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
 // the request declared a body (Content-Length or Transfer-Encoding, even for
@@ -105,7 +105,8 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "x-consumer-name",   "x-consumer-groups",
     "x-anonymous-consumer", "authorization",
     "apikey",            "traceparent",
-    "tracestate",
+    "tracestate",        "x-forwarded-host",
+    "x-forwarded-port",
 };
 
 // What one request asked for through its query parameters.

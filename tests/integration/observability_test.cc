@@ -159,6 +159,12 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
                             {"x-request-id", "obs-xff"}});
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "198.51.100.7, 203.0.113.9, 127.0.0.1");
+  // Behind trusted proxies, what they say of the host the client reached
+  // goes upstream too.
+  r = HttpGet(address(), "/open", {{"x-forwarded-host", "shop.example"},
+                                   {"x-forwarded-port", "443"}});
+  EXPECT_EQ(r.header("x-echo-x-forwarded-host"), "shop.example");
+  EXPECT_EQ(r.header("x-echo-x-forwarded-port"), "443");
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"), "\"client_ip\":\"203.0.113.9\""));
   // Not an address: the peer's.
   r = HttpGet(address(), "/open", {{"x-forwarded-for", "unknown"}, {"x-request-id", "obs-xff2"}});

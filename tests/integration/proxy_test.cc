@@ -170,6 +170,17 @@ TEST_F(ProxyTest, BodiesStreamBothWays) {
   EXPECT_EQ(r.header("transfer-encoding"), "chunked");
 }
 
+// Without trusted proxies in front, a client's word on the host and port
+// it reached (which upstreams build URLs from, and a cache does not key on)
+// does not go upstream.
+TEST_F(ProxyTest, AClientsForwardedHostAndPortStayAtTheGateway) {
+  HttpResponse r = HttpGet(listener(), "/fh", {{"x-forwarded-host", "evil.example"},
+                                               {"X-Forwarded-Port", "8443"}});
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.headers.count("x-echo-x-forwarded-host"), 0u) << r.header("x-echo-x-forwarded-host");
+  EXPECT_EQ(r.headers.count("x-echo-x-forwarded-port"), 0u);
+}
+
 TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {
   // Request trailers reach the upstream (which echoes them as headers);
   // fields that must not come after a body are dropped.
