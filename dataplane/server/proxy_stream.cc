@@ -1960,7 +1960,10 @@ void ProxyStream::RecordExchange() {
   recorded_ = true;
   absl::Time now = absl::Now();
   const int shard = worker_.index();
-  if (route_stats_ != nullptr && route_stats_->duration != nullptr) {
+  // Only exchanges that were answered, as the route's request counter
+  // counts them: a request the client abandoned has no latency to show.
+  if (route_stats_ != nullptr && route_stats_->duration != nullptr && status_ >= 100 &&
+      status_ < 600) {
     route_stats_->duration->Observe(shard, absl::ToInt64Microseconds(now - start_time_));
   }
   absl::Duration upstream = absl::InfiniteDuration();
@@ -2001,6 +2004,11 @@ void ProxyStream::RecordExchange() {
     e.bytes_out = bytes_out_;
     e.duration = now - start_time_;
     e.upstream_duration = upstream;
+    // A WebSocket's upstream exchange lasts as long as its tunnel (kept out
+    // of the upstream duration histogram, which is for responses).
+    if (tunnel_ && upstream_sent_ != absl::InfinitePast() && upstream == absl::InfiniteDuration()) {
+      e.upstream_duration = now - upstream_sent_;
+    }
     if (route_ != nullptr) e.route = route_->name;
     if (cluster_ != nullptr) e.cluster = cluster_->name;
     if (endpoint_index_ >= 0 && cluster_ != nullptr) {

@@ -206,6 +206,14 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
     ASSERT_EQ(HttpGet(address(), "/keyed", {{"apikey", "alice-key-123"}}).status, 200);
   }
   ASSERT_EQ(HttpGet(address(), "/keyed").status, 401);
+  // A request its client abandons (an HTTP/2 stream reset before the
+  // answer) is in neither the counter nor the latency histogram.
+  CommandResult abandoned = RunCommand(
+      {"/usr/bin/curl", "-sS", "--http2-prior-knowledge", "--max-time", "0.5", "-H",
+       "apikey: alice-key-123", "-H", "x-request-id: obs-abandoned",
+       absl::StrCat("http://", address(), "/keyed?delay_ms=3000")});
+  EXPECT_NE(abandoned.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-abandoned"), "\"status\":0,"));
   auto [status, text] = proxy_->Admin("/metrics");
   ASSERT_EQ(status, 200);
   EXPECT_TRUE(absl::StrContains(
