@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "api/route_patch.h"
 #include "common/log.h"
+#include "common/pem_file.h"
 #include "dataplane/cache/purge.h"
 
 namespace sluice::config {
@@ -235,6 +236,33 @@ void ConfigClient::MarkConnected(const std::string& address, absl::string_view h
   }
 }
 
+void ConfigClient::RefreshTlsMaterial() {
+  if (tls_ca_pem_.empty()) {
+    tls_ca_pem_ = options_.tls_ca_pem;
+    tls_cert_pem_ = options_.tls_cert_pem;
+    tls_key_pem_ = options_.tls_key_pem;
+  }
+  auto reread = [](const std::string& flag, const std::string& path, std::string* pem) {
+    if (path.empty()) return true;
+    absl::StatusOr<std::string> now = ReadPemFile(flag, path);
+    if (!now.ok()) {
+      SLUICE_LOG(kWarning, now.status().message(), "; connecting with what was read before");
+      return false;
+    }
+    *pem = *std::move(now);
+    return true;
+  };
+  reread("--control-plane-ca", options_.tls_ca_file, &tls_ca_pem_);
+  // The certificate and its key change together: both read, or neither kept.
+  std::string cert = tls_cert_pem_;
+  std::string key = tls_key_pem_;
+  if (reread("--control-plane-cert", options_.tls_cert_file, &cert) &&
+      reread("--control-plane-key", options_.tls_key_file, &key)) {
+    tls_cert_pem_ = std::move(cert);
+    tls_key_pem_ = std::move(key);
+  }
+}
+
 std::optional<grpc::Status> ConfigClient::RunStream(const std::string& address) {
   grpc::ChannelArguments args;
   // Pings go on while the stream is idle (gRPC stops after two without data
@@ -254,10 +282,11 @@ std::optional<grpc::Status> ConfigClient::RunStream(const std::string& address) 
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!options_.tls_ca_pem.empty()) {
+    RefreshTlsMaterial();
     grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = options_.tls_ca_pem;
-    tls.pem_cert_chain = options_.tls_cert_pem;
-    tls.pem_private_key = options_.tls_key_pem;
+    tls.pem_root_certs = tls_ca_pem_;
+    tls.pem_cert_chain = tls_cert_pem_;
+    tls.pem_private_key = tls_key_pem_;
     credentials = grpc::SslCredentials(tls);
     if (!options_.tls_server_name.empty()) {
       args.SetSslTargetNameOverride(options_.tls_server_name);

@@ -86,6 +86,14 @@ struct ConfigClientOptions {
   std::string tls_cert_pem;
   std::string tls_key_pem;
   std::string tls_server_name;
+  // The files those came from (--control-plane-ca, -cert, -key), read again
+  // before each connection: a renewed certificate (cert-manager rewrites
+  // the files) is used from the next reconnect on, without a restart. A
+  // file that cannot be read then keeps what was read before, with a
+  // warning. Empty: the PEM above is used as it is.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 
   // INVALID_ARGUMENT naming the option that is out of range.
   absl::Status Check() const;
@@ -220,6 +228,13 @@ class ConfigClient {
   ConnectionFn connection_observer_;
   const discovery::v1::Node node_;
   const ConfigClientOptions options_;
+  // The TLS material last read (options_'s, then the files'): client
+  // thread only.
+  std::string tls_ca_pem_;
+  std::string tls_cert_pem_;
+  std::string tls_key_pem_;
+  // Reads options_'s TLS files again into the above (client thread).
+  void RefreshTlsMaterial();
   ApplyFn apply_;
   PersistFn persist_;
   std::thread thread_;

@@ -303,7 +303,10 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
   absl::StatusOr<std::string> pem = ReadPemFile("--control-plane-ca", ca);
   if (!pem.ok()) return pem.status();
   options.tls_ca_pem = *std::move(pem);
+  options.tls_ca_file = ca;  // read again at each reconnect (renewals)
   if (cert.empty()) return absl::OkStatus();
+  options.tls_cert_file = cert;
+  options.tls_key_file = key;
   pem = ReadPemFile("--control-plane-cert", cert);
   if (!pem.ok()) return pem.status();
   options.tls_cert_pem = *std::move(pem);

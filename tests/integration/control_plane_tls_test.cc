@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "tests/harness/http_client.h"
@@ -126,6 +128,38 @@ TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
       << impostor.process().Log();
   EXPECT_EQ(impostor.ReadyVersion(), 0u);
   EXPECT_EQ(cp.process().Log().find("proxy p1 connected"), std::string::npos);
+}
+
+// A renewed client certificate (cert-manager rewrites the files) is read
+// again at the next connection, without a restart: here the files first
+// hold another node's certificate (refused), then this node's.
+TEST_F(ControlPlaneTlsTest, ARenewedClientCertificateIsUsedAtTheNextReconnect) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
+                    WriteConfig(ListenerYaml(PickFreePort()))})
+                .exit_code,
+            0);
+  const std::string dir = MakeTempDir("client-cert");
+  auto install = [&](const std::string& node) {
+    for (const char* ext : {".pem", ".key"}) {
+      std::ifstream in(Cert("proxy-" + node + ext), std::ios::binary);
+      std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::string tmp = dir + "/next" + ext;
+      std::ofstream(tmp, std::ios::binary) << pem;
+      ASSERT_EQ(rename(tmp.c_str(), (dir + "/client" + ext).c_str()), 0);
+    }
+  };
+  install("p2");
+  Proxy proxy(cp.address(), "p1", 1, "",
+              {"--control-plane-ca", Cert("ca.pem"), "--control-plane-cert", dir + "/client.pem",
+               "--control-plane-key", dir + "/client.key"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.process().WaitForLogLine("refused the config stream (PERMISSION_DENIED",
+                                             absl::Seconds(10)))
+      << proxy.process().Log();
+  install("p1");
+  EXPECT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log() << cp.process().Log();
 }
 
 // (c) A proxy that speaks TLS but presents no client certificate is refused.
