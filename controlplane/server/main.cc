@@ -71,9 +71,12 @@ constexpr char kUsage[] =
     "                      [--metrics-listen HOST:PORT] [--history N]\n"
     "                      [--log-level debug|info|warning|error]\n"
     "                      [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--insecure]\n"
+    "                      [--tls-reload-interval 60s]\n"
     "  --history N  versions kept for sluicectl history, diff and rollback (default 100,\n"
     "               at least 1; the current version is always kept)\n"
     "  --tls-cert, --tls-key  serve gRPC over TLS with this PEM certificate and key\n"
+    "  --tls-reload-interval D  how often the TLS files are looked at again (default 60s,\n"
+    "               1s..24h): a renewed certificate, key or CA needs no restart\n"
     "  --client-ca FILE  proxies must present a client certificate signed by this CA that\n"
     "               names their node id (URI SAN spiffe://sluice/node/ID)\n"
     "  --insecure   allow plaintext on a non-loopback --listen address\n"
@@ -132,7 +135,8 @@ int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"listen", "data-dir", "max-config-bytes", "max-discovery-streams",
                            "nack-retry", "metrics-listen", "history", "log-level",
-                           "tls-cert", "tls-key", "client-ca", "admin-token-file", "store",
+                           "tls-cert", "tls-key", "client-ca", "tls-reload-interval",
+                           "admin-token-file", "store",
                            "etcd-endpoints", "etcd-prefix", "etcd-timeout",
                            "etcd-max-request-bytes", "etcd-ca", "etcd-cert", "etcd-key",
                            "etcd-server-name"},
@@ -209,6 +213,16 @@ int Run(int argc, char** argv) {
   controlplane::ServerSecurityFlags security_flags{get("tls-cert", ""), get("tls-key", ""),
                                                   get("client-ca", ""),
                                                   flags->switches.count("insecure") > 0};
+  auto reload = ParseDurationFlag("tls-reload-interval", get("tls-reload-interval", "60s"));
+  if (!reload.ok() || *reload < absl::Seconds(1) || *reload > absl::Hours(24)) {
+    std::fprintf(stderr, "sluice-control: %s\n%s",
+                 reload.ok() ? "--tls-reload-interval must be 1s..24h"
+                             : std::string(reload.status().message()).c_str(),
+                 kUsage);
+    return 2;
+  }
+  security_flags.reload_interval_seconds =
+      static_cast<unsigned int>(absl::ToInt64Seconds(*reload));
   absl::StatusOr<controlplane::ServerSecurity> security =
       controlplane::MakeServerSecurity(listen.substr(0, listen.rfind(':')), security_flags);
   if (!security.ok()) {

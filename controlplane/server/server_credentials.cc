@@ -3,11 +3,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/pem_file.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_credentials_options.h"
 
 namespace sluice::controlplane {
 
@@ -59,21 +61,28 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
   absl::StatusOr<std::string> key =
       ReadPemFile("--tls-key", flags.tls_key_file);
   if (!key.ok()) return key.status();
-  grpc::SslServerCredentialsOptions options(
-      GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  options.pem_key_cert_pairs.push_back({*key, *cert});
   if (!flags.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca =
         ReadPemFile("--client-ca", flags.client_ca_file);
     if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *ca;
+  }
+  // Read at start above (errors name the flag); watched from now on, so a
+  // renewal (cert-manager rewriting a mounted Secret) needs no restart.
+  security.files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      flags.tls_key_file, flags.tls_cert_file, flags.client_ca_file,
+      std::max(1u, flags.reload_interval_seconds));
+  grpc::experimental::TlsServerCredentialsOptions options(security.files);
+  options.watch_identity_key_cert_pairs();
+  if (!flags.client_ca_file.empty()) {
+    options.watch_root_certs();
     // Not REQUIRE: sluicectl has no certificate; the discovery service
     // refuses proxies without one.
-    options.client_certificate_request =
-        GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
     security.client_certificates = true;
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   }
-  security.credentials = grpc::SslServerCredentials(options);
+  security.credentials = grpc::experimental::TlsServerCredentials(options);
   security.tls = true;
   return security;
 }

@@ -2,6 +2,10 @@
 // --client-ca (client certificates, verified against that CA) and
 // --insecure (plaintext on a non-loopback address, on purpose).
 //
+// The files are read at start (a missing or unparsable one is an error
+// then) and watched afterwards: renewed ones serve new handshakes within
+// the reload interval, without a restart; open streams go on.
+//
 // With --client-ca the handshake requests a client certificate and verifies
 // one that is presented, but lets a peer without one finish: sluicectl
 // connects without a certificate, and the discovery service refuses a proxy
@@ -17,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
 
 namespace sluice::controlplane {
 
@@ -26,10 +31,15 @@ struct ServerSecurityFlags {
   std::string
       client_ca_file;     // --client-ca, PEM; empty: no client certificates
   bool insecure = false;  // --insecure
+  // --tls-reload-interval: how often the three files are looked at again;
+  // a renewed certificate, key or CA serves new handshakes from then on.
+  unsigned int reload_interval_seconds = 60;
 };
 
 struct ServerSecurity {
   std::shared_ptr<grpc::ServerCredentials> credentials;
+  // With TLS: what watches the files (kept as long as the credentials).
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> files;
   bool tls = false;
   bool client_certificates = false;  // proxies must present one
   // "plaintext", "TLS" or "TLS, proxies need a client certificate".

@@ -162,6 +162,43 @@ TEST_F(ControlPlaneTlsTest, ARenewedClientCertificateIsUsedAtTheNextReconnect) {
   EXPECT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log() << cp.process().Log();
 }
 
+// sluice-control watches its own TLS files: a renewed certificate serves
+// new handshakes within --tls-reload-interval, without a restart. Here the
+// files first hold a certificate of another CA (clients refuse it), then
+// the right one.
+TEST_F(ControlPlaneTlsTest, ARenewedServerCertificateIsServedWithoutARestart) {
+  const std::string other = MakeTempDir("other-ca");
+  CommandResult made = RunCommand({RunfilePath("scripts/dev-certs.sh"), other, "p1"});
+  ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+  const std::string dir = MakeTempDir("server-cert");
+  auto install = [&](const std::string& from_dir) {
+    for (const char* ext : {".pem", ".key"}) {
+      std::ifstream in(absl::StrCat(from_dir, "/control-plane", ext), std::ios::binary);
+      std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::string tmp = dir + "/next" + ext;
+      std::ofstream(tmp, std::ios::binary) << pem;
+      ASSERT_EQ(rename(tmp.c_str(), (dir + "/server" + ext).c_str()), 0);
+    }
+  };
+  install(other);
+  ControlPlane cp("", "debug",
+                  {"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key",
+                   "--client-ca", Cert("ca.pem"), "--tls-reload-interval", "1s"});
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  EXPECT_NE(cp.Ctl({"--ca", Cert("ca.pem"), "get"}).exit_code, 0);  // not our CA's
+  install(*certs_);
+  EXPECT_TRUE(WaitFor([&] { return cp.Ctl({"--ca", Cert("ca.pem"), "get"}).exit_code == 0; },
+                      absl::Seconds(15)))
+      << cp.process().Log();
+  const int port = PickFreePort();
+  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f", WriteConfig(ListenerYaml(port))})
+                .exit_code,
+            0);
+  Proxy proxy(cp.address(), "p1", 1, "", ProxyTls("p1"));
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  EXPECT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log() << cp.process().Log();
+}
+
 // (c) A proxy that speaks TLS but presents no client certificate is refused.
 TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
   ControlPlane cp("", "debug", TlsArgs());
