@@ -59,7 +59,7 @@ const ConsumerMetrics::Counters* ConsumerMetrics::Get(const std::string& consume
   absl::MutexLock lock(&mu_);
   auto it = by_name_.find(consumer);
   if (it != by_name_.end()) return &it->second;
-  const std::string& name = by_name_.size() < kMaxConsumers ? consumer : std::string("other");
+  const std::string& name = by_name_.size() < kMaxConsumers ? consumer : std::string("(other)");
   it = by_name_.find(name);
   if (it != by_name_.end()) return &it->second;
   Counters& c = by_name_[name];
@@ -148,7 +148,7 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   }
   store.Describe("sluice_consumer_requests_total",
                  "Requests by the consumer an authentication policy identified, by status "
-                 "class (at most 1000 consumers; the rest under consumer=\"other\").");
+                 "class (at most 1000 consumers; the rest under consumer=\"(other)\").");
   store.Describe("sluice_route_request_duration_seconds",
                  "Time from the request head to the end of the response, per route.");
   store.Describe("sluice_upstream_first_byte_seconds",

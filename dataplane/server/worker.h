@@ -38,7 +38,8 @@ struct BackgroundRequest;
 // Requests by consumer and status class
 // (sluice_consumer_requests_total{consumer,status_class}), for at most
 // kMaxConsumers distinct consumers per proxy; the rest count under
-// consumer="other", so a million consumers cannot make a million series.
+// consumer="(other)" (no Consumer can have that name: it has parentheses),
+// so a million consumers cannot make a million series.
 // Thread-safe; Get() takes a lock (workers cache what it returns).
 class ConsumerMetrics {
  public:

@@ -620,6 +620,30 @@ namespace {
 
 // Request ids are version-4 UUIDs in lower-case hex, and every one differs;
 // WriteHex64 writes a 64-bit value as 16 digits, most significant first.
+// At most kMaxConsumers consumers get their own series; the rest share one
+// whose label no Consumer name can be, so a consumer named "other" keeps
+// its own.
+TEST(ConsumerMetricsTest, PastTheLimitConsumersShareALabelNoConsumerCanHave) {
+  stats::StatsStore store;
+  ConsumerMetrics metrics(store);
+  const ConsumerMetrics::Counters* other = metrics.Get("other");
+  for (size_t i = 1; i < ConsumerMetrics::kMaxConsumers; ++i) {
+    metrics.Get(absl::StrCat("c", i));
+  }
+  const ConsumerMetrics::Counters* late = metrics.Get("late-1");
+  EXPECT_EQ(metrics.Get("late-2"), late);
+  EXPECT_NE(late, other);
+  EXPECT_EQ(metrics.Get("other"), other);
+  (*late)[2]->Inc();
+  (*other)[2]->Inc();
+  std::string text = store.RenderPrometheus();
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_consumer_requests_total{consumer=\"(other)\",status_class=\"2xx\"} 1\n"))
+      << text.substr(0, 400);
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_consumer_requests_total{consumer=\"other\",status_class=\"2xx\"} 1\n"));
+}
+
 TEST(WorkerIdsTest, RequestIdsAreRandomVersion4Uuids) {
   char digits[17] = {};
   Worker::WriteHex64(digits, 0x0123456789abcdefull);
