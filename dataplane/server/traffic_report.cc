@@ -36,7 +36,9 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
     report.set_active_connections(active_connections_->value());
   }
   if (snapshot == nullptr) return report;
-  report.set_config_version(snapshot->version);
+  const uint64_t version = snapshot->version;
+  report.set_config_version(!started_ || version == interval_version_ ? version : 0);
+  interval_version_ = version;
   std::map<std::pair<std::string, std::string>, RouteTotals> totals;
   for (const auto& [table_name, list] : snapshot->route_stats) {
     const config::RouteStatsList& stats = *list;

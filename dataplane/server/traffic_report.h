@@ -29,7 +29,10 @@ class TrafficReporter {
       : current_(std::move(current)), active_connections_(active_connections) {}
 
   // The report since the previous call (the first call only takes the
-  // baseline: an empty report with interval_ms 0).
+  // baseline: an empty report with interval_ms 0). Its config_version is the
+  // version that served the whole interval, 0 when another was applied
+  // during it: a canary's figures must not include the traffic the stable
+  // version served before the candidate came.
   discovery::v1::TrafficReport Make(absl::Time now = absl::Now());
 
   // The `q` quantile (0..1) in milliseconds of a histogram given as bucket
@@ -45,6 +48,7 @@ class TrafficReporter {
   SnapshotFn current_;
   const stats::Gauge* active_connections_;
   bool started_ = false;
+  uint64_t interval_version_ = 0;  // the version at the start of the interval
   absl::Time last_time_;
   std::map<std::pair<std::string, std::string>, RouteTotals> last_;  // by (table, route)
 };

@@ -8,6 +8,23 @@ namespace {
 
 using Buckets = std::array<uint64_t, stats::Histogram::kFinite + 1>;
 
+// A report names the version that served its whole interval, and 0 for
+// an interval in which another version was applied.
+TEST(TrafficReportTest, AnIntervalThatSpansAVersionChangeBelongsToNoVersion) {
+  auto snapshot = std::make_shared<config::ConfigSnapshot>();
+  snapshot->version = 3;
+  TrafficReporter reporter([&] { return std::shared_ptr<const config::ConfigSnapshot>(snapshot); },
+                           nullptr);
+  absl::Time t = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(reporter.Make(t).config_version(), 3u);  // the baseline
+  EXPECT_EQ(reporter.Make(t + absl::Seconds(5)).config_version(), 3u);
+  auto next = std::make_shared<config::ConfigSnapshot>();
+  next->version = 4;
+  snapshot = next;  // applied during the next interval
+  EXPECT_EQ(reporter.Make(t + absl::Seconds(10)).config_version(), 0u);
+  EXPECT_EQ(reporter.Make(t + absl::Seconds(15)).config_version(), 4u);
+}
+
 TEST(TrafficReportTest, QuantilesInterpolateWithinTheBucket) {
   Buckets b{};
   EXPECT_EQ(TrafficReporter::QuantileMs(b, 0.5), 0);
