@@ -35,6 +35,20 @@ std::string ListenerYaml(int port) {
       port, ", route_table: main}\n");
 }
 
+// Replaces `to`.pem and `to`.key with copies of `from`.pem and `from`.key,
+// each by a rename, as a certificate renewal does; true when both went.
+bool InstallPair(const std::string& from, const std::string& to) {
+  for (const char* ext : {".pem", ".key"}) {
+    std::ifstream in(from + ext, std::ios::binary);
+    std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (pem.empty()) return false;
+    std::string tmp = to + ".next" + ext;
+    std::ofstream(tmp, std::ios::binary) << pem;
+    if (rename(tmp.c_str(), (to + ext).c_str()) != 0) return false;
+  }
+  return true;
+}
+
 class ControlPlaneTlsTest : public ::testing::Test {
  protected:
   // One CA and set of certificates for the whole suite: a proxy
@@ -141,16 +155,7 @@ TEST_F(ControlPlaneTlsTest, ARenewedClientCertificateIsUsedAtTheNextReconnect) {
                 .exit_code,
             0);
   const std::string dir = MakeTempDir("client-cert");
-  auto install = [&](const std::string& node) {
-    for (const char* ext : {".pem", ".key"}) {
-      std::ifstream in(Cert("proxy-" + node + ext), std::ios::binary);
-      std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::string tmp = dir + "/next" + ext;
-      std::ofstream(tmp, std::ios::binary) << pem;
-      ASSERT_EQ(rename(tmp.c_str(), (dir + "/client" + ext).c_str()), 0);
-    }
-  };
-  install("p2");
+  ASSERT_TRUE(InstallPair(Cert("proxy-p2"), dir + "/client"));
   Proxy proxy(cp.address(), "p1", 1, "",
               {"--control-plane-ca", Cert("ca.pem"), "--control-plane-cert", dir + "/client.pem",
                "--control-plane-key", dir + "/client.key"});
@@ -158,7 +163,7 @@ TEST_F(ControlPlaneTlsTest, ARenewedClientCertificateIsUsedAtTheNextReconnect) {
   ASSERT_TRUE(proxy.process().WaitForLogLine("refused the config stream (PERMISSION_DENIED",
                                              absl::Seconds(10)))
       << proxy.process().Log();
-  install("p1");
+  ASSERT_TRUE(InstallPair(Cert("proxy-p1"), dir + "/client"));
   EXPECT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log() << cp.process().Log();
 }
 
@@ -171,22 +176,13 @@ TEST_F(ControlPlaneTlsTest, ARenewedServerCertificateIsServedWithoutARestart) {
   CommandResult made = RunCommand({RunfilePath("scripts/dev-certs.sh"), other, "p1"});
   ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
   const std::string dir = MakeTempDir("server-cert");
-  auto install = [&](const std::string& from_dir) {
-    for (const char* ext : {".pem", ".key"}) {
-      std::ifstream in(absl::StrCat(from_dir, "/control-plane", ext), std::ios::binary);
-      std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::string tmp = dir + "/next" + ext;
-      std::ofstream(tmp, std::ios::binary) << pem;
-      ASSERT_EQ(rename(tmp.c_str(), (dir + "/server" + ext).c_str()), 0);
-    }
-  };
-  install(other);
+  ASSERT_TRUE(InstallPair(other + "/control-plane", dir + "/server"));
   ControlPlane cp("", "debug",
                   {"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key",
                    "--client-ca", Cert("ca.pem"), "--tls-reload-interval", "1s"});
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
   EXPECT_NE(cp.Ctl({"--ca", Cert("ca.pem"), "get"}).exit_code, 0);  // not our CA's
-  install(*certs_);
+  ASSERT_TRUE(InstallPair(Cert("control-plane"), dir + "/server"));
   EXPECT_TRUE(WaitFor([&] { return cp.Ctl({"--ca", Cert("ca.pem"), "get"}).exit_code == 0; },
                       absl::Seconds(15)))
       << cp.process().Log();
