@@ -826,10 +826,33 @@ void ValidateRouteTable(const RouteTable& table, ErrorSink& sink) {
     sink.Add("virtual_hosts", "needs at least one virtual host");
   }
   std::map<std::string, int> domain_owner;
+  // Names label the metrics (route_table, virtual_host, route): two alike
+  // would share series. An unnamed virtual host is labelled by its index.
+  std::map<std::string, int> vhost_names;
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {
     const auto& vhost = table.virtual_hosts(v);
     std::string vf = Index("virtual_hosts", v);
     CheckName(vhost.name(), Join(vf, "name"), sink, /*required=*/false);
+    if (!vhost.name().empty()) {
+      if (std::all_of(vhost.name().begin(), vhost.name().end(), absl::ascii_isdigit)) {
+        sink.Add(Join(vf, "name"), absl::StrCat("'", vhost.name(), "' is all digits, as the "
+                                                "label of an unnamed virtual host (its index) "
+                                                "is; add a letter"));
+      } else if (auto [it, inserted] = vhost_names.emplace(vhost.name(), v); !inserted) {
+        sink.Add(Join(vf, "name"), absl::StrCat("'", vhost.name(), "' is also virtual_hosts[",
+                                                it->second, "]'s name"));
+      }
+    }
+    std::map<std::string, int> route_names;
+    for (int r = 0; r < vhost.routes_size(); ++r) {
+      const std::string& name = vhost.routes(r).name();
+      if (name.empty()) continue;
+      if (auto [it, inserted] = route_names.emplace(name, r); !inserted) {
+        sink.Add(Join(Index(Join(vf, "routes"), r), "name"),
+                 absl::StrCat("'", name, "' is also routes[", it->second,
+                              "]'s name in this virtual host"));
+      }
+    }
     if (vhost.domains_size() == 0) {
       sink.Add(Join(vf, "domains"), "needs at least one domain ('*' for any)");
     }

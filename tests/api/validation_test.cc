@@ -221,6 +221,27 @@ TEST(ValidationTest, DuplicateDomainsAcrossVirtualHosts) {
             std::string::npos);
 }
 
+// Names label the metrics: two alike in the same place would share series.
+TEST(ValidationTest, NamesThatWouldShareMetricsAreRefused) {
+  const std::string route = R"(routes { name: "r" match { prefix: "/" } route { cluster: "users" } })";
+  std::string e = ErrorsWith(absl::StrCat(R"(route_table { name: "main"
+      virtual_hosts { name: "api" domains: "a.com" )", route, route, R"( }
+      virtual_hosts { name: "api" domains: "b.com" )", route, R"( }
+      virtual_hosts { name: "7" domains: "c.com" )", route, R"( } })"));
+  EXPECT_NE(e.find("virtual_hosts[0].routes[1].name: 'r' is also routes[0]'s name in this "
+                   "virtual host"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("virtual_hosts[1].name: 'api' is also virtual_hosts[0]'s name"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("virtual_hosts[2].name: '7' is all digits"), std::string::npos) << e;
+  // The same route name in two virtual hosts is fine: virtual_host is a label.
+  EXPECT_EQ(ErrorsWith(absl::StrCat(R"(route_table { name: "main"
+      virtual_hosts { name: "a" domains: "a.com" )", route, R"( }
+      virtual_hosts { name: "b" domains: "b.com" )", route, R"( } })")), "");
+}
+
 TEST(ValidationTest, BadDomain) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "A*.com"
       routes { match { prefix: "/" } route { cluster: "users" } } } })")
