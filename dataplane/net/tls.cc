@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -22,7 +23,6 @@
 namespace sluice::net {
 namespace {
 
-constexpr unsigned char kSessionIdContext[] = "sluice";
 // Tickets are sealed with the current key; one made with the previous key
 // still resumes (and is re-issued). Ticket lifetime is the SSL_CTX timeout.
 constexpr absl::Duration kTicketKeyRotation = absl::Hours(12);
@@ -233,6 +233,23 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(
     return absl::InvalidArgumentError("a TLS listener needs at least one certificate");
   }
   std::shared_ptr<TlsServerContext> context(new TlsServerContext());
+  {
+    // Length-prefixed parts, so no two configs hash the same input.
+    std::string identity;
+    auto part = [&identity](std::string_view bytes) {
+      absl::StrAppend(&identity, bytes.size(), ":", absl::string_view(bytes.data(), bytes.size()), ";");
+    };
+    part("sluice session context v1");
+    for (const TlsCertificateConfig& cert : config.certificates) part(cert.chain_pem);
+    part(config.client_ca_pem);
+    part(config.require_client_certificate ? "required" : "optional");
+    unsigned int length = 0;
+    if (EVP_Digest(identity.data(), identity.size(), context->session_id_context_, &length,
+                   EVP_sha256(), nullptr) != 1 ||
+        length != sizeof(context->session_id_context_)) {
+      return absl::InternalError(TakeOpenSslError());
+    }
+  }
   for (const std::string& protocol : config.alpn_protocols) {
     context->alpn_wire_.push_back(static_cast<char>(protocol.size()));
     context->alpn_wire_.append(protocol);
@@ -268,7 +285,9 @@ absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
     return status;
   }
 
-  SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof(kSessionIdContext) - 1);
+  // The same for every certificate of the listener (a handshake may switch
+  // to another by SNI); another for each listener whose rules differ.
+  SSL_CTX_set_session_id_context(ctx, session_id_context_, sizeof(session_id_context_));
   if (!config.client_ca_pem.empty()) {
     if (AddTrustedCas(ctx, config.client_ca_pem, /*advertise=*/true) == 0) {
       return absl::InvalidArgumentError("client_ca: no certificate found");

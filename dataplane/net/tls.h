@@ -84,6 +84,12 @@ class TlsServerContext : public TransportSocketFactory,
   absl::flat_hash_map<std::string, size_t> exact_names_;
   absl::flat_hash_map<std::string, size_t> wildcard_suffixes_;  // "example.com" for "*.example.com"
   std::string alpn_wire_;  // length-prefixed, preference order
+  // SHA-256 of what a resumed session skips: the certificates and the
+  // client-certificate rules. OpenSSL resumes a session (ticket) only under
+  // the context it was made in, so one made on a listener without mTLS, or
+  // under another client CA, is not resumed here (a full handshake checks
+  // the client certificate instead).
+  unsigned char session_id_context_[32] = {};
 };
 
 struct TlsClientConfig {

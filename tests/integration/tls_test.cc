@@ -165,6 +165,29 @@ TEST_F(TlsTest, VersionsAlpnAndSessionResumption) {
   EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshakes_total"), 4);
 }
 
+// A session (ticket) made on a listener without client certificates is not
+// resumed on one that requires them: resuming skips the certificate check.
+// Before: it was, and the request got 200 with no certificate at all.
+TEST_F(TlsTest, ASessionFromAnotherListenerDoesNotSkipTheClientCertificate) {
+  for (const char* version : {"-tls1_3", "-tls1_2"}) {
+    std::string sess = absl::StrCat(dir_, "/other", version, ".pem");
+    std::string request =
+        "printf 'GET / HTTP/1.1\\r\\nhost: a.test\\r\\nconnection: close\\r\\n\\r\\n'";
+    auto s_client = [&](int port) {
+      return absl::StrCat("openssl s_client -ign_eof ", version, " -connect 127.0.0.1:", port,
+                          " -servername a.test");
+    };
+    CommandResult r = RunCommand(
+        {"/bin/bash", "-c",
+         absl::StrCat(request, " | ", s_client(https_port_), " -sess_out ", sess,
+                      " 2>&1 | grep -E '^(New|Reused),'; ", request, " | ", s_client(mtls_port_),
+                      " -sess_in ", sess, " 2>&1 | grep -E '^(New|Reused),|^HTTP/1.1'")});
+    EXPECT_TRUE(absl::StartsWith(r.out, "New,")) << version << "\n" << r.out << r.err;
+    EXPECT_FALSE(absl::StrContains(r.out, "Reused,")) << version << "\n" << r.out;
+    EXPECT_FALSE(absl::StrContains(r.out, "HTTP/1.1 200")) << version << "\n" << r.out;
+  }
+}
+
 // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 3.3): a client that
 // negotiated http/1.1, or no ALPN, and opens with the HTTP/2 preface is an
 // HTTP/1 client with a request line of version 2.0: 505, never HTTP/2
