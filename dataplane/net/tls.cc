@@ -192,15 +192,18 @@ int AddTrustedCas(SSL_CTX* ctx, const std::string& pem, bool advertise) {
   return count;
 }
 
-// No compression or renegotiation; a peer that closes without close_notify
-// ends the stream (HTTP framing tells whether a message was cut short).
-void SetCommonOptions(SSL_CTX* ctx, long options) {
+// No compression or renegotiation. A client that closes without
+// close_notify ends the stream (HTTP framing tells whether its request was
+// cut short); an upstream's missing close_notify is told apart
+// (TlsTransportSocket::truncated), since a response delimited by the close
+// is complete only with it (RFC 9112 9.8).
+void SetCommonOptions(SSL_CTX* ctx, long options, bool server) {
   options |= SSL_OP_NO_COMPRESSION;
 #ifdef SSL_OP_NO_RENEGOTIATION
   options |= SSL_OP_NO_RENEGOTIATION;
 #endif
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-  options |= SSL_OP_IGNORE_UNEXPECTED_EOF;
+  if (server) options |= SSL_OP_IGNORE_UNEXPECTED_EOF;
 #endif
   SSL_CTX_set_options(ctx, options);
   // Partial writes from a buffer that may move; buffers released while a
@@ -271,7 +274,7 @@ absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
   };
   SSL_CTX_set_min_proto_version(ctx, config.min_version);
   SSL_CTX_set_max_proto_version(ctx, config.max_version);
-  SetCommonOptions(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SetCommonOptions(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE, /*server=*/true);
   const std::string& ciphers = config.cipher_list.empty() ? std::string(kDefaultCipherList)
                                                           : config.cipher_list;
   if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) return fail("cipher_suites");
@@ -370,7 +373,7 @@ absl::StatusOr<std::shared_ptr<TlsClientContext>> TlsClientContext::Create(
   context->ctx_ = ctx;
   SSL_CTX_set_min_proto_version(ctx, config.min_version);
   SSL_CTX_set_max_proto_version(ctx, config.max_version);
-  SetCommonOptions(ctx, 0);
+  SetCommonOptions(ctx, 0, /*server=*/false);
   if (config.verify) {
     if (AddTrustedCas(ctx, config.ca_pem, /*advertise=*/false) == 0) {
       return absl::InvalidArgumentError("ca: no certificate found");
@@ -634,11 +637,21 @@ ssize_t TlsTransportSocket::Failed(int ret, bool reading) {
     case SSL_ERROR_SYSCALL: {
       int err = errno;
       ERR_clear_error();
-      if (err == 0) return 0;  // EOF without close_notify
+      if (err == 0) {  // EOF without close_notify (BoringSSL's way of saying it)
+        truncated_ = true;
+        return 0;
+      }
       errno = err;
       return -1;
     }
     default:
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+      if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();  // OpenSSL 3's way, on a context that does not ignore it
+        truncated_ = true;
+        return 0;
+      }
+#endif
       failure_reason_ = TakeOpenSslError();
       failed_ = true;
       errno = EPROTO;

@@ -171,6 +171,7 @@ class TlsTransportSocket : public TransportSocket {
   bool secure() const override { return true; }
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
   const std::string& failure_reason() const override { return failure_reason_; }
+  bool truncated() const override { return truncated_; }
 
  private:
   class SocketBio;
@@ -185,6 +186,9 @@ class TlsTransportSocket : public TransportSocket {
   bool socket_drained_ = false;
   // recv returned 0: the peer closed its side.
   bool peer_eof_ = false;
+  // The peer closed without close_notify (seen on client sockets, whose
+  // context does not ignore an unexpected EOF).
+  bool truncated_ = false;
   bool done_ = false;
   bool failed_ = false;
   bool read_wants_write_ = false;

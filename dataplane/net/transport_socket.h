@@ -67,6 +67,11 @@ class TransportSocket {
   virtual const TlsInfo* tls_info() const { return nullptr; }
   // Why the handshake failed.
   virtual const std::string& failure_reason() const;
+  // The peer ended the stream without saying so (TLS: no close_notify
+  // before the TCP close; upstream sockets only), so data that ends at the
+  // close may be cut short by an attacker or a failure (RFC 8446 6.1, RFC
+  // 9112 9.8). Plain TCP has no such signal: false.
+  virtual bool truncated() const { return false; }
 };
 
 // recv(2) and send(2).

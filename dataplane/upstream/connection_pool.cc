@@ -145,6 +145,14 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     return;
   }
   if (response_started_ && parser_.FinishOnClose() == http::ParseError::kNone && response_done_) {
+    if (connection_->transport().truncated()) {
+      // Over TLS such a response is whole only with close_notify (RFC 9112
+      // 9.8): without it, it may have been cut.
+      events_->OnUpstreamFailed(false, false,
+                                "closed the connection without TLS close_notify, so the response "
+                                "it delimited may be cut short");
+      return;
+    }
     // A response delimited by the close completed.
     complete_reported_ = true;
     events_->OnUpstreamComplete();

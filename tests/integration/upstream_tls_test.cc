@@ -99,11 +99,24 @@ class UpstreamTlsTest : public ::testing::Test {
     getsockname(stalled_fd_, reinterpret_cast<sockaddr*>(&addr), &length);
     int stalled_port = ntohs(addr.sin_port);
 
+    // An HTTPS upstream whose responses end at the close, with or without
+    // close_notify.
+    closer_ = std::make_unique<Process>(
+        "/usr/bin/python3",
+        std::vector<std::string>{RunfilePath("tests/harness/tls_close_peer.py"),
+                                 backend_.cert_path, backend_.key_path},
+        dir_ + "/closer.log");
+    auto listening = closer_->WaitForLogLine("listening on ", absl::Seconds(20));
+    ASSERT_TRUE(listening.has_value()) << closer_->Log();
+    int closer_port = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(listening->substr(listening->find("on ") + 3), &closer_port));
+
     proxy_port_ = PickFreePort();
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
     std::string routes;
     for (const char* name :
-         {"secure", "plain", "wrong-ca", "wrong-name", "mtls", "insecure", "resume", "stalled"}) {
+         {"secure", "plain", "wrong-ca", "wrong-name", "mtls", "insecure", "resume", "stalled",
+          "closer"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -122,6 +135,7 @@ class UpstreamTlsTest : public ::testing::Test {
         "---\n", ClusterYaml("insecure", self_signed_port_, "{insecure_skip_verify: true}"),
         "---\n", ClusterYaml("resume", port_, verified), "---\n",
         ClusterYaml("stalled", stalled_port, verified, "  connect_timeout: 300ms\n"), "---\n",
+        ClusterYaml("closer", closer_port, verified), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
         routes,
@@ -145,6 +159,7 @@ class UpstreamTlsTest : public ::testing::Test {
   ControlPlane cp_{"", "info"};
   std::unique_ptr<Nginx> nginx_;
   std::unique_ptr<Proxy> proxy_;
+  std::unique_ptr<Process> closer_;
   std::string dir_;
   TestCert upstream_ca_, other_ca_, backend_, gateway_ca_, gateway_, self_signed_;
   int port_ = 0;
@@ -235,6 +250,20 @@ TEST_F(UpstreamTlsTest, ConnectTimeoutCoversTheHandshake) {
   HttpResponse r = Get("/stalled/x");
   EXPECT_EQ(r.status, 504) << r.body;
   EXPECT_TRUE(absl::StrContains(r.body, "upstream connect timeout in the TLS handshake")) << r.body;
+}
+
+// A response delimited by the close is whole over TLS only when close_notify
+// came before the close (RFC 9112 9.8): without it, the client must not be
+// told it got the whole response.
+TEST_F(UpstreamTlsTest, AResponseEndedByACloseWithoutCloseNotifyIsCut) {
+  HttpResponse whole = Get("/closer/clean");
+  ASSERT_TRUE(whole.ok()) << whole.error;
+  EXPECT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.body, "the body, up to the close\n");
+  HttpResponse cut = Get("/closer/cut");
+  EXPECT_FALSE(cut.ok() && cut.status == 200 && cut.body == "the body, up to the close\n")
+      << cut.status << " " << cut.body;
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_resets_total{cluster=\"closer\"}"), 1);
 }
 
 TEST_F(UpstreamTlsTest, HealthChecksGoOverTls) {
