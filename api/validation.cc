@@ -218,6 +218,12 @@ void CheckCipherSuites(const std::string& list, ErrorSink& sink) {
   SLUICE_CHECK(ctx != nullptr);
   bool elements_ok = true;
   for (absl::string_view element : absl::StrSplit(list, absl::ByAnyChar(": ,"), absl::SkipEmpty())) {
+    if (absl::StartsWithIgnoreCase(element, "@SECLEVEL")) {
+      sink.Add(kField, absl::StrCat("'", element, "' changes OpenSSL's security level, which a "
+                                                  "listener does not let a list lower"));
+      elements_ok = false;
+      continue;
+    }
     // "!x", "-x", "+x" and "@STRENGTH" adjust the list; they select nothing alone.
     if (absl::string_view("!-+@").find(element.front()) != absl::string_view::npos) continue;
     if (absl::StartsWith(element, "TLS_")) {
@@ -231,6 +237,28 @@ void CheckCipherSuites(const std::string& list, ErrorSink& sink) {
   }
   if (elements_ok && SSL_CTX_set_cipher_list(ctx.get(), list.c_str()) != 1) {
     sink.Add(kField, absl::StrCat("'", list, "' leaves no TLS 1.2 cipher suite"));
+  } else if (elements_ok) {
+    // What the list selects must authenticate the gateway and encrypt:
+    // an anonymous suite (aNULL, ADH, AECDH) lets anyone in the middle
+    // answer for it, a NULL one sends in the clear.
+    STACK_OF(SSL_CIPHER)* selected = SSL_CTX_get_ciphers(ctx.get());
+    for (int i = 0; selected != nullptr && i < sk_SSL_CIPHER_num(selected); ++i) {
+      const SSL_CIPHER* cipher = sk_SSL_CIPHER_value(selected, i);
+      if (SSL_CIPHER_get_version(cipher) != nullptr &&
+          std::string_view(SSL_CIPHER_get_version(cipher)) == "TLSv1.3") {
+        continue;  // the three TLS 1.3 suites are not set by this list
+      }
+      if (SSL_CIPHER_get_auth_nid(cipher) == NID_auth_null) {
+        sink.Add(kField, absl::StrCat("'", list, "' selects ", SSL_CIPHER_get_name(cipher),
+                                      ", which does not authenticate the server (add !aNULL)"));
+        break;
+      }
+      if (SSL_CIPHER_get_cipher_nid(cipher) == NID_undef) {
+        sink.Add(kField, absl::StrCat("'", list, "' selects ", SSL_CIPHER_get_name(cipher),
+                                      ", which does not encrypt (add !eNULL)"));
+        break;
+      }
+    }
   }
   ERR_clear_error();
 }

@@ -596,6 +596,18 @@ TEST(ValidationTest, ListenerTlsCipherSuites) {
             "no TLS 1.2 cipher suite");
   EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ECDHE+AESGCM:ECDHE+CHACHA20")"),
             "");
+  // Suites that do not authenticate the gateway or do not encrypt, and a
+  // lowered security level, are refused rather than offered.
+  EXPECT_NE(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ECDHE-RSA-AES128-GCM-SHA256:aNULL")")
+                .find("which does not authenticate the server (add !aNULL)"),
+            std::string::npos);
+  EXPECT_NE(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "eNULL")")
+                .find("which does not encrypt (add !eNULL)"),
+            std::string::npos);
+  EXPECT_NE(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ALL:@SECLEVEL=0")")
+                .find("'@SECLEVEL=0' changes OpenSSL's security level"),
+            std::string::npos);
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "HIGH:!aNULL:!eNULL")"), "");
 }
 
 TEST(ValidationTest, ListenerTlsClientCertificates) {
