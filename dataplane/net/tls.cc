@@ -130,11 +130,21 @@ int OnAlpn(SSL*, const unsigned char** out, unsigned char* out_length, const uns
   if (SSL_select_next_proto(&selected, out_length,
                             reinterpret_cast<const unsigned char*>(ours.data()),
                             static_cast<unsigned int>(ours.size()), in,
-                            in_length) != OPENSSL_NPN_NEGOTIATED) {
-    return SSL_TLSEXT_ERR_NOACK;  // no common protocol: go on without ALPN (HTTP/1.1)
+                            in_length) == OPENSSL_NPN_NEGOTIATED) {
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
   }
-  *out = selected;
-  return SSL_TLSEXT_ERR_OK;
+  // An HTTP/1.0 client is served by the HTTP/1 side when the listener has it.
+  static constexpr unsigned char kHttp10[] = "\x08http/1.0";
+  static constexpr unsigned char kHttp11[] = "\x08http/1.1";
+  if (ours.find(reinterpret_cast<const char*>(kHttp11), 0, 9) != std::string::npos &&
+      SSL_select_next_proto(&selected, out_length, kHttp10, 9, in, in_length) ==
+          OPENSSL_NPN_NEGOTIATED) {
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+  }
+  // RFC 7301 3.2: offered protocols, none of them ours: no_application_protocol.
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 struct BioDeleter {

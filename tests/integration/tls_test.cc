@@ -165,6 +165,27 @@ TEST_F(TlsTest, VersionsAlpnAndSessionResumption) {
   EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshakes_total"), 4);
 }
 
+// RFC 7301 3.2: a client that offers protocols, none of them the
+// listener's, gets the no_application_protocol alert; HTTP/1.0 is served
+// as HTTP/1; a client that offers none is served HTTP/1.1.
+TEST_F(TlsTest, AlpnWithNoProtocolInCommonIsRefused) {
+  TlsClientOptions options;
+  options.sni = "a.test";
+  options.alpn = {"spdy/3", "foo"};
+  TlsClient refused;
+  EXPECT_FALSE(refused.Connect(https_port_, options));
+  EXPECT_TRUE(absl::StrContains(refused.error(), "no application protocol")) << refused.error();
+  for (const std::vector<std::string>& alpn :
+       std::vector<std::vector<std::string>>{{"http/1.0"}, {}}) {
+    options.alpn = alpn;
+    TlsClient client;
+    ASSERT_TRUE(client.Connect(https_port_, options)) << client.error();
+    Http1Message response;
+    ASSERT_TRUE(client.Request(GetRequest("a.test", "/alpn"), &response)) << client.error();
+    EXPECT_EQ(response.status, 200);
+  }
+}
+
 // A session (ticket) made on a listener without client certificates is not
 // resumed on one that requires them: resuming skips the certificate check.
 // Before: it was, and the request got 200 with no certificate at all.
