@@ -112,10 +112,23 @@ int OnTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER
 }
 #pragma GCC diagnostic pop
 
-int OnServerName(SSL* ssl, int*, void* arg) {
+int OnServerName(SSL* ssl, int* alert, void* arg) {
   const auto* context = static_cast<const TlsServerContext*>(arg);
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (name == nullptr) return SSL_TLSEXT_ERR_NOACK;
+  // RFC 6066 3: a DNS host name (an address from a lax client is let be).
+  // Anything else (a space, '/', '*', a control or non-ASCII byte, nothing
+  // at all) would only reach %TLS_SNI% and the logs: refused.
+  std::string_view sni(name);
+  bool valid = !sni.empty();
+  for (char c : sni) {
+    valid = valid && (absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+                      std::string_view("-._:[]").find(c) != std::string_view::npos);
+  }
+  if (!valid) {
+    *alert = SSL_AD_UNRECOGNIZED_NAME;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
   SSL_CTX* chosen = context->ContextFor(name);
   if (chosen != SSL_get_SSL_CTX(ssl)) SSL_set_SSL_CTX(ssl, chosen);
   return SSL_TLSEXT_ERR_OK;

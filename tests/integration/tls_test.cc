@@ -106,6 +106,13 @@ TEST_F(TlsTest, SniPicksTheCertificate) {
   EXPECT_EQ(SubjectFor("a.b.wild.test"), "/CN=default.test");  // one label only
   EXPECT_EQ(SubjectFor("unknown.test"), "/CN=default.test");
   EXPECT_EQ(SubjectFor(""), "/CN=default.test");
+  // Not a host name (RFC 6066 3): the unrecognized_name alert, whatever
+  // certificate a wildcard would have given.
+  for (const char* bad : {"a b.wild.test", "a/b.wild.test", "*.wild.test", "a\xff.wild.test",
+                          "x\r\ninjected: 1.wild.test"}) {
+    EXPECT_TRUE(absl::StrContains(SubjectFor(bad), "unrecognized name")) << bad;
+  }
+  EXPECT_EQ(SubjectFor("127.0.0.1"), "/CN=default.test");  // an address: let be
   // The same through openssl s_client.
   CommandResult r = RunCommand(
       {"/bin/bash", "-c",
