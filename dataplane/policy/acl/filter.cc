@@ -1,6 +1,8 @@
 // The `acl` policy's filter: 403 unless the consumer an authentication
-// policy identified is in an allowed group (or in no denied group); 401
-// when no authentication policy identified one.
+// policy identified is in an allowed group (or in no denied group); 403 too
+// when no authentication policy identified one (the route has none that
+// names consumers: authenticating again cannot help, so not a 401, which
+// would also need a challenge to offer, RFC 9110 15.5.2).
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,7 +27,7 @@ class AclFilter : public http::Filter {
   http::FilterStatus OnRequestHeaders(http::HeaderMap&, http::FilterCallbacks& callbacks) override {
     const auth::Consumer* consumer = callbacks.info().consumer;
     if (consumer == nullptr) {
-      callbacks.SendLocalReply(401, "no consumer was identified (acl needs an authentication "
+      callbacks.SendLocalReply(403, "no consumer was identified (acl needs an authentication "
                                     "policy on the route)",
                                http::HeaderMap());
       return http::FilterStatus::kStopLocalReply;

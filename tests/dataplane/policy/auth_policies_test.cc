@@ -197,9 +197,12 @@ TEST(AclTest, AllowAndDenyByGroup) {
   EXPECT_EQ(bob.Run(*allow_admins), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(bob.callbacks.status_, 403);
   EXPECT_EQ(bob.Run(*deny_staff), http::FilterStatus::kContinue);
+  // No consumer identified: 403, since no credential would help (a 401
+  // would need a challenge to offer, RFC 9110 15.5.2).
   Request nobody;
   EXPECT_EQ(nobody.Run(*allow_admins), http::FilterStatus::kStopLocalReply);
-  EXPECT_EQ(nobody.callbacks.status_, 401);
+  EXPECT_EQ(nobody.callbacks.status_, 403);
+  EXPECT_EQ(nobody.callbacks.reply_headers_.Get("www-authenticate"), nullptr);
 }
 
 TEST(AclTest, ExactlyOneListIsRequired) {
