@@ -203,7 +203,7 @@ void ProxyStream::Reset() {
   hash_ = 0;
   counted_request_ = pending_ = counted_retry_ = false;
   retries_ = 0;
-  replayable_ = false;
+  replayable_ = retries_any_method_ = false;
   replay_.clear();
   request_trailers_.Clear();
   response_trailers_.clear();
@@ -571,7 +571,11 @@ void ProxyStream::Route(const RequestHead& request) {
   cluster.state->active_requests.fetch_add(1, std::memory_order_relaxed);
   counted_request_ = true;
   const router::RouteEntry::Retry& retry = route_->retry;
-  replayable_ = retry.num_retries > 0 && (IsIdempotent(method_) || retry.retry_non_idempotent);
+  // Any method may be sent again after a connect failure (it reached no
+  // upstream, as nginx's proxy_next_upstream holds); other failures retry
+  // only idempotent ones unless retry_non_idempotent (see MayRetry).
+  retries_any_method_ = IsIdempotent(method_) || retry.retry_non_idempotent;
+  replayable_ = retry.num_retries > 0 && (retries_any_method_ || retry.on_connect_failure);
 
   std::string rewritten;
   if (!route_->prefix_rewrite.empty()) rewritten = route_->RewritePath(head.target);
@@ -1260,12 +1264,16 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
   bool wanted = false;
   switch (reason) {
     case RetryReason::kConnectFailure: wanted = retry.on_connect_failure; break;
-    case RetryReason::kReset: wanted = retry.on_reset; break;
-    case RetryReason::kStatus: wanted = retry.RetriesStatus(status); break;
+    case RetryReason::kReset: wanted = retry.on_reset && retries_any_method_; break;
+    case RetryReason::kStatus: wanted = retry.RetriesStatus(status) && retries_any_method_; break;
   }
   if (!wanted) return false;
   const upstream::ClusterInfo& cluster = *cluster_;
-  if (!counted_retry_ &&
+  // A connect failure's retry is not held to the retry budget: the request
+  // reached no upstream, so sending it to another adds no load to any (the
+  // budget keeps retry storms off struggling upstreams). num_retries still
+  // bounds it.
+  if (reason != RetryReason::kConnectFailure && !counted_retry_ &&
       cluster.state->active_retries.load(std::memory_order_relaxed) >=
           cluster.breakers.RetryLimit(cluster.state->active_requests.load(std::memory_order_relaxed))) {
     cluster.stats.breaker_overflow_retries->Inc();
@@ -1274,12 +1282,18 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
   return true;
 }
 
-void ProxyStream::ScheduleRetry() {
+void ProxyStream::ScheduleRetry(bool at_once) {
   ++retries_;
   cluster_->stats.retries->Inc();
-  if (!counted_retry_) {
+  if (!counted_retry_ && !at_once) {
     cluster_->state->active_retries.fetch_add(1, std::memory_order_relaxed);
     counted_retry_ = true;
+  }
+  if (at_once) {
+    // A connect failure: the request reached no upstream and the next try
+    // goes to another endpoint, so waiting would only add latency.
+    retry_timer_.Enable(absl::ZeroDuration());
+    return;
   }
   // Full jitter: a random wait in [0, min(max, base * 2^(n-1))].
   const router::RouteEntry::Retry& retry = route_->retry;
@@ -1753,7 +1767,7 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   }
   ReleaseUpstream(false);
   if (MayRetry(connect_failed ? RetryReason::kConnectFailure : RetryReason::kReset, 0)) {
-    ScheduleRetry();
+    ScheduleRetry(/*at_once=*/connect_failed);
     return;
   }
   if (response_started_) {

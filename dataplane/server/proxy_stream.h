@@ -230,7 +230,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head);
   enum class RetryReason { kConnectFailure, kReset, kStatus };
   bool MayRetry(RetryReason reason, int status);
-  void ScheduleRetry();
+  // `at_once`: no backoff (after a connect failure).
+  void ScheduleRetry(bool at_once = false);
   void OnRetryTimer();
   void OnPerTryTimeout();
   void OnRouteTimeout();
@@ -355,6 +356,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool counted_retry_ = false;          // in the cluster's active_retries
   int retries_ = 0;
   bool replayable_ = false;
+  // The route may retry this request after a failure that may have reached
+  // the upstream (an idempotent method, or retry_non_idempotent).
+  bool retries_any_method_ = false;
   std::string replay_;             // body bytes (no framing), to send again
   http::HeaderMap request_trailers_;  // forwardable request trailers
   std::vector<http::HeaderField> response_trailers_;  // views into trailer_storage_

@@ -292,6 +292,36 @@ TEST_F(LoadBalancingTest, RetriesNeverRepeatAPostUnlessTheRouteAllowsIt) {
   EXPECT_GE(proxy_->Stat("sluice_retries_exhausted_total{cluster=\"backends\"}"), 2);
 }
 
+// A request that never reached an upstream (its connect failed) is sent
+// again whatever its method (nginx's proxy_next_upstream holds the same),
+// at once and to another endpoint: so a dead endpoint under load, with no
+// health check yet, costs clients nothing. Before: a POST (and so every
+// gRPC call) got the 502, and the backoff held so many retries in flight
+// that the retry budget passed most failures on.
+TEST_F(LoadBalancingTest, AConnectFailureIsRetriedAtOnceForAnyMethod) {
+  StartUpstreams({""});
+  const int dead = PickFreePort();  // nothing listens there
+  Apply(absl::StrCat("  endpoints: [{address: 127.0.0.1, port: ", upstreams_[0]->port(),
+                     "}, {address: 127.0.0.1, port: ", dead, "}]"),
+        "retry_policy: {num_retries: 2, retry_on: [connect-failure]}");
+  const std::string body(3000, 'b');
+  for (int i = 0; i < 10; ++i) {
+    HttpResponse r = HttpRequest(listener(), "POST", "/order", {}, body);
+    ASSERT_EQ(r.status, 200) << r.body << r.error;
+    EXPECT_NE(r.body.find("body-bytes=3000"), std::string::npos) << r.body;
+  }
+  LoadGenerator load({.host_port = listener(), .path = "/load", .concurrency = 16});
+  load.Start();
+  ASSERT_TRUE(WaitFor([&] { return load.counts().ok > 3000; }, absl::Seconds(20)));
+  load.Stop();
+  LoadGenerator::Counts counts = load.counts();
+  EXPECT_EQ(counts.failed, 0u) << absl::StrJoin(counts.first_errors, "\n");
+  EXPECT_EQ(proxy_->Stat("sluice_circuit_breaker_overflows_total{cluster=\"backends\","
+                         "breaker=\"max_retries\"}"),
+            0);
+  EXPECT_GT(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"backends\"}"), 100);
+}
+
 TEST_F(LoadBalancingTest, RetriedPostReplaysItsBody) {
   StartUpstreams({"reset=1", ""});
   Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
