@@ -95,6 +95,25 @@ int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster, const std::vect
     return 0;
   };
   if (count == 1) return static_cast<int>(nth(0));
+  if (!cluster.equal_weights) {
+    // Two candidates drawn by weight, the one with fewer requests in flight
+    // relative to its weight wins. With nothing in flight at either (light
+    // traffic) the first draw stands, so the shares follow the weights
+    // exactly, as for RANDOM; a tie under load goes by weight too.
+    int a = PickRandom(cluster, allowed);
+    int b = PickRandom(cluster, allowed);
+    for (int tries = 0; b == a && tries < 3; ++tries) b = PickRandom(cluster, allowed);
+    if (a < 0 || b < 0 || a == b) return a;
+    const int64_t active_a = active(cluster.endpoints[a].pool_key);
+    const int64_t active_b = active(cluster.endpoints[b].pool_key);
+    const uint64_t weight_a = cluster.endpoints[a].weight;
+    const uint64_t weight_b = cluster.endpoints[b].weight;
+    const int64_t lhs = active_a * static_cast<int64_t>(weight_b);
+    const int64_t rhs = active_b * static_cast<int64_t>(weight_a);
+    if (lhs != rhs) return lhs < rhs ? a : b;
+    if (active_a == 0) return a;
+    return rng_() % (weight_a + weight_b) < weight_a ? a : b;
+  }
   size_t ka = rng_() % count;
   size_t kb = rng_() % (count - 1);
   if (kb >= ka) ++kb;

@@ -82,6 +82,20 @@ TEST(EndpointPickerTest, LeastRequestHonoursWeights) {
   EXPECT_NEAR(ratio, 3.0, 0.3);
 }
 
+// Light traffic (nothing in flight when a pick is made): the shares follow
+// the weights, as for RANDOM. Before: ties were broken evenly, so weights
+// 1/2/5 gave a third each.
+TEST(EndpointPickerTest, LeastRequestFollowsWeightsWhenNothingIsInFlight) {
+  stats::StatsStore store;
+  auto cluster = MakeCluster({1, 2, 5}, config::v1::Cluster::LEAST_REQUEST, store);
+  EndpointPicker picker(11);
+  std::map<int, int> counts;
+  for (int i = 0; i < 8000; ++i) counts[picker.Pick(*cluster)]++;
+  EXPECT_NEAR(counts[0], 1000, 150);
+  EXPECT_NEAR(counts[1], 2000, 200);
+  EXPECT_NEAR(counts[2], 5000, 250);
+}
+
 TEST(EndpointPickerTest, StateSurvivesANewVersionOfTheCluster) {
   stats::StatsStore store;
   auto v1 = MakeCluster({1, 1, 1}, config::v1::Cluster::ROUND_ROBIN, store);
