@@ -228,7 +228,8 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     return std::unique_ptr<UpstreamConnection>(c);
   }
   if (cluster.state->connections.load(std::memory_order_relaxed) >=
-      cluster.breakers.max_connections) {
+          cluster.breakers.max_connections &&
+      !CloseOneIdle(cluster)) {
     return absl::ResourceExhaustedError("max_connections");
   }
   std::unique_ptr<net::TransportSocket> transport;
@@ -290,6 +291,19 @@ void ConnectionPool::IdleList::Erase(UpstreamConnection* c) {
   if (c->idle_next_ != nullptr) c->idle_next_->idle_prev_ = c->idle_prev_;
   c->idle_prev_ = c->idle_next_ = nullptr;
   --size;
+}
+
+bool ConnectionPool::CloseOneIdle(const ClusterInfo& cluster) {
+  for (const EndpointInfo& endpoint : cluster.endpoints) {
+    auto it = idle_.find(endpoint.pool_key);
+    if (it == idle_.end() || it->second.head == nullptr) continue;
+    std::unique_ptr<UpstreamConnection> idle(it->second.PopFront());
+    idle->idle_ = false;
+    idle->connection().Close();
+    idle.reset();  // its place in the cluster's count is free now
+    return true;
+  }
+  return false;
 }
 
 void ConnectionPool::RemoveIdle(UpstreamConnection* connection) {

@@ -157,6 +157,10 @@ class ConnectionPool {
     void Erase(UpstreamConnection* c);
   };
   void RemoveIdle(UpstreamConnection* connection);
+  // At the cluster's max_connections: closes one idle connection of this
+  // worker's to any of the cluster's endpoints, so a connection a request
+  // needs is not refused for one nobody uses. False when there is none.
+  bool CloseOneIdle(const ClusterInfo& cluster);
 
   event::Dispatcher& dispatcher_;
   std::unordered_map<std::string, IdleList> idle_;

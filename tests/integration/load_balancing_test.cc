@@ -202,6 +202,37 @@ TEST_F(LoadBalancingTest, CircuitBreakerRejectsTheRequestOverTheLimit) {
             1);
 }
 
+// Idle pooled connections do not hold max_connections against a request
+// that needs a new one: one is closed to make room. Before: two idle
+// connections to one endpoint made every request to the other a 503.
+TEST_F(LoadBalancingTest, IdleConnectionsMakeRoomUnderMaxConnections) {
+  StartUpstreams({"", ""});
+  Apply(absl::StrCat("  endpoints: ", Endpoints({0}), "\n  circuit_breakers: {max_connections: 2}"),
+        "");
+  // Two requests at once: two connections to the first endpoint, idle after.
+  std::vector<std::thread> both;
+  std::vector<int> statuses(2);
+  for (int i = 0; i < 2; ++i) {
+    both.emplace_back([&, i] { statuses[i] = HttpGet(listener(), "/two?delay_ms=300").status; });
+  }
+  for (auto& t : both) t.join();
+  EXPECT_EQ(statuses, (std::vector<int>{200, 200}));
+  ASSERT_EQ(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"backends\"}"), 2);
+  // The second endpoint joins: requests go to both, one at a time.
+  Apply(absl::StrCat("  endpoints: ", Endpoints({0, 1}), "\n  circuit_breakers: {max_connections: 2}"),
+        "");
+  std::set<std::string> served_by;
+  for (int i = 0; i < 6; ++i) {
+    HttpResponse r = HttpGet(listener(), "/one");
+    EXPECT_EQ(r.status, 200) << r.body;
+    served_by.insert(r.header("x-upstream"));
+  }
+  EXPECT_EQ(served_by, (std::set<std::string>{"up0", "up1"}));
+  EXPECT_EQ(proxy_->Stat("sluice_circuit_breaker_overflows_total{cluster=\"backends\","
+                         "breaker=\"max_connections\"}"),
+            0);
+}
+
 void MeasureConsistentHashing(LoadBalancingTest* test, const std::string& policy,
                               const std::function<uint64_t(const std::string&, const std::string&)>& apply,
                               const std::function<std::string(int)>& endpoints,
