@@ -83,6 +83,14 @@ class ControlPlaneTlsTest : public ::testing::Test {
     return args;
   }
 
+  // Applies a listener on a free port through `cp` (TLS, verified by our
+  // CA); true when it was applied.
+  static bool ApplyListener(ControlPlane& cp) {
+    return cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
+                   WriteConfig(ListenerYaml(PickFreePort()))})
+               .exit_code == 0;
+  }
+
   static std::string* certs_;
 };
 
@@ -126,10 +134,7 @@ TEST_F(ControlPlaneTlsTest, ProxyWithItsOwnCertificateServesTheConfig) {
 TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
   ControlPlane cp("", "debug", TlsArgs());
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
-                    WriteConfig(ListenerYaml(PickFreePort()))})
-                .exit_code,
-            0);
+  ASSERT_TRUE(ApplyListener(cp));
   Proxy impostor(cp.address(), "p1", 1, "", ProxyTls("p2"));
   ASSERT_TRUE(impostor.ok()) << impostor.process().Log();
   EXPECT_TRUE(
@@ -150,10 +155,7 @@ TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
 TEST_F(ControlPlaneTlsTest, ARenewedClientCertificateIsUsedAtTheNextReconnect) {
   ControlPlane cp("", "debug", TlsArgs());
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
-                    WriteConfig(ListenerYaml(PickFreePort()))})
-                .exit_code,
-            0);
+  ASSERT_TRUE(ApplyListener(cp));
   const std::string dir = MakeTempDir("client-cert");
   ASSERT_TRUE(InstallPair(Cert("proxy-p2"), dir + "/client"));
   Proxy proxy(cp.address(), "p1", 1, "",
@@ -199,10 +201,7 @@ TEST_F(ControlPlaneTlsTest, ARenewedServerCertificateIsServedWithoutARestart) {
 TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
   ControlPlane cp("", "debug", TlsArgs());
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "apply", "-f",
-                    WriteConfig(ListenerYaml(PickFreePort()))})
-                .exit_code,
-            0);
+  ASSERT_TRUE(ApplyListener(cp));
   Proxy anonymous(cp.address(), "p1", 1, "", ProxyTls(""));
   ASSERT_TRUE(anonymous.ok()) << anonymous.process().Log();
   EXPECT_TRUE(anonymous.process().WaitForLogLine(
