@@ -344,6 +344,19 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
   parsed.subject = SubjectLine(leaf);
   parsed.not_before = ToAbslTime(X509_get0_notBefore(leaf));
   parsed.not_after = ToAbslTime(X509_get0_notAfter(leaf));
+  switch (EVP_PKEY_base_id(key.get())) {
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+      parsed.key_kind = CertificateInfo::KeyKind::kRsa;
+      break;
+    case EVP_PKEY_EC:
+    case EVP_PKEY_ED25519:
+    case EVP_PKEY_ED448:
+      parsed.key_kind = CertificateInfo::KeyKind::kEc;
+      break;
+    default:
+      break;
+  }
   ERR_clear_error();
   if (info != nullptr) *info = std::move(parsed);
   return true;

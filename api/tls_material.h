@@ -28,6 +28,11 @@ struct CertificateInfo {
   std::string subject;  // one line, e.g. "CN=api.example.com,O=Example"
   absl::Time not_before;
   absl::Time not_after;
+  // The key's kind, which TLS 1.2 cipher suites can use it: kRsa needs an
+  // RSA-authenticated suite (ECDHE-RSA-...), kEc (ECDSA, Ed25519) an
+  // ECDSA-authenticated one (ECDHE-ECDSA-...).
+  enum class KeyKind { kRsa, kEc, kOther };
+  KeyKind key_kind = KeyKind::kOther;
 };
 
 // An error found in a Secret, with the field it is about relative to the

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -1123,11 +1124,61 @@ void CheckSecretReference(const std::string& name, const std::string& field,
   }
 }
 
-// A listener's tls names Secrets that exist and hold the right material.
+// Which certificate key kinds the TLS 1.2 suites of `list` can serve.
+struct SuiteAuth {
+  bool rsa = false;
+  bool ecdsa = false;
+};
+SuiteAuth AuthOfCipherList(const std::string& list) {
+  SuiteAuth auth;
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_method()), SSL_CTX_free);
+  if (ctx == nullptr || SSL_CTX_set_cipher_list(ctx.get(), list.c_str()) != 1) {
+    ERR_clear_error();
+    return {true, true};  // a list that does not parse is reported on its own
+  }
+  for (absl::string_view element : absl::StrSplit(list, absl::ByAnyChar(": ,"), absl::SkipEmpty())) {
+    if (absl::string_view("!-+@").find(element.front()) != absl::string_view::npos) continue;
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> one(SSL_CTX_new(TLS_method()), SSL_CTX_free);
+    if (one == nullptr || SSL_CTX_set_cipher_list(one.get(), std::string(element).c_str()) != 1) {
+      ERR_clear_error();
+      return {true, true};  // likewise an unknown name (CheckCipherSuites names it)
+    }
+  }
+  STACK_OF(SSL_CIPHER)* selected = SSL_CTX_get_ciphers(ctx.get());
+  for (int i = 0; selected != nullptr && i < sk_SSL_CIPHER_num(selected); ++i) {
+    const int nid = SSL_CIPHER_get_auth_nid(sk_SSL_CIPHER_value(selected, i));
+    auth.rsa = auth.rsa || nid == NID_auth_rsa;
+    auth.ecdsa = auth.ecdsa || nid == NID_auth_ecdsa;
+  }
+  return auth;
+}
+
+// A listener's tls names Secrets that exist and hold the right material;
+// with cipher_suites set and TLS 1.2 allowed, each certificate's key has a
+// suite it can serve (an RSA certificate behind ECDSA-only suites fails
+// every TLS 1.2 handshake that picks it).
 void CheckTlsReferences(const ListenerTls& tls, const ResourceMap& state, ErrorSink& sink) {
+  const bool tls12 = tls.min_version().empty() || tls.min_version() == "1.2";
+  std::optional<SuiteAuth> auth;
+  if (tls12 && !tls.cipher_suites().empty()) auth = AuthOfCipherList(tls.cipher_suites());
   for (int i = 0; i < tls.certificates_size(); ++i) {
     CheckSecretReference(tls.certificates(i), Index("tls.certificates", i),
                          Secret::kTlsCertificate, "tls_certificate", state, sink);
+    if (!auth) continue;
+    auto it = state.find({config::v1::SECRET, tls.certificates(i)});
+    if (it == state.end() || !it->second.secret().has_tls_certificate()) continue;
+    CertificateInfo info;
+    if (!ParseTlsCertificate(it->second.secret().tls_certificate(), &info, nullptr)) continue;
+    const bool rsa = info.key_kind == CertificateInfo::KeyKind::kRsa;
+    const bool ec = info.key_kind == CertificateInfo::KeyKind::kEc;
+    if ((rsa && !auth->rsa) || (ec && !auth->ecdsa)) {
+      sink.Add(Index("tls.certificates", i),
+               absl::StrCat("Secret \"", tls.certificates(i), "\" holds ",
+                            rsa ? "an RSA" : "an ECDSA (or EdDSA)",
+                            " key, and tls.cipher_suites has no TLS 1.2 suite for it (",
+                            rsa ? "ECDHE-RSA-..." : "ECDHE-ECDSA-...",
+                            "): TLS 1.2 clients would fail to connect"));
+    }
   }
   CheckSecretReference(tls.client_ca(), "tls.client_ca", Secret::kTrustedCa, "trusted_ca", state,
                        sink);

@@ -610,6 +610,34 @@ TEST(ValidationTest, ListenerTlsCipherSuites) {
   EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "HIGH:!aNULL:!eNULL")"), "");
 }
 
+// With cipher_suites set and TLS 1.2 allowed, each certificate's key needs a
+// suite it can serve: an ECDSA certificate behind RSA-only suites (or the
+// other way round) would fail every TLS 1.2 handshake that picks it.
+TEST(ValidationTest, EachCertificateNeedsATls12SuiteForItsKey) {
+  EXPECT_NE(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "ECDHE-RSA-AES128-GCM-SHA256")")
+                .find("tls.certificates[0]: Secret \"web\" holds an ECDSA (or EdDSA) key, and "
+                      "tls.cipher_suites has no TLS 1.2 suite for it (ECDHE-ECDSA-...)"),
+            std::string::npos);
+  EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" min_version: "1.3"
+      cipher_suites: "ECDHE-RSA-AES128-GCM-SHA256")"),
+            "");  // TLS 1.3 only: the list is not used
+  ResourceMap state = ValidTls();
+  testing::CertificateSpec rsa;
+  rsa.key_type = testing::KeyType::kRsa2048;
+  Resource rsa_secret = CertificateSecret("rsa-web", rsa);
+  state[IdOf(rsa_secret)] = rsa_secret;
+  Resource& listener = state[{config::v1::LISTENER, "public"}];
+  listener.mutable_listener()->mutable_tls()->add_certificates("rsa-web");
+  listener.mutable_listener()->mutable_tls()->set_cipher_suites("ECDHE-ECDSA-AES128-GCM-SHA256");
+  EXPECT_NE(std::string(CheckState(state).message())
+                .find("tls.certificates[1]: Secret \"rsa-web\" holds an RSA key"),
+            std::string::npos)
+      << CheckState(state);
+  listener.mutable_listener()->mutable_tls()->set_cipher_suites(
+      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+  EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+}
+
 TEST(ValidationTest, ListenerTlsClientCertificates) {
   EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" require_client_certificate { value: true })"),
             "Listener \"public\": tls.require_client_certificate: needs client_ca (the Secret "
