@@ -216,7 +216,7 @@ void ProxyStream::Reset() {
   response_wanted_.clear();
   upstream_sent_ = first_byte_ = upstream_end_ = absl::InfinitePast();
   bytes_in_ = bytes_out_ = 0;
-  replaying_ = recorded_ = false;
+  replaying_ = recorded_ = counted_response_ = false;
   response_flag_.clear();
   chain_ = nullptr;
   current_filter_ = 0;
@@ -1939,6 +1939,7 @@ bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error) {
 void ProxyStream::Finish() {
   int status_class = status_ / 100;
   if (status_class >= 1 && status_class <= 5) {
+    counted_response_ = true;
     worker_.stats().downstream_responses_by_class[status_class]->Inc();
     if (route_stats_) route_stats_->by_class[status_class]->Inc();
     if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {
@@ -1974,10 +1975,9 @@ void ProxyStream::RecordExchange() {
   recorded_ = true;
   absl::Time now = absl::Now();
   const int shard = worker_.index();
-  // Only exchanges that were answered, as the route's request counter
-  // counts them: a request the client abandoned has no latency to show.
-  if (route_stats_ != nullptr && route_stats_->duration != nullptr && status_ >= 100 &&
-      status_ < 600) {
+  // Only exchanges the route's request counter counts (answered whole): a
+  // request the client abandoned, or a response cut short, shows no latency.
+  if (route_stats_ != nullptr && route_stats_->duration != nullptr && counted_response_) {
     route_stats_->duration->Observe(shard, absl::ToInt64Microseconds(now - start_time_));
   }
   absl::Duration upstream = absl::InfiniteDuration();

@@ -383,6 +383,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool replaying_ = false;  // OnRequestData with bytes counted already
   bool replaying_held_ = false;  // ... and they are a body held whole (kept for retries)
   bool recorded_ = false;
+  bool counted_response_ = false;  // Finish() counted it in the route's by_class
   // Why the gateway answered as it did ("no_route", "policy:key-auth",
   // ...); empty when the upstream's response went through.
   std::string response_flag_;
