@@ -1130,20 +1130,15 @@ struct SuiteAuth {
   bool ecdsa = false;
 };
 SuiteAuth AuthOfCipherList(const std::string& list) {
+  // A list CheckCipherSuites refuses is reported there, once.
+  std::vector<ValidationError> list_errors;
+  ErrorSink list_sink({}, &list_errors);
+  CheckCipherSuites(list, list_sink);
+  if (!list_errors.empty()) return {true, true};
   SuiteAuth auth;
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_method()), SSL_CTX_free);
-  if (ctx == nullptr || SSL_CTX_set_cipher_list(ctx.get(), list.c_str()) != 1) {
-    ERR_clear_error();
-    return {true, true};  // a list that does not parse is reported on its own
-  }
-  for (absl::string_view element : absl::StrSplit(list, absl::ByAnyChar(": ,"), absl::SkipEmpty())) {
-    if (absl::string_view("!-+@").find(element.front()) != absl::string_view::npos) continue;
-    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> one(SSL_CTX_new(TLS_method()), SSL_CTX_free);
-    if (one == nullptr || SSL_CTX_set_cipher_list(one.get(), std::string(element).c_str()) != 1) {
-      ERR_clear_error();
-      return {true, true};  // likewise an unknown name (CheckCipherSuites names it)
-    }
-  }
+  SLUICE_CHECK(ctx != nullptr);
+  SLUICE_CHECK(SSL_CTX_set_cipher_list(ctx.get(), list.c_str()) == 1);  // checked above
   STACK_OF(SSL_CIPHER)* selected = SSL_CTX_get_ciphers(ctx.get());
   for (int i = 0; selected != nullptr && i < sk_SSL_CIPHER_num(selected); ++i) {
     const int nid = SSL_CIPHER_get_auth_nid(sk_SSL_CIPHER_value(selected, i));

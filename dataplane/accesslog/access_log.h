@@ -67,6 +67,12 @@ class AccessLog {
       stats::StatsStore& store);
 
   uint32_t sample_percent() const { return sample_percent_; }
+  // Whether a request is logged, given a random number for it (drawn only
+  // when sampling, so an unsampled log costs none): sample_percent in 100.
+  template <typename Random>
+  bool Samples(Random&& random) const {
+    return sample_percent_ >= 100 || random() % 100 < sample_percent_;
+  }
   // Formats `entry` into worker `worker`'s buffer (or drops it).
   void Log(int worker, const Entry& entry) const;
 

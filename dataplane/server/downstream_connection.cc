@@ -480,8 +480,7 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
   const config::ListenerRuntime& listener = it->second;
   if (listener.by_class[status / 100] != nullptr) listener.by_class[status / 100]->Inc();
   const accesslog::AccessLog* log = listener.access_log.get();
-  if (log == nullptr || (log->sample_percent() < 100 &&
-                         worker_.picker().Random() % 100 >= log->sample_percent())) {
+  if (log == nullptr || !log->Samples([this] { return worker_.picker().Random(); })) {
     return;
   }
   accesslog::Entry e;

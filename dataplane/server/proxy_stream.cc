@@ -295,8 +295,7 @@ void ProxyStream::Start(const RequestHead& request) {
     }
   }
   if (listener.access_log != nullptr &&
-      (listener.access_log->sample_percent() >= 100 ||
-       worker_.picker().Random() % 100 < listener.access_log->sample_percent())) {
+      listener.access_log->Samples([this] { return worker_.picker().Random(); })) {
     access_log_ = listener.access_log.get();
     log_authority_.assign(head.authority);
     log_path_.assign(head.target);
