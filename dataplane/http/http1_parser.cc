@@ -22,7 +22,8 @@
 //    characters or a chunk line above kMaxChunkLineBytes; chunk data not
 //    followed by CRLF;
 //  - head over max_head_bytes, more than max_headers fields, or a trailer
-//    section over max_trailer_bytes: kHeadersTooLarge.
+//    section over max_trailer_bytes: kHeadersTooLarge; a request line that
+//    alone passes max_head_bytes: kRequestLineTooLong.
 #include "dataplane/http/http1_parser.h"
 
 #include <algorithm>
@@ -71,22 +72,34 @@ constexpr CharTable MakeTargetTable() {
   return t;
 }
 
-// Host = uri-host [ ":" port ]: reg-name / IPv4 / IP-literal characters.
-constexpr CharTable MakeHostTable() {
+// reg-name and IPv4: unreserved / pct-encoded / sub-delims (RFC 3986
+// 3.2.2; no '@', so no userinfo).
+constexpr CharTable MakeRegNameTable() {
   CharTable t{};
   for (int c = '0'; c <= '9'; ++c) t[c] = true;
   for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
   for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-  for (char c : std::string_view("-._~!$&'()*+,;=%:[]")) {
+  for (char c : std::string_view("-._~!$&'()*+,;=%")) {
     t[static_cast<unsigned char>(c)] = true;
   }
+  return t;
+}
+
+// Inside an IP-literal's brackets: IPv6 (with an embedded IPv4).
+constexpr CharTable MakeIpLiteralTable() {
+  CharTable t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'f'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'F'; ++c) t[c] = true;
+  t[':'] = t['.'] = true;
   return t;
 }
 
 constexpr CharTable kTokenChar = MakeTokenTable();
 constexpr CharTable kFieldValueChar = MakeFieldValueTable();
 constexpr CharTable kTargetChar = MakeTargetTable();
-constexpr CharTable kHostChar = MakeHostTable();
+constexpr CharTable kRegNameChar = MakeRegNameTable();
+constexpr CharTable kIpLiteralChar = MakeIpLiteralTable();
 
 inline unsigned char Byte(char c) { return static_cast<unsigned char>(c); }
 inline bool IsOws(char c) { return c == ' ' || c == '\t'; }
@@ -173,8 +186,26 @@ bool IsValidRequestTarget(std::string_view target) {
 }
 
 bool IsValidHostValue(std::string_view host) {
-  for (char c : host) {
-    if (!kHostChar[Byte(c)]) return false;
+  // uri-host: an IP-literal in brackets, or reg-name / IPv4 characters.
+  size_t host_end;
+  if (!host.empty() && host.front() == '[') {
+    host_end = host.find(']');
+    if (host_end == std::string_view::npos || host_end == 1) return false;
+    for (char c : host.substr(1, host_end - 1)) {
+      if (!kIpLiteralChar[Byte(c)]) return false;
+    }
+    ++host_end;
+  } else {
+    host_end = 0;
+    while (host_end < host.size() && kRegNameChar[Byte(host[host_end])]) ++host_end;
+    if (host_end == 0) return false;  // RFC 9112 3.2: an http(s) target has a host
+  }
+  // [ ":" port ], port = *DIGIT
+  std::string_view rest = host.substr(host_end);
+  if (rest.empty()) return true;
+  if (rest.front() != ':') return false;
+  for (char c : rest.substr(1)) {
+    if (c < '0' || c > '9') return false;
   }
   return true;
 }
@@ -347,6 +378,13 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     i = lf + 1;
   }
   if (available >= max_bytes) {
+    // No line end within the limit: the request line alone is too long,
+    // which RFC 9112 3 answers with 414 (its target is what grows).
+    if (mode_ == Mode::kRequest && state_ == State::kHead &&
+        std::memchr(p + start, '\n', search_end - start) == nullptr) {
+      Fail(ParseError::kRequestLineTooLong, "request line longer than the head limit");
+      return Step::kFailed;
+    }
     Fail(ParseError::kHeadersTooLarge, state_ == State::kHead
                                            ? "message head too large"
                                            : "trailer section too large");

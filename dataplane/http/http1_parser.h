@@ -84,12 +84,15 @@ enum class ParseError {
   kBadRequest,       // 400 to a client, 502 for an upstream response
   kHeadersTooLarge,  // 431 (head, header count or trailers over the limits)
   kVersionNotSupported,  // 505: a request line with a major version other than 1
+  kRequestLineTooLong,   // 414: a request line alone over the head limit
 };
 
 // The parser's rules for parts of a request that HTTP/2 carries in
 // pseudo-header fields, for the HTTP/2 session to apply the same ones:
 // a request-target of visible ASCII only (0x21..0x7E), and a Host value of
-// uri-host [":" port] characters (reg-name, IPv4, IP-literal; may be empty).
+// uri-host [":" port] (RFC 9112 3.2, RFC 3986 3.2.2): a reg-name or IPv4
+// host (not empty, no userinfo) or an [IPv6] literal, and a port of digits
+// only. "a.com:1:2", "x:abc" and "" are invalid (400).
 bool IsValidRequestTarget(std::string_view target);
 bool IsValidHostValue(std::string_view host);
 

@@ -79,42 +79,6 @@ bool ConnectionTokens::Contains(std::string_view name) const {
                             [](std::string_view a, std::string_view b) { return a < b; });
 }
 
-namespace {
-
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-bool IsHexDigit(char c) {
-  return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-bool IsAlnum(char c) { return IsDigit(c) || (Lower(c) >= 'a' && Lower(c) <= 'z'); }
-
-}  // namespace
-
-bool IsValidAuthority(std::string_view authority) {
-  std::string_view host = authority;
-  if (!host.empty() && host.front() == '[') {
-    size_t close = host.find(']');
-    if (close == std::string_view::npos || close == 1) return false;
-    for (char c : host.substr(1, close - 1)) {
-      if (!IsHexDigit(c) && c != ':' && c != '.') return false;
-    }
-    std::string_view after = host.substr(close + 1);
-    if (after.empty()) return true;
-    if (after.front() != ':') return false;
-    return std::all_of(after.begin() + 1, after.end(), IsDigit);
-  }
-  size_t colon = host.find(':');
-  if (colon != std::string_view::npos) {
-    std::string_view port = host.substr(colon + 1);
-    host = host.substr(0, colon);
-    if (!std::all_of(port.begin(), port.end(), IsDigit)) return false;
-  }
-  if (host.empty()) return false;
-  // unreserved / pct-encoded / sub-delims (RFC 3986 3.2.2), no '@'.
-  return std::all_of(host.begin(), host.end(), [](char c) {
-    return IsAlnum(c) || std::string_view("-._~%!$&'()*+,;=").find(c) != std::string_view::npos;
-  });
-}
-
 bool HasToken(std::string_view list, std::string_view token) {
   while (!list.empty()) {
     size_t comma = list.find(',');

@@ -48,12 +48,6 @@ class ConnectionTokens {
 // header (`connection_tokens`).
 bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens);
 
-// An http(s) URI's authority as RFC 3986 and RFC 9110 4.2 allow it: a
-// reg-name, IPv4 or [IPv6] host (not empty), optionally ":port" with digits
-// only, and no userinfo (RFC 9110 4.2.4). The absolute-form target of an
-// HTTP/1 request and HTTP/2's :authority are held to it.
-bool IsValidAuthority(std::string_view authority);
-
 // Whether a comma-separated list value (TE, Connection...) holds `token`
 // (case-insensitive; parameters after ';' ignored).
 bool HasToken(std::string_view list, std::string_view token);

@@ -834,6 +834,10 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Recompile(
 const RouteTable::VirtualHost* RouteTable::FindVirtualHost(
     std::string_view raw_host) const {
   std::string_view host = StripPort(raw_host);
+  // "api.example.com." is the same name, fully qualified (RFC 1034 3.1);
+  // upstreams read it so (nginx drops the dot too), so it must get the same
+  // virtual host and policies.
+  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
   // Lower-case on the stack; a Host longer than any DNS name takes the slow
   // path.
   char buffer[256];

@@ -225,6 +225,9 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
     SendSessionError(505, parser_.error_detail(), nullptr, logged);
   } else if (error == http::ParseError::kHeadersTooLarge) {
     SendSessionError(431, "request header section too large", nullptr, logged);
+  } else if (error == http::ParseError::kRequestLineTooLong) {
+    SendSessionError(414, "request line longer than the listener's "
+                          "http.max_request_headers_bytes", nullptr, logged);
   } else {
     SendSessionError(400, absl::StrCat("malformed request: ", parser_.error_detail()), nullptr,
                      logged);
@@ -272,7 +275,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
     std::string_view authority = rest.substr(0, end);
     // RFC 9110 4.2.1/4.2.4: an http(s) URI has a host, and userinfo in it is
     // an error; routing and forwarding use this one authority.
-    if (!http::IsValidAuthority(authority)) {
+    if (!http::IsValidHostValue(authority)) {
       SendSessionError(400, "request target: invalid authority (an empty host, userinfo, or "
                             "characters a host cannot have)", &head);
       return;

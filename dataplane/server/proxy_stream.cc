@@ -27,6 +27,30 @@ bool IsConsumerField(std::string_view name) {
          http::EqualsIgnoreCase(name, "x-anonymous-consumer");
 }
 
+// A client's field spelled with '_' for '-' that names one the gateway sets
+// (x_consumer_name, x-forwarded_for, x_request_id...). CGI, WSGI, Rack and
+// PHP turn both spellings into one variable (HTTP_X_CONSUMER_NAME), so an
+// upstream would read the client's copy next to, or instead of, the
+// gateway's. Never forwarded (nginx drops every '_' name by default;
+// other '_' names go through).
+bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
+  if (name.size() < 9 || name.size() > 32 || (name[0] | 0x20) != 'x' ||
+      (name[1] != '_' && name[1] != '-') || name.find('_') == std::string_view::npos) {
+    return false;
+  }
+  char buffer[32];
+  for (size_t i = 0; i < name.size(); ++i) {
+    buffer[i] = name[i] == '_' ? '-' : static_cast<char>(name[i] | 0x20);
+  }
+  const std::string_view dashed(buffer, name.size());
+  if (IsConsumerField(dashed)) return true;
+  for (std::string_view field : {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                                 "x-forwarded-port", "x-request-id", "x-real-ip"}) {
+    if (dashed == field) return true;
+  }
+  return false;
+}
+
 // With `hops` trusted proxies in front, each appending the address it got
 // the request from to X-Forwarded-For: the hops-th address from the right
 // is the client's. The peer's when the field has fewer, or that one is not
@@ -90,7 +114,10 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
 // trailers into the header section must not find a client's copy there.
 bool ForwardableTrailer(std::string_view name) {
   static const http::ConnectionTokens kNoTokens;
-  if (http::IsHopByHop(name, kNoTokens) || IsConsumerField(name)) return false;
+  if (http::IsHopByHop(name, kNoTokens) || IsConsumerField(name) ||
+      IsUnderscoreSpellingOfGatewayField(name)) {
+    return false;
+  }
   for (std::string_view forbidden :
        {"content-length", "host", "content-type", "content-encoding", "content-range",
         "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te",
@@ -323,8 +350,8 @@ void ProxyStream::Start(const RequestHead& request) {
     const char* error = nullptr;
     if (!http::IsValidRequestTarget(head.target)) {
       error = "invalid :path (only visible ASCII and no fragment: percent-encode the rest)";
-    } else if (head.authority_from_target ? !http::IsValidAuthority(head.authority)
-                                          : !http::IsValidHostValue(head.authority)) {
+    } else if ((head.authority_from_target || !head.authority.empty()) &&
+               !http::IsValidHostValue(head.authority)) {
       error = head.authority_from_target
                   ? "invalid :authority (an empty host, userinfo, or characters a host cannot "
                     "have)"
@@ -701,12 +728,15 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   bool has_host = false;
   for (const http::HeaderField& h : headers) {
     if (IsConsumerField(h.name)) continue;  // only authentication policies set them
+    if (IsUnderscoreSpellingOfGatewayField(h.name)) continue;
     // Where the client claims it reached: upstreams build URLs (redirects,
     // links) from it, and a cache does not key on it, so one client's
-    // value could be served to all. Only trusted proxies may say.
-    if (!trust_forwarded_ && h.name.size() == 16 &&
-        (http::EqualsIgnoreCase(h.name, "x-forwarded-host") ||
-         http::EqualsIgnoreCase(h.name, "x-forwarded-port"))) {
+    // value could be served to all. Only trusted proxies may say, in
+    // X-Forwarded-Host/-Port or in RFC 7239's Forwarded (host=, proto=).
+    if (!trust_forwarded_ &&
+        ((h.name.size() == 16 && (http::EqualsIgnoreCase(h.name, "x-forwarded-host") ||
+                                  http::EqualsIgnoreCase(h.name, "x-forwarded-port"))) ||
+         http::EqualsIgnoreCase(h.name, "forwarded"))) {
       continue;
     }
     if (http::EqualsIgnoreCase(h.name, "traceparent")) continue;  // this hop's goes instead

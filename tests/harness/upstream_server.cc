@@ -12,8 +12,9 @@
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
 // connection, te, transfer-encoding, content-length, x-consumer-name,
 // x-consumer-groups, x-anonymous-consumer, authorization, apikey,
-// traceparent, tracestate, x-forwarded-host, x-forwarded-port; and every field whose
-// name starts with "x-test-", one echo per field, in arrival order. The default body is
+// traceparent, tracestate, x-forwarded-host, x-forwarded-port, forwarded; and every
+// field whose name starts with "x-test-" or has a '_', one echo per field, in
+// arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
 // the request declared a body (Content-Length or Transfer-Encoding, even for
 // zero bytes), by "body-bytes=N body-crc=HEX\n" with HEX from Crc32Hex() in
@@ -106,7 +107,7 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "x-anonymous-consumer", "authorization",
     "apikey",            "traceparent",
     "tracestate",        "x-forwarded-host",
-    "x-forwarded-port",
+    "x-forwarded-port",  "forwarded",
 };
 
 // What one request asked for through its query parameters.
@@ -582,7 +583,7 @@ std::string Connection::Head(
     }
   }
   for (const auto& [name, value] : request.headers) {
-    if (absl::StartsWith(name, "x-test-")) {
+    if (absl::StartsWith(name, "x-test-") || absl::StrContains(name, "_")) {
       absl::StrAppend(&head, "x-echo-", name, ": ", value, "\r\n");
     }
   }

@@ -471,6 +471,23 @@ TEST_F(EdgeTest, PathsAreNormalisedBeforeRouting) {
 TEST_F(EdgeTest, RequestLimitsAnswer414And431And413) {
   std::string listener = absl::StrCat("127.0.0.1:", port_);
   EXPECT_EQ(HttpGet(listener, "/" + std::string(400, 'a')).status, 414);
+  // A request line longer than the whole head limit (61440) is a 414 too,
+  // not a 431 (RFC 9112 3), and the connection closes.
+  {
+    RawClient client(port_);
+    ASSERT_TRUE(client.connected());
+    client.Send("GET /" + std::string(70000, 'a') + " HTTP/1.1\r\nHost: edge\r\n\r\n");
+    std::string reply = client.ReadResponse();
+    EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 414")) << reply.substr(0, 200);
+  }
+  // A Host an upstream would read as another host than the gateway did.
+  for (const char* host : {"edge:1:2", "edge:abc", ""}) {
+    RawClient client(port_);
+    ASSERT_TRUE(client.connected());
+    client.Send(absl::StrCat("GET /x HTTP/1.1\r\nHost: ", host, "\r\n\r\n"));
+    std::string reply = client.ReadResponse();
+    EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 400")) << host << ": " << reply.substr(0, 200);
+  }
   std::vector<std::pair<std::string, std::string>> many;
   for (int i = 0; i < 25; ++i) many.push_back({absl::StrCat("x-h", i), "v"});
   EXPECT_EQ(HttpGet(listener, "/x", many).status, 431);

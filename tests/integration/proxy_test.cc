@@ -179,6 +179,31 @@ TEST_F(ProxyTest, AClientsForwardedHostAndPortStayAtTheGateway) {
   ASSERT_EQ(r.status, 200) << r.error;
   EXPECT_EQ(r.headers.count("x-echo-x-forwarded-host"), 0u) << r.header("x-echo-x-forwarded-host");
   EXPECT_EQ(r.headers.count("x-echo-x-forwarded-port"), 0u);
+  // RFC 7239's Forwarded carries the same host= and proto=.
+  r = HttpGet(listener(), "/fh", {{"forwarded", "host=evil.example;proto=https"}});
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.headers.count("x-echo-forwarded"), 0u) << r.header("x-echo-forwarded");
+}
+
+// CGI, WSGI, Rack and PHP read x_consumer_name and x-consumer-name as one
+// variable: a client's '_' spelling of a field the gateway sets must not
+// reach the upstream either. Other '_' names go through.
+TEST_F(ProxyTest, UnderscoreSpellingsOfTheGatewaysFieldsStayAtTheGateway) {
+  HttpResponse r = HttpGet(listener(), "/us", {{"X_Consumer_Name", "root"},
+                                               {"x-consumer_groups", "admin"},
+                                               {"x_anonymous_consumer", "false"},
+                                               {"X_Forwarded_For", "6.6.6.6"},
+                                               {"x_forwarded_host", "evil.example"},
+                                               {"x_request_id", "forged"},
+                                               {"x_real_ip", "6.6.6.6"},
+                                               {"x_custom_field", "kept"}});
+  ASSERT_EQ(r.status, 200) << r.error;
+  for (const char* name : {"x_consumer_name", "x-consumer_groups", "x_anonymous_consumer",
+                           "x_forwarded_for", "x_forwarded_host", "x_request_id", "x_real_ip"}) {
+    EXPECT_EQ(r.headers.count(std::string("x-echo-") + name), 0u) << name;
+  }
+  EXPECT_EQ(r.header("x-echo-x_custom_field"), "kept");
+  EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "127.0.0.1");
 }
 
 TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {

@@ -1,5 +1,6 @@
 // The `headers` policy's config rules, registered for every binary that
 // validates config.
+#include <algorithm>
 #include <memory>
 
 #include "absl/strings/ascii.h"
@@ -87,7 +88,10 @@ void CheckHeaderName(const std::string& name, const std::string& field,
 
 void CheckNotConsumerField(const std::string& name, const std::string& field,
                            std::vector<std::pair<std::string, std::string>>* errors) {
+  // With '_' for '-' too: CGI, WSGI, Rack and PHP read both spellings as
+  // one variable, and the proxy drops a client's '_' spelling likewise.
   std::string lower = absl::AsciiStrToLower(name);
+  std::replace(lower.begin(), lower.end(), '_', '-');
   if (absl::StartsWith(lower, "x-consumer-") || lower == "x-anonymous-consumer") {
     errors->emplace_back(field, absl::StrCat("'", name, "' is set by the gateway's "
                                              "authentication policies for the upstream to "

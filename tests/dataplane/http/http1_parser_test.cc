@@ -510,10 +510,47 @@ TEST(Http1RequestTest, Http10WithoutHostIsAccepted) {
   EXPECT_NE(o.events[0].find("1.0 framing=none cl=0 close"), std::string::npos);
 }
 
-TEST(Http1RequestTest, EmptyHostIsAccepted) {
-  EXPECT_EQ(
-      FeedOneShot(Mode::kRequest, "GET / HTTP/1.1\r\nHost:\r\n\r\n").error,
-      ParseError::kNone);
+// RFC 9112 3.2: a Host field with an invalid value is a 400. A value an
+// upstream splits at its first ':' ("a.com:1:2" is a.com to it) would
+// otherwise choose another virtual host here than there.
+TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
+  for (const char* host : {"", "a.com:1:2", "a.com:abc", "a.com:80x", "]x[:80", "[::1", "[]",
+                           "[::1]x", "a b", "user@a.com", ":80", "a.com/x", "[zz::1]"}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(FeedOneShot(Mode::kRequest,
+                          std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")
+                  .error,
+              ParseError::kBadRequest);
+  }
+  for (const char* host : {"a.com", "a.com:8080", "a.com:", "a.com.", "127.0.0.1:80", "[::1]",
+                           "[::1]:443", "[::ffff:10.0.0.1]", "x_y.local", "%41.com"}) {
+    SCOPED_TRACE(host);
+    EXPECT_EQ(FeedOneShot(Mode::kRequest,
+                          std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")
+                  .error,
+              ParseError::kNone);
+  }
+}
+
+// RFC 9112 3: a request line alone over the limit is a 414; a head whose
+// fields pass the limit stays a 431.
+TEST(Http1RequestTest, ARequestLineOverTheHeadLimitIsTooLongNotTooLarge) {
+  Http1Parser::Limits limits;
+  limits.max_head_bytes = 1024;
+  Recorder rec;
+  Http1Parser parser(Mode::kRequest, &rec, limits);
+  EXPECT_EQ(parser.Feed("GET /" + std::string(2000, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n")
+                .error,
+            ParseError::kRequestLineTooLong);
+  Http1Parser fields(Mode::kRequest, &rec, limits);
+  EXPECT_EQ(fields.Feed("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(2000, 'a') +
+                        "\r\n\r\n")
+                .error,
+            ParseError::kHeadersTooLarge);
+  // A response's status line is not a request line.
+  Http1Parser response(Mode::kResponse, &rec, limits);
+  EXPECT_EQ(response.Feed("HTTP/1.1 200 " + std::string(2000, 'a') + "\r\n\r\n").error,
+            ParseError::kHeadersTooLarge);
 }
 
 TEST(Http1RequestTest, KeepAlive) {

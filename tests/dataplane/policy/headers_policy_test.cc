@@ -90,6 +90,7 @@ TEST(HeadersPolicyTest, RulesNameTheField) {
       remove: "x-consumer-name"
       set { name: "X-Consumer-Name" value: "%CLIENT_IP%" }
       add { name: "x-anonymous-consumer" value: "false" }
+      add { name: "x_consumer_groups" value: "%CLIENT_IP%" }
     }
     response { set { name: "x-consumer-name" value: "%CONSUMER%" } }
   )pb");
@@ -99,7 +100,9 @@ TEST(HeadersPolicyTest, RulesNameTheField) {
                                      "gateway's authentication policies"))
       << all;
   EXPECT_TRUE(absl::StrContains(all, "request.add[0].name: 'x-anonymous-consumer'")) << all;
-  EXPECT_EQ(errors.size(), 2u) << all;
+  // The '_' spelling, which CGI-style upstreams read as the same field.
+  EXPECT_TRUE(absl::StrContains(all, "request.add[1].name: 'x_consumer_groups'")) << all;
+  EXPECT_EQ(errors.size(), 3u) << all;
 }
 
 TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {
