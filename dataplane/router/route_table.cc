@@ -609,6 +609,8 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
                                 ? api::ToDuration(action.idle_timeout())
                                 : api::kDefaultStreamIdleTimeout;
       entry->max_request_body_bytes = action.max_request_body_bytes();
+      // Kept for resends even without a retry policy (see ProxyStream).
+      entry->retry.max_replay_bytes = api::kDefaultMaxReplayBytes;
       if (action.has_retry_policy()) {
         const auto& rp = action.retry_policy();
         RouteEntry::Retry& r = entry->retry;

@@ -601,7 +601,11 @@ void ProxyStream::Route(const RequestHead& request) {
   // upstream, as nginx's proxy_next_upstream holds); other failures retry
   // only idempotent ones unless retry_non_idempotent (see MayRetry).
   retries_any_method_ = IsIdempotent(method_) || retry.retry_non_idempotent;
-  replayable_ = retry.num_retries > 0 && (retries_any_method_ || retry.on_connect_failure);
+  // The body is kept (up to max_replay_bytes, 64 KiB without a retry
+  // policy) until the response begins, for a retry and for a resend the
+  // upstream allows without one: a stale pooled connection, a refused
+  // HTTP/2 stream.
+  replayable_ = true;
 
   std::string rewritten;
   if (!route_->prefix_rewrite.empty()) rewritten = route_->RewritePath(head.target);
@@ -1211,7 +1215,8 @@ void ProxyStream::SendRequestHttp1() {
     up.Write2(upstream_head_, chunk_header);
     up.Write2(replay_, "\r\n");
   }
-  if (request_complete_ && request_chunked_ && attempts_ > 1) SendRequestEnd();
+  // Sent again (a retry or a resend): the whole body so far went above.
+  if (request_complete_ && request_chunked_ && (attempts_ > 1 || resends_ > 0)) SendRequestEnd();
 }
 
 void ProxyStream::SendRequestHttp2() {
@@ -1526,6 +1531,9 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   }
   response_streamed_ = out.body == ResponseHead::Body::kStream;
   response_started_ = true;
+  // Nothing is sent again once the response began.
+  replayable_ = false;
+  std::string().swap(replay_);
   // The route timeout covered the wait for this head; the body streams
   // under idle_timeout. A gRPC call is bounded as a whole (a deadline, like
   // the client's grpc-timeout).
@@ -1776,8 +1784,10 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   // A pooled HTTP/1 connection the upstream had already closed: resend on
   // another. (HTTP/2 says what it did not process: OnUpstreamRefused. A
   // stream it reset, or answered malformed, may have been acted on.)
+  // Idempotent requests only (RFC 9112 9.3.1): the upstream may have read
+  // the request before it closed.
   const bool stale = upstream_ && upstream_->reused() && !upstream_->response_started();
-  if (!response_started_ && stale && !has_body_ && IsIdempotent(method_) &&
+  if (!response_started_ && stale && IsIdempotent(method_) && (replayable_ || !body_gone_) &&
       resends_ < kMaxResends) {
     ++resends_;
     ReleaseUpstream(false);

@@ -31,6 +31,9 @@
 //   close=1      "connection: close", then close after the response
 //   hang=1       never respond; close only when the client does
 //   reset=1      close without responding, with an RST (SO_LINGER 0)
+//   drop_next=1  answer as usual (keep-alive), then close the connection
+//                without a word when the next request on it arrives: the
+//                race of a keep-alive timeout with a reused connection
 //   midway=1     "content-length: 1000", 10 body bytes, then close
 //   smuggle=1    after the response, in the same write, a second response
 //                nobody asked for ("...\r\n\r\nsmuggled"): bytes past the
@@ -123,6 +126,7 @@ struct ResponsePlan {
   bool reset = false;
   bool midway = false;
   bool smuggle = false;
+  bool drop_next = false;
   bool json = false;
   bool echo = false;
   std::string cache_control;
@@ -214,6 +218,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.midway);
     } else if (key == "smuggle") {
       status = flag(&plan.smuggle);
+    } else if (key == "drop_next") {
+      status = flag(&plan.drop_next);
     } else if (key == "json") {
       status = flag(&plan.json);
     } else if (key == "echo") {
@@ -344,6 +350,7 @@ class Connection {
   ResponsePlan delayed_plan_;
   std::deque<std::string> chunks_;
   bool close_after_stream_ = false;
+  bool drop_next_ = false;  // close when the next request arrives (drop_next=1)
   bool peer_eof_ = false;
   bool shut_down_write_ = false;
   bool parse_failed_ = false;
@@ -534,9 +541,14 @@ void Connection::Answer(const Pending& pending) {
     FinishResponse(/*close_after=*/true);
     return;
   }
+  if (drop_next_) {
+    Close();
+    return;
+  }
   const Http1Message& request = pending.request;
   absl::StatusOr<ResponsePlan> plan = ResponsePlan();
   if (PathOf(request.target) != "/__stats") plan = ParsePlan(request.target);
+  if (plan.ok() && plan->drop_next) drop_next_ = true;
   if (!plan.ok()) {
     std::string body =
         absl::StrCat("bad request: ", plan.status().message(), "\n");

@@ -233,6 +233,28 @@ TEST_F(LoadBalancingTest, IdleConnectionsMakeRoomUnderMaxConnections) {
             0);
 }
 
+// A pooled connection the upstream closes as the next request arrives (its
+// keep-alive timeout raced the reuse) did not answer it: an idempotent
+// request is sent again on a new connection, body and all, with no retry
+// policy (RFC 9112 9.3.1). A POST is not: the upstream may have acted on it.
+// Before: only a bodiless idempotent request was sent again (a PUT got 502).
+TEST_F(LoadBalancingTest, AStalePooledConnectionIsResentForIdempotentRequestsWithBodies) {
+  StartUpstreams({""});
+  Apply(absl::StrCat("  endpoints: ", Endpoints({0})), "");
+  // One client connection: one worker, so its pool holds the connection
+  // the upstream will drop.
+  HttpConnection client(listener());
+  for (const char* method : {"PUT", "DELETE", "GET"}) {
+    ASSERT_EQ(client.Request("GET", "/first?drop_next=1").status, 200);
+    HttpResponse r = client.Request(method, "/second?echo=1", {}, "hello");
+    EXPECT_EQ(r.status, 200) << method << ": " << r.body;
+    EXPECT_EQ(r.body, "hello") << method;
+  }
+  ASSERT_EQ(client.Request("GET", "/first?drop_next=1").status, 200);
+  HttpResponse post = client.Request("POST", "/second?echo=1", {}, "hello");
+  EXPECT_EQ(post.status, 502) << post.body;
+}
+
 void MeasureConsistentHashing(LoadBalancingTest* test, const std::string& policy,
                               const std::function<uint64_t(const std::string&, const std::string&)>& apply,
                               const std::function<std::string(int)>& endpoints,
