@@ -49,8 +49,8 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
     age_timer_ = std::make_unique<event::Timer>(worker.dispatcher(), [this] {
       // Old enough: the next response closes it; an idle one gets a short
       // grace for a request already on its way, then closes.
-      close_after_response_ = true;
-      if (idle()) timer_.Set(std::min(idle_timeout_, absl::Seconds(1)));
+      drain_requested_ = true;
+      if (idle()) ArmIdleTimer();
     });
     age_timer_->Enable(listener.max_connection_age);
   }
@@ -99,7 +99,7 @@ bool DownstreamConnection::idle() const {
 }
 
 void DownstreamConnection::StartDrain() {
-  close_after_response_ = true;
+  drain_requested_ = true;
   // An idle keep-alive connection is not closed at once: a client may be
   // sending its next request right now, and would see a reset. It gets a
   // short grace; a request that comes in it is answered with
@@ -107,13 +107,19 @@ void DownstreamConnection::StartDrain() {
   if (idle()) ArmIdleTimer();
 }
 
-void DownstreamConnection::OnSnapshotChanged() {
-  if (!worker_.snapshot()->listeners.count(listener_name_)) StartDrain();
+void DownstreamConnection::OnSnapshotChanged(
+    const std::shared_ptr<const config::ConfigSnapshot>& previous) {
+  if (worker_.snapshot()->listeners.count(listener_name_)) return;
+  if (listener_snapshot_ == nullptr && previous != nullptr &&
+      previous->listeners.count(listener_name_)) {
+    listener_snapshot_ = previous;
+  }
+  StartDrain();
 }
 
 void DownstreamConnection::ArmIdleTimer() {
   timer_is_head_ = false;
-  if (worker_.draining()) {
+  if (worker_.draining() || drain_requested_) {
     // Draining: a connection that sends nothing more is not waited for long.
     timer_.Set(std::min(idle_timeout_, absl::Seconds(1)));
     return;
@@ -334,7 +340,8 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   out.append(head.reason.empty() ? http::ReasonPhrase(head.status) : head.reason);
   out.append("\r\n");
   for (const http::HeaderField& f : *head.headers) AppendHeader(&out, f.name, f.value);
-  if (head.close_connection || worker_.draining() || (request_message_open_ && request_has_body_)) {
+  if (head.close_connection || drain_requested_ || worker_.draining() ||
+      (request_message_open_ && request_has_body_)) {
     close_after_response_ = true;
   }
   switch (head.body) {
@@ -511,7 +518,10 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
 }
 
 void DownstreamConnection::FinishConnectionAfterResponse() {
-  if (close_after_response_ || worker_.draining()) {
+  // Only a response that said Connection: close (or had to) ends the
+  // connection; a drain that began after the head went waits for the next
+  // one (drain_requested_) or the 1 s idle grace.
+  if (close_after_response_) {
     closing_ = true;
     // A client that never reads the last response does not pin the
     // connection: it gets the idle timeout to take it.

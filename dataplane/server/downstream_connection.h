@@ -49,7 +49,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // Connection: close on the next response; closes now when idle.
   void StartDrain() override;
   // Closes an idle connection whose listener is gone.
-  void OnSnapshotChanged() override;
+  void OnSnapshotChanged(const std::shared_ptr<const config::ConfigSnapshot>& previous) override;
 
   // net::ConnectionCallbacks (client side)
   void OnReadable() override;
@@ -71,6 +71,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   size_t buffered_response_bytes() const override;
   void SetRequestReadEnabled(bool enabled) override;
   void OnStreamDone() override;
+  const std::shared_ptr<const config::ConfigSnapshot>& listener_snapshot() const override {
+    return listener_snapshot_;
+  }
 
  private:
   void ProcessInput();
@@ -97,6 +100,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   Worker& worker_;
   std::unique_ptr<net::Connection> connection_;
   std::string listener_name_;
+  // The last config that had listener_name_, once a newer one removed it.
+  std::shared_ptr<const config::ConfigSnapshot> listener_snapshot_;
   std::string peer_ip_;
   absl::Duration request_headers_timeout_;
   absl::Duration idle_timeout_;
@@ -110,6 +115,12 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   std::string response_head_;  // scratch for response heads
   std::string absolute_target_;  // "/?q" for an absolute-form target with no path
   bool close_after_response_ = false;
+  // Asked to end gracefully (the worker drains, the listener was removed,
+  // max_connection_age): the next response head says Connection: close
+  // and the connection closes after it; one that already went without
+  // it does not close the connection (the client may be sending its next
+  // request, which would be lost), an idle one closes after 1 s.
+  bool drain_requested_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed
   bool awaiting_drain_ = false;  // output over the watermark: the next request waits

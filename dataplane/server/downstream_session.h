@@ -7,6 +7,9 @@
 #ifndef SLUICE_DATAPLANE_SERVER_DOWNSTREAM_SESSION_H_
 #define SLUICE_DATAPLANE_SERVER_DOWNSTREAM_SESSION_H_
 
+#include <memory>
+
+#include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
 
 namespace sluice::server {
@@ -15,8 +18,11 @@ class DownstreamSession : public event::DeferredDeletable {
  public:
   // Finish what is in flight, take nothing new, then close.
   virtual void StartDrain() = 0;
-  // A new config version: close if the session's listener is gone.
-  virtual void OnSnapshotChanged() = 0;
+  // A new config version (`previous` was the one before): drain if the
+  // session's listener is gone, serving what comes meanwhile with the last
+  // config that had it.
+  virtual void OnSnapshotChanged(
+      const std::shared_ptr<const config::ConfigSnapshot>& previous) = 0;
 };
 
 }  // namespace sluice::server

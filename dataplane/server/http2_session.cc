@@ -114,6 +114,9 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     }
   }
   void OnStreamDone() override { session_.RemoveStream(id_); }
+  const std::shared_ptr<const config::ConfigSnapshot>& listener_snapshot() const override {
+    return session_.listener_snapshot_;
+  }
 
  private:
   Http2Session& session_;
@@ -274,8 +277,13 @@ void Http2Session::StartDrain() {
   if (!in_receive_) Flush();
 }
 
-void Http2Session::OnSnapshotChanged() {
-  if (!worker_.snapshot()->listeners.count(listener_)) StartDrain();
+void Http2Session::OnSnapshotChanged(
+    const std::shared_ptr<const config::ConfigSnapshot>& previous) {
+  if (worker_.snapshot()->listeners.count(listener_)) return;
+  if (listener_snapshot_ == nullptr && previous != nullptr && previous->listeners.count(listener_)) {
+    listener_snapshot_ = previous;
+  }
+  StartDrain();
 }
 
 void Http2Session::OnReadable() {

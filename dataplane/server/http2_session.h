@@ -71,7 +71,7 @@ class Http2Session : public net::ConnectionCallbacks,
 
   // DownstreamSession
   void StartDrain() override;
-  void OnSnapshotChanged() override;
+  void OnSnapshotChanged(const std::shared_ptr<const config::ConfigSnapshot>& previous) override;
   // net::ConnectionCallbacks
   void OnReadable() override;
   void OnWriteDrained() override;
@@ -122,6 +122,8 @@ class Http2Session : public net::ConnectionCallbacks,
   Worker& worker_;
   std::unique_ptr<net::Connection> connection_;
   std::string listener_;
+  // The last config that had listener_, once a newer one removed it.
+  std::shared_ptr<const config::ConfigSnapshot> listener_snapshot_;
   std::string peer_ip_;
   Http2SessionOptions options_;
   http::Http2ServerCodec codec_;

@@ -304,6 +304,12 @@ void ProxyStream::Start(const RequestHead& request) {
   SetUpTraceContext(traceparent);
 
   auto listener_it = snapshot_->listeners.find(listener_);
+  if (listener_it == snapshot_->listeners.end() && sink_.listener_snapshot() != nullptr) {
+    // A newer config removed the listener while this connection drains:
+    // the last config that had it serves what still comes.
+    snapshot_ = sink_.listener_snapshot();
+    listener_it = snapshot_->listeners.find(listener_);
+  }
   if (listener_it == snapshot_->listeners.end()) {
     response_flag_ = "listener_removed";
     SendLocalResponse(503, "listener removed; the gateway is draining this connection", {}, {},

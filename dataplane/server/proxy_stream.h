@@ -126,6 +126,13 @@ class DownstreamSink {
   // The exchange is over (after EncodeEnd or Abort). The stream makes no
   // further call; the sink may reuse or destroy it from here on.
   virtual void OnStreamDone() = 0;
+  // The last config that had this connection's listener, kept by a
+  // connection whose listener a newer config removed: its requests are
+  // served by it while the connection drains. Null otherwise.
+  virtual const std::shared_ptr<const config::ConfigSnapshot>& listener_snapshot() const {
+    static const std::shared_ptr<const config::ConfigSnapshot> kNone;
+    return kNone;
+  }
 };
 
 class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallbacks {

@@ -294,8 +294,9 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   }
   accepting_.swap(next);
   next.clear();  // events removed before the old snapshot can close the fds
+  std::shared_ptr<const config::ConfigSnapshot> previous = std::move(snapshot_);
   snapshot_ = std::move(snapshot);
-  for (DownstreamSession* c : Sessions()) c->OnSnapshotChanged();
+  for (DownstreamSession* c : Sessions()) c->OnSnapshotChanged(previous);
   pool_.CloseIdleExcept(snapshot_->pool_keys);
   h2_pool_.DrainExcept(snapshot_->pool_keys);
   picker_.Prune(snapshot_->pool_keys);

@@ -25,6 +25,7 @@
 //   delay_ms=N   wait N ms before responding
 //   size=N       body is N bytes of 'x' instead of the text
 //   chunked=1    chunked response, written as 4 chunks 2 ms apart
+//   gap_ms=N     with chunked=1: N ms between the chunks instead (0..60000)
 //   trailers=1   with chunked=1: the last chunk carries the trailer field
 //                "x-test-trailer: done"
 // Trailer fields of a chunked request are echoed as "x-echo-trailer-<name>".
@@ -120,6 +121,7 @@ struct ResponsePlan {
   bool has_size = false;
   size_t size = 0;
   bool chunked = false;
+  int gap_ms = kChunkGapMs;
   bool trailers = false;
   bool close = false;
   bool hang = false;
@@ -206,6 +208,9 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       plan.size = static_cast<size_t>(n);
     } else if (key == "chunked") {
       status = flag(&plan.chunked);
+    } else if (key == "gap_ms") {
+      status = integer(0, 60000, &n);
+      plan.gap_ms = static_cast<int>(n);
     } else if (key == "trailers") {
       status = flag(&plan.trailers);
     } else if (key == "close") {
@@ -349,6 +354,7 @@ class Connection {
   Http1Message delayed_request_;
   ResponsePlan delayed_plan_;
   std::deque<std::string> chunks_;
+  int chunk_gap_ms_ = kChunkGapMs;
   bool close_after_stream_ = false;
   bool drop_next_ = false;  // close when the next request arrives (drop_next=1)
   bool peer_eof_ = false;
@@ -475,7 +481,7 @@ void Connection::HandleTimer() {
       if (chunks_.empty()) {
         FinishResponse(close_after_stream_);
       } else {
-        ArmTimer(kChunkGapMs);
+        ArmTimer(chunk_gap_ms_);
       }
       break;
     case Phase::kLingering:
@@ -717,8 +723,9 @@ void Connection::Respond(const Http1Message& request,
     return;
   }
   phase_ = Phase::kStreaming;
+  chunk_gap_ms_ = plan.gap_ms;
   close_after_stream_ = close_after;
-  ArmTimer(kChunkGapMs);
+  ArmTimer(chunk_gap_ms_);
 }
 
 void Connection::FinishResponse(bool close_after) {

@@ -1,12 +1,18 @@
 // sluice-control, two sluice-proxy replicas and three upstream servers as real
 // processes, with real HTTP traffic through them.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tests/harness/http_client.h"
@@ -472,6 +478,99 @@ TEST_F(ProxyTest, SigtermDrainsInFlightRequests) {
   auto status = proxies_[0]->process().Wait(absl::Seconds(20));
   ASSERT_TRUE(status.has_value());
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+// Appends what arrives on `fd` to `got` until it holds `needle` after
+// `from`; false when 10 s pass or the peer closes first.
+bool ReadUntil(int fd, std::string* got, const std::string& needle, size_t from = 0) {
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (got->find(needle, from) == std::string::npos) {
+    pollfd p = {fd, POLLIN, 0};
+    int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (ms <= 0 || poll(&p, 1, ms) <= 0) return false;
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    got->append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+int ConnectTo(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A drain that begins while a response streams, its head gone without
+// Connection: close: the client may send its next request as soon as the
+// response ends, so the connection stays for it (that response says
+// close). Before: it was closed after the response and the next request,
+// read or not, was never answered.
+TEST_F(ProxyTest, ADrainAfterTheHeadWentLetsTheNextRequestBeAnswered) {
+  proxies_[1]->Stop();
+  int fd = ConnectTo(options_.listener_port);
+  ASSERT_GE(fd, 0);
+  const std::string first = "GET /s?chunked=1&gap_ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
+  ASSERT_EQ(send(fd, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
+  std::string got;
+  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n\r\n")) << got;
+  EXPECT_FALSE(absl::StrContains(got, "connection: close")) << got;
+  proxies_[0]->process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] { return proxies_[0]->Admin("/ready").first == 503; },
+                      absl::Seconds(5)));
+  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n0\r\n\r\n")) << got;
+  const size_t second_at = got.size();
+  const std::string second = "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+  ASSERT_EQ(send(fd, second.data(), second.size(), 0), static_cast<ssize_t>(second.size()));
+  ASSERT_TRUE(ReadUntil(fd, &got, "GET /next", second_at)) << got.substr(second_at);
+  std::string reply = got.substr(second_at);
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "connection: close")) << reply;
+  close(fd);
+  auto status = proxies_[0]->process().Wait(absl::Seconds(20));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+}
+
+// A listener removed while a keep-alive connection on it is open: the
+// request that comes next on it is served by the last config that had the
+// listener, and says Connection: close (Envoy drains a listener so).
+// Before: 503 "listener removed".
+TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
+  ConfigOptions o = options_;
+  o.extra_listener_port = PickFreePort();
+  uint64_t v = Apply(o);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  int fd = ConnectTo(o.extra_listener_port);
+  ASSERT_GE(fd, 0);
+  // A response streaming while the listener goes (its head without close).
+  const std::string first = "GET /s?chunked=1&gap_ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
+  ASSERT_EQ(send(fd, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
+  std::string got;
+  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n\r\n")) << got;
+  auto deleted = cp_.Ctl({"delete", "listener", "extra"});
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
+  v = std::stoull(deleted.out.substr(deleted.out.find("version ") + 8));
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n0\r\n\r\n")) << got;
+  const size_t second_at = got.size();
+  const std::string second = "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+  ASSERT_EQ(send(fd, second.data(), second.size(), 0), static_cast<ssize_t>(second.size()));
+  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n\r\n", second_at)) << got.substr(second_at);
+  std::string reply = got.substr(second_at);
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "connection: close")) << reply;
+  close(fd);
+  // New connections to the port are refused.
+  EXPECT_EQ(ConnectTo(o.extra_listener_port), -1);
 }
 
 TEST_F(ProxyTest, AdminStatsAndConfigDump) {
