@@ -63,6 +63,7 @@ struct Http2ServerCodec::Stream {
   bool has_cookie = false;
   size_t header_bytes = 0;  // RFC 9113 size of the block being decoded
   bool too_large = false;
+  bool grpc = false;  // content-type application/grpc*, for the codec's 431
   bool in_trailers = false;
   bool delivered = false;         // OnRequestHeaders was called
   bool request_complete = false;  // END_STREAM received
@@ -70,6 +71,7 @@ struct Http2ServerCodec::Stream {
 
   // Response side.
   bool final_response = false;     // final response submitted
+  bool codec_reply = false;        // the codec's own 431, body and all
   http2::OutboundBody body;        // ended(): the response's last byte is in
   bool response_end_sent = false;  // a frame with END_STREAM went out
 
@@ -122,7 +124,16 @@ struct Http2ServerCodecAccess {
     if (stream == nullptr) return 0;
     if (stream->closed) return 0;
     stream->header_bytes += name_len + value_len + http2::kFieldOverhead;
+    if (name_len == 12 && value_len >= 16 && !stream->in_trailers &&
+        std::memcmp(name_bytes, "content-type", 12) == 0 &&
+        std::memcmp(value_bytes, "application/grpc", 16) == 0) {
+      stream->grpc = true;
+    }
     const size_t limit = codec->limits_.max_header_list_bytes;
+    if (stream->in_trailers && stream->headers.size() >= codec->limits_.max_trailer_fields) {
+      codec->RejectHeaderBlock(stream);
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (stream->header_bytes > limit) {
       if (stream->in_trailers ||
           stream->header_bytes > kMaxHeaderOverrunFactor * limit) {
@@ -237,8 +248,9 @@ struct Http2ServerCodecAccess {
                             Http2ServerCodec::Stream* stream, bool end_stream) {
     if (stream->too_large) {
       stream->closed = true;
-      codec->RespondHeadersTooLarge(stream);
-      codec->callbacks_->OnRequestHeadersTooLarge(stream->id);
+      std::string request_id;
+      codec->callbacks_->OnRequestHeadersTooLarge(stream->id, &request_id);
+      codec->RespondHeadersTooLarge(stream, request_id);
       codec->CountPrematureEnd();
       return;
     }
@@ -374,7 +386,7 @@ struct Http2ServerCodecAccess {
                                   void* user_data) {
     Http2ServerCodec* codec = Codec(user_data);
     Http2ServerCodec::Stream* stream = codec->FindStream(stream_id);
-    if (stream == nullptr || stream->closed) {
+    if (stream == nullptr || (stream->closed && !stream->codec_reply)) {
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     bool writable = false;
@@ -540,18 +552,40 @@ void Http2ServerCodec::RejectHeaderBlock(Stream* stream) {
   if (known_to_caller) {
     callbacks_->OnStreamReset(stream->id, NGHTTP2_ENHANCE_YOUR_CALM);
   } else if (!stream->delivered) {
-    callbacks_->OnRequestHeadersTooLarge(stream->id);
+    callbacks_->OnRequestHeadersTooLarge(stream->id, nullptr);
   }
   CountPrematureEnd();
 }
 
-void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream) {
-  const nghttp2_nv nva[] = {MakeNv(":status", "431"),
-                            MakeNv("content-length", "0")};
+void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream, const std::string& request_id) {
+  // The gateway's error form (as every other answer of its own): a small
+  // JSON body and x-request-id; to gRPC, a trailers-only status.
+  static constexpr char kError[] = "request header section too large";
+  std::vector<nghttp2_nv> nva;
+  std::string body;
+  char length_text[kDecimalDigits];
+  if (stream->grpc) {
+    nva = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
+           MakeNv("grpc-status", "2"), MakeNv("grpc-message", kError)};
+  } else {
+    body = absl::StrCat("{\"error\":\"", kError, "\"");
+    if (!request_id.empty()) absl::StrAppend(&body, ",\"request_id\":\"", request_id, "\"");
+    body.append("}\n");
+    nva = {MakeNv(":status", "431"), MakeNv("content-type", "application/json"),
+           MakeNv("content-length", ToDecimal(body.size(), length_text))};
+  }
+  if (!request_id.empty()) nva.push_back(MakeNv("x-request-id", request_id));
   stream->final_response = true;
-  stream->body.Submit(session_, stream->id, std::string_view(), true,
-                      limits_.stream_send_low_watermark);
-  nghttp2_submit_response(session_, stream->id, nva, std::size(nva), nullptr);
+  stream->codec_reply = true;
+  stream->body.Submit(session_, stream->id, body, true, limits_.stream_send_low_watermark);
+  if (body.empty()) {
+    nghttp2_submit_response(session_, stream->id, nva.data(), nva.size(), nullptr);
+    return;
+  }
+  nghttp2_data_provider provider;
+  provider.source.ptr = nullptr;
+  provider.read_callback = Http2ServerCodecAccess::ReadResponseBody;
+  nghttp2_submit_response(session_, stream->id, nva.data(), nva.size(), &provider);
 }
 
 Http2ServerCodec::Stream* Http2ServerCodec::StreamForResponse(int32_t stream_id,

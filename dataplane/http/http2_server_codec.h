@@ -25,11 +25,14 @@
 // included) and stops keeping fields past the limit, so a header block that
 // expands through the HPACK dynamic table (an "HPACK bomb") costs no memory.
 // A request head over the limit is answered by the codec itself: 431 with
+// a JSON error body and the x-request-id OnRequestHeadersTooLarge() gave (a
+// gRPC request, by its content-type: a trailers-only grpc-status 2), with
 // END_STREAM (then RST_STREAM(NO_ERROR) if the client is still sending). A
 // head more than twice the limit is not decoded to its end: the stream gets
 // RST_STREAM(ENHANCE_YOUR_CALM) at once, which also spares the CPU an HPACK
 // bomb would cost. The caller never sees such a stream, except through
 // OnRequestHeadersTooLarge(), which is informational. Trailers over the limit
+// (bytes, or more than max_header_fields fields)
 // reset the stream with ENHANCE_YOUR_CALM (a response may be under way, so
 // 431 is no longer possible).
 //
@@ -120,6 +123,9 @@ struct Http2Limits {
   // 32 per field). Over it: 431 for a request head (RST_STREAM when more than
   // twice over), RST_STREAM for trailers.
   uint32_t max_header_list_bytes = 61440;
+  // Fields a request's trailer section may have (the head's count is the
+  // caller's to check): more reset the stream, as too many bytes do.
+  uint32_t max_trailer_fields = 100;
   // Request body bytes per stream the caller may hold unconsumed before the
   // peer's stream window stops being replenished (at least
   // initial_window_size).
@@ -170,9 +176,11 @@ class Http2ServerCallbacks {
   // opened, or the connection took the bytes): QueuedBytes() is low again.
   virtual void OnStreamWritable(int32_t /*stream_id*/) {}
   // Informational (access log, metrics): the request head was over
-  // max_header_list_bytes; the codec answered it with 431 (or reset it, when
-  // more than twice over) itself. No other event comes for the stream.
-  virtual void OnRequestHeadersTooLarge(int32_t /*stream_id*/) {}
+  // max_header_list_bytes; the codec answers it with 431 itself, right
+  // after, with the request id the caller puts in `request_id` (none when
+  // left empty); `request_id` is null when the codec resets the stream
+  // instead (more than twice over). No other event comes for the stream.
+  virtual void OnRequestHeadersTooLarge(int32_t /*stream_id*/, std::string* /*request_id*/) {}
 };
 
 class Http2ServerCodec {
@@ -266,7 +274,7 @@ class Http2ServerCodec {
   void NotifyWritable();
   void FailConnection(uint32_t h2_error_code, std::string reason);
   void CountPrematureEnd();
-  void RespondHeadersTooLarge(Stream* stream);
+  void RespondHeadersTooLarge(Stream* stream, const std::string& request_id);
   void RejectHeaderBlock(Stream* stream);
   void SubmitFinalGoaway();
   // Submits the head in block_ (":status" first) for the open stream.

@@ -40,6 +40,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       std::max<uint32_t>(listener.http2_initial_stream_window, 1 << 20);
   http2_options_.limits.max_header_list_bytes =
       static_cast<uint32_t>(listener.max_request_headers_bytes);
+  http2_options_.limits.max_trailer_fields = static_cast<uint32_t>(listener.max_request_headers);
   http2_options_.idle_timeout = listener.idle_timeout;
   http2_options_.request_headers_timeout = listener.request_headers_timeout;
   http2_options_.max_requests = listener.max_requests_per_connection;
@@ -483,18 +484,7 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
 
 void DownstreamConnection::RecordSessionError(int status, std::string_view request_id,
                                               const http::MessageHead* head) {
-  const std::shared_ptr<const config::ConfigSnapshot>& snapshot = worker_.snapshot();
-  if (snapshot == nullptr) return;
-  auto it = snapshot->listeners.find(listener_name_);
-  if (it == snapshot->listeners.end()) return;
-  const config::ListenerRuntime& listener = it->second;
-  if (listener.by_class[status / 100] != nullptr) listener.by_class[status / 100]->Inc();
-  const accesslog::AccessLog* log = listener.access_log.get();
-  if (log == nullptr || !log->Samples([this] { return worker_.picker().Random(); })) {
-    return;
-  }
   accesslog::Entry e;
-  e.start = absl::Now();
   e.request_id = request_id;
   e.client_ip = peer_ip_;
   e.protocol = client_http10_ ? "HTTP/1.0" : "HTTP/1.1";
@@ -508,13 +498,27 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
     }
   }
   e.status = status;
+  RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e);
+}
+
+void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
+                           const net::TlsInfo* tls, accesslog::Entry& e) {
+  const std::shared_ptr<const config::ConfigSnapshot>& snapshot = worker.snapshot();
+  if (snapshot == nullptr) return;
+  auto it = snapshot->listeners.find(listener_name);
+  if (it == snapshot->listeners.end()) return;
+  const config::ListenerRuntime& listener = it->second;
+  if (listener.by_class[e.status / 100] != nullptr) listener.by_class[e.status / 100]->Inc();
+  const accesslog::AccessLog* log = listener.access_log.get();
+  if (log == nullptr || !log->Samples([&worker] { return worker.picker().Random(); })) return;
+  e.start = absl::Now();
   e.duration = absl::ZeroDuration();
-  if (const net::TlsInfo* tls = connection_->transport().tls_info()) {
+  if (tls != nullptr) {
     e.tls_version = tls->version;
     e.sni = tls->sni;
   }
-  e.response_flag = status == 408 ? "request_timeout" : "bad_request";
-  log->Log(worker_.index(), e);
+  e.response_flag = e.status == 408 ? "request_timeout" : "bad_request";
+  log->Log(worker.index(), e);
 }
 
 void DownstreamConnection::FinishConnectionAfterResponse() {

@@ -9,8 +9,12 @@
 
 #include <memory>
 
+#include <string>
+
+#include "dataplane/accesslog/access_log.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/net/transport_socket.h"
 
 namespace sluice::server {
 
@@ -24,6 +28,16 @@ class DownstreamSession : public event::DeferredDeletable {
   virtual void OnSnapshotChanged(
       const std::shared_ptr<const config::ConfigSnapshot>& previous) = 0;
 };
+
+class Worker;
+
+// A request the session answered itself before any stream had it (HTTP/1:
+// a malformed head, 408, 414, 431, 505; HTTP/2: a header block over the
+// limit): counted under its listener's status class and access-logged
+// (sampled) like a stream's. `entry` holds what is known of the request
+// and its status; this fills in the rest.
+void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
+                           const net::TlsInfo* tls, accesslog::Entry& entry);
 
 }  // namespace sluice::server
 

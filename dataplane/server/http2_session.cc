@@ -277,6 +277,18 @@ void Http2Session::StartDrain() {
   if (!in_receive_) Flush();
 }
 
+void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, std::string* request_id) {
+  if (request_id == nullptr) return;  // reset, not answered
+  worker_.NewRequestId(request_id);
+  worker_.stats().downstream_responses_by_class[4]->Inc();
+  accesslog::Entry e;
+  e.request_id = *request_id;
+  e.client_ip = peer_ip_;
+  e.protocol = "HTTP/2";
+  e.status = 431;
+  RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
+}
+
 void Http2Session::OnSnapshotChanged(
     const std::shared_ptr<const config::ConfigSnapshot>& previous) {
   if (worker_.snapshot()->listeners.count(listener_)) return;

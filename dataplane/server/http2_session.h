@@ -82,6 +82,7 @@ class Http2Session : public net::ConnectionCallbacks,
   void OnRequestData(int32_t stream_id, std::string_view data, bool end_stream) override;
   void OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) override;
   void OnStreamReset(int32_t stream_id, uint32_t error_code) override;
+  void OnRequestHeadersTooLarge(int32_t stream_id, std::string* request_id) override;
   void OnStreamWritable(int32_t stream_id) override;
   // event::Flushable: moves framed output from the codec to the socket.
   void Flush() override;

@@ -210,6 +210,18 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   // Not a gRPC request: plain HTTP errors.
   r = Curl({"-i", "--http2-prior-knowledge", Plain("/dead/x")});
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 502")) << r.out;
+  // A header section over max_request_headers_bytes (60 KiB), which the
+  // codec answers itself: the gateway's JSON error with x-request-id (it
+  // was a bare 431), and to gRPC a status.
+  const std::string big = "x-big: " + std::string(62000, 'a');
+  r = Curl({"-i", "--http2-prior-knowledge", "-H", big, Plain("/x")});
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 431")) << r.out.substr(0, 300) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-request-id: ")) << r.out.substr(0, 300);
+  EXPECT_TRUE(absl::StrContains(r.out, "{\"error\":\"request header section too large\""))
+      << r.out.substr(0, 300);
+  r = grpc("/svc/M", {"-H", big});
+  EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out.substr(0, 300);
+  EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 2")) << r.out.substr(0, 300);
 }
 
 // A raw h2c connection to 127.0.0.1:port, or -1.

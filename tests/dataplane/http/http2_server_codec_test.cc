@@ -90,8 +90,9 @@ class RecordingCallbacks : public Http2ServerCallbacks {
   void OnStreamWritable(int32_t stream_id) override {
     ++requests[stream_id].writable;
   }
-  void OnRequestHeadersTooLarge(int32_t stream_id) override {
+  void OnRequestHeadersTooLarge(int32_t stream_id, std::string* request_id) override {
     too_large.push_back(stream_id);
+    if (request_id != nullptr) *request_id = "rid-" + std::to_string(stream_id);
   }
 
   std::map<int32_t, ServerRequest> requests;
@@ -1176,16 +1177,36 @@ TEST(Http2ServerCodecTest, HeaderListOverTheLimitGets431) {
   EXPECT_EQ(f.client.responses[id].status, 431);
   EXPECT_TRUE(f.client.responses[id].closed);
   EXPECT_EQ(f.client.responses[id].close_code, NGHTTP2_NO_ERROR);
+  // The gateway's error form: JSON and the request id the caller gave.
+  const ClientResponse& answered = f.client.responses[id];
+  ASSERT_NE(answered.headers.Get("x-request-id"), nullptr);
+  EXPECT_EQ(*answered.headers.Get("x-request-id"), "rid-" + std::to_string(id));
+  ASSERT_NE(answered.headers.Get("content-type"), nullptr);
+  EXPECT_EQ(*answered.headers.Get("content-type"), "application/json");
+  EXPECT_EQ(answered.body, "{\"error\":\"request header section too large\",\"request_id\":\"rid-" +
+                               std::to_string(id) + "\"}\n");
   EXPECT_EQ(f.client.responses[with_body].status, 431);
   EXPECT_TRUE(f.client.responses[with_body].closed);
   EXPECT_EQ(f.client.responses[with_body].rst_code, NGHTTP2_NO_ERROR);
   EXPECT_EQ(f.client.responses[way_over].status, 0);
+  EXPECT_EQ(f.client.responses[with_body].body.substr(0, 9), "{\"error\":");
   EXPECT_TRUE(f.client.responses[way_over].rst_received);
   EXPECT_EQ(f.client.responses[way_over].rst_code, NGHTTP2_ENHANCE_YOUR_CALM);
   EXPECT_TRUE(f.callbacks.requests.empty());
   EXPECT_EQ(f.callbacks.too_large,
             (std::vector<int32_t>{id, with_body, way_over}));
   EXPECT_EQ(f.codec.open_streams(), 0u);
+
+  // A gRPC request gets a trailers-only status.
+  Fields grpc_big = big;
+  grpc_big.emplace_back("content-type", "application/grpc+proto");
+  const int32_t grpc = f.client.Request(TestClient::Head("POST", "/svc/M", grpc_big));
+  f.link.Run();
+  const ClientResponse& g = f.client.responses[grpc];
+  EXPECT_EQ(g.status, 200);
+  ASSERT_NE(g.headers.Get("grpc-status"), nullptr);
+  EXPECT_EQ(*g.headers.Get("grpc-status"), "2");
+  EXPECT_TRUE(g.body.empty());
 
   // Just under the limit is fine, and the connection is still usable.
   Fields fits;
@@ -1209,6 +1230,27 @@ TEST(Http2ServerCodecTest, TrailersOverTheLimitResetTheStream) {
   EXPECT_EQ(req.reset_code, NGHTTP2_ENHANCE_YOUR_CALM);
   EXPECT_FALSE(req.has_trailers);
   EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+// More trailer fields than the listener allows in a head reset the stream,
+// as HTTP/1's 431 for them does not reach the upstream either.
+TEST(Http2ServerCodecTest, TooManyTrailerFieldsResetTheStream) {
+  Http2Limits limits;
+  limits.max_trailer_fields = 10;
+  Fixture f(limits);
+  const std::string body = "data";
+  Fields eleven, ten;
+  for (int i = 0; i < 11; ++i) eleven.emplace_back("x-t" + std::to_string(i), "v");
+  ten.assign(eleven.begin(), eleven.begin() + 10);
+  const int32_t over = f.client.Request(TestClient::Head("POST", "/"), &body, eleven);
+  const int32_t fits = f.client.Request(TestClient::Head("POST", "/"), &body, ten);
+  f.link.Run();
+  EXPECT_TRUE(f.callbacks.requests[over].reset);
+  EXPECT_EQ(f.callbacks.requests[over].reset_code, NGHTTP2_ENHANCE_YOUR_CALM);
+  EXPECT_FALSE(f.callbacks.requests[over].has_trailers);
+  EXPECT_FALSE(f.callbacks.requests[fits].reset);
+  EXPECT_TRUE(f.callbacks.requests[fits].has_trailers);
+  EXPECT_TRUE(f.link.server_ok);
 }
 
 TEST(Http2ServerCodecTest, HpackBombIsRejectedWithoutDecodingIt) {
