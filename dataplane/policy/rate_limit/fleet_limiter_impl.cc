@@ -32,11 +32,9 @@ FleetLimiter::FleetLimiter(std::string identity, std::vector<LimitSpec> limits, 
       abort();
     }
   }
+  max_keys_ = max_keys;
   shard_count_ = std::min(max_keys, kMaxShards);
   shards_ = std::make_unique<Shard[]>(shard_count_);
-  for (size_t i = 0; i < shard_count_; ++i) {
-    shards_[i].capacity = max_keys / shard_count_ + (i < max_keys % shard_count_ ? 1 : 0);
-  }
   if (board_ != nullptr) board_->Register(this);
 }
 
@@ -91,8 +89,10 @@ void FleetLimiter::Take(std::string_view key, int64_t now, Decision* decision) {
   absl::MutexLock lock(&shard.mu);
   auto it = shard.map.find(held);
   if (it == shard.map.end()) {
-    if (shard.map.size() >= shard.capacity) Evict(shard, now);
+    // The bound counts all shards together (see GcraLimiter::TakeHeld).
+    if (keys_.load(std::memory_order_relaxed) >= max_keys_) Evict(shard, now);
     it = shard.map.try_emplace(held).first;
+    keys_.fetch_add(1, std::memory_order_relaxed);
     Entry& fresh = it->second;
     fresh.refilled_ns = now;
     for (size_t i = 0; i < specs_.size(); ++i) fresh.tokens[i] = std::max(Share(fresh, i, now), 1.0);
@@ -127,7 +127,7 @@ void FleetLimiter::Take(std::string_view key, int64_t now, Decision* decision) {
 }
 
 void FleetLimiter::Evict(Shard& shard, int64_t now) {
-  const size_t target = std::max<size_t>(1, shard.capacity / 8);
+  const size_t target = std::max<size_t>(1, shard.map.size() / 8);
   size_t freed = 0;
   std::vector<std::pair<double, Map::iterator>> active;  // (fullness, entry)
   active.reserve(shard.map.size());
@@ -140,6 +140,7 @@ void FleetLimiter::Evict(Shard& shard, int64_t now) {
     }
     if (fullness >= 1.0 && entry.demand == 0) {
       shard.map.erase(it++);
+      keys_.fetch_sub(1, std::memory_order_relaxed);
       ++freed;
     } else {
       active.emplace_back(fullness, it++);
@@ -150,6 +151,7 @@ void FleetLimiter::Evict(Shard& shard, int64_t now) {
   std::nth_element(active.begin(), active.begin() + more, active.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
   for (size_t i = 0; i < more; ++i) shard.map.erase(active[i].second);
+  keys_.fetch_sub(more, std::memory_order_relaxed);
 }
 
 size_t FleetLimiter::tracked_keys() const {

@@ -29,7 +29,8 @@
 // Never unlimited, never zero: every share is at least kMinShareFraction of
 // L_i / fleet size.
 //
-// Memory: at most `max_keys` keys (spread over shards), evicted as LOCAL's:
+// Memory: about `max_keys` keys (counted over all shards, at most
+// max_keys + 64), evicted as LOCAL's:
 // full buckets with no pending demand first, then the fullest.
 //
 // Thread-safe: Take() from every worker; TakeDemand()/ApplyLeases() from
@@ -118,7 +119,6 @@ class FleetLimiter : public RateLimiter {
   struct alignas(64) Shard {
     mutable absl::Mutex mu;
     Map map ABSL_GUARDED_BY(mu);
-    size_t capacity = 0;
   };
 
   static constexpr int64_t kNever = std::numeric_limits<int64_t>::min();
@@ -135,6 +135,8 @@ class FleetLimiter : public RateLimiter {
   const std::vector<LimitSpec> specs_;
   const FleetLimiterOptions options_;
   FleetBoard* const board_;
+  size_t max_keys_;
+  std::atomic<size_t> keys_{0};  // held in all shards together
   size_t shard_count_;
   std::unique_ptr<Shard[]> shards_;
   // When the control plane last answered (kNever: not yet), and the fleet's

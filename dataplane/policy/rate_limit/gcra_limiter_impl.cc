@@ -24,11 +24,9 @@ GcraLimiter::GcraLimiter(std::vector<LimitSpec> limits, size_t max_keys) {
     int64_t interval = spec.period_ns / static_cast<int64_t>(spec.requests);
     limits_.push_back({spec.requests, interval, interval * static_cast<int64_t>(spec.requests)});
   }
+  max_keys_ = max_keys;
   shard_count_ = std::min(max_keys, kMaxShards);
   shards_ = std::make_unique<Shard[]>(shard_count_);
-  for (size_t i = 0; i < shard_count_; ++i) {
-    shards_[i].capacity = max_keys / shard_count_ + (i < max_keys % shard_count_ ? 1 : 0);
-  }
 }
 
 void GcraLimiter::Take(std::string_view key, int64_t now_ns, Decision* decision) {
@@ -56,8 +54,11 @@ void GcraLimiter::TakeHeld(std::string_view key, int64_t now, Decision* decision
   absl::MutexLock lock(&shard.mu);
   auto it = shard.map.find(k);
   if (it == shard.map.end()) {
-    if (shard.map.size() >= shard.capacity) Evict(shard, now);
+    // The bound is the limiter's, not the shard's: keys hash unevenly, and
+    // a shard full long before max_keys would evict callers still limited.
+    if (keys_.load(std::memory_order_relaxed) >= max_keys_) Evict(shard, now);
     it = shard.map.try_emplace(std::string(key)).first;
+    keys_.fetch_add(1, std::memory_order_relaxed);
   }
   TakeFrom(it->second, now, decision);
 }
@@ -115,7 +116,7 @@ void GcraLimiter::TakeFrom(Entry& entry, int64_t now, Decision* decision) const 
 }
 
 void GcraLimiter::Evict(Shard& shard, int64_t now) {
-  const size_t target = std::max<size_t>(1, shard.capacity / 8);
+  const size_t target = std::max<size_t>(1, shard.map.size() / 8);
   const size_t n = limits_.size();
   size_t freed = 0;
   std::vector<std::pair<int64_t, Map::iterator>> active;
@@ -127,6 +128,7 @@ void GcraLimiter::Evict(Shard& shard, int64_t now) {
     }
     if (whole_at <= now) {
       shard.map.erase(it++);  // other iterators stay valid
+      keys_.fetch_sub(1, std::memory_order_relaxed);
       ++freed;
     } else {
       active.emplace_back(whole_at, it++);
@@ -137,6 +139,7 @@ void GcraLimiter::Evict(Shard& shard, int64_t now) {
   std::nth_element(active.begin(), active.begin() + more, active.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (size_t i = 0; i < more; ++i) shard.map.erase(active[i].second);
+  keys_.fetch_sub(more, std::memory_order_relaxed);
   evicted_active_.fetch_add(more, std::memory_order_relaxed);
 }
 

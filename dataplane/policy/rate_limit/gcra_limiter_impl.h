@@ -31,11 +31,14 @@
 // back what it took (TAT -= T): a request racing with it may be refused by
 // what was taken for that moment.
 //
-// Memory. At most `max_keys` keys are held (each shard a share of it),
-// about 125 bytes each for a route + client IP key, 175 at most (keys over
-// 64 bytes are held as a SHA-256). A new key in a full shard first removes
-// the shard's keys that are whole again (lossless); when that frees less
-// than an eighth of the shard, the keys closest to whole are removed too
+// Memory. About `max_keys` keys are held (a new key in a shard with none
+// to give may pass it by one: at most max_keys + 64), about 125 bytes each
+// for a route + client IP key, 175 at most (keys over 64 bytes are held as
+// a SHA-256). The bound counts all shards together, so the count is exact
+// for every caller while no more than max_keys are held. A new key when
+// max_keys are held first removes its shard's keys that are whole again
+// (lossless); when that frees less than an eighth of the shard, the keys
+// closest to whole are removed too
 // (the smallest max TAT: a flood of one-request keys goes first, a heavily
 // used key last). A removed key that was not whole starts whole on its next
 // request: it gets back up to (TAT - now) / T requests per limit early. An
@@ -82,7 +85,6 @@ class GcraLimiter : public RateLimiter {
   struct alignas(64) Shard {
     mutable absl::Mutex mu;
     Map map ABSL_GUARDED_BY(mu);
-    size_t capacity = 0;
   };
   struct Limit {
     uint64_t requests;
@@ -96,6 +98,8 @@ class GcraLimiter : public RateLimiter {
   void Evict(Shard& shard, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   std::vector<Limit> limits_;
+  size_t max_keys_;
+  std::atomic<size_t> keys_{0};  // held in all shards together
   size_t shard_count_;
   std::unique_ptr<Shard[]> shards_;
   std::atomic<uint64_t> evicted_active_{0};
