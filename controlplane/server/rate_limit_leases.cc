@@ -61,12 +61,22 @@ size_t LeaseAllocator::FleetSize(absl::Time now) {
   for (const auto& [proxy, at] : last_report_) {
     if (now - at <= options_.member_timeout) ++size;
   }
-  return size;
+  return size + other_replicas_proxies_;
 }
 
 size_t LeaseAllocator::fleet_size(absl::Time now) {
   absl::MutexLock lock(&mu_);
   return FleetSize(now);
+}
+
+size_t LeaseAllocator::own_proxies(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  return FleetSize(now) - other_replicas_proxies_;
+}
+
+void LeaseAllocator::SetOtherReplicasProxies(size_t proxies) {
+  absl::MutexLock lock(&mu_);
+  other_replicas_proxies_ = proxies;
 }
 
 std::string LeaseAllocator::ShareKey(const std::string& identity, const std::string& key) {

@@ -31,8 +31,11 @@
 // The fleet is every proxy sending demand reports to this control plane
 // (each one sends one every interval, empty or not), and a proxy that
 // disconnects leaves it at once and gives back its shares: the others get
-// them with their next report. Its size goes with every answer; a proxy
-// uses limit / size for a key it has no lease for yet.
+// them with their next report. Its size goes with every answer, plus the
+// proxies of the other live replicas (SetOtherReplicasProxies); a proxy
+// uses limit / size for a key it has no lease for yet, and when it hears
+// from no replica (so a proxy whose only replica died, while the others
+// hand its peers the whole limit, adds limit / size, not limit).
 //
 // Several replicas (sluice-control --store etcd): each divides only its
 // share of each limit, L * fraction, among its own proxies; the fraction
@@ -81,7 +84,12 @@ class LeaseAllocator {
   // The proxy's stream ended: it leaves the fleet and every key.
   void Disconnect(uint64_t proxy);
 
+  // The fleet's size: this replica's live proxies and the other replicas'.
   size_t fleet_size(absl::Time now);
+  // The proxies reporting to this replica (for the other replicas).
+  size_t own_proxies(absl::Time now);
+  // How many proxies the other live replicas have (ReplicaShareExchange).
+  void SetOtherReplicasProxies(size_t proxies);
 
   // The name of (identity, key) in Demand() and SetReplicaShares().
   static std::string ShareKey(const std::string& identity, const std::string& key);
@@ -121,6 +129,7 @@ class LeaseAllocator {
   absl::flat_hash_map<uint64_t, absl::Time> last_report_ ABSL_GUARDED_BY(mu_);
   // ShareKey -> this replica's fraction of the limits; absent: 1.
   absl::flat_hash_map<std::string, double> replica_shares_ ABSL_GUARDED_BY(mu_);
+  size_t other_replicas_proxies_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace sluice::controlplane

@@ -16,11 +16,12 @@ namespace sluice::controlplane {
 namespace {
 
 constexpr char kHeader[] = "sluice-replica-demand 1";
+constexpr char kProxies[] = "#proxies";
 
 }  // namespace
 
-std::string EncodeReplicaDemand(const ReplicaDemand& demand) {
-  std::string out = absl::StrCat(kHeader, "\n");
+std::string EncodeReplicaDemand(const ReplicaDemand& demand, size_t proxies) {
+  std::string out = absl::StrCat(kHeader, "\n", kProxies, "\t", proxies, "\n");
   for (const auto& [key, rate] : demand) {
     absl::StrAppend(&out, absl::CEscape(key), "\t",
                     absl::StrFormat("%.6g", rate), "\n");
@@ -28,7 +29,9 @@ std::string EncodeReplicaDemand(const ReplicaDemand& demand) {
   return out;
 }
 
-absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value) {
+absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value,
+                                                  size_t* proxies) {
+  if (proxies != nullptr) *proxies = 0;
   std::vector<std::string> lines =
       absl::StrSplit(value, '\n', absl::SkipEmpty());
   if (lines.empty() || lines.front() != kHeader) {
@@ -38,6 +41,15 @@ absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value) {
   ReplicaDemand demand;
   for (size_t i = 1; i < lines.size(); ++i) {
     std::vector<std::string> fields = absl::StrSplit(lines[i], '\t');
+    if (fields.size() == 2 && fields[0] == kProxies) {
+      uint64_t count = 0;
+      if (!absl::SimpleAtoi(fields[1], &count)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "replica demand: line ", i + 1, ": expected #proxies TAB COUNT"));
+      }
+      if (proxies != nullptr) *proxies = count;
+      continue;
+    }
     std::string key;
     double rate = 0;
     if (fields.size() != 2 || !absl::CUnescape(fields[0], &key) ||
@@ -87,8 +99,9 @@ std::string ReplicaShareExchange::NewReplicaId() { return RandomHexId(); }
 absl::Status ReplicaShareExchange::RunOnce() {
   absl::MutexLock lock(&run_mu_);
   const ReplicaDemand own = allocator_->Demand();
-  if (absl::Status published =
-          board_->Publish(options_.replica_id, EncodeReplicaDemand(own));
+  if (absl::Status published = board_->Publish(
+          options_.replica_id,
+          EncodeReplicaDemand(own, allocator_->own_proxies(options_.clock())));
       !published.ok()) {
     return published;
   }
@@ -98,6 +111,7 @@ absl::Status ReplicaShareExchange::RunOnce() {
   if (!entries.ok()) return entries.status();
   const absl::Time now = options_.clock();
   std::vector<ReplicaDemand> others;
+  size_t other_proxies = 0;
   absl::flat_hash_map<std::string, Seen> seen;
   for (ReplicaDemandBoard::Entry& entry : *entries) {
     if (entry.replica == options_.replica_id) continue;
@@ -114,15 +128,18 @@ absl::Status ReplicaShareExchange::RunOnce() {
       continue;
     }
     if (unchanged > options_.stale_after) continue;
-    absl::StatusOr<ReplicaDemand> demand = DecodeReplicaDemand(entry.value);
+    size_t proxies = 0;
+    absl::StatusOr<ReplicaDemand> demand = DecodeReplicaDemand(entry.value, &proxies);
     if (!demand.ok()) {
       SLUICE_LOG(kWarning, "replica ", entry.replica,
                  "'s rate-limit demand ignored: ", demand.status().message());
       continue;
     }
     others.push_back(*std::move(demand));
+    other_proxies += proxies;
   }
   seen_ = std::move(seen);
+  allocator_->SetOtherReplicasProxies(other_proxies);
   allocator_->SetReplicaShares(
       ReplicaFractions(own, others, options_.floor_fraction));
   return absl::OkStatus();

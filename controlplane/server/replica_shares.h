@@ -5,9 +5,11 @@
 //
 // Every period (500 ms) each replica publishes its demand per (policy
 // identity, key) — the sum of its proxies' EWMA demand, as its
-// LeaseAllocator knows it — in one entry of its own on a ReplicaDemandBoard
-// (etcd: <prefix>leases/<replica id>), reads every replica's entry, and
-// sets its allocator's fraction of each key's limits:
+// LeaseAllocator knows it — and how many proxies report to it, in one entry
+// of its own on a ReplicaDemandBoard (etcd: <prefix>leases/<replica id>),
+// reads every replica's entry, tells its allocator how many proxies the
+// other live replicas have (so the fleet size it answers is the whole
+// fleet's), and sets its allocator's fraction of each key's limits:
 //
 //   n = the live replicas whose entries name the key (this one included),
 //   D = the sum of their demands, D_r = this replica's:
@@ -66,11 +68,16 @@ class ReplicaDemandBoard {
 // Demand per LeaseAllocator::ShareKey, requests per second.
 using ReplicaDemand = absl::flat_hash_map<std::string, double>;
 
-// An entry's value: "sluice-replica-demand 1\n", then one line per key:
-// CEscape(share key) TAB demand.
-std::string EncodeReplicaDemand(const ReplicaDemand& demand);
-// INVALID_ARGUMENT naming the line that does not parse.
-absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value);
+// An entry's value: "sluice-replica-demand 1\n", "#proxies TAB n\n" (the
+// proxies reporting to that replica; a share key always holds an escaped
+// NUL, so it is never "#proxies"), then one line per key: CEscape(share
+// key) TAB demand.
+std::string EncodeReplicaDemand(const ReplicaDemand& demand, size_t proxies = 0);
+// INVALID_ARGUMENT naming the line that does not parse. `proxies` (if not
+// null) gets the entry's proxy count (0 when it has none: an older
+// replica's).
+absl::StatusOr<ReplicaDemand> DecodeReplicaDemand(const std::string& value,
+                                                  size_t* proxies = nullptr);
 
 // The division above: this replica's fraction of each of its keys, given
 // the other live replicas' demand. Keys whose fraction is 1 are left out.

@@ -78,10 +78,17 @@ TEST(ReplicaFractionsTest, TheFloorKeepsAnIdleReplicaServing) {
 TEST(ReplicaDemandEncodingTest, RoundTripsAnyKeyAndRejectsGarbage) {
   ReplicaDemand demand{{LeaseAllocator::ShareKey("p\t1", "a\nb\\c"), 2.5},
                        {LeaseAllocator::ShareKey("p2", ""), 0}};
+  size_t proxies = 0;
   absl::StatusOr<ReplicaDemand> decoded =
-      DecodeReplicaDemand(EncodeReplicaDemand(demand));
+      DecodeReplicaDemand(EncodeReplicaDemand(demand, 7), &proxies);
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(*decoded, demand);
+  EXPECT_EQ(proxies, 7u);
+  // An older replica's entry has no count: 0.
+  decoded = DecodeReplicaDemand("sluice-replica-demand 1\nk\\000x\t1\n", &proxies);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(proxies, 0u);
+  EXPECT_FALSE(DecodeReplicaDemand("sluice-replica-demand 1\n#proxies\tmany\n").ok());
   EXPECT_FALSE(DecodeReplicaDemand("").ok());
   EXPECT_FALSE(DecodeReplicaDemand("sluice-replica-demand 1\nkey\n").ok());
   EXPECT_FALSE(DecodeReplicaDemand("sluice-replica-demand 1\nkey\t-1\n").ok());
@@ -152,6 +159,10 @@ TEST_F(ReplicaShareExchangeTest, ReplicasSplitTheLimitByDemand) {
   auto [share_a, share_b] = Second(30, 10);
   EXPECT_NEAR(share_a, 450, 0.5);
   EXPECT_NEAR(share_b, 150, 0.5);
+  // The fleet size each answers with is the whole fleet's: a proxy that
+  // loses its replica falls back to limit / 2, not the whole limit.
+  EXPECT_EQ(allocator_a_.Report(1, Demand(30), now_).fleet_size(), 2u);
+  EXPECT_EQ(allocator_b_.fleet_size(now_), 2u);
 }
 
 TEST_F(ReplicaShareExchangeTest, AGoneReplicaGivesBackItsShare) {
@@ -170,6 +181,7 @@ TEST_F(ReplicaShareExchangeTest, AGoneReplicaGivesBackItsShare) {
     ASSERT_TRUE(a_.RunOnce().ok());
   }
   EXPECT_TRUE(board_.entries.contains("b"));
+  EXPECT_EQ(allocator_a_.fleet_size(now_), 1u);  // B's proxy no longer counted
   // Long dead: A deletes its entry.
   now_ += absl::Seconds(61);
   ASSERT_TRUE(a_.RunOnce().ok());
