@@ -407,7 +407,8 @@ absl::StatusOr<std::shared_ptr<ListenSockets>> ListenerSocketCache::Get(
     const net::Address& address) {
   std::string key = address.ToString();
   if (auto it = by_address_.find(key); it != by_address_.end()) {
-    if (auto alive = it->second.lock()) return alive;
+    auto alive = it->second.lock();
+    if (alive != nullptr && !alive->retired) return alive;
   }
   auto sockets = std::make_shared<ListenSockets>();
   sockets->address = address;
@@ -636,6 +637,16 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
       runtime.access_log = std::move(*log);
     }
     snapshot->listeners[l.name()] = std::move(runtime);
+  }
+  // Sockets of listeners this version drops: retired, so that the workers
+  // stop accepting on them as they apply it, even while a connection that
+  // came through one still holds the snapshot it belonged to.
+  if (previous != nullptr) {
+    std::set<const ListenSockets*> kept;
+    for (const auto& [name, listener] : snapshot->listeners) kept.insert(listener.sockets.get());
+    for (const auto& [name, listener] : previous->listeners) {
+      if (!kept.count(listener.sockets.get())) listener.sockets->retired = true;
+    }
   }
   return std::shared_ptr<const ConfigSnapshot>(std::move(snapshot));
 }

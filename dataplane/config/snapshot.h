@@ -42,6 +42,11 @@ struct ListenSockets {
   // Client connections open on these sockets now, across workers (kept
   // with the sockets across versions).
   std::atomic<int64_t> open_connections{0};
+  // A compiled version has no listener on them any more: each worker shuts
+  // its fd down (no new connection is accepted into its backlog) as it
+  // applies that version, and the cache binds new sockets for the address
+  // should a listener come back. The fds close with the last snapshot.
+  std::atomic<bool> retired{false};
   ~ListenSockets();
 };
 

@@ -474,6 +474,7 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   AppendHeader(&out, "content-type", "application/json");
   AppendHeader(&out, "content-length", std::to_string(body.size()));
   AppendHeader(&out, "x-request-id", request_id);
+  AppendHeader(&out, "date", worker_.HttpDate());
   AppendHeader(&out, "connection", "close");
   out.append("\r\n");
   connection_->Write2(out, body);

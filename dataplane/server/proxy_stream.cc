@@ -1104,6 +1104,13 @@ void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::
   SendLocalResponse(status, "", extra.data(), extra.size(), body, content_type, false);
 }
 
+void ProxyStream::AddDateUnlessGiven(const http::HeaderField* extra, size_t extra_count) {
+  for (size_t i = 0; i < extra_count; ++i) {
+    if (http::EqualsIgnoreCase(extra[i].name, "date")) return;
+  }
+  response_fields_.push_back({"date", worker_.HttpDate()});
+}
+
 void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields) {
   if (filters_entered_ == 0) {
     head.headers = &fields;
@@ -1634,8 +1641,10 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
   const http::ConnectionTokens tokens =
       head.connection_names ? http::ConnectionTokens(head.headers) : http::ConnectionTokens();
   response_fields_.clear();
-  response_fields_.reserve(head.headers.size() + 1);
+  response_fields_.reserve(head.headers.size() + 2);
+  bool has_date = false;
   for (const http::HeaderField& h : head.headers) {
+    has_date = has_date || (h.name.size() == 4 && http::EqualsIgnoreCase(h.name, "date"));
     // The client gets this exchange's id, the one it sent or was given and
     // the one the access log has, never the upstream's (Envoy's
     // always_set_request_id_in_response).
@@ -1647,6 +1656,9 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
   }
   const size_t from_head = response_fields_.size();
   response_fields_.push_back({"x-request-id", request_id_});
+  // RFC 9110 6.6.1: a recipient with a clock forwarding a response that
+  // has no Date adds one.
+  if (!has_date) response_fields_.push_back({"date", worker_.HttpDate()});
   return from_head;
 }
 
@@ -1924,6 +1936,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     response_fields_.push_back({"grpc-message", scratch_});
     response_fields_.push_back({"x-request-id", request_id_});
     for (size_t i = 0; i < extra_count; ++i) response_fields_.push_back(extra[i]);
+    AddDateUnlessGiven(extra, extra_count);
     ResponseHead head;
     head.status = 200;
     head.body = ResponseHead::Body::kNone;
@@ -1944,6 +1957,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   }
   response_fields_.push_back({"x-request-id", request_id_});
   for (size_t i = 0; i < extra_count; ++i) response_fields_.push_back(extra[i]);
+  AddDateUnlessGiven(extra, extra_count);
   ResponseHead head;
   head.status = status;
   head.close_connection = close_connection;

@@ -264,6 +264,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SendLocalResponse(int status, std::string_view error, const http::HeaderField* extra,
                          size_t extra_count, std::string_view body,
                          std::string_view content_type, bool close_connection);
+  // Adds date: now to response_fields_ unless `extra` has a Date (a
+  // cached response's own).
+  void AddDateUnlessGiven(const http::HeaderField* extra, size_t extra_count);
   // Encodes a response head through the route's policies (if any).
   void EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields);
   // The request head for an HTTP/2 upstream, from the forwarded fields.

@@ -293,6 +293,12 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
     }
   }
   accepting_.swap(next);
+  // What is left in `next` are the slots of listeners this version drops.
+  // Their sockets stay open while a connection they brought holds an old
+  // snapshot: refuse new connections now rather than queue them unserved.
+  for (const auto& [fd, slot] : next) {
+    if (slot.sockets->retired) ::shutdown(fd, SHUT_RD);
+  }
   next.clear();  // events removed before the old snapshot can close the fds
   std::shared_ptr<const config::ConfigSnapshot> previous = std::move(snapshot_);
   snapshot_ = std::move(snapshot);
@@ -515,6 +521,23 @@ void Worker::WriteHex64(char* out, uint64_t v) {
     return pairs;
   }();
   for (int i = 7; i >= 0; --i, v >>= 8) std::memcpy(out + 2 * i, &kPairs[2 * (v & 0xff)], 2);
+}
+
+std::string_view Worker::HttpDate() {
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  if (now != date_second_) {
+    date_second_ = now;
+    static constexpr char kDays[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr char kMonths[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    const time_t t = static_cast<time_t>(now);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    std::snprintf(date_, sizeof(date_), "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday],
+                  tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
+  }
+  return std::string_view(date_, 29);
 }
 
 void Worker::NewRequestId(std::string* out) {

@@ -182,6 +182,9 @@ class Worker {
   bool draining() const { return draining_; }
   // A new random UUID into `out` (reusing its storage).
   void NewRequestId(std::string* out);
+  // Now as an HTTP-date ("Sun, 06 Nov 1994 08:49:37 GMT", RFC 9110 5.6.7),
+  // formatted once a second; the view is valid until the next call.
+  std::string_view HttpDate();
   // The 16 lower-case hex digits of `v`, most significant first, at `out`
   // (request and trace ids: a byte, two digits, at a time).
   static void WriteHex64(char* out, uint64_t v);
@@ -213,6 +216,8 @@ class Worker {
   std::shared_ptr<PostGate> post_gate_;
   std::thread thread_;
   std::shared_ptr<const config::ConfigSnapshot> snapshot_;
+  int64_t date_second_ = -1;  // the second date_ holds
+  char date_[32] = {};
   upstream::ConnectionPool pool_;
   upstream::Http2Pool h2_pool_;
   upstream::EndpointPicker picker_;

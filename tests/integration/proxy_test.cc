@@ -15,6 +15,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
 #include "tests/harness/proxy.h"
@@ -149,6 +151,33 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   EXPECT_EQ(r.header("x-echo-te"), "");
   EXPECT_EQ(r.header("x-echo-connection"), "");
   EXPECT_EQ(r.header("x-echo-x-hop"), "");  // named by Connection: this hop's only
+}
+
+// RFC 9110 6.6.1: a response forwarded without Date gets one (the test
+// upstream sends none unless asked), an upstream's own is kept, and the
+// gateway's own answers carry one.
+TEST_F(ProxyTest, EveryResponseCarriesADate) {
+  auto is_http_date = [](const std::string& v) {
+    absl::Time t;
+    std::string err;
+    return v.size() == 29 && absl::ParseTime("%a, %d %b %Y %H:%M:%S GMT", v, &t, &err) &&
+           absl::AbsDuration(absl::Now() - t) < absl::Seconds(60);
+  };
+  HttpResponse r = HttpGet(listener(), "/nodate");
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_TRUE(is_http_date(r.header("date"))) << r.header("date");
+  r = HttpGet(listener(), "/withdate?date=1");
+  EXPECT_TRUE(is_http_date(r.header("date"))) << r.header("date");
+  std::string raw = SendRaw(listener(), "GET /withdate?date=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  std::vector<std::string> parts = absl::StrSplit(raw, "\r\ndate: ");
+  EXPECT_EQ(parts.size(), 2u) << raw;  // one Date, not two
+  r = HttpGet(listener(), "/healthz");  // a direct response
+  EXPECT_TRUE(is_http_date(r.header("date"))) << r.header("date");
+  r = HttpGet(listener(), "/bad%zz");  // a 400 of the gateway's
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(is_http_date(r.header("date"))) << r.header("date");
+  raw = SendRaw(listener(), "GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n");  // before a stream
+  EXPECT_TRUE(absl::StrContains(raw, "\r\ndate: ")) << raw;
 }
 
 TEST_F(ProxyTest, BodiesStreamBothWays) {
@@ -560,6 +589,11 @@ TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
   ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
   v = std::stoull(deleted.out.substr(deleted.out.find("version ") + 8));
   for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  // New connections to the port are refused at once, though the open one
+  // still holds the config that had the listener (and its sockets).
+  int refused = ConnectTo(o.extra_listener_port);
+  EXPECT_EQ(refused, -1);
+  if (refused >= 0) close(refused);
   ASSERT_TRUE(ReadUntil(fd, &got, "\r\n0\r\n\r\n")) << got;
   const size_t second_at = got.size();
   const std::string second = "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -569,8 +603,11 @@ TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
   EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
   EXPECT_TRUE(absl::StrContains(reply, "connection: close")) << reply;
   close(fd);
-  // New connections to the port are refused.
-  EXPECT_EQ(ConnectTo(o.extra_listener_port), -1);
+  // The listener back on the same port: new sockets, served.
+  v = Apply(o);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
+  HttpResponse back = HttpGet(absl::StrCat("127.0.0.1:", o.extra_listener_port), "/back");
+  EXPECT_EQ(back.status, 200) << back.error;
 }
 
 TEST_F(ProxyTest, AdminStatsAndConfigDump) {
