@@ -37,20 +37,24 @@ class KeyAuthFilter : public http::Filter {
         if (const std::string* value = headers.Get(name)) {
           key = *value;
           found = true;
-          if (!settings_.keep_credentials) headers.Remove(name);
-          break;
         }
       }
-      if (settings_.in_query) {
+      if (!found && settings_.in_query) {
         if (auto value = FindQueryParameter(callbacks.info().path, name)) {
           key = std::move(*value);
           found = true;
-          if (!settings_.keep_credentials) {
-            callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
-          }
-          break;
         }
       }
+      if (!found) continue;
+      // Both places lose the name, whichever held the key used (as Kong's
+      // hide_credentials does): a second key must not reach the upstream.
+      if (!settings_.keep_credentials) {
+        if (settings_.in_header) headers.Remove(name);
+        if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
+          callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
+        }
+      }
+      break;
     }
     if (!found || key.empty()) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "no API key found in request",

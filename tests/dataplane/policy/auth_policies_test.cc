@@ -118,6 +118,14 @@ TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
   EXPECT_EQ(encoded.Run(*factory), http::FilterStatus::kContinue);
   EXPECT_EQ(encoded.consumer(), "bob");
   EXPECT_EQ(encoded.callbacks.path_, "/x?z=1");
+  // A key in the header is the one used; the query's copy goes too, so no
+  // second key reaches the upstream.
+  Request both("/x?apikey=bob-key-4567&z=1");
+  both.headers.Add("apikey", "alice-key-123");
+  EXPECT_EQ(both.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(both.consumer(), "alice");
+  EXPECT_EQ(both.headers.Get("apikey"), nullptr);
+  EXPECT_EQ(both.callbacks.path_, "/x?z=1");
 }
 
 TEST(KeyAuthTest, KeepCredentialsAndCustomNames) {
