@@ -105,6 +105,21 @@ bool IsIpLiteral(const std::string& address) {
          inet_pton(AF_INET6, address.c_str(), buf) == 1;
 }
 
+// One spelling per address ("0:0::1" and "::1" are the same, as the proxy
+// binds and connects them), for comparisons; `address` itself when it is
+// not an IP literal.
+std::string CanonicalAddress(const std::string& address) {
+  unsigned char bytes[sizeof(in6_addr)];
+  char text[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET, address.c_str(), bytes) == 1) {
+    return inet_ntop(AF_INET, bytes, text, sizeof(text)) ? text : address;
+  }
+  if (inet_pton(AF_INET6, address.c_str(), bytes) == 1) {
+    return inet_ntop(AF_INET6, bytes, text, sizeof(text)) ? text : address;
+  }
+  return address;
+}
+
 void CheckAddress(const std::string& address, absl::string_view field,
                   ErrorSink& sink) {
   if (address.empty()) {
@@ -968,7 +983,7 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     } else {
       CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
     }
-    auto [it, inserted] = seen.emplace(std::make_pair(e.address(), e.port()), i);
+    auto [it, inserted] = seen.emplace(std::make_pair(CanonicalAddress(e.address()), e.port()), i);
     if (!inserted) {
       sink.Add(f, absl::StrCat(e.address(), ":", e.port(),
                                " is the same endpoint as endpoints[", it->second,
@@ -1187,8 +1202,8 @@ void CheckUpstreamTlsReferences(const config::v1::UpstreamTls& tls, const Resour
                        Secret::kTlsCertificate, "tls_certificate", state, sink);
 }
 
-bool IsWildcard(const std::string& address) {
-  return address == "0.0.0.0" || address == "::";
+bool IsWildcard(const std::string& canonical_address) {
+  return canonical_address == "0.0.0.0" || canonical_address == "::";
 }
 
 // The clusters route `r` of virtual host `v` sends to exist.
@@ -1323,8 +1338,9 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
         const Listener& a = *listeners[i];
         const Listener& b = *listeners[j];
         if (!MayShareProxy(a, b)) continue;  // never bound by the same proxy
-        if (a.address() == b.address() || IsWildcard(a.address()) ||
-            IsWildcard(b.address())) {
+        const std::string a_address = CanonicalAddress(a.address());
+        const std::string b_address = CanonicalAddress(b.address());
+        if (a_address == b_address || IsWildcard(a_address) || IsWildcard(b_address)) {
           errors.push_back(
               {{config::v1::LISTENER, b.name()}, "port",
                absl::StrCat(b.address(), ":", port,

@@ -79,6 +79,11 @@ TEST(ValidationTest, DuplicateEndpoint) {
       endpoints { address: "127.0.0.1" port: 1 } endpoints { address: "127.0.0.1" port: 1 } })")
                 .find("endpoints[1]: 127.0.0.1:1 is the same endpoint as endpoints[0]"),
             std::string::npos);
+  // One address spelled two ways is one endpoint.
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users"
+      endpoints { address: "::1" port: 1 } endpoints { address: "0:0::1" port: 1 } })")
+                .find("endpoints[1]: 0:0::1:1 is the same endpoint as endpoints[0]"),
+            std::string::npos);
 }
 
 TEST(ValidationTest, WeightRange) {
@@ -211,6 +216,18 @@ TEST(ValidationTest, ConflictingListeners) {
   r = Parse(R"(listener { name: "second" address: "127.0.0.2" port: 8080 route_table: "main" })");
   state[IdOf(r)] = r;
   EXPECT_TRUE(CheckState(state).ok());
+  // One IPv6 address spelled two ways is one socket (the proxy would bind
+  // it once and serve only one listener's routes), and "0::0" is "::".
+  Resource v6 = Parse(R"(listener { name: "v6" address: "::1" port: 9443 route_table: "main" })");
+  state[IdOf(v6)] = v6;
+  r = Parse(R"(listener { name: "second" address: "0:0::1" port: 9443 route_table: "main" })");
+  state[IdOf(r)] = r;
+  e = std::string(CheckState(state).message());
+  EXPECT_NE(e.find("Listener \"v6\": port: ::1:9443 conflicts with Listener \"second\""),
+            std::string::npos) << e;
+  r = Parse(R"(listener { name: "second" address: "0::0" port: 9443 route_table: "main" })");
+  state[IdOf(r)] = r;
+  EXPECT_FALSE(CheckState(state).ok());
 }
 
 TEST(ValidationTest, DuplicateDomainsAcrossVirtualHosts) {

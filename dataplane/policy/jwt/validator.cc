@@ -97,6 +97,14 @@ class JwtValidator : public api::PolicyValidator {
                                         std::vector<api::PolicyConfigError>* errors) {
     std::vector<PemKeyInput> pems;
     for (const v1::PublicKeyPem& p : config.public_keys_pem()) pems.push_back({p.pem(), p.kid()});
+    // Output of `sluicectl get` applied back: say so, rather than that
+    // "[redacted]" is not base64url.
+    static const RE2* redacted = new RE2(R"re("k"\s*:\s*"\[redacted\]")re");
+    if (RE2::PartialMatch(config.jwks(), *redacted)) {
+      errors->push_back({"jwks", "an oct key's \"k\" is [redacted]: the secret was redacted on "
+                                 "output (sluicectl get) and must be supplied again"});
+      return;
+    }
     std::vector<KeySetError> key_errors;
     std::vector<VerificationKey> keys = ParseKeySet(config.jwks(), pems, &key_errors);
     for (KeySetError& e : key_errors) errors->push_back({e.field, std::move(e.message)});

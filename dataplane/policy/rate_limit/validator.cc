@@ -118,7 +118,8 @@ class RateLimitValidator : public api::PolicyValidator {
           (seconds == kMaxKeepShareForSeconds && nanos > 0) || nanos < 0) {
         errors->push_back({"fleet.keep_share_for",
                            absl::StrCat(kMinKeepShareForSeconds, "s..", kMaxKeepShareForSeconds,
-                                        "s, got ", seconds, "s")});
+                                        "s, got ",
+                                        static_cast<double>(seconds) + nanos / 1e9, "s")});
       }
     }
     bool seen[5] = {};

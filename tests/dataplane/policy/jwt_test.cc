@@ -688,6 +688,11 @@ TEST(JwtRedactionTest, Hs256SecretsAreNotShownPublicKeysAre) {
   EXPECT_FALSE(absl::StrContains(shown.jwks(), "c2VjcmV0")) << shown.jwks();
   EXPECT_TRUE(absl::StrContains(shown.jwks(), R"("k":"[redacted]")")) << shown.jwks();
   EXPECT_TRUE(absl::StrContains(shown.jwks(), R"("x": "xx")")) << shown.jwks();
+  // Applied back as shown: refused, saying why (not "k is not base64url").
+  std::vector<api::PolicyConfigError> errors = Errors(shown);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "jwks");
+  EXPECT_TRUE(absl::StrContains(errors[0].message, "redacted on output")) << errors[0].message;
 }
 
 }  // namespace

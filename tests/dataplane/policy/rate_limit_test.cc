@@ -193,6 +193,10 @@ TEST_F(RateLimitTest, ConfigRulesNameTheField) {
   EXPECT_EQ(only(config).field, "fleet.keep_share_for");
   config.mutable_fleet()->mutable_keep_share_for()->set_seconds(3601);
   EXPECT_EQ(only(config).message, "1s..3600s, got 3601s");
+  config.mutable_fleet()->mutable_keep_share_for()->set_seconds(0);
+  config.mutable_fleet()->mutable_keep_share_for()->set_nanos(999000000);
+  EXPECT_EQ(only(config).message, "1s..3600s, got 0.999s");  // not "0s"
+  config.mutable_fleet()->mutable_keep_share_for()->set_nanos(0);
   config.mutable_fleet()->mutable_keep_share_for()->set_seconds(60);
   v1::Limit* fallback = config.mutable_fleet()->add_fallback_limits();
   fallback->set_requests(6);
