@@ -604,6 +604,23 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
   return 0;
 }
 
+// The control plane's errors about the whole config (a reference to a
+// resource that does not exist, a port two listeners share) name a
+// resource, not a file: each line naming one of `loaded` gets its origin
+// ("FILE, document N (line L): ") in front, as the loader's own errors have.
+std::string WithOrigins(const std::string& errors, const std::vector<LoadedResource>& loaded) {
+  std::map<std::string, std::string> origin;  // "Kind \"name\"" -> origin
+  for (const LoadedResource& r : loaded) origin.emplace(api::Describe(api::IdOf(r.resource)), r.origin);
+  std::vector<std::string> lines = absl::StrSplit(errors, '\n');
+  for (std::string& line : lines) {
+    size_t colon = line.find("\": ");
+    if (colon == std::string::npos) continue;
+    auto it = origin.find(line.substr(0, colon + 1));
+    if (it != origin.end()) line = absl::StrCat(it->second, ": ", line);
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
 int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
           const ParsedFlags& flags) {
   auto file = flags.values.find("f");
@@ -627,7 +644,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   request.set_author(Author());
   request.set_message(change.message);
   request.set_if_version(change.if_version);
-  for (auto& r : *loaded) request.mutable_resources()->Add(std::move(r.resource));
+  for (const auto& r : *loaded) *request.add_resources() = r.resource;
   admin::v1::ApplyResponse response;
   grpc::Status status = stub.Apply(Context().get(), request, &response);
   if (status.error_code() == grpc::StatusCode::ABORTED) {
@@ -635,7 +652,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (!status.ok()) {
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
-    return Fail(absl::StrCat("nothing applied:\n", status.error_message()));
+    return Fail(absl::StrCat("nothing applied:\n", WithOrigins(status.error_message(), *loaded)));
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";

@@ -584,6 +584,15 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   google::protobuf::Message* message =
       resource.GetReflection()->MutableMessage(&resource, field);
   SpecConverter<Node> converter(where);
+  // The line of the deepest part of field path `path` the YAML spelled out.
+  auto line_of = [&](std::string p) {
+    for (; !p.empty();) {
+      if (auto it = converter.lines().find(p); it != converter.lines().end()) return it->second;
+      size_t cut = p.find_last_of(".[");
+      p = cut == std::string::npos ? "" : p.substr(0, cut);
+    }
+    return doc.Mark().line + 1;
+  };
   const Node spec = doc["spec"];
   bool filled = false;
   if (direct && spec) {
@@ -608,8 +617,34 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     google::protobuf::util::JsonParseOptions options;
     auto status = google::protobuf::util::JsonStringToMessage(json, message, options);
     if (!status.ok()) {
+      // protobuf says "(a.b[0].c): reason": give it a line and the
+      // resource, and say a oneof conflict in words.
+      std::string reason(status.message());
+      std::string path;
+      if (absl::StartsWith(reason, "(")) {
+        if (size_t close = reason.find("): "); close != std::string::npos) {
+          path = reason.substr(1, close - 1);
+          reason = reason.substr(close + 3);
+        }
+      }
+      static constexpr char kOneof[] = "invalid value oneof field '";
+      static constexpr char kCannotSet[] = "' is already set. Cannot set '";
+      if (absl::StartsWith(reason, kOneof)) {
+        size_t group_end = reason.find(kCannotSet);
+        if (group_end != std::string::npos) {
+          const size_t group_at = sizeof(kOneof) - 1;
+          const std::string group = reason.substr(group_at, group_end - group_at);
+          const size_t field_at = group_end + sizeof(kCannotSet) - 1;
+          const std::string second = reason.substr(field_at, reason.find('\'', field_at) - field_at);
+          if (!path.empty()) path += ".";
+          path += second;
+          reason = absl::StrCat("cannot be set together with another field of ", group,
+                                ": set only one of them");
+        }
+      }
       return absl::InvalidArgumentError(
-          absl::StrCat(where, ": spec: ", std::string(status.message())));
+          absl::StrCat(where, ", line ", line_of(path), ": ", api::Describe({*kind, name}), ": ",
+                       path.empty() ? "spec" : path, ": ", reason));
     }
   }
   const FieldDescriptor* name_field = message->GetDescriptor()->FindFieldByName("name");
@@ -627,17 +662,7 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     if (filled) return LoadDocument(doc, where, /*direct=*/false, out);
     std::vector<std::string> lines;
     for (const auto& e : errors) {
-      int line = doc.Mark().line + 1;
-      // The deepest path that the YAML spelled out.
-      for (std::string p = e.field; !p.empty();) {
-        if (auto it = converter.lines().find(p); it != converter.lines().end()) {
-          line = it->second;
-          break;
-        }
-        size_t cut = p.find_last_of(".[");
-        p = cut == std::string::npos ? "" : p.substr(0, cut);
-      }
-      lines.push_back(absl::StrCat(where, ", line ", line, ": ", e.ToString()));
+      lines.push_back(absl::StrCat(where, ", line ", line_of(e.field), ": ", e.ToString()));
     }
     return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
   }

@@ -146,7 +146,9 @@ TEST(ControlPlaneTest, InvalidApplyChangesNothing) {
       "    routes: [{match: {prefix: /}, route: {cluster: ghost}}]\n");
   r = cp.Ctl({"apply", "-f", dangling});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("RouteTable \"main\": virtual_hosts[0].routes[0].route.cluster: refers to "
+  // ... with the file and document of the resource it names.
+  EXPECT_NE(r.err.find(dangling + ", document 1 (line 1): RouteTable \"main\": "
+                       "virtual_hosts[0].routes[0].route.cluster: refers to "
                        "Cluster \"ghost\", which does not exist"),
             std::string::npos)
       << r.err;

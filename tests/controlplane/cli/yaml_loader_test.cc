@@ -108,6 +108,20 @@ TEST(YamlLoaderTest, ValidationErrorsCarryTheLineOfTheField) {
   EXPECT_EQ(e, "f.yaml, document 1, line 6: Cluster \"a\": endpoints[0].port: must be 1..65535, got 0");
 }
 
+// Two fields of one oneof (a route's prefix and path, a Cluster's two
+// health checks): the line of the second, the resource, and words rather
+// than protobuf's. Before: "document 1: spec: (virtual_hosts[0].routes[0].
+// match): invalid value oneof field 'path_specifier' is already set...".
+TEST(YamlLoaderTest, TwoFieldsOfOneOneofNameTheLineAndTheResource) {
+  std::string e = Error(
+      "kind: RouteTable\nname: rt\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match:\n            prefix: /a\n            path: /b\n"
+      "          direct_response: {status: 200}\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 9: RouteTable \"rt\": virtual_hosts[0].routes[0].match.path: "
+               "cannot be set together with another field of path_specifier: set only one of them")
+      << e;
+}
+
 TEST(YamlLoaderTest, EnvelopeErrors) {
   EXPECT_NE(Error("kind: Pod\nname: a\nspec: {}\n").find("unknown kind 'Pod'"), std::string::npos);
   EXPECT_NE(Error("kind: Cluster\nspec: {}\n").find("name is required"), std::string::npos);
