@@ -88,6 +88,8 @@ void SetWorkerCount(int workers);
 void ReopenAll();
 // Writes what is buffered now, everywhere (tests, shutdown).
 void FlushAll();
+// The writer threads' interval (100 ms); for tests only.
+void SetWriteIntervalForTest(absl::Duration interval);
 // Closes destinations no listener uses any more. Config thread.
 void PruneUnused();
 

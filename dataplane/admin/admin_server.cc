@@ -20,7 +20,13 @@ namespace sluice::admin {
 AdminServer::AdminServer(event::Dispatcher& dispatcher, AdminHandlers handlers)
     : http_(evhttp_new(dispatcher.base())), handlers_(std::move(handlers)) {
   evhttp_set_gencb(http_, &AdminServer::Handle, this);
-  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+  // Every method reaches Handle, which answers all but GET and HEAD with
+  // 405 and Allow (libevent's own answer would be 501, which RFC 9110
+  // 15.6.2 keeps for methods a server does not know).
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                        EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE |
+                                        EVHTTP_REQ_CONNECT);
 }
 
 AdminServer::~AdminServer() { evhttp_free(http_); }
@@ -78,7 +84,12 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   int status = 200;
   std::string body;
   const char* content_type = "text/plain; charset=utf-8";
-  if (std::strcmp(path, "/ready") != 0 && !self->token_sha256_.empty() &&
+  const evhttp_cmd_type method = evhttp_request_get_command(request);
+  if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+    evhttp_add_header(evhttp_request_get_output_headers(request), "Allow", "GET, HEAD");
+    status = 405;
+    body = "the admin endpoint takes GET and HEAD only\n";
+  } else if (std::strcmp(path, "/ready") != 0 && !self->token_sha256_.empty() &&
       !HasToken(request, self->token_sha256_)) {
     evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
                       "Bearer realm=\"sluice-proxy admin\"");
@@ -110,6 +121,7 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   evhttp_send_reply(request, status, status == 200   ? "OK"
                       : status == 503 ? "Service Unavailable"
                       : status == 401 ? "Unauthorized"
+                      : status == 405 ? "Method Not Allowed"
                                       : "Not Found", out);
   evbuffer_free(out);
 }

@@ -479,13 +479,20 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   out.append("\r\n");
   connection_->Write2(out, body);
   worker_.stats().downstream_responses_by_class[status / 100]->Inc();
-  if (!logged) RecordSessionError(status, request_id, head);
+  if (!logged) RecordSessionError(status, request_id, head, body.size());
   FinishConnectionAfterResponse();
 }
 
 void DownstreamConnection::RecordSessionError(int status, std::string_view request_id,
-                                              const http::MessageHead* head) {
+                                              const http::MessageHead* head, size_t bytes_out) {
   accesslog::Entry e;
+  e.bytes_out = bytes_out;
+  if (status == 408) {
+    // The head timer ran from the request's first byte: that is when the
+    // exchange began.
+    e.duration = request_headers_timeout_;
+    e.start = absl::Now() - request_headers_timeout_;
+  }
   e.request_id = request_id;
   e.client_ip = peer_ip_;
   e.protocol = client_http10_ ? "HTTP/1.0" : "HTTP/1.1";
@@ -512,8 +519,7 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
   if (listener.by_class[e.status / 100] != nullptr) listener.by_class[e.status / 100]->Inc();
   const accesslog::AccessLog* log = listener.access_log.get();
   if (log == nullptr || !log->Samples([&worker] { return worker.picker().Random(); })) return;
-  e.start = absl::Now();
-  e.duration = absl::ZeroDuration();
+  if (e.start == absl::Time()) e.start = absl::Now();  // answered as it came
   if (tls != nullptr) {
     e.tls_version = tls->version;
     e.sni = tls->sni;

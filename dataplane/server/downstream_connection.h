@@ -89,7 +89,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // ends already wrote its entry.
   void SendSessionError(int status, std::string_view error,
                         const http::MessageHead* head = nullptr, bool logged = false);
-  void RecordSessionError(int status, std::string_view request_id, const http::MessageHead* head);
+  void RecordSessionError(int status, std::string_view request_id, const http::MessageHead* head,
+                          size_t bytes_out);
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   void CloseNow();

@@ -34,8 +34,9 @@ class Worker;
 // A request the session answered itself before any stream had it (HTTP/1:
 // a malformed head, 408, 414, 431, 505; HTTP/2: a header block over the
 // limit): counted under its listener's status class and access-logged
-// (sampled) like a stream's. `entry` holds what is known of the request
-// and its status; this fills in the rest.
+// (sampled) like a stream's. `entry` holds what is known of the request,
+// its status and body bytes (and its start and duration when it did not
+// end as it began: a 408); this fills in the rest.
 void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
                            const net::TlsInfo* tls, accesslog::Entry& entry);
 

@@ -146,6 +146,11 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
     ASSERT_FALSE(line.empty()) << request.substr(0, 40) << "\n" << Read(log_);
     EXPECT_TRUE(absl::StrContains(line, expected)) << line;
     EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
+    // bytes_out is the error body the client got.
+    size_t length_at = reply.find("content-length: ");
+    ASSERT_NE(length_at, std::string::npos) << reply;
+    std::string length = reply.substr(length_at + 16, reply.find("\r\n", length_at) - length_at - 16);
+    EXPECT_TRUE(absl::StrContains(line, "\"bytes_out\":" + length + ",")) << line;
   }
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-404"), "no_route"));
   WaitFor([&] { return proxy_->Stat(series) == before + 3; }, absl::Seconds(5));

@@ -624,6 +624,10 @@ TEST_F(ProxyTest, AdminStatsAndConfigDump) {
         "status_class=\"2xx\"}"));
   }
   EXPECT_EQ(total, 1);
+  // Other methods than GET and HEAD: 405 with Allow (it was libevent's 501).
+  HttpResponse post = HttpRequest(proxies_[0]->admin_address(), "POST", "/metrics", {}, "x");
+  EXPECT_EQ(post.status, 405);
+  EXPECT_EQ(post.header("allow"), "GET, HEAD");
 }
 
 }  // namespace

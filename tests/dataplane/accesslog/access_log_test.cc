@@ -140,5 +140,27 @@ TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
   EXPECT_EQ(written + dropped, 100u);
 }
 
+// A buffer passing 512 KiB wakes its writer: the 100 ms interval alone
+// capped a worker at 40 MiB/s and dropped entries a fast disk could take.
+// With an interval of an hour, only the wake can write these in time.
+TEST(AccessLogTest, AFillingBufferWakesTheWriterBeforeItsInterval) {
+  SetWriteIntervalForTest(absl::Hours(1));
+  stats::StatsStore store;
+  std::string path = TempPath("wake.log");
+  std::remove(path.c_str());
+  auto log = AccessLog::Open(path, {"user_agent"}, 100, store);
+  ASSERT_TRUE(log.ok());
+  Entry big = Sample();
+  std::string ua(64 * 1024, 'u');
+  big.user_agent = ua;
+  for (int i = 0; i < 10; ++i) (*log)->Log(0, big);  // 640 KiB
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (Read(path).size() < 8 * ua.size() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_GE(Read(path).size(), 8 * ua.size());
+  SetWriteIntervalForTest(absl::Milliseconds(100));
+}
+
 }  // namespace
 }  // namespace sluice::accesslog
