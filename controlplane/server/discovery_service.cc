@@ -296,6 +296,7 @@ class ConfigStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   std::string outstanding_nonce_ ABSL_GUARDED_BY(mu_);  // empty: none pending
   uint64_t outstanding_version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time outstanding_sent_at_ ABSL_GUARDED_BY(mu_);
+  absl::Time first_request_deadline_;  // set by Start, before any Pump
   std::shared_ptr<const Snapshot> outstanding_snapshot_ ABSL_GUARDED_BY(mu_);
   std::vector<api::ResourceId> outstanding_patched_ ABSL_GUARDED_BY(mu_);
   // What the proxy runs, as far as we know; an empty store id: unknown.
@@ -494,8 +495,22 @@ std::optional<RouteTablePatch> StreamHub::PatchFor(const std::string& name,
 
 void ConfigStream::Start(std::shared_ptr<ConfigStream> self) {
   self_ = std::move(self);
+  // A peer without a certificate that names a node is refused before it
+  // takes a slot (the node.id it claims is checked with its first request).
+  if (hub_->options.require_node_certificate) {
+    std::optional<std::vector<std::string>> sans = PeerSans(*context_);
+    absl::StatusOr<std::string> certified =
+        NodeIdFromCertificate(sans.has_value(), sans.value_or(std::vector<std::string>{}));
+    if (!certified.ok()) {
+      SLUICE_LOG(kWarning, "refused a discovery stream from ", context_->peer(), ": ",
+                 certified.status().message());
+      End(grpc::Status(static_cast<grpc::StatusCode>(certified.status().code()),
+                       std::string(certified.status().message())));
+      return;
+    }
+  }
   // Counted before the first request, so that streams that never send one
-  // count too.
+  // count too; those end at first_request_timeout.
   counted_ = true;
   const int active = hub_->active_streams.fetch_add(1) + 1;
   if (active > hub_->options.max_streams) {
@@ -506,6 +521,8 @@ void ConfigStream::Start(std::shared_ptr<ConfigStream> self) {
                                   " discovery streams, its limit (--max-discovery-streams)")));
     return;
   }
+  first_request_deadline_ = absl::Now() + hub_->options.first_request_timeout;
+  hub_->ScheduleAt(self_, first_request_deadline_);
   StartRead(&read_buf_);
 }
 
@@ -785,7 +802,19 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
   const std::string& store_id = hub_->state->store_id();
   {
     absl::MutexLock lock(&mu_);
-    if (finished_ || !established_) return Action::kNone;
+    if (finished_) return Action::kNone;
+    if (!established_) {
+      if (absl::Now() < first_request_deadline_) return Action::kNone;
+      finished_ = true;
+      SLUICE_LOG(kWarning, "ended a discovery stream from ", context_->peer(),
+                 ": no first request within ",
+                 absl::FormatDuration(hub_->options.first_request_timeout));
+      *finish = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                             absl::StrCat("no DiscoveryRequest within ",
+                                          absl::FormatDuration(hub_->options.first_request_timeout),
+                                          " of opening the stream"));
+      return Action::kFinish;
+    }
     if (shutdown_) {
       finished_ = true;
       grpc::Status status(grpc::StatusCode::UNAVAILABLE, "sluice-control is shutting down");

@@ -103,6 +103,9 @@ inline constexpr size_t kKeptSnapshots = 4;
 struct DiscoveryOptions {
   // Streams served at once; the next one is refused (RESOURCE_EXHAUSTED).
   int max_streams = 1000;
+  // A stream that sends no first request this long after it opened is
+  // ended (DEADLINE_EXCEEDED), so silent clients cannot hold the slots.
+  absl::Duration first_request_timeout = absl::Seconds(10);
   // The first NACK of a version is followed by an offer of it again after
   // `nack_retry`; each NACK of it in a row doubles that, up to
   // `nack_retry_max`.

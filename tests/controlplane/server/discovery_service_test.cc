@@ -156,6 +156,28 @@ TEST_F(DiscoveryServiceTest, StreamsOverTheLimitAreRefused) {
   EXPECT_TRUE(d.Accepted());
 }
 
+// A client that opens streams and never sends a first request cannot keep
+// the slots: each ends at first_request_timeout. Before, 1000 silent
+// streams locked every proxy out for as long as they stayed.
+TEST_F(DiscoveryServiceTest, AStreamWithoutAFirstRequestEndsAndFreesItsSlot) {
+  DiscoveryOptions options;
+  options.max_streams = 1;
+  options.first_request_timeout = absl::Milliseconds(300);
+  Start(options);
+  grpc::ClientContext silent_context;
+  silent_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto silent = stub_->StreamConfig(&silent_context);
+  DiscoveryResponse ignored;
+  while (silent->Read(&ignored)) {
+  }
+  grpc::Status status = silent->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_EQ(status.error_message(), "no DiscoveryRequest within 300ms of opening the stream");
+  ASSERT_TRUE(WaitFor([&] { return service_->active_streams() == 0; }, absl::Seconds(10)));
+  Stream proxy(*stub_, Hello("p"));
+  EXPECT_TRUE(proxy.Accepted());
+}
+
 TEST_F(DiscoveryServiceTest, NodeFieldsOverTheirBoundsEndTheStream) {
   Start();
   struct Case {
