@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -527,30 +529,111 @@ const FieldDescriptor* KindField(config::v1::ResourceKind kind) {
   }
 }
 
+// Bounds on a document's walk, aliases expanded: far above any config (a
+// policy's JSON schema is at most 64 deep; a 32 MiB file holds a few
+// million nodes), far below what an alias bomb expands to.
+constexpr int kMaxYamlDepth = 256;
+constexpr int64_t kMaxYamlNodes = 8'000'000;
+
+// yaml-cpp ends a quoted scalar that has no closing quote at the end of the
+// text, so a forgotten quote swallowed the rest of the file into one string
+// and applied that. YAML 1.2 (7.3) requires the closing quote: whether the
+// scalar whose node starts at byte `pos` of `text` has one.
+bool QuotedScalarCloses(const std::string& text, size_t pos) {
+  if (pos >= text.size() || (text[pos] != '"' && text[pos] != '\'')) return true;  // not quoted
+  const char quote = text[pos];
+  for (size_t i = pos + 1; i < text.size(); ++i) {
+    if (quote == '"' && text[i] == '\\') {
+      ++i;  // an escaped character, '"' included
+    } else if (text[i] == quote) {
+      if (quote == '\'' && i + 1 < text.size() && text[i + 1] == '\'') {
+        ++i;  // '' is one quote in a single-quoted scalar
+      } else {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// What the walk below checks once per text (aliases repeat nodes).
+struct YamlWalk {
+  int64_t nodes = 0;
+  const std::string* text = nullptr;  // yaml-cpp's documents: check quotes
+  std::set<size_t> quotes_checked;
+};
+
 // YAML lets a mapping repeat a key, and yaml-cpp keeps both: a later read
 // takes one of them and a list field gets both lists joined. A repeated key
 // is refused instead, naming it and both lines.
 template <typename Node>
-absl::Status CheckDistinctKeys(const Node& node, const std::string& where) {
+absl::Status CheckDistinctKeys(const Node& node, const std::string& where, int depth,
+                               YamlWalk* walk) {
+  // An alias is the node it names, walked again wherever it is used: a
+  // self-referencing one never ends, and nested ones multiply (a "billion
+  // laughs" file of 500 bytes). Both are refused before anything else walks
+  // the document.
+  if (depth > kMaxYamlDepth) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ", line ", node.Mark().line + 1, ": nested more than ", kMaxYamlDepth,
+        " levels deep (or an alias used inside the node it names)"));
+  }
+  if (++walk->nodes > kMaxYamlNodes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": more than ", kMaxYamlNodes,
+        " YAML nodes once its aliases are expanded (aliases used inside aliases)"));
+  }
   if (node.IsSequence()) {
     for (const auto& item : node) {
-      if (absl::Status s = CheckDistinctKeys(item, where); !s.ok()) return s;
+      if (absl::Status s = CheckDistinctKeys(item, where, depth + 1, walk); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
-  if (!node.IsMap()) return absl::OkStatus();
-  std::map<std::string, int> lines;  // key -> its first line
+  if (!node.IsMap()) {
+    if constexpr (std::is_same_v<Node, YAML::Node>) {
+      if (walk->text != nullptr && node.IsScalar() && node.Tag() == "!") {
+        const size_t pos = static_cast<size_t>(node.Mark().pos);
+        if (walk->quotes_checked.insert(pos).second && !QuotedScalarCloses(*walk->text, pos)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ", line ", node.Mark().line + 1, ", column ", node.Mark().column + 1,
+              ": not valid YAML: a quoted string that is never closed (its closing ",
+              (*walk->text)[pos] == '"' ? "\"" : "'", " is missing)"));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+  // Key -> its first line and spelling. Keys are compared as the field they
+  // name: "connectTimeout" is "connect_timeout" (protobuf's JSON mapping
+  // takes both, and would keep the last).
+  std::map<std::string, std::pair<int, std::string>> lines;
   for (const auto& item : node) {
     if (item.first.IsScalar()) {
       const int line = item.first.Mark().line + 1;
-      auto [it, inserted] = lines.emplace(item.first.Scalar(), line);
+      const std::string& key = item.first.Scalar();
+      std::string field;
+      for (char c : key) {
+        if (c >= 'A' && c <= 'Z') {
+          field.push_back('_');
+          field.push_back(static_cast<char>(c - 'A' + 'a'));
+        } else {
+          field.push_back(c);
+        }
+      }
+      auto [it, inserted] = lines.emplace(field, std::make_pair(line, key));
       if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ", line ", line, ": duplicate key '",
-                                                       it->first, "' (first at line ",
-                                                       it->second, ")"));
+        const auto& [first_line, first_key] = it->second;
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ", line ", line, ": duplicate key '", key, "' (first at line ", first_line,
+            first_key == key ? "" : absl::StrCat(", as '", first_key, "'"), ")"));
       }
     }
-    if (absl::Status s = CheckDistinctKeys(item.second, where); !s.ok()) return s;
+    if (absl::Status s = CheckDistinctKeys(item.first, where, depth + 1, walk); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckDistinctKeys(item.second, where, depth + 1, walk); !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -559,12 +642,17 @@ absl::Status CheckDistinctKeys(const Node& node, const std::string& where) {
 // is the same as SpecConverter's; see the differential test).
 template <typename Node>
 absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct,
+                          const std::string* text,
                           std::vector<LoadedResource>* out) {
   auto fail = [&](const Node& node, const std::string& message) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ", line ", node.Mark().line + 1, ": ", message));
   };
-  if (absl::Status distinct = CheckDistinctKeys(doc, where); !distinct.ok()) return distinct;
+  YamlWalk walk;
+  walk.text = text;
+  if (absl::Status distinct = CheckDistinctKeys(doc, where, 0, &walk); !distinct.ok()) {
+    return distinct;
+  }
   if (!doc.IsMap()) return fail(doc, "expected a mapping with kind, name and spec");
   for (const auto& item : doc) {
     std::string key = item.first.template as<std::string>();
@@ -659,7 +747,7 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   api::ValidateResource(resource, &errors);
   if (!errors.empty()) {
     // The lines of the fields in error are SpecConverter's to find.
-    if (filled) return LoadDocument(doc, where, /*direct=*/false, out);
+    if (filled) return LoadDocument(doc, where, /*direct=*/false, text, out);
     std::vector<std::string> lines;
     for (const auto& e : errors) {
       lines.push_back(absl::StrCat(where, ", line ", line_of(e.field), ": ", e.ToString()));
@@ -674,7 +762,8 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
 template <typename Node>
 absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node>& docs,
                                                           const std::string& file_name,
-                                                          bool direct) {
+                                                          bool direct,
+                                                          const std::string* text = nullptr) {
   std::vector<LoadedResource> out;
   out.reserve(docs.size());
   std::vector<std::string> errors;
@@ -685,7 +774,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     std::string where = absl::StrCat(file_name, ", document ", index);
     absl::Status status;
     try {
-      status = LoadDocument(doc, where, direct, &out);
+      status = LoadDocument(doc, where, direct, text, &out);
     } catch (const YAML::Exception& e) {
       status = absl::InvalidArgumentError(
           absl::StrCat(where, ", line ", e.mark.line + 1, ": ", e.msg));
@@ -725,7 +814,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
         file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
         ": not valid YAML: ", e.msg));
   }
-  return LoadDocuments(docs, file_name, options.direct_conversion);
+  return LoadDocuments(docs, file_name, options.direct_conversion, &text);
 }
 
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {

@@ -153,6 +153,59 @@ TEST(YamlLoaderTest, ARepeatedKeyIsRefused) {
       "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, address: 10.0.0.1, "
       "port: 1}]}\n";
   EXPECT_NE(Error(flow).find("duplicate key 'address'"), std::string::npos) << Error(flow);
+  // One field in its two spellings is one key (protobuf kept the last).
+  const std::string spellings =
+      "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n"
+      "  connect_timeout: 1s\n  connectTimeout: 2s\n";
+  EXPECT_NE(Error(spellings).find("line 6: duplicate key 'connectTimeout' (first at line 5, as "
+                                  "'connect_timeout')"),
+            std::string::npos)
+      << Error(spellings);
+}
+
+// yaml-cpp ends a quoted string at the end of the text when its closing
+// quote is missing: the rest of the file became that string, and applied.
+TEST(YamlLoaderTest, AQuotedStringThatIsNeverClosedIsRefused) {
+  const std::string route =
+      "kind: RouteTable\nname: rt\nspec:\n  virtual_hosts:\n  - domains: ['*']\n    routes:\n"
+      "    - match: {prefix: /maintenance}\n      direct_response:\n        status: 503\n"
+      "        body: QUOTEdown for maintenance\n    - match: {prefix: /}\n"
+      "      direct_response: {status: 200, body: ok}\n";
+  for (const char* quote : {"\"", "'"}) {
+    std::string yaml = absl::StrReplaceAll(route, {{"QUOTE", quote}});
+    EXPECT_NE(Error(yaml).find("f.yaml, document 1, line 10, column 15: not valid YAML: a quoted "
+                               "string that is never closed"),
+              std::string::npos)
+        << Error(yaml);
+  }
+  // Closed ones, over lines and with escaped quotes, load.
+  auto loaded = LoadYaml(absl::StrReplaceAll(route, {{"QUOTEdown for maintenance",
+                                                      "\"down \\\" for\n  maintenance\""}}),
+                         "f.yaml");
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  loaded = LoadYaml(absl::StrReplaceAll(route, {{"QUOTEdown for maintenance", "'it''s down'"}}),
+                    "f.yaml");
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+}
+
+// Aliases are walked where they are used: one inside the node it names
+// never ends (sluicectl crashed), and nested ones multiply (a 450-byte file
+// took minutes). Both are refused at once.
+TEST(YamlLoaderTest, SelfReferencingAndExplodingAliasesAreRefused) {
+  EXPECT_NE(Error("kind: Cluster\nname: sr\nspec: &a\n  endpoints: [*a]\n")
+                .find("nested more than 256 levels deep (or an alias used inside the node it "
+                      "names)"),
+            std::string::npos)
+      << Error("kind: Cluster\nname: sr\nspec: &a\n  endpoints: [*a]\n");
+  std::string bomb = "kind: Cluster\nname: b\nspec:\n  x0: &a0 [l, l, l, l, l, l, l, l, l]\n";
+  for (int i = 1; i <= 9; ++i) {
+    absl::StrAppend(&bomb, "  x", i, ": &a", i, " [");
+    for (int j = 0; j < 9; ++j) absl::StrAppend(&bomb, j ? ", " : "", "*a", i - 1);
+    bomb += "]\n";
+  }
+  const std::string e = Error(bomb);  // before: minutes of CPU
+  EXPECT_NE(e.find("YAML nodes once its aliases are expanded"), std::string::npos)
+      << e.substr(0, 300);
 }
 
 // A file is read up to the most one apply can carry, not to the end
