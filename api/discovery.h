@@ -42,6 +42,10 @@ inline constexpr size_t kMaxClientFeatureBytes = 256;
 // The reason a proxy gives with a NACK. The proxy shortens a longer one;
 // sluice-control ends a stream whose NACK is longer.
 inline constexpr size_t kMaxNackErrorBytes = 16 << 10;
+// Who made a change and why (admin API: apply, delete, rollback), kept in
+// the history: longer ones are refused (INVALID_ARGUMENT).
+inline constexpr size_t kMaxAuthorBytes = 256;
+inline constexpr size_t kMaxChangeMessageBytes = 4096;
 
 // Keepalive on the config stream. A proxy pings an idle stream every
 // keepalive interval (at least this, default kDefaultKeepalive) and drops it

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -289,11 +290,35 @@ std::string FormatTime(const google::protobuf::Timestamp& t) {
 // Who makes a change, as far as this machine knows: $USER@hostname. The
 // control plane records it as given unless it requires tokens (then it
 // records the token's name).
+// The byte offset of the first byte that is not part of valid UTF-8 in
+// `text`, or npos (the API's text fields are protobuf strings: UTF-8).
+size_t InvalidUtf8At(absl::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > text.size() || (n == 2 && c < 0xc2)) return i;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return i;
+    }
+    const unsigned char d = static_cast<unsigned char>(n > 1 ? text[i + 1] : 0);
+    if ((n == 3 && ((c == 0xe0 && d < 0xa0) || (c == 0xed && d >= 0xa0))) ||
+        (n == 4 && ((c == 0xf0 && d < 0x90) || (c == 0xf4 && d >= 0x90) || c > 0xf4))) {
+      return i;  // overlong, a surrogate, or past U+10FFFF
+    }
+    i += n;
+  }
+  return absl::string_view::npos;
+}
+
 std::string Author() {
   const char* user = std::getenv("USER");
   char host[HOST_NAME_MAX + 1] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-  return absl::StrCat(user && *user ? user : "unknown", "@", *host ? host : "unknown");
+  std::string author = absl::StrCat(user && *user ? user : "unknown", "@", *host ? host : "unknown");
+  // A $USER that is not UTF-8 would make every change fail: escaped.
+  if (InvalidUtf8At(author) != absl::string_view::npos) author = absl::CHexEscape(author);
+  return author.size() > api::kMaxAuthorBytes ? author.substr(0, api::kMaxAuthorBytes) : author;
 }
 
 // -m and --if-version, shared by apply, delete and rollback.
@@ -303,7 +328,18 @@ struct ChangeFlags {
 };
 
 bool ParseChangeFlags(const ParsedFlags& flags, ChangeFlags* out, std::string* error) {
-  if (auto it = flags.values.find("m"); it != flags.values.end()) out->message = it->second;
+  if (auto it = flags.values.find("m"); it != flags.values.end()) {
+    out->message = it->second;
+    if (size_t at = InvalidUtf8At(out->message); at != absl::string_view::npos) {
+      *error = absl::StrCat("-m: not valid UTF-8 (byte ", at + 1, ")");
+      return false;
+    }
+    if (out->message.size() > api::kMaxChangeMessageBytes) {
+      *error = absl::StrCat("-m: ", out->message.size(), " bytes; at most ",
+                            api::kMaxChangeMessageBytes, " are kept");
+      return false;
+    }
+  }
   if (auto it = flags.values.find("if-version"); it != flags.values.end()) {
     if (!absl::SimpleAtoi(it->second, &out->if_version) || out->if_version == 0) {
       *error = absl::StrCat("--if-version ", it->second, ": expected a version number (1 or more)");

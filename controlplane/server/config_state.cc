@@ -2,7 +2,9 @@
 
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "api/discovery.h"
 #include "api/credentials.h"
 #include "api/validation.h"
 #include "common/log.h"
@@ -63,8 +65,10 @@ std::string DescribeVersion(const HistoryEntry& entry) {
   std::string out = absl::StrCat(
       "version ", entry.version, " (",
       absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", entry.time, absl::UTCTimeZone()), ", by ",
-      entry.author.empty() ? "unknown" : entry.author);
-  if (!entry.message.empty()) absl::StrAppend(&out, ": \"", entry.message, "\"");
+      // Another client's text, in an error message: control bytes escaped,
+      // so it cannot make lines of its own.
+      entry.author.empty() ? "unknown" : absl::CHexEscape(entry.author));
+  if (!entry.message.empty()) absl::StrAppend(&out, ": \"", absl::CHexEscape(entry.message), "\"");
   absl::StrAppend(&out, ", +", entry.added.size(), " ~", entry.changed.size(), " -",
                   entry.removed.size(), ")");
   return out;
@@ -224,6 +228,25 @@ std::shared_ptr<const ConfigHistory> ConfigState::History() const {
   return history_;
 }
 
+namespace {
+
+// Who made a change and why, as kept in the history.
+absl::Status CheckChangeContext(const ChangeContext& context) {
+  if (context.author.size() > api::kMaxAuthorBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("author is ", context.author.size(),
+                                                   " bytes; at most ", api::kMaxAuthorBytes,
+                                                   " are kept; nothing changed"));
+  }
+  if (context.message.size() > api::kMaxChangeMessageBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("message is ", context.message.size(),
+                                                   " bytes; at most ", api::kMaxChangeMessageBytes,
+                                                   " are kept; nothing changed"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ConfigState::CheckIfVersion(uint64_t if_version) const {
   const uint64_t current = Current()->version;
   if (if_version == 0 || if_version == current) return absl::OkStatus();
@@ -322,6 +345,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyLocked(
     std::vector<api::Resource> resources, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::vector<api::ValidationError> apply_time_errors;
   NextDigest digest;
@@ -339,6 +363,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
   absl::MutexLock write_lock(&write_mu_);
   if (absl::Status status = CheckCanarySupported(); !status.ok()) return status;
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
   std::vector<api::ValidationError> apply_time_errors;
@@ -417,6 +442,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
     const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
   if (!base->resources.count(id)) {
@@ -438,6 +464,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::RollbackLocked(
     uint64_t version, bool dry_run, const ChangeContext& context) {
   if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   absl::StatusOr<api::ResourceMap> next = History()->ContentAt(version);
   if (!next.ok()) {

@@ -139,11 +139,25 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   r = cp_.Ctl({"history", "--limit", "1"});
   EXPECT_TRUE(absl::StrContains(r.out, "current version 3")) << r.out;
   EXPECT_EQ(Body(), "one");
-  // With the current version it goes through.
-  r = Apply(Config("three"), {"--if-version", "3"});
+  // With the current version it goes through. Its message has a line
+  // break and an escape byte: a later conflict shows them escaped, not as
+  // lines of their own.
+  r = Apply(Config("three"), {"--if-version", "3", "-m", "fix\nerror: FORGED\x1b[31m"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy.WaitForVersion(4)) << proxy.process().Log();
   EXPECT_EQ(Body(), "three");
+  r = Apply(Config("three"), {"--if-version", "3"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "fix\\nerror: FORGED\\x1b[31m")) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.err, "\nerror: FORGED")) << r.err;
+  // A message over 4096 bytes, or not UTF-8, is refused before anything
+  // is sent (the server refuses it too).
+  r = Apply(Config("four"), {"-m", std::string(4097, 'm')});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "-m: 4097 bytes; at most 4096 are kept")) << r.err;
+  r = Apply(Config("four"), {"-m", "caf\xe9"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "-m: not valid UTF-8 (byte 4)")) << r.err;
 
   // Wrong use is a usage error: exit 2.
   r = cp_.Ctl({"rollback"});

@@ -100,6 +100,22 @@ TEST_F(HistoryTest, EveryVersionIsRecordedWithAuthorMessageTimeAndChange) {
   EXPECT_EQ(state_->History()->stored().entries.size(), 3u);
 }
 
+// Who and why are bounded: a 20 MiB message kept in the history made
+// `history` (and every conflict report) fail past gRPC's message limit.
+TEST_F(HistoryTest, AnAuthorOrMessageOverItsLimitIsRefused) {
+  auto result = state_->Apply({Cluster("a")}, false, {"ana", std::string(4097, 'm'), 0});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result.status().message(), "message is 4097 bytes; at most 4096 are kept; nothing changed");
+  result = state_->Apply({Cluster("a")}, false, {std::string(257, 'a'), "", 0});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().message(), "author is 257 bytes; at most 256 are kept; nothing changed");
+  EXPECT_FALSE(state_->Delete({config::v1::CLUSTER, "a"}, false, {"ana", std::string(5000, 'm'), 0})
+                   .ok());
+  EXPECT_TRUE(state_->History()->stored().entries.empty());
+  Apply({Cluster("a")}, std::string(256, 'a'), std::string(4096, 'm'));  // at the limits: kept
+}
+
 TEST_F(HistoryTest, KeepsTheNewestVersionsAndEachOneCanBeRebuilt) {
   Open(3);
   for (int i = 1; i <= 5; ++i) Apply({Cluster("a", 9000 + i), Cluster(absl::StrCat("c", i))},
