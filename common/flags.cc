@@ -1,6 +1,9 @@
 #include "common/flags.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace sluice {
@@ -48,6 +51,26 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
     parsed.values[name] = value;
   }
   return parsed;
+}
+
+absl::Status CheckHostPortFlag(const std::string& flag, const std::string& value,
+                               bool allow_zero) {
+  const size_t colon = value.rfind(':');
+  const std::string host = colon == std::string::npos ? "" : value.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "" : value.substr(colon + 1);
+  uint32_t number = 0;
+  const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  if (host.empty() || (!bracketed && host.find(':') != std::string::npos)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, " ", value, ": expected HOST:PORT (an IPv6 address in brackets: [::1]:18000)"));
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      !absl::SimpleAtoi(port, &number) || (number < 1 && !allow_zero) || number > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", value, ": the port must be ",
+                                                   allow_zero ? "0" : "1", "..65535"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,

@@ -31,6 +31,13 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,
                                                  const std::string& value);
 
+// Checks a HOST:PORT flag (host a name, an IPv4 address or [IPv6]; port
+// 1..65535, or 0 too with `allow_zero`: a port the kernel picks): gRPC would
+// otherwise take "h:89636" as port 24100 and "h:" as 443. INVALID_ARGUMENT
+// naming `flag` and what is wrong.
+absl::Status CheckHostPortFlag(const std::string& flag, const std::string& value,
+                               bool allow_zero = false);
+
 }  // namespace sluice
 
 #endif  // SLUICE_COMMON_FLAGS_H_

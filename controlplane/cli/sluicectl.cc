@@ -1332,6 +1332,9 @@ int Run(int argc, char** argv) {
   std::string server = "127.0.0.1:18000";
   if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) server = env;
   if (auto it = flags->values.find("server"); it != flags->values.end()) server = it->second;
+  if (absl::Status checked = CheckHostPortFlag("server", server); !checked.ok()) {
+    return UsageFail(std::string(checked.message()));
+  }
 
   // The same message limits as sluice-control's, so that a config it holds
   // can be listed and one it accepts can be applied.

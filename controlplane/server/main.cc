@@ -166,6 +166,11 @@ int Run(int argc, char** argv) {
   }
   SetLogLevel(*level);
   const std::string listen = get("listen", "127.0.0.1:18000");
+  if (absl::Status checked = CheckHostPortFlag("listen", listen, /*allow_zero=*/true);
+      !checked.ok()) {
+    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(checked.message()).c_str(), kUsage);
+    return 2;
+  }
   const std::string data_dir = get("data-dir", "./sluice-data");
   int64_t max_config_bytes = api::kMaxConfigBytes;
   if (flags->values.count("max-config-bytes") &&

@@ -166,6 +166,20 @@ TEST(ControlPlaneTest, ServerFlagAndEnvironment) {
   EXPECT_EQ(unreachable.exit_code, 1);
   EXPECT_NE(unreachable.err.find("cannot reach sluice-control at 127.0.0.1:1"), std::string::npos)
       << unreachable.err;
+  // A port out of range is a usage error (gRPC took 89636 as 24100 and an
+  // empty port as 443).
+  for (const char* server : {"127.0.0.1:89636", "127.0.0.1:", "127.0.0.1", "::1:80"}) {
+    auto bad = testing::RunCommand(
+        {RunfilePath("controlplane/cli/sluicectl"), "--server", server, "get"});
+    EXPECT_EQ(bad.exit_code, 2) << server << ": " << bad.err;
+    EXPECT_NE(bad.err.find(absl::StrCat("--server ", server, ": ")), std::string::npos) << bad.err;
+  }
+  auto listen = testing::RunCommand(
+      {RunfilePath("controlplane/server/sluice-control"), "--listen", "127.0.0.1:70000"});
+  EXPECT_EQ(listen.exit_code, 2) << listen.err;
+  EXPECT_NE(listen.err.find("--listen 127.0.0.1:70000: the port must be 0..65535"),
+            std::string::npos)
+      << listen.err;
 }
 
 TEST(ControlPlaneTest, DiscoveryStreamSnapshotAckPushNack) {
