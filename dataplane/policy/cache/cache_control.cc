@@ -80,9 +80,10 @@ void ParseCacheControlValue(std::string_view value, CacheControl* cc) {
       cc->proxy_revalidate = true;
     else if (Equals(name, "only-if-cached"))
       cc->only_if_cached = true;
-    else if (Equals(name, "max-age"))
+    // RFC 9111 4.2.1: of a directive given twice, the first counts.
+    else if (Equals(name, "max-age") && cc->max_age < 0)
       cc->max_age = DeltaSeconds(arg);
-    else if (Equals(name, "s-maxage"))
+    else if (Equals(name, "s-maxage") && cc->s_maxage < 0)
       cc->s_maxage = DeltaSeconds(arg);
     else if (Equals(name, "min-fresh"))
       cc->min_fresh = DeltaSeconds(arg);

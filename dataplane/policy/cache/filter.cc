@@ -87,6 +87,7 @@ bool IsUnstoredField(std::string_view name) {
                                                 "keep-alive",
                                                 "proxy-connection",
                                                 "proxy-authenticate",
+                                                "proxy-authentication-info",
                                                 "te",
                                                 "trailer",
                                                 "transfer-encoding",
@@ -207,6 +208,7 @@ class CacheFilter : public http::Filter {
       status_ = entry != nullptr ? CacheStatus::kExpired : CacheStatus::kMiss;
       if (request_cc_.only_if_cached && !background_) {
         // RFC 9111 5.2.1.7: the client wants a stored response or none.
+        route_.assign(info.route_name.data(), info.route_name.size());
         callbacks.SendLocalReply(504, "only-if-cached: no stored response may be used",
                                  http::HeaderMap());
         return http::FilterStatus::kStopLocalReply;
@@ -233,6 +235,7 @@ class CacheFilter : public http::Filter {
         case ResponseStore::FillRole::kWaiter:
           waiter_ = std::move(waiter);
           request_ = &headers;
+          waited_on_ = std::move(entry);  // a stale one may still answer an error
           AddDeadline(now + s_.lock_timeout, waiter_);
           return http::FilterStatus::kStopIteration;
         case ResponseStore::FillRole::kFiller:
@@ -272,7 +275,9 @@ class CacheFilter : public http::Filter {
         status == 304 || head_ ? nullptr : MakeEntry(status, headers, now);
     if (entry == nullptr) {
       // Not storable: the key's next misses need not wait for each other.
-      s_.store->EndFill(key_, fill_token_, now + kPassNanos);
+      // (A 304 to the client's own conditional says nothing of the
+      // resource's next response: coalescing stays.)
+      s_.store->EndFill(key_, fill_token_, status == 304 ? 0 : now + kPassNanos);
       fill_token_ = 0;
       return http::FilterStatus::kContinue;
     }
@@ -438,19 +443,23 @@ class CacheFilter : public http::Filter {
     upstream_ = true;
     request_ = &headers;
     stale_ = std::move(stale);
-    bool client_conditional = headers.Get("if-none-match") != nullptr ||
-                              headers.Get("if-modified-since") != nullptr ||
-                              headers.Get("if-match") != nullptr ||
+    // A stale entry is revalidated with its own validators, in place of a
+    // client's If-None-Match / If-Modified-Since (RFC 9111 4.3.2): a 304
+    // then refreshes the entry, and the client's conditional is answered
+    // from it (else a browser revalidating a URL never refreshed it). A
+    // client's If-Match / If-Unmodified-Since goes as it is.
+    const bool precondition = headers.Get("if-match") != nullptr ||
                               headers.Get("if-unmodified-since") != nullptr;
-    if (stale_ != nullptr && !client_conditional && !head_ &&
+    if (stale_ != nullptr && !precondition && !head_ &&
         (!stale_->etag.empty() || !stale_->last_modified.empty())) {
       request_copy_ = headers;  // as the client sent it
       request_ = &request_copy_;
+      headers.Remove("if-none-match");
+      headers.Remove("if-modified-since");
       if (!stale_->etag.empty()) headers.Set("If-None-Match", stale_->etag);
       if (!stale_->last_modified.empty())
         headers.Set("If-Modified-Since", stale_->last_modified);
-      added_conditionals_ =
-          !stale_->etag.empty() || !stale_->last_modified.empty();
+      added_conditionals_ = true;
     }
     return http::FilterStatus::kContinue;
   }
@@ -465,7 +474,10 @@ class CacheFilter : public http::Filter {
       return;
     }
     upstream_ = true;
-    stale_ = nullptr;  // the request goes as it is: no conditionals added
+    // The request goes as it is (no conditionals added); the stale entry it
+    // found stays, to answer an upstream failure (stale-if-error) as it
+    // would have for the filler.
+    stale_ = std::move(waited_on_);
     callbacks_->ContinueRequest();
   }
 
@@ -669,6 +681,8 @@ class CacheFilter : public http::Filter {
   const http::HeaderMap* request_ = nullptr;
   http::HeaderMap request_copy_;
   std::shared_ptr<const Entry> stale_;
+  // The stale entry a waiter found (kept for stale_ once the wait is over).
+  std::shared_ptr<const Entry> waited_on_;
   std::shared_ptr<const Entry> served_;
   std::shared_ptr<Waiter> waiter_;
   uint64_t fill_token_ = 0;

@@ -133,10 +133,17 @@ ResponseStore::Shard& ResponseStore::ShardOf(std::string_view key) {
 
 int ResponseStore::FindVariant(const Slot& slot,
                                const http::HeaderMap& request) {
+  // RFC 9111 4.1: of several that match (the origin changed its Vary), the
+  // most recent response.
+  int found = -1;
   for (size_t i = 0; i < slot.variants.size(); ++i) {
-    if (slot.variants[i].entry->Matches(request)) return static_cast<int>(i);
+    const Entry& entry = *slot.variants[i].entry;
+    if (!entry.Matches(request)) continue;
+    if (found < 0 || entry.response_time > slot.variants[found].entry->response_time) {
+      found = static_cast<int>(i);
+    }
   }
-  return -1;
+  return found;
 }
 
 std::shared_ptr<const Entry> ResponseStore::Lookup(

@@ -238,6 +238,13 @@ TEST(CacheControlTest, ParsesDirectives) {
       Map({{"cache-control", "private"}, {"Cache-Control", "no-store"}}));
   EXPECT_TRUE(two.is_private);
   EXPECT_TRUE(two.no_store);
+
+  // RFC 9111 4.2.1: a directive given twice: the first counts (the last
+  // used to, an hour's freshness out of "max-age=0, max-age=3600").
+  CacheControl repeated = ParseCacheControl(
+      Map({{"cache-control", "max-age=0, s-maxage=5"}, {"Cache-Control", "max-age=3600, s-maxage=9"}}));
+  EXPECT_EQ(repeated.max_age, 0);
+  EXPECT_EQ(repeated.s_maxage, 5);
 }
 
 TEST(CacheControlTest, DatesAndEtags) {
@@ -618,15 +625,29 @@ TEST_F(CacheTest, StaleEntryIsRevalidated) {
   EXPECT_EQ(hit.status, "Hit");
   EXPECT_EQ(hit.age, "90");
 
-  // A client's own conditional is not replaced.
+  // A client's own conditional on a stale entry: the entry's validators go
+  // instead (RFC 9111 4.3.2), the 304 refreshes the entry, and the client
+  // is answered from it. Before, its 304 passed through and the entry
+  // stayed stale for every revalidating client.
   Advance(20);
-  Client own(*factory, "/items?id=1", {{"If-None-Match", "\"mine\""}});
+  Client own(*factory, "/items?id=1", {{"If-None-Match", "\"v1\""}});
   own.Start();
   ASSERT_TRUE(own.went_upstream());
-  EXPECT_EQ(own.upstream_header("If-None-Match"), "\"mine\"");
-  EXPECT_EQ(own.upstream_header("If-Modified-Since"), "<none>");
-  EXPECT_TRUE(own.Respond(304, {{"ETag", "\"mine\""}}));
-  EXPECT_EQ(own.response_status, 304);
+  EXPECT_EQ(own.upstream_header("If-None-Match"), "\"v1\"");
+  EXPECT_EQ(own.upstream_header("If-Modified-Since"), lm);
+  EXPECT_FALSE(own.Respond(304, {{"ETag", "\"v1\""}, {"Cache-Control", "max-age=100"}}));
+  EXPECT_EQ(own.response_status, 304);  // its own conditional holds
+  EXPECT_EQ(own.cache_status(), "Revalidated");
+  EXPECT_EQ(FromCache(*factory).status, "Hit");  // refreshed
+  // One whose conditional does not hold gets the refreshed entry whole.
+  Advance(200);
+  Client other(*factory, "/items?id=1", {{"If-None-Match", "\"old\""}});
+  other.Start();
+  ASSERT_TRUE(other.went_upstream());
+  EXPECT_EQ(other.upstream_header("If-None-Match"), "\"v1\"");
+  EXPECT_FALSE(other.Respond(304, {{"ETag", "\"v1\""}, {"Cache-Control", "max-age=100"}}));
+  EXPECT_EQ(other.response_status, 200);
+  EXPECT_EQ(other.response_body, "body");
 }
 
 TEST_F(CacheTest, NoCacheIsStoredButRevalidatedEveryTime) {
@@ -826,6 +847,66 @@ TEST_F(CacheTest, WaitersGoUpstreamWhenTheFillerGivesUp) {
   filler.filter().OnUpstreamHeaders(200, private_head, filler.callbacks);
   ASSERT_TRUE(w2.callbacks.RunPosted());
   EXPECT_EQ(w2.callbacks.continues_, 1);
+}
+
+// Requests that waited for a filler that failed still have the stale entry
+// for stale-if-error (RFC 5861 4). Before, only the filler got it: its
+// waiters got the origin's 503.
+TEST_F(CacheTest, WaitersOfAFailedRefillAreAnsweredFromTheStaleEntry) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"Cache-Control", "stale-if-error=60"}}), "old");
+  Advance(30);
+  auto filler = std::make_unique<Client>(*factory);
+  filler->Start();
+  ASSERT_TRUE(filler->went_upstream());
+  Client waiter(*factory);
+  EXPECT_EQ(waiter.Start(), http::FilterStatus::kStopIteration);
+  filler.reset();  // its exchange failed without a storable response
+  ASSERT_TRUE(waiter.callbacks.RunPosted());
+  EXPECT_EQ(waiter.callbacks.continues_, 1);
+  EXPECT_FALSE(waiter.Respond(503, {}, "down"));
+  EXPECT_EQ(waiter.response_status, 200);
+  EXPECT_EQ(waiter.response_body, "old");
+  EXPECT_EQ(waiter.cache_status(), "Stale");
+}
+
+// A 304 to a client's own conditional (no entry to revalidate) says
+// nothing of what the next response will be: the key's misses still wait
+// for one another. Before, it turned coalescing off for 30 s.
+// The origin changed its Vary: of two stored responses that both match, the
+// most recent answers (RFC 9111 4.1); the older, stale one used to hide it.
+TEST_F(CacheTest, OfMatchingVariantsTheMostRecentAnswers) {
+  auto factory = Compile();
+  const Fields both = {{"X-A", "1"}, {"X-B", "1"}};
+  Fill(*factory, 200, Fresh(1, {{"Vary", "X-A"}}), "old", both);
+  Advance(5);
+  Client again(*factory, "/items?id=1", both);
+  again.Start();
+  ASSERT_TRUE(again.went_upstream());
+  again.Respond(200, Fresh(3600, {{"Vary", "X-B"}}), "new");
+  Served served = FromCache(*factory, both);
+  EXPECT_EQ(served.status, "Hit");
+  EXPECT_EQ(served.body, "new");
+  // Proxy-Authentication-Info, like Proxy-Authenticate, is not stored.
+  Fill(*factory, 200, Fresh(60, {{"Proxy-Authentication-Info", "nextnonce=\"abc\""}}), "p", {},
+       "/pai");
+  Client hit(*factory, "/pai");
+  hit.Start();
+  ASSERT_TRUE(hit.answered());
+  EXPECT_EQ(hit.header("Proxy-Authentication-Info"), "<none>");
+}
+
+TEST_F(CacheTest, A304ToAClientsConditionalKeepsCoalescing) {
+  auto factory = Compile();
+  Client conditional(*factory, "/c", {{"If-None-Match", "\"x\""}});
+  conditional.Start();
+  ASSERT_TRUE(conditional.went_upstream());
+  EXPECT_TRUE(conditional.Respond(304, {{"ETag", "\"x\""}}));
+  Client first(*factory, "/c");
+  first.Start();
+  ASSERT_TRUE(first.went_upstream());
+  Client second(*factory, "/c");
+  EXPECT_EQ(second.Start(), http::FilterStatus::kStopIteration);
 }
 
 TEST_F(CacheTest, AKeyWhoseResponseCouldNotBeStoredIsNotCoalescedForAWhile) {
