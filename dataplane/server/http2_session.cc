@@ -114,6 +114,7 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     }
   }
   void OnStreamDone() override { session_.RemoveStream(id_); }
+  size_t buffer_limit() const override { return session_.StreamBufferLimit(); }
   const std::shared_ptr<const config::ConfigSnapshot>& listener_snapshot() const override {
     return session_.listener_snapshot_;
   }
@@ -275,6 +276,17 @@ void Http2Session::StartDrain() {
   // From inside Receive() (max_requests reached by a new stream) the codec
   // cannot be drained: OnReadable() flushes once Receive() returns.
   if (!in_receive_) Flush();
+}
+
+size_t Http2Session::StreamBufferLimit() const {
+  // 100 streams of 1 MiB each way were 160 MB or more per connection for
+  // a client that opens them and never reads (nginx keeps a request's
+  // upstream buffering near 64 KiB): the session's budget is shared.
+  constexpr size_t kSessionBudget = size_t{8} << 20;
+  constexpr size_t kMinPerStream = size_t{64} << 10;
+  constexpr size_t kMaxPerStream = size_t{1} << 20;
+  const size_t streams = std::max<size_t>(1, streams_.size());
+  return std::clamp(kSessionBudget / streams, kMinPerStream, kMaxPerStream);
 }
 
 void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, std::string* request_id) {

@@ -1430,7 +1430,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     if (!upstream_) return;
     net::Connection& up = upstream_->connection();
     up.Write(chunk);
-    if (up.output_size() > kHighWatermark) sink_.SetRequestReadEnabled(false);
+    if (up.output_size() > sink_.buffer_limit()) sink_.SetRequestReadEnabled(false);
     return;
   }
   if (replayable_) {
@@ -1447,7 +1447,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!replayable_) body_gone_ = true;  // forwarded below, or dropped between tries
   if (upstream2_) {
     upstream2_->SendData(chunk, false);
-    if (upstream2_ && upstream2_->queued_bytes() > kHighWatermark) {
+    if (upstream2_ && upstream2_->queued_bytes() > sink_.buffer_limit()) {
       sink_.SetRequestReadEnabled(false);
     }
     return;
@@ -1462,7 +1462,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   } else {
     up.Write(chunk);
   }
-  if (up.output_size() > kHighWatermark) sink_.SetRequestReadEnabled(false);
+  if (up.output_size() > sink_.buffer_limit()) sink_.SetRequestReadEnabled(false);
 }
 
 void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
@@ -1739,7 +1739,7 @@ void ProxyStream::OnUpstreamBody(std::string_view bytes) {
   if (observes_upstream_ && !tunnel_) RunResponseDataFilters(bytes);
   sink_.EncodeData(bytes);
   if (!active_ || !HasUpstream()) return;
-  if (sink_.buffered_response_bytes() > kHighWatermark && !upstream_paused_reading_) {
+  if (sink_.buffered_response_bytes() > sink_.buffer_limit() && !upstream_paused_reading_) {
     upstream_paused_reading_ = true;
     SetUpstreamReadEnabled(false);
   }

@@ -129,6 +129,11 @@ class DownstreamSink {
   // The last config that had this connection's listener, kept by a
   // connection whose listener a newer config removed: its requests are
   // served by it while the connection drains. Null otherwise.
+  // The bytes of this exchange that may wait in each direction (towards
+  // the client, towards the upstream) before the other side stops being
+  // read. A connection with one exchange at a time: 1 MiB; an HTTP/2
+  // session divides a budget between its open streams.
+  virtual size_t buffer_limit() const { return size_t{1} << 20; }
   virtual const std::shared_ptr<const config::ConfigSnapshot>& listener_snapshot() const {
     static const std::shared_ptr<const config::ConfigSnapshot> kNone;
     return kNone;

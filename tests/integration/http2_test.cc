@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -383,6 +384,51 @@ TEST_F(Http2Test, AStalledHeaderBlockIsCutAtTheRequestHeadTimeout) {
   CommandResult r = Curl({"--http2-prior-knowledge",
                           absl::StrCat("http://127.0.0.1:", limited_port_, "/slow?delay_ms=2500")});
   EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /slow")) << r.out << r.err;
+}
+
+// The proxy's resident memory, in KiB (0 when unknown).
+long RssKb(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmRSS:")) return std::atol(line.c_str() + 6);
+  }
+  return 0;
+}
+
+// A client that opens 50 streams (the listener's limit) of large responses
+// and reads none: the session's 8 MiB budget is shared by its streams, so
+// the proxy holds about that. Before, each stream held 1 MiB and more (160
+// MB for a connection of 100 streams).
+TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
+  const pid_t pid = proxy_->process().pid();
+  const long before = RssKb(pid);
+  ASSERT_GT(before, 0);
+  int fd = ConnectRaw(plain_port_);
+  ASSERT_GE(fd, 0);
+  // SETTINGS_INITIAL_WINDOW_SIZE 0: the proxy may send no DATA at all.
+  std::string bytes = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
+                      Http2Frame(0x4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));
+  for (int i = 0; i < 50; ++i) {
+    bytes += Http2Frame(0x1, 0x5, 1 + 2 * i,
+                        Literal(":method", "GET") + Literal(":scheme", "http") +
+                            Literal(":path", "/big?size=4000000") + Literal(":authority", "a.test"));
+  }
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  int heads = 0;
+  bool closed = false;
+  ReadFrames(fd, [&](const RawFrameIn& f) { return f.type == 0x1 && ++heads == 50; }, &closed);
+  ASSERT_EQ(heads, 50);
+  // Until the proxy has stopped reading the upstreams: RSS steady for 1 s.
+  long last = RssKb(pid), steady_since_ms = 0;
+  for (int ms = 0; ms < 15000 && steady_since_ms < 1000; ms += 100) {
+    absl::SleepFor(absl::Milliseconds(100));
+    const long now = RssKb(pid);
+    steady_since_ms = std::abs(now - last) < 256 ? steady_since_ms + 100 : 0;
+    last = now;
+  }
+  EXPECT_LT(last - before, 32 * 1024) << "KiB more for 50 unread streams";
+  close(fd);
 }
 
 TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
