@@ -1,24 +1,44 @@
 #include "dataplane/admin/admin_server.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
+#include "common/log.h"
 #include "dataplane/net/socket.h"
 
 namespace sluice::admin {
+namespace {
+
+// Admin servers by their listener, for OnAcceptError.
+std::map<evconnlistener*, AdminServer*>& Servers() {
+  static auto* servers = new std::map<evconnlistener*, AdminServer*>();
+  return *servers;
+}
+std::mutex& ServersMutex() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+
+}  // namespace
 
 AdminServer::AdminServer(event::Dispatcher& dispatcher, AdminHandlers handlers)
-    : http_(evhttp_new(dispatcher.base())), handlers_(std::move(handlers)) {
+    : base_(dispatcher.base()), http_(evhttp_new(dispatcher.base())), handlers_(std::move(handlers)) {
   evhttp_set_gencb(http_, &AdminServer::Handle, this);
   // Every method reaches Handle, which answers all but GET and HEAD with
   // 405 and Allow (libevent's own answer would be 501, which RFC 9110
@@ -29,16 +49,65 @@ AdminServer::AdminServer(event::Dispatcher& dispatcher, AdminHandlers handlers)
                                         EVHTTP_REQ_CONNECT);
 }
 
-AdminServer::~AdminServer() { evhttp_free(http_); }
+AdminServer::~AdminServer() {
+  if (listener_ != nullptr) {
+    std::lock_guard<std::mutex> lock(ServersMutex());
+    Servers().erase(listener_);
+  }
+  if (resume_ != nullptr) event_free(resume_);
+  evhttp_free(http_);
+}
+
+void AdminServer::OnAcceptError(evconnlistener* listener, void* /*evhttp*/) {
+  const int err = EVUTIL_SOCKET_ERROR();
+  AdminServer* self = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(ServersMutex());
+    auto it = Servers().find(listener);
+    if (it != Servers().end()) self = it->second;
+  }
+  if (self == nullptr) return;
+  const absl::Time now = absl::Now();
+  // A pause that ended long ago starts the doubling afresh.
+  if (now - self->last_accept_error_ > absl::Seconds(10)) {
+    self->accept_pause_ = absl::Milliseconds(50);
+  }
+  self->last_accept_error_ = now;
+  if (now - self->last_accept_log_ >= absl::Seconds(10)) {
+    self->last_accept_log_ = now;
+    SLUICE_LOG(kWarning, "admin endpoint: accept failed: ", std::strerror(err),
+               (err == EMFILE || err == ENFILE) ? " (out of descriptors)" : "",
+               "; pausing accepts for ", absl::FormatDuration(self->accept_pause_));
+  }
+  evconnlistener_disable(listener);
+  timeval tv = absl::ToTimeval(self->accept_pause_);
+  evtimer_add(self->resume_, &tv);
+  self->accept_pause_ = std::min(self->accept_pause_ * 2, absl::Seconds(1));
+}
+
+void AdminServer::OnResumeAccepting(int /*fd*/, short /*what*/, void* arg) {
+  auto* self = static_cast<AdminServer*>(arg);
+  if (self->listener_ != nullptr) evconnlistener_enable(self->listener_);
+}
 
 absl::StatusOr<int> AdminServer::Listen(const std::string& host_port) {
   auto address = net::ParseHostPort(host_port);
   if (!address.ok()) return address.status();
   auto fd = net::Listen(*address, /*reuse_port=*/false, 128);
   if (!fd.ok()) return fd.status();
-  if (evhttp_accept_socket(http_, *fd) != 0) {
+  evhttp_bound_socket* bound = evhttp_accept_socket_with_handle(http_, *fd);
+  if (bound == nullptr) {
     return absl::InternalError(absl::StrCat("cannot serve admin on ", host_port));
   }
+  listener_ = evhttp_bound_socket_get_listener(bound);
+  if (resume_ == nullptr) resume_ = event_new(base_, -1, 0, &AdminServer::OnResumeAccepting, this);
+  // The error callback gets the listener's own argument (the evhttp): the
+  // server is found by its listener.
+  {
+    std::lock_guard<std::mutex> lock(ServersMutex());
+    Servers()[listener_] = this;
+  }
+  evconnlistener_set_error_cb(listener_, &AdminServer::OnAcceptError);
   return net::BoundPort(*fd);
 }
 

@@ -21,8 +21,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "dataplane/event/dispatcher.h"
 
+struct evconnlistener;
+struct event;
+struct event_base;
 struct evhttp;
 struct evhttp_request;
 
@@ -52,7 +56,19 @@ class AdminServer {
 
  private:
   static void Handle(::evhttp_request* request, void* arg);
+  // accept() failed (out of descriptors): libevent would log and retry at
+  // once, forever, while the socket stays readable. Stop accepting for 50
+  // ms, doubling to 1 s, and say so once per 10 s (as the workers do).
+  static void OnAcceptError(::evconnlistener* listener, void* arg);
+  static void OnResumeAccepting(int fd, short what, void* arg);
+
+  ::event_base* base_;
   ::evhttp* http_;
+  ::evconnlistener* listener_ = nullptr;
+  ::event* resume_ = nullptr;
+  absl::Duration accept_pause_ = absl::Milliseconds(50);
+  absl::Time last_accept_error_ = absl::InfinitePast();
+  absl::Time last_accept_log_ = absl::InfinitePast();
   AdminHandlers handlers_;
   std::string token_sha256_;  // empty: no token needed
 };

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -608,6 +609,41 @@ TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
   for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
   HttpResponse back = HttpGet(absl::StrCat("127.0.0.1:", o.extra_listener_port), "/back");
   EXPECT_EQ(back.status, 200) << back.error;
+}
+
+// Out of descriptors, the admin endpoint pauses accepting (50 ms doubling
+// to 1 s) and says so once, as the listeners do. Before, libevent retried
+// at once for as long as the socket was readable: 900,000 log lines and a
+// busy core in 3 s, from one health check.
+TEST_F(ProxyTest, TheAdminEndpointOutOfDescriptorsPausesInsteadOfSpinning) {
+  proxies_[1]->Stop();
+  const pid_t pid = proxies_[0]->process().pid();
+  rlimit before;
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, nullptr, &before), 0) << strerror(errno);
+  // No descriptor can be opened any more (the soft limit only: it is
+  // raised again below).
+  rlimit none = {1, before.rlim_max};
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &none, nullptr), 0) << strerror(errno);
+  const std::string admin = proxies_[0]->admin_address();
+  const int admin_fd = ConnectTo(std::stoi(admin.substr(admin.rfind(':') + 1)));
+  ASSERT_GE(admin_fd, 0);
+  const std::string ready = "GET /ready HTTP/1.1\r\nHost: a\r\n\r\n";
+  ASSERT_EQ(send(admin_fd, ready.data(), ready.size(), 0), static_cast<ssize_t>(ready.size()));
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(proxies_[0]->process().Log(), "admin endpoint: accept failed");
+  }, absl::Seconds(10))) << proxies_[0]->process().Log().substr(0, 2000);
+  // A second of descriptors running out: a few tries, not a flood.
+  const absl::Time until = absl::Now() + absl::Seconds(1);
+  while (absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
+  const std::string log = proxies_[0]->process().Log();
+  EXPECT_FALSE(absl::StrContains(log, "Error from accept() call")) << log.substr(0, 2000);
+  EXPECT_LT(log.size(), 100000u);
+  // Descriptors back: the health check is answered.
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &before, nullptr), 0) << strerror(errno);
+  std::string got;
+  EXPECT_TRUE(ReadUntil(admin_fd, &got, "\r\n\r\n")) << got;
+  EXPECT_TRUE(absl::StartsWith(got, "HTTP/1.1 200")) << got;
+  close(admin_fd);
 }
 
 TEST_F(ProxyTest, AdminStatsAndConfigDump) {
