@@ -254,6 +254,7 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   request_has_body_ = head.framing == http::BodyFraming::kChunked ||
                       (head.framing == http::BodyFraming::kContentLength && head.content_length > 0);
   response_chunked_ = false;
+  response_by_close_ = false;
 
   RequestHead request;
   request.method = head.method;
@@ -361,6 +362,7 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
     case ResponseHead::Body::kStream:
       if (client_http10_) {
         close_after_response_ = true;  // HTTP/1.0 has no chunked coding: delimit by close
+        response_by_close_ = true;
       } else {
         AppendHeader(&out, "transfer-encoding", "chunked");
         response_chunked_ = true;
@@ -417,8 +419,20 @@ void DownstreamConnection::EncodeContinue() {
 
 void DownstreamConnection::Abort() {
   // Cut off mid-response (or a tunnel ended badly): closing is the only way
-  // HTTP/1 can tell the client.
+  // HTTP/1 can tell the client. What is already encoded (the head, body
+  // bytes) goes out first, so the client sees the response and its cut (a
+  // body shorter than its Content-Length, a chunked body without its last
+  // chunk), not an empty reply it may take for a request never processed
+  // (and send again). A body delimited by the close would look whole that
+  // way: it is cut at once, as is a tunnel.
   stream_in_use_ = false;
+  if (!response_by_close_ && !tunnel_ && !closing_ && connection_->output_size() > 0) {
+    closing_ = true;
+    connection_->SetReadEnabled(false);
+    timer_.Set(idle_timeout_, /*shared_duration=*/true);  // a client that does not read
+    if (connection_->CloseAfterFlush()) CloseNow();
+    return;
+  }
   CloseNow();
 }
 

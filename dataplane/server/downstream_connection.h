@@ -129,6 +129,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool request_has_body_ = false;
   bool client_http10_ = false;
   bool response_chunked_ = false;
+  // The response's body ends with the connection (an HTTP/1.0 client).
+  bool response_by_close_ = false;
   bool tunnel_ = false;  // a WebSocket: raw bytes, closes when it ends
   const bool secure_;    // a TLS listener's: no h2c preface
   uint64_t requests_ = 0;

@@ -3,8 +3,10 @@ resets every stream the client opens with RST_STREAM and the error code given
 (2 INTERNAL_ERROR, 7 REFUSED_STREAM), for tests of what a proxy does with
 streams its upstream reset. Standard library only; frames are written by hand.
 
-Usage: h2_reset_peer.py CODE
-Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
+Usage: h2_reset_peer.py CODE [after-response]
+With "after-response", each stream first gets a response head (200,
+content-length 2000) and 1000 body bytes, then the RST_STREAM, all in one
+write: a response cut after it began. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
 received (one line each, flushed), so a test can count the sends.
 """
 import socket
@@ -30,7 +32,12 @@ def read_exact(conn, n):
     return data
 
 
-def serve(conn, code, lock):
+# HPACK: ":status: 200" (static index 8), then content-length (static
+# index 28, literal without indexing) "2000".
+CUT_HEAD = b"\x88\x0f\x0d\x042000"
+
+
+def serve(conn, code, lock, after_response):
     try:
         if read_exact(conn, len(PREFACE)) != PREFACE:
             return
@@ -51,7 +58,11 @@ def serve(conn, code, lock):
             elif kind == 0x1:
                 with lock:
                     print(f"headers {stream}", flush=True)
-                conn.sendall(frame(0x3, 0, stream, struct.pack(">I", code)))
+                reset = frame(0x3, 0, stream, struct.pack(">I", code))
+                if after_response:
+                    reset = frame(0x1, 0x4, stream, CUT_HEAD) + \
+                        frame(0x0, 0, stream, b"x" * 1000) + reset
+                conn.sendall(reset)
     except OSError:
         pass
     finally:
@@ -60,6 +71,7 @@ def serve(conn, code, lock):
 
 def main():
     code = int(sys.argv[1])
+    after_response = len(sys.argv) > 2 and sys.argv[2] == "after-response"
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -67,7 +79,8 @@ def main():
     lock = threading.Lock()
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn, code, lock), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, code, lock, after_response),
+                         daemon=True).start()
 
 
 if __name__ == "__main__":

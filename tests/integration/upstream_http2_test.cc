@@ -262,10 +262,12 @@ TEST_F(UpstreamHttp2Test, UpstreamGoawayIsInvisibleToClients) {
 // h2_reset_peer.py: an h2c upstream that resets every stream with `code`.
 class ResetPeer {
  public:
-  explicit ResetPeer(int code) {
+  explicit ResetPeer(int code, bool after_response = false) {
+    std::vector<std::string> args = {RunfilePath("tests/harness/h2_reset_peer.py"),
+                                     absl::StrCat(code)};
+    if (after_response) args.push_back("after-response");
     process_ = std::make_unique<Process>(
-        "/usr/bin/python3",
-        std::vector<std::string>{RunfilePath("tests/harness/h2_reset_peer.py"), absl::StrCat(code)},
+        "/usr/bin/python3", args,
         absl::StrCat(MakeTempDir("h2-reset"), "/peer.log"));
     auto line = process_->WaitForLogLine("listening on ", absl::Seconds(20));
     if (line) (void)absl::SimpleAtoi(line->substr(line->find("on ") + 3), &port_);
@@ -316,6 +318,28 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
   ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
   ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
   const std::string address = absl::StrCat("127.0.0.1:", port);
+
+  // A stream reset after its head and part of its body went out: an
+  // HTTP/1.1 client gets what came, then the cut (before: an empty reply,
+  // which clients take for a request never processed and send again).
+  ResetPeer cut(2, /*after_response=*/true);
+  ASSERT_GT(cut.port(), 0);
+  const std::string cut_yaml = absl::StrCat(
+      ClusterYaml("cut", cut.port(), "HTTP2", ""), "---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /internal/}\n          route: {cluster: internal, timeout: 0s}\n"
+      "        - match: {prefix: /refused/}\n          route: {cluster: refused, timeout: 0s}\n"
+      "        - match: {prefix: /cut/}\n          route: {cluster: cut, timeout: 0s}\n");
+  r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-cut-config"), "config.yaml", cut_yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
+  for (int i = 0; i < 5; ++i) {
+    HttpResponse partial = HttpGet(address, "/cut/x");
+    EXPECT_EQ(partial.status, 200) << partial.error;
+    EXPECT_EQ(partial.body.size(), 1000u) << partial.error;
+    EXPECT_FALSE(partial.ok());
+  }
 
   HttpResponse reset = HttpGet(address, "/internal/x");
   EXPECT_EQ(reset.status, 502) << reset.error << reset.body;
