@@ -7,8 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 scripts/install-deps.sh
+echo "quickstart: building (the first build takes several minutes)..."
 bazel build //controlplane/server:sluice-control //controlplane/cli:sluicectl \
   //dataplane/server:sluice-proxy //tests/harness:upstream_server 2>&1 | grep -E 'ERROR|error:' || true
+
+# Something else on our ports would answer in our place: refuse to start.
+for port in 18000 8080 9001 9002 9003 9901 9902; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "quickstart: port $port is already in use (another quickstart, or another service);" \
+         "stop it first" >&2
+    exit 1
+  fi
+done
 
 BIN=$ROOT/bazel-bin
 RUN=$ROOT/.quickstart
@@ -48,6 +58,14 @@ if [ -x "$BIN/dataplane/server/sluice-proxy" ]; then
   wait_for http://127.0.0.1:9901/ready
   wait_for http://127.0.0.1:9902/ready
 fi
+# Everything started must still be running (a process that exited found
+# its port or directory taken).
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    echo "quickstart: a process it started has exited; see $RUN/*.log" >&2
+    exit 1
+  fi
+done
 
 cat <<MSG
 

@@ -250,7 +250,8 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
     ::close(fd);
     return absl::FailedPreconditionError(absl::StrCat(
         "data dir ", data_dir,
-        " is in use by another sluice-control (", lock_path, " is locked)"));
+        " is in use by another process (", lock_path,
+        " is locked: a sluice-control's --data-dir, or a sluice-proxy's --state-dir)"));
   }
   // A leftover temporary file is an interrupted Save: the real file is intact.
   ::unlink((data_dir + "/state.db.tmp").c_str());

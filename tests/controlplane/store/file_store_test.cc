@@ -71,7 +71,7 @@ TEST(FileStoreTest, SecondOpenOfTheSameDirIsRefused) {
   ASSERT_TRUE(first.ok());
   auto second = FileStore::Open(dir);
   ASSERT_FALSE(second.ok());
-  EXPECT_NE(second.status().message().find("in use by another sluice-control"),
+  EXPECT_NE(second.status().message().find("in use by another process"),
             std::string::npos);
 }
 
