@@ -539,6 +539,34 @@ int ConnectTo(int port) {
   return fd;
 }
 
+// Opens a connection to `port` and starts a response that streams for
+// about 1.2 s (its head read into `*got`, without Connection: close); -1
+// when the connection or the head fails.
+int StartStreamingResponse(int port, std::string* got) {
+  int fd = ConnectTo(port);
+  if (fd < 0) return -1;
+  const std::string first = "GET /s?chunked=1&gap_ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
+  if (send(fd, first.data(), first.size(), 0) != static_cast<ssize_t>(first.size()) ||
+      !ReadUntil(fd, got, "\r\n\r\n")) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Reads the rest of the streaming response on `fd`, sends the next request
+// and returns its response head ("" when it does not come).
+std::string NextResponseHead(int fd, std::string* got) {
+  if (!ReadUntil(fd, got, "\r\n0\r\n\r\n")) return "";
+  const size_t second_at = got->size();
+  const std::string second = "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+  if (send(fd, second.data(), second.size(), 0) != static_cast<ssize_t>(second.size()) ||
+      !ReadUntil(fd, got, "\r\n\r\n", second_at)) {
+    return "";
+  }
+  return got->substr(second_at);
+}
+
 // A drain that begins while a response streams, its head gone without
 // Connection: close: the client may send its next request as soon as the
 // response ends, so the connection stays for it (that response says
@@ -546,23 +574,15 @@ int ConnectTo(int port) {
 // read or not, was never answered.
 TEST_F(ProxyTest, ADrainAfterTheHeadWentLetsTheNextRequestBeAnswered) {
   proxies_[1]->Stop();
-  int fd = ConnectTo(options_.listener_port);
-  ASSERT_GE(fd, 0);
-  const std::string first = "GET /s?chunked=1&gap_ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
-  ASSERT_EQ(send(fd, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
   std::string got;
-  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n\r\n")) << got;
+  int fd = StartStreamingResponse(options_.listener_port, &got);
+  ASSERT_GE(fd, 0) << got;
   EXPECT_FALSE(absl::StrContains(got, "connection: close")) << got;
   proxies_[0]->process().Signal(SIGTERM);
   ASSERT_TRUE(WaitFor([&] { return proxies_[0]->Admin("/ready").first == 503; },
                       absl::Seconds(5)));
-  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n0\r\n\r\n")) << got;
-  const size_t second_at = got.size();
-  const std::string second = "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
-  ASSERT_EQ(send(fd, second.data(), second.size(), 0), static_cast<ssize_t>(second.size()));
-  ASSERT_TRUE(ReadUntil(fd, &got, "GET /next", second_at)) << got.substr(second_at);
-  std::string reply = got.substr(second_at);
-  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  std::string reply = NextResponseHead(fd, &got);
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply << got;
   EXPECT_TRUE(absl::StrContains(reply, "connection: close")) << reply;
   close(fd);
   auto status = proxies_[0]->process().Wait(absl::Seconds(20));
@@ -579,13 +599,10 @@ TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
   o.extra_listener_port = PickFreePort();
   uint64_t v = Apply(o);
   for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
-  int fd = ConnectTo(o.extra_listener_port);
-  ASSERT_GE(fd, 0);
   // A response streaming while the listener goes (its head without close).
-  const std::string first = "GET /s?chunked=1&gap_ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
-  ASSERT_EQ(send(fd, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
   std::string got;
-  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n\r\n")) << got;
+  int fd = StartStreamingResponse(o.extra_listener_port, &got);
+  ASSERT_GE(fd, 0) << got;
   auto deleted = cp_.Ctl({"delete", "listener", "extra"});
   ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
   v = std::stoull(deleted.out.substr(deleted.out.find("version ") + 8));
@@ -595,13 +612,8 @@ TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
   int refused = ConnectTo(o.extra_listener_port);
   EXPECT_EQ(refused, -1);
   if (refused >= 0) close(refused);
-  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n0\r\n\r\n")) << got;
-  const size_t second_at = got.size();
-  const std::string second = "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
-  ASSERT_EQ(send(fd, second.data(), second.size(), 0), static_cast<ssize_t>(second.size()));
-  ASSERT_TRUE(ReadUntil(fd, &got, "\r\n\r\n", second_at)) << got.substr(second_at);
-  std::string reply = got.substr(second_at);
-  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  std::string reply = NextResponseHead(fd, &got);
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply << got;
   EXPECT_TRUE(absl::StrContains(reply, "connection: close")) << reply;
   close(fd);
   // The listener back on the same port: new sockets, served.
