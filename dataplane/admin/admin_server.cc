@@ -67,22 +67,16 @@ void AdminServer::OnAcceptError(evconnlistener* listener, void* /*evhttp*/) {
     if (it != Servers().end()) self = it->second;
   }
   if (self == nullptr) return;
-  const absl::Time now = absl::Now();
-  // A pause that ended long ago starts the doubling afresh.
-  if (now - self->last_accept_error_ > absl::Seconds(10)) {
-    self->accept_pause_ = absl::Milliseconds(50);
-  }
-  self->last_accept_error_ = now;
-  if (now - self->last_accept_log_ >= absl::Seconds(10)) {
-    self->last_accept_log_ = now;
+  bool log = false;
+  const absl::Duration pause = self->accept_backoff_.OnFailure(absl::Now(), &log);
+  if (log) {
     SLUICE_LOG(kWarning, "admin endpoint: accept failed: ", std::strerror(err),
                (err == EMFILE || err == ENFILE) ? " (out of descriptors)" : "",
-               "; pausing accepts for ", absl::FormatDuration(self->accept_pause_));
+               "; pausing accepts for ", absl::FormatDuration(pause));
   }
   evconnlistener_disable(listener);
-  timeval tv = absl::ToTimeval(self->accept_pause_);
+  timeval tv = absl::ToTimeval(pause);
   evtimer_add(self->resume_, &tv);
-  self->accept_pause_ = std::min(self->accept_pause_ * 2, absl::Seconds(1));
 }
 
 void AdminServer::OnResumeAccepting(int /*fd*/, short /*what*/, void* arg) {

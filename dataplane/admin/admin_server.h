@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/net/accept_backoff.h"
 
 struct evconnlistener;
 struct event;
@@ -57,8 +58,8 @@ class AdminServer {
  private:
   static void Handle(::evhttp_request* request, void* arg);
   // accept() failed (out of descriptors): libevent would log and retry at
-  // once, forever, while the socket stays readable. Stop accepting for 50
-  // ms, doubling to 1 s, and say so once per 10 s (as the workers do).
+  // once, forever, while the socket stays readable. Pauses accepting as the
+  // workers do (net::AcceptBackoff).
   static void OnAcceptError(::evconnlistener* listener, void* arg);
   static void OnResumeAccepting(int fd, short what, void* arg);
 
@@ -66,9 +67,7 @@ class AdminServer {
   ::evhttp* http_;
   ::evconnlistener* listener_ = nullptr;
   ::event* resume_ = nullptr;
-  absl::Duration accept_pause_ = absl::Milliseconds(50);
-  absl::Time last_accept_error_ = absl::InfinitePast();
-  absl::Time last_accept_log_ = absl::InfinitePast();
+  net::AcceptBackoff accept_backoff_;
   AdminHandlers handlers_;
   std::string token_sha256_;  // empty: no token needed
 };

@@ -326,7 +326,7 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
       }
       return;
     }
-    accept_backoff_ = absl::ZeroDuration();
+    accept_backoff_.OnSuccess();
     if (listener == snapshot_->listeners.end()) {
       close(fd);
       continue;
@@ -373,17 +373,16 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
 }
 
 void Worker::PauseAccepting() {
-  accept_backoff_ = accept_backoff_ == absl::ZeroDuration()
-                        ? absl::Milliseconds(50)
-                        : std::min(accept_backoff_ * 2, absl::Seconds(1));
-  if (absl::Now() - last_accept_error_log_ > absl::Seconds(10)) {
-    last_accept_error_log_ = absl::Now();
-    SLUICE_LOG(kWarning, "accept: ", strerror(errno), ": out of descriptors; accepting pauses for ",
-               absl::FormatDuration(accept_backoff_),
+  const int err = errno;
+  bool log = false;
+  const absl::Duration pause = accept_backoff_.OnFailure(absl::Now(), &log);
+  if (log) {
+    SLUICE_LOG(kWarning, "accept: ", strerror(err), ": out of descriptors; accepting pauses for ",
+               absl::FormatDuration(pause),
                " at a time (raise the descriptor limit or lower --max-connections)");
   }
   SetAccepting(false);
-  accept_backoff_timer_.Enable(accept_backoff_);
+  accept_backoff_timer_.Enable(pause);
 }
 
 void Worker::SetAccepting(bool enabled) {

@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/net/accept_backoff.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/connection_pool.h"
 #include "dataplane/upstream/http2_pool.h"
@@ -237,7 +238,7 @@ class Worker {
   std::atomic<int64_t> active_connections_{0};
   std::unordered_map<BackgroundExchange*, std::unique_ptr<BackgroundExchange>> background_;
   event::Timer accept_backoff_timer_;
-  absl::Duration accept_backoff_ = absl::ZeroDuration();
+  net::AcceptBackoff accept_backoff_;
   absl::Time last_accept_error_log_ = absl::InfinitePast();
 };
 

@@ -120,15 +120,30 @@ TEST(AccessLogTest, ReopenAfterRenameWritesToANewFile) {
   EXPECT_EQ(Read(path), "{\"request_id\":\"req-2\"}\n");
 }
 
+// A 64 KiB user agent, logged alone: an entry of ua.size() + 17 bytes.
+const std::string kBigUserAgent(64 * 1024, 'u');
+Entry Big() {
+  Entry big = Sample();
+  big.user_agent = kBigUserAgent;
+  return big;
+}
+
+// A fresh log of the user agent alone at `name`.
+absl::StatusOr<std::shared_ptr<const AccessLog>> UserAgentLog(const std::string& name,
+                                                               stats::StatsStore& store,
+                                                               std::string* path) {
+  *path = TempPath(name);
+  std::remove(path->c_str());
+  return AccessLog::Open(*path, {"user_agent"}, 100, store);
+}
+
 TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
   stats::StatsStore store;
-  std::string path = TempPath("full.log");
-  std::remove(path.c_str());
-  auto log = AccessLog::Open(path, {"user_agent"}, 100, store);
+  std::string path;
+  auto log = UserAgentLog("full.log", store, &path);
   ASSERT_TRUE(log.ok());
-  Entry big = Sample();
-  std::string ua(64 * 1024, 'u');
-  big.user_agent = ua;
+  const Entry big = Big();
+  const std::string& ua = kBigUserAgent;
   // 4 MiB per worker buffer: 100 entries of 64 KiB cannot all fit between
   // two writes unless the writer runs in between; at least, none blocks.
   for (int i = 0; i < 100; ++i) (*log)->Log(0, big);
@@ -146,13 +161,11 @@ TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
 TEST(AccessLogTest, AFillingBufferWakesTheWriterBeforeItsInterval) {
   SetWriteIntervalForTest(absl::Hours(1));
   stats::StatsStore store;
-  std::string path = TempPath("wake.log");
-  std::remove(path.c_str());
-  auto log = AccessLog::Open(path, {"user_agent"}, 100, store);
+  std::string path;
+  auto log = UserAgentLog("wake.log", store, &path);
   ASSERT_TRUE(log.ok());
-  Entry big = Sample();
-  std::string ua(64 * 1024, 'u');
-  big.user_agent = ua;
+  const Entry big = Big();
+  const std::string& ua = kBigUserAgent;
   for (int i = 0; i < 10; ++i) (*log)->Log(0, big);  // 640 KiB
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (Read(path).size() < 8 * ua.size() && absl::Now() < deadline) {
