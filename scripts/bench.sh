@@ -7,6 +7,8 @@
 # listener terminates TLS with it.
 # POLICIES (a YAML flow list) puts policies on the benchmark route, e.g.
 #   POLICIES='[{name: rate-limit, typed_config: {limits: [{requests: 1000000, per: SECOND}], key: [CLIENT_IP]}}]'
+# PROXY_ARGS go on sluice-proxy's command line, e.g. PROXY_ARGS='--cpu-affinity auto'
+# (the peers run unpinned: report such a run next to the default one).
 # CACHE=1 is short for the cache policy with a 60 s TTL: after the first
 # request every request is a hit (the backend sends no Cache-Control).
 set -euo pipefail
@@ -47,7 +49,7 @@ fi
 for _ in \$(seq 1 100); do "$BIN/sluicectl" --server 127.0.0.1:18999 get >/dev/null 2>&1 && break; sleep 0.05; done
 "$BIN/sluicectl" --server 127.0.0.1:18999 apply -f "$BIN/run.yaml" >/dev/null
 "$BIN/sluice-proxy" --control-plane 127.0.0.1:18999 --node-id bench --workers 1 \
-  --admin 127.0.0.1:18998 --log-level warning &
+  --admin 127.0.0.1:18998 --log-level warning ${PROXY_ARGS:-} &
 wait
 GW
 chmod +x "$BIN/gateway.sh"

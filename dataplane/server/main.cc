@@ -41,6 +41,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "dataplane/config/snapshot.h"
 #include "dataplane/policy/cache/store.h"
 #include "dataplane/policy/rate_limit/fleet_board.h"
+#include "dataplane/server/cpu_set.h"
 #include "dataplane/server/traffic_report.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
@@ -51,9 +52,10 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
-    "                    [--workers N] [--admin HOST:PORT] [--state-dir DIR]\n"
-    "                    [--drain-timeout 30s] [--log-level debug|info|warning|error]\n"
-    "                    [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]\n"
+    "                    [--workers N] [--cpu-affinity off|auto] [--admin HOST:PORT]\n"
+    "                    [--state-dir DIR] [--drain-timeout 30s]\n"
+    "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
+    "                    [--max-memory-mb N] [--cache-memory-mb 64]\n"
     "                    [--control-plane-keepalive 30s]\n"
     "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n"
     "                    [--rate-limit-report-interval 200ms]\n"
@@ -62,6 +64,9 @@ constexpr char kUsage[] =
     "  --control-plane     sluice-control's address; several (replicas of one store):\n"
     "                      the proxy starts at a random one and moves to the next one\n"
     "                      when its stream breaks or cannot be opened\n"
+    "  --workers N         worker threads; default one per CPU the proxy may use (its\n"
+    "                      cpuset, capped by its cgroup's CPU quota)\n"
+    "  --cpu-affinity auto pin worker i to the i-th of those CPUs (default off)\n"
     "  --control-plane-ca  TLS to the control plane, verified against this PEM CA\n"
     "  --control-plane-cert/--control-plane-key  this proxy's client certificate (its URI\n"
     "                      SAN spiffe://sluice/node/ID must name --node-id)\n"
@@ -121,8 +126,12 @@ class ProxyServer {
     }
   }
 
-  void StartWorkers() {
-    for (auto& w : workers_) w->Start();
+  // `pin_cpus`, when not empty, holds the CPU each worker is pinned to
+  // (--cpu-affinity auto): worker i gets pin_cpus[i % size].
+  void StartWorkers(const std::vector<int>& pin_cpus) {
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      workers_[i]->Start(pin_cpus.empty() ? -1 : pin_cpus[i % pin_cpus.size()]);
+    }
   }
   void StopWorkers() {
     for (auto& w : workers_) w->Stop();
@@ -323,7 +332,7 @@ int Run(int argc, char** argv) {
                            "report-interval", "rate-limit-report-interval", "cache-memory-mb",
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
-                           "control-plane-server-name", "admin-token-file"},
+                           "control-plane-server-name", "admin-token-file", "cpu-affinity"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -351,13 +360,23 @@ int Run(int argc, char** argv) {
   auto control_planes = config::ParseControlPlaneAddresses(control_plane);
   if (!control_planes.ok()) return fail(std::string(control_planes.status().message()));
   if (node_id.empty()) return fail("--node-id is required");
-  int workers = static_cast<int>(std::thread::hardware_concurrency());
-  if (workers < 1) workers = 1;
+  // By default one worker per CPU the container lets the proxy use: its
+  // cpuset, capped by its cgroup's CPU quota (a Kubernetes CPU limit).
+  const server::CpuBudget cpu_budget = server::ReadCpuBudget();
+  int workers = cpu_budget.default_workers;
   if (flags->values.count("workers")) {
     if (!absl::SimpleAtoi(flags->values["workers"], &workers) || workers < 1 || workers > 256) {
       return fail("--workers must be 1..256");
     }
   }
+  const std::string cpu_affinity = get("cpu-affinity", "off");
+  if (cpu_affinity != "off" && cpu_affinity != "auto") {
+    return fail("--cpu-affinity must be off or auto, not '" + cpu_affinity + "'");
+  }
+  // auto: worker i runs only on the i-th CPU the process may use (wrapping
+  // when there are more workers than CPUs).
+  const std::vector<int> pin_cpus =
+      cpu_affinity == "auto" ? cpu_budget.allowed : std::vector<int>{};
   auto drain_timeout = ParseDurationFlag("drain-timeout", get("drain-timeout", "30s"));
   if (!drain_timeout.ok()) return fail(std::string(drain_timeout.status().message()));
   config::ConfigClientOptions client_options;
@@ -428,7 +447,7 @@ int Run(int argc, char** argv) {
   policy::cache::SetMemoryBudget(static_cast<uint64_t>(cache_memory_mb) << 20);
   policy::cache::SetStatsStore(&proxy.stats());
   policy::cache::InstallPurgeHandler();
-  proxy.StartWorkers();
+  proxy.StartWorkers(pin_cpus);
   if (held.version > 0) {
     absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false);
     if (status.ok()) {
@@ -537,7 +556,10 @@ int Run(int argc, char** argv) {
       });
   client.Start();
   config_client.store(&client);
-  SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers, admin on ",
+  SLUICE_LOG(kInfo, "sluice-proxy ", node_id, " started: ", workers, " workers (",
+             cpu_budget.allowed.size(), " CPUs allowed",
+             cpu_budget.quota_cpus ? absl::StrCat(", CPU quota ", *cpu_budget.quota_cpus) : "",
+             pin_cpus.empty() ? "" : ", pinned", "), admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,
              ", control plane ", control_plane);
 

@@ -1,20 +1,21 @@
 #include "dataplane/server/worker.h"
 
-#include <cstring>
-
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "dataplane/server/cpu_set.h"
 #include "dataplane/server/downstream_connection.h"
 #include "dataplane/server/proxy_stream.h"
 
@@ -218,8 +219,14 @@ Worker::~Worker() {
   post_gate_->Close();
 }
 
-void Worker::Start() {
-  thread_ = std::thread([this] {
+void Worker::Start(int pin_cpu) {
+  thread_ = std::thread([this, pin_cpu] {
+    pthread_setname_np(pthread_self(), absl::StrCat("sluice-w", index_).substr(0, 15).c_str());
+    if (pin_cpu >= 0) {
+      if (absl::Status pinned = PinCurrentThread(pin_cpu); !pinned.ok()) {
+        SLUICE_LOG(kWarning, "worker ", index_, ": ", pinned.message(), "; it runs unpinned");
+      }
+    }
     dispatcher_.Run();
     // Loop ended: close everything this thread owns, on this thread.
     accepting_.clear();

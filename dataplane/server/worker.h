@@ -149,7 +149,10 @@ class Worker {
   Worker(int index, ProxyStats& stats);
   ~Worker();
 
-  void Start();
+  // Starts the worker's thread, named "sluice-w<index>" (as `top -H` and
+  // /proc show it); `pin_cpu` >= 0 pins it to that CPU (--cpu-affinity auto;
+  // a failure is logged and the thread runs unpinned).
+  void Start(int pin_cpu = -1);
   // Stops the loop and joins; closes every connection.
   void Stop();
   // Thread-safe: the worker switches to `snapshot` on its own thread.

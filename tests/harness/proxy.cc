@@ -33,9 +33,10 @@ bool Proxy::Start() {
   admin_port_ = 0;
   std::string log = absl::StrCat(state_dir_, ".log.", starts_++);
   std::vector<std::string> args = {"--control-plane", control_plane_, "--node-id", node_id_,
-                                   "--group", "test", "--workers", std::to_string(workers_),
-                                   "--admin", "127.0.0.1:0", "--state-dir", state_dir_,
-                                   "--drain-timeout", "20s", "--log-level", "debug"};
+                                   "--group", "test", "--admin", "127.0.0.1:0",
+                                   "--state-dir", state_dir_, "--drain-timeout", "20s",
+                                   "--log-level", "debug"};
+  if (workers_ > 0) args.insert(args.end(), {"--workers", std::to_string(workers_)});
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   process_ = std::make_unique<Process>(RunfilePath("dataplane/server/sluice-proxy"), args, log);
   std::optional<std::string> line;

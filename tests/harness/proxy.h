@@ -17,7 +17,8 @@ namespace sluice::testing {
 class Proxy {
  public:
   // Starts sluice-proxy; ok() once its admin endpoint is listening.
-  // `extra_args` go on its command line.
+  // `extra_args` go on its command line. `workers` 0 leaves --workers out
+  // (the proxy's default).
   Proxy(const std::string& control_plane, const std::string& node_id, int workers = 1,
         std::string state_dir = "", std::vector<std::string> extra_args = {});
   bool ok() const { return admin_port_ > 0; }

@@ -4,19 +4,24 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
@@ -676,6 +681,89 @@ TEST_F(ProxyTest, AdminStatsAndConfigDump) {
   HttpResponse post = HttpRequest(proxies_[0]->admin_address(), "POST", "/metrics", {}, "x");
   EXPECT_EQ(post.status, 405);
   EXPECT_EQ(post.header("allow"), "GET, HEAD");
+}
+
+// The proxy's worker threads (named sluice-w<N>) and the CPUs each may run on
+// (the Cpus_allowed_list line of its /proc status), by name.
+std::map<std::string, std::string> WorkerThreads(pid_t pid) {
+  std::map<std::string, std::string> threads;
+  const std::string task = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = opendir(task.c_str());
+  if (dir == nullptr) return threads;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::string comm;
+    std::getline(std::ifstream(absl::StrCat(task, "/", entry->d_name, "/comm")), comm);
+    if (!absl::StartsWith(comm, "sluice-w")) continue;
+    std::ifstream status(absl::StrCat(task, "/", entry->d_name, "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (absl::StartsWith(line, "Cpus_allowed_list:")) {
+        threads[comm] = std::string(absl::StripAsciiWhitespace(line.substr(18)));
+      }
+    }
+  }
+  closedir(dir);
+  return threads;
+}
+
+std::vector<int> CpusOfThisThread() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
+  }
+  return cpus;
+}
+
+TEST_F(ProxyTest, CpuAffinityAutoPinsEachWorkerToItsOwnCpu) {
+  for (auto& p : proxies_) ASSERT_TRUE(p->Stop().has_value());
+  const std::vector<int> cpus = CpusOfThisThread();
+  ASSERT_FALSE(cpus.empty());
+  Proxy pinned(cp_.address(), "pinned", 3, "", {"--cpu-affinity", "auto"});
+  ASSERT_TRUE(pinned.ok()) << pinned.process().Log();
+  ASSERT_TRUE(pinned.WaitForVersion(1)) << pinned.process().Log();
+  const std::map<std::string, std::string> threads = WorkerThreads(pinned.process().pid());
+  ASSERT_EQ(threads.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(threads.at(absl::StrCat("sluice-w", i)),
+              std::to_string(cpus[i % cpus.size()]))
+        << "worker " << i;
+  }
+  for (int i = 0; i < 20; ++i) {
+    HttpResponse r = HttpGet(listener(), "/pinned");
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200);
+  }
+  EXPECT_GE(pinned.Stat("sluice_downstream_requests_total"), 20);
+
+  Proxy bad(cp_.address(), "bad-affinity", 1, "", {"--cpu-affinity", "yes"});
+  EXPECT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.process().Log(), "--cpu-affinity must be off or auto"))
+      << bad.process().Log();
+}
+
+TEST_F(ProxyTest, TheDefaultWorkerCountIsTheCpusTheProxyMayUse) {
+  // Run the proxy on one CPU (the affinity a child inherits, as a cpuset
+  // would give it): it starts one worker, unpinned within that set.
+  const std::vector<int> cpus = CpusOfThisThread();
+  ASSERT_FALSE(cpus.empty());
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpus.back(), &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  Proxy single(cp_.address(), "one-cpu", 0);
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  for (int cpu : cpus) CPU_SET(cpu, &all);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  ASSERT_TRUE(single.ok()) << single.process().Log();
+  const std::map<std::string, std::string> threads = WorkerThreads(single.process().pid());
+  ASSERT_EQ(threads.size(), 1u) << single.process().Log();
+  EXPECT_EQ(threads.begin()->second, std::to_string(cpus.back()));
+  EXPECT_TRUE(absl::StrContains(single.process().Log(), "1 workers (1 CPUs allowed"))
+      << single.process().Log();
 }
 
 }  // namespace
