@@ -291,7 +291,9 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
     request.authority = authority;
     request.authority_from_target = true;
     if (end == std::string_view::npos || rest[end] == '#') {
-      request.target = "/";
+      // RFC 9112 3.2.4: an OPTIONS for a URI with an empty path and no query
+      // asks about the server as a whole and goes on as "OPTIONS *".
+      request.target = head.method == "OPTIONS" ? "*" : "/";
     } else if (rest[end] == '?') {
       absolute_target_.assign("/");  // "http://host?q" is "/?q" on host
       absolute_target_.append(rest.substr(end));

@@ -577,6 +577,14 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
   std::string r = send("OPTIONS * HTTP/1.1\r\nHost: edge\r\n\r\n");
   EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
   EXPECT_TRUE(absl::StrContains(r, "allow: ")) << r;
+  // RFC 9112 3.2.4: the absolute form of an empty path is OPTIONS * too (it
+  // went upstream as "OPTIONS /").
+  r = send("OPTIONS http://edge HTTP/1.1\r\nHost: edge\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
+  EXPECT_TRUE(absl::StrContains(r, "allow: ")) << r;
+  EXPECT_FALSE(absl::StrContains(r, "OPTIONS /")) << r;
+  r = send("OPTIONS http://edge/ HTTP/1.1\r\nHost: edge\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(r, "OPTIONS /")) << r;
   EXPECT_TRUE(absl::StartsWith(send("GET * HTTP/1.1\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));
   // A higher minor version is served as HTTP/1.1; another major is 505.
   r = send("GET /v HTTP/1.2\r\nHost: edge\r\n\r\n");
