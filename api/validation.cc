@@ -620,6 +620,25 @@ void CheckDomain(const std::string& domain, const std::string& field,
     sink.Add(field, absl::StrCat("'", domain,
                                  "' must be a lower-case host name, '*.' "
                                  "followed by one, or '*'"));
+    return;
+  }
+  // Requests are matched on Host without its port and without one trailing
+  // dot, and an IPv6 Host is bracketed: a domain otherwise would never match.
+  const bool bracketed = absl::StartsWith(host, "[");
+  if (bracketed ? (!absl::EndsWith(host, "]") || host.size() < 3 ||
+                   host.find_first_of("[]", 1) != host.size() - 1)
+                : host.find_first_of("[]") != absl::string_view::npos) {
+    sink.Add(field, absl::StrCat("'", domain, "': an IPv6 address is written in brackets, "
+                                 "as '[::1]', with nothing around them"));
+  } else if (!bracketed && host.find(':') != absl::string_view::npos) {
+    sink.Add(field, absl::StrCat("'", domain, "' would never match: ",
+                                 host.find(':') == host.rfind(':')
+                                     ? "requests are matched on Host without its port; "
+                                       "leave the port out (a listener has one port)"
+                                     : "an IPv6 address is written in brackets, as '[::1]'"));
+  } else if (absl::EndsWith(host, ".")) {
+    sink.Add(field, absl::StrCat("'", domain, "' would never match: leave the trailing dot out "
+                                 "(it is dropped from Host before matching)"));
   }
 }
 

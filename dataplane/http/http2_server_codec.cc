@@ -248,9 +248,9 @@ struct Http2ServerCodecAccess {
                             Http2ServerCodec::Stream* stream, bool end_stream) {
     if (stream->too_large) {
       stream->closed = true;
-      std::string request_id;
-      codec->callbacks_->OnRequestHeadersTooLarge(stream->id, &request_id);
-      codec->RespondHeadersTooLarge(stream, request_id);
+      Http2ServerCallbacks::ReplyFields reply;
+      codec->callbacks_->OnRequestHeadersTooLarge(stream->id, &reply);
+      codec->RespondHeadersTooLarge(stream, reply);
       codec->CountPrematureEnd();
       return;
     }
@@ -557,7 +557,9 @@ void Http2ServerCodec::RejectHeaderBlock(Stream* stream) {
   CountPrematureEnd();
 }
 
-void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream, const std::string& request_id) {
+void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream,
+                                              const Http2ServerCallbacks::ReplyFields& reply) {
+  const std::string& request_id = reply.request_id;
   // The gateway's error form (as every other answer of its own): a small
   // JSON body and x-request-id; to gRPC, a trailers-only status.
   static constexpr char kError[] = "request header section too large";
@@ -575,6 +577,7 @@ void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream, const std::string&
            MakeNv("content-length", ToDecimal(body.size(), length_text))};
   }
   if (!request_id.empty()) nva.push_back(MakeNv("x-request-id", request_id));
+  if (!reply.date.empty()) nva.push_back(MakeNv("date", reply.date));
   stream->final_response = true;
   stream->codec_reply = true;
   stream->body.Submit(session_, stream->id, body, true, limits_.stream_send_low_watermark);

@@ -175,12 +175,18 @@ class Http2ServerCallbacks {
   // The stream's send queue drained to the low watermark (the peer's window
   // opened, or the connection took the bytes): QueuedBytes() is low again.
   virtual void OnStreamWritable(int32_t /*stream_id*/) {}
+  // What the caller puts in the codec's own 431 answer (the codec has no
+  // clock and makes no ids); an empty field is left out.
+  struct ReplyFields {
+    std::string request_id;  // x-request-id, and in the JSON body
+    std::string date;        // the Date field (RFC 9110 6.6.1)
+  };
   // Informational (access log, metrics): the request head was over
   // max_header_list_bytes; the codec answers it with 431 itself, right
-  // after, with the request id the caller puts in `request_id` (none when
-  // left empty); `request_id` is null when the codec resets the stream
-  // instead (more than twice over). No other event comes for the stream.
-  virtual void OnRequestHeadersTooLarge(int32_t /*stream_id*/, std::string* /*request_id*/) {}
+  // after, with the fields the caller puts in `reply`; `reply` is null when
+  // the codec resets the stream instead (more than twice over). No other
+  // event comes for the stream.
+  virtual void OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* /*reply*/) {}
 };
 
 class Http2ServerCodec {
@@ -274,7 +280,7 @@ class Http2ServerCodec {
   void NotifyWritable();
   void FailConnection(uint32_t h2_error_code, std::string reason);
   void CountPrematureEnd();
-  void RespondHeadersTooLarge(Stream* stream, const std::string& request_id);
+  void RespondHeadersTooLarge(Stream* stream, const Http2ServerCallbacks::ReplyFields& reply);
   void RejectHeaderBlock(Stream* stream);
   void SubmitFinalGoaway();
   // Submits the head in block_ (":status" first) for the open stream.

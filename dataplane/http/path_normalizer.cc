@@ -157,6 +157,19 @@ void MergeSlashes(std::string* path) {
 
 }  // namespace
 
+bool HasDotSegment(std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    const std::string_view segment = path.substr(start, end - start);
+    if (segment == "." || segment == "..") return true;
+    start = end + 1;
+  }
+  return false;
+}
+
 absl::StatusOr<NormalizedPath> NormalizePath(
     std::string_view target, const PathNormalizeOptions& options) {
   NormalizedPath result;

@@ -84,6 +84,11 @@ struct NormalizedPath {
   bool redirect = false;
 };
 
+// Whether the path of `target` (up to '?') has a "." or ".." segment. A
+// normalised path has none; a prefix_rewrite can make one ("/api../x" with
+// prefix /api rewritten to / is "/../x").
+bool HasDotSegment(std::string_view target);
+
 // Normalises `target` (origin-form path and query, or "*") as described
 // above. INVALID_ARGUMENT for a target that must be answered 400.
 absl::StatusOr<NormalizedPath> NormalizePath(

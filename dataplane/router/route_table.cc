@@ -316,30 +316,40 @@ struct RouteTable::RouteMatcher {
          !FullMatch(path_only, *path_regex))) {
       return false;
     }
+    std::string joined;  // a repeated field's lines, only when there are several
     for (const Header& h : headers) {
-      const http::HeaderField* found = nullptr;
+      // Several field lines mean their values joined with commas (RFC 9110
+      // 5.3): matched as "a,b", as Envoy does, whatever their order.
+      bool found = false;
+      std::string_view value;
       if (request_headers != nullptr) {
         for (const http::HeaderField& field : *request_headers) {
-          if (EqualsLowered(field.name, h.name)) {
-            found = &field;
-            break;
+          if (!EqualsLowered(field.name, h.name)) continue;
+          if (!found) {
+            found = true;
+            value = field.value;
+          } else {
+            if (value.data() != joined.data()) joined.assign(value);
+            joined.push_back(',');
+            joined.append(field.value);
+            value = joined;
           }
         }
       }
       bool result = false;
       switch (h.kind) {
         case HeaderMatcher::kExact:
-          result = found != nullptr && found->value == h.value;
+          result = found && value == h.value;
           break;
         case HeaderMatcher::kPrefix:
-          result = found != nullptr && StartsWith(found->value, h.value);
+          result = found && StartsWith(value, h.value);
           break;
         case HeaderMatcher::kRegex:
-          result = found != nullptr && FullMatch(found->value, *h.regex);
+          result = found && FullMatch(value, *h.regex);
           break;
         case HeaderMatcher::kPresent:
         case HeaderMatcher::MATCH_NOT_SET:
-          result = (found != nullptr) == h.present;
+          result = found == h.present;
           break;
       }
       if (result == h.invert) return false;

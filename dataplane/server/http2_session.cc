@@ -289,12 +289,13 @@ size_t Http2Session::StreamBufferLimit() const {
   return std::clamp(kSessionBudget / streams, kMinPerStream, kMaxPerStream);
 }
 
-void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, std::string* request_id) {
-  if (request_id == nullptr) return;  // reset, not answered
-  worker_.NewRequestId(request_id);
+void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* reply) {
+  if (reply == nullptr) return;  // reset, not answered
+  worker_.NewRequestId(&reply->request_id);
+  reply->date = std::string(worker_.HttpDate());
   worker_.stats().downstream_responses_by_class[4]->Inc();
   accesslog::Entry e;
-  e.request_id = *request_id;
+  e.request_id = reply->request_id;
   e.client_ip = peer_ip_;
   e.protocol = "HTTP/2";
   e.status = 431;

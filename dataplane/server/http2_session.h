@@ -82,7 +82,7 @@ class Http2Session : public net::ConnectionCallbacks,
   void OnRequestData(int32_t stream_id, std::string_view data, bool end_stream) override;
   void OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) override;
   void OnStreamReset(int32_t stream_id, uint32_t error_code) override;
-  void OnRequestHeadersTooLarge(int32_t stream_id, std::string* request_id) override;
+  void OnRequestHeadersTooLarge(int32_t stream_id, ReplyFields* reply) override;
   // What each stream may hold each way (ProxyStream's back-pressure
   // point): 8 MiB shared by the open streams, 64 KiB..1 MiB each.
   size_t StreamBufferLimit() const;

@@ -397,7 +397,26 @@ void ProxyStream::Start(const RequestHead& request) {
     normalized_target_ = std::move(normalized->target);
     head.target = normalized_target_;
     if (normalized->redirect) {
-      SendLocalResponse(307, "", {{"location", normalized_target_}}, {}, "text/plain");
+      // Absolute, so a path that now starts "//evil.example" cannot be read
+      // as another host (RFC 3986 4.2); a backslash, which browsers read as
+      // a slash and a URI cannot hold, goes percent-encoded.
+      std::string location;
+      if (!head.authority.empty()) {
+        location.append(transport_.secure() ? "https://" : "http://");
+        location.append(head.authority);
+      }
+      size_t from = 0;
+      if (location.empty()) {
+        while (from + 1 < normalized_target_.size() && normalized_target_[from + 1] == '/') ++from;
+      }
+      for (char c : std::string_view(normalized_target_).substr(from)) {
+        if (c == '\\') {
+          location.append("%5C");
+        } else {
+          location.push_back(c);
+        }
+      }
+      SendLocalResponse(307, "", {{"location", location}}, {}, "text/plain");
       return;
     }
   }
@@ -586,6 +605,18 @@ void ProxyStream::Route(const RequestHead& request) {
     return;
   }
   cluster_ = cluster_it->second.get();
+  std::string rewritten;
+  if (!route_->prefix_rewrite.empty()) {
+    rewritten = route_->RewritePath(head.target);
+    // The request's path had no dot segments; one the rewrite made ("/api../x"
+    // with prefix /api and rewrite / gives "/../x") would reach a path the
+    // upstream resolves but no route matched (nginx's off-by-slash).
+    if (http::HasDotSegment(rewritten)) {
+      response_flag_ = "bad_request";
+      SendLocalResponse(400, "the path after the route's prefix_rewrite has a dot segment");
+      return;
+    }
+  }
   // WebSocket (an HTTP/1.1 Upgrade) needs an HTTP/1.1 upstream.
   upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
              cluster_->protocol != upstream::UpstreamProtocol::kHttp2 &&
@@ -613,8 +644,6 @@ void ProxyStream::Route(const RequestHead& request) {
   // HTTP/2 stream.
   replayable_ = true;
 
-  std::string rewritten;
-  if (!route_->prefix_rewrite.empty()) rewritten = route_->RewritePath(head.target);
   std::string_view path = route_->prefix_rewrite.empty() ? head.target : rewritten;
   // The forwarded fields: the policies' map, or straight from the request.
   auto for_each_field = [&](auto emit) {

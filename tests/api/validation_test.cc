@@ -230,6 +230,26 @@ TEST(ValidationTest, ConflictingListeners) {
   EXPECT_FALSE(CheckState(state).ok());
 }
 
+// Host is matched without its port and one trailing dot, and an IPv6 Host is
+// bracketed: a domain written otherwise would silently never match.
+TEST(ValidationTest, DomainsThatCouldNeverMatchAreRefused) {
+  auto errors = [](const std::string& domain) {
+    return ErrorsWith(absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: ")",
+                                   domain, R"(" routes { match { prefix: "/" } route { cluster: "users" } } } })"));
+  };
+  for (const char* good : {"a.example", "*.a.example", "[::1]", "[2001:db8::1]", "127.0.0.1", "*"}) {
+    EXPECT_EQ(errors(good), "") << good;
+  }
+  EXPECT_NE(errors("p.example.com:8080").find("matched on Host without its port"),
+            std::string::npos) << errors("p.example.com:8080");
+  EXPECT_NE(errors("[::1]:80").find("IPv6 address is written in brackets"), std::string::npos);
+  EXPECT_NE(errors("::1").find("IPv6 address is written in brackets"), std::string::npos);
+  EXPECT_NE(errors("[::1").find("IPv6 address is written in brackets"), std::string::npos);
+  EXPECT_NE(errors("a[b]").find("IPv6 address is written in brackets"), std::string::npos);
+  EXPECT_NE(errors("d.example.org.").find("leave the trailing dot out"), std::string::npos);
+  EXPECT_NE(errors("*.example.org.").find("leave the trailing dot out"), std::string::npos);
+}
+
 TEST(ValidationTest, DuplicateDomainsAcrossVirtualHosts) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main"
       virtual_hosts { domains: "a.com" routes { match { prefix: "/" } route { cluster: "users" } } }

@@ -165,7 +165,7 @@ class CheckingCallbacks : public Http2ServerCallbacks {
                options_.limits.stream_send_low_watermark);
   }
 
-  void OnRequestHeadersTooLarge(int32_t stream_id, std::string* /*request_id*/) override {
+  void OnRequestHeadersTooLarge(int32_t stream_id, ReplyFields* /*reply*/) override {
     FUZZ_CHECK(streams_.count(stream_id) == 0);
   }
 

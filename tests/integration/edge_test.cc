@@ -639,5 +639,47 @@ TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
   EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 502")) << out;
 }
 
+// The normalisation redirect names this host (a relative "//evil.example/x"
+// would name another one), and a prefix_rewrite that makes a dot segment is
+// refused (nginx's off-by-slash: /api../admin to /../admin).
+TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) {
+  int port = PickFreePort();
+  std::string yaml = absl::StrCat(
+      "kind: RouteTable\nname: rewrite\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /api/admin}\n          direct_response: {status: 403}\n"
+      "        - match: {prefix: /api}\n          route: {cluster: up, prefix_rewrite: /}\n"
+      "---\nkind: Listener\nname: redirecting\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: rewrite, http: {path_normalization: {escaped_slashes: "
+      "UNESCAPE_AND_REDIRECT}}}\n");
+  std::string path = MakeTempDir("edge-redirect") + "/config.yaml";
+  std::ofstream(path) << yaml;
+  auto r = cp_.Ctl({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  auto send = [&](const std::string& target) {
+    RawClient client(port);
+    EXPECT_TRUE(client.Send(absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: edge:", port,
+                                         "\r\n\r\n")));
+    return client.ReadResponse();
+  };
+  std::string out = send("/%2fevil.example/x");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 307")) << out;
+  EXPECT_TRUE(absl::StrContains(out, absl::StrCat("location: http://edge:", port,
+                                                  "//evil.example/x\r\n"))) << out;
+  out = send("/%5cevil.example");
+  EXPECT_TRUE(absl::StrContains(out, absl::StrCat("location: http://edge:", port,
+                                                  "/%5Cevil.example\r\n"))) << out;
+  out = send("/api/x?q=1");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "GET //x?q=1")) << out;
+  for (const char* sneaky : {"/api../admin", "/api%2e%2e/admin", "/api./admin", "/api.."}) {
+    out = send(sneaky);
+    EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 400")) << sneaky << ": " << out;
+    EXPECT_TRUE(absl::StrContains(out, "prefix_rewrite has a dot segment")) << out;
+  }
+  EXPECT_TRUE(absl::StartsWith(send("/api..x/y"), "HTTP/1.1 200"));  // "..x" is a name
+}
+
 }  // namespace
 }  // namespace sluice::testing

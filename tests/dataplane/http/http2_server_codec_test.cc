@@ -90,9 +90,12 @@ class RecordingCallbacks : public Http2ServerCallbacks {
   void OnStreamWritable(int32_t stream_id) override {
     ++requests[stream_id].writable;
   }
-  void OnRequestHeadersTooLarge(int32_t stream_id, std::string* request_id) override {
+  void OnRequestHeadersTooLarge(int32_t stream_id, ReplyFields* reply) override {
     too_large.push_back(stream_id);
-    if (request_id != nullptr) *request_id = "rid-" + std::to_string(stream_id);
+    if (reply != nullptr) {
+      reply->request_id = "rid-" + std::to_string(stream_id);
+      reply->date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    }
   }
 
   std::map<int32_t, ServerRequest> requests;
@@ -1181,6 +1184,8 @@ TEST(Http2ServerCodecTest, HeaderListOverTheLimitGets431) {
   const ClientResponse& answered = f.client.responses[id];
   ASSERT_NE(answered.headers.Get("x-request-id"), nullptr);
   EXPECT_EQ(*answered.headers.Get("x-request-id"), "rid-" + std::to_string(id));
+  ASSERT_NE(answered.headers.Get("date"), nullptr);
+  EXPECT_EQ(*answered.headers.Get("date"), "Sun, 06 Nov 1994 08:49:37 GMT");
   ASSERT_NE(answered.headers.Get("content-type"), nullptr);
   EXPECT_EQ(*answered.headers.Get("content-type"), "application/json");
   EXPECT_EQ(answered.body, "{\"error\":\"request header section too large\",\"request_id\":\"rid-" +

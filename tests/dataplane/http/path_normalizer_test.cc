@@ -422,5 +422,14 @@ TEST(PathNormalizerTest, RandomTargetsKeepTheProperties) {
   EXPECT_GT(accepted, 5000);
 }
 
+TEST(PathNormalizerTest, DotSegmentsAreWholeSegmentsOfThePathOnly) {
+  for (const char* yes : {"/..", "/../x", "/a/./b", "/.", "/a/..?q", "/a/.?x=/../"}) {
+    EXPECT_TRUE(HasDotSegment(yes)) << yes;
+  }
+  for (const char* no : {"/", "/..x", "/x..", "/.a/b.", "/a?/../", "/a/...", ""}) {
+    EXPECT_FALSE(HasDotSegment(no)) << no;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::http

@@ -253,11 +253,18 @@ TEST(RouteTableHeaderTest, EveryMatcherKind) {
   EXPECT_EQ(outcome("/exact", {{"x-tenant", "Acme"}}), "fallback");
   EXPECT_EQ(outcome("/exact", {{"x-tenant", "acme2"}}), "fallback");
   EXPECT_EQ(outcome("/exact", {}), "fallback");
-  // The first of repeated headers counts.
+  // Repeated lines are one comma-joined value (RFC 9110 5.3): neither order
+  // matches "acme" alone, so a client cannot pick a route by putting one
+  // value first while the upstream reads another.
   EXPECT_EQ(outcome("/exact", {{"x-tenant", "other"}, {"x-tenant", "acme"}}),
             "fallback");
   EXPECT_EQ(outcome("/exact", {{"x-tenant", "acme"}, {"x-tenant", "other"}}),
-            "exact");
+            "fallback");
+  EXPECT_EQ(outcome("/invert", {{"x-tenant", "acme"}, {"x-tenant", "acme"}}), "not-acme");
+  EXPECT_EQ(outcome("/regex", {{"x-id", "1"}, {"x-id", "2"}}), "fallback");
+  EXPECT_EQ(outcome("/regex", {{"x-id", "1"}, {"x-other", "x"}, {"x-ID", "23"}}), "fallback");
+  EXPECT_EQ(outcome("/prefix", {{"user-agent", "curl/8"}, {"user-agent", "x"}}), "prefix");
+  EXPECT_EQ(outcome("/prefix", {{"user-agent", "x"}, {"user-agent", "curl/8"}}), "fallback");
 
   EXPECT_EQ(outcome("/prefix", {{"User-Agent", "curl/8.0"}}), "prefix");
   EXPECT_EQ(outcome("/prefix", {{"User-Agent", "curl"}}), "fallback");
@@ -674,27 +681,24 @@ class NaiveMatcher {
       if (m.has_regex()) ok = RE2::FullMatch(path, Regex(m.regex()));
       for (const auto& h : m.headers()) {
         if (!ok) break;
-        const HeaderField* found = nullptr;
+        // Repeated lines: their values joined with ','.
+        bool found = false;
+        std::string value;
         if (request.headers != nullptr) {
           for (const HeaderField& f : *request.headers) {
             std::string name(f.name);
             for (char& c : name) c = static_cast<char>(std::tolower(c));
-            if (name == h.name()) {
-              found = &f;
-              break;
-            }
+            if (name != h.name()) continue;
+            if (found) value += ',';
+            value += std::string(f.value);
+            found = true;
           }
         }
         bool r = false;
-        if (h.has_exact()) r = found && found->value == h.exact();
-        if (h.has_prefix()) {
-          r = found && std::string(found->value).rfind(h.prefix(), 0) == 0;
-        }
-        if (h.has_regex()) {
-          r = found &&
-              RE2::FullMatch(std::string(found->value), Regex(h.regex()));
-        }
-        if (h.has_present()) r = (found != nullptr) == h.present();
+        if (h.has_exact()) r = found && value == h.exact();
+        if (h.has_prefix()) r = found && value.rfind(h.prefix(), 0) == 0;
+        if (h.has_regex()) r = found && RE2::FullMatch(value, Regex(h.regex()));
+        if (h.has_present()) r = found == h.present();
         ok = r != h.invert();
       }
       std::vector<std::pair<std::string, std::string>> params =
