@@ -134,6 +134,45 @@ int OnServerName(SSL* ssl, int* alert, void* arg) {
   return SSL_TLSEXT_ERR_OK;
 }
 
+#ifndef OPENSSL_IS_BORINGSSL
+// The host name of a server_name extension (RFC 6066 3: a list of typed
+// names; the first host_name counts), lower case; empty when there is none
+// or the extension is malformed (the handshake then fails in OpenSSL's own
+// parsing).
+std::string HostNameOfSniExtension(const unsigned char* data, size_t length) {
+  if (length < 2 || static_cast<size_t>((data[0] << 8) | data[1]) != length - 2) return {};
+  size_t at = 2;
+  while (at + 3 <= length) {
+    const unsigned char type = data[at];
+    const size_t size = static_cast<size_t>((data[at + 1] << 8) | data[at + 2]);
+    at += 3;
+    if (at + size > length) return {};
+    if (type == TLSEXT_NAMETYPE_host_name) {
+      return absl::AsciiStrToLower(
+          absl::string_view(reinterpret_cast<const char*>(data + at), size));
+    }
+    at += size;
+  }
+  return {};
+}
+
+// Runs before OpenSSL looks for a session to resume: sets this handshake's
+// session id context from the name the client asked for.
+int OnClientHello(SSL* ssl, int* /*alert*/, void* arg) {
+  const auto* context = static_cast<const TlsServerContext*>(arg);
+  const unsigned char* data = nullptr;
+  size_t length = 0;
+  std::string name;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &data, &length) == 1) {
+    name = HostNameOfSniExtension(data, length);
+  }
+  unsigned char id[32];
+  context->SessionIdContextFor(name, id);
+  SSL_set_session_id_context(ssl, id, sizeof(id));
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+#endif
+
 int OnAlpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
            unsigned int in_length, void* arg) {
   const auto* context = static_cast<const TlsServerContext*>(arg);
@@ -269,6 +308,11 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(
     for (const TlsCertificateConfig& cert : config.certificates) part(cert.chain_pem);
     part(config.client_ca_pem);
     part(config.require_client_certificate ? "required" : "optional");
+    // On a TLS 1.2 resumption OpenSSL checks the session's suite against the
+    // client's list only: a session from a listener with other suites or
+    // versions would bring them here.
+    part(config.cipher_list.empty() ? std::string(kDefaultCipherList) : config.cipher_list);
+    part(absl::StrCat(config.min_version, "-", config.max_version));
     unsigned int length = 0;
     if (EVP_Digest(identity.data(), identity.size(), context->session_id_context_, &length,
                    EVP_sha256(), nullptr) != 1 ||
@@ -284,6 +328,20 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(
     if (absl::Status status = context->AddCertificate(config, cert); !status.ok()) return status;
   }
   return context;
+}
+
+void TlsServerContext::SessionIdContextFor(std::string_view server_name,
+                                           unsigned char out[32]) const {
+  std::string input(reinterpret_cast<const char*>(session_id_context_),
+                    sizeof(session_id_context_));
+  input.append(server_name);
+  unsigned int length = 0;
+  if (EVP_Digest(input.data(), input.size(), out, &length, EVP_sha256(), nullptr) != 1 ||
+      length != 32) {
+    // No digest: the listener's own context (resumption across names).
+    std::memcpy(out, session_id_context_, sizeof(session_id_context_));
+    ERR_clear_error();
+  }
 }
 
 absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
@@ -318,6 +376,10 @@ absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
     if (AddTrustedCas(ctx, config.client_ca_pem, /*advertise=*/true) == 0) {
       return absl::InvalidArgumentError("client_ca: no certificate found");
     }
+    // Each CA of the secret is a trust anchor, an intermediate too (as for a
+    // cluster's tls.ca): a client certificate it issued need not lead on to
+    // a root the secret does not hold.
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN);
     SSL_CTX_set_verify(ctx,
                        SSL_VERIFY_PEER | (config.require_client_certificate
                                               ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
@@ -339,6 +401,9 @@ absl::Status TlsServerContext::AddCertificate(const TlsServerConfig& config,
   }
   if (!alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, OnAlpn, this);
   // Every context may be the one a handshake starts on.
+#ifndef OPENSSL_IS_BORINGSSL
+  SSL_CTX_set_client_hello_cb(ctx, OnClientHello, this);
+#endif
   SSL_CTX_set_tlsext_servername_callback(ctx, OnServerName);
   SSL_CTX_set_tlsext_servername_arg(ctx, this);
 

@@ -75,6 +75,12 @@ class TlsServerContext : public TransportSocketFactory,
   // one-label wildcard), or the default one.
   SSL_CTX* ContextFor(std::string_view server_name) const;
   const std::string& alpn_wire() const { return alpn_wire_; }
+  // The session id context of a handshake whose ClientHello named
+  // `server_name` (lower case; empty without SNI): the listener's, hashed
+  // with the name, so a session resumes only under the name it was made
+  // for (RFC 6066 3; OpenSSL decides on a TLS 1.2 resumption before the
+  // servername callback and would report the old session's name).
+  void SessionIdContextFor(std::string_view server_name, unsigned char out[32]) const;
 
  private:
   TlsServerContext() = default;
@@ -84,11 +90,12 @@ class TlsServerContext : public TransportSocketFactory,
   absl::flat_hash_map<std::string, size_t> exact_names_;
   absl::flat_hash_map<std::string, size_t> wildcard_suffixes_;  // "example.com" for "*.example.com"
   std::string alpn_wire_;  // length-prefixed, preference order
-  // SHA-256 of what a resumed session skips: the certificates and the
-  // client-certificate rules. OpenSSL resumes a session (ticket) only under
-  // the context it was made in, so one made on a listener without mTLS, or
-  // under another client CA, is not resumed here (a full handshake checks
-  // the client certificate instead).
+  // SHA-256 of what a resumed session skips: the certificates, the
+  // client-certificate rules, the versions and TLS 1.2 cipher suites. OpenSSL
+  // resumes a session (ticket) only under the context it was made in, so one
+  // made on a listener without mTLS, under another client CA, or with a
+  // cipher suite this listener does not accept, is not resumed here (a full
+  // handshake checks them instead).
   unsigned char session_id_context_[32] = {};
 };
 

@@ -2,11 +2,18 @@
 
 #include <sys/socket.h>
 
+#include <cstring>
+
 namespace sluice::net {
 
 const std::string& TransportSocket::failure_reason() const {
   static const std::string* const kNone = new std::string();
   return *kNone;
+}
+
+std::string ResetReason(const TransportSocket& transport, int error) {
+  if (!transport.failure_reason().empty()) return "TLS " + transport.failure_reason();
+  return strerror(error);
 }
 
 // recv/send rather than read/write: the kernel goes straight to the

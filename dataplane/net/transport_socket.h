@@ -65,7 +65,8 @@ class TransportSocket {
   virtual bool secure() const { return false; }
   // Negotiated details; nullptr for plain sockets or before the handshake.
   virtual const TlsInfo* tls_info() const { return nullptr; }
-  // Why the handshake failed.
+  // Why the handshake failed, or (TLS) why a later read or write did: an
+  // alert the peer sent, say.
   virtual const std::string& failure_reason() const;
   // The peer ended the stream without saying so (TLS: no close_notify
   // before the TCP close; upstream sockets only), so data that ends at the
@@ -73,6 +74,11 @@ class TransportSocket {
   // 9112 9.8). Plain TCP has no such signal: false.
   virtual bool truncated() const { return false; }
 };
+
+// Why a connection was reset, for error messages: the TLS reason when the
+// transport has one (a TLS 1.3 peer refusing our certificate alerts after
+// the handshake: "tlsv13 alert certificate required"), else strerror(error).
+std::string ResetReason(const TransportSocket& transport, int error);
 
 // recv(2) and send(2).
 class PlainTransportSocket : public TransportSocket {

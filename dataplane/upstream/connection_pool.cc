@@ -160,7 +160,8 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
   }
   events_->OnUpstreamFailed(false, false,
                             reason == net::CloseReason::kReset
-                                ? absl::StrCat("connection reset: ", strerror(error))
+                                ? absl::StrCat("connection reset: ",
+                                               net::ResetReason(connection_->transport(), error))
                                 : "closed the connection");
 }
 

@@ -211,7 +211,9 @@ void Http2UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
       return;
     }
     case net::CloseReason::kReset:
-      FailAll(false, false, false, absl::StrCat("connection reset: ", strerror(error)));
+      FailAll(false, false, false,
+              absl::StrCat("connection reset: ",
+                           net::ResetReason(connection_->transport(), error)));
       return;
     default:
       FailAll(false, false, false, "closed the connection");

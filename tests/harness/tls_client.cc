@@ -206,8 +206,12 @@ TestCert MakeCa(const std::string& dir, const std::string& file_prefix, const st
   return MakeSelfSigned(dir, file_prefix, cn, {});
 }
 
-TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::string& file_prefix,
-                      const std::string& cn, const std::vector<std::string>& dns_names) {
+namespace {
+
+// `extensions`: lines of an openssl x509 -extfile (none: a certificate
+// without extensions).
+TestCert SignedBy(const TestCert& ca, const std::string& dir, const std::string& file_prefix,
+                  const std::string& cn, const std::string& extensions) {
   TestCert cert;
   cert.cert_path = absl::StrCat(dir, "/", file_prefix, ".pem");
   cert.key_path = absl::StrCat(dir, "/", file_prefix, ".key");
@@ -217,21 +221,38 @@ TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::str
   std::vector<std::string> argv = {"/usr/bin/openssl", "x509", "-req", "-in", csr, "-CA",
                                    ca.cert_path, "-CAkey", ca.key_path, "-CAcreateserial",
                                    "-days", "2", "-out", cert.cert_path};
-  if (!dns_names.empty()) {
-    std::vector<std::string> sans;
-    for (const std::string& n : dns_names) sans.push_back(absl::StrCat("DNS:", n));
-    std::string extensions = absl::StrCat(dir, "/", file_prefix, ".ext");
-    FILE* f = fopen(extensions.c_str(), "w");
+  if (!extensions.empty()) {
+    std::string path = absl::StrCat(dir, "/", file_prefix, ".ext");
+    FILE* f = fopen(path.c_str(), "w");
     if (f == nullptr) abort();
-    fprintf(f, "subjectAltName=%s\n", absl::StrJoin(sans, ",").c_str());
+    fputs(extensions.c_str(), f);
     fclose(f);
     argv.push_back("-extfile");
-    argv.push_back(extensions);
+    argv.push_back(path);
   }
   Run(argv);
   cert.cert_pem = ReadFile(cert.cert_path);
   cert.key_pem = ReadFile(cert.key_path);
   return cert;
+}
+
+}  // namespace
+
+TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::string& file_prefix,
+                      const std::string& cn, const std::vector<std::string>& dns_names) {
+  std::string extensions;
+  if (!dns_names.empty()) {
+    std::vector<std::string> sans;
+    for (const std::string& n : dns_names) sans.push_back(absl::StrCat("DNS:", n));
+    extensions = absl::StrCat("subjectAltName=", absl::StrJoin(sans, ","), "\n");
+  }
+  return SignedBy(ca, dir, file_prefix, cn, extensions);
+}
+
+TestCert MakeIntermediateCa(const TestCert& ca, const std::string& dir,
+                            const std::string& file_prefix, const std::string& cn) {
+  return SignedBy(ca, dir, file_prefix, cn,
+                  "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n");
 }
 
 std::string YamlBlock(const std::string& pem, int indent) {

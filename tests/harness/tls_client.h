@@ -74,6 +74,9 @@ TestCert MakeSelfSigned(const std::string& dir, const std::string& file_prefix,
 TestCert MakeCa(const std::string& dir, const std::string& file_prefix, const std::string& cn);
 TestCert MakeSignedBy(const TestCert& ca, const std::string& dir, const std::string& file_prefix,
                       const std::string& cn, const std::vector<std::string>& dns_names = {});
+// An intermediate CA signed by `ca` (basicConstraints CA:TRUE, keyCertSign).
+TestCert MakeIntermediateCa(const TestCert& ca, const std::string& dir,
+                            const std::string& file_prefix, const std::string& cn);
 
 // `pem` as a YAML block scalar indented by `indent` spaces (after "key: |").
 std::string YamlBlock(const std::string& pem, int indent);

@@ -4,7 +4,10 @@ makes of how that close comes: GET /clean... ends with the TLS close_notify
 (the response is whole; any path holding "/clean"), anything else closes TCP without it (the response
 may have been cut, RFC 9112 9.8). Standard library only.
 
-Usage: tls_close_peer.py CERT KEY
+With CLIENT_CA it requires a client certificate issued by it (TLS 1.3: a
+client without one learns it from an alert after its side of the handshake).
+
+Usage: tls_close_peer.py CERT KEY [CLIENT_CA]
 Prints "listening on PORT" (flushed), then serves until killed.
 """
 import socket
@@ -36,9 +39,23 @@ def serve(conn):
         conn.close()  # no close_notify of its own: Python closes the socket only
 
 
+def linger(raw):
+    try:
+        raw.settimeout(5)
+        while raw.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        raw.close()
+
+
 def main():
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(sys.argv[1], sys.argv[2])
+    if len(sys.argv) > 3:
+        context.load_verify_locations(sys.argv[3])
+        context.verify_mode = ssl.CERT_REQUIRED
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -49,7 +66,10 @@ def main():
         try:
             conn = context.wrap_socket(raw, server_side=True)
         except (OSError, ssl.SSLError):
-            raw.close()
+            # The alert is out; wait for the peer's close (at most 5 s) so that
+            # a request it sends meanwhile is not answered with a TCP reset,
+            # which would discard the alert before the peer reads it.
+            threading.Thread(target=linger, args=(raw,), daemon=True).start()
             continue
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 

@@ -216,6 +216,74 @@ TEST_F(TlsTest, ASessionFromAnotherListenerDoesNotSkipTheClientCertificate) {
   }
 }
 
+// A resumed session brings what its first handshake agreed on: it must not
+// carry a TLS 1.2 suite a listener refuses (OpenSSL checks the session's
+// suite against the client's list only), nor move to another server name
+// (RFC 6066 3). Before: both resumed, and the second logged the old name.
+TEST_F(TlsTest, ASessionResumesOnlyUnderItsOwnSuitesAndServerName) {
+  const int narrow_port = PickFreePort();
+  std::string yaml = absl::StrCat(
+      "kind: Listener\nname: narrow\nspec:\n  address: 127.0.0.1\n  port: ", narrow_port,
+      "\n  route_table: main\n  tls:\n    certificates: [default-cert, a-cert, wild-cert]\n"
+      "    max_version: '1.2'\n    cipher_suites: ECDHE-ECDSA-AES256-GCM-SHA384\n");
+  auto applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "narrow.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  const std::string request =
+      "printf 'GET / HTTP/1.1\\r\\nhost: a.test\\r\\nconnection: close\\r\\n\\r\\n'";
+  auto twice = [&](const std::string& first, const std::string& second) {
+    std::string sess = absl::StrCat(dir_, "/resume-", PickFreePort(), ".pem");
+    return RunCommand(
+        {"/bin/bash", "-c",
+         absl::StrCat(request, " | openssl s_client -ign_eof ", first, " -sess_out ", sess,
+                      " 2>&1 | grep -E '^(New|Reused),'; ", request,
+                      " | openssl s_client -ign_eof ", second, " -sess_in ", sess,
+                      " 2>&1 | grep -E '^(New|Reused),|^HTTP/1.1'")})
+        .out;
+  };
+  const std::string https = absl::StrCat(" -connect 127.0.0.1:", https_port_);
+  const std::string aes128 = " -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256";
+  // The control: the same listener and name resume.
+  std::string out = twice(https + aes128 + " -servername a.test", https + aes128 + " -servername a.test");
+  EXPECT_TRUE(absl::StrContains(out, "\nReused,")) << out;
+  // A suite the narrow listener refuses is not brought in by a session.
+  out = twice(https + aes128 + " -servername a.test",
+              absl::StrCat(" -connect 127.0.0.1:", narrow_port, aes128, " -servername a.test"));
+  EXPECT_FALSE(absl::StrContains(out, "Reused,")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "HTTP/1.1 200")) << out;
+  // Another server name gets a full handshake (TLS 1.2 and 1.3).
+  for (const char* version : {" -tls1_2", " -tls1_3"}) {
+    out = twice(https + version + " -servername a.test", https + version + " -servername x.wild.test");
+    EXPECT_FALSE(absl::StrContains(out, "Reused,")) << version << "\n" << out;
+    EXPECT_TRUE(absl::StrContains(out, "HTTP/1.1 200")) << version << "\n" << out;
+  }
+}
+
+// A client CA secret holding only an intermediate trusts the certificates
+// it issued, as a cluster's tls.ca does. Before: "unknown ca".
+TEST_F(TlsTest, AnIntermediateAloneIsEnoughAsTheClientCa) {
+  TestCert inter = MakeIntermediateCa(ca_, dir_, "inter", "Test Intermediate");
+  TestCert leaf = MakeSignedBy(inter, dir_, "inter-client", "client-2");
+  const int port = PickFreePort();
+  std::string yaml = absl::StrCat(
+      CaSecretYaml("inter-only", inter),
+      "---\nkind: Listener\nname: inter\nspec:\n  address: 127.0.0.1\n  port: ", port,
+      "\n  route_table: main\n  tls:\n    certificates: [a-cert]\n    client_ca: inter-only\n");
+  auto applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "inter.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::string resolve = absl::StrCat("a.test:", port, ":127.0.0.1");
+  std::string url = absl::StrCat("https://a.test:", port, "/inter");
+  CommandResult with = RunCommand({"/usr/bin/curl", "-sS", "-k", "--cert", leaf.cert_path,
+                                   "--key", leaf.key_path, "--resolve", resolve, url});
+  EXPECT_EQ(with.exit_code, 0) << with.err;
+  EXPECT_TRUE(absl::StrContains(with.out, "GET /inter")) << with.out;
+  // The root's own clients are not the intermediate's.
+  CommandResult other = RunCommand({"/usr/bin/curl", "-sS", "-k", "--cert", client_.cert_path,
+                                    "--key", client_.key_path, "--resolve", resolve, url});
+  EXPECT_NE(other.exit_code, 0) << other.out;
+}
+
 // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 3.3): a client that
 // negotiated http/1.1, or no ALPN, and opens with the HTTP/2 preface is an
 // HTTP/1 client with a request line of version 2.0: 505, never HTTP/2

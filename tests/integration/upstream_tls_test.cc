@@ -110,13 +110,23 @@ class UpstreamTlsTest : public ::testing::Test {
     ASSERT_TRUE(listening.has_value()) << closer_->Log();
     int closer_port = 0;
     ASSERT_TRUE(absl::SimpleAtoi(listening->substr(listening->find("on ") + 3), &closer_port));
+    // The same, requiring a client certificate the gateway's CA issued.
+    demanding_ = std::make_unique<Process>(
+        "/usr/bin/python3",
+        std::vector<std::string>{RunfilePath("tests/harness/tls_close_peer.py"),
+                                 backend_.cert_path, backend_.key_path, gateway_ca_.cert_path},
+        dir_ + "/demanding.log");
+    listening = demanding_->WaitForLogLine("listening on ", absl::Seconds(20));
+    ASSERT_TRUE(listening.has_value()) << demanding_->Log();
+    int demanding_port = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(listening->substr(listening->find("on ") + 3), &demanding_port));
 
     proxy_port_ = PickFreePort();
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
     std::string routes;
     for (const char* name :
          {"secure", "plain", "wrong-ca", "wrong-name", "mtls", "insecure", "resume", "stalled",
-          "closer"}) {
+          "closer", "demanding"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -136,6 +146,7 @@ class UpstreamTlsTest : public ::testing::Test {
         "---\n", ClusterYaml("resume", port_, verified), "---\n",
         ClusterYaml("stalled", stalled_port, verified, "  connect_timeout: 300ms\n"), "---\n",
         ClusterYaml("closer", closer_port, verified), "---\n",
+        ClusterYaml("demanding", demanding_port, verified), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
         routes,
@@ -160,6 +171,7 @@ class UpstreamTlsTest : public ::testing::Test {
   std::unique_ptr<Nginx> nginx_;
   std::unique_ptr<Proxy> proxy_;
   std::unique_ptr<Process> closer_;
+  std::unique_ptr<Process> demanding_;
   std::string dir_;
   TestCert upstream_ca_, other_ca_, backend_, gateway_ca_, gateway_, self_signed_;
   int port_ = 0;
@@ -264,6 +276,17 @@ TEST_F(UpstreamTlsTest, AResponseEndedByACloseWithoutCloseNotifyIsCut) {
   EXPECT_FALSE(cut.ok() && cut.status == 200 && cut.body == "the body, up to the close\n")
       << cut.status << " " << cut.body;
   EXPECT_EQ(proxy_->Stat("sluice_upstream_resets_total{cluster=\"closer\"}"), 1);
+}
+
+// A TLS 1.3 upstream refuses a missing client certificate with an alert
+// after the client's side of the handshake: the 502 names it. Before: the
+// alert came as "connection reset: Protocol error".
+TEST_F(UpstreamTlsTest, AnUpstreamRefusingTheMissingClientCertificateIsNamedInThe502) {
+  HttpResponse r = Get("/demanding/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "certificate required")) << r.body;
+  EXPECT_FALSE(absl::StrContains(r.body, "Protocol error")) << r.body;
 }
 
 TEST_F(UpstreamTlsTest, HealthChecksGoOverTls) {
