@@ -863,6 +863,10 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
   // stable version (ConfigState::SnapshotFor). Outside mu_: ConfigState
   // calls Wake() under its own lock.
   std::shared_ptr<const Snapshot> snapshot = hub_->state->SnapshotFor(node_id_, node_group_);
+  // Nothing was ever applied to this store (a new or wrong data dir): offer
+  // nothing, so proxies keep what they serve (or stay unready) until the
+  // first apply, as an Envoy control plane without a snapshot does.
+  if (snapshot->version == 0) return Action::kNone;
   if (snapshot->version == held_version &&
       (held.snapshot == snapshot || snapshot->hashes == held.hashes()) &&
       (held_store_id.empty() || held_store_id == store_id)) {

@@ -413,6 +413,14 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
                                held_.version, ", which this proxy runs from the same store (",
                                held_.store_id, "); a proxy never goes back within a store"));
   }
+  // Version 0 is a store nothing was ever applied to (a control plane
+  // started on an empty or wrong data dir): taking it would close every
+  // listener. Control planes do not send it; an older one might.
+  if (response.version() == 0 && held_.version > 0) {
+    return reject(absl::StrCat("version 0 is an empty store (", response.store_id(),
+                               "): nothing was ever applied to it; keeping version ",
+                               held_.version));
+  }
   // Change what we hold in place (no copy of a large config), keeping what
   // is replaced so that a NACK can put it back.
   api::ConfigChange change;

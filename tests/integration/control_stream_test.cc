@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
@@ -272,10 +273,23 @@ TEST(ControlStreamTest, AProxyGoesBackOnlyToAVersionOfAnotherStore) {
   EXPECT_EQ(proxy.ReadyVersion(), 2u);
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").body, "v2");
 
-  // A reset data dir is a new store: its version 1 is taken.
+  // A reset data dir is a new store. Until something is applied to it the
+  // proxy keeps serving (before: it took the empty version 0 and closed
+  // every listener); then its version 1 is taken.
   cp.Kill();
   ASSERT_EQ(std::remove((cp.data_dir() + "/state.db").c_str()), 0);
   ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+  ASSERT_TRUE(WaitFor([&] { return cp.Ctl({"proxies"}).out.find("p1") != std::string::npos; },
+                      absl::Seconds(20)))
+      << cp.Ctl({"proxies"}).out << proxy.process().Log();
+  // The stream is up; a version 0 would come now: give it the time to.
+  ASSERT_FALSE(WaitFor([&] { return proxy.ReadyVersion() != 2; }, absl::Seconds(1)))
+      << proxy.process().Log();
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").body, "v2");
+  EXPECT_FALSE(absl::StrContains(proxy.process().Log(), "applied config version 0"));
+  // Not even offered (the proxy would refuse it too).
+  EXPECT_FALSE(absl::StrContains(proxy.process().Log(), "rejected config version 0"))
+      << proxy.process().Log();
   ASSERT_EQ(cp.Ctl({"apply", "-f", WriteConfig(ListenerYaml(port, "new store"))}).exit_code, 0);
   EXPECT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").body, "new store");
