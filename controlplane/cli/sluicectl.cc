@@ -394,7 +394,7 @@ void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
 // server's reason and the versions made since.
 int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status,
                  uint64_t if_version) {
-  std::cerr << "error: conflict, nothing changed: " << status.error_message() << "\n";
+  std::cerr << "error: conflict: " << status.error_message() << "\n";
   admin::v1::HistoryResponse history;
   if (stub.History(Context().get(), admin::v1::HistoryRequest(), &history).ok()) {
     std::vector<admin::v1::HistoryEntry> since;
@@ -477,13 +477,34 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
 }
 
 // Waits until rollout `id` is decided; 0 when promoted, 1 when rolled back.
+// A control plane that cannot be reached (restarting, a network blip) is
+// asked again for up to kWaitOutage; its answer then decides (a restart
+// aborts the rollout).
+constexpr absl::Duration kWaitOutage = absl::Minutes(2);
 int WaitForRollout(admin::v1::AdminService::Stub& stub, const std::string& server,
                    const std::string& id) {
+  absl::Time unreachable_since = absl::InfiniteFuture();
   while (true) {
     admin::v1::GetRolloutResponse response;
     grpc::Status status =
         stub.GetRollout(Context().get(), admin::v1::GetRolloutRequest(), &response);
+    const bool transient = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                           status.error_code() == grpc::StatusCode::CANCELLED ||
+                           status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (transient) {
+      const absl::Time now = absl::Now();
+      if (unreachable_since == absl::InfiniteFuture()) {
+        unreachable_since = now;
+        std::cerr << "lost sluice-control at " << server << " (" << status.error_message()
+                  << "); asking again for up to " << absl::FormatDuration(kWaitOutage) << "\n";
+      }
+      if (now - unreachable_since < kWaitOutage) {
+        absl::SleepFor(absl::Seconds(1));
+        continue;
+      }
+    }
     if (!status.ok()) return RpcFail(status, server);
+    unreachable_since = absl::InfiniteFuture();
     if (response.rollout().id() != id) {
       return Fail(absl::StrCat("rollout ", id, " is no longer known (sluice-control restarted?); "
                                "see sluicectl history"));
@@ -496,16 +517,18 @@ int WaitForRollout(admin::v1::AdminService::Stub& stub, const std::string& serve
   }
 }
 
+std::string WithOrigins(const std::string& errors, const std::vector<LoadedResource>& loaded);
+
 int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
                 const ParsedFlags& flags, const ChangeFlags& change,
-                const std::vector<api::Resource>& resources) {
+                const std::vector<LoadedResource>& loaded) {
   auto canary = flags.values.find("canary");
   auto verify_flag = flags.values.find("verify");
   if (canary == flags.values.end() || verify_flag == flags.values.end()) {
     return UsageFail("a canary rollout needs both --canary GROUP|N% and --verify DURATION");
   }
   admin::v1::StartRolloutRequest request;
-  for (const auto& r : resources) *request.add_resources() = r;
+  for (const auto& r : loaded) *request.add_resources() = r.resource;
   request.set_author(Author());
   request.set_message(change.message);
   request.set_if_version(change.if_version);
@@ -571,7 +594,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (!status.ok()) {
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
-    return Fail(absl::StrCat("nothing applied:\n", status.error_message()));
+    return Fail(absl::StrCat("nothing applied:\n", WithOrigins(status.error_message(), loaded)));
   }
   const admin::v1::Rollout& r = response.rollout();
   PrintDiff(response.diff());
@@ -645,14 +668,20 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
 // resource, not a file: each line naming one of `loaded` gets its origin
 // ("FILE, document N (line L): ") in front, as the loader's own errors have.
 std::string WithOrigins(const std::string& errors, const std::vector<LoadedResource>& loaded) {
-  std::map<std::string, std::string> origin;  // "Kind \"name\"" -> origin
-  for (const LoadedResource& r : loaded) origin.emplace(api::Describe(api::IdOf(r.resource)), r.origin);
+  // "Kind \"name\"" -> where each of its documents is
+  std::map<std::string, std::vector<std::string>> origins;
+  for (const LoadedResource& r : loaded) {
+    origins[api::Describe(api::IdOf(r.resource))].push_back(r.origin);
+  }
   std::vector<std::string> lines = absl::StrSplit(errors, '\n');
   for (std::string& line : lines) {
     size_t colon = line.find("\": ");
     if (colon == std::string::npos) continue;
-    auto it = origin.find(line.substr(0, colon + 1));
-    if (it != origin.end()) line = absl::StrCat(it->second, ": ", line);
+    auto it = origins.find(line.substr(0, colon + 1));
+    if (it == origins.end()) continue;
+    // "appears twice" is about the second document that defines it.
+    const bool repeated = absl::StrContains(line, "appears twice") && it->second.size() > 1;
+    line = absl::StrCat(it->second[repeated ? 1 : 0], ": ", line);
   }
   return absl::StrJoin(lines, "\n");
 }
@@ -671,9 +700,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
       return UsageFail("--canary and --dry-run do not go together: dry-run the change without "
                   "--canary first");
     }
-    std::vector<api::Resource> resources;
-    for (const auto& r : *loaded) resources.push_back(r.resource);
-    return StartCanary(stub, server, flags, change, resources);
+    return StartCanary(stub, server, flags, change, *loaded);
   }
   admin::v1::ApplyRequest request;
   request.set_dry_run(flags.switches.count("dry-run") > 0);
@@ -1290,6 +1317,17 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
     if (auto alias = kAliases.find(name); alias != kAliases.end()) name = alias->second;
     if (kGlobal.count(name) || known->second.count(name)) continue;
     return absl::StrCat(command, " does not take ", name.size() == 1 ? "-" : "--", name);
+  }
+  // The rollout's own flags mean nothing to a plain apply: refused rather
+  // than ignored (an `apply --wait` would otherwise go to every proxy at
+  // once while its author waits for a verdict).
+  if (command == "apply" && !flags.values.count("canary") && !flags.values.count("verify")) {
+    for (const char* name : {"wait", "max-5xx-rate", "max-p99-ratio", "p99-slack",
+                             "min-requests", "on-no-traffic"}) {
+      if (flags.values.count(name) || flags.switches.count(name)) {
+        return absl::StrCat("apply --", name, " goes with --canary GROUP|N% --verify DURATION");
+      }
+    }
   }
   return "";
 }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "api/discovery.h"
 #include "api/credentials.h"
 #include "api/validation.h"
@@ -254,6 +255,11 @@ absl::Status ConfigState::CheckIfVersion(uint64_t if_version) const {
   if (const HistoryEntry* entry = History()->Find(current); entry != nullptr) {
     made = DescribeVersion(*entry);
   }
+  if (if_version > current) {
+    return absl::AbortedError(absl::StrCat("--if-version ", if_version,
+                                           " is ahead of this store: the current version is ",
+                                           made, "; nothing changed"));
+  }
   return absl::AbortedError(absl::StrCat("the config changed since version ", if_version,
                                          ": the current version is ", made,
                                          "; nothing changed"));
@@ -450,9 +456,18 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
   }
   api::ResourceMap next = base->resources;
   next.erase(id);
-  return Commit(std::move(next), dry_run, context,
-                absl::StrCat("cannot delete ", api::Describe(id),
-                             ": the rest of the config needs it"));
+  absl::StatusOr<ChangeResult> result =
+      Commit(std::move(next), dry_run, context,
+             absl::StrCat("cannot delete ", api::Describe(id), ": the rest of the config needs it"));
+  if (result.ok()) return result;
+  // The referrers' errors say the resource "does not exist": it still does.
+  return absl::Status(result.status().code(),
+                      absl::StrReplaceAll(
+                          result.status().message(),
+                          {{absl::StrCat(api::Describe(id), ", which does not exist"),
+                            absl::StrCat(api::Describe(id), ", which this delete removes")},
+                           {absl::StrCat(api::Describe(id), " does not exist"),
+                            absl::StrCat(api::Describe(id), " is what this delete removes")}}));
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(

@@ -222,5 +222,37 @@ TEST_F(CanaryTest, ARestartMidRolloutPutsTheCanaryBackAndRecordsWhy) {
   }
 }
 
+// `apply --canary --wait` outlives a control-plane restart: it asks again and
+// reports the verdict the restart made (rolled back, exit 1). Before: it
+// gave up at the first failed poll with "error: CANCELLED".
+TEST_F(CanaryTest, AWaitingApplyReportsTheAbortAfterAControlPlaneRestart) {
+  const std::string dir = MakeTempDir("canary-wait");
+  // Errors of a canary apply name the file, as a plain apply's do.
+  std::string dangling = WriteFile(
+      dir, "dangling.yaml",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+      "    routes: [{match: {prefix: /}, route: {cluster: ghost}}]\n");
+  CommandResult refused =
+      cp_.Ctl({"apply", "-f", dangling, "--canary", "canary", "--verify", "5s"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
+  EXPECT_TRUE(absl::StrContains(refused.err, dangling + ", document 1 (line 1): RouteTable \"main\""))
+      << refused.err;
+  Process waiting(RunfilePath("controlplane/cli/sluicectl"),
+                  {"--server", cp_.address(), "apply", "-f",
+                   WriteFile(dir, "config.yaml", Config(dead_port_, "")), "--canary", "canary",
+                   "--verify", "1h", "--min-requests", "1000000", "--wait"},
+                  dir + "/sluicectl.log");
+  ASSERT_TRUE(waiting.WaitForLogLine("canary rollout r2", absl::Seconds(20)).has_value())
+      << waiting.Log();
+  ASSERT_TRUE(canary().WaitForVersion(2)) << canary().process().Log();
+  cp_.Kill();
+  ASSERT_TRUE(cp_.Restart()) << cp_.process().Log();
+  std::optional<int> status = waiting.Wait(absl::Seconds(60));
+  ASSERT_TRUE(status.has_value()) << waiting.Log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status << "\n" << waiting.Log();
+  EXPECT_TRUE(absl::StrContains(waiting.Log(), "aborted: control plane restarted")) << waiting.Log();
+  EXPECT_FALSE(absl::StrContains(waiting.Log(), "CANCELLED")) << waiting.Log();
+}
+
 }  // namespace
 }  // namespace sluice::testing

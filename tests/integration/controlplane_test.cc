@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/resource.h"
 #include "grpcpp/grpcpp.h"
@@ -153,6 +154,28 @@ TEST(ControlPlaneTest, InvalidApplyChangesNothing) {
             std::string::npos)
       << r.err;
   EXPECT_NE(cp.Ctl({"get"}).out.find("version 1"), std::string::npos);
+}
+
+// The rollout's flags without --canary are refused, not ignored; a resource
+// defined twice is reported at its second document.
+TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
+  std::string good = WriteFile(ClusterYaml("users", 9001));
+  for (std::vector<std::string> flags :
+       {std::vector<std::string>{"--wait"}, {"--max-5xx-rate", "0.5"}, {"--min-requests", "3"}}) {
+    std::vector<std::string> args = {"apply", "-f", good};
+    args.insert(args.end(), flags.begin(), flags.end());
+    auto r = cp.Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << flags[0] << ": " << r.out << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "apply " + flags[0] + " goes with --canary")) << r.err;
+  }
+  std::string twice = WriteFile(ClusterYaml("users", 9001) + "---\n" + ClusterYaml("users", 9003));
+  auto r = cp.Ctl({"apply", "-f", twice});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, twice + ", document 2 (line 6): Cluster \"users\": appears twice"))
+      << r.err;
 }
 
 TEST(ControlPlaneTest, ServerFlagAndEnvironment) {

@@ -148,7 +148,21 @@ TEST_F(ConfigStateTest, DeletingASecretInUseIsRefused) {
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(result.status().message(),
             "cannot delete Secret \"web\": the rest of the config needs it:\n"
-            "Listener \"https\": tls.certificates[0]: Secret \"web\" does not exist");
+            "Listener \"https\": tls.certificates[0]: Secret \"web\" is what this delete "
+            "removes");
+  result = state_->Delete({config::v1::ROUTE_TABLE, "main"}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StrContains(result.status().message(),
+                                "RouteTable \"main\", which this delete removes"))
+      << result.status().message();
+  // A version this store never made is not "changed since".
+  ChangeContext ahead;
+  ahead.if_version = 999;
+  result = state_->Delete({config::v1::LISTENER, "https"}, false, ahead);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StrContains(result.status().message(),
+                                "--if-version 999 is ahead of this store"))
+      << result.status().message();
   ASSERT_TRUE(state_->Delete({config::v1::LISTENER, "https"}, false).ok());
   EXPECT_TRUE(state_->Delete({config::v1::SECRET, "web"}, false).ok());
 }
