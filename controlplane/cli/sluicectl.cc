@@ -855,13 +855,15 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context 
     if (i < x.size() && j < y.size() && x[i] == y[j]) {
       lines.emplace_back(' ', x[i++]);
       ++j;
-    } else if (j < y.size() && (i == x.size() || lcs[i][j + 1] >= lcs[i + 1][j])) {
-      lines.emplace_back('+', y[j++]);
+    } else if (i < x.size() && (j == y.size() || lcs[i + 1][j] >= lcs[i][j + 1])) {
+      lines.emplace_back('-', x[i++]);  // removed before added, as diff -u
     } else {
-      lines.emplace_back('-', x[i++]);
+      lines.emplace_back('+', y[j++]);
     }
   }
   std::string out;
+  size_t last_shown = 0;
+  bool shown_any = false;
   for (size_t k = 0; k < lines.size(); ++k) {
     bool near = false;
     for (size_t d = (k >= context ? k - context : 0);
@@ -869,7 +871,11 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context 
       near = lines[d].first != ' ';
     }
     if (!near) continue;
+    // Unchanged lines left out between two hunks: say so.
+    if (shown_any && k > last_shown + 1) absl::StrAppend(&out, "    ...\n");
     absl::StrAppend(&out, "    ", std::string(1, lines[k].first), " ", lines[k].second, "\n");
+    last_shown = k;
+    shown_any = true;
   }
   return out;
 }

@@ -109,6 +109,9 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   EXPECT_TRUE(absl::StrContains(r.out, "    + ")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "two")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "0 added, 1 changed, 0 removed, 1 unchanged")) << r.out;
+  // Removed before added, as diff -u and git print them.
+  ASSERT_NE(r.out.find("\n    + "), std::string::npos) << r.out;
+  EXPECT_LT(r.out.find("\n    - "), r.out.find("\n    + ")) << r.out;
   EXPECT_FALSE(absl::StrContains(r.out, "Listener")) << r.out;
   // A flag the command does not take is refused, not ignored.
   r = cp_.Ctl({"diff", "1", "2", "-o", "json"});
@@ -191,6 +194,35 @@ TEST_F(HistoryTest, HistorySurvivesARestartAndHonoursTheRetention) {
   r = cp.Ctl({"rollback", "1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(r.err, "versions 2..3 are kept")) << r.err;
+}
+
+// Changes far apart in one resource are separate hunks with "..." between
+// them, not run together as if they were neighbours.
+TEST_F(HistoryTest, DiffSeparatesHunks) {
+  auto table = [&](const std::string& first, const std::string& last) {
+    std::string yaml =
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n";
+    for (int i = 0; i < 12; ++i) {
+      absl::StrAppend(&yaml, "        - match: {path: /r", i, "}\n          direct_response: "
+                      "{status: 200, body: ", i == 0 ? first : i == 11 ? last : absl::StrCat("b", i),
+                      "}\n");
+    }
+    return yaml;
+  };
+  ASSERT_EQ(Apply(table("first", "last")).exit_code, 0);
+  ASSERT_EQ(Apply(table("FIRST", "LAST")).exit_code, 0);
+  CommandResult r = cp_.Ctl({"diff", "1", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const size_t first = r.out.find("body: FIRST");
+  const size_t gap = r.out.find("\n    ...\n");
+  const size_t last = r.out.find("body: LAST");
+  ASSERT_NE(first, std::string::npos) << r.out;
+  ASSERT_NE(gap, std::string::npos) << r.out;
+  ASSERT_NE(last, std::string::npos) << r.out;
+  EXPECT_LT(first, gap) << r.out;
+  EXPECT_LT(gap, last) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "/r5}")) << r.out;  // far from both
 }
 
 }  // namespace
