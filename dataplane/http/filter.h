@@ -247,6 +247,17 @@ class FilterFactory {
   // OnResponseData and OnResponseEnd (streams of other routes never pay
   // for them).
   virtual bool observes_upstream() const { return false; }
+  // The filter's OnResponseHeaders runs on every answer of the route, also
+  // one a policy of an earlier phase made before this filter's request hook
+  // ran (an authentication policy's 401): for policies that only edit
+  // response fields (security headers belong on a refusal too), as Kong's
+  // header_filter runs on kong.response.exit answers.
+  virtual bool edits_every_answer() const { return false; }
+  // The body a filter's WantsResponseBody() takes may come out changed (not
+  // only held and read): a HEAD response then declares no Content-Length,
+  // since the length its GET would get is unknown (RFC 9110 9.3.2 lets a
+  // HEAD response leave it out).
+  virtual bool edits_response_body() const { return false; }
 };
 
 }  // namespace sluice::http

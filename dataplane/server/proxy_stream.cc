@@ -254,7 +254,7 @@ void ProxyStream::Reset() {
   log_user_agent_.clear();
   response_hold_limit_ = 0;
   holding_response_ = false;
-  observes_upstream_ = in_upstream_error_ = false;
+  observes_upstream_ = edits_every_answer_ = in_upstream_error_ = false;
   hook_head_ = nullptr;
   background_request_.reset();
   resume_token_.reset();
@@ -885,6 +885,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
       response_hold_limit_ = limit;
     }
     observes_upstream_ = observes_upstream_ || factory->observes_upstream();
+    edits_every_answer_ = edits_every_answer_ || factory->edits_every_answer();
   }
   hook_head_ = &head;
   ChainResult result = RunFiltersFrom(0);
@@ -1030,8 +1031,26 @@ void ProxyStream::SetPath(std::string path_and_query) {
   info_.path = path_;
 }
 
+bool ProxyStream::BodyWouldBeEdited(int status) {
+  if (response_hold_limit_ == 0) return false;  // no policy holds a response body
+  http::HeaderMap fields;
+  bool built = false;
+  for (size_t i = 0; i < filters_entered_; ++i) {
+    if (!(*chain_)[i]->edits_response_body()) continue;
+    if (!built) {
+      for (const http::HeaderField& f : response_fields_) fields.Add(f.name, f.value);
+      built = true;
+    }
+    if (filters_[i]->WantsResponseBody(status, fields)) return true;
+  }
+  return false;
+}
+
 void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
-  for (size_t i = filters_entered_; i > 0; --i) {
+  // The filters the request reached, and those that edit every answer even
+  // when an earlier policy answered before them.
+  for (size_t i = edits_every_answer_ ? filters_.size() : filters_entered_; i > 0; --i) {
+    if (i > filters_entered_ && !(*chain_)[i - 1]->edits_every_answer()) continue;
     filters_[i - 1]->OnResponseHeaders(status, headers, *this);
   }
 }
@@ -1141,7 +1160,7 @@ void ProxyStream::AddDateUnlessGiven(const http::HeaderField* extra, size_t extr
 }
 
 void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields) {
-  if (filters_entered_ == 0) {
+  if (filters_entered_ == 0 && !edits_every_answer_) {
     head.headers = &fields;
     sink_.EncodeHeaders(head);
     return;
@@ -1559,7 +1578,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     out.body = ResponseHead::Body::kNone;
     // A HEAD's (or a 304's) length is the GET's (RFC 9110 8.6); a 204 must
     // not declare one.
-    if (head.has_content_length && head.status != 204) {
+    if (head.has_content_length && head.status != 204 && !BodyWouldBeEdited(head.status)) {
       out.declared_length = static_cast<int64_t>(head.content_length);
     }
   } else if (head.framing == http::BodyFraming::kContentLength) {

@@ -235,6 +235,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // response) for `head`.
   void Route(const RequestHead& head);
   void RunResponseFilters(int status, http::HeaderMap& headers);
+  // A policy would change the body of this (bodiless HEAD or 304) response's
+  // GET: its length is not the upstream's.
+  bool BodyWouldBeEdited(int status);
   // Runs the request-body hooks; false when a policy answered (the stream
   // has then answered, or failed, already).
   bool RunRequestDataFilters(std::string_view data, bool end_stream);
@@ -421,6 +424,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   char traceparent_[55];
   // Some policy of the chain observes_upstream().
   bool observes_upstream_ = false;
+  // Some policy of the chain edits_every_answer().
+  bool edits_every_answer_ = false;
   bool in_upstream_error_ = false;  // the OnUpstreamError hooks run
   // The request head the hooks see (valid while a request-head hook runs).
   const RequestHead* hook_head_ = nullptr;

@@ -89,6 +89,15 @@ class TransformerTest : public ::testing::Test {
         "                  max_body_bytes: ",
         kResponseLimit,
         "\n"
+        "        - name: guarded\n          match: {prefix: /guarded}\n          "
+        "route: {cluster: web}\n"
+        "          policies:\n"
+        "            - {name: key-auth, typed_config: {}}\n"
+        "            - name: response-transformer\n"
+        "              typed_config: {headers: {add: [{name: x-transformed, value: 'yes'}]}}\n"
+        "            - name: headers\n"
+        "              typed_config: {response: {add: [{name: strict-transport-security, "
+        "value: max-age=1}]}}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
   }
@@ -288,11 +297,12 @@ TEST_F(TransformerTest,
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.body, "web-1 GET /resp/text\n");
   EXPECT_EQ(r.header("x-transformed"), "yes");
-  // A HEAD response has no body to hold.
+  // A HEAD response has no body to hold, and no length the edit would change.
   r = conn.Request("HEAD", "/resp/a?json=1");
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, "");
+  EXPECT_EQ(r.header("content-length"), "");
   EXPECT_EQ(conn.connections_opened(), 1);
 }
 
@@ -311,6 +321,17 @@ TEST_F(TransformerTest, ConfigErrorsNameTheFieldAndChangeNothing) {
   EXPECT_EQ(proxy_->ReadyVersion(), 1u);
   HttpResponse r = HttpGet(address(), "/req/v1/books/1");
   EXPECT_EQ(r.body, "web-1 GET /internal/books/item/1?src=gw\n");
+}
+
+// Response-field policies edit every answer of the route, a refusal by a
+// policy of an earlier phase too: key-auth's 401 gets the security header.
+// Before: only responses that reached their phase had them.
+TEST_F(TransformerTest, ResponseFieldPoliciesEditAnEarlierPolicysRefusal) {
+  HttpResponse r = HttpGet(address(), "/guarded/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_EQ(r.header("x-transformed"), "yes");
+  EXPECT_EQ(r.header("strict-transport-security"), "max-age=1");
 }
 
 }  // namespace

@@ -250,6 +250,7 @@ class HeadersFilterFactory : public http::FilterFactory {
     return std::make_unique<HeadersFilter>(request_, response_);
   }
   std::string_view policy_name() const override { return "headers"; }
+  bool edits_every_answer() const override { return !response_.empty(); }
 
  private:
   CompiledMutations request_;

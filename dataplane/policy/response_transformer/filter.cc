@@ -70,6 +70,8 @@ class ResponseTransformerFilterFactory : public http::FilterFactory {
   uint64_t response_body_limit() const override {
     return settings_.body.empty() ? 0 : settings_.max_body_bytes;
   }
+  bool edits_every_answer() const override { return true; }
+  bool edits_response_body() const override { return !settings_.body.empty(); }
 
  private:
   const Settings settings_;
