@@ -872,6 +872,15 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   ForEachForwardedHeader(head, [this](std::string_view name, std::string_view value) {
     filtered_headers_.Add(name, value);
   });
+  // A body that may end in trailers: keep the names of the head's fields
+  // (policies remove some, such as key-auth's key), which no trailer may
+  // repeat (OnRequestEnd).
+  head_field_names_.clear();
+  if (head.body == RequestHead::Body::kStream) {
+    for (const http::HeaderMap::Field& f : filtered_headers_.fields()) {
+      head_field_names_.emplace_back(f.name);
+    }
+  }
   chain_ = &chain;
   filters_.reserve(chain.size());
   for (const auto& factory : chain) {
@@ -1513,6 +1522,19 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (up.output_size() > sink_.buffer_limit()) sink_.SetRequestReadEnabled(false);
 }
 
+bool ProxyStream::RepeatsAHeadField(std::string_view name) const {
+  // On a route with policies, a trailer may not carry a field of the head:
+  // the policies read, checked, set or removed the head's (a jwt claim's
+  // header, key-auth's key, a validated field), and an upstream that merges
+  // trailers into the header section would find the client's copy there.
+  if (filters_.empty()) return false;
+  if (filtered_headers_.Get(name) != nullptr) return true;
+  for (const std::string& seen : head_field_names_) {
+    if (http::EqualsIgnoreCase(seen, name)) return true;
+  }
+  return false;
+}
+
 void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (!active_) return;
   if (paused_ || buffering_body_) {
@@ -1524,7 +1546,9 @@ void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters({}, true)) return;
   request_complete_ = true;
   for (const http::HeaderField& t : trailers) {
-    if (ForwardableTrailer(t.name)) request_trailers_.Add(t.name, t.value);
+    if (ForwardableTrailer(t.name) && !RepeatsAHeadField(t.name)) {
+      request_trailers_.Add(t.name, t.value);
+    }
   }
   SendRequestEnd();
 }

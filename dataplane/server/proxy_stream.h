@@ -238,6 +238,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // A policy would change the body of this (bodiless HEAD or 304) response's
   // GET: its length is not the upstream's.
   bool BodyWouldBeEdited(int status);
+  bool RepeatsAHeadField(std::string_view name) const;
   // Runs the request-body hooks; false when a policy answered (the stream
   // has then answered, or failed, already).
   bool RunRequestDataFilters(std::string_view data, bool end_stream);
@@ -379,6 +380,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool retries_any_method_ = false;
   std::string replay_;             // body bytes (no framing), to send again
   http::HeaderMap request_trailers_;  // forwardable request trailers
+  // The head's field names as the client sent them, for a streamed body on a
+  // route with policies (RepeatsAHeadField).
+  std::vector<std::string> head_field_names_;
   std::vector<http::HeaderField> response_trailers_;  // views into trailer_storage_
   std::string trailer_storage_;
   // Policies.

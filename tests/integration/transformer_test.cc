@@ -98,6 +98,12 @@ class TransformerTest : public ::testing::Test {
         "            - name: headers\n"
         "              typed_config: {response: {add: [{name: strict-transport-security, "
         "value: max-age=1}]}}\n"
+        "        - name: stamped\n          match: {prefix: /stamped}\n          "
+        "route: {cluster: web}\n"
+        "          policies:\n"
+        "            - name: headers\n"
+        "              typed_config: {request: {set: [{name: x-test-role, value: reader}], "
+        "remove: [x-test-key]}}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
   }
@@ -332,6 +338,21 @@ TEST_F(TransformerTest, ResponseFieldPoliciesEditAnEarlierPolicysRefusal) {
   EXPECT_EQ(r.status, 401) << r.body;
   EXPECT_EQ(r.header("x-transformed"), "yes");
   EXPECT_EQ(r.header("strict-transport-security"), "max-age=1");
+}
+
+// On a route with policies a trailer may not repeat a field of the head: the
+// policy set x-test-role and removed x-test-key, and an upstream that merges trailers
+// would find the client's copies. Other trailers go on.
+TEST_F(TransformerTest, TrailersCannotRepeatAFieldThePoliciesHandled) {
+  std::string reply = SendRaw(
+      address(),
+      "POST /stamped HTTP/1.1\r\nhost: t\r\nx-test-key: k1\r\ntransfer-encoding: chunked\r\n"
+      "connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n"
+      "x-test-role: sneaky-admin\r\nX-Test-Key: sneaky-key\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-trailer-x-checksum: abc123")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-x-test-role: reader")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "k1")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "sneaky")) << reply;
 }
 
 }  // namespace
