@@ -1,6 +1,7 @@
 #include "api/validation.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -372,6 +373,16 @@ void ValidateAccessLog(const config::v1::AccessLog& log, ErrorSink& sink) {
 void ValidateListener(const Listener& listener, ErrorSink& sink) {
   CheckName(listener.name(), "name", sink);
   CheckAddress(listener.address(), "address", sink);
+  // The proxy's IPv6 sockets are IPv6-only, so an IPv4-mapped address
+  // cannot be bound (the proxy would NACK it): say so at apply.
+  in6_addr v6;
+  if (inet_pton(AF_INET6, listener.address().c_str(), &v6) == 1 && IN6_IS_ADDR_V4MAPPED(&v6)) {
+    char v4[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &v6.s6_addr[12], v4, sizeof(v4));
+    sink.Add("address", absl::StrCat("'", listener.address(),
+                                     "' is an IPv4-mapped IPv6 address, which a listener "
+                                     "cannot bind; write it as the IPv4 address ", v4));
+  }
   CheckPort(listener.port(), "port", sink);
   CheckName(listener.route_table(), "route_table", sink);
   if (listener.has_http()) ValidateHttpOptions(listener.http(), sink);

@@ -250,6 +250,14 @@ TEST(ValidationTest, DomainsThatCouldNeverMatchAreRefused) {
   EXPECT_NE(errors("*.example.org.").find("leave the trailing dot out"), std::string::npos);
 }
 
+TEST(ValidationTest, AnIpv4MappedListenerAddressIsRefusedWithTheIpv4Form) {
+  std::string e = ErrorsWith(
+      R"(listener { name: "mapped" address: "::ffff:127.0.0.1" port: 9443 route_table: "main" })");
+  EXPECT_NE(e.find("address: '::ffff:127.0.0.1' is an IPv4-mapped IPv6 address, which a "
+                   "listener cannot bind; write it as the IPv4 address 127.0.0.1"),
+            std::string::npos) << e;
+}
+
 TEST(ValidationTest, DuplicateDomainsAcrossVirtualHosts) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main"
       virtual_hosts { domains: "a.com" routes { match { prefix: "/" } route { cluster: "users" } } }

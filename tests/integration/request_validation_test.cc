@@ -220,6 +220,14 @@ TEST_F(RequestValidationTest, AnInvalidRequestIs400NamingTheFieldAndNeverReaches
        415,
        "header content-type: text/plain is not allowed (allowed: application/json)"},
       {"/orders", {{"x-tenant", "acme"}}, "", 400, "body: is required"},
+      // A singleton field twice: the check would read one, the upstream
+      // perhaps the other.
+      {"/orders",
+       {{"x-tenant", "acme"}, {"content-type", "application/json"},
+        {"content-type", "application/x-www-form-urlencoded"}},
+       "a=b",
+       400,
+       "header content-type: is given more than once"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];

@@ -201,6 +201,18 @@ TEST_F(TransformerTest, RequestJsonBodyIsEditedAndSentWithItsNewLength) {
   EXPECT_EQ(conn.connections_opened(), 1);
 }
 
+// Which body the edit applies to depends on Content-Type, a singleton field:
+// two of them are refused rather than edited by one and read by the other.
+TEST_F(TransformerTest, TwoContentTypesAreRefusedWhereTheBodyIsEdited) {
+  HttpResponse r = HttpRequest(address(), "POST", "/req/v1/users/7",
+                               {{"content-type", "text/plain"}, {"content-type", "application/json"}},
+                               R"({"password":"p"})");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "content-type is given more than once")) << r.body;
+  EXPECT_EQ(r.header("x-upstream"), "");
+}
+
 TEST_F(TransformerTest, RequestBodiesThatAreNotJsonObjectsGoUpstreamUnchanged) {
   for (const auto& [type, body] :
        std::vector<std::pair<std::string, std::string>>{

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "dataplane/policy/registry.h"
 #include "dataplane/policy/request_transformer/path_rewrite.h"
 #include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
@@ -53,7 +54,19 @@ class RequestTransformerFilter : public http::Filter {
     // A request without a body (declared length 0) gets no OnRequestBody.
     const bool edit_body =
         !settings_.body.empty() && info.request_content_length != 0;
-    if (edit_body) body_values_ = settings_.body.Render(context);
+    if (edit_body) {
+      // Which body this is depends on a singleton field (RFC 9110 8.3): with
+      // two, the edit would follow one and the upstream perhaps the other.
+      size_t types = 0;
+      for (const http::HeaderMap::Field& f : headers.fields()) {
+        types += absl::EqualsIgnoreCase(f.name, "content-type") ? 1 : 0;
+      }
+      if (types > 1) {
+        callbacks.SendLocalReply(400, "content-type is given more than once", http::HeaderMap());
+        return http::FilterStatus::kStopLocalReply;
+      }
+      body_values_ = settings_.body.Render(context);
+    }
     std::optional<std::string> new_query =
         settings_.query.Apply(query, context);
     settings_.headers.Apply(headers, context);

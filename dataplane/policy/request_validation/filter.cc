@@ -101,6 +101,15 @@ class RequestValidationFilter : public http::Filter {
     const bool has_body = callbacks.info().request_content_length != 0;
     if (has_body && !settings_.content_types.empty()) {
       const std::string* value = headers.Get("content-type");
+      // A singleton field (RFC 9110 8.3): with two, this check would read
+      // one and the upstream perhaps the other.
+      size_t types = 0;
+      for (const http::HeaderMap::Field& f : headers.fields()) {
+        types += absl::EqualsIgnoreCase(f.name, "content-type") ? 1 : 0;
+      }
+      if (types > 1) {
+        return Refuse(callbacks, 400, "header content-type: is given more than once");
+      }
       if (value == nullptr) {
         return Refuse(callbacks, 415,
                       absl::StrCat("header content-type: is required with a body "

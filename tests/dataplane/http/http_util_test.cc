@@ -57,5 +57,13 @@ TEST(HasTokenTest, ListMembership) {
   EXPECT_FALSE(HasToken("", "trailers"));
 }
 
+TEST(ReasonPhraseTest, RegisteredCodesHaveTheirNames) {
+  EXPECT_EQ(ReasonPhrase(415), "Unsupported Media Type");
+  EXPECT_EQ(ReasonPhrase(451), "Unavailable For Legal Reasons");
+  EXPECT_EQ(ReasonPhrase(422), "Unprocessable Content");
+  EXPECT_EQ(ReasonPhrase(103), "Early Hints");
+  EXPECT_EQ(ReasonPhrase(299), "Unknown");
+}
+
 }  // namespace
 }  // namespace sluice::http
