@@ -232,6 +232,15 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
                          ? Health::kUnknown
                          : Health::kHealthy;
     endpoint.state = registry.Endpoint(cluster.name(), endpoint.key, initial);
+    if (!info->outlier.enabled) {
+      // Outlier detection taken off: its ejection (and the count that would
+      // lengthen the next one) goes with it, as an active check's health
+      // does when the check is removed.
+      endpoint.state->ejected_until_ns.store(0);
+      endpoint.state->times_ejected.store(0);
+      endpoint.state->consecutive_5xx.store(0);
+      endpoint.state->consecutive_gateway_failures.store(0);
+    }
     endpoint.weight = e.has_weight() ? e.weight() : 1;
     if (!info->endpoints.empty() && endpoint.weight != info->endpoints[0].weight) {
       info->equal_weights = false;

@@ -67,6 +67,13 @@ struct OutlierConfig {
   uint32_t max_ejection_percent = 10;
 };
 
+// How long an endpoint must go without an ejection for the count that
+// lengthens its ejections to go down by one: base_ejection_time, at least
+// 10 s (Envoy's default sweep interval).
+inline absl::Duration EjectionDecayPeriod(const OutlierConfig& o) {
+  return std::max(o.base_ejection_time, absl::Seconds(10));
+}
+
 struct BreakerLimits {
   int64_t max_connections;
   int64_t max_pending_requests;

@@ -11,9 +11,16 @@ namespace {
 
 std::shared_ptr<const ClusterInfo> MakeCluster(std::vector<uint32_t> weights,
                                                config::v1::Cluster::LbPolicy policy,
-                                               stats::StatsStore& store) {
+                                               stats::StatsStore& store,
+                                               bool outlier_detection = false) {
   config::v1::Cluster c;
   c.set_name("c");
+  if (outlier_detection) {
+    auto* od = c.mutable_outlier_detection();
+    od->mutable_consecutive_5xx()->set_value(1);
+    od->mutable_base_ejection_time()->set_seconds(1);
+    od->mutable_max_ejection_percent()->set_value(100);
+  }
   c.set_lb_policy(policy);
   for (size_t i = 0; i < weights.size(); ++i) {
     auto* e = c.add_endpoints();
@@ -103,6 +110,32 @@ TEST(EndpointPickerTest, StateSurvivesANewVersionOfTheCluster) {
   EndpointPicker picker(1);
   EXPECT_EQ(picker.Pick(*v1), 0);
   EXPECT_EQ(picker.Pick(*v2), 1);  // the rotation continues across versions
+}
+
+// The count that lengthens ejections decays by one for each decay period
+// (here 10 s) the endpoint went without one; taking outlier detection off
+// clears an ejection and its count.
+TEST(EndpointPickerTest, EjectionCountsDecayAndGoWithTheirConfig) {
+  stats::StatsStore store;
+  auto cluster = MakeCluster({1, 1}, config::v1::Cluster::ROUND_ROBIN, store, true);
+  const EndpointInfo& e = cluster->endpoints[0];
+  const int64_t second = 1'000'000'000;
+  // Ejected 3 times; the last ejection ended 25 s ago: two periods.
+  e.state->times_ejected.store(3);
+  e.state->ejected_until_ns.store(NowNanos() - 25 * second);
+  ReportOutcome(*cluster, e, 503);
+  EXPECT_EQ(e.state->times_ejected.load(), 2u);  // 3 - 2 + 1
+  int64_t left = e.state->ejected_until_ns.load() - NowNanos();
+  EXPECT_GT(left, 1 * second);
+  EXPECT_LE(left, 2 * second);
+  // Without a pause in between the count grows as before.
+  e.state->ejected_until_ns.store(NowNanos() - 1);
+  ReportOutcome(*cluster, e, 503);
+  EXPECT_EQ(e.state->times_ejected.load(), 3u);
+
+  auto off = MakeCluster({1, 1}, config::v1::Cluster::ROUND_ROBIN, store, false);
+  EXPECT_FALSE(off->endpoints[0].state->ejected(NowNanos()));
+  EXPECT_EQ(off->endpoints[0].state->times_ejected.load(), 0u);
 }
 
 }  // namespace
