@@ -13,6 +13,12 @@ const std::string* HeaderMap::Get(std::string_view name) const {
   return nullptr;
 }
 
+size_t HeaderMap::Count(std::string_view name) const {
+  size_t n = 0;
+  for (const Field& f : fields_) n += EqualsIgnoreCase(f.name, name) ? 1 : 0;
+  return n;
+}
+
 void HeaderMap::Add(std::string_view name, std::string_view value) {
   fields_.push_back(Field{std::string(name), std::string(value)});
 }

@@ -22,6 +22,8 @@ class HeaderMap {
 
   // The first field with this name, or nullptr.
   const std::string* Get(std::string_view name) const;
+  // How many fields have this name.
+  size_t Count(std::string_view name) const;
   // Appends a field (an existing one of that name stays).
   void Add(std::string_view name, std::string_view value);
   // Replaces every field of that name with one (at the first one's place, or

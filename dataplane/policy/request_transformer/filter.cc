@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "dataplane/policy/registry.h"
 #include "dataplane/policy/request_transformer/path_rewrite.h"
 #include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
@@ -57,11 +56,7 @@ class RequestTransformerFilter : public http::Filter {
     if (edit_body) {
       // Which body this is depends on a singleton field (RFC 9110 8.3): with
       // two, the edit would follow one and the upstream perhaps the other.
-      size_t types = 0;
-      for (const http::HeaderMap::Field& f : headers.fields()) {
-        types += absl::EqualsIgnoreCase(f.name, "content-type") ? 1 : 0;
-      }
-      if (types > 1) {
+      if (headers.Count("content-type") > 1) {
         callbacks.SendLocalReply(400, "content-type is given more than once", http::HeaderMap());
         return http::FilterStatus::kStopLocalReply;
       }
