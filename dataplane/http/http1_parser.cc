@@ -395,6 +395,7 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
 }
 
 bool Http1Parser::ParseHead(std::string_view head) {
+  head_method_ = false;
   head_.method = {};
   head_.target = {};
   head_.status = 0;
@@ -433,6 +434,7 @@ bool Http1Parser::ParseRequestLine(std::string_view line) {
                           : "invalid method in request line");
   }
   head_.method = line.substr(0, i);
+  head_method_ = head_.method == "HEAD";
   const size_t target_begin = ++i;
   while (i < size && kTargetChar[Byte(line[i])]) ++i;
   if (i == target_begin) {
@@ -533,6 +535,7 @@ bool Http1Parser::ApplyHeaderSemantics() {
   uint64_t content_length = 0;
   bool has_transfer_encoding = false;
   bool chunked = false;
+  bool other_coding = false;  // a transfer coding other than chunked
   int host_count = 0;
   bool connection_close = false;
   bool connection_keep_alive = false;
@@ -610,14 +613,25 @@ bool Http1Parser::ApplyHeaderSemantics() {
         if (EqualsIgnoreCase(name, "transfer-encoding")) {
           has_transfer_encoding = true;
           const bool ok = ForEachListElement(value, [&](std::string_view v) {
-            if (!EqualsIgnoreCase(v, "chunked")) {
-              return Fail(ParseError::kBadRequest,
-                          "unsupported Transfer-Encoding (only chunked)");
-            }
             if (chunked) {
-              return Fail(ParseError::kBadRequest, "chunked applied twice");
+              // Nothing may follow chunked (RFC 9112 6.3): the length is unknown.
+              return Fail(ParseError::kBadRequest,
+                          EqualsIgnoreCase(v, "chunked") ? "chunked applied twice"
+                                                         : "a transfer coding after chunked");
             }
-            chunked = true;
+            if (EqualsIgnoreCase(v, "chunked")) {
+              chunked = true;
+              return true;
+            }
+            // Another coding: a token (its parameters aside), or the field
+            // is malformed.
+            const std::string_view coding = v.substr(0, v.find(';'));
+            bool token = !coding.empty();
+            for (char ch : coding) token = token && kTokenChar[Byte(ch)];
+            if (!token) {
+              return Fail(ParseError::kBadRequest, "malformed Transfer-Encoding");
+            }
+            other_coding = true;
             return true;
           });
           if (!ok) return false;
@@ -628,6 +642,13 @@ bool Http1Parser::ApplyHeaderSemantics() {
     }
   }
 
+  if (other_coding) {
+    // Framed (chunked is last) but coded in a way the gateway does not
+    // decode: 501 to a request (RFC 9112 6.1); without chunked last there is
+    // no framing at all (400), and an upstream's is a 502 either way.
+    return Fail(chunked && request ? ParseError::kNotImplemented : ParseError::kBadRequest,
+                "unsupported Transfer-Encoding (only chunked)");
+  }
   if (has_transfer_encoding && has_content_length) {
     return Fail(ParseError::kBadRequest,
                 "Content-Length together with Transfer-Encoding");

@@ -85,6 +85,7 @@ enum class ParseError {
   kHeadersTooLarge,  // 431 (head, header count or trailers over the limits)
   kVersionNotSupported,  // 505: a request line with a major version other than 1
   kRequestLineTooLong,   // 414: a request line alone over the head limit
+  kNotImplemented,       // 501: a transfer coding other than chunked, chunked last
 };
 
 // The parser's rules for parts of a request that HTTP/2 carries in
@@ -164,6 +165,9 @@ class Http1Parser {
   // Human-readable reason for error(), e.g. "Content-Length together with
   // Transfer-Encoding". Empty while error() == kNone.
   const std::string& error_detail() const { return error_detail_; }
+  // The last request line read said HEAD (also when the head then failed):
+  // an error answer to it has no content (RFC 9110 9.3.2).
+  bool head_method() const { return head_method_; }
 
   // True between the first byte of a message and its completion (leading
   // empty lines do not count). For idle and request timeouts.
@@ -215,6 +219,7 @@ class Http1Parser {
 
   State state_ = State::kHead;
   ParseError error_ = ParseError::kNone;
+  bool head_method_ = false;
   bool paused_ = false;
   bool in_message_ = false;
   bool next_response_is_for_head_ = false;

@@ -235,6 +235,8 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
   } else if (error == http::ParseError::kRequestLineTooLong) {
     SendSessionError(414, "request line longer than the listener's "
                           "http.max_request_headers_bytes", nullptr, logged);
+  } else if (error == http::ParseError::kNotImplemented) {
+    SendSessionError(501, parser_.error_detail(), nullptr, logged);
   } else {
     SendSessionError(400, absl::StrCat("malformed request: ", parser_.error_detail()), nullptr,
                      logged);
@@ -493,7 +495,11 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   AppendHeader(&out, "date", worker_.HttpDate());
   AppendHeader(&out, "connection", "close");
   out.append("\r\n");
-  connection_->Write2(out, body);
+  // A HEAD gets the head only (RFC 9110 9.3.2), its length that of the body
+  // a GET would have had.
+  const bool head_only =
+      head != nullptr ? head->method == "HEAD" : parser_.head_method();
+  connection_->Write2(out, head_only ? std::string_view() : std::string_view(body));
   worker_.stats().downstream_responses_by_class[status / 100]->Inc();
   if (!logged) RecordSessionError(status, request_id, head, body.size());
   FinishConnectionAfterResponse();

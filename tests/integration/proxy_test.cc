@@ -301,7 +301,8 @@ TEST_F(ProxyTest, MalformedRequestsGetTheirStatusAndTheProxyKeepsServing) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", "400"},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "400"},
-      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "400"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "501"},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "400"},
       {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"},
       {"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n", "400"},
       {"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", "400"},
@@ -317,6 +318,14 @@ TEST_F(ProxyTest, MalformedRequestsGetTheirStatusAndTheProxyKeepsServing) {
     std::string response = SendRaw(listener(), request);
     EXPECT_EQ(response.substr(0, 12), "HTTP/1.1 " + status) << request.substr(0, 80) << "\n" << response;
     EXPECT_NE(response.find("connection: close"), std::string::npos) << response;
+  }
+  // A HEAD gets the head of the error only (RFC 9110 9.3.2).
+  for (const std::string request :
+       {"HEAD /x HTTP/1.1\r\nHost: a b\r\n\r\n", "HEAD /x HTTP/1.1\r\nHost: a\r\nX: a\r\n f\r\n\r\n"}) {
+    std::string response = SendRaw(listener(), request);
+    EXPECT_EQ(response.substr(0, 12), "HTTP/1.1 400") << response;
+    EXPECT_TRUE(absl::StrContains(response, "content-length: ")) << response;
+    EXPECT_TRUE(absl::EndsWith(response, "\r\n\r\n")) << response;
   }
   EXPECT_EQ(HttpGet(listener(), "/after").status, 200);
   EXPECT_GT(proxies_[0]->Stat("sluice_downstream_protocol_errors_total") +

@@ -1017,8 +1017,13 @@ const RejectCase kRejectCases[] = {
      Req("Content-Length: 9223372036854775808\r\n")},
     {"TransferEncodingGzip", Mode::kRequest,
      Req("Transfer-Encoding: gzip\r\n")},
+    // Framed (chunked last) but coded as the gateway cannot decode: 501
+    // (RFC 9112 6.1).
     {"TransferEncodingGzipThenChunked", Mode::kRequest,
-     Req("Transfer-Encoding: gzip, chunked\r\n")},
+     Req("Transfer-Encoding: gzip, chunked\r\n"), ParseError::kNotImplemented},
+    {"TransferEncodingGzipHeaderThenChunked", Mode::kRequest,
+     Req("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+     ParseError::kNotImplemented},
     {"TransferEncodingChunkedNotFinal", Mode::kRequest,
      Req("Transfer-Encoding: chunked, gzip\r\n")},
     {"TransferEncodingIdentity", Mode::kRequest,
