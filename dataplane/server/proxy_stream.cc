@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/validation.h"
 #include "common/log.h"
@@ -111,6 +112,9 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
 // authenticate a message may come after its body (RFC 9110 6.5.1), nor
 // hop-by-hop ones, nor those the gateway itself tells the upstream (the
 // consumer, the client's address, the request id): an upstream that merges
+// What the gateway itself answers to (OPTIONS *, Max-Forwards: 0).
+constexpr char kGatewayMethods[] = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
 // trailers into the header section must not find a client's copy there.
 bool ForwardableTrailer(std::string_view name) {
   static const http::ConnectionTokens kNoTokens;
@@ -423,8 +427,18 @@ void ProxyStream::Start(const RequestHead& request) {
   if (head.target == "*") {
     // "OPTIONS *" asks about the server itself (RFC 9110 9.3.7): the
     // gateway answers it.
-    SendLocalResponse(200, "", {{"allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"}}, {},
-                      "text/plain");
+    SendLocalResponse(200, "", {{"allow", kGatewayMethods}}, {}, "text/plain");
+    return;
+  }
+  if (MaxForwardsIsZero(head)) {
+    // RFC 9110 7.6.2: an OPTIONS or TRACE with Max-Forwards 0 is for this
+    // hop. OPTIONS gets the gateway's methods; TRACE, which would echo the
+    // request (cookies and credentials included), is not one of them.
+    if (head.method == "OPTIONS") {
+      SendLocalResponse(200, "", {{"allow", kGatewayMethods}}, {}, "text/plain");
+    } else {
+      SendLocalResponse(405, "TRACE is not answered by the gateway", {{"allow", kGatewayMethods}});
+    }
     return;
   }
   router::RouteRequest route_request;
@@ -758,6 +772,16 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
   h2_request_.field_count = h2_fields_.size();
 }
 
+bool ProxyStream::MaxForwardsIsZero(const RequestHead& head) {
+  if (head.method != "OPTIONS" && head.method != "TRACE") return false;
+  const http::HeaderField* max_forwards = http::FindHeader(*head.headers, "max-forwards");
+  uint64_t hops = 0;
+  return max_forwards != nullptr &&
+         absl::SimpleAtoi(absl::string_view(max_forwards->value.data(), max_forwards->value.size()),
+                          &hops) &&
+         hops == 0;
+}
+
 template <typename Emit>
 void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   const std::vector<http::HeaderField>& headers = *head.headers;
@@ -765,7 +789,19 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
       head.connection_names ? http::ConnectionTokens(headers) : http::ConnectionTokens();
   std::string forwarded_for;
   bool has_host = false;
+  // OPTIONS and TRACE count their hops (RFC 9110 7.6.2): one less goes on.
+  const bool counts_hops = head.method == "OPTIONS" || head.method == "TRACE";
+  std::string hops_left;
   for (const http::HeaderField& h : headers) {
+    if (counts_hops && http::EqualsIgnoreCase(h.name, "max-forwards")) {
+      uint64_t hops = 0;
+      if (absl::SimpleAtoi(absl::string_view(h.value.data(), h.value.size()), &hops) &&
+          hops > 0) {
+        hops_left = std::to_string(hops - 1);
+        emit(h.name, hops_left);
+        continue;
+      }
+    }
     if (IsConsumerField(h.name)) continue;  // only authentication policies set them
     if (IsUnderscoreSpellingOfGatewayField(h.name)) continue;
     // Where the client claims it reached: upstreams build URLs (redirects,

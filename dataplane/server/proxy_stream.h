@@ -239,6 +239,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // GET: its length is not the upstream's.
   bool BodyWouldBeEdited(int status);
   bool RepeatsAHeadField(std::string_view name) const;
+  // An OPTIONS or TRACE whose Max-Forwards is 0: this hop answers it.
+  static bool MaxForwardsIsZero(const RequestHead& head);
   // Runs the request-body hooks; false when a policy answered (the stream
   // has then answered, or failed, already).
   bool RunRequestDataFilters(std::string_view data, bool end_stream);

@@ -112,6 +112,7 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "apikey",            "traceparent",
     "tracestate",        "x-forwarded-host",
     "x-forwarded-port",  "forwarded",
+    "max-forwards",
 };
 
 // What one request asked for through its query parameters.

@@ -585,6 +585,18 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
   EXPECT_FALSE(absl::StrContains(r, "OPTIONS /")) << r;
   r = send("OPTIONS http://edge/ HTTP/1.1\r\nHost: edge\r\n\r\n");
   EXPECT_TRUE(absl::StrContains(r, "OPTIONS /")) << r;
+  // Max-Forwards (RFC 9110 7.6.2): 0 is answered here, more goes on one less.
+  r = send("OPTIONS /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
+  EXPECT_TRUE(absl::StrContains(r, "allow: ")) << r;
+  EXPECT_FALSE(absl::StrContains(r, "OPTIONS /mf")) << r;
+  r = send("TRACE /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 405")) << r;
+  r = send("OPTIONS /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 3\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(r, "OPTIONS /mf")) << r;
+  EXPECT_TRUE(absl::StrContains(r, "x-echo-max-forwards: 2")) << r;
+  r = send("GET /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(r, "x-echo-max-forwards: 0")) << r;  // only OPTIONS, TRACE
   EXPECT_TRUE(absl::StartsWith(send("GET * HTTP/1.1\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));
   // A higher minor version is served as HTTP/1.1; another major is 505.
   r = send("GET /v HTTP/1.2\r\nHost: edge\r\n\r\n");
