@@ -92,10 +92,9 @@ std::optional<std::vector<std::string>> PeerSans(const grpc::ServerContextBase& 
   if (auth == nullptr || auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME).empty()) {
     return std::nullopt;
   }
+  // URI SANs only: a DNS or email SAN spelled "spiffe://sluice/node/ID"
+  // (which a CA that polices URIs may still sign) names no node.
   std::vector<std::string> sans;
-  for (const auto& value : auth->FindPropertyValues(GRPC_X509_SAN_PROPERTY_NAME)) {
-    sans.emplace_back(value.data(), value.size());
-  }
   for (const auto& value : auth->FindPropertyValues(GRPC_PEER_URI_PROPERTY_NAME)) {
     sans.emplace_back(value.data(), value.size());
   }

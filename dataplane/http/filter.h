@@ -201,6 +201,12 @@ class Filter {
   // client (hop-by-hop and framing fields removed). Filters may change
   // headers here, not answer instead.
   virtual void OnResponseHeaders(int status, HeaderMap& headers, FilterCallbacks& callbacks) {}
+  // An authentication filter of a group of several (any one of them lets a
+  // caller in) whose OnRequestHeaders did not run, because another one
+  // identified the caller first: it removes what its hook would have
+  // removed (the credentials it reads, the fields it sets), so that a
+  // client's copies do not reach the upstream.
+  virtual void OnSkippedInGroup(HeaderMap& headers, FilterCallbacks& callbacks) {}
 
   // The hooks below run only for filters whose factory observes_upstream().
   //

@@ -74,6 +74,12 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
                              reply_headers_);
       status = http::FilterStatus::kStopLocalReply;
     }
+    if (status == http::FilterStatus::kContinue) {
+      // The policies the group never asked still clean the request.
+      for (size_t i = next_; i < filters_.size(); ++i) {
+        filters_[i]->OnSkippedInGroup(*headers_, *this);
+      }
+    }
     if (paused_) {
       if (status == http::FilterStatus::kContinue) outer_->ContinueRequest();
       return status;  // ignored: the group's hook returned long ago

@@ -149,6 +149,33 @@ TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
   EXPECT_EQ(cp.process().Log().find("proxy p1 connected"), std::string::npos);
 }
 
+// Only a URI SAN names a node: a certificate whose DNS SAN reads
+// "spiffe://sluice/node/p3" is refused (before: it connected as p3).
+TEST_F(ControlPlaneTlsTest, ADnsSanSpelledAsANodeUriNamesNoNode) {
+  const std::string dir = MakeTempDir("dns-san");
+  CommandResult made = RunCommand(
+      {"/bin/bash", "-c",
+       absl::StrCat("set -e; cd ", dir,
+                    "; openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                    "-subj /CN=p3 -keyout p3.key -out p3.csr 2>/dev/null; "
+                    "printf 'subjectAltName=DNS:spiffe://sluice/node/p3\\nextendedKeyUsage=clientAuth\\n' > ext; "
+                    "openssl x509 -req -in p3.csr -CA ", Cert("ca.pem"), " -CAkey ", Cert("ca.key"),
+                    " -CAcreateserial -days 2 -extfile ext -out p3.pem 2>/dev/null")});
+  ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_TRUE(ApplyListener(cp));
+  Proxy posing(cp.address(), "p3", 1, "",
+               {"--control-plane-ca", Cert("ca.pem"), "--control-plane-cert", dir + "/p3.pem",
+                "--control-plane-key", dir + "/p3.key"});
+  ASSERT_TRUE(posing.ok()) << posing.process().Log();
+  EXPECT_TRUE(posing.process().WaitForLogLine("refused the config stream (PERMISSION_DENIED",
+                                              absl::Seconds(10)))
+      << posing.process().Log() << cp.process().Log();
+  EXPECT_EQ(posing.ReadyVersion(), 0u);
+  EXPECT_EQ(cp.process().Log().find("proxy p3 connected"), std::string::npos);
+}
+
 // A renewed client certificate (cert-manager rewrites the files) is read
 // again at the next connection, without a restart: here the files first
 // hold another node's certificate (refused), then this node's.

@@ -33,7 +33,7 @@ class JwtIntegrationTest : public ::testing::Test {
   std::string Config(const std::string& algorithms) {
     // The JWK Set as a YAML single-quoted string (JSON has no single quotes).
     return absl::StrCat(
-        "kind: Consumer\nname: alice\nspec: {groups: [staff]}\n---\n"
+        "kind: Consumer\nname: alice\nspec: {groups: [staff], keys: [{key: alice-key-0123456789}]}\n---\n"
         "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(),
         "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
@@ -56,6 +56,19 @@ class JwtIntegrationTest : public ::testing::Test {
         "                claims_to_headers:\n"
         "                  - {claim: email, header: x-test-user-email}\n"
         "                  - {claim: roles, header: x-test-user-roles}\n"
+        "        - name: mixed\n          match: {prefix: /mixed}\n          route: {cluster: web}\n"
+        "          policies:\n"
+        "            - {name: key-auth, typed_config: {key_names: [apikey]}}\n"
+        "            - name: jwt\n"
+        "              typed_config:\n"
+        "                jwks: '",
+        material_.jwks.at("es256"),
+        "'\n"
+        "                algorithms: [ES256]\n"
+        "                issuers: ['https://issuer.test']\n"
+        "                audiences: [api]\n"
+        "                consumer_claim: sub\n"
+        "                claims_to_headers: [{claim: roles, header: x-test-user-roles}]\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
   }
@@ -100,6 +113,34 @@ TEST_F(JwtIntegrationTest, AValidTokenReachesTheUpstreamWithItsConsumerAndClaims
   ASSERT_TRUE(q.ok()) << q.error;
   EXPECT_EQ(q.status, 200) << q.body;
   EXPECT_EQ(q.body, "web-1 GET /api/orders?page=2\n");
+}
+
+// With two authentication policies, the one that never ran (key-auth let the
+// caller in first) still removes the client's copies of what it sets: a
+// forged claim header does not reach the upstream, nor its _ spelling, nor
+// the other policy's unused credentials. Before: x-test-user-roles: admin
+// arrived next to the key-auth consumer.
+TEST_F(JwtIntegrationTest, APolicyTheGroupSkippedStillRemovesForgedFields) {
+  HttpResponse r = HttpGet(address(), "/mixed/x",
+                           {{"apikey", "alice-key-0123456789"},
+                            {"x-test-user-roles", "superadmin"},
+                            {"x_test_user_roles", "superadmin"},
+                            {"authorization", "Bearer " + material_.token("ES256")}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x-consumer-name"), "alice");
+  EXPECT_EQ(r.header("x-echo-x-test-user-roles"), "");
+  EXPECT_EQ(r.header("x-echo-x_test_user_roles"), "");
+  EXPECT_EQ(r.header("x-echo-authorization"), "");
+  EXPECT_EQ(r.header("x-echo-apikey"), "");
+  // The jwt alone: the _ spelling of its claim header goes too.
+  r = HttpGet(address(), "/api/orders",
+              {{"authorization", "Bearer " + material_.token("ES256")},
+               {"x_test_user_email", "mallory@example.com"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x_test_user_email"), "");
+  EXPECT_EQ(r.header("x-echo-x-test-user-email"), "alice@example.com");
 }
 
 TEST_F(JwtIntegrationTest, ExpiredAndWrongKeyTokensAre401WithTheReason) {

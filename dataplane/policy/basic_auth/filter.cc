@@ -6,6 +6,8 @@
 // the next request with them costs one hash and one probe. A cache entry
 // holds a fingerprint of the password hash it was checked against: a
 // consumer whose password changes misses from the next request on.
+#include <openssl/rand.h>
+
 #include <deque>
 #include <list>
 #include <memory>
@@ -145,7 +147,22 @@ struct Settings {
   bool keep_credentials = false;
   std::string anonymous;
   std::string challenge;  // WWW-Authenticate value
+  const std::string* decoy_hash = nullptr;  // DecoyHash()
 };
+
+// A password hash (default iterations) of random bytes no one knows: what an
+// unknown username's password is checked against. Made once, on the config
+// thread (the first compile of a basic-auth policy; about as long as one
+// check).
+const std::string& DecoyHash() {
+  static const std::string* hash = [] {
+    unsigned char secret[32];
+    if (RAND_bytes(secret, sizeof(secret)) != 1) abort();  // no randomness: nothing is safe
+    return new std::string(
+        api::HashPassword(std::string_view(reinterpret_cast<char*>(secret), sizeof(secret))));
+  }();
+  return *hash;
+}
 
 class BasicAuthFilter : public http::Filter {
  public:
@@ -172,8 +189,21 @@ class BasicAuthFilter : public http::Filter {
     std::string_view username = std::string_view(decoded).substr(0, colon);
     const auth::Consumer* consumer = callbacks.consumers().FindByUsername(username);
     if (consumer == nullptr) {
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
-                               settings_.challenge);
+      // As slow as a wrong password of a known user, so that the time of
+      // the answer does not tell which usernames exist: a check against a
+      // hash no password matches, then the refusal.
+      Verifier::Job job;
+      job.password = decoded.substr(colon + 1);
+      job.password_hash = *settings_.decoy_hash;
+      job.key = CredentialKey{};
+      job.handle = callbacks.MakeResumeHandle();
+      job.done = [this, &callbacks](bool) {
+        if (RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
+                              settings_.challenge) == http::FilterStatus::kContinue) {
+          callbacks.ContinueRequest();
+        }
+      };
+      return SubmitOrShed(std::move(job), callbacks);
     }
     CredentialKey key;
     api::Sha256(decoded, key.data());
@@ -198,7 +228,21 @@ class BasicAuthFilter : public http::Filter {
         callbacks.ContinueRequest();
       }
     };
-    if (!verifier.Submit(std::move(job))) {
+    return SubmitOrShed(std::move(job), callbacks);
+  }
+
+  void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks&) override {
+    if (settings_.keep_credentials) return;
+    const std::string* authorization = headers.Get("authorization");
+    if (authorization != nullptr && authorization->size() >= 6 &&
+        absl::EqualsIgnoreCase(absl::string_view(authorization->data(), 6), "basic ")) {
+      headers.Remove("authorization");  // only Basic credentials: a Bearer is another's
+    }
+  }
+
+ private:
+  static http::FilterStatus SubmitOrShed(Verifier::Job job, http::FilterCallbacks& callbacks) {
+    if (!Verifier::Get().Submit(std::move(job))) {
       http::HeaderMap retry;
       retry.Add("retry-after", "1");
       callbacks.SendLocalReply(503, "too many password checks in progress; try again", retry);
@@ -207,7 +251,6 @@ class BasicAuthFilter : public http::Filter {
     return http::FilterStatus::kStopIteration;
   }
 
- private:
   const Settings& settings_;
 };
 
@@ -233,6 +276,7 @@ class BasicAuthPolicyFactory : public PolicyFactory {
     Settings s;
     s.keep_credentials = config.keep_credentials();
     s.anonymous = config.anonymous();
+    s.decoy_hash = &DecoyHash();
     s.challenge = absl::StrCat("Basic realm=\"", config.realm().empty() ? "sluice" : config.realm(),
                                "\", charset=\"UTF-8\"");
     return std::shared_ptr<const http::FilterFactory>(

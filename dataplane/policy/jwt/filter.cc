@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -32,6 +33,9 @@ constexpr char kChallenge[] = "Bearer realm=\"sluice\"";
 struct ClaimHeader {
   std::string header;
   size_t wanted_index;  // in VerifierOptions::wanted_claims
+  // The name with '_' for '-': CGI, WSGI, Rack and PHP read both spellings
+  // as one variable, so the client's copy in this spelling goes too.
+  std::string underscored;
 };
 
 struct Settings {
@@ -127,7 +131,7 @@ class JwtFilter : public http::Filter {
 
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
-    for (const ClaimHeader& h : settings_.claim_headers) headers.Remove(h.header);
+    RemoveClaimHeaders(headers);
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "no bearer token found in request",
@@ -146,7 +150,19 @@ class JwtFilter : public http::Filter {
     return http::FilterStatus::kContinue;
   }
 
+  void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
+    RemoveClaimHeaders(headers);
+    if (!settings_.keep_token) TakeToken(headers, callbacks);  // taking it removes it
+  }
+
  private:
+  void RemoveClaimHeaders(http::HeaderMap& headers) {
+    for (const ClaimHeader& h : settings_.claim_headers) {
+      headers.Remove(h.header);
+      if (h.underscored != h.header) headers.Remove(h.underscored);
+    }
+  }
+
   http::FilterStatus Refuse(http::FilterCallbacks& callbacks, std::string_view message) {
     return RefuseOrAnonymous(callbacks, settings_.anonymous, message, Challenge(message));
   }
@@ -279,7 +295,10 @@ absl::StatusOr<std::shared_ptr<const http::FilterFactory>> CompileJwtFilter(
     options.wanted_claims.push_back(config.consumer_claim());
   }
   for (const v1::ClaimToHeader& c : config.claims_to_headers()) {
-    s.claim_headers.push_back({absl::AsciiStrToLower(c.header()), options.wanted_claims.size()});
+    std::string header = absl::AsciiStrToLower(c.header());
+    std::string underscored = absl::StrReplaceAll(header, {{"-", "_"}});
+    s.claim_headers.push_back({std::move(header), options.wanted_claims.size(),
+                               std::move(underscored)});
     options.wanted_claims.push_back(c.claim());
   }
   s.verifier = std::make_unique<TokenVerifier>(std::move(options), std::move(keys));

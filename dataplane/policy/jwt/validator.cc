@@ -78,7 +78,9 @@ class JwtValidator : public api::PolicyValidator {
   void Redact(google::protobuf::Message* message) const override {
     auto* config = static_cast<v1::JwtConfig*>(message);
     std::string jwks = config->jwks();
-    static const RE2* secret = new RE2(R"re("k"\s*:\s*"[^"]*")re");
+    // "k", also spelled with an escape (refused at apply, but a config
+    // stored before that rule must not show its secret either).
+    static const RE2* secret = new RE2(R"re("(?:k|\\u006[bB])"\s*:\s*"[^"]*")re");
     if (RE2::GlobalReplace(&jwks, *secret, R"("k":"[redacted]")") > 0) {
       config->set_jwks(jwks);
     }
@@ -86,6 +88,18 @@ class JwtValidator : public api::PolicyValidator {
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::JwtConfig&>(message);
+    // Member names with escapes ("\u006b" is "k" to the key parser) would
+    // keep a secret out of sight of the redaction: refused.
+    static const RE2* escaped_name =
+        new RE2(R"re("((?:[^"\\]|\\.)*\\(?:[^"\\]|\\.)*)"\s*:)re");
+    std::string name;
+    if (RE2::PartialMatch(config.jwks(), *escaped_name, &name)) {
+      errors->push_back({"jwks", absl::StrCat("member name \"", name,
+                                              "\" is written with escapes: write member names "
+                                              "plainly (an oct key's \"k\" so spelled could not "
+                                              "be redacted)")});
+      return;
+    }
     ValidateKeysAndAlgorithms(config, errors);
     ValidateClaimRules(config, errors);
     ValidateTokenSources(config, errors);

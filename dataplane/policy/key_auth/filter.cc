@@ -69,6 +69,16 @@ class KeyAuthFilter : public http::Filter {
     return http::FilterStatus::kContinue;
   }
 
+  void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
+    if (settings_.keep_credentials) return;
+    for (const std::string& name : settings_.key_names) {
+      if (settings_.in_header) headers.Remove(name);
+      if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
+        callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
+      }
+    }
+  }
+
  private:
   const Settings& settings_;
 };

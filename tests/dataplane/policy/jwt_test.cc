@@ -695,5 +695,34 @@ TEST(JwtRedactionTest, Hs256SecretsAreNotShownPublicKeysAre) {
   EXPECT_TRUE(absl::StrContains(errors[0].message, "redacted on output")) << errors[0].message;
 }
 
+// "\u006b" is "k" to the key parser: a secret so spelled is refused at apply
+// (the redaction reads the text), and one stored so is redacted anyway.
+TEST(JwtRedactionTest, MemberNamesWithEscapesAreRefusedAndStillRedacted) {
+  v1::JwtConfig config;
+  config.set_jwks(
+      R"({"keys": [{"kty": "oct", "kid": "h", "\u006b": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg"}]})");
+  config.add_algorithms("HS256");
+  std::vector<api::PolicyConfigError> errors = Errors(config);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "jwks");
+  EXPECT_TRUE(absl::StrContains(errors[0].message, "is written with escapes")) << errors[0].message;
+  // An escaped value in a plainly named member is fine.
+  v1::JwtConfig plain;
+  plain.set_jwks(R"({"keys": [{"kty": "oct", "kid": "a\"b", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYnk"}]})");
+  plain.add_algorithms("HS256");
+  std::vector<api::PolicyConfigError> plain_errors = Errors(plain);
+  EXPECT_TRUE(plain_errors.empty()) << plain_errors[0].field << ": " << plain_errors[0].message;
+
+  config::v1::Resource resource;
+  auto* policy = resource.mutable_route_table()->add_virtual_hosts()->add_routes()->add_policies();
+  policy->set_name("jwt");
+  policy->mutable_typed_config()->PackFrom(config);
+  api::RedactSecrets(&resource);
+  v1::JwtConfig shown;
+  ASSERT_TRUE(resource.route_table().virtual_hosts(0).routes(0).policies(0).typed_config().UnpackTo(
+      &shown));
+  EXPECT_FALSE(absl::StrContains(shown.jwks(), "c2VjcmV0")) << shown.jwks();
+}
+
 }  // namespace
 }  // namespace sluice::policy::jwt
