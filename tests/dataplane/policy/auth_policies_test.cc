@@ -256,16 +256,29 @@ TEST(BasicAuthTest, WrongPasswordIs401AfterTheCheck) {
                                 "Basic realm=\"sluice\""));
 }
 
-TEST(BasicAuthTest, MissingMalformedAndUnknownUserAreRefusedAtOnce) {
+TEST(BasicAuthTest, MissingAndMalformedCredentialsAreRefusedAtOnce) {
   auto factory = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
   for (const std::string& value : {std::string(), std::string("Bearer x"),
-                                   std::string("Basic !!!"), Basic("no-colon"),
-                                   Basic("mallory:x")}) {
+                                   std::string("Basic !!!"), Basic("no-colon")}) {
     Request r;
     if (!value.empty()) r.headers.Add("authorization", value);
     EXPECT_EQ(r.Run(*factory), http::FilterStatus::kStopLocalReply) << value;
     EXPECT_EQ(r.callbacks.status_, 401) << value;
   }
+}
+
+// An unknown username is refused only after a password check, as a wrong
+// password of a known one is: the answer's time tells nothing. Before: at
+// once (0.3 ms against 57 ms).
+TEST(BasicAuthTest, AnUnknownUserIsRefusedAfterACheckLikeAWrongPassword) {
+  auto factory = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
+  Request r;
+  r.headers.Add("authorization", Basic("mallory:x"));
+  ASSERT_EQ(r.Run(*factory), http::FilterStatus::kStopIteration);
+  ASSERT_TRUE(r.callbacks.RunPosted());
+  EXPECT_EQ(r.callbacks.status_, 401);
+  EXPECT_EQ(r.callbacks.continues_, 0);
+  EXPECT_EQ(r.consumer(), "");
 }
 
 TEST(ChainTest, PoliciesRunByPhaseWhateverTheWrittenOrder) {
