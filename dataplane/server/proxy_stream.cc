@@ -2048,6 +2048,9 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     ResponseHead head;
     head.status = 200;
     head.body = ResponseHead::Body::kNone;
+    // Framed as empty: an HTTP/1.1 client (gRPC over HTTP/1, grpc-web)
+    // would otherwise read the body to the connection's close (RFC 9112 6.3).
+    head.declared_length = 0;
     head.close_connection = close_connection;
     status_ = status;  // counted under the gateway's own status
     response_started_ = true;

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/harness/grpc_peer.h"
+#include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
 #include "tests/harness/proxy.h"
 #include "tests/harness/tls_client.h"
@@ -275,6 +276,24 @@ TEST_F(GrpcTest, DeadEndpointIsUnavailable) {
   ASSERT_TRUE(r.parsed) << r.Describe();
   EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
   EXPECT_TRUE(absl::StrContains(r.details, "connect")) << r.out;
+}
+
+// gRPC over HTTP/1.1 (as a grpc-web client may speak it): the gateway's own
+// error is framed (content-length: 0), so the client has it at once and the
+// connection serves the next request. Before: no length, and the client
+// waited for the close.
+TEST_F(GrpcTest, TheGatewaysGrpcErrorIsFramedOverHttp1) {
+  std::string reply = SendRaw(
+      absl::StrCat("127.0.0.1:", plain_port_),
+      "POST /x HTTP/1.1\r\nHost: dead.test\r\ncontent-type: application/grpc\r\n"
+      "content-length: 5\r\n\r\nhello"
+      "GET /next HTTP/1.1\r\nHost: unrouted.test\r\nconnection: close\r\n\r\n",
+      absl::Seconds(10));
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "grpc-status: 14")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "content-length: 0\r\n")) << reply;
+  // The pipelined request was answered on the same connection.
+  EXPECT_TRUE(absl::StrContains(reply, "HTTP/1.1 404")) << reply;
 }
 
 TEST_F(GrpcTest, RouteTimeoutIsDeadlineExceeded) {
