@@ -784,6 +784,26 @@ TEST(Http2ClientCodecTest, SlowCallerStallsOnlyItsOwnResponse) {
   EXPECT_EQ(f.client.open_streams(), 0u);
 }
 
+// With the default limits a response nobody reads holds at most 256 KiB: an
+// upstream fills no more, whatever it has to send (100 stalled streams of
+// one client held 100 MiB with the earlier 1 MiB window).
+TEST(Http2ClientCodecTest, AStalledResponseHoldsAtMostTheDefaultWindow) {
+  Fixture f{Http2ClientLimits()};
+  f.Run();
+  const std::string big = Pattern(4 << 20, 'w');
+  f.server_events.on_headers = [&](int32_t id) {
+    ASSERT_TRUE(f.server.SubmitResponse(id, 200, HeaderMap(), false));
+    ASSERT_TRUE(f.server.SubmitData(id, big, true));
+  };
+  const int32_t stalled = f.client.SubmitRequest(Get("/stalled"), true);
+  f.client_events.hold.insert(stalled);
+  f.Run();
+  const size_t held = f.client_events.responses[stalled].body.size();
+  EXPECT_LE(held, 256u << 10);
+  EXPECT_GT(held, 0u);
+  EXPECT_FALSE(f.client_events.responses[stalled].body_ended);
+}
+
 TEST(Http2ClientCodecTest, BytesOfResetStreamsStillReturnConnectionCredit) {
   Http2ClientLimits limits;
   limits.initial_window_size = 65535;
