@@ -187,7 +187,10 @@ struct Http2ClientCodecAccess {
         const int status = stream->status;
         // Interim (1xx): nghttp2 has checked that it does not end the
         // stream and that a final head follows.
-        if (status < 200) return 0;
+        if (status < 200) {
+          codec->callbacks_->OnInformationalResponse(id, status, fields);
+          return 0;
+        }
         stream->head_delivered = true;
         if (end_stream) codec->FinishResponse(id);
         codec->callbacks_->OnResponseHeaders(id, status, fields, end_stream);

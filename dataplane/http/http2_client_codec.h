@@ -143,6 +143,10 @@ class Http2ClientCallbacks {
   // Response trailers; they end the response.
   virtual void OnResponseTrailers(int32_t stream_id,
                                   const HeaderMap& trailers) = 0;
+  // An informational (1xx) head before the final one, such as 103 Early
+  // Hints; 101 cannot come over HTTP/2 (nghttp2 refuses it).
+  virtual void OnInformationalResponse(int32_t /*stream_id*/, int /*status*/,
+                                       const HeaderMap& /*headers*/) {}
   // The stream ended before its response completed (reset by the peer or by
   // the codec, GOAWAY, connection error or close). `refused`: the peer did
   // not process the request (REFUSED_STREAM, above GOAWAY's last stream id,

@@ -421,6 +421,17 @@ void DownstreamConnection::EncodeContinue() {
   if (!closed_) connection_->Write("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
+void DownstreamConnection::EncodeInformational(int status,
+                                               const std::vector<http::HeaderField>& fields) {
+  if (closed_ || client_http10_) return;  // an HTTP/1.0 client knows no 1xx
+  std::string out = absl::StrCat("HTTP/1.1 ", status, " ");
+  out.append(http::ReasonPhrase(status));
+  out.append("\r\n");
+  for (const http::HeaderField& f : fields) AppendHeader(&out, f.name, f.value);
+  out.append("\r\n");
+  connection_->Write(out);
+}
+
 void DownstreamConnection::Abort() {
   // Cut off mid-response (or a tunnel ended badly): closing is the only way
   // HTTP/1 can tell the client. What is already encoded (the head, body

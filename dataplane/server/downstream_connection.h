@@ -67,6 +67,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void EncodeData(std::string_view data) override;
   void EncodeEnd(const std::vector<http::HeaderField>& trailers) override;
   void EncodeContinue() override;
+  void EncodeInformational(int status, const std::vector<http::HeaderField>& fields) override;
   void Abort() override;
   size_t buffered_response_bytes() const override;
   void SetRequestReadEnabled(bool enabled) override;

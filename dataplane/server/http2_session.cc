@@ -98,6 +98,10 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     session_.codec_.SubmitResponse(id_, 100, nullptr, 0, std::nullopt, false);
     session_.ScheduleFlush();
   }
+  void EncodeInformational(int status, const std::vector<http::HeaderField>& fields) override {
+    session_.codec_.SubmitResponse(id_, status, fields.data(), fields.size(), std::nullopt, false);
+    session_.ScheduleFlush();
+  }
   void Abort() override {
     // Cut off mid-response: RST_STREAM tells this client; the others go on.
     session_.codec_.ResetStream(id_, kInternalError);

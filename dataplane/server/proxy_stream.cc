@@ -234,6 +234,7 @@ void ProxyStream::Reset() {
   hash_ = 0;
   counted_request_ = pending_ = counted_retry_ = false;
   retries_ = 0;
+  informational_sent_ = 0;
   replayable_ = retries_any_method_ = false;
   replay_.clear();
   request_trailers_.Clear();
@@ -1851,6 +1852,26 @@ void ProxyStream::OnUpstreamBody(std::string_view bytes) {
     upstream_paused_reading_ = true;
     SetUpstreamReadEnabled(false);
   }
+}
+
+void ProxyStream::OnUpstreamInformational(int status,
+                                          const std::vector<http::HeaderField>& fields) {
+  // Forwarded as RFC 9110 15.2 asks (HAProxy does; nginx drops them), a few
+  // per exchange: an upstream cannot flood the client with them.
+  constexpr int kMaxInformational = 8;
+  if (!active_ || response_started_ || tunnel_ || ++informational_sent_ > kMaxInformational) {
+    return;
+  }
+  static const http::ConnectionTokens kNoTokens;
+  std::vector<http::HeaderField> forwarded;
+  forwarded.reserve(fields.size());
+  for (const http::HeaderField& f : fields) {
+    if (http::IsHopByHop(f.name, kNoTokens) || http::EqualsIgnoreCase(f.name, "content-length")) {
+      continue;
+    }
+    forwarded.push_back(f);
+  }
+  sink_.EncodeInformational(status, forwarded);
 }
 
 void ProxyStream::OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {

@@ -115,6 +115,9 @@ class DownstreamSink {
   virtual void EncodeEnd(const std::vector<http::HeaderField>& trailers) = 0;
   // An interim "100 Continue".
   virtual void EncodeContinue() = 0;
+  // An informational response from the upstream (103 Early Hints) before
+  // the final head; an HTTP/1.0 client gets none (RFC 9110 15.2).
+  virtual void EncodeInformational(int status, const std::vector<http::HeaderField>& fields) = 0;
   // The response was cut off after it began (or cannot be given): the
   // client must see the failure. The stream has released its upstream and
   // makes no further call (no OnStreamDone); the sink may destroy it.
@@ -183,6 +186,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnUpstreamHead(const http::MessageHead& head) override;
   void OnUpstreamBody(std::string_view bytes) override;
   void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) override;
+  void OnUpstreamInformational(int status,
+                               const std::vector<http::HeaderField>& fields) override;
   void OnUpstreamComplete() override;
   void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
   void OnUpstreamWriteDrained() override;
@@ -361,6 +366,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool head_request_ = false;
   bool upgrade_ = false;  // a WebSocket upgrade the route allows
   bool tunnel_ = false;   // the upstream answered 101: raw bytes both ways
+  int informational_sent_ = 0;  // 1xx heads passed to the client this exchange
   bool response_started_ = false;
   bool upstream_paused_reading_ = false;
   bool upstream_no_body_ = false;  // the response has no body (HEAD, 204, 304)

@@ -447,6 +447,7 @@ class Worker::BackgroundExchange : public DownstreamSink, public event::Deferred
   void EncodeData(std::string_view) override {}
   void EncodeEnd(const std::vector<http::HeaderField>&) override {}
   void EncodeContinue() override {}
+  void EncodeInformational(int, const std::vector<http::HeaderField>&) override {}
   void Abort() override { End(); }
   size_t buffered_response_bytes() const override { return 0; }
   void SetRequestReadEnabled(bool) override {}

@@ -188,7 +188,12 @@ void UpstreamConnection::OnHead(const http::MessageHead& head) {
     return;
   }
   interim_ = head.status >= 100 && head.status < 200;
-  if (interim_) return;  // 1xx: not forwarded; the final response follows
+  if (interim_) {
+    // 100 Continue answers an Expect the gateway took on itself; the
+    // others go to the client (RFC 9110 15.2). The final response follows.
+    if (head.status != 100 && events_) events_->OnUpstreamInformational(head.status, head.headers);
+    return;
+  }
   reusable_ = head.keep_alive && head.framing != http::BodyFraming::kUntilClose;
   if (events_) events_->OnUpstreamHead(head);
 }

@@ -49,6 +49,10 @@ class UpstreamEvents {
   virtual void OnUpstreamRefused(const std::string& why) { OnUpstreamFailed(false, false, why); }
   // Chunked trailer fields of the response (before OnUpstreamComplete).
   virtual void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {}
+  // An informational (1xx) response before the final head, other than 100
+  // Continue and 101 (103 Early Hints, say); `fields` are views valid during
+  // the call.
+  virtual void OnUpstreamInformational(int status, const std::vector<http::HeaderField>& fields) {}
 };
 
 class UpstreamConnection : public net::ConnectionCallbacks,

@@ -325,6 +325,16 @@ void Http2UpstreamConnection::OnResponseData(int32_t stream_id, std::string_view
   events->OnUpstreamComplete();
 }
 
+void Http2UpstreamConnection::OnInformationalResponse(int32_t stream_id, int status,
+                                                      const http::HeaderMap& headers) {
+  Http2UpstreamStream* s = Find(stream_id);
+  if (s == nullptr || status == 100) return;  // 100: the gateway's own Expect handling
+  std::vector<http::HeaderField> fields;
+  fields.reserve(headers.size());
+  for (const http::HeaderMap::Field& f : headers.fields()) fields.push_back({f.name, f.value});
+  s->events_->OnUpstreamInformational(status, fields);
+}
+
 void Http2UpstreamConnection::OnResponseTrailers(int32_t stream_id,
                                                  const http::HeaderMap& trailers) {
   Http2UpstreamStream* s = Find(stream_id);

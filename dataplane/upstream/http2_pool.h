@@ -125,6 +125,8 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
                          bool end_stream) override;
   void OnResponseData(int32_t stream_id, std::string_view data, bool end_stream) override;
   void OnResponseTrailers(int32_t stream_id, const http::HeaderMap& trailers) override;
+  void OnInformationalResponse(int32_t stream_id, int status,
+                               const http::HeaderMap& headers) override;
   void OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused,
                      std::string_view reason) override;
   void OnStreamWritable(int32_t stream_id) override;

@@ -693,5 +693,42 @@ TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) 
   EXPECT_TRUE(absl::StartsWith(send("/api..x/y"), "HTTP/1.1 200"));  // "..x" is a name
 }
 
+// Informational responses (103 Early Hints) go to the client before the
+// final one, as RFC 9110 15.2 asks of a proxy; never to an HTTP/1.0 client.
+// Before: dropped.
+TEST_F(EdgeTest, EarlyHintsReachTheClient) {
+  RawUpstream hints(
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+  int port = PickFreePort();
+  std::string yaml = absl::StrCat(
+      "kind: Cluster\nname: hints\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+      hints.port(), "}]\n---\nkind: RouteTable\nname: hints\nspec:\n  virtual_hosts:\n"
+      "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints}}]\n"
+      "---\nkind: Listener\nname: hints\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: hints}\n");
+  std::string path = MakeTempDir("edge-hints") + "/config.yaml";
+  std::ofstream(path) << yaml;
+  auto r = cp_.Ctl({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  auto send = [&](const std::string& version) {
+    return SendRaw(absl::StrCat("127.0.0.1:", port),
+                   absl::StrCat("GET /h ", version, "\r\nHost: edge\r\nConnection: close\r\n\r\n"));
+  };
+  std::string out = send("HTTP/1.1");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "\r\n\r\nHTTP/1.1 200 OK\r\n")) << out;
+  out = send("HTTP/1.0");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "103")) << out;
+  // HTTP/2: a HEADERS frame with :status 103 before the final one.
+  CommandResult h2 = RunCommand({"/usr/bin/nghttp", "-v", absl::StrCat("http://127.0.0.1:", port, "/h2")});
+  EXPECT_TRUE(absl::StrContains(h2.out, ":status: 103")) << h2.out << h2.err;
+  EXPECT_TRUE(absl::StrContains(h2.out, ":status: 200")) << h2.out;
+  EXPECT_LT(h2.out.find(":status: 103"), h2.out.find(":status: 200")) << h2.out;
+}
+
 }  // namespace
 }  // namespace sluice::testing

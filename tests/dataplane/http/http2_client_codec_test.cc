@@ -76,6 +76,17 @@ class ClientRecorder : public Http2ClientCallbacks {
     }
     if (on_data) on_data(stream_id);
   }
+  void OnInformationalResponse(int32_t stream_id, int status,
+                               const HeaderMap& headers) override {
+    EXPECT_FALSE(responses[stream_id].has_head) << "1xx after the final head";
+    informational.push_back({stream_id, status, headers});
+  }
+  struct Informational {
+    int32_t stream_id;
+    int status;
+    HeaderMap headers;
+  };
+  std::vector<Informational> informational;
   void OnResponseTrailers(int32_t stream_id,
                           const HeaderMap& trailers) override {
     Response& r = responses[stream_id];
@@ -619,6 +630,23 @@ TEST(Http2ClientCodecTest, HeadOnlyResponseEndsOnHeaders) {
   EXPECT_TRUE(resp.end_on_headers);
   EXPECT_TRUE(resp.body.empty());
   EXPECT_EQ(f.client.open_streams(), 0u);
+}
+
+TEST(Http2ClientCodecTest, InformationalHeadsComeBeforeTheFinalOne) {
+  Fixture f;
+  f.server_events.on_headers = [&](int32_t id) {
+    HeaderMap hints;
+    hints.Add("link", "</a.css>; rel=preload");
+    EXPECT_TRUE(f.server.SubmitResponse(id, 103, hints, false));
+    EXPECT_TRUE(f.server.SubmitResponse(id, 200, HeaderMap(), true));
+  };
+  const int32_t id = f.client.SubmitRequest(Get("/"), true);
+  f.Run();
+  ASSERT_EQ(f.client_events.informational.size(), 1u);
+  EXPECT_EQ(f.client_events.informational[0].stream_id, id);
+  EXPECT_EQ(f.client_events.informational[0].status, 103);
+  ASSERT_NE(f.client_events.informational[0].headers.Get("link"), nullptr);
+  EXPECT_EQ(f.client_events.responses[id].status, 200);
 }
 
 TEST(Http2ClientCodecTest, AuthorityFromTheHostFieldWhenNoneIsGiven) {

@@ -41,6 +41,7 @@ class FakeSink : public DownstreamSink {
   void EncodeData(std::string_view data) override { body.append(data); }
   void EncodeEnd(const std::vector<http::HeaderField>&) override { ended = true; }
   void EncodeContinue() override { ++continues; }
+  void EncodeInformational(int, const std::vector<http::HeaderField>&) override {}
   void Abort() override { aborted = true; }
   size_t buffered_response_bytes() const override { return 0; }
   void SetRequestReadEnabled(bool enabled) override { read_enabled = enabled; }
