@@ -636,8 +636,11 @@ void CheckDomain(const std::string& domain, const std::string& field,
   // Requests are matched on Host without its port and without one trailing
   // dot, and an IPv6 Host is bracketed: a domain otherwise would never match.
   const bool bracketed = absl::StartsWith(host, "[");
+  in6_addr v6;
   if (bracketed ? (!absl::EndsWith(host, "]") || host.size() < 3 ||
-                   host.find_first_of("[]", 1) != host.size() - 1)
+                   host.find_first_of("[]", 1) != host.size() - 1 ||
+                   inet_pton(AF_INET6, std::string(host.substr(1, host.size() - 2)).c_str(),
+                             &v6) != 1)
                 : host.find_first_of("[]") != absl::string_view::npos) {
     sink.Add(field, absl::StrCat("'", domain, "': an IPv6 address is written in brackets, "
                                  "as '[::1]', with nothing around them"));

@@ -32,6 +32,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dataplane/http/header_map.h"
 
@@ -264,6 +265,10 @@ class FilterFactory {
   // since the length its GET would get is unknown (RFC 9110 9.3.2 lets a
   // HEAD response leave it out).
   virtual bool edits_response_body() const { return false; }
+  // Request fields an upstream may trust because this policy sets them (a
+  // jwt claim's header): a client's copy must reach it in no form, a request
+  // trailer included. Lower case, '_' spellings too.
+  virtual std::vector<std::string> trusted_request_fields() const { return {}; }
 };
 
 }  // namespace sluice::http

@@ -339,6 +339,7 @@ Http1Parser::Step Http1Parser::ParseHeadAt(std::string_view data, size_t* pos) {
   }
   if (start == size || data[start] == '\r') return Step::kNeedMore;
   in_message_ = true;
+  head_method_ = false;  // a head over the size limits fails before it is parsed
 
   size_t end = 0;
   const Step step = FindSectionEnd(data, start, limits_.max_head_bytes, &end);

@@ -100,8 +100,9 @@ const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::stri
 
 std::string_view ReasonPhrase(int status) {
   switch (status) {
-    // RFC 9110 section 15, and the registered codes of RFC 6585, 7538,
-    // 8297 and 7725 a policy's configured status may use.
+    // RFC 9110 section 15 and the other codes in IANA's registry (RFC 4918,
+    // 5842, 3229, 2295, 2774, 6585, 8297, 7725): a direct_response or a
+    // policy's configured status may use any of them.
     case 100: return "Continue";
     case 101: return "Switching Protocols";
     case 103: return "Early Hints";
@@ -112,6 +113,9 @@ std::string_view ReasonPhrase(int status) {
     case 204: return "No Content";
     case 205: return "Reset Content";
     case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 208: return "Already Reported";
+    case 226: return "IM Used";
     case 300: return "Multiple Choices";
     case 301: return "Moved Permanently";
     case 302: return "Found";
@@ -140,6 +144,8 @@ std::string_view ReasonPhrase(int status) {
     case 417: return "Expectation Failed";
     case 421: return "Misdirected Request";
     case 422: return "Unprocessable Content";
+    case 423: return "Locked";
+    case 424: return "Failed Dependency";
     case 425: return "Too Early";
     case 426: return "Upgrade Required";
     case 428: return "Precondition Required";
@@ -152,6 +158,10 @@ std::string_view ReasonPhrase(int status) {
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates";
+    case 507: return "Insufficient Storage";
+    case 508: return "Loop Detected";
+    case 510: return "Not Extended";
     case 511: return "Network Authentication Required";
     default: return "Unknown";
   }

@@ -161,6 +161,14 @@ class AnyOfAuthenticationFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "authentication"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+  std::vector<std::string> trusted_request_fields() const override {
+    std::vector<std::string> names;
+    for (const auto& f : factories_) {
+      std::vector<std::string> more = f->trusted_request_fields();
+      names.insert(names.end(), more.begin(), more.end());
+    }
+    return names;
+  }
 
  private:
   const FactoryList factories_;

@@ -1569,6 +1569,12 @@ bool ProxyStream::RepeatsAHeadField(std::string_view name) const {
   for (const std::string& seen : head_field_names_) {
     if (http::EqualsIgnoreCase(seen, name)) return true;
   }
+  // And what a policy sets for the upstream to trust, sent or not.
+  for (const auto& factory : *chain_) {
+    for (const std::string& trusted : factory->trusted_request_fields()) {
+      if (http::EqualsIgnoreCase(trusted, name)) return true;
+    }
+  }
   return false;
 }
 
@@ -1862,11 +1868,11 @@ void ProxyStream::OnUpstreamInformational(int status,
   if (!active_ || response_started_ || tunnel_ || ++informational_sent_ > kMaxInformational) {
     return;
   }
-  static const http::ConnectionTokens kNoTokens;
+  const http::ConnectionTokens tokens(fields);  // what its own Connection names goes too
   std::vector<http::HeaderField> forwarded;
   forwarded.reserve(fields.size());
   for (const http::HeaderField& f : fields) {
-    if (http::IsHopByHop(f.name, kNoTokens) || http::EqualsIgnoreCase(f.name, "content-length")) {
+    if (http::IsHopByHop(f.name, tokens) || http::EqualsIgnoreCase(f.name, "content-length")) {
       continue;
     }
     forwarded.push_back(f);

@@ -246,6 +246,7 @@ TEST(ValidationTest, DomainsThatCouldNeverMatchAreRefused) {
   EXPECT_NE(errors("::1").find("IPv6 address is written in brackets"), std::string::npos);
   EXPECT_NE(errors("[::1").find("IPv6 address is written in brackets"), std::string::npos);
   EXPECT_NE(errors("a[b]").find("IPv6 address is written in brackets"), std::string::npos);
+  EXPECT_NE(errors("[zz]").find("IPv6 address is written in brackets"), std::string::npos);
   EXPECT_NE(errors("d.example.org.").find("leave the trailing dot out"), std::string::npos);
   EXPECT_NE(errors("*.example.org.").find("leave the trailing dot out"), std::string::npos);
 }

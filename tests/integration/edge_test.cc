@@ -698,7 +698,8 @@ TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) 
 // Before: dropped.
 TEST_F(EdgeTest, EarlyHintsReachTheClient) {
   RawUpstream hints(
-      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x-secret\r\n"
+      "x-secret: 1\r\n\r\n"
       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
   int port = PickFreePort();
   std::string yaml = absl::StrCat(
@@ -720,6 +721,7 @@ TEST_F(EdgeTest, EarlyHintsReachTheClient) {
   EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"))
       << out;
   EXPECT_TRUE(absl::StrContains(out, "\r\n\r\nHTTP/1.1 200 OK\r\n")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "x-secret")) << out;  // named in its Connection
   out = send("HTTP/1.0");
   EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
   EXPECT_FALSE(absl::StrContains(out, "103")) << out;

@@ -133,6 +133,15 @@ TEST_F(JwtIntegrationTest, APolicyTheGroupSkippedStillRemovesForgedFields) {
   EXPECT_EQ(r.header("x-echo-x_test_user_roles"), "");
   EXPECT_EQ(r.header("x-echo-authorization"), "");
   EXPECT_EQ(r.header("x-echo-apikey"), "");
+  // Nor as request trailers, which the head never named (key-auth let the
+  // caller in, so the jwt policy never ran).
+  std::string reply = SendRaw(
+      address(),
+      "POST /mixed/t HTTP/1.1\r\nhost: a\r\napikey: alice-key-0123456789\r\n"
+      "transfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n"
+      "x-test-user-roles: root\r\nx_test_user_roles: root\r\nx-checksum: ok\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-trailer-x-checksum: ok")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "root")) << reply;
   // The jwt alone: the _ spelling of its claim header goes too.
   r = HttpGet(address(), "/api/orders",
               {{"authorization", "Bearer " + material_.token("ES256")},

@@ -319,6 +319,16 @@ TEST_F(ProxyTest, MalformedRequestsGetTheirStatusAndTheProxyKeepsServing) {
     EXPECT_EQ(response.substr(0, 12), "HTTP/1.1 " + status) << request.substr(0, 80) << "\n" << response;
     EXPECT_NE(response.find("connection: close"), std::string::npos) << response;
   }
+  // After a HEAD on the connection, a GET's 431 still has its body (the
+  // HEAD flag was the previous request's).
+  {
+    std::string response = SendRaw(
+        listener(), "HEAD /a HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nBig: " +
+                        std::string(70000, 'x') + "\r\n\r\n");
+    const size_t second = response.find("HTTP/1.1 431");
+    ASSERT_NE(second, std::string::npos) << response.substr(0, 400);
+    EXPECT_TRUE(absl::EndsWith(response, "}\n")) << response.substr(second);
+  }
   // A HEAD gets the head of the error only (RFC 9110 9.3.2).
   for (const std::string request :
        {"HEAD /x HTTP/1.1\r\nHost: a b\r\n\r\n", "HEAD /x HTTP/1.1\r\nHost: a\r\nX: a\r\n f\r\n\r\n"}) {

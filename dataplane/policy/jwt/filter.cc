@@ -249,6 +249,14 @@ class JwtFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "jwt"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+  std::vector<std::string> trusted_request_fields() const override {
+    std::vector<std::string> names;
+    for (const ClaimHeader& h : settings_.claim_headers) {
+      names.push_back(h.header);
+      if (h.underscored != h.header) names.push_back(h.underscored);
+    }
+    return names;
+  }
 
  private:
   const Settings settings_;

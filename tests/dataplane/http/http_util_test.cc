@@ -62,6 +62,8 @@ TEST(ReasonPhraseTest, RegisteredCodesHaveTheirNames) {
   EXPECT_EQ(ReasonPhrase(451), "Unavailable For Legal Reasons");
   EXPECT_EQ(ReasonPhrase(422), "Unprocessable Content");
   EXPECT_EQ(ReasonPhrase(103), "Early Hints");
+  EXPECT_EQ(ReasonPhrase(207), "Multi-Status");
+  EXPECT_EQ(ReasonPhrase(508), "Loop Detected");
   EXPECT_EQ(ReasonPhrase(299), "Unknown");
 }
 
