@@ -61,6 +61,7 @@ constexpr char kUsage[] =
     "                    [--rate-limit-report-interval 200ms]\n"
     "                    [--control-plane-ca FILE [--control-plane-cert FILE\n"
     "                     --control-plane-key FILE] [--control-plane-server-name NAME]]\n"
+    "                    [--admin-token-file FILE]\n"
     "  --control-plane     sluice-control's address; several (replicas of one store):\n"
     "                      the proxy starts at a random one and moves to the next one\n"
     "                      when its stream breaks or cannot be opened\n"

@@ -100,6 +100,9 @@ async def idle(url, seconds):
 
 
 def main():
+    if len(sys.argv) < 2 or any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
     mode = sys.argv[1]
     if mode == "server":
         asyncio.run(serve())

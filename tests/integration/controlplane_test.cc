@@ -129,6 +129,14 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_EQ(cp.Ctl({"get", "cluster", "spare"}).exit_code, 1);
 }
 
+// The first config deploy/README.md tells a Kubernetes user to apply.
+TEST(ControlPlaneTest, TheKubernetesExampleIsValid) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  auto r = cp.Ctl({"apply", "--dry-run", "-f", RunfilePath("examples/kubernetes.yaml")});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
 TEST(ControlPlaneTest, InvalidApplyChangesNothing) {
   ControlPlane cp;
   ASSERT_TRUE(cp.ok());
