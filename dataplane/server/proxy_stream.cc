@@ -108,13 +108,13 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
   return false;
 }
 
+// What the gateway itself answers to (OPTIONS *, Max-Forwards: 0).
+constexpr char kGatewayMethods[] = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
 // Trailer fields that may be forwarded: none that frame, route or
 // authenticate a message may come after its body (RFC 9110 6.5.1), nor
 // hop-by-hop ones, nor those the gateway itself tells the upstream (the
 // consumer, the client's address, the request id): an upstream that merges
-// What the gateway itself answers to (OPTIONS *, Max-Forwards: 0).
-constexpr char kGatewayMethods[] = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
-
 // trailers into the header section must not find a client's copy there.
 bool ForwardableTrailer(std::string_view name) {
   static const http::ConnectionTokens kNoTokens;
