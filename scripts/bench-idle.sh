@@ -47,8 +47,10 @@ for _ in $(seq 1 100); do "$W/sluicectl" --server 127.0.0.1:18199 get >/dev/null
 # Each measurement gets fresh processes: memory freed by an earlier one would
 # be reused and hide what the next one costs.
 start_sluice() {
+  # --max-connections: the default, half the descriptor limit, is under N
+  # where the hard limit is 20000.
   "$W/sluice-proxy" --control-plane 127.0.0.1:18199 --node-id idle --workers 1 \
-    --admin 127.0.0.1:18198 --log-level warning & pids+=($!); SLUICE=$!
+    --admin 127.0.0.1:18198 --log-level warning --max-connections $((N + 100)) & pids+=($!); SLUICE=$!
   for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18183/ && break; sleep 0.1; done
 }
 start_haproxy() {

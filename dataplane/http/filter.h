@@ -228,8 +228,10 @@ class Filter {
   virtual FilterStatus OnUpstreamError(int status, FilterCallbacks& callbacks) {
     return FilterStatus::kContinue;
   }
-  // The body of the upstream's response as it goes to the client, piece by
-  // piece (as the client gets it: after OnResponseBody hooks when held).
+  // The body of the upstream's response, piece by piece, as the response
+  // reaches this filter on its way back (the chain's reverse order): a held
+  // body after the OnResponseBody hooks of the filters after this one in the
+  // chain, before those of the filters before it.
   // Read-only. OnResponseEnd follows when the response went out whole; a
   // response cut short (upstream reset, client gone) gets none -- the
   // filter is destroyed without it.

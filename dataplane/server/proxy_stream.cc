@@ -1184,11 +1184,31 @@ void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::
   // No content-type unless the filter gave one: a cache serves the stored
   // fields as they were (RFC 9111 4), and none lets the client decide
   // (RFC 9110 8.3).
+  // The policies before the answering one in the chain see its body as they
+  // see an upstream's: a cache hit is edited per answer (a
+  // response-transformer's %CONSUMER% is this caller's), as its miss was.
+  const http::HeaderMap* out_headers = &headers;
+  std::string edited_body;
+  http::HeaderMap edited_headers;
+  if (chain_ != nullptr && !body.empty() && status != 204 && status != 304) {
+    for (size_t i = std::min(current_filter_, filters_.size()); i > 0; --i) {
+      const uint64_t limit = (*chain_)[i - 1]->response_body_limit();
+      if (limit == 0 || body.size() > limit) continue;
+      if (!filters_[i - 1]->WantsResponseBody(status, *out_headers)) continue;
+      if (out_headers == &headers) {
+        edited_headers = headers;
+        out_headers = &edited_headers;
+        edited_body.assign(body.data(), body.size());
+      }
+      filters_[i - 1]->OnResponseBody(status, edited_headers, edited_body, *this);
+      body = edited_body;
+    }
+  }
   std::string_view content_type;
   std::vector<http::HeaderField>& extra = reply_views_;
   extra.clear();
-  extra.reserve(headers.size());
-  for (const http::HeaderMap::Field& f : headers.fields()) {
+  extra.reserve(out_headers->size());
+  for (const http::HeaderMap::Field& f : out_headers->fields()) {
     if (http::EqualsIgnoreCase(f.name, "content-type")) {
       content_type = f.value;
     } else {
@@ -1713,10 +1733,18 @@ void ProxyStream::ReleaseHeldResponse() {
 
 void ProxyStream::CompleteHeldResponse() {
   holding_response_ = false;
+  // In response order (the chain's reverse): a policy that observes the
+  // body (a cache) sees it as the policies after it in the chain left it,
+  // before the ones before it edit it, so a cache stores the upstream's body
+  // and a response-transformer edits each answer, a hit's too.
+  std::string& body = deferred().held_body;
   for (size_t i = filters_entered_; i > 0; --i) {
+    if (observes_upstream_ && (*chain_)[i - 1]->observes_upstream() && !body.empty()) {
+      filters_[i - 1]->OnResponseData(body, *this);
+    }
     if (i - 1 >= response_wanted_.size() || !response_wanted_[i - 1]) continue;
-    filters_[i - 1]->OnResponseBody(deferred().held_head.status, deferred().held_fields,
-                                    deferred().held_body, *this);
+    filters_[i - 1]->OnResponseBody(deferred().held_head.status, deferred().held_fields, body,
+                                    *this);
   }
   std::vector<http::HeaderField> fields;
   fields.reserve(deferred().held_fields.size());
@@ -1739,9 +1767,6 @@ void ProxyStream::CompleteHeldResponse() {
   EncodeResponseHead(deferred().held_head, fields);
   if (!active_) return;
   bytes_out_ += deferred().held_body.size();
-  if (observes_upstream_ && !deferred().held_body.empty()) {
-    RunResponseDataFilters(deferred().held_body);
-  }
   if (!deferred().held_body.empty()) sink_.EncodeData(deferred().held_body);
 }
 

@@ -340,5 +340,42 @@ TEST(CachePurgeAcrossProxiesTest, APurgeReachesEveryProxy) {
   EXPECT_EQ(get(0, "/other").header("x-cache-status"), "Miss");
 }
 
+// The cache stores the upstream's body, and a response-transformer before it
+// in the chain edits every answer, a hit's too: a hit carries this caller's
+// %CONSUMER%, not the first caller's. Before: the edited body was stored.
+TEST_F(CacheTest, AHitIsEditedPerAnswerAndTheUpstreamsBodyIsStored) {
+  const std::string route =
+      "        - name: edited\n          match: {prefix: /e/}\n          route: {cluster: origin}\n"
+      "          policies:\n"
+      "            - {name: key-auth, typed_config: {}}\n"
+      "            - name: response-transformer\n"
+      "              typed_config:\n"
+      "                headers: {add: [{name: x-served-for, value: '%CONSUMER%'}]}\n"
+      "                body: {add: [{name: served_for, value: '\"%CONSUMER%\"'}]}\n"
+      "            - {name: cache, typed_config: {key_consumer: false}}\n";
+  const std::string consumers =
+      "kind: Consumer\nname: alice\nspec: {keys: [{key: alice-key-0001}]}\n---\n"
+      "kind: Consumer\nname: bob\nspec: {keys: [{key: bob-key-00002}]}\n---\n";
+  ASSERT_EQ(Apply(consumers + Config("lock_timeout: 10s", route)), 0) << last_error_;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  const std::string path = "/e/doc?json=1&cc=public,max-age=60";
+  HttpResponse miss = Get(path, {{"apikey", "alice-key-0001"}});
+  ASSERT_TRUE(miss.ok()) << miss.error;
+  EXPECT_EQ(miss.header("x-cache-status"), "Miss");
+  EXPECT_TRUE(absl::StrContains(miss.body, "\"served_for\":\"alice\"")) << miss.body;
+  for (const auto& [key, who] : {std::pair<const char*, const char*>{"bob-key-00002", "bob"},
+                                 {"alice-key-0001", "alice"}}) {
+    HttpResponse hit = Get(path, {{"apikey", key}});
+    ASSERT_TRUE(hit.ok()) << hit.error;
+    EXPECT_EQ(hit.header("x-cache-status"), "Hit") << who;
+    EXPECT_EQ(hit.header("x-served-for"), who);
+    EXPECT_TRUE(absl::StrContains(hit.body, absl::StrCat("\"served_for\":\"", who, "\"")))
+        << who << ": " << hit.body;
+    EXPECT_EQ(hit.header("content-length"), absl::StrCat(hit.body.size())) << who;
+    // Edited once: one served_for field, not one per hit.
+    EXPECT_EQ(hit.body.find("served_for"), hit.body.rfind("served_for")) << hit.body;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing
