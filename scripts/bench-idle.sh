@@ -8,6 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
 ulimit -n $((N * 4 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# HAProxy wants two descriptors per connection (maxconn): within the limit.
+if [ "$(ulimit -n)" != unlimited ] && [ $((N * 2 + 1000)) -gt "$(ulimit -n)" ]; then
+  N=$((($(ulimit -n) - 1000) / 2))
+  echo "# the descriptor limit is $(ulimit -n): $N connections each" >&2
+fi
 W=$(scripts/build-opt.sh)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$W"; }
