@@ -397,6 +397,7 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
 
 bool Http1Parser::ParseHead(std::string_view head) {
   head_method_ = false;
+  has_refused_request_ = false;
   head_.method = {};
   head_.target = {};
   head_.status = 0;
@@ -421,8 +422,29 @@ bool Http1Parser::ParseHead(std::string_view head) {
   }
   // Field lines, without the empty line that ends the section.
   const std::string_view fields = head.substr(lf + 1, head.size() - lf - 3);
-  if (!ParseFieldLines(fields, &head_.headers)) return false;
-  return ApplyHeaderSemantics();
+  if (!ParseFieldLines(fields, &head_.headers) || !ApplyHeaderSemantics()) {
+    RememberRefusedRequest();
+    return false;
+  }
+  return true;
+}
+
+void Http1Parser::RememberRefusedRequest() {
+  if (mode_ != Mode::kRequest) return;
+  // The views point into the bytes being fed: copied while they are valid.
+  has_refused_request_ = true;
+  refused_request_.method.assign(head_.method);
+  refused_request_.target.assign(head_.target);
+  refused_request_.version_minor = head_.version_minor;
+  refused_request_.host.clear();
+  refused_request_.user_agent.clear();
+  for (const HeaderField& f : head_.headers) {
+    if (refused_request_.host.empty() && EqualsIgnoreCase(f.name, "host")) {
+      refused_request_.host.assign(f.value);
+    } else if (refused_request_.user_agent.empty() && EqualsIgnoreCase(f.name, "user-agent")) {
+      refused_request_.user_agent.assign(f.value);
+    }
+  }
 }
 
 bool Http1Parser::ParseRequestLine(std::string_view line) {

@@ -168,6 +168,19 @@ class Http1Parser {
   // The last request line read said HEAD (also when the head then failed):
   // an error answer to it has no content (RFC 9110 9.3.2).
   bool head_method() const { return head_method_; }
+  // What a request refused after its request line was read said, copied
+  // (for the access log: a refused smuggling attempt shows its method and
+  // path); nullptr when the refusal came before (or there was none).
+  struct RefusedRequest {
+    std::string method;
+    std::string target;
+    std::string host;
+    std::string user_agent;
+    int version_minor = 1;
+  };
+  const RefusedRequest* refused_request() const {
+    return has_refused_request_ ? &refused_request_ : nullptr;
+  }
 
   // True between the first byte of a message and its completion (leading
   // empty lines do not count). For idle and request timeouts.
@@ -220,6 +233,9 @@ class Http1Parser {
   State state_ = State::kHead;
   ParseError error_ = ParseError::kNone;
   bool head_method_ = false;
+  bool has_refused_request_ = false;
+  RefusedRequest refused_request_;
+  void RememberRefusedRequest();
   bool paused_ = false;
   bool in_message_ = false;
   bool next_response_is_for_head_ = false;

@@ -537,6 +537,13 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
     if (const http::HeaderField* h = http::FindHeader(head->headers, "user-agent")) {
       e.user_agent = h->value;
     }
+  } else if (const http::Http1Parser::RefusedRequest* refused = parser_.refused_request()) {
+    // Refused by the parser after its request line: what it said.
+    e.method = refused->method;
+    e.path = refused->target;
+    e.protocol = refused->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    e.authority = refused->host;
+    e.user_agent = refused->user_agent;
   }
   e.status = status;
   RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e);

@@ -136,6 +136,11 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
       {"GET / HTTP/1.1\r\nHost: a\r\nBig: " + std::string(70000, 'x') + "\r\n\r\n",
        "\"status\":431,"},
       {"GET / HTTP/3.0\r\nHost: a\r\n\r\n", "\"status\":505,"},
+      // A smuggling attempt the parser refuses after its request line shows
+      // what it asked for (before: method and path empty).
+      {"POST /smuggle HTTP/1.1\r\nHost: s.example\r\nUser-Agent: obs-smuggle\r\n"
+       "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+       "\"method\":\"POST\",\"authority\":\"s.example\",\"path\":\"/smuggle\""},
   };
   for (const auto& [request, expected] : refused) {
     std::string reply = SendRaw(address(), request);
@@ -153,8 +158,8 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
     EXPECT_TRUE(absl::StrContains(line, "\"bytes_out\":" + length + ",")) << line;
   }
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-404"), "no_route"));
-  WaitFor([&] { return proxy_->Stat(series) == before + 3; }, absl::Seconds(5));
-  EXPECT_EQ(proxy_->Stat(series), before + 3);  // the 505 is a 5xx
+  WaitFor([&] { return proxy_->Stat(series) == before + 4; }, absl::Seconds(5));
+  EXPECT_EQ(proxy_->Stat(series), before + 4);  // the 505 is a 5xx
 }
 
 TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
