@@ -1660,7 +1660,13 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   out.reason = head.reason;
   const size_t from_head = CollectResponseFields(head);
   // A policy may answer instead (a cache's revalidated or stale entry).
-  if (observes_upstream_ && !grpc_ && RunUpstreamHeadersFilters(head.status)) return;
+  if (observes_upstream_ && !grpc_) {
+    // A policy that answers from this head (a cache's revalidation) ends the
+    // upstream's part with it: set before, since the answer is logged at once.
+    upstream_end_ = first_byte_;
+    if (RunUpstreamHeadersFilters(head.status)) return;
+    upstream_end_ = absl::InfinitePast();
+  }
   if (upstream_no_body_) {
     out.body = ResponseHead::Body::kNone;
     // A HEAD's (or a 304's) length is the GET's (RFC 9110 8.6); a 204 must

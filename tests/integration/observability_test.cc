@@ -46,6 +46,8 @@ class ObservabilityTest : public ::testing::Test {
         "        - name: keyed\n          match: {prefix: /keyed}\n          route: {cluster: web}\n"
         "          policies: [{name: key-auth, typed_config: {}}]\n"
         "        - name: open\n          match: {prefix: /open}\n          route: {cluster: web}\n"
+        "        - name: cached\n          match: {prefix: /cached}\n          route: {cluster: web}\n"
+        "          policies: [{name: cache, typed_config: {}}]\n"
         "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
         "\n  route_table: main\n  access_log: {path: ", log_, "}\n"
         "  http: {trusted_proxy_hops: 1}\n");
@@ -290,6 +292,37 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
   ASSERT_EQ(top.exit_code, 0) << top.err;
   EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;
   EXPECT_TRUE(absl::StrContains(top.out, "main                 open")) << top.out;
+}
+
+// A cache answer made from the upstream's 304 (Revalidated) logs how long the
+// upstream took: a response came from it. Before: null.
+TEST_F(ObservabilityTest, ARevalidatedAnswerLogsTheUpstreamsTime) {
+  const std::string path = "/cached/r?cc=max-age=1&etag=v1";
+  HttpResponse r;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        r = HttpGet(address(), path, {{"x-request-id", "obs-reval"}});
+        return r.ok() && r.header("x-cache-status") == "Revalidated";
+      },
+      absl::Seconds(10)))
+      << r.status << " " << r.header("x-cache-status");
+  // The revalidated one: answered by the cache after a try upstream.
+  std::string line;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (const std::string& l : Lines(log_)) {
+          if (absl::StrContains(l, "\"request_id\":\"obs-reval\"") &&
+              absl::StrContains(l, "\"cluster\":\"web\"") &&
+              absl::StrContains(l, "\"response_flag\":\"policy:cache\"")) {
+            line = l;
+            return true;
+          }
+        }
+        return false;
+      },
+      absl::Seconds(10)))
+      << Read(log_);
+  EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
 }
 
 }  // namespace
