@@ -171,12 +171,11 @@ class BasicAuthFilter : public http::Filter {
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
     const std::string* authorization = headers.Get("authorization");
-    std::string_view value = authorization ? std::string_view(*authorization) : std::string_view();
-    if (value.size() < 6 || !absl::EqualsIgnoreCase(absl::string_view(value.data(), 6), "basic ")) {
+    if (authorization == nullptr || !IsBasic(*authorization)) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "no basic credentials found",
                                settings_.challenge);
     }
-    std::string_view encoded = value.substr(6);
+    std::string_view encoded = std::string_view(*authorization).substr(6);
     while (!encoded.empty() && encoded.front() == ' ') encoded.remove_prefix(1);
     std::string decoded;
     size_t colon;
@@ -188,39 +187,24 @@ class BasicAuthFilter : public http::Filter {
     if (!settings_.keep_credentials) headers.Remove("authorization");
     std::string_view username = std::string_view(decoded).substr(0, colon);
     const auth::Consumer* consumer = callbacks.consumers().FindByUsername(username);
-    if (consumer == nullptr) {
-      // As slow as a wrong password of a known user, so that the time of
-      // the answer does not tell which usernames exist: a check against a
-      // hash no password matches, then the refusal.
-      Verifier::Job job;
-      job.password = decoded.substr(colon + 1);
-      job.password_hash = *settings_.decoy_hash;
-      job.key = CredentialKey{};
-      job.handle = callbacks.MakeResumeHandle();
-      job.done = [this, &callbacks](bool) {
-        if (RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
-                              settings_.challenge) == http::FilterStatus::kContinue) {
-          callbacks.ContinueRequest();
-        }
-      };
-      return SubmitOrShed(std::move(job), callbacks);
-    }
     CredentialKey key;
     api::Sha256(decoded, key.data());
-    Verifier& verifier = Verifier::Get();
-    if (verifier.cache().Contains(key, Fingerprint(consumer->password_hash))) {
+    if (consumer != nullptr &&
+        Verifier::Get().cache().Contains(key, Fingerprint(consumer->password_hash))) {
       callbacks.SetConsumer(consumer, /*anonymous=*/false);
       return http::FilterStatus::kContinue;
     }
     // The slow check, off the worker. The request is resumed from the
-    // worker; the handle drops the result if the request has ended.
+    // worker; the handle drops the result if the request has ended. An
+    // unknown username is checked too, against a hash no password matches,
+    // so that the time of the answer does not tell which usernames exist.
     Verifier::Job job;
     job.password = decoded.substr(colon + 1);
-    job.password_hash = consumer->password_hash;
+    job.password_hash = consumer != nullptr ? consumer->password_hash : *settings_.decoy_hash;
     job.key = key;
     job.handle = callbacks.MakeResumeHandle();
     job.done = [this, &callbacks, consumer](bool ok) {
-      if (ok) {
+      if (ok && consumer != nullptr) {
         callbacks.SetConsumer(consumer, /*anonymous=*/false);
         callbacks.ContinueRequest();
       } else if (RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
@@ -228,20 +212,6 @@ class BasicAuthFilter : public http::Filter {
         callbacks.ContinueRequest();
       }
     };
-    return SubmitOrShed(std::move(job), callbacks);
-  }
-
-  void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks&) override {
-    if (settings_.keep_credentials) return;
-    const std::string* authorization = headers.Get("authorization");
-    if (authorization != nullptr && authorization->size() >= 6 &&
-        absl::EqualsIgnoreCase(absl::string_view(authorization->data(), 6), "basic ")) {
-      headers.Remove("authorization");  // only Basic credentials: a Bearer is another's
-    }
-  }
-
- private:
-  static http::FilterStatus SubmitOrShed(Verifier::Job job, http::FilterCallbacks& callbacks) {
     if (!Verifier::Get().Submit(std::move(job))) {
       http::HeaderMap retry;
       retry.Add("retry-after", "1");
@@ -249,6 +219,20 @@ class BasicAuthFilter : public http::Filter {
       return http::FilterStatus::kStopLocalReply;
     }
     return http::FilterStatus::kStopIteration;
+  }
+
+  void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks&) override {
+    // Only Basic credentials: a Bearer token is another policy's.
+    const std::string* authorization = headers.Get("authorization");
+    if (!settings_.keep_credentials && authorization != nullptr && IsBasic(*authorization)) {
+      headers.Remove("authorization");
+    }
+  }
+
+ private:
+  static bool IsBasic(std::string_view authorization) {
+    return authorization.size() >= 6 &&
+           absl::EqualsIgnoreCase(absl::string_view(authorization.data(), 6), "basic ");
   }
 
   const Settings& settings_;
