@@ -13,6 +13,13 @@ const std::string* HeaderMap::Get(std::string_view name) const {
   return nullptr;
 }
 
+std::vector<HeaderField> HeaderMap::Views() const {
+  std::vector<HeaderField> views;
+  views.reserve(fields_.size());
+  for (const Field& f : fields_) views.push_back({f.name, f.value});
+  return views;
+}
+
 size_t HeaderMap::Count(std::string_view name) const {
   size_t n = 0;
   for (const Field& f : fields_) n += EqualsIgnoreCase(f.name, name) ? 1 : 0;

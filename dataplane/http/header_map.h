@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "dataplane/http/http1_parser.h"
+
 namespace sluice::http {
 
 class HeaderMap {
@@ -33,6 +35,9 @@ class HeaderMap {
   size_t Remove(std::string_view name);
 
   const std::vector<Field>& fields() const { return fields_; }
+  // The fields as views (valid while the map is unchanged), for the
+  // interfaces that take HeaderField lists.
+  std::vector<HeaderField> Views() const;
   size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
   void Clear() { fields_.clear(); }

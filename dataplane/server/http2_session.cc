@@ -498,9 +498,7 @@ void Http2Session::OnRequestData(int32_t stream_id, std::string_view data, bool 
 void Http2Session::OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) {
   Stream* stream = Find(stream_id);
   if (stream == nullptr) return;
-  std::vector<http::HeaderField> fields;
-  for (const http::HeaderMap::Field& f : trailers.fields()) fields.push_back({f.name, f.value});
-  stream->proxy().OnRequestEnd(fields);
+  stream->proxy().OnRequestEnd(trailers.Views());
 }
 
 void Http2Session::OnStreamReset(int32_t stream_id, uint32_t error_code) {

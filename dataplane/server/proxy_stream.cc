@@ -1725,9 +1725,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
 
 void ProxyStream::ReleaseHeldResponse() {
   holding_response_ = false;
-  std::vector<http::HeaderField> fields;
-  fields.reserve(deferred().held_fields.size());
-  for (const http::HeaderMap::Field& f : deferred().held_fields.fields()) fields.push_back({f.name, f.value});
+  std::vector<http::HeaderField> fields = deferred().held_fields.Views();
   EncodeResponseHead(deferred().held_head, fields);
   if (!active_) return;
   std::string body = std::move(deferred().held_body);

@@ -329,21 +329,15 @@ void Http2UpstreamConnection::OnInformationalResponse(int32_t stream_id, int sta
                                                       const http::HeaderMap& headers) {
   Http2UpstreamStream* s = Find(stream_id);
   if (s == nullptr || status == 100) return;  // 100: the gateway's own Expect handling
-  std::vector<http::HeaderField> fields;
-  fields.reserve(headers.size());
-  for (const http::HeaderMap::Field& f : headers.fields()) fields.push_back({f.name, f.value});
-  s->events_->OnUpstreamInformational(status, fields);
+  s->events_->OnUpstreamInformational(status, headers.Views());
 }
 
 void Http2UpstreamConnection::OnResponseTrailers(int32_t stream_id,
                                                  const http::HeaderMap& trailers) {
   Http2UpstreamStream* s = Find(stream_id);
   if (s == nullptr) return;
-  std::vector<http::HeaderField> fields;
-  fields.reserve(trailers.size());
-  for (const http::HeaderMap::Field& f : trailers.fields()) fields.push_back({f.name, f.value});
   UpstreamEvents* events = s->events_;
-  events->OnUpstreamTrailers(fields);
+  events->OnUpstreamTrailers(trailers.Views());
   if (Find(stream_id) != s) return;
   streams_.erase(stream_id);
   s->connection_ = nullptr;
