@@ -63,13 +63,16 @@ def main():
     print("listening on", listener.getsockname()[1], flush=True)
     while True:
         raw, _ = listener.accept()
+        conn = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
         try:
-            conn = context.wrap_socket(raw, server_side=True)
+            conn.do_handshake()
         except (OSError, ssl.SSLError):
             # The alert is out; wait for the peer's close (at most 5 s) so that
             # a request it sends meanwhile is not answered with a TCP reset,
-            # which would discard the alert before the peer reads it.
-            threading.Thread(target=linger, args=(raw,), daemon=True).start()
+            # which would discard the alert before the peer reads it. (The TLS
+            # object owns the descriptor: take it back as a plain socket.)
+            plain = socket.socket(fileno=conn.detach())
+            threading.Thread(target=linger, args=(plain,), daemon=True).start()
             continue
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
