@@ -56,8 +56,6 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
     age_timer_->Enable(listener.max_connection_age);
   }
   connection_->SetCallbacks(this);
-  stream_ = std::make_unique<ProxyStream>(worker_, *this, listener_name_, peer_ip_,
-                                          connection_->transport());
   if (listener.tls) {
     // The handshake must be done within the request-head timeout.
     timer_is_head_ = true;
@@ -69,7 +67,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
 
 DownstreamConnection::~DownstreamConnection() {
   // The stream releases its upstream connection (if any) as it goes.
-  stream_.reset();
+  if (stream_ != nullptr) worker_.ReturnStream(std::move(stream_));
 }
 
 void DownstreamConnection::OnConnected() {
@@ -316,7 +314,11 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   request.upgrade = head.upgrade;
   request.connection_names = head.connection_names;
   request.http10 = client_http10_;
-  stream_->Reset();
+  if (stream_ == nullptr) {
+    stream_ = worker_.TakeStream(*this, listener_name_, peer_ip_, connection_->transport());
+  } else {
+    stream_->Reset();  // kept since the last request: pipelined
+  }
   stream_in_use_ = true;
   stream_->Start(request);
 }
@@ -486,8 +488,9 @@ void DownstreamConnection::OnWriteDrained() {
     return;
   }
   // The response is out and nothing else is queued: the idle connection
-  // gives its buffers back (about 20 KiB).
+  // gives its buffers back (about 20 KiB), and its exchange object.
   connection_->ReleaseIdleBuffers();
+  if (stream_ != nullptr) worker_.ReturnStream(std::move(stream_));
 }
 
 void DownstreamConnection::SendSessionError(int status, std::string_view error,

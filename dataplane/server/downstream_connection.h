@@ -111,7 +111,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   event::DeadlineTimer timer_;  // idle, then request-head timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
-  std::unique_ptr<ProxyStream> stream_;  // reused for every request
+  // From the worker's spares at a request's head (Worker::TakeStream),
+  // given back once the connection idles; kept for pipelined requests.
+  std::unique_ptr<ProxyStream> stream_;
   bool stream_in_use_ = false;           // from OnHead to OnStreamDone / Abort
   std::vector<http::HeaderField> request_trailers_;  // OnTrailers -> OnMessageComplete
   std::string response_head_;  // scratch for response heads

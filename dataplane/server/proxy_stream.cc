@@ -193,10 +193,10 @@ bool ParseGrpcTimeout(std::string_view text, absl::Duration* out) {
 ProxyStream::ProxyStream(Worker& worker, DownstreamSink& sink, const std::string& listener,
                          const std::string& peer_ip, const net::TransportSocket& transport)
     : worker_(worker),
-      sink_(sink),
-      listener_(listener),
-      peer_ip_(peer_ip),
-      transport_(transport),
+      sink_(&sink),
+      listener_(&listener),
+      peer_ip_(&peer_ip),
+      transport_(&transport),
       route_timer_(worker.dispatcher(), [this] { OnRouteTimeout(); }),
       retry_timer_(worker.dispatcher(), [this] { OnRetryTimer(); }),
       per_try_timer_(worker.dispatcher(), [this] { OnPerTryTimeout(); }),
@@ -275,7 +275,7 @@ void ProxyStream::Start(const RequestHead& request) {
   RequestHead head = request;  // its target becomes the normalised one
   active_ = true;
   start_time_ = absl::Now();
-  client_ip_ = peer_ip_;
+  client_ip_ = *peer_ip_;
   protocol_ = head.http2 ? "HTTP/2" : head.http10 ? "HTTP/1.0" : "HTTP/1.1";
   worker_.stats().downstream_requests_total->Inc();
   snapshot_ = worker_.snapshot();
@@ -308,12 +308,12 @@ void ProxyStream::Start(const RequestHead& request) {
   }
   SetUpTraceContext(traceparent);
 
-  auto listener_it = snapshot_->listeners.find(listener_);
-  if (listener_it == snapshot_->listeners.end() && sink_.listener_snapshot() != nullptr) {
+  auto listener_it = snapshot_->listeners.find(*listener_);
+  if (listener_it == snapshot_->listeners.end() && sink_->listener_snapshot() != nullptr) {
     // A newer config removed the listener while this connection drains:
     // the last config that had it serves what still comes.
-    snapshot_ = sink_.listener_snapshot();
-    listener_it = snapshot_->listeners.find(listener_);
+    snapshot_ = sink_->listener_snapshot();
+    listener_it = snapshot_->listeners.find(*listener_);
   }
   if (listener_it == snapshot_->listeners.end()) {
     response_flag_ = "listener_removed";
@@ -326,8 +326,8 @@ void ProxyStream::Start(const RequestHead& request) {
   trust_forwarded_ = listener.trusted_proxy_hops > 0;
   if (listener.trusted_proxy_hops > 0) {
     std::string_view client =
-        ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops, peer_ip_);
-    if (client.data() != peer_ip_.data()) {
+        ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops, *peer_ip_);
+    if (client.data() != peer_ip_->data()) {
       client_ip_storage_.assign(client);  // the head's views die with Start()
       client_ip_ = client_ip_storage_;
     }
@@ -407,7 +407,7 @@ void ProxyStream::Start(const RequestHead& request) {
       // a slash and a URI cannot hold, goes percent-encoded.
       std::string location;
       if (!head.authority.empty()) {
-        location.append(transport_.secure() ? "https://" : "http://");
+        location.append(transport_->secure() ? "https://" : "http://");
         location.append(head.authority);
       }
       size_t from = 0;
@@ -512,7 +512,7 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   if (&head != &deferred().saved_head) SaveHead(head);
   buffering_body_ = true;
   if (deferred().saved_head.expect_continue) {
-    sink_.EncodeContinue();
+    sink_->EncodeContinue();
     deferred().saved_head.expect_continue = false;
   }
   route_timer_.Clear();
@@ -591,7 +591,7 @@ void ProxyStream::Route(const RequestHead& request) {
                         route_->direct_content_type);
       return;
     case router::RouteEntry::Action::kRedirect: {
-      std::string location = route_->RedirectLocation(transport_.secure() ? "https" : "http",
+      std::string location = route_->RedirectLocation(transport_->secure() ? "https" : "http",
                                                       head.authority, head.target);
       response_flag_ = "redirect";
       SendLocalResponse(static_cast<int>(route_->redirect_code), "", {{"location", location}}, {},
@@ -672,7 +672,7 @@ void ProxyStream::Route(const RequestHead& request) {
     BuildHttp2Head(head, path, for_each_field);
   }
   if (cluster_->protocol == upstream::UpstreamProtocol::kHttp2) {
-    if (head.expect_continue && has_body_) sink_.EncodeContinue();
+    if (head.expect_continue && has_body_) sink_->EncodeContinue();
     StartRouteTimer();
     ConnectUpstream();
     return;
@@ -699,7 +699,7 @@ void ProxyStream::Route(const RequestHead& request) {
     AppendHeader(&out, "transfer-encoding", "chunked");
   }
   out.append("\r\n");
-  if (head.expect_continue && has_body_) sink_.EncodeContinue();
+  if (head.expect_continue && has_body_) sink_->EncodeContinue();
   StartRouteTimer();
   ConnectUpstream();
 }
@@ -840,9 +840,9 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
     emit("host", head.authority.empty() ? std::string_view("localhost") : head.authority);
   }
   if (!forwarded_for.empty()) forwarded_for.append(", ");
-  forwarded_for.append(peer_ip_);
+  forwarded_for.append(*peer_ip_);
   emit("x-forwarded-for", forwarded_for);
-  emit("x-forwarded-proto", transport_.secure() ? "https" : "http");
+  emit("x-forwarded-proto", transport_->secure() ? "https" : "http");
   emit("x-request-id", request_id_);
   emit("traceparent", std::string_view(traceparent_, sizeof(traceparent_)));
 }
@@ -891,7 +891,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   path_.assign(head.target);
   info_.request_id = request_id_;
   info_.client_ip = client_ip_;
-  info_.scheme = transport_.secure() ? "https" : "http";
+  info_.scheme = transport_->secure() ? "https" : "http";
   info_.method = method_;
   info_.path = path_;
   info_.route_name = route_->name;
@@ -899,7 +899,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   info_.request_content_length = head.body == RequestHead::Body::kLength
                                      ? static_cast<int64_t>(head.content_length)
                                      : head.body == RequestHead::Body::kNone ? 0 : -1;
-  if (const net::TlsInfo* tls = transport_.tls_info()) {
+  if (const net::TlsInfo* tls = transport_->tls_info()) {
     info_.tls_version = tls->version;
     info_.tls_cipher = tls->cipher;
     info_.tls_sni = tls->sni;
@@ -991,7 +991,7 @@ void ProxyStream::ContinueRequest() {
   if (result != ChainResult::kDone) return;
   FiltersDone(deferred().saved_head);
   if (!active_) return;
-  sink_.SetRequestReadEnabled(true);
+  sink_->SetRequestReadEnabled(true);
   if (buffering_body_) {
     // What came during the pause is the start of the held body.
     if (deferred().paused_body.size() > body_buffer_limit_) {
@@ -1151,9 +1151,9 @@ void ProxyStream::StartBackgroundRefresh() {
   }
   const RequestHead& head = *hook_head_;
   auto request = std::make_unique<BackgroundRequest>();
-  request->listener = listener_;
-  request->peer_ip.assign(peer_ip_);
-  request->secure = transport_.secure();
+  request->listener = *listener_;
+  request->peer_ip.assign(*peer_ip_);
+  request->secure = transport_->secure();
   request->method.assign(head.method);
   request->target.assign(head.target);
   request->authority.assign(head.authority);
@@ -1228,7 +1228,7 @@ void ProxyStream::AddDateUnlessGiven(const http::HeaderField* extra, size_t extr
 void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::HeaderField>& fields) {
   if (filters_entered_ == 0 && !edits_every_answer_) {
     head.headers = &fields;
-    sink_.EncodeHeaders(head);
+    sink_->EncodeHeaders(head);
     return;
   }
   // The route's policies see every response head, the gateway's own too,
@@ -1242,7 +1242,7 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
   filtered.reserve(map.size());
   for (const http::HeaderMap::Field& f : map.fields()) filtered.push_back({f.name, f.value});
   head.headers = &filtered;
-  sink_.EncodeHeaders(head);
+  sink_->EncodeHeaders(head);
 }
 
 bool ProxyStream::ConnectUpstream() {
@@ -1522,7 +1522,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     // Held until the policy resumes the request; past the bound the
     // client is not read (back-pressure), not refused.
     deferred().paused_body.append(chunk);
-    if (deferred().paused_body.size() >= kPausedBodyBytes) sink_.SetRequestReadEnabled(false);
+    if (deferred().paused_body.size() >= kPausedBodyBytes) sink_->SetRequestReadEnabled(false);
     return;
   }
   NoteActivity();
@@ -1544,7 +1544,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     if (!upstream_) return;
     net::Connection& up = upstream_->connection();
     up.Write(chunk);
-    if (up.output_size() > sink_.buffer_limit()) sink_.SetRequestReadEnabled(false);
+    if (up.output_size() > sink_->buffer_limit()) sink_->SetRequestReadEnabled(false);
     return;
   }
   if (replayable_) {
@@ -1561,8 +1561,8 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!replayable_) body_gone_ = true;  // forwarded below, or dropped between tries
   if (upstream2_) {
     upstream2_->SendData(chunk, false);
-    if (upstream2_ && upstream2_->queued_bytes() > sink_.buffer_limit()) {
-      sink_.SetRequestReadEnabled(false);
+    if (upstream2_ && upstream2_->queued_bytes() > sink_->buffer_limit()) {
+      sink_->SetRequestReadEnabled(false);
     }
     return;
   }
@@ -1576,7 +1576,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   } else {
     up.Write(chunk);
   }
-  if (up.output_size() > sink_.buffer_limit()) sink_.SetRequestReadEnabled(false);
+  if (up.output_size() > sink_->buffer_limit()) sink_->SetRequestReadEnabled(false);
 }
 
 bool ProxyStream::RepeatsAHeadField(std::string_view name) const {
@@ -1625,7 +1625,7 @@ void ProxyStream::OnUpstreamConnected() {
 
 void ProxyStream::OnUpstreamWriteDrained() {
   // The upstream took the bytes it was behind on: read the client again.
-  if (active_) sink_.SetRequestReadEnabled(true);
+  if (active_) sink_->SetRequestReadEnabled(true);
 }
 
 void ProxyStream::OnDownstreamDrained() {
@@ -1732,7 +1732,7 @@ void ProxyStream::ReleaseHeldResponse() {
   deferred().held_body.clear();
   bytes_out_ += body.size();
   if (observes_upstream_) RunResponseDataFilters(body);
-  sink_.EncodeData(body);
+  sink_->EncodeData(body);
 }
 
 void ProxyStream::CompleteHeldResponse() {
@@ -1771,7 +1771,7 @@ void ProxyStream::CompleteHeldResponse() {
   EncodeResponseHead(deferred().held_head, fields);
   if (!active_) return;
   bytes_out_ += deferred().held_body.size();
-  if (!deferred().held_body.empty()) sink_.EncodeData(deferred().held_body);
+  if (!deferred().held_body.empty()) sink_->EncodeData(deferred().held_body);
 }
 
 void ProxyStream::DropHeldResponse() {
@@ -1849,7 +1849,7 @@ void ProxyStream::OnIdleTimer() {
                       {}, {}, "application/json", /*close_connection=*/true);
     return;
   }
-  SLUICE_LOG(kDebug, tunnel_ ? "WebSocket" : "response", " to ", peer_ip_, " idle for ",
+  SLUICE_LOG(kDebug, tunnel_ ? "WebSocket" : "response", " to ", *peer_ip_, " idle for ",
              absl::FormatDuration(idle_limit_), ": cut");
   if (tunnel_) {
     Fail();
@@ -1881,9 +1881,9 @@ void ProxyStream::OnUpstreamBody(std::string_view bytes) {
   }
   bytes_out_ += bytes.size();
   if (observes_upstream_ && !tunnel_) RunResponseDataFilters(bytes);
-  sink_.EncodeData(bytes);
+  sink_->EncodeData(bytes);
   if (!active_ || !HasUpstream()) return;
-  if (sink_.buffered_response_bytes() > sink_.buffer_limit() && !upstream_paused_reading_) {
+  if (sink_->buffered_response_bytes() > sink_->buffer_limit() && !upstream_paused_reading_) {
     upstream_paused_reading_ = true;
     SetUpstreamReadEnabled(false);
   }
@@ -1906,7 +1906,7 @@ void ProxyStream::OnUpstreamInformational(int status,
     }
     forwarded.push_back(f);
   }
-  sink_.EncodeInformational(status, forwarded);
+  sink_->EncodeInformational(status, forwarded);
 }
 
 void ProxyStream::OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {
@@ -1938,7 +1938,7 @@ void ProxyStream::OnUpstreamComplete() {
     if (!active_) return;
   }
   if (observes_upstream_) RunResponseEndFilters();
-  sink_.EncodeEnd(response_trailers_);
+  sink_->EncodeEnd(response_trailers_);
   Finish();
 }
 
@@ -1948,7 +1948,7 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     // The upstream ended the WebSocket: what it sent reaches the client, then
     // the exchange ends (and the client connection with it).
     ReleaseUpstream(false);
-    sink_.EncodeEnd({});
+    sink_->EncodeEnd({});
     Finish();
     return;
   }
@@ -2111,7 +2111,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     status_ = status;  // counted under the gateway's own status
     response_started_ = true;
     EncodeResponseHead(head, response_fields_);
-    sink_.EncodeEnd({});
+    sink_->EncodeEnd({});
     Finish();
     return;
   }
@@ -2142,9 +2142,9 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   EncodeResponseHead(head, response_fields_);
   if (!head_request_ && !scratch_.empty()) {
     bytes_out_ += scratch_.size();
-    sink_.EncodeData(scratch_);
+    sink_->EncodeData(scratch_);
   }
-  sink_.EncodeEnd({});
+  sink_->EncodeEnd({});
   Finish();
 }
 
@@ -2157,7 +2157,7 @@ bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error) {
   response_trailers_.push_back({"grpc-status", grpc_status_text_});
   response_trailers_.push_back({"grpc-message", scratch_});
   status_ = http_status;  // counted as the gateway's error
-  sink_.EncodeEnd(response_trailers_);
+  sink_->EncodeEnd(response_trailers_);
   Finish();
   return true;
 }
@@ -2183,7 +2183,7 @@ void ProxyStream::Finish() {
   upstream_.reset();
   upstream2_.reset();
   if (background_request_ != nullptr) worker_.StartBackground(std::move(background_request_));
-  sink_.OnStreamDone();  // may destroy this stream: nothing after it
+  sink_->OnStreamDone();  // may destroy this stream: nothing after it
 }
 
 void ProxyStream::Fail() {
@@ -2193,7 +2193,7 @@ void ProxyStream::Fail() {
   EndAccounting();
   active_ = false;
   snapshot_.reset();
-  sink_.Abort();  // may destroy this stream: nothing after it
+  sink_->Abort();  // may destroy this stream: nothing after it
 }
 
 void ProxyStream::RecordExchange() {
@@ -2256,7 +2256,7 @@ void ProxyStream::RecordExchange() {
     }
     e.attempts = attempts_;
     if (info_.consumer != nullptr) e.consumer = info_.consumer->name;
-    if (const net::TlsInfo* tls = transport_.tls_info()) {
+    if (const net::TlsInfo* tls = transport_->tls_info()) {
       e.tls_version = tls->version;
       e.sni = tls->sni;
     }

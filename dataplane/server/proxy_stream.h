@@ -162,6 +162,15 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
 
   // Back to the initial state, keeping buffers, for the next request.
   void Reset();
+  // A reset stream serves another session of its worker from now on
+  // (Worker::TakeStream): the arguments as the constructor's.
+  void Rebind(DownstreamSink& sink, const std::string& listener, const std::string& peer_ip,
+              const net::TransportSocket& transport) {
+    sink_ = &sink;
+    listener_ = &listener;
+    peer_ip_ = &peer_ip;
+    transport_ = &transport;
+  }
 
   // The request head arrived. May answer at once (404, a policy, a direct
   // response...) and call OnStreamDone before returning.
@@ -313,10 +322,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void ReleaseUpstream(bool reusable);
 
   Worker& worker_;
-  DownstreamSink& sink_;
-  const std::string& listener_;
-  const std::string& peer_ip_;
-  const net::TransportSocket& transport_;
+  // The session's (Rebind() moves the stream to another).
+  DownstreamSink* sink_;
+  const std::string* listener_;
+  const std::string* peer_ip_;
+  const net::TransportSocket* transport_;
   event::DeadlineTimer route_timer_;  // the route timeout (all tries)
   event::Timer retry_timer_;    // backoff before the next try
   event::Timer per_try_timer_;  // the current try's timeout

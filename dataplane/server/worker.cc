@@ -207,10 +207,11 @@ Worker::Worker(int index, ProxyStats& stats)
       post_gate_(std::make_shared<PostGate>(&dispatcher_)),
       pool_(dispatcher_),
       h2_pool_(dispatcher_),
-      accept_backoff_timer_(dispatcher_, [this] { SetAccepting(true); }),
       picker_(0x9e3779b97f4a7c15ull * static_cast<uint64_t>(index + 1) ^
               static_cast<uint64_t>(getpid())),
-      id_rng_(std::random_device{}()) {
+      id_rng_(std::random_device{}()),
+      accept_backoff_timer_(dispatcher_, [this] { SetAccepting(true); }),
+      spare_trim_timer_(dispatcher_, [this] { TrimSpareStreams(); }) {
   ConnectionLimit::InitDefault();
 }
 
@@ -236,8 +237,44 @@ void Worker::Start(int pin_cpu) {
     pool_.CloseAllIdle();
     h2_pool_.DrainExcept({});
     dispatcher_.RunDeferredDeletes();
+    spare_streams_.clear();
+    spare_trim_timer_.Disable();
     snapshot_.reset();
   });
+}
+
+std::unique_ptr<ProxyStream> Worker::TakeStream(DownstreamSink& sink, const std::string& listener,
+                                                const std::string& peer_ip,
+                                                const net::TransportSocket& transport) {
+  if (spare_streams_.empty()) {
+    spare_low_ = 0;
+    return std::make_unique<ProxyStream>(*this, sink, listener, peer_ip, transport);
+  }
+  std::unique_ptr<ProxyStream> stream = std::move(spare_streams_.back());
+  spare_streams_.pop_back();
+  spare_low_ = std::min(spare_low_, spare_streams_.size());
+  stream->Rebind(sink, listener, peer_ip, transport);
+  return stream;
+}
+
+void Worker::ReturnStream(std::unique_ptr<ProxyStream> stream) {
+  stream->OnDownstreamGone();
+  if (spare_streams_.size() >= kMaxSpareStreams) return;
+  stream->Reset();
+  spare_streams_.push_back(std::move(stream));
+  if (!spare_trim_timer_.enabled()) {
+    spare_low_ = spare_streams_.size();
+    spare_trim_timer_.Enable(kSpareTrimPeriod);
+  }
+}
+
+void Worker::TrimSpareStreams() {
+  // The oldest spares (the vector's front: taking and giving back happen at
+  // its back) went unused since the last trim.
+  size_t unused = std::min(spare_low_, spare_streams_.size());
+  spare_streams_.erase(spare_streams_.begin(), spare_streams_.begin() + unused);
+  spare_low_ = spare_streams_.size();
+  if (!spare_streams_.empty()) spare_trim_timer_.Enable(kSpareTrimPeriod);
 }
 
 void Worker::Stop() {

@@ -412,6 +412,48 @@ TEST_F(ProxyStreamTest, ABodyOverThePolicysLimitIs413) {
   EXPECT_EQ(seen_body_, "");
 }
 
+// An HTTP/1 connection holds its exchange only while a request is in
+// flight: the worker keeps the finished ones as spares, binds a spare to the
+// next session that needs one, and frees spares that went unused for a
+// whole trim period.
+TEST_F(ProxyStreamTest, AStreamGivenBackServesTheNextSessionAndUnusedSparesAreFreed) {
+  FakeSink first_sink;
+  std::unique_ptr<ProxyStream> stream = worker_.TakeStream(first_sink, listener_, peer_, transport_);
+  ProxyStream* first = stream.get();
+  std::vector<http::HeaderField> fields;
+  stream->Start(Head("GET", "/typed", &fields));
+  ASSERT_TRUE(RunUntil([&] { return first_sink.done; }));
+  EXPECT_EQ(first_sink.status, 200);
+  worker_.ReturnStream(std::move(stream));
+  EXPECT_EQ(worker_.spare_streams(), 1u);
+
+  FakeSink second_sink;
+  std::string other_peer = "10.1.2.3";
+  stream = worker_.TakeStream(second_sink, listener_, other_peer, transport_);
+  EXPECT_EQ(stream.get(), first);  // the spare, not a new one
+  EXPECT_EQ(worker_.spare_streams(), 0u);
+  std::vector<http::HeaderField> again;
+  stream->Start(Head("GET", "/typed", &again));
+  ASSERT_TRUE(RunUntil([&] { return second_sink.done; }));
+  EXPECT_EQ(second_sink.status, 200);
+  EXPECT_EQ(second_sink.body, "\x89PNG");
+  EXPECT_EQ(stream->info().client_ip, other_peer);  // bound to the second session
+  EXPECT_EQ(first_sink.body, "\x89PNG");            // the first heard nothing more
+
+  // Given back mid-exchange (the client left): ended, then kept.
+  stream->Reset();  // as a connection does for its next (pipelined) request
+  std::string credentials = Basic("alice:wonderland");
+  std::vector<http::HeaderField> paused = {{"authorization", credentials}};
+  stream->Start(Head("GET", "/basic", &paused));  // basic-auth pauses it
+  EXPECT_TRUE(stream->active());
+  worker_.ReturnStream(std::move(stream));
+  EXPECT_EQ(worker_.spare_streams(), 1u);
+  // Unused for a whole period: freed by the trim.
+  ASSERT_TRUE(RunUntil([&] { return worker_.spare_streams() == 0; },
+                       Worker::kSpareTrimPeriod * 3));
+  EXPECT_EQ(second_sink.body, "\x89PNG");  // the ended exchange was never answered
+}
+
 TEST_F(ProxyStreamTest, ABackgroundRefreshRunsTheRequestAgainDetached) {
   FakeSink sink;
   ProxyStream stream(worker_, sink, listener_, peer_, transport_);
