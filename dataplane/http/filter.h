@@ -63,6 +63,12 @@ struct StreamInfo {
   std::string_view method;
   std::string_view path;  // path and query as the client sent it
   std::string_view route_name;
+  // Where the route is: its RouteTable's name and its virtual host's label
+  // (name, or index when unnamed). Route names are unique only within a
+  // virtual host: state keyed by route (rate-limit counters, cache entries)
+  // takes all three.
+  std::string_view route_table;
+  std::string_view virtual_host;
   // TLS; empty over plain connections.
   std::string_view tls_version;
   std::string_view tls_cipher;

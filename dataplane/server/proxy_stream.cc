@@ -208,6 +208,7 @@ void ProxyStream::Reset() {
   active_ = false;
   snapshot_.reset();
   route_ = nullptr;
+  route_table_ = {};
   route_stats_ = nullptr;
   cluster_ = nullptr;
   endpoint_key_.clear();
@@ -460,6 +461,7 @@ void ProxyStream::Start(const RequestHead& request) {
     return;
   }
   route_ = match.route;
+  route_table_ = listener.route_table->name();
   route_stats_ = &(*listener.route_stats)[route_->id];
   max_body_bytes_ = listener.max_request_body_bytes;
   if (listener.route_filters != nullptr && !(*listener.route_filters)[route_->id].empty()) {
@@ -895,6 +897,8 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   info_.method = method_;
   info_.path = path_;
   info_.route_name = route_->name;
+  info_.route_table = route_table_;
+  info_.virtual_host = route_->virtual_host;
   info_.background = head.background;
   info_.request_content_length = head.body == RequestHead::Body::kLength
                                      ? static_cast<int64_t>(head.content_length)

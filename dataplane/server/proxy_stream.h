@@ -410,6 +410,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   http::HeaderMap reply_headers_;  // a policy's local reply fields
   std::vector<http::HeaderField> reply_views_;  // SendResponse's fields (views)
   std::string path_;
+  std::string_view route_table_;  // route_'s table's name (snapshot_ holds it)
   http::StreamInfo info_;
   uint64_t max_body_bytes_ = 0;  // the listener's http.max_request_body_bytes
   // Observability: what the metrics and the access log record when the

@@ -109,11 +109,14 @@ class RateLimitFilter : public http::Filter {
   }
 
  private:
-  // The route, then each part; requests lacking a part share the route's
-  // fallback bucket.
+  // The route (its table, virtual host and name: a route name is unique
+  // only within its virtual host), then each part; requests lacking a part
+  // share the route's fallback bucket.
   std::string MakeKey(const http::HeaderMap& headers, const http::StreamInfo& info) const {
     std::string key;
     key.reserve(64);
+    AppendPiece(&key, 't', info.route_table);
+    AppendPiece(&key, 'v', info.virtual_host);
     AppendPiece(&key, 'r', info.route_name);
     const size_t route_end = key.size();
     for (v1::RateLimitConfig::KeyPart part : settings_.key) {

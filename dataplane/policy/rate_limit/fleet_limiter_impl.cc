@@ -126,11 +126,9 @@ void FleetLimiter::Take(std::string_view key, int64_t now, Decision* decision) {
   }
 }
 
-void FleetLimiter::Evict(Shard& shard, int64_t now) {
-  const size_t target = std::max<size_t>(1, shard.map.size() / 8);
+size_t FleetLimiter::DropFull(Shard& shard, int64_t now,
+                              std::vector<std::pair<double, Map::iterator>>* active) {
   size_t freed = 0;
-  std::vector<std::pair<double, Map::iterator>> active;  // (fullness, entry)
-  active.reserve(shard.map.size());
   for (auto it = shard.map.begin(); it != shard.map.end();) {
     Entry& entry = it->second;
     Refill(entry, now);
@@ -140,14 +138,38 @@ void FleetLimiter::Evict(Shard& shard, int64_t now) {
     }
     if (fullness >= 1.0 && entry.demand == 0) {
       shard.map.erase(it++);
-      keys_.fetch_sub(1, std::memory_order_relaxed);
       ++freed;
     } else {
-      active.emplace_back(fullness, it++);
+      if (active != nullptr) active->emplace_back(fullness, it);
+      ++it;
     }
   }
-  if (freed >= target) return;
-  size_t more = std::min(target - freed, active.size());
+  keys_.fetch_sub(freed, std::memory_order_relaxed);
+  return freed;
+}
+
+void FleetLimiter::Evict(Shard& shard, int64_t now) {
+  // As GcraLimiter::Evict: full buckets with no demand to report, this
+  // shard's, then (the table still full) every other shard's; only when the
+  // table is still full, this shard's fullest go.
+  std::vector<std::pair<double, Map::iterator>> active;  // (fullness, entry)
+  active.reserve(shard.map.size());
+  DropFull(shard, now, &active);
+  if (keys_.load(std::memory_order_relaxed) < max_keys_) return;
+  // At most one sweep of the table per kSweepInterval: a flood of new keys
+  // into a table full of callers who are not whole would sweep it for each.
+  int64_t last = last_sweep_ns_.load(std::memory_order_relaxed);
+  if (now - last >= kSweepInterval &&
+      last_sweep_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    for (size_t i = 0; i < shard_count_; ++i) {
+      Shard& other = shards_[i];
+      if (&other == &shard || !other.mu.TryLock()) continue;
+      DropFull(other, now, nullptr);
+      other.mu.Unlock();
+    }
+    if (keys_.load(std::memory_order_relaxed) < max_keys_) return;
+  }
+  size_t more = std::min(std::max<size_t>(1, shard.map.size() / 8), active.size());
   std::nth_element(active.begin(), active.begin() + more, active.end(),
                    [](const auto& a, const auto& b) { return a.first > b.first; });
   for (size_t i = 0; i < more; ++i) shard.map.erase(active[i].second);

@@ -30,8 +30,9 @@
 // L_i / fleet size.
 //
 // Memory: about `max_keys` keys (counted over all shards, at most
-// max_keys + 64), evicted as LOCAL's:
-// full buckets with no pending demand first, then the fullest.
+// max_keys + 64), evicted as LOCAL's: full buckets with no pending demand
+// first, the new key's shard's, then every shard's; the fullest others only
+// when that sweep frees fewer than max_keys/64.
 //
 // Thread-safe: Take() from every worker; TakeDemand()/ApplyLeases() from
 // the config client's threads (via FleetBoard).
@@ -44,6 +45,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -130,12 +132,20 @@ class FleetLimiter : public RateLimiter {
   // Brings the buckets to `now` at the shares that applied until now.
   void Refill(Entry& entry, int64_t now) const;
   void Evict(Shard& shard, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Removes the shard's full buckets with no demand (lock held); the others
+  // go to `active` (with their fullness) when it is given.
+  size_t DropFull(Shard& shard, int64_t now, std::vector<std::pair<double, Map::iterator>>* active)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   const std::string identity_;
   const std::vector<LimitSpec> specs_;
   const FleetLimiterOptions options_;
   FleetBoard* const board_;
   size_t max_keys_;
+  // A sweep of every shard for keys to drop at no loss, at most once per
+  // kSweepInterval (Evict).
+  static constexpr int64_t kSweepInterval = 50'000'000;  // 50 ms
+  std::atomic<int64_t> last_sweep_ns_{std::numeric_limits<int64_t>::min() / 2};
   std::atomic<size_t> keys_{0};  // held in all shards together
   size_t shard_count_;
   std::unique_ptr<Shard[]> shards_;

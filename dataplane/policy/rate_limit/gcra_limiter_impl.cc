@@ -115,12 +115,10 @@ void GcraLimiter::TakeFrom(Entry& entry, int64_t now, Decision* decision) const 
   }
 }
 
-void GcraLimiter::Evict(Shard& shard, int64_t now) {
-  const size_t target = std::max<size_t>(1, shard.map.size() / 8);
+size_t GcraLimiter::DropWhole(Shard& shard, int64_t now,
+                              std::vector<std::pair<int64_t, Map::iterator>>* active) {
   const size_t n = limits_.size();
   size_t freed = 0;
-  std::vector<std::pair<int64_t, Map::iterator>> active;
-  active.reserve(shard.map.size());
   for (auto it = shard.map.begin(); it != shard.map.end();) {
     int64_t whole_at = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -128,14 +126,40 @@ void GcraLimiter::Evict(Shard& shard, int64_t now) {
     }
     if (whole_at <= now) {
       shard.map.erase(it++);  // other iterators stay valid
-      keys_.fetch_sub(1, std::memory_order_relaxed);
       ++freed;
     } else {
-      active.emplace_back(whole_at, it++);
+      if (active != nullptr) active->emplace_back(whole_at, it);
+      ++it;
     }
   }
-  if (freed >= target) return;
-  size_t more = std::min(target - freed, active.size());
+  keys_.fetch_sub(freed, std::memory_order_relaxed);
+  return freed;
+}
+
+void GcraLimiter::Evict(Shard& shard, int64_t now) {
+  // A key whole again is the same as an unknown one: dropping it loses
+  // nothing. This shard's first; when that leaves the table full, every
+  // other shard's (one another thread holds is skipped); when the table is
+  // still full, it holds max_keys callers who are not whole, and an eighth
+  // of this shard goes, closest to whole first.
+  std::vector<std::pair<int64_t, Map::iterator>> active;
+  active.reserve(shard.map.size());
+  DropWhole(shard, now, &active);
+  if (keys_.load(std::memory_order_relaxed) < max_keys_) return;
+  // At most one sweep of the table per kSweepInterval: a flood of new keys
+  // into a table full of callers who are not whole would sweep it for each.
+  int64_t last = last_sweep_ns_.load(std::memory_order_relaxed);
+  if (now - last >= kSweepInterval &&
+      last_sweep_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    for (size_t i = 0; i < shard_count_; ++i) {
+      Shard& other = shards_[i];
+      if (&other == &shard || !other.mu.TryLock()) continue;
+      DropWhole(other, now, nullptr);
+      other.mu.Unlock();
+    }
+    if (keys_.load(std::memory_order_relaxed) < max_keys_) return;
+  }
+  size_t more = std::min(std::max<size_t>(1, shard.map.size() / 8), active.size());
   std::nth_element(active.begin(), active.begin() + more, active.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (size_t i = 0; i < more; ++i) shard.map.erase(active[i].second);

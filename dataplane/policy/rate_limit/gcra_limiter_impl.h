@@ -34,24 +34,29 @@
 // Memory. About `max_keys` keys are held (a new key in a shard with none
 // to give may pass it by one: at most max_keys + 64), about 125 bytes each
 // for a route + client IP key, 175 at most (keys over 64 bytes are held as
-// a SHA-256). The bound counts all shards together, so the count is exact
-// for every caller while no more than max_keys are held. A new key when
+// a SHA-256). The bound counts all shards together. A new key when
 // max_keys are held first removes its shard's keys that are whole again
-// (lossless); when that frees less than an eighth of the shard, the keys
-// closest to whole are removed too
-// (the smallest max TAT: a flood of one-request keys goes first, a heavily
-// used key last). A removed key that was not whole starts whole on its next
-// request: it gets back up to (TAT - now) / T requests per limit early. An
-// eviction scans the shard and frees at least an eighth of it (one entry in
-// shards under 16), so it costs about 8 entry visits per inserted key.
+// (lossless: such a key is the same as an unknown one); when that leaves the
+// table full, the whole keys of every other shard go too (a sweep of the
+// table, at most once per kSweepInterval). Only when the table is still full
+// (max_keys callers who are not whole, or a second full table within
+// kSweepInterval) are keys of the new key's shard closest to whole removed,
+// an eighth of it (the smallest max TAT: a flood of one-request keys goes
+// first, a heavily used key last). So the count is exact for every caller
+// while no more than max_keys are active. A removed key that was not whole
+// starts whole on its next request: it gets back up to (TAT - now) / T
+// requests per limit early. A new key costs a scan of its shard (about 8
+// visits per new key in a flood), and a sweep every key's visit.
 //
 // Thread-safe.
 #ifndef SLUICE_DATAPLANE_POLICY_RATE_LIMIT_GCRA_LIMITER_IMPL_H_
 #define SLUICE_DATAPLANE_POLICY_RATE_LIMIT_GCRA_LIMITER_IMPL_H_
 
 #include <atomic>
+#include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -94,11 +99,21 @@ class GcraLimiter : public RateLimiter {
 
   void TakeFrom(Entry& entry, int64_t now, Decision* decision) const;
   void TakeHeld(std::string_view held_key, int64_t now, Decision* decision);
-  // Frees room in a full shard (writer lock held).
+  // Frees room for a new key in `shard` (writer lock held) when the table
+  // holds max_keys keys.
   void Evict(Shard& shard, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Removes the shard's whole keys (lock held); the others go to `active`
+  // (with the time they are whole) when it is given. Returns how many went.
+  size_t DropWhole(Shard& shard, int64_t now,
+                   std::vector<std::pair<int64_t, Map::iterator>>* active)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   std::vector<Limit> limits_;
   size_t max_keys_;
+  // A sweep of every shard for keys to drop at no loss, at most once per
+  // kSweepInterval (Evict).
+  static constexpr int64_t kSweepInterval = 50'000'000;  // 50 ms
+  std::atomic<int64_t> last_sweep_ns_{std::numeric_limits<int64_t>::min() / 2};
   std::atomic<size_t> keys_{0};  // held in all shards together
   size_t shard_count_;
   std::unique_ptr<Shard[]> shards_;

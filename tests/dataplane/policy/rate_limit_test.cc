@@ -243,6 +243,43 @@ TEST(GcraLimiterTest, AsManyCallersAsMaxKeysAreAllRemembered) {
   }
 }
 
+// A full table whose whole keys sit in other shards than a new key's drops
+// those, not the new key's shard's limited callers. Before, a new key freed
+// an eighth of its own shard, limited callers included: with 6000 limited
+// callers and 400 whole keys at max_keys 6400, 100 new keys gave about 90
+// limited callers a fresh budget.
+TEST(GcraLimiterTest, ANewKeyDropsWholeKeysAnywhereBeforeALimitedCaller) {
+  const size_t max_keys = 6400;
+  GcraLimiter limiter({{2, kMinute}}, max_keys);
+  Decision d;
+  const int64_t t0 = 1000 * kSecond;
+  for (int c = 0; c < 400; ++c) limiter.Take(absl::StrCat("done-", c), t0, &d);
+  const int64_t t1 = t0 + 31 * kSecond;  // "done-" keys are whole again
+  for (int c = 0; c < 6000; ++c) {
+    for (int i = 0; i < 2; ++i) limiter.Take(absl::StrCat("limited-", c), t1, &d);
+  }
+  for (int c = 0; c < 100; ++c) {
+    limiter.Take(absl::StrCat("new-", c), t1, &d);
+    ASSERT_TRUE(d.allowed);
+  }
+  int fresh = 0;
+  for (int c = 0; c < 6000; ++c) {
+    limiter.Take(absl::StrCat("limited-", c), t1 + kSecond, &d);
+    fresh += d.allowed ? 1 : 0;
+  }
+  EXPECT_EQ(fresh, 0);
+  EXPECT_EQ(limiter.evicted_active(), 0u);
+  EXPECT_LE(limiter.tracked_keys(), max_keys);
+  // A table really full of limited callers still takes new keys: the ones
+  // closest to whole go.
+  for (int c = 0; c < 1000; ++c) {
+    limiter.Take(absl::StrCat("flood-", c), t1 + kSecond, &d);
+    ASSERT_TRUE(d.allowed);
+  }
+  EXPECT_GT(limiter.evicted_active(), 0u);
+  EXPECT_LE(limiter.tracked_keys(), max_keys + GcraLimiter::kMaxShards);
+}
+
 TEST(GcraLimiterTest, ExactlyNAtOnceThenOneEveryInterval) {
   GcraLimiter limiter({{5, kMinute}}, 100);  // T = 12 s
   Decision d;
@@ -470,6 +507,29 @@ TEST_F(RateLimitTest, RequestsLackingAPartShareTheFallbackBucket) {
   EXPECT_TRUE(Exchange(*factory, &alice, "192.0.2.1").admitted());  // no x-tenant
   EXPECT_FALSE(Exchange(*factory, &bob, "192.0.2.2").admitted());   // same bucket
   EXPECT_TRUE(Exchange(*factory, &bob, "192.0.2.2", "orders", {{"x-tenant", "t"}}).admitted());
+}
+
+// A route name is unique only within its virtual host: routes named `api`
+// in two virtual hosts, or in two RouteTables, are two routes with their
+// own counters. They shared one budget (two tenants throttled each other).
+TEST_F(RateLimitTest, SameNamedRoutesOfOtherVirtualHostsOrTablesHaveTheirOwnCounters) {
+  auto factory = Compile(Config("", {{2, v1::Limit::MINUTE}}, {v1::RateLimitConfig::CLIENT_IP}));
+  auto admitted = [&](std::string_view table, std::string_view vhost) {
+    FakeCallbacks callbacks;
+    callbacks.info_.client_ip = "192.0.2.9";
+    callbacks.info_.route_name = "api";
+    callbacks.info_.route_table = table;
+    callbacks.info_.virtual_host = vhost;
+    http::HeaderMap request;
+    return factory->CreateFilter()->OnRequestHeaders(request, callbacks) ==
+           http::FilterStatus::kContinue;
+  };
+  for (auto [table, vhost] : std::vector<std::pair<std::string_view, std::string_view>>{
+           {"main", "a.example"}, {"main", "b.example"}, {"other", "a.example"}}) {
+    EXPECT_TRUE(admitted(table, vhost)) << table << " " << vhost;
+    EXPECT_TRUE(admitted(table, vhost)) << table << " " << vhost;
+    EXPECT_FALSE(admitted(table, vhost)) << table << " " << vhost;
+  }
 }
 
 TEST_F(RateLimitTest, AFloodOfDistinctKeysStaysWithinMaxKeysAndKeepsTheBusiestKey) {
