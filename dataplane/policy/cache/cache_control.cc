@@ -206,7 +206,10 @@ int64_t CorrectedInitialAge(const http::HeaderMap& headers,
   }
   int64_t age_value = 0;
   if (const std::string* a = headers.Get("age")) {
-    std::string_view v = Trim(*a);
+    // A list (several Age fields, or a comma in one): the first member
+    // (RFC 9111 5.1).
+    std::string_view v = *a;
+    v = Trim(v.substr(0, v.find(',')));
     int64_t n = 0;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (ec == std::errc() && p == v.data() + v.size() && n > 0) {

@@ -334,7 +334,13 @@ class CacheFilter : public http::Filter {
     thread_local std::string key;
     key.clear();
     key.append(s_.ns_prefix);
+    // The route where it is (names are unique only within a virtual host,
+    // and two route tables may both have one), and the scheme: an http
+    // answer (a redirect to https) is not one for https (RFC 9111 2).
+    AppendPiece(&key, 't', info.route_table);
+    AppendPiece(&key, 'v', info.virtual_host);
     AppendPiece(&key, 'r', info.route_name);
+    AppendPiece(&key, 's', info.scheme);
     AppendPiece(&key, 'm', "GET");  // HEAD looks up GET's entry
     AppendPiece(&key, 'h', HostOf(headers));
     for (size_t i = key.size() - HostOf(headers).size(); i < key.size(); ++i) {
@@ -352,9 +358,13 @@ class CacheFilter : public http::Filter {
       // names keep their order).
       for (const std::string& name : s_.query_params) {
         for (absl::string_view pair : absl::StrSplit(AV(query), '&')) {
-          absl::string_view pname = pair.substr(0, pair.find('='));
-          if (pname == name)
-            AppendPiece(&key, 'a', std::string_view(pair.data(), pair.size()));
+          const size_t eq = pair.find('=');
+          absl::string_view pname = pair.substr(0, eq);
+          if (!QueryNameIs(std::string_view(pname.data(), pname.size()), name)) continue;
+          // The name as configured, the value as sent.
+          AppendPiece(&key, 'a', name);
+          absl::string_view value = eq == absl::string_view::npos ? "" : pair.substr(eq);
+          AppendPiece(&key, '=', std::string_view(value.data(), value.size()));
         }
       }
     }
@@ -368,6 +378,25 @@ class CacheFilter : public http::Filter {
                   info.consumer != nullptr ? info.consumer->name : "");
     }
     return key;
+  }
+
+  // A query parameter's name as sent (percent-encoded, `+` for a space, as
+  // frameworks decode it) is `name`: `%70age` is `page`.
+  static bool QueryNameIs(std::string_view sent, std::string_view name) {
+    size_t n = 0;
+    for (size_t i = 0; i < sent.size(); ++i, ++n) {
+      char c = sent[i];
+      if (c == '+') {
+        c = ' ';
+      } else if (c == '%' && i + 2 < sent.size() && absl::ascii_isxdigit(sent[i + 1]) &&
+                 absl::ascii_isxdigit(sent[i + 2])) {
+        auto hex = [](char h) { return absl::ascii_isdigit(h) ? h - '0' : (h | 0x20) - 'a' + 10; };
+        c = static_cast<char>(hex(sent[i + 1]) * 16 + hex(sent[i + 2]));
+        i += 2;
+      }
+      if (n >= name.size() || name[n] != c) return false;
+    }
+    return n == name.size();
   }
 
   // The request's host without its port.

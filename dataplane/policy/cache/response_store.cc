@@ -192,6 +192,21 @@ void ResponseStore::Insert(std::string_view key,
                            uint64_t fill_token) {
   Shard& shard = ShardOf(key);
   std::vector<std::shared_ptr<Waiter>> waiters;
+  if (entry->bytes > budget_.load()) {
+    // Larger than the whole cache: storing it would evict every entry, then
+    // itself. Not stored; the requests waiting for it get it.
+    {
+      absl::MutexLock lock(&shard.mu);
+      auto it = shard.slots.find(AV(key));
+      if (it != shard.slots.end() && fill_token != 0 && it->second.fill_token == fill_token) {
+        it->second.fill_token = 0;
+        waiters.swap(it->second.waiters);
+      }
+    }
+    for (auto& w : waiters) w->Resolve(entry);
+    EvictOverBudget(std::hash<std::string_view>()(key) % shards_.size());  // a lowered budget
+    return;
+  }
   {
     absl::MutexLock lock(&shard.mu);
     auto it = shard.slots.try_emplace(AV(key)).first;

@@ -303,6 +303,9 @@ TEST(CacheControlTest, FreshnessLifetime) {
   EXPECT_EQ(CorrectedInitialAge(Map({{"age", "99999999999999999999"}}), t, t),
             (int64_t{1} << 31) * kSecond);
   EXPECT_EQ(CorrectedInitialAge(Map({{"age", "-5"}}), t, t), 0);
+  // A list: its first member (RFC 9111 5.1); it was ignored (age 0).
+  EXPECT_EQ(CorrectedInitialAge(Map({{"age", "50, 60"}}), t, t), 50 * kSecond);
+  EXPECT_EQ(CorrectedInitialAge(Map({{"age", "50"}, {"age", "60"}}), t, t), 50 * kSecond);
 }
 
 // ---- storing and serving ----
@@ -497,6 +500,53 @@ TEST_F(CacheTest, KeyParts) {
   EXPECT_EQ(
       FromCache(*factory, {{"Accept-Language", "en"}}, "/k?id=1&page=3").status,
       "<upstream>");
+}
+
+// Route names are unique only within a virtual host: the same name in
+// another route table or virtual host is another route, and an answer over
+// http (a redirect to https) is not one over https. All three shared
+// entries: one listener's upstream answered another's clients.
+TEST_F(CacheTest, AnotherTableVirtualHostOrSchemeIsAnotherKey) {
+  auto factory = Compile();
+  auto client = [&](std::string_view table, std::string_view vhost, std::string_view scheme) {
+    auto c = std::make_unique<Client>(*factory);
+    c->callbacks.info_.route_table = table;
+    c->callbacks.info_.virtual_host = vhost;
+    c->callbacks.info_.scheme = scheme;
+    return c;
+  };
+  auto fill = client("public", "0", "http");
+  fill.get()->Start();
+  ASSERT_TRUE(fill->went_upstream());
+  fill->Respond(200, Fresh(60), "public, http");
+  for (auto [table, vhost, scheme] :
+       std::vector<std::array<std::string_view, 3>>{
+           {"internal", "0", "http"}, {"public", "1", "http"}, {"public", "0", "https"}}) {
+    auto other = client(table, vhost, scheme);
+    other->Start();
+    EXPECT_TRUE(other->went_upstream()) << table << " " << vhost << " " << scheme;
+  }
+  auto same = client("public", "0", "http");
+  same->Start();
+  EXPECT_TRUE(same->answered());
+  EXPECT_EQ(same->callbacks.body_, "public, http");
+}
+
+// query_params names are matched as the upstream's framework reads them:
+// `%70age=1` is page=1. It was keyed as "no page" and then served to
+// every request without one (cache poisoning).
+TEST_F(CacheTest, AQueryParameterNameIsMatchedDecoded) {
+  v1::CacheConfig config;
+  config.add_query_params("page");
+  config.add_query_params("sort_by");
+  auto factory = Compile(config);
+  Fill(*factory, 200, Fresh(60), "page one", {}, "/q?%70age=1");
+  EXPECT_EQ(FromCache(*factory, {}, "/q?page=1").body, "page one");
+  EXPECT_EQ(FromCache(*factory, {}, "/q").status, "<upstream>");
+  Fill(*factory, 200, Fresh(60), "sorted", {}, "/s?sort%5Fby=x");
+  EXPECT_EQ(FromCache(*factory, {}, "/s?sort_by=x").body, "sorted");
+  EXPECT_EQ(FromCache(*factory, {}, "/s?sort_by=y").status, "<upstream>");
+  EXPECT_EQ(FromCache(*factory, {}, "/s").status, "<upstream>");
 }
 
 TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
@@ -1016,6 +1066,20 @@ TEST_F(CacheTest, LruEvictionUnderTheBudget) {
   EXPECT_EQ(store.Lookup(ns->prefix() + "b", request),
             nullptr);  // the least recent went
   EXPECT_NE(store.Lookup(ns->prefix() + "a", request), nullptr);
+
+  // An entry larger than the whole budget is not stored, and evicts
+  // nothing (it evicted every entry, then itself).
+  {
+    auto big = std::make_shared<Entry>();
+    big->path = "big";
+    big->body = std::string(4 * size, 'x');
+    big->lifetime = 60 * kSecond;
+    big->Account(3);
+    store.Insert(ns->prefix() + "big", big, 0);
+    EXPECT_EQ(store.entries(), 3);
+    EXPECT_EQ(store.evictions(), 1u);
+    EXPECT_EQ(store.Lookup(ns->prefix() + "big", request), nullptr);
+  }
 
   // An entry being served survives its eviction.
   std::shared_ptr<const Entry> held = store.Lookup(ns->prefix() + "c", request);
