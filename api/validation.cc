@@ -12,6 +12,7 @@
 #include <set>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -102,6 +103,8 @@ void CheckName(absl::string_view name, absl::string_view field, ErrorSink& sink,
 
 bool IsIpLiteral(const std::string& address) {
   unsigned char buf[16];
+  // inet_pton reads up to a NUL: "127.0.0.1\0x" is not an address.
+  if (address.find('\0') != std::string::npos) return false;
   return inet_pton(AF_INET, address.c_str(), buf) == 1 ||
          inet_pton(AF_INET6, address.c_str(), buf) == 1;
 }
@@ -112,6 +115,7 @@ bool IsIpLiteral(const std::string& address) {
 std::string CanonicalAddress(const std::string& address) {
   unsigned char bytes[sizeof(in6_addr)];
   char text[INET6_ADDRSTRLEN];
+  if (address.find('\0') != std::string::npos) return address;
   if (inet_pton(AF_INET, address.c_str(), bytes) == 1) {
     return inet_ntop(AF_INET, bytes, text, sizeof(text)) ? text : address;
   }
@@ -127,7 +131,7 @@ void CheckAddress(const std::string& address, absl::string_view field,
     sink.Add(std::string(field), "is required");
   } else if (!IsIpLiteral(address)) {
     sink.Add(std::string(field),
-             absl::StrCat("'", address,
+             absl::StrCat("'", absl::CHexEscape(address),
                           "' is not an IPv4 or IPv6 address (host names are "
                           "not resolved)"));
   }
@@ -696,6 +700,19 @@ void ValidatePolicies(
   }
 }
 
+// A control byte (a NUL...) can never be in a request's path: a prefix or
+// path holding one would never match.
+void CheckNoControlByte(const std::string& value, const std::string& field, ErrorSink& sink) {
+  for (size_t i = 0; i < value.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c < 0x20 || c == 0x7f) {
+      sink.Add(field, absl::StrCat("'", absl::CHexEscape(value), "' has a control byte at position ",
+                                   i + 1, ": no request path holds one"));
+      return;
+    }
+  }
+}
+
 void ValidateRoute(const Route& route, const std::string& prefix,
                    ErrorSink& sink) {
   CheckName(route.name(), Join(prefix, "name"), sink, /*required=*/false);
@@ -706,12 +723,16 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       if (!absl::StartsWith(match.prefix(), "/")) {
         sink.Add(Join(m, "prefix"), absl::StrCat("'", match.prefix(),
                                                  "' must start with '/'"));
+      } else {
+        CheckNoControlByte(match.prefix(), Join(m, "prefix"), sink);
       }
       break;
     case config::v1::RouteMatch::kPath:
       if (!absl::StartsWith(match.path(), "/")) {
         sink.Add(Join(m, "path"),
                  absl::StrCat("'", match.path(), "' must start with '/'"));
+      } else {
+        CheckNoControlByte(match.path(), Join(m, "path"), sink);
       }
       break;
     case config::v1::RouteMatch::kRegex:

@@ -22,7 +22,8 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
       parsed.positional.push_back(arg);
       continue;
     }
-    std::string name = arg.substr(arg[1] == '-' ? 2 : 1);
+    const std::string dashes = arg[1] == '-' ? "--" : "-";  // as typed, for errors
+    std::string name = arg.substr(dashes.size());
     std::string value;
     bool has_value = false;
     if (size_t eq = name.find('='); eq != std::string::npos) {
@@ -33,7 +34,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
     if (switches.count(name)) {
       if (has_value) {
         return absl::InvalidArgumentError(
-            absl::StrCat("flag --", name, " takes no value"));
+            absl::StrCat("flag ", dashes, name, " takes no value"));
       }
       parsed.switches.insert(name);
       continue;
@@ -44,7 +45,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
     if (!has_value) {
       if (i + 1 >= argc) {
         return absl::InvalidArgumentError(
-            absl::StrCat("flag --", name, " needs a value"));
+            absl::StrCat("flag ", dashes, name, " needs a value"));
       }
       value = argv[++i];
     }

@@ -690,6 +690,12 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
           const ParsedFlags& flags) {
   auto file = flags.values.find("f");
   if (file == flags.values.end()) return UsageFail("apply needs -f FILE|DIR");
+  if (flags.positional.size() > 1) {
+    return UsageFail(absl::StrCat("apply takes one -f FILE|DIR and no other argument: '",
+                                  Printable(flags.positional[1]),
+                                  "' (to apply several files together, put them in one "
+                                  "directory and give -f DIR)"));
+  }
   auto loaded = LoadPath(file->second);
   if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
   ChangeFlags change;
@@ -784,7 +790,10 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
 int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
            const ParsedFlags& flags) {
   const auto& args = flags.positional;
-  if (args.size() != 3) return UsageFail("delete needs KIND and NAME");
+  if (args.size() != 3) {
+    return UsageFail(absl::StrCat("delete takes KIND and NAME, got ", args.size() - 1,
+                                  args.size() == 2 ? " argument" : " arguments"));
+  }
   auto kind = api::ParseKind(args[1]);
   if (!kind.ok()) return UsageFail(std::string(kind.status().message()));
   ChangeFlags change;
@@ -959,6 +968,7 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
 
 int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
             const ParsedFlags& flags) {
+  if (flags.positional.size() != 1) return UsageFail("proxies takes no arguments");
   admin::v1::ListProxiesResponse response;
   grpc::Status status =
       stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &response);
@@ -1025,6 +1035,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
 // busiest routes across proxies. Once, or refreshed every --interval.
 int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
         const ParsedFlags& flags) {
+  if (flags.positional.size() != 1) return UsageFail("top takes no arguments");
   absl::Duration interval = absl::Seconds(2);
   if (auto it = flags.values.find("interval"); it != flags.values.end()) {
     if (!absl::ParseDuration(it->second, &interval) || interval < absl::Milliseconds(100)) {
@@ -1082,7 +1093,10 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
     for (size_t i = 0; i < sorted.size() && i < 10; ++i) {
       const Route& r = sorted[i].second;
       std::cout << absl::StrFormat(
-          "%-20s %-24s %9.1f %6.2f %9.2f\n", sorted[i].first.first, sorted[i].first.second, r.rps,
+          // Names a proxy reported: escaped, so that they cannot move the
+          // cursor or forge a row.
+          "%-20s %-24s %9.1f %6.2f %9.2f\n", Printable(sorted[i].first.first),
+          Printable(sorted[i].first.second), r.rps,
           r.requests ? 100.0 * static_cast<double>(r.errors) / static_cast<double>(r.requests)
                      : 0.0,
           r.p99);
@@ -1349,6 +1363,24 @@ int Run(int argc, char** argv) {
       {"dry-run", "help", "h", "once", "wait"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
+    return 2;
+  }
+  // -f is the one value flag a command may want several of: refused
+  // rather than keeping the last (a shell glob, `-f *.yaml`, dropped files).
+  int files = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--") break;
+    for (std::string_view name : {"-f", "--f", "-filename", "--filename"}) {
+      if (arg == name || (arg.size() > name.size() && arg.substr(0, name.size()) == name &&
+                          arg[name.size()] == '=')) {
+        ++files;
+      }
+    }
+  }
+  if (files > 1) {
+    std::cerr << "error: -f is given " << files << " times: apply takes one FILE|DIR (to apply "
+              << "several files together, put them in one directory and give -f DIR)\n";
     return 2;
   }
   if (auto it = flags->values.find("filename"); it != flags->values.end()) {

@@ -66,6 +66,11 @@ TEST(ValidationTest, BadAddressAndPort) {
   EXPECT_NE(e.find("endpoints[0].address: 'localhost' is not an IPv4 or IPv6 address"),
             std::string::npos) << e;
   EXPECT_NE(e.find("endpoints[0].port: must be 1..65535, got 0"), std::string::npos) << e;
+  // inet_pton stopped at a NUL: "127.0.0.1\0x" was stored as an address.
+  e = ErrorsWith(
+      R"(cluster { name: "users" endpoints { address: "127.0.0.1\000x" port: 80 } })");
+  EXPECT_NE(e.find("endpoints[0].address: '127.0.0.1\\x00x' is not an IPv4 or IPv6 address"),
+            std::string::npos) << e;
   EXPECT_TRUE(CheckState([] {
                 auto s = Valid();
                 Resource r = Parse(R"(cluster { name: "users" endpoints { address: "::1" port: 65535 } })");
@@ -305,6 +310,15 @@ TEST(ValidationTest, PathMustStartWithSlash) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "api" } route { cluster: "users" } } } })")
                 .find("match.prefix: 'api' must start with '/'"),
+            std::string::npos);
+  // A control byte never is in a request's path: such a route never matched.
+  std::string e = ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/a\000z" } route { cluster: "users" } } } })");
+  EXPECT_NE(e.find("match.prefix: '/a\\x00z' has a control byte at position 3"), std::string::npos)
+      << e;
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { path: "/a\nb" } route { cluster: "users" } } } })")
+                .find("match.path: '/a\\nb' has a control byte at position 3"),
             std::string::npos);
 }
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/resource.h"
 #include "grpcpp/grpcpp.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
@@ -184,6 +185,25 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, twice + ", document 2 (line 6): Cluster \"users\": appears twice"))
       << r.err;
+
+  // A second file (a shell glob, `-f *.yaml`) or a second -f was dropped
+  // without a word, exit 0; stray arguments to proxies and top likewise.
+  std::string other = WriteFile(ClusterYaml("stray", 9002));
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"apply", "-f", good, other},
+        {"apply", "-f", good, "-f", other},
+        {"apply", "--filename=" + good, "-f", other},
+        {"proxies", "extra"},
+        {"top", "--once", "extra"}}) {
+    auto bad = cp.Ctl(args);
+    EXPECT_EQ(bad.exit_code, 2) << absl::StrJoin(args, " ") << ": " << bad.out << bad.err;
+  }
+  EXPECT_NE(cp.Ctl({"get", "cluster", "stray"}).exit_code, 0);  // nothing applied
+  auto usage = cp.Ctl({"apply", "-f"});
+  EXPECT_TRUE(absl::StrContains(usage.err, "flag -f needs a value")) << usage.err;  // as typed
+  usage = cp.Ctl({"delete", "cluster", "a", "b"});
+  EXPECT_TRUE(absl::StrContains(usage.err, "delete takes KIND and NAME, got 3 arguments"))
+      << usage.err;
 }
 
 TEST(ControlPlaneTest, ServerFlagAndEnvironment) {

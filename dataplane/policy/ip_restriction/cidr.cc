@@ -14,7 +14,10 @@ namespace {
 // An address as written: IPv6 text stays IPv6 even when IPv4-mapped.
 std::optional<IpAddress> ParseWritten(std::string_view text) {
   char buffer[INET6_ADDRSTRLEN + 1];
-  if (text.empty() || text.size() >= sizeof(buffer)) return std::nullopt;
+  if (text.empty() || text.size() >= sizeof(buffer) ||
+      text.find('\0') != std::string_view::npos) {  // inet_pton would stop at it
+    return std::nullopt;
+  }
   memcpy(buffer, text.data(), text.size());
   buffer[text.size()] = '\0';
   IpAddress address;

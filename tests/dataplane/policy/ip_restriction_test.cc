@@ -110,6 +110,9 @@ TEST(CidrTest, BadBlocksSayWhatIsWrong) {
     EXPECT_EQ(ParseCidrBlock(bad).status().message(),
               absl::StrCat("'", bad, "' is not an IP address or CIDR"));
   }
+  // inet_pton stopped at a NUL: "10.0.0.1\0junk" was 10.0.0.1.
+  EXPECT_FALSE(ParseCidrBlock(std::string("10.0.0.1\0junk", 14)).ok());
+  EXPECT_FALSE(ParseIpAddress(std::string("10.0.0.1\0junk", 14)).has_value());
   EXPECT_EQ(ParseCidrBlock("10.0.0.0/33").status().message(),
             "'10.0.0.0/33' has prefix length 33; an IPv4 block's is 0..32");
   EXPECT_EQ(ParseCidrBlock("::/129").status().message(),
