@@ -216,6 +216,8 @@ class Http2ClientCodec {
   void OnTransportClosed();
 
   bool CanOpenStream() const;
+  // The peer's first SETTINGS arrived: its stream limit is known.
+  bool peer_settings_received() const { return peer_settings_received_; }
   // Streams opened whose end the caller has not yet seen or caused. A stream
   // the caller reset, or whose response completed, leaves at once; should
   // the peer still count it (its RST_STREAM not yet written), nghttp2 holds

@@ -89,6 +89,7 @@ Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, 
       codec_(this, http::Http2ClientLimits()),
       pool_key_(std::move(pool_key)),
       max_streams_(cluster.max_concurrent_streams),
+      assumed_peer_limit_(pool.KnownPeerLimit(pool_key_)),
       auto_protocol_(cluster.protocol == UpstreamProtocol::kAuto),
       connect_timer_(dispatcher,
                      [this] {
@@ -116,8 +117,13 @@ Http2UpstreamConnection::~Http2UpstreamConnection() {
 }
 
 bool Http2UpstreamConnection::HasCapacity() const {
-  return !closed_ && codec_.CanOpenStream() &&
-         streams_.size() + pending_.size() < max_streams_;
+  const size_t open = streams_.size() + pending_.size();
+  return !closed_ && codec_.CanOpenStream() && open < max_streams_ &&
+         (codec_.peer_settings_received() || open < assumed_peer_limit_);
+}
+
+void Http2UpstreamConnection::OnSettings() {
+  pool_.peer_limits_[pool_key_] = codec_.peer_max_concurrent_streams();
 }
 
 void Http2UpstreamConnection::ScheduleFlush() {
@@ -498,7 +504,15 @@ void Http2Pool::Remove(Http2UpstreamConnection* connection) {
   }
 }
 
+uint32_t Http2Pool::KnownPeerLimit(const std::string& pool_key) const {
+  auto it = peer_limits_.find(pool_key);
+  return it == peer_limits_.end() ? UINT32_MAX : it->second;
+}
+
 void Http2Pool::DrainExcept(const std::set<std::string>& keep) {
+  for (auto it = peer_limits_.begin(); it != peer_limits_.end();) {
+    it = keep.count(it->first) ? std::next(it) : peer_limits_.erase(it);
+  }
   std::vector<Http2UpstreamConnection*> drain;
   for (auto& [key, list] : connections_) {
     if (keep.count(key)) continue;

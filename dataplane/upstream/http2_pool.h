@@ -132,6 +132,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   void OnStreamWritable(int32_t stream_id) override;
   void OnGoaway(int32_t last_stream_id, uint32_t error_code) override;
   void OnPingAck() override;
+  void OnSettings() override;
   // event::Flushable
   void Flush() override;
 
@@ -154,6 +155,10 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   http::Http2ClientCodec codec_;
   std::string pool_key_;
   const uint32_t max_streams_;
+  // Until the peer's SETTINGS come, the stream limit its endpoint announced
+  // on an earlier connection (Http2Pool::peer_limits_): a new connection
+  // does not send a burst the upstream refuses.
+  const uint32_t assumed_peer_limit_;
   const bool auto_protocol_;
   std::unordered_set<Http2UpstreamStream*> pending_;  // handed out, HEADERS not yet submitted
   std::unordered_map<int32_t, Http2UpstreamStream*> streams_;
@@ -201,11 +206,14 @@ class Http2Pool {
   void Remove(Http2UpstreamConnection* connection);
   void OnStreamsChanged(Http2UpstreamConnection* connection);
   void MarkHttp1(const std::string& pool_key) { http1_keys_.insert(pool_key); }
+  uint32_t KnownPeerLimit(const std::string& pool_key) const;
 
   event::Dispatcher& dispatcher_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Http2UpstreamConnection>>>
       connections_;
   std::unordered_set<std::string> http1_keys_;
+  // By pool key: the SETTINGS_MAX_CONCURRENT_STREAMS its endpoint last sent.
+  std::unordered_map<std::string, uint32_t> peer_limits_;
 };
 
 }  // namespace sluice::upstream

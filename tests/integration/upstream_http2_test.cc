@@ -31,8 +31,13 @@ namespace {
 // `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
 // `h2_tls_port`, HTTP/1.1 only on `h1_tls_port`.
 std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int origin_port,
-                         int goaway_port, const TestCert& cert) {
+                         int goaway_port, int limited_port, const TestCert& cert) {
   constexpr char kServers[] = R"(  server {
+    listen 127.0.0.1:{LIMITED} http2;
+    http2_max_concurrent_streams 5;
+    location / { proxy_pass http://127.0.0.1:{ORIGIN}; }
+  }
+  server {
     listen 127.0.0.1:{GOAWAY} http2;
     keepalive_requests 3;
     location / { return 200 "goaway-upstream\n"; }
@@ -66,6 +71,7 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
                                         {"{H1_TLS}", absl::StrCat(h1_tls_port)},
                                         {"{ORIGIN}", absl::StrCat(origin_port)},
                                         {"{GOAWAY}", absl::StrCat(goaway_port)},
+                                        {"{LIMITED}", absl::StrCat(limited_port)},
                                         {"{CERT}", cert.cert_path},
                                         {"{KEY}", cert.key_path}});
 }
@@ -91,18 +97,20 @@ class UpstreamHttp2Test : public ::testing::Test {
     int h2_tls_port = PickFreePort();
     int h1_tls_port = PickFreePort();
     int goaway_port = PickFreePort();
+    int limited_port = PickFreePort();
     proxy_port_ = PickFreePort();
     ASSERT_TRUE(h2c_port != h2_tls_port && h2c_port != h1_tls_port &&
                 h2_tls_port != h1_tls_port);
     nginx_ = std::make_unique<Nginx>(
         dir_,
-        NginxServers(h2c_port, h2_tls_port, h1_tls_port, origin_.port(), goaway_port, backend),
-        std::vector<int>{h2c_port, h2_tls_port, h1_tls_port, goaway_port});
+        NginxServers(h2c_port, h2_tls_port, h1_tls_port, origin_.port(), goaway_port,
+                     limited_port, backend),
+        std::vector<int>{h2c_port, h2_tls_port, h1_tls_port, goaway_port, limited_port});
     ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
 
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
     std::string routes;
-    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway"}) {
+    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -112,6 +120,7 @@ class UpstreamHttp2Test : public ::testing::Test {
         ClusterYaml("auto-h1", h1_tls_port, "AUTO", verified), "---\n",
         ClusterYaml("h2-only", h1_tls_port, "HTTP2", verified), "---\n",
         ClusterYaml("goaway", goaway_port, "HTTP2", ""), "---\n",
+        ClusterYaml("limited", limited_port, "HTTP2", ""), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
         routes, "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", proxy_port_,
@@ -295,6 +304,34 @@ class ResetPeer {
 // or for ever with `timeout: 0s`. Now: a reset stream (the upstream may have
 // acted on it) is a 502 after one send; REFUSED_STREAM (not processed) is
 // sent again at most 3 times, and only while the whole request is at hand.
+// An upstream that allows 5 streams (nginx refuses more with
+// REFUSED_STREAM): a new connection to it opened while the first is full
+// sends no more than the 5 the endpoint announced before, not a burst of
+// every waiting request (it sent up to 100 until its SETTINGS came; the
+// refused ones went again on yet another new connection, and after three
+// sends the client got a 502).
+TEST_F(UpstreamHttp2Test, ANewConnectionKeepsToTheStreamLimitTheEndpointAnnounced) {
+  ASSERT_EQ(Get("/limited/learn").status, 200);  // the first SETTINGS: 5
+  constexpr int kClients = 30;
+  std::vector<int> statuses(kClients, 0);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      statuses[i] = HttpGet(ProxyAddress(), absl::StrCat("/limited/slow?delay_ms=500&i=", i),
+                            {}, absl::Seconds(20))
+                        .status;
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kClients; ++i) EXPECT_EQ(statuses[i], 200) << i;
+  // Each sent once: none refused and sent again (before: 76 sends for 31
+  // requests; one client in six got a 502 when one was refused 4 times).
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_requests_total{cluster=\"limited\"}"), kClients + 1)
+      << proxy_->Admin("/stats").second;
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_resets_total{cluster=\"limited\"}"), 0);
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connections_opened_total{cluster=\"limited\"}"), 6);
+}
+
 TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost3Times) {
   ControlPlane cp("", "info");
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
