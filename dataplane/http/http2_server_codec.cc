@@ -295,6 +295,7 @@ struct Http2ServerCodecAccess {
   static int OnFrameSend(nghttp2_session* session, const nghttp2_frame* frame,
                          void* user_data) {
     Http2ServerCodec* codec = Codec(user_data);
+    if (frame->hd.type == NGHTTP2_DATA) codec->frames_received_->OnDataFrameSent();
     switch (frame->hd.type) {
       case NGHTTP2_HEADERS:
       case NGHTTP2_DATA: {
@@ -473,7 +474,7 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));
   }
   if (bad != std::string_view::npos && !failed_) {
-    FailConnection(NGHTTP2_PROTOCOL_ERROR,
+    FailConnection(frames_received_->violation_code(),
                    absl::StrCat("connection error: ", frames_received_->violation()));
   }
   OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));

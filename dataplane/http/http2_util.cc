@@ -365,14 +365,51 @@ size_t ReceiveWindow::Release() {
   return credit;
 }
 
+const char* ClientFrameWatch::CountFrame(uint8_t type, uint64_t length) {
+  const bool end_stream = (frame_header_[4] & NGHTTP2_FLAG_END_STREAM) != 0;
+  switch (type) {
+    case NGHTTP2_DATA:
+    case NGHTTP2_HEADERS:
+    case NGHTTP2_CONTINUATION:
+      if (type == NGHTTP2_HEADERS && stream_id_ > last_stream_opened_) {
+        last_stream_opened_ = stream_id_;
+        ++streams_opened_;
+      }
+      if (length > 0 || (type != NGHTTP2_CONTINUATION && end_stream)) {
+        empty_in_a_row_ = 0;
+      } else if (++empty_in_a_row_ > kMaxEmptyFramesInARow) {
+        return "flood of frames with no payload";
+      }
+      return nullptr;
+    case NGHTTP2_WINDOW_UPDATE:
+      if (++window_updates_ >
+          5 + 2 * (streams_opened_ + kWindowUpdatesPerDataFrame * data_frames_sent_)) {
+        return "flood of WINDOW_UPDATE frames";
+      }
+      return nullptr;
+    case NGHTTP2_RST_STREAM:
+    case NGHTTP2_SETTINGS:
+    case NGHTTP2_PUSH_PROMISE:
+    case NGHTTP2_PING:
+    case NGHTTP2_GOAWAY:
+      return nullptr;  // nghttp2's own limits, or a connection error
+    default:  // PRIORITY, PRIORITY_UPDATE, frames of unknown types
+      if (++control_frames_ > kControlFramesPerStream * (streams_opened_ + 1)) {
+        return "flood of PRIORITY or unknown frames";
+      }
+      return nullptr;
+  }
+}
+
 size_t ClientFrameWatch::Feed(std::string_view bytes) {
   if (*violation_ != '\0') return std::string_view::npos;
   const auto* const start = reinterpret_cast<const uint8_t*>(bytes.data());
   const uint8_t* p = start;
   size_t n = bytes.size();
   size_t frame_start = 0;  // in `bytes`; 0 for a frame begun in an earlier call
-  auto violate = [&](const char* why) {
+  auto violate = [&](const char* why, uint32_t code = NGHTTP2_PROTOCOL_ERROR) {
     violation_ = why;
+    violation_code_ = code;
     return frame_start;
   };
   while (n > 0) {
@@ -404,6 +441,9 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
       is_priority_ = type == NGHTTP2_PRIORITY;
       dependency_have_ = 0;
       if (is_priority_ && stream_id_ == 0) return violate("PRIORITY on stream 0");
+      if (const char* flood = CountFrame(type, payload_left_)) {
+        return violate(flood, NGHTTP2_ENHANCE_YOUR_CALM);
+      }
     }
     if (is_priority_ && dependency_have_ < sizeof(dependency_)) {
       const size_t take =

@@ -111,9 +111,20 @@ class HeaderBlockBuilder {
 //    frame on stream 0 (6.3), or one by which a stream depends on itself
 //    (5.3.1), is a PROTOCOL_ERROR; the codec makes it a connection error, as
 //    5.4.1 allows for a stream error.
+//  - floods of frames that cost work and carry nothing (CVE-2019-9518;
+//    Envoy's limits): more than kMaxEmptyFramesInARow DATA, HEADERS or
+//    CONTINUATION frames in a row with no payload and no END_STREAM; more
+//    than kControlFramesPerStream PRIORITY, PRIORITY_UPDATE and unknown
+//    frames per stream the client opened (plus one); more WINDOW_UPDATE
+//    frames than 5 + 2 x (streams opened + 10 x DATA frames we sent). These
+//    are ENHANCE_YOUR_CALM.
 // Other frames are not checked here: nghttp2 refuses what is malformed.
 class ClientFrameWatch {
  public:
+  static constexpr uint32_t kMaxEmptyFramesInARow = 1;
+  static constexpr uint64_t kControlFramesPerStream = 100;
+  static constexpr uint64_t kWindowUpdatesPerDataFrame = 10;
+
   // Follows `bytes`. Returns the offset in `bytes` where a frame that breaks
   // a rule above starts (0 if it started in an earlier call), or npos.
   // After a violation nothing more is followed.
@@ -121,9 +132,16 @@ class ClientFrameWatch {
   bool head_pending() const { return frame_header_have_ > 0 || in_block_ || in_header_frame_; }
   // Why Feed() returned an offset; empty before.
   const char* violation() const { return violation_; }
+  // The GOAWAY code for it: PROTOCOL_ERROR, or ENHANCE_YOUR_CALM for a flood.
+  uint32_t violation_code() const { return violation_code_; }
+  // We sent a DATA frame (WINDOW_UPDATE frames are credited per one).
+  void OnDataFrameSent() { ++data_frames_sent_; }
 
  private:
   static constexpr size_t kFrameHeaderBytes = 9;
+  // Counts a frame whose header was just read (frame_header_ holds it);
+  // the violation, or nullptr.
+  const char* CountFrame(uint8_t type, uint64_t length);
   size_t preface_left_ = 24;
   uint8_t frame_header_[kFrameHeaderBytes] = {};
   size_t frame_header_have_ = 0;
@@ -137,6 +155,14 @@ class ClientFrameWatch {
   uint8_t dependency_[4] = {};    // a PRIORITY frame's first payload bytes
   size_t dependency_have_ = 0;
   const char* violation_ = "";
+  uint32_t violation_code_ = 0;
+  // Flood accounting.
+  uint32_t empty_in_a_row_ = 0;
+  uint32_t last_stream_opened_ = 0;
+  uint64_t streams_opened_ = 0;
+  uint64_t control_frames_ = 0;  // PRIORITY, PRIORITY_UPDATE, unknown types
+  uint64_t window_updates_ = 0;
+  uint64_t data_frames_sent_ = 0;
 };
 
 // `pseudo` (the pseudo-header fields, in order) followed by `fields`, as
