@@ -45,7 +45,8 @@ void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request, bool 
   events_ = events;
   upgrade_requested_ = upgrade;
   tunnel_ = false;
-  unexpected_switch_ = nullptr;
+  invalid_response_ = nullptr;
+  interim_responses_ = 0;
   ++requests_;
   response_started_ = false;
   response_done_ = false;
@@ -91,9 +92,9 @@ void UpstreamConnection::ReadResponse() {
       if (events_) events_->OnUpstreamFailed(false, false, why);
       return;
     }
-    if (unexpected_switch_ != nullptr) {
+    if (invalid_response_ != nullptr) {
       connection_->Close();
-      if (events_) events_->OnUpstreamFailed(false, false, unexpected_switch_);
+      if (events_) events_->OnUpstreamFailed(false, false, invalid_response_);
       return;
     }
     if (result.consumed == 0) break;  // incomplete head: wait for more
@@ -166,17 +167,18 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
 }
 
 void UpstreamConnection::OnHead(const http::MessageHead& head) {
+  if (invalid_response_ != nullptr) return;  // failed: ReadResponse() reports it
   if (head.status == 101) {
     // RFC 9110 15.2.2: a 101 names the protocol in Upgrade; the client
     // asked for websocket only (the one upgrade a route forwards).
     const http::HeaderField* upgrade = http::FindHeader(head.headers, "upgrade");
     if (!upgrade_requested_) {
-      unexpected_switch_ =
+      invalid_response_ =
           "answered 101 Switching Protocols to a request that asked for no upgrade";
       return;
     }
     if (upgrade == nullptr || !http::HasToken(upgrade->value, "websocket")) {
-      unexpected_switch_ =
+      invalid_response_ =
           "answered 101 Switching Protocols without switching to websocket (its Upgrade "
           "field is missing or names another protocol)";
       return;
@@ -188,6 +190,11 @@ void UpstreamConnection::OnHead(const http::MessageHead& head) {
     return;
   }
   interim_ = head.status >= 100 && head.status < 200;
+  if (interim_ && ++interim_responses_ > kMaxInterimResponses) {
+    invalid_response_ = "invalid response: more than 32 interim (1xx) responses";
+    parser_.Pause();
+    return;
+  }
   if (interim_) {
     // 100 Continue answers an Expect the gateway took on itself; the
     // others go to the client (RFC 9110 15.2). The final response follows.
@@ -207,7 +214,7 @@ void UpstreamConnection::OnTrailers(const std::vector<http::HeaderField>& traile
 }
 
 void UpstreamConnection::OnMessageComplete() {
-  if (tunnel_ || unexpected_switch_ != nullptr) return;  // the parser pauses itself after a 101
+  if (tunnel_ || invalid_response_ != nullptr) return;  // the parser pauses itself after a 101
   if (interim_) {
     interim_ = false;
     return;

@@ -59,6 +59,10 @@ class UpstreamConnection : public net::ConnectionCallbacks,
                            public http::Http1Callbacks,
                            public event::DeferredDeletable {
  public:
+  // 1xx heads an exchange may get before its final response (more fail it
+  // with a 502: an upstream sending them forever kept the proxy reading until
+  // the route timeout); 8 of them go to the client.
+  static constexpr int kMaxInterimResponses = 32;
   // `transport`: the TLS socket for a TLS cluster, nullptr for plain TCP.
   UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool, int fd,
                      std::unique_ptr<net::TransportSocket> transport, std::string pool_key,
@@ -116,9 +120,12 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   bool idle_ = false;
   bool upgrade_requested_ = false;
   bool tunnel_ = false;            // a 101 answered the upgrade: raw bytes now
-  // A 101 nobody asked for, or one that does not switch to the WebSocket
-  // the client asked for (no Upgrade, or another protocol): why, else empty.
-  const char* unexpected_switch_ = nullptr;
+  // A response the exchange cannot take: a 101 nobody asked for, or one
+  // that does not switch to the WebSocket the client asked for (no Upgrade,
+  // or another protocol), or more than kMaxInterimResponses 1xx: why, else
+  // nullptr.
+  const char* invalid_response_ = nullptr;
+  int interim_responses_ = 0;  // 1xx of the current exchange
   // Neighbours in the pool's idle list of its endpoint, while idle.
   UpstreamConnection* idle_prev_ = nullptr;
   UpstreamConnection* idle_next_ = nullptr;

@@ -11,7 +11,8 @@
 namespace sluice::upstream {
 namespace {
 
-constexpr uint32_t kCancel = 0x8;  // RST_STREAM CANCEL (RFC 9113 7)
+constexpr uint32_t kCancel = 0x8;         // RST_STREAM CANCEL (RFC 9113 7)
+constexpr uint32_t kProtocolError = 0x1;  // PROTOCOL_ERROR
 // Framed output taken from the codec per write, and the socket's backlog
 // above which the codec keeps the rest (its per-stream queues then fill and
 // push back on the requests).
@@ -334,7 +335,18 @@ void Http2UpstreamConnection::OnResponseData(int32_t stream_id, std::string_view
 void Http2UpstreamConnection::OnInformationalResponse(int32_t stream_id, int status,
                                                       const http::HeaderMap& headers) {
   Http2UpstreamStream* s = Find(stream_id);
-  if (s == nullptr || status == 100) return;  // 100: the gateway's own Expect handling
+  if (s == nullptr) return;
+  if (++s->interim_responses_ > UpstreamConnection::kMaxInterimResponses) {
+    codec_.ResetStream(stream_id, kProtocolError);
+    ScheduleFlush();
+    streams_.erase(stream_id);
+    s->connection_ = nullptr;
+    pool_.OnStreamsChanged(this);
+    s->events_->OnUpstreamFailed(false, false,
+                                 "invalid response: more than 32 interim (1xx) responses");
+    return;
+  }
+  if (status == 100) return;  // 100: the gateway's own Expect handling
   s->events_->OnUpstreamInformational(status, headers.Views());
 }
 

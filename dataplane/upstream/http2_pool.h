@@ -93,6 +93,7 @@ class Http2UpstreamStream {
   bool response_started_ = false;
   bool read_enabled_ = true;
   size_t unconsumed_ = 0;  // response bytes handed on while reading was disabled
+  int interim_responses_ = 0;  // 1xx heads (UpstreamConnection::kMaxInterimResponses)
 };
 
 class Http2UpstreamConnection : public net::ConnectionCallbacks,
