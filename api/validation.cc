@@ -584,7 +584,8 @@ void ValidateConsumer(const Consumer& consumer, ErrorSink& sink) {
 
 // Across Consumers: each API key (by its SHA-256) and each basic-auth
 // username belongs to one Consumer only, or a request could not tell who it
-// is. The first Consumer (by name) keeps it; the others are told.
+// is. The first Consumer keeps it (those a change leaves as they were come
+// first, then by name); the others are told.
 class ConsumerCredentialIndex {
  public:
   void Add(const Consumer& consumer, ErrorSink& sink) {
@@ -1350,10 +1351,17 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
   }
 }
 
+// "127.0.0.1:80", "[::1]:80".
+std::string HostPort(const std::string& address, uint32_t port) {
+  return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
+                                                : absl::StrCat("[", address, "]:", port);
+}
+
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
                                            const std::set<ResourceId>* changed) {
   std::vector<ValidationError> errors;
   std::map<uint32_t, std::vector<const Listener*>> by_port;
+  std::vector<const Consumer*> consumers;
   ConsumerCredentialIndex credentials;
   for (const auto& [id, resource] : state) {
     if (changed == nullptr || changed->count(id)) ValidateResource(resource, &errors);
@@ -1383,10 +1391,24 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
         CheckUpstreamTlsReferences(resource.cluster().tls(), state, sink);
       }
     } else if (resource.has_consumer()) {
-      credentials.Add(resource.consumer(), sink);
+      consumers.push_back(&resource.consumer());
     }
   }
-  for (const auto& [port, listeners] : by_port) {
+  // A conflict between a resource of the change and one it leaves as it was
+  // is the change's: those it leaves go first, and the later one is told.
+  auto unchanged_first = [&](auto& list, config::v1::ResourceKind kind) {
+    if (changed == nullptr) return;
+    std::stable_partition(list.begin(), list.end(), [&](const auto* r) {
+      return changed->count(ResourceId{kind, r->name()}) == 0;
+    });
+  };
+  unchanged_first(consumers, config::v1::CONSUMER);
+  for (const Consumer* consumer : consumers) {
+    ErrorSink sink({config::v1::CONSUMER, consumer->name()}, &errors);
+    credentials.Add(*consumer, sink);
+  }
+  for (auto& [port, listeners] : by_port) {
+    unchanged_first(listeners, config::v1::LISTENER);
     for (size_t i = 0; i < listeners.size(); ++i) {
       for (size_t j = i + 1; j < listeners.size(); ++j) {
         const Listener& a = *listeners[i];
@@ -1397,9 +1419,8 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
         if (a_address == b_address || IsWildcard(a_address) || IsWildcard(b_address)) {
           errors.push_back(
               {{config::v1::LISTENER, b.name()}, "port",
-               absl::StrCat(b.address(), ":", port,
-                            " conflicts with Listener \"", a.name(), "\" on ",
-                            a.address(), ":", port)});
+               absl::StrCat(HostPort(b.address(), port), " conflicts with Listener \"",
+                            a.name(), "\" on ", HostPort(a.address(), port))});
         }
       }
     }

@@ -228,7 +228,13 @@ TEST(ValidationTest, ConflictingListeners) {
   r = Parse(R"(listener { name: "second" address: "0:0::1" port: 9443 route_table: "main" })");
   state[IdOf(r)] = r;
   e = std::string(CheckState(state).message());
-  EXPECT_NE(e.find("Listener \"v6\": port: ::1:9443 conflicts with Listener \"second\""),
+  EXPECT_NE(e.find("Listener \"v6\": port: [::1]:9443 conflicts with Listener \"second\" on "
+                   "[0:0::1]:9443"),
+            std::string::npos) << e;
+  // The listener a change adds is the one told, whatever the names' order.
+  std::set<ResourceId> changed = {IdOf(r)};
+  e = std::string(ToStatus(ValidateState(state, &changed)).message());
+  EXPECT_NE(e.find("Listener \"second\": port: [0:0::1]:9443 conflicts with Listener \"v6\""),
             std::string::npos) << e;
   r = Parse(R"(listener { name: "second" address: "0::0" port: 9443 route_table: "main" })");
   state[IdOf(r)] = r;
@@ -1015,6 +1021,17 @@ TEST(ValidationTest, ConsumersCannotShareAUsername) {
   }
   EXPECT_EQ(CheckState(state).message(),
             "Consumer \"bob\": basic_auth.username: 'shared' is also the username of Consumer "
+            "\"alice\"; no two consumers may share a username");
+  // A change is told of its own conflict: "alice" stored, "aaron" applied
+  // with her username. It was "alice" that was named (first by name), so
+  // the error had no file or line and blamed what the user did not touch.
+  state.erase({config::v1::CONSUMER, "bob"});
+  state.erase({config::v1::CONSUMER, "carol"});
+  Resource aaron = Consumer("aaron", R"(basic_auth { username: "shared" password: "x" })");
+  state[IdOf(aaron)] = aaron;
+  std::set<ResourceId> changed = {IdOf(aaron)};
+  EXPECT_EQ(ToStatus(ValidateState(state, &changed)).message(),
+            "Consumer \"aaron\": basic_auth.username: 'shared' is also the username of Consumer "
             "\"alice\"; no two consumers may share a username");
 }
 
