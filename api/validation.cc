@@ -1113,6 +1113,13 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
                   "outlier_detection.base_ejection_time", absl::Milliseconds(1), absl::Hours(24), sink);
     CheckDuration(od.max_ejection_time(), od.has_max_ejection_time(),
                   "outlier_detection.max_ejection_time", absl::Milliseconds(1), absl::Hours(24), sink);
+    if (od.has_base_ejection_time() && od.has_max_ejection_time() &&
+        ToDuration(od.base_ejection_time()) > ToDuration(od.max_ejection_time())) {
+      sink.Add("outlier_detection.max_ejection_time",
+               absl::StrCat("must be at least base_ejection_time (",
+                            absl::FormatDuration(ToDuration(od.base_ejection_time())), "), got ",
+                            absl::FormatDuration(ToDuration(od.max_ejection_time()))));
+    }
     if (od.has_max_ejection_percent() && od.max_ejection_percent().value() > 100) {
       sink.Add("outlier_detection.max_ejection_percent",
                absl::StrCat("must be 0..100, got ", od.max_ejection_percent().value()));
@@ -1142,6 +1149,10 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
       (cluster.ring_points_per_weight() < 16 || cluster.ring_points_per_weight() > 65536)) {
     sink.Add("ring_points_per_weight",
              absl::StrCat("must be 16..65536, got ", cluster.ring_points_per_weight()));
+  }
+  if (cluster.ring_points_per_weight() != 0 &&
+      cluster.lb_policy() != config::v1::Cluster::RING_HASH) {
+    sink.Add("ring_points_per_weight", "is used only with RING_HASH");
   }
   if (cluster.max_idle_connections_per_endpoint() > 10000) {
     sink.Add("max_idle_connections_per_endpoint",

@@ -404,6 +404,12 @@ int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status
     if (!since.empty()) {
       std::cout << "changes since version " << if_version << ":\n";
       PrintHistoryTable(since);
+      uint64_t oldest = since.front().version();
+      for (const auto& e : since) oldest = std::min<uint64_t>(oldest, e.version());
+      if (oldest > if_version + 1) {
+        std::cout << "(versions " << if_version + 1 << ".." << oldest - 1
+                  << " are no longer kept: --history)\n";
+      }
     }
   }
   return 1;

@@ -54,10 +54,10 @@ bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
 
 // With `hops` trusted proxies in front, each appending the address it got
 // the request from to X-Forwarded-For: the hops-th address from the right
-// is the client's. The peer's when the field has fewer, or that one is not
-// an IP literal.
-std::string_view ClientFromForwardedFor(const std::vector<http::HeaderField>& headers,
-                                        uint32_t hops, std::string_view peer) {
+// is the client's, into `client` in its one spelling. false (the peer is
+// the client) when the field has fewer, or that one is not an IP literal.
+bool ClientFromForwardedFor(const std::vector<http::HeaderField>& headers, uint32_t hops,
+                            std::string* client) {
   std::vector<std::string_view> addresses;
   for (const http::HeaderField& h : headers) {
     if (!http::EqualsIgnoreCase(h.name, "x-forwarded-for")) continue;
@@ -72,15 +72,31 @@ std::string_view ClientFromForwardedFor(const std::vector<http::HeaderField>& he
       rest.remove_prefix(comma + 1);
     }
   }
-  if (addresses.size() < hops) return peer;
+  if (addresses.size() < hops) return false;
   std::string_view candidate = addresses[addresses.size() - hops];
-  if (candidate.empty() || candidate.size() > INET6_ADDRSTRLEN) return peer;
+  if (candidate.empty() || candidate.size() > INET6_ADDRSTRLEN) return false;
   char buf[INET6_ADDRSTRLEN + 1];
   std::memcpy(buf, candidate.data(), candidate.size());
   buf[candidate.size()] = '\0';
-  unsigned char addr[sizeof(in6_addr)];
-  if (inet_pton(AF_INET, buf, addr) != 1 && inet_pton(AF_INET6, buf, addr) != 1) return peer;
-  return candidate;
+  // One spelling per address (rate-limit keys, ip-restriction, logs):
+  // "2001:DB8::7" is "2001:db8::7", and "::ffff:7.7.7.7" is "7.7.7.7".
+  in6_addr v6;
+  in_addr v4;
+  char text[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET, buf, &v4) == 1) {
+    if (inet_ntop(AF_INET, &v4, text, sizeof(text)) == nullptr) return false;
+  } else if (inet_pton(AF_INET6, buf, &v6) == 1) {
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+      std::memcpy(&v4, v6.s6_addr + 12, sizeof(v4));
+      if (inet_ntop(AF_INET, &v4, text, sizeof(text)) == nullptr) return false;
+    } else if (inet_ntop(AF_INET6, &v6, text, sizeof(text)) == nullptr) {
+      return false;
+    }
+  } else {
+    return false;
+  }
+  client->assign(text);
+  return true;
 }
 
 bool ValidRequestId(std::string_view id) {
@@ -326,10 +342,8 @@ void ProxyStream::Start(const RequestHead& request) {
   listener_stats_ = listener.by_class;
   trust_forwarded_ = listener.trusted_proxy_hops > 0;
   if (listener.trusted_proxy_hops > 0) {
-    std::string_view client =
-        ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops, *peer_ip_);
-    if (client.data() != peer_ip_->data()) {
-      client_ip_storage_.assign(client);  // the head's views die with Start()
+    if (ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops,
+                               &client_ip_storage_)) {
       client_ip_ = client_ip_storage_;
     }
   }
@@ -2208,7 +2222,10 @@ void ProxyStream::RecordExchange() {
   // Only exchanges the route's request counter counts (answered whole): a
   // request the client abandoned, or a response cut short, shows no latency.
   if (route_stats_ != nullptr && route_stats_->duration != nullptr && counted_response_) {
-    route_stats_->duration->Observe(shard, absl::ToInt64Microseconds(now - start_time_));
+    // A WebSocket's latency is its handshake's (to the upstream's 101), not
+    // how long the tunnel stayed open: a p99 alert must not fire on them.
+    const absl::Time end = tunnel_ && first_byte_ != absl::InfinitePast() ? first_byte_ : now;
+    route_stats_->duration->Observe(shard, absl::ToInt64Microseconds(end - start_time_));
   }
   absl::Duration upstream = absl::InfiniteDuration();
   if (cluster_ != nullptr && upstream_sent_ != absl::InfinitePast()) {

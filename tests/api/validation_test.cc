@@ -458,6 +458,16 @@ TEST(ValidationTest, OutlierPanicAndHashingRules) {
                 .find("ring_points_per_weight: must be 16..65536, got 8"),
             std::string::npos);
   EXPECT_EQ(ClusterErrors("lb_policy: MAGLEV hash_policy { cookie: \"session\" }"), "");
+  // Accepted and never used before; an ejection longer than its cap too.
+  EXPECT_NE(ClusterErrors("ring_points_per_weight: 100")
+                .find("ring_points_per_weight: is used only with RING_HASH"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("outlier_detection { base_ejection_time { seconds: 400 } "
+                          "max_ejection_time { seconds: 300 } }")
+                .find("outlier_detection.max_ejection_time: must be at least base_ejection_time "
+                      "(6m40s), got 5m"),
+            std::string::npos);
+  EXPECT_EQ(ClusterErrors("outlier_detection { base_ejection_time { seconds: 400 } }"), "");
 }
 
 TEST(ValidationTest, RetryPolicyRules) {

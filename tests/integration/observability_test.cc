@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <tuple>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -182,6 +184,17 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
   r = HttpGet(address(), "/open", {{"x-forwarded-for", "unknown"}, {"x-request-id", "obs-xff2"}});
   ASSERT_EQ(r.status, 200);
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff2"), "\"client_ip\":\"127.0.0.1\""));
+  // One spelling per address (it was the text as sent: three rate-limit
+  // budgets for one IPv6 address, another for its IPv4-mapped form).
+  for (const auto& [sent, id, logged] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"2001:DB8:0:0:0:0:0:7", "obs-xff3", "2001:db8::7"},
+           {"::ffff:7.7.7.7", "obs-xff4", "7.7.7.7"}}) {
+    r = HttpGet(address(), "/open", {{"x-forwarded-for", sent}, {"x-request-id", id}});
+    ASSERT_EQ(r.status, 200);
+    EXPECT_TRUE(absl::StrContains(LogLine(log_, id), "\"client_ip\":\"" + logged + "\""))
+        << LogLine(log_, id);
+  }
 }
 
 TEST_F(ObservabilityTest, TraceContextIsContinuedWithANewSpanPerHop) {
