@@ -253,6 +253,12 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
   if (!head.keep_alive) close_after_response_ = true;
   request_has_body_ = head.framing == http::BodyFraming::kChunked ||
                       (head.framing == http::BodyFraming::kContentLength && head.content_length > 0);
+  // A response that comes before the body is read (a policy's 401 or 429)
+  // need not end the connection when what is left of the body is small and
+  // sure to come: it is read and dropped, and the next request is served.
+  request_body_discardable_ = head.framing == http::BodyFraming::kContentLength &&
+                              head.content_length <= kDiscardableBodyBytes &&
+                              !head.expect_continue;
   response_chunked_ = false;
   response_by_close_ = false;
 
@@ -349,7 +355,8 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   out.append("\r\n");
   for (const http::HeaderField& f : *head.headers) AppendHeader(&out, f.name, f.value);
   if (head.close_connection || drain_requested_ || worker_.draining() ||
-      (request_message_open_ && request_has_body_)) {
+      (request_message_open_ && request_has_body_ &&
+       (!request_body_discardable_ || head.status == 413))) {
     close_after_response_ = true;
   }
   switch (head.body) {
@@ -470,7 +477,9 @@ void DownstreamConnection::SetRequestReadEnabled(bool enabled) {
 void DownstreamConnection::OnStreamDone() {
   stream_in_use_ = false;
   if (closed_) return;
-  if (request_message_open_ && request_has_body_) close_after_response_ = true;
+  if (request_message_open_ && request_has_body_ && !request_body_discardable_) {
+    close_after_response_ = true;
+  }
   FinishConnectionAfterResponse();
 }
 

@@ -40,6 +40,11 @@ class DownstreamConnection : public net::ConnectionCallbacks,
                              public DownstreamSession {
  public:
   static constexpr size_t kHighWatermark = ProxyStream::kHighWatermark;
+  // A request body of up to this many bytes (declared) is read and dropped
+  // when the response came first, and the connection goes on; a longer or
+  // chunked one, or one the client waits to send (Expect: 100-continue),
+  // ends the connection after the response (as a 413 always does).
+  static constexpr uint64_t kDiscardableBodyBytes = 64 * 1024;
 
   // `transport`: the listener's TLS socket; nullptr on a plain listener.
   DownstreamConnection(Worker& worker, int fd, const config::ListenerRuntime& listener,
@@ -130,6 +135,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool awaiting_drain_ = false;  // output over the watermark: the next request waits
   bool request_message_open_ = false;  // the request's body is still arriving
   bool request_has_body_ = false;
+  bool request_body_discardable_ = false;  // Content-Length <= kDiscardableBodyBytes, no Expect
   bool client_http10_ = false;
   bool response_chunked_ = false;
   // The response's body ends with the connection (an HTTP/1.0 client).

@@ -732,6 +732,30 @@ TEST_F(EdgeTest, EarlyHintsReachTheClient) {
   EXPECT_LT(h2.out.find(":status: 103"), h2.out.find(":status: 200")) << h2.out;
 }
 
+// A response made before a small request body is read (a policy's 401,
+// a 403) keeps the connection: the body is read and dropped and the next
+// request is served. It ended the connection, so a throttled client paid a
+// new connection (and TLS handshake) per 429. A large or chunked body, or
+// one awaiting 100-continue, still ends it.
+TEST_F(EdgeTest, AnEarlyAnswerToASmallBodyKeepsTheConnection) {
+  const std::string address = absl::StrCat("127.0.0.1:", port_);
+  std::string out = SendRaw(
+      address,
+      "POST /admin HTTP/1.1\r\nHost: edge\r\nContent-Length: 11\r\n\r\nhello world"
+      "GET /local HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 403")) << out;
+  EXPECT_FALSE(absl::StrContains(out.substr(0, out.find("\r\n\r\n")), "connection: close"))
+      << out;
+  EXPECT_TRUE(absl::StrContains(out, "guardedHTTP/1.1 404")) << out;  // the next one, answered
+  // Over 64 KiB declared: answered, then closed; what follows is not served.
+  out = SendRaw(address, absl::StrCat("POST /admin HTTP/1.1\r\nHost: edge\r\nContent-Length: ",
+                                      70 * 1024, "\r\n\r\n", std::string(70 * 1024, 'x'),
+                                      "GET /local HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 403")) << out.substr(0, 300);
+  EXPECT_TRUE(absl::StrContains(out, "connection: close")) << out.substr(0, 300);
+  EXPECT_FALSE(absl::StrContains(out, "HTTP/1.1 404")) << out.substr(0, 300);
+}
+
 // An upstream that sends 1xx without end is an invalid response past 32 of
 // them (502, its connection closed); the client got 8. Before: the rest were
 // dropped and the proxy kept reading until the route timeout (4.9 s of CPU
