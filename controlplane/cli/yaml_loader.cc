@@ -29,6 +29,18 @@
 namespace sluice::cli {
 namespace {
 
+// The values a user may write for an enum field: the placeholder for "not
+// set" (FOO_UNSPECIFIED, number 0) is not one to offer.
+std::string EnumChoices(const google::protobuf::EnumDescriptor& type) {
+  std::vector<std::string> names;
+  for (int i = 0; i < type.value_count(); ++i) {
+    const std::string& name = type.value(i)->name();
+    if (type.value(i)->number() == 0 && absl::EndsWith(name, "_UNSPECIFIED")) continue;
+    names.push_back(name);
+  }
+  return absl::StrJoin(names, ", ");
+}
+
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 
@@ -108,8 +120,15 @@ class SpecConverter {
     std::string name = policy["name"] && policy["name"].IsScalar() ? policy["name"].Scalar() : "";
     const api::PolicyValidator* validator = api::FindPolicyValidator(name);
     if (validator == nullptr) {
+      // The error is the policy's name's (path ends in "typed_config").
+      std::string name_path = path;
+      if (absl::EndsWith(name_path, "typed_config")) {
+        name_path.replace(name_path.size() - std::string_view("typed_config").size(),
+                          std::string_view("typed_config").size(), "name");
+      }
+      if (name.empty()) return Fail(policy["name"] ? policy["name"] : policy, name_path, "is required");
       std::vector<std::string> names = api::RegisteredPolicyNames();
-      return Fail(policy["name"] ? policy["name"] : policy, path,
+      return Fail(policy["name"] ? policy["name"] : policy, name_path,
                   absl::StrCat("unknown policy '", name, "' (this build has: ",
                                names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
                                ")"));
@@ -202,12 +221,8 @@ class SpecConverter {
       case FieldDescriptor::CPPTYPE_ENUM: {
         const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
         if (value == nullptr) {
-          std::vector<std::string> names;
-          for (int i = 0; i < field->enum_type()->value_count(); ++i) {
-            names.push_back(field->enum_type()->value(i)->name());
-          }
           return Fail(node, path, absl::StrCat("'", text, "' is not one of ",
-                                               absl::StrJoin(names, ", ")));
+                                               EnumChoices(*field->enum_type())));
         }
         *json = Quote(value->name());
         return true;
@@ -443,12 +458,8 @@ class DirectConverter {
       case FieldDescriptor::CPPTYPE_ENUM: {
         const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
         if (value == nullptr) {
-          std::vector<std::string> names;
-          for (int i = 0; i < field->enum_type()->value_count(); ++i) {
-            names.push_back(field->enum_type()->value(i)->name());
-          }
           return Fail(node, absl::StrCat("'", text, "' is not one of ",
-                                         absl::StrJoin(names, ", ")));
+                                         EnumChoices(*field->enum_type())));
         }
         add ? r->AddEnumValue(message, field, value->number())
             : r->SetEnumValue(message, field, value->number());
@@ -714,6 +725,8 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
           path = reason.substr(1, close - 1);
           reason = reason.substr(close + 3);
         }
+      } else if (absl::StartsWith(reason, ": ")) {
+        reason = reason.substr(2);  // a field of the spec itself: no path
       }
       static constexpr char kOneof[] = "invalid value oneof field '";
       static constexpr char kCannotSet[] = "' is already set. Cannot set '";
@@ -723,7 +736,16 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
           const size_t group_at = sizeof(kOneof) - 1;
           const std::string group = reason.substr(group_at, group_end - group_at);
           const size_t field_at = group_end + sizeof(kCannotSet) - 1;
-          const std::string second = reason.substr(field_at, reason.find('\'', field_at) - field_at);
+          // JSON's camelCase name ("tlsCertificate") as written: tls_certificate.
+          std::string second;
+          for (char c : reason.substr(field_at, reason.find('\'', field_at) - field_at)) {
+            if (absl::ascii_isupper(static_cast<unsigned char>(c))) {
+              second.push_back('_');
+              second.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
+            } else {
+              second.push_back(c);
+            }
+          }
           if (!path.empty()) path += ".";
           path += second;
           reason = absl::StrCat("cannot be set together with another field of ", group,

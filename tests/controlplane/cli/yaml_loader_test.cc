@@ -100,6 +100,27 @@ TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
   EXPECT_NE(Error(route("                max_object_bytes: -1\n"))
                 .find("typed_config.max_object_bytes: expected a non-negative integer, got '-1'"),
             std::string::npos);
+  // An unknown policy is its name's error; a missing name is required.
+  auto named = [](const std::string& name_line) {
+    return absl::StrCat(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n        - match: {prefix: /}\n          route: {cluster: web}\n"
+        "          policies:\n            - ", name_line, "\n              typed_config: {}\n");
+  };
+  EXPECT_NE(Error(named("name: jwks")).find("policies[0].name: unknown policy 'jwks'"),
+            std::string::npos)
+      << Error(named("name: jwks"));
+  EXPECT_NE(Error(named("name: \"\"")).find("policies[0].name: is required"), std::string::npos)
+      << Error(named("name: \"\""));
+  // The "not set" placeholder is not offered as a choice.
+  const std::string limited = absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /}\n          route: {cluster: web}\n"
+      "          policies:\n            - name: rate-limit\n              typed_config:\n"
+      "                limits: [{requests: 5, per: WEEK}]\n");
+  EXPECT_NE(Error(limited).find("'WEEK' is not one of SECOND, MINUTE, HOUR, DAY"),
+            std::string::npos)
+      << Error(limited);
 }
 
 TEST(YamlLoaderTest, ValidationErrorsCarryTheLineOfTheField) {
@@ -119,6 +140,14 @@ TEST(YamlLoaderTest, TwoFieldsOfOneOneofNameTheLineAndTheResource) {
       "          direct_response: {status: 200}\n");
   EXPECT_EQ(e, "f.yaml, document 1, line 9: RouteTable \"rt\": virtual_hosts[0].routes[0].match.path: "
                "cannot be set together with another field of path_specifier: set only one of them")
+      << e;
+  // A oneof of the spec itself (a Secret's two types): protobuf gave no
+  // path, and the message came out raw, with the JSON name.
+  e = Error(
+      "kind: Secret\nname: s\nspec:\n  trusted_ca: {ca_certificates: x}\n  tls_certificate: {certificate_chain: x, "
+      "private_key: y}\n");
+  EXPECT_TRUE(absl::StrContains(e, "Secret \"s\": tls_certificate: cannot be set together with "
+                                   "another field of type: set only one of them"))
       << e;
 }
 
