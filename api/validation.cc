@@ -633,7 +633,7 @@ void CheckDomain(const std::string& domain, const std::string& field,
   }
   if (host.find('*') != absl::string_view::npos) ok = false;
   if (!ok) {
-    sink.Add(field, absl::StrCat("'", domain,
+    sink.Add(field, absl::StrCat("'", absl::CHexEscape(domain),
                                  "' must be a lower-case host name, '*.' "
                                  "followed by one, or '*'"));
     return;
@@ -1369,7 +1369,8 @@ std::string HostPort(const std::string& address, uint32_t port) {
 }
 
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
-                                           const std::set<ResourceId>* changed) {
+                                           const std::set<ResourceId>* changed,
+                                           const std::set<ResourceId>* new_ids) {
   std::vector<ValidationError> errors;
   std::map<uint32_t, std::vector<const Listener*>> by_port;
   std::vector<const Consumer*> consumers;
@@ -1407,10 +1408,11 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
   }
   // A conflict between a resource of the change and one it leaves as it was
   // is the change's: those it leaves go first, and the later one is told.
+  const std::set<ResourceId>* applied = new_ids != nullptr ? new_ids : changed;
   auto unchanged_first = [&](auto& list, config::v1::ResourceKind kind) {
-    if (changed == nullptr) return;
+    if (applied == nullptr) return;
     std::stable_partition(list.begin(), list.end(), [&](const auto* r) {
-      return changed->count(ResourceId{kind, r->name()}) == 0;
+      return applied->count(ResourceId{kind, r->name()}) == 0;
     });
   };
   unchanged_first(consumers, config::v1::CONSUMER);

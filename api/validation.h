@@ -111,9 +111,12 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // basic-auth username.
 // With `changed`, the per-resource rules run only for those ids (the rest
 // passed them when they were accepted); the rules across resources always
-// run over the whole state.
+// run over the whole state. A conflict between two resources (a shared key
+// or username, a listener's address) is told to the one in `new_ids` (else
+// `changed`) when the other is not: the resource the user is applying.
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
-                                           const std::set<ResourceId>* changed = nullptr);
+                                           const std::set<ResourceId>* changed = nullptr,
+                                           const std::set<ResourceId>* new_ids = nullptr);
 
 // What a config version changes from the accepted version before it, as
 // the proxy's config client saw it on the stream.

@@ -49,7 +49,10 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
       }
       value = argv[++i];
     }
-    parsed.values[name] = value;
+    if (!parsed.values.emplace(name, value).second) {
+      parsed.repeated.insert(name);
+      parsed.values[name] = value;
+    }
   }
   return parsed;
 }

@@ -19,6 +19,9 @@ struct ParsedFlags {
   std::map<std::string, std::string> values;  // flag name without dashes
   std::set<std::string> switches;             // bare switches that were given
   std::vector<std::string> positional;
+  // Value flags given more than once (`values` keeps the last): a command
+  // that takes each once refuses them.
+  std::set<std::string> repeated;
 };
 
 // `with_value` lists flags that take a value; `switches` those that do not.

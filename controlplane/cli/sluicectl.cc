@@ -695,7 +695,12 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
 int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
           const ParsedFlags& flags) {
   auto file = flags.values.find("f");
-  if (file == flags.values.end()) return UsageFail("apply needs -f FILE|DIR");
+  if (file == flags.values.end() || file->second.empty()) {
+    return UsageFail("apply needs -f FILE|DIR");
+  }
+  if (file->second == "-") {
+    return UsageFail("apply -f -: standard input is not read; give a file or a directory");
+  }
   if (flags.positional.size() > 1) {
     return UsageFail(absl::StrCat("apply takes one -f FILE|DIR and no other argument: '",
                                   Printable(flags.positional[1]),
@@ -1371,22 +1376,23 @@ int Run(int argc, char** argv) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
     return 2;
   }
-  // -f is the one value flag a command may want several of: refused
-  // rather than keeping the last (a shell glob, `-f *.yaml`, dropped files).
-  int files = 0;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--") break;
-    for (std::string_view name : {"-f", "--f", "-filename", "--filename"}) {
-      if (arg == name || (arg.size() > name.size() && arg.substr(0, name.size()) == name &&
-                          arg[name.size()] == '=')) {
-        ++files;
-      }
-    }
+  // Every flag is taken once: a second one (a shell glob, `-f *.yaml`; two
+  // --path selectors) was dropped without a word. Short and long spellings
+  // are one flag.
+  std::set<std::string> given = flags->repeated;
+  for (const auto& [short_name, long_name] :
+       {std::pair<std::string, std::string>{"f", "filename"}, {"o", "output"}, {"m", "message"}}) {
+    if (flags->values.count(short_name) && flags->values.count(long_name)) given.insert(short_name);
   }
-  if (files > 1) {
-    std::cerr << "error: -f is given " << files << " times: apply takes one FILE|DIR (to apply "
-              << "several files together, put them in one directory and give -f DIR)\n";
+  if (!given.empty()) {
+    const std::string name = *given.begin();
+    std::cerr << "error: " << (name.size() == 1 ? "-" : "--") << name
+              << " is given more than once; each flag is taken once"
+              << (name == "f" || name == "filename"
+                      ? " (to apply several files together, put them in one directory and give "
+                        "-f DIR)"
+                      : "")
+              << "\n";
     return 2;
   }
   if (auto it = flags->values.find("filename"); it != flags->values.end()) {

@@ -513,7 +513,18 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     return absl::UnavailableError("sluice-control is shutting down");
   }
   std::shared_ptr<const Snapshot> base = Current();
-  std::vector<api::ValidationError> errors = api::ValidateState(next);
+  // The listeners and consumers this change adds or alters: a conflict with
+  // a stored one is theirs to be told (with their file and line).
+  std::set<api::ResourceId> applied;
+  for (const auto& [id, resource] : next) {
+    if (id.first != config::v1::LISTENER && id.first != config::v1::CONSUMER) continue;
+    auto stored = base->resources.find(id);
+    if (stored == base->resources.end() ||
+        !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource)) {
+      applied.insert(id);
+    }
+  }
+  std::vector<api::ValidationError> errors = api::ValidateState(next, nullptr, &applied);
   errors.insert(errors.end(), std::make_move_iterator(apply_time_errors.begin()),
                 std::make_move_iterator(apply_time_errors.end()));
   if (absl::Status status = api::ToStatus(errors); !status.ok()) {

@@ -76,11 +76,15 @@ const std::vector<std::string>& FieldNames() { return api::AccessLogFieldNames()
 // One file (or stdout): per-worker buffers and the thread that writes them.
 class Destination {
  public:
-  Destination(std::string path, stats::Counter* dropped, stats::Counter* write_errors)
-      : path_(std::move(path)),
-        buffers_(static_cast<size_t>(worker_count.load())),
-        dropped_(dropped),
-        write_errors_(write_errors) {}
+  // The counters are held by the destination: their series leave /metrics
+  // with it (a path no listener logs to, or one that never opened).
+  Destination(std::string path, stats::StatsStore& store)
+      : path_(std::move(path)), buffers_(static_cast<size_t>(worker_count.load())) {
+    const std::string labels = absl::StrCat("path=", stats::LabelValue(path_));
+    dropped_ = store.GetCounter("sluice_access_log_dropped_total", labels, &dropped_hold_);
+    write_errors_ =
+        store.GetCounter("sluice_access_log_write_errors_total", labels, &write_errors_hold_);
+  }
   ~Destination() {
     {
       absl::MutexLock lock(&mu_);
@@ -203,6 +207,8 @@ class Destination {
 
   const std::string path_;
   std::vector<Buffer> buffers_;
+  std::shared_ptr<const void> dropped_hold_;
+  std::shared_ptr<const void> write_errors_hold_;
   stats::Counter* dropped_;
   stats::Counter* write_errors_;
   absl::Mutex write_mu_;  // one writer at a time (the thread, or FlushAll)
@@ -283,10 +289,7 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
   std::shared_ptr<Destination>& slot = Registry()[path];
   log->destination_ = slot;
   if (log->destination_ == nullptr) {
-    std::string labels = absl::StrCat("path=", stats::LabelValue(path));
-    auto destination = std::make_shared<Destination>(
-        path, store.GetCounter("sluice_access_log_dropped_total", labels),
-        store.GetCounter("sluice_access_log_write_errors_total", labels));
+    auto destination = std::make_shared<Destination>(path, store);
     if (absl::Status status = destination->Start(); !status.ok()) {
       Registry().erase(path);
       return status;

@@ -193,12 +193,17 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
        {std::vector<std::string>{"apply", "-f", good, other},
         {"apply", "-f", good, "-f", other},
         {"apply", "--filename=" + good, "-f", other},
+        {"apply", "-f", "-"},
+        {"cache", "purge", "--path", "/a", "--path", "/b"},
         {"proxies", "extra"},
         {"top", "--once", "extra"}}) {
     auto bad = cp.Ctl(args);
     EXPECT_EQ(bad.exit_code, 2) << absl::StrJoin(args, " ") << ": " << bad.out << bad.err;
   }
   EXPECT_NE(cp.Ctl({"get", "cluster", "stray"}).exit_code, 0);  // nothing applied
+  // A flag's value that looks like a flag is a value.
+  auto message = cp.Ctl({"apply", "-f", good, "-m", "-f"});
+  EXPECT_EQ(message.exit_code, 0) << message.err;
   auto usage = cp.Ctl({"apply", "-f"});
   EXPECT_TRUE(absl::StrContains(usage.err, "flag -f needs a value")) << usage.err;  // as typed
   usage = cp.Ctl({"delete", "cluster", "a", "b"});

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace sluice::policy::ip_restriction {
@@ -72,7 +73,8 @@ std::string FormatAddress(const IpAddress& a) {
 
 absl::Status NotAnAddress(std::string_view text) {
   return absl::InvalidArgumentError(
-      absl::StrCat("'", std::string(text), "' is not an IP address or CIDR"));
+      absl::StrCat("'", absl::CHexEscape(absl::string_view(text.data(), text.size())),
+                   "' is not an IP address or CIDR"));
 }
 
 }  // namespace

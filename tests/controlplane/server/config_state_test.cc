@@ -383,6 +383,24 @@ TEST(ConfigStateConsumerTest, PlainCredentialsAreStoredAndServedOnlyAsHashes) {
   EXPECT_FALSE(api::VerifyPassword(kAlicePassword, new_hash));
 }
 
+// A consumer applied with a stored one's key or username is the one told,
+// whatever the names' order ("aaron" sorts before "alice"): the server
+// told "alice", which the apply did not touch, and sluicectl found no file
+// or line for it.
+TEST(ConfigStateConsumerTest, AConflictWithAStoredConsumerNamesTheOneApplied) {
+  std::string dir = sluice::testing::MakeTempDir("config_state");
+  auto state = OpenState(dir, api::kMaxConfigBytes);
+  ASSERT_TRUE(state->Apply({Alice()}, false).ok());
+  api::Resource aaron;
+  aaron.mutable_consumer()->set_name("aaron");
+  aaron.mutable_consumer()->add_keys()->set_key(kAliceKey);
+  auto result = state->Apply({aaron}, false);
+  ASSERT_FALSE(result.ok());
+  EXPECT_TRUE(absl::StartsWith(result.status().message(),
+                               "Consumer \"aaron\": keys[0]: is also a key of Consumer \"alice\""))
+      << result.status();
+}
+
 TEST(ConfigStateConsumerTest, InvalidCredentialsAreRefusedWithoutQuotingThem) {
   auto state = OpenState(sluice::testing::MakeTempDir("config_state"), api::kMaxConfigBytes);
   ASSERT_TRUE(state->Apply({Alice()}, false).ok());

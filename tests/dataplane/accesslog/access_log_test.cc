@@ -137,6 +137,29 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> UserAgentLog(const std::string&
   return AccessLog::Open(*path, {"user_agent"}, 100, store);
 }
 
+// A destination's counters leave the store with it: a path no listener
+// logs to any more, or one that never opened, was listed in /metrics for
+// the process's life.
+TEST(AccessLogTest, ADestinationsSeriesGoWithIt) {
+  stats::StatsStore store;
+  store.Prune();
+  const size_t before = store.size();
+  auto missing = AccessLog::Open(TempPath("no-such-dir") + "/sub/x.log", {}, 100, store);
+  ASSERT_FALSE(missing.ok());
+  store.Prune();
+  EXPECT_EQ(store.size(), before);
+  std::string path;
+  {
+    auto log = UserAgentLog("series.log", store, &path);
+    ASSERT_TRUE(log.ok()) << log.status();
+    store.Prune();
+    EXPECT_EQ(store.size(), before + 2);  // dropped, write errors
+  }
+  PruneUnused();  // no AccessLog holds it: the destination closes
+  store.Prune();
+  EXPECT_EQ(store.size(), before);
+}
+
 TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
   stats::StatsStore store;
   std::string path;
