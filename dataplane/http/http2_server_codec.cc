@@ -364,6 +364,9 @@ struct Http2ServerCodecAccess {
     // A stream nghttp2 reset because the client broke the protocol on it.
     if (error_code != NGHTTP2_NO_ERROR && !stream->reset_by_caller &&
         !stream->reset_by_codec && !stream->peer_reset) {
+      if (error_code == NGHTTP2_PROTOCOL_ERROR && !stream->delivered) {
+        codec->callbacks_->OnRequestMalformed(stream_id, stream->pseudo, stream->headers);
+      }
       codec->CountPrematureEnd();
     }
     const bool completed =

@@ -187,6 +187,12 @@ class Http2ServerCallbacks {
   // the codec resets the stream instead (more than twice over). No other
   // event comes for the stream.
   virtual void OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* /*reply*/) {}
+  // nghttp2 reset a stream with PROTOCOL_ERROR before its head was
+  // delivered: a malformed request (RFC 9113 8.1.1: an upper-case or
+  // connection-specific field, a bad pseudo-header...). `pseudo` and
+  // `headers` hold what was decoded of it.
+  virtual void OnRequestMalformed(int32_t /*stream_id*/, const RequestPseudo& /*pseudo*/,
+                                  const HeaderMap& /*headers*/) {}
 };
 
 class Http2ServerCodec {

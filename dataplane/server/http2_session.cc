@@ -306,6 +306,27 @@ void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* 
   RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
 }
 
+void Http2Session::OnRequestMalformed(int32_t /*stream_id*/, const http::RequestPseudo& pseudo,
+                                      const http::HeaderMap& headers) {
+  worker_.stats().downstream_protocol_errors->Inc();
+  worker_.stats().downstream_http2_streams->Inc();
+  std::string request_id;
+  worker_.NewRequestId(&request_id);
+  accesslog::Entry e;
+  e.request_id = request_id;
+  e.client_ip = peer_ip_;
+  e.protocol = "HTTP/2";
+  e.method = pseudo.method;
+  e.path = pseudo.path;
+  e.authority = pseudo.authority;
+  if (const std::string* host = headers.Get("host"); e.authority.empty() && host != nullptr) {
+    e.authority = *host;
+  }
+  if (const std::string* ua = headers.Get("user-agent")) e.user_agent = *ua;
+  e.status = 0;  // reset (RST_STREAM PROTOCOL_ERROR), not answered
+  RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
+}
+
 void Http2Session::OnSnapshotChanged(
     const std::shared_ptr<const config::ConfigSnapshot>& previous) {
   if (worker_.snapshot()->listeners.count(listener_)) return;

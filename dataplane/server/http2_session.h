@@ -83,6 +83,9 @@ class Http2Session : public net::ConnectionCallbacks,
   void OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) override;
   void OnStreamReset(int32_t stream_id, uint32_t error_code) override;
   void OnRequestHeadersTooLarge(int32_t stream_id, ReplyFields* reply) override;
+  // Counted as a protocol error and access-logged (status 0, bad_request).
+  void OnRequestMalformed(int32_t stream_id, const http::RequestPseudo& pseudo,
+                          const http::HeaderMap& headers) override;
   // What each stream may hold each way (ProxyStream's back-pressure
   // point): 8 MiB shared by the open streams, 64 KiB..1 MiB each.
   size_t StreamBufferLimit() const;

@@ -90,6 +90,10 @@ class RecordingCallbacks : public Http2ServerCallbacks {
   void OnStreamWritable(int32_t stream_id) override {
     ++requests[stream_id].writable;
   }
+  void OnRequestMalformed(int32_t stream_id, const RequestPseudo& pseudo,
+                          const HeaderMap&) override {
+    malformed[stream_id] = pseudo.method + " " + pseudo.path;
+  }
   void OnRequestHeadersTooLarge(int32_t stream_id, ReplyFields* reply) override {
     too_large.push_back(stream_id);
     if (reply != nullptr) {
@@ -101,6 +105,7 @@ class RecordingCallbacks : public Http2ServerCallbacks {
   std::map<int32_t, ServerRequest> requests;
   std::vector<int32_t> order;
   std::vector<int32_t> too_large;
+  std::map<int32_t, std::string> malformed;  // what was decoded of each
   Http2ServerCodec* codec = nullptr;
   bool consume = true;  // ConsumeRequestData as soon as bytes arrive
   std::function<void(int32_t)> on_headers;
@@ -1104,8 +1109,11 @@ TEST(Http2ServerCodecTest, MalformedRequestsAreStreamErrors) {
     EXPECT_TRUE(resp.rst_received) << cases[i].what;
     EXPECT_EQ(resp.rst_code, NGHTTP2_PROTOCOL_ERROR) << cases[i].what;
     EXPECT_EQ(f.callbacks.requests.count(ids[i]), 0u) << cases[i].what;
+    // Told, so it is counted and logged (it left no trace).
+    EXPECT_EQ(f.callbacks.malformed.count(ids[i]), 1u) << cases[i].what;
   }
   EXPECT_EQ(f.callbacks.requests.count(good), 1u);
+  EXPECT_EQ(f.callbacks.malformed.count(good), 0u);
   EXPECT_TRUE(f.link.server_ok);
 }
 
@@ -1120,6 +1128,7 @@ TEST(Http2ServerCodecTest, UpperCaseFieldNameIsAStreamError) {
   ASSERT_NE(rst, nullptr);
   EXPECT_EQ(ServerFrameReader::Code(*rst), NGHTTP2_PROTOCOL_ERROR);
   EXPECT_TRUE(f.callbacks.requests.empty());
+  EXPECT_EQ(f.callbacks.malformed[1], "GET /");
 }
 
 TEST(Http2ServerCodecTest, ConnectNeedsOnlyAuthority) {
