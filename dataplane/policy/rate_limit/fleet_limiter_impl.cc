@@ -156,18 +156,12 @@ void FleetLimiter::Evict(Shard& shard, int64_t now) {
   active.reserve(shard.map.size());
   DropFull(shard, now, &active);
   if (keys_.load(std::memory_order_relaxed) < max_keys_) return;
-  // At most one sweep of the table per kSweepInterval: a flood of new keys
-  // into a table full of callers who are not whole would sweep it for each.
-  int64_t last = last_sweep_ns_.load(std::memory_order_relaxed);
-  if (now - last >= kSweepInterval &&
-      last_sweep_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
-    for (size_t i = 0; i < shard_count_; ++i) {
-      Shard& other = shards_[i];
-      if (&other == &shard || !other.mu.TryLock()) continue;
-      DropFull(other, now, nullptr);
-      other.mu.Unlock();
-    }
-    if (keys_.load(std::memory_order_relaxed) < max_keys_) return;
+  if (SweepOtherShards(shards_.get(), shard_count_, shard, last_sweep_ns_, now, kSweepInterval,
+                       [&](Shard& other) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                         DropFull(other, now, nullptr);
+                       }) &&
+      keys_.load(std::memory_order_relaxed) < max_keys_) {
+    return;
   }
   size_t more = std::min(std::max<size_t>(1, shard.map.size() / 8), active.size());
   std::nth_element(active.begin(), active.begin() + more, active.end(),

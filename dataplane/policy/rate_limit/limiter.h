@@ -16,6 +16,7 @@
 #define SLUICE_DATAPLANE_POLICY_RATE_LIMIT_LIMITER_H_
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -24,6 +25,29 @@ namespace sluice::policy::rate_limit {
 
 // One limit per unit: second, minute, hour, day.
 inline constexpr size_t kMaxLimits = 4;
+
+// Both limiters' eviction: when a new key finds the table full after its
+// own shard dropped what it could, every other shard drops its keys that
+// are the same as unknown ones (`drop(shard)`, lock held; a shard another
+// thread holds is skipped), at most once per `interval_ns` (a flood of new
+// keys into a full table would sweep it for each). Returns whether it ran.
+template <typename Shard, typename Drop>
+bool SweepOtherShards(Shard* shards, size_t count, const Shard& own,
+                      std::atomic<int64_t>& last_sweep_ns, int64_t now, int64_t interval_ns,
+                      Drop drop) {
+  int64_t last = last_sweep_ns.load(std::memory_order_relaxed);
+  if (now - last < interval_ns ||
+      !last_sweep_ns.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    return false;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    Shard& other = shards[i];
+    if (&other == &own || !other.mu.TryLock()) continue;
+    drop(other);
+    other.mu.Unlock();
+  }
+  return true;
+}
 
 // `requests` per `period_ns`.
 struct LimitSpec {
