@@ -211,6 +211,9 @@ void DownstreamConnection::ProcessInput() {
   if (stream_in_use_ && parser_.paused() && input.size() > kHighWatermark) {
     connection_->SetReadEnabled(false);
   }
+  // The client half-closed and every request it sent whole was answered:
+  // what is left is a request cut short, or nothing.
+  if (peer_eof_ && !stream_in_use_ && !awaiting_drain_) FinishAfterPeerEof();
 }
 
 void DownstreamConnection::HandleParseError(http::ParseError error) {
@@ -493,7 +496,7 @@ void DownstreamConnection::OnWriteDrained() {
     awaiting_drain_ = false;
     parser_.Resume();
     connection_->SetReadEnabled(true);
-    if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+    if (!connection_->input().empty() || peer_eof_) resume_timer_.Enable(absl::ZeroDuration());
     return;
   }
   // The response is out and nothing else is queued: the idle connection
@@ -584,7 +587,7 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   // Only a response that said Connection: close (or had to) ends the
   // connection; a drain that began after the head went waits for the next
   // one (drain_requested_) or the 1 s idle grace.
-  if (close_after_response_) {
+  if (close_after_response_ || (peer_eof_ && connection_->input().empty())) {
     closing_ = true;
     // A client that never reads the last response does not pin the
     // connection: it gets the idle timeout to take it.
@@ -610,13 +613,31 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
 
 bool DownstreamConnection::OnReadEof() {
   if (closed_ || tunnel_) return false;
-  // The client half-closed after sending (RFC 9112 9.6 allows it): answer
-  // a request that arrived whole, then close. A request cut short, or no
-  // request at all, ends here.
-  bool answerable = stream_in_use_ ? !request_message_open_ : !connection_->input().empty();
-  if (!answerable) return false;
-  close_after_response_ = true;
+  // The client half-closed after sending (RFC 9112 9.6 allows it): every
+  // request that arrived whole is answered (pipelined ones too), and a
+  // response still being written is finished; then the connection closes.
+  // A request cut short, or nothing to answer or write, ends here.
+  if (stream_in_use_ && request_message_open_) return false;
+  if (!stream_in_use_ && connection_->input().empty() && connection_->output_size() == 0) {
+    return false;
+  }
+  peer_eof_ = true;
+  if (stream_in_use_) {
+    // The last request: its response says the connection closes.
+    if (connection_->input().empty()) close_after_response_ = true;
+  } else {
+    // Answers what is buffered, or closes once the output is written
+    // (ProcessInput's end), outside this callback.
+    resume_timer_.Enable(absl::ZeroDuration());
+  }
   return true;
+}
+
+void DownstreamConnection::FinishAfterPeerEof() {
+  if (closing_ || closed_) return;
+  closing_ = true;
+  timer_.Set(idle_timeout_, /*shared_duration=*/true);  // a client that does not read
+  if (connection_->CloseAfterFlush()) CloseNow();
 }
 
 void DownstreamConnection::OnClosed(net::CloseReason reason, int) {

@@ -100,6 +100,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   void CloseNow();
+  // The client half-closed and nothing it sent whole is left to answer:
+  // close once the output is written.
+  void FinishAfterPeerEof();
   void ArmIdleTimer();
   void OnDownstreamTimer();
   bool idle() const;
@@ -132,6 +135,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool drain_requested_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed
+  bool peer_eof_ = false;  // the client half-closed: answer what it sent, then close
   bool awaiting_drain_ = false;  // output over the watermark: the next request waits
   bool request_message_open_ = false;  // the request's body is still arriving
   bool request_has_body_ = false;

@@ -569,6 +569,39 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
     EXPECT_TRUE(absl::StrContains(r, "GET /half")) << r;
     EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
   }
+  // A response made at once (a direct response), the FIN read in the same
+  // turn: it was lost (the close cancelled the scheduled write).
+  for (int i = 0; i < 20; ++i) {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("GET /local HTTP/1.1\r\nHost: edge\r\n\r\n"));
+    client.ShutdownWrite();
+    std::string r = client.ReadResponse();
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 404")) << i << ": " << r;
+    EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+  }
+  // Pipelined requests, then the FIN: every one is answered (only the first
+  // was, then the connection closed).
+  {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("GET /half/1 HTTP/1.1\r\nHost: edge\r\n\r\n"
+                            "GET /local HTTP/1.1\r\nHost: edge\r\n\r\n"
+                            "GET /half/3 HTTP/1.1\r\nHost: edge\r\n\r\n"));
+    client.ShutdownWrite();
+    std::string first = client.ReadResponse();
+    std::string second = client.ReadResponse();
+    std::string third = client.ReadResponse();
+    EXPECT_TRUE(absl::StrContains(first, "GET /half/1")) << first;
+    EXPECT_TRUE(absl::StartsWith(second, "HTTP/1.1 404")) << second;
+    EXPECT_TRUE(absl::StrContains(third, "GET /half/3")) << third;
+    EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+  }
+  // Half a request, then the FIN: closed, nothing answered.
+  {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("GET /half HTTP/1.1\r\nHost: ed"));
+    client.ShutdownWrite();
+    EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+  }
   auto send = [&](const std::string& bytes) {
     RawClient client(port_);
     EXPECT_TRUE(client.Send(bytes));
