@@ -85,6 +85,28 @@ std::vector<std::string> PurgeTargets(
 
 }  // namespace
 
+// Whether a RouteTable of `snapshot` has a route named `name`: its name, or
+// "<virtual host name or index>/<route index>" when it has none (the name
+// the proxies key cache entries and metrics by).
+bool HasRouteNamed(const Snapshot& snapshot, const std::string& name) {
+  for (const auto& [id, resource] : snapshot.resources) {
+    if (!resource.has_route_table()) continue;
+    const auto& table = resource.route_table();
+    for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+      const auto& vhost = table.virtual_hosts(v);
+      for (int r = 0; r < vhost.routes_size(); ++r) {
+        const std::string& given = vhost.routes(r).name();
+        if (given.empty() ? absl::StrCat(vhost.name().empty() ? absl::StrCat(v) : vhost.name(),
+                                         "/", r) == name
+                          : given == name) {
+          return true;
+        }
+      }
+    }
+  }
+  return false;
+}
+
 absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request) {
   const std::pair<const char*, const std::string*> fields[] = {
       {"route", &request.route()},
@@ -385,7 +407,15 @@ grpc::Status AdminServiceImpl::PurgeCache(
     admin::v1::PurgeCacheResponse* response) {
   auto caller = Authorize(context, Role::kOperator, "PurgeCache");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  if (absl::Status invalid = CheckPurgeRequest(*request); !invalid.ok()) {
+  absl::Status invalid = CheckPurgeRequest(*request);
+  if (invalid.ok() && !request->route().empty() &&
+      !HasRouteNamed(*state_->Current(), request->route())) {
+    // A typo purged nothing and said "purged 0 entries", as if done.
+    invalid = absl::NotFoundError(absl::StrCat("no route is named \"", request->route(),
+                                               "\" (a route's name, or vhost/index when it has "
+                                               "none, as in /metrics)"));
+  }
+  if (!invalid.ok()) {
     Audit(*caller, "PurgeCache", PurgeTargets(*request), 0, false, invalid);
     return ToGrpcStatus(invalid);
   }

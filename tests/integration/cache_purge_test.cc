@@ -65,9 +65,26 @@ TEST_F(CachePurgeTest, RelayedToEveryProxyAndConfirmed) {
         << p->process().Log();
   }
   const std::string operator_token = CreateToken("cache-operator", "operator");
+  // A route named "r" to purge (the cluster as cluster.yaml below has it).
+  CommandResult r = Ctl(operator_token, {"apply", "-f",
+                                         WriteFile(dir_, "routes.yaml",
+                                                   "kind: Cluster\nname: web\nspec:\n  "
+                                                   "endpoints: [{address: 127.0.0.1, "
+                                                   "port: 9000}]\n---\n"
+                                                   "kind: RouteTable\nname: main\nspec:\n"
+                                                   "  virtual_hosts:\n    - domains: ['*']\n"
+                                                   "      routes: [{name: r, match: {prefix: /}, "
+                                                   "route: {cluster: web}}]\n")});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // A route no table has: refused, nothing sent (it said "purged 0").
+  r = Ctl(operator_token, {"cache", "purge", "--route", "nosuch"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "no route is named \"nosuch\"")) << r.err;
+  // An unnamed route goes by vhost/index.
+  r = Ctl(operator_token, {"cache", "purge", "--route", "0/1"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
 
-  CommandResult r =
-      Ctl(operator_token, {"cache", "purge", "--route", "r", "--prefix", "/a"});
+  r = Ctl(operator_token, {"cache", "purge", "--route", "r", "--prefix", "/a"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "purged 0 entries on 2 of 2 proxies"))
       << r.out << r.err;

@@ -178,10 +178,33 @@ TEST_F(AdminServiceTest, PurgeSelectorsAreChecked) {
   EXPECT_EQ(status.error_message(),
             "timeout_ms is 60001; at most 60000 (1m) is accepted");
 
-  // Valid, and no relay: no proxy is targeted.
+  // A route no table has: NOT_FOUND (it said "purged 0 entries").
   request.set_timeout_ms(60000);
   request.set_route("r");
   request.set_prefix("/a");
+  status = purge(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(),
+            "no route is named \"r\" (a route's name, or vhost/index when it has none, as in "
+            "/metrics)");
+  admin::v1::ApplyRequest apply;
+  auto* table = apply.add_resources()->mutable_route_table();
+  table->set_name("main");
+  auto* vhost = table->add_virtual_hosts();
+  vhost->add_domains("*");
+  auto* route = vhost->add_routes();
+  route->set_name("r");
+  route->mutable_match()->set_prefix("/");
+  route->mutable_route()->set_cluster("users");
+  vhost->add_routes()->CopyFrom(*route);
+  vhost->mutable_routes(1)->clear_name();
+  admin::v1::ApplyResponse applied;
+  ASSERT_TRUE(service_->Apply(nullptr, &apply, &applied).ok());
+  request.set_route("0/1");  // the unnamed one
+  EXPECT_TRUE(purge(request).ok());
+  request.set_route("r");
+
+  // Valid, and no relay: no proxy is targeted.
   admin::v1::PurgeCacheResponse response;
   status = service_->PurgeCache(nullptr, &request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
