@@ -223,6 +223,24 @@ class EdgeTest : public ::testing::Test {
         "idle_timeout: 3s}\n");
   }
 
+  // Version 2: a listener on a new port whose every request goes to the
+  // upstream on `upstream_port`. Its port, or 0 when that failed.
+  int ListenerTo(int upstream_port) {
+    const int port = PickFreePort();
+    std::string yaml = absl::StrCat(
+        "kind: Cluster\nname: hints\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        upstream_port, "}]\n---\nkind: RouteTable\nname: hints\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints}}]\n"
+        "---\nkind: Listener\nname: hints\nspec: {address: 127.0.0.1, port: ", port,
+        ", route_table: hints}\n");
+    std::string path = MakeTempDir("edge-listener") + "/config.yaml";
+    std::ofstream(path) << yaml;
+    auto r = cp_.Ctl({"apply", "-f", path});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    if (r.exit_code != 0 || !proxy_->WaitForVersion(2)) return 0;
+    return port;
+  }
+
   ControlPlane cp_{"", "info"};
   UpstreamServer upstream_{"edge-up"};
   std::unique_ptr<Proxy> proxy_;
@@ -734,18 +752,8 @@ TEST_F(EdgeTest, EarlyHintsReachTheClient) {
       "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x-secret\r\n"
       "x-secret: 1\r\n\r\n"
       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-  int port = PickFreePort();
-  std::string yaml = absl::StrCat(
-      "kind: Cluster\nname: hints\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
-      hints.port(), "}]\n---\nkind: RouteTable\nname: hints\nspec:\n  virtual_hosts:\n"
-      "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints}}]\n"
-      "---\nkind: Listener\nname: hints\nspec: {address: 127.0.0.1, port: ", port,
-      ", route_table: hints}\n");
-  std::string path = MakeTempDir("edge-hints") + "/config.yaml";
-  std::ofstream(path) << yaml;
-  auto r = cp_.Ctl({"apply", "-f", path});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  const int port = ListenerTo(hints.port());
+  ASSERT_GT(port, 0);
   auto send = [&](const std::string& version) {
     return SendRaw(absl::StrCat("127.0.0.1:", port),
                    absl::StrCat("GET /h ", version, "\r\nHost: edge\r\nConnection: close\r\n\r\n"));
@@ -797,18 +805,8 @@ TEST_F(EdgeTest, EndlessInterimResponsesAreA502) {
   std::string flood;
   for (int i = 0; i < 40; ++i) flood += "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n";
   RawUpstream hints(flood + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-  int port = PickFreePort();
-  std::string yaml = absl::StrCat(
-      "kind: Cluster\nname: hints\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
-      hints.port(), "}]\n---\nkind: RouteTable\nname: hints\nspec:\n  virtual_hosts:\n"
-      "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints}}]\n"
-      "---\nkind: Listener\nname: hints\nspec: {address: 127.0.0.1, port: ", port,
-      ", route_table: hints}\n");
-  std::string path = MakeTempDir("edge-hint-flood") + "/config.yaml";
-  std::ofstream(path) << yaml;
-  auto r = cp_.Ctl({"apply", "-f", path});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  const int port = ListenerTo(hints.port());
+  ASSERT_GT(port, 0);
   std::string out = SendRaw(absl::StrCat("127.0.0.1:", port),
                             "GET /h HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
   size_t hints_seen = 0;

@@ -251,7 +251,12 @@ TEST(ConfigClientTest, ALongNackReasonIsCut) {
 TEST(ConfigClientTest, APurgeIsCarriedOutAndConfirmed) {
   ControlPlane cp;
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  ASSERT_EQ(cp.Ctl({"apply", "-f", ClusterFile("users", 9001)}).exit_code, 0);
+  // A route named "r" (sluice-control refuses to purge a route no table has).
+  std::string routes = ClusterFile("users", 9001);
+  std::ofstream(routes, std::ios::app)
+      << "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      << "      routes: [{name: r, match: {prefix: /}, route: {cluster: users}}]\n";
+  ASSERT_EQ(cp.Ctl({"apply", "-f", routes}).exit_code, 0);
   absl::Mutex mu;
   std::vector<cache::PurgeSelector> seen;
   cache::SetPurgeHandler([&](const cache::PurgeSelector& selector) -> uint64_t {
