@@ -140,6 +140,14 @@ absl::Duration ToDuration(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+std::string VirtualHostLabel(const config::v1::VirtualHost& vhost, int v) {
+  return vhost.name().empty() ? absl::StrCat(v) : vhost.name();
+}
+
+std::string RouteName(const config::v1::Route& route, absl::string_view vhost_label, int r) {
+  return route.name().empty() ? absl::StrCat(vhost_label, "/", r) : route.name();
+}
+
 ResourceKey KeyOf(const Resource& resource) {
   ResourceKey key;
   key.set_kind(KindOf(resource));

@@ -69,6 +69,12 @@ ResourceKey KeyOf(const Resource& resource);
 // A protobuf Duration as an absl::Duration.
 absl::Duration ToDuration(const google::protobuf::Duration& d);
 
+// What a virtual host and a route go by in metrics, cache entries, rate-limit
+// counters and purges: the virtual host's name, or its index `v` when it has
+// none; the route's name, or "<virtual host label>/<its index r>".
+std::string VirtualHostLabel(const config::v1::VirtualHost& vhost, int v);
+std::string RouteName(const config::v1::Route& route, absl::string_view vhost_label, int r);
+
 struct StateDiff {
   std::vector<ResourceId> added;
   std::vector<ResourceId> changed;

@@ -94,13 +94,9 @@ bool HasRouteNamed(const Snapshot& snapshot, const std::string& name) {
     const auto& table = resource.route_table();
     for (int v = 0; v < table.virtual_hosts_size(); ++v) {
       const auto& vhost = table.virtual_hosts(v);
+      const std::string label = api::VirtualHostLabel(vhost, v);
       for (int r = 0; r < vhost.routes_size(); ++r) {
-        const std::string& given = vhost.routes(r).name();
-        if (given.empty() ? absl::StrCat(vhost.name().empty() ? absl::StrCat(v) : vhost.name(),
-                                         "/", r) == name
-                          : given == name) {
-          return true;
-        }
+        if (api::RouteName(vhost.routes(r), label, r) == name) return true;
       }
     }
   }

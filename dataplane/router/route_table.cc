@@ -577,8 +577,7 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
                           RouteEntry* entry) {
   const RouteMatch& match = route_config.match();
   entry->id = id;
-  entry->name = route_config.name().empty() ? absl::StrCat(vhost_label, "/", r)
-                                            : route_config.name();
+  entry->name = api::RouteName(route_config, vhost_label, r);
   entry->virtual_host = vhost_label;
   entry->timeout = api::kDefaultRouteTimeout;
   switch (route_config.action_case()) {
@@ -717,14 +716,6 @@ void RouteTable::IndexDomains(const config::v1::RouteTable& config) {
   }
 }
 
-namespace {
-
-std::string VirtualHostLabel(const config::v1::VirtualHost& vhost, int v) {
-  return vhost.name().empty() ? absl::StrCat(v) : vhost.name();
-}
-
-}  // namespace
-
 absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
     const config::v1::RouteTable& config) {
   std::shared_ptr<RouteTable> table(new RouteTable());
@@ -733,7 +724,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
   for (int v = 0; v < config.virtual_hosts_size(); ++v) {
     const config::v1::VirtualHost& vhost_config = config.virtual_hosts(v);
     auto vhost = std::make_shared<VirtualHost>();
-    vhost->label = VirtualHostLabel(vhost_config, v);
+    vhost->label = api::VirtualHostLabel(vhost_config, v);
     vhost->first_id = table->routes_.size();
     vhost->route_count = vhost_config.routes_size();
     for (int r = 0; r < vhost_config.routes_size(); ++r) {
@@ -773,7 +764,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Recompile(
                        vhost_config.routes_size(),
                        " routes, the previous table's ", old.route_count));
     }
-    if (VirtualHostLabel(vhost_config, v) != old.label) {
+    if (api::VirtualHostLabel(vhost_config, v) != old.label) {
       return absl::InvalidArgumentError(absl::StrCat(
           "route table patch: virtual_hosts[", v, "].name is '",
           vhost_config.name(), "', the previous table's '", old.label, "'"));

@@ -213,7 +213,7 @@ void DownstreamConnection::ProcessInput() {
   }
   // The client half-closed and every request it sent whole was answered:
   // what is left is a request cut short, or nothing.
-  if (peer_eof_ && !stream_in_use_ && !awaiting_drain_) FinishAfterPeerEof();
+  if (peer_eof_ && !stream_in_use_ && !awaiting_drain_) CloseOnceWritten();
 }
 
 void DownstreamConnection::HandleParseError(http::ParseError error) {
@@ -358,8 +358,8 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   out.append("\r\n");
   for (const http::HeaderField& f : *head.headers) AppendHeader(&out, f.name, f.value);
   if (head.close_connection || drain_requested_ || worker_.draining() ||
-      (request_message_open_ && request_has_body_ &&
-       (!request_body_discardable_ || head.status == 413))) {
+      (UnreadBodyEndsConnection() || (head.status == 413 && request_message_open_ &&
+                                      request_has_body_))) {
     close_after_response_ = true;
   }
   switch (head.body) {
@@ -454,10 +454,8 @@ void DownstreamConnection::Abort() {
   // way: it is cut at once, as is a tunnel.
   stream_in_use_ = false;
   if (!response_by_close_ && !tunnel_ && !closing_ && connection_->output_size() > 0) {
-    closing_ = true;
     connection_->SetReadEnabled(false);
-    timer_.Set(idle_timeout_, /*shared_duration=*/true);  // a client that does not read
-    if (connection_->CloseAfterFlush()) CloseNow();
+    CloseOnceWritten();
     return;
   }
   CloseNow();
@@ -480,9 +478,7 @@ void DownstreamConnection::SetRequestReadEnabled(bool enabled) {
 void DownstreamConnection::OnStreamDone() {
   stream_in_use_ = false;
   if (closed_) return;
-  if (request_message_open_ && request_has_body_ && !request_body_discardable_) {
-    close_after_response_ = true;
-  }
+  if (UnreadBodyEndsConnection()) close_after_response_ = true;
   FinishConnectionAfterResponse();
 }
 
@@ -588,11 +584,7 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   // connection; a drain that began after the head went waits for the next
   // one (drain_requested_) or the 1 s idle grace.
   if (close_after_response_ || (peer_eof_ && connection_->input().empty())) {
-    closing_ = true;
-    // A client that never reads the last response does not pin the
-    // connection: it gets the idle timeout to take it.
-    timer_.Set(idle_timeout_, /*shared_duration=*/true);
-    if (connection_->CloseAfterFlush()) CloseNow();
+    CloseOnceWritten();
     return;
   }
   ArmIdleTimer();
@@ -609,6 +601,10 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   // Pipelined requests already buffered: continue on the next loop turn,
   // outside every callback that brought us here.
   if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+}
+
+bool DownstreamConnection::UnreadBodyEndsConnection() const {
+  return request_message_open_ && request_has_body_ && !request_body_discardable_;
 }
 
 bool DownstreamConnection::OnReadEof() {
@@ -633,10 +629,12 @@ bool DownstreamConnection::OnReadEof() {
   return true;
 }
 
-void DownstreamConnection::FinishAfterPeerEof() {
+void DownstreamConnection::CloseOnceWritten() {
   if (closing_ || closed_) return;
   closing_ = true;
-  timer_.Set(idle_timeout_, /*shared_duration=*/true);  // a client that does not read
+  // A client that never reads the last response does not pin the
+  // connection: it gets the idle timeout to take it.
+  timer_.Set(idle_timeout_, /*shared_duration=*/true);
   if (connection_->CloseAfterFlush()) CloseNow();
 }
 

@@ -100,9 +100,12 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   void CloseNow();
-  // The client half-closed and nothing it sent whole is left to answer:
-  // close once the output is written.
-  void FinishAfterPeerEof();
+  // Closes once the output is written (a close the last response said, or
+  // a client that half-closed with nothing it sent whole left to answer).
+  void CloseOnceWritten();
+  // The request's body is still arriving and too long (or unknown) to be
+  // read and dropped after the response: the connection ends with it.
+  bool UnreadBodyEndsConnection() const;
   void ArmIdleTimer();
   void OnDownstreamTimer();
   bool idle() const;

@@ -191,7 +191,7 @@ void UpstreamConnection::OnHead(const http::MessageHead& head) {
   }
   interim_ = head.status >= 100 && head.status < 200;
   if (interim_ && ++interim_responses_ > kMaxInterimResponses) {
-    invalid_response_ = "invalid response: more than 32 interim (1xx) responses";
+    invalid_response_ = kTooManyInterimResponses;
     parser_.Pause();
     return;
   }

@@ -63,6 +63,8 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   // with a 502: an upstream sending them forever kept the proxy reading until
   // the route timeout); 8 of them go to the client.
   static constexpr int kMaxInterimResponses = 32;
+  static constexpr char kTooManyInterimResponses[] =
+      "invalid response: more than 32 interim (1xx) responses";
   // `transport`: the TLS socket for a TLS cluster, nullptr for plain TCP.
   UpstreamConnection(event::Dispatcher& dispatcher, ConnectionPool& pool, int fd,
                      std::unique_ptr<net::TransportSocket> transport, std::string pool_key,

@@ -342,8 +342,7 @@ void Http2UpstreamConnection::OnInformationalResponse(int32_t stream_id, int sta
     streams_.erase(stream_id);
     s->connection_ = nullptr;
     pool_.OnStreamsChanged(this);
-    s->events_->OnUpstreamFailed(false, false,
-                                 "invalid response: more than 32 interim (1xx) responses");
+    s->events_->OnUpstreamFailed(false, false, UpstreamConnection::kTooManyInterimResponses);
     return;
   }
   if (status == 100) return;  // 100: the gateway's own Expect handling

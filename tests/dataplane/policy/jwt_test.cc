@@ -671,20 +671,26 @@ TEST(JwsTest, ClaimsAreReadAsTheirTypesSay) {
 namespace sluice::policy::jwt {
 namespace {
 
-TEST(JwtRedactionTest, Hs256SecretsAreNotShownPublicKeysAre) {
+// `config` as a route's policy shows it once redacted (sluicectl get,
+// /config_dump).
+v1::JwtConfig ShownAfterRedaction(const v1::JwtConfig& config) {
   config::v1::Resource resource;
-  auto* vhost = resource.mutable_route_table()->add_virtual_hosts();
-  v1::JwtConfig config;
-  config.set_jwks(R"({"keys": [{"kty": "oct", "kid": "h", "k" : "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg"},
-                              {"kty": "EC", "kid": "e", "crv": "P-256", "x": "xx", "y": "yy"}]})");
-  config.add_algorithms("HS256");
-  auto* policy = vhost->add_routes()->add_policies();
+  auto* policy = resource.mutable_route_table()->add_virtual_hosts()->add_routes()->add_policies();
   policy->set_name("jwt");
   policy->mutable_typed_config()->PackFrom(config);
   api::RedactSecrets(&resource);
   v1::JwtConfig shown;
-  ASSERT_TRUE(resource.route_table().virtual_hosts(0).routes(0).policies(0).typed_config().UnpackTo(
+  EXPECT_TRUE(resource.route_table().virtual_hosts(0).routes(0).policies(0).typed_config().UnpackTo(
       &shown));
+  return shown;
+}
+
+TEST(JwtRedactionTest, Hs256SecretsAreNotShownPublicKeysAre) {
+  v1::JwtConfig config;
+  config.set_jwks(R"({"keys": [{"kty": "oct", "kid": "h", "k" : "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYg"},
+                              {"kty": "EC", "kid": "e", "crv": "P-256", "x": "xx", "y": "yy"}]})");
+  config.add_algorithms("HS256");
+  v1::JwtConfig shown = ShownAfterRedaction(config);
   EXPECT_FALSE(absl::StrContains(shown.jwks(), "c2VjcmV0")) << shown.jwks();
   EXPECT_TRUE(absl::StrContains(shown.jwks(), R"("k":"[redacted]")")) << shown.jwks();
   EXPECT_TRUE(absl::StrContains(shown.jwks(), R"("x": "xx")")) << shown.jwks();
@@ -713,15 +719,7 @@ TEST(JwtRedactionTest, MemberNamesWithEscapesAreRefusedAndStillRedacted) {
   std::vector<api::PolicyConfigError> plain_errors = Errors(plain);
   EXPECT_TRUE(plain_errors.empty()) << plain_errors[0].field << ": " << plain_errors[0].message;
 
-  config::v1::Resource resource;
-  auto* policy = resource.mutable_route_table()->add_virtual_hosts()->add_routes()->add_policies();
-  policy->set_name("jwt");
-  policy->mutable_typed_config()->PackFrom(config);
-  api::RedactSecrets(&resource);
-  v1::JwtConfig shown;
-  ASSERT_TRUE(resource.route_table().virtual_hosts(0).routes(0).policies(0).typed_config().UnpackTo(
-      &shown));
-  EXPECT_FALSE(absl::StrContains(shown.jwks(), "c2VjcmV0")) << shown.jwks();
+  EXPECT_FALSE(absl::StrContains(ShownAfterRedaction(config).jwks(), "c2VjcmV0"));
 }
 
 }  // namespace
