@@ -38,6 +38,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -132,6 +133,41 @@ admin tokens also manage tokens.
 --ca FILE (else $SLUICE_CA) connects with TLS, verifying the server against that
 PEM CA; --cert FILE --key FILE add a client certificate.
 )";
+
+// `sluicectl COMMAND --help`: that command's entries of the usage (an entry
+// is a line naming it and the deeper-indented lines under it), the
+// paragraphs that are about it, and where the global flags are told. Empty
+// for a command the usage does not know.
+std::string CommandUsage(const std::string& command) {
+  const std::vector<absl::string_view> lines = absl::StrSplit(kUsage, '\n');
+  std::string entries;
+  bool in_entry = false;
+  for (absl::string_view line : lines) {
+    if (absl::StartsWith(line, "  ") && !absl::StartsWith(line, "   ")) {
+      in_entry = absl::StartsWith(line.substr(2), command + " ") || line.substr(2) == command;
+    } else if (!absl::StartsWith(line, "   ")) {
+      in_entry = false;
+    }
+    if (in_entry) absl::StrAppend(&entries, line, "\n");
+  }
+  if (entries.empty()) return "";
+  std::string usage = absl::StrCat("usage: sluicectl [--server HOST:PORT] ", command, " ...\n\n",
+                                   entries);
+  // The paragraphs after the command list that name the command first.
+  const std::vector<absl::string_view> paragraphs = absl::StrSplit(kUsage, "\n\n");
+  for (size_t i = 2; i < paragraphs.size(); ++i) {
+    absl::string_view p = paragraphs[i];
+    if (absl::StartsWith(p, command + " ") || absl::StartsWith(p, command + ",") ||
+        absl::StrContains(p.substr(0, p.find(':')), " " + command + " ") ||
+        (command == "apply" && absl::StartsWith(p, "canary rollouts")) ||
+        (absl::StartsWith(p, "KIND is") && absl::StrContains(entries, "KIND"))) {
+      absl::StrAppend(&usage, "\n", p, "\n");
+    }
+  }
+  absl::StrAppend(&usage,
+                  "\nGlobal flags: --server, --token, --ca, --cert, --key (see sluicectl --help).\n");
+  return usage;
+}
 
 // Whether the channel is plaintext (no --ca): a refused connection then
 // hints at TLS.
@@ -1403,6 +1439,13 @@ int Run(int argc, char** argv) {
   }
   if (auto it = flags->values.find("message"); it != flags->values.end()) {
     flags->values["m"] = it->second;
+  }
+  if ((flags->switches.count("help") || flags->switches.count("h")) &&
+      !flags->positional.empty()) {
+    if (std::string usage = CommandUsage(flags->positional[0]); !usage.empty()) {
+      std::cout << usage;
+      return 0;
+    }
   }
   if (flags->switches.count("help") || flags->switches.count("h") ||
       flags->positional.empty()) {

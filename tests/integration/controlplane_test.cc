@@ -211,6 +211,24 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
       << usage.err;
 }
 
+// `sluicectl COMMAND --help` prints that command's usage, not the whole list.
+TEST(ControlPlaneTest, CommandHelpIsTheCommandsOwn) {
+  const std::string ctl = RunfilePath("controlplane/cli/sluicectl");
+  auto hash = testing::RunCommand({ctl, "hash-password", "--help"});
+  EXPECT_EQ(hash.exit_code, 0) << hash.err;
+  EXPECT_TRUE(absl::StrContains(hash.out, "hash-password [--iterations N]")) << hash.out;
+  EXPECT_FALSE(absl::StrContains(hash.out, "rollback V")) << hash.out;
+  auto del = testing::RunCommand({ctl, "delete", "-h"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_TRUE(absl::StrContains(del.out, "delete KIND NAME")) << del.out;
+  EXPECT_TRUE(absl::StrContains(del.out, "--if-version N")) << del.out;
+  EXPECT_TRUE(absl::StrContains(del.out, "KIND is Listener")) << del.out;
+  EXPECT_FALSE(absl::StrContains(del.out, "apply -f FILE|DIR")) << del.out;
+  auto all = testing::RunCommand({ctl, "--help"});
+  EXPECT_EQ(all.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(all.out, "rollback V")) << all.out;
+}
+
 TEST(ControlPlaneTest, ServerFlagAndEnvironment) {
   ControlPlane cp;
   ASSERT_TRUE(cp.ok());
