@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "api/credentials.h"
@@ -1359,6 +1360,125 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
   TlsMaterialError error;
   if (!CheckValidAt(info, now, &error)) {
     errors->push_back({IdOf(resource), error.field, error.message});
+  }
+}
+
+namespace {
+
+bool IsUnreservedPathByte(char c) {
+  return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = absl::ascii_tolower(c);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+// Why no normalised request path can equal (`prefix` false) or start with
+// `value`, or "" when one can. See path_normalizer.h for what a request path
+// looks like once normalised; this scan knows those rules, not that code.
+std::string UnmatchablePathReason(const std::string& value, bool prefix) {
+  // The canonical spelling, offered when only the spelling is wrong.
+  std::string canonical;
+  std::string spelling_problem;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(value[i]);
+    const std::string at = absl::StrCat(" at byte ", i + 1);
+    if (c == '?') {
+      return absl::StrCat("has '?'", at,
+                          ": the query is not part of the path (match it with query_parameters)");
+    }
+    if (c == '#') {
+      return absl::StrCat("has '#'", at, ": a request whose path holds one is refused (400)");
+    }
+    if (c == ' ' || c >= 0x80) {
+      if (spelling_problem.empty()) {
+        spelling_problem = absl::StrCat(
+            "has ", c == ' ' ? std::string("a space") : absl::StrFormat("the byte 0x%02X", c), at,
+            ", which requests send percent-encoded");
+      }
+      absl::StrAppend(&canonical, absl::StrFormat("%%%02X", c));
+      continue;
+    }
+    if (c != '%') {
+      canonical.push_back(static_cast<char>(c));
+      continue;
+    }
+    const int high = i + 1 < value.size() ? HexValue(value[i + 1]) : -1;
+    const int low = i + 2 < value.size() ? HexValue(value[i + 2]) : -1;
+    if (high < 0 || low < 0) {
+      // A prefix may end inside an encoding: "/a%2" starts "/a%2F".
+      const bool cut_short = (i + 1 == value.size()) || (i + 2 == value.size() && high >= 0);
+      if (prefix && cut_short) {
+        absl::StrAppend(&canonical, absl::AsciiStrToUpper(value.substr(i)));
+        break;
+      }
+      return absl::StrCat("has '%'", at,
+                          " starting no percent-encoding: a request whose path holds one is "
+                          "refused (400); write %25 for a '%'");
+    }
+    const char decoded = static_cast<char>(high * 16 + low);
+    if (decoded == 0) {
+      return absl::StrCat("has %00", at, ": a request whose path holds it is refused (400)");
+    }
+    const std::string encoding = value.substr(i, 3);
+    if (IsUnreservedPathByte(decoded)) {
+      if (spelling_problem.empty()) {
+        spelling_problem = absl::StrCat("has ", encoding, at, ", which request paths carry as '",
+                                        std::string(1, decoded), "' once normalised");
+      }
+      canonical.push_back(decoded);
+    } else {
+      const std::string upper = absl::AsciiStrToUpper(encoding);
+      if (upper != encoding && spelling_problem.empty()) {
+        spelling_problem = absl::StrCat("has ", encoding, at, ", which request paths carry as ",
+                                        upper, " once normalised");
+      }
+      canonical += upper;
+    }
+    i += 2;
+  }
+  // Dot segments are gone from a normalised path: a whole "." or ".."
+  // segment (also spelled %2E) cannot be matched; at the end of a prefix it
+  // may be the start of a longer segment ("/..a").
+  std::vector<absl::string_view> segments = absl::StrSplit(canonical, '/');
+  for (size_t s = 1; s < segments.size(); ++s) {
+    const bool last = s + 1 == segments.size();
+    if ((segments[s] == "." || segments[s] == "..") && (!last || !prefix)) {
+      return absl::StrCat("has the segment '", segments[s],
+                          "', which request paths never hold once normalised (dot segments "
+                          "are removed)");
+    }
+  }
+  if (!spelling_problem.empty()) {
+    return absl::StrCat(spelling_problem, ": write '", canonical, "'");
+  }
+  return "";
+}
+
+}  // namespace
+
+void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors) {
+  if (!resource.has_route_table()) return;
+  ErrorSink sink(IdOf(resource), errors);
+  const RouteTable& table = resource.route_table();
+  for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+    const auto& vhost = table.virtual_hosts(v);
+    for (int r = 0; r < vhost.routes_size(); ++r) {
+      const auto& match = vhost.routes(r).match();
+      const bool prefix = match.path_specifier_case() == config::v1::RouteMatch::kPrefix;
+      if (!prefix && match.path_specifier_case() != config::v1::RouteMatch::kPath) continue;
+      const std::string& value = prefix ? match.prefix() : match.path();
+      // ValidateResource reports a value without '/' or with a control byte.
+      if (!absl::StartsWith(value, "/")) continue;
+      if (std::string why = UnmatchablePathReason(value, prefix); !why.empty()) {
+        sink.Add(Join(Index(Join(Index("virtual_hosts", v), "routes"), r),
+                      prefix ? "match.prefix" : "match.path"),
+                 absl::StrCat("'", absl::CHexEscape(value), "' ", why,
+                              "; no request would match"));
+      }
+    }
   }
 }
 

@@ -103,6 +103,17 @@ void ValidateResource(const Resource& resource,
 void ValidateAtApplyTime(const Resource& resource, absl::Time now,
                          std::vector<ValidationError>* errors);
 
+// Rules for what an apply writes that a stored state, a pushed version and a
+// rollback need not meet, because breaking them loses nothing that worked: a
+// route `match.prefix` or `match.path` that no request path can equal or
+// start with once normalised (a space or non-ASCII byte, '?', '#', a bad or
+// non-canonical percent-encoding, a "." or ".." segment). Such a route was
+// accepted by earlier builds and never matched: refusing it at apply tells
+// its author, while a proxy or a rollback that meets it keeps working.
+// The control plane runs them on the resources an apply adds or changes.
+// Appends to `errors`.
+void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors);
+
 // Every per-resource rule plus the rules across resources: references to
 // unknown route tables, clusters and Secrets (or Secrets of the wrong type),
 // listeners that conflict on an address (two listeners whose node_groups are

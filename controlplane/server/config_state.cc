@@ -312,6 +312,7 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
     // whose certificate has expired since does not block other changes.
     if (!same) {
       api::ValidateAtApplyTime(resource, now, apply_time_errors);
+      api::ValidateNewContent(resource, apply_time_errors);
       if (stored != base.resources.end()) digest->changed.insert(id);
     }
     digest->hashes[id] = hash;

@@ -328,6 +328,57 @@ TEST(ValidationTest, PathMustStartWithSlash) {
             std::string::npos);
 }
 
+// A prefix or path that no normalised request path can hold is refused
+// when applied (ValidateNewContent), never in a stored or pushed state.
+// `match` is "prefix VALUE", "path VALUE" or "regex VALUE".
+std::string NewContentErrors(const std::string& match) {
+  Resource table = Parse(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/ok" } route { cluster: "users" } }
+      routes { route { cluster: "users" } } } })");
+  auto* m = table.mutable_route_table()->mutable_virtual_hosts(0)->mutable_routes(1)->mutable_match();
+  const std::string value = match.substr(match.find(' ') + 1);
+  if (absl::StartsWith(match, "prefix ")) m->set_prefix(value);
+  if (absl::StartsWith(match, "path ")) m->set_path(value);
+  if (absl::StartsWith(match, "regex ")) m->set_regex(value);
+  std::vector<ValidationError> errors;
+  ValidateResource(table, &errors);
+  EXPECT_TRUE(errors.empty()) << match << ": " << ToStatus(errors);
+  errors.clear();
+  ValidateNewContent(table, &errors);
+  return ToStatus(errors).ToString();
+}
+
+TEST(ValidationTest, AppliedRouteMatchesMustBeMatchable) {
+  for (const char* fine : {"prefix /a%2F", "prefix /a%2", "prefix /a%", "prefix /a/..",
+                           "prefix /a/.well-known", "path /a%3Ab", "path /a/...", "regex /a b"}) {
+    EXPECT_EQ(NewContentErrors(fine), "OK") << fine;
+  }
+  const std::pair<const char*, const char*> refused[] = {
+      {"prefix /caf\xc3\xa9 x",
+       "virtual_hosts[0].routes[1].match.prefix: '/caf\\xc3\\xa9 x' has the byte 0xC3 at "
+       "byte 5, which requests send percent-encoded: write '/caf%C3%A9%20x'; no request would "
+       "match"},
+      {"prefix /%61dmin",
+       "match.prefix: '/%61dmin' has %61 at byte 2, which request paths carry as 'a' once "
+       "normalised: write '/admin'"},
+      {"path /a%2fb", "has %2f at byte 3, which request paths carry as %2F once "
+                      "normalised: write '/a%2Fb'"},
+      {"prefix /search?q=", "has '?' at byte 8: the query is not part of the path "
+                            "(match it with query_parameters)"},
+      {"path /a#b", "has '#' at byte 3: a request whose path holds one is refused (400)"},
+      {"prefix /a%zz", "has '%' at byte 3 starting no percent-encoding"},
+      {"path /a%2", "has '%' at byte 3 starting no percent-encoding"},
+      {"prefix /a%00", "has %00 at byte 3"},
+      {"prefix /a/../b", "has the segment '..', which request paths never hold"},
+      {"prefix /a/%2E/b", "has the segment '.', which request paths never hold"},
+      {"path /a/..", "has the segment '..'"},
+  };
+  for (const auto& [match, message] : refused) {
+    std::string e = NewContentErrors(match);
+    EXPECT_NE(e.find(message), std::string::npos) << match << ": " << e;
+  }
+}
+
 TEST(ValidationTest, MethodsMustBeUpperCaseTokens) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" methods: "get" } route { cluster: "users" } } } })")

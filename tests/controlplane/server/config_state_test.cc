@@ -139,6 +139,22 @@ TEST_F(ConfigStateTest, ContentAndApplyTimeErrorsAreReportedTogether) {
       << result.status();
 }
 
+// A route no request path can match is refused when applied (it is not a
+// rule of the stored state: see api::ValidateNewContent).
+TEST_F(ConfigStateTest, ARouteThatCannotMatchIsRefusedAtApply) {
+  ASSERT_TRUE(state_->Apply({Cluster("users"), RouteTable()}, false).ok());
+  api::Resource table = RouteTable();
+  table.mutable_route_table()->mutable_virtual_hosts(0)->mutable_routes(0)->mutable_match()
+      ->set_prefix("/search?q=");
+  auto result = state_->Apply({table}, /*dry_run=*/true);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().message(),
+            "RouteTable \"main\": virtual_hosts[0].routes[0].match.prefix: '/search?q=' has "
+            "'?' at byte 8: the query is not part of the path (match it with query_parameters); "
+            "no request would match");
+  EXPECT_EQ(state_->Current()->version, 1u);
+}
+
 TEST_F(ConfigStateTest, DeletingASecretInUseIsRefused) {
   ASSERT_TRUE(
       state_->Apply({Cluster("users"), RouteTable(), Secret2030("web"), HttpsListener()}, false)
