@@ -152,6 +152,28 @@ TEST_F(JwtIntegrationTest, APolicyTheGroupSkippedStillRemovesForgedFields) {
   EXPECT_EQ(r.header("x-echo-x-test-user-email"), "alice@example.com");
 }
 
+// Two Authorization fields: the token checked (here the query's) was not
+// the one forwarded, and a forged second Bearer reached the upstream.
+TEST_F(JwtIntegrationTest, ASecondAuthorizationFieldNeverCarriesATokenPastThePolicy) {
+  const std::string forged = "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJyb290In0.AAAA";
+  HttpResponse r =
+      HttpGet(address(), "/api/orders?access_token=" + material_.token("ES256"),
+              {{"authorization", "Basic eDp5"}, {"authorization", forged}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "more than one authorization field")) << r.body;
+  // key-auth let the caller in, so the jwt policy never ran: its token is
+  // still taken out of every field, the other fields kept.
+  r = HttpGet(address(), "/mixed/x",
+              {{"apikey", "alice-key-0123456789"},
+               {"authorization", "Basic eDp5"},
+               {"authorization", forged}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x-consumer-name"), "alice");
+  EXPECT_EQ(r.header("x-echo-authorization"), "Basic eDp5");
+}
+
 TEST_F(JwtIntegrationTest, ExpiredAndWrongKeyTokensAre401WithTheReason) {
   HttpResponse expired = HttpGet(
       address(), "/api/orders",

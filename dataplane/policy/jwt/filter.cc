@@ -132,6 +132,14 @@ class JwtFilter : public http::Filter {
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
     RemoveClaimHeaders(headers);
+    // The token's field is one field (Authorization: RFC 9110 11.6.2). With
+    // two, the token checked (a cookie's, or the first field's) need not be
+    // the one the upstream reads: refused, whatever the anonymous consumer.
+    if (!settings_.header.empty() && headers.Count(settings_.header) > 1) {
+      callbacks.SendLocalReply(
+          400, absl::StrCat("more than one ", settings_.header, " field"), http::HeaderMap());
+      return http::FilterStatus::kStopLocalReply;
+    }
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "no bearer token found in request",
@@ -152,7 +160,20 @@ class JwtFilter : public http::Filter {
 
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
     RemoveClaimHeaders(headers);
-    if (!settings_.keep_token) TakeToken(headers, callbacks);  // taking it removes it
+    if (settings_.keep_token) return;
+    TakeToken(headers, callbacks);  // taking it removes it
+    // A token in a second field of the token's header (the first may be the
+    // credential the accepting policy used) is removed too.
+    if (!settings_.header.empty() && headers.Count(settings_.header) > 0) {
+      std::vector<std::string> kept;
+      for (const auto& field : headers.fields()) {
+        if (absl::EqualsIgnoreCase(field.name, settings_.header) && !HasTokenPrefix(field.value)) {
+          kept.push_back(field.value);
+        }
+      }
+      headers.Remove(settings_.header);
+      for (const std::string& value : kept) headers.Add(settings_.header, value);
+    }
   }
 
  private:
@@ -167,16 +188,20 @@ class JwtFilter : public http::Filter {
     return RefuseOrAnonymous(callbacks, settings_.anonymous, message, Challenge(message));
   }
 
+  bool HasTokenPrefix(std::string_view v) const {
+    const std::string& prefix = settings_.header_prefix;
+    return v.size() >= prefix.size() &&
+           absl::EqualsIgnoreCase(absl::string_view(v.data(), prefix.size()), prefix);
+  }
+
   // The token from the first source that carries one, removed from the
   // request unless keep_token; nullopt when none does.
   std::optional<std::string> TakeToken(http::HeaderMap& headers, http::FilterCallbacks& callbacks) {
     if (!settings_.header.empty()) {
       if (const std::string* value = headers.Get(settings_.header)) {
         std::string_view v = *value;
-        const std::string& prefix = settings_.header_prefix;
-        if (v.size() >= prefix.size() &&
-            absl::EqualsIgnoreCase(absl::string_view(v.data(), prefix.size()), prefix)) {
-          std::string token(TrimSpaces(v.substr(prefix.size())));
+        if (HasTokenPrefix(v)) {
+          std::string token(TrimSpaces(v.substr(settings_.header_prefix.size())));
           if (!token.empty()) {
             if (!settings_.keep_token) headers.Remove(settings_.header);
             return token;
