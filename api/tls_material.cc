@@ -48,6 +48,18 @@ struct PemBlock {
 // certificates that way) and is skipped, as OpenSSL does. Text after the last
 // block is refused: it is usually a block cut short or pasted twice, which
 // OpenSSL would silently ignore. Never quotes the input, which may be a key.
+// A PEM label as RFC 7468 writes them ("CERTIFICATE", "EC PRIVATE KEY"):
+// short, upper-case letters, digits and single spaces. Only such a label is
+// quoted in an error: a BEGIN line that goes on (a PEM pasted on one line)
+// would otherwise put the key itself into the message.
+bool PemLabelLike(absl::string_view label) {
+  if (label.empty() || label.size() > 40) return false;
+  for (char c : label) {
+    if (!absl::ascii_isupper(c) && !absl::ascii_isdigit(c) && c != ' ') return false;
+  }
+  return true;
+}
+
 bool SplitPem(absl::string_view text, std::vector<PemBlock>* blocks, std::string* error) {
   bool in_block = false;
   PemBlock current;
@@ -63,9 +75,18 @@ bool SplitPem(absl::string_view text, std::vector<PemBlock>* blocks, std::string
     if (!in_block) {
       if (absl::StartsWith(line, "-----BEGIN ") && absl::EndsWith(line, "-----") &&
           line.size() > 16) {
+        absl::string_view label = line.substr(11, line.size() - 16);
+        if (!PemLabelLike(label)) {
+          *error = absl::StrCat(
+              "line ", line_number,
+              " is a '-----BEGIN' line that goes on (", line.size(),
+              " characters, not quoted): PEM text keeps its line breaks (in YAML, write `field: |` "
+              "and the PEM below it, every line indented)");
+          return false;
+        }
         in_block = true;
         current = PemBlock();
-        current.label = std::string(line.substr(11, line.size() - 16));
+        current.label = std::string(label);
         current.line = line_number;
         block_start = pos;
         trailing_text_line = 0;
@@ -166,6 +187,31 @@ bool ParseCertificates(absl::string_view text, absl::string_view field,
   return true;
 }
 
+// Whether an EC key is on P-256, P-384 or P-521, the curves of TLS 1.3's
+// ECDSA signature schemes (RFC 8446 4.2.3). Read from the key's
+// SubjectPublicKeyInfo: the AlgorithmIdentifier is id-ecPublicKey followed
+// by the curve's OID (i2d_PUBKEY is API that BoringSSL shares).
+bool OnTlsCurve(EVP_PKEY* key) {
+  unsigned char* der = nullptr;
+  const int size = i2d_PUBKEY(key, &der);
+  if (size <= 0) return false;
+  const std::string spki(reinterpret_cast<const char*>(der), static_cast<size_t>(size));
+  OPENSSL_free(der);
+  static constexpr char kEcPublicKey[] = "\x06\x07\x2a\x86\x48\xce\x3d\x02\x01";
+  static constexpr absl::string_view kCurves[] = {
+      absl::string_view("\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07", 10),  // P-256
+      absl::string_view("\x06\x05\x2b\x81\x04\x00\x22", 7),                  // P-384
+      absl::string_view("\x06\x05\x2b\x81\x04\x00\x23", 7),                  // P-521
+  };
+  const size_t at = spki.find(std::string(kEcPublicKey, 9));
+  if (at == std::string::npos) return false;
+  const absl::string_view rest = absl::string_view(spki).substr(at + 9);
+  for (absl::string_view curve : kCurves) {
+    if (absl::StartsWith(rest, curve)) return true;
+  }
+  return false;
+}
+
 int RefusePassword(char*, int, int, void* asked) {
   *static_cast<bool*>(asked) = true;
   return -1;
@@ -226,6 +272,12 @@ bool ParsePrivateKey(absl::string_view text, PkeyPtr* out, TlsMaterialError* err
     Fail(error, kKeyField,
          absl::StrCat("is a", name == nullptr ? "n unknown" : absl::StrCat(" ", name),
                       " key; RSA, ECDSA and Ed25519 keys are supported"));
+    return false;
+  }
+  if (type == EVP_PKEY_EC && !OnTlsCurve(key.get())) {
+    Fail(error, kKeyField,
+         "is an EC key on a curve other than P-256, P-384 or P-521: TLS 1.3 signs with those "
+         "only, and clients refuse the handshake");
     return false;
   }
   // The proxies' TLS library, at its default security level, refuses RSA

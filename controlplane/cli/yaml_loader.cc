@@ -41,6 +41,29 @@ std::string EnumChoices(const google::protobuf::EnumDescriptor& type) {
   return absl::StrJoin(names, ", ");
 }
 
+// An unknown key as an error message shows it. A key that cannot be a field
+// name is not quoted: it is often a line of a multi-line value (a PEM
+// private key) that fell out of its indentation, and an error message must
+// not print key material.
+bool FieldNameLike(absl::string_view key) {
+  if (key.empty() || key.size() > 48 || absl::ascii_isdigit(key[0])) return false;
+  for (char c : key) {
+    if (!absl::ascii_isalnum(c) && c != '_') return false;
+  }
+  return true;
+}
+
+std::string ShownKey(const std::string& key) {
+  return FieldNameLike(key) ? absl::StrCat("'", key, "'")
+                            : absl::StrCat("of ", key.size(),
+                                           " characters, not quoted (not a field name: a line of a "
+                                           "multi-line value out of its indentation? write "
+                                           "`field: |` and indent every line below it)");
+}
+
+// The key in an error's field path: "?" for one ShownKey does not quote.
+std::string PathKey(const std::string& key) { return FieldNameLike(key) ? key : "?"; }
+
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 
@@ -81,12 +104,12 @@ class SpecConverter {
       for (int i = 0; field == nullptr && i < type->field_count(); ++i) {
         if (type->field(i)->json_name() == key) field = type->field(i);
       }
-      std::string field_path = Join(path, field ? field->name() : key);
+      std::string field_path = Join(path, field ? field->name() : PathKey(key));
       if (field == nullptr) {
         std::vector<std::string> names;
         for (int i = 0; i < type->field_count(); ++i) names.push_back(type->field(i)->name());
         return Fail(item.first, field_path,
-                    absl::StrCat("unknown field '", key, "' in ", type->name(),
+                    absl::StrCat("unknown field ", ShownKey(key), " in ", type->name(),
                                  " (fields: ", absl::StrJoin(names, ", "), ")"));
       }
       std::string value;
@@ -366,10 +389,11 @@ class DirectConverter {
         if (type->field(i)->json_name() == key) field = type->field(i);
       }
       if (field == nullptr) {
-        path_.push_back({&key, 0});
+        const std::string shown = PathKey(key);
+        path_.push_back({&shown, 0});
         std::vector<std::string> names;
         for (int i = 0; i < type->field_count(); ++i) names.push_back(type->field(i)->name());
-        return Fail(item.first, absl::StrCat("unknown field '", key, "' in ", type->name(),
+        return Fail(item.first, absl::StrCat("unknown field ", ShownKey(key), " in ", type->name(),
                                              " (fields: ", absl::StrJoin(names, ", "), ")"));
       }
       if (std::find(seen.begin(), seen.end(), field->number()) != seen.end()) {
@@ -668,8 +692,8 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   for (const auto& item : doc) {
     std::string key = item.first.template as<std::string>();
     if (key != "kind" && key != "name" && key != "spec") {
-      return fail(item.first, absl::StrCat("unknown top-level field '", key,
-                                           "' (expected kind, name and spec)"));
+      return fail(item.first, absl::StrCat("unknown top-level field ", ShownKey(key),
+                                           " (expected kind, name and spec)"));
     }
   }
   if (!doc["kind"] || !doc["kind"].IsScalar()) return fail(doc, "kind is required");

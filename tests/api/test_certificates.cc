@@ -31,7 +31,7 @@ struct Free {
 template <typename T>
 using Ptr = std::unique_ptr<T, Free>;
 
-Ptr<EVP_PKEY> GenerateKey(int type, int rsa_bits = 2048) {
+Ptr<EVP_PKEY> GenerateKey(int type, int rsa_bits = 2048, int curve = NID_X9_62_prime256v1) {
   Ptr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_id(type, nullptr));
   Require(ctx != nullptr, "EVP_PKEY_CTX_new_id");
   Require(EVP_PKEY_keygen_init(ctx.get()) == 1, "EVP_PKEY_keygen_init");
@@ -39,7 +39,7 @@ Ptr<EVP_PKEY> GenerateKey(int type, int rsa_bits = 2048) {
     Require(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), rsa_bits) == 1, "rsa bits");
   }
   if (type == EVP_PKEY_EC) {
-    Require(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_X9_62_prime256v1) == 1,
+    Require(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), curve) == 1,
             "EVP_PKEY_CTX_set_ec_paramgen_curve_nid");
   }
   EVP_PKEY* key = nullptr;
@@ -84,7 +84,9 @@ Ptr<EVP_PKEY> ParseKey(const std::string& pem) {
 
 int KeyId(KeyType type) {
   switch (type) {
-    case KeyType::kEcdsaP256: return EVP_PKEY_EC;
+    case KeyType::kEcdsaP256:
+    case KeyType::kEcdsaP384:
+    case KeyType::kEcdsaSecp256k1: return EVP_PKEY_EC;
     case KeyType::kEd25519: return EVP_PKEY_ED25519;
     case KeyType::kRsa2048:
     case KeyType::kRsa1024: return EVP_PKEY_RSA;
@@ -94,10 +96,16 @@ int KeyId(KeyType type) {
 
 int RsaBits(KeyType type) { return type == KeyType::kRsa1024 ? 1024 : 2048; }
 
+int CurveNid(KeyType type) {
+  return type == KeyType::kEcdsaP384        ? NID_secp384r1
+         : type == KeyType::kEcdsaSecp256k1 ? NID_secp256k1
+                                            : NID_X9_62_prime256v1;
+}
+
 }  // namespace
 
 std::string MakeKeyPem(KeyType type, const std::string& passphrase) {
-  return KeyPem(GenerateKey(KeyId(type), RsaBits(type)).get(), passphrase);
+  return KeyPem(GenerateKey(KeyId(type), RsaBits(type), CurveNid(type)).get(), passphrase);
 }
 
 std::string MakeX25519KeyPem() { return KeyPem(GenerateKey(EVP_PKEY_X25519).get(), ""); }
@@ -113,7 +121,8 @@ std::string ToTraditionalKeyPem(const std::string& key_pem) {
 
 TestCertificate MakeCertificate(const CertificateSpec& spec) {
   static long serial = 1;
-  Ptr<EVP_PKEY> key = GenerateKey(KeyId(spec.key_type), RsaBits(spec.key_type));
+  Ptr<EVP_PKEY> key =
+      GenerateKey(KeyId(spec.key_type), RsaBits(spec.key_type), CurveNid(spec.key_type));
   Ptr<X509> x509(X509_new());
   Require(x509 != nullptr, "X509_new");
   Require(X509_set_version(x509.get(), 2) == 1, "X509_set_version");

@@ -19,7 +19,8 @@ struct TestCertificate {
 };
 
 // kRsa1024: too small for OpenSSL's default security level (refused).
-enum class KeyType { kEcdsaP256, kEd25519, kRsa2048, kRsa1024 };
+// kEcdsaSecp256k1: a curve TLS does not sign with (refused by validation).
+enum class KeyType { kEcdsaP256, kEcdsaP384, kEcdsaSecp256k1, kEd25519, kRsa2048, kRsa1024 };
 
 struct CertificateSpec {
   std::string common_name = "api.example.com";

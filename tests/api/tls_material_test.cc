@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tests/api/test_certificates.h"
 
@@ -112,6 +114,30 @@ TEST(TlsMaterialTest, AnRsaKeyUnder2048BitsIsRefused) {
   EXPECT_EQ(Inspect(Material(small)),
             "tls_certificate.private_key: is a 1024-bit RSA key; at least 2048 bits are needed "
             "(TLS libraries refuse smaller ones)");
+}
+
+// Before: a secp256k1 certificate was accepted, then no TLS 1.3 client (nor
+// curl) could finish a handshake with the listener.
+TEST(TlsMaterialTest, OnlyTheCurvesTlsSignsWithAreAccepted) {
+  CertificateSpec spec;
+  spec.key_type = KeyType::kEcdsaP384;
+  EXPECT_EQ(Inspect(Material(MakeCertificate(spec))), "ok");
+  spec.key_type = KeyType::kEcdsaSecp256k1;
+  EXPECT_EQ(Inspect(Material(MakeCertificate(spec))),
+            "tls_certificate.private_key: is an EC key on a curve other than P-256, P-384 or "
+            "P-521: TLS 1.3 signs with those only, and clients refuse the handshake");
+}
+
+// A PEM pasted on one line (YAML `field: PEM` without `|`): the error
+// quoted the whole BEGIN line, key included.
+TEST(TlsMaterialTest, AOneLinePemIsRefusedWithoutQuotingIt) {
+  TestCertificate c = MakeCertificate({});
+  std::string one_line = absl::StrJoin(absl::StrSplit(c.key_pem, '\n', absl::SkipEmpty()), " ");
+  std::string e = Inspect(Material(c.certificate_pem, one_line));
+  EXPECT_TRUE(absl::StrContains(e, "tls_certificate.private_key: line 1 is a '-----BEGIN' line "
+                                   "that goes on"))
+      << e;
+  ExpectNoKeyMaterial(e, c.key_pem);
 }
 
 TEST(TlsMaterialTest, ChainWithIntermediateLeafFirst) {

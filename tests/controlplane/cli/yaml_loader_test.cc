@@ -151,6 +151,18 @@ TEST(YamlLoaderTest, TwoFieldsOfOneOneofNameTheLineAndTheResource) {
       << e;
 }
 
+// A line of a PEM key out of its indentation becomes a key of the mapping:
+// the error must not print it.
+TEST(YamlLoaderTest, AnUnknownKeyThatIsNoFieldNameIsNotQuoted) {
+  const std::string body = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+abc/def";
+  std::string e = Error("kind: Cluster\nname: a\n" + body + ": x\nspec: {}\n");
+  EXPECT_TRUE(absl::StrContains(e, "unknown top-level field of 56 characters, not quoted")) << e;
+  EXPECT_FALSE(absl::StrContains(e, "MIGH")) << e;
+  e = Error("kind: Secret\nname: a\nspec:\n  tls_certificate:\n    " + body + ": x\n");
+  EXPECT_TRUE(absl::StrContains(e, "spec.tls_certificate.?: unknown field of 56 characters")) << e;
+  EXPECT_FALSE(absl::StrContains(e, "MIGH")) << e;
+}
+
 TEST(YamlLoaderTest, EnvelopeErrors) {
   EXPECT_NE(Error("kind: Pod\nname: a\nspec: {}\n").find("unknown kind 'Pod'"), std::string::npos);
   EXPECT_NE(Error("kind: Cluster\nspec: {}\n").find("name is required"), std::string::npos);
