@@ -274,12 +274,6 @@ bool ParsePrivateKey(absl::string_view text, PkeyPtr* out, TlsMaterialError* err
                       " key; RSA, ECDSA and Ed25519 keys are supported"));
     return false;
   }
-  if (type == EVP_PKEY_EC && !OnTlsCurve(key.get())) {
-    Fail(error, kKeyField,
-         "is an EC key on a curve other than P-256, P-384 or P-521: TLS 1.3 signs with those "
-         "only, and clients refuse the handshake");
-    return false;
-  }
   // The proxies' TLS library, at its default security level, refuses RSA
   // keys under 2048 bits and EC keys under 224 ("ee key too small"): refused
   // here, so that no version every proxy would refuse is stored.
@@ -402,6 +396,9 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
       parsed.key_kind = CertificateInfo::KeyKind::kRsa;
       break;
     case EVP_PKEY_EC:
+      parsed.key_kind = CertificateInfo::KeyKind::kEc;
+      parsed.tls_curve = OnTlsCurve(key.get());
+      break;
     case EVP_PKEY_ED25519:
     case EVP_PKEY_ED448:
       parsed.key_kind = CertificateInfo::KeyKind::kEc;
@@ -412,6 +409,14 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
   ERR_clear_error();
   if (info != nullptr) *info = std::move(parsed);
   return true;
+}
+
+bool CheckTlsCurve(const CertificateInfo& info, TlsMaterialError* error) {
+  if (info.tls_curve) return true;
+  Fail(error, kKeyField,
+       "is an EC key on a curve other than P-256, P-384 or P-521: TLS 1.3 signs with those "
+       "only, and clients refuse the handshake");
+  return false;
 }
 
 bool CheckValidAt(const CertificateInfo& info, absl::Time now, TlsMaterialError* error) {

@@ -33,6 +33,9 @@ struct CertificateInfo {
   // ECDSA-authenticated one (ECDHE-ECDSA-...).
   enum class KeyKind { kRsa, kEc, kOther };
   KeyKind key_kind = KeyKind::kOther;
+  // False for an EC key on a curve other than P-256, P-384 and P-521, which
+  // TLS 1.3 has no signature scheme for (secp256k1...): see CheckTlsCurve.
+  bool tls_curve = true;
 };
 
 // An error found in a Secret, with the field it is about relative to the
@@ -59,6 +62,13 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
 // `error` on "tls_certificate.certificate_chain" ("certificate expired at
 // 2024-01-01T00:00:00Z", "certificate is not valid before ...").
 bool CheckValidAt(const CertificateInfo& info, absl::Time now, TlsMaterialError* error);
+
+// Whether the key is on a curve TLS 1.3 signs with (info.tls_curve); else
+// false with `error` on "tls_certificate.private_key". An apply-time rule
+// (api::ValidateAtApplyTime), not a content rule: builds before it accepted
+// such keys, and a proxy that meets a stored one keeps serving it (TLS 1.2
+// clients that offer the curve can still connect).
+bool CheckTlsCurve(const CertificateInfo& info, TlsMaterialError* error);
 
 // Parses a CA bundle (at least one certificate). On failure returns false and
 // fills `error`.

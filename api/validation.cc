@@ -1361,6 +1361,9 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
   if (!CheckValidAt(info, now, &error)) {
     errors->push_back({IdOf(resource), error.field, error.message});
   }
+  if (!CheckTlsCurve(info, &error)) {
+    errors->push_back({IdOf(resource), error.field, error.message});
+  }
 }
 
 namespace {

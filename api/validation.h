@@ -92,7 +92,9 @@ void ValidateResource(const Resource& resource,
                       std::vector<ValidationError>* errors);
 
 // Rules about the moment of a change rather than its content: a Secret's
-// certificate must be valid (not expired, not before its start) at `now`.
+// certificate must be valid (not expired, not before its start) at `now`,
+// and (a rule added after such keys were accepted) its key on a curve TLS
+// 1.3 signs with.
 // The control plane runs them on the resources an apply adds or changes.
 // They are deliberately not part of ValidateResource and ValidateState, whose
 // answer must not depend on when or where they run: otherwise a certificate

@@ -123,7 +123,13 @@ TEST(TlsMaterialTest, OnlyTheCurvesTlsSignsWithAreAccepted) {
   spec.key_type = KeyType::kEcdsaP384;
   EXPECT_EQ(Inspect(Material(MakeCertificate(spec))), "ok");
   spec.key_type = KeyType::kEcdsaSecp256k1;
-  EXPECT_EQ(Inspect(Material(MakeCertificate(spec))),
+  CertificateInfo info;
+  // The content is valid (a proxy holding one keeps serving it); an apply
+  // is refused (api::ValidateAtApplyTime).
+  EXPECT_EQ(Inspect(Material(MakeCertificate(spec)), absl::Now(), &info), "ok");
+  TlsMaterialError error;
+  EXPECT_FALSE(CheckTlsCurve(info, &error));
+  EXPECT_EQ(absl::StrCat(error.field, ": ", error.message),
             "tls_certificate.private_key: is an EC key on a curve other than P-256, P-384 or "
             "P-521: TLS 1.3 signs with those only, and clients refuse the handshake");
 }

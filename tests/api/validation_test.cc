@@ -643,6 +643,24 @@ TEST(ValidationTest, RedactedKeyFromGetCannotBeApplied) {
             "be supplied (the PEM private key itself)");
 }
 
+// A key on a curve TLS 1.3 does not sign with: refused at apply, kept in a
+// stored or pushed state (builds before accepted it).
+TEST(ValidationTest, TheKeysCurveIsCheckedAtApplyTimeOnly) {
+  testing::CertificateSpec spec;
+  spec.key_type = testing::KeyType::kEcdsaSecp256k1;
+  Resource secret = CertificateSecret("web", spec);
+  ResourceMap state = ValidTls();
+  state[IdOf(secret)] = secret;
+  EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+  std::vector<ValidationError> errors;
+  ValidateAtApplyTime(secret, absl::Now(), &errors);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].ToString(),
+            "Secret \"web\": tls_certificate.private_key: is an EC key on a curve other than "
+            "P-256, P-384 or P-521: TLS 1.3 signs with those only, and clients refuse the "
+            "handshake");
+}
+
 TEST(ValidationTest, CertificateValidityIsCheckedAtApplyTimeOnly) {
   testing::CertificateSpec spec;
   spec.not_before = absl::FromUnixSeconds(1672531200);  // 2023-01-01
