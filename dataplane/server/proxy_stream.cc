@@ -168,6 +168,19 @@ int GrpcStatusFor(int http_status) {
   }
 }
 
+// The gRPC status a client reads from an HTTP/2 RST_STREAM code (gRPC's
+// PROTOCOL-HTTP2.md, "Errors"): what the gateway answers when an upstream
+// resets a gRPC stream.
+int GrpcStatusForReset(uint32_t error_code) {
+  switch (error_code) {
+    case 0x7: return 14;  // REFUSED_STREAM: Unavailable
+    case 0x8: return 1;   // CANCEL: Cancelled
+    case 0xb: return 8;   // ENHANCE_YOUR_CALM: ResourceExhausted
+    case 0xc: return 7;   // INADEQUATE_SECURITY: PermissionDenied
+    default: return 13;   // Internal
+  }
+}
+
 // grpc-message is percent-encoded (outside printable ASCII, and '%').
 std::string GrpcMessage(std::string_view text) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -245,6 +258,7 @@ void ProxyStream::Reset() {
   response_streamed_ = false;
   grpc_ = false;
   grpc_timeout_ = absl::InfiniteDuration();
+  grpc_reset_status_ = -1;
   status_ = attempts_ = 0;
   endpoint_active_ = nullptr;
   endpoint_index_ = -1;
@@ -720,11 +734,15 @@ void ProxyStream::Route(const RequestHead& request) {
   ConnectUpstream();
 }
 
+bool ProxyStream::GrpcTimeoutBinds() const {
+  return grpc_timeout_ < absl::InfiniteDuration() &&
+         (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout);
+}
+
 void ProxyStream::StartRouteTimer() {
   if (route_timer_.set()) return;  // since a policy paused the request
   // The client's grpc-timeout bounds the route's deadline.
-  if (grpc_timeout_ < absl::InfiniteDuration() &&
-      (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout)) {
+  if (GrpcTimeoutBinds()) {
     route_timer_.Set(std::max(grpc_timeout_, absl::Milliseconds(1)));
   } else if (route_->timeout > absl::ZeroDuration()) {
     route_timer_.Set(route_->timeout, /*shared_duration=*/true);
@@ -1264,6 +1282,7 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
 }
 
 bool ProxyStream::ConnectUpstream() {
+  grpc_reset_status_ = -1;  // a new try: an earlier try's reset is not its answer
   const upstream::ClusterInfo& cluster = *cluster_;
   // A retry avoids the endpoint that just failed when another one is usable.
   int index = worker_.picker().Pick(cluster, hash_, attempts_ > 0 ? endpoint_index_ : -1);
@@ -1462,6 +1481,7 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
 }
 
 void ProxyStream::ScheduleRetry(bool at_once) {
+  grpc_reset_status_ = -1;  // the failed try is not answered
   ++retries_;
   cluster_->stats.retries->Inc();
   if (!counted_retry_ && !at_once) {
@@ -2036,6 +2056,13 @@ void ProxyStream::OnUpstreamRefused(const std::string& why) {
   OnUpstreamFailed(false, false, why);
 }
 
+void ProxyStream::OnUpstreamReset(uint32_t error_code, const std::string& why) {
+  if (!active_) return;
+  // Read only if the reset is answered: a retry (ConnectUpstream) clears it.
+  grpc_reset_status_ = grpc_ ? GrpcStatusForReset(error_code) : -1;
+  OnUpstreamFailed(false, false, why);
+}
+
 void ProxyStream::OnRouteTimeout() {
   if (!active_) return;
   if (buffering_body_) {
@@ -2053,13 +2080,15 @@ void ProxyStream::OnRouteTimeout() {
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
   if (HasUpstream()) upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   ReleaseUpstream(false);
+  const char* why = GrpcTimeoutBinds()
+                        ? "upstream did not answer within the client's grpc-timeout"
+                        : "upstream did not answer within the route timeout";
   if (response_started_) {
-    if (!EndGrpcResponse(504, "upstream did not answer within the route timeout")) Fail();
+    if (!EndGrpcResponse(504, why)) Fail();
     return;
   }
   response_flag_ = "upstream_timeout";
-  SendLocalResponse(504, "upstream did not answer within the route timeout", {}, {},
-                    "application/json", /*close_connection=*/true);
+  SendLocalResponse(504, why, {}, {}, "application/json", /*close_connection=*/true);
 }
 
 void ProxyStream::ReleaseUpstream(bool reusable) {
@@ -2095,6 +2124,12 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
                                     std::string_view content_type, bool close_connection) {
   if (!active_) return;
   if (response_started_) {
+    // A gRPC response under way ends with the status in its trailers (a
+    // request body over a limit in a bidirectional call, say).
+    if (!error.empty() && grpc_) {
+      if (response_flag_.empty()) response_flag_ = "local_reply";
+      if (EndGrpcResponse(status, error)) return;
+    }
     Fail();
     return;
   }
@@ -2111,7 +2146,8 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     // A gRPC client understands gRPC statuses, not HTTP ones: a
     // "trailers-only" answer (HTTP 200, the status in the head, no body).
     scratch_ = GrpcMessage(error);
-    std::string grpc_status = std::to_string(GrpcStatusFor(status));
+    std::string grpc_status =
+        std::to_string(grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(status));
     response_fields_.clear();
     response_fields_.push_back({"content-type", "application/grpc"});
     response_fields_.push_back({"grpc-status", grpc_status});
@@ -2170,7 +2206,8 @@ bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error) {
   if (!grpc_ || !response_started_ || !response_streamed_ || tunnel_ || !active_) return false;
   ReleaseUpstream(false);
   scratch_ = GrpcMessage(error);
-  grpc_status_text_ = std::to_string(GrpcStatusFor(http_status));
+  grpc_status_text_ =
+      std::to_string(grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(http_status));
   response_trailers_.clear();
   response_trailers_.push_back({"grpc-status", grpc_status_text_});
   response_trailers_.push_back({"grpc-message", scratch_});

@@ -201,6 +201,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
   void OnUpstreamWriteDrained() override;
   void OnUpstreamRefused(const std::string& why) override;
+  void OnUpstreamReset(uint32_t error_code, const std::string& why) override;
   // http::FilterCallbacks
   const http::StreamInfo& info() const override { return info_; }
   void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
@@ -306,6 +307,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SendRequestEnd();
   void SetUpstreamReadEnabled(bool enabled);
   void StartRouteTimer();
+  // The client's grpc-timeout, not the route's timeout, sets the deadline.
+  bool GrpcTimeoutBinds() const;
   bool HasUpstream() const { return upstream_ != nullptr || upstream2_ != nullptr; }
   // A gRPC response that began (streamed) and cannot complete ends with an
   // error status in trailers, as gRPC clients understand it (a reset would
@@ -383,6 +386,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool response_streamed_ = false;  // its length is not declared (chunked, DATA frames)
   bool grpc_ = false;  // content-type application/grpc: gateway errors are gRPC statuses
   absl::Duration grpc_timeout_ = absl::InfiniteDuration();  // the client's grpc-timeout
+  // The gRPC status for the upstream's RST_STREAM code (gRPC's HTTP/2 error
+  // mapping: CANCEL is CANCELLED...), used instead of the HTTP status's
+  // while the reset is being answered; -1: none.
+  int grpc_reset_status_ = -1;
   int status_ = 0;
   int attempts_ = 0;
   int64_t* endpoint_active_ = nullptr;  // this worker's in-flight count for the endpoint

@@ -47,6 +47,11 @@ class UpstreamEvents {
   // GOAWAY below its stream, or the connection went before the request
   // left, e.g. an AUTO endpoint chose HTTP/1.1): it may be sent again.
   virtual void OnUpstreamRefused(const std::string& why) { OnUpstreamFailed(false, false, why); }
+  // HTTP/2: the upstream reset the stream with `error_code` (other than
+  // REFUSED_STREAM, which is OnUpstreamRefused); then as OnUpstreamFailed.
+  virtual void OnUpstreamReset(uint32_t error_code, const std::string& why) {
+    OnUpstreamFailed(false, false, why);
+  }
   // Chunked trailer fields of the response (before OnUpstreamComplete).
   virtual void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {}
   // An informational (1xx) response before the final head, other than 100

@@ -373,7 +373,7 @@ void Http2UpstreamConnection::OnStreamReset(int32_t stream_id, uint32_t error_co
   if (refused) {
     s->events_->OnUpstreamRefused(why);
   } else {
-    s->events_->OnUpstreamFailed(false, false, why);
+    s->events_->OnUpstreamReset(error_code, why);
   }
 }
 

@@ -87,6 +87,9 @@ class GrpcTest : public ::testing::Test {
         "    - domains: [keyed.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc}\n"
         "          policies: [{name: key-auth, typed_config: {}}]\n"
+        "    - domains: [limited.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc}\n"
+        "          policies: [{name: request-size-limit, typed_config: {max_bytes: 2000}}]\n"
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "    - domains: ['*']\n      routes:\n"
@@ -224,6 +227,18 @@ TEST_F(GrpcTest, BidiPingPongIsNotBuffered) {
   EXPECT_EQ(r.code, "OK") << r.Describe();
   EXPECT_EQ(r.responses, 50);
   EXPECT_TRUE(r.verified) << r.out;
+}
+
+// A limit passed while the response streams ends the call with the status
+// in trailers. Before: RST_STREAM INTERNAL_ERROR, no grpc-status.
+TEST_F(GrpcTest, ALimitPassedMidCallEndsItWithAStatusInTrailers) {
+  GrpcCallResult r = Call("bidi", {"--count", "50", "--size", "256", "--timeout", "10",
+                                   "--authority", "limited.test"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "RESOURCE_EXHAUSTED") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "over this route's limit of 2000")) << r.Describe();
+  EXPECT_GT(r.responses, 0) << r.Describe();  // the response had begun
+  EXPECT_LT(r.responses, 50) << r.Describe();
 }
 
 TEST_F(GrpcTest, UpstreamErrorStatusIsForwarded) {

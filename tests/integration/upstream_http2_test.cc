@@ -392,6 +392,30 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
   EXPECT_EQ(post.status, 502) << post.error << post.body;
   EXPECT_EQ(refused.headers(), 8);
   EXPECT_EQ(proxy.Stat("sluice_retries_total{cluster=\"refused\"}"), 0);
+
+  // A gRPC request's reset is the status gRPC gives its code (PROTOCOL-HTTP2
+  // "Errors"): INTERNAL_ERROR is INTERNAL, CANCEL is CANCELLED; only a
+  // REFUSED_STREAM is UNAVAILABLE, which clients retry. Before: 14 for all.
+  ResetPeer cancel(8);
+  ASSERT_GT(cancel.port(), 0);
+  r = cp.Ctl({"apply", "-f",
+              WriteFile(MakeTempDir("h2-cancel-config"), "config.yaml",
+                        absl::StrCat(ClusterYaml("cancel", cancel.port(), "HTTP2", ""), "---\n",
+                                     absl::StrReplaceAll(cut_yaml, {{"        - match: {prefix: /cut/}",
+                                                                     "        - match: {prefix: /cancel/}\n"
+                                                                     "          route: {cluster: cancel, timeout: 0s}\n"
+                                                                     "        - match: {prefix: /cut/}"}})))});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy.WaitForVersion(3)) << proxy.process().Log();
+  const Headers grpc = {{"content-type", "application/grpc"}, {"te", "trailers"}};
+  for (const auto& [path, status] : {std::pair<std::string, std::string>{"/internal/g", "13"},
+                                     {"/cancel/g", "1"},
+                                     {"/refused/g", "14"}}) {
+    HttpResponse g = HttpRequest(address, "POST", path, grpc, "", absl::Seconds(10));
+    EXPECT_EQ(g.status, 200) << path << ": " << g.error << g.body;
+    EXPECT_EQ(g.header("grpc-status"), status) << path;
+    EXPECT_TRUE(absl::StrContains(g.header("grpc-message"), "reset the HTTP/2 stream")) << path;
+  }
 }
 
 }  // namespace
