@@ -4,9 +4,11 @@
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <optional>
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -53,6 +55,90 @@ std::string ImmediateConnectFailure(const absl::Status& status) {
 }
 
 }  // namespace
+
+namespace grpc_health {
+
+bool IsGrpcContentType(std::string_view type) {
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (type.size() < kGrpc.size() ||
+      !absl::EqualsIgnoreCase(absl::string_view(type.data(), kGrpc.size()), "application/grpc")) {
+    return false;
+  }
+  const std::string_view rest = type.substr(kGrpc.size());
+  return rest.empty() || rest[0] == '+' || rest[0] == ';';
+}
+
+namespace {
+
+// A protobuf varint at *in (at most 10 bytes); advances *in.
+std::optional<uint64_t> ReadVarint(std::string_view* in) {
+  uint64_t value = 0;
+  for (int shift = 0; shift < 70 && !in->empty(); shift += 7) {
+    const uint8_t byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    value |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) return value;
+  }
+  return std::nullopt;
+}
+
+// Field 1 of a HealthCheckResponse's bytes; nullopt for bytes that are no
+// protobuf message.
+std::optional<uint64_t> StatusField(std::string_view proto) {
+  uint64_t status = 0;
+  while (!proto.empty()) {
+    std::optional<uint64_t> key = ReadVarint(&proto);
+    if (!key || (*key >> 3) == 0) return std::nullopt;
+    switch (*key & 7) {
+      case 0: {  // varint
+        std::optional<uint64_t> value = ReadVarint(&proto);
+        if (!value) return std::nullopt;
+        if ((*key >> 3) == 1) status = *value;
+        break;
+      }
+      case 1:    // 64-bit
+      case 5: {  // 32-bit
+        const size_t size = (*key & 7) == 1 ? 8 : 4;
+        if (proto.size() < size) return std::nullopt;
+        proto.remove_prefix(size);
+        break;
+      }
+      case 2: {  // length-delimited
+        std::optional<uint64_t> size = ReadVarint(&proto);
+        if (!size || *size > proto.size()) return std::nullopt;
+        proto.remove_prefix(static_cast<size_t>(*size));
+        break;
+      }
+      default:  // groups (3, 4) are not in this message; 6 and 7 do not exist
+        return std::nullopt;
+    }
+  }
+  return status;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ServingStatus(std::string_view body) {
+  if (body.size() < 5 || body[0] != 0) {
+    return absl::InvalidArgumentError("no uncompressed HealthCheckResponse in the answer");
+  }
+  const uint32_t length = (static_cast<uint32_t>(static_cast<uint8_t>(body[1])) << 24) |
+                          (static_cast<uint32_t>(static_cast<uint8_t>(body[2])) << 16) |
+                          (static_cast<uint32_t>(static_cast<uint8_t>(body[3])) << 8) |
+                          static_cast<uint32_t>(static_cast<uint8_t>(body[4]));
+  if (body.size() != 5 + static_cast<size_t>(length)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the answer is not one HealthCheckResponse (", body.size() - 5,
+                     " bytes after the message prefix, which says ", length, ")"));
+  }
+  std::optional<uint64_t> status = StatusField(body.substr(5));
+  if (!status) {
+    return absl::InvalidArgumentError("the HealthCheckResponse is not a valid protobuf message");
+  }
+  return *status;
+}
+
+}  // namespace grpc_health
 
 // One check of one endpoint in flight. Reports its result to the
 // EndpointCheck at most once; after that, or after Cancel(), nothing reaches
@@ -229,6 +315,15 @@ class HealthChecker::GrpcProbe : public Probe,
       Report(false, absl::StrCat("unexpected HTTP status ", status, " (expected 200)"));
       return;
     }
+    // A gRPC answer (gRPC's PROTOCOL-HTTP2: content-type application/grpc,
+    // optionally +proto or ;params): anything else is not a health service.
+    const std::string* type = headers.Get("content-type");
+    if (type == nullptr || !grpc_health::IsGrpcContentType(*type)) {
+      Report(false, absl::StrCat("content-type ",
+                                 type ? "'" + absl::CHexEscape(*type) + "'" : std::string("none"),
+                                 " is not application/grpc"));
+      return;
+    }
     if (end_stream) Finish(headers);  // trailers-only: the status is in the head
   }
   void OnResponseData(int32_t stream_id, std::string_view data, bool end_stream) override {
@@ -271,24 +366,20 @@ class HealthChecker::GrpcProbe : public Probe,
                                  message ? absl::StrCat(" (", *message, ")") : std::string()));
       return;
     }
-    // One length-prefixed message: HealthCheckResponse { ServingStatus status = 1; }
-    // (field 1 as a varint; absent means UNKNOWN).
-    if (message_.size() < 5 || message_[0] != 0) {
-      Report(false, "no uncompressed HealthCheckResponse in the answer");
+    absl::StatusOr<uint64_t> serving_status = grpc_health::ServingStatus(message_);
+    if (!serving_status.ok()) {
+      Report(false, std::string(serving_status.status().message()));
       return;
     }
-    std::string_view proto = std::string_view(message_).substr(5);
-    int serving_status = 0;
-    if (proto.size() >= 2 && proto[0] == 0x08) serving_status = static_cast<uint8_t>(proto[1]);
-    if (serving_status == 1) {
+    if (*serving_status == 1) {
       Report(true, "");
       return;
     }
     static constexpr const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
                                              "SERVICE_UNKNOWN"};
     Report(false, absl::StrCat("health status ",
-                               serving_status < 4 ? kNames[serving_status]
-                                                  : std::to_string(serving_status).c_str(),
+                               *serving_status < 4 ? kNames[*serving_status]
+                                                   : std::to_string(*serving_status).c_str(),
                                " (expected SERVING)"));
   }
 

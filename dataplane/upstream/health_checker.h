@@ -35,14 +35,32 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/upstream/cluster.h"
 
 namespace sluice::upstream {
+
+// The gRPC health checking protocol's answer, read as a gRPC client would.
+namespace grpc_health {
+
+// `application/grpc`, `application/grpc+proto`, `application/grpc;...` (any
+// case), as gRPC's PROTOCOL-HTTP2 allows.
+bool IsGrpcContentType(std::string_view type);
+
+// The `status` of the one length-prefixed, uncompressed HealthCheckResponse
+// that `body` (the response's DATA) must be: as protobuf parses it, the
+// last value of field 1 wins and unknown fields are skipped; 0 (UNKNOWN)
+// when absent. INVALID_ARGUMENT with the reason otherwise (compressed, a
+// length prefix that disagrees with the bytes, not a protobuf message).
+absl::StatusOr<uint64_t> ServingStatus(std::string_view body);
+
+}  // namespace grpc_health
 
 class HealthChecker {
  public:

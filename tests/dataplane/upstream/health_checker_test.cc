@@ -502,5 +502,38 @@ TEST_F(HealthCheckerTest, ChangedIntervalAppliesToTheRunningCheck) {
   EXPECT_TRUE(WaitFor([&] { return Passes("users") >= 4; }));
 }
 
+// The gRPC health answer is read as protobuf reads it. Before: an unknown
+// field first, or status sent twice, read as UNKNOWN / the first value; a
+// length prefix longer than the bytes, and a non-gRPC content-type, passed.
+TEST(GrpcHealthAnswerTest, ReadAsAProtobufParserAndAGrpcClientWould) {
+  auto message = [](std::string proto) {
+    std::string body = {'\0', '\0', '\0', '\0', static_cast<char>(proto.size())};
+    return body + proto;
+  };
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x01")), 1u);
+  EXPECT_EQ(*grpc_health::ServingStatus(message("")), 0u);  // absent: UNKNOWN
+  EXPECT_EQ(*grpc_health::ServingStatus(message(std::string("\x12\x03" "abc" "\x08\x01"))), 1u);
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x02\x08\x01")), 1u);  // the last wins
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x81\x01")), 129u);     // a 2-byte varint
+  EXPECT_EQ(*grpc_health::ServingStatus(message(std::string("\x0d\x01\x02\x03\x04\x08\x01", 7))),
+            1u);  // a fixed32 field skipped
+  std::string cut = message("\x08\x01");
+  cut[4] = 5;  // says 5 bytes, has 2
+  EXPECT_EQ(grpc_health::ServingStatus(cut).status().message(),
+            "the answer is not one HealthCheckResponse (2 bytes after the message prefix, which "
+            "says 5)");
+  EXPECT_FALSE(grpc_health::ServingStatus(message("\x08")).ok());          // varint cut short
+  EXPECT_FALSE(grpc_health::ServingStatus(message("\x12\x05" "ab")).ok());  // length past the end
+  EXPECT_FALSE(grpc_health::ServingStatus(message("\x0b")).ok());          // a group
+  std::string compressed = message("\x08\x01");
+  compressed[0] = 1;
+  EXPECT_FALSE(grpc_health::ServingStatus(compressed).ok());
+  EXPECT_TRUE(grpc_health::IsGrpcContentType("application/grpc"));
+  EXPECT_TRUE(grpc_health::IsGrpcContentType("Application/gRPC+proto"));
+  EXPECT_TRUE(grpc_health::IsGrpcContentType("application/grpc;charset=utf-8"));
+  EXPECT_FALSE(grpc_health::IsGrpcContentType("text/html"));
+  EXPECT_FALSE(grpc_health::IsGrpcContentType("application/grpcx"));
+}
+
 }  // namespace
 }  // namespace sluice::upstream
