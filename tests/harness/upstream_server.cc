@@ -12,7 +12,8 @@
 // joined with ", "): x-forwarded-for, x-forwarded-proto, x-request-id, host,
 // connection, te, transfer-encoding, content-length, x-consumer-name,
 // x-consumer-groups, x-anonymous-consumer, authorization, apikey,
-// traceparent, tracestate, x-forwarded-host, x-forwarded-port, forwarded; and every
+// traceparent, tracestate, x-forwarded-host, x-forwarded-port, forwarded,
+// max-forwards, range, if-range, accept-encoding; and every
 // field whose name starts with "x-test-" or has a '_', one echo per field, in
 // arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
@@ -112,7 +113,8 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "apikey",            "traceparent",
     "tracestate",        "x-forwarded-host",
     "x-forwarded-port",  "forwarded",
-    "max-forwards",
+    "max-forwards",      "range",
+    "if-range",          "accept-encoding",
 };
 
 // What one request asked for through its query parameters.

@@ -286,6 +286,29 @@ TEST_F(TransformerTest, ResponseJsonFieldRemovedWithTheRightLength) {
   EXPECT_NE(reply.find("\r\n0\r\nx-test-trailer: done\r\n\r\n"), std::string::npos) << reply;
 }
 
+// With body edits, a range of the upstream's body (206) or a compressed
+// one went to the client unedited, removed fields included; and the edited
+// body kept the upstream's strong ETag and Accept-Ranges.
+TEST_F(TransformerTest, BodyEditsAskForTheWholePlainBodyAndWeakenItsValidator) {
+  HttpResponse r = HttpGet(address(), "/resp/a?json=1&etag=v1",
+                           {{"range", "bytes=10-60"},
+                            {"if-range", "\"v1\""},
+                            {"accept-encoding", "gzip, br"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_FALSE(absl::StrContains(r.body, "secret")) << r.body;
+  EXPECT_EQ(r.header("x-echo-range"), "");
+  EXPECT_EQ(r.header("x-echo-if-range"), "");
+  EXPECT_EQ(r.header("x-echo-accept-encoding"), "identity");
+  EXPECT_EQ(r.header("etag"), "W/\"v1\"");
+  EXPECT_EQ(r.header("accept-ranges"), "");
+  // A route without body edits leaves them alone.
+  r = HttpGet(address(), "/stamped/a?etag=v1", {{"range", "bytes=0-3"}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.header("x-echo-range"), "bytes=0-3");
+  EXPECT_EQ(r.header("etag"), "\"v1\"");
+}
+
 TEST_F(TransformerTest,
        OverTheLimitOrNotJsonTheResponsePassesThroughUnchanged) {
   HttpConnection conn(address());

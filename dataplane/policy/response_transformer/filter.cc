@@ -26,6 +26,18 @@ class ResponseTransformerFilter : public http::Filter {
   explicit ResponseTransformerFilter(const Settings& settings)
       : settings_(settings) {}
 
+  // With body edits the upstream is asked for the whole representation in
+  // plain text: a range of it (206), or a compressed one, would go to the
+  // client unedited, and with it the fields the edits remove.
+  http::FilterStatus OnRequestHeaders(http::HeaderMap& headers, http::FilterCallbacks&) override {
+    if (!settings_.body.empty()) {
+      headers.Remove("range");
+      headers.Remove("if-range");
+      headers.Set("accept-encoding", "identity");  // none would mean any (RFC 9110 12.5.3)
+    }
+    return http::FilterStatus::kContinue;
+  }
+
   // Only a JSON response (in plain text) is edited: anything else -- an
   // event stream, a download -- streams on, unheld.
   bool WantsResponseBody(int, const http::HeaderMap& headers) override {
@@ -38,7 +50,18 @@ class ResponseTransformerFilter : public http::Filter {
     if (settings_.body.empty() || !transformer::IsPlainJson(headers)) return;
     transformer::TemplateContext context;
     context.info = &callbacks.info();
-    settings_.body.Apply(settings_.body.Render(context), &body);
+    if (settings_.body.Apply(settings_.body.Render(context), &body) !=
+        transformer::JsonBodyEdits::Result::kChanged) {
+      return;
+    }
+    // Another representation now: a strong validator of the upstream's
+    // would claim byte equality with it (RFC 9110 8.8.1), and its ranges
+    // are not this body's.
+    if (const std::string* etag = headers.Get("etag");
+        etag != nullptr && !etag->empty() && (*etag)[0] == '"') {
+      headers.Set("etag", "W/" + *etag);
+    }
+    headers.Remove("accept-ranges");
   }
 
   void OnResponseHeaders(int, http::HeaderMap& headers,
