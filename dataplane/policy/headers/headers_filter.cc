@@ -182,9 +182,9 @@ std::string ValueTemplate::Render(const TemplateContext& context) const {
     }
   }
   // A client certificate subject or a decoded query value could hold bytes
-  // a header must not.
+  // a header must not: each control character but HTAB becomes a space.
   for (char& c : out) {
-    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+    if (IsFieldValueControl(c)) c = ' ';
   }
   return out;
 }

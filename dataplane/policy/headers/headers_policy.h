@@ -24,6 +24,25 @@ namespace sluice::policy::headers {
 inline constexpr size_t kMaxEntriesPerList = 64;
 inline constexpr size_t kMaxValueBytes = 4096;
 
+// A byte RFC 9110 5.5 keeps out of a field value: a control character other
+// than HTAB (NUL, CR, LF, DEL...). Parsers refuse them in what clients send;
+// a value the gateway writes holds none either.
+inline bool IsFieldValueControl(char c) {
+  const unsigned char u = static_cast<unsigned char>(c);
+  return (u < 0x20 && u != '\t') || u == 0x7f;
+}
+
+// The message for a configured value holding one, with its position.
+inline std::string FieldValueControlError(std::string_view value) {
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (IsFieldValueControl(value[i])) {
+      return "has a control character at byte " + std::to_string(i + 1) +
+             ": only HTAB is allowed";
+    }
+  }
+  return "";
+}
+
 // What a template may refer to beyond the stream's facts (StreamInfo and
 // the consumer). The headers policy uses the default scope.
 struct TemplateScope {

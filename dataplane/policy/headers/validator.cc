@@ -105,8 +105,8 @@ void CheckTemplateValue(const std::string& value, const std::string& field,
   if (value.size() > kMaxValueBytes) {
     errors->emplace_back(field, absl::StrCat("is ", value.size(), " bytes; at most ",
                                              kMaxValueBytes));
-  } else if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
-    errors->emplace_back(field, "must not contain CR, LF or NUL");
+  } else if (std::string why = FieldValueControlError(value); !why.empty()) {
+    errors->emplace_back(field, why);
   } else if (auto parsed = ValueTemplate::Parse(value, scope); !parsed.ok()) {
     errors->emplace_back(field, std::string(parsed.status().message()));
   }

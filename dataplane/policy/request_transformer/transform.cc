@@ -301,10 +301,8 @@ void CheckJsonBodyEdits(const EditSpec& spec, uint64_t max_body_bytes,
         errors->emplace_back(field + ".value",
                              absl::StrCat("is ", value.size(),
                                           " bytes; at most ", kMaxValueBytes));
-      } else if (value.find_first_of(std::string_view("\r\n\0", 3)) !=
-                 std::string::npos) {
-        errors->emplace_back(field + ".value",
-                             "must not contain CR, LF or NUL");
+      } else if (std::string why = headers::FieldValueControlError(value); !why.empty()) {
+        errors->emplace_back(field + ".value", why);
       } else if (std::string why = CheckJsonValue(value, scope); !why.empty()) {
         errors->emplace_back(field + ".value", why);
       }

@@ -118,7 +118,18 @@ TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {
   ASSERT_EQ(errors.size(), 2u);
   EXPECT_EQ(errors[0].first, "request.add[0].value");
   EXPECT_EQ(errors[1].first, "response.set[0].value");
-  EXPECT_TRUE(absl::StrContains(errors[1].second, "CR, LF or NUL"));
+  EXPECT_EQ(errors[1].second, "has a control character at byte 2: only HTAB is allowed");
+  // Any control but HTAB (RFC 9110 5.5): before, only CR, LF and NUL.
+  for (const std::string& value : {std::string("a\x01b"), std::string("a\x7f")}) {
+    crlf->set_value(value);
+    errors.clear();
+    ValidateHeadersConfig(config, &errors);
+    EXPECT_EQ(errors.size(), 2u) << value;
+  }
+  crlf->set_value("a\tb");
+  errors.clear();
+  ValidateHeadersConfig(config, &errors);
+  EXPECT_EQ(errors.size(), 1u);
 }
 
 TEST(HeadersPolicyTest, FilterRemovesThenSetsThenAdds) {
@@ -165,6 +176,12 @@ TEST(HeadersPolicyTest, TlsVariablesAreEmptyOverPlainHttpAndControlBytesAreNeutr
   callbacks.info_.tls_peer_subject = subject;
   filter->OnRequestHeaders(request, callbacks);
   EXPECT_EQ(*request.Get("x-client-cert"), "[/CN=a  x-evil: 1]");
+  // Every control character but HTAB (a decoded %01, a DEL): before, only
+  // CR, LF and NUL were replaced and the rest went upstream.
+  std::string controls = "/CN=a\x01" "b\x7f\tc";
+  callbacks.info_.tls_peer_subject = controls;
+  filter->OnRequestHeaders(request, callbacks);
+  EXPECT_EQ(*request.Get("x-client-cert"), "[/CN=a b \tc]");
 }
 
 TEST(HeadersPolicyTest, ValidationLibraryChecksPolicyListsOnRoutesAndVirtualHosts) {
