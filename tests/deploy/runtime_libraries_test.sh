@@ -19,24 +19,29 @@ listed=$(awk '/^FROM /{stage=""} {stage=stage"\n"$0} END{print stage}' "${docker
 [[ -n "${listed}" ]] || { echo "FAIL: no apt-get install list in the last stage of ${dockerfile}"; exit 1; }
 
 failed=0
+# Each library once, with the binaries that load it.
+declare -A loaders=()
 for binary in controlplane/server/sluice-control dataplane/server/sluice-proxy \
               controlplane/cli/sluicectl; do
   path="${root}/${binary}"
   [[ -x "${path}" ]] || { echo "FAIL: ${binary} not found"; failed=1; continue; }
   while read -r library; do
-    package=""
-    for candidate in "${library}" "/usr${library}" "$(readlink -f "${library}")"; do
-      package=$(dpkg -S "${candidate}" 2>/dev/null | head -1 | cut -d: -f1) && [[ -n "${package}" ]] && break
-    done
-    if [[ -z "${package}" ]]; then
-      echo "FAIL: ${binary}: no package holds ${library}"; failed=1; continue
-    fi
-    case "${package}" in libc6|libgcc-s1) continue ;; esac
-    if ! grep -qx -- "${package}" <<<"${listed}"; then
-      echo "FAIL: ${binary} loads ${library} (package ${package}), which deploy/Dockerfile does not install"
-      failed=1
-    fi
-  done < <(ldd "${path}" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+    loaders["${library}"]+="${binary##*/} "
+  done < <(ldd "${path}" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+done
+for library in "${!loaders[@]}"; do
+  package=""
+  for candidate in "${library}" "/usr${library}" "$(readlink -f "${library}")"; do
+    package=$(dpkg -S "${candidate}" 2>/dev/null | head -1 | cut -d: -f1) && [[ -n "${package}" ]] && break
+  done
+  if [[ -z "${package}" ]]; then
+    echo "FAIL: no package holds ${library} (loaded by ${loaders[${library}]})"; failed=1; continue
+  fi
+  case "${package}" in libc6|libgcc-s1) continue ;; esac
+  if ! grep -qx -- "${package}" <<<"${listed}"; then
+    echo "FAIL: ${loaders[${library}]}load ${library} (package ${package}), which deploy/Dockerfile does not install"
+    failed=1
+  fi
 done
 [[ ${failed} == 0 ]] && echo "PASS: every library the binaries load is installed by deploy/Dockerfile"
 exit ${failed}
