@@ -431,6 +431,20 @@ int Run(int argc, char** argv) {
       return 1;
     }
     auto loaded = (*opened)->Load();
+    if (!loaded.ok() && loaded.status().code() == absl::StatusCode::kDataLoss) {
+      // Only a cache of what the control plane holds: a damaged one is set
+      // aside (kept for a look) and the proxy starts empty, to be filled by
+      // the control plane, rather than failing to start over and over.
+      const std::string path = state_dir + "/state.db";
+      const std::string aside = path + ".damaged";
+      const bool moved = std::rename(path.c_str(), aside.c_str()) == 0;
+      std::string why(loaded.status().message());
+      why = why.substr(0, why.find(". sluice-control"));
+      SLUICE_LOG(kWarning, "--state-dir: ", why, "; ",
+                 moved ? "moved to " + aside + "; " : std::string(),
+                 "starting without a held config: the control plane's replaces it");
+      loaded = (*opened)->Load();
+    }
     if (!loaded.ok()) {
       SLUICE_LOG(kError, "--state-dir: ", loaded.status().message());
       return 1;

@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -192,6 +193,30 @@ TEST(ControlStreamTest, ANackedVersionIsTakenOnceThePortIsFree) {
 // Before: the proxy's gRPC client stopped pinging after two pings without
 // data, so a control plane that stopped answering on an idle stream went
 // unnoticed until the next change, which never came.
+// The state dir is a cache of the control plane's config: a damaged one is
+// set aside and the proxy starts, then serves what the control plane sends.
+// Before: it refused to start (a crash loop under Kubernetes).
+TEST(ControlStreamTest, ADamagedStateFileIsSetAsideAndTheProxyStarts) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const int port = PickFreePort();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteConfig(ListenerYaml(port, "from the control plane"))})
+                .exit_code,
+            0);
+  const std::string state_dir = MakeTempDir("damaged-state");
+  std::ofstream(state_dir + "/state.db") << "not a state file";
+  Proxy proxy(cp.address(), "p1", 1, state_dir);
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").body, "from the control plane");
+  EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "is damaged"));
+  EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "state.db.damaged"));
+  EXPECT_FALSE(absl::StrContains(proxy.process().Log(), "sluice-control will not start"));
+  std::ifstream aside(state_dir + "/state.db.damaged");
+  std::string kept((std::istreambuf_iterator<char>(aside)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(kept, "not a state file");
+}
+
 TEST(ControlStreamTest, AnIdleProxyNoticesAStoppedControlPlane) {
   ControlPlane cp;
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
