@@ -24,6 +24,7 @@
 // The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000. --ca FILE (or
 // $SLUICE_CA) speaks TLS to it; --cert/--key add a client certificate.
 #include <limits.h>
+#include <pwd.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -106,7 +107,8 @@ apply, delete and rollback take:
   -m MESSAGE                        why: kept in the history with the change
   --if-version N                    change nothing unless N is still the current version
                                     (else print the changes made since N and fail)
-They record $USER@hostname as the author; when sluice-control requires tokens it
+They record $USER@hostname as the author ($LOGNAME, else the account, when
+$USER is unset); when sluice-control requires tokens it
 records the token's name instead.
 
 canary rollouts (apply --canary): once every canary runs the candidate, the
@@ -348,7 +350,13 @@ size_t InvalidUtf8At(absl::string_view text) {
 }
 
 std::string Author() {
+  // $USER, else $LOGNAME, else the account of the effective uid (cron,
+  // `docker exec` and systemd units often set neither), as git does.
   const char* user = std::getenv("USER");
+  if (user == nullptr || *user == '\0') user = std::getenv("LOGNAME");
+  if (user == nullptr || *user == '\0') {
+    if (const struct passwd* account = ::getpwuid(::geteuid())) user = account->pw_name;
+  }
   char host[HOST_NAME_MAX + 1] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
   std::string author = absl::StrCat(user && *user ? user : "unknown", "@", *host ? host : "unknown");

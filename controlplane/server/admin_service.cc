@@ -164,7 +164,8 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContext* con
     caller.identity = identity->name;
     refused = absl::PermissionDeniedError(
         absl::StrCat(method, " needs the ", RoleName(needed), " role; your token '",
-                     identity->name, "' is a ", RoleName(identity->role)));
+                     identity->name, "' is ", identity->role == Role::kViewer ? "a " : "an ",
+                     RoleName(identity->role)));
   }
   if (!refused.ok()) {
     Audit(caller, method, {}, 0, false, refused);
@@ -455,8 +456,13 @@ grpc::Status AdminServiceImpl::StartRollout(grpc::ServerContext* context,
   }
   Audit(*caller, "StartRollout", std::move(targets),
         started.ok() ? started->change.version : 0, false, started.status());
+  // A canary apply is an apply: counted with the others, refused or not.
+  if (started.ok()) {
+    Count(/*is_delete=*/false, started->change, /*dry_run=*/false);
+  } else {
+    Count(/*is_delete=*/false, started.status(), /*dry_run=*/false);
+  }
   if (!started.ok()) return ToGrpcStatus(started.status());
-  if (metrics_ != nullptr) metrics_->RecordNewVersion(absl::Now());
   *response->mutable_rollout() = started->rollout;
   FillDiff(started->change.diff, response->mutable_diff());
   response->set_warning(started->change.warning);

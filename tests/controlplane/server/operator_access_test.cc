@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "api/credentials.h"
 #include "controlplane/server/admin_service.h"
+#include "controlplane/server/control_plane_metrics.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -142,7 +143,7 @@ class OperatorAccessTest : public ::testing::Test {
     rollouts_ = std::make_unique<RolloutManager>(state_.get(), &registry_,
                                                  dir_ + "/rollout.db");
     service_ = std::make_unique<AdminServiceImpl>(
-        state_.get(), &registry_, rollouts_.get(), nullptr,
+        state_.get(), &registry_, rollouts_.get(), &metrics_,
         AdminAccess{require_tokens, tokens_.get(), audit_.get()});
     grpc::ServerBuilder builder;
     int port = 0;
@@ -194,7 +195,18 @@ class OperatorAccessTest : public ::testing::Test {
     return lines;
   }
 
+  // The applies_total series of `result`, as a scrape shows it.
+  std::string AppliesLine(const std::string& result) const {
+    for (absl::string_view line : absl::StrSplit(metrics_.Render({}), '\n')) {
+      if (absl::StartsWith(line, "sluice_control_applies_total{result=\"" + result + "\"}")) {
+        return std::string(line);
+      }
+    }
+    return "";
+  }
+
   std::string dir_;
+  ControlPlaneMetrics metrics_;
   ProxyRegistry registry_;
   std::unique_ptr<ConfigState> state_;
   std::unique_ptr<OperatorTokens> tokens_;
@@ -341,8 +353,11 @@ TEST_F(OperatorAccessTest, RolloutsNeedTheOperatorRoleAndAreAudited) {
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(refused.error_message(),
             "StartRollout needs the operator role; your token 'dash' is a viewer");
+  EXPECT_EQ(AppliesLine("ok"), "sluice_control_applies_total{result=\"ok\"} 1");
   grpc::Status status = stub_->StartRollout(As(op).get(), start, &started);
   ASSERT_TRUE(status.ok()) << status.error_message();
+  // A canary apply is counted as an apply (before: not at all).
+  EXPECT_EQ(AppliesLine("ok"), "sluice_control_applies_total{result=\"ok\"} 2");
   EXPECT_EQ(started.rollout().id(), "r2");
   EXPECT_EQ(started.rollout().author(), "deployer");
 
