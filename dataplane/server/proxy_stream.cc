@@ -853,8 +853,9 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
     if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
         http::EqualsIgnoreCase(h.name, "expect") ||
         http::EqualsIgnoreCase(h.name, "x-request-id") ||
-        http::EqualsIgnoreCase(h.name, "x-forwarded-proto")) {
-      continue;
+        http::EqualsIgnoreCase(h.name, "x-forwarded-proto") ||
+        http::EqualsIgnoreCase(h.name, "x-real-ip")) {
+      continue;  // the gateway sets them (below)
     }
     if (http::EqualsIgnoreCase(h.name, "x-forwarded-for")) {
       if (!forwarded_for.empty()) forwarded_for.append(", ");
@@ -876,6 +877,9 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(*peer_ip_);
   emit("x-forwarded-for", forwarded_for);
+  // The client address policies use (trusted_proxy_hops), as Kong sends it:
+  // a client's own X-Real-IP never reaches the upstream.
+  emit("x-real-ip", client_ip_);
   emit("x-forwarded-proto", transport_->secure() ? "https" : "http");
   emit("x-request-id", request_id_);
   emit("traceparent", std::string_view(traceparent_, sizeof(traceparent_)));

@@ -173,6 +173,12 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
                             {"x-request-id", "obs-xff"}});
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "198.51.100.7, 203.0.113.9, 127.0.0.1");
+  // X-Real-IP is the client address; a client's own is dropped (before, it
+  // went upstream as sent).
+  EXPECT_EQ(r.header("x-echo-x-real-ip"), "203.0.113.9");
+  r = HttpGet(address(), "/open", {{"x-real-ip", "9.9.9.9"}, {"x_real_ip", "9.9.9.9"}});
+  EXPECT_EQ(r.header("x-echo-x-real-ip"), "127.0.0.1");
+  EXPECT_EQ(r.header("x-echo-x_real_ip"), "");
   // Behind trusted proxies, what they say of the host the client reached
   // goes upstream too.
   r = HttpGet(address(), "/open", {{"x-forwarded-host", "shop.example"},

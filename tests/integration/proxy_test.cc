@@ -150,6 +150,7 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   ASSERT_EQ(r.status, 200) << r.error;
   EXPECT_NE(r.body.find("GET /new/path?q=1"), std::string::npos) << r.body;
   EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+  EXPECT_EQ(r.header("x-echo-x-real-ip"), "127.0.0.1");  // no trusted hop: the peer
   EXPECT_EQ(r.header("x-echo-x-forwarded-proto"), "http");
   EXPECT_EQ(r.header("x-echo-x-request-id"), "client-id-1");
   EXPECT_EQ(r.header("x-request-id"), "client-id-1");
