@@ -179,6 +179,17 @@ TEST_F(RequestValidationTest, AValidJsonBodyReachesTheUpstreamWhole) {
   EXPECT_EQ(r.header("x-echo-content-length"), absl::StrCat(kGoodOrder.size()));
 }
 
+// A field spelled with '_' for a checked name (x_tenant) is what CGI-style
+// upstreams read as the checked one too: it never passed unchecked.
+TEST_F(RequestValidationTest, TheUnderscoreSpellingOfACheckedHeaderIsRemoved) {
+  Headers headers = Valid();
+  headers.push_back({"x_tenant", "EVIL"});
+  HttpResponse r = HttpRequest(address(), "POST", "/orders", headers, kGoodOrder);
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x_tenant"), "");
+}
+
 TEST_F(RequestValidationTest, AnInvalidRequestIs400NamingTheFieldAndNeverReachesTheUpstream) {
   const int before = Requests();
   ASSERT_GE(before, 0);

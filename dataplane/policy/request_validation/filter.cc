@@ -5,6 +5,7 @@
 // for the content type) naming the field and the rule.
 #include "dataplane/http/filter.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "dataplane/policy/auth_util.h"
@@ -26,6 +28,8 @@ namespace {
 
 struct ParameterRule {
   std::string name;
+  // Headers: the name with '_' for '-' ("x_tenant"), "" without a '-'.
+  std::string underscored;
   bool required = false;
   std::unique_ptr<RE2> pattern;  // nullptr: any value
 };
@@ -67,6 +71,9 @@ class RequestValidationFilter : public http::Filter {
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
     for (const ParameterRule& rule : settings_.headers) {
+      // CGI, WSGI, Rack and PHP read `x_tenant` as `x-tenant`: a field the
+      // rule did not check must not reach the upstream under that spelling.
+      if (!rule.underscored.empty()) headers.Remove(rule.underscored);
       bool present = false;
       for (const http::HeaderMap::Field& f : headers.fields()) {
         if (!absl::EqualsIgnoreCase(f.name, rule.name)) continue;
@@ -201,6 +208,15 @@ class RequestValidationPolicyFactory : public PolicyFactory {
     auto headers = CompileRules(config.headers());
     if (!headers.ok()) return headers.status();
     s.headers = std::move(*headers);
+    for (ParameterRule& rule : s.headers) {
+      if (rule.name.find('-') == std::string::npos) continue;
+      std::string underscored = absl::StrReplaceAll(rule.name, {{"-", "_"}});
+      // Unless a rule checks that spelling itself.
+      const bool checked = std::any_of(s.headers.begin(), s.headers.end(), [&](const auto& other) {
+        return absl::EqualsIgnoreCase(other.name, underscored);
+      });
+      if (!checked) rule.underscored = std::move(underscored);
+    }
     auto query = CompileRules(config.query_parameters());
     if (!query.ok()) return query.status();
     s.query_parameters = std::move(*query);
