@@ -1034,15 +1034,23 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     PrintJson(response);
     return 0;
   }
+  // Columns as wide as their longest value (a Kubernetes pod name is 28
+  // characters and more), at least the header's width.
+  int node_width = 20;
+  int group_width = 10;
+  for (const auto& p : response.proxies()) {
+    node_width = std::max(node_width, static_cast<int>(Printable(p.node().id()).size()));
+    group_width = std::max(group_width, static_cast<int>(Printable(p.node().group()).size()));
+  }
   if (format == "wide") {
     // With each proxy's last traffic report (sent every few seconds).
-    std::cout << absl::StrFormat("%-20s %-8s %9s %6s %6s %9s %9s %7s %7s\n", "NODE", "VERSION",
+    std::cout << absl::StrFormat("%-*s %-8s %9s %6s %6s %9s %9s %7s %7s\n", node_width, "NODE", "VERSION",
                                  "RPS", "4XX%", "5XX%", "P50(ms)", "P99(ms)", "CONNS",
                                  "REPORT");
     for (const auto& p : response.proxies()) {
       const auto& r = p.last_report();
       if (!p.has_last_report_time() || r.interval_ms() == 0) {
-        std::cout << absl::StrFormat("%-20s %-8d %9s %6s %6s %9s %9s %7s %7s\n",
+        std::cout << absl::StrFormat("%-*s %-8d %9s %6s %6s %9s %9s %7s %7s\n", node_width,
                                      Printable(p.node().id()),
                                      p.version_applied(), "-", "-", "-", "-", "-", "-", "none");
         continue;
@@ -1055,7 +1063,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
       };
       int64_t age = (google::protobuf::util::TimeUtil::GetCurrentTime() - p.last_report_time())
                         .seconds();
-      std::cout << absl::StrFormat("%-20s %-8d %9.1f %6s %6s %9.2f %9.2f %7d %6ds\n",
+      std::cout << absl::StrFormat("%-*s %-8d %9.1f %6s %6s %9.2f %9.2f %7d %6ds\n", node_width,
                                    Printable(p.node().id()), p.version_applied(),
                                    requests / seconds,
                                    percent(r.responses_4xx()), percent(r.responses_5xx()),
@@ -1068,15 +1076,16 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (format != "table") {
     return UsageFail(absl::StrCat("-o ", format, ": expected table, wide or json"));
   }
-  std::cout << absl::StrFormat("%-20s %-10s %-8s %-8s %-21s %s\n", "NODE", "GROUP",
-                               "VERSION", "PENDING", "CONNECTED", "LAST NACK");
+  std::cout << absl::StrFormat("%-*s %-*s %-8s %-8s %-21s %s\n", node_width, "NODE",
+                               group_width, "GROUP", "VERSION", "PENDING", "CONNECTED",
+                               "LAST NACK");
   for (const auto& p : response.proxies()) {
     std::string nack = p.last_nack_error().empty()
                            ? "-"
                            : absl::StrCat("v", p.last_nack_version(), ": ",
                                           Printable(p.last_nack_error()));
     std::cout << absl::StrFormat(
-        "%-20s %-10s %-8d %-8s %-21s %s\n", Printable(p.node().id()),
+        "%-*s %-*s %-8d %-8s %-21s %s\n", node_width, Printable(p.node().id()), group_width,
         p.node().group().empty() ? "-" : Printable(p.node().group()), p.version_applied(),
         p.version_pending() ? absl::StrCat(p.version_pending()) : "-",
         FormatTime(p.connected_since()), nack);

@@ -205,9 +205,18 @@ TEST(ControlStreamTest, ADamagedStateFileIsSetAsideAndTheProxyStarts) {
             0);
   const std::string state_dir = MakeTempDir("damaged-state");
   std::ofstream(state_dir + "/state.db") << "not a state file";
-  Proxy proxy(cp.address(), "p1", 1, state_dir);
+  // A Kubernetes pod name as node id (28 characters).
+  const std::string node = "sluice-proxy-7d9f8c6b5-x2x4q";
+  Proxy proxy(cp.address(), node, 1, state_dir);
   ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
   ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  // `proxies` widens its columns to the longest node id: the values stay
+  // under their headers.
+  const std::string table = cp.Ctl({"proxies"}).out;
+  const size_t header_group = table.find("GROUP");
+  const size_t row = table.find("\n" + node + " ");
+  ASSERT_NE(row, std::string::npos) << table;
+  EXPECT_EQ(table.find_first_not_of(' ', row + 1 + node.size()) - (row + 1), header_group) << table;
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").body, "from the control plane");
   EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "is damaged"));
   EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "state.db.damaged"));
