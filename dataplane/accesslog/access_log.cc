@@ -34,7 +34,7 @@ std::atomic<uint64_t> reopen_generation{0};
 enum Field {
   kTime, kRequestId, kTraceId, kClientIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
   kBytesIn, kBytesOut, kDurationMs, kUpstreamDurationMs, kRoute, kCluster, kEndpoint,
-  kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kFieldCount,
+  kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kUpstreamFailure, kFieldCount,
 };
 
 // "2026-11-28T16:07:21.123Z", the second's part cached per thread.
@@ -340,6 +340,7 @@ void AccessLog::Log(int worker, const Entry& e) const {
       case kSni: common::AppendJsonString(&line, e.sni); break;
       case kUserAgent: common::AppendJsonString(&line, e.user_agent); break;
       case kResponseFlag: common::AppendJsonString(&line, e.response_flag); break;
+      case kUpstreamFailure: common::AppendJsonString(&line, e.upstream_failure); break;
     }
   }
   line.append("}\n");

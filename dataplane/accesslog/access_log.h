@@ -49,6 +49,9 @@ struct Entry {
   std::string_view sni;
   std::string_view user_agent;
   std::string_view response_flag;  // why the gateway answered as it did; empty: upstream's answer
+  // Why the last upstream try failed ("connect: ...", "TLS handshake: ...",
+  // "reset the HTTP/2 stream ..."); empty when none did.
+  std::string_view upstream_failure;
 };
 
 // The fields an entry may have, in their default order.

@@ -281,6 +281,7 @@ void ProxyStream::Reset() {
   bytes_in_ = bytes_out_ = 0;
   replaying_ = recorded_ = counted_response_ = false;
   response_flag_.clear();
+  upstream_failure_.clear();
   chain_ = nullptr;
   current_filter_ = 0;
   listener_stats_ = nullptr;
@@ -1986,6 +1987,7 @@ void ProxyStream::OnUpstreamComplete() {
 
 void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) {
   if (!active_) return;
+  upstream_failure_ = why;  // for the access log (the client may be told less)
   if (tunnel_) {
     // The upstream ended the WebSocket: what it sent reaches the client, then
     // the exchange ends (and the client connection with it).
@@ -2324,6 +2326,7 @@ void ProxyStream::RecordExchange() {
     }
     e.user_agent = log_user_agent_;
     e.response_flag = response_flag_;
+    e.upstream_failure = upstream_failure_;
     access_log_->Log(shard, e);
   }
 }

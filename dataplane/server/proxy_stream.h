@@ -435,6 +435,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Why the gateway answered as it did ("no_route", "policy:key-auth",
   // ...); empty when the upstream's response went through.
   std::string response_flag_;
+  std::string upstream_failure_;  // why the last upstream try failed, for the access log
   const config::FilterChain* chain_ = nullptr;  // the route's policies (snapshot_ holds it)
   size_t current_filter_ = 0;                    // the filter whose hook runs
   const accesslog::AccessLog* access_log_ = nullptr;  // this request is logged there

@@ -73,6 +73,7 @@ class UpstreamTlsTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
     dir_ = MakeTempDir("upstream-tls");
+    access_log_ = dir_ + "/access.log";
     upstream_ca_ = MakeCa(dir_, "upstream-ca", "Upstream Test CA");
     other_ca_ = MakeCa(dir_, "other-ca", "Other Test CA");
     backend_ = MakeSignedBy(upstream_ca_, dir_, "backend", "backend", {"backend.test"});
@@ -151,7 +152,7 @@ class UpstreamTlsTest : public ::testing::Test {
         "      routes:\n",
         routes,
         "---\nkind: Listener\nname: http\nspec:\n  address: 127.0.0.1\n  port: ", proxy_port_,
-        "\n  route_table: main\n");
+        "\n  route_table: main\n  access_log: {path: ", access_log_, "}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     proxy_ = std::make_unique<Proxy>(cp_.address(), "upstream-tls-proxy");
@@ -173,6 +174,7 @@ class UpstreamTlsTest : public ::testing::Test {
   std::unique_ptr<Process> closer_;
   std::unique_ptr<Process> demanding_;
   std::string dir_;
+  std::string access_log_;
   TestCert upstream_ca_, other_ca_, backend_, gateway_ca_, gateway_, self_signed_;
   int port_ = 0;
   int self_signed_port_ = 0;
@@ -211,6 +213,16 @@ TEST_F(UpstreamTlsTest, UntrustedUpstreamIsA502NamingTheVerificationFailure) {
         << r.body;
   }
   EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"wrong-ca\"}"), 2);
+  // The operator reads why in the access log (before: only the client did).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(ReadFile(access_log_),
+                                 "\"upstream_failure\":\"connect failed: TLS handshake: "
+                                 "certificate verify failed: unable to get local issuer "
+                                 "certificate\"");
+      },
+      absl::Seconds(5)))
+      << ReadFile(access_log_);
   // Gateway failures for outlier detection, like a refused connect.
   EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"wrong-ca\"}"), 1);
   // nginx saw the handshake end with our alert.

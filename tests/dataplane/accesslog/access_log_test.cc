@@ -65,6 +65,7 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
   cut.status = 0;
   cut.upstream_duration = absl::InfiniteDuration();
   cut.response_flag = "client_closed";
+  cut.upstream_failure = "connect failed: TLS handshake: certificate verify failed";
   (*log)->Log(1, cut);
   FlushAll();
   std::vector<std::string> lines = absl::StrSplit(Read(path), '\n', absl::SkipEmpty());
@@ -77,10 +78,13 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
             "\"duration_ms\":1.234,\"upstream_duration_ms\":1.000,\"route\":\"users\","
             "\"cluster\":\"users\",\"endpoint\":\"127.0.0.1:9001\",\"attempts\":1,"
             "\"consumer\":\"alice\",\"tls_version\":\"\",\"sni\":\"\","
-            "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\"}");
+            "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\",\"upstream_failure\":\"\"}");
   EXPECT_TRUE(absl::StrContains(lines[1], "\"status\":0,")) << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"upstream_duration_ms\":null,")) << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"response_flag\":\"client_closed\"")) << lines[1];
+  EXPECT_TRUE(absl::StrContains(
+      lines[1], "\"upstream_failure\":\"connect failed: TLS handshake: certificate verify failed\""))
+      << lines[1];
 }
 
 TEST(AccessLogTest, ChosenFieldsInTheirOrder) {
