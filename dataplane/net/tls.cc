@@ -173,10 +173,30 @@ int OnClientHello(SSL* ssl, int* /*alert*/, void* arg) {
 }
 #endif
 
-int OnAlpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
-           unsigned int in_length, void* arg) {
+// RFC 9113 9.2.2: HTTP/2 over TLS 1.2 needs an ephemeral key exchange and
+// an AEAD cipher (browsers fail the connection otherwise). Read after the
+// cipher is chosen: OpenSSL and BoringSSL pick it before asking for ALPN.
+bool CipherAllowsHttp2(const SSL* ssl) {
+  if (SSL_version(ssl) >= TLS1_3_VERSION) return true;  // every TLS 1.3 suite does
+  const SSL_CIPHER* cipher = SSL_get_pending_cipher(ssl);
+  if (cipher == nullptr) cipher = SSL_get_current_cipher(ssl);
+  if (cipher == nullptr) return true;
+  const int kx = SSL_CIPHER_get_kx_nid(cipher);
+  return SSL_CIPHER_is_aead(cipher) && (kx == NID_kx_ecdhe || kx == NID_kx_dhe);
+}
+
+int OnAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_length,
+           const unsigned char* in, unsigned int in_length, void* arg) {
   const auto* context = static_cast<const TlsServerContext*>(arg);
-  const std::string& ours = context->alpn_wire();
+  const std::string* ours_ptr = &context->alpn_wire();
+  // Without a cipher HTTP/2 may use, only the listener's other protocols.
+  std::string without_h2;
+  if (ours_ptr->find("\x02h2") != std::string::npos && !CipherAllowsHttp2(ssl)) {
+    without_h2 = *ours_ptr;
+    without_h2.erase(without_h2.find("\x02h2"), 3);
+    ours_ptr = &without_h2;
+  }
+  const std::string& ours = *ours_ptr;
   unsigned char* selected = nullptr;
   // Server preference: the first of ours that the client offers.
   if (SSL_select_next_proto(&selected, out_length,

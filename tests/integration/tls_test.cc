@@ -216,6 +216,31 @@ TEST_F(TlsTest, ASessionFromAnotherListenerDoesNotSkipTheClientCertificate) {
   }
 }
 
+// RFC 9113 9.2.2: no HTTP/2 over a TLS 1.2 suite without AEAD (browsers
+// fail such a connection). Before: h2 was chosen with the CBC suite.
+TEST_F(TlsTest, Http2IsNotChosenOverACipherItForbids) {
+  const int port = PickFreePort();
+  std::string yaml = absl::StrCat(
+      "kind: Listener\nname: cbc\nspec:\n  address: 127.0.0.1\n  port: ", port,
+      "\n  route_table: main\n  tls:\n    certificates: [default-cert]\n"
+      "    max_version: '1.2'\n"
+      "    cipher_suites: 'ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256'\n");
+  auto applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "cbc.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  auto alpn = [&](const std::string& cipher) {
+    return RunCommand({"/bin/bash", "-c",
+                       absl::StrCat("openssl s_client -connect 127.0.0.1:", port,
+                                    " -tls1_2 -cipher ", cipher,
+                                    " -alpn h2,http/1.1 </dev/null 2>&1")})
+        .out;
+  };
+  std::string cbc = alpn("ECDHE-ECDSA-AES128-SHA");
+  EXPECT_TRUE(absl::StrContains(cbc, "ALPN protocol: http/1.1")) << cbc;
+  std::string gcm = alpn("ECDHE-ECDSA-AES128-GCM-SHA256");
+  EXPECT_TRUE(absl::StrContains(gcm, "ALPN protocol: h2")) << gcm;
+}
+
 // A resumed session brings what its first handshake agreed on: it must not
 // carry a TLS 1.2 suite a listener refuses (OpenSSL checks the session's
 // suite against the client's list only), nor move to another server name
