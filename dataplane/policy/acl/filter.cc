@@ -27,8 +27,11 @@ class AclFilter : public http::Filter {
   http::FilterStatus OnRequestHeaders(http::HeaderMap&, http::FilterCallbacks& callbacks) override {
     const auth::Consumer* consumer = callbacks.info().consumer;
     if (consumer == nullptr) {
+      // A jwt policy without consumer_claim lets a token through without
+      // naming a consumer: groups cannot be checked.
       callbacks.SendLocalReply(403, "no consumer was identified (acl needs an authentication "
-                                    "policy on the route)",
+                                    "policy on the route that names one: key-auth, basic-auth, "
+                                    "or jwt with consumer_claim)",
                                http::HeaderMap());
       return http::FilterStatus::kStopLocalReply;
     }

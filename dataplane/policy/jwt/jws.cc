@@ -39,6 +39,12 @@ absl::Status ParseObject(simdjson::dom::parser& parser, std::string_view json,
     return Malformed(absl::StrCat(std::string(what), " is nested deeper than ", kMaxJsonDepth,
                                   " levels"));
   }
+  if (error == simdjson::NUMBER_ERROR) {
+    // Often valid JSON (RFC 8259 6 lets a parser bound numbers): said so.
+    return Malformed(absl::StrCat(std::string(what),
+                                  " has a number this gateway cannot read (an integer beyond 64 "
+                                  "bits, a value beyond a double's range, or not a JSON number)"));
+  }
   if (error != simdjson::SUCCESS) return Malformed(absl::StrCat(std::string(what), " is not JSON"));
   if (root.get_object().get(*out) != simdjson::SUCCESS) {
     return Malformed(absl::StrCat(std::string(what), " is not a JSON object"));

@@ -285,6 +285,10 @@ TEST_F(JwtTest, MalformedTokensAreRefusedWithTheReason) {
       {"e30=." + good.substr(good.find('.') + 1), "malformed token: header is not base64url"},
       {"bm90IGpzb24." + good.substr(good.find('.') + 1), "malformed token: header is not JSON"},
       {"W10." + good.substr(good.find('.') + 1), "malformed token: header is not a JSON object"},
+      // {"alg":"ES256","n":18446744073709551616}: valid JSON, a number past 64 bits.
+      {"eyJhbGciOiJFUzI1NiIsIm4iOjE4NDQ2NzQ0MDczNzA5NTUxNjE2fQ." + good.substr(good.find('.') + 1),
+       "malformed token: header has a number this gateway cannot read (an integer beyond 64 "
+       "bits, a value beyond a double's range, or not a JSON number)"},
       {"e30." + good.substr(good.find('.') + 1), "malformed token: header has no alg"},
       {good.substr(0, good.rfind('.')) + ".a", "malformed token: signature is not base64url"},
       {good.substr(0, good.rfind('.') + 1), "bad signature"},
