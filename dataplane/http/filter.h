@@ -275,7 +275,7 @@ class FilterFactory {
   virtual bool edits_response_body() const { return false; }
   // Request fields an upstream may trust because this policy sets them (a
   // jwt claim's header): a client's copy must reach it in no form, a request
-  // trailer included. Lower case, '_' spellings too.
+  // trailer included, nor under another spelling (http::SameCgiName).
   virtual std::vector<std::string> trusted_request_fields() const { return {}; }
 };
 

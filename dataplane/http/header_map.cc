@@ -51,6 +51,16 @@ size_t HeaderMap::Remove(std::string_view name) {
   return before - fields_.size();
 }
 
+size_t HeaderMap::RemoveOtherCgiSpellings(std::string_view name) {
+  size_t before = fields_.size();
+  fields_.erase(std::remove_if(fields_.begin(), fields_.end(),
+                               [&](const Field& f) {
+                                 return SameCgiName(f.name, name) && !EqualsIgnoreCase(f.name, name);
+                               }),
+                fields_.end());
+  return before - fields_.size();
+}
+
 size_t HeaderMap::ByteSize() const {
   size_t n = 0;
   for (const Field& f : fields_) n += f.name.size() + f.value.size();

@@ -15,6 +15,22 @@
 
 namespace sluice::http {
 
+// Whether two field names are one variable to CGI, WSGI, Rack and PHP,
+// which read '-' and '_' alike and ignore case (`X_Tenant-Id` is
+// `x-tenant-id`): a field a policy checks or sets must reach an upstream in
+// no other spelling.
+inline bool SameCgiName(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = (a[i] >= 'A' && a[i] <= 'Z') ? static_cast<char>(a[i] + 32) : a[i];
+    char y = (b[i] >= 'A' && b[i] <= 'Z') ? static_cast<char>(b[i] + 32) : b[i];
+    if (x == '_') x = '-';
+    if (y == '_') y = '-';
+    if (x != y) return false;
+  }
+  return true;
+}
+
 class HeaderMap {
  public:
   struct Field {
@@ -33,6 +49,9 @@ class HeaderMap {
   void Set(std::string_view name, std::string_view value);
   // Removes every field of that name; returns how many.
   size_t Remove(std::string_view name);
+  // Removes every field that is `name` to CGI (SameCgiName) under another
+  // spelling (`x_tenant-id` for `x-tenant-id`); returns how many.
+  size_t RemoveOtherCgiSpellings(std::string_view name);
 
   const std::vector<Field>& fields() const { return fields_; }
   // The fields as views (valid while the map is unchanged), for the

@@ -1627,15 +1627,18 @@ bool ProxyStream::RepeatsAHeadField(std::string_view name) const {
   // the policies read, checked, set or removed the head's (a jwt claim's
   // header, key-auth's key, a validated field), and an upstream that merges
   // trailers into the header section would find the client's copy there.
+  // In any spelling CGI-style upstreams read as the same (x_tenant).
   if (filters_.empty()) return false;
-  if (filtered_headers_.Get(name) != nullptr) return true;
+  for (const http::HeaderMap::Field& f : filtered_headers_.fields()) {
+    if (http::SameCgiName(f.name, name)) return true;
+  }
   for (const std::string& seen : head_field_names_) {
-    if (http::EqualsIgnoreCase(seen, name)) return true;
+    if (http::SameCgiName(seen, name)) return true;
   }
   // And what a policy sets for the upstream to trust, sent or not.
   for (const auto& factory : *chain_) {
     for (const std::string& trusted : factory->trusted_request_fields()) {
-      if (http::EqualsIgnoreCase(trusted, name)) return true;
+      if (http::SameCgiName(trusted, name)) return true;  // in any spelling
     }
   }
   return false;

@@ -12,7 +12,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -33,9 +32,6 @@ constexpr char kChallenge[] = "Bearer realm=\"sluice\"";
 struct ClaimHeader {
   std::string header;
   size_t wanted_index;  // in VerifierOptions::wanted_claims
-  // The name with '_' for '-': CGI, WSGI, Rack and PHP read both spellings
-  // as one variable, so the client's copy in this spelling goes too.
-  std::string underscored;
 };
 
 struct Settings {
@@ -180,7 +176,7 @@ class JwtFilter : public http::Filter {
   void RemoveClaimHeaders(http::HeaderMap& headers) {
     for (const ClaimHeader& h : settings_.claim_headers) {
       headers.Remove(h.header);
-      if (h.underscored != h.header) headers.Remove(h.underscored);
+      headers.RemoveOtherCgiSpellings(h.header);
     }
   }
 
@@ -278,7 +274,6 @@ class JwtFilterFactory : public http::FilterFactory {
     std::vector<std::string> names;
     for (const ClaimHeader& h : settings_.claim_headers) {
       names.push_back(h.header);
-      if (h.underscored != h.header) names.push_back(h.underscored);
     }
     return names;
   }
@@ -329,9 +324,7 @@ absl::StatusOr<std::shared_ptr<const http::FilterFactory>> CompileJwtFilter(
   }
   for (const v1::ClaimToHeader& c : config.claims_to_headers()) {
     std::string header = absl::AsciiStrToLower(c.header());
-    std::string underscored = absl::StrReplaceAll(header, {{"-", "_"}});
-    s.claim_headers.push_back({std::move(header), options.wanted_claims.size(),
-                               std::move(underscored)});
+    s.claim_headers.push_back({std::move(header), options.wanted_claims.size()});
     options.wanted_claims.push_back(c.claim());
   }
   s.verifier = std::make_unique<TokenVerifier>(std::move(options), std::move(keys));

@@ -13,7 +13,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "dataplane/policy/auth_util.h"
@@ -28,8 +27,8 @@ namespace {
 
 struct ParameterRule {
   std::string name;
-  // Headers: the name with '_' for '-' ("x_tenant"), "" without a '-'.
-  std::string underscored;
+  // Headers: other spellings of the name (x_tenant for x-tenant) are removed.
+  bool remove_other_spellings = false;
   bool required = false;
   std::unique_ptr<RE2> pattern;  // nullptr: any value
 };
@@ -73,7 +72,7 @@ class RequestValidationFilter : public http::Filter {
     for (const ParameterRule& rule : settings_.headers) {
       // CGI, WSGI, Rack and PHP read `x_tenant` as `x-tenant`: a field the
       // rule did not check must not reach the upstream under that spelling.
-      if (!rule.underscored.empty()) headers.Remove(rule.underscored);
+      if (rule.remove_other_spellings) headers.RemoveOtherCgiSpellings(rule.name);
       bool present = false;
       for (const http::HeaderMap::Field& f : headers.fields()) {
         if (!absl::EqualsIgnoreCase(f.name, rule.name)) continue;
@@ -209,13 +208,12 @@ class RequestValidationPolicyFactory : public PolicyFactory {
     if (!headers.ok()) return headers.status();
     s.headers = std::move(*headers);
     for (ParameterRule& rule : s.headers) {
-      if (rule.name.find('-') == std::string::npos) continue;
-      std::string underscored = absl::StrReplaceAll(rule.name, {{"-", "_"}});
-      // Unless a rule checks that spelling itself.
-      const bool checked = std::any_of(s.headers.begin(), s.headers.end(), [&](const auto& other) {
-        return absl::EqualsIgnoreCase(other.name, underscored);
-      });
-      if (!checked) rule.underscored = std::move(underscored);
+      if (rule.name.find_first_of("-_") == std::string::npos) continue;
+      // Unless a rule checks another spelling itself.
+      rule.remove_other_spellings =
+          std::none_of(s.headers.begin(), s.headers.end(), [&](const auto& other) {
+            return &other != &rule && http::SameCgiName(other.name, rule.name);
+          });
     }
     auto query = CompileRules(config.query_parameters());
     if (!query.ok()) return query.status();

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/http/header_map.h"
+
 namespace sluice::http {
 namespace {
 
@@ -65,6 +67,24 @@ TEST(ReasonPhraseTest, RegisteredCodesHaveTheirNames) {
   EXPECT_EQ(ReasonPhrase(207), "Multi-Status");
   EXPECT_EQ(ReasonPhrase(508), "Loop Detected");
   EXPECT_EQ(ReasonPhrase(299), "Unknown");
+}
+
+// One variable to CGI, WSGI, Rack and PHP: '-' and '_' alike, any case.
+TEST(HttpUtilTest, SameCgiNameAndOtherSpellingsAreRemoved) {
+  EXPECT_TRUE(SameCgiName("x-tenant-id", "X_Tenant-ID"));
+  EXPECT_TRUE(SameCgiName("x_user", "x-user"));
+  EXPECT_FALSE(SameCgiName("x-tenant", "x-tenantx"));
+  EXPECT_FALSE(SameCgiName("x-a", "x.a"));
+  HeaderMap headers;
+  for (const char* name : {"x-tenant-id", "x-tenant_id", "X_Tenant-Id", "x_tenant_id", "X-TENANT-ID",
+                           "x-other"}) {
+    headers.Add(name, "v");
+  }
+  EXPECT_EQ(headers.RemoveOtherCgiSpellings("x-tenant-id"), 3u);
+  ASSERT_EQ(headers.size(), 3u);
+  EXPECT_EQ(headers.fields()[0].name, "x-tenant-id");
+  EXPECT_EQ(headers.fields()[1].name, "X-TENANT-ID");  // the same name in another case stays
+  EXPECT_EQ(headers.fields()[2].name, "x-other");
 }
 
 }  // namespace
