@@ -261,7 +261,19 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
 
 void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle) {
   connection->Detach();
-  IdleList& list = idle_[connection->pool_key()];
+  auto it = idle_.find(connection->pool_key());
+  if (it == idle_.end()) {
+    if (keys_known_) {
+      // Its endpoint left the config while the request ran: nothing would
+      // reuse or close it, and it would hold a place in the cluster's
+      // max_connections for ever.
+      connection->connection().Close();
+      dispatcher_.DeferredDelete(std::move(connection));
+      return;
+    }
+    it = idle_.try_emplace(connection->pool_key()).first;
+  }
+  IdleList& list = it->second;
   if (!connection->reusable() || !connection->connection().open() ||
       connection->connection().output_size() > 0 || !connection->connection().input().empty() ||
       list.size >= max_idle) {
@@ -341,6 +353,9 @@ void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
     }
     it = idle_.erase(it);
   }
+  // The keys of the config: a connection released to another key closes.
+  for (const std::string& key : keep) idle_.try_emplace(key);
+  keys_known_ = true;
 }
 
 void ConnectionPool::CloseAllIdle() { CloseIdleExcept({}); }

@@ -154,9 +154,12 @@ class ConnectionPool {
   absl::StatusOr<std::unique_ptr<UpstreamConnection>> Acquire(const ClusterInfo& cluster,
                                                               const EndpointInfo& endpoint);
   // Back to the pool after a complete response on a reusable connection;
-  // otherwise (or when the endpoint's idle list is full) it is closed.
+  // otherwise (or when the endpoint's idle list is full, or its pool key
+  // left the config while the request ran) it is closed.
   void Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle);
-  // Closes idle connections whose pool key is not in `keep`.
+  // Closes idle connections whose pool key is not in `keep`, the keys of
+  // the config from now on: a busy connection of another key closes when it
+  // is released.
   void CloseIdleExcept(const std::set<std::string>& keep);
   void CloseAllIdle();
   size_t idle_count() const;
@@ -181,7 +184,10 @@ class ConnectionPool {
   bool CloseOneIdle(const ClusterInfo& cluster);
 
   event::Dispatcher& dispatcher_;
+  // An entry per pool key of the current config (once CloseIdleExcept has
+  // said which: keys_known_), idle connections or not.
   std::unordered_map<std::string, IdleList> idle_;
+  bool keys_known_ = false;
 };
 
 }  // namespace sluice::upstream

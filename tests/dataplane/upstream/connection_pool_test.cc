@@ -84,5 +84,49 @@ TEST(ConnectionPoolTest, AConnectionReleasedWhilePausedReadsAgainOnceIdle) {
   dispatcher.RunDeferredDeletes();
 }
 
+// A connection busy when a config dropped its endpoint is closed when its
+// request is done: nothing would reuse it, and it held a place in the
+// cluster's max_connections for ever (every request then got 503).
+TEST(ConnectionPoolTest, AConnectionOfAnEndpointTheConfigDroppedClosesWhenReleased) {
+  event::Dispatcher dispatcher;
+  ConnectionPool pool(dispatcher);
+  auto state = std::make_shared<ClusterState>();
+  auto make = [&](const std::string& key, int* peer) {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    *peer = fds[1];
+    return std::make_unique<UpstreamConnection>(dispatcher, pool, fds[0], nullptr, key,
+                                                absl::Seconds(5), state,
+                                                std::make_shared<EndpointState>());
+  };
+  auto answer = [&](UpstreamConnection* c, int peer) {
+    PausingEvents events(c);
+    c->Attach(&events, /*head_request=*/false);
+    const std::string response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    EXPECT_EQ(write(peer, response.data(), response.size()), static_cast<ssize_t>(response.size()));
+    RunUntil(dispatcher, [&] { return events.complete || !events.failed.empty(); });
+    EXPECT_TRUE(events.complete) << events.failed;
+  };
+  pool.CloseIdleExcept({"127.0.0.1:1", "127.0.0.1:2"});
+  int kept_peer = -1;
+  int dropped_peer = -1;
+  auto kept = make("127.0.0.1:1", &kept_peer);
+  auto dropped = make("127.0.0.1:2", &dropped_peer);
+  answer(kept.get(), kept_peer);
+  answer(dropped.get(), dropped_peer);
+  EXPECT_EQ(state->connections.load(), 2);
+  pool.CloseIdleExcept({"127.0.0.1:1"});  // a new config, while both are busy
+  pool.Release(std::move(kept), /*max_idle=*/8);
+  pool.Release(std::move(dropped), /*max_idle=*/8);
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(pool.idle_count(), 1u);
+  EXPECT_EQ(state->connections.load(), 1);
+  pool.CloseAllIdle();
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(state->connections.load(), 0);
+  close(kept_peer);
+  close(dropped_peer);
+}
+
 }  // namespace
 }  // namespace sluice::upstream
