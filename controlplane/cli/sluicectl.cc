@@ -35,6 +35,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -1118,7 +1119,10 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
       uint64_t errors = 0;
       double p99 = 0;
     };
-    std::map<std::pair<std::string, std::string>, Route> routes;
+    // By (route table, virtual host, route): a route's name is unique in
+    // its virtual host only.
+    using RouteKey = std::tuple<std::string, std::string, std::string>;
+    std::map<RouteKey, Route> routes;
     double rps = 0, p99 = 0;
     uint64_t requests = 0, errors = 0;
     int64_t connections = 0;
@@ -1134,15 +1138,14 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
       p99 = std::max(p99, r.p99_ms());
       connections += r.active_connections();
       for (const auto& rt : r.routes()) {
-        Route& route = routes[{rt.route_table(), rt.route()}];
+        Route& route = routes[{rt.route_table(), rt.virtual_host(), rt.route()}];
         route.rps += static_cast<double>(rt.requests()) / seconds;
         route.requests += rt.requests();
         route.errors += rt.responses_5xx();
         route.p99 = std::max(route.p99, rt.p99_ms());
       }
     }
-    std::vector<std::pair<std::pair<std::string, std::string>, Route>> sorted(routes.begin(),
-                                                                             routes.end());
+    std::vector<std::pair<RouteKey, Route>> sorted(routes.begin(), routes.end());
     std::sort(sorted.begin(), sorted.end(),
               [](const auto& a, const auto& b) { return a.second.rps > b.second.rps; });
     if (!once) std::cout << "\033[H\033[2J";  // clear the terminal
@@ -1152,15 +1155,16 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
         response.proxies_size(), reporting, response.current_version(), rps,
         requests ? 100.0 * static_cast<double>(errors) / static_cast<double>(requests) : 0.0,
         p99, connections);
-    std::cout << absl::StrFormat("%-20s %-24s %9s %6s %9s\n", "ROUTE TABLE", "ROUTE", "RPS",
-                                 "5XX%", "P99(ms)");
+    std::cout << absl::StrFormat("%-20s %-16s %-24s %9s %6s %9s\n", "ROUTE TABLE",
+                                 "VIRTUAL HOST", "ROUTE", "RPS", "5XX%", "P99(ms)");
     for (size_t i = 0; i < sorted.size() && i < 10; ++i) {
       const Route& r = sorted[i].second;
       std::cout << absl::StrFormat(
           // Names a proxy reported: escaped, so that they cannot move the
           // cursor or forge a row.
-          "%-20s %-24s %9.1f %6.2f %9.2f\n", Printable(sorted[i].first.first),
-          Printable(sorted[i].first.second), r.rps,
+          "%-20s %-16s %-24s %9.1f %6.2f %9.2f\n", Printable(std::get<0>(sorted[i].first)),
+          std::get<1>(sorted[i].first).empty() ? "-" : Printable(std::get<1>(sorted[i].first)),
+          Printable(std::get<2>(sorted[i].first)), r.rps,
           r.requests ? 100.0 * static_cast<double>(r.errors) / static_cast<double>(r.requests)
                      : 0.0,
           r.p99);

@@ -543,8 +543,14 @@ int Run(int argc, char** argv) {
       (*report_interval < absl::Milliseconds(100) || *report_interval > absl::Hours(1))) {
     return fail("--report-interval must be 0 (off) or 100ms..1h");
   }
+  server::TrafficReporter::ClassCounters responses{};
+  for (int c = 1; c <= 5; ++c) {
+    responses[c] = proxy.stats().GetCounter("sluice_downstream_responses_total",
+                                            absl::StrCat("status_class=\"", c, "xx\""));
+  }
   server::TrafficReporter reporter([&proxy] { return proxy.current(); },
-                                   proxy.stats().GetGauge("sluice_downstream_connections_active"));
+                                   proxy.stats().GetGauge("sluice_downstream_connections_active"),
+                                   responses);
   if (*report_interval > absl::ZeroDuration()) {
     client.SetReportSource([&reporter] { return reporter.Make(); }, *report_interval);
   }

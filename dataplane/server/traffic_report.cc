@@ -39,7 +39,7 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
   const uint64_t version = snapshot->version;
   report.set_config_version(!started_ || version == interval_version_ ? version : 0);
   interval_version_ = version;
-  std::map<std::pair<std::string, std::string>, RouteTotals> totals;
+  std::map<RouteKey, RouteTotals> totals;
   for (const auto& [table_name, list] : snapshot->route_stats) {
     const config::RouteStatsList& stats = *list;
     auto table = snapshot->route_tables.find(table_name);
@@ -53,7 +53,8 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
         if (stats[i].by_class[c] != nullptr) answered += stats[i].by_class[c]->value();
       }
       if (answered == 0) continue;
-      RouteTotals& t = totals[{table_name, table->second->route(i).name}];
+      const router::RouteEntry& entry = table->second->route(i);
+      RouteTotals& t = totals[{table_name, entry.virtual_host, entry.name}];
       for (int c = 1; c <= 5; ++c) {
         if (stats[i].by_class[c] != nullptr) t.by_class[c] = stats[i].by_class[c]->value();
       }
@@ -68,7 +69,7 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
   absl::Duration interval = first ? absl::ZeroDuration() : now - last_time_;
   last_time_ = now;
   struct RouteDelta {
-    const std::pair<std::string, std::string>* key;
+    const RouteKey* key;
     uint64_t requests = 0;
     uint64_t errors = 0;
     std::array<uint64_t, stats::Histogram::kFinite + 1> buckets{};
@@ -98,6 +99,22 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
       if (d.requests > 0) routes.push_back(d);
     }
   }
+  // The proxy's totals from its downstream counters when it has them:
+  // answers no route counted (no route, a malformed request) are traffic
+  // the fleet view must show.
+  if (responses_[1] != nullptr) {
+    uint64_t requests = 0;
+    for (int c = 1; c <= 5; ++c) {
+      const uint64_t now_count = responses_[c] != nullptr ? responses_[c]->value() : 0;
+      const uint64_t n = now_count >= last_responses_[c] ? now_count - last_responses_[c] : 0;
+      last_responses_[c] = now_count;
+      if (first) continue;
+      requests += n;
+      if (c == 4) report.set_responses_4xx(n);
+      if (c == 5) report.set_responses_5xx(n);
+    }
+    if (!first) report.set_requests(requests);
+  }
   report.set_interval_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(interval)));
   report.set_p50_ms(QuantileMs(all, 0.50));
   report.set_p99_ms(QuantileMs(all, 0.99));
@@ -106,8 +123,9 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
   });
   for (size_t i = 0; i < routes.size() && i < 10; ++i) {
     discovery::v1::RouteTraffic* r = report.add_routes();
-    r->set_route_table(routes[i].key->first);
-    r->set_route(routes[i].key->second);
+    r->set_route_table(std::get<0>(*routes[i].key));
+    r->set_virtual_host(std::get<1>(*routes[i].key));
+    r->set_route(std::get<2>(*routes[i].key));
     r->set_requests(routes[i].requests);
     r->set_responses_5xx(routes[i].errors);
     r->set_p99_ms(QuantileMs(routes[i].buckets, 0.99));

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/time/time.h"
@@ -24,9 +25,17 @@ namespace sluice::server {
 class TrafficReporter {
  public:
   using SnapshotFn = std::function<std::shared_ptr<const config::ConfigSnapshot>()>;
-  // `active_connections` may be null.
-  TrafficReporter(SnapshotFn current, const stats::Gauge* active_connections)
-      : current_(std::move(current)), active_connections_(active_connections) {}
+  // The proxy's responses by status class ([1] 1xx .. [5] 5xx), every
+  // answer counted: a no-route 404 or a malformed request's 400 too.
+  using ClassCounters = std::array<const stats::Counter*, 6>;
+  // `active_connections` may be null. With `responses` (non-null entries),
+  // the report's requests, 4xx and 5xx count every response of the proxy;
+  // without, those of the routes only.
+  TrafficReporter(SnapshotFn current, const stats::Gauge* active_connections,
+                  ClassCounters responses = {})
+      : current_(std::move(current)),
+        active_connections_(active_connections),
+        responses_(responses) {}
 
   // The report since the previous call (the first call only takes the
   // baseline: an empty report with interval_ms 0). Its config_version is the
@@ -47,10 +56,15 @@ class TrafficReporter {
   };
   SnapshotFn current_;
   const stats::Gauge* active_connections_;
+  ClassCounters responses_;
+  std::array<uint64_t, 6> last_responses_{};
   bool started_ = false;
   uint64_t interval_version_ = 0;  // the version at the start of the interval
   absl::Time last_time_;
-  std::map<std::pair<std::string, std::string>, RouteTotals> last_;  // by (table, route)
+  // By (table, virtual host, route): a route's name is unique in its
+  // virtual host only.
+  using RouteKey = std::tuple<std::string, std::string, std::string>;
+  std::map<RouteKey, RouteTotals> last_;
 };
 
 }  // namespace sluice::server

@@ -310,7 +310,38 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
   CommandResult top = cp_.Ctl({"top", "--once"});
   ASSERT_EQ(top.exit_code, 0) << top.err;
   EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;
-  EXPECT_TRUE(absl::StrContains(top.out, "main                 open")) << top.out;
+  EXPECT_TRUE(absl::StrContains(top.out, "main                 0                open")) << top.out;
+}
+
+// Routes of one name in two virtual hosts are two routes in the report, and
+// its totals count every answer: a 404 for no route too. Before: one route
+// overwrote the other (its 503s vanished from the totals), and answers made
+// before routing were in no figure.
+TEST_F(ObservabilityTest, TheReportKeepsSameNamedRoutesApartAndCountsEveryAnswer) {
+  std::string yaml = absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+      "    - name: one\n      domains: [one.test]\n      routes:\n"
+      "        - name: same\n          match: {prefix: /}\n          route: {cluster: web}\n"
+      "    - name: two\n      domains: [two.test]\n      routes:\n"
+      "        - name: same\n          match: {prefix: /}\n          route: {cluster: web}\n");
+  ASSERT_EQ(cp_.Ctl({"apply", "-f", WriteFile(dir_, "same.yaml", yaml)}).exit_code, 0);
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::string json;
+  bool seen = WaitFor(
+      [&] {
+        for (int i = 0; i < 5; ++i) {
+          HttpGet(address(), "/x?status=503", {{"host", "one.test"}});
+          HttpGet(address(), "/x", {{"host", "two.test"}});
+          HttpGet(address(), "/x", {{"host", "none.test"}});  // 404: no route
+        }
+        json = cp_.Ctl({"proxies", "-o", "json"}).out;
+        return absl::StrContains(json, "\"virtual_host\":\"one\"") &&
+               absl::StrContains(json, "\"virtual_host\":\"two\"") &&
+               absl::StrContains(json, "\"responses_5xx\"") &&
+               absl::StrContains(json, "\"responses_4xx\"");
+      },
+      absl::Seconds(15));
+  EXPECT_TRUE(seen) << json;
 }
 
 // A cache answer made from the upstream's 304 (Revalidated) logs how long the
