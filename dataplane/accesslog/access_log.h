@@ -93,7 +93,9 @@ void ReopenAll();
 void FlushAll();
 // The writer threads' interval (100 ms); for tests only.
 void SetWriteIntervalForTest(absl::Duration interval);
-// Closes destinations no listener uses any more. Config thread.
+// Closes destinations no listener uses any more.
+// Thread-safe (the config thread at an apply, the main thread's periodic
+// prune after one).
 void PruneUnused();
 
 

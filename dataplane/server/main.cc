@@ -238,6 +238,9 @@ class ProxyServer {
   void PruneStats() {
     int64_t last = last_apply_time_.load();
     if (last == 0 || absl::Now() - absl::FromUnixNanos(last) > kStatsPruneWindow) return;
+    // An access log the old version named closes once its last request is
+    // done (at the apply, that version still held it), and its series go.
+    accesslog::PruneUnused();
     store_.Prune();
   }
   std::string Clusters(bool json) const { return admin::RenderClusters(current().get(), json); }
@@ -651,18 +654,25 @@ int Run(int argc, char** argv) {
   evsignal_add(sigterm, nullptr);
   evsignal_add(sigint, nullptr);
   // SIGUSR1: access logs reopen their files (after logrotate moved them).
-  auto reopen_cb = [](evutil_socket_t, short, void*) {
-    SLUICE_LOG(kInfo, "SIGUSR1: reopening access logs");
+  // SIGHUP too, which a logrotate `postrotate` or an nginx habit may send:
+  // it killed the proxy (its default action). Nothing else reloads: the
+  // config comes from the control plane.
+  auto reopen_cb = [](evutil_socket_t signo, short, void*) {
+    SLUICE_LOG(kInfo, signo == SIGHUP ? "SIGHUP" : "SIGUSR1",
+               ": reopening access logs (the config comes from the control plane)");
     accesslog::ReopenAll();
   };
   ::event* sigusr1 = evsignal_new(main_loop.base(), SIGUSR1, reopen_cb, nullptr);
   evsignal_add(sigusr1, nullptr);
+  ::event* sighup = evsignal_new(main_loop.base(), SIGHUP, reopen_cb, nullptr);
+  evsignal_add(sighup, nullptr);
 
   main_loop.Run();
 
   event_free(sigterm);
   event_free(sigint);
   event_free(sigusr1);
+  event_free(sighup);
   config_client.store(nullptr);
   client.Stop();
   proxy.SetConfigDumpSource(nullptr);

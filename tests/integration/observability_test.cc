@@ -288,6 +288,36 @@ TEST_F(ObservabilityTest, SigusrOneReopensTheLogAfterItWasMoved) {
       absl::Seconds(10));
   EXPECT_TRUE(rotated) << Read(log_ + ".1");
   EXPECT_TRUE(absl::StrContains(Read(log_ + ".1"), "before-rotate"));
+  // SIGHUP does the same (before, it killed the proxy: its default action).
+  ASSERT_EQ(std::rename(log_.c_str(), (log_ + ".2").c_str()), 0);
+  proxy_->process().Signal(SIGHUP);
+  rotated = WaitFor(
+      [&] {
+        HttpGet(address(), "/open", {{"x-request-id", "after-hup"}});
+        return absl::StrContains(Read(log_), "after-hup");
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(rotated) << proxy_->process().Log();
+  EXPECT_TRUE(absl::StrContains(proxy_->process().Log(), "SIGHUP: reopening access logs"));
+}
+
+// A log path no listener names any more is closed and its series go, once
+// the requests of the version that named it are done. Before: only at the
+// next apply, so with none, never.
+TEST_F(ObservabilityTest, AnAccessLogNoLongerNamedClosesWithoutAnotherApply) {
+  ASSERT_EQ(HttpGet(address(), "/open").status, 200);
+  const std::string series = "sluice_access_log_dropped_total{path=\"" + log_ + "\"}";
+  ASSERT_TRUE(absl::StrContains(proxy_->Admin("/metrics").second, series));
+  std::string yaml = absl::StrCat(
+      "kind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
+      "\n  route_table: main\n  access_log: {path: ", log_, ".other}\n"
+      "  http: {trusted_proxy_hops: 1}\n");
+  ASSERT_EQ(cp_.Ctl({"apply", "-f", WriteFile(dir_, "other-log.yaml", yaml)}).exit_code, 0);
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  ASSERT_EQ(HttpGet(address(), "/open").status, 200);
+  EXPECT_TRUE(WaitFor([&] { return !absl::StrContains(proxy_->Admin("/metrics").second, series); },
+                      absl::Seconds(15)))
+      << proxy_->Admin("/metrics").second;
 }
 
 TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes) {
