@@ -302,6 +302,13 @@ TEST_F(TransformerTest, BodyEditsAskForTheWholePlainBodyAndWeakenItsValidator) {
   EXPECT_EQ(r.header("x-echo-accept-encoding"), "identity");
   EXPECT_EQ(r.header("etag"), "W/\"v1\"");
   EXPECT_EQ(r.header("accept-ranges"), "");
+  // HEAD and a 304 carry the ETag the 200 does (before: the strong one, so a
+  // client holding W/"v1" could not freshen it).
+  r = HttpRequest(address(), "HEAD", "/resp/a?json=1&etag=v1", {}, "");
+  EXPECT_EQ(r.header("etag"), "W/\"v1\"");
+  r = HttpGet(address(), "/resp/a?json=1&etag=v1", {{"if-none-match", "W/\"v1\""}});
+  EXPECT_EQ(r.status, 304);
+  EXPECT_EQ(r.header("etag"), "W/\"v1\"");
   // A route without body edits leaves them alone.
   r = HttpGet(address(), "/stamped/a?etag=v1", {{"range", "bytes=0-3"}});
   ASSERT_TRUE(r.ok()) << r.error;

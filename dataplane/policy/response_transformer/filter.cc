@@ -50,22 +50,23 @@ class ResponseTransformerFilter : public http::Filter {
     if (settings_.body.empty() || !transformer::IsPlainJson(headers)) return;
     transformer::TemplateContext context;
     context.info = &callbacks.info();
-    if (settings_.body.Apply(settings_.body.Render(context), &body) !=
-        transformer::JsonBodyEdits::Result::kChanged) {
-      return;
-    }
-    // Another representation now: a strong validator of the upstream's
-    // would claim byte equality with it (RFC 9110 8.8.1), and its ranges
-    // are not this body's.
-    if (const std::string* etag = headers.Get("etag");
-        etag != nullptr && !etag->empty() && (*etag)[0] == '"') {
-      headers.Set("etag", "W/" + *etag);
-    }
-    headers.Remove("accept-ranges");
+    settings_.body.Apply(settings_.body.Render(context), &body);
   }
 
   void OnResponseHeaders(int, http::HeaderMap& headers,
                          http::FilterCallbacks& callbacks) override {
+    if (!settings_.body.empty()) {
+      // Every answer of the route (HEAD, a 304, a cache hit too: they carry
+      // the fields the edited 200 would): its bodies are not the upstream's
+      // bytes, so a strong validator of the upstream's would claim byte
+      // equality it lacks (RFC 9110 8.8.1), and no range is served (the
+      // request's Range was removed).
+      if (const std::string* etag = headers.Get("etag");
+          etag != nullptr && !etag->empty() && (*etag)[0] == '"') {
+        headers.Set("etag", "W/" + *etag);
+      }
+      headers.Remove("accept-ranges");
+    }
     transformer::TemplateContext context;
     context.info = &callbacks.info();
     settings_.headers.Apply(headers, context);
