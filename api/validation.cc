@@ -1414,7 +1414,13 @@ std::string UnmatchablePathReason(const std::string& value, bool prefix) {
       // A prefix may end inside an encoding: "/a%2" starts "/a%2F".
       const bool cut_short = (i + 1 == value.size()) || (i + 2 == value.size() && high >= 0);
       if (prefix && cut_short) {
-        absl::StrAppend(&canonical, absl::AsciiStrToUpper(value.substr(i)));
+        const std::string rest = value.substr(i);
+        const std::string upper = absl::AsciiStrToUpper(rest);
+        if (upper != rest && spelling_problem.empty()) {
+          spelling_problem = absl::StrCat("ends with ", rest, ", which request paths carry as ",
+                                          upper, "... once normalised");
+        }
+        canonical += upper;
         break;
       }
       return absl::StrCat("has '%'", at,

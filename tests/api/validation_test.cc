@@ -369,6 +369,8 @@ TEST(ValidationTest, AppliedRouteMatchesMustBeMatchable) {
       {"prefix /a%zz", "has '%' at byte 3 starting no percent-encoding"},
       {"path /a%2", "has '%' at byte 3 starting no percent-encoding"},
       {"prefix /a%00", "has %00 at byte 3"},
+      {"prefix /a%e", "ends with %e, which request paths carry as %E... once normalised: write "
+                      "'/a%E'"},
       {"prefix /a/../b", "has the segment '..', which request paths never hold"},
       {"prefix /a/%2E/b", "has the segment '.', which request paths never hold"},
       {"path /a/..", "has the segment '..'"},
