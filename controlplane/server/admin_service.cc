@@ -459,6 +459,8 @@ grpc::Status AdminServiceImpl::StartRollout(grpc::ServerContext* context,
   // A canary apply is an apply: counted with the others, refused or not.
   if (started.ok()) {
     Count(/*is_delete=*/false, started->change, /*dry_run=*/false);
+  } else if (started.status().GetPayload(kNothingToChangePayload).has_value()) {
+    if (metrics_ != nullptr) metrics_->CountApply(ChangeOutcome::kUnchanged);
   } else {
     Count(/*is_delete=*/false, started.status(), /*dry_run=*/false);
   }

@@ -379,9 +379,11 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyCanary(
       Merge(std::vector<api::Resource>(resources), *base, &apply_time_errors, &digest);
   if (!next.ok()) return next.status();
   if (api::ComputeDiff(base->resources, *next).empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    absl::Status unchanged = absl::FailedPreconditionError(absl::StrCat(
         "the resources change nothing in version ", base->version,
         ": there is nothing for a canary to verify; nothing changed"));
+    unchanged.SetPayload(kNothingToChangePayload, absl::Cord());
+    return unchanged;
   }
   SplitChange change{SplitChange::kStart, split, before_commit};
   return Commit(std::move(*next), /*dry_run=*/false, context, /*refusal=*/"",

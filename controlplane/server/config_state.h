@@ -61,6 +61,10 @@
 
 namespace sluice::controlplane {
 
+// On a refusal whose change was valid but changes nothing (a canary apply of
+// what is already current): counted as `unchanged`, not as a conflict.
+inline constexpr char kNothingToChangePayload[] = "sluice.dev/nothing-to-change";
+
 // One version of the state; shared, immutable.
 struct Snapshot {
   uint64_t version = 0;

@@ -354,6 +354,13 @@ TEST_F(OperatorAccessTest, RolloutsNeedTheOperatorRoleAndAreAudited) {
   EXPECT_EQ(refused.error_message(),
             "StartRollout needs the operator role; your token 'dash' is a viewer");
   EXPECT_EQ(AppliesLine("ok"), "sluice_control_applies_total{result=\"ok\"} 1");
+  // A canary of what is current changes nothing: counted so, not as a conflict.
+  admin::v1::StartRolloutRequest same = start;
+  same.mutable_resources(0)->mutable_cluster()->mutable_endpoints(0)->set_port(9000);
+  EXPECT_EQ(stub_->StartRollout(As(op).get(), same, &started).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(AppliesLine("unchanged"), "sluice_control_applies_total{result=\"unchanged\"} 1");
+  EXPECT_EQ(AppliesLine("conflict"), "sluice_control_applies_total{result=\"conflict\"} 0");
   grpc::Status status = stub_->StartRollout(As(op).get(), start, &started);
   ASSERT_TRUE(status.ok()) << status.error_message();
   // A canary apply is counted as an apply (before: not at all).
