@@ -140,6 +140,16 @@ std::string ValueTemplate::Render(const http::StreamInfo& info) const {
 }
 
 std::string ValueTemplate::Render(const TemplateContext& context) const {
+  std::string out = RenderRaw(context);
+  // A client certificate subject or a decoded query value could hold bytes
+  // a header must not: each control character but HTAB becomes a space.
+  for (char& c : out) {
+    if (IsFieldValueControl(c)) c = ' ';
+  }
+  return out;
+}
+
+std::string ValueTemplate::RenderRaw(const TemplateContext& context) const {
   if (pieces_.empty()) return {};
   if (pieces_.size() == 1 && pieces_[0].variable == Variable::kNone) return pieces_[0].literal;
   const http::StreamInfo& info = *context.info;
@@ -180,11 +190,6 @@ std::string ValueTemplate::Render(const TemplateContext& context) const {
         }
         break;
     }
-  }
-  // A client certificate subject or a decoded query value could hold bytes
-  // a header must not: each control character but HTAB becomes a space.
-  for (char& c : out) {
-    if (IsFieldValueControl(c)) c = ' ';
   }
   return out;
 }

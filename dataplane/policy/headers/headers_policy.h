@@ -70,10 +70,14 @@ class ValueTemplate {
   // `scope` does not allow.
   static absl::StatusOr<ValueTemplate> Parse(std::string_view text,
                                              const TemplateScope& scope = {});
-  // CR, LF and NUL in the result (from a client certificate subject, a
-  // percent-decoded query value...) become spaces.
+  // For a header field value: control characters but HTAB in the result
+  // (from a client certificate subject, a percent-decoded query value...)
+  // become spaces.
   std::string Render(const http::StreamInfo& info) const;
   std::string Render(const TemplateContext& context) const;
+  // The bytes as they are, for a value its user encodes (a query value is
+  // percent-encoded, a JSON string escaped).
+  std::string RenderRaw(const TemplateContext& context) const;
   // Whether it has no variable (Render gives the same text every time).
   bool literal() const;
 

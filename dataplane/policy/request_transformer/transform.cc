@@ -420,10 +420,11 @@ absl::StatusOr<QueryEdits> QueryEdits::Compile(const EditSpec& spec,
 std::optional<std::string> QueryEdits::Apply(
     std::string_view query, const TemplateContext& context) const {
   if (empty()) return std::nullopt;
+  // As they are: values are percent-encoded into the query.
   auto render = [&](const auto& list) {
     std::vector<std::string> out;
     out.reserve(list.size());
-    for (const auto& entry : list) out.push_back(entry.second.Render(context));
+    for (const auto& entry : list) out.push_back(entry.second.RenderRaw(context));
     return out;
   };
   std::vector<std::string> replace = render(replace_);
@@ -551,8 +552,9 @@ JsonBodyEdits::Values JsonBodyEdits::Render(
   values.reserve(replace_.size() + add_.size());
   for (const auto* list : {&replace_, &add_}) {
     for (const auto& [name, value] : *list) {
+      // As they are: JsonQuote escapes control characters.
       values.push_back(value.literal ? value.json
-                                     : JsonQuote(value.text.Render(context)));
+                                     : JsonQuote(value.text.RenderRaw(context)));
     }
   }
   return values;

@@ -193,6 +193,22 @@ TEST(RequestTransformerTest, DecodedQueryBytesCannotSplitAHeader) {
   EXPECT_EQ(*ex.headers.Get("x-q"), "a  x-evil: 1 ");
 }
 
+// A value that is percent-encoded (a query value) or escaped (a JSON
+// string) keeps the bytes it was given: only header values lose their
+// control characters. Before: a decoded %01 became a space everywhere.
+TEST(RequestTransformerTest, EncodedValuesKeepControlBytes) {
+  auto factory = Compile(R"pb(
+    query { add { name: "copy" value: "%QUERY(q)%" } }
+    body { add { name: "copy" value: "\"%QUERY(q)%\"" } }
+  )pb");
+  Exchange ex("/?q=a%01b%7Fc");
+  ex.headers.Add("content-type", "application/json");
+  ex.body = "{}";
+  ex.Run(*factory);
+  EXPECT_TRUE(absl::StrContains(ex.target(), "copy=a%01b%7Fc")) << ex.target();
+  EXPECT_EQ(ex.body, "{\"copy\":\"a\\u0001b\x7f" "c\"}");
+}
+
 TEST(RequestTransformerTest,
      QueryEditsKeepUntouchedParametersAsSentAndEncodeNewOnes) {
   auto factory = Compile(R"pb(
