@@ -270,7 +270,11 @@ bool ParsePrivateKey(absl::string_view text, PkeyPtr* out, TlsMaterialError* err
   if (type != EVP_PKEY_RSA && type != EVP_PKEY_EC && type != EVP_PKEY_ED25519) {
     const char* name = OBJ_nid2sn(type);
     Fail(error, kKeyField,
-         absl::StrCat("is a", name == nullptr ? "n unknown" : absl::StrCat(" ", name),
+         absl::StrCat("is a",
+                      name == nullptr                      ? "n unknown"
+                      : absl::string_view("AEIOU").find(name[0]) != absl::string_view::npos
+                          ? absl::StrCat("n ", name)
+                          : absl::StrCat(" ", name),
                       " key; RSA, ECDSA and Ed25519 keys are supported"));
     return false;
   }

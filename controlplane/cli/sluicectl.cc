@@ -127,8 +127,10 @@ rollback. While a rollout runs, other changes are refused.
 
 KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
 plural).
+
 get and diff never print a private key: they show "[redacted]" in its place. A Consumer's
 API keys and passwords are stored only as hashes (key_sha256, password_hash).
+
 The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
 --token T (else $SLUICE_TOKEN) authenticates every call (sluice-control
 --require-tokens): viewer tokens may read, operator tokens also change the config,
@@ -154,8 +156,9 @@ std::string CommandUsage(const std::string& command) {
     if (in_entry) absl::StrAppend(&entries, line, "\n");
   }
   if (entries.empty()) return "";
-  std::string usage = absl::StrCat("usage: sluicectl [--server HOST:PORT] ", command, " ...\n\n",
-                                   entries);
+  const bool local = command == "hash-password";  // needs no server
+  std::string usage = absl::StrCat("usage: sluicectl ", local ? "" : "[--server HOST:PORT] ",
+                                   command, " ...\n\n", entries);
   // The paragraphs after the command list that name the command first.
   const std::vector<absl::string_view> paragraphs = absl::StrSplit(kUsage, "\n\n");
   for (size_t i = 2; i < paragraphs.size(); ++i) {
@@ -167,8 +170,10 @@ std::string CommandUsage(const std::string& command) {
       absl::StrAppend(&usage, "\n", p, "\n");
     }
   }
-  absl::StrAppend(&usage,
-                  "\nGlobal flags: --server, --token, --ca, --cert, --key (see sluicectl --help).\n");
+  if (!local) {
+    absl::StrAppend(&usage, "\nGlobal flags: --server, --token, --ca, --cert, --key (see "
+                            "sluicectl --help).\n");
+  }
   return usage;
 }
 
@@ -1467,6 +1472,8 @@ int Run(int argc, char** argv) {
       std::cout << usage;
       return 0;
     }
+    std::cerr << "error: unknown command '" << flags->positional[0] << "'\n" << kUsage;
+    return 2;
   }
   if (flags->switches.count("help") || flags->switches.count("h") ||
       flags->positional.empty()) {

@@ -224,6 +224,13 @@ TEST(ControlPlaneTest, CommandHelpIsTheCommandsOwn) {
   EXPECT_TRUE(absl::StrContains(del.out, "--if-version N")) << del.out;
   EXPECT_TRUE(absl::StrContains(del.out, "KIND is Listener")) << del.out;
   EXPECT_FALSE(absl::StrContains(del.out, "apply -f FILE|DIR")) << del.out;
+  EXPECT_FALSE(absl::StrContains(hash.out, "--server")) << hash.out;  // no server needed
+  EXPECT_FALSE(absl::StrContains(del.out, "The server is")) << del.out;  // told once, in --help
+  auto get = testing::RunCommand({ctl, "get", "--help"});
+  EXPECT_TRUE(absl::StrContains(get.out, "never print a private key")) << get.out;
+  auto bogus = testing::RunCommand({ctl, "bogus", "--help"});
+  EXPECT_EQ(bogus.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bogus.err, "unknown command 'bogus'")) << bogus.err;
   auto all = testing::RunCommand({ctl, "--help"});
   EXPECT_EQ(all.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(all.out, "rollback V")) << all.out;
