@@ -345,8 +345,8 @@ struct Http2ClientCodecAccess {
     std::string reason = std::move(stream->reset_reason);
     if (reason.empty()) {
       if (stream->peer_reset) {
-        reason = absl::StrCat("upstream reset the stream: ",
-                              nghttp2_http2_strerror(code));
+        // The code's name: the callers say who reset what.
+        reason = nghttp2_http2_strerror(code);
       } else if (code == NGHTTP2_REFUSED_STREAM && codec->goaway_received_) {
         reason = absl::StrCat("upstream GOAWAY: stream ", stream_id,
                               " is above its last stream id ",

@@ -378,8 +378,10 @@ class HealthChecker::GrpcProbe : public Probe,
     static constexpr const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
                                              "SERVICE_UNKNOWN"};
     Report(false, absl::StrCat("health status ",
-                               *serving_status < 4 ? kNames[*serving_status]
-                                                   : std::to_string(*serving_status).c_str(),
+                               *serving_status < 4
+                                   ? kNames[*serving_status]
+                                   // An enum is an int32 (a negative one is 10 varint bytes).
+                                   : std::to_string(static_cast<int32_t>(*serving_status)).c_str(),
                                " (expected SERVING)"));
   }
 
