@@ -362,8 +362,9 @@ struct Http2ServerCodecAccess {
     if (it == codec->streams_.end()) return 0;
     Http2ServerCodec::Stream* stream = it->second.get();
     // A stream nghttp2 reset because the client broke the protocol on it.
-    if (error_code != NGHTTP2_NO_ERROR && !stream->reset_by_caller &&
-        !stream->reset_by_codec && !stream->peer_reset) {
+    const bool client_broke_it = error_code != NGHTTP2_NO_ERROR && !stream->reset_by_caller &&
+                                 !stream->reset_by_codec && !stream->peer_reset;
+    if (client_broke_it) {
       if (error_code == NGHTTP2_PROTOCOL_ERROR && !stream->delivered) {
         codec->callbacks_->OnRequestMalformed(stream_id, stream->pseudo, stream->headers);
       }
@@ -373,6 +374,7 @@ struct Http2ServerCodecAccess {
         stream->request_complete && stream->response_end_sent;
     if (stream->delivered && !stream->closed && !completed) {
       stream->closed = true;
+      if (client_broke_it) codec->callbacks_->OnStreamProtocolError(stream_id, error_code);
       codec->callbacks_->OnStreamReset(stream_id, error_code);
     }
     if (codec->found_id_ == stream_id) {

@@ -193,6 +193,11 @@ class Http2ServerCallbacks {
   // `headers` hold what was decoded of it.
   virtual void OnRequestMalformed(int32_t /*stream_id*/, const RequestPseudo& /*pseudo*/,
                                   const HeaderMap& /*headers*/) {}
+  // nghttp2 reset a stream the caller has seen because the client broke
+  // the protocol on it afterwards (DATA past its content-length, a
+  // pseudo-header in trailers, a stream window overrun): called just before
+  // its OnStreamReset.
+  virtual void OnStreamProtocolError(int32_t /*stream_id*/, uint32_t /*error_code*/) {}
 };
 
 class Http2ServerCodec {

@@ -533,6 +533,17 @@ void Http2Session::OnStreamReset(int32_t stream_id, uint32_t error_code) {
   RemoveStream(stream_id);
 }
 
+void Http2Session::OnStreamProtocolError(int32_t stream_id, uint32_t error_code) {
+  Stream* stream = Find(stream_id);
+  if (stream == nullptr) return;
+  // Not a client that gave up: one that broke the protocol (counted and
+  // logged as the malformed requests caught in their head are).
+  worker_.stats().downstream_protocol_errors->Inc();
+  SLUICE_LOG(kDebug, "HTTP/2 stream ", stream_id, " from ", peer_ip_,
+             " broke the protocol, reset with code ", error_code);
+  stream->proxy().SetResponseFlagIfUnset("bad_request");
+}
+
 void Http2Session::OnStreamWritable(int32_t stream_id) {
   if (Stream* stream = Find(stream_id)) stream->proxy().OnDownstreamDrained();
 }

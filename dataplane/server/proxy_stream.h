@@ -184,6 +184,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The client is gone: release the upstream and every count; no sink call
   // follows. Safe to call at any time, more than once.
   void OnDownstreamGone();
+  // Why the exchange ended, for the access log, unless something already
+  // said (a client that broke the protocol: "bad_request").
+  void SetResponseFlagIfUnset(std::string_view flag) {
+    if (active_ && response_flag_.empty()) response_flag_ = flag;
+  }
 
   bool active() const { return active_; }
   bool tunnel() const { return tunnel_; }

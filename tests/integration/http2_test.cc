@@ -58,7 +58,8 @@ class Http2Test : public ::testing::Test {
         "          direct_response: {status: 200, body: direct}\n"
         "        - match: {prefix: /}\n          route: {cluster: web}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
-        ", route_table: main, http: {http2: {max_concurrent_streams: 50}}}\n",
+        ", route_table: main, http: {http2: {max_concurrent_streams: 50}}, access_log: {path: ",
+        dir_, "/access.log}}\n",
         "---\nkind: Listener\nname: tls\nspec: {address: 127.0.0.1, port: ", tls_port_,
         ", route_table: main, tls: {certificates: [cert]}}\n",
         "---\nkind: Listener\nname: h1only\nspec: {address: 127.0.0.1, port: ", h1_only_port_,
@@ -354,6 +355,43 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
     }
   }
   EXPECT_EQ(upstream_.RequestCount(), *before + served);
+}
+
+// A request that breaks the protocol after its head was taken (DATA short
+// of its content-length) is reset with PROTOCOL_ERROR, counted as a protocol
+// error and logged bad_request. Before: logged as a client that left.
+TEST_F(Http2Test, ABodyShortOfItsContentLengthIsAProtocolErrorInTheLog) {
+  const int64_t before = proxy_->Stat("sluice_downstream_protocol_errors_total");
+  int fd = ConnectRaw(plain_port_);
+  ASSERT_GE(fd, 0);
+  const std::string block = Literal(":method", "POST") + Literal(":scheme", "http") +
+                            Literal(":path", "/cl-mismatch") +
+                            Literal(":authority", "a.test") + Literal("content-length", "10") +
+                            Literal("x-request-id", "h2-cl-mismatch");
+  const std::string bytes = kPrefaceAndSettings + Http2Frame(0x1, 0x4, 1, block) +
+                            Http2Frame(0x0, 0x1, 1, "hello");
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  bool closed = false;
+  std::vector<RawFrameIn> frames = ReadFrames(
+      fd, [](const RawFrameIn& f) { return f.type == 0x3 && f.stream_id == 1; }, &closed);
+  close(fd);
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().type, 0x3);
+  EXPECT_EQ(frames.back().payload, std::string("\0\0\0\x01", 4));  // PROTOCOL_ERROR
+  EXPECT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_downstream_protocol_errors_total") == before + 1; },
+      absl::Seconds(5)));
+  std::string line;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        std::ifstream in(dir_ + "/access.log");
+        for (std::string l; std::getline(in, l);) {
+          if (absl::StrContains(l, "h2-cl-mismatch")) line = l;
+        }
+        return !line.empty();
+      },
+      absl::Seconds(5)));
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
 }
 
 // A frame header or header block not received whole within the listener's
