@@ -525,6 +525,15 @@ class HealthChecker::EndpointCheck {
       if (passes_ != nullptr) passes_->Inc();
       ++consecutive_passes_;
       consecutive_failures_ = 0;
+      // A passing check ends an outlier ejection (Envoy's default,
+      // successful_active_health_check_uneject_host): the endpoint answers
+      // again. It ends now, so the times-ejected count decays from here.
+      const int64_t now = NowNanos();
+      int64_t until = state_->ejected_until_ns.load();
+      if (until > now && state_->ejected_until_ns.compare_exchange_strong(until, now)) {
+        SLUICE_LOG(kInfo, "cluster ", cluster_name_, " endpoint ", endpoint_key_,
+                   " is back before its ejection ended: it passed an active health check");
+      }
       if (health == Health::kUnknown) {
         Transition(Health::kHealthy, "first check passed");
       } else if (health == Health::kUnhealthy &&

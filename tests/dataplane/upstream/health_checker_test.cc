@@ -295,6 +295,24 @@ TEST_F(HealthCheckerTest, HttpPassMakesUnknownEndpointHealthyAtOnce) {
   EXPECT_EQ(checker_->active_checks(), 2u);
 }
 
+// A passing check ends an outlier ejection (Envoy's default). Before: the
+// endpoint stayed out until its ejection time was up.
+TEST_F(HealthCheckerTest, APassingCheckEndsAnEjection) {
+  auto upstream = CannedUpstream::Start(kOk);
+  ASSERT_NE(upstream, nullptr);
+  auto state = NewState(Health::kHealthy);
+  const int64_t ejected_until = NowNanos() + absl::ToInt64Nanoseconds(absl::Minutes(10));
+  state->ejected_until_ns.store(ejected_until);
+  state->times_ejected.store(2);
+  HealthCheckConfig hc = HttpCheck();
+  hc.interval = absl::Minutes(10);  // the first check only
+  Update({Cluster("users", upstream->port(), hc, state)});
+  ASSERT_TRUE(WaitFor([&] { return !state->ejected(NowNanos()); }, absl::Seconds(3)));
+  EXPECT_GT(state->ejected_until_ns.load(), 0);  // ended now: the decay runs from here
+  EXPECT_EQ(state->times_ejected.load(), 2u);
+  EXPECT_TRUE(state->usable(NowNanos()));
+}
+
 TEST_F(HealthCheckerTest, StatusOutsideExpectedFails) {
   auto upstream = CannedUpstream::Start(kOk);
   ASSERT_NE(upstream, nullptr);
