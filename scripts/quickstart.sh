@@ -21,7 +21,7 @@ for port in 18000 8080 9001 9002 9003 9901 9902; do
 done
 # The README tour's later listeners: a taken one would only show as the
 # proxies' NACK, so say it now.
-for port in 8443 8090; do
+for port in 8443 8090 8081 8082; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "quickstart: note: port $port is in use; the README's listener on it will be refused" \
          "(sluicectl proxies shows the NACK)" >&2
