@@ -49,8 +49,13 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
   if (listener.max_connection_age > absl::ZeroDuration()) {
     age_timer_ = std::make_unique<event::Timer>(worker.dispatcher(), [this] {
       // Old enough: the next response closes it; an idle one gets a short
-      // grace for a request already on its way, then closes.
+      // grace for a request already on its way, then closes; a WebSocket,
+      // which has no next response, is ended now.
       drain_requested_ = true;
+      if (tunnel_) {
+        EndTunnel("max_connection_age");
+        return;
+      }
       if (idle()) ArmIdleTimer();
     });
     age_timer_->Enable(listener.max_connection_age);
@@ -113,7 +118,20 @@ void DownstreamConnection::OnSnapshotChanged(
       previous->listeners.count(listener_name_)) {
     listener_snapshot_ = previous;
   }
+  // Its listener is gone: a WebSocket, which has no next response to end
+  // it, is ended now (it would run on for as long as its peers talk).
+  if (tunnel_) {
+    EndTunnel("listener_removed");
+    return;
+  }
   StartDrain();
+}
+
+void DownstreamConnection::EndTunnel(std::string_view why) {
+  if (closed_) return;
+  SLUICE_LOG(kDebug, "WebSocket from ", peer_ip_, " ended: ", std::string(why));
+  if (stream_in_use_) stream_->SetResponseFlagIfUnset(why);
+  CloseNow();
 }
 
 void DownstreamConnection::ArmIdleTimer() {

@@ -99,6 +99,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
                           size_t bytes_out);
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
+  // Ends a WebSocket tunnel at once, both sides, `why` in the access log
+  // (its listener was removed, the connection reached max_connection_age).
+  void EndTunnel(std::string_view why);
   void CloseNow();
   // Closes once the output is written (a close the last response said, or
   // a client that half-closed with nothing it sent whole left to answer).

@@ -1898,6 +1898,10 @@ void ProxyStream::OnIdleTimer() {
   SLUICE_LOG(kDebug, tunnel_ ? "WebSocket" : "response", " to ", *peer_ip_, " idle for ",
              absl::FormatDuration(idle_limit_), ": cut");
   if (tunnel_) {
+    // Neither side sent a byte for websocket_idle_timeout: the gateway
+    // ends it (not an upstream's cut).
+    if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+    if (response_flag_.empty()) response_flag_ = "idle_timeout";
     Fail();
     return;
   }
@@ -1990,7 +1994,6 @@ void ProxyStream::OnUpstreamComplete() {
 
 void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) {
   if (!active_) return;
-  upstream_failure_ = why;  // for the access log (the client may be told less)
   if (tunnel_) {
     // The upstream ended the WebSocket: what it sent reaches the client, then
     // the exchange ends (and the client connection with it).
@@ -1999,6 +2002,7 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     Finish();
     return;
   }
+  upstream_failure_ = why;  // for the access log (the client may be told less)
   const upstream::ClusterStats& stats = cluster_->stats;
   if (holding_response_) {
     // Cut while held for the policies: nothing reached the client yet.

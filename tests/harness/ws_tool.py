@@ -14,6 +14,10 @@
   ws_tool.py idle URL SECONDS connects, sends nothing, and prints
                               "closed after X" once the peer closes (at most
                               SECONDS), or "still open"
+  ws_tool.py chat URL SECONDS connects, prints "open", then exchanges a
+                              message every 0.2 s; prints "closed after X"
+                              once the connection ends (at most SECONDS),
+                              or "still open"
 Exit status 0 when the check passed, 1 otherwise.
 """
 import asyncio
@@ -99,6 +103,22 @@ async def idle(url, seconds):
         return 0
 
 
+async def chat(url, seconds):
+    async with websockets.connect(url, open_timeout=10, ping_interval=None) as ws:
+        print("open", flush=True)
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < seconds:
+                await ws.send("tick")
+                await asyncio.wait_for(ws.recv(), 5)
+                await asyncio.sleep(0.2)
+        except (websockets.ConnectionClosed, asyncio.TimeoutError):
+            print(f"closed after {time.monotonic() - start:.2f}")
+            return 0
+        print("still open")
+        return 1
+
+
 def main():
     if len(sys.argv) < 2 or any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(__doc__)
@@ -115,9 +135,10 @@ def main():
         except Exception as e:  # the test prints what went wrong
             print(f"error: {type(e).__name__}: {e}")
             sys.exit(1)
-    elif mode == "idle":
+    elif mode in ("idle", "chat"):
         try:
-            sys.exit(asyncio.run(idle(sys.argv[2], float(sys.argv[3]))))
+            run = idle if mode == "idle" else chat
+            sys.exit(asyncio.run(run(sys.argv[2], float(sys.argv[3]))))
         except Exception as e:
             print(f"error: {type(e).__name__}: {e}")
             sys.exit(1)

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -47,6 +48,7 @@ class WebSocketTest : public ::testing::Test {
     ASSERT_GT(echo_.port(), 0) << echo_.process().Log();
     ASSERT_GT(raw101_.port(), 0) << raw101_.process().Log();
     port_ = PickFreePort();
+    aged_port_ = PickFreePort();
     std::string yaml = absl::StrCat(
         "kind: Cluster\nname: echo\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", echo_.port(),
         "}]\n---\nkind: Cluster\nname: switcher\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
@@ -60,7 +62,9 @@ class WebSocketTest : public ::testing::Test {
         "          route: {cluster: switcher, websocket: true}\n"
         "        - match: {prefix: /switch}\n          route: {cluster: switcher}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
-        ", route_table: main}\n");
+        ", route_table: main, access_log: {path: ", log_, "}}\n",
+        "---\nkind: Listener\nname: aged\nspec: {address: 127.0.0.1, port: ", aged_port_,
+        ", route_table: main, http: {max_connection_age: 1s}}\n");
     std::string path = MakeTempDir("ws-config") + "/config.yaml";
     std::ofstream(path) << yaml;
     auto r = cp_.Ctl({"apply", "-f", path});
@@ -79,6 +83,23 @@ class WebSocketTest : public ::testing::Test {
   PythonPeer raw101_{"raw101"};
   std::unique_ptr<Proxy> proxy_;
   int port_ = 0;
+  int aged_port_ = 0;
+  std::string log_ = MakeTempDir("ws-log") + "/access.log";
+
+  // The access log line whose path is `path`, waiting for the writer.
+  std::string LogLineOf(const std::string& path) {
+    std::string line;
+    WaitFor(
+        [&] {
+          std::ifstream in(log_);
+          for (std::string l; std::getline(in, l);) {
+            if (absl::StrContains(l, "\"path\":\"" + path + "\"")) line = l;
+          }
+          return !line.empty();
+        },
+        absl::Seconds(5));
+    return line;
+  }
 };
 
 TEST_F(WebSocketTest, MessagesFlowBothWaysPastTheRouteTimeout) {
@@ -107,6 +128,8 @@ TEST_F(WebSocketTest, MessagesFlowBothWaysPastTheRouteTimeout) {
       &seconds));
   EXPECT_GE(seconds, 0.0);
   EXPECT_LT(seconds, 1.0);
+  // A tunnel that ended normally is no upstream failure in the log.
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/ws"), "\"upstream_failure\":\"\"")) << LogLineOf("/ws");
 }
 
 TEST_F(WebSocketTest, WithoutTheOptInTheUpgradeIsRemoved) {
@@ -151,6 +174,28 @@ TEST_F(WebSocketTest, AnIdleTunnelIsClosedAfterItsIdleTimeout) {
   ASSERT_TRUE(absl::SimpleAtod(r.out.substr(r.out.find("after ") + 6), &seconds)) << r.out;
   EXPECT_GE(seconds, 0.9) << r.out;
   EXPECT_LT(seconds, 5) << r.out;
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/ws-idle"), "\"response_flag\":\"idle_timeout\""))
+      << LogLineOf("/ws-idle");
+}
+
+// A WebSocket has no next response to end it: when its listener is removed,
+// or its connection reaches max_connection_age, it is ended then. Before:
+// it ran on for as long as its peers talked.
+TEST_F(WebSocketTest, ARemovedListenerOrAnAgedConnectionEndsItsWebSockets) {
+  CommandResult aged = WsTool({"chat", absl::StrCat("ws://127.0.0.1:", aged_port_, "/ws"), "10"});
+  EXPECT_TRUE(absl::StrContains(aged.out, "closed after ")) << aged.out << aged.err;
+
+  CommandResult removed;
+  std::thread chat([&] { removed = WsTool({"chat", Url("/ws"), "10"}); });
+  ASSERT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_downstream_connections_active") >= 1; },
+      absl::Seconds(10)));
+  auto r = cp_.Ctl({"delete", "listener", "public"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  chat.join();
+  EXPECT_TRUE(absl::StrContains(removed.out, "closed after ")) << removed.out << removed.err;
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/ws"), "\"response_flag\":\"listener_removed\""))
+      << LogLineOf("/ws");
 }
 
 }  // namespace
