@@ -580,9 +580,12 @@ bool Http1Parser::ApplyHeaderSemantics() {
         }
         break;
       case 6:
-        if (request && EqualsIgnoreCase(name, "expect") &&
-            EqualsIgnoreCase(value, "100-continue")) {
-          head_.expect_continue = true;
+        // A list (RFC 9110 10.1.1): 100-continue may be one member.
+        if (request && EqualsIgnoreCase(name, "expect")) {
+          ForEachListElement(value, [&](std::string_view member) {
+            if (EqualsIgnoreCase(member, "100-continue")) head_.expect_continue = true;
+            return true;
+          });
         }
         break;
       case 7:

@@ -2,7 +2,10 @@
 
 #include <optional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
 #include "dataplane/server/worker.h"
@@ -496,7 +499,14 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   } else {
     head.body = RequestHead::Body::kStream;
   }
-  head.expect_continue = expect != nullptr && http::EqualsIgnoreCase(*expect, "100-continue");
+  // A list (RFC 9110 10.1.1): 100-continue may be one member.
+  head.expect_continue = false;
+  if (expect != nullptr) {
+    for (absl::string_view member : absl::StrSplit(*expect, ',')) {
+      member = absl::StripAsciiWhitespace(member);
+      if (absl::EqualsIgnoreCase(member, "100-continue")) head.expect_continue = true;
+    }
+  }
   // A new stream, or a reused one that RecycleBatch has reset.
   stream->proxy().Start(head);
   if (end_stream && Find(stream_id) == stream) stream->proxy().OnRequestEnd({});

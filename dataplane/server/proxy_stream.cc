@@ -141,8 +141,11 @@ bool ForwardableTrailer(std::string_view name) {
   for (std::string_view forbidden :
        {"content-length", "host", "content-type", "content-encoding", "content-range",
         "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te",
-        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip",
-        "x-request-id"}) {
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+        "forwarded", "x-real-ip", "x-request-id", "traceparent", "proxy-authorization",
+        // Request modifiers (RFC 9110 6.5.1, 13.1): they bind to the head.
+        "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
+        "range"}) {
     if (http::EqualsIgnoreCase(name, forbidden)) return false;
   }
   return true;
@@ -828,8 +831,13 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   // OPTIONS and TRACE count their hops (RFC 9110 7.6.2): one less goes on.
   const bool counts_hops = head.method == "OPTIONS" || head.method == "TRACE";
   std::string hops_left;
+  bool hops_counted = false;
   for (const http::HeaderField& h : headers) {
     if (counts_hops && http::EqualsIgnoreCase(h.name, "max-forwards")) {
+      // One field (RFC 9110 7.6.2): the first decided (MaxForwardsIsZero);
+      // a second would let the upstream read another count.
+      if (hops_counted) continue;
+      hops_counted = true;
       uint64_t hops = 0;
       if (absl::SimpleAtoi(absl::string_view(h.value.data(), h.value.size()), &hops) &&
           hops > 0) {

@@ -256,7 +256,9 @@ TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {
       "POST /x HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
       "5\r\nhello\r\n0\r\nx-checksum: abc123\r\nauthorization: sneaky\r\n"
       "x-consumer-name: sneaky\r\nX-Anonymous-Consumer: sneaky\r\nx-forwarded-for: sneaky\r\n"
-      "x-request-id: sneaky\r\n\r\n");
+      "x-request-id: sneaky\r\nX-Forwarded-Port: sneaky\r\ntraceparent: sneaky\r\n"
+      "Proxy-Authorization: sneaky\r\nIf-Match: sneaky\r\nIf-None-Match: sneaky\r\n"
+      "Range: sneaky\r\n\r\n");
   EXPECT_NE(reply.find("x-echo-trailer-x-checksum: abc123"), std::string::npos) << reply;
   // Nor may a client pass off what the gateway tells the upstream (the
   // consumer, its address, the request id) as trailers.

@@ -639,6 +639,15 @@ TEST(Http1RequestTest, ExpectContinue) {
     ASSERT_EQ(r2.heads.size(), 1u);
     EXPECT_FALSE(r2.heads[0].expect_continue);
   }
+  // A list (RFC 9110 10.1.1): 100-continue as one member counts.
+  for (const char* input : {"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x-foo\r\n\r\n",
+                            "PUT / HTTP/1.1\r\nHost: a\r\nExpect: x-foo ,100-Continue\r\n\r\n"}) {
+    Recorder r3;
+    Http1Parser p3(Mode::kRequest, &r3);
+    EXPECT_EQ(p3.Feed(input).error, ParseError::kNone);
+    ASSERT_EQ(r3.heads.size(), 1u);
+    EXPECT_TRUE(r3.heads[0].expect_continue) << input;
+  }
 }
 
 TEST(Http1RequestTest, UpgradeRequestPausesParser) {
