@@ -105,6 +105,7 @@ std::string_view ReasonPhrase(int status) {
     // policy's configured status may use any of them.
     case 100: return "Continue";
     case 101: return "Switching Protocols";
+    case 102: return "Processing";
     case 103: return "Early Hints";
     case 200: return "OK";
     case 201: return "Created";

@@ -63,6 +63,7 @@ TEST(ReasonPhraseTest, RegisteredCodesHaveTheirNames) {
   EXPECT_EQ(ReasonPhrase(415), "Unsupported Media Type");
   EXPECT_EQ(ReasonPhrase(451), "Unavailable For Legal Reasons");
   EXPECT_EQ(ReasonPhrase(422), "Unprocessable Content");
+  EXPECT_EQ(ReasonPhrase(102), "Processing");  // RFC 2518: relayed from upstreams
   EXPECT_EQ(ReasonPhrase(103), "Early Hints");
   EXPECT_EQ(ReasonPhrase(207), "Multi-Status");
   EXPECT_EQ(ReasonPhrase(508), "Loop Detected");
