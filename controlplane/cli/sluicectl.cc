@@ -73,8 +73,10 @@ commands:
                                     rounded down, at least one) only; after DURATION of
                                     their traffic it is promoted to every proxy, or the
                                     canaries are rolled back (see "canary rollouts")
-  rollout status [-o table|json]    the running (or last) rollout: canaries, versions,
-                                    time left, the figures so far, the decision
+  rollout status [-o table|json]    the running rollout, or the last one since
+                                    sluice-control started: canaries, versions, time
+                                    left, the figures so far, the decision (an older
+                                    decision is in history)
   rollout promote|abort [-m MSG]    decide the running rollout now (operator role)
   get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
                                     (default), yaml or json
