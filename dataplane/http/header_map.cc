@@ -52,10 +52,21 @@ size_t HeaderMap::Remove(std::string_view name) {
 }
 
 size_t HeaderMap::RemoveOtherCgiSpellings(std::string_view name) {
+  return RemoveOtherCgiSpellings(name, {});
+}
+
+size_t HeaderMap::RemoveOtherCgiSpellings(std::string_view name,
+                                          const std::vector<std::string>& keep) {
   size_t before = fields_.size();
   fields_.erase(std::remove_if(fields_.begin(), fields_.end(),
                                [&](const Field& f) {
-                                 return SameCgiName(f.name, name) && !EqualsIgnoreCase(f.name, name);
+                                 if (!SameCgiName(f.name, name) || EqualsIgnoreCase(f.name, name)) {
+                                   return false;
+                                 }
+                                 return std::none_of(keep.begin(), keep.end(),
+                                                     [&](const std::string& k) {
+                                                       return EqualsIgnoreCase(f.name, k);
+                                                     });
                                }),
                 fields_.end());
   return before - fields_.size();

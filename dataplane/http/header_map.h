@@ -52,6 +52,8 @@ class HeaderMap {
   // Removes every field that is `name` to CGI (SameCgiName) under another
   // spelling (`x_tenant-id` for `x-tenant-id`); returns how many.
   size_t RemoveOtherCgiSpellings(std::string_view name);
+  // The same, keeping the spellings in `keep` too (names other rules check).
+  size_t RemoveOtherCgiSpellings(std::string_view name, const std::vector<std::string>& keep);
 
   const std::vector<Field>& fields() const { return fields_; }
   // The fields as views (valid while the map is unchanged), for the

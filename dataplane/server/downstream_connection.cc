@@ -52,8 +52,9 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       // grace for a request already on its way, then closes; a WebSocket,
       // which has no next response, is ended now.
       drain_requested_ = true;
+      end_tunnel_reason_ = "max_connection_age";  // a WebSocket, now or once it opens
       if (tunnel_) {
-        EndTunnel("max_connection_age");
+        EndTunnel(end_tunnel_reason_);
         return;
       }
       if (idle()) ArmIdleTimer();
@@ -119,19 +120,25 @@ void DownstreamConnection::OnSnapshotChanged(
     listener_snapshot_ = previous;
   }
   // Its listener is gone: a WebSocket, which has no next response to end
-  // it, is ended now (it would run on for as long as its peers talk).
+  // it, is ended now (it would run on for as long as its peers talk), or
+  // right after its 101 when its handshake is under way.
+  end_tunnel_reason_ = "listener_removed";
   if (tunnel_) {
-    EndTunnel("listener_removed");
+    EndTunnel(end_tunnel_reason_);
     return;
   }
   StartDrain();
 }
 
 void DownstreamConnection::EndTunnel(std::string_view why) {
-  if (closed_) return;
+  if (closed_ || closing_) return;
   SLUICE_LOG(kDebug, "WebSocket from ", peer_ip_, " ended: ", std::string(why));
-  if (stream_in_use_) stream_->SetResponseFlagIfUnset(why);
-  CloseNow();
+  if (stream_in_use_) {
+    stream_->SetResponseFlagIfUnset(why);
+    stream_in_use_ = false;
+    stream_->OnDownstreamGone();  // the upstream side closes
+  }
+  CloseOnceWritten();  // what was written (a 101) still goes out
 }
 
 void DownstreamConnection::ArmIdleTimer() {
@@ -145,6 +152,10 @@ void DownstreamConnection::ArmIdleTimer() {
 }
 
 void DownstreamConnection::OnDownstreamTimer() {
+  if (tunnel_ && !end_tunnel_reason_.empty()) {
+    EndTunnel(end_tunnel_reason_);
+    return;
+  }
   if (closed_ || stream_in_use_) return;
   if (closing_) {
     CloseNow();  // the last response was not taken within the idle timeout
@@ -418,6 +429,13 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   }
   out.append("\r\n");
   connection_->Write(out);
+  // A WebSocket opened after its connection was told to end (its listener
+  // removed, its max_connection_age reached while the handshake ran): ended
+  // on the next loop turn, outside the stream's callbacks, once the 101 is out.
+  if (tunnel_ && !end_tunnel_reason_.empty()) {
+    timer_.Set(absl::ZeroDuration());
+    return;
+  }
   // Frames the client sent right behind its upgrade request wait unparsed:
   // hand them over on the next loop turn, outside the stream's callbacks.
   if (tunnel_ && !connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());

@@ -102,6 +102,10 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // Ends a WebSocket tunnel at once, both sides, `why` in the access log
   // (its listener was removed, the connection reached max_connection_age).
   void EndTunnel(std::string_view why);
+  // Set when the connection is told to end (its listener removed, its
+  // max_connection_age reached): a WebSocket it carries, or opens later, is
+  // ended with this as its access log flag.
+  std::string_view end_tunnel_reason_;
   void CloseNow();
   // Closes once the output is written (a close the last response said, or
   // a client that half-closed with nothing it sent whole left to answer).

@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -839,8 +841,12 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
       if (hops_counted) continue;
       hops_counted = true;
       uint64_t hops = 0;
-      if (absl::SimpleAtoi(absl::string_view(h.value.data(), h.value.size()), &hops) &&
-          hops > 0) {
+      const absl::string_view value(h.value.data(), h.value.size());
+      if (value.empty() || !std::all_of(value.begin(), value.end(), absl::ascii_isdigit) ||
+          !absl::SimpleAtoi(value, &hops)) {
+        continue;  // not 1*DIGIT: no count to pass on (the gateway read none)
+      }
+      if (hops > 0) {
         hops_left = std::to_string(hops - 1);
         emit(h.name, hops_left);
         continue;
@@ -2004,7 +2010,13 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   if (!active_) return;
   if (tunnel_) {
     // The upstream ended the WebSocket: what it sent reaches the client, then
-    // the exchange ends (and the client connection with it).
+    // the exchange ends (and the client connection with it). A reset is
+    // logged and counted as one; a close is the tunnel's normal end.
+    if (why != upstream::kTunnelClosed) {
+      upstream_failure_ = why;
+      if (response_flag_.empty()) response_flag_ = "upstream_reset";
+      cluster_->stats.upstream_resets->Inc();
+    }
     ReleaseUpstream(false);
     sink_->EncodeEnd({});
     Finish();

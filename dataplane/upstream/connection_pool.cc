@@ -142,7 +142,12 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     return;
   }
   if (tunnel_) {
-    events_->OnUpstreamFailed(false, false, "closed the tunnel");
+    // A close ends a tunnel normally; a reset is the upstream failing it.
+    events_->OnUpstreamFailed(false, false,
+                              reason == net::CloseReason::kReset
+                                  ? absl::StrCat("reset the tunnel: ",
+                                                 net::ResetReason(connection_->transport(), error))
+                                  : std::string(kTunnelClosed));
     return;
   }
   if (response_started_ && parser_.FinishOnClose() == http::ParseError::kNone && response_done_) {

@@ -28,6 +28,10 @@
 
 namespace sluice::upstream {
 
+// What OnUpstreamFailed says when the upstream closed a tunnel (a WebSocket)
+// normally: its end, not a failure.
+inline constexpr char kTunnelClosed[] = "closed the tunnel";
+
 class ConnectionPool;
 
 // What a request sees of its upstream connection.

@@ -6,7 +6,10 @@
   ws_tool.py raw101           a plain TCP server that answers every request
                               with "101 Switching Protocols" (upgrade:
                               websocket; none for a path with "none", h2c for
-                              one with "h2c"); prints the port
+                              one with "h2c"); for a path with "slow", after
+                              1.5 s, then it keeps the connection 10 s; for one
+                              with "rst", it resets the connection after the
+                              101; prints the port
   ws_tool.py client URL [HOLD] connects, exchanges text and binary messages
                               (up to 1 MiB), keeps the connection HOLD seconds
                               (default 0) and exchanges one more; prints
@@ -23,7 +26,9 @@ Exit status 0 when the check passed, 1 otherwise.
 import asyncio
 import os
 import socket
+import struct
 import sys
+import threading
 import time
 
 import websockets
@@ -47,21 +52,31 @@ def raw101():
     print(f"listening on {listener.getsockname()[1]}", flush=True)
     while True:
         conn, _ = listener.accept()
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        line = data.split(b"\r\n", 1)[0]
-        upgrade = b"upgrade: websocket\r\n"
-        if b"none" in line:
-            upgrade = b""
-        elif b"h2c" in line:
-            upgrade = b"upgrade: h2c\r\n"
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade +
-                     b"connection: upgrade\r\n\r\n")
-        conn.close()
+        threading.Thread(target=answer101, args=(conn,), daemon=True).start()
+
+
+def answer101(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    line = data.split(b"\r\n", 1)[0]
+    upgrade = b"upgrade: websocket\r\n"
+    if b"none" in line:
+        upgrade = b""
+    elif b"h2c" in line:
+        upgrade = b"upgrade: h2c\r\n"
+    if b"slow" in line:
+        time.sleep(1.5)
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade +
+                 b"connection: upgrade\r\n\r\n")
+    if b"slow" in line:
+        time.sleep(10)
+    if b"rst" in line:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
 
 
 async def client(url, hold):

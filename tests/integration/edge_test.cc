@@ -668,6 +668,10 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
   // upstream read another count than the gateway did).
   r = send("TRACE /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 5\r\nMax-Forwards: 0\r\n\r\n");
   EXPECT_TRUE(absl::StrContains(r, "x-echo-max-forwards: 4\r\n")) << r;
+  // Not 1*DIGIT: no count the gateway read, none goes on.
+  r = send("OPTIONS /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0, 3\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(r, "OPTIONS /mf")) << r;
+  EXPECT_FALSE(absl::StrContains(r, "x-echo-max-forwards")) << r;
   r = send("GET /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0\r\n\r\n");
   EXPECT_TRUE(absl::StrContains(r, "x-echo-max-forwards: 0")) << r;  // only OPTIONS, TRACE
   EXPECT_TRUE(absl::StartsWith(send("GET * HTTP/1.1\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));

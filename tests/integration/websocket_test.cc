@@ -198,5 +198,34 @@ TEST_F(WebSocketTest, ARemovedListenerOrAnAgedConnectionEndsItsWebSockets) {
       << LogLineOf("/ws");
 }
 
+// A connection that reaches its max_connection_age while its WebSocket
+// handshake waits for the upstream: the tunnel is ended right after its
+// 101 (the upstream here would keep it 10 s). Before: it ran on.
+TEST_F(WebSocketTest, AHandshakeUnderWayWhenTheConnectionAgesEndsAfterIts101) {
+  const std::string upgrade =
+      "GET /switch-ws-slow HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\n"
+      "upgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "sec-websocket-version: 13\r\n\r\n";
+  const absl::Time start = absl::Now();
+  std::string reply =
+      SendRaw(absl::StrCat("127.0.0.1:", aged_port_), upgrade, absl::Seconds(15));
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 101")) << reply;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6)) << reply;
+}
+
+// An upstream that resets a WebSocket is logged and counted as a reset; one
+// that closes it is its normal end.
+TEST_F(WebSocketTest, AnUpstreamResetOfATunnelIsLoggedAsOne) {
+  const std::string upgrade =
+      "GET /switch-ws-rst HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\n"
+      "upgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "sec-websocket-version: 13\r\n\r\n";
+  std::string reply = SendRaw(absl::StrCat("127.0.0.1:", port_), upgrade, absl::Seconds(10));
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 101")) << reply;
+  const std::string line = LogLineOf("/switch-ws-rst");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_reset\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"upstream_failure\":\"reset the tunnel: ")) << line;
+}
+
 }  // namespace
 }  // namespace sluice::testing

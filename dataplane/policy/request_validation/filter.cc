@@ -27,8 +27,10 @@ namespace {
 
 struct ParameterRule {
   std::string name;
-  // Headers: other spellings of the name (x_tenant for x-tenant) are removed.
+  // Headers: other spellings of the name (x_tenant for x-tenant) are
+  // removed, but for those other rules check (other_checked).
   bool remove_other_spellings = false;
+  std::vector<std::string> other_checked;
   bool required = false;
   std::unique_ptr<RE2> pattern;  // nullptr: any value
 };
@@ -72,7 +74,9 @@ class RequestValidationFilter : public http::Filter {
     for (const ParameterRule& rule : settings_.headers) {
       // CGI, WSGI, Rack and PHP read `x_tenant` as `x-tenant`: a field the
       // rule did not check must not reach the upstream under that spelling.
-      if (rule.remove_other_spellings) headers.RemoveOtherCgiSpellings(rule.name);
+      if (rule.remove_other_spellings) {
+        headers.RemoveOtherCgiSpellings(rule.name, rule.other_checked);
+      }
       bool present = false;
       for (const http::HeaderMap::Field& f : headers.fields()) {
         if (!absl::EqualsIgnoreCase(f.name, rule.name)) continue;
@@ -209,11 +213,12 @@ class RequestValidationPolicyFactory : public PolicyFactory {
     s.headers = std::move(*headers);
     for (ParameterRule& rule : s.headers) {
       if (rule.name.find_first_of("-_") == std::string::npos) continue;
-      // Unless a rule checks another spelling itself.
-      rule.remove_other_spellings =
-          std::none_of(s.headers.begin(), s.headers.end(), [&](const auto& other) {
-            return &other != &rule && http::SameCgiName(other.name, rule.name);
-          });
+      rule.remove_other_spellings = true;
+      for (const ParameterRule& other : s.headers) {
+        if (&other != &rule && http::SameCgiName(other.name, rule.name)) {
+          rule.other_checked.push_back(other.name);
+        }
+      }
     }
     auto query = CompileRules(config.query_parameters());
     if (!query.ok()) return query.status();

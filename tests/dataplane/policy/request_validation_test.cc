@@ -510,6 +510,25 @@ TEST(RequestValidationTest, HeaderRules) {
   EXPECT_EQ(optional.Head(*factory), http::FilterStatus::kContinue);
 }
 
+// Every spelling CGI reads as a checked name is removed but the ones rules
+// check themselves. Before: with rules on two spellings, a third passed.
+TEST(RequestValidationTest, OtherSpellingsOfCheckedNamesAreRemoved) {
+  v1::RequestValidationConfig config;
+  AddRule(config.mutable_headers(), "x-tenant-id", false, "t[0-9]+");
+  AddRule(config.mutable_headers(), "x_tenant_id", false, "t[0-9]+");
+  auto factory = Compile(config);
+  ASSERT_NE(factory, nullptr);
+  Request r;
+  r.headers.Add("x-tenant-id", "t1");
+  r.headers.Add("x_tenant_id", "t2");
+  r.headers.Add("x-tenant_id", "evil1");
+  r.headers.Add("X_Tenant-Id", "evil2");
+  EXPECT_EQ(r.Head(*factory), http::FilterStatus::kContinue);
+  ASSERT_EQ(r.headers.size(), 2u);
+  EXPECT_EQ(r.headers.fields()[0].name, "x-tenant-id");
+  EXPECT_EQ(r.headers.fields()[1].name, "x_tenant_id");
+}
+
 TEST(RequestValidationTest, QueryRulesSeeDecodedValuesOfEveryOccurrence) {
   v1::RequestValidationConfig config;
   AddRule(config.mutable_query_parameters(), "page", true, "[0-9]+");
