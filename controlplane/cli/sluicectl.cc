@@ -1468,6 +1468,11 @@ int Run(int argc, char** argv) {
   if (auto it = flags->values.find("message"); it != flags->values.end()) {
     flags->values["m"] = it->second;
   }
+  // `sluicectl help [COMMAND]`, as git and kubectl take it.
+  if (!flags->positional.empty() && flags->positional[0] == "help") {
+    flags->positional.erase(flags->positional.begin());
+    flags->switches.insert("help");
+  }
   if ((flags->switches.count("help") || flags->switches.count("h")) &&
       !flags->positional.empty()) {
     if (std::string usage = CommandUsage(flags->positional[0]); !usage.empty()) {

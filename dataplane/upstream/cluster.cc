@@ -192,6 +192,8 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
                                                      : api::kDefaultMaxEjectionTime;
     o.max_ejection_percent = od.has_max_ejection_percent() ? od.max_ejection_percent().value()
                                                            : api::kDefaultMaxEjectionPercent;
+    o.uneject_on_health_check_pass = !od.has_successful_active_health_check_uneject_host() ||
+                                     od.successful_active_health_check_uneject_host().value();
   }
   const auto& cb = cluster.circuit_breakers();
   info->breakers = {OrDefault(cb.max_connections(), api::kDefaultMaxConnections),

@@ -65,6 +65,8 @@ struct OutlierConfig {
   absl::Duration base_ejection_time;
   absl::Duration max_ejection_time;
   uint32_t max_ejection_percent = 10;
+  // A passing active health check ends an ejection.
+  bool uneject_on_health_check_pass = true;
 };
 
 // How long an endpoint must go without an ejection for the count that

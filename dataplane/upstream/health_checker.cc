@@ -435,6 +435,7 @@ class HealthChecker::EndpointCheck {
   void Configure(const ClusterInfo& cluster, const EndpointInfo& endpoint) {
     SLUICE_CHECK(endpoint.state != nullptr);
     config_ = cluster.health_check;
+    uneject_on_pass_ = cluster.outlier.uneject_on_health_check_pass;
     transport_ = cluster.transport;
     state_ = endpoint.state;
     address_ = endpoint.address;
@@ -530,7 +531,8 @@ class HealthChecker::EndpointCheck {
       // again. It ends now, so the times-ejected count decays from here.
       const int64_t now = NowNanos();
       int64_t until = state_->ejected_until_ns.load();
-      if (until > now && state_->ejected_until_ns.compare_exchange_strong(until, now)) {
+      if (uneject_on_pass_ && until > now &&
+          state_->ejected_until_ns.compare_exchange_strong(until, now)) {
         SLUICE_LOG(kInfo, "cluster ", cluster_name_, " endpoint ", endpoint_key_,
                    " is back before its ejection ended: it passed an active health check");
       }
@@ -579,6 +581,7 @@ class HealthChecker::EndpointCheck {
   net::Address address_;
   std::string request_;  // HTTP: the request; gRPC: the request message; TCP: empty
   stats::Counter* passes_ = nullptr;
+  bool uneject_on_pass_ = true;
   stats::Counter* failures_ = nullptr;
   uint32_t consecutive_passes_ = 0;
   uint32_t consecutive_failures_ = 0;

@@ -228,6 +228,9 @@ TEST(ControlPlaneTest, CommandHelpIsTheCommandsOwn) {
   EXPECT_FALSE(absl::StrContains(del.out, "The server is")) << del.out;  // told once, in --help
   auto get = testing::RunCommand({ctl, "get", "--help"});
   EXPECT_TRUE(absl::StrContains(get.out, "never print a private key")) << get.out;
+  auto help_get = testing::RunCommand({ctl, "help", "get"});
+  EXPECT_EQ(help_get.exit_code, 0) << help_get.err;
+  EXPECT_EQ(help_get.out, get.out);
   auto bogus = testing::RunCommand({ctl, "bogus", "--help"});
   EXPECT_EQ(bogus.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(bogus.err, "unknown command 'bogus'")) << bogus.err;

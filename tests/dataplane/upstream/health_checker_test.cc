@@ -311,6 +311,17 @@ TEST_F(HealthCheckerTest, APassingCheckEndsAnEjection) {
   EXPECT_GT(state->ejected_until_ns.load(), 0);  // ended now: the decay runs from here
   EXPECT_EQ(state->times_ejected.load(), 2u);
   EXPECT_TRUE(state->usable(NowNanos()));
+
+  // successful_active_health_check_uneject_host: false keeps it out.
+  auto kept = NewState(Health::kHealthy);
+  kept->ejected_until_ns.store(ejected_until);
+  auto cluster = std::const_pointer_cast<ClusterInfo>(
+      Cluster("orders", upstream->port(), hc, kept));
+  cluster->outlier.uneject_on_health_check_pass = false;
+  const uint64_t passes = Passes("orders");
+  Update({Cluster("users", upstream->port(), hc, state), cluster});
+  ASSERT_TRUE(WaitFor([&] { return Passes("orders") > passes; }, absl::Seconds(3)));
+  EXPECT_TRUE(kept->ejected(NowNanos()));
 }
 
 TEST_F(HealthCheckerTest, StatusOutsideExpectedFails) {
