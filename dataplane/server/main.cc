@@ -76,7 +76,9 @@ constexpr char kUsage[] =
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
     "                      with the token in FILE (one line) on every path but /ready\n";
 
-constexpr char kBuildVersion[] = "sluice-proxy 0.1";
+constexpr char kVersion[] = "0.1";
+// What the proxy tells the control plane it is (its node's build_version).
+const std::string kBuildVersion = absl::StrCat("sluice-proxy ", kVersion);
 
 // For a build on glibc's allocator (--config=asan; the proxy otherwise
 // links tcmalloc, whose mallopt does nothing): glibc gives the free memory
@@ -120,7 +122,8 @@ class ProxyServer {
                     "When this proxy last applied a config version (Unix time).");
     last_apply_ = store_.GetGauge("sluice_config_last_apply_timestamp_seconds");
     store_.Describe("sluice_build_info", "1, labelled with this proxy's build.");
-    store_.GetGauge("sluice_build_info", absl::StrCat("version=", stats::LabelValue(kBuildVersion)))
+    // The version alone, as sluice_control_build_info has it.
+    store_.GetGauge("sluice_build_info", absl::StrCat("version=", stats::LabelValue(kVersion)))
         ->Set(1);
     for (int i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<server::Worker>(i, proxy_stats_));
