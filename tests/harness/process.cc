@@ -78,10 +78,15 @@ Process::~Process() {
 
 std::optional<std::string> Process::WaitForLogLine(const std::string& needle,
                                                    absl::Duration timeout) const {
+  return WaitForFileLine(log_path_, needle, timeout);
+}
+
+std::optional<std::string> WaitForFileLine(const std::string& path, const std::string& needle,
+                                           absl::Duration timeout) {
   std::optional<std::string> found;
   WaitFor(
       [&] {
-        for (absl::string_view line : absl::StrSplit(Log(), '\n')) {
+        for (absl::string_view line : absl::StrSplit(ReadFile(path), '\n')) {
           if (line.find(needle) != absl::string_view::npos) {
             found = std::string(line);
             return true;

@@ -36,6 +36,11 @@ std::string WriteFile(const std::string& dir, const std::string& name, const std
 template <typename F>
 bool WaitFor(F condition, absl::Duration timeout);
 
+// The first line of the file at `path` that contains `needle` (an access
+// log line, say), waiting up to `timeout` for it to be written.
+std::optional<std::string> WaitForFileLine(const std::string& path, const std::string& needle,
+                                           absl::Duration timeout);
+
 class Process {
  public:
   // Starts `binary` with `args`; stdout and stderr go to `log_path`.

@@ -381,16 +381,8 @@ TEST_F(Http2Test, ABodyShortOfItsContentLengthIsAProtocolErrorInTheLog) {
   EXPECT_TRUE(WaitFor(
       [&] { return proxy_->Stat("sluice_downstream_protocol_errors_total") == before + 1; },
       absl::Seconds(5)));
-  std::string line;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        std::ifstream in(dir_ + "/access.log");
-        for (std::string l; std::getline(in, l);) {
-          if (absl::StrContains(l, "h2-cl-mismatch")) line = l;
-        }
-        return !line.empty();
-      },
-      absl::Seconds(5)));
+  const std::string line =
+      WaitForFileLine(dir_ + "/access.log", "h2-cl-mismatch", absl::Seconds(5)).value_or("");
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
 }
 

@@ -214,14 +214,12 @@ TEST_F(UpstreamTlsTest, UntrustedUpstreamIsA502NamingTheVerificationFailure) {
   }
   EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"wrong-ca\"}"), 2);
   // The operator reads why in the access log (before: only the client did).
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        return absl::StrContains(ReadFile(access_log_),
-                                 "\"upstream_failure\":\"connect failed: TLS handshake: "
-                                 "certificate verify failed: unable to get local issuer "
-                                 "certificate\"");
-      },
-      absl::Seconds(5)))
+  EXPECT_TRUE(WaitForFileLine(access_log_,
+                              "\"upstream_failure\":\"connect failed: TLS handshake: "
+                              "certificate verify failed: unable to get local issuer "
+                              "certificate\"",
+                              absl::Seconds(5))
+                  .has_value())
       << ReadFile(access_log_);
   // Gateway failures for outlier detection, like a refused connect.
   EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"wrong-ca\"}"), 1);

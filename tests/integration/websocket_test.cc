@@ -88,17 +88,7 @@ class WebSocketTest : public ::testing::Test {
 
   // The access log line whose path is `path`, waiting for the writer.
   std::string LogLineOf(const std::string& path) {
-    std::string line;
-    WaitFor(
-        [&] {
-          std::ifstream in(log_);
-          for (std::string l; std::getline(in, l);) {
-            if (absl::StrContains(l, "\"path\":\"" + path + "\"")) line = l;
-          }
-          return !line.empty();
-        },
-        absl::Seconds(5));
-    return line;
+    return WaitForFileLine(log_, "\"path\":\"" + path + "\"", absl::Seconds(5)).value_or("");
   }
 };
 
