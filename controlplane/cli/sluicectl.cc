@@ -55,6 +55,7 @@
 #include "common/pem_file.h"
 #include "controlplane/cli/yaml_loader.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/grpcpp.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
@@ -953,9 +954,11 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context 
 }
 
 absl::StatusOr<admin::v1::GetVersionResponse> FetchVersion(
-    admin::v1::AdminService::Stub& stub, uint64_t version, grpc::Status* status) {
+    admin::v1::AdminService::Stub& stub, uint64_t version, grpc::Status* status,
+    uint64_t compare_with = 0) {
   admin::v1::GetVersionRequest request;
   request.set_version(version);
+  request.set_compare_with(compare_with);
   admin::v1::GetVersionResponse response;
   *status = stub.GetVersion(Context().get(), request, &response);
   if (!status->ok()) return absl::UnknownError(status->error_message());
@@ -974,18 +977,27 @@ int Diff(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   api::ResourceMap content[2];
   uint64_t resolved[2];
+  // The server names what changed from the full content (the second fetch
+  // compares with the first): the redacted copies cannot show a key change.
+  std::set<api::ResourceId> changed;
   for (int k = 0; k < 2; ++k) {
     grpc::Status status;
-    auto got = FetchVersion(stub, versions[k], &status);
+    auto got = FetchVersion(stub, versions[k], &status, k == 1 ? resolved[0] : 0);
     if (!got.ok()) return RpcFail(status, server);
     resolved[k] = got->version();
     for (auto r : got->resources()) {
       api::RedactSecrets(&r);  // the server redacts too
       content[k][api::IdOf(r)] = std::move(r);
     }
+    // (A server from before compare_with names none: the content decides.)
+    for (const auto& key : got->changed()) changed.emplace(key.kind(), key.name());
   }
   std::cout << "from version " << resolved[0] << " to version " << resolved[1] << ":\n";
-  api::StateDiff diff = api::ComputeDiff(content[0], content[1]);
+  api::StateDiff diff = api::ComputeDiff(
+      content[0], content[1],
+      [&](const api::ResourceId& id, const api::Resource& a, const api::Resource& b) {
+        return changed.count(id) == 0 && google::protobuf::util::MessageDifferencer::Equals(a, b);
+      });
   for (const auto& id : diff.added) std::cout << "+ " << api::Describe(id) << "\n";
   for (const auto& id : diff.removed) std::cout << "- " << api::Describe(id) << "\n";
   for (const auto& id : diff.changed) {

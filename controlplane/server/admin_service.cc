@@ -364,6 +364,16 @@ grpc::Status AdminServiceImpl::GetVersion(grpc::ServerContext* context,
     content = std::move(*kept);
   }
   response->set_version(version);
+  if (request->compare_with() != 0) {
+    // Decided on the full content: a change only to a key is one too.
+    absl::StatusOr<api::ResourceMap> other = history->ContentAt(request->compare_with());
+    if (!other.ok()) return ToGrpcStatus(absl::NotFoundError(other.status().message()));
+    for (const api::ResourceId& id : api::ComputeDiff(*other, content).changed) {
+      config::v1::ResourceKey* key = response->add_changed();
+      key->set_kind(id.first);
+      key->set_name(id.second);
+    }
+  }
   for (auto& [id, resource] : content) {
     api::Resource* out = response->add_resources();
     *out = std::move(resource);

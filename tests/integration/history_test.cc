@@ -225,5 +225,34 @@ TEST_F(HistoryTest, DiffSeparatesHunks) {
   EXPECT_FALSE(absl::StrContains(r.out, "/r5}")) << r.out;  // far from both
 }
 
+// A change only to a redacted field (an HS256 key) is a change in the
+// diff: the control plane compares the full content, the output stays
+// redacted on both sides.
+TEST_F(HistoryTest, DiffShowsAChangeOnlyToARedactedKey) {
+  auto table = [&](char fill) {
+    return absl::StrCat(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n        - match: {prefix: /}\n          direct_response: {status: 200}\n"
+        "          policies:\n            - name: jwt\n              typed_config:\n"
+        "                algorithms: [HS256]\n                jwks: '{\"keys\": [{\"kty\": \"oct\", "
+        "\"k\": \"",
+        std::string(43, fill), "\"}]}'\n");
+  };
+  ASSERT_EQ(Apply(table('A')).exit_code, 0);
+  ASSERT_EQ(Apply(table('g')).exit_code, 0);
+  CommandResult r = cp_.Ctl({"diff", "1", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "~ RouteTable \"main\"\n    (only redacted fields differ)"))
+      << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "0 added, 1 changed, 0 removed")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, std::string(43, 'g'))) << r.out;
+  // The current version (diff V1 alone) is compared the same way.
+  r = cp_.Ctl({"diff", "1"});
+  EXPECT_TRUE(absl::StrContains(r.out, "0 added, 1 changed, 0 removed")) << r.out;
+  // Unchanged when both sides are one version.
+  r = cp_.Ctl({"diff", "2", "2"});
+  EXPECT_TRUE(absl::StrContains(r.out, "0 added, 0 changed, 0 removed")) << r.out;
+}
+
 }  // namespace
 }  // namespace sluice::testing
