@@ -111,6 +111,8 @@ struct Settings {
   int64_t default_ttl_seconds = 0;
   uint64_t max_object_bytes = kDefaultMaxObjectBytes;
   std::vector<std::string> query_params;  // sorted
+  // The same, for the entries (purges compare KeyedPath with it).
+  std::shared_ptr<const std::vector<std::string>> entry_query_params;
   std::vector<std::string> key_headers;   // lower case, sorted
   bool key_consumer = true;
   bool cache_set_cookie = false;
@@ -380,25 +382,6 @@ class CacheFilter : public http::Filter {
     return key;
   }
 
-  // A query parameter's name as sent (percent-encoded, `+` for a space, as
-  // frameworks decode it) is `name`: `%70age` is `page`.
-  static bool QueryNameIs(std::string_view sent, std::string_view name) {
-    size_t n = 0;
-    for (size_t i = 0; i < sent.size(); ++i, ++n) {
-      char c = sent[i];
-      if (c == '+') {
-        c = ' ';
-      } else if (c == '%' && i + 2 < sent.size() && absl::ascii_isxdigit(sent[i + 1]) &&
-                 absl::ascii_isxdigit(sent[i + 2])) {
-        auto hex = [](char h) { return absl::ascii_isdigit(h) ? h - '0' : (h | 0x20) - 'a' + 10; };
-        c = static_cast<char>(hex(sent[i + 1]) * 16 + hex(sent[i + 2]));
-        i += 2;
-      }
-      if (n >= name.size() || name[n] != c) return false;
-    }
-    return n == name.size();
-  }
-
   // The request's host without its port.
   static std::string_view HostOf(const http::HeaderMap& headers) {
     std::string_view host;
@@ -503,6 +486,10 @@ class CacheFilter : public http::Filter {
       return;
     }
     upstream_ = true;
+    // RFC 9111 4.2.3: request_time is when the request that gets the
+    // response goes upstream, not when this one began to wait (the wait
+    // would count in the stored entry's Age).
+    request_time_ = s_.clock();
     // The request goes as it is (no conditionals added); the stale entry it
     // found stays, to answer an upstream failure (stale-if-error) as it
     // would have for the filler.
@@ -611,6 +598,7 @@ class CacheFilter : public http::Filter {
     entry->route = route_;
     entry->host = host_;
     entry->path.assign(path_view_.data(), path_view_.size());
+    entry->query_params = s_.entry_query_params;
     return entry;
   }
 
@@ -765,6 +753,7 @@ class CachePolicyFactory : public PolicyFactory {
     s.query_params.assign(config.query_params().begin(),
                           config.query_params().end());
     std::sort(s.query_params.begin(), s.query_params.end());
+    s.entry_query_params = std::make_shared<const std::vector<std::string>>(s.query_params);
     for (const std::string& h : config.key_headers()) {
       s.key_headers.push_back(absl::AsciiStrToLower(h));
     }

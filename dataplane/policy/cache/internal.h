@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "dataplane/policy/cache/cache_config.pb.h"
 
@@ -42,6 +44,17 @@ Clock CurrentClock();
 // version) with the same identity share entries; any change of the policy
 // starts from an empty cache for it.
 std::string StateIdentity(const v1::CacheConfig& config);
+
+// A query parameter's name as sent (percent-encoded, `+` for a space, as
+// frameworks decode it) is `name`: `%70age` is `page`.
+bool QueryNameIs(std::string_view sent, std::string_view name);
+
+// The path and query as the cache key holds them: the path, then the whole
+// query, or with `query_params` (sorted) only those parameters, by name
+// (`/a?sort=x&page=2&utm=y` with [page, sort] is `/a?page=2&sort=x`); no
+// `?` when nothing is left. What `cache purge --path` compares.
+std::string KeyedPath(std::string_view path_and_query,
+                      const std::vector<std::string>& query_params);
 
 }  // namespace sluice::policy::cache
 

@@ -156,6 +156,7 @@ std::shared_ptr<const Entry> ResponseStore::Lookup(
   if (i < 0) return nullptr;
   Variant& v = it->second.variants[i];
   shard.lru.splice(shard.lru.begin(), shard.lru, v.lru);
+  v.lru->used = use_clock_.fetch_add(1);
   return v.entry;
 }
 
@@ -204,7 +205,7 @@ void ResponseStore::Insert(std::string_view key,
       }
     }
     for (auto& w : waiters) w->Resolve(entry);
-    EvictOverBudget(std::hash<std::string_view>()(key) % shards_.size());  // a lowered budget
+    EvictOverBudget();  // a lowered budget
     return;
   }
   {
@@ -227,7 +228,7 @@ void ResponseStore::Insert(std::string_view key,
         break;
       }
     }
-    shard.lru.push_front({&it->first, &slot, entry.get()});
+    shard.lru.push_front({&it->first, &slot, entry.get(), use_clock_.fetch_add(1)});
     AddBytes(static_cast<int64_t>(entry->bytes), 1);
     slot.variants.push_back({entry, shard.lru.begin()});
     slot.refresh_until = 0;
@@ -238,7 +239,7 @@ void ResponseStore::Insert(std::string_view key,
     }
   }
   for (auto& w : waiters) w->Resolve(entry);
-  EvictOverBudget(std::hash<std::string_view>()(key) % shards_.size());
+  EvictOverBudget();
 }
 
 void ResponseStore::EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until) {
@@ -310,24 +311,37 @@ void ResponseStore::RemoveVariant(Shard& shard, const std::string& key,
   }
 }
 
-void ResponseStore::EvictOverBudget(size_t first_shard) {
-  for (size_t n = 0; n < shards_.size() && bytes_.load() > budget_.load();
-       ++n) {
-    Shard& shard = *shards_[(first_shard + n) % shards_.size()];
-    absl::MutexLock lock(&shard.mu);
-    while (bytes_.load() > budget_.load() && !shard.lru.empty()) {
-      LruItem item = shard.lru.back();
-      Slot& slot = *item.slot;
-      for (size_t i = 0; i < slot.variants.size(); ++i) {
-        if (slot.variants[i].entry.get() == item.entry) {
-          std::string key = *item.key;  // the slot (and its key) may go
-          RemoveVariant(shard, key, slot, i);
-          break;
-        }
+void ResponseStore::EvictOverBudget() {
+  while (bytes_.load() > budget_.load()) {
+    // The least recently used entry of the whole store: the oldest of the
+    // shards' oldest. (Evicting from the inserting shard first would drop
+    // its hot entries, down to the one just stored, while colder ones
+    // elsewhere stay.)
+    Shard* oldest = nullptr;
+    uint64_t oldest_use = 0;
+    for (auto& shard_ptr : shards_) {
+      absl::MutexLock lock(&shard_ptr->mu);
+      if (shard_ptr->lru.empty()) continue;
+      const uint64_t used = shard_ptr->lru.back().used;
+      if (oldest == nullptr || used < oldest_use) {
+        oldest = shard_ptr.get();
+        oldest_use = used;
       }
-      evictions_.fetch_add(1);
-      if (stats::Counter* c = evictions_counter_.load()) c->Inc();
     }
+    if (oldest == nullptr) return;
+    absl::MutexLock lock(&oldest->mu);
+    if (oldest->lru.empty()) continue;  // another thread evicted it meanwhile
+    LruItem item = oldest->lru.back();
+    Slot& slot = *item.slot;
+    for (size_t i = 0; i < slot.variants.size(); ++i) {
+      if (slot.variants[i].entry.get() == item.entry) {
+        std::string key = *item.key;  // the slot (and its key) may go
+        RemoveVariant(*oldest, key, slot, i);
+        break;
+      }
+    }
+    evictions_.fetch_add(1);
+    if (stats::Counter* c = evictions_counter_.load()) c->Inc();
   }
 }
 
@@ -370,7 +384,12 @@ uint64_t ResponseStore::Purge(const sluice::cache::PurgeSelector& selector) {
             (selector.route.empty() || e.route == selector.route) &&
             (selector.host.empty() || EqualsIgnoreCase(e.host, selector.host));
         if (!selector.path.empty()) {
-          match = match && e.path == selector.path;
+          // One key: the selector as the entry's key holds a path and query
+          // (its query_params only, in their order), not the spelling the
+          // request that filled it happened to use.
+          static const std::vector<std::string> kWholeQuery;
+          const std::vector<std::string>& names = e.query_params ? *e.query_params : kWholeQuery;
+          match = match && KeyedPath(e.path, names) == KeyedPath(selector.path, names);
         } else if (!selector.prefix.empty()) {
           match = match && absl::StartsWith(e.path, selector.prefix);
         }

@@ -5,8 +5,8 @@
 // Entries are immutable and reference-counted: a response being served
 // stays whole when it is replaced, evicted or purged meanwhile. They are
 // kept in shards (a mutex each) by key; a key may hold several variants
-// (Vary). The store holds a byte budget with LRU eviction (least recently
-// used first, within the shard being written, then the others), and
+// (Vary). The store holds a byte budget with LRU eviction (the least
+// recently used entry of the whole store first), and
 // coalesces misses: the first request of a key to go upstream is its
 // filler; others wait (Waiter) until the filler stores the response
 // (they get it) or gives up (they go upstream), bounded by a deadline a
@@ -55,6 +55,8 @@ struct Entry {
   std::string route;
   std::string host;  // lower case, no port
   std::string path;  // path and query as requested
+  // The policy's query_params (KeyedPath of `path` is what the key holds).
+  std::shared_ptr<const std::vector<std::string>> query_params;
   int status = 200;
   // The end-to-end fields as stored: without hop-by-hop and framing
   // fields, Age, Set-Cookie and X-Cache-Status; with a Date.
@@ -220,6 +222,7 @@ class ResponseStore {
     const std::string* key;
     Slot* slot;
     const Entry* entry;
+    uint64_t used;  // use_clock_ when stored or last looked up
   };
   struct Variant {
     std::shared_ptr<const Entry> entry;
@@ -245,7 +248,9 @@ class ResponseStore {
   // Removes one variant; erases the slot when nothing is left in it.
   void RemoveVariant(Shard& shard, const std::string& key, Slot& slot,
                      size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  void EvictOverBudget(size_t first_shard);
+  // Evicts the store's least recently used entries (use_clock_ orders
+  // them across shards) until it is within the budget.
+  void EvictOverBudget();
   void AddBytes(int64_t bytes, int64_t entries);
   static int FindVariant(const Slot& slot, const http::HeaderMap& request);
 
@@ -255,6 +260,7 @@ class ResponseStore {
   std::atomic<int64_t> entries_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> next_token_{1};
+  std::atomic<uint64_t> use_clock_{1};
   std::atomic<stats::Gauge*> bytes_gauge_{nullptr};
   std::atomic<stats::Gauge*> entries_gauge_{nullptr};
   std::atomic<stats::Counter*> evictions_counter_{nullptr};

@@ -1002,6 +1002,13 @@ TEST_F(CacheTest, LockTimeoutSendsTheWaiterUpstream) {
   // The filler's later response resolves nobody twice.
   filler.Respond(200, Fresh(60), "late");
   EXPECT_FALSE(waiter.callbacks.RunPosted(1, absl::Milliseconds(20)));
+  // The waiter's own request went upstream at the timeout: its response's
+  // age counts from then, not from when it began to wait (RFC 9111 4.2.3).
+  Advance(1);
+  waiter.Respond(200, Fresh(60), "waited");
+  Served served = FromCache(*factory);
+  EXPECT_EQ(served.body, "waited");
+  EXPECT_EQ(served.age, "1");
 }
 
 TEST_F(CacheTest, FiveHundredConcurrentClientsOneUpstreamRequest) {
@@ -1089,6 +1096,49 @@ TEST_F(CacheTest, LruEvictionUnderTheBudget) {
   EXPECT_EQ(held->body.size(), 1000u);
 }
 
+// Over the budget, the least recently used entries of the whole store go,
+// whatever their shard: never the entry just stored while it fits, nor a
+// recently used one because it shares the new entry's shard.
+TEST_F(CacheTest, EvictionTakesTheStoresLeastRecentlyUsedAcrossShards) {
+  ResponseStore store(ResponseStore::kShards, uint64_t{1} << 30);
+  auto ns = store.Acquire("test");
+  http::HeaderMap request;
+  auto make = [&](const std::string& name, size_t body) {
+    auto e = std::make_shared<Entry>();
+    e->path = name;
+    e->body = std::string(body, 'x');
+    e->lifetime = 60 * kSecond;
+    e->Account(ns->prefix().size() + name.size());
+    return e;
+  };
+  uint64_t small = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto e = make("s" + std::to_string(i), 1000);
+    small = e->bytes;
+    store.Insert(ns->prefix() + "s" + std::to_string(i), e, 0);
+  }
+  store.SetBudget(200 * small + 100);
+  // The newest half is used again: the oldest half is what may go.
+  for (int i = 100; i < 200; ++i) {
+    ASSERT_NE(store.Lookup(ns->prefix() + "s" + std::to_string(i), request), nullptr);
+  }
+  auto big = make("big", 30 * 1000);
+  store.Insert(ns->prefix() + "big", big, 0);
+  EXPECT_NE(store.Lookup(ns->prefix() + "big", request), nullptr);  // stored
+  EXPECT_LE(store.bytes(), 200 * small + 100);
+  for (int i = 100; i < 200; ++i) {
+    EXPECT_NE(store.Lookup(ns->prefix() + "s" + std::to_string(i), request), nullptr) << i;
+  }
+  // What went is the oldest: s0, s1, ..., as many as make room for it.
+  const uint64_t needed = (big->bytes - 100 + small - 1) / small;
+  int gone = 0;
+  while (gone < 100 && store.Lookup(ns->prefix() + "s" + std::to_string(gone), request) == nullptr) {
+    ++gone;
+  }
+  EXPECT_EQ(static_cast<uint64_t>(gone), needed);
+  EXPECT_EQ(store.evictions(), needed);
+}
+
 TEST_F(CacheTest, ObjectOverMaxObjectBytesPassesThrough) {
   v1::CacheConfig config;
   config.set_max_object_bytes(10);
@@ -1124,6 +1174,28 @@ TEST_F(CacheTest, PurgeByRoutePrefixAndPath) {
   EXPECT_EQ(FromCache(*factory, {}, "/b/1").status, "Hit");
   EXPECT_EQ(Purge("items", "", "", ""), 1u);
   EXPECT_EQ(ResponseStore::Global().entries(), 0);
+}
+
+// --path names one key: the path and query as the key holds them, not the
+// spelling of the request that filled it.
+TEST_F(CacheTest, PurgeByPathComparesWhatTheKeyHolds) {
+  v1::CacheConfig config;
+  config.add_query_params("sort");
+  config.add_query_params("page");
+  auto keyed = Compile(config);
+  Fill(*keyed, 200, Fresh(60), "x", {}, "/kh/q3?sort=a&page=1&utm=x");
+  EXPECT_EQ(Purge("", "", "/kh/q3?page=2&sort=a", ""), 0u);
+  EXPECT_EQ(Purge("", "", "/kh/q3?page=1", ""), 0u);
+  EXPECT_EQ(Purge("", "", "/kh/q3?page=1&sort=a", ""), 1u);
+  EXPECT_EQ(FromCache(*keyed, {}, "/kh/q3?sort=a&page=1").status, "<upstream>");
+  // Without query_params the whole query counts; an empty one is none.
+  auto whole = Compile();
+  Fill(*whole, 200, Fresh(60), "x", {}, "/c/pg?");
+  EXPECT_EQ(Purge("", "", "/c/pg?a=1", ""), 0u);
+  EXPECT_EQ(Purge("", "", "/c/pg", ""), 1u);
+  EXPECT_EQ(KeyedPath("/a?b=1&a=2&a=3&c", {"a", "c"}), "/a?a=2&a=3&c");
+  EXPECT_EQ(KeyedPath("/a?%70age=1", {"page"}), "/a?page=1");
+  EXPECT_EQ(KeyedPath("/a?x=1", {"page"}), "/a");
 }
 
 TEST_F(CacheTest, EntriesFollowThePolicyIdentity) {
