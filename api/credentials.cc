@@ -182,8 +182,9 @@ void SealCredentials(config::v1::Resource* resource,
   config::v1::BasicAuthCredential* basic = consumer->mutable_basic_auth();
   const std::string& password = basic->password();
   if (password.empty() || !basic->password_hash().empty() ||
-      password.size() > kMaxPasswordBytes || password == kRedactedText) {
-    return;
+      password.size() > kMaxPasswordBytes || password == kRedactedText ||
+      HasControlCharacter(password)) {
+    return;  // left for validation to refuse
   }
   std::string hash;
   if (previous != nullptr && previous->has_consumer() &&

@@ -81,6 +81,15 @@ bool ValidApiKeyText(std::string_view key);
 void SealCredentials(config::v1::Resource* resource,
                      const config::v1::Resource* previous);
 
+// Whether `text` has a control character (0x00-0x1F or 0x7F), which RFC
+// 7617 2 forbids in a Basic user-id and password.
+inline bool HasControlCharacter(std::string_view text) {
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
 }  // namespace sluice::api
 
 #endif  // SLUICE_API_CREDENTIALS_H_

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "google/protobuf/any.pb.h"
@@ -39,6 +40,11 @@ class PolicyValidator {
   // kRedactedText (api/resource.h) for what is shown to people: sluicectl
   // get, the admin API's Get and List, /config_dump. Default: none.
   virtual void Redact(google::protobuf::Message* config) const {}
+  // The Consumers `config` names, as (field, consumer name): an
+  // authentication policy's `anonymous`. The control plane refuses an apply
+  // or a delete that leaves one naming no Consumer. Default: none.
+  virtual void ConsumerReferences(const google::protobuf::Message& config,
+                                  std::vector<std::pair<std::string, std::string>>* refs) const {}
 };
 
 // Called from static initializers. Aborts on a duplicate name.

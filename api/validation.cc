@@ -22,6 +22,7 @@
 #include "api/policy_registry.h"
 #include "api/tls_material.h"
 #include "common/log.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "re2/re2.h"
 
 namespace sluice::api {
@@ -556,6 +557,10 @@ void ValidateBasicAuth(const config::v1::BasicAuthCredential& basic, ErrorSink& 
   } else if (password.size() > kMaxPasswordBytes) {
     sink.Add("basic_auth.password", absl::StrCat("is ", password.size(), " bytes; at most ",
                                                  kMaxPasswordBytes));
+  } else if (HasControlCharacter(password)) {
+    // Not quoted, as every password.
+    sink.Add("basic_auth.password",
+             "may not contain control characters (RFC 7617: no client could send it)");
   } else if (!hash.empty()) {
     if (absl::StatusOr<ParsedPasswordHash> parsed = ParsePasswordHash(hash); !parsed.ok()) {
       sink.Add("basic_auth.password_hash", std::string(parsed.status().message()));
@@ -1623,6 +1628,50 @@ std::vector<ValidationError> ValidateChange(const ResourceMap& state, const Conf
 
 absl::Status CheckChange(const ResourceMap& state, const ConfigChange& change) {
   return ToStatus(ValidateChange(state, change));
+}
+
+void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
+                             std::vector<ValidationError>* errors) {
+  std::set<std::string> removed;  // Consumers the change deletes
+  for (const auto& [id, resource] : base) {
+    if (id.first == config::v1::CONSUMER && next.count(id) == 0) removed.insert(id.second);
+  }
+  for (const auto& [id, resource] : next) {
+    if (!resource.has_route_table()) continue;
+    auto stored = base.find(id);
+    const bool changed =
+        stored == base.end() ||
+        !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource);
+    if (!changed && removed.empty()) continue;
+    ErrorSink sink(id, errors);
+    auto check = [&](const google::protobuf::RepeatedPtrField<config::v1::TypedExtensionConfig>& list,
+                     const std::string& at) {
+      for (int p = 0; p < list.size(); ++p) {
+        const PolicyValidator* validator = FindPolicyValidator(list[p].name());
+        if (validator == nullptr) continue;
+        std::string error;
+        auto config = UnpackPolicyConfig(*validator, list[p].typed_config(), &error);
+        if (config == nullptr) continue;  // ValidateResource says why
+        std::vector<std::pair<std::string, std::string>> refs;
+        validator->ConsumerReferences(*config, &refs);
+        for (const auto& [field, name] : refs) {
+          if (next.count({config::v1::CONSUMER, name}) > 0) continue;
+          if (!changed && removed.count(name) == 0) continue;  // not this change's doing
+          sink.Add(absl::StrCat(Index(at, p), ".typed_config.", field),
+                   absl::StrCat("refers to Consumer \"", name, "\", which does not exist"));
+        }
+      }
+    };
+    const RouteTable& table = resource.route_table();
+    for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+      const std::string vhost = Index("virtual_hosts", v);
+      check(table.virtual_hosts(v).policies(), Join(vhost, "policies"));
+      for (int r = 0; r < table.virtual_hosts(v).routes_size(); ++r) {
+        check(table.virtual_hosts(v).routes(r).policies(),
+              Join(Index(Join(vhost, "routes"), r), "policies"));
+      }
+    }
+  }
 }
 
 }  // namespace sluice::api

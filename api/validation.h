@@ -116,6 +116,16 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // Appends to `errors`.
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors);
 
+// A rule between resources that earlier builds did not check, so it is run
+// on the change only (as ValidateNewContent): a policy's reference to a
+// Consumer (an authentication policy's `anonymous`) must name one that
+// `next` has. Checked in route tables that `next` adds or changes from
+// `base`, and in every route table of `next` that names a Consumer `base`
+// has and `next` has not (a delete). Appends to `errors`, on the route
+// table, with the policy's field.
+void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
+                             std::vector<ValidationError>* errors);
+
 // Every per-resource rule plus the rules across resources: references to
 // unknown route tables, clusters and Secrets (or Secrets of the wrong type),
 // listeners that conflict on an address (two listeners whose node_groups are

@@ -528,6 +528,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     }
   }
   std::vector<api::ValidationError> errors = api::ValidateState(next, nullptr, &applied);
+  api::CheckConsumerReferences(next, base->resources, &errors);
   errors.insert(errors.end(), std::make_move_iterator(apply_time_errors.begin()),
                 std::make_move_iterator(apply_time_errors.end()));
   if (absl::Status status = api::ToStatus(errors); !status.ok()) {

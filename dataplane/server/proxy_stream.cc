@@ -262,6 +262,7 @@ void ProxyStream::Reset() {
   upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
   response_streamed_ = false;
   grpc_ = false;
+  grpc_reply_type_ = "application/grpc";
   grpc_timeout_ = absl::InfiniteDuration();
   grpc_reset_status_ = -1;
   status_ = attempts_ = 0;
@@ -332,6 +333,11 @@ void ProxyStream::Start(const RequestHead& request) {
       traceparent = traceparent == nullptr ? &h : traceparent;
     } else if (http::EqualsIgnoreCase(h.name, "content-type")) {
       grpc_ = h.value.substr(0, 16) == "application/grpc";
+      // A gRPC-Web client reads the gateway's errors in a reply of its own
+      // type (application/grpc would be a protocol error to it).
+      grpc_reply_type_ = !grpc_ || h.value.substr(16, 4) != "-web" ? "application/grpc"
+                         : h.value.substr(20, 5) == "-text" ? "application/grpc-web-text+proto"
+                                                            : "application/grpc-web+proto";
     } else if (http::EqualsIgnoreCase(h.name, "grpc-timeout")) {
       if (!ParseGrpcTimeout(h.value, &grpc_timeout_)) grpc_timeout_ = absl::InfiniteDuration();
     } else if (http::EqualsIgnoreCase(h.name, "te")) {
@@ -2182,7 +2188,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     std::string grpc_status =
         std::to_string(grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(status));
     response_fields_.clear();
-    response_fields_.push_back({"content-type", "application/grpc"});
+    response_fields_.push_back({"content-type", grpc_reply_type_});
     response_fields_.push_back({"grpc-status", grpc_status});
     response_fields_.push_back({"grpc-message", scratch_});
     response_fields_.push_back({"x-request-id", request_id_});

@@ -390,6 +390,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool upstream_no_body_ = false;  // the response has no body (HEAD, 204, 304)
   bool response_streamed_ = false;  // its length is not declared (chunked, DATA frames)
   bool grpc_ = false;  // content-type application/grpc: gateway errors are gRPC statuses
+  // Their content-type: application/grpc, or grpc-web(-text)+proto for a
+  // gRPC-Web client.
+  std::string_view grpc_reply_type_ = "application/grpc";
   absl::Duration grpc_timeout_ = absl::InfiniteDuration();  // the client's grpc-timeout
   // The gRPC status for the upstream's RST_STREAM code (gRPC's HTTP/2 error
   // mapping: CANCEL is CANCELLED...), used instead of the HTTP status's

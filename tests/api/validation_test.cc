@@ -1044,6 +1044,11 @@ TEST(ValidationTest, ConsumerBasicAuth) {
          "Consumer \"alice\": basic_auth: set one of password and password_hash, not both");
   expect(absl::StrCat(R"(username: "alice" password: ")", std::string(1025, 'p'), R"(")"),
          "Consumer \"alice\": basic_auth.password: is 1025 bytes; at most 1024");
+  for (const char* password : {R"(s3\ncret)", R"(s3\000cret)", R"(s3\177cret)"}) {
+    expect(absl::StrCat(R"(username: "alice" password: ")", password, R"(")"),
+           "Consumer \"alice\": basic_auth.password: may not contain control characters "
+           "(RFC 7617: no client could send it)");
+  }
   expect(R"(username: "alice" password: "[redacted]")",
          "Consumer \"alice\": basic_auth.password: is \"[redacted]\", what sluicectl get and the "
          "admin API show in place of a credential: give the password itself");

@@ -165,6 +165,39 @@ TEST(ControlPlaneTest, InvalidApplyChangesNothing) {
   EXPECT_NE(cp.Ctl({"get"}).out.find("version 1"), std::string::npos);
 }
 
+// An authentication policy's `anonymous` names a Consumer: an apply that
+// names none, or a delete that takes it away, is refused with the route's
+// field (it answered 500 to every caller without credentials).
+TEST(ControlPlaneTest, AnAnonymousConsumerIsAReference) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok());
+  auto table = [](const std::string& policy, const std::string& anonymous) {
+    return "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+           "    routes:\n    - match: {prefix: /}\n      direct_response: {status: 200}\n"
+           "      policies:\n      - name: " + policy + "\n        typed_config: {anonymous: " +
+           anonymous + "}\n";
+  };
+  const std::string guest = "kind: Consumer\nname: guest\nspec: {}\n";
+  for (const std::string policy : {"key-auth", "basic-auth"}) {
+    auto r = cp.Ctl({"apply", "--dry-run", "-f", WriteFile(table(policy, "nosuch"))});
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_TRUE(absl::StrContains(r.err, "RouteTable \"main\": virtual_hosts[0].routes[0]."
+                                         "policies[0].typed_config.anonymous: refers to "
+                                         "Consumer \"nosuch\", which does not exist"))
+        << r.err;
+  }
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(guest + "---\n" + table("key-auth", "guest"))})
+                .exit_code, 0);
+  auto r = cp.Ctl({"delete", "consumer", "guest"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "typed_config.anonymous: refers to Consumer \"guest\""))
+      << r.err;
+  EXPECT_EQ(cp.Ctl({"get", "consumer", "guest"}).exit_code, 0);
+  // Once no policy names it, it goes.
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(table("key-auth", "''"))}).exit_code, 0);
+  EXPECT_EQ(cp.Ctl({"delete", "consumer", "guest"}).exit_code, 0);
+}
+
 // The rollout's flags without --canary are refused, not ignored; a resource
 // defined twice is reported at its second document.
 TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {

@@ -309,6 +309,21 @@ TEST_F(GrpcTest, TheGatewaysGrpcErrorIsFramedOverHttp1) {
   EXPECT_TRUE(absl::StrContains(reply, "content-length: 0\r\n")) << reply;
   // The pipelined request was answered on the same connection.
   EXPECT_TRUE(absl::StrContains(reply, "HTTP/1.1 404")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "content-type: application/grpc\r\n")) << reply;
+  // A gRPC-Web client gets its own content-type (application/grpc is a
+  // protocol error to it).
+  for (const auto& [sent, answered] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"application/grpc-web+proto", "application/grpc-web+proto"},
+           {"application/grpc-web", "application/grpc-web+proto"},
+           {"application/grpc-web-text", "application/grpc-web-text+proto"}}) {
+    reply = SendRaw(absl::StrCat("127.0.0.1:", plain_port_),
+                    absl::StrCat("POST /x HTTP/1.1\r\nHost: dead.test\r\ncontent-type: ", sent,
+                                 "\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"),
+                    absl::Seconds(10));
+    EXPECT_TRUE(absl::StrContains(reply, "grpc-status: 14")) << reply;
+    EXPECT_TRUE(absl::StrContains(reply, "content-type: " + answered + "\r\n")) << sent << reply;
+  }
 }
 
 TEST_F(GrpcTest, RouteTimeoutIsDeadlineExceeded) {

@@ -17,6 +17,11 @@ class BasicAuthValidator : public api::PolicyValidator {
   const google::protobuf::Descriptor* config_type() const override {
     return v1::BasicAuthConfig::descriptor();
   }
+  void ConsumerReferences(const google::protobuf::Message& message,
+                          std::vector<std::pair<std::string, std::string>>* refs) const override {
+    const auto& config = static_cast<const v1::BasicAuthConfig&>(message);
+    if (!config.anonymous().empty()) refs->emplace_back("anonymous", config.anonymous());
+  }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::BasicAuthConfig&>(message);

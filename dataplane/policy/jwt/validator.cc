@@ -85,6 +85,11 @@ class JwtValidator : public api::PolicyValidator {
       config->set_jwks(jwks);
     }
   }
+  void ConsumerReferences(const google::protobuf::Message& message,
+                          std::vector<std::pair<std::string, std::string>>* refs) const override {
+    const auto& config = static_cast<const v1::JwtConfig&>(message);
+    if (!config.anonymous().empty()) refs->emplace_back("anonymous", config.anonymous());
+  }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::JwtConfig&>(message);

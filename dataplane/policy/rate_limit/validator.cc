@@ -176,8 +176,9 @@ class RateLimitValidator : public api::PolicyValidator {
     for (char c : header) token = token && IsTokenChar(c);
     if (has_header && !token) {
       errors->push_back(
-          {"header_name", absl::StrCat("required with HEADER in key: 1..", kMaxNameLength,
-                                       " header-name characters, got \"", header, "\"")});
+          {"header_name",
+           absl::StrCat(header.empty() ? "required with HEADER in key: " : "", "1..",
+                        kMaxNameLength, " header-name characters, got \"", header, "\"")});
     } else if (!has_header && !header.empty()) {
       errors->push_back({"header_name", "set, but key has no HEADER part"});
     }

@@ -160,9 +160,12 @@ TEST_F(RateLimitTest, ConfigRulesNameTheField) {
   EXPECT_EQ(e.message, "CONSUMER is listed twice");
   e = only(Config("", {{5, v1::Limit::MINUTE}}, {v1::RateLimitConfig::HEADER}));
   EXPECT_EQ(e.field, "header_name");
+  EXPECT_EQ(e.message, "required with HEADER in key: 1..64 header-name characters, got \"\"");
   auto config = Config("", {{5, v1::Limit::MINUTE}}, {v1::RateLimitConfig::HEADER});
   config.set_header_name("x tenant");
   EXPECT_EQ(only(config).field, "header_name");
+  // Given but wrong: not "required".
+  EXPECT_EQ(only(config).message, "1..64 header-name characters, got \"x tenant\"");
   config.set_header_name("x-tenant");
   EXPECT_TRUE(Errors(config).empty());
   config = Config("", {{5, v1::Limit::MINUTE}});
