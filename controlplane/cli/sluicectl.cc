@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -1174,16 +1175,29 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
         response.proxies_size(), reporting, response.current_version(), rps,
         requests ? 100.0 * static_cast<double>(errors) / static_cast<double>(requests) : 0.0,
         p99, connections);
-    std::cout << absl::StrFormat("%-20s %-16s %-24s %9s %6s %9s\n", "ROUTE TABLE",
-                                 "VIRTUAL HOST", "ROUTE", "RPS", "5XX%", "P99(ms)");
-    for (size_t i = 0; i < sorted.size() && i < 10; ++i) {
+    // Names a proxy reported: escaped, so that they cannot move the cursor
+    // or forge a row; the columns as wide as the longest shown (as in
+    // `proxies`), at least the header's width.
+    const size_t shown = std::min<size_t>(sorted.size(), 10);
+    std::vector<std::array<std::string, 3>> names(shown);
+    int widths[3] = {20, 16, 24};
+    for (size_t i = 0; i < shown; ++i) {
+      names[i] = {Printable(std::get<0>(sorted[i].first)),
+                  std::get<1>(sorted[i].first).empty() ? "-"
+                                                       : Printable(std::get<1>(sorted[i].first)),
+                  Printable(std::get<2>(sorted[i].first))};
+      for (int c = 0; c < 3; ++c) {
+        widths[c] = std::max(widths[c], static_cast<int>(names[i][c].size()));
+      }
+    }
+    std::cout << absl::StrFormat("%-*s %-*s %-*s %9s %6s %9s\n", widths[0], "ROUTE TABLE",
+                                 widths[1], "VIRTUAL HOST", widths[2], "ROUTE", "RPS", "5XX%",
+                                 "P99(ms)");
+    for (size_t i = 0; i < shown; ++i) {
       const Route& r = sorted[i].second;
       std::cout << absl::StrFormat(
-          // Names a proxy reported: escaped, so that they cannot move the
-          // cursor or forge a row.
-          "%-20s %-16s %-24s %9.1f %6.2f %9.2f\n", Printable(std::get<0>(sorted[i].first)),
-          std::get<1>(sorted[i].first).empty() ? "-" : Printable(std::get<1>(sorted[i].first)),
-          Printable(std::get<2>(sorted[i].first)), r.rps,
+          "%-*s %-*s %-*s %9.1f %6.2f %9.2f\n", widths[0], names[i][0], widths[1], names[i][1],
+          widths[2], names[i][2], r.rps,
           r.requests ? 100.0 * static_cast<double>(r.errors) / static_cast<double>(r.requests)
                      : 0.0,
           r.p99);
@@ -1487,6 +1501,10 @@ int Run(int argc, char** argv) {
   }
   if ((flags->switches.count("help") || flags->switches.count("h")) &&
       !flags->positional.empty()) {
+    if (flags->positional[0] == "help") {  // `help help`: the whole list
+      std::cout << kUsage;
+      return 0;
+    }
     if (std::string usage = CommandUsage(flags->positional[0]); !usage.empty()) {
       std::cout << usage;
       return 0;

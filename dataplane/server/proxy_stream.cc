@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <limits>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -819,14 +820,29 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
   h2_request_.field_count = h2_fields_.size();
 }
 
+namespace {
+
+// A Max-Forwards value (RFC 9110 7.6.2: 1*DIGIT): false when it is not one.
+// A count past what 64 bits hold is the largest they do (the forwarded
+// value is the lesser of the received one less one and what the recipient
+// supports).
+bool ParseMaxForwards(std::string_view value, uint64_t* hops) {
+  if (value.empty() || !std::all_of(value.begin(), value.end(), absl::ascii_isdigit)) {
+    return false;
+  }
+  if (!absl::SimpleAtoi(absl::string_view(value.data(), value.size()), hops)) {
+    *hops = std::numeric_limits<uint64_t>::max();
+  }
+  return true;
+}
+
+}  // namespace
+
 bool ProxyStream::MaxForwardsIsZero(const RequestHead& head) {
   if (head.method != "OPTIONS" && head.method != "TRACE") return false;
   const http::HeaderField* max_forwards = http::FindHeader(*head.headers, "max-forwards");
   uint64_t hops = 0;
-  return max_forwards != nullptr &&
-         absl::SimpleAtoi(absl::string_view(max_forwards->value.data(), max_forwards->value.size()),
-                          &hops) &&
-         hops == 0;
+  return max_forwards != nullptr && ParseMaxForwards(max_forwards->value, &hops) && hops == 0;
 }
 
 template <typename Emit>
@@ -847,9 +863,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
       if (hops_counted) continue;
       hops_counted = true;
       uint64_t hops = 0;
-      const absl::string_view value(h.value.data(), h.value.size());
-      if (value.empty() || !std::all_of(value.begin(), value.end(), absl::ascii_isdigit) ||
-          !absl::SimpleAtoi(value, &hops)) {
+      if (!ParseMaxForwards(h.value, &hops)) {
         continue;  // not 1*DIGIT: no count to pass on (the gateway read none)
       }
       if (hops > 0) {

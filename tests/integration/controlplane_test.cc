@@ -259,6 +259,9 @@ TEST(ControlPlaneTest, CommandHelpIsTheCommandsOwn) {
   EXPECT_FALSE(absl::StrContains(del.out, "apply -f FILE|DIR")) << del.out;
   EXPECT_FALSE(absl::StrContains(hash.out, "--server")) << hash.out;  // no server needed
   EXPECT_FALSE(absl::StrContains(del.out, "The server is")) << del.out;  // told once, in --help
+  auto help = testing::RunCommand({ctl, "help", "help"});
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  EXPECT_TRUE(absl::StrContains(help.out, "rollback V")) << help.out;
   auto get = testing::RunCommand({ctl, "get", "--help"});
   EXPECT_TRUE(absl::StrContains(get.out, "never print a private key")) << get.out;
   auto help_get = testing::RunCommand({ctl, "help", "get"});

@@ -672,6 +672,13 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
   r = send("OPTIONS /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0, 3\r\n\r\n");
   EXPECT_TRUE(absl::StrContains(r, "OPTIONS /mf")) << r;
   EXPECT_FALSE(absl::StrContains(r, "x-echo-max-forwards")) << r;
+  // "+0" is not 1*DIGIT either: not answered here as a zero.
+  r = send("OPTIONS /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: +0\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(r, "OPTIONS /mf")) << r;
+  EXPECT_FALSE(absl::StrContains(r, "x-echo-max-forwards")) << r;
+  // A count past 64 bits goes on as the largest they hold, not dropped.
+  r = send("OPTIONS /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 99999999999999999999999\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(r, "x-echo-max-forwards: 18446744073709551614\r\n")) << r;
   r = send("GET /mf HTTP/1.1\r\nHost: edge\r\nMax-Forwards: 0\r\n\r\n");
   EXPECT_TRUE(absl::StrContains(r, "x-echo-max-forwards: 0")) << r;  // only OPTIONS, TRACE
   EXPECT_TRUE(absl::StartsWith(send("GET * HTTP/1.1\r\nHost: edge\r\n\r\n"), "HTTP/1.1 400"));

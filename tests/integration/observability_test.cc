@@ -354,7 +354,8 @@ TEST_F(ObservabilityTest, TheReportKeepsSameNamedRoutesApartAndCountsEveryAnswer
       "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
       "    - name: one\n      domains: [one.test]\n      routes:\n"
       "        - name: same\n          match: {prefix: /}\n          route: {cluster: web}\n"
-      "    - name: two\n      domains: [two.test]\n      routes:\n"
+      "    - name: two-with-a-name-longer-than-its-column\n      domains: [two.test]\n"
+      "      routes:\n"
       "        - name: same\n          match: {prefix: /}\n          route: {cluster: web}\n");
   ASSERT_EQ(cp_.Ctl({"apply", "-f", WriteFile(dir_, "same.yaml", yaml)}).exit_code, 0);
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
@@ -368,12 +369,26 @@ TEST_F(ObservabilityTest, TheReportKeepsSameNamedRoutesApartAndCountsEveryAnswer
         }
         json = cp_.Ctl({"proxies", "-o", "json"}).out;
         return absl::StrContains(json, "\"virtual_host\":\"one\"") &&
-               absl::StrContains(json, "\"virtual_host\":\"two\"") &&
+               absl::StrContains(json, "\"virtual_host\":\"two-with-a-name-longer-than-its-column\"") &&
                absl::StrContains(json, "\"responses_5xx\"") &&
                absl::StrContains(json, "\"responses_4xx\"");
       },
       absl::Seconds(15));
   EXPECT_TRUE(seen) << json;
+  // `top` widens its columns to the longest name: every row's RPS figure
+  // ends where the header's RPS does.
+  CommandResult top = cp_.Ctl({"top", "--once"});
+  ASSERT_EQ(top.exit_code, 0) << top.err;
+  std::vector<std::string> lines = absl::StrSplit(top.out, '\n', absl::SkipEmpty());
+  size_t header = 0;
+  while (header < lines.size() && !absl::StartsWith(lines[header], "ROUTE TABLE")) ++header;
+  ASSERT_LT(header + 2, lines.size()) << top.out;
+  const size_t rps_end = lines[header].find("RPS") + 3;
+  for (size_t i = header + 1; i < lines.size(); ++i) {
+    ASSERT_GT(lines[i].size(), rps_end) << top.out;
+    EXPECT_NE(lines[i][rps_end - 1], ' ') << top.out;
+    EXPECT_EQ(lines[i][rps_end], ' ') << top.out;
+  }
 }
 
 // A cache answer made from the upstream's 304 (Revalidated) logs how long the
