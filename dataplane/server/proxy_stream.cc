@@ -716,7 +716,7 @@ void ProxyStream::Route(const RequestHead& request) {
   }
   if (cluster_->protocol == upstream::UpstreamProtocol::kHttp2) {
     if (head.expect_continue && has_body_) sink_->EncodeContinue();
-    StartRouteTimer();
+    StartRequestTimers();
     ConnectUpstream();
     return;
   }
@@ -743,13 +743,26 @@ void ProxyStream::Route(const RequestHead& request) {
   }
   out.append("\r\n");
   if (head.expect_continue && has_body_) sink_->EncodeContinue();
-  StartRouteTimer();
+  StartRequestTimers();
   ConnectUpstream();
 }
 
 bool ProxyStream::GrpcTimeoutBinds() const {
   return grpc_timeout_ < absl::InfiniteDuration() &&
          (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout);
+}
+
+void ProxyStream::StartRequestTimers() {
+  // The route timeout is the upstream's time to answer: it starts once the
+  // whole request is in (Envoy's), not while a client still uploads, and a
+  // slow or stalled upload never counts against the endpoint. Until then
+  // the route's idle_timeout bounds a body that stalls (408). A gRPC
+  // call's timeout is a deadline on the whole call.
+  if (grpc_ || request_complete_) {
+    StartRouteTimer();
+    return;
+  }
+  StartIdleTimer(route_->idle_timeout);
 }
 
 void ProxyStream::StartRouteTimer() {
@@ -1688,6 +1701,13 @@ void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   }
   if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters({}, true)) return;
   request_complete_ = true;
+  if (!grpc_ && !tunnel_ && !response_started_ && cluster_ != nullptr && !route_timer_.set()) {
+    // The upload is done: the upstream's time to answer begins (the idle
+    // timer watched the body; the response head restarts it).
+    idle_limit_ = absl::ZeroDuration();
+    idle_timer_.Clear();
+    StartRouteTimer();
+  }
   for (const http::HeaderField& t : trailers) {
     if (ForwardableTrailer(t.name) && !RepeatsAHeadField(t.name)) {
       request_trailers_.Add(t.name, t.value);
@@ -1921,8 +1941,11 @@ void ProxyStream::OnIdleTimer() {
     idle_timer_.Set(idle_limit_ - idle);
     return;
   }
-  if (buffering_body_) {
+  if (buffering_body_ || (!request_complete_ && !response_started_ && !tunnel_)) {
+    // The client's body stalled before any answer: its doing, not the
+    // upstream's (Envoy's 408); the endpoint is not charged.
     response_flag_ = "request_timeout";
+    if (HasUpstream()) ReleaseUpstream(false);
     SendLocalResponse(408, absl::StrCat("the request body stalled for ",
                                         absl::FormatDuration(idle_limit_),
                                         " (the route's idle_timeout)"),
@@ -2131,7 +2154,11 @@ void ProxyStream::OnRouteTimeout() {
     return;
   }
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
-  if (HasUpstream()) upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  // An endpoint still waiting for the client's body (a gRPC client stream
+  // at its deadline) is not the one that was slow.
+  if (HasUpstream() && request_complete_) {
+    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  }
   ReleaseUpstream(false);
   const char* why = GrpcTimeoutBinds()
                         ? "upstream did not answer within the client's grpc-timeout"

@@ -312,6 +312,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SendRequestEnd();
   void SetUpstreamReadEnabled(bool enabled);
   void StartRouteTimer();
+  // Once the head went upstream: the route timer when the request is
+  // complete (or gRPC), else the idle timer over the body still to come.
+  void StartRequestTimers();
   // The client's grpc-timeout, not the route's timeout, sets the deadline.
   bool GrpcTimeoutBinds() const;
   bool HasUpstream() const { return upstream_ != nullptr || upstream2_ != nullptr; }

@@ -557,6 +557,46 @@ TEST_F(EdgeTest, ConnectionsEndAfterTheirRequestsOrAge) {
   EXPECT_GE(absl::Now() - start, absl::Seconds(1));
 }
 
+// The route timeout is the upstream's time to answer: it starts once the
+// request is in. An upload slower than it (route /idle/: timeout 2s,
+// idle_timeout 1s) that keeps moving is answered; one that stalls gets 408
+// at the idle timeout, and neither counts against the endpoint. Before: 504
+// at the route timeout, counted as an upstream timeout and fed to outlier
+// detection, so a few slow clients ejected healthy endpoints.
+TEST_F(EdgeTest, AnUploadIsTheClientsTimeNotTheUpstreams) {
+  const std::string timeouts = "sluice_upstream_timeouts_total{cluster=\"up\"}";
+  const int64_t before = proxy_->Stat(timeouts);
+  {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("POST /idle/slow HTTP/1.1\r\nHost: edge\r\n"
+                            "Content-Length: 30\r\n\r\n"));
+    const absl::Time start = absl::Now();
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(client.Send("piece"));
+      // A slow client, not a wait for a condition: 0.5 s between pieces
+      // (under the 1 s idle timeout), 2.5 s in all (over the 2 s timeout).
+      if (i < 5) absl::SleepFor(absl::Milliseconds(500));
+    }
+    EXPECT_GT(absl::Now() - start, absl::Seconds(2));
+    std::string r = client.ReadResponse();
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << r;
+    EXPECT_TRUE(absl::StrContains(r, "body-bytes=30")) << r;
+  }
+  {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("POST /idle/stall HTTP/1.1\r\nHost: edge\r\n"
+                            "Content-Length: 10\r\n\r\nab"));
+    std::string r = client.ReadResponse();
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 408")) << r;
+    EXPECT_TRUE(absl::StrContains(r, "the request body stalled for 1s (the route's idle_timeout)"))
+        << r;
+  }
+  EXPECT_EQ(proxy_->Stat(timeouts), before);
+  // The route timeout still bounds an upstream that does not answer.
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port_), "/idle/x?hang=1").status, 504);
+  EXPECT_EQ(proxy_->Stat(timeouts), before + 1);
+}
+
 // A removed cluster's metrics and state are freed once no version in use
 // has it: /stats follows the config in force.
 TEST_F(EdgeTest, RemovedClustersLeaveStats) {
