@@ -385,7 +385,11 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
   // The endpoints whose error is a TLS failure. gRPC names a failed
   // handshake once, to the call that waited for it; reconnects nobody waited
   // for fail as "tcp handshaker shutdown", so that first error is kept.
-  std::vector<bool> tls_failed(n, false);
+  // Per endpoint: 0 no TLS failure seen, 1 only the handshake's end
+  // ("handshaker shutdown", also what a retry after any TLS failure
+  // shows), 2 a failure that says why; a message never replaces one of a
+  // higher rank.
+  std::vector<int> tls_failed(n, 0);
   // A write that timed out inside etcd may still be committed later.
   bool uncertain = false;
   absl::Duration pause = absl::Milliseconds(50);
@@ -410,6 +414,7 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
     }
     std::string message = status.error_message();
     bool tls_failure = false;
+    int rank = 0;
     if (options_.tls.enabled()) {
       tls_failure = TlsHandshakeFailed(message);
       if (!tls_failure && options_.tls.cert_pem.empty() &&
@@ -419,11 +424,24 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
                         "--client-cert-auth it refuses clients without a "
                         "certificate: give --etcd-cert and --etcd-key)");
         tls_failure = true;
+      } else if (!tls_failure && !options_.tls.cert_pem.empty() &&
+                 (ClosedAfterConnecting(message) ||
+                  absl::StrContains(message, "handshaker shutdown"))) {
+        // etcd aborts the handshake of a client certificate its
+        // --trusted-ca-file did not sign; gRPC only sees the end.
+        absl::StrAppend(&message,
+                        " (TLS: etcd ended the handshake; with "
+                        "--client-cert-auth it refuses a client certificate "
+                        "its --trusted-ca-file did not sign: check "
+                        "--etcd-cert)");
+        tls_failure = true;
+        rank = 1;
       }
+      if (tls_failure && rank == 0) rank = 2;
     }
-    if (tls_failure || !tls_failed[index]) {
+    if (rank >= tls_failed[index]) {
       errors[index] = absl::StrCat(endpoint.address, ": ", message);
-      tls_failed[index] = tls_failure;
+      tls_failed[index] = rank;
     }
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
       uncertain = true;
@@ -441,7 +459,7 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
   for (size_t i = 0; i < n; ++i) {
     if (errors[i].empty()) continue;
     seen.push_back(errors[i]);
-    all_tls = all_tls && tls_failed[i];
+    all_tls = all_tls && tls_failed[i] > 0;
   }
   const std::string what =
       !seen.empty() && all_tls

@@ -12,6 +12,8 @@
 
 #include "absl/base/internal/endian.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/random_id.h"
 
 namespace sluice::controlplane {
@@ -242,6 +244,21 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
   if (!S_ISDIR(st.st_mode)) {
     return absl::FailedPreconditionError(
         absl::StrCat("data dir ", data_dir, " is not a directory"));
+  }
+  // Whoever may write the directory may rename or replace the files in it
+  // (their checksums are no MAC): owner only, as a new one is made, also
+  // for one of ours made by hand with a wider mode. One owned by another
+  // user (a Kubernetes volume: root's, group fsGroup) is left as it is,
+  // with a word when anyone may write it.
+  if ((st.st_mode & 077) != 0 && st.st_uid == ::geteuid()) {
+    if (::chmod(data_dir.c_str(), 0700) != 0) {
+      return ErrnoError("cannot restrict to mode 0700 (it holds private keys)", data_dir);
+    }
+  } else if ((st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    SLUICE_LOG(kWarning, "data dir ", data_dir, " is writable by every user (mode ",
+               absl::StrFormat("%04o", st.st_mode & 07777),
+               ") and not this user's to narrow: a local user could replace its files; "
+               "give it mode 0700, or use it only where no other user runs");
   }
   std::string lock_path = data_dir + "/LOCK";
   int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

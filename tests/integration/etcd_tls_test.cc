@@ -124,6 +124,19 @@ TEST_F(EtcdTlsTest, WrongCaStartUpSaysSo) {
   EXPECT_TRUE(absl::StrContains(line, "certificate verify failed")) << line;
 }
 
+// A client certificate etcd's CA did not sign: etcd ends the handshake,
+// which gRPC reports as "tcp handshaker shutdown". Before: "no quorum or
+// unreachable", as if etcd were down.
+TEST_F(EtcdTlsTest, UntrustedClientCertificateStartUpSaysSo) {
+  const std::string line =
+      StartUpFailure({"--etcd-ca", Cert("ca.pem"), "--etcd-cert",
+                      *other_ + "/proxy-sluice-control.pem", "--etcd-key",
+                      *other_ + "/proxy-sluice-control.key"});
+  EXPECT_TRUE(absl::StrContains(line, "etcd: TLS failed with every endpoint"))
+      << line;
+  EXPECT_TRUE(absl::StrContains(line, "check --etcd-cert")) << line;
+}
+
 TEST_F(EtcdTlsTest, WrongServerNameStartUpSaysSo) {
   std::vector<std::string> extra = {"--etcd-ca", Cert("ca.pem"),
                                     "--etcd-server-name", "etcd.example"};

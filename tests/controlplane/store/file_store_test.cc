@@ -241,11 +241,14 @@ TEST(FileStoreTest, StateFileIsOwnerOnly) {
     ASSERT_TRUE((*store)->Save(Sample()).ok());
     EXPECT_EQ(ModeOf(dir + "/state.db"), 0600u);
   }
-  // A state file from an older build or a backup, readable by all.
+  // A state file from an older build or a backup, readable by all, in a
+  // directory anyone may write (who could replace its files).
   ASSERT_EQ(::chmod((dir + "/state.db").c_str(), 0644), 0);
+  ASSERT_EQ(::chmod(dir.c_str(), 0777), 0);
   auto store = FileStore::Open(dir);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(ModeOf(dir + "/state.db"), 0600u);
+  EXPECT_EQ(ModeOf(dir), 0700u);
   EXPECT_EQ((*store)->Load()->version, 42u);
   std::string fresh = MakeTempDir("store") + "/data";
   ASSERT_TRUE(FileStore::Open(fresh).ok());
