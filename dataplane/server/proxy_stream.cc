@@ -145,7 +145,7 @@ bool ForwardableTrailer(std::string_view name) {
        {"content-length", "host", "content-type", "content-encoding", "content-range",
         "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te",
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-        "forwarded", "x-real-ip", "x-request-id", "traceparent", "proxy-authorization",
+        "forwarded", "x-real-ip", "x-request-id", "traceparent", "proxy-authorization", "via",
         // Request modifiers (RFC 9110 6.5.1, 13.1): they bind to the head.
         "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
         "range"}) {
@@ -864,6 +864,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   const http::ConnectionTokens tokens =
       head.connection_names ? http::ConnectionTokens(headers) : http::ConnectionTokens();
   std::string forwarded_for;
+  std::string via;  // the hops before, then this one (RFC 9110 7.6.3)
   bool has_host = false;
   // OPTIONS and TRACE count their hops (RFC 9110 7.6.2): one less goes on.
   const bool counts_hops = head.method == "OPTIONS" || head.method == "TRACE";
@@ -910,6 +911,11 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
       forwarded_for.append(h.value);
       continue;
     }
+    if (h.name.size() == 3 && http::EqualsIgnoreCase(h.name, "via")) {
+      if (!via.empty()) via.append(", ");
+      via.append(h.value);
+      continue;
+    }
     if (http::EqualsIgnoreCase(h.name, "host")) {
       has_host = true;
       if (head.authority_from_target) {
@@ -925,6 +931,11 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   if (!forwarded_for.empty()) forwarded_for.append(", ");
   forwarded_for.append(*peer_ip_);
   emit("x-forwarded-for", forwarded_for);
+  // An HTTP-to-HTTP gateway MUST send Via in the requests it forwards (RFC
+  // 9110 7.6.3): the protocol the client spoke and the gateway's pseudonym.
+  if (!via.empty()) via.append(", ");
+  via.append(head.http2 ? "2 sluice" : head.http10 ? "1.0 sluice" : "1.1 sluice");
+  emit("via", via);
   // The client address policies use (trusted_proxy_hops), as Kong sends it:
   // a client's own X-Real-IP never reaches the upstream.
   emit("x-real-ip", client_ip_);

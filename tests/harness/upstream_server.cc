@@ -13,7 +13,7 @@
 // connection, te, transfer-encoding, content-length, x-consumer-name,
 // x-consumer-groups, x-anonymous-consumer, authorization, apikey,
 // traceparent, tracestate, x-forwarded-host, x-forwarded-port, forwarded,
-// max-forwards, range, if-range, accept-encoding, x-real-ip; and every
+// max-forwards, range, if-range, accept-encoding, x-real-ip, via; and every
 // field whose name starts with "x-test-" or has a '_', one echo per field, in
 // arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
@@ -115,7 +115,7 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "x-forwarded-port",  "forwarded",
     "max-forwards",      "range",
     "if-range",          "accept-encoding",
-    "x-real-ip",
+    "x-real-ip",         "via",
 };
 
 // What one request asked for through its query parameters.

@@ -104,6 +104,7 @@ TEST_F(Http2Test, H2cWithPriorKnowledge) {
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /hello?x=1")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "x-echo-host: 127.0.0.1:")) << r.out;  // :authority
+  EXPECT_TRUE(absl::StrContains(r.out, "x-echo-via: 2 sluice\r\n")) << r.out;  // RFC 9110 7.6.3
   EXPECT_TRUE(absl::StrContains(r.out, "x-request-id: ")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "x-policy: http")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "x-tls: [/]")) << r.out;

@@ -146,10 +146,13 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
 
   r = HttpGet(listener(), "/old/path?q=1",
               {{"x-forwarded-for", "203.0.113.9"}, {"x-request-id", "client-id-1"},
-               {"connection", "close, x-hop"}, {"x-hop", "secret"}, {"te", "trailers"}});
+               {"connection", "close, x-hop"}, {"x-hop", "secret"}, {"te", "trailers"},
+               {"via", "1.0 fred"}});
   ASSERT_EQ(r.status, 200) << r.error;
   EXPECT_NE(r.body.find("GET /new/path?q=1"), std::string::npos) << r.body;
   EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+  // An HTTP-to-HTTP gateway appends itself to Via (RFC 9110 7.6.3).
+  EXPECT_EQ(r.header("x-echo-via"), "1.0 fred, 1.1 sluice");
   EXPECT_EQ(r.header("x-echo-x-real-ip"), "127.0.0.1");  // no trusted hop: the peer
   EXPECT_EQ(r.header("x-echo-x-forwarded-proto"), "http");
   EXPECT_EQ(r.header("x-echo-x-request-id"), "client-id-1");
