@@ -15,6 +15,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "dataplane/policy/jwt/jws.h"
@@ -260,6 +261,34 @@ class JwkReader {
     Fail("key_ops does not include \"verify\"");
     return false;
   }
+  // False (and error_ set) when a member name appears twice: two JSON
+  // readers could take different keys from it.
+  bool MembersUnique() {
+    std::vector<std::string_view> seen;
+    for (simdjson::dom::key_value_pair member : object_) {
+      if (std::find(seen.begin(), seen.end(), member.key) != seen.end()) {
+        Fail(absl::StrCat("member \"", Quoted(member.key),
+                          "\" appears twice"));
+        return false;
+      }
+      seen.push_back(member.key);
+    }
+    return true;
+  }
+  // The first member whose name is not in `allowed`, or nullopt.
+  std::optional<std::string_view> MemberNotIn(std::initializer_list<std::string_view> allowed) {
+    for (simdjson::dom::key_value_pair member : object_) {
+      if (std::find(allowed.begin(), allowed.end(), member.key) == allowed.end()) {
+        return member.key;
+      }
+    }
+    return std::nullopt;
+  }
+  // A member name as errors quote it: at most 32 bytes, escaped.
+  static std::string Quoted(std::string_view name) {
+    name = name.substr(0, 32);
+    return absl::CHexEscape(absl::string_view(name.data(), name.size()));
+  }
   void Fail(std::string message) {
     if (error_.empty()) error_ = std::move(message);
   }
@@ -348,7 +377,7 @@ std::optional<VerificationKey> KeyFromJwk(JwkReader& jwk) {
   std::optional<std::string_view> kid = jwk.String("kid");
   std::optional<std::string_view> alg_name = jwk.String("alg");
   std::optional<std::string_view> use = jwk.String("use");
-  if (!jwk.ok()) return std::nullopt;
+  if (!jwk.ok() || !jwk.MembersUnique()) return std::nullopt;
   if (!kty) {
     jwk.Fail("kty is missing");
     return std::nullopt;
@@ -376,6 +405,15 @@ std::optional<VerificationKey> KeyFromJwk(JwkReader& jwk) {
   std::string secret;
   if (*kty == "oct") {
     type = KeyType::kHmac;
+    // Only `k` is redacted where config is shown: any other member (a
+    // private "d" pasted along) would be shown as it is.
+    if (std::optional<std::string_view> other =
+            jwk.MemberNotIn({"kty", "k", "kid", "alg", "use", "key_ops", "ext"})) {
+      jwk.Fail(absl::StrCat("an oct key takes only kty, k, kid, alg, use, key_ops and ext; \"",
+                            JwkReader::Quoted(*other),
+                            "\" is not one (it would be shown unredacted)"));
+      return std::nullopt;
+    }
     std::optional<std::string> k = jwk.Bytes("k");
     if (!jwk.ok()) return std::nullopt;
     if (k->size() < kMinHmacKeyBytes || k->size() > kMaxHmacKeyBytes) {
@@ -385,7 +423,7 @@ std::optional<VerificationKey> KeyFromJwk(JwkReader& jwk) {
     }
     secret = std::move(*k);
   } else {
-    for (std::string_view private_member : {"d", "p", "q", "dp", "dq", "qi"}) {
+    for (std::string_view private_member : {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}) {
       if (jwk.Has(private_member)) {
         jwk.Fail(absl::StrCat("holds private key material (", std::string(private_member),
                               "); give the public key only"));

@@ -549,6 +549,17 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
             "key only");
   EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":"c2hvcnQ"},{"kty":"EC","kid":"x","crv":"P-521","x":"AA","y":"AA"}]})"),
             "jwks: key 0: k is 5 bytes; HS256 takes 32..1024 (RFC 7518 3.2)");
+  // Only `k` is redacted where config is shown: an oct key carries nothing
+  // else secret, and no member twice (two readers could take two keys).
+  const std::string k43 = std::string(43, 'A');
+  EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":")" + k43 + R"(","d":"c2VjcmV0"}]})"),
+            "jwks: key 0: an oct key takes only kty, k, kid, alg, use, key_ops and ext; \"d\" is "
+            "not one (it would be shown unredacted)");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":")" + k43 + R"(","k":")" + std::string(43, 'g') +
+                  R"("}]})"),
+            "jwks: key 0: member \"k\" appears twice");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"o","n":"AQAB","e":"AQAB","oth":[]}]})"),
+            "jwks: key 0 (kid \"o\"): holds private key material (oth); give the public key only");
   auto two = key_errors(
       R"({"keys":[{"kty":"oct","k":"c2hvcnQ"},{"kty":"EC","kid":"x","crv":"P-521","x":"AA","y":"AA"}]})");
   ASSERT_GE(two.size(), 2u);
