@@ -1473,9 +1473,80 @@ std::string UnmatchablePathReason(const std::string& value, bool prefix) {
 
 }  // namespace
 
+namespace {
+
+// The first field `message` (or a message in it, a policy's typed_config
+// included) carries that its schema does not know: protobuf keeps such
+// bytes, stores and pushes them, and no validation looks at them. Its path
+// and number into *path / *number; false when there is none.
+bool FindUnknownField(const google::protobuf::Message& message, const std::string& at,
+                      std::string* path, int* number) {
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  const google::protobuf::UnknownFieldSet& unknown = reflection->GetUnknownFields(message);
+  if (!unknown.empty()) {
+    *path = at;
+    *number = unknown.field(0).number();
+    return true;
+  }
+  if (message.GetDescriptor() == config::v1::TypedExtensionConfig::descriptor()) {
+    const auto& policy = static_cast<const config::v1::TypedExtensionConfig&>(message);
+    if (const PolicyValidator* validator = FindPolicyValidator(policy.name())) {
+      std::string error;
+      auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
+      if (config != nullptr &&
+          FindUnknownField(*config, Join(at, "typed_config"), path, number)) {
+        return true;
+      }
+    }
+    return false;
+  }
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const google::protobuf::FieldDescriptor* field : fields) {
+    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (field->is_repeated()) {
+      for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+        if (FindUnknownField(reflection->GetRepeatedMessage(message, field, i),
+                             Index(Join(at, field->name()), i), path, number)) {
+          return true;
+        }
+      }
+    } else if (FindUnknownField(reflection->GetMessage(message, field), Join(at, field->name()),
+                                path, number)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors) {
-  if (!resource.has_route_table()) return;
   ErrorSink sink(IdOf(resource), errors);
+  {
+    // The kind's message itself (the fields below `spec`), as YAML paths
+    // name them.
+    const google::protobuf::Reflection* reflection = resource.GetReflection();
+    std::vector<const google::protobuf::FieldDescriptor*> fields;
+    reflection->ListFields(resource, &fields);
+    std::string path;
+    int number = 0;
+    bool found = !reflection->GetUnknownFields(resource).empty();
+    if (found) number = reflection->GetUnknownFields(resource).field(0).number();
+    for (size_t f = 0; f < fields.size() && !found; ++f) {
+      if (fields[f]->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE &&
+          !fields[f]->is_repeated()) {
+        found = FindUnknownField(reflection->GetMessage(resource, fields[f]), "", &path, &number);
+      }
+    }
+    if (found) {
+      sink.Add(path, absl::StrCat("carries field number ", number,
+                                  ", which this sluice-control does not know (a client built "
+                                  "from a newer schema?); it would be stored and pushed "
+                                  "unchecked"));
+    }
+  }
+  if (!resource.has_route_table()) return;
   const RouteTable& table = resource.route_table();
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {
     const auto& vhost = table.virtual_hosts(v);

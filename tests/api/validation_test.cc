@@ -348,6 +348,43 @@ std::string NewContentErrors(const std::string& match) {
   return ToStatus(errors).ToString();
 }
 
+// A field the schema does not know (protobuf keeps its bytes) is refused
+// at apply, with where it is: in the resource, deeper, or in a policy's
+// typed_config. Such bytes were stored and pushed unchecked.
+TEST(ValidationTest, AppliedResourcesCarryNoUnknownFields) {
+  auto errors_of = [](const Resource& r) {
+    std::vector<ValidationError> errors;
+    ValidateNewContent(r, &errors);
+    return ToStatus(errors).ToString();
+  };
+  Resource cluster = Parse(R"(cluster { name: "web" endpoints { address: "127.0.0.1" port: 80 } })");
+  EXPECT_EQ(errors_of(cluster), "OK");
+  cluster.mutable_cluster()->GetReflection()->MutableUnknownFields(cluster.mutable_cluster())
+      ->AddLengthDelimited(999, "hello");
+  EXPECT_TRUE(absl::StrContains(errors_of(cluster),
+                                "Cluster \"web\": carries field number 999, which this "
+                                "sluice-control does not know"))
+      << errors_of(cluster);
+  Resource deep = Parse(R"(cluster { name: "web" endpoints { address: "127.0.0.1" port: 80 }
+      endpoints { address: "127.0.0.2" port: 80 } })");
+  auto* endpoint = deep.mutable_cluster()->mutable_endpoints(1);
+  endpoint->GetReflection()->MutableUnknownFields(endpoint)->AddVarint(77, 1);
+  EXPECT_TRUE(absl::StrContains(errors_of(deep), "endpoints[1]: carries field number 77"))
+      << errors_of(deep);
+  Resource table = Parse(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } direct_response { status: 200 }
+        policies { name: "headers" } } } })");
+  auto* policy = table.mutable_route_table()->mutable_virtual_hosts(0)->mutable_routes(0)
+                     ->mutable_policies(0);
+  policy->mutable_typed_config()->set_type_url(
+      "type.googleapis.com/sluice.policy.headers.v1.HeadersConfig");
+  policy->mutable_typed_config()->set_value(std::string("\xb8\x3e\x01", 3));  // field 999, varint 1
+  EXPECT_TRUE(absl::StrContains(errors_of(table),
+                                "virtual_hosts[0].routes[0].policies[0].typed_config: carries "
+                                "field number 999"))
+      << errors_of(table);
+}
+
 TEST(ValidationTest, AppliedRouteMatchesMustBeMatchable) {
   for (const char* fine : {"prefix /a%2F", "prefix /a%2", "prefix /a%", "prefix /a/..",
                            "prefix /a/.well-known", "path /a%3Ab", "path /a/...", "regex /a b"}) {
