@@ -335,6 +335,14 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
       slot.event->SetEnabled(event::FileEvent::kRead);
       next.emplace(fd, std::move(slot));
     }
+  } else {
+    // A version applied while draining: its sockets refuse connections as
+    // StartDrain made the others do. A listener it adds would otherwise
+    // complete handshakes into a backlog nobody accepts (a balancer's
+    // connect succeeds, so it does not try another replica).
+    for (const auto& [name, listener] : snapshot->listeners) {
+      ::shutdown(listener.sockets->fds[index_], SHUT_RD);
+    }
   }
   accepting_.swap(next);
   // What is left in `next` are the slots of listeners this version drops.

@@ -620,6 +620,33 @@ TEST_F(ProxyTest, ADrainAfterTheHeadWentLetsTheNextRequestBeAnswered) {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
 }
 
+// A version that arrives while the proxy drains does not open listeners
+// nobody accepts on: a new listener's port refuses connections (a balancer
+// retries elsewhere) instead of completing handshakes into a dead backlog.
+TEST_F(ProxyTest, AListenerAddedDuringADrainRefusesConnections) {
+  proxies_[1]->Stop();
+  std::string got;
+  int fd = StartStreamingResponse(options_.listener_port, &got);  // keeps the drain going
+  ASSERT_GE(fd, 0) << got;
+  proxies_[0]->process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] { return proxies_[0]->Admin("/ready").first == 503; },
+                      absl::Seconds(5)));
+  ConfigOptions o = options_;
+  o.extra_listener_port = PickFreePort();
+  uint64_t v = Apply(o);
+  // (/ready says 503 while draining: the version is read from the gauge.)
+  ASSERT_TRUE(WaitFor(
+      [&] { return proxies_[0]->Stat("sluice_config_version") == static_cast<int64_t>(v); },
+      absl::Seconds(10)))
+      << proxies_[0]->process().Log();
+  int extra = ConnectTo(o.extra_listener_port);
+  EXPECT_LT(extra, 0) << "a connection to the new listener was taken into its backlog";
+  if (extra >= 0) close(extra);
+  close(fd);
+  auto status = proxies_[0]->process().Wait(absl::Seconds(20));
+  ASSERT_TRUE(status.has_value());
+}
+
 // A listener removed while a keep-alive connection on it is open: the
 // request that comes next on it is served by the last config that had the
 // listener, and says Connection: close (Envoy drains a listener so).
