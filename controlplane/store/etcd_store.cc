@@ -422,7 +422,8 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
         absl::StrAppend(&message,
                         " (TLS: etcd closed the connection; with "
                         "--client-cert-auth it refuses clients without a "
-                        "certificate: give --etcd-cert and --etcd-key)");
+                        "certificate: give --etcd-cert and --etcd-key; or the "
+                        "endpoint does not serve TLS: http://?)");
         tls_failure = true;
       } else if (!tls_failure && !options_.tls.cert_pem.empty() &&
                  (ClosedAfterConnecting(message) ||
@@ -433,7 +434,8 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
                         " (TLS: etcd ended the handshake; with "
                         "--client-cert-auth it refuses a client certificate "
                         "its --trusted-ca-file did not sign: check "
-                        "--etcd-cert)");
+                        "--etcd-cert; or the endpoint does not serve TLS: "
+                        "http://?)");
         tls_failure = true;
         rank = 1;
       }

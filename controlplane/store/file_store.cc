@@ -255,7 +255,7 @@ absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
       return ErrnoError("cannot restrict to mode 0700 (it holds private keys)", data_dir);
     }
   } else if ((st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0) {
-    SLUICE_LOG(kWarning, "data dir ", data_dir, " is writable by every user (mode ",
+    SLUICE_LOG(kWarning, "directory ", data_dir, " is writable by every user (mode ",
                absl::StrFormat("%04o", st.st_mode & 07777),
                ") and not this user's to narrow: a local user could replace its files; "
                "give it mode 0700, or use it only where no other user runs");

@@ -762,7 +762,12 @@ void ProxyStream::StartRequestTimers() {
     StartRouteTimer();
     return;
   }
-  StartIdleTimer(route_->idle_timeout);
+  // A policy's pause was bounded by the route timer; the upload is not.
+  route_timer_.Clear();
+  // With idle_timeout 0s (streamed responses without limit) the route's
+  // timeout bounds a stalled upload instead; both 0s: none.
+  StartIdleTimer(route_->idle_timeout > absl::ZeroDuration() ? route_->idle_timeout
+                                                            : route_->timeout);
 }
 
 void ProxyStream::StartRouteTimer() {
@@ -1418,7 +1423,9 @@ bool ProxyStream::ConnectUpstream() {
   upstream_sent_ = absl::Now();
   first_byte_ = upstream_end_ = absl::InfinitePast();
   cluster.stats.upstream_requests->Inc();
-  if (route_->retry.per_try_timeout > absl::ZeroDuration()) {
+  // A try's time starts once the whole request is in (OnRequestEnd): a
+  // slow upload is not the endpoint's slowness.
+  if (route_->retry.per_try_timeout > absl::ZeroDuration() && request_complete_) {
     per_try_timer_.Enable(route_->retry.per_try_timeout);
   }
   if (upstream_) {
@@ -1712,12 +1719,17 @@ void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
   }
   if (filters_entered_ > 0 && !tunnel_ && !RunRequestDataFilters({}, true)) return;
   request_complete_ = true;
-  if (!grpc_ && !tunnel_ && !response_started_ && cluster_ != nullptr && !route_timer_.set()) {
-    // The upload is done: the upstream's time to answer begins (the idle
-    // timer watched the body; the response head restarts it).
+  if (!tunnel_ && !response_started_ && cluster_ != nullptr) {
+    // The upload is done: the upstream's time to answer begins, for the
+    // route and for the try (Envoy's), and the idle timer that watched the
+    // body stops (the response head starts it again).
     idle_limit_ = absl::ZeroDuration();
     idle_timer_.Clear();
-    StartRouteTimer();
+    if (!grpc_) StartRouteTimer();
+    if (HasUpstream() && route_->retry.per_try_timeout > absl::ZeroDuration() &&
+        !per_try_timer_.enabled()) {
+      per_try_timer_.Enable(route_->retry.per_try_timeout);
+    }
   }
   for (const http::HeaderField& t : trailers) {
     if (ForwardableTrailer(t.name) && !RepeatsAHeadField(t.name)) {
@@ -1952,6 +1964,20 @@ void ProxyStream::OnIdleTimer() {
     idle_timer_.Set(idle_limit_ - idle);
     return;
   }
+  if (!buffering_body_ && !request_complete_ && !response_started_ && !tunnel_ &&
+      ((upstream_ != nullptr && upstream_->connection().output_size() > 0) ||
+       (upstream2_ != nullptr && upstream2_->queued_bytes() > 0))) {
+    // The body stalled because the upstream stopped taking it (the client
+    // is not read while it is behind): the upstream's doing.
+    if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+    ReleaseUpstream(false);
+    response_flag_ = "upstream_timeout";
+    SendLocalResponse(504, absl::StrCat("the upstream took no request body bytes for ",
+                                        absl::FormatDuration(idle_limit_)),
+                      {}, {}, "application/json", /*close_connection=*/true);
+    return;
+  }
   if (buffering_body_ || (!request_complete_ && !response_started_ && !tunnel_)) {
     // The client's body stalled before any answer: its doing, not the
     // upstream's (Envoy's 408); the endpoint is not charged.
@@ -1959,7 +1985,9 @@ void ProxyStream::OnIdleTimer() {
     if (HasUpstream()) ReleaseUpstream(false);
     SendLocalResponse(408, absl::StrCat("the request body stalled for ",
                                         absl::FormatDuration(idle_limit_),
-                                        " (the route's idle_timeout)"),
+                                        !buffering_body_ && route_->idle_timeout <= absl::ZeroDuration()
+                                            ? " (the route's timeout; its idle_timeout is 0s)"
+                                            : " (the route's idle_timeout)"),
                       {}, {}, "application/json", /*close_connection=*/true);
     return;
   }

@@ -204,7 +204,8 @@ class EdgeTest : public ::testing::Test {
         upstream_.port(),
         "}]\n---\nkind: Cluster\nname: up2\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(),
-        "}]\n---\n", RouteTableYaml(true),
+        "}]\n---\nkind: Consumer\nname: slow\nspec: {basic_auth: {username: slow, "
+        "password: pw-slow}}\n---\n", RouteTableYaml(true),
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main, http: {idle_timeout: 2s, max_uri_bytes: 300, "
         "max_request_headers: 20, max_request_body_bytes: 100000}}\n"
@@ -232,18 +233,26 @@ class EdgeTest : public ::testing::Test {
         "        - match: {prefix: /small/}\n          route: {cluster: up, max_request_body_bytes: 10}\n"
         "        - match: {prefix: /idle/}\n          route: {cluster: up, timeout: 2s, "
         "idle_timeout: 1s}\n"
+        "        - match: {prefix: /idle0/}\n          route: {cluster: up, timeout: 1s, "
+        "idle_timeout: 0s}\n"
+        "        - match: {prefix: /pertry/}\n          route: {cluster: up, timeout: 10s, "
+        "idle_timeout: 3s, retry_policy: {num_retries: 2, retry_on: [reset], "
+        "per_try_timeout: 1s, retry_non_idempotent: true}}\n"
+        "        - match: {prefix: /basic/}\n          route: {cluster: up, timeout: 2s, "
+        "idle_timeout: 1s}\n          policies: [{name: basic-auth}]\n"
         "        - match: {prefix: /}\n          route: {cluster: up, timeout: 2s, "
         "idle_timeout: 3s}\n");
   }
 
   // Version 2: a listener on a new port whose every request goes to the
   // upstream on `upstream_port`. Its port, or 0 when that failed.
-  int ListenerTo(int upstream_port) {
+  int ListenerTo(int upstream_port, const std::string& route_settings = "") {
     const int port = PickFreePort();
     std::string yaml = absl::StrCat(
         "kind: Cluster\nname: hints\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_port, "}]\n---\nkind: RouteTable\nname: hints\nspec:\n  virtual_hosts:\n"
-        "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints}}]\n"
+        "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints",
+        route_settings, "}}]\n"
         "---\nkind: Listener\nname: hints\nspec: {address: 127.0.0.1, port: ", port,
         ", route_table: hints}\n");
     std::string path = MakeTempDir("edge-listener") + "/config.yaml";
@@ -586,15 +595,75 @@ TEST_F(EdgeTest, AnUploadIsTheClientsTimeNotTheUpstreams) {
     RawClient client(port_);
     ASSERT_TRUE(client.Send("POST /idle/stall HTTP/1.1\r\nHost: edge\r\n"
                             "Content-Length: 10\r\n\r\nab"));
-    std::string r = client.ReadResponse();
+    std::string r = client.ReadUntilClosed(absl::Seconds(10));  // bounded: no hang if it regresses
     EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 408")) << r;
     EXPECT_TRUE(absl::StrContains(r, "the request body stalled for 1s (the route's idle_timeout)"))
         << r;
+  }
+  // Nor does a try's own timeout (per_try_timeout 1s) run while the body
+  // comes, nor a route timer a policy's pause started (basic-auth's first
+  // password check): both cut this upload before.
+  for (const std::string& target : {std::string("/pertry/slow"), std::string("/basic/slow")}) {
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("POST " + target + " HTTP/1.1\r\nHost: edge\r\n"
+                            "Authorization: Basic c2xvdzpwdy1zbG93\r\n"  // slow:pw-slow
+                            "Content-Length: 30\r\n\r\n"));
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_TRUE(client.Send("piece")) << target;
+      if (i < 5) absl::SleepFor(absl::Milliseconds(500));  // a slow client
+    }
+    std::string r = client.ReadResponse();
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 200")) << target << ": " << r;
+    EXPECT_TRUE(absl::StrContains(r, "body-bytes=30")) << target << ": " << r;
+  }
+  EXPECT_EQ(proxy_->Stat(timeouts), before);
+  {
+    // idle_timeout 0s (no limit on a streamed response): the route's
+    // timeout bounds a stalled upload instead, still as the client's.
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("POST /idle0/stall HTTP/1.1\r\nHost: edge\r\n"
+                            "Content-Length: 10\r\n\r\nab"));
+    std::string r = client.ReadUntilClosed(absl::Seconds(10));
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 408")) << r;
+    EXPECT_TRUE(absl::StrContains(r, "(the route's timeout; its idle_timeout is 0s)")) << r;
   }
   EXPECT_EQ(proxy_->Stat(timeouts), before);
   // The route timeout still bounds an upstream that does not answer.
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port_), "/idle/x?hang=1").status, 504);
   EXPECT_EQ(proxy_->Stat(timeouts), before + 1);
+}
+
+// An upstream that takes the request head and then no body bytes: the
+// client is not read while the upstream is behind, so the stall is the
+// upstream's: 504, counted and charged. Before: 408, blamed on the client.
+TEST_F(EdgeTest, AnUpstreamThatStopsReadingTheBodyIsTheUpstreamsStall) {
+  int listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int small = 4096;  // a small window: the upstream is soon behind
+  setsockopt(listen_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  ASSERT_EQ(listen(listen_fd, 4), 0);
+  socklen_t length = sizeof(addr);
+  getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  const int port = ListenerTo(ntohs(addr.sin_port), ", timeout: 5s, idle_timeout: 1s");
+  ASSERT_NE(port, 0);
+  RawClient client(port);
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: edge\r\nContent-Length: 50000000\r\n\r\n"));
+  // The client sends as fast as it may: what stalls is the upstream.
+  const std::string chunk(64 * 1024, 'x');
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  std::string reply;
+  bool closed = false;
+  while (absl::Now() < until && !closed) {
+    client.SendSome(chunk);
+    reply += client.ReadUntilClosed(absl::Milliseconds(20), &closed);
+  }
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 504")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "the upstream took no request body bytes for 1s")) << reply;
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_timeouts_total{cluster=\"hints\"}"), 1);
+  close(listen_fd);
 }
 
 // A removed cluster's metrics and state are freed once no version in use
