@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/message.h"
 
@@ -47,7 +48,10 @@ std::unique_ptr<google::protobuf::Message> UnpackPolicyConfig(const PolicyValida
   if (any.type_url().empty() && any.value().empty()) return config;  // no settings: defaults
   std::string expected = absl::StrCat("type.googleapis.com/", type->full_name());
   if (any.type_url() != expected) {
-    *error = absl::StrCat("typed_config is a '", any.type_url(), "', policy '", validator.name(),
+    // Quoted escaped and cut: it is the client's text.
+    absl::string_view url = any.type_url();
+    *error = absl::StrCat("typed_config is a '", absl::CHexEscape(url.substr(0, 128)),
+                          url.size() > 128 ? "..." : "", "', policy '", validator.name(),
                           "' takes '", expected, "'");
     return nullptr;
   }

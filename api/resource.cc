@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -53,8 +54,13 @@ absl::string_view KindName(ResourceKind kind) {
   }
 }
 
+std::string Shown(absl::string_view text, size_t max) {
+  if (text.size() <= max) return absl::CHexEscape(text);
+  return absl::StrCat(absl::CHexEscape(text.substr(0, max)), "...(", text.size(), " bytes)");
+}
+
 std::string Describe(const ResourceId& id) {
-  return absl::StrCat(KindName(id.first), " \"", id.second, "\"");
+  return absl::StrCat(KindName(id.first), " \"", Shown(id.second), "\"");
 }
 
 absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {

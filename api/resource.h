@@ -36,8 +36,15 @@ ResourceId IdOf(const Resource& resource);
 
 // "Listener", "RouteTable", "Cluster", "Secret", "Consumer".
 absl::string_view KindName(ResourceKind kind);
-// `Cluster "users"`: how errors and CLI output name a resource.
+// `Cluster "users"`: how errors and CLI output name a resource. A name
+// that breaks the naming rules is shown escaped and cut (Shown).
 std::string Describe(const ResourceId& id);
+
+// Text a client sent, as messages quote it: control, non-ASCII, quote and
+// backslash bytes escaped (C style), and past `max` bytes cut with how
+// long it was, so that an error can neither forge lines nor grow without
+// bound (gRPC drops a status message over its metadata limit).
+std::string Shown(absl::string_view text, size_t max = 128);
 
 // Accepts the kind names as written in files and on the command line, case
 // insensitive, singular or plural: "Cluster", "clusters", "routetable",

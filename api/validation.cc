@@ -95,7 +95,7 @@ void CheckName(absl::string_view name, absl::string_view field, ErrorSink& sink,
   for (char c : name) {
     if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') {
       sink.Add(std::string(field),
-               absl::StrCat("'", name,
+               absl::StrCat("'", Shown(name),
                             "' may contain only letters, digits, '-', '_' "
                             "and '.'"));
       return;
@@ -684,7 +684,7 @@ void ValidatePolicies(
     if (validator == nullptr) {
       std::vector<std::string> names = RegisteredPolicyNames();
       sink.Add(Join(field, "name"),
-               absl::StrCat("unknown policy '", policy.name(), "' (this build has: ",
+               absl::StrCat("unknown policy '", Shown(policy.name(), 64), "' (this build has: ",
                             names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
                             ")"));
       continue;

@@ -112,6 +112,9 @@ apply, delete and rollback take:
   -m MESSAGE                        why: kept in the history with the change
   --if-version N                    change nothing unless N is still the current version
                                     (else print the changes made since N and fail)
+  --wait [--timeout 30s]            then wait (1s..10m) until every connected proxy took
+                                    the new version or refused it; print each refusal
+                                    (NACK) and exit 1 unless all took it
 They record $USER@hostname as the author ($LOGNAME, else the account, when
 $USER is unset); when sluice-control requires tokens it
 records the token's name instead.
@@ -127,7 +130,9 @@ Otherwise the candidate is promoted when --verify ends; with fewer than
 --min-requests (default 100) on either side --on-no-traffic decides (default
 abort: roll back). Either way a new version goes to every proxy and the history
 records the decision with the figures. --wait waits for it and exits 1 on a
-rollback. While a rollout runs, other changes are refused.
+rollback, then for the fleet to take the decision's version, as above (a proxy
+outside the canaries may refuse what they could not try: a listener of another
+node group). While a rollout runs, other changes are refused.
 
 KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
 plural).
@@ -536,13 +541,74 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
   }
 }
 
+// `--wait`: until every connected proxy took `version` (ACKed it or a later
+// one) or refused it (a NACK of it or later), at most `timeout`. Prints
+// each refusal and a summary; 0 when every proxy took it (or none is
+// connected), 1 when one refused it or did not answer in time.
+int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
+                 uint64_t version, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  admin::v1::ListProxiesResponse response;
+  while (true) {
+    response.Clear();
+    grpc::Status status =
+        stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &response);
+    if (!status.ok()) return RpcFail(status, server);
+    bool waiting = false;
+    for (const auto& p : response.proxies()) {
+      waiting = waiting || (p.version_applied() < version && p.last_nack_version() < version);
+    }
+    if (!waiting || absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  int took = 0, refused = 0, silent = 0;
+  for (const auto& p : response.proxies()) {
+    if (p.version_applied() >= version) {
+      ++took;
+    } else if (p.last_nack_version() >= version) {
+      ++refused;
+      std::cerr << "proxy " << Printable(p.node().id()) << " refused version "
+                << p.last_nack_version() << ": " << Printable(p.last_nack_error()) << "\n";
+    } else {
+      ++silent;
+      std::cerr << "proxy " << Printable(p.node().id()) << " has not answered (it runs version "
+                << p.version_applied() << ")\n";
+    }
+  }
+  const int all = response.proxies_size();
+  if (all == 0) {
+    std::cout << "version " << version << ": no proxy is connected\n";
+    return 0;
+  }
+  std::cout << "version " << version << ": taken by " << took << " of " << all << " proxies";
+  if (refused > 0) std::cout << ", refused by " << refused << " (they keep their last version)";
+  if (silent > 0) {
+    std::cout << ", " << silent << " did not answer within " << absl::FormatDuration(timeout);
+  }
+  std::cout << "\n";
+  return refused == 0 && silent == 0 ? 0 : 1;
+}
+
+// --timeout for --wait: default 30s, 1s..10m.
+bool WaitTimeout(const ParsedFlags& flags, absl::Duration* timeout, std::string* error) {
+  *timeout = absl::Seconds(30);
+  auto it = flags.values.find("timeout");
+  if (it == flags.values.end()) return true;
+  if (!absl::ParseDuration(it->second, timeout) || *timeout < absl::Seconds(1) ||
+      *timeout > absl::Minutes(10)) {
+    *error = absl::StrCat("--timeout ", it->second, ": expected a duration of 1s..10m");
+    return false;
+  }
+  return true;
+}
+
 // Waits until rollout `id` is decided; 0 when promoted, 1 when rolled back.
 // A control plane that cannot be reached (restarting, a network blip) is
 // asked again for up to kWaitOutage; its answer then decides (a restart
 // aborts the rollout).
 constexpr absl::Duration kWaitOutage = absl::Minutes(2);
 int WaitForRollout(admin::v1::AdminService::Stub& stub, const std::string& server,
-                   const std::string& id) {
+                   const std::string& id, uint64_t* decision_version = nullptr) {
   absl::Time unreachable_since = absl::InfiniteFuture();
   while (true) {
     admin::v1::GetRolloutResponse response;
@@ -571,6 +637,7 @@ int WaitForRollout(admin::v1::AdminService::Stub& stub, const std::string& serve
     }
     if (!response.running()) {
       PrintRollout(response.rollout(), false);
+      if (decision_version != nullptr) *decision_version = response.rollout().decision_version();
       return response.rollout().state() == admin::v1::Rollout::PROMOTED ? 0 : 1;
     }
     absl::SleepFor(absl::Milliseconds(500));
@@ -665,7 +732,18 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   if (flags.switches.count("wait")) {
     std::cout.flush();
-    return WaitForRollout(stub, server, r.id());
+    uint64_t decision = 0;
+    int verdict = WaitForRollout(stub, server, r.id(), &decision);
+    // Either way a version goes to every proxy: see that they take it (a
+    // proxy outside the canaries may refuse what they could not test).
+    if (decision != 0) {
+      std::cout.flush();
+      absl::Duration wait_timeout;
+      std::string error;
+      if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
+      if (WaitForFleet(stub, server, decision, wait_timeout) != 0) return 1;
+    }
+    return verdict;
   }
   std::cout << "follow it with: sluicectl rollout status\n";
   return 0;
@@ -761,11 +839,13 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
                                   "' (to apply several files together, put them in one "
                                   "directory and give -f DIR)"));
   }
-  auto loaded = LoadPath(file->second);
-  if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
   ChangeFlags change;
   std::string error;
   if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
+  absl::Duration wait_timeout;
+  if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
+  auto loaded = LoadPath(file->second);
+  if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
   if (flags.values.count("canary") || flags.values.count("verify")) {
     if (flags.switches.count("dry-run")) {
       return UsageFail("--canary and --dry-run do not go together: dry-run the change without "
@@ -790,6 +870,10 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  if (flags.switches.count("wait") && !response.dry_run() && !DiffEmpty(response.diff())) {
+    std::cout.flush();
+    return WaitForFleet(stub, server, response.version(), wait_timeout);
+  }
   return 0;
 }
 
@@ -879,6 +963,12 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!status.ok()) return RpcFail(status, server);
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  if (flags.switches.count("wait") && !response.dry_run() && !DiffEmpty(response.diff())) {
+    std::cout.flush();
+    absl::Duration wait_timeout;
+    if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
+    return WaitForFleet(stub, server, response.version(), wait_timeout);
+  }
   return 0;
 }
 
@@ -1039,6 +1129,12 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  if (flags.switches.count("wait") && !response.dry_run() && !DiffEmpty(response.diff())) {
+    std::cout.flush();
+    absl::Duration wait_timeout;
+    if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
+    return WaitForFleet(stub, server, response.version(), wait_timeout);
+  }
   return 0;
 }
 
@@ -1412,12 +1508,13 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
 std::string CheckCommandFlags(const std::string& command, const ParsedFlags& flags) {
   static const std::map<std::string, std::set<std::string>> kCommandFlags = {
       {"apply", {"f", "dry-run", "m", "if-version", "canary", "verify", "max-5xx-rate",
-                 "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic", "wait"}},
+                 "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic", "wait",
+                 "timeout"}},
       {"get", {"o"}},
-      {"delete", {"dry-run", "m", "if-version"}},
+      {"delete", {"dry-run", "m", "if-version", "wait", "timeout"}},
       {"history", {"limit", "o"}},
       {"diff", {}},
-      {"rollback", {"dry-run", "m", "if-version"}},
+      {"rollback", {"dry-run", "m", "if-version", "wait", "timeout"}},
       {"proxies", {"o"}},
       {"top", {"interval", "once"}},
       {"token", {"o", "role"}},
@@ -1443,7 +1540,7 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
   // than ignored (an `apply --wait` would otherwise go to every proxy at
   // once while its author waits for a verdict).
   if (command == "apply" && !flags.values.count("canary") && !flags.values.count("verify")) {
-    for (const char* name : {"wait", "max-5xx-rate", "max-p99-ratio", "p99-slack",
+    for (const char* name : {"max-5xx-rate", "max-p99-ratio", "p99-slack",
                              "min-requests", "on-no-traffic"}) {
       if (flags.values.count(name) || flags.switches.count(name)) {
         return absl::StrCat("apply --", name, " goes with --canary GROUP|N% --verify DURATION");

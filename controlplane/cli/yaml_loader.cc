@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -841,9 +843,53 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
   return LoadYaml(text, file_name, LoadOptions());
 }
 
+namespace {
+
+// What is refused before any parser runs: a NUL byte in UTF-8 text (YAML
+// allows none; yaml-cpp read "<NUL>n" as an escaped newline, changing the
+// value), and more documents than an apply may hold (each is a node built
+// before any limit is looked at: 3 million "---" lines took 2 GB).
+constexpr size_t kMaxDocuments = 100000;
+
+absl::Status CheckRawText(const std::string& text, const std::string& file_name) {
+  // UTF-16 and UTF-32 (a BOM, or a NUL in the first two bytes: YAML 1.2
+  // 5.2) hold NUL bytes; yaml-cpp decodes them.
+  const bool utf8 = !(text.size() >= 2 && ((static_cast<unsigned char>(text[0]) == 0xFE &&
+                                            static_cast<unsigned char>(text[1]) == 0xFF) ||
+                                           (static_cast<unsigned char>(text[0]) == 0xFF &&
+                                            static_cast<unsigned char>(text[1]) == 0xFE) ||
+                                           text[0] == '\0' || text[1] == '\0'));
+  if (utf8) {
+    if (size_t nul = text.find('\0'); nul != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_name, ", line ", std::count(text.begin(), text.begin() + nul, '\n') + 1,
+          ": a NUL byte, which YAML allows nowhere"));
+    }
+  }
+  size_t documents = 0;
+  size_t at = 0;  // the start of each line
+  while (at < text.size()) {
+    if (text.compare(at, 3, "---") == 0 &&
+        (at + 3 == text.size() || text[at + 3] == ' ' || text[at + 3] == '\n' ||
+         text[at + 3] == '\r' || text[at + 3] == '\t') &&
+        ++documents > kMaxDocuments) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_name, ": more than ", kMaxDocuments,
+          " documents ('---' lines); one apply takes at most that many"));
+    }
+    const size_t end = text.find('\n', at);
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
                                                      const std::string& file_name,
                                                      const LoadOptions& options) {
+  if (absl::Status raw = CheckRawText(text, file_name); !raw.ok()) return raw;
   if (options.fast_parser) {
     if (auto fast = ParseFastYaml(text); fast.has_value()) {
       std::vector<FastYamlNode> docs;
@@ -871,12 +917,20 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
   std::vector<std::string> files;
   if (S_ISDIR(st.st_mode)) {
     DIR* dir = ::opendir(path.c_str());
-    if (dir == nullptr) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot read"));
+    if (dir == nullptr) {
+      return absl::PermissionDeniedError(absl::StrCat(path, ": cannot read: ", strerror(errno)));
+    }
     while (dirent* entry = ::readdir(dir)) {
       std::string name = entry->d_name;
-      if (absl::EndsWith(name, ".yaml") || absl::EndsWith(name, ".yml")) {
-        files.push_back(absl::StrCat(path, "/", name));
-      }
+      // Regular files (a link to one too), not hidden ones: an editor's or
+      // macOS's "._x.yaml", a FIFO (it would block the apply) or a
+      // directory named x.yaml are no config.
+      if (name.empty() || name[0] == '.') continue;
+      if (!absl::EndsWith(name, ".yaml") && !absl::EndsWith(name, ".yml")) continue;
+      std::string file = absl::StrCat(path, "/", name);
+      struct stat file_st;
+      if (::stat(file.c_str(), &file_st) == 0 && !S_ISREG(file_st.st_mode)) continue;
+      files.push_back(std::move(file));
     }
     ::closedir(dir);
     std::sort(files.begin(), files.end());
@@ -891,7 +945,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
   for (const std::string& file : files) {
     std::ifstream in(file);
     if (!in) {
-      errors.push_back(absl::StrCat(file, ": cannot read"));
+      errors.push_back(absl::StrCat(file, ": cannot read: ", strerror(errno)));
       continue;
     }
     // Read at most one byte past what one apply may carry (a file like

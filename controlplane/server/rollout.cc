@@ -5,10 +5,15 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "api/resource.h"
+#include "api/validation.h"
 #include "common/log.h"
 #include "controlplane/store/file_store.h"
 
@@ -315,6 +320,33 @@ absl::StatusOr<RolloutManager::Started> RolloutManager::Start(
   SLUICE_LOG(kInfo, "canary rollout ", rollout.id(), ": version ", rollout.candidate_version(),
              " to ", canaries, " of ", proxies.size(), " proxies (", selection, "), version ",
              rollout.stable_version(), " stays on the rest; verify ", absl::FormatDuration(verify));
+  // A listener the change adds or alters that no canary serves (its
+  // node_groups name none of theirs) is not tried by them: what only its
+  // proxies check (binding its port, opening its access log) shows first
+  // after promotion. Said, not refused.
+  std::set<std::string> canary_groups;
+  for (const auto& p : proxies) {
+    if (split.Selects(p.node().id(), p.node().group())) canary_groups.insert(p.node().group());
+  }
+  std::set<api::ResourceId> touched(change->diff.added.begin(), change->diff.added.end());
+  touched.insert(change->diff.changed.begin(), change->diff.changed.end());
+  std::vector<std::string> untried;
+  for (const api::Resource& r : resources) {
+    if (!r.has_listener() || touched.count(api::IdOf(r)) == 0) continue;
+    bool served = false;
+    for (const std::string& group : canary_groups) {
+      served = served || api::ListenerPlacedOn(r.listener(), group);
+    }
+    if (!served) untried.push_back(api::Describe(api::IdOf(r)));
+  }
+  if (!untried.empty()) {
+    absl::StrAppend(&change->warning, change->warning.empty() ? "" : "; ",
+                    absl::StrJoin(untried, ", "),
+                    untried.size() == 1 ? " changes but is" : " change but are",
+                    " served by no canary (node_groups): the canaries cannot try what only its "
+                    "proxies check (its port, its access log); sluicectl apply --wait follows the "
+                    "fleet after the decision");
+  }
   return Started{rollout, *std::move(change)};
 }
 

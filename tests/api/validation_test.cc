@@ -46,6 +46,15 @@ TEST(ValidationTest, ValidStatePasses) { EXPECT_TRUE(CheckState(Valid()).ok()); 
 TEST(ValidationTest, NameRequiredAndCharset) {
   EXPECT_EQ(ErrorsWith(R"(cluster { name: "a b" endpoints { address: "127.0.0.1" port: 1 } })"),
             "Cluster \"a b\": name: 'a b' may contain only letters, digits, '-', '_' and '.'");
+  // A name is quoted escaped (no forged line, no raw control byte) and cut
+  // (a 100 KB name made a status message gRPC would not carry).
+  EXPECT_EQ(ErrorsWith(R"(cluster { name: "web\nerror: forged" endpoints { address: "127.0.0.1" port: 1 } })"),
+            "Cluster \"web\\nerror: forged\": name: 'web\\nerror: forged' may contain only letters, "
+            "digits, '-', '_' and '.'");
+  const std::string huge = ErrorsWith("cluster { name: \"" + std::string(100000, 'a') +
+                                      "\" endpoints { address: \"127.0.0.1\" port: 1 } }");
+  EXPECT_LT(huge.size(), 400u) << huge.substr(0, 400);
+  EXPECT_TRUE(absl::StrContains(huge, "...(100000 bytes)")) << huge.substr(0, 400);
   EXPECT_NE(ErrorsWith(R"(cluster { name: "" endpoints { address: "127.0.0.1" port: 1 } })")
                 .find("name: is required"),
             std::string::npos);
@@ -1004,8 +1013,8 @@ TEST(ValidationTest, ConsumerNameAndGroups) {
             "'@'");
   EXPECT_EQ(ErrorsWith(R"(consumer { name: "" })"), "Consumer \"\": name: is required");
   EXPECT_EQ(ErrorsWith("consumer { name: \"" + std::string(129, 'a') + "\" }"),
-            "Consumer \"" + std::string(129, 'a') +
-                "\": name: is 129 characters; at most 128 are allowed");
+            "Consumer \"" + std::string(128, 'a') +
+                "...(129 bytes)\": name: is 129 characters; at most 128 are allowed");
   EXPECT_EQ(ConsumerErrors(R"(groups: ["ops", "a/b"])"),
             "Consumer \"alice\": groups[1]: 'a/b' may contain only letters, digits, '-', '_', "
             "'.' and '@'");

@@ -186,6 +186,28 @@ TEST_F(CanaryTest, AGoodChangeIsPromotedToEveryProxy) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+// A change to a listener no canary serves (node_groups) cannot be tried by
+// them: apply says so, and --wait follows the fleet after the decision, so
+// a version the rest refuses (an access log it cannot open) fails the
+// command with the refusal. Before: "promoted", exit 0, the fleet split.
+TEST_F(CanaryTest, WhatNoCanaryServesIsSaidAndTheFleetIsFollowed) {
+  std::string yaml = Config(upstream_.port(), "");
+  const std::string placed = absl::StrCat("node_groups: [", kGroups[1], "]}");
+  ASSERT_NE(yaml.find(placed), std::string::npos);
+  yaml.replace(yaml.find(placed), placed.size(),
+               absl::StrCat("node_groups: [", kGroups[1],
+                            "], access_log: {path: /nonexistent-dir/x.log}}"));
+  CommandResult r = Apply(yaml, {"--canary", "canary", "--verify", "2s", "--on-no-traffic",
+                                 "promote", "--wait", "--timeout", "20s"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("Listener \"", kGroups[1],
+                                                    "\" changes but is served by no canary")))
+      << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "promoted as version 3")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "taken by 2 of 3 proxies, refused by 1")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "cannot open access log")) << r.err;
+}
+
 TEST_F(CanaryTest, ARestartMidRolloutPutsTheCanaryBackAndRecordsWhy) {
   CommandResult r = Apply(Config(dead_port_, ""),
                           {"--canary", "canary", "--verify", "1h", "--min-requests", "1000000"});

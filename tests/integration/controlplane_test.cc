@@ -206,7 +206,7 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
   ASSERT_EQ(cp.Ctl({"apply", "-f", RunfilePath("examples/quickstart.yaml")}).exit_code, 0);
   std::string good = WriteFile(ClusterYaml("users", 9001));
   for (std::vector<std::string> flags :
-       {std::vector<std::string>{"--wait"}, {"--max-5xx-rate", "0.5"}, {"--min-requests", "3"}}) {
+       {std::vector<std::string>{"--max-5xx-rate", "0.5"}, {"--min-requests", "3"}}) {
     std::vector<std::string> args = {"apply", "-f", good};
     args.insert(args.end(), flags.begin(), flags.end());
     auto r = cp.Ctl(args);

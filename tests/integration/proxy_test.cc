@@ -480,6 +480,18 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
   ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
   v = std::stoull(deleted.out.substr(deleted.out.find("version ") + 8));
   for (auto& p : proxies_) EXPECT_TRUE(p->WaitForVersion(v)) << p->process().Log();
+  // apply --wait says which proxies refused the version, and why: exit 1
+  // (before, an apply every proxy refused exited 0 without a word).
+  o.extra_listener_port = squatter.port();
+  auto waited = cp_.Ctl({"apply", "-f", WriteConfig(ConfigYaml(o)), "--wait", "--timeout", "20s"});
+  EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 0 of 2 proxies, refused by 2")) << waited.out;
+  EXPECT_TRUE(absl::StrContains(waited.err, "refused version")) << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.err, "Listener \"extra\": cannot bind")) << waited.err;
+  // And a version every proxy takes: exit 0.
+  waited = cp_.Ctl({"delete", "listener", "extra", "--wait"});
+  EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
 }
 
 TEST_F(ProxyTest, ControlPlaneKilledUnderLoad) {

@@ -1,6 +1,11 @@
 #include "controlplane/cli/yaml_loader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -257,6 +262,61 @@ TEST(YamlLoaderTest, AFileOverTheConfigLimitIsRefusedWithoutReadingItAll) {
   EXPECT_NE(loaded.status().message().find("/dev/zero: larger than 33554432 bytes"),
             std::string::npos)
       << loaded.status().message();
+}
+
+// Refused before parsing: a NUL byte in UTF-8 text (yaml-cpp read
+// "<NUL>n" as an escape, storing a newline), and more documents than an
+// apply holds (3 million "---" lines took gigabytes before any limit).
+TEST(YamlLoaderTest, NulBytesAndDocumentFloodsAreRefusedBeforeParsing) {
+  std::string nul = "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1";
+  nul += std::string("\0x41", 4);
+  nul += ", port: 1}]\n";
+  EXPECT_EQ(Error(nul), "f.yaml, line 4: a NUL byte, which YAML allows nowhere");
+  std::string flood;
+  for (int i = 0; i < 100001; ++i) flood += "---\n";
+  EXPECT_EQ(Error(flood),
+            "f.yaml: more than 100000 documents ('---' lines); one apply takes at most that many");
+  // UTF-16 text holds NUL bytes and still loads.
+  const std::string utf8 = "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n";
+  std::string utf16 = "\xFF\xFE";
+  for (char c : utf8) {
+    utf16.push_back(c);
+    utf16.push_back('\0');
+  }
+  auto loaded = LoadYaml(utf16, "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(api::NameOf((*loaded)[0].resource), "a");
+}
+
+// -f DIR takes regular .yaml/.yml files, not hidden ones (macOS's
+// "._x.yaml"), not a FIFO (reading it blocked the apply for ever), not a
+// directory so named; a file it cannot read says why.
+TEST(YamlLoaderTest, ADirectoryGivesItsRegularVisibleYamlFiles) {
+  char tmpl[] = "/tmp/yaml-dir-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto write = [&](const std::string& name, const std::string& text) {
+    FILE* f = fopen((dir + "/" + name).c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fputs(text.c_str(), f);
+    fclose(f);
+  };
+  write("a.yaml", "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n");
+  write("._a.yaml", "\x00\x05binary");
+  ASSERT_EQ(mkfifo((dir + "/fifo.yaml").c_str(), 0600), 0);
+  ASSERT_EQ(mkdir((dir + "/sub.yaml").c_str(), 0700), 0);
+  auto loaded = LoadPath(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ(api::NameOf((*loaded)[0].resource), "a");
+  if (geteuid() != 0) {  // root reads whatever the mode says
+    write("b.yaml", "kind: Cluster\n");
+    ASSERT_EQ(chmod((dir + "/b.yaml").c_str(), 0), 0);
+    auto refused = LoadPath(dir);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "b.yaml: cannot read: Permission denied"))
+        << refused.status();
+  }
 }
 
 TEST(YamlLoaderTest, AnErrorInOneDocumentYieldsNothingAndNamesTheDocument) {
