@@ -594,6 +594,10 @@ bool WaitTimeout(const ParsedFlags& flags, absl::Duration* timeout, std::string*
   *timeout = absl::Seconds(30);
   auto it = flags.values.find("timeout");
   if (it == flags.values.end()) return true;
+  if (!flags.switches.count("wait")) {
+    *error = "--timeout goes with --wait";
+    return false;
+  }
   if (!absl::ParseDuration(it->second, timeout) || *timeout < absl::Seconds(1) ||
       *timeout > absl::Minutes(10)) {
     *error = absl::StrCat("--timeout ", it->second, ": expected a duration of 1s..10m");
@@ -870,7 +874,9 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
-  if (flags.switches.count("wait") && !response.dry_run() && !DiffEmpty(response.diff())) {
+  if (flags.switches.count("wait") && !response.dry_run()) {
+    // No change: the version in force, which a wait that timed out before
+    // may still be waiting for.
     std::cout.flush();
     return WaitForFleet(stub, server, response.version(), wait_timeout);
   }
@@ -948,6 +954,8 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   ChangeFlags change;
   std::string error;
   if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
+  absl::Duration wait_timeout;
+  if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
   admin::v1::DeleteRequest request;
   request.set_kind(*kind);
   request.set_name(args[2]);
@@ -963,10 +971,8 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!status.ok()) return RpcFail(status, server);
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
-  if (flags.switches.count("wait") && !response.dry_run() && !DiffEmpty(response.diff())) {
+  if (flags.switches.count("wait") && !response.dry_run()) {
     std::cout.flush();
-    absl::Duration wait_timeout;
-    if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
     return WaitForFleet(stub, server, response.version(), wait_timeout);
   }
   return 0;
@@ -1111,6 +1117,8 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   ChangeFlags change;
   std::string error;
   if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
+  absl::Duration wait_timeout;
+  if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
   admin::v1::RollbackRequest request;
   request.set_version(version);
   request.set_dry_run(flags.switches.count("dry-run") > 0);
@@ -1129,10 +1137,8 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
-  if (flags.switches.count("wait") && !response.dry_run() && !DiffEmpty(response.diff())) {
+  if (flags.switches.count("wait") && !response.dry_run()) {
     std::cout.flush();
-    absl::Duration wait_timeout;
-    if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
     return WaitForFleet(stub, server, response.version(), wait_timeout);
   }
   return 0;

@@ -851,31 +851,94 @@ namespace {
 // before any limit is looked at: 3 million "---" lines took 2 GB).
 constexpr size_t kMaxDocuments = 100000;
 
-absl::Status CheckRawText(const std::string& text, const std::string& file_name) {
-  // UTF-16 and UTF-32 (a BOM, or a NUL in the first two bytes: YAML 1.2
-  // 5.2) hold NUL bytes; yaml-cpp decodes them.
-  const bool utf8 = !(text.size() >= 2 && ((static_cast<unsigned char>(text[0]) == 0xFE &&
-                                            static_cast<unsigned char>(text[1]) == 0xFF) ||
-                                           (static_cast<unsigned char>(text[0]) == 0xFF &&
-                                            static_cast<unsigned char>(text[1]) == 0xFE) ||
-                                           text[0] == '\0' || text[1] == '\0'));
-  if (utf8) {
-    if (size_t nul = text.find('\0'); nul != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file_name, ", line ", std::count(text.begin(), text.begin() + nul, '\n') + 1,
-          ": a NUL byte, which YAML allows nowhere"));
+// YAML 1.2 5.2: UTF-32 or UTF-16 (by a byte order mark, else by where the
+// first character's zero bytes are) becomes UTF-8, so that every check and
+// both parsers see one encoding. Empty: the text is UTF-8 already.
+absl::StatusOr<std::string> DecodeToUtf8(const std::string& text, const std::string& file_name) {
+  auto byte = [&](size_t i) -> unsigned { return i < text.size() ? static_cast<unsigned char>(text[i]) : 1u; };
+  int unit = 0;
+  bool big_endian = false;
+  size_t skip = 0;
+  if (byte(0) == 0 && byte(1) == 0 && byte(2) == 0xFE && byte(3) == 0xFF) {
+    unit = 4, big_endian = true, skip = 4;
+  } else if (byte(0) == 0 && byte(1) == 0 && byte(2) == 0) {
+    unit = 4, big_endian = true;
+  } else if (byte(0) == 0xFF && byte(1) == 0xFE && byte(2) == 0 && byte(3) == 0) {
+    unit = 4, skip = 4;
+  } else if (byte(1) == 0 && byte(2) == 0 && byte(3) == 0) {
+    unit = 4;
+  } else if (byte(0) == 0xFE && byte(1) == 0xFF) {
+    unit = 2, big_endian = true, skip = 2;
+  } else if (byte(0) == 0) {
+    unit = 2, big_endian = true;
+  } else if (byte(0) == 0xFF && byte(1) == 0xFE) {
+    unit = 2, skip = 2;
+  } else if (byte(1) == 0) {
+    unit = 2;
+  }
+  if (unit == 0 || text.size() < 2) return std::string();
+  auto invalid = [&](size_t at) {
+    return absl::InvalidArgumentError(absl::StrCat(file_name, ": not valid UTF-", unit * 8,
+                                                   " at byte ", at));
+  };
+  auto read = [&](size_t at) -> uint32_t {
+    uint32_t v = 0;
+    for (int k = 0; k < unit; ++k) {
+      const uint32_t b = static_cast<unsigned char>(text[at + (big_endian ? k : unit - 1 - k)]);
+      v = (v << 8) | b;
+    }
+    return v;
+  };
+  std::string out;
+  out.reserve(text.size());
+  for (size_t at = skip; at < text.size(); at += unit) {
+    if (at + unit > text.size()) return invalid(at);
+    uint32_t c = read(at);
+    if (unit == 2 && c >= 0xD800 && c <= 0xDBFF) {
+      if (at + 2 * unit > text.size()) return invalid(at);
+      const uint32_t low = read(at + unit);
+      if (low < 0xDC00 || low > 0xDFFF) return invalid(at);
+      c = 0x10000 + ((c - 0xD800) << 10) + (low - 0xDC00);
+      at += unit;
+    } else if ((c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF) {
+      return invalid(at);
+    }
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x800) {
+      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    } else if (c < 0x10000) {
+      out.push_back(static_cast<char>(0xE0 | (c >> 12)));
+      out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    } else {
+      out.push_back(static_cast<char>(0xF0 | (c >> 18)));
+      out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
     }
   }
+  return out;
+}
+
+absl::Status CheckRawText(const std::string& text, const std::string& file_name) {
+  if (size_t nul = text.find('\0'); nul != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file_name, ", line ", std::count(text.begin(), text.begin() + nul, '\n') + 1,
+        ": a NUL byte, which YAML allows nowhere"));
+  }
+  // Documents begin at '---' and end at '...' lines: each may start one.
   size_t documents = 0;
   size_t at = 0;  // the start of each line
   while (at < text.size()) {
-    if (text.compare(at, 3, "---") == 0 &&
+    if ((text.compare(at, 3, "---") == 0 || text.compare(at, 3, "...") == 0) &&
         (at + 3 == text.size() || text[at + 3] == ' ' || text[at + 3] == '\n' ||
          text[at + 3] == '\r' || text[at + 3] == '\t') &&
         ++documents > kMaxDocuments) {
       return absl::InvalidArgumentError(absl::StrCat(
           file_name, ": more than ", kMaxDocuments,
-          " documents ('---' lines); one apply takes at most that many"));
+          " documents ('---' or '...' lines); one apply takes at most that many"));
     }
     const size_t end = text.find('\n', at);
     if (end == std::string::npos) break;
@@ -886,9 +949,12 @@ absl::Status CheckRawText(const std::string& text, const std::string& file_name)
 
 }  // namespace
 
-absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
+absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text,
                                                      const std::string& file_name,
                                                      const LoadOptions& options) {
+  absl::StatusOr<std::string> decoded = DecodeToUtf8(raw_text, file_name);
+  if (!decoded.ok()) return decoded.status();
+  const std::string& text = decoded->empty() ? raw_text : *decoded;
   if (absl::Status raw = CheckRawText(text, file_name); !raw.ok()) return raw;
   if (options.fast_parser) {
     if (auto fast = ParseFastYaml(text); fast.has_value()) {

@@ -559,9 +559,17 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
     deferred().saved_head.expect_continue = false;
   }
   route_timer_.Clear();
-  StartIdleTimer(route_->action == router::RouteEntry::Action::kCluster
-                     ? route_->idle_timeout
-                     : api::kDefaultStreamIdleTimeout);
+  StartIdleTimer(UploadIdleLimit());
+}
+
+absl::Duration ProxyStream::UploadIdleLimit() const {
+  // A route that answers itself has no idle_timeout of its own; one whose
+  // idle_timeout is 0s (a streamed response without limit) has its
+  // timeout; a body held in memory is bounded all the same.
+  if (route_->action != router::RouteEntry::Action::kCluster) return api::kDefaultStreamIdleTimeout;
+  if (route_->idle_timeout > absl::ZeroDuration()) return route_->idle_timeout;
+  if (route_->timeout > absl::ZeroDuration()) return route_->timeout;
+  return buffering_body_ ? api::kDefaultStreamIdleTimeout : absl::ZeroDuration();
 }
 
 void ProxyStream::FinishBodyBuffering() {
@@ -766,8 +774,7 @@ void ProxyStream::StartRequestTimers() {
   route_timer_.Clear();
   // With idle_timeout 0s (streamed responses without limit) the route's
   // timeout bounds a stalled upload instead; both 0s: none.
-  StartIdleTimer(route_->idle_timeout > absl::ZeroDuration() ? route_->idle_timeout
-                                                            : route_->timeout);
+  StartIdleTimer(UploadIdleLimit());
 }
 
 void ProxyStream::StartRouteTimer() {
@@ -1952,7 +1959,10 @@ void ProxyStream::NoteActivity() {
 
 void ProxyStream::StartIdleTimer(absl::Duration limit) {
   idle_limit_ = limit;
-  if (limit <= absl::ZeroDuration()) return;
+  if (limit <= absl::ZeroDuration()) {
+    idle_timer_.Clear();  // an upload's bound does not carry into the response
+    return;
+  }
   last_activity_ = worker_.dispatcher().Now();
   idle_timer_.Set(limit, /*shared_duration=*/true);
 }
@@ -1983,11 +1993,15 @@ void ProxyStream::OnIdleTimer() {
     // upstream's (Envoy's 408); the endpoint is not charged.
     response_flag_ = "request_timeout";
     if (HasUpstream()) ReleaseUpstream(false);
+    const bool own = route_->action == router::RouteEntry::Action::kCluster;
     SendLocalResponse(408, absl::StrCat("the request body stalled for ",
                                         absl::FormatDuration(idle_limit_),
-                                        !buffering_body_ && route_->idle_timeout <= absl::ZeroDuration()
+                                        !own || route_->idle_timeout > absl::ZeroDuration()
+                                            ? " (the route's idle_timeout)"
+                                        : idle_limit_ == route_->timeout
                                             ? " (the route's timeout; its idle_timeout is 0s)"
-                                            : " (the route's idle_timeout)"),
+                                            : " (the default; the route's idle_timeout and "
+                                              "timeout are 0s)"),
                       {}, {}, "application/json", /*close_connection=*/true);
     return;
   }

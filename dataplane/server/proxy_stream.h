@@ -315,6 +315,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Once the head went upstream: the route timer when the request is
   // complete (or gRPC), else the idle timer over the body still to come.
   void StartRequestTimers();
+  // What bounds a stalling request body: the route's idle_timeout, else
+  // its timeout, else (a body held in memory) the default stream idle
+  // timeout; zero: nothing.
+  absl::Duration UploadIdleLimit() const;
   // The client's grpc-timeout, not the route's timeout, sets the deadline.
   bool GrpcTimeoutBinds() const;
   bool HasUpstream() const { return upstream_ != nullptr || upstream2_ != nullptr; }

@@ -228,12 +228,17 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
         {"apply", "--filename=" + good, "-f", other},
         {"apply", "-f", "-"},
         {"cache", "purge", "--path", "/a", "--path", "/b"},
+        // A bad --wait timeout is refused before anything changes.
+        {"delete", "cluster", "users", "--wait", "--timeout", "abc"},
+        {"delete", "cluster", "users", "--timeout", "5s"},
+        {"rollback", "1", "--wait", "--timeout", "0s"},
         {"proxies", "extra"},
         {"top", "--once", "extra"}}) {
     auto bad = cp.Ctl(args);
     EXPECT_EQ(bad.exit_code, 2) << absl::StrJoin(args, " ") << ": " << bad.out << bad.err;
   }
   EXPECT_NE(cp.Ctl({"get", "cluster", "stray"}).exit_code, 0);  // nothing applied
+  EXPECT_EQ(cp.Ctl({"get", "cluster", "users"}).exit_code, 0);   // nothing deleted
   // A flag's value that looks like a flag is a value.
   auto message = cp.Ctl({"apply", "-f", good, "-m", "-f"});
   EXPECT_EQ(message.exit_code, 0) << message.err;

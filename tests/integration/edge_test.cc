@@ -235,6 +235,9 @@ class EdgeTest : public ::testing::Test {
         "idle_timeout: 1s}\n"
         "        - match: {prefix: /idle0/}\n          route: {cluster: up, timeout: 1s, "
         "idle_timeout: 0s}\n"
+        "        - match: {prefix: /held0/}\n          route: {cluster: up, timeout: 1s, "
+        "idle_timeout: 0s}\n          policies: [{name: request-validation, typed_config: "
+        "{body_schema: '{\"type\": \"object\"}'}}]\n"
         "        - match: {prefix: /pertry/}\n          route: {cluster: up, timeout: 10s, "
         "idle_timeout: 3s, retry_policy: {num_retries: 2, retry_on: [reset], "
         "per_try_timeout: 1s, retry_non_idempotent: true}}\n"
@@ -627,10 +630,75 @@ TEST_F(EdgeTest, AnUploadIsTheClientsTimeNotTheUpstreams) {
     EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 408")) << r;
     EXPECT_TRUE(absl::StrContains(r, "(the route's timeout; its idle_timeout is 0s)")) << r;
   }
+  {
+    // The same for a body a policy holds whole (request-validation): it
+    // was held, unbounded, for as long as the client kept the connection.
+    RawClient client(port_);
+    ASSERT_TRUE(client.Send("POST /held0/stall HTTP/1.1\r\nHost: edge\r\n"
+                            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\""));
+    std::string r = client.ReadUntilClosed(absl::Seconds(10));
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 408")) << r;
+  }
   EXPECT_EQ(proxy_->Stat(timeouts), before);
   // The route timeout still bounds an upstream that does not answer.
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port_), "/idle/x?hang=1").status, 504);
   EXPECT_EQ(proxy_->Stat(timeouts), before + 1);
+}
+
+// A route with idle_timeout 0s (a streamed response without limit) whose
+// upstream answers while the client still uploads: the bound the upload had
+// (the route's timeout) does not carry into the response. Before: the
+// response was cut at the route's timeout, and charged to the upstream.
+TEST_F(EdgeTest, AnEarlyStreamedAnswerOnARouteWithoutIdleTimeoutIsNotCut) {
+  int listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listen_fd, 4), 0);
+  socklen_t length = sizeof(addr);
+  getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  // The upstream answers at once and streams 8 chunks 250 ms apart (2 s,
+  // past the route's 1 s timeout), reading the body meanwhile.
+  std::thread upstream([listen_fd] {
+    int c = accept(listen_fd, nullptr, nullptr);
+    if (c < 0) return;
+    const std::string head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    (void)send(c, head.data(), head.size(), MSG_NOSIGNAL);
+    char buffer[4096];
+    for (int i = 0; i < 8; ++i) {
+      const std::string chunk = "2\r\nok\r\n";
+      (void)send(c, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      const absl::Time until = absl::Now() + absl::Milliseconds(250);
+      while (absl::Now() < until) {  // paced: a streaming origin, not a wait for a condition
+        pollfd p{c, POLLIN, 0};
+        if (poll(&p, 1, 20) > 0 && recv(c, buffer, sizeof(buffer), 0) <= 0) break;
+      }
+    }
+    (void)send(c, "0\r\n\r\n", 5, MSG_NOSIGNAL);
+    while (recv(c, buffer, sizeof(buffer), 0) > 0) {
+    }
+    close(c);
+  });
+  const int port = ListenerTo(ntohs(addr.sin_port), ", timeout: 1s, idle_timeout: 0s");
+  ASSERT_NE(port, 0);
+  RawClient client(port);
+  ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: edge\r\nContent-Length: 8\r\n\r\na"));
+  std::string reply;
+  for (int i = 0; i < 7; ++i) {  // a slow client: one byte every 300 ms
+    reply += client.ReadUntilClosed(absl::Milliseconds(300));
+    ASSERT_TRUE(client.Send("b")) << reply;
+  }
+  bool closed = false;
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  while (reply.find("\r\n0\r\n\r\n") == std::string::npos && !closed && absl::Now() < until) {
+    reply += client.ReadUntilClosed(absl::Milliseconds(100), &closed);
+  }
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "\r\n0\r\n\r\n")) << reply;  // the whole response
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_timeouts_total{cluster=\"hints\"}"), 0);
+  upstream.join();
+  close(listen_fd);
 }
 
 // An upstream that takes the request head and then no body bytes: the

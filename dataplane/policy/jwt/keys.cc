@@ -485,6 +485,18 @@ void ParseJwks(std::string_view jwks, std::vector<VerificationKey>* keys,
     fail("is not a JWK Set (a JSON object with a \"keys\" array)");
     return;
   }
+  {
+    // One "keys": two JSON readers could take different arrays.
+    size_t keys_members = 0;
+    simdjson::dom::object set;
+    if (root.get_object().get(set) == simdjson::SUCCESS) {
+      for (simdjson::dom::key_value_pair member : set) keys_members += member.key == "keys";
+    }
+    if (keys_members > 1) {
+      fail("names \"keys\" more than once");
+      return;
+    }
+  }
   size_t index = 0;
   for (simdjson::dom::element item : array) {
     size_t i = index++;

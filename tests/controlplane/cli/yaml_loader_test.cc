@@ -274,18 +274,30 @@ TEST(YamlLoaderTest, NulBytesAndDocumentFloodsAreRefusedBeforeParsing) {
   EXPECT_EQ(Error(nul), "f.yaml, line 4: a NUL byte, which YAML allows nowhere");
   std::string flood;
   for (int i = 0; i < 100001; ++i) flood += "---\n";
-  EXPECT_EQ(Error(flood),
-            "f.yaml: more than 100000 documents ('---' lines); one apply takes at most that many");
-  // UTF-16 text holds NUL bytes and still loads.
+  const std::string too_many =
+      "f.yaml: more than 100000 documents ('---' or '...' lines); one apply takes at most that many";
+  EXPECT_EQ(Error(flood), too_many);
+  std::string ends;  // documents ended by '...' count too
+  for (int i = 0; i < 100001; ++i) ends += "{}\n...\n";
+  EXPECT_EQ(Error(ends), too_many);
+  // UTF-16 text (its bytes hold zeros) loads, and is checked as its
+  // characters: a U+0000 in it is refused as in UTF-8; so is a flood.
+  auto utf16 = [](const std::string& utf8) {
+    std::string out = "\xFF\xFE";
+    for (char c : utf8) {
+      out.push_back(c);
+      out.push_back('\0');
+    }
+    return out;
+  };
   const std::string utf8 = "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n";
-  std::string utf16 = "\xFF\xFE";
-  for (char c : utf8) {
-    utf16.push_back(c);
-    utf16.push_back('\0');
-  }
-  auto loaded = LoadYaml(utf16, "f.yaml");
+  auto loaded = LoadYaml(utf16(utf8), "f.yaml");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(api::NameOf((*loaded)[0].resource), "a");
+  EXPECT_EQ(Error(utf16(std::string("kind: Cluster\nname: a\0n\n", 24))),
+            "f.yaml, line 2: a NUL byte, which YAML allows nowhere");
+  EXPECT_EQ(Error(utf16(flood)), too_many);
+  EXPECT_EQ(Error(std::string("\xFF\xFE\x00\xD8", 4)), "f.yaml: not valid UTF-16 at byte 2");
 }
 
 // -f DIR takes regular .yaml/.yml files, not hidden ones (macOS's

@@ -558,6 +558,8 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":")" + k43 + R"(","k":")" + std::string(43, 'g') +
                   R"("}]})"),
             "jwks: key 0: member \"k\" appears twice");
+  EXPECT_EQ(first(R"({"keys":[{"kty":"oct","k":")" + k43 + R"("}],"keys":[]})"),
+            "jwks: names \"keys\" more than once");
   EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"o","n":"AQAB","e":"AQAB","oth":[]}]})"),
             "jwks: key 0 (kid \"o\"): holds private key material (oth); give the public key only");
   auto two = key_errors(
