@@ -269,6 +269,7 @@ void ProxyStream::Reset() {
   status_ = attempts_ = 0;
   endpoint_active_ = nullptr;
   endpoint_index_ = -1;
+  tried_.clear();
   hash_ = 0;
   counted_request_ = pending_ = counted_retry_ = false;
   retries_ = 0;
@@ -1359,8 +1360,13 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
 bool ProxyStream::ConnectUpstream() {
   grpc_reset_status_ = -1;  // a new try: an earlier try's reset is not its answer
   const upstream::ClusterInfo& cluster = *cluster_;
-  // A retry avoids the endpoint that just failed when another one is usable.
-  int index = worker_.picker().Pick(cluster, hash_, attempts_ > 0 ? endpoint_index_ : -1);
+  // A retry avoids every endpoint the request tried while another one is
+  // usable (with two down of three, A then B then A failed every retry).
+  if (attempts_ > 0 && endpoint_index_ >= 0 &&
+      std::find(tried_.begin(), tried_.end(), endpoint_index_) == tried_.end()) {
+    tried_.push_back(endpoint_index_);
+  }
+  int index = worker_.picker().Pick(cluster, hash_, &tried_);
   if (index < 0) {
     cluster.stats.no_healthy_endpoint->Inc();
     response_flag_ = "no_healthy_endpoint";

@@ -6,12 +6,14 @@
 
 namespace sluice::upstream {
 
-int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash, int exclude) {
+int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
+                         const std::vector<int>* exclude) {
   const int n = static_cast<int>(cluster.endpoints.size());
   if (n == 0) return -1;
   const std::vector<char>* allowed = nullptr;  // nullptr: every endpoint
   int count = n;
-  if (cluster.health_check.enabled || cluster.outlier.enabled || exclude >= 0) {
+  const bool excluding = exclude != nullptr && !exclude->empty();
+  if (cluster.health_check.enabled || cluster.outlier.enabled || excluding) {
     const int64_t now = NowNanos();
     allowed_.assign(static_cast<size_t>(n), 1);
     int usable = 0;
@@ -27,9 +29,13 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash, int exclude)
       cluster.stats.panic->Inc();
     }
     if (usable == 0) return -1;
-    if (exclude >= 0 && exclude < n && allowed_[exclude] && usable > 1) {
-      allowed_[exclude] = 0;
-      --usable;
+    if (excluding) {
+      for (int e : *exclude) {
+        if (e >= 0 && e < n && allowed_[e] && usable > 1) {
+          allowed_[e] = 0;
+          --usable;
+        }
+      }
     }
     count = usable;
     if (usable < n) allowed = &allowed_;
@@ -65,11 +71,18 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
     }
     return -1;
   }
-  if (state.shape != cluster.uid || state.current.size() != n) {
-    // A new version of the cluster: start over (positions do not carry over
-    // meaningfully when weights or endpoints change).
-    state.current.assign(n, 0);
+  if (state.shape != cluster.uid) {
+    // Another version of the cluster: its positions carry over unless the
+    // weights changed (a connect_timeout tuned now and then would otherwise
+    // send the next pick of every worker to the heaviest endpoint).
     state.shape = cluster.uid;
+    bool same = state.weights.size() == n;
+    for (size_t i = 0; same && i < n; ++i) same = state.weights[i] == cluster.endpoints[i].weight;
+    if (!same) {
+      state.weights.resize(n);
+      for (size_t i = 0; i < n; ++i) state.weights[i] = cluster.endpoints[i].weight;
+      state.current.assign(n, 0);
+    }
   }
   int best = -1;
   int64_t total = 0;

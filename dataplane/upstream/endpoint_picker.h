@@ -31,9 +31,11 @@ class EndpointPicker {
   explicit EndpointPicker(uint64_t seed) : rng_(seed) {}
 
   // Index into cluster.endpoints, or -1 when no endpoint may be used.
-  // `hash` keys RING_HASH and MAGLEV. `exclude` (the endpoint of a failed
-  // try) is avoided when another candidate exists.
-  int Pick(const ClusterInfo& cluster, uint64_t hash = 0, int exclude = -1);
+  // `hash` keys RING_HASH and MAGLEV. `exclude` (the endpoints of a
+  // request's failed tries, as nginx's `tried` and Envoy's previous_hosts)
+  // are avoided while another usable candidate is left.
+  int Pick(const ClusterInfo& cluster, uint64_t hash = 0,
+           const std::vector<int>* exclude = nullptr);
 
   // Requests in flight per endpoint pool key (cluster and endpoint) on this
   // worker, maintained by the caller. The counter's address is stable, so a request can keep it.
@@ -56,6 +58,7 @@ class EndpointPicker {
     std::vector<int64_t> current;  // smooth WRR current weights
     uint64_t next = 0;             // equal weights: plain rotation
     uint64_t shape = 0;  // ClusterInfo::uid the weights were built for
+    std::vector<int64_t> weights;  // and the endpoints' weights then
   };
   int PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed);
   int PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed, int count);

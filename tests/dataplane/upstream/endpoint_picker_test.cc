@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -39,6 +40,44 @@ TEST(EndpointPickerTest, RoundRobinVisitsEachEndpointInTurn) {
   std::vector<int> order;
   for (int i = 0; i < 6; ++i) order.push_back(picker.Pick(*cluster));
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 0, 1, 2}));
+}
+
+// A retry avoids every endpoint the request tried, while one is left:
+// with two of three down, A then B then the live one. Before: only the
+// last one was avoided, and A, B, A failed every retry.
+TEST(EndpointPickerTest, EveryTriedEndpointIsAvoidedWhileOneIsLeft) {
+  stats::StatsStore store;
+  for (auto policy : {config::v1::Cluster::ROUND_ROBIN, config::v1::Cluster::RANDOM,
+                      config::v1::Cluster::LEAST_REQUEST}) {
+    auto cluster = MakeCluster({100, 100, 1}, policy, store);
+    EndpointPicker picker(7);
+    for (int round = 0; round < 50; ++round) {
+      std::vector<int> tried = {0, 1};
+      EXPECT_EQ(picker.Pick(*cluster, 0, &tried), 2) << policy;
+      tried = {1, 0, 2};  // all tried: one is still picked
+      EXPECT_GE(picker.Pick(*cluster, 0, &tried), 0) << policy;
+    }
+  }
+}
+
+// Smooth weighted round robin keeps its positions across versions of the
+// cluster whose weights stay (a connect_timeout tuned). Before: every
+// version started over, so the heaviest endpoint took the next pick.
+TEST(EndpointPickerTest, WeightedPositionsSurviveAVersionThatKeepsTheWeights) {
+  stats::StatsStore store;
+  EndpointPicker picker(1);
+  std::vector<int> order;
+  for (int i = 0; i < 10; ++i) {
+    // A new ClusterInfo each time: another version of cluster "c".
+    auto cluster = MakeCluster({1, 2, 7}, config::v1::Cluster::ROUND_ROBIN, store);
+    order.push_back(picker.Pick(*cluster));
+  }
+  EXPECT_EQ(std::count(order.begin(), order.end(), 2), 7);
+  EXPECT_EQ(std::count(order.begin(), order.end(), 1), 2);
+  EXPECT_EQ(std::count(order.begin(), order.end(), 0), 1);
+  // Changed weights start over.
+  auto changed = MakeCluster({7, 2, 1}, config::v1::Cluster::ROUND_ROBIN, store);
+  EXPECT_EQ(picker.Pick(*changed), 0);
 }
 
 TEST(EndpointPickerTest, WeightedRoundRobinIsExactAndSmooth) {
