@@ -1521,6 +1521,11 @@ uint64_t ProxyStream::HashKeyFor(const upstream::ClusterInfo& cluster, const Req
         size_t eq = pair.find('=');
         if (eq != std::string_view::npos && pair.substr(0, eq) == policy.cookie()) {
           key = pair.substr(eq + 1);
+          while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.remove_suffix(1);
+          // RFC 6265 4.1.1: a value may be DQUOTE-wrapped; "u" is u.
+          if (key.size() >= 2 && key.front() == '"' && key.back() == '"') {
+            key = key.substr(1, key.size() - 2);
+          }
         }
         if (semi == std::string_view::npos) break;
         rest.remove_prefix(semi + 1);

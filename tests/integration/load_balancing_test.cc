@@ -304,6 +304,25 @@ TEST_F(LoadBalancingTest, ConsistentHashingKeepsKeysAndMovesAboutOneNth) {
   MeasureConsistentHashing(this, "MAGLEV", apply, endpoints, listener());
 }
 
+// A cookie's value may be sent quoted (RFC 6265 4.1.1: cookie-value can be
+// DQUOTE-wrapped): sid="u" and sid=u are one key, as Envoy reads them.
+TEST_F(LoadBalancingTest, AQuotedCookieValueHashesAsTheBareOne) {
+  StartUpstreams({"", "", ""});
+  Apply(absl::StrCat("  lb_policy: RING_HASH\n  hash_policy: {cookie: sid}\n  endpoints: ",
+                     AllEndpoints()),
+        "");
+  std::set<std::string> used;
+  for (int k = 0; k < 40; ++k) {
+    const std::string user = absl::StrCat("user-", k);
+    HttpResponse bare = HttpGet(listener(), "/c", {{"cookie", "a=1; sid=" + user}});
+    HttpResponse quoted = HttpGet(listener(), "/c", {{"cookie", "sid=\"" + user + "\"; b=2"}});
+    ASSERT_EQ(bare.status, 200);
+    EXPECT_EQ(quoted.header("x-upstream"), bare.header("x-upstream")) << user;
+    used.insert(bare.header("x-upstream"));
+  }
+  EXPECT_GT(used.size(), 1u);  // keys do spread
+}
+
 TEST_F(LoadBalancingTest, LeastRequestSendsLessToASlowEndpointThanRoundRobin) {
   StartUpstreams({"delay_ms=40", "", ""});
   auto share_of_slow = [&](const std::string& policy) {
