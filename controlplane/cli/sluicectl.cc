@@ -652,7 +652,7 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
 
 int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
                 const ParsedFlags& flags, const ChangeFlags& change,
-                const std::vector<LoadedResource>& loaded) {
+                const std::vector<LoadedResource>& loaded, absl::Duration wait_timeout) {
   auto canary = flags.values.find("canary");
   auto verify_flag = flags.values.find("verify");
   if (canary == flags.values.end() || verify_flag == flags.values.end()) {
@@ -742,9 +742,6 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
     // proxy outside the canaries may refuse what they could not test).
     if (decision != 0) {
       std::cout.flush();
-      absl::Duration wait_timeout;
-      std::string error;
-      if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
       if (WaitForFleet(stub, server, decision, wait_timeout) != 0) return 1;
     }
     return verdict;
@@ -855,7 +852,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
       return UsageFail("--canary and --dry-run do not go together: dry-run the change without "
                   "--canary first");
     }
-    return StartCanary(stub, server, flags, change, *loaded);
+    return StartCanary(stub, server, flags, change, *loaded, wait_timeout);
   }
   admin::v1::ApplyRequest request;
   request.set_dry_run(flags.switches.count("dry-run") > 0);

@@ -1990,7 +1990,7 @@ void ProxyStream::OnIdleTimer() {
        (upstream2_ != nullptr && upstream2_->queued_bytes() > 0))) {
     // The body stalled because the upstream stopped taking it (the client
     // is not read while it is behind): the upstream's doing.
-    if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+    cluster_->stats.upstream_timeouts->Inc();
     upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
     ReleaseUpstream(false);
     response_flag_ = "upstream_timeout";

@@ -134,20 +134,33 @@ class RawClient {
   bool connected_ = false;
 };
 
+// A listening socket on 127.0.0.1 and a free port (into *port); -1 when
+// it cannot be made. `receive_buffer` > 0 sets its accepted connections'
+// SO_RCVBUF (a small window: a peer that does not read is soon behind).
+int ListenOnLoopback(int* port, int receive_buffer = 0) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (receive_buffer > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  }
+  socklen_t length = sizeof(addr);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(fd, 16) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
 // An upstream that answers every request head with fixed bytes, then
 // closes: for responses no well-behaved server sends.
 class RawUpstream {
  public:
   explicit RawUpstream(std::string response) : response_(std::move(response)) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    listen(fd_, 16);
-    socklen_t length = sizeof(addr);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length);
-    port_ = ntohs(addr.sin_port);
+    fd_ = ListenOnLoopback(&port_);
     thread_ = std::thread([this] {
       while (true) {
         int c = accept(fd_, nullptr, nullptr);
@@ -650,14 +663,9 @@ TEST_F(EdgeTest, AnUploadIsTheClientsTimeNotTheUpstreams) {
 // (the route's timeout) does not carry into the response. Before: the
 // response was cut at the route's timeout, and charged to the upstream.
 TEST_F(EdgeTest, AnEarlyStreamedAnswerOnARouteWithoutIdleTimeoutIsNotCut) {
-  int listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listen_fd, 4), 0);
-  socklen_t length = sizeof(addr);
-  getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  int upstream_port = 0;
+  const int listen_fd = ListenOnLoopback(&upstream_port);
+  ASSERT_GE(listen_fd, 0);
   // The upstream answers at once and streams 8 chunks 250 ms apart (2 s,
   // past the route's 1 s timeout), reading the body meanwhile.
   std::thread upstream([listen_fd] {
@@ -680,7 +688,7 @@ TEST_F(EdgeTest, AnEarlyStreamedAnswerOnARouteWithoutIdleTimeoutIsNotCut) {
     }
     close(c);
   });
-  const int port = ListenerTo(ntohs(addr.sin_port), ", timeout: 1s, idle_timeout: 0s");
+  const int port = ListenerTo(upstream_port, ", timeout: 1s, idle_timeout: 0s");
   ASSERT_NE(port, 0);
   RawClient client(port);
   ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: edge\r\nContent-Length: 8\r\n\r\na"));
@@ -705,17 +713,10 @@ TEST_F(EdgeTest, AnEarlyStreamedAnswerOnARouteWithoutIdleTimeoutIsNotCut) {
 // client is not read while the upstream is behind, so the stall is the
 // upstream's: 504, counted and charged. Before: 408, blamed on the client.
 TEST_F(EdgeTest, AnUpstreamThatStopsReadingTheBodyIsTheUpstreamsStall) {
-  int listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  int small = 4096;  // a small window: the upstream is soon behind
-  setsockopt(listen_fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  ASSERT_EQ(listen(listen_fd, 4), 0);
-  socklen_t length = sizeof(addr);
-  getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &length);
-  const int port = ListenerTo(ntohs(addr.sin_port), ", timeout: 5s, idle_timeout: 1s");
+  int upstream_port = 0;
+  const int listen_fd = ListenOnLoopback(&upstream_port, /*receive_buffer=*/4096);
+  ASSERT_GE(listen_fd, 0);
+  const int port = ListenerTo(upstream_port, ", timeout: 5s, idle_timeout: 1s");
   ASSERT_NE(port, 0);
   RawClient client(port);
   ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: edge\r\nContent-Length: 50000000\r\n\r\n"));
