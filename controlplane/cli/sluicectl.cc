@@ -67,8 +67,9 @@ namespace {
 constexpr char kUsage[] = R"(usage: sluicectl [--server HOST:PORT] COMMAND
 
 commands:
-  apply -f FILE|DIR [--dry-run]     create or replace the resources in FILE (or every
-                                    .yaml/.yml file in DIR) as one change
+  apply -f FILE|DIR|- [--dry-run]   create or replace the resources in FILE (or every
+                                    .yaml/.yml file in DIR, or standard input for -)
+                                    as one change
   apply -f FILE --canary GROUP|N% --verify DURATION [thresholds] [--wait]
                                     a canary rollout: the change goes to the proxies of
                                     node group GROUP (or N% of the connected proxies,
@@ -830,9 +831,6 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   auto file = flags.values.find("f");
   if (file == flags.values.end() || file->second.empty()) {
     return UsageFail("apply needs -f FILE|DIR");
-  }
-  if (file->second == "-") {
-    return UsageFail("apply -f -: standard input is not read; give a file or a directory");
   }
   if (flags.positional.size() > 1) {
     return UsageFail(absl::StrCat("apply takes one -f FILE|DIR and no other argument: '",

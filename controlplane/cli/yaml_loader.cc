@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -975,7 +976,38 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
   return LoadDocuments(docs, file_name, options.direct_conversion, &text);
 }
 
+namespace {
+
+// Reads `in` whole into `text`, but at most one byte past what one apply may
+// carry (a file like /dev/zero would otherwise be read until memory runs
+// out); false with `error` set when there is more.
+bool ReadBounded(std::istream& in, const std::string& name, std::string* text,
+                 std::string* error) {
+  text->assign(static_cast<size_t>(api::kMaxConfigBytes) + 1, '\0');
+  in.read(text->data(), static_cast<std::streamsize>(text->size()));
+  text->resize(static_cast<size_t>(in.gcount()));
+  if (text->size() > static_cast<size_t>(api::kMaxConfigBytes)) {
+    *error = absl::StrCat(name, ": larger than ", api::kMaxConfigBytes,
+                          " bytes, the most one apply can carry");
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
+  if (path == "-") {  // standard input, as kubectl reads it
+    std::string text, error;
+    if (!ReadBounded(std::cin, "standard input", &text, &error)) {
+      return absl::InvalidArgumentError(error);
+    }
+    if (std::cin.bad()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("standard input: cannot read: ", strerror(errno)));
+    }
+    return LoadYaml(text, "standard input");
+  }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file or directory"));
@@ -1014,14 +1046,9 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
       errors.push_back(absl::StrCat(file, ": cannot read: ", strerror(errno)));
       continue;
     }
-    // Read at most one byte past what one apply may carry (a file like
-    // /dev/zero would otherwise be read until memory runs out).
-    std::string text(static_cast<size_t>(api::kMaxConfigBytes) + 1, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    text.resize(static_cast<size_t>(in.gcount()));
-    if (text.size() > static_cast<size_t>(api::kMaxConfigBytes)) {
-      errors.push_back(absl::StrCat(file, ": larger than ", api::kMaxConfigBytes,
-                                    " bytes, the most one apply can carry"));
+    std::string text, error;
+    if (!ReadBounded(in, file, &text, &error)) {
+      errors.push_back(std::move(error));
       continue;
     }
     auto loaded = LoadYaml(text, file);

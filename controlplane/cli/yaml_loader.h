@@ -45,7 +45,8 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
                                                      const std::string& file_name,
                                                      const LoadOptions& options);
 
-// A file, or every *.yaml / *.yml file in a directory (sorted by name).
+// A file, or every *.yaml / *.yml file in a directory (sorted by name), or
+// standard input when `path` is "-".
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path);
 
 // The resource as a YAML document in the same shape LoadYaml reads;

@@ -74,7 +74,8 @@ constexpr char kUsage[] =
     "  --cache-memory-mb N  what the `cache` policy's responses may take together\n"
     "                      (default 64; least recently used ones go first)\n"
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
-    "                      with the token in FILE (one line) on every path but /ready\n";
+    "                      with the token in FILE (one line, at least 16 characters)\n"
+    "                      on every path but /ready\n";
 
 constexpr char kVersion[] = "0.1";
 // What the proxy tells the control plane it is (its node's build_version).

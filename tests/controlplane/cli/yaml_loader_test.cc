@@ -6,6 +6,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
+#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -262,6 +264,25 @@ TEST(YamlLoaderTest, AFileOverTheConfigLimitIsRefusedWithoutReadingItAll) {
   EXPECT_NE(loaded.status().message().find("/dev/zero: larger than 33554432 bytes"),
             std::string::npos)
       << loaded.status().message();
+}
+
+// "-f -" reads standard input (as kubectl does); errors name it.
+TEST(YamlLoaderTest, DashReadsStandardInput) {
+  std::istringstream good("kind: Cluster\nname: from-stdin\nspec:\n"
+                          "  endpoints: [{address: 127.0.0.1, port: 9}]\n");
+  std::streambuf* saved = std::cin.rdbuf(good.rdbuf());
+  auto loaded = LoadPath("-");
+  std::istringstream bad("kind: Cluster\nname: x\nspec:\n  endpoints: [{port: 0}]\n");
+  std::cin.rdbuf(bad.rdbuf());
+  std::cin.clear();
+  auto refused = LoadPath("-");
+  std::cin.rdbuf(saved);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ(api::NameOf((*loaded)[0].resource), "from-stdin");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StartsWith(refused.status().message(), "standard input, document 1, line 4"))
+      << refused.status();
 }
 
 // Refused before parsing: a NUL byte in UTF-8 text (yaml-cpp read
