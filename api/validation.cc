@@ -1211,6 +1211,34 @@ void CheckSecretReference(const std::string& name, const std::string& field,
   }
 }
 
+// Whether a proxy can ever negotiate `cipher`: not a suite that needs a
+// pre-shared key or an SRP password (the proxy has neither), nor a
+// finite-field DHE one (it sets no DH parameters). "HIGH" selects such
+// suites; they are harmless in a list, but cannot serve a certificate.
+bool ProxyCanNegotiate(const SSL_CIPHER* cipher) {
+  switch (SSL_CIPHER_get_kx_nid(cipher)) {
+    case NID_kx_psk:
+#ifdef NID_kx_srp
+    case NID_kx_srp:
+#endif
+#ifdef NID_kx_rsa_psk
+    case NID_kx_rsa_psk:
+#endif
+#ifdef NID_kx_ecdhe_psk
+    case NID_kx_ecdhe_psk:
+#endif
+#ifdef NID_kx_dhe_psk
+    case NID_kx_dhe_psk:
+#endif
+#ifdef NID_kx_dhe
+    case NID_kx_dhe:
+#endif
+      return false;
+    default:
+      return true;
+  }
+}
+
 // Which certificate key kinds the TLS 1.2 suites of `list` can serve.
 struct SuiteAuth {
   bool rsa = false;
@@ -1228,7 +1256,9 @@ SuiteAuth AuthOfCipherList(const std::string& list) {
   SLUICE_CHECK(SSL_CTX_set_cipher_list(ctx.get(), list.c_str()) == 1);  // checked above
   STACK_OF(SSL_CIPHER)* selected = SSL_CTX_get_ciphers(ctx.get());
   for (int i = 0; selected != nullptr && i < sk_SSL_CIPHER_num(selected); ++i) {
-    const int nid = SSL_CIPHER_get_auth_nid(sk_SSL_CIPHER_value(selected, i));
+    const SSL_CIPHER* cipher = sk_SSL_CIPHER_value(selected, i);
+    if (!ProxyCanNegotiate(cipher)) continue;
+    const int nid = SSL_CIPHER_get_auth_nid(cipher);
     auth.rsa = auth.rsa || nid == NID_auth_rsa;
     auth.ecdsa = auth.ecdsa || nid == NID_auth_ecdsa;
   }

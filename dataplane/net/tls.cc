@@ -112,6 +112,15 @@ int OnTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER
 }
 #pragma GCC diagnostic pop
 
+#ifndef OPENSSL_IS_BORINGSSL
+// The SSL ex_data slot of a server socket's TlsInfo::sni, which OnClientHello
+// fills with the name the client sent.
+int SentServerNameIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+#endif
+
 int OnServerName(SSL* ssl, int* alert, void* arg) {
   const auto* context = static_cast<const TlsServerContext*>(arg);
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
@@ -136,8 +145,8 @@ int OnServerName(SSL* ssl, int* alert, void* arg) {
 
 #ifndef OPENSSL_IS_BORINGSSL
 // The host name of a server_name extension (RFC 6066 3: a list of typed
-// names; the first host_name counts), lower case; empty when there is none
-// or the extension is malformed (the handshake then fails in OpenSSL's own
+// names; the first host_name counts), as sent; empty when there is none or
+// the extension is malformed (the handshake then fails in OpenSSL's own
 // parsing).
 std::string HostNameOfSniExtension(const unsigned char* data, size_t length) {
   if (length < 2 || static_cast<size_t>((data[0] << 8) | data[1]) != length - 2) return {};
@@ -148,8 +157,7 @@ std::string HostNameOfSniExtension(const unsigned char* data, size_t length) {
     at += 3;
     if (at + size > length) return {};
     if (type == TLSEXT_NAMETYPE_host_name) {
-      return absl::AsciiStrToLower(
-          absl::string_view(reinterpret_cast<const char*>(data + at), size));
+      return std::string(reinterpret_cast<const char*>(data + at), size);
     }
     at += size;
   }
@@ -157,7 +165,9 @@ std::string HostNameOfSniExtension(const unsigned char* data, size_t length) {
 }
 
 // Runs before OpenSSL looks for a session to resume: sets this handshake's
-// session id context from the name the client asked for.
+// session id context from the name the client asked for, and keeps that
+// name as sent for %TLS_SNI% (after a TLS 1.2 resumption SSL_get_servername
+// gives the name of the session's first handshake, which may differ in case).
 int OnClientHello(SSL* ssl, int* /*alert*/, void* arg) {
   const auto* context = static_cast<const TlsServerContext*>(arg);
   const unsigned char* data = nullptr;
@@ -166,6 +176,10 @@ int OnClientHello(SSL* ssl, int* /*alert*/, void* arg) {
   if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &data, &length) == 1) {
     name = HostNameOfSniExtension(data, length);
   }
+  if (auto* sent = static_cast<std::string*>(SSL_get_ex_data(ssl, SentServerNameIndex()))) {
+    *sent = name;
+  }
+  absl::AsciiStrToLower(&name);
   unsigned char id[32];
   context->SessionIdContextFor(name, id);
   SSL_set_session_id_context(ssl, id, sizeof(id));
@@ -296,6 +310,24 @@ void SetCommonOptions(SSL_CTX* ctx, long options, bool server) {
   // body per record: half the syscalls. What it takes beyond the record
   // being decrypted shows in SSL_has_pending (has_buffered_input).
   SSL_CTX_set_read_ahead(ctx, 1);
+}
+
+// A certificate's whole subject in RFC 2253 form, most specific part first
+// (`CN=alice,OU=dev,O=Example`), as Envoy's %DOWNSTREAM_PEER_SUBJECT% and
+// nginx's $ssl_client_s_dn give it: `,+"\<>;` escaped with a backslash,
+// control characters and bytes over 0x7F as \XX. Never cut: two subjects
+// that differ only in their last parts stay two values.
+std::string SubjectOf(X509* cert) {
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio == nullptr) return {};
+  std::string out;
+  if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio, &data);
+    if (n > 0) out.assign(data, static_cast<size_t>(n));
+  }
+  BIO_free(bio);
+  return out;
 }
 
 }  // namespace
@@ -636,7 +668,11 @@ class TlsTransportSocket::SocketBio {
 };
 
 TlsTransportSocket::TlsTransportSocket(std::shared_ptr<const void> context, SSL* ssl, bool server)
-    : context_(std::move(context)), ssl_(ssl), server_(server) {}
+    : context_(std::move(context)), ssl_(ssl), server_(server) {
+#ifndef OPENSSL_IS_BORINGSSL
+  if (server_) SSL_set_ex_data(ssl_, SentServerNameIndex(), &info_.sni);
+#endif
+}
 
 TlsTransportSocket::~TlsTransportSocket() {
   // A session that ended without a TLS error stays resumable. OpenSSL would
@@ -666,7 +702,9 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
     if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_)) {
       info_.cipher = SSL_CIPHER_get_name(cipher);
     }
-    if (const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name)) info_.sni = sni;
+    if (info_.sni.empty()) {  // (a server's is the name as sent, from OnClientHello)
+      if (const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name)) info_.sni = sni;
+    }
     const unsigned char* alpn = nullptr;
     unsigned int alpn_length = 0;
     SSL_get0_alpn_selected(ssl_, &alpn, &alpn_length);
@@ -678,9 +716,7 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
     X509* peer = SSL_get1_peer_certificate(ssl_);
 #endif
     if (peer != nullptr) {
-      char subject[512];
-      X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
-      info_.peer_subject = subject;
+      info_.peer_subject = SubjectOf(peer);
       X509_free(peer);
     }
     return Progress::kDone;

@@ -137,6 +137,12 @@ TestCertificate MakeCertificate(const CertificateSpec& spec) {
                                      reinterpret_cast<const unsigned char*>("Sluice Tests"), -1,
                                      -1, 0) == 1,
           "O");
+  for (const std::string& unit : spec.organizational_units) {
+    Require(X509_NAME_add_entry_by_txt(subject, "OU", MBSTRING_ASC,
+                                       reinterpret_cast<const unsigned char*>(unit.c_str()), -1,
+                                       -1, 0) == 1,
+            "OU");
+  }
   if (!spec.common_name.empty()) {
     Require(X509_NAME_add_entry_by_txt(
                 subject, "CN", MBSTRING_ASC,

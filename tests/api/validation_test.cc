@@ -829,6 +829,19 @@ TEST(ValidationTest, EachCertificateNeedsATls12SuiteForItsKey) {
   listener.mutable_listener()->mutable_tls()->set_cipher_suites(
       "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
   EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+  // Suites the proxy never negotiates (it has no pre-shared key, SRP
+  // password or DH parameters) serve no certificate. Before: an SRP-RSA,
+  // RSA-PSK or DHE-RSA suite passed for the RSA certificate, and every
+  // TLS 1.2 client then failed the handshake.
+  for (const char* unusable : {"SRP-RSA-AES-128-CBC-SHA", "RSA-PSK-AES128-GCM-SHA256",
+                               "DHE-RSA-AES128-GCM-SHA256", "PSK-AES128-GCM-SHA256"}) {
+    listener.mutable_listener()->mutable_tls()->set_cipher_suites(
+        absl::StrCat("ECDHE-ECDSA-AES128-GCM-SHA256:", unusable));
+    EXPECT_NE(std::string(CheckState(state).message())
+                  .find("tls.certificates[1]: Secret \"rsa-web\" holds an RSA key"),
+              std::string::npos)
+        << unusable << ": " << CheckState(state);
+  }
 }
 
 TEST(ValidationTest, ListenerTlsClientCertificates) {

@@ -179,7 +179,12 @@ std::string TlsClient::alpn() const {
 
 bool TlsClient::resumed() const { return SSL_session_reused(ssl_) == 1; }
 
-SSL_SESSION* TlsClient::TakeSession() const { return SSL_get1_session(ssl_); }
+// A copy: freeing this client's context (Close) flushes its session cache,
+// which marks the sessions in it not resumable, a shared one too.
+SSL_SESSION* TlsClient::TakeSession() const {
+  SSL_SESSION* session = SSL_get0_session(ssl_);
+  return session == nullptr ? nullptr : SSL_SESSION_dup(session);
+}
 
 TestCert MakeSelfSigned(const std::string& dir, const std::string& file_prefix,
                         const std::string& cn, const std::vector<std::string>& dns_names) {

@@ -284,6 +284,46 @@ TEST_F(TlsTest, ASessionResumesOnlyUnderItsOwnSuitesAndServerName) {
   }
 }
 
+// %TLS_SNI% is the name the client sent, also on a TLS 1.2 resumption,
+// where OpenSSL's SSL_get_servername gives the session's first name (its
+// case may differ); %TLS_CLIENT_SUBJECT% is the RFC 2253 form.
+TEST_F(TlsTest, TlsVariablesAreWhatTheClientSent) {
+  std::string yaml = absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /}\n          route: {cluster: web}\n"
+      "          policies:\n            - name: headers\n              typed_config:\n"
+      "                request:\n                  set:\n"
+      "                    - {name: x-test-sni, value: '%TLS_SNI%'}\n"
+      "                    - {name: x-test-subject, value: '%TLS_CLIENT_SUBJECT%'}\n");
+  auto applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "vars.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  TlsClientOptions options;
+  options.max_version = TLS1_2_VERSION;
+  options.sni = "a.test";
+  options.client_cert_path = client_.cert_path;
+  options.client_key_path = client_.key_path;
+  TlsClient first;
+  ASSERT_TRUE(first.Connect(mtls_port_, options)) << first.error();
+  Http1Message response;
+  ASSERT_TRUE(first.Request(GetRequest("a.test", "/vars"), &response)) << first.error();
+  EXPECT_EQ(response.Header("x-echo-x-test-sni"), "a.test");
+  EXPECT_EQ(response.Header("x-echo-x-test-subject"), "CN=client-1");
+  SSL_SESSION* session = first.TakeSession();
+  ASSERT_NE(session, nullptr);
+  first.Close();
+  options.sni = "A.Test";
+  options.session = session;
+  TlsClient second;
+  const bool connected = second.Connect(mtls_port_, options);
+  SSL_SESSION_free(session);
+  ASSERT_TRUE(connected) << second.error();
+  EXPECT_TRUE(second.resumed());
+  ASSERT_TRUE(second.Request(GetRequest("a.test", "/vars"), &response)) << second.error();
+  EXPECT_EQ(response.Header("x-echo-x-test-sni"), "A.Test");
+  EXPECT_EQ(response.Header("x-echo-x-test-subject"), "CN=client-1");
+}
+
 // A client CA secret holding only an intermediate trusts the certificates
 // it issued, as a cluster's tls.ca does. Before: "unknown ca".
 TEST_F(TlsTest, AnIntermediateAloneIsEnoughAsTheClientCa) {

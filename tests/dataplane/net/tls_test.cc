@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "tests/api/test_certificates.h"
 
 namespace sluice::net {
@@ -136,7 +137,7 @@ TEST_F(TlsClientTest, VerifiedHandshakeSendsSniAndNegotiatesHttp11) {
   ASSERT_NE(session.server().tls_info(), nullptr);
   EXPECT_EQ(session.server().tls_info()->sni, "backend.test");
   EXPECT_EQ(session.client().tls_info()->alpn, "http/1.1");
-  EXPECT_EQ(session.client().tls_info()->peer_subject, "/O=Sluice Tests/CN=backend");
+  EXPECT_EQ(session.client().tls_info()->peer_subject, "CN=backend,O=Sluice Tests");
   EXPECT_EQ(session.ServerToClient("hello"), "hello");
 }
 
@@ -189,7 +190,7 @@ TEST_F(TlsClientTest, InsecureSkipsEveryCheck) {
   auto client = Client(config);
   Session session(*server, *client);
   ASSERT_TRUE(session.Handshake()) << session.client().failure_reason();
-  EXPECT_EQ(session.client().tls_info()->peer_subject, "/O=Sluice Tests/CN=self");
+  EXPECT_EQ(session.client().tls_info()->peer_subject, "CN=self,O=Sluice Tests");
 }
 
 TEST_F(TlsClientTest, PresentsTheClientCertificate) {
@@ -202,12 +203,40 @@ TEST_F(TlsClientTest, PresentsTheClientCertificate) {
   auto client = Client(config);
   Session session(*server, *client);
   ASSERT_TRUE(session.Handshake()) << session.server().failure_reason();
-  EXPECT_EQ(session.server().tls_info()->peer_subject, "/O=Sluice Tests/CN=gateway-1");
+  EXPECT_EQ(session.server().tls_info()->peer_subject, "CN=gateway-1,O=Sluice Tests");
 
   auto anonymous = Client(Verified("backend.test"));
   Session without(*server, *anonymous);
   ASSERT_TRUE(without.Handshake());  // asked, not required
   EXPECT_EQ(without.server().tls_info()->peer_subject, "");
+}
+
+// The subject is whole, in RFC 2253 form (as Envoy and nginx give it).
+// Before: OpenSSL's "/O=../CN=.." one-line form in 512 bytes, which dropped
+// the entries past it, CN first: two clients differing only in their CN had
+// one subject.
+TEST_F(TlsClientTest, TheClientSubjectIsWholeAndEscaped) {
+  TestCertificate client_ca = MakeCa("Client CA");
+  auto server = Server(backend_, client_ca.certificate_pem);
+  for (const std::string& cn : {std::string("alice"), std::string("bob")}) {
+    CertificateSpec spec;
+    spec.common_name = cn;
+    spec.organizational_units.assign(12, std::string(60, 'u'));
+    spec.organizational_units.push_back("R&D, \"west\"+<1>;");
+    spec.issuer = &client_ca;
+    TestCertificate leaf = MakeCertificate(spec);
+    TlsClientConfig config = Verified("backend.test");
+    config.client_chain_pem = leaf.certificate_pem;
+    config.client_key_pem = leaf.key_pem;
+    auto client = Client(config);
+    Session session(*server, *client);
+    ASSERT_TRUE(session.Handshake()) << session.server().failure_reason();
+    std::string units;
+    for (int i = 0; i < 12; ++i) absl::StrAppend(&units, ",OU=", std::string(60, 'u'));
+    EXPECT_EQ(session.server().tls_info()->peer_subject,
+              absl::StrCat("CN=", cn, ",OU=R&D\\, \\\"west\\\"\\+\\<1\\>\\;", units,
+                           ",O=Sluice Tests"));
+  }
 }
 
 TEST_F(TlsClientTest, NextConnectionResumesTheLastSession) {
