@@ -75,8 +75,17 @@ struct Http2ServerCodec::Stream {
   http2::OutboundBody body;        // ended(): the response's last byte is in
   bool response_end_sent = false;  // a frame with END_STREAM went out
 
+  // Response heads (interim and final) submitted, and sent as HEADERS.
+  uint32_t heads_submitted = 0;
+  uint32_t heads_sent = 0;
+
   // How it ends.
   bool reset_by_caller = false;
+  // The caller reset the stream while its response head or body was still
+  // queued, and the queue fit the send windows: it goes out first, then
+  // RST_STREAM with reset_code (from the data provider).
+  bool reset_after_queued = false;
+  uint32_t reset_code = 0;
   bool reset_by_codec = false;  // counted and reported when it was decided
   bool peer_reset = false;
   // The caller sees no more events and its submits are refused.
@@ -299,10 +308,14 @@ struct Http2ServerCodecAccess {
     switch (frame->hd.type) {
       case NGHTTP2_HEADERS:
       case NGHTTP2_DATA: {
-        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) return 0;
         Http2ServerCodec::Stream* stream =
             codec->FindStream(frame->hd.stream_id);
         if (stream == nullptr) return 0;
+        if (frame->hd.type == NGHTTP2_HEADERS &&
+            stream->heads_sent < stream->heads_submitted) {
+          ++stream->heads_sent;
+        }
+        if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) return 0;
         stream->response_end_sent = true;
         // RFC 9113 8.1: the response is complete, the request is not; ask
         // the client to stop sending it.
@@ -392,6 +405,17 @@ struct Http2ServerCodecAccess {
                                   void* user_data) {
     Http2ServerCodec* codec = Codec(user_data);
     Http2ServerCodec::Stream* stream = codec->FindStream(stream_id);
+    if (stream != nullptr && stream->reset_after_queued) {
+      if (stream->body.queued() == 0) {  // all out: now the reset
+        stream->reset_after_queued = false;
+        stream->body.Drop();
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, stream->reset_code);
+        return NGHTTP2_ERR_DEFERRED;
+      }
+      bool unused = false;  // the caller is gone: nobody to tell
+      return stream->body.Read(session, stream_id, buf, length, data_flags,
+                               codec->limits_.stream_send_low_watermark, &unused);
+    }
     if (stream == nullptr || (stream->closed && !stream->codec_reply)) {
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
@@ -665,6 +689,7 @@ bool Http2ServerCodec::SubmitResponseBlock(Stream* stream, bool interim,
   }
   block_->Clear();
   if (rv < 0) return false;
+  ++stream->heads_submitted;
   if (!interim) {
     stream->final_response = true;
     // Without a body to follow, marks the body ended.
@@ -717,6 +742,24 @@ void Http2ServerCodec::ResetStream(int32_t stream_id, uint32_t error_code) {
   if (stream == nullptr || stream->closed) return;
   stream->closed = true;
   stream->reset_by_caller = true;
+  // What the client was already given of the response (a head, bytes that
+  // came from the upstream) goes out before the reset, as it does on
+  // HTTP/1, when the send windows take it now: RST_STREAM would otherwise
+  // overtake it (nghttp2 sends control frames first) and the head and
+  // bytes would be dropped. A queue the windows cannot take is dropped.
+  const bool unsent = stream->final_response && !stream->body.ended() &&
+                      (stream->heads_sent < stream->heads_submitted || stream->body.queued() > 0);
+  if (unsent) {
+    const int32_t stream_window = nghttp2_session_get_stream_remote_window_size(session_, stream_id);
+    const int32_t connection_window = nghttp2_session_get_remote_window_size(session_);
+    if (stream_window >= 0 && connection_window >= 0 &&
+        stream->body.queued() <= static_cast<size_t>(std::min(stream_window, connection_window))) {
+      stream->reset_after_queued = true;
+      stream->reset_code = error_code;
+      stream->body.Wake(session_, stream_id);
+      return;
+    }
+  }
   stream->body.Drop();
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);
 }

@@ -334,6 +334,12 @@ ssize_t OutboundBody::Read(nghttp2_session* session, int32_t stream_id,
   return static_cast<ssize_t>(n);
 }
 
+void OutboundBody::Wake(nghttp2_session* session, int32_t stream_id) {
+  if (!deferred_) return;
+  deferred_ = false;
+  nghttp2_session_resume_data(session, stream_id);
+}
+
 void OutboundBody::Drop() {
   std::string().swap(bytes_);
   offset_ = 0;

@@ -222,6 +222,9 @@ class OutboundBody {
   ssize_t Read(nghttp2_session* session, int32_t stream_id, uint8_t* buf,
                size_t length, uint32_t* data_flags, size_t low_watermark,
                bool* crossed_low_watermark);
+  // Has nghttp2 call the read callback again although nothing was queued
+  // (when it was deferred): the stream has something else to do there.
+  void Wake(nghttp2_session* session, int32_t stream_id);
   // Forgets the queue (the stream is reset or done) and frees its storage.
   void Drop();
 

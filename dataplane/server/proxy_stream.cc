@@ -2224,13 +2224,17 @@ void ProxyStream::OnRouteTimeout() {
     upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   }
   ReleaseUpstream(false);
+  if (response_started_) {  // the upstream answered; the exchange ran out of time
+    if (!EndGrpcResponse(504, GrpcTimeoutBinds()
+                                  ? "the call did not end within the client's grpc-timeout"
+                                  : "the response did not end within the route timeout")) {
+      Fail();
+    }
+    return;
+  }
   const char* why = GrpcTimeoutBinds()
                         ? "upstream did not answer within the client's grpc-timeout"
                         : "upstream did not answer within the route timeout";
-  if (response_started_) {
-    if (!EndGrpcResponse(504, why)) Fail();
-    return;
-  }
   response_flag_ = "upstream_timeout";
   SendLocalResponse(504, why, {}, {}, "application/json", /*close_connection=*/true);
 }

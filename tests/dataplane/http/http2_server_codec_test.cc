@@ -990,19 +990,59 @@ TEST(Http2ServerCodecTest, RequestBodyBufferingIsBoundedPerStream) {
 // ---------------------------------------------------------------------------
 // Stream ends.
 
-TEST(Http2ServerCodecTest, CallerResetReachesTheClientWithoutCallback) {
+// A reset after a head and bytes the client was not yet sent: they go out
+// first, then RST_STREAM (the client sees the head, the bytes and the cut,
+// as an HTTP/1 client does). Before: the reset overtook them (nghttp2
+// sends control frames first) and the client got a bare RST_STREAM.
+TEST(Http2ServerCodecTest, CallerResetReachesTheClientAfterWhatWasQueued) {
   Fixture f;
   const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  const int32_t head_only = f.client.Request(TestClient::Head("GET", "/h"));
   f.link.Run();
   ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
   ASSERT_TRUE(f.codec.SubmitData(id, "partial", false));
-  f.codec.ResetStream(id, NGHTTP2_CANCEL);
-  EXPECT_EQ(f.codec.QueuedBytes(id), 0u);
+  f.codec.ResetStream(id, NGHTTP2_INTERNAL_ERROR);
+  ASSERT_TRUE(f.codec.SubmitResponse(head_only, 203, HeaderMap(), false));
+  f.codec.ResetStream(head_only, NGHTTP2_CANCEL);
   EXPECT_FALSE(f.codec.SubmitData(id, "more", true));
   f.link.Run();
+  EXPECT_EQ(f.client.responses[id].status, 200);
+  EXPECT_EQ(f.client.responses[id].body, "partial");
   EXPECT_TRUE(f.client.responses[id].rst_received);
-  EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_CANCEL);
+  EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_EQ(f.client.responses[head_only].status, 203);
+  EXPECT_TRUE(f.client.responses[head_only].rst_received);
+  EXPECT_EQ(f.client.responses[head_only].rst_code, NGHTTP2_CANCEL);
   EXPECT_FALSE(f.callbacks.requests[id].reset);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+  EXPECT_TRUE(f.link.server_ok);
+}
+
+// A reset after the head went out and with nothing queued is sent at once;
+// so is one whose queue the client's window cannot take now (it is
+// dropped: a reset stream must not wait on the client's credit).
+TEST(Http2ServerCodecTest, CallerResetWithNothingSendableNowIsImmediate) {
+  TestClient::Options client_options;
+  client_options.initial_window_size = 16384;
+  client_options.manual_window = true;
+  Fixture f(Http2Limits(), client_options);
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  const int32_t sent = f.client.Request(TestClient::Head("GET", "/sent"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(sent, 200, HeaderMap(), false));
+  f.link.Run();
+  f.codec.ResetStream(sent, NGHTTP2_CANCEL);
+  EXPECT_EQ(f.codec.QueuedBytes(sent), 0u);
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(id, std::string(20000, 'x'), false));
+  f.codec.ResetStream(id, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_EQ(f.codec.QueuedBytes(id), 0u);  // over the 16384-byte window: dropped
+  f.link.Run();
+  EXPECT_TRUE(f.client.responses[sent].rst_received);
+  EXPECT_EQ(f.client.responses[sent].status, 200);
+  EXPECT_TRUE(f.client.responses[id].rst_received);
+  EXPECT_EQ(f.client.responses[id].rst_code, NGHTTP2_INTERNAL_ERROR);
+  EXPECT_TRUE(f.client.responses[id].body.empty());
   EXPECT_EQ(f.codec.open_streams(), 0u);
 }
 
