@@ -137,7 +137,7 @@ class Destination {
         } else if (!reopen_failed_) {
           reopen_failed_ = true;
           SLUICE_LOG(kWarning, opened.message(),
-                     " (reopen after SIGUSR1); writing on to the file as it was opened "
+                     " (reopen after SIGHUP or SIGUSR1); writing on to the file as it was opened "
                      "and trying again");
         }
       }

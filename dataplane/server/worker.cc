@@ -120,7 +120,7 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
            {"sluice_configs_rejected_total", "Config versions rejected (NACKed)."},
            {"sluice_downstream_connections_total", "Client connections accepted."},
            {"sluice_downstream_protocol_errors_total",
-            "Client connections closed for a protocol error."},
+            "Client protocol errors: malformed HTTP/1 requests, HTTP/2 connection errors and HTTP/2 streams reset for breaking the protocol."},
            {"sluice_downstream_requests_total", "Requests received from clients."},
            {"sluice_downstream_responses_total", "Responses sent to clients, by status class."},
            {"sluice_health_check_failures_total", "Active health checks that failed, by cluster."},

@@ -281,8 +281,8 @@ TEST_F(CacheTest, MetricsCountEachCacheStatus) {
   Get(path);
   Get(path);
   Get(path);
-  EXPECT_EQ(proxy_->Stat("sluice_cache_responses_total{route=\"cached\",status=\"miss\"}"), 1);
-  EXPECT_EQ(proxy_->Stat("sluice_cache_responses_total{route=\"cached\",status=\"hit\"}"), 2);
+  EXPECT_EQ(proxy_->Stat("sluice_cache_responses_total{route_table=\"main\",route=\"cached\",virtual_host=\"0\",status=\"miss\"}"), 1);
+  EXPECT_EQ(proxy_->Stat("sluice_cache_responses_total{route_table=\"main\",route=\"cached\",virtual_host=\"0\",status=\"hit\"}"), 2);
   EXPECT_EQ(proxy_->Stat("sluice_cache_entries"), 1);
   EXPECT_GT(proxy_->Stat("sluice_cache_bytes"), 0);
 }

@@ -161,7 +161,7 @@ class CacheFilter : public http::Filter {
     // hold off the next one for kRefreshClaimNanos.
     if (background_ && !key_.empty()) s_.store->EndRefresh(key_);
     if (!counted_)
-      CountResponse(route_, background_ ? CacheStatus::kNone : status_);
+      CountResponse(route_table_, virtual_host_, route_, background_ ? CacheStatus::kNone : status_);
   }
 
   http::FilterStatus OnRequestHeaders(
@@ -210,7 +210,7 @@ class CacheFilter : public http::Filter {
       status_ = entry != nullptr ? CacheStatus::kExpired : CacheStatus::kMiss;
       if (request_cc_.only_if_cached && !background_) {
         // RFC 9111 5.2.1.7: the client wants a stored response or none.
-        route_.assign(info.route_name.data(), info.route_name.size());
+        NoteRoute(info);
         callbacks.SendLocalReply(504, "only-if-cached: no stored response may be used",
                                  http::HeaderMap());
         return http::FilterStatus::kStopLocalReply;
@@ -322,7 +322,7 @@ class CacheFilter : public http::Filter {
     headers.Set(kCacheStatusHeader, CacheStatusName(status_));
     if (!counted_) {
       counted_ = true;
-      CountResponse(route_, background_ ? CacheStatus::kNone : status_);
+      CountResponse(route_table_, virtual_host_, route_, background_ ? CacheStatus::kNone : status_);
     }
   }
 
@@ -393,11 +393,17 @@ class CacheFilter : public http::Filter {
 
   // What outlives the head hook on the paths that do not answer at once
   // (the hit path copies nothing).
+  // Where the route is, for the metric (its name also for purges).
+  void NoteRoute(const http::StreamInfo& info) {
+    route_.assign(info.route_name.data(), info.route_name.size());
+    route_table_.assign(info.route_table.data(), info.route_table.size());
+    virtual_host_.assign(info.virtual_host.data(), info.virtual_host.size());
+  }
   // What an entry made from this request records (for purges). The path
   // is the stream's (it lives, unchanged, as long as the exchange) and is
   // copied only when a response is stored.
   void Remember(const http::HeaderMap& headers, const http::StreamInfo& info) {
-    route_.assign(info.route_name.data(), info.route_name.size());
+    NoteRoute(info);
     host_ = absl::AsciiStrToLower(AV(HostOf(headers)));
     path_view_ = info.path;
   }
@@ -405,7 +411,7 @@ class CacheFilter : public http::Filter {
   http::FilterStatus Bypass(const http::HeaderMap& headers,
                             const http::StreamInfo& info) {
     status_ = CacheStatus::kBypass;
-    route_.assign(info.route_name.data(), info.route_name.size());
+    NoteRoute(info);
     return http::FilterStatus::kContinue;
   }
 
@@ -504,7 +510,8 @@ class CacheFilter : public http::Filter {
     served_ = entry;  // kept alive while the response is sent
     if (!counted_) {
       counted_ = true;
-      CountResponse(callbacks_->info().route_name,
+      const http::StreamInfo& info = callbacks_->info();
+      CountResponse(info.route_table, info.virtual_host, info.route_name,
                     background_ ? CacheStatus::kNone : status);
     }
     const Entry& e = *entry;
@@ -688,6 +695,8 @@ class CacheFilter : public http::Filter {
   int64_t request_time_ = 0;
   CacheControl request_cc_;
   std::string route_;
+  std::string route_table_;
+  std::string virtual_host_;
   std::string host_;
   std::string_view path_view_;
   std::string key_;

@@ -550,7 +550,8 @@ void SetResponseStats(stats::StatsStore* stats) {
   }
 }
 
-void CountResponse(std::string_view route, CacheStatus status) {
+void CountResponse(std::string_view route_table, std::string_view virtual_host,
+                   std::string_view route, CacheStatus status) {
   if (!response_stats_set.load(std::memory_order_relaxed) ||
       status == CacheStatus::kNone)
     return;
@@ -560,7 +561,15 @@ void CountResponse(std::string_view route, CacheStatus status) {
     local.by_route.clear();
     local.generation = generation;
   }
-  auto it = local.by_route.find(AV(route));
+  // Route names are unique only within a virtual host: the key takes all
+  // three (names cannot hold '\n'). Its storage is reused.
+  thread_local std::string key;
+  key.assign(route_table);
+  key.push_back('\n');
+  key.append(virtual_host);
+  key.push_back('\n');
+  key.append(route);
+  auto it = local.by_route.find(key);
   if (it == local.by_route.end()) {
     std::array<stats::Counter*, kStatusCount> counters{};
     absl::MutexLock lock(&response_stats_mu);
@@ -570,10 +579,12 @@ void CountResponse(std::string_view route, CacheStatus status) {
           std::string(CacheStatusName(static_cast<CacheStatus>(i))));
       counters[i] = response_stats->GetCounter(
           "sluice_cache_responses_total",
-          absl::StrCat("route=", stats::LabelValue(std::string(route)),
+          absl::StrCat("route_table=", stats::LabelValue(std::string(route_table)),
+                       ",route=", stats::LabelValue(std::string(route)),
+                       ",virtual_host=", stats::LabelValue(std::string(virtual_host)),
                        ",status=\"", name, "\""));
     }
-    it = local.by_route.emplace(std::string(route), counters).first;
+    it = local.by_route.emplace(key, counters).first;
   }
   it->second[static_cast<int>(status)]->Inc();
 }

@@ -281,7 +281,8 @@ void WakeDeadlinesForTesting();
 
 // sluice_cache_responses_total{route,status}, when a stats store is set
 // (store.h's SetStatsStore); a per-thread cache of the counters.
-void CountResponse(std::string_view route, CacheStatus status);
+void CountResponse(std::string_view route_table, std::string_view virtual_host,
+                   std::string_view route, CacheStatus status);
 void SetResponseStats(stats::StatsStore* stats);
 
 }  // namespace sluice::policy::cache

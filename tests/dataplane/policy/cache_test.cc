@@ -91,6 +91,8 @@ class Client {
     callbacks.info_.path = path_;
     callbacks.info_.method = method_;
     callbacks.info_.route_name = route_;
+    callbacks.info_.route_table = "main";
+    callbacks.info_.virtual_host = "0";
     request.Add("host", "API.example.com:8443");
     for (const auto& [n, v] : headers) request.Add(n, v);
   }
@@ -1225,13 +1227,46 @@ TEST_F(CacheTest, Metrics) {
   std::string text = stats.RenderPrometheus();
   SetStatsStore(nullptr);
   EXPECT_TRUE(absl::StrContains(
-      text, "sluice_cache_responses_total{route=\"items\",status=\"hit\"} 2"))
+      text, "sluice_cache_responses_total{route_table=\"main\",route=\"items\",virtual_host=\"0\",status=\"hit\"} 2"))
       << text;
   EXPECT_TRUE(absl::StrContains(
-      text, "sluice_cache_responses_total{route=\"items\",status=\"miss\"} 1"))
+      text, "sluice_cache_responses_total{route_table=\"main\",route=\"items\",virtual_host=\"0\",status=\"miss\"} 1"))
       << text;
   EXPECT_TRUE(absl::StrContains(text, "sluice_cache_entries 1")) << text;
   EXPECT_TRUE(absl::StrContains(text, "# HELP sluice_cache_bytes")) << text;
+}
+
+// Route names are unique only within a virtual host: routes of one name
+// in other tables or virtual hosts count apart. Before: one series for
+// every route named "items" (or "0/0", the default name).
+TEST_F(CacheTest, MetricsKeepRoutesOfTheSameNameApart) {
+  stats::StatsStore stats;
+  SetStatsStore(&stats);
+  auto factory = Compile();
+  for (const char* table : {"main", "second"}) {
+    Client fill(*factory);
+    fill.callbacks.info_.route_table = table;
+    fill.Start();
+    ASSERT_TRUE(fill.went_upstream()) << table;
+    fill.Respond(200, Fresh(60), "x");
+    for (int i = 0; i < (table == std::string("main") ? 1 : 2); ++i) {
+      Client hit(*factory);
+      hit.callbacks.info_.route_table = table;
+      hit.Start();
+      ASSERT_TRUE(hit.answered()) << table;
+      hit.Reply();
+    }
+  }
+  std::string text = stats.RenderPrometheus();
+  SetStatsStore(nullptr);
+  for (const char* series :
+       {"{route_table=\"main\",route=\"items\",virtual_host=\"0\",status=\"miss\"} 1",
+        "{route_table=\"main\",route=\"items\",virtual_host=\"0\",status=\"hit\"} 1",
+        "{route_table=\"second\",route=\"items\",virtual_host=\"0\",status=\"miss\"} 1",
+        "{route_table=\"second\",route=\"items\",virtual_host=\"0\",status=\"hit\"} 2"}) {
+    EXPECT_TRUE(absl::StrContains(text, absl::StrCat("sluice_cache_responses_total", series)))
+        << series << "\n" << text;
+  }
 }
 
 // ---- config rules ----
