@@ -1361,9 +1361,12 @@ bool ProxyStream::ConnectUpstream() {
   grpc_reset_status_ = -1;  // a new try: an earlier try's reset is not its answer
   const upstream::ClusterInfo& cluster = *cluster_;
   // A retry avoids every endpoint the request tried while another one is
-  // usable (with two down of three, A then B then A failed every retry).
-  if (attempts_ > 0 && endpoint_index_ >= 0 &&
-      std::find(tried_.begin(), tried_.end(), endpoint_index_) == tried_.end()) {
+  // usable (with two down of three, A then B then A failed every retry),
+  // and once all were tried, the most recent ones (tried_ is ordered by
+  // each endpoint's last try: A, B, then A and B by turns, not B again).
+  if (attempts_ > 0 && endpoint_index_ >= 0) {
+    auto it = std::find(tried_.begin(), tried_.end(), endpoint_index_);
+    if (it != tried_.end()) tried_.erase(it);
     tried_.push_back(endpoint_index_);
   }
   int index = worker_.picker().Pick(cluster, hash_, &tried_);

@@ -30,7 +30,10 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
     }
     if (usable == 0) return -1;
     if (excluding) {
-      for (int e : *exclude) {
+      // Newest first: when every usable endpoint was tried, the ones tried
+      // longest ago stay candidates, never the one that just failed.
+      for (auto it = exclude->rbegin(); it != exclude->rend(); ++it) {
+        const int e = *it;
         if (e >= 0 && e < n && allowed_[e] && usable > 1) {
           allowed_[e] = 0;
           --usable;

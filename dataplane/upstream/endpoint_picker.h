@@ -32,8 +32,9 @@ class EndpointPicker {
 
   // Index into cluster.endpoints, or -1 when no endpoint may be used.
   // `hash` keys RING_HASH and MAGLEV. `exclude` (the endpoints of a
-  // request's failed tries, as nginx's `tried` and Envoy's previous_hosts)
-  // are avoided while another usable candidate is left.
+  // request's failed tries, as nginx's `tried` and Envoy's previous_hosts,
+  // oldest try first) are avoided while another usable candidate is left,
+  // the most recently tried first.
   int Pick(const ClusterInfo& cluster, uint64_t hash = 0,
            const std::vector<int>* exclude = nullptr);
 

@@ -60,6 +60,27 @@ TEST(EndpointPickerTest, EveryTriedEndpointIsAvoidedWhileOneIsLeft) {
   }
 }
 
+// Once every endpoint was tried, the one tried longest ago is picked, never
+// the one that just failed. Before: the oldest were excluded first, so with
+// two endpoints the tries went A, B, B, B.
+TEST(EndpointPickerTest, AllTriedPicksTheOneTriedLongestAgo) {
+  stats::StatsStore store;
+  for (auto policy : {config::v1::Cluster::ROUND_ROBIN, config::v1::Cluster::RANDOM,
+                      config::v1::Cluster::LEAST_REQUEST}) {
+    auto two = MakeCluster({1, 1}, policy, store);
+    auto three = MakeCluster({1, 1, 1}, policy, store);
+    EndpointPicker picker(3);
+    for (int round = 0; round < 50; ++round) {
+      std::vector<int> tried = {0, 1};  // 1 failed last
+      EXPECT_EQ(picker.Pick(*two, 0, &tried), 0) << policy;
+      tried = {1, 0};
+      EXPECT_EQ(picker.Pick(*two, 0, &tried), 1) << policy;
+      tried = {2, 0, 1};
+      EXPECT_EQ(picker.Pick(*three, 0, &tried), 2) << policy;
+    }
+  }
+}
+
 // Smooth weighted round robin keeps its positions across versions of the
 // cluster whose weights stay (a connect_timeout tuned). Before: every
 // version started over, so the heaviest endpoint took the next pick.
