@@ -1510,21 +1510,28 @@ namespace {
 // bytes, stores and pushes them, and no validation looks at them. Its path
 // and number into *path / *number; false when there is none.
 bool FindUnknownField(const google::protobuf::Message& message, const std::string& at,
-                      std::string* path, int* number) {
+                      std::string* path, int* number,
+                      const google::protobuf::Descriptor** owner) {
   const google::protobuf::Reflection* reflection = message.GetReflection();
   const google::protobuf::UnknownFieldSet& unknown = reflection->GetUnknownFields(message);
   if (!unknown.empty()) {
     *path = at;
     *number = unknown.field(0).number();
+    *owner = message.GetDescriptor();
     return true;
   }
   if (message.GetDescriptor() == config::v1::TypedExtensionConfig::descriptor()) {
     const auto& policy = static_cast<const config::v1::TypedExtensionConfig&>(message);
+    // The Any wrapper itself, then what it carries.
+    if (policy.has_typed_config() &&
+        FindUnknownField(policy.typed_config(), Join(at, "typed_config"), path, number, owner)) {
+      return true;
+    }
     if (const PolicyValidator* validator = FindPolicyValidator(policy.name())) {
       std::string error;
       auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
       if (config != nullptr &&
-          FindUnknownField(*config, Join(at, "typed_config"), path, number)) {
+          FindUnknownField(*config, Join(at, "typed_config"), path, number, owner)) {
         return true;
       }
     }
@@ -1537,12 +1544,12 @@ bool FindUnknownField(const google::protobuf::Message& message, const std::strin
     if (field->is_repeated()) {
       for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
         if (FindUnknownField(reflection->GetRepeatedMessage(message, field, i),
-                             Index(Join(at, field->name()), i), path, number)) {
+                             Index(Join(at, field->name()), i), path, number, owner)) {
           return true;
         }
       }
     } else if (FindUnknownField(reflection->GetMessage(message, field), Join(at, field->name()),
-                                path, number)) {
+                                path, number, owner)) {
       return true;
     }
   }
@@ -1561,15 +1568,26 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
     reflection->ListFields(resource, &fields);
     std::string path;
     int number = 0;
+    const google::protobuf::Descriptor* owner = resource.GetDescriptor();
     bool found = !reflection->GetUnknownFields(resource).empty();
     if (found) number = reflection->GetUnknownFields(resource).field(0).number();
     for (size_t f = 0; f < fields.size() && !found; ++f) {
       if (fields[f]->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE &&
           !fields[f]->is_repeated()) {
-        found = FindUnknownField(reflection->GetMessage(resource, fields[f]), "", &path, &number);
+        found = FindUnknownField(reflection->GetMessage(resource, fields[f]), "", &path, &number,
+                                 &owner);
       }
     }
-    if (found) {
+    // A known number lands among the unknown fields when it came with
+    // another wire type than its field's.
+    const google::protobuf::FieldDescriptor* known =
+        found ? owner->FindFieldByNumber(number) : nullptr;
+    if (known != nullptr) {
+      sink.Add(Join(path, known->name()),
+               absl::StrCat("field number ", number, " came with the wrong wire type (it is a ",
+                            known->is_repeated() ? "repeated " : "", known->type_name(),
+                            " field); the request is malformed"));
+    } else if (found) {
       sink.Add(path, absl::StrCat("carries field number ", number,
                                   ", which this sluice-control does not know (a client built "
                                   "from a newer schema?); it would be stored and pushed "

@@ -392,6 +392,25 @@ TEST(ValidationTest, AppliedResourcesCarryNoUnknownFields) {
                                 "virtual_hosts[0].routes[0].policies[0].typed_config: carries "
                                 "field number 999"))
       << errors_of(table);
+  // On the Any wrapper itself (before: only what it carries was checked,
+  // and the wrapper's extra bytes were stored).
+  policy->mutable_typed_config()->clear_value();
+  policy->mutable_typed_config()->GetReflection()
+      ->MutableUnknownFields(policy->mutable_typed_config())
+      ->AddLengthDelimited(9, "smuggled-bytes");
+  EXPECT_TRUE(absl::StrContains(errors_of(table),
+                                "virtual_hosts[0].routes[0].policies[0].typed_config: carries "
+                                "field number 9,"))
+      << errors_of(table);
+  // A known field number with another wire type is named as such, not as
+  // unknown: port (an integer) sent length-delimited.
+  Resource wrong = Parse(R"(cluster { name: "web" endpoints { address: "127.0.0.1" port: 80 } })");
+  auto* first = wrong.mutable_cluster()->mutable_endpoints(0);
+  first->GetReflection()->MutableUnknownFields(first)->AddLengthDelimited(
+      first->GetDescriptor()->FindFieldByName("port")->number(), "80");
+  EXPECT_TRUE(absl::StrContains(errors_of(wrong),
+                                "endpoints[0].port: field number 2 came with the wrong wire type"))
+      << errors_of(wrong);
 }
 
 TEST(ValidationTest, AppliedRouteMatchesMustBeMatchable) {
