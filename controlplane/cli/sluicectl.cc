@@ -542,24 +542,48 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
   }
 }
 
-// `--wait`: until every connected proxy took `version` (ACKed it or a later
-// one) or refused it (a NACK of it or later), at most `timeout`. Prints
-// each refusal and a summary; 0 when every proxy took it (or none is
-// connected), 1 when one refused it or did not answer in time.
+// `--wait`: until every proxy took `version` (ACKed it or a later one) or
+// refused it (a NACK of it or later), at most `timeout`. "Every proxy" is
+// each one connected now or when the wait began: one that disconnected
+// before taking the version (a partitioned proxy keeps serving its last
+// config) is waited for, in case it comes back, and counted as not having
+// taken it. Prints each refusal and a summary; 0 when every proxy took it
+// (or none is connected), 1 otherwise. A control plane that cannot be
+// reached for a moment is asked again until the deadline.
 int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
                  uint64_t version, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   admin::v1::ListProxiesResponse response;
+  std::set<std::string> pending_at_start;  // connected, not yet done
+  bool first = true;
+  auto done = [version](const admin::v1::ProxyStatus& p) {
+    return p.version_applied() >= version || p.last_nack_version() >= version;
+  };
+  std::set<std::string> gone;
   while (true) {
     response.Clear();
     grpc::Status status =
         stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &response);
-    if (!status.ok()) return RpcFail(status, server);
+    if (!status.ok()) {
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() < deadline) {
+        absl::SleepFor(absl::Milliseconds(200));
+        continue;
+      }
+      return RpcFail(status, server);
+    }
+    std::set<std::string> connected;
     bool waiting = false;
     for (const auto& p : response.proxies()) {
-      waiting = waiting || (p.version_applied() < version && p.last_nack_version() < version);
+      connected.insert(p.node().id());
+      if (first && !done(p)) pending_at_start.insert(p.node().id());
+      waiting = waiting || !done(p);
     }
-    if (!waiting || absl::Now() >= deadline) break;
+    first = false;
+    gone.clear();
+    for (const std::string& id : pending_at_start) {
+      if (!connected.count(id)) gone.insert(id);
+    }
+    if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(200));
   }
   int took = 0, refused = 0, silent = 0;
@@ -576,7 +600,11 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
                 << p.version_applied() << ")\n";
     }
   }
-  const int all = response.proxies_size();
+  for (const std::string& id : gone) {
+    std::cerr << "proxy " << Printable(id) << " disconnected before taking version " << version
+              << " (it keeps serving the version it had)\n";
+  }
+  const int all = response.proxies_size() + static_cast<int>(gone.size());
   if (all == 0) {
     std::cout << "version " << version << ": no proxy is connected\n";
     return 0;
@@ -586,8 +614,9 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (silent > 0) {
     std::cout << ", " << silent << " did not answer within " << absl::FormatDuration(timeout);
   }
+  if (!gone.empty()) std::cout << ", " << gone.size() << " disconnected";
   std::cout << "\n";
-  return refused == 0 && silent == 0 ? 0 : 1;
+  return refused == 0 && silent == 0 && gone.empty() ? 0 : 1;
 }
 
 // --timeout for --wait: default 30s, 1s..10m.
