@@ -32,7 +32,7 @@ const std::vector<std::string>& AccessLogFieldNames() {
       "time", "request_id", "trace_id", "client_ip", "method", "authority", "path", "protocol",
       "status", "bytes_in", "bytes_out", "duration_ms", "upstream_duration_ms", "route",
       "cluster", "endpoint", "attempts", "consumer", "tls_version", "sni", "user_agent",
-      "response_flag", "upstream_failure"};
+      "response_flag", "upstream_failure", "grpc_status"};
   return *names;
 }
 namespace {

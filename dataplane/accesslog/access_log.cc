@@ -34,7 +34,8 @@ std::atomic<uint64_t> reopen_generation{0};
 enum Field {
   kTime, kRequestId, kTraceId, kClientIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
   kBytesIn, kBytesOut, kDurationMs, kUpstreamDurationMs, kRoute, kCluster, kEndpoint,
-  kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kUpstreamFailure, kFieldCount,
+  kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kUpstreamFailure, kGrpcStatus,
+  kFieldCount,
 };
 
 // "2026-11-28T16:07:21.123Z", the second's part cached per thread.
@@ -341,6 +342,13 @@ void AccessLog::Log(int worker, const Entry& e) const {
       case kUserAgent: common::AppendJsonString(&line, e.user_agent); break;
       case kResponseFlag: common::AppendJsonString(&line, e.response_flag); break;
       case kUpstreamFailure: common::AppendJsonString(&line, e.upstream_failure); break;
+      case kGrpcStatus:
+        if (e.grpc_status < 0) {
+          line.append("null");
+        } else {
+          absl::StrAppend(&line, e.grpc_status);
+        }
+        break;
     }
   }
   line.append("}\n");

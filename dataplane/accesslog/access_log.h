@@ -52,6 +52,8 @@ struct Entry {
   // Why the last upstream try failed ("connect: ...", "TLS handshake: ...",
   // "reset the HTTP/2 stream ..."); empty when none did.
   std::string_view upstream_failure;
+  // The grpc-status the client got (a gRPC request); -1: none.
+  int grpc_status = -1;
 };
 
 // The fields an entry may have, in their default order.

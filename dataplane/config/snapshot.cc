@@ -168,6 +168,19 @@ const stats::MetricGroupSpec& RouteStatsSpec() {
   return *spec;
 }
 
+// sluice_route_grpc_responses_total, one series per gRPC status.
+const stats::MetricGroupSpec& RouteGrpcStatsSpec() {
+  static const stats::MetricGroupSpec* const spec = [] {
+    auto* s = new stats::MetricGroupSpec;
+    for (int c = 0; c < kGrpcStatusCount; ++c) {
+      s->counters.push_back(
+          {"sluice_route_grpc_responses_total", absl::StrCat(",grpc_status=\"", c, "\"")});
+    }
+    return s;
+  }();
+  return *spec;
+}
+
 // The metrics of `route` of route table `table`, created (or found: the
 // same labels give the same metrics) in `store`.
 RouteStats MakeRouteStats(stats::StatsStore& store, const std::string& table,
@@ -179,6 +192,7 @@ RouteStats MakeRouteStats(stats::StatsStore& store, const std::string& table,
   stats::MetricGroup* group = store.GetGroup(RouteStatsSpec(), route_labels, &out.hold);
   for (int c = 1; c <= 5; ++c) out.by_class[c] = group->counter(c - 1);
   out.duration = group->histogram(0);
+  out.grpc = std::make_shared<RouteGrpcStats>(store, std::move(route_labels));
   return out;
 }
 
@@ -398,6 +412,21 @@ bool TlsUnchanged(const config::v1::Listener& listener, const ConfigSnapshot* pr
 }
 
 }  // namespace
+
+stats::Counter* RouteStats::GrpcStatus(int code) const {
+  if (grpc == nullptr || code < 0 || code >= kGrpcStatusCount) return nullptr;
+  RouteGrpcStats& g = *grpc;
+  stats::MetricGroup* group = g.group.load(std::memory_order_acquire);
+  if (group == nullptr) {
+    absl::MutexLock lock(&g.mu);
+    group = g.group.load(std::memory_order_relaxed);
+    if (group == nullptr) {
+      group = g.store.GetGroup(RouteGrpcStatsSpec(), g.labels, &g.hold);
+      g.group.store(group, std::memory_order_release);
+    }
+  }
+  return group->counter(static_cast<size_t>(code));
+}
 
 ListenSockets::~ListenSockets() {
   for (int fd : fds) close(fd);

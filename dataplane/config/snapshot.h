@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "api/resource.h"
 #include "api/validation.h"
@@ -68,7 +69,25 @@ class ListenerSocketCache {
 using FilterChain = std::vector<std::shared_ptr<const http::FilterFactory>>;
 
 // Responses by status class, per route.
+// gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED).
+constexpr int kGrpcStatusCount = 17;
+
+// A route's sluice_route_grpc_responses_total series, made when its first
+// gRPC response ends (most routes carry none: no 17 series each).
+struct RouteGrpcStats {
+  RouteGrpcStats(stats::StatsStore& s, std::string l) : store(s), labels(std::move(l)) {}
+  stats::StatsStore& store;
+  const std::string labels;  // the route's
+  absl::Mutex mu;
+  std::atomic<stats::MetricGroup*> group{nullptr};
+  std::shared_ptr<const void> hold ABSL_GUARDED_BY(mu);
+};
+
 struct RouteStats {
+  // The counter of gRPC status `code` (0..kGrpcStatusCount-1) for this
+  // route; any worker thread.
+  stats::Counter* GrpcStatus(int code) const;
+
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
   // From the request head to the response's end (or the cut).
   stats::Histogram* duration = nullptr;
@@ -76,6 +95,7 @@ struct RouteStats {
   // (StatsStore::GetGroup), so one hold keeps them all and a snapshot
   // taking a route's stats over from the one before copies one pointer.
   std::shared_ptr<const void> hold;
+  std::shared_ptr<RouteGrpcStats> grpc;
 };
 
 // By route id; shared by the snapshots whose table has those routes.

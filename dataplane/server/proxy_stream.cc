@@ -225,6 +225,31 @@ bool ParseGrpcTimeout(std::string_view text, absl::Duration* out) {
 
 }  // namespace
 
+namespace {
+
+// A grpc-status value (RFC-less, gRPC's PROTOCOL-HTTP2: a decimal code):
+// 0..99, else -1.
+int ParseGrpcStatus(std::string_view value) {
+  if (value.empty() || value.size() > 2) return -1;
+  int code = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9') return -1;
+    code = code * 10 + (c - '0');
+  }
+  return code;
+}
+
+int FindGrpcStatus(const std::vector<http::HeaderField>& fields) {
+  for (const http::HeaderField& f : fields) {
+    if (f.name.size() == 11 && http::EqualsIgnoreCase(f.name, "grpc-status")) {
+      return ParseGrpcStatus(f.value);
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
 ProxyStream::ProxyStream(Worker& worker, DownstreamSink& sink, const std::string& listener,
                          const std::string& peer_ip, const net::TransportSocket& transport)
     : worker_(worker),
@@ -266,6 +291,7 @@ void ProxyStream::Reset() {
   grpc_reply_type_ = "application/grpc";
   grpc_timeout_ = absl::InfiniteDuration();
   grpc_reset_status_ = -1;
+  grpc_status_ = -1;
   status_ = attempts_ = 0;
   endpoint_active_ = nullptr;
   endpoint_index_ = -1;
@@ -1798,6 +1824,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   status_ = head.status;
   if (head.status >= 500) cluster_->stats.upstream_responses_5xx->Inc();
   upstream_no_body_ = head_request_ || head.status == 204 || head.status == 304;
+  if (grpc_) grpc_status_ = FindGrpcStatus(head.headers);  // trailers-only
 
   ResponseHead out;
   out.status = head.status;
@@ -2104,6 +2131,9 @@ void ProxyStream::OnUpstreamComplete() {
     response_trailers_.push_back({rest.substr(0, a), rest.substr(a + 1, b - a - 1)});
     rest.remove_prefix(b + 1);
   }
+  if (grpc_) {
+    if (int code = FindGrpcStatus(response_trailers_); code >= 0) grpc_status_ = code;
+  }
   upstream_end_ = absl::Now();
   bool reusable = upstream_ != nullptr && upstream_->reusable() && request_complete_;
   ReleaseUpstream(reusable);
@@ -2297,8 +2327,8 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     // A gRPC client understands gRPC statuses, not HTTP ones: a
     // "trailers-only" answer (HTTP 200, the status in the head, no body).
     scratch_ = GrpcMessage(error);
-    std::string grpc_status =
-        std::to_string(grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(status));
+    grpc_status_ = grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(status);
+    std::string grpc_status = std::to_string(grpc_status_);
     response_fields_.clear();
     response_fields_.push_back({"content-type", grpc_reply_type_});
     response_fields_.push_back({"grpc-status", grpc_status});
@@ -2357,8 +2387,8 @@ bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error) {
   if (!grpc_ || !response_started_ || !response_streamed_ || tunnel_ || !active_) return false;
   ReleaseUpstream(false);
   scratch_ = GrpcMessage(error);
-  grpc_status_text_ =
-      std::to_string(grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(http_status));
+  grpc_status_ = grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(http_status);
+  grpc_status_text_ = std::to_string(grpc_status_);
   response_trailers_.clear();
   response_trailers_.push_back({"grpc-status", grpc_status_text_});
   response_trailers_.push_back({"grpc-message", scratch_});
@@ -2373,7 +2403,12 @@ void ProxyStream::Finish() {
   if (status_class >= 1 && status_class <= 5) {
     counted_response_ = true;
     worker_.stats().downstream_responses_by_class[status_class]->Inc();
-    if (route_stats_) route_stats_->by_class[status_class]->Inc();
+    if (route_stats_) {
+      route_stats_->by_class[status_class]->Inc();
+      if (grpc_status_ >= 0) {
+        if (stats::Counter* c = route_stats_->GrpcStatus(grpc_status_)) c->Inc();
+      }
+    }
     if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {
       listener_stats_[status_class]->Inc();
     }
@@ -2472,6 +2507,7 @@ void ProxyStream::RecordExchange() {
     e.user_agent = log_user_agent_;
     e.response_flag = response_flag_;
     e.upstream_failure = upstream_failure_;
+    e.grpc_status = grpc_status_;
     access_log_->Log(shard, e);
   }
 }

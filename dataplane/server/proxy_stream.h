@@ -405,6 +405,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // mapping: CANCEL is CANCELLED...), used instead of the HTTP status's
   // while the reset is being answered; -1: none.
   int grpc_reset_status_ = -1;
+  // The grpc-status the client was given (the upstream's trailers or
+  // trailers-only head, or the gateway's own); -1: none (not gRPC).
+  int grpc_status_ = -1;
   int status_ = 0;
   int attempts_ = 0;
   int64_t* endpoint_active_ = nullptr;  // this worker's in-flight count for the endpoint

@@ -159,6 +159,9 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_downstream_connections_active", "Client connections open now.");
   store.Describe("sluice_route_requests_total",
                  "Responses per route by status class (gateway-made ones included).");
+  store.Describe("sluice_route_grpc_responses_total",
+                 "Responses to gRPC requests per route by the grpc-status the client got "
+                 "(the upstream's or the gateway's).");
   downstream_connections_active = store.GetGauge("sluice_downstream_connections_active");
   downstream_connections_total = store.GetCounter("sluice_downstream_connections_total");
   downstream_requests_total = store.GetCounter("sluice_downstream_requests_total");

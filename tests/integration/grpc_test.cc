@@ -96,7 +96,7 @@ class GrpcTest : public ::testing::Test {
         "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n",
         "---\nkind: Consumer\nname: grpc-client\nspec: {keys: [{key: grpc-client-key-1}]}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
-        ", route_table: main}\n",
+        ", route_table: main, access_log: {path: ", dir_, "/access.log}}\n",
         "---\nkind: Listener\nname: tls\nspec: {address: 127.0.0.1, port: ", tls_port_,
         ", route_table: main, tls: {certificates: [grpc-cert]}}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
@@ -250,6 +250,19 @@ TEST_F(GrpcTest, UpstreamErrorStatusIsForwarded) {
   EXPECT_EQ(r.trailing_metadata["x-trailer"], "unary") << r.out;
   // An application status is not a gateway failure: the endpoint stays in.
   EXPECT_EQ(Call("unary").code, "OK");
+  // Both are HTTP 200s; the gRPC statuses are counted and logged.
+  const std::string route = R"(route_table="main",route="6/0",virtual_host="6")";
+  auto count = [&](int code) {
+    return proxy_->Stat(
+        absl::StrCat("sluice_route_grpc_responses_total{", route, ",grpc_status=\"", code, "\"}"));
+  };
+  EXPECT_TRUE(WaitFor([&] { return count(5) == 1 && count(0) == 1; }, absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+  EXPECT_EQ(proxy_->Stat(absl::StrCat("sluice_route_requests_total{", route,
+                                      ",status_class=\"2xx\"}")),
+            2);
+  EXPECT_TRUE(
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":5}", absl::Seconds(5)).has_value());
 }
 
 TEST_F(GrpcTest, ClientDeadlineEndsTheCallAndFreesTheUpstreamStream) {
@@ -291,6 +304,16 @@ TEST_F(GrpcTest, DeadEndpointIsUnavailable) {
   ASSERT_TRUE(r.parsed) << r.Describe();
   EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
   EXPECT_TRUE(absl::StrContains(r.details, "connect")) << r.out;
+  // The gateway's own status is counted and logged as the client got it.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return proxy_->Stat("sluice_route_grpc_responses_total{route_table=\"main\",route=\"1/0\","
+                            "virtual_host=\"1\",grpc_status=\"14\"}") == 1;
+      },
+      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+  EXPECT_TRUE(
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":14}", absl::Seconds(5)).has_value());
 }
 
 // gRPC over HTTP/1.1 (as a grpc-web client may speak it): the gateway's own

@@ -78,7 +78,8 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
             "\"duration_ms\":1.234,\"upstream_duration_ms\":1.000,\"route\":\"users\","
             "\"cluster\":\"users\",\"endpoint\":\"127.0.0.1:9001\",\"attempts\":1,"
             "\"consumer\":\"alice\",\"tls_version\":\"\",\"sni\":\"\","
-            "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\",\"upstream_failure\":\"\"}");
+            "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\",\"upstream_failure\":\"\","
+            "\"grpc_status\":null}");
   EXPECT_TRUE(absl::StrContains(lines[1], "\"status\":0,")) << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"upstream_duration_ms\":null,")) << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"response_flag\":\"client_closed\"")) << lines[1];
