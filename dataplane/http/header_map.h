@@ -31,6 +31,18 @@ inline bool SameCgiName(std::string_view a, std::string_view b) {
   return true;
 }
 
+// Whether `name`, in any spelling (case, '_' for '-'), is a field the
+// gateway's authentication policies set for the upstream to trust
+// (x-consumer-*, x-anonymous-consumer): no config may write one, or a value
+// from the request would pass as the consumer.
+inline bool IsConsumerField(std::string_view name) {
+  constexpr std::string_view kPrefix = "x-consumer-";
+  if (name.size() > kPrefix.size() && SameCgiName(name.substr(0, kPrefix.size()), kPrefix)) {
+    return true;
+  }
+  return SameCgiName(name, "x-anonymous-consumer");
+}
+
 class HeaderMap {
  public:
   struct Field {

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "dataplane/http/header_map.h"
 #include "dataplane/policy/headers/headers_policy.h"
 
 namespace sluice::policy::headers {
@@ -90,9 +91,7 @@ void CheckNotConsumerField(const std::string& name, const std::string& field,
                            std::vector<std::pair<std::string, std::string>>* errors) {
   // With '_' for '-' too: CGI, WSGI, Rack and PHP read both spellings as
   // one variable, and the proxy drops a client's '_' spelling likewise.
-  std::string lower = absl::AsciiStrToLower(name);
-  std::replace(lower.begin(), lower.end(), '_', '-');
-  if (absl::StartsWith(lower, "x-consumer-") || lower == "x-anonymous-consumer") {
+  if (http::IsConsumerField(name)) {
     errors->emplace_back(field, absl::StrCat("'", name, "' is set by the gateway's "
                                              "authentication policies for the upstream to "
                                              "trust and cannot be written"));

@@ -1,6 +1,7 @@
 // The `jwt` policy's config rules, registered for every binary that
 // validates config. Keys are parsed here as the proxy parses them, so a key
 // the proxy could not use is refused at apply time with its reason.
+#include <algorithm>
 #include <memory>
 #include <set>
 #include <string>
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "dataplane/http/header_map.h"
 #include "re2/re2.h"
 #include "dataplane/policy/jwt/jwt_config.pb.h"
 #include "dataplane/policy/jwt/keys.h"
@@ -25,11 +27,17 @@ constexpr size_t kMaxClaimLength = 128;
 constexpr size_t kMaxHeaderPrefixLength = 64;
 constexpr uint32_t kMaxLeewaySeconds = 3600;
 
-// Headers the gateway sets itself or that frame the message.
+// Headers that frame the message, and those the gateway sets for the
+// upstream (forwarding, request id, trace context): a claim, which the
+// token's issuer may copy from what a user typed, must not pass as one.
+// The consumer fields (http::IsConsumerField) too. Compared as CGI reads
+// names (http::SameCgiName: `x_forwarded_for` is `x-forwarded-for`).
 constexpr std::string_view kReservedHeaders[] = {
-    "x-consumer-name", "x-consumer-groups", "x-anonymous-consumer", "host",
-    "content-length",  "transfer-encoding", "connection",           "keep-alive",
-    "proxy-connection", "te",               "upgrade",              "trailer",
+    "host",          "content-length",    "transfer-encoding", "connection",
+    "keep-alive",    "proxy-connection",  "te",                "upgrade",
+    "trailer",       "x-forwarded-for",   "x-forwarded-proto", "x-forwarded-host",
+    "x-forwarded-port", "x-real-ip",      "forwarded",         "x-request-id",
+    "via",           "traceparent",       "tracestate",
 };
 
 bool IsTokenChar(char c) {
@@ -244,8 +252,8 @@ class JwtValidator : public api::PolicyValidator {
                                                       c.header(), "\"")});
         continue;
       }
-      bool reserved = false;
-      for (std::string_view r : kReservedHeaders) reserved = reserved || header == r;
+      bool reserved = http::IsConsumerField(header);
+      for (std::string_view r : kReservedHeaders) reserved = reserved || http::SameCgiName(header, r);
       if (reserved) {
         errors->push_back({header_field, absl::StrCat("\"", header,
                                                       "\" is set by the gateway or frames the "
@@ -253,7 +261,8 @@ class JwtValidator : public api::PolicyValidator {
       } else if (header == token_header) {
         errors->push_back({header_field, absl::StrCat("\"", header,
                                                       "\" is the header the token comes in")});
-      } else if (!headers.insert(header).second) {
+      } else if (std::replace(header.begin(), header.end(), '_', '-');
+                 !headers.insert(header).second) {
         errors->push_back({header_field, absl::StrCat("\"", header, "\" is listed twice")});
       }
     }

@@ -657,6 +657,32 @@ TEST_F(JwtTest, ConfigRulesNameTheField) {
   auto clash = Errors(token_header);
   ASSERT_EQ(clash.size(), 1u) << ErrorText(clash);
   EXPECT_EQ(clash[0].message, "\"authorization\" is the header the token comes in");
+
+  // Fields the gateway sets for the upstream, in any spelling CGI reads as
+  // theirs, are no claim's (a user-typed claim would pass as the consumer
+  // or the client's address). Before: only 12 exact lower-case names.
+  for (const char* owned : {"x_consumer_name", "X-Consumer-Id", "x-anonymous_consumer",
+                            "x-forwarded-for", "X_Forwarded_Proto", "x-real-ip", "forwarded",
+                            "x-request-id", "via", "traceparent", "tracestate",
+                            "x-forwarded-host", "x_forwarded_port"}) {
+    v1::JwtConfig owned_config = Config({"ES256"}, "es256");
+    auto* o = owned_config.add_claims_to_headers();
+    o->set_claim("sub");
+    o->set_header(owned);
+    auto refused = Errors(owned_config);
+    ASSERT_EQ(refused.size(), 1u) << owned << ": " << ErrorText(refused);
+    EXPECT_EQ(refused[0].field, "claims_to_headers[0].header") << owned;
+  }
+  // Two spellings of one field are one header.
+  v1::JwtConfig twice = Config({"ES256"}, "es256");
+  for (const char* h : {"x-user-email", "x_user_email"}) {
+    auto* t = twice.add_claims_to_headers();
+    t->set_claim("email");
+    t->set_header(h);
+  }
+  auto repeated = Errors(twice);
+  ASSERT_EQ(repeated.size(), 1u) << ErrorText(repeated);
+  EXPECT_EQ(repeated[0].field, "claims_to_headers[1].header");
 }
 
 TEST(JwsTest, ClaimsAreReadAsTheirTypesSay) {
