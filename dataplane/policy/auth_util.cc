@@ -88,6 +88,18 @@ std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
   return found;
 }
 
+size_t CountQueryParameter(std::string_view path_and_query, std::string_view name) {
+  size_t q = path_and_query.find('?');
+  if (q == std::string_view::npos) return 0;
+  size_t count = 0;
+  ForEachParameter(path_and_query.substr(q + 1),
+                   [&](std::string_view n, std::string_view, size_t, size_t) {
+                     if (SameParameterName(n, name)) ++count;
+                     return true;
+                   });
+  return count;
+}
+
 std::string RemoveQueryParameter(std::string_view path_and_query, std::string_view name) {
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::string(path_and_query);

@@ -31,6 +31,9 @@ bool SameParameterName(std::string_view sent, std::string_view name);
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
                                               std::string_view name);
 
+// How many query parameters are `name` (compared decoded).
+size_t CountQueryParameter(std::string_view path_and_query, std::string_view name);
+
 // `path_and_query` without any `name=` parameter, however its name is
 // percent-encoded (and without a '?' that no longer has parameters).
 std::string RemoveQueryParameter(std::string_view path_and_query, std::string_view name);

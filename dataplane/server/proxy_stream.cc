@@ -2050,8 +2050,8 @@ void ProxyStream::OnIdleTimer() {
              absl::FormatDuration(idle_limit_), ": cut");
   if (tunnel_) {
     // Neither side sent a byte for websocket_idle_timeout: the gateway
-    // ends it (not an upstream's cut).
-    if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+    // ends it (not an upstream's cut, nor an upstream timeout: a quiet chat
+    // client must not raise its cluster's error counts).
     if (response_flag_.empty()) response_flag_ = "idle_timeout";
     Fail();
     return;

@@ -166,6 +166,9 @@ TEST_F(WebSocketTest, AnIdleTunnelIsClosedAfterItsIdleTimeout) {
   EXPECT_LT(seconds, 5) << r.out;
   EXPECT_TRUE(absl::StrContains(LogLineOf("/ws-idle"), "\"response_flag\":\"idle_timeout\""))
       << LogLineOf("/ws-idle");
+  // The gateway closed a quiet tunnel: no upstream timeout (before: one
+  // counted per idle close, raising the cluster's error alerts).
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_timeouts_total{cluster=\"echo\"}"), 0);
 }
 
 // A WebSocket has no next response to end it: when its listener is removed,

@@ -170,6 +170,13 @@ class BasicAuthFilter : public http::Filter {
 
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
+    // Authorization is one field (RFC 9110 11.6.2): with two, the
+    // credentials checked (the first) need not be the ones an upstream reads.
+    // Refused whatever the anonymous consumer, as by jwt.
+    if (headers.Count("authorization") > 1) {
+      callbacks.SendLocalReply(400, "more than one authorization field", http::HeaderMap());
+      return http::FilterStatus::kStopLocalReply;
+    }
     const std::string* authorization = headers.Get("authorization");
     if (authorization == nullptr || !IsBasic(*authorization)) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "no basic credentials found",
@@ -179,8 +186,16 @@ class BasicAuthFilter : public http::Filter {
     while (!encoded.empty() && encoded.front() == ' ') encoded.remove_prefix(1);
     std::string decoded;
     size_t colon;
+    // RFC 7617 2: neither user-id nor password holds a control character.
+    // (PBKDF2 pads a short password with NULs: "pw" and "pw\0" would match.)
+    auto has_control = [](std::string_view s) {
+      for (char c : s) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return true;
+      }
+      return false;
+    };
     if (!absl::Base64Unescape(absl::string_view(encoded.data(), encoded.size()), &decoded) ||
-        (colon = decoded.find(':')) == std::string::npos) {
+        (colon = decoded.find(':')) == std::string::npos || has_control(decoded)) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "malformed basic credentials",
                                settings_.challenge);
     }

@@ -30,6 +30,18 @@ class KeyAuthFilter : public http::Filter {
 
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
+    // One key per request (Kong: "Duplicate API key found"): with two, the
+    // key checked (the first) need not be the one an upstream reads (the
+    // last, with keep_credentials). Refused whatever the anonymous consumer.
+    size_t keys = 0;
+    for (const std::string& name : settings_.key_names) {
+      if (settings_.in_header) keys += headers.Count(name);
+      if (settings_.in_query) keys += CountQueryParameter(callbacks.info().path, name);
+    }
+    if (keys > 1) {
+      return RefuseOrAnonymous(callbacks, "", "more than one API key found in request",
+                               settings_.challenge);
+    }
     std::string key;
     bool found = false;
     for (const std::string& name : settings_.key_names) {

@@ -118,14 +118,29 @@ TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
   EXPECT_EQ(encoded.Run(*factory), http::FilterStatus::kContinue);
   EXPECT_EQ(encoded.consumer(), "bob");
   EXPECT_EQ(encoded.callbacks.path_, "/x?z=1");
-  // A key in the header is the one used; the query's copy goes too, so no
-  // second key reaches the upstream.
+}
+
+// One key per request, as Kong's "Duplicate API key found": with two (two
+// fields, two parameters, or one of each), the key checked need not be the
+// one an upstream reads. Refused, whatever the anonymous consumer. Before:
+// the first was used, and with keep_credentials both went upstream.
+TEST(KeyAuthTest, TwoKeysInARequestAreRefused) {
+  key_auth::v1::KeyAuthConfig config;
+  config.set_anonymous("guest");
+  auto factory = Compile("key-auth", config);
   Request both("/x?apikey=bob-key-4567&z=1");
   both.headers.Add("apikey", "alice-key-123");
-  EXPECT_EQ(both.Run(*factory), http::FilterStatus::kContinue);
-  EXPECT_EQ(both.consumer(), "alice");
-  EXPECT_EQ(both.headers.Get("apikey"), nullptr);
-  EXPECT_EQ(both.callbacks.path_, "/x?z=1");
+  Request fields;
+  fields.headers.Add("apikey", "bob-key-4567");
+  fields.headers.Add("ApiKey", "alice-key-123");
+  Request params("/x?apikey=bob-key-4567&api%6Bey=alice-key-123");
+  Request same("/x?apikey=bob-key-4567&apikey=bob-key-4567");
+  for (Request* r : {&both, &fields, &params, &same}) {
+    EXPECT_EQ(r->Run(*factory), http::FilterStatus::kStopLocalReply) << r->callbacks.path_;
+    EXPECT_EQ(r->callbacks.status_, 401);
+    EXPECT_EQ(r->callbacks.message_, "more than one API key found in request");
+    EXPECT_EQ(r->consumer(), "");
+  }
 }
 
 TEST(KeyAuthTest, KeepCredentialsAndCustomNames) {
@@ -268,6 +283,34 @@ TEST(BasicAuthTest, MissingAndMalformedCredentialsAreRefusedAtOnce) {
     if (!value.empty()) r.headers.Add("authorization", value);
     EXPECT_EQ(r.Run(*factory), http::FilterStatus::kStopLocalReply) << value;
     EXPECT_EQ(r.callbacks.status_, 401) << value;
+  }
+}
+
+// Two Authorization fields: 400 whatever the anonymous consumer (the
+// credentials checked need not be the ones an upstream reads), as jwt
+// does. Decoded credentials with a control character are malformed
+// (RFC 7617 2): "wonderland\0" matched "wonderland" (PBKDF2 pads the key
+// with NULs). Both refused at once, before any check.
+TEST(BasicAuthTest, TwoFieldsAndControlCharactersAreRefused) {
+  basic_auth::v1::BasicAuthConfig config;
+  config.set_anonymous("guest");
+  auto factory = Compile("basic-auth", config);
+  Request two;
+  two.headers.Add("authorization", Basic("alice:wonderland"));
+  two.headers.Add("authorization", Basic("bob:x"));
+  EXPECT_EQ(two.Run(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(two.callbacks.status_, 400);
+  EXPECT_EQ(two.callbacks.message_, "more than one authorization field");
+  EXPECT_EQ(two.consumer(), "");
+  auto strict = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
+  for (const std::string& creds :
+       {std::string("alice:wonderland\0", 17), std::string("alice:wonder\nland"),
+        std::string("al\x7fice:wonderland"), std::string("alice:\twonderland")}) {
+    Request r;
+    r.headers.Add("authorization", Basic(creds));
+    EXPECT_EQ(r.Run(*strict), http::FilterStatus::kStopLocalReply) << absl::CHexEscape(creds);
+    EXPECT_EQ(r.callbacks.status_, 401);
+    EXPECT_EQ(r.callbacks.message_, "malformed basic credentials");
   }
 }
 
