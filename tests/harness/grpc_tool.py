@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """gRPC peers for integration tests (Debian's python3-grpcio, no stubs).
 
-  grpc_tool.py server [--tls CERT KEY] [--health-file PATH]
-      Serves on 127.0.0.1, ephemeral port, h2c (prior knowledge) or TLS
+  grpc_tool.py server [--port N] [--tls CERT KEY] [--health-file PATH]
+      Serves on 127.0.0.1, port N (default: an ephemeral one), h2c (prior knowledge) or TLS
       (ALPN h2 required, as every gRPC server does); prints "listening on
       PORT" and serves until SIGTERM.
       sluice.test.Echo/Unary         echoes the request. "fail:CODE:MESSAGE"
@@ -239,9 +239,12 @@ def serve(args):
     if args.tls:
         with open(args.tls[0], "rb") as cert, open(args.tls[1], "rb") as key:
             credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
-        port = server.add_secure_port("127.0.0.1:0", credentials)
+        port = server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
     else:
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+    if port == 0:
+        print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+        return 1
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
@@ -386,6 +389,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
     server = modes.add_parser("server")
+    server.add_argument("--port", type=int, default=0)
     server.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     server.add_argument("--health-file")
     client = modes.add_parser("call")

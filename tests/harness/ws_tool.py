@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """WebSocket peers for integration tests (Debian's python3-websockets).
 
-  ws_tool.py server           echo server on 127.0.0.1, ephemeral port;
-                              prints "listening on PORT", serves until killed
+  ws_tool.py server [PORT]    echo server on 127.0.0.1, PORT or an ephemeral
+                              one; prints "listening on PORT", serves until
+                              killed
   ws_tool.py raw101           a plain TCP server that answers every request
                               with "101 Switching Protocols" (upgrade:
                               websocket; none for a path with "none", h2c for
@@ -34,12 +35,12 @@ import time
 import websockets
 
 
-async def serve():
+async def serve(port=0):
     async def echo(ws, path=None):
         async for message in ws:
             await ws.send(message)
 
-    async with websockets.serve(echo, "127.0.0.1", 0, max_size=4 << 20) as server:
+    async with websockets.serve(echo, "127.0.0.1", port, max_size=4 << 20) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"listening on {port}", flush=True)
         await asyncio.Future()
@@ -140,7 +141,7 @@ def main():
         sys.exit(0 if len(sys.argv) >= 2 else 2)
     mode = sys.argv[1]
     if mode == "server":
-        asyncio.run(serve())
+        asyncio.run(serve(int(sys.argv[2]) if len(sys.argv) > 2 else 0))
     elif mode == "raw101":
         raw101()
     elif mode == "client":
