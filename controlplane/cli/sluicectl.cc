@@ -554,34 +554,43 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
                  uint64_t version, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   admin::v1::ListProxiesResponse response;
-  std::set<std::string> pending_at_start;  // connected, not yet done
+  // By node id, how many connections were not yet done when the wait
+  // began (two proxies may share an id); a proxy that reconnects under its
+  // id is the same proxy.
+  std::map<std::string, int> pending_at_start;
   bool first = true;
   auto done = [version](const admin::v1::ProxyStatus& p) {
     return p.version_applied() >= version || p.last_nack_version() >= version;
   };
-  std::set<std::string> gone;
+  std::map<std::string, int> gone;  // node id: connections missing now
   while (true) {
     response.Clear();
     grpc::Status status =
         stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &response);
     if (!status.ok()) {
-      if (status.error_code() == grpc::StatusCode::UNAVAILABLE && absl::Now() < deadline) {
+      // A control plane restarting: new calls are UNAVAILABLE, one on the
+      // old channel may end CANCELLED or past its deadline. Asked again.
+      const grpc::StatusCode code = status.error_code();
+      if ((code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::CANCELLED ||
+           code == grpc::StatusCode::DEADLINE_EXCEEDED) &&
+          absl::Now() < deadline) {
         absl::SleepFor(absl::Milliseconds(200));
         continue;
       }
       return RpcFail(status, server);
     }
-    std::set<std::string> connected;
+    std::map<std::string, int> connected;
     bool waiting = false;
     for (const auto& p : response.proxies()) {
-      connected.insert(p.node().id());
-      if (first && !done(p)) pending_at_start.insert(p.node().id());
+      ++connected[p.node().id()];
+      if (first && !done(p)) ++pending_at_start[p.node().id()];
       waiting = waiting || !done(p);
     }
     first = false;
     gone.clear();
-    for (const std::string& id : pending_at_start) {
-      if (!connected.count(id)) gone.insert(id);
+    for (const auto& [id, count] : pending_at_start) {
+      const int now = connected.count(id) ? connected[id] : 0;
+      if (now < count) gone[id] = count - now;
     }
     if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(200));
@@ -600,11 +609,14 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
                 << p.version_applied() << ")\n";
     }
   }
-  for (const std::string& id : gone) {
-    std::cerr << "proxy " << Printable(id) << " disconnected before taking version " << version
+  int disconnected = 0;
+  for (const auto& [id, count] : gone) {
+    disconnected += count;
+    std::cerr << "proxy " << Printable(id) << (count > 1 ? absl::StrCat(" (", count, " of that id)") : "")
+              << " disconnected before taking version " << version
               << " (it keeps serving the version it had)\n";
   }
-  const int all = response.proxies_size() + static_cast<int>(gone.size());
+  const int all = response.proxies_size() + disconnected;
   if (all == 0) {
     std::cout << "version " << version << ": no proxy is connected\n";
     return 0;
@@ -614,7 +626,7 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (silent > 0) {
     std::cout << ", " << silent << " did not answer within " << absl::FormatDuration(timeout);
   }
-  if (!gone.empty()) std::cout << ", " << gone.size() << " disconnected";
+  if (disconnected > 0) std::cout << ", " << disconnected << " disconnected";
   std::cout << "\n";
   return refused == 0 && silent == 0 && gone.empty() ? 0 : 1;
 }

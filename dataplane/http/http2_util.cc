@@ -371,6 +371,21 @@ size_t ReceiveWindow::Release() {
   return credit;
 }
 
+bool ClientFrameWatch::FollowStreamId(uint32_t stream_id) {
+  if ((stream_id & 1) == 0) return true;  // nghttp2 refuses an even one itself
+  if (stream_id > last_stream_opened_) {
+    const uint32_t first_skipped = last_stream_opened_ == 0 ? 1 : last_stream_opened_ + 2;
+    if (first_skipped < stream_id && skipped_.size() < kMaxSkippedRanges) {
+      skipped_.emplace_back(first_skipped, stream_id - 2);
+    }
+    return true;  // CountFrame records it as opened
+  }
+  for (const auto& [first, last] : skipped_) {
+    if (stream_id >= first && stream_id <= last) return false;
+  }
+  return true;  // an open stream's trailers, or a closed one's (nghttp2's to answer)
+}
+
 const char* ClientFrameWatch::CountFrame(uint8_t type, uint64_t length) {
   const bool end_stream = (frame_header_[4] & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (type) {
@@ -447,6 +462,9 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
       is_priority_ = type == NGHTTP2_PRIORITY;
       dependency_have_ = 0;
       if (is_priority_ && stream_id_ == 0) return violate("PRIORITY on stream 0");
+      if (type == NGHTTP2_HEADERS && !FollowStreamId(stream_id_)) {
+        return violate("HEADERS on a stream id below one already used, never opened itself");
+      }
       if (const char* flood = CountFrame(type, payload_left_)) {
         return violate(flood, NGHTTP2_ENHANCE_YOUR_CALM);
       }

@@ -142,6 +142,16 @@ class ClientFrameWatch {
   // Counts a frame whose header was just read (frame_header_ holds it);
   // the violation, or nullptr.
   const char* CountFrame(uint8_t type, uint64_t length);
+  // A HEADERS frame's stream id: a new one opens (and records the odd ids
+  // it skipped); false for one below the highest opened that was skipped,
+  // never opened (RFC 9113 5.1.1: a connection error; nghttp2 ignores the
+  // frame and the client would wait forever).
+  bool FollowStreamId(uint32_t stream_id);
+  // Odd ids a client skipped, as [first, last] ranges; at most
+  // kMaxSkippedRanges are kept (a client that skips more is not followed
+  // further: nghttp2 then ignores such a HEADERS, as before).
+  static constexpr size_t kMaxSkippedRanges = 32;
+  std::vector<std::pair<uint32_t, uint32_t>> skipped_;
   size_t preface_left_ = 24;
   uint8_t frame_header_[kFrameHeaderBytes] = {};
   size_t frame_header_have_ = 0;

@@ -327,6 +327,12 @@ std::string SubjectOf(X509* cert) {
     if (n > 0) out.assign(data, static_cast<size_t>(n));
   }
   BIO_free(bio);
+  // A value ending in a space ends the string in "\ ": a header value may
+  // not end in whitespace (HTTP/1 recipients strip it, HTTP/2 refuses the
+  // field). RFC 4514 2.4 allows the hex form.
+  if (out.size() >= 2 && out.compare(out.size() - 2, 2, "\\ ") == 0) {
+    out.replace(out.size() - 2, 2, "\\20");
+  }
   return out;
 }
 

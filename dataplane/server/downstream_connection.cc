@@ -218,9 +218,12 @@ void DownstreamConnection::ProcessInput() {
   in_process_input_ = true;
   do {
     process_again_ = false;
-    while (!closed_ && !tunnel_ && !input.empty() && !parser_.paused()) {
+    // Once a response said Connection: close (closing_), nothing more is
+    // read as requests: one answer per request (RFC 9112 9.6). Before, a
+    // malformed body after a gateway's own answer got a second, 400 answer.
+    while (!closed_ && !closing_ && !tunnel_ && !input.empty() && !parser_.paused()) {
       http::Http1Parser::Result result = parser_.Feed(input.view());
-      if (closed_) break;
+      if (closed_ || closing_) break;
       input.Drain(result.consumed);
       if (result.error != http::ParseError::kNone) {
         HandleParseError(result.error);
@@ -228,9 +231,9 @@ void DownstreamConnection::ProcessInput() {
       }
       if (result.consumed == 0) break;  // an incomplete head: wait for more
     }
-  } while (process_again_ && !closed_);
+  } while (process_again_ && !closed_ && !closing_);
   in_process_input_ = false;
-  if (closed_ || tunnel_) return;
+  if (closed_ || closing_ || tunnel_) return;
   if (!stream_in_use_ && !input.empty() && !timer_is_head_) {
     // A new request has begun arriving: the head must come in time.
     timer_is_head_ = true;

@@ -297,7 +297,22 @@ size_t Http2Session::StreamBufferLimit() const {
 }
 
 void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* reply) {
-  if (reply == nullptr) return;  // reset, not answered
+  // Counted as HTTP/1's 431 is: a protocol error, and a stream.
+  worker_.stats().downstream_protocol_errors->Inc();
+  worker_.stats().downstream_http2_streams->Inc();
+  std::string request_id;
+  if (reply == nullptr) {
+    // More than twice over (an HPACK bomb, say): reset with
+    // ENHANCE_YOUR_CALM, not answered; logged with status 0.
+    worker_.NewRequestId(&request_id);
+    accesslog::Entry e;
+    e.request_id = request_id;
+    e.client_ip = peer_ip_;
+    e.protocol = "HTTP/2";
+    e.status = 0;
+    RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
+    return;
+  }
   worker_.NewRequestId(&reply->request_id);
   reply->date = std::string(worker_.HttpDate());
   worker_.stats().downstream_responses_by_class[4]->Inc();

@@ -133,9 +133,9 @@ TestCertificate MakeCertificate(const CertificateSpec& spec) {
           "notAfter");
   Require(X509_set_pubkey(x509.get(), key.get()) == 1, "X509_set_pubkey");
   X509_NAME* subject = X509_get_subject_name(x509.get());
-  Require(X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_ASC,
-                                     reinterpret_cast<const unsigned char*>("Sluice Tests"), -1,
-                                     -1, 0) == 1,
+  Require(X509_NAME_add_entry_by_txt(
+              subject, "O", MBSTRING_ASC,
+              reinterpret_cast<const unsigned char*>(spec.organization.c_str()), -1, -1, 0) == 1,
           "O");
   for (const std::string& unit : spec.organizational_units) {
     Require(X509_NAME_add_entry_by_txt(subject, "OU", MBSTRING_ASC,

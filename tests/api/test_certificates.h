@@ -24,7 +24,8 @@ enum class KeyType { kEcdsaP256, kEcdsaP384, kEcdsaSecp256k1, kEd25519, kRsa2048
 
 struct CertificateSpec {
   std::string common_name = "api.example.com";
-  // OU entries of the subject, after its O ("Sluice Tests") and before its CN.
+  std::string organization = "Sluice Tests";  // the subject's O, its first entry
+  // OU entries of the subject, after its O and before its CN.
   std::vector<std::string> organizational_units;
   std::vector<std::string> dns_names;  // subjectAltName DNS entries; none when empty
   absl::Time not_before = absl::Now() - absl::Hours(1);

@@ -226,7 +226,6 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
        {std::vector<std::string>{"apply", "-f", good, other},
         {"apply", "-f", good, "-f", other},
         {"apply", "--filename=" + good, "-f", other},
-        {"apply", "-f", "-"},
         {"cache", "purge", "--path", "/a", "--path", "/b"},
         // A bad --wait timeout is refused before anything changes.
         {"delete", "cluster", "users", "--wait", "--timeout", "abc"},

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -356,6 +357,47 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
     }
   }
   EXPECT_EQ(upstream_.RequestCount(), *before + served);
+}
+
+// A request head over max_request_headers_bytes (60 KiB) counts as a
+// protocol error, as over HTTP/1: answered 431 up to twice the limit, reset
+// ENHANCE_YOUR_CALM beyond (an HPACK bomb: one 4000-byte table entry named
+// again and again). Before: neither moved a counter.
+TEST_F(Http2Test, OversizedRequestHeadsAreCountedAsProtocolErrors) {
+  // Literal with incremental indexing, new name (RFC 7541 6.2.1): a
+  // 4000-byte value, then index 62 (that entry) `refs` times.
+  auto bomb = [](int refs) {
+    std::string block = std::string("\x82\x86\x84", 3) + Literal(":authority", "a.test");
+    block += std::string("\x40\x05x-big\x7f\xa1\x1e", 10) + std::string(4000, 'b');
+    block += std::string(static_cast<size_t>(refs), '\xbe');
+    return block;
+  };
+  const int64_t before = proxy_->Stat("sluice_downstream_protocol_errors_total");
+  const int64_t streams = proxy_->Stat("sluice_downstream_http2_streams_total");
+  for (const auto& [refs, rst_code] : {std::pair<int, int>{20, -1}, {40, 0xb}}) {
+    SCOPED_TRACE(refs);
+    int fd = ConnectRaw(plain_port_);
+    ASSERT_GE(fd, 0);
+    const std::string bytes = kPrefaceAndSettings + Http2Frame(0x1, 0x5, 1, bomb(refs));
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    bool closed = false;
+    std::vector<RawFrameIn> frames = ReadFrames(
+        fd,
+        [](const RawFrameIn& f) { return (f.type == 0x1 || f.type == 0x3) && f.stream_id == 1; },
+        &closed);
+    close(fd);
+    ASSERT_FALSE(frames.empty());
+    if (rst_code >= 0) {
+      EXPECT_EQ(frames.back().type, 0x3);
+      EXPECT_EQ(frames.back().payload, std::string("\0\0\0\x0b", 4));  // ENHANCE_YOUR_CALM
+    } else {
+      EXPECT_EQ(frames.back().type, 0x1);  // the 431's head (status not in the static table)
+    }
+  }
+  EXPECT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_downstream_protocol_errors_total") == before + 2; },
+      absl::Seconds(5)));
+  EXPECT_EQ(proxy_->Stat("sluice_downstream_http2_streams_total"), streams + 2);
 }
 
 // A request that breaks the protocol after its head was taken (DATA short

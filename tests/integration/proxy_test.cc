@@ -498,10 +498,14 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
 // A proxy connected when --wait began that drops off before taking the
 // version (a partition: it keeps serving its last config) counts as not
 // having taken it: exit 1, named. Before: it left the count ("taken by 1
-// of 1 proxies", exit 0).
+// of 1 proxies", exit 0). Here it shares its node id with another proxy,
+// which takes the version: still counted apart.
 TEST_F(ProxyTest, WaitCountsAProxyThatDisconnectsBeforeTakingTheVersion) {
   ASSERT_EQ(proxies_.size(), 2u);
-  proxies_[1]->process().Signal(SIGSTOP);  // takes no version from now on
+  proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));  // a duplicate id
+  ASSERT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
+  ASSERT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
+  proxies_[2]->process().Signal(SIGSTOP);  // takes no version from now on
   const std::string change =
       WriteConfig("kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
   std::thread killer([&] {
@@ -510,13 +514,13 @@ TEST_F(ProxyTest, WaitCountsAProxyThatDisconnectsBeforeTakingTheVersion) {
     WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
             absl::Seconds(20));
     absl::SleepFor(absl::Seconds(1));
-    proxies_[1]->process().Signal(SIGKILL);
-    proxies_[1]->process().Wait(absl::Seconds(10));
+    proxies_[2]->process().Signal(SIGKILL);
+    proxies_[2]->process().Wait(absl::Seconds(10));
   });
   auto waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", "5s"});
   killer.join();
   EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
-  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 1 of 2 proxies, 1 disconnected"))
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 3 proxies, 1 disconnected"))
       << waited.out;
   EXPECT_TRUE(absl::StrContains(waited.err, "disconnected before taking version")) << waited.err;
 }

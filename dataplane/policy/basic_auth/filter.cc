@@ -196,6 +196,8 @@ class BasicAuthFilter : public http::Filter {
     };
     if (!absl::Base64Unescape(absl::string_view(encoded.data(), encoded.size()), &decoded) ||
         (colon = decoded.find(':')) == std::string::npos || has_control(decoded)) {
+      // Taken as the anonymous consumer, the request must not carry them on.
+      if (!settings_.keep_credentials) headers.Remove("authorization");
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "malformed basic credentials",
                                settings_.challenge);
     }

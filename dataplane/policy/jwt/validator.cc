@@ -263,7 +263,8 @@ class JwtValidator : public api::PolicyValidator {
                                                       "\" is the header the token comes in")});
       } else if (std::replace(header.begin(), header.end(), '_', '-');
                  !headers.insert(header).second) {
-        errors->push_back({header_field, absl::StrCat("\"", header, "\" is listed twice")});
+        errors->push_back(
+            {header_field, absl::StrCat("\"", c.header(), "\" is listed twice (as CGI reads it)")});
       }
     }
   }

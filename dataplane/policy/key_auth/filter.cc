@@ -33,9 +33,16 @@ class KeyAuthFilter : public http::Filter {
     // One key per request (Kong: "Duplicate API key found"): with two, the
     // key checked (the first) need not be the one an upstream reads (the
     // last, with keep_credentials). Refused whatever the anonymous consumer.
+    // A field counts in any spelling CGI reads as the key's (`x_api_key`
+    // is `x-api-key` to PHP or Rack): the checked key must be the one an
+    // upstream reads.
     size_t keys = 0;
     for (const std::string& name : settings_.key_names) {
-      if (settings_.in_header) keys += headers.Count(name);
+      if (settings_.in_header) {
+        for (const http::HeaderMap::Field& f : headers.fields()) {
+          if (http::SameCgiName(f.name, name)) ++keys;
+        }
+      }
       if (settings_.in_query) keys += CountQueryParameter(callbacks.info().path, name);
     }
     if (keys > 1) {
@@ -61,7 +68,10 @@ class KeyAuthFilter : public http::Filter {
       // Both places lose the name, whichever held the key used (as Kong's
       // hide_credentials does): a second key must not reach the upstream.
       if (!settings_.keep_credentials) {
-        if (settings_.in_header) headers.Remove(name);
+        if (settings_.in_header) {
+          headers.Remove(name);
+          headers.RemoveOtherCgiSpellings(name);
+        }
         if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
           callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
         }
@@ -84,7 +94,10 @@ class KeyAuthFilter : public http::Filter {
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
     if (settings_.keep_credentials) return;
     for (const std::string& name : settings_.key_names) {
-      if (settings_.in_header) headers.Remove(name);
+      if (settings_.in_header) {
+        headers.Remove(name);
+        headers.RemoveOtherCgiSpellings(name);
+      }
       if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
         callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
       }

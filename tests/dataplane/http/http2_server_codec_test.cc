@@ -1457,6 +1457,39 @@ TEST(Http2ServerCodecTest, PriorityFramesBreakingRfc9113AreConnectionErrors) {
   }
 }
 
+// RFC 9113 5.1.1: a HEADERS on a stream id below one already used, which
+// was never opened itself (skipped), is a connection error PROTOCOL_ERROR.
+// Before: nghttp2 ignored it and the client waited forever for an answer.
+// Trailers on an open lower stream still pass.
+TEST(Http2ServerCodecTest, AStreamIdGoingBackwardsIsAConnectionError) {
+  {
+    RawFixture f;
+    ASSERT_TRUE(f.Send(ClientPreface()));
+    ASSERT_TRUE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 5, kGetBlock)));
+    EXPECT_FALSE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 3, kGetBlock)));
+    EXPECT_NE(f.codec.error().find("below one already used"), std::string::npos)
+        << f.codec.error();
+    const std::vector<ServerFrame> frames = f.Output();
+    const ServerFrame* goaway = FindFrame(frames, kGoaway);
+    ASSERT_NE(goaway, nullptr);
+    EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_PROTOCOL_ERROR);
+    EXPECT_EQ(f.callbacks.requests.size(), 1u);  // stream 5
+  }
+  {
+    RawFixture f;
+    const std::string post_block = std::string("\x83\x86\x84\x01\x01", 5) + "a";
+    ASSERT_TRUE(f.Send(ClientPreface()));
+    ASSERT_TRUE(f.Send(Frame(kHeaders, kEndHeaders, 1, post_block)));  // body follows
+    ASSERT_TRUE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 3, kGetBlock)));
+    // Stream 1's trailers, after stream 3 opened: fine.
+    ASSERT_TRUE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 1,
+                             std::string("\x00\x03x-t\x01v", 7))));
+    EXPECT_TRUE(f.codec.error().empty()) << f.codec.error();
+    EXPECT_EQ(f.callbacks.requests.size(), 2u);
+    EXPECT_TRUE(f.callbacks.requests[1].has_trailers);
+  }
+}
+
 // Floods of frames that cost work and carry nothing (CVE-2019-9518, as
 // Envoy bounds them): empty DATA frames, PRIORITY, unknown frame types and
 // WINDOW_UPDATE frames were taken forever (4 connections kept a core busy,

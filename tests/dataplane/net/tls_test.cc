@@ -239,6 +239,26 @@ TEST_F(TlsClientTest, TheClientSubjectIsWholeAndEscaped) {
   }
 }
 
+// A subject ending in a space ends in "\20", not "\ ": a header value may
+// not end in whitespace (HTTP/2 refused the field, HTTP/1 lost the space).
+TEST_F(TlsClientTest, ASubjectEndingInASpaceEndsInItsHexForm) {
+  TestCertificate client_ca = MakeCa("Client CA");
+  auto server = Server(backend_, client_ca.certificate_pem);
+  CertificateSpec spec;
+  spec.common_name = " lead and trail ";
+  spec.organization = "Example ";  // the last part written
+  spec.issuer = &client_ca;
+  TestCertificate leaf = MakeCertificate(spec);
+  TlsClientConfig config = Verified("backend.test");
+  config.client_chain_pem = leaf.certificate_pem;
+  config.client_key_pem = leaf.key_pem;
+  auto client = Client(config);
+  Session session(*server, *client);
+  ASSERT_TRUE(session.Handshake()) << session.server().failure_reason();
+  EXPECT_EQ(session.server().tls_info()->peer_subject,
+            "CN=\\ lead and trail\\ ,O=Example\\20");
+}
+
 TEST_F(TlsClientTest, NextConnectionResumesTheLastSession) {
   for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
     TlsClientConfig config = Verified("backend.test");

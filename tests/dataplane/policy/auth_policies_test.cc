@@ -135,7 +135,24 @@ TEST(KeyAuthTest, TwoKeysInARequestAreRefused) {
   fields.headers.Add("ApiKey", "alice-key-123");
   Request params("/x?apikey=bob-key-4567&api%6Bey=alice-key-123");
   Request same("/x?apikey=bob-key-4567&apikey=bob-key-4567");
-  for (Request* r : {&both, &fields, &params, &same}) {
+  Request cgi;  // x_api_key is x-api-key to CGI, PHP and Rack
+  cgi.headers.Add("apikey", "alice-key-123");
+  cgi.headers.Add("ApiKey", "alice-key-123");
+  Request spelled;
+  spelled.headers.Add("x-api-key", "alice-key-123");
+  spelled.headers.Add("x_api_key", "bob-key-4567");
+  key_auth::v1::KeyAuthConfig named;
+  named.add_key_names("x-api-key");
+  auto named_factory = Compile("key-auth", named);
+  EXPECT_EQ(spelled.Run(*named_factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(spelled.callbacks.message_, "more than one API key found in request");
+  // One key, and another spelling of its field is not passed on either.
+  Request one;
+  one.headers.Add("x-api-key", "alice-key-123");
+  one.headers.Add("x-other", "kept");
+  EXPECT_EQ(one.Run(*named_factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(one.consumer(), "alice");
+  for (Request* r : {&both, &fields, &params, &same, &cgi}) {
     EXPECT_EQ(r->Run(*factory), http::FilterStatus::kStopLocalReply) << r->callbacks.path_;
     EXPECT_EQ(r->callbacks.status_, 401);
     EXPECT_EQ(r->callbacks.message_, "more than one API key found in request");
@@ -302,6 +319,13 @@ TEST(BasicAuthTest, TwoFieldsAndControlCharactersAreRefused) {
   EXPECT_EQ(two.callbacks.status_, 400);
   EXPECT_EQ(two.callbacks.message_, "more than one authorization field");
   EXPECT_EQ(two.consumer(), "");
+  // Taken as the anonymous consumer, malformed credentials are not passed
+  // on (a C-string upstream would read "alice:wonderland").
+  Request anonymous;
+  anonymous.headers.Add("authorization", Basic(std::string("alice:wonderland\0", 17)));
+  EXPECT_EQ(anonymous.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(anonymous.consumer(), "guest");
+  EXPECT_EQ(anonymous.headers.Get("authorization"), nullptr);
   auto strict = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
   for (const std::string& creds :
        {std::string("alice:wonderland\0", 17), std::string("alice:wonder\nland"),
