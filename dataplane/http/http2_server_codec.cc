@@ -737,6 +737,27 @@ bool Http2ServerCodec::SubmitTrailers(int32_t stream_id,
   return SubmitData(stream_id, std::string_view(), true);
 }
 
+bool Http2ServerCodec::Unsent(const Stream& stream) const {
+  return stream.final_response && !stream.body.ended() &&
+         (stream.heads_sent < stream.heads_submitted || stream.body.queued() > 0);
+}
+
+bool Http2ServerCodec::QueueFitsWindows(const Stream& stream) const {
+  const int32_t stream_window = nghttp2_session_get_stream_remote_window_size(session_, stream.id);
+  const int32_t connection_window = nghttp2_session_get_remote_window_size(session_);
+  return stream_window >= 0 && connection_window >= 0 &&
+         stream.body.queued() <= static_cast<size_t>(std::min(stream_window, connection_window));
+}
+
+void Http2ServerCodec::ResetLoss(int32_t stream_id, bool* head_lost, size_t* bytes_lost) const {
+  *head_lost = false;
+  *bytes_lost = 0;
+  const Stream* stream = FindStream(stream_id);
+  if (stream == nullptr || stream->closed || !Unsent(*stream) || QueueFitsWindows(*stream)) return;
+  *head_lost = stream->heads_sent < stream->heads_submitted;
+  *bytes_lost = stream->body.queued();
+}
+
 void Http2ServerCodec::ResetStream(int32_t stream_id, uint32_t error_code) {
   Stream* stream = FindStream(stream_id);
   if (stream == nullptr || stream->closed) return;
@@ -747,18 +768,11 @@ void Http2ServerCodec::ResetStream(int32_t stream_id, uint32_t error_code) {
   // HTTP/1, when the send windows take it now: RST_STREAM would otherwise
   // overtake it (nghttp2 sends control frames first) and the head and
   // bytes would be dropped. A queue the windows cannot take is dropped.
-  const bool unsent = stream->final_response && !stream->body.ended() &&
-                      (stream->heads_sent < stream->heads_submitted || stream->body.queued() > 0);
-  if (unsent) {
-    const int32_t stream_window = nghttp2_session_get_stream_remote_window_size(session_, stream_id);
-    const int32_t connection_window = nghttp2_session_get_remote_window_size(session_);
-    if (stream_window >= 0 && connection_window >= 0 &&
-        stream->body.queued() <= static_cast<size_t>(std::min(stream_window, connection_window))) {
-      stream->reset_after_queued = true;
-      stream->reset_code = error_code;
-      stream->body.Wake(session_, stream_id);
-      return;
-    }
+  if (Unsent(*stream) && QueueFitsWindows(*stream)) {
+    stream->reset_after_queued = true;
+    stream->reset_code = error_code;
+    stream->body.Wake(session_, stream_id);
+    return;
   }
   stream->body.Drop();
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id, error_code);

@@ -256,6 +256,9 @@ class Http2ServerCodec {
   // RST_STREAM with `error_code` and drops the stream's queue. No
   // OnStreamReset follows for it.
   void ResetStream(int32_t stream_id, uint32_t error_code);
+  // What ResetStream would drop of what was submitted for the stream:
+  // whether its response head (not yet sent), and how many body bytes.
+  void ResetLoss(int32_t stream_id, bool* head_lost, size_t* bytes_lost) const;
 
   // Body bytes submitted for the stream and not yet framed (0 for unknown).
   size_t QueuedBytes(int32_t stream_id) const;
@@ -286,6 +289,10 @@ class Http2ServerCodec {
   friend struct Http2ServerCodecAccess;  // the nghttp2 callbacks
 
   Stream* FindStream(int32_t stream_id) const;
+  // A response head or body bytes submitted and not yet framed.
+  bool Unsent(const Stream& stream) const;
+  // The stream's queued body fits the peer's stream and connection windows.
+  bool QueueFitsWindows(const Stream& stream) const;
   // A drain of nghttp2's output returned `rv`: a connection error unless 0.
   void OnDrained(int rv);
   void NotifyWritable();

@@ -111,6 +111,9 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     session_.ScheduleFlush();
     session_.RemoveStream(id_);
   }
+  void AbortLoss(bool* head_lost, size_t* bytes_lost) const override {
+    session_.codec_.ResetLoss(id_, head_lost, bytes_lost);
+  }
   size_t buffered_response_bytes() const override { return session_.codec_.QueuedBytes(id_); }
   void SetRequestReadEnabled(bool enabled) override {
     read_enabled_ = enabled;

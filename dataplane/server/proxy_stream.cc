@@ -2430,6 +2430,13 @@ void ProxyStream::Finish() {
 void ProxyStream::Fail() {
   if (!active_) return;
   if (response_flag_.empty()) response_flag_ = "upstream_cut";
+  // The log says what the client gets: an HTTP/2 reset may drop a head
+  // and bytes not yet sent (its window could not take them at once).
+  bool head_lost = false;
+  size_t bytes_lost = 0;
+  sink_->AbortLoss(&head_lost, &bytes_lost);
+  if (head_lost) status_ = 0;
+  bytes_out_ -= std::min<uint64_t>(bytes_out_, bytes_lost);
   ReleaseUpstream(false);
   EndAccounting();
   active_ = false;

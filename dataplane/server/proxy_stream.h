@@ -122,6 +122,13 @@ class DownstreamSink {
   // client must see the failure. The stream has released its upstream and
   // makes no further call (no OnStreamDone); the sink may destroy it.
   virtual void Abort() = 0;
+  // What Abort() would keep from the client of what it was given: whether
+  // the response head would be lost, and how many body bytes (for the
+  // access log). HTTP/1 writes what it has before it closes: nothing.
+  virtual void AbortLoss(bool* head_lost, size_t* bytes_lost) const {
+    *head_lost = false;
+    *bytes_lost = 0;
+  }
   // Response bytes queued towards the client, for back-pressure.
   virtual size_t buffered_response_bytes() const = 0;
   // Stop (or resume) delivering request body bytes: back-pressure.

@@ -1001,6 +1001,11 @@ TEST(Http2ServerCodecTest, CallerResetReachesTheClientAfterWhatWasQueued) {
   f.link.Run();
   ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
   ASSERT_TRUE(f.codec.SubmitData(id, "partial", false));
+  bool head_lost = true;
+  size_t bytes_lost = 1;
+  f.codec.ResetLoss(id, &head_lost, &bytes_lost);  // all of it goes out
+  EXPECT_FALSE(head_lost);
+  EXPECT_EQ(bytes_lost, 0u);
   f.codec.ResetStream(id, NGHTTP2_INTERNAL_ERROR);
   ASSERT_TRUE(f.codec.SubmitResponse(head_only, 203, HeaderMap(), false));
   f.codec.ResetStream(head_only, NGHTTP2_CANCEL);
@@ -1035,6 +1040,11 @@ TEST(Http2ServerCodecTest, CallerResetWithNothingSendableNowIsImmediate) {
   EXPECT_EQ(f.codec.QueuedBytes(sent), 0u);
   ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
   ASSERT_TRUE(f.codec.SubmitData(id, std::string(20000, 'x'), false));
+  bool head_lost = false;
+  size_t bytes_lost = 0;
+  f.codec.ResetLoss(id, &head_lost, &bytes_lost);  // what the access log is told
+  EXPECT_TRUE(head_lost);
+  EXPECT_EQ(bytes_lost, 20000u);
   f.codec.ResetStream(id, NGHTTP2_INTERNAL_ERROR);
   EXPECT_EQ(f.codec.QueuedBytes(id), 0u);  // over the 16384-byte window: dropped
   f.link.Run();
