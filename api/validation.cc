@@ -14,9 +14,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "api/credentials.h"
 #include "api/policy_registry.h"
@@ -211,15 +213,22 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
     sink.Add("http.max_request_headers",
              absl::StrCat("must be 1..10000, got ", http.max_request_headers()));
   }
+  if (http.has_max_connection_age() && ToDuration(http.max_connection_age()) > absl::Hours(24 * 30)) {
+    sink.Add("http.max_connection_age",
+             absl::StrCat("must be 0s (no limit) or 1s..720h, got ",
+                          absl::FormatDuration(ToDuration(http.max_connection_age()))));
+  }
   CheckDuration(http.max_connection_age(), http.has_max_connection_age(), "http.max_connection_age",
-                absl::ZeroDuration(), absl::Hours(24 * 30), sink);
+                absl::ZeroDuration(), absl::InfiniteDuration(), sink);
   if (http.trusted_proxy_hops() > 10) {
     sink.Add("http.trusted_proxy_hops",
              absl::StrCat("must be 0..10, got ", http.trusted_proxy_hops()));
   }
   if (http.has_max_connection_age() && ToDuration(http.max_connection_age()) > absl::ZeroDuration() &&
       ToDuration(http.max_connection_age()) < absl::Seconds(1)) {
-    sink.Add("http.max_connection_age", "must be 0s (no limit) or at least 1s");
+    sink.Add("http.max_connection_age",
+             absl::StrCat("must be 0s (no limit) or 1s..720h, got ",
+                          absl::FormatDuration(ToDuration(http.max_connection_age()))));
   }
   const auto& path = http.path_normalization();
   if (!config::v1::PathNormalization::EscapedSlashAction_IsValid(path.escaped_slashes())) {
@@ -664,7 +673,119 @@ void CheckDomain(const std::string& domain, const std::string& field,
   } else if (absl::EndsWith(host, ".")) {
     sink.Add(field, absl::StrCat("'", domain, "' would never match: leave the trailing dot out "
                                  "(it is dropped from Host before matching)"));
+  } else if (!bracketed) {
+    // RFC 1035 2.3.4: labels of 1..63 characters, 253 in all.
+    bool labels_ok = host.size() <= 253;
+    for (absl::string_view label : absl::StrSplit(host, '.')) {
+      labels_ok = labels_ok && !label.empty() && label.size() <= 63;
+    }
+    if (!labels_ok) {
+      sink.Add(field, absl::StrCat("'", domain, "' is not a host name: labels of 1..63 "
+                                   "characters between dots, at most 253 in all"));
+    }
   }
+}
+
+int HexValue(char c);  // below
+
+// Why a route's prefix_rewrite would make a bad request target, or "".
+std::string RewriteProblem(const std::string& rewrite) {
+  for (size_t i = 0; i < rewrite.size(); ++i) {
+    const char c = rewrite[i];
+    if (c == '?') {
+      return absl::StrCat("has '?' at byte ", i + 1, ": the rest of the path would move into "
+                          "the query");
+    }
+    if (c == '#') {
+      return absl::StrCat("has '#' at byte ", i + 1, ": a request target has no fragment");
+    }
+    if (c == '%' && (i + 2 >= rewrite.size() || HexValue(rewrite[i + 1]) < 0 ||
+                     HexValue(rewrite[i + 2]) < 0)) {
+      return absl::StrCat("has '%' at byte ", i + 1,
+                          " starting no percent-encoding; write %25 for a '%'");
+    }
+  }
+  // A whole "." or ".." segment before the last (the last may run on into
+  // the rest of the path): every request would be refused (400).
+  std::vector<std::string> segments = absl::StrSplit(rewrite, '/');
+  for (size_t s = 1; s + 1 < segments.size(); ++s) {
+    std::string segment = absl::StrReplaceAll(segments[s], {{"%2e", "."}, {"%2E", "."}});
+    if (segment == "." || segment == "..") {
+      return absl::StrCat("has the segment '", segments[s],
+                          "': every request on the route would be refused (400)");
+    }
+  }
+  return "";
+}
+
+// Why `target` is not an origin-form request target (RFC 9112 3.2.1: a path
+// and optional query of RFC 3986 characters, '%' only as %HH), or "".
+std::string TargetProblem(const std::string& target) {
+  if (!absl::StartsWith(target, "/")) return "is required and must start with '/'";
+  for (size_t i = 0; i < target.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(target[i]);
+    if (c == '%') {
+      if (i + 2 >= target.size() || HexValue(target[i + 1]) < 0 || HexValue(target[i + 2]) < 0) {
+        return absl::StrCat("has '%' at byte ", i + 1,
+                            " starting no percent-encoding; write %25 for a '%'");
+      }
+      continue;
+    }
+    if (!absl::ascii_isalnum(c) && std::string_view("-._~!$&'()*+,;=:@/?").find(c) ==
+                                       std::string_view::npos) {
+      return absl::StrCat("has ", c == ' ' ? std::string("a space") :
+                                  absl::StrFormat("'%s' (0x%02X)", absl::CHexEscape(std::string(1, c)), c),
+                          " at byte ", i + 1,
+                          ": a request target takes it percent-encoded only (RFC 3986)");
+    }
+  }
+  return "";
+}
+
+// Why a redirect's host_redirect is not a host (with an optional port) a
+// Location can carry (RFC 3986 3.2.2), or "".
+std::string RedirectHostProblem(const std::string& value) {
+  absl::string_view host = value;
+  absl::string_view port;
+  if (absl::StartsWith(host, "[")) {
+    const size_t close = host.find(']');
+    in6_addr v6;
+    if (close == absl::string_view::npos ||
+        inet_pton(AF_INET6, std::string(host.substr(1, close - 1)).c_str(), &v6) != 1) {
+      return "an IPv6 address is written in brackets, as '[::1]'";
+    }
+    port = host.substr(close + 1);
+    if (!port.empty() && port[0] != ':') return "only ':PORT' may follow ']'";
+    host = host.substr(0, close + 1);
+  } else {
+    const size_t colon = host.find(':');
+    if (colon != absl::string_view::npos) {
+      if (host.find(':', colon + 1) != absl::string_view::npos) {
+        return "an IPv6 address is written in brackets, as '[::1]'";
+      }
+      port = host.substr(colon);
+      host = host.substr(0, colon);
+    }
+    bool ok = !host.empty() && host.size() <= 253;
+    for (absl::string_view label : absl::StrSplit(host, '.')) {
+      ok = ok && !label.empty() && label.size() <= 63;
+      for (char c : label) {
+        ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-');
+      }
+    }
+    if (!ok) {
+      return absl::StrCat("'", Shown(value), "' is not a host name: letters, digits and '-' in "
+                          "labels of 1..63 characters between dots (no '/', '@' or space)");
+    }
+  }
+  if (!port.empty()) {
+    uint32_t number = 0;
+    if (!absl::SimpleAtoi(port.substr(1), &number) || number < 1 || number > 65535 ||
+        port.size() < 2 || !absl::ascii_isdigit(static_cast<unsigned char>(port[1]))) {
+      return absl::StrCat("the port in '", Shown(value), "' must be 1..65535");
+    }
+  }
+  return "";
 }
 
 // Each entry names a registered policy and carries a config of its type that
@@ -743,6 +864,10 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       }
       break;
     case config::v1::RouteMatch::kRegex:
+      if (match.regex().empty()) {
+        sink.Add(Join(m, "regex"), "is empty: it matches only an empty path, which no request has");
+        break;
+      }
       CheckRegex(match.regex(), Join(m, "regex"), sink);
       break;
     case config::v1::RouteMatch::PATH_SPECIFIER_NOT_SET:
@@ -870,6 +995,9 @@ void ValidateRoute(const Route& route, const std::string& prefix,
             break;
           }
         }
+        if (std::string why = RewriteProblem(action.prefix_rewrite()); !why.empty()) {
+          sink.Add(Join(a, "prefix_rewrite"), why);
+        }
       }
       break;
     }
@@ -890,6 +1018,11 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       if (!r.path_redirect().empty() && !absl::StartsWith(r.path_redirect(), "/")) {
         sink.Add(Join(a, "path_redirect"), "must start with '/'");
       }
+      if (!r.host_redirect().empty()) {
+        if (std::string why = RedirectHostProblem(r.host_redirect()); !why.empty()) {
+          sink.Add(Join(a, "host_redirect"), why);
+        }
+      }
       for (char c : r.host_redirect() + r.path_redirect()) {
         if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
           sink.Add(a, "host_redirect and path_redirect must not contain spaces "
@@ -904,6 +1037,10 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       std::string a = Join(prefix, "direct_response");
       if (d.status() < 200 || d.status() > 599) {
         sink.Add(Join(a, "status"), absl::StrCat("must be 200..599, got ", d.status()));
+      } else if ((d.status() == 204 || d.status() == 304) && !d.body().empty()) {
+        sink.Add(Join(a, "body"), absl::StrCat("a ", d.status(),
+                                               " answer has no body (RFC 9110 15.3.5, 15.4.5); "
+                                               "leave it out"));
       }
       if (d.body().size() > kMaxDirectResponseBody) {
         sink.Add(Join(a, "body"), absl::StrCat("is ", d.body().size(),
@@ -1001,8 +1138,9 @@ void CheckServerName(const std::string& name, const char* field, ErrorSink& sink
     }
   }
   if (!ok) {
-    sink.Add(field, absl::StrCat("'", name, "' is not a host name (labels of letters, digits "
-                                            "and '-', separated by '.')"));
+    sink.Add(field, absl::StrCat("'", Shown(name), "' is not a host name (labels of 1..63 "
+                                 "letters, digits and '-', not starting or ending with '-', "
+                                 "separated by '.'; at most 253 in all)"));
   }
 }
 
@@ -1044,7 +1182,10 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     } else {
       CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
     }
-    auto [it, inserted] = seen.emplace(std::make_pair(CanonicalAddress(e.address()), e.port()), i);
+    // An IPv4-mapped IPv6 address is the IPv4 endpoint.
+    std::string key = CanonicalAddress(e.address());
+    if (absl::StartsWith(key, "::ffff:") && key.find('.') != std::string::npos) key = key.substr(7);
+    auto [it, inserted] = seen.emplace(std::make_pair(key, e.port()), i);
     if (!inserted) {
       sink.Add(f, absl::StrCat(e.address(), ":", e.port(),
                                " is the same endpoint as endpoints[", it->second,
@@ -1072,7 +1213,9 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
         : kDefaultHealthCheckTimeout;
     if (timeout > interval) {
       sink.Add("health_check.timeout",
-               absl::StrCat("must not exceed interval (", absl::FormatDuration(interval), ")"));
+               absl::StrCat(hc.has_timeout() ? "" : "1s (the default) ",
+                            "must not exceed interval (", absl::FormatDuration(interval), ")",
+                            hc.has_timeout() ? "" : ": set a timeout with an interval under 1s"));
     }
     for (auto [value, field] : {std::make_pair(hc.healthy_threshold(), "healthy_threshold"),
                                 std::make_pair(hc.unhealthy_threshold(), "unhealthy_threshold")}) {
@@ -1086,10 +1229,13 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
       if (!absl::StartsWith(hc.http().path(), "/")) {
         sink.Add("health_check.http.path", "is required and must start with '/'");
       }
-      for (char c : hc.http().path() + hc.http().host()) {
-        if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-          sink.Add("health_check.http", "path and host must not contain spaces or control characters");
-          break;
+      // Both go on the wire as they are: the request line and Host.
+      if (std::string why = TargetProblem(hc.http().path()); !why.empty()) {
+        sink.Add("health_check.http.path", why);
+      }
+      if (!hc.http().host().empty()) {
+        if (std::string why = RedirectHostProblem(hc.http().host()); !why.empty()) {
+          sink.Add("health_check.http.host", why);
         }
       }
       for (int i = 0; i < hc.http().expected_statuses_size(); ++i) {
@@ -1142,6 +1288,16 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   }
   if (!hashing && cluster.has_hash_policy()) {
     sink.Add("hash_policy", "is used only with RING_HASH or MAGLEV");
+  }
+  // `source_ip: false` names no key: requests spread at random (no
+  // affinity, and no warning).
+  if (cluster.hash_policy().key_case() == config::v1::HashPolicy::kSourceIp &&
+      !cluster.hash_policy().source_ip()) {
+    sink.Add("hash_policy.source_ip", "must be true (false names no key)");
+  }
+  if (cluster.hash_policy().key_case() == config::v1::HashPolicy::kPath &&
+      !cluster.hash_policy().path()) {
+    sink.Add("hash_policy.path", "must be true (false names no key)");
   }
   if (cluster.hash_policy().has_header() && !IsToken(cluster.hash_policy().header())) {
     sink.Add("hash_policy.header", absl::StrCat("'", cluster.hash_policy().header(),

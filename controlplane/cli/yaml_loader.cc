@@ -32,6 +32,20 @@
 namespace sluice::cli {
 namespace {
 
+// The error for an unsigned field's value `text`: not a number, or past
+// the field's range (a value over 2^32 - 1 is not "negative").
+std::string IntegerRangeError(const std::string& text, bool is32) {
+  uint64_t v = 0;
+  const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  });
+  if (digits && (!absl::SimpleAtoi(text, &v) || is32)) {
+    return absl::StrCat("expected an integer 0..", is32 ? "4294967295" : "18446744073709551615",
+                        ", got '", text, "'");
+  }
+  return absl::StrCat("expected a non-negative integer, got '", text, "'");
+}
+
 // The values a user may write for an enum field: the placeholder for "not
 // set" (FOO_UNSPECIFIED, number 0) is not one to offer.
 std::string EnumChoices(const google::protobuf::EnumDescriptor& type) {
@@ -267,10 +281,9 @@ class SpecConverter {
       case FieldDescriptor::CPPTYPE_UINT32:
       case FieldDescriptor::CPPTYPE_UINT64: {
         uint64_t v;
-        if (!absl::SimpleAtoi(text, &v) ||
-            (field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32 && v > UINT32_MAX)) {
-          return Fail(node, path,
-                      absl::StrCat("expected a non-negative integer, got '", text, "'"));
+        const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32;
+        if (!absl::SimpleAtoi(text, &v) || (is32 && v > UINT32_MAX)) {
+          return Fail(node, path, IntegerRangeError(text, is32));
         }
         *json = absl::StrCat(v);
         return true;
@@ -512,7 +525,7 @@ class DirectConverter {
         uint64_t v;
         const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32;
         if (!absl::SimpleAtoi(text, &v) || (is32 && v > UINT32_MAX)) {
-          return Fail(node, absl::StrCat("expected a non-negative integer, got '", text, "'"));
+          return Fail(node, IntegerRangeError(text, is32));
         }
         if (is32) {
           add ? r->AddUInt32(message, field, static_cast<uint32_t>(v))

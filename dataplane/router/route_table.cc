@@ -980,20 +980,31 @@ std::string RouteEntry::RedirectLocation(
     query = path.substr(question);
     path = path.substr(0, question);
   }
+  std::string_view fragment;  // with its '#': the path_redirect's own
   if (!path_redirect.empty()) {
     path = path_redirect;
-    if (path_redirect.find('?') != std::string::npos) query = {};
+    if (size_t hash = path.find('#'); hash != std::string_view::npos) {
+      fragment = path.substr(hash);
+      path = path.substr(0, hash);
+    }
+    if (path.find('?') != std::string_view::npos) query = {};
   }
   if (strip_query) query = {};
 
   std::string out;
-  out.reserve(new_scheme.size() + 3 + new_host.size() + path.size() +
-              query.size());
-  out.append(new_scheme);
-  out.append("://");
-  out.append(new_host);
+  out.reserve(new_scheme.size() + 3 + new_host.size() + path.size() + query.size() +
+              fragment.size());
+  // No host to name (an HTTP/1.0 request without Host): a relative
+  // reference, which Location allows (RFC 9110 10.2.2); "http:///x" is no
+  // URI (RFC 9110 4.2.1).
+  if (!new_host.empty()) {
+    out.append(new_scheme);
+    out.append("://");
+    out.append(new_host);
+  }
   out.append(path);
-  out.append(query);
+  out.append(query);  // before the fragment (RFC 3986 3.5)
+  out.append(fragment);
   return out;
 }
 

@@ -464,6 +464,50 @@ TEST(ValidationTest, RedirectAndDirectResponseRanges) {
             std::string::npos);
 }
 
+// Values that would make a bad target or Location are refused at apply
+// (they were accepted: the upstream got "/a?b/z?orig=1", a client
+// "http://evil.example/x/...", every request on a route a 400).
+TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
+  auto errors = [](const std::string& route) {
+    return ErrorsWith(absl::StrCat(
+        R"(route_table { name: "main" virtual_hosts { domains: "*" routes { match { prefix: "/a" } )",
+        route, " } } }"));
+  };
+  const std::pair<const char*, const char*> refused[] = {
+      {R"(route { cluster: "users" prefix_rewrite: "/a?b" })", "prefix_rewrite: has '?' at byte 3"},
+      {R"(route { cluster: "users" prefix_rewrite: "/a#b" })", "prefix_rewrite: has '#' at byte 3"},
+      {R"(route { cluster: "users" prefix_rewrite: "/%zz" })",
+       "prefix_rewrite: has '%' at byte 2 starting no percent-encoding"},
+      {R"(route { cluster: "users" prefix_rewrite: "/../" })",
+       "prefix_rewrite: has the segment '..': every request on the route would be refused"},
+      {R"(route { cluster: "users" prefix_rewrite: "/v/%2E/" })", "has the segment '%2E'"},
+      {R"(redirect { host_redirect: "::1" })", "host_redirect: an IPv6 address is written in brackets"},
+      {R"(redirect { host_redirect: "evil.example/x" })", "host_redirect: 'evil.example/x' is not a host name"},
+      {R"(redirect { host_redirect: "user@a.example" })", "is not a host name"},
+      {R"(redirect { host_redirect: "a.example:99999" })", "host_redirect: the port in 'a.example:99999' must be 1..65535"},
+      {R"(direct_response { status: 204 body: "x" })", "direct_response.body: a 204 answer has no body"},
+  };
+  for (const auto& [route, message] : refused) {
+    EXPECT_NE(errors(route).find(message), std::string::npos) << route << "\n" << errors(route);
+  }
+  for (const char* fine : {R"(route { cluster: "users" prefix_rewrite: "/v2/" })",
+                           R"(route { cluster: "users" prefix_rewrite: "/a%2Fb/." })",
+                           R"(redirect { host_redirect: "new.example.com:8443" })",
+                           R"(redirect { host_redirect: "[::1]:8080" })",
+                           R"(redirect { path_redirect: "/doc#part" })",
+                           R"(direct_response { status: 204 })"}) {
+    EXPECT_EQ(errors(fine), "") << fine;
+  }
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { regex: "" } direct_response { status: 200 } } } })")
+                .find("match.regex: is empty"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "a..b"
+      routes { match { prefix: "/" } direct_response { status: 200 } } } })")
+                .find("'a..b' is not a host name"),
+            std::string::npos);
+}
+
 TEST(ValidationTest, PrefixRewriteNeedsPrefixMatch) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { path: "/x" } route { cluster: "users" prefix_rewrite: "/y" } } } })")
@@ -503,6 +547,36 @@ TEST(ValidationTest, HeaderLimitRange) {
 std::string ClusterErrors(const std::string& fields) {
   return ErrorsWith("cluster { name: \"users\" endpoints { address: \"127.0.0.1\" port: 9001 } " +
                     fields + " }");
+}
+
+// Cluster values that were accepted and could never work as written.
+TEST(ValidationTest, ClusterValuesThatCannotWorkAreRefused) {
+  EXPECT_NE(ClusterErrors("lb_policy: MAGLEV hash_policy { source_ip: false }")
+                .find("hash_policy.source_ip: must be true (false names no key)"),
+            std::string::npos);
+  EXPECT_NE(ClusterErrors("lb_policy: RING_HASH hash_policy { path: false }")
+                .find("hash_policy.path: must be true"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 }
+                       endpoints { address: "::ffff:127.0.0.1" port: 80 } })")
+                .find("endpoints[1]: ::ffff:127.0.0.1:80 is the same endpoint as endpoints[0]"),
+            std::string::npos);
+  for (const auto& [check, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"(http { path: "/a#b" })", "health_check.http.path: has '#' (0x23) at byte 3"},
+           {R"(http { path: "/%zz" })", "health_check.http.path: has '%' at byte 2"},
+           {R"(http { path: "/a\"b" })", "health_check.http.path: has '\\\"' (0x22) at byte 3"},
+           {R"(http { path: "/x" host: "a@b:x" })", "health_check.http.host: 'a@b:x' is not a host name"},
+       }) {
+    EXPECT_NE(ClusterErrors(absl::StrCat("health_check { ", check, " }")).find(message),
+              std::string::npos)
+        << check << "\n" << ClusterErrors(absl::StrCat("health_check { ", check, " }"));
+  }
+  EXPECT_EQ(ClusterErrors(R"(health_check { http { path: "/healthz?full=1&x=%2F" host: "h.test:8080" } })"),
+            "");
+  EXPECT_NE(ClusterErrors(R"(health_check { tcp { } interval { nanos: 500000000 } })")
+                .find("health_check.timeout: 1s (the default) must not exceed interval (500ms): "
+                      "set a timeout with an interval under 1s"),
+            std::string::npos);
 }
 
 TEST(ValidationTest, HealthCheckRules) {
@@ -960,8 +1034,9 @@ TEST(ValidationTest, ClusterTlsSniIsAHostName) {
                                 "back end.test", "a_b.test", std::string(64, 'a') + ".test"}) {
     EXPECT_EQ(ClusterTlsErrors(absl::StrCat(R"(ca: "clients" sni: ")", bad, "\"")),
               absl::StrCat("Cluster \"users\": tls.sni: '", bad,
-                           "' is not a host name (labels of letters, digits and '-', "
-                           "separated by '.')"))
+                           "' is not a host name (labels of 1..63 letters, digits and '-', "
+                           "not starting or ending with '-', separated by '.'; at most 253 in "
+                           "all)"))
         << bad;
   }
   EXPECT_EQ(ClusterTlsErrors(absl::StrCat(R"(ca: "clients" sni: ")", std::string(63, 'a'),

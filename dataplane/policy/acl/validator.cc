@@ -2,6 +2,7 @@
 // validates config.
 #include <memory>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "dataplane/policy/acl/acl_config.pb.h"
@@ -34,6 +35,19 @@ class AclValidator : public api::PolicyValidator {
         if (groups[i].empty() || groups[i].size() > kMaxGroupLength) {
           errors->push_back({absl::StrCat(list, "[", i, "]"),
                              absl::StrCat("must be 1..", kMaxGroupLength, " characters")});
+          continue;
+        }
+        // A Consumer's groups take these characters only: another name
+        // could never match.
+        for (char c : groups[i]) {
+          if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' &&
+              c != '.' && c != '@') {
+            errors->push_back({absl::StrCat(list, "[", i, "]"),
+                               absl::StrCat("'", groups[i],
+                                            "' would match no Consumer group (they take only "
+                                            "letters, digits, '-', '_', '.' and '@')")});
+            break;
+          }
         }
       }
     }

@@ -252,6 +252,14 @@ TEST(AclTest, ExactlyOneListIsRequired) {
   both.add_deny("b");
   ASSERT_EQ(Errors("acl", both).size(), 1u);
   EXPECT_EQ(Errors("acl", both)[0].field, "allow");
+  // A name no Consumer group can have would never match (it was accepted).
+  acl::v1::AclConfig odd;
+  odd.add_allow("staff");
+  odd.add_allow("a b");
+  odd.add_allow("ops@example.com");
+  auto errors = Errors("acl", odd);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "allow[1]");
 }
 
 std::string Basic(const std::string& user_pass) {

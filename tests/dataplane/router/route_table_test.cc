@@ -473,7 +473,9 @@ TEST(RouteEntryTest, RedirectLocation) {
       routes { match { prefix: "/" } redirect { strip_query: true } }
       routes { match { prefix: "/" } redirect { path_redirect: "/search?q=new" } }
       routes { match { prefix: "/" } redirect {
-        scheme_redirect: "http" host_redirect: "b.com:8080" path_redirect: "/x" response_code: 302 } } })");
+        scheme_redirect: "http" host_redirect: "b.com:8080" path_redirect: "/x" response_code: 302 } }
+      routes { match { prefix: "/" } redirect { path_redirect: "/doc#part" } }
+      routes { match { prefix: "/" } redirect { path_redirect: "/s?q=1#top" } } })");
   ASSERT_NE(table, nullptr);
   const RouteEntry& https = table->route(0);
   EXPECT_EQ(https.action, RouteEntry::Action::kRedirect);
@@ -509,6 +511,15 @@ TEST(RouteEntryTest, RedirectLocation) {
   EXPECT_EQ(all.redirect_code, 302u);
   EXPECT_EQ(all.RedirectLocation("https", "a.com:443", "/p?q"),
             "http://b.com:8080/x?q");
+
+  // The query goes before a path_redirect's fragment (RFC 3986 3.5); it
+  // went into it ("/doc#part?q=1"), and the target never saw it.
+  EXPECT_EQ(table->route(7).RedirectLocation("http", "a.com", "/old?q=1"),
+            "http://a.com/doc?q=1#part");
+  EXPECT_EQ(table->route(8).RedirectLocation("http", "a.com", "/old?x=2"),
+            "http://a.com/s?q=1#top");
+  // No Host (HTTP/1.0): a relative Location, not "http:///old".
+  EXPECT_EQ(https.RedirectLocation("http", "", "/old?x=2"), "/old?x=2");
 }
 
 TEST(RouteEntryTest, DirectResponse) {
