@@ -554,9 +554,11 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
                  uint64_t version, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   admin::v1::ListProxiesResponse response;
-  // By node id, how many connections were not yet done when the wait
-  // began (two proxies may share an id); a proxy that reconnects under its
-  // id is the same proxy.
+  // By node id (two proxies may share one), how many connections there were
+  // when the wait began, and how many of them had not yet taken or refused
+  // the version. Connections of an id missing since, up to its pending
+  // ones, dropped off; a proxy that reconnects under its id is the same.
+  std::map<std::string, int> at_start;
   std::map<std::string, int> pending_at_start;
   bool first = true;
   auto done = [version](const admin::v1::ProxyStatus& p) {
@@ -583,14 +585,18 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
     bool waiting = false;
     for (const auto& p : response.proxies()) {
       ++connected[p.node().id()];
-      if (first && !done(p)) ++pending_at_start[p.node().id()];
+      if (first) {
+        ++at_start[p.node().id()];
+        if (!done(p)) ++pending_at_start[p.node().id()];
+      }
       waiting = waiting || !done(p);
     }
     first = false;
     gone.clear();
-    for (const auto& [id, count] : pending_at_start) {
+    for (const auto& [id, pending] : pending_at_start) {
       const int now = connected.count(id) ? connected[id] : 0;
-      if (now < count) gone[id] = count - now;
+      const int missing = std::min(pending, at_start[id] - now);
+      if (missing > 0) gone[id] = missing;
     }
     if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(200));
