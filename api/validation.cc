@@ -766,16 +766,20 @@ std::string RedirectHostProblem(const std::string& value) {
       port = host.substr(colon);
       host = host.substr(0, colon);
     }
+    // RFC 3986 reg-name: '_' too (a Docker Compose service), and one
+    // trailing dot (a fully qualified name).
+    if (absl::EndsWith(host, ".") && host.size() > 1) host.remove_suffix(1);
     bool ok = !host.empty() && host.size() <= 253;
     for (absl::string_view label : absl::StrSplit(host, '.')) {
       ok = ok && !label.empty() && label.size() <= 63;
       for (char c : label) {
-        ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-');
+        ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');
       }
     }
     if (!ok) {
-      return absl::StrCat("'", Shown(value), "' is not a host name: letters, digits and '-' in "
-                          "labels of 1..63 characters between dots (no '/', '@' or space)");
+      return absl::StrCat("'", Shown(value), "' is not a host name: letters, digits, '-' and "
+                          "'_' in labels of 1..63 characters between dots (no '/', '@' or "
+                          "space)");
     }
   }
   if (!port.empty()) {
@@ -1037,10 +1041,11 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       std::string a = Join(prefix, "direct_response");
       if (d.status() < 200 || d.status() > 599) {
         sink.Add(Join(a, "status"), absl::StrCat("must be 200..599, got ", d.status()));
-      } else if ((d.status() == 204 || d.status() == 304) && !d.body().empty()) {
+      } else if ((d.status() == 204 || d.status() == 205 || d.status() == 304) &&
+                 !d.body().empty()) {
         sink.Add(Join(a, "body"), absl::StrCat("a ", d.status(),
-                                               " answer has no body (RFC 9110 15.3.5, 15.4.5); "
-                                               "leave it out"));
+                                               " answer has no body (RFC 9110 15.3.5, 15.3.6, "
+                                               "15.4.5); leave it out"));
       }
       if (d.body().size() > kMaxDirectResponseBody) {
         sink.Add(Join(a, "body"), absl::StrCat("is ", d.body().size(),

@@ -554,12 +554,17 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
                  uint64_t version, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   admin::v1::ListProxiesResponse response;
-  // By node id (two proxies may share one), how many connections there were
-  // when the wait began, and how many of them had not yet taken or refused
-  // the version. Connections of an id missing since, up to its pending
-  // ones, dropped off; a proxy that reconnects under its id is the same.
-  std::map<std::string, int> at_start;
-  std::map<std::string, int> pending_at_start;
+  // Connections, by node id and the time each connected (two proxies may
+  // share an id): those there when the wait began, and those of them that
+  // had not yet taken or refused the version. One of the latter gone since
+  // dropped off, unless a new connection of its id came (a proxy that
+  // reconnected, whose status is then counted).
+  using Connection = std::pair<std::string, std::pair<int64_t, int32_t>>;
+  auto connection_of = [](const admin::v1::ProxyStatus& p) {
+    return Connection(p.node().id(), {p.connected_since().seconds(), p.connected_since().nanos()});
+  };
+  std::set<Connection> at_start;
+  std::set<Connection> pending_at_start;
   bool first = true;
   auto done = [version](const admin::v1::ProxyStatus& p) {
     return p.version_applied() >= version || p.last_nack_version() >= version;
@@ -581,22 +586,28 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       }
       return RpcFail(status, server);
     }
-    std::map<std::string, int> connected;
+    std::set<Connection> connected;
+    std::map<std::string, int> reconnected;  // new connections, by node id
     bool waiting = false;
     for (const auto& p : response.proxies()) {
-      ++connected[p.node().id()];
+      const Connection c = connection_of(p);
+      connected.insert(c);
       if (first) {
-        ++at_start[p.node().id()];
-        if (!done(p)) ++pending_at_start[p.node().id()];
+        at_start.insert(c);
+        if (!done(p)) pending_at_start.insert(c);
+      } else if (!at_start.count(c)) {
+        ++reconnected[c.first];
       }
       waiting = waiting || !done(p);
     }
     first = false;
     gone.clear();
-    for (const auto& [id, pending] : pending_at_start) {
-      const int now = connected.count(id) ? connected[id] : 0;
-      const int missing = std::min(pending, at_start[id] - now);
-      if (missing > 0) gone[id] = missing;
+    for (const Connection& c : pending_at_start) {
+      if (!connected.count(c)) ++gone[c.first];
+    }
+    for (auto it = gone.begin(); it != gone.end();) {
+      it->second -= reconnected.count(it->first) ? reconnected[it->first] : 0;
+      it = it->second > 0 ? std::next(it) : gone.erase(it);
     }
     if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(200));

@@ -2,18 +2,30 @@
 
 #include <algorithm>
 
+#include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace sluice::controlplane {
 
 using google::protobuf::util::TimeUtil;
 
+namespace {
+
+// Now, to the nanosecond (this protobuf's TimeUtil::GetCurrentTime gives
+// whole seconds): connected_since also tells apart two connections of one
+// node id (sluicectl --wait).
+google::protobuf::Timestamp Now() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
+
+}  // namespace
+
 int ProxyRegistry::Connect(const discovery::v1::Node& node, uint64_t version_held) {
   absl::MutexLock lock(&mu_);
   int handle = next_handle_++;
   admin::v1::ProxyStatus& status = proxies_[handle];
   *status.mutable_node() = node;
-  *status.mutable_connected_since() = TimeUtil::GetCurrentTime();
+  *status.mutable_connected_since() = Now();
   status.set_version_applied(version_held);
   return handle;
 }
@@ -23,16 +35,20 @@ void ProxyRegistry::Disconnect(int handle) {
   proxies_.erase(handle);
 }
 
+// (A call after Disconnect finds nothing: operator[] would list a
+// disconnected proxy again, with no node.)
 void ProxyRegistry::Sent(int handle, uint64_t version) {
   absl::MutexLock lock(&mu_);
-  proxies_[handle].set_version_pending(version);
+  auto it = proxies_.find(handle);
+  if (it != proxies_.end()) it->second.set_version_pending(version);
 }
 
 void ProxyRegistry::Acked(int handle, uint64_t version) {
   absl::MutexLock lock(&mu_);
-  admin::v1::ProxyStatus& status = proxies_[handle];
-  status.set_version_applied(version);
-  status.set_version_pending(0);
+  auto it = proxies_.find(handle);
+  if (it == proxies_.end()) return;
+  it->second.set_version_applied(version);
+  it->second.set_version_pending(0);
 }
 
 void ProxyRegistry::SetObserver(ProxyObserver observer) {
@@ -45,11 +61,13 @@ void ProxyRegistry::Nacked(int handle, uint64_t version, const std::string& erro
   discovery::v1::Node node;
   {
     absl::MutexLock lock(&mu_);
-    admin::v1::ProxyStatus& status = proxies_[handle];
+    auto it = proxies_.find(handle);
+    if (it == proxies_.end()) return;
+    admin::v1::ProxyStatus& status = it->second;
     status.set_version_pending(0);
     status.set_last_nack_version(version);
     status.set_last_nack_error(error);
-    *status.mutable_last_nack_time() = TimeUtil::GetCurrentTime();
+    *status.mutable_last_nack_time() = Now();
     observer = observer_;
     if (observer != nullptr && observer->nacked) node = status.node();
   }
@@ -64,7 +82,7 @@ void ProxyRegistry::Reported(int handle, const discovery::v1::TrafficReport& rep
     auto it = proxies_.find(handle);
     if (it == proxies_.end()) return;
     *it->second.mutable_last_report() = report;
-    *it->second.mutable_last_report_time() = TimeUtil::GetCurrentTime();
+    *it->second.mutable_last_report_time() = Now();
     observer = observer_;
     if (observer != nullptr && observer->reported) node = it->second.node();
   }

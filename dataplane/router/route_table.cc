@@ -996,7 +996,9 @@ std::string RouteEntry::RedirectLocation(
               fragment.size());
   // No host to name (an HTTP/1.0 request without Host): a relative
   // reference, which Location allows (RFC 9110 10.2.2); "http:///x" is no
-  // URI (RFC 9110 4.2.1).
+  // URI (RFC 9110 4.2.1). Not when the scheme changes: the reference would
+  // keep this one and send the client back here (the caller answers 400).
+  if (new_host.empty() && new_scheme != scheme) return "";
   if (!new_host.empty()) {
     out.append(new_scheme);
     out.append("://");

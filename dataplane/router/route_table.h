@@ -174,7 +174,10 @@ struct RouteEntry {
   // request's "?query" unless strip_query is set. A path_redirect carrying its
   // own '?' replaces the request's query whatever strip_query says. When the
   // scheme changes and the kept request host ends in the old scheme's default
-  // port (":80" for http, ":443" for https), that port is dropped.
+  // port (":80" for http, ":443" for https), that port is dropped. A
+  // path_redirect's "#fragment" goes last. Without a host (an HTTP/1.0
+  // request without Host): the relative "<path><query>", or "" when the
+  // scheme changes (no Location can say where).
   std::string RedirectLocation(std::string_view scheme, std::string_view host,
                                std::string_view path_and_query) const;
 };

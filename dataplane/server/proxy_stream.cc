@@ -671,6 +671,11 @@ void ProxyStream::Route(const RequestHead& request) {
     case router::RouteEntry::Action::kRedirect: {
       std::string location = route_->RedirectLocation(transport_->secure() ? "https" : "http",
                                                       head.authority, head.target);
+      if (location.empty()) {  // to another scheme, and no Host to name
+        response_flag_ = "bad_request";
+        SendLocalResponse(400, "the request has no Host, which a redirect to another scheme needs");
+        return;
+      }
       response_flag_ = "redirect";
       SendLocalResponse(static_cast<int>(route_->redirect_code), "", {{"location", location}}, {},
                         "text/plain");

@@ -486,6 +486,7 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
       {R"(redirect { host_redirect: "user@a.example" })", "is not a host name"},
       {R"(redirect { host_redirect: "a.example:99999" })", "host_redirect: the port in 'a.example:99999' must be 1..65535"},
       {R"(direct_response { status: 204 body: "x" })", "direct_response.body: a 204 answer has no body"},
+      {R"(direct_response { status: 205 body: "x" })", "direct_response.body: a 205 answer has no body"},
   };
   for (const auto& [route, message] : refused) {
     EXPECT_NE(errors(route).find(message), std::string::npos) << route << "\n" << errors(route);
@@ -573,6 +574,12 @@ TEST(ValidationTest, ClusterValuesThatCannotWorkAreRefused) {
   }
   EXPECT_EQ(ClusterErrors(R"(health_check { http { path: "/healthz?full=1&x=%2F" host: "h.test:8080" } })"),
             "");
+  for (const char* host : {"my_service", "svc.internal.", "10.0.0.1:8080", "[::1]:80"}) {
+    EXPECT_EQ(ClusterErrors(absl::StrCat(R"(health_check { http { path: "/h" host: ")", host,
+                                         R"(" } })")),
+              "")
+        << host;
+  }
   EXPECT_NE(ClusterErrors(R"(health_check { tcp { } interval { nanos: 500000000 } })")
                 .find("health_check.timeout: 1s (the default) must not exceed interval (500ms): "
                       "set a timeout with an interval under 1s"),

@@ -525,6 +525,32 @@ TEST_F(ProxyTest, WaitCountsAProxyThatDisconnectsBeforeTakingTheVersion) {
   EXPECT_TRUE(absl::StrContains(waited.err, "disconnected before taking version")) << waited.err;
 }
 
+// The other way round: of two proxies sharing a node id, the one that took
+// the version leaves and the pending one then takes it: every proxy took
+// it, exit 0 (counting connections per id, the departure was taken for the
+// pending one's).
+TEST_F(ProxyTest, WaitTellsWhichProxyOfASharedIdLeft) {
+  proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));  // a duplicate id
+  ASSERT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
+  ASSERT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
+  proxies_[2]->process().Signal(SIGSTOP);
+  const std::string change =
+      WriteConfig("kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
+  std::thread churn([&] {
+    WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
+            absl::Seconds(20));
+    ASSERT_TRUE(proxies_[1]->WaitForVersion(2));
+    absl::SleepFor(absl::Seconds(1));  // sluicectl is waiting for the stopped one
+    proxies_[1]->process().Signal(SIGKILL);
+    proxies_[1]->process().Wait(absl::Seconds(10));
+    proxies_[2]->process().Signal(SIGCONT);
+  });
+  auto waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", "20s"});
+  churn.join();
+  EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
+}
+
 TEST_F(ProxyTest, ControlPlaneKilledUnderLoad) {
   LoadGenerator load({.host_port = listener(), .path = "/load", .concurrency = 4});
   load.Start();

@@ -36,18 +36,35 @@ class KeyAuthFilter : public http::Filter {
     // A field counts in any spelling CGI reads as the key's (`x_api_key`
     // is `x-api-key` to PHP or Rack): the checked key must be the one an
     // upstream reads.
+    // Each field counts once, whichever of the names it is (key_names may
+    // list two spellings of one field).
     size_t keys = 0;
-    for (const std::string& name : settings_.key_names) {
-      if (settings_.in_header) {
-        for (const http::HeaderMap::Field& f : headers.fields()) {
-          if (http::SameCgiName(f.name, name)) ++keys;
+    if (settings_.in_header) {
+      for (const http::HeaderMap::Field& f : headers.fields()) {
+        for (const std::string& name : settings_.key_names) {
+          if (http::SameCgiName(f.name, name)) {
+            ++keys;
+            break;
+          }
         }
       }
-      if (settings_.in_query) keys += CountQueryParameter(callbacks.info().path, name);
+    }
+    if (settings_.in_query) {
+      for (const std::string& name : settings_.key_names) {
+        keys += CountQueryParameter(callbacks.info().path, name);
+      }
     }
     if (keys > 1) {
       return RefuseOrAnonymous(callbacks, "", "more than one API key found in request",
                                settings_.challenge);
+    }
+    // A key field in a spelling not listed is no key this policy checks,
+    // but an upstream would read it as one: it never goes on (whatever
+    // keep_credentials says, and also for an anonymous caller).
+    if (settings_.in_header) {
+      for (const std::string& name : settings_.key_names) {
+        headers.RemoveOtherCgiSpellings(name, settings_.key_names);
+      }
     }
     std::string key;
     bool found = false;
@@ -68,10 +85,7 @@ class KeyAuthFilter : public http::Filter {
       // Both places lose the name, whichever held the key used (as Kong's
       // hide_credentials does): a second key must not reach the upstream.
       if (!settings_.keep_credentials) {
-        if (settings_.in_header) {
-          headers.Remove(name);
-          headers.RemoveOtherCgiSpellings(name);
-        }
+        if (settings_.in_header) headers.Remove(name);
         if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
           callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
         }

@@ -124,6 +124,33 @@ TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
 // fields, two parameters, or one of each), the key checked need not be the
 // one an upstream reads. Refused, whatever the anonymous consumer. Before:
 // the first was used, and with keep_credentials both went upstream.
+// key_names may list two spellings of one field: a request with one key
+// has one key (it counted once per listed name, and every request got
+// 401). A spelling not listed never reaches the upstream, for an
+// anonymous caller too (PHP reads x_api_key as the key).
+TEST(KeyAuthTest, OneFieldIsOneKeyWhateverTheNamesListed) {
+  key_auth::v1::KeyAuthConfig both;
+  both.add_key_names("x-api-key");
+  both.add_key_names("x_api_key");
+  auto factory = Compile("key-auth", both);
+  for (const char* name : {"x-api-key", "x_api_key", "X-Api-Key"}) {
+    Request r;
+    r.headers.Add(name, "alice-key-123");
+    EXPECT_EQ(r.Run(*factory), http::FilterStatus::kContinue) << name;
+    EXPECT_EQ(r.consumer(), "alice") << name;
+  }
+  key_auth::v1::KeyAuthConfig anonymous;
+  anonymous.add_key_names("x-api-key");
+  anonymous.set_anonymous("guest");
+  anonymous.set_keep_credentials(true);
+  auto guest = Compile("key-auth", anonymous);
+  Request spelled;
+  spelled.headers.Add("x_api_key", "alice-key-123");
+  EXPECT_EQ(spelled.Run(*guest), http::FilterStatus::kContinue);
+  EXPECT_EQ(spelled.consumer(), "guest");
+  EXPECT_EQ(spelled.headers.Get("x_api_key"), nullptr);
+}
+
 TEST(KeyAuthTest, TwoKeysInARequestAreRefused) {
   key_auth::v1::KeyAuthConfig config;
   config.set_anonymous("guest");

@@ -518,8 +518,11 @@ TEST(RouteEntryTest, RedirectLocation) {
             "http://a.com/doc?q=1#part");
   EXPECT_EQ(table->route(8).RedirectLocation("http", "a.com", "/old?x=2"),
             "http://a.com/s?q=1#top");
-  // No Host (HTTP/1.0): a relative Location, not "http:///old".
-  EXPECT_EQ(https.RedirectLocation("http", "", "/old?x=2"), "/old?x=2");
+  // No Host (HTTP/1.0): a relative Location, not "http:///old"; none
+  // when the scheme changes (it would send the client back here).
+  EXPECT_EQ(table->route(2).RedirectLocation("http", "", "/old?x=2"), "/moved?x=2");
+  EXPECT_EQ(https.RedirectLocation("http", "", "/old?x=2"), "");
+  EXPECT_EQ(https.RedirectLocation("https", "", "/old"), "/old");
 }
 
 TEST(RouteEntryTest, DirectResponse) {
