@@ -555,8 +555,8 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   const absl::Time deadline = absl::Now() + timeout;
   admin::v1::ListProxiesResponse response;
   // Connections, by node id and the time each connected (two proxies may
-  // share an id): those there when the wait began, and those of them that
-  // had not yet taken or refused the version. One of the latter gone since
+  // share an id): those there when the wait began, and those of them not
+  // yet seen taking or refusing the version. One of the latter gone since
   // dropped off, unless a new connection of its id came (a proxy that
   // reconnected, whose status is then counted).
   using Connection = std::pair<std::string, std::pair<int64_t, int32_t>>;
@@ -598,15 +598,23 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       } else if (!at_start.count(c)) {
         ++reconnected[c.first];
       }
+      if (done(p)) pending_at_start.erase(c);  // took (or refused) it, whatever comes next
       waiting = waiting || !done(p);
     }
     first = false;
+    // Per node id: a new connection stands first for a start connection
+    // that was done and left (a restarted proxy that had taken the
+    // version), then for a pending one that left.
     gone.clear();
-    for (const Connection& c : pending_at_start) {
-      if (!connected.count(c)) ++gone[c.first];
+    std::map<std::string, int> done_gone;
+    for (const Connection& c : at_start) {
+      if (connected.count(c)) continue;
+      ++(pending_at_start.count(c) ? gone[c.first] : done_gone[c.first]);
     }
     for (auto it = gone.begin(); it != gone.end();) {
-      it->second -= reconnected.count(it->first) ? reconnected[it->first] : 0;
+      const int fresh = reconnected.count(it->first) ? reconnected[it->first] : 0;
+      const int covered = std::max(0, fresh - (done_gone.count(it->first) ? done_gone[it->first] : 0));
+      it->second -= covered;
       it = it->second > 0 ? std::next(it) : gone.erase(it);
     }
     if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;

@@ -551,6 +551,34 @@ TEST_F(ProxyTest, WaitTellsWhichProxyOfASharedIdLeft) {
   EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
 }
 
+// A pending proxy of a shared id leaves while the other one (which had
+// taken the version) restarts under that id: the restart stands for the
+// one that had taken it, not for the one that left (exit 1, named).
+TEST_F(ProxyTest, WaitDoesNotLetARestartHideAProxyThatLeft) {
+  proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));  // a duplicate id
+  ASSERT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
+  ASSERT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
+  proxies_[2]->process().Signal(SIGSTOP);
+  const std::string change =
+      WriteConfig("kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
+  std::thread churn([&] {
+    WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
+            absl::Seconds(20));
+    ASSERT_TRUE(proxies_[1]->WaitForVersion(2));
+    absl::SleepFor(absl::Seconds(1));  // sluicectl is waiting for the stopped one
+    proxies_[2]->process().Signal(SIGKILL);
+    proxies_[2]->process().Wait(absl::Seconds(10));
+    proxies_[1]->process().Signal(SIGKILL);  // and the other proxy-2 restarts
+    proxies_[1]->process().Wait(absl::Seconds(10));
+    proxies_[1] = std::make_unique<Proxy>(cp_.address(), "proxy-2");
+  });
+  auto waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", "6s"});
+  churn.join();
+  EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 3 proxies, 1 disconnected"))
+      << waited.out;
+}
+
 TEST_F(ProxyTest, ControlPlaneKilledUnderLoad) {
   LoadGenerator load({.host_port = listener(), .path = "/load", .concurrency = 4});
   load.Start();

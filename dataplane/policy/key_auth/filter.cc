@@ -106,11 +106,17 @@ class KeyAuthFilter : public http::Filter {
   }
 
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
+    // An unlisted spelling of a key field never goes on (keep_credentials
+    // keeps only listed ones).
+    if (settings_.in_header) {
+      for (const std::string& name : settings_.key_names) {
+        headers.RemoveOtherCgiSpellings(name, settings_.key_names);
+      }
+    }
     if (settings_.keep_credentials) return;
     for (const std::string& name : settings_.key_names) {
       if (settings_.in_header) {
         headers.Remove(name);
-        headers.RemoveOtherCgiSpellings(name);
       }
       if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
         callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));

@@ -426,6 +426,27 @@ TEST(ChainTest, SeveralAuthenticationPoliciesMeanAnyOfThem) {
   EXPECT_EQ(challenges, 2);
 }
 
+// key-auth skipped in a group (basic-auth identified the caller) still
+// drops an unlisted spelling of its key field, with keep_credentials too:
+// an upstream would read `x_api_key` as a key no one checked.
+TEST(ChainTest, ASkippedKeyAuthDropsUnlistedSpellingsOfItsField) {
+  key_auth::v1::KeyAuthConfig keep;
+  keep.add_key_names("x-api-key");
+  keep.set_keep_credentials(true);
+  FactoryList chain = OrderChain({Compile("basic-auth", basic_auth::v1::BasicAuthConfig()),
+                                  Compile("key-auth", keep)});
+  ASSERT_EQ(chain.size(), 1u);
+  Request r;
+  r.headers.Add("authorization", Basic("alice:wonderland"));
+  r.headers.Add("x_api_key", "forged");
+  r.headers.Add("X-Api-Key", "other");
+  http::FilterStatus status = r.Run(*chain[0]);
+  if (status == http::FilterStatus::kStopIteration) ASSERT_TRUE(r.callbacks.RunPosted());
+  EXPECT_EQ(r.consumer(), "alice");
+  EXPECT_EQ(r.headers.Get("x_api_key"), nullptr);
+  ASSERT_NE(r.headers.Get("x-api-key"), nullptr);  // listed, and kept
+}
+
 TEST(ChainTest, AnonymousIsTakenOnlyWhenNoPolicyIdentifiesTheCaller) {
   key_auth::v1::KeyAuthConfig anonymous_key;
   anonymous_key.set_anonymous("guest");
