@@ -564,7 +564,7 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
     return Connection(p.node().id(), {p.connected_since().seconds(), p.connected_since().nanos()});
   };
   std::set<Connection> at_start;
-  std::set<Connection> pending_at_start;
+  std::set<Connection> pending;  // of at_start
   bool first = true;
   auto done = [version](const admin::v1::ProxyStatus& p) {
     return p.version_applied() >= version || p.last_nack_version() >= version;
@@ -594,11 +594,11 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       connected.insert(c);
       if (first) {
         at_start.insert(c);
-        if (!done(p)) pending_at_start.insert(c);
+        if (!done(p)) pending.insert(c);
       } else if (!at_start.count(c)) {
         ++reconnected[c.first];
       }
-      if (done(p)) pending_at_start.erase(c);  // took (or refused) it, whatever comes next
+      if (done(p)) pending.erase(c);  // took (or refused) it, whatever comes next
       waiting = waiting || !done(p);
     }
     first = false;
@@ -609,12 +609,10 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::map<std::string, int> done_gone;
     for (const Connection& c : at_start) {
       if (connected.count(c)) continue;
-      ++(pending_at_start.count(c) ? gone[c.first] : done_gone[c.first]);
+      ++(pending.count(c) ? gone[c.first] : done_gone[c.first]);
     }
     for (auto it = gone.begin(); it != gone.end();) {
-      const int fresh = reconnected.count(it->first) ? reconnected[it->first] : 0;
-      const int covered = std::max(0, fresh - (done_gone.count(it->first) ? done_gone[it->first] : 0));
-      it->second -= covered;
+      it->second -= std::max(0, reconnected[it->first] - done_gone[it->first]);
       it = it->second > 0 ? std::next(it) : gone.erase(it);
     }
     if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;

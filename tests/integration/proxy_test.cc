@@ -14,6 +14,7 @@
 #include <dirent.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -108,6 +109,35 @@ class ProxyTest : public ::testing::Test {
   }
 
   std::string listener() const { return absl::StrCat("127.0.0.1:", options_.listener_port); }
+
+  // For the --wait tests: proxies_[2], a second proxy of node id "proxy-2",
+  // stopped (it takes no version); then `sluicectl apply --wait` of one
+  // more cluster (version 2), during which, once proxies_[1] took the
+  // version and sluicectl is waiting for the stopped one, `churn` runs.
+  CommandResult ApplyWaitingWithAStoppedDuplicate(const std::string& timeout,
+                                                  const std::function<void()>& churn) {
+    proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));
+    EXPECT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
+    EXPECT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
+    proxies_[2]->process().Signal(SIGSTOP);
+    const std::string change = WriteConfig(
+        "kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
+    std::thread during([&] {
+      WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
+              absl::Seconds(20));
+      EXPECT_TRUE(proxies_[1]->WaitForVersion(2));
+      absl::SleepFor(absl::Seconds(1));  // sluicectl is waiting for the stopped one
+      churn();
+    });
+    CommandResult waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", timeout});
+    during.join();
+    return waited;
+  }
+
+  void KillProxy(size_t i) {
+    proxies_[i]->process().Signal(SIGKILL);
+    proxies_[i]->process().Wait(absl::Seconds(10));
+  }
 
   ControlPlane cp_{"", "info"};
   std::vector<std::unique_ptr<UpstreamServer>> upstreams_;
@@ -501,24 +531,7 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
 // of 1 proxies", exit 0). Here it shares its node id with another proxy,
 // which takes the version: still counted apart.
 TEST_F(ProxyTest, WaitCountsAProxyThatDisconnectsBeforeTakingTheVersion) {
-  ASSERT_EQ(proxies_.size(), 2u);
-  proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));  // a duplicate id
-  ASSERT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
-  ASSERT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
-  proxies_[2]->process().Signal(SIGSTOP);  // takes no version from now on
-  const std::string change =
-      WriteConfig("kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
-  std::thread killer([&] {
-    // Once the change is stored, sluicectl is waiting: the stopped proxy
-    // then drops off.
-    WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
-            absl::Seconds(20));
-    absl::SleepFor(absl::Seconds(1));
-    proxies_[2]->process().Signal(SIGKILL);
-    proxies_[2]->process().Wait(absl::Seconds(10));
-  });
-  auto waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", "5s"});
-  killer.join();
+  auto waited = ApplyWaitingWithAStoppedDuplicate("5s", [&] { KillProxy(2); });
   EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
   EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 3 proxies, 1 disconnected"))
       << waited.out;
@@ -530,23 +543,17 @@ TEST_F(ProxyTest, WaitCountsAProxyThatDisconnectsBeforeTakingTheVersion) {
 // it, exit 0 (counting connections per id, the departure was taken for the
 // pending one's).
 TEST_F(ProxyTest, WaitTellsWhichProxyOfASharedIdLeft) {
-  proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));  // a duplicate id
-  ASSERT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
-  ASSERT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
-  proxies_[2]->process().Signal(SIGSTOP);
-  const std::string change =
-      WriteConfig("kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
-  std::thread churn([&] {
-    WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
-            absl::Seconds(20));
-    ASSERT_TRUE(proxies_[1]->WaitForVersion(2));
-    absl::SleepFor(absl::Seconds(1));  // sluicectl is waiting for the stopped one
-    proxies_[1]->process().Signal(SIGKILL);
-    proxies_[1]->process().Wait(absl::Seconds(10));
+  auto waited = ApplyWaitingWithAStoppedDuplicate("20s", [&] {
+    KillProxy(1);
+    // The control plane has seen it go (else it is still listed, as done).
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          const std::string rows = cp_.Ctl({"proxies"}).out;
+          return rows.find("proxy-2") == rows.rfind("proxy-2");
+        },
+        absl::Seconds(10)));
     proxies_[2]->process().Signal(SIGCONT);
   });
-  auto waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", "20s"});
-  churn.join();
   EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
   EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
 }
@@ -555,25 +562,11 @@ TEST_F(ProxyTest, WaitTellsWhichProxyOfASharedIdLeft) {
 // taken the version) restarts under that id: the restart stands for the
 // one that had taken it, not for the one that left (exit 1, named).
 TEST_F(ProxyTest, WaitDoesNotLetARestartHideAProxyThatLeft) {
-  proxies_.push_back(std::make_unique<Proxy>(cp_.address(), "proxy-2"));  // a duplicate id
-  ASSERT_TRUE(proxies_[2]->ok()) << proxies_[2]->process().Log();
-  ASSERT_TRUE(proxies_[2]->WaitForVersion(1)) << proxies_[2]->process().Log();
-  proxies_[2]->process().Signal(SIGSTOP);
-  const std::string change =
-      WriteConfig("kind: Cluster\nname: spare\nspec:\n  endpoints: [{address: 127.0.0.1, port: 9}]\n");
-  std::thread churn([&] {
-    WaitFor([&] { return cp_.Ctl({"get", "cluster", "spare"}).exit_code == 0; },
-            absl::Seconds(20));
-    ASSERT_TRUE(proxies_[1]->WaitForVersion(2));
-    absl::SleepFor(absl::Seconds(1));  // sluicectl is waiting for the stopped one
-    proxies_[2]->process().Signal(SIGKILL);
-    proxies_[2]->process().Wait(absl::Seconds(10));
-    proxies_[1]->process().Signal(SIGKILL);  // and the other proxy-2 restarts
-    proxies_[1]->process().Wait(absl::Seconds(10));
+  auto waited = ApplyWaitingWithAStoppedDuplicate("6s", [&] {
+    KillProxy(2);
+    KillProxy(1);  // and the other proxy-2 restarts
     proxies_[1] = std::make_unique<Proxy>(cp_.address(), "proxy-2");
   });
-  auto waited = cp_.Ctl({"apply", "-f", change, "--wait", "--timeout", "6s"});
-  churn.join();
   EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
   EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 3 proxies, 1 disconnected"))
       << waited.out;

@@ -34,10 +34,8 @@ class KeyAuthFilter : public http::Filter {
     // key checked (the first) need not be the one an upstream reads (the
     // last, with keep_credentials). Refused whatever the anonymous consumer.
     // A field counts in any spelling CGI reads as the key's (`x_api_key`
-    // is `x-api-key` to PHP or Rack): the checked key must be the one an
-    // upstream reads.
-    // Each field counts once, whichever of the names it is (key_names may
-    // list two spellings of one field).
+    // is `x-api-key` to PHP or Rack), once whichever of the names it is
+    // (key_names may list two spellings of one field).
     size_t keys = 0;
     if (settings_.in_header) {
       for (const http::HeaderMap::Field& f : headers.fields()) {
@@ -58,14 +56,7 @@ class KeyAuthFilter : public http::Filter {
       return RefuseOrAnonymous(callbacks, "", "more than one API key found in request",
                                settings_.challenge);
     }
-    // A key field in a spelling not listed is no key this policy checks,
-    // but an upstream would read it as one: it never goes on (whatever
-    // keep_credentials says, and also for an anonymous caller).
-    if (settings_.in_header) {
-      for (const std::string& name : settings_.key_names) {
-        headers.RemoveOtherCgiSpellings(name, settings_.key_names);
-      }
-    }
+    DropUnlistedSpellings(headers);
     std::string key;
     bool found = false;
     for (const std::string& name : settings_.key_names) {
@@ -106,18 +97,10 @@ class KeyAuthFilter : public http::Filter {
   }
 
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
-    // An unlisted spelling of a key field never goes on (keep_credentials
-    // keeps only listed ones).
-    if (settings_.in_header) {
-      for (const std::string& name : settings_.key_names) {
-        headers.RemoveOtherCgiSpellings(name, settings_.key_names);
-      }
-    }
+    DropUnlistedSpellings(headers);
     if (settings_.keep_credentials) return;
     for (const std::string& name : settings_.key_names) {
-      if (settings_.in_header) {
-        headers.Remove(name);
-      }
+      if (settings_.in_header) headers.Remove(name);
       if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
         callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
       }
@@ -125,6 +108,16 @@ class KeyAuthFilter : public http::Filter {
   }
 
  private:
+  // A key field in a spelling not listed is no key this policy checks, but
+  // an upstream would read it as one: it never goes on, whatever
+  // keep_credentials says, for an anonymous caller too.
+  void DropUnlistedSpellings(http::HeaderMap& headers) const {
+    if (!settings_.in_header) return;
+    for (const std::string& name : settings_.key_names) {
+      headers.RemoveOtherCgiSpellings(name, settings_.key_names);
+    }
+  }
+
   const Settings& settings_;
 };
 
