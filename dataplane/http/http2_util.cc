@@ -371,19 +371,44 @@ size_t ReceiveWindow::Release() {
   return credit;
 }
 
-bool ClientFrameWatch::FollowStreamId(uint32_t stream_id) {
-  if ((stream_id & 1) == 0) return true;  // nghttp2 refuses an even one itself
-  if (stream_id > last_stream_opened_) {
+const char* ClientFrameWatch::FollowStream(uint8_t type, bool end_stream, uint32_t* code) {
+  const uint32_t id = stream_id_;
+  if ((id & 1) == 0) return nullptr;  // nghttp2 refuses stream 0 and even ids itself
+  if (id > last_stream_opened_) {
+    // An idle stream: nghttp2 refuses anything but HEADERS on it.
+    if (type != NGHTTP2_HEADERS) return nullptr;
     const uint32_t first_skipped = last_stream_opened_ == 0 ? 1 : last_stream_opened_ + 2;
-    if (first_skipped < stream_id && skipped_.size() < kMaxSkippedRanges) {
-      skipped_.emplace_back(first_skipped, stream_id - 2);
+    if (first_skipped < id && skipped_.size() < kMaxSkippedRanges) {
+      skipped_.emplace_back(first_skipped, id - 2);
     }
-    return true;  // CountFrame records it as opened
+    if (!end_stream) {
+      if (open_.size() == kMaxOpenFollowed) {
+        unjudged_up_to_ = open_.front();
+        open_.erase(open_.begin());
+      }
+      open_.push_back(id);
+    }
+    return nullptr;  // CountFrame records it as opened
   }
+  const auto it = std::lower_bound(open_.begin(), open_.end(), id);
+  if (it != open_.end() && *it == id) {
+    if (end_stream || type == NGHTTP2_RST_STREAM) open_.erase(it);
+    return nullptr;
+  }
+  // A RST_STREAM after the client's END_STREAM is allowed (its stream is
+  // half-closed (local) on the client's side); a repeated one is harmless.
+  if (type == NGHTTP2_RST_STREAM || id <= unjudged_up_to_) return nullptr;
+  *code = NGHTTP2_PROTOCOL_ERROR;
   for (const auto& [first, last] : skipped_) {
-    if (stream_id >= first && stream_id <= last) return false;
+    if (id >= first && id <= last) {
+      return type == NGHTTP2_HEADERS
+                 ? "HEADERS on a stream id below one already used, never opened itself"
+                 : "DATA on a stream id below one already used, never opened itself";
+    }
   }
-  return true;  // an open stream's trailers, or a closed one's (nghttp2's to answer)
+  *code = NGHTTP2_STREAM_CLOSED;
+  return type == NGHTTP2_HEADERS ? "HEADERS on a stream the client had closed"
+                                 : "DATA on a stream the client had closed";
 }
 
 const char* ClientFrameWatch::CountFrame(uint8_t type, uint64_t length) {
@@ -462,8 +487,12 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
       is_priority_ = type == NGHTTP2_PRIORITY;
       dependency_have_ = 0;
       if (is_priority_ && stream_id_ == 0) return violate("PRIORITY on stream 0");
-      if (type == NGHTTP2_HEADERS && !FollowStreamId(stream_id_)) {
-        return violate("HEADERS on a stream id below one already used, never opened itself");
+      if (type == NGHTTP2_HEADERS || type == NGHTTP2_DATA || type == NGHTTP2_RST_STREAM) {
+        uint32_t code = 0;
+        if (const char* why =
+                FollowStream(type, (frame_header_[4] & NGHTTP2_FLAG_END_STREAM) != 0, &code)) {
+          return violate(why, code);
+        }
       }
       if (const char* flood = CountFrame(type, payload_left_)) {
         return violate(flood, NGHTTP2_ENHANCE_YOUR_CALM);

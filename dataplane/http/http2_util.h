@@ -111,6 +111,8 @@ class HeaderBlockBuilder {
 //    frame on stream 0 (6.3), or one by which a stream depends on itself
 //    (5.3.1), is a PROTOCOL_ERROR; the codec makes it a connection error, as
 //    5.4.1 allows for a stream error.
+//  - the client's side of each stream (FollowStream below): a DATA or
+//    HEADERS on a stream it never opened or already closed;
 //  - floods of frames that cost work and carry nothing (CVE-2019-9518;
 //    Envoy's limits): more than kMaxEmptyFramesInARow DATA, HEADERS or
 //    CONTINUATION frames in a row with no payload and no END_STREAM; more
@@ -142,16 +144,32 @@ class ClientFrameWatch {
   // Counts a frame whose header was just read (frame_header_ holds it);
   // the violation, or nullptr.
   const char* CountFrame(uint8_t type, uint64_t length);
-  // A HEADERS frame's stream id: a new one opens (and records the odd ids
-  // it skipped); false for one below the highest opened that was skipped,
-  // never opened (RFC 9113 5.1.1: a connection error; nghttp2 ignores the
-  // frame and the client would wait forever).
-  bool FollowStreamId(uint32_t stream_id);
+  // Follows the client's side of the streams through the DATA, HEADERS
+  // and RST_STREAM frame whose header was just read: a HEADERS above the
+  // highest id opens a stream (and records the odd ids it skipped); END_STREAM
+  // or RST_STREAM closes the client's side. A DATA or HEADERS on a lower id
+  // whose client side is not open is a connection error (RFC 9113 5.1.1 and
+  // 5.1: PROTOCOL_ERROR for an id skipped, never opened; STREAM_CLOSED after
+  // the client's END_STREAM or RST_STREAM). nghttp2 keeps no closed streams
+  // (no RFC 7540 priority tree), so it would ignore the frame and a client
+  // sending a HEADERS would wait forever for an answer. Frames on a stream
+  // the gateway reset while the client's side was open stay allowed (5.1:
+  // they may have been sent before the reset arrived); nghttp2 ignores them.
+  // Sets `code` and returns the violation, or nullptr.
+  const char* FollowStream(uint8_t type, bool end_stream, uint32_t* code);
   // Odd ids a client skipped, as [first, last] ranges; at most
-  // kMaxSkippedRanges are kept (a client that skips more is not followed
-  // further: nghttp2 then ignores such a HEADERS, as before).
+  // kMaxSkippedRanges are kept (past them, such an id is taken for a closed
+  // stream: still a connection error, STREAM_CLOSED).
   static constexpr size_t kMaxSkippedRanges = 32;
   std::vector<std::pair<uint32_t, uint32_t>> skipped_;
+  // Streams whose client side is open, ascending. At most kMaxOpenFollowed
+  // (twice the highest max_concurrent_streams: streams the gateway refused
+  // or reset stay here until the client ends them); past that the lowest is
+  // dropped and ids up to it are no longer judged (frames on them are
+  // nghttp2's to ignore, as before).
+  static constexpr size_t kMaxOpenFollowed = 2048;
+  std::vector<uint32_t> open_;
+  uint32_t unjudged_up_to_ = 0;
   size_t preface_left_ = 24;
   uint8_t frame_header_[kFrameHeaderBytes] = {};
   size_t frame_header_have_ = 0;

@@ -1500,6 +1500,63 @@ TEST(Http2ServerCodecTest, AStreamIdGoingBackwardsIsAConnectionError) {
   }
 }
 
+// RFC 9113 5.1: after its END_STREAM or RST_STREAM the client may send no
+// DATA or HEADERS on a stream; nghttp2 keeps no closed streams (no priority
+// tree) and ignored such a HEADERS, so a client reusing a finished stream's
+// id waited forever. It is now a connection error (STREAM_CLOSED), and so
+// is an id skipped past the first 32 runs the watch keeps. Frames on a
+// stream the gateway reset while the client was still sending stay fine.
+TEST(Http2ServerCodecTest, FramesOnAStreamTheClientClosedAreConnectionErrors) {
+  const std::string post_block = std::string("\x83\x86\x84\x01\x01", 5) + "a";
+  auto expect_goaway = [](RawFixture& f, std::string_view what, uint32_t code) {
+    EXPECT_NE(f.codec.error().find(what), std::string::npos) << f.codec.error();
+    const std::vector<ServerFrame> frames = f.Output();
+    const ServerFrame* goaway = FindFrame(frames, kGoaway);
+    ASSERT_NE(goaway, nullptr);
+    EXPECT_EQ(ServerFrameReader::Code(*goaway), code);
+  };
+  {
+    RawFixture f;  // the id of a finished request, again
+    ASSERT_TRUE(f.Send(ClientPreface() + Frame(kHeaders, kEndHeaders | kEndStream, 1, kGetBlock)));
+    ASSERT_TRUE(f.codec.SubmitResponse(1, 200, HeaderMap(), true));
+    f.Output();
+    EXPECT_FALSE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 1, kGetBlock)));
+    expect_goaway(f, "HEADERS on a stream the client had closed", NGHTTP2_STREAM_CLOSED);
+    EXPECT_EQ(f.callbacks.requests.size(), 1u);
+  }
+  {
+    RawFixture f;  // DATA after the client's own RST_STREAM, with stream 3 open
+    ASSERT_TRUE(f.Send(ClientPreface() + Frame(kHeaders, kEndHeaders, 1, post_block) +
+                       Frame(kRstStream, 0, 1, U32(NGHTTP2_CANCEL)) +
+                       Frame(kHeaders, kEndHeaders, 3, post_block)));
+    EXPECT_FALSE(f.Send(Frame(kData, 0, 1, "x")));
+    expect_goaway(f, "DATA on a stream the client had closed", NGHTTP2_STREAM_CLOSED);
+  }
+  {
+    RawFixture f;  // 40 runs of skipped ids, then a HEADERS on the first run
+    std::string bytes = ClientPreface();
+    for (uint32_t id = 3; id <= 159; id += 4) {
+      bytes += Frame(kHeaders, kEndHeaders | kEndStream, id, kGetBlock);
+    }
+    ASSERT_TRUE(f.Send(bytes));
+    EXPECT_FALSE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 157, kGetBlock)));
+    expect_goaway(f, "HEADERS on a stream the client had closed", NGHTTP2_STREAM_CLOSED);
+  }
+  {
+    RawFixture f;  // the gateway answered and reset stream 1 while its body came
+    ASSERT_TRUE(f.Send(ClientPreface() + Frame(kHeaders, kEndHeaders, 1, post_block)));
+    ASSERT_TRUE(f.codec.SubmitResponse(1, 413, HeaderMap(), true));
+    f.codec.ResetStream(1, NGHTTP2_NO_ERROR);
+    f.Output();
+    ASSERT_TRUE(f.Send(Frame(kData, 0, 1, "x") +
+                       Frame(kHeaders, kEndHeaders | kEndStream, 1,
+                             std::string("\x00\x03x-t\x01v", 7)) +
+                       Frame(kHeaders, kEndHeaders | kEndStream, 3, kGetBlock)));
+    EXPECT_TRUE(f.codec.error().empty()) << f.codec.error();
+    EXPECT_EQ(f.callbacks.requests.size(), 2u);
+  }
+}
+
 // Floods of frames that cost work and carry nothing (CVE-2019-9518, as
 // Envoy bounds them): empty DATA frames, PRIORITY, unknown frame types and
 // WINDOW_UPDATE frames were taken forever (4 connections kept a core busy,
