@@ -641,7 +641,8 @@ void CheckDomain(const std::string& domain, const std::string& field,
   if (absl::StartsWith(host, "*.")) host.remove_prefix(2);
   bool ok = !host.empty();
   for (char c : host) {
-    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' ||
+    // '_' as in a Docker Compose service name, which Host may carry.
+    if (!(absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-' || c == '_' ||
           c == '.' || c == ':' || c == '[' || c == ']')) {
       ok = false;
     }
@@ -689,9 +690,16 @@ void CheckDomain(const std::string& domain, const std::string& field,
 int HexValue(char c);  // below
 
 // Why a route's prefix_rewrite would make a bad request target, or "".
-std::string RewriteProblem(const std::string& rewrite) {
+std::string RewriteProblem(const std::string& rewrite, const std::string& match_prefix) {
   for (size_t i = 0; i < rewrite.size(); ++i) {
     const char c = rewrite[i];
+    const auto u = static_cast<unsigned char>(c);
+    if (u > 0x20 && u != 0x7f && !absl::ascii_isalnum(u) &&
+        std::string_view("-._~!$&'()*+,;=:@/?#%").find(c) == std::string_view::npos) {
+      return absl::StrCat("has ", absl::StrFormat("'%s' (0x%02X)", absl::CHexEscape(std::string(1, c)), u),
+                          " at byte ", i + 1,
+                          ": a request target takes it percent-encoded only (RFC 3986)");
+    }
     if (c == '?') {
       return absl::StrCat("has '?' at byte ", i + 1, ": the rest of the path would move into "
                           "the query");
@@ -705,14 +713,22 @@ std::string RewriteProblem(const std::string& rewrite) {
                           " starting no percent-encoding; write %25 for a '%'");
     }
   }
-  // A whole "." or ".." segment before the last (the last may run on into
-  // the rest of the path): every request would be refused (400).
+  // A whole "." or ".." segment before the last: every request would be
+  // refused (400). The last may run on into the rest of the path when the
+  // match prefix ends in '/' ("/v1/.." and "x" make "/v1/..x"); after any
+  // other prefix the rest starts with '/' (or is empty) and it stays whole.
   std::vector<std::string> segments = absl::StrSplit(rewrite, '/');
-  for (size_t s = 1; s + 1 < segments.size(); ++s) {
+  const bool last_stays_whole = !absl::EndsWith(match_prefix, "/");
+  for (size_t s = 1; s < segments.size(); ++s) {
+    if (s + 1 == segments.size() && !last_stays_whole) break;
     std::string segment = absl::StrReplaceAll(segments[s], {{"%2e", "."}, {"%2E", "."}});
     if (segment == "." || segment == "..") {
-      return absl::StrCat("has the segment '", segments[s],
-                          "': every request on the route would be refused (400)");
+      return absl::StrCat("has the segment '", segments[s], "'",
+                          s + 1 == segments.size()
+                              ? absl::StrCat(", which the rest of the path after prefix '",
+                                             match_prefix, "' leaves whole")
+                              : "",
+                          ": requests on the route would be refused (400)");
     }
   }
   return "";
@@ -999,7 +1015,8 @@ void ValidateRoute(const Route& route, const std::string& prefix,
             break;
           }
         }
-        if (std::string why = RewriteProblem(action.prefix_rewrite()); !why.empty()) {
+        if (std::string why = RewriteProblem(action.prefix_rewrite(), match.prefix());
+            !why.empty()) {
           sink.Add(Join(a, "prefix_rewrite"), why);
         }
       }

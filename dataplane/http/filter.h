@@ -277,6 +277,17 @@ class FilterFactory {
   // jwt claim's header): a client's copy must reach it in no form, a request
   // trailer included, nor under another spelling (http::SameCgiName).
   virtual std::vector<std::string> trusted_request_fields() const { return {}; }
+  // Fields this policy removes from requests (from responses): a trailer of
+  // that name is dropped too, since an upstream (a client) that merges
+  // trailers into the header section would find the field there after all.
+  virtual const std::vector<std::string>& removed_request_fields() const { return NoFields(); }
+  virtual const std::vector<std::string>& removed_response_fields() const { return NoFields(); }
+
+ protected:
+  static const std::vector<std::string>& NoFields() {
+    static const std::vector<std::string> none;
+    return none;
+  }
 };
 
 }  // namespace sluice::http

@@ -334,6 +334,7 @@ void ProxyStream::Reset() {
   filtered_headers_.Clear();
   reply_headers_.Clear();
   path_.clear();
+  path_set_ = false;
   info_ = http::StreamInfo();
 }
 
@@ -703,6 +704,15 @@ void ProxyStream::Route(const RequestHead& request) {
     return;
   }
   cluster_ = cluster_it->second.get();
+  // The request's path had no dot segments (normalisation removed them);
+  // one a policy's rewrite made (request-transformer's `path` with "/dd../x"
+  // matched by "/dd([^/]*)(.*)" and rewritten to "/api/\1\2") would reach a
+  // path the upstream resolves but no route matched.
+  if (path_set_ && http::HasDotSegment(head.target)) {
+    response_flag_ = "bad_request";
+    SendLocalResponse(400, "the path after a policy's rewrite has a dot segment");
+    return;
+  }
   std::string rewritten;
   if (!route_->prefix_rewrite.empty()) {
     rewritten = route_->RewritePath(head.target);
@@ -1030,6 +1040,7 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
 
 ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {
   path_.assign(head.target);
+  path_set_ = false;
   info_.request_id = request_id_;
   info_.client_ip = client_ip_;
   info_.scheme = transport_->secure() ? "https" : "http";
@@ -1217,6 +1228,7 @@ void ProxyStream::SetConsumer(const auth::Consumer* consumer, bool anonymous) {
 
 void ProxyStream::SetPath(std::string path_and_query) {
   path_ = std::move(path_and_query);
+  path_set_ = true;
   info_.path = path_;
 }
 
@@ -1752,10 +1764,14 @@ bool ProxyStream::RepeatsAHeadField(std::string_view name) const {
   for (const std::string& seen : head_field_names_) {
     if (http::SameCgiName(seen, name)) return true;
   }
-  // And what a policy sets for the upstream to trust, sent or not.
+  // And what a policy sets for the upstream to trust, sent or not, or
+  // removes.
   for (const auto& factory : *chain_) {
     for (const std::string& trusted : factory->trusted_request_fields()) {
       if (http::SameCgiName(trusted, name)) return true;  // in any spelling
+    }
+    for (const std::string& removed : factory->removed_request_fields()) {
+      if (http::SameCgiName(removed, name)) return true;
     }
   }
   return false;
@@ -2115,10 +2131,20 @@ void ProxyStream::OnUpstreamInformational(int status,
   sink_->EncodeInformational(status, forwarded);
 }
 
+bool ProxyStream::RemovedFromResponses(std::string_view name) const {
+  if (chain_ == nullptr) return false;
+  for (const auto& factory : *chain_) {
+    for (const std::string& removed : factory->removed_response_fields()) {
+      if (http::EqualsIgnoreCase(removed, name)) return true;
+    }
+  }
+  return false;
+}
+
 void ProxyStream::OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {
   trailer_storage_.clear();
   for (const http::HeaderField& t : trailers) {
-    if (!ForwardableTrailer(t.name)) continue;
+    if (!ForwardableTrailer(t.name) || RemovedFromResponses(t.name)) continue;
     trailer_storage_.append(t.name);
     trailer_storage_.push_back('\0');
     trailer_storage_.append(t.value);

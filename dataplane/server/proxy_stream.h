@@ -266,6 +266,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // GET: its length is not the upstream's.
   bool BodyWouldBeEdited(int status);
   bool RepeatsAHeadField(std::string_view name) const;
+  // Whether a policy on the route removes response fields of this name
+  // (then an upstream's trailer of that name is dropped too).
+  bool RemovedFromResponses(std::string_view name) const;
   // An OPTIONS or TRACE whose Max-Forwards is 0: this hop answers it.
   static bool MaxForwardsIsZero(const RequestHead& head);
   // Runs the request-body hooks; false when a policy answered (the stream
@@ -443,6 +446,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   http::HeaderMap reply_headers_;  // a policy's local reply fields
   std::vector<http::HeaderField> reply_views_;  // SendResponse's fields (views)
   std::string path_;
+  bool path_set_ = false;  // a policy set path_ (SetPath)
   std::string_view route_table_;  // route_'s table's name (snapshot_ holds it)
   http::StreamInfo info_;
   uint64_t max_body_bytes_ = 0;  // the listener's http.max_request_body_bytes

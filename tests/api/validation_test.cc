@@ -257,7 +257,10 @@ TEST(ValidationTest, DomainsThatCouldNeverMatchAreRefused) {
     return ErrorsWith(absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: ")",
                                    domain, R"(" routes { match { prefix: "/" } route { cluster: "users" } } } })"));
   };
-  for (const char* good : {"a.example", "*.a.example", "[::1]", "[2001:db8::1]", "127.0.0.1", "*"}) {
+  // "my_svc": a Docker Compose service name (refused before, though routed
+  // through "*" and accepted as a host_redirect).
+  for (const char* good : {"a.example", "*.a.example", "[::1]", "[2001:db8::1]", "127.0.0.1", "*",
+                           "my_svc", "*.my_svc.internal"}) {
     EXPECT_EQ(errors(good), "") << good;
   }
   EXPECT_NE(errors("p.example.com:8080").find("matched on Host without its port"),
@@ -479,7 +482,17 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
       {R"(route { cluster: "users" prefix_rewrite: "/%zz" })",
        "prefix_rewrite: has '%' at byte 2 starting no percent-encoding"},
       {R"(route { cluster: "users" prefix_rewrite: "/../" })",
-       "prefix_rewrite: has the segment '..': every request on the route would be refused"},
+       "prefix_rewrite: has the segment '..': requests on the route would be refused"},
+      // After prefix "/a" the rest of the path ("/x", "") leaves the last one
+      // whole too: "/v1/../x". Before: accepted, and nearly every request 400.
+      {R"(route { cluster: "users" prefix_rewrite: "/v1/.." })",
+       "prefix_rewrite: has the segment '..', which the rest of the path after prefix '/a' leaves "
+       "whole"},
+      {R"(route { cluster: "users" prefix_rewrite: "/a%2Fb/." })", "has the segment '.'"},
+      // Sent raw upstream before (RFC 9112 3.2 wants it percent-encoded).
+      {R"(route { cluster: "users" prefix_rewrite: "/\303\274" })",
+       "prefix_rewrite: has '\\xc3' (0xC3) at byte 2: a request target takes it percent-encoded"},
+      {R"(route { cluster: "users" prefix_rewrite: "/a|b" })", "has '|' (0x7C) at byte 3"},
       {R"(route { cluster: "users" prefix_rewrite: "/v/%2E/" })", "has the segment '%2E'"},
       {R"(redirect { host_redirect: "::1" })", "host_redirect: an IPv6 address is written in brackets"},
       {R"(redirect { host_redirect: "evil.example/x" })", "host_redirect: 'evil.example/x' is not a host name"},
@@ -491,8 +504,14 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
   for (const auto& [route, message] : refused) {
     EXPECT_NE(errors(route).find(message), std::string::npos) << route << "\n" << errors(route);
   }
+  // After a prefix ending in '/' the rest runs on into the last segment
+  // ("/v1/.." and "x" make "/v1/..x"): fine.
+  EXPECT_EQ(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*" routes {
+      match { prefix: "/a/" } route { cluster: "users" prefix_rewrite: "/v1/.." } } } })"),
+            "");
   for (const char* fine : {R"(route { cluster: "users" prefix_rewrite: "/v2/" })",
-                           R"(route { cluster: "users" prefix_rewrite: "/a%2Fb/." })",
+                           R"(route { cluster: "users" prefix_rewrite: "/a%2Fb/.x" })",
+                           R"(route { cluster: "users" prefix_rewrite: "/%C3%BC/" })",
                            R"(redirect { host_redirect: "new.example.com:8443" })",
                            R"(redirect { host_redirect: "[::1]:8080" })",
                            R"(redirect { path_redirect: "/doc#part" })",

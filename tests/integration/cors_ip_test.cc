@@ -186,6 +186,11 @@ TEST_F(CorsIpTest, PreflightContinueSendsThePreflightUpstream) {
   EXPECT_EQ(r.header("x-upstream"), "web-1");
   EXPECT_EQ(r.header("access-control-allow-origin"), "*");
   EXPECT_EQ(UpstreamRequests(), before + 1);
+  // With '*' a request without Origin gets the same answer, and no Vary.
+  r = HttpGet(address(), "/continue/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.header("access-control-allow-origin"), "*");
+  EXPECT_EQ(r.header("vary"), "");
 }
 
 TEST_F(CorsIpTest, DeniedAddressIs403AndAllowedBlockPasses) {

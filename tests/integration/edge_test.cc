@@ -933,8 +933,9 @@ TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
 }
 
 // The normalisation redirect names this host (a relative "//evil.example/x"
-// would name another one), and a prefix_rewrite that makes a dot segment is
-// refused (nginx's off-by-slash: /api../admin to /../admin).
+// would name another one), and a prefix_rewrite or a policy's path rewrite
+// that makes a dot segment is refused (nginx's off-by-slash: /api../admin to
+// /../admin).
 TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) {
   int port = PickFreePort();
   std::string yaml = absl::StrCat(
@@ -942,6 +943,9 @@ TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) 
       "      routes:\n"
       "        - match: {prefix: /api/admin}\n          direct_response: {status: 403}\n"
       "        - match: {prefix: /api}\n          route: {cluster: up, prefix_rewrite: /}\n"
+      "        - match: {prefix: /dd}\n          route: {cluster: up}\n"
+      "          policies: [{name: request-transformer, typed_config: {path: {regex: "
+      "'/dd([^/]*)(.*)', rewrite: '/api/\\1\\2'}}}]\n"
       "---\nkind: Listener\nname: redirecting\nspec: {address: 127.0.0.1, port: ", port,
       ", route_table: rewrite, http: {path_normalization: {escaped_slashes: "
       "UNESCAPE_AND_REDIRECT}}}\n");
@@ -972,6 +976,15 @@ TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) 
     EXPECT_TRUE(absl::StrContains(out, "prefix_rewrite has a dot segment")) << out;
   }
   EXPECT_TRUE(absl::StartsWith(send("/api..x/y"), "HTTP/1.1 200"));  // "..x" is a name
+  // The same from request-transformer's path rewrite. Before: forwarded.
+  for (const char* sneaky : {"/dd../admin", "/dd.", "/dd./x"}) {
+    out = send(sneaky);
+    EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 400")) << sneaky << ": " << out;
+    EXPECT_TRUE(absl::StrContains(out, "policy's rewrite has a dot segment")) << out;
+  }
+  out = send("/ddx/y");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "GET /api/x/y")) << out;
 }
 
 // Informational responses (103 Early Hints) go to the client before the

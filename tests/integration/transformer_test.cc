@@ -103,7 +103,7 @@ class TransformerTest : public ::testing::Test {
         "          policies:\n"
         "            - name: headers\n"
         "              typed_config: {request: {set: [{name: x-test-role, value: reader}], "
-        "remove: [x-test-key]}}\n"
+        "remove: [x-test-key]}, response: {remove: [x-test-trailer]}}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
   }
@@ -395,6 +395,22 @@ TEST_F(TransformerTest, TrailersCannotRepeatAFieldThePoliciesHandled) {
   EXPECT_TRUE(absl::StrContains(reply, "x-echo-x-test-role: reader")) << reply;
   EXPECT_FALSE(absl::StrContains(reply, "k1")) << reply;
   EXPECT_FALSE(absl::StrContains(reply, "sneaky")) << reply;
+  // A field the policy removes, though the head did not carry it (before:
+  // forwarded), in a CGI spelling too.
+  reply = SendRaw(
+      address(),
+      "POST /stamped HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n"
+      "connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n"
+      "X-Test-Key: sneaky-key\r\nx_test_key: sneaky-cgi\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-trailer-x-checksum: abc123")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "sneaky")) << reply;
+  // And a response trailer the policy removes from responses (before:
+  // forwarded in the last chunk).
+  reply = SendRaw(address(), "GET /stamped?chunked=1&trailers=1 HTTP/1.1\r\nhost: t\r\n"
+                             "connection: close\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "\r\n0\r\n\r\n")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "x-test-trailer")) << reply;
 }
 
 }  // namespace

@@ -125,7 +125,9 @@ class CorsFilter : public http::Filter {
     if (origin == nullptr) return http::FilterStatus::kContinue;
     origin_ = *origin;
     has_origin_ = true;
-    allowed_ = settings_.Allows(origin_);
+    // Origin is one value (RFC 6454 7); two fields are no origin, whichever
+    // comes first (before: the first decided).
+    allowed_ = headers.Count("origin") == 1 && settings_.Allows(origin_);
     if (settings_.preflight_continue || callbacks.info().method != "OPTIONS" ||
         headers.Get("access-control-request-method") == nullptr) {
       return http::FilterStatus::kContinue;
@@ -138,10 +140,17 @@ class CorsFilter : public http::Filter {
       reply.Add("Access-Control-Allow-Methods", settings_.allow_methods);
       if (!settings_.allow_headers.empty()) {
         reply.Add("Access-Control-Allow-Headers", settings_.allow_headers);
-      } else if (const std::string* requested = headers.Get("access-control-request-headers")) {
-        // Reflected only when it is a list of header names.
-        if (!Trim(*requested).empty() && ForEachListElement(*requested, IsToken)) {
-          reply.Add("Access-Control-Allow-Headers", *requested);
+      } else {
+        // Reflected only when it is a list of header names; several fields
+        // are one list (RFC 9110 5.3), joined with ", ".
+        std::string requested;
+        for (const http::HeaderMap::Field& f : headers.fields()) {
+          if (!EqualsIgnoreCase(f.name, "access-control-request-headers")) continue;
+          if (!requested.empty()) requested += ", ";
+          requested += f.value;
+        }
+        if (!Trim(requested).empty() && ForEachListElement(requested, IsToken)) {
+          reply.Add("Access-Control-Allow-Headers", requested);
         }
       }
       if (settings_.credentials) reply.Add("Access-Control-Allow-Credentials", "true");
@@ -154,16 +163,19 @@ class CorsFilter : public http::Filter {
 
   void OnResponseHeaders(int, http::HeaderMap& headers, http::FilterCallbacks&) override {
     if (answered_) return;  // the preflight answer is complete
-    if (has_origin_ && allowed_) {
+    // With origins ["*"] every response gets the fields, Origin or not: it
+    // is then the same for every origin and needs no Vary (the Fetch
+    // standard's "CORS protocol and HTTP caches"; Kong does so too). Before,
+    // a cache could keep an answer to a request without Origin, with no
+    // CORS fields, and serve it to a CORS request, which the browser refused.
+    if ((has_origin_ && allowed_) || settings_.any_origin) {
       headers.Set("Access-Control-Allow-Origin", AllowOrigin());
       if (settings_.credentials) headers.Set("Access-Control-Allow-Credentials", "true");
       if (!settings_.expose_headers.empty()) {
         headers.Set("Access-Control-Expose-Headers", settings_.expose_headers);
       }
     }
-    // With origins ["*"] a response without CORS fields is the same for
-    // every origin, so only responses to requests with an Origin vary.
-    if (has_origin_ || !settings_.any_origin) AddVaryOrigin(headers);
+    if (!settings_.any_origin) AddVaryOrigin(headers);
   }
 
  private:

@@ -256,6 +256,12 @@ class HeadersFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "headers"; }
   bool edits_every_answer() const override { return !response_.empty(); }
+  const std::vector<std::string>& removed_request_fields() const override {
+    return request_.remove;
+  }
+  const std::vector<std::string>& removed_response_fields() const override {
+    return response_.remove;
+  }
 
  private:
   CompiledMutations request_;

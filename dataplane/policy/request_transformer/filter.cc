@@ -112,6 +112,9 @@ class RequestTransformerFilterFactory : public http::FilterFactory {
   http::FilterPhase phase() const override {
     return http::FilterPhase::kTransformation;
   }
+  const std::vector<std::string>& removed_request_fields() const override {
+    return settings_.headers.removed();
+  }
   uint64_t request_body_limit() const override {
     return settings_.body.empty() ? 0 : settings_.max_body_bytes;
   }

@@ -108,6 +108,8 @@ std::string CheckJsonValue(std::string_view text, const TemplateScope& scope);
 class NamedEdits {
  public:
   bool empty() const;
+  // The names `remove` lists.
+  const std::vector<std::string>& removed() const { return remove_; }
 
  protected:
   // `spec` passed its check (CheckHeaderEdits / CheckQueryEdits).

@@ -96,6 +96,9 @@ class ResponseTransformerFilterFactory : public http::FilterFactory {
   }
   bool edits_every_answer() const override { return true; }
   bool edits_response_body() const override { return !settings_.body.empty(); }
+  const std::vector<std::string>& removed_response_fields() const override {
+    return settings_.headers.removed();
+  }
 
  private:
   const Settings settings_;

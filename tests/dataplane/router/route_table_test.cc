@@ -102,8 +102,9 @@ TEST(RouteTableHostTest, PortAndCaseAreIgnored) {
   auto table =
       Compile("name: \"t\" " + VirtualHostText("example", {"example.com"}) +
               VirtualHostText("wild", {"*.example.com"}) +
-              VirtualHostText("v6", {"[::1]"}));
+              VirtualHostText("v6", {"[::1]"}) + VirtualHostText("compose", {"my_svc"}));
   ASSERT_NE(table, nullptr);
+  EXPECT_EQ(Outcome(*table, "My_Svc:8080", "/"), "compose");
   EXPECT_EQ(Outcome(*table, "example.com:8080", "/"), "example");
   EXPECT_EQ(Outcome(*table, "EXAMPLE.Com", "/"), "example");
   EXPECT_EQ(Outcome(*table, "Example.COM:443", "/"), "example");
