@@ -193,6 +193,9 @@ bool plaintext_channel = true;
 
 // --token, else $SLUICE_TOKEN; empty: none is sent.
 std::string bearer_token;
+// A call that changes something was sent: a connection lost before its
+// answer leaves the outcome unknown (RpcFail says so).
+bool change_sent = false;
 
 // The channel to sluice-control: an UNAVAILABLE answer on a connected channel
 // came from sluice-control itself (e.g. its etcd store has no quorum).
@@ -225,13 +228,29 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
     return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
                              status.error_message()));
   }
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
-                             status.error_message(),
+  const bool never_connected =
+      absl::StrContains(absl::AsciiStrToLower(status.error_message()), "failed to connect") ||
+      absl::StrContains(status.error_message(), "DNS resolution failed");
+  if (change_sent && !never_connected &&
+      (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
+    // The request went out; whether the change was made is not known.
+    return Fail(absl::StrCat("no answer from sluice-control at ", server, " after the change was "
+                             "sent (", status.error_message(), "): it may have been applied; "
+                             "check with `sluicectl history` (or `get`) before trying again",
                              plaintext_channel ? " (if it serves TLS, give --ca FILE or set "
                                                  "$SLUICE_CA)"
                                                : ""));
+  }
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // A refused connection is no TLS matter.
+    const bool refused = absl::StrContains(status.error_message(), "Connection refused");
+    return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
+                             status.error_message(),
+                             plaintext_channel && !refused
+                                 ? " (if it serves TLS, give --ca FILE or set $SLUICE_CA)"
+                                 : ""));
   }
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
     if (bearer_token.empty()) {
@@ -784,7 +803,9 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
     t->set_promote_without_traffic(it->second == "promote");
   }
   admin::v1::StartRolloutResponse response;
+  change_sent = true;
   grpc::Status status = stub.StartRollout(Context().get(), request, &response);
+  change_sent = change_sent && !status.ok();  // answered: known
   if (status.error_code() == grpc::StatusCode::ABORTED) {
     return ConflictFail(stub, status, change.if_version);
   }
@@ -849,14 +870,18 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
     request.set_author(Author());
     request.set_message(message);
     admin::v1::PromoteRolloutResponse response;
+    change_sent = true;
     status = stub.PromoteRollout(Context().get(), request, &response);
+    change_sent = change_sent && !status.ok();  // answered: known
     decided = response.rollout();
   } else {
     admin::v1::AbortRolloutRequest request;
     request.set_author(Author());
     request.set_message(message);
     admin::v1::AbortRolloutResponse response;
+    change_sent = true;
     status = stub.AbortRollout(Context().get(), request, &response);
+    change_sent = change_sent && !status.ok();  // answered: known
     decided = response.rollout();
   }
   if (!status.ok()) {
@@ -923,7 +948,9 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   request.set_if_version(change.if_version);
   for (const auto& r : *loaded) *request.add_resources() = r.resource;
   admin::v1::ApplyResponse response;
+  change_sent = !request.dry_run();
   grpc::Status status = stub.Apply(Context().get(), request, &response);
+  change_sent = change_sent && !status.ok();  // answered: known
   if (status.error_code() == grpc::StatusCode::ABORTED) {
     return ConflictFail(stub, status, change.if_version);
   }
@@ -1023,7 +1050,9 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   request.set_message(change.message);
   request.set_if_version(change.if_version);
   admin::v1::DeleteResponse response;
+  change_sent = true;
   grpc::Status status = stub.Delete(Context().get(), request, &response);
+  change_sent = change_sent && !status.ok();  // answered: known
   if (status.error_code() == grpc::StatusCode::ABORTED) {
     return ConflictFail(stub, status, change.if_version);
   }
@@ -1186,7 +1215,9 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
                                              : change.message);
   request.set_if_version(change.if_version);
   admin::v1::RollbackResponse response;
+  change_sent = true;
   grpc::Status status = stub.Rollback(Context().get(), request, &response);
+  change_sent = change_sent && !status.ok();  // answered: known
   if (status.error_code() == grpc::StatusCode::ABORTED) {
     return ConflictFail(stub, status, change.if_version);
   }
@@ -1430,7 +1461,9 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     request.set_name(args[2]);
     request.set_role(role->second);
     admin::v1::CreateTokenResponse response;
+    change_sent = true;
     grpc::Status status = stub.CreateToken(Context().get(), request, &response);
+    change_sent = change_sent && !status.ok();  // answered: known
     if (!status.ok()) return RpcFail(status, server);
     std::cerr << "created " << response.role() << " token '" << response.name()
               << "'; it is shown only this once:\n";
@@ -1463,7 +1496,9 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     admin::v1::RevokeTokenRequest request;
     request.set_name(args[2]);
     admin::v1::RevokeTokenResponse response;
+    change_sent = true;
     grpc::Status status = stub.RevokeToken(Context().get(), request, &response);
+    change_sent = change_sent && !status.ok();  // answered: known
     if (!status.ok()) return RpcFail(status, server);
     std::cout << "revoked token '" << args[2] << "'\n";
     return 0;
@@ -1508,7 +1543,9 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
       std::chrono::system_clock::now() +
       absl::ToChronoMilliseconds(timeout + absl::Seconds(30)));
   admin::v1::PurgeCacheResponse response;
+  change_sent = true;
   grpc::Status status = stub.PurgeCache(context.get(), request, &response);
+  change_sent = change_sent && !status.ok();  // answered: known
   if (!status.ok()) {
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
     return Fail(absl::StrCat("nothing purged: ", status.error_message()));

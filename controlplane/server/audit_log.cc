@@ -15,8 +15,9 @@
 
 namespace sluice::controlplane {
 
-absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
-    const std::string& path, std::function<absl::Time()> now) {
+namespace {
+
+absl::StatusOr<std::FILE*> OpenForAppending(const std::string& path) {
   int fd =
       ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -31,7 +32,25 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
     return absl::InternalError(
         absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
   }
-  return std::unique_ptr<AuditLog>(new AuditLog(file, path, std::move(now)));
+  return file;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
+    const std::string& path, std::function<absl::Time()> now) {
+  absl::StatusOr<std::FILE*> file = OpenForAppending(path);
+  if (!file.ok()) return file.status();
+  return std::unique_ptr<AuditLog>(new AuditLog(*file, path, std::move(now)));
+}
+
+absl::Status AuditLog::Reopen() {
+  absl::StatusOr<std::FILE*> file = OpenForAppending(path_);
+  if (!file.ok()) return file.status();
+  absl::MutexLock lock(&mu_);
+  std::fclose(file_);
+  file_ = *file;
+  return absl::OkStatus();
 }
 
 AuditLog::~AuditLog() {

@@ -11,7 +11,8 @@
 // version after the change (absent when none). Each line is written whole
 // and flushed to the OS, not fsynced: a power loss may lose the last lines.
 // The file is opened for appending with mode 0600 and never rotated by
-// sluice-control (rotate it with copytruncate).
+// sluice-control: after logrotate moves it, Reopen (SIGHUP or SIGUSR1)
+// starts a new one at the path, or rotate it with copytruncate.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_AUDIT_LOG_H_
@@ -53,6 +54,9 @@ class AuditLog {
   // Appends one line. A failed write is logged, not returned: the change it
   // describes has happened already.
   void Append(const AuditRecord& record);
+  // Opens the path anew (a rotated file is closed); on failure the old file
+  // stays in use and the error is returned.
+  absl::Status Reopen();
   // The JSON line for `record` at `time`, without the newline.
   static std::string Format(const AuditRecord& record, absl::Time time);
 

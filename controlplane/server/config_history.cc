@@ -34,6 +34,32 @@ ConfigHistory ConfigHistory::Restore(StoredHistory stored, size_t retention, uin
   auto& entries = history.stored_.entries;
   while (!entries.empty() && entries.back().version > version) entries.pop_back();
   history.Trim();
+  if (!entries.empty() && version > entries.back().version) {
+    // The newest entries are gone (a history.log record lost to a write the
+    // disk never made): keep the older ones, and record the state's version
+    // as one change from the newest kept (time, author and message unknown).
+    const uint64_t kept = entries.back().version;
+    if (absl::StatusOr<api::ResourceMap> last = history.ContentAt(kept); last.ok()) {
+      const api::StateDiff diff = api::ComputeDiff(*last, content);
+      HistoryEntry current;
+      current.version = version;
+      for (const auto& id : diff.added) current.added.push_back(content.at(id));
+      for (const auto& id : diff.changed) current.changed.push_back(content.at(id));
+      current.removed = diff.removed;
+      current.unchanged = static_cast<uint32_t>(diff.unchanged);
+      history.Append(std::move(current), content);
+      if (warning != nullptr) {
+        *warning = absl::StrCat(
+            "the history ends at version ", kept, ", before the state's version ", version,
+            version == kept + 1 ? ""
+                                : absl::StrCat(" (versions ", kept + 1, "..", version - 1,
+                                               " are lost from it)"),
+            "; version ", version, " is kept as one change from version ", kept,
+            ", its time, author and message unknown");
+      }
+      return history;
+    }
+  }
   std::string mismatch;
   if (version == 0) {
     if (!entries.empty()) mismatch = "the state has no version yet";

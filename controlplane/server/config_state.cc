@@ -114,6 +114,20 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
     SLUICE_LOG(kWarning, "the stored state does not pass this build's validation:\n",
                status.message());
   }
+  absl::StatusOr<StoredHistory> stored_history = store->LoadHistory();
+  if (!stored_history.ok()) return stored_history.status();
+  if (stored->version == 0 && !stored_history->entries.empty()) {
+    // The state is missing (state.db deleted, restored without it) but its
+    // history is there: starting empty, the first apply would overwrite a
+    // history that could rebuild every version.
+    return absl::FailedPreconditionError(absl::StrCat(
+        store->Describe(), " has a history (versions ", stored_history->entries.front().version,
+        "..", stored_history->entries.back().version,
+        ") but no state: the state is missing (state.db in a data dir). sluice-control will not "
+        "start on it, since the first change would overwrite that history; restore the state "
+        "from a backup, or move the history away (history.db and history.log) to start a new "
+        "store"));
+  }
   if (stored->store_id.empty()) {
     // A new data dir (or one written before stores had ids): from now on its
     // versions are told apart from those of any other store.
@@ -127,8 +141,6 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
     if (!saved.ok()) SLUICE_LOG(kWarning, saved.message());
     SLUICE_LOG(kInfo, "new store id ", stored->store_id, " in ", store->Describe());
   }
-  absl::StatusOr<StoredHistory> stored_history = store->LoadHistory();
-  if (!stored_history.ok()) return stored_history.status();
   std::string history_warning;
   auto history = std::make_shared<const ConfigHistory>(
       ConfigHistory::Restore(std::move(*stored_history), history_versions, stored->version,
@@ -587,10 +599,15 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     // Another replica first, a change too big for the store, or a shared
     // store out of reach (its message says what was applied): as is.
     if (status.code() == absl::StatusCode::kAborted ||
-        status.code() == absl::StatusCode::kResourceExhausted ||
-        status.code() == absl::StatusCode::kUnavailable) {
+        status.code() == absl::StatusCode::kResourceExhausted) {
       return status;
     }
+    // The store failing (a full disk, a lost permission, a shared store out
+    // of reach) is the operator's to see in this log too, not only the
+    // caller's.
+    SLUICE_LOG(kError, "version ", stored.version, " was not stored (", store_description_,
+               "): ", status.message());
+    if (status.code() == absl::StatusCode::kUnavailable) return status;
     return absl::UnavailableError(absl::StrCat(
         "the change was not stored, nothing changed: ", status.message()));
   }

@@ -299,6 +299,10 @@ int Run(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  // A logrotate postrotate or a `reload` sends these to every Sluice
+  // process: they reopen the audit log, never stop the control plane.
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -449,7 +453,14 @@ int Run(int argc, char** argv) {
 
 
   int received = 0;
-  sigwait(&signals, &received);
+  while (sigwait(&signals, &received) == 0 && (received == SIGHUP || received == SIGUSR1)) {
+    if (absl::Status reopened = (*audit)->Reopen(); !reopened.ok()) {
+      SLUICE_LOG(kError, "signal ", received, ": cannot reopen the audit log (still writing the "
+                 "old file): ", reopened.message());
+    } else {
+      SLUICE_LOG(kInfo, "signal ", received, ": audit log reopened");
+    }
+  }
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
   if (replica_shares) replica_shares->Stop();
   (*state)->Shutdown();

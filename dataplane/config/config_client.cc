@@ -14,9 +14,34 @@
 #include "common/log.h"
 #include "common/pem_file.h"
 #include "dataplane/cache/purge.h"
+#include "dataplane/http/path_normalizer.h"
 
 namespace sluice::config {
 namespace {
+
+// A purge selector's host as cache keys hold hosts: lower case, without its
+// port and one trailing dot (as a request's Host is matched).
+std::string PurgeHost(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(0, host.find(']') + 1);
+  } else if (host.find(':') == host.rfind(':')) {
+    host = host.substr(0, host.find(':'));
+  }
+  if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+  return absl::AsciiStrToLower(absl::string_view(host.data(), host.size()));
+}
+
+// A purge selector's path (or prefix) as cache keys hold paths: normalised
+// as requests are (dot segments resolved, percent-encodings of unreserved
+// characters decoded, the others' hex in upper case). One that does not
+// normalise is left as it is (it matches nothing a request stored).
+std::string PurgePath(const std::string& path) {
+  if (path.empty()) return path;
+  absl::StatusOr<http::NormalizedPath> normalized =
+      http::NormalizePath(path, http::PathNormalizeOptions());
+  return normalized.ok() ? normalized->target : path;
+}
+
 
 // `text` cut to at most `limit` bytes on a UTF-8 character boundary (a
 // proto3 string must stay valid UTF-8), marked as cut.
@@ -379,12 +404,12 @@ std::optional<grpc::Status> ConfigClient::RunStream(const std::string& address) 
 discovery::v1::DiscoveryRequest ConfigClient::PurgeCache(
     const discovery::v1::CachePurge& purge) {
   const discovery::v1::PurgeSelector& from = purge.selector();
-  cache::PurgeSelector selector{from.route(), from.host(), from.path(),
-                                from.prefix()};
+  cache::PurgeSelector selector{from.route(), PurgeHost(from.host()), PurgePath(from.path()),
+                                PurgePath(from.prefix())};
   const uint64_t removed = cache::Purge(selector);
-  SLUICE_LOG(kInfo, "cache purge ", purge.id(), " (route \"", from.route(),
-             "\", host \"", from.host(), "\", path \"", from.path(),
-             "\", prefix \"", from.prefix(), "\"): ", removed,
+  SLUICE_LOG(kInfo, "cache purge ", purge.id(), " (route \"", selector.route,
+             "\", host \"", selector.host, "\", path \"", selector.path,
+             "\", prefix \"", selector.prefix, "\"): ", removed,
              " entries removed");
   discovery::v1::DiscoveryRequest answer;
   answer.mutable_purge_result()->set_id(purge.id());

@@ -96,6 +96,21 @@ TEST_F(CachePurgeTest, RelayedToEveryProxyAndConfirmed) {
         << p->process().Log();
   }
 
+  // The selector is taken as a request's Host and path are, as cache keys
+  // hold them (before: compared as typed, and "purged 0" while the entry
+  // stayed).
+  r = Ctl(operator_token, {"cache", "purge", "--host", "Example.COM.:8080", "--path",
+                           "/c%c3%a9/../x%63?q=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(p1.process().WaitForLogLine(
+      "(route \"\", host \"example.com\", path \"/xc?q=1\", prefix \"\")", absl::Seconds(5)))
+      << p1.process().Log();
+  r = Ctl(operator_token, {"cache", "purge", "--host", "[::1]:80", "--prefix", "/a/%7euser/./b"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(p1.process().WaitForLogLine(
+      "(route \"\", host \"[::1]\", path \"\", prefix \"/a/~user/b\")", absl::Seconds(5)))
+      << p1.process().Log();
+
   // Only the proxies of a node group (the harness puts them in "test").
   r = Ctl(operator_token, {"cache", "purge", "--group", "elsewhere"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;

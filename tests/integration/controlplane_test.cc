@@ -1,9 +1,13 @@
 // sluice-control and sluicectl as real processes, with a discovery client
 // over the real gRPC stream.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -277,6 +281,86 @@ TEST(ControlPlaneTest, CommandHelpIsTheCommandsOwn) {
   auto all = testing::RunCommand({ctl, "--help"});
   EXPECT_EQ(all.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(all.out, "rollback V")) << all.out;
+}
+
+// A server that speaks just enough HTTP/2 (its SETTINGS) for a gRPC call to
+// be sent, then closes each connection once a request's HEADERS came.
+class CutAfterTheRequest {
+ public:
+  CutAfterTheRequest() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd_, 8) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        const int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        static const char kSettings[] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+        (void)send(c, kSettings, sizeof(kSettings), MSG_NOSIGNAL);
+        std::string in;
+        char buffer[4096];
+        bool headers = false;
+        while (!headers) {
+          const ssize_t n = recv(c, buffer, sizeof(buffer), 0);
+          if (n <= 0) break;
+          in.append(buffer, static_cast<size_t>(n));
+          for (size_t p = 24; p + 9 <= in.size();) {  // frames after the preface
+            if (in[p + 3] == 1) headers = true;
+            p += 9 + ((static_cast<size_t>(static_cast<uint8_t>(in[p])) << 16) |
+                      (static_cast<size_t>(static_cast<uint8_t>(in[p + 1])) << 8) |
+                      static_cast<uint8_t>(in[p + 2]));
+          }
+        }
+        close(c);
+      }
+    });
+  }
+  ~CutAfterTheRequest() {
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    if (thread_.joinable()) thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+// A change whose connection is lost after it was sent may have been made:
+// sluicectl says so instead of "cannot reach" (before: operators read that
+// as "not applied" and retried). A read says it could not reach, and a
+// refused connection gets no TLS hint.
+TEST(ControlPlaneTest, AChangeWithoutAnAnswerMayHaveBeenApplied) {
+  CutAfterTheRequest server;
+  ASSERT_GT(server.port(), 0);
+  const std::string address = absl::StrCat("127.0.0.1:", server.port());
+  const std::string dir = MakeTempDir("cut");
+  const std::string file = dir + "/cluster.yaml";
+  std::ofstream(file) << "kind: Cluster\nname: x\nspec: {endpoints: [{address: 127.0.0.1, "
+                         "port: 9}]}\n";
+  const std::string ctl = RunfilePath("controlplane/cli/sluicectl");
+  auto apply = testing::RunCommand({ctl, "--server", address, "apply", "-f", file});
+  EXPECT_EQ(apply.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(apply.err, "after the change was sent")) << apply.err;
+  EXPECT_TRUE(absl::StrContains(apply.err, "it may have been applied; check with `sluicectl "
+                                           "history`")) << apply.err;
+  auto get = testing::RunCommand({ctl, "--server", address, "get"});
+  EXPECT_EQ(get.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(get.err, "cannot reach sluice-control")) << get.err;
+  auto refused = testing::RunCommand({ctl, "--server", "127.0.0.1:1", "apply", "-f", file});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(refused.err, "cannot reach sluice-control at 127.0.0.1:1"))
+      << refused.err;
+  EXPECT_FALSE(absl::StrContains(refused.err, "--ca")) << refused.err;
 }
 
 TEST(ControlPlaneTest, ServerFlagAndEnvironment) {

@@ -4,6 +4,9 @@
 // sluice-proxy's admin endpoint behind --admin-token-file.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <cstdio>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -149,6 +152,31 @@ TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
   // Only digests on disk.
   EXPECT_FALSE(
       absl::StrContains(ReadFile(cp_.data_dir() + "/tokens.db"), viewer));
+}
+
+// After logrotate moves the audit log, SIGHUP or SIGUSR1 starts a new one
+// at the path. Before: either signal killed sluice-control (a postrotate or
+// `reload` sent to every Sluice process took the control plane down).
+TEST_F(TokensTest, SighupAndSigusr1ReopenTheAuditLogAndNeverStopTheControlPlane) {
+  ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+  const std::string audit = cp_.data_dir() + "/audit.log";
+  int rotation = 0;
+  for (int signal : {SIGHUP, SIGUSR1}) {
+    ++rotation;
+    ASSERT_EQ(::rename(audit.c_str(), absl::StrCat(audit, ".", rotation).c_str()), 0);
+    cp_.process().Signal(signal);
+    // A refused call is audited: once the reopen happened, in a new file.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          Ctl("slc_made-up", {"get"});
+          return absl::StrContains(ReadFile(audit), "UNAUTHENTICATED");
+        },
+        absl::Seconds(10)))
+        << "signal " << signal << "\n" << cp_.process().Log();
+    CommandResult r = Ctl(kAdminToken, {"get"});
+    EXPECT_EQ(r.exit_code, 0) << r.err << cp_.process().Log();
+  }
+  EXPECT_TRUE(absl::StrContains(cp_.process().Log(), "audit log reopened"));
 }
 
 TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {

@@ -380,9 +380,13 @@ uint64_t ResponseStore::Purge(const sluice::cache::PurgeSelector& selector) {
       Slot& slot = it->second;
       for (size_t i = slot.variants.size(); i-- > 0;) {
         const Entry& e = *slot.variants[i].entry;
+        // A Host with a trailing dot names the same host (the selector has
+        // none: the data plane drops it).
+        std::string_view host = e.host;
+        if (!host.empty() && host.back() == '.') host.remove_suffix(1);
         bool match =
             (selector.route.empty() || e.route == selector.route) &&
-            (selector.host.empty() || EqualsIgnoreCase(e.host, selector.host));
+            (selector.host.empty() || EqualsIgnoreCase(host, selector.host));
         if (!selector.path.empty()) {
           // One key: the selector as the entry's key holds a path and query
           // (its query_params only, in their order), not the spelling the

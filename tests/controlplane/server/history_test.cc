@@ -220,6 +220,55 @@ TEST_F(HistoryTest, AStateWithoutHistoryFileStartsOneAtTheCurrentVersion) {
   EXPECT_EQ(Apply({Cluster("d")}, "ana", "three again"), 3u);
 }
 
+// A missing state with its history still there (state.db deleted): the
+// start is refused, naming both. Before: it started empty, and the first
+// apply overwrote a history that could rebuild every version.
+TEST_F(HistoryTest, AMissingStateWithAHistoryRefusesToStart) {
+  for (int i = 1; i <= 3; ++i) Apply({Cluster("a", 9000 + i)}, "ana", absl::StrCat("v", i));
+  state_.reset();
+  ASSERT_EQ(::unlink((dir_ + "/state.db").c_str()), 0);
+  auto store = FileStore::Open(dir_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto state = ConfigState::Create(std::move(*store), [this] { return now_; },
+                                   api::kMaxConfigBytes, kDefaultHistoryVersions);
+  ASSERT_FALSE(state.ok());
+  EXPECT_EQ(state.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(state.status().message(),
+                                "has a history (versions 1..3) but no state"))
+      << state.status();
+  struct stat st;
+  EXPECT_EQ(::stat((dir_ + "/history.db").c_str(), &st), 0);  // left as it was
+}
+
+// A history.log whose last record was lost (a cut-short write) while the
+// state has that version: the older versions stay, and the state's is one
+// change from the newest kept. Before: the whole history was dropped.
+TEST_F(HistoryTest, AHistoryEndingBeforeTheStateKeepsItsOlderVersions) {
+  for (int i = 1; i <= 5; ++i) Apply({Cluster("a", 9000 + i)}, "ana", absl::StrCat("v", i));
+  Apply({Cluster("a", 9006), Cluster("b")}, "ana", "v6");
+  state_.reset();
+  struct stat st;
+  const std::string log = dir_ + "/history.log";
+  ASSERT_EQ(::stat(log.c_str(), &st), 0);
+  ASSERT_EQ(::truncate(log.c_str(), st.st_size - 10), 0);
+  Open(kDefaultHistoryVersions);
+  auto history = state_->History();
+  ASSERT_EQ(history->stored().entries.size(), 6u);
+  EXPECT_EQ(history->stored().entries[4].message, "v5");
+  const HistoryEntry& v6 = history->stored().entries[5];
+  EXPECT_EQ(v6.version, 6u);
+  EXPECT_EQ(v6.time, absl::InfinitePast());
+  EXPECT_EQ(v6.added.size(), 1u);    // b
+  EXPECT_EQ(v6.changed.size(), 1u);  // a's port
+  auto content = history->ContentAt(6);
+  ASSERT_TRUE(content.ok());
+  EXPECT_TRUE(SameContent(*content, state_->Current()->resources));
+  auto v3 = history->ContentAt(3);
+  ASSERT_TRUE(v3.ok());
+  EXPECT_EQ(v3->at({config::v1::CLUSTER, "a"}).cluster().endpoints(0).port(), 9003u);
+  EXPECT_EQ(Apply({Cluster("c")}, "bo", "v7"), 7u);
+}
+
 TEST_F(HistoryTest, RollbackMakesANewVersionWithTheOldContentIncludingRemovals) {
   Apply({Cluster("a"), Cluster("b")}, "ana", "v1");
   const api::ResourceMap v1 = state_->Current()->resources;

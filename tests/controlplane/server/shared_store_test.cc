@@ -162,11 +162,28 @@ TEST_F(SharedStoreTest, TheStoresErrorsReachTheCallerAsTheyAre) {
   shared_->next_error = absl::UnavailableError(
       "etcd: no quorum or unreachable (endpoints a:1): nothing applied: a:1: "
       "no leader");
+  // The operator reads it in the control plane's log too (before: only the
+  // caller was told).
+  ::testing::internal::CaptureStderr();
   auto applied = state_->Apply({Cluster("a")}, false);
+  std::string log = ::testing::internal::GetCapturedStderr();
   ASSERT_FALSE(applied.ok());
   EXPECT_EQ(applied.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(absl::StartsWith(applied.status().message(), "etcd: no quorum"))
       << applied.status();
+  EXPECT_TRUE(absl::StrContains(log, "version 1 was not stored (the fake shared store): etcd: "
+                                     "no quorum")) << log;
+  shared_->next_error =
+      absl::InternalError("cannot write d/state.db.tmp: No space left on device");
+  ::testing::internal::CaptureStderr();
+  applied = state_->Apply({Cluster("a")}, false);
+  log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(applied.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(applied.status().message(),
+            "the change was not stored, nothing changed: cannot write d/state.db.tmp: No space "
+            "left on device");
+  EXPECT_TRUE(absl::StrContains(log, "version 1 was not stored (the fake shared store): cannot "
+                                     "write d/state.db.tmp")) << log;
   shared_->next_error =
       absl::ResourceExhaustedError("over --etcd-max-request-bytes");
   applied = state_->Apply({Cluster("a")}, false);

@@ -1176,6 +1176,16 @@ TEST_F(CacheTest, PurgeByRoutePrefixAndPath) {
   EXPECT_EQ(FromCache(*factory, {}, "/b/1").status, "Hit");
   EXPECT_EQ(Purge("items", "", "", ""), 1u);
   EXPECT_EQ(ResponseStore::Global().entries(), 0);
+  // A Host with a trailing dot is the same host (the data plane drops the
+  // selector's; before, such an entry could not be purged by host).
+  Client dotted(*factory, "/c");
+  dotted.request.Set("host", "api.example.com.:8443");
+  dotted.Start();
+  ASSERT_TRUE(dotted.went_upstream());
+  dotted.Respond(200, Fresh(60), "x");
+  EXPECT_EQ(ResponseStore::Global().entries(), 1);
+  EXPECT_EQ(Purge("", "api.example.com", "", ""), 1u);
+  EXPECT_EQ(ResponseStore::Global().entries(), 0);
 }
 
 // --path names one key: the path and query as the key holds them, not the
