@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -132,6 +133,25 @@ class RequestValidationFilter : public http::Filter {
             callbacks, 415,
             absl::StrCat("header content-type: ", media ? *media : std::string("the value"),
                          " is not allowed (allowed: ", settings_.allowed_types, ")"));
+      }
+    }
+    if (has_body && settings_.body_schema) {
+      // The schema reads the body as sent: an encoded one (gzip) is not
+      // JSON it can check. RFC 9110 15.5.16: 415, naming what is accepted.
+      for (const http::HeaderMap::Field& f : headers.fields()) {
+        if (!absl::EqualsIgnoreCase(f.name, "content-encoding")) continue;
+        for (absl::string_view coding : absl::StrSplit(f.value, ',')) {
+          coding = absl::StripAsciiWhitespace(coding);
+          if (coding.empty() || absl::EqualsIgnoreCase(coding, "identity")) continue;
+          http::HeaderMap reply;
+          reply.Add("accept-encoding", "identity");
+          callbacks.SendLocalReply(
+              415,
+              absl::StrCat("header content-encoding: ", coding,
+                           " is not accepted: the body schema checks an unencoded body"),
+              reply);
+          return http::FilterStatus::kStopLocalReply;
+        }
       }
     }
     if (!has_body && settings_.body_schema && settings_.body_required) {

@@ -653,6 +653,24 @@ TEST(RequestValidationTest, BodyIsHeldAndValidated) {
   form.headers.Add("content-type", "application/x-www-form-urlencoded");
   EXPECT_EQ(form.Head(*factory), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(form.callbacks.status_, 415);
+
+  // An encoded body is no JSON the schema can check: 415 with what is
+  // accepted (RFC 9110 15.5.16), at the head. Before: 400 "not valid JSON".
+  Request gzipped("/orders", 30);
+  gzipped.headers.Add("content-type", "application/json");
+  gzipped.headers.Add("Content-Encoding", "identity, GZIP");
+  EXPECT_EQ(gzipped.Head(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(gzipped.callbacks.status_, 415);
+  EXPECT_EQ(gzipped.callbacks.message_,
+            "header content-encoding: GZIP is not accepted: the body schema checks an unencoded "
+            "body");
+  const std::string* accept = gzipped.callbacks.reply_headers_.Get("accept-encoding");
+  ASSERT_NE(accept, nullptr);
+  EXPECT_EQ(*accept, "identity");
+  Request identity("/orders", 28);
+  identity.headers.Add("content-type", "application/json");
+  identity.headers.Add("content-encoding", "identity");
+  EXPECT_EQ(identity.Head(*factory), http::FilterStatus::kContinue);
 }
 
 TEST(RequestValidationTest, BodyRequiredAndEmptyBodies) {
