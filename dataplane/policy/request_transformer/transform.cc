@@ -562,6 +562,15 @@ JsonBodyEdits::Values JsonBodyEdits::Render(
 
 JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
                                            std::string* body) const {
+  // A UTF-8 byte order mark, which a parser may ignore (RFC 8259 8.1) and a
+  // browser's fetch().json() does: the object after it is edited (and goes
+  // out without it), else a field to remove would reach the page.
+  if (body->size() >= 3 && body->compare(0, 3, "\xEF\xBB\xBF") == 0) {
+    std::string rest = body->substr(3);
+    const Result result = Apply(values, &rest);
+    if (result == Result::kChanged) *body = std::move(rest);
+    return result;
+  }
   simdjson::dom::parser parser;
   simdjson::dom::object object;
   if (parser.parse(body->data(), body->size()).get_object().get(object)) {
@@ -725,8 +734,13 @@ bool IsJsonContentType(std::string_view content_type) {
 }
 
 bool IsPlainJson(const http::HeaderMap& headers) {
-  const std::string* type = headers.Get("content-type");
-  if (type == nullptr || !IsJsonContentType(*type)) return false;
+  // Of several Content-Type fields, a browser takes the last: any that
+  // names JSON counts (a body that is no JSON object is left as it is).
+  bool json = false;
+  for (const http::HeaderMap::Field& f : headers.fields()) {
+    json = json || (absl::EqualsIgnoreCase(f.name, "content-type") && IsJsonContentType(f.value));
+  }
+  if (!json) return false;
   for (const http::HeaderMap::Field& f : headers.fields()) {
     if (absl::EqualsIgnoreCase(f.name, "content-encoding") &&
         !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(f.value),

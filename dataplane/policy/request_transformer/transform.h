@@ -196,7 +196,7 @@ std::string JsonQuote(std::string_view text);
 bool IsJsonContentType(std::string_view content_type);
 
 // Whether a body in `headers` can be read as JSON text: a JSON content-type
-// and no content-encoding other than identity.
+// (any of several fields) and no content-encoding other than identity.
 bool IsPlainJson(const http::HeaderMap& headers);
 
 }  // namespace sluice::policy::transformer

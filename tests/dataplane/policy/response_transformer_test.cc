@@ -191,6 +191,31 @@ TEST(ResponseTransformerTest, OtherResponsesAreUntouched) {
   EXPECT_EQ(identity.body, "{}");
 }
 
+// What a browser reads as JSON is edited: a body after a UTF-8 byte order
+// mark (fetch().json() skips it; it goes out without it), and one whose
+// last of two Content-Type fields is JSON. Before: both went out unedited,
+// "secret" included.
+TEST(ResponseTransformerTest, WhatABrowserReadsAsJsonIsEdited) {
+  auto factory = Compile(R"pb(body { remove: "secret" })pb");
+  FakeCallbacks callbacks;
+  Response bom;
+  bom.headers.Add("content-type", "application/json");
+  bom.body = "\xEF\xBB\xBF{\"secret\":1,\"a\":2}";
+  bom.Run(*factory, callbacks);
+  EXPECT_EQ(bom.body, "{\"a\":2}");
+  Response two;
+  two.headers.Add("content-type", "text/html");
+  two.headers.Add("Content-Type", "application/json");
+  two.body = "{\"secret\":1}";
+  two.Run(*factory, callbacks);
+  EXPECT_EQ(two.body, "{}");
+  Response bom_unchanged;  // nothing to edit: the body stays as it came
+  bom_unchanged.headers.Add("content-type", "application/json");
+  bom_unchanged.body = "\xEF\xBB\xBF{\"a\":2}";
+  bom_unchanged.Run(*factory, callbacks);
+  EXPECT_EQ(bom_unchanged.body, "\xEF\xBB\xBF{\"a\":2}");
+}
+
 TEST(ResponseTransformerTest, ErrorStatusesAreTransformedToo) {
   auto factory = Compile(R"pb(body { remove: "stack" })pb");
   FakeCallbacks callbacks;
