@@ -2,9 +2,10 @@
 // version (immutable, shared by all workers) and looked up per request.
 //
 // Both map a 64-bit key hash to an endpoint index. When the chosen endpoint
-// is not usable, the lookup walks on (the next point on the ring, the next
-// table slot) to the first usable one, so keys of a dead endpoint spread over
-// the others while every other key stays where it was.
+// is not usable, the lookup moves on to the first usable one (the ring: its
+// next points; Maglev: up to 16 more slots drawn from the key, then the next
+// slots), so keys of a dead endpoint spread over the others by weight while
+// every other key stays where it was.
 //
 // Thread-safe after construction.
 #ifndef SLUICE_DATAPLANE_UPSTREAM_CONSISTENT_HASH_H_
