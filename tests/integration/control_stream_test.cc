@@ -310,8 +310,12 @@ TEST(ControlStreamTest, AProxyGoesBackOnlyToAVersionOfAnotherStore) {
   // A reset data dir is a new store. Until something is applied to it the
   // proxy keeps serving (before: it took the empty version 0 and closed
   // every listener); then its version 1 is taken.
+  // (The history goes with it: a state missing beside its history refuses
+  // the start.)
   cp.Kill();
   ASSERT_EQ(std::remove((cp.data_dir() + "/state.db").c_str()), 0);
+  ASSERT_EQ(std::remove((cp.data_dir() + "/history.db").c_str()), 0);
+  std::remove((cp.data_dir() + "/history.log").c_str());  // there or not
   ASSERT_TRUE(cp.Restart()) << cp.process().Log();
   ASSERT_TRUE(WaitFor([&] { return cp.Ctl({"proxies"}).out.find("p1") != std::string::npos; },
                       absl::Seconds(20)))

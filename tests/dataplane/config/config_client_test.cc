@@ -280,7 +280,7 @@ TEST(ConfigClientTest, APurgeIsCarriedOutAndConfirmed) {
     absl::MutexLock lock(&mu);
     ASSERT_EQ(seen.size(), 1u);
     EXPECT_EQ(seen[0].route, "r");
-    EXPECT_EQ(seen[0].host, "Example.com");
+    EXPECT_EQ(seen[0].host, "example.com");  // as cache keys hold hosts
     EXPECT_EQ(seen[0].path, "");
     EXPECT_EQ(seen[0].prefix, "/a");
   }
