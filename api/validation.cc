@@ -716,7 +716,9 @@ std::string RewriteProblem(const std::string& rewrite, const std::string& match_
   // A whole "." or ".." segment before the last: every request would be
   // refused (400). The last may run on into the rest of the path when the
   // match prefix ends in '/' ("/v1/.." and "x" make "/v1/..x"); after any
-  // other prefix the rest starts with '/' (or is empty) and it stays whole.
+  // other prefix the prefix itself and every path under it as a directory
+  // ("/api", "/api/x") leave it whole: only names that merely begin with
+  // the prefix ("/apiary") would pass, so it is refused too.
   std::vector<std::string> segments = absl::StrSplit(rewrite, '/');
   const bool last_stays_whole = !absl::EndsWith(match_prefix, "/");
   for (size_t s = 1; s < segments.size(); ++s) {
@@ -725,8 +727,8 @@ std::string RewriteProblem(const std::string& rewrite, const std::string& match_
     if (segment == "." || segment == "..") {
       return absl::StrCat("has the segment '", segments[s], "'",
                           s + 1 == segments.size()
-                              ? absl::StrCat(", which the rest of the path after prefix '",
-                                             match_prefix, "' leaves whole")
+                              ? absl::StrCat(", which requests for '", match_prefix, "' and '",
+                                             match_prefix, "/...' leave whole")
                               : "",
                           ": requests on the route would be refused (400)");
     }

@@ -462,10 +462,14 @@ void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
                                "CHANGE", "MESSAGE");
   for (const auto& e : entries) {
     const bool known = e.has_time();
+    // No time but a message: a version whose record was lost, kept as one
+    // change from the version before (the message says so).
+    const bool change_known = known || !e.message().empty();
     std::cout << absl::StrFormat(
         "%-8d %-21s %-24s %-12s %s\n", e.version(), known ? FormatTime(e.time()) : "-",
-        e.author().empty() ? "-" : Printable(e.author()), known ? ChangeSummary(e.diff()) : "?",
-        known ? Printable(e.message()) : "(made before history was kept)");
+        e.author().empty() ? "-" : Printable(e.author()),
+        change_known ? ChangeSummary(e.diff()) : "?",
+        change_known ? Printable(e.message()) : "(made before history was kept)");
   }
 }
 

@@ -43,6 +43,7 @@ ConfigHistory ConfigHistory::Restore(StoredHistory stored, size_t retention, uin
       const api::StateDiff diff = api::ComputeDiff(*last, content);
       HistoryEntry current;
       current.version = version;
+      current.message = "(its history record was lost: time, author and message unknown)";
       for (const auto& id : diff.added) current.added.push_back(content.at(id));
       for (const auto& id : diff.changed) current.changed.push_back(content.at(id));
       current.removed = diff.removed;

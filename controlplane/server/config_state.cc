@@ -60,12 +60,15 @@ int64_t ConfigBytes(const api::ResourceMap& resources) {
 }
 
 std::string DescribeVersion(const HistoryEntry& entry) {
-  if (entry.time == absl::InfinitePast()) {
+  if (entry.time == absl::InfinitePast() && entry.message.empty()) {
     return absl::StrCat("version ", entry.version, " (made before history was kept)");
   }
   std::string out = absl::StrCat(
       "version ", entry.version, " (",
-      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", entry.time, absl::UTCTimeZone()), ", by ",
+      entry.time == absl::InfinitePast()
+          ? std::string("time unknown")
+          : absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", entry.time, absl::UTCTimeZone()),
+      ", by ",
       // Another client's text, in an error message: control bytes escaped,
       // so it cannot make lines of its own.
       entry.author.empty() ? "unknown" : absl::CHexEscape(entry.author));

@@ -179,20 +179,30 @@ std::string HealthChecker::Probe::ClosedReason(net::CloseReason reason, int erro
   return "connection closed";
 }
 
-// TCP connect (with `request` empty), or an HTTP/1.1 GET and its status.
+// TCP connect (with `request` empty), or an HTTP GET and its status: over
+// HTTP/1.1, or over HTTP/2 in the cluster's protocol (HTTP2; AUTO when the
+// endpoint chose h2 by ALPN), since an h2 endpoint takes no HTTP/1.1 text.
 class HealthChecker::HttpProbe : public Probe,
                                  public net::ConnectionCallbacks,
-                                 public http::Http1Callbacks {
+                                 public http::Http1Callbacks,
+                                 public http::Http2ClientCallbacks {
  public:
   // `request` empty: a TCP check (pass once connected, and for TLS once the
   // handshake is done). `transport`: the cluster's TLS socket, or nullptr.
+  // `request` is the HTTP/1.1 GET; over HTTP/2 the GET is of `path` with
+  // :authority `authority`.
   HttpProbe(event::Dispatcher& dispatcher, int fd, std::unique_ptr<net::TransportSocket> transport,
-            EndpointCheck* check, std::string request, std::vector<uint32_t> expected)
+            EndpointCheck* check, std::string request, std::vector<uint32_t> expected,
+            UpstreamProtocol protocol = UpstreamProtocol::kHttp1, std::string path = "",
+            std::string authority = "")
       : Probe(check),
         connection_(dispatcher, fd, /*connecting=*/true, std::move(transport)),
         parser_(http::Http1Parser::Mode::kResponse, this),
         request_(std::move(request)),
-        expected_(std::move(expected)) {
+        expected_(std::move(expected)),
+        protocol_(protocol),
+        path_(std::move(path)),
+        authority_(std::move(authority)) {
     connection_.SetCallbacks(this);
   }
 
@@ -207,11 +217,51 @@ class HealthChecker::HttpProbe : public Probe,
       Report(true, "");
       return;
     }
-    connection_.Write(request_);
+    bool h2 = protocol_ == UpstreamProtocol::kHttp2;
+    if (protocol_ == UpstreamProtocol::kAuto) {
+      const net::TlsInfo* tls = connection_.transport().tls_info();
+      h2 = tls != nullptr && tls->alpn == "h2";
+    }
+    if (!h2) {
+      connection_.Write(request_);
+      return;
+    }
+    http::Http2ClientLimits limits;
+    limits.initial_window_size = 65535;
+    limits.connection_window_size = 65535;
+    limits.max_header_list_bytes = 16 * 1024;
+    h2_ = std::make_unique<http::Http2ClientCodec>(this, limits);
+    static constexpr http::HeaderField kFields[] = {{"user-agent", "sluice-health-check"}};
+    http::Http2Request request;
+    request.method = "GET";
+    request.scheme = connection_.transport().secure() ? "https" : "http";
+    request.authority = authority_;
+    request.path = path_;
+    request.fields = kFields;
+    request.field_count = std::size(kFields);
+    h2_->SubmitRequest(request, true);
+    SendH2();
+  }
+
+  void OnWriteDrained() override {
+    if (h2_ != nullptr) SendH2();
   }
 
   void OnReadable() override {
     if (check_ == nullptr || request_.empty()) return;
+    if (h2_ != nullptr) {
+      net::Buffer& input = connection_.input();
+      const size_t n = input.view().size();
+      const bool ok = h2_->Receive(input.view());
+      if (check_ == nullptr) return;
+      input.Drain(n);
+      if (!ok) {
+        Report(false, absl::StrCat("HTTP/2 error: ", h2_->error()));
+        return;
+      }
+      SendH2();
+      return;
+    }
     net::Buffer& input = connection_.input();
     http::Http1Parser::Result result = parser_.Feed(input.view());
     input.Drain(result.consumed);
@@ -229,7 +279,26 @@ class HealthChecker::HttpProbe : public Probe,
   }
 
   void OnClosed(net::CloseReason reason, int error) override {
-    Report(false, ClosedReason(reason, error, connection_, parser_.in_message()));
+    Report(false, ClosedReason(reason, error, connection_,
+                               h2_ != nullptr ? status_ != 0 : parser_.in_message()));
+  }
+
+  // http::Http2ClientCallbacks
+  void OnResponseHeaders(int32_t, int status, const http::HeaderMap&, bool) override {
+    status_ = status;
+    if (StatusExpected(status_, expected_)) {
+      Report(true, "");
+    } else {
+      Report(false, absl::StrCat("unexpected status ", status_, " (expected ",
+                                 ExpectedText(expected_), ")"));
+    }
+  }
+  void OnResponseData(int32_t stream_id, std::string_view data, bool) override {
+    h2_->ConsumeResponseData(stream_id, data.size());
+  }
+  void OnResponseTrailers(int32_t, const http::HeaderMap&) override {}
+  void OnStreamReset(int32_t, uint32_t error_code, bool, std::string_view reason) override {
+    Report(false, absl::StrCat("stream reset (HTTP/2 error ", error_code, "): ", std::string(reason)));
   }
 
   // http::Http1Callbacks
@@ -244,10 +313,20 @@ class HealthChecker::HttpProbe : public Probe,
   void OnMessageComplete() override {}
 
  private:
+  void SendH2() {
+    std::string out;
+    h2_->TakeOutput(&out);
+    if (!out.empty()) connection_.Write(out);
+  }
+
   net::Connection connection_;
   http::Http1Parser parser_;
   const std::string request_;
   const std::vector<uint32_t> expected_;
+  const UpstreamProtocol protocol_;
+  const std::string path_;
+  const std::string authority_;
+  std::unique_ptr<http::Http2ClientCodec> h2_;  // once HTTP/2 is spoken
   int status_ = 0;  // of the final response head, once parsed
 };
 
@@ -435,6 +514,7 @@ class HealthChecker::EndpointCheck {
   void Configure(const ClusterInfo& cluster, const EndpointInfo& endpoint) {
     SLUICE_CHECK(endpoint.state != nullptr);
     config_ = cluster.health_check;
+    protocol_ = cluster.protocol;
     uneject_on_pass_ = cluster.outlier.uneject_on_health_check_pass;
     transport_ = cluster.transport;
     state_ = endpoint.state;
@@ -498,8 +578,10 @@ class HealthChecker::EndpointCheck {
           checker_.dispatcher_, *fd, std::move(transport), this,
           config_.host.empty() ? address_.ToString() : config_.host, request_);
     } else {
-      probe_ = std::make_unique<HttpProbe>(checker_.dispatcher_, *fd, std::move(transport), this,
-                                           request_, config_.expected);
+      probe_ = std::make_unique<HttpProbe>(
+          checker_.dispatcher_, *fd, std::move(transport), this, request_, config_.expected,
+          protocol_, config_.path.empty() ? std::string("/") : config_.path,
+          config_.host.empty() ? address_.ToString() : config_.host);
     }
     probe_timeout_ = AtLeastMin(config_.timeout);
     timeout_timer_.Enable(probe_timeout_);
@@ -575,6 +657,7 @@ class HealthChecker::EndpointCheck {
   const std::string cluster_name_;
   const std::string endpoint_key_;
   HealthCheckConfig config_;
+  UpstreamProtocol protocol_ = UpstreamProtocol::kHttp1;  // the cluster's: HTTP checks speak it
   // The cluster's TLS (probes go over it as requests do); nullptr: plain.
   std::shared_ptr<const net::TransportSocketFactory> transport_;
   std::shared_ptr<EndpointState> state_;

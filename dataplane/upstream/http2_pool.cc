@@ -156,11 +156,15 @@ void Http2UpstreamConnection::Flush() {
 void Http2UpstreamConnection::OnConnected() {
   connect_timer_.Disable();
   if (const net::TlsInfo* tls = connection_->transport().tls_info()) {
-    if (!tls->alpn.empty() && tls->alpn != "h2") {
+    // AUTO: an endpoint that answers no ALPN speaks HTTP/1.1 (as Envoy's
+    // auto protocol takes it); an HTTP2 cluster's is taken to speak h2.
+    if (tls->alpn != "h2" && (auto_protocol_ || !tls->alpn.empty())) {
       if (auto_protocol_) {
         // The endpoint speaks HTTP/1.1: requests go again on the other pool.
         pool_.MarkHttp1(pool_key_);
-        FailAll(false, false, true, "chose HTTP/1.1 by ALPN");
+        FailAll(false, false, true,
+                tls->alpn.empty() ? "chose no protocol by ALPN: HTTP/1.1"
+                                  : "chose HTTP/1.1 by ALPN");
       } else {
         FailAll(true, false, false,
                 absl::StrCat("connect failed: the upstream chose ", tls->alpn,

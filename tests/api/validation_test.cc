@@ -486,8 +486,7 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
       // After prefix "/a" the rest of the path ("/x", "") leaves the last one
       // whole too: "/v1/../x". Before: accepted, and nearly every request 400.
       {R"(route { cluster: "users" prefix_rewrite: "/v1/.." })",
-       "prefix_rewrite: has the segment '..', which the rest of the path after prefix '/a' leaves "
-       "whole"},
+       "prefix_rewrite: has the segment '..', which requests for '/a' and '/a/...' leave whole"},
       {R"(route { cluster: "users" prefix_rewrite: "/a%2Fb/." })", "has the segment '.'"},
       // Sent raw upstream before (RFC 9112 3.2 wants it percent-encoded).
       {R"(route { cluster: "users" prefix_rewrite: "/\303\274" })",

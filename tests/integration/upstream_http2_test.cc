@@ -85,6 +85,10 @@ std::string ClusterYaml(const std::string& name, int port, const std::string& pr
                       tls.empty() ? "" : absl::StrCat("  tls: ", tls, "\n"));
 }
 
+constexpr char kHttpCheck[] =
+    "  health_check: {http: {path: /}, interval: 300ms, timeout: 300ms, healthy_threshold: 1, "
+    "healthy_on_add: false}\n  panic_threshold_percent: 0\n";
+
 class UpstreamHttp2Test : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -107,10 +111,20 @@ class UpstreamHttp2Test : public ::testing::Test {
                      limited_port, backend),
         std::vector<int>{h2c_port, h2_tls_port, h1_tls_port, goaway_port, limited_port});
     ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
+    // TLS that answers no ALPN at all (and HTTP/1.0 to "GET /").
+    const int no_alpn_port = PickFreePort();
+    no_alpn_ = std::make_unique<Process>(
+        "/usr/bin/openssl",
+        std::vector<std::string>{"s_server", "-accept", absl::StrCat("127.0.0.1:", no_alpn_port),
+                                 "-cert", backend.cert_path, "-key", backend.key_path, "-www",
+                                 "-naccept", "100"},
+        dir_ + "/s_server.log");
+    ASSERT_TRUE(no_alpn_->WaitForLogLine("ACCEPT", absl::Seconds(10))) << no_alpn_->Log();
 
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
     std::string routes;
-    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited"}) {
+    for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited",
+                             "checked-h2c", "checked-auto-h2", "checked-auto-h1"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -121,9 +135,18 @@ class UpstreamHttp2Test : public ::testing::Test {
         ClusterYaml("h2-only", h1_tls_port, "HTTP2", verified), "---\n",
         ClusterYaml("goaway", goaway_port, "HTTP2", ""), "---\n",
         ClusterYaml("limited", limited_port, "HTTP2", ""), "---\n",
+        // HTTP health checks in each protocol: an endpoint takes traffic
+        // once one passed.
+        ClusterYaml("checked-h2c", h2c_port, "HTTP2", ""), kHttpCheck, "---\n",
+        ClusterYaml("checked-auto-h2", h2_tls_port, "AUTO", verified), kHttpCheck, "---\n",
+        ClusterYaml("checked-auto-h1", h1_tls_port, "AUTO", verified), kHttpCheck, "---\n",
+        ClusterYaml("auto-no-alpn", no_alpn_port, "AUTO", verified), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
-        routes, "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", proxy_port_,
+        routes,
+        "        - match: {prefix: /auto-no-alpn/}\n"
+        "          route: {cluster: auto-no-alpn, prefix_rewrite: /}\n",
+        "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", proxy_port_,
         ", route_table: main}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -138,6 +161,7 @@ class UpstreamHttp2Test : public ::testing::Test {
   ControlPlane cp_{"", "info"};
   UpstreamServer origin_{"origin"};
   std::unique_ptr<Nginx> nginx_;
+  std::unique_ptr<Process> no_alpn_;
   std::unique_ptr<Proxy> proxy_;
   std::string dir_;
   int proxy_port_ = 0;
@@ -217,6 +241,16 @@ TEST_F(UpstreamHttp2Test, AutoFallsBackToHttp11WhenTheUpstreamPicksIt) {
   }
 }
 
+// An endpoint that answers no ALPN speaks HTTP/1.1 to AUTO (as Envoy takes
+// it). Before: h2 was spoken, and the request failed (502 "SETTINGS
+// expected", or a 504 from a server that waited).
+TEST_F(UpstreamHttp2Test, AutoSpeaksHttp11WhenTheUpstreamAnswersNoAlpn) {
+  HttpResponse r = Get("/auto-no-alpn/");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body << no_alpn_->Log();
+  EXPECT_TRUE(absl::StrContains(r.body, "s_server")) << r.body;
+}
+
 TEST_F(UpstreamHttp2Test, Http2ClusterToAnHttp11OnlyUpstreamIsA502NamingAlpn) {
   absl::Time start = absl::Now();
   HttpResponse r = Get("/h2-only/x");
@@ -224,6 +258,25 @@ TEST_F(UpstreamHttp2Test, Http2ClusterToAnHttp11OnlyUpstreamIsA502NamingAlpn) {
   EXPECT_EQ(r.status, 502) << r.body;
   EXPECT_TRUE(absl::StrContains(r.body, "ALPN")) << r.body;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+// An HTTP health check speaks the cluster's protocol: HTTP/2 to an h2c
+// endpoint and to one that chose h2 by ALPN, HTTP/1.1 to one that chose it.
+// Before: always HTTP/1.1 text, which an h2 endpoint refuses, so the
+// endpoint never turned healthy (503 with panic_threshold_percent: 0).
+TEST_F(UpstreamHttp2Test, HttpHealthChecksSpeakTheClustersProtocol) {
+  for (const char* name : {"checked-h2c", "checked-auto-h2", "checked-auto-h1"}) {
+    HttpResponse r;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          r = Get(absl::StrCat("/", name, "/x"));
+          return r.status == 200;
+        },
+        absl::Seconds(10)))
+        << name << ": " << r.status << " " << r.body << proxy_->Admin("/clusters").second;
+  }
+  EXPECT_EQ(Get("/checked-auto-h2/y").header("x-proto"), "HTTP/2.0");
+  EXPECT_EQ(Get("/checked-auto-h1/y").header("x-proto"), "HTTP/1.1");
 }
 
 TEST_F(UpstreamHttp2Test, AutoWithoutTlsIsRejected) {

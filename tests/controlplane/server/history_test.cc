@@ -258,6 +258,8 @@ TEST_F(HistoryTest, AHistoryEndingBeforeTheStateKeepsItsOlderVersions) {
   const HistoryEntry& v6 = history->stored().entries[5];
   EXPECT_EQ(v6.version, 6u);
   EXPECT_EQ(v6.time, absl::InfinitePast());
+  // Said so (the history table printed "made before history was kept").
+  EXPECT_EQ(v6.message, "(its history record was lost: time, author and message unknown)");
   EXPECT_EQ(v6.added.size(), 1u);    // b
   EXPECT_EQ(v6.changed.size(), 1u);  // a's port
   auto content = history->ContentAt(6);
