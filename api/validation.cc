@@ -901,6 +901,17 @@ void ValidateRoute(const Route& route, const std::string& prefix,
     if (!IsToken(method) || absl::AsciiStrToUpper(method) != method) {
       sink.Add(Index(Join(m, "methods"), i),
                absl::StrCat("'", method, "' is not an upper-case HTTP method"));
+    } else if (method == "CONNECT") {
+      sink.Add(Index(Join(m, "methods"), i),
+               "CONNECT is answered 405 by the gateway (it opens no tunnels): a route cannot "
+               "match it");
+    } else {
+      for (int j = 0; j < i; ++j) {
+        if (match.methods(j) == method) {
+          sink.Add(Index(Join(m, "methods"), i), absl::StrCat("'", method, "' is listed twice"));
+          break;
+        }
+      }
     }
   }
   for (int i = 0; i < match.headers_size(); ++i) {

@@ -202,6 +202,21 @@ absl::StatusOr<NormalizedPath> NormalizePath(
   result.redirect =
       decoded_slash &&
       options.escaped_slashes == EscapedSlashAction::kUnescapeAndRedirect;
+  if (result.redirect) {
+    // The Location writes a kept '\' as %5C again: when that gives back the
+    // request's own target (a %5C kept as a backslash), a redirect would
+    // send the client to the same URL forever; forward it instead.
+    std::string location;
+    location.reserve(result.target.size() + 8);
+    for (char c : result.target) {
+      if (c == '\\') {
+        location.append("%5C");
+      } else {
+        location.push_back(c);
+      }
+    }
+    result.redirect = location != target;
+  }
   return result;
 }
 

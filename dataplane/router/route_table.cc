@@ -297,19 +297,24 @@ struct RouteTable::RouteMatcher {
   std::vector<Header> headers;
   std::vector<QueryParameter> query_parameters;
 
+  // GET takes HEAD along (RFC 9110 9.1: a server that supports GET supports
+  // HEAD; nginx's limit_except GET does so too).
   bool MethodMatches(std::string_view method) const {
     if (methods.empty()) return true;
+    const bool head = method == "HEAD";
     for (const std::string& m : methods) {
-      if (m == method) return true;
+      if (m == method || (head && m == "GET")) return true;
     }
     return false;
   }
 
   // Everything but the method. The path of kPrefix and kExact routes is
   // checked by the index that yields them.
+  // `host`: the request's authority (Host, or HTTP/2's :authority), which
+  // a matcher on "host" reads whichever protocol carried it.
   bool RestMatches(
       std::string_view path_only, std::string_view query,
-      const std::vector<http::HeaderField>* request_headers) const {
+      const std::vector<http::HeaderField>* request_headers, std::string_view host) const {
     if (path_kind == PathKind::kRegex &&
         (path_only < regex_min ||
          (!regex_max.empty() && path_only > regex_max) ||
@@ -322,7 +327,11 @@ struct RouteTable::RouteMatcher {
       // 5.3): matched as "a,b", as Envoy does, whatever their order.
       bool found = false;
       std::string_view value;
-      if (request_headers != nullptr) {
+      if (h.name == "host") {
+        // HTTP/2 carries it as :authority, not a field: as Envoy, one value.
+        found = !host.empty();
+        value = host;
+      } else if (request_headers != nullptr) {
         for (const http::HeaderField& field : *request_headers) {
           if (!EqualsLowered(field.name, h.name)) continue;
           if (!found) {
@@ -895,7 +904,7 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
     for (size_t i = 0; i < count && ids[i] < best; ++i) {
       const RouteMatcher& m = routes_[ids[i]]->matcher;
       if (m.MethodMatches(request.method) &&
-          m.RestMatches(path, query, request.headers)) {
+          m.RestMatches(path, query, request.headers, request.host)) {
         best = ids[i];
         return;
       }
@@ -912,8 +921,9 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
   vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
     for (size_t i = 0; i < count; ++i) {
       const RouteMatcher& m = routes_[ids[i]]->matcher;
-      if (m.RestMatches(path, query, request.headers)) {
+      if (m.RestMatches(path, query, request.headers, request.host)) {
         allowed.insert(m.methods.begin(), m.methods.end());
+        if (m.MethodMatches("HEAD")) allowed.insert("HEAD");
       }
     }
   });
@@ -1003,6 +1013,11 @@ std::string RouteEntry::RedirectLocation(
     out.append(new_scheme);
     out.append("://");
     out.append(new_host);
+  } else if (path.size() >= 2 && path[0] == '/' && (path[1] == '/' || path[1] == '\\')) {
+    // A relative "//evil.example/x" (or "/\evil.example", which browsers
+    // read alike) names another host (RFC 3986 4.2): "/." keeps it a path
+    // on this one ("/.//evil.example/x" resolves to the path "//evil...").
+    out.append("/.");
   }
   out.append(path);
   out.append(query);  // before the fragment (RFC 3986 3.5)

@@ -454,6 +454,15 @@ TEST(ValidationTest, MethodsMustBeUpperCaseTokens) {
       routes { match { prefix: "/" methods: "get" } route { cluster: "users" } } } })")
                 .find("methods[0]: 'get' is not an upper-case HTTP method"),
             std::string::npos);
+  // A route that could never match, or a method listed twice (accepted before).
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" methods: "GET" methods: "CONNECT" } route { cluster: "users" } } } })")
+                .find("methods[1]: CONNECT is answered 405 by the gateway"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" methods: "GET" methods: "POST" methods: "GET" } route { cluster: "users" } } } })")
+                .find("methods[2]: 'GET' is listed twice"),
+            std::string::npos);
 }
 
 TEST(ValidationTest, RedirectAndDirectResponseRanges) {

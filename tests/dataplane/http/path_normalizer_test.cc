@@ -243,9 +243,22 @@ TEST(PathNormalizerTest, EscapedSlashesUnescapedAndRedirected) {
   EXPECT_TRUE(result->changed);
   EXPECT_TRUE(result->redirect);
 
+  // A %5C kept as a backslash is written %5C again in the Location: the
+  // same URL is no redirect (before: 307 to itself, forever); one that
+  // differs otherwise (the hex's case, a dot segment) redirects once.
   result = NormalizePath("/a%5Cb", redirect);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->target, "/a\\b");
+  EXPECT_FALSE(result->redirect);
+  for (std::string_view target : {"/a%5cb", "/a%5Cb/x/../y"}) {
+    result = NormalizePath(target, redirect);
+    ASSERT_TRUE(result.ok()) << target;
+    EXPECT_TRUE(result->redirect) << target;
+  }
+  result = NormalizePath("/a%5Cb", Escaped(EscapedSlashAction::kUnescapeAndRedirect,
+                                           BackslashAction::kToSlash));
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->target, "/a/b");
   EXPECT_TRUE(result->redirect);
 
   // Other changes, and escaped slashes only in the query, are no redirect.

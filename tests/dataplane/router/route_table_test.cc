@@ -220,6 +220,15 @@ TEST(RouteTableMethodTest, MethodsAndMethodNotAllowed) {
   EXPECT_EQ(Outcome(*table, "h", "/ab", "GET"), "405 POST");
   // A route without methods matches any method.
   EXPECT_EQ(Outcome(*table, "h", "/b", "PATCH"), "any-b");
+  // GET takes HEAD along (RFC 9110 9.1); before, HEAD on a GET-only route
+  // was 405 with an Allow that did not name it.
+  auto get_only = Compile(R"(name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { name: "get" match { prefix: "/g" methods: "GET" } route { cluster: "c" } }
+      routes { name: "post" match { prefix: "/p" methods: "POST" } route { cluster: "c" } } })");
+  ASSERT_NE(get_only, nullptr);
+  EXPECT_EQ(Outcome(*get_only, "h", "/g", "HEAD"), "get");
+  EXPECT_EQ(Outcome(*get_only, "h", "/g", "PUT"), "405 GET, HEAD");
+  EXPECT_EQ(Outcome(*get_only, "h", "/p", "HEAD"), "405 POST");
   EXPECT_EQ(Outcome(*table, "h", "/b", "PUT"), "regex-put");
   // Nothing matches the path (without a DELETE-capable header): 404.
   EXPECT_EQ(Outcome(*table, "h", "/c", "GET"), "404");
@@ -238,9 +247,22 @@ constexpr char kHeaderTable[] = R"(
     routes { name: "not-acme" match { prefix: "/invert" headers { name: "x-tenant" exact: "acme" invert: true } } route { cluster: "c" } }
     routes { name: "inverted-absent" match { prefix: "/invabsent" headers { name: "x-debug" present: false invert: true } } route { cluster: "c" } }
     routes { name: "both" match { prefix: "/both" headers { name: "a" exact: "1" } headers { name: "b" exact: "2" } } route { cluster: "c" } }
+    routes { name: "by-host" match { prefix: "/host" headers { name: "Host" exact: "h:8080" } } route { cluster: "c" } }
     routes { name: "fallback" match { prefix: "/" } route { cluster: "c" } }
   }
 )";
+
+// A matcher on "host" reads the request's authority, which HTTP/2 carries
+// as :authority, not as a field. Before: it never matched an HTTP/2
+// request (the same request routed differently by protocol).
+TEST(RouteTableHeaderTest, HostMatchesTheAuthorityWhicheverProtocol) {
+  auto table = Compile(kHeaderTable);
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(Outcome(*table, "h:8080", "/host", "GET", {}), "by-host");  // HTTP/2
+  EXPECT_EQ(Outcome(*table, "h:8080", "/host", "GET", {{"host", "h:8080"}}), "by-host");
+  EXPECT_EQ(Outcome(*table, "h:9090", "/host", "GET", {{"host", "h:9090"}}), "fallback");
+  EXPECT_EQ(Outcome(*table, "", "/host", "GET", {}), "fallback");  // HTTP/1.0, none
+}
 
 TEST(RouteTableHeaderTest, EveryMatcherKind) {
   auto table = Compile(kHeaderTable);
@@ -524,6 +546,12 @@ TEST(RouteEntryTest, RedirectLocation) {
   EXPECT_EQ(table->route(2).RedirectLocation("http", "", "/old?x=2"), "/moved?x=2");
   EXPECT_EQ(https.RedirectLocation("http", "", "/old?x=2"), "");
   EXPECT_EQ(https.RedirectLocation("https", "", "/old"), "/old");
+  // Nor one that names another host ("//evil.example/x" is a network-path
+  // reference; browsers read "/\evil.example" alike): before, sent as is.
+  EXPECT_EQ(https.RedirectLocation("https", "", "//evil.example/x?y"), "/.//evil.example/x?y");
+  EXPECT_EQ(https.RedirectLocation("https", "", "/\\evil.example/x"), "/./\\evil.example/x");
+  EXPECT_EQ(https.RedirectLocation("https", "a.com", "//evil.example/x"),
+            "https://a.com//evil.example/x");
 }
 
 TEST(RouteEntryTest, DirectResponse) {
@@ -735,7 +763,10 @@ class NaiveMatcher {
       if (ok) {
         bool method_ok = m.methods().empty();
         for (const std::string& method : m.methods()) {
-          if (method == request.method) method_ok = true;
+          // GET takes HEAD along.
+          if (method == request.method || (method == "GET" && request.method == "HEAD")) {
+            method_ok = true;
+          }
         }
         if (method_ok) {
           expected.kind = MatchResult::Kind::kRoute;
@@ -743,6 +774,7 @@ class NaiveMatcher {
           return expected;
         }
         allowed.insert(m.methods().begin(), m.methods().end());
+        if (allowed.count("GET")) allowed.insert("HEAD");
       }
       ++id;
     }
@@ -1178,7 +1210,7 @@ TEST(RouteTableRecompileTest, ReplacedRouteMayChangeEverything) {
   EXPECT_EQ(t.route(2).virtual_host, "1");
   EXPECT_EQ(Outcome(t, "a.com", "/x/1", "GET", {{"X-V", "2"}}), "a/0");
   EXPECT_EQ(Outcome(t, "a.com", "/x/1", "POST", {{"X-V", "2"}}),
-            "405 GET, PUT");
+            "405 GET, HEAD, PUT");
   EXPECT_EQ(Outcome(t, "a.com", "/x/1", "GET"), "405 PUT");
   EXPECT_EQ(Outcome(t, "a.com", "/x/a", "PUT"), "a/1");
   EXPECT_EQ(Outcome(t, "w.b.com", "/y"), "404");
