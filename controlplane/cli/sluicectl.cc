@@ -1259,17 +1259,28 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     node_width = std::max(node_width, static_cast<int>(Printable(p.node().id()).size()));
     group_width = std::max(group_width, static_cast<int>(Printable(p.node().group()).size()));
   }
+  auto nack_of = [](const admin::v1::ProxyStatus& p) {
+    return p.last_nack_error().empty()
+               ? std::string("-")
+               : absl::StrCat("v", p.last_nack_version(), ": ", Printable(p.last_nack_error()));
+  };
   if (format == "wide") {
-    // With each proxy's last traffic report (sent every few seconds).
-    std::cout << absl::StrFormat("%-*s %-8s %9s %6s %6s %9s %9s %7s %7s\n", node_width, "NODE", "VERSION",
-                                 "RPS", "4XX%", "5XX%", "P50(ms)", "P99(ms)", "CONNS",
-                                 "REPORT");
+    // The table's columns, with each proxy's last traffic report (sent every
+    // few seconds) before the NACK, which may run long.
+    std::cout << absl::StrFormat(
+        "%-*s %-*s %-8s %-8s %-21s %9s %6s %6s %9s %9s %7s %7s %s\n", node_width, "NODE",
+        group_width, "GROUP", "VERSION", "PENDING", "CONNECTED", "RPS", "4XX%", "5XX%",
+        "P50(ms)", "P99(ms)", "CONNS", "REPORT", "LAST NACK");
     for (const auto& p : response.proxies()) {
+      const std::string head = absl::StrFormat(
+          "%-*s %-*s %-8d %-8s %-21s", node_width, Printable(p.node().id()), group_width,
+          p.node().group().empty() ? "-" : Printable(p.node().group()), p.version_applied(),
+          p.version_pending() ? absl::StrCat(p.version_pending()) : "-",
+          FormatTime(p.connected_since()));
       const auto& r = p.last_report();
       if (!p.has_last_report_time() || r.interval_ms() == 0) {
-        std::cout << absl::StrFormat("%-*s %-8d %9s %6s %6s %9s %9s %7s %7s\n", node_width,
-                                     Printable(p.node().id()),
-                                     p.version_applied(), "-", "-", "-", "-", "-", "-", "none");
+        std::cout << absl::StrFormat("%s %9s %6s %6s %9s %9s %7s %7s %s\n", head, "-", "-", "-",
+                                     "-", "-", "-", "none", nack_of(p));
         continue;
       }
       double seconds = static_cast<double>(r.interval_ms()) / 1000.0;
@@ -1280,11 +1291,10 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
       };
       int64_t age = (google::protobuf::util::TimeUtil::GetCurrentTime() - p.last_report_time())
                         .seconds();
-      std::cout << absl::StrFormat("%-*s %-8d %9.1f %6s %6s %9.2f %9.2f %7d %6ds\n", node_width,
-                                   Printable(p.node().id()), p.version_applied(),
-                                   requests / seconds,
-                                   percent(r.responses_4xx()), percent(r.responses_5xx()),
-                                   r.p50_ms(), r.p99_ms(), r.active_connections(), age);
+      std::cout << absl::StrFormat("%s %9.1f %6s %6s %9.2f %9.2f %7d %6ds %s\n", head,
+                                   requests / seconds, percent(r.responses_4xx()),
+                                   percent(r.responses_5xx()), r.p50_ms(), r.p99_ms(),
+                                   r.active_connections(), age, nack_of(p));
     }
     std::cout << response.proxies_size() << " proxies; current version "
               << response.current_version() << "\n";
@@ -1297,10 +1307,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
                                group_width, "GROUP", "VERSION", "PENDING", "CONNECTED",
                                "LAST NACK");
   for (const auto& p : response.proxies()) {
-    std::string nack = p.last_nack_error().empty()
-                           ? "-"
-                           : absl::StrCat("v", p.last_nack_version(), ": ",
-                                          Printable(p.last_nack_error()));
+    const std::string nack = nack_of(p);
     std::cout << absl::StrFormat(
         "%-*s %-*s %-8d %-8s %-21s %s\n", node_width, Printable(p.node().id()), group_width,
         p.node().group().empty() ? "-" : Printable(p.node().group()), p.version_applied(),
@@ -1461,6 +1468,10 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     if (role == flags.values.end()) {
       return UsageFail("token create needs --role viewer, operator or admin");
     }
+    if (role->second != "viewer" && role->second != "operator" && role->second != "admin") {
+      return UsageFail(absl::StrCat("--role ", role->second,
+                                    ": expected viewer, operator or admin"));
+    }
     admin::v1::CreateTokenRequest request;
     request.set_name(args[2]);
     request.set_role(role->second);
@@ -1525,6 +1536,17 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     auto it = flags.values.find(name);
     return it == flags.values.end() ? std::string() : it->second;
   };
+  // What the server would refuse, said here (a usage error, exit 2, with
+  // no server needed).
+  if (!value("path").empty() && !value("prefix").empty()) {
+    return UsageFail("--path and --prefix are exclusive: --path purges one key, --prefix every "
+                     "path under it");
+  }
+  for (const char* name : {"path", "prefix"}) {
+    if (!value(name).empty() && value(name)[0] != '/') {
+      return UsageFail(absl::StrCat("--", name, " ", value(name), ": must start with '/'"));
+    }
+  }
   admin::v1::PurgeCacheRequest request;
   request.set_route(value("route"));
   request.set_host(value("host"));
@@ -1741,7 +1763,8 @@ int Run(int argc, char** argv) {
   args.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
   args.SetMaxSendMessageSize(api::kMaxMessageBytes);
   auto credentials = ChannelCredentials(*flags);
-  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  // A flag given wrongly (as sluice-control and sluice-proxy say it): exit 2.
+  if (!credentials.ok()) return UsageFail(std::string(credentials.status().message()));
   auto channel = grpc::CreateCustomChannel(server, *credentials, args);
   auto stub = admin::v1::AdminService::NewStub(channel);
   admin_channel = channel;

@@ -149,6 +149,10 @@ class Http1Parser {
   // cancels a pause that has not taken effect yet.
   void Pause() { paused_ = true; }
   void Resume() { paused_ = false; }
+  // The current request's Upgrade (or CONNECT) will not switch protocols:
+  // it was answered otherwise (the gateway's own reply, or an upstream's
+  // non-101). Its end then makes no pause, which nothing would lift.
+  void DeclineSwitch() { switches_protocols_ = false; }
   // True only once the pause is in effect (at a message boundary), so a read
   // loop `while (!parser.paused()) Feed(...)` keeps delivering the body of a
   // message whose OnHead called Pause().

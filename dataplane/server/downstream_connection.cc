@@ -15,6 +15,9 @@ http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) 
   http::Http1Parser::Limits limits;
   limits.max_head_bytes = listener.max_request_headers_bytes;
   limits.max_headers = listener.max_request_headers;
+  // Trailers are a header section too: the same bound as the head's, as
+  // for HTTP/2 (before: a fixed 16 KiB whatever the listener said).
+  limits.max_trailer_bytes = listener.max_request_headers_bytes;
   return limits;
 }
 
@@ -619,6 +622,11 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
 }
 
 void DownstreamConnection::FinishConnectionAfterResponse() {
+  // A response that is not a 101 ends any Upgrade the request asked for;
+  // when it came before the request's end (a reply the gateway made in
+  // OnHead), the parser would otherwise pause there for a tunnel and
+  // never read the next request (it got 408 at the head timeout).
+  parser_.DeclineSwitch();
   // Only a response that said Connection: close (or had to) ends the
   // connection; a drain that began after the head went waits for the next
   // one (drain_requested_) or the 1 s idle grace.

@@ -29,6 +29,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "api/discovery.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/pem_file.h"
@@ -368,6 +369,16 @@ int Run(int argc, char** argv) {
   auto control_planes = config::ParseControlPlaneAddresses(control_plane);
   if (!control_planes.ok()) return fail(std::string(control_planes.status().message()));
   if (node_id.empty()) return fail("--node-id is required");
+  // The control plane refuses longer ones (api/discovery.h): said at start,
+  // not by a stream retried forever.
+  if (node_id.size() > api::kMaxNodeIdBytes) {
+    return fail(absl::StrCat("--node-id is ", node_id.size(), " bytes; at most ",
+                             api::kMaxNodeIdBytes));
+  }
+  if (get("group", "").size() > api::kMaxNodeGroupBytes) {
+    return fail(absl::StrCat("--group is ", get("group", "").size(), " bytes; at most ",
+                             api::kMaxNodeGroupBytes));
+  }
   // By default one worker per CPU the container lets the proxy use: its
   // cpuset, capped by its cgroup's CPU quota (a Kubernetes CPU limit).
   const server::CpuBudget cpu_budget = server::ReadCpuBudget();

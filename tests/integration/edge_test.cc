@@ -987,6 +987,43 @@ TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) 
   EXPECT_TRUE(absl::StrContains(out, "GET /api/x/y")) << out;
 }
 
+// A request asking to Upgrade that the gateway answers itself (a direct
+// response, OPTIONS *, a 400) switches nothing: the next request on the
+// connection is served. Before: the parser stayed paused for a tunnel and
+// the next request got 408 at the head timeout.
+TEST_F(EdgeTest, AnUpgradeTheGatewayAnswersItselfLeavesTheConnectionServing) {
+  const std::string upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+  for (const std::string& first :
+       {absl::StrCat("GET /admin HTTP/1.1\r\nHost: a\r\n", upgrade, "\r\n"),
+        absl::StrCat("OPTIONS * HTTP/1.1\r\nHost: a\r\n", upgrade, "\r\n"),
+        absl::StrCat("GET /a%zz HTTP/1.1\r\nHost: a\r\n", upgrade, "\r\n")}) {
+    const absl::Time start = absl::Now();
+    std::string out = SendRaw(absl::StrCat("127.0.0.1:", port_),
+                              first + "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                              absl::Seconds(8));
+    EXPECT_TRUE(absl::StrContains(out, "GET /after")) << first << "\n" << out;  // echoed
+    EXPECT_FALSE(absl::StrContains(out, " 408 ")) << out;
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << first;
+  }
+}
+
+// A chunked request's trailers are bounded by max_request_headers_bytes, as
+// the head is (and HTTP/2 trailers are). Before: a fixed 16 KiB, so 20 KB of
+// trailers got 431 under the default 60 KiB.
+TEST_F(EdgeTest, RequestTrailersAreBoundedLikeTheHead) {
+  auto send = [&](size_t trailer_bytes) {
+    return SendRaw(absl::StrCat("127.0.0.1:", port_),
+                   absl::StrCat("POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                                "Connection: close\r\n\r\n3\r\nabc\r\n0\r\nx-big: ",
+                                std::string(trailer_bytes, 'a'), "\r\n\r\n"),
+                   absl::Seconds(8));
+  };
+  std::string out = send(20000);
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out.substr(0, 300);
+  out = send(62000);
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 431")) << out.substr(0, 300);
+}
+
 // Informational responses (103 Early Hints) go to the client before the
 // final one, as RFC 9110 15.2 asks of a proxy; never to an HTTP/1.0 client.
 // Before: dropped.

@@ -339,6 +339,11 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
   ASSERT_TRUE(seen) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "RPS")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "P99(ms)")) << r.out;
+  // Wide adds to the table's columns (before: it dropped GROUP, PENDING,
+  // CONNECTED and the NACK reason).
+  for (const char* column : {"GROUP", "PENDING", "CONNECTED", "LAST NACK"}) {
+    EXPECT_TRUE(absl::StrContains(r.out, column)) << column << "\n" << r.out;
+  }
   CommandResult top = cp_.Ctl({"top", "--once"});
   ASSERT_EQ(top.exit_code, 0) << top.err;
   EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;

@@ -168,7 +168,7 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   EXPECT_EQ(r.body, "ok\n");
   r = HttpRequest(listener(), "POST", "/only-get/x", {{"host", "strict.test"}}, "data");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.header("allow"), "GET");
+  EXPECT_EQ(r.header("allow"), "GET, HEAD");  // GET takes HEAD along
   EXPECT_NE(r.body.find("\"request_id\":\"" + r.header("x-request-id") + "\""), std::string::npos)
       << r.body;
   r = HttpGet(listener(), "/go/somewhere");
@@ -884,6 +884,12 @@ TEST_F(ProxyTest, CpuAffinityAutoPinsEachWorkerToItsOwnCpu) {
   EXPECT_FALSE(bad.ok());
   EXPECT_TRUE(absl::StrContains(bad.process().Log(), "--cpu-affinity must be off or auto"))
       << bad.process().Log();
+  // A node id the control plane would refuse is refused at start (before:
+  // a stream retried forever with INVALID_ARGUMENT).
+  Proxy long_id(cp_.address(), std::string(300, 'n'), 1, MakeTempDir("long-id"));
+  EXPECT_FALSE(long_id.ok());
+  EXPECT_TRUE(absl::StrContains(long_id.process().Log(), "--node-id is 300 bytes; at most 256"))
+      << long_id.process().Log();
 }
 
 TEST_F(ProxyTest, TheDefaultWorkerCountIsTheCpusTheProxyMayUse) {
