@@ -223,24 +223,22 @@ void PrintJson(const google::protobuf::Message& message) {
 }
 
 int RpcFail(const grpc::Status& status, const std::string& server) {
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && admin_channel != nullptr &&
-      admin_channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
-    return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
-                             status.error_message()));
-  }
   const bool never_connected =
       absl::StrContains(absl::AsciiStrToLower(status.error_message()), "failed to connect") ||
       absl::StrContains(status.error_message(), "DNS resolution failed");
   if (change_sent && !never_connected &&
       (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
-    // The request went out; whether the change was made is not known.
+    // The request went out (the connection was up); whether the change was
+    // made is not known.
     return Fail(absl::StrCat("no answer from sluice-control at ", server, " after the change was "
                              "sent (", status.error_message(), "): it may have been applied; "
-                             "check with `sluicectl history` (or `get`) before trying again",
-                             plaintext_channel ? " (if it serves TLS, give --ca FILE or set "
-                                                 "$SLUICE_CA)"
-                                               : ""));
+                             "check with `sluicectl history` (or `get`) before trying again"));
+  }
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && admin_channel != nullptr &&
+      admin_channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
+                             status.error_message()));
   }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
