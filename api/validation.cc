@@ -886,11 +886,8 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       }
       break;
     case config::v1::RouteMatch::kRegex:
-      if (match.regex().empty()) {
-        sink.Add(Join(m, "regex"), "is empty: it matches only an empty path, which no request has");
-        break;
-      }
-      CheckRegex(match.regex(), Join(m, "regex"), sink);
+      // (Empty: refused at apply, RouteNewContent.)
+      if (!match.regex().empty()) CheckRegex(match.regex(), Join(m, "regex"), sink);
       break;
     case config::v1::RouteMatch::PATH_SPECIFIER_NOT_SET:
       sink.Add(m, "needs one of prefix, path or regex");
@@ -901,17 +898,6 @@ void ValidateRoute(const Route& route, const std::string& prefix,
     if (!IsToken(method) || absl::AsciiStrToUpper(method) != method) {
       sink.Add(Index(Join(m, "methods"), i),
                absl::StrCat("'", method, "' is not an upper-case HTTP method"));
-    } else if (method == "CONNECT") {
-      sink.Add(Index(Join(m, "methods"), i),
-               "CONNECT is answered 405 by the gateway (it opens no tunnels): a route cannot "
-               "match it");
-    } else {
-      for (int j = 0; j < i; ++j) {
-        if (match.methods(j) == method) {
-          sink.Add(Index(Join(m, "methods"), i), absl::StrCat("'", method, "' is listed twice"));
-          break;
-        }
-      }
     }
   }
   for (int i = 0; i < match.headers_size(); ++i) {
@@ -1028,10 +1014,6 @@ void ValidateRoute(const Route& route, const std::string& prefix,
             break;
           }
         }
-        if (std::string why = RewriteProblem(action.prefix_rewrite(), match.prefix());
-            !why.empty()) {
-          sink.Add(Join(a, "prefix_rewrite"), why);
-        }
       }
       break;
     }
@@ -1052,11 +1034,6 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       if (!r.path_redirect().empty() && !absl::StartsWith(r.path_redirect(), "/")) {
         sink.Add(Join(a, "path_redirect"), "must start with '/'");
       }
-      if (!r.host_redirect().empty()) {
-        if (std::string why = RedirectHostProblem(r.host_redirect()); !why.empty()) {
-          sink.Add(Join(a, "host_redirect"), why);
-        }
-      }
       for (char c : r.host_redirect() + r.path_redirect()) {
         if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
           sink.Add(a, "host_redirect and path_redirect must not contain spaces "
@@ -1071,11 +1048,6 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       std::string a = Join(prefix, "direct_response");
       if (d.status() < 200 || d.status() > 599) {
         sink.Add(Join(a, "status"), absl::StrCat("must be 200..599, got ", d.status()));
-      } else if ((d.status() == 204 || d.status() == 205 || d.status() == 304) &&
-                 !d.body().empty()) {
-        sink.Add(Join(a, "body"), absl::StrCat("a ", d.status(),
-                                               " answer has no body (RFC 9110 15.3.5, 15.3.6, "
-                                               "15.4.5); leave it out"));
       }
       if (d.body().size() > kMaxDirectResponseBody) {
         sink.Add(Join(a, "body"), absl::StrCat("is ", d.body().size(),
@@ -1749,6 +1721,71 @@ bool FindUnknownField(const google::protobuf::Message& message, const std::strin
 
 }  // namespace
 
+namespace {
+
+// A route's rules that builds before this one did not check, and whose
+// breaking loses nothing that worked (a stored or pushed route keeps being
+// served as before): an empty regex (no request path is empty), a CONNECT
+// method (answered 405 by the gateway) or one listed twice, a
+// prefix_rewrite that requests would get 400 from or that puts bytes into
+// the request target unencoded, a host_redirect that is no host, a body on
+// a 204/205/304 direct response (dropped on the wire). Run at apply only.
+void RouteNewContent(const Route& route, const std::string& prefix, ErrorSink& sink) {
+  const auto& match = route.match();
+  const std::string m = Join(prefix, "match");
+  if (match.path_specifier_case() == config::v1::RouteMatch::kRegex && match.regex().empty()) {
+    sink.Add(Join(m, "regex"), "is empty: it matches only an empty path, which no request has");
+  }
+  for (int i = 0; i < match.methods_size(); ++i) {
+    const std::string& method = match.methods(i);
+    if (method == "CONNECT") {
+      sink.Add(Index(Join(m, "methods"), i),
+               "CONNECT is answered 405 by the gateway (it opens no tunnels): a route cannot "
+               "match it");
+      continue;
+    }
+    for (int j = 0; j < i; ++j) {
+      if (match.methods(j) == method) {
+        sink.Add(Index(Join(m, "methods"), i), absl::StrCat("'", method, "' is listed twice"));
+        break;
+      }
+    }
+  }
+  switch (route.action_case()) {
+    case Route::kRoute:
+      if (!route.route().prefix_rewrite().empty() &&
+          match.path_specifier_case() == config::v1::RouteMatch::kPrefix) {
+        if (std::string why = RewriteProblem(route.route().prefix_rewrite(), match.prefix());
+            !why.empty()) {
+          sink.Add(Join(Join(prefix, "route"), "prefix_rewrite"), why);
+        }
+      }
+      break;
+    case Route::kRedirect:
+      if (!route.redirect().host_redirect().empty()) {
+        if (std::string why = RedirectHostProblem(route.redirect().host_redirect());
+            !why.empty()) {
+          sink.Add(Join(Join(prefix, "redirect"), "host_redirect"), why);
+        }
+      }
+      break;
+    case Route::kDirectResponse: {
+      const auto& d = route.direct_response();
+      if ((d.status() == 204 || d.status() == 205 || d.status() == 304) && !d.body().empty()) {
+        sink.Add(Join(Join(prefix, "direct_response"), "body"),
+                 absl::StrCat("a ", d.status(),
+                              " answer has no body (RFC 9110 15.3.5, 15.3.6, 15.4.5); leave it "
+                              "out"));
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors) {
   ErrorSink sink(IdOf(resource), errors);
   {
@@ -1790,6 +1827,7 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {
     const auto& vhost = table.virtual_hosts(v);
     for (int r = 0; r < vhost.routes_size(); ++r) {
+      RouteNewContent(vhost.routes(r), Index(Join(Index("virtual_hosts", v), "routes"), r), sink);
       const auto& match = vhost.routes(r).match();
       const bool prefix = match.path_specifier_case() == config::v1::RouteMatch::kPrefix;
       if (!prefix && match.path_specifier_case() != config::v1::RouteMatch::kPath) continue;

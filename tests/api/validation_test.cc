@@ -41,6 +41,16 @@ std::string ErrorsWith(const std::string& text, ResourceMap state = Valid()) {
   return std::string(CheckState(state).message());
 }
 
+// What an apply of `text` is told: the state's rules and the rules for new
+// content, one message.
+std::string AppliedErrors(const std::string& text) {
+  std::string out = ErrorsWith(text);
+  std::vector<ValidationError> errors;
+  ValidateNewContent(Parse(text), &errors);
+  if (!errors.empty()) absl::StrAppend(&out, out.empty() ? "" : "\n", ToStatus(errors).message());
+  return out;
+}
+
 TEST(ValidationTest, ValidStatePasses) { EXPECT_TRUE(CheckState(Valid()).ok()); }
 
 TEST(ValidationTest, NameRequiredAndCharset) {
@@ -455,14 +465,16 @@ TEST(ValidationTest, MethodsMustBeUpperCaseTokens) {
                 .find("methods[0]: 'get' is not an upper-case HTTP method"),
             std::string::npos);
   // A route that could never match, or a method listed twice (accepted before).
-  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
-      routes { match { prefix: "/" methods: "GET" methods: "CONNECT" } route { cluster: "users" } } } })")
-                .find("methods[1]: CONNECT is answered 405 by the gateway"),
+  const std::string connect = R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" methods: "GET" methods: "CONNECT" } route { cluster: "users" } } } })";
+  const std::string twice = R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" methods: "GET" methods: "POST" methods: "GET" } route { cluster: "users" } } } })";
+  EXPECT_NE(AppliedErrors(connect).find("methods[1]: CONNECT is answered 405 by the gateway"),
             std::string::npos);
-  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
-      routes { match { prefix: "/" methods: "GET" methods: "POST" methods: "GET" } route { cluster: "users" } } } })")
-                .find("methods[2]: 'GET' is listed twice"),
-            std::string::npos);
+  EXPECT_NE(AppliedErrors(twice).find("methods[2]: 'GET' is listed twice"), std::string::npos);
+  // At apply only: a stored state with them (accepted before) still serves.
+  EXPECT_EQ(ErrorsWith(connect), "");
+  EXPECT_EQ(ErrorsWith(twice), "");
 }
 
 TEST(ValidationTest, RedirectAndDirectResponseRanges) {
@@ -480,11 +492,12 @@ TEST(ValidationTest, RedirectAndDirectResponseRanges) {
 // (they were accepted: the upstream got "/a?b/z?orig=1", a client
 // "http://evil.example/x/...", every request on a route a 400).
 TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
-  auto errors = [](const std::string& route) {
-    return ErrorsWith(absl::StrCat(
+  auto text = [](const std::string& route) {
+    return absl::StrCat(
         R"(route_table { name: "main" virtual_hosts { domains: "*" routes { match { prefix: "/a" } )",
-        route, " } } }"));
+        route, " } } }");
   };
+  auto errors = [&](const std::string& route) { return AppliedErrors(text(route)); };
   const std::pair<const char*, const char*> refused[] = {
       {R"(route { cluster: "users" prefix_rewrite: "/a?b" })", "prefix_rewrite: has '?' at byte 3"},
       {R"(route { cluster: "users" prefix_rewrite: "/a#b" })", "prefix_rewrite: has '#' at byte 3"},
@@ -511,10 +524,15 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
   };
   for (const auto& [route, message] : refused) {
     EXPECT_NE(errors(route).find(message), std::string::npos) << route << "\n" << errors(route);
+    // Refused when applied, never in a stored or pushed state: a route an
+    // earlier build accepted keeps being served, and other changes go on
+    // (before: the control plane refused every apply and a new proxy its
+    // whole config).
+    EXPECT_EQ(ErrorsWith(text(route)), "") << route;
   }
   // After a prefix ending in '/' the rest runs on into the last segment
   // ("/v1/.." and "x" make "/v1/..x"): fine.
-  EXPECT_EQ(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*" routes {
+  EXPECT_EQ(AppliedErrors(R"(route_table { name: "main" virtual_hosts { domains: "*" routes {
       match { prefix: "/a/" } route { cluster: "users" prefix_rewrite: "/v1/.." } } } })"),
             "");
   for (const char* fine : {R"(route { cluster: "users" prefix_rewrite: "/v2/" })",
@@ -526,7 +544,7 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
                            R"(direct_response { status: 204 })"}) {
     EXPECT_EQ(errors(fine), "") << fine;
   }
-  EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+  EXPECT_NE(AppliedErrors(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { regex: "" } direct_response { status: 200 } } } })")
                 .find("match.regex: is empty"),
             std::string::npos);

@@ -258,10 +258,9 @@ class JwtValidator : public api::PolicyValidator {
         errors->push_back({header_field, absl::StrCat("\"", header,
                                                       "\" is set by the gateway or frames the "
                                                       "message; choose another header")});
-      } else if (http::SameCgiName(header, token_header)) {
+      } else if (header == token_header) {
         errors->push_back({header_field, absl::StrCat("\"", header,
-                                                      "\" is the header the token comes in",
-                                                      header == token_header ? "" : " (as CGI reads it)")});
+                                                      "\" is the header the token comes in")});
       } else if (std::replace(header.begin(), header.end(), '_', '-');
                  !headers.insert(header).second) {
         errors->push_back(
