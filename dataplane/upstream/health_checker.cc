@@ -229,7 +229,7 @@ class HealthChecker::HttpProbe : public Probe,
     http::Http2ClientLimits limits;
     limits.initial_window_size = 65535;
     limits.connection_window_size = 65535;
-    limits.max_header_list_bytes = 16 * 1024;
+    // max_header_list_bytes: the data path's (a head traffic takes passes).
     h2_ = std::make_unique<http::Http2ClientCodec>(this, limits);
     static constexpr http::HeaderField kFields[] = {{"user-agent", "sluice-health-check"}};
     http::Http2Request request;

@@ -27,6 +27,14 @@
 namespace sluice::testing {
 namespace {
 
+// nginx directives adding 20 KB of response fields (a value is at most 4 KB
+// in nginx's config).
+std::string BigHeadFields() {
+  std::string out;
+  for (int i = 0; i < 5; ++i) absl::StrAppend(&out, "add_header x-big-", i, " ", std::string(4000, 'b'), "; ");
+  return out;
+}
+
 // h2c on `h2c_port` (its /h2c/echo/ proxied to upstream_server on
 // `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
 // `h2_tls_port`, HTTP/1.1 only on `h1_tls_port`.
@@ -47,6 +55,7 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
     add_header x-proto $server_protocol always;
     client_max_body_size 8m;
     location /h2c/echo/ { proxy_pass http://127.0.0.1:{ORIGIN}; }
+    location /big-head { {BIG} return 200 "big\n"; }
     location / { return 200 "h2c-upstream\n"; }
   }
   server {
@@ -72,6 +81,7 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
                                         {"{ORIGIN}", absl::StrCat(origin_port)},
                                         {"{GOAWAY}", absl::StrCat(goaway_port)},
                                         {"{LIMITED}", absl::StrCat(limited_port)},
+                                        {"{BIG}", BigHeadFields()},
                                         {"{CERT}", cert.cert_path},
                                         {"{KEY}", cert.key_path}});
 }
@@ -124,7 +134,8 @@ class UpstreamHttp2Test : public ::testing::Test {
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
     std::string routes;
     for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited",
-                             "checked-h2c", "checked-auto-h2", "checked-auto-h1"}) {
+                             "checked-h2c", "checked-auto-h2", "checked-auto-h1",
+                             "checked-big-head"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -138,6 +149,9 @@ class UpstreamHttp2Test : public ::testing::Test {
         // HTTP health checks in each protocol: an endpoint takes traffic
         // once one passed.
         ClusterYaml("checked-h2c", h2c_port, "HTTP2", ""), kHttpCheck, "---\n",
+        // A 20 KB response head, which traffic takes: so does the check.
+        ClusterYaml("checked-big-head", h2c_port, "HTTP2", ""),
+        absl::StrReplaceAll(kHttpCheck, {{"path: /}", "path: /big-head}"}}), "---\n",
         ClusterYaml("checked-auto-h2", h2_tls_port, "AUTO", verified), kHttpCheck, "---\n",
         ClusterYaml("checked-auto-h1", h1_tls_port, "AUTO", verified), kHttpCheck, "---\n",
         ClusterYaml("auto-no-alpn", no_alpn_port, "AUTO", verified), "---\n",
@@ -265,7 +279,8 @@ TEST_F(UpstreamHttp2Test, Http2ClusterToAnHttp11OnlyUpstreamIsA502NamingAlpn) {
 // Before: always HTTP/1.1 text, which an h2 endpoint refuses, so the
 // endpoint never turned healthy (503 with panic_threshold_percent: 0).
 TEST_F(UpstreamHttp2Test, HttpHealthChecksSpeakTheClustersProtocol) {
-  for (const char* name : {"checked-h2c", "checked-auto-h2", "checked-auto-h1"}) {
+  for (const char* name :
+       {"checked-h2c", "checked-auto-h2", "checked-auto-h1", "checked-big-head"}) {
     HttpResponse r;
     EXPECT_TRUE(WaitFor(
         [&] {
