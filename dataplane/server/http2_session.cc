@@ -264,21 +264,40 @@ void Http2Session::OnIdle() {
   }
   holding_spares_ = false;
   if (draining_) {
-    CloseNow();  // the client did not finish the graceful close in time
+    // The client did not finish the graceful close in time: the final
+    // GOAWAY (if still due) says which streams were processed, then close.
+    codec_.Shutdown(kNoError);
+    Flush();
+    if (!closed_) CloseNow();
     return;
   }
   // No stream for the idle timeout: GOAWAY, then close once it is through
   // (or after a short grace).
   draining_ = true;
-  codec_.Shutdown(kNoError);
+  BeginShutdown();
   idle_timer_.Set(absl::Seconds(1));
   Flush();
+}
+
+void Http2Session::BeginShutdown() {
+  codec_.Shutdown(kNoError);
+  // A client that never answers the PING (RFC 9113 requires it to) would
+  // otherwise keep the connection past max_requests_per_connection,
+  // max_connection_age or a listener's removal, opening streams forever.
+  if (final_goaway_timer_ == nullptr) {
+    final_goaway_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
+      if (closed_) return;
+      codec_.Shutdown(kNoError);  // the final GOAWAY, unless already sent
+      Flush();
+    });
+  }
+  final_goaway_timer_->Enable(kFinalGoawayWait);
 }
 
 void Http2Session::StartDrain() {
   if (closed_ || draining_) return;
   draining_ = true;
-  codec_.Shutdown(kNoError);
+  BeginShutdown();
   if (streams_.empty()) {
     holding_spares_ = false;
     idle_timer_.Set(absl::Seconds(1));

@@ -146,6 +146,9 @@ class Http2Session : public net::ConnectionCallbacks,
   // pending after a read (most connections never need it).
   std::unique_ptr<event::DeadlineTimer> head_timer_;
   std::unique_ptr<event::Timer> age_timer_;  // with a max_connection_age
+  // Made at the first graceful shutdown: sends the final GOAWAY when the
+  // client has not answered the shutdown PING in time (BeginShutdown).
+  std::unique_ptr<event::Timer> final_goaway_timer_;
   uint64_t streams_opened_ = 0;
   // The idle timer runs for kSpareHold: spares and buffers are kept.
   bool holding_spares_ = false;
@@ -153,6 +156,11 @@ class Http2Session : public net::ConnectionCallbacks,
   bool in_receive_ = false;
   bool closed_ = false;
   bool draining_ = false;
+
+  // GOAWAY(2^31-1) and a PING now; the final GOAWAY (the real last stream
+  // id) when the PING's ACK comes, or after kFinalGoawayWait at the latest.
+  void BeginShutdown();
+  static constexpr absl::Duration kFinalGoawayWait = absl::Seconds(2);
 };
 
 }  // namespace sluice::server

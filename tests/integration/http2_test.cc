@@ -307,6 +307,47 @@ int StatusOf(const RawFrameIn& headers) {
   }
 }
 
+// A client that never answers the shutdown PING still gets the final
+// GOAWAY (with the last stream served) soon after max_requests_per_connection
+// is reached, and the connection closes. Before: it stayed at the first
+// GOAWAY (2^31-1) for as long as the client kept it, past every limit.
+TEST_F(Http2Test, AClientThatDoesNotAnswerThePingStillGetsTheFinalGoaway) {
+  int fd = ConnectRaw(limited_port_);
+  ASSERT_GE(fd, 0);
+  std::string bytes = kPrefaceAndSettings;
+  const std::string block = Literal(":method", "GET") + Literal(":scheme", "http") +
+                            Literal(":path", "/limit") + Literal(":authority", "a.test");
+  for (uint32_t id = 1; id <= 9; id += 2) bytes += Http2Frame(0x1, 0x5, id, block);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  auto last_stream = [](const RawFrameIn& goaway) {
+    return goaway.payload.size() < 4
+               ? 0u
+               : (static_cast<uint32_t>(static_cast<unsigned char>(goaway.payload[0]) & 0x7f)
+                  << 24) |
+                     (static_cast<uint32_t>(static_cast<unsigned char>(goaway.payload[1])) << 16) |
+                     (static_cast<uint32_t>(static_cast<unsigned char>(goaway.payload[2])) << 8) |
+                     static_cast<unsigned char>(goaway.payload[3]);
+  };
+  const absl::Time start = absl::Now();
+  bool closed = false;
+  std::vector<RawFrameIn> frames = ReadFrames(
+      fd,
+      [&](const RawFrameIn& f) { return f.type == 0x7 && last_stream(f) != 0x7fffffffu; },
+      &closed);
+  close(fd);
+  std::vector<uint32_t> goaways;
+  int answered = 0;
+  for (const RawFrameIn& f : frames) {
+    if (f.type == 0x7) goaways.push_back(last_stream(f));
+    if (f.type == 0x1) ++answered;
+  }
+  EXPECT_EQ(answered, 5);
+  ASSERT_EQ(goaways.size(), 2u) << "closed " << closed;
+  EXPECT_EQ(goaways[0], 0x7fffffffu);
+  EXPECT_EQ(goaways[1], 9u);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+}
+
 // RFC 9113 8.3.1 and the HTTP/1 parser's rules: :path only visible ASCII,
 // :authority a host without userinfo, :scheme http or https. nghttp2 lets
 // some of these through; the gateway answers those 400, as it does over
