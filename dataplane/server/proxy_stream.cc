@@ -480,11 +480,13 @@ void ProxyStream::Start(const RequestHead& request) {
         location.append(transport_->secure() ? "https://" : "http://");
         location.append(head.authority);
       }
-      size_t from = 0;
-      if (location.empty()) {
-        while (from + 1 < normalized_target_.size() && normalized_target_[from + 1] == '/') ++from;
+      if (location.empty() && normalized_target_.size() >= 2 && normalized_target_[1] == '/') {
+        // No Host to name (HTTP/1.0): a relative "//a" would name another
+        // host; "/.//a" is the same path on this one (not "/a", another
+        // resource without merge_slashes).
+        location.append("/.");
       }
-      for (char c : std::string_view(normalized_target_).substr(from)) {
+      for (char c : normalized_target_) {
         if (c == '\\') {
           location.append("%5C");
         } else {

@@ -967,6 +967,12 @@ TEST_F(EdgeTest, NormalisationRedirectsAreAbsoluteAndRewritesMakeNoDotSegments) 
   out = send("/%5cevil.example");
   EXPECT_TRUE(absl::StrContains(out, absl::StrCat("location: http://edge:", port,
                                                   "/%5Cevil.example\r\n"))) << out;
+  // Without a Host (HTTP/1.0) the Location is relative: "/.//evil..." is
+  // this host's path "//evil.example/x" (before: "/evil.example/x", another
+  // resource).
+  out = SendRaw(absl::StrCat("127.0.0.1:", port), "GET /%2fevil.example/x HTTP/1.0\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 307")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "location: /.//evil.example/x\r\n")) << out;
   out = send("/api/x?q=1");
   EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
   EXPECT_TRUE(absl::StrContains(out, "GET //x?q=1")) << out;
