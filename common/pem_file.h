@@ -10,12 +10,17 @@
 
 namespace sluice {
 
+// What a PEM file must hold: any block, a certificate, or a private key.
+enum class PemKind { kAny, kCertificate, kPrivateKey };
+
 // The contents of `path`, which `flag` (e.g. "--tls-cert") named. Errors name
 // the flag and the file: INVALID_ARGUMENT when it cannot be read, is empty,
-// or holds no "-----BEGIN " block. Validity of the certificate or key itself
-// is left to the TLS library that uses it.
-absl::StatusOr<std::string> ReadPemFile(const std::string& flag,
-                                        const std::string& path);
+// holds no "-----BEGIN " block, or none of `kind` (a key given for a CA, a
+// certificate for a key: before, the TLS library refused it later, and a
+// client retried forever). Validity of the certificate or key itself is left
+// to the TLS library that uses it.
+absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path,
+                                        PemKind kind = PemKind::kAny);
 
 }  // namespace sluice
 

@@ -1615,13 +1615,13 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     return absl::InvalidArgumentError("--cert and --key go together: give both, or neither");
   }
   grpc::SslCredentialsOptions tls;
-  absl::StatusOr<std::string> pem = ReadPemFile(ca_flag, ca);
+  absl::StatusOr<std::string> pem = ReadPemFile(ca_flag, ca, PemKind::kCertificate);
   if (!pem.ok()) return pem.status();
   tls.pem_root_certs = *pem;
   if (!cert.empty()) {
-    if (pem = ReadPemFile("--cert", cert); !pem.ok()) return pem.status();
+    if (pem = ReadPemFile("--cert", cert, PemKind::kCertificate); !pem.ok()) return pem.status();
     tls.pem_cert_chain = *pem;
-    if (pem = ReadPemFile("--key", key); !pem.ok()) return pem.status();
+    if (pem = ReadPemFile("--key", key, PemKind::kPrivateKey); !pem.ok()) return pem.status();
     tls.pem_private_key = *pem;
   }
   plaintext_channel = false;

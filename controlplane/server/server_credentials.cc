@@ -56,14 +56,14 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
     return security;
   }
   absl::StatusOr<std::string> cert =
-      ReadPemFile("--tls-cert", flags.tls_cert_file);
+      ReadPemFile("--tls-cert", flags.tls_cert_file, PemKind::kCertificate);
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key =
-      ReadPemFile("--tls-key", flags.tls_key_file);
+      ReadPemFile("--tls-key", flags.tls_key_file, PemKind::kPrivateKey);
   if (!key.ok()) return key.status();
   if (!flags.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca =
-        ReadPemFile("--client-ca", flags.client_ca_file);
+        ReadPemFile("--client-ca", flags.client_ca_file, PemKind::kCertificate);
     if (!ca.ok()) return ca.status();
   }
   // Read at start above (errors name the flag); watched from now on, so a

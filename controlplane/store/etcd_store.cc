@@ -150,14 +150,14 @@ absl::StatusOr<EtcdTls> MakeEtcdTls(const EtcdEndpoints& endpoints,
         "--etcd-ca turns TLS on, but --etcd-endpoints names http:// URLs: "
         "write them https://");
   }
-  absl::StatusOr<std::string> ca = ReadPemFile("--etcd-ca", flags.ca_file);
+  absl::StatusOr<std::string> ca = ReadPemFile("--etcd-ca", flags.ca_file, PemKind::kCertificate);
   if (!ca.ok()) return ca.status();
   tls.ca_pem = *std::move(ca);
   if (!flags.cert_file.empty()) {
     absl::StatusOr<std::string> cert =
-        ReadPemFile("--etcd-cert", flags.cert_file);
+        ReadPemFile("--etcd-cert", flags.cert_file, PemKind::kCertificate);
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadPemFile("--etcd-key", flags.key_file);
+    absl::StatusOr<std::string> key = ReadPemFile("--etcd-key", flags.key_file, PemKind::kPrivateKey);
     if (!key.ok()) return key.status();
     tls.cert_pem = *std::move(cert);
     tls.key_pem = *std::move(key);

@@ -267,9 +267,10 @@ void ConfigClient::RefreshTlsMaterial() {
     tls_cert_pem_ = options_.tls_cert_pem;
     tls_key_pem_ = options_.tls_key_pem;
   }
-  auto reread = [](const std::string& flag, const std::string& path, std::string* pem) {
+  auto reread = [](const std::string& flag, const std::string& path, std::string* pem,
+                   PemKind kind) {
     if (path.empty()) return true;
-    absl::StatusOr<std::string> now = ReadPemFile(flag, path);
+    absl::StatusOr<std::string> now = ReadPemFile(flag, path, kind);
     if (!now.ok()) {
       SLUICE_LOG(kWarning, now.status().message(), "; connecting with what was read before");
       return false;
@@ -277,12 +278,12 @@ void ConfigClient::RefreshTlsMaterial() {
     *pem = *std::move(now);
     return true;
   };
-  reread("--control-plane-ca", options_.tls_ca_file, &tls_ca_pem_);
+  reread("--control-plane-ca", options_.tls_ca_file, &tls_ca_pem_, PemKind::kCertificate);
   // The certificate and its key change together: both read, or neither kept.
   std::string cert = tls_cert_pem_;
   std::string key = tls_key_pem_;
-  if (reread("--control-plane-cert", options_.tls_cert_file, &cert) &&
-      reread("--control-plane-key", options_.tls_key_file, &key)) {
+  if (reread("--control-plane-cert", options_.tls_cert_file, &cert, PemKind::kCertificate) &&
+      reread("--control-plane-key", options_.tls_key_file, &key, PemKind::kPrivateKey)) {
     tls_cert_pem_ = std::move(cert);
     tls_key_pem_ = std::move(key);
   }

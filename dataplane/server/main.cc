@@ -318,17 +318,17 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
         "--control-plane-cert and --control-plane-key go together: give both, or neither");
   }
   if (ca.empty()) return absl::OkStatus();
-  absl::StatusOr<std::string> pem = ReadPemFile("--control-plane-ca", ca);
+  absl::StatusOr<std::string> pem = ReadPemFile("--control-plane-ca", ca, PemKind::kCertificate);
   if (!pem.ok()) return pem.status();
   options.tls_ca_pem = *std::move(pem);
   options.tls_ca_file = ca;  // read again at each reconnect (renewals)
   if (cert.empty()) return absl::OkStatus();
   options.tls_cert_file = cert;
   options.tls_key_file = key;
-  pem = ReadPemFile("--control-plane-cert", cert);
+  pem = ReadPemFile("--control-plane-cert", cert, PemKind::kCertificate);
   if (!pem.ok()) return pem.status();
   options.tls_cert_pem = *std::move(pem);
-  pem = ReadPemFile("--control-plane-key", key);
+  pem = ReadPemFile("--control-plane-key", key, PemKind::kPrivateKey);
   if (!pem.ok()) return pem.status();
   options.tls_key_pem = *std::move(pem);
   return absl::OkStatus();

@@ -208,6 +208,18 @@ TEST_F(CachePurgeTest, BadSelectorsAndViewerTokensAreRefused) {
   r = Ctl(operator_token, {"--ca", "/no/such/ca.pem", "get"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r.err, "--ca /no/such/ca.pem")) << r.err;
+  // A PEM file of the wrong kind (before: gRPC's own error, then "cannot
+  // reach sluice-control", exit 1).
+  const std::string key = WriteFile(dir_, "key.pem",
+                                    "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+  const std::string cert = WriteFile(dir_, "cert.pem",
+                                     "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  r = Ctl(operator_token, {"--ca", key, "get"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(r.err, "holds no certificate")) << r.err;
+  r = Ctl(operator_token, {"--ca", cert, "--cert", cert, "--key", cert, "get"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(r.err, "--key " + cert + ": holds no private key")) << r.err;
   r = Ctl(operator_token, {"cache", "purge", "--timeout", "2m"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(
