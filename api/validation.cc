@@ -1822,6 +1822,21 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
                                   "unchecked"));
     }
   }
+  if (resource.has_cluster()) {
+    // The unspecified address names no endpoint: a connect to it reaches
+    // this host (Linux), which is seldom what was meant. Accepted before.
+    const auto& cluster = resource.cluster();
+    for (int i = 0; i < cluster.endpoints_size(); ++i) {
+      const std::string key = CanonicalAddress(cluster.endpoints(i).address());
+      if (key == "0.0.0.0" || key == "::" || key == "::ffff:0.0.0.0") {
+        sink.Add(Join(Index("endpoints", i), "address"),
+                 absl::StrCat("'", cluster.endpoints(i).address(),
+                              "' is the unspecified address, no endpoint (a connect to it "
+                              "reaches this host); give the endpoint's own address, "
+                              "127.0.0.1 or ::1 for this host"));
+      }
+    }
+  }
   if (!resource.has_route_table()) return;
   const RouteTable& table = resource.route_table();
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {

@@ -373,6 +373,22 @@ std::string NewContentErrors(const std::string& match) {
 // A field the schema does not know (protobuf keeps its bytes) is refused
 // at apply, with where it is: in the resource, deeper, or in a policy's
 // typed_config. Such bytes were stored and pushed unchecked.
+// An endpoint at the unspecified address (a connect reaches this host) is
+// refused at apply (accepted before); a stored one keeps working.
+TEST(ValidationTest, AnEndpointAtTheUnspecifiedAddressIsRefusedAtApply) {
+  for (const char* address : {"0.0.0.0", "::", "0:0::0", "::ffff:0.0.0.0"}) {
+    const std::string text = absl::StrCat(R"(cluster { name: "web" endpoints { address: ")",
+                                          address, R"(" port: 80 } })");
+    EXPECT_NE(AppliedErrors(text).find("endpoints[0].address: '" + std::string(address) +
+                                       "' is the unspecified address"),
+              std::string::npos)
+        << address << ": " << AppliedErrors(text);
+    EXPECT_EQ(ErrorsWith(text), "") << address;
+  }
+  EXPECT_EQ(AppliedErrors(R"(cluster { name: "web" endpoints { address: "127.0.0.1" port: 80 } })"),
+            "");
+}
+
 TEST(ValidationTest, AppliedResourcesCarryNoUnknownFields) {
   auto errors_of = [](const Resource& r) {
     std::vector<ValidationError> errors;
