@@ -90,8 +90,14 @@ absl::StatusOr<ValueTemplate> ValueTemplate::Parse(std::string_view text,
       piece.variable = Variable::kHeader;
       piece.literal = std::string(*header);
     } else if (query) {
+      // Names compare percent-decoded, as the query edits' do (`api%20key`
+      // is `api key`): a space or a UTF-8 byte may be part of one; '&', '='
+      // and control bytes not.
       bool ok = !query->empty();
-      for (char c : *query) ok = ok && c > 0x20 && c < 0x7f && c != '&' && c != '=';
+      for (char c : *query) {
+        const auto u = static_cast<unsigned char>(c);
+        ok = ok && u >= 0x20 && u != 0x7f && c != '&' && c != '=';
+      }
       if (!ok) {
         return absl::InvalidArgumentError(absl::StrCat(
             "%", std::string(name), "%: '", std::string(*query), "' is not a query parameter name"));

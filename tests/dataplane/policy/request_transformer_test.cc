@@ -165,13 +165,14 @@ TEST(RequestTransformerTest,
       }
       add { name: "x-tenant-copy" value: "[%HEADER(X-Tenant)%]" }
       add { name: "x-page" value: "%QUERY(page)%" }
+      add { name: "x-key" value: "%QUERY(api key)%" }
       add { name: "x-none" value: "<%HEADER(x-nothing)%%QUERY(nothing)%>" }
       append { name: "x-pct" value: "100%%" }
     }
   )pb");
   auth::Consumer alice;
   alice.name = "alice";
-  Exchange ex("/v1/list?page=2%20b&size=10");
+  Exchange ex("/v1/list?page=2%20b&size=10&api%20key=k1");
   ex.callbacks.info_.consumer = &alice;
   ex.headers.Add("x-tenant", "t1");
   ex.headers.Add("X-Tenant", "t2");
@@ -181,6 +182,8 @@ TEST(RequestTransformerTest,
   EXPECT_EQ(ex.headers.Get("x-tenant"), nullptr);
   EXPECT_EQ(*ex.headers.Get("x-tenant-copy"), "[t1, t2]");
   EXPECT_EQ(*ex.headers.Get("x-page"), "2 b");  // percent-decoded
+  // A name with a space, as query edits take it (refused at apply before).
+  EXPECT_EQ(*ex.headers.Get("x-key"), "k1");
   EXPECT_EQ(*ex.headers.Get("x-none"), "<>");
   EXPECT_EQ(*ex.headers.Get("x-pct"), "100%");
 }
