@@ -1013,13 +1013,22 @@ std::string RouteEntry::RedirectLocation(
     out.append(new_scheme);
     out.append("://");
     out.append(new_host);
-  } else if (path.size() >= 2 && path[0] == '/' && (path[1] == '/' || path[1] == '\\')) {
-    // A relative "//evil.example/x" (or "/\evil.example", which browsers
-    // read alike) names another host (RFC 3986 4.2): "/." keeps it a path
-    // on this one ("/.//evil.example/x" resolves to the path "//evil...").
+  } else if (path.size() >= 2 && path[0] == '/' && path[1] == '/') {
+    // A relative "//evil.example/x" names another host (RFC 3986 4.2): "/."
+    // keeps it a path on this one ("/.//evil.example/x" resolves to the
+    // path "//evil.example/x").
     out.append("/.");
   }
-  out.append(path);
+  // A backslash (kept in a path by KEEP_BACKSLASH) is no URI character and
+  // browsers read it as '/' ("/\evil.example" as another host): %5C, as
+  // the escaped-slash redirect writes it.
+  for (char c : path) {
+    if (c == '\\') {
+      out.append("%5C");
+    } else {
+      out.push_back(c);
+    }
+  }
   out.append(query);  // before the fragment (RFC 3986 3.5)
   out.append(fragment);
   return out;

@@ -549,7 +549,8 @@ TEST(RouteEntryTest, RedirectLocation) {
   // Nor one that names another host ("//evil.example/x" is a network-path
   // reference; browsers read "/\evil.example" alike): before, sent as is.
   EXPECT_EQ(https.RedirectLocation("https", "", "//evil.example/x?y"), "/.//evil.example/x?y");
-  EXPECT_EQ(https.RedirectLocation("https", "", "/\\evil.example/x"), "/./\\evil.example/x");
+  EXPECT_EQ(https.RedirectLocation("https", "", "/\\evil.example/x"), "/%5Cevil.example/x");
+  EXPECT_EQ(https.RedirectLocation("https", "a.com", "/a\\b"), "https://a.com/a%5Cb");
   EXPECT_EQ(https.RedirectLocation("https", "a.com", "//evil.example/x"),
             "https://a.com//evil.example/x");
 }
