@@ -506,6 +506,7 @@ absl::StatusOr<StoredHistory> FileStore::LoadHistory() const {
   absl::StatusOr<std::string> bytes = ReadWholeFile(history_path_, &missing);
   if (!bytes.ok()) return bytes.status();
   StoredHistory history;
+  const bool no_base = missing;
   if (!missing) {
     absl::StatusOr<StoredHistory> decoded = DecodeHistory(*bytes, history_path_);
     if (!decoded.ok()) return decoded.status();
@@ -514,6 +515,14 @@ absl::StatusOr<StoredHistory> FileStore::LoadHistory() const {
   absl::StatusOr<std::string> log = ReadWholeFile(history_log_path_, &missing);
   if (!log.ok()) return log.status();
   if (missing) return history;
+  if (no_base) {
+    // The log adds to history.db's content: without it, nothing can be
+    // rebuilt (before: read anyway, then "does not match the state", as if
+    // restored from another backup).
+    SLUICE_LOG(kWarning, history_log_path_, " is there without ", history_path_,
+               " (the content it adds to): the history restarts at the current version");
+    return history;
+  }
   if (absl::Status status = ApplyHistoryLog(*log, history_log_path_, &history); !status.ok()) {
     return status;
   }

@@ -220,6 +220,22 @@ TEST_F(HistoryTest, AStateWithoutHistoryFileStartsOneAtTheCurrentVersion) {
   EXPECT_EQ(Apply({Cluster("d")}, "ana", "three again"), 3u);
 }
 
+// history.log without history.db (deleted): the log cannot be read without
+// the content it adds to, and the warning says so (before: "does not match
+// the state", as if restored from another backup).
+TEST_F(HistoryTest, ALogWithoutItsHistoryFileSaysSo) {
+  for (int i = 1; i <= 3; ++i) Apply({Cluster("a", 9000 + i)}, "ana", absl::StrCat("v", i));
+  state_.reset();
+  ASSERT_EQ(::unlink((dir_ + "/history.db").c_str()), 0);
+  ::testing::internal::CaptureStderr();
+  Open(kDefaultHistoryVersions);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(absl::StrContains(log, "history.log is there without")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "does not match")) << log;
+  ASSERT_EQ(state_->History()->stored().entries.size(), 1u);
+  EXPECT_EQ(state_->History()->stored().entries[0].version, 3u);
+}
+
 // A missing state with its history still there (state.db deleted): the
 // start is refused, naming both. Before: it started empty, and the first
 // apply overwrote a history that could rebuild every version.
