@@ -109,9 +109,14 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // rollback need not meet, because breaking them loses nothing that worked: a
 // route `match.prefix` or `match.path` that no request path can equal or
 // start with once normalised (a space or non-ASCII byte, '?', '#', a bad or
-// non-canonical percent-encoding, a "." or ".." segment). Such a route was
-// accepted by earlier builds and never matched: refusing it at apply tells
-// its author, while a proxy or a rollback that meets it keeps working.
+// non-canonical percent-encoding, a "." or ".." segment); an empty regex;
+// CONNECT or a repeated method; a prefix_rewrite requests would get 400
+// from or that puts bytes into the target unencoded; a host_redirect that
+// is no host; a body on a 204/205/304 direct response; an endpoint at the
+// unspecified address. Earlier builds accepted them: refusing them at apply
+// tells their author, while a proxy or a rollback that meets one keeps
+// working. sluicectl runs them too, only to name the lines of what the
+// control plane refuses (and alongside its own errors).
 // The control plane runs them on the resources an apply adds or changes.
 // Appends to `errors`.
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors);

@@ -899,10 +899,10 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
 // resource, not a file: each line naming one of `loaded` gets its origin
 // ("FILE, document N (line L): ") in front, as the loader's own errors have.
 std::string WithOrigins(const std::string& errors, const std::vector<LoadedResource>& loaded) {
-  // "Kind \"name\"" -> where each of its documents is
-  std::map<std::string, std::vector<std::string>> origins;
+  // "Kind \"name\"" -> each of its documents
+  std::map<std::string, std::vector<const LoadedResource*>> origins;
   for (const LoadedResource& r : loaded) {
-    origins[api::Describe(api::IdOf(r.resource))].push_back(r.origin);
+    origins[api::Describe(api::IdOf(r.resource))].push_back(&r);
   }
   std::vector<std::string> lines = absl::StrSplit(errors, '\n');
   for (std::string& line : lines) {
@@ -912,7 +912,16 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
     if (it == origins.end()) continue;
     // "appears twice" is about the second document that defines it.
     const bool repeated = absl::StrContains(line, "appears twice") && it->second.size() > 1;
-    line = absl::StrCat(it->second[repeated ? 1 : 0], ": ", line);
+    const LoadedResource& r = *it->second[repeated ? 1 : 0];
+    // "Kind \"name\": FIELD: reason": a field an apply-only rule refused has
+    // its own line.
+    const size_t field_end = line.find(": ", colon + 3);
+    auto field = field_end == std::string::npos
+                     ? r.field_lines.end()
+                     : r.field_lines.find(line.substr(colon + 3, field_end - colon - 3));
+    line = field != r.field_lines.end()
+               ? absl::StrCat(r.where, ", line ", field->second, ": ", line)
+               : absl::StrCat(r.origin, ": ", line);
   }
   return absl::StrJoin(lines, "\n");
 }

@@ -807,16 +807,28 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
 
   std::vector<api::ValidationError> errors;
   api::ValidateResource(resource, &errors);
-  if (!errors.empty()) {
+  // What the control plane refuses only in content an apply adds or
+  // changes: not refused here (this content may be stored unchanged), but
+  // its lines are kept for the answer, and with other errors (so the
+  // content changes) it is said with them, in one round.
+  std::vector<api::ValidationError> later;
+  api::ValidateNewContent(resource, &later);
+  if (!errors.empty() || !later.empty()) {
     // The lines of the fields in error are SpecConverter's to find.
     if (filled) return LoadDocument(doc, where, /*direct=*/false, text, out);
+  }
+  if (!errors.empty()) {
+    errors.insert(errors.end(), later.begin(), later.end());
     std::vector<std::string> lines;
     for (const auto& e : errors) {
       lines.push_back(absl::StrCat(where, ", line ", line_of(e.field), ": ", e.ToString()));
     }
     return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
   }
-  out->push_back({std::move(resource), absl::StrCat(where, " (line ", doc.Mark().line + 1, ")")});
+  LoadedResource loaded{std::move(resource),
+                        absl::StrCat(where, " (line ", doc.Mark().line + 1, ")"), where, {}};
+  for (const auto& e : later) loaded.field_lines[e.field] = line_of(e.field);
+  out->push_back(std::move(loaded));
   return absl::OkStatus();
 }
 

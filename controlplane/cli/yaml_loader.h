@@ -14,6 +14,7 @@
 #ifndef SLUICE_CONTROLPLANE_CLI_YAML_LOADER_H_
 #define SLUICE_CONTROLPLANE_CLI_YAML_LOADER_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ namespace sluice::cli {
 struct LoadedResource {
   api::Resource resource;
   std::string origin;  // "FILE, document N (line L)"
+  std::string where;   // "FILE, document N"
+  // The lines of fields that the control plane's apply-only rules
+  // (api::ValidateNewContent) refuse, so its answer can name them.
+  std::map<std::string, int> field_lines;
 };
 
 // Parses YAML text; `file_name` is used in errors only.

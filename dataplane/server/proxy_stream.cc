@@ -2385,7 +2385,8 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   }
   scratch_ = error.empty() ? std::string(body_override) : http::ErrorBody(error, request_id_);
   const bool no_content = status == 204 || status == 304;  // no body, no length
-  if (no_content) scratch_.clear();
+  // A 205 has no content either (RFC 9110 15.3.6), but a length: 0.
+  if (no_content || status == 205) scratch_.clear();
   response_fields_.clear();
   if (!no_content && !content_type.empty()) {
     response_fields_.push_back({"content-type", content_type});

@@ -422,7 +422,7 @@ class HealthChecker::GrpcProbe : public Probe,
     http::Http2ClientLimits limits;
     limits.initial_window_size = 65535;
     limits.connection_window_size = 65535;
-    limits.max_header_list_bytes = 16 * 1024;
+    // max_header_list_bytes: the data path's (a head traffic takes passes).
     return limits;
   }
 

@@ -366,6 +366,36 @@ TEST(ControlPlaneTest, AChangeWithoutAnAnswerMayHaveBeenApplied) {
   EXPECT_FALSE(absl::StrContains(refused.err, "--ca")) << refused.err;
 }
 
+// An apply-only rule (checked by the control plane on changed content)
+// names the line of the field, as the rules sluicectl checks itself do, and
+// with another error in the file both come in one round. Before: "document
+// 1 (line 1)", and the apply-only error only once the other was fixed.
+TEST(ControlPlaneTest, ApplyOnlyRulesNameTheirLineAndComeWithTheOthers) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const std::string dir = MakeTempDir("apply-only");
+  const std::string head =
+      "kind: Cluster\nname: web\nspec: {endpoints: [{address: 127.0.0.1, port: 9000}]}\n---\n"
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /a}\n          route: {cluster: web}\n";
+  std::ofstream(dir + "/one.yaml")
+      << head << "        - match: {prefix: /b, methods: [GET, GET]}\n          route: {cluster: web}\n";
+  auto r = cp.Ctl({"apply", "-f", dir + "/one.yaml"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "one.yaml, document 2, line 13: RouteTable \"main\": "
+                                       "virtual_hosts[0].routes[1].match.methods[1]: 'GET' is "
+                                       "listed twice"))
+      << r.err;
+  std::ofstream(dir + "/two.yaml")
+      << head << "        - match: {prefix: /b, methods: [GET, GET]}\n          route: {cluster: web}\n"
+      << "        - match: {prefix: c}\n          route: {cluster: web}\n";
+  r = cp.Ctl({"apply", "-f", dir + "/two.yaml"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(r.err, "'GET' is listed twice")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "must start with '/'")) << r.err;
+}
+
 TEST(ControlPlaneTest, ServerFlagAndEnvironment) {
   ControlPlane cp;
   ASSERT_TRUE(cp.ok());
