@@ -196,6 +196,9 @@ TEST(EtcdLayoutTest, ChecksTlsFlags) {
   const std::string pem = dir + "/etcd-tls-test.pem";
   std::ofstream(pem) << "-----BEGIN CERTIFICATE-----\nAA==\n"
                         "-----END CERTIFICATE-----\n";
+  const std::string key = dir + "/etcd-tls-test.key";
+  std::ofstream(key) << "-----BEGIN EC PRIVATE KEY-----\nAA==\n"
+                        "-----END EC PRIVATE KEY-----\n";
   const EtcdEndpoints https{{"10.0.0.1:2379"}, "https"};
   const EtcdEndpoints http{{"10.0.0.1:2379"}, "http"};
   const EtcdEndpoints bare{{"10.0.0.1:2379"}, ""};
@@ -228,7 +231,13 @@ TEST(EtcdLayoutTest, ChecksTlsFlags) {
       absl::StrContains(message(MakeEtcdTls(https, Flags(pem, missing, pem))),
                         "--etcd-cert " + missing + ": cannot read"));
 
-  auto full = MakeEtcdTls(bare, Flags(pem, pem, pem, "etcd.internal"));
+  // A certificate given as the key (or a key as the CA) names the flag.
+  EXPECT_TRUE(absl::StrContains(message(MakeEtcdTls(https, Flags(pem, pem, pem))),
+                                "--etcd-key " + pem + ": holds no private key"));
+  EXPECT_TRUE(absl::StrContains(message(MakeEtcdTls(https, Flags(key))),
+                                "--etcd-ca " + key + ": holds no certificate"));
+
+  auto full = MakeEtcdTls(bare, Flags(pem, pem, key, "etcd.internal"));
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_TRUE(full->enabled());
   EXPECT_FALSE(full->cert_pem.empty());
