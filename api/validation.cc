@@ -1189,10 +1189,8 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     } else {
       CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
     }
-    // An IPv4-mapped IPv6 address is the IPv4 endpoint.
-    std::string key = CanonicalAddress(e.address());
-    if (absl::StartsWith(key, "::ffff:") && key.find('.') != std::string::npos) key = key.substr(7);
-    auto [it, inserted] = seen.emplace(std::make_pair(key, e.port()), i);
+    // (An IPv4-mapped IPv6 spelling of another endpoint: at apply only.)
+    auto [it, inserted] = seen.emplace(std::make_pair(CanonicalAddress(e.address()), e.port()), i);
     if (!inserted) {
       sink.Add(f, absl::StrCat(e.address(), ":", e.port(),
                                " is the same endpoint as endpoints[", it->second,
@@ -1236,13 +1234,16 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
       if (!absl::StartsWith(hc.http().path(), "/")) {
         sink.Add("health_check.http.path", "is required and must start with '/'");
       }
-      // Both go on the wire as they are: the request line and Host.
-      if (std::string why = TargetProblem(hc.http().path()); !why.empty()) {
-        sink.Add("health_check.http.path", why);
-      }
-      if (!hc.http().host().empty()) {
-        if (std::string why = RedirectHostProblem(hc.http().host()); !why.empty()) {
-          sink.Add("health_check.http.host", why);
+      // Both go on the wire as they are, the request line and Host: no
+      // control byte or space, ever (the rest of their syntax: at apply).
+      for (const auto& [value, field] :
+           {std::pair<const std::string&, const char*>{hc.http().path(), "health_check.http.path"},
+            std::pair<const std::string&, const char*>{hc.http().host(), "health_check.http.host"}}) {
+        for (char c : value) {
+          if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+            sink.Add(field, "must not contain spaces or control characters (CR, LF, NUL...)");
+            break;
+          }
         }
       }
       for (int i = 0; i < hc.http().expected_statuses_size(); ++i) {
@@ -1296,16 +1297,7 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   if (!hashing && cluster.has_hash_policy()) {
     sink.Add("hash_policy", "is used only with RING_HASH or MAGLEV");
   }
-  // `source_ip: false` names no key: requests spread at random (no
-  // affinity, and no warning).
-  if (cluster.hash_policy().key_case() == config::v1::HashPolicy::kSourceIp &&
-      !cluster.hash_policy().source_ip()) {
-    sink.Add("hash_policy.source_ip", "must be true (false names no key)");
-  }
-  if (cluster.hash_policy().key_case() == config::v1::HashPolicy::kPath &&
-      !cluster.hash_policy().path()) {
-    sink.Add("hash_policy.path", "must be true (false names no key)");
-  }
+  // (`source_ip: false` or `path: false`: at apply, ClusterNewContent.)
   if (cluster.hash_policy().has_header() && !IsToken(cluster.hash_policy().header())) {
     sink.Add("hash_policy.header", absl::StrCat("'", cluster.hash_policy().header(),
                                                 "' is not a valid header name"));
@@ -1823,9 +1815,45 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
     }
   }
   if (resource.has_cluster()) {
+    const auto& cluster = resource.cluster();
+    // An IPv4-mapped IPv6 address is the IPv4 endpoint: listed twice.
+    std::map<std::pair<std::string, uint32_t>, int> seen;
+    for (int i = 0; i < cluster.endpoints_size(); ++i) {
+      std::string key = CanonicalAddress(cluster.endpoints(i).address());
+      const bool mapped = absl::StartsWith(key, "::ffff:") && key.find('.') != std::string::npos;
+      if (mapped) key = key.substr(7);
+      auto [it, inserted] = seen.emplace(std::make_pair(key, cluster.endpoints(i).port()), i);
+      if (!inserted && mapped != absl::StartsWith(CanonicalAddress(cluster.endpoints(it->second).address()), "::ffff:")) {
+        sink.Add(Index("endpoints", i),
+                 absl::StrCat(cluster.endpoints(i).address(), ":", cluster.endpoints(i).port(),
+                              " is the same endpoint as endpoints[", it->second, "]"));
+      }
+    }
+    // `source_ip: false` or `path: false` names no key: requests spread at
+    // random (no affinity, and no warning).
+    if (cluster.hash_policy().key_case() == config::v1::HashPolicy::kSourceIp &&
+        !cluster.hash_policy().source_ip()) {
+      sink.Add("hash_policy.source_ip", "must be true (false names no key)");
+    }
+    if (cluster.hash_policy().key_case() == config::v1::HashPolicy::kPath &&
+        !cluster.hash_policy().path()) {
+      sink.Add("hash_policy.path", "must be true (false names no key)");
+    }
+    if (cluster.has_health_check() && cluster.health_check().has_http()) {
+      const auto& http = cluster.health_check().http();
+      if (absl::StartsWith(http.path(), "/")) {
+        if (std::string why = TargetProblem(http.path()); !why.empty()) {
+          sink.Add("health_check.http.path", why);
+        }
+      }
+      if (!http.host().empty()) {
+        if (std::string why = RedirectHostProblem(http.host()); !why.empty()) {
+          sink.Add("health_check.http.host", why);
+        }
+      }
+    }
     // The unspecified address names no endpoint: a connect to it reaches
     // this host (Linux), which is seldom what was meant. Accepted before.
-    const auto& cluster = resource.cluster();
     for (int i = 0; i < cluster.endpoints_size(); ++i) {
       const std::string key = CanonicalAddress(cluster.endpoints(i).address());
       if (key == "0.0.0.0" || key == "::" || key == "::ffff:0.0.0.0") {

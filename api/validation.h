@@ -113,7 +113,8 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // CONNECT or a repeated method; a prefix_rewrite requests would get 400
 // from or that puts bytes into the target unencoded; a host_redirect that
 // is no host; a body on a 204/205/304 direct response; an endpoint at the
-// unspecified address. Earlier builds accepted them: refusing them at apply
+// unspecified address or another's IPv4-mapped spelling; hash_policy
+// source_ip/path false; a health check path or host out of their syntax. Earlier builds accepted them: refusing them at apply
 // tells their author, while a proxy or a rollback that meets one keeps
 // working. sluicectl runs them too, only to name the lines of what the
 // control plane refuses (and alongside its own errors).

@@ -606,20 +606,36 @@ TEST(ValidationTest, HeaderLimitRange) {
             std::string::npos);
 }
 
+std::string ClusterText(const std::string& fields) {
+  return "cluster { name: \"users\" endpoints { address: \"127.0.0.1\" port: 9001 } " + fields +
+         " }";
+}
 std::string ClusterErrors(const std::string& fields) {
-  return ErrorsWith("cluster { name: \"users\" endpoints { address: \"127.0.0.1\" port: 9001 } " +
-                    fields + " }");
+  return AppliedErrors(ClusterText(fields));
 }
 
-// Cluster values that were accepted and could never work as written.
+// Cluster values that were accepted and could never work as written:
+// refused at apply, while a stored or pushed one (from an older build)
+// keeps working (before: a new proxy refused its whole config).
 TEST(ValidationTest, ClusterValuesThatCannotWorkAreRefused) {
+  for (const char* fields : {"lb_policy: MAGLEV hash_policy { source_ip: false }",
+                             R"(health_check { http { path: "/a#b" host: "a@b:x" } })"}) {
+    EXPECT_EQ(ErrorsWith(ClusterText(fields)), "") << fields;
+  }
+  EXPECT_EQ(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 }
+                       endpoints { address: "::ffff:127.0.0.1" port: 80 } })"),
+            "");
+  // Control bytes in what goes on the wire stay refused everywhere.
+  EXPECT_NE(ErrorsWith(ClusterText(R"(health_check { http { path: "/a\r\nX: y" } })"))
+                .find("health_check.http.path: must not contain spaces or control characters"),
+            std::string::npos);
   EXPECT_NE(ClusterErrors("lb_policy: MAGLEV hash_policy { source_ip: false }")
                 .find("hash_policy.source_ip: must be true (false names no key)"),
             std::string::npos);
   EXPECT_NE(ClusterErrors("lb_policy: RING_HASH hash_policy { path: false }")
                 .find("hash_policy.path: must be true"),
             std::string::npos);
-  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 }
+  EXPECT_NE(AppliedErrors(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 }
                        endpoints { address: "::ffff:127.0.0.1" port: 80 } })")
                 .find("endpoints[1]: ::ffff:127.0.0.1:80 is the same endpoint as endpoints[0]"),
             std::string::npos);
