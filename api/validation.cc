@@ -674,17 +674,23 @@ void CheckDomain(const std::string& domain, const std::string& field,
   } else if (absl::EndsWith(host, ".")) {
     sink.Add(field, absl::StrCat("'", domain, "' would never match: leave the trailing dot out "
                                  "(it is dropped from Host before matching)"));
-  } else if (!bracketed) {
-    // RFC 1035 2.3.4: labels of 1..63 characters, 253 in all.
-    bool labels_ok = host.size() <= 253;
-    for (absl::string_view label : absl::StrSplit(host, '.')) {
-      labels_ok = labels_ok && !label.empty() && label.size() <= 63;
-    }
-    if (!labels_ok) {
-      sink.Add(field, absl::StrCat("'", domain, "' is not a host name: labels of 1..63 "
-                                   "characters between dots, at most 253 in all"));
-    }
   }
+  // (Labels of 1..63 characters: at apply only, DomainLabelsProblem.)
+}
+
+// RFC 1035 2.3.4: labels of 1..63 characters, 253 in all; "" when `domain`
+// (as CheckDomain took it) keeps to that or is no plain host name.
+std::string DomainLabelsProblem(const std::string& domain) {
+  absl::string_view host = domain;
+  if (host == "*" || absl::StartsWith(host, "[")) return "";
+  if (absl::StartsWith(host, "*.")) host.remove_prefix(2);
+  bool labels_ok = host.size() <= 253;
+  for (absl::string_view label : absl::StrSplit(host, '.')) {
+    labels_ok = labels_ok && !label.empty() && label.size() <= 63;
+  }
+  if (labels_ok) return "";
+  return absl::StrCat("'", domain, "' is not a host name: labels of 1..63 characters between "
+                      "dots, at most 253 in all");
 }
 
 int HexValue(char c);  // below
@@ -1869,6 +1875,11 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
   const RouteTable& table = resource.route_table();
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {
     const auto& vhost = table.virtual_hosts(v);
+    for (int d = 0; d < vhost.domains_size(); ++d) {
+      if (std::string why = DomainLabelsProblem(vhost.domains(d)); !why.empty()) {
+        sink.Add(Index(Join(Index("virtual_hosts", v), "domains"), d), why);
+      }
+    }
     for (int r = 0; r < vhost.routes_size(); ++r) {
       RouteNewContent(vhost.routes(r), Index(Join(Index("virtual_hosts", v), "routes"), r), sink);
       const auto& match = vhost.routes(r).match();

@@ -109,7 +109,8 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // rollback need not meet, because breaking them loses nothing that worked: a
 // route `match.prefix` or `match.path` that no request path can equal or
 // start with once normalised (a space or non-ASCII byte, '?', '#', a bad or
-// non-canonical percent-encoding, a "." or ".." segment); an empty regex;
+// non-canonical percent-encoding, a "." or ".." segment); a domain's label
+// lengths; an empty regex;
 // CONNECT or a repeated method; a prefix_rewrite requests would get 400
 // from or that puts bytes into the target unencoded; a host_redirect that
 // is no host; a body on a 204/205/304 direct response; an endpoint at the
