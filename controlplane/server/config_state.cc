@@ -119,10 +119,13 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
   }
   absl::StatusOr<StoredHistory> stored_history = store->LoadHistory();
   if (!stored_history.ok()) return stored_history.status();
-  if (stored->version == 0 && !stored_history->entries.empty()) {
-    // The state is missing (state.db deleted, restored without it) but its
-    // history is there: starting empty, the first apply would overwrite a
-    // history that could rebuild every version.
+  // The history is written before the state, so a crash leaves it at most
+  // one version ahead (the first apply's version 1 with no state yet: it is
+  // dropped, as documented). Further ahead with no state, the state is
+  // missing (state.db deleted, restored without it): starting empty, the
+  // first apply would overwrite a history that could rebuild every version.
+  if (stored->version == 0 && !stored_history->entries.empty() &&
+      stored_history->entries.back().version > 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         store->Describe(), " has a history (versions ", stored_history->entries.front().version,
         "..", stored_history->entries.back().version,

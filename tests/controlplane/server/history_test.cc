@@ -256,6 +256,19 @@ TEST_F(HistoryTest, AMissingStateWithAHistoryRefusesToStart) {
   EXPECT_EQ(::stat((dir_ + "/history.db").c_str(), &st), 0);  // left as it was
 }
 
+// A crash between the history and the state of the very first apply leaves
+// version 1 in the history and no state: a crash, not a lost state. The
+// start goes on and drops that version (as for any crash between the two).
+TEST_F(HistoryTest, ACrashDuringTheFirstApplyIsNoMissingState) {
+  Apply({Cluster("a")}, "ana", "v1");
+  state_.reset();
+  ASSERT_EQ(::unlink((dir_ + "/state.db").c_str()), 0);
+  Open(kDefaultHistoryVersions);
+  EXPECT_EQ(state_->Current()->version, 0u);
+  EXPECT_TRUE(state_->History()->stored().entries.empty());
+  EXPECT_EQ(Apply({Cluster("b")}, "ana", "v1 again"), 1u);
+}
+
 // A history.log whose last record was lost (a cut-short write) while the
 // state has that version: the older versions stay, and the state's is one
 // change from the newest kept. Before: the whole history was dropped.
