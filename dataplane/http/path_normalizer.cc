@@ -157,6 +157,16 @@ void MergeSlashes(std::string* path) {
 
 }  // namespace
 
+void AppendLocationPath(std::string_view path, std::string* out) {
+  for (char c : path) {
+    if (c == '\\') {
+      out->append("%5C");
+    } else {
+      out->push_back(c);
+    }
+  }
+}
+
 bool HasDotSegment(std::string_view target) {
   const std::string_view path = target.substr(0, target.find('?'));
   size_t start = 0;
@@ -207,14 +217,7 @@ absl::StatusOr<NormalizedPath> NormalizePath(
     // request's own target (a %5C kept as a backslash), a redirect would
     // send the client to the same URL forever; forward it instead.
     std::string location;
-    location.reserve(result.target.size() + 8);
-    for (char c : result.target) {
-      if (c == '\\') {
-        location.append("%5C");
-      } else {
-        location.push_back(c);
-      }
-    }
+    AppendLocationPath(result.target, &location);
     result.redirect = location != target;
   }
   return result;

@@ -89,6 +89,11 @@ struct NormalizedPath {
 // prefix /api rewritten to / is "/../x").
 bool HasDotSegment(std::string_view target);
 
+// Appends `path` (and query) to a Location `out`, a backslash as %5C: it is
+// no URI character, and browsers read a raw one as '/' ("/\\evil.example"
+// as another host).
+void AppendLocationPath(std::string_view path, std::string* out);
+
 // Normalises `target` (origin-form path and query, or "*") as described
 // above. INVALID_ARGUMENT for a target that must be answered 400.
 absl::StatusOr<NormalizedPath> NormalizePath(

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "api/resource.h"
 #include "api/validation.h"
+#include "dataplane/http/path_normalizer.h"
 #include "re2/re2.h"
 
 namespace sluice::router {
@@ -1019,16 +1020,8 @@ std::string RouteEntry::RedirectLocation(
     // path "//evil.example/x").
     out.append("/.");
   }
-  // A backslash (kept in a path by KEEP_BACKSLASH) is no URI character and
-  // browsers read it as '/' ("/\evil.example" as another host): %5C, as
-  // the escaped-slash redirect writes it.
-  for (char c : path) {
-    if (c == '\\') {
-      out.append("%5C");
-    } else {
-      out.push_back(c);
-    }
-  }
+  // A backslash kept in a path (KEEP_BACKSLASH) goes as %5C.
+  http::AppendLocationPath(path, &out);
   out.append(query);  // before the fragment (RFC 3986 3.5)
   out.append(fragment);
   return out;

@@ -486,13 +486,7 @@ void ProxyStream::Start(const RequestHead& request) {
         // resource without merge_slashes).
         location.append("/.");
       }
-      for (char c : normalized_target_) {
-        if (c == '\\') {
-          location.append("%5C");
-        } else {
-          location.push_back(c);
-        }
-      }
+      http::AppendLocationPath(normalized_target_, &location);
       SendLocalResponse(307, "", {{"location", location}}, {}, "text/plain");
       return;
     }

@@ -179,6 +179,19 @@ std::string HealthChecker::Probe::ClosedReason(net::CloseReason reason, int erro
   return "connection closed";
 }
 
+// An HTTP/2 probe's codec limits: small windows (a probe reads little), and
+// the data path's header-list limit (a head traffic takes passes).
+namespace {
+
+http::Http2ClientLimits ProbeHttp2Limits() {
+  http::Http2ClientLimits limits;
+  limits.initial_window_size = 65535;
+  limits.connection_window_size = 65535;
+  return limits;
+}
+
+}  // namespace
+
 // TCP connect (with `request` empty), or an HTTP GET and its status: over
 // HTTP/1.1, or over HTTP/2 in the cluster's protocol (HTTP2; AUTO when the
 // endpoint chose h2 by ALPN), since an h2 endpoint takes no HTTP/1.1 text.
@@ -226,11 +239,7 @@ class HealthChecker::HttpProbe : public Probe,
       connection_.Write(request_);
       return;
     }
-    http::Http2ClientLimits limits;
-    limits.initial_window_size = 65535;
-    limits.connection_window_size = 65535;
-    // max_header_list_bytes: the data path's (a head traffic takes passes).
-    h2_ = std::make_unique<http::Http2ClientCodec>(this, limits);
+    h2_ = std::make_unique<http::Http2ClientCodec>(this, ProbeHttp2Limits());
     static constexpr http::HeaderField kFields[] = {{"user-agent", "sluice-health-check"}};
     http::Http2Request request;
     request.method = "GET";
@@ -341,7 +350,7 @@ class HealthChecker::GrpcProbe : public Probe,
             EndpointCheck* check, std::string authority, std::string body)
       : Probe(check),
         connection_(dispatcher, fd, /*connecting=*/true, std::move(transport)),
-        codec_(this, Limits()),
+        codec_(this, ProbeHttp2Limits()),
         authority_(std::move(authority)),
         body_(std::move(body)) {
     connection_.SetCallbacks(this);
@@ -418,13 +427,6 @@ class HealthChecker::GrpcProbe : public Probe,
  private:
   static constexpr size_t kMaxMessage = 1024;
 
-  static http::Http2ClientLimits Limits() {
-    http::Http2ClientLimits limits;
-    limits.initial_window_size = 65535;
-    limits.connection_window_size = 65535;
-    // max_header_list_bytes: the data path's (a head traffic takes passes).
-    return limits;
-  }
 
   void Send() {
     std::string out;
