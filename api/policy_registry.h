@@ -36,6 +36,13 @@ class PolicyValidator {
   // `config` is of config_type().
   virtual void Validate(const google::protobuf::Message& config,
                         std::vector<PolicyConfigError>* errors) const = 0;
+  // Rules that earlier builds did not check and whose breaking loses
+  // nothing that worked: run on what an apply adds or changes only
+  // (api::ValidateNewContent), never on a stored or pushed state, so a
+  // new proxy keeps serving a config an older build accepted. Default:
+  // none.
+  virtual void ValidateNew(const google::protobuf::Message& config,
+                           std::vector<PolicyConfigError>* errors) const {}
   // Replaces secret values in `config` (e.g. an HMAC key) with
   // kRedactedText (api/resource.h) for what is shown to people: sluicectl
   // get, the admin API's Get and List, /config_dump. Default: none.

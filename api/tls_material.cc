@@ -373,14 +373,6 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
     Fail(error, kKeyField, "is required");
     return false;
   }
-  // A 16384-bit RSA key is about 12.5 KiB of PEM: as the chain, at most
-  // 64 KiB (a 20 MB "key" of padding was stored and pushed before).
-  if (certificate.private_key().size() > kMaxCertificateChainBytes) {
-    Fail(error, kKeyField,
-         absl::StrCat("is ", certificate.private_key().size(), " bytes, at most ",
-                      kMaxCertificateChainBytes));
-    return false;
-  }
   PkeyPtr key;
   if (!ParsePrivateKey(certificate.private_key(), &key, error)) return false;
   X509* leaf = chain.front().get();

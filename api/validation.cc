@@ -1782,6 +1782,27 @@ void RouteNewContent(const Route& route, const std::string& prefix, ErrorSink& s
   }
 }
 
+// Each policy's own apply-only rules (PolicyValidator::ValidateNew).
+// ValidateResource reports an unknown policy or a config that does not
+// unpack.
+void PoliciesNewContent(
+    const google::protobuf::RepeatedPtrField<config::v1::TypedExtensionConfig>& policies,
+    const std::string& prefix, ErrorSink& sink) {
+  for (int i = 0; i < policies.size(); ++i) {
+    const PolicyValidator* validator = FindPolicyValidator(policies[i].name());
+    if (validator == nullptr) continue;
+    std::string error;
+    std::unique_ptr<google::protobuf::Message> config =
+        UnpackPolicyConfig(*validator, policies[i].typed_config(), &error);
+    if (config == nullptr) continue;
+    std::vector<PolicyConfigError> errors;
+    validator->ValidateNew(*config, &errors);
+    for (const PolicyConfigError& e : errors) {
+      sink.Add(Join(Join(Index(prefix, i), "typed_config"), e.field), e.message);
+    }
+  }
+}
+
 }  // namespace
 
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors) {
@@ -1871,10 +1892,19 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
       }
     }
   }
+  // A 16384-bit RSA key is about 12.5 KiB of PEM: as the chain, at most
+  // 64 KiB (a 20 MB "key" of padding was stored and pushed before).
+  if (resource.has_secret() &&
+      resource.secret().tls_certificate().private_key().size() > kMaxCertificateChainBytes) {
+    sink.Add("tls_certificate.private_key",
+             absl::StrCat("is ", resource.secret().tls_certificate().private_key().size(),
+                          " bytes, at most ", kMaxCertificateChainBytes));
+  }
   if (!resource.has_route_table()) return;
   const RouteTable& table = resource.route_table();
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {
     const auto& vhost = table.virtual_hosts(v);
+    PoliciesNewContent(vhost.policies(), Join(Index("virtual_hosts", v), "policies"), sink);
     for (int d = 0; d < vhost.domains_size(); ++d) {
       if (std::string why = DomainLabelsProblem(vhost.domains(d)); !why.empty()) {
         sink.Add(Index(Join(Index("virtual_hosts", v), "domains"), d), why);
@@ -1882,6 +1912,9 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
     }
     for (int r = 0; r < vhost.routes_size(); ++r) {
       RouteNewContent(vhost.routes(r), Index(Join(Index("virtual_hosts", v), "routes"), r), sink);
+      PoliciesNewContent(vhost.routes(r).policies(),
+                         Join(Index(Join(Index("virtual_hosts", v), "routes"), r), "policies"),
+                         sink);
       const auto& match = vhost.routes(r).match();
       const bool prefix = match.path_specifier_case() == config::v1::RouteMatch::kPrefix;
       if (!prefix && match.path_specifier_case() != config::v1::RouteMatch::kPath) continue;

@@ -115,7 +115,10 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // from or that puts bytes into the target unencoded; a host_redirect that
 // is no host; a body on a 204/205/304 direct response; an endpoint at the
 // unspecified address or another's IPv4-mapped spelling; hash_policy
-// source_ip/path false; a health check path or host out of their syntax. Earlier builds accepted them: refusing them at apply
+// source_ip/path false; a health check path or host out of their syntax;
+// a private key over 64 KiB; each policy's PolicyValidator::ValidateNew
+// rules (on a virtual host's and a route's policies). Earlier builds
+// accepted them: refusing them at apply
 // tells their author, while a proxy or a rollback that meets one keeps
 // working. sluicectl runs them too, only to name the lines of what the
 // control plane refuses (and alongside its own errors).

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
+#include "api/policy_registry.h"
 #include "google/protobuf/text_format.h"
 #include "tests/api/test_certificates.h"
 
@@ -387,6 +388,36 @@ TEST(ValidationTest, AnEndpointAtTheUnspecifiedAddressIsRefusedAtApply) {
   }
   EXPECT_EQ(AppliedErrors(R"(cluster { name: "web" endpoints { address: "127.0.0.1" port: 80 } })"),
             "");
+}
+
+// A policy's own apply-only rules (PolicyValidator::ValidateNew) run on a
+// route table's policies, on the virtual host and on each route, when
+// applied; a stored or pushed table that breaks them stays valid.
+TEST(ValidationTest, PolicyRulesForNewContentRunAtApplyOnly) {
+  auto acl = [](const std::string& text) {
+    const google::protobuf::Descriptor* type = FindPolicyValidator("acl")->config_type();
+    std::unique_ptr<google::protobuf::Message> config(
+        google::protobuf::MessageFactory::generated_factory()->GetPrototype(type)->New());
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, config.get())) << text;
+    config::v1::TypedExtensionConfig policy;
+    policy.set_name("acl");
+    policy.mutable_typed_config()->PackFrom(*config);
+    return policy;
+  };
+  Resource table = Parse(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } direct_response { status: 200 } } } })");
+  auto* vhost = table.mutable_route_table()->mutable_virtual_hosts(0);
+  *vhost->add_policies() = acl(R"(allow: "a b")");
+  *vhost->mutable_routes(0)->add_policies() = acl(R"(deny: "ok" deny: "x/y")");
+  std::vector<ValidationError> errors;
+  ValidateResource(table, &errors);
+  EXPECT_TRUE(errors.empty()) << ToStatus(errors);
+  ValidateNewContent(table, &errors);
+  ASSERT_EQ(errors.size(), 2u) << ToStatus(errors);
+  EXPECT_EQ(errors[0].field, "virtual_hosts[0].policies[0].typed_config.allow[0]");
+  EXPECT_EQ(errors[1].field, "virtual_hosts[0].routes[0].policies[0].typed_config.deny[1]");
+  EXPECT_TRUE(absl::StrContains(errors[1].message, "'x/y' would match no Consumer group"))
+      << errors[1].message;
 }
 
 TEST(ValidationTest, AppliedResourcesCarryNoUnknownFields) {
@@ -799,6 +830,22 @@ Resource CaSecret(const std::string& name) {
   r.mutable_secret()->mutable_trusted_ca()->set_ca_certificates(
       testing::MakeCertificate(spec).certificate_pem);
   return r;
+}
+
+// A private key over 64 KiB (a 20 MB "key" of padding was stored and
+// pushed once) is refused at apply; a stored one still parses.
+TEST(ValidationTest, AnOversizedPrivateKeyIsRefusedAtApplyOnly) {
+  Resource secret = CertificateSecret("web");
+  auto* certificate = secret.mutable_secret()->mutable_tls_certificate();
+  certificate->set_private_key(std::string(70000, '\n') + certificate->private_key());
+  std::vector<ValidationError> errors;
+  ValidateResource(secret, &errors);
+  EXPECT_TRUE(errors.empty()) << ToStatus(errors);
+  ValidateNewContent(secret, &errors);
+  ASSERT_EQ(errors.size(), 1u) << ToStatus(errors);
+  EXPECT_EQ(errors[0].ToString(),
+            absl::StrCat("Secret \"web\": tls_certificate.private_key: is ",
+                         certificate->private_key().size(), " bytes, at most 65536"));
 }
 
 // Valid() plus Secrets "web" (tls_certificate) and "clients" (trusted_ca), and

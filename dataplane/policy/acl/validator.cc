@@ -35,10 +35,19 @@ class AclValidator : public api::PolicyValidator {
         if (groups[i].empty() || groups[i].size() > kMaxGroupLength) {
           errors->push_back({absl::StrCat(list, "[", i, "]"),
                              absl::StrCat("must be 1..", kMaxGroupLength, " characters")});
-          continue;
         }
-        // A Consumer's groups take these characters only: another name
-        // could never match.
+      }
+    }
+  }
+  // A Consumer's groups take these characters only: another name could
+  // never match. Earlier builds accepted such a group (it allowed no one,
+  // or denied no one).
+  void ValidateNew(const google::protobuf::Message& message,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config = static_cast<const v1::AclConfig&>(message);
+    for (const char* list : {"allow", "deny"}) {
+      const auto& groups = std::string_view(list) == "allow" ? config.allow() : config.deny();
+      for (int i = 0; i < groups.size(); ++i) {
         for (char c : groups[i]) {
           if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' &&
               c != '.' && c != '@') {

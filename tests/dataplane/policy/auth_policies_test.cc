@@ -279,12 +279,15 @@ TEST(AclTest, ExactlyOneListIsRequired) {
   both.add_deny("b");
   ASSERT_EQ(Errors("acl", both).size(), 1u);
   EXPECT_EQ(Errors("acl", both)[0].field, "allow");
-  // A name no Consumer group can have would never match (it was accepted).
+  // A name no Consumer group can have would never match. It was accepted,
+  // so it is refused at apply only (ValidateNew), never in a stored state.
   acl::v1::AclConfig odd;
   odd.add_allow("staff");
   odd.add_allow("a b");
   odd.add_allow("ops@example.com");
-  auto errors = Errors("acl", odd);
+  EXPECT_TRUE(Errors("acl", odd).empty());
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("acl")->ValidateNew(odd, &errors);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].field, "allow[1]");
 }

@@ -657,6 +657,16 @@ TEST_F(JwtTest, ConfigRulesNameTheField) {
   auto clash = Errors(token_header);
   ASSERT_EQ(clash.size(), 1u) << ErrorText(clash);
   EXPECT_EQ(clash[0].message, "\"authorization\" is the header the token comes in");
+  // Its CGI spelling too, when applied (ValidateNew: CGI would read the
+  // claim as the token's field); a stored config that has it stays valid.
+  token_header.set_header("x-token");
+  c->set_header("X_Token");
+  EXPECT_TRUE(Errors(token_header).empty()) << ErrorText(Errors(token_header));
+  clash.clear();
+  api::FindPolicyValidator("jwt")->ValidateNew(token_header, &clash);
+  ASSERT_EQ(clash.size(), 1u) << ErrorText(clash);
+  EXPECT_EQ(clash[0].field, "claims_to_headers[0].header");
+  EXPECT_EQ(clash[0].message, "\"x_token\" is the header the token comes in (as CGI reads it)");
 
   // Fields the gateway sets for the upstream, in any spelling CGI reads as
   // theirs, are no claim's (a user-typed claim would pass as the consumer
