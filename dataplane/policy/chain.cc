@@ -155,7 +155,12 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
 
 class AnyOfAuthenticationFactory : public http::FilterFactory {
  public:
-  explicit AnyOfAuthenticationFactory(FactoryList factories) : factories_(std::move(factories)) {}
+  explicit AnyOfAuthenticationFactory(FactoryList factories) : factories_(std::move(factories)) {
+    for (const auto& f : factories_) {
+      const std::vector<std::string>& more = f->removed_request_fields();
+      removed_.insert(removed_.end(), more.begin(), more.end());
+    }
+  }
   std::unique_ptr<http::Filter> CreateFilter() const override {
     return std::make_unique<AnyOfAuthenticationFilter>(factories_);
   }
@@ -169,9 +174,11 @@ class AnyOfAuthenticationFactory : public http::FilterFactory {
     }
     return names;
   }
+  const std::vector<std::string>& removed_request_fields() const override { return removed_; }
 
  private:
   const FactoryList factories_;
+  std::vector<std::string> removed_;
 };
 
 }  // namespace

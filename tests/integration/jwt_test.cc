@@ -142,6 +142,17 @@ TEST_F(JwtIntegrationTest, APolicyTheGroupSkippedStillRemovesForgedFields) {
       "x-test-user-roles: root\r\nx_test_user_roles: root\r\nx-checksum: ok\r\n\r\n");
   EXPECT_TRUE(absl::StrContains(reply, "x-echo-trailer-x-checksum: ok")) << reply;
   EXPECT_FALSE(absl::StrContains(reply, "root")) << reply;
+  // Nor credentials the gateway never checked: with the key in the query, a
+  // key field or a token in a trailer (both went upstream before).
+  reply = SendRaw(
+      address(),
+      "POST /mixed/t?apikey=alice-key-0123456789 HTTP/1.1\r\nhost: a\r\n"
+      "transfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n"
+      "apikey: bob-forged\r\nAPIKEY: bob-forged\r\nauthorization: Bearer bob-forged\r\n"
+      "x-checksum: ok\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-trailer-x-checksum: ok")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-x-consumer-name: alice")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "bob-forged")) << reply;
   // The jwt alone: the _ spelling of its claim header goes too.
   r = HttpGet(address(), "/api/orders",
               {{"authorization", "Bearer " + material_.token("ES256")},

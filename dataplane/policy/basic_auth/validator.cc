@@ -32,6 +32,23 @@ class BasicAuthValidator : public api::PolicyValidator {
                                                "line breaks")});
     }
   }
+  // A control character in the realm breaks the challenge: HTTP/1 would
+  // send it raw (RFC 9110 5.5 forbids it), HTTP/2 drops the field and the
+  // 401 goes without the WWW-Authenticate RFC 9110 15.5.2 requires.
+  // Earlier builds accepted one, so it is refused at apply only.
+  void ValidateNew(const google::protobuf::Message& message,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const std::string& realm = static_cast<const v1::BasicAuthConfig&>(message).realm();
+    for (size_t i = 0; i < realm.size(); ++i) {
+      const unsigned char c = static_cast<unsigned char>(realm[i]);
+      if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        errors->push_back({"realm", absl::StrCat("has a control character at position ", i + 1,
+                                                 " (byte 0x", absl::Hex(c, absl::kZeroPad2),
+                                                 "); a challenge cannot carry it")});
+        return;
+      }
+    }
+  }
 };
 
 const bool registered = api::RegisterPolicyValidator(std::make_unique<BasicAuthValidator>());

@@ -41,6 +41,20 @@ class IpRestrictionValidator : public api::PolicyValidator {
     }
   }
 
+  // A 401 must carry a WWW-Authenticate challenge and a 407 a
+  // Proxy-Authenticate one (RFC 9110 15.5.2, 15.5.8), which this policy has
+  // none of: 403 says "not from there". Earlier builds accepted them.
+  void ValidateNew(const google::protobuf::Message& message,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config = static_cast<const v1::IpRestrictionConfig&>(message);
+    if (config.status() == 401 || config.status() == 407) {
+      errors->push_back({"status", absl::StrCat("a ", config.status(),
+                                                " answer must carry an authentication challenge, "
+                                                "which ip-restriction has none of; use 403 (the "
+                                                "default) or another 4xx/5xx")});
+    }
+  }
+
  private:
   static void CheckList(const char* list,
                         const google::protobuf::RepeatedPtrField<std::string>& entries,

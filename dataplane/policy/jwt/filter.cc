@@ -190,9 +190,13 @@ class JwtFilter : public http::Filter {
            absl::EqualsIgnoreCase(absl::string_view(v.data(), prefix.size()), prefix);
   }
 
-  // The token from the first source that carries one, removed from the
-  // request unless keep_token; nullopt when none does.
+  // The token from the first source that carries one (header, cookie,
+  // query), removed from the request unless keep_token; nullopt when none
+  // does. A token in a later source was never checked: it is removed
+  // whatever keep_token says, or an upstream reading that source would
+  // take it for the one the gateway checked.
   std::optional<std::string> TakeToken(http::HeaderMap& headers, http::FilterCallbacks& callbacks) {
+    std::optional<std::string> taken;
     if (!settings_.header.empty()) {
       if (const std::string* value = headers.Get(settings_.header)) {
         std::string_view v = *value;
@@ -200,29 +204,29 @@ class JwtFilter : public http::Filter {
           std::string token(TrimSpaces(v.substr(settings_.header_prefix.size())));
           if (!token.empty()) {
             if (!settings_.keep_token) headers.Remove(settings_.header);
-            return token;
+            taken = std::move(token);
           }
         }
       }
     }
     if (!settings_.cookie.empty()) {
-      if (std::optional<std::string> token = FindCookie(headers, settings_.cookie);
-          token && !token->empty()) {
-        if (!settings_.keep_token) RemoveCookie(headers, settings_.cookie);
-        return token;
+      if (std::optional<std::string> token = FindCookie(headers, settings_.cookie)) {
+        const bool used = !taken && !token->empty();
+        if (used) taken = std::move(token);
+        if (!used || !settings_.keep_token) RemoveCookie(headers, settings_.cookie);
       }
     }
     if (!settings_.query_parameter.empty()) {
       std::string_view path = callbacks.info().path;
-      if (std::optional<std::string> token = FindQueryParameter(path, settings_.query_parameter);
-          token && !token->empty()) {
-        if (!settings_.keep_token) {
+      if (std::optional<std::string> token = FindQueryParameter(path, settings_.query_parameter)) {
+        const bool used = !taken && !token->empty();
+        if (used) taken = std::move(token);
+        if (!used || !settings_.keep_token) {
           callbacks.SetPath(RemoveQueryParameter(path, settings_.query_parameter));
         }
-        return token;
       }
     }
-    return std::nullopt;
+    return taken;
   }
 
   absl::StatusOr<std::shared_ptr<const AcceptedToken>> Accept(const std::string& token) {
@@ -277,9 +281,14 @@ class JwtFilterFactory : public http::FilterFactory {
     }
     return names;
   }
+  // A token in a trailer is one the gateway never checked (Authorization
+  // and Cookie trailers never go upstream; a custom header's would).
+  const std::vector<std::string>& removed_request_fields() const override { return removed_; }
 
  private:
   const Settings settings_;
+  const std::vector<std::string> removed_ =
+      settings_.header.empty() ? std::vector<std::string>() : std::vector<std::string>{settings_.header};
 };
 
 class JwtPolicyFactory : public PolicyFactory {

@@ -52,8 +52,11 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(std::string_view token, int6
   if (jws->header.kid) {
     bool kid_known = false;
     bool fitting = false;
+    // The keys of that kid, and those without one: a kid is a hint (RFC
+    // 7515 4.1.4), and a key given as bare PEM has none (as Envoy's
+    // jwt_authn tries them).
     for (const VerificationKey& key : keys_) {
-      if (key.kid() != *jws->header.kid) continue;
+      if (!key.kid().empty() && key.kid() != *jws->header.kid) continue;
       kid_known = true;
       if (!key.CanVerify(*alg)) continue;
       fitting = true;

@@ -53,6 +53,12 @@ class KeyAuthFilter : public http::Filter {
       }
     }
     if (keys > 1) {
+      // Refused, and no key goes into the access log's path either.
+      for (const std::string& name : settings_.key_names) {
+        if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
+          callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
+        }
+      }
       return RefuseOrAnonymous(callbacks, "", "more than one API key found in request",
                                settings_.challenge);
     }
@@ -129,9 +135,13 @@ class KeyAuthFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "key-auth"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+  // A key in a trailer is one the gateway never checked.
+  const std::vector<std::string>& removed_request_fields() const override { return removed_; }
 
  private:
   const Settings settings_;
+  const std::vector<std::string> removed_ =
+      settings_.in_header ? settings_.key_names : std::vector<std::string>();
 };
 
 class KeyAuthPolicyFactory : public PolicyFactory {

@@ -185,6 +185,10 @@ TEST(KeyAuthTest, TwoKeysInARequestAreRefused) {
     EXPECT_EQ(r->callbacks.message_, "more than one API key found in request");
     EXPECT_EQ(r->consumer(), "");
   }
+  // The refusal leaves no key in the path the access log writes (a valid
+  // key was logged before).
+  EXPECT_EQ(both.callbacks.path_, "/x?z=1");
+  EXPECT_EQ(params.callbacks.path_, "/x");
 }
 
 TEST(KeyAuthTest, KeepCredentialsAndCustomNames) {
@@ -244,6 +248,31 @@ TEST(KeyAuthTest, ConfigRulesNameTheField) {
   EXPECT_EQ(errors[0].field, "key_names[0]");
   EXPECT_EQ(errors[1].field, "key_in_header");
   EXPECT_EQ(errors[2].field, "realm");
+  // A control character, at apply only (accepted before; HTTP/2 dropped the
+  // challenge, HTTP/1 sent the byte).
+  for (const char* policy : {"key-auth", "basic-auth"}) {
+    key_auth::v1::KeyAuthConfig key;
+    basic_auth::v1::BasicAuthConfig basic;
+    key.set_realm(std::string("a\0b", 3));
+    basic.set_realm("x\x7fy");
+    const google::protobuf::Message& odd =
+        std::string(policy) == "key-auth" ? static_cast<const google::protobuf::Message&>(key)
+                                          : basic;
+    EXPECT_TRUE(Errors(policy, odd).empty()) << policy;
+    std::vector<api::PolicyConfigError> apply;
+    api::FindPolicyValidator(policy)->ValidateNew(odd, &apply);
+    ASSERT_EQ(apply.size(), 1u) << policy;
+    EXPECT_EQ(apply[0].field, "realm");
+    EXPECT_EQ(apply[0].message, std::string(policy) == "key-auth"
+                                    ? "has a control character at position 2 (byte 0x00); a "
+                                      "challenge cannot carry it"
+                                    : "has a control character at position 2 (byte 0x7f); a "
+                                      "challenge cannot carry it");
+    key.set_realm("tab\tok");
+    apply.clear();
+    api::FindPolicyValidator("key-auth")->ValidateNew(key, &apply);
+    EXPECT_TRUE(apply.empty());
+  }
 }
 
 TEST(AclTest, AllowAndDenyByGroup) {

@@ -3,6 +3,7 @@
 // binaries use.
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "dataplane/http/filter.h"
@@ -238,6 +239,24 @@ TEST(IpRestrictionConfigTest, ListsStatusAndMessageAreBounded) {
   EXPECT_EQ(errors[0].field, "message");
   config.set_message(std::string(256, 'm'));
   EXPECT_TRUE(Errors(config).empty());
+  // 401 and 407 need a challenge this policy has none of: refused at apply
+  // only (a stored one keeps answering as before).
+  for (int status : {401, 407}) {
+    config.set_status(status);
+    EXPECT_TRUE(Errors(config).empty()) << status;
+    std::vector<api::PolicyConfigError> apply;
+    api::FindPolicyValidator("ip-restriction")->ValidateNew(config, &apply);
+    ASSERT_EQ(apply.size(), 1u) << status;
+    EXPECT_EQ(apply[0].field, "status");
+    EXPECT_TRUE(absl::StartsWith(apply[0].message, absl::StrCat("a ", status,
+                                                                " answer must carry an "
+                                                                "authentication challenge")))
+        << apply[0].message;
+  }
+  config.set_status(403);
+  std::vector<api::PolicyConfigError> apply;
+  api::FindPolicyValidator("ip-restriction")->ValidateNew(config, &apply);
+  EXPECT_TRUE(apply.empty());
 }
 
 // --- the filter ---
