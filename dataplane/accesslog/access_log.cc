@@ -26,6 +26,7 @@ constexpr size_t kMaxBufferedBytes = 4 << 20;  // per worker, per destination
 // interval alone would cap a worker's log at 40 MiB/s, whatever the disk.
 constexpr size_t kWakeBytes = 512 << 10;
 constexpr absl::Duration kWriteInterval = absl::Milliseconds(100);
+constexpr char kStdout[] = "-";  // "stdout" is the same
 std::atomic<int64_t> write_interval_ms{absl::ToInt64Milliseconds(kWriteInterval)};
 
 std::atomic<int> worker_count{1};
@@ -161,7 +162,7 @@ class Destination {
   };
 
   absl::Status OpenFile() {
-    if (path_ == "-" || path_ == "stdout") {
+    if (path_ == kStdout) {
       fd_ = 1;
       return absl::OkStatus();
     }
@@ -286,13 +287,17 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
     }
   }
   log->sample_percent_ = sample_percent == 0 ? 100 : sample_percent;
+  // Both spellings of standard output are one destination: two writers on
+  // one pipe would splice each other's lines (a write over PIPE_BUF is not
+  // atomic).
+  const std::string key = path == "stdout" ? std::string(kStdout) : path;
   absl::MutexLock lock(&registry_mu);
-  std::shared_ptr<Destination>& slot = Registry()[path];
+  std::shared_ptr<Destination>& slot = Registry()[key];
   log->destination_ = slot;
   if (log->destination_ == nullptr) {
-    auto destination = std::make_shared<Destination>(path, store);
+    auto destination = std::make_shared<Destination>(key, store);
     if (absl::Status status = destination->Start(); !status.ok()) {
-      Registry().erase(path);
+      Registry().erase(key);
       return status;
     }
     slot = destination;

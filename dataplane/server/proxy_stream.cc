@@ -1652,7 +1652,10 @@ void ProxyStream::OnPerTryTimeout() {
     return;
   }
   if (response_started_) {
-    if (!EndGrpcResponse(504, "upstream did not answer within the per-try timeout")) Fail();
+    if (!EndGrpcResponse(504, "upstream did not answer within the per-try timeout",
+                         "upstream_timeout")) {
+      Fail();
+    }
     return;
   }
   response_flag_ = "upstream_timeout";
@@ -2083,9 +2086,10 @@ void ProxyStream::OnIdleTimer() {
                                         " (the route's idle_timeout)"));
     return;
   }
-  if (!EndGrpcResponse(504, absl::StrCat("no bytes moved for ",
-                                         absl::FormatDuration(idle_limit_),
-                                         " (the route's idle_timeout)"))) {
+  if (!EndGrpcResponse(504,
+                       absl::StrCat("no bytes moved for ", absl::FormatDuration(idle_limit_),
+                                    " (the route's idle_timeout)"),
+                       "upstream_timeout")) {
     Fail();
   }
 }
@@ -2232,7 +2236,10 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   if (response_started_) {
     // Cut off mid-response: the client must see the cut, not a made-up
     // status (gRPC: an error status in trailers).
-    if (!EndGrpcResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why))) Fail();
+    if (!EndGrpcResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why),
+                         timed_out ? "upstream_timeout" : "upstream_cut")) {
+      Fail();
+    }
     return;
   }
   response_flag_ = timed_out          ? "upstream_timeout"
@@ -2285,9 +2292,11 @@ void ProxyStream::OnRouteTimeout() {
   }
   ReleaseUpstream(false);
   if (response_started_) {  // the upstream answered; the exchange ran out of time
-    if (!EndGrpcResponse(504, GrpcTimeoutBinds()
-                                  ? "the call did not end within the client's grpc-timeout"
-                                  : "the response did not end within the route timeout")) {
+    if (!EndGrpcResponse(504,
+                         GrpcTimeoutBinds()
+                             ? "the call did not end within the client's grpc-timeout"
+                             : "the response did not end within the route timeout",
+                         "upstream_timeout")) {
       Fail();
     }
     return;
@@ -2336,7 +2345,7 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     // request body over a limit in a bidirectional call, say).
     if (!error.empty() && grpc_) {
       if (response_flag_.empty()) response_flag_ = "local_reply";
-      if (EndGrpcResponse(status, error)) return;
+      if (EndGrpcResponse(status, error, "local_reply")) return;
     }
     Fail();
     return;
@@ -2411,8 +2420,10 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   Finish();
 }
 
-bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error) {
+bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error,
+                                  std::string_view flag) {
   if (!grpc_ || !response_started_ || !response_streamed_ || tunnel_ || !active_) return false;
+  if (response_flag_.empty()) response_flag_ = flag;
   ReleaseUpstream(false);
   scratch_ = GrpcMessage(error);
   grpc_status_ = grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(http_status);

@@ -334,8 +334,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool HasUpstream() const { return upstream_ != nullptr || upstream2_ != nullptr; }
   // A gRPC response that began (streamed) and cannot complete ends with an
   // error status in trailers, as gRPC clients understand it (a reset would
-  // read as INTERNAL). False when that does not apply.
-  bool EndGrpcResponse(int http_status, std::string_view error);
+  // read as INTERNAL). `flag` is the access log's response_flag unless one
+  // is set. False when that does not apply.
+  bool EndGrpcResponse(int http_status, std::string_view error, std::string_view flag);
   // The exchange ended (answered, cut or abandoned): histograms, consumer
   // counters, the access log. Once per request.
   void RecordExchange();

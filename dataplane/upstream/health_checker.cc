@@ -118,7 +118,7 @@ std::optional<uint64_t> StatusField(std::string_view proto) {
 
 }  // namespace
 
-absl::StatusOr<uint64_t> ServingStatus(std::string_view body) {
+absl::StatusOr<int32_t> ServingStatus(std::string_view body) {
   if (body.size() < 5 || body[0] != 0) {
     return absl::InvalidArgumentError("no uncompressed HealthCheckResponse in the answer");
   }
@@ -135,7 +135,7 @@ absl::StatusOr<uint64_t> ServingStatus(std::string_view body) {
   if (!status) {
     return absl::InvalidArgumentError("the HealthCheckResponse is not a valid protobuf message");
   }
-  return *status;
+  return static_cast<int32_t>(*status);
 }
 
 }  // namespace grpc_health
@@ -447,22 +447,21 @@ class HealthChecker::GrpcProbe : public Probe,
                                  message ? absl::StrCat(" (", *message, ")") : std::string()));
       return;
     }
-    absl::StatusOr<uint64_t> serving_status = grpc_health::ServingStatus(message_);
+    absl::StatusOr<int32_t> serving_status = grpc_health::ServingStatus(message_);
     if (!serving_status.ok()) {
       Report(false, std::string(serving_status.status().message()));
       return;
     }
-    if (*serving_status == 1) {
+    const int32_t status = *serving_status;
+    if (status == 1) {
       Report(true, "");
       return;
     }
     static constexpr const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
                                              "SERVICE_UNKNOWN"};
     Report(false, absl::StrCat("health status ",
-                               *serving_status < 4
-                                   ? kNames[*serving_status]
-                                   // An enum is an int32 (a negative one is 10 varint bytes).
-                                   : std::to_string(static_cast<int32_t>(*serving_status)).c_str(),
+                               status >= 0 && status < 4 ? kNames[status]
+                                                         : std::to_string(status).c_str(),
                                " (expected SERVING)"));
   }
 

@@ -55,10 +55,11 @@ bool IsGrpcContentType(std::string_view type);
 
 // The `status` of the one length-prefixed, uncompressed HealthCheckResponse
 // that `body` (the response's DATA) must be: as protobuf parses it, the
-// last value of field 1 wins and unknown fields are skipped; 0 (UNKNOWN)
-// when absent. INVALID_ARGUMENT with the reason otherwise (compressed, a
+// last value of field 1 wins, unknown fields are skipped and the varint is
+// cut to the enum's int32 (2^32 + 1 is 1, SERVING); 0 (UNKNOWN) when
+// absent. INVALID_ARGUMENT with the reason otherwise (compressed, a
 // length prefix that disagrees with the bytes, not a protobuf message).
-absl::StatusOr<uint64_t> ServingStatus(std::string_view body);
+absl::StatusOr<int32_t> ServingStatus(std::string_view body);
 
 }  // namespace grpc_health
 

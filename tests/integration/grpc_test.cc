@@ -357,6 +357,12 @@ TEST_F(GrpcTest, RouteTimeoutIsDeadlineExceeded) {
   ASSERT_TRUE(r.parsed) << r.Describe();
   EXPECT_EQ(r.code, "DEADLINE_EXCEEDED") << r.Describe();
   EXPECT_LT(r.elapsed_ms, 1500) << r.out;
+  // The log says why the gateway ended it (the flag was empty before).
+  std::optional<std::string> line =
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":4}", absl::Seconds(5));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_TRUE(absl::StrContains(*line, "\"status\":504,")) << *line;
+  EXPECT_TRUE(absl::StrContains(*line, "\"response_flag\":\"upstream_timeout\"")) << *line;
 }
 
 TEST_F(GrpcTest, GrpcHealthCheckDrivesRouting) {

@@ -165,6 +165,20 @@ TEST(AccessLogTest, ADestinationsSeriesGoWithIt) {
   EXPECT_EQ(store.size(), before);
 }
 
+// "-" and "stdout" are one destination (one writer): two on one pipe
+// spliced each other's lines.
+TEST(AccessLogTest, BothSpellingsOfStandardOutputAreOneDestination) {
+  stats::StatsStore store;
+  store.Prune();
+  const size_t before = store.size();
+  auto dash = AccessLog::Open("-", {}, 100, store);
+  auto word = AccessLog::Open("stdout", {}, 100, store);
+  ASSERT_TRUE(dash.ok()) << dash.status();
+  ASSERT_TRUE(word.ok()) << word.status();
+  store.Prune();
+  EXPECT_EQ(store.size(), before + 2);  // one destination's dropped, write errors
+}
+
 TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
   stats::StatsStore store;
   std::string path;

@@ -539,13 +539,19 @@ TEST(GrpcHealthAnswerTest, ReadAsAProtobufParserAndAGrpcClientWould) {
     std::string body = {'\0', '\0', '\0', '\0', static_cast<char>(proto.size())};
     return body + proto;
   };
-  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x01")), 1u);
-  EXPECT_EQ(*grpc_health::ServingStatus(message("")), 0u);  // absent: UNKNOWN
-  EXPECT_EQ(*grpc_health::ServingStatus(message(std::string("\x12\x03" "abc" "\x08\x01"))), 1u);
-  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x02\x08\x01")), 1u);  // the last wins
-  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x81\x01")), 129u);     // a 2-byte varint
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x01")), 1);
+  EXPECT_EQ(*grpc_health::ServingStatus(message("")), 0);  // absent: UNKNOWN
+  EXPECT_EQ(*grpc_health::ServingStatus(message(std::string("\x12\x03" "abc" "\x08\x01"))), 1);
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x02\x08\x01")), 1);  // the last wins
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x81\x01")), 129);     // a 2-byte varint
   EXPECT_EQ(*grpc_health::ServingStatus(message(std::string("\x0d\x01\x02\x03\x04\x08\x01", 7))),
-            1u);  // a fixed32 field skipped
+            1);  // a fixed32 field skipped
+  // The enum is an int32: the varint cut to 32 bits, as protobuf reads it
+  // (2^32 + 1 failed before, reported as "health status 1").
+  EXPECT_EQ(*grpc_health::ServingStatus(message("\x08\x81\x80\x80\x80\x10")), 1);
+  EXPECT_EQ(*grpc_health::ServingStatus(
+                message("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")),
+            -1);  // a negative enum: 10 varint bytes
   std::string cut = message("\x08\x01");
   cut[4] = 5;  // says 5 bytes, has 2
   EXPECT_EQ(grpc_health::ServingStatus(cut).status().message(),
