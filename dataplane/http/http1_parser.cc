@@ -438,11 +438,14 @@ void Http1Parser::RememberRefusedRequest() {
   refused_request_.version_minor = head_.version_minor;
   refused_request_.host.clear();
   refused_request_.user_agent.clear();
+  refused_request_.traceparent.clear();
   for (const HeaderField& f : head_.headers) {
     if (refused_request_.host.empty() && EqualsIgnoreCase(f.name, "host")) {
       refused_request_.host.assign(f.value);
     } else if (refused_request_.user_agent.empty() && EqualsIgnoreCase(f.name, "user-agent")) {
       refused_request_.user_agent.assign(f.value);
+    } else if (refused_request_.traceparent.empty() && EqualsIgnoreCase(f.name, "traceparent")) {
+      refused_request_.traceparent.assign(f.value);
     }
   }
 }

@@ -180,6 +180,7 @@ class Http1Parser {
     std::string target;
     std::string host;
     std::string user_agent;
+    std::string traceparent;
     int version_minor = 1;
   };
   const RefusedRequest* refused_request() const {

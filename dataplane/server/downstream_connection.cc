@@ -582,6 +582,7 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
   e.request_id = request_id;
   e.client_ip = peer_ip_;
   e.protocol = client_http10_ ? "HTTP/1.0" : "HTTP/1.1";
+  std::string_view traceparent;
   if (head != nullptr) {
     e.method = head->method;
     e.path = head->target;
@@ -590,6 +591,9 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
     if (const http::HeaderField* h = http::FindHeader(head->headers, "user-agent")) {
       e.user_agent = h->value;
     }
+    if (const http::HeaderField* h = http::FindHeader(head->headers, "traceparent")) {
+      traceparent = h->value;
+    }
   } else if (const http::Http1Parser::RefusedRequest* refused = parser_.refused_request()) {
     // Refused by the parser after its request line: what it said.
     e.method = refused->method;
@@ -597,13 +601,16 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
     e.protocol = refused->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
     e.authority = refused->host;
     e.user_agent = refused->user_agent;
+    traceparent = refused->traceparent;
   }
   e.status = status;
-  RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e);
+  RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e,
+                        traceparent);
 }
 
 void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
-                           const net::TlsInfo* tls, accesslog::Entry& e) {
+                           const net::TlsInfo* tls, accesslog::Entry& e,
+                           std::string_view traceparent) {
   const std::shared_ptr<const config::ConfigSnapshot>& snapshot = worker.snapshot();
   if (snapshot == nullptr) return;
   auto it = snapshot->listeners.find(listener_name);
@@ -618,6 +625,13 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
     e.sni = tls->sni;
   }
   e.response_flag = e.status == 408 ? "request_timeout" : "bad_request";
+  char made[32];
+  std::string_view flags;
+  if (!ParseTraceparent(traceparent, &e.trace_id, &flags)) {
+    Worker::WriteHex64(made, worker.picker().Random());
+    Worker::WriteHex64(made + 16, worker.picker().Random() | 1);
+    e.trace_id = std::string_view(made, sizeof(made));
+  }
   log->Log(worker.index(), e);
 }
 

@@ -36,9 +36,11 @@ class Worker;
 // limit): counted under its listener's status class and access-logged
 // (sampled) like a stream's. `entry` holds what is known of the request,
 // its status and body bytes (and its start and duration when it did not
-// end as it began: a 408); this fills in the rest.
+// end as it began: a 408); this fills in the rest: the trace id is the
+// client's `traceparent`'s when valid, else one made here.
 void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
-                           const net::TlsInfo* tls, accesslog::Entry& entry);
+                           const net::TlsInfo* tls, accesslog::Entry& entry,
+                           std::string_view traceparent = {});
 
 }  // namespace sluice::server
 

@@ -363,8 +363,10 @@ void Http2Session::OnRequestMalformed(int32_t /*stream_id*/, const http::Request
     e.authority = *host;
   }
   if (const std::string* ua = headers.Get("user-agent")) e.user_agent = *ua;
+  const std::string* traceparent = headers.Get("traceparent");
   e.status = 0;  // reset (RST_STREAM PROTOCOL_ERROR), not answered
-  RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
+  RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e,
+                        traceparent != nullptr ? std::string_view(*traceparent) : std::string_view());
 }
 
 void Http2Session::OnSnapshotChanged(

@@ -994,7 +994,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   emit("traceparent", std::string_view(traceparent_, sizeof(traceparent_)));
 }
 
-void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
+bool ParseTraceparent(std::string_view v, std::string_view* trace, std::string_view* flags) {
   // version "00": 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>;
   // a later version may append fields after a '-' (W3C Trace Context 4.3).
   auto hex = [](std::string_view v) {
@@ -1003,22 +1003,27 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
     }
     return true;
   };
+  std::string_view version = v.substr(0, 2);
+  bool ok = v.size() >= 55 && hex(version) && version != "ff" && v[2] == '-' && v[35] == '-' &&
+            v[52] == '-' && (version != "00" ? v.size() == 55 || v[55] == '-' : v.size() == 55);
+  if (!ok) return false;
+  std::string_view parent = v.substr(36, 16);
+  if (!hex(v.substr(3, 32)) || !hex(parent) || !hex(v.substr(53, 2)) ||
+      v.substr(3, 32) == "00000000000000000000000000000000" || parent == "0000000000000000") {
+    return false;
+  }
+  *trace = v.substr(3, 32);
+  *flags = v.substr(53, 2);
+  return true;
+}
+
+void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
   std::string_view flags = "00";  // made here: not sampled (the gateway records no spans)
   bool have_trace = false;
-  if (traceparent != nullptr) {
-    std::string_view v = traceparent->value;
-    std::string_view version = v.substr(0, 2);
-    bool ok = v.size() >= 55 && hex(version) && version != "ff" && v[2] == '-' && v[35] == '-' &&
-              v[52] == '-' && (version != "00" ? v.size() == 55 || v[55] == '-' : v.size() == 55);
-    std::string_view trace = ok ? v.substr(3, 32) : std::string_view();
-    std::string_view parent = ok ? v.substr(36, 16) : std::string_view();
-    ok = ok && hex(trace) && hex(parent) && hex(v.substr(53, 2)) &&
-         trace != "00000000000000000000000000000000" && parent != "0000000000000000";
-    if (ok) {
-      std::memcpy(traceparent_ + 3, trace.data(), 32);
-      flags = v.substr(53, 2);
-      have_trace = true;
-    }
+  std::string_view trace;
+  if (traceparent != nullptr && ParseTraceparent(traceparent->value, &trace, &flags)) {
+    std::memcpy(traceparent_ + 3, trace.data(), 32);
+    have_trace = true;
   }
   // In a fixed buffer, hex by hand: this runs for every request (and an
   // HTTP/2 stream would otherwise allocate for it).

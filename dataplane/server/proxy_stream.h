@@ -150,6 +150,10 @@ class DownstreamSink {
   }
 };
 
+// A W3C traceparent (Trace Context 3.2): its trace id and flags, or false
+// when `value` is not a valid one.
+bool ParseTraceparent(std::string_view value, std::string_view* trace_id, std::string_view* flags);
+
 class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallbacks {
  public:
   static constexpr size_t kHighWatermark = 1 << 20;

@@ -145,6 +145,17 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
       {"POST /smuggle HTTP/1.1\r\nHost: s.example\r\nUser-Agent: obs-smuggle\r\n"
        "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
        "\"method\":\"POST\",\"authority\":\"s.example\",\"path\":\"/smuggle\""},
+      // With the client's trace id (it was empty), refused by the parser or
+      // after it.
+      {"POST /traced HTTP/1.1\r\nHost: t\r\n"
+       "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+       "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+       "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""},
+      {"GET /twice HTTP/1.1\r\nHost: a\r\nHost: b\r\n"
+       "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00\r\n\r\n",
+       "\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\""},
+      // Without one, a made one (32 hex digits), as for any request.
+      {"GET /made HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "\"trace_id\":\""},
   };
   for (const auto& [request, expected] : refused) {
     std::string reply = SendRaw(address(), request);
@@ -155,6 +166,9 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
     ASSERT_FALSE(line.empty()) << request.substr(0, 40) << "\n" << Read(log_);
     EXPECT_TRUE(absl::StrContains(line, expected)) << line;
     EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
+    size_t trace = line.find("\"trace_id\":\"");
+    ASSERT_NE(trace, std::string::npos) << line;
+    EXPECT_EQ(line.find('"', trace + 12) - trace - 12, 32u) << line;
     // bytes_out is the error body the client got.
     size_t length_at = reply.find("content-length: ");
     ASSERT_NE(length_at, std::string::npos) << reply;
@@ -162,8 +176,8 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
     EXPECT_TRUE(absl::StrContains(line, "\"bytes_out\":" + length + ",")) << line;
   }
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-404"), "no_route"));
-  WaitFor([&] { return proxy_->Stat(series) == before + 4; }, absl::Seconds(5));
-  EXPECT_EQ(proxy_->Stat(series), before + 4);  // the 505 is a 5xx
+  WaitFor([&] { return proxy_->Stat(series) == before + 7; }, absl::Seconds(5));
+  EXPECT_EQ(proxy_->Stat(series), before + 7);  // the 505 is a 5xx
 }
 
 TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
