@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace sluice::policy::transformer {
 namespace {
@@ -734,11 +735,15 @@ bool IsJsonContentType(std::string_view content_type) {
 }
 
 bool IsPlainJson(const http::HeaderMap& headers) {
-  // Of several Content-Type fields, a browser takes the last: any that
-  // names JSON counts (a body that is no JSON object is left as it is).
+  // Of several Content-Type fields, or a field's comma-separated list (one
+  // field to RFC 9110 5.3), a browser takes the last: any that names JSON
+  // counts (a body that is no JSON object is left as it is).
   bool json = false;
   for (const http::HeaderMap::Field& f : headers.fields()) {
-    json = json || (absl::EqualsIgnoreCase(f.name, "content-type") && IsJsonContentType(f.value));
+    if (!absl::EqualsIgnoreCase(f.name, "content-type")) continue;
+    for (absl::string_view type : absl::StrSplit(f.value, ',')) {
+      json = json || IsJsonContentType(std::string_view(type.data(), type.size()));
+    }
   }
   if (!json) return false;
   for (const http::HeaderMap::Field& f : headers.fields()) {

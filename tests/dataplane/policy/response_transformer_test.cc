@@ -209,6 +209,15 @@ TEST(ResponseTransformerTest, WhatABrowserReadsAsJsonIsEdited) {
   two.body = "{\"secret\":1}";
   two.Run(*factory, callbacks);
   EXPECT_EQ(two.body, "{}");
+  // One field with a list is the same (RFC 9110 5.3): it went out unedited.
+  for (const char* type : {"text/plain, application/json", "application/json, text/plain",
+                           "text/plain,application/vnd.api+json; charset=utf-8"}) {
+    Response listed;
+    listed.headers.Add("content-type", type);
+    listed.body = "{\"secret\":1,\"ok\":1}";
+    listed.Run(*factory, callbacks);
+    EXPECT_EQ(listed.body, "{\"ok\":1}") << type;
+  }
   Response bom_unchanged;  // nothing to edit: the body stays as it came
   bom_unchanged.headers.Add("content-type", "application/json");
   bom_unchanged.body = "\xEF\xBB\xBF{\"a\":2}";
