@@ -308,6 +308,9 @@ struct RouteTable::RouteMatcher {
     }
     return false;
   }
+  bool ListsMethod(std::string_view method) const {
+    return std::find(methods.begin(), methods.end(), method) != methods.end();
+  }
 
   // Everything but the method. The path of kPrefix and kExact routes is
   // checked by the index that yields them.
@@ -911,6 +914,24 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
       }
     }
   });
+  // A HEAD that the first match takes only along with its GET goes to a
+  // later route that lists HEAD itself, when one matches: its author meant
+  // HEAD to go there (it did before GET took HEAD along).
+  if (best != kNoRouteId && request.method == "HEAD" && !routes_[best]->matcher.methods.empty() &&
+      !routes_[best]->matcher.ListsMethod("HEAD")) {
+    uint32_t listed = kNoRouteId;
+    vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
+      for (size_t i = 0; i < count && ids[i] < listed; ++i) {
+        const RouteMatcher& m = routes_[ids[i]]->matcher;
+        if (ids[i] > best && m.ListsMethod("HEAD") &&
+            m.RestMatches(path, query, request.headers, request.host)) {
+          listed = ids[i];
+          return;
+        }
+      }
+    });
+    if (listed != kNoRouteId) best = listed;
+  }
   if (best != kNoRouteId) {
     result.kind = MatchResult::Kind::kRoute;
     result.route = &routes_[best]->entry;

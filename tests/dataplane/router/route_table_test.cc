@@ -229,6 +229,19 @@ TEST(RouteTableMethodTest, MethodsAndMethodNotAllowed) {
   EXPECT_EQ(Outcome(*get_only, "h", "/g", "HEAD"), "get");
   EXPECT_EQ(Outcome(*get_only, "h", "/g", "PUT"), "405 GET, HEAD");
   EXPECT_EQ(Outcome(*get_only, "h", "/p", "HEAD"), "405 POST");
+  // A later route that lists HEAD itself still gets it (it was unreachable
+  // for HEAD once GET took HEAD along); one without methods does not.
+  auto head_too = Compile(R"(name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { name: "get" match { prefix: "/m" methods: "GET" } route { cluster: "c" } }
+      routes { name: "any" match { prefix: "/m/any" } route { cluster: "c" } }
+      routes { name: "head" match { prefix: "/m" methods: "POST" methods: "HEAD" }
+               route { cluster: "c" } }
+      routes { name: "all" match { prefix: "/" } route { cluster: "c" } } })");
+  ASSERT_NE(head_too, nullptr);
+  EXPECT_EQ(Outcome(*head_too, "h", "/m", "HEAD"), "head");
+  EXPECT_EQ(Outcome(*head_too, "h", "/m/any", "HEAD"), "head");
+  EXPECT_EQ(Outcome(*head_too, "h", "/m", "GET"), "get");
+  EXPECT_EQ(Outcome(*head_too, "h", "/x", "HEAD"), "all");
   EXPECT_EQ(Outcome(*table, "h", "/b", "PUT"), "regex-put");
   // Nothing matches the path (without a DELETE-capable header): 404.
   EXPECT_EQ(Outcome(*table, "h", "/c", "GET"), "404");
@@ -717,6 +730,7 @@ class NaiveMatcher {
                             ? ""
                             : target.substr(target.find('?') + 1);
     std::set<std::string> allowed;
+    int64_t fallback = -1;
     for (const auto& route : table_.virtual_hosts(vhost).routes()) {
       const auto& m = route.match();
       bool ok = true;
@@ -763,13 +777,17 @@ class NaiveMatcher {
       }
       if (ok) {
         bool method_ok = m.methods().empty();
+        bool implied = false;
         for (const std::string& method : m.methods()) {
+          if (method == request.method) method_ok = true;
           // GET takes HEAD along.
-          if (method == request.method || (method == "GET" && request.method == "HEAD")) {
-            method_ok = true;
-          }
+          if (method == "GET" && request.method == "HEAD") implied = true;
         }
-        if (method_ok) {
+        // A HEAD taken along by a GET route goes to a later route that lists
+        // HEAD itself, if one matches.
+        if (implied && !method_ok) {
+          if (fallback < 0) fallback = id;
+        } else if (method_ok && (fallback < 0 || !m.methods().empty())) {
           expected.kind = MatchResult::Kind::kRoute;
           expected.id = id;
           return expected;
@@ -778,6 +796,11 @@ class NaiveMatcher {
         if (allowed.count("GET")) allowed.insert("HEAD");
       }
       ++id;
+    }
+    if (fallback >= 0) {
+      expected.kind = MatchResult::Kind::kRoute;
+      expected.id = static_cast<uint32_t>(fallback);
+      return expected;
     }
     if (!allowed.empty()) {
       expected.kind = MatchResult::Kind::kMethodNotAllowed;
