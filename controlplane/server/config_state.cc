@@ -134,6 +134,14 @@ absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
         "from a backup, or move the history away (history.db and history.log) to start a new "
         "store"));
   }
+  if (stored->version == 0 && !stored_history->entries.empty()) {
+    // Version 1 alone: a crash during the first apply, or state.db lost
+    // after it was answered. The two look alike; say what is dropped.
+    SLUICE_LOG(kWarning, store->Describe(),
+               " has a history of version 1 but no state: taken as a crash during the first "
+               "apply, and dropped (the next apply writes version 1 anew). If that apply was "
+               "answered, state.db is missing: stop, and restore it from a backup");
+  }
   if (stored->store_id.empty()) {
     // A new data dir (or one written before stores had ids): from now on its
     // versions are told apart from those of any other store.
