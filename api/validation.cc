@@ -1868,12 +1868,18 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
     }
     if (cluster.has_health_check() && cluster.health_check().has_http()) {
       const auto& http = cluster.health_check().http();
-      if (absl::StartsWith(http.path(), "/")) {
+      // A space or control byte: ValidateResource says so (once is enough).
+      auto wire_safe = [](const std::string& v) {
+        return std::none_of(v.begin(), v.end(), [](char c) {
+          return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f;
+        });
+      };
+      if (absl::StartsWith(http.path(), "/") && wire_safe(http.path())) {
         if (std::string why = TargetProblem(http.path()); !why.empty()) {
           sink.Add("health_check.http.path", why);
         }
       }
-      if (!http.host().empty()) {
+      if (!http.host().empty() && wire_safe(http.host())) {
         if (std::string why = RedirectHostProblem(http.host()); !why.empty()) {
           sink.Add("health_check.http.host", why);
         }

@@ -827,7 +827,12 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   }
   LoadedResource loaded{std::move(resource),
                         absl::StrCat(where, " (line ", doc.Mark().line + 1, ")"), where, {}};
-  for (const auto& e : later) loaded.field_lines[e.field] = line_of(e.field);
+  for (const auto& e : later) {
+    loaded.field_lines[e.field] = line_of(e.field);
+    loaded.later_errors.push_back(
+        absl::StrCat(where, ", line ", line_of(e.field), ": ", e.ToString(),
+                     " (refused if the apply adds or changes it)"));
+  }
   out->push_back(std::move(loaded));
   return absl::OkStatus();
 }
@@ -841,11 +846,13 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
   std::vector<LoadedResource> out;
   out.reserve(docs.size());
   std::vector<std::string> errors;
+  bool failed = false;
   int index = 0;
   for (const Node& doc : docs) {
     ++index;
     if (doc.IsNull()) continue;  // empty document between separators
     std::string where = absl::StrCat(file_name, ", document ", index);
+    const size_t loaded_before = out.size();
     absl::Status status;
     try {
       status = LoadDocument(doc, where, direct, text, &out);
@@ -853,9 +860,16 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
       status = absl::InvalidArgumentError(
           absl::StrCat(where, ", line ", e.mark.line + 1, ": ", e.msg));
     }
-    if (!status.ok()) errors.push_back(std::string(status.message()));
+    if (!status.ok()) {
+      failed = true;
+      errors.push_back(std::string(status.message()));
+    } else if (!out.empty() && out.size() > loaded_before) {
+      // What the control plane would refuse in a document that loaded: said
+      // with the others' errors, in document order, so one round names all.
+      for (const std::string& e : out.back().later_errors) errors.push_back(e);
+    }
   }
-  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  if (failed) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   if (out.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(file_name, ": no documents"));
   }

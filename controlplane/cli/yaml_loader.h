@@ -30,6 +30,9 @@ struct LoadedResource {
   // The lines of fields that the control plane's apply-only rules
   // (api::ValidateNewContent) refuse, so its answer can name them.
   std::map<std::string, int> field_lines;
+  // Those refusals as error lines ("FILE, document N, line L: ..."), said
+  // with another document's errors so that one round names them all.
+  std::vector<std::string> later_errors;
 };
 
 // Parses YAML text; `file_name` is used in errors only.

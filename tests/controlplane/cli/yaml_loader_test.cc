@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
 #include "api/validation.h"
 #include "tests/api/test_certificates.h"
@@ -367,6 +368,29 @@ TEST(YamlLoaderTest, AnErrorInOneDocumentYieldsNothingAndNamesTheDocument) {
       "kind: Cluster\nname: ok\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n---\n"
       "kind: Cluster\nname: bad\nspec: {endpoints: [{address: 127.0.0.1, port: 1, wat: 1}]}\n");
   EXPECT_NE(e.find("f.yaml, document 2, line 7"), std::string::npos) << e;
+}
+
+// What the control plane refuses only in added or changed content (here a
+// repeated method and CONNECT) is said with another document's errors, in
+// document order: they were named only once the other was fixed.
+TEST(YamlLoaderTest, ApplyOnlyRefusalsOfOtherDocumentsComeInTheSameRound) {
+  std::string e = Error(
+      "kind: RouteTable\nname: t\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /, methods: [GET, GET, CONNECT]}\n"
+      "          route: {cluster: c}\n---\n"
+      "kind: Cluster\nname: c\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n"
+      "  health_check: {http: {path: '/a b'}}\n");
+  const std::vector<std::string> lines = absl::StrSplit(e, '\n');
+  ASSERT_EQ(lines.size(), 3u) << e;
+  EXPECT_TRUE(absl::StartsWith(lines[0], "f.yaml, document 1, line 7: RouteTable \"t\": "
+                                         "virtual_hosts[0].routes[0].match.methods[1]: 'GET' is "
+                                         "listed twice (refused if the apply adds or changes it)"))
+      << e;
+  EXPECT_TRUE(absl::StrContains(lines[1], "match.methods[2]: CONNECT")) << e;
+  // The space is said once (the apply-only path rule said it again).
+  EXPECT_TRUE(absl::StartsWith(lines[2], "f.yaml, document 2, line 14: Cluster \"c\": "
+                                         "health_check.http.path: must not contain spaces"))
+      << e;
 }
 
 TEST(YamlLoaderTest, YamlRoundTrip) {
