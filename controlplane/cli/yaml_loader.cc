@@ -27,6 +27,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "controlplane/cli/fast_yaml.h"
+#include "re2/re2.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sluice::cli {
@@ -1134,6 +1135,22 @@ bool FitsLiteralBlock(const std::string& text) {
   return multi_line;
 }
 
+// Whether a plain scalar `text` would be read as something other than a
+// string by a YAML 1.1 or 1.2 reader (PyYAML, yq, Ansible, Helm): a bool
+// (`yes`, `off`...), a null, an int (`0x1F`, `0o17`, `1_000`, `1:30`), a
+// float (`1.5`, `.inf`), a timestamp, or the merge and value keys.
+bool ReadsAsAnotherType(const std::string& text) {
+  static const RE2* const kOther = new RE2(
+      "y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|"
+      "~|null|Null|NULL|<<|=|"
+      "[-+]?(0b[01_]+|0o?[0-7_]+|[0-9][0-9_]*|0x[0-9a-fA-F_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)|"
+      "[-+]?(\\.[0-9_]+|[0-9][0-9_]*(\\.[0-9_]*)?)([eE][-+]?[0-9]+)?|"
+      "[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|"
+      "[-+]?\\.(inf|Inf|INF)|\\.(nan|NaN|NAN)|"
+      "[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?([Tt ].*)?");
+  return text.empty() || RE2::FullMatch(text, *kOther);
+}
+
 // Block style throughout; multi-line strings (PEM) as `|` block scalars.
 void EmitBlock(const YAML::Node& node, YAML::Emitter& out) {
   if (node.IsMap()) {
@@ -1149,6 +1166,20 @@ void EmitBlock(const YAML::Node& node, YAML::Emitter& out) {
     out << YAML::EndSeq;
   } else if (node.IsScalar() && FitsLiteralBlock(node.Scalar())) {
     out << YAML::Literal << node.Scalar();
+  } else if (node.IsScalar() && node.Tag() == "!") {
+    // A string (quoted in the JSON the spec was printed as).
+    const std::string& text = node.Scalar();
+    if (text.find('\x7f') != std::string::npos) {
+      // DEL is no printable YAML character: escaped (\x7f), and with it
+      // any non-ASCII character (\xe9 is U+00E9: it reads back the same).
+      out << YAML::EscapeNonAscii << YAML::DoubleQuoted << text << YAML::EmitNonAscii;
+    } else if (ReadsAsAnotherType(text)) {
+      // `cluster: 0x1F` is the number 31 to PyYAML and yq: quoted, as
+      // kubectl's printer does, so other tools read the string back.
+      out << YAML::DoubleQuoted << text;
+    } else {
+      out << node;
+    }
   } else {
     out << node;
   }

@@ -406,6 +406,49 @@ TEST(YamlLoaderTest, YamlRoundTrip) {
   EXPECT_NE(ToJson((*loaded)[0].resource).find("\"kind\":\"Cluster\""), std::string::npos);
 }
 
+// `get -o yaml` quotes a string that another YAML reader (PyYAML, yq,
+// Ansible) would take for a bool, a number or a null, and escapes DEL
+// (no printable YAML character). Before: `cluster: 0x1F` (31 to PyYAML),
+// `name: yes` (true), and a raw DEL that PyYAML refused.
+TEST(YamlLoaderTest, GetQuotesStringsOtherReadersWouldTakeForAnotherType) {
+  auto loaded = LoadYaml(R"(
+kind: RouteTable
+name: odd
+spec:
+  virtual_hosts:
+    - name: '1.5'
+      domains: ['*']
+      routes:
+        - name: 'yes'
+          match: {prefix: /a}
+          route: {cluster: '0x1F', timeout: 5s}
+        - name: 'off'
+          match: {prefix: /b}
+          direct_response: {status: 200, body: "x\x7Fy caf\u00e9"}
+        - name: '2024-01-02'
+          match: {prefix: /c}
+          route: {cluster: '1_000'}
+        - name: plain
+          match: {prefix: /d}
+          direct_response: {status: 200, body: '~'}
+)",
+                         "f.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const std::string yaml = ToYaml((*loaded)[0].resource);
+  for (const char* quoted : {"name: \"1.5\"", "name: \"yes\"", "cluster: \"0x1F\"",
+                             "name: \"off\"", "name: \"2024-01-02\"", "cluster: \"1_000\"",
+                             "body: \"~\"", "body: \"x\\x7fy caf\\xe9\""}) {
+    EXPECT_TRUE(absl::StrContains(yaml, quoted)) << quoted << "\n" << yaml;
+  }
+  // What reads as a string anyway stays plain.
+  EXPECT_TRUE(absl::StrContains(yaml, "timeout: 5s")) << yaml;
+  EXPECT_TRUE(absl::StrContains(yaml, "name: plain")) << yaml;
+  EXPECT_TRUE(absl::StrContains(yaml, "prefix: /a")) << yaml;
+  auto again = LoadYaml(yaml, "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ((*again)[0].resource.SerializeAsString(), (*loaded)[0].resource.SerializeAsString());
+}
+
 TEST(YamlLoaderTest, EveryClusterFeatureRoundTripsThroughGetAndApply) {
   auto loaded = LoadYaml(R"(
 kind: Cluster
