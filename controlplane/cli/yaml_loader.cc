@@ -63,15 +63,23 @@ std::string EnumChoices(const google::protobuf::EnumDescriptor& type) {
 // name is not quoted: it is often a line of a multi-line value (a PEM
 // private key) that fell out of its indentation, and an error message must
 // not print key material.
+// A '-' (no base64 line holds one) is a field name spelled the nginx or
+// Kong way: shown, with the '_' spelling.
 bool FieldNameLike(absl::string_view key) {
   if (key.empty() || key.size() > 48 || absl::ascii_isdigit(key[0])) return false;
   for (char c : key) {
-    if (!absl::ascii_isalnum(c) && c != '_') return false;
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '-') return false;
   }
   return true;
 }
 
 std::string ShownKey(const std::string& key) {
+  if (key == "<<") return "'<<' (YAML merge keys are not supported: write the fields out)";
+  if (FieldNameLike(key) && key.find('-') != std::string::npos) {
+    std::string underscored = key;
+    std::replace(underscored.begin(), underscored.end(), '-', '_');
+    return absl::StrCat("'", key, "' (field names are written with '_': ", underscored, ")");
+  }
   return FieldNameLike(key) ? absl::StrCat("'", key, "'")
                             : absl::StrCat("of ", key.size(),
                                            " characters, not quoted (not a field name: a line of a "
