@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "api/discovery.h"
 #include "api/policy_registry.h"
 #include "api/validation.h"
@@ -721,8 +722,10 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
                                            " (expected kind, name and spec)"));
     }
   }
-  if (!doc["kind"] || !doc["kind"].IsScalar()) return fail(doc, "kind is required");
-  if (!doc["name"] || !doc["name"].IsScalar()) return fail(doc, "name is required");
+  if (!doc["kind"]) return fail(doc, "kind is required");
+  if (!doc["kind"].IsScalar()) return fail(doc["kind"], "kind must be a single value, e.g. Cluster");
+  if (!doc["name"]) return fail(doc, "name is required");
+  if (!doc["name"].IsScalar()) return fail(doc["name"], "name must be a single value, not a list or mapping");
   auto kind = api::ParseKind(doc["kind"].Scalar());
   if (!kind.ok()) return fail(doc["kind"], std::string(kind.status().message()));
   const std::string name = doc["name"].Scalar();
@@ -866,8 +869,12 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     try {
       status = LoadDocument(doc, where, direct, text, &out);
     } catch (const YAML::Exception& e) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat(where, ", line ", e.mark.line + 1, ": ", e.msg));
+      // yaml-cpp's "bad conversion": a list or mapping where one value goes.
+      status = absl::InvalidArgumentError(absl::StrCat(
+          where, ", line ", e.mark.line + 1, ": ",
+          e.msg == "bad conversion"
+              ? "a list or mapping where a single value belongs (as a key, say)"
+              : e.msg));
     }
     if (!status.ok()) {
       failed = true;
@@ -1017,9 +1024,22 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
   try {
     docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
+    // YAML indents with spaces only: a tab where indentation goes reads as
+    // content, and yaml-cpp's words ("illegal map value") do not say so.
+    std::string hint;
+    if (e.mark.line >= 0) {
+      std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+      if (static_cast<size_t>(e.mark.line) < lines.size()) {
+        absl::string_view line = lines[e.mark.line];
+        const size_t content = line.find_first_not_of(" \t");
+        if (line.substr(0, content).find('\t') != absl::string_view::npos) {
+          hint = " (a tab in the indentation: YAML indents with spaces only)";
+        }
+      }
+    }
     return absl::InvalidArgumentError(absl::StrCat(
         file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
-        ": not valid YAML: ", e.msg));
+        ": not valid YAML: ", e.msg, hint));
   }
   return LoadDocuments(docs, file_name, options.direct_conversion, &text);
 }

@@ -181,6 +181,22 @@ TEST(YamlLoaderTest, AnUnknownKeyThatIsNoFieldNameIsNotQuoted) {
   EXPECT_FALSE(absl::StrContains(e, "MIGH")) << e;
 }
 
+// yaml-cpp's words are not left alone: a tab in the indentation is named,
+// a list as a key is no "bad conversion", a list as the name is no missing
+// name.
+TEST(YamlLoaderTest, ParserErrorsSayWhatIsWrong) {
+  std::string e = Error("kind: Cluster\nname: a\nspec:\n\tlb_policy: RANDOM\n"
+                        "  endpoints: [{address: 127.0.0.1, port: 1}]\n");
+  EXPECT_TRUE(absl::StrContains(e, "line 4, column 11: not valid YAML: illegal map value (a tab "
+                                   "in the indentation: YAML indents with spaces only)"))
+      << e;
+  e = Error("kind: Cluster\nname: a\nspec:\n  ? [a, b]\n  : 1\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 4: a list or mapping where a single value belongs (as a "
+               "key, say)");
+  e = Error("kind: Cluster\nname: [a]\nspec: {}\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 2: name must be a single value, not a list or mapping");
+}
+
 // A kebab-case key (nginx and Kong habits) is named, with its '_' spelling;
 // a merge key is said to be unsupported. Before: "spec.?: unknown field of
 // 15 characters, not quoted (... out of its indentation?)".
