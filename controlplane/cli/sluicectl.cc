@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -285,14 +286,23 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return context;
 }
 
-void PrintDiff(const admin::v1::Diff& diff) {
+std::string LineDiff(const std::string& a, const std::string& b, size_t context = 3);
+
+// `lines`, when given, prints under each changed resource what its fields
+// become (an apply's dry run).
+using ChangedLines = std::function<std::string(const api::ResourceId&)>;
+
+void PrintDiff(const admin::v1::Diff& diff, const ChangedLines* lines = nullptr) {
   auto print = [](const char* mark, const auto& keys) {
     for (const auto& key : keys) {
       std::cout << mark << " " << api::Describe({key.kind(), key.name()}) << "\n";
     }
   };
   print("+", diff.added());
-  print("~", diff.changed());
+  for (const auto& key : diff.changed()) {
+    std::cout << "~ " << api::Describe({key.kind(), key.name()}) << "\n";
+    if (lines != nullptr) std::cout << (*lines)({key.kind(), key.name()});
+  }
   print("-", diff.removed());
   std::cout << diff.added_size() << " added, " << diff.changed_size() << " changed, "
             << diff.removed_size() << " removed, " << diff.unchanged() << " unchanged\n";
@@ -302,8 +312,9 @@ bool DiffEmpty(const admin::v1::Diff& diff) {
   return diff.added_size() == 0 && diff.changed_size() == 0 && diff.removed_size() == 0;
 }
 
-void PrintOutcome(bool dry_run, const admin::v1::Diff& diff, uint64_t version) {
-  PrintDiff(diff);
+void PrintOutcome(bool dry_run, const admin::v1::Diff& diff, uint64_t version,
+                  const ChangedLines* lines = nullptr) {
+  PrintDiff(diff, lines);
   if (dry_run) {
     std::cout << "dry run: nothing stored (current version " << version << ")\n";
   } else if (DiffEmpty(diff)) {
@@ -969,7 +980,29 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
     return Fail(absl::StrCat("nothing applied:\n", WithOrigins(status.error_message(), *loaded)));
   }
-  PrintOutcome(response.dry_run(), response.diff(), response.version());
+  // A dry run shows each changed resource's lines: the stored YAML (as get
+  // prints it) against the one applied, credentials sealed and secrets
+  // redacted as the control plane would.
+  const ChangedLines lines = [&](const api::ResourceId& id) -> std::string {
+    admin::v1::GetRequest get;
+    get.set_kind(id.first);
+    get.set_name(id.second);
+    admin::v1::GetResponse stored;
+    if (grpc::Status got = stub.Get(Context().get(), get, &stored); !got.ok()) {
+      return absl::StrCat("    (its stored lines could not be read: ", got.error_message(), ")\n");
+    }
+    for (const LoadedResource& r : *loaded) {
+      if (api::IdOf(r.resource) != id) continue;
+      api::Resource mine = r.resource;
+      api::SealCredentials(&mine, &stored.resource());
+      api::RedactSecrets(&mine);
+      std::string out = LineDiff(ToYaml(stored.resource()), ToYaml(mine));
+      return out.empty() ? "    (only redacted fields differ)\n" : out;
+    }
+    return "";
+  };
+  PrintOutcome(response.dry_run(), response.diff(), response.version(),
+               response.dry_run() ? &lines : nullptr);
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   if (flags.switches.count("wait") && !response.dry_run()) {
     // No change: the version in force, which a wait that timed out before
@@ -1108,7 +1141,7 @@ int History(admin::v1::AdminService::Stub& stub, const std::string& server,
 
 // The lines of `a` and `b` with "-", "+" or " " in front (longest common
 // subsequence); unchanged lines only within `context` of a change.
-std::string LineDiff(const std::string& a, const std::string& b, size_t context = 3) {
+std::string LineDiff(const std::string& a, const std::string& b, size_t context) {
   std::vector<std::string> x = absl::StrSplit(a, '\n');
   std::vector<std::string> y = absl::StrSplit(b, '\n');
   if (x.size() * y.size() > 20'000'000) return "    (too large to compare line by line)\n";

@@ -125,6 +125,12 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
 
   auto changed = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("spare", 9100))});
   EXPECT_NE(changed.out.find("applied: version 2"), std::string::npos) << changed.out;
+  // A dry run of a change shows its lines (it named the resource only).
+  auto dry_change = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("spare", 9101)), "--dry-run"});
+  EXPECT_EQ(dry_change.exit_code, 0) << dry_change.err;
+  EXPECT_TRUE(absl::StrContains(dry_change.out, "~ Cluster \"spare\"\n")) << dry_change.out;
+  EXPECT_TRUE(absl::StrContains(dry_change.out, "-       port: 9100\n")) << dry_change.out;
+  EXPECT_TRUE(absl::StrContains(dry_change.out, "+       port: 9101\n")) << dry_change.out;
   auto dry_delete = cp.Ctl({"delete", "cluster", "spare", "--dry-run"});
   EXPECT_NE(dry_delete.out.find("- Cluster \"spare\""), std::string::npos);
   EXPECT_NE(dry_delete.out.find("dry run"), std::string::npos);
