@@ -8,8 +8,15 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 scripts/install-deps.sh
 echo "quickstart: building (the first build takes several minutes)..."
-bazel build //controlplane/server:sluice-control //controlplane/cli:sluicectl \
-  //dataplane/server:sluice-proxy //tests/harness:upstream_server 2>&1 | grep -E 'ERROR|error:' || true
+mkdir -p "$ROOT/.quickstart"
+# A failed build stops here: stale binaries from an earlier build would run.
+if ! bazel build //controlplane/server:sluice-control //controlplane/cli:sluicectl \
+    //dataplane/server:sluice-proxy //tests/harness:upstream_server \
+    >"$ROOT/.quickstart/build.log" 2>&1; then
+  grep -E 'ERROR|error:' "$ROOT/.quickstart/build.log" >&2 || tail -20 "$ROOT/.quickstart/build.log" >&2
+  echo "quickstart: the build failed (all of it in .quickstart/build.log)" >&2
+  exit 1
+fi
 
 # Something else on our ports would answer in our place: refuse to start.
 for port in 18000 8080 9001 9002 9003 9901 9902; do
@@ -33,6 +40,7 @@ RUN=$ROOT/.quickstart
 mkdir -p "$RUN"
 pids=()
 cleanup() {
+  trap - EXIT INT TERM  # once: Ctrl-C then the exit would run it twice
   echo; echo "stopping..."
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -44,8 +52,8 @@ start() { # name, command...
   "$@" >"$RUN/$name.log" 2>&1 &
   pids+=($!)
 }
-wait_for() { # url
-  for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+wait_for() { # url: until it answers 2xx (a proxy without config answers /ready 503)
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "quickstart: $1 did not come up; see $RUN/*.log" >&2; exit 1
 }
 
@@ -58,14 +66,12 @@ export SLUICE_SERVER=127.0.0.1:18000
 for _ in $(seq 1 100); do "$BIN/controlplane/cli/sluicectl" get >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN/controlplane/cli/sluicectl" apply -f examples/quickstart.yaml
 
-if [ -x "$BIN/dataplane/server/sluice-proxy" ]; then
-  start proxy-a "$BIN/dataplane/server/sluice-proxy" --control-plane 127.0.0.1:18000 \
-    --node-id proxy-a --group quickstart --admin 127.0.0.1:9901 --state-dir "$RUN/proxy-a"
-  start proxy-b "$BIN/dataplane/server/sluice-proxy" --control-plane 127.0.0.1:18000 \
-    --node-id proxy-b --group quickstart --admin 127.0.0.1:9902 --state-dir "$RUN/proxy-b"
-  wait_for http://127.0.0.1:9901/ready
-  wait_for http://127.0.0.1:9902/ready
-fi
+start proxy-a "$BIN/dataplane/server/sluice-proxy" --control-plane 127.0.0.1:18000 \
+  --node-id proxy-a --group quickstart --admin 127.0.0.1:9901 --state-dir "$RUN/proxy-a"
+start proxy-b "$BIN/dataplane/server/sluice-proxy" --control-plane 127.0.0.1:18000 \
+  --node-id proxy-b --group quickstart --admin 127.0.0.1:9902 --state-dir "$RUN/proxy-b"
+wait_for http://127.0.0.1:9901/ready
+wait_for http://127.0.0.1:9902/ready
 # Everything started must still be running (a process that exited found
 # its port or directory taken).
 for i in "${!pids[@]}"; do
