@@ -125,6 +125,10 @@ std::string ControlPlaneMetrics::Render(const ScrapeState& state) const {
          "conflict: other resources refer to it).");
   RenderByResult(&out, "sluice_control_deletes_total", deletes_);
 
+  Family(&out, "sluice_control_rollout_running", "gauge",
+         "1 while a canary rollout (sluicectl apply --canary) runs: its canaries and the rest "
+         "run different config versions on purpose.");
+  absl::StrAppend(&out, "sluice_control_rollout_running ", state.rollout_running ? 1 : 0, "\n");
   Family(&out, "sluice_control_connected_proxies", "gauge",
          "Proxies whose config stream is established now.");
   absl::StrAppend(&out, "sluice_control_connected_proxies ", state.connected_proxies, "\n");

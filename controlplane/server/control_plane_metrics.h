@@ -88,6 +88,7 @@ class ControlPlaneMetrics {
   struct ScrapeState {
     uint64_t config_version = 0;
     int64_t connected_proxies = 0;
+    bool rollout_running = false;
   };
   // Every family with HELP and TYPE; every `result` label value is present
   // from the start (at 0), so rate() and increase() see the first one.

@@ -414,9 +414,11 @@ int Run(int argc, char** argv) {
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.
   controlplane::ConfigState* config_state = (*state).get();
-  controlplane::MetricsEndpoint metrics_endpoint([&metrics, config_state, &registry] {
+  controlplane::MetricsEndpoint metrics_endpoint([&metrics, config_state, &registry, &rollouts] {
+    bool running = false;
+    rollouts.Get(&running);
     return metrics.Render({config_state->Current()->version,
-                           static_cast<int64_t>(registry.connected())});
+                           static_cast<int64_t>(registry.connected()), running});
   });
   if (!metrics_listen.empty()) {
     absl::StatusOr<int> metrics_port = metrics_endpoint.Start(metrics_listen);

@@ -152,8 +152,8 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
     evhttp_add_header(evhttp_request_get_output_headers(request), "Allow", "GET, HEAD");
     status = 405;
     body = "the admin endpoint takes GET and HEAD only\n";
-  } else if (std::strcmp(path, "/ready") != 0 && !self->token_sha256_.empty() &&
-      !HasToken(request, self->token_sha256_)) {
+  } else if (std::strcmp(path, "/ready") != 0 && std::strcmp(path, "/livez") != 0 &&
+             !self->token_sha256_.empty() && !HasToken(request, self->token_sha256_)) {
     evhttp_add_header(evhttp_request_get_output_headers(request), "WWW-Authenticate",
                       "Bearer realm=\"sluice-proxy admin\"");
     status = 401;
@@ -161,6 +161,10 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   } else if (std::strcmp(path, "/ready") == 0) {
     auto [ready, reason] = self->handlers_.ready();
     status = ready ? 200 : 503;
+    body = absl::StrCat(reason, "\n");
+  } else if (std::strcmp(path, "/livez") == 0) {
+    auto [alive, reason] = self->handlers_.live();
+    status = alive ? 200 : 503;
     body = absl::StrCat(reason, "\n");
   } else if (std::strcmp(path, "/metrics") == 0 || std::strcmp(path, "/stats") == 0) {
     // /metrics is the Prometheus convention; /stats stays as an alias.
@@ -176,7 +180,7 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
     if (json) content_type = "application/json";
   } else {
     status = 404;
-    body = "unknown admin path; try /ready, /metrics, /config_dump or /clusters\n";
+    body = "unknown admin path; try /ready, /livez, /metrics, /config_dump or /clusters\n";
   }
   evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type", content_type);
   evbuffer* out = evbuffer_new();

@@ -36,6 +36,8 @@ namespace sluice::admin {
 struct AdminHandlers {
   // (ready, reason) for /ready.
   std::function<std::pair<bool, std::string>()> ready;
+  // (alive, reason) for /livez: false when a worker is stuck.
+  std::function<std::pair<bool, std::string>()> live;
   std::function<std::string()> stats;
   std::function<std::string()> config_dump;
   // /clusters; JSON with ?format=json.

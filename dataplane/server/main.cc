@@ -201,6 +201,29 @@ class ProxyServer {
     for (auto& w : workers_) w->StartDrain();
   }
   bool draining() const { return draining_.load(); }
+  // Liveness: each worker's event loop ran the ping the previous call sent
+  // it (a worker stuck in a loop or a lock never does); then a new one goes
+  // out. (true, "alive") or (false, which workers are stuck). The first
+  // call always passes: there was no ping yet.
+  std::pair<bool, std::string> Live() {
+    absl::MutexLock lock(&ping_mu_);
+    if (pings_.size() != workers_.size()) {
+      pings_ = std::vector<Ping>(workers_.size());
+    }
+    std::string stuck;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      Ping& ping = pings_[i];
+      if (ping.answered.load() < ping.sent) {
+        absl::StrAppend(&stuck, stuck.empty() ? "" : ", ", i);
+      }
+      const uint64_t n = ++ping.sent;
+      workers_[i]->post_gate()->Post([&ping, n] { ping.answered.store(n); });
+    }
+    if (stuck.empty()) return {true, "alive"};
+    return {false, absl::StrCat("worker ", stuck,
+                                " did not run the ping of the previous /livez (its event loop "
+                                "is stuck)")};
+  }
   int64_t active_connections() const {
     int64_t n = 0;
     for (const auto& w : workers_) n += w->active_connections();
@@ -260,6 +283,13 @@ class ProxyServer {
   upstream::HealthRegistry registry_;
   config::ListenerSocketCache sockets_;
   std::unique_ptr<controlplane::FileStore> state_store_;
+  // Before the workers: their posted pings refer to these.
+  struct Ping {
+    uint64_t sent = 0;
+    std::atomic<uint64_t> answered{0};
+  };
+  absl::Mutex ping_mu_;
+  std::vector<Ping> pings_ ABSL_GUARDED_BY(ping_mu_);
   std::vector<std::unique_ptr<server::Worker>> workers_;
   std::unique_ptr<upstream::HealthChecker> health_checker_;  // main thread
   stats::Gauge* config_version_;
@@ -507,6 +537,7 @@ int Run(int argc, char** argv) {
          }
          return {true, ready};
        },
+       [&proxy] { return proxy.Live(); },
        [&proxy] { return proxy.stats().RenderPrometheus(); },
        [&proxy] { return proxy.ConfigDump(); },
        [&proxy](bool json) { return proxy.Clusters(json); }});

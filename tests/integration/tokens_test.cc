@@ -208,6 +208,18 @@ TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {
   EXPECT_FALSE(ok.body.empty());
   HttpResponse ready = HttpGet(proxy.admin_address(), "/ready");
   EXPECT_EQ(ready.status, 200);
+  // /livez too (a liveness probe carries no token): every worker ran the
+  // ping the previous call sent.
+  HttpResponse live = HttpGet(proxy.admin_address(), "/livez");
+  EXPECT_EQ(live.status, 200) << live.body;
+  EXPECT_EQ(live.body, "alive\n");
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        live = HttpGet(proxy.admin_address(), "/livez");
+        return live.status == 200;
+      },
+      absl::Seconds(5)))
+      << live.body;
 }
 
 }  // namespace

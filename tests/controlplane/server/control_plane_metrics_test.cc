@@ -34,19 +34,21 @@ TEST(ControlPlaneMetricsTest, EveryFamilyHasHelpAndTypeAndPassesPromtool) {
   metrics.CountApply(ChangeOutcome::kOk);
   metrics.CountPush();
   metrics.CountAck(absl::Milliseconds(30));
-  std::string text = metrics.Render({7, 2});
+  std::string text = metrics.Render({7, 2, true});
   for (const char* family :
        {"sluice_control_build_info", "sluice_control_config_version",
         "sluice_control_last_apply_timestamp_seconds", "sluice_control_applies_total",
         "sluice_control_deletes_total", "sluice_control_connected_proxies",
         "sluice_control_pushes_total", "sluice_control_acks_total", "sluice_control_nacks_total",
-        "sluice_control_ack_latency_seconds"}) {
+        "sluice_control_ack_latency_seconds", "sluice_control_rollout_running"}) {
     EXPECT_TRUE(absl::StrContains(text, absl::StrCat("# HELP ", family, " "))) << family;
     EXPECT_TRUE(absl::StrContains(text, absl::StrCat("# TYPE ", family, " "))) << family;
   }
   EXPECT_EQ(Sample(text, "sluice_control_build_info{version=\"0.1\"}"), 1);
   EXPECT_EQ(Sample(text, "sluice_control_config_version"), 7);
   EXPECT_EQ(Sample(text, "sluice_control_connected_proxies"), 2);
+  EXPECT_EQ(Sample(text, "sluice_control_rollout_running"), 1);
+  EXPECT_EQ(Sample(metrics.Render({7, 2}), "sluice_control_rollout_running"), 0);
   EXPECT_EQ(Sample(text, "sluice_control_pushes_total"), 1);
 
   std::string dir = sluice::testing::MakeTempDir("control-metrics");
