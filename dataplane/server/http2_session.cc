@@ -531,7 +531,19 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   head.headers = &fields;
   uint64_t length = 0;
   if (end_stream) {
-    head.body = RequestHead::Body::kNone;
+    // No body. An HTTP/1 upstream is still told its length, 0, when the
+    // client gave one or the method defines content (RFC 9110 8.6: "a user
+    // agent normally sends Content-Length in a POST request even when the
+    // value is 0"; a server may answer 411 without): an h2 client need not
+    // send one, and Go's sends content-length: 0 with END_STREAM on HEADERS.
+    const bool zero = content_length != nullptr &&
+                      absl::SimpleAtoi(*content_length, &length) && length == 0;
+    if (zero || pseudo.method == "POST" || pseudo.method == "PUT" || pseudo.method == "PATCH") {
+      head.body = RequestHead::Body::kLength;
+      head.content_length = 0;
+    } else {
+      head.body = RequestHead::Body::kNone;
+    }
   } else if (content_length != nullptr && absl::SimpleAtoi(*content_length, &length)) {
     head.body = RequestHead::Body::kLength;
     head.content_length = length;

@@ -124,6 +124,25 @@ TEST_F(Http2Test, H2cWithPriorKnowledge) {
   EXPECT_GE(proxy_->Stat("sluice_downstream_http2_connections_total"), 2);
 }
 
+// A request that ends with its HEADERS still tells an HTTP/1 upstream its
+// length when it has one (content-length: 0) or its method defines content
+// (RFC 9110 8.6). Before: no Content-Length, and a server wanting one
+// answers 411.
+TEST_F(Http2Test, AnEmptyBodyEndedWithTheHeadersKeepsItsContentLength) {
+  CommandResult r = Curl({"-i", "--http2-prior-knowledge", "-X", "PUT", "-H",
+                          "content-length: 0", Plain("/put0")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "web-1 PUT /put0")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-echo-content-length: 0\r\n")) << r.out;
+  r = Curl({"-i", "--http2-prior-knowledge", "-X", "POST", Plain("/post0")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "web-1 POST /post0")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "x-echo-content-length: 0\r\n")) << r.out;
+  r = Curl({"-i", "--http2-prior-knowledge", Plain("/get0")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.out, "x-echo-content-length")) << r.out;
+}
+
 TEST_F(Http2Test, H2OverTlsByAlpnAndHttp11WhenTheListenerSaysSo) {
   std::string resolve = absl::StrCat("localhost:", tls_port_, ":127.0.0.1");
   CommandResult r = Curl({"-i", "--http2", "--cacert", cert_.cert_path, "--resolve", resolve,
