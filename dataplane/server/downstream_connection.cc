@@ -39,8 +39,10 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       secure_(static_cast<bool>(listener.tls)) {
   http2_options_.limits.max_concurrent_streams = listener.http2_max_concurrent_streams;
   http2_options_.limits.initial_window_size = listener.http2_initial_stream_window;
-  http2_options_.limits.max_request_body_buffer =
-      std::max<uint32_t>(listener.http2_initial_stream_window, 1 << 20);
+  // What a stream's client may send ahead of its upstream taking it: the
+  // window the listener advertises, and no more (a 1 MiB floor made a
+  // smaller window bound nothing).
+  http2_options_.limits.max_request_body_buffer = listener.http2_initial_stream_window;
   http2_options_.limits.max_header_list_bytes =
       static_cast<uint32_t>(listener.max_request_headers_bytes);
   http2_options_.limits.max_trailer_fields = static_cast<uint32_t>(listener.max_request_headers);
