@@ -377,7 +377,11 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::ApplyLocked(
     std::vector<api::Resource> resources, bool dry_run, const ChangeContext& context) {
-  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  // A dry run changes nothing: allowed during a rollout (its base is the
+  // canaries' version, which a promote makes everyone's).
+  if (absl::Status status = dry_run ? absl::OkStatus() : CheckNoSplit(); !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::vector<api::ValidationError> apply_time_errors;
@@ -476,7 +480,11 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
     const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
-  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  // A dry run changes nothing: allowed during a rollout (its base is the
+  // canaries' version, which a promote makes everyone's).
+  if (absl::Status status = dry_run ? absl::OkStatus() : CheckNoSplit(); !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   std::shared_ptr<const Snapshot> base = Current();
@@ -507,7 +515,11 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::RollbackLocked(
     uint64_t version, bool dry_run, const ChangeContext& context) {
-  if (absl::Status status = CheckNoSplit(); !status.ok()) return status;
+  // A dry run changes nothing: allowed during a rollout (its base is the
+  // canaries' version, which a promote makes everyone's).
+  if (absl::Status status = dry_run ? absl::OkStatus() : CheckNoSplit(); !status.ok()) {
+    return status;
+  }
   if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
   absl::StatusOr<api::ResourceMap> next = History()->ContentAt(version);

@@ -218,6 +218,11 @@ TEST_F(CanaryTest, ARestartMidRolloutPutsTheCanaryBackAndRecordsWhy) {
   r = Apply(Config(upstream_.port(), ""), {});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(r.err, "canary rollout r2 is in progress")) << r.err;
+  // A dry run changes nothing: allowed (it was refused), against the
+  // canaries' version.
+  r = Apply(Config(upstream_.port(), ""), {"--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "dry run: nothing stored (current version 2)")) << r.out;
   // Once the control plane has seen the canary's ACK, the window runs.
   EXPECT_TRUE(WaitFor(
       [&] {
