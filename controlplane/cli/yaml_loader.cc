@@ -860,10 +860,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
   std::vector<std::string> errors;
   bool failed = false;
   int index = 0;
-  for (const Node& doc : docs) {
-    ++index;
-    if (doc.IsNull()) continue;  // empty document between separators
-    std::string where = absl::StrCat(file_name, ", document ", index);
+  auto load = [&](const Node& doc, const std::string& where) {
     const size_t loaded_before = out.size();
     absl::Status status;
     try {
@@ -884,6 +881,20 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
       // with the others' errors, in document order, so one round names all.
       for (const std::string& e : out.back().later_errors) errors.push_back(e);
     }
+  };
+  for (const Node& doc : docs) {
+    ++index;
+    if (doc.IsNull()) continue;  // empty document between separators
+    std::string where = absl::StrCat(file_name, ", document ", index);
+    // `sluicectl get -o json` of several resources: {"version": N, "items":
+    // [...]}, whose items are the documents (as kubectl applies a List).
+    if (doc.IsMap() && !doc["kind"] && doc["items"] && doc["items"].IsSequence()) {
+      for (size_t i = 0; i < doc["items"].size(); ++i) {
+        load(doc["items"][i], absl::StrCat(where, ", items[", i, "]"));
+      }
+      continue;
+    }
+    load(doc, where);
   }
   if (failed) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   if (out.empty()) {

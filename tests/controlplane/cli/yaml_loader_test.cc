@@ -423,6 +423,25 @@ TEST(YamlLoaderTest, ApplyOnlyRefusalsOfOtherDocumentsComeInTheSameRound) {
       << e;
 }
 
+// `sluicectl get -o json` of the whole config is an envelope whose items
+// are the resources: applied back as they are (before: "unknown top-level
+// field 'version'").
+TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
+  auto loaded = LoadYaml(
+      R"({"version":3,"items":[{"kind":"Cluster","name":"a","spec":{"endpoints":[{"address":"127.0.0.1","port":1}]}},)"
+      R"({"kind":"Cluster","name":"b","spec":{"endpoints":[{"address":"127.0.0.1","port":2}]}}]})",
+      "all.json");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 2u);
+  EXPECT_EQ((*loaded)[1].resource.cluster().name(), "b");
+  EXPECT_EQ((*loaded)[1].where, "all.json, document 1, items[1]");
+  std::string e = Error(
+      R"({"version":3,"items":[{"kind":"Cluster","name":"a","spec":{"endpoints":[{"address":"127.0.0.1","port":0}]}}]})");
+  EXPECT_TRUE(absl::StartsWith(e, "f.yaml, document 1, items[0], line 1: Cluster \"a\": "
+                                  "endpoints[0].port: must be 1..65535"))
+      << e;
+}
+
 TEST(YamlLoaderTest, YamlRoundTrip) {
   auto loaded = LoadYaml(
       "kind: Cluster\nname: users\nspec:\n  lb_policy: LEAST_REQUEST\n  connect_timeout: 2s\n"
