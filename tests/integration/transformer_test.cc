@@ -411,6 +411,15 @@ TEST_F(TransformerTest, TrailersCannotRepeatAFieldThePoliciesHandled) {
   EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 200")) << reply;
   EXPECT_TRUE(absl::StrContains(reply, "\r\n0\r\n\r\n")) << reply;
   EXPECT_FALSE(absl::StrContains(reply, "x-test-trailer")) << reply;
+  // A field the policy renames from comes back as a trailer under its old
+  // name no more (it was forwarded unrenamed).
+  reply = SendRaw(
+      address(),
+      "POST /req HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n"
+      "connection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n"
+      "x-test-old: sneaky-old\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-trailer-x-checksum: abc123")) << reply;
+  EXPECT_FALSE(absl::StrContains(reply, "sneaky")) << reply;
 }
 
 }  // namespace

@@ -321,6 +321,8 @@ void CheckJsonBodyEdits(const EditSpec& spec, uint64_t max_body_bytes,
 absl::Status NamedEdits::CompileFrom(const EditSpec& spec, const TemplateScope& scope) {
   remove_ = spec.remove;
   rename_ = spec.rename;
+  taken_ = remove_;
+  for (const auto& [from, to] : rename_) taken_.push_back(from);
   auto compile = [&](const auto& list, auto* into) -> absl::Status {
     for (const auto& [name, value] : list) {
       auto t = ValueTemplate::Parse(value, scope);

@@ -108,14 +108,17 @@ std::string CheckJsonValue(std::string_view text, const TemplateScope& scope);
 class NamedEdits {
  public:
   bool empty() const;
-  // The names `remove` lists.
-  const std::vector<std::string>& removed() const { return remove_; }
+  // The names the edits take away: those `remove` lists and those `rename`
+  // renames from (a trailer of such a name is dropped: the head's field is
+  // gone under that name).
+  const std::vector<std::string>& removed() const { return taken_; }
 
  protected:
   // `spec` passed its check (CheckHeaderEdits / CheckQueryEdits).
   absl::Status CompileFrom(const EditSpec& spec, const TemplateScope& scope);
 
   std::vector<std::string> remove_;
+  std::vector<std::string> taken_;  // remove_ and rename_'s from
   std::vector<std::pair<std::string, std::string>> rename_;
   std::vector<std::pair<std::string, ValueTemplate>> replace_;
   std::vector<std::pair<std::string, ValueTemplate>> add_;
