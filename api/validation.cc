@@ -1208,6 +1208,8 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   }
   CheckDuration(cluster.connect_timeout(), cluster.has_connect_timeout(),
                 "connect_timeout", absl::Milliseconds(1), absl::Minutes(5), sink);
+  CheckDuration(cluster.idle_connection_timeout(), cluster.has_idle_connection_timeout(),
+                "idle_connection_timeout", absl::Seconds(1), absl::Hours(24), sink);
   if (cluster.has_health_check()) {
     const auto& hc = cluster.health_check();
     CheckDuration(hc.interval(), hc.has_interval(), "health_check.interval",

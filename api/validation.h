@@ -51,6 +51,7 @@ inline constexpr absl::Duration kDefaultWebSocketIdleTimeout = absl::Seconds(300
 inline constexpr absl::Duration kDefaultStreamIdleTimeout = absl::Seconds(60);
 inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
 inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 1024;
+inline constexpr absl::Duration kDefaultIdleConnectionTimeout = absl::Seconds(60);
 inline constexpr uint32_t kDefaultUpstreamMaxConcurrentStreams = 100;
 inline constexpr absl::Duration kDefaultHealthCheckInterval = absl::Seconds(5);
 inline constexpr absl::Duration kDefaultHealthCheckTimeout = absl::Seconds(1);

@@ -2329,7 +2329,8 @@ void ProxyStream::ReleaseUpstream(bool reusable) {
     return;
   }
   if (!reusable) upstream_->connection().Close();
-  worker_.pool().Release(std::move(upstream_), cluster_->max_idle_per_endpoint);
+  worker_.pool().Release(std::move(upstream_), cluster_->max_idle_per_endpoint,
+                         cluster_->idle_connection_timeout);
 }
 
 void ProxyStream::SendLocalResponse(int status, std::string_view error,

@@ -213,6 +213,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->connect_timeout = cluster.has_connect_timeout()
                               ? api::ToDuration(cluster.connect_timeout())
                               : api::kDefaultConnectTimeout;
+  info->idle_connection_timeout = cluster.has_idle_connection_timeout()
+                                      ? api::ToDuration(cluster.idle_connection_timeout())
+                                      : api::kDefaultIdleConnectionTimeout;
   info->max_idle_per_endpoint = cluster.max_idle_connections_per_endpoint()
                                     ? cluster.max_idle_connections_per_endpoint()
                                     : api::kDefaultMaxIdleConnectionsPerEndpoint;

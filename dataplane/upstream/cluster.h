@@ -136,6 +136,7 @@ struct ClusterInfo {
   uint32_t total_weight = 0;
   absl::Duration connect_timeout;
   uint32_t max_idle_per_endpoint = 64;
+  absl::Duration idle_connection_timeout = absl::Seconds(60);  // HTTP/1.1 pool
   HealthCheckConfig health_check;
   OutlierConfig outlier;
   BreakerLimits breakers;

@@ -264,7 +264,8 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
                                               cluster.state, endpoint.state);
 }
 
-void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle) {
+void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle,
+                             absl::Duration idle_timeout) {
   connection->Detach();
   auto it = idle_.find(connection->pool_key());
   if (it == idle_.end()) {
@@ -295,7 +296,32 @@ void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uin
   // timeout).
   c->connection().SetReadEnabled(true);
   c->connection().input().ShrinkIfEmpty();
+  // No clock read per request: the sweep counts seconds.
+  c->idle_sweep_ = sweeps_;
+  c->idle_sweeps_allowed_ = static_cast<uint64_t>(
+      absl::ToInt64Seconds(absl::Ceil(idle_timeout, kSweepInterval)));
   list.PushFront(c);
+  if (!sweep_timer_.enabled()) sweep_timer_.Enable(kSweepInterval);
+}
+
+void ConnectionPool::Sweep() {
+  ++sweeps_;
+  bool any = false;
+  for (auto& [key, list] : idle_) {
+    for (UpstreamConnection* c = list.head; c != nullptr;) {
+      UpstreamConnection* next = c->idle_next_;
+      if (sweeps_ - c->idle_sweep_ > c->idle_sweeps_allowed_) {
+        list.Erase(c);
+        c->idle_ = false;
+        c->connection().Close();
+        dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+      } else {
+        any = true;
+      }
+      c = next;
+    }
+  }
+  if (any) sweep_timer_.Enable(kSweepInterval);
 }
 
 void ConnectionPool::IdleList::PushFront(UpstreamConnection* c) {

@@ -140,6 +140,10 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   // Neighbours in the pool's idle list of its endpoint, while idle.
   UpstreamConnection* idle_prev_ = nullptr;
   UpstreamConnection* idle_next_ = nullptr;
+  // While idle: the pool's sweep count when it was released, and how many
+  // sweeps (seconds) it may stay unused.
+  uint64_t idle_sweep_ = 0;
+  uint64_t idle_sweeps_allowed_ = 0;
   // Open-connection counts for circuit breakers and the admin page.
   std::shared_ptr<ClusterState> cluster_state_;
   std::shared_ptr<EndpointState> endpoint_state_;
@@ -147,7 +151,13 @@ class UpstreamConnection : public net::ConnectionCallbacks,
 
 class ConnectionPool {
  public:
-  explicit ConnectionPool(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
+  // How often idle connections are looked at (while there are any): one
+  // unused for its cluster's idle_connection_timeout closes within this
+  // much after it.
+  static constexpr absl::Duration kSweepInterval = absl::Seconds(1);
+
+  explicit ConnectionPool(event::Dispatcher& dispatcher)
+      : dispatcher_(dispatcher), sweep_timer_(dispatcher, [this] { Sweep(); }) {}
   ~ConnectionPool();
 
   // An idle connection under the endpoint's pool key if there is one, else a
@@ -159,8 +169,10 @@ class ConnectionPool {
                                                               const EndpointInfo& endpoint);
   // Back to the pool after a complete response on a reusable connection;
   // otherwise (or when the endpoint's idle list is full, or its pool key
-  // left the config while the request ran) it is closed.
-  void Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle);
+  // left the config while the request ran) it is closed. Unused for
+  // `idle_timeout` (rounded up to whole seconds), it is closed then.
+  void Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle,
+               absl::Duration idle_timeout = absl::Seconds(60));
   // Closes idle connections whose pool key is not in `keep`, the keys of
   // the config from now on: a busy connection of another key closes when it
   // is released.
@@ -186,8 +198,13 @@ class ConnectionPool {
   // worker's to any of the cluster's endpoints, so a connection a request
   // needs is not refused for one nobody uses. False when there is none.
   bool CloseOneIdle(const ClusterInfo& cluster);
+  // Closes the connections idle past their timeout; again in a second while
+  // any is idle.
+  void Sweep();
 
   event::Dispatcher& dispatcher_;
+  event::Timer sweep_timer_;
+  uint64_t sweeps_ = 0;
   // An entry per pool key of the current config (once CloseIdleExcept has
   // said which: keys_known_), idle connections or not.
   std::unordered_map<std::string, IdleList> idle_;

@@ -32,6 +32,7 @@ name: users
 spec:
   lbPolicy: least_request
   connect_timeout: 250ms
+  idle_connection_timeout: 90s
   endpoints: [{address: 127.0.0.1, port: 9001, weight: 3}]
 ---
 kind: RouteTable
@@ -54,6 +55,7 @@ spec: {address: "::1", port: 8080, route_table: main, http: {idle_timeout: 5s}}
   EXPECT_EQ(cluster.name(), "users");
   EXPECT_EQ(cluster.lb_policy(), config::v1::Cluster::LEAST_REQUEST);
   EXPECT_EQ(cluster.connect_timeout().nanos(), 250000000);
+  EXPECT_EQ(cluster.idle_connection_timeout().seconds(), 90);
   EXPECT_EQ(cluster.endpoints(0).weight(), 3u);
   const auto& route = (*loaded)[1].resource.route_table().virtual_hosts(0).routes(0);
   EXPECT_EQ(route.route().timeout().seconds(), 90);

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "dataplane/event/dispatcher.h"
@@ -126,6 +127,50 @@ TEST(ConnectionPoolTest, AConnectionOfAnEndpointTheConfigDroppedClosesWhenReleas
   EXPECT_EQ(state->connections.load(), 0);
   close(kept_peer);
   close(dropped_peer);
+}
+
+// An idle connection is closed once unused for its cluster's
+// idle_connection_timeout (rounded up to whole seconds): its descriptor and
+// its place in max_connections come back. Before, it stayed until the
+// upstream closed it, and a worker holding many kept a cluster at its
+// max_connections (503) with nothing in flight.
+TEST(ConnectionPoolTest, AnIdleConnectionClosesAfterItsIdleTimeout) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  ConnectionPool pool(dispatcher);
+  auto state = std::make_shared<ClusterState>();
+  std::vector<int> peers;
+  auto release = [&](absl::Duration timeout) {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    peers.push_back(fds[1]);
+    auto c = std::make_unique<UpstreamConnection>(dispatcher, pool, fds[0], nullptr,
+                                                  "127.0.0.1:1", absl::Seconds(5), state,
+                                                  std::make_shared<EndpointState>());
+    PausingEvents events(c.get());
+    c->Attach(&events, /*head_request=*/false);
+    const std::string response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    EXPECT_EQ(write(fds[1], response.data(), response.size()),
+              static_cast<ssize_t>(response.size()));
+    for (int i = 0; i < 100 && !events.complete; ++i) dispatcher.AdvanceClock(absl::Milliseconds(1));
+    EXPECT_TRUE(events.complete) << events.failed;
+    pool.Release(std::move(c), /*max_idle=*/8, timeout);
+  };
+  release(absl::Seconds(3));
+  release(absl::Milliseconds(1500));  // rounded up: 2 s
+  ASSERT_EQ(pool.idle_count(), 2u);
+  EXPECT_EQ(state->connections.load(), 2);
+  // Closed within a second after the timeout (the sweep runs every
+  // second): not before it.
+  dispatcher.AdvanceClock(absl::Milliseconds(2000));
+  EXPECT_EQ(pool.idle_count(), 2u);
+  dispatcher.AdvanceClock(absl::Seconds(1));  // 3 s: the 2 s one went
+  EXPECT_EQ(pool.idle_count(), 1u);
+  dispatcher.AdvanceClock(absl::Seconds(1));  // 4 s: the 3 s one too
+  EXPECT_EQ(pool.idle_count(), 0u);
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(state->connections.load(), 0);
+  for (int fd : peers) close(fd);
 }
 
 }  // namespace
