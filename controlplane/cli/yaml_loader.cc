@@ -366,8 +366,12 @@ class SpecConverter {
     }
     if (node.IsNull()) return "null";
     const std::string& text = node.Scalar();
-    double number;
-    if (node.Tag() != "!" && (text == "true" || text == "false" || absl::SimpleAtod(text, &number))) {
+    // A JSON number as it is; anything else a number parser would take
+    // (inf, nan, 0x1F, +1) is a string: raw, it is no JSON.
+    static const RE2* const kJsonNumber =
+        new RE2("-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][-+]?[0-9]+)?");
+    if (node.Tag() != "!" &&
+        (text == "true" || text == "false" || RE2::FullMatch(text, *kJsonNumber))) {
       return text;
     }
     return Quote(text);
@@ -1182,10 +1186,11 @@ bool ReadsAsAnotherType(const std::string& text) {
   static const RE2* const kOther = new RE2(
       "y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|"
       "~|null|Null|NULL|<<|=|"
-      "[-+]?(0b[01_]+|0o?[0-7_]+|[0-9][0-9_]*|0x[0-9a-fA-F_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)|"
+      "[-+]?(0[bB][01_]+|0[oO]?[0-7_]+|[0-9][0-9_]*|0[xX][0-9a-fA-F_.]+([pP][-+]?[0-9]+)?|"
+      "[0-9][0-9_]*(:[0-5]?[0-9])+)|"
       "[-+]?(\\.[0-9_]+|[0-9][0-9_]*(\\.[0-9_]*)?)([eE][-+]?[0-9]+)?|"
       "[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|"
-      "[-+]?\\.(inf|Inf|INF)|\\.(nan|NaN|NAN)|"
+      "[-+]?\\.?(inf|Inf|INF|infinity|Infinity|INFINITY)|\\.?(nan|NaN|NAN)|"
       "[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?([Tt ].*)?");
   return text.empty() || RE2::FullMatch(text, *kOther);
 }
@@ -1237,7 +1242,10 @@ std::string ToYaml(const api::Resource& resource) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   out << YAML::Key << "kind" << YAML::Value << std::string(api::KindName(api::KindOf(resource)));
-  out << YAML::Key << "name" << YAML::Value << api::NameOf(resource);
+  const std::string name(api::NameOf(resource));
+  out << YAML::Key << "name" << YAML::Value;
+  if (ReadsAsAnotherType(name)) out << YAML::DoubleQuoted;
+  out << name;
   out << YAML::Key << "spec" << YAML::Value;
   EmitBlock(spec, out);
   out << YAML::EndMap;

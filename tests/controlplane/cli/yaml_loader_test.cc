@@ -464,7 +464,7 @@ TEST(YamlLoaderTest, YamlRoundTrip) {
 TEST(YamlLoaderTest, GetQuotesStringsOtherReadersWouldTakeForAnotherType) {
   auto loaded = LoadYaml(R"(
 kind: RouteTable
-name: odd
+name: '010'
 spec:
   virtual_hosts:
     - name: '1.5'
@@ -473,6 +473,11 @@ spec:
         - name: 'yes'
           match: {prefix: /a}
           route: {cluster: '0x1F', timeout: 5s}
+          policies:
+            - name: headers
+              typed_config:
+                response:
+                  set: [{name: x-a, value: inf}, {name: x-b, value: 0X1F}, {name: x-c, value: 1.5}]
         - name: 'off'
           match: {prefix: /b}
           direct_response: {status: 200, body: "x\x7Fy caf\u00e9"}
@@ -486,7 +491,8 @@ spec:
                          "f.yaml");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const std::string yaml = ToYaml((*loaded)[0].resource);
-  for (const char* quoted : {"name: \"1.5\"", "name: \"yes\"", "cluster: \"0x1F\"",
+  for (const char* quoted : {"name: \"010\"", "value: \"inf\"", "value: \"0X1F\"",
+                             "value: \"1.5\"", "name: \"1.5\"", "name: \"yes\"", "cluster: \"0x1F\"",
                              "name: \"off\"", "name: \"2024-01-02\"", "cluster: \"1_000\"",
                              "body: \"~\"", "body: \"x\\x7fy caf\\xe9\""}) {
     EXPECT_TRUE(absl::StrContains(yaml, quoted)) << quoted << "\n" << yaml;
