@@ -201,28 +201,32 @@ class ProxyServer {
     for (auto& w : workers_) w->StartDrain();
   }
   bool draining() const { return draining_.load(); }
-  // Liveness: each worker's event loop ran the ping the previous call sent
-  // it (a worker stuck in a loop or a lock never does); then a new one goes
-  // out. (true, "alive") or (false, which workers are stuck). The first
-  // call always passes: there was no ping yet.
+  // Liveness: a worker is stuck when a ping posted to its event loop has
+  // waited kStuckAfter or more. A call posts a ping to each worker that has
+  // none waiting; so callers in a loop post nothing more, and a ping just
+  // posted (by another caller) counts for nothing yet.
+  static constexpr absl::Duration kStuckAfter = absl::Seconds(5);
   std::pair<bool, std::string> Live() {
     absl::MutexLock lock(&ping_mu_);
-    if (pings_.size() != workers_.size()) {
-      pings_ = std::vector<Ping>(workers_.size());
-    }
+    if (pings_.size() != workers_.size()) pings_ = std::vector<Ping>(workers_.size());
+    const absl::Time now = absl::Now();
     std::string stuck;
     for (size_t i = 0; i < workers_.size(); ++i) {
       Ping& ping = pings_[i];
       if (ping.answered.load() < ping.sent) {
-        absl::StrAppend(&stuck, stuck.empty() ? "" : ", ", i);
+        if (now - ping.posted >= kStuckAfter) {
+          absl::StrAppend(&stuck, stuck.empty() ? "" : ", ", i);
+        }
+        continue;
       }
       const uint64_t n = ++ping.sent;
+      ping.posted = now;
       workers_[i]->post_gate()->Post([&ping, n] { ping.answered.store(n); });
     }
     if (stuck.empty()) return {true, "alive"};
-    return {false, absl::StrCat("worker ", stuck,
-                                " did not run the ping of the previous /livez (its event loop "
-                                "is stuck)")};
+    return {false, absl::StrCat("worker ", stuck, " has not run a task posted ",
+                                absl::FormatDuration(kStuckAfter),
+                                " or more ago (its event loop is stuck)")};
   }
   int64_t active_connections() const {
     int64_t n = 0;
@@ -286,6 +290,7 @@ class ProxyServer {
   // Before the workers: their posted pings refer to these.
   struct Ping {
     uint64_t sent = 0;
+    absl::Time posted;  // of the last one sent
     std::atomic<uint64_t> answered{0};
   };
   absl::Mutex ping_mu_;

@@ -208,18 +208,14 @@ TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {
   EXPECT_FALSE(ok.body.empty());
   HttpResponse ready = HttpGet(proxy.admin_address(), "/ready");
   EXPECT_EQ(ready.status, 200);
-  // /livez too (a liveness probe carries no token): every worker ran the
-  // ping the previous call sent.
-  HttpResponse live = HttpGet(proxy.admin_address(), "/livez");
-  EXPECT_EQ(live.status, 200) << live.body;
-  EXPECT_EQ(live.body, "alive\n");
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        live = HttpGet(proxy.admin_address(), "/livez");
-        return live.status == 200;
-      },
-      absl::Seconds(5)))
-      << live.body;
+  // /livez too (a liveness probe carries no token). Callers in a loop
+  // cannot make a healthy worker look stuck (a ping just posted counted as
+  // overdue: 503s).
+  for (int i = 0; i < 200; ++i) {
+    HttpResponse live = HttpGet(proxy.admin_address(), "/livez");
+    ASSERT_EQ(live.status, 200) << i << ": " << live.body;
+    ASSERT_EQ(live.body, "alive\n");
+  }
 }
 
 }  // namespace
