@@ -90,6 +90,15 @@ void ForEachCookie(const http::HeaderMap& headers, Fn fn) {
   }
 }
 
+size_t CountCookie(const http::HeaderMap& headers, std::string_view name) {
+  size_t n = 0;
+  ForEachCookie(headers, [&](std::string_view cookie, std::string_view) {
+    if (cookie == name) ++n;
+    return true;
+  });
+  return n;
+}
+
 std::optional<std::string> FindCookie(const http::HeaderMap& headers, std::string_view name) {
   std::optional<std::string> found;
   ForEachCookie(headers, [&](std::string_view n, std::string_view v) {
@@ -128,6 +137,7 @@ class JwtFilter : public http::Filter {
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
                                       http::FilterCallbacks& callbacks) override {
     RemoveClaimHeaders(headers);
+    RemoveOtherSpellingsOfTheTokenHeader(headers);
     // The token's field is one field (Authorization: RFC 9110 11.6.2). With
     // two, the token checked (a cookie's, or the first field's) need not be
     // the one the upstream reads: refused, whatever the anonymous consumer.
@@ -135,6 +145,23 @@ class JwtFilter : public http::Filter {
       callbacks.SendLocalReply(
           400, absl::StrCat("more than one ", settings_.header, " field"), http::HeaderMap());
       return http::FilterStatus::kStopLocalReply;
+    }
+    // With keep_token the checked token goes upstream: a second copy in its
+    // source (two cookies or parameters of that name) might be the one an
+    // upstream reads (Django takes the last cookie, PHP the last parameter).
+    if (settings_.keep_token) {
+      if (!settings_.cookie.empty() && CountCookie(headers, settings_.cookie) > 1) {
+        callbacks.SendLocalReply(
+            400, absl::StrCat("more than one ", settings_.cookie, " cookie"), http::HeaderMap());
+        return http::FilterStatus::kStopLocalReply;
+      }
+      if (!settings_.query_parameter.empty() &&
+          CountQueryParameter(callbacks.info().path, settings_.query_parameter) > 1) {
+        callbacks.SendLocalReply(
+            400, absl::StrCat("more than one ", settings_.query_parameter, " query parameter"),
+            http::HeaderMap());
+        return http::FilterStatus::kStopLocalReply;
+      }
     }
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {
@@ -156,6 +183,7 @@ class JwtFilter : public http::Filter {
 
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
     RemoveClaimHeaders(headers);
+    RemoveOtherSpellingsOfTheTokenHeader(headers);
     if (settings_.keep_token) return;
     TakeToken(headers, callbacks);  // taking it removes it
     // A token in a second field of the token's header (the first may be the
@@ -173,6 +201,11 @@ class JwtFilter : public http::Filter {
   }
 
  private:
+  // x_jwt for x-jwt: never checked, and CGI, WSGI, Rack and PHP read it as
+  // the token's field.
+  void RemoveOtherSpellingsOfTheTokenHeader(http::HeaderMap& headers) {
+    if (!settings_.header.empty()) headers.RemoveOtherCgiSpellings(settings_.header);
+  }
   void RemoveClaimHeaders(http::HeaderMap& headers) {
     for (const ClaimHeader& h : settings_.claim_headers) {
       headers.Remove(h.header);

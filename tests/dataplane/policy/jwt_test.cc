@@ -388,6 +388,17 @@ TEST_F(JwtTest, TokenSourcesAreTriedHeaderCookieQueryAndTheTokenIsRemoved) {
   EXPECT_EQ(kept_cookie.Run(*keep), http::FilterStatus::kContinue);
   EXPECT_EQ(kept_cookie.header("cookie"), "session_jwt=" + token);
   EXPECT_EQ(kept_cookie.callbacks.path_, "/x");
+  // keep_token with two copies in the source used: the second one, never
+  // checked, might be the one an upstream reads (both went upstream).
+  Request two_cookies;
+  two_cookies.headers.Add("cookie", "session_jwt=" + token);
+  two_cookies.headers.Add("cookie", "session_jwt=evil");
+  EXPECT_EQ(two_cookies.Run(*keep), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(two_cookies.callbacks.status_, 400);
+  EXPECT_EQ(two_cookies.callbacks.message_, "more than one session_jwt cookie");
+  Request two_params("/x?access_token=" + token + "&access_token=evil");
+  EXPECT_EQ(two_params.Run(*keep), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(two_params.callbacks.message_, "more than one access_token query parameter");
 }
 
 TEST_F(JwtTest, ACustomHeaderWithoutPrefixAndTheHeaderTurnedOff) {
@@ -401,6 +412,13 @@ TEST_F(JwtTest, ACustomHeaderWithoutPrefixAndTheHeaderTurnedOff) {
   EXPECT_EQ(r.header("x-jwt"), "<none>");
   // A trailer of that name carries a token never checked: dropped.
   EXPECT_EQ(custom->removed_request_fields(), std::vector<std::string>{"X-JWT"});
+  // Its CGI spelling carries a token never checked either: removed (it went
+  // upstream, where CGI reads it as the token's field).
+  Request spelled;
+  spelled.headers.Add("x-jwt", Token("ES256"));
+  spelled.headers.Add("x_jwt", "evil");
+  EXPECT_EQ(spelled.Run(*custom), http::FilterStatus::kContinue) << spelled.callbacks.message_;
+  EXPECT_EQ(spelled.header("x_jwt"), "<none>");
 
   config.set_header("");
   config.clear_header_prefix();
