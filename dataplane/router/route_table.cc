@@ -914,23 +914,24 @@ MatchResult RouteTable::Match(const RouteRequest& request) const {
       }
     }
   });
-  // A HEAD that the first match takes only along with its GET goes to a
-  // later route that lists HEAD itself, when one matches: its author meant
-  // HEAD to go there (it did before GET took HEAD along).
+  // A HEAD that the first match takes only along with its GET goes to the
+  // next matching route that takes HEAD itself, when that one lists HEAD:
+  // its author meant HEAD to go there (it did before GET took HEAD along).
+  // When the next one takes any method, the GET route keeps it.
   if (best != kNoRouteId && request.method == "HEAD" && !routes_[best]->matcher.methods.empty() &&
       !routes_[best]->matcher.ListsMethod("HEAD")) {
-    uint32_t listed = kNoRouteId;
+    uint32_t next = kNoRouteId;
     vhost->ForEachCandidateList(path, [&](const uint32_t* ids, size_t count) {
-      for (size_t i = 0; i < count && ids[i] < listed; ++i) {
+      for (size_t i = 0; i < count && ids[i] < next; ++i) {
         const RouteMatcher& m = routes_[ids[i]]->matcher;
-        if (ids[i] > best && m.ListsMethod("HEAD") &&
+        if (ids[i] > best && (m.methods.empty() || m.ListsMethod("HEAD")) &&
             m.RestMatches(path, query, request.headers, request.host)) {
-          listed = ids[i];
+          next = ids[i];
           return;
         }
       }
     });
-    if (listed != kNoRouteId) best = listed;
+    if (next != kNoRouteId && routes_[next]->matcher.ListsMethod("HEAD")) best = next;
   }
   if (best != kNoRouteId) {
     result.kind = MatchResult::Kind::kRoute;

@@ -239,7 +239,9 @@ TEST(RouteTableMethodTest, MethodsAndMethodNotAllowed) {
       routes { name: "all" match { prefix: "/" } route { cluster: "c" } } })");
   ASSERT_NE(head_too, nullptr);
   EXPECT_EQ(Outcome(*head_too, "h", "/m", "HEAD"), "head");
-  EXPECT_EQ(Outcome(*head_too, "h", "/m/any", "HEAD"), "head");
+  // A route between them that takes any method keeps HEAD with the GET
+  // route (it went to the later HEAD route past it).
+  EXPECT_EQ(Outcome(*head_too, "h", "/m/any", "HEAD"), "get");
   EXPECT_EQ(Outcome(*head_too, "h", "/m", "GET"), "get");
   EXPECT_EQ(Outcome(*head_too, "h", "/x", "HEAD"), "all");
   EXPECT_EQ(Outcome(*table, "h", "/b", "PUT"), "regex-put");
@@ -783,13 +785,14 @@ class NaiveMatcher {
           // GET takes HEAD along.
           if (method == "GET" && request.method == "HEAD") implied = true;
         }
-        // A HEAD taken along by a GET route goes to a later route that lists
-        // HEAD itself, if one matches.
+        // A HEAD taken along by a GET route goes to the next matching
+        // route that takes HEAD itself if that one lists HEAD; one that
+        // takes any method leaves it with the GET route.
         if (implied && !method_ok) {
           if (fallback < 0) fallback = id;
-        } else if (method_ok && (fallback < 0 || !m.methods().empty())) {
+        } else if (method_ok) {
           expected.kind = MatchResult::Kind::kRoute;
-          expected.id = id;
+          expected.id = fallback >= 0 && m.methods().empty() ? static_cast<uint32_t>(fallback) : id;
           return expected;
         }
         allowed.insert(m.methods().begin(), m.methods().end());
