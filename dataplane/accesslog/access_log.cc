@@ -287,10 +287,11 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
     }
   }
   log->sample_percent_ = sample_percent == 0 ? 100 : sample_percent;
-  // Both spellings of standard output are one destination: two writers on
+  // Every spelling of standard output is one destination: two writers on
   // one pipe would splice each other's lines (a write over PIPE_BUF is not
-  // atomic).
-  const std::string key = path == "stdout" ? std::string(kStdout) : path;
+  // atomic). /dev/stdout is Envoy's spelling.
+  const bool stdout_path = path == "stdout" || path == "/dev/stdout" || path == "/proc/self/fd/1";
+  const std::string key = stdout_path ? std::string(kStdout) : path;
   absl::MutexLock lock(&registry_mu);
   std::shared_ptr<Destination>& slot = Registry()[key];
   log->destination_ = slot;

@@ -173,8 +173,12 @@ TEST(AccessLogTest, BothSpellingsOfStandardOutputAreOneDestination) {
   const size_t before = store.size();
   auto dash = AccessLog::Open("-", {}, 100, store);
   auto word = AccessLog::Open("stdout", {}, 100, store);
+  auto dev = AccessLog::Open("/dev/stdout", {}, 100, store);
+  auto proc = AccessLog::Open("/proc/self/fd/1", {}, 100, store);
   ASSERT_TRUE(dash.ok()) << dash.status();
   ASSERT_TRUE(word.ok()) << word.status();
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_TRUE(proc.ok()) << proc.status();
   store.Prune();
   EXPECT_EQ(store.size(), before + 2);  // one destination's dropped, write errors
 }
