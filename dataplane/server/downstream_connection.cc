@@ -354,7 +354,17 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
       request.body = RequestHead::Body::kLength;
       request.content_length = head.content_length;
       break;
-    default: request.body = RequestHead::Body::kNone; break;
+    default:
+      // No body: a POST, PUT or PATCH still goes with Content-Length: 0, as
+      // RFC 9110 8.6 has user agents send it (a server may answer 411
+      // without), the same as one arriving over HTTP/2.
+      if (head.method == "POST" || head.method == "PUT" || head.method == "PATCH") {
+        request.body = RequestHead::Body::kLength;
+        request.content_length = 0;
+      } else {
+        request.body = RequestHead::Body::kNone;
+      }
+      break;
   }
   request.expect_continue = head.expect_continue;
   request.upgrade = head.upgrade;

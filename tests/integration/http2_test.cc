@@ -141,6 +141,11 @@ TEST_F(Http2Test, AnEmptyBodyEndedWithTheHeadersKeepsItsContentLength) {
   r = Curl({"-i", "--http2-prior-knowledge", Plain("/get0")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(absl::StrContains(r.out, "x-echo-content-length")) << r.out;
+  // The same over HTTP/1: a POST without a body.
+  std::string reply = SendRaw(absl::StrCat("127.0.0.1:", plain_port_),
+                              "POST /h1post0 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+  EXPECT_TRUE(absl::StrContains(reply, "web-1 POST /h1post0")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "x-echo-content-length: 0\r\n")) << reply;
 }
 
 TEST_F(Http2Test, H2OverTlsByAlpnAndHttp11WhenTheListenerSaysSo) {
