@@ -89,7 +89,9 @@ std::string ShownKey(const std::string& key) {
 }
 
 // The key in an error's field path: "?" for one ShownKey does not quote.
-std::string PathKey(const std::string& key) { return FieldNameLike(key) ? key : "?"; }
+std::string PathKey(const std::string& key) {
+  return FieldNameLike(key) || key == "<<" ? key : "?";
+}
 
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
@@ -893,6 +895,18 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     // `sluicectl get -o json` of several resources: {"version": N, "items":
     // [...]}, whose items are the documents (as kubectl applies a List).
     if (doc.IsMap() && !doc["kind"] && doc["items"] && doc["items"].IsSequence()) {
+      std::string other;
+      for (const auto& item : doc) {
+        const std::string key = item.first.template as<std::string>();
+        if (key != "version" && key != "items" && other.empty()) other = key;
+      }
+      if (!other.empty()) {
+        failed = true;
+        errors.push_back(absl::StrCat(where, ": unknown top-level field ", ShownKey(other),
+                                      " beside items (a list of resources takes version and "
+                                      "items only)"));
+        continue;
+      }
       for (size_t i = 0; i < doc["items"].size(); ++i) {
         load(doc["items"][i], absl::StrCat(where, ", items[", i, "]"));
       }

@@ -210,7 +210,8 @@ TEST(YamlLoaderTest, AKebabCaseKeyIsNamedWithItsUnderscoreSpelling) {
       << e;
   e = Error("kind: Cluster\nname: a\nspec:\n  <<: {lb_policy: RANDOM}\n"
             "  endpoints: [{address: 127.0.0.1, port: 1}]\n");
-  EXPECT_TRUE(absl::StrContains(e, "YAML merge keys are not supported")) << e;
+  EXPECT_TRUE(absl::StrContains(e, "spec.<<: unknown field '<<' (YAML merge keys are not "
+                                   "supported")) << e;
 }
 
 TEST(YamlLoaderTest, EnvelopeErrors) {
@@ -442,6 +443,9 @@ TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
   EXPECT_TRUE(absl::StartsWith(e, "f.yaml, document 1, items[0], line 1: Cluster \"a\": "
                                   "endpoints[0].port: must be 1..65535"))
       << e;
+  e = Error(R"({"version":3,"name":"x","items":[]})");
+  EXPECT_EQ(e, "f.yaml, document 1: unknown top-level field 'name' beside items (a list of "
+               "resources takes version and items only)");
 }
 
 TEST(YamlLoaderTest, YamlRoundTrip) {
