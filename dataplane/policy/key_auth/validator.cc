@@ -5,13 +5,13 @@
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "dataplane/policy/key_auth/key_auth_config.pb.h"
+#include "dataplane/policy/realm_rules.h"
 
 namespace sluice::policy::key_auth {
 namespace {
 
 constexpr int kMaxKeyNames = 8;
 constexpr size_t kMaxKeyNameLength = 64;
-constexpr size_t kMaxRealmLength = 128;
 
 bool IsTokenChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -51,29 +51,11 @@ class KeyAuthValidator : public api::PolicyValidator {
       errors->push_back({"key_in_header", "key_in_header and key_in_query are both false: "
                                           "no key could ever be found"});
     }
-    if (config.realm().size() > kMaxRealmLength ||
-        config.realm().find_first_of("\"\\\r\n") != std::string::npos) {
-      errors->push_back({"realm", absl::StrCat("at most ", kMaxRealmLength,
-                                               " characters, without quotes, backslashes or "
-                                               "line breaks")});
-    }
+    CheckRealm(config.realm(), errors);
   }
-  // A control character in the realm breaks the challenge: HTTP/1 would
-  // send it raw (RFC 9110 5.5 forbids it), HTTP/2 drops the field and the
-  // 401 goes without the WWW-Authenticate RFC 9110 15.5.2 requires.
-  // Earlier builds accepted one, so it is refused at apply only.
   void ValidateNew(const google::protobuf::Message& message,
                    std::vector<api::PolicyConfigError>* errors) const override {
-    const std::string& realm = static_cast<const v1::KeyAuthConfig&>(message).realm();
-    for (size_t i = 0; i < realm.size(); ++i) {
-      const unsigned char c = static_cast<unsigned char>(realm[i]);
-      if ((c < 0x20 && c != '\t') || c == 0x7f) {
-        errors->push_back({"realm", absl::StrCat("has a control character at position ", i + 1,
-                                                 " (byte 0x", absl::Hex(c, absl::kZeroPad2),
-                                                 "); a challenge cannot carry it")});
-        return;
-      }
-    }
+    CheckRealmNew(static_cast<const v1::KeyAuthConfig&>(message).realm(), errors);
   }
 };
 
