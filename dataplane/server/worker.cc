@@ -359,6 +359,15 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   snapshot_ = std::move(snapshot);
   for (DownstreamSession* c : Sessions()) c->OnSnapshotChanged(previous);
   pool_.CloseIdleExcept(snapshot_->pool_keys);
+  // Lowered idle limits apply to what is idle now, not only from its next
+  // release (an operator lowering idle_connection_timeout under the
+  // upstream's keep-alive meant it for these too).
+  for (const auto& [name, cluster] : snapshot_->clusters) {
+    for (const upstream::EndpointInfo& endpoint : cluster->endpoints) {
+      pool_.Tighten(endpoint.pool_key, cluster->max_idle_per_endpoint,
+                    cluster->idle_connection_timeout);
+    }
+  }
   h2_pool_.DrainExcept(snapshot_->pool_keys);
   picker_.Prune(snapshot_->pool_keys);
 }

@@ -1,5 +1,6 @@
 #include "dataplane/upstream/connection_pool.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -387,6 +388,27 @@ void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
   // The keys of the config: a connection released to another key closes.
   for (const std::string& key : keep) idle_.try_emplace(key);
   keys_known_ = true;
+}
+
+void ConnectionPool::Tighten(const std::string& pool_key, uint32_t max_idle,
+                             absl::Duration idle_timeout) {
+  auto it = idle_.find(pool_key);
+  if (it == idle_.end()) return;
+  const uint64_t allowed =
+      static_cast<uint64_t>(absl::ToInt64Seconds(absl::Ceil(idle_timeout, kSweepInterval)));
+  size_t kept = 0;
+  for (UpstreamConnection* c = it->second.head; c != nullptr;) {  // most recent first
+    UpstreamConnection* next = c->idle_next_;
+    if (++kept > max_idle) {
+      it->second.Erase(c);
+      c->idle_ = false;
+      c->connection().Close();
+      dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+    } else {
+      c->idle_sweeps_allowed_ = std::min(c->idle_sweeps_allowed_, allowed);
+    }
+    c = next;
+  }
 }
 
 void ConnectionPool::CloseAllIdle() { CloseIdleExcept({}); }

@@ -177,6 +177,10 @@ class ConnectionPool {
   // the config from now on: a busy connection of another key closes when it
   // is released.
   void CloseIdleExcept(const std::set<std::string>& keep);
+  // A new config's limits for `pool_key` reach the connections idle now:
+  // beyond `max_idle`, the least recently used close; each may stay unused
+  // `idle_timeout` since it was released, if that is less than it had.
+  void Tighten(const std::string& pool_key, uint32_t max_idle, absl::Duration idle_timeout);
   void CloseAllIdle();
   size_t idle_count() const;
 

@@ -170,6 +170,18 @@ TEST(ConnectionPoolTest, AnIdleConnectionClosesAfterItsIdleTimeout) {
   EXPECT_EQ(pool.idle_count(), 0u);
   dispatcher.RunDeferredDeletes();
   EXPECT_EQ(state->connections.load(), 0);
+
+  // A new config's lower limits reach what is idle now (it kept the values
+  // of its release: an old 60 s timeout after the operator set 1 s).
+  for (int i = 0; i < 3; ++i) release(absl::Seconds(60));
+  ASSERT_EQ(pool.idle_count(), 3u);
+  pool.Tighten("127.0.0.1:1", /*max_idle=*/2, absl::Seconds(1));
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(pool.idle_count(), 2u);  // the least recently used went
+  dispatcher.AdvanceClock(absl::Seconds(2));
+  EXPECT_EQ(pool.idle_count(), 0u);
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(state->connections.load(), 0);
   for (int fd : peers) close(fd);
 }
 
