@@ -281,6 +281,7 @@ void ProxyStream::Reset() {
   h2_fields_.clear();
   te_trailers_ = trust_forwarded_ = false;
   resends_ = 0;
+  fresh_connection_ = false;
   body_gone_ = false;
   body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
@@ -1435,7 +1436,8 @@ bool ProxyStream::ConnectUpstream() {
       acquire_status = stream.status();
     }
   } else {
-    auto connection = worker_.pool().Acquire(cluster, endpoint);
+    auto connection = worker_.pool().Acquire(cluster, endpoint, fresh_connection_);
+    fresh_connection_ = false;
     if (connection.ok()) {
       connecting = (*connection)->connection().connecting();
       upstream_ = std::move(*connection);
@@ -2221,6 +2223,10 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     ++resends_;
     ReleaseUpstream(false);
     --attempts_;  // not the endpoint's fault, not a retry
+    // On a new connection: the other idle ones may be as stale (an upstream
+    // that closed its idle connections at its keep-alive timeout closed them
+    // all), and a new one fails only if the upstream really refuses it.
+    fresh_connection_ = true;
     ConnectUpstream();
     return;
   }

@@ -394,6 +394,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // REFUSED_STREAM or above a GOAWAY's last stream; a pooled HTTP/1
   // connection found closed): at most kMaxResends, not counted as retries.
   int resends_ = 0;
+  bool fresh_connection_ = false;  // the next HTTP/1 connection is a new one
   // A request body byte went upstream (or was dropped between tries) and is
   // not kept for a retry: the request cannot be sent again whole.
   bool body_gone_ = false;

@@ -232,14 +232,14 @@ void UpstreamConnection::OnMessageComplete() {
 ConnectionPool::~ConnectionPool() { CloseAllIdle(); }
 
 absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
-    const ClusterInfo& cluster, const EndpointInfo& endpoint) {
+    const ClusterInfo& cluster, const EndpointInfo& endpoint, bool fresh) {
   // A pooled connection holds no unread byte: Release() refuses one with
   // bytes past the response's framing, and an idle one that receives any is
   // closed when the loop reads them (OnReadable). Bytes that arrive in the
   // same loop turn as the reuse cannot be told from the next response:
   // HTTP/1.1 has no request ids, so no proxy can close that window; a peek
   // before each reuse would only narrow it, at ~3% of throughput.
-  auto it = idle_.find(endpoint.pool_key);
+  auto it = fresh ? idle_.end() : idle_.find(endpoint.pool_key);
   if (it != idle_.end() && it->second.head != nullptr) {
     UpstreamConnection* c = it->second.PopFront();
     c->idle_ = false;

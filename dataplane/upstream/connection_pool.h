@@ -165,8 +165,10 @@ class ConnectionPool {
   // plain). RESOURCE_EXHAUSTED when a new connection would pass the
   // cluster's max_connections; UNAVAILABLE when the socket (or its TLS
   // session) cannot be created.
+  // `fresh`: a new connection whatever is idle.
   absl::StatusOr<std::unique_ptr<UpstreamConnection>> Acquire(const ClusterInfo& cluster,
-                                                              const EndpointInfo& endpoint);
+                                                              const EndpointInfo& endpoint,
+                                                              bool fresh = false);
   // Back to the pool after a complete response on a reusable connection;
   // otherwise (or when the endpoint's idle list is full, or its pool key
   // left the config while the request ran) it is closed. Unused for

@@ -253,6 +253,18 @@ TEST_F(LoadBalancingTest, AStalePooledConnectionIsResentForIdempotentRequestsWit
   ASSERT_EQ(client.Request("GET", "/first?drop_next=1").status, 200);
   HttpResponse post = client.Request("POST", "/second?echo=1", {}, "hello");
   EXPECT_EQ(post.status, 502) << post.body;
+
+  // Four idle connections, all dropped by the upstream (as at its
+  // keep-alive timeout): the resend takes a new connection, not the next
+  // stale one. Before: three resends on stale connections, then 502.
+  const std::string url = absl::StrCat("http://", listener(), "/first?drop_next=1&delay_ms=300");
+  CommandResult burst = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "20", "--parallel",
+                                    "--parallel-immediate", "-o", "/dev/null", "-o", "/dev/null",
+                                    "-o", "/dev/null", "-o", "/dev/null", url, url, url, url});
+  ASSERT_EQ(burst.exit_code, 0) << burst.err;
+  HttpResponse put = client.Request("PUT", "/second?echo=1", {}, "hello");
+  EXPECT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.body, "hello");
 }
 
 void MeasureConsistentHashing(LoadBalancingTest* test, const std::string& policy,
