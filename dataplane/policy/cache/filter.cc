@@ -264,13 +264,18 @@ class CacheFilter : public http::Filter {
       bool storable = false;
       std::shared_ptr<const Entry> refreshed =
           Refresh(*stale_, headers, now, &storable);
+      // A Set-Cookie in the 304 is this client's: it gets it, and as a
+      // response carrying one on a miss, the refreshed entry is not stored
+      // unless cache_set_cookie (it was stored, and the cookie lost).
+      const bool cookie = headers.Get("set-cookie") != nullptr;
+      if (cookie && !s_.cache_set_cookie) storable = false;
       if (storable) {
         s_.store->Insert(key_, refreshed, fill_token_);
       } else {
         s_.store->EndFill(key_, fill_token_);
       }
       fill_token_ = 0;
-      return Serve(refreshed, *request_, CacheStatus::kRevalidated);
+      return Serve(refreshed, *request_, CacheStatus::kRevalidated, cookie ? &headers : nullptr);
     }
     if (status >= 500 && StaleIfError(now)) return ServeStaleOnError();
     std::unique_ptr<Entry> entry =
@@ -504,8 +509,11 @@ class CacheFilter : public http::Filter {
   }
 
   // Answers from `entry`: a 304 when the client's conditional matches it.
+  // `upstream`: the upstream's 304 that refreshed `entry`, whose Set-Cookie
+  // fields this answer carries (never stored).
   http::FilterStatus Serve(const std::shared_ptr<const Entry>& entry,
-                           const http::HeaderMap& request, CacheStatus status) {
+                           const http::HeaderMap& request, CacheStatus status,
+                           const http::HeaderMap* upstream = nullptr) {
     status_ = status;
     served_ = entry;  // kept alive while the response is sent
     if (!counted_) {
@@ -528,14 +536,23 @@ class CacheFilter : public http::Filter {
       }
       headers.Set("Age", age.view());
       headers.Set(kCacheStatusHeader, CacheStatusName(status));
+      AddSetCookies(upstream, headers);
       callbacks_->SendResponse(304, headers, "");
       return http::FilterStatus::kStopLocalReply;
     }
     for (const auto& f : e.headers) headers.Add(f.name, f.value);
+    AddSetCookies(upstream, headers);
     headers.Set("Age", age.view());
     headers.Set(kCacheStatusHeader, CacheStatusName(status));
     callbacks_->SendResponse(e.status, headers, e.body);
     return http::FilterStatus::kStopLocalReply;
+  }
+
+  static void AddSetCookies(const http::HeaderMap* from, http::HeaderMap& to) {
+    if (from == nullptr) return;
+    for (const auto& f : from->fields()) {
+      if (EqualsIgnoreCase(f.name, "set-cookie")) to.Add(f.name, f.value);
+    }
   }
 
   // RFC 9110 13.1.2/13.1.3 for a GET or HEAD: If-None-Match (weak), else

@@ -702,6 +702,31 @@ TEST_F(CacheTest, StaleEntryIsRevalidated) {
   EXPECT_EQ(other.response_body, "body");
 }
 
+// A Set-Cookie in the upstream's 304 is the revalidating client's: it gets
+// it, and the refreshed entry is not stored (as a response with one on a
+// miss). Before: the cookie was dropped and the entry stored.
+TEST_F(CacheTest, ASetCookieInA304GoesToItsClientAndIsNotStored) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"ETag", "\"v1\""}}), "body");
+  Advance(20);
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.went_upstream());
+  EXPECT_FALSE(c.Respond(304, {{"ETag", "\"v1\""}, {"Cache-Control", "max-age=100"},
+                               {"Set-Cookie", "s=1"}}));
+  EXPECT_EQ(c.response_status, 200);
+  EXPECT_EQ(c.response_body, "body");
+  EXPECT_EQ(c.cache_status(), "Revalidated");
+  EXPECT_EQ(c.header("Set-Cookie"), "s=1");
+  // Not refreshed: the next client revalidates again, and gets no cookie.
+  Client next(*factory);
+  next.Start();
+  EXPECT_TRUE(next.went_upstream());
+  EXPECT_FALSE(next.Respond(304, {{"ETag", "\"v1\""}, {"Cache-Control", "max-age=100"}}));
+  EXPECT_EQ(next.header("Set-Cookie"), "<none>");
+  EXPECT_EQ(FromCache(*factory).status, "Hit");  // refreshed by that one
+}
+
 TEST_F(CacheTest, NoCacheIsStoredButRevalidatedEveryTime) {
   auto factory = Compile();
   Fill(*factory, 200, {{"Cache-Control", "no-cache"}, {"ETag", "\"n\""}},
