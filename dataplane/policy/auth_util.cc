@@ -1,5 +1,7 @@
 #include "dataplane/policy/auth_util.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "dataplane/auth/consumers.h"
 
@@ -49,9 +51,33 @@ std::string PercentDecode(std::string_view in) {
   return out;
 }
 
+namespace {
+
+// A parameter name as PHP's $_GET keys it: percent-decoded ('+' a space),
+// a "[...]" suffix dropped (name[] and name[x] are arrays under name), then
+// '.', ' ' and '[' read as '_'.
+std::string PhpName(std::string_view name) {
+  std::string out = PercentDecode(name);
+  std::replace(out.begin(), out.end(), '+', ' ');
+  if (size_t open = out.find('['); open != std::string::npos && open > 0 &&
+                                   out.find(']', open) != std::string::npos) {
+    out.resize(open);
+  }
+  for (char& c : out) {
+    if (c == '.' || c == ' ' || c == '[') c = '_';
+  }
+  return out;
+}
+
+}  // namespace
+
 bool SameParameterName(std::string_view sent, std::string_view name) {
   if (sent == name) return true;
-  return sent.find('%') != std::string_view::npos && PercentDecode(sent) == name;
+  if (sent.find_first_of("%+. [") == std::string_view::npos &&
+      name.find_first_of(". [") == std::string_view::npos) {
+    return false;
+  }
+  return PhpName(sent) == PhpName(name);
 }
 
 http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,

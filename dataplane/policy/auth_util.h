@@ -21,9 +21,10 @@ http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::stri
 // stays '+').
 std::string PercentDecode(std::string_view in);
 
-// Whether a query parameter name as sent is `name` once percent-decoded
-// (`api%6Bey` is `apikey`): upstreams decode names, so policies match what
-// the upstream will read, not only the spelling.
+// Whether a query parameter name as sent is `name` as an upstream reads
+// it: percent-decoded (`api%6Bey` is `apikey`), and as PHP keys $_GET
+// (`api.key`, `api key`, `api[key` and `api_key[]` are `api_key`), so
+// policies match what the upstream will read, not only the spelling.
 bool SameParameterName(std::string_view sent, std::string_view name);
 
 // The percent-decoded value of the first query parameter `name` (compared

@@ -399,6 +399,17 @@ TEST_F(JwtTest, TokenSourcesAreTriedHeaderCookieQueryAndTheTokenIsRemoved) {
   Request two_params("/x?access_token=" + token + "&access_token=evil");
   EXPECT_EQ(two_params.Run(*keep), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(two_params.callbacks.message_, "more than one access_token query parameter");
+  // Names PHP reads as access_token count as it (they were left upstream,
+  // where $_GET['access_token'] is the unchecked copy).
+  for (const char* other : {"access.token", "access+token", "access%20token", "access[token",
+                            "access_token%5B%5D"}) {
+    Request php(absl::StrCat("/x?access_token=", token, "&", other, "=evil"));
+    EXPECT_EQ(php.Run(*keep), http::FilterStatus::kStopLocalReply) << other;
+    Request stripped(absl::StrCat("/x?a=1&", other, "=evil"));
+    stripped.headers.Add("authorization", "Bearer " + token);
+    EXPECT_EQ(stripped.Run(*factory), http::FilterStatus::kContinue) << other;
+    EXPECT_EQ(stripped.callbacks.path_, "/x?a=1") << other;
+  }
 }
 
 TEST_F(JwtTest, ACustomHeaderWithoutPrefixAndTheHeaderTurnedOff) {
