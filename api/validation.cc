@@ -1210,6 +1210,11 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
                 "connect_timeout", absl::Milliseconds(1), absl::Minutes(5), sink);
   CheckDuration(cluster.idle_connection_timeout(), cluster.has_idle_connection_timeout(),
                 "idle_connection_timeout", absl::Seconds(1), absl::Hours(24), sink);
+  if (cluster.has_idle_connection_timeout() && cluster.protocol() == config::v1::Cluster::HTTP2) {
+    sink.Add("idle_connection_timeout",
+             "applies to HTTP/1.1 connections (protocol HTTP1, or AUTO's endpoints that chose "
+             "HTTP/1.1); HTTP/2 connections close after 5 minutes with no stream");
+  }
   if (cluster.has_health_check()) {
     const auto& hc = cluster.health_check();
     CheckDuration(hc.interval(), hc.has_interval(), "health_check.interval",

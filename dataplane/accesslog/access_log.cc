@@ -1,6 +1,7 @@
 #include "dataplane/accesslog/access_log.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -290,7 +291,13 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
   // Every spelling of standard output is one destination: two writers on
   // one pipe would splice each other's lines (a write over PIPE_BUF is not
   // atomic). /dev/stdout is Envoy's spelling.
-  const bool stdout_path = path == "stdout" || path == "/dev/stdout" || path == "/proc/self/fd/1";
+  // Any other name of the file standard output is (/dev/fd/1, the file it
+  // was redirected to) is it too: two offsets on one file overwrite lines.
+  bool stdout_path = path == "stdout" || path == "/dev/stdout" || path == "/proc/self/fd/1";
+  struct stat named, out;
+  if (!stdout_path && path != kStdout && ::stat(path.c_str(), &named) == 0 && ::fstat(1, &out) == 0) {
+    stdout_path = named.st_dev == out.st_dev && named.st_ino == out.st_ino;
+  }
   const std::string key = stdout_path ? std::string(kStdout) : path;
   absl::MutexLock lock(&registry_mu);
   std::shared_ptr<Destination>& slot = Registry()[key];

@@ -132,6 +132,10 @@ TEST(ValidationTest, DurationsOutOfRange) {
       endpoints { address: "127.0.0.1" port: 1 } })")
                 .find("idle_connection_timeout: must be between 1s and 24h, got 500ms"),
             std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" idle_connection_timeout { seconds: 5 }
+      protocol: HTTP2 endpoints { address: "127.0.0.1" port: 1 } })")
+                .find("idle_connection_timeout: applies to HTTP/1.1 connections"),
+            std::string::npos);
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" } route { cluster: "users" timeout { seconds: -1 } } } } })")
                 .find("routes[0].route.timeout: must be a non-negative duration"),

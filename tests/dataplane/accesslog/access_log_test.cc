@@ -175,6 +175,8 @@ TEST(AccessLogTest, BothSpellingsOfStandardOutputAreOneDestination) {
   auto word = AccessLog::Open("stdout", {}, 100, store);
   auto dev = AccessLog::Open("/dev/stdout", {}, 100, store);
   auto proc = AccessLog::Open("/proc/self/fd/1", {}, 100, store);
+  auto fd = AccessLog::Open("/dev/fd/1", {}, 100, store);  // the same file, by its inode
+  ASSERT_TRUE(fd.ok()) << fd.status();
   ASSERT_TRUE(dash.ok()) << dash.status();
   ASSERT_TRUE(word.ok()) << word.status();
   ASSERT_TRUE(dev.ok()) << dev.status();
