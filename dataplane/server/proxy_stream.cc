@@ -2336,7 +2336,7 @@ void ProxyStream::ReleaseUpstream(bool reusable) {
   }
   if (!reusable) upstream_->connection().Close();
   worker_.pool().Release(std::move(upstream_), cluster_->max_idle_per_endpoint,
-                         cluster_->idle_connection_timeout);
+                         cluster_->idle_connection_sweeps);
 }
 
 void ProxyStream::SendLocalResponse(int status, std::string_view error,

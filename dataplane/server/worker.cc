@@ -365,7 +365,7 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   for (const auto& [name, cluster] : snapshot_->clusters) {
     for (const upstream::EndpointInfo& endpoint : cluster->endpoints) {
       pool_.Tighten(endpoint.pool_key, cluster->max_idle_per_endpoint,
-                    cluster->idle_connection_timeout);
+                    cluster->idle_connection_sweeps);
     }
   }
   h2_pool_.DrainExcept(snapshot_->pool_keys);

@@ -216,6 +216,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->idle_connection_timeout = cluster.has_idle_connection_timeout()
                                       ? api::ToDuration(cluster.idle_connection_timeout())
                                       : api::kDefaultIdleConnectionTimeout;
+  // ConnectionPool sweeps once a second (ConnectionPool::IdleSweeps).
+  info->idle_connection_sweeps = static_cast<uint64_t>(
+      absl::ToInt64Seconds(absl::Ceil(info->idle_connection_timeout, absl::Seconds(1))));
   info->max_idle_per_endpoint = cluster.max_idle_connections_per_endpoint()
                                     ? cluster.max_idle_connections_per_endpoint()
                                     : api::kDefaultMaxIdleConnectionsPerEndpoint;

@@ -137,6 +137,7 @@ struct ClusterInfo {
   absl::Duration connect_timeout;
   uint32_t max_idle_per_endpoint = 64;
   absl::Duration idle_connection_timeout = absl::Seconds(60);  // HTTP/1.1 pool
+  uint64_t idle_connection_sweeps = 60;  // the same, in ConnectionPool sweeps
   HealthCheckConfig health_check;
   OutlierConfig outlier;
   BreakerLimits breakers;

@@ -266,7 +266,7 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
 }
 
 void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle,
-                             absl::Duration idle_timeout) {
+                             uint64_t idle_sweeps) {
   connection->Detach();
   auto it = idle_.find(connection->pool_key());
   if (it == idle_.end()) {
@@ -299,8 +299,7 @@ void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uin
   c->connection().input().ShrinkIfEmpty();
   // No clock read per request: the sweep counts seconds.
   c->idle_sweep_ = sweeps_;
-  c->idle_sweeps_allowed_ = static_cast<uint64_t>(
-      absl::ToInt64Seconds(absl::Ceil(idle_timeout, kSweepInterval)));
+  c->idle_sweeps_allowed_ = idle_sweeps;
   list.PushFront(c);
   if (!sweep_timer_.enabled()) sweep_timer_.Enable(kSweepInterval);
 }
@@ -391,11 +390,9 @@ void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
 }
 
 void ConnectionPool::Tighten(const std::string& pool_key, uint32_t max_idle,
-                             absl::Duration idle_timeout) {
+                             uint64_t allowed) {
   auto it = idle_.find(pool_key);
   if (it == idle_.end()) return;
-  const uint64_t allowed =
-      static_cast<uint64_t>(absl::ToInt64Seconds(absl::Ceil(idle_timeout, kSweepInterval)));
   size_t kept = 0;
   for (UpstreamConnection* c = it->second.head; c != nullptr;) {  // most recent first
     UpstreamConnection* next = c->idle_next_;

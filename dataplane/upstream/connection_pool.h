@@ -172,9 +172,14 @@ class ConnectionPool {
   // Back to the pool after a complete response on a reusable connection;
   // otherwise (or when the endpoint's idle list is full, or its pool key
   // left the config while the request ran) it is closed. Unused for
-  // `idle_timeout` (rounded up to whole seconds), it is closed then.
+  // `idle_sweeps` sweeps (IdleSweeps of the cluster's timeout), it is closed
+  // then.
   void Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle,
-               absl::Duration idle_timeout = absl::Seconds(60));
+               uint64_t idle_sweeps = 60);
+  // An idle timeout in sweeps: rounded up to whole kSweepIntervals.
+  static uint64_t IdleSweeps(absl::Duration idle_timeout) {
+    return static_cast<uint64_t>(absl::ToInt64Seconds(absl::Ceil(idle_timeout, kSweepInterval)));
+  }
   // Closes idle connections whose pool key is not in `keep`, the keys of
   // the config from now on: a busy connection of another key closes when it
   // is released.
@@ -182,7 +187,7 @@ class ConnectionPool {
   // A new config's limits for `pool_key` reach the connections idle now:
   // beyond `max_idle`, the least recently used close; each may stay unused
   // `idle_timeout` since it was released, if that is less than it had.
-  void Tighten(const std::string& pool_key, uint32_t max_idle, absl::Duration idle_timeout);
+  void Tighten(const std::string& pool_key, uint32_t max_idle, uint64_t idle_sweeps);
   void CloseAllIdle();
   size_t idle_count() const;
 

@@ -154,7 +154,7 @@ TEST(ConnectionPoolTest, AnIdleConnectionClosesAfterItsIdleTimeout) {
               static_cast<ssize_t>(response.size()));
     for (int i = 0; i < 100 && !events.complete; ++i) dispatcher.AdvanceClock(absl::Milliseconds(1));
     EXPECT_TRUE(events.complete) << events.failed;
-    pool.Release(std::move(c), /*max_idle=*/8, timeout);
+    pool.Release(std::move(c), /*max_idle=*/8, ConnectionPool::IdleSweeps(timeout));
   };
   release(absl::Seconds(3));
   release(absl::Milliseconds(1500));  // rounded up: 2 s
@@ -175,7 +175,7 @@ TEST(ConnectionPoolTest, AnIdleConnectionClosesAfterItsIdleTimeout) {
   // of its release: an old 60 s timeout after the operator set 1 s).
   for (int i = 0; i < 3; ++i) release(absl::Seconds(60));
   ASSERT_EQ(pool.idle_count(), 3u);
-  pool.Tighten("127.0.0.1:1", /*max_idle=*/2, absl::Seconds(1));
+  pool.Tighten("127.0.0.1:1", /*max_idle=*/2, ConnectionPool::IdleSweeps(absl::Seconds(1)));
   dispatcher.RunDeferredDeletes();
   EXPECT_EQ(pool.idle_count(), 2u);  // the least recently used went
   dispatcher.AdvanceClock(absl::Seconds(2));
