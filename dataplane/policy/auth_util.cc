@@ -53,18 +53,29 @@ std::string PercentDecode(std::string_view in) {
 
 namespace {
 
-// A parameter name as PHP's $_GET keys it: percent-decoded ('+' a space),
-// a "[...]" suffix dropped (name[] and name[x] are arrays under name), then
-// '.', ' ' and '[' read as '_'.
+// A parameter name as PHP's $_GET keys it (php_register_variable_ex):
+// '+' a space, then percent-decoded; cut at a NUL; leading spaces dropped;
+// '.' and ' ' read as '_'; a '[' with a ']' after it starts an array (the
+// name ends there), one without is read as '_' and ends the rewriting.
 std::string PhpName(std::string_view name) {
-  std::string out = PercentDecode(name);
-  std::replace(out.begin(), out.end(), '+', ' ');
-  if (size_t open = out.find('['); open != std::string::npos && open > 0 &&
-                                   out.find(']', open) != std::string::npos) {
-    out.resize(open);
-  }
-  for (char& c : out) {
-    if (c == '.' || c == ' ' || c == '[') c = '_';
+  std::string raw(name);
+  std::replace(raw.begin(), raw.end(), '+', ' ');
+  std::string out = PercentDecode(raw);
+  if (size_t nul = out.find('\0'); nul != std::string::npos) out.resize(nul);
+  out.erase(0, out.find_first_not_of(' ') == std::string::npos ? out.size()
+                                                               : out.find_first_not_of(' '));
+  for (size_t i = 0; i < out.size(); ++i) {
+    char& c = out[i];
+    if (c == '.' || c == ' ') {
+      c = '_';
+    } else if (c == '[') {
+      if (i > 0 && out.find(']', i) != std::string::npos) {
+        out.resize(i);
+      } else {
+        c = '_';
+      }
+      break;
+    }
   }
   return out;
 }

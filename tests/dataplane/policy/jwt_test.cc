@@ -402,13 +402,22 @@ TEST_F(JwtTest, TokenSourcesAreTriedHeaderCookieQueryAndTheTokenIsRemoved) {
   // Names PHP reads as access_token count as it (they were left upstream,
   // where $_GET['access_token'] is the unchecked copy).
   for (const char* other : {"access.token", "access+token", "access%20token", "access[token",
-                            "access_token%5B%5D"}) {
+                            "access_token%5B%5D", "+access_token", "%20access.token",
+                            "access_token%00x"}) {
     Request php(absl::StrCat("/x?access_token=", token, "&", other, "=evil"));
     EXPECT_EQ(php.Run(*keep), http::FilterStatus::kStopLocalReply) << other;
     Request stripped(absl::StrCat("/x?a=1&", other, "=evil"));
     stripped.headers.Add("authorization", "Bearer " + token);
     EXPECT_EQ(stripped.Run(*factory), http::FilterStatus::kContinue) << other;
     EXPECT_EQ(stripped.callbacks.path_, "/x?a=1") << other;
+  }
+  // And not others: %2B is a '+' PHP keeps, and after an unmatched '[' PHP
+  // rewrites nothing more.
+  for (const char* unrelated : {"access%2Btoken", "access[to.ken"}) {
+    Request kept_param(absl::StrCat("/x?", unrelated, "=1"));
+    kept_param.headers.Add("authorization", "Bearer " + token);
+    EXPECT_EQ(kept_param.Run(*factory), http::FilterStatus::kContinue) << unrelated;
+    EXPECT_EQ(kept_param.callbacks.path_, absl::StrCat("/x?", unrelated, "=1")) << unrelated;
   }
 }
 
