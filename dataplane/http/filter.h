@@ -82,6 +82,12 @@ struct StreamInfo {
   // consumer, given when no credential matched.
   const auth::Consumer* consumer = nullptr;
   bool anonymous_consumer = false;
+  // Credentials, as the client sent them: `client_authorization`, the
+  // request came with an Authorization field (a policy may have removed it
+  // since); `authenticated`, an authentication policy accepted a credential
+  // (with or without a consumer: jwt without consumer_claim).
+  bool client_authorization = false;
+  bool authenticated = false;
   // A detached exchange the gateway started itself (StartBackgroundRefresh):
   // no client waits for its response.
   bool background = false;
@@ -133,7 +139,8 @@ class FilterCallbacks {
   // Records who is calling (authentication policies): the upstream gets
   // x-consumer-name and x-consumer-groups (and x-anonymous-consumer: true
   // for an anonymous one); what the client sent in those fields never goes
-  // upstream. `consumer` must come from consumers().
+  // upstream. `consumer` must come from consumers(), or be nullptr with
+  // `anonymous` false: a credential was accepted that names no consumer.
   virtual void SetConsumer(const auth::Consumer* consumer, bool anonymous) = 0;
   // The path and query that go upstream from here on (routing has already
   // happened), e.g. with a credential removed from the query.

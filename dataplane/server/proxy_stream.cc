@@ -1065,6 +1065,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   ForEachForwardedHeader(head, [this](std::string_view name, std::string_view value) {
     filtered_headers_.Add(name, value);
   });
+  info_.client_authorization = filtered_headers_.Get("authorization") != nullptr;
   // A body that may end in trailers: keep the names of the head's fields
   // (policies remove some, such as key-auth's key), which no trailer may
   // repeat (OnRequestEnd).
@@ -1212,6 +1213,7 @@ const auth::ConsumerIndex& ProxyStream::consumers() const {
 }
 
 void ProxyStream::SetConsumer(const auth::Consumer* consumer, bool anonymous) {
+  if (!anonymous) info_.authenticated = true;
   if (consumer == nullptr) return;
   info_.consumer = consumer;
   info_.anonymous_consumer = anonymous;

@@ -185,6 +185,55 @@ TEST_F(JwtIntegrationTest, ASecondAuthorizationFieldNeverCarriesATokenPastThePol
   EXPECT_EQ(r.header("x-echo-authorization"), "Basic eDp5");
 }
 
+// jwt without consumer_claim names no consumer, and removes the
+// Authorization it checked before the cache runs: the cache took the request
+// as an anonymous one, and alice's answer was bob's next (RFC 9111 3.5).
+TEST_F(JwtIntegrationTest, ACachedAnswerForOneTokenHolderNeverReachesAnother) {
+  const std::string route = absl::StrCat(
+      "        - name: private\n          match: {prefix: /private}\n          route: {cluster: web}\n"
+      "          policies:\n"
+      "            - {name: cache, typed_config: {default_ttl: 60s}}\n"
+      "            - name: jwt\n"
+      "              typed_config:\n"
+      "                jwks: '",
+      material_.jwks.at("es256"),
+      "'\n"
+      "                algorithms: [ES256]\n"
+      "                query_parameter: access_token\n"
+      "                claims_to_headers: [{claim: sub, header: x-test-user-sub}]\n");
+  std::string config = Config("[ES256]");
+  const size_t at = config.find("        - name: api\n");
+  ASSERT_NE(at, std::string::npos);
+  config.insert(at, route);
+  ASSERT_EQ(Apply(config), 0) << last_error_;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  auto get = [&](const std::string& path, const std::string& token) {
+    return HttpGet(address(), path, {{"authorization", "Bearer " + token}});
+  };
+  for (const char* path : {"/private/me", "/private/me?access_token="}) {
+    const bool in_query = absl::EndsWith(path, "=");
+    auto as = [&](const std::string& token) {
+      return in_query ? HttpGet(address(), path + token) : get(path, token);
+    };
+    HttpResponse alice = as(material_.token("ES256"));
+    ASSERT_TRUE(alice.ok()) << alice.error;
+    EXPECT_EQ(alice.status, 200) << alice.body;
+    EXPECT_EQ(alice.header("x-echo-x-test-user-sub"), "alice") << path;
+    HttpResponse bob = as(material_.token("sub_bob"));
+    ASSERT_TRUE(bob.ok()) << bob.error;
+    EXPECT_EQ(bob.header("x-echo-x-test-user-sub"), "bob") << path;
+    EXPECT_NE(bob.header("x-cache-status"), "Hit") << path;
+  }
+  // What the upstream marks shareable is shared.
+  HttpResponse first = get("/private/pub?cc=public", material_.token("ES256"));
+  ASSERT_TRUE(first.ok()) << first.error;
+  EXPECT_EQ(first.header("x-cache-status"), "Miss");
+  HttpResponse second = get("/private/pub?cc=public", material_.token("sub_bob"));
+  ASSERT_TRUE(second.ok()) << second.error;
+  EXPECT_EQ(second.header("x-cache-status"), "Hit");
+  EXPECT_EQ(second.header("x-echo-x-test-user-sub"), "alice");
+}
+
 TEST_F(JwtIntegrationTest, ExpiredAndWrongKeyTokensAre401WithTheReason) {
   HttpResponse expired = HttpGet(
       address(), "/api/orders",

@@ -169,6 +169,9 @@ class CacheFilter : public http::Filter {
     const http::StreamInfo& info = callbacks.info();
     callbacks_ = &callbacks;
     background_ = info.background;
+    client_authorization_ = info.client_authorization;
+    authenticated_ = info.authenticated;
+    keyed_by_caller_ = s_.key_consumer && info.consumer != nullptr && !info.anonymous_consumer;
     request_time_ = s_.clock();
     if (info.method == "HEAD" && s_.head) {
       head_ = true;
@@ -582,9 +585,17 @@ class CacheFilter : public http::Filter {
     CacheControl cc = ParseCacheControl(headers);
     if (cc.no_store || cc.is_private) return nullptr;
     // RFC 9111 3.5: an authenticated request's response, only when the
-    // upstream says a shared cache may keep it.
-    if (request_->Get("authorization") != nullptr &&
-        !(cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate)) {
+    // upstream says a shared cache may keep it, or when the entry is the
+    // caller's own: keyed by the consumer the gateway identified, with no
+    // Authorization going upstream (the answer may be made for a field the
+    // key does not hold). Decided on the request as the client sent it: an
+    // Authorization a policy removed still counts; so does, with
+    // key_consumer, a credential a policy accepted that names no consumer
+    // (a jwt cookie: else every token holder shared one entry).
+    if (!(cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate) &&
+        (request_->Get("authorization") != nullptr ||
+         (client_authorization_ && !keyed_by_caller_) ||
+         (authenticated_ && s_.key_consumer && !keyed_by_caller_))) {
       return nullptr;
     }
     if (headers.Get("set-cookie") != nullptr && !s_.cache_set_cookie)
@@ -705,6 +716,9 @@ class CacheFilter : public http::Filter {
   bool counted_ = false;
   bool background_ = false;
   bool head_ = false;
+  bool client_authorization_ = false;  // it came with Authorization
+  bool authenticated_ = false;         // a policy accepted a credential
+  bool keyed_by_caller_ = false;  // the key holds its own consumer
   bool upstream_ = false;  // the request went (or goes) upstream through us
   bool added_conditionals_ = false;
   bool invalidate_ =

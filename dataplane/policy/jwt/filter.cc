@@ -177,7 +177,9 @@ class JwtFilter : public http::Filter {
       if (consumer == nullptr) return Refuse(callbacks, "token's consumer is not known");
     }
     for (const auto& [name, value] : t.headers) headers.Add(name, value);
-    if (consumer != nullptr) callbacks.SetConsumer(consumer, /*anonymous=*/false);
+    // Without consumer_claim: accepted, naming no one (the cache keeps the
+    // answer from other callers).
+    callbacks.SetConsumer(consumer, /*anonymous=*/false);
     return http::FilterStatus::kContinue;
   }
 

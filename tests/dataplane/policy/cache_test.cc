@@ -583,6 +583,95 @@ TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
   EXPECT_TRUE(second.answered());
 }
 
+// RFC 9111 3.5 on the request as the client sent it. An authentication
+// policy removes the Authorization it checked (jwt, basic-auth) before the
+// cache runs; a token holder's answer was stored and served to every other
+// token holder when no consumer keyed it.
+TEST_F(CacheTest, AnAuthenticatedRequestsAnswerIsSharedOnlyWhenTheUpstreamSaysSo) {
+  auto factory = Compile();
+  // The Authorization was removed, no consumer: not stored.
+  Client removed(*factory, "/me");
+  removed.callbacks.info_.client_authorization = true;
+  removed.Start();
+  removed.Respond(200, Fresh(60), "alice's");
+  EXPECT_EQ(removed.cache_status(), "Miss");
+  EXPECT_EQ(FromCache(*factory, {}, "/me").status, "<upstream>");
+  // A credential accepted elsewhere (a jwt cookie), no consumer: not stored.
+  Client cookie(*factory, "/me");
+  cookie.callbacks.SetConsumer(nullptr, /*anonymous=*/false);
+  cookie.Start();
+  cookie.Respond(200, Fresh(60), "alice's");
+  EXPECT_EQ(FromCache(*factory, {}, "/me").status, "<upstream>");
+  // Nor for an anonymous consumer (shared by every anonymous caller).
+  auth::Consumer guest, alice, bob;
+  guest.name = "guest";
+  alice.name = "alice";
+  bob.name = "bob";
+  Client anonymous(*factory, "/me");
+  anonymous.callbacks.info_.client_authorization = true;
+  anonymous.callbacks.SetConsumer(&guest, /*anonymous=*/true);
+  anonymous.Start();
+  anonymous.Respond(200, Fresh(60), "someone's");
+  Client other_guest(*factory, "/me");
+  other_guest.callbacks.SetConsumer(&guest, /*anonymous=*/true);
+  other_guest.Start();
+  EXPECT_TRUE(other_guest.went_upstream());
+  // The upstream says a shared cache may keep it: stored.
+  Client shared(*factory, "/public");
+  shared.callbacks.info_.client_authorization = true;
+  shared.Start();
+  shared.Respond(200, Fresh(60, {{"Cache-Control", "public"}}), "everyone's");
+  EXPECT_EQ(FromCache(*factory, {}, "/public").status, "Hit");
+  // Keyed by the consumer it identified, with the credential consumed:
+  // the caller's own entry.
+  Client own(*factory, "/mine");
+  own.callbacks.info_.client_authorization = true;
+  own.callbacks.SetConsumer(&alice, /*anonymous=*/false);
+  own.Start();
+  own.Respond(200, Fresh(60), "alice's");
+  Client again(*factory, "/mine");
+  again.callbacks.SetConsumer(&alice, false);
+  again.Start();
+  EXPECT_TRUE(again.answered());
+  Client other(*factory, "/mine");
+  other.callbacks.SetConsumer(&bob, false);
+  other.Start();
+  EXPECT_TRUE(other.went_upstream());
+  // Still going upstream, the Authorization may be what the answer is for.
+  Client forwarded(*factory, "/fwd", {{"Authorization", "Bearer a"}});
+  forwarded.callbacks.info_.client_authorization = true;
+  forwarded.callbacks.SetConsumer(&alice, false);
+  forwarded.Start();
+  forwarded.Respond(200, Fresh(60), "for token a");
+  Client same_consumer(*factory, "/fwd");
+  same_consumer.callbacks.SetConsumer(&alice, false);
+  same_consumer.Start();
+  EXPECT_TRUE(same_consumer.went_upstream());
+  // With key_consumer: false the consumers share entries: a request that
+  // came with Authorization only when the upstream marks the answer
+  // shareable; one with another credential (an apikey) as configured.
+  v1::CacheConfig unkeyed;
+  unkeyed.set_key_consumer(false);
+  auto unkeyed_factory = Compile(unkeyed);
+  Client basic(*unkeyed_factory, "/basic");
+  basic.callbacks.info_.client_authorization = true;
+  basic.callbacks.SetConsumer(&alice, false);
+  basic.Start();
+  basic.Respond(200, Fresh(60), "alice's");
+  Client bobs(*unkeyed_factory, "/basic");
+  bobs.callbacks.SetConsumer(&bob, false);
+  bobs.Start();
+  EXPECT_TRUE(bobs.went_upstream());
+  Client apikey(*unkeyed_factory, "/apikey");
+  apikey.callbacks.SetConsumer(&alice, false);
+  apikey.Start();
+  apikey.Respond(200, Fresh(60), "the same for all");
+  Client bob_apikey(*unkeyed_factory, "/apikey");
+  bob_apikey.callbacks.SetConsumer(&bob, false);
+  bob_apikey.Start();
+  EXPECT_TRUE(bob_apikey.answered());
+}
+
 TEST_F(CacheTest, HeadIsAnsweredFromGetAndNeverStored) {
   auto factory = Compile();
   Client head_miss(*factory, "/items?id=1", {}, "HEAD");

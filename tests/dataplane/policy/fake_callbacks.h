@@ -41,6 +41,8 @@ class FakeCallbacks : public http::FilterCallbacks {
     return index_ ? *index_ : auth::ConsumerIndex::Empty();
   }
   void SetConsumer(const auth::Consumer* consumer, bool anonymous) override {
+    if (!anonymous) info_.authenticated = true;
+    if (consumer == nullptr) return;
     info_.consumer = consumer;
     info_.anonymous_consumer = anonymous;
   }
