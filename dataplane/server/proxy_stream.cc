@@ -1463,10 +1463,7 @@ bool ProxyStream::ConnectUpstream() {
   if (connecting) {
     if (cluster.state->pending_requests.load(std::memory_order_relaxed) >=
         cluster.breakers.max_pending_requests) {
-      if (upstream_) {
-        upstream_->connection().Close();
-        worker_.dispatcher().DeferredDelete(std::move(upstream_));
-      }
+      if (upstream_) worker_.pool().Discard(std::move(upstream_));
       upstream2_.reset();
       cluster.stats.breaker_overflow_pending->Inc();
       response_flag_ = "breaker_open";
@@ -2588,10 +2585,8 @@ void ProxyStream::EndAccounting() {
 
 void ProxyStream::OnDownstreamGone() {
   if (!active_) {
-    if (upstream_) {  // defensive: nothing should be held between requests
-      upstream_->connection().Close();
-      worker_.dispatcher().DeferredDelete(std::move(upstream_));
-    }
+    // defensive: nothing should be held between requests
+    if (upstream_) worker_.pool().Discard(std::move(upstream_));
     upstream2_.reset();
     return;
   }

@@ -37,7 +37,11 @@ UpstreamConnection::UpstreamConnection(event::Dispatcher& dispatcher, Connection
   endpoint_state_->connections.fetch_add(1, std::memory_order_relaxed);
 }
 
-UpstreamConnection::~UpstreamConnection() {
+UpstreamConnection::~UpstreamConnection() { Uncount(); }
+
+void UpstreamConnection::Uncount() {
+  if (!counted_) return;
+  counted_ = false;
   cluster_state_->connections.fetch_sub(1, std::memory_order_relaxed);
   endpoint_state_->connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -274,18 +278,20 @@ void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uin
       // Its endpoint left the config while the request ran: nothing would
       // reuse or close it, and it would hold a place in the cluster's
       // max_connections for ever.
-      connection->connection().Close();
-      dispatcher_.DeferredDelete(std::move(connection));
+      Discard(std::move(connection));
       return;
     }
     it = idle_.try_emplace(connection->pool_key()).first;
   }
   IdleList& list = it->second;
+  if (list.limits_known) {
+    max_idle = list.max_idle;
+    idle_sweeps = list.idle_sweeps;
+  }
   if (!connection->reusable() || !connection->connection().open() ||
       connection->connection().output_size() > 0 || !connection->connection().input().empty() ||
       list.size >= max_idle) {
-    connection->connection().Close();
-    dispatcher_.DeferredDelete(std::move(connection));
+    Discard(std::move(connection));
     return;
   }
   UpstreamConnection* c = connection.release();
@@ -313,8 +319,7 @@ void ConnectionPool::Sweep() {
       if (sweeps_ - c->idle_sweep_ > c->idle_sweeps_allowed_) {
         list.Erase(c);
         c->idle_ = false;
-        c->connection().Close();
-        dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+        Discard(std::unique_ptr<UpstreamConnection>(c));
       } else {
         any = true;
       }
@@ -367,7 +372,13 @@ void ConnectionPool::RemoveIdle(UpstreamConnection* connection) {
   if (it == idle_.end()) return;
   it->second.Erase(connection);
   connection->idle_ = false;
-  dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(connection));
+  Discard(std::unique_ptr<UpstreamConnection>(connection));
+}
+
+void ConnectionPool::Discard(std::unique_ptr<UpstreamConnection> connection) {
+  connection->connection().Close();
+  connection->Uncount();
+  dispatcher_.DeferredDelete(std::move(connection));
 }
 
 void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
@@ -378,9 +389,8 @@ void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
     }
     while (it->second.head != nullptr) {
       UpstreamConnection* c = it->second.PopFront();
-      c->connection().Close();
       c->idle_ = false;
-      dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+      Discard(std::unique_ptr<UpstreamConnection>(c));
     }
     it = idle_.erase(it);
   }
@@ -393,14 +403,16 @@ void ConnectionPool::Tighten(const std::string& pool_key, uint32_t max_idle,
                              uint64_t allowed) {
   auto it = idle_.find(pool_key);
   if (it == idle_.end()) return;
+  it->second.limits_known = true;
+  it->second.max_idle = max_idle;
+  it->second.idle_sweeps = allowed;
   size_t kept = 0;
   for (UpstreamConnection* c = it->second.head; c != nullptr;) {  // most recent first
     UpstreamConnection* next = c->idle_next_;
     if (++kept > max_idle) {
       it->second.Erase(c);
       c->idle_ = false;
-      c->connection().Close();
-      dispatcher_.DeferredDelete(std::unique_ptr<UpstreamConnection>(c));
+      Discard(std::unique_ptr<UpstreamConnection>(c));
     } else {
       c->idle_sweeps_allowed_ = std::min(c->idle_sweeps_allowed_, allowed);
     }

@@ -98,6 +98,11 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   bool response_started() const { return response_started_; }
   // The response completed and the upstream allows another request.
   bool reusable() const { return reusable_; }
+  // Gives up its place in the open-connection counts (max_connections),
+  // once; the destructor does it otherwise. For a closed connection whose
+  // deletion is deferred: a request acquiring one right after it must not
+  // find the cluster full of connections that are gone.
+  void Uncount();
 
   // net::ConnectionCallbacks
   void OnReadable() override;
@@ -145,6 +150,7 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   uint64_t idle_sweep_ = 0;
   uint64_t idle_sweeps_allowed_ = 0;
   // Open-connection counts for circuit breakers and the admin page.
+  bool counted_ = true;
   std::shared_ptr<ClusterState> cluster_state_;
   std::shared_ptr<EndpointState> endpoint_state_;
 };
@@ -174,8 +180,14 @@ class ConnectionPool {
   // left the config while the request ran) it is closed. Unused for
   // `idle_sweeps` sweeps (IdleSweeps of the cluster's timeout), it is closed
   // then.
+  // The limits are the config's the request ran with; once a config has
+  // given the key its limits (Tighten), those win: a connection busy while
+  // they were lowered gets the lowered ones.
   void Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle,
                uint64_t idle_sweeps = 60);
+  // Closes it, frees its place in the counts and deletes it once the
+  // current event is over.
+  void Discard(std::unique_ptr<UpstreamConnection> connection);
   // An idle timeout in sweeps: rounded up to whole kSweepIntervals.
   static uint64_t IdleSweeps(absl::Duration idle_timeout) {
     return static_cast<uint64_t>(absl::ToInt64Seconds(absl::Ceil(idle_timeout, kSweepInterval)));
@@ -186,7 +198,8 @@ class ConnectionPool {
   void CloseIdleExcept(const std::set<std::string>& keep);
   // A new config's limits for `pool_key` reach the connections idle now:
   // beyond `max_idle`, the least recently used close; each may stay unused
-  // `idle_timeout` since it was released, if that is less than it had.
+  // `idle_timeout` since it was released, if that is less than it had. The
+  // connections released from now on get them too (Release).
   void Tighten(const std::string& pool_key, uint32_t max_idle, uint64_t idle_sweeps);
   void CloseAllIdle();
   size_t idle_count() const;
@@ -200,6 +213,10 @@ class ConnectionPool {
   struct IdleList {
     UpstreamConnection* head = nullptr;
     size_t size = 0;
+    // The current config's limits for the key (Tighten); unset before.
+    bool limits_known = false;
+    uint32_t max_idle = 0;
+    uint64_t idle_sweeps = 0;
     void PushFront(UpstreamConnection* c);
     UpstreamConnection* PopFront();
     void Erase(UpstreamConnection* c);

@@ -267,6 +267,24 @@ TEST_F(LoadBalancingTest, AStalePooledConnectionIsResentForIdempotentRequestsWit
   EXPECT_EQ(put.body, "hello");
 }
 
+// At max_connections: 1 the dropped connection, gone, still counted until
+// its deferred deletion, and the resend got the breaker's 503 with nothing
+// in flight.
+TEST_F(LoadBalancingTest, AStaleConnectionsResendIsNotRefusedByMaxConnections) {
+  StartUpstreams({""});
+  Apply(absl::StrCat("  endpoints: ", Endpoints({0}), "\n  circuit_breakers: {max_connections: 1}"),
+        "");
+  HttpConnection client(listener());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(client.Request("GET", "/first?drop_next=1").status, 200);
+    HttpResponse r = client.Request("GET", "/second");
+    EXPECT_EQ(r.status, 200) << i << ": " << r.body;
+  }
+  EXPECT_EQ(proxy_->Stat("sluice_circuit_breaker_overflows_total{cluster=\"backends\","
+                         "breaker=\"max_connections\"}"),
+            0);
+}
+
 void MeasureConsistentHashing(LoadBalancingTest* test, const std::string& policy,
                               const std::function<uint64_t(const std::string&, const std::string&)>& apply,
                               const std::function<std::string(int)>& endpoints,

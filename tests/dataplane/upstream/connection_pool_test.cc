@@ -182,6 +182,20 @@ TEST(ConnectionPoolTest, AnIdleConnectionClosesAfterItsIdleTimeout) {
   EXPECT_EQ(pool.idle_count(), 0u);
   dispatcher.RunDeferredDeletes();
   EXPECT_EQ(state->connections.load(), 0);
+
+  // Connections busy while the limits were lowered get them when they are
+  // released, not those their requests started with (they stayed 60 s).
+  for (int i = 0; i < 3; ++i) release(absl::Seconds(60));
+  EXPECT_EQ(pool.idle_count(), 2u);
+  // Closed, a connection frees its place in the counts at once, before its
+  // deferred deletion: a request right after it (a resend) is not refused
+  // by max_connections for a connection that is gone.
+  EXPECT_EQ(state->connections.load(), 2);
+  dispatcher.AdvanceClock(absl::Seconds(2));
+  EXPECT_EQ(pool.idle_count(), 0u);
+  EXPECT_EQ(state->connections.load(), 0);
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(state->connections.load(), 0);
   for (int fd : peers) close(fd);
 }
 
