@@ -5,6 +5,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "dataplane/net/lingering_close.h"
 #include "dataplane/net/socket.h"
 
 namespace sluice::net {
@@ -243,7 +244,20 @@ void Connection::ShutdownAndClose() {
   transport_->Shutdown();
   ::shutdown(fd_, SHUT_WR);
   char discard[4096];
-  for (int i = 0; i < 16 && ::read(fd_, discard, sizeof(discard)) > 0; ++i) {
+  ssize_t n = 0;
+  for (int i = 0; i < 16 && (n = ::read(fd_, discard, sizeof(discard))) > 0; ++i) {
+  }
+  if (lingerer_ != nullptr && n != 0 && (n > 0 || errno == EAGAIN || errno == EWOULDBLOCK)) {
+    // The peer may still be sending: its bytes are dropped until it is done.
+    if (flush_scheduled_) {
+      dispatcher_.CancelFlush(this);
+      flush_scheduled_ = false;
+    }
+    file_event_.reset();
+    lingerer_->Take(fd_);
+    fd_ = -1;
+    callbacks_ = nullptr;
+    return;
   }
   Close();
 }

@@ -40,6 +40,8 @@ class ConnectionCallbacks {
   virtual bool OnReadEof() { return false; }
 };
 
+class LingeringCloser;
+
 class Connection : public event::Flushable {
  public:
   // Takes ownership of `fd`. `connecting`: a connect() is in progress.
@@ -79,6 +81,10 @@ class Connection : public event::Flushable {
   // Closes once the output is written: at once (returning true, with no
   // callback) when nothing is pending, else later with OnClosed(kLocal).
   bool CloseAfterFlush();
+  // The peer may still be sending (a request body answered early): when
+  // CloseAfterFlush() closes, the socket, shut down for writing, goes to
+  // `closer` to be closed once the peer is done (see lingering_close.h).
+  void LingerOnClose(LingeringCloser* closer) { lingerer_ = closer; }
 
   bool open() const { return fd_ >= 0; }
   // The TCP connect is in progress. (A TLS handshake follows it: nothing is
@@ -120,6 +126,7 @@ class Connection : public event::Flushable {
   TransportSocket* transport_;
   std::unique_ptr<event::FileEvent> file_event_;
   ConnectionCallbacks* callbacks_ = nullptr;
+  LingeringCloser* lingerer_ = nullptr;
 };
 
 }  // namespace sluice::net

@@ -708,6 +708,10 @@ void DownstreamConnection::CloseOnceWritten() {
   // A client that never reads the last response does not pin the
   // connection: it gets the idle timeout to take it.
   timer_.Set(idle_timeout_, /*shared_duration=*/true);
+  // Answered before its body was read (413, 401): the client may still be
+  // sending it, and a plain close would reset the connection under the
+  // response it has not read yet.
+  if (UnreadBodyEndsConnection()) connection_->LingerOnClose(&worker_.lingering());
   if (connection_->CloseAfterFlush()) CloseNow();
 }
 

@@ -210,6 +210,7 @@ Worker::Worker(int index, ProxyStats& stats)
       post_gate_(std::make_shared<PostGate>(&dispatcher_)),
       pool_(dispatcher_),
       h2_pool_(dispatcher_),
+      lingering_(dispatcher_),
       picker_(0x9e3779b97f4a7c15ull * static_cast<uint64_t>(index + 1) ^
               static_cast<uint64_t>(getpid())),
       id_rng_(std::random_device{}()),

@@ -25,6 +25,7 @@
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/net/accept_backoff.h"
+#include "dataplane/net/lingering_close.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/connection_pool.h"
 #include "dataplane/upstream/http2_pool.h"
@@ -183,6 +184,8 @@ class Worker {
   const std::shared_ptr<const config::ConfigSnapshot>& snapshot() const { return snapshot_; }
   upstream::ConnectionPool& pool() { return pool_; }
   upstream::Http2Pool& h2_pool() { return h2_pool_; }
+  // Client connections closed while the client may still be sending.
+  net::LingeringCloser& lingering() { return lingering_; }
   upstream::EndpointPicker& picker() { return picker_; }
   ProxyStats& stats() { return stats_; }
   bool draining() const { return draining_; }
@@ -244,6 +247,7 @@ class Worker {
   char date_[32] = {};
   upstream::ConnectionPool pool_;
   upstream::Http2Pool h2_pool_;
+  net::LingeringCloser lingering_;
   upstream::EndpointPicker picker_;
   std::mt19937_64 id_rng_;
   absl::flat_hash_map<std::string, const ConsumerMetrics::Counters*> consumer_counters_;
