@@ -229,6 +229,14 @@ void Connection::Close() {
   callbacks_ = nullptr;
 }
 
+void Connection::Reset() {
+  if (fd_ >= 0) {
+    linger abortive = {1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abortive, sizeof(abortive));
+  }
+  Close();
+}
+
 bool Connection::CloseAfterFlush() {
   if (fd_ < 0) return true;
   if (output_.empty() && !connecting_) {

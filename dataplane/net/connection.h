@@ -78,6 +78,9 @@ class Connection : public event::Flushable {
 
   // Closes now, dropping unwritten output. No callbacks after this.
   void Close();
+  // Closes now with a reset (SO_LINGER 0), not a FIN: the peer cannot take
+  // what it got for a whole message delimited by the close.
+  void Reset();
   // Closes once the output is written: at once (returning true, with no
   // callback) when nothing is pending, else later with OnClosed(kLocal).
   bool CloseAfterFlush();

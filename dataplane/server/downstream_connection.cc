@@ -505,13 +505,15 @@ void DownstreamConnection::Abort() {
   // body shorter than its Content-Length, a chunked body without its last
   // chunk), not an empty reply it may take for a request never processed
   // (and send again). A body delimited by the close would look whole that
-  // way: it is cut at once, as is a tunnel.
+  // way: it is cut at once with a reset, as is a tunnel (a FIN after the
+  // bytes an HTTP/1.0 client got made them a complete response).
   stream_in_use_ = false;
   if (!response_by_close_ && !tunnel_ && !closing_ && connection_->output_size() > 0) {
     connection_->SetReadEnabled(false);
     CloseOnceWritten();
     return;
   }
+  if (response_by_close_ || tunnel_) connection_->Reset();
   CloseNow();
 }
 

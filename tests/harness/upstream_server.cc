@@ -36,7 +36,8 @@
 //   drop_next=1  answer as usual (keep-alive), then close the connection
 //                without a word when the next request on it arrives: the
 //                race of a keep-alive timeout with a reused connection
-//   midway=1     "content-length: 1000", 10 body bytes, then close
+//   midway=1     "content-length: 1000", 10 body bytes, then close; with
+//                chunked=1: a chunked head and one 10-byte chunk, then close
 //   smuggle=1    after the response, in the same write, a second response
 //                nobody asked for ("...\r\n\r\nsmuggled"): bytes past the
 //                framing that must never reach another request
@@ -674,10 +675,12 @@ void Connection::Respond(const Http1Message& request,
     }
   }
   if (plan.midway) {
-    extra.emplace_back("content-length", "1000");
+    extra.emplace_back(plan.chunked ? "transfer-encoding" : "content-length",
+                       plan.chunked ? "chunked" : "1000");
     extra.emplace_back("connection", "close");
-    Write(
-        absl::StrCat(Head(status, request, extra, content_type), std::string(10, 'x')));
+    Write(absl::StrCat(Head(status, request, extra, content_type),
+                       plan.chunked ? "a\r\n" : "", std::string(10, 'x'),
+                       plan.chunked ? "\r\n" : ""));
     FinishResponse(/*close_after=*/true);
     return;
   }

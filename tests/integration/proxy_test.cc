@@ -411,6 +411,19 @@ TEST_F(ProxyTest, UpstreamFailures) {
   r = HttpGet(listener(), "/x?midway=1");
   EXPECT_FALSE(r.ok());
   EXPECT_EQ(r.status, 200);
+  // To an HTTP/1.0 client a chunked upstream body is delimited by the close:
+  // cut, the connection is reset, so the client cannot take what it got for
+  // the whole body (a FIN made it a complete 200 to curl).
+  CommandResult http10 = RunCommand({"/usr/bin/curl", "-sS", "-0", "--max-time", "10", "-o",
+                                     "/dev/null", "-w", "%{http_code}",
+                                     absl::StrCat("http://", listener(), "/x?midway=1&chunked=1")});
+  EXPECT_NE(http10.exit_code, 0) << http10.out;
+  EXPECT_TRUE(absl::StrContains(http10.err, "reset")) << http10.err;
+  // HTTP/1.1: the chunked body without its last chunk.
+  CommandResult http11 = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "-o",
+                                     "/dev/null",
+                                     absl::StrCat("http://", listener(), "/x?midway=1&chunked=1")});
+  EXPECT_NE(http11.exit_code, 0) << http11.out;
   // The upstream's own 503 passes through unchanged.
   r = HttpGet(listener(), "/x?status=503");
   EXPECT_EQ(r.status, 503);
