@@ -227,6 +227,11 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   const bool never_connected =
       absl::StrContains(absl::AsciiStrToLower(status.error_message()), "failed to connect") ||
       absl::StrContains(status.error_message(), "DNS resolution failed");
+  // The control plane's own answer: its store could not write the change.
+  if (absl::StartsWith(status.error_message(), "the change was not stored, nothing changed")) {
+    return Fail(absl::StrCat("sluice-control at ", server, " refused the change: ",
+                             status.error_message()));
+  }
   if (change_sent && !never_connected &&
       (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {

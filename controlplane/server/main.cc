@@ -305,6 +305,9 @@ int Run(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A write past the file-size limit (ulimit -f) fails with EFBIG, as on a
+  // full disk, and is handled as such: the signal would end the process.
+  signal(SIGXFSZ, SIG_IGN);
 
   // The data dir: the whole store with --store file; with --store etcd only
   // this replica's audit log, locked all the same.

@@ -471,6 +471,9 @@ int Run(int argc, char** argv) {
   }
 
   signal(SIGPIPE, SIG_IGN);
+  // A write past the file-size limit (ulimit -f) fails with EFBIG, as on a
+  // full disk, and is handled as such: the signal would end the process.
+  signal(SIGXFSZ, SIG_IGN);
 
   // The last good config, so a proxy restarted while the control plane is
   // down still serves.

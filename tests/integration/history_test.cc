@@ -254,5 +254,53 @@ TEST_F(HistoryTest, DiffShowsAChangeOnlyToARedactedKey) {
   EXPECT_TRUE(absl::StrContains(r.out, "0 added, 0 changed, 0 removed")) << r.out;
 }
 
+// A write over the process's file-size limit (RLIMIT_FSIZE) fails with
+// EFBIG and the change is refused, as on a full disk. Before: SIGXFSZ killed
+// the control plane (and sluicectl said the change "may have been applied").
+TEST(FileSizeLimitTest, AChangeTheStoreCannotWriteIsRefusedAndTheControlPlaneLives) {
+  const std::string dir = MakeTempDir("fsize");
+  const int port = PickFreePort();
+  const std::string server = absl::StrCat("127.0.0.1:", port);
+  // dash counts ulimit -f in 512-byte blocks: 64 KiB.
+  Process cp("/bin/sh",
+             {"-c", absl::StrCat("ulimit -f 128; exec ",
+                                 RunfilePath("controlplane/server/sluice-control"),
+                                 " --listen ", server, " --data-dir ", dir,
+                                 "/data --log-level warning")},
+             dir + "/cp.log");
+  auto ctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {RunfilePath("controlplane/cli/sluicectl"), "--server",
+                                     server};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  };
+  ASSERT_TRUE(WaitFor([&] { return ctl({"get"}).exit_code == 0; }, absl::Seconds(30)))
+      << cp.Log();
+  // `routes` routes answering `body`.
+  auto config = [&](int routes, const std::string& body) {
+    std::string yaml =
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n";
+    for (int i = 0; i < routes; ++i) {
+      absl::StrAppend(&yaml, "        - match: {prefix: /r", i,
+                      "}\n          direct_response: {status: 200, body: ", body, "}\n");
+    }
+    return WriteFile(dir, "config.yaml", yaml);
+  };
+  CommandResult small = ctl({"apply", "-f", config(1, "small")});
+  ASSERT_EQ(small.exit_code, 0) << small.out << small.err;
+  CommandResult big = ctl({"apply", "-f", config(50, std::string(4000, 'b'))});
+  EXPECT_NE(big.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(big.err, "the change was not stored, nothing changed"))
+      << big.out << big.err;
+  EXPECT_TRUE(absl::StrContains(big.err, "File too large")) << big.err;
+  // A definite answer: not "no answer ... may have been applied".
+  EXPECT_FALSE(absl::StrContains(big.err, "may have been applied")) << big.err;
+  EXPECT_TRUE(cp.Running()) << cp.Log();
+  CommandResult get = ctl({"get", "routetable", "main", "-o", "yaml"});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_TRUE(absl::StrContains(get.out, "body: small")) << get.out;
+}
+
 }  // namespace
 }  // namespace sluice::testing

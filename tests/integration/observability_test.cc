@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/harness/http_client.h"
@@ -439,6 +440,56 @@ TEST_F(ObservabilityTest, ARevalidatedAnswerLogsTheUpstreamsTime) {
       absl::Seconds(10)))
       << Read(log_);
   EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
+}
+
+// An access log past the process's file-size limit (RLIMIT_FSIZE): the
+// writes fail with EFBIG and are counted, the proxy serves on. Before:
+// SIGXFSZ ended it, with nothing in its log.
+TEST(AccessLogFileSizeLimitTest, WritesPastTheLimitAreCountedAndTheProxyLives) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const std::string dir = MakeTempDir("obs-fsize");
+  const int port = PickFreePort();
+  const int admin_port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+      "    - domains: ['*']\n      routes:\n"
+      "        - match: {prefix: /}\n          direct_response: {status: 200, body: ok}\n"
+      "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port,
+      "\n  route_table: main\n  access_log: {path: ", dir, "/access.log}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(dir, "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // dash counts ulimit -f in 512-byte blocks: 16 KiB.
+  Process proxy("/bin/sh",
+                {"-c", absl::StrCat("ulimit -f 32; exec ", RunfilePath("dataplane/server/sluice-proxy"),
+                                    " --control-plane ", cp.address(),
+                                    " --node-id fsize --workers 1 --admin 127.0.0.1:", admin_port,
+                                    " --state-dir ", dir, "/state --log-level error")},
+                dir + "/proxy.log");
+  const std::string admin = absl::StrCat("127.0.0.1:", admin_port);
+  ASSERT_TRUE(WaitFor([&] { return HttpGet(admin, "/ready").status == 200; }, absl::Seconds(30)))
+      << proxy.Log();
+  const std::string errors = "sluice_access_log_write_errors_total";
+  auto write_errors = [&] {
+    std::string metrics = HttpGet(admin, "/metrics").body;
+    for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+      if (absl::StartsWith(line, absl::StrCat(errors, "{"))) {
+        int64_t n = 0;
+        if (absl::SimpleAtoi(line.substr(line.rfind(' ') + 1), &n)) return n;
+      }
+    }
+    return int64_t{-1};
+  };
+  HttpConnection client(absl::StrCat("127.0.0.1:", port));
+  // About 300 bytes a line: well past 16 KiB, written as they come (the
+  // writer flushes every 100 ms).
+  for (int i = 0; i < 40 && write_errors() <= 0; ++i) {
+    for (int j = 0; j < 20; ++j) ASSERT_EQ(client.Request("GET", "/").status, 200) << proxy.Log();
+    absl::SleepFor(absl::Milliseconds(120));
+  }
+  EXPECT_GT(write_errors(), 0) << HttpGet(admin, "/metrics").body;
+  EXPECT_TRUE(proxy.Running()) << proxy.Log();
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").status, 200);
 }
 
 }  // namespace
