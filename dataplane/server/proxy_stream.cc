@@ -2591,7 +2591,9 @@ void ProxyStream::OnDownstreamGone() {
     return;
   }
   if (HasUpstream() || pending_) ReleaseUpstream(false);
-  if (response_flag_.empty()) response_flag_ = "client_closed";
+  // At exit with the connection still open (the --drain-timeout passed),
+  // the gateway is the one closing it.
+  if (response_flag_.empty()) response_flag_ = worker_.stopping() ? "drain_timeout" : "client_closed";
   EndAccounting();
   active_ = false;
   snapshot_.reset();

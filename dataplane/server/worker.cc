@@ -234,6 +234,7 @@ void Worker::Start(int pin_cpu) {
     }
     dispatcher_.Run();
     // Loop ended: close everything this thread owns, on this thread.
+    stopping_ = true;
     accepting_.clear();
     for (DownstreamSession* c : Sessions()) c->StartDrain();
     for (DownstreamSession* c : Sessions()) RemoveConnection(c);

@@ -186,6 +186,8 @@ class Worker {
   upstream::Http2Pool& h2_pool() { return h2_pool_; }
   // Client connections closed while the client may still be sending.
   net::LingeringCloser& lingering() { return lingering_; }
+  // The loop ended (the process exits): what is still open is closed now.
+  bool stopping() const { return stopping_; }
   upstream::EndpointPicker& picker() { return picker_; }
   ProxyStats& stats() { return stats_; }
   bool draining() const { return draining_; }
@@ -248,6 +250,7 @@ class Worker {
   upstream::ConnectionPool pool_;
   upstream::Http2Pool h2_pool_;
   net::LingeringCloser lingering_;
+  bool stopping_ = false;
   upstream::EndpointPicker picker_;
   std::mt19937_64 id_rng_;
   absl::flat_hash_map<std::string, const ConsumerMetrics::Counters*> consumer_counters_;

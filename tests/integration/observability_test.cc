@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -440,6 +441,31 @@ TEST_F(ObservabilityTest, ARevalidatedAnswerLogsTheUpstreamsTime) {
       absl::Seconds(10)))
       << Read(log_);
   EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
+}
+
+// A request still open when the proxy stops at --drain-timeout is logged
+// as the gateway's doing (drain_timeout). Before: client_closed, which sent
+// an operator looking at the client.
+TEST_F(ObservabilityTest, ARequestCutAtTheDrainTimeoutSaysSo) {
+  proxy_.reset();
+  proxy_ = std::make_unique<Proxy>(cp_.address(), "obs-drain", 1, "",
+                                   std::vector<std::string>{"--drain-timeout", "1s"});
+  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  const int before = upstream_.RequestCount().value_or(0);
+  HttpResponse cut;
+  std::thread client([&] {
+    cut = HttpGet(address(), "/open/x?hang=1", {{"x-request-id", "drain-cut"}},
+                  absl::Seconds(20));
+  });
+  ASSERT_TRUE(WaitFor([&] { return upstream_.RequestCount().value_or(0) > before; },
+                      absl::Seconds(10)));
+  std::optional<int> exited = proxy_->Stop(absl::Seconds(20));
+  client.join();
+  ASSERT_TRUE(exited.has_value());
+  EXPECT_FALSE(cut.ok());
+  const std::string line = LogLine(log_, "drain-cut");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"drain_timeout\"")) << line;
 }
 
 // An access log past the process's file-size limit (RLIMIT_FSIZE): the
