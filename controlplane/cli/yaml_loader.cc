@@ -894,15 +894,26 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     std::string where = absl::StrCat(file_name, ", document ", index);
     // `sluicectl get -o json` of several resources: {"version": N, "items":
     // [...]}, whose items are the documents (as kubectl applies a List).
-    if (doc.IsMap() && !doc["kind"] && doc["items"] && doc["items"].IsSequence()) {
-      std::string other;
+    if (doc.IsMap() && !doc["kind"] && doc["items"]) {
+      if (!doc["items"].IsSequence()) {
+        failed = true;
+        errors.push_back(absl::StrCat(where, ", line ", doc["items"].Mark().line + 1,
+                                      ": items must be a list of resources"));
+        continue;
+      }
+      std::string other;  // the first other key, as said
       for (const auto& item : doc) {
-        const std::string key = item.first.template as<std::string>();
-        if (key != "version" && key != "items" && other.empty()) other = key;
+        if (!other.empty()) break;
+        if (!item.first.IsScalar()) {
+          other = "that is a list or mapping";  // `? [a, b]`: no field either
+          continue;
+        }
+        const std::string& key = item.first.Scalar();
+        if (key != "version" && key != "items") other = ShownKey(key);
       }
       if (!other.empty()) {
         failed = true;
-        errors.push_back(absl::StrCat(where, ": unknown top-level field ", ShownKey(other),
+        errors.push_back(absl::StrCat(where, ": unknown top-level field ", other,
                                       " beside items (a list of resources takes version and "
                                       "items only)"));
         continue;

@@ -446,6 +446,14 @@ TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
   e = Error(R"({"version":3,"name":"x","items":[]})");
   EXPECT_EQ(e, "f.yaml, document 1: unknown top-level field 'name' beside items (a list of "
                "resources takes version and items only)");
+  // A key that is a list (it threw out of the loader: sluicectl aborted).
+  e = Error("items: []\n? [a, b]\n: 1\n");
+  EXPECT_EQ(e, "f.yaml, document 1: unknown top-level field that is a list or mapping beside "
+               "items (a list of resources takes version and items only)");
+  // items that is no list (it was said to be an unknown top-level field
+  // 'version').
+  e = Error(R"({"version":3,"items":{"kind":"Cluster"}})");
+  EXPECT_EQ(e, "f.yaml, document 1, line 1: items must be a list of resources");
 }
 
 TEST(YamlLoaderTest, YamlRoundTrip) {
