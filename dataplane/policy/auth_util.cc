@@ -53,14 +53,11 @@ std::string PercentDecode(std::string_view in) {
 
 namespace {
 
-// A parameter name as PHP's $_GET keys it (php_register_variable_ex):
-// '+' a space, then percent-decoded; cut at a NUL; leading spaces dropped;
-// '.' and ' ' read as '_'; a '[' with a ']' after it starts an array (the
-// name ends there), one without is read as '_' and ends the rewriting.
-std::string PhpName(std::string_view name) {
-  std::string raw(name);
-  std::replace(raw.begin(), raw.end(), '+', ' ');
-  std::string out = PercentDecode(raw);
+// A decoded parameter name as PHP's $_GET keys it (php_register_variable_ex):
+// cut at a NUL; leading spaces dropped; '.' and ' ' read as '_'; a '[' with
+// a ']' after it starts an array (the name ends there), one without is read
+// as '_' and ends the rewriting.
+std::string PhpName(std::string out) {
   if (size_t nul = out.find('\0'); nul != std::string::npos) out.resize(nul);
   out.erase(0, out.find_first_not_of(' ') == std::string::npos ? out.size()
                                                                : out.find_first_not_of(' '));
@@ -80,6 +77,13 @@ std::string PhpName(std::string_view name) {
   return out;
 }
 
+// A name as sent in a query: '+' is a space, then percent-decoded.
+std::string FormDecode(std::string_view sent) {
+  std::string raw(sent);
+  std::replace(raw.begin(), raw.end(), '+', ' ');
+  return PercentDecode(raw);
+}
+
 }  // namespace
 
 bool SameParameterName(std::string_view sent, std::string_view name) {
@@ -88,7 +92,9 @@ bool SameParameterName(std::string_view sent, std::string_view name) {
       name.find_first_of(". [") == std::string_view::npos) {
     return false;
   }
-  return PhpName(sent) == PhpName(name);
+  // `name` is configured as the decoded name: only PHP's rewriting applies
+  // to it (a '+' in it is a '+', which a query spells %2B).
+  return PhpName(FormDecode(sent)) == PhpName(std::string(name));
 }
 
 http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,

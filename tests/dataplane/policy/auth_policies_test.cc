@@ -118,6 +118,20 @@ TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
   EXPECT_EQ(encoded.Run(*factory), http::FilterStatus::kContinue);
   EXPECT_EQ(encoded.consumer(), "bob");
   EXPECT_EQ(encoded.callbacks.path_, "/x?z=1");
+  // A name with a '+' (a token character): a query spells it %2B, and PHP
+  // keeps it. It was read as a space in the configured name too: x%2Bkey
+  // went unmatched (upstream unchecked), x.key matched.
+  key_auth::v1::KeyAuthConfig plus;
+  plus.add_key_names("x+key");
+  auto plus_factory = Compile("key-auth", plus);
+  Request spelled("/x?x%2Bkey=bob-key-4567&z=1");
+  EXPECT_EQ(spelled.Run(*plus_factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(spelled.consumer(), "bob");
+  EXPECT_EQ(spelled.callbacks.path_, "/x?z=1");
+  for (const char* other : {"x.key", "x_key"}) {  // both x_key to PHP
+    Request not_it(absl::StrCat("/x?", other, "=bob-key-4567"));
+    EXPECT_EQ(not_it.Run(*plus_factory), http::FilterStatus::kStopLocalReply) << other;
+  }
 }
 
 // One key per request, as Kong's "Duplicate API key found": with two (two
