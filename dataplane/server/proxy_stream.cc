@@ -2545,9 +2545,11 @@ void ProxyStream::RecordExchange() {
     e.bytes_out = bytes_out_;
     e.duration = now - start_time_;
     e.upstream_duration = upstream;
-    // A WebSocket's upstream exchange lasts as long as its tunnel (kept out
-    // of the upstream duration histogram, which is for responses).
-    if (tunnel_ && upstream_sent_ != absl::InfinitePast() && upstream == absl::InfiniteDuration()) {
+    // A WebSocket's upstream exchange lasts as long as its tunnel, and a
+    // response cut after it began, to the cut (both kept out of the upstream
+    // duration histogram, which is for whole responses).
+    if ((tunnel_ || first_byte_ != absl::InfinitePast()) &&
+        upstream_sent_ != absl::InfinitePast() && upstream == absl::InfiniteDuration()) {
       e.upstream_duration = now - upstream_sent_;
     }
     if (route_ != nullptr) e.route = route_->name;

@@ -443,6 +443,17 @@ TEST_F(ObservabilityTest, ARevalidatedAnswerLogsTheUpstreamsTime) {
   EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
 }
 
+// A response the upstream cut after it began came from upstream: its
+// upstream time is logged, to the cut (it was null, as for no response).
+TEST_F(ObservabilityTest, ACutResponseLogsItsUpstreamTime) {
+  HttpResponse r = HttpGet(address(), "/open/x?midway=1", {{"x-request-id", "cut-1"}});
+  EXPECT_FALSE(r.ok());
+  const std::string line = LogLine(log_, "cut-1");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_cut\"")) << line;
+  EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"upstream_duration_ms\":")) << line;
+}
+
 // A request still open when the proxy stops at --drain-timeout is logged
 // as the gateway's doing (drain_timeout). Before: client_closed, which sent
 // an operator looking at the client.
