@@ -357,7 +357,8 @@ struct Http2ClientCodecAccess {
         reason = absl::StrCat("stream error: ", nghttp2_http2_strerror(code));
       }
     }
-    codec->callbacks_->OnStreamReset(stream_id, code, refused, reason);
+    codec->callbacks_->OnStreamReset(stream_id, code, refused,
+                                     stream->peer_reset && !stream->reset_by_codec, reason);
     return 0;
   }
 
@@ -534,7 +535,7 @@ void Http2ClientCodec::EndAllStreams(uint32_t error_code,
     if (it == streams_.end()) continue;  // reset by an earlier callback
     const bool refused = !it->second->headers_sent;
     streams_.erase(it);
-    callbacks_->OnStreamReset(id, error_code, refused, reason);
+    callbacks_->OnStreamReset(id, error_code, refused, /*by_peer=*/false, reason);
   }
 }
 

@@ -153,10 +153,12 @@ class Http2ClientCallbacks {
   // or never sent): safe to send again. (A request whose head nghttp2 cannot
   // send at all, over its 64 KiB block limit, ends with INTERNAL_ERROR and
   // is not refused: sending it elsewhere fails the same way.) `reason` is
-  // for logs. No other event follows for the stream; it is gone from the
-  // codec when this is called. Not called for streams the caller reset.
+  // for logs. `by_peer`: the upstream's RST_STREAM (else the codec reset
+  // the stream, over what the upstream sent, or the connection ended). No
+  // other event follows for the stream; it is gone from the codec when this
+  // is called. Not called for streams the caller reset.
   virtual void OnStreamReset(int32_t stream_id, uint32_t error_code,
-                             bool refused, std::string_view reason) = 0;
+                             bool refused, bool by_peer, std::string_view reason) = 0;
   // The stream's send queue drained to the low watermark.
   virtual void OnStreamWritable(int32_t /*stream_id*/) {}
   // The peer sent GOAWAY: no new stream can be opened on this connection.

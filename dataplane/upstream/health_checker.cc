@@ -306,7 +306,7 @@ class HealthChecker::HttpProbe : public Probe,
     h2_->ConsumeResponseData(stream_id, data.size());
   }
   void OnResponseTrailers(int32_t, const http::HeaderMap&) override {}
-  void OnStreamReset(int32_t, uint32_t error_code, bool, std::string_view reason) override {
+  void OnStreamReset(int32_t, uint32_t error_code, bool, bool, std::string_view reason) override {
     Report(false, absl::StrCat("stream reset (HTTP/2 error ", error_code, "): ", std::string(reason)));
   }
 
@@ -420,7 +420,7 @@ class HealthChecker::GrpcProbe : public Probe,
     if (end_stream) Finish(http::HeaderMap());
   }
   void OnResponseTrailers(int32_t, const http::HeaderMap& trailers) override { Finish(trailers); }
-  void OnStreamReset(int32_t, uint32_t error_code, bool, std::string_view reason) override {
+  void OnStreamReset(int32_t, uint32_t error_code, bool, bool, std::string_view reason) override {
     Report(false, absl::StrCat("stream reset (HTTP/2 error ", error_code, "): ", std::string(reason)));
   }
 

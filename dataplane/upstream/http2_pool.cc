@@ -367,13 +367,19 @@ void Http2UpstreamConnection::OnResponseTrailers(int32_t stream_id,
 }
 
 void Http2UpstreamConnection::OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused,
-                                            std::string_view reason) {
+                                            bool by_peer, std::string_view reason) {
   Http2UpstreamStream* s = Find(stream_id);
   if (s == nullptr) return;
   streams_.erase(stream_id);
   s->connection_ = nullptr;
   pool_.OnStreamsChanged(this);
-  std::string why = absl::StrCat("reset the HTTP/2 stream (error ", error_code, "): ", std::string(reason));
+  // Said as "upstream <why>": who ended the stream, so that an operator
+  // does not blame the upstream for a reset the gateway sent over what it
+  // answered (a malformed response, a head over the limit).
+  std::string why = by_peer ? absl::StrCat("reset the HTTP/2 stream (error ", error_code, "): ",
+                                           std::string(reason))
+                            : absl::StrCat("HTTP/2 stream ended by the gateway (error ",
+                                           error_code, "): ", std::string(reason));
   if (refused) {
     s->events_->OnUpstreamRefused(why);
   } else {

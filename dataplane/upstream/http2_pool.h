@@ -128,7 +128,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   void OnResponseTrailers(int32_t stream_id, const http::HeaderMap& trailers) override;
   void OnInformationalResponse(int32_t stream_id, int status,
                                const http::HeaderMap& headers) override;
-  void OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused,
+  void OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused, bool by_peer,
                      std::string_view reason) override;
   void OnStreamWritable(int32_t stream_id) override;
   void OnGoaway(int32_t last_stream_id, uint32_t error_code) override;

@@ -160,7 +160,7 @@ class CheckingCallbacks : public Http2ClientCallbacks {
   }
 
   void OnStreamReset(int32_t stream_id, uint32_t /*error_code*/,
-                     bool /*refused*/, std::string_view reason) override {
+                     bool /*refused*/, bool /*by_peer*/, std::string_view reason) override {
     Live(stream_id);
     FUZZ_CHECK(!reason.empty());
     End(stream_id);

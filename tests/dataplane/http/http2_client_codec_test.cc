@@ -40,6 +40,7 @@ struct Response {
   bool reset = false;
   uint32_t reset_code = 0;
   bool refused = false;
+  bool by_peer = false;
   std::string reason;
   int writable = 0;
 
@@ -96,7 +97,7 @@ class ClientRecorder : public Http2ClientCallbacks {
     r.has_trailers = true;
     CheckGone(stream_id);
   }
-  void OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused,
+  void OnStreamReset(int32_t stream_id, uint32_t error_code, bool refused, bool by_peer,
                      std::string_view reason) override {
     Response& r = responses[stream_id];
     EXPECT_FALSE(r.reset) << "reset twice: " << stream_id;
@@ -107,6 +108,7 @@ class ClientRecorder : public Http2ClientCallbacks {
     r.reset = true;
     r.reset_code = error_code;
     r.refused = refused;
+    r.by_peer = by_peer;
     r.reason = std::string(reason);
     reset_order.push_back(stream_id);
     CheckGone(stream_id);
@@ -1171,6 +1173,7 @@ TEST(Http2ClientCodecTest, RefusedStreamIsSafeToRetry) {
   EXPECT_TRUE(ra.reset);
   EXPECT_EQ(ra.reset_code, NGHTTP2_REFUSED_STREAM);
   EXPECT_TRUE(ra.refused);
+  EXPECT_TRUE(ra.by_peer);  // the upstream's RST_STREAM
   EXPECT_NE(ra.reason.find("REFUSED_STREAM"), std::string::npos) << ra.reason;
   const Response& rb = f.events.responses[b];
   EXPECT_EQ(rb.status, 200);
@@ -1375,6 +1378,9 @@ TEST(Http2ClientCodecTest, MalformedResponsesResetTheStream) {
     EXPECT_TRUE(r.reset);
     EXPECT_EQ(r.reset_code, NGHTTP2_PROTOCOL_ERROR);
     EXPECT_FALSE(r.refused);
+    // The codec reset it, over the malformed response: not the upstream
+    // (an operator was told the upstream reset the stream).
+    EXPECT_FALSE(r.by_peer);
     EXPECT_NE(r.reason.find("malformed"), std::string::npos) << r.reason;
     EXPECT_FALSE(r.complete());
     EXPECT_TRUE(f.server.requests[bad].rst_received);
