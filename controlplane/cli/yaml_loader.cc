@@ -905,11 +905,18 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
       for (const auto& item : doc) {
         if (!other.empty()) break;
         if (!item.first.IsScalar()) {
-          other = "that is a list or mapping";  // `? [a, b]`: no field either
+          // `? [a, b]` or `~`: no field either
+          other = "that is not a name (a list, a mapping or null)";
           continue;
         }
         const std::string& key = item.first.Scalar();
         if (key != "version" && key != "items") other = ShownKey(key);
+      }
+      if (other.empty() && doc["version"] && !doc["version"].IsScalar()) {
+        failed = true;
+        errors.push_back(absl::StrCat(where, ", line ", doc["version"].Mark().line + 1,
+                                      ": version must be a number (as get -o json prints it)"));
+        continue;
       }
       if (!other.empty()) {
         failed = true;

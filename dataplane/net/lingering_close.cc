@@ -1,7 +1,6 @@
 #include "dataplane/net/lingering_close.h"
 
 #include <errno.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "absl/time/clock.h"
@@ -18,17 +17,20 @@ struct LingeringCloser::Socket : event::DeferredDeletable {
   uint64_t dropped = 0;
 };
 
-LingeringCloser::LingeringCloser(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
+LingeringCloser::LingeringCloser(event::Dispatcher& dispatcher, std::function<bool()> acquire,
+                                 std::function<void()> release)
+    : dispatcher_(dispatcher), acquire_(std::move(acquire)), release_(std::move(release)) {}
 
 LingeringCloser::~LingeringCloser() {
   for (auto& [fd, socket] : sockets_) {
     socket.reset();
     ::close(fd);
+    if (release_) release_();
   }
 }
 
 void LingeringCloser::Take(int fd) {
-  if (sockets_.size() >= kMaxSockets) {
+  if (sockets_.size() >= kMaxSockets || (acquire_ && !acquire_())) {
     ::close(fd);
     return;
   }
@@ -44,6 +46,8 @@ void LingeringCloser::OnReadable(int fd) {
   if (it == sockets_.end()) return;
   Socket& socket = *it->second;
   char discard[16384];
+  // A few reads per readiness event, as for any connection: a fast sender
+  // is read again on the next (the socket stays readable).
   for (int i = 0; i < 8; ++i) {
     ssize_t n = ::read(fd, discard, sizeof(discard));
     if (n > 0) {
@@ -51,20 +55,17 @@ void LingeringCloser::OnReadable(int fd) {
       if (socket.dropped >= kMaxBytes) break;
       continue;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      const absl::Duration left = socket.until - absl::Now();
-      if (left <= absl::ZeroDuration()) break;
-      socket.timer.Enable(left < kIdle ? left : kIdle);
-      return;
-    }
-    break;  // the peer closed, or the socket failed
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+    Done(fd);  // the peer closed, or the socket failed
+    return;
   }
-  // Done, or more to read on the next turn unless a limit was reached.
-  if (socket.dropped < kMaxBytes && absl::Now() < socket.until) {
-    ssize_t n = ::recv(fd, discard, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return;  // a fast sender: read again when told
+  const absl::Duration left = socket.until - absl::Now();
+  if (socket.dropped >= kMaxBytes || left <= absl::ZeroDuration()) {
+    Done(fd);
+    return;
   }
-  Done(fd);
+  // kIdle more from this byte, never past the total.
+  socket.timer.Enable(left < kIdle ? left : kIdle);
 }
 
 void LingeringCloser::Done(int fd) {
@@ -78,6 +79,7 @@ void LingeringCloser::Done(int fd) {
   socket->readable.SetEnabled(0);
   socket->timer.Disable();
   ::close(fd);
+  if (release_) release_();
   dispatcher_.DeferredDelete(std::move(socket));
 }
 

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 
@@ -30,13 +31,18 @@ class LingeringCloser {
   // (a client cannot hold descriptors this way).
   static constexpr size_t kMaxSockets = 4096;
 
-  explicit LingeringCloser(event::Dispatcher& dispatcher);
+  // `acquire` takes a place for a socket in the connection budget it
+  // shares with open connections (false: none left, the socket closes at
+  // once); `release` gives it back when the socket closes.
+  explicit LingeringCloser(event::Dispatcher& dispatcher,
+                           std::function<bool()> acquire = nullptr,
+                           std::function<void()> release = nullptr);
   ~LingeringCloser();  // closes what still lingers
   LingeringCloser(const LingeringCloser&) = delete;
   LingeringCloser& operator=(const LingeringCloser&) = delete;
 
   // Takes `fd`, already shut down for writing, and closes it when the peer
-  // is done (or at once when too many linger).
+  // is done (or at once when too many linger, or the budget is spent).
   void Take(int fd);
   size_t size() const { return sockets_.size(); }
 
@@ -46,6 +52,8 @@ class LingeringCloser {
   void Done(int fd);
 
   event::Dispatcher& dispatcher_;
+  const std::function<bool()> acquire_;
+  const std::function<void()> release_;
   std::unordered_map<int, std::unique_ptr<Socket>> sockets_;
 };
 

@@ -87,7 +87,9 @@ std::string FormDecode(std::string_view sent) {
 }  // namespace
 
 bool SameParameterName(std::string_view sent, std::string_view name) {
-  if (sent == name) return true;
+  // As sent, '+' is a space and '%' starts an escape: only a name with
+  // neither is the configured one as it stands.
+  if (sent == name && sent.find_first_of("%+") == std::string_view::npos) return true;
   if (sent.find_first_of("%+. [") == std::string_view::npos &&
       name.find_first_of(". [") == std::string_view::npos) {
     return false;

@@ -77,6 +77,11 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
 }
 
 DownstreamConnection::~DownstreamConnection() {
+  // Still open as the worker stops (the drain timeout): a body delimited by
+  // the close is cut, so it must not end with a FIN (see Abort()).
+  if (!closed_ && stream_in_use_ && response_by_close_ && connection_ != nullptr) {
+    connection_->Reset();
+  }
   // The stream releases its upstream connection (if any) as it goes.
   if (stream_ != nullptr) worker_.ReturnStream(std::move(stream_));
 }
@@ -505,15 +510,15 @@ void DownstreamConnection::Abort() {
   // body shorter than its Content-Length, a chunked body without its last
   // chunk), not an empty reply it may take for a request never processed
   // (and send again). A body delimited by the close would look whole that
-  // way: it is cut at once with a reset, as is a tunnel (a FIN after the
-  // bytes an HTTP/1.0 client got made them a complete response).
+  // way: it is cut at once with a reset (a FIN after the bytes an HTTP/1.0
+  // client got made them a complete response), and a tunnel is closed.
   stream_in_use_ = false;
   if (!response_by_close_ && !tunnel_ && !closing_ && connection_->output_size() > 0) {
     connection_->SetReadEnabled(false);
     CloseOnceWritten();
     return;
   }
-  if (response_by_close_ || tunnel_) connection_->Reset();
+  if (response_by_close_) connection_->Reset();
   CloseNow();
 }
 
@@ -712,8 +717,11 @@ void DownstreamConnection::CloseOnceWritten() {
   timer_.Set(idle_timeout_, /*shared_duration=*/true);
   // Answered before its body was read (413, 401): the client may still be
   // sending it, and a plain close would reset the connection under the
-  // response it has not read yet.
-  if (UnreadBodyEndsConnection()) connection_->LingerOnClose(&worker_.lingering());
+  // response it has not read yet. (A small declared body is read and
+  // dropped when the connection stays; not when it closes, after a 413.)
+  if (request_message_open_ && request_has_body_) {
+    connection_->LingerOnClose(&worker_.lingering());
+  }
   if (connection_->CloseAfterFlush()) CloseNow();
 }
 

@@ -43,6 +43,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "dataplane/policy/cache/store.h"
 #include "dataplane/policy/rate_limit/fleet_board.h"
 #include "dataplane/server/cpu_set.h"
+#include "dataplane/server/liveness.h"
 #include "dataplane/server/traffic_report.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_state.h"
@@ -127,9 +128,16 @@ class ProxyServer {
     // The version alone, as sluice_control_build_info has it.
     store_.GetGauge("sluice_build_info", absl::StrCat("version=", stats::LabelValue(kVersion)))
         ->Set(1);
+    std::vector<std::shared_ptr<server::PostGate>> gates;
     for (int i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<server::Worker>(i, proxy_stats_));
+      gates.push_back(workers_.back()->post_gate());
     }
+    // A ping posted to a stopped worker is dropped (PostGate); its task
+    // holds the pings it writes.
+    liveness_ = std::make_unique<server::Liveness>(
+        gates.size(),
+        [gates](size_t i, std::function<void()> task) { gates[i]->Post(std::move(task)); });
   }
 
   // `pin_cpus`, when not empty, holds the CPU each worker is pinned to
@@ -201,33 +209,8 @@ class ProxyServer {
     for (auto& w : workers_) w->StartDrain();
   }
   bool draining() const { return draining_.load(); }
-  // Liveness: a worker is stuck when a ping posted to its event loop has
-  // waited kStuckAfter or more. A call posts a ping to each worker that has
-  // none waiting; so callers in a loop post nothing more, and a ping just
-  // posted (by another caller) counts for nothing yet.
-  static constexpr absl::Duration kStuckAfter = absl::Seconds(5);
-  std::pair<bool, std::string> Live() {
-    absl::MutexLock lock(&ping_mu_);
-    if (pings_.size() != workers_.size()) pings_ = std::vector<Ping>(workers_.size());
-    const absl::Time now = absl::Now();
-    std::string stuck;
-    for (size_t i = 0; i < workers_.size(); ++i) {
-      Ping& ping = pings_[i];
-      if (ping.answered.load() < ping.sent) {
-        if (now - ping.posted >= kStuckAfter) {
-          absl::StrAppend(&stuck, stuck.empty() ? "" : ", ", i);
-        }
-        continue;
-      }
-      const uint64_t n = ++ping.sent;
-      ping.posted = now;
-      workers_[i]->post_gate()->Post([&ping, n] { ping.answered.store(n); });
-    }
-    if (stuck.empty()) return {true, "alive"};
-    return {false, absl::StrCat("worker ", stuck, " has not run a task posted ",
-                                absl::FormatDuration(kStuckAfter),
-                                " or more ago (its event loop is stuck)")};
-  }
+  // See liveness.h.
+  std::pair<bool, std::string> Live() { return liveness_->Check(); }
   int64_t active_connections() const {
     int64_t n = 0;
     for (const auto& w : workers_) n += w->active_connections();
@@ -287,15 +270,8 @@ class ProxyServer {
   upstream::HealthRegistry registry_;
   config::ListenerSocketCache sockets_;
   std::unique_ptr<controlplane::FileStore> state_store_;
-  // Before the workers: their posted pings refer to these.
-  struct Ping {
-    uint64_t sent = 0;
-    absl::Time posted;  // of the last one sent
-    std::atomic<uint64_t> answered{0};
-  };
-  absl::Mutex ping_mu_;
-  std::vector<Ping> pings_ ABSL_GUARDED_BY(ping_mu_);
   std::vector<std::unique_ptr<server::Worker>> workers_;
+  std::unique_ptr<server::Liveness> liveness_;
   std::unique_ptr<upstream::HealthChecker> health_checker_;  // main thread
   stats::Gauge* config_version_;
   stats::Gauge* last_apply_;

@@ -163,6 +163,10 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
                  "Responses to gRPC requests per route by the grpc-status the client got "
                  "(the upstream's or the gateway's).");
   downstream_connections_active = store.GetGauge("sluice_downstream_connections_active");
+  store.Describe("sluice_downstream_connections_lingering",
+                 "Client connections answered before their request body was read, closed once "
+                 "the client stops sending (each holds a --max-connections place).");
+  downstream_connections_lingering = store.GetGauge("sluice_downstream_connections_lingering");
   downstream_connections_total = store.GetCounter("sluice_downstream_connections_total");
   downstream_requests_total = store.GetCounter("sluice_downstream_requests_total");
   downstream_protocol_errors = store.GetCounter("sluice_downstream_protocol_errors_total");
@@ -210,7 +214,19 @@ Worker::Worker(int index, ProxyStats& stats)
       post_gate_(std::make_shared<PostGate>(&dispatcher_)),
       pool_(dispatcher_),
       h2_pool_(dispatcher_),
-      lingering_(dispatcher_),
+      // A lingering socket holds its --max-connections place until it closes:
+      // a client cannot spend the proxy's descriptors this way.
+      lingering_(
+          dispatcher_,
+          [&stats] {
+            if (!ConnectionLimit::TryAcquire()) return false;
+            stats.downstream_connections_lingering->Add(1);
+            return true;
+          },
+          [&stats] {
+            ConnectionLimit::Release();
+            stats.downstream_connections_lingering->Add(-1);
+          }),
       picker_(0x9e3779b97f4a7c15ull * static_cast<uint64_t>(index + 1) ^
               static_cast<uint64_t>(getpid())),
       id_rng_(std::random_device{}()),

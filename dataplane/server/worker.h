@@ -77,6 +77,7 @@ struct ProxyStats {
   ConsumerMetrics consumers;
   PolicyMetrics policies;
   stats::Gauge* downstream_connections_active;
+  stats::Gauge* downstream_connections_lingering;
   stats::Counter* downstream_connections_total;
   stats::Counter* downstream_requests_total;
   stats::Counter* downstream_protocol_errors;

@@ -164,6 +164,15 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
                                 "it delimited may be cut short");
       return;
     }
+    if (reason == net::CloseReason::kReset) {
+      // A reset is no end of a body the close delimits: it may be cut (as
+      // nginx and Envoy take it).
+      events_->OnUpstreamFailed(
+          false, false,
+          absl::StrCat("reset the connection (", net::ResetReason(connection_->transport(), error),
+                       "), so the response it delimited may be cut short"));
+      return;
+    }
     // A response delimited by the close completed.
     complete_reported_ = true;
     events_->OnUpstreamComplete();

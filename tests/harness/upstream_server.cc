@@ -36,6 +36,8 @@
 //   drop_next=1  answer as usual (keep-alive), then close the connection
 //                without a word when the next request on it arrives: the
 //                race of a keep-alive timeout with a reused connection
+//   close_reset=1 a body delimited by the close (no length), then an RST
+//                (SO_LINGER 0) in place of the FIN
 //   midway=1     "content-length: 1000", 10 body bytes, then close; with
 //                chunked=1: a chunked head and one 10-byte chunk, then close
 //   smuggle=1    after the response, in the same write, a second response
@@ -132,6 +134,7 @@ struct ResponsePlan {
   bool hang = false;
   bool reset = false;
   bool midway = false;
+  bool close_reset = false;
   bool smuggle = false;
   bool drop_next = false;
   bool json = false;
@@ -226,6 +229,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.reset);
     } else if (key == "midway") {
       status = flag(&plan.midway);
+    } else if (key == "close_reset") {
+      status = flag(&plan.close_reset);
     } else if (key == "smuggle") {
       status = flag(&plan.smuggle);
     } else if (key == "drop_next") {
@@ -673,6 +678,12 @@ void Connection::Respond(const Http1Message& request,
       std::string inm = std::string(request.Header("if-none-match"));
       if (absl::StrContains(inm, plan.etag) || inm == "*") status = 304;
     }
+  }
+  if (plan.close_reset) {
+    extra.emplace_back("connection", "close");
+    Write(absl::StrCat(Head(status, request, extra, content_type), body));
+    ResetConnection();
+    return;
   }
   if (plan.midway) {
     extra.emplace_back(plan.chunked ? "transfer-encoding" : "content-length",

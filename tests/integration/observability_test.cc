@@ -469,12 +469,21 @@ TEST_F(ObservabilityTest, ARequestCutAtTheDrainTimeoutSaysSo) {
     cut = HttpGet(address(), "/open/x?hang=1", {{"x-request-id", "drain-cut"}},
                   absl::Seconds(20));
   });
-  ASSERT_TRUE(WaitFor([&] { return upstream_.RequestCount().value_or(0) > before; },
+  // An HTTP/1.0 client's body is delimited by the close: cut at the drain
+  // timeout, it ends with a reset, never a FIN that makes it look whole.
+  CommandResult http10;
+  std::thread client10([&] {
+    http10 = RunCommand({"/usr/bin/curl", "-sS", "-0", "--max-time", "20", "-o", "/dev/null",
+                         absl::StrCat("http://", address(), "/open/x?chunked=1&gap_ms=3000")});
+  });
+  ASSERT_TRUE(WaitFor([&] { return upstream_.RequestCount().value_or(0) > before + 1; },
                       absl::Seconds(10)));
   std::optional<int> exited = proxy_->Stop(absl::Seconds(20));
   client.join();
+  client10.join();
   ASSERT_TRUE(exited.has_value());
   EXPECT_FALSE(cut.ok());
+  EXPECT_NE(http10.exit_code, 0) << http10.err;
   const std::string line = LogLine(log_, "drain-cut");
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"drain_timeout\"")) << line;
 }

@@ -189,6 +189,31 @@ TEST_F(PolicyTest, RequestSizeLimitRefusesLargeBodies) {
     EXPECT_EQ(upload.exit_code, 0) << upload.err;
     EXPECT_EQ(upload.out, "413") << upload.err;
   }
+  // A client that goes on sending after the 413 is not reset while it does:
+  // bursts of exactly what one wake-up of the lingering close reads (it
+  // closed when that emptied the socket), and a small declared body (64 KiB
+  // at most: it was closed at once, not lingering).
+  const std::string script = absl::StrCat(
+      "import socket, sys, time\n"
+      "length, burst, count, gap = (int(a) for a in sys.argv[1:])\n"
+      "s = socket.create_connection(('127.0.0.1', ", port_, "))\n"
+      "s.sendall(b'POST /small/burst HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: %d\\r\\n\\r\\n'"
+      " % length)\n"
+      "s.settimeout(10)\n"
+      "head = s.recv(65536)\n"
+      "assert head.startswith(b'HTTP/1.1 413'), head\n"
+      "for i in range(count):\n"
+      "    s.sendall(b'b' * burst)\n"
+      "    time.sleep(gap / 1000)\n"
+      "print('sent')\n");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"100000000", "131072", "6", "200"}, {"60000", "10000", "6", "20"}}) {
+    std::vector<std::string> argv = {"/usr/bin/python3", "-c", script};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult burst = RunCommand(argv);
+    EXPECT_EQ(burst.exit_code, 0) << args[0] << ": " << burst.err;
+    EXPECT_EQ(burst.out, "sent\n") << args[0] << ": " << burst.err;
+  }
   // Other routes have no limit.
   r = HttpRequest(address(), "POST", "/users", {}, std::string(20, 'x'));
   EXPECT_EQ(r.status, 200);

@@ -424,6 +424,15 @@ TEST_F(ProxyTest, UpstreamFailures) {
                                      "/dev/null",
                                      absl::StrCat("http://", listener(), "/x?midway=1&chunked=1")});
   EXPECT_NE(http11.exit_code, 0) << http11.out;
+  // A body the upstream delimits by its close, ended with a reset: cut, not
+  // whole (it went out with its last chunk).
+  CommandResult reset = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "10", "-o",
+                                    "/dev/null",
+                                    absl::StrCat("http://", listener(), "/x?close_reset=1")});
+  EXPECT_NE(reset.exit_code, 0) << reset.out;
+  CommandResult whole = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "10",
+                                    absl::StrCat("http://", listener(), "/x?close=1")});
+  EXPECT_EQ(whole.exit_code, 0) << whole.err;
   // The upstream's own 503 passes through unchanged.
   r = HttpGet(listener(), "/x?status=503");
   EXPECT_EQ(r.status, 503);

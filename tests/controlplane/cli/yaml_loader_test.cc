@@ -448,8 +448,10 @@ TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
                "resources takes version and items only)");
   // A key that is a list (it threw out of the loader: sluicectl aborted).
   e = Error("items: []\n? [a, b]\n: 1\n");
-  EXPECT_EQ(e, "f.yaml, document 1: unknown top-level field that is a list or mapping beside "
-               "items (a list of resources takes version and items only)");
+  EXPECT_EQ(e, "f.yaml, document 1: unknown top-level field that is not a name (a list, a "
+               "mapping or null) beside items (a list of resources takes version and items only)");
+  e = Error(R"({"version":{"a":1},"items":[]})");
+  EXPECT_EQ(e, "f.yaml, document 1, line 1: version must be a number (as get -o json prints it)");
   // items that is no list (it was said to be an unknown top-level field
   // 'version').
   e = Error(R"({"version":3,"items":{"kind":"Cluster"}})");

@@ -71,6 +71,34 @@ TEST(LingeringCloseTest, AQuietPeerIsGivenIdleThenClosed) {
   EXPECT_TRUE(pair.HeldEndClosed());
 }
 
+// Each lingering socket holds a place in the proxy's connection budget
+// (--max-connections): with none left it closes at once, and a place is
+// given back when it closes. Before: lingering sockets were not counted, and
+// a client could spend the proxy's descriptors.
+TEST(LingeringCloseTest, ASocketHoldsABudgetPlaceWhileItLingers) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  int places = 1;
+  LingeringCloser closer(
+      dispatcher,
+      [&] {
+        if (places == 0) return false;
+        --places;
+        return true;
+      },
+      [&] { ++places; });
+  Pair first, second;
+  closer.Take(first.held);
+  EXPECT_EQ(closer.size(), 1u);
+  EXPECT_EQ(places, 0);
+  closer.Take(second.held);  // no place: closed at once
+  EXPECT_EQ(closer.size(), 1u);
+  EXPECT_TRUE(second.HeldEndClosed());
+  dispatcher.AdvanceClock(LingeringCloser::kIdle + absl::Milliseconds(10));
+  EXPECT_EQ(closer.size(), 0u);
+  EXPECT_EQ(places, 1);
+}
+
 TEST(LingeringCloseTest, TheDestructorClosesWhatLingers) {
   Pair pair;
   {

@@ -128,7 +128,9 @@ TEST(KeyAuthTest, KeyInQueryIsDecodedAndRemovedFromThePath) {
   EXPECT_EQ(spelled.Run(*plus_factory), http::FilterStatus::kContinue);
   EXPECT_EQ(spelled.consumer(), "bob");
   EXPECT_EQ(spelled.callbacks.path_, "/x?z=1");
-  for (const char* other : {"x.key", "x_key"}) {  // both x_key to PHP
+  // x.key and x_key are x_key to PHP; x+key as sent is "x key" to every
+  // form decoder.
+  for (const char* other : {"x.key", "x_key", "x+key"}) {
     Request not_it(absl::StrCat("/x?", other, "=bob-key-4567"));
     EXPECT_EQ(not_it.Run(*plus_factory), http::FilterStatus::kStopLocalReply) << other;
   }
