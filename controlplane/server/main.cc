@@ -75,6 +75,7 @@ constexpr char kUsage[] =
     "                      [--require-tokens] [--admin-token-file FILE]\n"
     "                      [--store file|etcd [--etcd-endpoints URL,... [--etcd-prefix P]\n"
     "                       [--etcd-timeout D] [--etcd-max-request-bytes N]\n"
+    "                       [--etcd-compaction-interval 5m]\n"
     "                       [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]\n"
     "                       [--etcd-server-name NAME]]]]\n"
     "  --history N  versions kept for sluicectl history, diff and rollback (default 100,\n"
@@ -94,6 +95,9 @@ constexpr char kUsage[] =
     "  --etcd-prefix P  the keys' prefix (default /sluice/; one store per prefix)\n"
     "  --etcd-timeout D  each etcd operation, every endpoint tried (default 5s)\n"
     "  --etcd-max-request-bytes N  etcd's --max-request-bytes (default 1572864)\n"
+    "  --etcd-compaction-interval D  compact etcd's history to the revision of one\n"
+    "               interval ago, every interval (default 5m; 0: off, leave it to etcd's\n"
+    "               --auto-compaction-*)\n"
     "  --etcd-ca FILE  TLS to etcd: the PEM CA that signed etcd's server certificates\n"
     "  --etcd-cert FILE --etcd-key FILE  the client certificate (PEM) for etcd's\n"
     "               --client-cert-auth\n"
@@ -144,7 +148,7 @@ int Run(int argc, char** argv) {
                            "admin-token-file", "store",
                            "etcd-endpoints", "etcd-prefix", "etcd-timeout",
                            "etcd-max-request-bytes", "etcd-ca", "etcd-cert", "etcd-key",
-                           "etcd-server-name"},
+                           "etcd-server-name", "etcd-compaction-interval"},
                           {"help", "insecure", "require-tokens"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
@@ -273,6 +277,20 @@ int Run(int argc, char** argv) {
       return 2;
     }
     etcd_options.timeout = *timeout;
+    if (flags->values.count("etcd-compaction-interval")) {
+      auto interval =
+          ParseDurationFlag("etcd-compaction-interval", flags->values["etcd-compaction-interval"]);
+      if (!interval.ok() ||
+          (*interval != absl::ZeroDuration() &&
+           (*interval < absl::Seconds(1) || *interval > absl::Hours(24)))) {
+        std::fprintf(stderr, "sluice-control: %s\n%s",
+                     interval.ok() ? "--etcd-compaction-interval must be 0 (off) or 1s..24h"
+                                   : std::string(interval.status().message()).c_str(),
+                     kUsage);
+        return 2;
+      }
+      etcd_options.compaction_interval = *interval;
+    }
     if (flags->values.count("etcd-max-request-bytes") &&
         (!absl::SimpleAtoi(flags->values["etcd-max-request-bytes"],
                            &etcd_options.max_request_bytes) ||
@@ -289,7 +307,8 @@ int Run(int argc, char** argv) {
              flags->values.count("etcd-timeout") ||
              flags->values.count("etcd-max-request-bytes") || flags->values.count("etcd-ca") ||
              flags->values.count("etcd-cert") || flags->values.count("etcd-key") ||
-             flags->values.count("etcd-server-name")) {
+             flags->values.count("etcd-server-name") ||
+             flags->values.count("etcd-compaction-interval")) {
     std::fprintf(stderr, "sluice-control: --etcd-* flags need --store etcd\n%s", kUsage);
     return 2;
   }

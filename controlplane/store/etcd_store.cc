@@ -347,6 +347,57 @@ EtcdStore::~EtcdStore() {
     if (watch_context_ != nullptr) watch_context_->TryCancel();
   }
   if (watch_thread_.joinable()) watch_thread_.join();
+  if (compaction_thread_.joinable()) compaction_thread_.join();
+}
+
+absl::StatusOr<int64_t> EtcdStore::CurrentRevision() {
+  etcdserverpb::RangeRequest request;
+  request.set_key(options_.prefix + "version");
+  request.set_count_only(true);
+  etcdserverpb::RangeResponse response;
+  absl::Status status = CallAny([&](Endpoint& endpoint, grpc::ClientContext* context) {
+    response.Clear();
+    return endpoint.kv->Range(context, request, &response);
+  });
+  if (!status.ok()) return status;
+  return response.header().revision();
+}
+
+absl::Status EtcdStore::Compact(int64_t revision) {
+  etcdserverpb::CompactionRequest request;
+  request.set_revision(revision);
+  etcdserverpb::CompactionResponse response;
+  absl::Status status = CallAny(
+      [&](Endpoint& endpoint, grpc::ClientContext* context) {
+        return endpoint.kv->Compact(context, request, &response);
+      },
+      /*write=*/true);
+  if (!status.ok() && absl::StrContains(status.message(), "required revision has been compacted")) {
+    return absl::OkStatus();  // another replica compacted as far, or further
+  }
+  return status;
+}
+
+void EtcdStore::CompactionLoop() {
+  int64_t previous = 0;  // the revision one interval ago
+  bool failing = false;
+  while (SleepUnlessStopping(options_.compaction_interval)) {
+    absl::StatusOr<int64_t> now = CurrentRevision();
+    if (!now.ok()) continue;  // etcd unreachable: the watch says so
+    if (previous > 0) {
+      if (absl::Status compacted = Compact(previous); !compacted.ok()) {
+        if (!failing) {
+          SLUICE_LOG(kWarning, "etcd: cannot compact the history to revision ", previous, ": ",
+                     compacted.message(), " (etcd's database grows until it is)");
+        }
+        failing = true;
+      } else {
+        if (failing) SLUICE_LOG(kInfo, "etcd: compacting the history again");
+        failing = false;
+      }
+    }
+    previous = *now;
+  }
 }
 
 std::string EtcdStore::EndpointList() const {
@@ -705,6 +756,9 @@ void EtcdStore::StartWatchThread() {
   if (watch_started_ || stopping_) return;
   watch_started_ = true;
   watch_thread_ = std::thread([this] { WatchLoop(); });
+  if (options_.compaction_interval > absl::ZeroDuration()) {
+    compaction_thread_ = std::thread([this] { CompactionLoop(); });
+  }
 }
 
 void EtcdStore::Deliver(const etcd_layout::Contents& contents) {

@@ -95,6 +95,12 @@ struct EtcdOptions {
   absl::Duration timeout = absl::Seconds(5);
   // etcd's --max-request-bytes (its default: 1.5 MiB).
   int64_t max_request_bytes = 1536 * 1024;
+  // Every this long, etcd's history is compacted to the revision seen one
+  // interval before (as kube-apiserver does): without it every put (each
+  // replica's leases/ entry every 500 ms) stays in etcd's database until its
+  // space quota (2 GiB by default) is full and etcd refuses every write.
+  // Zero: never (etcd's own --auto-compaction-* does it).
+  absl::Duration compaction_interval = absl::Minutes(5);
 };
 
 // What --etcd-endpoints names.
@@ -175,6 +181,11 @@ class EtcdStore : public ConfigStore {
   bool shared() const override { return true; }
   std::string Describe() const override;
   void Watch(VersionCallback on_version) override;
+  // Compacts etcd's history to `revision` (all keys: etcd has one history).
+  // A revision already compacted (by another replica) is no error.
+  absl::Status Compact(int64_t revision);
+  // etcd's current revision.
+  absl::StatusOr<int64_t> CurrentRevision();
 
   // The tokens under this store's prefix; the view must not outlive it.
   std::unique_ptr<TokenStore> Tokens();
@@ -242,6 +253,8 @@ class EtcdStore : public ConfigStore {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* watch_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::thread watch_thread_;
+  std::thread compaction_thread_;
+  void CompactionLoop();
   bool watch_started_ ABSL_GUARDED_BY(mu_) = false;
 
   // Held while a callback runs, so that removing one waits for it.

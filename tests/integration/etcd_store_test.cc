@@ -320,6 +320,52 @@ TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
 // A replica started while etcd has no quorum waits (logging why), serves
 // nothing meanwhile, and starts with the store's version once the quorum is
 // back.
+// etcd keeps every revision until compacted: each replica's leases/ entry
+// (every 500 ms) and each version piled up in its database until its space
+// quota filled and etcd refused every write (no change could be applied).
+// A replica compacts the history to the revision of one interval before.
+TEST_F(EtcdStoreTest, TheHistoryIsCompactedSoEtcdDoesNotFillUp) {
+  ControlPlane compacting(
+      "", "info",
+      std::vector<std::string>{"--store", "etcd", "--etcd-endpoints", etcd_.endpoints(),
+                               "--etcd-prefix", "/sluice-test/",
+                               "--etcd-compaction-interval", "1s"});
+  ASSERT_TRUE(compacting.ok()) << compacting.process().Log();
+  for (int i = 0; i < 3; ++i) {
+    CommandResult r = Apply(0, absl::StrCat("v", i));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  }
+  // The first versions' revisions are gone from etcd's history.
+  CommandResult old;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        old = RunCommand({"/usr/bin/etcdctl", "--endpoints", etcd_.endpoint(0), "get",
+                          "/sluice-test/version", "--rev=2"},
+                         {"ETCDCTL_API=3"});
+        return absl::StrContains(old.err, "compacted");
+      },
+      absl::Seconds(20)))
+      << old.out << old.err << compacting.process().Log();
+  // And the store still works: a new version is applied and read back.
+  CommandResult r = Apply(1, "after-compaction");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  CommandResult get = compacting.Ctl({"get", "routetable", "main", "-o", "yaml"});
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        get = compacting.Ctl({"get", "routetable", "main", "-o", "yaml"});
+        return absl::StrContains(get.out, "after-compaction");
+      },
+      absl::Seconds(10)))
+      << get.out << get.err;
+  // A value out of bounds is refused.
+  CommandResult bad = RunCommand({RunfilePath("controlplane/server/sluice-control"), "--store",
+                                  "etcd", "--etcd-endpoints", etcd_.endpoints(),
+                                  "--etcd-compaction-interval", "500ms"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad.err, "--etcd-compaction-interval must be 0 (off) or 1s..24h"))
+      << bad.err;
+}
+
 TEST_F(EtcdStoreTest, ReplicaStartedWithoutQuorumWaitsThenServes) {
   CommandResult r = Apply(0, "one");
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
