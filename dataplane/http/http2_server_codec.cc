@@ -236,7 +236,11 @@ struct Http2ServerCodecAccess {
         Http2ServerCodec::Stream* stream = codec->FindStream(id);
         if (stream == nullptr) return 0;
         stream->peer_reset = true;
-        if (!stream->response_end_sent) codec->CountPrematureEnd();
+        // Premature: reset before its response began (Envoy counts resets
+        // within a second of the stream's start). A client that cancels a
+        // stream it is being answered on (a gRPC call it no longer needs, an
+        // aborted download) is no attacker: the work was done.
+        if (!stream->final_response) codec->CountPrematureEnd();
         return 0;
       }
       case NGHTTP2_PING:
@@ -565,7 +569,7 @@ void Http2ServerCodec::CountPrematureEnd() {
         NGHTTP2_ENHANCE_YOUR_CALM,
         absl::StrCat("connection error: ", premature_in_window_,
                      " streams reset or refused before their "
-                     "response completed, within ",
+                     "response began, within ",
                      limits_.premature_reset_window, " streams (rapid reset)"));
   }
 }

@@ -68,7 +68,7 @@
 // more for a max_header_list_bytes over 96 KiB), the HPACK tables, single
 // field sizes (64 KiB) and the rate of RST_STREAM frames received (token
 // bucket). The codec itself counts "premature" stream ends -- streams the
-// client reset before their response completed, streams reset because the
+// client reset before their response began, streams reset because the
 // client broke the protocol on them, and 431 answers -- and fails the
 // connection with GOAWAY(ENHANCE_YOUR_CALM) when Http2Limits::
 // max_premature_resets of them fall among premature_reset_window streams

@@ -1698,6 +1698,37 @@ TEST(Http2ServerCodecTest, OccasionalCancellationsAreFine) {
   EXPECT_TRUE(f.codec.error().empty());
 }
 
+// A client that cancels streams it is being answered on (a gRPC client
+// cancelling server-streaming calls after their first message, aborted
+// downloads) is no rapid reset: 101 such cancels closed the connection, and
+// every other call on it failed.
+TEST(Http2ServerCodecTest, CancellingAStreamWhoseResponseBeganIsNoRapidReset) {
+  RawFixture f;
+  f.callbacks.on_headers = [&](int32_t id) {
+    f.codec.SubmitResponse(id, 200, HeaderMap(), false);
+    f.codec.SubmitData(id, "first message", false);
+  };
+  for (int batch = 0; batch < 30; ++batch) {
+    std::string bytes = batch == 0 ? ClientPreface() : std::string();
+    for (int i = 0; i < 10; ++i) {
+      const uint32_t id = 1 + 2 * static_cast<uint32_t>(batch * 10 + i);
+      bytes += Frame(kHeaders, kEndStream | kEndHeaders, id, kGetBlock);
+    }
+    ASSERT_TRUE(f.Send(bytes)) << f.codec.error();
+    f.Output();  // the heads and first messages go out
+    bytes.clear();
+    for (int i = 0; i < 10; ++i) {
+      const uint32_t id = 1 + 2 * static_cast<uint32_t>(batch * 10 + i);
+      bytes += Frame(kRstStream, 0, id, U32(NGHTTP2_CANCEL));
+    }
+    ASSERT_TRUE(f.Send(bytes)) << f.codec.error();
+    f.Output();
+  }
+  EXPECT_EQ(f.callbacks.requests.size(), 300u);
+  EXPECT_TRUE(f.codec.error().empty()) << f.codec.error();
+  EXPECT_TRUE(f.codec.WantsRead());
+}
+
 TEST(Http2ServerCodecTest, ProtocolErrorsOnStreamsCountLikeResets) {
   RawFixture f;
   // Streams the client makes the server reset (uppercase field name).
