@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -306,7 +307,20 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
   if (auto caller = Authorize(context, Role::kViewer, "ListProxies"); !caller.ok()) {
     return ToGrpcStatus(caller.status());
   }
-  for (auto& status : registry_->List()) *response->add_proxies() = std::move(status);
+  absl::flat_hash_set<std::string> listed;
+  for (auto& status : registry_->List()) {
+    if (fleet_ != nullptr) status.set_replica(fleet_->replica_id());
+    listed.insert(status.node().id());
+    *response->add_proxies() = std::move(status);
+  }
+  // The other replicas' proxies, as they published them (within a second);
+  // a proxy that moved here is listed once, as this replica sees it.
+  if (fleet_ != nullptr) {
+    for (auto& status : fleet_->Others()) {
+      if (!listed.insert(status.node().id()).second) continue;
+      *response->add_proxies() = std::move(status);
+    }
+  }
   response->set_current_version(state_->Current()->version);
   return grpc::Status::OK;
 }

@@ -32,6 +32,7 @@
 #include "controlplane/server/audit_log.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
+#include "controlplane/server/fleet_view.h"
 #include "controlplane/server/operator_tokens.h"
 #include "controlplane/server/proxy_registry.h"
 #include "controlplane/server/purge_relay.h"
@@ -80,6 +81,10 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
         access_(access),
         purges_(purges),
         rollouts_(rollouts) {}
+
+  // With replicas on a shared store: ListProxies lists every replica's
+  // proxies (`view` must outlive this).
+  void set_fleet_view(FleetView* view) { fleet_ = view; }
 
   grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
                      admin::v1::ApplyResponse* response) override;
@@ -137,6 +142,7 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   AdminAccess access_;
   PurgeRelay* purges_;
   RolloutManager* const rollouts_;  // never null
+  FleetView* fleet_ = nullptr;
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);

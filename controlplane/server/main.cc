@@ -41,15 +41,18 @@
 
 namespace {
 
-// The replicas' rate-limit demand board on etcd's leases/ keys.
+// A board of one entry per replica on etcd: leases/ (rate-limit demand) or
+// fleet/ (proxy lists).
 class EtcdDemandBoard : public sluice::controlplane::ReplicaDemandBoard {
  public:
-  explicit EtcdDemandBoard(sluice::controlplane::EtcdStore* etcd) : etcd_(etcd) {}
+  explicit EtcdDemandBoard(sluice::controlplane::EtcdStore* etcd,
+                           std::string space = sluice::controlplane::EtcdStore::kLeases)
+      : etcd_(etcd), space_(std::move(space)) {}
   absl::Status Publish(const std::string& replica, std::string value) override {
-    return etcd_->PutReplicaEntry(replica, std::move(value));
+    return etcd_->PutReplicaEntry(replica, std::move(value), space_);
   }
   absl::StatusOr<std::vector<Entry>> ReadAll() override {
-    auto entries = etcd_->ReadReplicaEntries();
+    auto entries = etcd_->ReadReplicaEntries(space_);
     if (!entries.ok()) return entries.status();
     std::vector<Entry> out;
     for (auto& entry : *entries) {
@@ -58,11 +61,12 @@ class EtcdDemandBoard : public sluice::controlplane::ReplicaDemandBoard {
     return out;
   }
   absl::Status Remove(const std::string& replica, int64_t revision) override {
-    return etcd_->DeleteReplicaEntry(replica, revision);
+    return etcd_->DeleteReplicaEntry(replica, revision, space_);
   }
 
  private:
   sluice::controlplane::EtcdStore* const etcd_;
+  const std::string space_;
 };
 
 constexpr char kUsage[] =
@@ -432,6 +436,19 @@ int Run(int argc, char** argv) {
   controlplane::AdminServiceImpl admin(
       (*state).get(), &registry, &rollouts, &metrics,
       controlplane::AdminAccess{require_tokens, tokens->get(), audit->get()}, &purges);
+  // With --store etcd every replica lists every replica's proxies
+  // (fleet_view.h): sluicectl proxies, apply --wait and top see the fleet.
+  std::unique_ptr<EtcdDemandBoard> fleet_board;
+  std::unique_ptr<controlplane::FleetView> fleet_view;
+  if (etcd != nullptr) {
+    fleet_board = std::make_unique<EtcdDemandBoard>(etcd, controlplane::EtcdStore::kFleet);
+    controlplane::FleetViewOptions fleet_options;
+    fleet_options.replica_id = controlplane::ReplicaShareExchange::NewReplicaId();
+    fleet_view = std::make_unique<controlplane::FleetView>(
+        fleet_board.get(), [&registry] { return registry.List(); }, std::move(fleet_options));
+    admin.set_fleet_view(fleet_view.get());
+    fleet_view->Start();
+  }
 
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.
@@ -487,6 +504,7 @@ int Run(int argc, char** argv) {
   }
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
   if (replica_shares) replica_shares->Stop();
+  if (fleet_view) fleet_view->Stop();
   (*state)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   metrics_endpoint.Stop();

@@ -25,7 +25,6 @@ constexpr char kStateKey[] = "state";
 constexpr char kHistoryBaseKey[] = "history/base";
 constexpr char kHistoryEntryPrefix[] = "history/v/";
 constexpr char kTokensKey[] = "tokens";
-constexpr char kReplicaEntryPrefix[] = "leases/";
 
 // etcd's clientv3.WithRequireLeader: a member without a leader answers
 // "etcdserver: no leader" at once instead of holding the request.
@@ -689,9 +688,9 @@ absl::Status EtcdStore::SaveTokens(const std::vector<StoredToken>& previous,
 }
 
 absl::Status EtcdStore::PutReplicaEntry(const std::string& replica,
-                                        std::string value) {
+                                        std::string value, const std::string& space) {
   etcdserverpb::PutRequest request;
-  request.set_key(options_.prefix + kReplicaEntryPrefix + replica);
+  request.set_key(options_.prefix + space + replica);
   request.set_value(std::move(value));
   etcdserverpb::PutResponse response;
   return CallAny(
@@ -702,8 +701,8 @@ absl::Status EtcdStore::PutReplicaEntry(const std::string& replica,
 }
 
 absl::StatusOr<std::vector<EtcdStore::ReplicaEntry>>
-EtcdStore::ReadReplicaEntries() {
-  const std::string leases = options_.prefix + kReplicaEntryPrefix;
+EtcdStore::ReadReplicaEntries(const std::string& space) {
+  const std::string leases = options_.prefix + space;
   etcdserverpb::RangeRequest request;
   request.set_key(leases);
   request.set_range_end(etcd_layout::PrefixEnd(leases));
@@ -724,8 +723,8 @@ EtcdStore::ReadReplicaEntries() {
 }
 
 absl::Status EtcdStore::DeleteReplicaEntry(const std::string& replica,
-                                           int64_t mod_revision) {
-  const std::string key = options_.prefix + kReplicaEntryPrefix + replica;
+                                           int64_t mod_revision, const std::string& space) {
+  const std::string key = options_.prefix + space + replica;
   etcdserverpb::TxnRequest txn;
   if (mod_revision != 0) {
     etcdserverpb::Compare* compare = txn.add_compare();
@@ -837,11 +836,14 @@ void EtcdStore::WatchLoop() {
           break;
         }
         if (response.events_size() == 0) continue;
-        // Replicas' demand (every 500 ms each) is not the state.
-        const std::string leases = options_.prefix + kReplicaEntryPrefix;
+        // Replicas' demand (every 500 ms each) and proxy lists (every
+        // second) are not the state.
+        const std::string leases = options_.prefix + kLeases;
+        const std::string fleet = options_.prefix + kFleet;
         bool only_leases = true;
         for (const mvccpb::Event& event : response.events()) {
-          only_leases = only_leases && absl::StartsWith(event.kv().key(), leases);
+          only_leases = only_leases && (absl::StartsWith(event.kv().key(), leases) ||
+                                        absl::StartsWith(event.kv().key(), fleet));
         }
         if (only_leases) continue;
         contents = ReadAll();

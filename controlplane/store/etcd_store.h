@@ -24,6 +24,9 @@
 //                       keys (controlplane/server/replica_shares.h), put
 //                       every 500 ms; not part of the state: changes under
 //                       leases/ do not wake the watch
+//   fleet/<replica>     one replica's proxies (controlplane/server/
+//                       fleet_view.h), put every second; not part of the
+//                       state either
 //
 // A commit is one transaction: if `version` still holds the version the
 // change was based on (absent for version 0), put version, state and the new
@@ -193,20 +196,25 @@ class EtcdStore : public ConfigStore {
   // "127.0.0.1:2379,127.0.0.1:22379"
   std::string EndpointList() const;
 
-  // The leases/ keys (replicas' rate-limit demand; see the layout above).
+  // The per-replica keys of a space, kLeases or kFleet (see the layout
+  // above).
+  static constexpr char kLeases[] = "leases/";
+  static constexpr char kFleet[] = "fleet/";
   struct ReplicaEntry {
-    std::string replica;  // the key after <prefix>leases/
+    std::string replica;  // the key after <prefix><space>
     std::string value;
     int64_t mod_revision = 0;
   };
-  // Puts <prefix>leases/<replica>.
-  absl::Status PutReplicaEntry(const std::string& replica, std::string value);
-  // Every leases/ key, read at one revision.
-  absl::StatusOr<std::vector<ReplicaEntry>> ReadReplicaEntries();
-  // Deletes <prefix>leases/<replica> if it still has `mod_revision` (0: in
+  // Puts <prefix><space><replica>.
+  absl::Status PutReplicaEntry(const std::string& replica, std::string value,
+                               const std::string& space = kLeases);
+  // Every key of the space, read at one revision.
+  absl::StatusOr<std::vector<ReplicaEntry>> ReadReplicaEntries(
+      const std::string& space = kLeases);
+  // Deletes <prefix><space><replica> if it still has `mod_revision` (0: in
   // any case).
-  absl::Status DeleteReplicaEntry(const std::string& replica,
-                                  int64_t mod_revision);
+  absl::Status DeleteReplicaEntry(const std::string& replica, int64_t mod_revision,
+                                  const std::string& space = kLeases);
 
  private:
   class TokenView;

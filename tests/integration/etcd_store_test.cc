@@ -320,6 +320,30 @@ TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
 // A replica started while etcd has no quorum waits (logging why), serves
 // nothing meanwhile, and starts with the store's version once the quorum is
 // back.
+// Each replica lists every replica's proxies: `sluicectl proxies` and
+// `apply --wait` on one replica see the proxy connected to the other. Before,
+// --wait said "no proxy is connected" (or counted its own) while the other
+// replica's proxy might have refused the version.
+TEST_F(EtcdStoreTest, EveryReplicaSeesTheWholeFleet) {
+  StartProxies();
+  for (int replica = 0; replica < 2; ++replica) {
+    CommandResult listed;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          listed = replicas_[replica]->Ctl({"proxies", "-o", "json"});
+          return absl::StrContains(listed.out, "\"proxy-1\"") &&
+                 absl::StrContains(listed.out, "\"proxy-2\"");
+        },
+        absl::Seconds(15)))
+        << replica << ": " << listed.out << listed.err;
+    EXPECT_TRUE(absl::StrContains(listed.out, "\"replica\"")) << listed.out;
+  }
+  CommandResult waited = Apply(0, "fleet-wide", {"--wait"});
+  EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
+  EXPECT_EQ(Body(1), "fleet-wide");
+}
+
 // etcd keeps every revision until compacted: each replica's leases/ entry
 // (every 500 ms) and each version piled up in its database until its space
 // quota filled and etcd refused every write (no change could be applied).

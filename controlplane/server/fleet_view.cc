@@ -1,0 +1,117 @@
+#include "controlplane/server/fleet_view.h"
+
+#include <utility>
+
+#include "common/log.h"
+
+namespace sluice::controlplane {
+
+FleetView::FleetView(ReplicaDemandBoard* board,
+                     std::function<std::vector<admin::v1::ProxyStatus>()> own,
+                     FleetViewOptions options)
+    : board_(board), own_(std::move(own)), options_(std::move(options)) {}
+
+FleetView::~FleetView() { Stop(); }
+
+absl::Status FleetView::RunOnce() {
+  absl::MutexLock lock(&run_mu_);
+  admin::v1::ListProxiesResponse mine;
+  for (admin::v1::ProxyStatus& status : own_()) {
+    status.set_replica(options_.replica_id);
+    *mine.add_proxies() = std::move(status);
+  }
+  std::string value = mine.SerializeAsString();
+  if (value.size() > kMaxEntryBytes) {
+    for (admin::v1::ProxyStatus& status : *mine.mutable_proxies()) {
+      status.clear_last_report();
+      status.clear_last_report_time();
+    }
+    value = mine.SerializeAsString();
+  }
+  // Published every period, changed or not: the revision moving is what
+  // tells the others this replica lives.
+  if (absl::Status published = board_->Publish(options_.replica_id, std::move(value));
+      !published.ok()) {
+    return published;
+  }
+  published_ = true;
+  absl::StatusOr<std::vector<ReplicaDemandBoard::Entry>> entries = board_->ReadAll();
+  if (!entries.ok()) return entries.status();
+  const absl::Time now = options_.clock();
+  absl::flat_hash_map<std::string, Seen> seen;
+  absl::flat_hash_map<std::string, admin::v1::ListProxiesResponse> kept;
+  std::vector<admin::v1::ProxyStatus> others;
+  for (ReplicaDemandBoard::Entry& entry : *entries) {
+    if (entry.replica == options_.replica_id) continue;
+    Seen current{entry.revision, now};
+    auto before = seen_.find(entry.replica);
+    if (before != seen_.end() && before->second.revision == entry.revision) {
+      current.changed = before->second.changed;
+    }
+    seen[entry.replica] = current;
+    const absl::Duration unchanged = now - current.changed;
+    if (unchanged > options_.forget_after) {
+      board_->Remove(entry.replica, entry.revision).IgnoreError();
+      continue;
+    }
+    if (unchanged > options_.stale_after) continue;
+    admin::v1::ListProxiesResponse theirs;
+    if (auto known = entries_.find(entry.replica);
+        known != entries_.end() && before != seen_.end() &&
+        before->second.revision == entry.revision) {
+      theirs = std::move(known->second);  // unchanged: not parsed again
+    } else if (!theirs.ParseFromString(entry.value)) {
+      SLUICE_LOG(kWarning, "replica ", entry.replica, "'s proxy list ignored: it does not parse");
+      continue;
+    }
+    for (const admin::v1::ProxyStatus& status : theirs.proxies()) others.push_back(status);
+    kept[entry.replica] = std::move(theirs);
+  }
+  seen_ = std::move(seen);
+  entries_ = std::move(kept);
+  absl::MutexLock others_lock(&others_mu_);
+  others_ = std::move(others);
+  return absl::OkStatus();
+}
+
+std::vector<admin::v1::ProxyStatus> FleetView::Others() {
+  absl::MutexLock lock(&others_mu_);
+  return others_;
+}
+
+void FleetView::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_ || stopping_) return;
+  started_ = true;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void FleetView::Loop() {
+  bool failing = false;  // logged once until it works again
+  while (true) {
+    absl::Status status = RunOnce();
+    if (!status.ok() && !failing) {
+      SLUICE_LOG(kWarning, "proxy list exchange with the other replicas failed: ",
+                 status.message(), "; sluicectl proxies shows the last one read");
+    } else if (status.ok() && failing) {
+      SLUICE_LOG(kInfo, "proxy list exchange with the other replicas works again");
+    }
+    failing = !status.ok();
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.period)) return;
+  }
+}
+
+void FleetView::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  absl::MutexLock lock(&run_mu_);
+  if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
+  published_ = false;
+}
+
+}  // namespace sluice::controlplane

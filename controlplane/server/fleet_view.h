@@ -1,0 +1,94 @@
+// FleetView: the proxies of every control-plane replica (sluice-control
+// --store etcd), for ListProxies: `sluicectl proxies`, `apply --wait` and
+// `top` see the whole fleet, whichever replica they ask. Without it each
+// replica answered for the proxies connected to it alone: `apply --wait`
+// could say "taken by 2 of 2" while a proxy on the other replica refused the
+// version.
+//
+// Every period (1 s) each replica publishes its proxies' statuses (a
+// ListProxiesResponse, each status naming this replica) in one entry of its
+// own on a board (etcd: <prefix>fleet/<replica id>), reads every replica's
+// entry and keeps the others' statuses. Liveness as ReplicaShareExchange's:
+// an entry is live while its board revision keeps changing; one unchanged
+// for `stale_after` (3 s) is left out (its replica is gone, and its proxies
+// have moved or will), one unchanged for `forget_after` (60 s) is deleted. A
+// replica that stops cleanly deletes its own entry. An entry over
+// kMaxEntryBytes is published without the traffic reports.
+//
+// Thread-safe; RunOnce() is one period, for unit tests with a fake board.
+#ifndef SLUICE_CONTROLPLANE_SERVER_FLEET_VIEW_H_
+#define SLUICE_CONTROLPLANE_SERVER_FLEET_VIEW_H_
+
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "controlplane/server/replica_shares.h"
+#include "sluice/admin/v1/admin.pb.h"
+
+namespace sluice::controlplane {
+
+struct FleetViewOptions {
+  std::string replica_id;  // unique per process
+  absl::Duration period = absl::Seconds(1);
+  absl::Duration stale_after = absl::Seconds(3);
+  absl::Duration forget_after = absl::Seconds(60);
+  std::function<absl::Time()> clock = &absl::Now;
+};
+
+class FleetView {
+ public:
+  static constexpr size_t kMaxEntryBytes = 256 * 1024;
+  // `own` lists this replica's proxies (ProxyRegistry::List). `board` must
+  // outlive this.
+  FleetView(ReplicaDemandBoard* board,
+            std::function<std::vector<admin::v1::ProxyStatus>()> own, FleetViewOptions options);
+  ~FleetView();  // Stop()
+
+  const std::string& replica_id() const { return options_.replica_id; }
+  // One period: publish, read. On a board error the others seen before stay
+  // (until they are stale).
+  absl::Status RunOnce();
+  void Start();
+  // Ends the thread and removes this replica's entry. Idempotent.
+  void Stop();
+  // The proxies of the other live replicas, as they last published them.
+  std::vector<admin::v1::ProxyStatus> Others();
+
+ private:
+  struct Seen {
+    int64_t revision = 0;
+    absl::Time changed;
+  };
+  void Loop();
+
+  ReplicaDemandBoard* const board_;
+  const std::function<std::vector<admin::v1::ProxyStatus>()> own_;
+  const FleetViewOptions options_;
+
+  absl::Mutex run_mu_;  // one RunOnce at a time
+  absl::flat_hash_map<std::string, Seen> seen_ ABSL_GUARDED_BY(run_mu_);
+  // The others' last entries, by replica.
+  absl::flat_hash_map<std::string, admin::v1::ListProxiesResponse> entries_
+      ABSL_GUARDED_BY(run_mu_);
+  bool published_ ABSL_GUARDED_BY(run_mu_) = false;
+
+  absl::Mutex others_mu_;
+  std::vector<admin::v1::ProxyStatus> others_ ABSL_GUARDED_BY(others_mu_);
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace sluice::controlplane
+
+#endif  // SLUICE_CONTROLPLANE_SERVER_FLEET_VIEW_H_

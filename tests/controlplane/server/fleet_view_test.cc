@@ -1,0 +1,113 @@
+// FleetView: every replica lists every replica's proxies (sluice-control
+// --store etcd). Before, a replica answered for its own proxies alone, and
+// `apply --wait` on it said "taken by 2 of 2" while a proxy on the other
+// replica refused the version.
+#include "controlplane/server/fleet_view.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sluice::controlplane {
+namespace {
+
+// etcd's fleet/ keys: a revision per write, as etcd's mod_revision.
+class Board : public ReplicaDemandBoard {
+ public:
+  absl::Status Publish(const std::string& replica, std::string value) override {
+    entries[replica] = {replica, std::move(value), ++revision_};
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<Entry>> ReadAll() override {
+    std::vector<Entry> all;
+    for (const auto& [replica, entry] : entries) all.push_back(entry);
+    return all;
+  }
+  absl::Status Remove(const std::string& replica, int64_t revision) override {
+    auto it = entries.find(replica);
+    if (it != entries.end() && (revision == 0 || it->second.revision == revision)) {
+      entries.erase(it);
+    }
+    return absl::OkStatus();
+  }
+  std::map<std::string, Entry> entries;
+
+ private:
+  int64_t revision_ = 0;
+};
+
+admin::v1::ProxyStatus Proxy(const std::string& id, uint64_t version) {
+  admin::v1::ProxyStatus status;
+  status.mutable_node()->set_id(id);
+  status.set_version_applied(version);
+  return status;
+}
+
+struct Replica {
+  Replica(Board* board, const std::string& id, absl::Time* now)
+      : view(board, [this] { return own; },
+             FleetViewOptions{.replica_id = id, .clock = [now] { return *now; }}) {}
+  std::vector<admin::v1::ProxyStatus> own;
+  FleetView view;
+};
+
+TEST(FleetViewTest, EachReplicaSeesTheOthersProxiesWhileTheyLive) {
+  Board board;
+  absl::Time now = absl::FromUnixSeconds(1000);
+  Replica a(&board, "replica-a", &now), b(&board, "replica-b", &now);
+  a.own = {Proxy("p1", 3)};
+  b.own = {Proxy("p2", 2), Proxy("p3", 3)};
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  ASSERT_TRUE(b.view.RunOnce().ok());
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  std::vector<admin::v1::ProxyStatus> others = a.view.Others();
+  ASSERT_EQ(others.size(), 2u);
+  EXPECT_EQ(others[0].node().id(), "p2");
+  EXPECT_EQ(others[0].version_applied(), 2u);
+  EXPECT_EQ(others[0].replica(), "replica-b");
+  ASSERT_EQ(b.view.Others().size(), 1u);
+  EXPECT_EQ(b.view.Others()[0].replica(), "replica-a");
+  // p2 takes version 3: seen at the next periods.
+  b.own[0].set_version_applied(3);
+  ASSERT_TRUE(b.view.RunOnce().ok());
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  EXPECT_EQ(a.view.Others()[0].version_applied(), 3u);
+  // b stops publishing (killed): its proxies are left out once its entry
+  // has not changed for 3 s (they reconnect elsewhere), and its entry is
+  // deleted after 60 s.
+  now += absl::Seconds(2);
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  EXPECT_EQ(a.view.Others().size(), 2u);
+  now += absl::Seconds(2);
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  EXPECT_TRUE(a.view.Others().empty());
+  now += absl::Seconds(60);
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  EXPECT_EQ(board.entries.count("replica-b"), 0u);
+  // A replica that stops cleanly removes its own entry.
+  a.view.Stop();
+  EXPECT_TRUE(board.entries.empty());
+}
+
+TEST(FleetViewTest, AnEntryOverTheLimitGoesWithoutTrafficReports) {
+  Board board;
+  absl::Time now = absl::FromUnixSeconds(1000);
+  Replica a(&board, "replica-a", &now), b(&board, "replica-b", &now);
+  for (int i = 0; i < 300; ++i) {
+    admin::v1::ProxyStatus status = Proxy("p" + std::to_string(i), 1);
+    status.mutable_last_report()->set_requests(1);
+    status.set_last_nack_error(std::string(1000, 'x'));  // ~300 KB in all
+    b.own.push_back(status);
+  }
+  ASSERT_TRUE(b.view.RunOnce().ok());
+  EXPECT_LE(board.entries["replica-b"].value.size(), FleetView::kMaxEntryBytes + 1024 * 300);
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  std::vector<admin::v1::ProxyStatus> others = a.view.Others();
+  ASSERT_EQ(others.size(), 300u);
+  EXPECT_FALSE(others[0].has_last_report());
+}
+
+}  // namespace
+}  // namespace sluice::controlplane
