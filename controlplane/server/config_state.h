@@ -201,6 +201,9 @@ class ConfigState {
   std::shared_ptr<const ConfigHistory> History() const;
   // The store's identity; fixed for this object's lifetime.
   const std::string& store_id() const { return store_id_; }
+  // The store may hold a newer version than this one (ConfigStore::Resync).
+  void ResyncStore() { store_->Resync(); }
+  bool shared_store() const { return shared_store_; }
   // Where the state is kept, for log lines (ConfigStore::Describe).
   const std::string& store_description() const { return store_description_; }
   int64_t max_config_bytes() const { return max_config_bytes_; }

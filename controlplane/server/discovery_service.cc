@@ -651,10 +651,20 @@ void ConfigStream::OnFirstRequest(const DiscoveryRequest& first) {
              first.version_applied());
   if (!first.store_id().empty() && first.store_id() == store_id &&
       first.version_applied() > hub_->state->Current()->version) {
-    SLUICE_LOG(kWarning, "proxy ", node_id_, " runs version ", first.version_applied(),
-               " of this store, newer than this control plane's ",
-               hub_->state->Current()->version,
-               " (was the data dir restored from a backup?); it refuses older versions");
+    if (hub_->state->shared_store()) {
+      // Another replica stored it and this one has not seen it yet (its
+      // watch may be on a hung etcd member): read the store again now, not
+      // offer the proxy an older version it refuses.
+      SLUICE_LOG(kInfo, "proxy ", node_id_, " runs version ", first.version_applied(),
+                 ", newer than this replica's ", hub_->state->Current()->version,
+                 ": reading the store again");
+      hub_->state->ResyncStore();
+    } else {
+      SLUICE_LOG(kWarning, "proxy ", node_id_, " runs version ", first.version_applied(),
+                 " of this store, newer than this control plane's ",
+                 hub_->state->Current()->version,
+                 " (was the data dir restored from a backup?); it refuses older versions");
+    }
   }
   hub_->Schedule(shared_from_this());
   StartRead(&read_buf_);
@@ -869,6 +879,14 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
   if (snapshot->version == held_version &&
       (held.snapshot == snapshot || snapshot->hashes == held.hashes()) &&
       (held_store_id.empty() || held_store_id == store_id)) {
+    return Action::kNone;
+  }
+  // With replicas, a proxy holding a newer version of this store than this
+  // replica has seen (it came from another replica) is offered nothing
+  // until this replica catches up (it refuses older versions: a NACK each
+  // time); ResyncStore() was asked when it connected.
+  if (hub_->state->shared_store() && held_store_id == store_id &&
+      held_version > snapshot->version) {
     return Action::kNone;
   }
   // A version the proxy rejected waits for its backoff; a newer one goes at

@@ -66,6 +66,10 @@ class ConfigStore {
   using VersionCallback =
       std::function<void(StoredState state, StoredHistory history)>;
   virtual void Watch(VersionCallback on_version) = 0;
+  // A hint that the store holds a newer version than Watch delivered (a
+  // proxy runs one): a shared store reads again at once, from another
+  // member, rather than wait on a watch that may be stuck on a hung one.
+  virtual void Resync() {}
 };
 
 // The operator tokens' storage (digests only).

@@ -751,6 +751,17 @@ void EtcdStore::Watch(VersionCallback on_version) {
   StartWatchThread();
 }
 
+void EtcdStore::Resync() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  if (stopping_ || now - last_resync_ < absl::Seconds(2)) return;
+  last_resync_ = now;
+  SLUICE_LOG(kInfo, "etcd: a proxy runs a newer version than the watch delivered; reading ",
+             options_.prefix, " again from another member");
+  preferred_ = (preferred_ + 1) % endpoints_.size();
+  if (watch_context_ != nullptr) watch_context_->TryCancel();
+}
+
 void EtcdStore::StartWatchThread() {
   if (watch_started_ || stopping_) return;
   watch_started_ = true;

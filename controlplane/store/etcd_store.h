@@ -184,6 +184,9 @@ class EtcdStore : public ConfigStore {
   bool shared() const override { return true; }
   std::string Describe() const override;
   void Watch(VersionCallback on_version) override;
+  // Moves to the next endpoint and restarts the watch (catching up first);
+  // at most once every 2 s.
+  void Resync() override;
   // Compacts etcd's history to `revision` (all keys: etcd has one history).
   // A revision already compacted (by another replica) is no error.
   absl::Status Compact(int64_t revision);
@@ -262,6 +265,7 @@ class EtcdStore : public ConfigStore {
   grpc::ClientContext* watch_context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::thread watch_thread_;
   std::thread compaction_thread_;
+  absl::Time last_resync_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   void CompactionLoop();
   bool watch_started_ ABSL_GUARDED_BY(mu_) = false;
 

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -20,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "api/discovery.h"
+#include "controlplane/store/file_config_store.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/harness/process.h"
 
@@ -93,12 +96,39 @@ DiscoveryRequest Hello(const std::string& node_id, uint64_t version = 0,
   return hello;
 }
 
+// A file store that says it is shared (as etcd is, by replicas), counting
+// the Resync() hints it gets.
+class SharedFileStore : public ConfigStore {
+ public:
+  SharedFileStore(std::unique_ptr<ConfigStore> inner, std::atomic<int>* resyncs)
+      : inner_(std::move(inner)), resyncs_(resyncs) {}
+  absl::StatusOr<StoredState> Load() override { return inner_->Load(); }
+  absl::StatusOr<StoredHistory> LoadHistory() override { return inner_->LoadHistory(); }
+  absl::Status RecordStoreId(const StoredState& state, bool* recorded) override {
+    return inner_->RecordStoreId(state, recorded);
+  }
+  absl::Status Commit(uint64_t base_version, const StoredState& next,
+                      const StoredHistory& history, std::string* warning) override {
+    return inner_->Commit(base_version, next, history, warning);
+  }
+  bool shared() const override { return true; }
+  std::string Describe() const override { return "a shared file store"; }
+  void Watch(VersionCallback) override {}
+  void Resync() override { ++*resyncs_; }
+
+ private:
+  std::unique_ptr<ConfigStore> inner_;
+  std::atomic<int>* resyncs_;
+};
+
 class DiscoveryServiceTest : public ::testing::Test {
  protected:
-  void Start(DiscoveryOptions options = {}) {
-    auto store = FileStore::Open(sluice::testing::MakeTempDir("discovery"));
-    ASSERT_TRUE(store.ok()) << store.status();
-    auto state = ConfigState::Create(std::move(*store));
+  void Start(DiscoveryOptions options = {}, bool shared = false) {
+    auto file_store = FileStore::Open(sluice::testing::MakeTempDir("discovery"));
+    ASSERT_TRUE(file_store.ok()) << file_store.status();
+    std::unique_ptr<ConfigStore> store = std::make_unique<FileConfigStore>(std::move(*file_store));
+    if (shared) store = std::make_unique<SharedFileStore>(std::move(store), &resyncs_);
+    auto state = ConfigState::Create(std::move(store));
     ASSERT_TRUE(state.ok()) << state.status();
     state_ = std::move(*state);
     service_ = std::make_unique<DiscoveryServiceImpl>(
@@ -114,6 +144,7 @@ class DiscoveryServiceTest : public ::testing::Test {
     if (server_) server_->Shutdown(std::chrono::system_clock::now());
   }
 
+  std::atomic<int> resyncs_{0};
   ControlPlaneMetrics metrics_;
   ProxyRegistry registry_;
   PurgeRelay purges_;
@@ -130,6 +161,30 @@ TEST_F(DiscoveryServiceTest, AcceptedStreamIsSignalledBeforeAnyResponse) {
   Stream stream(*stub_, Hello("p1"), absl::Seconds(5));
   EXPECT_TRUE(stream.Accepted());
   EXPECT_EQ(registry_.List().size(), 1u);
+}
+
+// With replicas, a proxy that holds a newer version of the store than this
+// replica has seen (another replica stored it; this one's watch may be on a
+// hung etcd member) makes the replica read the store again, and is offered
+// nothing older meanwhile. Before: it was offered this replica's older
+// version, refused it (a NACK every retry) and the log blamed a restored
+// backup.
+TEST_F(DiscoveryServiceTest, AProxyAheadOfThisReplicaWaitsForItToCatchUp) {
+  Start({}, /*shared=*/true);
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  {
+    Stream ahead(*stub_, Hello("ahead", 5, state_->store_id()), absl::Milliseconds(800));
+    ASSERT_TRUE(ahead.Accepted());
+    DiscoveryResponse response;
+    EXPECT_FALSE(ahead.Read(&response)) << response.version();  // nothing until the deadline
+  }
+  EXPECT_EQ(resyncs_.load(), 1);
+  // A proxy behind it is served as ever.
+  Stream behind(*stub_, Hello("behind", 0, state_->store_id()));
+  DiscoveryResponse response;
+  ASSERT_TRUE(behind.Read(&response));
+  EXPECT_EQ(response.version(), 1u);
+  EXPECT_EQ(resyncs_.load(), 1);
 }
 
 TEST_F(DiscoveryServiceTest, StreamsOverTheLimitAreRefused) {
