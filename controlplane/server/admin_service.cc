@@ -307,17 +307,24 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
   if (auto caller = Authorize(context, Role::kViewer, "ListProxies"); !caller.ok()) {
     return ToGrpcStatus(caller.status());
   }
+  // A proxy process: its node id, group and pid (two processes under one
+  // node id are two proxies, each listed).
+  auto process_of = [](const admin::v1::ProxyStatus& status) {
+    auto pid = status.node().labels().find("pid");
+    return absl::StrCat(status.node().id(), "\n", status.node().group(), "\n",
+                        pid == status.node().labels().end() ? "" : pid->second);
+  };
   absl::flat_hash_set<std::string> listed;
   for (auto& status : registry_->List()) {
     if (fleet_ != nullptr) status.set_replica(fleet_->replica_id());
-    listed.insert(status.node().id());
+    listed.insert(process_of(status));
     *response->add_proxies() = std::move(status);
   }
   // The other replicas' proxies, as they published them (within a second);
-  // a proxy that moved here is listed once, as this replica sees it.
+  // a proxy process that moved here is listed once, as this replica sees it.
   if (fleet_ != nullptr) {
     for (auto& status : fleet_->Others()) {
-      if (!listed.insert(status.node().id()).second) continue;
+      if (!listed.insert(process_of(status)).second) continue;
       *response->add_proxies() = std::move(status);
     }
   }

@@ -21,20 +21,21 @@ absl::Status FleetView::RunOnce() {
     *mine.add_proxies() = std::move(status);
   }
   std::string value = mine.SerializeAsString();
-  if (value.size() > kMaxEntryBytes) {
+  if (value.size() > options_.max_entry_bytes) {
     for (admin::v1::ProxyStatus& status : *mine.mutable_proxies()) {
       status.clear_last_report();
       status.clear_last_report_time();
+      if (status.last_nack_error().size() > kNackBytesWhenCut) {
+        status.mutable_last_nack_error()->resize(kNackBytesWhenCut);
+      }
     }
     value = mine.SerializeAsString();
   }
   // Published every period, changed or not: the revision moving is what
-  // tells the others this replica lives.
-  if (absl::Status published = board_->Publish(options_.replica_id, std::move(value));
-      !published.ok()) {
-    return published;
-  }
-  published_ = true;
+  // tells the others this replica lives. The others are read even when this
+  // replica's entry could not be written.
+  absl::Status published = board_->Publish(options_.replica_id, std::move(value));
+  if (published.ok()) published_ = true;
   absl::StatusOr<std::vector<ReplicaDemandBoard::Entry>> entries = board_->ReadAll();
   if (!entries.ok()) return entries.status();
   const absl::Time now = options_.clock();
@@ -43,9 +44,10 @@ absl::Status FleetView::RunOnce() {
   std::vector<admin::v1::ProxyStatus> others;
   for (ReplicaDemandBoard::Entry& entry : *entries) {
     if (entry.replica == options_.replica_id) continue;
-    Seen current{entry.revision, now};
     auto before = seen_.find(entry.replica);
-    if (before != seen_.end() && before->second.revision == entry.revision) {
+    const bool first_sight = before == seen_.end();
+    Seen current{entry.revision, now};
+    if (!first_sight && before->second.revision == entry.revision) {
       current.changed = before->second.changed;
     }
     seen[entry.replica] = current;
@@ -54,11 +56,11 @@ absl::Status FleetView::RunOnce() {
       board_->Remove(entry.replica, entry.revision).IgnoreError();
       continue;
     }
-    if (unchanged > options_.stale_after) continue;
+    // Live once seen to change, until it stops changing.
+    if (first_sight || unchanged > options_.stale_after) continue;
     admin::v1::ListProxiesResponse theirs;
     if (auto known = entries_.find(entry.replica);
-        known != entries_.end() && before != seen_.end() &&
-        before->second.revision == entry.revision) {
+        known != entries_.end() && before->second.revision == entry.revision) {
       theirs = std::move(known->second);  // unchanged: not parsed again
     } else if (!theirs.ParseFromString(entry.value)) {
       SLUICE_LOG(kWarning, "replica ", entry.replica, "'s proxy list ignored: it does not parse");
@@ -69,13 +71,17 @@ absl::Status FleetView::RunOnce() {
   }
   seen_ = std::move(seen);
   entries_ = std::move(kept);
-  absl::MutexLock others_lock(&others_mu_);
-  others_ = std::move(others);
-  return absl::OkStatus();
+  {
+    absl::MutexLock others_lock(&others_mu_);
+    others_ = std::move(others);
+    read_at_ = now;
+  }
+  return published;
 }
 
 std::vector<admin::v1::ProxyStatus> FleetView::Others() {
   absl::MutexLock lock(&others_mu_);
+  if (options_.clock() - read_at_ > options_.stale_after) return {};  // the board is out of reach
   return others_;
 }
 

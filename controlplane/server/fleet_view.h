@@ -8,12 +8,16 @@
 // Every period (1 s) each replica publishes its proxies' statuses (a
 // ListProxiesResponse, each status naming this replica) in one entry of its
 // own on a board (etcd: <prefix>fleet/<replica id>), reads every replica's
-// entry and keeps the others' statuses. Liveness as ReplicaShareExchange's:
-// an entry is live while its board revision keeps changing; one unchanged
+// entry and keeps the others' statuses. An entry is live while its board
+// revision keeps changing: one first seen counts only once it changes (a
+// replica that just started shows no dead replica's proxies), one unchanged
 // for `stale_after` (3 s) is left out (its replica is gone, and its proxies
 // have moved or will), one unchanged for `forget_after` (60 s) is deleted. A
-// replica that stops cleanly deletes its own entry. An entry over
-// kMaxEntryBytes is published without the traffic reports.
+// replica that stops cleanly deletes its own entry. When the board cannot be
+// read for `stale_after`, the others' proxies are left out too (they may
+// have moved, and their versions are unknown). An entry is kept within
+// `max_entry_bytes`: past it without the traffic reports, then with each
+// NACK message cut to 256 bytes.
 //
 // Thread-safe; RunOnce() is one period, for unit tests with a fake board.
 #ifndef SLUICE_CONTROLPLANE_SERVER_FLEET_VIEW_H_
@@ -40,12 +44,14 @@ struct FleetViewOptions {
   absl::Duration period = absl::Seconds(1);
   absl::Duration stale_after = absl::Seconds(3);
   absl::Duration forget_after = absl::Seconds(60);
+  // What one board entry may hold (etcd: under --etcd-max-request-bytes).
+  size_t max_entry_bytes = 256 * 1024;
   std::function<absl::Time()> clock = &absl::Now;
 };
 
 class FleetView {
  public:
-  static constexpr size_t kMaxEntryBytes = 256 * 1024;
+  static constexpr size_t kNackBytesWhenCut = 256;
   // `own` lists this replica's proxies (ProxyRegistry::List). `board` must
   // outlive this.
   FleetView(ReplicaDemandBoard* board,
@@ -82,6 +88,7 @@ class FleetView {
 
   absl::Mutex others_mu_;
   std::vector<admin::v1::ProxyStatus> others_ ABSL_GUARDED_BY(others_mu_);
+  absl::Time read_at_ ABSL_GUARDED_BY(others_mu_) = absl::InfinitePast();  // last good read
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -444,6 +444,9 @@ int Run(int argc, char** argv) {
     fleet_board = std::make_unique<EtcdDemandBoard>(etcd, controlplane::EtcdStore::kFleet);
     controlplane::FleetViewOptions fleet_options;
     fleet_options.replica_id = controlplane::ReplicaShareExchange::NewReplicaId();
+    // One put under etcd's request limit, with room for the key.
+    fleet_options.max_entry_bytes = static_cast<size_t>(std::min<int64_t>(
+        fleet_options.max_entry_bytes, etcd_options.max_request_bytes - 1024));
     fleet_view = std::make_unique<controlplane::FleetView>(
         fleet_board.get(), [&registry] { return registry.List(); }, std::move(fleet_options));
     admin.set_fleet_view(fleet_view.get());

@@ -214,12 +214,14 @@ Worker::Worker(int index, ProxyStats& stats)
       post_gate_(std::make_shared<PostGate>(&dispatcher_)),
       pool_(dispatcher_),
       h2_pool_(dispatcher_),
-      // A lingering socket holds its --max-connections place until it closes:
-      // a client cannot spend the proxy's descriptors this way.
+      // A lingering socket keeps its connection's --max-connections place
+      // until it closes (the connection hands it on: taken here, released by
+      // RemoveConnection right after): a client cannot spend the proxy's
+      // descriptors this way, and a connection at the limit lingers too.
       lingering_(
           dispatcher_,
           [&stats] {
-            if (!ConnectionLimit::TryAcquire()) return false;
+            ConnectionLimit::Acquire();
             stats.downstream_connections_lingering->Add(1);
             return true;
           },

@@ -109,6 +109,9 @@ class ConnectionLimit {
   static int64_t max() { return max_.load(std::memory_order_relaxed); }
   // Takes a slot; false (nothing taken) at the limit.
   static bool TryAcquire();
+  // Takes a slot whatever the limit: for a place handed on (a closing
+  // connection's to its lingering socket, released right after).
+  static void Acquire() { open_.fetch_add(1, std::memory_order_relaxed); }
   static void Release() { open_.fetch_sub(1, std::memory_order_relaxed); }
 
  private:

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -222,6 +223,50 @@ TEST_F(PolicyTest, RequestSizeLimitRefusesLargeBodies) {
   bad.replace(bad.find("max_bytes: 10"), 13, "max_bytes: 0");
   EXPECT_NE(Apply(bad), 0);
   EXPECT_TRUE(absl::StrContains(last_error_, "typed_config.max_bytes: must be 1..")) << last_error_;
+}
+
+// A connection at --max-connections that is answered before its body was
+// read lingers too: it hands its own place to the lingering socket. Before,
+// the lingering socket asked for one more place, found none, and the
+// connection was closed at once, reset under the unread body.
+TEST(LingeringAtTheLimitTest, TheLastConnectionLingersToo) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const int port = PickFreePort();
+  const std::string dir = MakeTempDir("linger-limit");
+  auto r = cp.Ctl({"apply", "-f",
+                   ::sluice::testing::WriteFile(dir, "config.yaml",
+                             absl::StrCat("kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+                                          "    - domains: ['*']\n      routes:\n"
+                                          "        - match: {prefix: /}\n"
+                                          "          direct_response: {status: 200, body: ok}\n"
+                                          "          policies: [{name: request-size-limit, "
+                                          "typed_config: {max_bytes: 10}}]\n"
+                                          "---\nkind: Listener\nname: l\nspec: {address: "
+                                          "127.0.0.1, port: ",
+                                          port, ", route_table: main}\n"))});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "linger-limit", 1, "",
+              std::vector<std::string>{"--max-connections", "1"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string script = absl::StrCat(
+      "import socket, time\n"
+      "s = socket.create_connection(('127.0.0.1', ", port, "))\n"
+      "s.sendall(b'POST / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 10000000\\r\\n\\r\\n')\n"
+      "s.settimeout(10)\n"
+      "assert s.recv(65536).startswith(b'HTTP/1.1 413')\n"
+      "for i in range(20):\n"
+      "    s.sendall(b'b' * 1000)\n"
+      "    time.sleep(0.1)\n"
+      "print('sent')\n");
+  CommandResult client;
+  std::thread sender([&] { client = RunCommand({"/usr/bin/python3", "-c", script}); });
+  EXPECT_TRUE(WaitFor([&] { return proxy.Stat("sluice_downstream_connections_lingering") == 1; },
+                      absl::Seconds(5)))
+      << proxy.Admin("/metrics").second;
+  sender.join();
+  EXPECT_EQ(client.out, "sent\n") << client.err;
 }
 
 }  // namespace

@@ -3,7 +3,15 @@
 // and only their hashes come back.
 #include "controlplane/server/admin_service.h"
 
+#include "controlplane/server/fleet_view.h"
+
 #include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "api/credentials.h"
 
@@ -46,6 +54,62 @@ class AdminServiceTest : public ::testing::Test {
   std::unique_ptr<AdminServiceImpl> service_;
   sluice::testing::TestCertificate certificate_;
 };
+
+// Replicas on etcd: ListProxies adds the other replicas' proxies. The same
+// process (node id, group, pid) seen here and in another replica's list
+// (it just moved here) is listed once; two processes under one node id
+// (twins) are two proxies. Before, twins on two replicas were listed once
+// and apply --wait missed one's refusal.
+TEST_F(AdminServiceTest, ListProxiesCoversTheOtherReplicasProcessByProcess) {
+  class Board : public ReplicaDemandBoard {
+   public:
+    absl::Status Publish(const std::string& replica, std::string value) override {
+      entries[replica] = {replica, std::move(value), ++revision};
+      return absl::OkStatus();
+    }
+    absl::StatusOr<std::vector<Entry>> ReadAll() override {
+      std::vector<Entry> all;
+      for (const auto& [replica, entry] : entries) all.push_back(entry);
+      return all;
+    }
+    absl::Status Remove(const std::string& replica, int64_t) override {
+      entries.erase(replica);
+      return absl::OkStatus();
+    }
+    std::map<std::string, Entry> entries;
+    int64_t revision = 0;
+  } board;
+  auto node = [](const std::string& id, const std::string& group, const std::string& pid) {
+    discovery::v1::Node n;
+    n.set_id(id);
+    n.set_group(group);
+    (*n.mutable_labels())["pid"] = pid;
+    return n;
+  };
+  registry_.Connect(node("p1", "g1", "100"), 1);
+  registry_.Connect(node("moved", "g1", "300"), 1);
+  std::vector<admin::v1::ProxyStatus> theirs;
+  for (const auto& n : {node("p1", "g2", "200"), node("moved", "g1", "300")}) {
+    admin::v1::ProxyStatus status;
+    *status.mutable_node() = n;
+    theirs.push_back(status);
+  }
+  FleetView mine(&board, [this] { return registry_.List(); }, {.replica_id = "mine"});
+  FleetView other(&board, [&] { return theirs; }, {.replica_id = "other"});
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(other.RunOnce().ok());
+    ASSERT_TRUE(mine.RunOnce().ok());
+  }
+  service_->set_fleet_view(&mine);
+  admin::v1::ListProxiesResponse listed;
+  ASSERT_TRUE(service_->ListProxies(nullptr, nullptr, &listed).ok());
+  std::vector<std::string> seen;
+  for (const auto& p : listed.proxies()) {
+    seen.push_back(absl::StrCat(p.node().id(), "/", p.node().group(), "@", p.replica()));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"moved/g1@mine", "p1/g1@mine", "p1/g2@other"}));
+  service_->set_fleet_view(nullptr);
+}
 
 TEST_F(AdminServiceTest, GetRedactsThePrivateKey) {
   admin::v1::GetRequest request;

@@ -61,12 +61,18 @@ TEST(FleetViewTest, EachReplicaSeesTheOthersProxiesWhileTheyLive) {
   b.own = {Proxy("p2", 2), Proxy("p3", 3)};
   ASSERT_TRUE(a.view.RunOnce().ok());
   ASSERT_TRUE(b.view.RunOnce().ok());
+  // An entry first seen counts once it changes (a dead replica's never
+  // does: a new replica listed its proxies for 3 s).
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  EXPECT_TRUE(a.view.Others().empty());
+  ASSERT_TRUE(b.view.RunOnce().ok());
   ASSERT_TRUE(a.view.RunOnce().ok());
   std::vector<admin::v1::ProxyStatus> others = a.view.Others();
   ASSERT_EQ(others.size(), 2u);
   EXPECT_EQ(others[0].node().id(), "p2");
   EXPECT_EQ(others[0].version_applied(), 2u);
   EXPECT_EQ(others[0].replica(), "replica-b");
+  ASSERT_TRUE(b.view.RunOnce().ok());
   ASSERT_EQ(b.view.Others().size(), 1u);
   EXPECT_EQ(b.view.Others()[0].replica(), "replica-a");
   // p2 takes version 3: seen at the next periods.
@@ -91,22 +97,45 @@ TEST(FleetViewTest, EachReplicaSeesTheOthersProxiesWhileTheyLive) {
   EXPECT_TRUE(board.entries.empty());
 }
 
-TEST(FleetViewTest, AnEntryOverTheLimitGoesWithoutTrafficReports) {
+TEST(FleetViewTest, AnEntryOverTheLimitGoesWithoutReportsAndLongNacks) {
   Board board;
   absl::Time now = absl::FromUnixSeconds(1000);
   Replica a(&board, "replica-a", &now), b(&board, "replica-b", &now);
   for (int i = 0; i < 300; ++i) {
     admin::v1::ProxyStatus status = Proxy("p" + std::to_string(i), 1);
     status.mutable_last_report()->set_requests(1);
+    status.set_last_nack_version(2);
     status.set_last_nack_error(std::string(1000, 'x'));  // ~300 KB in all
     b.own.push_back(status);
   }
-  ASSERT_TRUE(b.view.RunOnce().ok());
-  EXPECT_LE(board.entries["replica-b"].value.size(), FleetView::kMaxEntryBytes + 1024 * 300);
-  ASSERT_TRUE(a.view.RunOnce().ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(b.view.RunOnce().ok());
+    ASSERT_TRUE(a.view.RunOnce().ok());
+  }
+  EXPECT_LE(board.entries["replica-b"].value.size(), size_t{256 * 1024});
   std::vector<admin::v1::ProxyStatus> others = a.view.Others();
   ASSERT_EQ(others.size(), 300u);
   EXPECT_FALSE(others[0].has_last_report());
+  EXPECT_EQ(others[0].last_nack_error().size(), FleetView::kNackBytesWhenCut);
+  EXPECT_EQ(others[0].last_nack_version(), 2u);
+}
+
+// A board out of reach: the others' proxies are left out once the last
+// read is stale_after old (they were listed for as long as etcd was down).
+TEST(FleetViewTest, TheOthersGoWhenTheBoardCannotBeRead) {
+  Board board;
+  absl::Time now = absl::FromUnixSeconds(1000);
+  Replica a(&board, "replica-a", &now), b(&board, "replica-b", &now);
+  b.own = {Proxy("p2", 1)};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(b.view.RunOnce().ok());
+    ASSERT_TRUE(a.view.RunOnce().ok());
+  }
+  ASSERT_EQ(a.view.Others().size(), 1u);
+  now += absl::Seconds(2);
+  EXPECT_EQ(a.view.Others().size(), 1u);
+  now += absl::Seconds(2);  // no read for 4 s
+  EXPECT_TRUE(a.view.Others().empty());
 }
 
 }  // namespace
