@@ -307,12 +307,17 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
   if (auto caller = Authorize(context, Role::kViewer, "ListProxies"); !caller.ok()) {
     return ToGrpcStatus(caller.status());
   }
-  // A proxy process: its node id, group and pid (two processes under one
-  // node id are two proxies, each listed).
+  // A proxy process: its node id, group and instance label (two processes
+  // under one node id are two proxies, each listed; in containers every pid
+  // is 1).
   auto process_of = [](const admin::v1::ProxyStatus& status) {
-    auto pid = status.node().labels().find("pid");
+    const auto& labels = status.node().labels();
+    auto instance = labels.find("instance");  // random per process
+    auto pid = labels.find("pid");            // proxies before the instance label
     return absl::StrCat(status.node().id(), "\n", status.node().group(), "\n",
-                        pid == status.node().labels().end() ? "" : pid->second);
+                        instance != labels.end() ? instance->second
+                        : pid != labels.end()    ? pid->second
+                                                 : "");
   };
   absl::flat_hash_set<std::string> listed;
   for (auto& status : registry_->List()) {
@@ -322,7 +327,11 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
   }
   // The other replicas' proxies, as they published them (within a second);
   // a proxy process that moved here is listed once, as this replica sees it.
+  // A replica that just started waits for its view to be whole (about 2 s)
+  // rather than answer with its own proxies alone (apply --wait said "no
+  // proxy is connected").
   if (fleet_ != nullptr) {
+    fleet_->WaitWhole(absl::Seconds(3));
     for (auto& status : fleet_->Others()) {
       if (!listed.insert(process_of(status)).second) continue;
       *response->add_proxies() = std::move(status);

@@ -307,6 +307,12 @@ class ConfigStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   uint64_t nacked_version_ ABSL_GUARDED_BY(mu_) = 0;
   int nacks_in_a_row_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // With replicas: a proxy that came holding a newer version than this
+  // replica has is offered nothing until this time (the replica reads the
+  // store again meanwhile); past it, the store really is behind the proxy (a
+  // restored backup) and it is offered the current version, as with one
+  // control plane. InfinitePast: no such wait.
+  absl::Time catch_up_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Cache purges to send (PurgeRelay), oldest first.
   std::deque<discovery::v1::CachePurge> purges_ ABSL_GUARDED_BY(mu_);
   // The newest rate-limit leases answer not yet sent.
@@ -658,6 +664,11 @@ void ConfigStream::OnFirstRequest(const DiscoveryRequest& first) {
       SLUICE_LOG(kInfo, "proxy ", node_id_, " runs version ", first.version_applied(),
                  ", newer than this replica's ", hub_->state->Current()->version,
                  ": reading the store again");
+      {
+        absl::MutexLock lock(&mu_);
+        catch_up_until_ = absl::Now() + hub_->options.catch_up_wait;
+        hub_->ScheduleAt(weak_from_this(), catch_up_until_);
+      }
       hub_->state->ResyncStore();
     } else {
       SLUICE_LOG(kWarning, "proxy ", node_id_, " runs version ", first.version_applied(),
@@ -808,6 +819,7 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
   std::string held_store_id;
   uint64_t nacked_version;
   absl::Time retry_at;
+  absl::Time catch_up_until;
   const std::string& store_id = hub_->state->store_id();
   {
     absl::MutexLock lock(&mu_);
@@ -860,6 +872,8 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
     if (!outstanding_nonce_.empty()) return Action::kNone;
     // The NACKed version's backoff is over: offer it again.
     if (nacked_version_ != 0 && absl::Now() >= retry_at_) wake_ = true;
+    // The catch-up wait is over: look again.
+    if (catch_up_until_ != absl::InfinitePast() && absl::Now() >= catch_up_until_) wake_ = true;
     if (!wake_) return Action::kNone;
     wake_ = false;
     held = held_;
@@ -867,6 +881,7 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
     held_store_id = held_store_id_;
     nacked_version = nacked_version_;
     retry_at = retry_at_;
+    catch_up_until = catch_up_until_;
   }
   // During a canary rollout the canaries get the candidate and the rest the
   // stable version (ConfigState::SnapshotFor). Outside mu_: ConfigState
@@ -885,9 +900,14 @@ ConfigStream::Action ConfigStream::NextAction(grpc::Status* finish) {
   // replica has seen (it came from another replica) is offered nothing
   // until this replica catches up (it refuses older versions: a NACK each
   // time); ResyncStore() was asked when it connected.
-  if (hub_->state->shared_store() && held_store_id == store_id &&
+  if (catch_up_until != absl::InfinitePast() && held_store_id == store_id &&
       held_version > snapshot->version) {
-    return Action::kNone;
+    if (absl::Now() < catch_up_until) return Action::kNone;
+    SLUICE_LOG(kWarning, "proxy ", node_id_, " runs version ", held_version,
+               " of this store, newer than its ", snapshot->version, " after reading it again",
+               " (was the store restored from a backup?); it refuses older versions");
+    absl::MutexLock lock(&mu_);
+    catch_up_until_ = absl::InfinitePast();
   }
   // A version the proxy rejected waits for its backoff; a newer one goes at
   // once.

@@ -110,6 +110,11 @@ struct DiscoveryOptions {
   // `nack_retry`; each NACK of it in a row doubles that, up to
   // `nack_retry_max`.
   absl::Duration nack_retry = absl::Seconds(5);
+  // With replicas on a shared store: how long a proxy that holds a newer
+  // version than this replica is offered nothing while the replica reads
+  // the store again; past it, the store is taken to be behind (a restored
+  // backup) and the current version is offered, as with one control plane.
+  absl::Duration catch_up_wait = absl::Seconds(5);
   absl::Duration nack_retry_max = absl::Minutes(5);
   // Streams must come from a peer with a verified client certificate that
   // names the node (see the file comment).

@@ -21,15 +21,34 @@ absl::Status FleetView::RunOnce() {
     *mine.add_proxies() = std::move(status);
   }
   std::string value = mine.SerializeAsString();
-  if (value.size() > options_.max_entry_bytes) {
+  // Cut to fit, least needed first: traffic reports, then long NACK
+  // messages, then every NACK message and feature list (versions, the NACKed
+  // one included, always stay: --wait needs them).
+  for (int cut = 0; cut < 3 && value.size() > options_.max_entry_bytes; ++cut) {
     for (admin::v1::ProxyStatus& status : *mine.mutable_proxies()) {
-      status.clear_last_report();
-      status.clear_last_report_time();
-      if (status.last_nack_error().size() > kNackBytesWhenCut) {
-        status.mutable_last_nack_error()->resize(kNackBytesWhenCut);
+      if (cut == 0) {
+        status.clear_last_report();
+        status.clear_last_report_time();
+      } else if (cut == 1) {
+        if (status.last_nack_error().size() > kNackBytesWhenCut) {
+          status.mutable_last_nack_error()->resize(kNackBytesWhenCut);
+        }
+      } else {
+        if (!status.last_nack_error().empty()) status.set_last_nack_error("(cut: too long to share)");
+        status.mutable_node()->clear_client_features();
+        status.mutable_node()->clear_build_version();
       }
     }
     value = mine.SerializeAsString();
+  }
+  if (value.size() > options_.max_entry_bytes && !too_large_logged_) {
+    SLUICE_LOG(kWarning, "this replica's ", mine.proxies_size(), " proxies take ", value.size(),
+               " bytes, over the ", options_.max_entry_bytes,
+               " an etcd request may hold: the other replicas do not see them (raise etcd's "
+               "--max-request-bytes and --etcd-max-request-bytes)");
+    too_large_logged_ = true;
+  } else if (value.size() <= options_.max_entry_bytes) {
+    too_large_logged_ = false;
   }
   // Published every period, changed or not: the revision moving is what
   // tells the others this replica lives. The others are read even when this
@@ -46,9 +65,14 @@ absl::Status FleetView::RunOnce() {
     if (entry.replica == options_.replica_id) continue;
     auto before = seen_.find(entry.replica);
     const bool first_sight = before == seen_.end();
-    Seen current{entry.revision, now};
-    if (!first_sight && before->second.revision == entry.revision) {
-      current.changed = before->second.changed;
+    Seen current{entry.revision, now, false};
+    if (!first_sight) {
+      if (before->second.revision == entry.revision) {
+        current.changed = before->second.changed;
+        current.confirmed = before->second.confirmed;
+      } else {
+        current.confirmed = true;
+      }
     }
     seen[entry.replica] = current;
     const absl::Duration unchanged = now - current.changed;
@@ -56,11 +80,12 @@ absl::Status FleetView::RunOnce() {
       board_->Remove(entry.replica, entry.revision).IgnoreError();
       continue;
     }
-    // Live once seen to change, until it stops changing.
-    if (first_sight || unchanged > options_.stale_after) continue;
+    // Live once seen to change, until it stops changing: a dead replica's
+    // entry, never changing, never counts.
+    if (!current.confirmed || unchanged > options_.stale_after) continue;
     admin::v1::ListProxiesResponse theirs;
     if (auto known = entries_.find(entry.replica);
-        known != entries_.end() && before->second.revision == entry.revision) {
+        known != entries_.end() && !first_sight && before->second.revision == entry.revision) {
       theirs = std::move(known->second);  // unchanged: not parsed again
     } else if (!theirs.ParseFromString(entry.value)) {
       SLUICE_LOG(kWarning, "replica ", entry.replica, "'s proxy list ignored: it does not parse");
@@ -75,8 +100,15 @@ absl::Status FleetView::RunOnce() {
     absl::MutexLock others_lock(&others_mu_);
     others_ = std::move(others);
     read_at_ = now;
+    ++good_reads_;
   }
   return published;
+}
+
+bool FleetView::WaitWhole(absl::Duration timeout) {
+  absl::MutexLock lock(&others_mu_);
+  auto whole = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(others_mu_) { return good_reads_ >= 2; };
+  return others_mu_.AwaitWithTimeout(absl::Condition(&whole), timeout);
 }
 
 std::vector<admin::v1::ProxyStatus> FleetView::Others() {

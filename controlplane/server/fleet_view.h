@@ -67,11 +67,17 @@ class FleetView {
   void Stop();
   // The proxies of the other live replicas, as they last published them.
   std::vector<admin::v1::ProxyStatus> Others();
+  // Waits (at most `timeout`) until the view is whole: two reads of the
+  // board a period apart (a replica's entry counts only once seen to change),
+  // so a replica that just started does not answer with its own proxies
+  // alone. True once whole.
+  bool WaitWhole(absl::Duration timeout);
 
  private:
   struct Seen {
     int64_t revision = 0;
     absl::Time changed;
+    bool confirmed = false;  // seen to change since first read: its replica lives
   };
   void Loop();
 
@@ -85,10 +91,12 @@ class FleetView {
   absl::flat_hash_map<std::string, admin::v1::ListProxiesResponse> entries_
       ABSL_GUARDED_BY(run_mu_);
   bool published_ ABSL_GUARDED_BY(run_mu_) = false;
+  bool too_large_logged_ ABSL_GUARDED_BY(run_mu_) = false;
 
   absl::Mutex others_mu_;
   std::vector<admin::v1::ProxyStatus> others_ ABSL_GUARDED_BY(others_mu_);
   absl::Time read_at_ ABSL_GUARDED_BY(others_mu_) = absl::InfinitePast();  // last good read
+  int good_reads_ ABSL_GUARDED_BY(others_mu_) = 0;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

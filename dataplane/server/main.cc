@@ -32,6 +32,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "api/discovery.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/random_id.h"
 #include "common/pem_file.h"
 #include "controlplane/store/file_store.h"
 #include "dataplane/admin/admin_server.h"
@@ -546,6 +547,9 @@ int Run(int argc, char** argv) {
   node.set_group(node_group);
   node.set_build_version(kBuildVersion);
   (*node.mutable_labels())["pid"] = std::to_string(getpid());
+  // This process, whatever its pid (every container's is 1): the control
+  // planes tell two processes under one node id apart by it.
+  (*node.mutable_labels())["instance"] = sluice::RandomHexId();
   config::ConfigClient client(
       *control_planes, node, std::move(held),
       [&proxy](uint64_t version, const api::ResourceMap& resources,

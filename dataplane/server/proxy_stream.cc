@@ -2449,20 +2449,7 @@ bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error,
 }
 
 void ProxyStream::Finish() {
-  int status_class = status_ / 100;
-  if (status_class >= 1 && status_class <= 5) {
-    counted_response_ = true;
-    worker_.stats().downstream_responses_by_class[status_class]->Inc();
-    if (route_stats_) {
-      route_stats_->by_class[status_class]->Inc();
-      if (grpc_status_ >= 0) {
-        if (stats::Counter* c = route_stats_->GrpcStatus(grpc_status_)) c->Inc();
-      }
-    }
-    if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {
-      listener_stats_[status_class]->Inc();
-    }
-  }
+  CountResponse();
   if (cluster_ && retries_ > 0) {
     (status_ > 0 && status_ < 500 ? cluster_->stats.retry_successes
                                   : cluster_->stats.retries_exhausted)
@@ -2475,6 +2462,22 @@ void ProxyStream::Finish() {
   upstream2_.reset();
   if (background_request_ != nullptr) worker_.StartBackground(std::move(background_request_));
   sink_->OnStreamDone();  // may destroy this stream: nothing after it
+}
+
+void ProxyStream::CountResponse() {
+  const int status_class = status_ / 100;
+  if (counted_response_ || status_class < 1 || status_class > 5) return;
+  counted_response_ = true;
+  worker_.stats().downstream_responses_by_class[status_class]->Inc();
+  if (route_stats_) {
+    route_stats_->by_class[status_class]->Inc();
+    if (grpc_status_ >= 0) {
+      if (stats::Counter* c = route_stats_->GrpcStatus(grpc_status_)) c->Inc();
+    }
+  }
+  if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {
+    listener_stats_[status_class]->Inc();
+  }
 }
 
 void ProxyStream::Fail() {
@@ -2596,6 +2599,9 @@ void ProxyStream::OnDownstreamGone() {
   // At exit with the connection still open (the --drain-timeout passed),
   // the gateway is the one closing it.
   if (response_flag_.empty()) response_flag_ = worker_.stopping() ? "drain_timeout" : "client_closed";
+  // A WebSocket's answer was its 101, whole: counted (with its handshake's
+  // latency) however the tunnel ends; the client usually ends it.
+  if (tunnel_) CountResponse();
   EndAccounting();
   active_ = false;
   snapshot_.reset();

@@ -347,6 +347,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Reads the client's traceparent (if valid) and makes this hop's.
   void SetUpTraceContext(const http::HeaderField* traceparent);
   void Finish();
+  // The response's status class in the listener, route and downstream
+  // counters, once.
+  void CountResponse();
   void Fail();  // cut off: release, account, abort the client side
   void EndAccounting();
   void ReleaseUpstream(bool reusable);

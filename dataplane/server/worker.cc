@@ -139,7 +139,7 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
             "Requests with no healthy endpoint to go to, by cluster."},
            {"sluice_upstream_requests_total", "Requests sent upstream (each try), by cluster."},
            {"sluice_upstream_resets_total",
-            "Upstream exchanges reset or refused before a response, by cluster."},
+            "Upstream exchanges reset or refused, or cut after the response began, by cluster."},
            {"sluice_upstream_responses_5xx_total", "Upstream responses with a 5xx status, by cluster."},
            {"sluice_upstream_timeouts_total", "Upstream exchanges that timed out, by cluster."},
            {"sluice_config_version", "The config version this proxy runs."},

@@ -3,6 +3,8 @@
 // strips the upgrade; a 101 nobody asked for is a 502; an idle tunnel closes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <fstream>
 #include <thread>
 
@@ -120,6 +122,34 @@ TEST_F(WebSocketTest, MessagesFlowBothWaysPastTheRouteTimeout) {
   EXPECT_LT(seconds, 1.0);
   // A tunnel that ended normally is no upstream failure in the log.
   EXPECT_TRUE(absl::StrContains(LogLineOf("/ws"), "\"upstream_failure\":\"\"")) << LogLineOf("/ws");
+}
+
+// A WebSocket the client ends (it closes its connection, as clients
+// usually do) was answered with its 101: it is counted like one the
+// upstream ends. Before, it was in no response metric at all.
+TEST_F(WebSocketTest, AWebSocketTheClientEndsIsCounted) {
+  const std::string labels =
+      "{route_table=\"main\",route=\"0/1\",virtual_host=\"0\",status_class=\"1xx\"}";
+  const int64_t before = std::max<int64_t>(proxy_->Stat("sluice_route_requests_total" + labels), 0);
+  const std::string script = absl::StrCat(
+      "import socket\n"
+      "s = socket.create_connection(('127.0.0.1', ", port_, "))\n"
+      "s.sendall(b'GET /ws HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\n"
+      "Connection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n"
+      "Sec-WebSocket-Version: 13\\r\\n\\r\\n')\n"
+      "s.settimeout(10)\n"
+      "head = s.recv(65536)\n"
+      "assert head.startswith(b'HTTP/1.1 101'), head\n"
+      "s.close()\n"
+      "print('closed')\n");
+  CommandResult client = RunCommand({"/usr/bin/python3", "-c", script});
+  ASSERT_EQ(client.out, "closed\n") << client.err;
+  EXPECT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_route_requests_total" + labels) == before + 1; },
+      absl::Seconds(10)))
+      << proxy_->Admin("/metrics").second;
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/ws"), "\"response_flag\":\"client_closed\""))
+      << LogLineOf("/ws");
 }
 
 TEST_F(WebSocketTest, WithoutTheOptInTheUpgradeIsRemoved) {

@@ -170,7 +170,9 @@ TEST_F(DiscoveryServiceTest, AcceptedStreamIsSignalledBeforeAnyResponse) {
 // version, refused it (a NACK every retry) and the log blamed a restored
 // backup.
 TEST_F(DiscoveryServiceTest, AProxyAheadOfThisReplicaWaitsForItToCatchUp) {
-  Start({}, /*shared=*/true);
+  DiscoveryOptions options;
+  options.catch_up_wait = absl::Seconds(2);
+  Start(options, /*shared=*/true);
   ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
   {
     Stream ahead(*stub_, Hello("ahead", 5, state_->store_id()), absl::Milliseconds(800));
@@ -185,6 +187,14 @@ TEST_F(DiscoveryServiceTest, AProxyAheadOfThisReplicaWaitsForItToCatchUp) {
   ASSERT_TRUE(behind.Read(&response));
   EXPECT_EQ(response.version(), 1u);
   EXPECT_EQ(resyncs_.load(), 1);
+  // The store stays behind past the wait (a restored backup): the proxy is
+  // offered its version, as with one control plane (it refuses it), not
+  // held for ever.
+  Stream restored(*stub_, Hello("restored", 5, state_->store_id()));
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(restored.Read(&response));
+  EXPECT_EQ(response.version(), 1u);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(1500));
 }
 
 TEST_F(DiscoveryServiceTest, StreamsOverTheLimitAreRefused) {

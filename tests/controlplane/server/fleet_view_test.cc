@@ -89,12 +89,50 @@ TEST(FleetViewTest, EachReplicaSeesTheOthersProxiesWhileTheyLive) {
   now += absl::Seconds(2);
   ASSERT_TRUE(a.view.RunOnce().ok());
   EXPECT_TRUE(a.view.Others().empty());
+  // A replica started after b died never lists b's proxies: its entry does
+  // not change (it was listed from the second read on).
+  Replica c(&board, "replica-c", &now);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(c.view.RunOnce().ok());
+    ASSERT_TRUE(a.view.RunOnce().ok());
+    for (const auto& status : c.view.Others()) EXPECT_NE(status.replica(), "replica-b") << i;
+    now += absl::Milliseconds(500);
+  }
+  EXPECT_TRUE(c.view.WaitWhole(absl::ZeroDuration()));
   now += absl::Seconds(60);
   ASSERT_TRUE(a.view.RunOnce().ok());
   EXPECT_EQ(board.entries.count("replica-b"), 0u);
   // A replica that stops cleanly removes its own entry.
   a.view.Stop();
   EXPECT_TRUE(board.entries.empty());
+}
+
+// Past every cut the entry still does not fit (a tiny etcd request limit):
+// the versions, NACKed ones included, stay; the messages go.
+TEST(FleetViewTest, AnEntryCutToTheBoneKeepsTheVersions) {
+  Board board;
+  absl::Time now = absl::FromUnixSeconds(1000);
+  Replica a(&board, "replica-a", &now);
+  FleetView small(&board, [] {
+    std::vector<admin::v1::ProxyStatus> own;
+    for (int i = 0; i < 20; ++i) {
+      admin::v1::ProxyStatus status = Proxy("p" + std::to_string(i), 1);
+      status.set_last_nack_version(2);
+      status.set_last_nack_error(std::string(200, 'x'));
+      status.mutable_node()->add_client_features("sluice.route_table_patch");
+      own.push_back(status);
+    }
+    return own;
+  }, FleetViewOptions{.replica_id = "small", .max_entry_bytes = 1500, .clock = [&now] { return now; }});
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(small.RunOnce().ok());
+    ASSERT_TRUE(a.view.RunOnce().ok());
+  }
+  std::vector<admin::v1::ProxyStatus> others = a.view.Others();
+  ASSERT_EQ(others.size(), 20u);
+  EXPECT_EQ(others[0].last_nack_version(), 2u);
+  EXPECT_EQ(others[0].last_nack_error(), "(cut: too long to share)");
+  EXPECT_EQ(others[0].node().client_features_size(), 0);
 }
 
 TEST(FleetViewTest, AnEntryOverTheLimitGoesWithoutReportsAndLongNacks) {
