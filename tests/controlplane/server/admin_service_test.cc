@@ -9,9 +9,11 @@
 
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 #include "api/credentials.h"
 
@@ -79,35 +81,45 @@ TEST_F(AdminServiceTest, ListProxiesCoversTheOtherReplicasProcessByProcess) {
     std::map<std::string, Entry> entries;
     int64_t revision = 0;
   } board;
-  auto node = [](const std::string& id, const std::string& group, const std::string& pid) {
+  auto node = [](const std::string& id, const std::string& group, const std::string& pid,
+                 const std::string& instance = "") {
     discovery::v1::Node n;
     n.set_id(id);
     n.set_group(group);
     (*n.mutable_labels())["pid"] = pid;
+    if (!instance.empty()) (*n.mutable_labels())["instance"] = instance;
     return n;
   };
   registry_.Connect(node("p1", "g1", "100"), 1);
   registry_.Connect(node("moved", "g1", "300"), 1);
+  // Twins in containers: pid 1 both, told apart by their instance.
+  registry_.Connect(node("ct", "g1", "1", "aaaa"), 1);
   std::vector<admin::v1::ProxyStatus> theirs;
-  for (const auto& n : {node("p1", "g2", "200"), node("moved", "g1", "300")}) {
+  for (const auto& n : {node("p1", "g2", "200"), node("moved", "g1", "300"),
+                        node("ct", "g1", "1", "bbbb")}) {
     admin::v1::ProxyStatus status;
     *status.mutable_node() = n;
     theirs.push_back(status);
   }
   FleetView mine(&board, [this] { return registry_.List(); }, {.replica_id = "mine"});
   FleetView other(&board, [&] { return theirs; }, {.replica_id = "other"});
+  service_->set_fleet_view(&mine);
+  // A replica that just started answers once its view is whole, not with
+  // its own proxies alone (apply --wait said "no proxy is connected").
+  admin::v1::ListProxiesResponse listed;
+  std::thread asking([&] { ASSERT_TRUE(service_->ListProxies(nullptr, nullptr, &listed).ok()); });
   for (int i = 0; i < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
     ASSERT_TRUE(other.RunOnce().ok());
     ASSERT_TRUE(mine.RunOnce().ok());
   }
-  service_->set_fleet_view(&mine);
-  admin::v1::ListProxiesResponse listed;
-  ASSERT_TRUE(service_->ListProxies(nullptr, nullptr, &listed).ok());
+  asking.join();
   std::vector<std::string> seen;
   for (const auto& p : listed.proxies()) {
     seen.push_back(absl::StrCat(p.node().id(), "/", p.node().group(), "@", p.replica()));
   }
-  EXPECT_EQ(seen, (std::vector<std::string>{"moved/g1@mine", "p1/g1@mine", "p1/g2@other"}));
+  EXPECT_EQ(seen, (std::vector<std::string>{"ct/g1@mine", "moved/g1@mine", "p1/g1@mine",
+                                            "p1/g2@other", "ct/g1@other"}));
   service_->set_fleet_view(nullptr);
 }
 
