@@ -660,6 +660,18 @@ void ProxyStream::Route(const RequestHead& request) {
   has_body_ = head.body == RequestHead::Body::kStream ||
               (head.body == RequestHead::Body::kLength && head.content_length > 0);
   request_chunked_ = head.body == RequestHead::Body::kStream;
+  // A declared length over the limit is refused whatever the route does
+  // with the request (a direct response or redirect too, as nginx's
+  // client_max_body_size is checked before its return).
+  body_limit_ = route_->max_request_body_bytes ? route_->max_request_body_bytes
+                                               : max_body_bytes_;
+  if (body_limit_ > 0 && head.body == RequestHead::Body::kLength &&
+      head.content_length > body_limit_) {
+    response_flag_ = "request_too_large";
+    SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
+                                        " bytes is over the limit of ", body_limit_));
+    return;
+  }
   switch (route_->action) {
     case router::RouteEntry::Action::kDirectResponse:
       response_flag_ = "direct_response";
@@ -681,15 +693,6 @@ void ProxyStream::Route(const RequestHead& request) {
     }
     case router::RouteEntry::Action::kCluster:
       break;
-  }
-  body_limit_ = route_->max_request_body_bytes ? route_->max_request_body_bytes
-                                               : max_body_bytes_;
-  if (body_limit_ > 0 && head.body == RequestHead::Body::kLength &&
-      head.content_length > body_limit_) {
-    response_flag_ = "request_too_large";
-    SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
-                                        " bytes is over the limit of ", body_limit_));
-    return;
   }
   const std::string& cluster_name = route_->clusters.size() == 1
                                         ? route_->clusters[0].name
