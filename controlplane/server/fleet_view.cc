@@ -9,7 +9,11 @@ namespace sluice::controlplane {
 FleetView::FleetView(ReplicaDemandBoard* board,
                      std::function<std::vector<admin::v1::ProxyStatus>()> own,
                      FleetViewOptions options)
-    : board_(board), own_(std::move(own)), options_(std::move(options)) {}
+    : board_(board),
+      own_(std::move(own)),
+      options_(std::move(options)),
+      runner_("proxy list exchange", "sluicectl proxies shows the last one read",
+              options_.period, [this] { return RunOnce(); }) {}
 
 FleetView::~FleetView() { Stop(); }
 
@@ -117,36 +121,10 @@ std::vector<admin::v1::ProxyStatus> FleetView::Others() {
   return others_;
 }
 
-void FleetView::Start() {
-  absl::MutexLock lock(&mu_);
-  if (started_ || stopping_) return;
-  started_ = true;
-  thread_ = std::thread([this] { Loop(); });
-}
-
-void FleetView::Loop() {
-  bool failing = false;  // logged once until it works again
-  while (true) {
-    absl::Status status = RunOnce();
-    if (!status.ok() && !failing) {
-      SLUICE_LOG(kWarning, "proxy list exchange with the other replicas failed: ",
-                 status.message(), "; sluicectl proxies shows the last one read");
-    } else if (status.ok() && failing) {
-      SLUICE_LOG(kInfo, "proxy list exchange with the other replicas works again");
-    }
-    failing = !status.ok();
-    absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.period)) return;
-  }
-}
+void FleetView::Start() { runner_.Start(); }
 
 void FleetView::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
+  runner_.Stop();
   absl::MutexLock lock(&run_mu_);
   if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
   published_ = false;

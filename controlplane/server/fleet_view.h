@@ -25,7 +25,6 @@
 
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -79,7 +78,6 @@ class FleetView {
     absl::Time changed;
     bool confirmed = false;  // seen to change since first read: its replica lives
   };
-  void Loop();
 
   ReplicaDemandBoard* const board_;
   const std::function<std::vector<admin::v1::ProxyStatus>()> own_;
@@ -98,10 +96,7 @@ class FleetView {
   absl::Time read_at_ ABSL_GUARDED_BY(others_mu_) = absl::InfinitePast();  // last good read
   int good_reads_ ABSL_GUARDED_BY(others_mu_) = 0;
 
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  PeriodicRunner runner_;
 };
 
 }  // namespace sluice::controlplane

@@ -90,7 +90,11 @@ absl::flat_hash_map<std::string, double> ReplicaFractions(
 ReplicaShareExchange::ReplicaShareExchange(ReplicaDemandBoard* board,
                                            LeaseAllocator* allocator,
                                            ReplicaShareOptions options)
-    : board_(board), allocator_(allocator), options_(std::move(options)) {}
+    : board_(board),
+      allocator_(allocator),
+      options_(std::move(options)),
+      runner_("rate-limit demand exchange", "keeping the last shares", options_.period,
+              [this] { return RunOnce(); }) {}
 
 ReplicaShareExchange::~ReplicaShareExchange() { Stop(); }
 
@@ -145,43 +149,54 @@ absl::Status ReplicaShareExchange::RunOnce() {
   return absl::OkStatus();
 }
 
-void ReplicaShareExchange::Start() {
+void ReplicaShareExchange::Start() { runner_.Start(); }
+
+void ReplicaShareExchange::Stop() {
+  runner_.Stop();
+  absl::MutexLock lock(&run_mu_);
+  if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
+  published_ = false;
+}
+
+PeriodicRunner::PeriodicRunner(std::string what, std::string meanwhile, absl::Duration period,
+                               std::function<absl::Status()> run)
+    : what_(std::move(what)),
+      meanwhile_(std::move(meanwhile)),
+      period_(period),
+      run_(std::move(run)) {}
+
+PeriodicRunner::~PeriodicRunner() { Stop(); }
+
+void PeriodicRunner::Start() {
   absl::MutexLock lock(&mu_);
   if (started_ || stopping_) return;
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
 
-void ReplicaShareExchange::Loop() {
+void PeriodicRunner::Loop() {
   bool failing = false;  // logged once until it works again
   while (true) {
-    absl::Status status = RunOnce();
+    absl::Status status = run_();
     if (!status.ok() && !failing) {
-      SLUICE_LOG(kWarning,
-                 "rate-limit demand exchange with the other replicas failed: ",
-                 status.message(), "; keeping the last shares");
+      SLUICE_LOG(kWarning, what_, " with the other replicas failed: ", status.message(), "; ",
+                 meanwhile_);
     } else if (status.ok() && failing) {
-      SLUICE_LOG(
-          kInfo,
-          "rate-limit demand exchange with the other replicas works again");
+      SLUICE_LOG(kInfo, what_, " with the other replicas works again");
     }
     failing = !status.ok();
     absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.period))
-      return;
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), period_)) return;
   }
 }
 
-void ReplicaShareExchange::Stop() {
+void PeriodicRunner::Stop() {
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
-  absl::MutexLock lock(&run_mu_);
-  if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
-  published_ = false;
 }
 
 }  // namespace sluice::controlplane

@@ -94,6 +94,32 @@ struct ReplicaShareOptions {
   std::function<absl::Time()> clock = &absl::Now;
 };
 
+// Runs `run` every `period` on a thread of its own, from Start() until
+// Stop(); a failure is logged once ("<what> with the other replicas failed:
+// <why>; <meanwhile>") until it works again. The replicas' exchanges on a
+// board (ReplicaShareExchange, FleetView) run on one each.
+class PeriodicRunner {
+ public:
+  PeriodicRunner(std::string what, std::string meanwhile, absl::Duration period,
+                 std::function<absl::Status()> run);
+  ~PeriodicRunner();  // Stop()
+  void Start();
+  // Ends the thread (joined). Idempotent.
+  void Stop();
+
+ private:
+  void Loop();
+
+  const std::string what_;
+  const std::string meanwhile_;
+  const absl::Duration period_;
+  const std::function<absl::Status()> run_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
 class ReplicaShareExchange {
  public:
   // `board` and `allocator` must outlive this.
@@ -117,7 +143,6 @@ class ReplicaShareExchange {
     int64_t revision = 0;
     absl::Time changed;
   };
-  void Loop();
 
   ReplicaDemandBoard* const board_;
   LeaseAllocator* const allocator_;
@@ -127,10 +152,7 @@ class ReplicaShareExchange {
   absl::flat_hash_map<std::string, Seen> seen_ ABSL_GUARDED_BY(run_mu_);
   bool published_ ABSL_GUARDED_BY(run_mu_) = false;  // the entry may exist
 
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool started_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  PeriodicRunner runner_;
 };
 
 }  // namespace sluice::controlplane
