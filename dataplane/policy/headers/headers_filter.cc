@@ -211,8 +211,22 @@ struct CompiledMutations {
 
   void Apply(http::HeaderMap& headers, const http::StreamInfo& info) const {
     for (const std::string& name : remove) headers.Remove(name);
-    for (const auto& [name, value] : set) headers.Set(name, value.Render(info));
-    for (const auto& [name, value] : add) headers.Add(name, value.Render(info));
+    // A value that renders empty (%CONSUMER% with no consumer, a TLS
+    // variable over plain HTTP) sends no empty field, as nginx and Envoy
+    // leave it out: `set` still takes the fields of that name away (so a
+    // client cannot supply the value), `add` adds nothing.
+    for (const auto& [name, value] : set) {
+      std::string rendered = value.Render(info);
+      if (rendered.empty()) {
+        headers.Remove(name);
+      } else {
+        headers.Set(name, std::move(rendered));
+      }
+    }
+    for (const auto& [name, value] : add) {
+      std::string rendered = value.Render(info);
+      if (!rendered.empty()) headers.Add(name, std::move(rendered));
+    }
   }
 };
 

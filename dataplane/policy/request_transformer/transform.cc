@@ -372,16 +372,23 @@ void HeaderEdits::Apply(http::HeaderMap& headers,
     headers.Remove(to);
     for (const std::string& v : values) headers.Add(to, v);
   }
+  // A value that renders empty sends no empty field (as the `headers`
+  // policy): `replace` takes the fields away, `add` and `append` add none.
   for (size_t i = 0; i < replace_.size(); ++i) {
-    if (headers.Get(replace_[i].first) != nullptr)
+    if (headers.Get(replace_[i].first) == nullptr) continue;
+    if (replace[i].empty()) {
+      headers.Remove(replace_[i].first);
+    } else {
       headers.Set(replace_[i].first, replace[i]);
+    }
   }
   for (size_t i = 0; i < add_.size(); ++i) {
-    if (headers.Get(add_[i].first) == nullptr)
+    if (!add[i].empty() && headers.Get(add_[i].first) == nullptr)
       headers.Add(add_[i].first, add[i]);
   }
-  for (size_t i = 0; i < append_.size(); ++i)
-    headers.Add(append_[i].first, append[i]);
+  for (size_t i = 0; i < append_.size(); ++i) {
+    if (!append[i].empty()) headers.Add(append_[i].first, append[i]);
+  }
 }
 
 // --- Query edits ---

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "api/policy_registry.h"
 #include "api/validation.h"
+#include "dataplane/auth/consumers.h"
 #include "dataplane/http/filter.h"
 #include "tests/dataplane/policy/fake_callbacks.h"
 #include "dataplane/policy/headers/headers_policy.h"
@@ -164,6 +165,50 @@ TEST(HeadersPolicyTest, FilterRemovesThenSetsThenAdds) {
   EXPECT_EQ(response.Get("server"), nullptr);
   EXPECT_EQ(*response.Get("x-served-by"), "sluice");
   EXPECT_EQ(callbacks.replies_, 0);
+}
+
+// A value that renders empty sends no empty field, as nginx and Envoy leave
+// it out: `set` takes the client's fields of that name away (it cannot supply
+// the value), `add` adds nothing. Before: an empty field went upstream.
+TEST(HeadersPolicyTest, AValueThatRendersEmptySendsNoField) {
+  auto filter = MakeFilter(R"pb(
+    request {
+      set { name: "x-consumer-id" value: "%CONSUMER%" }
+      set { name: "accept-encoding" value: "" }
+      add { name: "x-client-cert" value: "%TLS_CLIENT_SUBJECT%" }
+      add { name: "x-sni" value: "%TLS_SNI%" }
+    }
+    response { set { name: "x-served-for" value: "%CONSUMER%" } add { name: "x-v" value: "%TLS_VERSION%" } }
+  )pb");
+  FakeCallbacks callbacks;
+  http::HeaderMap request;
+  request.Add("X-Consumer-Id", "mallory");
+  request.Add("accept-encoding", "gzip");
+  request.Add("accept", "*/*");
+  filter->OnRequestHeaders(request, callbacks);
+  EXPECT_EQ(request.Get("x-consumer-id"), nullptr);
+  EXPECT_EQ(request.Get("accept-encoding"), nullptr);
+  EXPECT_EQ(request.Get("x-client-cert"), nullptr);
+  EXPECT_EQ(request.Get("x-sni"), nullptr);
+  EXPECT_EQ(request.size(), 1u);
+  http::HeaderMap response;
+  response.Add("x-served-for", "origin's");
+  filter->OnResponseHeaders(200, response, callbacks);
+  EXPECT_EQ(response.size(), 0u);
+
+  // With values, the fields are there.
+  auth::Consumer alice;
+  alice.name = "alice";
+  callbacks.info_.consumer = &alice;
+  callbacks.info_.tls_sni = "api.example.com";
+  http::HeaderMap again;
+  again.Add("x-consumer-id", "mallory");
+  filter->OnRequestHeaders(again, callbacks);
+  ASSERT_NE(again.Get("x-consumer-id"), nullptr);
+  EXPECT_EQ(*again.Get("x-consumer-id"), "alice");
+  ASSERT_NE(again.Get("x-sni"), nullptr);
+  EXPECT_EQ(*again.Get("x-sni"), "api.example.com");
+  EXPECT_EQ(again.Get("x-client-cert"), nullptr);
 }
 
 TEST(HeadersPolicyTest, TlsVariablesAreEmptyOverPlainHttpAndControlBytesAreNeutralized) {

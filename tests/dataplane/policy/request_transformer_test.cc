@@ -188,6 +188,31 @@ TEST(RequestTransformerTest,
   EXPECT_EQ(*ex.headers.Get("x-pct"), "100%");
 }
 
+// A header value that renders empty sends no empty field (as the `headers`
+// policy, nginx and Envoy): `replace` takes the fields away, `add` and
+// `append` add none. Query values keep theirs (`?who=` is a parameter).
+TEST(RequestTransformerTest, AHeaderValueThatRendersEmptySendsNoField) {
+  auto factory = Compile(R"pb(
+    headers {
+      replace { name: "x-tenant" value: "%HEADER(x-absent)%" }
+      add { name: "x-who" value: "%CONSUMER%" }
+      append { name: "x-page" value: "%QUERY(page)%" }
+      append { name: "x-kept" value: "<%CONSUMER%>" }
+    }
+    query { add { name: "who" value: "%CONSUMER%" } }
+  )pb");
+  Exchange ex("/v1/list");
+  ex.headers.Add("x-tenant", "t1");
+  ex.headers.Add("x-tenant", "t2");
+  ex.Run(*factory);
+  EXPECT_EQ(ex.headers.Get("x-tenant"), nullptr);
+  EXPECT_EQ(ex.headers.Get("x-who"), nullptr);
+  EXPECT_EQ(ex.headers.Get("x-page"), nullptr);
+  ASSERT_NE(ex.headers.Get("x-kept"), nullptr);
+  EXPECT_EQ(*ex.headers.Get("x-kept"), "<>");
+  EXPECT_EQ(ex.target(), "/v1/list?who=");
+}
+
 TEST(RequestTransformerTest, DecodedQueryBytesCannotSplitAHeader) {
   auto factory =
       Compile(R"pb(headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
