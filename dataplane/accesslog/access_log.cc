@@ -34,7 +34,7 @@ std::atomic<int> worker_count{1};
 std::atomic<uint64_t> reopen_generation{0};
 
 enum Field {
-  kTime, kRequestId, kTraceId, kClientIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
+  kTime, kRequestId, kTraceId, kClientIp, kPeerIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
   kBytesIn, kBytesOut, kDurationMs, kUpstreamDurationMs, kRoute, kCluster, kEndpoint,
   kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kUpstreamFailure, kGrpcStatus,
   kFieldCount,
@@ -330,6 +330,9 @@ void AccessLog::Log(int worker, const Entry& e) const {
       case kRequestId: common::AppendJsonString(&line, e.request_id); break;
       case kTraceId: common::AppendJsonString(&line, e.trace_id); break;
       case kClientIp: common::AppendJsonString(&line, e.client_ip); break;
+      case kPeerIp:
+        common::AppendJsonString(&line, e.peer_ip.empty() ? e.client_ip : e.peer_ip);
+        break;
       case kMethod: common::AppendJsonString(&line, e.method); break;
       case kAuthority: common::AppendJsonString(&line, e.authority); break;
       case kPath: common::AppendJsonString(&line, e.path); break;

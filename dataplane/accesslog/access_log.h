@@ -31,6 +31,9 @@ struct Entry {
   std::string_view request_id;
   std::string_view trace_id;
   std::string_view client_ip;
+  // The TCP peer's address (the nearest proxy's behind trusted proxies);
+  // empty: the same as client_ip.
+  std::string_view peer_ip;
   std::string_view method;
   std::string_view authority;
   std::string_view path;

@@ -61,22 +61,27 @@ bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
 // the client) when the field has fewer, or that one is not an IP literal.
 bool ClientFromForwardedFor(const std::vector<http::HeaderField>& headers, uint32_t hops,
                             std::string* client) {
-  std::vector<std::string_view> addresses;
-  for (const http::HeaderField& h : headers) {
-    if (!http::EqualsIgnoreCase(h.name, "x-forwarded-for")) continue;
-    std::string_view rest = h.value;
-    while (!rest.empty()) {
-      size_t comma = rest.find(',');
-      std::string_view item = rest.substr(0, comma);
+  // From the right, stopping at the hops-th item: a client's list of
+  // thousands of items costs no more than the few a proxy reads. The items
+  // are the fields' values joined in order and split at commas, a comma
+  // ending a value adding no empty item.
+  std::string_view candidate;
+  uint32_t seen = 0;
+  for (auto it = headers.rbegin(); it != headers.rend() && seen < hops; ++it) {
+    if (!http::EqualsIgnoreCase(it->name, "x-forwarded-for") || it->value.empty()) continue;
+    std::string_view rest = it->value;
+    if (rest.back() == ',') rest.remove_suffix(1);
+    while (seen < hops) {
+      size_t comma = rest.rfind(',');
+      std::string_view item = comma == std::string_view::npos ? rest : rest.substr(comma + 1);
       while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
       while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-      addresses.push_back(item);
+      if (++seen == hops) candidate = item;
       if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
+      rest = rest.substr(0, comma);
     }
   }
-  if (addresses.size() < hops) return false;
-  std::string_view candidate = addresses[addresses.size() - hops];
+  if (seen < hops) return false;
   if (candidate.empty() || candidate.size() > INET6_ADDRSTRLEN) return false;
   char buf[INET6_ADDRSTRLEN + 1];
   std::memcpy(buf, candidate.data(), candidate.size());
@@ -100,6 +105,28 @@ bool ClientFromForwardedFor(const std::vector<http::HeaderField>& headers, uint3
   }
   client->assign(text);
   return true;
+}
+
+// Behind trusted proxies, the scheme the client used is the one they say in
+// X-Forwarded-Proto, as Envoy and Kong (trusted_ips) take it: one field,
+// `http` or `https` (any case); another value, or none, leaves the
+// connection's own.
+void SchemeFromForwardedProto(const std::vector<http::HeaderField>& headers, bool* https) {
+  const http::HeaderField* found = nullptr;
+  for (const http::HeaderField& h : headers) {
+    if (!http::EqualsIgnoreCase(h.name, "x-forwarded-proto")) continue;
+    if (found != nullptr) return;
+    found = &h;
+  }
+  if (found == nullptr) return;
+  std::string_view value = found->value;
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (http::EqualsIgnoreCase(value, "https")) {
+    *https = true;
+  } else if (http::EqualsIgnoreCase(value, "http")) {
+    *https = false;
+  }
 }
 
 bool ValidRequestId(std::string_view id) {
@@ -279,7 +306,7 @@ void ProxyStream::Reset() {
   normalized_target_.clear();
   h2_storage_.clear();
   h2_fields_.clear();
-  te_trailers_ = trust_forwarded_ = false;
+  te_trailers_ = trust_forwarded_ = https_ = false;
   resends_ = 0;
   fresh_connection_ = false;
   body_gone_ = false;
@@ -397,7 +424,9 @@ void ProxyStream::Start(const RequestHead& request) {
   const config::ListenerRuntime& listener = listener_it->second;
   listener_stats_ = listener.by_class;
   trust_forwarded_ = listener.trusted_proxy_hops > 0;
+  https_ = transport_->secure();
   if (listener.trusted_proxy_hops > 0) {
+    SchemeFromForwardedProto(*head.headers, &https_);
     if (ClientFromForwardedFor(*head.headers, listener.trusted_proxy_hops,
                                &client_ip_storage_)) {
       client_ip_ = client_ip_storage_;
@@ -478,7 +507,7 @@ void ProxyStream::Start(const RequestHead& request) {
       // a slash and a URI cannot hold, goes percent-encoded.
       std::string location;
       if (!head.authority.empty()) {
-        location.append(transport_->secure() ? "https://" : "http://");
+        location.append(https_ ? "https://" : "http://");
         location.append(head.authority);
       }
       if (location.empty() && normalized_target_.size() >= 2 && normalized_target_[1] == '/') {
@@ -679,7 +708,7 @@ void ProxyStream::Route(const RequestHead& request) {
                         route_->direct_content_type);
       return;
     case router::RouteEntry::Action::kRedirect: {
-      std::string location = route_->RedirectLocation(transport_->secure() ? "https" : "http",
+      std::string location = route_->RedirectLocation(https_ ? "https" : "http",
                                                       head.authority, head.target);
       if (location.empty()) {  // to another scheme, and no Host to name
         response_flag_ = "bad_request";
@@ -993,7 +1022,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   // The client address policies use (trusted_proxy_hops), as Kong sends it:
   // a client's own X-Real-IP never reaches the upstream.
   emit("x-real-ip", client_ip_);
-  emit("x-forwarded-proto", transport_->secure() ? "https" : "http");
+  emit("x-forwarded-proto", https_ ? "https" : "http");
   emit("x-request-id", request_id_);
   emit("traceparent", std::string_view(traceparent_, sizeof(traceparent_)));
 }
@@ -1048,7 +1077,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   path_set_ = false;
   info_.request_id = request_id_;
   info_.client_ip = client_ip_;
-  info_.scheme = transport_->secure() ? "https" : "http";
+  info_.scheme = https_ ? "https" : "http";
   info_.method = method_;
   info_.path = path_;
   info_.route_name = route_->name;
@@ -2540,6 +2569,7 @@ void ProxyStream::RecordExchange() {
     e.request_id = request_id_;
     e.trace_id = std::string_view(traceparent_ + 3, 32);
     e.client_ip = client_ip_;
+    e.peer_ip = *peer_ip_;
     e.method = method_;
     e.authority = log_authority_;
     // As the policies left it: a credential they removed from the query

@@ -393,6 +393,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The listener trusts proxies in front (http.trusted_proxy_hops > 0): the
   // client's X-Forwarded-Host and X-Forwarded-Port go upstream.
   bool trust_forwarded_ = false;
+  // The scheme the client used: the connection's, or behind trusted proxies
+  // the one their X-Forwarded-Proto says (redirects, %SCHEME%, the
+  // upstream's X-Forwarded-Proto).
+  bool https_ = false;
   // Tries sent again because the upstream did not process them (HTTP/2
   // REFUSED_STREAM or above a GOAWAY's last stream; a pooled HTTP/1
   // connection found closed): at most kMaxResends, not counted as retries.

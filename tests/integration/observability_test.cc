@@ -52,6 +52,8 @@ class ObservabilityTest : public ::testing::Test {
         "        - name: open\n          match: {prefix: /open}\n          route: {cluster: web}\n"
         "        - name: cached\n          match: {prefix: /cached}\n          route: {cluster: web}\n"
         "          policies: [{name: cache, typed_config: {}}]\n"
+        "        - name: moved\n          match: {prefix: /moved}\n"
+        "          redirect: {path_redirect: /open/moved}\n"
         "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
         "\n  route_table: main\n  access_log: {path: ", log_, "}\n"
         "  http: {trusted_proxy_hops: 1}\n");
@@ -201,7 +203,28 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
                                    {"x-forwarded-port", "443"}});
   EXPECT_EQ(r.header("x-echo-x-forwarded-host"), "shop.example");
   EXPECT_EQ(r.header("x-echo-x-forwarded-port"), "443");
-  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"), "\"client_ip\":\"203.0.113.9\""));
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"),
+                                "\"client_ip\":\"203.0.113.9\",\"peer_ip\":\"127.0.0.1\""))
+      << LogLine(log_, "obs-xff");
+  // The scheme is the one the trusted proxy says (it terminated TLS): it goes
+  // upstream and redirects keep it. Before: http, and the redirect went from
+  // https to http. A value that is not http or https leaves the connection's.
+  r = HttpGet(address(), "/open", {{"x-forwarded-proto", "HTTPS"}});
+  EXPECT_EQ(r.header("x-echo-x-forwarded-proto"), "https");
+  r = HttpGet(address(), "/moved", {{"x-forwarded-proto", "https"}, {"host", "shop.example"}});
+  EXPECT_EQ(r.status, 301);
+  EXPECT_EQ(r.header("location"), "https://shop.example/open/moved");
+  r = HttpGet(address(), "/open", {{"x-forwarded-proto", "wss"}});
+  EXPECT_EQ(r.header("x-echo-x-forwarded-proto"), "http");
+  r = HttpGet(address(), "/open", {{"x-forwarded-proto", "https"}, {"x-forwarded-proto", "https"}});
+  EXPECT_EQ(r.header("x-echo-x-forwarded-proto"), "http");
+  // The client address is read from the right, however long the list.
+  std::string many(20000, ',');
+  r = HttpGet(address(), "/open", {{"x-forwarded-for", "1.1.1.1" + many + "198.51.100.8"},
+                                   {"x-forwarded-for", "203.0.113.10,"},
+                                   {"x-request-id", "obs-xff5"}});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff5"), "\"client_ip\":\"203.0.113.10\""));
   // Not an address: the peer's.
   r = HttpGet(address(), "/open", {{"x-forwarded-for", "unknown"}, {"x-request-id", "obs-xff2"}});
   ASSERT_EQ(r.status, 200);

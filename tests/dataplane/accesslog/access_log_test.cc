@@ -65,6 +65,8 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
   cut.status = 0;
   cut.upstream_duration = absl::InfiniteDuration();
   cut.response_flag = "client_closed";
+  cut.client_ip = "203.0.113.7";  // from X-Forwarded-For, behind a trusted proxy
+  cut.peer_ip = "10.0.0.9";
   cut.upstream_failure = "connect failed: TLS handshake: certificate verify failed";
   (*log)->Log(1, cut);
   FlushAll();
@@ -73,7 +75,7 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
   EXPECT_EQ(lines[0],
             "{\"time\":\"2026-11-28T16:00:00.123Z\",\"request_id\":\"req-1\","
             "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"client_ip\":\"127.0.0.1\","
-            "\"method\":\"GET\",\"authority\":\"api.example\",\"path\":\"/users?id=1\","
+            "\"peer_ip\":\"127.0.0.1\",\"method\":\"GET\",\"authority\":\"api.example\",\"path\":\"/users?id=1\","
             "\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_in\":0,\"bytes_out\":12,"
             "\"duration_ms\":1.234,\"upstream_duration_ms\":1.000,\"route\":\"users\","
             "\"cluster\":\"users\",\"endpoint\":\"127.0.0.1:9001\",\"attempts\":1,"
@@ -81,6 +83,8 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
             "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\",\"upstream_failure\":\"\","
             "\"grpc_status\":null}");
   EXPECT_TRUE(absl::StrContains(lines[1], "\"status\":0,")) << lines[1];
+  EXPECT_TRUE(absl::StrContains(lines[1], "\"client_ip\":\"203.0.113.7\",\"peer_ip\":\"10.0.0.9\","))
+      << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"upstream_duration_ms\":null,")) << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"response_flag\":\"client_closed\"")) << lines[1];
   EXPECT_TRUE(absl::StrContains(
