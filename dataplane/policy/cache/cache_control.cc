@@ -129,17 +129,24 @@ std::string FormatHttpDate(int64_t unix_seconds) {
                           absl::UTCTimeZone());
 }
 
-bool IfNoneMatchMatches(std::string_view if_none_match, std::string_view etag) {
+namespace {
+
+// Whether an entity-tag list (RFC 9110 8.8.3; "*" is any tag) holds `etag`:
+// weakly (both taken without W/) or strongly (neither weak, RFC 9110 8.8.3.2).
+bool TagListMatches(std::string_view list, std::string_view etag, bool strong) {
   etag = Trim(etag);
   if (etag.empty()) return false;
-  auto opaque = [](std::string_view tag) {
+  auto weak = [](std::string_view tag) {
+    return tag.size() >= 2 && (tag[0] == 'W' || tag[0] == 'w') && tag[1] == '/';
+  };
+  auto opaque = [&](std::string_view tag) {
     tag = Trim(tag);
-    if (tag.size() >= 2 && (tag[0] == 'W' || tag[0] == 'w') && tag[1] == '/')
-      tag.remove_prefix(2);
+    if (weak(tag)) tag.remove_prefix(2);
     return tag;
   };
+  if (strong && weak(etag)) return false;
   std::string_view stored = opaque(etag);
-  std::string_view list = Trim(if_none_match);
+  list = Trim(list);
   if (list == "*") return true;
   while (!list.empty()) {
     // Entity-tags hold no commas outside quotes; split on commas between tags.
@@ -149,11 +156,22 @@ bool IfNoneMatchMatches(std::string_view if_none_match, std::string_view etag) {
       if (list[end] == '"') quoted = !quoted;
       if (list[end] == ',' && !quoted) break;
     }
-    std::string_view tag = list.substr(0, end);
+    std::string_view tag = Trim(list.substr(0, end));
     list.remove_prefix(std::min(end + 1, list.size()));
-    if (!Trim(tag).empty() && opaque(tag) == stored) return true;
+    if (tag.empty() || (strong && weak(tag))) continue;
+    if (opaque(tag) == stored) return true;
   }
   return false;
+}
+
+}  // namespace
+
+bool IfNoneMatchMatches(std::string_view if_none_match, std::string_view etag) {
+  return TagListMatches(if_none_match, etag, /*strong=*/false);
+}
+
+bool IfMatchMatches(std::string_view if_match, std::string_view etag) {
+  return TagListMatches(if_match, etag, /*strong=*/true);
 }
 
 std::string JoinedValues(const http::HeaderMap& headers, std::string_view name,

@@ -54,6 +54,10 @@ std::string FormatHttpDate(int64_t unix_seconds);
 // 13.1.2): "*" matches any stored ETag; otherwise any listed tag whose
 // opaque part equals the stored one's, W/ or not.
 bool IfNoneMatchMatches(std::string_view if_none_match, std::string_view etag);
+// If-Match against a stored ETag with the strong comparison (RFC 9110
+// 13.1.1): a listed tag equal to the stored one, neither weak ("*" is
+// left to the caller: it matches any stored representation).
+bool IfMatchMatches(std::string_view if_match, std::string_view etag);
 
 // Every field of that name, joined with ", " (what Vary compares); empty
 // and `present` false when the message has none.

@@ -528,6 +528,15 @@ class CacheFilter : public http::Filter {
     const Entry& e = *entry;
     Digits age(static_cast<uint64_t>(e.Age(s_.clock()) / kNanosPerSecond));
     http::HeaderMap headers;
+    if (PreconditionFailed(e, request)) {
+      // What the origin would answer (RFC 9110 13.2.2), as nginx answers
+      // from its cache: the client's If-Match or If-Unmodified-Since is
+      // not for the stored representation.
+      headers.Set(kCacheStatusHeader, CacheStatusName(status));
+      AddSetCookies(upstream, headers);
+      callbacks_->SendResponse(412, headers, "");
+      return http::FilterStatus::kStopLocalReply;
+    }
     if (NotModified(e, request)) {
       static constexpr std::string_view kKept[] = {
           "etag", "last-modified", "cache-control",   "expires",
@@ -556,6 +565,26 @@ class CacheFilter : public http::Filter {
     for (const auto& f : from->fields()) {
       if (EqualsIgnoreCase(f.name, "set-cookie")) to.Add(f.name, f.value);
     }
+  }
+
+  // RFC 9110 13.2.2, steps 1 and 2, on a stored 2xx (a server ignores the
+  // preconditions of a request it would not answer 2xx): If-Match (strong;
+  // "*" holds, a representation is stored), else If-Unmodified-Since
+  // against Last-Modified (ignored without one, or with an invalid date).
+  static bool PreconditionFailed(const Entry& e, const http::HeaderMap& request) {
+    if (e.status < 200 || e.status > 299) return false;
+    bool present = false;
+    std::string if_match = JoinedValues(request, "if-match", &present);
+    if (present) {
+      return absl::StripAsciiWhitespace(if_match) != "*" && !IfMatchMatches(if_match, e.etag);
+    }
+    const std::string* ius = request.Get("if-unmodified-since");
+    int64_t since = 0, modified = 0;
+    if (ius == nullptr || e.last_modified.empty() || !ParseHttpDate(*ius, &since) ||
+        !ParseHttpDate(e.last_modified, &modified)) {
+      return false;
+    }
+    return modified > since;
   }
 
   // RFC 9110 13.1.2/13.1.3 for a GET or HEAD: If-None-Match (weak), else

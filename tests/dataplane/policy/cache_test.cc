@@ -738,6 +738,32 @@ TEST_F(CacheTest, ClientConditionalsGet304FromTheCache) {
             200);
 }
 
+// If-Match and If-Unmodified-Since are for the origin's representation
+// (RFC 9110 13.2.2): a stored 2xx that fails them gets the 412 the origin
+// would send, as nginx answers from its cache. Before: a 200 from the cache.
+TEST_F(CacheTest, ClientPreconditionsAreEvaluatedOnTheStoredResponse) {
+  auto factory = Compile();
+  std::string lm = DateAt(kStart - 3600 * kSecond);
+  Fill(*factory, 200, Fresh(60, {{"ETag", "\"v1\""}, {"Last-Modified", lm}}), "body");
+  Served failed = FromCache(*factory, {{"If-Match", "\"other\""}});
+  EXPECT_EQ(failed.code, 412);
+  EXPECT_EQ(failed.status, "Hit");
+  EXPECT_EQ(FromCache(*factory, {{"If-Match", "\"v0\", \"v1\""}}).code, 200);
+  EXPECT_EQ(FromCache(*factory, {{"If-Match", "*"}}).code, 200);
+  // The strong comparison: a weak tag never matches.
+  EXPECT_EQ(FromCache(*factory, {{"If-Match", "W/\"v1\""}}).code, 412);
+  EXPECT_EQ(FromCache(*factory, {{"If-Match", "\"x\""}, {"If-Match", "\"v1\""}}).code, 200);
+  EXPECT_EQ(FromCache(*factory, {{"If-Unmodified-Since", DateAt(kStart - 7200 * kSecond)}}).code,
+            412);
+  EXPECT_EQ(FromCache(*factory, {{"If-Unmodified-Since", lm}}).code, 200);
+  EXPECT_EQ(FromCache(*factory, {{"If-Unmodified-Since", "yesterday"}}).code, 200);
+  // If-Match decides when both are sent.
+  EXPECT_EQ(FromCache(*factory, {{"If-Match", "\"v1\""},
+                                 {"If-Unmodified-Since", DateAt(kStart - 7200 * kSecond)}})
+                .code,
+            200);
+}
+
 TEST_F(CacheTest, StaleEntryIsRevalidated) {
   auto factory = Compile();
   std::string lm = DateAt(kStart - 3600 * kSecond);
