@@ -912,7 +912,13 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
         const std::string& key = item.first.Scalar();
         if (key != "version" && key != "items") other = ShownKey(key);
       }
-      if (other.empty() && doc["version"] && !doc["version"].IsScalar()) {
+      auto is_number = [](const auto& node) {
+        if (!node.IsScalar()) return false;
+        const std::string& text = node.Scalar();
+        return !text.empty() && text.size() <= 20 &&
+               std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+      };
+      if (other.empty() && doc["version"] && !is_number(doc["version"])) {
         failed = true;
         errors.push_back(absl::StrCat(where, ", line ", doc["version"].Mark().line + 1,
                                       ": version must be a number (as get -o json prints it)"));

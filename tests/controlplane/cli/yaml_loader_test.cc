@@ -452,6 +452,12 @@ TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
                "mapping or null) beside items (a list of resources takes version and items only)");
   e = Error(R"({"version":{"a":1},"items":[]})");
   EXPECT_EQ(e, "f.yaml, document 1, line 1: version must be a number (as get -o json prints it)");
+  // A scalar that is no number is refused too (it passed for one).
+  for (const char* version : {R"("x")", R"("")", "-1", "1.5", "null"}) {
+    e = Error(absl::StrCat(R"({"version":)", version, R"(,"items":[]})"));
+    EXPECT_EQ(e, "f.yaml, document 1, line 1: version must be a number (as get -o json prints it)")
+        << version;
+  }
   // items that is no list (it was said to be an unknown top-level field
   // 'version').
   e = Error(R"({"version":3,"items":{"kind":"Cluster"}})");
