@@ -19,6 +19,12 @@ FleetView::~FleetView() { Stop(); }
 
 absl::Status FleetView::RunOnce() {
   absl::MutexLock lock(&run_mu_);
+  absl::Status status = RunOnceLocked();
+  board_failed_ = !status.ok();
+  return status;
+}
+
+absl::Status FleetView::RunOnceLocked() {
   admin::v1::ListProxiesResponse mine;
   for (admin::v1::ProxyStatus& status : own_()) {
     status.set_replica(options_.replica_id);
@@ -55,10 +61,13 @@ absl::Status FleetView::RunOnce() {
     too_large_logged_ = false;
   }
   // Published every period, changed or not: the revision moving is what
-  // tells the others this replica lives. The others are read even when this
-  // replica's entry could not be written.
+  // tells the others this replica lives. The others are read even when etcd
+  // refused this replica's entry.
   absl::Status published = board_->Publish(options_.replica_id, std::move(value));
   if (published.ok()) published_ = true;
+  // Out of reach (not a refusal, such as an entry over etcd's request
+  // limit): the read would wait as long again for nothing.
+  if (absl::IsUnavailable(published) || absl::IsDeadlineExceeded(published)) return published;
   absl::StatusOr<std::vector<ReplicaDemandBoard::Entry>> entries = board_->ReadAll();
   if (!entries.ok()) return entries.status();
   const absl::Time now = options_.clock();
@@ -123,10 +132,13 @@ std::vector<admin::v1::ProxyStatus> FleetView::Others() {
 
 void FleetView::Start() { runner_.Start(); }
 
+void FleetView::RequestStop() { runner_.RequestStop(); }
+
 void FleetView::Stop() {
   runner_.Stop();
   absl::MutexLock lock(&run_mu_);
-  if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
+  // Not when the board just failed (see ReplicaShareExchange::Stop).
+  if (published_ && !board_failed_) board_->Remove(options_.replica_id, 0).IgnoreError();
   published_ = false;
 }
 

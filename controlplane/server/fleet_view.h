@@ -62,7 +62,10 @@ class FleetView {
   // (until they are stale).
   absl::Status RunOnce();
   void Start();
-  // Ends the thread and removes this replica's entry. Idempotent.
+  // Tells the thread to end after its current run, without waiting.
+  void RequestStop();
+  // Ends the thread and removes this replica's entry (unless the board
+  // just failed). Idempotent.
   void Stop();
   // The proxies of the other live replicas, as they last published them.
   std::vector<admin::v1::ProxyStatus> Others();
@@ -79,6 +82,8 @@ class FleetView {
     bool confirmed = false;  // seen to change since first read: its replica lives
   };
 
+  absl::Status RunOnceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(run_mu_);
+
   ReplicaDemandBoard* const board_;
   const std::function<std::vector<admin::v1::ProxyStatus>()> own_;
   const FleetViewOptions options_;
@@ -89,6 +94,7 @@ class FleetView {
   absl::flat_hash_map<std::string, admin::v1::ListProxiesResponse> entries_
       ABSL_GUARDED_BY(run_mu_);
   bool published_ ABSL_GUARDED_BY(run_mu_) = false;
+  bool board_failed_ ABSL_GUARDED_BY(run_mu_) = false;  // the last run's board call did
   bool too_large_logged_ ABSL_GUARDED_BY(run_mu_) = false;
 
   absl::Mutex others_mu_;

@@ -506,6 +506,9 @@ int Run(int argc, char** argv) {
     }
   }
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
+  // Side by side: each may be waiting on etcd (up to --etcd-timeout).
+  if (replica_shares) replica_shares->RequestStop();
+  if (fleet_view) fleet_view->RequestStop();
   if (replica_shares) replica_shares->Stop();
   if (fleet_view) fleet_view->Stop();
   (*state)->Shutdown();

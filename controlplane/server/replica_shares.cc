@@ -102,6 +102,12 @@ std::string ReplicaShareExchange::NewReplicaId() { return RandomHexId(); }
 
 absl::Status ReplicaShareExchange::RunOnce() {
   absl::MutexLock lock(&run_mu_);
+  absl::Status status = RunOnceLocked();
+  board_failed_ = !status.ok();
+  return status;
+}
+
+absl::Status ReplicaShareExchange::RunOnceLocked() {
   const ReplicaDemand own = allocator_->Demand();
   if (absl::Status published = board_->Publish(
           options_.replica_id,
@@ -151,10 +157,15 @@ absl::Status ReplicaShareExchange::RunOnce() {
 
 void ReplicaShareExchange::Start() { runner_.Start(); }
 
+void ReplicaShareExchange::RequestStop() { runner_.RequestStop(); }
+
 void ReplicaShareExchange::Stop() {
   runner_.Stop();
   absl::MutexLock lock(&run_mu_);
-  if (published_) board_->Remove(options_.replica_id, 0).IgnoreError();
+  // Not when the board just failed: etcd out of reach would hold the stop
+  // for another --etcd-timeout, for nothing (the others drop the entry
+  // once it stops changing).
+  if (published_ && !board_failed_) board_->Remove(options_.replica_id, 0).IgnoreError();
   published_ = false;
 }
 
@@ -190,12 +201,14 @@ void PeriodicRunner::Loop() {
   }
 }
 
+void PeriodicRunner::RequestStop() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+}
+
 void PeriodicRunner::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    stopping_ = true;
-  }
+  RequestStop();
+  absl::MutexLock lock(&join_mu_);
   if (thread_.joinable()) thread_.join();
 }
 

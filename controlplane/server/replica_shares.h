@@ -104,6 +104,9 @@ class PeriodicRunner {
                  std::function<absl::Status()> run);
   ~PeriodicRunner();  // Stop()
   void Start();
+  // Tells the thread to end after its current run, without waiting: so
+  // several runners stop side by side (each run may wait on etcd).
+  void RequestStop();
   // Ends the thread (joined). Idempotent.
   void Stop();
 
@@ -117,6 +120,7 @@ class PeriodicRunner {
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex join_mu_;  // one joiner
   std::thread thread_;
 };
 
@@ -131,8 +135,11 @@ class ReplicaShareExchange {
   // error the fractions set before stay.
   absl::Status RunOnce();
   void Start();
+  // Tells the thread to end after its current run, without waiting.
+  void RequestStop();
   // Ends the thread and removes this replica's entry (when it published
-  // one). Idempotent; RunOnce must not be called after it.
+  // one and the board did not just fail). Idempotent; RunOnce must not be
+  // called after it.
   void Stop();
 
   // A random id (32 hex digits) for ReplicaShareOptions::replica_id.
@@ -144,6 +151,8 @@ class ReplicaShareExchange {
     absl::Time changed;
   };
 
+  absl::Status RunOnceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(run_mu_);
+
   ReplicaDemandBoard* const board_;
   LeaseAllocator* const allocator_;
   const ReplicaShareOptions options_;
@@ -151,6 +160,7 @@ class ReplicaShareExchange {
   absl::Mutex run_mu_;  // one RunOnce at a time
   absl::flat_hash_map<std::string, Seen> seen_ ABSL_GUARDED_BY(run_mu_);
   bool published_ ABSL_GUARDED_BY(run_mu_) = false;  // the entry may exist
+  bool board_failed_ ABSL_GUARDED_BY(run_mu_) = false;  // the last run's board call did
 
   PeriodicRunner runner_;
 };

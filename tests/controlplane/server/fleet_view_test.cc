@@ -17,15 +17,20 @@ namespace {
 class Board : public ReplicaDemandBoard {
  public:
   absl::Status Publish(const std::string& replica, std::string value) override {
+    if (!available) return absl::UnavailableError("etcd: no quorum");
     entries[replica] = {replica, std::move(value), ++revision_};
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<Entry>> ReadAll() override {
+    ++reads;
+    if (!available) return absl::UnavailableError("etcd: no quorum");
     std::vector<Entry> all;
     for (const auto& [replica, entry] : entries) all.push_back(entry);
     return all;
   }
   absl::Status Remove(const std::string& replica, int64_t revision) override {
+    ++removes;
+    if (!available) return absl::UnavailableError("etcd: no quorum");
     auto it = entries.find(replica);
     if (it != entries.end() && (revision == 0 || it->second.revision == revision)) {
       entries.erase(it);
@@ -33,6 +38,9 @@ class Board : public ReplicaDemandBoard {
     return absl::OkStatus();
   }
   std::map<std::string, Entry> entries;
+  bool available = true;
+  int removes = 0;  // calls, each of which waits on etcd
+  int reads = 0;
 
  private:
   int64_t revision_ = 0;
@@ -174,6 +182,31 @@ TEST(FleetViewTest, TheOthersGoWhenTheBoardCannotBeRead) {
   EXPECT_EQ(a.view.Others().size(), 1u);
   now += absl::Seconds(2);  // no read for 4 s
   EXPECT_TRUE(a.view.Others().empty());
+}
+
+// A replica stopping removes its entry at once, but not when the board just
+// failed: with etcd out of reach each removal waits --etcd-timeout for
+// nothing (a SIGTERM took 15 s); the others drop the entry once it stops
+// changing. Before: Remove was called whatever the last run said.
+TEST(FleetViewTest, AStoppingReplicaRemovesItsEntryUnlessTheBoardJustFailed) {
+  Board board;
+  absl::Time now = absl::FromUnixSeconds(1000);
+  {
+    Replica a(&board, "replica-a", &now);
+    ASSERT_TRUE(a.view.RunOnce().ok());
+    a.view.Stop();
+    EXPECT_EQ(board.removes, 1);
+    EXPECT_FALSE(board.entries.contains("replica-a"));
+  }
+  Replica b(&board, "replica-b", &now);
+  ASSERT_TRUE(b.view.RunOnce().ok());
+  board.available = false;
+  const int reads = board.reads;
+  EXPECT_FALSE(b.view.RunOnce().ok());
+  // Nor does a run wait on a read once the write found etcd out of reach.
+  EXPECT_EQ(board.reads, reads);
+  b.view.Stop();
+  EXPECT_EQ(board.removes, 1);
 }
 
 }  // namespace
