@@ -608,6 +608,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.max_requests_per_connection = l.http().max_requests_per_connection();
     runtime.max_connection_age = api::ToDuration(l.http().max_connection_age());
     runtime.trusted_proxy_hops = l.http().trusted_proxy_hops();
+    runtime.proxy_protocol = l.proxy_protocol();
     for (int c = 1; c <= 5; ++c) {
       runtime.by_class[c] = store.GetCounter(
           "sluice_listener_requests_total",

@@ -124,6 +124,7 @@ struct ListenerRuntime {
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;
   uint32_t trusted_proxy_hops = 0;  // http.trusted_proxy_hops
+  bool proxy_protocol = false;  // every connection starts with a PROXY header
   // Responses by status class on this listener (index status / 100).
   stats::Counter* by_class[6] = {};
   std::shared_ptr<const void> holds[6];

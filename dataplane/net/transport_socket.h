@@ -27,6 +27,16 @@ struct TlsInfo {
   bool resumed = false;
 };
 
+// A listener's PROXY protocol header (dataplane/net/proxy_protocol.h), as
+// the connection's handshake reads it.
+struct ProxyHeaderState {
+  bool done = false;    // read whole and valid
+  bool failed = false;  // missing, malformed, or the connection ended in it
+  // Once done: the client's address it gave; empty when it gave none (a
+  // balancer's own health check): the TCP peer is the client then.
+  std::string source;
+};
+
 class TransportSocket {
  public:
   enum class Progress {
@@ -73,6 +83,8 @@ class TransportSocket {
   // close may be cut short by an attacker or a failure (RFC 8446 6.1, RFC
   // 9112 9.8). Plain TCP has no such signal: false.
   virtual bool truncated() const { return false; }
+  // A PROXY protocol listener's header; nullptr when the listener takes none.
+  virtual const ProxyHeaderState* proxy_header() const { return nullptr; }
 };
 
 // Why a connection was reset, for error messages: the TLS reason when the

@@ -67,8 +67,9 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
     age_timer_->Enable(listener.max_connection_age);
   }
   connection_->SetCallbacks(this);
-  if (listener.tls) {
-    // The handshake must be done within the request-head timeout.
+  if (listener.tls || listener.proxy_protocol) {
+    // The handshake (a PROXY header, TLS) must be done within the
+    // request-head timeout.
     timer_is_head_ = true;
     timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
   } else {
@@ -87,8 +88,13 @@ DownstreamConnection::~DownstreamConnection() {
 }
 
 void DownstreamConnection::OnConnected() {
-  const net::TlsInfo* tls = connection_->transport().tls_info();
-  worker_.stats().downstream_tls_handshakes->Inc();
+  const net::TransportSocket& transport = connection_->transport();
+  if (const net::ProxyHeaderState* header = transport.proxy_header();
+      header != nullptr && !header->source.empty()) {
+    peer_ip_ = header->source;  // the client a balancer in front names
+  }
+  const net::TlsInfo* tls = transport.tls_info();
+  if (transport.secure()) worker_.stats().downstream_tls_handshakes->Inc();
   if (tls != nullptr && tls->resumed) worker_.stats().downstream_tls_resumptions->Inc();
   if (tls != nullptr && tls->alpn == "h2") {
     SwitchToHttp2();
@@ -172,8 +178,16 @@ void DownstreamConnection::OnDownstreamTimer() {
     return;
   }
   if (!connection_->handshake_complete()) {
-    worker_.stats().downstream_tls_handshake_errors->Inc();
-    SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " not done within the request-head timeout");
+    if (const net::ProxyHeaderState* header = connection_->transport().proxy_header();
+        header != nullptr && !header->done) {
+      worker_.stats().downstream_proxy_protocol_errors->Inc();
+      SLUICE_LOG(kDebug, "PROXY protocol header from ", peer_ip_,
+                 " not received within the request-head timeout");
+    } else {
+      worker_.stats().downstream_tls_handshake_errors->Inc();
+      SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_,
+                 " not done within the request-head timeout");
+    }
     CloseNow();
     return;
   }
@@ -727,9 +741,14 @@ void DownstreamConnection::CloseOnceWritten() {
 
 void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
   if (reason == net::CloseReason::kHandshakeFailed) {
-    worker_.stats().downstream_tls_handshake_errors->Inc();
-    SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " failed: ",
-               connection_->transport().failure_reason());
+    const net::ProxyHeaderState* header = connection_->transport().proxy_header();
+    if (header != nullptr && header->failed) {
+      worker_.stats().downstream_proxy_protocol_errors->Inc();
+    } else {
+      worker_.stats().downstream_tls_handshake_errors->Inc();
+    }
+    SLUICE_LOG(kDebug, header != nullptr && header->failed ? "connection from " : "TLS handshake from ",
+               peer_ip_, " failed: ", connection_->transport().failure_reason());
   }
   CloseNow();
 }

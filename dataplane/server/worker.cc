@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "dataplane/net/proxy_protocol.h"
 #include "dataplane/server/cpu_set.h"
 #include "dataplane/server/downstream_connection.h"
 #include "dataplane/server/proxy_stream.h"
@@ -178,6 +179,11 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   downstream_tls_handshakes = store.GetCounter("sluice_downstream_tls_handshakes_total");
   downstream_tls_handshake_errors = store.GetCounter("sluice_downstream_tls_handshake_errors_total");
   downstream_tls_resumptions = store.GetCounter("sluice_downstream_tls_resumptions_total");
+  store.Describe("sluice_downstream_proxy_protocol_errors_total",
+                 "Connections to a proxy_protocol listener closed for want of a valid PROXY "
+                 "header (missing, malformed, cut, or not sent within request_headers_timeout).");
+  downstream_proxy_protocol_errors =
+      store.GetCounter("sluice_downstream_proxy_protocol_errors_total");
   store.Describe("sluice_downstream_http2_connections_total",
                  "Client connections that spoke HTTP/2 (ALPN h2 or h2c prior knowledge).");
   downstream_http2_connections = store.GetCounter("sluice_downstream_http2_connections_total");
@@ -444,6 +450,10 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
         ConnectionLimit::Release();
         continue;
       }
+    }
+    if (runtime.proxy_protocol) {
+      // Its header first, then TLS or plain HTTP.
+      transport = std::make_unique<net::ProxyProtocolTransport>(std::move(transport));
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -83,6 +83,7 @@ struct ProxyStats {
   stats::Counter* downstream_protocol_errors;
   stats::Counter* downstream_tls_handshakes;
   stats::Counter* downstream_tls_handshake_errors;
+  stats::Counter* downstream_proxy_protocol_errors;
   stats::Counter* downstream_tls_resumptions;
   stats::Counter* downstream_http2_connections;
   stats::Counter* downstream_http2_streams;  // requests on HTTP/2 connections
