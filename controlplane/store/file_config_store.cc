@@ -3,8 +3,30 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "api/resource.h"
 
 namespace sluice::controlplane {
+namespace {
+
+// The Secrets a history holds: the oldest version's, and those its versions
+// added or changed.
+absl::flat_hash_set<uint64_t> SecretsOf(const StoredHistory& history) {
+  absl::flat_hash_set<uint64_t> secrets;
+  for (auto it = history.base.lower_bound({api::ResourceKind::SECRET, ""});
+       it != history.base.end() && it->first.first == api::ResourceKind::SECRET; ++it) {
+    secrets.insert(api::ContentHash(it->second));
+  }
+  for (const HistoryEntry& entry : history.entries) {
+    for (const SharedResourceList* list : {&entry.added, &entry.changed}) {
+      for (const api::Resource& r : *list) {
+        if (api::KindOf(r) == api::ResourceKind::SECRET) secrets.insert(api::ContentHash(r));
+      }
+    }
+  }
+  return secrets;
+}
+
+}  // namespace
 
 absl::Status FileConfigStore::Commit(uint64_t base_version,
                                      const StoredState& next,
@@ -12,10 +34,22 @@ absl::Status FileConfigStore::Commit(uint64_t base_version,
                                      std::string* warning) {
   bool replaced = false;
   const auto& entries = history.entries;
-  const bool append =
+  bool append =
       stored_history_version_ != 0 && entries.size() >= 2 &&
       entries[entries.size() - 2].version == stored_history_version_ &&
       history_log_bytes_ < std::max(history_db_bytes_, kMinHistoryLogBytes);
+  // A Secret on disk that no kept version has any more (a key rotated away,
+  // aged out of --history): written whole, so the key leaves the disk.
+  absl::flat_hash_set<uint64_t> kept_secrets;
+  if (!secrets_on_disk_.empty() || !append) kept_secrets = SecretsOf(history);
+  if (append) {
+    for (uint64_t secret : secrets_on_disk_) {
+      if (!kept_secrets.contains(secret)) {
+        append = false;
+        break;
+      }
+    }
+  }
   stored_history_version_ = 0;  // unknown until this commit's history is stored
   if (append) {
     size_t bytes = 0;
@@ -23,6 +57,13 @@ absl::Status FileConfigStore::Commit(uint64_t base_version,
       return status;
     }
     history_log_bytes_ += bytes;
+    for (const SharedResourceList* list : {&entries.back().added, &entries.back().changed}) {
+      for (const api::Resource& r : *list) {
+        if (api::KindOf(r) == api::ResourceKind::SECRET) {
+          secrets_on_disk_.insert(api::ContentHash(r));
+        }
+      }
+    }
   } else {
     size_t bytes = 0;
     if (absl::Status status = store_->SaveHistory(history, &replaced, &bytes);
@@ -34,6 +75,7 @@ absl::Status FileConfigStore::Commit(uint64_t base_version,
     }
     history_db_bytes_ = bytes;
     history_log_bytes_ = 0;
+    secrets_on_disk_ = std::move(kept_secrets);
   }
   replaced = false;
   if (absl::Status status = store_->Save(next, &replaced); !status.ok()) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "controlplane/store/config_store.h"
 #include "controlplane/store/file_store.h"
 
@@ -38,8 +39,10 @@ class FileConfigStore : public ConfigStore {
   // The history's newest entry is appended to history.log when the one
   // before it is what this object stored last; history.db is written whole
   // (and the log dropped) otherwise: the first commit of a process, after a
-  // failed one, and once the log has grown past history.db's size (at least
-  // kMinHistoryLogBytes), so each version costs about its own change.
+  // failed one, once the log has grown past history.db's size (at least
+  // kMinHistoryLogBytes), so each version costs about its own change, and
+  // once a Secret the files hold has left the kept versions (a private key
+  // rotated away leaves the disk with the version that last had it).
   absl::Status Commit(uint64_t base_version, const StoredState& next,
                       const StoredHistory& history,
                       std::string* warning) override;
@@ -56,6 +59,8 @@ class FileConfigStore : public ConfigStore {
   uint64_t stored_history_version_ = 0;
   size_t history_db_bytes_ = 0;
   size_t history_log_bytes_ = 0;
+  // The Secrets (by ContentHash) history.db and history.log hold.
+  absl::flat_hash_set<uint64_t> secrets_on_disk_;
 };
 
 // `tokens.db` in a data dir whose FileStore is open (it holds the lock).

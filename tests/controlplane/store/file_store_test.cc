@@ -1,4 +1,5 @@
 #include "controlplane/store/file_store.h"
+#include "controlplane/store/file_config_store.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -382,6 +383,66 @@ TEST(FileStoreHistoryTest, AppendedEntriesSurviveAndATornAppendIsIgnored) {
                                          "history.log", &again)
                   .ok());
   EXPECT_EQ(again.entries.size(), 3u);
+}
+
+// A private key rotated away leaves the disk with the last kept version that
+// had it (history.db is written whole then), not only once history.log grew
+// past 1 MiB: with small changes that was hundreds of versions past
+// --history. Versions that drop no Secret are still appended.
+TEST(FileConfigStoreTest, ARotatedKeyLeavesTheDiskWithItsLastKeptVersion) {
+  std::string dir = sluice::testing::MakeTempDir("history_secrets");
+  auto opened = FileStore::Open(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  FileStore* files = opened->get();
+  FileConfigStore store(std::move(*opened));
+  auto secret = [](const std::string& key) {
+    api::Resource r;
+    r.mutable_secret()->set_name("edge");
+    r.mutable_secret()->mutable_tls_certificate()->set_private_key(key);
+    return r;
+  };
+  auto cluster = [](uint32_t port) {
+    api::Resource r;
+    r.mutable_cluster()->set_name("web");
+    r.mutable_cluster()->add_endpoints()->set_port(port);
+    return r;
+  };
+  auto on_disk = [&](const std::string& text) {
+    return absl::StrContains(ReadFile(files->history_path()), text) ||
+           absl::StrContains(ReadFile(files->history_log_path()), text);
+  };
+  // Kept versions: two (as --history 2). v1 adds the key, v2 rotates it.
+  HistoryEntry v1{.version = 1};
+  v1.added.push_back(secret("OLD-KEY-PEM"));
+  StoredHistory history;
+  history.base[api::IdOf(secret(""))] = secret("OLD-KEY-PEM");
+  history.entries = {v1};
+  std::string warning;
+  ASSERT_TRUE(store.Commit(0, StoredState{.version = 1}, history, &warning).ok());
+  HistoryEntry v2{.version = 2};
+  v2.changed.push_back(secret("NEW-KEY-PEM"));
+  history.entries = {v1, v2};
+  ASSERT_TRUE(store.Commit(1, StoredState{.version = 2}, history, &warning).ok());
+  EXPECT_TRUE(on_disk("NEW-KEY-PEM"));  // appended
+  EXPECT_TRUE(on_disk("OLD-KEY-PEM"));  // v1 is kept
+  // v3 changes a cluster; v1 ages out, and the old key with it.
+  HistoryEntry v3{.version = 3};
+  v3.added.push_back(cluster(9001));
+  history.base.clear();
+  history.base[api::IdOf(secret(""))] = secret("NEW-KEY-PEM");
+  history.entries = {v2, v3};
+  ASSERT_TRUE(store.Commit(2, StoredState{.version = 3}, history, &warning).ok());
+  EXPECT_FALSE(on_disk("OLD-KEY-PEM"));
+  EXPECT_TRUE(on_disk("NEW-KEY-PEM"));
+  // v4 ages v2 out, but the key it set is v3's too (in the base): appended.
+  HistoryEntry v4{.version = 4};
+  v4.changed.push_back(cluster(9002));
+  history.entries = {v3, v4};
+  struct stat st;
+  ASSERT_TRUE(store.Commit(3, StoredState{.version = 4}, history, &warning).ok());
+  ASSERT_EQ(::stat(files->history_log_path().c_str(), &st), 0);
+  EXPECT_GT(st.st_size, 0);
+  EXPECT_TRUE(on_disk("NEW-KEY-PEM"));
 }
 
 }  // namespace
