@@ -2,8 +2,8 @@
 //
 //   sluicectl [--server HOST:PORT] apply -f FILE|DIR [--dry-run] [--if-version N] [-m MSG]
 //   sluicectl [--server HOST:PORT] apply -f FILE|DIR --canary GROUP|N% --verify DURATION
-//             [--max-5xx-rate 0.01] [--max-p99-ratio 1.5] [--p99-slack 10ms]
-//             [--min-requests 100] [--on-no-traffic abort|promote] [--wait]
+//             [--max-5xx-rate 0.01] [--max-4xx-rate 0.1] [--max-p99-ratio 1.5]
+//             [--p99-slack 10ms] [--min-requests 100] [--on-no-traffic abort|promote] [--wait]
 //   sluicectl [--server HOST:PORT] rollout status [-o table|json] | promote | abort [-m MSG]
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
 //   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run] [--if-version N] [-m MSG]
@@ -126,7 +126,9 @@ proxies' traffic reports (sluice-proxy --report-interval, default 5s) of the
 canaries and of the rest are summed over --verify. The canaries are rolled back
 at once when one rejects (NACKs) the candidate, or when, with --min-requests on
 each side, their 5xx rate exceeds the rest's by more than --max-5xx-rate
-(default 0.01: one percentage point) or their p99 exceeds the rest's times
+(default 0.01: one percentage point), their 4xx rate the rest's by more than
+--max-4xx-rate (default 0.1: ten points, so a policy refusing most callers is
+rolled back; 1 for an intended one), or their p99 exceeds the rest's times
 --max-p99-ratio (default 1.5) and by more than --p99-slack (default 10ms).
 Otherwise the candidate is promoted when --verify ends; with fewer than
 --min-requests (default 100) on either side --on-no-traffic decides (default
@@ -530,9 +532,12 @@ const char* RolloutStateName(admin::v1::Rollout::State state) {
 std::string FiguresText(const admin::v1::RolloutFigures& f) {
   const double rate =
       f.requests() ? 100.0 * static_cast<double>(f.responses_5xx()) / f.requests() : 0.0;
-  return absl::StrFormat("%d requests from %d proxies (%d reports), 5xx %.2f%%, p99 %.1f ms, "
-                         "%d NACKs",
-                         f.requests(), f.proxies(), f.reports(), rate, f.p99_ms(), f.nacks());
+  const double rate_4xx =
+      f.requests() ? 100.0 * static_cast<double>(f.responses_4xx()) / f.requests() : 0.0;
+  return absl::StrFormat("%d requests from %d proxies (%d reports), 5xx %.2f%%, 4xx %.2f%%, "
+                         "p99 %.1f ms, %d NACKs",
+                         f.requests(), f.proxies(), f.reports(), rate, rate_4xx, f.p99_ms(),
+                         f.nacks());
 }
 
 std::string CanariesText(const admin::v1::Rollout& r) {
@@ -565,10 +570,14 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
             << "\n";
   const auto& t = r.thresholds();
   std::cout << absl::StrFormat(
-      "  thresholds: verify %s, 5xx rate at most %.2f points over the rest, p99 at most "
-      "%gx the rest's or %g ms more, at least %d requests each side (else %s)\n",
+      "  thresholds: verify %s, 5xx rate at most %.2f points over the rest, 4xx rate %s, "
+      "p99 at most %gx the rest's or %g ms more, at least %d requests each side (else %s)\n",
       absl::FormatDuration(absl::Milliseconds(r.verify_ms())),
-      100.0 * t.max_5xx_rate_increase(), t.max_p99_ratio(), t.p99_slack_ms(), t.min_requests(),
+      100.0 * t.max_5xx_rate_increase(),
+      t.max_4xx_rate_increase() >= 1
+          ? std::string("not judged")
+          : absl::StrFormat("at most %.2f points over", 100.0 * t.max_4xx_rate_increase()),
+      t.max_p99_ratio(), t.p99_slack_ms(), t.min_requests(),
       t.promote_without_traffic() ? "promote" : "abort");
   std::cout << "  canaries:   " << FiguresText(r.canary()) << "\n";
   std::cout << "  rest:       " << FiguresText(r.rest()) << "\n";
@@ -792,6 +801,15 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
                                ": expected 0..1 (0.01 is one percentage point)"));
     }
     t->set_max_5xx_rate_increase(rate);
+  }
+  if (auto it = flags.values.find("max-4xx-rate"); it != flags.values.end()) {
+    double rate = 0;
+    if (!absl::SimpleAtod(it->second, &rate) || rate < 0 || rate > 1) {
+      return UsageFail(absl::StrCat("--max-4xx-rate ", it->second,
+                                    ": expected 0..1 (0.1 is ten percentage points; 1: 4xx not "
+                                    "judged)"));
+    }
+    t->set_max_4xx_rate_increase(rate);
   }
   if (auto it = flags.values.find("max-p99-ratio"); it != flags.values.end()) {
     double ratio = 0;
@@ -1681,7 +1699,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
 std::string CheckCommandFlags(const std::string& command, const ParsedFlags& flags) {
   static const std::map<std::string, std::set<std::string>> kCommandFlags = {
       {"apply", {"f", "dry-run", "m", "if-version", "canary", "verify", "max-5xx-rate",
-                 "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic", "wait",
+                 "max-4xx-rate", "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic", "wait",
                  "timeout"}},
       {"get", {"o"}},
       {"delete", {"dry-run", "m", "if-version", "wait", "timeout"}},
@@ -1713,7 +1731,7 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
   // than ignored (an `apply --wait` would otherwise go to every proxy at
   // once while its author waits for a verdict).
   if (command == "apply" && !flags.values.count("canary") && !flags.values.count("verify")) {
-    for (const char* name : {"max-5xx-rate", "max-p99-ratio", "p99-slack",
+    for (const char* name : {"max-5xx-rate", "max-4xx-rate", "max-p99-ratio", "p99-slack",
                              "min-requests", "on-no-traffic"}) {
       if (flags.values.count(name) || flags.switches.count(name)) {
         return absl::StrCat("apply --", name, " goes with --canary GROUP|N% --verify DURATION");
@@ -1730,7 +1748,8 @@ int Run(int argc, char** argv) {
        "interval", "m",      "message",  "if-version", "limit",  "ca",
        "cert",     "key",    "token",    "role",       "route",  "host",
        "path",     "prefix", "group",    "timeout", "canary", "verify",
-       "max-5xx-rate", "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic"},
+       "max-5xx-rate", "max-4xx-rate", "max-p99-ratio", "p99-slack", "min-requests",
+       "on-no-traffic"},
       {"dry-run", "help", "h", "once", "wait"});
   if (!flags.ok()) {
     std::cerr << "error: " << flags.status().message() << "\n" << kUsage;

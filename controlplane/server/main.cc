@@ -429,6 +429,7 @@ int Run(int argc, char** argv) {
   // proxy is served, so the fleet is never left split.
   controlplane::RolloutManager rollouts((*state).get(), &registry, data_dir + "/rollout.db",
                                         &absl::Now, absl::Milliseconds(100), &metrics);
+  rollouts.SetAuditLog(audit->get());
   if (absl::Status recovered = rollouts.RecoverInterrupted(); !recovered.ok()) {
     SLUICE_LOG(kError, recovered.message());
     return 1;

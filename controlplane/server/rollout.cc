@@ -25,6 +25,11 @@ double FiveXxRate(const admin::v1::RolloutFigures& figures) {
   return static_cast<double>(figures.responses_5xx()) / static_cast<double>(figures.requests());
 }
 
+double FourXxRate(const admin::v1::RolloutFigures& figures) {
+  if (figures.requests() == 0) return 0;
+  return static_cast<double>(figures.responses_4xx()) / static_cast<double>(figures.requests());
+}
+
 std::string Percent(double ratio) { return absl::StrFormat("%.2f%%", 100.0 * ratio); }
 
 google::protobuf::Timestamp ToTimestamp(absl::Time time) {
@@ -41,6 +46,7 @@ void Add(const discovery::v1::TrafficReport& report, admin::v1::RolloutFigures* 
   figures->set_reports(figures->reports() + 1);
   figures->set_requests(figures->requests() + report.requests());
   figures->set_responses_5xx(figures->responses_5xx() + report.responses_5xx());
+  figures->set_responses_4xx(figures->responses_4xx() + report.responses_4xx());
   *p99_sum += report.p99_ms() * static_cast<double>(report.requests());
   figures->set_p99_ms(figures->requests() > 0 ? *p99_sum / static_cast<double>(figures->requests())
                                               : 0.0);
@@ -59,10 +65,18 @@ absl::StatusOr<RolloutLimits> LimitsFrom(const admin::v1::RolloutThresholds& thr
   if (thresholds.has_promote_without_traffic()) {
     limits.promote_without_traffic = thresholds.promote_without_traffic();
   }
+  if (thresholds.has_max_4xx_rate_increase()) {
+    limits.max_4xx_rate_increase = thresholds.max_4xx_rate_increase();
+  }
   if (!(limits.max_5xx_rate_increase >= 0 && limits.max_5xx_rate_increase <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("thresholds.max_5xx_rate_increase is ", limits.max_5xx_rate_increase,
                      "; expected 0..1 (0.01 is one percentage point)"));
+  }
+  if (!(limits.max_4xx_rate_increase >= 0 && limits.max_4xx_rate_increase <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("thresholds.max_4xx_rate_increase is ", limits.max_4xx_rate_increase,
+                     "; expected 0..1 (0.1 is ten percentage points; 1: 4xx not judged)"));
   }
   if (!(limits.max_p99_ratio >= 1 && limits.max_p99_ratio <= 1000)) {
     return absl::InvalidArgumentError(
@@ -82,13 +96,15 @@ admin::v1::RolloutThresholds ThresholdsOf(const RolloutLimits& limits) {
   out.set_p99_slack_ms(limits.p99_slack_ms);
   out.set_min_requests(limits.min_requests);
   out.set_promote_without_traffic(limits.promote_without_traffic);
+  out.set_max_4xx_rate_increase(limits.max_4xx_rate_increase);
   return out;
 }
 
 std::string DescribeFigures(const admin::v1::RolloutFigures& figures) {
-  return absl::StrFormat("%d requests from %d proxies (%d reports), 5xx %s, p99 %.1f ms, %d NACKs",
-                         figures.requests(), figures.proxies(), figures.reports(),
-                         Percent(FiveXxRate(figures)), figures.p99_ms(), figures.nacks());
+  return absl::StrFormat(
+      "%d requests from %d proxies (%d reports), 5xx %s, 4xx %s, p99 %.1f ms, %d NACKs",
+      figures.requests(), figures.proxies(), figures.reports(), Percent(FiveXxRate(figures)),
+      Percent(FourXxRate(figures)), figures.p99_ms(), figures.nacks());
 }
 
 RolloutVerdict JudgeRollout(const admin::v1::RolloutFigures& canary,
@@ -108,6 +124,17 @@ RolloutVerdict JudgeRollout(const admin::v1::RolloutFigures& canary,
                            Percent(rest_rate), " on the rest: more than ",
                            absl::StrFormat("%.2f", 100.0 * limits.max_5xx_rate_increase),
                            " percentage points over")};
+    }
+    const double canary_4xx = FourXxRate(canary);
+    const double rest_4xx = FourXxRate(rest);
+    if (limits.max_4xx_rate_increase < 1 &&
+        canary_4xx - rest_4xx > limits.max_4xx_rate_increase) {
+      return {RolloutVerdict::kRollBack,
+              absl::StrCat("4xx rate ", Percent(canary_4xx), " on the canaries against ",
+                           Percent(rest_4xx), " on the rest: more than ",
+                           absl::StrFormat("%.2f", 100.0 * limits.max_4xx_rate_increase),
+                           " percentage points over (a policy refusing callers? an intended "
+                           "change: --max-4xx-rate 1)")};
     }
     const double allowed =
         std::max(rest.p99_ms() * limits.max_p99_ratio, rest.p99_ms() + limits.p99_slack_ms);
@@ -407,6 +434,11 @@ void RolloutManager::Tick() {
       if (p.version_applied() >= rollout.candidate_version()) ++taken;
     }
     if (canaries > 0 && taken == canaries) {
+      verifying_canaries_.clear();
+      canary_gone_since_.clear();
+      for (const auto& p : registry_->List()) {
+        if (split.Selects(p.node().id(), p.node().group())) verifying_canaries_.insert(p.node().id());
+      }
       absl::MutexLock lock(&mu_);
       if (!running_ || rollout_.id() != rollout.id()) return;
       const absl::Duration verify = absl::Milliseconds(rollout.verify_ms());
@@ -426,6 +458,27 @@ void RolloutManager::Tick() {
                 "sluice-control", "");
     }
     return;
+  }
+  // A canary gone while its candidate is judged: its figures stop, and what
+  // the others (or none) report would promote a candidate that crashes
+  // proxies or cuts them off. A restart reconnects within the limit.
+  std::set<std::string> connected;
+  for (const auto& p : registry_->List()) connected.insert(p.node().id());
+  for (const std::string& id : verifying_canaries_) {
+    if (connected.count(id) != 0) {
+      canary_gone_since_.erase(id);
+      continue;
+    }
+    const absl::Time gone = canary_gone_since_.emplace(id, now).first->second;
+    if (now - gone >= kCanaryGoneLimit) {
+      (void)End(rollout.id(), false,
+                absl::StrCat("canary ", id, " has been disconnected for ",
+                             absl::FormatDuration(now - gone),
+                             " while the candidate was verified (a candidate that crashes its "
+                             "proxies, or cuts them off, looks like this)"),
+                "sluice-control", "");
+      return;
+    }
   }
   RolloutVerdict verdict =
       JudgeRollout(rollout.canary(), rollout.rest(), limits, now >= verify_ends);
@@ -467,6 +520,13 @@ absl::StatusOr<admin::v1::Rollout> RolloutManager::End(const std::string& id, bo
     out = rollout_;
   }
   RemoveFile();
+  if (audit_ != nullptr && author == "sluice-control") {
+    // The operators' decisions are recorded by the admin service, with
+    // their identity; this one is the control plane's own.
+    audit_->Append(AuditRecord{"sluice-control", "", promote ? "PromoteRollout" : "AbortRollout",
+                               {absl::StrCat("rollout/", id)}, result->version, false,
+                               absl::StrCat("OK: ", reason)});
+  }
   if (promote) {
     SLUICE_LOG(kInfo, text, " (version ", result->version, ")");
   } else {
@@ -513,6 +573,11 @@ absl::Status RolloutManager::RecoverInterrupted() {
     }
     rollout.set_decision_version(result->version);
     if (metrics_ != nullptr) metrics_->RecordNewVersion(absl::Now());
+    if (audit_ != nullptr) {
+      audit_->Append(AuditRecord{"sluice-control", "", "AbortRollout",
+                                 {absl::StrCat("rollout/", rollout.id())}, result->version, false,
+                                 absl::StrCat("OK: ", reason)});
+    }
     SLUICE_LOG(kWarning, "canary rollout ", rollout.id(), " ", reason, ": version ",
                result->version, " has version ", rollout.stable_version(), "'s content");
   } else if (current < rollout.candidate_version()) {

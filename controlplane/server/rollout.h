@@ -32,6 +32,7 @@
 #define SLUICE_CONTROLPLANE_SERVER_ROLLOUT_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -40,6 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controlplane/server/audit_log.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/proxy_registry.h"
@@ -54,6 +56,7 @@ struct RolloutLimits {
   double p99_slack_ms = 10;
   uint64_t min_requests = 100;
   bool promote_without_traffic = false;
+  double max_4xx_rate_increase = 0.1;
 };
 
 // The limits `thresholds` asks for: INVALID_ARGUMENT naming the field when
@@ -79,6 +82,10 @@ std::string DescribeFigures(const admin::v1::RolloutFigures& figures);
 
 // How long the canaries have to ACK the candidate before it is rolled back.
 inline constexpr absl::Duration kCanaryDeployTimeout = absl::Seconds(30);
+// A canary disconnected this long while the candidate is verified rolls it
+// back (a candidate that crashes its proxies, or cuts them off, looks like
+// this); a restart reconnects well within it.
+inline constexpr absl::Duration kCanaryGoneLimit = absl::Seconds(10);
 inline constexpr absl::Duration kMinVerify = absl::Seconds(1);
 inline constexpr absl::Duration kMaxVerify = absl::Hours(1);
 
@@ -97,6 +104,11 @@ class RolloutManager {
   ~RolloutManager();
   RolloutManager(const RolloutManager&) = delete;
   RolloutManager& operator=(const RolloutManager&) = delete;
+
+  // Where the decisions the control plane makes itself (a verdict, a
+  // restart's abort) are recorded, as the operators' are; call before
+  // RecoverInterrupted. nullptr: nowhere.
+  void SetAuditLog(AuditLog* audit) { audit_ = audit; }
 
   // Ends a rollout a previous process left in `rollout_path` (see the file
   // comment). Call before proxies are served.
@@ -145,6 +157,11 @@ class RolloutManager {
   // After a decision failed to commit (the store refused it), ticks retry it
   // from then on, not every tick.
   absl::Time retry_decision_at_ ABSL_GUARDED_BY(decide_mu_) = absl::InfinitePast();
+  // The canaries connected when verifying began, and since when each that
+  // is not connected now has been gone.
+  std::set<std::string> verifying_canaries_ ABSL_GUARDED_BY(decide_mu_);
+  std::map<std::string, absl::Time> canary_gone_since_ ABSL_GUARDED_BY(decide_mu_);
+  AuditLog* audit_ = nullptr;  // automatic decisions; nullptr: none
 
   mutable absl::Mutex mu_;  // the fields below; never held while calling out
   bool running_ ABSL_GUARDED_BY(mu_) = false;

@@ -76,6 +76,25 @@ TEST(JudgeRolloutTest, WithoutEnoughTrafficTheSettingDecides) {
             RolloutVerdict::kRollBack);
 }
 
+// A change that makes a policy refuse most callers (a 401 on every request)
+// is rolled back on its 4xx rate; an intended one passes with the limit at 1.
+// Before: only 5xx and p99 were judged, and it was promoted.
+TEST(JudgeRolloutTest, A4xxIncreaseOverTheLimitRollsBack) {
+  admin::v1::RolloutFigures canary = Figures(1000, 0, 5);
+  canary.set_responses_4xx(900);
+  admin::v1::RolloutFigures rest = Figures(1000, 0, 5);
+  rest.set_responses_4xx(20);
+  RolloutVerdict v = JudgeRollout(canary, rest, {}, false);
+  EXPECT_EQ(v.decision, RolloutVerdict::kRollBack);
+  EXPECT_TRUE(absl::StrContains(v.reason, "4xx rate 90.00% on the canaries against 2.00%"))
+      << v.reason;
+  RolloutLimits intended;
+  intended.max_4xx_rate_increase = 1;
+  EXPECT_EQ(JudgeRollout(canary, rest, intended, true).decision, RolloutVerdict::kPromote);
+  canary.set_responses_4xx(110);  // 9 points over: within the default 10
+  EXPECT_EQ(JudgeRollout(canary, rest, {}, true).decision, RolloutVerdict::kPromote);
+}
+
 TEST(JudgeRolloutTest, ThresholdsOutOfRangeAreRefused) {
   admin::v1::RolloutThresholds t;
   t.set_max_p99_ratio(0.5);
@@ -84,11 +103,15 @@ TEST(JudgeRolloutTest, ThresholdsOutOfRangeAreRefused) {
   t.set_max_5xx_rate_increase(2);
   EXPECT_FALSE(LimitsFrom(t).ok());
   t.Clear();
+  t.set_max_4xx_rate_increase(-0.1);
+  EXPECT_FALSE(LimitsFrom(t).ok());
+  t.Clear();
   absl::StatusOr<RolloutLimits> defaults = LimitsFrom(t);
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->max_5xx_rate_increase, 0.01);
   EXPECT_EQ(defaults->max_p99_ratio, 1.5);
   EXPECT_EQ(defaults->min_requests, 100u);
+  EXPECT_EQ(defaults->max_4xx_rate_increase, 0.1);
   EXPECT_FALSE(defaults->promote_without_traffic);
 }
 
@@ -287,6 +310,47 @@ TEST_F(RolloutManagerTest, GoodFiguresArePromotedWhenTheWindowEnds) {
   EXPECT_EQ(r.decision_version(), 3u);
   EXPECT_EQ(PortOf(*state_->SnapshotFor("m1", "main")), 9001u);
   EXPECT_TRUE(absl::StrContains(state_->History()->Find(3)->message, "promoted: within"));
+}
+
+// A canary gone while the candidate is verified rolls it back once it has
+// been gone kCanaryGoneLimit (a candidate that crashes its proxies looked
+// like good figures, and was promoted); one back within it counts. The
+// control plane's own decision is in the audit log.
+TEST_F(RolloutManagerTest, ACanaryGoneWhileVerifiedRollsBack) {
+  auto audit = AuditLog::Open(dir_ + "/audit.log", [this] { return now_; });
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  manager_->SetAuditLog(audit->get());
+  admin::v1::StartRolloutRequest request = Request(9001);
+  request.set_verify_ms(60000);
+  ASSERT_TRUE(manager_->Start(request, "ana").ok());
+  registry_.Acked(canary_, 2);
+  manager_->Tick();
+  ASSERT_EQ(Get().state(), admin::v1::Rollout::VERIFYING);
+  Report(canary_, 2, 300, 0, 5);
+  Report(main1_, 1, 300, 0, 5);
+  // Restarted: back within the limit.
+  registry_.Disconnect(canary_);
+  manager_->Tick();
+  now_ += kCanaryGoneLimit - absl::Seconds(1);
+  manager_->Tick();
+  canary_ = Connect("c1", "canary");
+  manager_->Tick();
+  now_ += absl::Seconds(2);
+  manager_->Tick();
+  EXPECT_EQ(Get().state(), admin::v1::Rollout::VERIFYING);
+  // Gone for good.
+  registry_.Disconnect(canary_);
+  manager_->Tick();
+  now_ += kCanaryGoneLimit;
+  manager_->Tick();
+  admin::v1::Rollout r = Get();
+  EXPECT_EQ(r.state(), admin::v1::Rollout::ROLLED_BACK);
+  EXPECT_TRUE(absl::StrContains(r.reason(), "canary c1 has been disconnected for 10s")) << r.reason();
+  EXPECT_EQ(PortOf(*state_->SnapshotFor("m1", "main")), 9000u);
+  const std::string log = sluice::testing::ReadFile(dir_ + "/audit.log");
+  EXPECT_TRUE(absl::StrContains(log, "\"identity\":\"sluice-control\"")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "\"method\":\"AbortRollout\"")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "\"resources\":[\"rollout/r2\"],\"version\":3")) << log;
 }
 
 TEST_F(RolloutManagerTest, ACanaryNackRollsBackAndOneRolloutRunsAtATime) {
