@@ -913,10 +913,11 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
         if (key != "version" && key != "items") other = ShownKey(key);
       }
       auto is_number = [](const auto& node) {
-        if (!node.IsScalar()) return false;
-        const std::string& text = node.Scalar();
-        return !text.empty() && text.size() <= 20 &&
-               std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+        uint64_t version = 0;
+        return node.IsScalar() && !node.Scalar().empty() &&
+               std::all_of(node.Scalar().begin(), node.Scalar().end(),
+                           [](char c) { return c >= '0' && c <= '9'; }) &&
+               absl::SimpleAtoi(node.Scalar(), &version);
       };
       if (other.empty() && doc["version"] && !is_number(doc["version"])) {
         failed = true;

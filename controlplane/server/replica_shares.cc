@@ -103,7 +103,8 @@ std::string ReplicaShareExchange::NewReplicaId() { return RandomHexId(); }
 absl::Status ReplicaShareExchange::RunOnce() {
   absl::MutexLock lock(&run_mu_);
   absl::Status status = RunOnceLocked();
-  board_failed_ = !status.ok();
+  // Out of reach, not a refusal (see FleetView::RunOnce).
+  board_failed_ = absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
   return status;
 }
 

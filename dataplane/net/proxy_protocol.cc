@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "dataplane/net/socket.h"
 
 namespace sluice::net {
 namespace {
@@ -169,6 +170,7 @@ ProxyProtocolTransport::ProxyProtocolTransport(std::unique_ptr<TransportSocket> 
 
 void ProxyProtocolTransport::Attach(int fd) {
   fd_ = fd;
+  state_.peer = PeerIp(fd);
   inner_->Attach(fd);
 }
 

@@ -11,6 +11,11 @@ const std::string& TransportSocket::failure_reason() const {
   return *kNone;
 }
 
+std::string_view DirectPeer(const TransportSocket& transport) {
+  const ProxyHeaderState* header = transport.proxy_header();
+  return header != nullptr ? std::string_view(header->peer) : std::string_view();
+}
+
 std::string ResetReason(const TransportSocket& transport, int error) {
   if (!transport.failure_reason().empty()) return "TLS " + transport.failure_reason();
   return strerror(error);

@@ -35,7 +35,14 @@ struct ProxyHeaderState {
   // Once done: the client's address it gave; empty when it gave none (a
   // balancer's own health check): the TCP peer is the client then.
   std::string source;
+  // The TCP peer: the balancer.
+  std::string peer;
 };
+
+class TransportSocket;
+// The TCP peer when a PROXY header named another client (the balancer's
+// address, for the access log's peer_ip); empty otherwise.
+std::string_view DirectPeer(const TransportSocket& transport);
 
 class TransportSocket {
  public:

@@ -178,6 +178,10 @@ void DownstreamConnection::OnDownstreamTimer() {
     return;
   }
   if (!connection_->handshake_complete()) {
+    if (drain_requested_) {
+      CloseNow();  // the proxy stops: no client's fault
+      return;
+    }
     if (const net::ProxyHeaderState* header = connection_->transport().proxy_header();
         header != nullptr && !header->done) {
       worker_.stats().downstream_proxy_protocol_errors->Inc();
@@ -599,6 +603,9 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   connection_->Write2(out, head_only ? std::string_view() : std::string_view(body));
   worker_.stats().downstream_responses_by_class[status / 100]->Inc();
   if (!logged) RecordSessionError(status, request_id, head, body.size());
+  // A head over the limits is answered while the client is still sending
+  // it: it lingers, as a body not read does.
+  if (status == 414 || status == 431) linger_on_close_ = true;
   FinishConnectionAfterResponse();
 }
 
@@ -614,6 +621,7 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
   }
   e.request_id = request_id;
   e.client_ip = peer_ip_;
+  e.peer_ip = net::DirectPeer(connection_->transport());
   e.protocol = client_http10_ ? "HTTP/1.0" : "HTTP/1.1";
   std::string_view traceparent;
   if (head != nullptr) {
@@ -733,7 +741,7 @@ void DownstreamConnection::CloseOnceWritten() {
   // sending it, and a plain close would reset the connection under the
   // response it has not read yet. (A small declared body is read and
   // dropped when the connection stays; not when it closes, after a 413.)
-  if (request_message_open_ && request_has_body_) {
+  if ((request_message_open_ && request_has_body_) || linger_on_close_) {
     connection_->LingerOnClose(&worker_.lingering());
   }
   if (connection_->CloseAfterFlush()) CloseNow();

@@ -149,6 +149,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool awaiting_drain_ = false;  // output over the watermark: the next request waits
   bool request_message_open_ = false;  // the request's body is still arriving
   bool request_has_body_ = false;
+  // Answered before the request head was whole (414, 431): close lingering.
+  bool linger_on_close_ = false;
   bool request_body_discardable_ = false;  // Content-Length <= kDiscardableBodyBytes, no Expect
   bool client_http10_ = false;
   bool response_chunked_ = false;

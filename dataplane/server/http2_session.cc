@@ -330,6 +330,7 @@ void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* 
     accesslog::Entry e;
     e.request_id = request_id;
     e.client_ip = peer_ip_;
+    e.peer_ip = net::DirectPeer(connection_->transport());
     e.protocol = "HTTP/2";
     e.status = 0;
     RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
@@ -341,6 +342,7 @@ void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* 
   accesslog::Entry e;
   e.request_id = reply->request_id;
   e.client_ip = peer_ip_;
+  e.peer_ip = net::DirectPeer(connection_->transport());
   e.protocol = "HTTP/2";
   e.status = 431;
   RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
@@ -355,6 +357,7 @@ void Http2Session::OnRequestMalformed(int32_t /*stream_id*/, const http::Request
   accesslog::Entry e;
   e.request_id = request_id;
   e.client_ip = peer_ip_;
+  e.peer_ip = net::DirectPeer(connection_->transport());
   e.protocol = "HTTP/2";
   e.method = pseudo.method;
   e.path = pseudo.path;

@@ -2569,7 +2569,10 @@ void ProxyStream::RecordExchange() {
     e.request_id = request_id_;
     e.trace_id = std::string_view(traceparent_ + 3, 32);
     e.client_ip = client_ip_;
-    e.peer_ip = *peer_ip_;
+    // The TCP peer: on a proxy_protocol listener the balancer, whose header
+    // named the client (client_ip and *peer_ip_).
+    e.peer_ip = net::DirectPeer(*transport_);
+    if (e.peer_ip.empty()) e.peer_ip = *peer_ip_;
     e.method = method_;
     e.authority = log_authority_;
     // As the policies left it: a credential they removed from the query

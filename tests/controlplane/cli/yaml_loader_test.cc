@@ -453,7 +453,7 @@ TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
   e = Error(R"({"version":{"a":1},"items":[]})");
   EXPECT_EQ(e, "f.yaml, document 1, line 1: version must be a number (as get -o json prints it)");
   // A scalar that is no number is refused too (it passed for one).
-  for (const char* version : {R"("x")", R"("")", "-1", "1.5", "null"}) {
+  for (const char* version : {R"("x")", R"("")", "-1", "1.5", "null", "99999999999999999999"}) {
     e = Error(absl::StrCat(R"({"version":)", version, R"(,"items":[]})"));
     EXPECT_EQ(e, "f.yaml, document 1, line 1: version must be a number (as get -o json prints it)")
         << version;

@@ -18,6 +18,7 @@ class Board : public ReplicaDemandBoard {
  public:
   absl::Status Publish(const std::string& replica, std::string value) override {
     if (!available) return absl::UnavailableError("etcd: no quorum");
+    if (refuse) return absl::InvalidArgumentError("etcdserver: request is too large");
     entries[replica] = {replica, std::move(value), ++revision_};
     return absl::OkStatus();
   }
@@ -39,6 +40,7 @@ class Board : public ReplicaDemandBoard {
   }
   std::map<std::string, Entry> entries;
   bool available = true;
+  bool refuse = false;  // etcd refuses a write (over its request limit)
   int removes = 0;  // calls, each of which waits on etcd
   int reads = 0;
 
@@ -207,6 +209,15 @@ TEST(FleetViewTest, AStoppingReplicaRemovesItsEntryUnlessTheBoardJustFailed) {
   EXPECT_EQ(board.reads, reads);
   b.view.Stop();
   EXPECT_EQ(board.removes, 1);
+  // A write etcd refused is no outage: the entry left from before goes.
+  board.available = true;
+  Replica c(&board, "replica-c", &now);
+  ASSERT_TRUE(c.view.RunOnce().ok());
+  board.refuse = true;
+  EXPECT_FALSE(c.view.RunOnce().ok());
+  c.view.Stop();
+  EXPECT_EQ(board.removes, 2);
+  EXPECT_FALSE(board.entries.contains("replica-c"));
 }
 
 }  // namespace
