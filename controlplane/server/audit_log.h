@@ -1,7 +1,8 @@
 // AuditLog: `<data-dir>/audit.log`, one JSON object per line for every change
 // made through the admin API (Apply, Delete, Rollback, CreateToken,
-// RevokeToken, dry runs included) and every call refused for want of a
-// valid token or a high enough role:
+// RevokeToken, dry runs included), every canary rollout decision the
+// control plane makes itself (identity "sluice-control"), and every call
+// refused for want of a valid token or a high enough role:
 //
 //   {"time":"2026-11-28T17:31:55.123456Z","identity":"ci","peer":"ipv4:127.0.0.1:5123",
 //    "method":"Apply","resources":["Cluster/web"],"version":7,"result":"OK"}
