@@ -133,10 +133,12 @@ rolled back; 1 for an intended one), or their p99 exceeds the rest's times
 Otherwise the candidate is promoted when --verify ends; with fewer than
 --min-requests (default 100) on either side --on-no-traffic decides (default
 abort: roll back). Either way a new version goes to every proxy and the history
-records the decision with the figures. --wait waits for it and exits 1 on a
-rollback, then for the fleet to take the decision's version, as above (a proxy
-outside the canaries may refuse what they could not try: a listener of another
-node group). While a rollout runs, other changes are refused.
+records the decision with the figures. --wait waits for it (as long as it takes:
+up to 30s for the canaries to take the candidate, then --verify) and exits 1 on
+a rollback, then, within --timeout, for the fleet to take the decision's
+version, as above (a proxy outside the canaries may refuse what they could not
+try: a listener of another node group). While a rollout runs, other changes are
+refused.
 
 KIND is Listener, RouteTable, Cluster, Secret or Consumer (any case, singular or
 plural).

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -458,6 +459,24 @@ void RolloutManager::Tick() {
                 "sluice-control", "");
     }
     return;
+  }
+  // A proxy of the canary group that joined since the start is a canary too
+  // (it is served the candidate): rollout status names it.
+  if (!split.group.empty()) {
+    std::vector<std::string> joined;
+    for (const auto& p : registry_->List()) {
+      if (p.node().group() != split.group) continue;
+      if (std::find(rollout.canary_nodes().begin(), rollout.canary_nodes().end(),
+                    p.node().id()) == rollout.canary_nodes().end()) {
+        joined.push_back(p.node().id());
+      }
+    }
+    if (!joined.empty()) {
+      absl::MutexLock lock(&mu_);
+      if (running_ && rollout_.id() == rollout.id()) {
+        for (const std::string& id : joined) rollout_.add_canary_nodes(id);
+      }
+    }
   }
   // A canary gone while its candidate is judged: its figures stop, and what
   // the others (or none) report would promote a candidate that crashes

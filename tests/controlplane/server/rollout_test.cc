@@ -328,6 +328,11 @@ TEST_F(RolloutManagerTest, ACanaryGoneWhileVerifiedRollsBack) {
   ASSERT_EQ(Get().state(), admin::v1::Rollout::VERIFYING);
   Report(canary_, 2, 300, 0, 5);
   Report(main1_, 1, 300, 0, 5);
+  // A proxy of the canary group that joins is named as a canary too.
+  int joined = Connect("c2", "canary");
+  manager_->Tick();
+  EXPECT_EQ(Get().canary_nodes_size(), 2);
+  registry_.Disconnect(joined);
   // Restarted: back within the limit.
   registry_.Disconnect(canary_);
   manager_->Tick();
