@@ -1303,6 +1303,20 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   return 0;
 }
 
+// While a canary rollout runs the current version is its candidate, which
+// only the canaries run: said after the version, so that no one reads it as
+// rolled out. Empty when none runs (or the call fails).
+std::string RolloutNote(admin::v1::AdminService::Stub& stub) {
+  admin::v1::GetRolloutResponse rollout;
+  if (!stub.GetRollout(Context().get(), admin::v1::GetRolloutRequest(), &rollout).ok() ||
+      !rollout.running()) {
+    return "";
+  }
+  return absl::StrCat(" (canary rollout ", rollout.rollout().id(), ": candidate ",
+                      rollout.rollout().candidate_version(), " on the canaries, stable ",
+                      rollout.rollout().stable_version(), " on the rest)");
+}
+
 int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
             const ParsedFlags& flags) {
   if (flags.positional.size() != 1) return UsageFail("proxies takes no arguments");
@@ -1362,7 +1376,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
                                    r.active_connections(), age, nack_of(p));
     }
     std::cout << response.proxies_size() << " proxies; current version "
-              << response.current_version() << "\n";
+              << response.current_version() << RolloutNote(stub) << "\n";
     return 0;
   }
   if (format != "table") {
@@ -1380,7 +1394,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
         FormatTime(p.connected_since()), nack);
   }
   std::cout << response.proxies_size() << " proxies; current version "
-            << response.current_version() << "\n";
+            << response.current_version() << RolloutNote(stub) << "\n";
   return 0;
 }
 

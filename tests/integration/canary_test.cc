@@ -186,6 +186,25 @@ TEST_F(CanaryTest, AGoodChangeIsPromotedToEveryProxy) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+// While a rollout runs, the current version is the candidate only the
+// canaries run: proxies says so (it read as rolled out).
+TEST_F(CanaryTest, ProxiesSayWhileARolloutRuns) {
+  const std::string extra =
+      "        - {match: {prefix: /new}, direct_response: {status: 200, body: new}}\n";
+  CommandResult r =
+      Apply(Config(upstream_.port(), extra), {"--canary", "canary", "--verify", "1m"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = cp_.Ctl({"proxies"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "current version 2 (canary rollout r2: candidate 2 on the "
+                                       "canaries, stable 1 on the rest)"))
+      << r.out;
+  r = cp_.Ctl({"rollout", "abort"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = cp_.Ctl({"proxies", "-o", "wide"});
+  EXPECT_TRUE(absl::StrContains(r.out, "current version 3\n")) << r.out;
+}
+
 // A change to a listener no canary serves (node_groups) cannot be tried by
 // them: apply says so, and --wait follows the fleet after the decision, so
 // a version the rest refuses (an access log it cannot open) fails the
