@@ -200,12 +200,16 @@ bool IsValidHostValue(std::string_view host) {
     while (host_end < host.size() && kRegNameChar[Byte(host[host_end])]) ++host_end;
     if (host_end == 0) return false;  // RFC 9112 3.2: an http(s) target has a host
   }
-  // [ ":" port ], port = *DIGIT
+  // [ ":" port ], port = *DIGIT, a TCP port (0..65535, as Envoy and nginx
+  // take it: an upstream reading "a:99999999999" would not agree on it).
   std::string_view rest = host.substr(host_end);
   if (rest.empty()) return true;
   if (rest.front() != ':') return false;
+  uint32_t port = 0;
   for (char c : rest.substr(1)) {
     if (c < '0' || c > '9') return false;
+    port = port * 10 + static_cast<uint32_t>(c - '0');
+    if (port > 65535) return false;
   }
   return true;
 }

@@ -573,7 +573,7 @@ TEST_F(EdgeTest, RequestLimitsAnswer414And431And413) {
     EXPECT_TRUE(sent.out == "HTTP/1.1 414\n" || sent.out == "HTTP/1.1 431\n") << sent.out;
   }
   // A Host an upstream would read as another host than the gateway did.
-  for (const char* host : {"edge:1:2", "edge:abc", ""}) {
+  for (const char* host : {"edge:1:2", "edge:abc", "", "edge:65536", "edge:99999999999999999999"}) {
     RawClient client(port_);
     ASSERT_TRUE(client.connected());
     client.Send(absl::StrCat("GET /x HTTP/1.1\r\nHost: ", host, "\r\n\r\n"));
