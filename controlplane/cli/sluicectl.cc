@@ -798,7 +798,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   admin::v1::RolloutThresholds* t = request.mutable_thresholds();
   if (auto it = flags.values.find("max-5xx-rate"); it != flags.values.end()) {
     double rate = 0;
-    if (!absl::SimpleAtod(it->second, &rate) || rate < 0 || rate > 1) {
+    if (!absl::SimpleAtod(it->second, &rate) || !(rate >= 0 && rate <= 1)) {
       return UsageFail(absl::StrCat("--max-5xx-rate ", it->second,
                                ": expected 0..1 (0.01 is one percentage point)"));
     }
@@ -806,7 +806,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (auto it = flags.values.find("max-4xx-rate"); it != flags.values.end()) {
     double rate = 0;
-    if (!absl::SimpleAtod(it->second, &rate) || rate < 0 || rate > 1) {
+    if (!absl::SimpleAtod(it->second, &rate) || !(rate >= 0 && rate <= 1)) {
       return UsageFail(absl::StrCat("--max-4xx-rate ", it->second,
                                     ": expected 0..1 (0.1 is ten percentage points; 1: 4xx not "
                                     "judged)"));
@@ -815,7 +815,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (auto it = flags.values.find("max-p99-ratio"); it != flags.values.end()) {
     double ratio = 0;
-    if (!absl::SimpleAtod(it->second, &ratio) || ratio < 1) {
+    if (!absl::SimpleAtod(it->second, &ratio) || !(ratio >= 1)) {
       return UsageFail(absl::StrCat("--max-p99-ratio ", it->second, ": expected 1 or more"));
     }
     t->set_max_p99_ratio(ratio);

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -507,11 +508,17 @@ int Run(int argc, char** argv) {
     }
   }
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
-  // Side by side: each may be waiting on etcd (up to --etcd-timeout).
+  // Side by side, their entries' removals too: each may wait on etcd (up to
+  // --etcd-timeout), so the stop takes one such wait, not two.
   if (replica_shares) replica_shares->RequestStop();
   if (fleet_view) fleet_view->RequestStop();
-  if (replica_shares) replica_shares->Stop();
-  if (fleet_view) fleet_view->Stop();
+  {
+    std::thread shares_stop([&] {
+      if (replica_shares) replica_shares->Stop();
+    });
+    if (fleet_view) fleet_view->Stop();
+    shares_stop.join();
+  }
   (*state)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   metrics_endpoint.Stop();

@@ -324,6 +324,8 @@ absl::StatusOr<RolloutManager::Started> RolloutManager::Start(
     limits_ = *limits;
     started_ = now;
     verify_ends_ = absl::InfiniteFuture();
+    canary_gone_since_.clear();
+    canary_connections_.clear();
     canary_reporters_.clear();
     rest_reporters_.clear();
     canary_p99_sum_ = 0;
@@ -398,7 +400,7 @@ absl::StatusOr<admin::v1::Rollout> RolloutManager::Decide(bool promote, const st
   }
   return End(id, promote,
              promote ? absl::StrCat("promoted by ", author) : absl::StrCat("aborted by ", author),
-             author, message);
+             author, message, /*automatic=*/false);
 }
 
 void RolloutManager::Tick() {
@@ -424,22 +426,72 @@ void RolloutManager::Tick() {
   const absl::Time now = clock_();
   if (rollout.canary().nacks() > 0) {
     (void)End(rollout.id(), false, absl::StrCat("a canary rejected the candidate (", nack, ")"),
-              "sluice-control", "");
+              "sluice-control", "", /*automatic=*/true);
     return;
+  }
+  const std::vector<admin::v1::ProxyStatus> proxies = registry_->List();
+  // A proxy of the canary group that joined since the start is a canary too
+  // (it is served the candidate): rollout status names it, and it is
+  // watched as the others are.
+  if (!split.group.empty()) {
+    std::vector<std::string> joined;
+    for (const auto& p : proxies) {
+      if (p.node().group() != split.group) continue;
+      if (std::find(rollout.canary_nodes().begin(), rollout.canary_nodes().end(),
+                    p.node().id()) == rollout.canary_nodes().end()) {
+        joined.push_back(p.node().id());
+      }
+    }
+    if (!joined.empty()) {
+      for (const std::string& id : joined) rollout.add_canary_nodes(id);
+      absl::MutexLock lock(&mu_);
+      if (running_ && rollout_.id() == rollout.id()) {
+        for (const std::string& id : joined) rollout_.add_canary_nodes(id);
+      }
+    }
+  }
+  // A canary gone (kCanaryGoneLimit) or connected anew (a restart) while
+  // the rollout runs, deploying or verifying: a candidate that crashes its
+  // proxies, or cuts them off, looks like this, and the figures of those
+  // left (or of none) would promote it.
+  for (const std::string& id : rollout.canary_nodes()) {
+    const admin::v1::ProxyStatus* found = nullptr;
+    for (const auto& p : proxies) {
+      if (p.node().id() == id) found = &p;
+    }
+    if (found == nullptr) {
+      const absl::Time gone = canary_gone_since_.emplace(id, now).first->second;
+      if (now - gone >= kCanaryGoneLimit) {
+        (void)End(rollout.id(), false,
+                  absl::StrCat("canary ", id, " has been disconnected for ",
+                               absl::FormatDuration(absl::Trunc(now - gone, absl::Seconds(1))),
+                               " during the rollout (a candidate that crashes its proxies, or "
+                               "cuts them off, looks like this)"),
+                  "sluice-control", "", /*automatic=*/true);
+        return;
+      }
+      continue;
+    }
+    canary_gone_since_.erase(id);
+    const int64_t since = found->connected_since().seconds() * 1000000000 +
+                          found->connected_since().nanos();
+    auto [seen, first] = canary_connections_.emplace(id, since);
+    if (!first && seen->second != since) {
+      (void)End(rollout.id(), false,
+                absl::StrCat("canary ", id, " reconnected during the rollout (restarted? a "
+                             "candidate that crashes its proxies looks like this)"),
+                "sluice-control", "", /*automatic=*/true);
+      return;
+    }
   }
   if (rollout.state() == admin::v1::Rollout::DEPLOYING) {
     size_t canaries = 0, taken = 0;
-    for (const auto& p : registry_->List()) {
+    for (const auto& p : proxies) {
       if (!split.Selects(p.node().id(), p.node().group())) continue;
       ++canaries;
       if (p.version_applied() >= rollout.candidate_version()) ++taken;
     }
     if (canaries > 0 && taken == canaries) {
-      verifying_canaries_.clear();
-      canary_gone_since_.clear();
-      for (const auto& p : registry_->List()) {
-        if (split.Selects(p.node().id(), p.node().group())) verifying_canaries_.insert(p.node().id());
-      }
       absl::MutexLock lock(&mu_);
       if (!running_ || rollout_.id() != rollout.id()) return;
       const absl::Duration verify = absl::Milliseconds(rollout.verify_ms());
@@ -456,60 +508,22 @@ void RolloutManager::Tick() {
                 absl::StrCat("the canaries did not take version ", rollout.candidate_version(),
                              " within ", absl::FormatDuration(kCanaryDeployTimeout), " (", taken,
                              " of ", canaries, " connected did)"),
-                "sluice-control", "");
+                "sluice-control", "", /*automatic=*/true);
     }
     return;
-  }
-  // A proxy of the canary group that joined since the start is a canary too
-  // (it is served the candidate): rollout status names it.
-  if (!split.group.empty()) {
-    std::vector<std::string> joined;
-    for (const auto& p : registry_->List()) {
-      if (p.node().group() != split.group) continue;
-      if (std::find(rollout.canary_nodes().begin(), rollout.canary_nodes().end(),
-                    p.node().id()) == rollout.canary_nodes().end()) {
-        joined.push_back(p.node().id());
-      }
-    }
-    if (!joined.empty()) {
-      absl::MutexLock lock(&mu_);
-      if (running_ && rollout_.id() == rollout.id()) {
-        for (const std::string& id : joined) rollout_.add_canary_nodes(id);
-      }
-    }
-  }
-  // A canary gone while its candidate is judged: its figures stop, and what
-  // the others (or none) report would promote a candidate that crashes
-  // proxies or cuts them off. A restart reconnects within the limit.
-  std::set<std::string> connected;
-  for (const auto& p : registry_->List()) connected.insert(p.node().id());
-  for (const std::string& id : verifying_canaries_) {
-    if (connected.count(id) != 0) {
-      canary_gone_since_.erase(id);
-      continue;
-    }
-    const absl::Time gone = canary_gone_since_.emplace(id, now).first->second;
-    if (now - gone >= kCanaryGoneLimit) {
-      (void)End(rollout.id(), false,
-                absl::StrCat("canary ", id, " has been disconnected for ",
-                             absl::FormatDuration(now - gone),
-                             " while the candidate was verified (a candidate that crashes its "
-                             "proxies, or cuts them off, looks like this)"),
-                "sluice-control", "");
-      return;
-    }
   }
   RolloutVerdict verdict =
       JudgeRollout(rollout.canary(), rollout.rest(), limits, now >= verify_ends);
   if (verdict.decision == RolloutVerdict::kContinue) return;
   (void)End(rollout.id(), verdict.decision == RolloutVerdict::kPromote, verdict.reason,
-            "sluice-control", "");
+            "sluice-control", "", /*automatic=*/true);
 }
 
 absl::StatusOr<admin::v1::Rollout> RolloutManager::End(const std::string& id, bool promote,
                                                        const std::string& reason,
                                                        const std::string& author,
-                                                       const std::string& message) {
+                                                       const std::string& message,
+                                                       bool automatic) {
   admin::v1::Rollout figures;
   {
     absl::MutexLock lock(&mu_);
@@ -539,7 +553,7 @@ absl::StatusOr<admin::v1::Rollout> RolloutManager::End(const std::string& id, bo
     out = rollout_;
   }
   RemoveFile();
-  if (audit_ != nullptr && author == "sluice-control") {
+  if (audit_ != nullptr && automatic) {
     // The operators' decisions are recorded by the admin service, with
     // their identity; this one is the control plane's own.
     audit_->Append(AuditRecord{"sluice-control", "", promote ? "PromoteRollout" : "AbortRollout",

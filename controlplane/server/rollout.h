@@ -138,10 +138,12 @@ class RolloutManager {
  private:
   void Reported(const discovery::v1::Node& node, const discovery::v1::TrafficReport& report);
   void Nacked(const discovery::v1::Node& node, uint64_t version, const std::string& error);
-  // Ends the running rollout `id` with `promote` and `reason`. Holds decide_mu_.
+  // Ends the running rollout `id` with `promote` and `reason`. Holds
+  // decide_mu_. `automatic`: the control plane's own decision (an
+  // operator's is audited by the admin service, with their identity).
   absl::StatusOr<admin::v1::Rollout> End(const std::string& id, bool promote,
                                          const std::string& reason, const std::string& author,
-                                         const std::string& message)
+                                         const std::string& message, bool automatic)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(decide_mu_);
   void RemoveFile();
 
@@ -157,10 +159,11 @@ class RolloutManager {
   // After a decision failed to commit (the store refused it), ticks retry it
   // from then on, not every tick.
   absl::Time retry_decision_at_ ABSL_GUARDED_BY(decide_mu_) = absl::InfinitePast();
-  // The canaries connected when verifying began, and since when each that
-  // is not connected now has been gone.
-  std::set<std::string> verifying_canaries_ ABSL_GUARDED_BY(decide_mu_);
+  // While a rollout runs: since when each canary not connected has been
+  // gone, and each canary's connection (when it connected, in nanoseconds)
+  // as first seen.
   std::map<std::string, absl::Time> canary_gone_since_ ABSL_GUARDED_BY(decide_mu_);
+  std::map<std::string, int64_t> canary_connections_ ABSL_GUARDED_BY(decide_mu_);
   AuditLog* audit_ = nullptr;  // automatic decisions; nullptr: none
 
   mutable absl::Mutex mu_;  // the fields below; never held while calling out
