@@ -121,6 +121,11 @@ void CheckHeaderName(const std::string& name, const std::string& field,
 // x-anonymous-consumer): a value from the request would pass as the consumer.
 void CheckNotConsumerField(const std::string& name, const std::string& field,
                            std::vector<std::pair<std::string, std::string>>* errors);
+// A Host value (a request's `host` set or replaced) that has no variable
+// must be a valid host[:port] (port 0..65535): else every request on the
+// route would get 400. One with variables is checked per request.
+void CheckHostValue(const std::string& value, const std::string& field,
+                    std::vector<std::pair<std::string, std::string>>* errors);
 // `value` is a template value: at most kMaxValueBytes, no CR, LF or NUL,
 // and it parses in `scope`.
 void CheckTemplateValue(const std::string& value, const std::string& field,

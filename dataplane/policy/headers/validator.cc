@@ -56,6 +56,9 @@ void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, boo
       CheckName(list.Get(i).name(), field + ".name", allow_host, errors);
       if (request) CheckNotConsumerField(list.Get(i).name(), field + ".name", errors);
       CheckTemplateValue(list.Get(i).value(), field + ".value", TemplateScope(), errors);
+      if (allow_host && absl::EqualsIgnoreCase(list.Get(i).name(), "host")) {
+        CheckHostValue(list.Get(i).value(), field + ".value", errors);
+      }
     }
   };
   check_values(m.set(), "set", request);
@@ -95,6 +98,25 @@ void CheckNotConsumerField(const std::string& name, const std::string& field,
     errors->emplace_back(field, absl::StrCat("'", name, "' is set by the gateway's "
                                              "authentication policies for the upstream to "
                                              "trust and cannot be written"));
+  }
+}
+
+void CheckHostValue(const std::string& value, const std::string& field,
+                    std::vector<std::pair<std::string, std::string>>* errors) {
+  std::string literal;
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (value[i] != '%') {
+      literal.push_back(value[i]);
+    } else if (i + 1 < value.size() && value[i + 1] == '%') {
+      literal.push_back('%');
+      ++i;
+    } else {
+      return;  // a variable: rendered and checked per request
+    }
+  }
+  if (!http::IsValidHostValue(literal)) {
+    errors->emplace_back(field, absl::StrCat("'", literal, "' is not a valid host (host[:port], "
+                                             "the port 0..65535): every request would get 400"));
   }
 }
 

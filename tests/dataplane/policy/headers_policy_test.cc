@@ -106,6 +106,23 @@ TEST(HeadersPolicyTest, RulesNameTheField) {
   EXPECT_EQ(errors.size(), 3u) << all;
 }
 
+// A Host set to a literal that is no host[:port] (a port over 65535, a
+// space) is refused at apply: every request on the route got 400. One with
+// variables is checked per request.
+TEST(HeadersPolicyTest, ALiteralHostMustBeAHost) {
+  std::vector<std::string> errors = Errors(R"pb(
+    request { set { name: "Host" value: "b:70000" } }
+  )pb");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0], "request.set[0].value: 'b:70000' is not a valid host (host[:port], the "
+                       "port 0..65535): every request would get 400");
+  EXPECT_EQ(Errors(R"pb(request { set { name: "host" value: "a b" } })pb").size(), 1u);
+  EXPECT_EQ(Errors(R"pb(request { set { name: "host" value: "" } })pb").size(), 1u);
+  EXPECT_TRUE(Errors(R"pb(request { set { name: "host" value: "api.internal:8443" } })pb").empty());
+  EXPECT_TRUE(Errors(R"pb(request { set { name: "host" value: "[::1]:80" } })pb").empty());
+  EXPECT_TRUE(Errors(R"pb(request { set { name: "host" value: "%REQUEST_ID%.svc" } })pb").empty());
+}
+
 TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {
   v1::HeadersConfig config;
   auto* add = config.mutable_request()->add_add();

@@ -213,6 +213,15 @@ TEST(RequestTransformerTest, AHeaderValueThatRendersEmptySendsNoField) {
   EXPECT_EQ(ex.target(), "/v1/list?who=");
 }
 
+// A literal Host replacement that is no host is refused at apply (every
+// request got 400 at run time).
+TEST(RequestTransformerTest, ALiteralHostReplacementMustBeAHost) {
+  std::string all = Errors(R"pb(headers { replace { name: "host" value: "b:1:2" } })pb");
+  EXPECT_TRUE(absl::StrContains(all, "headers.replace[0].value: 'b:1:2' is not a valid host"))
+      << all;
+  EXPECT_EQ(Errors(R"pb(headers { replace { name: "host" value: "b.internal:8080" } })pb"), "");
+}
+
 TEST(RequestTransformerTest, DecodedQueryBytesCannotSplitAHeader) {
   auto factory =
       Compile(R"pb(headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
