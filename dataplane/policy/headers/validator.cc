@@ -56,9 +56,6 @@ void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, boo
       CheckName(list.Get(i).name(), field + ".name", allow_host, errors);
       if (request) CheckNotConsumerField(list.Get(i).name(), field + ".name", errors);
       CheckTemplateValue(list.Get(i).value(), field + ".value", TemplateScope(), errors);
-      if (allow_host && absl::EqualsIgnoreCase(list.Get(i).name(), "host")) {
-        CheckHostValue(list.Get(i).value(), field + ".value", errors);
-      }
     }
   };
   check_values(m.set(), "set", request);
@@ -151,6 +148,18 @@ class HeadersValidator : public api::PolicyValidator {
                 std::vector<api::PolicyConfigError>* errors) const override {
     std::vector<std::pair<std::string, std::string>> found;
     ValidateHeadersConfig(static_cast<const v1::HeadersConfig&>(config), &found);
+    for (auto& [field, message] : found) errors->push_back({field, message});
+  }
+  // Apply-only: a stored config an older build took still loads.
+  void ValidateNew(const google::protobuf::Message& config,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& set = static_cast<const v1::HeadersConfig&>(config).request().set();
+    std::vector<std::pair<std::string, std::string>> found;
+    for (int i = 0; i < set.size(); ++i) {
+      if (absl::EqualsIgnoreCase(set.Get(i).name(), "host")) {
+        CheckHostValue(set.Get(i).value(), absl::StrCat("request.set[", i, "].value"), &found);
+      }
+    }
     for (auto& [field, message] : found) errors->push_back({field, message});
   }
 };

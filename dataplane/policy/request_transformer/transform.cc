@@ -220,9 +220,6 @@ void CheckHeaderEdits(const EditSpec& spec, const std::string& prefix,
       if (request) headers::CheckNotConsumerField(list[i].first, field + ".name", errors);
       headers::CheckTemplateValue(list[i].second, field + ".value", scope,
                                   errors);
-      if (rule.empty() && absl::EqualsIgnoreCase(list[i].first, "host")) {
-        headers::CheckHostValue(list[i].second, field + ".value", errors);
-      }
     }
   };
   check_values(spec.replace, "replace",

@@ -2,7 +2,10 @@
 // binary that validates config.
 #include <memory>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "dataplane/policy/headers/headers_policy.h"
 #include "dataplane/policy/request_transformer/path_rewrite.h"
 #include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
 #include "dataplane/policy/request_transformer/transform.h"
@@ -33,6 +36,20 @@ class RequestTransformerValidator : public api::PolicyValidator {
     transformer::CheckJsonBodyEdits(transformer::ToEditSpec(config.body()),
                                     config.body().max_body_bytes(), "body",
                                     scope, &found);
+    for (auto& [field, text] : found) errors->push_back({field, text});
+  }
+  // Apply-only: a stored config an older build took still loads.
+  void ValidateNew(const google::protobuf::Message& message,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& replace =
+        static_cast<const v1::RequestTransformerConfig&>(message).headers().replace();
+    transformer::ConfigErrors found;
+    for (int i = 0; i < replace.size(); ++i) {
+      if (absl::EqualsIgnoreCase(replace.Get(i).name(), "host")) {
+        headers::CheckHostValue(replace.Get(i).value(),
+                                absl::StrCat("headers.replace[", i, "].value"), &found);
+      }
+    }
     for (auto& [field, text] : found) errors->push_back({field, text});
   }
 };
