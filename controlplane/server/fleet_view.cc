@@ -12,6 +12,7 @@ FleetView::FleetView(ReplicaDemandBoard* board,
     : board_(board),
       own_(std::move(own)),
       options_(std::move(options)),
+      own_entry_(board, options_.replica_id),
       runner_("proxy list exchange", "sluicectl proxies shows the last one read",
               options_.period, [this] { return RunOnce(); }) {}
 
@@ -20,9 +21,7 @@ FleetView::~FleetView() { Stop(); }
 absl::Status FleetView::RunOnce() {
   absl::MutexLock lock(&run_mu_);
   absl::Status status = RunOnceLocked();
-  // Out of reach, not a refusal (an entry over etcd's request limit): the
-  // entry left from before can still be removed at the stop.
-  board_failed_ = absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+  own_entry_.RunEnded(status);
   return status;
 }
 
@@ -65,8 +64,7 @@ absl::Status FleetView::RunOnceLocked() {
   // Published every period, changed or not: the revision moving is what
   // tells the others this replica lives. The others are read even when etcd
   // refused this replica's entry.
-  absl::Status published = board_->Publish(options_.replica_id, std::move(value));
-  if (published.ok()) published_ = true;
+  absl::Status published = own_entry_.Publish(std::move(value));
   // Out of reach (not a refusal, such as an entry over etcd's request
   // limit): the read would wait as long again for nothing.
   if (absl::IsUnavailable(published) || absl::IsDeadlineExceeded(published)) return published;
@@ -139,9 +137,7 @@ void FleetView::RequestStop() { runner_.RequestStop(); }
 void FleetView::Stop() {
   runner_.Stop();
   absl::MutexLock lock(&run_mu_);
-  // Not when the board just failed (see ReplicaShareExchange::Stop).
-  if (published_ && !board_failed_) board_->Remove(options_.replica_id, 0).IgnoreError();
-  published_ = false;
+  own_entry_.Remove();
 }
 
 }  // namespace sluice::controlplane

@@ -93,8 +93,7 @@ class FleetView {
   // The others' last entries, by replica.
   absl::flat_hash_map<std::string, admin::v1::ListProxiesResponse> entries_
       ABSL_GUARDED_BY(run_mu_);
-  bool published_ ABSL_GUARDED_BY(run_mu_) = false;
-  bool board_failed_ ABSL_GUARDED_BY(run_mu_) = false;  // the last run's board call did
+  OwnBoardEntry own_entry_ ABSL_GUARDED_BY(run_mu_);
   bool too_large_logged_ ABSL_GUARDED_BY(run_mu_) = false;
 
   absl::Mutex others_mu_;

@@ -93,6 +93,7 @@ ReplicaShareExchange::ReplicaShareExchange(ReplicaDemandBoard* board,
     : board_(board),
       allocator_(allocator),
       options_(std::move(options)),
+      own_entry_(board, options_.replica_id),
       runner_("rate-limit demand exchange", "keeping the last shares", options_.period,
               [this] { return RunOnce(); }) {}
 
@@ -103,20 +104,17 @@ std::string ReplicaShareExchange::NewReplicaId() { return RandomHexId(); }
 absl::Status ReplicaShareExchange::RunOnce() {
   absl::MutexLock lock(&run_mu_);
   absl::Status status = RunOnceLocked();
-  // Out of reach, not a refusal (see FleetView::RunOnce).
-  board_failed_ = absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+  own_entry_.RunEnded(status);
   return status;
 }
 
 absl::Status ReplicaShareExchange::RunOnceLocked() {
   const ReplicaDemand own = allocator_->Demand();
-  if (absl::Status published = board_->Publish(
-          options_.replica_id,
+  if (absl::Status published = own_entry_.Publish(
           EncodeReplicaDemand(own, allocator_->own_proxies(options_.clock())));
       !published.ok()) {
     return published;
   }
-  published_ = true;
   absl::StatusOr<std::vector<ReplicaDemandBoard::Entry>> entries =
       board_->ReadAll();
   if (!entries.ok()) return entries.status();
@@ -163,10 +161,21 @@ void ReplicaShareExchange::RequestStop() { runner_.RequestStop(); }
 void ReplicaShareExchange::Stop() {
   runner_.Stop();
   absl::MutexLock lock(&run_mu_);
-  // Not when the board just failed: etcd out of reach would hold the stop
-  // for another --etcd-timeout, for nothing (the others drop the entry
-  // once it stops changing).
-  if (published_ && !board_failed_) board_->Remove(options_.replica_id, 0).IgnoreError();
+  own_entry_.Remove();
+}
+
+absl::Status OwnBoardEntry::Publish(std::string value) {
+  absl::Status status = board_->Publish(replica_, std::move(value));
+  if (status.ok()) published_ = true;
+  return status;
+}
+
+void OwnBoardEntry::RunEnded(const absl::Status& status) {
+  out_of_reach_ = absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
+void OwnBoardEntry::Remove() {
+  if (published_ && !out_of_reach_) board_->Remove(replica_, 0).IgnoreError();
   published_ = false;
 }
 

@@ -65,6 +65,29 @@ class ReplicaDemandBoard {
   virtual absl::Status Remove(const std::string& replica, int64_t revision) = 0;
 };
 
+// This replica's own entry on a board, for the exchanges below: written
+// every period, and removed at the stop unless the board was out of reach at
+// the last run (another --etcd-timeout spent on an etcd that is gone gains
+// nothing: the others drop an entry once it stops changing). A refusal (an
+// entry over etcd's request limit) is no outage: the entry left from before
+// is removed. Callers serialize.
+class OwnBoardEntry {
+ public:
+  OwnBoardEntry(ReplicaDemandBoard* board, std::string replica)
+      : board_(board), replica_(std::move(replica)) {}
+  absl::Status Publish(std::string value);
+  // The period's outcome: whether the board was out of reach.
+  void RunEnded(const absl::Status& status);
+  // At the stop.
+  void Remove();
+
+ private:
+  ReplicaDemandBoard* const board_;
+  const std::string replica_;
+  bool published_ = false;  // the entry may exist
+  bool out_of_reach_ = false;
+};
+
 // Demand per LeaseAllocator::ShareKey, requests per second.
 using ReplicaDemand = absl::flat_hash_map<std::string, double>;
 
@@ -159,8 +182,7 @@ class ReplicaShareExchange {
 
   absl::Mutex run_mu_;  // one RunOnce at a time
   absl::flat_hash_map<std::string, Seen> seen_ ABSL_GUARDED_BY(run_mu_);
-  bool published_ ABSL_GUARDED_BY(run_mu_) = false;  // the entry may exist
-  bool board_failed_ ABSL_GUARDED_BY(run_mu_) = false;  // the last run's board call did
+  OwnBoardEntry own_entry_ ABSL_GUARDED_BY(run_mu_);
 
   PeriodicRunner runner_;
 };
