@@ -1076,7 +1076,7 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
   // The server redacts too; this covers a server older than this client.
   for (auto& r : resources) api::RedactSecrets(&r);
   if (format == "yaml") {
-    for (const auto& r : resources) std::cout << "---\n" << ToYaml(r) << "\n";
+    for (const auto& r : resources) std::cout << "---\n" << ToYaml(r);
   } else if (format == "json") {
     std::vector<std::string> items;
     for (const auto& r : resources) items.push_back(ToJson(r));

@@ -1248,7 +1248,10 @@ void EmitBlock(const YAML::Node& node, YAML::Emitter& out) {
     for (auto it = node.begin(); it != node.end(); ++it) EmitBlock(*it, out);
     out << YAML::EndSeq;
   } else if (node.IsScalar() && FitsLiteralBlock(node.Scalar())) {
-    out << YAML::Literal << node.Scalar();
+    // Without its final newline: `|` keeps one on reading, and yaml-cpp
+    // would print that newline as a blank line after the block.
+    const std::string& text = node.Scalar();
+    out << YAML::Literal << text.substr(0, text.size() - 1);
   } else if (node.IsScalar() && node.Tag() == "!") {
     // A string (quoted in the JSON the spec was printed as).
     const std::string& text = node.Scalar();
@@ -1288,7 +1291,8 @@ std::string ToYaml(const api::Resource& resource) {
   out << YAML::Key << "spec" << YAML::Value;
   EmitBlock(spec, out);
   out << YAML::EndMap;
-  return out.c_str();
+  // Ends with a newline: a last `|` block reads back with its own.
+  return absl::StrCat(out.c_str(), "\n");
 }
 
 }  // namespace sluice::cli

@@ -57,8 +57,9 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
 // standard input when `path` is "-".
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path);
 
-// The resource as a YAML document in the same shape LoadYaml reads;
-// multi-line strings (PEM) are written as `|` block scalars. Prints what it
+// The resource as a YAML document in the same shape LoadYaml reads, ending
+// with a newline; multi-line strings (PEM) are written as `|` block scalars
+// (with no blank line after them). Prints what it
 // is given: callers that show a resource to people redact it first
 // (api::RedactSecrets).
 std::string ToYaml(const api::Resource& resource);

@@ -596,6 +596,9 @@ TEST(YamlLoaderTest, SecretWithPemBlockScalarsRoundTrips) {
   std::string out = ToYaml(secret);
   EXPECT_TRUE(absl::StrContains(out, "certificate_chain: |\n      -----BEGIN CERTIFICATE-----\n"))
       << out;
+  // No blank line after a block.
+  EXPECT_TRUE(absl::StrContains(out, "-----END CERTIFICATE-----\n    private_key: |\n")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "\n\n")) << out;
   auto again = LoadYaml(out, "again.yaml");
   ASSERT_TRUE(again.ok()) << again.status() << "\n" << out;
   EXPECT_EQ((*again)[0].resource.SerializeAsString(), secret.SerializeAsString()) << out;
