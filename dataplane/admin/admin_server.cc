@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 
 #include "absl/strings/ascii.h"
@@ -184,7 +185,22 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
   }
   evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type", content_type);
   evbuffer* out = evbuffer_new();
-  evbuffer_add(out, body.data(), body.size());
+  // The body is lent to the buffer, not copied; freed once written.
+  struct Lent {
+    std::string body;
+    const std::function<void()>* release;
+  };
+  auto* lent = new Lent{std::move(body), &self->handlers_.release_memory};
+  evbuffer_add_reference(
+      out, lent->body.data(), lent->body.size(),
+      [](const void*, size_t, void* arg) {
+        std::unique_ptr<Lent> done(static_cast<Lent*>(arg));
+        const bool large = done->body.size() >= kLargeReplyBytes;
+        const std::function<void()>* release = done->release;
+        done.reset();
+        if (large && *release) (*release)();
+      },
+      lent);
   evhttp_send_reply(request, status, status == 200   ? "OK"
                       : status == 503 ? "Service Unavailable"
                       : status == 401 ? "Unauthorized"

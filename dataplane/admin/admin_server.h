@@ -42,7 +42,13 @@ struct AdminHandlers {
   std::function<std::string()> config_dump;
   // /clusters; JSON with ?format=json.
   std::function<std::string(bool json)> clusters;
+  // Optional: called once a reply of kLargeReplyBytes or more is sent (or
+  // its client gone) and freed, to hand that memory back to the kernel (a
+  // /metrics of a 10,000-route table is tens of MiB).
+  std::function<void()> release_memory;
 };
+
+inline constexpr size_t kLargeReplyBytes = 4 << 20;
 
 class AdminServer {
  public:

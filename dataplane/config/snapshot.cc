@@ -163,6 +163,7 @@ const stats::MetricGroupSpec& RouteStatsSpec() {
           {"sluice_route_requests_total", absl::StrCat(",status_class=\"", c, "xx\"")});
     }
     s->histograms.push_back("sluice_route_request_duration_seconds");
+    s->hidden_until_counted = true;  // a route's series appear with its first request
     return s;
   }();
   return *spec;

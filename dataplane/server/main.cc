@@ -525,7 +525,8 @@ int Run(int argc, char** argv) {
        [&proxy] { return proxy.Live(); },
        [&proxy] { return proxy.stats().RenderPrometheus(); },
        [&proxy] { return proxy.ConfigDump(); },
-       [&proxy](bool json) { return proxy.Clusters(json); }});
+       [&proxy](bool json) { return proxy.Clusters(json); },
+       [] { ReleaseFreeMemory(); }});
   if (flags->values.count("admin-token-file")) {
     if (absl::Status s = admin_server.RequireTokenFromFile(flags->values["admin-token-file"]);
         !s.ok()) {

@@ -4,6 +4,7 @@
 #include <new>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace sluice::stats {
@@ -182,6 +183,8 @@ void AppendLabels(std::string* out, absl::string_view labels, absl::string_view 
 std::string StatsStore::RenderPrometheus() const {
   absl::MutexLock lock(&mu_);
   std::string out;
+  // Grown once, not by doubling through a large rendering's sizes.
+  out.reserve(last_render_bytes_ + last_render_bytes_ / 8);
   auto header = [&](const std::string& name, const char* type) {
     if (auto it = help_.find(name); it != help_.end()) {
       absl::StrAppend(&out, "# HELP ", name, " ", it->second, "\n");
@@ -191,6 +194,21 @@ std::string StatsStore::RenderPrometheus() const {
   // Which group series belong to which family: name -> (spec, index).
   std::map<absl::string_view, std::vector<std::pair<const MetricGroupSpec*, size_t>>>
       grouped_counters, grouped_histograms;
+  // Groups left out until something counts (hidden_until_counted).
+  absl::flat_hash_set<const MetricGroup*> hidden;
+  for (const auto& [spec, groups] : groups_) {
+    if (!spec->hidden_until_counted) continue;
+    for (const auto& [labels, group] : groups) {
+      bool counted = false;
+      for (size_t i = 0; i < spec->counters.size() && !counted; ++i) {
+        counted = group->counter(i)->value() != 0;
+      }
+      for (size_t i = 0; i < spec->histograms.size() && !counted; ++i) {
+        counted = group->histogram(i)->Sum().count != 0;
+      }
+      if (!counted) hidden.insert(group.get());
+    }
+  }
   for (const auto& [spec, groups] : groups_) {
     for (size_t i = 0; i < spec->counters.size(); ++i) {
       grouped_counters[spec->counters[i].name].emplace_back(spec, i);
@@ -212,6 +230,7 @@ std::string StatsStore::RenderPrometheus() const {
     if (auto it = grouped_counters.find(name); it != grouped_counters.end()) {
       for (const auto& [spec, index] : it->second) {
         for (const auto& [labels, group] : groups_.at(spec)) {
+          if (hidden.contains(group.get())) continue;
           counter_series.push_back({labels, spec->counters[index].extra_labels,
                                     group->counter(index)});
         }
@@ -248,6 +267,7 @@ std::string StatsStore::RenderPrometheus() const {
     if (auto it = grouped_histograms.find(name); it != grouped_histograms.end()) {
       for (const auto& [spec, index] : it->second) {
         for (const auto& [labels, group] : groups_.at(spec)) {
+          if (hidden.contains(group.get())) continue;
           histogram_series.push_back({labels, {}, group->histogram(index)});
         }
       }
@@ -293,6 +313,7 @@ std::string StatsStore::RenderPrometheus() const {
     }
   }
   for (absl::string_view name : families(histograms_, grouped_histograms)) histogram_family(name);
+  last_render_bytes_ = out.size();
   return out;
 }
 

@@ -107,6 +107,10 @@ struct MetricGroupSpec {
   };
   std::vector<CounterSeries> counters;
   std::vector<std::string> histograms;  // names; the group's labels only
+  // /metrics leaves a group out while every counter is 0 and every
+  // histogram empty: a route nobody has requested lists no series (a
+  // 10,000-route table would print some 220,000 series of zeros).
+  bool hidden_until_counted = false;
 };
 
 // The series of one group, in the order of its spec. Made and owned by a
@@ -182,6 +186,8 @@ class StatsStore {
   std::map<const MetricGroupSpec*, std::map<std::string, std::shared_ptr<MetricGroup>>> groups_
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> help_ ABSL_GUARDED_BY(mu_);
+  // The size of the last rendering: the next one is reserved that large.
+  mutable size_t last_render_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Escapes a label value for the Prometheus text format.

@@ -239,5 +239,42 @@ TEST(MetricGroupTest, HoldMayOutliveTheStore) {
   hold.reset();
 }
 
+// A group hidden until counted (a route's) lists no series while its
+// counters are 0 and its histograms empty; a count or an observation shows
+// all of them. Families keep their HELP and TYPE lines.
+TEST(MetricGroupTest, HiddenUntilCountedShowsWithTheFirstCount) {
+  static const MetricGroupSpec spec = [] {
+    MetricGroupSpec s;
+    s.counters = {{"sluice_route_requests_total", ",status_class=\"2xx\""},
+                  {"sluice_route_requests_total", ",status_class=\"5xx\""}};
+    s.histograms = {"sluice_route_request_duration_seconds"};
+    s.hidden_until_counted = true;
+    return s;
+  }();
+  StatsStore store;
+  std::shared_ptr<const void> a_hold, b_hold, c_hold;
+  MetricGroup* a = store.GetGroup(spec, "route=\"a\"", &a_hold);
+  MetricGroup* b = store.GetGroup(spec, "route=\"b\"", &b_hold);
+  store.GetGroup(spec, "route=\"c\"", &c_hold);
+  std::string text = store.RenderPrometheus();
+  EXPECT_TRUE(absl::StrContains(text, "# TYPE sluice_route_requests_total counter\n")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "route=")) << text;
+
+  a->counter(1)->Inc();
+  b->histogram(0)->Observe(0, 5);
+  text = store.RenderPrometheus();
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_requests_total{route=\"a\",status_class=\"2xx\"} 0\n")) << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_requests_total{route=\"a\",status_class=\"5xx\"} 1\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "sluice_route_request_duration_seconds_count{route=\"a\"} 0\n"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "sluice_route_request_duration_seconds_count{route=\"b\"} 1\n"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_route_requests_total{route=\"b\",status_class=\"2xx\"} 0\n")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "route=\"c\"")) << text;
+}
+
 }  // namespace
 }  // namespace sluice::stats
