@@ -193,7 +193,12 @@ void Connection::HandleWrite() {
         break;
       }
       if (errno == EINTR) continue;
-      Fail(CloseReason::kReset, errno);
+      const int err = errno;
+      if (read_before_write_failure_ && read_enabled_ && !read_eof_ && !transport_->secure()) {
+        ReadLeftovers();
+        if (fd_ < 0) return;  // the callbacks closed it
+      }
+      Fail(CloseReason::kReset, err);
       return;
     }
     output_.Drain(static_cast<size_t>(n));
@@ -209,6 +214,19 @@ void Connection::HandleWrite() {
     UpdateEvents();
     if (callbacks_) callbacks_->OnWriteDrained();
   }
+}
+
+void Connection::ReadLeftovers() {
+  bool got = false;
+  for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+    char* dst = input_.Reserve(kReadChunk);
+    ssize_t n = transport_->Read(dst, kReadChunk);
+    if (n <= 0) break;  // the end, the reset, or nothing more
+    input_.Commit(static_cast<size_t>(n));
+    bytes_read_ += static_cast<uint64_t>(n);
+    got = true;
+  }
+  if (got && callbacks_) callbacks_->OnReadable();
 }
 
 void Connection::Fail(CloseReason reason, int error) {

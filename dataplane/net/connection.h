@@ -72,6 +72,11 @@ class Connection : public event::Flushable {
     }
   }
 
+  // On a write that fails (the peer closed or reset), first hand on what
+  // the peer sent before and the socket still holds (OnReadable), then
+  // fail: an HTTP/2 upstream's GOAWAY says which streams it did not
+  // process. Plain sockets only: a failed TLS session does no more I/O.
+  void ReadBeforeWriteFailure() { read_before_write_failure_ = true; }
   // Stops (or resumes) reading from the socket: back-pressure.
   void SetReadEnabled(bool enabled);
   bool read_enabled() const { return read_enabled_; }
@@ -107,6 +112,8 @@ class Connection : public event::Flushable {
   void HandleWrite();
   void UpdateEvents();
   void Fail(CloseReason reason, int error);
+  // Reads what the socket still holds and hands it on (a write failed).
+  void ReadLeftovers();
   // Sends FIN, discards what the peer already sent (so close() does not turn
   // into a reset that could destroy the response in flight), closes.
   void ShutdownAndClose();
@@ -121,6 +128,7 @@ class Connection : public event::Flushable {
   bool read_eof_ = false;  // the peer half-closed; nothing more to read
   bool close_after_flush_ = false;
   bool flush_scheduled_ = false;
+  bool read_before_write_failure_ = false;
   uint64_t bytes_read_ = 0;
   Buffer input_;
   Buffer output_;

@@ -25,7 +25,13 @@ constexpr size_t kSocketWatermark = 256 * 1024;
 
 Http2UpstreamStream::~Http2UpstreamStream() {
   if (connection_ == nullptr) return;
-  if (id_ >= 0) connection_->codec_.ResetStream(id_, kCancel);
+  if (id_ >= 0) {
+    connection_->codec_.ResetStream(id_, kCancel);
+    if (!response_started_ && connection_->reads_ == reads_at_send_ &&
+        connection_->dispatcher_.Now() - sent_at_ >= Http2Pool::kSuspectAfter) {
+      connection_->Suspect();
+    }
+  }
   connection_->Forget(this);
 }
 
@@ -43,6 +49,8 @@ void Http2UpstreamStream::SendHeaders(const http::Http2Request& request, bool en
     return;
   }
   id_ = id;
+  reads_at_send_ = c->reads_;
+  sent_at_ = c->dispatcher_.Now();
   c->streams_.emplace(id, this);
   c->ScheduleFlush();
 }
@@ -101,9 +109,15 @@ Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, 
                                            : "connect timeout");
                      }),
       idle_timer_(dispatcher, [this] { OnIdleTimer(); }),
+      ping_timer_(dispatcher,
+                  [this] {
+                    CloseNow(absl::StrCat("no PING ACK within ",
+                                          absl::FormatDuration(Http2Pool::kPingTimeout)));
+                  }),
       cluster_state_(cluster.state),
       endpoint_state_(std::move(endpoint_state)) {
   connection_->SetCallbacks(this);
+  connection_->ReadBeforeWriteFailure();
   connect_timer_.Enable(cluster.connect_timeout);
   cluster_state_->connections.fetch_add(1, std::memory_order_relaxed);
   endpoint_state_->connections.fetch_add(1, std::memory_order_relaxed);
@@ -119,7 +133,7 @@ Http2UpstreamConnection::~Http2UpstreamConnection() {
 
 bool Http2UpstreamConnection::HasCapacity() const {
   const size_t open = streams_.size() + pending_.size();
-  return !closed_ && codec_.CanOpenStream() && open < max_streams_ &&
+  return !closed_ && !suspect_ && codec_.CanOpenStream() && open < max_streams_ &&
          (codec_.peer_settings_received() || open < assumed_peer_limit_);
 }
 
@@ -191,6 +205,7 @@ void Http2UpstreamConnection::OnConnected() {
 void Http2UpstreamConnection::OnReadable() {
   net::Buffer& input = connection_->input();
   if (input.empty()) return;
+  ++reads_;
   std::string_view bytes = input.view();
   size_t n = bytes.size();
   bool ok = codec_.Receive(bytes);
@@ -238,6 +253,7 @@ void Http2UpstreamConnection::FailAll(bool connect_failed, bool timed_out, bool 
   closed_ = true;
   connect_timer_.Disable();
   idle_timer_.Disable();
+  ping_timer_.Disable();
   connection_->Close();
   // Streams whose HEADERS went out end through the codec (refused when a
   // GOAWAY said they were not processed); the others never left.
@@ -399,7 +415,8 @@ void Http2UpstreamConnection::OnGoaway(int32_t last_stream_id, uint32_t error_co
 
 void Http2UpstreamConnection::OnPingAck() {
   ping_outstanding_ = false;
-  if (streams_.empty() && pending_.empty() && !closed_) idle_timer_.Enable(Http2Pool::kPingInterval);
+  suspect_ = false;
+  ping_timer_.Disable();
 }
 
 void Http2UpstreamConnection::UpdateIdle() {
@@ -410,24 +427,33 @@ void Http2UpstreamConnection::UpdateIdle() {
       idle_timer_.Enable(Http2Pool::kPingInterval);
     }
   } else {
+    // An outstanding PING keeps its deadline (ping_timer_).
     idle_timer_.Disable();
-    ping_outstanding_ = false;
   }
 }
 
 void Http2UpstreamConnection::OnIdleTimer() {
-  if (ping_outstanding_) {
-    CloseNow(absl::StrCat("no PING ACK within ", absl::FormatDuration(Http2Pool::kPingTimeout)));
-    return;
-  }
   if (absl::Now() - idle_since_ >= Http2Pool::kIdleTimeout || !connected_) {
     CloseNow("idle");
     return;
   }
+  SendPing();
+  Flush();
+  if (!closed_) idle_timer_.Enable(Http2Pool::kPingInterval);
+}
+
+void Http2UpstreamConnection::SendPing() {
+  if (ping_outstanding_ || closed_) return;
   ping_outstanding_ = true;
   codec_.SubmitPing();
-  Flush();
-  idle_timer_.Enable(Http2Pool::kPingTimeout);
+  ping_timer_.Enable(Http2Pool::kPingTimeout);
+}
+
+void Http2UpstreamConnection::Suspect() {
+  if (closed_ || !connected_) return;
+  suspect_ = true;
+  SendPing();
+  ScheduleFlush();  // may run inside the codec's callbacks: never Flush() here
 }
 
 void Http2UpstreamConnection::Drain() {
@@ -499,13 +525,14 @@ void Http2Pool::OnStreamsChanged(Http2UpstreamConnection* connection) {
     connection->CloseNow("sent GOAWAY");
     return;
   }
-  // Keep one idle connection per key: close this one if another is idle too.
+  // Keep one idle connection per key: close this one if another is idle
+  // too, or the other when it is the suspect one (Suspect).
   auto it = connections_.find(connection->pool_key_);
   if (it == connections_.end()) return;
   for (auto& other : it->second) {
     if (other.get() != connection && !other->closed_ && other->streams_.empty() &&
         other->pending_.empty() && other->connected_) {
-      connection->Drain();
+      (other->suspect_ && !connection->suspect_ ? other.get() : connection)->Drain();
       return;
     }
   }

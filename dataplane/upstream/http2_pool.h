@@ -21,10 +21,23 @@
 // A connection stays open with no stream (the next request reuses it) until
 // the upstream closes it, sends GOAWAY, the config no longer names its key,
 // or it has sat unused for kIdleTimeout; a connection with no stream while
-// another of its key also has none is closed at once. An idle connection is
-// checked with a PING every kPingInterval and closed when the ACK does not
-// come within kPingTimeout, so a dead peer is noticed before a request
-// needs it.
+// another of its key also has none is closed at once.
+//
+// Liveness: an idle connection is sent a PING every kPingInterval, and a
+// connection whose PING has no ACK within kPingTimeout is closed, idle or
+// not (a stream opened meanwhile does not forget the PING), so a dead peer
+// is noticed before a request needs it. A stream given up with no response
+// (its timeout, its client gone) kSuspectAfter or more after its HEADERS
+// left, while nothing at all came on its connection since, makes the
+// connection suspect: it takes no new stream, and is sent a PING, until the
+// ACK clears it (or its absence closes it). A busy connection to a peer
+// that hung is thus left after its first timed-out request, not sent every
+// new one; a busy connection that answers is never pinged (gRPC servers
+// count pings without cause against a client).
+//
+// A write that fails because the upstream closed first reads what it sent
+// before it went (net::Connection::ReadBeforeWriteFailure), so its GOAWAY
+// still says which streams it did not process: those go again.
 //
 // For a cluster with protocol AUTO, the TLS handshake offers "h2" and
 // "http/1.1"; when an endpoint picks HTTP/1.1 the pool remembers it for the
@@ -92,6 +105,8 @@ class Http2UpstreamStream {
   bool reused_;
   bool response_started_ = false;
   bool read_enabled_ = true;
+  uint64_t reads_at_send_ = 0;  // the connection's reads_ when HEADERS went
+  absl::Time sent_at_;          // when HEADERS went (dispatcher time)
   size_t unconsumed_ = 0;  // response bytes handed on while reading was disabled
   int interim_responses_ = 0;  // 1xx heads (UpstreamConnection::kMaxInterimResponses)
 };
@@ -149,6 +164,10 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   void Finish();  // leaves the pool, deleted later
   void OnIdleTimer();
   void UpdateIdle();
+  // Sends a PING (when none is out) and arms its deadline.
+  void SendPing();
+  // A stream was given up with nothing come since it was sent.
+  void Suspect();
 
   event::Dispatcher& dispatcher_;
   Http2Pool& pool_;
@@ -164,8 +183,11 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   std::unordered_set<Http2UpstreamStream*> pending_;  // handed out, HEADERS not yet submitted
   std::unordered_map<int32_t, Http2UpstreamStream*> streams_;
   event::Timer connect_timer_;
-  event::Timer idle_timer_;  // PING of an idle connection, and its deadline
+  event::Timer idle_timer_;  // PING of an idle connection, and its idle end
+  event::Timer ping_timer_;  // the outstanding PING's deadline
   bool connected_ = false;
+  bool suspect_ = false;  // no new stream until a PING ACK (Suspect)
+  uint64_t reads_ = 0;    // read events with bytes, over the connection's life
   bool closed_ = false;
   bool flush_scheduled_ = false;
   bool ping_outstanding_ = false;
@@ -178,10 +200,13 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
 
 class Http2Pool {
  public:
-  // Liveness of idle connections (see the file comment).
+  // Liveness (see the file comment).
   static constexpr absl::Duration kPingInterval = absl::Seconds(30);
   static constexpr absl::Duration kPingTimeout = absl::Seconds(10);
   static constexpr absl::Duration kIdleTimeout = absl::Seconds(300);
+  // A stream given up sooner after its HEADERS left (a client that went
+  // at once) says nothing of its connection: no suspicion.
+  static constexpr absl::Duration kSuspectAfter = absl::Milliseconds(250);
 
   explicit Http2Pool(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
   ~Http2Pool();

@@ -486,5 +486,50 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
   }
 }
 
+// An upstream that hung (it holds the connection and answers nothing, not
+// even a PING): the request that times out on its connection makes it
+// suspect, so the next request goes on a new connection (before: every
+// request went on the hung connection, and got 504, for as long as one
+// came at least every 40 s). The PING it was sent goes unanswered, and the
+// connection is closed within kPingTimeout (10 s).
+TEST(UpstreamHttp2StallTest, AConnectionWhoseRequestTimedOutUnansweredTakesNoNewOnes) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  Process peer("/usr/bin/python3", {RunfilePath("tests/harness/h2_stall_peer.py"), "1"},
+               absl::StrCat(MakeTempDir("h2-stall"), "/peer.log"));
+  auto line = peer.WaitForLogLine("listening on ", absl::Seconds(20));
+  ASSERT_TRUE(line.has_value()) << peer.Log();
+  int peer_port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &peer_port)) << *line;
+  const int port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      ClusterYaml("stalls", peer_port, "HTTP2", ""), "---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /}\n          route: {cluster: stalls, timeout: 1s}\n",
+      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-stall-config"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-stall-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+
+  HttpResponse first = HttpGet(address, "/a");
+  EXPECT_EQ(first.status, 200) << first.error << first.body;
+  HttpResponse hung = HttpGet(address, "/b");  // connection 1's second: no answer
+  EXPECT_EQ(hung.status, 504) << hung.error << hung.body;
+  HttpResponse next = HttpGet(address, "/c");
+  EXPECT_EQ(next.status, 200) << next.error << next.body << "\n" << peer.Log();
+  EXPECT_TRUE(absl::StrContains(peer.Log(), "headers 2 1\n")) << peer.Log();
+  EXPECT_TRUE(absl::StrContains(peer.Log(), "ping 1\n")) << peer.Log();
+  // The PING's deadline closes the hung connection.
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(peer.Log(), "closed 1\n"); },
+                      absl::Seconds(20)))
+      << peer.Log();
+  EXPECT_FALSE(absl::StrContains(peer.Log(), "closed 2\n")) << peer.Log();
+}
+
 }  // namespace
 }  // namespace sluice::testing

@@ -1,0 +1,97 @@
+"""An HTTP/2 (h2c, prior knowledge) upstream that answers the first N
+requests on each connection (200, body "ok") and then hangs: it reads on but
+answers nothing more, not even a PING. For tests of how a proxy notices a
+peer that stopped answering without closing. Standard library only; frames
+are written by hand.
+
+Usage: h2_stall_peer.py N
+Prints "listening on PORT", then one line per event, flushed:
+"connection C" (the C-th accepted), "headers C STREAM", "ping C",
+"closed C" (the proxy closed connection C).
+"""
+import socket
+import struct
+import sys
+import threading
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + \
+        struct.pack(">I", stream) + payload
+
+
+def read_exact(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+# HPACK: ":status: 200" (static index 8), content-length (static index 28,
+# literal without indexing) "2".
+OK_HEAD = b"\x88\x0f\x0d\x012"
+
+
+def say(lock, line):
+    with lock:
+        print(line, flush=True)
+
+
+def serve(conn, number, answers, lock):
+    answered = 0
+    try:
+        if read_exact(conn, len(PREFACE)) != PREFACE:
+            return
+        conn.sendall(frame(0x4, 0, 0))  # our SETTINGS (defaults)
+        while True:
+            header = read_exact(conn, 9)
+            if header is None:
+                return
+            length = int.from_bytes(header[0:3], "big")
+            kind, flags = header[3], header[4]
+            stream = int.from_bytes(header[5:9], "big") & 0x7fffffff
+            if read_exact(conn, length) is None:
+                return
+            live = answered < answers
+            if kind == 0x4 and not flags & 0x1 and live:
+                conn.sendall(frame(0x4, 0x1, 0))  # SETTINGS ACK
+            elif kind == 0x6 and not flags & 0x1:
+                say(lock, f"ping {number}")
+                if live:
+                    conn.sendall(frame(0x6, 0x1, 0, b"\0" * 8))  # PING ACK
+            elif kind == 0x1:
+                say(lock, f"headers {number} {stream}")
+                if live:
+                    answered += 1
+                    conn.sendall(frame(0x1, 0x4, stream, OK_HEAD) +
+                                 frame(0x0, 0x1, stream, b"ok"))
+    except OSError:
+        pass
+    finally:
+        say(lock, f"closed {number}")
+        conn.close()
+
+
+def main():
+    answers = int(sys.argv[1])
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    print(f"listening on {listener.getsockname()[1]}", flush=True)
+    lock = threading.Lock()
+    number = 0
+    while True:
+        conn, _ = listener.accept()
+        number += 1
+        say(lock, f"connection {number}")
+        threading.Thread(target=serve, args=(conn, number, answers, lock),
+                         daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
