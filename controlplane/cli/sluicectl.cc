@@ -815,15 +815,17 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (auto it = flags.values.find("max-p99-ratio"); it != flags.values.end()) {
     double ratio = 0;
-    if (!absl::SimpleAtod(it->second, &ratio) || !(ratio >= 1)) {
-      return UsageFail(absl::StrCat("--max-p99-ratio ", it->second, ": expected 1 or more"));
+    if (!absl::SimpleAtod(it->second, &ratio) || !(ratio >= 1 && ratio <= 1000)) {
+      return UsageFail(absl::StrCat("--max-p99-ratio ", it->second, ": expected 1..1000"));
     }
     t->set_max_p99_ratio(ratio);
   }
   if (auto it = flags.values.find("p99-slack"); it != flags.values.end()) {
     absl::Duration slack;
-    if (!absl::ParseDuration(it->second, &slack) || slack < absl::ZeroDuration()) {
-      return UsageFail(absl::StrCat("--p99-slack ", it->second, ": expected a duration like 10ms"));
+    if (!absl::ParseDuration(it->second, &slack) || slack < absl::ZeroDuration() ||
+        slack > absl::Hours(1)) {
+      return UsageFail(
+          absl::StrCat("--p99-slack ", it->second, ": expected a duration like 10ms, up to 1h"));
     }
     t->set_p99_slack_ms(absl::ToDoubleMilliseconds(slack));
   }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
 #include "common/log.h"
@@ -186,9 +187,18 @@ absl::StatusOr<std::string> OperatorTokens::Create(
         absl::StrCat("token name '", name, "': expected 1..", kMaxNameLength,
                      " of A-Z a-z 0-9 . _ -"));
   }
+  // Names the history and the audit log give to others: a token so named
+  // would pass its changes off as theirs.
+  for (const char* reserved : {"sluice-control", "anonymous", kBootstrapTokenName}) {
+    if (absl::EqualsIgnoreCase(name, reserved)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token name '", name, "' is reserved: the history and the audit log name ",
+          "the control plane's own decisions sluice-control, callers without a token ",
+          "anonymous, and --admin-token-file's token ", kBootstrapTokenName));
+    }
+  }
   absl::MutexLock lock(&mu_);
-  if (name == kBootstrapTokenName ||
-      std::any_of(tokens_.begin(), tokens_.end(),
+  if (std::any_of(tokens_.begin(), tokens_.end(),
                   [&](const StoredToken& t) { return t.name == name; })) {
     return absl::AlreadyExistsError(
         absl::StrCat("a token named '", name, "' exists"));

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -283,6 +284,17 @@ TEST_F(CanaryTest, AWaitingApplyReportsTheAbortAfterAControlPlaneRestart) {
   EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
   EXPECT_TRUE(absl::StrContains(refused.err, dangling + ", document 1 (line 1): RouteTable \"main\""))
       << refused.err;
+  // Thresholds past the server's range are refused by sluicectl itself.
+  for (const auto& [flag, value, says] :
+       {std::tuple<std::string, std::string, std::string>{"--max-p99-ratio", "inf", "expected 1..1000"},
+        {"--max-p99-ratio", "1001", "expected 1..1000"},
+        {"--p99-slack", "2h", "expected a duration like 10ms, up to 1h"}}) {
+    CommandResult bad =
+        cp_.Ctl({"apply", "-f", dangling, "--canary", "canary", "--verify", "5s", flag, value});
+    EXPECT_NE(bad.exit_code, 0) << flag << " " << value;
+    EXPECT_TRUE(absl::StrContains(bad.err, absl::StrCat(flag, " ", value, ": ", says)))
+        << bad.err;
+  }
   Process waiting(RunfilePath("controlplane/cli/sluicectl"),
                   {"--server", cp_.address(), "apply", "-f",
                    WriteFile(dir, "config.yaml", Config(dead_port_, "")), "--canary", "canary",

@@ -51,6 +51,13 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
     EXPECT_EQ(
         (*tokens)->Create("bad name", Role::kAdmin, "alice").status().code(),
         absl::StatusCode::kInvalidArgument);
+    // Names the history gives to others, in any case.
+    for (const char* reserved : {"sluice-control", "Sluice-Control", "anonymous",
+                                 "bootstrap-admin", "BOOTSTRAP-admin"}) {
+      auto refused = (*tokens)->Create(reserved, Role::kOperator, "alice");
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << reserved;
+      EXPECT_TRUE(absl::StrContains(refused.status().message(), "is reserved")) << refused.status();
+    }
   }
   const std::string file = ReadFile(dir + "/tokens.db");
   ASSERT_FALSE(file.empty());
