@@ -6,7 +6,8 @@
 //             [--p99-slack 10ms] [--min-requests 100] [--on-no-traffic abort|promote] [--wait]
 //   sluicectl [--server HOST:PORT] rollout status [-o table|json] | promote | abort [-m MSG]
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
-//   sluicectl [--server HOST:PORT] delete KIND NAME [--dry-run] [--if-version N] [-m MSG]
+//   sluicectl [--server HOST:PORT] delete KIND NAME [NAME...] | -f FILE|DIR [--dry-run]
+//             [--if-version N] [-m MSG]
 //   sluicectl [--server HOST:PORT] history [--limit N] [-o table|json]
 //   sluicectl [--server HOST:PORT] diff V1 [V2]
 //   sluicectl [--server HOST:PORT] rollback V [--dry-run] [--if-version N] [-m MSG]
@@ -84,7 +85,10 @@ commands:
   rollout promote|abort [-m MSG]    decide the running rollout now (operator role)
   get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
                                     (default), yaml or json
-  delete KIND NAME [--dry-run]      delete one resource
+  delete KIND NAME [NAME...] [--dry-run]
+                                    delete resources of one kind, in one version
+  delete -f FILE|DIR [--dry-run]    delete every resource the file(s) name (kind and
+                                    name; the rest of each is not read), in one version
   history [--limit N] [-o table|json]
                                     the kept versions, newest first: time, author,
                                     change (+added ~changed -removed) and message
@@ -1102,20 +1106,43 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
 int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
            const ParsedFlags& flags) {
   const auto& args = flags.positional;
-  if (args.size() != 3) {
-    return UsageFail(absl::StrCat("delete takes KIND and NAME, got ", args.size() - 1,
-                                  args.size() == 2 ? " argument" : " arguments"));
+  auto file = flags.values.find("f");
+  if (file != flags.values.end() && args.size() > 1) {
+    return UsageFail(absl::StrCat("delete takes KIND NAME... or -f FILE|DIR, not both: '",
+                                  Printable(args[1]), "'"));
   }
-  auto kind = api::ParseKind(args[1]);
-  if (!kind.ok()) return UsageFail(std::string(kind.status().message()));
+  if (file == flags.values.end() && args.size() < 3) {
+    return UsageFail(absl::StrCat("delete takes KIND and NAME (or more names), or -f FILE|DIR; got ",
+                                  args.size() - 1, args.size() == 2 ? " argument" : " arguments"));
+  }
+  std::vector<api::ResourceId> ids;
+  if (file == flags.values.end()) {
+    auto kind = api::ParseKind(args[1]);
+    if (!kind.ok()) return UsageFail(std::string(kind.status().message()));
+    for (size_t i = 2; i < args.size(); ++i) ids.emplace_back(*kind, args[i]);
+  }
   ChangeFlags change;
   std::string error;
   if (!ParseChangeFlags(flags, &change, &error)) return UsageFail(error);
   absl::Duration wait_timeout;
   if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
+  if (file != flags.values.end()) {
+    if (file->second.empty()) return UsageFail("delete -f needs FILE|DIR");
+    LoadOptions names_only;
+    names_only.validate = false;
+    auto loaded = LoadPath(file->second, names_only);
+    if (!loaded.ok()) return Fail(absl::StrCat("nothing deleted:\n", loaded.status().message()));
+    for (const LoadedResource& r : *loaded) ids.push_back(api::IdOf(r.resource));
+    if (ids.empty()) return Fail(absl::StrCat("nothing deleted: ", file->second, " names no resource"));
+  }
   admin::v1::DeleteRequest request;
-  request.set_kind(*kind);
-  request.set_name(args[2]);
+  request.set_kind(ids[0].first);
+  request.set_name(ids[0].second);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    config::v1::ResourceKey* key = request.add_more();
+    key->set_kind(ids[i].first);
+    key->set_name(ids[i].second);
+  }
   request.set_dry_run(flags.switches.count("dry-run") > 0);
   request.set_author(Author());
   request.set_message(change.message);
@@ -1736,7 +1763,7 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
                  "max-4xx-rate", "max-p99-ratio", "p99-slack", "min-requests", "on-no-traffic", "wait",
                  "timeout"}},
       {"get", {"o"}},
-      {"delete", {"dry-run", "m", "if-version", "wait", "timeout"}},
+      {"delete", {"f", "dry-run", "m", "if-version", "wait", "timeout"}},
       {"history", {"limit", "o"}},
       {"diff", {}},
       {"rollback", {"dry-run", "m", "if-version", "wait", "timeout"}},

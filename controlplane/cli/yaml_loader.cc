@@ -708,7 +708,7 @@ absl::Status CheckDistinctKeys(const Node& node, const std::string& where, int d
 // `direct`: fill the message with DirectConverter when it can (the result
 // is the same as SpecConverter's; see the differential test).
 template <typename Node>
-absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct,
+absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct, bool validate,
                           const std::string* text,
                           std::vector<LoadedResource>* out) {
   auto fail = [&](const Node& node, const std::string& message) {
@@ -824,16 +824,16 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   message->GetReflection()->SetString(message, name_field, name);
 
   std::vector<api::ValidationError> errors;
-  api::ValidateResource(resource, &errors);
+  if (validate) api::ValidateResource(resource, &errors);
   // What the control plane refuses only in content an apply adds or
   // changes: not refused here (this content may be stored unchanged), but
   // its lines are kept for the answer, and with other errors (so the
   // content changes) it is said with them, in one round.
   std::vector<api::ValidationError> later;
-  api::ValidateNewContent(resource, &later);
+  if (validate) api::ValidateNewContent(resource, &later);
   if (!errors.empty() || !later.empty()) {
     // The lines of the fields in error are SpecConverter's to find.
-    if (filled) return LoadDocument(doc, where, /*direct=*/false, text, out);
+    if (filled) return LoadDocument(doc, where, /*direct=*/false, validate, text, out);
   }
   if (!errors.empty()) {
     errors.insert(errors.end(), later.begin(), later.end());
@@ -859,7 +859,7 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
 template <typename Node>
 absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node>& docs,
                                                           const std::string& file_name,
-                                                          bool direct,
+                                                          bool direct, bool validate,
                                                           const std::string* text = nullptr) {
   std::vector<LoadedResource> out;
   out.reserve(docs.size());
@@ -870,7 +870,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     const size_t loaded_before = out.size();
     absl::Status status;
     try {
-      status = LoadDocument(doc, where, direct, text, &out);
+      status = LoadDocument(doc, where, direct, validate, text, &out);
     } catch (const YAML::Exception& e) {
       // yaml-cpp's "bad conversion": a list or mapping where one value goes.
       status = absl::InvalidArgumentError(absl::StrCat(
@@ -1071,7 +1071,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
       std::vector<FastYamlNode> docs;
       docs.reserve((*fast)->documents.size());
       for (uint32_t root : (*fast)->documents) docs.emplace_back(fast->get(), root);
-      return LoadDocuments(docs, file_name, options.direct_conversion);
+      return LoadDocuments(docs, file_name, options.direct_conversion, options.validate);
     }
   }
   std::vector<YAML::Node> docs;
@@ -1095,7 +1095,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
         file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
         ": not valid YAML: ", e.msg, hint));
   }
-  return LoadDocuments(docs, file_name, options.direct_conversion, &text);
+  return LoadDocuments(docs, file_name, options.direct_conversion, options.validate, &text);
 }
 
 namespace {
@@ -1119,6 +1119,11 @@ bool ReadBounded(std::istream& in, const std::string& name, std::string* text,
 }  // namespace
 
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
+  return LoadPath(path, LoadOptions());
+}
+
+absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path,
+                                                     const LoadOptions& options) {
   if (path == "-") {  // standard input, as kubectl reads it
     std::string text, error;
     if (!ReadBounded(std::cin, "standard input", &text, &error)) {
@@ -1128,7 +1133,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
       return absl::InvalidArgumentError(
           absl::StrCat("standard input: cannot read: ", strerror(errno)));
     }
-    return LoadYaml(text, "standard input");
+    return LoadYaml(text, "standard input", options);
   }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -1173,7 +1178,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path) {
       errors.push_back(std::move(error));
       continue;
     }
-    auto loaded = LoadYaml(text, file);
+    auto loaded = LoadYaml(text, file, options);
     if (!loaded.ok()) {
       errors.push_back(std::string(loaded.status().message()));
       continue;

@@ -48,6 +48,10 @@ struct LoadOptions {
   // Messages filled from the tree, without the JSON text, when nothing in
   // the document needs protobuf's JSON parser (google.protobuf.Any...).
   bool direct_conversion = true;
+  // false: the resources' shape only, not the rules of api/validation.h
+  // (`delete -f` reads only kinds and names, and takes `get -o yaml` output
+  // with its redacted keys).
+  bool validate = true;
 };
 absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
                                                      const std::string& file_name,
@@ -56,6 +60,8 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,
 // A file, or every *.yaml / *.yml file in a directory (sorted by name), or
 // standard input when `path` is "-".
 absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path);
+absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path,
+                                                     const LoadOptions& options);
 
 // The resource as a YAML document in the same shape LoadYaml reads, ending
 // with a newline; multi-line strings (PEM) are written as `|` block scalars

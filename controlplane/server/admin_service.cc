@@ -282,17 +282,21 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext* context,
                                       admin::v1::DeleteResponse* response) {
   auto caller = Authorize(context, Role::kOperator, "Delete");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  if (absl::Status s = CheckKindAndName(request->kind(), request->name()); !s.ok()) {
-    Count(/*is_delete=*/true, s, request->dry_run());
-    Audit(*caller, "Delete", {}, 0, request->dry_run(), s);
-    return ToGrpcStatus(s);
+  std::vector<api::ResourceId> ids = {{request->kind(), request->name()}};
+  for (const config::v1::ResourceKey& key : request->more()) ids.emplace_back(key.kind(), key.name());
+  for (const api::ResourceId& id : ids) {
+    if (absl::Status s = CheckKindAndName(id.first, id.second); !s.ok()) {
+      Count(/*is_delete=*/true, s, request->dry_run());
+      Audit(*caller, "Delete", {}, 0, request->dry_run(), s);
+      return ToGrpcStatus(s);
+    }
   }
-  auto result = state_->Delete({request->kind(), request->name()}, request->dry_run(),
-                               ChangeContext{AuthorOf(*caller, request->author()),
-                                             request->message(), request->if_version()});
+  auto result = state_->DeleteAll(ids, request->dry_run(),
+                                  ChangeContext{AuthorOf(*caller, request->author()),
+                                                request->message(), request->if_version()});
   Count(/*is_delete=*/true, result, request->dry_run());
-  Audit(*caller, "Delete", Names({{request->kind(), request->name()}}),
-        result.ok() ? result->version : 0, request->dry_run(), result.status());
+  Audit(*caller, "Delete", Names(ids), result.ok() ? result->version : 0, request->dry_run(),
+        result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());

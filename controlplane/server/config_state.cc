@@ -4,6 +4,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "api/discovery.h"
 #include "api/credentials.h"
@@ -474,12 +475,17 @@ std::optional<CanarySplit> ConfigState::split() const {
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Delete(
     const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
+  return DeleteAll({id}, dry_run, context);
+}
+
+absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteAll(
+    const std::vector<api::ResourceId>& ids, bool dry_run, const ChangeContext& context) {
   absl::MutexLock write_lock(&write_mu_);
-  return RetryIfStale(context, [&] { return DeleteLocked(id, dry_run, context); });
+  return RetryIfStale(context, [&] { return DeleteLocked(ids, dry_run, context); });
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
-    const api::ResourceId& id, bool dry_run, const ChangeContext& context) {
+    const std::vector<api::ResourceId>& ids, bool dry_run, const ChangeContext& context) {
   // A dry run changes nothing: allowed during a rollout (its base is the
   // canaries' version, which a promote makes everyone's).
   if (absl::Status status = dry_run ? absl::OkStatus() : CheckNoSplit(); !status.ok()) {
@@ -487,24 +493,39 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
   }
   if (absl::Status status = CheckChangeContext(context); !status.ok()) return status;
   if (absl::Status status = CheckIfVersion(context.if_version); !status.ok()) return status;
+  if (ids.empty()) return absl::InvalidArgumentError("nothing to delete");
   std::shared_ptr<const Snapshot> base = Current();
-  if (!base->resources.count(id)) {
-    return absl::NotFoundError(absl::StrCat(api::Describe(id), " does not exist"));
+  std::vector<std::string> absent;
+  std::set<api::ResourceId> removed;
+  for (const api::ResourceId& id : ids) {
+    if (!removed.insert(id).second) continue;
+    if (!base->resources.count(id)) absent.push_back(api::Describe(id));
+  }
+  if (!absent.empty()) {
+    return absl::NotFoundError(absl::StrCat(absl::StrJoin(absent, ", "),
+                                            absent.size() == 1 ? " does" : " do",
+                                            " not exist; nothing deleted"));
   }
   api::ResourceMap next = base->resources;
-  next.erase(id);
+  for (const api::ResourceId& id : removed) next.erase(id);
+  const std::string what =
+      removed.size() == 1 ? api::Describe(*removed.begin())
+                          : absl::StrCat(removed.size(), " resources");
   absl::StatusOr<ChangeResult> result =
       Commit(std::move(next), dry_run, context,
-             absl::StrCat("cannot delete ", api::Describe(id), ": the rest of the config needs it"));
+             absl::StrCat("cannot delete ", what, ": the rest of the config needs ",
+                          removed.size() == 1 ? "it" : "them"));
   if (result.ok()) return result;
-  // The referrers' errors say the resource "does not exist": it still does.
+  // The referrers' errors say a resource "does not exist": it still does.
+  std::vector<std::pair<std::string, std::string>> rewrites;
+  for (const api::ResourceId& id : removed) {
+    rewrites.emplace_back(absl::StrCat(api::Describe(id), ", which does not exist"),
+                          absl::StrCat(api::Describe(id), ", which this delete removes"));
+    rewrites.emplace_back(absl::StrCat(api::Describe(id), " does not exist"),
+                          absl::StrCat(api::Describe(id), " is what this delete removes"));
+  }
   return absl::Status(result.status().code(),
-                      absl::StrReplaceAll(
-                          result.status().message(),
-                          {{absl::StrCat(api::Describe(id), ", which does not exist"),
-                            absl::StrCat(api::Describe(id), ", which this delete removes")},
-                           {absl::StrCat(api::Describe(id), " does not exist"),
-                            absl::StrCat(api::Describe(id), " is what this delete removes")}}));
+                      absl::StrReplaceAll(result.status().message(), rewrites));
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Rollback(

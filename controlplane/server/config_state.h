@@ -154,6 +154,11 @@ class ConfigState {
   // NOT_FOUND when absent; FAILED_PRECONDITION when something refers to it.
   absl::StatusOr<ChangeResult> Delete(const api::ResourceId& id, bool dry_run,
                                       const ChangeContext& context = {});
+  // Several resources removed in one version (ids listed twice count once):
+  // NOT_FOUND naming each that is absent (nothing removed); FAILED_PRECONDITION
+  // when what remains refers to one (they may refer to each other).
+  absl::StatusOr<ChangeResult> DeleteAll(const std::vector<api::ResourceId>& ids, bool dry_run,
+                                         const ChangeContext& context = {});
   // Makes the content of `version` current again, as a new version: its
   // resources added or changed back, the others removed. Checked like an
   // apply (the resources it brings back against the rules of now, e.g. a
@@ -286,7 +291,7 @@ class ConfigState {
   absl::StatusOr<ChangeResult> ApplyLocked(std::vector<api::Resource> resources,
                                            bool dry_run, const ChangeContext& context)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  absl::StatusOr<ChangeResult> DeleteLocked(const api::ResourceId& id, bool dry_run,
+  absl::StatusOr<ChangeResult> DeleteLocked(const std::vector<api::ResourceId>& ids, bool dry_run,
                                             const ChangeContext& context)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::StatusOr<ChangeResult> RollbackLocked(uint64_t version, bool dry_run,

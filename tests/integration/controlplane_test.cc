@@ -167,6 +167,78 @@ TEST(ControlPlaneTest, DryRunOfABigTableShowsTheChangedLines) {
   EXPECT_FALSE(absl::StrContains(dry.out, "prefix: /s1400/\n")) << dry.out;  // far away
 }
 
+// `delete KIND NAME NAME...` and `delete -f FILE` remove several resources
+// in one version, all or none; they may refer to one another.
+TEST(ControlPlaneTest, DeleteSeveralInOneVersion) {
+  ControlPlane cp;
+  const std::string table =
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+      "    routes: [{match: {prefix: /}, route: {cluster: a}}]\n";
+  const std::string dir = MakeTempDir("delete-several");
+  std::ofstream(dir + "/all.yaml") << ClusterYaml("a", 9001) << "---\n"
+                                   << ClusterYaml("b", 9002) << "---\n"
+                                   << ClusterYaml("c", 9003) << "---\n" << table;
+  std::ofstream(dir + "/used.yaml") << table << "---\n" << ClusterYaml("a", 9001);
+  ASSERT_EQ(cp.Ctl({"apply", "-f", dir + "/all.yaml"}).exit_code, 0);
+
+  auto two = cp.Ctl({"delete", "cluster", "b", "c", "-m", "unused"});
+  EXPECT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_TRUE(absl::StrContains(two.out, "- Cluster \"b\"\n- Cluster \"c\"\n")) << two.out;
+  EXPECT_TRUE(absl::StrContains(two.out, "0 added, 0 changed, 2 removed")) << two.out;
+  EXPECT_TRUE(absl::StrContains(two.out, "applied: version 2")) << two.out;
+
+  // All or none: one absent name keeps the other.
+  auto absent = cp.Ctl({"delete", "cluster", "a", "ghost", "ghost2"});
+  EXPECT_EQ(absent.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(
+      absent.err, "Cluster \"ghost\", Cluster \"ghost2\" do not exist; nothing deleted"))
+      << absent.err;
+  EXPECT_EQ(cp.Ctl({"get", "cluster", "a"}).exit_code, 0);
+  // What remains may not refer to what goes; what goes may.
+  auto needed = cp.Ctl({"delete", "cluster", "a"});
+  EXPECT_EQ(needed.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(needed.err, "cannot delete Cluster \"a\"")) << needed.err;
+  auto dry = cp.Ctl({"delete", "-f", dir + "/used.yaml", "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_TRUE(absl::StrContains(dry.out, "dry run")) << dry.out;
+  auto both = cp.Ctl({"delete", "-f", dir + "/used.yaml"});
+  EXPECT_EQ(both.exit_code, 0) << both.err;
+  EXPECT_TRUE(absl::StrContains(both.out, "- RouteTable \"main\"")) << both.out;
+  EXPECT_TRUE(absl::StrContains(both.out, "- Cluster \"a\"")) << both.out;
+  EXPECT_TRUE(absl::StrContains(both.out, "applied: version 3")) << both.out;
+  EXPECT_EQ(cp.Ctl({"get", "cluster", "a"}).exit_code, 1);
+
+  auto mixed = cp.Ctl({"delete", "cluster", "x", "-f", dir + "/used.yaml"});
+  EXPECT_EQ(mixed.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(mixed.err, "not both")) << mixed.err;
+
+  // What `get -o yaml` printed deletes too, though a Secret's key in it is
+  // redacted (an apply of it is refused).
+  auto made = testing::RunCommand(
+      {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+       "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", dir + "/key.pem", "-out",
+       dir + "/cert.pem"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  auto indent = [&](const std::string& file) {
+    std::ifstream in(dir + "/" + file);
+    std::string out, line;
+    while (std::getline(in, line)) absl::StrAppend(&out, "      ", line, "\n");
+    return out;
+  };
+  std::ofstream(dir + "/secret.yaml")
+      << "kind: Secret\nname: web\nspec:\n  tls_certificate:\n    certificate_chain: |\n"
+      << indent("cert.pem") << "    private_key: |\n" << indent("key.pem");
+  auto secret = cp.Ctl({"apply", "-f", dir + "/secret.yaml"});
+  ASSERT_EQ(secret.exit_code, 0) << secret.err;
+  auto printed = cp.Ctl({"get", "secret", "web", "-o", "yaml"});
+  ASSERT_EQ(printed.exit_code, 0) << printed.err;
+  std::ofstream(dir + "/printed.yaml") << printed.out;
+  EXPECT_NE(cp.Ctl({"apply", "-f", dir + "/printed.yaml"}).exit_code, 0);
+  auto gone = cp.Ctl({"delete", "-f", dir + "/printed.yaml"});
+  EXPECT_EQ(gone.exit_code, 0) << gone.err;
+  EXPECT_TRUE(absl::StrContains(gone.out, "- Secret \"web\"")) << gone.out;
+}
+
 // The first config deploy/README.md tells a Kubernetes user to apply.
 TEST(ControlPlaneTest, TheKubernetesExampleIsValid) {
   ControlPlane cp;
@@ -280,8 +352,9 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
   EXPECT_EQ(message.exit_code, 0) << message.err;
   auto usage = cp.Ctl({"apply", "-f"});
   EXPECT_TRUE(absl::StrContains(usage.err, "flag -f needs a value")) << usage.err;  // as typed
-  usage = cp.Ctl({"delete", "cluster", "a", "b"});
-  EXPECT_TRUE(absl::StrContains(usage.err, "delete takes KIND and NAME, got 3 arguments"))
+  usage = cp.Ctl({"delete", "cluster"});
+  EXPECT_TRUE(absl::StrContains(
+      usage.err, "delete takes KIND and NAME (or more names), or -f FILE|DIR; got 1 argument"))
       << usage.err;
 }
 
