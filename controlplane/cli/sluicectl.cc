@@ -1157,6 +1157,13 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!status.ok()) return RpcFail(status, server);
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  const size_t asked = std::set<api::ResourceId>(ids.begin(), ids.end()).size();
+  if (static_cast<size_t>(response.diff().removed_size()) < asked) {
+    // A sluice-control older than this sluicectl reads the first name only.
+    return Fail(absl::StrCat("the control plane removed ", response.diff().removed_size(),
+                             " of the ", asked, " resources named (a sluice-control older than "
+                             "this sluicectl takes one per delete): delete the others one by one"));
+  }
   if (flags.switches.count("wait") && !response.dry_run()) {
     std::cout.flush();
     return WaitForFleet(stub, server, response.version(), wait_timeout);
