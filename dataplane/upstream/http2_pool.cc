@@ -416,6 +416,7 @@ void Http2UpstreamConnection::OnGoaway(int32_t last_stream_id, uint32_t error_co
 void Http2UpstreamConnection::OnPingAck() {
   ping_outstanding_ = false;
   suspect_ = false;
+  last_ping_ack_ = dispatcher_.Now();
   ping_timer_.Disable();
 }
 
@@ -451,6 +452,7 @@ void Http2UpstreamConnection::SendPing() {
 
 void Http2UpstreamConnection::Suspect() {
   if (closed_ || !connected_) return;
+  if (dispatcher_.Now() - last_ping_ack_ < Http2Pool::kSuspectCooldown) return;
   suspect_ = true;
   SendPing();
   ScheduleFlush();  // may run inside the codec's callbacks: never Flush() here

@@ -30,9 +30,10 @@
 // (its timeout, its client gone) kSuspectAfter or more after its HEADERS
 // left, while nothing at all came on its connection since, makes the
 // connection suspect: it takes no new stream, and is sent a PING, until the
-// ACK clears it (or its absence closes it). A busy connection to a peer
-// that hung is thus left after its first timed-out request, not sent every
-// new one; a busy connection that answers is never pinged (gRPC servers
+// ACK clears it (or its absence closes it); not within kSuspectCooldown of
+// an ACK. A busy connection to a peer that hung is thus left after its
+// first timed-out request, not sent every new one; a connection that
+// answers is pinged at most once per kSuspectCooldown for it (gRPC servers
 // count pings without cause against a client).
 //
 // A write that fails because the upstream closed first reads what it sent
@@ -187,6 +188,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   event::Timer ping_timer_;  // the outstanding PING's deadline
   bool connected_ = false;
   bool suspect_ = false;  // no new stream until a PING ACK (Suspect)
+  absl::Time last_ping_ack_ = absl::InfinitePast();  // dispatcher time
   uint64_t reads_ = 0;    // read events with bytes, over the connection's life
   bool closed_ = false;
   bool flush_scheduled_ = false;
@@ -207,6 +209,11 @@ class Http2Pool {
   // A stream given up sooner after its HEADERS left (a client that went
   // at once) says nothing of its connection: no suspicion.
   static constexpr absl::Duration kSuspectAfter = absl::Milliseconds(250);
+  // A connection that acknowledged a PING this recently is alive enough:
+  // not suspected again. gRPC servers' default keepalive policy counts a
+  // PING within 5 minutes of the one before as a strike (grpc-go: three
+  // strikes are GOAWAY too_many_pings, and the connection's streams die).
+  static constexpr absl::Duration kSuspectCooldown = absl::Minutes(5);
 
   explicit Http2Pool(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}
   ~Http2Pool();

@@ -4,7 +4,9 @@ answers nothing more, not even a PING. For tests of how a proxy notices a
 peer that stopped answering without closing. Standard library only; frames
 are written by hand.
 
-Usage: h2_stall_peer.py N
+Usage: h2_stall_peer.py N [hold]
+With "hold" the peer stays alive after its N answers: it acknowledges
+SETTINGS and PINGs but answers no further request (a slow, healthy server).
 Prints "listening on PORT", then one line per event, flushed:
 "connection C" (the C-th accepted), "headers C STREAM", "ping C",
 "closed C" (the proxy closed connection C).
@@ -42,7 +44,7 @@ def say(lock, line):
         print(line, flush=True)
 
 
-def serve(conn, number, answers, lock):
+def serve(conn, number, answers, hold, lock):
     answered = 0
     try:
         if read_exact(conn, len(PREFACE)) != PREFACE:
@@ -55,15 +57,16 @@ def serve(conn, number, answers, lock):
             length = int.from_bytes(header[0:3], "big")
             kind, flags = header[3], header[4]
             stream = int.from_bytes(header[5:9], "big") & 0x7fffffff
-            if read_exact(conn, length) is None:
+            payload = read_exact(conn, length)
+            if payload is None:
                 return
             live = answered < answers
-            if kind == 0x4 and not flags & 0x1 and live:
+            if kind == 0x4 and not flags & 0x1 and (live or hold):
                 conn.sendall(frame(0x4, 0x1, 0))  # SETTINGS ACK
             elif kind == 0x6 and not flags & 0x1:
                 say(lock, f"ping {number}")
-                if live:
-                    conn.sendall(frame(0x6, 0x1, 0, b"\0" * 8))  # PING ACK
+                if live or hold:
+                    conn.sendall(frame(0x6, 0x1, 0, payload))  # PING ACK
             elif kind == 0x1:
                 say(lock, f"headers {number} {stream}")
                 if live:
@@ -79,6 +82,7 @@ def serve(conn, number, answers, lock):
 
 def main():
     answers = int(sys.argv[1])
+    hold = len(sys.argv) > 2 and sys.argv[2] == "hold"
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -89,7 +93,7 @@ def main():
         conn, _ = listener.accept()
         number += 1
         say(lock, f"connection {number}")
-        threading.Thread(target=serve, args=(conn, number, answers, lock),
+        threading.Thread(target=serve, args=(conn, number, answers, hold, lock),
                          daemon=True).start()
 
 

@@ -531,5 +531,47 @@ TEST(UpstreamHttp2StallTest, AConnectionWhoseRequestTimedOutUnansweredTakesNoNew
   EXPECT_FALSE(absl::StrContains(peer.Log(), "closed 2\n")) << peer.Log();
 }
 
+// A slow upstream that is alive (it acknowledges PINGs, answers nothing in
+// time): its unanswered requests make the connection suspect once; the ACK
+// clears it, and for 5 minutes no further PING is sent for it (gRPC servers
+// count each PING within 5 minutes of the last as a strike, and a few
+// strikes close the connection with its streams).
+TEST(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceForItsTimeouts) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  Process peer("/usr/bin/python3", {RunfilePath("tests/harness/h2_stall_peer.py"), "0", "hold"},
+               absl::StrCat(MakeTempDir("h2-hold"), "/peer.log"));
+  auto line = peer.WaitForLogLine("listening on ", absl::Seconds(20));
+  ASSERT_TRUE(line.has_value()) << peer.Log();
+  int peer_port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &peer_port)) << *line;
+  const int port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      ClusterYaml("slow", peer_port, "HTTP2", ""), "---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /}\n          route: {cluster: slow, timeout: 500ms}\n",
+      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-hold-config"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-hold-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  for (int i = 0; i < 6; ++i) {
+    HttpResponse timed_out = HttpGet(address, absl::StrCat("/", i));
+    EXPECT_EQ(timed_out.status, 504) << timed_out.error << timed_out.body;
+  }
+  // One PING was sent (and acknowledged); before, one for most timeouts.
+  // (A request that comes before the ACK takes a second connection.)
+  const std::string log = peer.Log();
+  size_t pings = 0;
+  for (size_t at = log.find("ping "); at != std::string::npos; at = log.find("ping ", at + 1)) {
+    ++pings;
+  }
+  EXPECT_EQ(pings, 1u) << log;
+}
+
 }  // namespace
 }  // namespace sluice::testing
