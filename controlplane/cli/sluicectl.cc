@@ -1205,8 +1205,13 @@ int History(admin::v1::AdminService::Stub& stub, const std::string& server,
 // lines both start and end with are set aside first, so one route changed
 // in a table of 10,000 (60,000 lines) compares only the lines in between.
 std::string LineDiff(const std::string& a, const std::string& b, size_t context) {
-  std::vector<absl::string_view> x = absl::StrSplit(a, '\n');
-  std::vector<absl::string_view> y = absl::StrSplit(b, '\n');
+  // A final newline ends the last line; it starts no empty one.
+  auto lines_of = [](absl::string_view text) {
+    if (absl::EndsWith(text, "\n")) text.remove_suffix(1);
+    return std::vector<absl::string_view>(absl::StrSplit(text, '\n'));
+  };
+  std::vector<absl::string_view> x = lines_of(a);
+  std::vector<absl::string_view> y = lines_of(b);
   size_t head = 0;
   while (head < x.size() && head < y.size() && x[head] == y[head]) ++head;
   size_t tail = 0;

@@ -184,6 +184,14 @@ void AdminServer::Handle(evhttp_request* request, void* arg) {
     body = "unknown admin path; try /ready, /livez, /metrics, /config_dump or /clusters\n";
   }
   evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Type", content_type);
+  if (method == EVHTTP_REQ_HEAD) {
+    // The GET's length and no content (RFC 9110 9.3.2): libevent would
+    // send the body, and a keep-alive client would read it as the start
+    // of its next response.
+    evhttp_add_header(evhttp_request_get_output_headers(request), "Content-Length",
+                      absl::StrCat(body.size()).c_str());
+    body.clear();
+  }
   evbuffer* out = evbuffer_new();
   // The body is lent to the buffer, not copied; freed once written.
   struct Lent {

@@ -131,6 +131,8 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_TRUE(absl::StrContains(dry_change.out, "~ Cluster \"spare\"\n")) << dry_change.out;
   EXPECT_TRUE(absl::StrContains(dry_change.out, "-       port: 9100\n")) << dry_change.out;
   EXPECT_TRUE(absl::StrContains(dry_change.out, "+       port: 9101\n")) << dry_change.out;
+  // The YAML's final newline makes no blank context line after the last.
+  EXPECT_FALSE(absl::StrContains(dry_change.out, "\n      \n")) << dry_change.out;
   auto dry_delete = cp.Ctl({"delete", "cluster", "spare", "--dry-run"});
   EXPECT_NE(dry_delete.out.find("- Cluster \"spare\""), std::string::npos);
   EXPECT_NE(dry_delete.out.find("dry run"), std::string::npos);

@@ -845,6 +845,21 @@ TEST_F(ProxyTest, AdminStatsAndConfigDump) {
   HttpResponse post = HttpRequest(proxies_[0]->admin_address(), "POST", "/metrics", {}, "x");
   EXPECT_EQ(post.status, 405);
   EXPECT_EQ(post.header("allow"), "GET, HEAD");
+  // HEAD: the GET's length and no body, so a pipelined request's answer
+  // after it reads right (before: the body came, in front of it).
+  const std::string admin = proxies_[0]->admin_address();
+  const std::string ready = HttpGet(admin, "/ready").body;
+  ASSERT_FALSE(ready.empty());
+  HttpConnection c(admin);
+  ASSERT_TRUE(c.Send(FormatRequest(admin, "HEAD", "/ready", {}, "", false) +
+                     FormatRequest(admin, "GET", "/livez", {}, "", false))
+                  .ok());
+  HttpResponse head = c.ReadResponse("HEAD");
+  EXPECT_EQ(head.status, 200) << head.error;
+  EXPECT_EQ(head.header("content-length"), absl::StrCat(ready.size()));
+  EXPECT_TRUE(head.body.empty()) << head.body;
+  HttpResponse live = c.ReadResponse("GET");
+  EXPECT_EQ(live.status, 200) << live.error << live.body;
 }
 
 // The proxy's worker threads (named sluice-w<N>) and the CPUs each may run on
