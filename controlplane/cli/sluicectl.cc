@@ -1200,10 +1200,70 @@ int History(admin::v1::AdminService::Stub& stub, const std::string& server,
   return 0;
 }
 
-// The lines of `a` and `b` with "-", "+" or " " in front (longest common
-// subsequence); unchanged lines only within `context` of a change. The
-// lines both start and end with are set aside first, so one route changed
-// in a table of 10,000 (60,000 lines) compares only the lines in between.
+// The edit script from x to y: each line with ' ' (kept), '-' (removed) or
+// '+' (added), removed lines before the added ones of each change, as diff
+// -u prints them. Myers' O(ND) algorithm ("An O(ND) Difference Algorithm
+// and Its Variations", 1986): time (N+M)·D and D² memory for D edits, so
+// a few changes in a table of 60,000 lines cost little. Empty when more
+// than max_edits lines differ.
+std::vector<std::pair<char, absl::string_view>> EditScript(
+    const std::vector<absl::string_view>& x, const std::vector<absl::string_view>& y,
+    int max_edits) {
+  const int n = static_cast<int>(x.size()), m = static_cast<int>(y.size());
+  const int limit = std::min(n + m, max_edits);
+  // v[k + limit + 1]: the furthest x on diagonal k (x - y) after d edits;
+  // trace[d] keeps the diagonals -d..d as they were before step d.
+  std::vector<int> v(2 * static_cast<size_t>(limit) + 3, 0);
+  const int offset = limit + 1;
+  std::vector<std::vector<int>> trace;
+  int found = -1;
+  for (int d = 0; d <= limit && found < 0; ++d) {
+    trace.emplace_back(v.begin() + offset - d - 1, v.begin() + offset + d + 2);
+    for (int k = -d; k <= d; k += 2) {
+      int i = (k == -d || (k != d && v[offset + k - 1] < v[offset + k + 1]))
+                  ? v[offset + k + 1]       // a line of y added
+                  : v[offset + k - 1] + 1;  // a line of x removed
+      int j = i - k;
+      while (i < n && j < m && x[i] == y[j]) ++i, ++j;
+      v[offset + k] = i;
+      if (i >= n && j >= m) {
+        found = d;
+        break;
+      }
+    }
+  }
+  if (found < 0) return {};
+  std::vector<std::pair<char, absl::string_view>> script;
+  int i = n, j = m;
+  for (int d = found; d > 0; --d) {
+    const std::vector<int>& before = trace[d];  // diagonals -d-1..d+1
+    auto at = [&](int k) { return before[k + d + 1]; };
+    const int k = i - j;
+    const int prev_k = (k == -d || (k != d && at(k - 1) < at(k + 1))) ? k + 1 : k - 1;
+    const int prev_i = at(prev_k), prev_j = prev_i - prev_k;
+    while (i > prev_i && j > prev_j) script.emplace_back(' ', x[--i]), --j;
+    if (prev_k == k + 1) {
+      script.emplace_back('+', y[--j]);
+    } else {
+      script.emplace_back('-', x[--i]);
+    }
+  }
+  while (i > 0 && j > 0) script.emplace_back(' ', x[--i]), --j;
+  std::reverse(script.begin(), script.end());
+  // Within each run of changes, the removed lines first.
+  for (size_t from = 0; from < script.size();) {
+    size_t to = from;
+    while (to < script.size() && script[to].first != ' ') ++to;
+    std::stable_partition(script.begin() + from, script.begin() + to,
+                          [](const auto& line) { return line.first == '-'; });
+    from = to + 1;
+  }
+  return script;
+}
+
+// The lines of `a` and `b` with "-", "+" or " " in front (EditScript);
+// unchanged lines only within `context` of a change. The lines both start
+// and end with are set aside first.
 std::string LineDiff(const std::string& a, const std::string& b, size_t context) {
   // A final newline ends the last line; it starts no empty one.
   auto lines_of = [](absl::string_view text) {
@@ -1219,32 +1279,19 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context)
          x[x.size() - 1 - tail] == y[y.size() - 1 - tail]) {
     ++tail;
   }
-  // The differing middles: x[head, xe) and y[head, ye).
-  const size_t xe = x.size() - tail, ye = y.size() - tail;
-  const size_t xn = xe - head, yn = ye - head;
-  if (xn * yn > 20'000'000) return "    (too large to compare line by line)\n";
-  std::vector<std::vector<uint32_t>> lcs(xn + 1, std::vector<uint32_t>(yn + 1));
-  for (size_t i = xn; i-- > 0;) {
-    for (size_t j = yn; j-- > 0;) {
-      lcs[i][j] = x[head + i] == y[head + j] ? lcs[i + 1][j + 1] + 1
-                                             : std::max(lcs[i + 1][j], lcs[i][j + 1]);
-    }
+  const std::vector<absl::string_view> x_middle(x.begin() + head, x.end() - tail);
+  const std::vector<absl::string_view> y_middle(y.begin() + head, y.end() - tail);
+  constexpr int kMaxEdits = 4000;
+  std::vector<std::pair<char, absl::string_view>> middle =
+      EditScript(x_middle, y_middle, kMaxEdits);
+  if (middle.empty() && !(x_middle.empty() && y_middle.empty())) {
+    return absl::StrCat("    (more than ", kMaxEdits, " lines differ: too many to show line by line)\n");
   }
   std::vector<std::pair<char, absl::string_view>> lines;
-  lines.reserve(head + xn + yn + tail);
+  lines.reserve(head + middle.size() + tail);
   for (size_t k = 0; k < head; ++k) lines.emplace_back(' ', x[k]);
-  size_t i = 0, j = 0;
-  while (i < xn || j < yn) {
-    if (i < xn && j < yn && x[head + i] == y[head + j]) {
-      lines.emplace_back(' ', x[head + i++]);
-      ++j;
-    } else if (i < xn && (j == yn || lcs[i + 1][j] >= lcs[i][j + 1])) {
-      lines.emplace_back('-', x[head + i++]);  // removed before added, as diff -u
-    } else {
-      lines.emplace_back('+', y[head + j++]);
-    }
-  }
-  for (size_t k = xe; k < x.size(); ++k) lines.emplace_back(' ', x[k]);
+  lines.insert(lines.end(), middle.begin(), middle.end());
+  for (size_t k = x.size() - tail; k < x.size(); ++k) lines.emplace_back(' ', x[k]);
   std::string out;
   size_t last_shown = 0;
   bool shown_any = false;

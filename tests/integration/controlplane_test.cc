@@ -142,18 +142,21 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_EQ(cp.Ctl({"get", "cluster", "spare"}).exit_code, 1);
 }
 
-// A dry run of one route changed in a table of 3,000 (some 18,000 lines of
-// YAML) shows that route's lines: the lines both versions share at the
-// start and end are not compared (they were "too large to compare").
+// A dry run of routes changed in a table of 3,000 (some 18,000 lines of
+// YAML) shows their lines (they were "too large to compare").
 TEST(ControlPlaneTest, DryRunOfABigTableShowsTheChangedLines) {
   ControlPlane cp;
   auto table = [](const std::string& body_1500) {
     std::string yaml = "kind: RouteTable\nname: big\nspec:\n  virtual_hosts:\n  - domains: [\"*\"]\n"
                        "    routes:\n";
     for (int i = 0; i < 3000; ++i) {
+      // Routes 10 and 2900 change with 1500: changes 17,000 lines apart.
       absl::StrAppend(&yaml, "    - name: r", i, "\n      match: {prefix: /s", i,
                       "/}\n      direct_response: {status: 200, body: ",
-                      i == 1500 ? body_1500 : absl::StrCat("b", i), "}\n");
+                      i == 1500                ? body_1500
+                      : i == 10 || i == 2900 ? absl::StrCat("b", i, body_1500)
+                                               : absl::StrCat("b", i),
+                      "}\n");
     }
     return yaml;
   };
@@ -165,6 +168,12 @@ TEST(ControlPlaneTest, DryRunOfABigTableShowsTheChangedLines) {
   EXPECT_TRUE(absl::StrContains(dry.out, "    -             body: before\n")) << dry.out;
   EXPECT_TRUE(absl::StrContains(dry.out, "    +             body: after\n")) << dry.out;
   EXPECT_TRUE(absl::StrContains(dry.out, "prefix: /s1500/\n")) << dry.out;  // context
+  EXPECT_TRUE(absl::StrContains(dry.out, "    -             body: b10before\n"
+                                         "    +             body: b10after\n"))
+      << dry.out;
+  EXPECT_TRUE(absl::StrContains(dry.out, "    -             body: b2900before\n"
+                                         "    +             body: b2900after\n"))
+      << dry.out;
   EXPECT_FALSE(absl::StrContains(dry.out, "too large")) << dry.out;
   EXPECT_FALSE(absl::StrContains(dry.out, "prefix: /s1400/\n")) << dry.out;  // far away
 }
