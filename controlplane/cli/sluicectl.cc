@@ -958,12 +958,14 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
     // "Kind \"name\": FIELD: reason": a field an apply-only rule refused has
     // its own line.
     const size_t field_end = line.find(": ", colon + 3);
-    auto field = field_end == std::string::npos
-                     ? r.field_lines.end()
-                     : r.field_lines.find(line.substr(colon + 3, field_end - colon - 3));
-    line = field != r.field_lines.end()
-               ? absl::StrCat(r.where, ", line ", field->second, ": ", line)
-               : absl::StrCat(r.origin, ": ", line);
+    const std::string path =
+        field_end == std::string::npos ? "" : line.substr(colon + 3, field_end - colon - 3);
+    auto field = r.field_lines.find(path);
+    // Else the field's own line in its document (a route's in a table of
+    // thousands, not the table's first line).
+    const int field_line = field != r.field_lines.end() ? field->second : FieldLine(r, path);
+    line = field_line > 0 ? absl::StrCat(r.where, ", line ", field_line, ": ", line)
+                          : absl::StrCat(r.origin, ": ", line);
   }
   return absl::StrJoin(lines, "\n");
 }

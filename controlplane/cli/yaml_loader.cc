@@ -937,7 +937,9 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
       }
       continue;
     }
+    const size_t before = out.size();
     load(doc, where);
+    for (size_t i = before; i < out.size(); ++i) out[i].document = index;
   }
   if (failed) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
   if (out.empty()) {
@@ -1059,6 +1061,17 @@ absl::Status CheckRawText(const std::string& text, const std::string& file_name)
 
 }  // namespace
 
+namespace {
+
+// Gives every loaded resource a shared copy of the text it came from.
+void KeepSource(const std::string& text, absl::StatusOr<std::vector<LoadedResource>>* loaded) {
+  if (!loaded->ok()) return;
+  auto source = std::make_shared<const std::string>(text);
+  for (LoadedResource& r : **loaded) r.source = source;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text,
                                                      const std::string& file_name,
                                                      const LoadOptions& options) {
@@ -1071,7 +1084,9 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
       std::vector<FastYamlNode> docs;
       docs.reserve((*fast)->documents.size());
       for (uint32_t root : (*fast)->documents) docs.emplace_back(fast->get(), root);
-      return LoadDocuments(docs, file_name, options.direct_conversion, options.validate);
+      auto loaded = LoadDocuments(docs, file_name, options.direct_conversion, options.validate);
+      KeepSource(text, &loaded);
+      return loaded;
     }
   }
   std::vector<YAML::Node> docs;
@@ -1095,7 +1110,64 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
         file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
         ": not valid YAML: ", e.msg, hint));
   }
-  return LoadDocuments(docs, file_name, options.direct_conversion, options.validate, &text);
+  auto loaded = LoadDocuments(docs, file_name, options.direct_conversion, options.validate, &text);
+  KeepSource(text, &loaded);
+  return loaded;
+}
+
+int FieldLine(const LoadedResource& r, const std::string& field) {
+  if (r.source == nullptr || r.document < 1 || field.empty() ||
+      !RE2::FullMatch(field, "[a-z0-9_]+(\\[[0-9]+\\])*(\\.[a-z0-9_]+(\\[[0-9]+\\])*)*")) {
+    return 0;
+  }
+  // Read again with yaml-cpp (any YAML the loader takes), once per text.
+  static const std::string* parsed_source = nullptr;
+  static std::vector<YAML::Node>* parsed = new std::vector<YAML::Node>;
+  if (parsed_source != r.source.get()) {
+    try {
+      *parsed = YAML::LoadAll(*r.source);
+    } catch (const YAML::Exception&) {
+      parsed->clear();
+    }
+    parsed_source = r.source.get();
+  }
+  if (static_cast<size_t>(r.document) > parsed->size()) return 0;
+  YAML::Node node = (*parsed)[r.document - 1]["spec"];
+  if (!node) return 0;
+  int line = 0;
+  for (absl::string_view part : absl::StrSplit(field, '.')) {
+    const size_t bracket = part.find('[');
+    const std::string name(part.substr(0, bracket));
+    // The field as the proto names it, or in lowerCamelCase (JSON's).
+    YAML::Node next;
+    if (node.IsMap()) {
+      next = node[name];
+      if (!next) {
+        std::string camel;
+        for (size_t i = 0; i < name.size(); ++i) {
+          if (name[i] == '_' && i + 1 < name.size()) {
+            camel.push_back(absl::ascii_toupper(static_cast<unsigned char>(name[++i])));
+          } else {
+            camel.push_back(name[i]);
+          }
+        }
+        next = node[camel];
+      }
+    }
+    if (!next) return line;
+    node = next;
+    line = node.Mark().line + 1;
+    for (size_t at = bracket; at != absl::string_view::npos; at = part.find('[', at + 1)) {
+      size_t index = 0;
+      if (!absl::SimpleAtoi(part.substr(at + 1, part.find(']', at) - at - 1), &index) ||
+          !node.IsSequence() || index >= node.size()) {
+        return line;
+      }
+      node = node[index];
+      line = node.Mark().line + 1;
+    }
+  }
+  return line;
 }
 
 namespace {

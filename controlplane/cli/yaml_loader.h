@@ -15,6 +15,7 @@
 #define SLUICE_CONTROLPLANE_CLI_YAML_LOADER_H_
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,18 @@ struct LoadedResource {
   // Those refusals as error lines ("FILE, document N, line L: ..."), said
   // with another document's errors so that one round names them all.
   std::vector<std::string> later_errors;
+  // The text it was read from and its document's number there (from 1; 0
+  // for an item of a `get -o json` list), for FieldLine.
+  std::shared_ptr<const std::string> source;
+  int document = 0;
 };
+
+// The line of `field`, a path as the control plane names it
+// ("virtual_hosts[14].routes[235].route.cluster"), in `r`'s document: of
+// the deepest part of it there; 0 when its first part is not there (or the
+// document cannot be read again). For errors the control plane finds in a
+// big document: they name the field, and this its line.
+int FieldLine(const LoadedResource& r, const std::string& field);
 
 // Parses YAML text; `file_name` is used in errors only.
 absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& text,

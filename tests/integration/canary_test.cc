@@ -282,7 +282,7 @@ TEST_F(CanaryTest, AWaitingApplyReportsTheAbortAfterAControlPlaneRestart) {
   CommandResult refused =
       cp_.Ctl({"apply", "-f", dangling, "--canary", "canary", "--verify", "5s"});
   EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
-  EXPECT_TRUE(absl::StrContains(refused.err, dangling + ", document 1 (line 1): RouteTable \"main\""))
+  EXPECT_TRUE(absl::StrContains(refused.err, dangling + ", document 1, line 6: RouteTable \"main\""))
       << refused.err;
   // Thresholds past the server's range are refused by sluicectl itself.
   for (const auto& [flag, value, says] :

@@ -176,6 +176,20 @@ TEST(ControlPlaneTest, DryRunOfABigTableShowsTheChangedLines) {
       << dry.out;
   EXPECT_FALSE(absl::StrContains(dry.out, "too large")) << dry.out;
   EXPECT_FALSE(absl::StrContains(dry.out, "prefix: /s1400/\n")) << dry.out;  // far away
+
+  // An error the control plane finds names the route's line, not the
+  // table's first (route i's action is on line 9 + 3i).
+  std::string dangling = table("x");
+  const std::string r2000 = "      direct_response: {status: 200, body: b2000}\n";
+  ASSERT_TRUE(absl::StrContains(dangling, r2000));
+  dangling.replace(dangling.find(r2000), r2000.size(), "      route: {cluster: ghost}\n");
+  const std::string path = WriteFile(dangling);
+  auto refused = cp.Ctl({"apply", "-f", path});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(refused.err,
+                                path + ", document 1, line 6009: RouteTable \"big\": "
+                                       "virtual_hosts[0].routes[2000].route.cluster: refers to"))
+      << refused.err;
 }
 
 // `delete KIND NAME NAME...` and `delete -f FILE` remove several resources
@@ -276,8 +290,8 @@ TEST(ControlPlaneTest, InvalidApplyChangesNothing) {
       "    routes: [{match: {prefix: /}, route: {cluster: ghost}}]\n");
   r = cp.Ctl({"apply", "-f", dangling});
   EXPECT_EQ(r.exit_code, 1);
-  // ... with the file and document of the resource it names.
-  EXPECT_NE(r.err.find(dangling + ", document 1 (line 1): RouteTable \"main\": "
+  // ... with the file, document and line of the field it names.
+  EXPECT_NE(r.err.find(dangling + ", document 1, line 6: RouteTable \"main\": "
                        "virtual_hosts[0].routes[0].route.cluster: refers to "
                        "Cluster \"ghost\", which does not exist"),
             std::string::npos)
