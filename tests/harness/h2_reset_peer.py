@@ -37,24 +37,32 @@ def read_exact(conn, n):
 CUT_HEAD = b"\x88\x0f\x0d\x042000"
 
 
+def frames(conn):
+    """Reads the client preface and answers with our SETTINGS (defaults),
+    then yields each frame the client sends as (type, flags, stream,
+    payload) until it closes."""
+    if read_exact(conn, len(PREFACE)) != PREFACE:
+        return
+    conn.sendall(frame(0x4, 0, 0))
+    while True:
+        header = read_exact(conn, 9)
+        if header is None:
+            return
+        length = int.from_bytes(header[0:3], "big")
+        stream = int.from_bytes(header[5:9], "big") & 0x7fffffff
+        payload = read_exact(conn, length)
+        if payload is None:
+            return
+        yield header[3], header[4], stream, payload
+
+
 def serve(conn, code, lock, after_response):
     try:
-        if read_exact(conn, len(PREFACE)) != PREFACE:
-            return
-        conn.sendall(frame(0x4, 0, 0))  # our SETTINGS (defaults)
-        while True:
-            header = read_exact(conn, 9)
-            if header is None:
-                return
-            length = int.from_bytes(header[0:3], "big")
-            kind, flags = header[3], header[4]
-            stream = int.from_bytes(header[5:9], "big") & 0x7fffffff
-            if read_exact(conn, length) is None:
-                return
+        for kind, flags, stream, payload in frames(conn):
             if kind == 0x4 and not flags & 0x1:
                 conn.sendall(frame(0x4, 0x1, 0))  # SETTINGS ACK
             elif kind == 0x6 and not flags & 0x1:
-                conn.sendall(frame(0x6, 0x1, 0, b"\0" * 8))  # PING ACK
+                conn.sendall(frame(0x6, 0x1, 0, payload))  # PING ACK
             elif kind == 0x1:
                 with lock:
                     print(f"headers {stream}", flush=True)

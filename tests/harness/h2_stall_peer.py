@@ -11,27 +11,14 @@ Prints "listening on PORT", then one line per event, flushed:
 "connection C" (the C-th accepted), "headers C STREAM", "ping C",
 "closed C" (the proxy closed connection C).
 """
+import os
 import socket
-import struct
 import sys
 import threading
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def frame(kind, flags, stream, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + \
-        struct.pack(">I", stream) + payload
-
-
-def read_exact(conn, n):
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
+# The frame helpers of the reset peer, which sits beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from h2_reset_peer import frame, frames  # noqa: E402
 
 
 # HPACK: ":status: 200" (static index 8), content-length (static index 28,
@@ -47,19 +34,7 @@ def say(lock, line):
 def serve(conn, number, answers, hold, lock):
     answered = 0
     try:
-        if read_exact(conn, len(PREFACE)) != PREFACE:
-            return
-        conn.sendall(frame(0x4, 0, 0))  # our SETTINGS (defaults)
-        while True:
-            header = read_exact(conn, 9)
-            if header is None:
-                return
-            length = int.from_bytes(header[0:3], "big")
-            kind, flags = header[3], header[4]
-            stream = int.from_bytes(header[5:9], "big") & 0x7fffffff
-            payload = read_exact(conn, length)
-            if payload is None:
-                return
+        for kind, flags, stream, payload in frames(conn):
             live = answered < answers
             if kind == 0x4 and not flags & 0x1 and (live or hold):
                 conn.sendall(frame(0x4, 0x1, 0))  # SETTINGS ACK

@@ -486,49 +486,63 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
   }
 }
 
+// An HTTP2 cluster of one tests/harness/h2_stall_peer.py, routed with a
+// timeout, behind a one-worker proxy.
+class UpstreamHttp2StallTest : public ::testing::Test {
+ protected:
+  void Start(const std::vector<std::string>& peer_args, const std::string& timeout) {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    std::vector<std::string> args = {RunfilePath("tests/harness/h2_stall_peer.py")};
+    args.insert(args.end(), peer_args.begin(), peer_args.end());
+    peer_ = std::make_unique<Process>("/usr/bin/python3", args,
+                                      absl::StrCat(MakeTempDir("h2-stall"), "/peer.log"));
+    auto line = peer_->WaitForLogLine("listening on ", absl::Seconds(20));
+    ASSERT_TRUE(line.has_value()) << peer_->Log();
+    int peer_port = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &peer_port)) << *line;
+    const int port = PickFreePort();
+    const std::string yaml = absl::StrCat(
+        ClusterYaml("stalls", peer_port, "HTTP2", ""), "---\n",
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: stalls, timeout: ", timeout,
+        "}\n---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+        ", route_table: main}\n");
+    auto r = cp_.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-stall-config"), "config.yaml", yaml)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "h2-stall-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+    address_ = absl::StrCat("127.0.0.1:", port);
+  }
+  std::string PeerLog() const { return peer_->Log(); }
+
+  ControlPlane cp_{"", "info"};
+  std::unique_ptr<Process> peer_;
+  std::unique_ptr<Proxy> proxy_;
+  std::string address_;
+};
+
 // An upstream that hung (it holds the connection and answers nothing, not
 // even a PING): the request that times out on its connection makes it
 // suspect, so the next request goes on a new connection (before: every
 // request went on the hung connection, and got 504, for as long as one
-// came at least every 40 s). The PING it was sent goes unanswered, and the
-// connection is closed within kPingTimeout (10 s).
-TEST(UpstreamHttp2StallTest, AConnectionWhoseRequestTimedOutUnansweredTakesNoNewOnes) {
-  ControlPlane cp("", "info");
-  ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  Process peer("/usr/bin/python3", {RunfilePath("tests/harness/h2_stall_peer.py"), "1"},
-               absl::StrCat(MakeTempDir("h2-stall"), "/peer.log"));
-  auto line = peer.WaitForLogLine("listening on ", absl::Seconds(20));
-  ASSERT_TRUE(line.has_value()) << peer.Log();
-  int peer_port = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &peer_port)) << *line;
-  const int port = PickFreePort();
-  const std::string yaml = absl::StrCat(
-      ClusterYaml("stalls", peer_port, "HTTP2", ""), "---\n",
-      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
-      "      routes:\n"
-      "        - match: {prefix: /}\n          route: {cluster: stalls, timeout: 1s}\n",
-      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
-      ", route_table: main}\n");
-  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-stall-config"), "config.yaml", yaml)});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  Proxy proxy(cp.address(), "h2-stall-proxy");
-  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
-  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
-  const std::string address = absl::StrCat("127.0.0.1:", port);
-
-  HttpResponse first = HttpGet(address, "/a");
+// came at least every 40 s). The hung connection is closed (drained as the
+// pool's second idle one, or at its PING's 10 s deadline).
+TEST_F(UpstreamHttp2StallTest, AConnectionWhoseRequestTimedOutUnansweredTakesNoNewOnes) {
+  ASSERT_NO_FATAL_FAILURE(Start({"1"}, "1s"));
+  HttpResponse first = HttpGet(address_, "/a");
   EXPECT_EQ(first.status, 200) << first.error << first.body;
-  HttpResponse hung = HttpGet(address, "/b");  // connection 1's second: no answer
+  HttpResponse hung = HttpGet(address_, "/b");  // connection 1's second: no answer
   EXPECT_EQ(hung.status, 504) << hung.error << hung.body;
-  HttpResponse next = HttpGet(address, "/c");
-  EXPECT_EQ(next.status, 200) << next.error << next.body << "\n" << peer.Log();
-  EXPECT_TRUE(absl::StrContains(peer.Log(), "headers 2 1\n")) << peer.Log();
-  EXPECT_TRUE(absl::StrContains(peer.Log(), "ping 1\n")) << peer.Log();
-  // The PING's deadline closes the hung connection.
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(peer.Log(), "closed 1\n"); },
+  HttpResponse next = HttpGet(address_, "/c");
+  EXPECT_EQ(next.status, 200) << next.error << next.body << "\n" << PeerLog();
+  EXPECT_TRUE(absl::StrContains(PeerLog(), "headers 2 1\n")) << PeerLog();
+  EXPECT_TRUE(absl::StrContains(PeerLog(), "ping 1\n")) << PeerLog();
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(PeerLog(), "closed 1\n"); },
                       absl::Seconds(20)))
-      << peer.Log();
-  EXPECT_FALSE(absl::StrContains(peer.Log(), "closed 2\n")) << peer.Log();
+      << PeerLog();
+  EXPECT_FALSE(absl::StrContains(PeerLog(), "closed 2\n")) << PeerLog();
 }
 
 // A slow upstream that is alive (it acknowledges PINGs, answers nothing in
@@ -536,36 +550,15 @@ TEST(UpstreamHttp2StallTest, AConnectionWhoseRequestTimedOutUnansweredTakesNoNew
 // clears it, and for 5 minutes no further PING is sent for it (gRPC servers
 // count each PING within 5 minutes of the last as a strike, and a few
 // strikes close the connection with its streams).
-TEST(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceForItsTimeouts) {
-  ControlPlane cp("", "info");
-  ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  Process peer("/usr/bin/python3", {RunfilePath("tests/harness/h2_stall_peer.py"), "0", "hold"},
-               absl::StrCat(MakeTempDir("h2-hold"), "/peer.log"));
-  auto line = peer.WaitForLogLine("listening on ", absl::Seconds(20));
-  ASSERT_TRUE(line.has_value()) << peer.Log();
-  int peer_port = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &peer_port)) << *line;
-  const int port = PickFreePort();
-  const std::string yaml = absl::StrCat(
-      ClusterYaml("slow", peer_port, "HTTP2", ""), "---\n",
-      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
-      "      routes:\n"
-      "        - match: {prefix: /}\n          route: {cluster: slow, timeout: 500ms}\n",
-      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
-      ", route_table: main}\n");
-  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-hold-config"), "config.yaml", yaml)});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  Proxy proxy(cp.address(), "h2-hold-proxy");
-  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
-  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
-  const std::string address = absl::StrCat("127.0.0.1:", port);
+TEST_F(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceForItsTimeouts) {
+  ASSERT_NO_FATAL_FAILURE(Start({"0", "hold"}, "500ms"));
   for (int i = 0; i < 6; ++i) {
-    HttpResponse timed_out = HttpGet(address, absl::StrCat("/", i));
+    HttpResponse timed_out = HttpGet(address_, absl::StrCat("/", i));
     EXPECT_EQ(timed_out.status, 504) << timed_out.error << timed_out.body;
   }
   // One PING was sent (and acknowledged); before, one for most timeouts.
   // (A request that comes before the ACK takes a second connection.)
-  const std::string log = peer.Log();
+  const std::string log = PeerLog();
   size_t pings = 0;
   for (size_t at = log.find("ping "); at != std::string::npos; at = log.find("ping ", at + 1)) {
     ++pings;
