@@ -1684,6 +1684,7 @@ void ProxyStream::OnPerTryTimeout() {
   if (!active_ || !HasUpstream()) return;
   upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   cluster_->stats.upstream_timeouts->Inc();
+  if (upstream2_) upstream2_->TimedOut();
   ReleaseUpstream(false);
   if (MayRetry(RetryReason::kReset, 0)) {
     ScheduleRetry();
@@ -2332,6 +2333,7 @@ void ProxyStream::OnRouteTimeout() {
   if (HasUpstream() && request_complete_) {
     upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   }
+  if (upstream2_) upstream2_->TimedOut();
   ReleaseUpstream(false);
   if (response_started_) {  // the upstream answered; the exchange ran out of time
     if (!EndGrpcResponse(504,

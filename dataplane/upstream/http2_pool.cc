@@ -28,7 +28,7 @@ Http2UpstreamStream::~Http2UpstreamStream() {
   if (id_ >= 0) {
     connection_->codec_.ResetStream(id_, kCancel);
     if (!response_started_ && connection_->reads_ == reads_at_send_ &&
-        connection_->dispatcher_.Now() - sent_at_ >= Http2Pool::kSuspectAfter) {
+        (timed_out_ || connection_->dispatcher_.Now() - sent_at_ >= Http2Pool::kSuspectAfter)) {
       connection_->Suspect();
     }
   }
@@ -452,7 +452,10 @@ void Http2UpstreamConnection::SendPing() {
 
 void Http2UpstreamConnection::Suspect() {
   if (closed_ || !connected_) return;
-  if (dispatcher_.Now() - last_ping_ack_ < Http2Pool::kSuspectCooldown) return;
+  if (dispatcher_.Now() - last_ping_ack_ < Http2Pool::kSuspectCooldown) {
+    Drain();  // no second PING so soon: no new streams, closed once idle
+    return;
+  }
   suspect_ = true;
   SendPing();
   ScheduleFlush();  // may run inside the codec's callbacks: never Flush() here

@@ -27,14 +27,16 @@
 // connection whose PING has no ACK within kPingTimeout is closed, idle or
 // not (a stream opened meanwhile does not forget the PING), so a dead peer
 // is noticed before a request needs it. A stream given up with no response
-// (its timeout, its client gone) kSuspectAfter or more after its HEADERS
-// left, while nothing at all came on its connection since, makes the
+// (its timeout, or its client gone kSuspectAfter or more after its HEADERS
+// left), while nothing at all came on its connection since, makes the
 // connection suspect: it takes no new stream, and is sent a PING, until the
-// ACK clears it (or its absence closes it); not within kSuspectCooldown of
-// an ACK. A busy connection to a peer that hung is thus left after its
-// first timed-out request, not sent every new one; a connection that
-// answers is pinged at most once per kSuspectCooldown for it (gRPC servers
-// count pings without cause against a client).
+// ACK clears it (or its absence closes it). Within kSuspectCooldown of an
+// ACK no PING is sent for it: the connection drains instead (GOAWAY; new
+// streams go on a new connection; it closes once its streams end). A busy
+// connection to a peer that hung is thus left after its first timed-out
+// request, not sent every new one, and a connection that answers is pinged
+// at most once per kSuspectCooldown for it (gRPC servers count pings
+// without cause against a client).
 //
 // A write that fails because the upstream closed first reads what it sent
 // before it went (net::Connection::ReadBeforeWriteFailure), so its GOAWAY
@@ -93,6 +95,10 @@ class Http2UpstreamStream {
   bool reused() const { return reused_; }
   // A response byte arrived.
   bool response_started() const { return response_started_; }
+  // The gateway gives the stream up for its timeout (the route's or the
+  // try's), not its client: said before destroying it, so that a try
+  // timeout shorter than kSuspectAfter still counts (Suspect).
+  void TimedOut() { timed_out_ = true; }
 
  private:
   friend class Http2UpstreamConnection;
@@ -106,6 +112,7 @@ class Http2UpstreamStream {
   bool reused_;
   bool response_started_ = false;
   bool read_enabled_ = true;
+  bool timed_out_ = false;
   uint64_t reads_at_send_ = 0;  // the connection's reads_ when HEADERS went
   absl::Time sent_at_;          // when HEADERS went (dispatcher time)
   size_t unconsumed_ = 0;  // response bytes handed on while reading was disabled
@@ -209,10 +216,11 @@ class Http2Pool {
   // A stream given up sooner after its HEADERS left (a client that went
   // at once) says nothing of its connection: no suspicion.
   static constexpr absl::Duration kSuspectAfter = absl::Milliseconds(250);
-  // A connection that acknowledged a PING this recently is alive enough:
-  // not suspected again. gRPC servers' default keepalive policy counts a
-  // PING within 5 minutes of the one before as a strike (grpc-go: three
-  // strikes are GOAWAY too_many_pings, and the connection's streams die).
+  // A connection that acknowledged a PING this recently is drained when
+  // suspect rather than pinged again: gRPC servers' default keepalive
+  // policy counts a PING within 5 minutes of the one before as a strike
+  // (grpc-go: three strikes are GOAWAY too_many_pings, and the
+  // connection's streams die).
   static constexpr absl::Duration kSuspectCooldown = absl::Minutes(5);
 
   explicit Http2Pool(event::Dispatcher& dispatcher) : dispatcher_(dispatcher) {}

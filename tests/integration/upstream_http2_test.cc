@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
 #include "tests/harness/http_client.h"
 #include "tests/harness/http_wire.h"
@@ -490,6 +492,7 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
 // timeout, behind a one-worker proxy.
 class UpstreamHttp2StallTest : public ::testing::Test {
  protected:
+  // `timeout`: the route's, with more of its fields after it when wanted.
   void Start(const std::vector<std::string>& peer_args, const std::string& timeout) {
     ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
     std::vector<std::string> args = {RunfilePath("tests/harness/h2_stall_peer.py")};
@@ -545,25 +548,48 @@ TEST_F(UpstreamHttp2StallTest, AConnectionWhoseRequestTimedOutUnansweredTakesNoN
   EXPECT_FALSE(absl::StrContains(PeerLog(), "closed 2\n")) << PeerLog();
 }
 
+// A try timeout shorter than the 250 ms a client must have waited counts:
+// the gateway gave the stream up, not a client that left at once. The try
+// sent again goes on a new connection and is answered (before: every try
+// went on the hung connection, and the request got 504).
+TEST_F(UpstreamHttp2StallTest, AShortTryTimeoutMakesTheConnectionSuspect) {
+  ASSERT_NO_FATAL_FAILURE(Start(
+      {"1"}, "2s, retry_policy: {num_retries: 1, retry_on: [reset], per_try_timeout: 150ms}"));
+  HttpResponse first = HttpGet(address_, "/a");
+  EXPECT_EQ(first.status, 200) << first.error << first.body;
+  HttpResponse retried = HttpGet(address_, "/b");  // connection 1 hangs; the retry does not
+  EXPECT_EQ(retried.status, 200) << retried.error << retried.body << "\n" << PeerLog();
+  EXPECT_TRUE(absl::StrContains(PeerLog(), "connection 2\n")) << PeerLog();
+  EXPECT_TRUE(absl::StrContains(PeerLog(), "headers 2 1\n")) << PeerLog();
+}
+
 // A slow upstream that is alive (it acknowledges PINGs, answers nothing in
-// time): its unanswered requests make the connection suspect once; the ACK
-// clears it, and for 5 minutes no further PING is sent for it (gRPC servers
-// count each PING within 5 minutes of the last as a strike, and a few
-// strikes close the connection with its streams).
-TEST_F(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceForItsTimeouts) {
+// time). Its unanswered requests make a connection suspect; the PING's ACK
+// clears it. Another unanswered request within 5 minutes of that ACK sends
+// no second PING (gRPC servers count each PING within 5 minutes of the last
+// as a strike, and a few close the connection with its streams): the
+// connection drains and new requests take a new one. So no connection is
+// pinged twice (before the cooldown: one PING per timeout), and none keeps
+// taking requests after its ACK (the cooldown without draining sent every
+// request to a peer that might have hung since).
+TEST_F(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceAConnection) {
   ASSERT_NO_FATAL_FAILURE(Start({"0", "hold"}, "500ms"));
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < 8; ++i) {
     HttpResponse timed_out = HttpGet(address_, absl::StrCat("/", i));
     EXPECT_EQ(timed_out.status, 504) << timed_out.error << timed_out.body;
   }
-  // One PING was sent (and acknowledged); before, one for most timeouts.
-  // (A request that comes before the ACK takes a second connection.)
   const std::string log = PeerLog();
-  size_t pings = 0;
-  for (size_t at = log.find("ping "); at != std::string::npos; at = log.find("ping ", at + 1)) {
-    ++pings;
+  std::map<std::string, int> pings;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StartsWith(line, "ping ")) ++pings[std::string(line.substr(5))];
   }
-  EXPECT_EQ(pings, 1u) << log;
+  EXPECT_FALSE(pings.empty()) << log;
+  for (const auto& [connection, n] : pings) EXPECT_EQ(n, 1) << connection << "\n" << log;
+  // Streams 1, 3, 5: the first (answered by SETTINGS), the suspect one,
+  // the one that drains it; never a fourth.
+  for (int c = 1; c <= 8; ++c) {
+    EXPECT_FALSE(absl::StrContains(log, absl::StrCat("headers ", c, " 7\n"))) << log;
+  }
 }
 
 }  // namespace
