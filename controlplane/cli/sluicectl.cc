@@ -1149,6 +1149,22 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   request.set_author(Author());
   request.set_message(change.message);
   request.set_if_version(change.if_version);
+  const size_t asked = std::set<api::ResourceId>(ids.begin(), ids.end()).size();
+  // A sluice-control older than this sluicectl reads the first name only:
+  // several are tried as a dry run first, so that it deletes none of them.
+  auto took_fewer = [&](const admin::v1::DeleteResponse& answer) {
+    return static_cast<size_t>(answer.diff().removed_size()) < asked;
+  };
+  const std::string fewer = absl::StrCat(
+      "this sluice-control takes one name per delete (it is older than this sluicectl): ",
+      "nothing deleted; delete the ", asked, " resources one by one");
+  if (asked > 1 && !request.dry_run()) {
+    admin::v1::DeleteRequest trial = request;
+    trial.set_dry_run(true);
+    admin::v1::DeleteResponse tried;
+    grpc::Status status = stub.Delete(Context().get(), trial, &tried);
+    if (status.ok() && took_fewer(tried)) return Fail(fewer);
+  }
   admin::v1::DeleteResponse response;
   change_sent = true;
   grpc::Status status = stub.Delete(Context().get(), request, &response);
@@ -1159,9 +1175,9 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!status.ok()) return RpcFail(status, server);
   PrintOutcome(response.dry_run(), response.diff(), response.version());
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
-  const size_t asked = std::set<api::ResourceId>(ids.begin(), ids.end()).size();
-  if (static_cast<size_t>(response.diff().removed_size()) < asked) {
-    // A sluice-control older than this sluicectl reads the first name only.
+  if (took_fewer(response)) {
+    if (response.dry_run()) return Fail(fewer);
+    // Only if it changed in between: say what happened.
     return Fail(absl::StrCat("the control plane removed ", response.diff().removed_size(),
                              " of the ", asked, " resources named (a sluice-control older than "
                              "this sluicectl takes one per delete): delete the others one by one"));
@@ -1287,7 +1303,8 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context)
   std::vector<std::pair<char, absl::string_view>> middle =
       EditScript(x_middle, y_middle, kMaxEdits);
   if (middle.empty() && !(x_middle.empty() && y_middle.empty())) {
-    return absl::StrCat("    (more than ", kMaxEdits, " lines differ: too many to show line by line)\n");
+    return absl::StrCat("    (more than ", kMaxEdits,
+                        " lines removed or added: too many to show line by line)\n");
   }
   std::vector<std::pair<char, absl::string_view>> lines;
   lines.reserve(head + middle.size() + tail);

@@ -751,8 +751,10 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     return doc.Mark().line + 1;
   };
   const Node spec = doc["spec"];
-  bool filled = false;
-  if (direct && spec) {
+  // Without validation only the kind and name are read (delete -f): the
+  // spec may be of another release's schema.
+  bool filled = !validate;
+  if (direct && spec && !filled) {
     DirectConverter<Node> direct_converter(where);
     switch (direct_converter.FillMessage(spec, message)) {
       case DirectConverter<Node>::kOk:

@@ -1,5 +1,6 @@
 #include "controlplane/server/admin_service.h"
 
+#include <set>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -282,12 +283,18 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext* context,
                                       admin::v1::DeleteResponse* response) {
   auto caller = Authorize(context, Role::kOperator, "Delete");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  std::vector<api::ResourceId> ids = {{request->kind(), request->name()}};
-  for (const config::v1::ResourceKey& key : request->more()) ids.emplace_back(key.kind(), key.name());
+  // Each named once, in the order given.
+  std::vector<api::ResourceId> ids;
+  std::set<api::ResourceId> seen;
+  auto add = [&](config::v1::ResourceKind kind, const std::string& name) {
+    if (seen.emplace(kind, name).second) ids.emplace_back(kind, name);
+  };
+  add(request->kind(), request->name());
+  for (const config::v1::ResourceKey& key : request->more()) add(key.kind(), key.name());
   for (const api::ResourceId& id : ids) {
     if (absl::Status s = CheckKindAndName(id.first, id.second); !s.ok()) {
       Count(/*is_delete=*/true, s, request->dry_run());
-      Audit(*caller, "Delete", {}, 0, request->dry_run(), s);
+      Audit(*caller, "Delete", Names(ids), 0, request->dry_run(), s);
       return ToGrpcStatus(s);
     }
   }

@@ -237,6 +237,14 @@ TEST(ControlPlaneTest, DeleteSeveralInOneVersion) {
   EXPECT_EQ(mixed.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(mixed.err, "not both")) << mixed.err;
 
+  // Specs are not read: fields of another release do not stop a delete.
+  std::ofstream(dir + "/future.yaml")
+      << "kind: Cluster\nname: c9\nspec: {field_of_a_later_release: 1, endpoints: 5}\n";
+  auto future = cp.Ctl({"delete", "-f", dir + "/future.yaml"});
+  EXPECT_EQ(future.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(future.err, "Cluster \"c9\" does not exist; nothing deleted"))
+      << future.err;
+
   // What `get -o yaml` printed deletes too, though a Secret's key in it is
   // redacted (an apply of it is refused).
   auto made = testing::RunCommand(
