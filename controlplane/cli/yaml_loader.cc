@@ -1123,15 +1123,17 @@ int FieldLine(const LoadedResource& r, const std::string& field) {
     return 0;
   }
   // Read again with yaml-cpp (any YAML the loader takes), once per text.
-  static const std::string* parsed_source = nullptr;
-  static std::vector<YAML::Node>* parsed = new std::vector<YAML::Node>;
-  if (parsed_source != r.source.get()) {
+  // The cache holds the text it parsed, so no later text can take its
+  // address and be taken for it.
+  static auto* parsed_source = new std::shared_ptr<const std::string>;
+  static auto* parsed = new std::vector<YAML::Node>;
+  if (*parsed_source != r.source) {
     try {
       *parsed = YAML::LoadAll(*r.source);
     } catch (const YAML::Exception&) {
       parsed->clear();
     }
-    parsed_source = r.source.get();
+    *parsed_source = r.source;
   }
   if (static_cast<size_t>(r.document) > parsed->size()) return 0;
   YAML::Node node = (*parsed)[r.document - 1]["spec"];
