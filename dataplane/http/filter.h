@@ -91,6 +91,9 @@ struct StreamInfo {
   // A detached exchange the gateway started itself (StartBackgroundRefresh):
   // no client waits for its response.
   bool background = false;
+  // A WebSocket upgrade the route forwards (`websocket: true`): the client
+  // asks to switch protocols, not for a stored representation.
+  bool upgrade = false;
 };
 
 enum class FilterStatus {
@@ -152,6 +155,12 @@ class FilterCallbacks {
   // cache's stale-while-revalidate. Ignored for a request with a body and
   // for a background exchange itself.
   virtual void StartBackgroundRefresh() = 0;
+  // Names the policy whose answer the next SendLocalReply or SendResponse
+  // is, when not the calling filter's own: a group of authentication
+  // policies answers with its first refusal, labelled with that policy's
+  // name (response_flag, sluice_policy_responses_total). `policy` must
+  // outlive the exchange (a factory's policy_name()).
+  virtual void SetAnsweringPolicy(std::string_view policy) {}
 };
 
 class Filter {

@@ -20,7 +20,11 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
  public:
   explicit AnyOfAuthenticationFilter(const FactoryList& factories) {
     filters_.reserve(factories.size());
-    for (const auto& f : factories) filters_.push_back(f->CreateFilter());
+    names_.reserve(factories.size());
+    for (const auto& f : factories) {
+      filters_.push_back(f->CreateFilter());
+      names_.push_back(f->policy_name());
+    }
   }
 
   http::FilterStatus OnRequestHeaders(http::HeaderMap& headers,
@@ -69,6 +73,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
       outer_->SetConsumer(anonymous_, true);
       status = http::FilterStatus::kContinue;
     } else {
+      if (!reply_policy_.empty()) outer_->SetAnsweringPolicy(reply_policy_);
       outer_->SendLocalReply(reply_status_ ? reply_status_ : 401,
                              reply_message_.empty() ? "authentication failed" : reply_message_,
                              reply_headers_);
@@ -103,6 +108,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
     if (first) {
       reply_status_ = status;
       reply_message_.assign(message);
+      reply_policy_ = names_[next_ - 1];  // the filter asked last
     }
     // Every policy's challenge goes out (RFC 9110 11.6.1 allows several).
     for (const http::HeaderMap::Field& f : headers.fields()) {
@@ -115,6 +121,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   void SendResponse(int status, const http::HeaderMap& headers, std::string_view body) override {
     // Not a refusal: an authentication policy answering for itself.
     identified_ = true;
+    outer_->SetAnsweringPolicy(names_[next_ - 1]);
     outer_->SendResponse(status, headers, body);
   }
   void ContinueRequest() override {
@@ -138,6 +145,9 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   void StartBackgroundRefresh() override { outer_->StartBackgroundRefresh(); }
 
   std::vector<std::unique_ptr<http::Filter>> filters_;
+  // Their policies' names (views into the factories, which the exchange's
+  // chain holds).
+  std::vector<std::string_view> names_;
   http::FilterCallbacks* outer_ = nullptr;
   http::HeaderMap* headers_ = nullptr;
   size_t next_ = 0;
@@ -150,6 +160,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   const auth::Consumer* anonymous_ = nullptr;
   int reply_status_ = 0;
   std::string reply_message_;
+  std::string_view reply_policy_;  // whose refusal reply_status_ is
   http::HeaderMap reply_headers_;
 };
 

@@ -1084,6 +1084,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   info_.route_table = route_table_;
   info_.virtual_host = route_->virtual_host;
   info_.background = head.background;
+  info_.upgrade = route_->websocket && head.upgrade && IsWebSocketUpgrade(*head.headers);
   info_.request_content_length = head.body == RequestHead::Body::kLength
                                      ? static_cast<int64_t>(head.content_length)
                                      : head.body == RequestHead::Body::kNone ? 0 : -1;
@@ -1354,10 +1355,18 @@ void ProxyStream::StartBackgroundRefresh() {
   background_request_ = std::move(request);
 }
 
+std::string_view ProxyStream::AnsweringPolicy() {
+  std::string_view name = answering_policy_.empty()
+                              ? (*chain_)[current_filter_]->policy_name()
+                              : answering_policy_;
+  answering_policy_ = {};
+  return name;
+}
+
 void ProxyStream::SendLocalReply(int status, std::string_view message,
                                  const http::HeaderMap& headers) {
   if (chain_ != nullptr && current_filter_ < chain_->size()) {
-    response_flag_ = absl::StrCat("policy:", std::string((*chain_)[current_filter_]->policy_name()));
+    response_flag_ = std::string("policy:").append(AnsweringPolicy());
   }
   reply_headers_ = headers;  // the filter's map may not outlive the call
   std::vector<http::HeaderField> extra;
@@ -1368,7 +1377,7 @@ void ProxyStream::SendLocalReply(int status, std::string_view message,
 
 void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::string_view body) {
   if (chain_ != nullptr && current_filter_ < chain_->size()) {
-    response_flag_ = absl::StrCat("policy:", std::string((*chain_)[current_filter_]->policy_name()));
+    response_flag_ = std::string("policy:").append(AnsweringPolicy());
   }
   // The filter's map lives through the call, and the response is encoded
   // (copied out) before SendLocalResponse returns: views suffice.

@@ -228,6 +228,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SetConsumer(const auth::Consumer* consumer, bool anonymous) override;
   void SetPath(std::string path_and_query) override;
   void StartBackgroundRefresh() override;
+  void SetAnsweringPolicy(std::string_view policy) override { answering_policy_ = policy; }
+  // The policy answering now (SetAnsweringPolicy's, once, else the current
+  // filter's).
+  std::string_view AnsweringPolicy();
 
  private:
   // The route's policies that observe the upstream (observes_upstream()):
@@ -413,6 +417,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool request_complete_ = false;
   bool head_request_ = false;
   bool upgrade_ = false;  // a WebSocket upgrade the route allows
+  // SetAnsweringPolicy's name for the policy answer being sent; else the
+  // answering filter's own.
+  std::string_view answering_policy_;
   bool tunnel_ = false;   // the upstream answered 101: raw bytes both ways
   int informational_sent_ = 0;  // 1xx heads passed to the client this exchange
   bool response_started_ = false;

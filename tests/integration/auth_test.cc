@@ -57,6 +57,10 @@ class AuthTest : public ::testing::Test {
         "          policies:\n"
         "            - {name: key-auth, typed_config: {anonymous: guest}}\n"
         "            - {name: basic-auth, typed_config: {}}\n"
+        "        - name: both\n          match: {prefix: /both}\n          route: {cluster: web}\n"
+        "          policies:\n"
+        "            - {name: basic-auth, typed_config: {}}\n"
+        "            - {name: key-auth, typed_config: {}}\n"
         "        - name: open\n          match: {prefix: /}\n          route: {cluster: web}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
@@ -153,6 +157,27 @@ TEST_F(AuthTest, SeveralAuthenticationPoliciesMeanAnyOfThemWithAnonymousLast) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("x-echo-x-consumer-name"), "guest");
   EXPECT_EQ(r.header("x-echo-x-anonymous-consumer"), "true");
+}
+
+// Refused by every one of several policies: the answer is the first one's
+// refusal (basic-auth, as written), counted and logged under its name, not
+// under a name no policy has.
+TEST_F(AuthTest, ARefusalOfSeveralPoliciesCarriesTheFirstOnesName) {
+  HttpResponse r = HttpGet(address(), "/both", {{"authorization", Basic("alice:wrong")}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_FALSE(r.header("www-authenticate").empty());
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return proxy_->Stat(
+                   "sluice_policy_responses_total{policy=\"basic-auth\",status=\"401\"}") == 1;
+      },
+      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+  EXPECT_FALSE(absl::StrContains(proxy_->Admin("/metrics").second, "policy=\"authentication\""));
+  r = HttpGet(address(), "/both", {{"apikey", "bob-key-4567"}});
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x-consumer-name"), "bob");
 }
 
 TEST_F(AuthTest, ARevokedKeyStopsWorkingOnTheNextRequestOfAnOpenConnection) {

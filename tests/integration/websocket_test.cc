@@ -56,6 +56,9 @@ class WebSocketTest : public ::testing::Test {
         "}]\n---\nkind: Cluster\nname: switcher\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         raw101_.port(), "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
         "    - domains: ['*']\n      routes:\n"
+        "        - match: {prefix: /cachedws}\n"
+        "          route: {cluster: echo, websocket: true}\n"
+        "          policies: [{name: cache, typed_config: {statuses: [426], default_ttl: 60s}}]\n"
         "        - match: {prefix: /ws-idle}\n"
         "          route: {cluster: echo, websocket: true, websocket_idle_timeout: 1s, timeout: 2s}\n"
         "        - match: {prefix: /ws}\n          route: {cluster: echo, websocket: true, timeout: 1s}\n"
@@ -122,6 +125,23 @@ TEST_F(WebSocketTest, MessagesFlowBothWaysPastTheRouteTimeout) {
   EXPECT_LT(seconds, 1.0);
   // A tunnel that ended normally is no upstream failure in the log.
   EXPECT_TRUE(absl::StrContains(LogLineOf("/ws"), "\"upstream_failure\":\"\"")) << LogLineOf("/ws");
+}
+
+// A cache on a WebSocket route leaves handshakes alone: a stored answer of
+// the URI (here the echo server's 426 to a plain GET) is not served to a
+// client asking to switch protocols, which gets the upstream's 101.
+TEST_F(WebSocketTest, ACachedResponseIsNeverTheAnswerToAHandshake) {
+  const std::string host_port = absl::StrCat("127.0.0.1:", port_);
+  HttpResponse first = HttpGet(host_port, "/cachedws/chat");
+  ASSERT_TRUE(first.ok()) << first.error;
+  ASSERT_EQ(first.status, 426) << first.body;
+  // Stored: a plain GET is a hit (so the handshake below could be one).
+  ASSERT_TRUE(WaitFor(
+      [&] { return HttpGet(host_port, "/cachedws/chat").header("x-cache-status") == "Hit"; },
+      absl::Seconds(5)));
+  CommandResult r = WsTool({"client", Url("/cachedws/chat"), "0"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "ok 204")) << r.out << r.err;
 }
 
 // A WebSocket the client ends (it closes its connection, as clients

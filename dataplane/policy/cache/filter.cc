@@ -187,6 +187,9 @@ class CacheFilter : public http::Filter {
     }
     if (headers.Get("range") != nullptr)
       return Bypass(headers, info);  // whole responses only
+    // A WebSocket handshake is answered by the upstream's 101, never by a
+    // stored response of the URI (nor made to wait on another's miss).
+    if (info.upgrade) return Bypass(headers, info);
     if (s_.honor_request_cache_control && !background_) {
       request_cc_ = ParseCacheControl(headers);
       if (request_cc_.no_store) return Bypass(headers, info);
