@@ -27,7 +27,8 @@
 // A request head over the limit is answered by the codec itself: 431 with
 // a JSON error body and the x-request-id OnRequestHeadersTooLarge() gave (a
 // gRPC request, by its content-type: a trailers-only grpc-status 2), with
-// END_STREAM (then RST_STREAM(NO_ERROR) if the client is still sending). A
+// END_STREAM (the rest of the request is then dropped or refused, as below).
+// A
 // head more than twice the limit is not decoded to its end: the stream gets
 // RST_STREAM(ENHANCE_YOUR_CALM) at once, which also spares the CPU an HPACK
 // bomb would cost. The caller never sees such a stream, except through
@@ -50,9 +51,15 @@
 // flow-control windows allow. QueuedBytes() is the back-pressure signal (stop
 // reading the upstream above your watermark); OnStreamWritable() fires when a
 // stream's queue drains to Http2Limits::stream_send_low_watermark or below. A
-// final response that ends while the client is still sending the request is
-// followed by RST_STREAM(NO_ERROR) (RFC 9113 8.1), and the caller gets
-// OnStreamReset(NO_ERROR) for that stream. Connection-specific fields and
+// final response that ends while the client is still sending the request
+// ends the stream for the caller (OnStreamReset(NO_ERROR)). When the rest of
+// the request's declared content-length fits the flow-control windows the
+// client already has, the codec reads and drops it and the stream ends with
+// the client's END_STREAM; otherwise (or at the final GOAWAY) it sends
+// RST_STREAM(NO_ERROR) (RFC 9113 8.1). (A client still sending a short body
+// when the reset came, curl 7.88 among them, dropped the response; one with
+// more to send than its windows allow stops reading once the response is
+// whole and would wait for a reset forever.) Connection-specific fields and
 // pseudo-header names in submitted headers are dropped; names are lower-cased.
 //
 // Output. The codec keeps up to Http2Limits::max_buffered_output bytes of

@@ -1093,21 +1093,48 @@ TEST(Http2ServerCodecTest, PeerResetIsReported) {
   EXPECT_TRUE(f.link.server_ok);
 }
 
-TEST(Http2ServerCodecTest, ResponseBeforeTheWholeRequestEndsItWithNoError) {
+// A response complete before its request: the stream is over for the
+// caller. The rest of the declared body fits the client's windows: it may
+// finish sending (the codec drops it), and the stream ends with the
+// client's END_STREAM, not a reset a client still sending would take for a
+// failure.
+TEST(Http2ServerCodecTest, ResponseBeforeTheWholeRequestDropsAShortRest) {
   Fixture f;
-  f.callbacks.consume = false;  // the upload stalls at the window
   f.callbacks.on_headers = [&](int32_t id) {
     EXPECT_TRUE(f.codec.SubmitResponse(id, 413, HeaderMap(), true));
   };
-  const std::string body(300000, 'r');
-  const int32_t id = f.client.Request(TestClient::Head("POST", "/"), &body);
+  // The first flight fills the initial window (65535); the response goes
+  // out with the window given back, and the rest (30000) fits it.
+  const std::string body(95535, 'r');
+  const int32_t id = f.client.Request(
+      TestClient::Head("POST", "/", {{"content-length", "95535"}}), &body);
   f.link.Run();
   const ClientResponse& resp = f.client.responses[id];
   EXPECT_EQ(resp.status, 413);
   EXPECT_TRUE(resp.closed);
+  EXPECT_FALSE(resp.rst_received);
+  EXPECT_TRUE(f.callbacks.requests[id].reset);
+  EXPECT_EQ(f.callbacks.requests[id].reset_code, NGHTTP2_NO_ERROR);
+  EXPECT_EQ(f.callbacks.requests[id].events_after_reset, 0);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+}
+
+// A rest longer than the client's windows (or of no declared length): at
+// once RST_STREAM(NO_ERROR) asks the client to stop.
+TEST(Http2ServerCodecTest, ResponseBeforeALongRequestEndsItWithNoError) {
+  Fixture f;
+  f.callbacks.on_headers = [&](int32_t id) {
+    EXPECT_TRUE(f.codec.SubmitResponse(id, 401, HeaderMap(), true));
+  };
+  const std::string body(3 << 20, 'r');
+  const int32_t id = f.client.Request(
+      TestClient::Head("POST", "/", {{"content-length", std::to_string(3 << 20)}}), &body);
+  f.link.Run();
+  const ClientResponse& resp = f.client.responses[id];
+  EXPECT_EQ(resp.status, 401);
+  EXPECT_TRUE(resp.closed);
   EXPECT_TRUE(resp.rst_received);
   EXPECT_EQ(resp.rst_code, NGHTTP2_NO_ERROR);
-  EXPECT_TRUE(f.callbacks.requests[id].reset);
   EXPECT_EQ(f.callbacks.requests[id].reset_code, NGHTTP2_NO_ERROR);
   EXPECT_EQ(f.callbacks.requests[id].events_after_reset, 0);
   EXPECT_EQ(f.codec.open_streams(), 0u);
