@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/policy_registry.h"
 #include "api/tls_material.h"
 #include "api/validation.h"
@@ -25,8 +26,9 @@ int TlsVersion(const std::string& text, int unset) {
 
 // The listener's TLS context from its `tls` block and the Secrets it names
 // (validated already).
+// Also sets *access (ListenerRuntime::tls_access).
 absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListenerTls(
-    const config::v1::ListenerTls& tls, const api::ResourceMap& resources) {
+    const config::v1::ListenerTls& tls, const api::ResourceMap& resources, std::string* access) {
   net::TlsServerConfig server;
   auto secret = [&](const std::string& name) -> const config::v1::Secret* {
     auto it = resources.find({config::v1::SECRET, name});
@@ -75,6 +77,11 @@ absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListen
         !tls.has_require_client_certificate() || tls.require_client_certificate().value();
   }
   server.session_tickets = !tls.has_session_tickets() || tls.session_tickets().value();
+  *access = absl::StrCat("tls ", server.min_version, "-", server.max_version, " ciphers ",
+                         server.cipher_list, " alpn ", absl::StrJoin(server.alpn_protocols, ","),
+                         " client certificate ",
+                         server.require_client_certificate ? "required" : "optional", " ca ",
+                         server.client_ca_pem);
   auto context = net::TlsServerContext::Create(server);
   if (!context.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("tls: ", context.status().message()));
@@ -647,8 +654,9 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     if (l.has_tls()) {
       if (TlsUnchanged(l, previous, changed)) {
         runtime.tls = previous->listeners.at(l.name()).tls;
+        runtime.tls_access = previous->listeners.at(l.name()).tls_access;
       } else {
-        auto tls = CompileListenerTls(l.tls(), resources);
+        auto tls = CompileListenerTls(l.tls(), resources, &runtime.tls_access);
         if (!tls.ok()) {
           return absl::InvalidArgumentError(
               absl::StrCat(api::Describe(id), ": ", tls.status().message()));

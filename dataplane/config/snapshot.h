@@ -123,6 +123,11 @@ struct ListenerRuntime {
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;
+  // What decides who may connect and how, as one string: empty for plain
+  // HTTP; with TLS its versions, ciphers, ALPN protocols and client
+  // certificate rules (not its certificates: a rotation keeps connections).
+  // Open connections of a listener whose value changed are drained.
+  std::string tls_access;
   uint32_t trusted_proxy_hops = 0;  // http.trusted_proxy_hops
   bool proxy_protocol = false;  // every connection starts with a PROXY header
   // Responses by status class on this listener (index status / 100).
@@ -159,6 +164,8 @@ class Shared {
   const typename C::mapped_type& at(const key_type& key) const {
     return value_->at(key);
   }
+  // Whether `other` is this very container (a snapshot sharing it).
+  bool SharedWith(const Shared& other) const { return value_ == other.value_; }
   // Copies the elements first when another snapshot shares them.
   Container& Mutable() {
     if (value_.use_count() != 1) value_ = std::make_shared<Container>(*value_);
@@ -193,6 +200,18 @@ struct ConfigSnapshot {
   // The Consumer resources, for authentication policies. Never null.
   std::shared_ptr<const auth::ConsumerIndex> consumers;
 };
+
+// Whether listener `name`, in both snapshots, changed what decides who may
+// connect to it (ListenerRuntime::tls_access): its open connections are
+// drained then, as Envoy drains a changed filter chain's.
+inline bool ListenerAccessChanged(const ConfigSnapshot* before, const ConfigSnapshot& after,
+                                  const std::string& name) {
+  if (before == nullptr) return false;
+  auto was = before->listeners.find(name);
+  auto is = after.listeners.find(name);
+  return was != before->listeners.end() && is != after.listeners.end() &&
+         was->second.tls_access != is->second.tls_access;
+}
 
 // Validates `resources` with the shared validation library and compiles
 // them. Errors name the resource and field; nothing is bound on error

@@ -130,7 +130,21 @@ void DownstreamConnection::StartDrain() {
 
 void DownstreamConnection::OnSnapshotChanged(
     const std::shared_ptr<const config::ConfigSnapshot>& previous) {
-  if (worker_.snapshot()->listeners.count(listener_name_)) return;
+  if (worker_.snapshot()->listeners.count(listener_name_)) {
+    // Its listener now lets in others, or fewer (TLS added or removed, a
+    // client CA or the client certificate rule changed, versions, ciphers):
+    // the connection, made under the old rules, is drained.
+    if (!config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_name_)) {
+      return;
+    }
+    end_tunnel_reason_ = "listener_tls_changed";
+    if (tunnel_) {
+      EndTunnel(end_tunnel_reason_);
+      return;
+    }
+    StartDrain();
+    return;
+  }
   if (listener_snapshot_ == nullptr && previous != nullptr &&
       previous->listeners.count(listener_name_)) {
     listener_snapshot_ = previous;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <fstream>
 
 #include "absl/strings/match.h"
@@ -416,6 +417,39 @@ TEST_F(TlsTest, RotatedCertificateAppliesToNewHandshakesOnly) {
   ASSERT_TRUE(open.Request(GetRequest("a.test", "/after"), &response)) << open.error();
   EXPECT_EQ(response.status, 200);
   EXPECT_TRUE(absl::StrContains(response.body, "GET /after"));
+}
+
+// Taking a client's CA out of the listener's client_ca shuts out that
+// client's open connection too, not only its next handshake: the
+// connection, made under the old rules, is drained (its next response says
+// Connection: close, or it is closed first).
+TEST_F(TlsTest, ANarrowedClientCaDrainsOpenConnections) {
+  std::signal(SIGPIPE, SIG_IGN);  // a write to the closed connection fails, not kills
+  TlsClient open;
+  TlsClientOptions options;
+  options.sni = "a.test";
+  options.client_cert_path = client_.cert_path;
+  options.client_key_path = client_.key_path;
+  ASSERT_TRUE(open.Connect(mtls_port_, options)) << open.error();
+  Http1Message response;
+  ASSERT_TRUE(open.Request(GetRequest("a.test", "/before"), &response)) << open.error();
+  ASSERT_EQ(response.status, 200);
+  ASSERT_TRUE(response.KeepAlive());
+
+  TestCert other = MakeCa(dir_, "other-ca", "Other Client CA");
+  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "narrow.yaml", CaSecretYaml("clients", other))});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+
+  bool answered = open.Request(GetRequest("a.test", "/after"), &response);
+  EXPECT_TRUE(!answered || !response.KeepAlive()) << response.status;
+  if (answered) {
+    EXPECT_FALSE(open.Request(GetRequest("a.test", "/again"), &response)) << response.status;
+  }
+  // A new handshake with that certificate is refused.
+  TlsClient fresh;
+  EXPECT_TRUE(!fresh.Connect(mtls_port_, options) ||
+              !fresh.Request(GetRequest("a.test", "/new"), &response));
 }
 
 TEST_F(TlsTest, MutualTlsRefusesClientsWithoutATrustedCertificate) {
