@@ -1181,9 +1181,17 @@ namespace {
 // out); false with `error` set when there is more.
 bool ReadBounded(std::istream& in, const std::string& name, std::string* text,
                  std::string* error) {
-  text->assign(static_cast<size_t>(api::kMaxConfigBytes) + 1, '\0');
-  in.read(text->data(), static_cast<std::streamsize>(text->size()));
-  text->resize(static_cast<size_t>(in.gcount()));
+  // In pieces: a buffer of the whole bound (32 MiB) cleared for a file of a
+  // few hundred KiB was a third of a big apply's time in sluicectl.
+  constexpr size_t kPiece = 256 * 1024;
+  const size_t bound = static_cast<size_t>(api::kMaxConfigBytes) + 1;
+  text->clear();
+  while (text->size() < bound && in) {
+    const size_t at = text->size();
+    text->resize(at + std::min(kPiece, bound - at));
+    in.read(text->data() + at, static_cast<std::streamsize>(text->size() - at));
+    text->resize(at + static_cast<size_t>(in.gcount()));
+  }
   if (text->size() > static_cast<size_t>(api::kMaxConfigBytes)) {
     *error = absl::StrCat(name, ": larger than ", api::kMaxConfigBytes,
                           " bytes, the most one apply can carry");

@@ -384,6 +384,13 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
   std::shared_ptr<const config::ConfigSnapshot> previous = std::move(snapshot_);
   snapshot_ = std::move(snapshot);
   for (DownstreamSession* c : Sessions()) c->OnSnapshotChanged(previous);
+  // A version that leaves every cluster as it was (it shares them with the
+  // one before) changes nothing below: skipped, as walking every endpoint's
+  // pools cost each worker about 3 ms per version at 2,000 clusters.
+  if (previous != nullptr && snapshot_->clusters.SharedWith(previous->clusters) &&
+      snapshot_->pool_keys.SharedWith(previous->pool_keys)) {
+    return;
+  }
   pool_.CloseIdleExcept(snapshot_->pool_keys);
   // Lowered idle limits apply to what is idle now, not only from its next
   // release (an operator lowering idle_connection_timeout under the
