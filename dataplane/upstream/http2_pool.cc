@@ -98,6 +98,7 @@ Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, 
       codec_(this, http::Http2ClientLimits()),
       pool_key_(std::move(pool_key)),
       max_streams_(cluster.max_concurrent_streams),
+      max_connections_(cluster.breakers.max_connections),
       assumed_peer_limit_(pool.KnownPeerLimit(pool_key_)),
       auto_protocol_(cluster.protocol == UpstreamProtocol::kAuto),
       connect_timer_(dispatcher,
@@ -453,7 +454,9 @@ void Http2UpstreamConnection::SendPing() {
 void Http2UpstreamConnection::Suspect() {
   if (closed_ || !connected_) return;
   if (dispatcher_.Now() - last_ping_ack_ < Http2Pool::kSuspectCooldown) {
-    Drain();  // no second PING so soon: no new streams, closed once idle
+    // No second PING so soon: no new streams, closed once idle. Unless no
+    // other connection may be opened: then draining would only refuse.
+    if (cluster_state_->connections.load(std::memory_order_relaxed) < max_connections_) Drain();
     return;
   }
   suspect_ = true;

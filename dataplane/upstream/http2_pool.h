@@ -32,7 +32,10 @@
 // connection suspect: it takes no new stream, and is sent a PING, until the
 // ACK clears it (or its absence closes it). Within kSuspectCooldown of an
 // ACK no PING is sent for it: the connection drains instead (GOAWAY; new
-// streams go on a new connection; it closes once its streams end). A busy
+// streams go on a new connection; it closes once its streams end), unless
+// the cluster is at its max_connections: then no new connection could be
+// made while a long stream kept the drained one open, and every request
+// would get 503, so it goes on serving. A busy
 // connection to a peer that hung is thus left after its first timed-out
 // request, not sent every new one, and a connection that answers is pinged
 // at most once per kSuspectCooldown for it (gRPC servers count pings
@@ -183,6 +186,8 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   http::Http2ClientCodec codec_;
   std::string pool_key_;
   const uint32_t max_streams_;
+  // The cluster's circuit_breakers.max_connections when it was made.
+  const uint32_t max_connections_;
   // Until the peer's SETTINGS come, the stream limit its endpoint announced
   // on an earlier connection (Http2Pool::peer_limits_): a new connection
   // does not send a burst the upstream refuses.

@@ -492,8 +492,11 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
 // timeout, behind a one-worker proxy.
 class UpstreamHttp2StallTest : public ::testing::Test {
  protected:
-  // `timeout`: the route's, with more of its fields after it when wanted.
-  void Start(const std::vector<std::string>& peer_args, const std::string& timeout) {
+  // `timeout`: the route's, with more of its fields after it when wanted;
+  // `cluster_more`: more lines of the cluster's spec; `routes_before`: routes
+  // ahead of the catch-all one.
+  void Start(const std::vector<std::string>& peer_args, const std::string& timeout,
+             const std::string& cluster_more = "", const std::string& routes_before = "") {
     ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
     std::vector<std::string> args = {RunfilePath("tests/harness/h2_stall_peer.py")};
     args.insert(args.end(), peer_args.begin(), peer_args.end());
@@ -505,9 +508,9 @@ class UpstreamHttp2StallTest : public ::testing::Test {
     ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &peer_port)) << *line;
     const int port = PickFreePort();
     const std::string yaml = absl::StrCat(
-        ClusterYaml("stalls", peer_port, "HTTP2", ""), "---\n",
+        ClusterYaml("stalls", peer_port, "HTTP2", ""), cluster_more, "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
-        "      routes:\n"
+        "      routes:\n", routes_before,
         "        - match: {prefix: /}\n          route: {cluster: stalls, timeout: ", timeout,
         "}\n---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
         ", route_table: main}\n");
@@ -590,6 +593,33 @@ TEST_F(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceAConnection) {
   for (int c = 1; c <= 8; ++c) {
     EXPECT_FALSE(absl::StrContains(log, absl::StrCat("headers ", c, " 7\n"))) << log;
   }
+}
+
+// At the cluster's max_connections a suspect connection in its cooldown is
+// not drained: a long stream (a watch) would keep the drained connection
+// open, no other could be made, and every new request got 503 for as long
+// as the stream lasted. It goes on serving instead (here the peer holds
+// every request, so the next one times out as those before it).
+TEST_F(UpstreamHttp2StallTest, AtTheConnectionLimitASuspectConnectionKeepsServing) {
+  ASSERT_NO_FATAL_FAILURE(Start({"0", "hold"}, "500ms", "  circuit_breakers: {max_connections: 1}\n",
+                                "        - match: {prefix: /watch}\n"
+                                "          route: {cluster: stalls, timeout: 0s}\n"));
+  // The first stream's timeout counts nothing (the peer's SETTINGS came
+  // after it); the second's makes the connection suspect: PING, ACK.
+  EXPECT_EQ(HttpGet(address_, "/a").status, 504);
+  EXPECT_EQ(HttpGet(address_, "/a2").status, 504);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(PeerLog(), "ping 1\n"); }, absl::Seconds(5)))
+      << PeerLog();
+  std::thread watch([&] { HttpGet(address_, "/watch", {}, absl::Seconds(30)); });
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(PeerLog(), "headers 1 5\n"); },
+                      absl::Seconds(5)))
+      << PeerLog();
+  EXPECT_EQ(HttpGet(address_, "/b").status, 504);  // suspect again, within the cooldown
+  HttpResponse next = HttpGet(address_, "/c");
+  EXPECT_EQ(next.status, 504) << next.body << "\n" << PeerLog();
+  EXPECT_FALSE(absl::StrContains(PeerLog(), "connection 2\n")) << PeerLog();
+  proxy_.reset();  // ends the watch
+  watch.join();
 }
 
 }  // namespace
