@@ -163,7 +163,11 @@ void Http2UpstreamConnection::Flush() {
   if (closed_) return;
   if (!codec_.WantsRead() && !codec_.WantsWrite()) {
     // A connection error was answered with GOAWAY, or a drained connection
-    // has no stream left: close once the last frames are out.
+    // has no stream left: close once the last frames are out. They are
+    // written now (FailAll's close drops what is queued, a drain's GOAWAY
+    // and RST_STREAMs included); a failure then is no one's to hear of.
+    connection_->SetCallbacks(nullptr);
+    connection_->Flush();
     FailAll(false, false, false, codec_.error().empty() ? "connection closed" : codec_.error());
   }
 }

@@ -9,7 +9,7 @@ With "hold" the peer stays alive after its N answers: it acknowledges
 SETTINGS and PINGs but answers no further request (a slow, healthy server).
 Prints "listening on PORT", then one line per event, flushed:
 "connection C" (the C-th accepted), "headers C STREAM", "ping C",
-"closed C" (the proxy closed connection C).
+"goaway C", "closed C" (the proxy closed connection C).
 """
 import os
 import socket
@@ -42,6 +42,8 @@ def serve(conn, number, answers, hold, lock):
                 say(lock, f"ping {number}")
                 if live or hold:
                     conn.sendall(frame(0x6, 0x1, 0, payload))  # PING ACK
+            elif kind == 0x7:
+                say(lock, f"goaway {number}")
             elif kind == 0x1:
                 say(lock, f"headers {number} {stream}")
                 if live:

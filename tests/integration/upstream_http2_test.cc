@@ -593,6 +593,15 @@ TEST_F(UpstreamHttp2StallTest, ASlowButLiveUpstreamIsPingedOnceAConnection) {
   for (int c = 1; c <= 8; ++c) {
     EXPECT_FALSE(absl::StrContains(log, absl::StrCat("headers ", c, " 7\n"))) << log;
   }
+  // A drained connection is closed after its GOAWAY went out, not with it
+  // still queued (RFC 9113 6.8).
+  bool drained = false;
+  for (int c = 1; c <= 8; ++c) {
+    if (!absl::StrContains(log, absl::StrCat("closed ", c, "\n"))) continue;
+    drained = true;
+    EXPECT_TRUE(absl::StrContains(log, absl::StrCat("goaway ", c, "\n"))) << c << "\n" << log;
+  }
+  EXPECT_TRUE(drained) << log;
 }
 
 // At the cluster's max_connections a suspect connection in its cooldown is
