@@ -366,7 +366,10 @@ struct Http2ServerCodecAccess {
           const int64_t window =
               std::min(nghttp2_session_get_stream_local_window_size(session, stream->id),
                        nghttp2_session_get_local_window_size(session));
-          const bool fits = stream->declared_length >= 0 && window >= 0 &&
+          // After the final GOAWAY nothing lingers: the connection is to
+          // close once its streams end.
+          const bool fits = codec->shutdown_ != Http2ServerCodec::ShutdownState::kFinalGoawaySubmitted &&
+                            stream->declared_length >= 0 && window >= 0 &&
                             static_cast<uint64_t>(stream->declared_length) >=
                                 stream->body_received &&
                             static_cast<uint64_t>(stream->declared_length) -

@@ -28,8 +28,7 @@
 // a JSON error body and the x-request-id OnRequestHeadersTooLarge() gave (a
 // gRPC request, by its content-type: a trailers-only grpc-status 2), with
 // END_STREAM (the rest of the request is then dropped or refused, as below).
-// A
-// head more than twice the limit is not decoded to its end: the stream gets
+// A head more than twice the limit is not decoded to its end: the stream gets
 // RST_STREAM(ENHANCE_YOUR_CALM) at once, which also spares the CPU an HPACK
 // bomb would cost. The caller never sees such a stream, except through
 // OnRequestHeadersTooLarge(), which is informational. Trailers over the limit

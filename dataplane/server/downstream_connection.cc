@@ -111,8 +111,14 @@ void DownstreamConnection::SwitchToHttp2() {
   closed_ = true;  // this object is done: the session owns the connection now
   auto* session = new Http2Session(worker_, std::move(connection_), listener_name_, peer_ip_,
                                    http2_options_);
-  worker_.ReplaceConnection(this, session);
+  // A drain asked for during the handshake (the listener removed or its TLS
+  // rules changed, the worker's drain) carries over: the session would
+  // otherwise serve on under the rules the connection no longer meets.
+  const bool drain = drain_requested_;
+  if (listener_snapshot_ != nullptr) session->KeepListenerSnapshot(listener_snapshot_);
+  worker_.ReplaceConnection(this, session);  // `this` is deleted after the loop iteration
   session->Start();
+  if (drain) session->StartDrain();
 }
 
 bool DownstreamConnection::idle() const {

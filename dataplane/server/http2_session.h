@@ -71,6 +71,11 @@ class Http2Session : public net::ConnectionCallbacks,
 
   // DownstreamSession
   void StartDrain() override;
+  // The last snapshot that had the listener, when it is gone already (the
+  // HTTP/1 connection it came from kept it).
+  void KeepListenerSnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
+    listener_snapshot_ = std::move(snapshot);
+  }
   void OnSnapshotChanged(const std::shared_ptr<const config::ConfigSnapshot>& previous) override;
   // net::ConnectionCallbacks
   void OnReadable() override;

@@ -293,6 +293,7 @@ ProxyStream::~ProxyStream() { OnDownstreamGone(); }
 
 void ProxyStream::Reset() {
   active_ = false;
+  answering_policy_ = {};
   snapshot_.reset();
   route_ = nullptr;
   route_table_ = {};
@@ -1368,6 +1369,7 @@ void ProxyStream::SendLocalReply(int status, std::string_view message,
   if (chain_ != nullptr && current_filter_ < chain_->size()) {
     response_flag_ = std::string("policy:").append(AnsweringPolicy());
   }
+  answering_policy_ = {};
   reply_headers_ = headers;  // the filter's map may not outlive the call
   std::vector<http::HeaderField> extra;
   extra.reserve(reply_headers_.size());
@@ -1379,6 +1381,7 @@ void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::
   if (chain_ != nullptr && current_filter_ < chain_->size()) {
     response_flag_ = std::string("policy:").append(AnsweringPolicy());
   }
+  answering_policy_ = {};
   // The filter's map lives through the call, and the response is encoded
   // (copied out) before SendLocalResponse returns: views suffice.
   // No content-type unless the filter gave one: a cache serves the stored

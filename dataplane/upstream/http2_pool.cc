@@ -493,6 +493,7 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
     const ClusterInfo& cluster, const EndpointInfo& endpoint, UpstreamEvents* events) {
   auto& list = connections_[endpoint.pool_key];
   for (auto& c : list) {
+    c->max_connections_ = cluster.breakers.max_connections;
     if (!c->HasCapacity()) continue;
     bool reused = c->streams_opened_ > 0;
     ++c->streams_opened_;

@@ -186,8 +186,9 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   http::Http2ClientCodec codec_;
   std::string pool_key_;
   const uint32_t max_streams_;
-  // The cluster's circuit_breakers.max_connections when it was made.
-  const uint32_t max_connections_;
+  // The cluster's circuit_breakers.max_connections as of the pool's last
+  // request for the endpoint (a raised breaker counts at once).
+  uint32_t max_connections_;
   // Until the peer's SETTINGS come, the stream limit its endpoint announced
   // on an earlier connection (Http2Pool::peer_limits_): a new connection
   // does not send a burst the upstream refuses.

@@ -56,9 +56,6 @@ class WebSocketTest : public ::testing::Test {
         "}]\n---\nkind: Cluster\nname: switcher\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         raw101_.port(), "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
         "    - domains: ['*']\n      routes:\n"
-        "        - match: {prefix: /cachedws}\n"
-        "          route: {cluster: echo, websocket: true}\n"
-        "          policies: [{name: cache, typed_config: {statuses: [426], default_ttl: 60s}}]\n"
         "        - match: {prefix: /ws-idle}\n"
         "          route: {cluster: echo, websocket: true, websocket_idle_timeout: 1s, timeout: 2s}\n"
         "        - match: {prefix: /ws}\n          route: {cluster: echo, websocket: true, timeout: 1s}\n"
@@ -66,6 +63,9 @@ class WebSocketTest : public ::testing::Test {
         "        - match: {prefix: /switch-ws}\n"
         "          route: {cluster: switcher, websocket: true}\n"
         "        - match: {prefix: /switch}\n          route: {cluster: switcher}\n"
+        "        - match: {prefix: /cachedws}\n"
+        "          route: {cluster: echo, websocket: true}\n"
+        "          policies: [{name: cache, typed_config: {statuses: [426], default_ttl: 60s}}]\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
         ", route_table: main, access_log: {path: ", log_, "}}\n",
         "---\nkind: Listener\nname: aged\nspec: {address: 127.0.0.1, port: ", aged_port_,
