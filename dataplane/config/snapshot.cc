@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -28,7 +29,7 @@ int TlsVersion(const std::string& text, int unset) {
 // (validated already).
 // Also sets *access (ListenerRuntime::tls_access).
 absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListenerTls(
-    const config::v1::ListenerTls& tls, const api::ResourceMap& resources, std::string* access) {
+    const config::v1::ListenerTls& tls, const api::ResourceMap& resources, size_t* access) {
   net::TlsServerConfig server;
   auto secret = [&](const std::string& name) -> const config::v1::Secret* {
     auto it = resources.find({config::v1::SECRET, name});
@@ -77,11 +78,11 @@ absl::StatusOr<std::shared_ptr<const net::TransportSocketFactory>> CompileListen
         !tls.has_require_client_certificate() || tls.require_client_certificate().value();
   }
   server.session_tickets = !tls.has_session_tickets() || tls.session_tickets().value();
-  *access = absl::StrCat("tls ", server.min_version, "-", server.max_version, " ciphers ",
-                         server.cipher_list, " alpn ", absl::StrJoin(server.alpn_protocols, ","),
-                         " client certificate ",
-                         server.require_client_certificate ? "required" : "optional", " ca ",
-                         server.client_ca_pem);
+  *access = std::hash<std::string>()(absl::StrCat(
+      "tls ", server.min_version, "-", server.max_version, " ciphers ", server.cipher_list,
+      " alpn ", absl::StrJoin(server.alpn_protocols, ","), " client certificate ",
+      server.require_client_certificate ? "required" : "optional", " ca ",
+      server.client_ca_pem));
   auto context = net::TlsServerContext::Create(server);
   if (!context.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("tls: ", context.status().message()));

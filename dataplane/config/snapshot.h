@@ -123,11 +123,12 @@ struct ListenerRuntime {
   // TLS termination: makes each connection's transport socket. nullptr for
   // plain HTTP.
   std::shared_ptr<const net::TransportSocketFactory> tls;
-  // What decides who may connect and how, as one string: empty for plain
-  // HTTP; with TLS its versions, ciphers, ALPN protocols and client
-  // certificate rules (not its certificates: a rotation keeps connections).
-  // Open connections of a listener whose value changed are drained.
-  std::string tls_access;
+  // What decides who may connect and how, hashed: 0 for plain HTTP; with
+  // TLS its versions, ciphers, ALPN protocols and client certificate rules
+  // (not its certificates: a rotation keeps connections). Open connections
+  // of a listener whose value changed are drained (compared per connection
+  // at each version: a number, not the client CAs' PEM).
+  size_t tls_access = 0;
   uint32_t trusted_proxy_hops = 0;  // http.trusted_proxy_hops
   bool proxy_protocol = false;  // every connection starts with a PROXY header
   // Responses by status class on this listener (index status / 100).

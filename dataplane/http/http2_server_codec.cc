@@ -81,10 +81,10 @@ struct Http2ServerCodec::Stream {
   // received so far.
   int64_t declared_length = -1;
   uint64_t body_received = 0;
-  // The response ended first: the rest of the request (linger_left bytes)
-  // is dropped as it comes.
+  // The response ended first and the rest of the request is awaited, to be
+  // dropped as it comes (the stream is `closed` for the caller; nghttp2
+  // holds the rest to the declared length).
   bool lingering = false;
-  uint64_t linger_left = 0;
 
   // Response heads (interim and final) submitted, and sent as HEADERS.
   uint32_t heads_submitted = 0;
@@ -228,7 +228,7 @@ struct Http2ServerCodecAccess {
         if (end_stream) stream->request_complete = true;
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
           OnRequestHead(codec, stream, end_stream);
-        } else if (!stream->closed && !stream->lingering) {
+        } else if (!stream->closed) {
           OnTrailers(codec, stream);
         }
         return 0;
@@ -238,7 +238,7 @@ struct Http2ServerCodecAccess {
         Http2ServerCodec::Stream* stream = codec->FindStream(id);
         if (stream == nullptr) return 0;
         stream->request_complete = true;
-        if (stream->delivered && !stream->closed && !stream->lingering) {
+        if (stream->delivered && !stream->closed) {
           codec->callbacks_->OnRequestData(id, std::string_view(), true);
         }
         return 0;
@@ -312,17 +312,6 @@ struct Http2ServerCodecAccess {
     nghttp2_session_consume_connection(session, len);
     Http2ServerCodec::Stream* stream = codec->FindStream(stream_id);
     if (stream != nullptr) stream->body_received += len;
-    if (stream != nullptr && stream->lingering) {
-      nghttp2_session_consume_stream(session, stream_id, len);
-      if (len <= stream->linger_left) {
-        stream->linger_left -= len;
-      } else {
-        stream->lingering = false;
-        stream->closed = true;
-        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
-      }
-      return 0;
-    }
     if (stream == nullptr || stream->closed || !stream->delivered) {
       nghttp2_session_consume_stream(session, stream_id, len);
       return 0;
@@ -377,8 +366,6 @@ struct Http2ServerCodecAccess {
                                 static_cast<uint64_t>(window);
           if (fits) {
             stream->lingering = true;
-            stream->linger_left =
-                static_cast<uint64_t>(stream->declared_length) - stream->body_received;
             const size_t credit = stream->window.OnConsumed(stream->window.held());
             if (credit > 0) nghttp2_session_consume_stream(session, stream->id, credit);
           } else {
@@ -853,7 +840,7 @@ size_t Http2ServerCodec::QueuedBytes(int32_t stream_id) const {
 
 void Http2ServerCodec::ConsumeRequestData(int32_t stream_id, size_t n) {
   Stream* stream = FindStream(stream_id);
-  if (stream == nullptr || stream->closed || stream->lingering) return;
+  if (stream == nullptr || stream->closed) return;
   const size_t credit = stream->window.OnConsumed(n);
   if (credit > 0) nghttp2_session_consume_stream(session_, stream_id, credit);
 }

@@ -1356,20 +1356,17 @@ void ProxyStream::StartBackgroundRefresh() {
   background_request_ = std::move(request);
 }
 
-std::string_view ProxyStream::AnsweringPolicy() {
-  std::string_view name = answering_policy_.empty()
-                              ? (*chain_)[current_filter_]->policy_name()
-                              : answering_policy_;
+void ProxyStream::NotePolicyAnswer() {
+  if (chain_ != nullptr && current_filter_ < chain_->size()) {
+    response_flag_ = std::string("policy:").append(
+        answering_policy_.empty() ? (*chain_)[current_filter_]->policy_name() : answering_policy_);
+  }
   answering_policy_ = {};
-  return name;
 }
 
 void ProxyStream::SendLocalReply(int status, std::string_view message,
                                  const http::HeaderMap& headers) {
-  if (chain_ != nullptr && current_filter_ < chain_->size()) {
-    response_flag_ = std::string("policy:").append(AnsweringPolicy());
-  }
-  answering_policy_ = {};
+  NotePolicyAnswer();
   reply_headers_ = headers;  // the filter's map may not outlive the call
   std::vector<http::HeaderField> extra;
   extra.reserve(reply_headers_.size());
@@ -1378,10 +1375,7 @@ void ProxyStream::SendLocalReply(int status, std::string_view message,
 }
 
 void ProxyStream::SendResponse(int status, const http::HeaderMap& headers, std::string_view body) {
-  if (chain_ != nullptr && current_filter_ < chain_->size()) {
-    response_flag_ = std::string("policy:").append(AnsweringPolicy());
-  }
-  answering_policy_ = {};
+  NotePolicyAnswer();
   // The filter's map lives through the call, and the response is encoded
   // (copied out) before SendLocalResponse returns: views suffice.
   // No content-type unless the filter gave one: a cache serves the stored

@@ -229,9 +229,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SetPath(std::string path_and_query) override;
   void StartBackgroundRefresh() override;
   void SetAnsweringPolicy(std::string_view policy) override { answering_policy_ = policy; }
-  // The policy answering now (SetAnsweringPolicy's, once, else the current
-  // filter's).
-  std::string_view AnsweringPolicy();
+  // A policy answers: response_flag_ names it (SetAnsweringPolicy's name,
+  // else the current filter's), and the name given is forgotten.
+  void NotePolicyAnswer();
 
  private:
   // The route's policies that observe the upstream (observes_upstream()):

@@ -77,18 +77,26 @@ def serve(conn, code, lock, after_response):
         conn.close()
 
 
-def main():
-    code = int(sys.argv[1])
-    after_response = len(sys.argv) > 2 and sys.argv[2] == "after-response"
+def listen_and_serve(serve_one):
+    """Listens on a free loopback port, prints "listening on PORT", then
+    runs serve_one(conn, number, lock) on a thread for each connection
+    accepted (number: 1 for the first), for ever."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     print(f"listening on {listener.getsockname()[1]}", flush=True)
     lock = threading.Lock()
+    number = 0
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=serve, args=(conn, code, lock, after_response),
-                         daemon=True).start()
+        number += 1
+        threading.Thread(target=serve_one, args=(conn, number, lock), daemon=True).start()
+
+
+def main():
+    code = int(sys.argv[1])
+    after_response = len(sys.argv) > 2 and sys.argv[2] == "after-response"
+    listen_and_serve(lambda conn, _, lock: serve(conn, code, lock, after_response))
 
 
 if __name__ == "__main__":

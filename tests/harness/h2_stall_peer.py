@@ -12,13 +12,11 @@ Prints "listening on PORT", then one line per event, flushed:
 "goaway C", "closed C" (the proxy closed connection C).
 """
 import os
-import socket
 import sys
-import threading
 
 # The frame helpers of the reset peer, which sits beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from h2_reset_peer import frame, frames  # noqa: E402
+from h2_reset_peer import frame, frames, listen_and_serve  # noqa: E402
 
 
 # HPACK: ":status: 200" (static index 8), content-length (static index 28,
@@ -60,18 +58,12 @@ def serve(conn, number, answers, hold, lock):
 def main():
     answers = int(sys.argv[1])
     hold = len(sys.argv) > 2 and sys.argv[2] == "hold"
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    print(f"listening on {listener.getsockname()[1]}", flush=True)
-    lock = threading.Lock()
-    number = 0
-    while True:
-        conn, _ = listener.accept()
-        number += 1
+
+    def serve_one(conn, number, lock):
         say(lock, f"connection {number}")
-        threading.Thread(target=serve, args=(conn, number, answers, hold, lock),
-                         daemon=True).start()
+        serve(conn, number, answers, hold, lock)
+
+    listen_and_serve(serve_one)
 
 
 if __name__ == "__main__":
