@@ -661,6 +661,15 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
         r.max_replay_bytes = rp.max_replay_bytes()
                                  ? rp.max_replay_bytes()
                                  : api::kDefaultMaxReplayBytes;
+      } else {
+        // No retry policy: a try that reached no upstream (refused, connect
+        // timeout) is tried once more on another endpoint, as nginx's
+        // proxy_next_upstream, HAProxy's retries and Kong's do by default;
+        // `retry_policy: {num_retries: 0}` turns it off.
+        entry->retry.num_retries = 1;
+        entry->retry.on_connect_failure = true;
+        entry->retry.base_interval = api::kDefaultRetryBaseInterval;
+        entry->retry.max_interval = api::kDefaultRetryMaxInterval;
       }
       break;
     }

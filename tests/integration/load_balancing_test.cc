@@ -135,6 +135,35 @@ TEST_F(LoadBalancingTest, KilledEndpointLeavesWithoutFailuresAndReturns) {
   EXPECT_GT(proxy_->Stat("sluice_health_check_failures_total{cluster=\"backends\"}"), 0);
 }
 
+TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherEndpoint) {
+  // No health check, no outlier detection, no retry_policy: the dead
+  // endpoint stays in rotation, yet no request fails (nginx's
+  // proxy_next_upstream, HAProxy's retries and Kong's do the same).
+  StartUpstreams({"", "", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()), "");
+  upstreams_[1]->process().Signal(SIGKILL);
+  upstreams_[1]->process().Wait(absl::Seconds(5));
+  std::set<std::string> answered_by;
+  for (int i = 0; i < 12; ++i) {
+    // Any method: the request reached no upstream.
+    HttpResponse r = HttpRequest(listener(), "POST", "/x", {}, "a body");
+    EXPECT_EQ(r.status, 200) << r.body << r.error;
+    answered_by.insert(r.header("x-upstream"));
+  }
+  EXPECT_EQ(answered_by, (std::set<std::string>{"up0", "up2"}));
+  // Retries take turns from the same round robin, so the dead endpoint is
+  // drawn for a third to a half of the requests.
+  const int64_t retries = proxy_->Stat("sluice_retries_total{cluster=\"backends\"}");
+  EXPECT_GE(retries, 4);
+  EXPECT_LE(retries, 6);
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"backends\"}"), retries);
+  // An explicit num_retries: 0 turns it off: the dead endpoint's share fails.
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()), "retry_policy: {num_retries: 0}");
+  int failed = 0;
+  for (int i = 0; i < 12; ++i) failed += HttpGet(listener(), "/x").status == 502;
+  EXPECT_EQ(failed, 4);
+}
+
 TEST_F(LoadBalancingTest, OutlierDetectionEjectsA503EndpointAndLetsItBack) {
   StartUpstreams({"", "status=503", ""});
   Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
