@@ -502,6 +502,9 @@ void ProxyStream::Start(const RequestHead& request) {
   if (normalized->changed) {
     normalized_target_ = std::move(normalized->target);
     head.target = normalized_target_;
+    // The log names the path routing saw (a route with policies logs what
+    // they left), not the one the client spelled.
+    if (access_log_ != nullptr) log_path_.assign(head.target);
     if (normalized->redirect) {
       // Absolute, so a path that now starts "//evil.example" cannot be read
       // as another host (RFC 3986 4.2); a backslash, which browsers read as

@@ -132,6 +132,20 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
   line = LogLine(log_, "obs-404");
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"no_route\"")) << line;
 
+  // The path routing saw, on a route with no policies as on one with some
+  // (before: the first logged the target as spelled, so a search for
+  // /open/~u missed it).
+  const std::vector<std::pair<std::string, std::string>> spelled = {
+      {"/open/./x/../%7Eu?q=1", "/open/~u?q=1"},
+      {"/keyed/./x/../%7Eu?apikey=alice-key-123", "/keyed/~u"}};
+  for (const auto& [target, logged] : spelled) {
+    const std::string id = absl::StrCat("obs-norm-", logged.substr(1, 4));
+    HttpResponse r = HttpGet(address(), target, {{"x-request-id", id}});
+    ASSERT_EQ(r.status, 200) << r.body;
+    line = LogLine(log_, id);
+    EXPECT_TRUE(absl::StrContains(line, absl::StrCat("\"path\":\"", logged, "\""))) << line;
+  }
+
   // What the gateway refuses before any route is chosen is logged and
   // counted too, under the request id the client got.
   const std::string series =
