@@ -2514,8 +2514,14 @@ void ProxyStream::CountResponse() {
   worker_.stats().downstream_responses_by_class[status_class]->Inc();
   if (route_stats_) {
     route_stats_->by_class[status_class]->Inc();
-    if (grpc_status_ >= 0) {
-      if (stats::Counter* c = route_stats_->GrpcStatus(grpc_status_)) c->Inc();
+    if (grpc_) {
+      // What the client reads: a code gRPC does not define, or an unreadable
+      // one, is UNKNOWN; none at all is UNKNOWN for a 2xx and the HTTP
+      // status's own mapping otherwise (gRPC's http-grpc-status-mapping.md).
+      int code = grpc_status_;
+      if (code < 0) code = status_class == 2 ? 2 : GrpcStatusFor(status_);
+      if (code > 16) code = 2;
+      if (stats::Counter* c = route_stats_->GrpcStatus(code)) c->Inc();
     }
   }
   if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {

@@ -4,9 +4,12 @@ resets every stream the client opens with RST_STREAM and the error code given
 streams its upstream reset. Standard library only; frames are written by hand.
 
 Usage: h2_reset_peer.py CODE [after-response]
+       h2_reset_peer.py head STATUS [NAME=VALUE ...]
 With "after-response", each stream first gets a response head (200,
 content-length 2000) and 1000 body bytes, then the RST_STREAM, all in one
-write: a response cut after it began. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
+write: a response cut after it began. With "head", each stream is answered
+with one HEADERS frame that ends it (:status STATUS and the fields given), and
+no reset: a trailers-only gRPC answer, or a 1xx that illegally ends a stream. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
 received (one line each, flushed), so a test can count the sends.
 """
 import socket
@@ -56,7 +59,23 @@ def frames(conn):
         yield header[3], header[4], stream, payload
 
 
-def serve(conn, code, lock, after_response):
+def literal(name, value):
+    """One HPACK field, literal without indexing with a new name (lengths
+    under 127, no Huffman coding)."""
+    name, value = name.encode(), value.encode()
+    return bytes([0, len(name)]) + name + bytes([len(value)]) + value
+
+
+def head_block(status, fields):
+    # ":status" by its static-table name (index 8), then the fields.
+    block = bytes([0x08, len(status)]) + status.encode()
+    for field in fields:
+        name, value = field.split("=", 1)
+        block += literal(name, value)
+    return block
+
+
+def serve(conn, code, lock, after_response, head=None):
     try:
         for kind, flags, stream, payload in frames(conn):
             if kind == 0x4 and not flags & 0x1:
@@ -66,6 +85,9 @@ def serve(conn, code, lock, after_response):
             elif kind == 0x1:
                 with lock:
                     print(f"headers {stream}", flush=True)
+                if head is not None:  # END_STREAM | END_HEADERS
+                    conn.sendall(frame(0x1, 0x5, stream, head))
+                    continue
                 reset = frame(0x3, 0, stream, struct.pack(">I", code))
                 if after_response:
                     reset = frame(0x1, 0x4, stream, CUT_HEAD) + \
@@ -94,6 +116,10 @@ def listen_and_serve(serve_one):
 
 
 def main():
+    if sys.argv[1] == "head":
+        block = head_block(sys.argv[2], sys.argv[3:])
+        listen_and_serve(lambda conn, _, lock: serve(conn, 0, lock, False, block))
+        return
     code = int(sys.argv[1])
     after_response = len(sys.argv) > 2 and sys.argv[2] == "after-response"
     listen_and_serve(lambda conn, _, lock: serve(conn, code, lock, after_response))

@@ -341,10 +341,13 @@ TEST_F(UpstreamHttp2Test, UpstreamGoawayIsInvisibleToClients) {
 // h2_reset_peer.py: an h2c upstream that resets every stream with `code`.
 class ResetPeer {
  public:
-  explicit ResetPeer(int code, bool after_response = false) {
-    std::vector<std::string> args = {RunfilePath("tests/harness/h2_reset_peer.py"),
-                                     absl::StrCat(code)};
-    if (after_response) args.push_back("after-response");
+  explicit ResetPeer(int code, bool after_response = false)
+      : ResetPeer(after_response ? std::vector<std::string>{absl::StrCat(code), "after-response"}
+                                 : std::vector<std::string>{absl::StrCat(code)}) {}
+  // h2_reset_peer.py with these arguments (e.g. {"head", "103"}).
+  explicit ResetPeer(std::vector<std::string> peer_args) {
+    std::vector<std::string> args = {RunfilePath("tests/harness/h2_reset_peer.py")};
+    args.insert(args.end(), peer_args.begin(), peer_args.end());
     process_ = std::make_unique<Process>(
         "/usr/bin/python3", args,
         absl::StrCat(MakeTempDir("h2-reset"), "/peer.log"));
@@ -485,6 +488,68 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
     EXPECT_EQ(g.status, 200) << path << ": " << g.error << g.body;
     EXPECT_EQ(g.header("grpc-status"), status) << path;
     EXPECT_TRUE(absl::StrContains(g.header("grpc-message"), "reset the HTTP/2 stream")) << path;
+  }
+}
+
+// Answers that end a stream in one HEADERS frame. A 1xx that ends the
+// stream is malformed (RFC 9113 8.1): a 502 (gRPC: INTERNAL) at once, not a
+// stream left open until the route timeout. A trailers-only gRPC answer
+// with a code gRPC does not define, or none, is counted as what a gRPC
+// client reads: UNKNOWN, or the HTTP status's mapping (before: in no
+// grpc_status series, so error ratios missed it).
+TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ResetPeer early({"head", "199"});
+  ResetPeer code17({"head", "200", "content-type=application/grpc", "grpc-status=17"});
+  ResetPeer no_code({"head", "200", "content-type=application/grpc"});
+  ResetPeer no_code_503({"head", "503", "content-type=application/grpc"});
+  for (const ResetPeer* peer : {&early, &code17, &no_code, &no_code_503}) {
+    ASSERT_GT(peer->port(), 0);
+  }
+  const int port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      ClusterYaml("early", early.port(), "HTTP2", ""), "---\n",
+      ClusterYaml("code17", code17.port(), "HTTP2", ""), "---\n",
+      ClusterYaml("nocode", no_code.port(), "HTTP2", ""), "---\n",
+      ClusterYaml("nocode503", no_code_503.port(), "HTTP2", ""), "---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - {name: early, match: {prefix: /early/}, route: {cluster: early, timeout: 0s}}\n"
+      "        - {name: code17, match: {prefix: /code17/}, route: {cluster: code17}}\n"
+      "        - {name: nocode, match: {prefix: /nocode/}, route: {cluster: nocode}}\n"
+      "        - {name: nocode503, match: {prefix: /nocode503/}, route: {cluster: nocode503}}\n"
+      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-head-config"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-head-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+
+  HttpResponse early_end = HttpGet(address, "/early/x", {}, absl::Seconds(5));
+  EXPECT_EQ(early_end.status, 502) << early_end.error << early_end.body;
+  EXPECT_TRUE(absl::StrContains(early_end.body, "malformed response")) << early_end.body;
+  HttpResponse early_grpc = HttpRequest(address, "POST", "/early/g",
+                                        {{"content-type", "application/grpc"}, {"te", "trailers"}},
+                                        "", absl::Seconds(5));
+  EXPECT_EQ(early_grpc.status, 200) << early_grpc.error;
+  EXPECT_EQ(early_grpc.header("grpc-status"), "13");  // INTERNAL
+
+  const Headers grpc = {{"content-type", "application/grpc"}, {"te", "trailers"}};
+  auto grpc_count = [&](const std::string& route, int code) {
+    return proxy.Stat(absl::StrCat("sluice_route_grpc_responses_total{route_table=\"main\",route=\"",
+                                   route, "\",virtual_host=\"0\",grpc_status=\"", code, "\"}"));
+  };
+  for (const auto& [route, client_reads] : {std::pair<std::string, int>{"code17", 2},
+                                            {"nocode", 2},
+                                            {"nocode503", 14}}) {
+    HttpResponse g = HttpRequest(address, "POST", absl::StrCat("/", route, "/g"), grpc, "",
+                                 absl::Seconds(10));
+    EXPECT_NE(g.status, 0) << route << ": " << g.error;
+    EXPECT_TRUE(WaitFor([&] { return grpc_count(route, client_reads) == 1; }, absl::Seconds(5)))
+        << route << "\n" << proxy.Admin("/metrics").second;
   }
 }
 
