@@ -486,6 +486,11 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
                    (uint32_t{frame_header_[7]} << 8) | frame_header_[8];
       is_priority_ = type == NGHTTP2_PRIORITY;
       dependency_have_ = 0;
+      // RFC 9113 6.3: the length is checked first (h2spec 6.3/2: a 4-byte
+      // PRIORITY whose payload names its own stream was a PROTOCOL_ERROR).
+      if (is_priority_ && payload_left_ != 5) {
+        return violate("PRIORITY: length other than 5", NGHTTP2_FRAME_SIZE_ERROR);
+      }
       if (is_priority_ && stream_id_ == 0) return violate("PRIORITY on stream 0");
       if (type == NGHTTP2_HEADERS || type == NGHTTP2_DATA || type == NGHTTP2_RST_STREAM) {
         uint32_t code = 0;

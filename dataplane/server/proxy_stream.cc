@@ -266,6 +266,26 @@ int ParseGrpcStatus(std::string_view value) {
   return code;
 }
 
+// Whether an HTTP/2 request's Host field names another host or port than
+// its :authority (a port left out is the scheme's default).
+bool HostDiffersFromAuthority(const RequestHead& head) {
+  const http::HeaderField* host = http::FindHeader(*head.headers, "host");
+  if (host == nullptr || http::EqualsIgnoreCase(host->value, head.authority)) return false;
+  const std::string_view default_port = http::EqualsIgnoreCase(head.scheme, "https") ? "443" : "80";
+  auto split = [&](std::string_view authority) {
+    // A bracketed IPv6 literal holds colons; the port follows its ']'.
+    const size_t colon = authority.rfind(':');
+    if (colon == std::string_view::npos ||
+        authority.find(']', colon) != std::string_view::npos) {
+      return std::pair(authority, default_port);
+    }
+    return std::pair(authority.substr(0, colon), authority.substr(colon + 1));
+  };
+  const auto [a_host, a_port] = split(head.authority);
+  const auto [h_host, h_port] = split(host->value);
+  return !http::EqualsIgnoreCase(a_host, h_host) || a_port != h_port;
+}
+
 int FindGrpcStatus(const std::vector<http::HeaderField>& fields) {
   for (const http::HeaderField& f : fields) {
     if (f.name.size() == 11 && http::EqualsIgnoreCase(f.name, "grpc-status")) {
@@ -472,6 +492,11 @@ void ProxyStream::Start(const RequestHead& request) {
                !http::EqualsIgnoreCase(head.scheme, "https") &&
                !http::EqualsIgnoreCase(head.scheme, "http")) {
       error = "invalid :scheme (http or https)";
+    } else if (head.authority_from_target && HostDiffersFromAuthority(head)) {
+      // RFC 9113 8.3.1 (a SHOULD; nginx answers 400 too): which one names
+      // the resource would be a guess, and a cache or policy keyed on one
+      // while the upstream reads the other can be led astray.
+      error = "host header names another host than :authority";
     }
     if (error != nullptr) {
       response_flag_ = "bad_request";

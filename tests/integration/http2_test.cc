@@ -401,6 +401,7 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
   struct Case {
     std::string path, authority, scheme;
     bool served;
+    std::string host = "";  // a Host field too, when not empty
   };
   const std::vector<Case> cases = {
       {"/ok", "a.test", "http", true},
@@ -410,16 +411,24 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
       {"/ok", "a.test:80x", "http", false},
       {"/ok", "a.test", "gopher", false},
       {"/ok", "a.test", "HTTPS", true},
+      // A Host that names the same host as :authority is fine; another one
+      // is malformed (before: served, with the Host dropped).
+      {"/ok", "a.test", "http", true, "A.test:80"},
+      {"/ok", "[::1]:8080", "http", true, "[::1]:8080"},
+      {"/ok", "a.test", "http", false, "other.test"},
+      {"/ok", "a.test", "http", false, "a.test:8080"},
+      {"/ok", "a.test", "https", false, "a.test:80"},
   };
   const std::optional<int> before = upstream_.RequestCount();
   ASSERT_TRUE(before.has_value());
   int served = 0;
   for (const Case& c : cases) {
-    SCOPED_TRACE(c.path + " " + c.authority + " " + c.scheme);
+    SCOPED_TRACE(c.path + " " + c.authority + " " + c.scheme + " " + c.host);
     int fd = ConnectRaw(plain_port_);
     ASSERT_GE(fd, 0);
     const std::string block = Literal(":method", "GET") + Literal(":scheme", c.scheme) +
-                              Literal(":path", c.path) + Literal(":authority", c.authority);
+                              Literal(":path", c.path) + Literal(":authority", c.authority) +
+                              (c.host.empty() ? "" : Literal("host", c.host));
     const std::string bytes = kPrefaceAndSettings + Http2Frame(0x1, 0x5, 1, block);
     ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
     bool closed = false;

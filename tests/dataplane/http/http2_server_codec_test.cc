@@ -1494,6 +1494,24 @@ TEST(Http2ServerCodecTest, PriorityFramesBreakingRfc9113AreConnectionErrors) {
   }
 }
 
+// RFC 9113 6.3: a PRIORITY frame whose length is not 5 is a
+// FRAME_SIZE_ERROR, whatever its payload says (before: a 4-byte one that
+// named its own stream was taken for a self-dependency, PROTOCOL_ERROR).
+TEST(Http2ServerCodecTest, APriorityFrameOfTheWrongLengthIsAFrameSizeError) {
+  for (const std::string& payload : {std::string("\x80\x00\x00\x01", 4),
+                                     std::string("\x00\x00\x00\x03", 4),
+                                     std::string("\x00\x00\x00\x01\x10\x00", 6)}) {
+    RawFixture f;
+    ASSERT_TRUE(f.Send(ClientPreface()));
+    EXPECT_FALSE(f.Send(Frame(kHeaders, kEndHeaders | kEndStream, 1, kGetBlock) +
+                        Frame(0x2, 0, 1, payload)));
+    const std::vector<ServerFrame> frames = f.Output();
+    const ServerFrame* goaway = FindFrame(frames, kGoaway);
+    ASSERT_NE(goaway, nullptr);
+    EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_FRAME_SIZE_ERROR) << payload.size();
+  }
+}
+
 // RFC 9113 5.1.1: a HEADERS on a stream id below one already used, which
 // was never opened itself (skipped), is a connection error PROTOCOL_ERROR.
 // Before: nghttp2 ignored it and the client waited forever for an answer.
