@@ -135,6 +135,7 @@ class Destination {
         absl::Status opened = OpenFile();
         if (opened.ok()) {
           close(old);
+          mid_line_ = false;  // a new file starts clean
           if (reopen_failed_) SLUICE_LOG(kInfo, "access log ", path_, " reopened");
           reopen_failed_ = false;
         } else if (!reopen_failed_) {
@@ -176,7 +177,19 @@ class Destination {
     return absl::OkStatus();
   }
 
+  // Writes whole lines. A write that failed part way through a line (a full
+  // disk, a file size limit) leaves the file mid-line: the next write that
+  // goes through ends that torn line first, so each entry after it is still
+  // a line of its own.
   void WriteAll(const std::string& data) {
+    if (mid_line_ && !WriteSome("\n")) return;
+    mid_line_ = false;
+    WriteSome(data);
+  }
+
+  // False when a write failed (counted and said); mid_line_ tells whether
+  // that left a line unfinished.
+  bool WriteSome(std::string_view data) {
     size_t done = 0;
     while (done < data.size()) {
       ssize_t n = write(fd_, data.data() + done, data.size() - done);
@@ -185,10 +198,12 @@ class Destination {
         write_errors_->Inc();
         SLUICE_LOG(kWarning, "access log ", path_, ": write failed: ", std::strerror(errno),
                    "; ", data.size() - done, " bytes lost");
-        return;
+        mid_line_ = mid_line_ || (done > 0 && data[done - 1] != '\n');
+        return false;
       }
       done += static_cast<size_t>(n);
     }
+    return true;
   }
 
   void Run() {
@@ -221,6 +236,7 @@ class Destination {
   bool StopOrWake() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || wake_; }
 
   bool reopen_failed_ = false;  // under write_mu_
+  bool mid_line_ = false;       // under write_mu_
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;  // a buffer passed kWakeBytes

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -127,6 +130,39 @@ TEST(AccessLogTest, ReopenAfterRenameWritesToANewFile) {
   FlushAll();
   EXPECT_EQ(Read(path + ".1"), "{\"request_id\":\"req-1\"}\n");
   EXPECT_EQ(Read(path), "{\"request_id\":\"req-2\"}\n");
+}
+
+// A write cut short (here by a file size limit, as by a full disk) leaves a
+// torn line; the next write that goes through ends it first, so the
+// entries after it are lines of their own (before: the next entry was
+// glued onto the fragment).
+TEST(AccessLogTest, AWriteCutMidLineDoesNotGlueTheNextEntryOntoIt) {
+  stats::StatsStore store;
+  std::string path = TempPath("torn.log");
+  std::remove(path.c_str());
+  auto log = AccessLog::Open(path, {"request_id"}, 100, store);
+  ASSERT_TRUE(log.ok());
+  (*log)->Log(0, Sample());  // {"request_id":"req-1"}\n: 23 bytes
+  FlushAll();
+  ASSERT_EQ(Read(path).size(), 23u);
+  struct rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 30;  // 7 bytes of the next line fit
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  Entry torn = Sample();
+  torn.request_id = "req-2";
+  (*log)->Log(0, torn);
+  FlushAll();
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_EQ(Read(path), "{\"request_id\":\"req-1\"}\n{\"reque");
+  Entry next = Sample();
+  next.request_id = "req-3";
+  (*log)->Log(0, next);
+  FlushAll();
+  EXPECT_EQ(Read(path), "{\"request_id\":\"req-1\"}\n{\"reque\n{\"request_id\":\"req-3\"}\n");
 }
 
 // A 64 KiB user agent, logged alone: an entry of ua.size() + 17 bytes.
