@@ -7,10 +7,10 @@
 //                     redacted (config_dump.h renders it)
 //   GET /clusters     endpoints, their health and counts (?format=json)
 //
-// With RequireToken(), every path but /ready answers 401 unless the request
-// carries `Authorization: Bearer <token>` (compared as SHA-256 digests in
-// constant time): `sluice-proxy --admin-token-file`. /ready stays open for
-// load balancers and Kubernetes probes.
+// With RequireToken(), every path but /ready and /livez answers 401 unless
+// the request carries `Authorization: Bearer <token>` (compared as SHA-256
+// digests in constant time): `sluice-proxy --admin-token-file`. /ready and
+// /livez stay open for load balancers and Kubernetes probes.
 //
 // Main thread only; the providers it calls must be thread-safe.
 #ifndef SLUICE_DATAPLANE_ADMIN_ADMIN_SERVER_H_
@@ -56,7 +56,7 @@ class AdminServer {
   ~AdminServer();
   // Binds HOST:PORT (port 0 picks one); returns the bound port.
   absl::StatusOr<int> Listen(const std::string& host_port);
-  // From now on, every path but /ready needs `token` as a bearer token.
+  // From now on, every path but /ready and /livez needs `token` as a bearer token.
   void RequireToken(const std::string& token);
   // Reads the token from the first line of `path` (surrounding whitespace
   // trimmed); INVALID_ARGUMENT naming the file when unreadable, empty or

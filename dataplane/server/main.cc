@@ -78,7 +78,7 @@ constexpr char kUsage[] =
     "                      (default 64; least recently used ones go first)\n"
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
     "                      with the token in FILE (one line, at least 16 characters)\n"
-    "                      on every path but /ready\n";
+    "                      on every path but /ready and /livez\n";
 
 constexpr char kVersion[] = "0.1";
 // What the proxy tells the control plane it is (its node's build_version).
