@@ -175,7 +175,13 @@ bool ForwardableTrailer(std::string_view name) {
         "forwarded", "x-real-ip", "x-request-id", "traceparent", "proxy-authorization", "via",
         // Request modifiers (RFC 9110 6.5.1, 13.1): they bind to the head.
         "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
-        "range"}) {
+        "range",
+        // Response control data and authentication challenges (RFC 9110
+        // 6.5.1, 15, 11.6): a client or cache that merges trailers into the
+        // head would follow or store them.
+        "location", "content-location", "retry-after", "age", "expires", "date", "vary",
+        "warning", "www-authenticate", "proxy-authenticate", "authentication-info",
+        "proxy-authentication-info", "strict-transport-security", "trailer"}) {
     if (http::EqualsIgnoreCase(name, forbidden)) return false;
   }
   return true;
