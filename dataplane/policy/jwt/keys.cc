@@ -522,8 +522,51 @@ void ParseJwks(std::string_view jwks, std::vector<VerificationKey>* keys,
   }
 }
 
+// What else than one PUBLIC KEY block `pem` holds, or "" (only whitespace
+// around the block). OpenSSL skips blocks it is not asked for, so a private
+// key pasted beside the public one would be taken, stored and shown in
+// full wherever the policy is (`sluicectl get`, history, /config_dump).
+std::string PemProblem(std::string_view pem) {
+  constexpr std::string_view kBegin = "-----BEGIN ";
+  constexpr std::string_view kEnd = "-----END PUBLIC KEY-----";
+  int blocks = 0;
+  for (size_t at = pem.find(kBegin); at != std::string_view::npos;
+       at = pem.find(kBegin, at + 1)) {
+    ++blocks;
+    const size_t label_end = pem.find("-----", at + kBegin.size());
+    const std::string_view label = pem.substr(
+        at + kBegin.size(),
+        label_end == std::string_view::npos ? 0 : label_end - at - kBegin.size());
+    if (label != "PUBLIC KEY") {
+      // The label only (bounded): never the block's contents.
+      const std::string_view shown = label.substr(0, 40);
+      return absl::StrCat("PEM block ", blocks, " is a '",
+                          absl::CHexEscape(absl::string_view(shown.data(), shown.size())),
+                          "', not a PUBLIC KEY",
+                          label.find("PRIVATE") != std::string_view::npos
+                              ? " (a private key never belongs in a policy)"
+                              : "");
+    }
+  }
+  if (blocks > 1) return "holds more than one PEM block: give each public key its own entry";
+  const size_t begin = pem.find(kBegin);
+  const size_t end = pem.find(kEnd);
+  auto blank = [](std::string_view text) {
+    return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
+  };
+  if (begin != std::string_view::npos && end != std::string_view::npos &&
+      (!blank(pem.substr(0, begin)) || !blank(pem.substr(end + kEnd.size())))) {
+    return "holds text outside its PEM block";
+  }
+  return "";
+}
+
 std::optional<VerificationKey> KeyFromPem(std::string_view pem, std::string_view kid,
                                           std::string* error) {
+  if (std::string problem = PemProblem(pem); !problem.empty()) {
+    *error = std::move(problem);
+    return std::nullopt;
+  }
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   // No passphrase, ever: the default callback would prompt on a terminal.
   pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };

@@ -682,6 +682,32 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(errors[1].message, "is not a PEM public key (-----BEGIN PUBLIC KEY-----)");
   EXPECT_EQ(errors[2].field, "public_keys_pem[3].kid");
   EXPECT_EQ(errors[2].message, "kid \"k\" is used by another key");
+
+  // A private key beside the public one (OpenSSL skips the block it was not
+  // asked for): refused, named by its label only (before: accepted, and
+  // shown in full by sluicectl get, history and /config_dump).
+  const std::string private_block =
+      "-----BEGIN PRIVATE KEY-----\nMIIEsecretsecret\n-----END PRIVATE KEY-----\n";
+  v1::JwtConfig mixed;
+  mixed.add_algorithms("RS256");
+  mixed.add_public_keys_pem()->set_pem(private_block + M().pem.at("rsa"));
+  mixed.add_public_keys_pem()->set_pem(M().pem.at("rsa") + private_block);
+  mixed.add_public_keys_pem()->set_pem(M().pem.at("rsa") + M().pem.at("rsa"));
+  mixed.add_public_keys_pem()->set_pem("a note\n" + M().pem.at("rsa"));
+  mixed.add_public_keys_pem()->set_pem("\n\n" + M().pem.at("rsa") + "\n\n");  // fine
+  errors = Errors(mixed);
+  ASSERT_EQ(errors.size(), 4u) << ErrorText(errors);
+  EXPECT_EQ(errors[0].field, "public_keys_pem[0].pem");
+  EXPECT_EQ(errors[0].message,
+            "PEM block 1 is a 'PRIVATE KEY', not a PUBLIC KEY (a private key never belongs in a "
+            "policy)");
+  EXPECT_EQ(errors[1].message,
+            "PEM block 2 is a 'PRIVATE KEY', not a PUBLIC KEY (a private key never belongs in a "
+            "policy)");
+  EXPECT_EQ(errors[2].message, "holds more than one PEM block: give each public key its own entry");
+  EXPECT_EQ(errors[3].field, "public_keys_pem[3].pem");
+  EXPECT_EQ(errors[3].message, "holds text outside its PEM block");
+  for (const auto& e : errors) EXPECT_FALSE(absl::StrContains(e.message, "secret")) << e.message;
 }
 
 TEST_F(JwtTest, ConfigRulesNameTheField) {
