@@ -249,6 +249,14 @@ int Run(int argc, char** argv) {
     return 2;
   }
   discovery_options.require_node_certificate = security->client_certificates;
+  if (security->tls && !security->client_certificates &&
+      !controlplane::IsLoopbackHost(listen.substr(0, listen.rfind(':')))) {
+    // Tokens guard the admin API only: a config stream needs no token.
+    SLUICE_LOG(kWarning, "TLS without --client-ca on ", listen,
+               ": any client that reaches this port can open a config stream as a proxy and "
+               "receive every Secret, private keys included; give --client-ca (see "
+               "deploy/kubernetes-mtls) or let only the proxies reach the port");
+  }
   const std::string store_kind = get("store", "file");
   controlplane::EtcdOptions etcd_options;
   if (store_kind == "etcd") {

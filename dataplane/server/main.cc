@@ -15,6 +15,7 @@
 // libasan's (GCC ships no header declaring it).
 extern "C" void __sanitizer_purge_allocator();
 #endif
+#include <arpa/inet.h>
 #include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
@@ -536,6 +537,23 @@ int Run(int argc, char** argv) {
     }
   }
   const std::string admin_address = get("admin", "127.0.0.1:9901");
+  if (!flags->values.count("admin-token-file")) {
+    std::string_view host = std::string_view(admin_address).substr(0, admin_address.rfind(':'));
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    in_addr v4;
+    in6_addr v6;
+    const bool loopback =
+        host == "localhost" ||
+        (inet_pton(AF_INET, std::string(host).c_str(), &v4) == 1 &&
+         (ntohl(v4.s_addr) >> 24) == 127) ||
+        (inet_pton(AF_INET6, std::string(host).c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
+    if (!loopback) {
+      SLUICE_LOG(kWarning, "--admin ", admin_address,
+                 " is not a loopback address and there is no --admin-token-file: anyone who "
+                 "reaches it reads /config_dump (credential hashes included), /metrics and "
+                 "/clusters");
+    }
+  }
   auto admin_port = admin_server.Listen(admin_address);
   if (!admin_port.ok()) {
     SLUICE_LOG(kError, "--admin: ", admin_port.status().message());
