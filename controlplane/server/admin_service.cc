@@ -142,7 +142,7 @@ absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContext* context,
+absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase* context,
                                                         Role needed, const char* method) {
   AdminCaller caller{"anonymous", context ? context->peer() : "in-process", false};
   if (!access_.require_tokens) return caller;
@@ -207,9 +207,68 @@ void AdminServiceImpl::Count(bool is_delete,
   if (changed) metrics_->RecordNewVersion(absl::Now());
 }
 
-grpc::Status AdminServiceImpl::Apply(grpc::ServerContext* context,
+AdminServiceImpl::~AdminServiceImpl() {
+  {
+    absl::MutexLock lock(&apply_mu_);
+    apply_stop_ = true;
+  }
+  apply_thread_.join();
+}
+
+void AdminServiceImpl::RunApplies() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      absl::MutexLock lock(&apply_mu_);
+      apply_mu_.Await(absl::Condition(
+          +[](AdminServiceImpl* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->apply_mu_) {
+            return self->apply_stop_ || !self->apply_queue_.empty();
+          },
+          this));
+      if (apply_queue_.empty()) return;  // stopping, with nothing left
+      work = std::move(apply_queue_.front());
+      apply_queue_.pop_front();
+    }
+    work();
+  }
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Apply(grpc::CallbackServerContext* context,
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // Before the request is parsed: a refused caller costs its bytes only.
+  if (auto caller = Authorize(context, Role::kOperator, "Apply"); !caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  absl::MutexLock lock(&apply_mu_);
+  apply_queue_.push_back([this, context, request, response, reactor] {
+    admin::v1::ApplyRequest parsed;
+    grpc::ByteBuffer bytes(*request);  // Deserialize consumes its buffer
+    grpc::Status status =
+        grpc::SerializationTraits<admin::v1::ApplyRequest>::Deserialize(&bytes, &parsed);
+    if (!status.ok()) {
+      reactor->Finish(status);
+      return;
+    }
+    admin::v1::ApplyResponse answer;
+    status = Apply(context, &parsed, &answer);
+    bool own = false;
+    if (status.ok()) {
+      status = grpc::SerializationTraits<admin::v1::ApplyResponse>::Serialize(answer, response,
+                                                                             &own);
+    }
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+grpc::Status AdminServiceImpl::Apply(grpc::ServerContextBase* context,
                                      const admin::v1::ApplyRequest* request,
                                      admin::v1::ApplyResponse* response) {
+  // A second check for a call that came raw: cheap, and in-process callers
+  // come only here.
   auto caller = Authorize(context, Role::kOperator, "Apply");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (request->resources_size() == 0) {

@@ -25,10 +25,22 @@
 // (viewer) go to the RolloutManager (rollout.h); each change is audited
 // ("rollout/<id>").
 //
+// Apply is served raw (gRPC's callback API, ByteBuffer in and out): the
+// token is checked before the request is parsed, so a caller without one
+// cannot make the control plane build the objects of a request as large as
+// the server's receive limit (a 45 MB Apply took some 600 MB parsed, even
+// when refused), and the parse and the change run on a thread of the
+// service's own, not on the callback threads that serve the config streams.
+//
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 #define SLUICE_CONTROLPLANE_SERVER_ADMIN_SERVICE_H_
 
+#include <deque>
+#include <functional>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
 #include "controlplane/server/audit_log.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
@@ -68,7 +80,9 @@ inline constexpr size_t kMaxPurgeFieldBytes = 4096;
 // long, a timeout over kMaxPurgeTimeout).
 absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request);
 
-class AdminServiceImpl final : public admin::v1::AdminService::Service {
+class AdminServiceImpl final
+    : public admin::v1::AdminService::WithRawCallbackMethod_Apply<
+          admin::v1::AdminService::Service> {
  public:
   // `metrics` may be null: nothing is counted then. `purges` may be null:
   // PurgeCache targets no proxy then.
@@ -80,14 +94,23 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
         metrics_(metrics),
         access_(access),
         purges_(purges),
-        rollouts_(rollouts) {}
+        rollouts_(rollouts),
+        apply_thread_([this] { RunApplies(); }) {}
+  // Finishes the Applies still queued, then stops the thread.
+  ~AdminServiceImpl() override;
 
   // With replicas on a shared store: ListProxies lists every replica's
   // proxies (`view` must outlive this).
   void set_fleet_view(FleetView* view) { fleet_ = view; }
 
-  grpc::Status Apply(grpc::ServerContext*, const admin::v1::ApplyRequest* request,
-                     admin::v1::ApplyResponse* response) override;
+  // The served Apply: authorizes, then queues the parse and the change.
+  grpc::ServerUnaryReactor* Apply(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  // An Apply already parsed (the raw one's second half; in-process callers,
+  // with a null `context`: no metadata then).
+  grpc::Status Apply(grpc::ServerContextBase* context, const admin::v1::ApplyRequest* request,
+                     admin::v1::ApplyResponse* response);
   grpc::Status Get(grpc::ServerContext*, const admin::v1::GetRequest* request,
                    admin::v1::GetResponse* response) override;
   grpc::Status List(grpc::ServerContext*, const admin::v1::ListRequest* request,
@@ -130,8 +153,10 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   // Lets the caller in for `method` if its token's role is at least
   // `needed`; a refusal is audited. `context` may be null (in-process calls
   // from tests): no metadata then.
-  absl::StatusOr<AdminCaller> Authorize(grpc::ServerContext* context, Role needed,
+  absl::StatusOr<AdminCaller> Authorize(grpc::ServerContextBase* context, Role needed,
                                         const char* method);
+  // The apply thread: runs queued work until the destructor stops it.
+  void RunApplies();
   // Appends the audit line of a change (no-op without an audit log).
   void Audit(const AdminCaller& caller, const char* method, std::vector<std::string> resources,
              uint64_t version, bool dry_run, const absl::Status& result);
@@ -143,6 +168,10 @@ class AdminServiceImpl final : public admin::v1::AdminService::Service {
   PurgeRelay* purges_;
   RolloutManager* const rollouts_;  // never null
   FleetView* fleet_ = nullptr;
+  absl::Mutex apply_mu_;
+  std::deque<std::function<void()>> apply_queue_ ABSL_GUARDED_BY(apply_mu_);
+  bool apply_stop_ ABSL_GUARDED_BY(apply_mu_) = false;
+  std::thread apply_thread_;  // last: started once the rest is set
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
