@@ -9,10 +9,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "api/validation.h"
@@ -31,6 +34,24 @@ constexpr char kStdout[] = "-";  // "stdout" is the same
 std::atomic<int64_t> write_interval_ms{absl::ToInt64Milliseconds(kWriteInterval)};
 
 std::atomic<int> worker_count{1};
+absl::Mutex allowed_dir_mu;
+std::string allowed_dir ABSL_GUARDED_BY(allowed_dir_mu);  // real path; "" any
+
+// Why `path` is not inside `dir` (a real path), or "": its directory,
+// resolved (links included), must be `dir` or below it.
+std::string OutsideAllowedDirectory(const std::string& path, const std::string& dir) {
+  const size_t slash = path.rfind('/');
+  const std::string parent = slash == 0 ? "/" : path.substr(0, slash);
+  char resolved[PATH_MAX];
+  if (::realpath(parent.c_str(), resolved) == nullptr) {
+    return absl::StrCat("its directory ", parent, " cannot be resolved: ", std::strerror(errno));
+  }
+  const std::string real(resolved);
+  if (real == dir || absl::StartsWith(real, dir == "/" ? dir : dir + "/")) return "";
+  return absl::StrCat("it is outside ", dir, ", the only directory this proxy writes access logs "
+                      "to (--access-log-dir)", real == parent ? "" : absl::StrCat(
+                          "; its directory is ", real, " once links are followed"));
+}
 std::atomic<uint64_t> reopen_generation{0};
 
 enum Field {
@@ -168,10 +189,20 @@ class Destination {
       fd_ = 1;
       return absl::OkStatus();
     }
-    int fd = open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    // Not through a link (a link named as the log could point anywhere),
+    // and not blocking on a FIFO nobody reads.
+    int fd = open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+                  O_NONBLOCK, 0640);
     if (fd < 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot open access log ", path_, ": ", std::strerror(errno)));
+      return absl::UnavailableError(absl::StrCat(
+          "cannot open access log ", path_, ": ",
+          errno == ELOOP ? "it is a symbolic link (name the file itself)" : std::strerror(errno)));
+    }
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot open access log ", path_, ": not a regular file"));
     }
     fd_ = fd;
     return absl::OkStatus();
@@ -260,6 +291,11 @@ void SetWorkerCount(int workers) { worker_count.store(workers < 1 ? 1 : workers)
 
 void ReopenAll() { reopen_generation.fetch_add(1); }
 
+void SetAllowedDirectory(std::string dir) {
+  absl::MutexLock lock(&allowed_dir_mu);
+  allowed_dir = std::move(dir);
+}
+
 void PruneUnused() {
   std::vector<std::shared_ptr<Destination>> closing;
   {
@@ -315,6 +351,15 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
     stdout_path = named.st_dev == out.st_dev && named.st_ino == out.st_ino;
   }
   const std::string key = stdout_path ? std::string(kStdout) : path;
+  if (!stdout_path && path != kStdout) {
+    absl::MutexLock lock(&allowed_dir_mu);
+    if (!allowed_dir.empty()) {
+      if (std::string why = OutsideAllowedDirectory(path, allowed_dir); !why.empty()) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("access log ", path, " is refused: ", why));
+      }
+    }
+  }
   absl::MutexLock lock(&registry_mu);
   std::shared_ptr<Destination>& slot = Registry()[key];
   log->destination_ = slot;

@@ -92,6 +92,12 @@ class AccessLog {
 
 // How many workers log (buffers per destination). Call before any Open().
 void SetWorkerCount(int workers);
+// From now on Open() takes only files inside `dir` (an absolute path; the
+// file's real directory is checked, so a link inside cannot lead out) and
+// standard output; empty: any absolute path. `sluice-proxy
+// --access-log-dir`. Whatever the directory, a file is opened without
+// following a symbolic link in its last component and must be a regular file.
+void SetAllowedDirectory(std::string dir);
 // Every destination reopens its file at its next write (SIGUSR1).
 void ReopenAll();
 // Writes what is buffered now, everywhere (tests, shutdown).

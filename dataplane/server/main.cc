@@ -17,11 +17,14 @@ extern "C" void __sanitizer_purge_allocator();
 #endif
 #include <arpa/inet.h>
 #include <malloc.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -65,7 +68,7 @@ constexpr char kUsage[] =
     "                    [--rate-limit-report-interval 200ms]\n"
     "                    [--control-plane-ca FILE [--control-plane-cert FILE\n"
     "                     --control-plane-key FILE] [--control-plane-server-name NAME]]\n"
-    "                    [--admin-token-file FILE]\n"
+    "                    [--admin-token-file FILE] [--access-log-dir DIR]\n"
     "  --control-plane     sluice-control's address; several (replicas of one store):\n"
     "                      the proxy starts at a random one and moves to the next one\n"
     "                      when its stream breaks or cannot be opened\n"
@@ -79,7 +82,9 @@ constexpr char kUsage[] =
     "                      (default 64; least recently used ones go first)\n"
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
     "                      with the token in FILE (one line, at least 16 characters)\n"
-    "                      on every path but /ready and /livez\n";
+    "                      on every path but /ready and /livez\n"
+    "  --access-log-dir DIR  listeners' access logs may be files inside DIR only (and\n"
+    "                      standard output); default: any absolute path the proxy may write\n";
 
 constexpr char kVersion[] = "0.1";
 // What the proxy tells the control plane it is (its node's build_version).
@@ -354,7 +359,8 @@ int Run(int argc, char** argv) {
                            "report-interval", "rate-limit-report-interval", "cache-memory-mb",
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
-                           "control-plane-server-name", "admin-token-file", "cpu-affinity"},
+                           "control-plane-server-name", "admin-token-file", "cpu-affinity",
+                           "access-log-dir"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -376,6 +382,17 @@ int Run(int argc, char** argv) {
   auto level = ParseLogLevel(get("log-level", "info"));
   if (!level.ok()) return fail(std::string(level.status().message()));
   SetLogLevel(*level);
+  if (flags->values.count("access-log-dir")) {
+    const std::string& dir = flags->values["access-log-dir"];
+    char resolved[PATH_MAX];
+    struct stat st;
+    if (dir.empty() || dir[0] != '/' || ::realpath(dir.c_str(), resolved) == nullptr ||
+        ::stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return fail(absl::StrCat("--access-log-dir ", dir, ": must be an absolute path to a "
+                               "directory that exists"));
+    }
+    accesslog::SetAllowedDirectory(resolved);
+  }
   const std::string control_plane = get("control-plane", "");
   const std::string node_id = get("node-id", "");
   if (control_plane.empty()) return fail("--control-plane is required");

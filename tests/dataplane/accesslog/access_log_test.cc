@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -163,6 +165,50 @@ TEST(AccessLogTest, AWriteCutMidLineDoesNotGlueTheNextEntryOntoIt) {
   (*log)->Log(0, next);
   FlushAll();
   EXPECT_EQ(Read(path), "{\"request_id\":\"req-1\"}\n{\"reque\n{\"request_id\":\"req-3\"}\n");
+}
+
+// A log is never opened through a symbolic link in its last component, nor
+// on anything but a regular file (a FIFO would block the writer; a device
+// is no log); with an allowed directory, only files whose real directory is
+// inside it are taken (before: any path the proxy could write, so an
+// operator's listener could append to a shell's start-up file).
+TEST(AccessLogTest, OnlyRegularFilesAndOnlyInsideTheAllowedDirectory) {
+  stats::StatsStore store;
+  const std::string base = TempPath("allowed");
+  const std::string logs = base + "/logs";
+  const std::string other = base + "/other";
+  std::filesystem::remove_all(base);
+  std::filesystem::create_directories(logs);
+  std::filesystem::create_directories(other);
+  std::filesystem::create_symlink(other + "/target.log", logs + "/link.log");
+  ASSERT_EQ(mkfifo((logs + "/fifo").c_str(), 0600), 0);
+  auto link = AccessLog::Open(logs + "/link.log", {"request_id"}, 100, store);
+  ASSERT_FALSE(link.ok());
+  EXPECT_TRUE(absl::StrContains(link.status().message(), "it is a symbolic link")) << link.status();
+  EXPECT_FALSE(std::filesystem::exists(other + "/target.log"));
+  EXPECT_FALSE(AccessLog::Open(logs + "/fifo", {"request_id"}, 100, store).ok());
+  auto device = AccessLog::Open("/dev/null", {"request_id"}, 100, store);
+  ASSERT_FALSE(device.ok());
+  EXPECT_TRUE(absl::StrContains(device.status().message(), "not a regular file"))
+      << device.status();
+
+  SetAllowedDirectory(std::filesystem::canonical(logs).string());
+  auto inside = AccessLog::Open(logs + "/a.log", {"request_id"}, 100, store);
+  EXPECT_TRUE(inside.ok()) << inside.status();
+  auto outside = AccessLog::Open(other + "/b.log", {"request_id"}, 100, store);
+  ASSERT_FALSE(outside.ok());
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(outside.status().message(), "--access-log-dir"))
+      << outside.status();
+  // A directory link inside that leads out, and "..", are judged by where
+  // they lead.
+  std::filesystem::create_directory_symlink(other, logs + "/out");
+  EXPECT_FALSE(AccessLog::Open(logs + "/out/c.log", {"request_id"}, 100, store).ok());
+  EXPECT_FALSE(AccessLog::Open(logs + "/../other/d.log", {"request_id"}, 100, store).ok());
+  EXPECT_TRUE(AccessLog::Open("-", {"request_id"}, 100, store).ok());
+  SetAllowedDirectory("");
+  EXPECT_FALSE(std::filesystem::exists(other + "/b.log"));
+  EXPECT_FALSE(std::filesystem::exists(other + "/c.log"));
 }
 
 // A 64 KiB user agent, logged alone: an entry of ua.size() + 17 bytes.
