@@ -27,6 +27,10 @@ class DownstreamSession : public event::DeferredDeletable {
   // config that had it.
   virtual void OnSnapshotChanged(
       const std::shared_ptr<const config::ConfigSnapshot>& previous) = 0;
+  // The drain's deadline came with the session still open: end the streams
+  // that a close would cut without a word to their client (a gRPC call gets
+  // UNAVAILABLE in trailers); others are cut with the connection.
+  virtual void EndStreamsAtDrainDeadline() {}
 };
 
 class Worker;

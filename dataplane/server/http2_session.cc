@@ -294,6 +294,17 @@ void Http2Session::BeginShutdown() {
   final_goaway_timer_->Enable(kFinalGoawayWait);
 }
 
+void Http2Session::EndStreamsAtDrainDeadline() {
+  // Ending a stream may erase it from streams_: by id, not by iterator.
+  std::vector<int32_t> ids;
+  ids.reserve(streams_.size());
+  for (const auto& [id, stream] : streams_) ids.push_back(id);
+  for (int32_t id : ids) {
+    auto it = streams_.find(id);
+    if (it != streams_.end()) it->second->proxy().EndAtDrainDeadline();
+  }
+}
+
 void Http2Session::StartDrain() {
   if (closed_ || draining_) return;
   draining_ = true;

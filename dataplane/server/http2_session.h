@@ -71,6 +71,7 @@ class Http2Session : public net::ConnectionCallbacks,
 
   // DownstreamSession
   void StartDrain() override;
+  void EndStreamsAtDrainDeadline() override;
   // The last snapshot that had the listener, when it is gone already (the
   // HTTP/1 connection it came from kept it).
   void KeepListenerSnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {

@@ -216,6 +216,9 @@ class ProxyServer {
     for (auto& w : workers_) w->StartDrain();
   }
   bool draining() const { return draining_.load(); }
+  void EndStreamsAtDrainDeadline() {
+    for (auto& w : workers_) w->EndStreamsAtDrainDeadline();
+  }
   // See liveness.h.
   std::pair<bool, std::string> Live() { return liveness_->Check(); }
   int64_t active_connections() const {
@@ -694,7 +697,15 @@ int Run(int argc, char** argv) {
   // SIGTERM / SIGINT: drain, then exit when idle or at the drain timeout.
   absl::Time drain_deadline = absl::InfiniteFuture();
   std::unique_ptr<event::Timer> drain_check;
+  bool streams_ended = false;
   drain_check = std::make_unique<event::Timer>(main_loop, [&] {
+    if (proxy.active_connections() > 0 && absl::Now() >= drain_deadline && !streams_ended) {
+      // gRPC calls still open get UNAVAILABLE in trailers, not a cut; their
+      // connections then close as drained ones do, within a short grace.
+      streams_ended = true;
+      proxy.EndStreamsAtDrainDeadline();
+      drain_deadline = absl::Now() + absl::Milliseconds(200);
+    }
     if (proxy.active_connections() == 0 || absl::Now() >= drain_deadline) {
       if (proxy.active_connections() > 0) {
         SLUICE_LOG(kWarning, "drain timeout: closing ", proxy.active_connections(),

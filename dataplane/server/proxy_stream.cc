@@ -2505,6 +2505,17 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   Finish();
 }
 
+void ProxyStream::EndAtDrainDeadline() {
+  if (!active_ || !grpc_ || tunnel_) return;
+  constexpr std::string_view kWhy = "the gateway is shutting down (its drain timeout passed)";
+  if (EndGrpcResponse(503, kWhy, "drain_timeout")) return;
+  if (!response_started_) {
+    ReleaseUpstream(false);
+    response_flag_ = "drain_timeout";
+    SendLocalResponse(503, std::string(kWhy));
+  }
+}
+
 bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error,
                                   std::string_view flag) {
   if (!grpc_ || !response_started_ || !response_streamed_ || tunnel_ || !active_) return false;

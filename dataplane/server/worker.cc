@@ -341,6 +341,13 @@ void Worker::StartDrain() {
   });
 }
 
+void Worker::EndStreamsAtDrainDeadline() {
+  dispatcher_.Post([this] {
+    std::vector<DownstreamSession*> sessions = Sessions();
+    for (DownstreamSession* c : sessions) c->EndStreamsAtDrainDeadline();
+  });
+}
+
 void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
   // Listening sockets: keep those still configured, add new ones, drop the rest.
   std::map<int, AcceptSlot> next;

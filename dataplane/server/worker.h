@@ -174,6 +174,9 @@ class Worker {
   // Thread-safe: stop accepting; keep-alive connections close after their
   // current response; idle ones close now.
   void StartDrain();
+  // At the drain's deadline: each open session ends the streams a close
+  // would cut without a word (DownstreamSession::EndStreamsAtDrainDeadline).
+  void EndStreamsAtDrainDeadline();
   // Thread-safe.
   int64_t active_connections() const { return active_connections_.load(); }
 

@@ -5,6 +5,7 @@
 // health protocol. A gRPC server refuses requests without "te: trailers", so
 // every call that succeeds also shows the proxy forwarded it.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -186,6 +187,40 @@ class GrpcTest : public ::testing::Test {
   int plain_port_ = 0;
   int tls_port_ = 0;
 };
+
+// A call still open when a SIGTERM drain's deadline comes ends with
+// UNAVAILABLE in trailers, which clients retry, and is logged as the
+// gateway's 503 with grpc_status 14 (before: the connection was cut; a
+// balancer between turned that into RST_STREAM(CANCEL), CANCELLED, which
+// clients do not retry, and the log had a 200 with no grpc_status).
+TEST_F(GrpcTest, ACallOpenAtTheDrainDeadlineEndsUnavailable) {
+  proxy_.reset();
+  proxy_ = std::make_unique<Proxy>(cp_.address(), "grpc-drain-proxy", kWorkers, "",
+                                   std::vector<std::string>{"--drain-timeout", "1s"});
+  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  ASSERT_TRUE(WaitForEndpointHealth("healthy")) << Clusters();
+  GrpcCallResult r;
+  // 100 messages 100 ms apart: ten seconds, far past the drain deadline.
+  std::thread call([&] {
+    r = Call("server-stream", {"--payload", "100:16:100", "--timeout", "20"});
+  });
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Clusters(), "active_requests=1 "); },
+                      absl::Seconds(10)))
+      << Clusters();
+  proxy_->process().Signal(SIGTERM);
+  call.join();
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "shutting down")) << r.Describe();
+  EXPECT_GT(r.responses, 0) << r.Describe();
+  EXPECT_LT(r.responses, 100) << r.Describe();
+  std::optional<std::string> line =
+      WaitForFileLine(dir_ + "/access.log", "\"response_flag\":\"drain_timeout\"", absl::Seconds(5));
+  ASSERT_TRUE(line.has_value()) << ReadFile(dir_ + "/access.log");
+  EXPECT_TRUE(absl::StrContains(*line, "\"status\":503,")) << *line;
+  EXPECT_TRUE(absl::StrContains(*line, "\"grpc_status\":14")) << *line;
+}
 
 TEST_F(GrpcTest, UnaryEchoesPayloadMetadataAndTrailers) {
   GrpcCallResult r = Call("unary", {"--payload", "hello sluice", "--authority", "echo.test",
