@@ -1,6 +1,8 @@
 #include "controlplane/server/admin_service.h"
 
+#include <algorithm>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -170,7 +172,34 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase*
                      RoleName(identity->role)));
   }
   if (!refused.ok()) {
-    Audit(caller, method, {}, 0, false, refused);
+    uint64_t unwritten = 0;
+    bool write = false;
+    {
+      absl::MutexLock lock(&refusal_mu_);
+      const absl::Time now = absl::Now();
+      if (refusal_refill_ != absl::InfinitePast()) {
+        refusal_credit_ = std::min(
+            kRefusalBurst,
+            refusal_credit_ + absl::ToDoubleSeconds(now - refusal_refill_) * kRefusalsPerSecond);
+      }
+      refusal_refill_ = now;
+      if (refusal_credit_ >= 1) {
+        refusal_credit_ -= 1;
+        write = true;
+        unwritten = std::exchange(refusals_unwritten_, 0);
+      } else {
+        ++refusals_unwritten_;
+      }
+    }
+    if (write) {
+      Audit(caller, method, {}, 0, false,
+            unwritten == 0
+                ? refused
+                : absl::Status(refused.code(),
+                               absl::StrCat(refused.message(), " (and ", unwritten,
+                                            " more refused calls not written since the last "
+                                            "line: at most 10 a second)")));
+    }
     return refused;
   }
   caller.identity = identity->name;

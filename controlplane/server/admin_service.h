@@ -168,6 +168,15 @@ class AdminServiceImpl final
   PurgeRelay* purges_;
   RolloutManager* const rollouts_;  // never null
   FleetView* fleet_ = nullptr;
+  // Refusals written to the audit log: at most kRefusalBurst at once, then
+  // kRefusalsPerSecond; the others are counted and named by the next one
+  // written (a caller without a token cannot fill the disk).
+  static constexpr double kRefusalsPerSecond = 10;
+  static constexpr double kRefusalBurst = 100;
+  absl::Mutex refusal_mu_;
+  double refusal_credit_ ABSL_GUARDED_BY(refusal_mu_) = kRefusalBurst;
+  absl::Time refusal_refill_ ABSL_GUARDED_BY(refusal_mu_) = absl::InfinitePast();
+  uint64_t refusals_unwritten_ ABSL_GUARDED_BY(refusal_mu_) = 0;
   absl::Mutex apply_mu_;
   std::deque<std::function<void()>> apply_queue_ ABSL_GUARDED_BY(apply_mu_);
   bool apply_stop_ ABSL_GUARDED_BY(apply_mu_) = false;

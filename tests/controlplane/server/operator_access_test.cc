@@ -283,6 +283,32 @@ TEST_F(OperatorAccessTest, AnApplysTokenIsCheckedBeforeItsBytesAreParsed) {
   EXPECT_EQ(state_->Current()->version, 1u);
 }
 
+// Refused calls are audited at most 100 at once, then 10 a second; the
+// line after a gap says how many were not written (before: one line per
+// refusal, so a caller without a token wrote ~4,000 lines a second).
+TEST_F(OperatorAccessTest, RefusalsFillTheAuditLogAtABoundedRate) {
+  Start(/*require_tokens=*/true);
+  admin::v1::ListResponse list;
+  for (int i = 0; i < 300; ++i) {
+    EXPECT_EQ(stub_->List(As("").get(), admin::v1::ListRequest(), &list).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  const size_t written = AuditLines().size();
+  EXPECT_GE(written, 100u);
+  EXPECT_LT(written, 200u);
+  // Once credit comes back, the next refusal written names the gap.
+  ASSERT_TRUE(sluice::testing::WaitFor(
+      [&] {
+        stub_->List(As("").get(), admin::v1::ListRequest(), &list);
+        return absl::StrContains(AuditLines().back(), "more refused calls not written");
+      },
+      absl::Seconds(5)))
+      << AuditLines().back();
+  // Changes are always written.
+  EXPECT_TRUE(ApplyCluster(kBootstrap).ok());
+  EXPECT_TRUE(absl::StrContains(AuditLines().back(), R"("result":"OK")")) << AuditLines().back();
+}
+
 TEST_F(OperatorAccessTest, RolesDecideWhatATokenMayDo) {
   Start(/*require_tokens=*/true);
   const std::string viewer = MakeToken("dash", "viewer");
