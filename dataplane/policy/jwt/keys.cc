@@ -522,10 +522,28 @@ void ParseJwks(std::string_view jwks, std::vector<VerificationKey>* keys,
   }
 }
 
-// What else than one PUBLIC KEY block `pem` holds, or "" (only whitespace
-// around the block). OpenSSL skips blocks it is not asked for, so a private
-// key pasted beside the public one would be taken, stored and shown in
-// full wherever the policy is (`sluicectl get`, history, /config_dump).
+std::optional<VerificationKey> KeyFromPem(std::string_view pem, std::string_view kid,
+                                          std::string* error) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  // No passphrase, ever: the default callback would prompt on a terminal.
+  pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = bio ? PEM_read_bio_PUBKEY(bio, nullptr, no_passphrase, nullptr) : nullptr;
+  BIO_free(bio);
+  if (key == nullptr) {
+    ERR_clear_error();
+    *error = "is not a PEM public key (-----BEGIN PUBLIC KEY-----)";
+    return std::nullopt;
+  }
+  std::optional<KeyType> type = TypeOf(key, error);
+  if (!type) {
+    EVP_PKEY_free(key);
+    return std::nullopt;
+  }
+  return VerificationKey(*type, std::string(kid), std::nullopt, key, "");
+}
+
+}  // namespace
+
 std::string PemProblem(std::string_view pem) {
   constexpr std::string_view kBegin = "-----BEGIN ";
   constexpr std::string_view kEnd = "-----END PUBLIC KEY-----";
@@ -560,32 +578,6 @@ std::string PemProblem(std::string_view pem) {
   }
   return "";
 }
-
-std::optional<VerificationKey> KeyFromPem(std::string_view pem, std::string_view kid,
-                                          std::string* error) {
-  if (std::string problem = PemProblem(pem); !problem.empty()) {
-    *error = std::move(problem);
-    return std::nullopt;
-  }
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  // No passphrase, ever: the default callback would prompt on a terminal.
-  pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };
-  EVP_PKEY* key = bio ? PEM_read_bio_PUBKEY(bio, nullptr, no_passphrase, nullptr) : nullptr;
-  BIO_free(bio);
-  if (key == nullptr) {
-    ERR_clear_error();
-    *error = "is not a PEM public key (-----BEGIN PUBLIC KEY-----)";
-    return std::nullopt;
-  }
-  std::optional<KeyType> type = TypeOf(key, error);
-  if (!type) {
-    EVP_PKEY_free(key);
-    return std::nullopt;
-  }
-  return VerificationKey(*type, std::string(kid), std::nullopt, key, "");
-}
-
-}  // namespace
 
 std::optional<Algorithm> AlgorithmFromName(std::string_view name) {
   for (const AlgorithmInfo& info : kAlgorithms) {

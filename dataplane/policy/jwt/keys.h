@@ -30,6 +30,14 @@ inline constexpr Algorithm kAllAlgorithms[] = {
 
 // "RS256" ... "HS256"; nullopt for any other name ("none" among them).
 std::optional<Algorithm> AlgorithmFromName(std::string_view name);
+
+// What else than one PUBLIC KEY block a `public_keys_pem` entry holds, or ""
+// (only whitespace around the block). OpenSSL skips blocks it is not asked
+// for, so a private key pasted beside the public one would be taken, stored
+// and shown in full wherever the policy is (`sluicectl get`, history,
+// /config_dump). Checked at apply only (JwtValidator::ValidateNew): a stored
+// entry that breaks it goes on working, its first PUBLIC KEY taken.
+std::string PemProblem(std::string_view pem);
 std::string_view AlgorithmName(Algorithm alg);
 // "RS256, RS384, ..., HS256", for messages.
 std::string AlgorithmNames();

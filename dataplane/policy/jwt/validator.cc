@@ -270,11 +270,18 @@ class JwtValidator : public api::PolicyValidator {
   }
 
   // A claim header that CGI reads as the token's own (X_Token for x-token):
-  // the upstream could take the claim for the token. Earlier builds accepted
-  // it, so it is refused only in what an apply adds or changes.
+  // the upstream could take the claim for the token; a public_keys_pem
+  // entry holding more than its PUBLIC KEY block (PemProblem). Earlier
+  // builds accepted both, so they are refused only in what an apply adds or
+  // changes.
   void ValidateNew(const google::protobuf::Message& message,
                    std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::JwtConfig&>(message);
+    for (int i = 0; i < config.public_keys_pem_size(); ++i) {
+      if (std::string problem = PemProblem(config.public_keys_pem(i).pem()); !problem.empty()) {
+        errors->push_back({absl::StrCat("public_keys_pem[", i, "].pem"), std::move(problem)});
+      }
+    }
     const std::string token_header = absl::AsciiStrToLower(
         config.has_header() ? config.header() : std::string("authorization"));
     for (int i = 0; i < config.claims_to_headers_size(); ++i) {
