@@ -207,6 +207,24 @@ int GrpcStatusFor(int http_status) {
   }
 }
 
+// The gRPC status a client reads from a response without grpc-status, by
+// its HTTP status (gRPC's http-grpc-status-mapping.md): unlike
+// GrpcStatusFor, which words the gateway's own answers, a 504 or 429 from
+// an upstream is UNAVAILABLE to the client, a 405 or 413 UNKNOWN.
+int GrpcStatusAClientReads(int http_status) {
+  switch (http_status) {
+    case 400: return 13;  // Internal
+    case 401: return 16;  // Unauthenticated
+    case 403: return 7;   // PermissionDenied
+    case 404: return 12;  // Unimplemented
+    case 429:
+    case 502:
+    case 503:
+    case 504: return 14;  // Unavailable
+    default: return 2;    // Unknown
+  }
+}
+
 // The gRPC status a client reads from an HTTP/2 RST_STREAM code (gRPC's
 // PROTOCOL-HTTP2.md, "Errors"): what the gateway answers when an upstream
 // resets a gRPC stream.
@@ -2558,12 +2576,17 @@ void ProxyStream::CountResponse() {
     route_stats_->by_class[status_class]->Inc();
     if (grpc_) {
       // What the client reads: a code gRPC does not define, or an unreadable
-      // one, is UNKNOWN; none at all is UNKNOWN for a 2xx and the HTTP
-      // status's own mapping otherwise (gRPC's http-grpc-status-mapping.md).
+      // one, is UNKNOWN; none at all is UNKNOWN for a 2xx and gRPC's mapping
+      // of the HTTP status otherwise. A gRPC-Web response carries its status
+      // in the body, unread here: none in the head says nothing about it.
       int code = grpc_status_;
-      if (code < 0) code = status_class == 2 ? 2 : GrpcStatusFor(status_);
+      if (code < 0 && grpc_reply_type_ == "application/grpc") {
+        code = status_class == 2 ? 2 : GrpcStatusAClientReads(status_);
+      }
       if (code > 16) code = 2;
-      if (stats::Counter* c = route_stats_->GrpcStatus(code)) c->Inc();
+      if (code >= 0) {
+        if (stats::Counter* c = route_stats_->GrpcStatus(code)) c->Inc();
+      }
     }
   }
   if (listener_stats_ != nullptr && listener_stats_[status_class] != nullptr) {

@@ -504,7 +504,9 @@ TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
   ResetPeer code17({"head", "200", "content-type=application/grpc", "grpc-status=17"});
   ResetPeer no_code({"head", "200", "content-type=application/grpc"});
   ResetPeer no_code_503({"head", "503", "content-type=application/grpc"});
-  for (const ResetPeer* peer : {&early, &code17, &no_code, &no_code_503}) {
+  ResetPeer no_code_504({"head", "504", "content-type=application/grpc"});
+  ResetPeer web({"head", "200", "content-type=application/grpc-web+proto"});
+  for (const ResetPeer* peer : {&early, &code17, &no_code, &no_code_503, &no_code_504, &web}) {
     ASSERT_GT(peer->port(), 0);
   }
   const int port = PickFreePort();
@@ -513,12 +515,16 @@ TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
       ClusterYaml("code17", code17.port(), "HTTP2", ""), "---\n",
       ClusterYaml("nocode", no_code.port(), "HTTP2", ""), "---\n",
       ClusterYaml("nocode503", no_code_503.port(), "HTTP2", ""), "---\n",
+      ClusterYaml("nocode504", no_code_504.port(), "HTTP2", ""), "---\n",
+      ClusterYaml("web", web.port(), "HTTP2", ""), "---\n",
       "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
       "      routes:\n"
       "        - {name: early, match: {prefix: /early/}, route: {cluster: early, timeout: 0s}}\n"
       "        - {name: code17, match: {prefix: /code17/}, route: {cluster: code17}}\n"
       "        - {name: nocode, match: {prefix: /nocode/}, route: {cluster: nocode}}\n"
       "        - {name: nocode503, match: {prefix: /nocode503/}, route: {cluster: nocode503}}\n"
+      "        - {name: nocode504, match: {prefix: /nocode504/}, route: {cluster: nocode504}}\n"
+      "        - {name: web, match: {prefix: /web/}, route: {cluster: web}}\n"
       "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
       ", route_table: main}\n");
   auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-head-config"), "config.yaml", yaml)});
@@ -544,13 +550,29 @@ TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
   };
   for (const auto& [route, client_reads] : {std::pair<std::string, int>{"code17", 2},
                                             {"nocode", 2},
-                                            {"nocode503", 14}}) {
+                                            {"nocode503", 14},
+                                            // An upstream's 504 is UNAVAILABLE to a
+                                            // client, not DEADLINE_EXCEEDED.
+                                            {"nocode504", 14}}) {
     HttpResponse g = HttpRequest(address, "POST", absl::StrCat("/", route, "/g"), grpc, "",
                                  absl::Seconds(10));
     EXPECT_NE(g.status, 0) << route << ": " << g.error;
     EXPECT_TRUE(WaitFor([&] { return grpc_count(route, client_reads) == 1; }, absl::Seconds(5)))
         << route << "\n" << proxy.Admin("/metrics").second;
   }
+  // gRPC-Web carries its status in the body: a head without one is not
+  // counted as UNKNOWN (every successful call was).
+  HttpResponse w = HttpRequest(address, "POST", "/web/g",
+                               {{"content-type", "application/grpc-web+proto"}}, "",
+                               absl::Seconds(10));
+  EXPECT_EQ(w.status, 200) << w.error;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return proxy.Stat("sluice_route_requests_total{route_table=\"main\",route=\"web\","
+                          "virtual_host=\"0\",status_class=\"2xx\"}") == 1;
+      },
+      absl::Seconds(5)));
+  EXPECT_LT(grpc_count("web", 2), 1);  // -1: no series at all
 }
 
 // An HTTP2 cluster of one tests/harness/h2_stall_peer.py, routed with a
