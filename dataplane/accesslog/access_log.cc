@@ -31,6 +31,7 @@ constexpr size_t kMaxBufferedBytes = 4 << 20;  // per worker, per destination
 constexpr size_t kWakeBytes = 512 << 10;
 constexpr absl::Duration kWriteInterval = absl::Milliseconds(100);
 constexpr char kStdout[] = "-";  // "stdout" is the same
+constexpr char kStderr[] = "/dev/stderr";  // fd 2, as the proxy was started with
 std::atomic<int64_t> write_interval_ms{absl::ToInt64Milliseconds(kWriteInterval)};
 
 std::atomic<int> worker_count{1};
@@ -156,7 +157,9 @@ class Destination {
         absl::Status opened = OpenFile();
         if (opened.ok()) {
           close(old);
-          mid_line_ = false;  // a new file starts clean
+          // A new (rotated) file starts clean; the same file reopened does not.
+          struct stat st;
+          if (::fstat(fd_, &st) == 0 && st.st_size == 0) mid_line_ = false;
           if (reopen_failed_) SLUICE_LOG(kInfo, "access log ", path_, " reopened");
           reopen_failed_ = false;
         } else if (!reopen_failed_) {
@@ -185,25 +188,38 @@ class Destination {
   };
 
   absl::Status OpenFile() {
-    if (path_ == kStdout) {
-      fd_ = 1;
+    if (path_ == kStdout || path_ == kStderr) {
+      fd_ = path_ == kStdout ? 1 : 2;
       return absl::OkStatus();
     }
-    // Not through a link (a link named as the log could point anywhere),
-    // and not blocking on a FIFO nobody reads.
-    int fd = open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-                  O_NONBLOCK, 0640);
+    bool confined;
+    {
+      absl::MutexLock lock(&allowed_dir_mu);
+      confined = !allowed_dir.empty();
+    }
+    // Not blocking on a FIFO nobody reads. Confined to a directory: not
+    // through a link either (one inside could point out of it).
+    int fd = open(path_.c_str(),
+                  O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK | (confined ? O_NOFOLLOW : 0),
+                  0640);
     if (fd < 0) {
       return absl::UnavailableError(absl::StrCat(
           "cannot open access log ", path_, ": ",
-          errno == ELOOP ? "it is a symbolic link (name the file itself)" : std::strerror(errno)));
+          errno == ELOOP && confined ? "it is a symbolic link (with --access-log-dir, name the file itself)"
+                                     : std::strerror(errno)));
     }
+    // A disk's block device is never a log; confined, only regular files
+    // and FIFOs (a log shipper's pipe) are.
     struct stat st;
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const bool fits = ::fstat(fd, &st) == 0 && !S_ISBLK(st.st_mode) &&
+                      (!confined || S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode));
+    if (!fits) {
       close(fd);
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot open access log ", path_, ": not a regular file"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot open access log ", path_, ": ",
+          confined ? "not a regular file or FIFO" : "a block device"));
     }
+    if (S_ISFIFO(st.st_mode)) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     fd_ = fd;
     return absl::OkStatus();
   }
@@ -213,14 +229,20 @@ class Destination {
   // goes through ends that torn line first, so each entry after it is still
   // a line of its own.
   void WriteAll(const std::string& data) {
-    if (mid_line_ && !WriteSome("\n")) return;
-    mid_line_ = false;
-    WriteSome(data);
+    if (!mid_line_) {
+      WriteSome(data);
+      return;
+    }
+    std::string joined;  // rare: once after a failed write
+    joined.reserve(data.size() + 1);
+    joined.push_back('\n');
+    joined.append(data);
+    WriteSome(joined);
   }
 
-  // False when a write failed (counted and said); mid_line_ tells whether
-  // that left a line unfinished.
-  bool WriteSome(std::string_view data) {
+  // `data` ends with a newline. A failed write is counted and said;
+  // mid_line_ then tells whether the file ends inside a line.
+  void WriteSome(std::string_view data) {
     size_t done = 0;
     while (done < data.size()) {
       ssize_t n = write(fd_, data.data() + done, data.size() - done);
@@ -229,12 +251,12 @@ class Destination {
         write_errors_->Inc();
         SLUICE_LOG(kWarning, "access log ", path_, ": write failed: ", std::strerror(errno),
                    "; ", data.size() - done, " bytes lost");
-        mid_line_ = mid_line_ || (done > 0 && data[done - 1] != '\n');
-        return false;
+        if (done > 0) mid_line_ = data[done - 1] != '\n';
+        return;
       }
       done += static_cast<size_t>(n);
     }
-    return true;
+    mid_line_ = false;
   }
 
   void Run() {
@@ -350,8 +372,16 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
   if (!stdout_path && path != kStdout && ::stat(path.c_str(), &named) == 0 && ::fstat(1, &out) == 0) {
     stdout_path = named.st_dev == out.st_dev && named.st_ino == out.st_ino;
   }
-  const std::string key = stdout_path ? std::string(kStdout) : path;
-  if (!stdout_path && path != kStdout) {
+  // Standard error likewise: /dev/stderr is a link, to what fd 2 is.
+  bool stderr_path = !stdout_path && (path == kStderr || path == "/proc/self/fd/2");
+  struct stat err;
+  if (!stdout_path && !stderr_path && path != kStdout && ::stat(path.c_str(), &named) == 0 &&
+      ::fstat(2, &err) == 0) {
+    stderr_path = named.st_dev == err.st_dev && named.st_ino == err.st_ino;
+  }
+  const std::string key =
+      stdout_path ? std::string(kStdout) : stderr_path ? std::string(kStderr) : path;
+  if (!stdout_path && !stderr_path && path != kStdout) {
     absl::MutexLock lock(&allowed_dir_mu);
     if (!allowed_dir.empty()) {
       if (std::string why = OutsideAllowedDirectory(path, allowed_dir); !why.empty()) {

@@ -167,12 +167,13 @@ TEST(AccessLogTest, AWriteCutMidLineDoesNotGlueTheNextEntryOntoIt) {
   EXPECT_EQ(Read(path), "{\"request_id\":\"req-1\"}\n{\"reque\n{\"request_id\":\"req-3\"}\n");
 }
 
-// A log is never opened through a symbolic link in its last component, nor
-// on anything but a regular file (a FIFO would block the writer; a device
-// is no log); with an allowed directory, only files whose real directory is
-// inside it are taken (before: any path the proxy could write, so an
-// operator's listener could append to a shell's start-up file).
-TEST(AccessLogTest, OnlyRegularFilesAndOnlyInsideTheAllowedDirectory) {
+// With an allowed directory (--access-log-dir), only files whose real
+// directory is inside it are taken, never through a symbolic link in the
+// last component, and only regular files and FIFOs (before: any path the
+// proxy could write, so an operator's listener could append to a shell's
+// start-up file). Standard output and standard error, by any spelling
+// (/dev/stderr is a link), are always taken.
+TEST(AccessLogTest, ConfinedToTheAllowedDirectory) {
   stats::StatsStore store;
   const std::string base = TempPath("allowed");
   const std::string logs = base + "/logs";
@@ -181,20 +182,17 @@ TEST(AccessLogTest, OnlyRegularFilesAndOnlyInsideTheAllowedDirectory) {
   std::filesystem::create_directories(logs);
   std::filesystem::create_directories(other);
   std::filesystem::create_symlink(other + "/target.log", logs + "/link.log");
-  ASSERT_EQ(mkfifo((logs + "/fifo").c_str(), 0600), 0);
-  auto link = AccessLog::Open(logs + "/link.log", {"request_id"}, 100, store);
-  ASSERT_FALSE(link.ok());
-  EXPECT_TRUE(absl::StrContains(link.status().message(), "it is a symbolic link")) << link.status();
-  EXPECT_FALSE(std::filesystem::exists(other + "/target.log"));
-  EXPECT_FALSE(AccessLog::Open(logs + "/fifo", {"request_id"}, 100, store).ok());
-  auto device = AccessLog::Open("/dev/null", {"request_id"}, 100, store);
-  ASSERT_FALSE(device.ok());
-  EXPECT_TRUE(absl::StrContains(device.status().message(), "not a regular file"))
-      << device.status();
+  // Unconfined, a link is followed as before.
+  EXPECT_TRUE(AccessLog::Open(logs + "/link.log", {"request_id"}, 100, store).ok());
 
   SetAllowedDirectory(std::filesystem::canonical(logs).string());
   auto inside = AccessLog::Open(logs + "/a.log", {"request_id"}, 100, store);
   EXPECT_TRUE(inside.ok()) << inside.status();
+  std::filesystem::create_symlink(other + "/target2.log", logs + "/link2.log");
+  auto link = AccessLog::Open(logs + "/link2.log", {"request_id"}, 100, store);
+  ASSERT_FALSE(link.ok());
+  EXPECT_TRUE(absl::StrContains(link.status().message(), "it is a symbolic link")) << link.status();
+  EXPECT_FALSE(std::filesystem::exists(other + "/target2.log"));
   auto outside = AccessLog::Open(other + "/b.log", {"request_id"}, 100, store);
   ASSERT_FALSE(outside.ok());
   EXPECT_EQ(outside.status().code(), absl::StatusCode::kPermissionDenied);
@@ -205,7 +203,10 @@ TEST(AccessLogTest, OnlyRegularFilesAndOnlyInsideTheAllowedDirectory) {
   std::filesystem::create_directory_symlink(other, logs + "/out");
   EXPECT_FALSE(AccessLog::Open(logs + "/out/c.log", {"request_id"}, 100, store).ok());
   EXPECT_FALSE(AccessLog::Open(logs + "/../other/d.log", {"request_id"}, 100, store).ok());
-  EXPECT_TRUE(AccessLog::Open("-", {"request_id"}, 100, store).ok());
+  for (const char* standard : {"-", "/dev/stdout", "/dev/stderr", "/proc/self/fd/2"}) {
+    auto opened = AccessLog::Open(standard, {"request_id"}, 100, store);
+    EXPECT_TRUE(opened.ok()) << standard << ": " << opened.status();
+  }
   SetAllowedDirectory("");
   EXPECT_FALSE(std::filesystem::exists(other + "/b.log"));
   EXPECT_FALSE(std::filesystem::exists(other + "/c.log"));
