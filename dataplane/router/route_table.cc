@@ -668,6 +668,7 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
         // `retry_policy: {num_retries: 0}` turns it off.
         entry->retry.num_retries = 1;
         entry->retry.on_connect_failure = true;
+        entry->retry.implicit = true;
         entry->retry.base_interval = api::kDefaultRetryBaseInterval;
         entry->retry.max_interval = api::kDefaultRetryMaxInterval;
       }

@@ -133,6 +133,10 @@ struct RouteEntry {
     absl::Duration max_interval;
     bool retry_non_idempotent = false;
     uint32_t max_replay_bytes = 0;
+    // The route has no retry_policy: this is the default connect-failure
+    // retry, which is made only to another endpoint (none in a cluster of
+    // one: nginx's proxy_next_upstream_tries is capped by its peers too).
+    bool implicit = false;
     // Whether a response with this status is retried.
     bool RetriesStatus(int status) const;
   } retry;

@@ -1693,6 +1693,7 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
   }
   if (!wanted) return false;
   const upstream::ClusterInfo& cluster = *cluster_;
+  if (retry.implicit && cluster.endpoints.size() < 2) return false;
   // A connect failure's retry is not held to the retry budget: the request
   // reached no upstream, so sending it to another adds no load to any (the
   // budget keeps retry storms off struggling upstreams). num_retries still
