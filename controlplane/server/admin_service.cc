@@ -273,6 +273,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Apply(grpc::CallbackServerContext* c
   }
   absl::MutexLock lock(&apply_mu_);
   apply_queue_.push_back([this, context, request, response, reactor] {
+    // A caller that gave up while this waited (sluicectl's deadline) is
+    // not changed behind its back.
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                   "the call was cancelled before the apply began"));
+      return;
+    }
     admin::v1::ApplyRequest parsed;
     grpc::ByteBuffer bytes(*request);  // Deserialize consumes its buffer
     grpc::Status status =

@@ -181,7 +181,12 @@ bool ForwardableTrailer(std::string_view name) {
         // head would follow or store them.
         "location", "content-location", "retry-after", "age", "expires", "date", "vary",
         "warning", "www-authenticate", "proxy-authenticate", "authentication-info",
-        "proxy-authentication-info", "strict-transport-security", "trailer"}) {
+        "proxy-authentication-info", "strict-transport-security", "trailer", "refresh",
+        "alt-svc", "etag", "last-modified", "link", "content-disposition", "pragma",
+        "content-security-policy", "clear-site-data", "access-control-allow-origin",
+        "access-control-allow-credentials", "access-control-allow-headers",
+        "access-control-allow-methods", "access-control-expose-headers",
+        "access-control-max-age"}) {
     if (http::EqualsIgnoreCase(name, forbidden)) return false;
   }
   return true;

@@ -293,7 +293,8 @@ TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {
       "x-request-id: sneaky\r\nX-Forwarded-Port: sneaky\r\ntraceparent: sneaky\r\n"
       "Proxy-Authorization: sneaky\r\nIf-Match: sneaky\r\nIf-None-Match: sneaky\r\n"
       "Range: sneaky\r\nLocation: sneaky\r\nWWW-Authenticate: sneaky\r\nRetry-After: sneaky\r\n"
-      "Strict-Transport-Security: sneaky\r\n\r\n");
+      "Strict-Transport-Security: sneaky\r\nRefresh: sneaky\r\nLink: sneaky\r\n"
+      "Access-Control-Allow-Origin: sneaky\r\n\r\n");
   EXPECT_NE(reply.find("x-echo-trailer-x-checksum: abc123"), std::string::npos) << reply;
   // Nor may a client pass off what the gateway tells the upstream (the
   // consumer, its address, the request id) as trailers.
