@@ -601,9 +601,13 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
 // config) is waited for, in case it comes back, and counted as not having
 // taken it. Prints each refusal and a summary; 0 when every proxy took it
 // (or none is connected), 1 otherwise. A control plane that cannot be
-// reached for a moment is asked again until the deadline.
+// reached for a moment is asked again until the deadline. `unchanged`: the
+// apply changed nothing, so a refusal already there when the wait began is
+// an old one (its cause may have been fixed since: the wait is run again
+// for that): only an ACK or a newer refusal, when the control plane offers
+// the version again, ends that proxy's wait.
 int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
-                 uint64_t version, absl::Duration timeout) {
+                 uint64_t version, absl::Duration timeout, bool unchanged = false) {
   const absl::Time deadline = absl::Now() + timeout;
   admin::v1::ListProxiesResponse response;
   // Connections, by node id and the time each connected (two proxies may
@@ -618,8 +622,16 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   std::set<Connection> at_start;
   std::set<Connection> pending;  // of at_start
   bool first = true;
-  auto done = [version](const admin::v1::ProxyStatus& p) {
-    return p.version_applied() >= version || p.last_nack_version() >= version;
+  // With `unchanged`: each connection's refusal of the version at the start.
+  std::map<Connection, std::pair<int64_t, int32_t>> old_nacks;
+  auto refused_now = [&](const admin::v1::ProxyStatus& p) {
+    if (p.last_nack_version() < version) return false;
+    auto it = old_nacks.find(connection_of(p));
+    return it == old_nacks.end() ||
+           it->second != std::make_pair(p.last_nack_time().seconds(), p.last_nack_time().nanos());
+  };
+  auto done = [&](const admin::v1::ProxyStatus& p) {
+    return p.version_applied() >= version || refused_now(p);
   };
   std::map<std::string, int> gone;  // node id: connections missing now
   const absl::Time begun = absl::Now();
@@ -645,6 +657,10 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
     for (const auto& p : response.proxies()) {
       const Connection c = connection_of(p);
       connected.insert(c);
+      if (first && unchanged && p.version_applied() < version &&
+          p.last_nack_version() >= version) {
+        old_nacks[c] = {p.last_nack_time().seconds(), p.last_nack_time().nanos()};
+      }
       if (first) {
         at_start.insert(c);
         if (!done(p)) pending.insert(c);
@@ -1043,9 +1059,10 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   if (flags.switches.count("wait") && !response.dry_run()) {
     // No change: the version in force, which a wait that timed out before
-    // may still be waiting for.
+    // may still be waiting for, or a refusal whose cause was fixed since.
     std::cout.flush();
-    return WaitForFleet(stub, server, response.version(), wait_timeout);
+    return WaitForFleet(stub, server, response.version(), wait_timeout,
+                        DiffEmpty(response.diff()));
   }
   return 0;
 }

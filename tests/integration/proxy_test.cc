@@ -543,6 +543,16 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
   EXPECT_TRUE(absl::StrContains(waited.out, "taken by 0 of 2 proxies, refused by 2")) << waited.out;
   EXPECT_TRUE(absl::StrContains(waited.err, "refused version")) << waited.err;
   EXPECT_TRUE(absl::StrContains(waited.err, "Listener \"extra\": cannot bind")) << waited.err;
+  // The cause fixed (the port freed), the same apply --wait again changes
+  // nothing and waits for the proxies to take the version when it is
+  // offered again (--nack-retry) (before: the old refusals ended the wait
+  // at once, exit 1).
+  squatter.process().Signal(SIGKILL);
+  squatter.process().Wait(absl::Seconds(5));
+  waited = cp_.Ctl({"apply", "-f", WriteConfig(ConfigYaml(o)), "--wait", "--timeout", "30s"});
+  EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "no change")) << waited.out;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
   // And a version every proxy takes: exit 0.
   waited = cp_.Ctl({"delete", "listener", "extra", "--wait"});
   EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
