@@ -178,9 +178,11 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase*
       absl::MutexLock lock(&refusal_mu_);
       const absl::Time now = absl::Now();
       if (refusal_refill_ != absl::InfinitePast()) {
+        // Clamped: a wall clock stepped back gives no credit, takes none.
         refusal_credit_ = std::min(
             kRefusalBurst,
-            refusal_credit_ + absl::ToDoubleSeconds(now - refusal_refill_) * kRefusalsPerSecond);
+            refusal_credit_ + std::max(0.0, absl::ToDoubleSeconds(now - refusal_refill_)) *
+                                  kRefusalsPerSecond);
       }
       refusal_refill_ = now;
       if (refusal_credit_ >= 1) {

@@ -219,7 +219,9 @@ class Destination {
           "cannot open access log ", path_, ": ",
           confined ? "not a regular file or FIFO" : "a block device"));
     }
-    if (S_ISFIFO(st.st_mode)) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    // A FIFO stays non-blocking: a reader that stalls costs entries
+    // (counted write errors), never a writer stuck in write(), which a
+    // config change or the shutdown would wait for.
     fd_ = fd;
     return absl::OkStatus();
   }

@@ -93,10 +93,11 @@ class AccessLog {
 // How many workers log (buffers per destination). Call before any Open().
 void SetWorkerCount(int workers);
 // From now on Open() takes only files inside `dir` (an absolute path; the
-// file's real directory is checked, so a link inside cannot lead out) and
-// standard output; empty: any absolute path. `sluice-proxy
-// --access-log-dir`. Whatever the directory, a file is opened without
-// following a symbolic link in its last component and must be a regular file.
+// file's real directory is checked, so a link inside cannot lead out), not
+// through a symbolic link in their last component, regular files or FIFOs
+// only, and standard output and error; empty: any absolute path but a block
+// device. `sluice-proxy --access-log-dir`. A FIFO is written non-blocking
+// (a stalled reader costs entries, counted, never a stuck writer).
 void SetAllowedDirectory(std::string dir);
 // Every destination reopens its file at its next write (SIGUSR1).
 void ReopenAll();

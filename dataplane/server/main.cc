@@ -84,7 +84,8 @@ constexpr char kUsage[] =
     "                      with the token in FILE (one line, at least 16 characters)\n"
     "                      on every path but /ready and /livez\n"
     "  --access-log-dir DIR  listeners' access logs may be files inside DIR only (and\n"
-    "                      standard output); default: any absolute path the proxy may write\n";
+    "                      standard output or error); default: any absolute path the proxy\n"
+    "                      may write\n";
 
 constexpr char kVersion[] = "0.1";
 // What the proxy tells the control plane it is (its node's build_version).

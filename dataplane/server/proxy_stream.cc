@@ -1698,7 +1698,17 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
   }
   if (!wanted) return false;
   const upstream::ClusterInfo& cluster = *cluster_;
-  if (retry.implicit && cluster.endpoints.size() < 2) return false;
+  if (retry.implicit) {
+    // Only to another endpoint that can take it (the picker would go back to
+    // the one that failed when no other is usable).
+    const int64_t now = upstream::NowNanos();
+    bool other = false;
+    for (int i = 0; i < static_cast<int>(cluster.endpoints.size()) && !other; ++i) {
+      other = i != endpoint_index_ && std::find(tried_.begin(), tried_.end(), i) == tried_.end() &&
+              cluster.endpoints[i].state->usable(now);
+    }
+    if (!other) return false;
+  }
   // A connect failure's retry is not held to the retry budget: the request
   // reached no upstream, so sending it to another adds no load to any (the
   // budget keeps retry storms off struggling upstreams). num_retries still
@@ -2530,7 +2540,9 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
 }
 
 void ProxyStream::EndAtDrainDeadline() {
-  if (!active_ || !grpc_ || tunnel_) return;
+  // gRPC-Web reads its status from the body, which the gateway does not
+  // write: such a call is cut with the connection, as before.
+  if (!active_ || !grpc_ || tunnel_ || grpc_reply_type_ != "application/grpc") return;
   constexpr std::string_view kWhy = "the gateway is shutting down (its drain timeout passed)";
   if (EndGrpcResponse(503, kWhy, "drain_timeout")) return;
   if (!response_started_) {

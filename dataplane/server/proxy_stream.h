@@ -195,9 +195,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The client is gone: release the upstream and every count; no sink call
   // follows. Safe to call at any time, more than once.
   void OnDownstreamGone();
-  // The proxy's drain deadline came with this exchange open: a gRPC call is
-  // answered UNAVAILABLE (trailers, or a whole reply when none began),
-  // logged 503 `drain_timeout`; anything else is left to the close.
+  // The proxy's drain deadline came with this exchange open: a gRPC call
+  // (not gRPC-Web) is answered UNAVAILABLE (trailers, or a whole reply when
+  // none began), logged 503 `drain_timeout`; anything else is left to the
+  // close.
   void EndAtDrainDeadline();
   // Why the exchange ended, for the access log, unless something already
   // said (a client that broke the protocol: "bad_request").

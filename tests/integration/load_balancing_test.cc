@@ -164,6 +164,31 @@ TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherE
   EXPECT_EQ(failed, 4);
 }
 
+// The default retry goes only to an endpoint that can take it: with the
+// other one ejected, a refused connect is not tried again on the same
+// endpoint (before: the picker, with no other usable endpoint, gave the
+// failed one back, doubling the wait and the failures counted against it).
+TEST_F(LoadBalancingTest, TheDefaultRetryNeedsAnotherUsableEndpoint) {
+  StartUpstreams({"", "status=503"});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
+                     "\n  outlier_detection: {consecutive_5xx: 1, base_ejection_time: 60s,"
+                     " max_ejection_percent: 50}"),
+        "");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        HttpGet(listener(), "/x");
+        return ClustersLine(1).find("health=ejected") != std::string::npos;
+      },
+      absl::Seconds(5)))
+      << Clusters();
+  const int64_t retries = proxy_->Stat("sluice_retries_total{cluster=\"backends\"}");
+  upstreams_[0]->process().Signal(SIGKILL);
+  upstreams_[0]->process().Wait(absl::Seconds(5));
+  EXPECT_EQ(HttpGet(listener(), "/x").status, 502);
+  EXPECT_EQ(proxy_->Stat("sluice_retries_total{cluster=\"backends\"}"), retries);
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"backends\"}"), 1);
+}
+
 TEST_F(LoadBalancingTest, OutlierDetectionEjectsA503EndpointAndLetsItBack) {
   StartUpstreams({"", "status=503", ""});
   Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
