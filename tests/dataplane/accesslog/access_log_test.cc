@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -288,6 +289,29 @@ TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
                          ->value();
   size_t written = Read(path).size() / (ua.size() + 17);
   EXPECT_EQ(written + dropped, 100u);
+}
+
+// A FIFO whose reader stops reading costs entries, counted as write
+// errors, never a writer stuck in write(): a flush, a config change that
+// drops the log and the shutdown all wait for the writer (before: blocked
+// until the reader went away).
+TEST(AccessLogTest, AStalledFifoReaderLosesEntriesButBlocksNothing) {
+  stats::StatsStore store;
+  const std::string path = TempPath("stalled.fifo");
+  std::remove(path.c_str());
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  const int reader = open(path.c_str(), O_RDONLY | O_NONBLOCK);  // never reads
+  ASSERT_GE(reader, 0);
+  auto log = AccessLog::Open(path, {"user_agent"}, 100, store);
+  ASSERT_TRUE(log.ok()) << log.status();
+  const Entry big = Big();
+  for (int i = 0; i < 8; ++i) (*log)->Log(0, big);  // 512 KiB: over a pipe's 64 KiB
+  FlushAll();
+  EXPECT_GE(store.GetCounter("sluice_access_log_write_errors_total",
+                             "path=" + stats::LabelValue(path))
+                ->value(),
+            1u);
+  close(reader);
 }
 
 // A buffer passing 512 KiB wakes its writer: the 100 ms interval alone
