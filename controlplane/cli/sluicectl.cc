@@ -1438,7 +1438,32 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
     return Fail(absl::StrCat("nothing rolled back:\n", status.error_message()));
   }
-  PrintOutcome(response.dry_run(), response.diff(), response.version());
+  // A dry run shows, as apply's does, what each changed resource's fields
+  // become: from the current version's content to version V's (both
+  // redacted, as the server gives them).
+  api::ResourceMap content[2];
+  bool fetched = false;
+  if (response.dry_run() && !DiffEmpty(response.diff())) {
+    grpc::Status now_status, then_status;
+    auto now = FetchVersion(stub, 0, &now_status);
+    auto then = FetchVersion(stub, version, &then_status);
+    fetched = now.ok() && then.ok();
+    for (int k = 0; k < 2 && fetched; ++k) {
+      for (auto r : (k == 0 ? *now : *then).resources()) {
+        api::RedactSecrets(&r);
+        content[k][api::IdOf(r)] = std::move(r);
+      }
+    }
+  }
+  ChangedLines lines = [&](const api::ResourceId& id) -> std::string {
+    auto a = content[0].find(id);
+    auto b = content[1].find(id);
+    if (a == content[0].end() || b == content[1].end()) return "";
+    std::string out = LineDiff(ToYaml(a->second), ToYaml(b->second));
+    return out.empty() ? "    (only redacted fields differ)\n" : out;
+  };
+  PrintOutcome(response.dry_run(), response.diff(), response.version(),
+               fetched ? &lines : nullptr);
   if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
   if (flags.switches.count("wait") && !response.dry_run()) {
     std::cout.flush();

@@ -119,6 +119,17 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   EXPECT_TRUE(absl::StrContains(r.err, "diff does not take -o")) << r.err;
   EXPECT_EQ(r.out, "");
 
+  // rollback 1 --dry-run: stores nothing, and shows the lines that would
+  // change, as apply --dry-run does (before: only "~ RouteTable").
+  r = cp_.Ctl({"rollback", "1", "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "~ RouteTable \"main\"")) << r.out;
+  ASSERT_NE(r.out.find("\n    - "), std::string::npos) << r.out;
+  ASSERT_NE(r.out.find("\n    + "), std::string::npos) << r.out;
+  EXPECT_LT(r.out.find("two", r.out.find("\n    - ")), r.out.find("\n    + ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out.substr(r.out.find("\n    + ")), "one")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "dry run: nothing stored")) << r.out;
+
   // rollback 1: version 3 has version 1's content, and the proxy serves it.
   r = cp_.Ctl({"rollback", "1", "-m", "back to one"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
