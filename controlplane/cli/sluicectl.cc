@@ -301,6 +301,14 @@ std::unique_ptr<grpc::ClientContext> Context() {
 
 std::string LineDiff(const std::string& a, const std::string& b, size_t context = 3);
 
+// What `diff` and the dry runs print under a changed resource: the lines of
+// its YAML that differ, both sides redacted (so a change to a key alone
+// shows as such).
+std::string ResourceLines(const api::Resource& before, const api::Resource& after) {
+  std::string out = LineDiff(ToYaml(before), ToYaml(after));
+  return out.empty() ? "    (only redacted fields differ)\n" : out;
+}
+
 // `lines`, when given, prints under each changed resource what its fields
 // become (an apply's dry run).
 using ChangedLines = std::function<std::string(const api::ResourceId&)>;
@@ -1049,8 +1057,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
       api::Resource mine = r.resource;
       api::SealCredentials(&mine, &stored.resource());
       api::RedactSecrets(&mine);
-      std::string out = LineDiff(ToYaml(stored.resource()), ToYaml(mine));
-      return out.empty() ? "    (only redacted fields differ)\n" : out;
+      return ResourceLines(stored.resource(), mine);
     }
     return "";
   };
@@ -1400,8 +1407,7 @@ int Diff(admin::v1::AdminService::Stub& stub, const std::string& server,
   for (const auto& id : diff.removed) std::cout << "- " << api::Describe(id) << "\n";
   for (const auto& id : diff.changed) {
     std::cout << "~ " << api::Describe(id) << "\n";
-    std::string lines = LineDiff(ToYaml(content[0].at(id)), ToYaml(content[1].at(id)));
-    std::cout << (lines.empty() ? "    (only redacted fields differ)\n" : lines);
+    std::cout << ResourceLines(content[0].at(id), content[1].at(id));
   }
   std::cout << diff.added.size() << " added, " << diff.changed.size() << " changed, "
             << diff.removed.size() << " removed, " << diff.unchanged << " unchanged\n";
@@ -1459,8 +1465,7 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
     auto a = content[0].find(id);
     auto b = content[1].find(id);
     if (a == content[0].end() || b == content[1].end()) return "";
-    std::string out = LineDiff(ToYaml(a->second), ToYaml(b->second));
-    return out.empty() ? "    (only redacted fields differ)\n" : out;
+    return ResourceLines(a->second, b->second);
   };
   PrintOutcome(response.dry_run(), response.diff(), response.version(),
                fetched ? &lines : nullptr);

@@ -1,7 +1,5 @@
 #include "controlplane/server/server_credentials.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include <algorithm>
 #include <string>
@@ -18,20 +16,6 @@ std::string ServerSecurity::Describe() const {
   return client_certificates ? "TLS, proxies need a client certificate" : "TLS";
 }
 
-bool IsLoopbackHost(absl::string_view host) {
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host == "localhost") return true;
-  const std::string address(host);
-  in_addr v4;
-  if (inet_pton(AF_INET, address.c_str(), &v4) == 1)
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  in6_addr v6;
-  return inet_pton(AF_INET6, address.c_str(), &v6) == 1 &&
-         IN6_IS_ADDR_LOOPBACK(&v6);
-}
-
 absl::StatusOr<ServerSecurity> MakeServerSecurity(
     absl::string_view listen_host, const ServerSecurityFlags& flags) {
   ServerSecurity security;
@@ -44,7 +28,8 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
       return absl::InvalidArgumentError(
           "--client-ca needs TLS: give --tls-cert and --tls-key");
     }
-    if (!flags.insecure && !IsLoopbackHost(listen_host)) {
+    if (!flags.insecure &&
+        !IsLoopbackHost(std::string_view(listen_host.data(), listen_host.size()))) {
       return absl::InvalidArgumentError(
           absl::StrCat("refusing to serve plaintext gRPC on ", listen_host,
                        ", which is not a loopback address: give --tls-cert and "

@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/loopback.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 
@@ -47,8 +48,8 @@ struct ServerSecurity {
 };
 
 // Whether `host` (of a HOST:PORT, brackets allowed) is a loopback address:
-// 127.0.0.0/8, ::1 or localhost.
-bool IsLoopbackHost(absl::string_view host);
+// 127.0.0.0/8, ::1 or localhost (common/loopback.h, which the proxy uses too).
+using ::sluice::IsLoopbackHost;
 
 // The credentials for a port on `listen_host`. INVALID_ARGUMENT naming the
 // flag: --tls-cert without --tls-key or the other way round, --client-ca

@@ -369,21 +369,25 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
   // atomic). /dev/stdout is Envoy's spelling.
   // Any other name of the file standard output is (/dev/fd/1, the file it
   // was redirected to) is it too: two offsets on one file overwrite lines.
-  bool stdout_path = path == "stdout" || path == "/dev/stdout" || path == "/proc/self/fd/1";
-  struct stat named, out;
-  if (!stdout_path && path != kStdout && ::stat(path.c_str(), &named) == 0 && ::fstat(1, &out) == 0) {
-    stdout_path = named.st_dev == out.st_dev && named.st_ino == out.st_ino;
+  // Standard error likewise (/dev/stderr is a link, to what fd 2 is).
+  std::string key = path;
+  if (path == "stdout" || path == "/dev/stdout" || path == "/proc/self/fd/1") {
+    key = kStdout;
+  } else if (path != kStdout) {
+    // Standard output first: with 2>&1, /dev/stderr is standard output.
+    if (struct stat named; ::stat(path.c_str(), &named) == 0) {
+      for (const auto& [fd, name] : {std::pair{1, kStdout}, std::pair{2, kStderr}}) {
+        struct stat standard;
+        if (::fstat(fd, &standard) == 0 && named.st_dev == standard.st_dev &&
+            named.st_ino == standard.st_ino) {
+          key = name;
+          break;
+        }
+      }
+    }
+    if (path == "/proc/self/fd/2" && key != kStdout) key = kStderr;
   }
-  // Standard error likewise: /dev/stderr is a link, to what fd 2 is.
-  bool stderr_path = !stdout_path && (path == kStderr || path == "/proc/self/fd/2");
-  struct stat err;
-  if (!stdout_path && !stderr_path && path != kStdout && ::stat(path.c_str(), &named) == 0 &&
-      ::fstat(2, &err) == 0) {
-    stderr_path = named.st_dev == err.st_dev && named.st_ino == err.st_ino;
-  }
-  const std::string key =
-      stdout_path ? std::string(kStdout) : stderr_path ? std::string(kStderr) : path;
-  if (!stdout_path && !stderr_path && path != kStdout) {
+  if (key != kStdout && key != kStderr) {
     absl::MutexLock lock(&allowed_dir_mu);
     if (!allowed_dir.empty()) {
       if (std::string why = OutsideAllowedDirectory(path, allowed_dir); !why.empty()) {

@@ -189,6 +189,17 @@ bool IsValidRequestTarget(std::string_view target) {
   return true;
 }
 
+std::string_view StripPort(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  size_t colon = host.find(':');
+  if (colon == std::string_view::npos) return host;
+  if (host.find(':', colon + 1) != std::string_view::npos) return host;
+  return host.substr(0, colon);
+}
+
 bool IsValidHostValue(std::string_view host) {
   // uri-host: an IP-literal in brackets, or reg-name / IPv4 characters.
   size_t host_end;

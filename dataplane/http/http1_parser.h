@@ -97,6 +97,9 @@ enum class ParseError {
 // invalid (400).
 bool IsValidRequestTarget(std::string_view target);
 bool IsValidHostValue(std::string_view host);
+// A Host value without its port: "[::1]:80" -> "[::1]", "a.com:80" ->
+// "a.com"; a host with several ':' and no brackets is returned whole.
+std::string_view StripPort(std::string_view host);
 
 class Http1Callbacks {
  public:

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "api/resource.h"
 #include "api/validation.h"
+#include "dataplane/http/http1_parser.h"
 #include "dataplane/http/path_normalizer.h"
 #include "re2/re2.h"
 
@@ -50,19 +51,6 @@ bool EqualsLowered(std::string_view name, std::string_view lower) {
     }
   }
   return true;
-}
-
-// Removes a port: "[::1]:80" -> "[::1]", "a.com:80" -> "a.com"; a host with
-// several ':' and no brackets is returned whole.
-std::string_view StripPort(std::string_view host) {
-  if (!host.empty() && host.front() == '[') {
-    size_t close = host.find(']');
-    return close == std::string_view::npos ? host : host.substr(0, close + 1);
-  }
-  size_t colon = host.find(':');
-  if (colon == std::string_view::npos) return host;
-  if (host.find(':', colon + 1) != std::string_view::npos) return host;
-  return host.substr(0, colon);
 }
 
 int HexValue(char c) {
@@ -859,7 +847,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Recompile(
 
 const RouteTable::VirtualHost* RouteTable::FindVirtualHost(
     std::string_view raw_host) const {
-  std::string_view host = StripPort(raw_host);
+  std::string_view host = http::StripPort(raw_host);
   // "api.example.com." is the same name, fully qualified (RFC 1034 3.1);
   // upstreams read it so (nginx drops the dot too), so it must get the same
   // virtual host and policies.

@@ -15,7 +15,6 @@
 // libasan's (GCC ships no header declaring it).
 extern "C" void __sanitizer_purge_allocator();
 #endif
-#include <arpa/inet.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <signal.h>
@@ -36,6 +35,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "api/discovery.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/loopback.h"
 #include "common/random_id.h"
 #include "common/pem_file.h"
 #include "controlplane/store/file_store.h"
@@ -559,16 +559,7 @@ int Run(int argc, char** argv) {
   }
   const std::string admin_address = get("admin", "127.0.0.1:9901");
   if (!flags->values.count("admin-token-file")) {
-    std::string_view host = std::string_view(admin_address).substr(0, admin_address.rfind(':'));
-    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-    in_addr v4;
-    in6_addr v6;
-    const bool loopback =
-        host == "localhost" ||
-        (inet_pton(AF_INET, std::string(host).c_str(), &v4) == 1 &&
-         (ntohl(v4.s_addr) >> 24) == 127) ||
-        (inet_pton(AF_INET6, std::string(host).c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
-    if (!loopback) {
+    if (!IsLoopbackHost(std::string_view(admin_address).substr(0, admin_address.rfind(':')))) {
       SLUICE_LOG(kWarning, "--admin ", admin_address,
                  " is not a loopback address and there is no --admin-token-file: anyone who "
                  "reaches it reads /config_dump (credential hashes included), /metrics and "

@@ -13,6 +13,7 @@
 #include "api/validation.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
+#include "dataplane/http/http1_parser.h"
 #include "dataplane/http/path_normalizer.h"
 #include "dataplane/router/route_table.h"
 #include "dataplane/server/worker.h"
@@ -301,18 +302,12 @@ bool HostDiffersFromAuthority(const RequestHead& head) {
   const http::HeaderField* host = http::FindHeader(*head.headers, "host");
   if (host == nullptr || http::EqualsIgnoreCase(host->value, head.authority)) return false;
   const std::string_view default_port = http::EqualsIgnoreCase(head.scheme, "https") ? "443" : "80";
-  auto split = [&](std::string_view authority) {
-    // A bracketed IPv6 literal holds colons; the port follows its ']'.
-    const size_t colon = authority.rfind(':');
-    if (colon == std::string_view::npos ||
-        authority.find(']', colon) != std::string_view::npos) {
-      return std::pair(authority, default_port);
-    }
-    return std::pair(authority.substr(0, colon), authority.substr(colon + 1));
+  auto port_of = [&](std::string_view authority) {
+    const std::string_view port = authority.substr(http::StripPort(authority).size());
+    return port.empty() ? default_port : port.substr(1);  // after the ':'
   };
-  const auto [a_host, a_port] = split(head.authority);
-  const auto [h_host, h_port] = split(host->value);
-  return !http::EqualsIgnoreCase(a_host, h_host) || a_port != h_port;
+  return !http::EqualsIgnoreCase(http::StripPort(head.authority), http::StripPort(host->value)) ||
+         port_of(head.authority) != port_of(host->value);
 }
 
 int FindGrpcStatus(const std::vector<http::HeaderField>& fields) {
