@@ -17,12 +17,13 @@ int HexValue(char c) {
 
 
 // Calls fn(name, value, begin, end) for each parameter of the query
-// (begin/end: its offsets in the query, without the separator).
+// (begin/end: its offsets in the query, without the separator), split at
+// any of `separators`.
 template <typename Fn>
-void ForEachParameter(std::string_view query, Fn fn) {
+void ForEachParameter(std::string_view query, Fn fn, std::string_view separators = "&") {
   size_t at = 0;
   while (at <= query.size()) {
-    size_t amp = query.find('&', at);
+    size_t amp = query.find_first_of(separators, at);
     if (amp == std::string_view::npos) amp = query.size();
     std::string_view pair = query.substr(at, amp - at);
     size_t eq = pair.find('=');
@@ -133,16 +134,36 @@ std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
   return found;
 }
 
-size_t CountQueryParameter(std::string_view path_and_query, std::string_view name) {
+namespace {
+
+// How many parameters of the query are `name`, split at `separators`.
+size_t CountSplitAt(std::string_view path_and_query, std::string_view name,
+                    std::string_view separators) {
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return 0;
-  size_t count = 0;
-  ForEachParameter(path_and_query.substr(q + 1),
-                   [&](std::string_view n, std::string_view, size_t, size_t) {
-                     if (SameParameterName(n, name)) ++count;
-                     return true;
-                   });
-  return count;
+  size_t n = 0;
+  ForEachParameter(
+      path_and_query.substr(q + 1),
+      [&](std::string_view sent, std::string_view, size_t, size_t) {
+        if (SameParameterName(sent, name)) ++n;
+        return true;
+      },
+      separators);
+  return n;
+}
+
+}  // namespace
+
+size_t CountQueryParameter(std::string_view path_and_query, std::string_view name) {
+  // Counted as '&' splits the query and as ';' and '&' split it (Rack 2,
+  // Python before 3.9.2 and Go before 1.17 read `x=1;apikey=k` as two
+  // parameters): the more of the two.
+  return std::max(CountSplitAt(path_and_query, name, "&"),
+                  CountSplitAt(path_and_query, name, "&;"));
+}
+
+bool QueryParameterAfterSemicolon(std::string_view path_and_query, std::string_view name) {
+  return CountSplitAt(path_and_query, name, "&;") > CountSplitAt(path_and_query, name, "&");
 }
 
 std::string RemoveQueryParameter(std::string_view path_and_query, std::string_view name) {

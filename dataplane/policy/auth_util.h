@@ -32,8 +32,12 @@ bool SameParameterName(std::string_view sent, std::string_view name);
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
                                               std::string_view name);
 
-// How many query parameters are `name` (compared decoded).
+// How many query parameters are `name` (compared decoded), counting those
+// that only a ';' separates (`x=1;apikey=k`), as some upstreams read them.
 size_t CountQueryParameter(std::string_view path_and_query, std::string_view name);
+// Whether a parameter `name` follows a ';' inside another parameter: an
+// upstream that splits at ';' reads it, FindQueryParameter does not.
+bool QueryParameterAfterSemicolon(std::string_view path_and_query, std::string_view name);
 
 // `path_and_query` without any `name=` parameter, however its name is
 // percent-encoded (and without a '?' that no longer has parameters).

@@ -2610,6 +2610,9 @@ void ProxyStream::CountResponse() {
 void ProxyStream::Fail() {
   if (!active_) return;
   if (response_flag_.empty()) response_flag_ = "upstream_cut";
+  // A WebSocket's answer was its 101, whole: counted however the tunnel
+  // ends (here: its idle timeout), as OnDownstreamGone and Finish do.
+  if (tunnel_) CountResponse();
   // The log says what the client gets: an HTTP/2 reset may drop a head
   // and bytes not yet sent (its window could not take them at once).
   bool head_lost = false;

@@ -208,6 +208,9 @@ TEST_F(WebSocketTest, A101ThatDoesNotSwitchToWebSocketIsA502) {
 }
 
 TEST_F(WebSocketTest, AnIdleTunnelIsClosedAfterItsIdleTimeout) {
+  const std::string labels =
+      "{route_table=\"main\",route=\"0/0\",virtual_host=\"0\",status_class=\"1xx\"}";
+  const int64_t before = std::max<int64_t>(proxy_->Stat("sluice_route_requests_total" + labels), 0);
   CommandResult r = WsTool({"idle", Url("/ws-idle"), "10"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   double seconds = 0;
@@ -219,6 +222,11 @@ TEST_F(WebSocketTest, AnIdleTunnelIsClosedAfterItsIdleTimeout) {
   // The gateway closed a quiet tunnel: no upstream timeout (before: one
   // counted per idle close, raising the cluster's error alerts).
   EXPECT_EQ(proxy_->Stat("sluice_upstream_timeouts_total{cluster=\"echo\"}"), 0);
+  // Its 101 is counted, as when either side ends it (before: in no series).
+  EXPECT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_route_requests_total" + labels) == before + 1; },
+      absl::Seconds(10)))
+      << proxy_->Admin("/metrics").second;
 }
 
 // A WebSocket has no next response to end it: when its listener is removed,

@@ -23,6 +23,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "dataplane/auth/consumers.h"
@@ -294,8 +295,21 @@ class CacheFilter : public http::Filter {
       fill_token_ = 0;
       return http::FilterStatus::kContinue;
     }
+    // A declared length too large to store: not buffered at all.
+    uint64_t declared = 0;
+    if (const std::string* length = headers.Get("content-length");
+        length != nullptr && absl::SimpleAtoi(*length, &declared) && declared > StorableBytes()) {
+      s_.store->EndFill(key_, fill_token_, now + kPassNanos);
+      fill_token_ = 0;
+      return http::FilterStatus::kContinue;
+    }
     pending_ = std::move(entry);
     return http::FilterStatus::kContinue;
+  }
+
+  // The largest body a miss buffers to store.
+  uint64_t StorableBytes() const {
+    return std::min<uint64_t>(s_.max_object_bytes, s_.store->budget());
   }
 
   http::FilterStatus OnUpstreamError(
@@ -310,7 +324,9 @@ class CacheFilter : public http::Filter {
   void OnResponseData(std::string_view data,
                       http::FilterCallbacks& callbacks) override {
     if (pending_ == nullptr) return;
-    if (pending_->body.size() + data.size() > s_.max_object_bytes) {
+    // Over max_object_bytes, or more than the whole cache holds (it could
+    // not be stored): it passes through, and is buffered no further.
+    if (pending_->body.size() + data.size() > StorableBytes()) {
       pending_.reset();  // too large: it passes through
       s_.store->EndFill(key_, fill_token_, s_.clock() + kPassNanos);
       fill_token_ = 0;
@@ -594,8 +610,11 @@ class CacheFilter : public http::Filter {
   // If-Modified-Since against Last-Modified (or Date).
   static bool NotModified(const Entry& e, const http::HeaderMap& request) {
     if (e.status != 200) return false;
-    if (const std::string* inm = request.Get("if-none-match")) {
-      return IfNoneMatchMatches(*inm, e.etag) || (*inm == "*");
+    // Every field line of it: RFC 9110 5.3 makes them one list.
+    bool present = false;
+    std::string inm = JoinedValues(request, "if-none-match", &present);
+    if (present) {
+      return IfNoneMatchMatches(inm, e.etag) || absl::StripAsciiWhitespace(inm) == "*";
     }
     const std::string* ims = request.Get("if-modified-since");
     if (ims == nullptr) return false;

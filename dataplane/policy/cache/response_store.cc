@@ -228,6 +228,21 @@ void ResponseStore::Insert(std::string_view key,
         break;
       }
     }
+    // A key's variants are looked through one by one under the shard's
+    // lock: a Vary on a field every client sends differently must not make
+    // that scan long. Past kMaxVariants the key's least recently used one
+    // goes (counted as an eviction).
+    if (slot.variants.size() >= kMaxVariants) {
+      size_t lru = 0;
+      for (size_t i = 1; i < slot.variants.size(); ++i) {
+        if (slot.variants[i].lru->used < slot.variants[lru].lru->used) lru = i;
+      }
+      shard.lru.erase(slot.variants[lru].lru);
+      AddBytes(-static_cast<int64_t>(slot.variants[lru].entry->bytes), -1);
+      slot.variants.erase(slot.variants.begin() + lru);
+      evictions_.fetch_add(1);
+      if (stats::Counter* c = evictions_counter_.load()) c->Inc();
+    }
     shard.lru.push_front({&it->first, &slot, entry.get(), use_clock_.fetch_add(1)});
     AddBytes(static_cast<int64_t>(entry->bytes), 1);
     slot.variants.push_back({entry, shard.lru.begin()});

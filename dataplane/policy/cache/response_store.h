@@ -156,6 +156,7 @@ class ResponseStore {
 
   // A smaller budget evicts at the next insert.
   void SetBudget(uint64_t bytes) { budget_.store(bytes); }
+  uint64_t budget() const { return budget_.load(std::memory_order_relaxed); }
   // The namespace of `identity`: the live one, or a new one.
   std::shared_ptr<Namespace> Acquire(const std::string& identity);
 
@@ -182,7 +183,8 @@ class ResponseStore {
                      absl::FunctionRef<std::shared_ptr<Waiter>()> make_waiter,
                      int64_t now, uint64_t* token, std::shared_ptr<Waiter>* waiter);
   // Stores `entry` under `key` (replacing the variant with the same Vary'd
-  // values) and evicts over the budget. `fill_token` (0: none) ends that
+  // values; with kMaxVariants already, the key's least recently used one
+  // goes) and evicts over the budget. `fill_token` (0: none) ends that
   // fill: its waiters get `entry`.
   void Insert(std::string_view key, std::shared_ptr<const Entry> entry,
               uint64_t fill_token);
@@ -193,6 +195,7 @@ class ResponseStore {
   // time. Markers are bounded per shard (kMaxPassMarkers, kMaxPassBytes);
   // an Insert clears the key's.
   static constexpr size_t kMaxPassMarkers = 1024;
+  static constexpr size_t kMaxVariants = 64;
   static constexpr size_t kMaxPassBytes = 256 * 1024;
   void EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until = 0);
   // Stale-while-revalidate: true (and the key is marked until `until`)

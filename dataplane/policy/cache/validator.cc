@@ -88,6 +88,20 @@ class CacheValidator : public api::PolicyValidator {
     }
   }
 
+  // Only a GET stores: `methods: [HEAD]` alone would cache nothing.
+  // Apply only: a stored config with it keeps working (as a cache that
+  // never hits).
+  void ValidateNew(const google::protobuf::Message& message, Errors* errors) const override {
+    const auto& config = static_cast<const v1::CacheConfig&>(message);
+    if (config.methods_size() == 0) return;
+    for (const std::string& method : config.methods()) {
+      if (absl::AsciiStrToUpper(method) == "GET") return;
+    }
+    errors->push_back({"methods",
+                       "without GET nothing is ever stored (a HEAD is answered from what a "
+                       "GET stored): add GET"});
+  }
+
  private:
   static void ValidateMethods(const v1::CacheConfig& config, Errors* errors) {
     std::set<std::string> seen;

@@ -163,6 +163,15 @@ class JwtFilter : public http::Filter {
         return http::FilterStatus::kStopLocalReply;
       }
     }
+    // A token parameter after a ';' (`?x=1;jwt=T`) is neither checked nor
+    // removed, and Rack 2, Python before 3.9.2 and Go before 1.17 read it.
+    if (!settings_.query_parameter.empty() &&
+        QueryParameterAfterSemicolon(callbacks.info().path, settings_.query_parameter)) {
+      callbacks.SendLocalReply(
+          400, absl::StrCat(settings_.query_parameter, " query parameter after a ';'"),
+          http::HeaderMap());
+      return http::FilterStatus::kStopLocalReply;
+    }
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {
       return RefuseOrAnonymous(callbacks, settings_.anonymous, "no bearer token found in request",

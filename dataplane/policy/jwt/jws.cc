@@ -124,6 +124,14 @@ bool RenderScalar(simdjson::dom::element value, std::string* out) {
   }
 }
 
+// Text that a reader splitting a list on ',' (and trimming white space)
+// reads back as this one item.
+bool OneListItem(std::string_view item) {
+  if (item.empty() || item.find(',') != std::string_view::npos) return false;
+  auto space = [](char c) { return c == ' ' || c == '\t'; };
+  return !space(item.front()) && !space(item.back());
+}
+
 ClaimValue Render(simdjson::dom::element value) {
   ClaimValue claim;
   if (value.type() == simdjson::dom::element_type::STRING) {
@@ -138,7 +146,11 @@ ClaimValue Render(simdjson::dom::element value) {
     for (simdjson::dom::element item : array) {
       if (!first) claim.text.push_back(',');
       first = false;
-      if (!RenderScalar(item, &claim.text)) {
+      const size_t item_start = claim.text.size();
+      // An item must read back as one item: no ',' in it, not empty, no
+      // white space at its ends (["user,admin"] is not two roles).
+      if (!RenderScalar(item, &claim.text) ||
+          !OneListItem(std::string_view(claim.text).substr(item_start))) {
         claim.text.clear();
         claim.kind = ClaimValue::Kind::kOther;
         return claim;

@@ -110,15 +110,15 @@ class RateLimitFilter : public http::Filter {
 
  private:
   // The route (its table, virtual host and name: a route name is unique
-  // only within its virtual host), then each part; requests lacking a part
-  // share the route's fallback bucket.
+  // only within its virtual host), then each part; a missing part is the
+  // fallback name (a request lacking every part is in the route's fallback
+  // bucket).
   std::string MakeKey(const http::HeaderMap& headers, const http::StreamInfo& info) const {
     std::string key;
     key.reserve(64);
     AppendPiece(&key, 't', info.route_table);
     AppendPiece(&key, 'v', info.virtual_host);
     AppendPiece(&key, 'r', info.route_name);
-    const size_t route_end = key.size();
     for (v1::RateLimitConfig::KeyPart part : settings_.key) {
       std::string_view value;
       switch (part) {
@@ -135,9 +135,10 @@ class RateLimitFilter : public http::Filter {
         default: continue;
       }
       if (value.empty()) {
-        key.resize(route_end);
+        // Only the missing part falls back: the parts that are there (the
+        // consumer, the address) keep their callers apart.
         AppendPiece(&key, 'f', settings_.fallback);
-        return key;
+        continue;
       }
       AppendPiece(&key, static_cast<char>('0' + part), value);
     }

@@ -66,6 +66,35 @@ class RateLimitValidator : public api::PolicyValidator {
     }
   }
 
+  // A longer window's limit at or below a shorter one's makes the shorter
+  // one dead: each admitted request spends one of both, and the shorter
+  // window earns requests back faster, so it can never refuse alone (Kong
+  // refuses "The limit for hour cannot be lower than the limit for
+  // minute"). Apply only: a stored config with such limits keeps working.
+  void ValidateNew(const google::protobuf::Message& message,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config = static_cast<const v1::RateLimitConfig&>(message);
+    for (int i = 0; i < config.limits_size(); ++i) {
+      const v1::Limit& longer = config.limits(i);
+      for (int j = 0; j < config.limits_size(); ++j) {
+        const v1::Limit& shorter = config.limits(j);
+        if (UnitSeconds(shorter.per()) == 0 ||
+            UnitSeconds(shorter.per()) >= UnitSeconds(longer.per()) || longer.requests() < 1 ||
+            longer.requests() > shorter.requests()) {
+          continue;
+        }
+        errors->push_back(
+            {absl::StrCat("limits[", i, "].requests"),
+             absl::StrCat(longer.requests(), " per ", v1::Limit::Unit_Name(longer.per()),
+                          " is not more than limits[", j, "]'s ", shorter.requests(), " per ",
+                          v1::Limit::Unit_Name(shorter.per()), ": the ",
+                          v1::Limit::Unit_Name(shorter.per()),
+                          " limit could never refuse a request; drop it or raise this one")});
+        break;
+      }
+    }
+  }
+
  private:
   static void ValidateLimits(const v1::RateLimitConfig& config,
                              std::vector<api::PolicyConfigError>* errors) {

@@ -178,6 +178,9 @@ TEST(KeyAuthTest, TwoKeysInARequestAreRefused) {
   fields.headers.Add("ApiKey", "alice-key-123");
   Request params("/x?apikey=bob-key-4567&api%6Bey=alice-key-123");
   Request same("/x?apikey=bob-key-4567&apikey=bob-key-4567");
+  // Rack 2 and older Python and Go read a parameter after a ';'.
+  Request semicolon("/x?z=1;apikey=bob-key-4567");
+  semicolon.headers.Add("apikey", "alice-key-123");
   Request cgi;  // x_api_key is x-api-key to CGI, PHP and Rack
   cgi.headers.Add("apikey", "alice-key-123");
   cgi.headers.Add("ApiKey", "alice-key-123");
@@ -195,7 +198,7 @@ TEST(KeyAuthTest, TwoKeysInARequestAreRefused) {
   one.headers.Add("x-other", "kept");
   EXPECT_EQ(one.Run(*named_factory), http::FilterStatus::kContinue);
   EXPECT_EQ(one.consumer(), "alice");
-  for (Request* r : {&both, &fields, &params, &same, &cgi}) {
+  for (Request* r : {&both, &fields, &params, &same, &semicolon, &cgi}) {
     EXPECT_EQ(r->Run(*factory), http::FilterStatus::kStopLocalReply) << r->callbacks.path_;
     EXPECT_EQ(r->callbacks.status_, 401);
     EXPECT_EQ(r->callbacks.message_, "more than one API key found in request");

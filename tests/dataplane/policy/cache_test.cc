@@ -484,6 +484,27 @@ TEST_F(CacheTest, VarySelectsTheVariant) {
             "<upstream>");
 }
 
+// A key keeps at most kMaxVariants: a Vary on a field each client sends
+// differently evicts the key's least recently used variant, so a lookup
+// never scans thousands under the shard's lock.
+TEST_F(CacheTest, AKeyKeepsABoundedNumberOfVariants) {
+  auto factory = Compile();
+  const size_t cap = ResponseStore::kMaxVariants;
+  const uint64_t evictions = ResponseStore::Global().evictions();
+  auto variant = [](size_t i) { return Fields{{"X-V", absl::StrCat("v", i)}}; };
+  for (size_t i = 0; i < cap; ++i) {
+    Fill(*factory, 200, Fresh(60, {{"Vary", "X-V"}}), absl::StrCat("body", i), variant(i));
+  }
+  EXPECT_EQ(ResponseStore::Global().evictions(), evictions);
+  EXPECT_EQ(FromCache(*factory, variant(0)).body, "body0");  // v0 is now recent
+  Fill(*factory, 200, Fresh(60, {{"Vary", "X-V"}}), "one more", variant(cap));
+  EXPECT_EQ(ResponseStore::Global().evictions(), evictions + 1);
+  EXPECT_EQ(FromCache(*factory, variant(cap)).body, "one more");
+  EXPECT_EQ(FromCache(*factory, variant(0)).body, "body0");
+  EXPECT_EQ(FromCache(*factory, variant(1)).status, "<upstream>");  // the least recent
+  EXPECT_EQ(FromCache(*factory, variant(2)).body, "body2");
+}
+
 TEST_F(CacheTest, KeyParts) {
   v1::CacheConfig config;
   config.add_query_params("page");
@@ -726,6 +747,10 @@ TEST_F(CacheTest, ClientConditionalsGet304FromTheCache) {
   EXPECT_EQ(inm.cache_status(), "Hit");
 
   EXPECT_EQ(FromCache(*factory, {{"If-None-Match", "\"v0\""}}).code, 200);
+  // Two field lines are one list (RFC 9110 5.3): the second one counts too.
+  EXPECT_EQ(FromCache(*factory, {{"If-None-Match", "\"v0\""}, {"If-None-Match", "W/\"v1\""}})
+                .code,
+            304);
   EXPECT_EQ(FromCache(*factory, {{"If-Modified-Since", lm}}).code, 304);
   EXPECT_EQ(FromCache(*factory,
                       {{"If-Modified-Since", DateAt(kStart - 7200 * kSecond)}})
@@ -1447,6 +1472,19 @@ TEST_F(CacheTest, ConfigRulesNameTheField) {
   e = only(c);
   EXPECT_EQ(e.field, "methods[1]");
   EXPECT_TRUE(absl::StrContains(e.message, "only GET and HEAD")) << e.message;
+
+  // HEAD alone stores nothing: refused at apply, kept when stored.
+  c.Clear();
+  c.add_methods("head");
+  EXPECT_TRUE(Errors(c).empty());
+  std::vector<api::PolicyConfigError> at_apply;
+  api::FindPolicyValidator("cache")->ValidateNew(c, &at_apply);
+  ASSERT_EQ(at_apply.size(), 1u);
+  EXPECT_EQ(at_apply[0].field, "methods");
+  c.add_methods("GET");
+  at_apply.clear();
+  api::FindPolicyValidator("cache")->ValidateNew(c, &at_apply);
+  EXPECT_TRUE(at_apply.empty());
 
   c.Clear();
   c.mutable_default_ttl()->set_seconds(-1);

@@ -399,6 +399,18 @@ TEST_F(JwtTest, TokenSourcesAreTriedHeaderCookieQueryAndTheTokenIsRemoved) {
   Request two_params("/x?access_token=" + token + "&access_token=evil");
   EXPECT_EQ(two_params.Run(*keep), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(two_params.callbacks.message_, "more than one access_token query parameter");
+  // After a ';' (read by Rack 2, older Python and Go): neither checked nor
+  // removable, so refused, with or without keep_token.
+  for (const http::FilterFactory* f : {keep.get(), factory.get()}) {
+    Request hidden("/x?a=1;access_token=evil");
+    hidden.headers.Add("authorization", "Bearer " + token);
+    EXPECT_EQ(hidden.Run(*f), http::FilterStatus::kStopLocalReply);
+    EXPECT_EQ(hidden.callbacks.status_, 400);
+    EXPECT_EQ(hidden.callbacks.message_, "access_token query parameter after a ';'");
+  }
+  Request semicolon_value("/x?a=1;b=2");  // other parameters with ';' are no matter
+  semicolon_value.headers.Add("authorization", "Bearer " + token);
+  EXPECT_EQ(semicolon_value.Run(*factory), http::FilterStatus::kContinue);
   // Names PHP reads as access_token count as it (they were left upstream,
   // where $_GET['access_token'] is the unchecked copy).
   for (const char* other : {"access.token", "access+token", "access%20token", "access[token",
@@ -482,6 +494,14 @@ TEST_F(JwtTest, ClaimsGoToHeadersAndClientCopiesAreRemoved) {
   EXPECT_EQ(evil.Run(*factory), http::FilterStatus::kContinue);
   EXPECT_EQ(evil.header("x-user-email"), "<none>");
   EXPECT_EQ(evil.header("x-admin"), "<none>");
+  // An array item that a reader would split or trim is not copied:
+  // ["user,admin"] is not two roles.
+  for (const char* name : {"comma_role", "spaced_role"}) {
+    Request listed = Request::Bearer(Token(name));
+    EXPECT_EQ(listed.Run(*factory), http::FilterStatus::kContinue) << name;
+    EXPECT_EQ(listed.header("x-roles"), "<none>") << name;
+    EXPECT_EQ(listed.header("x-user-email"), "alice@example.com") << name;
+  }
 }
 
 TEST_F(JwtTest, TheConsumerClaimNamesTheConsumer) {

@@ -130,6 +130,8 @@ def main():
         "sub_mallory": token("ES256", ec256, "ec-256", sub="mallory"),
         "sub_number": token("ES256", ec256, "ec-256", sub=42),
         "evil_claim": token("ES256", ec256, "ec-256", email="a@b\r\nx-admin: yes"),
+        "comma_role": token("ES256", ec256, "ec-256", roles=["user,admin"]),
+        "spaced_role": token("ES256", ec256, "ec-256", roles=["user", " admin"]),
         # refused by construction
         "alg_none": b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." +
                     b64(json.dumps(claims).encode()) + ".",

@@ -128,6 +128,31 @@ int Admitted(const http::FilterFactory& factory, int attempts, const auth::Consu
 
 // ---- config rules ----
 
+// A longer window's limit at or below a shorter one's leaves the shorter one
+// nothing to refuse: refused at apply (as Kong does), kept when stored.
+TEST_F(RateLimitTest, ALimitThatCouldNeverRefuseIsRefusedAtApply) {
+  auto at_apply = [](const v1::RateLimitConfig& config) {
+    std::vector<api::PolicyConfigError> errors;
+    api::FindPolicyValidator("rate-limit")->ValidateNew(config, &errors);
+    return errors;
+  };
+  auto dead = Config("", {{5, v1::Limit::MINUTE}, {4, v1::Limit::HOUR}});
+  EXPECT_TRUE(Errors(dead).empty());  // a stored one still compiles
+  auto errors = at_apply(dead);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "limits[1].requests");
+  EXPECT_EQ(errors[0].message,
+            "4 per HOUR is not more than limits[0]'s 5 per MINUTE: the MINUTE limit could never "
+            "refuse a request; drop it or raise this one");
+  EXPECT_EQ(at_apply(Config("", {{10, v1::Limit::DAY}, {10, v1::Limit::SECOND}}))[0].field,
+            "limits[0].requests");  // equal is dead too, in any order
+  EXPECT_TRUE(at_apply(Config("", {{3, v1::Limit::SECOND}, {5, v1::Limit::MINUTE}})).empty());
+  EXPECT_TRUE(at_apply(Config("", {{100, v1::Limit::HOUR}, {10, v1::Limit::SECOND}})).empty());
+  // The shorter limit really never refuses alone: 5/min with 5/hour admits 5.
+  auto factory = Compile(Config("never", {{5, v1::Limit::MINUTE}, {5, v1::Limit::HOUR}}));
+  EXPECT_EQ(Admitted(*factory, 10, &alice), 5);
+}
+
 TEST_F(RateLimitTest, ConfigRulesNameTheField) {
   ASSERT_NE(api::FindPolicyValidator("rate-limit"), nullptr);
   EXPECT_TRUE(Errors(Config("", {{5, v1::Limit::MINUTE}})).empty());
@@ -501,15 +526,32 @@ TEST_F(RateLimitTest, RequestsLackingAPartShareTheFallbackBucket) {
   // Consumers are not affected, and the bucket is per route.
   EXPECT_EQ(Admitted(*factory, 4, &alice), 3);
   EXPECT_EQ(Admitted(*factory, 4, nullptr, "192.0.2.1", "invoices"), 3);
-  // With a part missing among several, the whole key falls back.
+  // With a part missing among several, only that part falls back: a
+  // consumer without the header spends its own budget, not the others'.
   auto config = Config("fallback-2", {{1, v1::Limit::MINUTE}},
                        {v1::RateLimitConfig::CONSUMER, v1::RateLimitConfig::HEADER});
   config.set_header_name("x-tenant");
   config.set_fallback("shared");
   factory = Compile(config);
   EXPECT_TRUE(Exchange(*factory, &alice, "192.0.2.1").admitted());  // no x-tenant
-  EXPECT_FALSE(Exchange(*factory, &bob, "192.0.2.2").admitted());   // same bucket
+  EXPECT_FALSE(Exchange(*factory, &alice, "192.0.2.3").admitted());  // alice's, spent
+  EXPECT_TRUE(Exchange(*factory, &bob, "192.0.2.2").admitted());     // bob's own
   EXPECT_TRUE(Exchange(*factory, &bob, "192.0.2.2", "orders", {{"x-tenant", "t"}}).admitted());
+  // No consumer, with the header: one bucket per header value.
+  EXPECT_TRUE(Exchange(*factory, nullptr, "192.0.2.4", "orders", {{"x-tenant", "u"}}).admitted());
+  EXPECT_FALSE(Exchange(*factory, nullptr, "192.0.2.5", "orders", {{"x-tenant", "u"}}).admitted());
+  EXPECT_TRUE(Exchange(*factory, nullptr, "192.0.2.5", "orders", {{"x-tenant", "v"}}).admitted());
+  // Neither: the route's fallback bucket, apart from the buckets above.
+  EXPECT_TRUE(Exchange(*factory, nullptr, "192.0.2.6", "orders").admitted());
+  EXPECT_FALSE(Exchange(*factory, nullptr, "192.0.2.7", "orders").admitted());
+  // [CLIENT_IP, HEADER]: an address without the header does not starve others.
+  config = Config("fallback-3", {{1, v1::Limit::MINUTE}},
+                  {v1::RateLimitConfig::CLIENT_IP, v1::RateLimitConfig::HEADER});
+  config.set_header_name("x-tenant");
+  factory = Compile(config);
+  EXPECT_TRUE(Exchange(*factory, nullptr, "192.0.2.1").admitted());
+  EXPECT_FALSE(Exchange(*factory, nullptr, "192.0.2.1").admitted());
+  EXPECT_TRUE(Exchange(*factory, nullptr, "192.0.2.2").admitted());
 }
 
 // A route name is unique only within its virtual host: routes named `api`
