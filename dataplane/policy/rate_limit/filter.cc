@@ -254,8 +254,22 @@ class RateLimitPolicyFactory : public PolicyFactory {
                                               &FleetBoard::Get());
       });
     } else {
+      // The same policy with other limits (a limit raised or lowered): its
+      // callers' counts carry over to the new limits.
+      v1::RateLimitConfig without_limits = config;
+      without_limits.clear_limits();
+      const Clock clock = CurrentClock();
       s.limiter = LimiterRegistry::Get().FindOrCreate(
-          identity, [&] { return std::make_unique<GcraLimiter>(specs, max_keys); });
+          identity, StateIdentity(without_limits),
+          [&](const std::vector<std::shared_ptr<RateLimiter>>& family_live) {
+            auto limiter = std::make_unique<GcraLimiter>(specs, max_keys);
+            const int64_t now = family_live.empty() ? 0 : clock();
+            // Only LOCAL limiters, GcraLimiters, are registered with a family.
+            for (const auto& previous : family_live) {
+              limiter->CarryOver(static_cast<const GcraLimiter&>(*previous), now);
+            }
+            return limiter;
+          });
     }
     s.clock = CurrentClock();
     return std::shared_ptr<const http::FilterFactory>(

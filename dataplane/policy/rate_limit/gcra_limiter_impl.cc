@@ -22,7 +22,8 @@ GcraLimiter::GcraLimiter(std::vector<LimitSpec> limits, size_t max_keys) {
       abort();
     }
     int64_t interval = spec.period_ns / static_cast<int64_t>(spec.requests);
-    limits_.push_back({spec.requests, interval, interval * static_cast<int64_t>(spec.requests)});
+    limits_.push_back({spec.requests, interval, interval * static_cast<int64_t>(spec.requests),
+                       spec.period_ns});
   }
   max_keys_ = max_keys;
   shard_count_ = std::min(max_keys, kMaxShards);
@@ -159,6 +160,54 @@ void GcraLimiter::Evict(Shard& shard, int64_t now) {
   for (size_t i = 0; i < more; ++i) shard.map.erase(active[i].second);
   keys_.fetch_sub(more, std::memory_order_relaxed);
   evicted_active_.fetch_add(more, std::memory_order_relaxed);
+}
+
+void GcraLimiter::CarryOver(const GcraLimiter& previous, int64_t now) {
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  const size_t n = limits_.size();
+  int from[kMaxLimits];  // the previous limit of the same period, or -1
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    from[i] = -1;
+    for (size_t j = 0; j < previous.limits_.size(); ++j) {
+      if (previous.limits_[j].period_ns == limits_[i].period_ns) from[i] = static_cast<int>(j);
+    }
+    any = any || from[i] >= 0;
+  }
+  if (!any) return;
+  for (size_t s = 0; s < previous.shard_count_; ++s) {
+    const Shard& old_shard = previous.shards_[s];
+    absl::ReaderMutexLock old_lock(&old_shard.mu);
+    for (const auto& [key, old_entry] : old_shard.map) {
+      int64_t tat[kMaxLimits] = {};
+      bool spent = false;
+      for (size_t i = 0; i < n; ++i) {
+        if (from[i] < 0) continue;
+        const Limit& was = previous.limits_[from[i]];
+        const int64_t debt = old_entry.tat[from[i]].load(kRelaxed) - now;
+        if (debt <= 0) continue;
+        // As many requests spent here (long double: debt * T overflows).
+        const long double here = static_cast<long double>(debt) /
+                                 static_cast<long double>(was.interval_ns) *
+                                 static_cast<long double>(limits_[i].interval_ns);
+        const int64_t owed = here >= static_cast<long double>(limits_[i].burst_ns)
+                                 ? limits_[i].burst_ns
+                                 : static_cast<int64_t>(here);
+        if (owed <= 0) continue;
+        tat[i] = now + owed;
+        spent = true;
+      }
+      if (!spent) continue;
+      if (keys_.load(kRelaxed) >= max_keys_) return;  // the rest start whole
+      Shard& shard = shards_[(absl::HashOf(AbslView(key)) >> 32) % shard_count_];
+      absl::MutexLock lock(&shard.mu);
+      auto [it, inserted] = shard.map.try_emplace(key);
+      if (inserted) keys_.fetch_add(1, kRelaxed);
+      for (size_t i = 0; i < n; ++i) {
+        if (tat[i] > it->second.tat[i].load(kRelaxed)) it->second.tat[i].store(tat[i], kRelaxed);
+      }
+    }
+  }
 }
 
 size_t GcraLimiter::tracked_keys() const {

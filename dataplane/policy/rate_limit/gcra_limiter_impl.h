@@ -79,6 +79,16 @@ class GcraLimiter : public RateLimiter {
   void Take(std::string_view key, int64_t now_ns, Decision* decision) override;
   size_t tracked_keys() const override;
 
+  // Carries the counts of `previous` (the same policy with other limits,
+  // still live) over to this limiter, before it takes any request: for each
+  // limit whose period `previous` limits too, a caller that had spent k
+  // requests there ((TAT - now) / T, fractional) has spent k here, at most
+  // this limit's burst (a caller over the new limit has none left and earns
+  // them back at the new rate). Other limits, and keys whole in `previous`,
+  // start whole; so do keys past max_keys. A request `previous` admits after
+  // this call is not counted here.
+  void CarryOver(const GcraLimiter& previous, int64_t now);
+
   // Keys removed while not whole (their holder got a fresh budget early).
   uint64_t evicted_active() const { return evicted_active_.load(std::memory_order_relaxed); }
 
@@ -95,6 +105,7 @@ class GcraLimiter : public RateLimiter {
     uint64_t requests;
     int64_t interval_ns;  // T
     int64_t burst_ns;     // B = requests * T
+    int64_t period_ns;    // P
   };
 
   void TakeFrom(Entry& entry, int64_t now, Decision* decision) const;

@@ -3,7 +3,9 @@
 // their meaning: scope, name, limits, key, fallback, max_keys; see
 // StateIdentity in internal.h). A config version whose policy keeps its
 // identity gets the limiter the previous version used, counters and all;
-// any other change starts from empty counters. The registry holds limiters
+// a change of its limits alone (scope LOCAL) carries each caller's counts
+// over to the new limiter (GcraLimiter::CarryOver); any other change starts
+// from empty counters. The registry holds limiters
 // weakly: a limiter lives as long as a compiled policy (a FilterFactory of
 // a config version still in use) holds it.
 //
@@ -15,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -30,6 +33,14 @@ class LimiterRegistry {
   // The live limiter of `identity`, or a new one from `make`.
   std::shared_ptr<RateLimiter> FindOrCreate(
       const std::string& identity, const std::function<std::unique_ptr<RateLimiter>()>& make);
+  // The same, for a limiter of `family` (the identity but for its limits):
+  // a new one is made by `make` from the family's live limiters (the
+  // versions of the policy with other limits), so it can carry their
+  // counters over.
+  std::shared_ptr<RateLimiter> FindOrCreate(
+      const std::string& identity, const std::string& family,
+      const std::function<std::unique_ptr<RateLimiter>(
+          const std::vector<std::shared_ptr<RateLimiter>>& family_live)>& make);
   // The live limiter of `identity`, or nullptr.
   std::shared_ptr<RateLimiter> Find(const std::string& identity);
   // Identities with a live limiter.
@@ -40,7 +51,11 @@ class LimiterRegistry {
   void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::weak_ptr<RateLimiter>> by_identity_ ABSL_GUARDED_BY(mu_);
+  struct Slot {
+    std::weak_ptr<RateLimiter> limiter;
+    std::string family;  // empty: made without one
+  };
+  absl::flat_hash_map<std::string, Slot> by_identity_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sluice::policy::rate_limit

@@ -608,7 +608,7 @@ TEST_F(RateLimitTest, AFloodOfDistinctKeysStaysWithinMaxKeysAndKeepsTheBusiestKe
   EXPECT_EQ(Admitted(*factory, 6, nullptr, "198.51.100.7"), 5);
 }
 
-TEST_F(RateLimitTest, CountersCarryOverWhileTheIdentityStaysAndResetWhenLimitsChange) {
+TEST_F(RateLimitTest, CountersCarryOverWhileTheIdentityStaysAndResetWhenItChanges) {
   auto config = Config("carry", {{2, v1::Limit::MINUTE}, {100, v1::Limit::HOUR}});
   auto v1_factory = Compile(config);
   EXPECT_EQ(Admitted(*v1_factory, 3, &alice), 2);
@@ -623,10 +623,10 @@ TEST_F(RateLimitTest, CountersCarryOverWhileTheIdentityStaysAndResetWhenLimitsCh
   auto reordered = Config("carry", {{100, v1::Limit::HOUR}, {2, v1::Limit::MINUTE}});
   auto v3_factory = Compile(reordered);
   EXPECT_EQ(Admitted(*v3_factory, 1, &alice), 0);
-  // Another limit: new counters.
+  // Another limit: what alice spent carries over (2 of the 3 a minute).
   auto changed = Config("carry", {{3, v1::Limit::MINUTE}, {100, v1::Limit::HOUR}});
   auto v4_factory = Compile(changed);
-  EXPECT_EQ(Admitted(*v4_factory, 4, &alice), 3);
+  EXPECT_EQ(Admitted(*v4_factory, 4, &alice), 1);
   // Another name: new counters too.
   EXPECT_EQ(Admitted(*Compile(Config("carry-2", {{2, v1::Limit::MINUTE}, {100, v1::Limit::HOUR}})),
                      3, &alice),
@@ -639,7 +639,40 @@ TEST_F(RateLimitTest, CountersCarryOverWhileTheIdentityStaysAndResetWhenLimitsCh
   ASSERT_NE(LimiterRegistry::Get().Find(identity), nullptr);
   v3_factory.reset();
   EXPECT_EQ(LimiterRegistry::Get().Find(identity), nullptr);
+  v4_factory.reset();  // (while it lived, its counts would carry over)
   EXPECT_EQ(Admitted(*Compile(config), 3, &alice), 2);  // from empty
+}
+
+// A limit raised or lowered keeps what each caller spent (as Kong's
+// counters do). Before, every caller started whole: lowering a limit during
+// an abuse gave the abuser a fresh burst, raising one gave everyone the
+// whole new limit at once.
+TEST_F(RateLimitTest, AChangedLimitKeepsWhatEachCallerSpent) {
+  auto five = Compile(Config("change", {{5, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*five, 3, &alice), 3);
+  EXPECT_EQ(Admitted(*five, 6, &bob), 5);
+  // Raised to 8 a minute (the old version still serving): 5 left for
+  // alice, 3 for bob.
+  auto eight = Compile(Config("change", {{8, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*eight, 10, &alice), 5);
+  EXPECT_EQ(Admitted(*eight, 10, &bob), 3);
+  // Lowered to 2 a minute with 8 spent: none left, then one every 30 s
+  // (not a wait for the 8 to be earned back at the new rate).
+  auto two = Compile(Config("change", {{2, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*two, 3, &alice), 0);
+  EXPECT_EQ(Admitted(*two, 3, &bob), 0);
+  fake_now += 30 * kSecond;
+  EXPECT_EQ(Admitted(*two, 3, &alice), 1);
+  EXPECT_EQ(Admitted(*two, 3, &bob), 1);
+  // A caller the old limits never saw is whole (here: the bucket of
+  // callers without a consumer).
+  EXPECT_EQ(Admitted(*two, 3, nullptr), 2);
+  // A unit the old limits had not starts whole.
+  fake_now += 60 * kSecond;
+  auto hourly = Compile(Config("change", {{2, v1::Limit::MINUTE}, {3, v1::Limit::HOUR}}));
+  EXPECT_EQ(Admitted(*hourly, 3, &alice), 2);
+  // Another key or name is another policy: nothing carries over.
+  EXPECT_EQ(Admitted(*Compile(Config("other", {{3, v1::Limit::MINUTE}})), 4, &alice), 3);
 }
 
 TEST_F(RateLimitTest, ConcurrentRequestsForOneKeyAdmitExactlyTheLimit) {
