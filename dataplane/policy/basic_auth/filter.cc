@@ -3,12 +3,16 @@
 // milliseconds on purpose: the check runs on a verifier thread while the
 // request waits (the worker goes on serving others), and a success is
 // remembered in a bounded cache keyed by a SHA-256 of the credentials, so
-// the next request with them costs one hash and one probe. A cache entry
+// the next request with them costs one hash and one probe; a failure is
+// remembered for 10 s, so the same wrong credentials sent again cost no
+// check either. A cache entry
 // holds a fingerprint of the password hash it was checked against: a
 // consumer whose password changes misses from the next request on.
 #include <openssl/rand.h>
 
+#include <chrono>
 #include <deque>
+#include <limits>
 #include <list>
 #include <memory>
 #include <string>
@@ -41,31 +45,50 @@ using CredentialKey = std::array<unsigned char, 32>;
 
 uint64_t Fingerprint(const std::string& password_hash) { return absl::HashOf(password_hash); }
 
-// Successful verifications, LRU per shard. Thread-safe; lives as long as
-// the process (kept across config versions).
+// How long a failed check is remembered: the same wrong credentials sent
+// again (a client retrying in a loop, a flood) are refused without another
+// slow check, so they cannot fill the verifier's queue and turn every
+// other login away with 503. A password tried for the first time is
+// checked in full: guessing costs the same.
+constexpr int64_t kFailedForNanos = 10'000'000'000;  // 10 s
+
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Verified (or failed) credentials, LRU per shard, each with the
+// fingerprint of the hash it was checked against and when it expires.
+// Thread-safe; lives as long as the process (kept across config versions).
 class VerifiedCache {
  public:
-  bool Contains(const CredentialKey& key, uint64_t fingerprint) {
+  bool Contains(const CredentialKey& key, uint64_t fingerprint, int64_t now = 0) {
     Shard& s = shard(key);
     absl::MutexLock lock(&s.mu);
     auto it = s.map.find(key);
-    if (it == s.map.end() || it->second->second != fingerprint) return false;
+    if (it == s.map.end() || it->second->fingerprint != fingerprint ||
+        it->second->expires <= now) {
+      return false;
+    }
     s.lru.splice(s.lru.begin(), s.lru, it->second);
     return true;
   }
-  void Insert(const CredentialKey& key, uint64_t fingerprint) {
+  void Insert(const CredentialKey& key, uint64_t fingerprint,
+              int64_t expires = std::numeric_limits<int64_t>::max()) {
     Shard& s = shard(key);
     absl::MutexLock lock(&s.mu);
     if (auto it = s.map.find(key); it != s.map.end()) {
-      it->second->second = fingerprint;
+      it->second->fingerprint = fingerprint;
+      it->second->expires = expires;
       s.lru.splice(s.lru.begin(), s.lru, it->second);
       return;
     }
     if (s.map.size() >= kCacheEntriesPerShard) {
-      s.map.erase(s.lru.back().first);
+      s.map.erase(s.lru.back().key);
       s.lru.pop_back();
     }
-    s.lru.emplace_front(key, fingerprint);
+    s.lru.push_front({key, fingerprint, expires});
     s.map.emplace(key, s.lru.begin());
   }
 
@@ -77,12 +100,16 @@ class VerifiedCache {
       return v;
     }
   };
+  struct Item {
+    CredentialKey key;
+    uint64_t fingerprint;
+    int64_t expires;
+  };
   struct Shard {
     absl::Mutex mu;
-    std::list<std::pair<CredentialKey, uint64_t>> lru ABSL_GUARDED_BY(mu);
-    absl::flat_hash_map<CredentialKey, std::list<std::pair<CredentialKey, uint64_t>>::iterator,
-                        KeyHasher>
-        map ABSL_GUARDED_BY(mu);
+    std::list<Item> lru ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<CredentialKey, std::list<Item>::iterator, KeyHasher> map
+        ABSL_GUARDED_BY(mu);
   };
   Shard& shard(const CredentialKey& key) { return shards_[key[31] % kCacheShards]; }
   Shard shards_[kCacheShards];
@@ -105,6 +132,7 @@ class Verifier {
     return *verifier;
   }
   VerifiedCache& cache() { return cache_; }
+  VerifiedCache& failed() { return failed_; }
 
   // False when kMaxPendingVerifications are pending.
   bool Submit(Job job) {
@@ -129,8 +157,22 @@ class Verifier {
         queue_.pop_front();
         ++running_;
       }
-      bool ok = api::VerifyPassword(job.password, job.password_hash);
-      if (ok) cache_.Insert(job.key, Fingerprint(job.password_hash));
+      // The same credentials may have been checked while this job waited
+      // (a burst of one client's requests): their answer, at no cost.
+      const uint64_t fingerprint = Fingerprint(job.password_hash);
+      bool ok;
+      if (cache_.Contains(job.key, fingerprint)) {
+        ok = true;
+      } else if (failed_.Contains(job.key, fingerprint, SteadyNanos())) {
+        ok = false;
+      } else {
+        ok = api::VerifyPassword(job.password, job.password_hash);
+        if (ok) {
+          cache_.Insert(job.key, fingerprint);
+        } else {
+          failed_.Insert(job.key, fingerprint, SteadyNanos() + kFailedForNanos);
+        }
+      }
       job.handle->Post([done = std::move(job.done), ok] { done(ok); });
       absl::MutexLock lock(&mu_);
       --running_;
@@ -141,6 +183,7 @@ class Verifier {
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   size_t running_ ABSL_GUARDED_BY(mu_) = 0;
   VerifiedCache cache_;
+  VerifiedCache failed_;  // failed checks, for kFailedForNanos
 };
 
 struct Settings {
@@ -211,13 +254,22 @@ class BasicAuthFilter : public http::Filter {
       callbacks.SetConsumer(consumer, /*anonymous=*/false);
       return http::FilterStatus::kContinue;
     }
+    // The same wrong credentials again: refused without a check (an
+    // unknown username's too, against the decoy, so the answer's time
+    // still does not tell which usernames exist).
+    const std::string& checked_hash =
+        consumer != nullptr ? consumer->password_hash : *settings_.decoy_hash;
+    if (Verifier::Get().failed().Contains(key, Fingerprint(checked_hash), SteadyNanos())) {
+      return RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
+                               settings_.challenge);
+    }
     // The slow check, off the worker. The request is resumed from the
     // worker; the handle drops the result if the request has ended. An
     // unknown username is checked too, against a hash no password matches,
     // so that the time of the answer does not tell which usernames exist.
     Verifier::Job job;
     job.password = decoded.substr(colon + 1);
-    job.password_hash = consumer != nullptr ? consumer->password_hash : *settings_.decoy_hash;
+    job.password_hash = checked_hash;
     job.key = key;
     job.handle = callbacks.MakeResumeHandle();
     job.done = [this, &callbacks, consumer](bool ok) {

@@ -431,6 +431,31 @@ TEST(BasicAuthTest, AnUnknownUserIsRefusedAfterACheckLikeAWrongPassword) {
   ExpectRefusedAfterTheCheck("mallory:x");
 }
 
+// A failed check is remembered for a while: the same wrong credentials
+// again are refused at once, so a client retrying them in a loop (or a
+// flood of them) cannot fill the verifier's queue and get every other
+// login a 503. Before: each one cost a full check. Another password is
+// checked in full, and so is an unknown user's, like a known one's.
+TEST(BasicAuthTest, TheSameWrongCredentialsAgainAreRefusedWithoutACheck) {
+  auto factory = Compile("basic-auth", basic_auth::v1::BasicAuthConfig());
+  for (const char* creds : {"alice:guess-1", "nobody:guess-1"}) {
+    ExpectRefusedAfterTheCheck(creds);
+    Request again;
+    again.headers.Add("authorization", Basic(creds));
+    EXPECT_EQ(again.Run(*factory), http::FilterStatus::kStopLocalReply) << creds;
+    EXPECT_EQ(again.callbacks.status_, 401) << creds;
+    EXPECT_EQ(again.callbacks.message_, "invalid credentials") << creds;
+    EXPECT_NE(again.callbacks.reply_headers_.Get("www-authenticate"), nullptr) << creds;
+  }
+  ExpectRefusedAfterTheCheck("alice:guess-2");
+  Request right;
+  right.headers.Add("authorization", Basic("alice:wonderland"));
+  if (right.Run(*factory) == http::FilterStatus::kStopIteration) {
+    ASSERT_TRUE(right.callbacks.RunPosted());
+  }
+  EXPECT_EQ(right.consumer(), "alice");
+}
+
 TEST(ChainTest, PoliciesRunByPhaseWhateverTheWrittenOrder) {
   acl::v1::AclConfig acl;
   acl.add_allow("admins");
