@@ -116,6 +116,12 @@ bool IsIpLiteral(const std::string& address) {
 // One spelling per address ("0:0::1" and "::1" are the same, as the proxy
 // binds and connects them), for comparisons; `address` itself when it is
 // not an IP literal.
+// "127.0.0.1:80", "[::1]:80" (as /clusters writes an endpoint).
+std::string HostPort(const std::string& address, uint32_t port) {
+  return address.find(':') != std::string::npos ? absl::StrCat("[", address, "]:", port)
+                                                : absl::StrCat(address, ":", port);
+}
+
 std::string CanonicalAddress(const std::string& address) {
   unsigned char bytes[sizeof(in6_addr)];
   char text[INET6_ADDRSTRLEN];
@@ -1198,7 +1204,7 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     // (An IPv4-mapped IPv6 spelling of another endpoint: at apply only.)
     auto [it, inserted] = seen.emplace(std::make_pair(CanonicalAddress(e.address()), e.port()), i);
     if (!inserted) {
-      sink.Add(f, absl::StrCat(e.address(), ":", e.port(),
+      sink.Add(f, absl::StrCat(HostPort(e.address(), e.port()),
                                " is the same endpoint as endpoints[", it->second,
                                "]"));
     }
@@ -1879,7 +1885,7 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
       auto [it, inserted] = seen.emplace(std::make_pair(key, cluster.endpoints(i).port()), i);
       if (!inserted && mapped != absl::StartsWith(CanonicalAddress(cluster.endpoints(it->second).address()), "::ffff:")) {
         sink.Add(Index("endpoints", i),
-                 absl::StrCat(cluster.endpoints(i).address(), ":", cluster.endpoints(i).port(),
+                 absl::StrCat(HostPort(cluster.endpoints(i).address(), cluster.endpoints(i).port()),
                               " is the same endpoint as endpoints[", it->second, "]"));
       }
     }
@@ -1965,11 +1971,6 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
   }
 }
 
-// "127.0.0.1:80", "[::1]:80".
-std::string HostPort(const std::string& address, uint32_t port) {
-  return address.find(':') == std::string::npos ? absl::StrCat(address, ":", port)
-                                                : absl::StrCat("[", address, "]:", port);
-}
 
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
                                            const std::set<ResourceId>* changed,

@@ -107,7 +107,7 @@ TEST(ValidationTest, DuplicateEndpoint) {
   // One address spelled two ways is one endpoint.
   EXPECT_NE(ErrorsWith(R"(cluster { name: "users"
       endpoints { address: "::1" port: 1 } endpoints { address: "0:0::1" port: 1 } })")
-                .find("endpoints[1]: 0:0::1:1 is the same endpoint as endpoints[0]"),
+                .find("endpoints[1]: [0:0::1]:1 is the same endpoint as endpoints[0]"),
             std::string::npos);
 }
 
@@ -677,7 +677,7 @@ TEST(ValidationTest, ClusterValuesThatCannotWorkAreRefused) {
             std::string::npos);
   EXPECT_NE(AppliedErrors(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 }
                        endpoints { address: "::ffff:127.0.0.1" port: 80 } })")
-                .find("endpoints[1]: ::ffff:127.0.0.1:80 is the same endpoint as endpoints[0]"),
+                .find("endpoints[1]: [::ffff:127.0.0.1]:80 is the same endpoint as endpoints[0]"),
             std::string::npos);
   for (const auto& [check, message] : std::vector<std::pair<std::string, std::string>>{
            {R"(http { path: "/a#b" })", "health_check.http.path: has '#' (0x23) at byte 3"},

@@ -134,7 +134,7 @@ TEST_F(RateLimitTest, TheSixthRequestOfAMinuteIs429AndOtherConsumersAreUnaffecte
   EXPECT_EQ(r.header("ratelimit-limit"), "");
 }
 
-TEST_F(RateLimitTest, ChangesElsewhereKeepTheCountersAndAChangedLimitStartsAfresh) {
+TEST_F(RateLimitTest, ChangesElsewhereKeepTheCountersAndAChangedLimitKeepsWhatWasSpent) {
   Spend(5);
   ASSERT_EQ(Get("alice-key-123").status, 429);
   // An unrelated resource changes (a new consumer): alice is still limited.
@@ -150,17 +150,25 @@ TEST_F(RateLimitTest, ChangesElsewhereKeepTheCountersAndAChangedLimitStartsAfres
   HttpResponse r = Get("alice-key-123");
   EXPECT_EQ(r.status, 429);
   EXPECT_EQ(r.header("ratelimit-limit"), "5");
-  // A changed limit: new counters, the new limit.
+  // A raised limit: the new limit, with what alice spent carried over
+  // (5 of the 8: 3 more). Before, she got all 8 afresh.
   ASSERT_EQ(Apply(Routes(8, true)), 0) << last_error_;
   ASSERT_TRUE(proxy_->WaitForVersion(4)) << proxy_->process().Log();
   r = Get("alice-key-123");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("ratelimit-limit"), "8");
-  EXPECT_EQ(r.header("ratelimit-remaining"), "7");
-  Spend(7);
+  EXPECT_EQ(r.header("ratelimit-remaining"), "2");
+  Spend(2);
   r = Get("alice-key-123");
   EXPECT_EQ(r.status, 429);
   EXPECT_EQ(r.header("ratelimit-limit"), "8");
+  // A lowered one: she spent more than it allows, and stays limited.
+  ASSERT_EQ(Apply(Routes(3, true)), 0) << last_error_;
+  ASSERT_TRUE(proxy_->WaitForVersion(5)) << proxy_->process().Log();
+  r = Get("alice-key-123");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.header("ratelimit-limit"), "3");
+  EXPECT_EQ(Get("carol-key-89").status, 200);
 }
 
 TEST_F(RateLimitTest, ScopeFleetOptionsAreCheckedAtApply) {

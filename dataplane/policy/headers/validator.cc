@@ -30,10 +30,14 @@ bool IsReserved(std::string_view lower) {
 
 constexpr std::string_view kHostRule =
     "host can only be replaced (request.set), not added or removed";
+constexpr std::string_view kResponseHostRule =
+    "host is a request field; a response has none to change";
 
 void CheckName(const std::string& name, const std::string& field, bool allow_host,
-               std::vector<std::pair<std::string, std::string>>* errors) {
-  CheckHeaderName(name, field, allow_host ? std::string_view() : kHostRule, errors);
+               std::vector<std::pair<std::string, std::string>>* errors, bool request = true) {
+  CheckHeaderName(name, field,
+                  allow_host ? std::string_view() : request ? kHostRule : kResponseHostRule,
+                  errors);
 }
 
 void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, bool request,
@@ -48,12 +52,12 @@ void CheckMutations(const v1::HeaderMutations& m, const std::string& prefix, boo
   check_count(m.set_size(), "set");
   check_count(m.add_size(), "add");
   for (int i = 0; i < m.remove_size(); ++i) {
-    CheckName(m.remove(i), absl::StrCat(prefix, ".remove[", i, "]"), false, errors);
+    CheckName(m.remove(i), absl::StrCat(prefix, ".remove[", i, "]"), false, errors, request);
   }
   auto check_values = [&](const auto& list, const char* kind, bool allow_host) {
     for (int i = 0; i < list.size(); ++i) {
       std::string field = absl::StrCat(prefix, ".", kind, "[", i, "]");
-      CheckName(list.Get(i).name(), field + ".name", allow_host, errors);
+      CheckName(list.Get(i).name(), field + ".name", allow_host, errors, request);
       if (request) CheckNotConsumerField(list.Get(i).name(), field + ".name", errors);
       CheckTemplateValue(list.Get(i).value(), field + ".value", TemplateScope(), errors);
     }

@@ -84,10 +84,20 @@ class RequestTransformerFilter : public http::Filter {
   bool WantsRequestBody(const http::HeaderMap&) override { return json_body_; }
 
   http::FilterStatus OnRequestBody(std::string& body,
-                                   http::FilterCallbacks&) override {
+                                   http::FilterCallbacks& callbacks) override {
     // Not JSON, or not an object: Kong's request-transformer leaves such a
-    // body as it is, and so does this policy.
-    if (json_body_) settings_.body.Apply(body_values_, &body);
+    // body as it is, and so does this policy -- unless it takes fields out
+    // and cannot read the body: an upstream's parser might read it (a
+    // number beyond 64 bits, a lone surrogate), the field to remove with it.
+    if (json_body_ && settings_.body.Apply(body_values_, &body) ==
+                          transformer::JsonBodyEdits::Result::kUnreadable &&
+        settings_.body.takes_fields() && !body.empty()) {
+      callbacks.SendLocalReply(400,
+                               "request body is not JSON the gateway can read (its fields to "
+                               "remove or rename could not be taken out)",
+                               http::HeaderMap());
+      return http::FilterStatus::kStopLocalReply;
+    }
     return http::FilterStatus::kContinue;
   }
 

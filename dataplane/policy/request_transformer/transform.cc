@@ -459,19 +459,27 @@ std::optional<std::string> QueryEdits::Apply(
     }
     return false;
   };
+  // Removed and renamed: the name in every spelling an upstream reads as
+  // it (`debug%00`, `debug[]`, `+debug`: PHP's $_GET['debug']), as key-auth
+  // and request-validation compare names.
+  auto named = [](const QueryParameter& p, const std::string& name) {
+    return SameParameterName(std::string_view(p.raw).substr(0, p.raw.find('=')), name);
+  };
   auto remove = [&](const std::string& name) {
     size_t before = params.size();
-    std::erase_if(params,
-                  [&](const QueryParameter& p) { return p.name == name; });
+    std::erase_if(params, [&](const QueryParameter& p) { return named(p, name); });
     return params.size() != before;
   };
   bool changed = false;
   for (const std::string& name : remove_) changed = remove(name) || changed;
   for (const auto& [from, to] : rename_) {
-    if (!has(from)) continue;
+    if (std::none_of(params.begin(), params.end(),
+                     [&](const QueryParameter& p) { return named(p, from); })) {
+      continue;
+    }
     remove(to);
     for (QueryParameter& p : params) {
-      if (p.name != from) continue;
+      if (!named(p, from)) continue;
       size_t eq = p.raw.find('=');
       p.raw = QueryEncode(to) +
               (eq == std::string::npos ? std::string() : p.raw.substr(eq));
@@ -582,12 +590,12 @@ JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
     return result;
   }
   simdjson::dom::parser parser;
+  simdjson::dom::element root;
   simdjson::dom::object object;
-  if (parser.parse(body->data(), body->size()).get_object().get(object)) {
-    return Result::kNotJsonObject;
-  }
+  if (parser.parse(body->data(), body->size()).get(root)) return Result::kUnreadable;
+  if (root.get_object().get(object)) return Result::kNotJsonObject;
   std::vector<RawField> raw;
-  if (!SplitObject(*body, &raw)) return Result::kNotJsonObject;
+  if (!SplitObject(*body, &raw)) return Result::kUnreadable;
 
   struct Field {
     std::string name;          // unescaped
@@ -602,7 +610,7 @@ JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
   fields.reserve(raw.size() + add_.size());
   size_t i = 0;
   for (simdjson::dom::key_value_pair kv : object) {
-    if (i >= raw.size()) return Result::kNotJsonObject;
+    if (i >= raw.size()) return Result::kUnreadable;
     Field f;
     f.name = std::string(kv.key);
     f.raw_key = raw[i].key;
@@ -610,7 +618,7 @@ JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
     fields.push_back(std::move(f));
     ++i;
   }
-  if (i != raw.size()) return Result::kNotJsonObject;
+  if (i != raw.size()) return Result::kUnreadable;
 
   bool changed = false;
   auto has = [&](const std::string& name) {

@@ -164,7 +164,10 @@ std::string QueryEncode(std::string_view text);
 // top-level fields is dropped when anything changes. Added fields go last.
 class JsonBodyEdits {
  public:
-  enum class Result { kChanged, kUnchanged, kNotJsonObject };
+  // kUnreadable: not JSON simdjson reads (invalid, or a number beyond 64
+  // bits and doubles, a lone surrogate, nesting past 1024), though another
+  // parser may read it, fields and all. kNotJsonObject: JSON, not an object.
+  enum class Result { kChanged, kUnchanged, kNotJsonObject, kUnreadable };
   // The JSON texts of replace and add values for one exchange.
   using Values = std::vector<std::string>;
 
@@ -172,6 +175,9 @@ class JsonBodyEdits {
   static absl::StatusOr<JsonBodyEdits> Compile(const EditSpec& spec,
                                                const TemplateScope& scope);
   bool empty() const;
+  // Whether the edits take fields out (remove, rename): then a body they
+  // cannot read must not go on as it is.
+  bool takes_fields() const { return !remove_.empty() || !rename_.empty(); }
   Values Render(const TemplateContext& context) const;
   // Applies remove, rename, replace (only present fields), add (only absent
   // ones) to `body` with `values` from Render().

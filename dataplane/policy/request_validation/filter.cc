@@ -44,6 +44,9 @@ struct Settings {
   std::unique_ptr<const JsonSchema> body_schema;
   bool body_required = false;
   uint64_t body_limit = 0;  // bytes held for body_schema; 0 without one
+  // The header rules' names: a request trailer of one of them (in any CGI
+  // spelling) was never checked, and is dropped.
+  std::vector<std::string> checked_headers;
 };
 
 bool Matches(const RE2& pattern, std::string_view value) {
@@ -195,6 +198,9 @@ class RequestValidationFilterFactory : public http::FilterFactory {
   std::string_view policy_name() const override { return "request-validation"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kValidation; }
   uint64_t request_body_limit() const override { return settings_.body_limit; }
+  const std::vector<std::string>& removed_request_fields() const override {
+    return settings_.checked_headers;
+  }
 
  private:
   const Settings settings_;
@@ -231,6 +237,7 @@ class RequestValidationPolicyFactory : public PolicyFactory {
     auto headers = CompileRules(config.headers());
     if (!headers.ok()) return headers.status();
     s.headers = std::move(*headers);
+    for (const ParameterRule& rule : s.headers) s.checked_headers.push_back(rule.name);
     for (ParameterRule& rule : s.headers) {
       if (rule.name.find_first_of("-_") == std::string::npos) continue;
       rule.remove_other_spellings = true;

@@ -83,7 +83,7 @@ TEST(HeadersPolicyTest, RulesNameTheField) {
   EXPECT_TRUE(absl::StrContains(all, "request.add[1].value: '%' at byte 2 starts no variable")) << all;
   EXPECT_TRUE(absl::StrContains(all, "request.add[2].name: is required")) << all;
   EXPECT_TRUE(absl::StrContains(all, "response.set[0].name: 'transfer-encoding'")) << all;
-  EXPECT_TRUE(absl::StrContains(all, "response.add[0].name: host can only be replaced")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "response.add[0].name: host is a request field")) << all;
   // The consumer fields upstreams trust cannot be written on the request;
   // removing them, or writing them on the response, is allowed.
   errors = Errors(R"pb(
