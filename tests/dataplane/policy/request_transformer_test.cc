@@ -72,7 +72,9 @@ struct Exchange {
       EXPECT_LE(body.size(), factory.request_body_limit());
       status = filter->OnRequestBody(body, callbacks);
     }
-    if (status == http::FilterStatus::kContinue) EXPECT_EQ(callbacks.replies_, 0);
+    if (status == http::FilterStatus::kContinue) {
+      EXPECT_EQ(callbacks.replies_, 0);
+    }
     return status;
   }
 
