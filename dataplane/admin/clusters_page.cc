@@ -135,4 +135,42 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
   return out;
 }
 
+std::string RenderEndpointHealthMetrics(const config::ConfigSnapshot* snapshot) {
+  if (snapshot == nullptr) return "";
+  static constexpr const char* kStates[] = {"healthy", "unhealthy", "unknown", "ejected"};
+  const int64_t now = upstream::NowNanos();
+  std::map<std::string, const upstream::ClusterInfo*> sorted;
+  for (const auto& [name, cluster] : snapshot->clusters) sorted[name] = cluster.get();
+  std::string out =
+      "# HELP sluice_cluster_endpoints Endpoints of each cluster by health, as /clusters "
+      "shows them: healthy, unhealthy (failed its active check), unknown (no check passed "
+      "yet), ejected (outlier detection).\n"
+      "# TYPE sluice_cluster_endpoints gauge\n";
+  for (const auto& [name, c] : sorted) {
+    size_t counts[4] = {};
+    for (const EndpointInfo& e : c->endpoints) {
+      const std::string health = View(e, now).health;
+      for (size_t i = 0; i < 4; ++i) {
+        if (health == kStates[i]) ++counts[i];
+      }
+    }
+    // Cluster names are label-safe (letters, digits, '-', '_', '.'); escaped
+    // all the same.
+    std::string label;
+    for (char ch : name) {
+      if (ch == '\\' || ch == '"') label.push_back('\\');
+      if (ch == '\n') {
+        label.append("\\n");
+        continue;
+      }
+      label.push_back(ch);
+    }
+    for (size_t i = 0; i < 4; ++i) {
+      absl::StrAppend(&out, "sluice_cluster_endpoints{cluster=\"", label, "\",health=\"",
+                      kStates[i], "\"} ", counts[i], "\n");
+    }
+  }
+  return out;
+}
+
 }  // namespace sluice::admin

@@ -14,6 +14,11 @@ namespace sluice::admin {
 
 std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json);
 
+// The `sluice_cluster_endpoints{cluster,health}` gauges (Prometheus text,
+// with HELP and TYPE): per cluster of the snapshot, how many endpoints are
+// healthy, unhealthy, unknown and ejected, as RenderClusters tells them.
+std::string RenderEndpointHealthMetrics(const config::ConfigSnapshot* snapshot);
+
 }  // namespace sluice::admin
 
 #endif  // SLUICE_DATAPLANE_ADMIN_CLUSTERS_PAGE_H_

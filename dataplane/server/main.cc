@@ -270,6 +270,9 @@ class ProxyServer {
     store_.Prune();
   }
   std::string Clusters(bool json) const { return admin::RenderClusters(current().get(), json); }
+  std::string EndpointHealthMetrics() const {
+    return admin::RenderEndpointHealthMetrics(current().get());
+  }
   // Main thread, after the loop ends: stop checking.
   void StopHealthChecks() { health_checker_.reset(); }
 
@@ -545,7 +548,7 @@ int Run(int argc, char** argv) {
          return {true, ready};
        },
        [&proxy] { return proxy.Live(); },
-       [&proxy] { return proxy.stats().RenderPrometheus(); },
+       [&proxy] { return proxy.stats().RenderPrometheus() + proxy.EndpointHealthMetrics(); },
        [&proxy] { return proxy.ConfigDump(); },
        [&proxy](bool json) { return proxy.Clusters(json); },
        [] { ReleaseFreeMemory(); }});

@@ -116,6 +116,8 @@ TEST_F(LoadBalancingTest, KilledEndpointLeavesWithoutFailuresAndReturns) {
   // interval x unhealthy_threshold = 400ms, plus a check timeout and slack.
   EXPECT_LT(out_after, absl::Milliseconds(1500));
   EXPECT_NE(ClustersLine(1).find("refused"), std::string::npos) << ClustersLine(1);
+  EXPECT_EQ(proxy_->Stat("sluice_cluster_endpoints{cluster=\"backends\",health=\"unhealthy\"}"),
+            1);
   absl::SleepFor(absl::Milliseconds(300));
   // Back on the same port: healthy again after one passing check.
   upstreams_[1] = std::make_unique<UpstreamServer>("up1", port, "");
@@ -199,6 +201,12 @@ TEST_F(LoadBalancingTest, OutlierDetectionEjectsA503EndpointAndLetsItBack) {
   for (int i = 0; i < 12; ++i) errors += HttpGet(listener(), "/x").status == 503;
   EXPECT_EQ(errors, 3);  // the 4th request to it would have been the 4th 5xx
   EXPECT_NE(ClustersLine(1).find("health=ejected"), std::string::npos) << Clusters();
+  // The same on /metrics, all four states given (ejected for 1 s: read now).
+  const std::string gauge = "sluice_cluster_endpoints{cluster=\"backends\",health=";
+  EXPECT_EQ(proxy_->Stat(gauge + "\"ejected\"}"), 1) << proxy_->Admin("/metrics").second;
+  EXPECT_EQ(proxy_->Stat(gauge + "\"healthy\"}"), 2);
+  EXPECT_EQ(proxy_->Stat(gauge + "\"unhealthy\"}"), 0);
+  EXPECT_EQ(proxy_->Stat(gauge + "\"unknown\"}"), 0);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(HttpGet(listener(), "/x").status, 200);
   EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"backends\"}"), 1);
   // After the ejection time it takes traffic again (and fails again).
