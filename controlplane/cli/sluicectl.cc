@@ -1017,6 +1017,25 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
   auto loaded = LoadPath(file->second);
   if (!loaded.ok()) return Fail(absl::StrCat("nothing applied:\n", loaded.status().message()));
+  // A `get -o json` export carries the version it was taken at: applied
+  // back, it must not undo what changed since (as kubectl's resourceVersion).
+  uint64_t exported = 0;
+  if (!flags.values.count("if-version")) {
+    for (const auto& r : *loaded) {
+      if (r.exported_version > 0 && (exported == 0 || r.exported_version < exported)) {
+        exported = r.exported_version;
+      }
+    }
+    if (exported > 0) change.if_version = exported;
+  }
+  auto stale_hint = [&] {
+    if (exported > 0) {
+      std::cerr << "the file is a `get -o json` export of version " << exported
+                << " (its \"version\"), and the config changed since: applying it would undo "
+                   "those changes. To apply it anyway, give --if-version with the current "
+                   "version, or remove its \"version\" field\n";
+    }
+  };
   if (flags.values.count("canary") || flags.values.count("verify")) {
     if (flags.switches.count("dry-run")) {
       return UsageFail("--canary and --dry-run do not go together: dry-run the change without "
@@ -1035,7 +1054,9 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   grpc::Status status = stub.Apply(Context().get(), request, &response);
   change_sent = change_sent && !status.ok();  // answered: known
   if (status.error_code() == grpc::StatusCode::ABORTED) {
-    return ConflictFail(stub, status, change.if_version);
+    const int code = ConflictFail(stub, status, change.if_version);
+    stale_hint();
+    return code;
   }
   if (!status.ok()) {
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
@@ -1993,7 +2014,10 @@ int Run(int argc, char** argv) {
   }
   if (flags->switches.count("help") || flags->switches.count("h") ||
       flags->positional.empty()) {
-    std::cout << kUsage;
+    const bool asked = flags->switches.count("help") || flags->switches.count("h");
+    // Asked for: the help is the output. Bare `sluicectl`: a usage error,
+    // on standard error (as every other).
+    (asked ? std::cout : std::cerr) << kUsage;
     return flags->positional.empty() && !flags->switches.count("help") &&
                    !flags->switches.count("h")
                ? 2

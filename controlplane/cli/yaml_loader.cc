@@ -934,8 +934,13 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
                                       "items only)"));
         continue;
       }
+      const size_t before = out.size();
       for (size_t i = 0; i < doc["items"].size(); ++i) {
         load(doc["items"][i], absl::StrCat(where, ", items[", i, "]"));
+      }
+      uint64_t exported = 0;
+      if (doc["version"] && absl::SimpleAtoi(doc["version"].Scalar(), &exported)) {
+        for (size_t i = before; i < out.size(); ++i) out[i].exported_version = exported;
       }
       continue;
     }

@@ -38,6 +38,9 @@ struct LoadedResource {
   // for an item of a `get -o json` list), for FieldLine.
   std::shared_ptr<const std::string> source;
   int document = 0;
+  // An item of a `get -o json` list: the config version it was exported
+  // at (its "version"), which apply takes as --if-version; 0 otherwise.
+  uint64_t exported_version = 0;
 };
 
 // The line of `field`, a path as the control plane names it

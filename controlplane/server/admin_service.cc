@@ -579,6 +579,13 @@ grpc::Status AdminServiceImpl::PurgeCache(
   PurgeOutcome outcome;
   if (purges_ != nullptr)
     outcome = purges_->Purge(selector, request->group(), timeout);
+  if (!request->group().empty() && outcome.targeted == 0) {
+    // A mistyped group purged nothing and said "purged 0 entries on 0 of 0
+    // proxies", as if done.
+    return ToGrpcStatus(absl::NotFoundError(
+        absl::StrCat("no connected proxy is in group \"", request->group(),
+                     "\" (sluicectl proxies lists each proxy's group); nothing purged")));
+  }
   response->set_proxies_targeted(static_cast<uint32_t>(outcome.targeted));
   response->set_proxies_confirmed(static_cast<uint32_t>(outcome.confirmed));
   response->set_entries_removed(outcome.entries_removed);

@@ -112,10 +112,12 @@ TEST_F(CachePurgeTest, RelayedToEveryProxyAndConfirmed) {
       << p1.process().Log();
 
   // Only the proxies of a node group (the harness puts them in "test").
+  // A group no connected proxy is in is refused (it said "purged 0 entries
+  // on 0 of 0 proxies", exit 0: a typo looked done).
   r = Ctl(operator_token, {"cache", "purge", "--group", "elsewhere"});
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_TRUE(absl::StrContains(r.out, "purged 0 entries on 0 of 0 proxies"))
-      << r.out;
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "no connected proxy is in group \"elsewhere\""))
+      << r.err;
   r = Ctl(operator_token,
           {"cache", "purge", "--group", "test", "--path", "/a?x=1"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;

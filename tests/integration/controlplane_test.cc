@@ -140,6 +140,23 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
   EXPECT_NE(deleted.out.find("applied: version 3"), std::string::npos) << deleted.out;
   EXPECT_EQ(cp.Ctl({"get", "cluster", "spare"}).exit_code, 1);
+
+  // The `get -o json` export of version 1, applied back after a change,
+  // does not undo that change (it did, silently): as with --if-version 1.
+  const std::string exported = WriteFile(json.out);
+  auto moved = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("users", 9555))});
+  ASSERT_NE(moved.out.find("applied: version 4"), std::string::npos) << moved.out << moved.err;
+  auto stale = cp.Ctl({"apply", "-f", exported});
+  EXPECT_EQ(stale.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(stale.err, "export of version 1")) << stale.err;
+  EXPECT_TRUE(absl::StrContains(stale.out, "changes since version 1")) << stale.out;
+  EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9555"),
+            std::string::npos);
+  // Asked for with the current version, it is applied.
+  auto forced = cp.Ctl({"apply", "-f", exported, "--if-version", "4"});
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9001"),
+            std::string::npos);
 }
 
 // A dry run of routes changed in a table of 3,000 (some 18,000 lines of
