@@ -341,8 +341,17 @@ Http1Parser::Step Http1Parser::ParseHeadAt(std::string_view data, size_t* pos) {
   // not yet complete always begins with a non-empty line.
   while (start < size && (data[start] == '\r' || data[start] == '\n')) {
     if (data[start] == '\n') {
-      Fail(ParseError::kBadRequest, "bare LF used as a line end");
-      return Step::kFailed;
+      // An empty line ended by a bare LF (`echo | openssl s_client`, a
+      // probe's newline): ignored as nginx does (RFC 9112 2.2 lets a
+      // server take LF alone as a line end; only here, before a start
+      // line, where it carries nothing).
+      if (++leading_empty_lines_ > kMaxLeadingEmptyLines) {
+        Fail(ParseError::kBadRequest, "too many empty lines before start line");
+        return Step::kFailed;
+      }
+      start += 1;
+      *pos = start;
+      continue;
     }
     if (start + 1 == size) break;
     if (data[start + 1] != '\n') {
