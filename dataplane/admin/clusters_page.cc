@@ -3,6 +3,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "dataplane/stats/stats.h"
 
 namespace sluice::admin {
 namespace {
@@ -154,19 +155,9 @@ std::string RenderEndpointHealthMetrics(const config::ConfigSnapshot* snapshot) 
         if (health == kStates[i]) ++counts[i];
       }
     }
-    // Cluster names are label-safe (letters, digits, '-', '_', '.'); escaped
-    // all the same.
-    std::string label;
-    for (char ch : name) {
-      if (ch == '\\' || ch == '"') label.push_back('\\');
-      if (ch == '\n') {
-        label.append("\\n");
-        continue;
-      }
-      label.push_back(ch);
-    }
+    const std::string label = stats::LabelValue(name);
     for (size_t i = 0; i < 4; ++i) {
-      absl::StrAppend(&out, "sluice_cluster_endpoints{cluster=\"", label, "\",health=\"",
+      absl::StrAppend(&out, "sluice_cluster_endpoints{cluster=", label, ",health=\"",
                       kStates[i], "\"} ", counts[i], "\n");
     }
   }

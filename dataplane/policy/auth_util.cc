@@ -158,11 +158,13 @@ size_t CountQueryParameter(std::string_view path_and_query, std::string_view nam
   // Counted as '&' splits the query and as ';' and '&' split it (Rack 2,
   // Python before 3.9.2 and Go before 1.17 read `x=1;apikey=k` as two
   // parameters): the more of the two.
-  return std::max(CountSplitAt(path_and_query, name, "&"),
-                  CountSplitAt(path_and_query, name, "&;"));
+  const size_t by_amp = CountSplitAt(path_and_query, name, "&");
+  if (path_and_query.find(';') == std::string_view::npos) return by_amp;
+  return std::max(by_amp, CountSplitAt(path_and_query, name, "&;"));
 }
 
 bool QueryParameterAfterSemicolon(std::string_view path_and_query, std::string_view name) {
+  if (path_and_query.find(';') == std::string_view::npos) return false;
   return CountSplitAt(path_and_query, name, "&;") > CountSplitAt(path_and_query, name, "&");
 }
 
