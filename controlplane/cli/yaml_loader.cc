@@ -60,6 +60,18 @@ std::string EnumChoices(const google::protobuf::EnumDescriptor& type) {
   return absl::StrJoin(names, ", ");
 }
 
+// A null where a message goes (`tls:` with nothing after it, `tls: ~`): not
+// taken as "unset" (protobuf JSON's reading) nor as "set, all defaults"
+// (what an empty mapping is), since a user can mean either; for `tls` the
+// wrong guess is plaintext or a failing handshake.
+std::string NullMessageError(const google::protobuf::Descriptor& type) {
+  if (absl::StartsWith(type.file()->name(), "google/protobuf/")) {
+    return "is null (a key with nothing after it): leave the field out for its default";
+  }
+  return absl::StrCat("is null (a key with nothing after it): leave the field out to not set "
+                      "it, or write {} for a ", type.name(), " with every default");
+}
+
 // An unknown key as an error message shows it. A key that cannot be a field
 // name is not quoted: it is often a line of a multi-line value (a PEM
 // private key) that fell out of its indentation, and an error message must
@@ -256,6 +268,7 @@ class SpecConverter {
   bool ConvertSingle(const Node& node, const FieldDescriptor* field,
                      const std::string& path, std::string* json) {
     if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
+      if (node.IsNull()) return Fail(node, path, NullMessageError(*field->message_type()));
       return ConvertMessage(node, field->message_type(), path, json);
     }
     if (!node.IsScalar()) return Fail(node, path, "expected a single value");
@@ -491,6 +504,7 @@ class DirectConverter {
     const google::protobuf::Reflection* r = message->GetReflection();
     const bool add = field->is_repeated();
     if (field->type() == FieldDescriptor::TYPE_MESSAGE) {
+      if (node.IsNull()) return kUnsupported;  // the error is SpecConverter's
       return FillMessage(node, add ? r->AddMessage(message, field)
                                    : r->MutableMessage(message, field));
     }

@@ -95,6 +95,39 @@ TEST(YamlLoaderTest, TypeErrors) {
             std::string::npos);
 }
 
+// A null where a message goes is refused, naming both readings: taken as
+// "set, every default" it turned `tls: ~` (meant as "no TLS") into TLS, and
+// taken as "unset" `tls:` (meant as "TLS, defaults") would be plaintext.
+// An empty list (`endpoints:`) stays an empty list.
+TEST(YamlLoaderTest, ANullWhereAMessageGoesIsRefused) {
+  for (const char* doc :
+       {"kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n  tls:\n",
+        "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n  tls: ~\n",
+        "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, port: 1}], tls: null}\n"}) {
+    const std::string error = Error(doc);
+    EXPECT_NE(error.find("spec.tls: is null (a key with nothing after it): leave the field out to "
+                         "not set it, or write {} for a UpstreamTls with every default"),
+              std::string::npos)
+        << error;
+  }
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout:\n")
+                .find("spec.connect_timeout: is null (a key with nothing after it): leave the "
+                      "field out for its default"),
+            std::string::npos);
+  EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  endpoints:\n    - ~\n")
+                .find("spec.endpoints[0]: is null"),
+            std::string::npos);
+  // Left out, and written out, both still load.
+  for (const char* tls : {"", "  tls: {insecure_skip_verify: true}\n"}) {
+    auto loaded = LoadYaml(absl::StrCat("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: "
+                                        "127.0.0.1, port: 1}]\n",
+                                        tls),
+                           "f.yaml");
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ((*loaded)[0].resource.cluster().has_tls(), *tls != '\0');
+  }
+}
+
 // A policy's settings are read against its own message: durations as
 // operators write them, and mistakes named with their path and line.
 TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
