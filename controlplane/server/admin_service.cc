@@ -147,7 +147,9 @@ absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request) {
 absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase* context,
                                                         Role needed, const char* method) {
   AdminCaller caller{"anonymous", context ? context->peer() : "in-process", false};
-  if (!access_.require_tokens) return caller;
+  if (!access_.require_tokens && (access_.tokens == nullptr || !access_.tokens->HasStored())) {
+    return caller;
+  }
   std::string header;
   if (context != nullptr) {
     const auto& metadata = context->client_metadata();

@@ -56,6 +56,7 @@ namespace sluice::controlplane {
 // Who may call the admin API, and where calls are recorded. Not owned; any
 // may be null (no tokens: only the bootstrap or none; no audit log).
 struct AdminAccess {
+  // Also required, without it, once `tokens` holds a stored one.
   bool require_tokens = false;
   OperatorTokens* tokens = nullptr;
   AuditLog* audit = nullptr;

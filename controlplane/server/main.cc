@@ -429,6 +429,10 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kError, "--require-tokens: no token exists yet; give --admin-token-file FILE");
     return 2;
   }
+  if (!require_tokens && (*tokens)->HasStored()) {
+    SLUICE_LOG(kWarning, "the store holds operator tokens: every admin call needs one, as with "
+               "--require-tokens (revoke them all to open the admin API)");
+  }
   auto audit = controlplane::AuditLog::Open(data_dir + "/audit.log");
   if (!audit.ok()) {
     SLUICE_LOG(kError, "cannot open the audit log: ", audit.status().message());

@@ -259,4 +259,9 @@ bool OperatorTokens::empty() const {
   return tokens_.empty() && !bootstrap_;
 }
 
+bool OperatorTokens::HasStored() const {
+  absl::MutexLock lock(&mu_);
+  return !tokens_.empty();
+}
+
 }  // namespace sluice::controlplane

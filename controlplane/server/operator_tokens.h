@@ -89,6 +89,11 @@ class OperatorTokens {
   std::vector<StoredToken> List() const;
   // Whether any token (stored or bootstrap) exists.
   bool empty() const;
+  // Whether a token is stored (made with `token create`, kept in the store
+  // every replica shares): then every call needs a token, whatever
+  // --require-tokens says, so that a replica started without the flag is no
+  // way around the others' tokens.
+  bool HasStored() const;
 
  private:
   OperatorTokens(std::unique_ptr<TokenStore> store,

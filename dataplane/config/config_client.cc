@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "api/route_patch.h"
@@ -235,8 +236,14 @@ void ConfigClient::Run() {
                  StatusText(*ended), "); ", serving);
     } else if (ended->error_code() == grpc::StatusCode::UNAVAILABLE ||
                ended->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      SLUICE_LOG(kWarning, "control plane ", address, " unreachable (", StatusText(*ended),
-                 "); ", serving);
+      // As sluicectl says it: plaintext against a TLS port reads as a
+      // closed socket. A refused connection is no TLS matter.
+      const bool tls_hint =
+          tls_ca_pem_.empty() && ended->error_code() == grpc::StatusCode::UNAVAILABLE &&
+          !absl::StrContains(ended->error_message(), "Connection refused");
+      SLUICE_LOG(kWarning, "control plane ", address, " unreachable (", StatusText(*ended), ")",
+                 tls_hint ? " (if it serves TLS, give --control-plane-ca FILE)" : "", "; ",
+                 serving);
     } else {
       SLUICE_LOG(kWarning, "control plane ", address, " refused the config stream (",
                  StatusText(*ended), "); ", serving);

@@ -260,6 +260,19 @@ TEST_F(ControlPlaneTlsTest, SluicectlWithoutCaFailsClearly) {
       << missing.err;
 }
 
+// A proxy without --control-plane-ca against a TLS port says what to give,
+// as sluicectl does (it logged only "Socket closed", again and again).
+TEST_F(ControlPlaneTlsTest, ProxyWithoutCaSaysWhatToGive) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  Proxy plain(cp.address(), "p1", 1, "", {});
+  ASSERT_TRUE(plain.ok()) << plain.process().Log();
+  EXPECT_TRUE(plain.process().WaitForLogLine(
+      "(if it serves TLS, give --control-plane-ca FILE)", absl::Seconds(10)))
+      << plain.process().Log();
+  EXPECT_EQ(plain.ReadyVersion(), 0u);
+}
+
 // (e) Plaintext on a non-loopback address needs --insecure.
 TEST_F(ControlPlaneTlsTest, PlaintextOnAllAddressesNeedsInsecure) {
   const std::string listen = absl::StrCat("0.0.0.0:", PickFreePort());

@@ -397,6 +397,32 @@ TEST_F(OperatorAccessTest,
   EXPECT_TRUE(absl::StrContains(lines[0], R"("method":"Apply")")) << lines[0];
 }
 
+// A stored token is required by every replica, --require-tokens or not:
+// with --store etcd a replica started without the flag was a way around
+// the other replicas' tokens (and could mint an admin token they accept).
+TEST_F(OperatorAccessTest, AStoredTokenIsRequiredWithoutRequireTokens) {
+  Start(/*require_tokens=*/false);
+  const std::string op = MakeToken("deployer", "operator");
+  grpc::Status refused = ApplyCluster("");
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED) << refused.error_message();
+  admin::v1::CreateTokenRequest create;
+  create.set_name("evil");
+  create.set_role("admin");
+  admin::v1::CreateTokenResponse created;
+  EXPECT_EQ(stub_->CreateToken(As("").get(), create, &created).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(state_->Current()->version, 0u);
+  grpc::Status applied = ApplyCluster(op, "mallory@laptop");
+  ASSERT_TRUE(applied.ok()) << applied.error_message();
+  EXPECT_EQ(state_->History()->stored().entries.back().author, "deployer");
+  // With every stored token revoked, the API is open again.
+  admin::v1::RevokeTokenRequest revoke;
+  revoke.set_name("deployer");
+  admin::v1::RevokeTokenResponse revoked;
+  ASSERT_TRUE(stub_->RevokeToken(As(kBootstrap).get(), revoke, &revoked).ok());
+  EXPECT_TRUE(ApplyCluster("").ok());
+}
+
 TEST_F(OperatorAccessTest, RolloutsNeedTheOperatorRoleAndAreAudited) {
   Start(/*require_tokens=*/true);
   const std::string viewer = MakeToken("dash", "viewer");
