@@ -247,11 +247,16 @@ struct Http2ServerCodecAccess {
         Http2ServerCodec::Stream* stream = codec->FindStream(id);
         if (stream == nullptr) return 0;
         stream->peer_reset = true;
-        // Premature: reset before its response began (Envoy counts resets
-        // within a second of the stream's start). A client that cancels a
-        // stream it is being answered on (a gRPC call it no longer needs, an
-        // aborted download) is no attacker: the work was done.
-        if (!stream->final_response) codec->CountPrematureEnd();
+        // Premature: reset before its response began, and (the caller says)
+        // soon after it started. A client that cancels a stream it is being
+        // answered on (a gRPC call it no longer needs, an aborted download)
+        // is no attacker: the work was done; nor is one giving up on a slow
+        // call it waited for.
+        if (!stream->final_response &&
+            (!stream->delivered || stream->closed ||
+             codec->callbacks_->ClientResetIsPremature(id))) {
+          codec->CountPrematureEnd();
+        }
         return 0;
       }
       case NGHTTP2_PING:

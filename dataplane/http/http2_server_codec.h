@@ -204,6 +204,10 @@ class Http2ServerCallbacks {
   // pseudo-header in trailers, a stream window overrun): called just before
   // its OnStreamReset.
   virtual void OnStreamProtocolError(int32_t /*stream_id*/, uint32_t /*error_code*/) {}
+  // The client reset a stream the caller has seen, before its response
+  // began: whether that counts towards rapid reset (the codec reads no
+  // clock; the caller knows how long the exchange lived).
+  virtual bool ClientResetIsPremature(int32_t /*stream_id*/) { return true; }
 };
 
 class Http2ServerCodec {

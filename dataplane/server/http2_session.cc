@@ -625,6 +625,11 @@ void Http2Session::OnStreamProtocolError(int32_t stream_id, uint32_t error_code)
   stream->proxy().SetResponseFlagIfUnset("bad_request");
 }
 
+bool Http2Session::ClientResetIsPremature(int32_t stream_id) {
+  Stream* stream = Find(stream_id);
+  return stream == nullptr || stream->proxy().ResetIsPremature(absl::Now());
+}
+
 void Http2Session::OnStreamWritable(int32_t stream_id) {
   if (Stream* stream = Find(stream_id)) stream->proxy().OnDownstreamDrained();
 }

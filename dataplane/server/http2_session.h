@@ -89,6 +89,7 @@ class Http2Session : public net::ConnectionCallbacks,
   void OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) override;
   void OnStreamReset(int32_t stream_id, uint32_t error_code) override;
   void OnStreamProtocolError(int32_t stream_id, uint32_t error_code) override;
+  bool ClientResetIsPremature(int32_t stream_id) override;
   void OnRequestHeadersTooLarge(int32_t stream_id, ReplyFields* reply) override;
   // Counted as a protocol error and access-logged (status 0, bad_request).
   void OnRequestMalformed(int32_t stream_id, const http::RequestPseudo& pseudo,

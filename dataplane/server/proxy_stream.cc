@@ -879,6 +879,13 @@ void ProxyStream::Route(const RequestHead& request) {
   ConnectUpstream();
 }
 
+bool ProxyStream::ResetIsPremature(absl::Time now) const {
+  const absl::Duration lived = now - start_time_;
+  if (lived >= kPrematureResetLifetime) return false;
+  return !grpc_ || grpc_timeout_ == absl::InfiniteDuration() ||
+         lived < std::max(grpc_timeout_ / 2, kMinDeadlineLifetime);
+}
+
 bool ProxyStream::GrpcTimeoutBinds() const {
   return grpc_timeout_ < absl::InfiniteDuration() &&
          (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout);

@@ -209,6 +209,15 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool active() const { return active_; }
   bool tunnel() const { return tunnel_; }
   bool response_started() const { return response_started_; }
+  // The client reset this exchange before its response began: a rapid
+  // reset (CVE-2023-44487) unless the exchange lived kPrematureResetLifetime
+  // (Envoy's premature_reset_min_stream_lifetime) or, a gRPC call, half its
+  // grpc-timeout (the header may come late, behind other calls' frames, and
+  // the reset early), at least kMinDeadlineLifetime: a client giving up on a
+  // slow call, which an upstream slowdown makes many of at once.
+  bool ResetIsPremature(absl::Time now) const;
+  static constexpr absl::Duration kPrematureResetLifetime = absl::Seconds(1);
+  static constexpr absl::Duration kMinDeadlineLifetime = absl::Milliseconds(100);
   const std::string& request_id() const { return request_id_; }
 
   // upstream::UpstreamEvents

@@ -8,7 +8,9 @@
       sluice.test.Echo/Unary         echoes the request. "fail:CODE:MESSAGE"
                                      aborts with that status number and
                                      message; "sleep:MS" answers after MS
-                                     milliseconds, or ends on cancellation.
+                                     milliseconds, or ends on cancellation;
+                                     "hang:MS" the same with no response
+                                     head before it.
       sluice.test.Echo/ServerStream  "N:SIZE[:DELAY_MS]": N messages,
                                      message i is pattern(i, SIZE).
       sluice.test.Echo/ClientStream  answers "count=N bytes=TOTAL".
@@ -156,6 +158,11 @@ class EchoServer:
 
     def unary(self, request, context):
         self.count("/sluice.test.Echo/Unary")
+        if request.startswith(b"hang:"):  # no response head either, until the client goes
+            deadline = time.monotonic() + int(request[5:]) / 1000
+            while context.is_active() and time.monotonic() < deadline:
+                time.sleep(min(0.01, max(0, deadline - time.monotonic())))
+            return request
         self.echo_metadata(context)
         context.set_trailing_metadata([("x-trailer", "unary")])
         if request.startswith(b"fail:"):
@@ -301,6 +308,20 @@ def call(args):
     sent = []  # what was sent, for the echo checks
     rpc = None
     start = time.monotonic()
+    # Beside the call, on its connection: waves of unary calls the upstream
+    # answers too late, each ending at its deadline (the client resets it).
+    expiring = {}
+    expiring_thread = None
+    if args.expiring:
+        def expire():
+            for _ in range(args.expiring_waves):
+                calls = [channel.unary_unary("/sluice.test.Echo/Unary").future(
+                    b"hang:5000", timeout=args.expiring_timeout) for _ in range(args.expiring)]
+                for future in calls:
+                    name = future.code().name
+                    expiring[name] = expiring.get(name, 0) + 1
+        expiring_thread = threading.Thread(target=expire)
+        expiring_thread.start()
 
     try:
         if args.kind == "unary":
@@ -354,6 +375,9 @@ def call(args):
     except grpc.RpcError as error:
         rpc = error  # for unary calls the error is the call
     report["elapsed_ms"] = round((time.monotonic() - start) * 1000)
+    if expiring_thread is not None:
+        expiring_thread.join()
+        report["expiring"] = expiring
 
     code = rpc.code()
     report.update(
@@ -404,6 +428,10 @@ def main():
     client.add_argument("--timeout", type=float)
     client.add_argument("--metadata", action="append", default=[])
     client.add_argument("--service", default="")
+    client.add_argument("--expiring", type=int, default=0,
+                        help="unary calls per wave that outlive their deadline, beside the call")
+    client.add_argument("--expiring-timeout", type=float, default=0.3)
+    client.add_argument("--expiring-waves", type=int, default=1)
     args = parser.parse_args()
     try:
         sys.exit(serve(args) if args.mode == "server" else call(args))

@@ -319,6 +319,20 @@ TEST_F(GrpcTest, ClientDeadlineEndsTheCallAndFreesTheUpstreamStream) {
   EXPECT_EQ(r.payload, "after") << r.Describe();
 }
 
+// Calls ending at their deadline before any answer (an upstream slowdown)
+// are reset by the client before their response began; that is no rapid
+// reset (CVE-2023-44487). Counted as one, 100 of them ended the connection
+// with GOAWAY(ENHANCE_YOUR_CALM) and the healthy stream on it with it.
+TEST_F(GrpcTest, CallsEndingAtTheirDeadlineAreNoRapidReset) {
+  GrpcCallResult r = Call("server-stream", {"--payload", "30:16:100", "--expiring", "80",
+                                            "--expiring-waves", "3", "--expiring-timeout", "0.3"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.responses, 30) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out, "\"expiring\": {\"DEADLINE_EXCEEDED\": 240}")) << r.out;
+  EXPECT_EQ(proxy_->Stat("sluice_downstream_protocol_errors_total"), 0);
+}
+
 TEST_F(GrpcTest, APolicysRefusalIsAGrpcStatus) {
   GrpcCallResult r = Call("unary", {"--authority", "keyed.test"});
   EXPECT_EQ(r.code, "UNAUTHENTICATED") << r.out << r.err;

@@ -102,9 +102,16 @@ class RecordingCallbacks : public Http2ServerCallbacks {
     }
   }
 
+  bool ClientResetIsPremature(int32_t stream_id) override {
+    asked_premature.push_back(stream_id);
+    return premature;
+  }
+
   std::map<int32_t, ServerRequest> requests;
   std::vector<int32_t> order;
   std::vector<int32_t> too_large;
+  std::vector<int32_t> asked_premature;
+  bool premature = true;  // what ClientResetIsPremature answers
   std::map<int32_t, std::string> malformed;  // what was decoded of each
   Http2ServerCodec* codec = nullptr;
   bool consume = true;  // ConsumeRequestData as soon as bytes arrive
@@ -1713,6 +1720,21 @@ TEST(Http2ServerCodecTest, RapidResetGetsGoaway) {
   ASSERT_NE(goaway, nullptr);
   EXPECT_EQ(ServerFrameReader::Code(*goaway), NGHTTP2_ENHANCE_YOUR_CALM);
   EXPECT_FALSE(f.codec.WantsRead());
+}
+
+// The caller decides whether a client's reset of a stream it has seen is
+// premature (how long the exchange lived): the codec asks, and counts only
+// what it is told to.
+TEST(Http2ServerCodecTest, AResetTheCallerCallsNotPrematureIsNotCounted) {
+  RawFixture f;
+  f.callbacks.premature = false;
+  EXPECT_TRUE(f.Send(ClientPreface() + RapidResets(1, 500, 1))) << f.codec.error();
+  EXPECT_EQ(f.callbacks.requests.size(), 500u);
+  EXPECT_EQ(f.callbacks.asked_premature.size(), 500u);
+  EXPECT_TRUE(f.codec.error().empty()) << f.codec.error();
+  f.callbacks.premature = true;
+  EXPECT_FALSE(f.Send(RapidResets(1001, 200, 1)));
+  EXPECT_NE(f.codec.error().find("rapid reset"), std::string::npos) << f.codec.error();
 }
 
 TEST(Http2ServerCodecTest, OccasionalCancellationsAreFine) {
