@@ -32,7 +32,10 @@ void AppendJsonString(std::string* out, std::string_view value) {
       continue;
     }
     // A UTF-8 sequence: copied when well formed, else U+FFFD for the byte.
-    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+    size_t n = c >= 0xf0 && c <= 0xf4   ? 4
+               : c >= 0xe0 && c <= 0xef ? 3
+               : c >= 0xc2 && c <= 0xdf ? 2
+                                        : 0;
     bool ok = n > 0 && i + n <= value.size();
     for (size_t k = 1; ok && k < n; ++k) {
       ok = (static_cast<unsigned char>(value[i + k]) & 0xc0) == 0x80;
@@ -45,7 +48,16 @@ void AppendJsonString(std::string* out, std::string_view value) {
       unsigned char c1 = static_cast<unsigned char>(value[i + 1]);
       ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
     }
-    if (ok) {
+    // U+0085, U+2028 and U+2029 are valid JSON, but line ends to many
+    // readers (JavaScript before ES2019, Python's splitlines): escaped, a
+    // log line stays one line to every reader.
+    const bool line_end = ok && ((n == 2 && c == 0xc2 && value[i + 1] == '\x85') ||
+                                 (n == 3 && c == 0xe2 && value[i + 1] == '\x80' &&
+                                  (value[i + 2] == '\xa8' || value[i + 2] == '\xa9')));
+    if (line_end) {
+      out->append(n == 2 ? "\\u0085" : value[i + 2] == '\xa8' ? "\\u2028" : "\\u2029");
+      i += n;
+    } else if (ok) {
       out->append(value.substr(i, n));
       i += n;
     } else {

@@ -114,6 +114,16 @@ TEST(AccessLogTest, StringsAreEscapedAndInvalidUtf8Replaced) {
   std::string out;
   common::AppendJsonString(&out, "a\"b\\c\nd\x01 \xc3\xa9 \xff \xe2\x82 \xed\xa0\x80");
   EXPECT_EQ(out, "\"a\\\"b\\\\c\\u000ad\\u0001 \xc3\xa9 \\ufffd \\ufffd\\ufffd \\ufffd\\ufffd\\ufffd\"");
+  // Bytes F5..FF start no sequence, even when continuation bytes follow
+  // (F8..FF were taken for a 3-byte start and copied raw: the line was no
+  // UTF-8 and log pipelines dropped it).
+  out.clear();
+  common::AppendJsonString(&out, "A\xff\x80\x80" "B\xf8\x88\x80" "C\xf5\xbf\xbf" "D\xf4\x8f\xbf\xbf");
+  EXPECT_EQ(out, "\"A\\ufffd\\ufffd\\ufffdB\\ufffd\\ufffd\\ufffdC\\ufffd\\ufffd\\ufffdD\xf4\x8f\xbf\xbf\"");
+  // Line ends other than \n that some readers split on are escaped.
+  out.clear();
+  common::AppendJsonString(&out, "a\xe2\x80\xa8" "b\xe2\x80\xa9" "c\xc2\x85" "d\xe2\x80\xa7");
+  EXPECT_EQ(out, "\"a\\u2028b\\u2029c\\u0085d\xe2\x80\xa7\"");
 }
 
 TEST(AccessLogTest, ReopenAfterRenameWritesToANewFile) {
