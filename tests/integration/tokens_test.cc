@@ -216,6 +216,20 @@ TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {
     ASSERT_EQ(live.status, 200) << i << ": " << live.body;
     ASSERT_EQ(live.body, "alive\n");
   }
+  // Read before the token is checked, a request is bounded: a 200 MB body
+  // is refused from its head (it was read whole, into memory, then 405),
+  // and so is a head over 8 KiB (a 150 MB header was read whole, then 401).
+  std::string answer = SendRaw(proxy.admin_address(),
+                               "POST /metrics HTTP/1.1\r\nHost: a\r\n"
+                               "Content-Length: 209715200\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 413")) << answer;
+  answer = SendRaw(proxy.admin_address(),
+                   absl::StrCat("GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: ",
+                                std::string(16 * 1024, 'a'), "\r\n\r\n"));
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 400") ||
+              absl::StartsWith(answer, "HTTP/1.1 431"))
+      << answer.substr(0, 200);
+  EXPECT_EQ(HttpGet(proxy.admin_address(), "/ready").status, 200);
 }
 
 }  // namespace
