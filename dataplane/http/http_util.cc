@@ -168,6 +168,17 @@ std::string_view ReasonPhrase(int status) {
   }
 }
 
+const char* CaseVariantOfStandardMethod(std::string_view method) {
+  static constexpr std::string_view kStandard[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                                   "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (std::string_view standard : kStandard) {
+    if (method.size() == standard.size() && EqualsIgnoreCase(method, standard)) {
+      return method == standard ? nullptr : standard.data();
+    }
+  }
+  return nullptr;
+}
+
 std::string ErrorBody(std::string_view error, std::string_view request_id) {
   std::string out = "{\"error\":";
   common::AppendJsonString(&out, error);

@@ -24,6 +24,12 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
+// The standard method (RFC 9110 9.3, RFC 5789 PATCH) that `method` spells
+// in another case ("post", "Delete"); null when it is one exactly, or none.
+// Methods are case-sensitive, so such a request matches no route's
+// `methods`, while frameworks that upper-case the method act on it.
+const char* CaseVariantOfStandardMethod(std::string_view method);
+
 // The field names a message's Connection headers list (RFC 9110 7.6.1),
 // lower-cased and sorted: a lookup costs O(log tokens), so a header section
 // with many fields and a Connection field with many tokens costs linear

@@ -493,6 +493,16 @@ void ProxyStream::Start(const RequestHead& request) {
                       {}, "application/json", /*close_connection=*/true);
     return;
   }
+  if (const char* standard = http::CaseVariantOfStandardMethod(head.method)) {
+    // As nginx: `post` past a route's `methods: [POST]` (and its policies)
+    // would reach an upstream that upper-cases it.
+    response_flag_ = "bad_request";
+    SendLocalResponse(400, absl::StrCat("method ",
+                                        absl::string_view(head.method.data(), head.method.size()),
+                                        " is not ", standard,
+                                        ": methods are case-sensitive (RFC 9110 9.1)"));
+    return;
+  }
   if (head.method == "CONNECT") {
     response_flag_ = "bad_request";
     SendLocalResponse(405, "CONNECT is not supported",
