@@ -278,6 +278,7 @@ struct Http2ServerCodecAccess {
     if (stream->too_large) {
       stream->closed = true;
       Http2ServerCallbacks::ReplyFields reply;
+      reply.grpc = stream->grpc;
       codec->callbacks_->OnRequestHeadersTooLarge(stream->id, &reply);
       codec->RespondHeadersTooLarge(stream, reply);
       codec->CountPrematureEnd();

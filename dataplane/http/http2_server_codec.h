@@ -186,6 +186,9 @@ class Http2ServerCallbacks {
   struct ReplyFields {
     std::string request_id;  // x-request-id, and in the JSON body
     std::string date;        // the Date field (RFC 9110 6.6.1)
+    // Set by the codec: a gRPC request, answered grpc-status 2 (UNKNOWN),
+    // as gRPC maps a 431, in a trailers-only response.
+    bool grpc = false;
   };
   // Informational (access log, metrics): the request head was over
   // max_header_list_bytes; the codec answers it with 431 itself, right

@@ -69,7 +69,9 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
         }
         break;
       case ResponseHead::Body::kLength:
-        content_length = head.content_length;
+        if (!head.length_implied || head.content_length != 0) {
+          content_length = head.content_length;
+        }
         end = head.content_length == 0;
         break;
       case ResponseHead::Body::kStream:
@@ -356,6 +358,7 @@ void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* 
   e.peer_ip = net::DirectPeer(connection_->transport());
   e.protocol = "HTTP/2";
   e.status = 431;
+  if (reply->grpc) e.grpc_status = 2;
   RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
 }
 

@@ -1996,6 +1996,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   } else if (head.framing == http::BodyFraming::kNone) {
     out.body = ResponseHead::Body::kLength;
     out.content_length = 0;
+    out.length_implied = true;
   } else {
     out.body = ResponseHead::Body::kStream;  // chunked or delimited by close
   }

@@ -560,6 +560,18 @@ TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
     EXPECT_TRUE(WaitFor([&] { return grpc_count(route, client_reads) == 1; }, absl::Seconds(5)))
         << route << "\n" << proxy.Admin("/metrics").second;
   }
+  // A trailers-only answer goes to an HTTP/2 client as it came, without the
+  // content-length: 0 an HTTP/1 client needs (grpcio handed it to the
+  // application as trailing metadata).
+  HttpResponse h1 = HttpRequest(address, "POST", "/code17/g", grpc, "", absl::Seconds(10));
+  EXPECT_EQ(h1.header("content-length"), "0") << h1.error;
+  CommandResult h2 = RunCommand({"/usr/bin/curl", "-sS", "-i", "--max-time", "10",
+                                 "--http2-prior-knowledge", "-X", "POST", "-H",
+                                 "content-type: application/grpc", "-H", "te: trailers",
+                                 absl::StrCat("http://", address, "/code17/g")});
+  EXPECT_TRUE(absl::StartsWith(h2.out, "HTTP/2 200")) << h2.out << h2.err;
+  EXPECT_TRUE(absl::StrContains(h2.out, "grpc-status: 17")) << h2.out;
+  EXPECT_FALSE(absl::StrContains(h2.out, "content-length")) << h2.out;
   // gRPC-Web carries its status in the body: a head without one is not
   // counted as UNKNOWN (every successful call was).
   HttpResponse w = HttpRequest(address, "POST", "/web/g",
