@@ -2436,7 +2436,10 @@ void ProxyStream::OnRouteTimeout() {
                         ? "upstream did not answer within the client's grpc-timeout"
                         : "upstream did not answer within the route timeout";
   response_flag_ = "upstream_timeout";
-  SendLocalResponse(504, why, {}, {}, "application/json", /*close_connection=*/true);
+  // A whole request leaves the connection in step: kept, as nginx and Envoy
+  // keep it.
+  SendLocalResponse(504, why, {}, {}, "application/json",
+                    /*close_connection=*/!request_complete_);
 }
 
 void ProxyStream::ReleaseUpstream(bool reusable) {

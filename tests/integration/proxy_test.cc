@@ -414,9 +414,16 @@ TEST_F(ProxyTest, UpstreamFailures) {
   v = Apply(slow);
   for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
   absl::Time start = absl::Now();
-  r = HttpGet(listener(), "/x?hang=1");
+  HttpConnection kept(listener());
+  r = kept.Request("GET", "/x?hang=1");
   EXPECT_EQ(r.status, 504) << r.body << r.error;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  // The request was whole: its connection is kept, as nginx and Envoy keep
+  // it (it was closed, and a pipelined request after it lost).
+  EXPECT_NE(r.header("connection"), "close");
+  r = kept.Request("GET", "/x");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(kept.connections_opened(), 1);
 
   // Reset before the response: 502. Closed mid-response: the client sees the cut.
   r = HttpGet(listener(), "/x?reset=1");
