@@ -428,11 +428,13 @@ void ProxyStream::Start(const RequestHead& request) {
   // One pass over the fields for what the stream itself reads.
   const http::HeaderField* id_header = nullptr;
   const http::HeaderField* traceparent = nullptr;
+  bool traceparent_repeated = false;
   for (const http::HeaderField& h : *head.headers) {
     if (id_header == nullptr && http::EqualsIgnoreCase(h.name, "x-request-id")) {
       id_header = &h;
     } else if (http::EqualsIgnoreCase(h.name, "traceparent")) {
-      traceparent = traceparent == nullptr ? &h : traceparent;
+      traceparent_repeated = traceparent != nullptr;
+      if (!traceparent_repeated) traceparent = &h;
     } else if (http::EqualsIgnoreCase(h.name, "content-type")) {
       grpc_ = h.value.substr(0, 16) == "application/grpc";
       // A gRPC-Web client reads the gateway's errors in a reply of its own
@@ -451,7 +453,8 @@ void ProxyStream::Start(const RequestHead& request) {
   } else {
     worker_.NewRequestId(&request_id_);
   }
-  SetUpTraceContext(traceparent);
+  // Two traceparent fields are none (W3C Trace Context 3.2: a new trace).
+  SetUpTraceContext(traceparent_repeated ? nullptr : traceparent);
 
   auto listener_it = snapshot_->listeners.find(*listener_);
   if (listener_it == snapshot_->listeners.end() && sink_->listener_snapshot() != nullptr) {
@@ -1052,6 +1055,9 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
       continue;
     }
     if (http::EqualsIgnoreCase(h.name, "traceparent")) continue;  // this hop's goes instead
+    // A new trace starts with no state (W3C Trace Context 3.3: tracestate
+    // is not read without a valid traceparent).
+    if (!trace_continued_ && http::EqualsIgnoreCase(h.name, "tracestate")) continue;
     if (http::IsHopByHop(h.name, tokens) || http::EqualsIgnoreCase(h.name, "content-length") ||
         http::EqualsIgnoreCase(h.name, "expect") ||
         http::EqualsIgnoreCase(h.name, "x-request-id") ||
@@ -1128,6 +1134,7 @@ void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
     std::memcpy(traceparent_ + 3, trace.data(), 32);
     have_trace = true;
   }
+  trace_continued_ = have_trace;
   // In a fixed buffer, hex by hand: this runs for every request (and an
   // HTTP/2 stream would otherwise allocate for it).
   std::memcpy(traceparent_, "00-", 3);

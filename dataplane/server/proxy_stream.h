@@ -521,6 +521,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string client_ip_storage_;
   // "00-<trace id>-<span id>-<flags>": the trace id at [3, 35).
   char traceparent_[55];
+  bool trace_continued_ = false;  // traceparent_ carries the client's trace
   // Some policy of the chain observes_upstream().
   bool observes_upstream_ = false;
   // Some policy of the chain edits_every_answer().

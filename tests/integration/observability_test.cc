@@ -270,18 +270,28 @@ TEST_F(ObservabilityTest, TraceContextIsContinuedWithANewSpanPerHop) {
   EXPECT_EQ(r.header("x-echo-tracestate"), "vendor=x");
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-trace"),
                                 "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""));
-  // None, or an invalid one: a new trace.
+  // None, an invalid one, or two valid ones (W3C's test_traceparent_duplicated):
+  // a new trace, and the client's tracestate, which belongs to its trace,
+  // is dropped (test_tracestate_included_traceparent_missing).
   for (const std::string& bad : {std::string(), std::string("00-xyz-00f067aa0ba902b7-01"),
                                  std::string("00-00000000000000000000000000000000-"
-                                             "00f067aa0ba902b7-01")}) {
-    Headers headers;
-    if (!bad.empty()) headers.push_back({"traceparent", bad});
+                                             "00f067aa0ba902b7-01"),
+                                 std::string("two")}) {
+    Headers headers = {{"tracestate", "vendor=x"}};
+    if (bad == "two") {
+      headers.push_back({"traceparent", parent});
+      headers.push_back({"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"});
+    } else if (!bad.empty()) {
+      headers.push_back({"traceparent", bad});
+    }
     r = HttpGet(address(), "/open", headers);
     std::string made = r.header("x-echo-traceparent");
     ASSERT_EQ(made.size(), 55u) << bad << " -> " << made;
     EXPECT_TRUE(absl::StartsWith(made, "00-")) << made;
     EXPECT_NE(made.substr(3, 32), "00000000000000000000000000000000");
+    EXPECT_NE(made.substr(3, 32), "4bf92f3577b34da6a3ce929d0e0e4736") << bad;
     EXPECT_TRUE(absl::EndsWith(made, "-00")) << made;
+    EXPECT_EQ(r.header("x-echo-tracestate"), "") << bad;
   }
 }
 
