@@ -397,6 +397,7 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     const size_t lf = static_cast<const char*>(hit) - p;
     if (lf == start || p[lf - 1] != '\r') {
       Fail(ParseError::kBadRequest, "bare LF used as a line end");
+      if (state_ == State::kHead) SalvageRefusedRequest(data.substr(start, lf - start));
       return Step::kFailed;
     }
     if (lf - start >= 3 && p[lf - 2] == '\n') {
@@ -475,6 +476,54 @@ void Http1Parser::RememberRefusedRequest() {
     } else if (refused_request_.traceparent.empty() && EqualsIgnoreCase(f.name, "traceparent")) {
       refused_request_.traceparent.assign(f.value);
     }
+  }
+}
+
+void Http1Parser::SalvageRefusedRequest(std::string_view head) {
+  if (mode_ != Mode::kRequest) return;
+  has_refused_request_ = false;
+  while (head.substr(0, 2) == "\r\n") head.remove_prefix(2);  // leading empty lines
+  size_t end = head.find("\r\n");
+  if (end == std::string_view::npos) return;
+  // METHOD SP TARGET SP HTTP/1.x, each part of its own characters.
+  const std::string_view line = head.substr(0, end);
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || sp1 == 0 || sp2 == sp1 + 1) return;
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  for (char c : method) {
+    if (!kTokenChar[Byte(c)]) return;
+  }
+  for (char c : target) {
+    if (!kTargetChar[Byte(c)]) return;
+  }
+  has_refused_request_ = true;
+  refused_request_ = RefusedRequest();
+  refused_request_.method.assign(method);
+  refused_request_.target.assign(target);
+  refused_request_.version_minor = line.substr(sp2 + 1) == "HTTP/1.0" ? 0 : 1;
+  // The field lines after it that ended in CRLF and hold no other control.
+  while (true) {
+    const size_t from = end + 2;
+    end = head.find("\r\n", from);
+    if (end == std::string_view::npos || end == from) return;
+    const std::string_view field = head.substr(from, end - from);
+    const size_t colon = field.find(':');
+    if (colon == std::string_view::npos ||
+        std::any_of(field.begin(), field.end(),
+                    [](char c) { return Byte(c) < 0x20 && c != '\t'; })) {
+      continue;
+    }
+    const std::string_view name = field.substr(0, colon);
+    std::string_view value = field.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    std::string* into = EqualsIgnoreCase(name, "host")         ? &refused_request_.host
+                        : EqualsIgnoreCase(name, "user-agent")  ? &refused_request_.user_agent
+                        : EqualsIgnoreCase(name, "traceparent") ? &refused_request_.traceparent
+                                                                : nullptr;
+    if (into != nullptr && into->empty()) into->assign(value);
   }
 }
 

@@ -190,6 +190,11 @@ class Http1Parser {
   const RefusedRequest* refused_request() const {
     return has_refused_request_ ? &refused_request_ : nullptr;
   }
+  // For the access log of a request head refused before it was parsed (a
+  // bare LF in it; its timeout, with `head` the bytes it had sent): keeps
+  // as refused_request() what its lines that ended in CRLF say, the
+  // request line first (as nginx logs a 408's). Sets no error.
+  void SalvageRefusedRequest(std::string_view head);
 
   // True between the first byte of a message and its completion (leading
   // empty lines do not count). For idle and request timeouts.

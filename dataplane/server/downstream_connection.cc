@@ -220,6 +220,8 @@ void DownstreamConnection::OnDownstreamTimer() {
     return;
   }
   if (timer_is_head_ || parser_.in_message()) {
+    // Logged with what the head said so far, as nginx logs it.
+    parser_.SalvageRefusedRequest(connection_->input().view());
     SendSessionError(408, "request head not received in time");
     return;
   }

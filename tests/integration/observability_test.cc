@@ -56,7 +56,7 @@ class ObservabilityTest : public ::testing::Test {
         "          redirect: {path_redirect: /open/moved}\n"
         "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
         "\n  route_table: main\n  access_log: {path: ", log_, "}\n"
-        "  http: {trusted_proxy_hops: 1}\n");
+        "  http: {trusted_proxy_hops: 1, request_headers_timeout: 1s}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     proxy_ = std::make_unique<Proxy>(cp_.address(), "obs-proxy", 2, "",
@@ -174,6 +174,10 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
        "\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\""},
       // Without one, a made one (32 hex digits), as for any request.
       {"GET /made HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "\"trace_id\":\""},
+      // A bare LF: what the lines before it said (before: all empty).
+      {"GET /open/lf HTTP/1.1\r\nHost: lf.example\r\nUser-Agent: obs-lf\r\nX-A: a\n"
+       "X-Injected: 1\r\n\r\n",
+       "\"method\":\"GET\",\"authority\":\"lf.example\",\"path\":\"/open/lf\""},
   };
   for (const auto& [request, expected] : refused) {
     std::string reply = SendRaw(address(), request);
@@ -194,8 +198,22 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
     EXPECT_TRUE(absl::StrContains(line, "\"bytes_out\":" + length + ",")) << line;
   }
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-404"), "no_route"));
-  WaitFor([&] { return proxy_->Stat(series) == before + 7; }, absl::Seconds(5));
-  EXPECT_EQ(proxy_->Stat(series), before + 7);  // the 505 is a 5xx
+  WaitFor([&] { return proxy_->Stat(series) == before + 8; }, absl::Seconds(5));
+  EXPECT_EQ(proxy_->Stat(series), before + 8);  // the 505 is a 5xx
+  // A head that never ends (its timeout, 1 s here): logged with what it
+  // said so far, as nginx logs a 408 (before: method, path and Host empty).
+  std::string reply = SendRaw(
+      address(), "GET /open/slowhead HTTP/1.1\r\nHost: slow.example\r\nUser-Agent: obs-slow\r\n",
+      absl::Seconds(10));
+  ASSERT_TRUE(absl::StartsWith(reply, "HTTP/1.1 408")) << reply;
+  size_t at = reply.find("x-request-id: ");
+  ASSERT_NE(at, std::string::npos) << reply;
+  line = LogLine(log_, reply.substr(at + 14, reply.find("\r\n", at) - at - 14));
+  EXPECT_TRUE(absl::StrContains(
+      line, "\"method\":\"GET\",\"authority\":\"slow.example\",\"path\":\"/open/slowhead\""))
+      << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"user_agent\":\"obs-slow\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"request_timeout\"")) << line;
 }
 
 TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
