@@ -421,7 +421,27 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     return Step::kFailed;
   }
   scan_offset_ = available;
+  if (mode_ == Mode::kRequest && state_ == State::kHead && !CheckPartialRequestLine(data, start)) {
+    return Step::kFailed;
+  }
   return Step::kNeedMore;
+}
+
+// A head still coming whose request line is already wrong is refused now,
+// not when its empty line or its timeout comes: HTTP/0.9's "GET /\r\n"
+// sends no empty line, nor does a TLS handshake sent to a plain port. Only
+// for heads split across reads: a whole one is parsed once, by ParseHead.
+bool Http1Parser::CheckPartialRequestLine(std::string_view data, size_t start) {
+  const size_t lf = data.find('\n', start);
+  if (lf != std::string_view::npos) {
+    return ParseRequestLine(data.substr(start, lf - 1 - start));  // a CR precedes it
+  }
+  size_t i = start;
+  while (i < data.size() && kTokenChar[Byte(data[i])]) ++i;
+  if (i < data.size() && data[i] != ' ') {
+    return Fail(ParseError::kBadRequest, "invalid method in request line");
+  }
+  return true;
 }
 
 bool Http1Parser::ParseHead(std::string_view head) {

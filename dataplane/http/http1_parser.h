@@ -250,6 +250,7 @@ class Http1Parser {
   bool has_refused_request_ = false;
   RefusedRequest refused_request_;
   void RememberRefusedRequest();
+  bool CheckPartialRequestLine(std::string_view data, size_t start);
   bool paused_ = false;
   bool in_message_ = false;
   bool next_response_is_for_head_ = false;

@@ -339,6 +339,31 @@ TEST(Http1RequestTest, IncompleteHeadConsumesNothing) {
   EXPECT_FALSE(parser.in_message());
 }
 
+// A head still coming whose request line is already wrong is refused at
+// once (it waited for an empty line that HTTP/0.9 or a TLS handshake never
+// sends, until the head's timeout); a right one still waits.
+TEST(Http1RequestTest, AWrongRequestLineIsRefusedBeforeTheHeadEnds) {
+  const std::vector<std::pair<std::string, ParseError>> cases = {
+      {"GET /\r\n", ParseError::kBadRequest},                    // HTTP/0.9
+      {"GET / HTTP/2.0\r\nHost: a\r\n", ParseError::kVersionNotSupported},
+      {"GET  / HTTP/1.1\r\n", ParseError::kBadRequest},
+      {std::string("\x16\x03\x01\x02\x00\x01\x00", 7), ParseError::kBadRequest},  // TLS
+      {"GE(T", ParseError::kBadRequest},
+  };
+  for (const auto& [input, error] : cases) {
+    Recorder rec;
+    Http1Parser parser(Mode::kRequest, &rec);
+    EXPECT_EQ(parser.Feed(input).error, error) << input;
+  }
+  for (const char* waiting : {"GET", "GET /x", "GET /x HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHo"}) {
+    Recorder rec;
+    Http1Parser parser(Mode::kRequest, &rec);
+    const Http1Parser::Result r = parser.Feed(waiting);
+    EXPECT_EQ(r.error, ParseError::kNone) << waiting;
+    EXPECT_EQ(r.consumed, 0u) << waiting;
+  }
+}
+
 TEST(Http1RequestTest, ContentLengthBody) {
   const std::string input =
       "POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
