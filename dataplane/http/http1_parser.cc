@@ -739,6 +739,11 @@ bool Http1Parser::ApplyHeaderSemantics() {
         if (EqualsIgnoreCase(name, "transfer-encoding")) {
           has_transfer_encoding = true;
           const bool ok = ForEachListElement(value, [&](std::string_view v) {
+            if (v.empty()) {
+              // RFC 9110 5.6.1 would skip it; refused (as nginx does, 501)
+              // so that no server behind can frame the body another way.
+              return Fail(ParseError::kBadRequest, "an empty element in Transfer-Encoding");
+            }
             if (chunked) {
               // Nothing may follow chunked (RFC 9112 6.3): the length is unknown.
               return Fail(ParseError::kBadRequest,

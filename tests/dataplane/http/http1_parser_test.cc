@@ -364,6 +364,19 @@ TEST(Http1RequestTest, AWrongRequestLineIsRefusedBeforeTheHeadEnds) {
   }
 }
 
+TEST(Http1RequestTest, AnEmptyTransferEncodingElementIsNamed) {
+  for (const char* te : {"chunked,", ",chunked", "chunked, ,"}) {
+    Recorder rec;
+    Http1Parser parser(Mode::kRequest, &rec);
+    EXPECT_EQ(parser.Feed("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "s + te +
+                          "\r\n\r\n0\r\n\r\n")
+                  .error,
+              ParseError::kBadRequest)
+        << te;
+    EXPECT_EQ(parser.error_detail(), "an empty element in Transfer-Encoding") << te;
+  }
+}
+
 TEST(Http1RequestTest, ContentLengthBody) {
   const std::string input =
       "POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
