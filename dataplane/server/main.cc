@@ -60,7 +60,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
     "                    [--workers N] [--cpu-affinity off|auto] [--admin HOST:PORT]\n"
-    "                    [--state-dir DIR] [--drain-timeout 30s]\n"
+    "                    [--state-dir DIR] [--drain-timeout 30s] [--drain-delay 0s]\n"
     "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
     "                    [--max-memory-mb N] [--cache-memory-mb 64]\n"
     "                    [--control-plane-keepalive 30s]\n"
@@ -75,6 +75,10 @@ constexpr char kUsage[] =
     "  --workers N         worker threads; default one per CPU the proxy may use (its\n"
     "                      cpuset, capped by its cgroup's CPU quota)\n"
     "  --cpu-affinity auto pin worker i to the i-th of those CPUs (default off)\n"
+    "  --drain-delay D     after SIGTERM, /ready fails at once but the listeners still\n"
+    "                      accept and serve for D (load balancers see /ready fail\n"
+    "                      first); then the drain, up to --drain-timeout. A second\n"
+    "                      signal drains at once\n"
     "  --control-plane-ca  TLS to the control plane, verified against this PEM CA\n"
     "  --control-plane-cert/--control-plane-key  this proxy's client certificate (its URI\n"
     "                      SAN spiffe://sluice/node/ID must name --node-id)\n"
@@ -212,8 +216,11 @@ class ProxyServer {
     return current_;
   }
 
+  // /ready answers 503 from now on (balancers stop sending new traffic);
+  // the listeners still accept until StartDrain.
+  void FailReadiness() { draining_.store(true); }
   void StartDrain() {
-    draining_.store(true);
+    FailReadiness();
     for (auto& w : workers_) w->StartDrain();
   }
   bool draining() const { return draining_.load(); }
@@ -367,7 +374,7 @@ int Run(int argc, char** argv) {
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
                            "control-plane-server-name", "admin-token-file", "cpu-affinity",
-                           "access-log-dir"},
+                           "access-log-dir", "drain-delay"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -435,6 +442,11 @@ int Run(int argc, char** argv) {
       cpu_affinity == "auto" ? cpu_budget.allowed : std::vector<int>{};
   auto drain_timeout = ParseDurationFlag("drain-timeout", get("drain-timeout", "30s"));
   if (!drain_timeout.ok()) return fail(std::string(drain_timeout.status().message()));
+  auto drain_delay = ParseDurationFlag("drain-delay", get("drain-delay", "0s"));
+  if (!drain_delay.ok()) return fail(std::string(drain_delay.status().message()));
+  if (*drain_delay > absl::Minutes(10)) {
+    return fail("--drain-delay is at most 10m, got " + absl::FormatDuration(*drain_delay));
+  }
   config::ConfigClientOptions client_options;
   auto keepalive = ParseDurationFlag("control-plane-keepalive",
                                      get("control-plane-keepalive", "30s"));
@@ -711,13 +723,40 @@ int Run(int argc, char** argv) {
     }
     drain_check->Enable(absl::Milliseconds(20));
   });
-  auto on_signal = [&](int signo) {
-    if (proxy.draining()) return;
-    SLUICE_LOG(kInfo, "signal ", signo, ": draining (up to ",
-               absl::FormatDuration(*drain_timeout), ")");
+  bool drain_started = false;
+  auto begin_drain = [&] {
+    if (drain_started) return;
+    drain_started = true;
     drain_deadline = absl::Now() + *drain_timeout;
     proxy.StartDrain();
     drain_check->Enable(absl::Milliseconds(20));
+  };
+  // --drain-delay: /ready fails first, the listeners keep serving meanwhile.
+  event::Timer drain_start(main_loop, [&] {
+    SLUICE_LOG(kInfo, "drain delay over: draining (up to ", absl::FormatDuration(*drain_timeout),
+               ")");
+    begin_drain();
+  });
+  auto on_signal = [&](int signo) {
+    if (drain_started) return;
+    if (proxy.draining()) {  // again within the delay
+      SLUICE_LOG(kInfo, "signal ", signo, " again: draining now (up to ",
+                 absl::FormatDuration(*drain_timeout), ")");
+      drain_start.Disable();
+      begin_drain();
+      return;
+    }
+    if (*drain_delay > absl::ZeroDuration()) {
+      SLUICE_LOG(kInfo, "signal ", signo, ": /ready fails; serving for ",
+                 absl::FormatDuration(*drain_delay), " (--drain-delay), then draining (up to ",
+                 absl::FormatDuration(*drain_timeout), ")");
+      proxy.FailReadiness();
+      drain_start.Enable(*drain_delay);
+      return;
+    }
+    SLUICE_LOG(kInfo, "signal ", signo, ": draining (up to ",
+               absl::FormatDuration(*drain_timeout), ")");
+    begin_drain();
   };
   struct SignalContext {
     std::function<void(int)> fn;

@@ -981,5 +981,42 @@ TEST_F(ProxyTest, TheDefaultWorkerCountIsTheCpusTheProxyMayUse) {
       << single.process().Log();
 }
 
+// --drain-delay: after SIGTERM /ready fails at once while the listener
+// still accepts and serves (a balancer outside Kubernetes, with no preStop
+// pause, sees /ready fail before connections are refused); then the drain.
+TEST(DrainDelayTest, ReadyFailsFirstWhileTheListenerStillServes) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const int port = PickFreePort();
+  const std::string dir = MakeTempDir("drain-delay");
+  std::ofstream(dir + "/config.yaml") << absl::StrCat(
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /}\n"
+      "          direct_response: {status: 200, body: ok}\n"
+      "---\nkind: Listener\nname: l\nspec: {address: 127.0.0.1, port: ",
+      port, ", route_table: main}\n");
+  ASSERT_EQ(cp.Ctl({"apply", "-f", dir + "/config.yaml"}).exit_code, 0);
+  Proxy proxy(cp.address(), "delay-proxy", 1, "",
+              {"--drain-delay", "3s", "--drain-timeout", "5s"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  ASSERT_EQ(HttpGet(address, "/").status, 200);
+  proxy.process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] { return proxy.Admin("/ready").first == 503; }, absl::Seconds(2)))
+      << proxy.process().Log();
+  // Within the delay: a new connection is still served.
+  HttpResponse during = HttpGet(address, "/");
+  EXPECT_EQ(during.status, 200) << during.error << proxy.process().Log();
+  // Then the drain: the listener refuses, and the idle proxy exits.
+  EXPECT_TRUE(WaitFor([&] { return HttpGet(address, "/", {}, absl::Seconds(1)).status == 0; },
+                      absl::Seconds(10)))
+      << proxy.process().Log();
+  EXPECT_EQ(proxy.process().Wait(absl::Seconds(10)), std::optional<int>(0))
+      << proxy.process().Log();
+  EXPECT_TRUE(absl::StrContains(proxy.process().Log(), "(--drain-delay), then draining"))
+      << proxy.process().Log();
+}
+
 }  // namespace
 }  // namespace sluice::testing
