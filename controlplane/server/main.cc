@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/discovery.h"
 #include "common/flags.h"
+#include "common/grpc_log.h"
 #include "common/log.h"
 #include "controlplane/server/admin_service.h"
 #include "controlplane/server/config_state.h"
@@ -179,6 +180,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
   SetLogLevel(*level);
+  RouteGrpcLogging();
   const std::string listen = get("listen", "127.0.0.1:18000");
   if (absl::Status checked = CheckHostPortFlag("listen", listen, /*allow_zero=*/true);
       !checked.ok()) {

@@ -34,6 +34,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "absl/synchronization/mutex.h"
 #include "api/discovery.h"
 #include "common/flags.h"
+#include "common/grpc_log.h"
 #include "common/log.h"
 #include "common/loopback.h"
 #include "common/random_id.h"
@@ -396,6 +397,7 @@ int Run(int argc, char** argv) {
   auto level = ParseLogLevel(get("log-level", "info"));
   if (!level.ok()) return fail(std::string(level.status().message()));
   SetLogLevel(*level);
+  RouteGrpcLogging();
   if (flags->values.count("access-log-dir")) {
     const std::string& dir = flags->values["access-log-dir"];
     char resolved[PATH_MAX];

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
@@ -271,6 +272,34 @@ TEST_F(ControlPlaneTlsTest, ProxyWithoutCaSaysWhatToGive) {
       "(if it serves TLS, give --control-plane-ca FILE)", absl::Seconds(10)))
       << plain.process().Log();
   EXPECT_EQ(plain.ReadyVersion(), 0u);
+}
+
+// gRPC core logs every refused TLS handshake; anyone who reaches the port
+// made one line each, in gRPC's own format, without limit. Now they go
+// through the process log: at most 100 at once, then 10 a second, and the
+// next line written says how many were not.
+TEST_F(ControlPlaneTlsTest, RefusedHandshakesCannotFloodTheLog) {
+  ControlPlane cp("", "info", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  auto plaintext_hello = [&] {
+    SendRaw(cp.address(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", absl::Seconds(2));
+  };
+  for (int i = 0; i < 300; ++i) plaintext_hello();
+  // Once credit is back, the next line is let through, with the count.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        plaintext_hello();
+        return absl::StrContains(cp.process().Log(), "more gRPC log lines not written");
+      },
+      absl::Seconds(5)))
+      << cp.process().Log().substr(0, 2000);
+  const std::string log = cp.process().Log();
+  size_t lines = 0;
+  for (size_t at = log.find("grpc: "); at != std::string::npos; at = log.find("grpc: ", at + 1)) {
+    ++lines;
+  }
+  EXPECT_GT(lines, 50u);
+  EXPECT_LT(lines, 200u) << log.substr(0, 2000);
 }
 
 // (e) Plaintext on a non-loopback address needs --insecure.
