@@ -170,7 +170,14 @@ class CorsFilter : public http::Filter {
     // CORS fields, and serve it to a CORS request, which the browser refused.
     if ((has_origin_ && allowed_) || settings_.any_origin) {
       headers.Set("Access-Control-Allow-Origin", AllowOrigin());
-      if (settings_.credentials) headers.Set("Access-Control-Allow-Credentials", "true");
+      // The gateway's grant replaces the upstream's whole: an upstream's
+      // credentials next to the gateway's origin would be a credentialed
+      // grant neither of them made.
+      if (settings_.credentials) {
+        headers.Set("Access-Control-Allow-Credentials", "true");
+      } else {
+        headers.Remove("Access-Control-Allow-Credentials");
+      }
       if (!settings_.expose_headers.empty()) {
         headers.Set("Access-Control-Expose-Headers", settings_.expose_headers);
       }

@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "re2/re2.h"
 #include "dataplane/policy/cors/cors_config.pb.h"
 #include "dataplane/policy/cors/origin_pattern.h"
 
@@ -95,6 +96,34 @@ class CorsValidator : public api::PolicyValidator {
     if (config.has_max_age() && config.max_age() > kMaxAgeSeconds) {
       errors->push_back({"max_age", absl::StrCat("must be 0..", kMaxAgeSeconds, " seconds, got ",
                                                  config.max_age())});
+    }
+  }
+  // Apply-only: a stored config an older build took still loads. With
+  // credentials, an expression that lets in `null` or any origin is the
+  // reflect-every-origin mistake: any page reads answers made with the
+  // user's cookies.
+  void ValidateNew(const google::protobuf::Message& message, Errors* errors) const override {
+    const auto& config = static_cast<const v1::CorsConfig&>(message);
+    if (!config.credentials()) return;
+    for (int i = 0; i < config.origins_size() && i < kMaxOrigins; ++i) {
+      absl::StatusOr<OriginPattern> pattern = ParseOriginPattern(config.origins(i));
+      if (!pattern.ok() || pattern->kind != OriginPattern::Kind::kRegex) continue;
+      RE2::Options options;
+      options.set_log_errors(false);
+      const RE2 re(pattern->value, options);
+      if (!re.ok()) continue;
+      const std::string field = absl::StrCat("origins[", i, "]");
+      if (RE2::FullMatch("null", re)) {
+        errors->push_back({field, "with credentials: true the expression must not match the origin "
+                                  "null, which any page can send (a sandboxed frame, a local "
+                                  "file): anchor it to your origins"});
+      } else if (RE2::FullMatch("https://sluice-cors-probe.invalid", re) ||
+                 RE2::FullMatch("http://sluice-cors-probe.invalid", re)) {
+        errors->push_back({field, "with credentials: true the expression must not match any "
+                                  "origin (it matches https://sluice-cors-probe.invalid): every "
+                                  "page could read answers made with the user's cookies; list "
+                                  "the origins or anchor the expression to your domains"});
+      }
     }
   }
 };

@@ -159,6 +159,32 @@ TEST(CorsConfigTest, StarIsAloneAndNeverWithCredentials) {
   EXPECT_EQ(errors[2].field, "exposed_headers[0]");
 }
 
+// With credentials, an expression that matches null or any origin is the
+// reflect-every-origin mistake: refused at apply (a stored one still loads).
+TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
+  auto new_errors = [](const v1::CorsConfig& config) {
+    std::vector<api::PolicyConfigError> errors;
+    api::FindPolicyValidator("cors")->ValidateNew(config, &errors);
+    return errors;
+  };
+  for (const char* loose : {"~.*", "~https?://.*", "~^null$"}) {
+    v1::CorsConfig config = Origins({"https://a.example", loose});
+    config.set_credentials(true);
+    EXPECT_TRUE(Errors(config).empty()) << loose;
+    auto errors = new_errors(config);
+    ASSERT_EQ(errors.size(), 1u) << loose;
+    EXPECT_EQ(errors[0].field, "origins[1]");
+    EXPECT_TRUE(absl::StartsWith(errors[0].message, "with credentials: true the expression must "
+                                                    "not match"))
+        << errors[0].message;
+    config.set_credentials(false);
+    EXPECT_TRUE(new_errors(config).empty()) << loose;
+  }
+  v1::CorsConfig anchored = Origins({"~https://[a-z]+\\.example\\.com"});
+  anchored.set_credentials(true);
+  EXPECT_TRUE(new_errors(anchored).empty());
+}
+
 TEST(CorsConfigTest, MethodsAndHeaderNamesAreTokensAndMaxAgeIsBounded) {
   v1::CorsConfig config = Origins({"https://a.example"});
   config.add_methods("GET");
@@ -345,6 +371,19 @@ TEST(CorsActualTest, AllowedOriginGetsAllowOriginCredentialsAndExposedHeaders) {
   EXPECT_EQ(e.Response("access-control-expose-headers"), "X-Total-Count, ETag");
   EXPECT_EQ(e.Response("vary"), "Origin");
   EXPECT_EQ(e.Response("access-control-allow-methods"), "<none>");
+}
+
+// Without credentials, an upstream's Access-Control-Allow-Credentials does
+// not stay next to the gateway's Allow-Origin: that credentialed grant was
+// made by neither.
+TEST(CorsActualTest, TheUpstreamsCredentialsDoNotJoinTheGatewaysOrigin) {
+  auto factory = Compile(Origins({"https://app.example.com"}));
+  Exchange e("GET", "https://app.example.com");
+  e.response.Add("Access-Control-Allow-Origin", "https://upstream-chose.example");
+  e.response.Add("Access-Control-Allow-Credentials", "true");
+  e.Run(*factory);
+  EXPECT_EQ(e.Response("access-control-allow-origin"), "https://app.example.com");
+  EXPECT_EQ(e.Response("access-control-allow-credentials"), "<none>");
 }
 
 TEST(CorsActualTest, DisallowedOriginGetsOnlyVary) {
