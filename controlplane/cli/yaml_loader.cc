@@ -1162,9 +1162,14 @@ int FieldLine(const LoadedResource& r, const std::string& field) {
     const size_t bracket = part.find('[');
     const std::string name(part.substr(0, bracket));
     // The field as the proto names it, or in lowerCamelCase (JSON's).
+    // Looked up through a const view and moved with reset(): yaml-cpp's
+    // operator= on a bound node writes into the node it is bound to (the
+    // cached document: the next error in it was then at line 0), and a
+    // non-const lookup of a missing key adds it.
     YAML::Node next;
     if (node.IsMap()) {
-      next = node[name];
+      const YAML::Node& map = node;
+      next.reset(map[name]);
       if (!next) {
         std::string camel;
         for (size_t i = 0; i < name.size(); ++i) {
@@ -1174,11 +1179,11 @@ int FieldLine(const LoadedResource& r, const std::string& field) {
             camel.push_back(name[i]);
           }
         }
-        next = node[camel];
+        next.reset(map[camel]);
       }
     }
     if (!next) return line;
-    node = next;
+    node.reset(next);
     line = node.Mark().line + 1;
     for (size_t at = bracket; at != absl::string_view::npos; at = part.find('[', at + 1)) {
       size_t index = 0;
@@ -1186,7 +1191,8 @@ int FieldLine(const LoadedResource& r, const std::string& field) {
           !node.IsSequence() || index >= node.size()) {
         return line;
       }
-      node = node[index];
+      const YAML::Node& list = node;
+      node.reset(list[index]);
       line = node.Mark().line + 1;
     }
   }

@@ -186,6 +186,28 @@ TEST(YamlLoaderTest, ValidationErrorsCarryTheLineOfTheField) {
 // health checks): the line of the second, the resource, and words rather
 // than protobuf's. Before: "document 1: spec: (virtual_hosts[0].routes[0].
 // match): invalid value oneof field 'path_specifier' is already set...".
+// Every field of one document is found on its line, not only the first
+// asked for: the lookup wrote into the cached document (yaml-cpp's
+// assignment to a bound node), and later ones in it gave 0.
+TEST(YamlLoaderTest, FieldLineFindsEveryFieldOfOneDocument) {
+  auto loaded = LoadYaml(
+      "kind: RouteTable\nname: gt\nspec:\n  virtual_hosts:\n    - domains: [a.com]\n"
+      "      routes:\n"
+      "        - match: {prefix: /a}\n          route: {cluster: ghost}\n"
+      "        - match: {prefix: /b}\n          route: {cluster: ghost}\n"
+      "        - match: {prefix: /c}\n          route: {cluster: ghost2}\n",
+      "ghost.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const LoadedResource& r = (*loaded)[0];
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(FieldLine(r, "virtual_hosts[0].routes[0].route.cluster"), 8);
+    EXPECT_EQ(FieldLine(r, "virtual_hosts[0].routes[1].route.cluster"), 10);
+    EXPECT_EQ(FieldLine(r, "virtual_hosts[0].routes[2].route.cluster"), 12);
+    EXPECT_EQ(FieldLine(r, "virtual_hosts[0].routes[2].match.prefix"), 11);
+    EXPECT_EQ(FieldLine(r, "virtual_hosts[0].routes[9].route"), 7);  // the list: as deep as it goes
+  }
+}
+
 TEST(YamlLoaderTest, TwoFieldsOfOneOneofNameTheLineAndTheResource) {
   std::string e = Error(
       "kind: RouteTable\nname: rt\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
