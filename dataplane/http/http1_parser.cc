@@ -214,6 +214,9 @@ bool IsValidHostValue(std::string_view host) {
     host_end = 0;
     while (host_end < host.size() && kRegNameChar[Byte(host[host_end])]) ++host_end;
     if (host_end == 0) return false;  // RFC 9112 3.2: an http(s) target has a host
+    // "." is the root's trailing dot, nothing else: routing drops that dot
+    // and would be left with no host (nginx answers 400 too).
+    if (host_end == 1 && host[0] == '.') return false;
   }
   // [ ":" port ], port = *DIGIT, a TCP port (0..65535, as Envoy and nginx
   // take it: an upstream reading "a:99999999999" would not agree on it).

@@ -564,7 +564,9 @@ TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
   for (const char* host : {"", "a.com:1:2", "a.com:abc", "a.com:80x", "]x[:80", "[::1", "[]",
                            "[::1]x", "a b", "user@a.com", ":80", "a.com/x", "[zz::1]",
                            // Percent-encoded: an upstream may decode it.
-                           "%41.com", "x%00y", "admin%2einternal"}) {
+                           "%41.com", "x%00y", "admin%2einternal",
+                           // The root's dot alone: no host once routing drops it.
+                           ".", ".:80"}) {
     SCOPED_TRACE(host);
     EXPECT_EQ(FeedOneShot(Mode::kRequest,
                           std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")
