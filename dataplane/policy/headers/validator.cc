@@ -157,13 +157,33 @@ class HeadersValidator : public api::PolicyValidator {
   // Apply-only: a stored config an older build took still loads.
   void ValidateNew(const google::protobuf::Message& config,
                    std::vector<api::PolicyConfigError>* errors) const override {
-    const auto& set = static_cast<const v1::HeadersConfig&>(config).request().set();
+    const auto& headers = static_cast<const v1::HeadersConfig&>(config);
+    const auto& set = headers.request().set();
     std::vector<std::pair<std::string, std::string>> found;
     for (int i = 0; i < set.size(); ++i) {
       if (absl::EqualsIgnoreCase(set.Get(i).name(), "host")) {
         CheckHostValue(set.Get(i).value(), absl::StrCat("request.set[", i, "].value"), &found);
       }
     }
+    // A field value has no white space at its ends (RFC 9110 5.5): HTTP/2
+    // drops such a field as malformed (RFC 9113 8.2.1) where HTTP/1 sends
+    // it, so one config would send different requests and answers.
+    auto edges = [&found](const v1::HeaderMutations& side, const char* name) {
+      for (const auto& [list, what] :
+           {std::pair{&side.set(), "set"}, std::pair{&side.add(), "add"}}) {
+        for (int i = 0; i < list->size(); ++i) {
+          const std::string& value = list->Get(i).value();
+          if (!value.empty() && (value.front() == ' ' || value.front() == '\t' ||
+                                 value.back() == ' ' || value.back() == '\t')) {
+            found.emplace_back(absl::StrCat(name, ".", what, "[", i, "].value"),
+                               "begins or ends with white space, which a field value cannot "
+                               "(RFC 9110 5.5: HTTP/2 drops such a field, HTTP/1 would send it)");
+          }
+        }
+      }
+    };
+    edges(headers.request(), "request");
+    edges(headers.response(), "response");
     for (auto& [field, message] : found) errors->push_back({field, message});
   }
 };

@@ -132,6 +132,29 @@ TEST(HeadersPolicyTest, ALiteralHostMustBeAHost) {
   EXPECT_TRUE(new_errors(R"pb(request { set { name: "x-host" value: "a b" } })pb").empty());
 }
 
+// A value with white space at an end was sent over HTTP/1 and dropped by
+// HTTP/2 (a malformed field there): refused at apply, either side.
+TEST(HeadersPolicyTest, AValueHasNoWhiteSpaceAtItsEnds) {
+  auto new_errors = [](const std::string& text) {
+    std::vector<api::PolicyConfigError> errors;
+    api::FindPolicyValidator("headers")->ValidateNew(Parse(text), &errors);
+    std::vector<std::string> out;
+    for (const auto& e : errors) out.push_back(e.field + ": " + e.message);
+    return out;
+  };
+  const std::string bad = R"pb(request { set { name: "x-a" value: " lead and trail " } }
+                               response { add { name: "x-ok" value: "fine" }
+                                          add { name: "x-b" value: "trail\t" } })pb";
+  std::vector<std::string> errors = new_errors(bad);
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_TRUE(absl::StartsWith(errors[0], "request.set[0].value: begins or ends with white space"))
+      << errors[0];
+  EXPECT_TRUE(absl::StartsWith(errors[1], "response.add[1].value: begins or ends with white space"))
+      << errors[1];
+  EXPECT_TRUE(Errors(bad).empty());  // not a rule for what is stored
+  EXPECT_TRUE(new_errors(R"pb(response { set { name: "x-a" value: "a  b" } })pb").empty());
+}
+
 TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {
   v1::HeadersConfig config;
   auto* add = config.mutable_request()->add_add();
