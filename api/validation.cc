@@ -916,8 +916,15 @@ void ValidateRoute(const Route& route, const std::string& prefix,
     const auto& h = match.headers(i);
     std::string f = Index(Join(m, "headers"), i);
     if (!IsToken(h.name())) {
-      sink.Add(Join(f, "name"),
-               absl::StrCat("'", h.name(), "' is not a valid header name"));
+      // Envoy's matchers take pseudo-headers; here each has its own field.
+      const std::string& n = h.name();
+      const char* instead = n == ":authority" ? ": match it as `host` (port included), or by the "
+                                                "virtual host's domains"
+                            : n == ":path"    ? ": match the path with path, prefix or regex"
+                            : n == ":method"  ? ": match the method with methods"
+                            : n == ":scheme"  ? ": the scheme is not matched; a listener has one"
+                                              : "";
+      sink.Add(Join(f, "name"), absl::StrCat("'", n, "' is not a valid header name", instead));
     }
     if (h.match_case() == config::v1::HeaderMatcher::MATCH_NOT_SET) {
       sink.Add(f, "needs one of exact, prefix, regex or present");

@@ -343,6 +343,22 @@ TEST(ValidationTest, RouteNeedsMatchAndAction) {
   EXPECT_NE(e.find("routes[0]: needs one of route, redirect or direct_response"), std::string::npos);
 }
 
+// Envoy's header matchers take pseudo-headers; the refusal says which field
+// matches each here.
+TEST(ValidationTest, APseudoHeaderMatcherSaysWhatToMatchInstead) {
+  std::string e = ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" headers { name: ":authority" exact: "a.com" }
+                                   headers { name: ":method" exact: "GET" } }
+               route { cluster: "users" } } } })");
+  EXPECT_NE(e.find("headers[0].name: ':authority' is not a valid header name: match it as `host`"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("headers[1].name: ':method' is not a valid header name: match the method with "
+                   "methods"),
+            std::string::npos)
+      << e;
+}
+
 TEST(ValidationTest, PathMustStartWithSlash) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "api" } route { cluster: "users" } } } })")
