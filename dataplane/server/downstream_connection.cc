@@ -125,6 +125,10 @@ bool DownstreamConnection::idle() const {
   return !stream_in_use_ && !parser_.in_message() && connection_->input().empty();
 }
 
+void DownstreamConnection::EndStreamsAtDrainDeadline() {
+  if (stream_in_use_ && !closed_) stream_->EndAtDrainDeadline();
+}
+
 void DownstreamConnection::StartDrain() {
   drain_requested_ = true;
   // An idle keep-alive connection is not closed at once: a client may be

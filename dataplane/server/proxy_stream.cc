@@ -2563,15 +2563,22 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
 }
 
 void ProxyStream::EndAtDrainDeadline() {
-  // gRPC-Web reads its status from the body, which the gateway does not
-  // write: such a call is cut with the connection, as before.
-  if (!active_ || !grpc_ || tunnel_ || grpc_reply_type_ != "application/grpc") return;
+  if (!active_ || tunnel_) return;
   constexpr std::string_view kWhy = "the gateway is shutting down (its drain timeout passed)";
-  if (EndGrpcResponse(503, kWhy, "drain_timeout")) return;
+  // A gRPC call whose response began ends with a status in its trailers;
+  // gRPC-Web reads its status from the body, which the gateway does not
+  // write: such a call, and any other response that began, is cut with the
+  // connection.
+  if (grpc_ && grpc_reply_type_ == "application/grpc" &&
+      EndGrpcResponse(503, kWhy, "drain_timeout")) {
+    return;
+  }
   if (!response_started_) {
+    // Answered, not cut: the client can tell a drain from a crash.
     ReleaseUpstream(false);
     response_flag_ = "drain_timeout";
-    SendLocalResponse(503, std::string(kWhy));
+    SendLocalResponse(503, std::string(kWhy), {}, {}, "application/json",
+                      /*close_connection=*/true);
   }
 }
 

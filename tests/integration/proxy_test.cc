@@ -1018,5 +1018,46 @@ TEST(DrainDelayTest, ReadyFailsFirstWhileTheListenerStillServes) {
       << proxy.process().Log();
 }
 
+// At the drain timeout a request still waiting for its upstream is
+// answered 503, HTTP/1 and HTTP/2 alike (it was cut: curl said 000, and a
+// client could not tell a drain from a crash); before, only gRPC calls were.
+TEST(DrainDelayTest, ARequestOpenAtTheDrainTimeoutIsAnswered503) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  UpstreamServer upstream("hang");
+  ASSERT_TRUE(upstream.ok());
+  const int port = PickFreePort();
+  const std::string dir = MakeTempDir("drain-503");
+  std::ofstream(dir + "/config.yaml") << absl::StrCat(
+      "kind: Cluster\nname: c\nspec: {endpoints: [{address: 127.0.0.1, port: ", upstream.port(),
+      "}]}\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+      "    - domains: ['*']\n      routes:\n        - match: {prefix: /}\n"
+      "          route: {cluster: c, timeout: 0s}\n"
+      "---\nkind: Listener\nname: l\nspec: {address: 127.0.0.1, port: ",
+      port, ", route_table: main}\n");
+  ASSERT_EQ(cp.Ctl({"apply", "-f", dir + "/config.yaml"}).exit_code, 0);
+  Proxy proxy(cp.address(), "drain-503", 1, "", {"--drain-timeout", "1s"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string url = absl::StrCat("http://127.0.0.1:", port, "/x?hang=1");
+  CommandResult h1, h2;
+  std::thread t1([&] { h1 = RunCommand({"/usr/bin/curl", "-sS", "-i", "--max-time", "10", url}); });
+  std::thread t2([&] {
+    h2 = RunCommand({"/usr/bin/curl", "-sS", "-i", "--max-time", "10", "--http2-prior-knowledge",
+                     url});
+  });
+  // Both requests are at the upstream.
+  ASSERT_TRUE(WaitFor([&] { return upstream.RequestCount() == std::optional<int>(2); },
+                      absl::Seconds(5)));
+  proxy.process().Signal(SIGTERM);
+  t1.join();
+  t2.join();
+  for (const CommandResult* r : {&h1, &h2}) {
+    EXPECT_TRUE(absl::StrContains(r->out, " 503")) << r->out << r->err;
+    EXPECT_TRUE(absl::StrContains(r->out, "the gateway is shutting down")) << r->out;
+  }
+  EXPECT_EQ(proxy.process().Wait(absl::Seconds(10)), std::optional<int>(0));
+}
+
 }  // namespace
 }  // namespace sluice::testing
