@@ -688,7 +688,24 @@ void CheckDomain(const std::string& domain, const std::string& field,
 // (as CheckDomain took it) keeps to that or is no plain host name.
 std::string DomainLabelsProblem(const std::string& domain) {
   absl::string_view host = domain;
-  if (host == "*" || absl::StartsWith(host, "[")) return "";
+  if (host == "*") return "";
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    // Hosts are compared as written: [0:0::1] would match no client's
+    // [::1]. So the one spelling clients send (RFC 5952) is asked for.
+    const std::string inside(host.substr(1, host.size() - 2));
+    in6_addr address;
+    char canonical[INET6_ADDRSTRLEN];
+    if (inet_pton(AF_INET6, inside.c_str(), &address) != 1 ||
+        inet_ntop(AF_INET6, &address, canonical, sizeof(canonical)) == nullptr) {
+      return absl::StrCat("'", domain, "' is not an IPv6 address in brackets");
+    }
+    if (inside != canonical) {
+      return absl::StrCat("'", domain, "' is not the IPv6 address's usual spelling (RFC 5952), "
+                          "which hosts are matched against: write '[", canonical, "]'");
+    }
+    return "";
+  }
+  if (absl::StartsWith(host, "[")) return "";
   if (absl::StartsWith(host, "*.")) host.remove_prefix(2);
   bool labels_ok = host.size() <= 253;
   for (absl::string_view label : absl::StrSplit(host, '.')) {

@@ -359,6 +359,25 @@ TEST(ValidationTest, APseudoHeaderMatcherSaysWhatToMatchInstead) {
       << e;
 }
 
+// An IPv6 domain is matched as written: one not in RFC 5952 form matched no
+// client's Host, so the usual spelling is asked for at apply.
+TEST(ValidationTest, AnIpv6DomainIsWrittenAsClientsSendIt) {
+  auto applied = [](const std::string& domain) {
+    return AppliedErrors(absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: ")",
+                                      domain, R"(" routes { match { prefix: "/" }
+                                      route { cluster: "users" } } } })"));
+  };
+  EXPECT_NE(applied("[0:0::1]").find("'[0:0::1]' is not the IPv6 address's usual spelling "
+                                     "(RFC 5952), which hosts are matched against: write '[::1]'"),
+            std::string::npos)
+      << applied("[0:0::1]");
+  EXPECT_NE(applied("[2001:db8:0::1]").find("write '[2001:db8::1]'"), std::string::npos);
+  EXPECT_NE(applied("[1::2::3]").find("is not an IPv6 address in brackets"), std::string::npos);
+  for (const char* ok : {"[::1]", "[2001:db8::1]", "[::ffff:10.0.0.1]"}) {
+    EXPECT_EQ(applied(ok), "") << ok;
+  }
+}
+
 TEST(ValidationTest, PathMustStartWithSlash) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "api" } route { cluster: "users" } } } })")
