@@ -289,6 +289,7 @@ struct Http2ServerCodecAccess {
       stream->cookie = std::string();
     }
     stream->delivered = true;
+    codec->last_delivered_ = std::max(codec->last_delivered_, stream->id);
     if (const std::string* length = stream->headers.Get("content-length")) {
       uint64_t n = 0;
       // nghttp2 has checked it (digits) and holds the body to it.
@@ -888,9 +889,12 @@ void Http2ServerCodec::SubmitFinalGoaway() {
     stream->closed = true;
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
   }
-  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(session_),
-                        NGHTTP2_NO_ERROR, nullptr, 0);
+  // The last stream that may have been acted on (RFC 9113 6.8) is the last
+  // one whose request reached the caller: a stream whose header block is
+  // still coming (the head's timeout) was not, and its client may send it
+  // again elsewhere. nghttp2's last processed id counted it.
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last_delivered_, NGHTTP2_NO_ERROR, nullptr,
+                        0);
 }
 
 }  // namespace sluice::http

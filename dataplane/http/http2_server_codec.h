@@ -326,6 +326,8 @@ class Http2ServerCodec {
   // What FindStream found last (nghttp2 asks for the same stream for every
   // field of a header block); 0 and nullptr when nothing is cached.
   mutable int32_t found_id_ = 0;
+  // The highest stream whose request head went to the caller.
+  int32_t last_delivered_ = 0;
   mutable Stream* found_ = nullptr;
   std::string output_;
   // The response head being submitted; its storage is kept between heads.

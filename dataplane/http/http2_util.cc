@@ -421,6 +421,12 @@ const char* ClientFrameWatch::CountFrame(uint8_t type, uint64_t length) {
         last_stream_opened_ = stream_id_;
         ++streams_opened_;
       }
+      if (type == NGHTTP2_DATA && length > 0 && (frame_header_[4] & NGHTTP2_FLAG_PADDED) != 0) {
+        pad_check_ = true;  // at the pad length byte
+        pad_end_stream_ = end_stream;
+        pad_frame_length_ = length;
+        return nullptr;
+      }
       if (length > 0 || (type != NGHTTP2_CONTINUATION && end_stream)) {
         empty_in_a_row_ = 0;
       } else if (++empty_in_a_row_ > kMaxEmptyFramesInARow) {
@@ -514,6 +520,15 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
                                     (uint32_t{dependency_[1]} << 16) |
                                     (uint32_t{dependency_[2]} << 8) | dependency_[3];
         if (depends_on == stream_id_) return violate("PRIORITY: a stream depends on itself");
+      }
+    }
+    if (pad_check_ && n > 0) {
+      pad_check_ = false;
+      const uint64_t pad = static_cast<uint8_t>(*p);
+      if (pad_frame_length_ > 1 + pad || pad_end_stream_) {
+        empty_in_a_row_ = 0;
+      } else if (++empty_in_a_row_ > kMaxEmptyFramesInARow) {
+        return violate("flood of frames with no payload", NGHTTP2_ENHANCE_YOUR_CALM);
       }
     }
     const size_t take = static_cast<size_t>(std::min<uint64_t>(payload_left_, n));

@@ -186,6 +186,11 @@ class ClientFrameWatch {
   uint32_t violation_code_ = 0;
   // Flood accounting.
   uint32_t empty_in_a_row_ = 0;
+  // A padded DATA frame is empty when its padding fills it (Envoy counts
+  // length - padding): decided at its first payload byte, the pad length.
+  bool pad_check_ = false;
+  bool pad_end_stream_ = false;
+  uint64_t pad_frame_length_ = 0;
   uint32_t last_stream_opened_ = 0;
   uint64_t streams_opened_ = 0;
   uint64_t control_frames_ = 0;  // PRIORITY, PRIORITY_UPDATE, unknown types

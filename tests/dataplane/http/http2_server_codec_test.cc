@@ -1635,6 +1635,23 @@ TEST(Http2ServerCodecTest, FloodsOfFramesThatCarryNothingAreConnectionErrors) {
     EXPECT_FALSE(f.Send(ClientPreface() + open_post + empty_data + empty_data));
     expect_calm(f, "flood of frames with no payload");
   }
+  // A padded DATA frame whose padding fills it is empty too (Envoy counts
+  // length - padding): 3000 of them were taken. One with a byte of data,
+  // padded, is not.
+  const uint8_t kPadded = 0x8;
+  const std::string padded_empty = Frame(kData, kPadded, 1, std::string("\x02\x00\x00", 3));
+  {
+    RawFixture f;
+    EXPECT_FALSE(f.Send(ClientPreface() + open_post + padded_empty + empty_data));
+    expect_calm(f, "flood of frames with no payload");
+  }
+  {
+    RawFixture f;
+    const std::string padded_byte = Frame(kData, kPadded, 1, std::string("\x02x\x00\x00", 4));
+    ASSERT_TRUE(f.Send(ClientPreface() + open_post + padded_empty + padded_byte + padded_empty +
+                       Frame(kData, kEndStream | kPadded, 1, std::string("\x01\x00", 2))))
+        << f.codec.error();
+  }
   const std::string priority = Frame(0x2, 0, 3, std::string("\x00\x00\x00\x01\x10", 5));
   for (const std::string& frame : {priority, Frame(0x42, 0, 0, "unknown")}) {
     RawFixture f;
@@ -1835,6 +1852,28 @@ TEST(Http2ServerCodecTest, GracefulShutdownWaitsOneRoundTrip) {
   EXPECT_FALSE(f.codec.WantsRead());
   EXPECT_FALSE(f.codec.WantsWrite());
   EXPECT_TRUE(f.codec.error().empty());
+}
+
+// A stream whose header block is still coming when the connection shuts
+// down (the head's timeout) was not acted on: the final GOAWAY leaves it
+// out, so its client may send it again (it named it as processed).
+TEST(Http2ServerCodecTest, TheFinalGoawayLeavesOutAStreamWhoseHeadIsUnfinished) {
+  RawFixture f;
+  ASSERT_TRUE(f.Send(ClientPreface() + Frame(kHeaders, kEndStream | kEndHeaders, 1, kGetBlock) +
+                     Frame(kHeaders, 0, 3, std::string("\x82", 1))));  // no END_HEADERS
+  EXPECT_EQ(f.callbacks.requests.size(), 1u);
+  f.codec.Shutdown(NGHTTP2_NO_ERROR);
+  f.codec.Shutdown(NGHTTP2_NO_ERROR);  // the timer: no wait for the PING
+  std::vector<uint32_t> last_ids;
+  for (const ServerFrame& frame : f.Output()) {
+    if (frame.type != kGoaway) continue;
+    const auto* p = reinterpret_cast<const uint8_t*>(frame.payload.data());
+    last_ids.push_back((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) |
+                       p[3]);
+  }
+  ASSERT_EQ(last_ids.size(), 2u);
+  EXPECT_EQ(last_ids[0], (1u << 31) - 1);
+  EXPECT_EQ(last_ids[1], 1u);
 }
 
 TEST(Http2ServerCodecTest, SecondGracefulShutdownDoesNotWaitForThePing) {
