@@ -32,6 +32,7 @@ std::map<evconnlistener*, AdminServer*>& Servers() {
   return *servers;
 }
 constexpr size_t kMaxHeadBytes = 8 * 1024;
+constexpr size_t kMaxBodyBytes = 1024;
 constexpr int kTimeoutSeconds = 10;
 
 std::mutex& ServersMutex() {
@@ -51,12 +52,12 @@ AdminServer::AdminServer(event::Dispatcher& dispatcher, AdminHandlers handlers)
                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                         EVHTTP_REQ_PATCH | EVHTTP_REQ_TRACE |
                                         EVHTTP_REQ_CONNECT);
-  // Checked before the token is (libevent reads a request whole first): no
-  // body, a small head, and a connection that sends nothing for
-  // kTimeoutSeconds is closed, so that a caller without the token cannot
-  // fill memory or hold connections.
+  // Checked before the token is (libevent reads a request whole first): a
+  // small head and body (enough for a stray POST to get its 405), and a
+  // connection that sends nothing for kTimeoutSeconds is closed, so that a
+  // caller without the token cannot fill memory or hold connections.
   evhttp_set_max_headers_size(http_, kMaxHeadBytes);
-  evhttp_set_max_body_size(http_, 0);
+  evhttp_set_max_body_size(http_, kMaxBodyBytes);
   evhttp_set_timeout(http_, kTimeoutSeconds);
 }
 

@@ -399,6 +399,8 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     if (hit == nullptr) break;
     const size_t lf = static_cast<const char*>(hit) - p;
     if (lf == start || p[lf - 1] != '\r') {
+      // A wrong request line is the error, as when the head comes in pieces.
+      if (RequestLineFails(data.substr(0, lf), start)) return Step::kFailed;
       Fail(ParseError::kBadRequest, "bare LF used as a line end");
       if (state_ == State::kHead) SalvageRefusedRequest(data.substr(start, lf - start));
       return Step::kFailed;
@@ -411,6 +413,7 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     i = lf + 1;
   }
   if (available >= max_bytes) {
+    if (RequestLineFails(data.substr(0, search_end), start)) return Step::kFailed;
     // No line end within the limit: the request line alone is too long,
     // which RFC 9112 3 answers with 414 (its target is what grows).
     if (mode_ == Mode::kRequest && state_ == State::kHead &&
@@ -424,24 +427,30 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     return Step::kFailed;
   }
   scan_offset_ = available;
-  if (mode_ == Mode::kRequest && state_ == State::kHead && !CheckPartialRequestLine(data, start)) {
-    return Step::kFailed;
-  }
+  if (RequestLineFails(data, start)) return Step::kFailed;
   return Step::kNeedMore;
+}
+
+bool Http1Parser::RequestLineFails(std::string_view data, size_t start) {
+  return mode_ == Mode::kRequest && state_ == State::kHead && !CheckPartialRequestLine(data, start);
 }
 
 // A head still coming whose request line is already wrong is refused now,
 // not when its empty line or its timeout comes: HTTP/0.9's "GET /\r\n"
 // sends no empty line, nor does a TLS handshake sent to a plain port. Only
-// for heads split across reads: a whole one is parsed once, by ParseHead.
+// for heads split across reads (a whole one is parsed once, by ParseHead),
+// and before a bare LF or a size limit is reported, so that a head gets
+// the same error however it is split.
 bool Http1Parser::CheckPartialRequestLine(std::string_view data, size_t start) {
   const size_t lf = data.find('\n', start);
-  if (lf != std::string_view::npos) {
-    return ParseRequestLine(data.substr(start, lf - 1 - start));  // a CR precedes it
+  if (lf != std::string_view::npos && lf > start && data[lf - 1] == '\r') {
+    return ParseRequestLine(data.substr(start, lf - 1 - start));
   }
+  // Not whole (or ended by a bare LF, the caller's error): its method so far.
+  const size_t end = lf == std::string_view::npos ? data.size() : lf;
   size_t i = start;
-  while (i < data.size() && kTokenChar[Byte(data[i])]) ++i;
-  if (i < data.size() && data[i] != ' ') {
+  while (i < end && kTokenChar[Byte(data[i])]) ++i;
+  if (i < end && data[i] != ' ') {
     return Fail(ParseError::kBadRequest, "invalid method in request line");
   }
   return true;

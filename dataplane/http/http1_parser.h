@@ -251,6 +251,8 @@ class Http1Parser {
   RefusedRequest refused_request_;
   void RememberRefusedRequest();
   bool CheckPartialRequestLine(std::string_view data, size_t start);
+  // A request head's line is wrong (the error is set).
+  bool RequestLineFails(std::string_view data, size_t start);
   bool paused_ = false;
   bool in_message_ = false;
   bool next_response_is_for_head_ = false;

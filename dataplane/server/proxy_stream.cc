@@ -1775,6 +1775,8 @@ void ProxyStream::OnRetryTimer() {
 
 void ProxyStream::OnPerTryTimeout() {
   if (!active_ || !HasUpstream()) return;
+  // For the access log, also when a retry then succeeds.
+  upstream_failure_ = "no answer within the per-try timeout";
   upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
   cluster_->stats.upstream_timeouts->Inc();
   if (upstream2_) upstream2_->TimedOut();

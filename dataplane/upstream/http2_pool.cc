@@ -105,9 +105,14 @@ Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, 
                      [this] {
                        bool handshaking =
                            !connection_->connecting() && !connection_->handshake_complete();
+                       // Connected, but no SETTINGS came: no HTTP/2 server
+                       // (one sends them first); nothing was processed.
                        FailAll(true, true, false,
-                               handshaking ? "connect timeout in the TLS handshake"
-                                           : "connect timeout");
+                               connected_ ? "connect timeout: the upstream sent no HTTP/2 "
+                                            "SETTINGS (does it speak HTTP/2? h2c needs a server "
+                                            "that takes it with prior knowledge)"
+                               : handshaking ? "connect timeout in the TLS handshake"
+                                             : "connect timeout");
                      }),
       idle_timer_(dispatcher, [this] { OnIdleTimer(); }),
       ping_timer_(dispatcher,
@@ -140,6 +145,7 @@ bool Http2UpstreamConnection::HasCapacity() const {
 
 void Http2UpstreamConnection::OnSettings() {
   pool_.peer_limits_[pool_key_] = codec_.peer_max_concurrent_streams();
+  if (connected_) connect_timer_.Disable();  // the connect timeout covers them
 }
 
 void Http2UpstreamConnection::ScheduleFlush() {
@@ -173,7 +179,11 @@ void Http2UpstreamConnection::Flush() {
 }
 
 void Http2UpstreamConnection::OnConnected() {
-  connect_timer_.Disable();
+  // The connect timeout runs on until the upstream's SETTINGS: a server that
+  // accepts and never answers (an HTTP/1 one waiting for a request line
+  // that the preface never finishes) failed only at the route timeout, and
+  // the connection lived on for a PING's timeout more.
+  if (codec_.peer_settings_received()) connect_timer_.Disable();
   if (const net::TlsInfo* tls = connection_->transport().tls_info()) {
     // AUTO: an endpoint that answers no ALPN speaks HTTP/1.1 (as Envoy's
     // auto protocol takes it); an HTTP2 cluster's is taken to speak h2.

@@ -25,6 +25,11 @@ else
   seed upgrade '\x00\x05GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n'
   seed connect '\x00\x04CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n'
   seed small_limits '\x31\x01POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nT: v\r\n\r\n'
+  # A wrong request line in a head past the limit, or before a bare LF: the
+  # same error whole or in pieces (the request line's, checked first).
+  seed bad_line_over_limit '\x21\x20HTTP/1.1\r\nHost: a\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n'
+  seed bad_line_bare_lf '\x00\x03GET / HTTP/2.0\r\nHost: a\nX: 1\r\n\r\n'
+  seed http09 '\x00\x00GET /\r\n'
 fi
 
 # Tokens that matter to the grammar, so mutations reach the interesting paths.

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -172,16 +173,23 @@ TEST_F(EtcdStoreTest, ReplicasShareVersionsHistoryAndTokens) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(AppliedVersion(r), 4u) << r.out;
 
-  // A token made on one replica is known to the other.
-  r = replicas_[0]->Ctl({"token", "create", "ci-bot", "--role", "operator"});
+  // A token made on one replica is known to the other, and, stored, it is
+  // required there too, although neither replica has --require-tokens (a
+  // replica without the flag let anyone in, and mint admin tokens).
+  r = replicas_[0]->Ctl({"token", "create", "ci-bot", "--role", "admin"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string token(absl::StripAsciiWhitespace(r.out));
+  ASSERT_TRUE(absl::StartsWith(token, "slc_")) << r.out;
   EXPECT_TRUE(WaitFor(
       [&] {
-        return absl::StrContains(replicas_[1]->Ctl({"token", "list"}).out,
+        return absl::StrContains(replicas_[1]->Ctl({"--token", token, "token", "list"}).out,
                                  "ci-bot");
       },
       absl::Seconds(10)));
-  r = replicas_[1]->Ctl({"token", "revoke", "ci-bot"});
+  r = replicas_[1]->Ctl({"token", "list"});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "requires a token")) << r.err;
+  r = replicas_[1]->Ctl({"--token", token, "token", "revoke", "ci-bot"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(WaitFor(
       [&] {

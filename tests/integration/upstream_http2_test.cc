@@ -4,7 +4,11 @@
 // response says which protocol nginx saw (x-proto: $server_protocol) and, on
 // TLS, which ALPN protocol was chosen (x-alpn). Clients are HTTP/1.1 (the
 // harness client) and curl.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -497,6 +501,44 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
 // with a code gRPC does not define, or none, is counted as what a gRPC
 // client reads: UNKNOWN, or the HTTP status's mapping (before: in no
 // grpc_status series, so error ratios missed it).
+// An HTTP2 cluster's endpoint that accepts and never sends its SETTINGS
+// (no HTTP/2 server: an HTTP/1 one waits for a request line the preface
+// never finishes) fails at the connect timeout as a connect failure, saying
+// so; it failed only at the route timeout, with no reason, and the
+// connection lived on for a PING's timeout more.
+TEST(UpstreamHttp2ResetTest, AnEndpointThatSendsNoSettingsFailsAtTheConnectTimeout) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  // Listening, never accepting: the kernel completes the handshakes.
+  const int silent = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(silent, 16), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      ClusterYaml("silent", ntohs(addr.sin_port), "HTTP2", ""), "  connect_timeout: 300ms\n---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - {match: {prefix: /}, route: {cluster: silent, timeout: 10s}}\n"
+      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-silent"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-silent-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const absl::Time start = absl::Now();
+  HttpResponse answer = HttpGet(absl::StrCat("127.0.0.1:", port), "/x", {}, absl::Seconds(15));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_EQ(answer.status, 504) << answer.error << answer.body;
+  EXPECT_TRUE(absl::StrContains(answer.body, "the upstream sent no HTTP/2 SETTINGS")) << answer.body;
+  close(silent);
+}
+
 TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
   ControlPlane cp("", "info");
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
