@@ -214,6 +214,21 @@ inline bool ListenerAccessChanged(const ConfigSnapshot* before, const ConfigSnap
          was->second.tls_access != is->second.tls_access;
 }
 
+// Whether listener `name`, in both snapshots, moved: to other sockets (its
+// address or port changed) or to or from the PROXY protocol. Connections
+// accepted on the old address are drained, as Envoy drains a listener whose
+// address changed: moving a listener off a public address must not leave
+// its keep-alive clients connected there.
+inline bool ListenerMoved(const ConfigSnapshot* before, const ConfigSnapshot& after,
+                          const std::string& name) {
+  if (before == nullptr) return false;
+  auto was = before->listeners.find(name);
+  auto is = after.listeners.find(name);
+  return was != before->listeners.end() && is != after.listeners.end() &&
+         (was->second.sockets != is->second.sockets ||
+          was->second.proxy_protocol != is->second.proxy_protocol);
+}
+
 // Validates `resources` with the shared validation library and compiles
 // them. Errors name the resource and field; nothing is bound on error
 // except sockets that the next successful version may reuse.

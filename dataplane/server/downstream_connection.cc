@@ -144,10 +144,13 @@ void DownstreamConnection::OnSnapshotChanged(
     // Its listener now lets in others, or fewer (TLS added or removed, a
     // client CA or the client certificate rule changed, versions, ciphers):
     // the connection, made under the old rules, is drained.
-    if (!config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_name_)) {
+    if (config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_name_)) {
+      end_tunnel_reason_ = "listener_tls_changed";
+    } else if (config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_name_)) {
+      end_tunnel_reason_ = "listener_moved";
+    } else {
       return;
     }
-    end_tunnel_reason_ = "listener_tls_changed";
     if (tunnel_) {
       EndTunnel(end_tunnel_reason_);
       return;

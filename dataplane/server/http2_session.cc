@@ -389,8 +389,10 @@ void Http2Session::OnRequestMalformed(int32_t /*stream_id*/, const http::Request
 void Http2Session::OnSnapshotChanged(
     const std::shared_ptr<const config::ConfigSnapshot>& previous) {
   if (worker_.snapshot()->listeners.count(listener_)) {
-    // Made under TLS rules its listener no longer has: drained (GOAWAY).
-    if (config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_)) {
+    // Made under TLS rules its listener no longer has, or on an address it
+    // left: drained (GOAWAY).
+    if (config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_) ||
+        config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_)) {
       StartDrain();
     }
     return;

@@ -1059,5 +1059,44 @@ TEST(DrainDelayTest, ARequestOpenAtTheDrainTimeoutIsAnswered503) {
   EXPECT_EQ(proxy.process().Wait(absl::Seconds(10)), std::optional<int>(0));
 }
 
+// A listener moved to another port drains the connections it accepted on
+// the old one (Connection: close on the next response), as a removed one
+// does: they were served on for as long as their clients kept them, the
+// new route table included, so moving a listener off an address left its
+// keep-alive clients there.
+TEST(ListenerMoveTest, ConnectionsOnTheOldAddressAreDrained) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const int old_port = PickFreePort();
+  int new_port = PickFreePort();
+  while (new_port == old_port) new_port = PickFreePort();
+  const std::string dir = MakeTempDir("listener-move");
+  auto apply = [&](int port) {
+    std::ofstream(dir + "/config.yaml") << absl::StrCat(
+        "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+        "      routes:\n        - match: {prefix: /}\n"
+        "          direct_response: {status: 200, body: ok}\n"
+        "---\nkind: Listener\nname: mv\nspec: {address: 127.0.0.1, port: ",
+        port, ", route_table: main}\n");
+    return cp.Ctl({"apply", "-f", dir + "/config.yaml"}).exit_code;
+  };
+  ASSERT_EQ(apply(old_port), 0);
+  Proxy proxy(cp.address(), "move-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  HttpConnection kept(absl::StrCat("127.0.0.1:", old_port));
+  HttpResponse r = kept.Request("GET", "/a");
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_NE(r.header("connection"), "close");
+  ASSERT_EQ(apply(new_port), 0);
+  ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
+  r = kept.Request("GET", "/b");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.header("connection"), "close");
+  EXPECT_TRUE(WaitFor([&] { return !kept.connected(); }, absl::Seconds(5)));
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", new_port), "/c").status, 200);
+  EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", old_port), "/d", {}, absl::Seconds(2)).status, 0);
+}
+
 }  // namespace
 }  // namespace sluice::testing
