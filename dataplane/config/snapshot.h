@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -205,13 +206,20 @@ struct ConfigSnapshot {
 // Whether listener `name`, in both snapshots, changed what decides who may
 // connect to it (ListenerRuntime::tls_access): its open connections are
 // drained then, as Envoy drains a changed filter chain's.
-inline bool ListenerAccessChanged(const ConfigSnapshot* before, const ConfigSnapshot& after,
-                                  const std::string& name) {
-  if (before == nullptr) return false;
+// Listener `name` as `before` and `after` have it; nulls unless both do.
+inline std::pair<const ListenerRuntime*, const ListenerRuntime*> ListenerInBoth(
+    const ConfigSnapshot* before, const ConfigSnapshot& after, const std::string& name) {
+  if (before == nullptr) return {nullptr, nullptr};
   auto was = before->listeners.find(name);
   auto is = after.listeners.find(name);
-  return was != before->listeners.end() && is != after.listeners.end() &&
-         was->second.tls_access != is->second.tls_access;
+  if (was == before->listeners.end() || is == after.listeners.end()) return {nullptr, nullptr};
+  return {&was->second, &is->second};
+}
+
+inline bool ListenerAccessChanged(const ConfigSnapshot* before, const ConfigSnapshot& after,
+                                  const std::string& name) {
+  auto [was, is] = ListenerInBoth(before, after, name);
+  return was != nullptr && was->tls_access != is->tls_access;
 }
 
 // Whether listener `name`, in both snapshots, moved: to other sockets (its
@@ -221,12 +229,9 @@ inline bool ListenerAccessChanged(const ConfigSnapshot* before, const ConfigSnap
 // its keep-alive clients connected there.
 inline bool ListenerMoved(const ConfigSnapshot* before, const ConfigSnapshot& after,
                           const std::string& name) {
-  if (before == nullptr) return false;
-  auto was = before->listeners.find(name);
-  auto is = after.listeners.find(name);
-  return was != before->listeners.end() && is != after.listeners.end() &&
-         (was->second.sockets != is->second.sockets ||
-          was->second.proxy_protocol != is->second.proxy_protocol);
+  auto [was, is] = ListenerInBoth(before, after, name);
+  return was != nullptr &&
+         (was->sockets != is->sockets || was->proxy_protocol != is->proxy_protocol);
 }
 
 // Validates `resources` with the shared validation library and compiles

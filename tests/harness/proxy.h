@@ -54,6 +54,12 @@ class Proxy {
 // A TCP port that was free a moment ago, outside the ephemeral range.
 int PickFreePort();
 
+// A loopback socket that listens and never accepts: the kernel completes
+// TCP handshakes into its backlog, and nothing is ever sent (an upstream
+// that never answers a ClientHello or an HTTP/2 preface). Its fd (the
+// caller closes it), or -1; `port` is set to its port.
+int SilentListener(int* port);
+
 }  // namespace sluice::testing
 
 #endif  // SLUICE_TESTS_HARNESS_PROXY_H_

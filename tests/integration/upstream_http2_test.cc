@@ -4,10 +4,7 @@
 // response says which protocol nginx saw (x-proto: $server_protocol) and, on
 // TLS, which ALPN protocol was chosen (x-alpn). Clients are HTTP/1.1 (the
 // harness client) and curl.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -509,19 +506,12 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
 TEST(UpstreamHttp2ResetTest, AnEndpointThatSendsNoSettingsFailsAtTheConnectTimeout) {
   ControlPlane cp("", "info");
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  // Listening, never accepting: the kernel completes the handshakes.
-  const int silent = socket(AF_INET, SOCK_STREAM, 0);
+  int silent_port = 0;
+  const int silent = SilentListener(&silent_port);
   ASSERT_GE(silent, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(silent, 16), 0);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const int port = PickFreePort();
   const std::string yaml = absl::StrCat(
-      ClusterYaml("silent", ntohs(addr.sin_port), "HTTP2", ""), "  connect_timeout: 300ms\n---\n",
+      ClusterYaml("silent", silent_port, "HTTP2", ""), "  connect_timeout: 300ms\n---\n",
       "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
       "      routes:\n        - {match: {prefix: /}, route: {cluster: silent, timeout: 10s}}\n"
       "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,

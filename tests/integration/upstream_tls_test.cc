@@ -90,15 +90,9 @@ class UpstreamTlsTest : public ::testing::Test {
 
     // A socket that completes TCP handshakes (the kernel does) but never
     // answers a TLS ClientHello.
-    stalled_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(bind(stalled_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    ASSERT_EQ(listen(stalled_fd_, 16), 0);
-    socklen_t length = sizeof(addr);
-    getsockname(stalled_fd_, reinterpret_cast<sockaddr*>(&addr), &length);
-    int stalled_port = ntohs(addr.sin_port);
+    int stalled_port = 0;
+    stalled_fd_ = SilentListener(&stalled_port);
+    ASSERT_GE(stalled_fd_, 0);
 
     // An HTTPS upstream whose responses end at the close, with or without
     // close_notify.

@@ -106,53 +106,48 @@ TEST(HeadersPolicyTest, RulesNameTheField) {
   EXPECT_EQ(errors.size(), 3u) << all;
 }
 
+// The apply-only rules' refusals of `text`, as "field: message".
+std::vector<std::string> NewErrors(const std::string& text) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("headers")->ValidateNew(Parse(text), &errors);
+  std::vector<std::string> out;
+  for (const auto& e : errors) out.push_back(e.field + ": " + e.message);
+  return out;
+}
+
 // A Host set to a literal that is no host[:port] (a port over 65535, a
 // space) is refused at apply: every request on the route got 400. One with
 // variables is checked per request.
 // (Apply-only: a stored config an older build took still loads.)
 TEST(HeadersPolicyTest, ALiteralHostMustBeAHost) {
-  auto new_errors = [](const std::string& text) {
-    std::vector<api::PolicyConfigError> errors;
-    api::FindPolicyValidator("headers")->ValidateNew(Parse(text), &errors);
-    std::vector<std::string> out;
-    for (const auto& e : errors) out.push_back(e.field + ": " + e.message);
-    return out;
-  };
   const std::string bad = R"pb(request { set { name: "Host" value: "b:70000" } })pb";
-  std::vector<std::string> errors = new_errors(bad);
+  std::vector<std::string> errors = NewErrors(bad);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0], "request.set[0].value: 'b:70000' is not a valid host (host[:port], the "
                        "port 0..65535): every request would get 400");
   EXPECT_TRUE(Errors(bad).empty());  // not a rule for what is stored
-  EXPECT_EQ(new_errors(R"pb(request { set { name: "host" value: "a b" } })pb").size(), 1u);
-  EXPECT_EQ(new_errors(R"pb(request { set { name: "host" value: "" } })pb").size(), 1u);
-  EXPECT_TRUE(new_errors(R"pb(request { set { name: "host" value: "api.internal:8443" } })pb").empty());
-  EXPECT_TRUE(new_errors(R"pb(request { set { name: "host" value: "[::1]:80" } })pb").empty());
-  EXPECT_TRUE(new_errors(R"pb(request { set { name: "host" value: "%REQUEST_ID%.svc" } })pb").empty());
-  EXPECT_TRUE(new_errors(R"pb(request { set { name: "x-host" value: "a b" } })pb").empty());
+  EXPECT_EQ(NewErrors(R"pb(request { set { name: "host" value: "a b" } })pb").size(), 1u);
+  EXPECT_EQ(NewErrors(R"pb(request { set { name: "host" value: "" } })pb").size(), 1u);
+  EXPECT_TRUE(NewErrors(R"pb(request { set { name: "host" value: "api.internal:8443" } })pb").empty());
+  EXPECT_TRUE(NewErrors(R"pb(request { set { name: "host" value: "[::1]:80" } })pb").empty());
+  EXPECT_TRUE(NewErrors(R"pb(request { set { name: "host" value: "%REQUEST_ID%.svc" } })pb").empty());
+  EXPECT_TRUE(NewErrors(R"pb(request { set { name: "x-host" value: "a b" } })pb").empty());
 }
 
 // A value with white space at an end was sent over HTTP/1 and dropped by
 // HTTP/2 (a malformed field there): refused at apply, either side.
 TEST(HeadersPolicyTest, AValueHasNoWhiteSpaceAtItsEnds) {
-  auto new_errors = [](const std::string& text) {
-    std::vector<api::PolicyConfigError> errors;
-    api::FindPolicyValidator("headers")->ValidateNew(Parse(text), &errors);
-    std::vector<std::string> out;
-    for (const auto& e : errors) out.push_back(e.field + ": " + e.message);
-    return out;
-  };
   const std::string bad = R"pb(request { set { name: "x-a" value: " lead and trail " } }
                                response { add { name: "x-ok" value: "fine" }
                                           add { name: "x-b" value: "trail\t" } })pb";
-  std::vector<std::string> errors = new_errors(bad);
+  std::vector<std::string> errors = NewErrors(bad);
   ASSERT_EQ(errors.size(), 2u);
   EXPECT_TRUE(absl::StartsWith(errors[0], "request.set[0].value: begins or ends with white space"))
       << errors[0];
   EXPECT_TRUE(absl::StartsWith(errors[1], "response.add[1].value: begins or ends with white space"))
       << errors[1];
   EXPECT_TRUE(Errors(bad).empty());  // not a rule for what is stored
-  EXPECT_TRUE(new_errors(R"pb(response { set { name: "x-a" value: "a  b" } })pb").empty());
+  EXPECT_TRUE(NewErrors(R"pb(response { set { name: "x-a" value: "a  b" } })pb").empty());
 }
 
 TEST(HeadersPolicyTest, ValueLimitsAndControlCharacters) {
