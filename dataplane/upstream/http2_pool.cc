@@ -140,7 +140,8 @@ Http2UpstreamConnection::~Http2UpstreamConnection() {
 bool Http2UpstreamConnection::HasCapacity() const {
   const size_t open = streams_.size() + pending_.size();
   return !closed_ && !suspect_ && codec_.CanOpenStream() && open < max_streams_ &&
-         (codec_.peer_settings_received() || open < assumed_peer_limit_);
+         (codec_.peer_settings_received() || open < assumed_peer_limit_) &&
+         (stream_budget_ == 0 || streams_opened_ < stream_budget_);
 }
 
 void Http2UpstreamConnection::OnSettings() {
@@ -425,6 +426,13 @@ void Http2UpstreamConnection::OnStreamWritable(int32_t stream_id) {
 void Http2UpstreamConnection::OnGoaway(int32_t last_stream_id, uint32_t error_code) {
   SLUICE_LOG(kDebug, "HTTP/2 upstream ", pool_key_, " sent GOAWAY (error ", error_code,
              ", last stream ", last_stream_id, ")");
+  // Client streams are 1, 3, 5...: the GOAWAY let the first (id + 1) / 2
+  // through. A first GOAWAY of a graceful shutdown (2^31 - 1) says nothing.
+  const uint64_t processed = (static_cast<uint64_t>(last_stream_id) + 1) / 2;
+  if (error_code == 0 && last_stream_id > 0 && last_stream_id < INT32_MAX &&
+      streams_opened_ > processed) {
+    pool_.LearnStreamBudget(pool_key_, processed);
+  }
   pool_.OnStreamsChanged(this);
 }
 
@@ -533,6 +541,9 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
   list.push_back(std::make_unique<Http2UpstreamConnection>(
       dispatcher_, *this, *fd, std::move(transport), endpoint.pool_key, cluster, endpoint.state));
   Http2UpstreamConnection* c = list.back().get();
+  if (auto budget = stream_budgets_.find(endpoint.pool_key); budget != stream_budgets_.end()) {
+    c->stream_budget_ = budget->second.confirmed;
+  }
   ++c->streams_opened_;
   auto stream = std::unique_ptr<Http2UpstreamStream>(new Http2UpstreamStream(c, events, false));
   c->pending_.insert(stream.get());
@@ -575,6 +586,21 @@ void Http2Pool::Remove(Http2UpstreamConnection* connection) {
   }
 }
 
+void Http2Pool::LearnStreamBudget(const std::string& pool_key, uint64_t processed) {
+  StreamBudget& budget = stream_budgets_[pool_key];
+  if (processed != budget.seen) {
+    budget.seen = processed;
+    return;
+  }
+  if (budget.confirmed == processed) return;
+  budget.confirmed = processed;
+  SLUICE_LOG(kDebug, "HTTP/2 upstream ", pool_key, " serves ", processed,
+             " streams per connection (two GOAWAYs said so): no more are opened on one");
+  auto it = connections_.find(pool_key);
+  if (it == connections_.end()) return;
+  for (auto& c : it->second) c->stream_budget_ = processed;
+}
+
 uint32_t Http2Pool::KnownPeerLimit(const std::string& pool_key) const {
   auto it = peer_limits_.find(pool_key);
   return it == peer_limits_.end() ? UINT32_MAX : it->second;
@@ -583,6 +609,9 @@ uint32_t Http2Pool::KnownPeerLimit(const std::string& pool_key) const {
 void Http2Pool::DrainExcept(const std::set<std::string>& keep) {
   for (auto it = peer_limits_.begin(); it != peer_limits_.end();) {
     it = keep.count(it->first) ? std::next(it) : peer_limits_.erase(it);
+  }
+  for (auto it = stream_budgets_.begin(); it != stream_budgets_.end();) {
+    it = keep.count(it->first) ? std::next(it) : stream_budgets_.erase(it);
   }
   std::vector<Http2UpstreamConnection*> drain;
   for (auto& [key, list] : connections_) {

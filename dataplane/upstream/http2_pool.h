@@ -193,6 +193,9 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   // on an earlier connection (Http2Pool::peer_limits_): a new connection
   // does not send a burst the upstream refuses.
   const uint32_t assumed_peer_limit_;
+  // The streams its endpoint serves on one connection before its GOAWAY
+  // (Http2Pool::stream_budgets_); 0: not known, no bound.
+  uint64_t stream_budget_ = 0;
   const bool auto_protocol_;
   std::unordered_set<Http2UpstreamStream*> pending_;  // handed out, HEADERS not yet submitted
   std::unordered_map<int32_t, Http2UpstreamStream*> streams_;
@@ -254,6 +257,14 @@ class Http2Pool {
   void OnStreamsChanged(Http2UpstreamConnection* connection);
   void MarkHttp1(const std::string& pool_key) { http1_keys_.insert(pool_key); }
   uint32_t KnownPeerLimit(const std::string& pool_key) const;
+  // A NO_ERROR GOAWAY that left streams of `connection` unprocessed after
+  // `processed`: the endpoint's budget of streams per connection (nginx's
+  // keepalive_requests, Envoy's max_requests_per_connection on the other
+  // side), once two such GOAWAYs in a row say the same (a restart's GOAWAY
+  // comes at any count). New streams then go past it to other connections:
+  // a burst larger than the budget was refused, sent again, refused...
+  // and after three sends the client got a 502.
+  void LearnStreamBudget(const std::string& pool_key, uint64_t processed);
 
   event::Dispatcher& dispatcher_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<Http2UpstreamConnection>>>
@@ -261,6 +272,13 @@ class Http2Pool {
   std::unordered_set<std::string> http1_keys_;
   // By pool key: the SETTINGS_MAX_CONCURRENT_STREAMS its endpoint last sent.
   std::unordered_map<std::string, uint32_t> peer_limits_;
+  // By pool key: streams its last such GOAWAY let through, and the budget
+  // two in a row confirmed (0: none).
+  struct StreamBudget {
+    uint64_t seen = 0;
+    uint64_t confirmed = 0;
+  };
+  std::unordered_map<std::string, StreamBudget> stream_budgets_;
 };
 
 }  // namespace sluice::upstream
