@@ -5,6 +5,7 @@
 //             [--max-5xx-rate 0.01] [--max-4xx-rate 0.1] [--max-p99-ratio 1.5]
 //             [--p99-slack 10ms] [--min-requests 100] [--on-no-traffic abort|promote] [--wait]
 //   sluicectl [--server HOST:PORT] rollout status [-o table|json] | promote | abort [-m MSG]
+//             [--wait [--timeout 30s]]
 //   sluicectl [--server HOST:PORT] get [KIND [NAME]] [-o table|yaml|json]
 //   sluicectl [--server HOST:PORT] delete KIND NAME [NAME...] | -f FILE|DIR [--dry-run]
 //             [--if-version N] [-m MSG]
@@ -82,7 +83,9 @@ commands:
                                     sluice-control started: canaries, versions, time
                                     left, the figures so far, the decision (an older
                                     decision is in history)
-  rollout promote|abort [-m MSG]    decide the running rollout now (operator role)
+  rollout promote|abort [-m MSG] [--wait [--timeout 30s]]
+                                    decide the running rollout now (operator role);
+                                    --wait: until every proxy took the decision
   get [KIND [NAME]] [-o FORMAT]     list resources, or show one; FORMAT is table
                                     (default), yaml or json
   delete KIND NAME [NAME...] [--dry-run]
@@ -933,6 +936,9 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
   if (args[1] != "promote" && args[1] != "abort") {
     return UsageFail(absl::StrCat("rollout ", args[1], ": expected status, promote or abort"));
   }
+  absl::Duration wait_timeout;
+  std::string error;
+  if (!WaitTimeout(flags, &wait_timeout, &error)) return UsageFail(error);
   std::string message;
   if (auto it = flags.values.find("m"); it != flags.values.end()) message = it->second;
   admin::v1::Rollout decided;
@@ -961,6 +967,12 @@ int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& serve
     return Fail(status.error_message());
   }
   PrintRollout(decided, false);
+  // As apply --wait: the decision is a version every proxy must take (one
+  // outside the canaries may refuse what they could not test).
+  if (flags.switches.count("wait") && decided.decision_version() != 0) {
+    std::cout.flush();
+    return WaitForFleet(stub, server, decided.decision_version(), wait_timeout);
+  }
   return 0;
 }
 
@@ -1921,7 +1933,7 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
       {"top", {"interval", "once"}},
       {"token", {"o", "role"}},
       {"cache", {"route", "host", "path", "prefix", "group", "timeout"}},
-      {"rollout", {"o", "m"}},
+      {"rollout", {"o", "m", "wait", "timeout"}},
       {"hash-password", {"iterations"}},
   };
   static const std::set<std::string> kGlobal = {"server", "token", "ca", "cert", "key",

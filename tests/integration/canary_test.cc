@@ -228,6 +228,25 @@ TEST_F(CanaryTest, WhatNoCanaryServesIsSaidAndTheFleetIsFollowed) {
   EXPECT_TRUE(absl::StrContains(r.err, "cannot open access log")) << r.err;
 }
 
+// The same, promoted by hand: `rollout promote --wait` follows the fleet as
+// apply --wait does (promote said "promoted", exit 0, and took no --wait).
+TEST_F(CanaryTest, APromoteByHandWaitsForTheFleetToo) {
+  std::string yaml = Config(upstream_.port(), "");
+  const std::string placed = absl::StrCat("node_groups: [", kGroups[1], "]}");
+  ASSERT_NE(yaml.find(placed), std::string::npos);
+  yaml.replace(yaml.find(placed), placed.size(),
+               absl::StrCat("node_groups: [", kGroups[1],
+                            "], access_log: {path: /nonexistent-dir/x.log}}"));
+  CommandResult r = Apply(yaml, {"--canary", "canary", "--verify", "1h"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(canary().WaitForVersion(2)) << canary().process().Log();
+  r = cp_.Ctl({"rollout", "promote", "--wait", "--timeout", "20s"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "taken by 2 of 3 proxies, refused by 1")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "cannot open access log")) << r.err;
+  EXPECT_EQ(cp_.Ctl({"rollout", "abort", "--timeout", "5s"}).exit_code, 2);  // --timeout needs --wait
+}
+
 TEST_F(CanaryTest, ARestartMidRolloutPutsTheCanaryBackAndRecordsWhy) {
   CommandResult r = Apply(Config(dead_port_, ""),
                           {"--canary", "canary", "--verify", "1h", "--min-requests", "1000000"});
