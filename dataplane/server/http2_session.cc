@@ -64,7 +64,7 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     switch (head.body) {
       case ResponseHead::Body::kNone:
         end = true;
-        if (head.declared_length >= 0) {
+        if (head.declared_length > 0 || (head.declared_length == 0 && !head.length_implied)) {
           content_length = static_cast<uint64_t>(head.declared_length);
         }
         break;

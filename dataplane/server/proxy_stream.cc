@@ -2521,7 +2521,10 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
     head.body = ResponseHead::Body::kNone;
     // Framed as empty: an HTTP/1.1 client (gRPC over HTTP/1, grpc-web)
     // would otherwise read the body to the connection's close (RFC 9112 6.3).
+    // HTTP/2 ends the stream with the head: no content-length, as a gRPC
+    // server's trailers-only answer has none.
     head.declared_length = 0;
+    head.length_implied = true;
     head.close_connection = close_connection;
     status_ = status;  // counted under the gateway's own status
     response_started_ = true;

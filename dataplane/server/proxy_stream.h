@@ -98,9 +98,10 @@ struct ResponseHead {
   // The gateway wants the client connection closed after this response
   // (HTTP/1 sends Connection: close; HTTP/2 ignores it).
   bool close_connection = false;
-  // kLength, 0: the upstream declared no length (an HTTP/2 response ended
-  // with its head, as gRPC's trailers-only): HTTP/1 needs Content-Length: 0,
-  // an HTTP/2 client nothing (the response is passed on as it came).
+  // kLength 0, or kNone with declared_length 0: no length was declared (an
+  // HTTP/2 response ended with its head, gRPC's trailers-only, the
+  // gateway's own included): HTTP/1 needs Content-Length: 0, an HTTP/2
+  // client nothing (the response is passed on as it came).
   bool length_implied = false;
   // The first `syntax_checked` fields came from an HTTP/1 upstream's
   // response, whose parser checked their syntax: an HTTP/2 sink need not

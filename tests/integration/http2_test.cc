@@ -248,6 +248,9 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 12")) << r.out;
   EXPECT_TRUE(absl::StrContains(r.out, "grpc-message: no route matches the request")) << r.out;
+  // Trailers-only, as a gRPC server's: the stream ends with the head, no
+  // content-length (grpcio handed it to the application as metadata).
+  EXPECT_FALSE(absl::StrContains(r.out, "content-length")) << r.out;
   r = grpc("/dead/Svc/Method");  // refused upstream: 502 -> UNAVAILABLE
   EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 14")) << r.out;
   // grpc-timeout bounds the route's deadline: DEADLINE_EXCEEDED, early.

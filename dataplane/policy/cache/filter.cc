@@ -188,6 +188,11 @@ class CacheFilter : public http::Filter {
     }
     if (headers.Get("range") != nullptr)
       return Bypass(headers, info);  // whole responses only
+    // A GET with a body (as Envoy's cache, never stored or served): a hit
+    // came before the body was held and checked (request-validation's 400
+    // turned into a hit once the cache was warm), and a body still
+    // trickling in held the fill, every other caller of the key waiting.
+    if (info.request_content_length != 0) return Bypass(headers, info);
     // A WebSocket handshake is answered by the upstream's 101, never by a
     // stored response of the URI (nor made to wait on another's miss).
     if (info.upgrade) return Bypass(headers, info);
