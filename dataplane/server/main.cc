@@ -674,12 +674,15 @@ int Run(int argc, char** argv) {
   if (max_memory_mb > 0) {
     stats::Gauge* overloaded = proxy.stats().GetGauge("sluice_overload_active");
     memory_check = std::make_unique<event::Timer>(main_loop, [&, overloaded] {
-      int64_t rss_mb = ResidentMemoryBytes() >> 20;
-      if (rss_mb > max_memory_mb) {
+      // In bytes: whole MiB let it run up to a MiB past the limit.
+      const int64_t limit_bytes = static_cast<int64_t>(max_memory_mb) << 20;
+      int64_t rss = ResidentMemoryBytes();
+      if (rss > limit_bytes) {
         ReleaseFreeMemory();  // then count what is really in use
-        rss_mb = ResidentMemoryBytes() >> 20;
+        rss = ResidentMemoryBytes();
       }
-      bool over = rss_mb > max_memory_mb;
+      const int64_t rss_mb = rss >> 20;
+      bool over = rss > limit_bytes;
       if (over != server::Overload::active()) {
         if (over) {
           SLUICE_LOG(kWarning, "resident memory ", rss_mb, " MiB is over --max-memory-mb ",
