@@ -239,16 +239,20 @@ void Dispatcher::CancelFlush(Flushable* target) {
   for (auto& t : to_flush_) {
     if (t == target) t = nullptr;
   }
+  // Also in the batch being run: a flush may delete another target of it.
+  for (auto& t : flushing_) {
+    if (t == target) t = nullptr;
+  }
 }
 
 void Dispatcher::RunFlushes() {
   // Flushing may schedule more (a flush that completes a close): loop.
   while (!to_flush_.empty()) {
-    std::vector<Flushable*> batch;
-    batch.swap(to_flush_);
-    for (Flushable* t : batch) {
-      if (t != nullptr) t->Flush();
+    flushing_.swap(to_flush_);
+    for (size_t i = 0; i < flushing_.size(); ++i) {
+      if (Flushable* t = flushing_[i]) t->Flush();
     }
+    flushing_.clear();
   }
 }
 

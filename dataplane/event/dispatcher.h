@@ -210,6 +210,7 @@ class Dispatcher {
   ::event* deferred_event_;
   ::event* flush_event_;
   std::vector<Flushable*> to_flush_;
+  std::vector<Flushable*> flushing_;  // the batch RunFlushes is running
   std::map<int64_t, const timeval*> common_timeouts_;  // by microseconds
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;
 

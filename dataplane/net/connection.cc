@@ -77,7 +77,13 @@ void Connection::Write2(std::string_view a, std::string_view b) {
 }
 
 void Connection::Flush() {
-  flush_scheduled_ = false;
+  if (flush_scheduled_) {
+    // Called directly (an owner flushing before it closes), the queued call
+    // is cancelled: left queued, it ran on a connection deleted meanwhile
+    // (Close() cancels only what it knows to be queued).
+    dispatcher_.CancelFlush(this);
+    flush_scheduled_ = false;
+  }
   if (fd_ < 0 || connecting_ || handshaking_ || output_.empty()) return;
   HandleWrite();
 }

@@ -507,7 +507,7 @@ TEST_F(GrpcTest, MaxConcurrentStreamsOpensMoreConnections) {
       << proxy_->Admin("/stats").second;
   // And the proxy is still there for the next call.
   GrpcCallResult after = Call("unary", {"--authority", "narrow.test"});
-  EXPECT_EQ(after.code, "OK") << after.Describe();
+  EXPECT_EQ(after.code, "OK") << after.Describe() << "\nproxy log:\n" << proxy_->process().Log() << "\nwait status: " << proxy_->process().Wait(absl::Seconds(1)).value_or(-12345);
 }
 
 }  // namespace

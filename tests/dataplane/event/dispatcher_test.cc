@@ -123,6 +123,28 @@ class CountingFlush : public Flushable {
   int flushes = 0;
 };
 
+// A flush target cancelled while the batch it is in runs (an earlier
+// target's flush ended it) is not flushed: it ran on a deleted upstream
+// connection (a use-after-free ASan found, a proxy crash about once in ten
+// runs of grpc_test's MaxConcurrentStreamsOpensMoreConnections).
+TEST_F(SimulatedClockTest, AFlushCancelledDuringItsBatchDoesNotRun) {
+  CountingFlush second;
+  struct Canceller : Flushable {
+    Dispatcher* dispatcher = nullptr;
+    Flushable* other = nullptr;
+    void Flush() override { dispatcher->CancelFlush(other); }
+  } first;
+  first.dispatcher = &dispatcher_;
+  first.other = &second;
+  Timer at10(dispatcher_, [&] {
+    dispatcher_.ScheduleFlush(&first);
+    dispatcher_.ScheduleFlush(&second);
+  });
+  at10.Enable(absl::Milliseconds(10));
+  dispatcher_.AdvanceClock(absl::Milliseconds(20));
+  EXPECT_EQ(second.flushes, 0);
+}
+
 TEST_F(SimulatedClockTest, TheLoopsWorkRunsAfterTheTimersOfEachDeadline) {
   CountingFlush flush;
   bool deleted = false;
