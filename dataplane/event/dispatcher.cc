@@ -250,7 +250,11 @@ void Dispatcher::RunFlushes() {
   while (!to_flush_.empty()) {
     flushing_.swap(to_flush_);
     for (size_t i = 0; i < flushing_.size(); ++i) {
-      if (Flushable* t = flushing_[i]) t->Flush();
+      if (Flushable* t = flushing_[i]) {
+        flushing_now_ = t;
+        t->Flush();
+        flushing_now_ = nullptr;
+      }
     }
     flushing_.clear();
   }

@@ -211,6 +211,12 @@ class Dispatcher {
   ::event* flush_event_;
   std::vector<Flushable*> to_flush_;
   std::vector<Flushable*> flushing_;  // the batch RunFlushes is running
+  Flushable* flushing_now_ = nullptr;  // the target whose Flush() it is in
+ public:
+  // Whether RunFlushes is calling `target`'s Flush() now (its queued call is
+  // the one running: nothing to cancel).
+  bool FlushingNow(const Flushable* target) const { return flushing_now_ == target; }
+ private:
   std::map<int64_t, const timeval*> common_timeouts_;  // by microseconds
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;
 

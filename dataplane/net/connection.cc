@@ -80,8 +80,9 @@ void Connection::Flush() {
   if (flush_scheduled_) {
     // Called directly (an owner flushing before it closes), the queued call
     // is cancelled: left queued, it ran on a connection deleted meanwhile
-    // (Close() cancels only what it knows to be queued).
-    dispatcher_.CancelFlush(this);
+    // (Close() cancels only what it knows to be queued). Called by the
+    // dispatcher, nothing is left to cancel (no scan per flush).
+    if (!dispatcher_.FlushingNow(this)) dispatcher_.CancelFlush(this);
     flush_scheduled_ = false;
   }
   if (fd_ < 0 || connecting_ || handshaking_ || output_.empty()) return;

@@ -108,6 +108,19 @@ class CanaryTest : public ::testing::Test {
     return yaml;
   }
 
+  // Config() with listener main-a (no canary serves it) given an access log
+  // its proxy cannot open: a version that proxy refuses. Empty if not found.
+  std::string UnservedListenerConfig(int port) {
+    std::string yaml = Config(port, "");
+    const std::string placed = absl::StrCat("node_groups: [", kGroups[1], "]}");
+    const size_t at = yaml.find(placed);
+    if (at == std::string::npos) return "";
+    yaml.replace(at, placed.size(),
+                 absl::StrCat("node_groups: [", kGroups[1],
+                              "], access_log: {path: /nonexistent-dir/x.log}}"));
+    return yaml;
+  }
+
   CommandResult Apply(const std::string& yaml, std::vector<std::string> extra) {
     std::vector<std::string> args = {"apply", "-f",
                                      WriteFile(MakeTempDir("canary"), "config.yaml", yaml)};
@@ -211,12 +224,8 @@ TEST_F(CanaryTest, ProxiesSayWhileARolloutRuns) {
 // a version the rest refuses (an access log it cannot open) fails the
 // command with the refusal. Before: "promoted", exit 0, the fleet split.
 TEST_F(CanaryTest, WhatNoCanaryServesIsSaidAndTheFleetIsFollowed) {
-  std::string yaml = Config(upstream_.port(), "");
-  const std::string placed = absl::StrCat("node_groups: [", kGroups[1], "]}");
-  ASSERT_NE(yaml.find(placed), std::string::npos);
-  yaml.replace(yaml.find(placed), placed.size(),
-               absl::StrCat("node_groups: [", kGroups[1],
-                            "], access_log: {path: /nonexistent-dir/x.log}}"));
+  const std::string yaml = UnservedListenerConfig(upstream_.port());
+  ASSERT_FALSE(yaml.empty());
   CommandResult r = Apply(yaml, {"--canary", "canary", "--verify", "2s", "--on-no-traffic",
                                  "promote", "--wait", "--timeout", "20s"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
@@ -231,12 +240,8 @@ TEST_F(CanaryTest, WhatNoCanaryServesIsSaidAndTheFleetIsFollowed) {
 // The same, promoted by hand: `rollout promote --wait` follows the fleet as
 // apply --wait does (promote said "promoted", exit 0, and took no --wait).
 TEST_F(CanaryTest, APromoteByHandWaitsForTheFleetToo) {
-  std::string yaml = Config(upstream_.port(), "");
-  const std::string placed = absl::StrCat("node_groups: [", kGroups[1], "]}");
-  ASSERT_NE(yaml.find(placed), std::string::npos);
-  yaml.replace(yaml.find(placed), placed.size(),
-               absl::StrCat("node_groups: [", kGroups[1],
-                            "], access_log: {path: /nonexistent-dir/x.log}}"));
+  const std::string yaml = UnservedListenerConfig(upstream_.port());
+  ASSERT_FALSE(yaml.empty());
   CommandResult r = Apply(yaml, {"--canary", "canary", "--verify", "1h"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(canary().WaitForVersion(2)) << canary().process().Log();
