@@ -1543,8 +1543,12 @@ bool ProxyStream::ConnectUpstream() {
              !worker_.h2_pool().SpeaksHttp1(endpoint.pool_key));
   absl::Status acquire_status;
   bool connecting = false;
+  // With max_pending_requests full, only a connection already open will
+  // do: none is opened for a request that would be refused.
+  const bool may_wait = cluster.state->pending_requests.load(std::memory_order_relaxed) <
+                        cluster.breakers.max_pending_requests;
   if (h2) {
-    auto stream = worker_.h2_pool().Acquire(cluster, endpoint, this);
+    auto stream = worker_.h2_pool().Acquire(cluster, endpoint, this, may_wait);
     if (stream.ok()) {
       connecting = (*stream)->connecting();
       upstream2_ = std::move(*stream);
@@ -1552,7 +1556,7 @@ bool ProxyStream::ConnectUpstream() {
       acquire_status = stream.status();
     }
   } else {
-    auto connection = worker_.pool().Acquire(cluster, endpoint, fresh_connection_);
+    auto connection = worker_.pool().Acquire(cluster, endpoint, fresh_connection_, may_wait);
     fresh_connection_ = false;
     if (connection.ok()) {
       connecting = (*connection)->connection().connecting();
@@ -1562,7 +1566,9 @@ bool ProxyStream::ConnectUpstream() {
     }
   }
   if (!acquire_status.ok()) {
-    if (absl::IsResourceExhausted(acquire_status)) {
+    if (absl::IsFailedPrecondition(acquire_status)) {
+      RefusePending();
+    } else if (absl::IsResourceExhausted(acquire_status)) {
       cluster.stats.breaker_overflow_connections->Inc();
       response_flag_ = "breaker_open";
       SendLocalResponse(503, absl::StrCat("circuit breaker max_connections is open for cluster ",
@@ -1579,10 +1585,7 @@ bool ProxyStream::ConnectUpstream() {
         cluster.breakers.max_pending_requests) {
       if (upstream_) worker_.pool().Discard(std::move(upstream_));
       upstream2_.reset();
-      cluster.stats.breaker_overflow_pending->Inc();
-      response_flag_ = "breaker_open";
-      SendLocalResponse(503, absl::StrCat("circuit breaker max_pending_requests is open for cluster ",
-                                          cluster.name));
+      RefusePending();
       return false;
     }
     cluster.state->pending_requests.fetch_add(1, std::memory_order_relaxed);
@@ -1609,6 +1612,13 @@ bool ProxyStream::ConnectUpstream() {
     SendRequestHttp2();  // may be refused at once (and try again)
   }
   return true;
+}
+
+void ProxyStream::RefusePending() {
+  cluster_->stats.breaker_overflow_pending->Inc();
+  response_flag_ = "breaker_open";
+  SendLocalResponse(503, absl::StrCat("circuit breaker max_pending_requests is open for cluster ",
+                                      cluster_->name));
 }
 
 void ProxyStream::SendRequestHttp1() {

@@ -340,6 +340,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The request head for an HTTP/2 upstream, from the forwarded fields.
   template <typename ForEach>
   void BuildHttp2Head(const RequestHead& head, std::string_view path, ForEach for_each);
+  // 503: the cluster's max_pending_requests breaker is open.
+  void RefusePending();
   // Sends the request (head, and what the body has so far) on the try's
   // upstream; for a retry the body comes from the replay buffer.
   void SendRequestHttp1();

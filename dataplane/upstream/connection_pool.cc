@@ -245,7 +245,7 @@ void UpstreamConnection::OnMessageComplete() {
 ConnectionPool::~ConnectionPool() { CloseAllIdle(); }
 
 absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
-    const ClusterInfo& cluster, const EndpointInfo& endpoint, bool fresh) {
+    const ClusterInfo& cluster, const EndpointInfo& endpoint, bool fresh, bool may_wait) {
   // A pooled connection holds no unread byte: Release() refuses one with
   // bytes past the response's framing, and an idle one that receives any is
   // closed when the loop reads them (OnReadable). Bytes that arrive in the
@@ -259,6 +259,7 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     cluster.stats.connections_reused->Inc();
     return std::unique_ptr<UpstreamConnection>(c);
   }
+  if (!may_wait) return absl::FailedPreconditionError("max_pending_requests");
   if (cluster.state->connections.load(std::memory_order_relaxed) >=
           cluster.breakers.max_connections &&
       !CloseOneIdle(cluster)) {

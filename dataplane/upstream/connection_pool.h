@@ -172,9 +172,12 @@ class ConnectionPool {
   // cluster's max_connections; UNAVAILABLE when the socket (or its TLS
   // session) cannot be created.
   // `fresh`: a new connection whatever is idle.
+  // `may_wait` false (the cluster's max_pending_requests is full): an idle
+  // connection or FAILED_PRECONDITION, never a new one to wait for.
   absl::StatusOr<std::unique_ptr<UpstreamConnection>> Acquire(const ClusterInfo& cluster,
                                                               const EndpointInfo& endpoint,
-                                                              bool fresh = false);
+                                                              bool fresh = false,
+                                                              bool may_wait = true);
   // Back to the pool after a complete response on a reusable connection;
   // otherwise (or when the endpoint's idle list is full, or its pool key
   // left the config while the request ran) it is closed. Unused for

@@ -508,11 +508,12 @@ Http2Pool::~Http2Pool() {
 }
 
 absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
-    const ClusterInfo& cluster, const EndpointInfo& endpoint, UpstreamEvents* events) {
+    const ClusterInfo& cluster, const EndpointInfo& endpoint, UpstreamEvents* events,
+    bool may_wait) {
   auto& list = connections_[endpoint.pool_key];
   for (auto& c : list) {
     c->max_connections_ = cluster.breakers.max_connections;
-    if (!c->HasCapacity()) continue;
+    if (!c->HasCapacity() || (!may_wait && c->connecting())) continue;
     bool reused = c->streams_opened_ > 0;
     ++c->streams_opened_;
     if (reused) cluster.stats.connections_reused->Inc();
@@ -521,6 +522,10 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
     c->pending_.insert(stream.get());
     c->UpdateIdle();
     return stream;
+  }
+  if (!may_wait) {
+    if (list.empty()) connections_.erase(endpoint.pool_key);
+    return absl::FailedPreconditionError("max_pending_requests");
   }
   if (cluster.state->connections.load(std::memory_order_relaxed) >=
       cluster.breakers.max_connections) {

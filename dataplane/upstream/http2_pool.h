@@ -240,9 +240,13 @@ class Http2Pool {
   // A stream on a connection to `endpoint` with room, or on a new one.
   // RESOURCE_EXHAUSTED when a new connection would pass max_connections;
   // UNAVAILABLE when the socket or its TLS session cannot be made.
+  // `may_wait` false (the cluster's max_pending_requests is full): a stream
+  // on a connection already open, or FAILED_PRECONDITION; never one that
+  // waits for its connection to open.
   absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Acquire(const ClusterInfo& cluster,
                                                                const EndpointInfo& endpoint,
-                                                               UpstreamEvents* events);
+                                                               UpstreamEvents* events,
+                                                               bool may_wait = true);
   // AUTO: this pool key's endpoint chose HTTP/1.1 by ALPN.
   bool SpeaksHttp1(const std::string& pool_key) const { return http1_keys_.count(pool_key) != 0; }
   // Connections whose key is not in `keep` drain (GOAWAY; closed once their

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -121,7 +122,7 @@ class UpstreamTlsTest : public ::testing::Test {
     std::string routes;
     for (const char* name :
          {"secure", "plain", "wrong-ca", "wrong-name", "mtls", "insecure", "resume", "stalled",
-          "closer", "demanding"}) {
+          "stalled-one", "closer", "demanding"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -140,6 +141,9 @@ class UpstreamTlsTest : public ::testing::Test {
         "---\n", ClusterYaml("insecure", self_signed_port_, "{insecure_skip_verify: true}"),
         "---\n", ClusterYaml("resume", port_, verified), "---\n",
         ClusterYaml("stalled", stalled_port, verified, "  connect_timeout: 300ms\n"), "---\n",
+        ClusterYaml("stalled-one", stalled_port, verified,
+                    "  connect_timeout: 3s\n  circuit_breakers: {max_pending_requests: 1}\n"),
+        "---\n",
         ClusterYaml("closer", closer_port, verified), "---\n",
         ClusterYaml("demanding", demanding_port, verified), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
@@ -268,6 +272,22 @@ TEST_F(UpstreamTlsTest, ConnectTimeoutCoversTheHandshake) {
   HttpResponse r = Get("/stalled/x");
   EXPECT_EQ(r.status, 504) << r.body;
   EXPECT_TRUE(absl::StrContains(r.body, "upstream connect timeout in the TLS handshake")) << r.body;
+}
+
+// A request over max_pending_requests gets its 503 without a connection
+// being opened for it. Before, one was opened and closed at once: each
+// refused request cost the upstream a handshake.
+TEST_F(UpstreamTlsTest, ARequestOverMaxPendingOpensNoConnection) {
+  HttpResponse first;
+  std::thread waiting([&] { first = Get("/stalled-one/first"); });
+  const std::string opened = "sluice_upstream_connections_opened_total{cluster=\"stalled-one\"}";
+  ASSERT_TRUE(WaitFor([&] { return proxy_->Stat(opened) == 1; }, absl::Seconds(5)));
+  HttpResponse second = Get("/stalled-one/second");
+  EXPECT_EQ(second.status, 503) << second.body;
+  EXPECT_TRUE(absl::StrContains(second.body, "max_pending_requests")) << second.body;
+  EXPECT_EQ(proxy_->Stat(opened), 1);
+  waiting.join();
+  EXPECT_EQ(first.status, 504) << first.body;  // its handshake never ends
 }
 
 // A response delimited by the close is whole over TLS only when close_notify
