@@ -354,7 +354,7 @@ void ProxyStream::Reset() {
   te_trailers_ = trust_forwarded_ = https_ = false;
   resends_ = 0;
   fresh_connection_ = false;
-  body_gone_ = false;
+  body_gone_ = held_for_alpn_ = false;
   body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
@@ -1867,8 +1867,18 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     // A body held whole for a policy is already in memory: it is kept for
     // a retry whatever max_replay_bytes says.
     if (replay_.size() + chunk.size() > route_->retry.max_replay_bytes && !replaying_held_) {
-      replayable_ = false;
-      std::string().swap(replay_);
+      if (cluster_->protocol == upstream::UpstreamProtocol::kAuto && upstream2_ &&
+          upstream2_->connecting()) {
+        // The endpoint may yet choose HTTP/1.1: keep this piece too, and
+        // read no more until its ALPN is known (OnUpstreamConnected,
+        // ReleaseUpstream).
+        replay_.append(chunk);
+        held_for_alpn_ = true;
+        sink_->SetRequestReadEnabled(false);
+      } else {
+        replayable_ = false;
+        std::string().swap(replay_);
+      }
     } else {
       replay_.append(chunk);
     }
@@ -1955,6 +1965,13 @@ void ProxyStream::OnUpstreamConnected() {
     pending_ = false;
     cluster_->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
   }
+  ResumeHeldForAlpn();
+}
+
+void ProxyStream::ResumeHeldForAlpn() {
+  if (!held_for_alpn_) return;
+  held_for_alpn_ = false;
+  if (active_) sink_->SetRequestReadEnabled(true);
 }
 
 void ProxyStream::OnUpstreamWriteDrained() {
@@ -2467,6 +2484,7 @@ void ProxyStream::ReleaseUpstream(bool reusable) {
     pending_ = false;
     cluster_->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
   }
+  ResumeHeldForAlpn();
   if (!HasUpstream()) return;
   if (endpoint_active_) --*endpoint_active_;
   endpoint_active_ = nullptr;

@@ -342,6 +342,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void BuildHttp2Head(const RequestHead& head, std::string_view path, ForEach for_each);
   // 503: the cluster's max_pending_requests breaker is open.
   void RefusePending();
+  // Reads the client again if held_for_alpn_.
+  void ResumeHeldForAlpn();
   // Sends the request (head, and what the body has so far) on the try's
   // upstream; for a retry the body comes from the replay buffer.
   void SendRequestHttp1();
@@ -430,6 +432,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // A request body byte went upstream (or was dropped between tries) and is
   // not kept for a retry: the request cannot be sent again whole.
   bool body_gone_ = false;
+  // AUTO: the body reached max_replay_bytes before the connection's ALPN
+  // said which protocol the endpoint speaks; the client is not read until
+  // it does, so that a request sent again over HTTP/1.1 has it whole.
+  bool held_for_alpn_ = false;
   uint64_t body_limit_ = 0;   // request body limit (route's or listener's); 0: none
   uint64_t request_body_bytes_ = 0;
   std::string request_id_;

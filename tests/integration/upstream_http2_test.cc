@@ -40,7 +40,8 @@ std::string BigHeadFields() {
 
 // h2c on `h2c_port` (its /h2c/echo/ proxied to upstream_server on
 // `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
-// `h2_tls_port`, HTTP/1.1 only on `h1_tls_port`.
+// `h2_tls_port`, HTTP/1.1 only on `h1_tls_port` (its /auto-h1/echo/ to
+// upstream_server too).
 std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int origin_port,
                          int goaway_port, int limited_port, const TestCert& cert) {
   constexpr char kServers[] = R"(  server {
@@ -75,6 +76,7 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
     ssl_certificate_key {KEY};
     add_header x-proto $server_protocol always;
     add_header x-alpn "$ssl_alpn_protocol" always;
+    location /auto-h1/echo/ { proxy_pass http://127.0.0.1:{ORIGIN}; }
     location / { return 200 "h1-upstream\n"; }
   }
 )";
@@ -256,6 +258,28 @@ TEST_F(UpstreamHttp2Test, AutoFallsBackToHttp11WhenTheUpstreamPicksIt) {
     EXPECT_EQ(r.header("x-proto"), "HTTP/1.1");
     EXPECT_EQ(r.header("x-alpn"), "http/1.1");
   }
+}
+
+// An upload larger than max_replay_bytes as the first request to an AUTO
+// endpoint that chooses HTTP/1.1: the client is not read past the replay
+// buffer until ALPN is known, so the request goes again over HTTP/1.1
+// whole. Before, the body was no longer kept and the client got 502.
+TEST_F(UpstreamHttp2Test, AutoSendsAFirstLargeUploadAgainOverHttp11Whole) {
+  std::string body;
+  body.reserve(1 << 20);
+  for (int i = 0; i < (1 << 20); ++i) body.push_back(static_cast<char>('a' + i * 11 % 26));
+  HttpResponse r = HttpRequest(ProxyAddress(), "POST", "/auto-h1/echo/up", {}, body,
+                               absl::Seconds(20));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-proto"), "HTTP/1.1");
+  EXPECT_EQ(r.body, absl::StrCat("origin POST /auto-h1/echo/up\nbody-bytes=1048576 body-crc=",
+                                 Crc32Hex(body), "\n"));
+  // One that chooses h2: the client is read again once it has.
+  r = HttpRequest(ProxyAddress(), "POST", "/auto-h2/up", {}, body, absl::Seconds(20));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
 }
 
 // An endpoint that answers no ALPN speaks HTTP/1.1 to AUTO (as Envoy takes
