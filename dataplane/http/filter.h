@@ -128,6 +128,13 @@ class FilterCallbacks {
   // it (e.g. WWW-Authenticate). The hook then returns kStopLocalReply.
   virtual void SendLocalReply(int status, std::string_view message,
                               const HeaderMap& headers) = 0;
+  // SendLocalReply for a request refused as malformed whatever else might
+  // let it through (two credentials, a credential where an upstream may
+  // read another): in a group of authentication policies it is the answer,
+  // however another policy or an anonymous consumer would have taken it.
+  virtual void RejectRequest(int status, std::string_view message, const HeaderMap& headers) {
+    SendLocalReply(status, message, headers);
+  }
   // Answers the request with a response the filter makes whole (e.g. a
   // CORS preflight's 204): `status`, `headers` (a content-type among them
   // is used; without one the response has none) and `body`. 204 and 304

@@ -120,6 +120,20 @@ http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::stri
   return http::FilterStatus::kStopLocalReply;
 }
 
+http::FilterStatus Reject(http::FilterCallbacks& callbacks, int status, std::string_view message,
+                          std::string_view challenge, bool drop_query) {
+  if (drop_query) {
+    std::string_view path = callbacks.info().path;
+    if (size_t q = path.find('?'); q != std::string_view::npos) {
+      callbacks.SetPath(std::string(path.substr(0, q)));
+    }
+  }
+  http::HeaderMap headers;
+  if (!challenge.empty()) headers.Add("www-authenticate", challenge);
+  callbacks.RejectRequest(status, message, headers);
+  return http::FilterStatus::kStopLocalReply;
+}
+
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
                                               std::string_view name) {
   size_t q = path_and_query.find('?');

@@ -17,6 +17,14 @@ namespace sluice::policy {
 http::FilterStatus RefuseOrAnonymous(http::FilterCallbacks& callbacks, std::string_view anonymous,
                                      std::string_view message, std::string_view challenge);
 
+// A malformed credential (two of them; one after a ';' in the query):
+// RejectRequest with `status` and `message`, and `WWW-Authenticate:
+// <challenge>` unless empty; whatever any `anonymous` consumer says. With
+// `drop_query`, the query leaves the path the access log records (it holds
+// the credential, maybe where it is not found to be removed).
+http::FilterStatus Reject(http::FilterCallbacks& callbacks, int status, std::string_view message,
+                          std::string_view challenge, bool drop_query);
+
 // `in` with %XX sequences decoded (a malformed one is kept as it is; '+'
 // stays '+').
 std::string PercentDecode(std::string_view in);

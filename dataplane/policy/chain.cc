@@ -15,7 +15,10 @@ namespace {
 // refusing it and without falling back to its anonymous consumer has
 // authenticated it (with a consumer, or -- jwt without consumer_claim --
 // without one). A filter may pause (kStopIteration): the group then pauses
-// the chain and carries on when that filter resumes.
+// the chain and carries on when that filter resumes. A filter's
+// RejectRequest (a malformed credential) is the answer at once. Let through,
+// the request is cleaned by every policy but the one that identified it:
+// one that refused or was never asked may not pass on its credential.
 class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallbacks {
  public:
   explicit AnyOfAuthenticationFilter(const FactoryList& factories) {
@@ -44,13 +47,14 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   // returns; when resuming after a pause (paused_), delivers the outcome
   // to the outer callbacks instead.
   http::FilterStatus Run() {
-    while (next_ < filters_.size() && !identified_) {
+    while (next_ < filters_.size() && !identified_ && !rejected_) {
       size_t i = next_++;
       entered_ = std::max(entered_, next_);
       refused_ = false;
       anonymous_now_ = false;
       http::FilterStatus status = filters_[i]->OnRequestHeaders(*headers_, *this);
-      if (status == http::FilterStatus::kStopIteration && !refused_ && !identified_) {
+      if (status == http::FilterStatus::kStopIteration && !refused_ && !identified_ &&
+          !rejected_) {
         waiting_ = true;
         paused_ = true;
         return http::FilterStatus::kStopIteration;
@@ -67,7 +71,11 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
 
   http::FilterStatus Finish() {
     http::FilterStatus status;
-    if (identified_) {
+    if (rejected_) {
+      outer_->SetAnsweringPolicy(reply_policy_);
+      outer_->SendLocalReply(reply_status_, reply_message_, reply_headers_);
+      status = http::FilterStatus::kStopLocalReply;
+    } else if (identified_) {
       status = http::FilterStatus::kContinue;
     } else if (anonymous_ != nullptr) {
       outer_->SetConsumer(anonymous_, true);
@@ -80,9 +88,12 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
       status = http::FilterStatus::kStopLocalReply;
     }
     if (status == http::FilterStatus::kContinue) {
-      // The policies the group never asked still clean the request.
-      for (size_t i = next_; i < filters_.size(); ++i) {
-        filters_[i]->OnSkippedInGroup(*headers_, *this);
+      // The policies that refused, offered their anonymous consumer or were
+      // never asked still clean the request: the credentials they did not
+      // accept do not go upstream.
+      const size_t winner = identified_ ? next_ - 1 : filters_.size();
+      for (size_t i = 0; i < filters_.size(); ++i) {
+        if (i != winner) filters_[i]->OnSkippedInGroup(*headers_, *this);
       }
     }
     if (paused_) {
@@ -116,6 +127,17 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
         reply_headers_.Add(f.name, f.value);
       }
     }
+    Resume();
+  }
+  void RejectRequest(int status, std::string_view message,
+                     const http::HeaderMap& headers) override {
+    refused_ = true;
+    rejected_ = true;
+    reply_status_ = status;
+    reply_message_.assign(message);
+    reply_policy_ = names_[next_ - 1];
+    reply_headers_.Clear();
+    for (const http::HeaderMap::Field& f : headers.fields()) reply_headers_.Add(f.name, f.value);
     Resume();
   }
   void SendResponse(int status, const http::HeaderMap& headers, std::string_view body) override {
@@ -154,6 +176,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   size_t entered_ = 0;
   bool identified_ = false;
   bool refused_ = false;  // the current filter refused
+  bool rejected_ = false;  // a filter's RejectRequest: the group's answer
   bool waiting_ = false;  // for the current filter to resume
   bool paused_ = false;   // the group returned kStopIteration
   bool anonymous_now_ = false;  // the current filter offered its anonymous consumer

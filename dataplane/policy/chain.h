@@ -20,7 +20,8 @@ using FactoryList = std::vector<std::shared_ptr<const http::FilterFactory>>;
 // order: the first to identify a consumer wins and the others do not run;
 // an anonymous consumer (a policy's `anonymous`) is taken only when none
 // identifies one; when all refuse, the first refusal is the answer, with
-// the WWW-Authenticate challenges of all of them.
+// the WWW-Authenticate challenges of all of them. A RejectRequest (a
+// malformed credential) is the answer at once.
 FactoryList OrderChain(FactoryList chain);
 
 }  // namespace sluice::policy

@@ -34,6 +34,7 @@ class JwtIntegrationTest : public ::testing::Test {
     // The JWK Set as a YAML single-quoted string (JSON has no single quotes).
     return absl::StrCat(
         "kind: Consumer\nname: alice\nspec: {groups: [staff], keys: [{key: alice-key-0123456789}]}\n---\n"
+        "kind: Consumer\nname: guest\nspec: {groups: [public]}\n---\n"
         "kind: Cluster\nname: web\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
         upstream_.port(),
         "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
@@ -69,6 +70,16 @@ class JwtIntegrationTest : public ::testing::Test {
         "                audiences: [api]\n"
         "                consumer_claim: sub\n"
         "                claims_to_headers: [{claim: roles, header: x-test-user-roles}]\n"
+        "        - name: lenient\n          match: {prefix: /lenient}\n          route: {cluster: web}\n"
+        "          policies:\n"
+        "            - {name: key-auth, typed_config: {key_names: [apikey], anonymous: guest}}\n"
+        "            - name: jwt\n"
+        "              typed_config:\n"
+        "                jwks: '",
+        material_.jwks.at("es256"),
+        "'\n"
+        "                algorithms: [ES256]\n"
+        "                query_parameter: access_token\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
   }
@@ -183,6 +194,32 @@ TEST_F(JwtIntegrationTest, ASecondAuthorizationFieldNeverCarriesATokenPastThePol
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.header("x-echo-x-consumer-name"), "alice");
   EXPECT_EQ(r.header("x-echo-authorization"), "Basic eDp5");
+}
+
+// With another policy's anonymous consumer to fall back on, a credential
+// no policy accepted never goes upstream, and a malformed one (two of them,
+// or one after a ';') is refused, not taken as the anonymous caller. Before:
+// 200 as guest, with the unverified tokens and keys forwarded.
+TEST_F(JwtIntegrationTest, AnotherPolicysAnonymousConsumerForwardsNoRefusedCredential) {
+  const std::string forged = "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.";
+  HttpResponse r = HttpGet(address(), "/lenient/x", {{"authorization", forged}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x-consumer-name"), "guest");
+  EXPECT_EQ(r.header("x-echo-authorization"), "");
+  r = HttpGet(address(), "/lenient/x", {{"authorization", forged}, {"authorization", forged}});
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "more than one authorization field")) << r.body;
+  r = HttpGet(address(), "/lenient/x",
+              {{"apikey", "alice-key-0123456789"}, {"apikey", "alice-key-0123456789"}});
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "more than one API key")) << r.body;
+  r = HttpGet(address(), "/lenient/x?a=1;access_token=" + material_.token("ES256"));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "access_token query parameter after a ';'")) << r.body;
+  r = HttpGet(address(), "/lenient/x?a=1;apikey=alice-key-0123456789");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "API key query parameter after a ';'")) << r.body;
 }
 
 // jwt without consumer_claim names no consumer, and removes the

@@ -21,6 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -217,8 +218,7 @@ class BasicAuthFilter : public http::Filter {
     // credentials checked (the first) need not be the ones an upstream reads.
     // Refused whatever the anonymous consumer, as by jwt.
     if (headers.Count("authorization") > 1) {
-      callbacks.SendLocalReply(400, "more than one authorization field", http::HeaderMap());
-      return http::FilterStatus::kStopLocalReply;
+      return Reject(callbacks, 400, "more than one authorization field", "", false);
     }
     const std::string* authorization = headers.Get("authorization");
     if (authorization == nullptr || !IsBasic(*authorization)) {
@@ -237,7 +237,8 @@ class BasicAuthFilter : public http::Filter {
       }
       return false;
     };
-    if (!absl::Base64Unescape(absl::string_view(encoded.data(), encoded.size()), &decoded) ||
+    if (!IsPaddedBase64(encoded) ||
+        !absl::Base64Unescape(absl::string_view(encoded.data(), encoded.size()), &decoded) ||
         (colon = decoded.find(':')) == std::string::npos || has_control(decoded)) {
       // Taken as the anonymous consumer, the request must not carry them on.
       if (!settings_.keep_credentials) headers.Remove("authorization");
@@ -299,6 +300,22 @@ class BasicAuthFilter : public http::Filter {
   }
 
  private:
+  // RFC 7617 2: the credentials are base64 (RFC 4648 4: padded), one
+  // token68; absl's decoder would also take white space inside and no
+  // padding, which an upstream given them (keep_credentials) may read
+  // otherwise.
+  static bool IsPaddedBase64(std::string_view s) {
+    if (s.empty() || s.size() % 4 != 0) return false;
+    size_t pad = 0;
+    while (pad < 2 && s[s.size() - 1 - pad] == '=') ++pad;
+    for (size_t i = 0; i + pad < s.size(); ++i) {
+      const char c = s[i];
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') {
+        return false;
+      }
+    }
+    return true;
+  }
   static bool IsBasic(std::string_view authorization) {
     return authorization.size() >= 6 &&
            absl::EqualsIgnoreCase(absl::string_view(authorization.data(), 6), "basic ");

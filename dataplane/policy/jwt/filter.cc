@@ -142,35 +142,32 @@ class JwtFilter : public http::Filter {
     // two, the token checked (a cookie's, or the first field's) need not be
     // the one the upstream reads: refused, whatever the anonymous consumer.
     if (!settings_.header.empty() && headers.Count(settings_.header) > 1) {
-      callbacks.SendLocalReply(
-          400, absl::StrCat("more than one ", settings_.header, " field"), http::HeaderMap());
-      return http::FilterStatus::kStopLocalReply;
+      return Reject(callbacks, 400, absl::StrCat("more than one ", settings_.header, " field"), "",
+                    false);
     }
     // With keep_token the checked token goes upstream: a second copy in its
     // source (two cookies or parameters of that name) might be the one an
     // upstream reads (Django takes the last cookie, PHP the last parameter).
     if (settings_.keep_token) {
       if (!settings_.cookie.empty() && CountCookie(headers, settings_.cookie) > 1) {
-        callbacks.SendLocalReply(
-            400, absl::StrCat("more than one ", settings_.cookie, " cookie"), http::HeaderMap());
-        return http::FilterStatus::kStopLocalReply;
+        return Reject(callbacks, 400, absl::StrCat("more than one ", settings_.cookie, " cookie"),
+                      "", false);
       }
       if (!settings_.query_parameter.empty() &&
           CountQueryParameter(callbacks.info().path, settings_.query_parameter) > 1) {
-        callbacks.SendLocalReply(
-            400, absl::StrCat("more than one ", settings_.query_parameter, " query parameter"),
-            http::HeaderMap());
-        return http::FilterStatus::kStopLocalReply;
+        return Reject(callbacks, 400,
+                      absl::StrCat("more than one ", settings_.query_parameter,
+                                   " query parameter"),
+                      "", true);
       }
     }
     // A token parameter after a ';' (`?x=1;jwt=T`) is neither checked nor
     // removed, and Rack 2, Python before 3.9.2 and Go before 1.17 read it.
     if (!settings_.query_parameter.empty() &&
         QueryParameterAfterSemicolon(callbacks.info().path, settings_.query_parameter)) {
-      callbacks.SendLocalReply(
-          400, absl::StrCat(settings_.query_parameter, " query parameter after a ';'"),
-          http::HeaderMap());
-      return http::FilterStatus::kStopLocalReply;
+      return Reject(callbacks, 400,
+                    absl::StrCat(settings_.query_parameter, " query parameter after a ';'"), "",
+                    true);
     }
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {

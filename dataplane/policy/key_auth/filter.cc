@@ -54,13 +54,22 @@ class KeyAuthFilter : public http::Filter {
     }
     if (keys > 1) {
       // Refused, and no key goes into the access log's path either.
-      for (const std::string& name : settings_.key_names) {
-        if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
-          callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
+      const bool after_semicolon = KeyAfterSemicolon(callbacks);
+      if (!after_semicolon && settings_.in_query) {
+        for (const std::string& name : settings_.key_names) {
+          if (FindQueryParameter(callbacks.info().path, name)) {
+            callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
+          }
         }
       }
-      return RefuseOrAnonymous(callbacks, "", "more than one API key found in request",
-                               settings_.challenge);
+      return Reject(callbacks, 401, "more than one API key found in request", settings_.challenge,
+                    after_semicolon);
+    }
+    // A key parameter after a ';' (`?x=1;apikey=k`) is neither checked nor
+    // removed, and Rack 2, Python before 3.9.2 and Go before 1.17 read it
+    // (as jwt refuses it).
+    if (KeyAfterSemicolon(callbacks)) {
+      return Reject(callbacks, 400, "API key query parameter after a ';'", "", true);
     }
     DropUnlistedSpellings(headers);
     std::string key;
@@ -114,6 +123,14 @@ class KeyAuthFilter : public http::Filter {
   }
 
  private:
+  bool KeyAfterSemicolon(const http::FilterCallbacks& callbacks) const {
+    if (!settings_.in_query) return false;
+    for (const std::string& name : settings_.key_names) {
+      if (QueryParameterAfterSemicolon(callbacks.info().path, name)) return true;
+    }
+    return false;
+  }
+
   // A key field in a spelling not listed is no key this policy checks, but
   // an upstream would read it as one: it never goes on, whatever
   // keep_credentials says, for an anonymous caller too.
