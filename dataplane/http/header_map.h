@@ -43,6 +43,24 @@ inline bool IsConsumerField(std::string_view name) {
   return SameCgiName(name, "x-anonymous-consumer");
 }
 
+// Whether `name`, in any spelling (SameCgiName), frames the message or is
+// set by the gateway for the upstream (forwarding, request id, trace
+// context, the consumer fields): a value from a claim must not pass as one,
+// and a credential in one is never what the client sent.
+inline bool IsGatewayOrFramingField(std::string_view name) {
+  constexpr std::string_view kFields[] = {
+      "host",          "content-length",    "transfer-encoding", "connection",
+      "keep-alive",    "proxy-connection",  "te",                "upgrade",
+      "trailer",       "x-forwarded-for",   "x-forwarded-proto", "x-forwarded-host",
+      "x-forwarded-port", "x-real-ip",      "forwarded",         "x-request-id",
+      "via",           "traceparent",       "tracestate",
+  };
+  for (std::string_view f : kFields) {
+    if (SameCgiName(name, f)) return true;
+  }
+  return IsConsumerField(name);
+}
+
 class HeaderMap {
  public:
   struct Field {

@@ -27,19 +27,6 @@ constexpr size_t kMaxClaimLength = 128;
 constexpr size_t kMaxHeaderPrefixLength = 64;
 constexpr uint32_t kMaxLeewaySeconds = 3600;
 
-// Headers that frame the message, and those the gateway sets for the
-// upstream (forwarding, request id, trace context): a claim, which the
-// token's issuer may copy from what a user typed, must not pass as one.
-// The consumer fields (http::IsConsumerField) too. Compared as CGI reads
-// names (http::SameCgiName: `x_forwarded_for` is `x-forwarded-for`).
-constexpr std::string_view kReservedHeaders[] = {
-    "host",          "content-length",    "transfer-encoding", "connection",
-    "keep-alive",    "proxy-connection",  "te",                "upgrade",
-    "trailer",       "x-forwarded-for",   "x-forwarded-proto", "x-forwarded-host",
-    "x-forwarded-port", "x-real-ip",      "forwarded",         "x-request-id",
-    "via",           "traceparent",       "tracestate",
-};
-
 bool IsTokenChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
          std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
@@ -252,9 +239,9 @@ class JwtValidator : public api::PolicyValidator {
                                                       c.header(), "\"")});
         continue;
       }
-      bool reserved = http::IsConsumerField(header);
-      for (std::string_view r : kReservedHeaders) reserved = reserved || http::SameCgiName(header, r);
-      if (reserved) {
+      // A claim, which the token's issuer may copy from what a user typed,
+      // must not pass as a field the gateway sets or one that frames.
+      if (http::IsGatewayOrFramingField(header)) {
         errors->push_back({header_field, absl::StrCat("\"", header,
                                                       "\" is set by the gateway or frames the "
                                                       "message; choose another header")});
@@ -290,6 +277,13 @@ class JwtValidator : public api::PolicyValidator {
         errors->push_back({absl::StrCat("claims_to_headers[", i, "].header"),
                            absl::StrCat("\"", header,
                                         "\" is the header the token comes in (as CGI reads it)")});
+      } else if (http::SameCgiName(header, "cookie") ||
+                 http::SameCgiName(header, "authorization")) {
+        // A claim taken for the client's session or credentials.
+        errors->push_back({absl::StrCat("claims_to_headers[", i, "].header"),
+                           absl::StrCat("\"", header,
+                                        "\" carries the client's cookies or credentials; "
+                                        "choose another header")});
       }
     }
   }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "dataplane/http/header_map.h"
 #include "dataplane/policy/key_auth/key_auth_config.pb.h"
 #include "dataplane/policy/realm_rules.h"
 
@@ -55,7 +56,19 @@ class KeyAuthValidator : public api::PolicyValidator {
   }
   void ValidateNew(const google::protobuf::Message& message,
                    std::vector<api::PolicyConfigError>* errors) const override {
-    CheckRealmNew(static_cast<const v1::KeyAuthConfig&>(message).realm(), errors);
+    const auto& config = static_cast<const v1::KeyAuthConfig&>(message);
+    CheckRealmNew(config.realm(), errors);
+    // A key header the gateway sets or removes before the policy runs (or
+    // that frames the message) never holds the client's key.
+    const bool in_header = !config.has_key_in_header() || config.key_in_header();
+    for (int i = 0; i < config.key_names_size() && in_header; ++i) {
+      if (http::IsGatewayOrFramingField(config.key_names(i))) {
+        errors->push_back({absl::StrCat("key_names[", i, "]"),
+                           absl::StrCat("\"", config.key_names(i),
+                                        "\" is set by the gateway or frames the message: no key "
+                                        "could be read from it; choose another name")});
+      }
+    }
   }
 };
 

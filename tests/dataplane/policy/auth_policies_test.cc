@@ -302,6 +302,30 @@ TEST(KeyAuthTest, ConfigRulesNameTheField) {
   }
 }
 
+// A key name the gateway sets, removes or frames with (host, the consumer
+// fields, x-forwarded-*) never holds the client's key: refused at apply.
+// Before: accepted, and every request got 400 (host) or 401.
+TEST(KeyAuthTest, AKeyNameTheGatewayOwnsIsRefusedAtApply) {
+  key_auth::v1::KeyAuthConfig config;
+  config.add_key_names("apikey");
+  config.add_key_names("Host");
+  config.add_key_names("x_consumer_name");
+  EXPECT_TRUE(Errors("key-auth", config).empty());  // a stored one keeps working
+  std::vector<api::PolicyConfigError> apply;
+  api::FindPolicyValidator("key-auth")->ValidateNew(config, &apply);
+  ASSERT_EQ(apply.size(), 2u);
+  EXPECT_EQ(apply[0].field, "key_names[1]");
+  EXPECT_EQ(apply[0].message,
+            "\"Host\" is set by the gateway or frames the message: no key could be read from "
+            "it; choose another name");
+  EXPECT_EQ(apply[1].field, "key_names[2]");
+  // Only looked for in the query: any name will do.
+  config.set_key_in_header(false);
+  apply.clear();
+  api::FindPolicyValidator("key-auth")->ValidateNew(config, &apply);
+  EXPECT_TRUE(apply.empty());
+}
+
 TEST(AclTest, AllowAndDenyByGroup) {
   acl::v1::AclConfig allow;
   allow.add_allow("admins");

@@ -736,6 +736,28 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   for (const auto& e : errors) EXPECT_FALSE(absl::StrContains(e.message, "secret")) << e.message;
 }
 
+// A claim written into Cookie or Authorization would pass for the
+// client's session or credentials: refused at apply (a stored policy keeps
+// working).
+TEST_F(JwtTest, AClaimIntoCookieOrAuthorizationIsRefusedAtApply) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_header("x-jwt");
+  auto* cookie = config.add_claims_to_headers();
+  cookie->set_claim("sid");
+  cookie->set_header("Cookie");
+  auto* authorization = config.add_claims_to_headers();
+  authorization->set_claim("sub");
+  authorization->set_header("authorization");
+  std::vector<api::PolicyConfigError> errors = Errors(config);
+  EXPECT_TRUE(errors.empty()) << ErrorText(errors);
+  api::FindPolicyValidator("jwt")->ValidateNew(config, &errors);
+  ASSERT_EQ(errors.size(), 2u) << ErrorText(errors);
+  EXPECT_EQ(errors[0].field, "claims_to_headers[0].header");
+  EXPECT_EQ(errors[0].message,
+            "\"cookie\" carries the client's cookies or credentials; choose another header");
+  EXPECT_EQ(errors[1].field, "claims_to_headers[1].header");
+}
+
 TEST_F(JwtTest, ConfigRulesNameTheField) {
   v1::JwtConfig config = Config({"ES256", "RS256", "XS1", "ES256"});
   config.set_jwks(M().jwks.at("es256"));
