@@ -1824,6 +1824,14 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   };
   // What the server would refuse, said here (a usage error, exit 2, with
   // no server needed).
+  // A selector given empty (`--path "$P"` with P unset) would select
+  // nothing and so purge everything: refused.
+  for (const char* name : {"route", "host", "path", "prefix", "group"}) {
+    if (auto it = flags.values.find(name); it != flags.values.end() && it->second.empty()) {
+      return UsageFail(absl::StrCat("--", name, " is empty (an unset variable?); leave --",
+                                    name, " out for a purge not narrowed by it"));
+    }
+  }
   if (!value("path").empty() && !value("prefix").empty()) {
     return UsageFail("--path and --prefix are exclusive: --path purges one key, --prefix every "
                      "path under it");

@@ -203,6 +203,14 @@ TEST_F(CachePurgeTest, BadSelectorsAndViewerTokensAreRefused) {
   r = Ctl(operator_token, {"cache", "purge", "--path", "a"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r.err, "--path a: must start with '/'")) << r.err;
+  // An empty selector (an unset variable) narrows nothing: it purged every
+  // entry of every proxy.
+  for (const char* flag : {"--path", "--prefix", "--host", "--route", "--group"}) {
+    r = Ctl(operator_token, {"cache", "purge", flag, ""});
+    EXPECT_EQ(r.exit_code, 2) << flag;
+    EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat(flag, " is empty (an unset variable?)")))
+        << r.err;
+  }
   r = Ctl(operator_token, {"token", "create", "x", "--role", "root"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(r.err, "--role root: expected viewer, operator or admin"))

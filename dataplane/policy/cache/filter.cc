@@ -96,6 +96,7 @@ bool IsUnstoredField(std::string_view name) {
                                                 "content-length",
                                                 "age",
                                                 "set-cookie",
+                                                "set-cookie2",
                                                 "x-cache-status",
                                                 "x-request-id"};
   for (std::string_view n : kNames) {
@@ -170,6 +171,14 @@ class CacheFilter : public http::Filter {
     const http::StreamInfo& info = callbacks.info();
     callbacks_ = &callbacks;
     background_ = info.background;
+    if (background_) {
+      // No client sees a refresh's answer: the triggering client's
+      // conditionals would make it a 304 or 412 that refreshes nothing.
+      for (const char* name :
+           {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"}) {
+        headers.Remove(name);
+      }
+    }
     client_authorization_ = info.client_authorization;
     authenticated_ = info.authenticated;
     keyed_by_caller_ = s_.key_consumer && info.consumer != nullptr && !info.anonymous_consumer;
@@ -284,6 +293,11 @@ class CacheFilter : public http::Filter {
       if (storable) {
         s_.store->Insert(key_, refreshed, fill_token_);
       } else {
+        // A 304 that says no-store or private: the origin wants the
+        // response kept no longer (the old entry would answer stale-if-
+        // error, and be revalidated on every request).
+        const CacheControl said = ParseCacheControl(headers);
+        if (said.no_store || said.is_private) s_.store->Invalidate(key_);
         s_.store->EndFill(key_, fill_token_);
       }
       fill_token_ = 0;
@@ -407,6 +421,18 @@ class CacheFilter : public http::Filter {
       std::string value = JoinedValues(headers, name, &present);
       AppendPiece(&key, present ? 'H' : 'N', value);
     }
+    // The forwarded host and port a listener with trusted_proxy_hops
+    // passes on (at 0 hops they are removed, and absent here): an upstream
+    // that builds links or redirects from them answers per value, so an
+    // unkeyed one would let a client poison the entry for everyone.
+    for (std::string_view name : {"x-forwarded-host", "x-forwarded-port", "forwarded"}) {
+      bool present = false;
+      std::string value = JoinedValues(headers, name, &present);
+      if (present) {
+        AppendPiece(&key, 'F', name);
+        AppendPiece(&key, '=', value);
+      }
+    }
     if (s_.key_consumer) {
       AppendPiece(&key, 'c',
                   info.consumer != nullptr ? info.consumer->name : "");
@@ -518,8 +544,12 @@ class CacheFilter : public http::Filter {
   // gave up, or the lock timed out): upstream, uncoalesced.
   void OnWaitOver(std::shared_ptr<const Entry> stored) {
     waiter_.reset();
-    if (stored != nullptr && stored->Matches(*request_)) {
-      // Just stored (or just revalidated) for the same key: a hit.
+    if (stored != nullptr && stored->Matches(*request_) &&
+        Classify(*stored, s_.clock()) == Use::kFresh) {
+      // Just stored (or just revalidated) for the same key, and fresh: a
+      // hit. One that must be validated before each use (no-cache, stale
+      // on arrival) may not answer a request it was not the answer to
+      // (RFC 9111 4): the waiter goes upstream.
       Serve(stored, *request_, CacheStatus::kHit);
       return;
     }
@@ -654,7 +684,8 @@ class CacheFilter : public http::Filter {
          (authenticated_ && s_.key_consumer && !keyed_by_caller_))) {
       return nullptr;
     }
-    if (headers.Get("set-cookie") != nullptr && !s_.cache_set_cookie)
+    if ((headers.Get("set-cookie") != nullptr || headers.Get("set-cookie2") != nullptr) &&
+        !s_.cache_set_cookie)
       return nullptr;
     if (!ContentTypeAllowed(s_, headers)) return nullptr;
     // No freshness at all (FreshnessLifetime < 0) and nothing to revalidate
@@ -718,6 +749,9 @@ class CacheFilter : public http::Filter {
       if (!(cc.no_cache && validator)) return false;  // no freshness at all
       lifetime = 0;
     }
+    // Validated before every use, with nothing to validate it by: never
+    // usable.
+    if (cc.no_cache && !validator) return false;
     bool stale_use = !e.must_revalidate &&
                      (e.stale_while_revalidate > 0 || e.stale_if_error > 0);
     if (lifetime == 0 && !validator && !stale_use)
@@ -726,6 +760,9 @@ class CacheFilter : public http::Filter {
     e.request_time = request_time_;
     e.response_time = now;
     e.corrected_initial_age = CorrectedInitialAge(response, request_time_, now);
+    // Stale on arrival (Age at least its lifetime), with no validator and
+    // no stale use: never usable either.
+    if (!validator && !stale_use && e.corrected_initial_age >= e.lifetime) return false;
     return true;
   }
 

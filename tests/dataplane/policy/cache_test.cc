@@ -410,6 +410,12 @@ TEST_F(CacheTest, WhatIsNotStored) {
       {"no-store", 200, Fresh(60, {{"Cache-Control", "no-store"}}), {}},
       {"private", 200, {{"Cache-Control", "private, max-age=60"}}, {}},
       {"set-cookie", 200, Fresh(60, {{"Set-Cookie", "a=b"}}), {}},
+      {"set-cookie2", 200, Fresh(60, {{"Set-Cookie2", "a=b; Version=1"}}), {}},
+      // Never usable: validated before every use with no validator, or
+      // stale on arrival with neither validator nor stale use (they took
+      // room in the budget, pushing out entries that answer).
+      {"no-cache without validator", 200, Fresh(60, {{"Cache-Control", "no-cache"}}), {}},
+      {"stale on arrival", 200, Fresh(60, {{"Age", "70"}}), {}},
       {"vary *", 200, Fresh(60, {{"Vary", "*"}}), {}},
       {"authorization", 200, Fresh(60), {{"Authorization", "Bearer x"}}},
       {"500", 500, Fresh(60), {}},
@@ -886,6 +892,64 @@ TEST_F(CacheTest, ASetCookieInA304GoesToItsClientAndIsNotStored) {
   EXPECT_EQ(FromCache(*factory).status, "Hit");  // refreshed by that one
 }
 
+// A 304 that says no-store (or private) ends the entry it revalidated:
+// before, the old entry stayed, revalidated on every request and ready to
+// answer stale-if-error after the origin said not to keep it.
+TEST_F(CacheTest, A304SayingNoStoreRemovesTheEntry) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"ETag", "\"v1\""}, {"Cache-Control", "stale-if-error=600"}}),
+       "body");
+  Advance(20);
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.went_upstream());
+  EXPECT_FALSE(c.Respond(304, {{"ETag", "\"v1\""}, {"Cache-Control", "no-store"}}));
+  EXPECT_EQ(c.cache_status(), "Revalidated");
+  EXPECT_EQ(c.response_body, "body");
+  Client next(*factory);
+  next.Start();
+  ASSERT_TRUE(next.went_upstream());
+  EXPECT_EQ(next.upstream_header("If-None-Match"), "<none>");  // nothing left to revalidate
+  EXPECT_TRUE(next.Fail(503));  // and no stale entry answers the error
+  EXPECT_EQ(next.cache_status(), "Miss");
+}
+
+// A stale-while-revalidate refresh goes without the triggering client's
+// conditionals: no client sees its answer, and a 304 or 412 to them
+// refreshed nothing.
+TEST_F(CacheTest, ABackgroundRefreshCarriesNoClientConditional) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"Cache-Control", "stale-while-revalidate=60"}}), "old");
+  Advance(20);
+  Client refresh(*factory, "/items?id=1",
+                 {{"If-None-Match", "\"q\""}, {"If-Match", "\"z\""},
+                  {"If-Modified-Since", DateAt(fake_now)}});
+  refresh.callbacks.info_.background = true;
+  refresh.Start();
+  ASSERT_TRUE(refresh.went_upstream());
+  EXPECT_EQ(refresh.upstream_header("If-None-Match"), "<none>");
+  EXPECT_EQ(refresh.upstream_header("If-Match"), "<none>");
+  EXPECT_EQ(refresh.upstream_header("If-Modified-Since"), "<none>");
+  refresh.Respond(200, Fresh(10), "new");
+  EXPECT_EQ(FromCache(*factory).body, "new");
+}
+
+// The forwarded host and port a trusting listener passes on are part of
+// the key: an upstream that builds links from them answered one client's
+// X-Forwarded-Host to every later one (cache poisoning).
+TEST_F(CacheTest, ForwardedHostAndPortAreKeyed) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(60), "evil", {{"X-Forwarded-Host", "evil.example"}});
+  EXPECT_EQ(FromCache(*factory).status, "<upstream>");
+  EXPECT_EQ(FromCache(*factory, {{"X-Forwarded-Host", "evil.example"}}).body, "evil");
+  Fill(*factory, 200, Fresh(60), "port", {{"X-Forwarded-Port", "441"}});
+  EXPECT_EQ(FromCache(*factory, {{"X-Forwarded-Port", "442"}}).status, "<upstream>");
+  Fill(*factory, 200, Fresh(60), "fwd", {{"Forwarded", "host=evil2.example"}});
+  EXPECT_EQ(FromCache(*factory, {{"Forwarded", "host=other.example"}}).status, "<upstream>");
+  Fill(*factory, 200, Fresh(60), "plain");
+  EXPECT_EQ(FromCache(*factory).body, "plain");
+}
+
 TEST_F(CacheTest, NoCacheIsStoredButRevalidatedEveryTime) {
   auto factory = Compile();
   Fill(*factory, 200, {{"Cache-Control", "no-cache"}, {"ETag", "\"n\""}},
@@ -1054,6 +1118,30 @@ TEST_F(CacheTest, ConcurrentMissesWaitForTheFirst) {
   EXPECT_EQ(second.cache_status(), "Hit");
   EXPECT_EQ(second.response_body, "shared");
   EXPECT_EQ(second.callbacks.continues_, 0);
+}
+
+// A waiter is answered from the filler's entry only when it is fresh:
+// one to be validated before every use (no-cache, or stale on arrival) was
+// the filler's answer, not the waiter's (RFC 9111 4). Before: served, and
+// labelled Hit.
+TEST_F(CacheTest, WaitersGoUpstreamWhenTheFillersEntryIsNotFresh) {
+  auto factory = Compile();
+  int i = 0;
+  for (const Fields& response :
+       {Fields{{"Cache-Control", "no-cache"}, {"ETag", "\"n\""}},
+        Fields{{"Cache-Control", "max-age=0"}, {"ETag", "\"z\""}},
+        Fresh(10, {{"Age", "100"}, {"ETag", "\"o\""}})}) {
+    const std::string path = absl::StrCat("/w", i++);
+    Client filler(*factory, path);
+    filler.Start();
+    ASSERT_TRUE(filler.went_upstream());
+    Client waiter(*factory, path);
+    EXPECT_EQ(waiter.Start(), http::FilterStatus::kStopIteration);
+    filler.Respond(200, response, "filled");
+    ASSERT_TRUE(waiter.callbacks.RunPosted());
+    EXPECT_FALSE(waiter.answered()) << path;
+    EXPECT_EQ(waiter.callbacks.continues_, 1) << path;
+  }
 }
 
 TEST_F(CacheTest, WaitersGoUpstreamWhenTheFillerGivesUp) {
