@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "dataplane/policy/registry.h"
 #include "dataplane/policy/request_transformer/path_rewrite.h"
 #include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
@@ -77,6 +78,21 @@ class RequestTransformerFilter : public http::Filter {
     }
     // The body goes upstream with the (edited) content-type: it decides.
     json_body_ = edit_body && transformer::IsPlainJson(headers);
+    if (edit_body && !json_body_ && settings_.body.takes_fields() &&
+        transformer::IsJsonTyped(headers)) {
+      // JSON under a content coding: its fields to remove or rename cannot
+      // be taken out, and an upstream that decodes it would read them
+      // (RFC 9110 15.5.16: 415, naming what is accepted).
+      http::HeaderMap reply;
+      reply.Add("accept-encoding", "identity");
+      callbacks.SendLocalReply(
+          415,
+          absl::StrCat("header content-encoding: ", transformer::EncodingOf(headers),
+                       " is not accepted: fields to remove or rename cannot be taken out of "
+                       "an encoded body"),
+          reply);
+      return http::FilterStatus::kStopLocalReply;
+    }
     return http::FilterStatus::kContinue;
   }
 

@@ -228,6 +228,31 @@ void CheckHeaderEdits(const EditSpec& spec, const std::string& prefix,
   check_values(spec.append, "append", host_rule);
 }
 
+void CheckNewHeaderEdits(const EditSpec& spec, const std::string& prefix,
+                         ConfigErrors* errors) {
+  for (size_t i = 0; i < spec.rename.size(); ++i) {
+    const auto& [from, to] = spec.rename[i];
+    if (from != to && absl::EqualsIgnoreCase(from, to)) {
+      errors->emplace_back(absl::StrCat(prefix, ".rename[", i, "].to"),
+                           "is the same as from (field names are case-insensitive)");
+    }
+  }
+  auto edges = [&](const auto& list, const char* kind) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string& value = list[i].second;
+      if (!value.empty() && (value.front() == ' ' || value.front() == '\t' ||
+                             value.back() == ' ' || value.back() == '\t')) {
+        errors->emplace_back(absl::StrCat(prefix, ".", kind, "[", i, "].value"),
+                             "begins or ends with white space, which a field value cannot "
+                             "(RFC 9110 5.5: HTTP/2 drops such a field, HTTP/1 would send it)");
+      }
+    }
+  };
+  edges(spec.replace, "replace");
+  edges(spec.add, "add");
+  edges(spec.append, "append");
+}
+
 std::string CheckJsonValue(std::string_view text, const TemplateScope& scope) {
   std::string_view json = TrimJsonSpace(text);
   simdjson::dom::parser parser;
@@ -352,10 +377,20 @@ void HeaderEdits::Apply(http::HeaderMap& headers,
                         const TemplateContext& context) const {
   if (empty()) return;
   // Values come from the fields as they are before any edit.
+  // A rendered value loses white space at its ends (RFC 9110 5.5: a
+  // field value has none; HTTP/2 upstreams refuse one), so a value that
+  // renders to white space only counts as empty.
   auto render = [&](const auto& list) {
     std::vector<std::string> out;
     out.reserve(list.size());
-    for (const auto& entry : list) out.push_back(entry.second.Render(context));
+    for (const auto& entry : list) {
+      std::string value = entry.second.Render(context);
+      size_t begin = 0, end = value.size();
+      while (begin < end && (value[begin] == ' ' || value[begin] == '\t')) ++begin;
+      while (end > begin && (value[end - 1] == ' ' || value[end - 1] == '\t')) --end;
+      if (begin > 0 || end < value.size()) value = value.substr(begin, end - begin);
+      out.push_back(std::move(value));
+    }
     return out;
   };
   std::vector<std::string> replace = render(replace_);
@@ -751,7 +786,7 @@ bool IsJsonContentType(std::string_view content_type) {
          absl::EndsWith(type, "+json");
 }
 
-bool IsPlainJson(const http::HeaderMap& headers) {
+bool IsJsonTyped(const http::HeaderMap& headers) {
   // Of several Content-Type fields, or a field's comma-separated list (one
   // field to RFC 9110 5.3), a browser takes the last: any that names JSON
   // counts (a body that is no JSON object is left as it is).
@@ -762,15 +797,27 @@ bool IsPlainJson(const http::HeaderMap& headers) {
       json = json || IsJsonContentType(std::string_view(type.data(), type.size()));
     }
   }
-  if (!json) return false;
+  return json;
+}
+
+bool IsPlainJson(const http::HeaderMap& headers) {
+  return IsJsonTyped(headers) && EncodingOf(headers).empty();
+}
+
+std::string EncodingOf(const http::HeaderMap& headers) {
+  // Every field line, every list element (RFC 9110 8.4): empty elements
+  // and `identity` are no coding, as parsers read them (Express, Werkzeug
+  // and Go take `Content-Encoding:` and `identity, identity` as none).
   for (const http::HeaderMap::Field& f : headers.fields()) {
-    if (absl::EqualsIgnoreCase(f.name, "content-encoding") &&
-        !absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(f.value),
-                                "identity")) {
-      return false;
+    if (!absl::EqualsIgnoreCase(f.name, "content-encoding")) continue;
+    for (absl::string_view coding : absl::StrSplit(f.value, ',')) {
+      coding = absl::StripAsciiWhitespace(coding);
+      if (!coding.empty() && !absl::EqualsIgnoreCase(coding, "identity")) {
+        return std::string(coding);
+      }
     }
   }
-  return true;
+  return "";
 }
 
 }  // namespace sluice::policy::transformer

@@ -82,6 +82,11 @@ void CheckListSizes(const EditSpec& spec, const std::string& prefix,
 void CheckHeaderEdits(const EditSpec& spec, const std::string& prefix,
                       bool request, const TemplateScope& scope,
                       ConfigErrors* errors);
+// Apply-only header rules (a stored config keeps loading): no value begins
+// or ends with white space (RFC 9110 5.5, as the `headers` policy), and a
+// rename's from and to differ in more than case.
+void CheckNewHeaderEdits(const EditSpec& spec, const std::string& prefix,
+                         ConfigErrors* errors);
 
 // Query edits: names are 1..kMaxNameBytes of UTF-8 without control
 // characters (matched against percent-decoded names, percent-encoded when
@@ -204,8 +209,13 @@ std::string JsonQuote(std::string_view text);
 // application/<something>+json.
 bool IsJsonContentType(std::string_view content_type);
 
-// Whether a body in `headers` can be read as JSON text: a JSON content-type
-// (any of several fields) and no content-encoding other than identity.
+// Whether `headers` give a JSON content-type (any of several fields).
+bool IsJsonTyped(const http::HeaderMap& headers);
+// The first content coding other than identity (empty list elements are
+// none), or "" when the body is not encoded.
+std::string EncodingOf(const http::HeaderMap& headers);
+// Whether a body in `headers` can be read as JSON text: IsJsonTyped and no
+// content coding.
 bool IsPlainJson(const http::HeaderMap& headers);
 
 }  // namespace sluice::policy::transformer

@@ -41,9 +41,11 @@ class RequestTransformerValidator : public api::PolicyValidator {
   // Apply-only: a stored config an older build took still loads.
   void ValidateNew(const google::protobuf::Message& message,
                    std::vector<api::PolicyConfigError>* errors) const override {
-    const auto& replace =
-        static_cast<const v1::RequestTransformerConfig&>(message).headers().replace();
+    const auto& config = static_cast<const v1::RequestTransformerConfig&>(message);
+    const auto& replace = config.headers().replace();
     transformer::ConfigErrors found;
+    transformer::CheckNewHeaderEdits(transformer::ToEditSpec(config.headers()), "headers",
+                                     &found);
     for (int i = 0; i < replace.size(); ++i) {
       if (absl::EqualsIgnoreCase(replace.Get(i).name(), "host")) {
         headers::CheckHostValue(replace.Get(i).value(),

@@ -30,6 +30,15 @@ class ResponseTransformerValidator : public api::PolicyValidator {
                                     scope, &found);
     for (auto& [field, text] : found) errors->push_back({field, text});
   }
+  // Apply-only: a stored config an older build took still loads.
+  void ValidateNew(const google::protobuf::Message& message,
+                   std::vector<api::PolicyConfigError>* errors) const override {
+    const auto& config = static_cast<const v1::ResponseTransformerConfig&>(message);
+    transformer::ConfigErrors found;
+    transformer::CheckNewHeaderEdits(transformer::ToEditSpec(config.headers()), "headers",
+                                     &found);
+    for (auto& [field, text] : found) errors->push_back({field, text});
+  }
 };
 
 const bool registered = api::RegisterPolicyValidator(

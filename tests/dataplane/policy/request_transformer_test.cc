@@ -16,6 +16,7 @@
 #include "dataplane/policy/registry.h"
 #include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
 #include "dataplane/policy/request_transformer/transform.h"
+#include "google/protobuf/message.h"
 #include "google/protobuf/text_format.h"
 #include "tests/dataplane/policy/fake_callbacks.h"
 
@@ -62,11 +63,12 @@ struct Exchange {
   // The target that goes upstream.
   std::string target() const { return std::string(callbacks.info_.path); }
 
-  // The body step's status (kContinue without one).
+  // The head step's status when it answers, else the body step's
+  // (kContinue without one).
   http::FilterStatus Run(const http::FilterFactory& factory) {
     auto filter = factory.CreateFilter();
-    EXPECT_EQ(filter->OnRequestHeaders(headers, callbacks),
-              http::FilterStatus::kContinue);
+    const http::FilterStatus head = filter->OnRequestHeaders(headers, callbacks);
+    if (head != http::FilterStatus::kContinue) return head;
     http::FilterStatus status = http::FilterStatus::kContinue;
     if (factory.request_body_limit() > 0 && !body.empty()) {
       EXPECT_LE(body.size(), factory.request_body_limit());
@@ -240,7 +242,51 @@ TEST(RequestTransformerTest, DecodedQueryBytesCannotSplitAHeader) {
       Compile(R"pb(headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
   Exchange ex("/?q=a%0D%0Ax-evil:%201%00");
   ex.Run(*factory);
-  EXPECT_EQ(*ex.headers.Get("x-q"), "a  x-evil: 1 ");
+  EXPECT_EQ(*ex.headers.Get("x-q"), "a  x-evil: 1");  // the end's white space goes
+}
+
+// A rendered value loses white space at its ends (RFC 9110 5.5), and one
+// that is only white space sends no field. Before: `x-q: x ` went upstream,
+// and `%0d%0a` sent a blank field (HTTP/2 upstreams refuse both).
+TEST(RequestTransformerTest, RenderedHeaderValuesHaveNoWhiteSpaceAtTheirEnds) {
+  auto factory =
+      Compile(R"pb(headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
+  Exchange edged("/?q=%20x%09y%20");
+  edged.Run(*factory);
+  ASSERT_NE(edged.headers.Get("x-q"), nullptr);
+  EXPECT_EQ(*edged.headers.Get("x-q"), "x\ty");
+  Exchange blank("/?q=%0d%0a");
+  blank.Run(*factory);
+  EXPECT_EQ(blank.headers.Get("x-q"), nullptr);
+}
+
+// At apply: a literal value with white space at its ends (the `headers`
+// policy's rule), and a rename to the same name in another case (it did
+// nothing).
+TEST(RequestTransformerTest, EdgeWhiteSpaceAndACaseOnlyRenameAreRefusedAtApply) {
+  const std::string text = R"pb(headers {
+    add { name: "x-a" value: " lead" }
+    append { name: "x-b" value: "t\t" }
+    rename { from: "x-c" to: "X-C" }
+  })pb";
+  EXPECT_EQ(Errors(text), "");  // apply-only: a stored one keeps loading
+  for (const char* policy : {"request-transformer", "response-transformer"}) {
+    std::vector<api::PolicyConfigError> errors;
+    const google::protobuf::Descriptor* type = api::FindPolicyValidator(policy)->config_type();
+    std::unique_ptr<google::protobuf::Message> config(
+        google::protobuf::MessageFactory::generated_factory()->GetPrototype(type)->New());
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(text, config.get()));
+    api::FindPolicyValidator(policy)->ValidateNew(*config, &errors);
+    std::string all;
+    for (const auto& e : errors) all += e.field + ": " + e.message + "\n";
+    EXPECT_EQ(all,
+              "headers.rename[0].to: is the same as from (field names are case-insensitive)\n"
+              "headers.add[0].value: begins or ends with white space, which a field value "
+              "cannot (RFC 9110 5.5: HTTP/2 drops such a field, HTTP/1 would send it)\n"
+              "headers.append[0].value: begins or ends with white space, which a field value "
+              "cannot (RFC 9110 5.5: HTTP/2 drops such a field, HTTP/1 would send it)\n")
+        << policy;
+  }
 }
 
 // A value that is percent-encoded (a query value) or escaped (a JSON
@@ -325,7 +371,7 @@ TEST(RequestTransformerTest,
   Exchange partial("/api/v1/books/42/extra");
   partial.Run(*factory);
   EXPECT_EQ(partial.target(), "/api/v1/books/42/extra?kind=");
-  EXPECT_EQ(*partial.headers.Get("x-id"), " of  ()");
+  EXPECT_EQ(*partial.headers.Get("x-id"), "of  ()");  // no white space at its ends
 }
 
 TEST(RequestTransformerTest, PathRewriteWithoutQuery) {
@@ -465,11 +511,33 @@ TEST(RequestTransformerTest, BodiesThatAreNotJsonObjectsPassUnchanged) {
   untyped.body = "{\"a\": 1}";
   untyped.Run(*factory);
   EXPECT_EQ(untyped.body, "{\"a\": 1}");
+  // Encoded JSON: a field to take out cannot be, and an upstream that
+  // decodes the body would read it: 415. Before: sent on, field and all
+  // (also with `Content-Encoding:` empty or `identity, identity`, which
+  // Express, Werkzeug and Go read as no coding).
+  for (const char* coding : {"gzip", "identity, br", "x-gzip"}) {
+    Exchange gzipped("/");
+    gzipped.headers.Add("content-type", "application/json");
+    gzipped.headers.Add("content-encoding", coding);
+    gzipped.body = "{\"a\": 1}";
+    EXPECT_EQ(gzipped.Run(*factory), http::FilterStatus::kStopLocalReply) << coding;
+    EXPECT_EQ(gzipped.callbacks.status_, 415) << coding;
+    EXPECT_NE(gzipped.callbacks.reply_headers_.Get("accept-encoding"), nullptr);
+  }
+  for (const char* coding : {"", "identity, identity", " "}) {
+    Exchange plain("/");
+    plain.headers.Add("content-type", "application/json");
+    plain.headers.Add("content-encoding", coding);
+    plain.body = "{\"a\": 1}";
+    EXPECT_EQ(plain.Run(*factory), http::FilterStatus::kContinue) << coding;
+    EXPECT_EQ(plain.body, "{\"b\":1}") << coding;
+  }
+  // Only adding: an encoded body goes on as it is.
   Exchange gzipped("/");
   gzipped.headers.Add("content-type", "application/json");
   gzipped.headers.Add("content-encoding", "gzip");
   gzipped.body = "{\"a\": 1}";
-  gzipped.Run(*factory);
+  EXPECT_EQ(gzipped.Run(*adds_only), http::FilterStatus::kContinue);
   EXPECT_EQ(gzipped.body, "{\"a\": 1}");
 }
 
