@@ -291,6 +291,11 @@ class FilterFactory {
   // response fields (security headers belong on a refusal too), as Kong's
   // header_filter runs on kong.response.exit answers.
   virtual bool edits_every_answer() const { return false; }
+  // The response fields this policy adds (rate-limit's RateLimit-*) come
+  // before any policy edits the response: its OnResponseHeaders runs first,
+  // not in reverse chain order, so the later phases' `headers` and
+  // `response-transformer` can remove or rewrite what it adds.
+  virtual bool adds_response_fields_first() const { return false; }
   // The body a filter's WantsResponseBody() takes may come out changed (not
   // only held and read): a HEAD response then declares no Content-Length,
   // since the length its GET would get is unknown (RFC 9110 9.3.2 lets a

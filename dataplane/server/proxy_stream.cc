@@ -398,7 +398,7 @@ void ProxyStream::Reset() {
   log_user_agent_.clear();
   response_hold_limit_ = 0;
   holding_response_ = false;
-  observes_upstream_ = edits_every_answer_ = in_upstream_error_ = false;
+  observes_upstream_ = edits_every_answer_ = fields_first_ = in_upstream_error_ = false;
   hook_head_ = nullptr;
   background_request_.reset();
   resume_token_.reset();
@@ -1199,6 +1199,7 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
     }
     observes_upstream_ = observes_upstream_ || factory->observes_upstream();
     edits_every_answer_ = edits_every_answer_ || factory->edits_every_answer();
+    fields_first_ = fields_first_ || factory->adds_response_fields_first();
   }
   hook_head_ = &head;
   ChainResult result = RunFiltersFrom(0);
@@ -1364,8 +1365,17 @@ bool ProxyStream::BodyWouldBeEdited(int status) {
 void ProxyStream::RunResponseFilters(int status, http::HeaderMap& headers) {
   // The filters the request reached, and those that edit every answer even
   // when an earlier policy answered before them.
-  for (size_t i = edits_every_answer_ ? filters_.size() : filters_entered_; i > 0; --i) {
+  const size_t end = edits_every_answer_ ? filters_.size() : filters_entered_;
+  if (fields_first_) {
+    for (size_t i = 0; i < filters_entered_; ++i) {
+      if ((*chain_)[i]->adds_response_fields_first()) {
+        filters_[i]->OnResponseHeaders(status, headers, *this);
+      }
+    }
+  }
+  for (size_t i = end; i > 0; --i) {
     if (i > filters_entered_ && !(*chain_)[i - 1]->edits_every_answer()) continue;
+    if (fields_first_ && (*chain_)[i - 1]->adds_response_fields_first()) continue;
     filters_[i - 1]->OnResponseHeaders(status, headers, *this);
   }
 }

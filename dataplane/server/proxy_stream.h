@@ -535,6 +535,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool observes_upstream_ = false;
   // Some policy of the chain edits_every_answer().
   bool edits_every_answer_ = false;
+  bool fields_first_ = false;  // a filter's adds_response_fields_first()
   bool in_upstream_error_ = false;  // the OnUpstreamError hooks run
   // The request head the hooks see (valid while a request-head hook runs).
   const RequestHead* hook_head_ = nullptr;

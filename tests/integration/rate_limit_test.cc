@@ -57,6 +57,12 @@ class RateLimitTest : public ::testing::Test {
         ", per: MINUTE}]\n"
         "                key: [CONSUMER]\n"
         "            - {name: key-auth, typed_config: {}}\n"
+        "        - name: trimmed\n          match: {prefix: /trimmed}\n          route: {cluster: web}\n"
+        "          policies:\n"
+        "            - {name: rate-limit, typed_config: {limits: [{requests: 1, per: MINUTE}], "
+        "key: [CLIENT_IP]}}\n"
+        "            - {name: response-transformer, typed_config: {headers: {remove: "
+        "[ratelimit-limit, x-ratelimit-remaining-minute]}}}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main}\n");
   }
@@ -132,6 +138,21 @@ TEST_F(RateLimitTest, TheSixthRequestOfAMinuteIs429AndOtherConsumersAreUnaffecte
   r = Get("wrong-key-000");
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(r.header("ratelimit-limit"), "");
+}
+
+// The RateLimit fields are there for the response policies to edit, on the
+// upstream's answer and on the 429. Before: rate-limit added them after
+// every other policy had run, so response-transformer could not remove them.
+TEST_F(RateLimitTest, ResponsePoliciesCanRemoveTheRateLimitFields) {
+  for (int status : {200, 429}) {
+    HttpResponse r = HttpGet(address(), "/trimmed/x");
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, status) << r.body;
+    EXPECT_EQ(r.header("ratelimit-limit"), "") << status;
+    EXPECT_EQ(r.header("x-ratelimit-remaining-minute"), "") << status;
+    EXPECT_EQ(r.header("ratelimit-remaining"), "0") << status;
+    EXPECT_EQ(r.header("x-ratelimit-limit-minute"), "1") << status;
+  }
 }
 
 TEST_F(RateLimitTest, ChangesElsewhereKeepTheCountersAndAChangedLimitKeepsWhatWasSpent) {

@@ -186,6 +186,9 @@ class RateLimitFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "rate-limit"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kRateLimit; }
+  // Its RateLimit-* fields are there for `headers` and
+  // `response-transformer` to remove or rewrite.
+  bool adds_response_fields_first() const override { return settings_.headers; }
 
  private:
   const Settings settings_;
