@@ -20,7 +20,16 @@ std::shared_ptr<RateLimiter> LimiterRegistry::FindOrCreate(
   absl::MutexLock lock(&mu_);
   Sweep();
   if (auto it = by_identity_.find(identity); it != by_identity_.end()) {
-    if (std::shared_ptr<RateLimiter> live = it->second.limiter.lock()) return live;
+    if (std::shared_ptr<RateLimiter> live = it->second.limiter.lock()) {
+      bool newer = false;  // another of the family, made since
+      if (!family.empty()) {
+        for (const auto& [id, slot] : by_identity_) {
+          newer = newer || (slot.family == family && slot.made > it->second.made &&
+                            !slot.limiter.expired());
+        }
+      }
+      if (!newer) return live;
+    }
   }
   std::vector<std::shared_ptr<RateLimiter>> family_live;
   if (!family.empty()) {
@@ -32,7 +41,7 @@ std::shared_ptr<RateLimiter> LimiterRegistry::FindOrCreate(
     }
   }
   std::shared_ptr<RateLimiter> limiter = make(family_live);
-  by_identity_[identity] = Slot{limiter, family};
+  by_identity_[identity] = Slot{limiter, family, ++next_made_};
   return limiter;
 }
 

@@ -36,7 +36,10 @@ class LimiterRegistry {
   // The same, for a limiter of `family` (the identity but for its limits):
   // a new one is made by `make` from the family's live limiters (the
   // versions of the policy with other limits), so it can carry their
-  // counters over.
+  // counters over. The identity's live limiter is reused only while no
+  // other of the family was made after it: limits A, then B, then A again
+  // while a request of the first A still holds its limiter get a new one,
+  // with what was spent under B (the old one's counts had missed it).
   std::shared_ptr<RateLimiter> FindOrCreate(
       const std::string& identity, const std::string& family,
       const std::function<std::unique_ptr<RateLimiter>(
@@ -54,7 +57,9 @@ class LimiterRegistry {
   struct Slot {
     std::weak_ptr<RateLimiter> limiter;
     std::string family;  // empty: made without one
+    uint64_t made = 0;   // when (next_made_), to tell the family's newest
   };
+  uint64_t next_made_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Slot> by_identity_ ABSL_GUARDED_BY(mu_);
 };
 

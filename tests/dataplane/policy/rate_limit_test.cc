@@ -675,6 +675,22 @@ TEST_F(RateLimitTest, AChangedLimitKeepsWhatEachCallerSpent) {
   EXPECT_EQ(Admitted(*Compile(Config("other", {{3, v1::Limit::MINUTE}})), 4, &alice), 3);
 }
 
+// Limits A, then B, then A again while a request of the first A still
+// holds its limiter (a WebSocket, a long poll): the spending under B
+// carries over. Before: the first A's limiter came back, its counts
+// without what B admitted.
+TEST_F(RateLimitTest, BackToEarlierLimitsKeepsWhatWasSpentSince) {
+  auto a = Compile(Config("round-trip", {{2, v1::Limit::MINUTE}}));
+  auto b = Compile(Config("round-trip", {{4, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*b, 5, &bob), 4);
+  auto a_again = Compile(Config("round-trip", {{2, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*a_again, 2, &bob), 0);
+  // Without a change in between, the live limiter is the one reused.
+  auto a_same = Compile(Config("round-trip", {{2, v1::Limit::MINUTE}}));
+  EXPECT_EQ(Admitted(*a_same, 1, &alice), 1);
+  EXPECT_EQ(Admitted(*a_again, 2, &alice), 1);
+}
+
 TEST_F(RateLimitTest, ConcurrentRequestsForOneKeyAdmitExactlyTheLimit) {
   for (bool two_limits : {false, true}) {
     // Frozen clock: nothing refills while the threads run. With two
