@@ -157,6 +157,19 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9001"),
             std::string::npos);
+
+  // Restored into another store, whose versions are behind the export's:
+  // nothing there can be undone, so it is applied (before: a conflict
+  // whose advice, --if-version 0, sluicectl refused).
+  auto full = cp.Ctl({"get", "-o", "json"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  ControlPlane fresh;
+  auto restored = fresh.Ctl({"apply", "-f", WriteFile(full.out)});
+  EXPECT_EQ(restored.exit_code, 0) << restored.out << restored.err;
+  EXPECT_TRUE(absl::StrContains(restored.err, "comes from another store")) << restored.err;
+  EXPECT_TRUE(absl::StrContains(restored.out, "applied: version 1")) << restored.out;
+  EXPECT_NE(fresh.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9001"),
+            std::string::npos);
 }
 
 // A dry run of routes changed in a table of 3,000 (some 18,000 lines of
