@@ -22,6 +22,10 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
       parsed.positional.push_back(arg);
       continue;
     }
+    if (arg == "-h" && switches.count("help")) {  // as every CLI takes it
+      parsed.switches.insert("help");
+      continue;
+    }
     const std::string dashes = arg[1] == '-' ? "--" : "-";  // as typed, for errors
     std::string name = arg.substr(dashes.size());
     std::string value;

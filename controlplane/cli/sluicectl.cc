@@ -71,7 +71,7 @@ constexpr char kUsage[] = R"(usage: sluicectl [--server HOST:PORT] COMMAND
 
 commands:
   apply -f FILE|DIR|- [--dry-run]   create or replace the resources in FILE (or every
-                                    .yaml/.yml file in DIR, or standard input for -)
+                                    .yaml/.yml/.json file in DIR, or standard input for -)
                                     as one change
   apply -f FILE --canary GROUP|N% --verify DURATION [thresholds] [--wait]
                                     a canary rollout: the change goes to the proxies of
@@ -1671,7 +1671,8 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::vector<std::pair<RouteKey, Route>> sorted(routes.begin(), routes.end());
     std::sort(sorted.begin(), sorted.end(),
               [](const auto& a, const auto& b) { return a.second.rps > b.second.rps; });
-    if (!once) std::cout << "\033[H\033[2J";  // clear the terminal
+    // Clear the terminal (only a terminal: a pipe or a file gets frames).
+    if (!once && ::isatty(STDOUT_FILENO) == 1) std::cout << "\033[H\033[2J";
     std::cout << absl::StrFormat(
         "fleet: %d proxies (%d reporting), version %d; %.1f rps, 5xx %.2f%%, p99 %.2f ms "
         "(worst proxy), %d connections\n\n",

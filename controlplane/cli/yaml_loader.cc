@@ -1260,7 +1260,11 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path,
       // macOS's "._x.yaml", a FIFO (it would block the apply) or a
       // directory named x.yaml are no config.
       if (name.empty() || name[0] == '.') continue;
-      if (!absl::EndsWith(name, ".yaml") && !absl::EndsWith(name, ".yml")) continue;
+      // A `get -o json` export is config too (JSON is YAML).
+      if (!absl::EndsWith(name, ".yaml") && !absl::EndsWith(name, ".yml") &&
+          !absl::EndsWith(name, ".json")) {
+        continue;
+      }
       std::string file = absl::StrCat(path, "/", name);
       struct stat file_st;
       if (::stat(file.c_str(), &file_st) == 0 && !S_ISREG(file_st.st_mode)) continue;
@@ -1269,7 +1273,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path,
     ::closedir(dir);
     std::sort(files.begin(), files.end());
     if (files.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": no .yaml or .yml files"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no .yaml, .yml or .json files"));
     }
   } else {
     files.push_back(path);

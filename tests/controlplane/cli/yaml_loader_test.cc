@@ -420,7 +420,7 @@ TEST(YamlLoaderTest, NulBytesAndDocumentFloodsAreRefusedBeforeParsing) {
   EXPECT_EQ(Error(std::string("\xFF\xFE\x00\xD8", 4)), "f.yaml: not valid UTF-16 at byte 2");
 }
 
-// -f DIR takes regular .yaml/.yml files, not hidden ones (macOS's
+// -f DIR takes regular .yaml/.yml/.json files, not hidden ones (macOS's
 // "._x.yaml"), not a FIFO (reading it blocked the apply for ever), not a
 // directory so named; a file it cannot read says why.
 TEST(YamlLoaderTest, ADirectoryGivesItsRegularVisibleYamlFiles) {
@@ -434,19 +434,25 @@ TEST(YamlLoaderTest, ADirectoryGivesItsRegularVisibleYamlFiles) {
     fclose(f);
   };
   write("a.yaml", "kind: Cluster\nname: a\nspec: {endpoints: [{address: 127.0.0.1, port: 1}]}\n");
+  // A `get -o json` export beside it (it was skipped).
+  write("b.json",
+        "{\"items\": [{\"kind\": \"Cluster\", \"name\": \"b\", \"spec\": {\"endpoints\": "
+        "[{\"address\": \"127.0.0.1\", \"port\": 2}]}}]}\n");
+  write("notes.txt", "not config");
   write("._a.yaml", "\x00\x05binary");
   ASSERT_EQ(mkfifo((dir + "/fifo.yaml").c_str(), 0600), 0);
   ASSERT_EQ(mkdir((dir + "/sub.yaml").c_str(), 0700), 0);
   auto loaded = LoadPath(dir);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  ASSERT_EQ(loaded->size(), 1u);
+  ASSERT_EQ(loaded->size(), 2u);
   EXPECT_EQ(api::NameOf((*loaded)[0].resource), "a");
+  EXPECT_EQ(api::NameOf((*loaded)[1].resource), "b");
   if (geteuid() != 0) {  // root reads whatever the mode says
-    write("b.yaml", "kind: Cluster\n");
-    ASSERT_EQ(chmod((dir + "/b.yaml").c_str(), 0), 0);
+    write("c.yaml", "kind: Cluster\n");
+    ASSERT_EQ(chmod((dir + "/c.yaml").c_str(), 0), 0);
     auto refused = LoadPath(dir);
     ASSERT_FALSE(refused.ok());
-    EXPECT_TRUE(absl::StrContains(refused.status().message(), "b.yaml: cannot read: Permission denied"))
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "c.yaml: cannot read: Permission denied"))
         << refused.status();
   }
 }
