@@ -101,7 +101,7 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
       absl::StrAppend(&out, "): active_requests=", cs.active_requests.load(),
                       " pending=", cs.pending_requests.load(),
                       " connections=", cs.connections.load(),
-                      " retries=", cs.active_retries.load(), "\n");
+                      " active_retries=", cs.active_retries.load(), "\n");
     }
     first_cluster = false;
     bool first_endpoint = true;

@@ -42,6 +42,7 @@ UpstreamConnection::~UpstreamConnection() { Uncount(); }
 void UpstreamConnection::Uncount() {
   if (!counted_) return;
   counted_ = false;
+  if (worker_count_) --*worker_count_;
   cluster_state_->connections.fetch_sub(1, std::memory_order_relaxed);
   endpoint_state_->connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -260,9 +261,11 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     return std::unique_ptr<UpstreamConnection>(c);
   }
   if (!may_wait) return absl::FailedPreconditionError("max_pending_requests");
+  std::shared_ptr<uint32_t>& mine = mine_[cluster.state.get()];
+  if (mine == nullptr) mine = std::make_shared<uint32_t>(0);
   if (cluster.state->connections.load(std::memory_order_relaxed) >=
           cluster.breakers.max_connections &&
-      !CloseOneIdle(cluster)) {
+      !CloseOneIdle(cluster) && *mine > 0) {
     return absl::ResourceExhaustedError("max_connections");
   }
   std::unique_ptr<net::TransportSocket> transport;
@@ -274,9 +277,12 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
   auto fd = net::ConnectNonBlocking(endpoint.address);
   if (!fd.ok()) return fd.status();
   cluster.stats.connections_opened->Inc();
-  return std::make_unique<UpstreamConnection>(dispatcher_, *this, *fd, std::move(transport),
-                                              endpoint.pool_key, cluster.connect_timeout,
-                                              cluster.state, endpoint.state);
+  auto connection = std::make_unique<UpstreamConnection>(
+      dispatcher_, *this, *fd, std::move(transport), endpoint.pool_key, cluster.connect_timeout,
+      cluster.state, endpoint.state);
+  connection->worker_count_ = mine;
+  ++*mine;
+  return connection;
 }
 
 void ConnectionPool::Release(std::unique_ptr<UpstreamConnection> connection, uint32_t max_idle,
@@ -392,6 +398,15 @@ void ConnectionPool::Discard(std::unique_ptr<UpstreamConnection> connection) {
 }
 
 void ConnectionPool::CloseIdleExcept(const std::set<std::string>& keep) {
+  // A new config: forget the counts of clusters this worker has no
+  // connection to (their state may be gone).
+  for (auto it = mine_.begin(); it != mine_.end();) {
+    if (*it->second == 0 && it->second.use_count() == 1) {
+      it = mine_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   for (auto it = idle_.begin(); it != idle_.end();) {
     if (keep.count(it->first)) {
       ++it;

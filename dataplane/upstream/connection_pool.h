@@ -151,6 +151,9 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   uint64_t idle_sweeps_allowed_ = 0;
   // Open-connection counts for circuit breakers and the admin page.
   bool counted_ = true;
+  // This worker's count of connections to the cluster (ConnectionPool::
+  // mine_), while counted_; nullptr for one made outside Acquire.
+  std::shared_ptr<uint32_t> worker_count_;
   std::shared_ptr<ClusterState> cluster_state_;
   std::shared_ptr<EndpointState> endpoint_state_;
 };
@@ -169,8 +172,10 @@ class ConnectionPool {
   // An idle connection under the endpoint's pool key if there is one, else a
   // new one that is connecting (through the cluster's transport, TLS or
   // plain). RESOURCE_EXHAUSTED when a new connection would pass the
-  // cluster's max_connections; UNAVAILABLE when the socket (or its TLS
-  // session) cannot be created.
+  // cluster's max_connections -- unless this worker has no connection to
+  // the cluster (as Envoy's pools do: a worker is never starved by idle
+  // connections other workers hold); UNAVAILABLE when the socket (or its
+  // TLS session) cannot be created.
   // `fresh`: a new connection whatever is idle.
   // `may_wait` false (the cluster's max_pending_requests is full): an idle
   // connection or FAILED_PRECONDITION, never a new one to wait for.
@@ -240,6 +245,10 @@ class ConnectionPool {
   // said which: keys_known_), idle connections or not.
   std::unordered_map<std::string, IdleList> idle_;
   bool keys_known_ = false;
+  // This worker's open connections per cluster (by its shared state),
+  // busy or idle: a worker with none may open one over max_connections.
+  // Shared with the connections, which may outlive the pool.
+  std::unordered_map<const ClusterState*, std::shared_ptr<uint32_t>> mine_;
 };
 
 }  // namespace sluice::upstream

@@ -528,7 +528,8 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
     return absl::FailedPreconditionError("max_pending_requests");
   }
   if (cluster.state->connections.load(std::memory_order_relaxed) >=
-      cluster.breakers.max_connections) {
+          cluster.breakers.max_connections &&
+      HasConnectionTo(cluster)) {
     if (list.empty()) connections_.erase(endpoint.pool_key);
     return absl::ResourceExhaustedError("max_connections");
   }
@@ -553,6 +554,17 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
   auto stream = std::unique_ptr<Http2UpstreamStream>(new Http2UpstreamStream(c, events, false));
   c->pending_.insert(stream.get());
   return stream;
+}
+
+bool Http2Pool::HasConnectionTo(const ClusterInfo& cluster) const {
+  for (const EndpointInfo& endpoint : cluster.endpoints) {
+    auto it = connections_.find(endpoint.pool_key);
+    if (it == connections_.end()) continue;
+    for (const auto& c : it->second) {
+      if (!c->closed_) return true;
+    }
+  }
+  return false;
 }
 
 void Http2Pool::OnStreamsChanged(Http2UpstreamConnection* connection) {

@@ -238,7 +238,8 @@ class Http2Pool {
   Http2Pool& operator=(const Http2Pool&) = delete;
 
   // A stream on a connection to `endpoint` with room, or on a new one.
-  // RESOURCE_EXHAUSTED when a new connection would pass max_connections;
+  // RESOURCE_EXHAUSTED when a new connection would pass max_connections
+  // (unless this worker has no connection to the cluster);
   // UNAVAILABLE when the socket or its TLS session cannot be made.
   // `may_wait` false (the cluster's max_pending_requests is full): a stream
   // on a connection already open, or FAILED_PRECONDITION; never one that
@@ -258,6 +259,10 @@ class Http2Pool {
   friend class Http2UpstreamConnection;
   friend class Http2UpstreamStream;
   void Remove(Http2UpstreamConnection* connection);
+  // Whether this worker has an open connection to any of the cluster's
+  // endpoints: one without may open one over max_connections (as Envoy's
+  // pools do), else another worker's idle connections starve it.
+  bool HasConnectionTo(const ClusterInfo& cluster) const;
   void OnStreamsChanged(Http2UpstreamConnection* connection);
   void MarkHttp1(const std::string& pool_key) { http1_keys_.insert(pool_key); }
   uint32_t KnownPeerLimit(const std::string& pool_key) const;

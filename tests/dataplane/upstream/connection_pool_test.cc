@@ -3,6 +3,8 @@
 #include "dataplane/upstream/connection_pool.h"
 
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,8 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/net/socket.h"
+#include "dataplane/stats/stats.h"
 
 namespace sluice::upstream {
 namespace {
@@ -197,6 +202,67 @@ TEST(ConnectionPoolTest, AnIdleConnectionClosesAfterItsIdleTimeout) {
   dispatcher.RunDeferredDeletes();
   EXPECT_EQ(state->connections.load(), 0);
   for (int fd : peers) close(fd);
+}
+
+}  // namespace
+}  // namespace sluice::upstream
+
+namespace sluice::upstream {
+namespace {
+
+// At the cluster's max_connections, a worker with no connection to the
+// cluster still opens one (as Envoy's pools do): idle connections another
+// worker holds, which this one cannot close, starved it with 503s at no
+// concurrency at all. A worker that has one is held to the limit.
+TEST(ConnectionPoolTest, AWorkerWithoutAConnectionMayOpenOneAtTheLimit) {
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 16), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const uint16_t port = ntohs(addr.sin_port);
+
+  stats::StatsStore store;
+  ClusterInfo cluster;
+  cluster.name = "limited";
+  cluster.connect_timeout = absl::Seconds(5);
+  cluster.breakers.max_connections = 1;
+  cluster.state = std::make_shared<ClusterState>();
+  cluster.stats.connections_opened = store.GetCounter("opened");
+  cluster.stats.connections_reused = store.GetCounter("reused");
+  EndpointInfo endpoint;
+  endpoint.ip = "127.0.0.1";
+  endpoint.port = port;
+  endpoint.key = endpoint.pool_key = absl::StrCat("127.0.0.1:", port);
+  endpoint.address = *net::ParseAddress(endpoint.ip, endpoint.port);
+  endpoint.state = std::make_shared<EndpointState>();
+  cluster.endpoints.push_back(endpoint);
+
+  event::Dispatcher dispatcher;
+  ConnectionPool first_worker(dispatcher);
+  ConnectionPool second_worker(dispatcher);
+  auto held = first_worker.Acquire(cluster, cluster.endpoints[0]);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(cluster.state->connections.load(), 1);
+  auto other = second_worker.Acquire(cluster, cluster.endpoints[0]);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(cluster.state->connections.load(), 2);
+  auto more = first_worker.Acquire(cluster, cluster.endpoints[0]);
+  EXPECT_TRUE(absl::IsResourceExhausted(more.status())) << more.status();
+  // Its connection gone, the first worker may open one again.
+  first_worker.Discard(std::move(*held));
+  dispatcher.RunDeferredDeletes();
+  auto again = first_worker.Acquire(cluster, cluster.endpoints[0]);
+  EXPECT_TRUE(again.ok()) << again.status();
+  first_worker.Discard(std::move(*again));
+  second_worker.Discard(std::move(*other));
+  dispatcher.RunDeferredDeletes();
+  EXPECT_EQ(cluster.state->connections.load(), 0);
+  close(listener);
 }
 
 }  // namespace
