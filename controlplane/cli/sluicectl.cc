@@ -67,6 +67,10 @@
 namespace sluice::cli {
 namespace {
 
+// How long a connection to sluice-control may take to open (TCP, TLS and
+// the HTTP/2 preface).
+constexpr int64_t kConnectTimeoutMs = 5000;
+
 constexpr char kUsage[] = R"(usage: sluicectl [--server HOST:PORT] COMMAND
 
 commands:
@@ -2075,6 +2079,10 @@ int Run(int argc, char** argv) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(api::kMaxMessageBytes);
   args.SetMaxSendMessageSize(api::kMaxMessageBytes);
+  // A peer that accepts and never answers (not sluice-control, or one
+  // stuck) fails a command in 5 s, not gRPC's 20 s connect timeout; one
+  // that refuses fails at once either way.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(kConnectTimeoutMs));
   auto credentials = ChannelCredentials(*flags);
   // A flag given wrongly (as sluice-control and sluice-proxy say it): exit 2.
   if (!credentials.ok()) return UsageFail(std::string(credentials.status().message()));

@@ -16,6 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "sluice/discovery/v1/discovery.grpc.pb.h"
 #include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
 
 namespace sluice {
 namespace {
@@ -533,6 +534,18 @@ TEST(ControlPlaneTest, AChangeWithoutAnAnswerMayHaveBeenApplied) {
   EXPECT_TRUE(absl::StrContains(refused.err, "cannot reach sluice-control at 127.0.0.1:1"))
       << refused.err;
   EXPECT_FALSE(absl::StrContains(refused.err, "--ca")) << refused.err;
+  // A peer that accepts and never speaks: the command fails within the
+  // 5 s connect timeout (it waited gRPC's 20 s).
+  int silent_port = 0;
+  const int silent = testing::SilentListener(&silent_port);
+  ASSERT_GE(silent, 0);
+  const absl::Time start = absl::Now();
+  auto stuck = testing::RunCommand(
+      {ctl, "--server", absl::StrCat("127.0.0.1:", silent_port), "get"});
+  EXPECT_EQ(stuck.exit_code, 1);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+  EXPECT_TRUE(absl::StrContains(stuck.err, "cannot reach sluice-control")) << stuck.err;
+  close(silent);
 }
 
 // An apply-only rule (checked by the control plane on changed content)
