@@ -222,6 +222,51 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+// The name in `known` nearest `given`, at most two edits away (a typo:
+// `apyl`, `--dryrun`), or "".
+std::string Nearest(std::string_view given, const std::vector<std::string>& known) {
+  std::string best;
+  size_t best_distance = 3;
+  for (const std::string& name : known) {
+    // Levenshtein distance, one row at a time.
+    std::vector<size_t> row(name.size() + 1);
+    for (size_t j = 0; j <= name.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= given.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= name.size(); ++j) {
+        const size_t above = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                           diagonal + (given[i - 1] == name[j - 1] ? 0 : 1)});
+        diagonal = above;
+      }
+    }
+    if (row[name.size()] < best_distance) {
+      best_distance = row[name.size()];
+      best = name;
+    }
+  }
+  return best;
+}
+
+const std::vector<std::string>& CommandNames() {
+  static const auto* names = new std::vector<std::string>{
+      "apply", "get",   "delete", "history", "diff",    "rollback",     "proxies",
+      "top",   "token", "cache",  "rollout", "hash-password", "help"};
+  return *names;
+}
+
+// An unknown command: one line, a did-you-mean, and where the list is (the
+// whole usage buried the error).
+int UnknownCommand(const std::string& command) {
+  std::cerr << "error: unknown command '" << command << "'";
+  if (std::string near = Nearest(command, CommandNames()); !near.empty()) {
+    std::cerr << "; did you mean '" << near << "'?";
+  }
+  std::cerr << "\n(sluicectl --help lists the commands)\n";
+  return 2;
+}
+
 // A command or flag used wrongly (missing or extra arguments, a value that
 // does not parse): exit status 2, as for an unknown flag.
 int UsageFail(const std::string& message) {
@@ -1992,17 +2037,31 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
 }
 
 int Run(int argc, char** argv) {
-  auto flags = ParseFlags(
-      argc, argv,
-      {"server",   "f",      "filename", "o",          "output", "iterations",
-       "interval", "m",      "message",  "if-version", "limit",  "ca",
-       "cert",     "key",    "token",    "role",       "route",  "host",
-       "path",     "prefix", "group",    "timeout", "canary", "verify",
-       "max-5xx-rate", "max-4xx-rate", "max-p99-ratio", "p99-slack", "min-requests",
-       "on-no-traffic"},
-      {"dry-run", "help", "h", "once", "wait"});
+  const std::set<std::string> value_flags = {
+      "server",   "f",      "filename", "o",          "output", "iterations",
+      "interval", "m",      "message",  "if-version", "limit",  "ca",
+      "cert",     "key",    "token",    "role",       "route",  "host",
+      "path",     "prefix", "group",    "timeout", "canary", "verify",
+      "max-5xx-rate", "max-4xx-rate", "max-p99-ratio", "p99-slack", "min-requests",
+      "on-no-traffic"};
+  const std::set<std::string> switch_flags = {"dry-run", "help", "h", "once", "wait"};
+  auto flags = ParseFlags(argc, argv, value_flags, switch_flags);
   if (!flags.ok()) {
-    std::cerr << "error: " << flags.status().message() << "\n" << kUsage;
+    // One line and a pointer (the whole usage buried the error), with the
+    // flag meant when it is a typo away.
+    std::cerr << "error: " << flags.status().message();
+    constexpr absl::string_view kUnknown = "unknown flag -";
+    if (absl::StartsWith(flags.status().message(), kUnknown)) {
+      std::string given(flags.status().message().substr(kUnknown.size()));
+      while (!given.empty() && given.front() == '-') given.erase(0, 1);
+      given = given.substr(0, given.find('='));
+      std::vector<std::string> known(value_flags.begin(), value_flags.end());
+      known.insert(known.end(), switch_flags.begin(), switch_flags.end());
+      if (std::string near = Nearest(given, known); near.size() > 1) {
+        std::cerr << "; did you mean --" << near << "?";
+      }
+    }
+    std::cerr << "\n(sluicectl --help, or sluicectl COMMAND --help, lists the flags)\n";
     return 2;
   }
   // Every flag is taken once: a second one (a shell glob, `-f *.yaml`; two
@@ -2048,8 +2107,7 @@ int Run(int argc, char** argv) {
       std::cout << usage;
       return 0;
     }
-    std::cerr << "error: unknown command '" << flags->positional[0] << "'\n" << kUsage;
-    return 2;
+    return UnknownCommand(flags->positional[0]);
   }
   if (flags->switches.count("help") || flags->switches.count("h") ||
       flags->positional.empty()) {
@@ -2102,8 +2160,8 @@ int Run(int argc, char** argv) {
   for (size_t i = 0; i < bearer_token.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(bearer_token[i]);
     if (c < 0x20 || c >= 0x7f) {
-      return Fail(absl::StrCat("the token (--token or $SLUICE_TOKEN) has a byte that is not ",
-                               "printable ASCII at position ", i + 1));
+      return UsageFail(absl::StrCat("the token (--token or $SLUICE_TOKEN) has a byte that is not ",
+                                    "printable ASCII at position ", i + 1));
     }
   }
   const std::string& command = flags->positional[0];
@@ -2118,8 +2176,7 @@ int Run(int argc, char** argv) {
   if (command == "token") return TokenCommand(*stub, server, *flags);
   if (command == "cache") return CacheCommand(*stub, server, *flags);
   if (command == "rollout") return RolloutCommand(*stub, server, *flags);
-  std::cerr << "error: unknown command '" << command << "'\n" << kUsage;
-  return 2;
+  return UnknownCommand(command);
 }
 
 }  // namespace

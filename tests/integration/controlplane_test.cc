@@ -448,6 +448,17 @@ TEST(ControlPlaneTest, CommandHelpIsTheCommandsOwn) {
   auto bogus = testing::RunCommand({ctl, "bogus", "--help"});
   EXPECT_EQ(bogus.exit_code, 2);
   EXPECT_TRUE(absl::StrContains(bogus.err, "unknown command 'bogus'")) << bogus.err;
+  // A typo: one line with the name meant, not the whole usage after it.
+  auto typo = testing::RunCommand({ctl, "--server", "127.0.0.1:1", "apyl"});
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(typo.err, "unknown command 'apyl'; did you mean 'apply'?"))
+      << typo.err;
+  EXPECT_FALSE(absl::StrContains(typo.err, "rollback V")) << typo.err;
+  auto flag = testing::RunCommand({ctl, "apply", "-f", "x.yaml", "--dryrun"});
+  EXPECT_EQ(flag.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(flag.err, "unknown flag --dryrun; did you mean --dry-run?"))
+      << flag.err;
+  EXPECT_FALSE(absl::StrContains(flag.err, "rollback V")) << flag.err;
   auto all = testing::RunCommand({ctl, "--help"});
   EXPECT_EQ(all.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(all.out, "rollback V")) << all.out;
