@@ -1955,6 +1955,28 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
       }
     }
   }
+  // OpenSSL also reads `@SECLEVEL=` inside an element (`X@SECLEVEL=0`,
+  // which lowered the level the start-of-element rule guards), and a
+  // `SUITEB...` keyword switches the whole context into Suite B mode
+  // (curves and signature algorithms for TLS 1.3 too; `SUITEB192` with a
+  // P-256 certificate failed every handshake).
+  if (resource.has_listener() && !resource.listener().tls().cipher_suites().empty()) {
+    for (absl::string_view element :
+         absl::StrSplit(resource.listener().tls().cipher_suites(), absl::ByAnyChar(": ,"),
+                        absl::SkipEmpty())) {
+      const std::string upper = absl::AsciiStrToUpper(element);
+      if (!absl::StartsWith(upper, "@SECLEVEL") && absl::StrContains(upper, "@SECLEVEL")) {
+        sink.Add("tls.cipher_suites",
+                 absl::StrCat("'", element, "' changes OpenSSL's security level, which a "
+                                            "listener does not let a list lower"));
+      } else if (absl::StrContains(upper, "SUITEB")) {
+        sink.Add("tls.cipher_suites",
+                 absl::StrCat("'", element, "' turns on OpenSSL's Suite B mode, which also "
+                                            "restricts TLS 1.3 curves and signatures; list the "
+                                            "suites themselves"));
+      }
+    }
+  }
   // A 16384-bit RSA key is about 12.5 KiB of PEM: as the chain, at most
   // 64 KiB (a 20 MB "key" of padding was stored and pushed before).
   if (resource.has_secret() &&

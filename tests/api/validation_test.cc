@@ -1071,6 +1071,37 @@ TEST(ValidationTest, ListenerTlsCipherSuites) {
   EXPECT_EQ(ListenerTlsErrors(R"(certificates: "web" cipher_suites: "HIGH:!aNULL:!eNULL")"), "");
 }
 
+// At apply: `@SECLEVEL=` inside an element (OpenSSL reads it there too: a
+// 1024-bit RSA client certificate then passed mTLS) and the SUITEB
+// keywords (Suite B mode, which made every handshake of a P-256 listener
+// fail). A stored list keeps loading.
+TEST(ValidationTest, ListenerCipherSuitesCannotHideASecurityLevelOrSuiteB) {
+  for (const char* list : {"ECDHE-ECDSA-AES128-GCM-SHA256@SECLEVEL=0", "SUITEB192",
+                           "SUITEB128ONLY", "ECDHE-RSA-AES128-GCM-SHA256:suiteb128"}) {
+    Resource listener;
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+        absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8443 tls {
+            certificates: "web" cipher_suites: ")", list, R"(" } })"),
+        &listener));
+    std::vector<ValidationError> errors;
+    ValidateNewContent(listener, &errors);
+    ASSERT_EQ(errors.size(), 1u) << list;
+    EXPECT_EQ(errors[0].field, "tls.cipher_suites") << list;
+    EXPECT_TRUE(absl::StrContains(errors[0].message, absl::StrContains(list, "SECLEVEL")
+                                                         ? "changes OpenSSL's security level"
+                                                         : "Suite B mode"))
+        << errors[0].message;
+  }
+  Resource plain;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      R"(listener { name: "public" address: "127.0.0.1" port: 8443 tls {
+          certificates: "web" cipher_suites: "ECDHE+AESGCM:@STRENGTH" } })",
+      &plain));
+  std::vector<ValidationError> errors;
+  ValidateNewContent(plain, &errors);
+  EXPECT_TRUE(errors.empty());
+}
+
 // With cipher_suites set and TLS 1.2 allowed, each certificate's key needs a
 // suite it can serve: an ECDSA certificate behind RSA-only suites (or the
 // other way round) would fail every TLS 1.2 handshake that picks it.
