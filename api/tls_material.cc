@@ -415,6 +415,20 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
   return true;
 }
 
+std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem) {
+  std::vector<X509Ptr> chain;
+  TlsMaterialError error;
+  if (chain_pem.empty() || !ParseCertificates(chain_pem, kChainField, &chain, &error) ||
+      chain.empty()) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  const absl::Time not_after = ToAbslTime(X509_get0_notAfter(chain.front().get()));
+  ERR_clear_error();
+  if (not_after == absl::InfinitePast()) return std::nullopt;
+  return not_after;
+}
+
 bool CheckTlsCurve(const CertificateInfo& info, TlsMaterialError* error) {
   if (info.tls_curve) return true;
   Fail(error, kKeyField,

@@ -7,6 +7,7 @@
 #define SLUICE_API_TLS_MATERIAL_H_
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,6 +58,10 @@ bool InspectTlsCertificate(const config::v1::TlsCertificate& certificate, absl::
 // every moment (see api/validation.h).
 bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, CertificateInfo* info,
                          TlsMaterialError* error);
+
+// The leaf's (the chain's first certificate's) notAfter, or nullopt when
+// `chain_pem` holds no certificate that parses. The key is not looked at.
+std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem);
 
 // Whether `now` is within [info.not_before, info.not_after]; else false with
 // `error` on "tls_certificate.certificate_chain" ("certificate expired at

@@ -133,6 +133,15 @@ std::string ControlPlaneMetrics::Render(const ScrapeState& state) const {
          "Proxies whose config stream is established now.");
   absl::StrAppend(&out, "sluice_control_connected_proxies ", state.connected_proxies, "\n");
 
+  Family(&out, "sluice_control_certificate_expiry_timestamp_seconds", "gauge",
+         "Unix time the leaf certificate of each tls_certificate Secret expires (alert on "
+         "this minus time() below a few days).");
+  // (Resource names are letters, digits, '-', '_' and '.': nothing to escape.)
+  for (const auto& [secret, not_after] : state.certificate_expiry) {
+    absl::StrAppend(&out, "sluice_control_certificate_expiry_timestamp_seconds{secret=\"",
+                    secret, "\"} ", not_after, "\n");
+  }
+
   Family(&out, "sluice_control_pushes_total", "counter",
          "Config responses written to proxies' streams.");
   absl::StrAppend(&out, "sluice_control_pushes_total ", pushes_.load(std::memory_order_relaxed),

@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -89,6 +91,8 @@ class ControlPlaneMetrics {
     uint64_t config_version = 0;
     int64_t connected_proxies = 0;
     bool rollout_running = false;
+    // Each tls_certificate Secret's leaf notAfter, Unix seconds, by name.
+    std::vector<std::pair<std::string, int64_t>> certificate_expiry;
   };
   // Every family with HELP and TYPE; every `result` label value is present
   // from the start (at 0), so rate() and increase() see the first one.

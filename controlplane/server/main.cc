@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/discovery.h"
+#include "api/tls_material.h"
 #include "common/flags.h"
 #include "common/grpc_log.h"
 #include "common/log.h"
@@ -475,8 +476,17 @@ int Run(int argc, char** argv) {
   controlplane::MetricsEndpoint metrics_endpoint([&metrics, config_state, &registry, &rollouts] {
     bool running = false;
     rollouts.Get(&running);
-    return metrics.Render({config_state->Current()->version,
-                           static_cast<int64_t>(registry.connected()), running});
+    const auto current = config_state->Current();
+    controlplane::ControlPlaneMetrics::ScrapeState scrape{
+        current->version, static_cast<int64_t>(registry.connected()), running, {}};
+    for (const auto& [id, resource] : current->resources) {
+      if (!resource.has_secret() || !resource.secret().has_tls_certificate()) continue;
+      if (auto not_after =
+              api::LeafNotAfter(resource.secret().tls_certificate().certificate_chain())) {
+        scrape.certificate_expiry.emplace_back(id.second, absl::ToUnixSeconds(*not_after));
+      }
+    }
+    return metrics.Render(scrape);
   });
   if (!metrics_listen.empty()) {
     absl::StatusOr<int> metrics_port = metrics_endpoint.Start(metrics_listen);

@@ -72,6 +72,20 @@ TEST(TlsMaterialTest, ValidCertificateAndKeyGiveSanNamesLowerCase) {
   EXPECT_EQ(info.not_after, Utc(2099, 1, 1));
 }
 
+// The leaf's expiry alone (sluice-control's certificate expiry metric), the
+// key not looked at; nullopt for no certificate.
+TEST(TlsMaterialTest, LeafNotAfterReadsTheFirstCertificate) {
+  CertificateSpec spec;
+  spec.common_name = "api.example.com";
+  spec.not_before = Utc(2020, 1, 1);
+  spec.not_after = Utc(2031, 6, 1);
+  const config::v1::TlsCertificate material = Material(MakeCertificate(spec));
+  EXPECT_EQ(LeafNotAfter(material.certificate_chain()), Utc(2031, 6, 1));
+  EXPECT_EQ(LeafNotAfter(""), std::nullopt);
+  EXPECT_EQ(LeafNotAfter("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"),
+            std::nullopt);
+}
+
 TEST(TlsMaterialTest, SubjectCommonNameWhenThereIsNoDnsSan) {
   CertificateSpec spec;
   spec.common_name = "Legacy.Example.com";

@@ -23,6 +23,7 @@
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
 #include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
 #include "tests/harness/upstream.h"
 
 namespace sluice::testing {
@@ -81,7 +82,9 @@ class PrometheusTest : public ::testing::Test {
         "    - domains: ['*']\n      routes:\n"
         "        - name: api\n          match: {prefix: /}\n          route: {cluster: web}\n"
         "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ",
-        listener_port_, "\n  route_table: main\n");
+        listener_port_, "\n  route_table: main\n---\n",
+        // A certificate (2 days left) for sluice_control_certificate_expiry_*.
+        CertificateSecretYaml("web-cert", MakeSelfSigned(dir_, "web", "web.test", {"web.test"})));
     CommandResult applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
     for (const char* name : {"prom-proxy-1", "prom-proxy-2"}) {
@@ -302,7 +305,20 @@ TEST_F(PrometheusTest, EveryAlertRuleEvaluatesAgainstRealSeries) {
       },
       absl::Seconds(20));
   EXPECT_TRUE(healthy) << absl::StrJoin(problems, "\n") << "\n" << PrometheusLog();
-  EXPECT_EQ(rules, 10);
+  EXPECT_EQ(rules, 11);
+  // The certificate's expiry, as sluice-control reads it from the Secret
+  // (made for 2 days): SluiceCertificateExpiresSoon has a real series.
+  double left = std::nan("");
+  EXPECT_TRUE(PollFor(
+      [&] {
+        left = QueryOne(
+            "sluice_control_certificate_expiry_timestamp_seconds{secret=\"web-cert\"} - time()");
+        return !std::isnan(left);
+      },
+      absl::Seconds(20)))
+      << last_error_;
+  EXPECT_GT(left, 86400);
+  EXPECT_LE(left, 2 * 86400 + 60);
   // A healthy fleet: nothing fires (the `for:` durations are minutes, so
   // nothing could yet; a rule that is pending already is worth knowing of).
   std::vector<Sample> alerts = Query("ALERTS{alertname!=\"SluiceControlPlaneDown\"}");
