@@ -2190,4 +2190,52 @@ void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
   }
 }
 
+std::vector<std::string> ConfigNotes(const ResourceMap& next, const ResourceMap& base) {
+  auto changed = [&](const ResourceId& id, const Resource& resource) {
+    auto stored = base.find(id);
+    return stored == base.end() ||
+           !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource);
+  };
+  auto http2 = [&](const std::string& cluster) -> const Resource* {
+    auto it = next.find({config::v1::CLUSTER, cluster});
+    if (it == next.end() || it->second.cluster().protocol() != config::v1::Cluster::HTTP2) {
+      return nullptr;
+    }
+    return &it->second;
+  };
+  std::vector<std::string> notes;
+  for (const auto& [id, resource] : next) {
+    if (!resource.has_route_table()) continue;
+    const bool table_changed = changed(id, resource);
+    const RouteTable& table = resource.route_table();
+    for (int v = 0; v < table.virtual_hosts_size(); ++v) {
+      const auto& vhost = table.virtual_hosts(v);
+      for (int r = 0; r < vhost.routes_size(); ++r) {
+        const auto& route = vhost.routes(r);
+        if (!route.has_route() || !route.route().websocket()) continue;
+        std::vector<std::string> clusters;
+        if (route.route().has_weighted_clusters()) {
+          for (const auto& w : route.route().weighted_clusters().clusters()) {
+            clusters.push_back(w.name());
+          }
+        } else {
+          clusters.push_back(route.route().cluster());
+        }
+        for (const std::string& name : clusters) {
+          const Resource* cluster = http2(name);
+          if (cluster == nullptr) continue;
+          if (!table_changed && !changed({config::v1::CLUSTER, name}, *cluster)) continue;
+          notes.push_back(absl::StrCat(
+              "RouteTable \"", id.second, "\": ",
+              Join(Index("virtual_hosts", v), Join(Index("routes", r), "route.websocket")),
+              ": Cluster \"", name,
+              "\" speaks HTTP2, which carries no WebSocket: its upgrades go upstream as plain "
+              "requests (use an HTTP1 cluster for WebSocket routes)"));
+        }
+      }
+    }
+  }
+  return notes;
+}
+
 }  // namespace sluice::api

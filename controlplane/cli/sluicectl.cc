@@ -217,6 +217,15 @@ bool change_sent = false;
 // came from sluice-control itself (e.g. its etcd store has no quorum).
 std::shared_ptr<grpc::Channel> admin_channel;
 
+// A change's warnings, one `warning:` line each (durability, or config
+// that is valid but cannot do what it says).
+void PrintWarnings(const std::string& warnings) {
+  if (warnings.empty()) return;
+  for (absl::string_view line : absl::StrSplit(warnings, '\n')) {
+    std::cerr << "warning: " << line << "\n";
+  }
+}
+
 int Fail(const std::string& message) {
   std::cerr << "error: " << message << "\n";
   return 1;
@@ -943,7 +952,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
             << CanariesText(r) << "; the rest stays on version " << r.stable_version()
             << "; verifying for " << absl::FormatDuration(verify)
             << " once the canaries run it\n";
-  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  PrintWarnings(response.warning());
   if (flags.switches.count("wait")) {
     std::cout.flush();
     uint64_t decision = 0;
@@ -1159,7 +1168,7 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   };
   PrintOutcome(response.dry_run(), response.diff(), response.version(),
                response.dry_run() ? &lines : nullptr);
-  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  PrintWarnings(response.warning());
   if (flags.switches.count("wait") && !response.dry_run()) {
     // No change: the version in force, which a wait that timed out before
     // may still be waiting for, or a refusal whose cause was fixed since.
@@ -1298,7 +1307,7 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (!status.ok()) return RpcFail(status, server);
   PrintOutcome(response.dry_run(), response.diff(), response.version());
-  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  PrintWarnings(response.warning());
   if (took_fewer(response)) {
     if (response.dry_run()) return Fail(fewer);
     // Only if it changed in between: say what happened.
@@ -1565,7 +1574,7 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   };
   PrintOutcome(response.dry_run(), response.diff(), response.version(),
                fetched ? &lines : nullptr);
-  if (!response.warning().empty()) std::cerr << "warning: " << response.warning() << "\n";
+  PrintWarnings(response.warning());
   if (flags.switches.count("wait") && !response.dry_run()) {
     std::cout.flush();
     return WaitForFleet(stub, server, response.version(), wait_timeout);

@@ -613,6 +613,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
         "--max-config-bytes); nothing changed"));
   }
   ChangeResult result;
+  // Valid, but unable to do what it says: told, and applied.
+  result.warning = absl::StrJoin(api::ConfigNotes(next, base->resources), "\n");
   result.diff = digest != nullptr ? DiffOf(base->resources, next, *digest)
                                   : api::ComputeDiff(base->resources, next);
   result.version = base->version;
@@ -661,11 +663,13 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   if (!store_warning.empty()) {
     // The new state is what a restart loads: serve it too, and say that it
     // may not survive a power loss.
-    result.warning = absl::StrCat("version ", stored.version,
-                                  " is stored and pushed to proxies, but may not survive a "
-                                  "power loss or OS crash: ",
-                                  store_warning);
-    SLUICE_LOG(kError, result.warning);
+    const std::string durability = absl::StrCat("version ", stored.version,
+                                                " is stored and pushed to proxies, but may not "
+                                                "survive a power loss or OS crash: ",
+                                                store_warning);
+    SLUICE_LOG(kError, durability);
+    result.warning = result.warning.empty() ? durability
+                                            : absl::StrCat(result.warning, "\n", durability);
   }
   result.version = stored.version;
   std::shared_ptr<const Snapshot> snapshot;

@@ -225,6 +225,35 @@ TEST(ControlPlaneTest, DryRunOfABigTableShowsTheChangedLines) {
 
 // `delete KIND NAME NAME...` and `delete -f FILE` remove several resources
 // in one version, all or none; they may refer to one another.
+// Valid config that cannot do what it says is applied with a warning: a
+// WebSocket route to an HTTP2 cluster (its upgrades go as plain requests).
+// Told when the route table or the cluster changes, not on other applies.
+TEST(ControlPlaneTest, AWebSocketRouteToAnHttp2ClusterIsAppliedWithAWarning) {
+  ControlPlane cp;
+  const std::string table =
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /ws}\n"
+      "          route: {cluster: grpc, websocket: true}\n";
+  auto cluster = [](const char* protocol) {
+    return absl::StrCat("kind: Cluster\nname: grpc\nspec:\n  protocol: ", protocol,
+                        "\n  endpoints: [{address: 127.0.0.1, port: 9000}]\n");
+  };
+  auto applied = cp.Ctl({"apply", "-f", WriteFile(cluster("HTTP2") + "---\n" + table)});
+  EXPECT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_TRUE(absl::StrContains(applied.out, "applied: version 1")) << applied.out;
+  EXPECT_TRUE(absl::StrContains(
+      applied.err,
+      "warning: RouteTable \"main\": virtual_hosts[0].routes[0].route.websocket: Cluster "
+      "\"grpc\" speaks HTTP2, which carries no WebSocket"))
+      << applied.err;
+  auto other = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("spare", 9100))});
+  EXPECT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_FALSE(absl::StrContains(other.err, "warning")) << other.err;
+  auto fixed = cp.Ctl({"apply", "-f", WriteFile(cluster("HTTP1"))});
+  EXPECT_EQ(fixed.exit_code, 0) << fixed.err;
+  EXPECT_FALSE(absl::StrContains(fixed.err, "warning")) << fixed.err;
+}
+
 TEST(ControlPlaneTest, DeleteSeveralInOneVersion) {
   ControlPlane cp;
   const std::string table =
