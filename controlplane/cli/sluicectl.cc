@@ -704,6 +704,14 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   };
   std::map<std::string, int> gone;  // node id: connections missing now
   const absl::Time begun = absl::Now();
+  // A control plane that started within a proxy's longest reconnect delay
+  // (10 s, and a margin) may not list every proxy yet: those that were
+  // connected to the process before come back meanwhile. Until then no
+  // answer is final (an apply right after a restart said "taken by 1 of 1"
+  // while another proxy still ran the version before).
+  constexpr absl::Duration kReconnectWindow = absl::Seconds(12);
+  absl::Time settled = absl::InfinitePast();
+  bool told_settling = false;
   while (true) {
     response.Clear();
     grpc::Status status =
@@ -739,6 +747,13 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       if (done(p)) pending.erase(c);  // took (or refused) it, whatever comes next
       waiting = waiting || !done(p);
     }
+    if (first) {
+      const absl::Duration serving = absl::Seconds(response.serving_for().seconds()) +
+                                     absl::Nanoseconds(response.serving_for().nanos());
+      if (response.has_serving_for() && serving < kReconnectWindow) {
+        settled = absl::Now() + (kReconnectWindow - serving);
+      }
+    }
     first = false;
     // Per node id: a new connection stands first for a start connection
     // that was done and left (a restarted proxy that had taken the
@@ -753,7 +768,16 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       it->second -= std::max(0, reconnected[it->first] - done_gone[it->first]);
       it = it->second > 0 ? std::next(it) : gone.erase(it);
     }
-    if ((!waiting && gone.empty()) || absl::Now() >= deadline) break;
+    if (!waiting && gone.empty() && absl::Now() < settled && absl::Now() < deadline) {
+      if (!told_settling) {
+        told_settling = true;
+        std::cerr << "sluice-control started less than "
+                  << absl::FormatDuration(kReconnectWindow)
+                  << " ago: waiting for proxies that were connected before to come back\n";
+      }
+    } else if ((!waiting && gone.empty()) || absl::Now() >= deadline) {
+      break;
+    }
     // Asked every 20 ms for the first 2 s (a fleet often takes a change
     // within tens of milliseconds: the wait ends as soon), then every 200 ms.
     absl::SleepFor(absl::Now() - begun < absl::Seconds(2) ? absl::Milliseconds(20)

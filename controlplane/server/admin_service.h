@@ -167,6 +167,7 @@ class AdminServiceImpl final
   ControlPlaneMetrics* metrics_;
   AdminAccess access_;
   PurgeRelay* purges_;
+  const absl::Time started_ = absl::Now();  // ListProxiesResponse.serving_for
   RolloutManager* const rollouts_;  // never null
   FleetView* fleet_ = nullptr;
   // Refusals written to the audit log: at most kRefusalBurst at once, then

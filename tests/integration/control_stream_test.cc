@@ -333,5 +333,39 @@ TEST(ControlStreamTest, AProxyGoesBackOnlyToAVersionOfAnotherStore) {
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/").body, "new store");
 }
 
+// `apply --wait` just after sluice-control restarted: the proxies that were
+// connected to it before are not back yet (their reconnect delay grew while
+// it was down). The wait covers their longest reconnect delay, so the change
+// is seen taken by the proxy. Before: "no proxy is connected", exit 0, while
+// the proxy still served the version before.
+TEST(ControlStreamTest, AWaitRightAfterARestartWaitsForTheProxiesToComeBack) {
+  ControlPlane cp;
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const int port = PickFreePort();
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteConfig(ListenerYaml(port, "v1"))}).exit_code, 0);
+  Proxy proxy(cp.address(), "p1");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  cp.Kill();
+  // Down long enough for the proxy's next try to be seconds away.
+  auto tries = [&] {
+    const std::string log = proxy.process().Log();
+    size_t n = 0;
+    for (size_t at = log.find(" unreachable ("); at != std::string::npos;
+         at = log.find(" unreachable (", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return tries() >= 4; }, absl::Seconds(20))) << proxy.process().Log();
+  ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+  CommandResult applied =
+      cp.Ctl({"apply", "-f", WriteConfig(ListenerYaml(port, "v2")), "--wait"});
+  EXPECT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  EXPECT_TRUE(absl::StrContains(applied.out, "version 2: taken by 1 of 1 proxies"))
+      << applied.out << applied.err;
+  EXPECT_EQ(proxy.ReadyVersion(), 2u);
+}
+
 }  // namespace
 }  // namespace sluice::testing
