@@ -429,10 +429,12 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
                         : pid != labels.end()    ? pid->second
                                                  : "");
   };
-  const absl::Duration serving = absl::Now() - started_;
-  response->mutable_serving_for()->set_seconds(absl::ToInt64Seconds(serving));
-  response->mutable_serving_for()->set_nanos(
-      static_cast<int32_t>(absl::ToInt64Nanoseconds(serving % absl::Seconds(1))));
+  if (started_with_config_) {
+    const absl::Duration serving = absl::Now() - started_;
+    response->mutable_serving_for()->set_seconds(absl::ToInt64Seconds(serving));
+    response->mutable_serving_for()->set_nanos(
+        static_cast<int32_t>(absl::ToInt64Nanoseconds(serving % absl::Seconds(1))));
+  }
   absl::flat_hash_set<std::string> listed;
   for (auto& status : registry_->List()) {
     if (fleet_ != nullptr) status.set_replica(fleet_->replica_id());

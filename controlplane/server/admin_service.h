@@ -168,6 +168,9 @@ class AdminServiceImpl final
   AdminAccess access_;
   PurgeRelay* purges_;
   const absl::Time started_ = absl::Now();  // ListProxiesResponse.serving_for
+  // The store had a config when this process started (a restart, whose
+  // proxies may still be reconnecting), not a new one (no proxy had it).
+  const bool started_with_config_ = state_ != nullptr && state_->Current()->version > 0;
   RolloutManager* const rollouts_;  // never null
   FleetView* fleet_ = nullptr;
   // Refusals written to the audit log: at most kRefusalBurst at once, then
