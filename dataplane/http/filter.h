@@ -278,6 +278,10 @@ class FilterFactory {
   // Bytes of request body this policy's OnRequestBody may need held; 0:
   // it has no OnRequestBody (the body streams).
   virtual uint64_t request_body_limit() const { return 0; }
+  // The most request body this policy lets through (request-size-limit's
+  // max_bytes); 0: no bound. A body held for another policy is held no
+  // further than this, and one over it gets this policy's 413 first.
+  virtual uint64_t request_body_max() const { return 0; }
   // Bytes of response body this policy's OnResponseBody may need held; 0:
   // it has no OnResponseBody.
   virtual uint64_t response_body_limit() const { return 0; }

@@ -659,6 +659,31 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
     Route(head);
     return;
   }
+  // The listener's and the route's limit, and request-size-limit's, bound
+  // what is held: a declared length over one is refused before anything is
+  // held (or a 100 Continue sent), and a streamed body is held no further
+  // (before, a 100-byte limit let 16 MiB be held, then answered 413).
+  hold_overflow_.clear();
+  const uint64_t body_max =
+      route_->max_request_body_bytes ? route_->max_request_body_bytes : max_body_bytes_;
+  if (body_max > 0 && head.body == RequestHead::Body::kLength && head.content_length > body_max) {
+    response_flag_ = "request_too_large";
+    SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
+                                        " bytes is over the limit of ", body_max),
+                      {}, {}, "application/json", /*close_connection=*/true);
+    return;
+  }
+  if (body_max > 0 && body_max < body_buffer_limit_) {
+    body_buffer_limit_ = body_max;
+    hold_overflow_ = absl::StrCat("request body over the limit of ", body_max, " bytes");
+  }
+  for (size_t i = 0; i < filters_entered_; ++i) {
+    const uint64_t max = (*chain_)[i]->request_body_max();
+    if (max > 0 && max < body_buffer_limit_) {
+      body_buffer_limit_ = max;
+      hold_overflow_ = absl::StrCat("request body over this route's limit of ", max, " bytes");
+    }
+  }
   if (head.body == RequestHead::Body::kLength && head.content_length > body_buffer_limit_) {
     response_flag_ = "request_too_large";
     SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
@@ -680,6 +705,16 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   }
   route_timer_.Clear();
   StartIdleTimer(UploadIdleLimit());
+}
+
+void ProxyStream::RefuseHeldBody() {
+  response_flag_ = "request_too_large";
+  SendLocalResponse(413,
+                    hold_overflow_.empty()
+                        ? absl::StrCat("request body over the ", body_buffer_limit_,
+                                       " bytes a policy of this route can hold")
+                        : hold_overflow_,
+                    {}, {}, "application/json", /*close_connection=*/true);
 }
 
 absl::Duration ProxyStream::UploadIdleLimit() const {
@@ -1263,10 +1298,7 @@ void ProxyStream::ContinueRequest() {
   if (buffering_body_) {
     // What came during the pause is the start of the held body.
     if (deferred().paused_body.size() > body_buffer_limit_) {
-      response_flag_ = "request_too_large";
-      SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
-                                          " bytes a policy of this route can hold"),
-                        {}, {}, "application/json", /*close_connection=*/true);
+      RefuseHeldBody();
     } else if (paused_end_) {
       FinishBodyBuffering();
     }
@@ -1835,12 +1867,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (buffering_body_) {
     NoteActivity();
     deferred().paused_body.append(chunk);
-    if (deferred().paused_body.size() > body_buffer_limit_) {
-      response_flag_ = "request_too_large";
-      SendLocalResponse(413, absl::StrCat("request body over the ", body_buffer_limit_,
-                                          " bytes a policy of this route can hold"),
-                        {}, {}, "application/json", /*close_connection=*/true);
-    }
+    if (deferred().paused_body.size() > body_buffer_limit_) RefuseHeldBody();
     return;
   }
   if (paused_) {

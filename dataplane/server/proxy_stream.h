@@ -342,6 +342,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void BuildHttp2Head(const RequestHead& head, std::string_view path, ForEach for_each);
   // 503: the cluster's max_pending_requests breaker is open.
   void RefusePending();
+  // 413: the body being held passed body_buffer_limit_ (hold_overflow_
+  // names the limit when it is not the holding policy's).
+  void RefuseHeldBody();
   // Reads the client again if held_for_alpn_.
   void ResumeHeldForAlpn();
   // Sends the request (head, and what the body has so far) on the try's
@@ -436,6 +439,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // said which protocol the endpoint speaks; the client is not read until
   // it does, so that a request sent again over HTTP/1.1 has it whole.
   bool held_for_alpn_ = false;
+  // The 413 for a held body over body_buffer_limit_ when that limit is the
+  // listener's or route's, or request-size-limit's; empty: a holding
+  // policy's own.
+  std::string hold_overflow_;
   uint64_t body_limit_ = 0;   // request body limit (route's or listener's); 0: none
   uint64_t request_body_bytes_ = 0;
   std::string request_id_;

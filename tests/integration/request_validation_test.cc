@@ -139,6 +139,15 @@ class RequestValidationTest : public ::testing::Test {
         order_policy,
         "        - name: bulk\n          match: {prefix: /bulk}\n          route: {cluster: web}",
         kBulkPolicy,
+        // A route limit under the hold, and request-size-limit under it.
+        "        - name: capped\n          match: {prefix: /capped}\n"
+        "          route: {cluster: web, max_request_body_bytes: 100}",
+        kBulkPolicy,
+        "        - name: sized\n          match: {prefix: /sized}\n          route: {cluster: web}\n"
+        "          policies:\n"
+        "            - {name: request-size-limit, typed_config: {max_bytes: 50}}\n"
+        "            - name: request-validation\n"
+        "              typed_config: {max_body_bytes: 100, body_schema: '{\"type\": \"array\"}'}\n"
         "        - name: open\n          match: {prefix: /}\n          route: {cluster: web}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
         port_, ", route_table: main, http: {http2: {}}}\n");
@@ -333,6 +342,36 @@ TEST_F(RequestValidationTest, ABodyOverMaxBodyBytesIs413) {
   EXPECT_EQ(r.status, 413) << r.error;
   EXPECT_TRUE(absl::StrContains(r.body, "request body over the 4096 bytes")) << r.body;
   EXPECT_EQ(Requests(), before);
+}
+
+// The route's (or listener's) body limit, and request-size-limit's, bound a
+// body held for validation: a declared length over one gets its 413 before
+// a 100 Continue or any holding, a streamed body is cut there. Before: the
+// whole body (up to the holding policy's 4 MiB) was read and parsed, then
+// answered 413, or 400 for bad JSON.
+TEST_F(RequestValidationTest, AHeldBodyIsBoundByTheRouteAndSizeLimits) {
+  const std::string bad(500, 'z');  // no JSON: a parse would say 400
+  RawConnection conn(port_);
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE(conn.Send(absl::StrCat(
+      "POST /capped HTTP/1.1\r\nhost: shop\r\ncontent-type: application/json\r\n"
+      "expect: 100-continue\r\ncontent-length: ",
+      bad.size(), "\r\n\r\n")));
+  ASSERT_TRUE(conn.ReadUntil("is over the limit of 100")) << conn.received();
+  EXPECT_TRUE(absl::StartsWith(conn.received(), "HTTP/1.1 413 ")) << conn.received();
+  EXPECT_FALSE(absl::StrContains(conn.received(), "100 Continue")) << conn.received();
+  HttpResponse r = HttpRequest(
+      address(), "POST", "/capped",
+      {{"content-type", "application/json"}, {"transfer-encoding", "chunked"}},
+      EncodeChunked(bad, 10));
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "request body over the limit of 100 bytes")) << r.body;
+  r = HttpRequest(address(), "POST", "/sized",
+                  {{"content-type", "application/json"}, {"transfer-encoding", "chunked"}},
+                  EncodeChunked(std::string(70, 'z'), 10));
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "request body over this route's limit of 50 bytes"))
+      << r.body;
 }
 
 TEST_F(RequestValidationTest, ExpectContinueGetsA100ThenTheBodyIsValidated) {

@@ -51,6 +51,7 @@ class RequestSizeLimitFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "request-size-limit"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kValidation; }
+  uint64_t request_body_max() const override { return max_bytes_; }
 
  private:
   const uint64_t max_bytes_;
