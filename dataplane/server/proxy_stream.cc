@@ -1553,6 +1553,9 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
   map.Reserve(fields.size() + 2);
   for (const http::HeaderField& f : fields) map.Add(f.name, f.value);
   RunResponseFilters(head.status, map);
+  // A policy may remove Date, but a proxy with a clock sends one (RFC 9110
+  // 6.6.1): it comes back.
+  if (map.Get("date") == nullptr) map.Add("date", worker_.HttpDate());
   std::vector<http::HeaderField> filtered;
   filtered.reserve(map.size());
   for (const http::HeaderMap::Field& f : map.fields()) filtered.push_back({f.name, f.value});

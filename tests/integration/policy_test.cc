@@ -58,7 +58,8 @@ class PolicyTest : public ::testing::Test {
         "        - name: own\n          match: {prefix: /own}\n          route: {cluster: web}\n"
         "          policies:\n"
         "            - name: headers\n"
-        "              typed_config: {request: {set: [{name: host, value: internal.example}]}}\n"
+        "              typed_config: {request: {set: [{name: host, value: internal.example}]},\n"
+        "                             response: {remove: [date]}}\n"
         "        - name: small\n          match: {prefix: /small}\n          route: {cluster: web}\n"
         "          policies: [{name: request-size-limit, typed_config: {max_bytes: 10}}]\n"
         "        - name: plain\n          match: {prefix: /}\n          route: {cluster: web}\n"
@@ -98,6 +99,9 @@ TEST_F(PolicyTest, VirtualHostPolicyChangesRequestAndResponseHeaders) {
 
 TEST_F(PolicyTest, RoutePolicyReplacesTheVirtualHostsOfTheSameName) {
   HttpResponse r = HttpGet(address(), "/own/1", {{"x-test-secret", "s3cr3t"}});
+  // A policy that removes Date: a proxy with a clock sends one all the same
+  // (RFC 9110 6.6.1). Before: the response went without.
+  EXPECT_FALSE(r.header("date").empty());
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.header("x-echo-host"), "internal.example");
