@@ -222,6 +222,26 @@ inline bool ListenerAccessChanged(const ConfigSnapshot* before, const ConfigSnap
   return was != nullptr && was->tls_access != is->tls_access;
 }
 
+// Whether listener `name`, in both snapshots, changed the rules a
+// connection takes when it is accepted (http: idle_timeout,
+// request_headers_timeout, max_requests_per_connection, max_connection_age,
+// the header limits, the HTTP/2 settings): its open connections are
+// drained, so the new rules reach every client soon (as an Envoy listener
+// update drains the old connections).
+inline bool ListenerConnectionRulesChanged(const ConfigSnapshot* before,
+                                           const ConfigSnapshot& after, const std::string& name) {
+  auto [was, is] = ListenerInBoth(before, after, name);
+  return was != nullptr &&
+         (was->idle_timeout != is->idle_timeout ||
+          was->request_headers_timeout != is->request_headers_timeout ||
+          was->max_requests_per_connection != is->max_requests_per_connection ||
+          was->max_connection_age != is->max_connection_age ||
+          was->max_request_headers_bytes != is->max_request_headers_bytes ||
+          was->max_request_headers != is->max_request_headers ||
+          was->http2_max_concurrent_streams != is->http2_max_concurrent_streams ||
+          was->http2_initial_stream_window != is->http2_initial_stream_window);
+}
+
 // Whether listener `name`, in both snapshots, moved: to other sockets (its
 // address or port changed) or to or from the PROXY protocol. Connections
 // accepted on the old address are drained, as Envoy drains a listener whose

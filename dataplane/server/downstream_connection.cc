@@ -148,6 +148,12 @@ void DownstreamConnection::OnSnapshotChanged(
       end_tunnel_reason_ = "listener_tls_changed";
     } else if (config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_name_)) {
       end_tunnel_reason_ = "listener_moved";
+    } else if (config::ListenerConnectionRulesChanged(previous.get(), *worker_.snapshot(),
+                                                      listener_name_)) {
+      // Limits copied at accept changed: the next response closes it, and
+      // the client's next connection has them. A WebSocket runs on.
+      if (!tunnel_) StartDrain();
+      return;
     } else {
       return;
     }

@@ -392,7 +392,8 @@ void Http2Session::OnSnapshotChanged(
     // Made under TLS rules its listener no longer has, or on an address it
     // left: drained (GOAWAY).
     if (config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_) ||
-        config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_)) {
+        config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_) ||
+        config::ListenerConnectionRulesChanged(previous.get(), *worker_.snapshot(), listener_)) {
       StartDrain();
     }
     return;

@@ -621,6 +621,35 @@ TEST_F(EdgeTest, ConnectionsEndAfterTheirRequestsOrAge) {
   EXPECT_GE(absl::Now() - start, absl::Seconds(1));
 }
 
+// A listener's connection rules (limits taken when a connection is
+// accepted) changed live drain its open connections, so the new rules
+// reach every client soon: the next request on an old connection is
+// answered with Connection: close (or the connection, idle, is closed).
+// Before: old connections kept the old rules for as long as they lived.
+TEST_F(EdgeTest, ChangedConnectionRulesDrainTheListenersConnections) {
+  RawClient client(port_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("GET /a HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  std::string first = client.ReadResponse();
+  ASSERT_TRUE(absl::StrContains(first, "GET /a")) << first;
+  EXPECT_FALSE(absl::StrContains(first, "connection: close")) << first;
+  std::string path = MakeTempDir("edge-rules") + "/listener.yaml";
+  std::ofstream(path) << "kind: Listener\nname: public\nspec: {address: 127.0.0.1, port: "
+                      << port_
+                      << ", route_table: main, http: {idle_timeout: 2s, max_uri_bytes: 300, "
+                         "max_request_headers: 21, max_request_body_bytes: 100000, "
+                         "max_requests_per_connection: 100}}\n";
+  auto r = cp_.Ctl({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::string second;
+  if (client.Send("GET /b HTTP/1.1\r\nHost: edge\r\n\r\n")) second = client.ReadResponse();
+  EXPECT_FALSE(absl::StrContains(second, "GET /b") &&
+               !absl::StrContains(second, "connection: close"))
+      << second;
+  EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
+}
+
 // The route timeout is the upstream's time to answer: it starts once the
 // request is in. An upload slower than it (route /idle/: timeout 2s,
 // idle_timeout 1s) that keeps moving is answered; one that stalls gets 408
