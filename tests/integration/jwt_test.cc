@@ -72,16 +72,24 @@ class JwtIntegrationTest : public ::testing::Test {
         "                claims_to_headers: [{claim: roles, header: x-test-user-roles}]\n"
         "        - name: lenient\n          match: {prefix: /lenient}\n          route: {cluster: web}\n"
         "          policies:\n"
-        "            - {name: key-auth, typed_config: {key_names: [apikey], anonymous: guest}}\n"
+        "            - {name: key-auth, typed_config: {key_names: [apikey], anonymous: guest}}\n",
+        EsJwtPolicy(""),
+        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
+        port_, ", route_table: main}\n");
+  }
+
+  // A route's jwt policy item: ES256 with the test JWK Set, the token also
+  // in ?access_token, and `more` typed_config lines.
+  std::string EsJwtPolicy(const std::string& more) const {
+    return absl::StrCat(
         "            - name: jwt\n"
         "              typed_config:\n"
         "                jwks: '",
         material_.jwks.at("es256"),
         "'\n"
         "                algorithms: [ES256]\n"
-        "                query_parameter: access_token\n"
-        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
-        port_, ", route_table: main}\n");
+        "                query_parameter: access_token\n",
+        more);
   }
 
   int Apply(const std::string& yaml) {
@@ -229,15 +237,8 @@ TEST_F(JwtIntegrationTest, ACachedAnswerForOneTokenHolderNeverReachesAnother) {
   const std::string route = absl::StrCat(
       "        - name: private\n          match: {prefix: /private}\n          route: {cluster: web}\n"
       "          policies:\n"
-      "            - {name: cache, typed_config: {default_ttl: 60s}}\n"
-      "            - name: jwt\n"
-      "              typed_config:\n"
-      "                jwks: '",
-      material_.jwks.at("es256"),
-      "'\n"
-      "                algorithms: [ES256]\n"
-      "                query_parameter: access_token\n"
-      "                claims_to_headers: [{claim: sub, header: x-test-user-sub}]\n");
+      "            - {name: cache, typed_config: {default_ttl: 60s}}\n",
+      EsJwtPolicy("                claims_to_headers: [{claim: sub, header: x-test-user-sub}]\n"));
   std::string config = Config("[ES256]");
   const size_t at = config.find("        - name: api\n");
   ASSERT_NE(at, std::string::npos);

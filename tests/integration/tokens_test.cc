@@ -99,7 +99,7 @@ TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   r = RunCommand({RunfilePath("controlplane/cli/sluicectl"), "--server", cp_.address(), "history"},
                  {absl::StrCat("SLUICE_TOKEN=", viewer.substr(0, 4), "\x01", viewer.substr(4))});
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;  // a usage error, as a flag that does not parse
   EXPECT_TRUE(absl::StrContains(r.err, "not printable ASCII at position 5")) << r.err;
 
   // Token management is the admin's.

@@ -34,9 +34,10 @@ TEST(ControlPlaneMetricsTest, EveryFamilyHasHelpAndTypeAndPassesPromtool) {
   metrics.CountApply(ChangeOutcome::kOk);
   metrics.CountPush();
   metrics.CountAck(absl::Milliseconds(30));
-  std::string text = metrics.Render({7, 2, true});
+  std::string text = metrics.Render({7, 2, true, {{"web-cert", 1900000000}}});
   for (const char* family :
        {"sluice_control_build_info", "sluice_control_config_version",
+        "sluice_control_certificate_expiry_timestamp_seconds",
         "sluice_control_last_apply_timestamp_seconds", "sluice_control_applies_total",
         "sluice_control_deletes_total", "sluice_control_connected_proxies",
         "sluice_control_pushes_total", "sluice_control_acks_total", "sluice_control_nacks_total",
@@ -48,7 +49,10 @@ TEST(ControlPlaneMetricsTest, EveryFamilyHasHelpAndTypeAndPassesPromtool) {
   EXPECT_EQ(Sample(text, "sluice_control_config_version"), 7);
   EXPECT_EQ(Sample(text, "sluice_control_connected_proxies"), 2);
   EXPECT_EQ(Sample(text, "sluice_control_rollout_running"), 1);
-  EXPECT_EQ(Sample(metrics.Render({7, 2}), "sluice_control_rollout_running"), 0);
+  EXPECT_EQ(Sample(metrics.Render({7, 2, false, {}}), "sluice_control_rollout_running"), 0);
+  EXPECT_EQ(
+      Sample(text, "sluice_control_certificate_expiry_timestamp_seconds{secret=\"web-cert\"}"),
+      1900000000);
   EXPECT_EQ(Sample(text, "sluice_control_pushes_total"), 1);
 
   std::string dir = sluice::testing::MakeTempDir("control-metrics");
