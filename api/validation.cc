@@ -2190,12 +2190,10 @@ void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
   }
 }
 
-std::vector<std::string> ConfigNotes(const ResourceMap& next, const ResourceMap& base) {
-  auto changed = [&](const ResourceId& id, const Resource& resource) {
-    auto stored = base.find(id);
-    return stored == base.end() ||
-           !google::protobuf::util::MessageDifferencer::Equals(stored->second, resource);
-  };
+std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& diff) {
+  std::set<ResourceId> touched(diff.added.begin(), diff.added.end());
+  touched.insert(diff.changed.begin(), diff.changed.end());
+  auto changed = [&](const ResourceId& id) { return touched.count(id) > 0; };
   auto http2 = [&](const std::string& cluster) -> const Resource* {
     auto it = next.find({config::v1::CLUSTER, cluster});
     if (it == next.end() || it->second.cluster().protocol() != config::v1::Cluster::HTTP2) {
@@ -2206,7 +2204,7 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const ResourceMap&
   std::vector<std::string> notes;
   for (const auto& [id, resource] : next) {
     if (!resource.has_route_table()) continue;
-    const bool table_changed = changed(id, resource);
+    const bool table_changed = changed(id);
     const RouteTable& table = resource.route_table();
     for (int v = 0; v < table.virtual_hosts_size(); ++v) {
       const auto& vhost = table.virtual_hosts(v);
@@ -2224,7 +2222,7 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const ResourceMap&
         for (const std::string& name : clusters) {
           const Resource* cluster = http2(name);
           if (cluster == nullptr) continue;
-          if (!table_changed && !changed({config::v1::CLUSTER, name}, *cluster)) continue;
+          if (!table_changed && !changed({config::v1::CLUSTER, name})) continue;
           notes.push_back(absl::StrCat(
               "RouteTable \"", id.second, "\": ",
               Join(Index("virtual_hosts", v), Join(Index("routes", r), "route.websocket")),

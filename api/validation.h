@@ -137,12 +137,12 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
 void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
                              std::vector<ValidationError>* errors);
 
-// What is valid but cannot do what it says, for the resources of `next`
-// that differ from `base` (a route table, or a cluster its routes name):
-// a route with `websocket: true` to a cluster that speaks HTTP2 (upgrades
-// go upstream as plain requests). One line each, naming the resource and
-// the field; the change is applied all the same.
-std::vector<std::string> ConfigNotes(const ResourceMap& next, const ResourceMap& base);
+// What is valid but cannot do what it says, in `next` where `diff` (from
+// the state before) added or changed a route table or a cluster its routes
+// name: a route with `websocket: true` to a cluster that speaks HTTP2
+// (upgrades go upstream as plain requests). One line each, naming the
+// resource and the field; the change is applied all the same.
+std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& diff);
 
 // Every per-resource rule plus the rules across resources: references to
 // unknown route tables, clusters and Secrets (or Secrets of the wrong type),

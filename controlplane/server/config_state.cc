@@ -613,10 +613,10 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
         "--max-config-bytes); nothing changed"));
   }
   ChangeResult result;
-  // Valid, but unable to do what it says: told, and applied.
-  result.warning = absl::StrJoin(api::ConfigNotes(next, base->resources), "\n");
   result.diff = digest != nullptr ? DiffOf(base->resources, next, *digest)
                                   : api::ComputeDiff(base->resources, next);
+  // Valid, but unable to do what it says: told, and applied.
+  result.warning = absl::StrJoin(api::ConfigNotes(next, result.diff), "\n");
   result.version = base->version;
   if (dry_run || (result.diff.empty() && !force)) return result;
 

@@ -131,14 +131,11 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   }
   void RejectRequest(int status, std::string_view message,
                      const http::HeaderMap& headers) override {
-    refused_ = true;
+    // Recorded as the first refusal (whatever came before), and final.
     rejected_ = true;
-    reply_status_ = status;
-    reply_message_.assign(message);
-    reply_policy_ = names_[next_ - 1];
+    reply_status_ = 0;
     reply_headers_.Clear();
-    for (const http::HeaderMap::Field& f : headers.fields()) reply_headers_.Add(f.name, f.value);
-    Resume();
+    SendLocalReply(status, message, headers);
   }
   void SendResponse(int status, const http::HeaderMap& headers, std::string_view body) override {
     // Not a refusal: an authentication policy answering for itself.

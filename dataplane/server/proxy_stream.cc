@@ -664,8 +664,7 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   // held (or a 100 Continue sent), and a streamed body is held no further
   // (before, a 100-byte limit let 16 MiB be held, then answered 413).
   hold_overflow_.clear();
-  const uint64_t body_max =
-      route_->max_request_body_bytes ? route_->max_request_body_bytes : max_body_bytes_;
+  const uint64_t body_max = BodyLimit();
   if (body_max > 0 && head.body == RequestHead::Body::kLength && head.content_length > body_max) {
     response_flag_ = "request_too_large";
     SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
@@ -705,6 +704,10 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   }
   route_timer_.Clear();
   StartIdleTimer(UploadIdleLimit());
+}
+
+uint64_t ProxyStream::BodyLimit() const {
+  return route_->max_request_body_bytes ? route_->max_request_body_bytes : max_body_bytes_;
 }
 
 void ProxyStream::RefuseHeldBody() {
@@ -793,8 +796,7 @@ void ProxyStream::Route(const RequestHead& request) {
   // A declared length over the limit is refused whatever the route does
   // with the request (a direct response or redirect too, as nginx's
   // client_max_body_size is checked before its return).
-  body_limit_ = route_->max_request_body_bytes ? route_->max_request_body_bytes
-                                               : max_body_bytes_;
+  body_limit_ = BodyLimit();
   if (body_limit_ > 0 && head.body == RequestHead::Body::kLength &&
       head.content_length > body_limit_) {
     response_flag_ = "request_too_large";

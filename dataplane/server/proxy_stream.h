@@ -342,6 +342,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void BuildHttp2Head(const RequestHead& head, std::string_view path, ForEach for_each);
   // 503: the cluster's max_pending_requests breaker is open.
   void RefusePending();
+  // The route's max_request_body_bytes, else the listener's; 0: none.
+  uint64_t BodyLimit() const;
   // 413: the body being held passed body_buffer_limit_ (hold_overflow_
   // names the limit when it is not the holding policy's).
   void RefuseHeldBody();
