@@ -65,6 +65,9 @@ class ProxyProtocolTransport : public TransportSocket {
   bool secure() const override { return inner_->secure(); }
   const TlsInfo* tls_info() const override { return inner_->tls_info(); }
   const std::string& failure_reason() const override;
+  std::string_view handshake_failure_kind() const override {
+    return inner_->handshake_failure_kind();
+  }
   bool truncated() const override { return inner_->truncated(); }
   const ProxyHeaderState* proxy_header() const override { return &state_; }
 

@@ -336,6 +336,45 @@ std::string SubjectOf(X509* cert) {
   return out;
 }
 
+// The kind of a failed handshake from OpenSSL's reason code, for the
+// `reason` label of the handshake error counter: a fixed, small set.
+std::string_view HandshakeFailureKind(int reason, bool server) {
+  switch (reason) {
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+      return "plain_http";
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_WRONG_VERSION_NUMBER:
+#ifdef SSL_R_VERSION_TOO_LOW
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_VERSION_TOO_HIGH:
+#endif
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+      return "protocol_version";
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_SHARED_GROUPS:
+    case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+      return "no_shared_cipher";
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+      return "no_application_protocol";
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+#ifdef SSL_R_CERTIFICATE_REQUIRED
+    case SSL_R_CERTIFICATE_REQUIRED:
+#endif
+    case SSL_R_CERTIFICATE_VERIFY_FAILED:
+      return "client_certificate";
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+      return "closed";
+#endif
+    case SSL_R_CALLBACK_FAILED:
+      // The only server-name callback failure is a name that is not one.
+      return server ? "server_name" : "other";
+    default:
+      return "other";
+  }
+}
+
 }  // namespace
 
 std::string TakeOpenSslError() {
@@ -727,12 +766,13 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
     }
     return Progress::kDone;
   }
-  switch (SSL_get_error(ssl_, ret)) {
+  switch (int error = SSL_get_error(ssl_, ret)) {
     case SSL_ERROR_WANT_READ: return Progress::kWantRead;
     case SSL_ERROR_WANT_WRITE: return Progress::kWantWrite;
     case SSL_ERROR_SYSCALL:
       failure_reason_ = errno != 0 ? absl::StrCat("handshake: ", strerror(errno))
                                    : "handshake: the peer closed the connection";
+      failure_kind_ = "closed";
       ERR_clear_error();
       break;
     default:
@@ -740,8 +780,14 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
         // OpenSSL's own error says only "certificate verify failed".
         failure_reason_ = absl::StrCat("handshake: certificate verify failed: ",
                                        X509_verify_cert_error_string(verify));
+        failure_kind_ = "client_certificate";
+        ERR_clear_error();
+      } else if (error == SSL_ERROR_ZERO_RETURN) {
+        failure_reason_ = "handshake: the peer closed the connection";
+        failure_kind_ = "closed";
         ERR_clear_error();
       } else {
+        failure_kind_ = HandshakeFailureKind(ERR_GET_REASON(ERR_peek_error()), server_);
         failure_reason_ = absl::StrCat("handshake: ", TakeOpenSslError());
       }
       break;

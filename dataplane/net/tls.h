@@ -178,6 +178,7 @@ class TlsTransportSocket : public TransportSocket {
   bool secure() const override { return true; }
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
   const std::string& failure_reason() const override { return failure_reason_; }
+  std::string_view handshake_failure_kind() const override { return failure_kind_; }
   bool truncated() const override { return truncated_; }
 
  private:
@@ -202,6 +203,7 @@ class TlsTransportSocket : public TransportSocket {
   bool write_wants_read_ = false;
   TlsInfo info_;
   std::string failure_reason_;
+  std::string_view failure_kind_ = "other";
 };
 
 // The last OpenSSL error on this thread as text, and the queue cleared.

@@ -85,6 +85,11 @@ class TransportSocket {
   // Why the handshake failed, or (TLS) why a later read or write did: an
   // alert the peer sent, say.
   virtual const std::string& failure_reason() const;
+  // What kind of failure a failed handshake was, one of a fixed set (the
+  // `reason` label of sluice_downstream_tls_handshake_errors_total):
+  // "closed", "plain_http", "protocol_version", "no_shared_cipher",
+  // "no_application_protocol", "client_certificate", "server_name", "other".
+  virtual std::string_view handshake_failure_kind() const { return "other"; }
   // The peer ended the stream without saying so (TLS: no close_notify
   // before the TCP close; upstream sockets only), so data that ends at the
   // close may be cut short by an attacker or a failure (RFC 8446 6.1, RFC

@@ -221,7 +221,7 @@ void DownstreamConnection::OnDownstreamTimer() {
       SLUICE_LOG(kDebug, "PROXY protocol header from ", peer_ip_,
                  " not received within the request-head timeout");
     } else {
-      worker_.stats().downstream_tls_handshake_errors->Inc();
+      worker_.stats().DownstreamTlsHandshakeError("timeout")->Inc();
       SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_,
                  " not done within the request-head timeout");
     }
@@ -788,7 +788,9 @@ void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
     if (header != nullptr && header->failed) {
       worker_.stats().downstream_proxy_protocol_errors->Inc();
     } else {
-      worker_.stats().downstream_tls_handshake_errors->Inc();
+      worker_.stats()
+          .DownstreamTlsHandshakeError(connection_->transport().handshake_failure_kind())
+          ->Inc();
     }
     SLUICE_LOG(kDebug, header != nullptr && header->failed ? "connection from " : "TLS handshake from ",
                peer_ip_, " failed: ", connection_->transport().failure_reason());

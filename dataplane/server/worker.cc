@@ -104,6 +104,13 @@ const ConsumerMetrics::Counters& Worker::ConsumerCounters(const std::string& con
   return *c;
 }
 
+stats::Counter* ProxyStats::DownstreamTlsHandshakeError(std::string_view reason) const {
+  for (size_t i = 0; i < std::size(kHandshakeFailureKinds); ++i) {
+    if (kHandshakeFailureKinds[i] == reason) return downstream_tls_handshake_errors[i];
+  }
+  return downstream_tls_handshake_errors[std::size(kHandshakeFailureKinds) - 1];  // "other"
+}
+
 ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(store) {
   store.Describe("sluice_policy_responses_total",
                  "Answers a policy made instead of the upstream (401 of an authentication "
@@ -177,7 +184,11 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_downstream_tls_resumptions_total",
                  "TLS handshakes that resumed a session (tickets).");
   downstream_tls_handshakes = store.GetCounter("sluice_downstream_tls_handshakes_total");
-  downstream_tls_handshake_errors = store.GetCounter("sluice_downstream_tls_handshake_errors_total");
+  for (size_t i = 0; i < std::size(kHandshakeFailureKinds); ++i) {
+    downstream_tls_handshake_errors[i] =
+        store.GetCounter("sluice_downstream_tls_handshake_errors_total",
+                         absl::StrCat("reason=\"", std::string(kHandshakeFailureKinds[i]), "\""));
+  }
   downstream_tls_resumptions = store.GetCounter("sluice_downstream_tls_resumptions_total");
   store.Describe("sluice_downstream_proxy_protocol_errors_total",
                  "Connections to a proxy_protocol listener closed for want of a valid PROXY "
@@ -459,7 +470,7 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
     if (runtime.tls) {
       transport = runtime.tls->Create();
       if (transport == nullptr) {  // out of memory in OpenSSL: never serve it in plain text
-        stats_.downstream_tls_handshake_errors->Inc();
+        stats_.DownstreamTlsHandshakeError("other")->Inc();
         close(fd);
         ConnectionLimit::Release();
         continue;

@@ -82,7 +82,14 @@ struct ProxyStats {
   stats::Counter* downstream_requests_total;
   stats::Counter* downstream_protocol_errors;
   stats::Counter* downstream_tls_handshakes;
-  stats::Counter* downstream_tls_handshake_errors;
+  // sluice_downstream_tls_handshake_errors_total{reason}: `reason` is
+  // "timeout" or a net::TransportSocket::handshake_failure_kind().
+  stats::Counter* DownstreamTlsHandshakeError(std::string_view reason) const;
+  static constexpr std::string_view kHandshakeFailureKinds[] = {
+      "timeout",          "closed",      "plain_http",         "protocol_version",
+      "no_shared_cipher", "no_application_protocol", "client_certificate",
+      "server_name",      "other"};
+  stats::Counter* downstream_tls_handshake_errors[std::size(kHandshakeFailureKinds)];
   stats::Counter* downstream_proxy_protocol_errors;
   stats::Counter* downstream_tls_resumptions;
   stats::Counter* downstream_http2_connections;

@@ -11,6 +11,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <functional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -71,6 +72,11 @@ class TlsTest : public ::testing::Test {
     options.sni = sni;
     if (!client.Connect(https_port_, options)) return "error: " + client.error();
     return client.peer_subject();
+  }
+
+  int64_t HandshakeErrors(const std::string& reason) const {
+    return proxy_->Stat(
+        absl::StrCat("sluice_downstream_tls_handshake_errors_total{reason=\"", reason, "\"}"));
   }
 
   ControlPlane cp_{"", "info"};
@@ -487,7 +493,68 @@ TEST_F(TlsTest, MutualTlsRefusesClientsWithoutATrustedCertificate) {
                                    client_.key_path, "--resolve", resolve, url});
   EXPECT_EQ(with.exit_code, 0) << with.err;
   EXPECT_TRUE(absl::StrContains(with.out, "GET /curl")) << with.out;
-  EXPECT_GE(proxy_->Stat("sluice_downstream_tls_handshake_errors_total"), 2);
+  EXPECT_TRUE(WaitFor([&] { return HandshakeErrors("client_certificate") >= 2; }, absl::Seconds(5)))
+      << HandshakeErrors("client_certificate");
+}
+
+// Each failed handshake is counted under the kind of its failure, so an
+// operator sees why clients cannot connect without debug logs.
+TEST_F(TlsTest, HandshakeFailuresAreCountedByReason) {
+  auto expect_one_more = [&](const std::string& reason, const std::function<void()>& fail) {
+    int64_t before = HandshakeErrors(reason);
+    fail();
+    EXPECT_TRUE(WaitFor([&] { return HandshakeErrors(reason) == before + 1; }, absl::Seconds(5)))
+        << reason << ": " << HandshakeErrors(reason) << " after " << before << "\n"
+        << proxy_->Admin("/stats").second;
+  };
+  expect_one_more("plain_http", [&] {
+    SendRaw(absl::StrCat("127.0.0.1:", https_port_), "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n");
+  });
+  expect_one_more("no_application_protocol", [&] {
+    TlsClientOptions options;
+    options.sni = "a.test";
+    options.alpn = {"spdy/3"};
+    TlsClient client;
+    EXPECT_FALSE(client.Connect(https_port_, options));
+  });
+  std::string s_client = absl::StrCat("echo | openssl s_client -connect 127.0.0.1:", https_port_,
+                                      " -servername a.test ");
+  expect_one_more("protocol_version", [&] {
+    CommandResult r = RunCommand(
+        {"/bin/bash", "-c", s_client + "-tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' 2>&1"});
+    EXPECT_NE(r.exit_code, 0) << r.out;
+  });
+  expect_one_more("no_shared_cipher", [&] {  // an RSA suite, the certificate is ECDSA
+    CommandResult r =
+        RunCommand({"/bin/bash", "-c", s_client + "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 2>&1"});
+    EXPECT_NE(r.exit_code, 0) << r.out;
+  });
+  expect_one_more("server_name", [&] {
+    TlsClientOptions options;
+    options.sni = "a test";
+    TlsClient client;
+    EXPECT_FALSE(client.Connect(https_port_, options));
+  });
+  auto connect_to = [](int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    return fd;
+  };
+  expect_one_more("timeout", [&] {  // request_headers_timeout 500ms bounds the handshake
+    int fd = connect_to(quick_port_);
+    pollfd p{fd, POLLIN, 0};
+    EXPECT_EQ(poll(&p, 1, 5000), 1);  // readable: the proxy closed it
+    close(fd);
+  });
+  expect_one_more("closed", [&] {  // a client gone in the middle of its ClientHello
+    int fd = connect_to(https_port_);
+    EXPECT_EQ(send(fd, "\x16\x03\x01\x00\x40\x01", 6, MSG_NOSIGNAL), 6);
+    close(fd);
+  });
 }
 
 TEST_F(TlsTest, AfterTheHandshakeAConnectionMayIdleBeforeItsFirstRequest) {
