@@ -301,6 +301,14 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
     return Fail(absl::StrCat("sluice-control at ", server, " refused the change: ",
                              status.error_message()));
   }
+  // The control plane's own answer too: etcd did not confirm the change in
+  // time (it may still commit it once its quorum is back).
+  if (change_sent && status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      absl::StartsWith(status.error_message(), "etcd")) {
+    return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
+                             status.error_message(), "; check with `sluicectl history` (or "
+                             "`get`) before trying again"));
+  }
   if (change_sent && !never_connected &&
       (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
@@ -569,6 +577,9 @@ void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
 int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status,
                  uint64_t if_version) {
   std::cerr << "error: conflict: " << status.error_message() << "\n";
+  // Without --if-version (replicas racing past their retries) the message
+  // names the version: a list since version 0 would be the whole history.
+  if (if_version == 0) return 1;
   admin::v1::HistoryResponse history;
   if (stub.History(Context().get(), admin::v1::HistoryRequest(), &history).ok()) {
     std::vector<admin::v1::HistoryEntry> since;
@@ -791,6 +802,13 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       ++refused;
       std::cerr << "proxy " << Printable(p.node().id()) << " refused version "
                 << p.last_nack_version() << ": " << Printable(p.last_nack_error()) << "\n";
+    } else if (p.has_replica_silent_for()) {
+      ++silent;
+      std::cerr << "proxy " << Printable(p.node().id()) << " is connected to control-plane replica "
+                << Printable(p.replica()) << ", which has not reported for "
+                << p.replica_silent_for().seconds()
+                << "s (hung, or cut off from etcd): it may still run version "
+                << p.version_applied() << " until it moves to a live replica\n";
     } else {
       ++silent;
       std::cerr << "proxy " << Printable(p.node().id()) << " has not answered (it runs version "
@@ -1620,6 +1638,24 @@ std::string RolloutNote(admin::v1::AdminService::Stub& stub) {
                       rollout.rollout().stable_version(), " on the rest)");
 }
 
+// Proxies listed by a control-plane replica that stopped reporting: their
+// rows are what it last said.
+void PrintSilentReplicas(const admin::v1::ListProxiesResponse& response) {
+  std::map<std::string, std::pair<int64_t, int>> silent;  // replica: seconds, proxies
+  for (const auto& p : response.proxies()) {
+    if (!p.has_replica_silent_for()) continue;
+    auto& [seconds, count] = silent[p.replica()];
+    seconds = std::max(seconds, p.replica_silent_for().seconds());
+    ++count;
+  }
+  for (const auto& [replica, silence] : silent) {
+    std::cerr << "control-plane replica " << Printable(replica) << " has not reported for "
+              << silence.first << "s (hung, or cut off from etcd): its " << silence.second
+              << " proxies are shown as it last reported them; they move to a live replica "
+                 "when their keepalive gives up\n";
+  }
+}
+
 int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
             const ParsedFlags& flags) {
   if (flags.positional.size() != 1) return UsageFail("proxies takes no arguments");
@@ -1680,6 +1716,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     }
     std::cout << response.proxies_size() << " proxies; current version "
               << response.current_version() << RolloutNote(stub) << "\n";
+    PrintSilentReplicas(response);
     return 0;
   }
   if (format != "table") {
@@ -1698,6 +1735,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   std::cout << response.proxies_size() << " proxies; current version "
             << response.current_version() << RolloutNote(stub) << "\n";
+  PrintSilentReplicas(response);
   return 0;
 }
 
@@ -1734,6 +1772,8 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
     int reporting = 0;
     for (const auto& p : response.proxies()) {
       const auto& r = p.last_report();
+      // A silent replica's proxies: their last reports are old.
+      if (p.has_replica_silent_for()) continue;
       if (!p.has_last_report_time() || r.interval_ms() == 0) continue;
       ++reporting;
       double seconds = static_cast<double>(r.interval_ms()) / 1000.0;

@@ -452,6 +452,13 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
       if (!listed.insert(process_of(status)).second) continue;
       *response->add_proxies() = std::move(status);
     }
+    // Then those of silent replicas (hung, cut off from etcd): a proxy may
+    // still be held by one, on the version it had. One that has moved to a
+    // live replica is listed there, not here.
+    for (auto& status : fleet_->Silent()) {
+      if (!listed.insert(process_of(status)).second) continue;
+      *response->add_proxies() = std::move(status);
+    }
   }
   response->set_current_version(state_->Current()->version);
   return grpc::Status::OK;

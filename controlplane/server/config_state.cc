@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "absl/random/distributions.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -196,9 +197,15 @@ ConfigState::~ConfigState() { store_.reset(); }
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::RetryIfStale(
     const ChangeContext& context,
     const std::function<absl::StatusOr<ChangeResult>()>& attempt) {
-  // A few tries: each one loses only to a version committed meanwhile.
-  constexpr int kTries = 3;
+  // Tries: each one loses only to a version committed meanwhile. Replicas
+  // applying at once in a loop lost three in a row (2 of 60 applies
+  // failed): ten, after a random pause that grows, so racing replicas
+  // fall out of step.
+  constexpr int kTries = 10;
   for (int i = 1;; ++i) {
+    if (i > 1) {
+      absl::SleepFor(absl::Milliseconds(absl::Uniform<int>(retry_bitgen_, 0, 10 * i)));
+    }
     absl::StatusOr<ChangeResult> result = attempt();
     if (result.ok() || result.status().code() != absl::StatusCode::kAborted ||
         context.if_version != 0 || !shared_store_ || i == kTries) {

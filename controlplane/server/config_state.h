@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -305,6 +306,7 @@ class ConfigState {
   const bool shared_store_;
 
   absl::Mutex write_mu_;  // serializes changes, store writes and adoptions
+  absl::BitGen retry_bitgen_ ABSL_GUARDED_BY(write_mu_);  // RetryIfStale's pauses
   // Not guarded: reset (stopping its callbacks) by the destructor alone.
   std::unique_ptr<ConfigStore> store_;
 

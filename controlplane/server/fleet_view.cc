@@ -74,6 +74,7 @@ absl::Status FleetView::RunOnceLocked() {
   absl::flat_hash_map<std::string, Seen> seen;
   absl::flat_hash_map<std::string, admin::v1::ListProxiesResponse> kept;
   std::vector<admin::v1::ProxyStatus> others;
+  std::vector<admin::v1::ProxyStatus> silent_proxies;
   for (ReplicaDemandBoard::Entry& entry : *entries) {
     if (entry.replica == options_.replica_id) continue;
     auto before = seen_.find(entry.replica);
@@ -94,8 +95,10 @@ absl::Status FleetView::RunOnceLocked() {
       continue;
     }
     // Live once seen to change, until it stops changing: a dead replica's
-    // entry, never changing, never counts.
-    if (!current.confirmed || unchanged > options_.stale_after) continue;
+    // entry, never changing, never counts; one that stopped changing while
+    // watched is silent.
+    if (!current.confirmed) continue;
+    const bool silent = unchanged > options_.stale_after;
     admin::v1::ListProxiesResponse theirs;
     if (auto known = entries_.find(entry.replica);
         known != entries_.end() && !first_sight && before->second.revision == entry.revision) {
@@ -104,7 +107,16 @@ absl::Status FleetView::RunOnceLocked() {
       SLUICE_LOG(kWarning, "replica ", entry.replica, "'s proxy list ignored: it does not parse");
       continue;
     }
-    for (const admin::v1::ProxyStatus& status : theirs.proxies()) others.push_back(status);
+    for (const admin::v1::ProxyStatus& status : theirs.proxies()) {
+      if (!silent) {
+        others.push_back(status);
+        continue;
+      }
+      admin::v1::ProxyStatus& quiet = silent_proxies.emplace_back(status);
+      quiet.mutable_replica_silent_for()->set_seconds(absl::ToInt64Seconds(unchanged));
+      quiet.mutable_replica_silent_for()->set_nanos(
+          static_cast<int32_t>(absl::ToInt64Nanoseconds(unchanged % absl::Seconds(1))));
+    }
     kept[entry.replica] = std::move(theirs);
   }
   seen_ = std::move(seen);
@@ -112,6 +124,7 @@ absl::Status FleetView::RunOnceLocked() {
   {
     absl::MutexLock others_lock(&others_mu_);
     others_ = std::move(others);
+    silent_ = std::move(silent_proxies);
     read_at_ = now;
     ++good_reads_;
   }
@@ -128,6 +141,12 @@ std::vector<admin::v1::ProxyStatus> FleetView::Others() {
   absl::MutexLock lock(&others_mu_);
   if (options_.clock() - read_at_ > options_.stale_after) return {};  // the board is out of reach
   return others_;
+}
+
+std::vector<admin::v1::ProxyStatus> FleetView::Silent() {
+  absl::MutexLock lock(&others_mu_);
+  if (options_.clock() - read_at_ > options_.stale_after) return {};  // the board is out of reach
+  return silent_;
 }
 
 void FleetView::Start() { runner_.Start(); }

@@ -11,8 +11,12 @@
 // entry and keeps the others' statuses. An entry is live while its board
 // revision keeps changing: one first seen counts only once it changes (a
 // replica that just started shows no dead replica's proxies), one unchanged
-// for `stale_after` (3 s) is left out (its replica is gone, and its proxies
-// have moved or will), one unchanged for `forget_after` (60 s) is deleted. A
+// for `stale_after` (3 s) is left out of Others() (its replica is gone, and
+// its proxies have moved or will) but listed by Silent(), with how long it
+// has been silent, until it is unchanged for `forget_after` (60 s), when it
+// is deleted: a replica that hangs keeps its proxies (they notice only when
+// their keepalive gives up, some 40 s later), and `apply --wait` must not
+// take them for gone. A
 // replica that stops cleanly deletes its own entry. When the board cannot be
 // read for `stale_after`, the others' proxies are left out too (they may
 // have moved, and their versions are unknown). An entry is kept within
@@ -69,6 +73,10 @@ class FleetView {
   void Stop();
   // The proxies of the other live replicas, as they last published them.
   std::vector<admin::v1::ProxyStatus> Others();
+  // The proxies of the replicas that stopped publishing (past stale_after,
+  // within forget_after), as they last published them, each with
+  // replica_silent_for set. Empty while the board cannot be read.
+  std::vector<admin::v1::ProxyStatus> Silent();
   // Waits (at most `timeout`) until the view is whole: two reads of the
   // board a period apart (a replica's entry counts only once seen to change),
   // so a replica that just started does not answer with its own proxies
@@ -98,6 +106,7 @@ class FleetView {
 
   absl::Mutex others_mu_;
   std::vector<admin::v1::ProxyStatus> others_ ABSL_GUARDED_BY(others_mu_);
+  std::vector<admin::v1::ProxyStatus> silent_ ABSL_GUARDED_BY(others_mu_);
   absl::Time read_at_ ABSL_GUARDED_BY(others_mu_) = absl::InfinitePast();  // last good read
   int good_reads_ ABSL_GUARDED_BY(others_mu_) = 0;
 

@@ -7,6 +7,8 @@
 // proxies keep serving; versions only grow.
 #include <gtest/gtest.h>
 
+#include <csignal>
+
 #include <atomic>
 #include <thread>
 
@@ -350,6 +352,43 @@ TEST_F(EtcdStoreTest, EveryReplicaSeesTheWholeFleet) {
   EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
   EXPECT_TRUE(absl::StrContains(waited.out, "taken by 2 of 2 proxies")) << waited.out;
   EXPECT_EQ(Body(1), "fleet-wide");
+}
+
+// A replica that hangs (SIGSTOP: a frozen VM) keeps its proxies until their
+// keepalive gives up (40 s). The other replica lists them as silent, and
+// `apply --wait` there does not end with success. Before: their statuses
+// were dropped 3 s into the silence, and --wait said "no proxy is
+// connected" (exit 0) while they still served the version before.
+TEST_F(EtcdStoreTest, ApplyWaitDoesNotForgetTheProxiesOfAHungReplica) {
+  StartProxies();
+  CommandResult listed;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        listed = replicas_[1]->Ctl({"proxies", "-o", "json"});
+        return absl::StrContains(listed.out, "\"proxy-1\"");
+      },
+      absl::Seconds(15)))
+      << listed.out << listed.err;
+  replicas_[0]->process().Signal(SIGSTOP);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        listed = replicas_[1]->Ctl({"proxies"});
+        return absl::StrContains(listed.err, "has not reported for");
+      },
+      absl::Seconds(15)))
+      << listed.out << listed.err;
+  EXPECT_TRUE(absl::StrContains(listed.out, "proxy-1")) << listed.out;
+  CommandResult waited = Apply(1, "while-hung", {"--wait", "--timeout", "3s"});
+  replicas_[0]->process().Signal(SIGCONT);
+  EXPECT_EQ(waited.exit_code, 1) << waited.out << waited.err;
+  EXPECT_TRUE(absl::StrContains(waited.out, "taken by 1 of 2 proxies")) << waited.out;
+  EXPECT_TRUE(absl::StrContains(waited.err, "proxy proxy-1 is connected to control-plane replica"))
+      << waited.err;
+  EXPECT_EQ(Body(1), "while-hung");
+  // Thawed, the replica catches up and its proxy takes the version.
+  ASSERT_TRUE(proxies_[0]->WaitForVersion(AppliedVersion(waited), absl::Seconds(30)))
+      << proxies_[0]->process().Log();
+  EXPECT_EQ(Body(0), "while-hung");
 }
 
 // etcd keeps every revision until compacted: each replica's leases/ entry

@@ -99,6 +99,15 @@ TEST(FleetViewTest, EachReplicaSeesTheOthersProxiesWhileTheyLive) {
   now += absl::Seconds(2);
   ASSERT_TRUE(a.view.RunOnce().ok());
   EXPECT_TRUE(a.view.Others().empty());
+  // ... but listed as silent, with how long, until it is forgotten: b may be
+  // hung with its proxies still held (apply --wait took them for gone and
+  // said "no proxy is connected", exit 0).
+  std::vector<admin::v1::ProxyStatus> silent = a.view.Silent();
+  ASSERT_EQ(silent.size(), 2u);
+  EXPECT_EQ(silent[0].replica(), "replica-b");
+  EXPECT_EQ(silent[0].version_applied(), 3u);
+  EXPECT_EQ(silent[0].replica_silent_for().seconds(), 4);
+  EXPECT_TRUE(b.view.Silent().empty());
   // A replica started after b died never lists b's proxies: its entry does
   // not change (it was listed from the second read on).
   Replica c(&board, "replica-c", &now);
@@ -109,9 +118,11 @@ TEST(FleetViewTest, EachReplicaSeesTheOthersProxiesWhileTheyLive) {
     now += absl::Milliseconds(500);
   }
   EXPECT_TRUE(c.view.WaitWhole(absl::ZeroDuration()));
+  EXPECT_TRUE(c.view.Silent().empty());  // never seen alive
   now += absl::Seconds(60);
   ASSERT_TRUE(a.view.RunOnce().ok());
   EXPECT_EQ(board.entries.count("replica-b"), 0u);
+  EXPECT_TRUE(a.view.Silent().empty());
   // A replica that stops cleanly removes its own entry.
   a.view.Stop();
   EXPECT_TRUE(board.entries.empty());
