@@ -2203,6 +2203,14 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
   };
   std::vector<std::string> notes;
   for (const auto& [id, resource] : next) {
+    // Allowed (tests, migrations), but nothing on the path is checked.
+    if (resource.has_cluster() && resource.cluster().tls().insecure_skip_verify() &&
+        changed(id)) {
+      notes.push_back(absl::StrCat(
+          "Cluster \"", id.second,
+          "\": tls.insecure_skip_verify: the upstream's certificate is not verified: anyone on "
+          "the path can pose as the upstream (set tls.ca and tls.sni to verify it)"));
+    }
     if (!resource.has_route_table()) continue;
     const bool table_changed = changed(id);
     const RouteTable& table = resource.route_table();

@@ -166,7 +166,9 @@ std::string HealthChecker::Probe::ClosedReason(net::CloseReason reason, int erro
     case net::CloseReason::kConnectFailed:
       return absl::StrCat("connect: ", std::strerror(error));
     case net::CloseReason::kReset:
-      return absl::StrCat("connection error: ", std::strerror(error));
+      // A TLS alert the upstream sent ("tlsv1 alert unknown ca") before
+      // errno's words, as traffic's reason says it.
+      return absl::StrCat("connection error: ", net::ResetReason(connection.transport(), error));
     case net::CloseReason::kRemoteClosed:
       return mid_response ? "connection closed in the middle of the response head"
                           : "connection closed before a response";

@@ -224,6 +224,18 @@ void Http2UpstreamConnection::OnReadable() {
   ++reads_;
   std::string_view bytes = input.view();
   size_t n = bytes.size();
+  if (!codec_.peer_settings_received() && n >= 4 && static_cast<uint8_t>(bytes[3]) != 0x04) {
+    // Its first frame is not the SETTINGS a server's preface starts with
+    // (RFC 9113 3.4; the type is the frame header's fourth byte): it does
+    // not speak HTTP/2 (an HTTP/1 server answering the client preface
+    // with a 400), so it took no request. A connect failure, retried on
+    // another endpoint as one that never answers is: before, the requests
+    // sent to it failed with 502 ("SETTINGS expected").
+    FailAll(true, false, false,
+            "connect failed: the upstream does not speak HTTP/2 (its first bytes are not a "
+            "SETTINGS frame); the cluster's protocol is HTTP2");
+    return;
+  }
   bool ok = codec_.Receive(bytes);
   if (closed_) return;
   input.Drain(n);

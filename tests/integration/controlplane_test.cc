@@ -252,6 +252,14 @@ TEST(ControlPlaneTest, AWebSocketRouteToAnHttp2ClusterIsAppliedWithAWarning) {
   auto fixed = cp.Ctl({"apply", "-f", WriteFile(cluster("HTTP1"))});
   EXPECT_EQ(fixed.exit_code, 0) << fixed.err;
   EXPECT_FALSE(absl::StrContains(fixed.err, "warning")) << fixed.err;
+  // A cluster that does not verify its upstream's certificate.
+  auto unverified = cp.Ctl({"apply", "-f",
+                            WriteFile(cluster("HTTP1") + "  tls: {insecure_skip_verify: true}\n")});
+  EXPECT_EQ(unverified.exit_code, 0) << unverified.err;
+  EXPECT_TRUE(absl::StrContains(unverified.err,
+                                "warning: Cluster \"grpc\": tls.insecure_skip_verify: the "
+                                "upstream's certificate is not verified"))
+      << unverified.err;
 }
 
 TEST(ControlPlaneTest, DeleteSeveralInOneVersion) {

@@ -140,7 +140,7 @@ class UpstreamHttp2Test : public ::testing::Test {
     std::string routes;
     for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited",
                              "checked-h2c", "checked-auto-h2", "checked-auto-h1",
-                             "checked-big-head"}) {
+                             "checked-big-head", "h1-as-h2", "mixed"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -160,6 +160,12 @@ class UpstreamHttp2Test : public ::testing::Test {
         ClusterYaml("checked-auto-h2", h2_tls_port, "AUTO", verified), kHttpCheck, "---\n",
         ClusterYaml("checked-auto-h1", h1_tls_port, "AUTO", verified), kHttpCheck, "---\n",
         ClusterYaml("auto-no-alpn", no_alpn_port, "AUTO", verified), "---\n",
+        // An HTTP2 cluster with an HTTP/1.1 endpoint: alone, and beside an
+        // h2c one.
+        ClusterYaml("h1-as-h2", origin_.port(), "HTTP2", ""), "---\n",
+        "kind: Cluster\nname: mixed\nspec:\n  protocol: HTTP2\n  endpoints: [{address: "
+        "127.0.0.1, port: ", origin_.port(), "}, {address: 127.0.0.1, port: ", h2c_port, "}]\n",
+        "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
         routes,
@@ -299,6 +305,23 @@ TEST_F(UpstreamHttp2Test, Http2ClusterToAnHttp11OnlyUpstreamIsA502NamingAlpn) {
   EXPECT_EQ(r.status, 502) << r.body;
   EXPECT_TRUE(absl::StrContains(r.body, "ALPN")) << r.body;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+// An HTTP2 cluster's endpoint that answers the preface with HTTP/1.1 (a
+// 400) took no request: a connect failure, retried on another endpoint.
+// Before, the requests sent to it failed with 502 ("SETTINGS expected"),
+// every other one on a cluster with a working endpoint beside it.
+TEST_F(UpstreamHttp2Test, AnEndpointAnsweringInHttp1IsAConnectFailureRetriedElsewhere) {
+  HttpResponse alone = Get("/h1-as-h2/x");
+  ASSERT_TRUE(alone.ok()) << alone.error;
+  EXPECT_EQ(alone.status, 502) << alone.body;
+  EXPECT_TRUE(absl::StrContains(alone.body, "does not speak HTTP/2")) << alone.body;
+  for (int i = 0; i < 6; ++i) {
+    HttpResponse r = Get("/mixed/x");
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200) << i << ": " << r.body;
+    EXPECT_EQ(r.body, "h2c-upstream\n") << i;
+  }
 }
 
 // An HTTP health check speaks the cluster's protocol: HTTP/2 to an h2c

@@ -114,8 +114,7 @@ class UpstreamTlsTest : public ::testing::Test {
         dir_ + "/demanding.log");
     listening = demanding_->WaitForLogLine("listening on ", absl::Seconds(20));
     ASSERT_TRUE(listening.has_value()) << demanding_->Log();
-    int demanding_port = 0;
-    ASSERT_TRUE(absl::SimpleAtoi(listening->substr(listening->find("on ") + 3), &demanding_port));
+    ASSERT_TRUE(absl::SimpleAtoi(listening->substr(listening->find("on ") + 3), &demanding_port_));
 
     proxy_port_ = PickFreePort();
     const std::string verified = "{ca: upstream-ca, sni: backend.test}";
@@ -145,7 +144,7 @@ class UpstreamTlsTest : public ::testing::Test {
                     "  connect_timeout: 3s\n  circuit_breakers: {max_pending_requests: 1}\n"),
         "---\n",
         ClusterYaml("closer", closer_port, verified), "---\n",
-        ClusterYaml("demanding", demanding_port, verified), "---\n",
+        ClusterYaml("demanding", demanding_port_, verified), "---\n",
         "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
         "      routes:\n",
         routes,
@@ -171,6 +170,7 @@ class UpstreamTlsTest : public ::testing::Test {
   std::unique_ptr<Proxy> proxy_;
   std::unique_ptr<Process> closer_;
   std::unique_ptr<Process> demanding_;
+  int demanding_port_ = 0;
   std::string dir_;
   std::string access_log_;
   TestCert upstream_ca_, other_ca_, backend_, gateway_ca_, gateway_, self_signed_;
@@ -320,7 +320,8 @@ TEST_F(UpstreamTlsTest, HealthChecksGoOverTls) {
       "  health_check: {http: {path: /healthz}, interval: 200ms, timeout: 150ms}\n";
   std::string yaml = absl::StrCat(
       ClusterYaml("secure", port_, "{ca: upstream-ca, sni: backend.test}", checks), "---\n",
-      ClusterYaml("wrong-ca", port_, "{ca: other-ca, sni: backend.test}", checks));
+      ClusterYaml("wrong-ca", port_, "{ca: other-ca, sni: backend.test}", checks), "---\n",
+      ClusterYaml("demanding", demanding_port_, "{ca: upstream-ca, sni: backend.test}", checks));
   auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "checks.yaml", yaml)});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
@@ -336,6 +337,16 @@ TEST_F(UpstreamTlsTest, HealthChecksGoOverTls) {
   EXPECT_TRUE(absl::StrContains(page,
                                 "active health check: TLS handshake: certificate verify failed: "
                                 "unable to get local issuer certificate"))
+      << page;
+  // An alert after the handshake is named as traffic names it (before:
+  // "connection error: Connection reset by peer" or errno's "Protocol error").
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        page = proxy_->Admin("/clusters").second;
+        return absl::StrContains(page, "active health check: connection error: TLS ") &&
+               absl::StrContains(page, "certificate required");
+      },
+      absl::Seconds(10)))
       << page;
   EXPECT_GE(proxy_->Stat("sluice_health_check_passes_total{cluster=\"secure\"}"), 1);
 }
