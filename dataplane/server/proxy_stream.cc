@@ -2661,6 +2661,13 @@ bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error,
                                   std::string_view flag) {
   if (!grpc_ || !response_started_ || !response_streamed_ || tunnel_ || !active_) return false;
   if (response_flag_.empty()) response_flag_ = flag;
+  if (grpc_reply_type_ != "application/grpc") {
+    // gRPC-Web reads its status from a frame in the body, which the gateway
+    // does not write (the body is the upstream's, passed as it came): HTTP
+    // trailers would end the response cleanly with no status a browser
+    // client can read, a failed call looking whole. Cut, as any response.
+    return false;
+  }
   ReleaseUpstream(false);
   scratch_ = GrpcMessage(error);
   grpc_status_ = grpc_reset_status_ >= 0 ? grpc_reset_status_ : GrpcStatusFor(http_status);

@@ -371,7 +371,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // A gRPC response that began (streamed) and cannot complete ends with an
   // error status in trailers, as gRPC clients understand it (a reset would
   // read as INTERNAL). `flag` is the access log's response_flag unless one
-  // is set. False when that does not apply.
+  // is set. False when that does not apply: gRPC-Web too (its status is a
+  // frame in the body, which the gateway does not write), which is cut.
   bool EndGrpcResponse(int http_status, std::string_view error, std::string_view flag);
   // The exchange ended (answered, cut or abandoned): histograms, consumer
   // counters, the access log. Once per request.

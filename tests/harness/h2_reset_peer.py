@@ -3,11 +3,13 @@ resets every stream the client opens with RST_STREAM and the error code given
 (2 INTERNAL_ERROR, 7 REFUSED_STREAM), for tests of what a proxy does with
 streams its upstream reset. Standard library only; frames are written by hand.
 
-Usage: h2_reset_peer.py CODE [after-response]
+Usage: h2_reset_peer.py CODE [after-response | after-grpc-web-response]
        h2_reset_peer.py head STATUS [NAME=VALUE ...]
 With "after-response", each stream first gets a response head (200,
 content-length 2000) and 1000 body bytes, then the RST_STREAM, all in one
-write: a response cut after it began. With "head", each stream is answered
+write: a response cut after it began. With "after-grpc-web-response", the
+head is a gRPC-Web one (200, content-type application/grpc-web+proto, no
+length) and the body one gRPC-Web message frame ("hello"), then the reset. With "head", each stream is answered
 with one HEADERS frame that ends it (:status STATUS and the fields given), and
 no reset: a trailers-only gRPC answer, or a 1xx that illegally ends a stream. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
 received (one line each, flushed), so a test can count the sends.
@@ -89,7 +91,11 @@ def serve(conn, code, lock, after_response, head=None):
                     conn.sendall(frame(0x1, 0x5, stream, head))
                     continue
                 reset = frame(0x3, 0, stream, struct.pack(">I", code))
-                if after_response:
+                if after_response == "grpc-web":
+                    web_head = head_block("200", ["content-type=application/grpc-web+proto"])
+                    reset = frame(0x1, 0x4, stream, web_head) + \
+                        frame(0x0, 0, stream, b"\x00\x00\x00\x00\x05hello") + reset
+                elif after_response:
                     reset = frame(0x1, 0x4, stream, CUT_HEAD) + \
                         frame(0x0, 0, stream, b"x" * 1000) + reset
                 conn.sendall(reset)
@@ -122,6 +128,8 @@ def main():
         return
     code = int(sys.argv[1])
     after_response = len(sys.argv) > 2 and sys.argv[2] == "after-response"
+    if len(sys.argv) > 2 and sys.argv[2] == "after-grpc-web-response":
+        after_response = "grpc-web"
     listen_and_serve(lambda conn, _, lock: serve(conn, code, lock, after_response))
 
 

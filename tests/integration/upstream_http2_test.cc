@@ -517,6 +517,31 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
   EXPECT_EQ(refused.headers(), 8);
   EXPECT_EQ(proxy.Stat("sluice_retries_total{cluster=\"refused\"}"), 0);
 
+  // A gRPC-Web response cut midway is cut for the client too: gRPC-Web
+  // reads its status from a frame in the body, which the gateway does not
+  // write, so an HTTP/1.1 client gets no last chunk (before: a clean end
+  // with the status in HTTP trailers, which gRPC-Web clients never read: a
+  // failed call looked whole and successful).
+  ResetPeer web_cut({"2", "after-grpc-web-response"});
+  ASSERT_GT(web_cut.port(), 0);
+  r = cp.Ctl({"apply", "-f",
+              WriteFile(MakeTempDir("h2-web-cut-config"), "config.yaml",
+                        absl::StrCat(ClusterYaml("webcut", web_cut.port(), "HTTP2", ""), "---\n",
+                                     absl::StrReplaceAll(cut_yaml, {{"        - match: {prefix: /cut/}",
+                                                                     "        - match: {prefix: /webcut/}\n"
+                                                                     "          route: {cluster: webcut, timeout: 0s}\n"
+                                                                     "        - match: {prefix: /cut/}"}})))});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy.WaitForVersion(3)) << proxy.process().Log();
+  for (const char* type : {"application/grpc-web+proto", "application/grpc-web-text"}) {
+    HttpResponse web = HttpRequest(address, "POST", "/webcut/g", {{"content-type", type}},
+                                   std::string("\0\0\0\0\0", 5), absl::Seconds(10));
+    EXPECT_EQ(web.status, 200) << type << ": " << web.error << web.body;
+    EXPECT_FALSE(web.ok()) << type << ": " << web.body;
+    EXPECT_EQ(web.header("grpc-status"), "") << type;
+    EXPECT_TRUE(absl::StrContains(web.body, "hello")) << type << ": " << web.body;
+  }
+
   // A gRPC request's reset is the status gRPC gives its code (PROTOCOL-HTTP2
   // "Errors"): INTERNAL_ERROR is INTERNAL, CANCEL is CANCELLED; only a
   // REFUSED_STREAM is UNAVAILABLE, which clients retry. Before: 14 for all.
@@ -530,7 +555,7 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
                                                                      "          route: {cluster: cancel, timeout: 0s}\n"
                                                                      "        - match: {prefix: /cut/}"}})))});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  ASSERT_TRUE(proxy.WaitForVersion(3)) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(4)) << proxy.process().Log();
   const Headers grpc = {{"content-type", "application/grpc"}, {"te", "trailers"}};
   for (const auto& [path, status] : {std::pair<std::string, std::string>{"/internal/g", "13"},
                                      {"/cancel/g", "1"},
