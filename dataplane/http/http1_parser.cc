@@ -424,6 +424,10 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     Fail(ParseError::kHeadersTooLarge, state_ == State::kHead
                                            ? "message head too large"
                                            : "trailer section too large");
+    // Logged with what came whole before the limit (the request line, Host,
+    // User-Agent), as a head refused for its field count is, and as nginx
+    // logs its 400 for a header too large.
+    if (state_ == State::kHead) SalvageRefusedRequest(data.substr(start, search_end - start));
     return Step::kFailed;
   }
   scan_offset_ = available;

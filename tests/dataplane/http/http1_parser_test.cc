@@ -933,6 +933,12 @@ TEST(Http1RequestTest, OversizedIncompleteHeadIs431) {
   const Http1Parser::Result r = parser.Feed(input);
   EXPECT_EQ(r.error, ParseError::kHeadersTooLarge);
   EXPECT_TRUE(rec.events.empty());
+  // What came whole before the limit is there for the access log (before:
+  // a 431 for one huge field was logged with no method, path or Host).
+  ASSERT_NE(parser.refused_request(), nullptr);
+  EXPECT_EQ(parser.refused_request()->method, "GET");
+  EXPECT_EQ(parser.refused_request()->target, "/");
+  EXPECT_EQ(parser.refused_request()->host, "a");
 
   // Detected as soon as the buffered bytes pass the limit, when fed slowly.
   Http1Parser::Limits limits;
