@@ -383,7 +383,9 @@ struct Http2ClientCodecAccess {
 
 Http2ClientCodec::Http2ClientCodec(Http2ClientCallbacks* callbacks,
                                    const Http2ClientLimits& limits)
-    : callbacks_(callbacks), limits_(limits) {
+    : callbacks_(callbacks),
+      limits_(limits),
+      whole_headers_(std::make_unique<http2::WholeFrameHeaderFeeder>(0)) {
   SLUICE_CHECK(callbacks_ != nullptr);
   SLUICE_CHECK(limits_.initial_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
   SLUICE_CHECK(limits_.connection_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
@@ -441,7 +443,7 @@ bool Http2ClientCodec::Receive(std::string_view bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (failed_ || transport_closed_) return false;
   in_session_call_ = true;
-  if (const int rv = http2::ReceiveAll(session_, bytes); rv != 0) {
+  if (const int rv = whole_headers_->Receive(session_, bytes); rv != 0) {
     FailConnection(http2::GoawayCodeFor(rv),
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));
   }

@@ -97,6 +97,9 @@
 struct nghttp2_session;
 
 namespace sluice::http {
+namespace http2 {
+class WholeFrameHeaderFeeder;  // http2_util.h
+}  // namespace http2
 
 struct Http2ClientLimits {
   // SETTINGS_INITIAL_WINDOW_SIZE: the per-stream receive window we advertise.
@@ -270,6 +273,8 @@ class Http2ClientCodec {
   int32_t goaway_last_stream_id_ = 0;
   bool goaway_sent_ = false;
   bool peer_settings_received_ = false;
+  // Whole frame headers to nghttp2.
+  std::unique_ptr<http2::WholeFrameHeaderFeeder> whole_headers_;
   size_t pings_in_flight_ = 0;
   // Receive, TakeOutput or OnTransportClosed is running (they must not
   // nest).

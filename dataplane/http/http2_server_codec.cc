@@ -495,7 +495,8 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
     : callbacks_(callbacks),
       limits_(limits),
       block_(std::make_unique<http2::HeaderBlockBuilder>()),
-      frames_received_(std::make_unique<http2::ClientFrameWatch>()) {
+      frames_received_(std::make_unique<http2::ClientFrameWatch>()),
+      whole_headers_(std::make_unique<http2::WholeFrameHeaderFeeder>(24)) {
   SLUICE_CHECK(callbacks_ != nullptr);
   SLUICE_CHECK(limits_.initial_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
   SLUICE_CHECK(limits_.connection_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
@@ -560,7 +561,7 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
   // nghttp2 gets the bytes before a frame that breaks a rule it does not
   // check; then the connection fails.
   const size_t bad = frames_received_->Feed(bytes);
-  if (const int rv = http2::ReceiveAll(session_, bytes.substr(0, bad)); rv != 0) {
+  if (const int rv = whole_headers_->Receive(session_, bytes.substr(0, bad)); rv != 0) {
     FailConnection(http2::GoawayCodeFor(rv),
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));
   }

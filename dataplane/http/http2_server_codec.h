@@ -116,6 +116,7 @@ struct HeaderField;  // http1_parser.h
 namespace http2 {
 class HeaderBlockBuilder;  // http2_util.h
 class ClientFrameWatch;  // http2_util.h
+class WholeFrameHeaderFeeder;  // http2_util.h
 }  // namespace http2
 
 struct Http2Limits {
@@ -333,6 +334,8 @@ class Http2ServerCodec {
   // The response head being submitted; its storage is kept between heads.
   std::unique_ptr<http2::HeaderBlockBuilder> block_;
   std::unique_ptr<http2::ClientFrameWatch> frames_received_;
+  // Whole frame headers to nghttp2 (after the client's 24-octet preface).
+  std::unique_ptr<http2::WholeFrameHeaderFeeder> whole_headers_;
   std::string error_;
   bool failed_ = false;
   // Receive or TakeOutput is running (they must not nest).

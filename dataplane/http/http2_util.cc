@@ -272,6 +272,58 @@ int ReceiveAll(nghttp2_session* session, std::string_view bytes) {
   return 0;
 }
 
+size_t WholeFrameHeaderFeeder::Follow(std::string_view bytes) {
+  size_t i = 0;
+  const size_t n = bytes.size();
+  while (i < n) {
+    if (preface_left_ > 0) {
+      const size_t take = std::min(preface_left_, n - i);
+      preface_left_ -= take;
+      i += take;
+      continue;
+    }
+    if (payload_left_ > 0) {
+      const uint64_t take = std::min<uint64_t>(payload_left_, n - i);
+      payload_left_ -= take;
+      i += take;
+      if (payload_left_ == 0) between_block_frames_ = block_frame_open_;
+      continue;
+    }
+    header_[header_have_++] = static_cast<uint8_t>(bytes[i++]);
+    if (header_have_ < kFrameHeaderBytes) continue;
+    header_have_ = 0;
+    payload_left_ = (uint64_t{header_[0]} << 16) | (uint64_t{header_[1]} << 8) | header_[2];
+    const uint8_t type = header_[3];
+    const bool end_headers = (header_[4] & NGHTTP2_FLAG_END_HEADERS) != 0;
+    block_frame_open_ = !end_headers && (type == NGHTTP2_HEADERS || type == NGHTTP2_PUSH_PROMISE ||
+                                         type == NGHTTP2_CONTINUATION);
+    between_block_frames_ = payload_left_ == 0 && block_frame_open_;
+  }
+  return header_have_ + (between_block_frames_ ? 1 : 0);
+}
+
+int WholeFrameHeaderFeeder::Receive(nghttp2_session* session, std::string_view bytes) {
+  const size_t hold = Follow(bytes);
+  const size_t total = held_.size() + bytes.size();
+  if (hold >= total) {
+    held_.append(bytes);
+    return 0;
+  }
+  const size_t give = total - hold;
+  if (held_.empty()) {
+    const int rv = ReceiveAll(session, bytes.substr(0, give));
+    held_.assign(bytes.substr(give));
+    return rv;
+  }
+  // After a read that ended in a header block's frame boundary (rare): one
+  // copy, so the held octets and what follows them go in one call.
+  std::string joined = std::move(held_);
+  joined.append(bytes);
+  const int rv = ReceiveAll(session, std::string_view(joined).substr(0, give));
+  held_.assign(joined, give, std::string::npos);
+  return rv;
+}
+
 void SubmitLocalSettings(nghttp2_session* session, const nghttp2_settings_entry* settings,
                          size_t count, uint32_t connection_window) {
   SLUICE_CHECK(nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, count) == 0);

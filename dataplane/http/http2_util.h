@@ -228,6 +228,40 @@ int TakeSessionOutput(nghttp2_session* session, std::string* buffered, std::stri
 // or the negative nghttp2 error of a connection error.
 int ReceiveAll(nghttp2_session* session, std::string_view bytes);
 
+// Feeds a session so that no read ends between the frames of a header
+// block or inside a frame header: nghttp2 1.52 (Debian 12, with the
+// CVE-2024-27316 fix) counts a CONTINUATION each time a read starts or ends
+// in its "CONTINUATION expected" state (nghttp2 issue 2817), so a legitimate
+// block of a HEADERS and a few CONTINUATIONs passed the limit (8) when TCP
+// split it at a frame boundary or in a frame header (twice per frame): GOAWAY
+// ENHANCE_YOUR_CALM, every stream on the connection lost. At the end of a
+// read, the octets of a frame header not yet whole are held back, and so is
+// the last octet of a HEADERS, PUSH_PROMISE or CONTINUATION frame without
+// END_HEADERS until the next frame's header is whole (at most 9 octets).
+class WholeFrameHeaderFeeder {
+ public:
+  // `preface_bytes`: what comes before the first frame (the client's
+  // 24-octet preface, on a server session; 0 on a client session).
+  explicit WholeFrameHeaderFeeder(size_t preface_bytes) : preface_left_(preface_bytes) {}
+  // ReceiveAll of what was held back and `bytes`, less what is held now.
+  int Receive(nghttp2_session* session, std::string_view bytes);
+  size_t held() const { return held_.size(); }
+
+ private:
+  static constexpr size_t kFrameHeaderBytes = 9;
+  // Follows the frames through `bytes`; how many octets at the end of
+  // everything followed so far to hold back.
+  size_t Follow(std::string_view bytes);
+
+  size_t preface_left_;
+  uint8_t header_[kFrameHeaderBytes] = {};
+  size_t header_have_ = 0;
+  uint64_t payload_left_ = 0;
+  bool block_frame_open_ = false;  // the frame being read continues a header block
+  bool between_block_frames_ = false;  // a block frame ended; no END_HEADERS yet
+  std::string held_;
+};
+
 // Queues our SETTINGS and, when larger than the protocol's 65535, raises the
 // connection-level receive window to `connection_window`.
 void SubmitLocalSettings(nghttp2_session* session, const nghttp2_settings_entry* settings,

@@ -1307,6 +1307,35 @@ TEST(Http2ClientCodecTest, ShutdownLetsOpenStreamsComplete) {
 // ---------------------------------------------------------------------------
 // Responses the codec rejects.
 
+// A response head in a HEADERS and 8 CONTINUATION frames (nghttp2's
+// limit), read a byte at a time or a frame at a time, as TCP may split it:
+// the response arrives. Before: nghttp2 1.52 counted a CONTINUATION per
+// read that began or ended between the block's frames, and the upstream
+// connection ended with GOAWAY ENHANCE_YOUR_CALM, every stream on it lost.
+TEST(Http2ClientCodecTest, ContinuationsSplitAcrossReadsAreCountedOnce) {
+  // x-long: 100 'q's, a literal without indexing (no table state).
+  const std::string field = std::string("\x00\x06x-long\x64", 9) + std::string(100, 'q');
+  for (const bool byte_at_a_time : {true, false}) {
+    SCOPED_TRACE(byte_at_a_time ? "a byte at a time" : "a frame at a time");
+    RawFixture f;
+    const int32_t id = f.client.SubmitRequest(Get("/big-head"), true);
+    f.Run();
+    std::vector<std::string> frames = {Frame(kHeaders, kEndStream, id, "\x88")};  // :status 200
+    for (int i = 0; i < 8; ++i) frames.push_back(Frame(0x9, i == 7 ? kEndHeaders : 0, id, field));
+    for (const std::string& frame : frames) {
+      if (byte_at_a_time) {
+        for (char c : frame) ASSERT_TRUE(f.client.Receive(std::string_view(&c, 1)));
+      } else {
+        ASSERT_TRUE(f.client.Receive(frame));
+      }
+    }
+    const Response& r = f.events.responses[id];
+    EXPECT_EQ(r.status, 200);
+    EXPECT_FALSE(r.reset) << r.reason;
+    EXPECT_TRUE(r.end_on_headers);
+  }
+}
+
 TEST(Http2ClientCodecTest, MalformedResponsesResetTheStream) {
   const std::vector<
       std::pair<std::string, std::function<void(RawFixture*, int32_t)>>>

@@ -1435,6 +1435,43 @@ TEST(Http2ServerCodecTest, ContinuationFloodFailsAfterABoundedNumber) {
   EXPECT_TRUE(f.callbacks.requests.empty());
 }
 
+// A legitimate header block in a HEADERS and 8 CONTINUATION frames (the
+// limit), read a byte at a time, as TCP may split it: the request arrives.
+// Before: nghttp2 1.52 counted a CONTINUATION once per read that ended
+// inside its frame header, and the connection ended with GOAWAY
+// ENHANCE_YOUR_CALM once the header of the fifth came in pieces.
+TEST(Http2ServerCodecTest, ContinuationHeadersSplitAcrossReadsAreCountedOnce) {
+  RawFixture f;
+  const std::string field =
+      std::string(1, '\0') + HpackInt(0, 7, 6) + "x-long" + HpackInt(0, 7, 127) + std::string(127, 'q');
+  std::string bytes = ClientPreface() + Frame(kHeaders, kEndStream, 1, kGetBlock);
+  for (int i = 0; i < 8; ++i) {
+    bytes += Frame(kContinuation, i == 7 ? kEndHeaders : 0, 1, field);
+  }
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    ASSERT_TRUE(f.Send(std::string_view(&bytes[i], 1))) << i << ": " << f.codec.error();
+  }
+  // Or a frame at a time: a read that ended at a frame's end inside the
+  // block counted the next CONTINUATION twice.
+  RawFixture framed;
+  ASSERT_TRUE(framed.Send(ClientPreface() + Frame(kHeaders, kEndStream, 1, kGetBlock)));
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(framed.Send(Frame(kContinuation, i == 7 ? kEndHeaders : 0, 1, field)))
+        << i << ": " << framed.codec.error();
+  }
+  EXPECT_EQ(framed.callbacks.requests.count(1), 1u);
+  ASSERT_EQ(f.callbacks.requests.count(1), 1u);
+  EXPECT_EQ(FindFrame(f.Output(), kGoaway), nullptr);
+  // Over the limit is still over it, however it is read.
+  RawFixture flood;
+  bytes = ClientPreface() + Frame(kHeaders, kEndStream, 3, kGetBlock);
+  for (int i = 0; i < 9; ++i) bytes += Frame(kContinuation, 0, 3, field);
+  bool failed = false;
+  for (char c : bytes) failed = failed || !flood.Send(std::string_view(&c, 1));
+  EXPECT_TRUE(failed);
+  EXPECT_NE(flood.codec.error().find("CONTINUATION"), std::string::npos) << flood.codec.error();
+}
+
 // head_pending() as the session sees it after each read: a read that ends
 // inside a frame header or a header block leaves it set, one that ends
 // between frames outside a block clears it; a block nghttp2 refuses (a
