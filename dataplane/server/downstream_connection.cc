@@ -301,6 +301,7 @@ void DownstreamConnection::ProcessInput() {
     // A new request has begun arriving: the head must come in time.
     timer_is_head_ = true;
     timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
+    head_began_ = absl::Now();
   }
   // Pipelined requests wait unparsed; do not let them pile up without bound.
   if (stream_in_use_ && parser_.paused() && input.size() > kHighWatermark) {
@@ -308,7 +309,42 @@ void DownstreamConnection::ProcessInput() {
   }
   // The client half-closed and every request it sent whole was answered:
   // what is left is a request cut short, or nothing.
-  if (peer_eof_ && !stream_in_use_ && !awaiting_drain_) CloseOnceWritten();
+  if (peer_eof_ && !stream_in_use_ && !awaiting_drain_) {
+    RecordAbandonedHead();
+    CloseOnceWritten();
+  }
+}
+
+void DownstreamConnection::RecordAbandonedHead() {
+  if (abandoned_head_logged_ || stream_in_use_ || !parser_.in_message() || closing_) return;
+  const std::string_view pending = connection_->input().view();
+  if (pending.empty()) return;
+  abandoned_head_logged_ = true;
+  // Logged as nginx (400) and HAProxy (CR, <BADREQ>) log it: with what of
+  // the head came whole (its request line, Host, User-Agent).
+  parser_.SalvageRefusedRequest(pending);
+  std::string request_id;
+  worker_.NewRequestId(&request_id);
+  accesslog::Entry e;
+  e.start = head_began_ != absl::InfinitePast() ? head_began_ : absl::Now();
+  e.duration = absl::Now() - e.start;
+  e.request_id = request_id;
+  e.client_ip = peer_ip_;
+  e.peer_ip = net::DirectPeer(connection_->transport());
+  e.protocol = "HTTP/1.1";
+  std::string_view traceparent;
+  if (const http::Http1Parser::RefusedRequest* refused = parser_.refused_request()) {
+    e.method = refused->method;
+    e.path = refused->target;
+    e.protocol = refused->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+    e.authority = refused->host;
+    e.user_agent = refused->user_agent;
+    traceparent = refused->traceparent;
+  }
+  e.status = 0;  // nothing was answered
+  e.response_flag = "client_closed";
+  RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e,
+                        traceparent);
 }
 
 void DownstreamConnection::HandleParseError(http::ParseError error) {
@@ -700,7 +736,7 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
     e.tls_version = tls->version;
     e.sni = tls->sni;
   }
-  e.response_flag = e.status == 408 ? "request_timeout" : "bad_request";
+  if (e.response_flag.empty()) e.response_flag = e.status == 408 ? "request_timeout" : "bad_request";
   char made[32];
   std::string_view flags;
   if (!ParseTraceparent(traceparent, &e.trace_id, &flags)) {
@@ -794,6 +830,8 @@ void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
     }
     SLUICE_LOG(kDebug, header != nullptr && header->failed ? "connection from " : "TLS handshake from ",
                peer_ip_, " failed: ", connection_->transport().failure_reason());
+  } else if (reason == net::CloseReason::kRemoteClosed || reason == net::CloseReason::kReset) {
+    RecordAbandonedHead();  // gone in the middle of a request head
   }
   CloseNow();
 }

@@ -98,6 +98,10 @@ class DownstreamConnection : public net::ConnectionCallbacks,
                         const http::MessageHead* head = nullptr, bool logged = false);
   void RecordSessionError(int status, std::string_view request_id, const http::MessageHead* head,
                           size_t bytes_out);
+  // The client closed (or reset) the connection in the middle of a request
+  // head: one access-log line, status 0, `client_closed`, with what of the
+  // head came whole. Once per connection.
+  void RecordAbandonedHead();
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   // Ends a WebSocket tunnel at once, both sides, `why` in the access log
@@ -130,6 +134,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   event::DeadlineTimer timer_;  // idle, then request-head timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
+  absl::Time head_began_ = absl::InfinitePast();  // a request head's first byte came
+  bool abandoned_head_logged_ = false;
   // From the worker's spares at a request's head (Worker::TakeStream),
   // given back once the connection idles; kept for pipelined requests.
   std::unique_ptr<ProxyStream> stream_;
