@@ -117,6 +117,9 @@ class ResumeHandle {
   // then (the client left, the route timeout answered, the proxy stops):
   // then `fn` is destroyed without running, on any thread.
   virtual void Post(std::function<void()> fn) = 0;
+  // False once the request is over (a Post would not run): work for it may
+  // be skipped (a password check for a client that reset its stream).
+  virtual bool Alive() const { return true; }
 };
 
 class FilterCallbacks {

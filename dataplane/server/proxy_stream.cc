@@ -1339,6 +1339,7 @@ class StreamResumeHandle : public http::ResumeHandle {
       if (token.lock()) fn();
     });
   }
+  bool Alive() const override { return !token_.expired(); }
 
  private:
   std::shared_ptr<PostGate> gate_;

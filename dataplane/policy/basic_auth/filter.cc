@@ -10,6 +10,7 @@
 // consumer whose password changes misses from the next request on.
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <limits>
@@ -135,9 +136,16 @@ class Verifier {
   VerifiedCache& cache() { return cache_; }
   VerifiedCache& failed() { return failed_; }
 
-  // False when kMaxPendingVerifications are pending.
+  // False when kMaxPendingVerifications are pending. Jobs of requests
+  // already over (a client that reset its streams) do not count: they are
+  // dropped first.
   bool Submit(Job job) {
     absl::MutexLock lock(&mu_);
+    if (queue_.size() + running_ >= kMaxPendingVerifications) {
+      queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                                  [](const Job& queued) { return !queued.handle->Alive(); }),
+                   queue_.end());
+    }
     if (queue_.size() + running_ >= kMaxPendingVerifications) return false;
     queue_.push_back(std::move(job));
     return true;
@@ -156,6 +164,9 @@ class Verifier {
             +[](std::deque<Job>* q) { return !q->empty(); }, &queue_));
         job = std::move(queue_.front());
         queue_.pop_front();
+        // Its request is over (the client reset the stream or left): no
+        // check, which would cost the clients still waiting ~20 ms each.
+        if (!job.handle->Alive()) continue;
         ++running_;
       }
       // The same credentials may have been checked while this job waited

@@ -4,6 +4,7 @@
 #ifndef SLUICE_TESTS_DATAPLANE_POLICY_FAKE_CALLBACKS_H_
 #define SLUICE_TESTS_DATAPLANE_POLICY_FAKE_CALLBACKS_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -52,6 +53,9 @@ class FakeCallbacks : public http::FilterCallbacks {
   }
   void StartBackgroundRefresh() override { ++background_refreshes_; }
 
+  // The request is over: its handles' Alive() says false.
+  void EndRequest() { queue_->alive.store(false); }
+
   // Waits (up to `deadline`) for `n` posted tasks, then runs them here.
   bool RunPosted(size_t n = 1, absl::Duration deadline = absl::Seconds(10)) {
     std::vector<std::function<void()>> tasks;
@@ -82,6 +86,7 @@ class FakeCallbacks : public http::FilterCallbacks {
   struct Queue {
     absl::Mutex mu;
     std::vector<std::function<void()>> tasks ABSL_GUARDED_BY(mu);
+    std::atomic<bool> alive{true};
   };
   class Handle : public http::ResumeHandle {
    public:
@@ -90,6 +95,7 @@ class FakeCallbacks : public http::FilterCallbacks {
       absl::MutexLock lock(&queue_->mu);
       queue_->tasks.push_back(std::move(fn));
     }
+    bool Alive() const override { return queue_->alive.load(); }
 
    private:
     std::shared_ptr<Queue> queue_;
