@@ -32,6 +32,11 @@ bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens
         return true;
       }
       break;
+    case 14:
+      // RFC 7540 3.2.1: part of an h2c upgrade, which the gateway never
+      // makes; connection-specific, as the Upgrade it goes with.
+      if (EqualsIgnoreCase(name, "http2-settings")) return true;
+      break;
     case 16:
       if (EqualsIgnoreCase(name, "proxy-connection")) return true;
       break;

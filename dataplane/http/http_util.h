@@ -50,7 +50,8 @@ class ConnectionTokens {
 
 // Headers that describe one connection and are never forwarded (RFC 9110
 // 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
-// Upgrade, Trailer; plus every name listed in the message's Connection
+// Upgrade, Trailer, HTTP2-Settings (RFC 7540 3.2.1); plus every name listed
+// in the message's Connection
 // header (`connection_tokens`).
 bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens);
 

@@ -22,6 +22,9 @@ TEST(ConnectionTokensTest, NamesListedInConnectionAreHopByHop) {
   // The fixed hop-by-hop fields, whatever Connection says.
   EXPECT_TRUE(IsHopByHop("Transfer-Encoding", ConnectionTokens()));
   EXPECT_TRUE(IsHopByHop("te", ConnectionTokens()));
+  // An h2c upgrade's settings, even when Connection does not name them
+  // (before: forwarded upstream).
+  EXPECT_TRUE(IsHopByHop("HTTP2-Settings", ConnectionTokens()));
 }
 
 TEST(ConnectionTokensTest, NeverHostOrFraming) {
