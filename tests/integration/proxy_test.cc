@@ -890,6 +890,72 @@ TEST_F(ProxyTest, AdminStatsAndConfigDump) {
   EXPECT_TRUE(head.body.empty()) << head.body;
   HttpResponse live = c.ReadResponse("GET");
   EXPECT_EQ(live.status, 200) << live.error << live.body;
+  // Framing read as strictly as the listeners read it (libevent's server
+  // took these): two Content-Lengths, no Host, and a CONNECT's 405 has a
+  // length (it had none, and the client waited for a close).
+  std::string answer = SendRaw(admin, "GET /ready HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+                                      "Content-Length: 2\r\n\r\nab");
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 400")) << answer;
+  answer = SendRaw(admin, "GET /ready HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 400")) << answer;
+  answer = SendRaw(admin, "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 400")) << answer;  // not origin-form
+  HttpResponse options = HttpRequest(admin, "OPTIONS", "/ready", {}, "");
+  EXPECT_EQ(options.status, 405);
+  EXPECT_EQ(options.header("allow"), "GET, HEAD");
+  EXPECT_FALSE(options.header("content-length").empty());
+}
+
+// The admin endpoint bounds its connections and the time a request head
+// may take. Before, libevent's server restarted its 10 s timeout at every
+// byte and took any number of connections: 450 clients sending a header
+// line every 4 s held every descriptor, and the data path with them.
+TEST_F(ProxyTest, TheAdminEndpointBoundsSlowClients) {
+  const std::string admin = proxies_[0]->admin_address();
+  const int port = std::stoi(admin.substr(admin.rfind(':') + 1));
+  const std::string partial = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  // More idle clients than the endpoint keeps (128).
+  std::vector<int> idle;
+  for (int i = 0; i < 140; ++i) {
+    const int fd = ConnectTo(port);
+    ASSERT_GE(fd, 0) << i;
+    ASSERT_EQ(send(fd, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+    idle.push_back(fd);
+  }
+  // The oldest are closed to make room.
+  pollfd first = {idle[0], POLLIN, 0};
+  EXPECT_EQ(poll(&first, 1, 5000), 1);
+  // One client that sends a header line every 500 ms, for ever.
+  const int trickle = ConnectTo(port);
+  ASSERT_GE(trickle, 0);
+  ASSERT_EQ(send(trickle, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+  const absl::Time trickle_start = absl::Now();
+  // A probe still gets its answer at once: the oldest waiting connections
+  // make room.
+  const absl::Time asked = absl::Now();
+  HttpResponse ready = HttpGet(admin, "/ready", {}, absl::Seconds(5));
+  EXPECT_EQ(ready.status, 200) << ready.error;
+  EXPECT_LT(absl::Now() - asked, absl::Seconds(2));
+  EXPECT_EQ(HttpGet(listener(), "/healthz").status, 200);
+  // The trickling client is closed within the request timeout (10 s) of
+  // its start, however often it sends.
+  bool closed = false;
+  while (!closed && absl::Now() - trickle_start < absl::Seconds(20)) {
+    const std::string line = "X-More: 1\r\n";
+    if (send(trickle, line.data(), line.size(), MSG_NOSIGNAL) < 0) {
+      closed = true;
+      break;
+    }
+    pollfd p = {trickle, POLLIN, 0};
+    if (poll(&p, 1, 500) == 1) {
+      char byte;
+      closed = recv(trickle, &byte, 1, 0) <= 0;
+    }
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_LT(absl::Now() - trickle_start, absl::Seconds(15));
+  close(trickle);
+  for (int fd : idle) close(fd);
 }
 
 // The proxy's worker threads (named sluice-w<N>) and the CPUs each may run on
