@@ -1,5 +1,9 @@
 #include "common/pem_file.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -41,6 +45,33 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::stri
     }
   }
   return pem;
+}
+
+absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std::string& cert_pem,
+                                        const std::string& key_flag, const std::string& key_pem) {
+  BIO* cert_bio = BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size()));
+  X509* cert = cert_bio != nullptr ? PEM_read_bio_X509(cert_bio, nullptr, nullptr, nullptr)
+                                   : nullptr;
+  BIO_free(cert_bio);
+  BIO* key_bio = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  EVP_PKEY* key = key_bio != nullptr
+                      ? PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr)
+                      : nullptr;
+  BIO_free(key_bio);
+  absl::Status status;
+  if (cert == nullptr) {
+    status = absl::InvalidArgumentError(absl::StrCat(cert_flag, ": the certificate does not parse"));
+  } else if (key == nullptr) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat(key_flag, ": the private key does not parse (an encrypted key is not taken)"));
+  } else if (X509_check_private_key(cert, key) != 1) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        key_flag, " is not the private key of ", cert_flag, "'s certificate (another key pair)"));
+  }
+  ERR_clear_error();
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return status;
 }
 
 }  // namespace sluice

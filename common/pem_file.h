@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace sluice {
@@ -21,6 +22,13 @@ enum class PemKind { kAny, kCertificate, kPrivateKey };
 // to the TLS library that uses it.
 absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::string& path,
                                         PemKind kind = PemKind::kAny);
+
+// INVALID_ARGUMENT naming both flags when the private key `key_pem` (from
+// `key_flag`) is not the one of the first certificate in `cert_pem` (from
+// `cert_flag`), or either does not parse: before, a server started and
+// failed every handshake, a client retried for ever.
+absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std::string& cert_pem,
+                                        const std::string& key_flag, const std::string& key_pem);
 
 }  // namespace sluice
 

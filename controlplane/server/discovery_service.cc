@@ -47,6 +47,16 @@ grpc::Status CheckNode(const discovery::v1::Node& node) {
   if (node.id().size() > api::kMaxNodeIdBytes) {
     return TooLong("node.id", node.id().size(), api::kMaxNodeIdBytes);
   }
+  // Logged and listed as it is: a newline would forge a log line.
+  for (const std::string* field : {&node.id(), &node.group()}) {
+    for (char c : *field) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat(field == &node.id() ? "node.id" : "node.group",
+                                         " has a control character"));
+      }
+    }
+  }
   if (node.group().size() > api::kMaxNodeGroupBytes) {
     return TooLong("node.group", node.group().size(), api::kMaxNodeGroupBytes);
   }

@@ -86,7 +86,7 @@ constexpr char kUsage[] =
     "                       [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE]\n"
     "                       [--etcd-server-name NAME]]]]\n"
     "  --history N  versions kept for sluicectl history, diff and rollback (default 100,\n"
-    "               at least 1; the current version is always kept)\n"
+    "               1..100000; the current version is always kept)\n"
     "  --tls-cert, --tls-key  serve gRPC over TLS with this PEM certificate and key\n"
     "  --tls-reload-interval D  how often the TLS files are looked at again (default 60s,\n"
     "               1s..24h): a renewed certificate, key or CA needs no restart\n"
@@ -231,6 +231,19 @@ int Run(int argc, char** argv) {
                    std::string(split.status().message()).c_str(), kUsage);
       return 2;
     }
+  }
+  // Read before the store is opened (or made): a bad file left a new
+  // store and a locked data dir behind.
+  std::string bootstrap_token;
+  if (flags->values.count("admin-token-file")) {
+    auto token = controlplane::OperatorTokens::ReadBootstrapTokenFile(
+        flags->values["admin-token-file"]);
+    if (!token.ok()) {
+      std::fprintf(stderr, "sluice-control: --admin-token-file: %s\n",
+                   std::string(token.status().message()).c_str());
+      return 2;
+    }
+    bootstrap_token = *std::move(token);
   }
   controlplane::ServerSecurityFlags security_flags{get("tls-cert", ""), get("tls-key", ""),
                                                   get("client-ca", ""),
@@ -420,9 +433,8 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kError, "cannot load the operator tokens: ", tokens.status().message());
     return 1;
   }
-  if (flags->values.count("admin-token-file")) {
-    if (absl::Status added = (*tokens)->AddBootstrapTokenFile(flags->values["admin-token-file"]);
-        !added.ok()) {
+  if (!bootstrap_token.empty()) {
+    if (absl::Status added = (*tokens)->AddBootstrapToken(bootstrap_token); !added.ok()) {
       SLUICE_LOG(kError, "--admin-token-file: ", added.message());
       return 2;
     }

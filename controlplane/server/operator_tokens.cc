@@ -147,18 +147,26 @@ absl::Status OperatorTokens::AddBootstrapToken(std::string_view token) {
   return absl::OkStatus();
 }
 
-absl::Status OperatorTokens::AddBootstrapTokenFile(const std::string& path) {
+absl::StatusOr<std::string> OperatorTokens::ReadBootstrapTokenFile(const std::string& path) {
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line)) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot read a token from ", path));
   }
-  if (absl::Status added = AddBootstrapToken(line); !added.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", added.message()));
+  std::string trimmed(absl::StripAsciiWhitespace(line));
+  if (trimmed.size() < kMinBootstrapTokenLength) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": the admin token is ", trimmed.size(), " characters; at least ",
+        kMinBootstrapTokenLength, " (make one with: openssl rand -base64 32)"));
   }
-  return absl::OkStatus();
+  return trimmed;
+}
+
+absl::Status OperatorTokens::AddBootstrapTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> token = ReadBootstrapTokenFile(path);
+  if (!token.ok()) return token.status();
+  return AddBootstrapToken(*token);
 }
 
 std::optional<TokenIdentity> OperatorTokens::Verify(

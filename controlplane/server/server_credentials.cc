@@ -46,6 +46,10 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
   absl::StatusOr<std::string> key =
       ReadPemFile("--tls-key", flags.tls_key_file, PemKind::kPrivateKey);
   if (!key.ok()) return key.status();
+  if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
+      !match.ok()) {
+    return match;
+  }
   if (!flags.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca =
         ReadPemFile("--client-ca", flags.client_ca_file, PemKind::kCertificate);

@@ -134,7 +134,7 @@ void AdminServer::RequireToken(const std::string& token) {
   token_sha256_ = api::Sha256Hex(token);
 }
 
-absl::Status AdminServer::RequireTokenFromFile(const std::string& path) {
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   std::ifstream in(path);
   std::string line;
   if (!in || !std::getline(in, line)) {
@@ -145,7 +145,13 @@ absl::Status AdminServer::RequireTokenFromFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": the token is ", token.size(), " characters; at least 16"));
   }
-  RequireToken(token);
+  return token;
+}
+
+absl::Status AdminServer::RequireTokenFromFile(const std::string& path) {
+  absl::StatusOr<std::string> token = ReadTokenFile(path);
+  if (!token.ok()) return token.status();
+  RequireToken(*token);
   return absl::OkStatus();
 }
 

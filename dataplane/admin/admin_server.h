@@ -64,6 +64,11 @@ struct AdminHandlers {
 
 inline constexpr size_t kLargeReplyBytes = 4 << 20;
 
+// The admin token from the first line of `path` (surrounding whitespace
+// trimmed); INVALID_ARGUMENT naming the file when unreadable, empty or
+// shorter than 16 characters.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 class AdminServer {
  public:
   static constexpr size_t kMaxConnections = 128;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "api/route_patch.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "common/pem_file.h"
 #include "dataplane/cache/purge.h"
@@ -85,6 +86,13 @@ absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string
       return absl::InvalidArgumentError(
           absl::StrCat("--control-plane \"", std::string(flag), "\": address ", i + 1, " of ",
                        parts.size(), " is empty (give HOST:PORT[,HOST:PORT...])"));
+    }
+    // gRPC would dial "h:99999" as port 34463 and "h" as port 443. A gRPC
+    // target URI (dns:///host:port, unix:/path) is gRPC's to read.
+    if (address.find('/') == std::string::npos) {
+      if (absl::Status status = CheckHostPortFlag("--control-plane", address); !status.ok()) {
+        return status;
+      }
     }
     if (std::find(addresses.begin(), addresses.end(), address) != addresses.end()) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -60,7 +60,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
-    "                    [--workers N] [--cpu-affinity off|auto] [--admin HOST:PORT]\n"
+    "                    [--workers N] [--cpu-affinity off|auto] [--admin 127.0.0.1:9901]\n"
     "                    [--state-dir DIR] [--drain-timeout 30s] [--drain-delay 0s]\n"
     "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
     "                    [--max-memory-mb N] [--cache-memory-mb 64]\n"
@@ -364,7 +364,8 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
   pem = ReadPemFile("--control-plane-key", key, PemKind::kPrivateKey);
   if (!pem.ok()) return pem.status();
   options.tls_key_pem = *std::move(pem);
-  return absl::OkStatus();
+  return CheckKeyMatchesCertificate("--control-plane-cert", options.tls_cert_pem,
+                                    "--control-plane-key", options.tls_key_pem);
 }
 
 int Run(int argc, char** argv) {
@@ -394,6 +395,13 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", message.c_str(), kUsage);
     return 2;
   };
+  // Every flag is checked before anything starts (a state dir locked, a
+  // listener bound from the held config, the admin port): a bad one late
+  // left sockets that took connections and closed them.
+  if (!flags->positional.empty()) {
+    return fail(absl::StrCat("unexpected argument '", flags->positional[0], "'"));
+  }
+
   auto level = ParseLogLevel(get("log-level", "info"));
   if (!level.ok()) return fail(std::string(level.status().message()));
   SetLogLevel(*level);
@@ -421,6 +429,13 @@ int Run(int argc, char** argv) {
     return fail(absl::StrCat("--node-id is ", node_id.size(), " bytes; at most ",
                              api::kMaxNodeIdBytes));
   }
+  for (const char* flag : {"node-id", "group"}) {
+    for (char c : get(flag, "")) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        return fail(absl::StrCat("--", flag, " has a control character"));
+      }
+    }
+  }
   if (get("group", "").size() > api::kMaxNodeGroupBytes) {
     return fail(absl::StrCat("--group is ", get("group", "").size(), " bytes; at most ",
                              api::kMaxNodeGroupBytes));
@@ -444,6 +459,9 @@ int Run(int argc, char** argv) {
       cpu_affinity == "auto" ? cpu_budget.allowed : std::vector<int>{};
   auto drain_timeout = ParseDurationFlag("drain-timeout", get("drain-timeout", "30s"));
   if (!drain_timeout.ok()) return fail(std::string(drain_timeout.status().message()));
+  if (*drain_timeout > absl::Hours(1)) {
+    return fail("--drain-timeout is at most 1h, got " + absl::FormatDuration(*drain_timeout));
+  }
   auto drain_delay = ParseDurationFlag("drain-delay", get("drain-delay", "0s"));
   if (!drain_delay.ok()) return fail(std::string(drain_delay.status().message()));
   if (*drain_delay > absl::Minutes(10)) {
@@ -476,8 +494,9 @@ int Run(int argc, char** argv) {
   server::ConnectionLimit::SetMax(max_connections);
   int64_t max_memory_mb = 0;
   if (flags->values.count("max-memory-mb") &&
-      (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 1)) {
-    return fail("--max-memory-mb must be at least 1");
+      (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 1 ||
+       max_memory_mb > 1024 * 1024)) {
+    return fail("--max-memory-mb must be 1..1048576");
   }
   int64_t cache_memory_mb = 64;
   if (flags->values.count("cache-memory-mb") &&
@@ -485,6 +504,30 @@ int Run(int argc, char** argv) {
        cache_memory_mb < 1 || cache_memory_mb > 1024 * 1024)) {
     return fail("--cache-memory-mb must be 1..1048576");
   }
+  auto report_interval = ParseDurationFlag("report-interval", get("report-interval", "5s"));
+  if (!report_interval.ok()) return fail(std::string(report_interval.status().message()));
+  if (*report_interval != absl::ZeroDuration() &&
+      (*report_interval < absl::Milliseconds(100) || *report_interval > absl::Hours(1))) {
+    return fail("--report-interval must be 0 (off) or 100ms..1h");
+  }
+  auto demand_interval = ParseDurationFlag("rate-limit-report-interval",
+                                           get("rate-limit-report-interval", "200ms"));
+  if (!demand_interval.ok()) return fail(std::string(demand_interval.status().message()));
+  if (*demand_interval < absl::Milliseconds(50) || *demand_interval > absl::Seconds(10)) {
+    return fail("--rate-limit-report-interval must be 50ms..10s");
+  }
+  const std::string admin_address = get("admin", "127.0.0.1:9901");
+  if (absl::Status status = CheckHostPortFlag("--admin", admin_address, /*allow_zero=*/true);
+      !status.ok()) {
+    return fail(std::string(status.message()));
+  }
+  std::string admin_token;
+  if (flags->values.count("admin-token-file")) {
+    auto token = admin::ReadTokenFile(flags->values["admin-token-file"]);
+    if (!token.ok()) return fail(absl::StrCat("--admin-token-file: ", token.status().message()));
+    admin_token = *std::move(token);
+  }
+  if (get("state-dir", "x").empty()) return fail("--state-dir is empty");
 
   signal(SIGPIPE, SIG_IGN);
   // A write past the file-size limit (ulimit -f) fails with EFBIG, as on a
@@ -566,15 +609,7 @@ int Run(int argc, char** argv) {
        [&proxy] { return proxy.ConfigDump(); },
        [&proxy](bool json) { return proxy.Clusters(json); },
        [] { ReleaseFreeMemory(); }});
-  if (flags->values.count("admin-token-file")) {
-    if (absl::Status s = admin_server.RequireTokenFromFile(flags->values["admin-token-file"]);
-        !s.ok()) {
-      SLUICE_LOG(kError, "--admin-token-file: ", s.message());
-      proxy.StopWorkers();
-      return 2;
-    }
-  }
-  const std::string admin_address = get("admin", "127.0.0.1:9901");
+  if (!admin_token.empty()) admin_server.RequireToken(admin_token);
   if (!flags->values.count("admin-token-file")) {
     if (!IsLoopbackHost(std::string_view(admin_address).substr(0, admin_address.rfind(':')))) {
       SLUICE_LOG(kWarning, "--admin ", admin_address,
@@ -622,12 +657,6 @@ int Run(int argc, char** argv) {
         ->Set(connected ? 1 : 0);
   });
   // Traffic summaries for the fleet view, on the config stream.
-  auto report_interval = ParseDurationFlag("report-interval", get("report-interval", "5s"));
-  if (!report_interval.ok()) return fail(std::string(report_interval.status().message()));
-  if (*report_interval != absl::ZeroDuration() &&
-      (*report_interval < absl::Milliseconds(100) || *report_interval > absl::Hours(1))) {
-    return fail("--report-interval must be 0 (off) or 100ms..1h");
-  }
   server::TrafficReporter::ClassCounters responses{};
   for (int c = 1; c <= 5; ++c) {
     responses[c] = proxy.stats().GetCounter("sluice_downstream_responses_total",
@@ -640,12 +669,6 @@ int Run(int argc, char** argv) {
     client.SetReportSource([&reporter] { return reporter.Make(); }, *report_interval);
   }
   // rate-limit scope FLEET: demand out, leases in, on the config stream.
-  auto demand_interval = ParseDurationFlag("rate-limit-report-interval",
-                                           get("rate-limit-report-interval", "200ms"));
-  if (!demand_interval.ok()) return fail(std::string(demand_interval.status().message()));
-  if (*demand_interval < absl::Milliseconds(50) || *demand_interval > absl::Seconds(10)) {
-    return fail("--rate-limit-report-interval must be 50ms..10s");
-  }
   const uint64_t demand_interval_ms =
       static_cast<uint64_t>(absl::ToInt64Milliseconds(*demand_interval));
   client.SetRateLimitExchange(

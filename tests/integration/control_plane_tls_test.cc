@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -300,6 +301,35 @@ TEST_F(ControlPlaneTlsTest, RefusedHandshakesCannotFloodTheLog) {
   }
   EXPECT_GT(lines, 50u);
   EXPECT_LT(lines, 200u) << log.substr(0, 2000);
+}
+
+// A key that is not the certificate's is refused at start, naming both
+// flags (before: it listened and failed every handshake, "Socket closed"),
+// and so is a bad --admin-token-file, before any store is made (before: the
+// data dir was left with a new store and its lock).
+TEST_F(ControlPlaneTlsTest, MismatchedKeyAndBadTokenFileAreRefusedAtStart) {
+  const std::string binary = RunfilePath("controlplane/server/sluice-control");
+  const std::string data = MakeTempDir("cp-data");
+  CommandResult r = RunCommand({binary, "--listen", absl::StrCat("127.0.0.1:", PickFreePort()),
+                                "--data-dir", data, "--tls-cert", Cert("control-plane.pem"),
+                                "--tls-key", Cert("ca.key")});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--tls-key is not the private key of --tls-cert"))
+      << r.err;
+  const std::string short_token = WriteFile(MakeTempDir("cp-token"), "token", "short\n");
+  r = RunCommand({binary, "--listen", absl::StrCat("127.0.0.1:", PickFreePort()), "--data-dir",
+                  data, "--admin-token-file", short_token});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "at least 16")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(data + "/state.db"));
+  EXPECT_FALSE(std::filesystem::exists(data + "/LOCK"));
+  // A proxy's client key that is not its certificate's: refused at start.
+  r = RunCommand({RunfilePath("dataplane/server/sluice-proxy"), "--control-plane",
+                  "127.0.0.1:18000", "--node-id", "p", "--control-plane-ca", Cert("ca.pem"),
+                  "--control-plane-cert", Cert("control-plane.pem"), "--control-plane-key",
+                  Cert("ca.key")});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--control-plane-key is not the private key")) << r.err;
 }
 
 // (e) Plaintext on a non-loopback address needs --insecure.

@@ -1025,6 +1025,50 @@ TEST_F(ProxyTest, CpuAffinityAutoPinsEachWorkerToItsOwnCpu) {
       << long_id.process().Log();
 }
 
+// Every flag is checked before anything starts: a bad one found after the
+// held config was served left listeners bound (taking connections a
+// replica sharing the port should have had, then closing them) and the
+// state dir locked. Each refusal is one line naming the flag, exit 2.
+TEST_F(ProxyTest, EveryFlagIsCheckedBeforeAnythingStarts) {
+  const std::string state = MakeTempDir("flags-state");
+  {
+    Proxy holder(cp_.address(), "flags-holder", 1, state);
+    ASSERT_TRUE(holder.ok()) << holder.process().Log();
+    ASSERT_TRUE(holder.WaitForVersion(1)) << holder.process().Log();
+    ASSERT_TRUE(holder.Stop().has_value());
+  }
+  const std::string binary = RunfilePath("dataplane/server/sluice-proxy");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--report-interval", "5ms"}, "--report-interval must be"},
+      {{"--rate-limit-report-interval", "1h"}, "--rate-limit-report-interval must be"},
+      {{"--admin", "127.0.0.1"}, "--admin"},
+      {{"--admin-token-file", state + "/nope"}, "--admin-token-file"},
+      {{"--max-memory-mb", "8796093022208"}, "--max-memory-mb must be 1..1048576"},
+      {{"--drain-timeout", "100000h"}, "--drain-timeout is at most 1h"},
+      {{"stray"}, "unexpected argument 'stray'"},
+  };
+  for (const auto& [extra, expected] : cases) {
+    std::vector<std::string> argv = {binary, "--control-plane", cp_.address(), "--node-id",
+                                     "flags", "--state-dir", state, "--log-level", "info"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    CommandResult r = RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << expected << "\n" << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, expected)) << r.err;
+    EXPECT_FALSE(absl::StrContains(r.err, "serving config version")) << r.err;
+  }
+  // A control-plane address gRPC would misread (99999 as 34463), a node id
+  // that would forge a line in the control plane's log.
+  for (const auto& [address, node, expected] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"127.0.0.1:99999", "flags", "--control-plane"},
+           {"127.0.0.1", "flags", "--control-plane"},
+           {cp_.address(), "a\nb", "--node-id has a control character"}}) {
+    CommandResult r = RunCommand({binary, "--control-plane", address, "--node-id", node});
+    EXPECT_EQ(r.exit_code, 2) << address << "\n" << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, expected)) << r.err;
+  }
+}
+
 TEST_F(ProxyTest, TheDefaultWorkerCountIsTheCpusTheProxyMayUse) {
   // Run the proxy on one CPU (the affinity a child inherits, as a cpuset
   // would give it): it starts one worker, unpinned within that set.

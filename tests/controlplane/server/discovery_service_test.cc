@@ -251,6 +251,8 @@ TEST_F(DiscoveryServiceTest, NodeFieldsOverTheirBoundsEndTheStream) {
   };
   std::vector<Case> cases;
   cases.push_back({Hello(std::string(257, 'n')), "node.id is 257 bytes; at most 256 are accepted"});
+  // Logged as it is: a newline would forge a log line.
+  cases.push_back({Hello("a\nb"), "node.id has a control character"});
   {
     DiscoveryRequest hello = Hello("p");
     hello.mutable_node()->set_group(std::string(300, 'g'));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "dataplane/config/config_client.h"
 
 namespace sluice::config {
@@ -46,6 +47,12 @@ TEST(ParseControlPlaneAddressesTest, EmptyEntriesAndRepeatsAreRefused) {
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(parsed.status().message(),
             "--control-plane \"cp-1:18000,cp-1:18000\": cp-1:18000 is given twice");
+  // A port gRPC would misread (99999 dialled as 34463), or none (443).
+  for (const char* bad : {"cp-1:99999", "cp-1", "cp-1:0", "cp-1:18000,cp-2:x"}) {
+    parsed = ParseControlPlaneAddresses(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(parsed.status().message(), "--control-plane")) << bad;
+  }
 }
 
 TEST(ControlPlaneFailoverTest, StartsWhereToldAndWrapsAround) {
