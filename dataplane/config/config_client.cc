@@ -245,10 +245,12 @@ void ConfigClient::Run() {
     } else if (ended->error_code() == grpc::StatusCode::UNAVAILABLE ||
                ended->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       // As sluicectl says it: plaintext against a TLS port reads as a
-      // closed socket. A refused connection is no TLS matter.
+      // closed socket. A refused connection is no TLS matter, nor one that
+      // timed out (a hung server: a TLS one would have closed at once).
       const bool tls_hint =
           tls_ca_pem_.empty() && ended->error_code() == grpc::StatusCode::UNAVAILABLE &&
-          !absl::StrContains(ended->error_message(), "Connection refused");
+          !absl::StrContains(ended->error_message(), "Connection refused") &&
+          !absl::StrContains(ended->error_message(), "timed out");
       SLUICE_LOG(kWarning, "control plane ", address, " unreachable (", StatusText(*ended), ")",
                  tls_hint ? " (if it serves TLS, give --control-plane-ca FILE)" : "", "; ",
                  serving);
