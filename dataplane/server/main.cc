@@ -766,7 +766,16 @@ int Run(int argc, char** argv) {
     begin_drain();
   });
   auto on_signal = [&](int signo) {
-    if (drain_started) return;
+    if (drain_started) {
+      // Said, so that a second Ctrl-C is not taken for a hang.
+      SLUICE_LOG(kInfo, "signal ", signo, " again: already draining, ",
+                 proxy.active_connections(), " connections open; exits when they close or in ",
+                 absl::FormatDuration(absl::Trunc(
+                     std::max(drain_deadline - absl::Now(), absl::ZeroDuration()),
+                     absl::Milliseconds(100))),
+                 " (--drain-timeout); SIGKILL stops it now");
+      return;
+    }
     if (proxy.draining()) {  // again within the delay
       SLUICE_LOG(kInfo, "signal ", signo, " again: draining now (up to ",
                  absl::FormatDuration(*drain_timeout), ")");
