@@ -315,6 +315,18 @@ void DownstreamConnection::ProcessInput() {
   }
 }
 
+void DownstreamConnection::FillFromRefusedRequest(accesslog::Entry& e,
+                                                  std::string_view* traceparent) const {
+  const http::Http1Parser::RefusedRequest* refused = parser_.refused_request();
+  if (refused == nullptr) return;
+  e.method = refused->method;
+  e.path = refused->target;
+  e.protocol = refused->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  e.authority = refused->host;
+  e.user_agent = refused->user_agent;
+  *traceparent = refused->traceparent;
+}
+
 void DownstreamConnection::RecordAbandonedHead() {
   if (abandoned_head_logged_ || stream_in_use_ || !parser_.in_message() || closing_) return;
   const std::string_view pending = connection_->input().view();
@@ -333,14 +345,7 @@ void DownstreamConnection::RecordAbandonedHead() {
   e.peer_ip = net::DirectPeer(connection_->transport());
   e.protocol = "HTTP/1.1";
   std::string_view traceparent;
-  if (const http::Http1Parser::RefusedRequest* refused = parser_.refused_request()) {
-    e.method = refused->method;
-    e.path = refused->target;
-    e.protocol = refused->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
-    e.authority = refused->host;
-    e.user_agent = refused->user_agent;
-    traceparent = refused->traceparent;
-  }
+  FillFromRefusedRequest(e, &traceparent);
   e.status = 0;  // nothing was answered
   e.response_flag = "client_closed";
   RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e,
@@ -706,14 +711,8 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
     if (const http::HeaderField* h = http::FindHeader(head->headers, "traceparent")) {
       traceparent = h->value;
     }
-  } else if (const http::Http1Parser::RefusedRequest* refused = parser_.refused_request()) {
-    // Refused by the parser after its request line: what it said.
-    e.method = refused->method;
-    e.path = refused->target;
-    e.protocol = refused->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
-    e.authority = refused->host;
-    e.user_agent = refused->user_agent;
-    traceparent = refused->traceparent;
+  } else {
+    FillFromRefusedRequest(e, &traceparent);  // refused by the parser after its request line
   }
   e.status = status;
   RecordPreStreamAnswer(worker_, listener_name_, connection_->transport().tls_info(), e,

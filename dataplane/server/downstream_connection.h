@@ -102,6 +102,10 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // head: one access-log line, status 0, `client_closed`, with what of the
   // head came whole. Once per connection.
   void RecordAbandonedHead();
+  // What the parser kept of a request it refused (or that was cut) after
+  // its request line: method, target, version, Host, User-Agent,
+  // traceparent. Nothing when it kept nothing.
+  void FillFromRefusedRequest(accesslog::Entry& e, std::string_view* traceparent) const;
   // After a response: close if asked to, else wait for the next request.
   void FinishConnectionAfterResponse();
   // Ends a WebSocket tunnel at once, both sides, `why` in the access log
