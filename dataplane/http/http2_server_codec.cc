@@ -26,6 +26,8 @@ using http2::MakeNv;
 // count (Http2Limits) trips well before it. The other nghttp2 guards are
 // http2::SetSessionGuards().
 constexpr uint64_t kStreamResetBurst = 1000;
+// The largest header block nghttp2 may send (its own default: 64 KiB).
+constexpr size_t kMaxSendHeaderBlockBytes = 1 << 20;
 constexpr uint64_t kStreamResetRate = 33;
 // Graceful shutdown waits for the ACK of a PING with this payload.
 constexpr uint8_t kShutdownPing[8] = {'s', 'l', 'u', 'i', 'c', 'e', 'g', 'a'};
@@ -521,6 +523,13 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   nghttp2_option* opt = nullptr;
   SLUICE_CHECK(nghttp2_option_new(&opt) == 0);
   nghttp2_option_set_no_auto_window_update(opt, 1);
+  // A response head up to what the gateway takes from upstreams (96 KiB
+  // decoded from HTTP/2, in any number of fields) goes out: nghttp2's own
+  // bound on a header block it sends is 64 KiB, and a 70 KB head was reset
+  // (INTERNAL_ERROR) while HTTP/1 clients got it. No single field reaching
+  // here is over 64 KiB, what HTTP/2 decoders take (HTTP/1 upstream heads
+  // are at most 60 KiB, policy values 4 KiB).
+  nghttp2_option_set_max_send_header_block_length(opt, kMaxSendHeaderBlockBytes);
   http2::SetSessionGuards(opt, limits_.max_header_list_bytes);
   nghttp2_option_set_stream_reset_rate_limit(opt, kStreamResetBurst,
                                              kStreamResetRate);
