@@ -34,7 +34,9 @@ struct AdminServer::Connection {
   ::bufferevent* bev = nullptr;
   ::event* deadline = nullptr;  // the request head's (or the idle) timeout
   bool writing = false;         // a response is queued, not yet written
+  absl::Time writing_since;     // when it was queued
   bool close_after = false;     // close once it is written
+  bool peer_eof = false;        // the client sends no more (a half-close)
   size_t discard = 0;           // body bytes of the last request still to drop
 };
 
@@ -156,13 +158,17 @@ absl::Status AdminServer::RequireTokenFromFile(const std::string& path) {
 }
 
 bool AdminServer::MakeRoom() {
+  ConnectionList::iterator longest = connections_.end();
   for (auto it = connections_.begin(); it != connections_.end(); ++it) {
     if (!it->writing) {
       Close(it);
       return true;
     }
+    if (longest == connections_.end() || it->writing_since < longest->writing_since) longest = it;
   }
-  return false;
+  if (longest == connections_.end()) return false;
+  Close(longest);  // every one is writing: the slowest reader goes
+  return true;
 }
 
 void AdminServer::OnAccept(::evconnlistener* /*listener*/, int fd, ::sockaddr* /*address*/,
@@ -170,7 +176,7 @@ void AdminServer::OnAccept(::evconnlistener* /*listener*/, int fd, ::sockaddr* /
   auto* self = static_cast<AdminServer*>(arg);
   self->accept_backoff_.OnSuccess();
   if (self->connections_.size() >= kMaxConnections && !self->MakeRoom()) {
-    close(fd);  // every one is writing a response
+    close(fd);
     return;
   }
   ::bufferevent* bev = bufferevent_socket_new(self->base_, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -212,13 +218,19 @@ void AdminServer::OnWritten(::bufferevent* /*bev*/, void* arg) {
   // The next request (already here, or to come) within the timeout.
   ArmDeadline(c->deadline, kRequestTimeout);
   server->Serve(c->self);
+  // Half-closed: what it sent before is answered, then it is closed.
+  if (c->peer_eof && !c->writing) server->Close(c->self);
 }
 
 void AdminServer::OnEvent(::bufferevent* /*bev*/, short what, void* arg) {
   auto* c = static_cast<Connection*>(arg);
-  if ((what & BEV_EVENT_EOF) != 0 && c->writing) {
-    c->close_after = true;  // a half-close: the response still goes out
-    return;
+  if ((what & BEV_EVENT_EOF) != 0 && (what & BEV_EVENT_ERROR) == 0) {
+    // A half-close: the client sends no more, but what it sent (pipelined
+    // requests included, RFC 9112 9.3.2) is answered first.
+    c->peer_eof = true;
+    if (c->writing) return;
+    c->server->Serve(c->self);
+    if (c->writing) return;
   }
   c->server->Close(c->self);
 }
@@ -251,6 +263,13 @@ void AdminServer::Serve(ConnectionList::iterator c) {
   }
   const evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, nullptr);
   if (end.pos < 0) {
+    // A head ended by bare LFs never ends here: said at once.
+    const evbuffer_ptr bare = evbuffer_search(in, "\n\n", 2, nullptr);
+    if (bare.pos >= 0 && static_cast<size_t>(bare.pos) < kMaxHeadBytes) {
+      Send(c, Reply{400, "bare LF in the request head\n", "text/plain; charset=utf-8", "", true},
+           false);
+      return;
+    }
     if (evbuffer_get_length(in) > kMaxHeadBytes) {
       Send(c, Reply{431, "request head over 8 KiB\n", "text/plain; charset=utf-8", "", true},
            false);
@@ -267,8 +286,10 @@ void AdminServer::Serve(ConnectionList::iterator c) {
   evbuffer_remove(in, head.data(), head_length);
   head.resize(head_length - 4);  // its last CRLF and the empty line
 
+  bool head_method = false;  // known once the request line is read
   auto bad = [&](int status, std::string message) {
-    Send(c, Reply{status, std::move(message), "text/plain; charset=utf-8", "", true}, false);
+    Send(c, Reply{status, std::move(message), "text/plain; charset=utf-8", "", true},
+         head_method);
   };
   std::vector<absl::string_view> lines = absl::StrSplit(head, "\r\n");
   for (absl::string_view line : lines) {
@@ -284,12 +305,14 @@ void AdminServer::Serve(ConnectionList::iterator c) {
   const absl::string_view method = parts[0];
   const absl::string_view target = parts[1];
   const absl::string_view version = parts[2];
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    if (absl::StartsWith(version, "HTTP/") && version.size() == 8 && version[6] == '.') {
-      return bad(505, "the admin endpoint speaks HTTP/1.1\n");
-    }
-    return bad(400, "malformed request line\n");
-  }
+  head_method = method == "HEAD";
+  const bool http_version = absl::StartsWith(version, "HTTP/") && version.size() == 8 &&
+                            absl::ascii_isdigit(static_cast<unsigned char>(version[5])) &&
+                            version[6] == '.' &&
+                            absl::ascii_isdigit(static_cast<unsigned char>(version[7]));
+  if (!http_version) return bad(400, "malformed request line\n");
+  // HTTP/1.2 and up are read as 1.1 (RFC 9110 2.5).
+  if (version[5] != '1') return bad(505, "the admin endpoint speaks HTTP/1.1\n");
   const bool http10 = version == "HTTP/1.0";
   if (target[0] != '/') return bad(400, "the admin endpoint takes origin-form targets (/path)\n");
   for (char ch : target) {
@@ -350,6 +373,15 @@ void AdminServer::Serve(ConnectionList::iterator c) {
 
   Reply reply = Answer(method, target, !token_sha256_.empty() && HasToken(authorization, token_sha256_));
   reply.close = reply.close || !keep_alive;
+  if (http10 && !reply.close) reply.extra_headers += "Connection: keep-alive\r\n";
+  // Past the bytes in flight, an answer of any size but a probe's waits.
+  if (!reply.body.empty() && reply.body.size() > 4096 &&
+      *reply_bytes_in_flight_ + reply.body.size() > kMaxReplyBytesInFlight) {
+    reply = Reply{503,
+                  absl::StrCat("the admin endpoint is writing ", *reply_bytes_in_flight_ >> 20,
+                               " MiB of answers already; try again\n"),
+                  "text/plain; charset=utf-8", "Retry-After: 1\r\n", reply.close};
+  }
   Send(c, std::move(reply), method == "HEAD");
 }
 
@@ -411,6 +443,7 @@ AdminServer::Reply AdminServer::Answer(absl::string_view method, absl::string_vi
 void AdminServer::Send(ConnectionList::iterator c, Reply reply, bool head_only) {
   evtimer_del(c->deadline);
   c->writing = true;
+  c->writing_since = absl::Now();
   c->close_after = reply.close;
   // HEAD: the GET's length and no content (RFC 9110 9.3.2).
   std::string out = absl::StrCat("HTTP/1.1 ", reply.status, " ", ReasonPhrase(reply.status),
@@ -426,12 +459,16 @@ void AdminServer::Send(ConnectionList::iterator c, Reply reply, bool head_only) 
     struct Lent {
       std::string body;
       const std::function<void()>* release;
+      std::shared_ptr<size_t> in_flight;  // outlives the server if need be
     };
-    auto* lent = new Lent{std::move(reply.body), &handlers_.release_memory};
+    *reply_bytes_in_flight_ += reply.body.size();
+    auto* lent =
+        new Lent{std::move(reply.body), &handlers_.release_memory, reply_bytes_in_flight_};
     evbuffer_add_reference(
         output, lent->body.data(), lent->body.size(),
         [](const void*, size_t, void* arg) {
           std::unique_ptr<Lent> done(static_cast<Lent*>(arg));
+          *done->in_flight -= done->body.size();
           const bool large = done->body.size() >= kLargeReplyBytes;
           const std::function<void()>* release = done->release;
           done.reset();

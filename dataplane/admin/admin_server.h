@@ -20,9 +20,11 @@
 // token: a request head within kMaxHeadBytes and within kRequestTimeout of
 // the connection's start or of its last response; no request body beyond
 // kMaxBodyBytes (only GET and HEAD are served); at most kMaxConnections
-// connections, a new one closing the oldest that is waiting for a request
-// (a connection writing its response is not closed); one request at a
-// time per connection (pipelined ones wait their turn).
+// connections, a new one closing the oldest that is waiting for a request,
+// else the one that has been writing its answer longest (clients that
+// pipeline requests and never read held every place, and probes got no
+// answer); one request at a time per connection (pipelined ones wait their
+// turn); at most kMaxReplyBytesInFlight of answers being written.
 //
 // Main thread only; the providers it calls must be thread-safe.
 #ifndef SLUICE_DATAPLANE_ADMIN_ADMIN_SERVER_H_
@@ -30,6 +32,7 @@
 
 #include <functional>
 #include <list>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -75,6 +78,11 @@ class AdminServer {
   static constexpr size_t kMaxHeadBytes = 8 * 1024;
   static constexpr size_t kMaxBodyBytes = 1024;
   static constexpr absl::Duration kRequestTimeout = absl::Seconds(10);
+  // Answers being written, all connections together; past it a new answer
+  // (but /ready's and /livez's, a few bytes) is 503 (a client that asks for
+  // /config_dump and never reads held a copy per connection: 130 of them
+  // took 2.4 GB).
+  static constexpr size_t kMaxReplyBytesInFlight = 64 << 20;
 
   AdminServer(event::Dispatcher& dispatcher, AdminHandlers handlers);
   ~AdminServer();
@@ -132,6 +140,7 @@ class AdminServer {
   AdminHandlers handlers_;
   std::string token_sha256_;  // empty: no token needed
   ConnectionList connections_;  // oldest first
+  std::shared_ptr<size_t> reply_bytes_in_flight_ = std::make_shared<size_t>(0);
 };
 
 }  // namespace sluice::admin
