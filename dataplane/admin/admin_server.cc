@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "api/credentials.h"
 #include "common/log.h"
+#include "dataplane/http/http_util.h"
 #include "dataplane/net/socket.h"
 
 namespace sluice::admin {
@@ -42,34 +43,6 @@ struct AdminServer::Connection {
 
 namespace {
 
-// What RFC 9110 5.6.2 allows in a token (methods, field names).
-bool IsToken(absl::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
-        absl::string_view("!#$%&'*+-.^_`|~").find(c) == absl::string_view::npos) {
-      return false;
-    }
-  }
-  return true;
-}
-
-const char* ReasonPhrase(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
-  }
-}
-
 // Whether the bearer token in `authorization` is the one whose SHA-256 is
 // `want_hex`.
 bool HasToken(absl::string_view authorization, const std::string& want_hex) {
@@ -78,6 +51,8 @@ bool HasToken(absl::string_view authorization, const std::string& want_hex) {
   return got_hex.size() == want_hex.size() &&
          CRYPTO_memcmp(got_hex.data(), want_hex.data(), want_hex.size()) == 0;
 }
+
+absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 void ArmDeadline(::event* deadline, absl::Duration after) {
   timeval tv = absl::ToTimeval(after);
@@ -299,7 +274,8 @@ void AdminServer::Serve(ConnectionList::iterator c) {
   }
   // METHOD SP request-target SP HTTP-version
   std::vector<absl::string_view> parts = absl::StrSplit(lines[0], ' ');
-  if (parts.size() != 3 || !IsToken(parts[0]) || parts[1].empty()) {
+  if (parts.size() != 3 || parts[1].empty() ||
+      !http::IsToken(std::string_view(parts[0].data(), parts[0].size()))) {
     return bad(400, "malformed request line\n");
   }
   const absl::string_view method = parts[0];
@@ -331,7 +307,7 @@ void AdminServer::Serve(ConnectionList::iterator c) {
       return bad(400, "obsolete line folding in the request head\n");
     }
     const size_t colon = line.find(':');
-    if (colon == absl::string_view::npos || !IsToken(line.substr(0, colon))) {
+    if (colon == absl::string_view::npos || !http::IsToken(std::string_view(line.data(), colon))) {
       return bad(400, "malformed header field\n");
     }
     const absl::string_view name = line.substr(0, colon);
@@ -446,7 +422,8 @@ void AdminServer::Send(ConnectionList::iterator c, Reply reply, bool head_only) 
   c->writing_since = absl::Now();
   c->close_after = reply.close;
   // HEAD: the GET's length and no content (RFC 9110 9.3.2).
-  std::string out = absl::StrCat("HTTP/1.1 ", reply.status, " ", ReasonPhrase(reply.status),
+  std::string out = absl::StrCat("HTTP/1.1 ", reply.status, " ",
+                                 ToAbsl(http::ReasonPhrase(reply.status)),
                                  "\r\nContent-Type: ", reply.content_type,
                                  "\r\nContent-Length: ", reply.body.size(), "\r\n",
                                  reply.extra_headers, reply.close ? "Connection: close\r\n" : "",

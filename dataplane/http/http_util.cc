@@ -19,6 +19,17 @@ std::string_view Trim(std::string_view s) {
 
 }  // namespace
 
+bool IsToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens) {
   switch (name.size()) {
     case 2:

@@ -55,6 +55,10 @@ class ConnectionTokens {
 // header (`connection_tokens`).
 bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens);
 
+// Whether `s` is an RFC 9110 5.6.2 token (a method, a field name): one or
+// more of ALPHA, DIGIT and !#$%&'*+-.^_`|~.
+bool IsToken(std::string_view s);
+
 // Whether a comma-separated list value (TE, Connection...) holds `token`
 // (case-insensitive; parameters after ';' ignored).
 bool HasToken(std::string_view list, std::string_view token);

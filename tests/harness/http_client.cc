@@ -223,6 +223,20 @@ HttpResponse HttpRequest(const std::string& host_port,
   return response;
 }
 
+int ConnectLoopback(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 std::string SendRaw(const std::string& host_port, const std::string& bytes,
                     absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

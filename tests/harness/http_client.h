@@ -66,6 +66,9 @@ HttpResponse HttpRequest(const std::string& host_port,
 std::string SendRaw(const std::string& host_port, const std::string& bytes,
                     absl::Duration timeout = absl::Seconds(5));
 
+// A blocking TCP socket connected to 127.0.0.1:`port`, or -1.
+int ConnectLoopback(int port);
+
 // The bytes of one request as the functions above send them.
 std::string FormatRequest(const std::string& host_port,
                           const std::string& method, const std::string& path,

@@ -3,8 +3,6 @@
 // log's JSON lines, the Prometheus text checked by promtool, the
 // traceparent an upstream receives, and reopening the log on SIGUSR1.
 #include <gtest/gtest.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -224,12 +222,8 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"request_timeout\"")) << line;
   // A client gone in the middle of its head: logged with status 0 and what
   // came whole, as nginx and HAProxy log it (before: no line at all).
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port_));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
   const std::string head =
       "GET /open/gone HTTP/1.1\r\nHost: gone.example\r\nUser-Agent: obs-gone\r\nX-A: ";
   ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));

@@ -698,24 +698,12 @@ bool ReadUntil(int fd, std::string* got, const std::string& needle, size_t from 
   return true;
 }
 
-int ConnectTo(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 // Opens a connection to `port` and starts a response that streams for
 // about 1.2 s (its head read into `*got`, without Connection: close); -1
 // when the connection or the head fails.
 int StartStreamingResponse(int port, std::string* got) {
-  int fd = ConnectTo(port);
+  int fd = ConnectLoopback(port);
   if (fd < 0) return -1;
   const std::string first = "GET /s?chunked=1&gap_ms=400 HTTP/1.1\r\nHost: t\r\n\r\n";
   if (send(fd, first.data(), first.size(), 0) != static_cast<ssize_t>(first.size()) ||
@@ -781,7 +769,7 @@ TEST_F(ProxyTest, AListenerAddedDuringADrainRefusesConnections) {
       [&] { return proxies_[0]->Stat("sluice_config_version") == static_cast<int64_t>(v); },
       absl::Seconds(10)))
       << proxies_[0]->process().Log();
-  int extra = ConnectTo(o.extra_listener_port);
+  int extra = ConnectLoopback(o.extra_listener_port);
   EXPECT_LT(extra, 0) << "a connection to the new listener was taken into its backlog";
   if (extra >= 0) close(extra);
   close(fd);
@@ -808,7 +796,7 @@ TEST_F(ProxyTest, ARequestOnARemovedListenersOpenConnectionIsServed) {
   for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(v));
   // New connections to the port are refused at once, though the open one
   // still holds the config that had the listener (and its sockets).
-  int refused = ConnectTo(o.extra_listener_port);
+  int refused = ConnectLoopback(o.extra_listener_port);
   EXPECT_EQ(refused, -1);
   if (refused >= 0) close(refused);
   std::string reply = NextResponseHead(fd, &got);
@@ -836,7 +824,7 @@ TEST_F(ProxyTest, TheAdminEndpointOutOfDescriptorsPausesInsteadOfSpinning) {
   rlimit none = {1, before.rlim_max};
   ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &none, nullptr), 0) << strerror(errno);
   const std::string admin = proxies_[0]->admin_address();
-  const int admin_fd = ConnectTo(std::stoi(admin.substr(admin.rfind(':') + 1)));
+  const int admin_fd = ConnectLoopback(std::stoi(admin.substr(admin.rfind(':') + 1)));
   ASSERT_GE(admin_fd, 0);
   const std::string ready = "GET /ready HTTP/1.1\r\nHost: a\r\n\r\n";
   ASSERT_EQ(send(admin_fd, ready.data(), ready.size(), 0), static_cast<ssize_t>(ready.size()));
@@ -917,7 +905,7 @@ TEST_F(ProxyTest, TheAdminEndpointBoundsSlowClients) {
   // More idle clients than the endpoint keeps (128).
   std::vector<int> idle;
   for (int i = 0; i < 140; ++i) {
-    const int fd = ConnectTo(port);
+    const int fd = ConnectLoopback(port);
     ASSERT_GE(fd, 0) << i;
     ASSERT_EQ(send(fd, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
     idle.push_back(fd);
@@ -926,7 +914,7 @@ TEST_F(ProxyTest, TheAdminEndpointBoundsSlowClients) {
   pollfd first = {idle[0], POLLIN, 0};
   EXPECT_EQ(poll(&first, 1, 5000), 1);
   // One client that sends a header line every 500 ms, for ever.
-  const int trickle = ConnectTo(port);
+  const int trickle = ConnectLoopback(port);
   ASSERT_GE(trickle, 0);
   ASSERT_EQ(send(trickle, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
   const absl::Time trickle_start = absl::Now();

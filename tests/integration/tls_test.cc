@@ -535,23 +535,16 @@ TEST_F(TlsTest, HandshakeFailuresAreCountedByReason) {
     TlsClient client;
     EXPECT_FALSE(client.Connect(https_port_, options));
   });
-  auto connect_to = [](int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    return fd;
-  };
   expect_one_more("timeout", [&] {  // request_headers_timeout 500ms bounds the handshake
-    int fd = connect_to(quick_port_);
+    const int fd = ConnectLoopback(quick_port_);
+    ASSERT_GE(fd, 0);
     pollfd p{fd, POLLIN, 0};
     EXPECT_EQ(poll(&p, 1, 5000), 1);  // readable: the proxy closed it
     close(fd);
   });
   expect_one_more("closed", [&] {  // a client gone in the middle of its ClientHello
-    int fd = connect_to(https_port_);
+    const int fd = ConnectLoopback(https_port_);
+    ASSERT_GE(fd, 0);
     EXPECT_EQ(send(fd, "\x16\x03\x01\x00\x40\x01", 6, MSG_NOSIGNAL), 6);
     close(fd);
   });
@@ -571,12 +564,8 @@ TEST_F(TlsTest, AfterTheHandshakeAConnectionMayIdleBeforeItsFirstRequest) {
   ASSERT_TRUE(client.Request(GetRequest("a.test", "/late"), &response)) << client.error();
   EXPECT_EQ(response.status, 200);
   // A client that never finishes its handshake is still closed in time.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(quick_port_));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = ConnectLoopback(quick_port_);
+  ASSERT_GE(fd, 0);
   pollfd p{fd, POLLIN, 0};
   ASSERT_EQ(poll(&p, 1, 5000), 1);  // readable: the proxy closed it
   char byte;

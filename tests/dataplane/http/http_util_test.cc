@@ -27,6 +27,15 @@ TEST(ConnectionTokensTest, NamesListedInConnectionAreHopByHop) {
   EXPECT_TRUE(IsHopByHop("HTTP2-Settings", ConnectionTokens()));
 }
 
+TEST(IsTokenTest, Rfc9110Tokens) {
+  EXPECT_TRUE(IsToken("GET"));
+  EXPECT_TRUE(IsToken("x-a.b_c~!#$%&'*+^`|"));
+  EXPECT_FALSE(IsToken(""));
+  EXPECT_FALSE(IsToken("a b"));
+  EXPECT_FALSE(IsToken("a:b"));
+  EXPECT_FALSE(IsToken("a\x80"));
+}
+
 TEST(ConnectionTokensTest, NeverHostOrFraming) {
   std::vector<HeaderField> headers = {{"connection", "host, content-length, transfer-encoding"}};
   ConnectionTokens tokens(headers);
