@@ -163,11 +163,6 @@ absl::StatusOr<std::string> OperatorTokens::ReadBootstrapTokenFile(const std::st
   return trimmed;
 }
 
-absl::Status OperatorTokens::AddBootstrapTokenFile(const std::string& path) {
-  absl::StatusOr<std::string> token = ReadBootstrapTokenFile(path);
-  if (!token.ok()) return token.status();
-  return AddBootstrapToken(*token);
-}
 
 std::optional<TokenIdentity> OperatorTokens::Verify(
     std::string_view token) const {

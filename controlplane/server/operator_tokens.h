@@ -70,12 +70,9 @@ class OperatorTokens {
   // kBootstrapTokenName. INVALID_ARGUMENT when it is shorter than 16
   // characters.
   absl::Status AddBootstrapToken(std::string_view token);
-  // AddBootstrapToken with the first line of the file at `path`; errors
-  // name the file and never quote it.
-  absl::Status AddBootstrapTokenFile(const std::string& path);
   // The token in the first line of `path`, trimmed, checked as
   // AddBootstrapToken checks it (so a bad file is refused before anything
-  // starts); errors name the file.
+  // starts); errors name the file and never quote it.
   static absl::StatusOr<std::string> ReadBootstrapTokenFile(const std::string& path);
 
   // The identity of `token`, or nullopt when it is unknown.

@@ -125,12 +125,6 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return token;
 }
 
-absl::Status AdminServer::RequireTokenFromFile(const std::string& path) {
-  absl::StatusOr<std::string> token = ReadTokenFile(path);
-  if (!token.ok()) return token.status();
-  RequireToken(*token);
-  return absl::OkStatus();
-}
 
 bool AdminServer::MakeRoom() {
   ConnectionList::iterator longest = connections_.end();

@@ -92,10 +92,6 @@ class AdminServer {
   absl::StatusOr<int> Listen(const std::string& host_port);
   // From now on, every path but /ready and /livez needs `token` as a bearer token.
   void RequireToken(const std::string& token);
-  // Reads the token from the first line of `path` (surrounding whitespace
-  // trimmed); INVALID_ARGUMENT naming the file when unreadable, empty or
-  // shorter than 16 characters.
-  absl::Status RequireTokenFromFile(const std::string& path);
   size_t connections() const { return connections_.size(); }
 
  private:
