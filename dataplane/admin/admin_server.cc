@@ -125,7 +125,6 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return token;
 }
 
-
 bool AdminServer::MakeRoom() {
   ConnectionList::iterator longest = connections_.end();
   for (auto it = connections_.begin(); it != connections_.end(); ++it) {
