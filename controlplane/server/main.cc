@@ -226,7 +226,7 @@ int Run(int argc, char** argv) {
   // Off unless asked for: the Prometheus endpoint (metrics_endpoint.h).
   const std::string metrics_listen = get("metrics-listen", "");
   if (flags->values.count("metrics-listen")) {
-    if (auto split = controlplane::SplitHostPort(metrics_listen); !split.ok()) {
+    if (auto split = common::SplitHostPort(metrics_listen); !split.ok()) {
       std::fprintf(stderr, "sluice-control: --metrics-listen: %s\n%s",
                    std::string(split.status().message()).c_str(), kUsage);
       return 2;

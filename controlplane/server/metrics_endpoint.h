@@ -2,12 +2,13 @@
 // (--metrics-listen), apart from the gRPC port:
 //
 //   GET /metrics   200, the Prometheus text format `render` returns
-//   other paths    404; methods other than GET and HEAD: 405
+//   other paths    404; methods other than GET and HEAD: 405 (501 unknown)
 //
-// It runs libevent's evhttp on a thread of its own, so a slow scraper never
-// holds a gRPC thread and the gRPC server knows nothing of it. Requests are
-// bounded: 8 KiB of headers, no body, 10 s to send the request and to read
-// the answer.
+// It runs common::OpsHttpServer (the proxy's admin endpoint's server) on a
+// thread of its own, so a slow scraper never holds a gRPC thread and the
+// gRPC server knows nothing of it. Its bounds: 128 connections (a new one
+// closes the oldest waiting for a request), 8 KiB request heads sent within
+// 10 s, no request body, 10 s to read an answer (ops_http_server.h).
 //
 // Start(), Stop() and the destructor are called from one thread (main);
 // `render` runs on the endpoint's thread and must be thread-safe.
@@ -15,20 +16,16 @@
 #define SLUICE_CONTROLPLANE_SERVER_METRICS_ENDPOINT_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/ops_http_server.h"
 
 struct event_base;
-struct evhttp;
-struct evhttp_request;
 
 namespace sluice::controlplane {
-
-// Splits "HOST:PORT" ("[::1]:PORT" for IPv6) into host and port 0..65535;
-// INVALID_ARGUMENT naming what is wrong otherwise.
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& host_port);
 
 class MetricsEndpoint {
  public:
@@ -45,11 +42,11 @@ class MetricsEndpoint {
   void Stop();
 
  private:
-  static void Handle(::evhttp_request* request, void* arg);
+  common::OpsReply Answer(const common::OpsRequest& request) const;
 
   std::function<std::string()> render_;
   ::event_base* base_ = nullptr;
-  ::evhttp* http_ = nullptr;
+  std::unique_ptr<common::OpsHttpServer> server_;
   std::thread loop_;
 };
 

@@ -22,9 +22,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "common/accept_backoff.h"
 #include "dataplane/config/snapshot.h"
 #include "dataplane/event/dispatcher.h"
-#include "dataplane/net/accept_backoff.h"
 #include "dataplane/net/lingering_close.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/connection_pool.h"
@@ -283,7 +283,7 @@ class Worker {
   std::atomic<int64_t> active_connections_{0};
   std::unordered_map<BackgroundExchange*, std::unique_ptr<BackgroundExchange>> background_;
   event::Timer accept_backoff_timer_;
-  net::AcceptBackoff accept_backoff_;
+  common::AcceptBackoff accept_backoff_;
   absl::Time last_accept_error_log_ = absl::InfinitePast();
   // Last: the spares' timers go before the dispatcher.
   std::vector<std::unique_ptr<ProxyStream>> spare_streams_;

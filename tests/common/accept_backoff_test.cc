@@ -1,10 +1,10 @@
 // AcceptBackoff: the pause after accept(2) runs out of descriptors, shared
 // by the workers' listeners and the admin endpoint.
-#include "dataplane/net/accept_backoff.h"
+#include "common/accept_backoff.h"
 
 #include <gtest/gtest.h>
 
-namespace sluice::net {
+namespace sluice::common {
 namespace {
 
 TEST(AcceptBackoffTest, DoublesFrom50msTo1sAndLogsOncePer10s) {
@@ -32,4 +32,4 @@ TEST(AcceptBackoffTest, DoublesFrom50msTo1sAndLogsOncePer10s) {
 }
 
 }  // namespace
-}  // namespace sluice::net
+}  // namespace sluice::common

@@ -2,18 +2,18 @@
 // (EMFILE, ENFILE, ENOBUFS, ENOMEM). The connection stays queued in the
 // kernel and the listening socket stays readable, so accepting again at
 // once would spin: stop accepting for 50 ms, doubling to 1 s while the
-// failures go on, and say so once per 10 s. Used by the workers' listeners
-// and by the admin endpoint.
+// failures go on, and say so once per 10 s. Used by the proxy's workers and
+// by OpsHttpServer (the admin and metrics endpoints).
 //
 // Thread-compatible (one per accepting thread).
-#ifndef SLUICE_DATAPLANE_NET_ACCEPT_BACKOFF_H_
-#define SLUICE_DATAPLANE_NET_ACCEPT_BACKOFF_H_
+#ifndef SLUICE_COMMON_ACCEPT_BACKOFF_H_
+#define SLUICE_COMMON_ACCEPT_BACKOFF_H_
 
 #include <algorithm>
 
 #include "absl/time/time.h"
 
-namespace sluice::net {
+namespace sluice::common {
 
 class AcceptBackoff {
  public:
@@ -38,6 +38,6 @@ class AcceptBackoff {
   absl::Time last_log_ = absl::InfinitePast();
 };
 
-}  // namespace sluice::net
+}  // namespace sluice::common
 
-#endif  // SLUICE_DATAPLANE_NET_ACCEPT_BACKOFF_H_
+#endif  // SLUICE_COMMON_ACCEPT_BACKOFF_H_
