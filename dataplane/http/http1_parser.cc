@@ -215,8 +215,12 @@ bool IsValidHostValue(std::string_view host) {
     while (host_end < host.size() && kRegNameChar[Byte(host[host_end])]) ++host_end;
     if (host_end == 0) return false;  // RFC 9112 3.2: an http(s) target has a host
     // "." is the root's trailing dot, nothing else: routing drops that dot
-    // and would be left with no host (nginx answers 400 too).
+    // and would be left with no host (nginx answers 400 too). An empty label
+    // ("a..b", "internal.example..") is no name either: routing would not
+    // take it for "internal.example" while an upstream that strips trailing
+    // dots would (nginx answers 400).
     if (host_end == 1 && host[0] == '.') return false;
+    if (host.substr(0, host_end).find("..") != std::string_view::npos) return false;
   }
   // [ ":" port ], port = *DIGIT, a TCP port (0..65535, as Envoy and nginx
   // take it: an upstream reading "a:99999999999" would not agree on it).

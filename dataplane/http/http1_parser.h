@@ -93,7 +93,7 @@ enum class ParseError {
 // a request-target of visible ASCII only (0x21..0x7E), and a Host value of
 // uri-host [":" port] (RFC 9112 3.2, RFC 3986 3.2.2): a reg-name or IPv4
 // host (not empty, no userinfo, no percent-encoding) or an [IPv6] literal,
-// and a port of digits only. "a.com:1:2", "x:abc", "%61.com" and "" are
+// and a port of digits only. "a.com:1:2", "x:abc", "%61.com", "a..b" and "" are
 // invalid (400).
 bool IsValidRequestTarget(std::string_view target);
 bool IsValidHostValue(std::string_view host);

@@ -24,18 +24,25 @@ int HexValue(char c) {
 }
 
 // False when NormalizePath would return `path` as it is: nothing to decode,
-// reject or convert, no dot segment, no slashes to merge.
-bool MayChange(std::string_view path, const PathNormalizeOptions& options) {
+// reject or convert, no dot segment, no slashes to merge. Then `*ambiguous`
+// says whether it holds a kept '\' or "//" (NormalizedPath::ambiguous).
+bool MayChange(std::string_view path, const PathNormalizeOptions& options, bool* ambiguous) {
   for (size_t i = 0; i < path.size(); ++i) {
     const char c = path[i];
     if (c == '%' || c == '#') return true;
-    if (c == '\\' && options.backslashes != BackslashAction::kKeep) return true;
+    if (c == '\\') {
+      if (options.backslashes != BackslashAction::kKeep) return true;
+      *ambiguous = true;
+    }
     if (c == '/' && i + 1 < path.size()) {
       const char next = path[i + 1];
       // Also true for names that merely start with '.' ("/.well-known"):
       // the slow path leaves those alone.
       if (next == '.') return true;
-      if (next == '/' && options.merge_slashes) return true;
+      if (next == '/') {
+        if (options.merge_slashes) return true;
+        *ambiguous = true;
+      }
     }
   }
   return false;
@@ -43,15 +50,16 @@ bool MayChange(std::string_view path, const PathNormalizeOptions& options) {
 
 // Step 1: `path` with percent-encodings decoded or canonicalised and
 // backslashes handled, appended to `out`. Sets `*decoded_slash` when an
-// escaped slash was decoded.
+// escaped slash was decoded, `*ambiguous` when one, or a backslash, was kept.
 absl::Status DecodePath(std::string_view path,
                         const PathNormalizeOptions& options, std::string* out,
-                        bool* decoded_slash) {
+                        bool* decoded_slash, bool* ambiguous) {
   constexpr char kUpperHex[] = "0123456789ABCDEF";
   auto add_backslash = [&]() -> absl::Status {
     switch (options.backslashes) {
       case BackslashAction::kKeep:
         out->push_back('\\');
+        *ambiguous = true;
         return absl::OkStatus();
       case BackslashAction::kReject:
         return absl::InvalidArgumentError("backslash in path");
@@ -88,6 +96,7 @@ absl::Status DecodePath(std::string_view path,
     if (value == '/' || value == '\\') {
       switch (options.escaped_slashes) {
         case EscapedSlashAction::kKeep:
+          *ambiguous = true;
           break;  // Canonicalised below like any other escape.
         case EscapedSlashAction::kReject:
           return absl::InvalidArgumentError("escaped slash in path");
@@ -193,7 +202,7 @@ absl::StatusOr<NormalizedPath> NormalizePath(
   const size_t query_begin = std::min(target.find('?'), target.size());
   const std::string_view path = target.substr(0, query_begin);
   const std::string_view query = target.substr(query_begin);  // "?..." or empty
-  if (!MayChange(path, options)) {
+  if (!MayChange(path, options, &result.ambiguous)) {
     result.target.assign(target);
     return result;
   }
@@ -201,12 +210,16 @@ absl::StatusOr<NormalizedPath> NormalizePath(
   result.target.reserve(target.size());
   bool decoded_slash = false;
   if (absl::Status s =
-          DecodePath(path, options, &result.target, &decoded_slash);
+          DecodePath(path, options, &result.target, &decoded_slash, &result.ambiguous);
       !s.ok()) {
     return s;
   }
   RemoveDotSegments(&result.target);
-  if (options.merge_slashes) MergeSlashes(&result.target);
+  if (options.merge_slashes) {
+    MergeSlashes(&result.target);
+  } else if (result.target.find("//") != std::string::npos) {
+    result.ambiguous = true;
+  }
   result.target.append(query);
   result.changed = result.target != target;
   result.redirect =

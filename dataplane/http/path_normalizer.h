@@ -1,8 +1,11 @@
 // Request path normalisation (RFC 3986 6.2.2 and 5.2.4), done once per
 // request before routing, so that the path a route (and its policies) match
 // is byte for byte the path the upstream receives. Without it `/a/../admin`,
-// `//admin`, `/./admin` and `/%61dmin` all miss a route guarding `/admin`
-// while an upstream resolves each of them to `/admin`.
+// `/./admin` and `/%61dmin` all miss a route guarding `/admin` while an
+// upstream resolves each of them to `/admin`. What the listener's options
+// keep and some upstreams read as separators (`//`, `%2F`, `%5C`, '\') is
+// flagged (NormalizedPath::ambiguous) for the caller to route again as
+// kAmbiguousReading reads it.
 //
 // What NormalizePath does to the path (the part of the target before the
 // first '?'; the query, '?' included, is kept byte for byte):
@@ -82,7 +85,18 @@ struct NormalizedPath {
   // kUnescapeAndRedirect decoded at least one escaped slash: answer with a
   // redirect to `target` (307 keeps the method and body) rather than forward.
   bool redirect = false;
+  // `target` holds what an upstream may read as another path than the
+  // gateway does: a `%2F` or `%5C` kept encoded, a '\' kept, or "//" kept
+  // (nginx merges slashes and decodes `%2F` before resolving dot segments,
+  // IIS reads '\' as '/'). The caller checks that the reading with
+  // kAmbiguousReading routes the same (ProxyStream refuses it otherwise).
+  bool ambiguous = false;
 };
+
+// The options that read a path as the most liberal upstream would: escaped
+// slashes decoded, backslashes as slashes, runs of slashes merged.
+inline constexpr PathNormalizeOptions kAmbiguousReading{
+    true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash};
 
 // Whether the path of `target` (up to '?') has a "." or ".." segment. A
 // normalised path has none; a prefix_rewrite can make one ("/api../x" with

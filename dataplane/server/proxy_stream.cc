@@ -24,6 +24,19 @@ namespace {
 
 using http::AppendHeader;
 
+// Whether `sent_target`, read as the most liberal upstream reads a path
+// (http::kAmbiguousReading: %2F and %5C decoded, '\' as '/', "//" as '/'),
+// routes where `match` did: else an upstream that reads it so would serve
+// a path whose route (and policies) the gateway did not apply.
+bool ReadsAsSameRoute(std::string_view sent_target, router::RouteRequest request,
+                      const router::MatchResult& match, const router::RouteTable& table) {
+  auto liberal = http::NormalizePath(sent_target, http::kAmbiguousReading);
+  if (!liberal.ok()) return false;
+  request.path_and_query = liberal->target;
+  const router::MatchResult other = table.Match(request);
+  return other.kind == match.kind && other.route == match.route;
+}
+
 // x-consumer-* and x-anonymous-consumer: what authentication policies tell
 // the upstream. A client's own are never forwarded.
 bool IsConsumerField(std::string_view name) {
@@ -555,6 +568,7 @@ void ProxyStream::Start(const RequestHead& request) {
   }
   // One path for routing, policies and the upstream: normalised (dot
   // segments, percent-encoding, the listener's slash options).
+  const std::string_view sent_target = head.target;  // outlives this function's work
   auto normalized = http::NormalizePath(head.target, listener.path_normalization);
   if (!normalized.ok()) {
     response_flag_ = "bad_request";
@@ -619,6 +633,15 @@ void ProxyStream::Start(const RequestHead& request) {
     response_flag_ = "method_not_allowed";
     SendLocalResponse(405, absl::StrCat("method ", method_, " is not allowed on this route"),
                       {{"allow", match.allowed_methods}});
+    return;
+  }
+  if (normalized->ambiguous &&
+      !ReadsAsSameRoute(sent_target, route_request, match, *listener.route_table)) {
+    response_flag_ = "bad_request";
+    SendLocalResponse(
+        400,
+        "the request path reads as another route's path where %2F, %5C, a backslash or "
+        "// is taken as a slash, as some upstreams take it; send the path plainly");
     return;
   }
   route_ = match.route;

@@ -542,6 +542,30 @@ TEST_F(EdgeTest, PathsAreNormalisedBeforeRouting) {
   EXPECT_EQ(HttpGet(listener, "/nul%00").status, 400);
 }
 
+// A path an upstream may read as another route's (nginx merges "//" and
+// decodes %2F before resolving dot segments; IIS reads '\\' as '/') is
+// refused when that reading routes elsewhere, and forwarded as sent when it
+// routes the same. Before: "//admin", "/%2Fadmin", "/x/..%2Fadmin" and
+// "/\\admin" went to the catch-all route and reached an nginx upstream as
+// /admin, past the route guarding it.
+TEST_F(EdgeTest, PathsAnUpstreamMayReadAsAnotherRouteAreRefused) {
+  const std::string listener = absl::StrCat("127.0.0.1:", port_);
+  for (const char* path : {"//admin", "///admin/x", "/%2Fadmin", "/x/..%2Fadmin", "/x/..%2fadmin",
+                           "/public/..%2F..%2Fadmin", "/\\admin", "/x/..%5Cadmin", "/x/..//admin"}) {
+    const std::string out =
+        SendRaw(listener, absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: edge\r\n"
+                                       "Connection: close\r\n\r\n"));
+    EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 400")) << path << ": " << out;
+    EXPECT_TRUE(absl::StrContains(out, "reads as another route's path")) << path << ": " << out;
+  }
+  // The same route either way: forwarded as sent.
+  for (const char* path : {"/files//a", "/files/a%2Fb", "/files/a%5Cb", "/x/..%2Fy"}) {
+    HttpResponse r = HttpGet(listener, path);
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    EXPECT_EQ(r.body, absl::StrCat("edge-up GET ", path, "\n")) << path;
+  }
+}
+
 // Limits a client can hit, each with its status.
 TEST_F(EdgeTest, RequestLimitsAnswer414And431And413) {
   std::string listener = absl::StrCat("127.0.0.1:", port_);

@@ -581,7 +581,10 @@ TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
                            // Percent-encoded: an upstream may decode it.
                            "%41.com", "x%00y", "admin%2einternal",
                            // The root's dot alone: no host once routing drops it.
-                           ".", ".:80"}) {
+                           ".", ".:80",
+                           // An empty label: an upstream that strips trailing
+                           // dots reads "internal.example" (nginx: 400).
+                           "internal.example..", "a..b", "a..:80"}) {
     SCOPED_TRACE(host);
     EXPECT_EQ(FeedOneShot(Mode::kRequest,
                           std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")

@@ -196,6 +196,36 @@ TEST(PathNormalizerTest, EscapedSlashesKept) {
   EXPECT_EQ(Normalize("/a%2F%2Fb", Merge()), "/a%2F%2Fb");
 }
 
+// `ambiguous`: what an upstream may read as another path than the gateway
+// does, whichever way the path was spelled (fast path or not).
+TEST(PathNormalizerTest, AmbiguousNamesWhatAnUpstreamMayReadOtherwise) {
+  auto ambiguous = [](std::string_view target, const PathNormalizeOptions& options = {}) {
+    absl::StatusOr<NormalizedPath> result = NormalizePath(target, options);
+    EXPECT_TRUE(result.ok()) << target;
+    return result.ok() && result->ambiguous;
+  };
+  EXPECT_FALSE(ambiguous("/a/b?x=//y%2F"));  // the query is not the path
+  EXPECT_FALSE(ambiguous("/a/./b/%61"));
+  EXPECT_TRUE(ambiguous("//admin"));
+  EXPECT_TRUE(ambiguous("/x//y"));
+  EXPECT_TRUE(ambiguous("/x/.//y"));            // slow path, "//" left
+  EXPECT_FALSE(ambiguous("//admin", Merge()));
+  EXPECT_TRUE(ambiguous("/%2Fadmin"));
+  EXPECT_TRUE(ambiguous("/x/..%2fadmin"));
+  EXPECT_TRUE(ambiguous("/a%5Cb"));
+  EXPECT_TRUE(ambiguous("/\\admin"));             // fast path, '\\' kept
+  EXPECT_FALSE(ambiguous("/a\\b", Backslashes(BackslashAction::kToSlash)));
+  EXPECT_TRUE(ambiguous("/\\admin", Backslashes(BackslashAction::kToSlash)));  // "//admin"
+  EXPECT_FALSE(ambiguous("/a%2Fb", Escaped(EscapedSlashAction::kUnescapeAndForward)));
+  // %5C decoded to a kept '\\': an IIS upstream reads it as '/'.
+  EXPECT_TRUE(ambiguous("/a%5Cb", Escaped(EscapedSlashAction::kUnescapeAndForward)));
+  EXPECT_FALSE(ambiguous("/a%5Cb", Escaped(EscapedSlashAction::kUnescapeAndForward,
+                                          BackslashAction::kToSlash)));
+  // The liberal reading itself is never ambiguous.
+  EXPECT_FALSE(ambiguous("/x/..%2F\\/%5C/a", kAmbiguousReading));
+  EXPECT_EQ(Normalize("/x/..%2F\\/%5C/a", kAmbiguousReading), "/a");
+}
+
 TEST(PathNormalizerTest, EscapedSlashesRejected) {
   const PathNormalizeOptions reject = Escaped(EscapedSlashAction::kReject);
   for (std::string_view target :
