@@ -25,11 +25,15 @@ int HexValue(char c) {
 
 // False when NormalizePath would return `path` as it is: nothing to decode,
 // reject or convert, no dot segment, no slashes to merge. Then `*ambiguous`
-// says whether it holds a kept '\' or "//" (NormalizedPath::ambiguous).
+// says whether it holds a kept '\', "//" or ';' (NormalizedPath::ambiguous).
 bool MayChange(std::string_view path, const PathNormalizeOptions& options, bool* ambiguous) {
   for (size_t i = 0; i < path.size(); ++i) {
     const char c = path[i];
     if (c == '%' || c == '#') return true;
+    if (c == ';') {
+      if (options.strip_path_parameters) return true;
+      *ambiguous = true;
+    }
     if (c == '\\') {
       if (options.backslashes != BackslashAction::kKeep) return true;
       *ambiguous = true;
@@ -73,6 +77,7 @@ absl::Status DecodePath(std::string_view path,
     const char c = path[i];
     if (c == '#')
       return absl::InvalidArgumentError("fragment in request target");
+    if (c == ';' && !options.strip_path_parameters) *ambiguous = true;
     if (c == '\\') {
       if (absl::Status s = add_backslash(); !s.ok()) return s;
       continue;
@@ -116,6 +121,22 @@ absl::Status DecodePath(std::string_view path,
     out->push_back(kUpperHex[low]);
   }
   return absl::OkStatus();
+}
+
+// Between steps 1 and 2, for strip_path_parameters, in place: each
+// segment loses what follows its first ';' ("/a;x=1/..;/b" -> "/a/../b").
+// After step 1, so that a separator decoded from `%2F` (or a backslash made
+// a slash) ends the parameters as a raw '/' does.
+void StripPathParameters(std::string* path) {
+  size_t write = 0;
+  bool in_parameters = false;
+  for (size_t read = 0; read < path->size(); ++read) {
+    const char c = (*path)[read];
+    if (c == '/') in_parameters = false;
+    if (c == ';') in_parameters = true;
+    if (!in_parameters) (*path)[write++] = c;
+  }
+  path->resize(write);
 }
 
 // Step 2 (RFC 3986 5.2.4) on a path that starts with '/', in place: the
@@ -214,6 +235,7 @@ absl::StatusOr<NormalizedPath> NormalizePath(
       !s.ok()) {
     return s;
   }
+  if (options.strip_path_parameters) StripPathParameters(&result.target);
   RemoveDotSegments(&result.target);
   if (options.merge_slashes) {
     MergeSlashes(&result.target);

@@ -75,6 +75,10 @@ struct PathNormalizeOptions {
   bool merge_slashes = false;
   EscapedSlashAction escaped_slashes = EscapedSlashAction::kKeep;
   BackslashAction backslashes = BackslashAction::kKeep;
+  // Path parameters (RFC 3986 3.3: from a raw ';' to the segment's end) are
+  // dropped before dot segments are removed, as Tomcat and Jetty read a
+  // path ("/x/..;/admin" is their "/admin"). Only kAmbiguousReading sets it.
+  bool strip_path_parameters = false;
 };
 
 struct NormalizedPath {
@@ -94,9 +98,10 @@ struct NormalizedPath {
 };
 
 // The options that read a path as the most liberal upstream would: escaped
-// slashes decoded, backslashes as slashes, runs of slashes merged.
+// slashes decoded, backslashes as slashes, path parameters dropped, runs of
+// slashes merged.
 inline constexpr PathNormalizeOptions kAmbiguousReading{
-    true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash};
+    true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true};
 
 // Whether the path of `target` (up to '?') has a "." or ".." segment. A
 // normalised path has none; a prefix_rewrite can make one ("/api../x" with

@@ -543,7 +543,8 @@ TEST_F(EdgeTest, PathsAreNormalisedBeforeRouting) {
 }
 
 // A path an upstream may read as another route's (nginx merges "//" and
-// decodes %2F before resolving dot segments; IIS reads '\\' as '/') is
+// decodes %2F before resolving dot segments; IIS reads '\\' as '/'; Tomcat
+// drops ";parameters" first) is
 // refused when that reading routes elsewhere, and forwarded as sent when it
 // routes the same. Before: "//admin", "/%2Fadmin", "/x/..%2Fadmin" and
 // "/\\admin" went to the catch-all route and reached an nginx upstream as
@@ -551,7 +552,8 @@ TEST_F(EdgeTest, PathsAreNormalisedBeforeRouting) {
 TEST_F(EdgeTest, PathsAnUpstreamMayReadAsAnotherRouteAreRefused) {
   const std::string listener = absl::StrCat("127.0.0.1:", port_);
   for (const char* path : {"//admin", "///admin/x", "/%2Fadmin", "/x/..%2Fadmin", "/x/..%2fadmin",
-                           "/public/..%2F..%2Fadmin", "/\\admin", "/x/..%5Cadmin", "/x/..//admin"}) {
+                           "/public/..%2F..%2Fadmin", "/\\admin", "/x/..%5Cadmin", "/x/..//admin",
+                           "/x/..;/admin", "/x;p/..;/..;/admin"}) {
     const std::string out =
         SendRaw(listener, absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: edge\r\n"
                                        "Connection: close\r\n\r\n"));
@@ -559,7 +561,8 @@ TEST_F(EdgeTest, PathsAnUpstreamMayReadAsAnotherRouteAreRefused) {
     EXPECT_TRUE(absl::StrContains(out, "reads as another route's path")) << path << ": " << out;
   }
   // The same route either way: forwarded as sent.
-  for (const char* path : {"/files//a", "/files/a%2Fb", "/files/a%5Cb", "/x/..%2Fy"}) {
+  for (const char* path : {"/files//a", "/files/a%2Fb", "/files/a%5Cb", "/x/..%2Fy",
+                           "/files/a;v=1", "/x/..;/y"}) {
     HttpResponse r = HttpGet(listener, path);
     EXPECT_EQ(r.status, 200) << path << ": " << r.body;
     EXPECT_EQ(r.body, absl::StrCat("edge-up GET ", path, "\n")) << path;

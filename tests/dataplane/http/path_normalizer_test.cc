@@ -221,8 +221,15 @@ TEST(PathNormalizerTest, AmbiguousNamesWhatAnUpstreamMayReadOtherwise) {
   EXPECT_TRUE(ambiguous("/a%5Cb", Escaped(EscapedSlashAction::kUnescapeAndForward)));
   EXPECT_FALSE(ambiguous("/a%5Cb", Escaped(EscapedSlashAction::kUnescapeAndForward,
                                           BackslashAction::kToSlash)));
+  // Path parameters: Tomcat reads "/x/..;/admin" as "/admin".
+  EXPECT_TRUE(ambiguous("/x/..;/admin"));
+  EXPECT_TRUE(ambiguous("/a;jsessionid=1"));
+  EXPECT_EQ(Normalize("/x/..;/admin", kAmbiguousReading), "/admin");
+  EXPECT_EQ(Normalize("/x;p=1/y;q", kAmbiguousReading), "/x/y");
+  EXPECT_EQ(Normalize("/x/..;%2F..;%5Cadmin;v", kAmbiguousReading), "/admin");
+  EXPECT_EQ(Normalize("/x;a%3Bb/y", kAmbiguousReading), "/x/y");
   // The liberal reading itself is never ambiguous.
-  EXPECT_FALSE(ambiguous("/x/..%2F\\/%5C/a", kAmbiguousReading));
+  EXPECT_FALSE(ambiguous("/x/..%2F\\/%5C/a;b", kAmbiguousReading));
   EXPECT_EQ(Normalize("/x/..%2F\\/%5C/a", kAmbiguousReading), "/a");
 }
 
