@@ -361,9 +361,19 @@ struct Http2ServerCodecAccess {
         // the credit it would need.
         if (!stream->request_complete && !stream->peer_reset && !stream->reset_by_caller &&
             !stream->reset_by_codec) {
-          const int64_t window =
-              std::min(nghttp2_session_get_stream_local_window_size(session, stream->id),
-                       nghttp2_session_get_local_window_size(session));
+          // Until the client acknowledges our SETTINGS, nghttp2 counts the
+          // stream's window from the default 65535, while the client, once
+          // it reads them, may send up to initial_window_size: a client with
+          // prior knowledge sends its request before it reads them (a body
+          // refused 413 at its HEADERS was reset, and curl 7.88 showed no
+          // answer at all).
+          const int64_t unacknowledged = std::max<int64_t>(
+              0, static_cast<int64_t>(codec->limits_.initial_window_size) -
+                     nghttp2_session_get_local_settings(session,
+                                                        NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE));
+          const int64_t window = std::min<int64_t>(
+              nghttp2_session_get_stream_local_window_size(session, stream->id) + unacknowledged,
+              nghttp2_session_get_local_window_size(session));
           // After the final GOAWAY nothing lingers: the connection is to
           // close once its streams end.
           const bool fits = codec->shutdown_ != Http2ServerCodec::ShutdownState::kFinalGoawaySubmitted &&

@@ -1144,6 +1144,43 @@ TEST(Http2ServerCodecTest, ResponseBeforeTheWholeRequestDropsAShortRest) {
   EXPECT_EQ(f.codec.open_streams(), 0u);
 }
 
+// The same when the client sent its request before it read our SETTINGS
+// (prior knowledge): the rest is measured against the window it will have
+// once it reads them, not nghttp2's count from the default 65535. Before: a
+// 1,000,000-byte body refused 413 at its HEADERS under a 1 MiB window was
+// reset, and curl 7.88 showed no answer at all.
+TEST(Http2ServerCodecTest, ARestWithinTheAdvertisedWindowIsDroppedBeforeTheSettingsAck) {
+  Http2Limits limits;
+  limits.initial_window_size = 1 << 20;
+  RawFixture f(limits);
+  // POST / with content-length 1000000, and the first 65535 bytes (the
+  // default window, all the client may send before it reads our SETTINGS).
+  const std::string block = std::string("\x83\x86\x84\x01\x01", 5) + "a" +
+                            HpackInt(0x00, 4, 28) + HpackInt(0x00, 7, 7) + "1000000";
+  std::string bytes = ClientPreface() + Frame(kHeaders, kEndHeaders, 1, block);
+  auto data = [](size_t n, bool end) {
+    std::string out;
+    while (n > 0) {
+      const size_t piece = std::min<size_t>(n, 16384);
+      n -= piece;
+      out += Frame(kData, n == 0 && end ? kEndStream : 0, 1, std::string(piece, 'r'));
+    }
+    return out;
+  };
+  ASSERT_TRUE(f.Send(bytes + data(65535, false)));
+  ASSERT_TRUE(f.codec.SubmitResponse(1, 413, HeaderMap(), true));
+  std::vector<ServerFrame> frames = f.Output();
+  EXPECT_EQ(FindFrame(frames, kRstStream, 1), nullptr);
+  // The client reads our SETTINGS (1 MiB windows), acknowledges them and
+  // sends the rest; it is dropped, and the stream ends with its END_STREAM.
+  ASSERT_TRUE(f.Send(Frame(kSettings, kAck, 0, "") + data(1000000 - 65535, true)))
+      << f.codec.error();
+  frames = f.Output();
+  EXPECT_EQ(FindFrame(frames, kRstStream, 1), nullptr);
+  EXPECT_EQ(FindFrame(frames, kGoaway), nullptr);
+  EXPECT_EQ(f.codec.open_streams(), 0u);
+}
+
 // A rest longer than the client's windows (or of no declared length): at
 // once RST_STREAM(NO_ERROR) asks the client to stop.
 TEST(Http2ServerCodecTest, ResponseBeforeALongRequestEndsItWithNoError) {
