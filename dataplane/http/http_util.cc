@@ -36,7 +36,7 @@ bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens
       if (EqualsIgnoreCase(name, "te")) return true;
       break;
     case 7:
-      if (EqualsIgnoreCase(name, "upgrade") || EqualsIgnoreCase(name, "trailer")) return true;
+      if (EqualsIgnoreCase(name, "upgrade")) return true;
       break;
     case 10:
       if (EqualsIgnoreCase(name, "connection") || EqualsIgnoreCase(name, "keep-alive")) {

@@ -50,9 +50,10 @@ class ConnectionTokens {
 
 // Headers that describe one connection and are never forwarded (RFC 9110
 // 7.6.1): Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
-// Upgrade, Trailer, HTTP2-Settings (RFC 7540 3.2.1); plus every name listed
-// in the message's Connection
-// header (`connection_tokens`).
+// Upgrade, HTTP2-Settings (RFC 7540 3.2.1); plus every name listed in the
+// message's Connection header (`connection_tokens`). Not Trailer: it names
+// the trailer fields to come end to end (RFC 9110 6.6.2; RFC 2616's list
+// had "Trailers", the TE token).
 bool IsHopByHop(std::string_view name, const ConnectionTokens& connection_tokens);
 
 // Whether `s` is an RFC 9110 5.6.2 token (a method, a field name): one or

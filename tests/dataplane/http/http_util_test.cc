@@ -25,6 +25,9 @@ TEST(ConnectionTokensTest, NamesListedInConnectionAreHopByHop) {
   // An h2c upgrade's settings, even when Connection does not name them
   // (before: forwarded upstream).
   EXPECT_TRUE(IsHopByHop("HTTP2-Settings", ConnectionTokens()));
+  // Trailer announces the trailer fields end to end (RFC 9110 6.6.2);
+  // before, it was dropped both ways.
+  EXPECT_FALSE(IsHopByHop("Trailer", ConnectionTokens()));
 }
 
 TEST(IsTokenTest, Rfc9110Tokens) {
