@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "api/credentials.h"
 #include "api/policy_registry.h"
+#include "api/regex_limit.h"
 #include "api/tls_material.h"
 #include "common/log.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -141,7 +142,7 @@ void CheckAddress(const std::string& address, absl::string_view field,
     sink.Add(std::string(field), "is required");
   } else if (!IsIpLiteral(address)) {
     sink.Add(std::string(field),
-             absl::StrCat("'", absl::CHexEscape(address),
+             absl::StrCat("'", Shown(address),
                           "' is not an IPv4 or IPv6 address (host names are "
                           "not resolved)"));
   }
@@ -161,6 +162,8 @@ void CheckRegex(const std::string& pattern, absl::string_view field,
   if (!re.ok()) {
     sink.Add(std::string(field), absl::StrCat("invalid RE2 regular expression '",
                                               pattern, "': ", re.error()));
+  } else if (std::string why = RegexProgramTooLarge(re); !why.empty()) {
+    sink.Add(std::string(field), why);
   }
 }
 
@@ -655,7 +658,7 @@ void CheckDomain(const std::string& domain, const std::string& field,
   }
   if (host.find('*') != absl::string_view::npos) ok = false;
   if (!ok) {
-    sink.Add(field, absl::StrCat("'", absl::CHexEscape(domain),
+    sink.Add(field, absl::StrCat("'", Shown(domain),
                                  "' must be a lower-case host name, '*.' "
                                  "followed by one, or '*'"));
     return;
@@ -885,7 +888,7 @@ void CheckNoControlByte(const std::string& value, const std::string& field, Erro
   for (size_t i = 0; i < value.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(value[i]);
     if (c < 0x20 || c == 0x7f) {
-      sink.Add(field, absl::StrCat("'", absl::CHexEscape(value), "' has a control byte at position ",
+      sink.Add(field, absl::StrCat("'", Shown(value), "' has a control byte at position ",
                                    i + 1, ": no request path holds one"));
       return;
     }
@@ -1548,6 +1551,39 @@ void ValidateReplacedRoutes(const RouteTable& table, const std::vector<uint32_t>
 
 }  // namespace
 
+namespace {
+
+// An error line as people and logs see it: at most kMaxErrorLineBytes of
+// it (cut on a UTF-8 boundary, with the size said), and its control bytes
+// (ESC, CR, LF, ...) written \xNN, so that a value a message quotes as it
+// was sent can neither drive a terminal nor forge a line of the audit log.
+// Before, a 25 MB value quoted in one error made a 131 MB audit line, and a
+// 4 KB one an answer over gRPC's metadata limit that sluicectl could not
+// read (field and reason lost).
+constexpr size_t kMaxErrorLineBytes = 1024;
+
+std::string PrintableLine(const std::string& line) {
+  std::string out;
+  size_t end = std::min(line.size(), kMaxErrorLineBytes);
+  // Not inside a UTF-8 sequence: back to its first byte.
+  while (end < line.size() && end > 0 && (static_cast<unsigned char>(line[end]) & 0xC0) == 0x80) {
+    --end;
+  }
+  out.reserve(end + 32);
+  for (size_t i = 0; i < end; ++i) {
+    const unsigned char c = static_cast<unsigned char>(line[i]);
+    if (c < 0x20 || c == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  if (end < line.size()) absl::StrAppend(&out, "...(", line.size(), " bytes)");
+  return out;
+}
+
+}  // namespace
+
 std::string ValidationError::ToString() const {
   std::string out;
   if (resource.first != config::v1::RESOURCE_KIND_UNSPECIFIED) {
@@ -1555,7 +1591,7 @@ std::string ValidationError::ToString() const {
   }
   if (!field.empty()) absl::StrAppend(&out, field, ": ");
   absl::StrAppend(&out, message);
-  return out;
+  return PrintableLine(out);
 }
 
 void ValidateResource(const Resource& resource,
@@ -2010,7 +2046,7 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
       if (!absl::StartsWith(value, "/")) continue;
       if (std::string why = UnmatchablePathReason(value, prefix); !why.empty()) {
         sink.Add(Join(route_at, prefix ? "match.prefix" : "match.path"),
-                 absl::StrCat("'", absl::CHexEscape(value), "' ", why,
+                 absl::StrCat("'", Shown(value), "' ", why,
                               "; no request would match"));
       }
     }
@@ -2101,13 +2137,21 @@ bool ListenerPlacedOn(const Listener& listener, absl::string_view group) {
 
 absl::Status ToStatus(const std::vector<ValidationError>& errors) {
   if (errors.empty()) return absl::OkStatus();
+  // At most 20 lines and about 6 KiB: the answer travels in a gRPC status,
+  // which a client refuses past its 8 KiB metadata limit.
   constexpr size_t kMaxShown = 20;
+  constexpr size_t kMaxShownBytes = 6 * 1024;
   std::vector<std::string> lines;
-  for (size_t i = 0; i < errors.size() && i < kMaxShown; ++i) {
-    lines.push_back(errors[i].ToString());
+  size_t bytes = 0;
+  size_t shown = 0;
+  for (; shown < errors.size() && shown < kMaxShown; ++shown) {
+    std::string line = errors[shown].ToString();
+    if (shown > 0 && bytes + line.size() > kMaxShownBytes) break;
+    bytes += line.size() + 1;
+    lines.push_back(std::move(line));
   }
-  if (errors.size() > kMaxShown) {
-    lines.push_back(absl::StrCat("... and ", errors.size() - kMaxShown, " more errors"));
+  if (errors.size() > shown) {
+    lines.push_back(absl::StrCat("... and ", errors.size() - shown, " more errors"));
   }
   return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
 }

@@ -348,6 +348,7 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
       api::ValidateAtApplyTime(resource, now, apply_time_errors);
       api::ValidateNewContent(resource, apply_time_errors);
       if (stored != base.resources.end()) digest->changed.insert(id);
+      digest->validate.insert(id);
     }
     digest->hashes[id] = hash;
     // ContentHash has just serialized it: its size is cached.
@@ -518,10 +519,13 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
   const std::string what =
       removed.size() == 1 ? api::Describe(*removed.begin())
                           : absl::StrCat(removed.size(), " resources");
+  // A delete changes no resource: only the rules across resources run.
+  const std::set<api::ResourceId> none;
   absl::StatusOr<ChangeResult> result =
       Commit(std::move(next), dry_run, context,
              absl::StrCat("cannot delete ", what, ": the rest of the config needs ",
-                          removed.size() == 1 ? "it" : "them"));
+                          removed.size() == 1 ? "it" : "them"),
+             {}, nullptr, false, nullptr, &none);
   if (result.ok()) return result;
   // The referrers' errors say a resource "does not exist": it still does.
   std::vector<std::pair<std::string, std::string>> rewrites;
@@ -577,7 +581,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::RollbackLocked(
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     api::ResourceMap next, bool dry_run, const ChangeContext& context,
     const std::string& refusal, std::vector<api::ValidationError> apply_time_errors,
-    const SplitChange* split_change, bool force, const NextDigest* digest) {
+    const SplitChange* split_change, bool force, const NextDigest* digest,
+    const std::set<api::ResourceId>* validate) {
   if (shutting_down()) {
     return absl::UnavailableError("sluice-control is shutting down");
   }
@@ -593,7 +598,8 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
       applied.insert(id);
     }
   }
-  std::vector<api::ValidationError> errors = api::ValidateState(next, nullptr, &applied);
+  if (digest != nullptr) validate = &digest->validate;
+  std::vector<api::ValidationError> errors = api::ValidateState(next, validate, &applied);
   api::CheckConsumerReferences(next, base->resources, &errors);
   errors.insert(errors.end(), std::make_move_iterator(apply_time_errors.begin()),
                 std::make_move_iterator(apply_time_errors.end()));

@@ -243,6 +243,9 @@ class ConfigState {
     std::map<api::ResourceId, int64_t> sizes;
     std::set<api::ResourceId> named;
     std::set<api::ResourceId> changed;
+    // Added or changed: the resources whose own rules Commit checks (the
+    // rest passed them when they were applied).
+    std::set<api::ResourceId> validate;
   };
   // api::ComputeDiff(from, to) where `to` is what Merge made with `digest`.
   static api::StateDiff DiffOf(const api::ResourceMap& from, const api::ResourceMap& to,
@@ -266,13 +269,19 @@ class ConfigState {
   };
   // `force`: a new version even when nothing changed (a decision to record).
   // `digest` (may be null: everything is compared and hashed) comes from
-  // Merge.
+  // Merge; with it, each resource's own rules run only for those it names
+  // in `validate`, as with `validate` (a delete: none); with neither, for
+  // every resource (a restore or rollback is held to today's rules). Before,
+  // every apply checked every stored resource again: 60 stored regexes
+  // that take 0.2 s each to compile made every apply take 10 s and more.
+  // The rules across resources always run over the whole state.
   absl::StatusOr<ChangeResult> Commit(api::ResourceMap next, bool dry_run,
                                       const ChangeContext& context,
                                       const std::string& refusal,
                                       std::vector<api::ValidationError> apply_time_errors = {},
                                       const SplitChange* split_change = nullptr, bool force = false,
-                                      const NextDigest* digest = nullptr)
+                                      const NextDigest* digest = nullptr,
+                                      const std::set<api::ResourceId>* validate = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   void Notify(bool shutting_down);
   // A version the shared store holds (another replica's commit): current

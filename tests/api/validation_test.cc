@@ -158,6 +158,67 @@ TEST(ValidationTest, BadRegexRejectedByRe2) {
             std::string::npos);
 }
 
+// A few bytes that compile to a huge program (0.2 s each to compile: 60 of
+// them made every apply and every proxy update take seconds) are refused,
+// wherever a config holds a regular expression; a large but usual one is not.
+TEST(ValidationTest, RegexProgramSizeIsBounded) {
+  const std::string huge = R"(/r(\\pL|\\pN){1,300})";
+  std::string e = ErrorsWith(absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { regex: ")", huge, R"(" } route { cluster: "users" } } } })"));
+  EXPECT_NE(e.find("virtual_hosts[0].routes[0].match.regex: the regular expression compiles to "),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("RE2 instructions, over the limit of 20000"), std::string::npos) << e;
+  e = ErrorsWith(absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" query_parameters { name: "q" regex: ")", huge,
+                              R"(" } } route { cluster: "users" } } } })"));
+  EXPECT_NE(e.find("query_parameters[0].regex: the regular expression compiles to "),
+            std::string::npos) << e;
+  EXPECT_EQ(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { regex: "/[\\pL\\pN_-]+/[a-z]{1,1000}" } route { cluster: "users" } } } })"),
+            "");
+}
+
+// What an error quotes is printable and bounded: a control byte a message
+// quotes raw is written \xNN (it reached terminals and the audit log as an
+// escape sequence), a line is at most 1 KiB, and the whole answer about
+// 6 KiB (a 4 KB value made an answer over gRPC's metadata limit, and
+// sluicectl showed no field and no reason; a 25 MB one a 131 MB audit line).
+TEST(ValidationTest, ErrorsArePrintableAndBounded) {
+  std::vector<ValidationError> errors;
+  errors.push_back({{config::v1::CLUSTER, "c"}, "hash_policy.header",
+                    "'x\x1b]0;PWNED\x07\r\nforged' is not a valid header name"});
+  EXPECT_EQ(ToStatus(errors).message(),
+            "Cluster \"c\": hash_policy.header: 'x\\x1b]0;PWNED\\x07\\x0d\\x0aforged' is not a "
+            "valid header name");
+  errors.clear();
+  errors.push_back({{config::v1::CLUSTER, "c"}, "address", std::string(10 << 20, 'a')});
+  std::string message(ToStatus(errors).message());
+  EXPECT_LT(message.size(), 1100u);
+  EXPECT_TRUE(absl::EndsWith(message, "...(10485782 bytes)")) << message.substr(1000);
+  // A cut never splits a UTF-8 sequence.
+  errors.clear();
+  std::string accents;
+  for (int i = 0; i < 1000; ++i) accents += "\xc3\xa9";
+  errors.push_back({{config::v1::CLUSTER, "c"}, "", accents});
+  message = std::string(ToStatus(errors).message());
+  const size_t cut = message.find("...(");
+  ASSERT_NE(cut, std::string::npos);
+  EXPECT_NE(static_cast<unsigned char>(message[cut - 1]), 0xc3);
+  // 20 errors of a KiB each: about 6 KiB shown, the rest counted.
+  errors.clear();
+  for (int i = 0; i < 20; ++i) {
+    errors.push_back({{config::v1::CLUSTER, absl::StrCat("c", i)}, "", std::string(1000, 'v')});
+  }
+  message = std::string(ToStatus(errors).message());
+  EXPECT_LT(message.size(), 7 * 1024u);
+  EXPECT_TRUE(absl::EndsWith(message, "... and 14 more errors")) << message.substr(message.size() - 40);
+  // A long address is quoted cut, not whole.
+  std::string e = ErrorsWith(absl::StrCat(R"(cluster { name: "c" endpoints { address: ")",
+                                          std::string(100000, 'a'), R"(" port: 80 } })"));
+  EXPECT_LT(e.size(), 1100u) << e.size();
+  EXPECT_NE(e.find("endpoints[0].address"), std::string::npos) << e.substr(0, 200);
+}
+
 TEST(ValidationTest, UnknownClusterReference) {
   EXPECT_EQ(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" } route { cluster: "nope" } } } })"),

@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "api/regex_limit.h"
 #include "re2/re2.h"
 
 namespace sluice::policy::cors {
@@ -83,6 +84,9 @@ absl::StatusOr<OriginPattern> ParseOriginPattern(std::string_view entry) {
     if (!re.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("invalid RE2 regular expression '", pattern, "': ", re.error()));
+    }
+    if (std::string why = api::RegexProgramTooLarge(re); !why.empty()) {
+      return absl::InvalidArgumentError(why);
     }
     return OriginPattern{OriginPattern::Kind::kRegex, std::move(pattern)};
   }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "api/regex_limit.h"
 #include "re2/re2.h"
 
 namespace sluice::policy::request_transformer {
@@ -55,6 +56,10 @@ int PathRewrite::Check(
   RE2 re(Piece(regex), Options());
   if (!re.ok()) {
     errors->emplace_back(regex_field, absl::StrCat("RE2 error: ", re.error()));
+    return kMaxCaptures;
+  }
+  if (std::string why = api::RegexProgramTooLarge(re); !why.empty()) {
+    errors->emplace_back(regex_field, why);
     return kMaxCaptures;
   }
   const int captures = std::min(re.NumberOfCapturingGroups(), kMaxCaptures);

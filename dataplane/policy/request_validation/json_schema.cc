@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "api/regex_limit.h"
 #include "re2/re2.h"
 
 namespace sluice::policy::request_validation {
@@ -470,6 +471,9 @@ absl::Status CompilePattern(element e, const std::string& pointer, Node* node) {
   options.set_log_errors(false);
   auto re = std::make_unique<RE2>(re2::StringPiece(text.data(), text.size()), options);
   if (!re->ok()) return SchemaError(pointer, absl::StrCat("invalid RE2 pattern: ", re->error()));
+  if (std::string why = api::RegexProgramTooLarge(*re); !why.empty()) {
+    return SchemaError(pointer, why);
+  }
   node->pattern = std::move(re);
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "api/regex_limit.h"
 #include "dataplane/policy/request_validation/json_schema.h"
 #include "dataplane/policy/request_validation/request_rules.h"
 #include "dataplane/policy/request_validation/request_validation_config.pb.h"
@@ -60,6 +61,8 @@ void ValidateRules(const Rules& rules, const std::string& list, bool headers,
       RE2 re(rule.pattern(), options);
       if (!re.ok()) {
         errors->push_back({field + ".pattern", absl::StrCat("invalid RE2 pattern: ", re.error())});
+      } else if (std::string why = api::RegexProgramTooLarge(re); !why.empty()) {
+        errors->push_back({field + ".pattern", why});
       }
     }
     if (!rule.required() && rule.pattern().empty()) {

@@ -95,6 +95,14 @@ TEST(CorsConfigTest, OriginsAreRequiredAndBounded) {
             1u);
 }
 
+TEST(CorsConfigTest, ARegexThatCompilesHugeIsRefused) {
+  auto errors = Errors(Origins({"~https://(\\pL){1,100}\\.example"}));
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].field, "origins[0]");
+  EXPECT_TRUE(absl::StartsWith(errors[0].message, "the regular expression compiles to "))
+      << errors[0].message;
+}
+
 TEST(CorsConfigTest, EachOriginIsAnOriginAStarOrARegex) {
   auto errors = Errors(Origins({"https://app.example.com", "https://app.example.com/",
                                 "app.example.com", "https://a.example:99999", "~(", "~", "null",

@@ -692,6 +692,9 @@ TEST(RequestTransformerTest, ErrorsNameTheField) {
 }
 
 TEST(RequestTransformerTest, PathErrors) {
+  EXPECT_TRUE(absl::StrContains(Errors(R"pb(path { regex: "/(\\pL){1,100}" rewrite: "/b" })pb"),
+                                "path.regex: the regular expression compiles to "))
+      << Errors(R"pb(path { regex: "/(\\pL){1,100}" rewrite: "/b" })pb");
   EXPECT_TRUE(
       absl::StrContains(Errors(R"pb(path { regex: "/(a" rewrite: "/b" })pb"),
                         "path.regex: RE2 error: missing ): /(a"))

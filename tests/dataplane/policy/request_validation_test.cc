@@ -381,6 +381,9 @@ TEST(JsonSchemaTest, SchemaErrorsNameTheKeywordByPointer) {
   EXPECT_EQ(SchemaError(R"({"minimum": 3, "maximum": 2.5})"), "/maximum: is less than minimum");
   EXPECT_EQ(SchemaError(R"({"pattern": "(a"})"), "/pattern: invalid RE2 pattern: missing ): (a");
   EXPECT_EQ(SchemaError(R"({"pattern": 1})"), "/pattern: must be a string (an RE2 pattern)");
+  EXPECT_TRUE(absl::StartsWith(SchemaError(R"({"pattern": "(\\pL){1,100}"})"),
+                               "/pattern: the regular expression compiles to "))
+      << SchemaError(R"({"pattern": "(\\pL){1,100}"})");
   EXPECT_EQ(SchemaError(absl::StrCat("{\"pattern\": \"", std::string(1025, 'a'), "\"}")),
             "/pattern: at most 1024 bytes");
   EXPECT_EQ(SchemaError(R"({"items": [{}, {}]})"),
