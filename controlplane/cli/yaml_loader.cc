@@ -34,6 +34,29 @@
 namespace sluice::cli {
 namespace {
 
+// A config duration as operators write it (5s, 250ms, 1m30s, 720h) in whole
+// nanoseconds: "" and `*nanos`, or why not. A fraction of a nanosecond
+// ("0.1ns") is refused rather than read as 0s, which turns most timeouts
+// off; so is "inf" or anything past 100 years (it was read as int64's
+// 2562047h47m16s and reported so).
+std::string ParseConfigDuration(const std::string& text, int64_t* nanos) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+    return absl::StrCat("'", text, "' is not a duration (examples: 5s, 250ms, 1m)");
+  }
+  if (d >= absl::Hours(24 * 365 * 100)) {
+    return absl::StrCat("'", text, "' is not a duration this config takes: over 100 years");
+  }
+  *nanos = absl::ToInt64Nanoseconds(d);
+  // absl keeps quarters of a nanosecond: "0.1ns" (or "-0.1ns") is exactly 0.
+  const bool below_resolution =
+      d == absl::ZeroDuration() && text.find_first_of("123456789") != std::string::npos;
+  if (absl::Nanoseconds(*nanos) != d || below_resolution) {
+    return absl::StrCat("'", text, "' is not a whole number of nanoseconds");
+  }
+  return "";
+}
+
 // The error for an unsigned field's value `text`: not a number, or past
 // the field's range (a value over 2^32 - 1 is not "negative").
 std::string IntegerRangeError(const std::string& text, bool is32) {
@@ -330,13 +353,11 @@ class SpecConverter {
   bool ConvertDuration(const Node& node, const std::string& path, std::string* json) {
     if (!node.IsScalar()) return Fail(node, path, "expected a duration such as 5s or 250ms");
     std::string text = node.Scalar();
-    absl::Duration d;
     // Accept what operators write (250ms, 1m30s, 5s) and emit protobuf's form.
-    if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
-      return Fail(node, path, absl::StrCat("'", text,
-                                           "' is not a duration (examples: 5s, 250ms, 1m)"));
+    int64_t nanos = 0;
+    if (std::string why = ParseConfigDuration(text, &nanos); !why.empty()) {
+      return Fail(node, path, why);
     }
-    int64_t nanos = absl::ToInt64Nanoseconds(d);
     *json = Quote(absl::StrFormat("%d.%09ds", nanos / 1000000000, nanos % 1000000000));
     return true;
   }
@@ -581,12 +602,9 @@ class DirectConverter {
   Outcome FillDuration(const Node& node, google::protobuf::Message* message) {
     if (!node.IsScalar()) return Fail(node, "expected a duration such as 5s or 250ms");
     const std::string& text = node.Scalar();
-    absl::Duration d;
-    if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
-      return Fail(node, absl::StrCat("'", text, "' is not a duration (examples: 5s, 250ms, 1m)"));
-    }
     // As SpecConverter's "S.NNNNNNNNNs" reads back.
-    int64_t nanos = absl::ToInt64Nanoseconds(d);
+    int64_t nanos = 0;
+    if (std::string why = ParseConfigDuration(text, &nanos); !why.empty()) return Fail(node, why);
     auto* duration = static_cast<google::protobuf::Duration*>(message);
     duration->set_seconds(nanos / 1000000000);
     duration->set_nanos(static_cast<int32_t>(nanos % 1000000000));

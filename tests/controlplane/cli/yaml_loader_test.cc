@@ -90,6 +90,15 @@ TEST(YamlLoaderTest, TypeErrors) {
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout: soon\n")
                 .find("spec.connect_timeout: 'soon' is not a duration"),
             std::string::npos);
+  // What would be read as another duration than written: refused, not 0s
+  // (which turns most timeouts off) or int64's 2562047h47m16s.
+  for (const char* bad : {"0.1ns", "-0.1ns", "0.3ns", "0.00001us", "inf", "9999999999h"}) {
+    const std::string error =
+        Error(absl::StrCat("kind: Cluster\nname: a\nspec:\n  connect_timeout: ", bad, "\n"));
+    EXPECT_NE(error.find(absl::StrCat("spec.connect_timeout: '", bad, "' is not a")),
+              std::string::npos)
+        << error;
+  }
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  endpoints: {address: x}\n")
                 .find("spec.endpoints: expected a list"),
             std::string::npos);
