@@ -57,6 +57,7 @@
 #include "api/resource.h"
 #include "common/flags.h"
 #include "common/pem_file.h"
+#include "common/utf8.h"
 #include "controlplane/cli/yaml_loader.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -462,27 +463,6 @@ std::string FormatTime(const google::protobuf::Timestamp& t) {
 // Who makes a change, as far as this machine knows: $USER@hostname. The
 // control plane records it as given unless it requires tokens (then it
 // records the token's name).
-// The byte offset of the first byte that is not part of valid UTF-8 in
-// `text`, or npos (the API's text fields are protobuf strings: UTF-8).
-size_t InvalidUtf8At(absl::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > text.size() || (n == 2 && c < 0xc2)) return i;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return i;
-    }
-    const unsigned char d = static_cast<unsigned char>(n > 1 ? text[i + 1] : 0);
-    if ((n == 3 && ((c == 0xe0 && d < 0xa0) || (c == 0xed && d >= 0xa0))) ||
-        (n == 4 && ((c == 0xf0 && d < 0x90) || (c == 0xf4 && d >= 0x90) || c > 0xf4))) {
-      return i;  // overlong, a surrogate, or past U+10FFFF
-    }
-    i += n;
-  }
-  return absl::string_view::npos;
-}
-
 std::string Author() {
   // $USER, else $LOGNAME, else the account of the effective uid (cron,
   // `docker exec` and systemd units often set neither), as git does.
@@ -495,7 +475,7 @@ std::string Author() {
   if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
   std::string author = absl::StrCat(user && *user ? user : "unknown", "@", *host ? host : "unknown");
   // A $USER that is not UTF-8 would make every change fail: escaped.
-  if (InvalidUtf8At(author) != absl::string_view::npos) author = absl::CHexEscape(author);
+  if (common::InvalidUtf8At(std::string_view(author)) != std::string_view::npos) author = absl::CHexEscape(author);
   return author.size() > api::kMaxAuthorBytes ? author.substr(0, api::kMaxAuthorBytes) : author;
 }
 
@@ -508,7 +488,7 @@ struct ChangeFlags {
 bool ParseChangeFlags(const ParsedFlags& flags, ChangeFlags* out, std::string* error) {
   if (auto it = flags.values.find("m"); it != flags.values.end()) {
     out->message = it->second;
-    if (size_t at = InvalidUtf8At(out->message); at != absl::string_view::npos) {
+    if (size_t at = common::InvalidUtf8At(std::string_view(out->message)); at != std::string_view::npos) {
       *error = absl::StrCat("-m: not valid UTF-8 (byte ", at + 1, ")");
       return false;
     }

@@ -24,6 +24,7 @@
 #include "api/discovery.h"
 #include "api/policy_registry.h"
 #include "api/validation.h"
+#include "common/utf8.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -298,6 +299,14 @@ class SpecConverter {
     const std::string text = node.Scalar();
     switch (field->cpp_type()) {
       case FieldDescriptor::CPPTYPE_STRING:
+        // Said here, with the field's path and line: the JSON parser's own
+        // message named neither ("Encountered non UTF-8 code points").
+        if (field->type() == FieldDescriptor::TYPE_STRING) {
+          if (size_t at = common::InvalidUtf8At(text); at != std::string::npos) {
+            return Fail(node, path, absl::StrCat("is not valid UTF-8 (byte ", at, " of ",
+                                                 text.size(), ")"));
+          }
+        }
         *json = Quote(text);
         return true;
       case FieldDescriptor::CPPTYPE_BOOL:

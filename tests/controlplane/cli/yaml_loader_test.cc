@@ -90,6 +90,10 @@ TEST(YamlLoaderTest, TypeErrors) {
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout: soon\n")
                 .find("spec.connect_timeout: 'soon' is not a duration"),
             std::string::npos);
+  // Bytes that are not UTF-8 in a text field: the field and its line (the
+  // JSON parser's message named neither).
+  EXPECT_EQ(Error("kind: Cluster\nname: a\nspec:\n  endpoints:\n    - {address: \"1\xc0\xaf\", port: 80}\n"),
+            "f.yaml, document 1, line 5: spec.endpoints[0].address: is not valid UTF-8 (byte 1 of 3)");
   // What would be read as another duration than written: refused, not 0s
   // (which turns most timeouts off) or int64's 2562047h47m16s.
   for (const char* bad : {"0.1ns", "-0.1ns", "0.3ns", "0.00001us", "inf", "9999999999h"}) {
