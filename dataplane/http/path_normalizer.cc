@@ -24,46 +24,50 @@ int HexValue(char c) {
 }
 
 // False when NormalizePath would return `path` as it is: nothing to decode,
-// reject or convert, no dot segment, no slashes to merge. Then `*ambiguous`
-// says whether it holds a kept '\', "//" or ';' (NormalizedPath::ambiguous).
-bool MayChange(std::string_view path, const PathNormalizeOptions& options, bool* ambiguous) {
+// reject or convert, no dot segment, no slashes to merge, no parameters to
+// drop.
+bool MayChange(std::string_view path, const PathNormalizeOptions& options) {
   for (size_t i = 0; i < path.size(); ++i) {
     const char c = path[i];
     if (c == '%' || c == '#') return true;
-    if (c == ';') {
-      if (options.strip_path_parameters) return true;
-      *ambiguous = true;
-    }
-    if (c == '\\') {
-      if (options.backslashes != BackslashAction::kKeep) return true;
-      *ambiguous = true;
-    }
+    if (c == ';' && options.strip_path_parameters) return true;
+    if (c == '\\' && options.backslashes != BackslashAction::kKeep) return true;
     if (c == '/' && i + 1 < path.size()) {
       const char next = path[i + 1];
       // Also true for names that merely start with '.' ("/.well-known"):
       // the slow path leaves those alone.
       if (next == '.') return true;
-      if (next == '/') {
-        if (options.merge_slashes) return true;
-        *ambiguous = true;
-      }
+      if (next == '/' && options.merge_slashes) return true;
     }
+  }
+  return false;
+}
+
+// Whether a normalised `path` holds what some upstreams read otherwise than
+// the gateway does: "//", '\\', ';', or an escaped slash ("%2F", "%5C":
+// upper-case, as normalised).
+bool ReadsOtherwise(std::string_view path) {
+  for (size_t i = 0; i < path.size(); ++i) {
+    const char c = path[i];
+    if (c == '\\' || c == ';') return true;
+    if (c == '/' && i + 1 < path.size() && path[i + 1] == '/') return true;
+    if (c == '%' && i + 2 < path.size() && path[i + 1] == '2' && path[i + 2] == 'F') return true;
+    if (c == '%' && i + 2 < path.size() && path[i + 1] == '5' && path[i + 2] == 'C') return true;
   }
   return false;
 }
 
 // Step 1: `path` with percent-encodings decoded or canonicalised and
 // backslashes handled, appended to `out`. Sets `*decoded_slash` when an
-// escaped slash was decoded, `*ambiguous` when one, or a backslash, was kept.
+// escaped slash was decoded.
 absl::Status DecodePath(std::string_view path,
                         const PathNormalizeOptions& options, std::string* out,
-                        bool* decoded_slash, bool* ambiguous) {
+                        bool* decoded_slash) {
   constexpr char kUpperHex[] = "0123456789ABCDEF";
   auto add_backslash = [&]() -> absl::Status {
     switch (options.backslashes) {
       case BackslashAction::kKeep:
         out->push_back('\\');
-        *ambiguous = true;
         return absl::OkStatus();
       case BackslashAction::kReject:
         return absl::InvalidArgumentError("backslash in path");
@@ -77,7 +81,6 @@ absl::Status DecodePath(std::string_view path,
     const char c = path[i];
     if (c == '#')
       return absl::InvalidArgumentError("fragment in request target");
-    if (c == ';' && !options.strip_path_parameters) *ambiguous = true;
     if (c == '\\') {
       if (absl::Status s = add_backslash(); !s.ok()) return s;
       continue;
@@ -101,7 +104,6 @@ absl::Status DecodePath(std::string_view path,
     if (value == '/' || value == '\\') {
       switch (options.escaped_slashes) {
         case EscapedSlashAction::kKeep:
-          *ambiguous = true;
           break;  // Canonicalised below like any other escape.
         case EscapedSlashAction::kReject:
           return absl::InvalidArgumentError("escaped slash in path");
@@ -223,25 +225,26 @@ absl::StatusOr<NormalizedPath> NormalizePath(
   const size_t query_begin = std::min(target.find('?'), target.size());
   const std::string_view path = target.substr(0, query_begin);
   const std::string_view query = target.substr(query_begin);  // "?..." or empty
-  if (!MayChange(path, options, &result.ambiguous)) {
+  if (!MayChange(path, options)) {
     result.target.assign(target);
+    result.ambiguous = ReadsOtherwise(path);
     return result;
   }
 
   result.target.reserve(target.size());
   bool decoded_slash = false;
   if (absl::Status s =
-          DecodePath(path, options, &result.target, &decoded_slash, &result.ambiguous);
+          DecodePath(path, options, &result.target, &decoded_slash);
       !s.ok()) {
     return s;
   }
   if (options.strip_path_parameters) StripPathParameters(&result.target);
+  if (options.merge_slashes_first) MergeSlashes(&result.target);
   RemoveDotSegments(&result.target);
-  if (options.merge_slashes) {
-    MergeSlashes(&result.target);
-  } else if (result.target.find("//") != std::string::npos) {
-    result.ambiguous = true;
-  }
+  if (options.merge_slashes) MergeSlashes(&result.target);
+  // What goes upstream is what an upstream reads: the check is on the
+  // result (normalising can make "//" or "..;" meet).
+  result.ambiguous = ReadsOtherwise(result.target);
   result.target.append(query);
   result.changed = result.target != target;
   result.redirect =

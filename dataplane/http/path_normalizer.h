@@ -5,7 +5,7 @@
 // upstream resolves each of them to `/admin`. What the listener's options
 // keep and some upstreams read as separators (`//`, `%2F`, `%5C`, '\') is
 // flagged (NormalizedPath::ambiguous) for the caller to route again as
-// kAmbiguousReading reads it.
+// kAmbiguousReadings read it.
 //
 // What NormalizePath does to the path (the part of the target before the
 // first '?'; the query, '?' included, is kept byte for byte):
@@ -77,8 +77,13 @@ struct PathNormalizeOptions {
   BackslashAction backslashes = BackslashAction::kKeep;
   // Path parameters (RFC 3986 3.3: from a raw ';' to the segment's end) are
   // dropped before dot segments are removed, as Tomcat and Jetty read a
-  // path ("/x/..;/admin" is their "/admin"). Only kAmbiguousReading sets it.
+  // path ("/x/..;/admin" is their "/admin"). Only the readings of
+  // kAmbiguousReadings set it.
   bool strip_path_parameters = false;
+  // Runs of '/' become one before dot segments are removed too, as nginx
+  // and Tomcat do ("/x//../admin" is their "/admin", Envoy's "/x/admin").
+  // Only the readings of kAmbiguousReadings set it.
+  bool merge_slashes_first = false;
 };
 
 struct NormalizedPath {
@@ -89,19 +94,22 @@ struct NormalizedPath {
   // kUnescapeAndRedirect decoded at least one escaped slash: answer with a
   // redirect to `target` (307 keeps the method and body) rather than forward.
   bool redirect = false;
-  // `target` holds what an upstream may read as another path than the
-  // gateway does: a `%2F` or `%5C` kept encoded, a '\' kept, or "//" kept
+  // `target`'s path holds what an upstream may read as another path than
+  // the gateway does: a `%2F` or `%5C` kept encoded, a '\\', "//" or a ';'
   // (nginx merges slashes and decodes `%2F` before resolving dot segments,
-  // IIS reads '\' as '/'). The caller checks that the reading with
-  // kAmbiguousReading routes the same (ProxyStream refuses it otherwise).
+  // IIS reads '\\' as '/', Tomcat drops ";parameters"). The caller checks
+  // that `target` read each way of kAmbiguousReadings routes the same
+  // (ProxyStream refuses it otherwise).
   bool ambiguous = false;
 };
 
-// The options that read a path as the most liberal upstream would: escaped
-// slashes decoded, backslashes as slashes, path parameters dropped, runs of
-// slashes merged.
-inline constexpr PathNormalizeOptions kAmbiguousReading{
-    true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true};
+// The ways liberal upstreams read a path: escaped slashes decoded,
+// backslashes as slashes, path parameters dropped, runs of slashes merged,
+// before dot segments are removed (nginx, Tomcat) or after (Envoy).
+inline constexpr PathNormalizeOptions kAmbiguousReadings[] = {
+    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true, true},
+    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true, false},
+};
 
 // Whether the path of `target` (up to '?') has a "." or ".." segment. A
 // normalised path has none; a prefix_rewrite can make one ("/api../x" with

@@ -24,17 +24,23 @@ namespace {
 
 using http::AppendHeader;
 
-// Whether `sent_target`, read as the most liberal upstream reads a path
-// (http::kAmbiguousReading: %2F and %5C decoded, '\' as '/', "//" as '/'),
-// routes where `match` did: else an upstream that reads it so would serve
-// a path whose route (and policies) the gateway did not apply.
-bool ReadsAsSameRoute(std::string_view sent_target, router::RouteRequest request,
-                      const router::MatchResult& match, const router::RouteTable& table) {
-  auto liberal = http::NormalizePath(sent_target, http::kAmbiguousReading);
-  if (!liberal.ok()) return false;
-  request.path_and_query = liberal->target;
-  const router::MatchResult other = table.Match(request);
-  return other.kind == match.kind && other.route == match.route;
+// Whether the target going upstream (`request.path_and_query`), read each
+// way liberal upstreams read a path (http::kAmbiguousReadings: %2F and %5C
+// decoded, '\\' as '/', ";parameters" dropped, "//" as '/' before or after
+// dot segments), routes where `match` did: else an upstream that reads it
+// so would serve a path whose route (and policies) the gateway did not
+// apply.
+bool ReadsAsSameRoute(router::RouteRequest request, const router::MatchResult& match,
+                      const router::RouteTable& table) {
+  const std::string_view forwarded = request.path_and_query;
+  for (const http::PathNormalizeOptions& reading : http::kAmbiguousReadings) {
+    auto liberal = http::NormalizePath(forwarded, reading);
+    if (!liberal.ok()) return false;
+    request.path_and_query = liberal->target;
+    const router::MatchResult other = table.Match(request);
+    if (other.kind != match.kind || other.route != match.route) return false;
+  }
+  return true;
 }
 
 // x-consumer-* and x-anonymous-consumer: what authentication policies tell
@@ -568,7 +574,6 @@ void ProxyStream::Start(const RequestHead& request) {
   }
   // One path for routing, policies and the upstream: normalised (dot
   // segments, percent-encoding, the listener's slash options).
-  const std::string_view sent_target = head.target;  // outlives this function's work
   auto normalized = http::NormalizePath(head.target, listener.path_normalization);
   if (!normalized.ok()) {
     response_flag_ = "bad_request";
@@ -635,8 +640,7 @@ void ProxyStream::Start(const RequestHead& request) {
                       {{"allow", match.allowed_methods}});
     return;
   }
-  if (normalized->ambiguous &&
-      !ReadsAsSameRoute(sent_target, route_request, match, *listener.route_table)) {
+  if (normalized->ambiguous && !ReadsAsSameRoute(route_request, match, *listener.route_table)) {
     response_flag_ = "bad_request";
     SendLocalResponse(
         400,

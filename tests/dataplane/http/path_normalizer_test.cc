@@ -224,13 +224,22 @@ TEST(PathNormalizerTest, AmbiguousNamesWhatAnUpstreamMayReadOtherwise) {
   // Path parameters: Tomcat reads "/x/..;/admin" as "/admin".
   EXPECT_TRUE(ambiguous("/x/..;/admin"));
   EXPECT_TRUE(ambiguous("/a;jsessionid=1"));
-  EXPECT_EQ(Normalize("/x/..;/admin", kAmbiguousReading), "/admin");
-  EXPECT_EQ(Normalize("/x;p=1/y;q", kAmbiguousReading), "/x/y");
-  EXPECT_EQ(Normalize("/x/..;%2F..;%5Cadmin;v", kAmbiguousReading), "/admin");
-  EXPECT_EQ(Normalize("/x;a%3Bb/y", kAmbiguousReading), "/x/y");
+  EXPECT_EQ(Normalize("/x/..;/admin", kAmbiguousReadings[0]), "/admin");
+  EXPECT_EQ(Normalize("/x;p=1/y;q", kAmbiguousReadings[0]), "/x/y");
+  EXPECT_EQ(Normalize("/x/..;%2F..;%5Cadmin;v", kAmbiguousReadings[0]), "/admin");
+  EXPECT_EQ(Normalize("/x;a%3Bb/y", kAmbiguousReadings[0]), "/x/y");
+  // Slashes merged before dot segments (nginx, Tomcat) or after (Envoy).
+  EXPECT_EQ(Normalize("/x//../admin", kAmbiguousReadings[0]), "/admin");
+  EXPECT_EQ(Normalize("/x//../admin", kAmbiguousReadings[1]), "/x/admin");
+  // What normalising makes meet counts: "/x//..;/admin" merged is
+  // "/x/..;/admin", Tomcat's "/admin".
+  PathNormalizeOptions merge_reject = Merge();
+  merge_reject.escaped_slashes = EscapedSlashAction::kReject;
+  EXPECT_EQ(Normalize("/x//..;/admin", merge_reject), "/x/..;/admin");
+  EXPECT_TRUE(ambiguous("/x//..;/admin", merge_reject));
   // The liberal reading itself is never ambiguous.
-  EXPECT_FALSE(ambiguous("/x/..%2F\\/%5C/a;b", kAmbiguousReading));
-  EXPECT_EQ(Normalize("/x/..%2F\\/%5C/a", kAmbiguousReading), "/a");
+  EXPECT_FALSE(ambiguous("/x/..%2F\\/%5C/a;b", kAmbiguousReadings[0]));
+  EXPECT_EQ(Normalize("/x/..%2F\\/%5C/a", kAmbiguousReadings[0]), "/a");
 }
 
 TEST(PathNormalizerTest, EscapedSlashesRejected) {
