@@ -206,16 +206,27 @@ struct CompiledMutations {
   std::vector<std::string> remove;
   std::vector<std::pair<std::string, ValueTemplate>> set;
   std::vector<std::pair<std::string, ValueTemplate>> add;
+  // `remove`'s names and `set`'s: the fields whose values are the
+  // policy's, or none (a trailer of such a name is dropped too).
+  std::vector<std::string> owned;
 
   bool empty() const { return remove.empty() && set.empty() && add.empty(); }
 
   void Apply(http::HeaderMap& headers, const http::StreamInfo& info) const {
-    for (const std::string& name : remove) headers.Remove(name);
+    // A field removed or set goes in every spelling CGI, WSGI, Rack and PHP
+    // read as the same variable (`X_Client_Cert` for `x-client-cert`):
+    // else a client's `X_Client_Cert` reached the upstream next to the
+    // value the policy set, as HTTP_X_CLIENT_CERT (CVE-2024-45614's class).
+    for (const std::string& name : remove) {
+      headers.Remove(name);
+      headers.RemoveOtherCgiSpellings(name);
+    }
     // A value that renders empty (%CONSUMER% with no consumer, a TLS
     // variable over plain HTTP) sends no empty field, as nginx and Envoy
     // leave it out: `set` still takes the fields of that name away (so a
     // client cannot supply the value), `add` adds nothing.
     for (const auto& [name, value] : set) {
+      headers.RemoveOtherCgiSpellings(name);
       std::string rendered = value.Render(info);
       if (rendered.empty()) {
         headers.Remove(name);
@@ -233,10 +244,12 @@ struct CompiledMutations {
 absl::StatusOr<CompiledMutations> Compile(const v1::HeaderMutations& m) {
   CompiledMutations out;
   out.remove.assign(m.remove().begin(), m.remove().end());
+  out.owned = out.remove;
   for (const auto& v : m.set()) {
     auto t = ValueTemplate::Parse(v.value());
     if (!t.ok()) return t.status();
     out.set.emplace_back(v.name(), std::move(*t));
+    out.owned.push_back(v.name());
   }
   for (const auto& v : m.add()) {
     auto t = ValueTemplate::Parse(v.value());
@@ -276,11 +289,14 @@ class HeadersFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "headers"; }
   bool edits_every_answer() const override { return !response_.empty(); }
+  // What it removes or sets: a trailer of that name would otherwise reach
+  // an upstream (a client) that merges trailers into the head, even when
+  // the set value rendered empty and the head has no such field.
   const std::vector<std::string>& removed_request_fields() const override {
-    return request_.remove;
+    return request_.owned;
   }
   const std::vector<std::string>& removed_response_fields() const override {
-    return response_.remove;
+    return response_.owned;
   }
 
  private:

@@ -255,6 +255,37 @@ TEST(HeadersPolicyTest, AValueThatRendersEmptySendsNoField) {
   EXPECT_EQ(again.Get("x-client-cert"), nullptr);
 }
 
+// A field the policy sets or removes reaches the upstream in no other
+// spelling CGI-style servers read as the same variable (`X_Client_Cert` was
+// forwarded next to the set `x-client-cert`: HTTP_X_CLIENT_CERT), and a
+// trailer of that name is dropped even when the head has none (a set value
+// that rendered empty).
+TEST(HeadersPolicyTest, SetAndRemovedFieldsGoInEverySpelling) {
+  auto filter = MakeFilter(R"pb(
+    request {
+      set { name: "x-client-cert" value: "%TLS_CLIENT_SUBJECT%" }
+      remove: "x-debug"
+    }
+    response { set { name: "x-served-by" value: "gw" } }
+  )pb");
+  FakeCallbacks callbacks;
+  callbacks.info_.tls_peer_subject = "CN=alice";
+  http::HeaderMap request;
+  request.Add("X_Client_Cert", "CN=admin");
+  request.Add("x-client_cert", "CN=admin");
+  request.Add("X_DEBUG", "1");
+  request.Add("x-other_name", "kept");
+  filter->OnRequestHeaders(request, callbacks);
+  ASSERT_EQ(request.size(), 2u);
+  ASSERT_NE(request.Get("x-client-cert"), nullptr);
+  EXPECT_EQ(*request.Get("x-client-cert"), "CN=alice");
+  EXPECT_NE(request.Get("x-other_name"), nullptr);
+  const http::FilterFactory& factory = *factories_.back();
+  EXPECT_EQ(factory.removed_request_fields(),
+            (std::vector<std::string>{"x-debug", "x-client-cert"}));
+  EXPECT_EQ(factory.removed_response_fields(), (std::vector<std::string>{"x-served-by"}));
+}
+
 TEST(HeadersPolicyTest, TlsVariablesAreEmptyOverPlainHttpAndControlBytesAreNeutralized) {
   auto filter = MakeFilter(R"pb(request { set { name: "x-client-cert" value: "[%TLS_CLIENT_SUBJECT%]" } })pb");
   FakeCallbacks callbacks;
