@@ -85,7 +85,7 @@ common::OpsReply AdminServer::Answer(const common::OpsRequest& request) {
   } else if (path == "/metrics" || path == "/stats") {
     // /metrics is the Prometheus convention; /stats stays as an alias.
     reply.body = handlers_.stats();
-    reply.content_type = "text/plain; version=0.0.4";
+    reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
   } else if (path == "/config_dump") {
     reply.body = handlers_.config_dump();
     reply.content_type = "application/json";

@@ -87,6 +87,16 @@ absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string
           absl::StrCat("--control-plane \"", std::string(flag), "\": address ", i + 1, " of ",
                        parts.size(), " is empty (give HOST:PORT[,HOST:PORT...])"));
     }
+    // A name with a control character or a quote is no host nor URI: it
+    // reached the log as a line of its own.
+    for (char c : address) {
+      const unsigned char u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u == 0x7f || c == '"' || c == '\\' || c == ' ') {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--control-plane: address ", i + 1, " has a control character, a space, a quote or "
+            "a backslash"));
+      }
+    }
     // gRPC would dial "h:99999" as port 34463 and "h" as port 443. A gRPC
     // target URI (dns:///host:port, unix:/path) is gRPC's to read.
     if (address.find('/') == std::string::npos) {

@@ -69,7 +69,8 @@ bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
   const std::string_view dashed(buffer, name.size());
   if (IsConsumerField(dashed)) return true;
   for (std::string_view field : {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                                 "x-forwarded-port", "x-request-id", "x-real-ip"}) {
+                                 "x-forwarded-port", "x-request-id", "x-real-ip",
+                                 "x-forwarded-client-cert"}) {
     if (dashed == field) return true;
   }
   return false;
@@ -192,7 +193,8 @@ bool ForwardableTrailer(std::string_view name) {
        {"content-length", "host", "content-type", "content-encoding", "content-range",
         "authorization", "set-cookie", "cookie", "expect", "max-forwards", "cache-control", "te",
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-        "forwarded", "x-real-ip", "x-request-id", "traceparent", "proxy-authorization", "via",
+        "forwarded", "x-forwarded-client-cert", "x-real-ip", "x-request-id", "traceparent",
+        "proxy-authorization", "via",
         // Request modifiers (RFC 9110 6.5.1, 13.1): they bind to the head.
         "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
         "range",
@@ -1118,6 +1120,11 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
          http::EqualsIgnoreCase(h.name, "forwarded"))) {
       continue;
     }
+    // Envoy's (and Istio's) client-certificate details, which applications
+    // behind them trust: the gateway never sets it, and only a trusted
+    // proxy in front may (Envoy's default, SANITIZE, drops a client's), in
+    // any CGI spelling.
+    if (!trust_forwarded_ && http::SameCgiName(h.name, "x-forwarded-client-cert")) continue;
     if (http::EqualsIgnoreCase(h.name, "traceparent")) continue;  // this hop's goes instead
     // A new trace starts with no state (W3C Trace Context 3.3: tracestate
     // is not read without a valid traceparent).

@@ -119,6 +119,7 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "max-forwards",      "range",
     "if-range",          "accept-encoding",
     "x-real-ip",         "via",
+    "x-forwarded-client-cert",
 };
 
 // What one request asked for through its query parameters.

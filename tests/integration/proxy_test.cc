@@ -270,6 +270,14 @@ TEST_F(ProxyTest, AClientsForwardedHostAndPortStayAtTheGateway) {
   r = HttpGet(listener(), "/fh", {{"forwarded", "host=evil.example;proto=https"}});
   ASSERT_EQ(r.status, 200) << r.error;
   EXPECT_EQ(r.headers.count("x-echo-forwarded"), 0u) << r.header("x-echo-forwarded");
+  // Nor its word on its client certificate (Envoy's XFCC, which
+  // applications behind Envoy and Istio trust), in any spelling.
+  r = HttpGet(listener(), "/fh", {{"x-forwarded-client-cert", "Subject=\"CN=admin\""},
+                                  {"X_Forwarded_Client_Cert", "Subject=\"CN=admin\""}});
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.headers.count("x-echo-x-forwarded-client-cert"), 0u);
+  EXPECT_EQ(r.headers.count("x-echo-X_Forwarded_Client_Cert"), 0u);
+  EXPECT_EQ(r.headers.count("x-echo-x_forwarded_client_cert"), 0u);
 }
 
 // CGI, WSGI, Rack and PHP read x_consumer_name and x-consumer-name as one

@@ -48,6 +48,14 @@ TEST(ParseControlPlaneAddressesTest, EmptyEntriesAndRepeatsAreRefused) {
   EXPECT_EQ(parsed.status().message(),
             "--control-plane \"cp-1:18000,cp-1:18000\": cp-1:18000 is given twice");
   // A port gRPC would misread (99999 dialled as 34463), or none (443).
+  // A control character, a space, a quote or a backslash (it reached the
+  // log as a line of its own), in a host or a URI.
+  for (const char* bad : {"127.0.0.1:18000,a\"b\\c\nx:1", "cp\t1:18000", "dns:///cp 1:18000",
+                          "cp-1:18000,cp\x7f:1"}) {
+    parsed = ParseControlPlaneAddresses(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(parsed.status().message(), "has a control character")) << bad;
+  }
   for (const char* bad : {"cp-1:99999", "cp-1", "cp-1:0", "cp-1:18000,cp-2:x"}) {
     parsed = ParseControlPlaneAddresses(bad);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
