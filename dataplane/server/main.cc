@@ -738,13 +738,21 @@ int Run(int argc, char** argv) {
       // gRPC calls still open get UNAVAILABLE in trailers, not a cut; their
       // connections then close as drained ones do, within a short grace.
       streams_ended = true;
+      // Said at the deadline, whatever the exchanges then do (before, a cut
+      // call whose connection closed within the grace was in the access log
+      // only).
+      SLUICE_LOG(kWarning, "drain timeout (", absl::FormatDuration(*drain_timeout), ") with ",
+                 proxy.active_connections(),
+                 " connections still open: ending their exchanges (a gRPC call gets "
+                 "UNAVAILABLE, a WebSocket or another response is cut; drain_timeout in the "
+                 "access log)");
       proxy.EndStreamsAtDrainDeadline();
       drain_deadline = absl::Now() + absl::Milliseconds(200);
     }
     if (proxy.active_connections() == 0 || absl::Now() >= drain_deadline) {
       if (proxy.active_connections() > 0) {
         SLUICE_LOG(kWarning, "drain timeout: closing ", proxy.active_connections(),
-                   " connections");
+                   " connections that did not close within the grace");
       }
       main_loop.Exit();
       return;

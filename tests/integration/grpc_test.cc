@@ -220,6 +220,11 @@ TEST_F(GrpcTest, ACallOpenAtTheDrainDeadlineEndsUnavailable) {
   ASSERT_TRUE(line.has_value()) << ReadFile(dir_ + "/access.log");
   EXPECT_TRUE(absl::StrContains(*line, "\"status\":503,")) << *line;
   EXPECT_TRUE(absl::StrContains(*line, "\"grpc_status\":14")) << *line;
+  // And the process log says so (before: only the access log did).
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(proxy_->process().Log(),
+                             "drain timeout (1s) with 1 connections still open: ending");
+  }, absl::Seconds(5))) << proxy_->process().Log();
 }
 
 TEST_F(GrpcTest, UnaryEchoesPayloadMetadataAndTrailers) {
