@@ -199,6 +199,44 @@ void AppendLocationPath(std::string_view path, std::string* out) {
   }
 }
 
+bool HasHiddenDotSegment(std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  // Segments as the most liberal reading splits them: at '/', '\\', "%2F"
+  // and "%5C" (any case), each cut at its first ';'.
+  size_t start = 0;
+  bool in_parameters = false;
+  size_t end_of_name = 0;  // where the segment's name ends (its ';' or end)
+  auto dot_segment = [&](size_t end) {
+    const size_t name_end = in_parameters ? end_of_name : end;
+    const std::string_view name = path.substr(start, name_end - start);
+    return name == "." || name == "..";
+  };
+  for (size_t i = 0; i <= path.size(); ++i) {
+    size_t separator = 0;  // its length; 0: not a separator
+    if (i == path.size()) {
+      separator = 1;
+    } else if (path[i] == '/' || path[i] == '\\') {
+      separator = 1;
+    } else if (path[i] == '%' && i + 2 < path.size() &&
+               ((path[i + 1] == '2' && (path[i + 2] == 'F' || path[i + 2] == 'f')) ||
+                (path[i + 1] == '5' && (path[i + 2] == 'C' || path[i + 2] == 'c')))) {
+      separator = 3;
+    }
+    if (separator == 0) {
+      if (path[i] == ';' && !in_parameters) {
+        in_parameters = true;
+        end_of_name = i;
+      }
+      continue;
+    }
+    if (dot_segment(i)) return true;
+    in_parameters = false;
+    start = i + separator;
+    i += separator - 1;
+  }
+  return false;
+}
+
 bool HasDotSegment(std::string_view target) {
   const std::string_view path = target.substr(0, target.find('?'));
   size_t start = 0;
@@ -223,10 +261,22 @@ absl::StatusOr<NormalizedPath> NormalizePath(
     return absl::InvalidArgumentError("request target does not start with '/'");
   }
   const size_t query_begin = std::min(target.find('?'), target.size());
-  const std::string_view path = target.substr(0, query_begin);
+  std::string_view path = target.substr(0, query_begin);
   const std::string_view query = target.substr(query_begin);  // "?..." or empty
+  std::string unparameterised;
+  if (options.strip_raw_path_parameters && path.find(';') != std::string_view::npos) {
+    unparameterised.assign(path);
+    StripPathParameters(&unparameterised);
+    path = unparameterised;
+  }
   if (!MayChange(path, options)) {
-    result.target.assign(target);
+    if (unparameterised.empty()) {
+      result.target.assign(target);
+    } else {
+      result.target.assign(path);
+      result.target.append(query);
+      result.changed = true;
+    }
     result.ambiguous = ReadsOtherwise(path);
     return result;
   }

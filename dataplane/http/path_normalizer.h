@@ -84,6 +84,11 @@ struct PathNormalizeOptions {
   // and Tomcat do ("/x//../admin" is their "/admin", Envoy's "/x/admin").
   // Only the readings of kAmbiguousReadings set it.
   bool merge_slashes_first = false;
+  // Path parameters are dropped from the path as sent, before anything is
+  // decoded, each up to the next '/' as sent (Tomcat's order: in
+  // "/api;%2Fx/admin" the parameter takes the "%2Fx" with it, "/api/admin").
+  // Only the readings of kAmbiguousReadings set it.
+  bool strip_raw_path_parameters = false;
 };
 
 struct NormalizedPath {
@@ -104,12 +109,22 @@ struct NormalizedPath {
 };
 
 // The ways liberal upstreams read a path: escaped slashes decoded,
-// backslashes as slashes, path parameters dropped, runs of slashes merged,
-// before dot segments are removed (nginx, Tomcat) or after (Envoy).
+// backslashes as slashes, path parameters dropped (after decoding, or as
+// Tomcat does before it), runs of slashes merged, before dot segments are
+// removed (nginx, Tomcat) or after (Envoy).
 inline constexpr PathNormalizeOptions kAmbiguousReadings[] = {
-    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true, true},
-    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true, false},
+    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true, true, false},
+    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, true, false, false},
+    {true, EscapedSlashAction::kUnescapeAndForward, BackslashAction::kToSlash, false, true, true},
 };
+
+// Whether the path of `target` (up to '?') has a "." or ".." segment as
+// some upstream splits it: at '/', '\\', "%2F" or "%5C", with a segment's
+// ";parameters" dropped ("/x/..;y", "/x/..%2F", "/x\\..", "/y/..;%2Fz" for
+// Tomcat, which drops parameters before it decodes). A normalised path has
+// no plain dot segment left, so such a one is one the gateway did not see:
+// it would resolve, upstream, past the route the gateway chose.
+bool HasHiddenDotSegment(std::string_view target);
 
 // Whether the path of `target` (up to '?') has a "." or ".." segment. A
 // normalised path has none; a prefix_rewrite can make one ("/api../x" with

@@ -642,13 +642,26 @@ void ProxyStream::Start(const RequestHead& request) {
                       {{"allow", match.allowed_methods}});
     return;
   }
-  if (normalized->ambiguous && !ReadsAsSameRoute(route_request, match, *listener.route_table)) {
-    response_flag_ = "bad_request";
-    SendLocalResponse(
-        400,
-        "the request path reads as another route's path where %2F, %5C, a backslash or "
-        "// is taken as a slash, as some upstreams take it; send the path plainly");
-    return;
+  if (normalized->ambiguous) {
+    // A dot segment only some upstreams see resolves there past the route
+    // chosen here, whatever the route table: refused outright. Without one,
+    // the liberal readings must route where this one did.
+    if (http::HasHiddenDotSegment(route_request.path_and_query)) {
+      response_flag_ = "bad_request";
+      SendLocalResponse(400,
+                        "the request path has a dot segment some upstreams see where %2F, %5C, "
+                        "a backslash or ;parameters end a segment (..;x, ..%2F); send the path "
+                        "plainly");
+      return;
+    }
+    if (!ReadsAsSameRoute(route_request, match, *listener.route_table)) {
+      response_flag_ = "bad_request";
+      SendLocalResponse(
+          400,
+          "the request path reads as another route's path where %2F, %5C, a backslash or "
+          "// is taken as a slash, as some upstreams take it; send the path plainly");
+      return;
+    }
   }
   route_ = match.route;
   route_table_ = listener.route_table->name();

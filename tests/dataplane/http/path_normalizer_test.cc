@@ -228,6 +228,10 @@ TEST(PathNormalizerTest, AmbiguousNamesWhatAnUpstreamMayReadOtherwise) {
   EXPECT_EQ(Normalize("/x;p=1/y;q", kAmbiguousReadings[0]), "/x/y");
   EXPECT_EQ(Normalize("/x/..;%2F..;%5Cadmin;v", kAmbiguousReadings[0]), "/admin");
   EXPECT_EQ(Normalize("/x;a%3Bb/y", kAmbiguousReadings[0]), "/x/y");
+  // Tomcat drops a parameter up to the next '/' as sent, before decoding.
+  EXPECT_EQ(Normalize("/api;%2Fx/admin", kAmbiguousReadings[2]), "/api/admin");
+  EXPECT_EQ(Normalize("/api;%2Fx/admin", kAmbiguousReadings[0]), "/api/x/admin");
+  EXPECT_EQ(Normalize("/a;b", kAmbiguousReadings[2]), "/a");
   // Slashes merged before dot segments (nginx, Tomcat) or after (Envoy).
   EXPECT_EQ(Normalize("/x//../admin", kAmbiguousReadings[0]), "/admin");
   EXPECT_EQ(Normalize("/x//../admin", kAmbiguousReadings[1]), "/x/admin");
@@ -240,6 +244,20 @@ TEST(PathNormalizerTest, AmbiguousNamesWhatAnUpstreamMayReadOtherwise) {
   // The liberal reading itself is never ambiguous.
   EXPECT_FALSE(ambiguous("/x/..%2F\\/%5C/a;b", kAmbiguousReadings[0]));
   EXPECT_EQ(Normalize("/x/..%2F\\/%5C/a", kAmbiguousReadings[0]), "/a");
+}
+
+// Dot segments only some upstreams see: split at '/', '\\', %2F, %5C, each
+// cut at its ';'.
+TEST(PathNormalizerTest, HiddenDotSegments) {
+  for (const char* hidden : {"/x/..;y", "/x/..;/admin", "/x/..%2Fy", "/x/..%2fy", "/x\\..",
+                             "/x%5C..%5Cy", "//admin/..;x", "/y/..;%2Fx/admin", "/x/.;p/y",
+                             "/..;", "/a/..?q"}) {
+    EXPECT_TRUE(HasHiddenDotSegment(hidden)) << hidden;
+  }
+  for (const char* plain : {"/", "/a/b", "/x/..y", "/x/y..", "/x/...;/y", "/a;..", "/a;x/..b",
+                            "/files/a%2Fb", "/a%2E%2E", "/q?/../x", "/.well-known/x"}) {
+    EXPECT_FALSE(HasHiddenDotSegment(plain)) << plain;
+  }
 }
 
 TEST(PathNormalizerTest, EscapedSlashesRejected) {
