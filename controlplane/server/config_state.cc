@@ -443,9 +443,13 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::EndCanary(const std::stri
     content = promote ? current_ : stable_;
   }
   SplitChange change{SplitChange::kEnd, {}, nullptr};
+  // Both sides were applied and served: ending the split checks only the
+  // rules across resources (a per-resource rule this build added must not
+  // leave a rollout that can be neither promoted nor aborted).
+  const std::set<api::ResourceId> none;
   return Commit(content->resources, /*dry_run=*/false, context,
                 absl::StrCat("cannot end canary rollout ", rollout_id), {}, &change,
-                /*force=*/true);
+                /*force=*/true, nullptr, &none);
 }
 
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Restore(uint64_t version,

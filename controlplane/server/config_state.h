@@ -270,8 +270,9 @@ class ConfigState {
   // `force`: a new version even when nothing changed (a decision to record).
   // `digest` (may be null: everything is compared and hashed) comes from
   // Merge; with it, each resource's own rules run only for those it names
-  // in `validate`, as with `validate` (a delete: none); with neither, for
-  // every resource (a restore or rollback is held to today's rules). Before,
+  // in `validate`, as with `validate` (a delete, the end of a canary
+  // split: none); with neither, for every resource (a restore or rollback
+  // is held to today's rules). Before,
   // every apply checked every stored resource again: 60 stored regexes
   // that take 0.2 s each to compile made every apply take 10 s and more.
   // The rules across resources always run over the whole state.

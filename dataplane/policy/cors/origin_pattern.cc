@@ -3,7 +3,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "api/regex_limit.h"
 #include "re2/re2.h"
 
 namespace sluice::policy::cors {
@@ -85,9 +84,7 @@ absl::StatusOr<OriginPattern> ParseOriginPattern(std::string_view entry) {
       return absl::InvalidArgumentError(
           absl::StrCat("invalid RE2 regular expression '", pattern, "': ", re.error()));
     }
-    if (std::string why = api::RegexProgramTooLarge(re); !why.empty()) {
-      return absl::InvalidArgumentError(why);
-    }
+
     return OriginPattern{OriginPattern::Kind::kRegex, std::move(pattern)};
   }
   if (absl::AsciiStrToLower(text) == "null") {

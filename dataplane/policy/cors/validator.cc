@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "api/regex_limit.h"
 #include "re2/re2.h"
 #include "dataplane/policy/cors/cors_config.pb.h"
 #include "dataplane/policy/cors/origin_pattern.h"
@@ -104,6 +105,17 @@ class CorsValidator : public api::PolicyValidator {
   // user's cookies.
   void ValidateNew(const google::protobuf::Message& message, Errors* errors) const override {
     const auto& config = static_cast<const v1::CorsConfig&>(message);
+    for (int i = 0; i < config.origins_size() && i < kMaxOrigins; ++i) {
+      absl::StatusOr<OriginPattern> pattern = ParseOriginPattern(config.origins(i));
+      if (!pattern.ok() || pattern->kind != OriginPattern::Kind::kRegex) continue;
+      RE2::Options options;
+      options.set_log_errors(false);
+      const RE2 re(pattern->value, options);
+      if (std::string why = re.ok() ? api::RegexProgramTooLarge(re) : std::string();
+          !why.empty()) {
+        errors->push_back({absl::StrCat("origins[", i, "]"), why});
+      }
+    }
     if (!config.credentials()) return;
     for (int i = 0; i < config.origins_size() && i < kMaxOrigins; ++i) {
       absl::StatusOr<OriginPattern> pattern = ParseOriginPattern(config.origins(i));

@@ -4,7 +4,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "api/regex_limit.h"
 #include "re2/re2.h"
 
 namespace sluice::policy::request_transformer {
@@ -58,10 +57,7 @@ int PathRewrite::Check(
     errors->emplace_back(regex_field, absl::StrCat("RE2 error: ", re.error()));
     return kMaxCaptures;
   }
-  if (std::string why = api::RegexProgramTooLarge(re); !why.empty()) {
-    errors->emplace_back(regex_field, why);
-    return kMaxCaptures;
-  }
+
   const int captures = std::min(re.NumberOfCapturingGroups(), kMaxCaptures);
   if (rewrite.empty()) {
     errors->emplace_back(rewrite_field, "is required with regex");

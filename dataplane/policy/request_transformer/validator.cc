@@ -5,10 +5,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "api/regex_limit.h"
 #include "dataplane/policy/headers/headers_policy.h"
 #include "dataplane/policy/request_transformer/path_rewrite.h"
 #include "dataplane/policy/request_transformer/request_transformer_config.pb.h"
 #include "dataplane/policy/request_transformer/transform.h"
+#include "re2/re2.h"
 
 namespace sluice::policy::request_transformer {
 namespace {
@@ -44,6 +46,15 @@ class RequestTransformerValidator : public api::PolicyValidator {
     const auto& config = static_cast<const v1::RequestTransformerConfig&>(message);
     const auto& replace = config.headers().replace();
     transformer::ConfigErrors found;
+    if (!config.path().regex().empty()) {
+      RE2::Options options;
+      options.set_log_errors(false);
+      const RE2 re(config.path().regex(), options);
+      if (std::string why = re.ok() ? api::RegexProgramTooLarge(re) : std::string();
+          !why.empty()) {
+        found.emplace_back("path.regex", why);
+      }
+    }
     transformer::CheckNewHeaderEdits(transformer::ToEditSpec(config.headers()), "headers",
                                      &found);
     for (int i = 0; i < replace.size(); ++i) {

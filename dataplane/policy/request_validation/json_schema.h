@@ -64,6 +64,10 @@ class JsonSchema {
   // keyword, e.g. "/properties/age/minimum: must be a number", or that
   // speaks of the text as a whole ("not valid JSON: ...").
   static absl::StatusOr<std::unique_ptr<const JsonSchema>> Compile(std::string_view schema_text);
+  // The same, with the rules only a new config is held to (an apply's
+  // ValidateNew): each pattern within api/regex_limit.h's program size.
+  static absl::StatusOr<std::unique_ptr<const JsonSchema>> CompileNew(
+      std::string_view schema_text);
 
   ~JsonSchema();
   JsonSchema(const JsonSchema&) = delete;
