@@ -1562,21 +1562,27 @@ constexpr size_t kMaxErrorLineBytes = 1024;
 
 std::string PrintableLine(const std::string& line) {
   std::string out;
-  size_t end = std::min(line.size(), kMaxErrorLineBytes);
-  // Not inside a UTF-8 sequence: back to its first byte.
-  while (end < line.size() && end > 0 && (static_cast<unsigned char>(line[end]) & 0xC0) == 0x80) {
-    --end;
-  }
-  out.reserve(end + 32);
-  for (size_t i = 0; i < end; ++i) {
-    const unsigned char c = static_cast<unsigned char>(line[i]);
-    if (c < 0x20 || c == 0x7f) {
+  out.reserve(std::min(line.size(), kMaxErrorLineBytes) + 32);
+  size_t end = 0;  // the first byte not shown
+  for (; end < line.size(); ++end) {
+    const unsigned char c = static_cast<unsigned char>(line[end]);
+    const bool control = c < 0x20 || c == 0x7f;
+    // The bound is on what is written: escapes count as the 4 bytes they are.
+    if (out.size() + (control ? 4 : 1) > kMaxErrorLineBytes) break;
+    if (control) {
       absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
     } else {
       out.push_back(static_cast<char>(c));
     }
   }
-  if (end < line.size()) absl::StrAppend(&out, "...(", line.size(), " bytes)");
+  if (end == line.size()) return out;
+  // Not inside a UTF-8 sequence: back to before its first byte (bytes of
+  // one are written as they are, one each).
+  while (end > 0 && (static_cast<unsigned char>(line[end]) & 0xC0) == 0x80) {
+    --end;
+    out.pop_back();
+  }
+  absl::StrAppend(&out, "...(", line.size(), " bytes)");
   return out;
 }
 

@@ -35,6 +35,18 @@
 namespace sluice::cli {
 namespace {
 
+// At most 20 errors, then a count, as the control plane answers (a file of
+// 5,000 bad routes printed 5,000 lines).
+std::string JoinErrors(const std::vector<std::string>& errors) {
+  constexpr size_t kMaxShown = 20;
+  std::vector<std::string> shown(errors.begin(),
+                                 errors.begin() + std::min(errors.size(), kMaxShown));
+  if (errors.size() > kMaxShown) {
+    shown.push_back(absl::StrCat("... and ", errors.size() - kMaxShown, " more errors"));
+  }
+  return absl::StrJoin(shown, "\n");
+}
+
 // A config duration as operators write it (5s, 250ms, 1m30s, 720h) in whole
 // nanoseconds: "" and `*nanos`, or why not. A fraction of a nanosecond
 // ("0.1ns") is refused rather than read as 0s, which turns most timeouts
@@ -989,7 +1001,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     load(doc, where);
     for (size_t i = before; i < out.size(); ++i) out[i].document = index;
   }
-  if (failed) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  if (failed) return absl::InvalidArgumentError(JoinErrors(errors));
   if (out.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(file_name, ": no documents"));
   }
@@ -1325,7 +1337,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadPath(const std::string& path,
     }
     for (auto& r : *loaded) all.push_back(std::move(r));
   }
-  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+  if (!errors.empty()) return absl::InvalidArgumentError(JoinErrors(errors));
   return all;
 }
 

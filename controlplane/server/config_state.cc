@@ -356,8 +356,16 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
     next.emplace(std::move(id), std::move(resource));
   }
   if (!errors.empty()) {
+    // As api::ToStatus bounds an answer (it travels in a gRPC status, which
+    // a client refuses past 8 KiB): 150 names given twice hid the reason.
+    constexpr size_t kMaxShown = 20;
     std::string message;
-    for (const auto& e : errors) absl::StrAppend(&message, message.empty() ? "" : "\n", e);
+    for (size_t i = 0; i < errors.size() && i < kMaxShown; ++i) {
+      absl::StrAppend(&message, message.empty() ? "" : "\n", errors[i]);
+    }
+    if (errors.size() > kMaxShown) {
+      absl::StrAppend(&message, "\n... and ", errors.size() - kMaxShown, " more errors");
+    }
     return absl::InvalidArgumentError(message);
   }
   // What the apply does not name stays as it is, with its hash and size.
@@ -514,8 +522,12 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::DeleteLocked(
     if (!base->resources.count(id)) absent.push_back(api::Describe(id));
   }
   if (!absent.empty()) {
+    constexpr size_t kMaxShown = 20;  // as api::ToStatus bounds an answer
+    const size_t more = absent.size() > kMaxShown ? absent.size() - kMaxShown : 0;
+    absent.resize(absent.size() - more);
     return absl::NotFoundError(absl::StrCat(absl::StrJoin(absent, ", "),
-                                            absent.size() == 1 ? " does" : " do",
+                                            more > 0 ? absl::StrCat(" and ", more, " more") : "",
+                                            absent.size() + more == 1 ? " does" : " do",
                                             " not exist; nothing deleted"));
   }
   api::ResourceMap next = base->resources;

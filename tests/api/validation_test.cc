@@ -199,6 +199,12 @@ TEST(ValidationTest, ErrorsArePrintableAndBounded) {
   std::string message(ToStatus(errors).message());
   EXPECT_LT(message.size(), 1100u);
   EXPECT_TRUE(absl::EndsWith(message, "...(10485782 bytes)")) << message.substr(1000);
+  // Escapes count as what they write: 5,000 ESC bytes are 1 KiB shown.
+  errors.clear();
+  errors.push_back({{config::v1::CLUSTER, "c"}, "", std::string(5000, '\x1b')});
+  message = std::string(ToStatus(errors).message());
+  EXPECT_LT(message.size(), 1050u) << message.size();
+  EXPECT_TRUE(absl::EndsWith(message, "\\x1b...(5013 bytes)")) << message.substr(1000);
   // A cut never splits a UTF-8 sequence.
   errors.clear();
   std::string accents;

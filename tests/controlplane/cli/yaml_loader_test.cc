@@ -94,6 +94,16 @@ TEST(YamlLoaderTest, TypeErrors) {
   // JSON parser's message named neither).
   EXPECT_EQ(Error("kind: Cluster\nname: a\nspec:\n  endpoints:\n    - {address: \"1\xc0\xaf\", port: 80}\n"),
             "f.yaml, document 1, line 5: spec.endpoints[0].address: is not valid UTF-8 (byte 1 of 3)");
+  // At most 20 errors, then a count (5,000 bad documents printed 5,000 lines).
+  {
+    std::string many;
+    for (int i = 0; i < 30; ++i) {
+      absl::StrAppend(&many, "---\nkind: Cluster\nname: c", i,
+                      "\nspec:\n  endpoints: [{address: 127.0.0.1, port: 0}]\n");
+    }
+    const std::string error = Error(many);
+    EXPECT_TRUE(absl::EndsWith(error, "\n... and 10 more errors")) << error;
+  }
   // What would be read as another duration than written: refused, not 0s
   // (which turns most timeouts off) or int64's 2562047h47m16s.
   for (const char* bad : {"0.1ns", "-0.1ns", "0.3ns", "0.00001us", "inf", "9999999999h"}) {

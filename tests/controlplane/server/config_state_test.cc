@@ -288,6 +288,29 @@ TEST(ConfigStateLimitsTest, AnApplyChecksOnlyWhatItChanges) {
       << changed.status();
 }
 
+// Refusals that list resources are bounded like validation's (they travel
+// in a gRPC status; 150 names given twice lost the reason to the client's
+// metadata limit).
+TEST(ConfigStateLimitsTest, ListsInRefusalsAreBounded) {
+  auto state = OpenState(sluice::testing::MakeTempDir("config_state"), api::kMaxConfigBytes);
+  std::vector<api::Resource> twice;
+  for (int i = 0; i < 30; ++i) {
+    twice.push_back(Cluster(absl::StrCat("c", i)));
+    twice.push_back(Cluster(absl::StrCat("c", i)));
+  }
+  auto applied = state->Apply(twice, false);
+  ASSERT_FALSE(applied.ok());
+  EXPECT_TRUE(absl::EndsWith(applied.status().message(), "\n... and 10 more errors"))
+      << applied.status();
+  std::vector<api::ResourceId> absent;
+  for (int i = 0; i < 30; ++i) absent.push_back({config::v1::CLUSTER, absl::StrCat("gone", i)});
+  auto deleted = state->DeleteAll(absent, false, {});
+  ASSERT_FALSE(deleted.ok());
+  EXPECT_TRUE(absl::EndsWith(deleted.status().message(),
+                             "Cluster \"gone19\" and 10 more do not exist; nothing deleted"))
+      << deleted.status();
+}
+
 TEST(ConfigStateLimitsTest, LimitAboveWhatProxiesReceiveIsRejected) {
   auto store = FileStore::Open(sluice::testing::MakeTempDir("config_state"));
   ASSERT_TRUE(store.ok());
