@@ -97,6 +97,12 @@ absl::Status DecodePath(std::string_view path,
     const unsigned char value = static_cast<unsigned char>(high * 16 + low);
     if (value == 0)
       return absl::InvalidArgumentError("percent-encoded NUL in path");
+    // A line end or other control character no resource name has: PCRE,
+    // Python, Java and PHP regexes read "$" as matching before a final
+    // "\n", so "/secret/1%0A" reached an upstream's "^/secret/[0-9]+$"
+    // through the catch-all route, past the regex route guarding it.
+    if (value < 0x20 || value == 0x7f)
+      return absl::InvalidArgumentError("percent-encoded control character in path");
     if (IsUnreserved(value)) {
       out->push_back(static_cast<char>(value));
       continue;

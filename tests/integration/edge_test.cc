@@ -540,6 +540,7 @@ TEST_F(EdgeTest, PathsAreNormalisedBeforeRouting) {
   EXPECT_TRUE(absl::StrContains(r.body, "GET /x/z?q=/../%2e")) << r.body;  // query untouched
   EXPECT_EQ(HttpGet(listener, "/bad%zz").status, 400);
   EXPECT_EQ(HttpGet(listener, "/nul%00").status, 400);
+  EXPECT_EQ(HttpGet(listener, "/admin%0A").status, 400);  // "$" matches before "\n" upstream
 }
 
 // A path an upstream may read as another route's (nginx merges "//" and

@@ -172,6 +172,11 @@ TEST(PathNormalizerTest, EncodedNulIsRejected) {
   ExpectRejected("/%00");
   ExpectRejected("/a%00b");
   ExpectRejected("/a/%000");
+  // Other control characters too: "$" matches before a final "\n" in PCRE.
+  for (const char* control : {"/secret/1%0A", "/a%0d", "/a%09b", "/a%1F", "/a%7f"}) {
+    ExpectRejected(control);
+  }
+  EXPECT_EQ(Normalize("/a%20b?q=%0A"), "/a%20b?q=%0A");  // a space, and the query
   for (const PathNormalizeOptions& options : AllOptions())
     ExpectRejected("/%00", options);
 }
