@@ -658,11 +658,18 @@ void ConfigStream::OnFirstRequest(const DiscoveryRequest& first) {
     held_version_ = first.version_applied();
     held_store_id_ = first.store_id();
     held_ = std::move(held);
-    established_ = true;
+    established_ = true;  // OnDone undoes what was set up above
+    // Ended meanwhile (its first-request deadline): Finish sends the
+    // initial metadata, which may be sent once only.
+    if (finished_) return;
+    // The stream is established: tell the proxy before any response. Under
+    // the lock: once established_ is seen, a shutdown's Pump may Finish the
+    // stream at once, which sends initial metadata itself, and a second
+    // send is a gRPC assertion (sluice-control aborted on a SIGTERM that
+    // came as a proxy connected).
+    context_->AddInitialMetadata(api::kStreamAcceptedKey, "1");
+    StartSendInitialMetadata();
   }
-  // The stream is established: tell the proxy before any response.
-  context_->AddInitialMetadata(api::kStreamAcceptedKey, "1");
-  StartSendInitialMetadata();
   SLUICE_LOG(kInfo, "proxy ", node_id_, " connected (", context_->peer(), "), holds version ",
              first.version_applied());
   if (!first.store_id().empty() && first.store_id() == store_id &&
