@@ -429,6 +429,30 @@ std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem) {
   return not_after;
 }
 
+std::optional<CertificateInfo::KeyKind> LeafKeyKind(const std::string& chain_pem) {
+  std::vector<X509Ptr> chain;
+  TlsMaterialError error;
+  if (chain_pem.empty() || !ParseCertificates(chain_pem, kChainField, &chain, &error) ||
+      chain.empty()) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  const EVP_PKEY* key = X509_get0_pubkey(chain.front().get());
+  ERR_clear_error();
+  if (key == nullptr) return std::nullopt;
+  switch (EVP_PKEY_base_id(key)) {
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+      return CertificateInfo::KeyKind::kRsa;
+    case EVP_PKEY_EC:
+    case EVP_PKEY_ED25519:
+    case EVP_PKEY_ED448:
+      return CertificateInfo::KeyKind::kEc;
+    default:
+      return CertificateInfo::KeyKind::kOther;
+  }
+}
+
 bool CheckTlsCurve(const CertificateInfo& info, TlsMaterialError* error) {
   if (info.tls_curve) return true;
   Fail(error, kKeyField,

@@ -63,6 +63,14 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
 // `chain_pem` holds no certificate that parses. The key is not looked at.
 std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem);
 
+// The kind of the leaf's public key (the private key's, in a Secret that
+// passed ParseTlsCertificate), or nullopt when `chain_pem` holds no
+// certificate that parses. The private key is not parsed: the rules across
+// resources ask this of every listener's certificates on every change, and
+// parsing and matching each RSA key took 2.3 s per apply at 50 listeners
+// of 64 certificates.
+std::optional<CertificateInfo::KeyKind> LeafKeyKind(const std::string& chain_pem);
+
 // Whether `now` is within [info.not_before, info.not_after]; else false with
 // `error` on "tls_certificate.certificate_chain" ("certificate expired at
 // 2024-01-01T00:00:00Z", "certificate is not valid before ...").

@@ -1478,10 +1478,13 @@ void CheckTlsReferences(const ListenerTls& tls, const ResourceMap& state, ErrorS
     if (!auth) continue;
     auto it = state.find({config::v1::SECRET, tls.certificates(i)});
     if (it == state.end() || !it->second.secret().has_tls_certificate()) continue;
-    CertificateInfo info;
-    if (!ParseTlsCertificate(it->second.secret().tls_certificate(), &info, nullptr)) continue;
-    const bool rsa = info.key_kind == CertificateInfo::KeyKind::kRsa;
-    const bool ec = info.key_kind == CertificateInfo::KeyKind::kEc;
+    // The leaf's public key: the Secret's own rules matched the private key
+    // to it, and parsing each private key again cost seconds per apply.
+    const std::optional<CertificateInfo::KeyKind> kind =
+        LeafKeyKind(it->second.secret().tls_certificate().certificate_chain());
+    if (!kind) continue;
+    const bool rsa = *kind == CertificateInfo::KeyKind::kRsa;
+    const bool ec = *kind == CertificateInfo::KeyKind::kEc;
     if ((rsa && !auth->rsa) || (ec && !auth->ecdsa)) {
       sink.Add(Index("tls.certificates", i),
                absl::StrCat("Secret \"", tls.certificates(i), "\" holds ",

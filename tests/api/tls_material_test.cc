@@ -86,6 +86,25 @@ TEST(TlsMaterialTest, LeafNotAfterReadsTheFirstCertificate) {
             std::nullopt);
 }
 
+// The leaf's public key kind, the private key not parsed (the rules across
+// resources ask it of every listener's certificates on every change).
+TEST(TlsMaterialTest, LeafKeyKindReadsTheLeafsPublicKey) {
+  for (auto [type, kind] : {std::pair{KeyType::kRsa2048, CertificateInfo::KeyKind::kRsa},
+                            std::pair{KeyType::kEcdsaP256, CertificateInfo::KeyKind::kEc},
+                            std::pair{KeyType::kEd25519, CertificateInfo::KeyKind::kEc}}) {
+    CertificateSpec spec;
+    spec.key_type = type;
+    const config::v1::TlsCertificate material = Material(MakeCertificate(spec));
+    EXPECT_EQ(LeafKeyKind(material.certificate_chain()), kind);
+    CertificateInfo info;
+    ASSERT_TRUE(ParseTlsCertificate(material, &info, nullptr));
+    EXPECT_EQ(info.key_kind, kind);  // what the private key says
+  }
+  EXPECT_EQ(LeafKeyKind(""), std::nullopt);
+  EXPECT_EQ(LeafKeyKind("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"),
+            std::nullopt);
+}
+
 TEST(TlsMaterialTest, SubjectCommonNameWhenThereIsNoDnsSan) {
   CertificateSpec spec;
   spec.common_name = "Legacy.Example.com";
