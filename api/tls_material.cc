@@ -415,29 +415,34 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
   return true;
 }
 
-std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem) {
+namespace {
+
+// The chain's first certificate, or null when `chain_pem` holds none that
+// parses (OpenSSL's error queue left empty either way).
+X509Ptr LeafCertificate(const std::string& chain_pem) {
   std::vector<X509Ptr> chain;
   TlsMaterialError error;
-  if (chain_pem.empty() || !ParseCertificates(chain_pem, kChainField, &chain, &error) ||
-      chain.empty()) {
-    ERR_clear_error();
-    return std::nullopt;
-  }
-  const absl::Time not_after = ToAbslTime(X509_get0_notAfter(chain.front().get()));
+  const bool parsed = !chain_pem.empty() &&
+                      ParseCertificates(chain_pem, kChainField, &chain, &error) && !chain.empty();
+  ERR_clear_error();
+  return parsed ? std::move(chain.front()) : X509Ptr();
+}
+
+}  // namespace
+
+std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem) {
+  const X509Ptr leaf = LeafCertificate(chain_pem);
+  if (leaf == nullptr) return std::nullopt;
+  const absl::Time not_after = ToAbslTime(X509_get0_notAfter(leaf.get()));
   ERR_clear_error();
   if (not_after == absl::InfinitePast()) return std::nullopt;
   return not_after;
 }
 
 std::optional<CertificateInfo::KeyKind> LeafKeyKind(const std::string& chain_pem) {
-  std::vector<X509Ptr> chain;
-  TlsMaterialError error;
-  if (chain_pem.empty() || !ParseCertificates(chain_pem, kChainField, &chain, &error) ||
-      chain.empty()) {
-    ERR_clear_error();
-    return std::nullopt;
-  }
-  const EVP_PKEY* key = X509_get0_pubkey(chain.front().get());
+  const X509Ptr leaf = LeafCertificate(chain_pem);
+  if (leaf == nullptr) return std::nullopt;
+  const EVP_PKEY* key = X509_get0_pubkey(leaf.get());
   ERR_clear_error();
   if (key == nullptr) return std::nullopt;
   switch (EVP_PKEY_base_id(key)) {

@@ -125,13 +125,6 @@ absl::StatusOr<int> ListenTcp(const std::string& host_port, int backlog) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", host_port, ": ", std::strerror(err)));
   }
-  sockaddr_storage local{};
-  socklen_t length = sizeof(local);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) {
-    const int err = errno;
-    close(fd);
-    return absl::InternalError(absl::StrCat("getsockname: ", std::strerror(err)));
-  }
   return fd;
 }
 

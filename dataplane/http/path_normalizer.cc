@@ -25,21 +25,34 @@ int HexValue(char c) {
 
 // False when NormalizePath would return `path` as it is: nothing to decode,
 // reject or convert, no dot segment, no slashes to merge, no parameters to
-// drop.
-bool MayChange(std::string_view path, const PathNormalizeOptions& options) {
+// drop; then `*reads_otherwise` is ReadsOtherwise(path), found in the same
+// pass (a '%' always takes the slow path).
+bool MayChange(std::string_view path, const PathNormalizeOptions& options,
+               bool* reads_otherwise) {
+  bool kept = false;
   for (size_t i = 0; i < path.size(); ++i) {
     const char c = path[i];
     if (c == '%' || c == '#') return true;
-    if (c == ';' && options.strip_path_parameters) return true;
-    if (c == '\\' && options.backslashes != BackslashAction::kKeep) return true;
+    if (c == ';') {
+      if (options.strip_path_parameters) return true;
+      kept = true;
+    }
+    if (c == '\\') {
+      if (options.backslashes != BackslashAction::kKeep) return true;
+      kept = true;
+    }
     if (c == '/' && i + 1 < path.size()) {
       const char next = path[i + 1];
       // Also true for names that merely start with '.' ("/.well-known"):
       // the slow path leaves those alone.
       if (next == '.') return true;
-      if (next == '/' && options.merge_slashes) return true;
+      if (next == '/') {
+        if (options.merge_slashes) return true;
+        kept = true;
+      }
     }
   }
+  *reads_otherwise = kept;
   return false;
 }
 
@@ -275,7 +288,7 @@ absl::StatusOr<NormalizedPath> NormalizePath(
     StripPathParameters(&unparameterised);
     path = unparameterised;
   }
-  if (!MayChange(path, options)) {
+  if (!MayChange(path, options, &result.ambiguous)) {
     if (unparameterised.empty()) {
       result.target.assign(target);
     } else {
@@ -283,7 +296,6 @@ absl::StatusOr<NormalizedPath> NormalizePath(
       result.target.append(query);
       result.changed = true;
     }
-    result.ambiguous = ReadsOtherwise(path);
     return result;
   }
 

@@ -284,20 +284,6 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   EXPECT_TRUE(absl::StrContains(line, "\"grpc_status\":2}")) << line;
 }
 
-// A raw h2c connection to 127.0.0.1:port, or -1.
-int ConnectRaw(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // HPACK "literal header field without indexing, new name", no Huffman
 // (RFC 7541 6.2.2); names and values under 127 bytes.
 std::string Literal(const std::string& name, const std::string& value) {
@@ -368,7 +354,7 @@ int StatusOf(const RawFrameIn& headers) {
 // is reached, and the connection closes. Before: it stayed at the first
 // GOAWAY (2^31-1) for as long as the client kept it, past every limit.
 TEST_F(Http2Test, AClientThatDoesNotAnswerThePingStillGetsTheFinalGoaway) {
-  int fd = ConnectRaw(limited_port_);
+  int fd = ConnectLoopback(limited_port_);
   ASSERT_GE(fd, 0);
   std::string bytes = kPrefaceAndSettings;
   const std::string block = Literal(":method", "GET") + Literal(":scheme", "http") +
@@ -436,7 +422,7 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
   int served = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(c.path + " " + c.authority + " " + c.scheme + " " + c.host);
-    int fd = ConnectRaw(plain_port_);
+    int fd = ConnectLoopback(plain_port_);
     ASSERT_GE(fd, 0);
     const std::string block = Literal(":method", "GET") + Literal(":scheme", c.scheme) +
                               Literal(":path", c.path) + Literal(":authority", c.authority) +
@@ -482,7 +468,7 @@ TEST_F(Http2Test, OversizedRequestHeadsAreCountedAsProtocolErrors) {
   const int64_t streams = proxy_->Stat("sluice_downstream_http2_streams_total");
   for (const auto& [refs, rst_code] : {std::pair<int, int>{20, -1}, {40, 0xb}}) {
     SCOPED_TRACE(refs);
-    int fd = ConnectRaw(plain_port_);
+    int fd = ConnectLoopback(plain_port_);
     ASSERT_GE(fd, 0);
     const std::string bytes = kPrefaceAndSettings + Http2Frame(0x1, 0x5, 1, bomb(refs));
     ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
@@ -511,7 +497,7 @@ TEST_F(Http2Test, OversizedRequestHeadsAreCountedAsProtocolErrors) {
 // error and logged bad_request. Before: logged as a client that left.
 TEST_F(Http2Test, ABodyShortOfItsContentLengthIsAProtocolErrorInTheLog) {
   const int64_t before = proxy_->Stat("sluice_downstream_protocol_errors_total");
-  int fd = ConnectRaw(plain_port_);
+  int fd = ConnectLoopback(plain_port_);
   ASSERT_GE(fd, 0);
   const std::string block = Literal(":method", "POST") + Literal(":scheme", "http") +
                             Literal(":path", "/cl-mismatch") +
@@ -544,7 +530,7 @@ TEST_F(Http2Test, AStalledHeaderBlockIsCutAtTheRequestHeadTimeout) {
        {Http2Frame(0x1, 0x0, 1, Literal(":method", "GET")),  // no END_HEADERS
         Http2Frame(0x1, 0x5, 1, Literal(":method", "GET")).substr(0, 12),  // mid-frame
         std::string("\x00\x00", 2)}) {                                   // mid frame header
-    int fd = ConnectRaw(limited_port_);
+    int fd = ConnectLoopback(limited_port_);
     ASSERT_GE(fd, 0);
     const std::string bytes = kPrefaceAndSettings + stall;
     const absl::Time start = absl::Now();
@@ -583,7 +569,7 @@ TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
   const pid_t pid = proxy_->process().pid();
   const long before = RssKb(pid);
   ASSERT_GT(before, 0);
-  int fd = ConnectRaw(plain_port_);
+  int fd = ConnectLoopback(plain_port_);
   ASSERT_GE(fd, 0);
   // SETTINGS_INITIAL_WINDOW_SIZE 0: the proxy may send no DATA at all.
   std::string bytes = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
@@ -611,7 +597,7 @@ TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
 }
 
 TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
-  int fd = ConnectRaw(plain_port_);
+  int fd = ConnectLoopback(plain_port_);
   ASSERT_GE(fd, 0);
   // The preface, then a frame of an unknown shape: a DATA frame on stream 0
   // (a connection error, RFC 9113 6.1).

@@ -84,7 +84,6 @@ absl::StatusOr<OriginPattern> ParseOriginPattern(std::string_view entry) {
       return absl::InvalidArgumentError(
           absl::StrCat("invalid RE2 regular expression '", pattern, "': ", re.error()));
     }
-
     return OriginPattern{OriginPattern::Kind::kRegex, std::move(pattern)};
   }
   if (absl::AsciiStrToLower(text) == "null") {

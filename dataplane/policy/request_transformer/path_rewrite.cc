@@ -57,7 +57,6 @@ int PathRewrite::Check(
     errors->emplace_back(regex_field, absl::StrCat("RE2 error: ", re.error()));
     return kMaxCaptures;
   }
-
   const int captures = std::min(re.NumberOfCapturingGroups(), kMaxCaptures);
   if (rewrite.empty()) {
     errors->emplace_back(rewrite_field, "is required with regex");

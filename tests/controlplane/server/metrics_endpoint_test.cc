@@ -4,9 +4,7 @@
 // the port.
 #include "controlplane/server/metrics_endpoint.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -74,12 +72,8 @@ TEST(MetricsEndpointTest, SilentClientsCannotHoldEveryConnection) {
   absl::StatusOr<int> port = endpoint.Start("127.0.0.1:0");
   ASSERT_TRUE(port.ok()) << port.status();
   auto connect_one = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(*port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const int fd = sluice::testing::ConnectLoopback(*port);
+    EXPECT_GE(fd, 0);
     const char partial[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n";  // never ended
     EXPECT_EQ(send(fd, partial, sizeof(partial) - 1, MSG_NOSIGNAL),
               static_cast<ssize_t>(sizeof(partial) - 1));
