@@ -345,6 +345,7 @@ void OpsHttpServer::Serve(ConnectionList::iterator c) {
   bool keep_alive = !http10, has_length = false, chunked = false;
   uint64_t length = 0;
   absl::string_view authorization;
+  int authorizations = 0;
   for (size_t i = 1; i < lines.size(); ++i) {
     absl::string_view line = lines[i];
     if (line.empty() || line[0] == ' ' || line[0] == '\t') {
@@ -381,9 +382,13 @@ void OpsHttpServer::Serve(ConnectionList::iterator c) {
       }
     } else if (absl::EqualsIgnoreCase(name, "authorization")) {
       authorization = value;
+      ++authorizations;
     }
   }
   if (hosts > 1 || (hosts == 0 && !http10)) return bad(400, "one Host field is required");
+  // A singleton field (RFC 9110 11.6.2): which of two a proxy in front would
+  // check is its own choice, so neither is taken.
+  if (authorizations > 1) return bad(400, "more than one Authorization field");
   if (has_length && chunked) return bad(400, "Content-Length with Transfer-Encoding");
   if (chunked) return bad(400, absl::StrCat(name_, " takes no request body (Transfer-Encoding)"));
   if (length > kMaxBodyBytes) return bad(413, absl::StrCat(name_, " takes no request body"));

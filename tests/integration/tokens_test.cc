@@ -206,6 +206,18 @@ TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {
               {{"authorization", absl::StrCat("Bearer ", kProxyAdminToken)}});
   EXPECT_EQ(ok.status, 200) << ok.error;
   EXPECT_FALSE(ok.body.empty());
+  // Authorization is a singleton field: with two, neither is taken (the
+  // last one counted, which a proxy in front checking the first let by).
+  for (const auto& [first, second] :
+       {std::pair<std::string, std::string>{"Bearer wrong-token-value",
+                                            absl::StrCat("Bearer ", kProxyAdminToken)},
+        {absl::StrCat("Bearer ", kProxyAdminToken), "Bearer wrong-token-value"}}) {
+    HttpResponse two = HttpGet(proxy.admin_address(), "/metrics",
+                               {{"authorization", first}, {"Authorization", second}});
+    EXPECT_EQ(two.status, 400) << two.body;
+    EXPECT_NE(two.body.find("more than one Authorization field"), std::string::npos)
+        << two.body;
+  }
   HttpResponse ready = HttpGet(proxy.admin_address(), "/ready");
   EXPECT_EQ(ready.status, 200);
   // /livez too (a liveness probe carries no token). Callers in a loop
