@@ -79,6 +79,32 @@ void CheckTokens(const char* list, const google::protobuf::RepeatedPtrField<std:
   }
 }
 
+// The offset of the first `.` in `regex` that stands for one character of
+// any kind: outside a class, unescaped and not followed by a quantifier
+// (`.*`, `.+`, `.{2,}` span a host label on purpose; a lone `.` between
+// letters is nearly always a dot meant literally), or npos.
+size_t LoneAnyCharacter(std::string_view regex) {
+  bool in_class = false;
+  for (size_t i = 0; i < regex.size(); ++i) {
+    const char c = regex[i];
+    if (c == '\\') {
+      ++i;  // the escaped character, whatever it is
+    } else if (in_class) {
+      if (c == ']') in_class = false;
+    } else if (c == '[') {
+      in_class = true;
+      // A `]` first in a class (after an optional `^`) is a member.
+      if (i + 1 < regex.size() && regex[i + 1] == '^') ++i;
+      if (i + 1 < regex.size() && regex[i + 1] == ']') ++i;
+    } else if (c == '.' &&
+               (i + 1 == regex.size() ||
+                std::string_view("*+?{").find(regex[i + 1]) == std::string_view::npos)) {
+      return i;
+    }
+  }
+  return std::string_view::npos;
+}
+
 class CorsValidator : public api::PolicyValidator {
  public:
   std::string name() const override { return "cors"; }
@@ -129,6 +155,15 @@ class CorsValidator : public api::PolicyValidator {
                                   "origin (it matches https://sluice-cors-probe.invalid): every "
                                   "page could read answers made with the user's cookies; list "
                                   "the origins or anchor the expression to your domains"});
+      } else if (const size_t dot = LoneAnyCharacter(pattern->value);
+                 dot != std::string_view::npos) {
+        // `~https://app.example.com` lets in https://app-example.com, a
+        // domain anyone can register, with the user's cookies.
+        errors->push_back(
+            {field, absl::StrCat("with credentials: true the expression must not hold a lone '.' "
+                                 "(at offset ", dot, " of the expression), which matches any "
+                                 "character and so lets in origins such as a look-alike "
+                                 "domain anyone can register; write '\\.' for a dot")});
       }
     }
   }

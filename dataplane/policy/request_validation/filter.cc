@@ -96,6 +96,13 @@ class RequestValidationFilter : public http::Filter {
       }
     }
     for (const ParameterRule& rule : settings_.query_parameters) {
+      // `?a=1;page=x`: Rack 2, Python before 3.9.2 and Go before 1.17 split
+      // at ';' too and read a `page` this rule never saw.
+      if (QueryParameterAfterSemicolon(callbacks.info().path, rule.name)) {
+        return Refuse(callbacks, 400,
+                      absl::StrCat("query ", rule.name, ": given after a ';', where an upstream "
+                                   "that splits at ';' reads it unchecked"));
+      }
       bool present = false;
       bool matches = true;
       ForEachQueryValue(callbacks.info().path, rule.name, [&](const std::string& value) {

@@ -195,6 +195,28 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
   v1::CorsConfig anchored = Origins({"~https://[a-z]+\\.example\\.com"});
   anchored.set_credentials(true);
   EXPECT_TRUE(new_errors(anchored).empty());
+  // A lone `.` matches any character: ~https://app.example.com lets in
+  // https://app-example.com, a domain anyone can register.
+  for (const char* lone : {"~https://app.example\\.com", "~https://app\\.example.com",
+                           "~https://[a-z]+\\.example\\.co.", "~(https://a\\.example|http://b.example)"}) {
+    v1::CorsConfig config = Origins({lone});
+    config.set_credentials(true);
+    auto errors = new_errors(config);
+    ASSERT_EQ(errors.size(), 1u) << lone;
+    EXPECT_EQ(errors[0].field, "origins[0]");
+    EXPECT_TRUE(absl::StrContains(errors[0].message, "a lone '.'")) << errors[0].message;
+    config.set_credentials(false);
+    EXPECT_TRUE(new_errors(config).empty()) << lone;
+  }
+  // Escaped, in a class, or spanning a label with a quantifier: not lone.
+  for (const char* fine : {"~https://app\\.example\\.com", "~https://[.a-z]+\\.example\\.com",
+                           "~https://[]a.]+\\.example\\.com", "~https://[^.]+\\.example\\.com",
+                           "~https://.+\\.example\\.com", "~https://.{1,63}\\.example\\.com",
+                           "~https://a\\.example\\.com(:[0-9]+)?"}) {
+    v1::CorsConfig config = Origins({fine});
+    config.set_credentials(true);
+    EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;
+  }
 }
 
 TEST(CorsConfigTest, MethodsAndHeaderNamesAreTokensAndMaxAgeIsBounded) {
