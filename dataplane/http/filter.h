@@ -88,6 +88,10 @@ struct StreamInfo {
   // (with or without a consumer: jwt without consumer_claim).
   bool client_authorization = false;
   bool authenticated = false;
+  // What an authentication policy told the upstream about the caller
+  // beyond the consumer (jwt's claims_to_headers, as `header=value` lines):
+  // a cache keyed by consumer keys on it too (SetConsumerClaims).
+  std::string consumer_claims;
   // A detached exchange the gateway started itself (StartBackgroundRefresh):
   // no client waits for its response.
   bool background = false;
@@ -155,6 +159,9 @@ class FilterCallbacks {
   // upstream. `consumer` must come from consumers(), or be nullptr with
   // `anonymous` false: a credential was accepted that names no consumer.
   virtual void SetConsumer(const auth::Consumer* consumer, bool anonymous) = 0;
+  // Records the fields about the caller a policy set for the upstream to
+  // trust (jwt claims), which the answer may depend on: info().consumer_claims.
+  virtual void SetConsumerClaims(std::string claims) = 0;
   // The path and query that go upstream from here on (routing has already
   // happened), e.g. with a credential removed from the query.
   virtual void SetPath(std::string path_and_query) = 0;

@@ -50,6 +50,17 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
     while (next_ < filters_.size() && !identified_ && !rejected_) {
       size_t i = next_++;
       entered_ = std::max(entered_, next_);
+      // Each policy reads the request as the client sent it: what the one
+      // before took out as it refused (key-auth's `Authorization`, jwt's
+      // claim fields, a query key) may be this one's credential.
+      if (i > 0) {
+        *headers_ = saved_headers_;
+        if (outer_->info().path != saved_path_) outer_->SetPath(saved_path_);
+      }
+      if (i + 1 < filters_.size()) {
+        saved_headers_ = *headers_;
+        saved_path_.assign(outer_->info().path.data(), outer_->info().path.size());
+      }
       refused_ = false;
       anonymous_now_ = false;
       http::FilterStatus status = filters_[i]->OnRequestHeaders(*headers_, *this);
@@ -81,6 +92,8 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
       outer_->SetConsumer(anonymous_, true);
       status = http::FilterStatus::kContinue;
     } else {
+      // Refused: still no credential in the access log's path.
+      for (const auto& filter : filters_) filter->OnSkippedInGroup(*headers_, *this);
       if (!reply_policy_.empty()) outer_->SetAnsweringPolicy(reply_policy_);
       outer_->SendLocalReply(reply_status_ ? reply_status_ : 401,
                              reply_message_.empty() ? "authentication failed" : reply_message_,
@@ -160,6 +173,9 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
     identified_ = true;
     outer_->SetConsumer(consumer, false);
   }
+  void SetConsumerClaims(std::string claims) override {
+    outer_->SetConsumerClaims(std::move(claims));
+  }
   void SetPath(std::string path_and_query) override { outer_->SetPath(std::move(path_and_query)); }
   void StartBackgroundRefresh() override { outer_->StartBackgroundRefresh(); }
 
@@ -169,6 +185,9 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   std::vector<std::string_view> names_;
   http::FilterCallbacks* outer_ = nullptr;
   http::HeaderMap* headers_ = nullptr;
+  // The request as the first policy got it, for the next ones.
+  http::HeaderMap saved_headers_;
+  std::string saved_path_;
   size_t next_ = 0;
   size_t entered_ = 0;
   bool identified_ = false;

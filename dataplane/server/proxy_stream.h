@@ -245,6 +245,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::shared_ptr<http::ResumeHandle> MakeResumeHandle() override;
   const auth::ConsumerIndex& consumers() const override;
   void SetConsumer(const auth::Consumer* consumer, bool anonymous) override;
+  void SetConsumerClaims(std::string claims) override { info_.consumer_claims = std::move(claims); }
   void SetPath(std::string path_and_query) override;
   void StartBackgroundRefresh() override;
   void SetAnsweringPolicy(std::string_view policy) override { answering_policy_ = policy; }

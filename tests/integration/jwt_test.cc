@@ -262,14 +262,21 @@ TEST_F(JwtIntegrationTest, ACachedAnswerForOneTokenHolderNeverReachesAnother) {
     EXPECT_EQ(bob.header("x-echo-x-test-user-sub"), "bob") << path;
     EXPECT_NE(bob.header("x-cache-status"), "Hit") << path;
   }
-  // What the upstream marks shareable is shared.
+  // What the upstream marks shareable is shared, among the holders of
+  // tokens whose claims the upstream was told are the same: with
+  // key_consumer (the default) the claims_to_headers values are keyed, and
+  // this upstream answers per x-test-user-sub.
   HttpResponse first = get("/private/pub?cc=public", material_.token("ES256"));
   ASSERT_TRUE(first.ok()) << first.error;
   EXPECT_EQ(first.header("x-cache-status"), "Miss");
+  HttpResponse again = get("/private/pub?cc=public", material_.token("ES256"));
+  ASSERT_TRUE(again.ok()) << again.error;
+  EXPECT_EQ(again.header("x-cache-status"), "Hit");
+  EXPECT_EQ(again.header("x-echo-x-test-user-sub"), "alice");
   HttpResponse second = get("/private/pub?cc=public", material_.token("sub_bob"));
   ASSERT_TRUE(second.ok()) << second.error;
-  EXPECT_EQ(second.header("x-cache-status"), "Hit");
-  EXPECT_EQ(second.header("x-echo-x-test-user-sub"), "alice");
+  EXPECT_EQ(second.header("x-cache-status"), "Miss");
+  EXPECT_EQ(second.header("x-echo-x-test-user-sub"), "bob");
 }
 
 TEST_F(JwtIntegrationTest, ExpiredAndWrongKeyTokensAre401WithTheReason) {

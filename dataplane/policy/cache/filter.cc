@@ -436,6 +436,9 @@ class CacheFilter : public http::Filter {
     if (s_.key_consumer) {
       AppendPiece(&key, 'c',
                   info.consumer != nullptr ? info.consumer->name : "");
+      // What the upstream is told about the caller besides its name (jwt
+      // claims: one consumer's tokens may carry other roles).
+      if (!info.consumer_claims.empty()) AppendPiece(&key, 'j', info.consumer_claims);
     }
     return key;
   }
@@ -446,7 +449,10 @@ class CacheFilter : public http::Filter {
     if (const std::string* h = headers.Get("host")) host = *h;
     if (!host.empty() && host.front() == '[')
       return host.substr(0, host.find(']') + 1);
-    return host.substr(0, host.find(':'));
+    host = host.substr(0, host.find(':'));
+    // `example.com.` is the host `example.com` is (routing reads it so).
+    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+    return host;
   }
 
   // What outlives the head hook on the paths that do not answer at once

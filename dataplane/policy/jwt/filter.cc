@@ -183,6 +183,9 @@ class JwtFilter : public http::Filter {
       if (consumer == nullptr) return Refuse(callbacks, "token's consumer is not known");
     }
     for (const auto& [name, value] : t.headers) headers.Add(name, value);
+    // The upstream's answer may depend on them (x-user-roles): a cache
+    // keyed by consumer keys on them too.
+    if (!t.claims.empty()) callbacks.SetConsumerClaims(t.claims);
     // Without consumer_claim: accepted, naming no one (the cache keeps the
     // answer from other callers).
     callbacks.SetConsumer(consumer, /*anonymous=*/false);
@@ -298,7 +301,10 @@ class JwtFilter : public http::Filter {
       const ClaimValue& claim = claims[h.wanted_index];
       bool usable = claim.kind == ClaimValue::Kind::kString ||
                     claim.kind == ClaimValue::Kind::kRendered;
-      if (usable && IsHeaderValue(claim.text)) accepted->headers.emplace_back(h.header, claim.text);
+      if (usable && IsHeaderValue(claim.text)) {
+        accepted->headers.emplace_back(h.header, claim.text);
+        absl::StrAppend(&accepted->claims, h.header, "=", claim.text, "\n");
+      }
     }
     cache.Insert(key, accepted);
     return std::shared_ptr<const AcceptedToken>(std::move(accepted));

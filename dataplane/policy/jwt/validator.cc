@@ -271,6 +271,16 @@ class JwtValidator : public api::PolicyValidator {
     }
     const std::string token_header = absl::AsciiStrToLower(
         config.has_header() ? config.header() : std::string("authorization"));
+    // A token header the gateway sets or removes before the policy runs
+    // (x-consumer-name, x-forwarded-for), or that frames the message, never
+    // holds the client's token: every request would be refused.
+    if (config.has_header() && !config.header().empty() &&
+        http::IsGatewayOrFramingField(config.header())) {
+      errors->push_back({"header", absl::StrCat("\"", config.header(),
+                                                "\" is set by the gateway or frames the message: "
+                                                "no token could be read from it; choose another "
+                                                "name")});
+    }
     for (int i = 0; i < config.claims_to_headers_size(); ++i) {
       const std::string header = absl::AsciiStrToLower(config.claims_to_headers(i).header());
       if (header != token_header && http::SameCgiName(header, token_header)) {

@@ -8,7 +8,7 @@
 namespace sluice::policy::jwt {
 
 size_t AcceptedToken::ByteSize() const {
-  size_t bytes = sizeof(AcceptedToken) + consumer.size();
+  size_t bytes = sizeof(AcceptedToken) + consumer.size() + claims.size();
   for (const auto& [name, value] : headers) bytes += sizeof(headers[0]) + name.size() + value.size();
   return bytes;
 }

@@ -44,6 +44,7 @@ struct AcceptedToken {
   int64_t expires = 0;
   std::string consumer;  // the consumer claim's value; empty without consumer_claim
   std::vector<std::pair<std::string, std::string>> headers;  // header, value
+  std::string claims;  // `header=value` lines of `headers`: StreamInfo::consumer_claims
   size_t ByteSize() const;
 };
 

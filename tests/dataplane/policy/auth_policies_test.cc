@@ -560,6 +560,40 @@ TEST(ChainTest, SeveralAuthenticationPoliciesMeanAnyOfThem) {
   EXPECT_EQ(challenges, 2);
 }
 
+// Each policy of a group reads the request as the client sent it: what one
+// took out as it refused may be the next one's credential (key-auth on
+// `authorization` removed a Basic field before basic-auth saw it: 401
+// `invalid API key`). Refused by all, the request keeps no credential in
+// its path (the access log's).
+TEST(ChainTest, EachPolicyInAGroupSeesTheCredentialsTheOnesBeforeRefused) {
+  key_auth::v1::KeyAuthConfig on_authorization;
+  on_authorization.add_key_names("authorization");
+  on_authorization.add_key_names("apikey");
+  key_auth::v1::KeyAuthConfig on_query;
+  on_query.add_key_names("apikey");
+  FactoryList chain = OrderChain({Compile("key-auth", on_authorization),
+                                  Compile("basic-auth", basic_auth::v1::BasicAuthConfig()),
+                                  Compile("key-auth", on_query)});
+  ASSERT_EQ(chain.size(), 1u);
+  Request basic;
+  basic.headers.Add("authorization", Basic("alice:wonderland"));
+  http::FilterStatus status = basic.Run(*chain[0]);
+  if (status == http::FilterStatus::kStopIteration) {
+    ASSERT_TRUE(basic.callbacks.RunPosted());
+    EXPECT_EQ(basic.callbacks.continues_, 1);
+  } else {
+    EXPECT_EQ(status, http::FilterStatus::kContinue);  // remembered by an earlier test
+  }
+  EXPECT_EQ(basic.consumer(), "alice") << basic.callbacks.message_;
+  EXPECT_EQ(basic.callbacks.replies_, 0);
+  EXPECT_EQ(basic.headers.Get("authorization"), nullptr);  // not passed on
+  // Refused by all three: the query's key is not in the path.
+  Request none("/api?apikey=wrong-key&x=1");
+  EXPECT_EQ(none.Run(*chain[0]), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(none.callbacks.status_, 401);
+  EXPECT_EQ(none.callbacks.info_.path, "/api?x=1");
+}
+
 // key-auth skipped in a group (basic-auth identified the caller) still
 // drops an unlisted spelling of its key field, with keep_credentials too:
 // an upstream would read `x_api_key` as a key no one checked.

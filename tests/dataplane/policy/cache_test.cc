@@ -327,12 +327,15 @@ TEST_F(CacheTest, MissStoresHitServesWithAge) {
   EXPECT_EQ(hit.body, "hello");
   EXPECT_EQ(hit.age, "30");
 
-  // The host is compared without case and port; the path and query are not.
+  // The host is compared without case, port and one trailing dot (the
+  // host routing reads); the path and query are not.
   EXPECT_EQ(FromCache(*factory, {}, "/items?id=2").status, "<upstream>");
-  Client other_host(*factory);
-  other_host.request.Set("host", "api.EXAMPLE.com");
-  other_host.Start();
-  EXPECT_TRUE(other_host.answered());
+  for (const char* host : {"api.EXAMPLE.com", "api.example.com.", "api.example.com.:8443"}) {
+    Client other_host(*factory);
+    other_host.request.Set("host", host);
+    other_host.Start();
+    EXPECT_TRUE(other_host.answered()) << host;
+  }
 
   Advance(31);  // 61 s old: stale, goes upstream
   Client expired(*factory);
@@ -665,6 +668,24 @@ TEST_F(CacheTest, AnAuthenticatedRequestsAnswerIsSharedOnlyWhenTheUpstreamSaysSo
   other.callbacks.SetConsumer(&bob, false);
   other.Start();
   EXPECT_TRUE(other.went_upstream());
+  // What the upstream was told about the caller besides its name (a jwt
+  // claim's header): one consumer's tokens with other roles get other
+  // answers.
+  Client admin(*factory, "/roles");
+  admin.callbacks.SetConsumer(&alice, false);
+  admin.callbacks.SetConsumerClaims("x-user-roles=admin\n");
+  admin.Start();
+  admin.Respond(200, Fresh(60), "the admin view");
+  Client admin_again(*factory, "/roles");
+  admin_again.callbacks.SetConsumer(&alice, false);
+  admin_again.callbacks.SetConsumerClaims("x-user-roles=admin\n");
+  admin_again.Start();
+  EXPECT_TRUE(admin_again.answered());
+  Client reader(*factory, "/roles");
+  reader.callbacks.SetConsumer(&alice, false);
+  reader.callbacks.SetConsumerClaims("x-user-roles=read\n");
+  reader.Start();
+  EXPECT_TRUE(reader.went_upstream());
   // Still going upstream, the Authorization may be what the answer is for.
   Client forwarded(*factory, "/fwd", {{"Authorization", "Bearer a"}});
   forwarded.callbacks.info_.client_authorization = true;

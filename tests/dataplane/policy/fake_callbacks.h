@@ -47,6 +47,7 @@ class FakeCallbacks : public http::FilterCallbacks {
     info_.consumer = consumer;
     info_.anonymous_consumer = anonymous;
   }
+  void SetConsumerClaims(std::string claims) override { info_.consumer_claims = std::move(claims); }
   void SetPath(std::string path_and_query) override {
     path_ = std::move(path_and_query);
     info_.path = path_;

@@ -485,10 +485,15 @@ TEST_F(JwtTest, ClaimsGoToHeadersAndClientCopiesAreRemoved) {
   EXPECT_EQ(r.header("x-active"), "true");
   EXPECT_EQ(r.header("x-org"), "<none>");      // an object is not copied
   EXPECT_EQ(r.header("x-missing"), "<none>");  // the client's copy is gone too
+  // And are recorded for a response cache keyed by consumer.
+  EXPECT_EQ(r.callbacks.info().consumer_claims,
+            "x-user-email=alice@example.com\nx-roles=admin,dev\nx-level=3\nx-ratio=1.5\n"
+            "x-active=true\n");
   // Served from the cache the second time: the same headers.
   Request again = Request::Bearer(Token("ES256"));
   EXPECT_EQ(again.Run(*factory), http::FilterStatus::kContinue);
   EXPECT_EQ(again.header("x-roles"), "admin,dev");
+  EXPECT_EQ(again.callbacks.info().consumer_claims, r.callbacks.info().consumer_claims);
   // A claim that would break the header block is not copied.
   Request evil = Request::Bearer(Token("evil_claim"));
   EXPECT_EQ(evil.Run(*factory), http::FilterStatus::kContinue);
@@ -756,6 +761,28 @@ TEST_F(JwtTest, AClaimIntoCookieOrAuthorizationIsRefusedAtApply) {
   EXPECT_EQ(errors[0].message,
             "\"cookie\" carries the client's cookies or credentials; choose another header");
   EXPECT_EQ(errors[1].field, "claims_to_headers[1].header");
+}
+
+// A token header the gateway sets or removes before the policy runs never
+// holds the client's token (every request got 401): refused at apply.
+TEST_F(JwtTest, ATokenHeaderTheGatewayOwnsIsRefusedAtApply) {
+  for (const char* owned : {"x-consumer-name", "X-Forwarded-For", "x-real-ip", "content-length"}) {
+    v1::JwtConfig config = Config({"ES256"});
+    config.set_header(owned);
+    config.set_header_prefix("");
+    EXPECT_TRUE(Errors(config).empty()) << owned;  // a stored one still loads
+    std::vector<api::PolicyConfigError> errors;
+    api::FindPolicyValidator("jwt")->ValidateNew(config, &errors);
+    ASSERT_EQ(errors.size(), 1u) << owned;
+    EXPECT_EQ(errors[0].field, "header");
+    EXPECT_TRUE(absl::StrContains(errors[0].message, "is set by the gateway or frames the message"))
+        << errors[0].message;
+  }
+  v1::JwtConfig fine = Config({"ES256"});
+  fine.set_header("x-jwt");
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("jwt")->ValidateNew(fine, &errors);
+  EXPECT_TRUE(errors.empty()) << ErrorText(errors);
 }
 
 TEST_F(JwtTest, ConfigRulesNameTheField) {
