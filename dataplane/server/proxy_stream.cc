@@ -57,7 +57,14 @@ bool IsConsumerField(std::string_view name) {
 // upstream would read the client's copy next to, or instead of, the
 // gateway's. Never forwarded (nginx drops every '_' name by default;
 // other '_' names go through).
+// The same goes for the framing fields (content_length, transfer_encoding):
+// WSGI's HTTP_TRANSFER_ENCODING made Werkzeug read a body of a length the
+// gateway never framed (gunicorn 22 drops such names for that reason).
 bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
+  if (name.size() == 14 || name.size() == 17) {
+    if ((name[0] | 0x20) == 'c' && http::EqualsIgnoreCase(name, "content_length")) return true;
+    if ((name[0] | 0x20) == 't' && http::EqualsIgnoreCase(name, "transfer_encoding")) return true;
+  }
   if (name.size() < 9 || name.size() > 32 || (name[0] | 0x20) != 'x' ||
       (name[1] != '_' && name[1] != '-') || name.find('_') == std::string_view::npos) {
     return false;
