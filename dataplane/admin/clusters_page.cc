@@ -53,6 +53,11 @@ EndpointView View(const EndpointInfo& e, int64_t now) {
   } else if (h == Health::kUnknown) {
     v.health = "unknown";
     v.reason = "no health check has passed yet";
+    // Failing, not yet unhealthy_threshold times: "not checked yet" and
+    // "failing" look alike otherwise.
+    if (std::string failure = e.state->last_check_failure(); !failure.empty()) {
+      absl::StrAppend(&v.reason, "; the last one failed: active health check: ", failure);
+    }
   } else {
     v.health = "healthy";
   }

@@ -192,6 +192,18 @@ http::Http2ClientLimits ProbeHttp2Limits() {
   return limits;
 }
 
+// Its first frame is not the SETTINGS a server's preface starts with (RFC
+// 9113 3.4; the type is the frame header's fourth byte): an HTTP/1 server
+// answering the client preface with a 400. Named as the request path names
+// it, not as the codec's "SETTINGS expected".
+bool NotHttp2(const http::Http2ClientCodec& codec, std::string_view bytes) {
+  return !codec.peer_settings_received() && bytes.size() >= 4 &&
+         static_cast<uint8_t>(bytes[3]) != 0x04;
+}
+constexpr char kNotHttp2[] =
+    "the endpoint does not speak HTTP/2 (its first bytes are not a SETTINGS frame); the "
+    "cluster's protocol is HTTP2";
+
 }  // namespace
 
 // TCP connect (with `request` empty), or an HTTP GET and its status: over
@@ -263,6 +275,10 @@ class HealthChecker::HttpProbe : public Probe,
     if (h2_ != nullptr) {
       net::Buffer& input = connection_.input();
       const size_t n = input.view().size();
+      if (NotHttp2(*h2_, input.view())) {
+        Report(false, kNotHttp2);
+        return;
+      }
       const bool ok = h2_->Receive(input.view());
       if (check_ == nullptr) return;
       input.Drain(n);
@@ -383,6 +399,10 @@ class HealthChecker::GrpcProbe : public Probe,
     net::Buffer& input = connection_.input();
     std::string_view bytes = input.view();
     size_t n = bytes.size();
+    if (NotHttp2(codec_, bytes)) {
+      Report(false, kNotHttp2);
+      return;
+    }
     bool ok = codec_.Receive(bytes);
     if (check_ == nullptr) return;
     input.Drain(n);

@@ -344,6 +344,33 @@ TEST_F(UpstreamHttp2Test, HttpHealthChecksSpeakTheClustersProtocol) {
   EXPECT_EQ(Get("/checked-auto-h1/y").header("x-proto"), "HTTP/1.1");
 }
 
+// A check of an HTTP2 cluster's endpoint that answers in HTTP/1 is named
+// as requests name it. Before: "stream reset (HTTP/2 error 1): connection
+// error: sent GOAWAY PROTOCOL_ERROR: SETTINGS expected".
+TEST_F(UpstreamHttp2Test, ChecksNameAnEndpointThatDoesNotSpeakHttp2) {
+  const std::string grpc_check =
+      "  health_check: {grpc: {}, interval: 300ms, timeout: 300ms}\n";
+  const std::string http_check =
+      "  health_check: {http: {path: /}, interval: 300ms, timeout: 300ms}\n";
+  const std::string yaml =
+      absl::StrCat(ClusterYaml("h1-grpc-checked", origin_.port(), "HTTP2", ""), grpc_check,
+                   "---\n", ClusterYaml("h1-http-checked", origin_.port(), "HTTP2", ""),
+                   http_check);
+  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "h1-checked.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::string page;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        page = proxy_->Admin("/clusters").second;
+        size_t first = page.find("the endpoint does not speak HTTP/2");
+        return first != std::string::npos &&
+               page.find("the endpoint does not speak HTTP/2", first + 1) != std::string::npos;
+      },
+      absl::Seconds(10)))
+      << page;
+  EXPECT_FALSE(absl::StrContains(page, "SETTINGS expected")) << page;
+}
+
 TEST_F(UpstreamHttp2Test, AutoWithoutTlsIsRejected) {
   auto r = cp_.Ctl({"apply", "-f",
                     WriteFile(dir_, "auto-plain.yaml", ClusterYaml("auto-plain", 9, "AUTO", ""))});

@@ -315,6 +315,33 @@ TEST_F(UpstreamTlsTest, AnUpstreamRefusingTheMissingClientCertificateIsNamedInTh
   EXPECT_FALSE(absl::StrContains(r.body, "Protocol error")) << r.body;
 }
 
+// An endpoint whose checks fail, not yet unhealthy_threshold times, is
+// shown with the failure: "not checked yet" and "failing" looked alike.
+TEST_F(UpstreamTlsTest, AnUnjudgedEndpointShowsItsLastFailedCheck) {
+  // A new cluster: an endpoint that was healthy before its cluster got a
+  // check stays healthy until the check says otherwise.
+  std::string yaml = ClusterYaml(
+      "unjudged", port_, "{ca: other-ca, sni: backend.test}",
+      "  health_check: {http: {path: /healthz}, interval: 30s, timeout: 1s,"
+      " unhealthy_threshold: 3}\n");
+  auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "unjudged.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::string page;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        page = proxy_->Admin("/clusters").second;
+        return absl::StrContains(page, "the last one failed");
+      },
+      absl::Seconds(10)))
+      << page;
+  EXPECT_TRUE(absl::StrContains(page, "health=unknown")) << page;
+  EXPECT_TRUE(absl::StrContains(page,
+                                "no health check has passed yet; the last one failed: active "
+                                "health check: TLS handshake: certificate verify failed"))
+      << page;
+}
+
 TEST_F(UpstreamTlsTest, HealthChecksGoOverTls) {
   std::string checks =
       "  health_check: {http: {path: /healthz}, interval: 200ms, timeout: 150ms}\n";
