@@ -74,4 +74,30 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std:
   return status;
 }
 
+absl::Status CheckCertificatesParse(const std::string& flag, const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  int parsed = 0;
+  bool broken = bio == nullptr;
+  while (!broken) {
+    X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    if (cert == nullptr) {
+      // The end of the text, or a block that does not parse.
+      const unsigned long error = ERR_peek_last_error();
+      broken = !(ERR_GET_LIB(error) == ERR_LIB_PEM &&
+                 ERR_GET_REASON(error) == PEM_R_NO_START_LINE && parsed > 0);
+      break;
+    }
+    ++parsed;
+    X509_free(cert);
+  }
+  BIO_free(bio);
+  ERR_clear_error();
+  if (broken) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", parsed == 0 ? "no certificate parses"
+                                             : "a certificate after the first does not parse"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace sluice

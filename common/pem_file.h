@@ -30,6 +30,10 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::stri
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std::string& cert_pem,
                                         const std::string& key_flag, const std::string& key_pem);
 
+// INVALID_ARGUMENT naming `flag` unless every certificate block of `pem`
+// parses (a CA bundle), and there is at least one.
+absl::Status CheckCertificatesParse(const std::string& flag, const std::string& pem);
+
 }  // namespace sluice
 
 #endif  // SLUICE_COMMON_PEM_FILE_H_

@@ -1,15 +1,165 @@
 #include "controlplane/server/server_credentials.h"
 
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/log.h"
 #include "common/pem_file.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_credentials_options.h"
 
 namespace sluice::controlplane {
+
+// The certificate, key and CA files as last read whole and checked, each in
+// a memfd whose number stays the same: gRPC's watcher reads them by their
+// /proc/self/fd paths. A new good set replaces them with dup3 (each swap is
+// atomic; gRPC reads again when a file's mtime changes while it reads, so it
+// does not keep a new certificate with an old key). Checked every interval
+// on its own thread.
+class StagedTlsFiles {
+ public:
+  static absl::StatusOr<std::shared_ptr<StagedTlsFiles>> Start(const ServerSecurityFlags& flags,
+                                                               const std::string& cert,
+                                                               const std::string& key,
+                                                               const std::string& ca) {
+    auto staged = std::shared_ptr<StagedTlsFiles>(new StagedTlsFiles(flags));
+    const std::array<const std::string*, 3> contents = {&cert, &key, &ca};
+    for (size_t i = 0; i < 3; ++i) {
+      if (i == kCa && flags.client_ca_file.empty()) continue;
+      absl::StatusOr<int> fd = MemoryFile(*contents[i]);
+      if (!fd.ok()) return fd.status();
+      staged->fds_[i] = *fd;
+      staged->last_[i] = *contents[i];
+    }
+    staged->thread_ = std::thread([s = staged.get()] { s->Run(); });
+    return staged;
+  }
+  ~StagedTlsFiles() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    for (int fd : fds_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  std::string path(size_t i) const {
+    return fds_[i] < 0 ? std::string() : absl::StrCat("/proc/self/fd/", fds_[i]);
+  }
+
+  static constexpr size_t kCert = 0, kKey = 1, kCa = 2;
+
+ private:
+  explicit StagedTlsFiles(const ServerSecurityFlags& flags) : flags_(flags) {}
+
+  // A sealed-size in-memory file holding `bytes` (close-on-exec).
+  static absl::StatusOr<int> MemoryFile(const std::string& bytes) {
+    const int fd = ::memfd_create("sluice-tls", MFD_CLOEXEC);
+    if (fd < 0) return absl::InternalError(absl::StrCat("memfd_create: ", std::strerror(errno)));
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int error = errno;
+        ::close(fd);
+        return absl::InternalError(absl::StrCat("writing a memfd: ", std::strerror(error)));
+      }
+      done += static_cast<size_t>(n);
+    }
+    return fd;
+  }
+
+  void Run() {
+    const absl::Duration interval = absl::Seconds(std::max(1u, flags_.reload_interval_seconds));
+    absl::MutexLock lock(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval)) {
+      mu_.Unlock();
+      Reload();
+      mu_.Lock();
+    }
+  }
+
+  // Reads the three files; stages them when they changed and are good.
+  void Reload() {
+    std::array<std::string, 3> now;
+    absl::Status problem = Read(&now);
+    if (problem.ok() && now == last_) {
+      told_.clear();
+      return;
+    }
+    if (problem.ok()) {
+      for (size_t i = 0; i < 3; ++i) {
+        if (fds_[i] < 0 || now[i] == last_[i]) continue;
+        absl::StatusOr<int> fd = MemoryFile(now[i]);
+        if (!fd.ok() || ::dup3(*fd, fds_[i], O_CLOEXEC) < 0) {
+          problem = fd.ok() ? absl::InternalError(absl::StrCat("dup3: ", std::strerror(errno)))
+                            : fd.status();
+          if (fd.ok()) ::close(*fd);
+          break;
+        }
+        ::close(*fd);
+        last_[i] = std::move(now[i]);
+      }
+      if (problem.ok()) {
+        told_.clear();
+        SLUICE_LOG(kInfo, "TLS files read again: new handshakes use them");
+        return;
+      }
+    }
+    const std::string why(problem.message());
+    if (why != told_) {  // once per problem, not every interval
+      told_ = why;
+      SLUICE_LOG(kWarning, why, "; new handshakes keep the TLS files read before");
+    }
+  }
+
+  absl::Status Read(std::array<std::string, 3>* now) const {
+    absl::StatusOr<std::string> cert =
+        ReadPemFile("--tls-cert", flags_.tls_cert_file, PemKind::kCertificate);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key =
+        ReadPemFile("--tls-key", flags_.tls_key_file, PemKind::kPrivateKey);
+    if (!key.ok()) return key.status();
+    if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
+        !match.ok()) {
+      return match;
+    }
+    (*now)[kCert] = *std::move(cert);
+    (*now)[kKey] = *std::move(key);
+    if (!flags_.client_ca_file.empty()) {
+      absl::StatusOr<std::string> ca =
+          ReadPemFile("--client-ca", flags_.client_ca_file, PemKind::kCertificate);
+      if (!ca.ok()) return ca.status();
+      if (absl::Status parses = CheckCertificatesParse("--client-ca", *ca); !parses.ok()) {
+        return parses;
+      }
+      (*now)[kCa] = *std::move(ca);
+    }
+    return absl::OkStatus();
+  }
+
+  const ServerSecurityFlags flags_;
+  std::array<int, 3> fds_ = {-1, -1, -1};
+  std::array<std::string, 3> last_;  // what the memfds hold (the reload thread's)
+  std::string told_;                 // the problem last logged
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 std::string ServerSecurity::Describe() const {
   if (!tls) return "plaintext";
@@ -50,16 +200,26 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
       !match.ok()) {
     return match;
   }
+  std::string ca_pem;
   if (!flags.client_ca_file.empty()) {
     absl::StatusOr<std::string> ca =
         ReadPemFile("--client-ca", flags.client_ca_file, PemKind::kCertificate);
     if (!ca.ok()) return ca.status();
+    if (absl::Status parses = CheckCertificatesParse("--client-ca", *ca); !parses.ok()) {
+      return parses;
+    }
+    ca_pem = *std::move(ca);
   }
-  // Read at start above (errors name the flag); watched from now on, so a
-  // renewal (cert-manager rewriting a mounted Secret) needs no restart.
+  // Read at start above (errors name the flag); read again and checked
+  // from now on, so a renewal (cert-manager rewriting a mounted Secret)
+  // needs no restart, and a bad file is not installed.
+  absl::StatusOr<std::shared_ptr<StagedTlsFiles>> staged =
+      StagedTlsFiles::Start(flags, *cert, *key, ca_pem);
+  if (!staged.ok()) return staged.status();
+  security.staged = *staged;
   security.files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-      flags.tls_key_file, flags.tls_cert_file, flags.client_ca_file,
-      std::max(1u, flags.reload_interval_seconds));
+      security.staged->path(StagedTlsFiles::kKey), security.staged->path(StagedTlsFiles::kCert),
+      security.staged->path(StagedTlsFiles::kCa), /*refresh_interval_sec=*/1);
   grpc::experimental::TlsServerCredentialsOptions options(security.files);
   options.watch_identity_key_cert_pairs();
   if (!flags.client_ca_file.empty()) {

@@ -4,7 +4,11 @@
 //
 // The files are read at start (a missing or unparsable one is an error
 // then) and watched afterwards: renewed ones serve new handshakes within
-// the reload interval, without a restart; open streams go on.
+// the reload interval, without a restart; open streams go on. What is read
+// again is checked first (each parses, the key is the certificate's): gRPC's
+// watcher, which installs whatever it reads, reads in-memory copies of the
+// last good files, so a garbage file or a key and certificate caught half
+// replaced keep the previous ones serving, with a warning.
 //
 // With --client-ca the handshake requests a client certificate and verifies
 // one that is presented, but lets a peer without one finish: sluicectl
@@ -37,10 +41,15 @@ struct ServerSecurityFlags {
   unsigned int reload_interval_seconds = 60;
 };
 
+// The TLS files as last read whole and checked (StagedTlsFiles in the .cc).
+class StagedTlsFiles;
+
 struct ServerSecurity {
   std::shared_ptr<grpc::ServerCredentials> credentials;
-  // With TLS: what watches the files (kept as long as the credentials).
+  // With TLS: what watches the files (kept as long as the credentials),
+  // and the checked copies it watches.
   std::shared_ptr<grpc::experimental::CertificateProviderInterface> files;
+  std::shared_ptr<StagedTlsFiles> staged;
   bool tls = false;
   bool client_certificates = false;  // proxies must present one
   // "plaintext", "TLS" or "TLS, proxies need a client certificate".

@@ -305,12 +305,26 @@ void ConfigClient::RefreshTlsMaterial() {
     *pem = *std::move(now);
     return true;
   };
-  reread("--control-plane-ca", options_.tls_ca_file, &tls_ca_pem_, PemKind::kCertificate);
-  // The certificate and its key change together: both read, or neither kept.
+  std::string ca = tls_ca_pem_;
+  if (reread("--control-plane-ca", options_.tls_ca_file, &ca, PemKind::kCertificate)) {
+    if (absl::Status parses = CheckCertificatesParse("--control-plane-ca", ca); !parses.ok()) {
+      SLUICE_LOG(kWarning, parses.message(), "; connecting with what was read before");
+    } else {
+      tls_ca_pem_ = std::move(ca);
+    }
+  }
+  // The certificate and its key change together: both read and matching
+  // (not one caught renewed before the other), or neither kept.
   std::string cert = tls_cert_pem_;
   std::string key = tls_key_pem_;
   if (reread("--control-plane-cert", options_.tls_cert_file, &cert, PemKind::kCertificate) &&
       reread("--control-plane-key", options_.tls_key_file, &key, PemKind::kPrivateKey)) {
+    if (absl::Status match = CheckKeyMatchesCertificate("--control-plane-cert", cert,
+                                                        "--control-plane-key", key);
+        !match.ok()) {
+      SLUICE_LOG(kWarning, match.message(), "; connecting with what was read before");
+      return;
+    }
     tls_cert_pem_ = std::move(cert);
     tls_key_pem_ = std::move(key);
   }

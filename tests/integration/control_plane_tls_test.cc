@@ -226,6 +226,91 @@ TEST_F(ControlPlaneTlsTest, ARenewedServerCertificateIsServedWithoutARestart) {
   EXPECT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log() << cp.process().Log();
 }
 
+// A file read again that is garbage, or a certificate caught renewed
+// before its key, is not installed: the files read before keep serving
+// new handshakes, with a warning, until a good set comes. Before, gRPC's
+// watcher installed whatever it read and every handshake failed.
+TEST_F(ControlPlaneTlsTest, ABadOrHalfRenewedServerFileKeepsTheLastGoodOnes) {
+  const std::string other = MakeTempDir("other-ca-bad");
+  CommandResult made = RunCommand({RunfilePath("scripts/dev-certs.sh"), other, "p1"});
+  ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+  const std::string dir = MakeTempDir("server-cert-bad");
+  ASSERT_TRUE(InstallPair(Cert("control-plane"), dir + "/server"));
+  ControlPlane cp("", "debug",
+                  {"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server.key",
+                   "--client-ca", Cert("ca.pem"), "--tls-reload-interval", "1s"});
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_EQ(cp.Ctl({"--ca", Cert("ca.pem"), "get"}).exit_code, 0) << cp.process().Log();
+  // Calls keep working for 3 s (gRPC's watcher reads every second).
+  auto keeps_serving = [&](const std::string& what) {
+    const absl::Time until = absl::Now() + absl::Seconds(3);
+    while (absl::Now() < until) {
+      CommandResult r = cp.Ctl({"--ca", Cert("ca.pem"), "get"});
+      if (r.exit_code != 0) {
+        ADD_FAILURE() << what << ": " << r.err << cp.process().Log();
+        return;
+      }
+    }
+  };
+  auto replace = [&](const std::string& path, const std::string& text) {
+    std::ofstream(path + ".next", std::ios::binary) << text;
+    return rename((path + ".next").c_str(), path.c_str()) == 0;
+  };
+  // The certificate renewed, its key not yet.
+  std::ifstream other_pem(other + "/control-plane.pem", std::ios::binary);
+  ASSERT_TRUE(replace(dir + "/server.pem",
+                      std::string((std::istreambuf_iterator<char>(other_pem)),
+                                  std::istreambuf_iterator<char>())));
+  ASSERT_TRUE(cp.process().WaitForLogLine(
+      "--tls-key is not the private key of --tls-cert's certificate (another key pair); new "
+      "handshakes keep the TLS files read before",
+      absl::Seconds(10)))
+      << cp.process().Log();
+  keeps_serving("half renewed");
+  // Garbage in the key file.
+  ASSERT_TRUE(replace(dir + "/server.key",
+                      "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"));
+  ASSERT_TRUE(cp.process().WaitForLogLine("--tls-key: the private key does not parse",
+                                          absl::Seconds(10)))
+      << cp.process().Log();
+  keeps_serving("garbage key");
+  // The whole new pair: served (clients of the old CA now refuse it).
+  ASSERT_TRUE(InstallPair(other + "/control-plane", dir + "/server"));
+  EXPECT_TRUE(WaitFor([&] { return cp.Ctl({"--ca", other + "/ca.pem", "get"}).exit_code == 0; },
+                      absl::Seconds(15)))
+      << cp.process().Log();
+  EXPECT_NE(cp.Ctl({"--ca", Cert("ca.pem"), "get"}).exit_code, 0);
+}
+
+// A proxy's certificate caught renewed before its key is not used: it
+// reconnects with the pair read before (before: "Invalid private key", and
+// no connection until the key came).
+TEST_F(ControlPlaneTlsTest, AHalfRenewedClientCertificateKeepsThePairReadBefore) {
+  ControlPlane cp("", "debug", TlsArgs());
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_TRUE(ApplyListener(cp));
+  const std::string dir = MakeTempDir("client-cert-half");
+  ASSERT_TRUE(InstallPair(Cert("proxy-p1"), dir + "/client"));
+  Proxy proxy(cp.address(), "p1", 1, "",
+              {"--control-plane-ca", Cert("ca.pem"), "--control-plane-cert", dir + "/client.pem",
+               "--control-plane-key", dir + "/client.key"});
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  // p2's certificate, p1's key still: a mismatched pair.
+  std::ifstream p2(Cert("proxy-p2.pem"), std::ios::binary);
+  std::ofstream(dir + "/client.pem.next", std::ios::binary)
+      << std::string((std::istreambuf_iterator<char>(p2)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(rename((dir + "/client.pem.next").c_str(), (dir + "/client.pem").c_str()), 0);
+  cp.Kill();
+  ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+  ASSERT_TRUE(ApplyListener(cp));  // version 2
+  EXPECT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log() << cp.process().Log();
+  EXPECT_TRUE(proxy.process().WaitForLogLine(
+      "--control-plane-key is not the private key of --control-plane-cert's certificate",
+      absl::Seconds(5)))
+      << proxy.process().Log();
+}
+
 // (c) A proxy that speaks TLS but presents no client certificate is refused.
 TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
   ControlPlane cp("", "debug", TlsArgs());
