@@ -151,15 +151,21 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase*
     return caller;
   }
   std::string header;
+  size_t headers = 0;
   if (context != nullptr) {
     const auto& metadata = context->client_metadata();
+    headers = metadata.count("authorization");
     if (auto it = metadata.find("authorization"); it != metadata.end()) {
       header.assign(it->second.data(), it->second.size());
     }
   }
   absl::Status refused;
   std::optional<TokenIdentity> identity;
-  if (header.empty()) {
+  if (headers > 1) {
+    // Which one a proxy in front checked is its own choice: neither counts.
+    refused = absl::UnauthenticatedError(
+        "more than one 'authorization' metadata entry; send one token");
+  } else if (header.empty()) {
     refused = absl::UnauthenticatedError(
         "sluice-control requires a token and none was sent (metadata "
         "'authorization: Bearer TOKEN')");

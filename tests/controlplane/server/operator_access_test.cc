@@ -309,6 +309,23 @@ TEST_F(OperatorAccessTest, RefusalsFillTheAuditLogAtABoundedRate) {
   EXPECT_TRUE(absl::StrContains(AuditLines().back(), R"("result":"OK")")) << AuditLines().back();
 }
 
+TEST_F(OperatorAccessTest, TwoAuthorizationEntriesAreUnauthenticated) {
+  Start(/*require_tokens=*/true);
+  const std::string viewer = MakeToken("dash", "viewer");
+  admin::v1::ListResponse list;
+  // Two authorization entries: neither counts (the first did), whichever
+  // is the good one.
+  for (const auto& [first, second] : {std::pair<std::string, std::string>{viewer, "junk"},
+                                      {"junk", viewer}}) {
+    auto context = As(first);
+    context->AddMetadata("authorization", "Bearer " + second);
+    grpc::Status two = stub_->List(context.get(), admin::v1::ListRequest(), &list);
+    EXPECT_EQ(two.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(two.error_message(),
+              "more than one 'authorization' metadata entry; send one token");
+  }
+}
+
 TEST_F(OperatorAccessTest, RolesDecideWhatATokenMayDo) {
   Start(/*require_tokens=*/true);
   const std::string viewer = MakeToken("dash", "viewer");
