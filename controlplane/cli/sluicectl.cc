@@ -552,6 +552,11 @@ void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {
   }
 }
 
+// A control plane that started within a proxy's longest reconnect delay
+// (10 s, and a margin) may not list every proxy yet: those that were
+// connected to the process before come back meanwhile.
+constexpr absl::Duration kReconnectWindow = absl::Seconds(12);
+
 // An ABORTED change: the config moved on since --if-version. Prints the
 // server's reason and the versions made since.
 int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status,
@@ -568,9 +573,17 @@ int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status
     }
     if (!since.empty()) {
       std::cout << "changes since version " << if_version << ":\n";
-      PrintHistoryTable(since);
       uint64_t oldest = since.front().version();
       for (const auto& e : since) oldest = std::min<uint64_t>(oldest, e.version());
+      // The newest 20 (the history comes newest first): a stale version
+      // far behind would fill the terminal with the whole history.
+      constexpr size_t kShown = 20;
+      const size_t older = since.size() > kShown ? since.size() - kShown : 0;
+      since.resize(std::min(since.size(), kShown));
+      PrintHistoryTable(since);
+      if (older > 0) {
+        std::cout << "(and " << older << " older ones: sluicectl history)\n";
+      }
       if (oldest > if_version + 1) {
         std::cout << "(versions " << if_version + 1 << ".." << oldest - 1
                   << " are no longer kept: --history)\n";
@@ -695,12 +708,9 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   };
   std::map<std::string, int> gone;  // node id: connections missing now
   const absl::Time begun = absl::Now();
-  // A control plane that started within a proxy's longest reconnect delay
-  // (10 s, and a margin) may not list every proxy yet: those that were
-  // connected to the process before come back meanwhile. Until then no
-  // answer is final (an apply right after a restart said "taken by 1 of 1"
-  // while another proxy still ran the version before).
-  constexpr absl::Duration kReconnectWindow = absl::Seconds(12);
+  // Until kReconnectWindow no answer is final (an apply right after a
+  // restart said "taken by 1 of 1" while another proxy still ran the
+  // version before).
   absl::Time settled = absl::InfinitePast();
   bool told_settling = false;
   while (true) {
@@ -1621,6 +1631,17 @@ std::string RolloutNote(admin::v1::AdminService::Stub& stub) {
 // Proxies listed by a control-plane replica that stopped reporting: their
 // rows are what it last said.
 void PrintSilentReplicas(const admin::v1::ListProxiesResponse& response) {
+  // Right after a restart the list misses proxies that have yet to come
+  // back (their reconnect delay is at most 10 s): say so, or an empty fleet
+  // looks lost.
+  const absl::Duration serving = absl::Seconds(response.serving_for().seconds()) +
+                                 absl::Nanoseconds(response.serving_for().nanos());
+  if (response.has_serving_for() && serving < kReconnectWindow) {
+    std::cerr << "sluice-control started "
+              << absl::FormatDuration(absl::Trunc(serving, absl::Milliseconds(100)))
+              << " ago: proxies that were connected before may not be back yet (within "
+              << absl::FormatDuration(kReconnectWindow) << ")\n";
+  }
   std::map<std::string, std::pair<int64_t, int>> silent;  // replica: seconds, proxies
   for (const auto& p : response.proxies()) {
     if (!p.has_replica_silent_for()) continue;

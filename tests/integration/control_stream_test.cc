@@ -296,6 +296,11 @@ TEST(ControlStreamTest, AProxyGoesBackOnlyToAVersionOfAnotherStore) {
   std::ofstream(cp.data_dir() + "/state.db", std::ios::binary | std::ios::trunc)
       << ReadFile(backup);
   ASSERT_TRUE(cp.Restart()) << cp.process().Log();
+  // Right after the restart `proxies` says why the list may be short.
+  CommandResult listed = cp.Ctl({"proxies"});
+  EXPECT_TRUE(absl::StrContains(listed.err, "proxies that were connected before may not be "
+                                            "back yet (within 12s)"))
+      << listed.err << listed.out;
   ASSERT_TRUE(WaitFor(
       [&] {
         return cp.Ctl({"proxies"}).out.find(

@@ -184,6 +184,15 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   r = cp_.Ctl({"rollback", "9"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(r.err, "version 9 is not in the history")) << r.err;
+  // Far behind, the conflict lists the newest 20 changes, not all.
+  for (int i = 0; i < 21; ++i) {
+    ASSERT_EQ(Apply(Config(absl::StrCat("v", i)), {"-m", absl::StrCat("step ", i)}).exit_code, 0);
+  }
+  r = Apply(Config("stale"), {"--if-version", "3"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "step 20")) << r.out;
+  EXPECT_FALSE(absl::StrContains(r.out, "step 0\n")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, " older ones: sluicectl history)")) << r.out;
 }
 
 TEST_F(HistoryTest, HistorySurvivesARestartAndHonoursTheRetention) {
