@@ -182,7 +182,8 @@ def check_common(name, docs, documented):
     for kind, obj in (("Namespace", "sluice"), ("StatefulSet", "sluice-control"),
                       ("Service", "sluice-control"), ("Deployment", "sluice-proxy"),
                       ("Service", "sluice-proxy"), ("Service", "sluice-proxy-admin"),
-                      ("PodDisruptionBudget", "sluice-proxy")):
+                      ("PodDisruptionBudget", "sluice-proxy"),
+                      ("NetworkPolicy", "sluice-control"), ("NetworkPolicy", "sluice-proxy")):
         if not find(docs, kind, obj):
             error(name, "no %s %s" % (kind, obj))
     if len(errors) > errors_before:
@@ -220,6 +221,41 @@ def check_common(name, docs, documented):
         for p in d["spec"].get("ports", []):
             if port_number(matched[0][1], p.get("targetPort", p["port"])) is None:
                 error(where, "targetPort %r is no port of the pods" % p.get("targetPort"))
+
+    # Network policies: each selects its workload, names only its ports,
+    # leaves none of them unlisted (dropped), admits the proxies to the
+    # control plane's gRPC port, and opens to anyone only the traffic port.
+    for d in docs:
+        if d["kind"] != "NetworkPolicy":
+            continue
+        where = "%s NetworkPolicy %s" % (name, d["metadata"]["name"])
+        selector = d["spec"]["podSelector"].get("matchLabels", {})
+        matched = [(w, c) for w, c in pods.values()
+                   if selector and selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        if len(matched) != 1:
+            error(where, "podSelector %r matches %d workloads" % (selector, len(matched)))
+            continue
+        workload, container = matched[0]
+        covered = set()
+        for rule in d["spec"].get("ingress", []):
+            for p in rule.get("ports", []):
+                number = port_number(container, p["port"])
+                if number is None:
+                    error(where, "port %r is no port of the pods" % p["port"])
+                    continue
+                covered.add(number)
+                if not rule.get("from") and number != 8080:
+                    error(where, "port %d is open to every pod and address" % number)
+                if number == 18000:
+                    proxy_labels = proxy["spec"]["template"]["metadata"]["labels"]
+                    if not any("namespaceSelector" not in peer and
+                               peer.get("podSelector", {}).get("matchLabels", {}).items()
+                               <= proxy_labels.items() for peer in rule.get("from", [])):
+                        error(where, "the proxies may not reach the control plane's port 18000")
+        for p in container.get("ports", []):
+            if p["containerPort"] not in covered:
+                error(where, "container port %d is in no rule: every connection to it is dropped"
+                      % p["containerPort"])
 
     # Control plane.
     where = name + " StatefulSet sluice-control"
