@@ -444,7 +444,22 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kError, "--require-tokens: no token exists yet; give --admin-token-file FILE");
     return 2;
   }
-  if (!require_tokens && (*tokens)->HasStored()) {
+  // Replicas sharing the store require tokens from now on too, whether or
+  // not they were started with the flag: before, one without it let anyone
+  // in (and mint an admin token the others accept) until a token was
+  // stored, which never happens while only the bootstrap token is used.
+  if (require_tokens && etcd != nullptr) {
+    if (absl::Status recorded = (*tokens)->RecordTokensRequired(); !recorded.ok()) {
+      SLUICE_LOG(kWarning, "--require-tokens: could not record in the store that every "
+                 "replica requires tokens (", recorded.message(), "): replicas started "
+                 "without the flag let anyone in until a token is made");
+    }
+  }
+  if (!require_tokens && (*tokens)->OnlyMarkerStored()) {
+    SLUICE_LOG(kWarning, "a replica started with --require-tokens recorded in the store that "
+               "every replica requires tokens: every admin call needs one (to open the admin "
+               "API, make a token and revoke it)");
+  } else if (!require_tokens && (*tokens)->HasStored()) {
     SLUICE_LOG(kWarning, "the store holds operator tokens: every admin call needs one, as with "
                "--require-tokens (revoke them all to open the admin API)");
   }

@@ -77,6 +77,8 @@ OperatorTokens::~OperatorTokens() { store_.reset(); }
 
 namespace {
 
+bool IsMarker(const StoredToken& t) { return t.name == kTokensRequiredMarker; }
+
 absl::Status CheckStoredTokens(const std::vector<StoredToken>& stored,
                                const std::string& where) {
   for (const StoredToken& t : stored) {
@@ -177,7 +179,9 @@ std::optional<TokenIdentity> OperatorTokens::Verify(
     }
   };
   if (bootstrap_) check(*bootstrap_);
-  for (const StoredToken& t : tokens_) check(t);
+  for (const StoredToken& t : tokens_) {
+    if (!IsMarker(t)) check(t);
+  }
   if (match == nullptr) return std::nullopt;
   auto role = ParseRole(match->role);
   return TokenIdentity{match->name, role.ok() ? *role : Role::kViewer};
@@ -232,11 +236,15 @@ absl::Status OperatorTokens::Revoke(const std::string& name) {
   }
   std::vector<StoredToken> next;
   for (const StoredToken& t : tokens_) {
-    if (t.name != name) next.push_back(t);
+    if (t.name != name || IsMarker(t)) next.push_back(t);
   }
   if (next.size() == tokens_.size()) {
     return absl::NotFoundError(absl::StrCat("no token named '", name, "'"));
   }
+  // The last token revoked: the admin API opens on the replicas without
+  // --require-tokens, as before any was made (a replica with the flag
+  // records the marker again when it starts).
+  if (next.size() == 1 && IsMarker(next[0])) next.clear();
   if (absl::Status saved = store_->SaveTokens(tokens_, next); !saved.ok()) {
     return absl::Status(
         saved.code() == absl::StatusCode::kAborted
@@ -253,8 +261,38 @@ std::vector<StoredToken> OperatorTokens::List() const {
   absl::MutexLock lock(&mu_);
   std::vector<StoredToken> all;
   if (bootstrap_) all.push_back(*bootstrap_);
-  all.insert(all.end(), tokens_.begin(), tokens_.end());
+  for (const StoredToken& t : tokens_) {
+    if (!IsMarker(t)) all.push_back(t);
+  }
   return all;
+}
+
+bool OperatorTokens::OnlyMarkerStored() const {
+  absl::MutexLock lock(&mu_);
+  return tokens_.size() == 1 && IsMarker(tokens_[0]);
+}
+
+absl::Status OperatorTokens::RecordTokensRequired() {
+  for (int attempt = 0;; ++attempt) {
+    absl::MutexLock lock(&mu_);
+    if (std::any_of(tokens_.begin(), tokens_.end(), IsMarker)) return absl::OkStatus();
+    std::vector<StoredToken> next = tokens_;
+    next.push_back(StoredToken{kTokensRequiredMarker, RoleName(Role::kAdmin),
+                               std::string(64, '0'), now_(), "--require-tokens"});
+    absl::Status saved = store_->SaveTokens(tokens_, next);
+    if (saved.ok()) {
+      tokens_ = std::move(next);
+      return saved;
+    }
+    if (saved.code() != absl::StatusCode::kAborted || attempt == 4) return saved;
+    // Another replica changed the tokens first: from what is stored now.
+    absl::StatusOr<std::vector<StoredToken>> stored = store_->LoadTokens();
+    if (!stored.ok()) return stored.status();
+    if (absl::Status checked = CheckStoredTokens(*stored, store_->Describe()); !checked.ok()) {
+      return checked;
+    }
+    tokens_ = *std::move(stored);
+  }
 }
 
 bool OperatorTokens::empty() const {

@@ -49,6 +49,13 @@ struct TokenIdentity {
 // ListTokens.
 inline constexpr char kBootstrapTokenName[] = "bootstrap-admin";
 
+// The stored entry by which a replica started with --require-tokens tells
+// the others sharing its store (etcd) that every call needs a token, before
+// any token is stored (the bootstrap one is held in memory only). Not a
+// token: its digest (64 zeros) is no token's, it is never listed, and it
+// goes with the last stored token revoked.
+inline constexpr char kTokensRequiredMarker[] = "*tokens-required*";
+
 class OperatorTokens {
  public:
   // 32 random bytes from OpenSSL unless a test passes its own source.
@@ -91,10 +98,15 @@ class OperatorTokens {
   // Whether any token (stored or bootstrap) exists.
   bool empty() const;
   // Whether a token is stored (made with `token create`, kept in the store
-  // every replica shares): then every call needs a token, whatever
-  // --require-tokens says, so that a replica started without the flag is no
-  // way around the others' tokens.
+  // every replica shares), or the marker RecordTokensRequired leaves: then
+  // every call needs a token, whatever --require-tokens says, so that a
+  // replica started without the flag is no way around the others' tokens.
   bool HasStored() const;
+  // Whether only the marker is stored (no token).
+  bool OnlyMarkerStored() const;
+  // Stores kTokensRequiredMarker unless it is there (retried when another
+  // replica changed the tokens meanwhile).
+  absl::Status RecordTokensRequired();
 
  private:
   OperatorTokens(std::unique_ptr<TokenStore> store,

@@ -218,6 +218,30 @@ TEST_F(EtcdStoreTest, ReplicasShareVersionsHistoryAndTokens) {
   r = Apply(0, "canary", {"--canary", "g1", "--verify", "10s"});
   EXPECT_NE(r.exit_code, 0) << r.out;
   EXPECT_TRUE(absl::StrContains(r.err, "not supported")) << r.err;
+
+  // A replica started with --require-tokens and only the bootstrap token
+  // (held in its memory) makes the replicas without the flag require tokens
+  // too. Before, they let anyone apply, and mint an admin token it accepts.
+  const std::string bootstrap = "bootstrap-token-0123456789abcdef";
+  ControlPlane guard("", "info",
+                     {"--store", "etcd", "--etcd-endpoints", etcd_.endpoints(), "--etcd-prefix",
+                      "/sluice-test/", "--require-tokens", "--admin-token-file",
+                      WriteFile(MakeTempDir("etcd-guard"), "token", bootstrap + "\n")});
+  ASSERT_TRUE(guard.ok()) << guard.process().Log();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        CommandResult anonymous = replicas_[1]->Ctl({"get"});
+        return anonymous.exit_code != 0 && absl::StrContains(anonymous.err, "requires a token");
+      },
+      absl::Seconds(10)))
+      << replicas_[1]->Ctl({"get"}).out;
+  r = replicas_[1]->Ctl({"token", "create", "intruder", "--role", "admin"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  r = replicas_[1]->Ctl({"token", "list"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  r = guard.Ctl({"--token", bootstrap, "token", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_FALSE(absl::StrContains(r.out, "tokens-required")) << r.out;  // not a token
 }
 
 TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {

@@ -94,6 +94,43 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
   EXPECT_FALSE((*after)->Verify(viewer_token).has_value());
 }
 
+// A replica with --require-tokens records, in the store the replicas
+// share, that every call needs a token: before, one started without the flag
+// let anyone in while only the bootstrap token (held in memory) was used.
+TEST(OperatorTokensTest, TheTokensRequiredMarkerIsStoredButIsNoToken) {
+  const std::string dir = MakeTempDir("tokens_marker");
+  auto store = FileStore::Open(dir);  // holds the data dir's lock
+  ASSERT_TRUE(store.ok());
+  {
+    auto tokens = OperatorTokens::Open(dir);
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    EXPECT_FALSE((*tokens)->HasStored());
+    ASSERT_TRUE((*tokens)->RecordTokensRequired().ok());
+    ASSERT_TRUE((*tokens)->RecordTokensRequired().ok());  // once
+    EXPECT_TRUE((*tokens)->HasStored());
+    EXPECT_TRUE((*tokens)->OnlyMarkerStored());
+    EXPECT_TRUE((*tokens)->List().empty());
+    EXPECT_EQ((*tokens)->Revoke(kTokensRequiredMarker).code(), absl::StatusCode::kNotFound);
+  }
+  // Another process of the store sees it (as another replica would).
+  auto reopened = OperatorTokens::Open(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE((*reopened)->HasStored());
+  EXPECT_FALSE((*reopened)->Verify(std::string(64, '0')).has_value());
+  EXPECT_FALSE((*reopened)->Verify("").has_value());
+  // With a token made, it is one token among others; the last one revoked
+  // takes the marker with it (the admin API opens without the flag).
+  auto made = (*reopened)->Create("ci", Role::kAdmin, "bootstrap-admin");
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_FALSE((*reopened)->OnlyMarkerStored());
+  ASSERT_EQ((*reopened)->List().size(), 1u);
+  ASSERT_TRUE((*reopened)->Revoke("ci").ok());
+  EXPECT_FALSE((*reopened)->HasStored());
+  auto after = OperatorTokens::Open(dir);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE((*after)->HasStored());
+}
+
 TEST(OperatorTokensTest, RefusesADamagedFile) {
   const std::string dir = MakeTempDir("tokens_damaged");
   sluice::testing::WriteFile(dir, "tokens.db", "SLUICETK garbage");
