@@ -13,6 +13,7 @@
 //                    [--etcd-server-name NAME]]]
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -244,6 +245,17 @@ int Run(int argc, char** argv) {
       return 2;
     }
     bootstrap_token = *std::move(token);
+  }
+  // --require-tokens with no bootstrap token and a data dir that has never
+  // held one (no tokens.db): refused before anything is created there.
+  // With etcd the stored tokens are known once it is reached (below).
+  if (flags->switches.count("require-tokens") && bootstrap_token.empty() &&
+      get("store", "file") == "file" && !data_dir.empty() &&
+      ::access((data_dir + "/tokens.db").c_str(), F_OK) != 0) {
+    std::fprintf(stderr,
+                 "sluice-control: --require-tokens: no token exists yet; give "
+                 "--admin-token-file FILE\n");
+    return 2;
   }
   controlplane::ServerSecurityFlags security_flags{get("tls-cert", ""), get("tls-key", ""),
                                                   get("client-ca", ""),

@@ -408,6 +408,13 @@ TEST_F(ControlPlaneTlsTest, MismatchedKeyAndBadTokenFileAreRefusedAtStart) {
   EXPECT_TRUE(absl::StrContains(r.err, "at least 16")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(data + "/state.db"));
   EXPECT_FALSE(std::filesystem::exists(data + "/LOCK"));
+  // --require-tokens with no token at all, in a new data dir: nothing made.
+  r = RunCommand({binary, "--listen", absl::StrCat("127.0.0.1:", PickFreePort()), "--data-dir",
+                  data, "--require-tokens"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "--require-tokens: no token exists yet")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(data + "/state.db"));
+  EXPECT_FALSE(std::filesystem::exists(data + "/LOCK"));
   // A proxy's client key that is not its certificate's: refused at start.
   r = RunCommand({RunfilePath("dataplane/server/sluice-proxy"), "--control-plane",
                   "127.0.0.1:18000", "--node-id", "p", "--control-plane-ca", Cert("ca.pem"),
