@@ -27,6 +27,7 @@
 // $SLUICE_CA) speaks TLS to it; --cert/--key add a client certificate.
 #include <limits.h>
 #include <pwd.h>
+#include <grpc/support/log.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -2111,6 +2112,10 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
 }
 
 int Run(int argc, char** argv) {
+  // gRPC core's own lines (`E1201 ... ssl_transport_security.cc] Handshake
+  // failed ...`) came before sluicectl's error, which says the same in
+  // words; they are dropped.
+  gpr_set_log_function([](gpr_log_func_args*) {});
   const std::set<std::string> value_flags = {
       "server",   "f",      "filename", "o",          "output", "iterations",
       "interval", "m",      "message",  "if-version", "limit",  "ca",

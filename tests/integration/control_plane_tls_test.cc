@@ -340,6 +340,15 @@ TEST_F(ControlPlaneTlsTest, SluicectlWithoutCaFailsClearly) {
             std::string::npos)
       << plain.err;
 
+  // Another CA's: refused, in sluicectl's words only (gRPC core's own line,
+  // `E... ssl_transport_security.cc:1501] Handshake failed`, came first).
+  const std::string other = MakeTempDir("other-ca-ctl");
+  ASSERT_EQ(RunCommand({RunfilePath("scripts/dev-certs.sh"), other, "p1"}).exit_code, 0);
+  CommandResult wrong_ca = cp.Ctl({"--ca", other + "/ca.pem", "get"});
+  EXPECT_NE(wrong_ca.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(wrong_ca.err, "cannot reach sluice-control")) << wrong_ca.err;
+  EXPECT_FALSE(absl::StrContains(wrong_ca.err, "ssl_transport_security")) << wrong_ca.err;
+
   CommandResult missing = cp.Ctl({"--ca", Cert("no-such.pem"), "get"});
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.err.find("--ca " + Cert("no-such.pem") + ": cannot read"),
