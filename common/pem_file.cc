@@ -74,6 +74,38 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std:
   return status;
 }
 
+std::string CertificateTimeProblem(const std::string& path) {
+  BIO* file = BIO_new_file(path.c_str(), "r");
+  if (file == nullptr) {
+    ERR_clear_error();
+    return "";
+  }
+  X509* cert = PEM_read_bio_X509(file, nullptr, nullptr, nullptr);
+  BIO_free(file);
+  std::string problem;
+  auto text = [](const ASN1_TIME* time) {
+    BIO* out = BIO_new(BIO_s_mem());
+    std::string s;
+    if (out != nullptr && ASN1_TIME_print(out, time) == 1) {
+      char* data = nullptr;
+      const long n = BIO_get_mem_data(out, &data);
+      if (n > 0) s.assign(data, static_cast<size_t>(n));
+    }
+    BIO_free(out);
+    return s;
+  };
+  if (cert != nullptr) {
+    if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
+      problem = absl::StrCat("expired on ", text(X509_get0_notAfter(cert)));
+    } else if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
+      problem = absl::StrCat("is not valid before ", text(X509_get0_notBefore(cert)));
+    }
+  }
+  X509_free(cert);
+  ERR_clear_error();
+  return problem;
+}
+
 absl::Status CheckCertificatesParse(const std::string& flag, const std::string& pem) {
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   int parsed = 0;

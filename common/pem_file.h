@@ -30,6 +30,11 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::stri
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std::string& cert_pem,
                                         const std::string& key_flag, const std::string& key_pem);
 
+// Why the first certificate in the file at `path` is not valid now ("expired
+// on Jan  2 03:04:05 2026 GMT", "is not valid before ..."), or "" (also
+// when the file does not read or parse: other checks say so).
+std::string CertificateTimeProblem(const std::string& path);
+
 // INVALID_ARGUMENT naming `flag` unless every certificate block of `pem`
 // parses (a CA bundle), and there is at least one.
 absl::Status CheckCertificatesParse(const std::string& flag, const std::string& pem);

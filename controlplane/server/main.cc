@@ -27,6 +27,7 @@
 #include "common/flags.h"
 #include "common/grpc_log.h"
 #include "common/log.h"
+#include "common/pem_file.h"
 #include "controlplane/server/admin_service.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
@@ -284,6 +285,19 @@ int Run(int argc, char** argv) {
                ": any client that reaches this port can open a config stream as a proxy and "
                "receive every Secret, private keys included; give --client-ca (see "
                "deploy/kubernetes-mtls) or let only the proxies reach the port");
+  }
+  if (!flags->switches.count("require-tokens") &&
+      !controlplane::IsLoopbackHost(listen.substr(0, listen.rfind(':')))) {
+    // Stored tokens still close it (below); with none, it is open.
+    SLUICE_LOG(kWarning, "admin API on ", listen, " without --require-tokens: unless tokens "
+               "are stored, anyone who reaches this port can change the config; give "
+               "--require-tokens --admin-token-file FILE");
+  }
+  if (security->tls) {
+    if (std::string problem = CertificateTimeProblem(get("tls-cert", "")); !problem.empty()) {
+      SLUICE_LOG(kWarning, "--tls-cert: the certificate ", problem,
+                 ": clients refuse every handshake until it is renewed");
+    }
   }
   const std::string store_kind = get("store", "file");
   controlplane::EtcdOptions etcd_options;

@@ -364,6 +364,10 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
   pem = ReadPemFile("--control-plane-key", key, PemKind::kPrivateKey);
   if (!pem.ok()) return pem.status();
   options.tls_key_pem = *std::move(pem);
+  if (std::string problem = CertificateTimeProblem(cert); !problem.empty()) {
+    SLUICE_LOG(kWarning, "--control-plane-cert: the certificate ", problem,
+               ": sluice-control refuses it until it is renewed");
+  }
   return CheckKeyMatchesCertificate("--control-plane-cert", options.tls_cert_pem,
                                     "--control-plane-key", options.tls_key_pem);
 }

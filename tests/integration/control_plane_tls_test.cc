@@ -456,6 +456,11 @@ TEST_F(ControlPlaneTlsTest, PlaintextOnAllAddressesNeedsInsecure) {
   EXPECT_TRUE(
       allowed.WaitForLogLine("listening on 0.0.0.0:", absl::Seconds(10)))
       << allowed.Log();
+  // Open to whoever reaches it, and told so.
+  EXPECT_TRUE(absl::StrContains(allowed.Log(), "without --require-tokens: unless tokens are "
+                                               "stored, anyone who reaches this port can "
+                                               "change the config"))
+      << allowed.Log();
 }
 
 }  // namespace
