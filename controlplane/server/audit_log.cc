@@ -37,11 +37,19 @@ absl::StatusOr<std::FILE*> OpenForAppending(const std::string& path) {
 
 }  // namespace
 
+static uint64_t SizeOf(std::FILE* file) {
+  struct stat st;
+  return ::fstat(::fileno(file), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(
-    const std::string& path, std::function<absl::Time()> now) {
+    const std::string& path, std::function<absl::Time()> now, uint64_t max_bytes) {
   absl::StatusOr<std::FILE*> file = OpenForAppending(path);
   if (!file.ok()) return file.status();
-  return std::unique_ptr<AuditLog>(new AuditLog(*file, path, std::move(now)));
+  std::unique_ptr<AuditLog> log(new AuditLog(*file, path, std::move(now), max_bytes));
+  absl::MutexLock lock(&log->mu_);
+  log->size_ = SizeOf(*file);
+  return log;
 }
 
 absl::Status AuditLog::Reopen() {
@@ -50,7 +58,29 @@ absl::Status AuditLog::Reopen() {
   absl::MutexLock lock(&mu_);
   std::fclose(file_);
   file_ = *file;
+  size_ = SizeOf(file_);
   return absl::OkStatus();
+}
+
+void AuditLog::Rotate() {
+  const std::string previous = path_ + ".1";
+  if (::rename(path_.c_str(), previous.c_str()) != 0) {
+    SLUICE_LOG(kError, "cannot rotate the audit log ", path_, " to ", previous, ": ",
+               std::strerror(errno), " (written on)");
+    size_ = 0;  // tried again after as many bytes more
+    return;
+  }
+  absl::StatusOr<std::FILE*> file = OpenForAppending(path_);
+  if (!file.ok()) {
+    // The moved file stays open: lines go on there, not lost.
+    SLUICE_LOG(kError, "audit log: ", file.status().message(), " (writing on to ", previous,
+               ")");
+    size_ = 0;
+    return;
+  }
+  std::fclose(file_);
+  file_ = *file;
+  size_ = 0;
 }
 
 AuditLog::~AuditLog() {
@@ -109,7 +139,10 @@ void AuditLog::Append(const AuditRecord& record) {
       std::fflush(file_) != 0) {
     SLUICE_LOG(kError, "cannot write the audit log ", path_, ": ",
                std::strerror(errno));
+    return;
   }
+  size_ += text.size();
+  if (max_bytes_ != 0 && size_ >= max_bytes_) Rotate();
 }
 
 }  // namespace sluice::controlplane

@@ -11,9 +11,12 @@
 // required; `result` is "OK" or the gRPC code and message; `version` is the
 // version after the change (absent when none). Each line is written whole
 // and flushed to the OS, not fsynced: a power loss may lose the last lines.
-// The file is opened for appending with mode 0600 and never rotated by
-// sluice-control: after logrotate moves it, Reopen (SIGHUP or SIGUSR1)
-// starts a new one at the path, or rotate it with copytruncate.
+// The file is opened for appending with mode 0600. With `max_bytes`, a
+// line that takes it to that size or past moves it to `<path>.1` (replacing
+// the one there) and starts a new one, so the log takes at most about twice
+// that on the data dir's volume, whoever calls; else, or as well, after
+// logrotate moves it, Reopen (SIGHUP or SIGUSR1) starts a new one at the
+// path, or rotate it with copytruncate.
 //
 // Thread-safe.
 #ifndef SLUICE_CONTROLPLANE_SERVER_AUDIT_LOG_H_
@@ -48,8 +51,10 @@ struct AuditRecord {
 class AuditLog {
  public:
   // Opens (creates) `path` for appending.
+  // `max_bytes` 0: never rotated by sluice-control.
   static absl::StatusOr<std::unique_ptr<AuditLog>> Open(
-      const std::string& path, std::function<absl::Time()> now = &absl::Now);
+      const std::string& path, std::function<absl::Time()> now = &absl::Now,
+      uint64_t max_bytes = 0);
   ~AuditLog();
 
   // Appends one line. A failed write is logged, not returned: the change it
@@ -62,13 +67,18 @@ class AuditLog {
   static std::string Format(const AuditRecord& record, absl::Time time);
 
  private:
-  AuditLog(std::FILE* file, std::string path, std::function<absl::Time()> now)
-      : file_(file), path_(std::move(path)), now_(std::move(now)) {}
+  AuditLog(std::FILE* file, std::string path, std::function<absl::Time()> now,
+           uint64_t max_bytes)
+      : file_(file), path_(std::move(path)), now_(std::move(now)), max_bytes_(max_bytes) {}
+  // Moves the file to <path>.1 and opens a new one (mu_ held).
+  void Rotate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   std::FILE* file_ ABSL_GUARDED_BY(mu_);
+  uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;  // of the file being written
   std::string path_;
   std::function<absl::Time()> now_;
+  const uint64_t max_bytes_;
 };
 
 }  // namespace sluice::controlplane

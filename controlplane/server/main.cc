@@ -77,7 +77,7 @@ class EtcdDemandBoard : public sluice::controlplane::ReplicaDemandBoard {
 constexpr char kUsage[] =
     "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] [--max-config-bytes N]\n"
     "                      [--max-discovery-streams N] [--nack-retry 5s]\n"
-    "                      [--metrics-listen HOST:PORT] [--history N]\n"
+    "                      [--metrics-listen HOST:PORT] [--history N] [--audit-log-max-mb 100]\n"
     "                      [--log-level debug|info|warning|error]\n"
     "                      [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--insecure]\n"
     "                      [--tls-reload-interval 60s]\n"
@@ -89,6 +89,8 @@ constexpr char kUsage[] =
     "                       [--etcd-server-name NAME]]]]\n"
     "  --history N  versions kept for sluicectl history, diff and rollback (default 100,\n"
     "               1..100000; the current version is always kept)\n"
+    "  --audit-log-max-mb N  the audit log moves to audit.log.1 at this size (default 100;\n"
+    "               0: never, rotate it yourself)\n"
     "  --tls-cert, --tls-key  serve gRPC over TLS with this PEM certificate and key\n"
     "  --tls-reload-interval D  how often the TLS files are looked at again (default 60s,\n"
     "               1s..24h): a renewed certificate, key or CA needs no restart\n"
@@ -157,7 +159,7 @@ int Run(int argc, char** argv) {
                            "admin-token-file", "store",
                            "etcd-endpoints", "etcd-prefix", "etcd-timeout",
                            "etcd-max-request-bytes", "etcd-ca", "etcd-cert", "etcd-key",
-                           "etcd-server-name", "etcd-compaction-interval"},
+                           "etcd-server-name", "etcd-compaction-interval", "audit-log-max-mb"},
                           {"help", "insecure", "require-tokens"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
@@ -206,6 +208,13 @@ int Run(int argc, char** argv) {
        discovery_options.max_streams < 1 || discovery_options.max_streams > 100000)) {
     std::fprintf(stderr, "sluice-control: --max-discovery-streams must be 1..100000\n%s",
                  kUsage);
+    return 2;
+  }
+  int64_t audit_log_max_mb = 100;
+  if (flags->values.count("audit-log-max-mb") &&
+      (!absl::SimpleAtoi(flags->values["audit-log-max-mb"], &audit_log_max_mb) ||
+       audit_log_max_mb < 0 || audit_log_max_mb > 1000000)) {
+    std::fprintf(stderr, "sluice-control: --audit-log-max-mb must be 0..1000000\n%s", kUsage);
     return 2;
   }
   int64_t history_versions = controlplane::kDefaultHistoryVersions;
@@ -489,7 +498,8 @@ int Run(int argc, char** argv) {
     SLUICE_LOG(kWarning, "the store holds operator tokens: every admin call needs one, as with "
                "--require-tokens (revoke them all to open the admin API)");
   }
-  auto audit = controlplane::AuditLog::Open(data_dir + "/audit.log");
+  auto audit = controlplane::AuditLog::Open(data_dir + "/audit.log", &absl::Now,
+                                           static_cast<uint64_t>(audit_log_max_mb) << 20);
   if (!audit.ok()) {
     SLUICE_LOG(kError, "cannot open the audit log: ", audit.status().message());
     return 1;

@@ -154,6 +154,39 @@ TEST(AuditLogTest, OneJsonLinePerRecordInAFixedOrder) {
 
 // Names are quoted without protobuf's JSON printer when they hold only
 // characters it leaves alone: the same text either way.
+// At max_bytes the log moves to <path>.1 (one kept) and a new one starts:
+// refused calls from whoever reaches the port (10 lines a second) filled the
+// data dir's volume in days.
+TEST(AuditLogTest, RotatesAtItsSizeKeepingOnePreviousFile) {
+  const std::string dir = MakeTempDir("audit_rotation");
+  const std::string path = dir + "/audit.log";
+  auto log = AuditLog::Open(path, &absl::Now, /*max_bytes=*/1000);
+  ASSERT_TRUE(log.ok()) << log.status();
+  AuditRecord record{"anonymous", "ipv4:127.0.0.1:5", "Apply", {}, 0, false,
+                     "UNAUTHENTICATED: the token is not valid (unknown or revoked)"};
+  const size_t line = AuditLog::Format(record, absl::Now()).size() + 1;
+  const int lines = static_cast<int>(3 * 1000 / line) + 1;  // three rotations' worth
+  for (int i = 0; i < lines; ++i) (*log)->Append(record);
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_LT(static_cast<size_t>(st.st_size), 1000u);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((path + ".1").c_str(), &st), 0);
+  EXPECT_GE(static_cast<size_t>(st.st_size), 1000u);
+  EXPECT_LT(static_cast<size_t>(st.st_size), 1000u + line);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_NE(::stat((path + ".2").c_str(), &st), 0);  // one previous file only
+  // A reopened log counts what the file holds already.
+  const size_t before = ReadFile(path).size();
+  log->reset();
+  auto again = AuditLog::Open(path, &absl::Now, /*max_bytes=*/before + line);
+  ASSERT_TRUE(again.ok());
+  const std::string previous = ReadFile(path + ".1");
+  (*again)->Append(record);
+  EXPECT_NE(ReadFile(path + ".1"), previous);  // rotated at once
+  EXPECT_TRUE(ReadFile(path).empty());
+}
+
 TEST(AuditLogTest, NamesAreQuotedAsProtobufsJsonPrinterQuotesThem) {
   for (const std::string name :
        {std::string("Cluster/c-1_a.b c:d@e"), std::string("Route/<x>&'y'"),
