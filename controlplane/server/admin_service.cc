@@ -331,8 +331,9 @@ grpc::Status AdminServiceImpl::Apply(grpc::ServerContextBase* context,
                               ChangeContext{AuthorOf(*caller, request->author()),
                                             request->message(), request->if_version()});
   Count(/*is_delete=*/false, result, request->dry_run());
-  Audit(*caller, "Apply", std::move(names), result.ok() ? result->version : 0,
-        request->dry_run(), result.status());
+  Audit(*caller, "Apply", std::move(names),
+        result.ok() && !request->dry_run() ? result->version : 0, request->dry_run(),
+        result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
@@ -407,8 +408,8 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext* context,
                                   ChangeContext{AuthorOf(*caller, request->author()),
                                                 request->message(), request->if_version()});
   Count(/*is_delete=*/true, result, request->dry_run());
-  Audit(*caller, "Delete", Names(ids), result.ok() ? result->version : 0, request->dry_run(),
-        result.status());
+  Audit(*caller, "Delete", Names(ids), result.ok() && !request->dry_run() ? result->version : 0,
+        request->dry_run(), result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());
@@ -555,7 +556,9 @@ grpc::Status AdminServiceImpl::Rollback(grpc::ServerContext* context,
   auto result = state_->Rollback(request->version(), request->dry_run(),
                                  ChangeContext{AuthorOf(*caller, request->author()),
                                                request->message(), request->if_version()});
-  Audit(*caller, "Rollback", target, result.ok() ? result->version : 0, request->dry_run(),
+  // A dry run makes no version (its answer names the current one).
+  Audit(*caller, "Rollback", target,
+        result.ok() && !request->dry_run() ? result->version : 0, request->dry_run(),
         result.status());
   if (!result.ok()) return ToGrpcStatus(result.status());
   if (metrics_ != nullptr && !request->dry_run() && !result->diff.empty()) {
@@ -699,7 +702,9 @@ grpc::Status AdminServiceImpl::CreateToken(grpc::ServerContext* context,
                                            admin::v1::CreateTokenResponse* response) {
   auto caller = Authorize(context, Role::kAdmin, "CreateToken");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  const std::vector<std::string> target = {absl::StrCat("token/", request->name())};
+  // The role asked for too: who was given admin is the audit's question.
+  const std::vector<std::string> target = {absl::StrCat("token/", request->name()),
+                                           absl::StrCat("role/", request->role())};
   absl::StatusOr<std::string> token = absl::FailedPreconditionError(
       "sluice-control has no token store");
   absl::StatusOr<Role> role = ParseRole(request->role());

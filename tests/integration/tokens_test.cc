@@ -102,6 +102,13 @@ TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;  // a usage error, as a flag that does not parse
   EXPECT_TRUE(absl::StrContains(r.err, "not printable ASCII at position 5")) << r.err;
 
+  // A dry run makes no version, and its audit line names none.
+  r = Ctl(kAdminToken, {"apply", "-f", WriteFile(dir_, "dry.yaml", ClusterYaml(9001)),
+                        "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = Ctl(kAdminToken, {"rollback", "1", "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+
   // Token management is the admin's.
   r = Ctl(deployer, {"token", "list"});
   EXPECT_NE(r.exit_code, 0);
@@ -136,8 +143,15 @@ TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
   EXPECT_TRUE(find({R"("identity":"anonymous")", "UNAUTHENTICATED"})) << audit;
   EXPECT_TRUE(
       find({R"("identity":"bootstrap-admin")", R"("method":"CreateToken")",
-            "token/dashboard", R"("result":"OK")"}))
+            R"("resources":["token/dashboard","role/viewer"])", R"("result":"OK")"}))
       << audit;
+  for (const auto& line : lines) {
+    if (absl::StrContains(line, R"("dry_run":true)")) {
+      EXPECT_FALSE(absl::StrContains(line, R"("version":)")) << line;
+    }
+  }
+  EXPECT_TRUE(find({R"("method":"Apply")", R"("dry_run":true)"})) << audit;
+  EXPECT_TRUE(find({R"("method":"Rollback")", R"("dry_run":true)"})) << audit;
   EXPECT_TRUE(find({R"("identity":"dashboard")", R"("method":"Apply")",
                     "PERMISSION_DENIED"}))
       << audit;

@@ -453,7 +453,7 @@ TEST_F(OperatorAccessTest, RolesDecideWhatATokenMayDo) {
   ASSERT_EQ(lines.size(), 7u) << ReadFile(dir_ + "/audit.log");
   EXPECT_TRUE(absl::StrContains(lines[0], R"("identity":"bootstrap-admin")"))
       << lines[0];
-  EXPECT_TRUE(absl::StrContains(lines[0], R"("resources":["token/dash"])"))
+  EXPECT_TRUE(absl::StrContains(lines[0], R"("resources":["token/dash","role/viewer"])"))
       << lines[0];
   EXPECT_TRUE(absl::StrContains(lines[2], R"("identity":"dash")")) << lines[2];
   EXPECT_TRUE(absl::StrContains(lines[2], "PERMISSION_DENIED")) << lines[2];
