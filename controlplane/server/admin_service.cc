@@ -180,6 +180,9 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase*
                      RoleName(identity->role)));
   }
   if (!refused.ok()) {
+    if (metrics_ != nullptr) {
+      metrics_->CountAdminRefusal(refused.code() == absl::StatusCode::kUnauthenticated);
+    }
     uint64_t unwritten = 0;
     bool write = false;
     {

@@ -125,6 +125,20 @@ std::string ControlPlaneMetrics::Render(const ScrapeState& state) const {
          "conflict: other resources refer to it).");
   RenderByResult(&out, "sluice_control_deletes_total", deletes_);
 
+  Family(&out, "sluice_control_admin_refusals_total", "counter",
+         "Admin API calls refused for their token: code unauthenticated (none, unknown, "
+         "revoked) or permission_denied (a role too low). Counted whether or not the audit "
+         "log wrote the line (it writes at most 10 refusals a second).");
+  absl::StrAppend(&out, "sluice_control_admin_refusals_total{code=\"unauthenticated\"} ",
+                  admin_refusals_[0].load(std::memory_order_relaxed), "\n",
+                  "sluice_control_admin_refusals_total{code=\"permission_denied\"} ",
+                  admin_refusals_[1].load(std::memory_order_relaxed), "\n");
+  Family(&out, "sluice_control_stream_refusals_total", "counter",
+         "Config streams refused for their client certificate (none, naming no node, or "
+         "another node than the stream's node.id).");
+  absl::StrAppend(&out, "sluice_control_stream_refusals_total ",
+                  stream_refusals_.load(std::memory_order_relaxed), "\n");
+
   Family(&out, "sluice_control_rollout_running", "gauge",
          "1 while a canary rollout (sluicectl apply --canary) runs: its canaries and the rest "
          "run different config versions on purpose.");

@@ -85,6 +85,14 @@ class ControlPlaneMetrics {
   // A proxy ACKed a response `since_push` after it was written.
   void CountAck(absl::Duration since_push);
   void CountNack() { Bump(nacks_); }
+  // An admin API call refused for its token: none or unknown
+  // (`unauthenticated`), or a role too low (`permission_denied`).
+  void CountAdminRefusal(bool unauthenticated) {
+    Bump(admin_refusals_[unauthenticated ? 0 : 1]);
+  }
+  // A config stream refused for its client certificate (none, no node, or
+  // another node's).
+  void CountStreamRefusal() { Bump(stream_refusals_); }
 
   // What a scrape reads from the rest of the control plane.
   struct ScrapeState {
@@ -111,6 +119,8 @@ class ControlPlaneMetrics {
   std::atomic<uint64_t> pushes_{0};
   std::atomic<uint64_t> acks_{0};
   std::atomic<uint64_t> nacks_{0};
+  std::atomic<uint64_t> admin_refusals_[2] = {};  // unauthenticated, permission_denied
+  std::atomic<uint64_t> stream_refusals_{0};
   DurationHistogram ack_latency_;
 };
 

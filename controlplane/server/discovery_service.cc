@@ -610,6 +610,7 @@ void ConfigStream::OnFirstRequest(const DiscoveryRequest& first) {
                        *certified, ")"));
     }
     if (!refusal.ok()) {
+      if (hub_->metrics != nullptr) hub_->metrics->CountStreamRefusal();
       SLUICE_LOG(kWarning, "refused a discovery stream from ", context_->peer(), " (node.id \"",
                  first.node().id(), "\"): ", refusal.error_message());
       End(refusal);

@@ -134,7 +134,10 @@ TEST_F(ControlPlaneTlsTest, ProxyWithItsOwnCertificateServesTheConfig) {
 // (b) A proxy whose certificate names another node is refused; both ids are
 // named in the control plane's log and in the proxy's.
 TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
-  ControlPlane cp("", "debug", TlsArgs());
+  const std::string metrics = absl::StrCat("127.0.0.1:", PickFreePort());
+  std::vector<std::string> args = TlsArgs();
+  args.insert(args.end(), {"--metrics-listen", metrics});
+  ControlPlane cp("", "debug", args);
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
   ASSERT_TRUE(ApplyListener(cp));
   Proxy impostor(cp.address(), "p1", 1, "", ProxyTls("p2"));
@@ -149,6 +152,13 @@ TEST_F(ControlPlaneTlsTest, CertificateForAnotherNodeIsRefused) {
       << impostor.process().Log();
   EXPECT_EQ(impostor.ReadyVersion(), 0u);
   EXPECT_EQ(cp.process().Log().find("proxy p1 connected"), std::string::npos);
+  // Counted for alerts.
+  HttpResponse scraped = HttpGet(metrics, "/metrics");
+  ASSERT_EQ(scraped.status, 200) << scraped.error;
+  EXPECT_FALSE(absl::StrContains(scraped.body, "sluice_control_stream_refusals_total 0\n"))
+      << scraped.body;
+  EXPECT_TRUE(absl::StrContains(scraped.body, "sluice_control_stream_refusals_total "))
+      << scraped.body;
 }
 
 // Only a URI SAN names a node: a certificate whose DNS SAN reads

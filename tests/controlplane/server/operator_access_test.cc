@@ -308,6 +308,14 @@ TEST_F(OperatorAccessTest, NoOrBadTokenIsUnauthenticated) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(ApplyCluster("").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(state_->Current()->version, 0u);
+  // Counted for alerts too (the audit log writes at most 10 a second).
+  const std::string scraped = metrics_.Render({});
+  EXPECT_TRUE(absl::StrContains(
+      scraped, "sluice_control_admin_refusals_total{code=\"unauthenticated\"} 3\n"))
+      << scraped;
+  EXPECT_TRUE(absl::StrContains(
+      scraped, "sluice_control_admin_refusals_total{code=\"permission_denied\"} 0\n"))
+      << scraped;
   auto lines = AuditLines();
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_TRUE(absl::StrContains(lines[2], R"("method":"Apply")")) << lines[2];
