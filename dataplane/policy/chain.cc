@@ -83,6 +83,9 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
   http::FilterStatus Finish() {
     http::FilterStatus status;
     if (rejected_) {
+      // A malformed credential: refused whatever the others say, and still
+      // no credential of theirs in the access log's path.
+      for (const auto& filter : filters_) filter->OnSkippedInGroup(*headers_, *this);
       outer_->SetAnsweringPolicy(reply_policy_);
       outer_->SendLocalReply(reply_status_, reply_message_, reply_headers_);
       status = http::FilterStatus::kStopLocalReply;

@@ -302,12 +302,26 @@ class BasicAuthFilter : public http::Filter {
     return http::FilterStatus::kStopIteration;
   }
 
+  // Another policy identified the caller (or none did): every Basic
+  // credential goes, whatever keep_credentials says (it keeps what this
+  // policy accepted, and it accepted nothing), in any field: a refused one in
+  // a second field reached the upstream beside the winner's identity. Other
+  // schemes (a Bearer token) are other policies'.
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks&) override {
-    // Only Basic credentials: a Bearer token is another policy's.
-    const std::string* authorization = headers.Get("authorization");
-    if (!settings_.keep_credentials && authorization != nullptr && IsBasic(*authorization)) {
-      headers.Remove("authorization");
+    if (headers.Count("authorization") == 0) return;
+    std::vector<std::string> kept;
+    bool removed = false;
+    for (const http::HeaderMap::Field& f : headers.fields()) {
+      if (!absl::EqualsIgnoreCase(f.name, "authorization")) continue;
+      if (NamesBasic(f.value)) {
+        removed = true;
+      } else {
+        kept.push_back(f.value);
+      }
     }
+    if (!removed) return;
+    headers.Remove("authorization");
+    for (std::string& value : kept) headers.Add("authorization", std::move(value));
   }
 
  private:
@@ -330,6 +344,13 @@ class BasicAuthFilter : public http::Filter {
   static bool IsBasic(std::string_view authorization) {
     return authorization.size() >= 6 &&
            absl::EqualsIgnoreCase(absl::string_view(authorization.data(), 6), "basic ");
+  }
+  // The Basic scheme however it is set apart (a tab, as Werkzeug reads it),
+  // or alone: what an upstream might read as Basic credentials.
+  static bool NamesBasic(std::string_view authorization) {
+    return authorization.size() >= 5 &&
+           absl::EqualsIgnoreCase(absl::string_view(authorization.data(), 5), "basic") &&
+           (authorization.size() == 5 || authorization[5] == ' ' || authorization[5] == '\t');
   }
 
   const Settings& settings_;

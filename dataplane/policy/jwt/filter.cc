@@ -142,8 +142,9 @@ class JwtFilter : public http::Filter {
     // two, the token checked (a cookie's, or the first field's) need not be
     // the one the upstream reads: refused, whatever the anonymous consumer.
     if (!settings_.header.empty() && headers.Count(settings_.header) > 1) {
+      // A token in the query goes into no access log either.
       return Reject(callbacks, 400, absl::StrCat("more than one ", settings_.header, " field"), "",
-                    false);
+                    !settings_.query_parameter.empty());
     }
     // With keep_token the checked token goes upstream: a second copy in its
     // source (two cookies or parameters of that name) might be the one an
@@ -151,7 +152,7 @@ class JwtFilter : public http::Filter {
     if (settings_.keep_token) {
       if (!settings_.cookie.empty() && CountCookie(headers, settings_.cookie) > 1) {
         return Reject(callbacks, 400, absl::StrCat("more than one ", settings_.cookie, " cookie"),
-                      "", false);
+                      "", !settings_.query_parameter.empty());
       }
       if (!settings_.query_parameter.empty() &&
           CountQueryParameter(callbacks.info().path, settings_.query_parameter) > 1) {
@@ -195,8 +196,10 @@ class JwtFilter : public http::Filter {
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
     RemoveClaimHeaders(headers);
     RemoveOtherSpellingsOfTheTokenHeader(headers);
-    if (settings_.keep_token) return;
-    TakeToken(headers, callbacks);  // taking it removes it
+    // Whatever keep_token says: it keeps a token this policy accepted, and
+    // this one accepted none (a forged token reached the upstream beside
+    // another policy's identity).
+    TakeToken(headers, callbacks, /*remove=*/true);  // taking it removes it
     // A token in a second field of the token's header (the first may be the
     // credential the accepting policy used) is removed too.
     if (!settings_.header.empty() && headers.Count(settings_.header) > 0) {
@@ -239,7 +242,11 @@ class JwtFilter : public http::Filter {
   // does. A token in a later source was never checked: it is removed
   // whatever keep_token says, or an upstream reading that source would
   // take it for the one the gateway checked.
-  std::optional<std::string> TakeToken(http::HeaderMap& headers, http::FilterCallbacks& callbacks) {
+  // `remove`: the token goes too with keep_token (a token this policy did
+  // not accept).
+  std::optional<std::string> TakeToken(http::HeaderMap& headers, http::FilterCallbacks& callbacks,
+                                       bool remove = false) {
+    const bool keep = settings_.keep_token && !remove;
     std::optional<std::string> taken;
     if (!settings_.header.empty()) {
       if (const std::string* value = headers.Get(settings_.header)) {
@@ -247,7 +254,7 @@ class JwtFilter : public http::Filter {
         if (HasTokenPrefix(v)) {
           std::string token(TrimSpaces(v.substr(settings_.header_prefix.size())));
           if (!token.empty()) {
-            if (!settings_.keep_token) headers.Remove(settings_.header);
+            if (!keep) headers.Remove(settings_.header);
             taken = std::move(token);
           }
         }
@@ -257,7 +264,7 @@ class JwtFilter : public http::Filter {
       if (std::optional<std::string> token = FindCookie(headers, settings_.cookie)) {
         const bool used = !taken && !token->empty();
         if (used) taken = std::move(token);
-        if (!used || !settings_.keep_token) RemoveCookie(headers, settings_.cookie);
+        if (!used || !keep) RemoveCookie(headers, settings_.cookie);
       }
     }
     if (!settings_.query_parameter.empty()) {
@@ -265,7 +272,7 @@ class JwtFilter : public http::Filter {
       if (std::optional<std::string> token = FindQueryParameter(path, settings_.query_parameter)) {
         const bool used = !taken && !token->empty();
         if (used) taken = std::move(token);
-        if (!used || !settings_.keep_token) {
+        if (!used || !keep) {
           callbacks.SetPath(RemoveQueryParameter(path, settings_.query_parameter));
         }
       }

@@ -111,9 +111,10 @@ class KeyAuthFilter : public http::Filter {
     return http::FilterStatus::kContinue;
   }
 
+  // Another policy identified the caller (or none did): the keys go,
+  // whatever keep_credentials says (it keeps what this policy accepted).
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
     DropUnlistedSpellings(headers);
-    if (settings_.keep_credentials) return;
     for (const std::string& name : settings_.key_names) {
       if (settings_.in_header) headers.Remove(name);
       if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
