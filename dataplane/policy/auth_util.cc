@@ -186,13 +186,20 @@ std::string RemoveQueryParameter(std::string_view path_and_query, std::string_vi
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::string(path_and_query);
   std::string_view query = path_and_query.substr(q + 1);
+  // Split at ';' too when the name follows one (`x=1;apikey=k`, which Rack
+  // 2, Python before 3.9.2 and Go before 1.17 read as a parameter): each
+  // piece kept goes with the separator before it.
+  const bool hidden = QueryParameterAfterSemicolon(path_and_query, name);
   std::string kept;
-  ForEachParameter(query, [&](std::string_view n, std::string_view, size_t begin, size_t end) {
-    if (SameParameterName(n, name)) return true;
-    if (!kept.empty()) kept.push_back('&');
-    kept.append(query.substr(begin, end - begin));
-    return true;
-  });
+  ForEachParameter(
+      query,
+      [&](std::string_view n, std::string_view, size_t begin, size_t end) {
+        if (SameParameterName(n, name)) return true;
+        if (!kept.empty()) kept.push_back(hidden && begin > 0 ? query[begin - 1] : '&');
+        kept.append(query.substr(begin, end - begin));
+        return true;
+      },
+      hidden ? "&;" : "&");
   std::string out(path_and_query.substr(0, q));
   if (!kept.empty()) absl::StrAppend(&out, "?", kept);
   return out;

@@ -200,6 +200,11 @@ class JwtFilter : public http::Filter {
     // this one accepted none (a forged token reached the upstream beside
     // another policy's identity).
     TakeToken(headers, callbacks, /*remove=*/true);  // taking it removes it
+    // A token after a ';' (`?x=1;access_token=T`), which no policy checked.
+    if (!settings_.query_parameter.empty() &&
+        QueryParameterAfterSemicolon(callbacks.info().path, settings_.query_parameter)) {
+      callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, settings_.query_parameter));
+    }
     // A token in a second field of the token's header (the first may be the
     // credential the accepting policy used) is removed too.
     if (!settings_.header.empty() && headers.Count(settings_.header) > 0) {

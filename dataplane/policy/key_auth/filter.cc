@@ -117,7 +117,9 @@ class KeyAuthFilter : public http::Filter {
     DropUnlistedSpellings(headers);
     for (const std::string& name : settings_.key_names) {
       if (settings_.in_header) headers.Remove(name);
-      if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
+      // After a ';' too (`?x=1;apikey=k`): no policy checked it.
+      if (settings_.in_query && (FindQueryParameter(callbacks.info().path, name) ||
+                                 QueryParameterAfterSemicolon(callbacks.info().path, name))) {
         callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
       }
     }
