@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "api/regex_limit.h"
@@ -80,25 +81,53 @@ void CheckTokens(const char* list, const google::protobuf::RepeatedPtrField<std:
 }
 
 // The offset of the first `.` in `regex` that stands for one character of
-// any kind: outside a class, unescaped and not followed by a quantifier
-// (`.*`, `.+`, `.{2,}` span a host label on purpose; a lone `.` between
-// letters is nearly always a dot meant literally), or npos.
+// any kind: outside a class and \Q...\E, unescaped, and not followed by a
+// quantifier that lets it span more than one character (`.*`, `.+`,
+// `.{2,}`, `.{1,63}` span a host label on purpose; a `.` alone, `.?` or
+// `.{1}` between letters is nearly always a dot meant literally), or npos.
 size_t LoneAnyCharacter(std::string_view regex) {
   bool in_class = false;
   for (size_t i = 0; i < regex.size(); ++i) {
     const char c = regex[i];
     if (c == '\\') {
-      ++i;  // the escaped character, whatever it is
+      if (i + 1 < regex.size() && regex[i + 1] == 'Q') {  // quoted up to \E
+        const size_t quote_end = regex.find("\\E", i + 2);
+        if (quote_end == std::string_view::npos) return std::string_view::npos;
+        i = quote_end + 1;
+      } else {
+        ++i;  // the escaped character, whatever it is
+      }
     } else if (in_class) {
-      if (c == ']') in_class = false;
+      if (c == '[' && i + 1 < regex.size() && regex[i + 1] == ':') {  // [:alnum:]
+        const size_t named_end = regex.find(":]", i + 2);
+        if (named_end != std::string_view::npos) i = named_end + 1;
+      } else if (c == ']') {
+        in_class = false;
+      }
     } else if (c == '[') {
       in_class = true;
       // A `]` first in a class (after an optional `^`) is a member.
       if (i + 1 < regex.size() && regex[i + 1] == '^') ++i;
       if (i + 1 < regex.size() && regex[i + 1] == ']') ++i;
-    } else if (c == '.' &&
-               (i + 1 == regex.size() ||
-                std::string_view("*+?{").find(regex[i + 1]) == std::string_view::npos)) {
+    } else if (c == '.') {
+      const char next = i + 1 < regex.size() ? regex[i + 1] : '\0';
+      if (next == '*' || next == '+') continue;
+      if (next == '{') {
+        // {m}, {m,} or {m,n}: lone when at most one character.
+        const size_t close = regex.find('}', i + 2);
+        if (close != std::string_view::npos) {
+          const std::string_view inside = regex.substr(i + 2, close - i - 2);
+          const size_t comma = inside.find(',');
+          const std::string_view upper =
+              comma == std::string_view::npos ? inside : inside.substr(comma + 1);
+          int bound = 0;
+          if (upper.empty() ||
+              (absl::SimpleAtoi(absl::string_view(upper.data(), upper.size()), &bound) &&
+               bound > 1)) {
+            continue;
+          }
+        }
+      }
       return i;
     }
   }

@@ -198,7 +198,9 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
   // A lone `.` matches any character: ~https://app.example.com lets in
   // https://app-example.com, a domain anyone can register.
   for (const char* lone : {"~https://app.example\\.com", "~https://app\\.example.com",
-                           "~https://[a-z]+\\.example\\.co.", "~(https://a\\.example|http://b.example)"}) {
+                           "~https://[a-z]+\\.example\\.co.", "~(https://a\\.example|http://b.example)",
+                           "~https://app.?example\\.com", "~https://x.{1}example\\.com",
+                           "~https://app.{0,1}example\\.com"}) {
     v1::CorsConfig config = Origins({lone});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -212,7 +214,9 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
   for (const char* fine : {"~https://app\\.example\\.com", "~https://[.a-z]+\\.example\\.com",
                            "~https://[]a.]+\\.example\\.com", "~https://[^.]+\\.example\\.com",
                            "~https://.+\\.example\\.com", "~https://.{1,63}\\.example\\.com",
-                           "~https://a\\.example\\.com(:[0-9]+)?"}) {
+                           "~https://a\\.example\\.com(:[0-9]+)?",
+                           "~\\Qhttps://app.example.com\\E", "~https://[[:alnum:].-]+\\.example\\.com",
+                           "~https://.{1,63}\\.example\\.com", "~https://[a-z]+\\.example\\.com(:\\d{2,5})?"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;
