@@ -493,7 +493,8 @@ int Run(int argc, char** argv) {
   if (!require_tokens && (*tokens)->OnlyMarkerStored()) {
     SLUICE_LOG(kWarning, "a replica started with --require-tokens recorded in the store that "
                "every replica requires tokens: every admin call needs one (to open the admin "
-               "API, make a token and revoke it)");
+               "API, once no replica runs with the flag: sluicectl token revoke '",
+               controlplane::kTokensRequiredMarker, "')");
   } else if (!require_tokens && (*tokens)->HasStored()) {
     SLUICE_LOG(kWarning, "the store holds operator tokens: every admin call needs one, as with "
                "--require-tokens (revoke them all to open the admin API)");

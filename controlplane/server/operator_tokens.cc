@@ -234,17 +234,15 @@ absl::Status OperatorTokens::Revoke(const std::string& name) {
         "and restart "
         "sluice-control to replace it");
   }
+  // The marker is revoked by its name only (a replica with --require-tokens
+  // may still run: revoking the last token must not open the others).
   std::vector<StoredToken> next;
   for (const StoredToken& t : tokens_) {
-    if (t.name != name || IsMarker(t)) next.push_back(t);
+    if (t.name != name) next.push_back(t);
   }
   if (next.size() == tokens_.size()) {
     return absl::NotFoundError(absl::StrCat("no token named '", name, "'"));
   }
-  // The last token revoked: the admin API opens on the replicas without
-  // --require-tokens, as before any was made (a replica with the flag
-  // records the marker again when it starts).
-  if (next.size() == 1 && IsMarker(next[0])) next.clear();
   if (absl::Status saved = store_->SaveTokens(tokens_, next); !saved.ok()) {
     return absl::Status(
         saved.code() == absl::StatusCode::kAborted
@@ -297,7 +295,7 @@ absl::Status OperatorTokens::RecordTokensRequired() {
 
 bool OperatorTokens::empty() const {
   absl::MutexLock lock(&mu_);
-  return tokens_.empty() && !bootstrap_;
+  return !bootstrap_ && std::all_of(tokens_.begin(), tokens_.end(), IsMarker);
 }
 
 bool OperatorTokens::HasStored() const {

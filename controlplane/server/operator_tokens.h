@@ -52,8 +52,8 @@ inline constexpr char kBootstrapTokenName[] = "bootstrap-admin";
 // The stored entry by which a replica started with --require-tokens tells
 // the others sharing its store (etcd) that every call needs a token, before
 // any token is stored (the bootstrap one is held in memory only). Not a
-// token: its digest (64 zeros) is no token's, it is never listed, and it
-// goes with the last stored token revoked.
+// token: its digest (64 zeros) is no token's and it is never listed; it
+// stays until an admin revokes it by this name.
 inline constexpr char kTokensRequiredMarker[] = "*tokens-required*";
 
 class OperatorTokens {
@@ -95,7 +95,7 @@ class OperatorTokens {
   // Every token, the bootstrap one first; digests included (callers must
   // not hand them out).
   std::vector<StoredToken> List() const;
-  // Whether any token (stored or bootstrap) exists.
+  // Whether no token (stored or bootstrap) exists; the marker is none.
   bool empty() const;
   // Whether a token is stored (made with `token create`, kept in the store
   // every replica shares), or the marker RecordTokensRequired leaves: then

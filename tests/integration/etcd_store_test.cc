@@ -242,6 +242,20 @@ TEST_F(EtcdStoreTest, ReplicasShareVersionsHistoryAndTokens) {
   r = guard.Ctl({"--token", bootstrap, "token", "list"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_FALSE(absl::StrContains(r.out, "tokens-required")) << r.out;  // not a token
+  // Revoking the last token leaves it: the guard still runs with the flag.
+  r = guard.Ctl({"--token", bootstrap, "token", "create", "ci", "--role", "operator"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  r = guard.Ctl({"--token", bootstrap, "token", "revoke", "ci"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_FALSE(WaitFor([&] { return replicas_[1]->Ctl({"get"}).exit_code == 0; },
+                       absl::Seconds(2)));
+  r = replicas_[1]->Ctl({"token", "create", "intruder", "--role", "admin"});
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  // An admin opens the API by revoking it by name.
+  r = guard.Ctl({"--token", bootstrap, "token", "revoke", "*tokens-required*"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(WaitFor([&] { return replicas_[1]->Ctl({"get"}).exit_code == 0; },
+                      absl::Seconds(10)));
 }
 
 TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
