@@ -75,13 +75,17 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std:
 }
 
 std::string CertificateTimeProblem(const std::string& path) {
-  BIO* file = BIO_new_file(path.c_str(), "r");
-  if (file == nullptr) {
-    ERR_clear_error();
-    return "";
-  }
-  X509* cert = PEM_read_bio_X509(file, nullptr, nullptr, nullptr);
-  BIO_free(file);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  std::stringstream text;
+  text << in.rdbuf();
+  return CertificateTimeProblemOfPem(text.str());
+}
+
+std::string CertificateTimeProblemOfPem(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* cert = bio != nullptr ? PEM_read_bio_X509(bio, nullptr, nullptr, nullptr) : nullptr;
+  BIO_free(bio);
   std::string problem;
   auto text = [](const ASN1_TIME* time) {
     BIO* out = BIO_new(BIO_s_mem());

@@ -34,6 +34,8 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std:
 // on Jan  2 03:04:05 2026 GMT", "is not valid before ..."), or "" (also
 // when the file does not read or parse: other checks say so).
 std::string CertificateTimeProblem(const std::string& path);
+// The same for the first certificate of `pem`.
+std::string CertificateTimeProblemOfPem(const std::string& pem);
 
 // INVALID_ARGUMENT naming `flag` unless every certificate block of `pem`
 // parses (a CA bundle), and there is at least one.

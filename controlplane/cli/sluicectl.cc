@@ -583,7 +583,8 @@ int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status
       since.resize(std::min(since.size(), kShown));
       PrintHistoryTable(since);
       if (older > 0) {
-        std::cout << "(and " << older << " older ones: sluicectl history)\n";
+        std::cout << "(and " << older << (older == 1 ? " older one" : " older ones")
+                  << ": sluicectl history)\n";
       }
       if (oldest > if_version + 1) {
         std::cout << "(versions " << if_version + 1 << ".." << oldest - 1

@@ -133,8 +133,9 @@ std::string AuditLog::Format(const AuditRecord& record, absl::Time time) {
 }
 
 void AuditLog::Append(const AuditRecord& record) {
-  std::string text = Format(record, now_()) + "\n";
+  // The time read under the lock: lines in the order of their times.
   absl::MutexLock lock(&mu_);
+  std::string text = Format(record, now_()) + "\n";
   if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() ||
       std::fflush(file_) != 0) {
     SLUICE_LOG(kError, "cannot write the audit log ", path_, ": ",

@@ -517,6 +517,7 @@ void ConfigStream::Start(std::shared_ptr<ConfigStream> self) {
     absl::StatusOr<std::string> certified =
         NodeIdFromCertificate(sans.has_value(), sans.value_or(std::vector<std::string>{}));
     if (!certified.ok()) {
+      if (hub_->metrics != nullptr) hub_->metrics->CountStreamRefusal();
       SLUICE_LOG(kWarning, "refused a discovery stream from ", context_->peer(), ": ",
                  certified.status().message());
       End(grpc::Status(static_cast<grpc::StatusCode>(certified.status().code()),

@@ -98,21 +98,35 @@ class StagedTlsFiles {
     std::array<std::string, 3> now;
     absl::Status problem = Read(&now);
     if (problem.ok() && now == last_) {
-      told_.clear();
+      if (!told_.empty()) {
+        told_.clear();
+        SLUICE_LOG(kInfo, "the TLS files are the ones in use again");
+      }
       return;
     }
     if (problem.ok()) {
-      for (size_t i = 0; i < 3; ++i) {
+      // Every new file made first, then swapped in back to back: gRPC's
+      // watcher reading between two swaps is as unlikely as can be.
+      std::array<int, 3> fresh = {-1, -1, -1};
+      for (size_t i = 0; i < 3 && problem.ok(); ++i) {
         if (fds_[i] < 0 || now[i] == last_[i]) continue;
         absl::StatusOr<int> fd = MemoryFile(now[i]);
-        if (!fd.ok() || ::dup3(*fd, fds_[i], O_CLOEXEC) < 0) {
-          problem = fd.ok() ? absl::InternalError(absl::StrCat("dup3: ", std::strerror(errno)))
-                            : fd.status();
-          if (fd.ok()) ::close(*fd);
-          break;
+        if (fd.ok()) {
+          fresh[i] = *fd;
+        } else {
+          problem = fd.status();
         }
-        ::close(*fd);
-        last_[i] = std::move(now[i]);
+      }
+      for (size_t i = 0; i < 3 && problem.ok(); ++i) {
+        if (fresh[i] < 0) continue;
+        if (::dup3(fresh[i], fds_[i], O_CLOEXEC) < 0) {
+          problem = absl::InternalError(absl::StrCat("dup3: ", std::strerror(errno)));
+        } else {
+          last_[i] = std::move(now[i]);
+        }
+      }
+      for (int fd : fresh) {
+        if (fd >= 0) ::close(fd);
       }
       if (problem.ok()) {
         told_.clear();
@@ -137,6 +151,16 @@ class StagedTlsFiles {
     if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
         !match.ok()) {
       return match;
+    }
+    // The chain whole (a broken intermediate was served as a lone leaf),
+    // and in its validity: a set that works is not traded for one that
+    // every client refuses.
+    if (absl::Status parses = CheckCertificatesParse("--tls-cert", *cert); !parses.ok()) {
+      return parses;
+    }
+    if (std::string expired = CertificateTimeProblemOfPem(*cert); !expired.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls-cert ", flags_.tls_cert_file, ": the certificate ", expired));
     }
     (*now)[kCert] = *std::move(cert);
     (*now)[kKey] = *std::move(key);
@@ -199,6 +223,9 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
   if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
       !match.ok()) {
     return match;
+  }
+  if (absl::Status parses = CheckCertificatesParse("--tls-cert", *cert); !parses.ok()) {
+    return parses;
   }
   std::string ca_pem;
   if (!flags.client_ca_file.empty()) {

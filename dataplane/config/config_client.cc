@@ -319,12 +319,25 @@ void ConfigClient::RefreshTlsMaterial() {
   std::string key = tls_key_pem_;
   if (reread("--control-plane-cert", options_.tls_cert_file, &cert, PemKind::kCertificate) &&
       reread("--control-plane-key", options_.tls_key_file, &key, PemKind::kPrivateKey)) {
-    if (absl::Status match = CheckKeyMatchesCertificate("--control-plane-cert", cert,
-                                                        "--control-plane-key", key);
-        !match.ok()) {
-      SLUICE_LOG(kWarning, match.message(), "; connecting with what was read before");
+    absl::Status problem = CheckKeyMatchesCertificate("--control-plane-cert", cert,
+                                                      "--control-plane-key", key);
+    if (problem.ok()) problem = CheckCertificatesParse("--control-plane-cert", cert);
+    if (problem.ok() && cert != tls_cert_pem_) {
+      // A renewal past its dates is not traded for the pair that works.
+      if (std::string expired = CertificateTimeProblemOfPem(cert); !expired.empty()) {
+        problem = absl::InvalidArgumentError(
+            absl::StrCat("--control-plane-cert: the certificate ", expired));
+      }
+    }
+    if (!problem.ok()) {
+      // Once per problem, not at every reconnect.
+      if (problem.message() != tls_warned_) {
+        tls_warned_ = std::string(problem.message());
+        SLUICE_LOG(kWarning, problem.message(), "; connecting with what was read before");
+      }
       return;
     }
+    tls_warned_.clear();
     tls_cert_pem_ = std::move(cert);
     tls_key_pem_ = std::move(key);
   }

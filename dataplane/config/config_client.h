@@ -233,6 +233,7 @@ class ConfigClient {
   std::string tls_ca_pem_;
   std::string tls_cert_pem_;
   std::string tls_key_pem_;
+  std::string tls_warned_;  // the last TLS file problem logged
   // Reads options_'s TLS files again into the above (client thread).
   void RefreshTlsMaterial();
   ApplyFn apply_;

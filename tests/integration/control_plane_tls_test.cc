@@ -284,6 +284,19 @@ TEST_F(ControlPlaneTlsTest, ABadOrHalfRenewedServerFileKeepsTheLastGoodOnes) {
                                           absl::Seconds(10)))
       << cp.process().Log();
   keeps_serving("garbage key");
+  // The right pair, but a chain whose second block is broken (served, it
+  // was the leaf alone, which clients refused).
+  ASSERT_TRUE(InstallPair(Cert("control-plane"), dir + "/server"));
+  std::ifstream leaf(Cert("control-plane.pem"), std::ios::binary);
+  ASSERT_TRUE(replace(dir + "/server.pem",
+                      std::string((std::istreambuf_iterator<char>(leaf)),
+                                  std::istreambuf_iterator<char>()) +
+                          "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END "
+                          "CERTIFICATE-----\n"));
+  ASSERT_TRUE(cp.process().WaitForLogLine(
+      "--tls-cert: a certificate after the first does not parse", absl::Seconds(10)))
+      << cp.process().Log();
+  keeps_serving("broken chain");
   // The whole new pair: served (clients of the old CA now refuse it).
   ASSERT_TRUE(InstallPair(other + "/control-plane", dir + "/server"));
   EXPECT_TRUE(WaitFor([&] { return cp.Ctl({"--ca", other + "/ca.pem", "get"}).exit_code == 0; },
@@ -323,7 +336,10 @@ TEST_F(ControlPlaneTlsTest, AHalfRenewedClientCertificateKeepsThePairReadBefore)
 
 // (c) A proxy that speaks TLS but presents no client certificate is refused.
 TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
-  ControlPlane cp("", "debug", TlsArgs());
+  const std::string metrics = absl::StrCat("127.0.0.1:", PickFreePort());
+  std::vector<std::string> args = TlsArgs();
+  args.insert(args.end(), {"--metrics-listen", metrics});
+  ControlPlane cp("", "debug", args);
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
   ASSERT_TRUE(ApplyListener(cp));
   Proxy anonymous(cp.address(), "p1", 1, "", ProxyTls(""));
@@ -335,6 +351,11 @@ TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
                                           absl::Seconds(5)))
       << cp.process().Log();
   EXPECT_EQ(anonymous.ReadyVersion(), 0u);
+  // Counted (it was not: only another node's certificate was).
+  HttpResponse scraped = HttpGet(metrics, "/metrics");
+  ASSERT_EQ(scraped.status, 200) << scraped.error;
+  EXPECT_FALSE(absl::StrContains(scraped.body, "sluice_control_stream_refusals_total 0\n"))
+      << scraped.body;
 }
 
 // (d) sluicectl without --ca against a TLS port fails and says what to give.
