@@ -22,6 +22,52 @@
 
 namespace sluice::controlplane {
 
+namespace {
+
+constexpr size_t kCertFile = 0, kKeyFile = 1, kCaFile = 2;
+
+// The three files of `flags` into `files` (the CA's only with --client-ca),
+// each checked: it reads and parses, every block of a chain or bundle
+// does, the key is the certificate's, and with `check_dates` the
+// certificate is in its validity. Errors name the flag.
+absl::Status ReadTlsFiles(const ServerSecurityFlags& flags, bool check_dates,
+                          std::array<std::string, 3>* files) {
+  absl::StatusOr<std::string> cert =
+      ReadPemFile("--tls-cert", flags.tls_cert_file, PemKind::kCertificate);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key =
+      ReadPemFile("--tls-key", flags.tls_key_file, PemKind::kPrivateKey);
+  if (!key.ok()) return key.status();
+  if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
+      !match.ok()) {
+    return match;
+  }
+  // The chain whole: a broken intermediate was served as a lone leaf.
+  if (absl::Status parses = CheckCertificatesParse("--tls-cert", *cert); !parses.ok()) {
+    return parses;
+  }
+  if (check_dates) {
+    if (std::string expired = CertificateTimeProblemOfPem(*cert); !expired.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls-cert ", flags.tls_cert_file, ": the certificate ", expired));
+    }
+  }
+  (*files)[kCertFile] = *std::move(cert);
+  (*files)[kKeyFile] = *std::move(key);
+  if (!flags.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadPemFile("--client-ca", flags.client_ca_file, PemKind::kCertificate);
+    if (!ca.ok()) return ca.status();
+    if (absl::Status parses = CheckCertificatesParse("--client-ca", *ca); !parses.ok()) {
+      return parses;
+    }
+    (*files)[kCaFile] = *std::move(ca);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // The certificate, key and CA files as last read whole and checked, each in
 // a memfd whose number stays the same: gRPC's watcher reads them by their
 // /proc/self/fd paths. A new good set replaces them with dup3 (each swap is
@@ -30,18 +76,15 @@ namespace sluice::controlplane {
 // on its own thread.
 class StagedTlsFiles {
  public:
-  static absl::StatusOr<std::shared_ptr<StagedTlsFiles>> Start(const ServerSecurityFlags& flags,
-                                                               const std::string& cert,
-                                                               const std::string& key,
-                                                               const std::string& ca) {
+  static absl::StatusOr<std::shared_ptr<StagedTlsFiles>> Start(
+      const ServerSecurityFlags& flags, const std::array<std::string, 3>& contents) {
     auto staged = std::shared_ptr<StagedTlsFiles>(new StagedTlsFiles(flags));
-    const std::array<const std::string*, 3> contents = {&cert, &key, &ca};
     for (size_t i = 0; i < 3; ++i) {
       if (i == kCa && flags.client_ca_file.empty()) continue;
-      absl::StatusOr<int> fd = MemoryFile(*contents[i]);
+      absl::StatusOr<int> fd = MemoryFile(contents[i]);
       if (!fd.ok()) return fd.status();
       staged->fds_[i] = *fd;
-      staged->last_[i] = *contents[i];
+      staged->last_[i] = contents[i];
     }
     staged->thread_ = std::thread([s = staged.get()] { s->Run(); });
     return staged;
@@ -60,7 +103,7 @@ class StagedTlsFiles {
     return fds_[i] < 0 ? std::string() : absl::StrCat("/proc/self/fd/", fds_[i]);
   }
 
-  static constexpr size_t kCert = 0, kKey = 1, kCa = 2;
+  static constexpr size_t kCert = kCertFile, kKey = kKeyFile, kCa = kCaFile;
 
  private:
   explicit StagedTlsFiles(const ServerSecurityFlags& flags) : flags_(flags) {}
@@ -96,7 +139,9 @@ class StagedTlsFiles {
   // Reads the three files; stages them when they changed and are good.
   void Reload() {
     std::array<std::string, 3> now;
-    absl::Status problem = Read(&now);
+    // A set that works is not traded for one every client refuses: a new
+    // certificate out of its dates is not taken.
+    absl::Status problem = ReadTlsFiles(flags_, /*check_dates=*/true, &now);
     if (problem.ok() && now == last_) {
       if (!told_.empty()) {
         told_.clear();
@@ -141,41 +186,6 @@ class StagedTlsFiles {
     }
   }
 
-  absl::Status Read(std::array<std::string, 3>* now) const {
-    absl::StatusOr<std::string> cert =
-        ReadPemFile("--tls-cert", flags_.tls_cert_file, PemKind::kCertificate);
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key =
-        ReadPemFile("--tls-key", flags_.tls_key_file, PemKind::kPrivateKey);
-    if (!key.ok()) return key.status();
-    if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
-        !match.ok()) {
-      return match;
-    }
-    // The chain whole (a broken intermediate was served as a lone leaf),
-    // and in its validity: a set that works is not traded for one that
-    // every client refuses.
-    if (absl::Status parses = CheckCertificatesParse("--tls-cert", *cert); !parses.ok()) {
-      return parses;
-    }
-    if (std::string expired = CertificateTimeProblemOfPem(*cert); !expired.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--tls-cert ", flags_.tls_cert_file, ": the certificate ", expired));
-    }
-    (*now)[kCert] = *std::move(cert);
-    (*now)[kKey] = *std::move(key);
-    if (!flags_.client_ca_file.empty()) {
-      absl::StatusOr<std::string> ca =
-          ReadPemFile("--client-ca", flags_.client_ca_file, PemKind::kCertificate);
-      if (!ca.ok()) return ca.status();
-      if (absl::Status parses = CheckCertificatesParse("--client-ca", *ca); !parses.ok()) {
-        return parses;
-      }
-      (*now)[kCa] = *std::move(ca);
-    }
-    return absl::OkStatus();
-  }
-
   const ServerSecurityFlags flags_;
   std::array<int, 3> fds_ = {-1, -1, -1};
   std::array<std::string, 3> last_;  // what the memfds hold (the reload thread's)
@@ -214,34 +224,15 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
     security.credentials = grpc::InsecureServerCredentials();
     return security;
   }
-  absl::StatusOr<std::string> cert =
-      ReadPemFile("--tls-cert", flags.tls_cert_file, PemKind::kCertificate);
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key =
-      ReadPemFile("--tls-key", flags.tls_key_file, PemKind::kPrivateKey);
-  if (!key.ok()) return key.status();
-  if (absl::Status match = CheckKeyMatchesCertificate("--tls-cert", *cert, "--tls-key", *key);
-      !match.ok()) {
-    return match;
-  }
-  if (absl::Status parses = CheckCertificatesParse("--tls-cert", *cert); !parses.ok()) {
-    return parses;
-  }
-  std::string ca_pem;
-  if (!flags.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca =
-        ReadPemFile("--client-ca", flags.client_ca_file, PemKind::kCertificate);
-    if (!ca.ok()) return ca.status();
-    if (absl::Status parses = CheckCertificatesParse("--client-ca", *ca); !parses.ok()) {
-      return parses;
-    }
-    ca_pem = *std::move(ca);
+  std::array<std::string, 3> files;
+  if (absl::Status read = ReadTlsFiles(flags, /*check_dates=*/false, &files); !read.ok()) {
+    return read;
   }
   // Read at start above (errors name the flag); read again and checked
   // from now on, so a renewal (cert-manager rewriting a mounted Secret)
   // needs no restart, and a bad file is not installed.
   absl::StatusOr<std::shared_ptr<StagedTlsFiles>> staged =
-      StagedTlsFiles::Start(flags, *cert, *key, ca_pem);
+      StagedTlsFiles::Start(flags, files);
   if (!staged.ok()) return staged.status();
   security.staged = *staged;
   security.files = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
