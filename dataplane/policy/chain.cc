@@ -57,7 +57,7 @@ class AnyOfAuthenticationFilter : public http::Filter, private http::FilterCallb
         *headers_ = saved_headers_;
         if (outer_->info().path != saved_path_) outer_->SetPath(saved_path_);
       }
-      if (i + 1 < filters_.size()) {
+      if (i == 0 && filters_.size() > 1) {
         saved_headers_ = *headers_;
         saved_path_.assign(outer_->info().path.data(), outer_->info().path.size());
       }
