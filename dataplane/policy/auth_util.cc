@@ -186,10 +186,11 @@ std::string RemoveQueryParameter(std::string_view path_and_query, std::string_vi
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::string(path_and_query);
   std::string_view query = path_and_query.substr(q + 1);
-  // Split at ';' too when the name follows one (`x=1;apikey=k`, which Rack
-  // 2, Python before 3.9.2 and Go before 1.17 read as a parameter): each
-  // piece kept goes with the separator before it.
-  const bool hidden = QueryParameterAfterSemicolon(path_and_query, name);
+  // Split at ';' too when there is one (`x=1;apikey=k`, which Rack 2,
+  // Python before 3.9.2 and Go before 1.17 read as a parameter; and
+  // `apikey=k;a=1`, where `a=1` is a parameter to them, kept): each piece
+  // kept goes with the separator before it.
+  const bool hidden = query.find(';') != std::string_view::npos;
   std::string kept;
   ForEachParameter(
       query,

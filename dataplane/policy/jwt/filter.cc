@@ -110,7 +110,9 @@ std::optional<std::string> FindCookie(const http::HeaderMap& headers, std::strin
   return found;
 }
 
-// The cookie fields without any `name` cookie (a field left empty goes).
+// The cookie fields without any `name` cookie (a field left empty goes),
+// in any spelling PHP reads as that name too (`jwt.token`, `jwt token` and
+// `jwt[token` are its `$_COOKIE['jwt_token']`), as for query parameters.
 void RemoveCookie(http::HeaderMap& headers, std::string_view name) {
   std::vector<std::string> kept;
   for (const http::HeaderMap::Field& f : headers.fields()) {
@@ -121,7 +123,8 @@ void RemoveCookie(http::HeaderMap& headers, std::string_view name) {
     for (absl::string_view piece : absl::StrSplit(f.value, ';')) {
       std::string_view pair = TrimSpaces(std::string_view(piece.data(), piece.size()));
       if (pair.empty()) continue;
-      if (TrimSpaces(pair.substr(0, pair.find('='))) == name) continue;
+      const std::string_view cookie = TrimSpaces(pair.substr(0, pair.find('=')));
+      if (cookie == name || SameParameterName(cookie, name)) continue;
       pairs.emplace_back(pair);
     }
     if (!pairs.empty()) kept.push_back(absl::StrJoin(pairs, "; "));
@@ -200,17 +203,21 @@ class JwtFilter : public http::Filter {
     // this one accepted none (a forged token reached the upstream beside
     // another policy's identity).
     TakeToken(headers, callbacks, /*remove=*/true);  // taking it removes it
+    // Its cookie in the spellings PHP reads as it too.
+    if (!settings_.cookie.empty()) RemoveCookie(headers, settings_.cookie);
     // A token after a ';' (`?x=1;access_token=T`), which no policy checked.
     if (!settings_.query_parameter.empty() &&
         QueryParameterAfterSemicolon(callbacks.info().path, settings_.query_parameter)) {
       callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, settings_.query_parameter));
     }
     // A token in a second field of the token's header (the first may be the
-    // credential the accepting policy used) is removed too.
+    // credential the accepting policy used) is removed too, and one set
+    // apart by a tab (`Bearer<TAB>T`, which this policy never checks and
+    // readers that split at any white space take).
     if (!settings_.header.empty() && headers.Count(settings_.header) > 0) {
       std::vector<std::string> kept;
       for (const auto& field : headers.fields()) {
-        if (absl::EqualsIgnoreCase(field.name, settings_.header) && !HasTokenPrefix(field.value)) {
+        if (absl::EqualsIgnoreCase(field.name, settings_.header) && !LooksLikeToken(field.value)) {
           kept.push_back(field.value);
         }
       }
@@ -234,6 +241,16 @@ class JwtFilter : public http::Filter {
 
   http::FilterStatus Refuse(http::FilterCallbacks& callbacks, std::string_view message) {
     return RefuseOrAnonymous(callbacks, settings_.anonymous, message, Challenge(message));
+  }
+
+  // HasTokenPrefix, with a prefix's last space matched by a tab too.
+  bool LooksLikeToken(std::string_view v) const {
+    if (HasTokenPrefix(v)) return true;
+    const std::string& prefix = settings_.header_prefix;
+    if (prefix.empty() || prefix.back() != ' ' || v.size() < prefix.size()) return false;
+    return absl::EqualsIgnoreCase(absl::string_view(v.data(), prefix.size() - 1),
+                                  absl::string_view(prefix.data(), prefix.size() - 1)) &&
+           v[prefix.size() - 1] == '\t';
   }
 
   bool HasTokenPrefix(std::string_view v) const {

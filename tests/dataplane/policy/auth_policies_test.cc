@@ -631,6 +631,14 @@ TEST(ChainTest, LosersDropTheirCredentialsAndARejectionLeavesNoKeyInThePath) {
   if (status == http::FilterStatus::kStopIteration) ASSERT_TRUE(hidden.callbacks.RunPosted());
   EXPECT_EQ(hidden.consumer(), "alice");
   EXPECT_EQ(hidden.callbacks.info_.path, "/api?x=1;y=2&z=3");
+  // A parameter after the key's ';' is one of its own to those readers:
+  // kept (it went with the key).
+  Request before("/api?apikey=alice-key-123;a=1&b=2");
+  before.headers.Add("authorization", Basic("alice:wonderland"));
+  status = before.Run(*basic_first[0]);
+  if (status == http::FilterStatus::kStopIteration) ASSERT_TRUE(before.callbacks.RunPosted());
+  EXPECT_EQ(before.consumer(), "alice");
+  EXPECT_EQ(before.callbacks.info_.path, "/api?a=1&b=2");
 }
 
 // key-auth skipped in a group (basic-auth identified the caller) drops its

@@ -461,6 +461,25 @@ TEST_F(JwtTest, ACustomHeaderWithoutPrefixAndTheHeaderTurnedOff) {
   EXPECT_EQ(header_only.callbacks.message_, "no bearer token found in request");
 }
 
+// Another policy of a group identified the caller: jwt drops its token
+// whatever keep_token says, a `Bearer<TAB>T` field it never checks, and
+// cookies PHP reads as its cookie (`jwt.token` is `$_COOKIE['jwt_token']`).
+TEST_F(JwtTest, SkippedInAGroupItDropsEveryFormOfItsToken) {
+  v1::JwtConfig config = Config({"ES256"});
+  config.set_keep_token(true);
+  config.set_cookie("jwt_token");
+  auto factory = Compile(config);
+  Request r;
+  r.headers.Add("Authorization", "Basic YWxpY2U6eA==");  // another policy's
+  r.headers.Add("Authorization", "bearer\tforged.token.two");
+  r.headers.Add("Cookie", "jwt.token=forged; a=1; jwt token=forged; jwt[token=forged; b=2");
+  auto filter = factory->CreateFilter();
+  filter->OnSkippedInGroup(r.headers, r.callbacks);
+  EXPECT_EQ(r.headers.Count("authorization"), 1u);
+  EXPECT_EQ(r.header("authorization"), "Basic YWxpY2U6eA==");
+  EXPECT_EQ(r.header("cookie"), "a=1; b=2");
+}
+
 TEST_F(JwtTest, ClaimsGoToHeadersAndClientCopiesAreRemoved) {
   v1::JwtConfig config = Config({"ES256"});
   for (auto [claim, header] : std::initializer_list<std::pair<const char*, const char*>>{
