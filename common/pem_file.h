@@ -25,8 +25,9 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::stri
 
 // INVALID_ARGUMENT naming both flags when the private key `key_pem` (from
 // `key_flag`) is not the one of the first certificate in `cert_pem` (from
-// `cert_flag`), or either does not parse: before, a server started and
-// failed every handshake, a client retried for ever.
+// `cert_flag`), or either does not parse, nor does every certificate of the
+// chain (CheckCertificatesParse): before, a server started and failed every
+// handshake, a client retried for ever.
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std::string& cert_pem,
                                         const std::string& key_flag, const std::string& key_pem);
 

@@ -42,10 +42,6 @@ absl::Status ReadTlsFiles(const ServerSecurityFlags& flags, bool check_dates,
       !match.ok()) {
     return match;
   }
-  // The chain whole: a broken intermediate was served as a lone leaf.
-  if (absl::Status parses = CheckCertificatesParse("--tls-cert", *cert); !parses.ok()) {
-    return parses;
-  }
   if (check_dates) {
     if (std::string expired = CertificateTimeProblemOfPem(*cert); !expired.empty()) {
       return absl::InvalidArgumentError(

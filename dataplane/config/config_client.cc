@@ -321,7 +321,6 @@ void ConfigClient::RefreshTlsMaterial() {
       reread("--control-plane-key", options_.tls_key_file, &key, PemKind::kPrivateKey)) {
     absl::Status problem = CheckKeyMatchesCertificate("--control-plane-cert", cert,
                                                       "--control-plane-key", key);
-    if (problem.ok()) problem = CheckCertificatesParse("--control-plane-cert", cert);
     if (problem.ok() && cert != tls_cert_pem_) {
       // A renewal past its dates is not traded for the pair that works.
       if (std::string expired = CertificateTimeProblemOfPem(cert); !expired.empty()) {

@@ -360,9 +360,6 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
   options.tls_key_file = key;
   pem = ReadPemFile("--control-plane-cert", cert, PemKind::kCertificate);
   if (!pem.ok()) return pem.status();
-  if (absl::Status parses = CheckCertificatesParse("--control-plane-cert", *pem); !parses.ok()) {
-    return parses;
-  }
   options.tls_cert_pem = *std::move(pem);
   pem = ReadPemFile("--control-plane-key", key, PemKind::kPrivateKey);
   if (!pem.ok()) return pem.status();
