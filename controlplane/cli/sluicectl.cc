@@ -307,9 +307,13 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   // time (it may still commit it once its quorum is back).
   if (change_sent && status.error_code() == grpc::StatusCode::UNAVAILABLE &&
       absl::StartsWith(status.error_message(), "etcd")) {
+    // The message says whether the change may still land, and what to do.
+    const bool said = absl::StrContains(status.error_message(), "nothing applied") ||
+                      absl::StrContains(status.error_message(), "check sluicectl history");
     return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
-                             status.error_message(), "; check with `sluicectl history` (or "
-                             "`get`) before trying again"));
+                             status.error_message(),
+                             said ? "" : "; check with `sluicectl history` (or `get`) before "
+                                         "trying again"));
   }
   if (change_sent && !never_connected &&
       (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -1557,8 +1561,12 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
              const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "rollback", V
   uint64_t version = 0;
-  if (args.size() != 2 || !absl::SimpleAtoi(args[1], &version) || version == 0) {
+  if (args.size() != 2) {
     return UsageFail("rollback needs the version to go back to (see sluicectl history)");
+  }
+  if (!absl::SimpleAtoi(args[1], &version) || version == 0) {
+    return UsageFail(absl::StrCat("rollback ", Printable(args[1]),
+                                  ": a version is a number from 1 (see sluicectl history)"));
   }
   ChangeFlags change;
   std::string error;
@@ -1643,6 +1651,12 @@ void PrintSilentReplicas(const admin::v1::ListProxiesResponse& response) {
               << absl::FormatDuration(absl::Trunc(serving, absl::Milliseconds(100)))
               << " ago: proxies that were connected before may not be back yet (within "
               << absl::FormatDuration(kReconnectWindow) << ")\n";
+  }
+  if (response.has_fleet_unread_for()) {
+    std::cerr << "this sluice-control has not read the other replicas' proxies for "
+              << response.fleet_unread_for().seconds()
+              << "s (etcd out of reach): only its own proxies are listed; ask another "
+                 "replica (--server) for the rest\n";
   }
   std::map<std::string, std::pair<int64_t, int>> silent;  // replica: seconds, proxies
   for (const auto& p : response.proxies()) {

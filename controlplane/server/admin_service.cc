@@ -469,6 +469,9 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
       if (!listed.insert(process_of(status)).second) continue;
       *response->add_proxies() = std::move(status);
     }
+    if (const absl::Duration unread = fleet_->UnreadFor(); unread > absl::ZeroDuration()) {
+      response->mutable_fleet_unread_for()->set_seconds(absl::ToInt64Seconds(unread));
+    }
   }
   response->set_current_version(state_->Current()->version);
   return grpc::Status::OK;

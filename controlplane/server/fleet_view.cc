@@ -14,7 +14,8 @@ FleetView::FleetView(ReplicaDemandBoard* board,
       options_(std::move(options)),
       own_entry_(board, options_.replica_id),
       runner_("proxy list exchange", "sluicectl proxies shows the last one read",
-              options_.period, [this] { return RunOnce(); }) {}
+              options_.period, [this] { return RunOnce(); }),
+      created_(options_.clock()) {}
 
 FleetView::~FleetView() { Stop(); }
 
@@ -147,6 +148,13 @@ std::vector<admin::v1::ProxyStatus> FleetView::Silent() {
   absl::MutexLock lock(&others_mu_);
   if (options_.clock() - read_at_ > options_.stale_after) return {};  // the board is out of reach
   return silent_;
+}
+
+absl::Duration FleetView::UnreadFor() {
+  absl::MutexLock lock(&others_mu_);
+  const absl::Time from = read_at_ == absl::InfinitePast() ? created_ : read_at_;
+  const absl::Duration unread = options_.clock() - from;
+  return unread > options_.stale_after ? unread : absl::ZeroDuration();
 }
 
 void FleetView::Start() { runner_.Start(); }

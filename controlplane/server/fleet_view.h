@@ -77,6 +77,9 @@ class FleetView {
   // within forget_after), as they last published them, each with
   // replica_silent_for set. Empty while the board cannot be read.
   std::vector<admin::v1::ProxyStatus> Silent();
+  // How long the other replicas' entries have gone unread, when that is
+  // past stale_after (Others() and Silent() are empty then); zero otherwise.
+  absl::Duration UnreadFor();
   // Waits (at most `timeout`) until the view is whole: two reads of the
   // board a period apart (a replica's entry counts only once seen to change),
   // so a replica that just started does not answer with its own proxies
@@ -111,6 +114,7 @@ class FleetView {
   int good_reads_ ABSL_GUARDED_BY(others_mu_) = 0;
 
   PeriodicRunner runner_;
+  const absl::Time created_;  // UnreadFor() before the first good read
 };
 
 }  // namespace sluice::controlplane

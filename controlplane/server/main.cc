@@ -452,10 +452,17 @@ int Run(int argc, char** argv) {
   // proxies' demand (replica_shares.h); `etcd` lives as long as `state`.
   std::unique_ptr<EtcdDemandBoard> demand_board;
   std::unique_ptr<controlplane::ReplicaShareExchange> replica_shares;
+  // This process's name among the replicas: its etcd keys leases/<id> and
+  // fleet/<id>, and the `replica` sluicectl proxies -o json gives its proxies.
+  const std::string replica_id =
+      etcd != nullptr ? controlplane::ReplicaShareExchange::NewReplicaId() : "";
   if (etcd != nullptr) {
+    SLUICE_LOG(kInfo, "replica id ", replica_id,
+               " (etcd keys leases/ and fleet/ under the prefix; the `replica` of its proxies "
+               "in sluicectl proxies -o json)");
     demand_board = std::make_unique<EtcdDemandBoard>(etcd);
     controlplane::ReplicaShareOptions share_options;
-    share_options.replica_id = controlplane::ReplicaShareExchange::NewReplicaId();
+    share_options.replica_id = replica_id;
     replica_shares = std::make_unique<controlplane::ReplicaShareExchange>(
         demand_board.get(), &leases, std::move(share_options));
     replica_shares->Start();
@@ -524,7 +531,7 @@ int Run(int argc, char** argv) {
   if (etcd != nullptr) {
     fleet_board = std::make_unique<EtcdDemandBoard>(etcd, controlplane::EtcdStore::kFleet);
     controlplane::FleetViewOptions fleet_options;
-    fleet_options.replica_id = controlplane::ReplicaShareExchange::NewReplicaId();
+    fleet_options.replica_id = replica_id;
     // One put under etcd's request limit, with room for the key.
     fleet_options.max_entry_bytes = static_cast<size_t>(std::min<int64_t>(
         fleet_options.max_entry_bytes, etcd_options.max_request_bytes - 1024));

@@ -370,7 +370,7 @@ absl::Status EtcdStore::Compact(int64_t revision) {
       [&](Endpoint& endpoint, grpc::ClientContext* context) {
         return endpoint.kv->Compact(context, request, &response);
       },
-      /*write=*/true);
+      /*change=*/false);
   if (!status.ok() && absl::StrContains(status.message(), "required revision has been compacted")) {
     return absl::OkStatus();  // another replica compacted as far, or further
   }
@@ -412,16 +412,16 @@ std::string EtcdStore::Describe() const {
 }
 
 absl::Status EtcdStore::Txn(const etcdserverpb::TxnRequest& txn,
-                             etcdserverpb::TxnResponse* response, bool write) {
+                             etcdserverpb::TxnResponse* response, bool change) {
   return CallAny(
       [&](Endpoint& endpoint, grpc::ClientContext* context) {
         response->Clear();  // a retry against another endpoint starts afresh
         return endpoint.kv->Txn(context, txn, response);
       },
-      write);
+      change);
 }
 
-absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
+absl::Status EtcdStore::CallAny(const UnaryCall& call, bool change) {
   const absl::Time deadline = absl::Now() + options_.timeout;
   const size_t n = endpoints_.size();
   const absl::Duration per_attempt =
@@ -522,7 +522,7 @@ absl::Status EtcdStore::CallAny(const UnaryCall& call, bool write) {
   return absl::UnavailableError(absl::StrCat(
       what, EndpointList(), ", tried for ",
       absl::FormatDuration(options_.timeout), "): ",
-      !write      ? ""
+      !change     ? ""
       : uncertain ? "not applied now, but a member that timed out may still "
                     "apply it once the "
                     "quorum is back (check sluicectl history before retrying): "
@@ -553,7 +553,7 @@ absl::StatusOr<etcd_layout::Contents> EtcdStore::ReadAllCreatingId() {
   *txn.add_compare() = Absent(key);
   AddPut(txn.mutable_success(), key, NewStoreId());
   etcdserverpb::TxnResponse response;
-  absl::Status status = Txn(txn, &response, /*write=*/false);
+  absl::Status status = Txn(txn, &response, /*change=*/false);
   if (!status.ok()) return status;
   contents = ReadAll();
   if (contents.ok() && response.succeeded()) {
@@ -618,7 +618,7 @@ absl::Status EtcdStore::Commit(uint64_t base_version, const StoredState& next,
                      "--max-request-bytes); nothing applied"));
   }
   etcdserverpb::TxnResponse response;
-  absl::Status status = Txn(txn, &response, /*write=*/true);
+  absl::Status status = Txn(txn, &response, /*change=*/true);
   if (!status.ok()) return status;
   if (!response.succeeded()) {
     // Another replica committed after base_version, unless an earlier try of
@@ -672,7 +672,7 @@ absl::Status EtcdStore::SaveTokens(const std::vector<StoredToken>& previous,
   }
   AddPut(txn.mutable_success(), key, TokenFile::Encode(next));
   etcdserverpb::TxnResponse response;
-  absl::Status status = Txn(txn, &response, /*write=*/true);
+  absl::Status status = Txn(txn, &response, /*change=*/true);
   if (!status.ok()) return status;
   if (!response.succeeded()) {
     return absl::AbortedError(
@@ -697,7 +697,7 @@ absl::Status EtcdStore::PutReplicaEntry(const std::string& replica,
       [&](Endpoint& endpoint, grpc::ClientContext* context) {
         return endpoint.kv->Put(context, request, &response);
       },
-      /*write=*/true);
+      /*change=*/false);
 }
 
 absl::StatusOr<std::vector<EtcdStore::ReplicaEntry>>
@@ -735,7 +735,7 @@ absl::Status EtcdStore::DeleteReplicaEntry(const std::string& replica,
   }
   txn.add_success()->mutable_request_delete_range()->set_key(key);
   etcdserverpb::TxnResponse response;
-  return Txn(txn, &response, /*write=*/true);
+  return Txn(txn, &response, /*change=*/false);
 }
 
 std::unique_ptr<TokenStore> EtcdStore::Tokens() {

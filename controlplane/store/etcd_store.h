@@ -48,7 +48,7 @@
 // answered, within `timeout` in all; requests carry etcd's "hasleader"
 // metadata, so a member cut off from the quorum answers at once instead of
 // waiting. When none answers: UNAVAILABLE "etcd: no quorum or unreachable
-// (endpoints ...)", for a write with "nothing applied" or, when a member
+// (endpoints ...)", for an operator's change with "nothing applied" or, when a member
 // timed out holding the request, the warning that etcd may still apply it
 // once its quorum is back (as with any etcd client). When every endpoint
 // failed TLS (a certificate the CA did not sign, a name not in it, no client
@@ -233,11 +233,13 @@ class EtcdStore : public ConfigStore {
   // error from etcd that is not about reaching a quorum) within the timeout.
   using UnaryCall = std::function<grpc::Status(Endpoint& endpoint,
                                                grpc::ClientContext* context)>;
-  // `write`: the error says whether the change may still be applied.
-  absl::Status CallAny(const UnaryCall& call, bool write = false);
+  // `change`: an operator's change (config, tokens), whose error says whether
+  // it may still be applied; bookkeeping writes (lease and fleet entries,
+  // compaction) are retried by their callers and say only what failed.
+  absl::Status CallAny(const UnaryCall& call, bool change = false);
   // One transaction, through CallAny.
   absl::Status Txn(const etcdserverpb::TxnRequest& txn, etcdserverpb::TxnResponse* response,
-                   bool write);
+                   bool change);
   absl::StatusOr<etcd_layout::Contents> ReadAll();
   absl::StatusOr<etcd_layout::Contents> ReadAllCreatingId();
   absl::StatusOr<std::vector<StoredToken>> LoadTokens();

@@ -329,6 +329,17 @@ TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
       r.err, "is unavailable: etcd: no quorum or unreachable"))
       << r.err;
   EXPECT_LT(refused, absl::Seconds(9));
+  // It says once what to do, and nothing contrary ("nothing applied" was
+  // followed by "check with sluicectl history before trying again").
+  const bool nothing_applied = absl::StrContains(r.err, "nothing applied");
+  EXPECT_EQ(nothing_applied, !absl::StrContains(r.err, "sluicectl history")) << r.err;
+  EXPECT_EQ(r.err.find("sluicectl history"), r.err.rfind("sluicectl history")) << r.err;
+  // `proxies` says that other replicas' proxies are missing from its list
+  // (etcd unread for the apply's 5 s); it used to list them silently as 0.
+  r = replicas_[1]->Ctl({"proxies"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "has not read the other replicas' proxies for "))
+      << r.err;
   // The replicas still answer reads with the last version; the proxies serve
   // it.
   r = replicas_[1]->Ctl({"get", "-o", "yaml"});
@@ -385,6 +396,16 @@ TEST_F(EtcdStoreTest, EveryReplicaSeesTheWholeFleet) {
         absl::Seconds(15)))
         << replica << ": " << listed.out << listed.err;
     EXPECT_TRUE(absl::StrContains(listed.out, "\"replica\"")) << listed.out;
+  }
+  // Each replica logs its id, the `replica` its proxies are listed under.
+  for (int replica = 0; replica < 2; ++replica) {
+    const std::string log = replicas_[replica]->process().Log();
+    const size_t at = log.find("replica id ");
+    ASSERT_NE(at, std::string::npos) << log;
+    const std::string id = log.substr(at + 11, log.find(' ', at + 11) - (at + 11));
+    CommandResult listed = replicas_[replica]->Ctl({"proxies", "-o", "json"});
+    EXPECT_TRUE(absl::StrContains(listed.out, absl::StrCat("\"replica\":\"", id, "\"")))
+        << id << ": " << listed.out;
   }
   CommandResult waited = Apply(0, "fleet-wide", {"--wait"});
   EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;

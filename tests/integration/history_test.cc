@@ -176,9 +176,13 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   // Wrong use is a usage error: exit 2.
   r = cp_.Ctl({"rollback"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rollback needs the version")) << r.err;
   r = cp_.Ctl({"rollback", "abc"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(absl::StrContains(r.err, "rollback needs the version")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rollback abc: a version is a number from 1")) << r.err;
+  r = cp_.Ctl({"rollback", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rollback 0: a version is a number from 1")) << r.err;
 
   // Versions no longer kept cannot come back.
   r = cp_.Ctl({"rollback", "9"});

@@ -193,8 +193,29 @@ TEST(FleetViewTest, TheOthersGoWhenTheBoardCannotBeRead) {
   ASSERT_EQ(a.view.Others().size(), 1u);
   now += absl::Seconds(2);
   EXPECT_EQ(a.view.Others().size(), 1u);
+  EXPECT_EQ(a.view.UnreadFor(), absl::ZeroDuration());
   now += absl::Seconds(2);  // no read for 4 s
   EXPECT_TRUE(a.view.Others().empty());
+  // sluicectl proxies says so (before: "0 proxies", and no word why).
+  EXPECT_EQ(a.view.UnreadFor(), absl::Seconds(4));
+  board.available = false;
+  EXPECT_FALSE(a.view.RunOnce().ok());
+  EXPECT_EQ(a.view.UnreadFor(), absl::Seconds(4));
+  board.available = true;
+  ASSERT_TRUE(a.view.RunOnce().ok());
+  EXPECT_EQ(a.view.UnreadFor(), absl::ZeroDuration());
+}
+
+// A replica that never read the board counts from its start.
+TEST(FleetViewTest, UnreadSinceStartWhenNeverRead) {
+  Board board;
+  board.available = false;
+  absl::Time now = absl::FromUnixSeconds(1000);
+  Replica a(&board, "replica-a", &now);
+  EXPECT_FALSE(a.view.RunOnce().ok());
+  EXPECT_EQ(a.view.UnreadFor(), absl::ZeroDuration());
+  now += absl::Seconds(5);
+  EXPECT_EQ(a.view.UnreadFor(), absl::Seconds(5));
 }
 
 // A replica stopping removes its entry at once, but not when the board just
