@@ -1,6 +1,7 @@
 #include "controlplane/server/rate_limit_leases.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,30 @@ namespace {
 
 // A light proxy's share over its demand.
 constexpr double kLightRoom = 1.15;
+
+// Both averages take an interval's sample. The slow one is the plain mean
+// of the samples so far while that weighs a sample more (the first
+// intervals after a proxy joins the key), so it starts at the proxy's rate
+// instead of climbing from 0 for seconds.
+void Sample(LeaseAllocator::Client& client, double sample, double w, double ws) {
+  client.rate = w * sample + (1 - w) * client.rate;
+  ++client.samples;
+  const double weight = std::max(ws, 1.0 / static_cast<double>(client.samples));
+  client.smooth = weight * sample + (1 - weight) * client.smooth;
+}
+
+// The demand a proxy is counted at when dividing. The fast average of a
+// proxy with a request every few intervals jumps between 0 and 5 a second
+// (one request in 200 ms), and the division, which counts a light proxy at
+// most at the even share, then gave the heavy ones more on average than the
+// light one left (+10% a minute at 100 a minute over 80/20); so the slow
+// average, unless the fast one is off it by more than its own noise (three
+// standard deviations of an EWMA of Poisson counts at the slow rate): the
+// traffic really changed, and the share follows at the fast pace.
+double DividedDemand(const LeaseAllocator::Client& client, double w, double interval_s) {
+  const double deviation = std::sqrt(w / (2 - w) * client.smooth / interval_s);
+  return std::abs(client.rate - client.smooth) > 3 * deviation ? client.rate : client.smooth;
+}
 
 }  // namespace
 
@@ -112,6 +137,9 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
   const double interval_s =
       static_cast<double>(std::max<uint64_t>(demand.interval_ms(), 1)) / 1000.0;
   const double w = options_.ewma_weight;
+  // The slow average's weight for this interval: a time constant, whatever
+  // the report interval.
+  const double ws = 1 - std::exp(-interval_s / absl::ToDoubleSeconds(options_.smooth_time));
   absl::flat_hash_set<std::string>& joined = joined_[proxy];
   absl::flat_hash_set<std::string> reported;
 
@@ -136,9 +164,11 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       state.periods_seconds = periods;
       const double sample = static_cast<double>(key.requests()) / interval_s;
       auto client = state.clients.try_emplace(proxy).first;
-      // A proxy joining a key was idle on it: from 0, so that a first
-      // request of a rare caller is not taken for a rate.
-      client->second.rate = w * sample + (1 - w) * client->second.rate;
+      // A proxy joining a key was idle on it: the fast average starts from
+      // 0; the slow one is the mean of its intervals so far (a rare
+      // caller's one request counts as 5 a second for one interval, then
+      // as 5 / k after k).
+      Sample(client->second, sample, w, ws);
       client->second.idle = 0;
       joined.insert(id);
       reported.insert(std::move(id));
@@ -154,7 +184,7 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       continue;
     }
     Client& client = it->second.clients[proxy];
-    client.rate *= 1 - w;
+    Sample(client, 0, w, ws);
     if (++client.idle >= options_.idle_reports) {
       it->second.clients.erase(proxy);
       if (it->second.clients.empty()) keys_.erase(it);
@@ -179,7 +209,7 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       size_t self = 0;
       for (const auto& [id, client] : state.clients) {
         if (id == proxy) self = rates.size();
-        rates.push_back(client.rate);
+        rates.push_back(DividedDemand(client, w, interval_s));
       }
       if (out == nullptr) {
         out = answer.add_policies();

@@ -6,11 +6,15 @@
 // keys it reported. Proxies enforce their shares locally
 // (dataplane/policy/rate_limit/fleet_limiter_impl.h).
 //
-// Per (policy identity, key), each proxy's demand is an EWMA (weight
-// `ewma_weight` for the newest interval, from 0 when it joins the key) of
-// its requests per second. A
-// proxy reports a key it holds a lease for with 0 requests while it is
-// idle (for a while), so a key missing from its report is one it left:
+// Per (policy identity, key), each proxy's demand is kept as two EWMAs of
+// its requests per second, from 0 when it joins the key: a fast one
+// (weight `ewma_weight` for the newest interval) and a slow one (time
+// constant `smooth_time`, the plain mean of the samples while that weighs
+// more). The division counts it at the slow one unless the fast one is off
+// it by more than three standard deviations of its noise (DividedDemand):
+// a proxy with a request every few intervals is counted at its average,
+// and a real change in its traffic is followed fast. A proxy reports a key it holds a lease for with 0 requests while
+// it is idle (for 20 s), so a key missing from its report is one it left:
 // after `idle_reports` reports without it (default 1) it leaves the key. Limit L (per second) among the n proxies with demand d_i, D = sum:
 //   - D <= L: each gets d_i + (L - D) / n (demand plus an even part of the
 //     headroom); the shares sum to L;
@@ -65,6 +69,9 @@ namespace sluice::controlplane {
 
 struct LeaseAllocatorOptions {
   double ewma_weight = 0.2;
+  // The time constant of the slower average the demand is divided by
+  // (Report; about weight 0.03 at 200 ms reports).
+  absl::Duration smooth_time = absl::Milliseconds(6500);
   int idle_reports = 1;
   double floor_fraction = 0.05;
   size_t max_keys = 1000000;
@@ -107,11 +114,13 @@ class LeaseAllocator {
   static std::vector<double> Divide(double limit, const std::vector<double>& demand,
                                     double floor_fraction);
 
- private:
   struct Client {
-    double rate = 0;  // EWMA, requests per second
+    double rate = 0;    // EWMA (ewma_weight), requests per second
+    double smooth = 0;  // EWMA (smooth_time), requests per second
+    uint64_t samples = 0;
     int idle = 0;     // zero samples in a row
   };
+ private:
   struct KeyState {
     std::vector<double> limits_per_second;
     std::vector<double> periods_seconds;

@@ -181,17 +181,30 @@ size_t FleetLimiter::tracked_keys() const {
 
 std::vector<FleetLimiter::KeyDemand> FleetLimiter::TakeDemand(size_t max_keys) {
   std::vector<KeyDemand> demand;
+  // The keys with requests first, then the idle leased ones in the room
+  // left: idle keys never crowd out a key that had requests.
+  constexpr int kReportedNow = -1;
   for (size_t s = 0; s < shard_count_ && demand.size() < max_keys; ++s) {
     absl::MutexLock lock(&shards_[s].mu);
     for (auto& [key, entry] : shards_[s].map) {
-      if (entry.demand > 0) {
-        entry.idle_reports = 0;
-      } else if (!entry.has_lease || ++entry.idle_reports >= kIdleReports) {
-        continue;
-      }
+      if (entry.demand == 0) continue;
       if (demand.size() >= max_keys) break;
       demand.push_back({key, entry.demand});
       entry.demand = 0;
+      entry.idle_reports = kReportedNow;
+    }
+  }
+  for (size_t s = 0; s < shard_count_; ++s) {
+    absl::MutexLock lock(&shards_[s].mu);
+    for (auto& [key, entry] : shards_[s].map) {
+      if (entry.idle_reports == kReportedNow) {
+        entry.idle_reports = 0;
+        continue;
+      }
+      // Requests not reported for want of room wait for the next report.
+      if (entry.demand > 0 || !entry.has_lease) continue;
+      if (entry.idle_reports >= kIdleReports || ++entry.idle_reports >= kIdleReports) continue;
+      if (demand.size() < max_keys) demand.push_back({key, 0});
     }
   }
   return demand;

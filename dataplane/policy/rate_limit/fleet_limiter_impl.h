@@ -73,8 +73,12 @@ class FleetLimiter : public RateLimiter {
   static constexpr int64_t kLeaseCurrentNs = 1'000'000'000;
   static constexpr double kMinShareFraction = 0.001;
   // A leased key is reported (with 0 requests) for this many reports after
-  // its last request, so the control plane sees it idle rather than gone.
-  static constexpr int kIdleReports = 10;
+  // its last request (20 s at the default interval), so the control plane
+  // sees it idle rather than gone: a proxy whose requests for a key come
+  // seconds apart stays in the division at its average demand (with 10,
+  // 2 s, it left and came back at 0, and a limit of 100 a minute over five
+  // such proxies admitted up to +27%).
+  static constexpr int kIdleReports = 100;
 
   struct KeyDemand {
     std::string key;
@@ -97,9 +101,10 @@ class FleetLimiter : public RateLimiter {
 
   const std::string& identity() const { return identity_; }
   const std::vector<LimitSpec>& limits() const { return specs_; }
-  // The requests seen per key since the last call: keys with any, and
-  // leased keys idle for fewer than kIdleReports calls (0 requests); at
-  // most `max_keys` of them. The ones returned start again from 0.
+  // The requests seen per key since the last call: keys with any, then,
+  // in the room left, leased keys idle for fewer than kIdleReports calls
+  // (0 requests); at most `max_keys` of them. The ones returned start
+  // again from 0.
   std::vector<KeyDemand> TakeDemand(size_t max_keys);
   // The control plane's answer at `now_ns`: the fleet's size and the shares
   // of the keys it leased (keys no longer held are skipped).

@@ -139,8 +139,29 @@ TEST(FleetAccuracyTest, SixHundredAMinuteSkewedOverFiveProxies) {
   Check({{70, 3, 9, 9, 9}, 600, 60 * kSecond, 1.5, 8}, "70/3/9/9/9");
   Check({{20, 20, 20, 20, 20}, 600, 60 * kSecond, 1.5, 8}, "20x5");
   Check({{97, 1, 1, 1, 0}, 600, 60 * kSecond, 1.5, 8}, "97/1/1/1/0");
-  Check({{70, 3, 9, 9, 9}, 600, 60 * kSecond, 3, 8}, "70/3/9/9/9");
+  // Three windows of warm-up: the proxies at 9% want only a third more
+  // than their steady share, so each spends its new-key burst (L / n)
+  // over some three minutes.
+  Check({{70, 3, 9, 9, 9}, 600, 60 * kSecond, 3, 8, 3}, "70/3/9/9/9");
   Check({{50, 50, 0, 0, 0}, 600, 60 * kSecond, 1.2, 8, 3}, "50/50/0/0/0");
+}
+
+// A low limit: a proxy sees a request every few report intervals, so its
+// demand, estimated interval by interval, jumps about (a request in 200 ms
+// reads as 5 a second), and it stops reporting the key between requests.
+// Before the demand was smoothed for dividing and kept while it decays,
+// the fleet admitted +10% (80/20, 70/3/9/9/9) to +31% (40/15x4) a minute.
+// A window holds 100 requests, and a token bucket's carry-over from one
+// window to the next moves single windows by several: their mean is
+// checked.
+TEST(FleetAccuracyTest, HundredAMinuteWithSparseProxies) {
+  Check({{80, 20}, 100, 60 * kSecond, 1.8, 8, 2, false}, "80/20");
+  // Six windows of warm-up: the 40% proxy wants a fifth more than its
+  // share, so it spends its new-key burst (L / 2) over five minutes.
+  Check({{60, 40}, 100, 60 * kSecond, 1.5, 8, 6, false}, "60/40");
+  Check({{70, 3, 9, 9, 9}, 100, 60 * kSecond, 1.5, 8, 2, false}, "70/3/9/9/9");
+  Check({{40, 15, 15, 15, 15}, 100, 60 * kSecond, 1.5, 8, 2, false}, "40/15x4");
+  Check({{20, 20, 20, 20, 20}, 100, 60 * kSecond, 2, 8, 2, false}, "20x5");
 }
 
 // A window of 5 report intervals: single windows vary (printed), their

@@ -144,6 +144,33 @@ TEST(FleetLimiterTest, CountsDemandAdmittedOrNotAndBoundsKeys) {
   EXPECT_TRUE(digest);
 }
 
+// A leased key stays reported with 0 for kIdleReports reports after its
+// last request, and such idle keys take only the room the keys with
+// requests leave (before, a report full of idle keys left out keys that
+// had requests).
+TEST(FleetLimiterTest, IdleLeasedKeysAreReportedAfterTheBusyOnes) {
+  FleetLimiter limiter("p", {{100, 60 * kSecond}}, 1000, Options(), nullptr);
+  const int64_t t0 = 1000 * kSecond;
+  for (const char* key : {"a", "b", "c"}) Admit(limiter, key, 1, t0, kMs);
+  ASSERT_EQ(limiter.TakeDemand(100).size(), 3u);
+  limiter.ApplyLeases(2, {{"a", {50}}, {"b", {50}}, {"c", {50}}}, t0 + kMs);
+  for (int i = 0; i < 5; ++i) {
+    Admit(limiter, "c", 1, t0 + (i + 1) * 200 * kMs, kMs);
+    std::vector<FleetLimiter::KeyDemand> demand = limiter.TakeDemand(1);
+    ASSERT_EQ(demand.size(), 1u);
+    EXPECT_EQ(demand[0].key, "c");
+    EXPECT_EQ(demand[0].requests, 1u);
+  }
+  // With room, the idle ones come too, with 0, until kIdleReports reports
+  // have passed without a request.
+  std::vector<FleetLimiter::KeyDemand> demand = limiter.TakeDemand(100);
+  EXPECT_EQ(demand.size(), 3u);
+  for (const auto& k : demand) EXPECT_EQ(k.requests, 0u) << k.key;
+  int reports = 1;
+  while (!limiter.TakeDemand(100).empty()) ++reports;
+  EXPECT_EQ(reports, FleetLimiter::kIdleReports - 1);
+}
+
 TEST(FleetBoardTest, DemandAndLeasesGoByIdentity) {
   FleetBoard board;
   const int64_t t0 = 1000 * kSecond;
