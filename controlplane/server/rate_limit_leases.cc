@@ -114,7 +114,7 @@ absl::flat_hash_map<std::string, double> LeaseAllocator::Demand() {
   demand.reserve(keys_.size());
   for (const auto& [id, state] : keys_) {
     double sum = 0;
-    for (const auto& [proxy, client] : state.clients) sum += client.rate;
+    for (const auto& [proxy, client] : state.clients) sum += client.smooth;
     demand[id] = sum;
   }
   return demand;

@@ -101,7 +101,8 @@ class LeaseAllocator {
   // The name of (identity, key) in Demand() and SetReplicaShares().
   static std::string ShareKey(const std::string& identity, const std::string& key);
   // Per (identity, key) this replica's proxies are in: the sum of their
-  // demand (EWMA, requests per second).
+  // demand (the slow EWMAs, requests per second: the fractions move with
+  // the traffic, not with its noise).
   absl::flat_hash_map<std::string, double> Demand();
   // This replica's fraction (0..1] of every limit of each (identity, key),
   // replacing the fractions set before; a key not in `fractions` gets 1
