@@ -136,6 +136,65 @@ std::string CanonicalAddress(const std::string& address) {
   return address;
 }
 
+// "10.0.0.256" is a bad IPv4 address, not a host name: a name's last label
+// is not all digits (RFC 1123 2.1, as resolvers read it).
+bool LooksLikeHostName(const std::string& name) {
+  absl::string_view rest = name;
+  if (absl::EndsWith(rest, ".")) rest.remove_suffix(1);
+  if (rest.empty() || rest.size() > 253) return false;
+  bool last_all_digits = false;
+  for (absl::string_view label : absl::StrSplit(rest, '.')) {
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    last_all_digits = true;
+    for (char c : label) {
+      if (!absl::ascii_isalnum(c) && c != '-' && c != '_') return false;
+      last_all_digits = last_all_digits && absl::ascii_isdigit(c);
+    }
+  }
+  return !last_all_digits;
+}
+
+// A Cluster endpoint's address: an IP literal or a host name.
+void CheckEndpointAddress(const std::string& address, absl::string_view field,
+                          ErrorSink& sink) {
+  if (address.empty()) {
+    sink.Add(std::string(field), "is required");
+  } else if (!IsIpLiteral(address) && !LooksLikeHostName(address)) {
+    sink.Add(std::string(field),
+             absl::StrCat("'", Shown(address),
+                          "' is neither an IPv4 or IPv6 address nor a host name (labels of "
+                          "1..63 letters, digits, '-' and '_', not starting or ending with "
+                          "'-', separated by '.', the last one not all digits; at most 253 "
+                          "in all)"));
+  }
+}
+
+// "IP", "IP:PORT" or "[IPv6]:PORT": a DNS server of dns_resolvers.
+bool IsResolverAddress(const std::string& text) {
+  if (IsIpLiteral(text)) return true;
+  std::string host;
+  absl::string_view port;
+  if (absl::StartsWith(text, "[")) {
+    const size_t close = text.find("]:");
+    if (close == std::string::npos) return false;
+    host = text.substr(1, close - 1);
+    if (host.find(':') == std::string::npos) return false;
+    port = absl::string_view(text).substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos) return false;
+    host = text.substr(0, colon);
+    if (host.find(':') != std::string::npos) return false;
+    port = absl::string_view(text).substr(colon + 1);
+  }
+  uint32_t number = 0;
+  return IsIpLiteral(host) && !port.empty() && port.size() <= 5 &&
+         std::all_of(port.begin(), port.end(), [](char c) { return absl::ascii_isdigit(c); }) &&
+         absl::SimpleAtoi(port, &number) && number >= 1 && number <= 65535;
+}
+
 void CheckAddress(const std::string& address, absl::string_view field,
                   ErrorSink& sink) {
   if (address.empty()) {
@@ -1215,10 +1274,12 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
                                        kMaxEndpointsPerCluster));
   }
   std::map<std::pair<std::string, uint32_t>, int> seen;
+  bool host_names = false;
   for (int i = 0; i < cluster.endpoints_size(); ++i) {
     const auto& e = cluster.endpoints(i);
     std::string f = Index("endpoints", i);
-    CheckAddress(e.address(), Join(f, "address"), sink);
+    CheckEndpointAddress(e.address(), Join(f, "address"), sink);
+    host_names = host_names || (!e.address().empty() && !IsIpLiteral(e.address()));
     CheckPort(e.port(), Join(f, "port"), sink);
     if (e.has_weight() && e.weight() == 0) {
       sink.Add(Join(f, "weight"), "must be 1..10000, got 0: a weight of 0 does not drain an "
@@ -1227,7 +1288,11 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
       CheckWeight(e.weight(), Join(f, "weight"), sink, /*zero_means_default=*/true);
     }
     // (An IPv4-mapped IPv6 spelling of another endpoint: at apply only.)
-    auto [it, inserted] = seen.emplace(std::make_pair(CanonicalAddress(e.address()), e.port()), i);
+    auto [it, inserted] = seen.emplace(
+        std::make_pair(IsIpLiteral(e.address()) ? CanonicalAddress(e.address())
+                                                : CanonicalHostName(e.address()),
+                       e.port()),
+        i);
     if (!inserted) {
       sink.Add(f, absl::StrCat(HostPort(e.address(), e.port()),
                                " is the same endpoint as endpoints[", it->second,
@@ -1236,6 +1301,33 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   }
   if (!config::v1::Cluster::LbPolicy_IsValid(cluster.lb_policy())) {
     sink.Add("lb_policy", absl::StrCat("unknown value ", cluster.lb_policy()));
+  }
+  // Resolving: only where an endpoint is a host name.
+  constexpr absl::string_view kNoHostName =
+      "applies only to endpoints given by host name; every endpoint here is an IP address";
+  if (cluster.has_dns_refresh_interval()) {
+    if (!host_names) sink.Add("dns_refresh_interval", std::string(kNoHostName));
+    CheckDuration(cluster.dns_refresh_interval(), true, "dns_refresh_interval",
+                  absl::Seconds(1), absl::Hours(24), sink);
+  }
+  if (!config::v1::Cluster::DnsLookupFamily_IsValid(cluster.dns_lookup_family())) {
+    sink.Add("dns_lookup_family", absl::StrCat("unknown value ", cluster.dns_lookup_family()));
+  } else if (cluster.dns_lookup_family() != config::v1::Cluster::V4_PREFERRED && !host_names) {
+    sink.Add("dns_lookup_family", std::string(kNoHostName));
+  }
+  if (cluster.dns_resolvers_size() > 0 && !host_names) {
+    sink.Add("dns_resolvers", std::string(kNoHostName));
+  }
+  if (static_cast<size_t>(cluster.dns_resolvers_size()) > kMaxDnsResolvers) {
+    sink.Add("dns_resolvers", absl::StrCat("has ", cluster.dns_resolvers_size(),
+                                           " servers; at most ", kMaxDnsResolvers));
+  }
+  for (int i = 0; i < cluster.dns_resolvers_size(); ++i) {
+    if (!IsResolverAddress(cluster.dns_resolvers(i))) {
+      sink.Add(Index("dns_resolvers", i),
+               absl::StrCat("'", Shown(cluster.dns_resolvers(i)),
+                            "' is not a DNS server address: IP, IP:PORT or [IPv6]:PORT"));
+    }
   }
   CheckDuration(cluster.connect_timeout(), cluster.has_connect_timeout(),
                 "connect_timeout", absl::Milliseconds(1), absl::Minutes(5), sink);
@@ -2315,6 +2407,16 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
     }
   }
   return notes;
+}
+
+bool IsEndpointHostName(const std::string& address) {
+  return !address.empty() && !IsIpLiteral(address);
+}
+
+std::string CanonicalHostName(const std::string& name) {
+  std::string out = absl::AsciiStrToLower(name);
+  if (absl::EndsWith(out, ".")) out.pop_back();
+  return out;
 }
 
 }  // namespace sluice::api

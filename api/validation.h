@@ -50,6 +50,8 @@ inline constexpr absl::Duration kDefaultRouteTimeout = absl::Seconds(15);
 inline constexpr absl::Duration kDefaultWebSocketIdleTimeout = absl::Seconds(300);
 inline constexpr absl::Duration kDefaultStreamIdleTimeout = absl::Seconds(60);
 inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
+inline constexpr absl::Duration kDefaultDnsRefreshInterval = absl::Seconds(5);
+inline constexpr size_t kMaxDnsResolvers = 8;
 inline constexpr uint32_t kDefaultMaxIdleConnectionsPerEndpoint = 1024;
 inline constexpr absl::Duration kDefaultIdleConnectionTimeout = absl::Seconds(60);
 inline constexpr uint32_t kDefaultUpstreamMaxConcurrentStreams = 100;
@@ -162,6 +164,13 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
 
 // What a config version changes from the accepted version before it, as
 // the proxy's config client saw it on the stream.
+// Whether a Cluster endpoint's `address` is a host name (the proxy
+// resolves it), not an IP literal. Only for validated endpoints.
+bool IsEndpointHostName(const std::string& address);
+// The name a host-name endpoint is resolved and compared by: lower case,
+// without a trailing dot.
+std::string CanonicalHostName(const std::string& name);
+
 struct ConfigChange {
   // Resources added or replaced whole.
   std::set<ResourceId> changed;

@@ -8,7 +8,7 @@ PACKAGES=(
   # build
   bazel-bootstrap bazel-bootstrap-source g++ protobuf-compiler protobuf-compiler-grpc
   # libraries
-  libgrpc++-dev libprotobuf-dev libabsl-dev libnghttp2-dev libssl-dev libevent-dev
+  libgrpc++-dev libprotobuf-dev libabsl-dev libnghttp2-dev libssl-dev libevent-dev libc-ares-dev
   libre2-dev libyaml-cpp-dev libsimdjson-dev zlib1g-dev
   # sluice-proxy's allocator: gperftools' tcmalloc (libtcmalloc_minimal)
   libgoogle-perftools-dev

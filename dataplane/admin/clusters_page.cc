@@ -93,7 +93,15 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                       ",\"lb_policy\":\"", Policy(*c), "\",\"active_requests\":",
                       cs.active_requests.load(), ",\"pending_requests\":",
                       cs.pending_requests.load(), ",\"connections\":", cs.connections.load(),
-                      ",\"active_retries\":", cs.active_retries.load(), ",\"endpoints\":[");
+                      ",\"active_retries\":", cs.active_retries.load());
+      if (!c->dns_problems.empty()) {
+        absl::StrAppend(&out, ",\"dns_problems\":[");
+        for (size_t i = 0; i < c->dns_problems.size(); ++i) {
+          absl::StrAppend(&out, i ? "," : "", JsonString(c->dns_problems[i]));
+        }
+        absl::StrAppend(&out, "]");
+      }
+      absl::StrAppend(&out, ",\"endpoints\":[");
     } else {
       absl::StrAppend(&out, "cluster ", name, " (", Policy(*c), ", ", c->endpoints.size(),
                       " endpoints");
@@ -107,6 +115,9 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                       " pending=", cs.pending_requests.load(),
                       " connections=", cs.connections.load(),
                       " active_retries=", cs.active_retries.load(), "\n");
+      for (const std::string& problem : c->dns_problems) {
+        absl::StrAppend(&out, "  dns: ", problem, " (no endpoint from it)\n");
+      }
     }
     first_cluster = false;
     bool first_endpoint = true;
@@ -115,6 +126,9 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
       const upstream::EndpointState& s = *e.state;
       if (json) {
         absl::StrAppend(&out, first_endpoint ? "" : ",", "{\"address\":", JsonString(e.key),
+                        e.host_name.empty() ? std::string()
+                                            : absl::StrCat(",\"host_name\":",
+                                                           JsonString(e.host_name)),
                         ",\"health\":\"", v.health, "\",\"reason\":", JsonString(v.reason),
                         ",\"ejected_seconds_left\":", v.ejected_seconds_left,
                         ",\"times_ejected\":", s.times_ejected.load(),
@@ -122,7 +136,9 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                         ",\"connections\":", s.connections.load(),
                         ",\"successes\":", s.successes.load(), ",\"errors\":", s.errors.load(), "}");
       } else {
-        absl::StrAppend(&out, "  ", e.key, " health=", v.health, " weight=", e.weight,
+        absl::StrAppend(&out, "  ", e.key,
+                        e.host_name.empty() ? std::string() : absl::StrCat(" (", e.host_name, ")"),
+                        " health=", v.health, " weight=", e.weight,
                         " active_requests=", s.active_requests.load(),
                         " connections=", s.connections.load(), " successes=", s.successes.load(),
                         " errors=", s.errors.load());

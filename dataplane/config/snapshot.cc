@@ -463,7 +463,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
     const ConfigSnapshot* previous, const api::ConfigChange* change,
-    absl::string_view node_group) {
+    absl::string_view node_group, const upstream::DnsCache* dns) {
   // Unchanged resources (and routes) passed the rules when they came.
   const bool incremental = previous != nullptr && change != nullptr;
   const std::set<api::ResourceId>* changed = incremental ? &change->changed : nullptr;
@@ -515,7 +515,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
           }
         }
         auto compiled =
-            upstream::CompileCluster(resource.cluster(), resources, store, registry, before);
+            upstream::CompileCluster(resource.cluster(), resources, store, registry, before, dns);
         if (!compiled.ok()) return compiled.status();
         cluster = *std::move(compiled);
       }

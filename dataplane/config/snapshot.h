@@ -277,11 +277,15 @@ inline bool ListenerMoved(const ConfigSnapshot* before, const ConfigSnapshot& af
 // Only the listeners placed on `node_group` (the proxy's --group; see
 // api::ListenerPlacedOn) are bound and compiled; the whole config is
 // validated all the same.
+//
+// `dns` has the addresses of the endpoints given by host name (see
+// upstream::CompileCluster); a cluster whose names' addresses changed is
+// compiled again by a `change` that names it.
 absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     uint64_t version, const api::ResourceMap& resources, ListenerSocketCache& sockets,
     stats::StatsStore& store, upstream::HealthRegistry& registry,
     const ConfigSnapshot* previous = nullptr, const api::ConfigChange* change = nullptr,
-    absl::string_view node_group = "");
+    absl::string_view node_group = "", const upstream::DnsCache* dns = nullptr);
 
 }  // namespace sluice::config
 

@@ -26,11 +26,14 @@ extern "C" void __sanitizer_purge_allocator();
 #include <cstdlib>
 #include <cstdio>
 #include <memory>
+#include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "api/discovery.h"
 #include "common/flags.h"
@@ -52,6 +55,7 @@ extern "C" void __sanitizer_purge_allocator();
 #include "dataplane/server/liveness.h"
 #include "dataplane/server/traffic_report.h"
 #include "dataplane/server/worker.h"
+#include "dataplane/upstream/dns_cache.h"
 #include "dataplane/upstream/endpoint_state.h"
 #include "dataplane/upstream/health_checker.h"
 
@@ -151,6 +155,8 @@ class ProxyServer {
     liveness_ = std::make_unique<server::Liveness>(
         gates.size(),
         [gates](size_t i, std::function<void()> task) { gates[i]->Post(std::move(task)); });
+    dns_.SetOnChange([this](const std::set<std::string>& keys) { RefreshDns(keys); });
+    dns_.Start();
   }
 
   // `pin_cpus`, when not empty, holds the CPU each worker is pinned to
@@ -168,17 +174,40 @@ class ProxyServer {
   // on the main thread before that thread exists).
   // `change`: what this version changes from the one running (nullptr: take
   // it whole).
+  // `dns_refresh`: the same version compiled again for new DNS answers
+  // (RefreshDns): not counted as an apply, and waits for no lookup.
   absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist,
-                     const api::ConfigChange* change = nullptr) {
+                     const api::ConfigChange* change = nullptr, bool dns_refresh = false) {
     std::shared_ptr<const config::ConfigSnapshot> previous = current();
     // State of clusters that no version in use still has is freed (a
     // cluster removed, then added again, starts afresh). Metrics are pruned
     // by PruneStats(), off the apply path.
     registry_.Prune();
+    // The host names of the endpoints: a name new to the proxy is looked up
+    // before compiling (up to kDnsWarmup: a new cluster starts with its
+    // endpoints), the names of the version running go on being refreshed
+    // whatever becomes of this one.
+    std::vector<upstream::DnsQuery> queries;
+    for (auto it = resources.lower_bound({config::v1::CLUSTER, std::string()});
+         it != resources.end() && it->first.first == config::v1::CLUSTER; ++it) {
+      if (!it->second.has_cluster()) continue;
+      for (upstream::DnsQuery& q : upstream::DnsQueries(it->second.cluster())) {
+        queries.push_back(std::move(q));
+      }
+    }
+    if (!dns_refresh) {
+      std::vector<upstream::DnsQuery> both = dns_queries_;
+      both.insert(both.end(), queries.begin(), queries.end());
+      dns_.Track(both, kDnsWarmup);
+    }
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
-                                            previous.get(), change, node_group_);
+                                            previous.get(), change, node_group_, &dns_);
+    if (!dns_refresh) {
+      if (snapshot.ok()) dns_queries_ = std::move(queries);
+      dns_.Track(dns_queries_, absl::ZeroDuration());
+    }
     if (!snapshot.ok()) {
-      configs_rejected_->Inc();
+      if (!dns_refresh) configs_rejected_->Inc();
       return snapshot.status();
     }
     for (auto& w : workers_) w->Publish(*snapshot);
@@ -196,6 +225,7 @@ class ProxyServer {
       absl::MutexLock lock(&mu_);
       current_ = *snapshot;
     }
+    if (dns_refresh) return absl::OkStatus();
     configs_applied_->Inc();
     config_version_->Set(static_cast<int64_t>(version));
     last_apply_->Set(absl::ToUnixSeconds(absl::Now()));
@@ -256,9 +286,58 @@ class ProxyServer {
   using DumpSource =
       std::function<void(const std::function<void(const controlplane::StoredState&)>&)>;
   void SetConfigDumpSource(DumpSource source) {
-    absl::MutexLock lock(&mu_);
-    dump_source_ = std::move(source);
+    std::set<std::string> pending;
+    {
+      absl::MutexLock lock(&mu_);
+      dump_source_ = std::move(source);
+      if (dump_source_) pending.swap(dns_pending_);
+    }
+    if (!pending.empty()) RefreshDns(pending);
   }
+
+  // New DNS answers for `keys` (DnsQuery::Key()): the clusters of the
+  // version running that use them are compiled again, on the DNS thread,
+  // under the config client's lock (no version is applied meanwhile).
+  void RefreshDns(const std::set<std::string>& keys) {
+    DumpSource source;
+    {
+      absl::MutexLock lock(&mu_);
+      source = dump_source_;
+      // Before the config client exists (a --state-dir config serving):
+      // done once it does.
+      if (!source) {
+        dns_pending_.insert(keys.begin(), keys.end());
+        return;
+      }
+    }
+    source([&](const controlplane::StoredState& held) {
+      if (held.version == 0) return;
+      api::ConfigChange change;
+      std::vector<std::string> names;
+      for (auto it = held.resources.lower_bound({config::v1::CLUSTER, std::string()});
+           it != held.resources.end() && it->first.first == config::v1::CLUSTER; ++it) {
+        if (!it->second.has_cluster()) continue;
+        for (const upstream::DnsQuery& q : upstream::DnsQueries(it->second.cluster())) {
+          if (keys.count(q.Key())) {
+            change.changed.insert(it->first);
+            names.push_back(it->first.second);
+            break;
+          }
+        }
+      }
+      if (change.changed.empty()) return;
+      absl::Status status = Apply(held.version, held.resources, /*persist=*/false, &change,
+                                  /*dns_refresh=*/true);
+      if (status.ok()) {
+        SLUICE_LOG(kDebug, "clusters ", absl::StrJoin(names, ", "),
+                   " compiled again for new DNS answers");
+      } else {
+        SLUICE_LOG(kWarning, "clusters ", absl::StrJoin(names, ", "),
+                   " not compiled again for new DNS answers: ", status.message());
+      }
+    });
+  }
+  void StopDns() { dns_.Stop(); }
 
   stats::StatsStore& stats() { return store_; }
 
@@ -304,6 +383,13 @@ class ProxyServer {
   DumpSource dump_source_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> last_apply_time_{0};  // unix ns
+  std::set<std::string> dns_pending_ ABSL_GUARDED_BY(mu_);
+  // The DNS queries of the version running (config thread).
+  std::vector<upstream::DnsQuery> dns_queries_;
+  // How long an apply waits for the first lookup of a host name new to it.
+  static constexpr absl::Duration kDnsWarmup = upstream::DnsCache::kLookupTimeout;
+  // Last: its thread (which applies) stops before the rest goes.
+  upstream::DnsCache dns_{upstream::CaresLookup, &store_};
 };
 
 // Hands the free memory the allocator keeps for reuse back to the kernel:
@@ -838,6 +924,7 @@ int Run(int argc, char** argv) {
   event_free(sigusr1);
   event_free(sighup);
   config_client.store(nullptr);
+  proxy.StopDns();  // it applies through the client
   client.Stop();
   proxy.SetConfigDumpSource(nullptr);
   proxy.StopWorkers();

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/validation.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
@@ -1636,7 +1637,10 @@ bool ProxyStream::ConnectUpstream() {
   if (index < 0) {
     cluster.stats.no_healthy_endpoint->Inc();
     response_flag_ = "no_healthy_endpoint";
-    SendLocalResponse(503, "no healthy endpoint in cluster " + cluster.name);
+    SendLocalResponse(503, cluster.endpoints.empty() && !cluster.dns_problems.empty()
+                               ? absl::StrCat("no endpoint in cluster ", cluster.name, " (",
+                                              absl::StrJoin(cluster.dns_problems, "; "), ")")
+                               : "no healthy endpoint in cluster " + cluster.name);
     return false;
   }
   const upstream::EndpointInfo& endpoint = cluster.endpoints[index];

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <iterator>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -129,9 +130,26 @@ const stats::MetricGroupSpec& ClusterStatsSpec() {
 
 }  // namespace
 
+std::vector<DnsQuery> DnsQueries(const config::v1::Cluster& cluster) {
+  std::vector<DnsQuery> queries;
+  const absl::Duration refresh = cluster.has_dns_refresh_interval()
+                                     ? api::ToDuration(cluster.dns_refresh_interval())
+                                     : api::kDefaultDnsRefreshInterval;
+  for (const auto& e : cluster.endpoints()) {
+    if (!api::IsEndpointHostName(e.address())) continue;
+    DnsQuery query;
+    query.name = api::CanonicalHostName(e.address());
+    query.servers.assign(cluster.dns_resolvers().begin(), cluster.dns_resolvers().end());
+    query.refresh = refresh;
+    queries.push_back(std::move(query));
+  }
+  return queries;
+}
+
 absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     const config::v1::Cluster& cluster, const api::ResourceMap& resources,
-    stats::StatsStore& store, HealthRegistry& registry, const ClusterInfo* previous) {
+    stats::StatsStore& store, HealthRegistry& registry, const ClusterInfo* previous,
+    const DnsCache* dns) {
   auto info = std::make_shared<ClusterInfo>();
   std::string pool_suffix;  // after the endpoint key in pool keys
   if (cluster.has_tls()) {
@@ -222,20 +240,63 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->max_idle_per_endpoint = cluster.max_idle_connections_per_endpoint()
                                     ? cluster.max_idle_connections_per_endpoint()
                                     : api::kDefaultMaxIdleConnectionsPerEndpoint;
+  // Each endpoint given by address, and each address of a host name.
+  struct Target {
+    std::string ip;
+    const config::v1::Endpoint* endpoint;
+    int index;
+  };
+  std::vector<Target> targets;
   for (int i = 0; i < cluster.endpoints_size(); ++i) {
     const auto& e = cluster.endpoints(i);
-    auto address = net::ParseAddress(e.address(), static_cast<uint16_t>(e.port()));
+    if (!api::IsEndpointHostName(e.address())) {
+      targets.push_back({e.address(), &e, i});
+      continue;
+    }
+    DnsQuery query;
+    query.name = api::CanonicalHostName(e.address());
+    query.servers.assign(cluster.dns_resolvers().begin(), cluster.dns_resolvers().end());
+    const DnsAnswer answer = dns != nullptr ? dns->Get(query.Key()) : DnsAnswer();
+    std::vector<std::string> ips;
+    switch (cluster.dns_lookup_family()) {
+      case config::v1::Cluster::V4_ONLY: ips = answer.v4; break;
+      case config::v1::Cluster::V6_ONLY: ips = answer.v6; break;
+      case config::v1::Cluster::ALL:
+        ips = answer.v4;
+        ips.insert(ips.end(), answer.v6.begin(), answer.v6.end());
+        break;
+      default: ips = answer.v4.empty() ? answer.v6 : answer.v4; break;
+    }
+    if (ips.empty()) {
+      info->dns_problems.push_back(absl::StrCat(
+          e.address(), ": ",
+          !answer.problem.empty() ? answer.problem
+          : !answer.answered      ? std::string("no answer yet")
+          : answer.v4.empty() && answer.v6.empty()
+              ? std::string("no address")
+              : absl::StrCat("no address of dns_lookup_family ",
+                             config::v1::Cluster::DnsLookupFamily_Name(
+                                 cluster.dns_lookup_family()))));
+    }
+    for (std::string& ip : ips) targets.push_back({std::move(ip), &e, i});
+  }
+  std::set<std::string> listed;
+  for (const Target& target : targets) {
+    const auto& e = *target.endpoint;
+    auto address = net::ParseAddress(target.ip, static_cast<uint16_t>(e.port()));
     if (!address.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("Cluster \"", cluster.name(),
-                                                     "\": endpoints[", i, "]: ",
+                                                     "\": endpoints[", target.index, "]: ",
                                                      address.status().message()));
     }
     EndpointInfo endpoint;
     endpoint.address = *address;
     endpoint.key = address->ToString();
+    if (!listed.insert(endpoint.key).second) continue;  // listed before
     endpoint.pool_key = endpoint.key + pool_suffix;
-    endpoint.ip = e.address();
+    endpoint.ip = target.ip;
     endpoint.port = static_cast<uint16_t>(e.port());
+    if (target.ip != e.address()) endpoint.host_name = e.address();
     Health initial = info->health_check.enabled && !info->health_check.healthy_on_add
                          ? Health::kUnknown
                          : Health::kHealthy;
@@ -256,8 +317,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     info->total_weight += endpoint.weight;
     info->endpoints.push_back(std::move(endpoint));
   }
-  if (info->lb_policy == config::v1::Cluster::RING_HASH ||
-      info->lb_policy == config::v1::Cluster::MAGLEV) {
+  if ((info->lb_policy == config::v1::Cluster::RING_HASH ||
+       info->lb_policy == config::v1::Cluster::MAGLEV) &&
+      !info->endpoints.empty()) {
     std::vector<std::string> keys;
     std::vector<uint32_t> weights;
     for (const auto& e : info->endpoints) {

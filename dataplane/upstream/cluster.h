@@ -20,6 +20,7 @@
 #include "dataplane/net/transport_socket.h"
 #include "dataplane/stats/stats.h"
 #include "dataplane/upstream/consistent_hash.h"
+#include "dataplane/upstream/dns_cache.h"
 #include "dataplane/upstream/endpoint_state.h"
 #include "sluice/config/v1/config.pb.h"
 
@@ -37,6 +38,9 @@ struct EndpointInfo {
   std::string pool_key;
   std::string ip;   // "127.0.0.1" / "::1"
   uint16_t port = 0;
+  // The host name it was resolved from (Cluster.endpoints[].address, as
+  // written); empty for an endpoint given by address.
+  std::string host_name;
   net::Address address;
   uint32_t weight = 1;
   std::shared_ptr<EndpointState> state;  // shared across workers and versions
@@ -148,6 +152,10 @@ struct ClusterInfo {
   // transport socket, for requests and health checks. nullptr: plain TCP.
   std::shared_ptr<const net::TransportSocketFactory> transport;
   std::shared_ptr<ClusterState> state;                    // shared across workers
+  // Host names of endpoints that gave no endpoint at the compile, and why
+  // ("backend.internal: no address", "... : no answer within 5s"), for
+  // /clusters and the 503 of a cluster left without endpoints.
+  std::vector<std::string> dns_problems;
   ClusterStats stats;
   std::shared_ptr<const void> stat_hold;  // keeps `stats` (one StatsStore group) in the store
 };
@@ -158,9 +166,20 @@ struct ClusterInfo {
 // version, or nullptr): when its TLS settings and Secrets are equal, its TLS
 // context is kept, and with it the pooled connections and the session to
 // resume. Errors name the cluster and the field ("tls: ca: ...").
+//
+// Endpoints given by host name become one endpoint per address `dns` has
+// for the name (of the cluster's dns_lookup_family), each with the
+// endpoint's port and weight; an address listed before (by another name,
+// or as an address) is not listed again. Without `dns`, or before its
+// first answer, a name gives none.
 absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     const config::v1::Cluster& cluster, const api::ResourceMap& resources,
-    stats::StatsStore& store, HealthRegistry& registry, const ClusterInfo* previous = nullptr);
+    stats::StatsStore& store, HealthRegistry& registry, const ClusterInfo* previous = nullptr,
+    const DnsCache* dns = nullptr);
+
+// The DNS queries of a cluster's endpoints given by host name (none when
+// every endpoint is an address).
+std::vector<DnsQuery> DnsQueries(const config::v1::Cluster& cluster);
 
 }  // namespace sluice::upstream
 

@@ -542,6 +542,11 @@ class HealthChecker::EndpointCheck {
     transport_ = cluster.transport;
     state_ = endpoint.state;
     address_ = endpoint.address;
+    // The Host (HTTP) or :authority (gRPC, HTTP/2) without one configured:
+    // the name the endpoint was resolved from, else its address.
+    default_host_ = endpoint.host_name.empty()
+                        ? address_.ToString()
+                        : absl::StrCat(endpoint.host_name, ":", endpoint.port);
     passes_ = cluster.stats.health_check_passes;
     failures_ = cluster.stats.health_check_failures;
     if (config_.kind == HealthCheckConfig::Kind::kHttp) {
@@ -549,7 +554,7 @@ class HealthChecker::EndpointCheck {
           config_.path.empty() ? std::string_view("/") : config_.path;
       request_ = absl::StrCat(
           "GET ", std::string(path), " HTTP/1.1\r\nHost: ",
-          config_.host.empty() ? address_.ToString() : config_.host,
+          config_.host.empty() ? default_host_ : config_.host,
           "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
     } else if (config_.kind == HealthCheckConfig::Kind::kGrpc) {
       // HealthCheckRequest { string service = 1; } in one uncompressed
@@ -599,12 +604,12 @@ class HealthChecker::EndpointCheck {
     if (config_.kind == HealthCheckConfig::Kind::kGrpc) {
       probe_ = std::make_unique<GrpcProbe>(
           checker_.dispatcher_, *fd, std::move(transport), this,
-          config_.host.empty() ? address_.ToString() : config_.host, request_);
+          config_.host.empty() ? default_host_ : config_.host, request_);
     } else {
       probe_ = std::make_unique<HttpProbe>(
           checker_.dispatcher_, *fd, std::move(transport), this, request_, config_.expected,
           protocol_, config_.path.empty() ? std::string("/") : config_.path,
-          config_.host.empty() ? address_.ToString() : config_.host);
+          config_.host.empty() ? default_host_ : config_.host);
     }
     probe_timeout_ = AtLeastMin(config_.timeout);
     timeout_timer_.Enable(probe_timeout_);
@@ -685,6 +690,7 @@ class HealthChecker::EndpointCheck {
   std::shared_ptr<const net::TransportSocketFactory> transport_;
   std::shared_ptr<EndpointState> state_;
   net::Address address_;
+  std::string default_host_;
   std::string request_;  // HTTP: the request; gRPC: the request message; TCP: empty
   stats::Counter* passes_ = nullptr;
   bool uneject_on_pass_ = true;

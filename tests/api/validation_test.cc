@@ -82,15 +82,31 @@ TEST(ValidationTest, ClusterNeedsEndpoints) {
 
 TEST(ValidationTest, BadAddressAndPort) {
   std::string e = ErrorsWith(
-      R"(cluster { name: "users" endpoints { address: "localhost" port: 0 } })");
-  EXPECT_NE(e.find("endpoints[0].address: 'localhost' is not an IPv4 or IPv6 address"),
+      R"(cluster { name: "users" endpoints { address: "local host" port: 0 } })");
+  EXPECT_NE(e.find("endpoints[0].address: 'local host' is neither an IPv4 or IPv6 address nor "
+                   "a host name"),
             std::string::npos) << e;
   EXPECT_NE(e.find("endpoints[0].port: must be 1..65535, got 0"), std::string::npos) << e;
   // inet_pton stopped at a NUL: "127.0.0.1\0x" was stored as an address.
   e = ErrorsWith(
       R"(cluster { name: "users" endpoints { address: "127.0.0.1\000x" port: 80 } })");
-  EXPECT_NE(e.find("endpoints[0].address: '127.0.0.1\\x00x' is not an IPv4 or IPv6 address"),
+  EXPECT_NE(e.find("endpoints[0].address: '127.0.0.1\\x00x' is neither an IPv4 or IPv6 address"),
             std::string::npos) << e;
+  // A bad IPv4 address is not taken for a name; a bad IPv6 one neither.
+  for (const char* bad : {"10.0.0.256", "1.2.3", "::g", "-a.example", "a..example", "a_b.c-"}) {
+    e = ErrorsWith(absl::StrCat(R"(cluster { name: "users" endpoints { address: ")", bad,
+                                R"(" port: 80 } })"));
+    EXPECT_NE(e.find("is neither an IPv4 or IPv6 address nor a host name"), std::string::npos)
+        << bad << ": " << e;
+  }
+  // Host names: resolved by the proxies.
+  for (const char* good : {"localhost", "backend", "api.example.com.", "my_service",
+                           "backend.default.svc.cluster.local", "10.0.0.example"}) {
+    EXPECT_EQ(ErrorsWith(absl::StrCat(R"(cluster { name: "users" endpoints { address: ")", good,
+                                      R"(" port: 80 } })")),
+              "")
+        << good;
+  }
   EXPECT_TRUE(CheckState([] {
                 auto s = Valid();
                 Resource r = Parse(R"(cluster { name: "users" endpoints { address: "::1" port: 65535 } })");
@@ -109,6 +125,40 @@ TEST(ValidationTest, DuplicateEndpoint) {
       endpoints { address: "::1" port: 1 } endpoints { address: "0:0::1" port: 1 } })")
                 .find("endpoints[1]: [0:0::1]:1 is the same endpoint as endpoints[0]"),
             std::string::npos);
+}
+
+TEST(ValidationTest, DnsSettings) {
+  const std::string named = R"(cluster { name: "users" endpoints { address: "a.example" port: 80 } )";
+  EXPECT_EQ(ErrorsWith(named + R"(dns_refresh_interval { seconds: 30 } dns_lookup_family: ALL
+      dns_resolvers: "10.0.0.53" dns_resolvers: "127.0.0.1:5353" dns_resolvers: "[::1]:53"
+      dns_resolvers: "::1" })"),
+            "");
+  std::string e = ErrorsWith(named + R"(dns_refresh_interval { nanos: 500000000 }
+      dns_resolvers: "[127.0.0.1]:53" dns_resolvers: "127.0.0.1:0" dns_resolvers: "ns.example"
+      dns_resolvers: "127.0.0.1:" })");
+  EXPECT_NE(e.find("dns_refresh_interval: must be between 1s and 24h, got 500ms"), std::string::npos) << e;
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NE(e.find(absl::StrCat("dns_resolvers[", i, "]: ")), std::string::npos) << i << e;
+  }
+  std::string nine = named;
+  for (int i = 0; i < 9; ++i) absl::StrAppend(&nine, "dns_resolvers: \"10.0.0.", i, "\" ");
+  e = ErrorsWith(nine + "}");
+  EXPECT_NE(e.find("dns_resolvers: has 9 servers; at most 8"), std::string::npos) << e;
+  // Only where an endpoint is a name.
+  e = ErrorsWith(R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 }
+      dns_refresh_interval { seconds: 5 } dns_lookup_family: V4_ONLY dns_resolvers: "10.0.0.53" })");
+  for (const char* field : {"dns_refresh_interval", "dns_lookup_family", "dns_resolvers"}) {
+    EXPECT_NE(e.find(absl::StrCat(field, ": applies only to endpoints given by host name")),
+              std::string::npos)
+        << field << e;
+  }
+  // One name twice, whatever its case or trailing dot.
+  e = ErrorsWith(R"(cluster { name: "users" endpoints { address: "A.example." port: 80 }
+      endpoints { address: "a.EXAMPLE" port: 80 } endpoints { address: "a.example" port: 81 } })");
+  EXPECT_NE(e.find("endpoints[1]: a.EXAMPLE:80 is the same endpoint as endpoints[0]"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(e.find("endpoints[2]"), std::string::npos) << e;
 }
 
 TEST(ValidationTest, WeightRange) {

@@ -20,16 +20,22 @@ std::string UpstreamServerPath() {
 UpstreamServer::UpstreamServer(std::string name) : UpstreamServer(std::move(name), 0, "") {}
 
 UpstreamServer::UpstreamServer(std::string name, int port, std::string defaults)
-    : name_(std::move(name)) {
+    : UpstreamServer(std::move(name), port, std::move(defaults), "127.0.0.1") {}
+
+UpstreamServer::UpstreamServer(std::string name, int port, std::string defaults,
+                               std::string address)
+    : name_(std::move(name)), ip_(std::move(address)) {
   std::string log =
       absl::StrCat(MakeTempDir(absl::StrCat("upstream-", name_)), "/log");
-  std::vector<std::string> args = {"--port", std::to_string(port), "--name", name_};
+  std::vector<std::string> args = {"--port", std::to_string(port), "--name", name_,
+                                   "--address", ip_};
   if (!defaults.empty()) {
     args.push_back("--defaults");
     args.push_back(defaults);
   }
   process_ = std::make_unique<Process>(UpstreamServerPath(), args, log);
-  constexpr absl::string_view kPrefix = "listening on 127.0.0.1:";
+  const std::string prefix = absl::StrCat("listening on ", ip_, ":");
+  const absl::string_view kPrefix = prefix;
   std::optional<std::string> line;
   WaitFor(
       [&] {
@@ -46,7 +52,7 @@ UpstreamServer::UpstreamServer(std::string name, int port, std::string defaults)
 }
 
 std::string UpstreamServer::address() const {
-  return absl::StrCat("127.0.0.1:", port_);
+  return absl::StrCat(ip_, ":", port_);
 }
 
 std::optional<int> UpstreamServer::RequestCount() const {

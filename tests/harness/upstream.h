@@ -27,12 +27,14 @@ class UpstreamServer {
   // On a given port (0: ephemeral), with `defaults` (e.g. "status=503" or
   // "delay_ms=50") applied to every request before its own query.
   UpstreamServer(std::string name, int port, std::string defaults);
+  // On `address` (an IPv4 loopback address, e.g. 127.0.0.2).
+  UpstreamServer(std::string name, int port, std::string defaults, std::string address);
   UpstreamServer(const UpstreamServer&) = delete;
   UpstreamServer& operator=(const UpstreamServer&) = delete;
 
   bool ok() const { return port_ > 0; }
   int port() const { return port_; }
-  std::string address() const;  // "127.0.0.1:PORT"
+  std::string address() const;  // "127.0.0.1:PORT" (its IP)
   const std::string& name() const { return name_; }
   Process& process() { return *process_; }
 
@@ -43,6 +45,7 @@ class UpstreamServer {
 
  private:
   std::string name_;
+  std::string ip_ = "127.0.0.1";
   int port_ = 0;
   std::unique_ptr<Process> process_;
 };

@@ -2,8 +2,9 @@
 // tests. One libevent loop on one thread; delays and slow responses are timers,
 // so a slow request never holds up another connection.
 //
-//   upstream_server --port 0 --name backend-a
-//   -> prints "listening on 127.0.0.1:PORT" once, then serves until
+//   upstream_server --port 0 --name backend-a [--address 127.0.0.2]
+//   -> prints "listening on 127.0.0.1:PORT" (the --address, an IPv4
+//      address, 127.0.0.1 by default) once, then serves until
 //      SIGTERM/SIGINT (exit status 0).
 //
 // Every response carries `x-upstream: NAME` and `content-type: text/plain`
@@ -384,7 +385,7 @@ class OriginServer {
   ~OriginServer();
 
   // Binds and prints the "listening on" line. Errors name the cause.
-  absl::Status Listen(int port);
+  absl::Status Listen(int port, const std::string& address = "127.0.0.1");
   // Serves until SIGTERM or SIGINT.
   void Run();
 
@@ -832,7 +833,7 @@ OriginServer::~OriginServer() {
   event_base_free(base_);
 }
 
-absl::Status OriginServer::Listen(int port) {
+absl::Status OriginServer::Listen(int port, const std::string& address) {
   listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0)
     return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
@@ -841,10 +842,12 @@ absl::Status OriginServer::Listen(int port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--address ", address, ": not IPv4"));
+  }
   if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     return absl::UnavailableError(
-        absl::StrCat("bind 127.0.0.1:", port, ": ", strerror(errno)));
+        absl::StrCat("bind ", address, ":", port, ": ", strerror(errno)));
   }
   if (listen(listen_fd_, 1024) != 0) {
     return absl::InternalError(absl::StrCat("listen: ", strerror(errno)));
@@ -859,7 +862,7 @@ absl::Status OriginServer::Listen(int port) {
     event_add(e, nullptr);
     signal_events_.push_back(e);
   }
-  std::printf("listening on 127.0.0.1:%d\n", ntohs(addr.sin_port));
+  std::printf("listening on %s:%d\n", address.c_str(), ntohs(addr.sin_port));
   std::fflush(stdout);
   return absl::OkStatus();
 }
@@ -896,11 +899,11 @@ void OriginServer::OnSignal(evutil_socket_t, short, void* arg) {
 
 int Main(int argc, char** argv) {
   absl::StatusOr<ParsedFlags> flags =
-      ParseFlags(argc, argv, {"port", "name", "defaults"}, {});
+      ParseFlags(argc, argv, {"port", "name", "defaults", "address"}, {});
   if (!flags.ok()) {
     std::fprintf(stderr,
                  "upstream_server: %s\nusage: upstream_server [--port N] "
-                 "[--name NAME] [--defaults QUERY]\n",
+                 "[--name NAME] [--defaults QUERY] [--address IPv4]\n",
                  std::string(flags.status().message()).c_str());
     return 2;
   }
@@ -931,7 +934,9 @@ int Main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   OriginServer server(name);
-  if (absl::Status status = server.Listen(port); !status.ok()) {
+  std::string address = "127.0.0.1";
+  if (auto it = flags->values.find("address"); it != flags->values.end()) address = it->second;
+  if (absl::Status status = server.Listen(port, address); !status.ok()) {
     std::fprintf(stderr, "upstream_server: %s\n",
                  std::string(status.message()).c_str());
     return 1;

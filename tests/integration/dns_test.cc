@@ -1,0 +1,235 @@
+// Endpoints given by host name: each proxy looks the name up (c-ares) and
+// keeps the cluster's endpoints in step with the answers, with real
+// processes: a DNS server answering from a file (tests/harness/dns_peer.py),
+// upstream servers on 127.0.0.2 and 127.0.0.3 behind one name, and the
+// host's resolver for `localhost`.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
+#include "tests/harness/proxy.h"
+#include "tests/harness/upstream.h"
+
+namespace sluice::testing {
+namespace {
+
+class DnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    dir_ = MakeTempDir("dns");
+    listener_port_ = PickFreePort();
+    ASSERT_NE(listener_port_, 0);
+  }
+
+  void StartDns(const std::string& records) {
+    SetRecords(records);
+    dns_ = std::make_unique<Process>(
+        "/usr/bin/python3",
+        std::vector<std::string>{RunfilePath("tests/harness/dns_peer.py"), dir_ + "/records.json"},
+        dir_ + "/dns.log");
+    auto line = dns_->WaitForLogLine("listening on ", absl::Seconds(20));
+    ASSERT_TRUE(line.has_value()) << dns_->Log();
+    ASSERT_TRUE(absl::SimpleAtoi(line->substr(line->find("on ") + 3), &dns_port_)) << *line;
+  }
+  // Rewritten whole, then renamed over the file: the server never reads
+  // half a file.
+  void SetRecords(const std::string& json) {
+    WriteFile(dir_, "records.json.new", json);
+    ASSERT_EQ(std::rename((dir_ + "/records.json.new").c_str(), (dir_ + "/records.json").c_str()),
+              0);
+  }
+
+  // Applies one cluster `spec` (YAML lines, indented by 2) behind a catch-all
+  // route; returns sluicectl's result.
+  CommandResult Apply(const std::string& spec) {
+    const std::string yaml = absl::StrCat(
+        "kind: Cluster\nname: backend\nspec:\n", spec,
+        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+        "    routes:\n    - match: {prefix: /}\n      route: {cluster: backend, retry_policy: "
+        "{num_retries: 0}}\n---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, "
+        "port: ",
+        listener_port_, ", route_table: main}\n");
+    return cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
+  }
+  void StartProxy() {
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "dns-proxy");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+  HttpResponse Get() { return HttpGet(absl::StrCat("127.0.0.1:", listener_port_), "/"); }
+  // Waits until `n` requests in a row are answered by `names` only (each
+  // of them at least once when `all`).
+  bool WaitForUpstreams(const std::set<std::string>& names, absl::Duration timeout) {
+    return WaitFor(
+        [&] {
+          std::set<std::string> seen;
+          for (int i = 0; i < 8; ++i) {
+            HttpResponse r = Get();
+            if (r.status != 200 || !names.count(r.header("x-upstream"))) return false;
+            seen.insert(r.header("x-upstream"));
+          }
+          return seen == names;
+        },
+        timeout);
+  }
+
+  ControlPlane cp_{"", "info"};
+  std::string dir_;
+  int listener_port_ = 0;
+  int dns_port_ = 0;
+  std::unique_ptr<Process> dns_;
+  std::unique_ptr<Proxy> proxy_;
+};
+
+// The answers change under steady traffic: an address added, one taken
+// away, the server silent (the last addresses are kept), the name gone
+// (503 naming it). No request fails while the addresses change.
+TEST_F(DnsTest, EndpointsFollowTheAnswersWithoutFailedRequests) {
+  UpstreamServer a("a", 0, "", "127.0.0.2");
+  ASSERT_TRUE(a.ok()) << a.process().Log();
+  UpstreamServer b("b", a.port(), "", "127.0.0.3");
+  ASSERT_TRUE(b.ok()) << b.process().Log();
+  ASSERT_NO_FATAL_FAILURE(StartDns(R"({"backend.test": {"A": ["127.0.0.2"]}})"));
+  CommandResult r = Apply(absl::StrCat(
+      "  endpoints: [{address: Backend.Test., port: ", a.port(), "}]\n",
+      "  dns_resolvers: ['127.0.0.1:", dns_port_, "']\n  dns_refresh_interval: 1s\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  // Looked up before the version was taken: served at once.
+  HttpResponse first = Get();
+  EXPECT_EQ(first.status, 200) << first.body << proxy_->process().Log();
+  EXPECT_EQ(first.header("x-upstream"), "a");
+  auto [status, clusters] = proxy_->Admin("/clusters");
+  EXPECT_TRUE(absl::StrContains(clusters, absl::StrCat("127.0.0.2:", a.port(),
+                                                       " (Backend.Test.)")))
+      << clusters;
+
+  // Steady traffic meanwhile: every request must succeed.
+  std::atomic<bool> stop{false};
+  std::atomic<int> sent{0}, failed{0};
+  std::string last_failure;
+  std::thread traffic([&] {
+    while (!stop.load()) {
+      HttpResponse t = Get();
+      ++sent;
+      if (t.status != 200) {
+        ++failed;
+        last_failure = absl::StrCat(t.status, " ", t.error, " ", t.body);
+      }
+    }
+  });
+  SetRecords(R"({"backend.test": {"A": ["127.0.0.2", "127.0.0.3"]}})");
+  EXPECT_TRUE(WaitForUpstreams({"a", "b"}, absl::Seconds(15))) << proxy_->process().Log();
+  SetRecords(R"({"backend.test": {"A": ["127.0.0.3"]}})");
+  EXPECT_TRUE(WaitForUpstreams({"b"}, absl::Seconds(15))) << proxy_->process().Log();
+  stop = true;
+  traffic.join();
+  EXPECT_GT(sent.load(), 20);
+  EXPECT_EQ(failed.load(), 0) << last_failure;
+  EXPECT_TRUE(proxy_->process().WaitForLogLine("resolves to 127.0.0.3 (was 127.0.0.2, 127.0.0.3)",
+                                               absl::Seconds(1)))
+      << proxy_->process().Log();
+
+  // The server stops answering: the last addresses stay.
+  SetRecords(R"({"backend.test": "drop"})");
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_dns_lookups_total{result=\"failure\"}") > 0; },
+                      absl::Seconds(20)))
+      << proxy_->process().Log();
+  HttpResponse kept = Get();
+  EXPECT_EQ(kept.status, 200);
+  EXPECT_EQ(kept.header("x-upstream"), "b");
+  EXPECT_TRUE(proxy_->process().WaitForLogLine("keeping its last addresses (127.0.0.3)",
+                                               absl::Seconds(1)))
+      << proxy_->process().Log();
+
+  // The name is gone: no endpoint, and the 503 says why.
+  SetRecords(R"({})");
+  HttpResponse gone;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        gone = Get();
+        return gone.status == 503;
+      },
+      absl::Seconds(20)))
+      << proxy_->process().Log();
+  EXPECT_TRUE(absl::StrContains(gone.body, "no endpoint in cluster backend (Backend.Test.: no address)"))
+      << gone.body;
+  std::tie(status, clusters) = proxy_->Admin("/clusters");
+  EXPECT_TRUE(absl::StrContains(clusters, "dns: Backend.Test.: no address")) << clusters;
+  // It comes back.
+  SetRecords(R"({"backend.test": {"A": ["127.0.0.2"]}})");
+  EXPECT_TRUE(WaitForUpstreams({"a"}, absl::Seconds(15))) << proxy_->process().Log();
+  // DNS answers are not config versions.
+  EXPECT_EQ(proxy_->Stat("sluice_configs_applied_total"), 1);
+}
+
+// The host's resolver (/etc/hosts) for `localhost`, and the lookup family:
+// V4_ONLY takes 127.0.0.1 only, V6_ONLY ::1 only.
+TEST_F(DnsTest, TheHostResolverAndTheLookupFamily) {
+  UpstreamServer a("a");
+  ASSERT_TRUE(a.ok()) << a.process().Log();
+  CommandResult r = Apply(absl::StrCat("  endpoints: [{address: localhost, port: ", a.port(),
+                                       "}]\n  dns_lookup_family: V4_ONLY\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  HttpResponse ok = Get();
+  EXPECT_EQ(ok.status, 200) << ok.body << proxy_->process().Log();
+  EXPECT_EQ(ok.header("x-upstream"), "a");
+  auto [status, clusters] = proxy_->Admin("/clusters?format=json");
+  EXPECT_TRUE(absl::StrContains(clusters, absl::StrCat("\"address\":\"127.0.0.1:", a.port(),
+                                                       "\",\"host_name\":\"localhost\"")))
+      << clusters;
+  r = Apply(absl::StrCat("  endpoints: [{address: localhost, port: ", a.port(),
+                         "}]\n  dns_lookup_family: V6_ONLY\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  std::tie(status, clusters) = proxy_->Admin("/clusters");
+  // ::1 when the hosts file names it for localhost; else none, said so.
+  EXPECT_TRUE(absl::StrContains(clusters, absl::StrCat("[::1]:", a.port(), " (localhost)")) ||
+              absl::StrContains(clusters, "dns: localhost: no address of dns_lookup_family V6_ONLY"))
+      << clusters;
+  EXPECT_FALSE(absl::StrContains(clusters, absl::StrCat("127.0.0.1:", a.port()))) << clusters;
+}
+
+// What is refused at apply, with the field named; nothing changes.
+TEST_F(DnsTest, BadNamesAndSettingsAreRefused) {
+  struct Case {
+    std::string spec;
+    std::string error;
+  };
+  const Case cases[] = {
+      {"  endpoints: [{address: 'bad_name-', port: 80}]\n",
+       "endpoints[0].address: 'bad_name-' is neither an IPv4 or IPv6 address nor a host name"},
+      {"  endpoints: [{address: 10.0.0.256, port: 80}]\n",
+       "endpoints[0].address: '10.0.0.256' is neither"},
+      {"  endpoints: [{address: a.example, port: 80}, {address: A.Example., port: 80}]\n",
+       "is the same endpoint as endpoints[0]"},
+      {"  endpoints: [{address: 127.0.0.1, port: 80}]\n  dns_refresh_interval: 5s\n",
+       "dns_refresh_interval: applies only to endpoints given by host name"},
+      {"  endpoints: [{address: a.example, port: 80}]\n  dns_refresh_interval: 0.5s\n",
+       "dns_refresh_interval"},
+      {"  endpoints: [{address: a.example, port: 80}]\n  dns_resolvers: ['dns.example:53']\n",
+       "dns_resolvers[0]: 'dns.example:53' is not a DNS server address"},
+  };
+  for (const Case& c : cases) {
+    CommandResult r = Apply(c.spec);
+    EXPECT_NE(r.exit_code, 0) << c.spec;
+    EXPECT_TRUE(absl::StrContains(r.err, c.error)) << c.spec << "\n" << r.err;
+  }
+  CommandResult got = cp_.Ctl({"get", "-o", "yaml"});
+  EXPECT_FALSE(absl::StrContains(got.out, "backend")) << got.out;
+}
+
+}  // namespace
+}  // namespace sluice::testing
