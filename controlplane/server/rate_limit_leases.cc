@@ -11,6 +11,9 @@ namespace {
 
 // A light proxy's share over its demand.
 constexpr double kLightRoom = 1.15;
+// Requests a window under which a light proxy's bucket is too shallow to
+// take the randomness of its arrivals.
+constexpr double kShallowBucket = 10;
 
 // Both averages take an interval's sample. The slow one is the plain mean
 // of the samples so far while that weighs a sample more (the first
@@ -41,7 +44,7 @@ double DividedDemand(const LeaseAllocator::Client& client, double w, double inte
 LeaseAllocator::LeaseAllocator(LeaseAllocatorOptions options) : options_(std::move(options)) {}
 
 std::vector<double> LeaseAllocator::Divide(double limit, const std::vector<double>& demand,
-                                           double floor_fraction) {
+                                           double floor_fraction, double window_seconds) {
   const size_t n = demand.size();
   std::vector<double> shares(n, 0.0);
   if (n == 0) return shares;
@@ -63,7 +66,20 @@ std::vector<double> LeaseAllocator::Divide(double limit, const std::vector<doubl
     for (size_t i = 0; i < n; ++i) {
       const double d = std::max(demand[i], 0.0);
       if (d <= equal) {
-        shares[i] = std::min(kLightRoom * d, equal);
+        // Room for the randomness of its arrivals: 15%; and where its
+        // bucket (a window of its share) is too shallow to take that
+        // randomness, under 10 requests a window, at least two standard
+        // deviations of a Poisson count over a window (a light proxy on a
+        // limit per SECOND sees a request or two a window: a share of 1.15
+        // of them, a bucket of one token, refused half of its callers while
+        // the fleet had room). It uses the room only as its requests come,
+        // and the others are given the limit less its demand, not less its
+        // share.
+        double room = kLightRoom * d;
+        if (window_seconds > 0 && d * window_seconds < kShallowBucket) {
+          room = std::max(room, d + 2 * std::sqrt(d / window_seconds));
+        }
+        shares[i] = std::min(room, equal);
         leftover += equal - d;
       } else {
         shares[i] = equal;
@@ -219,7 +235,8 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       lease->set_key(key.key());
       for (size_t i = 0; i < state.limits_per_second.size(); ++i) {
         std::vector<double> shares =
-            Divide(state.limits_per_second[i] * fraction, rates, options_.floor_fraction);
+            Divide(state.limits_per_second[i] * fraction, rates, options_.floor_fraction,
+                   state.periods_seconds[i]);
         lease->add_shares(shares[self] * state.periods_seconds[i]);
       }
     }

@@ -22,7 +22,10 @@
 //     counted at its demand, and what that leaves of L goes to the heavy
 //     ones in proportion to how much more they want (d_i - L / n); so
 //     heavy shares + light demand = L. A light proxy's share is
-//     min(1.15 d_i, L / n): room for its randomness, which it uses only as
+//     min(1.15 d_i, L / n), or, when d_i W < 10 (W the limit's period in
+//     seconds: a bucket too shallow for its randomness),
+//     min(max(1.15 d_i, d_i + 2 sqrt(d_i / W)), L / n): room for its
+//     randomness, which it uses only as
 //     far as its requests come (its estimated demand is what it takes on
 //     average, an EWMA being unbiased); a proxy whose demand really grew
 //     takes at most that room until its next report;
@@ -112,8 +115,10 @@ class LeaseAllocator {
 
   // The division above: `limit` and `demand` in the same unit (requests
   // per second); one share per demand, in that unit.
+  // `window_seconds`: the limit's period, for a light proxy's room (0: 15%
+  // only).
   static std::vector<double> Divide(double limit, const std::vector<double>& demand,
-                                    double floor_fraction);
+                                    double floor_fraction, double window_seconds = 0);
 
   struct Client {
     double rate = 0;    // EWMA (ewma_weight), requests per second

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <numeric>
 #include <string>
 #include <vector>
@@ -60,6 +62,22 @@ TEST(LeaseDivideTest, OverloadSkewedSharesMakeTheLimit) {
   EXPECT_NEAR(shares[0], 1.15, 1e-9);
   EXPECT_NEAR(shares[1], 10.0 / 3 + 7.0 / 3 * (6 - 10.0 / 3) / (6 + 12 - 20.0 / 3), 1e-9);
   EXPECT_NEAR(shares[1] + shares[2], 9, 1e-9);
+}
+
+// A light proxy whose bucket is shallow (under 10 requests a window) gets
+// two standard deviations of a Poisson count as room, not 15%: at 0.8 a
+// SECOND a share of 0.92 (a bucket of one token) refused half of its
+// callers. The heavy one still gets the limit less the light one's demand.
+TEST(LeaseDivideTest, AShallowBucketGetsRoomForItsRandomness) {
+  std::vector<double> shares = LeaseAllocator::Divide(20, {14, 0.8, 2.7, 2.7, 2.7}, kFloor, 1);
+  EXPECT_NEAR(shares[1], 0.8 + 2 * std::sqrt(0.8), 1e-9);
+  EXPECT_NEAR(shares[2], 4, 1e-9);  // 2.7 + 3.3, capped at the even share
+  EXPECT_NEAR(shares[0], 20 - 0.8 - 3 * 2.7, 1e-9);
+  shares = LeaseAllocator::Divide(20, {18, 0.8, 1, 1, 1}, kFloor, 1);
+  EXPECT_NEAR(shares[2], 3, 1e-9);
+  // A minute's window: 0.8 a second is 48 a window, deep enough for 15%.
+  shares = LeaseAllocator::Divide(20, {14, 0.8, 2.7, 2.7, 2.7}, kFloor, 60);
+  EXPECT_NEAR(shares[1], 0.8 * 1.15, 1e-9);
 }
 
 TEST(LeaseDivideTest, HeadroomIsSplitEvenlyAndTheFloorHolds) {
