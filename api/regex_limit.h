@@ -14,6 +14,7 @@
 
 #include <re2/re2.h>
 
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -22,10 +23,55 @@ namespace sluice::api {
 
 inline constexpr int kMaxRegexProgramSize = 20000;
 
+// The bound on a whole config's regular expressions together: each proxy
+// holds every one compiled (some 16 bytes an instruction, more once
+// matching builds its DFA), and each apply compiles the new ones. One
+// route table of 80 routes, each with 64 patterns just under the limit
+// above, was 97 million instructions: 1.75 GB on every proxy, and 25 s to
+// apply. 10,000 route regexes of a usual size are a few hundred thousand.
+inline constexpr int64_t kMaxConfigRegexProgramSize = 1000000;
+
+// Counts, while it lives, the program sizes of the regular expressions
+// RegexProgramTooLarge is asked about on this thread (an inner count's
+// total goes to the outer one too when it ends). Past
+// kMaxConfigRegexProgramSize, RegexBudgetSpent() says so: the checks stop
+// compiling more, as the config is refused anyway.
+class RegexProgramCount {
+ public:
+  RegexProgramCount() : outer_(current_) { current_ = this; }
+  ~RegexProgramCount() {
+    current_ = outer_;
+    if (outer_ != nullptr) outer_->total_ += total_;
+  }
+  RegexProgramCount(const RegexProgramCount&) = delete;
+  RegexProgramCount& operator=(const RegexProgramCount&) = delete;
+
+  int64_t total() const { return total_; }
+  static void Add(int64_t size) {
+    if (current_ != nullptr) current_->total_ += size;
+  }
+  // The innermost count and those around it, past the config's bound.
+  static bool Spent() {
+    int64_t sum = 0;
+    for (const RegexProgramCount* c = current_; c != nullptr; c = c->outer_) sum += c->total_;
+    return sum > kMaxConfigRegexProgramSize;
+  }
+
+ private:
+  RegexProgramCount* const outer_;
+  int64_t total_ = 0;
+  static inline thread_local RegexProgramCount* current_ = nullptr;
+};
+
+// Whether a count in force has passed kMaxConfigRegexProgramSize.
+inline bool RegexBudgetSpent() { return RegexProgramCount::Spent(); }
+
 // Empty when `re` (compiled without error) is within kMaxRegexProgramSize;
-// else why not, for an error after the field's name.
+// else why not, for an error after the field's name. Counted by a
+// RegexProgramCount in force.
 inline std::string RegexProgramTooLarge(const RE2& re) {
   const int size = re.ProgramSize();
+  RegexProgramCount::Add(size);
   if (size <= kMaxRegexProgramSize) return std::string();
   return absl::StrCat("the regular expression compiles to ", size,
                       " RE2 instructions, over the limit of ", kMaxRegexProgramSize,

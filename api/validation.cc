@@ -1923,7 +1923,8 @@ namespace {
 // Apply-only (a stored config an older build took still loads): each of
 // the route's regular expressions within api/regex_limit.h.
 void RegexNewContent(const std::string& pattern, const std::string& field, ErrorSink& sink) {
-  if (pattern.empty()) return;
+  // Past the config's bound, compiling more only costs time.
+  if (pattern.empty() || RegexBudgetSpent()) return;
   RE2::Options options;
   options.set_log_errors(false);
   const RE2 re(pattern, options);
@@ -2407,6 +2408,32 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
     }
   }
   return notes;
+}
+
+int64_t RegexProgramSizeOf(const Resource& resource) {
+  RegexProgramCount count;
+  std::vector<ValidationError> ignored;
+  ValidateNewContent(resource, &ignored);
+  return count.total();
+}
+
+std::string RegexBudgetError(int64_t total,
+                             const std::vector<std::pair<ResourceId, int64_t>>& biggest) {
+  std::vector<std::pair<ResourceId, int64_t>> sorted = biggest;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string most;
+  for (size_t i = 0; i < sorted.size() && i < 3; ++i) {
+    if (sorted[i].second == 0) break;
+    absl::StrAppend(&most, most.empty() ? "" : ", ", Describe(sorted[i].first), " ",
+                    sorted[i].second);
+  }
+  return absl::StrCat(
+      "the config's regular expressions would compile to at least ", total,
+      " RE2 instructions in all, over the limit of ", kMaxConfigRegexProgramSize,
+      " for a whole config (every proxy holds each one compiled; counted repetitions such as "
+      ".{900} or \\pL{1,300} grow them fast: use +, * or smaller counts, and fewer patterns)",
+      most.empty() ? "" : absl::StrCat("; the most: ", most));
 }
 
 bool IsEndpointHostName(const std::string& address) {

@@ -129,6 +129,16 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // Appends to `errors`.
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors);
 
+// The RE2 program size of all of `resource`'s regular expressions together
+// (each compiled, as ValidateNewContent does), for the config-wide bound
+// api::kMaxConfigRegexProgramSize. Past that bound it stops counting.
+int64_t RegexProgramSizeOf(const Resource& resource);
+// What an apply is told when the config's regular expressions would be
+// `total` instructions (over the bound; `biggest`: the changed resources
+// with the most, for the message).
+std::string RegexBudgetError(int64_t total,
+                             const std::vector<std::pair<ResourceId, int64_t>>& biggest);
+
 // A rule between resources that earlier builds did not check, so it is run
 // on the change only (as ValidateNewContent): a policy's reference to a
 // Consumer (an authentication policy's `anonymous`) must name one that

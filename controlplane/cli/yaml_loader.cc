@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "api/discovery.h"
 #include "api/policy_registry.h"
+#include "api/regex_limit.h"
 #include "api/validation.h"
 #include "common/utf8.h"
 #include "google/protobuf/descriptor.h"
@@ -879,13 +880,18 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   message->GetReflection()->SetString(message, name_field, name);
 
   std::vector<api::ValidationError> errors;
-  if (validate) api::ValidateResource(resource, &errors);
   // What the control plane refuses only in content an apply adds or
   // changes: not refused here (this content may be stored unchanged), but
   // its lines are kept for the answer, and with other errors (so the
-  // content changes) it is said with them, in one round.
+  // content changes) it is said with them, in one round. First: it counts
+  // the regular expressions (LoadDocuments' RegexProgramCount); past the
+  // config's bound nothing more is validated (each pattern compiled costs
+  // time, and the file is refused).
   std::vector<api::ValidationError> later;
-  if (validate) api::ValidateNewContent(resource, &later);
+  if (validate && !api::RegexBudgetSpent()) {
+    api::ValidateNewContent(resource, &later);
+    if (!api::RegexBudgetSpent()) api::ValidateResource(resource, &errors);
+  }
   if (!errors.empty() || !later.empty()) {
     // The lines of the fields in error are SpecConverter's to find.
     if (filled) return LoadDocument(doc, where, /*direct=*/false, validate, text, out);
@@ -921,6 +927,9 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
   std::vector<std::string> errors;
   bool failed = false;
   int index = 0;
+  // The file's regular expressions together, against the bound on a whole
+  // config's (api/regex_limit.h).
+  api::RegexProgramCount regex_count;
   auto load = [&](const Node& doc, const std::string& where) {
     const size_t loaded_before = out.size();
     absl::Status status;
@@ -1000,6 +1009,12 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     const size_t before = out.size();
     load(doc, where);
     for (size_t i = before; i < out.size(); ++i) out[i].document = index;
+  }
+  if (validate && api::RegexBudgetSpent()) {
+    // Said first: past it, the documents were not all validated.
+    errors.insert(errors.begin(),
+                  absl::StrCat(file_name, ": ", api::RegexBudgetError(regex_count.total(), {})));
+    failed = true;
   }
   if (failed) return absl::InvalidArgumentError(JoinErrors(errors));
   if (out.empty()) {

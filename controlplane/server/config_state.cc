@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "api/discovery.h"
+#include "api/regex_limit.h"
 #include "api/credentials.h"
 #include "api/validation.h"
 #include "common/log.h"
@@ -80,14 +81,45 @@ std::string DescribeVersion(const HistoryEntry& entry) {
   return out;
 }
 
-std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version,
-                                             api::ResourceMap resources) {
+// The regular expressions' program size per resource of `resources`
+// (`hashes`: theirs), taken from `reuse` for the resources it has with the
+// same hash.
+std::map<api::ResourceId, int64_t> RegexSizes(const api::ResourceMap& resources,
+                                              const std::map<api::ResourceId, uint64_t>& hashes,
+                                              const Snapshot* reuse) {
+  std::map<api::ResourceId, int64_t> sizes;
+  for (const auto& [id, resource] : resources) {
+    if (reuse != nullptr) {
+      auto hash = hashes.find(id);
+      auto old_hash = reuse->hashes.find(id);
+      auto old = reuse->regex_sizes.find(id);
+      if (hash != hashes.end() && old_hash != reuse->hashes.end() &&
+          hash->second == old_hash->second && old != reuse->regex_sizes.end()) {
+        sizes[id] = old->second;
+        continue;
+      }
+    }
+    sizes[id] = api::RegexProgramSizeOf(resource);
+  }
+  return sizes;
+}
+
+int64_t Sum(const std::map<api::ResourceId, int64_t>& sizes) {
+  int64_t total = 0;
+  for (const auto& [id, size] : sizes) total += size;
+  return total;
+}
+
+std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap resources,
+                                             const Snapshot* reuse) {
   auto snapshot = std::make_shared<Snapshot>();
   snapshot->version = version;
   for (const auto& [id, resource] : resources) {
     snapshot->hashes[id] = api::ContentHash(resource);
     snapshot->sizes[id] = static_cast<int64_t>(resource.ByteSizeLong());
   }
+  snapshot->regex_sizes = RegexSizes(resources, snapshot->hashes, reuse);
+  snapshot->regex_total = Sum(snapshot->regex_sizes);
   snapshot->config_bytes = ConfigBytes(resources);
   snapshot->resources = std::move(resources);
   return snapshot;
@@ -241,7 +273,7 @@ void ConfigState::AdoptLocked(StoredState stored, StoredHistory stored_history) 
       &warning));
   if (!warning.empty()) SLUICE_LOG(kWarning, warning);
   api::StateDiff diff = api::ComputeDiff(base->resources, stored.resources);
-  auto snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
+  auto snapshot = MakeSnapshot(stored.version, std::move(stored.resources), base.get());
   {
     absl::MutexLock lock(&mu_);
     current_ = std::move(snapshot);
@@ -346,9 +378,15 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
     // whose certificate has expired since does not block other changes.
     if (!same) {
       api::ValidateAtApplyTime(resource, now, apply_time_errors);
+      api::RegexProgramCount count;
       api::ValidateNewContent(resource, apply_time_errors);
+      digest->regex_sizes[id] = count.total();
       if (stored != base.resources.end()) digest->changed.insert(id);
       digest->validate.insert(id);
+    } else if (auto it = base.regex_sizes.find(id); it != base.regex_sizes.end()) {
+      digest->regex_sizes[id] = it->second;
+    } else {
+      digest->regex_sizes[id] = api::RegexProgramSizeOf(resource);
     }
     digest->hashes[id] = hash;
     // ContentHash has just serialized it: its size is cached.
@@ -374,6 +412,9 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
     next.emplace_hint(next.end(), id, resource);
     if (auto it = base.hashes.find(id); it != base.hashes.end()) digest->hashes[id] = it->second;
     if (auto it = base.sizes.find(id); it != base.sizes.end()) digest->sizes[id] = it->second;
+    if (auto it = base.regex_sizes.find(id); it != base.regex_sizes.end()) {
+      digest->regex_sizes[id] = it->second;
+    }
   }
   return next;
 }
@@ -614,6 +655,28 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
       applied.insert(id);
     }
   }
+  // Every proxy holds each regular expression compiled: bound them all
+  // together (a change that shrinks a config already over goes through).
+  // Before the rest of validation, which compiles each pattern again.
+  std::map<api::ResourceId, int64_t> next_regex_sizes;
+  std::map<api::ResourceId, uint64_t> next_hashes;
+  if (digest != nullptr) {
+    next_regex_sizes = digest->regex_sizes;
+  } else {
+    for (const auto& [id, resource] : next) next_hashes[id] = api::ContentHash(resource);
+    next_regex_sizes = RegexSizes(next, next_hashes, base.get());
+  }
+  const int64_t next_regex_total = Sum(next_regex_sizes);
+  if (next_regex_total > api::kMaxConfigRegexProgramSize &&
+      next_regex_total > base->regex_total) {
+    std::vector<std::pair<api::ResourceId, int64_t>> changed;
+    for (const auto& [id, size] : next_regex_sizes) {
+      auto old = base->regex_sizes.find(id);
+      if (old == base->regex_sizes.end() || old->second != size) changed.push_back({id, size});
+    }
+    return absl::ResourceExhaustedError(
+        absl::StrCat(api::RegexBudgetError(next_regex_total, changed), "; nothing changed"));
+  }
   if (digest != nullptr) validate = &digest->validate;
   std::vector<api::ValidationError> errors = api::ValidateState(next, validate, &applied);
   api::CheckConsumerReferences(next, base->resources, &errors);
@@ -707,11 +770,13 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     made->version = stored.version;
     made->hashes = digest->hashes;
     made->sizes = digest->sizes;
+    made->regex_sizes = std::move(next_regex_sizes);
+    made->regex_total = next_regex_total;
     made->config_bytes = next_bytes;
     made->resources = std::move(stored.resources);
     snapshot = std::move(made);
   } else {
-    snapshot = MakeSnapshot(stored.version, std::move(stored.resources));
+    snapshot = MakeSnapshot(stored.version, std::move(stored.resources), base.get());
   }
   {
     absl::MutexLock lock(&mu_);

@@ -75,6 +75,11 @@ struct Snapshot {
   // The encoded size of each resource (ByteSizeLong), kept so that a change
   // measures only what it adds or changes.
   std::map<api::ResourceId, int64_t> sizes;
+  // The RE2 program size of each resource's regular expressions
+  // (api::RegexProgramSizeOf) and their sum, for the config-wide bound
+  // api::kMaxConfigRegexProgramSize.
+  std::map<api::ResourceId, int64_t> regex_sizes;
+  int64_t regex_total = 0;
 };
 
 // Who asks for a change and on what condition.
@@ -241,6 +246,7 @@ class ConfigState {
   struct NextDigest {
     std::map<api::ResourceId, uint64_t> hashes;
     std::map<api::ResourceId, int64_t> sizes;
+    std::map<api::ResourceId, int64_t> regex_sizes;
     std::set<api::ResourceId> named;
     std::set<api::ResourceId> changed;
     // Added or changed: the resources whose own rules Commit checks (the
@@ -331,7 +337,11 @@ class ConfigState {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap resources);
+// `reuse` (may be null): a snapshot whose regular expressions' sizes are
+// taken for the resources it has with the same hash (each other one's
+// regular expressions are compiled to count them).
+std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap resources,
+                                             const Snapshot* reuse = nullptr);
 
 // The encoded size of the DiscoveryResponse that carries every resource of
 // `resources`: what a proxy that holds nothing receives in one message.

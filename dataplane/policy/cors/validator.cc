@@ -163,6 +163,7 @@ class CorsValidator : public api::PolicyValidator {
     for (int i = 0; i < config.origins_size() && i < kMaxOrigins; ++i) {
       absl::StatusOr<OriginPattern> pattern = ParseOriginPattern(config.origins(i));
       if (!pattern.ok() || pattern->kind != OriginPattern::Kind::kRegex) continue;
+      if (api::RegexBudgetSpent()) break;  // refused anyway: compile no more
       RE2::Options options;
       options.set_log_errors(false);
       const RE2 re(pattern->value, options);

@@ -46,7 +46,7 @@ class RequestTransformerValidator : public api::PolicyValidator {
     const auto& config = static_cast<const v1::RequestTransformerConfig&>(message);
     const auto& replace = config.headers().replace();
     transformer::ConfigErrors found;
-    if (!config.path().regex().empty()) {
+    if (!config.path().regex().empty() && !api::RegexBudgetSpent()) {
       RE2::Options options;
       options.set_log_errors(false);
       const RE2 re(config.path().regex(), options);

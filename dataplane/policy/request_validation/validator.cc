@@ -84,6 +84,7 @@ class RequestValidationValidator : public api::PolicyValidator {
       for (int i = 0; i < rules.size() && i < static_cast<int>(kMaxParameterRules); ++i) {
         const std::string& pattern = rules.Get(i).pattern();
         if (pattern.empty() || pattern.size() > kMaxPatternBytes) continue;
+        if (api::RegexBudgetSpent()) return;  // refused anyway: compile no more
         RE2::Options options;
         options.set_log_errors(false);
         RE2 re(pattern, options);

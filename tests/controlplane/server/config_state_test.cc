@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/credentials.h"
+#include "api/regex_limit.h"
 #include "sluice/discovery/v1/discovery.pb.h"
 #include "tests/api/test_certificates.h"
 #include "tests/harness/process.h"
@@ -309,6 +310,53 @@ TEST(ConfigStateLimitsTest, ListsInRefusalsAreBounded) {
   EXPECT_TRUE(absl::EndsWith(deleted.status().message(),
                              "Cluster \"gone19\" and 10 more do not exist; nothing deleted"))
       << deleted.status();
+}
+
+// A route table of `routes` routes, each matching by a regex of some 14,000
+// RE2 instructions.
+api::Resource RegexTable(const std::string& name, int routes) {
+  api::Resource r;
+  r.mutable_route_table()->set_name(name);
+  auto* vhost = r.mutable_route_table()->add_virtual_hosts();
+  vhost->add_domains(name + ".example");
+  for (int i = 0; i < routes; ++i) {
+    auto* route = vhost->add_routes();
+    route->mutable_match()->set_regex(absl::StrCat("/", i, ".{900}.{900}"));
+    route->mutable_route()->set_cluster("users");
+  }
+  return r;
+}
+
+// Every proxy holds every regular expression compiled: the config's
+// together are bounded (one 247 KB file made every proxy 1.75 GB).
+TEST(ConfigStateLimitsTest, AConfigsRegularExpressionsAreBoundedTogether) {
+  auto state = OpenState(sluice::testing::MakeTempDir("config_state"), api::kMaxConfigBytes);
+  ASSERT_TRUE(state->Apply({Cluster("users"), RegexTable("a", 40)}, false).ok());
+  const int64_t one = state->Current()->regex_total;
+  EXPECT_GT(one, 40 * 10000);
+  EXPECT_LT(one, api::kMaxConfigRegexProgramSize);
+  for (bool dry_run : {true, false}) {
+    auto result = state->Apply({RegexTable("b", 40)}, dry_run);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_TRUE(absl::StrContains(
+        result.status().message(),
+        "the config's regular expressions would compile to at least "))
+        << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "; the most: RouteTable \"b\" "))
+        << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "; nothing changed"))
+        << result.status();
+  }
+  EXPECT_EQ(state->Current()->version, 1u);
+  // Smaller, it fits; the total counts what stays.
+  ASSERT_TRUE(state->Apply({RegexTable("b", 10)}, false).ok());
+  EXPECT_GT(state->Current()->regex_total, one);
+  // Growing "a" now would pass the bound.
+  EXPECT_FALSE(state->Apply({RegexTable("a", 60)}, false).ok());
+  // A delete never grows it (the path without a digest counts too).
+  ASSERT_TRUE(state->Delete({config::v1::ROUTE_TABLE, "b"}, false).ok());
+  EXPECT_EQ(state->Current()->regex_total, one);
 }
 
 TEST(ConfigStateLimitsTest, LimitAboveWhatProxiesReceiveIsRejected) {
