@@ -55,7 +55,10 @@ std::string JoinErrors(const std::vector<std::string>& errors) {
 // 2562047h47m16s and reported so).
 std::string ParseConfigDuration(const std::string& text, int64_t* nanos) {
   absl::Duration d;
-  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+  // "-0s" is no duration either (it was read as 0s, which turns a route's
+  // timeout off).
+  if (absl::StartsWith(text, "-") || !absl::ParseDuration(text, &d) ||
+      d < absl::ZeroDuration()) {
     return absl::StrCat("'", text, "' is not a duration (examples: 5s, 250ms, 1m)");
   }
   if (d >= absl::Hours(24 * 365 * 100)) {
@@ -308,6 +311,11 @@ class SpecConverter {
       if (node.IsNull()) return Fail(node, path, NullMessageError(*field->message_type()));
       return ConvertMessage(node, field->message_type(), path, json);
     }
+    if (node.IsNull()) {
+      return Fail(node, path,
+                  "is null (a key with nothing after it, or ~): leave the field out for its "
+                  "default");
+    }
     if (!node.IsScalar()) return Fail(node, path, "expected a single value");
     const std::string text = node.Scalar();
     switch (field->cpp_type()) {
@@ -551,6 +559,7 @@ class DirectConverter {
       return FillMessage(node, add ? r->AddMessage(message, field)
                                    : r->MutableMessage(message, field));
     }
+    if (node.IsNull()) return kUnsupported;  // the error is SpecConverter's
     if (!node.IsScalar()) return Fail(node, "expected a single value");
     const std::string& text = node.Scalar();
     switch (field->cpp_type()) {
@@ -945,7 +954,11 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
     }
     if (!status.ok()) {
       failed = true;
-      errors.push_back(std::string(status.message()));
+      // One line per error, so that the cap counts each (one table of 2,000
+      // bad routes printed 1,999 lines, 300 KB).
+      for (absl::string_view line : absl::StrSplit(status.message(), '\n')) {
+        errors.emplace_back(line);
+      }
     } else if (!out.empty() && out.size() > loaded_before) {
       // What the control plane would refuse in a document that loaded: said
       // with the others' errors, in document order, so one round names all.
@@ -1180,6 +1193,13 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
           hint = " (a tab in the indentation: YAML indents with spaces only)";
         }
       }
+    }
+    // yaml-cpp's own depth guard (500 levels of flow nesting, before this
+    // loader's 256 are counted) says only "bad file".
+    if (e.msg == "bad file") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
+          ": nested more than ", kMaxYamlDepth, " levels deep"));
     }
     return absl::InvalidArgumentError(absl::StrCat(
         file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,

@@ -831,6 +831,40 @@ TEST(YamlLoaderTest, AFileOverTheRegexBudgetIsRefused) {
       << loaded.status();
 }
 
+// Mistakes a probe found worded badly or let through.
+TEST(YamlLoaderTest, NullsNegativeZeroDeepFlowAndManyErrorsInOneDocument) {
+  // A null where one value goes: said as a null.
+  auto loaded = LoadYaml("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: ~}]\n",
+                         "f.yaml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_TRUE(absl::StrContains(loaded.status().message(), "port: is null")) << loaded.status();
+  // "-0s" is not a duration (it turned a route's timeout off).
+  loaded = LoadYaml("kind: Cluster\nname: a\nspec:\n  connect_timeout: -0s\n"
+                    "  endpoints: [{address: 127.0.0.1, port: 80}]\n",
+                    "f.yaml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_TRUE(absl::StrContains(loaded.status().message(), "'-0s' is not a duration"))
+      << loaded.status();
+  // Flow nesting past yaml-cpp's own guard: the depth is named, not "bad file".
+  loaded = LoadYaml(absl::StrCat("kind: Cluster\nname: a\nspec: ", std::string(1000, '['),
+                                 std::string(1000, ']'), "\n"),
+                    "f.yaml");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_TRUE(absl::StrContains(loaded.status().message(), "nested more than 256 levels deep"))
+      << loaded.status();
+  // 2,000 errors in one document: 20 shown, then the count.
+  std::string yaml = "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n  - domains: ['*']\n"
+                     "    routes:\n";
+  for (int i = 0; i < 2000; ++i) {
+    absl::StrAppend(&yaml, "    - match: {prefix: /}\n      route: {cluster: c, timeout: 2h}\n");
+  }
+  loaded = LoadYaml(yaml, "f.yaml");
+  ASSERT_FALSE(loaded.ok());
+  const std::string message(loaded.status().message());
+  EXPECT_EQ(std::count(message.begin(), message.end(), '\n'), 20) << message.substr(0, 3000);
+  EXPECT_TRUE(absl::StrContains(message, "... and 1980 more errors")) << message.substr(0, 3000);
+}
+
 TEST(YamlLoaderTest, DeepNestingAndManyKeysAreRefusedNotFatal) {
   const int kDepth = 100000;
   std::string deep = "kind: Cluster\nname: a\nspec: " + std::string(kDepth, '[') +
