@@ -336,6 +336,17 @@ std::string SubjectOf(X509* cert) {
   return out;
 }
 
+constexpr size_t kFirstBytes = 24;
+
+// Whether a connection's first bytes are an HTTP/1 request line's start (a
+// method token of capitals and a space) or the HTTP/2 client preface.
+bool LooksLikePlainHttp(std::string_view bytes) {
+  if (bytes.rfind("PRI * HTTP/2.0", 0) == 0) return true;
+  size_t i = 0;
+  while (i < bytes.size() && i < 16 && bytes[i] >= 'A' && bytes[i] <= 'Z') ++i;
+  return i > 0 && i < bytes.size() && bytes[i] == ' ';
+}
+
 // The kind of a failed handshake from OpenSSL's reason code, for the
 // `reason` label of the handshake error counter: a fixed, small set.
 std::string_view HandshakeFailureKind(int reason, bool server) {
@@ -353,6 +364,7 @@ std::string_view HandshakeFailureKind(int reason, bool server) {
       return "protocol_version";
     case SSL_R_NO_SHARED_CIPHER:
     case SSL_R_NO_SHARED_GROUPS:
+    case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
     case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
       return "no_shared_cipher";
     case SSL_R_NO_APPLICATION_PROTOCOL:
@@ -681,6 +693,10 @@ class TlsTransportSocket::SocketBio {
     BIO_clear_retry_flags(bio);
     const ssize_t n = ::recv(socket->fd_, out, static_cast<size_t>(size), 0);
     if (n > 0) {
+      if (socket->first_bytes_.size() < kFirstBytes) {
+        socket->first_bytes_.append(
+            out, std::min<size_t>(static_cast<size_t>(n), kFirstBytes - socket->first_bytes_.size()));
+      }
       socket->socket_drained_ = n < size;
       return static_cast<int>(n);
     }
@@ -788,6 +804,11 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
         ERR_clear_error();
       } else {
         failure_kind_ = HandshakeFailureKind(ERR_GET_REASON(ERR_peek_error()), server_);
+        // OpenSSL knows GET, POST, HEAD, PUT and CONNECT only: OPTIONS,
+        // DELETE, PATCH and an HTTP/2 preface were "wrong version number".
+        if (server_ && failure_kind_ == "protocol_version" && LooksLikePlainHttp(first_bytes_)) {
+          failure_kind_ = "plain_http";
+        }
         failure_reason_ = absl::StrCat("handshake: ", TakeOpenSslError());
       }
       break;

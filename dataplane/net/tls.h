@@ -194,6 +194,9 @@ class TlsTransportSocket : public TransportSocket {
   bool socket_drained_ = false;
   // recv returned 0: the peer closed its side.
   bool peer_eof_ = false;
+  // The connection's first bytes (up to 24), to tell plain HTTP sent to a
+  // TLS port from other garbage when the handshake fails.
+  std::string first_bytes_;
   // The peer closed without close_notify (seen on client sockets, whose
   // context does not ignore an unexpected EOF).
   bool truncated_ = false;

@@ -510,6 +510,23 @@ TEST_F(TlsTest, HandshakeFailuresAreCountedByReason) {
   expect_one_more("plain_http", [&] {
     SendRaw(absl::StrCat("127.0.0.1:", https_port_), "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n");
   });
+  // Methods OpenSSL does not know, and the HTTP/2 preface: plain HTTP too
+  // (they were counted as protocol_version).
+  expect_one_more("plain_http", [&] {
+    SendRaw(absl::StrCat("127.0.0.1:", https_port_), "DELETE / HTTP/1.1\r\nhost: a.test\r\n\r\n");
+  });
+  expect_one_more("plain_http", [&] {
+    SendRaw(absl::StrCat("127.0.0.1:", https_port_), "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  });
+  // A client whose signature algorithms the certificate (ECDSA) cannot
+  // serve: no shared cipher (it was "other").
+  expect_one_more("no_shared_cipher", [&] {
+    CommandResult r = RunCommand({"/bin/bash", "-c",
+                                  absl::StrCat("echo | openssl s_client -connect 127.0.0.1:",
+                                               https_port_,
+                                               " -servername a.test -sigalgs RSA+SHA256 2>&1")});
+    EXPECT_NE(r.exit_code, 0) << r.out;
+  });
   expect_one_more("no_application_protocol", [&] {
     TlsClientOptions options;
     options.sni = "a.test";
