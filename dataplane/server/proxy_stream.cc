@@ -84,6 +84,16 @@ bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
   return false;
 }
 
+// A field other than X-Forwarded-Proto that frameworks read the client's
+// scheme from, in any case or CGI spelling.
+bool IsAlternateSchemeField(std::string_view name) {
+  for (std::string_view field : {"x-forwarded-ssl", "x-forwarded-scheme", "front-end-https",
+                                 "x-url-scheme", "x-forwarded-protocol"}) {
+    if (http::SameCgiName(name, field)) return true;
+  }
+  return false;
+}
+
 // With `hops` trusted proxies in front, each appending the address it got
 // the request from to X-Forwarded-For: the hops-th address from the right
 // is the client's, into `client` in its one spelling. false (the peer is
@@ -1146,6 +1156,11 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
     // proxy in front may (Envoy's default, SANITIZE, drops a client's), in
     // any CGI spelling.
     if (!trust_forwarded_ && http::SameCgiName(h.name, "x-forwarded-client-cert")) continue;
+    // The other spellings of "the client used HTTPS" that frameworks read
+    // (Rack's X-Forwarded-Ssl and -Scheme, Microsoft's Front-End-Https,
+    // WSGI's X-Url-Scheme, X-Forwarded-Protocol): only a trusted proxy in
+    // front may say, as for X-Forwarded-Proto, which the gateway sets.
+    if (!trust_forwarded_ && IsAlternateSchemeField(h.name)) continue;
     if (http::EqualsIgnoreCase(h.name, "traceparent")) continue;  // this hop's goes instead
     // A new trace starts with no state (W3C Trace Context 3.3: tracestate
     // is not read without a valid traceparent).

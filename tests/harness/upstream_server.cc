@@ -14,7 +14,8 @@
 // connection, te, transfer-encoding, content-length, x-consumer-name,
 // x-consumer-groups, x-anonymous-consumer, authorization, apikey,
 // traceparent, tracestate, x-forwarded-host, x-forwarded-port, forwarded,
-// max-forwards, range, if-range, accept-encoding, x-real-ip, via; and every
+// max-forwards, range, if-range, accept-encoding, x-real-ip, via,
+// x-forwarded-client-cert, x-forwarded-ssl, front-end-https; and every
 // field whose name starts with "x-test-" or has a '_', one echo per field, in
 // arrival order. The default body is
 // "NAME METHOD TARGET\n" (TARGET as received, query included), followed, if
@@ -120,7 +121,8 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "max-forwards",      "range",
     "if-range",          "accept-encoding",
     "x-real-ip",         "via",
-    "x-forwarded-client-cert",
+    "x-forwarded-client-cert", "x-forwarded-ssl",
+    "front-end-https",
 };
 
 // What one request asked for through its query parameters.

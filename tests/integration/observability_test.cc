@@ -253,9 +253,10 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
   // Behind trusted proxies, what they say of the host the client reached
   // goes upstream too.
   r = HttpGet(address(), "/open", {{"x-forwarded-host", "shop.example"},
-                                   {"x-forwarded-port", "443"}});
+                                   {"x-forwarded-port", "443"}, {"x-forwarded-ssl", "on"}});
   EXPECT_EQ(r.header("x-echo-x-forwarded-host"), "shop.example");
   EXPECT_EQ(r.header("x-echo-x-forwarded-port"), "443");
+  EXPECT_EQ(r.header("x-echo-x-forwarded-ssl"), "on");
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"),
                                 "\"client_ip\":\"203.0.113.9\",\"peer_ip\":\"127.0.0.1\""))
       << LogLine(log_, "obs-xff");

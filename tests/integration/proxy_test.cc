@@ -278,6 +278,12 @@ TEST_F(ProxyTest, AClientsForwardedHostAndPortStayAtTheGateway) {
   EXPECT_EQ(r.headers.count("x-echo-x-forwarded-client-cert"), 0u);
   EXPECT_EQ(r.headers.count("x-echo-X_Forwarded_Client_Cert"), 0u);
   EXPECT_EQ(r.headers.count("x-echo-x_forwarded_client_cert"), 0u);
+  // Nor its word on its scheme in the spellings frameworks read besides
+  // X-Forwarded-Proto (Rack's X-Forwarded-Ssl, Microsoft's Front-End-Https).
+  r = HttpGet(listener(), "/fh", {{"X-Forwarded-Ssl", "on"}, {"Front-End-Https", "on"}});
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.headers.count("x-echo-x-forwarded-ssl"), 0u);
+  EXPECT_EQ(r.headers.count("x-echo-front-end-https"), 0u);
 }
 
 // CGI, WSGI, Rack and PHP read x_consumer_name and x-consumer-name as one
