@@ -1322,11 +1322,26 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     sink.Add("dns_resolvers", absl::StrCat("has ", cluster.dns_resolvers_size(),
                                            " servers; at most ", kMaxDnsResolvers));
   }
+  std::set<std::string> resolvers;
   for (int i = 0; i < cluster.dns_resolvers_size(); ++i) {
-    if (!IsResolverAddress(cluster.dns_resolvers(i))) {
+    const std::string& r = cluster.dns_resolvers(i);
+    if (!IsResolverAddress(r)) {
       sink.Add(Index("dns_resolvers", i),
-               absl::StrCat("'", Shown(cluster.dns_resolvers(i)),
+               absl::StrCat("'", Shown(r),
                             "' is not a DNS server address: IP, IP:PORT or [IPv6]:PORT"));
+      continue;
+    }
+    std::string host = absl::StartsWith(r, "[") ? r.substr(1, r.find(']') - 1)
+                       : IsIpLiteral(r)          ? r
+                                                 : r.substr(0, r.rfind(':'));
+    const std::string canonical = CanonicalAddress(host);
+    if (canonical == "0.0.0.0" || canonical == "::") {
+      sink.Add(Index("dns_resolvers", i),
+               absl::StrCat("'", Shown(r), "' is the unspecified address, no server"));
+    } else if (!resolvers.insert(absl::StrCat(canonical, r.substr(host.size() +
+                                                                  (absl::StartsWith(r, "[") ? 2 : 0))))
+                    .second) {
+      sink.Add(Index("dns_resolvers", i), absl::StrCat("'", Shown(r), "' is listed twice"));
     }
   }
   CheckDuration(cluster.connect_timeout(), cluster.has_connect_timeout(),

@@ -269,7 +269,7 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     }
     if (ips.empty()) {
       info->dns_problems.push_back(absl::StrCat(
-          e.address(), ": ",
+          query.name, ": ",
           !answer.problem.empty() ? answer.problem
           : !answer.answered      ? std::string("no answer yet")
           : answer.v4.empty() && answer.v6.empty()
@@ -296,7 +296,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     endpoint.pool_key = endpoint.key + pool_suffix;
     endpoint.ip = target.ip;
     endpoint.port = static_cast<uint16_t>(e.port());
-    if (target.ip != e.address()) endpoint.host_name = e.address();
+    // The name as looked up: lower case, no trailing dot (a health check's
+    // Host of "HC.Test.:80" fails many servers' virtual-host matching).
+    if (target.ip != e.address()) endpoint.host_name = api::CanonicalHostName(e.address());
     Health initial = info->health_check.enabled && !info->health_check.healthy_on_add
                          ? Health::kUnknown
                          : Health::kHealthy;

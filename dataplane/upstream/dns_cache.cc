@@ -15,17 +15,17 @@
 namespace sluice::upstream {
 namespace {
 
-struct LookupState {
+// One family's query.
+struct FamilyQuery {
   bool done = false;
   int status = ARES_SUCCESS;
-  std::vector<std::string> v4;
-  std::vector<std::string> v6;
+  std::vector<std::string> addresses;
 };
 
 void OnAddrinfo(void* arg, int status, int /*timeouts*/, struct ares_addrinfo* info) {
-  auto* state = static_cast<LookupState*>(arg);
-  state->done = true;
-  state->status = status;
+  auto* query = static_cast<FamilyQuery*>(arg);
+  query->done = true;
+  query->status = status;
   if (info == nullptr) return;
   if (status == ARES_SUCCESS) {
     char text[INET6_ADDRSTRLEN];
@@ -33,12 +33,12 @@ void OnAddrinfo(void* arg, int status, int /*timeouts*/, struct ares_addrinfo* i
       if (node->ai_family == AF_INET && node->ai_addr != nullptr) {
         const auto* in = reinterpret_cast<const sockaddr_in*>(node->ai_addr);
         if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) {
-          state->v4.emplace_back(text);
+          query->addresses.emplace_back(text);
         }
       } else if (node->ai_family == AF_INET6 && node->ai_addr != nullptr) {
         const auto* in6 = reinterpret_cast<const sockaddr_in6*>(node->ai_addr);
         if (inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text)) != nullptr) {
-          state->v6.emplace_back(text);
+          query->addresses.emplace_back(text);
         }
       }
     }
@@ -51,23 +51,52 @@ void SortUnique(std::vector<std::string>& v) {
   v.erase(std::unique(v.begin(), v.end()), v.end());
 }
 
-std::string Addresses(const DnsAnswer& a) {
-  if (a.v4.empty() && a.v6.empty()) return "no address";
-  std::vector<std::string> all = a.v4;
-  all.insert(all.end(), a.v6.begin(), a.v6.end());
+std::string Addresses(const std::vector<std::string>& v4, const std::vector<std::string>& v6) {
+  if (v4.empty() && v6.empty()) return "no address";
+  std::vector<std::string> all = v4;
+  all.insert(all.end(), v6.begin(), v6.end());
   return absl::StrJoin(all, ", ");
+}
+
+// A family's query's outcome: OK (addresses, or none: no such record or
+// name), or why it failed.
+absl::Status FamilyStatus(const FamilyQuery& query, const char* family,
+                          const std::vector<std::string>& servers, absl::Duration timeout) {
+  switch (query.status) {
+    case ARES_SUCCESS:
+    case ARES_ENOTFOUND:  // no such name
+    case ARES_ENODATA:    // no record of this family
+      return absl::OkStatus();
+    case ARES_ETIMEOUT:
+    case ARES_ECANCELLED:
+    case ARES_EDESTRUCTION:
+      return absl::DeadlineExceededError(absl::StrCat(
+          family, ": no answer within ", absl::FormatDuration(timeout),
+          servers.empty() ? std::string(" (the host's DNS servers)")
+                          : absl::StrCat(" from ", absl::StrJoin(servers, ", "))));
+    case ARES_ESERVFAIL:
+      return absl::UnavailableError(absl::StrCat(family, ": the server failed (SERVFAIL)"));
+    case ARES_EREFUSED:
+      return absl::UnavailableError(absl::StrCat(family, ": the server refused (REFUSED)"));
+    default:
+      return absl::UnavailableError(absl::StrCat(family, ": ", ares_strerror(query.status)));
+  }
 }
 
 }  // namespace
 
 DnsLookupResult CaresLookup(const std::string& name, const std::vector<std::string>& servers,
-                            absl::Duration timeout) {
+                            absl::Duration timeout, const std::atomic<bool>& cancelled) {
   static const int library = ares_library_init(ARES_LIB_INIT_ALL);
   DnsLookupResult result;
-  if (library != ARES_SUCCESS) {
-    result.status = absl::UnavailableError(
-        absl::StrCat("c-ares cannot start: ", ares_strerror(library)));
+  auto fail_both = [&](absl::Status status) {
+    result.v4_status = status;
+    result.v6_status = std::move(status);
     return result;
+  };
+  if (library != ARES_SUCCESS) {
+    return fail_both(
+        absl::UnavailableError(absl::StrCat("c-ares cannot start: ", ares_strerror(library))));
   }
   ares_channel channel;
   ares_options options{};
@@ -82,29 +111,32 @@ DnsLookupResult CaresLookup(const std::string& name, const std::vector<std::stri
   }
   int rc = ares_init_options(&channel, &options, mask);
   if (rc != ARES_SUCCESS) {
-    result.status = absl::UnavailableError(absl::StrCat("c-ares: ", ares_strerror(rc)));
-    return result;
+    return fail_both(absl::UnavailableError(absl::StrCat("c-ares: ", ares_strerror(rc))));
   }
   if (!servers.empty()) {
     const std::string csv = absl::StrJoin(servers, ",");
     rc = ares_set_servers_ports_csv(channel, csv.c_str());
     if (rc != ARES_SUCCESS) {
       ares_destroy(channel);
-      result.status = absl::InvalidArgumentError(
-          absl::StrCat("DNS servers '", csv, "': ", ares_strerror(rc)));
-      return result;
+      return fail_both(absl::InvalidArgumentError(
+          absl::StrCat("DNS servers '", csv, "': ", ares_strerror(rc))));
     }
   }
+  // A and AAAA each on its own: a family whose query fails keeps its last
+  // addresses, whatever the other's answer (getaddrinfo over both said
+  // success when either answered).
+  FamilyQuery v4, v6;
   ares_addrinfo_hints hints{};
-  hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;  // one entry per address
-  LookupState state;
-  ares_getaddrinfo(channel, name.c_str(), nullptr, &hints, OnAddrinfo, &state);
+  hints.ai_family = AF_INET;
+  ares_getaddrinfo(channel, name.c_str(), nullptr, &hints, OnAddrinfo, &v4);
+  hints.ai_family = AF_INET6;
+  ares_getaddrinfo(channel, name.c_str(), nullptr, &hints, OnAddrinfo, &v6);
   const absl::Time deadline = absl::Now() + timeout;
-  while (!state.done) {
+  while (!v4.done || !v6.done) {
     const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      ares_cancel(channel);  // the callback runs, with ARES_ECANCELLED
+    if (left <= absl::ZeroDuration() || cancelled.load()) {
+      ares_cancel(channel);  // the callbacks run, with ARES_ECANCELLED
       break;
     }
     ares_socket_t sockets[ARES_GETSOCK_MAXNUM];
@@ -117,7 +149,8 @@ DnsLookupResult CaresLookup(const std::string& name, const std::vector<std::stri
       if (ARES_GETSOCK_WRITABLE(bits, i)) events |= POLLOUT;
       if (events != 0) fds[count++] = {sockets[i], events, 0};
     }
-    timeval max_wait = absl::ToTimeval(left);
+    // At most 100 ms a wait: a Stop() is noticed soon.
+    timeval max_wait = absl::ToTimeval(std::min(left, absl::Milliseconds(100)));
     timeval wait_buffer;
     const timeval* wait = ares_timeout(channel, &max_wait, &wait_buffer);
     const int wait_ms = static_cast<int>(wait->tv_sec * 1000 + wait->tv_usec / 1000) + 1;
@@ -135,26 +168,12 @@ DnsLookupResult CaresLookup(const std::string& name, const std::vector<std::stri
     }
   }
   ares_destroy(channel);
-  switch (state.status) {
-    case ARES_SUCCESS:
-    case ARES_ENOTFOUND:  // no such name
-    case ARES_ENODATA:    // the name has no address
-      result.v4 = std::move(state.v4);
-      result.v6 = std::move(state.v6);
-      SortUnique(result.v4);
-      SortUnique(result.v6);
-      break;
-    case ARES_ETIMEOUT:
-    case ARES_ECANCELLED:
-      result.status = absl::DeadlineExceededError(absl::StrCat(
-          "no answer within ", absl::FormatDuration(timeout),
-          servers.empty() ? std::string(" (the host's DNS servers)")
-                          : absl::StrCat(" from ", absl::StrJoin(servers, ", "))));
-      break;
-    default:
-      result.status = absl::UnavailableError(ares_strerror(state.status));
-      break;
-  }
+  result.v4_status = FamilyStatus(v4, "A", servers, timeout);
+  result.v6_status = FamilyStatus(v6, "AAAA", servers, timeout);
+  result.v4 = std::move(v4.addresses);
+  result.v6 = std::move(v6.addresses);
+  SortUnique(result.v4);
+  SortUnique(result.v6);
   return result;
 }
 
@@ -167,7 +186,7 @@ DnsCache::DnsCache(DnsLookupFn lookup, stats::StatsStore* stats) : lookup_(std::
     stats->Describe("sluice_dns_lookups_total",
                     "Lookups of the host names cluster endpoints are given by, by result: "
                     "answer (addresses), no_address (no such name, or no A/AAAA record), "
-                    "failure (no answer; the last addresses are kept).");
+                    "failure (a family's query failed; its last addresses are kept).");
     lookups_answered_ = stats->GetCounter("sluice_dns_lookups_total", "result=\"answer\"");
     lookups_no_address_ =
         stats->GetCounter("sluice_dns_lookups_total", "result=\"no_address\"");
@@ -179,8 +198,10 @@ DnsCache::~DnsCache() { Stop(); }
 
 void DnsCache::Start() {
   absl::MutexLock lock(&mu_);
-  if (thread_.joinable() || stopping_) return;
-  thread_ = std::thread([this] { Loop(); });
+  if (started_ || stopping_) return;
+  started_ = true;
+  for (int i = 0; i < kLookupThreads; ++i) threads_.emplace_back([this] { LookupLoop(); });
+  threads_.emplace_back([this] { NotifyLoop(); });
 }
 
 void DnsCache::Stop() {
@@ -188,7 +209,11 @@ void DnsCache::Stop() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  if (thread_.joinable()) thread_.join();
+  cancelled_.store(true);
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
 }
 
 void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait) {
@@ -240,12 +265,13 @@ DnsAnswer DnsCache::Get(const std::string& key) const {
   return it == entries_.end() ? DnsAnswer() : it->second.answer;
 }
 
-void DnsCache::Loop() {
+void DnsCache::LookupLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
+    // The query due first that no other thread looks up now.
     Entry* due = nullptr;
     for (auto& [key, entry] : entries_) {
-      if (due == nullptr || entry.next < due->next) due = &entry;
+      if (!entry.in_flight && (due == nullptr || entry.next < due->next)) due = &entry;
     }
     if (due == nullptr || due->next > absl::Now()) {
       const uint64_t generation = generation_;
@@ -256,55 +282,79 @@ void DnsCache::Loop() {
                             due == nullptr ? absl::InfiniteFuture() : due->next);
       continue;
     }
+    due->in_flight = true;
     const DnsQuery query = due->query;
     const std::string key = query.Key();
     mu_.Unlock();
-    DnsLookupResult result = lookup_(query.name, query.servers, kLookupTimeout);
+    DnsLookupResult result = lookup_(query.name, query.servers, kLookupTimeout, cancelled_);
     mu_.Lock();
-    auto it = entries_.find(key);
-    if (it == entries_.end()) continue;  // forgotten meanwhile
-    Entry& entry = it->second;
-    entry.looked_up = true;
-    entry.next = absl::Now() + entry.query.refresh;
-    bool changed = false;
-    if (result.status.ok()) {
-      stats::Counter* counter =
-          result.v4.empty() && result.v6.empty() ? lookups_no_address_ : lookups_answered_;
-      if (counter != nullptr) counter->Inc();
-      changed = !entry.answer.answered || entry.answer.v4 != result.v4 ||
-                entry.answer.v6 != result.v6;
-      DnsAnswer answer;
-      answer.answered = true;
-      answer.v4 = std::move(result.v4);
-      answer.v6 = std::move(result.v6);
-      if (changed && entry.answer.answered) {
-        SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer), " (was ",
-                   Addresses(entry.answer), ")");
-      } else if (changed) {
-        SLUICE_LOG(kDebug, "dns: ", key, " resolves to ", Addresses(answer));
-      } else if (!entry.logged_problem.empty()) {
-        SLUICE_LOG(kInfo, "dns: ", key, " answers again (", Addresses(answer), ")");
-      }
-      entry.answer = std::move(answer);
-      entry.logged_problem.clear();
-    } else {
-      if (lookups_failed_ != nullptr) lookups_failed_->Inc();
-      entry.answer.problem = std::string(result.status.message());
-      if (entry.answer.problem != entry.logged_problem) {
-        SLUICE_LOG(kWarning, "dns: looking up ", key, " failed: ", entry.answer.problem,
-                   entry.answer.answered
-                       ? absl::StrCat("; keeping its last addresses (", Addresses(entry.answer),
-                                      ")")
-                       : std::string("; its endpoints wait for an answer"),
-                   "; trying again every ", absl::FormatDuration(entry.query.refresh));
-        entry.logged_problem = entry.answer.problem;
-      }
-    }
-    if (changed && on_change_) {
-      mu_.Unlock();
-      on_change_({key});
-      mu_.Lock();
-    }
+    if (stopping_) break;
+    if (TakeResult(key, std::move(result))) changed_.insert(key);
+    ++generation_;  // the others' view of what is due changed
+  }
+}
+
+bool DnsCache::TakeResult(const std::string& key, DnsLookupResult result) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return false;  // forgotten meanwhile
+  Entry& entry = it->second;
+  entry.in_flight = false;
+  entry.looked_up = true;
+  entry.next = absl::Now() + entry.query.refresh;
+  const bool v4_ok = result.v4_status.ok();
+  const bool v6_ok = result.v6_status.ok();
+  DnsAnswer answer = entry.answer;
+  if (v4_ok) answer.v4 = std::move(result.v4);
+  if (v6_ok) answer.v6 = std::move(result.v6);
+  answer.answered = answer.answered || v4_ok || v6_ok;
+  std::vector<std::string> problems;
+  if (!v4_ok) problems.emplace_back(result.v4_status.message());
+  if (!v6_ok) problems.emplace_back(result.v6_status.message());
+  answer.problem = absl::StrJoin(problems, "; ");
+  stats::Counter* counter = !problems.empty()                          ? lookups_failed_
+                            : answer.v4.empty() && answer.v6.empty() ? lookups_no_address_
+                                                                     : lookups_answered_;
+  if (counter != nullptr) counter->Inc();
+  const bool addresses_changed = !entry.answer.answered ||
+                                 entry.answer.v4 != answer.v4 || entry.answer.v6 != answer.v6;
+  const bool problem_changed = entry.answer.problem != answer.problem;
+  if (addresses_changed && entry.answer.answered) {
+    SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6), " (was ",
+               Addresses(entry.answer.v4, entry.answer.v6), ")");
+  } else if (addresses_changed && answer.answered) {
+    SLUICE_LOG(kDebug, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6));
+  }
+  if (!answer.problem.empty() && answer.problem != entry.logged_problem) {
+    SLUICE_LOG(kWarning, "dns: looking up ", key, " failed: ", answer.problem,
+               answer.answered
+                   ? absl::StrCat("; keeping its last addresses (",
+                                  Addresses(answer.v4, answer.v6), ")")
+                   : std::string("; its endpoints wait for an answer"),
+               "; trying again every ", absl::FormatDuration(entry.query.refresh));
+    entry.logged_problem = answer.problem;
+  } else if (answer.problem.empty() && !entry.logged_problem.empty()) {
+    SLUICE_LOG(kInfo, "dns: ", key, " answers again (", Addresses(answer.v4, answer.v6), ")");
+    entry.logged_problem.clear();
+  }
+  entry.answer = std::move(answer);
+  // A problem that changed changes what /clusters and a 503 say.
+  return addresses_changed || problem_changed;
+}
+
+void DnsCache::NotifyLoop() {
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stopping_ || !changed_.empty();
+    };
+    mu_.Await(absl::Condition(&ready));
+    if (stopping_) return;
+    std::set<std::string> keys;
+    keys.swap(changed_);
+    if (!on_change_) continue;
+    mu_.Unlock();
+    on_change_(keys);
+    mu_.Lock();
   }
 }
 

@@ -2,21 +2,25 @@
 // given by (Cluster.endpoints[].address), kept fresh for the snapshots.
 //
 // Each distinct (name, DNS servers) pair the config uses is a query. The
-// cache looks every query up on its own thread, one at a time, when it is
-// first tracked and then every refresh interval (the shortest of the
-// clusters that use it), with c-ares: the servers given, or the host's
-// (/etc/hosts first, then /etc/resolv.conf's servers). An answer replaces
-// the last one; a name that does not exist or has no address answers with
-// no address; a failure (timeout, SERVFAIL, refused) keeps the last answer
+// cache looks each query up when it is first tracked and then every refresh
+// interval (the shortest of the clusters that use it), on a pool of
+// kLookupThreads threads (a name whose server does not answer holds one
+// thread for up to kLookupTimeout, not the others), with c-ares: the servers
+// given, or the host's (/etc/hosts first, then /etc/resolv.conf's
+// servers). The A and AAAA queries are answered each on its own: an answer
+// replaces that family's last addresses (none when the name does not exist
+// or has no such record); a failure (timeout, SERVFAIL, refused) keeps them
 // and is told (DnsAnswer::problem, the log once per problem). When a
-// query's addresses change, `on_change` gets its key on the cache's thread:
-// the proxy compiles the clusters that use it again (ProxyMain).
+// query's addresses or problem change, `on_change` gets its key, on a
+// thread of the cache's own that does nothing else (it may wait: the proxy
+// compiles the clusters that use the name again under the config client's
+// lock, while an apply holding that lock waits in Track for lookups).
 //
-// Thread-safe: Track() and Get() from any thread (the config thread, the
-// compile); the lookups and `on_change` on the cache's thread.
+// Thread-safe: Track() and Get() from any thread.
 #ifndef SLUICE_DATAPLANE_UPSTREAM_DNS_CACHE_H_
 #define SLUICE_DATAPLANE_UPSTREAM_DNS_CACHE_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <set>
@@ -32,22 +36,25 @@
 
 namespace sluice::upstream {
 
-// What one lookup found: IP literals, each family sorted. An OK status with
-// no address: the name has none (NXDOMAIN, or no A/AAAA record).
+// What one lookup found, per family: OK with its addresses (IP literals,
+// sorted; none: no such record, or no such name), or why the family's
+// query failed.
 struct DnsLookupResult {
-  absl::Status status;
+  absl::Status v4_status;
+  absl::Status v6_status;
   std::vector<std::string> v4;
   std::vector<std::string> v6;
 };
 
 // `servers`: "IP", "IP:PORT" or "[IPv6]:PORT"; empty: the host's resolver
-// configuration. Gives up after `timeout`.
+// configuration. Gives up after `timeout`, or soon after `cancelled`.
 using DnsLookupFn = std::function<DnsLookupResult(
-    const std::string& name, const std::vector<std::string>& servers, absl::Duration timeout)>;
+    const std::string& name, const std::vector<std::string>& servers, absl::Duration timeout,
+    const std::atomic<bool>& cancelled)>;
 
 // The lookup through c-ares.
 DnsLookupResult CaresLookup(const std::string& name, const std::vector<std::string>& servers,
-                            absl::Duration timeout);
+                            absl::Duration timeout, const std::atomic<bool>& cancelled);
 
 struct DnsQuery {
   std::string name;                  // api::CanonicalHostName
@@ -58,17 +65,18 @@ struct DnsQuery {
 };
 
 struct DnsAnswer {
-  bool answered = false;  // a lookup has answered (with addresses or none)
+  bool answered = false;  // a family's query has answered (with addresses or none)
   std::vector<std::string> v4;
   std::vector<std::string> v6;
-  // Why the last lookup failed ("" when it answered); with `answered`, the
-  // addresses above are the last answer's.
+  // Why the last lookup's queries failed ("" when both answered); the
+  // addresses of a family whose query failed are its last answer's.
   std::string problem;
 };
 
 class DnsCache {
  public:
   static constexpr absl::Duration kLookupTimeout = absl::Seconds(5);
+  static constexpr int kLookupThreads = 8;
 
   // `stats` (may be null) receives sluice_dns_lookups_total{result}.
   explicit DnsCache(DnsLookupFn lookup = CaresLookup, stats::StatsStore* stats = nullptr);
@@ -76,12 +84,13 @@ class DnsCache {
   DnsCache(const DnsCache&) = delete;
   DnsCache& operator=(const DnsCache&) = delete;
 
-  // Called with the keys of the queries whose addresses changed, on the
-  // cache's thread. Set before Start().
+  // Called with the keys of the queries whose addresses or problem changed,
+  // on the cache's notifying thread. Set before Start().
   void SetOnChange(std::function<void(const std::set<std::string>& keys)> on_change) {
     on_change_ = std::move(on_change);
   }
   void Start();
+  // Cancels the lookups in flight and joins the threads.
   void Stop();
 
   // The queries the config uses now (others are forgotten). Waits up to
@@ -97,21 +106,30 @@ class DnsCache {
     DnsQuery query;
     DnsAnswer answer;
     bool looked_up = false;  // at least once (answered or not)
+    bool in_flight = false;
     absl::Time next;         // the next lookup
     std::string logged_problem;
   };
-  void Loop();
+  void LookupLoop();
+  void NotifyLoop();
+  // Takes `result` for `key` (lock held); true when what compiles from it
+  // changed.
+  bool TakeResult(const std::string& key, DnsLookupResult result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const DnsLookupFn lookup_;
   stats::Counter* lookups_answered_ = nullptr;
   stats::Counter* lookups_no_address_ = nullptr;
   stats::Counter* lookups_failed_ = nullptr;
   std::function<void(const std::set<std::string>&)> on_change_;
+  std::atomic<bool> cancelled_{false};
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> changed_ ABSL_GUARDED_BY(mu_);  // for NotifyLoop
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // Track() calls
-  std::thread thread_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by every change of entries_
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace sluice::upstream

@@ -140,6 +140,11 @@ TEST(ValidationTest, DnsSettings) {
   for (int i = 0; i < 4; ++i) {
     EXPECT_NE(e.find(absl::StrCat("dns_resolvers[", i, "]: ")), std::string::npos) << i << e;
   }
+  e = ErrorsWith(named + R"(dns_resolvers: "0.0.0.0" dns_resolvers: "10.0.0.53:53"
+      dns_resolvers: "10.0.0.53:53" dns_resolvers: "[::]:53" })");
+  EXPECT_NE(e.find("dns_resolvers[0]: '0.0.0.0' is the unspecified address"), std::string::npos) << e;
+  EXPECT_NE(e.find("dns_resolvers[2]: '10.0.0.53:53' is listed twice"), std::string::npos) << e;
+  EXPECT_NE(e.find("dns_resolvers[3]: '[::]:53' is the unspecified address"), std::string::npos) << e;
   std::string nine = named;
   for (int i = 0; i < 9; ++i) absl::StrAppend(&nine, "dns_resolvers: \"10.0.0.", i, "\" ");
   e = ErrorsWith(nine + "}");

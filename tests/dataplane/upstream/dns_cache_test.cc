@@ -16,19 +16,33 @@
 namespace sluice::upstream {
 namespace {
 
+DnsLookupResult Ok(std::vector<std::string> v4, std::vector<std::string> v6) {
+  return {absl::OkStatus(), absl::OkStatus(), std::move(v4), std::move(v6)};
+}
+DnsLookupResult Failed(const std::string& why) {
+  return {absl::DeadlineExceededError("A: " + why), absl::DeadlineExceededError("AAAA: " + why),
+          {}, {}};
+}
+
 // Answers from a table the test edits; counts lookups per name.
 class FakeDns {
  public:
   DnsLookupFn Fn() {
     return [this](const std::string& name, const std::vector<std::string>& servers,
-                  absl::Duration) {
+                  absl::Duration, const std::atomic<bool>& cancelled) {
       absl::MutexLock lock(&mu_);
       ++lookups_[name];
       servers_seen_ = servers;
-      mu_.Await(absl::Condition(
-          +[](bool* hold) { return !*hold; }, &hold_));
+      auto free = [this, &name]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return held_.count(name) == 0;
+      };
+      // Until released, or the cache stops (a test that failed half-way
+      // must not hang in the cache's destructor).
+      while (!mu_.AwaitWithTimeout(absl::Condition(&free), absl::Milliseconds(50)) &&
+             !cancelled.load()) {
+      }
       auto it = table_.find(name);
-      return it == table_.end() ? DnsLookupResult{absl::OkStatus(), {}, {}} : it->second;
+      return it == table_.end() ? DnsLookupResult{} : it->second;
     };
   }
   void Set(const std::string& name, DnsLookupResult result) {
@@ -44,9 +58,14 @@ class FakeDns {
     auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return lookups_[name] >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
   }
-  void Hold(bool hold) {
+  // A lookup of `name` waits until Hold(name, false).
+  void Hold(const std::string& name, bool hold) {
     absl::MutexLock lock(&mu_);
-    hold_ = hold;
+    if (hold) {
+      held_.insert(name);
+    } else {
+      held_.erase(name);
+    }
   }
   std::vector<std::string> servers_seen() {
     absl::MutexLock lock(&mu_);
@@ -58,7 +77,7 @@ class FakeDns {
   std::map<std::string, DnsLookupResult> table_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> lookups_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> servers_seen_ ABSL_GUARDED_BY(mu_);
-  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<std::string> held_ ABSL_GUARDED_BY(mu_);
 };
 
 DnsQuery Query(const std::string& name, absl::Duration refresh = absl::Seconds(1)) {
@@ -92,7 +111,7 @@ class Changes {
 
 TEST(DnsCacheTest, TrackWaitsForTheFirstLookupThenRefreshes) {
   FakeDns dns;
-  dns.Set("backend.test", {absl::OkStatus(), {"10.0.0.1"}, {"fd00::1"}});
+  dns.Set("backend.test", Ok({"10.0.0.1"}, {"fd00::1"}));
   Changes changes;
   DnsCache cache(dns.Fn());
   cache.SetOnChange([&](const std::set<std::string>& keys) { changes.Add(keys); });
@@ -105,7 +124,7 @@ TEST(DnsCacheTest, TrackWaitsForTheFirstLookupThenRefreshes) {
   // Looked up again every interval; a change is reported once.
   ASSERT_TRUE(dns.WaitForLookups("backend.test", 3));
   ASSERT_TRUE(changes.WaitFor("backend.test", 1));  // the first answer
-  dns.Set("backend.test", {absl::OkStatus(), {"10.0.0.1", "10.0.0.2"}, {}});
+  dns.Set("backend.test", Ok({"10.0.0.1", "10.0.0.2"}, {}));
   ASSERT_TRUE(changes.WaitFor("backend.test", 2));
   a = cache.Get("backend.test");
   EXPECT_EQ(a.v4, (std::vector<std::string>{"10.0.0.1", "10.0.0.2"}));
@@ -117,19 +136,19 @@ TEST(DnsCacheTest, TrackWaitsForTheFirstLookupThenRefreshes) {
 
 TEST(DnsCacheTest, AFailureKeepsTheLastAddresses) {
   FakeDns dns;
-  dns.Set("backend.test", {absl::OkStatus(), {"10.0.0.1"}, {}});
+  dns.Set("backend.test", Ok({"10.0.0.1"}, {}));
   DnsCache cache(dns.Fn());
   cache.Start();
   cache.Track({Query("backend.test", absl::Milliseconds(20))}, absl::Seconds(5));
-  dns.Set("backend.test", {absl::DeadlineExceededError("no answer within 5s"), {}, {}});
+  dns.Set("backend.test", Failed("no answer within 5s"));
   const int lookups = dns.Lookups("backend.test");
   ASSERT_TRUE(dns.WaitForLookups("backend.test", lookups + 2));
   DnsAnswer a = cache.Get("backend.test");
   EXPECT_TRUE(a.answered);
   EXPECT_EQ(a.v4, std::vector<std::string>{"10.0.0.1"});
-  EXPECT_EQ(a.problem, "no answer within 5s");
+  EXPECT_EQ(a.problem, "A: no answer within 5s; AAAA: no answer within 5s");
   // No such name: an answer, with no address.
-  dns.Set("backend.test", {absl::OkStatus(), {}, {}});
+  dns.Set("backend.test", Ok({}, {}));
   ASSERT_TRUE(dns.WaitForLookups("backend.test", dns.Lookups("backend.test") + 2));
   a = cache.Get("backend.test");
   EXPECT_TRUE(a.answered);
@@ -139,15 +158,15 @@ TEST(DnsCacheTest, AFailureKeepsTheLastAddresses) {
 
 TEST(DnsCacheTest, ASlowLookupBoundsTheWaitAndForgottenNamesStop) {
   FakeDns dns;
-  dns.Set("slow.test", {absl::OkStatus(), {"10.0.0.9"}, {}});
-  dns.Hold(true);
+  dns.Set("slow.test", Ok({"10.0.0.9"}, {}));
+  dns.Hold("slow.test", true);
   DnsCache cache(dns.Fn());
   cache.Start();
   const absl::Time start = absl::Now();
   cache.Track({Query("slow.test")}, absl::Milliseconds(200));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   EXPECT_FALSE(cache.Get("slow.test").answered);
-  dns.Hold(false);
+  dns.Hold("slow.test", false);
   // Forgotten: no more lookups of it, and nothing to get.
   ASSERT_TRUE(dns.WaitForLookups("slow.test", 1));
   cache.Track({Query("other.test", absl::Milliseconds(20))}, absl::Seconds(5));
@@ -157,9 +176,71 @@ TEST(DnsCacheTest, ASlowLookupBoundsTheWaitAndForgottenNamesStop) {
   EXPECT_FALSE(cache.Get("slow.test").answered);
 }
 
+// A family whose query fails keeps its last addresses, whatever the
+// other's answer (A and AAAA looked up together took a SERVFAIL of AAAA
+// for "no IPv6 address", and a V6_ONLY cluster lost its endpoints).
+TEST(DnsCacheTest, AFamilysFailureKeepsThatFamilysAddresses) {
+  FakeDns dns;
+  dns.Set("fam.test", Ok({"10.0.0.2"}, {"::1"}));
+  Changes changes;
+  DnsCache cache(dns.Fn());
+  cache.SetOnChange([&](const std::set<std::string>& keys) { changes.Add(keys); });
+  cache.Start();
+  cache.Track({Query("fam.test", absl::Milliseconds(20))}, absl::Seconds(5));
+  ASSERT_TRUE(changes.WaitFor("fam.test", 1));
+  dns.Set("fam.test", {absl::OkStatus(), absl::UnavailableError("AAAA: the server failed (SERVFAIL)"),
+                       {"10.0.0.3"}, {}});
+  // The problem is a change too: /clusters and a 503 say it.
+  ASSERT_TRUE(changes.WaitFor("fam.test", 2));
+  DnsAnswer a = cache.Get("fam.test");
+  EXPECT_EQ(a.v4, std::vector<std::string>{"10.0.0.3"});
+  EXPECT_EQ(a.v6, std::vector<std::string>{"::1"});
+  EXPECT_EQ(a.problem, "AAAA: the server failed (SERVFAIL)");
+  // It answers again: the problem goes, another change.
+  dns.Set("fam.test", Ok({"10.0.0.3"}, {"::1"}));
+  ASSERT_TRUE(changes.WaitFor("fam.test", 3));
+  EXPECT_EQ(cache.Get("fam.test").problem, "");
+}
+
+// Lookups run side by side, and a change is told on a thread of its own:
+// an apply waiting (in Track) for two new names while the change of the
+// first one waited for the apply's lock took the whole 5 s, and the second
+// name went without an answer. A name that never answers holds one lookup
+// thread, not the others.
+TEST(DnsCacheTest, LookupsRunSideBySideAndChangesDoNotHoldThemUp) {
+  FakeDns dns;
+  dns.Set("p1.test", Ok({"10.0.0.1"}, {}));
+  dns.Set("p2.test", Ok({"10.0.0.2"}, {}));
+  absl::Mutex apply_lock;  // the config client's, held by the apply
+  Changes changes;
+  DnsCache cache(dns.Fn());
+  cache.SetOnChange([&](const std::set<std::string>& keys) {
+    absl::MutexLock lock(&apply_lock);
+    changes.Add(keys);
+  });
+  cache.Start();
+  {
+    absl::MutexLock lock(&apply_lock);
+    const absl::Time start = absl::Now();
+    cache.Track({Query("p1.test"), Query("p2.test")}, absl::Seconds(5));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+    EXPECT_TRUE(cache.Get("p1.test").answered);
+    EXPECT_TRUE(cache.Get("p2.test").answered);
+  }
+  ASSERT_TRUE(changes.WaitFor("p2.test", 1));
+  // One name hangs: the others go on at their interval.
+  dns.Hold("hung.test", true);
+  cache.Track({Query("hung.test"), Query("p1.test", absl::Milliseconds(20))},
+              absl::ZeroDuration());
+  ASSERT_TRUE(dns.WaitForLookups("hung.test", 1));
+  const int before = dns.Lookups("p1.test");
+  EXPECT_TRUE(dns.WaitForLookups("p1.test", before + 3));
+  dns.Hold("hung.test", false);
+}
+
 TEST(DnsCacheTest, ServersArePartOfTheQuery) {
   FakeDns dns;
-  dns.Set("backend.test", {absl::OkStatus(), {"10.0.0.1"}, {}});
+  dns.Set("backend.test", Ok({"10.0.0.1"}, {}));
   DnsCache cache(dns.Fn());
   cache.Start();
   DnsQuery q = Query("backend.test");
@@ -176,9 +257,9 @@ TEST(DnsCacheTest, ServersArePartOfTheQuery) {
 // a name without addresses is a problem named.
 TEST(DnsClusterTest, NamesBecomeOneEndpointPerAddress) {
   FakeDns dns;
-  dns.Set("a.test", {absl::OkStatus(), {"10.0.0.1", "10.0.0.2"}, {"fd00::1"}});
-  dns.Set("b.test", {absl::OkStatus(), {"10.0.0.2"}, {}});
-  dns.Set("v6.test", {absl::OkStatus(), {}, {"fd00::6"}});
+  dns.Set("a.test", Ok({"10.0.0.1", "10.0.0.2"}, {"fd00::1"}));
+  dns.Set("b.test", Ok({"10.0.0.2"}, {}));
+  dns.Set("v6.test", Ok({}, {"fd00::6"}));
   DnsCache cache(dns.Fn());
   cache.Start();
   config::v1::Cluster c;
@@ -208,7 +289,7 @@ TEST(DnsClusterTest, NamesBecomeOneEndpointPerAddress) {
   auto info = CompileCluster(c, {}, store, registry, nullptr, &cache);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(keys(**info), (std::vector<std::string>{
-                              "10.0.0.1:8080/3/A.test.", "10.0.0.2:8080/3/A.test.",
+                              "10.0.0.1:8080/3/a.test", "10.0.0.2:8080/3/a.test",
                               "[fd00::6]:8080/1/v6.test", "10.0.0.9:8080/2/"}));
   EXPECT_EQ((*info)->dns_problems, std::vector<std::string>{"none.test: no address"});
   EXPECT_EQ((*info)->total_weight, 3u + 3 + 1 + 2);
@@ -219,7 +300,7 @@ TEST(DnsClusterTest, NamesBecomeOneEndpointPerAddress) {
   c.set_dns_lookup_family(config::v1::Cluster::V6_ONLY);
   info = CompileCluster(c, {}, store, registry, nullptr, &cache);
   ASSERT_TRUE(info.ok());
-  EXPECT_EQ(keys(**info), (std::vector<std::string>{"[fd00::1]:8080/3/A.test.",
+  EXPECT_EQ(keys(**info), (std::vector<std::string>{"[fd00::1]:8080/3/a.test",
                                                      "[fd00::6]:8080/1/v6.test",
                                                      "10.0.0.9:8080/2/"}));
   EXPECT_EQ((*info)->dns_problems,
