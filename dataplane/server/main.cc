@@ -176,8 +176,10 @@ class ProxyServer {
   // it whole).
   // `dns_refresh`: the same version compiled again for new DNS answers
   // (RefreshDns): not counted as an apply, and waits for no lookup.
+  // `dns_wait`: how long new host names' first lookups may hold the apply.
   absl::Status Apply(uint64_t version, const api::ResourceMap& resources, bool persist,
-                     const api::ConfigChange* change = nullptr, bool dns_refresh = false) {
+                     const api::ConfigChange* change = nullptr, bool dns_refresh = false,
+                     absl::Duration dns_wait = kDnsWarmup) {
     std::shared_ptr<const config::ConfigSnapshot> previous = current();
     // State of clusters that no version in use still has is freed (a
     // cluster removed, then added again, starts afresh). Metrics are pruned
@@ -198,7 +200,7 @@ class ProxyServer {
     if (!dns_refresh) {
       std::vector<upstream::DnsQuery> both = dns_queries_;
       both.insert(both.end(), queries.begin(), queries.end());
-      dns_.Track(both, kDnsWarmup);
+      dns_.Track(both, dns_wait);
     }
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
                                             previous.get(), change, node_group_, &dns_);
@@ -669,7 +671,12 @@ int Run(int argc, char** argv) {
   policy::cache::InstallPurgeHandler();
   proxy.StartWorkers(pin_cpus);
   if (held.version > 0) {
-    absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false);
+    // Held names' lookups wait 1 s at most: the admin port and the signal
+    // handlers come after this (with DNS down, a --state-dir start was not
+    // live for 5 s); later answers apply as they come.
+    absl::Status status = proxy.Apply(held.version, held.resources, /*persist=*/false,
+                                      /*change=*/nullptr, /*dns_refresh=*/false,
+                                      absl::Seconds(1));
     if (status.ok()) {
       SLUICE_LOG(kInfo, "serving config version ", held.version, " from ", state_dir,
                  " until the control plane answers");

@@ -78,6 +78,13 @@ absl::Status FamilyStatus(const FamilyQuery& query, const char* family,
       return absl::UnavailableError(absl::StrCat(family, ": the server failed (SERVFAIL)"));
     case ARES_EREFUSED:
       return absl::UnavailableError(absl::StrCat(family, ": the server refused (REFUSED)"));
+    case ARES_ECONNREFUSED:
+      // What c-ares says once every server failed: unreachable, SERVFAIL
+      // or REFUSED alike.
+      return absl::UnavailableError(absl::StrCat(
+          family, ": no server gave an answer (unreachable, SERVFAIL or REFUSED: ",
+          servers.empty() ? std::string("the host's DNS servers") : absl::StrJoin(servers, ", "),
+          ")"));
     default:
       return absl::UnavailableError(absl::StrCat(family, ": ", ares_strerror(query.status)));
   }
