@@ -1331,16 +1331,22 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
                             "' is not a DNS server address: IP, IP:PORT or [IPv6]:PORT"));
       continue;
     }
-    std::string host = absl::StartsWith(r, "[") ? r.substr(1, r.find(']') - 1)
-                       : IsIpLiteral(r)          ? r
-                                                 : r.substr(0, r.rfind(':'));
-    const std::string canonical = CanonicalAddress(host);
+    // The server as an address and a port (53 when none is written), to
+    // find one listed twice in two spellings.
+    const bool bracketed = absl::StartsWith(r, "[");
+    const bool bare = IsIpLiteral(r);
+    const std::string host = bracketed ? r.substr(1, r.find(']') - 1)
+                             : bare    ? r
+                                       : r.substr(0, r.rfind(':'));
+    const std::string port = bare ? "53" : r.substr(r.rfind(':') + 1);
+    std::string canonical = CanonicalAddress(host);
+    if (absl::StartsWith(canonical, "::ffff:") && IsIpLiteral(canonical.substr(7))) {
+      canonical = canonical.substr(7);  // an IPv4-mapped spelling is the IPv4 address
+    }
     if (canonical == "0.0.0.0" || canonical == "::") {
       sink.Add(Index("dns_resolvers", i),
                absl::StrCat("'", Shown(r), "' is the unspecified address, no server"));
-    } else if (!resolvers.insert(absl::StrCat(canonical, r.substr(host.size() +
-                                                                  (absl::StartsWith(r, "[") ? 2 : 0))))
-                    .second) {
+    } else if (!resolvers.insert(absl::StrCat(canonical, " ", std::stoi(port))).second) {
       sink.Add(Index("dns_resolvers", i), absl::StrCat("'", Shown(r), "' is listed twice"));
     }
   }

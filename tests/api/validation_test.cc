@@ -131,7 +131,7 @@ TEST(ValidationTest, DnsSettings) {
   const std::string named = R"(cluster { name: "users" endpoints { address: "a.example" port: 80 } )";
   EXPECT_EQ(ErrorsWith(named + R"(dns_refresh_interval { seconds: 30 } dns_lookup_family: ALL
       dns_resolvers: "10.0.0.53" dns_resolvers: "127.0.0.1:5353" dns_resolvers: "[::1]:53"
-      dns_resolvers: "::1" })"),
+      dns_resolvers: "fd00::53" })"),
             "");
   std::string e = ErrorsWith(named + R"(dns_refresh_interval { nanos: 500000000 }
       dns_resolvers: "[127.0.0.1]:53" dns_resolvers: "127.0.0.1:0" dns_resolvers: "ns.example"
@@ -145,6 +145,16 @@ TEST(ValidationTest, DnsSettings) {
   EXPECT_NE(e.find("dns_resolvers[0]: '0.0.0.0' is the unspecified address"), std::string::npos) << e;
   EXPECT_NE(e.find("dns_resolvers[2]: '10.0.0.53:53' is listed twice"), std::string::npos) << e;
   EXPECT_NE(e.find("dns_resolvers[3]: '[::]:53' is the unspecified address"), std::string::npos) << e;
+  // One server in two spellings: the port 53 implied, an IPv4-mapped form.
+  e = ErrorsWith(named + R"(dns_resolvers: "10.0.0.53" dns_resolvers: "10.0.0.53:53"
+      dns_resolvers: "[::ffff:10.0.0.53]:53" dns_resolvers: "[::ffff:0.0.0.0]:53" })");
+  EXPECT_NE(e.find("dns_resolvers[1]: '10.0.0.53:53' is listed twice"), std::string::npos) << e;
+  EXPECT_NE(e.find("dns_resolvers[2]: '[::ffff:10.0.0.53]:53' is listed twice"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("dns_resolvers[3]: '[::ffff:0.0.0.0]:53' is the unspecified address"),
+            std::string::npos)
+      << e;
   std::string nine = named;
   for (int i = 0; i < 9; ++i) absl::StrAppend(&nine, "dns_resolvers: \"10.0.0.", i, "\" ");
   e = ErrorsWith(nine + "}");
