@@ -81,6 +81,8 @@ std::string DescribeVersion(const HistoryEntry& entry) {
   return out;
 }
 
+namespace {
+
 // The regular expressions' program size per resource of `resources`
 // (`hashes`: theirs), taken from `reuse` for the resources it has with the
 // same hash.
@@ -110,19 +112,36 @@ int64_t Sum(const std::map<api::ResourceId, int64_t>& sizes) {
   return total;
 }
 
-std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap resources,
-                                             const Snapshot* reuse) {
+std::map<api::ResourceId, uint64_t> ContentHashes(const api::ResourceMap& resources) {
+  std::map<api::ResourceId, uint64_t> hashes;
+  for (const auto& [id, resource] : resources) hashes[id] = api::ContentHash(resource);
+  return hashes;
+}
+
+// `hashes` and `regex_sizes`: the resources', computed already.
+std::shared_ptr<const Snapshot> MakeSnapshotOf(uint64_t version, api::ResourceMap resources,
+                                               std::map<api::ResourceId, uint64_t> hashes,
+                                               std::map<api::ResourceId, int64_t> regex_sizes) {
   auto snapshot = std::make_shared<Snapshot>();
   snapshot->version = version;
   for (const auto& [id, resource] : resources) {
-    snapshot->hashes[id] = api::ContentHash(resource);
     snapshot->sizes[id] = static_cast<int64_t>(resource.ByteSizeLong());
   }
-  snapshot->regex_sizes = RegexSizes(resources, snapshot->hashes, reuse);
-  snapshot->regex_total = Sum(snapshot->regex_sizes);
+  snapshot->hashes = std::move(hashes);
+  snapshot->regex_total = Sum(regex_sizes);
+  snapshot->regex_sizes = std::move(regex_sizes);
   snapshot->config_bytes = ConfigBytes(resources);
   snapshot->resources = std::move(resources);
   return snapshot;
+}
+
+}  // namespace
+
+std::shared_ptr<const Snapshot> MakeSnapshot(uint64_t version, api::ResourceMap resources,
+                                             const Snapshot* reuse) {
+  std::map<api::ResourceId, uint64_t> hashes = ContentHashes(resources);
+  std::map<api::ResourceId, int64_t> regex_sizes = RegexSizes(resources, hashes, reuse);
+  return MakeSnapshotOf(version, std::move(resources), std::move(hashes), std::move(regex_sizes));
 }
 
 absl::StatusOr<std::unique_ptr<ConfigState>> ConfigState::Create(
@@ -663,7 +682,7 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
   if (digest != nullptr) {
     next_regex_sizes = digest->regex_sizes;
   } else {
-    for (const auto& [id, resource] : next) next_hashes[id] = api::ContentHash(resource);
+    next_hashes = ContentHashes(next);
     next_regex_sizes = RegexSizes(next, next_hashes, base.get());
   }
   const int64_t next_regex_total = Sum(next_regex_sizes);
@@ -776,7 +795,9 @@ absl::StatusOr<ConfigState::ChangeResult> ConfigState::Commit(
     made->resources = std::move(stored.resources);
     snapshot = std::move(made);
   } else {
-    snapshot = MakeSnapshot(stored.version, std::move(stored.resources), base.get());
+    // The hashes and sizes counted above (the same resources).
+    snapshot = MakeSnapshotOf(stored.version, std::move(stored.resources), std::move(next_hashes),
+                              std::move(next_regex_sizes));
   }
   {
     absl::MutexLock lock(&mu_);

@@ -190,14 +190,14 @@ class ProxyServer {
     // endpoints), the names of the version running go on being refreshed
     // whatever becomes of this one.
     std::vector<upstream::DnsQuery> queries;
-    for (auto it = resources.lower_bound({config::v1::CLUSTER, std::string()});
-         it != resources.end() && it->first.first == config::v1::CLUSTER; ++it) {
-      if (!it->second.has_cluster()) continue;
-      for (upstream::DnsQuery& q : upstream::DnsQueries(it->second.cluster())) {
-        queries.push_back(std::move(q));
-      }
-    }
     if (!dns_refresh) {
+      for (auto it = resources.lower_bound({config::v1::CLUSTER, std::string()});
+           it != resources.end() && it->first.first == config::v1::CLUSTER; ++it) {
+        if (!it->second.has_cluster()) continue;
+        for (upstream::DnsQuery& q : upstream::DnsQueries(it->second.cluster())) {
+          queries.push_back(std::move(q));
+        }
+      }
       std::vector<upstream::DnsQuery> both = dns_queries_;
       both.insert(both.end(), queries.begin(), queries.end());
       dns_.Track(both, dns_wait);

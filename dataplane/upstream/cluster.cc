@@ -128,20 +128,23 @@ const stats::MetricGroupSpec& ClusterStatsSpec() {
   return *spec;
 }
 
+// The query of an endpoint given by host name.
+DnsQuery QueryOf(const config::v1::Cluster& cluster, const config::v1::Endpoint& endpoint) {
+  DnsQuery query;
+  query.name = api::CanonicalHostName(endpoint.address());
+  query.servers.assign(cluster.dns_resolvers().begin(), cluster.dns_resolvers().end());
+  query.refresh = cluster.has_dns_refresh_interval()
+                      ? api::ToDuration(cluster.dns_refresh_interval())
+                      : api::kDefaultDnsRefreshInterval;
+  return query;
+}
+
 }  // namespace
 
 std::vector<DnsQuery> DnsQueries(const config::v1::Cluster& cluster) {
   std::vector<DnsQuery> queries;
-  const absl::Duration refresh = cluster.has_dns_refresh_interval()
-                                     ? api::ToDuration(cluster.dns_refresh_interval())
-                                     : api::kDefaultDnsRefreshInterval;
   for (const auto& e : cluster.endpoints()) {
-    if (!api::IsEndpointHostName(e.address())) continue;
-    DnsQuery query;
-    query.name = api::CanonicalHostName(e.address());
-    query.servers.assign(cluster.dns_resolvers().begin(), cluster.dns_resolvers().end());
-    query.refresh = refresh;
-    queries.push_back(std::move(query));
+    if (api::IsEndpointHostName(e.address())) queries.push_back(QueryOf(cluster, e));
   }
   return queries;
 }
@@ -253,9 +256,7 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
       targets.push_back({e.address(), &e, i});
       continue;
     }
-    DnsQuery query;
-    query.name = api::CanonicalHostName(e.address());
-    query.servers.assign(cluster.dns_resolvers().begin(), cluster.dns_resolvers().end());
+    const DnsQuery query = QueryOf(cluster, e);
     const DnsAnswer answer = dns != nullptr ? dns->Get(query.Key()) : DnsAnswer();
     std::vector<std::string> ips;
     switch (cluster.dns_lookup_family()) {
