@@ -298,6 +298,31 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   const bool never_connected =
       absl::StrContains(absl::AsciiStrToLower(status.error_message()), "failed to connect") ||
       absl::StrContains(status.error_message(), "DNS resolution failed");
+  // Another server on the port: an HTTP/1 one (a proxy's --admin, a
+  // metrics port, a gateway listener without h2c) is no TLS matter, and a
+  // gRPC one (a gateway listener, which answers a request it has no route
+  // for with UNIMPLEMENTED "no route matches the request") did not refuse
+  // the request: it is not sluice-control. Before, the first got the --ca
+  // hint and the second read as a config error.
+  if (absl::StrContains(status.error_message(), "http1.x server")) {
+    return Fail(absl::StrCat("cannot reach sluice-control at ", server,
+                             ": an HTTP/1 server answered there (a sluice-proxy's --admin or a "
+                             "metrics port?): is --server sluice-control's --listen address?"));
+  }
+  // A gateway route that sends the call to an upstream that is no gRPC
+  // server ends it without a gRPC status: gRPC says "Stream removed".
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
+      (status.error_code() == grpc::StatusCode::UNKNOWN &&
+       status.error_message() == "Stream removed")) {
+    return Fail(absl::StrCat(server, " does not serve this sluice-control call (",
+                             status.error_code() == grpc::StatusCode::UNIMPLEMENTED
+                                 ? "UNIMPLEMENTED"
+                                 : "UNKNOWN",
+                             ": ", status.error_message(),
+                             "): is --server sluice-control's --listen address and not a "
+                             "gateway listener or another gRPC server? (An older sluice-control "
+                             "lacks the newer calls.)"));
+  }
   // The control plane's own answer: its store could not write the change.
   if (absl::StartsWith(status.error_message(), "the change was not stored, nothing changed")) {
     return Fail(absl::StrCat("sluice-control at ", server, " refused the change: ",
@@ -361,7 +386,10 @@ bool NotAboutTheRequest(const grpc::Status& status) {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
     case grpc::StatusCode::UNAUTHENTICATED:
     case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNIMPLEMENTED:
       return true;
+    case grpc::StatusCode::UNKNOWN:
+      return status.error_message() == "Stream removed";
     default:
       return false;
   }

@@ -630,5 +630,44 @@ TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
   EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /after")) << r.out << r.err;
 }
 
+// sluicectl pointed at the wrong port says it is not sluice-control. Before:
+// a gateway listener's UNIMPLEMENTED "no route matches the request" read
+// as a config error ("nothing applied: no route matches the request"), a
+// route to an HTTP/1 upstream gave "Stream removed", and an HTTP/1 port (a
+// proxy's --admin) got the hint to give --ca.
+TEST_F(Http2Test, SluicectlPointedAtTheGatewaySaysItIsNotTheControlPlane) {
+  const int no_route_port = PickFreePort();
+  const std::string path = dir_ + "/no-route.yaml";
+  std::ofstream(path) << "kind: RouteTable\nname: narrow\nspec:\n  virtual_hosts:\n"
+                         "    - domains: ['*']\n      routes:\n"
+                         "        - match: {prefix: /only}\n          route: {cluster: web}\n"
+                         "---\nkind: Listener\nname: narrow\nspec: {address: 127.0.0.1, port: "
+                      << no_route_port << ", route_table: narrow}\n";
+  auto r = cp_.Ctl({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  const std::string ctl = RunfilePath("controlplane/cli/sluicectl");
+  const std::string file = dir_ + "/config.yaml";
+  for (const std::string& server : {absl::StrCat("127.0.0.1:", no_route_port),
+                                    absl::StrCat("127.0.0.1:", plain_port_)}) {
+    for (const std::vector<std::string>& command :
+         std::vector<std::vector<std::string>>{{"get"}, {"apply", "-f", file}}) {
+      std::vector<std::string> args = {ctl, "--server", server};
+      args.insert(args.end(), command.begin(), command.end());
+      CommandResult c = RunCommand(args);
+      EXPECT_EQ(c.exit_code, 1) << server << " " << command[0] << ": " << c.err;
+      EXPECT_TRUE(absl::StrContains(c.err, server + " does not serve this sluice-control call"))
+          << server << " " << command[0] << ": " << c.err;
+      EXPECT_TRUE(absl::StrContains(c.err, "is --server sluice-control's --listen address"))
+          << c.err;
+      EXPECT_FALSE(absl::StrContains(c.err, "nothing applied")) << c.err;
+    }
+  }
+  CommandResult admin = RunCommand({ctl, "--server", proxy_->admin_address(), "get"});
+  EXPECT_EQ(admin.exit_code, 1) << admin.err;
+  EXPECT_TRUE(absl::StrContains(admin.err, "an HTTP/1 server answered there")) << admin.err;
+  EXPECT_FALSE(absl::StrContains(admin.err, "--ca")) << admin.err;
+}
+
 }  // namespace
 }  // namespace sluice::testing
