@@ -373,7 +373,7 @@ class JwtPolicyFactory : public PolicyFactory {
   absl::StatusOr<std::shared_ptr<const http::FilterFactory>> Compile(
       const google::protobuf::Message& message) const override {
     return CompileJwtFilter(static_cast<const v1::JwtConfig&>(message),
-                            [] { return absl::ToUnixSeconds(absl::Now()); });
+                            [] { return absl::ToUnixMillis(absl::Now()); });
   }
 };
 

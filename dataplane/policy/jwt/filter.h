@@ -29,7 +29,7 @@
 
 namespace sluice::policy::jwt {
 
-// Seconds since the Unix epoch. Called on workers: thread-safe.
+// Milliseconds since the Unix epoch. Called on workers: thread-safe.
 using Clock = std::function<int64_t()>;
 
 // `config` has passed the policy's validator. Config thread.

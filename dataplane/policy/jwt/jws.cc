@@ -12,7 +12,9 @@
 namespace sluice::policy::jwt {
 namespace {
 
-constexpr int64_t kMaxNumericDate = int64_t{1} << 62;
+// In seconds: as milliseconds it stays within int64 with room for the
+// leeway (2^52 s is some 140 million years).
+constexpr int64_t kMaxNumericDate = int64_t{1} << 52;
 
 absl::Status Malformed(std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("malformed token: ", std::string(why)));
@@ -59,26 +61,28 @@ absl::Status ParseObject(simdjson::dom::parser& parser, std::string_view json,
   return absl::OkStatus();
 }
 
-// A NumericDate as whole seconds, `round_up` for exp; false for a non-number.
+// A NumericDate in milliseconds, `round_up` for exp; false for a
+// non-number. Whole seconds made a fractional exp up to a second late on a
+// clock read in whole seconds (exp 990.2 still accepted at 990.9).
 bool ReadNumericDate(simdjson::dom::element value, bool round_up, int64_t* out) {
   switch (value.type()) {
     case simdjson::dom::element_type::INT64: {
       int64_t v = 0;
       v = value.get_int64().value_unsafe();
-      *out = std::clamp(v, -kMaxNumericDate, kMaxNumericDate);
+      *out = std::clamp(v, -kMaxNumericDate, kMaxNumericDate) * 1000;
       return true;
     }
     case simdjson::dom::element_type::UINT64:
-      *out = kMaxNumericDate;  // beyond INT64_MAX
+      *out = kMaxNumericDate * 1000;  // beyond INT64_MAX
       return true;
     case simdjson::dom::element_type::DOUBLE: {
       double v = 0;
       v = value.get_double().value_unsafe();
-      v = round_up ? std::ceil(v) : std::floor(v);
-      if (v >= static_cast<double>(kMaxNumericDate)) {
-        *out = kMaxNumericDate;
-      } else if (v <= -static_cast<double>(kMaxNumericDate)) {
-        *out = -kMaxNumericDate;
+      v = round_up ? std::ceil(v * 1000) : std::floor(v * 1000);
+      if (v >= static_cast<double>(kMaxNumericDate) * 1000) {
+        *out = kMaxNumericDate * 1000;
+      } else if (v <= -static_cast<double>(kMaxNumericDate) * 1000) {
+        *out = -kMaxNumericDate * 1000;
       } else {
         *out = static_cast<int64_t>(v);
       }

@@ -65,8 +65,8 @@ struct ClaimValue {
 };
 
 struct Claims {
-  // NumericDates (RFC 7519 2) as whole seconds: `exp` rounded up, `nbf`
-  // rounded down, both clamped to +-2^62.
+  // NumericDates (RFC 7519 2) in milliseconds: `exp` rounded up, `nbf`
+  // rounded down, both clamped to +-2^52 seconds.
   std::optional<int64_t> exp;
   std::optional<int64_t> nbf;
   std::optional<std::string> iss;

@@ -39,7 +39,7 @@ inline constexpr size_t kCacheBytesPerShard = 1 << 20;
 
 // What a request needs from an accepted token. Immutable.
 struct AcceptedToken {
-  // Accepted while not_before <= now < expires.
+  // Accepted while not_before <= now < expires (Unix milliseconds).
   int64_t not_before = 0;
   int64_t expires = 0;
   std::string consumer;  // the consumer claim's value; empty without consumer_claim

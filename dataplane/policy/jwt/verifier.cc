@@ -87,11 +87,11 @@ absl::StatusOr<VerifiedToken> TokenVerifier::Verify(std::string_view token, int6
   out.not_before = std::numeric_limits<int64_t>::min();
   out.expires = std::numeric_limits<int64_t>::max();
   if (claims->exp) {
-    out.expires = SaturatingAdd(*claims->exp, options_.leeway_seconds);
+    out.expires = SaturatingAdd(*claims->exp, options_.leeway_seconds * 1000);
   } else if (options_.require_exp) {
     return Refused("token has no expiry (exp)");
   }
-  if (claims->nbf) out.not_before = SaturatingAdd(*claims->nbf, -options_.leeway_seconds);
+  if (claims->nbf) out.not_before = SaturatingAdd(*claims->nbf, -options_.leeway_seconds * 1000);
   if (now >= out.expires) return Refused("token expired");
   if (now < out.not_before) return Refused("token not yet valid");
   if (!options_.issuers.empty() && (!claims->iss || !Contains(options_.issuers, *claims->iss))) {

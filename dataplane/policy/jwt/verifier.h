@@ -30,7 +30,7 @@ struct VerifierOptions {
 
 struct VerifiedToken {
   Claims claims;
-  // The seconds `now` may take for the token to be accepted:
+  // The Unix milliseconds `now` may take for the token to be accepted:
   // not_before <= now < expires (leeway included; the int64 limits when the
   // token has no nbf or exp).
   int64_t not_before;
@@ -47,7 +47,7 @@ class TokenVerifier {
   // the token's algorithm", "no key for the token's algorithm", "bad
   // signature", "token has no expiry (exp)", "token expired", "token not
   // yet valid", "issuer not allowed", "audience not allowed".
-  // `now`: seconds since the Unix epoch.
+  // `now`: milliseconds since the Unix epoch.
   absl::StatusOr<VerifiedToken> Verify(std::string_view token, int64_t now) const;
 
   const VerifierOptions& options() const { return options_; }

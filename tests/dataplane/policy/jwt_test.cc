@@ -34,6 +34,9 @@ using testing::JwtMaterial;
 
 constexpr int64_t kNow = 1700000000;
 std::atomic<int64_t> fake_now{kNow};
+std::atomic<int64_t> fake_now_extra_ms{0};  // milliseconds after fake_now
+
+int64_t FakeNowMillis() { return fake_now.load() * 1000 + fake_now_extra_ms.load(); }
 
 const JwtMaterial& M() {
   static const JwtMaterial* const m = new JwtMaterial(testing::MakeJwtMaterial(kNow));
@@ -62,7 +65,7 @@ std::string ErrorText(const std::vector<api::PolicyConfigError>& errors) {
 std::shared_ptr<const http::FilterFactory> Compile(const v1::JwtConfig& config) {
   std::vector<api::PolicyConfigError> errors = Errors(config);
   EXPECT_TRUE(errors.empty()) << ErrorText(errors);
-  auto compiled = CompileJwtFilter(config, [] { return fake_now.load(); });
+  auto compiled = CompileJwtFilter(config, [] { return FakeNowMillis(); });
   EXPECT_TRUE(compiled.ok()) << compiled.status();
   return compiled.ok() ? *compiled : nullptr;
 }
@@ -125,6 +128,7 @@ class JwtTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(M().error.empty()) << M().error;
     fake_now = kNow;
+    fake_now_extra_ms = 0;
   }
 
   // The refusal a token gets: the 401's message, after checking the
@@ -188,7 +192,7 @@ TEST_F(JwtTest, AnHs256TokenKeyedWithTheRsaPublicKeyIsRefused) {
   // Unvalidated (HS256 allowed without an HMAC key): still no public key is
   // taken as a secret.
   pem.add_algorithms("HS256");
-  auto unvalidated = CompileJwtFilter(pem, [] { return fake_now.load(); });
+  auto unvalidated = CompileJwtFilter(pem, [] { return FakeNowMillis(); });
   ASSERT_TRUE(unvalidated.ok());
   EXPECT_EQ(Refusal(**unvalidated, Token("hs256_rsa_pem_secret_no_kid")),
             "no key for the token's algorithm");
@@ -237,6 +241,42 @@ TEST_F(JwtTest, ExpiryAndNotBeforeHonourTheLeewayCachedOrNot) {
   EXPECT_EQ(Refusal(*no_leeway, window), "token not yet valid");
   fake_now = kNow + 2000;
   EXPECT_EQ(Refusal(*no_leeway, window), "token expired");
+}
+
+// A NumericDate's fraction counts to the millisecond. Before: exp was
+// rounded up to a whole second and the clock read in whole seconds, so a
+// token with exp now+2000.5 was still accepted at now+2000.9 (and, with the
+// leeway, up to two seconds after exp + leeway).
+TEST_F(JwtTest, FractionalTimesCountToTheMillisecond) {
+  std::string window = Token("fractional_window");  // nbf now+1000.25, exp now+2000.5
+  v1::JwtConfig strict = Config({"ES256"});
+  strict.set_leeway_seconds(0);
+  auto no_leeway = Compile(strict);
+  fake_now = kNow + 1000;
+  fake_now_extra_ms = 249;
+  EXPECT_EQ(Refusal(*no_leeway, window), "token not yet valid");
+  fake_now_extra_ms = 250;
+  Request first = Request::Bearer(window);
+  EXPECT_EQ(first.Run(*no_leeway), http::FilterStatus::kContinue) << first.callbacks.message_;
+  fake_now = kNow + 2000;
+  fake_now_extra_ms = 499;
+  Request cached = Request::Bearer(window);  // the cached acceptance, still in its window
+  EXPECT_EQ(cached.Run(*no_leeway), http::FilterStatus::kContinue) << cached.callbacks.message_;
+  fake_now_extra_ms = 500;
+  EXPECT_EQ(Refusal(*no_leeway, window), "token expired");
+  fake_now_extra_ms = 900;
+  EXPECT_EQ(Refusal(*no_leeway, window), "token expired");
+  // With the leeway: refused from exp + leeway on, to the millisecond.
+  auto factory = Compile(Config({"ES256"}));  // leeway 60
+  fake_now = kNow + 2060;
+  fake_now_extra_ms = 499;
+  Request late = Request::Bearer(window);
+  EXPECT_EQ(late.Run(*factory), http::FilterStatus::kContinue) << late.callbacks.message_;
+  fake_now_extra_ms = 500;
+  EXPECT_EQ(Refusal(*factory, window), "token expired");
+  fake_now = kNow + 940;
+  fake_now_extra_ms = 249;
+  EXPECT_EQ(Refusal(*factory, window), "token not yet valid");
 }
 
 TEST_F(JwtTest, ExpIsRequiredUnlessTurnedOff) {
@@ -903,8 +943,8 @@ TEST(JwsTest, ClaimsAreReadAsTheirTypesSay) {
       R"("mixed":[1,[2]],"nul":null,"exp":1.2,"nbf":9.8,"aud":"api"})",
       wanted);
   ASSERT_TRUE(claims.ok()) << claims.status();
-  EXPECT_EQ(*claims->exp, 2);  // rounded up
-  EXPECT_EQ(*claims->nbf, 9);  // rounded down
+  EXPECT_EQ(*claims->exp, 1200);  // milliseconds
+  EXPECT_EQ(*claims->nbf, 9800);
   EXPECT_EQ(*claims->aud, std::vector<std::string>{"api"});
   EXPECT_EQ(claims->wanted[0].kind, ClaimValue::Kind::kString);
   EXPECT_EQ(claims->wanted[1].text, "-5");
@@ -913,7 +953,11 @@ TEST(JwsTest, ClaimsAreReadAsTheirTypesSay) {
   EXPECT_EQ(claims->wanted[4].text, "1,x,false");
   EXPECT_EQ(claims->wanted[5].kind, ClaimValue::Kind::kOther);
   EXPECT_EQ(claims->wanted[6].kind, ClaimValue::Kind::kOther);
-  EXPECT_EQ(ParseClaims(R"({"exp":1e300})", {})->exp, int64_t{1} << 62);
+  EXPECT_EQ(ParseClaims(R"({"exp":1e300})", {})->exp, (int64_t{1} << 52) * 1000);
+  EXPECT_EQ(ParseClaims(R"({"exp":1.0001,"nbf":1.0009})", {})->exp, 1001);  // rounded up
+  EXPECT_EQ(ParseClaims(R"({"exp":1.0001,"nbf":1.0009})", {})->nbf, 1000);  // rounded down
+  EXPECT_EQ(ParseClaims(R"({"exp":-1e300})", {})->exp,
+            -(int64_t{1} << 52) * 1000);
   EXPECT_EQ(ParseClaims(R"({"aud":[1]})", {}).status().message(),
             "malformed token: aud is not a string or an array of strings");
   EXPECT_EQ(ParseClaims(R"({"iss":1})", {}).status().message(), "malformed token: iss is not a string");

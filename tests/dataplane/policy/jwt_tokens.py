@@ -121,6 +121,9 @@ def main():
         "rs256_no_kid": token("RS256", rsa_key, None),
         # times: accepted from now+1000-leeway to now+2000+leeway
         "window": token("ES256", ec256, "ec-256", nbf=now + 1000, exp=now + 2000),
+        # NumericDates may have fractions (RFC 7519 2)
+        "fractional_window": token("ES256", ec256, "ec-256", nbf=now + 1000.25,
+                                   exp=now + 2000.5),
         "expired": token("ES256", ec256, "ec-256", exp=now - 3600, nbf=None),
         "no_exp": token("ES256", ec256, "ec-256", exp=None),
         "no_iss_no_aud": token("ES256", ec256, "ec-256", iss=None, aud=None),
