@@ -57,6 +57,7 @@
 #include "api/discovery.h"
 #include "api/resource.h"
 #include "common/flags.h"
+#include "common/nearest.h"
 #include "common/pem_file.h"
 #include "common/utf8.h"
 #include "controlplane/cli/yaml_loader.h"
@@ -233,32 +234,7 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// The name in `known` nearest `given`, at most two edits away (a typo:
-// `apyl`, `--dryrun`), or "".
-std::string Nearest(std::string_view given, const std::vector<std::string>& known) {
-  std::string best;
-  size_t best_distance = 3;
-  for (const std::string& name : known) {
-    // Levenshtein distance, one row at a time.
-    std::vector<size_t> row(name.size() + 1);
-    for (size_t j = 0; j <= name.size(); ++j) row[j] = j;
-    for (size_t i = 1; i <= given.size(); ++i) {
-      size_t diagonal = row[0];
-      row[0] = i;
-      for (size_t j = 1; j <= name.size(); ++j) {
-        const size_t above = row[j];
-        row[j] = std::min({row[j] + 1, row[j - 1] + 1,
-                           diagonal + (given[i - 1] == name[j - 1] ? 0 : 1)});
-        diagonal = above;
-      }
-    }
-    if (row[name.size()] < best_distance) {
-      best_distance = row[name.size()];
-      best = name;
-    }
-  }
-  return best;
-}
+using common::Nearest;
 
 const std::vector<std::string>& CommandNames() {
   static const auto* names = new std::vector<std::string>{

@@ -20,11 +20,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "api/discovery.h"
 #include "api/policy_registry.h"
 #include "api/regex_limit.h"
 #include "api/validation.h"
+#include "common/nearest.h"
 #include "common/utf8.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/duration.pb.h"
@@ -140,6 +142,31 @@ std::string ShownKey(const std::string& key) {
                                            "`field: |` and indent every line below it)");
 }
 
+// A key `type` has no field for, with its fields and the one a typo
+// likely meant.
+std::string UnknownFieldError(const std::string& key, const google::protobuf::Descriptor& type) {
+  std::vector<std::string> names;
+  for (int i = 0; i < type.field_count(); ++i) names.push_back(type.field(i)->name());
+  std::string near = common::Nearest(key, names);
+  // ShownKey names a kebab-case key's '_' spelling already.
+  if (near == absl::StrReplaceAll(key, {{"-", "_"}})) near.clear();
+  return absl::StrCat("unknown field ", ShownKey(key), " in ", type.name(), " (fields: ",
+                      absl::StrJoin(names, ", "), ")",
+                      near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?"));
+}
+
+// A value `type` has no name for, with the names and the one a typo
+// likely meant.
+std::string UnknownEnumError(const std::string& text,
+                             const google::protobuf::EnumDescriptor& type) {
+  std::vector<std::string> names;
+  for (int i = 0; i < type.value_count(); ++i) names.push_back(type.value(i)->name());
+  std::string near = common::Nearest(absl::AsciiStrToUpper(text), names);
+  if (absl::EndsWith(near, "_UNSPECIFIED")) near.clear();
+  return absl::StrCat("'", text, "' is not one of ", EnumChoices(type),
+                      near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?"));
+}
+
 // The key in an error's field path: "?" for one ShownKey does not quote.
 std::string PathKey(const std::string& key) {
   return FieldNameLike(key) || key == "<<" ? key : "?";
@@ -154,7 +181,9 @@ using google::protobuf::FieldDescriptor;
 template <typename Node>
 class SpecConverter {
  public:
-  explicit SpecConverter(std::string where) : where_(std::move(where)) {}
+  // `resource`: the resource the spec is of, for errors (`Cluster "web"`).
+  SpecConverter(std::string where, std::string resource)
+      : where_(std::move(where)), resource_(std::move(resource)) {}
 
   bool ConvertMessage(const Node& node, const Descriptor* type,
                       const std::string& path, std::string* json) {
@@ -186,13 +215,7 @@ class SpecConverter {
         if (type->field(i)->json_name() == key) field = type->field(i);
       }
       std::string field_path = Join(path, field ? field->name() : PathKey(key));
-      if (field == nullptr) {
-        std::vector<std::string> names;
-        for (int i = 0; i < type->field_count(); ++i) names.push_back(type->field(i)->name());
-        return Fail(item.first, field_path,
-                    absl::StrCat("unknown field ", ShownKey(key), " in ", type->name(),
-                                 " (fields: ", absl::StrJoin(names, ", "), ")"));
-      }
+      if (field == nullptr) return Fail(item.first, field_path, UnknownFieldError(key, *type));
       std::string value;
       if (type->full_name() == "sluice.config.v1.TypedExtensionConfig" &&
           field->name() == "typed_config") {
@@ -232,10 +255,11 @@ class SpecConverter {
       }
       if (name.empty()) return Fail(policy["name"] ? policy["name"] : policy, name_path, "is required");
       std::vector<std::string> names = api::RegisteredPolicyNames();
+      std::string near = common::Nearest(name, names);
       return Fail(policy["name"] ? policy["name"] : policy, name_path,
                   absl::StrCat("unknown policy '", name, "' (this build has: ",
                                names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
-                               ")"));
+                               ")", near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?")));
     }
     std::string type = absl::StrCat("\"@type\":",
                                     Quote(absl::StrCat("type.googleapis.com/",
@@ -258,7 +282,7 @@ class SpecConverter {
   }
 
   bool Fail(const Node& node, const std::string& path, const std::string& message) {
-    error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ",
+    error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ", resource_, ": ",
                           path.empty() ? "spec" : "spec." + path, ": ", message);
     return false;
   }
@@ -339,8 +363,7 @@ class SpecConverter {
       case FieldDescriptor::CPPTYPE_ENUM: {
         const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
         if (value == nullptr) {
-          return Fail(node, path, absl::StrCat("'", text, "' is not one of ",
-                                               EnumChoices(*field->enum_type())));
+          return Fail(node, path, UnknownEnumError(text, *field->enum_type()));
         }
         *json = Quote(value->name());
         return true;
@@ -444,6 +467,7 @@ class SpecConverter {
   }
 
   std::string where_;
+  std::string resource_;
   std::string error_;
   std::map<std::string, int> lines_;
 };
@@ -462,7 +486,8 @@ class DirectConverter {
  public:
   enum Outcome { kOk, kFailed, kUnsupported };
 
-  explicit DirectConverter(const std::string& where) : where_(where) {}
+  DirectConverter(const std::string& where, const std::string& resource)
+      : where_(where), resource_(resource) {}
 
   Outcome FillMessage(const Node& node, google::protobuf::Message* message) {
     const Descriptor* type = message->GetDescriptor();
@@ -487,10 +512,7 @@ class DirectConverter {
       if (field == nullptr) {
         const std::string shown = PathKey(key);
         path_.push_back({&shown, 0});
-        std::vector<std::string> names;
-        for (int i = 0; i < type->field_count(); ++i) names.push_back(type->field(i)->name());
-        return Fail(item.first, absl::StrCat("unknown field ", ShownKey(key), " in ", type->name(),
-                                             " (fields: ", absl::StrJoin(names, ", "), ")"));
+        return Fail(item.first, UnknownFieldError(key, *type));
       }
       if (std::find(seen.begin(), seen.end(), field->number()) != seen.end()) {
         return kUnsupported;
@@ -527,7 +549,7 @@ class DirectConverter {
         absl::StrAppend(&path, "[", step.index, "]");
       }
     }
-    error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ",
+    error_ = absl::StrCat(where_, ", line ", node.Mark().line + 1, ": ", resource_, ": ",
                           path.empty() ? "spec" : "spec." + path, ": ", message);
     return kFailed;
   }
@@ -580,8 +602,7 @@ class DirectConverter {
       case FieldDescriptor::CPPTYPE_ENUM: {
         const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
         if (value == nullptr) {
-          return Fail(node, absl::StrCat("'", text, "' is not one of ",
-                                         EnumChoices(*field->enum_type())));
+          return Fail(node, UnknownEnumError(text, *field->enum_type()));
         }
         add ? r->AddEnumValue(message, field, value->number())
             : r->SetEnumValue(message, field, value->number());
@@ -643,6 +664,7 @@ class DirectConverter {
   }
 
   const std::string& where_;
+  const std::string& resource_;
   std::string error_;
   std::vector<Step> path_;
 };
@@ -803,7 +825,8 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   api::Resource resource;
   google::protobuf::Message* message =
       resource.GetReflection()->MutableMessage(&resource, field);
-  SpecConverter<Node> converter(where);
+  const std::string resource_label = api::Describe({*kind, name});
+  SpecConverter<Node> converter(where, resource_label);
   // The line of the deepest part of field path `path` the YAML spelled out.
   auto line_of = [&](std::string p) {
     for (; !p.empty();) {
@@ -818,7 +841,7 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   // spec may be of another release's schema.
   bool filled = !validate;
   if (direct && spec && !filled) {
-    DirectConverter<Node> direct_converter(where);
+    DirectConverter<Node> direct_converter(where, resource_label);
     switch (direct_converter.FillMessage(spec, message)) {
       case DirectConverter<Node>::kOk:
         filled = true;
@@ -1191,6 +1214,32 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
         const size_t content = line.find_first_not_of(" \t");
         if (line.substr(0, content).find('\t') != absl::string_view::npos) {
           hint = " (a tab in the indentation: YAML indents with spaces only)";
+        }
+      }
+      // A block scalar (`key: |`) whose text is not indented more than its
+      // key is empty, and its text is read as keys: the error comes lines
+      // later (PEM pasted at column 0 under `certificate_chain: |`).
+      for (size_t i = 0; hint.empty() && i < lines.size() &&
+                         i <= static_cast<size_t>(e.mark.line);
+           ++i) {
+        static const LazyRE2 kBlockKey = {R"((\s*)[^#\s][^#]*:\s*[|>][-+0-9]*\s*(#.*)?)"};
+        std::string indent;
+        static const LazyRE2 kKeyColon = {R"(:(\s|$))"};
+        if (!RE2::FullMatch(re2::StringPiece(lines[i].data(), lines[i].size()), *kBlockKey,
+                            &indent)) {
+          continue;
+        }
+        for (size_t j = i + 1; j < lines.size(); ++j) {
+          absl::string_view next = absl::StripTrailingAsciiWhitespace(lines[j]);
+          if (next.empty()) continue;
+          // Text, not the next key (`a: |` may be empty on purpose).
+          if (next.find_first_not_of(' ') <= indent.size() &&
+              !RE2::PartialMatch(re2::StringPiece(next.data(), next.size()), *kKeyColon)) {
+            hint = absl::StrCat(" (the block scalar at line ", i + 1,
+                                " is empty: its text, from line ", j + 1,
+                                ", must be indented more than its key)");
+          }
+          break;
         }
       }
     }

@@ -66,13 +66,23 @@ spec: {address: "::1", port: 8080, route_table: main, http: {idle_timeout: 5s}}
 TEST(YamlLoaderTest, UnknownFieldNamesFileDocumentLineAndField) {
   EXPECT_EQ(Error("kind: Cluster\nname: a\nspec:\n  endpoints:\n    - address: 127.0.0.1\n"
                   "      prot: 80\n"),
-            "f.yaml, document 1, line 6: spec.endpoints[0].prot: unknown field 'prot' in "
-            "Endpoint (fields: address, port, weight)");
+            "f.yaml, document 1, line 6: Cluster \"a\": spec.endpoints[0].prot: unknown field "
+            "'prot' in Endpoint (fields: address, port, weight); did you mean 'port'?");
+  // The resource is named and a typo gets the field it likely meant; a key
+  // nothing is near gets the list only.
+  const std::string typo = Error("kind: Cluster\nname: users\nspec:\n  endpoint: []\n");
+  EXPECT_TRUE(absl::StartsWith(typo, "f.yaml, document 1, line 4: Cluster \"users\": "
+                                     "spec.endpoint: unknown field 'endpoint' in Cluster (fields: "
+                                     "name, endpoints, "))
+      << typo;
+  EXPECT_TRUE(absl::EndsWith(typo, "); did you mean 'endpoints'?")) << typo;
+  EXPECT_FALSE(absl::StrContains(
+      Error("kind: Cluster\nname: users\nspec:\n  completely_different: 1\n"), "did you mean"));
 }
 
 TEST(YamlLoaderTest, TypeErrors) {
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: abc}]\n")
-                .find("line 4: spec.endpoints[0].port: expected a non-negative integer, got 'abc'"),
+                .find("line 4: Cluster \"a\": spec.endpoints[0].port: expected a non-negative integer, got 'abc'"),
             std::string::npos);
   // A number past the field's range is not "negative": the range is named
   // (both loaders, the fast one and yaml-cpp's, the latter for a flow map
@@ -87,13 +97,19 @@ TEST(YamlLoaderTest, TypeErrors) {
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  lb_policy: FASTEST\n")
                 .find("spec.lb_policy: 'FASTEST' is not one of ROUND_ROBIN, LEAST_REQUEST"),
             std::string::npos);
+  EXPECT_FALSE(absl::StrContains(Error("kind: Cluster\nname: a\nspec:\n  lb_policy: FASTEST\n"),
+                                 "did you mean"));
+  EXPECT_TRUE(absl::EndsWith(Error("kind: Cluster\nname: a\nspec:\n  lb_policy: round_robbin\n"),
+                                "; did you mean 'ROUND_ROBIN'?"))
+      << Error("kind: Cluster\nname: a\nspec:\n  lb_policy: round_robbin\n");
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout: soon\n")
                 .find("spec.connect_timeout: 'soon' is not a duration"),
             std::string::npos);
   // Bytes that are not UTF-8 in a text field: the field and its line (the
   // JSON parser's message named neither).
   EXPECT_EQ(Error("kind: Cluster\nname: a\nspec:\n  endpoints:\n    - {address: \"1\xc0\xaf\", port: 80}\n"),
-            "f.yaml, document 1, line 5: spec.endpoints[0].address: is not valid UTF-8 (byte 1 of 3)");
+            "f.yaml, document 1, line 5: Cluster \"a\": spec.endpoints[0].address: is not valid "
+            "UTF-8 (byte 1 of 3)");
   // At most 20 errors, then a count (5,000 bad documents printed 5,000 lines).
   {
     std::string many;
@@ -167,10 +183,12 @@ TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
                          "f.yaml");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(Error(route("                lock_timeout: soon\n")),
-            "f.yaml, document 1, line 12: spec.virtual_hosts[0].routes[0].policies[0]."
+            "f.yaml, document 1, line 12: RouteTable \"main\": "
+            "spec.virtual_hosts[0].routes[0].policies[0]."
             "typed_config.lock_timeout: 'soon' is not a duration (examples: 5s, 250ms, 1m)");
   EXPECT_NE(Error(route("                bogus: 1\n"))
-                .find("line 12: spec.virtual_hosts[0].routes[0].policies[0].typed_config.bogus: "
+                .find("line 12: RouteTable \"main\": "
+                      "spec.virtual_hosts[0].routes[0].policies[0].typed_config.bogus: "
                       "unknown field 'bogus' in CacheConfig"),
             std::string::npos);
   EXPECT_NE(Error(route("                max_object_bytes: -1\n"))
@@ -185,6 +203,8 @@ TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
   };
   EXPECT_NE(Error(named("name: jwks")).find("policies[0].name: unknown policy 'jwks'"),
             std::string::npos)
+      << Error(named("name: jwks"));
+  EXPECT_TRUE(absl::EndsWith(Error(named("name: jwks")), "; did you mean 'jwt'?"))
       << Error(named("name: jwks"));
   EXPECT_NE(Error(named("name: \"\"")).find("policies[0].name: is required"), std::string::npos)
       << Error(named("name: \"\""));
@@ -290,6 +310,25 @@ TEST(YamlLoaderTest, AKebabCaseKeyIsNamedWithItsUnderscoreSpelling) {
             "  endpoints: [{address: 127.0.0.1, port: 1}]\n");
   EXPECT_TRUE(absl::StrContains(e, "spec.<<: unknown field '<<' (YAML merge keys are not "
                                    "supported")) << e;
+}
+
+// PEM pasted at column 0 under `certificate_chain: |` leaves the block
+// empty and reads the PEM as keys; yaml-cpp's error comes at a later line
+// ("illegal map value" at private_key). The hint names the block and the
+// line its text starts.
+TEST(YamlLoaderTest, ABlockScalarWhoseTextIsNotIndentedIsNamed) {
+  const std::string e = Error(
+      "kind: Secret\nname: s\nspec:\n  tls_certificate:\n    certificate_chain: |\n"
+      "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ\n-----END CERTIFICATE-----\n"
+      "    private_key: |\n      x\n");
+  EXPECT_TRUE(absl::StrContains(e, "not valid YAML")) << e;
+  EXPECT_TRUE(absl::StrContains(e, "(the block scalar at line 5 is empty: its text, from line 6, "
+                                   "must be indented more than its key)"))
+      << e;
+  // An empty block followed by the next key is no such mistake: another
+  // error gets no hint.
+  const std::string other = Error("kind: Secret\nname: s\nspec:\n  a: |\n  b: [1\n");
+  EXPECT_FALSE(absl::StrContains(other, "block scalar")) << other;
 }
 
 TEST(YamlLoaderTest, EnvelopeErrors) {
