@@ -1310,6 +1310,26 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
     CheckDuration(cluster.dns_refresh_interval(), true, "dns_refresh_interval",
                   absl::Seconds(1), absl::Hours(24), sink);
   }
+  if (cluster.has_slow_start()) {
+    const config::v1::SlowStart& s = cluster.slow_start();
+    if (!s.has_window()) {
+      sink.Add("slow_start.window", "is required (examples: 30s, 2m)");
+    } else {
+      CheckDuration(s.window(), true, "slow_start.window", absl::Seconds(1), absl::Hours(1), sink);
+    }
+    if (s.has_min_weight_percent() &&
+        (s.min_weight_percent().value() < 1 || s.min_weight_percent().value() > 100)) {
+      sink.Add("slow_start.min_weight_percent",
+               absl::StrCat("must be 1..100, got ", s.min_weight_percent().value()));
+    }
+    if (cluster.lb_policy() == config::v1::Cluster::RING_HASH ||
+        cluster.lb_policy() == config::v1::Cluster::MAGLEV) {
+      sink.Add("slow_start", absl::StrCat("does not apply to lb_policy ",
+                                          config::v1::Cluster::LbPolicy_Name(cluster.lb_policy()),
+                                          ": a key's endpoint is fixed by the hash (use "
+                                          "ROUND_ROBIN, LEAST_REQUEST or RANDOM)"));
+    }
+  }
   if (!config::v1::Cluster::DnsLookupFamily_IsValid(cluster.dns_lookup_family())) {
     sink.Add("dns_lookup_family", absl::StrCat("unknown value ", cluster.dns_lookup_family()));
   } else if (cluster.dns_lookup_family() != config::v1::Cluster::V4_PREFERRED && !host_names) {

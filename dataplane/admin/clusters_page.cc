@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "dataplane/stats/stats.h"
+#include "dataplane/upstream/endpoint_picker.h"
 
 namespace sluice::admin {
 namespace {
@@ -132,14 +133,23 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                         ",\"health\":\"", v.health, "\",\"reason\":", JsonString(v.reason),
                         ",\"ejected_seconds_left\":", v.ejected_seconds_left,
                         ",\"times_ejected\":", s.times_ejected.load(),
-                        ",\"weight\":", e.weight, ",\"active_requests\":", s.active_requests.load(),
+                        ",\"weight\":", e.weight,
+                        c->slow_start_window_ns > 0
+                            ? absl::StrCat(",\"slow_start_percent\":",
+                                           upstream::SlowStartPermille(*c, s, now) / 10)
+                            : std::string(),
+                        ",\"active_requests\":", s.active_requests.load(),
                         ",\"connections\":", s.connections.load(),
                         ",\"successes\":", s.successes.load(), ",\"errors\":", s.errors.load(), "}");
       } else {
         absl::StrAppend(&out, "  ", e.key,
                         e.host_name.empty() ? std::string() : absl::StrCat(" (", e.host_name, ")"),
-                        " health=", v.health, " weight=", e.weight,
-                        " active_requests=", s.active_requests.load(),
+                        " health=", v.health, " weight=", e.weight);
+        if (const int64_t permille = upstream::SlowStartPermille(*c, s, now);
+            permille < 1000 && v.health == "healthy") {
+          absl::StrAppend(&out, " slow_start=", permille / 10, "%");
+        }
+        absl::StrAppend(&out, " active_requests=", s.active_requests.load(),
                         " connections=", s.connections.load(), " successes=", s.successes.load(),
                         " errors=", s.errors.load());
         if (!v.reason.empty()) absl::StrAppend(&out, " (", v.reason, ")");

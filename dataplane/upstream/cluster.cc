@@ -227,7 +227,17 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->panic_threshold_percent = cluster.has_panic_threshold_percent()
                                       ? cluster.panic_threshold_percent().value()
                                       : api::kDefaultPanicThresholdPercent;
+  if (cluster.has_slow_start()) {
+    info->slow_start_window_ns =
+        absl::ToInt64Nanoseconds(api::ToDuration(cluster.slow_start().window()));
+    if (cluster.slow_start().has_min_weight_percent()) {
+      info->slow_start_min_percent = cluster.slow_start().min_weight_percent().value();
+    }
+  }
   info->hash_policy = cluster.hash_policy();
+  // An endpoint new to a cluster that was there before joins it now (slow
+  // start); one of a new cluster's (or a starting proxy's) does not.
+  const bool cluster_known = registry.KnowsCluster(cluster.name());
   info->state = registry.Cluster(cluster.name());
   info->name = cluster.name();
   info->lb_policy = cluster.lb_policy();
@@ -303,7 +313,7 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     Health initial = info->health_check.enabled && !info->health_check.healthy_on_add
                          ? Health::kUnknown
                          : Health::kHealthy;
-    endpoint.state = registry.Endpoint(cluster.name(), endpoint.key, initial);
+    endpoint.state = registry.Endpoint(cluster.name(), endpoint.key, initial, cluster_known);
     if (!info->outlier.enabled) {
       // Outlier detection taken off: its ejection (and the count that would
       // lengthen the next one) goes with it, as an active check's health

@@ -146,6 +146,9 @@ struct ClusterInfo {
   OutlierConfig outlier;
   BreakerLimits breakers;
   uint32_t panic_threshold_percent = 50;  // 0: never panic
+  // Slow start (Cluster.slow_start): 0 when off.
+  int64_t slow_start_window_ns = 0;
+  uint32_t slow_start_min_percent = 10;
   config::v1::HashPolicy hash_policy;
   std::shared_ptr<const ConsistentHashTable> hash_table;  // RING_HASH, MAGLEV
   // TLS to the endpoints (a net::TlsClientContext): makes each connection's

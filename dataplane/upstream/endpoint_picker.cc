@@ -43,56 +43,88 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
     count = usable;
     if (usable < n) allowed = &allowed_;
   }
+  const std::vector<int64_t>* ramp =
+      cluster.slow_start_window_ns > 0 ? SlowStartWeights(cluster) : nullptr;
   switch (cluster.lb_policy) {
     case config::v1::Cluster::LEAST_REQUEST:
-      return PickLeastRequest(cluster, allowed, count);
+      return PickLeastRequest(cluster, allowed, count, ramp);
     case config::v1::Cluster::RANDOM:
-      return PickRandom(cluster, allowed);
+      return PickRandom(cluster, allowed, ramp);
     case config::v1::Cluster::RING_HASH:
     case config::v1::Cluster::MAGLEV:
       if (cluster.hash_table) {
         return cluster.hash_table->Lookup(
             hash, [allowed](int i) { return allowed == nullptr || (*allowed)[i] != 0; });
       }
-      return PickRoundRobin(cluster, allowed);
+      return PickRoundRobin(cluster, allowed, nullptr);
     default:
-      return PickRoundRobin(cluster, allowed);
+      return PickRoundRobin(cluster, allowed, ramp);
   }
 }
 
-int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed) {
+int64_t SlowStartPermille(const ClusterInfo& cluster, const EndpointState& state, int64_t now_ns) {
+  const int64_t window = cluster.slow_start_window_ns;
+  if (window <= 0) return 1000;
+  const int64_t elapsed = now_ns - state.in_rotation_since(now_ns);
+  if (elapsed >= window) return 1000;
+  return std::max<int64_t>(
+      cluster.slow_start_min_percent * 10,
+      elapsed <= 0 ? 0 : static_cast<int64_t>(static_cast<double>(elapsed) / window * 1000));
+}
+
+const std::vector<int64_t>* EndpointPicker::SlowStartWeights(const ClusterInfo& cluster) {
+  const int64_t now = NowNanos();
+  const size_t n = cluster.endpoints.size();
+  bool ramping = false;
+  ramp_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const EndpointInfo& e = cluster.endpoints[i];
+    // Weights in thousandths (at most 10^7): 10% of a weight of 1 is 100.
+    const int64_t permille = SlowStartPermille(cluster, *e.state, now);
+    ramping = ramping || permille < 1000;
+    ramp_[i] = std::max<int64_t>(1, static_cast<int64_t>(e.weight) * permille);
+  }
+  return ramping ? &ramp_ : nullptr;
+}
+
+int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed,
+                                   const std::vector<int64_t>* ramp) {
   if (cluster.uid != last_cluster_) {
     last_state_ = &round_robin_[cluster.name];  // node addresses are stable
     last_cluster_ = cluster.uid;
   }
   RoundRobinState& state = *last_state_;
   const size_t n = cluster.endpoints.size();
-  if (cluster.equal_weights) {
+  if (cluster.equal_weights && ramp == nullptr) {
     for (size_t tries = 0; tries < n; ++tries) {
       int i = static_cast<int>(state.next++ % n);
       if (allowed == nullptr || (*allowed)[i]) return i;
     }
     return -1;
   }
-  if (state.shape != cluster.uid) {
+  const bool ramping = ramp != nullptr;
+  if (state.shape != cluster.uid || state.ramping != ramping) {
     // Another version of the cluster: its positions carry over unless the
     // weights changed (a connect_timeout tuned now and then would otherwise
-    // send the next pick of every worker to the heaviest endpoint).
+    // send the next pick of every worker to the heaviest endpoint), or a
+    // slow start began or ended (its weights are in thousandths).
     state.shape = cluster.uid;
-    bool same = state.weights.size() == n;
+    bool same = state.weights.size() == n && state.ramping == ramping;
     for (size_t i = 0; same && i < n; ++i) same = state.weights[i] == cluster.endpoints[i].weight;
     if (!same) {
       state.weights.resize(n);
       for (size_t i = 0; i < n; ++i) state.weights[i] = cluster.endpoints[i].weight;
       state.current.assign(n, 0);
     }
+    state.ramping = ramping;
   }
   int best = -1;
   int64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
     if (allowed != nullptr && !(*allowed)[i]) continue;
-    state.current[i] += cluster.endpoints[i].weight;
-    total += cluster.endpoints[i].weight;
+    const int64_t weight = ramping ? (*ramp)[i] : cluster.endpoints[i].weight;
+    state.current[i] += weight;
+    total += weight;
     if (best < 0 || state.current[i] > state.current[best]) best = static_cast<int>(i);
   }
   if (best >= 0) state.current[best] -= total;
@@ -100,7 +132,7 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
 }
 
 int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed,
-                                     int count) {
+                                     int count, const std::vector<int64_t>* ramp) {
   const size_t n = cluster.endpoints.size();
   // The k-th allowed endpoint.
   auto nth = [&](size_t k) -> size_t {
@@ -111,19 +143,19 @@ int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster, const std::vect
     return 0;
   };
   if (count == 1) return static_cast<int>(nth(0));
-  if (!cluster.equal_weights) {
+  if (!cluster.equal_weights || ramp != nullptr) {
     // Two candidates drawn by weight, the one with fewer requests in flight
     // relative to its weight wins. With nothing in flight at either (light
     // traffic) the first draw stands, so the shares follow the weights
     // exactly, as for RANDOM; a tie under load goes by weight too.
-    int a = PickRandom(cluster, allowed);
-    int b = PickRandom(cluster, allowed);
-    for (int tries = 0; b == a && tries < 3; ++tries) b = PickRandom(cluster, allowed);
+    int a = PickRandom(cluster, allowed, ramp);
+    int b = PickRandom(cluster, allowed, ramp);
+    for (int tries = 0; b == a && tries < 3; ++tries) b = PickRandom(cluster, allowed, ramp);
     if (a < 0 || b < 0 || a == b) return a;
     const int64_t active_a = active(cluster.endpoints[a].pool_key);
     const int64_t active_b = active(cluster.endpoints[b].pool_key);
-    const uint64_t weight_a = cluster.endpoints[a].weight;
-    const uint64_t weight_b = cluster.endpoints[b].weight;
+    const uint64_t weight_a = ramp ? (*ramp)[a] : cluster.endpoints[a].weight;
+    const uint64_t weight_b = ramp ? (*ramp)[b] : cluster.endpoints[b].weight;
     const int64_t lhs = active_a * static_cast<int64_t>(weight_b);
     const int64_t rhs = active_b * static_cast<int64_t>(weight_a);
     if (lhs != rhs) return lhs < rhs ? a : b;
@@ -141,17 +173,21 @@ int EndpointPicker::PickLeastRequest(const ClusterInfo& cluster, const std::vect
   return static_cast<int>(lhs < rhs ? a : b);
 }
 
-int EndpointPicker::PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed) {
+int EndpointPicker::PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed,
+                               const std::vector<int64_t>* ramp) {
+  auto weight = [&](size_t i) -> uint64_t {
+    return ramp ? static_cast<uint64_t>((*ramp)[i]) : cluster.endpoints[i].weight;
+  };
   uint64_t total = 0;
   for (size_t i = 0; i < cluster.endpoints.size(); ++i) {
-    if (allowed == nullptr || (*allowed)[i]) total += cluster.endpoints[i].weight;
+    if (allowed == nullptr || (*allowed)[i]) total += weight(i);
   }
   if (total == 0) return -1;
   uint64_t point = rng_() % total;
   for (size_t i = 0; i < cluster.endpoints.size(); ++i) {
     if (allowed != nullptr && !(*allowed)[i]) continue;
-    if (point < cluster.endpoints[i].weight) return static_cast<int>(i);
-    point -= cluster.endpoints[i].weight;
+    if (point < weight(i)) return static_cast<int>(i);
+    point -= weight(i);
   }
   return -1;
 }

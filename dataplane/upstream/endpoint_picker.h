@@ -12,6 +12,11 @@
 // ("panic", as Envoy does); with a threshold of 0 and nothing usable, Pick()
 // returns -1 (503).
 //
+// Slow start (ClusterInfo::slow_start_window_ns): while an endpoint is
+// within the window of joining the rotation, its weight counts as
+// weight * max(min percent, time since joining / window); the weights are
+// then compared in thousandths, so that 10% of a weight of 1 is a weight.
+//
 // One per worker; worker thread only.
 #ifndef SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_PICKER_H_
 #define SLUICE_DATAPLANE_UPSTREAM_ENDPOINT_PICKER_H_
@@ -60,10 +65,17 @@ class EndpointPicker {
     uint64_t next = 0;             // equal weights: plain rotation
     uint64_t shape = 0;  // ClusterInfo::uid the weights were built for
     std::vector<int64_t> weights;  // and the endpoints' weights then
+    bool ramping = false;          // `current` counts slow-start weights
   };
-  int PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed);
-  int PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed, int count);
-  int PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed);
+  // The weights of this pick while some endpoint is in its slow start (in
+  // thousandths of a weight), or nullptr.
+  const std::vector<int64_t>* SlowStartWeights(const ClusterInfo& cluster);
+  int PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed,
+                     const std::vector<int64_t>* ramp);
+  int PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed, int count,
+                       const std::vector<int64_t>* ramp);
+  int PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed,
+                 const std::vector<int64_t>* ramp);
 
   std::mt19937_64 rng_;
   std::unordered_map<std::string, RoundRobinState> round_robin_;  // by cluster name
@@ -73,7 +85,12 @@ class EndpointPicker {
   RoundRobinState* last_state_ = nullptr;
   std::unordered_map<std::string, int64_t> active_;  // by endpoint pool key
   std::vector<char> allowed_;                         // scratch: candidates of one pick
+  std::vector<int64_t> ramp_;                         // scratch: slow-start weights of one pick
 };
+
+// The share of its weight an endpoint takes in its slow start, in
+// thousandths: 1000 once the window has passed (or without slow start).
+int64_t SlowStartPermille(const ClusterInfo& cluster, const EndpointState& state, int64_t now_ns);
 
 // Reports the outcome of one try to outlier detection and the endpoint's
 // counters: `status` is the response status, or 0 for a connect failure,

@@ -15,14 +15,20 @@ std::shared_ptr<T> HealthRegistry::HandOut(const std::shared_ptr<T>& slot) {
 
 std::shared_ptr<EndpointState> HealthRegistry::Endpoint(const std::string& cluster,
                                                         const std::string& endpoint_key,
-                                                        Health initial) {
+                                                        Health initial, bool joins) {
   absl::MutexLock lock(&mu_);
   auto& slot = endpoints_[{cluster, endpoint_key}];
   if (!slot) {
     slot = std::make_shared<EndpointState>();
     slot->health.store(initial);
+    if (joins) slot->joined_ns.store(NowNanos());
   }
   return HandOut(slot);
+}
+
+bool HealthRegistry::KnowsCluster(const std::string& cluster) {
+  absl::MutexLock lock(&mu_);
+  return clusters_.count(cluster) != 0;
 }
 
 std::shared_ptr<ClusterState> HealthRegistry::Cluster(const std::string& cluster) {

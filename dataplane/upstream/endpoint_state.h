@@ -34,6 +34,13 @@ struct EndpointState {
   std::atomic<uint32_t> times_ejected{0};
   std::atomic<uint32_t> consecutive_5xx{0};
   std::atomic<uint32_t> consecutive_gateway_failures{0};
+  // When it last joined the rotation (unix nanos): added to a cluster that
+  // had endpoints before (0 for one of a cluster's first: slow start never
+  // applies when a proxy starts or a cluster is made, as HAProxy's does
+  // not), its first active check passed after such an add, or healthy
+  // again after failing its check. Slow start counts from here (or from
+  // the end of an ejection, when later).
+  std::atomic<int64_t> joined_ns{0};
   // Across all workers.
   std::atomic<int64_t> active_requests{0};
   std::atomic<int64_t> connections{0};
@@ -46,6 +53,13 @@ struct EndpointState {
   // May take traffic: healthy (or unchecked) and not ejected.
   bool usable(int64_t now_ns) const {
     return health.load(std::memory_order_relaxed) == Health::kHealthy && !ejected(now_ns);
+  }
+  // Since when it has been in the rotation for slow start: the later of
+  // joined_ns and the end of its last ejection (when that has passed).
+  int64_t in_rotation_since(int64_t now_ns) const {
+    const int64_t joined = joined_ns.load(std::memory_order_relaxed);
+    const int64_t ejection_end = ejected_until_ns.load(std::memory_order_relaxed);
+    return ejection_end <= now_ns && ejection_end > joined ? ejection_end : joined;
   }
 
   void SetLastCheckFailure(std::string why) {
@@ -76,10 +90,14 @@ inline int64_t NowNanos() { return absl::GetCurrentTimeNanos(); }
 // Thread-safe; used when compiling snapshots, not on the request path.
 class HealthRegistry {
  public:
-  // `initial` is the health a new endpoint starts with.
+  // `initial` is the health a new endpoint starts with; `joins` whether a
+  // new one joins now (EndpointState::joined_ns).
   std::shared_ptr<EndpointState> Endpoint(const std::string& cluster,
-                                          const std::string& endpoint_key, Health initial);
+                                          const std::string& endpoint_key, Health initial,
+                                          bool joins = false);
   std::shared_ptr<ClusterState> Cluster(const std::string& cluster);
+  // Whether some snapshot has the cluster: its state is here.
+  bool KnowsCluster(const std::string& cluster);
   // Forgets state that no snapshot refers to any more. Walks the registry
   // only when some pointer handed out since the last walk went (a cluster
   // changed or removed); otherwise costs one atomic exchange.

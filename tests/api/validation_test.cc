@@ -127,6 +127,24 @@ TEST(ValidationTest, DuplicateEndpoint) {
             std::string::npos);
 }
 
+TEST(ValidationTest, SlowStart) {
+  const std::string named = R"(cluster { name: "users" endpoints { address: "127.0.0.1" port: 80 } )";
+  EXPECT_EQ(ErrorsWith(named + R"(slow_start { window { seconds: 30 } } })"), "");
+  EXPECT_EQ(ErrorsWith(named + R"(lb_policy: LEAST_REQUEST slow_start { window { seconds: 3600 }
+      min_weight_percent { value: 100 } } })"),
+            "");
+  std::string e = ErrorsWith(named + R"(slow_start { min_weight_percent { value: 0 } } })");
+  EXPECT_NE(e.find("slow_start.window: is required"), std::string::npos) << e;
+  EXPECT_NE(e.find("slow_start.min_weight_percent: must be 1..100, got 0"), std::string::npos) << e;
+  e = ErrorsWith(named + R"(slow_start { window { seconds: 3601 } min_weight_percent { value: 101 } } })");
+  EXPECT_NE(e.find("slow_start.window: must be between 1s and 1h, got 1h1s"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("slow_start.min_weight_percent: must be 1..100, got 101"), std::string::npos) << e;
+  e = ErrorsWith(named + R"(lb_policy: MAGLEV hash_policy { source_ip: true }
+      slow_start { window { seconds: 30 } } })");
+  EXPECT_NE(e.find("slow_start: does not apply to lb_policy MAGLEV"), std::string::npos) << e;
+}
+
 TEST(ValidationTest, DnsSettings) {
   const std::string named = R"(cluster { name: "users" endpoints { address: "a.example" port: 80 } )";
   EXPECT_EQ(ErrorsWith(named + R"(dns_refresh_interval { seconds: 30 } dns_lookup_family: ALL

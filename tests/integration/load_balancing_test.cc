@@ -137,6 +137,34 @@ TEST_F(LoadBalancingTest, KilledEndpointLeavesWithoutFailuresAndReturns) {
   EXPECT_GT(proxy_->Stat("sluice_health_check_failures_total{cluster=\"backends\"}"), 0);
 }
 
+// Slow start: an endpoint added to a cluster in service starts with
+// min_weight_percent of its share while the ones there before keep theirs;
+// the endpoints of a new cluster (or of a starting proxy) take their whole
+// share at once.
+TEST_F(LoadBalancingTest, AnEndpointAddedToAClusterInServiceStartsSlow) {
+  StartUpstreams({"", "", ""});
+  const std::string slow = "\n  slow_start: {window: 100s, min_weight_percent: 10}";
+  Apply(absl::StrCat("  endpoints: ", Endpoints({0, 1}), slow), "");
+  EXPECT_EQ(Clusters().find("slow_start="), std::string::npos) << Clusters();
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(), slow), "");
+  EXPECT_NE(ClustersLine(2).find(" slow_start=10%"), std::string::npos) << Clusters();
+  EXPECT_EQ(ClustersLine(0).find("slow_start"), std::string::npos) << Clusters();
+  EXPECT_NE(proxy_->Admin("/clusters?format=json").second.find("\"slow_start_percent\":10,"),
+            std::string::npos);
+  for (int i = 0; i < 420; ++i) {
+    HttpResponse r = HttpGet(listener(), "/x");
+    ASSERT_TRUE(r.ok()) << r.error;
+    ASSERT_EQ(r.status, 200);
+  }
+  const int added = upstreams_[2]->RequestCount().value_or(-1);
+  const int before = upstreams_[0]->RequestCount().value_or(0) +
+                     upstreams_[1]->RequestCount().value_or(0);
+  // 0.1 / 2.1 of the requests: 20 (an equal share would be 140).
+  EXPECT_GT(added, 0);
+  EXPECT_LT(added, 60) << before;
+  EXPECT_EQ(added + before, 420);
+}
+
 TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherEndpoint) {
   // No health check, no outlier detection, no retry_policy: the dead
   // endpoint stays in rotation, yet no request fails (nginx's

@@ -198,5 +198,53 @@ TEST(EndpointPickerTest, EjectionCountsDecayAndGoWithTheirConfig) {
   EXPECT_EQ(off->endpoints[0].state->times_ejected.load(), 0u);
 }
 
+// Slow start: an endpoint that just joined takes min_weight_percent of its
+// share, growing with the time since it joined (or since its ejection
+// ended); once the window has passed, the weights are exact again.
+TEST(EndpointPickerTest, SlowStartGrowsAJoiningEndpointsShare) {
+  stats::StatsStore store;
+  static upstream::HealthRegistry registry;
+  for (auto policy : {config::v1::Cluster::ROUND_ROBIN, config::v1::Cluster::LEAST_REQUEST,
+                      config::v1::Cluster::RANDOM}) {
+    SCOPED_TRACE(config::v1::Cluster::LbPolicy_Name(policy));
+    config::v1::Cluster c;
+    c.set_name(absl::StrCat("slow-", policy));
+    c.set_lb_policy(policy);
+    c.mutable_slow_start()->mutable_window()->set_seconds(100);
+    c.mutable_slow_start()->mutable_min_weight_percent()->set_value(10);
+    for (uint32_t i = 0; i < 3; ++i) {
+      auto* e = c.add_endpoints();
+      e->set_address("127.0.0.1");
+      e->set_port(9100 + i);
+    }
+    auto cluster = *CompileCluster(c, /*resources=*/{}, store, registry);
+    ASSERT_EQ(cluster->slow_start_window_ns, int64_t{100} * 1000000000);
+    const int64_t now = NowNanos();
+    const int64_t second = 1000000000;
+    auto joined = [&](int i, int64_t seconds_ago) {
+      cluster->endpoints[i].state->joined_ns.store(now - seconds_ago * second);
+    };
+    auto share_of_2 = [&](int picks) {
+      EndpointPicker picker(7);
+      int count = 0;
+      for (int k = 0; k < picks; ++k) count += picker.Pick(*cluster) == 2 ? 1 : 0;
+      return static_cast<double>(count) / picks;
+    };
+    joined(0, 3600);
+    joined(1, 3600);
+    joined(2, 0);  // 10%: 0.1 / 2.1 of the picks
+    EXPECT_NEAR(share_of_2(21000), 0.1 / 2.1, 0.015);
+    joined(2, 50);  // 50%: 0.5 / 2.5
+    EXPECT_NEAR(share_of_2(25000), 0.2, 0.02);
+    joined(2, 101);  // past the window: an equal share
+    EXPECT_NEAR(share_of_2(30000), 1.0 / 3, 0.02);
+    // Back from an ejection that ended 5 s ago (it joined long before):
+    // the minimum share again.
+    cluster->endpoints[2].state->ejected_until_ns.store(now - 5 * second);
+    EXPECT_NEAR(share_of_2(21000), 0.1 / 2.1, 0.015);
+    cluster->endpoints[2].state->ejected_until_ns.store(0);
+  }
+}
+
 }  // namespace
 }  // namespace sluice::upstream

@@ -274,8 +274,13 @@ TEST_F(HealthCheckerTest, HttpPassMakesUnknownEndpointHealthyAtOnce) {
   with_host.host = "users.internal";
   with_host.path = "/ready?full=1";
 
+  // An endpoint of a new cluster (joined_ns 0): its first pass is no
+  // joining for slow start; one added to a cluster in service (joined_ns
+  // set) joins again when it passes.
+  custom_host_state->joined_ns.store(1);
   Update({Cluster("users", upstream->port(), hc, state)});
   ASSERT_TRUE(WaitFor(HealthIs(state, Health::kHealthy), absl::Seconds(3)));
+  EXPECT_EQ(state->joined_ns.load(), 0);
   EXPECT_EQ(Passes("users"), 1u);
   EXPECT_EQ(Failures("users"), 0u);
   EXPECT_EQ(state->last_check_failure(), "");
@@ -289,6 +294,7 @@ TEST_F(HealthCheckerTest, HttpPassMakesUnknownEndpointHealthyAtOnce) {
           Cluster("orders", upstream->port(), with_host, custom_host_state)});
   ASSERT_TRUE(
       WaitFor(HealthIs(custom_host_state, Health::kHealthy), absl::Seconds(3)));
+  EXPECT_GT(custom_host_state->joined_ns.load(), 1);
   EXPECT_EQ(upstream->last_request(),
             "GET /ready?full=1 HTTP/1.1\r\nHost: users.internal\r\n"
             "User-Agent: sluice-health-check\r\nConnection: close\r\n\r\n");
@@ -396,9 +402,13 @@ TEST_F(HealthCheckerTest, StoppedServerTurnsUnhealthyAndRecoversOnRestart) {
   EXPECT_EQ(state->last_check_failure(), "connect: Connection refused");
   uint64_t passes_while_unhealthy = Passes("users");
 
+  EXPECT_EQ(state->joined_ns.load(), 0);  // one of the first endpoints
+  const int64_t before_recovery = upstream::NowNanos();
   upstream = CannedUpstream::Start(kOk, port);
   ASSERT_NE(upstream, nullptr);
   ASSERT_TRUE(WaitFor(HealthIs(state, Health::kHealthy)));
+  // Back from failing, it joins again (slow start counts from here).
+  EXPECT_GE(state->joined_ns.load(), before_recovery);
   // From kUnhealthy it takes healthy_threshold passes in a row.
   EXPECT_GE(Passes("users") - passes_while_unhealthy, 2u);
   // The last failure stays visible after recovering.
