@@ -313,6 +313,10 @@ void ConfigClient::RefreshTlsMaterial() {
       tls_ca_pem_ = std::move(ca);
     }
   }
+  // No client certificate (server-authenticated TLS): nothing to read.
+  // Before, an empty pair was checked and warned of ("the certificate does
+  // not parse") at every start.
+  if (options_.tls_cert_file.empty() && options_.tls_key_file.empty()) return;
   // The certificate and its key change together: both read and matching
   // (not one caught renewed before the other), or neither kept.
   std::string cert = tls_cert_pem_;

@@ -3,10 +3,16 @@
 # renders deploy/kubernetes (the base) and deploy/kubernetes-mtls (the base
 # plus proxies' client certificates), and each rendering is checked for
 # what an operator relies on:
-#   - the objects: Namespace, the control plane's StatefulSet (1 replica, a
-#     volume claim for --data-dir) and Service, the proxies' Deployment,
+#   - the objects: the control plane's StatefulSet (1 replica, a volume
+#     claim for --data-dir, a headless governing Service) and Service, the
+#     proxies' Deployment,
 #     Services and PodDisruptionBudget, all in one namespace, Service and
-#     budget selectors that match the pods, target ports that exist;
+#     budget selectors that match the pods, target ports that exist; no
+#     Namespace object (`kubectl delete -k` would delete the namespace and
+#     the hand-made Secrets and the volume claim in it); an image tag other
+#     than `latest`, pulled IfNotPresent; the control plane's port 18000
+#     open to no other namespace's pods (a config stream carries every
+#     private key);
 #   - the control plane serves TLS and requires tokens (--tls-cert,
 #     --tls-key, --require-tokens, --admin-token-file, --metrics-listen);
 #   - proxies: 3 replicas, maxUnavailable 0, a readiness probe GET /ready on
@@ -179,7 +185,7 @@ def check_common(name, docs, documented):
     kinds = sorted("%s/%s" % (d["kind"], d["metadata"]["name"]) for d in docs)
     print("%s: %s" % (name, ", ".join(kinds)))
     errors_before = len(errors)
-    for kind, obj in (("Namespace", "sluice"), ("StatefulSet", "sluice-control"),
+    for kind, obj in (("StatefulSet", "sluice-control"),
                       ("Service", "sluice-control"), ("Deployment", "sluice-proxy"),
                       ("Service", "sluice-proxy"), ("Service", "sluice-proxy-admin"),
                       ("PodDisruptionBudget", "sluice-proxy"),
@@ -188,7 +194,10 @@ def check_common(name, docs, documented):
             error(name, "no %s %s" % (kind, obj))
     if len(errors) > errors_before:
         return None
-    namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+    if any(d["kind"] == "Namespace" for d in docs):
+        error(name, "a Namespace object: `kubectl delete -k` would delete the namespace, "
+              "its Secrets and the control plane's volume claim")
+    namespaces = {d["metadata"].get("namespace") for d in docs}
     if namespaces != {"sluice"}:
         error(name, "objects in namespaces %r, expected all in sluice" % namespaces)
     for d in docs:
@@ -204,6 +213,19 @@ def check_common(name, docs, documented):
     images = {c["image"] for w in (control, proxy) for c in pod_spec(w)["containers"]}
     if len(images) != 1:
         error(name, "control plane and proxies run different images %r" % images)
+    for image in images:
+        if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+            error(name, "image %r: no tag or `latest` (a rollback would not bring back "
+                  "the binaries it names)" % image)
+    for w in (control, proxy):
+        for c in pod_spec(w)["containers"]:
+            if c.get("imagePullPolicy") != "IfNotPresent":
+                error(name, "%s: imagePullPolicy %r, expected IfNotPresent"
+                      % (c["name"], c.get("imagePullPolicy")))
+    governing = find(docs, "Service", control["spec"].get("serviceName", ""))
+    if governing is None or governing["spec"].get("clusterIP") != "None":
+        error(name, "StatefulSet sluice-control: serviceName %r is not a headless Service"
+              % control["spec"].get("serviceName"))
 
     # Selectors and ports of Services and the budget.
     pods = {"sluice-control": (control, cp), "sluice-proxy": (proxy, px)}
@@ -247,6 +269,11 @@ def check_common(name, docs, documented):
                 if not rule.get("from") and number != 8080:
                     error(where, "port %d is open to every pod and address" % number)
                 if number == 18000:
+                    for peer in rule.get("from", []):
+                        if "namespaceSelector" in peer and not peer["namespaceSelector"]:
+                            error(where, "port 18000 admits pods of every namespace "
+                                  "(namespaceSelector: {}): whoever may create a pod "
+                                  "chooses its labels")
                     proxy_labels = proxy["spec"]["template"]["metadata"]["labels"]
                     if not any("namespaceSelector" not in peer and
                                peer.get("podSelector", {}).get("matchLabels", {}).items()

@@ -359,6 +359,23 @@ TEST_F(ControlPlaneTlsTest, ProxyWithoutClientCertificateIsRefused) {
 }
 
 // (d) sluicectl without --ca against a TLS port fails and says what to give.
+// Server-authenticated TLS (no --client-ca, as deploy/kubernetes runs it):
+// a proxy with only --control-plane-ca gets the config and warns of no
+// client certificate it was never given. Before: "--control-plane-cert:
+// the certificate does not parse" at every start.
+TEST_F(ControlPlaneTlsTest, AProxyWithOnlyTheCaConnectsWithoutWarnings) {
+  ControlPlane cp("", "info",
+                  {"--tls-cert", Cert("control-plane.pem"), "--tls-key", Cert("control-plane.key")});
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ASSERT_TRUE(ApplyListener(cp));
+  Proxy proxy(cp.address(), "p1", 1, "", ProxyTls(""));
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log() << cp.process().Log();
+  EXPECT_FALSE(absl::StrContains(proxy.process().Log(), "--control-plane-cert"))
+      << proxy.process().Log();
+  EXPECT_FALSE(absl::StrContains(proxy.process().Log(), "WARN")) << proxy.process().Log();
+}
+
 TEST_F(ControlPlaneTlsTest, SluicectlWithoutCaFailsClearly) {
   ControlPlane cp("", "debug", TlsArgs());
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
