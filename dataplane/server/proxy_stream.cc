@@ -2364,12 +2364,11 @@ void ProxyStream::OnIdleTimer() {
                                         " (the route's idle_timeout)"));
     return;
   }
-  if (!EndGrpcResponse(504,
-                       absl::StrCat("no bytes moved for ", absl::FormatDuration(idle_limit_),
-                                    " (the route's idle_timeout)"),
-                       "upstream_timeout")) {
-    Fail();
-  }
+  // The access log's reason for the cut (it was empty: upstream_cut alone
+  // does not tell a stalled upstream from a reset one).
+  upstream_failure_ = absl::StrCat("no bytes moved for ", absl::FormatDuration(idle_limit_),
+                                   " (the route's idle_timeout)");
+  if (!EndGrpcResponse(504, upstream_failure_, "upstream_timeout")) Fail();
 }
 
 void ProxyStream::OnUpstreamBody(std::string_view bytes) {
@@ -2575,13 +2574,10 @@ void ProxyStream::OnRouteTimeout() {
   if (upstream2_) upstream2_->TimedOut();
   ReleaseUpstream(false);
   if (response_started_) {  // the upstream answered; the exchange ran out of time
-    if (!EndGrpcResponse(504,
-                         GrpcTimeoutBinds()
-                             ? "the call did not end within the client's grpc-timeout"
-                             : "the response did not end within the route timeout",
-                         "upstream_timeout")) {
-      Fail();
-    }
+    upstream_failure_ = GrpcTimeoutBinds()
+                            ? "the call did not end within the client's grpc-timeout"
+                            : "the response did not end within the route timeout";
+    if (!EndGrpcResponse(504, upstream_failure_, "upstream_timeout")) Fail();
     return;
   }
   const char* why = GrpcTimeoutBinds()

@@ -56,6 +56,7 @@ void UpstreamConnection::Attach(UpstreamEvents* events, bool head_request, bool 
   ++requests_;
   response_started_ = false;
   response_done_ = false;
+  head_seen_ = false;
   complete_reported_ = false;
   reusable_ = false;
   interim_ = false;
@@ -179,6 +180,22 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     events_->OnUpstreamComplete();
     return;
   }
+  if (reason != net::CloseReason::kReset && response_started_ && !head_seen_ &&
+      !connection_->input().empty()) {
+    // Bytes that never became a head: say which kind (it read as a plain
+    // close, which sent operators to look for a crash).
+    const std::string_view got = connection_->input().view();
+    const std::string_view prefix = got.substr(0, 5);
+    events_->OnUpstreamFailed(
+        false, false,
+        std::string_view("HTTP/").substr(0, prefix.size()) == prefix
+            ? absl::StrCat("closed the connection in the middle of the response head (after ",
+                           got.size(), " bytes)")
+            : absl::StrCat("sent ", got.size(),
+                           " bytes that are no HTTP response (no status line), then closed "
+                           "the connection"));
+    return;
+  }
   events_->OnUpstreamFailed(false, false,
                             reason == net::CloseReason::kReset
                                 ? absl::StrCat("connection reset: ",
@@ -187,6 +204,7 @@ void UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
 }
 
 void UpstreamConnection::OnHead(const http::MessageHead& head) {
+  head_seen_ = true;
   if (invalid_response_ != nullptr) return;  // failed: ReadResponse() reports it
   if (head.status == 101) {
     // RFC 9110 15.2.2: a 101 names the protocol in Upgrade; the client
@@ -249,10 +267,14 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
     const ClusterInfo& cluster, const EndpointInfo& endpoint, bool fresh, bool may_wait) {
   // A pooled connection holds no unread byte: Release() refuses one with
   // bytes past the response's framing, and an idle one that receives any is
-  // closed when the loop reads them (OnReadable). Bytes that arrive in the
-  // same loop turn as the reuse cannot be told from the next response:
-  // HTTP/1.1 has no request ids, so no proxy can close that window; a peek
-  // before each reuse would only narrow it, at ~3% of throughput.
+  // closed when the loop reads them (OnReadable). Bytes that arrive after
+  // the reuse began (from the same loop turn until the next request's
+  // response would come: tens of milliseconds for an upstream that sends
+  // a late extra response) cannot be told from the next response: HTTP/1.1
+  // has no request ids, so no proxy can close that window (nginx serves
+  // them as well); a peek before each reuse would only narrow it, at ~3%
+  // of throughput. What the next exchange reads past its own framing then
+  // closes the connection, so it does not carry on.
   auto it = fresh ? idle_.end() : idle_.find(endpoint.pool_key);
   if (it != idle_.end() && it->second.head != nullptr) {
     UpstreamConnection* c = it->second.PopFront();

@@ -130,6 +130,7 @@ class UpstreamConnection : public net::ConnectionCallbacks,
   int requests_ = 0;
   bool response_started_ = false;
   bool response_done_ = false;
+  bool head_seen_ = false;  // a response head (1xx included) was parsed
   bool complete_reported_ = false;  // OnUpstreamComplete was called
   bool reusable_ = false;
   bool interim_ = false;

@@ -999,8 +999,12 @@ TEST_F(EdgeTest, HalfCloseAsteriskAndVersions) {
 
 // Response framing is declared again from what was parsed: a Connection
 // header cannot strip it, a list-valued Content-Length goes out as one
-// value, and conflicting ones are a 502.
+// value, and conflicting ones are a 502. An upstream that closes before a
+// whole head says what it sent (it was "closed the connection" for bytes
+// that are no HTTP at all, too).
 TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
+  RawUpstream garbage("hello world, no status line");
+  RawUpstream half_head("HTTP/1.1 200 OK\r\nContent-Le");
   RawUpstream stripped(
       "HTTP/1.1 200 OK\r\nConnection: content-length, close\r\nContent-Length: 5\r\n\r\nhello");
   RawUpstream listed("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello");
@@ -1010,7 +1014,9 @@ TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
   std::string yaml;
   for (auto [name, port] : {std::pair<const char*, int>{"stripped", stripped.port()},
                             {"listed", listed.port()},
-                            {"conflicting", conflicting.port()}}) {
+                            {"conflicting", conflicting.port()},
+                            {"garbage", garbage.port()},
+                            {"halfhead", half_head.port()}}) {
     absl::StrAppend(&yaml, "kind: Cluster\nname: ", name,
                     "\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port, "}]\n---\n");
   }
@@ -1020,6 +1026,8 @@ TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
                   "        - match: {prefix: /stripped}\n          route: {cluster: stripped}\n"
                   "        - match: {prefix: /listed}\n          route: {cluster: listed}\n"
                   "        - match: {prefix: /conflicting}\n          route: {cluster: conflicting}\n"
+                  "        - match: {prefix: /garbage}\n          route: {cluster: garbage}\n"
+                  "        - match: {prefix: /halfhead}\n          route: {cluster: halfhead}\n"
                   "---\nkind: Listener\nname: raw\nspec: {address: 127.0.0.1, port: ",
                   raw_port, ", route_table: raw}\n");
   std::string dir = MakeTempDir("edge-raw");
@@ -1041,6 +1049,16 @@ TEST_F(EdgeTest, ResponseFramingIsRedeclared) {
   EXPECT_FALSE(absl::StrContains(out, "5, 5")) << out;
   out = get("/conflicting");
   EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 502")) << out;
+  out = get("/garbage");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 502")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "upstream sent 27 bytes that are no HTTP response (no status "
+                                     "line), then closed the connection"))
+      << out;
+  out = get("/halfhead");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 502")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "upstream closed the connection in the middle of the "
+                                     "response head (after 27 bytes)"))
+      << out;
 }
 
 // The normalisation redirect names this host (a relative "//evil.example/x"

@@ -57,6 +57,8 @@ class ObservabilityTest : public ::testing::Test {
         "          policies: [{name: cache, typed_config: {}}]\n"
         "        - name: moved\n          match: {prefix: /moved}\n"
         "          redirect: {path_redirect: /open/moved}\n"
+        "        - name: stalls\n          match: {prefix: /stalls}\n"
+        "          route: {cluster: web, idle_timeout: 300ms}\n"
         "        - name: pertry\n          match: {prefix: /pertry}\n"
         "          route: {cluster: web, retry_policy: {num_retries: 1, retry_on: [reset], "
         "per_try_timeout: 200ms}}\n"
@@ -551,6 +553,20 @@ TEST_F(ObservabilityTest, ACutResponseLogsItsUpstreamTime) {
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_cut\"")) << line;
   EXPECT_FALSE(absl::StrContains(line, "\"upstream_duration_ms\":null")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"upstream_duration_ms\":")) << line;
+}
+
+// A response the upstream stops sending is cut at the route's idle_timeout,
+// and the access log says so (its upstream_failure was empty: a stall read
+// like a reset).
+TEST_F(ObservabilityTest, AResponseCutAtTheIdleTimeoutSaysWhy) {
+  HttpResponse r =
+      HttpGet(address(), "/stalls/x?chunked=1&gap_ms=5000", {{"x-request-id", "stall-1"}});
+  EXPECT_FALSE(r.ok());
+  const std::string line = LogLine(log_, "stall-1");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_cut\"")) << line;
+  EXPECT_TRUE(absl::StrContains(
+      line, "\"upstream_failure\":\"no bytes moved for 300ms (the route's idle_timeout)\""))
+      << line;
 }
 
 // A request still open when the proxy stops at --drain-timeout is logged
