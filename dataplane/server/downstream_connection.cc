@@ -57,6 +57,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       // grace for a request already on its way, then closes; a WebSocket,
       // which has no next response, is ended now.
       drain_requested_ = true;
+      soft_drain_ = false;
       end_tunnel_reason_ = "max_connection_age";  // a WebSocket, now or once it opens
       if (tunnel_) {
         EndTunnel(end_tunnel_reason_);
@@ -131,6 +132,7 @@ void DownstreamConnection::EndStreamsAtDrainDeadline() {
 
 void DownstreamConnection::StartDrain() {
   drain_requested_ = true;
+  soft_drain_ = false;
   // An idle keep-alive connection is not closed at once: a client may be
   // sending its next request right now, and would see a reset. It gets a
   // short grace; a request that comes in it is answered with
@@ -151,8 +153,15 @@ void DownstreamConnection::OnSnapshotChanged(
     } else if (config::ListenerConnectionRulesChanged(previous.get(), *worker_.snapshot(),
                                                       listener_name_)) {
       // Limits copied at accept changed: the next response closes it, and
-      // the client's next connection has them. A WebSocket runs on.
-      if (!tunnel_) StartDrain();
+      // the client's next connection has them. An idle one is not closed
+      // after the 1 s grace (a client reusing it then would race the
+      // close: about one request in 50 failed with clients that do not
+      // check a pooled connection): its own idle timeout ends it, as it
+      // would have without the change. A WebSocket runs on.
+      if (!tunnel_ && !drain_requested_) {
+        drain_requested_ = true;
+        soft_drain_ = true;
+      }
       return;
     } else {
       return;
@@ -192,7 +201,7 @@ void DownstreamConnection::EndTunnel(std::string_view why) {
 
 void DownstreamConnection::ArmIdleTimer() {
   timer_is_head_ = false;
-  if (worker_.draining() || drain_requested_) {
+  if (worker_.draining() || (drain_requested_ && !soft_drain_)) {
     // Draining: a connection that sends nothing more is not waited for long.
     timer_.Set(std::min(idle_timeout_, absl::Seconds(1)));
     return;
@@ -211,7 +220,7 @@ void DownstreamConnection::OnDownstreamTimer() {
     return;
   }
   if (!connection_->handshake_complete()) {
-    if (drain_requested_) {
+    if (drain_requested_ && !soft_drain_) {
       CloseNow();  // the proxy stops: no client's fault
       return;
     }

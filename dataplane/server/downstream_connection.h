@@ -154,6 +154,11 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // it does not close the connection (the client may be sending its next
   // request, which would be lost), an idle one closes after 1 s.
   bool drain_requested_ = false;
+  // The drain is only for limits copied at accept (a listener's idle
+  // timeout changed, say): an idle connection keeps its own idle timeout
+  // instead of the 1 s, so a client reusing it gets its next request
+  // answered (with Connection: close) rather than a close it may race.
+  bool soft_drain_ = false;
   bool closed_ = false;
   bool closing_ = false;               // flushing the last response, then closed
   bool peer_eof_ = false;  // the client half-closed: answer what it sent, then close

@@ -686,8 +686,11 @@ TEST_F(EdgeTest, ConnectionsEndAfterTheirRequestsOrAge) {
 // A listener's connection rules (limits taken when a connection is
 // accepted) changed live drain its open connections, so the new rules
 // reach every client soon: the next request on an old connection is
-// answered with Connection: close (or the connection, idle, is closed).
-// Before: old connections kept the old rules for as long as they lived.
+// answered with Connection: close. Before: old connections kept the old
+// rules for as long as they lived. An idle one is not closed after the
+// drain's 1 s grace (a client reusing it then raced the close, and one
+// that does not check its pooled connections failed about one request in
+// 50): it keeps its idle timeout.
 TEST_F(EdgeTest, ChangedConnectionRulesDrainTheListenersConnections) {
   RawClient client(port_);
   ASSERT_TRUE(client.connected());
@@ -704,11 +707,12 @@ TEST_F(EdgeTest, ChangedConnectionRulesDrainTheListenersConnections) {
   auto r = cp_.Ctl({"apply", "-f", path});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
-  std::string second;
-  if (client.Send("GET /b HTTP/1.1\r\nHost: edge\r\n\r\n")) second = client.ReadResponse();
-  EXPECT_FALSE(absl::StrContains(second, "GET /b") &&
-               !absl::StrContains(second, "connection: close"))
-      << second;
+  // Past the 1 s grace an idle connection of a stopping proxy gets.
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_TRUE(client.Send("GET /b HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  std::string second = client.ReadResponse();
+  EXPECT_TRUE(absl::StrContains(second, "GET /b")) << second;
+  EXPECT_TRUE(absl::StrContains(second, "connection: close")) << second;
   EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
 }
 
