@@ -237,7 +237,8 @@ void CheckDuration(const google::protobuf::Duration& d, bool present,
     sink.Add(std::string(field),
              absl::StrCat("must be between ", absl::FormatDuration(min), " and ",
                           absl::FormatDuration(max), ", got ",
-                          absl::FormatDuration(value)));
+                          value == absl::ZeroDuration() ? std::string("0s")
+                                                        : absl::FormatDuration(value)));
   }
 }
 

@@ -134,7 +134,7 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                         ",\"ejected_seconds_left\":", v.ejected_seconds_left,
                         ",\"times_ejected\":", s.times_ejected.load(),
                         ",\"weight\":", e.weight,
-                        c->slow_start_window_ns > 0
+                        v.health == "healthy" && upstream::SlowStartPermille(*c, s, now) < 1000
                             ? absl::StrCat(",\"slow_start_percent\":",
                                            upstream::SlowStartPermille(*c, s, now) / 10)
                             : std::string(),

@@ -227,18 +227,28 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->panic_threshold_percent = cluster.has_panic_threshold_percent()
                                       ? cluster.panic_threshold_percent().value()
                                       : api::kDefaultPanicThresholdPercent;
+  info->hash_policy = cluster.hash_policy();
+  // An endpoint new to a cluster that was there before joins it now (slow
+  // start); one of a new cluster's (or a starting proxy's) does not.
+  const bool cluster_known = registry.KnowsCluster(cluster.name());
+  info->state = registry.Cluster(cluster.name());
   if (cluster.has_slow_start()) {
     info->slow_start_window_ns =
         absl::ToInt64Nanoseconds(api::ToDuration(cluster.slow_start().window()));
     if (cluster.slow_start().has_min_weight_percent()) {
       info->slow_start_min_percent = cluster.slow_start().min_weight_percent().value();
     }
+    // Turned on for a cluster in service: from now (its endpoints serving
+    // keep their share); a window or minimum changed later keeps the time.
+    int64_t since = info->state->slow_start_since_ns.load();
+    if (since == 0) {
+      since = cluster_known ? NowNanos() : 1;
+      info->state->slow_start_since_ns.store(since);
+    }
+    info->slow_start_since_ns = since;
+  } else {
+    info->state->slow_start_since_ns.store(0);
   }
-  info->hash_policy = cluster.hash_policy();
-  // An endpoint new to a cluster that was there before joins it now (slow
-  // start); one of a new cluster's (or a starting proxy's) does not.
-  const bool cluster_known = registry.KnowsCluster(cluster.name());
-  info->state = registry.Cluster(cluster.name());
   info->name = cluster.name();
   info->lb_policy = cluster.lb_policy();
   info->connect_timeout = cluster.has_connect_timeout()
@@ -317,8 +327,12 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
     if (!info->outlier.enabled) {
       // Outlier detection taken off: its ejection (and the count that would
       // lengthen the next one) goes with it, as an active check's health
-      // does when the check is removed.
-      endpoint.state->ejected_until_ns.store(0);
+      // does when the check is removed. One ejected until now ends now,
+      // back in the rotation (slow start counts from here).
+      const int64_t now = NowNanos();
+      if (endpoint.state->ejected_until_ns.load() > now) {
+        endpoint.state->ejected_until_ns.store(now);
+      }
       endpoint.state->times_ejected.store(0);
       endpoint.state->consecutive_5xx.store(0);
       endpoint.state->consecutive_gateway_failures.store(0);

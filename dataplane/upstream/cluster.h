@@ -148,6 +148,7 @@ struct ClusterInfo {
   uint32_t panic_threshold_percent = 50;  // 0: never panic
   // Slow start (Cluster.slow_start): 0 when off.
   int64_t slow_start_window_ns = 0;
+  int64_t slow_start_since_ns = 0;  // ClusterState::slow_start_since_ns
   uint32_t slow_start_min_percent = 10;
   config::v1::HashPolicy hash_policy;
   std::shared_ptr<const ConsistentHashTable> hash_table;  // RING_HASH, MAGLEV

@@ -65,7 +65,10 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
 int64_t SlowStartPermille(const ClusterInfo& cluster, const EndpointState& state, int64_t now_ns) {
   const int64_t window = cluster.slow_start_window_ns;
   if (window <= 0) return 1000;
-  const int64_t elapsed = now_ns - state.in_rotation_since(now_ns);
+  const int64_t since = state.in_rotation_since(now_ns);
+  // Joined before slow start was turned on: it was serving at full share.
+  if (since < cluster.slow_start_since_ns) return 1000;
+  const int64_t elapsed = now_ns - since;
   if (elapsed >= window) return 1000;
   return std::max<int64_t>(
       cluster.slow_start_min_percent * 10,

@@ -78,6 +78,11 @@ struct EndpointState {
 
 // Cluster-wide counts for circuit breakers.
 struct ClusterState {
+  // Since when the cluster has had slow_start (unix nanos; 1 when it had it
+  // from its first version, 0 without it): an endpoint that joined before
+  // takes its whole share, so turning slow start on throttles none of the
+  // endpoints already serving.
+  std::atomic<int64_t> slow_start_since_ns{0};
   std::atomic<int64_t> active_requests{0};
   std::atomic<int64_t> pending_requests{0};  // waiting for a connection to open
   std::atomic<int64_t> connections{0};

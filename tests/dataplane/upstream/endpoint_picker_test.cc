@@ -246,5 +246,49 @@ TEST(EndpointPickerTest, SlowStartGrowsAJoiningEndpointsShare) {
   }
 }
 
+// Slow start turned on for a cluster in service throttles none of the
+// endpoints serving (only those that join from then on ramp), and an
+// endpoint whose ejection ends because outlier detection was taken off
+// ramps as one whose ejection ran out. Before: the one added just before
+// slow start was turned on fell to 10%, and the uneject took it to 100% at
+// once.
+TEST(EndpointPickerTest, SlowStartTurnedOnThrottlesNoEndpointServing) {
+  stats::StatsStore store;
+  static upstream::HealthRegistry registry;
+  auto compile = [&](int endpoints, bool slow, bool outlier) {
+    config::v1::Cluster c;
+    c.set_name("slow-on");
+    if (slow) c.mutable_slow_start()->mutable_window()->set_seconds(100);
+    if (outlier) c.mutable_outlier_detection()->mutable_consecutive_5xx()->set_value(1);
+    for (int i = 0; i < endpoints; ++i) {
+      auto* e = c.add_endpoints();
+      e->set_address("127.0.0.1");
+      e->set_port(9300 + static_cast<uint32_t>(i));
+    }
+    return *CompileCluster(c, /*resources=*/{}, store, registry);
+  };
+  auto permille = [](const std::shared_ptr<const ClusterInfo>& c, int i) {
+    return SlowStartPermille(*c, *c->endpoints[i].state, NowNanos());
+  };
+  auto v1 = compile(2, false, true);
+  auto v2 = compile(3, false, true);  // 9302 joins, no slow start yet
+  auto v3 = compile(3, true, true);   // turned on
+  EXPECT_EQ(permille(v3, 0), 1000);
+  EXPECT_EQ(permille(v3, 2), 1000);
+  auto v4 = compile(4, true, true);  // 9303 joins with slow start on
+  EXPECT_EQ(permille(v4, 3), 100);
+  // Ejected for 30 s more; outlier detection taken off: back now, ramping.
+  v4->endpoints[1].state->ejected_until_ns.store(NowNanos() + int64_t{30} * 1000000000);
+  auto v5 = compile(4, true, false);
+  EXPECT_FALSE(v5->endpoints[1].state->ejected(NowNanos()));
+  EXPECT_EQ(permille(v5, 1), 100);
+  EXPECT_EQ(permille(v5, 0), 1000);
+  // Off, then on again: the endpoints then serving keep their share.
+  auto v6 = compile(4, false, false);
+  auto v7 = compile(4, true, false);
+  EXPECT_EQ(permille(v7, 1), 1000);
+  EXPECT_EQ(permille(v7, 3), 1000);
+}
+
 }  // namespace
 }  // namespace sluice::upstream
