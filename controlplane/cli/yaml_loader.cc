@@ -217,6 +217,18 @@ class SpecConverter {
       std::string field_path = Join(path, field ? field->name() : PathKey(key));
       if (field == nullptr) return Fail(item.first, field_path, UnknownFieldError(key, *type));
       std::string value;
+      if (item.second.IsNull() && !field->is_repeated() &&
+          type->full_name() != "sluice.config.v1.TypedExtensionConfig") {
+        // `tls:` with nothing after it: the null's mark is the next token's
+        // (a later line, past blank lines, or one past the file's end), so
+        // the error names the key's line.
+        Remember(item.first, field_path);
+        return Fail(item.first, field_path,
+                    field->type() == FieldDescriptor::TYPE_MESSAGE
+                        ? NullMessageError(*field->message_type())
+                        : "is null (a key with nothing after it, or ~): leave the field out "
+                          "for its default");
+      }
       if (type->full_name() == "sluice.config.v1.TypedExtensionConfig" &&
           field->name() == "typed_config") {
         if (!ConvertPolicyConfig(node, item.second, field_path, &value)) return false;

@@ -74,6 +74,10 @@ class EtcdDemandBoard : public sluice::controlplane::ReplicaDemandBoard {
   const std::string space_;
 };
 
+// After a flag error: one line, then where the flags are listed (the whole
+// usage buried the error).
+constexpr char kUsageHint[] = "(sluice-control --help lists the flags)\n";
+
 constexpr char kUsage[] =
     "usage: sluice-control [--listen HOST:PORT] [--data-dir DIR] [--max-config-bytes N]\n"
     "                      [--max-discovery-streams N] [--nack-retry 5s]\n"
@@ -162,7 +166,7 @@ int Run(int argc, char** argv) {
                            "etcd-server-name", "etcd-compaction-interval", "audit-log-max-mb"},
                           {"help", "insecure", "require-tokens"});
   if (!flags.ok()) {
-    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
+    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(flags.status().message()).c_str(), kUsageHint);
     return 2;
   }
   if (flags->switches.count("help")) {
@@ -171,7 +175,7 @@ int Run(int argc, char** argv) {
   }
   if (!flags->positional.empty()) {
     std::fprintf(stderr, "sluice-control: unexpected argument '%s'\n%s",
-                 flags->positional[0].c_str(), kUsage);
+                 flags->positional[0].c_str(), kUsageHint);
     return 2;
   }
   auto get = [&](const std::string& name, const std::string& fallback) {
@@ -189,7 +193,7 @@ int Run(int argc, char** argv) {
   const std::string listen = get("listen", "127.0.0.1:18000");
   if (absl::Status checked = CheckHostPortFlag("listen", listen, /*allow_zero=*/true);
       !checked.ok()) {
-    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(checked.message()).c_str(), kUsage);
+    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(checked.message()).c_str(), kUsageHint);
     return 2;
   }
   const std::string data_dir = get("data-dir", "./sluice-data");
@@ -198,7 +202,7 @@ int Run(int argc, char** argv) {
       (!absl::SimpleAtoi(flags->values["max-config-bytes"], &max_config_bytes) ||
        max_config_bytes < 1024 || max_config_bytes > api::kMaxConfigBytes)) {
     std::fprintf(stderr, "sluice-control: --max-config-bytes must be 1024..%lld\n%s",
-                 static_cast<long long>(api::kMaxConfigBytes), kUsage);
+                 static_cast<long long>(api::kMaxConfigBytes), kUsageHint);
     return 2;
   }
   controlplane::DiscoveryOptions discovery_options;
@@ -207,21 +211,21 @@ int Run(int argc, char** argv) {
                          &discovery_options.max_streams) ||
        discovery_options.max_streams < 1 || discovery_options.max_streams > 100000)) {
     std::fprintf(stderr, "sluice-control: --max-discovery-streams must be 1..100000\n%s",
-                 kUsage);
+                 kUsageHint);
     return 2;
   }
   int64_t audit_log_max_mb = 100;
   if (flags->values.count("audit-log-max-mb") &&
       (!absl::SimpleAtoi(flags->values["audit-log-max-mb"], &audit_log_max_mb) ||
        audit_log_max_mb < 0 || audit_log_max_mb > 1000000)) {
-    std::fprintf(stderr, "sluice-control: --audit-log-max-mb must be 0..1000000\n%s", kUsage);
+    std::fprintf(stderr, "sluice-control: --audit-log-max-mb must be 0..1000000\n%s", kUsageHint);
     return 2;
   }
   int64_t history_versions = controlplane::kDefaultHistoryVersions;
   if (flags->values.count("history") &&
       (!absl::SimpleAtoi(flags->values["history"], &history_versions) ||
        history_versions < 1 || history_versions > 100000)) {
-    std::fprintf(stderr, "sluice-control: --history must be 1..100000\n%s", kUsage);
+    std::fprintf(stderr, "sluice-control: --history must be 1..100000\n%s", kUsageHint);
     return 2;
   }
   auto nack_retry = ParseDurationFlag("nack-retry", get("nack-retry", "5s"));
@@ -229,7 +233,7 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "sluice-control: %s\n%s",
                  nack_retry.ok() ? "--nack-retry must be more than 0s"
                                  : std::string(nack_retry.status().message()).c_str(),
-                 kUsage);
+                 kUsageHint);
     return 2;
   }
   discovery_options.nack_retry = *nack_retry;
@@ -239,7 +243,7 @@ int Run(int argc, char** argv) {
   if (flags->values.count("metrics-listen")) {
     if (auto split = common::SplitHostPort(metrics_listen); !split.ok()) {
       std::fprintf(stderr, "sluice-control: --metrics-listen: %s\n%s",
-                   std::string(split.status().message()).c_str(), kUsage);
+                   std::string(split.status().message()).c_str(), kUsageHint);
       return 2;
     }
   }
@@ -275,7 +279,7 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "sluice-control: %s\n%s",
                  reload.ok() ? "--tls-reload-interval must be 1s..24h"
                              : std::string(reload.status().message()).c_str(),
-                 kUsage);
+                 kUsageHint);
     return 2;
   }
   security_flags.reload_interval_seconds =
@@ -314,7 +318,7 @@ int Run(int argc, char** argv) {
     auto endpoints = controlplane::ParseEtcdEndpoints(get("etcd-endpoints", ""));
     if (!endpoints.ok()) {
       std::fprintf(stderr, "sluice-control: %s\n%s",
-                   std::string(endpoints.status().message()).c_str(), kUsage);
+                   std::string(endpoints.status().message()).c_str(), kUsageHint);
       return 2;
     }
     controlplane::EtcdTlsFlags tls_flags{get("etcd-ca", ""), get("etcd-cert", ""),
@@ -322,14 +326,14 @@ int Run(int argc, char** argv) {
     auto tls = controlplane::MakeEtcdTls(*endpoints, tls_flags);
     if (!tls.ok()) {
       std::fprintf(stderr, "sluice-control: %s\n%s", std::string(tls.status().message()).c_str(),
-                   kUsage);
+                   kUsageHint);
       return 2;
     }
     etcd_options.endpoints = std::move(endpoints->addresses);
     etcd_options.tls = *std::move(tls);
     etcd_options.prefix = get("etcd-prefix", "/sluice/");
     if (etcd_options.prefix.empty() || etcd_options.prefix.back() != '/') {
-      std::fprintf(stderr, "sluice-control: --etcd-prefix must end with '/'\n%s", kUsage);
+      std::fprintf(stderr, "sluice-control: --etcd-prefix must end with '/'\n%s", kUsageHint);
       return 2;
     }
     auto timeout = ParseDurationFlag("etcd-timeout", get("etcd-timeout", "5s"));
@@ -337,7 +341,7 @@ int Run(int argc, char** argv) {
       std::fprintf(stderr, "sluice-control: %s\n%s",
                    timeout.ok() ? "--etcd-timeout must be at least 100ms"
                                 : std::string(timeout.status().message()).c_str(),
-                   kUsage);
+                   kUsageHint);
       return 2;
     }
     etcd_options.timeout = *timeout;
@@ -350,7 +354,7 @@ int Run(int argc, char** argv) {
         std::fprintf(stderr, "sluice-control: %s\n%s",
                      interval.ok() ? "--etcd-compaction-interval must be 0 (off) or 1s..24h"
                                    : std::string(interval.status().message()).c_str(),
-                     kUsage);
+                     kUsageHint);
         return 2;
       }
       etcd_options.compaction_interval = *interval;
@@ -360,12 +364,12 @@ int Run(int argc, char** argv) {
                            &etcd_options.max_request_bytes) ||
          etcd_options.max_request_bytes < 4096)) {
       std::fprintf(stderr, "sluice-control: --etcd-max-request-bytes must be at least 4096\n%s",
-                   kUsage);
+                   kUsageHint);
       return 2;
     }
   } else if (store_kind != "file") {
     std::fprintf(stderr, "sluice-control: --store must be file or etcd, got '%s'\n%s",
-                 store_kind.c_str(), kUsage);
+                 store_kind.c_str(), kUsageHint);
     return 2;
   } else if (flags->values.count("etcd-endpoints") || flags->values.count("etcd-prefix") ||
              flags->values.count("etcd-timeout") ||
@@ -373,7 +377,7 @@ int Run(int argc, char** argv) {
              flags->values.count("etcd-cert") || flags->values.count("etcd-key") ||
              flags->values.count("etcd-server-name") ||
              flags->values.count("etcd-compaction-interval")) {
-    std::fprintf(stderr, "sluice-control: --etcd-* flags need --store etcd\n%s", kUsage);
+    std::fprintf(stderr, "sluice-control: --etcd-* flags need --store etcd\n%s", kUsageHint);
     return 2;
   }
 

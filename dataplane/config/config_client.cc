@@ -100,7 +100,7 @@ absl::StatusOr<std::vector<std::string>> ParseControlPlaneAddresses(absl::string
     // gRPC would dial "h:99999" as port 34463 and "h" as port 443. A gRPC
     // target URI (dns:///host:port, unix:/path) is gRPC's to read.
     if (address.find('/') == std::string::npos) {
-      if (absl::Status status = CheckHostPortFlag("--control-plane", address); !status.ok()) {
+      if (absl::Status status = CheckHostPortFlag("control-plane", address); !status.ok()) {
         return status;
       }
     }

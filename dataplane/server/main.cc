@@ -62,6 +62,10 @@ extern "C" void __sanitizer_purge_allocator();
 namespace sluice {
 namespace {
 
+// After a flag error: one line, then where the flags are listed (the whole
+// usage buried the error).
+constexpr char kUsageHint[] = "(sluice-proxy --help lists the flags)\n";
+
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
     "                    [--workers N] [--cpu-affinity off|auto] [--admin 127.0.0.1:9901]\n"
@@ -472,7 +476,7 @@ int Run(int argc, char** argv) {
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
-                 kUsage);
+                 kUsageHint);
     return 2;
   }
   if (flags->switches.count("help")) {
@@ -484,7 +488,7 @@ int Run(int argc, char** argv) {
     return it == flags->values.end() ? fallback : it->second;
   };
   auto fail = [](const std::string& message) {
-    std::fprintf(stderr, "sluice-proxy: %s\n%s", message.c_str(), kUsage);
+    std::fprintf(stderr, "sluice-proxy: %s\n%s", message.c_str(), kUsageHint);
     return 2;
   };
   // Every flag is checked before anything starts (a state dir locked, a
@@ -609,7 +613,7 @@ int Run(int argc, char** argv) {
     return fail("--rate-limit-report-interval must be 50ms..10s");
   }
   const std::string admin_address = get("admin", "127.0.0.1:9901");
-  if (absl::Status status = CheckHostPortFlag("--admin", admin_address, /*allow_zero=*/true);
+  if (absl::Status status = CheckHostPortFlag("admin", admin_address, /*allow_zero=*/true);
       !status.ok()) {
     return fail(std::string(status.message()));
   }

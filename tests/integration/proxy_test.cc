@@ -1046,7 +1046,8 @@ TEST_F(ProxyTest, EveryFlagIsCheckedBeforeAnythingStarts) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--report-interval", "5ms"}, "--report-interval must be"},
       {{"--rate-limit-report-interval", "1h"}, "--rate-limit-report-interval must be"},
-      {{"--admin", "127.0.0.1"}, "--admin"},
+      {{"--admin", "127.0.0.1"}, "sluice-proxy: --admin 127.0.0.1: expected HOST:PORT"},
+      {{"--admin", "127.0.0.1:65536"}, "sluice-proxy: --admin 127.0.0.1:65536: the port must"},
       {{"--admin-token-file", state + "/nope"}, "--admin-token-file"},
       {{"--max-memory-mb", "8796093022208"}, "--max-memory-mb must be 1..1048576"},
       {{"--drain-timeout", "100000h"}, "--drain-timeout is at most 1h"},
@@ -1060,13 +1061,18 @@ TEST_F(ProxyTest, EveryFlagIsCheckedBeforeAnythingStarts) {
     EXPECT_EQ(r.exit_code, 2) << expected << "\n" << r.err;
     EXPECT_TRUE(absl::StrContains(r.err, expected)) << r.err;
     EXPECT_FALSE(absl::StrContains(r.err, "serving config version")) << r.err;
+    // One line and where the flags are (the whole usage buried the error;
+    // "----admin" named the flag with four dashes).
+    EXPECT_TRUE(absl::EndsWith(r.err, "\n(sluice-proxy --help lists the flags)\n")) << r.err;
+    EXPECT_FALSE(absl::StrContains(r.err, "----")) << r.err;
+    EXPECT_FALSE(absl::StrContains(r.err, "usage:")) << r.err;
   }
   // A control-plane address gRPC would misread (99999 as 34463), a node id
   // that would forge a line in the control plane's log.
   for (const auto& [address, node, expected] :
        std::vector<std::tuple<std::string, std::string, std::string>>{
            {"127.0.0.1:99999", "flags", "--control-plane"},
-           {"127.0.0.1", "flags", "--control-plane"},
+           {"127.0.0.1", "flags", "sluice-proxy: --control-plane 127.0.0.1: expected HOST:PORT"},
            {cp_.address(), "a\nb", "--node-id has a control character"}}) {
     CommandResult r = RunCommand({binary, "--control-plane", address, "--node-id", node});
     EXPECT_EQ(r.exit_code, 2) << address << "\n" << r.err;

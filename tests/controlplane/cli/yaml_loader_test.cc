@@ -149,6 +149,21 @@ TEST(YamlLoaderTest, ANullWhereAMessageGoesIsRefused) {
               std::string::npos)
         << error;
   }
+  // The key's line, not the next token's (a later line, or one past the
+  // file's end).
+  for (const char* doc :
+       {"kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n  tls:\n",
+        "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n  tls:\n\n\n"
+        "  lb_policy: RANDOM\n",
+        "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n  tls:"}) {
+    EXPECT_TRUE(absl::StartsWith(Error(doc), "f.yaml, document 1, line 5: Cluster \"a\": spec.tls: "))
+        << Error(doc);
+  }
+  EXPECT_TRUE(absl::StartsWith(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout:\n\n"
+                                     "  endpoints: [{address: 127.0.0.1, port: 1}]\n"),
+                               "f.yaml, document 1, line 4: Cluster \"a\": spec.connect_timeout: "))
+      << Error("kind: Cluster\nname: a\nspec:\n  connect_timeout:\n\n"
+               "  endpoints: [{address: 127.0.0.1, port: 1}]\n");
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  connect_timeout:\n")
                 .find("spec.connect_timeout: is null (a key with nothing after it): leave the "
                       "field out for its default"),
