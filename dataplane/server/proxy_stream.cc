@@ -403,6 +403,7 @@ void ProxyStream::Reset() {
   grpc_reply_type_ = "application/grpc";
   grpc_timeout_ = absl::InfiniteDuration();
   grpc_reset_status_ = -1;
+  pending_outcome_ = 0;
   grpc_status_ = -1;
   status_ = attempts_ = 0;
   endpoint_active_ = nullptr;
@@ -1638,6 +1639,7 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
 
 bool ProxyStream::ConnectUpstream() {
   grpc_reset_status_ = -1;  // a new try: an earlier try's reset is not its answer
+  pending_outcome_ = 0;
   const upstream::ClusterInfo& cluster = *cluster_;
   // A retry avoids every endpoint the request tried while another one is
   // usable (with two down of three, A then B then A failed every retry),
@@ -2110,8 +2112,17 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     StartTunnel(head);
     return;
   }
-  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+  if (head.status >= 500) {
+    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+  } else {
+    pending_outcome_ = head.status;  // reported when the response ends whole
+  }
   if (MayRetry(RetryReason::kStatus, head.status)) {
+    // A retried 4xx (retriable-4xx) is an answer, not the endpoint failing.
+    if (pending_outcome_ != 0) {
+      upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], pending_outcome_);
+      pending_outcome_ = 0;
+    }
     // Discard this response: the connection is closed, not drained.
     if (head.status >= 500) cluster_->stats.upstream_responses_5xx->Inc();
     ReleaseUpstream(false);
@@ -2355,6 +2366,12 @@ void ProxyStream::OnIdleTimer() {
     return;
   }
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+  // The upstream stalled its response: a failure of the endpoint's, as a
+  // reset is (its head's status was held back for the response's end).
+  if (HasUpstream() && endpoint_index_ >= 0 && pending_outcome_ != 0) {
+    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  }
+  pending_outcome_ = 0;
   ReleaseUpstream(false);
   if (holding_response_) {
     DropHeldResponse();
@@ -2443,6 +2460,10 @@ void ProxyStream::OnUpstreamComplete() {
     if (int code = FindGrpcStatus(response_trailers_); code >= 0) grpc_status_ = code;
   }
   upstream_end_ = absl::Now();
+  if (pending_outcome_ != 0 && endpoint_index_ >= 0) {
+    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], pending_outcome_);
+  }
+  pending_outcome_ = 0;
   bool reusable = upstream_ != nullptr && upstream_->reusable() && request_complete_;
   ReleaseUpstream(reusable);
   if (holding_response_) {

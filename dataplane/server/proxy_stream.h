@@ -473,6 +473,12 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // mapping: CANCEL is CANCELLED...), used instead of the HTTP status's
   // while the reset is being answered; -1: none.
   int grpc_reset_status_ = -1;
+  // A try's non-5xx status, reported to outlier detection and the
+  // endpoint's counts once its response ends whole (a response cut after
+  // its head is the endpoint failing: a head's success reported at once
+  // reset the failure run, so an endpoint that cut every response was
+  // never ejected); 0: nothing to report.
+  int pending_outcome_ = 0;
   // The grpc-status the client was given (the upstream's trailers or
   // trailers-only head, or the gateway's own); -1: none (not gRPC).
   int grpc_status_ = -1;

@@ -248,6 +248,29 @@ TEST_F(LoadBalancingTest, OutlierDetectionEjectsA503EndpointAndLetsItBack) {
   EXPECT_GE(later_errors, 1);
 }
 
+// An endpoint that cuts every response after its head is failing:
+// outlier detection ejects it after consecutive_gateway_failure cuts, and
+// its counts hold no success for them. Before: the head's 200 counted as a
+// success and reset the run of failures, so it was never ejected, and each
+// cut counted as a success and an error.
+TEST_F(LoadBalancingTest, AnEndpointThatCutsItsResponsesIsEjected) {
+  StartUpstreams({"", "midway=1"});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
+                     "\n  outlier_detection: {consecutive_gateway_failure: 3, "
+                     "base_ejection_time: 30s, max_ejection_percent: 50}"),
+        "");
+  int cut = 0;
+  for (int i = 0; i < 12; ++i) {
+    HttpResponse r = HttpGet(listener(), "/x");
+    cut += r.ok() ? 0 : 1;
+  }
+  EXPECT_EQ(cut, 3);  // then it is out
+  EXPECT_NE(ClustersLine(1).find("health=ejected"), std::string::npos) << Clusters();
+  EXPECT_NE(ClustersLine(1).find(" successes=0 errors=3"), std::string::npos) << Clusters();
+  EXPECT_NE(ClustersLine(0).find(" successes=9 errors=0"), std::string::npos) << Clusters();
+  EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"backends\"}"), 1);
+}
+
 TEST_F(LoadBalancingTest, HangingEndpointIsSkippedByPerTryTimeoutAndRouteTimeoutBounds) {
   StartUpstreams({"hang=1", "", ""});
   Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
