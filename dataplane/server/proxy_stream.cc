@@ -404,6 +404,7 @@ void ProxyStream::Reset() {
   grpc_timeout_ = absl::InfiniteDuration();
   grpc_reset_status_ = -1;
   pending_outcome_ = 0;
+  outcome_reported_ = false;
   grpc_status_ = -1;
   status_ = attempts_ = 0;
   endpoint_active_ = nullptr;
@@ -1640,6 +1641,7 @@ void ProxyStream::EncodeResponseHead(ResponseHead& head, std::vector<http::Heade
 bool ProxyStream::ConnectUpstream() {
   grpc_reset_status_ = -1;  // a new try: an earlier try's reset is not its answer
   pending_outcome_ = 0;
+  outcome_reported_ = false;
   const upstream::ClusterInfo& cluster = *cluster_;
   // A retry avoids every endpoint the request tried while another one is
   // usable (with two down of three, A then B then A failed every retry),
@@ -1910,7 +1912,7 @@ void ProxyStream::OnPerTryTimeout() {
   if (!active_ || !HasUpstream()) return;
   // For the access log, also when a retry then succeeds.
   upstream_failure_ = "no answer within the per-try timeout";
-  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  ReportTry(0);
   cluster_->stats.upstream_timeouts->Inc();
   if (upstream2_) upstream2_->TimedOut();
   ReleaseUpstream(false);
@@ -2113,16 +2115,12 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     return;
   }
   if (head.status >= 500) {
-    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+    ReportTry(head.status);
   } else {
     pending_outcome_ = head.status;  // reported when the response ends whole
   }
   if (MayRetry(RetryReason::kStatus, head.status)) {
-    // A retried 4xx (retriable-4xx) is an answer, not the endpoint failing.
-    if (pending_outcome_ != 0) {
-      upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], pending_outcome_);
-      pending_outcome_ = 0;
-    }
+    CreditPending();  // a retried 4xx (retriable-4xx) is an answer, not a failure
     // Discard this response: the connection is closed, not drained.
     if (head.status >= 500) cluster_->stats.upstream_responses_5xx->Inc();
     ReleaseUpstream(false);
@@ -2143,7 +2141,10 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     // A policy that answers from this head (a cache's revalidation) ends the
     // upstream's part with it: set before, since the answer is logged at once.
     upstream_end_ = first_byte_;
-    if (RunUpstreamHeadersFilters(head.status)) return;
+    if (RunUpstreamHeadersFilters(head.status)) {
+      CreditPending();  // the upstream answered (a cache's revalidation: its 304)
+      return;
+    }
     upstream_end_ = absl::InfinitePast();
   }
   if (upstream_no_body_) {
@@ -2287,7 +2288,7 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
 }
 
 void ProxyStream::StartTunnel(const http::MessageHead& head) {
-  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], head.status);
+  ReportTry(head.status);
   status_ = 101;
   tunnel_ = true;
   response_started_ = true;
@@ -2330,7 +2331,7 @@ void ProxyStream::OnIdleTimer() {
     // The body stalled because the upstream stopped taking it (the client
     // is not read while it is behind): the upstream's doing.
     cluster_->stats.upstream_timeouts->Inc();
-    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+    ReportTry(0);
     ReleaseUpstream(false);
     response_flag_ = "upstream_timeout";
     SendLocalResponse(504, absl::StrCat("the upstream took no request body bytes for ",
@@ -2366,12 +2367,17 @@ void ProxyStream::OnIdleTimer() {
     return;
   }
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
-  // The upstream stalled its response: a failure of the endpoint's, as a
-  // reset is (its head's status was held back for the response's end).
-  if (HasUpstream() && endpoint_index_ >= 0 && pending_outcome_ != 0) {
-    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  if (HasUpstream()) {
+    if (upstream_paused_reading_ || sink_->buffered_response_bytes() > 0) {
+      // The client stopped taking the response (its window, its socket):
+      // its doing. The endpoint answered, as far as it could.
+      CreditPending();
+    } else {
+      // The upstream stalled its response: a failure of the endpoint's, as
+      // a reset is (its head's status was held back for the response's end).
+      ReportTry(0);
+    }
   }
-  pending_outcome_ = 0;
   ReleaseUpstream(false);
   if (holding_response_) {
     DropHeldResponse();
@@ -2460,10 +2466,7 @@ void ProxyStream::OnUpstreamComplete() {
     if (int code = FindGrpcStatus(response_trailers_); code >= 0) grpc_status_ = code;
   }
   upstream_end_ = absl::Now();
-  if (pending_outcome_ != 0 && endpoint_index_ >= 0) {
-    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], pending_outcome_);
-  }
-  pending_outcome_ = 0;
+  CreditPending();
   bool reusable = upstream_ != nullptr && upstream_->reusable() && request_complete_;
   ReleaseUpstream(reusable);
   if (holding_response_) {
@@ -2473,6 +2476,13 @@ void ProxyStream::OnUpstreamComplete() {
   if (observes_upstream_) RunResponseEndFilters();
   sink_->EncodeEnd(response_trailers_);
   Finish();
+}
+
+void ProxyStream::ReportTry(int status) {
+  pending_outcome_ = 0;
+  if (outcome_reported_ || endpoint_index_ < 0 || cluster_ == nullptr) return;
+  outcome_reported_ = true;
+  upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], status);
 }
 
 void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) {
@@ -2496,6 +2506,7 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   if (holding_response_) {
     // Cut while held for the policies: nothing reached the client yet.
     stats.upstream_resets->Inc();
+    ReportTry(0);
     ReleaseUpstream(false);
     DropHeldResponse();
     response_flag_ = timed_out ? "upstream_timeout" : "upstream_reset";
@@ -2527,9 +2538,7 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     stats.upstream_resets->Inc();
   }
   if (timed_out) stats.upstream_timeouts->Inc();
-  if (endpoint_index_ >= 0) {
-    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
-  }
+  ReportTry(0);
   ReleaseUpstream(false);
   if (MayRetry(connect_failed ? RetryReason::kConnectFailure : RetryReason::kReset, 0)) {
     ScheduleRetry(/*at_once=*/connect_failed);
@@ -2588,9 +2597,13 @@ void ProxyStream::OnRouteTimeout() {
   }
   if (cluster_) cluster_->stats.upstream_timeouts->Inc();
   // An endpoint still waiting for the client's body (a gRPC client stream
-  // at its deadline) is not the one that was slow.
-  if (HasUpstream() && request_complete_) {
-    upstream::ReportOutcome(*cluster_, cluster_->endpoints[endpoint_index_], 0);
+  // at its deadline) is not the one that was slow, nor one whose response
+  // began (a stream that outlived the route timeout, as Envoy does not
+  // count a timeout after the response headers): it answered.
+  if (HasUpstream() && response_started_) {
+    CreditPending();
+  } else if (HasUpstream() && request_complete_) {
+    ReportTry(0);
   }
   if (upstream2_) upstream2_->TimedOut();
   ReleaseUpstream(false);

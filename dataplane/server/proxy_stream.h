@@ -233,6 +233,13 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnUpstreamInformational(int status,
                                const std::vector<http::HeaderField>& fields) override;
   void OnUpstreamComplete() override;
+  // Reports this try's outcome (`status`, 0 for a gateway failure) to
+  // outlier detection and the endpoint's counts, once per try.
+  void ReportTry(int status);
+  // Reports the try's held-back status, if any, as its outcome.
+  void CreditPending() {
+    if (pending_outcome_ != 0) ReportTry(pending_outcome_);
+  }
   void OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) override;
   void OnUpstreamWriteDrained() override;
   void OnUpstreamRefused(const std::string& why) override;
@@ -479,6 +486,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // reset the failure run, so an endpoint that cut every response was
   // never ejected); 0: nothing to report.
   int pending_outcome_ = 0;
+  // This try's outcome was reported (once: a 5xx head then cut is one
+  // failure, not two).
+  bool outcome_reported_ = false;
   // The grpc-status the client was given (the upstream's trailers or
   // trailers-only head, or the gateway's own); -1: none (not gRPC).
   int grpc_status_ = -1;

@@ -1,7 +1,11 @@
 // Load balancing that survives failure, with real upstream processes that
 // fail on purpose: killed, answering 503, hanging, slow.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -269,6 +273,51 @@ TEST_F(LoadBalancingTest, AnEndpointThatCutsItsResponsesIsEjected) {
   EXPECT_NE(ClustersLine(1).find(" successes=0 errors=3"), std::string::npos) << Clusters();
   EXPECT_NE(ClustersLine(0).find(" successes=9 errors=0"), std::string::npos) << Clusters();
   EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"backends\"}"), 1);
+}
+
+// Only the endpoint's own failures count against it: a client that stops
+// reading a response (its socket full, the idle timeout cuts the exchange)
+// ejects no endpoint, and a 5xx head then cut is one failure, not two.
+// Found when a response began counting as a success only at its end: the
+// stalled client was charged, and ejected healthy endpoints (a gRPC call
+// past its route timeout: GrpcTest.RouteTimeoutIsDeadlineExceeded).
+TEST_F(LoadBalancingTest, OnlyTheEndpointsOwnFailuresCountAgainstIt) {
+  StartUpstreams({"", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints(),
+                     "\n  outlier_detection: {consecutive_gateway_failure: 2, consecutive_5xx: 100,"
+                     " base_ejection_time: 30s, max_ejection_percent: 100}"),
+        "idle_timeout: 300ms");
+  auto errors = [&](int upstream) {
+    const std::string line = ClustersLine(upstream);
+    size_t at = line.find(" errors=");
+    return at == std::string::npos ? -1 : std::atoi(line.c_str() + at + 8);
+  };
+  const std::string timeouts = "sluice_upstream_timeouts_total{cluster=\"backends\"}";
+  for (int i = 0; i < 4; ++i) {
+    const int64_t before = proxy_->Stat(timeouts);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(listener().substr(10))));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string request = "GET /big?size=8000000 HTTP/1.1\r\nHost: lb\r\n\r\n";
+    ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+    char buffer[1000];
+    ASSERT_GT(recv(fd, buffer, sizeof(buffer), 0), 0);
+    // Reads nothing more: the idle timeout cuts the exchange.
+    EXPECT_TRUE(WaitFor([&] { return proxy_->Stat(timeouts) > before; }, absl::Seconds(10)));
+    close(fd);
+  }
+  EXPECT_EQ(Clusters().find("health=ejected"), std::string::npos) << Clusters();
+  EXPECT_EQ(errors(0) + errors(1), 0) << Clusters();
+  // A 500 head, then a cut: one error each.
+  for (int i = 0; i < 2; ++i) EXPECT_FALSE(HttpGet(listener(), "/x?status=500&midway=1").ok());
+  EXPECT_EQ(errors(0) + errors(1), 2) << Clusters();
+  EXPECT_EQ(proxy_->Stat("sluice_outlier_ejections_total{cluster=\"backends\"}"), 0);
 }
 
 TEST_F(LoadBalancingTest, HangingEndpointIsSkippedByPerTryTimeoutAndRouteTimeoutBounds) {
