@@ -73,7 +73,7 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {
   if (key == "secret") return config::v1::SECRET;
   if (key == "consumer") return config::v1::CONSUMER;
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown kind '", text,
+      "unknown kind '", Shown(text),
       "' (expected Listener, RouteTable, Cluster, Secret or Consumer)"));
 }
 

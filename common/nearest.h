@@ -9,9 +9,14 @@
 
 namespace sluice::common {
 
-// The name in `known` nearest `given`, at most two edits away (`apyl`,
-// `--dryrun`, `endpoint`), or "" (the first of equally near ones).
-std::string Nearest(std::string_view given, const std::vector<std::string>& known);
+// The name in `known` nearest `given` (`apyl`, `--dryrun`, `endpoint`,
+// `prot`): at most two edits away (inserting, deleting or changing a
+// character, or swapping two neighbours), one for a word of four
+// characters or fewer; "" when none is, or two are equally near.
+// `max_edits` other than 0 replaces that bound (a command line's few
+// commands and flags: `apyl` is two from `apply`).
+std::string Nearest(std::string_view given, const std::vector<std::string>& known,
+                    size_t max_edits = 0);
 
 }  // namespace sluice::common
 

@@ -247,7 +247,7 @@ const std::vector<std::string>& CommandNames() {
 // whole usage buried the error).
 int UnknownCommand(const std::string& command) {
   std::cerr << "error: unknown command '" << command << "'";
-  if (std::string near = Nearest(command, CommandNames()); !near.empty()) {
+  if (std::string near = Nearest(command, CommandNames(), /*max_edits=*/2); !near.empty()) {
     std::cerr << "; did you mean '" << near << "'?";
   }
   std::cerr << "\n(sluicectl --help lists the commands)\n";
@@ -280,20 +280,31 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   // for with UNIMPLEMENTED "no route matches the request") did not refuse
   // the request: it is not sluice-control. Before, the first got the --ca
   // hint and the second read as a config error.
-  if (absl::StrContains(status.error_message(), "http1.x server")) {
+  if (absl::StrContains(status.error_message(), "http1.x server") ||
+      absl::StrContains(status.error_message(), "Failed parsing HTTP/2")) {
     return Fail(absl::StrCat("cannot reach sluice-control at ", server,
                              ": an HTTP/1 server answered there (a sluice-proxy's --admin or a "
                              "metrics port?): is --server sluice-control's --listen address?"));
   }
   // A gateway route that sends the call to an upstream that is no gRPC
   // server ends it without a gRPC status: gRPC says "Stream removed".
-  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
-      (status.error_code() == grpc::StatusCode::UNKNOWN &&
-       status.error_message() == "Stream removed")) {
-    return Fail(absl::StrCat(server, " does not serve this sluice-control call (",
-                             status.error_code() == grpc::StatusCode::UNIMPLEMENTED
-                                 ? "UNIMPLEMENTED"
-                                 : "UNKNOWN",
+  // A gateway's own gRPC answers (its route sends the call to an
+  // upstream that is down or not gRPC) are no sluice-control's either:
+  // read as "sluice-control is unavailable", an apply even said it may
+  // have been applied.
+  const std::string& said = status.error_message();
+  const bool gateway_answer = absl::StartsWith(said, "upstream ") ||
+                              absl::StartsWith(said, "no healthy endpoint in cluster ") ||
+                              absl::StartsWith(said, "no endpoint in cluster ") ||
+                              absl::StartsWith(said, "circuit breaker ");
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED || gateway_answer ||
+      (status.error_code() == grpc::StatusCode::UNKNOWN && said == "Stream removed")) {
+    const char* code = status.error_code() == grpc::StatusCode::UNIMPLEMENTED ? "UNIMPLEMENTED"
+                       : status.error_code() == grpc::StatusCode::UNAVAILABLE ? "UNAVAILABLE"
+                       : status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+                           ? "DEADLINE_EXCEEDED"
+                           : "UNKNOWN";
+    return Fail(absl::StrCat(server, " does not serve this sluice-control call (", code,
                              ": ", status.error_message(),
                              "): is --server sluice-control's --listen address and not a "
                              "gateway listener or another gRPC server? (An older sluice-control "
@@ -2155,7 +2166,7 @@ int Run(int argc, char** argv) {
       given = given.substr(0, given.find('='));
       std::vector<std::string> known(value_flags.begin(), value_flags.end());
       known.insert(known.end(), switch_flags.begin(), switch_flags.end());
-      if (std::string near = Nearest(given, known); near.size() > 1) {
+      if (std::string near = Nearest(given, known, /*max_edits=*/2); near.size() > 1) {
         std::cerr << "; did you mean --" << near << "?";
       }
     }

@@ -61,17 +61,17 @@ std::string ParseConfigDuration(const std::string& text, int64_t* nanos) {
   // timeout off).
   if (absl::StartsWith(text, "-") || !absl::ParseDuration(text, &d) ||
       d < absl::ZeroDuration()) {
-    return absl::StrCat("'", text, "' is not a duration (examples: 5s, 250ms, 1m)");
+    return absl::StrCat("'", api::Shown(text), "' is not a duration (examples: 5s, 250ms, 1m)");
   }
   if (d >= absl::Hours(24 * 365 * 100)) {
-    return absl::StrCat("'", text, "' is not a duration this config takes: over 100 years");
+    return absl::StrCat("'", api::Shown(text), "' is not a duration this config takes: over 100 years");
   }
   *nanos = absl::ToInt64Nanoseconds(d);
   // absl keeps quarters of a nanosecond: "0.1ns" (or "-0.1ns") is exactly 0.
   const bool below_resolution =
       d == absl::ZeroDuration() && text.find_first_of("123456789") != std::string::npos;
   if (absl::Nanoseconds(*nanos) != d || below_resolution) {
-    return absl::StrCat("'", text, "' is not a whole number of nanoseconds");
+    return absl::StrCat("'", api::Shown(text), "' is not a whole number of nanoseconds");
   }
   return "";
 }
@@ -85,9 +85,9 @@ std::string IntegerRangeError(const std::string& text, bool is32) {
   });
   if (digits && (!absl::SimpleAtoi(text, &v) || is32)) {
     return absl::StrCat("expected an integer 0..", is32 ? "4294967295" : "18446744073709551615",
-                        ", got '", text, "'");
+                        ", got '", api::Shown(text), "'");
   }
-  return absl::StrCat("expected a non-negative integer, got '", text, "'");
+  return absl::StrCat("expected a non-negative integer, got '", api::Shown(text), "'");
 }
 
 // The values a user may write for an enum field: the placeholder for "not
@@ -163,7 +163,7 @@ std::string UnknownEnumError(const std::string& text,
   for (int i = 0; i < type.value_count(); ++i) names.push_back(type.value(i)->name());
   std::string near = common::Nearest(absl::AsciiStrToUpper(text), names);
   if (absl::EndsWith(near, "_UNSPECIFIED")) near.clear();
-  return absl::StrCat("'", text, "' is not one of ", EnumChoices(type),
+  return absl::StrCat("'", api::Shown(text), "' is not one of ", EnumChoices(type),
                       near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?"));
 }
 
@@ -269,7 +269,7 @@ class SpecConverter {
       std::vector<std::string> names = api::RegisteredPolicyNames();
       std::string near = common::Nearest(name, names);
       return Fail(policy["name"] ? policy["name"] : policy, name_path,
-                  absl::StrCat("unknown policy '", name, "' (this build has: ",
+                  absl::StrCat("unknown policy '", api::Shown(name), "' (this build has: ",
                                names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
                                ")", near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?")));
     }
@@ -371,7 +371,7 @@ class SpecConverter {
           *json = text;
           return true;
         }
-        return Fail(node, path, absl::StrCat("expected true or false, got '", text, "'"));
+        return Fail(node, path, absl::StrCat("expected true or false, got '", api::Shown(text), "'"));
       case FieldDescriptor::CPPTYPE_ENUM: {
         const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
         if (value == nullptr) {
@@ -386,7 +386,7 @@ class SpecConverter {
         if (!absl::SimpleAtoi(text, &v) ||
             (field->cpp_type() == FieldDescriptor::CPPTYPE_INT32 &&
              (v < INT32_MIN || v > INT32_MAX))) {
-          return Fail(node, path, absl::StrCat("expected an integer, got '", text, "'"));
+          return Fail(node, path, absl::StrCat("expected an integer, got '", api::Shown(text), "'"));
         }
         *json = absl::StrCat(v);
         return true;
@@ -405,7 +405,7 @@ class SpecConverter {
       case FieldDescriptor::CPPTYPE_FLOAT: {
         double v;
         if (!absl::SimpleAtod(text, &v)) {
-          return Fail(node, path, absl::StrCat("expected a number, got '", text, "'"));
+          return Fail(node, path, absl::StrCat("expected a number, got '", api::Shown(text), "'"));
         }
         *json = text;
         return true;
@@ -610,7 +610,7 @@ class DirectConverter {
               : r->SetBool(message, field, text == "true");
           return kOk;
         }
-        return Fail(node, absl::StrCat("expected true or false, got '", text, "'"));
+        return Fail(node, absl::StrCat("expected true or false, got '", api::Shown(text), "'"));
       case FieldDescriptor::CPPTYPE_ENUM: {
         const auto* value = field->enum_type()->FindValueByName(absl::AsciiStrToUpper(text));
         if (value == nullptr) {
@@ -625,7 +625,7 @@ class DirectConverter {
         int64_t v;
         const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_INT32;
         if (!absl::SimpleAtoi(text, &v) || (is32 && (v < INT32_MIN || v > INT32_MAX))) {
-          return Fail(node, absl::StrCat("expected an integer, got '", text, "'"));
+          return Fail(node, absl::StrCat("expected an integer, got '", api::Shown(text), "'"));
         }
         if (is32) {
           add ? r->AddInt32(message, field, static_cast<int32_t>(v))
@@ -654,7 +654,7 @@ class DirectConverter {
       case FieldDescriptor::CPPTYPE_FLOAT: {
         double v;
         if (!absl::SimpleAtod(text, &v)) {
-          return Fail(node, absl::StrCat("expected a number, got '", text, "'"));
+          return Fail(node, absl::StrCat("expected a number, got '", api::Shown(text), "'"));
         }
         return kUnsupported;  // the JSON parser's number rules decide
       }

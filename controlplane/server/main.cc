@@ -184,8 +184,8 @@ int Run(int argc, char** argv) {
   };
   auto level = ParseLogLevel(get("log-level", "info"));
   if (!level.ok()) {
-    std::fprintf(stderr, "sluice-control: --log-level: %s\n",
-                 std::string(level.status().message()).c_str());
+    std::fprintf(stderr, "sluice-control: --log-level: %s\n%s",
+                 std::string(level.status().message()).c_str(), kUsageHint);
     return 2;
   }
   SetLogLevel(*level);
@@ -254,8 +254,8 @@ int Run(int argc, char** argv) {
     auto token = controlplane::OperatorTokens::ReadBootstrapTokenFile(
         flags->values["admin-token-file"]);
     if (!token.ok()) {
-      std::fprintf(stderr, "sluice-control: --admin-token-file: %s\n",
-                   std::string(token.status().message()).c_str());
+      std::fprintf(stderr, "sluice-control: --admin-token-file: %s\n%s",
+                   std::string(token.status().message()).c_str(), kUsageHint);
       return 2;
     }
     bootstrap_token = *std::move(token);
@@ -268,7 +268,8 @@ int Run(int argc, char** argv) {
       ::access((data_dir + "/tokens.db").c_str(), F_OK) != 0) {
     std::fprintf(stderr,
                  "sluice-control: --require-tokens: no token exists yet; give "
-                 "--admin-token-file FILE\n");
+                 "--admin-token-file FILE\n%s",
+                 kUsageHint);
     return 2;
   }
   controlplane::ServerSecurityFlags security_flags{get("tls-cert", ""), get("tls-key", ""),
@@ -287,7 +288,8 @@ int Run(int argc, char** argv) {
   absl::StatusOr<controlplane::ServerSecurity> security =
       controlplane::MakeServerSecurity(listen.substr(0, listen.rfind(':')), security_flags);
   if (!security.ok()) {
-    std::fprintf(stderr, "sluice-control: %s\n", std::string(security.status().message()).c_str());
+    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(security.status().message()).c_str(),
+                 kUsageHint);
     return 2;
   }
   discovery_options.require_node_certificate = security->client_certificates;

@@ -637,19 +637,29 @@ TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
 // proxy's --admin) got the hint to give --ca.
 TEST_F(Http2Test, SluicectlPointedAtTheGatewaySaysItIsNotTheControlPlane) {
   const int no_route_port = PickFreePort();
+  const int dead_end_port = PickFreePort();
   const std::string path = dir_ + "/no-route.yaml";
   std::ofstream(path) << "kind: RouteTable\nname: narrow\nspec:\n  virtual_hosts:\n"
                          "    - domains: ['*']\n      routes:\n"
                          "        - match: {prefix: /only}\n          route: {cluster: web}\n"
                          "---\nkind: Listener\nname: narrow\nspec: {address: 127.0.0.1, port: "
-                      << no_route_port << ", route_table: narrow}\n";
+                      << no_route_port << ", route_table: narrow}\n"
+                      << "---\nkind: RouteTable\nname: deadend\nspec:\n  virtual_hosts:\n"
+                         "    - domains: ['*']\n      routes:\n"
+                         "        - match: {prefix: /}\n          route: {cluster: dead}\n"
+                         "---\nkind: Listener\nname: deadend\nspec: {address: 127.0.0.1, port: "
+                      << dead_end_port << ", route_table: deadend}\n";
   auto r = cp_.Ctl({"apply", "-f", path});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
   const std::string ctl = RunfilePath("controlplane/cli/sluicectl");
   const std::string file = dir_ + "/config.yaml";
+  // No route; a route to an HTTP/1 upstream ("Stream removed"); a route to
+  // a dead upstream (the gateway's UNAVAILABLE: read as sluice-control
+  // unavailable, and an apply "may have been applied").
   for (const std::string& server : {absl::StrCat("127.0.0.1:", no_route_port),
-                                    absl::StrCat("127.0.0.1:", plain_port_)}) {
+                                    absl::StrCat("127.0.0.1:", plain_port_),
+                                    absl::StrCat("127.0.0.1:", dead_end_port)}) {
     for (const std::vector<std::string>& command :
          std::vector<std::vector<std::string>>{{"get"}, {"apply", "-f", file}}) {
       std::vector<std::string> args = {ctl, "--server", server};
@@ -661,6 +671,7 @@ TEST_F(Http2Test, SluicectlPointedAtTheGatewaySaysItIsNotTheControlPlane) {
       EXPECT_TRUE(absl::StrContains(c.err, "is --server sluice-control's --listen address"))
           << c.err;
       EXPECT_FALSE(absl::StrContains(c.err, "nothing applied")) << c.err;
+      EXPECT_FALSE(absl::StrContains(c.err, "may have been applied")) << c.err;
     }
   }
   CommandResult admin = RunCommand({ctl, "--server", proxy_->admin_address(), "get"});

@@ -78,6 +78,22 @@ TEST(YamlLoaderTest, UnknownFieldNamesFileDocumentLineAndField) {
   EXPECT_TRUE(absl::EndsWith(typo, "); did you mean 'endpoints'?")) << typo;
   EXPECT_FALSE(absl::StrContains(
       Error("kind: Cluster\nname: users\nspec:\n  completely_different: 1\n"), "did you mean"));
+  // A short key two edits from a field was not meant as it (`host` is no
+  // `port`, `dns` no `tls`); two fields as near: neither is offered.
+  for (const char* doc :
+       {"kind: Cluster\nname: a\nspec:\n  endpoints: [{host: 127.0.0.1, port: 1}]\n",
+        "kind: Cluster\nname: a\nspec:\n  dns: []\n  endpoints: [{address: 127.0.0.1, port: 1}]\n",
+        "kind: Cluster\nname: a\nspec:\n  protocol: HTTP3\n  endpoints: [{address: 127.0.0.1, port: 1}]\n"}) {
+    EXPECT_FALSE(absl::StrContains(Error(doc), "did you mean")) << Error(doc);
+  }
+  // Two neighbours swapped is one edit.
+  EXPECT_TRUE(absl::EndsWith(
+      Error("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, prot: 1}]\n"),
+      "; did you mean 'port'?"));
+  // A value's control bytes are escaped, not sent to the terminal.
+  const std::string escaped = Error("kind: Cluster\nname: a\nspec:\n  lb_policy: \"\\e[2J\"\n");
+  EXPECT_TRUE(absl::StrContains(escaped, "'\\x1b[2J' is not one of")) << escaped;
+  EXPECT_FALSE(absl::StrContains(escaped, "\x1b")) << escaped;
 }
 
 TEST(YamlLoaderTest, TypeErrors) {
@@ -219,8 +235,10 @@ TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
   EXPECT_NE(Error(named("name: jwks")).find("policies[0].name: unknown policy 'jwks'"),
             std::string::npos)
       << Error(named("name: jwks"));
-  EXPECT_TRUE(absl::EndsWith(Error(named("name: jwks")), "; did you mean 'jwt'?"))
-      << Error(named("name: jwks"));
+  EXPECT_TRUE(absl::EndsWith(Error(named("name: rate-limt")), "; did you mean 'rate-limit'?"))
+      << Error(named("name: rate-limt"));
+  // Two edits on a four-letter word is too far (jwks: jwt, or a JWKS?).
+  EXPECT_FALSE(absl::StrContains(Error(named("name: jwks")), "did you mean")) << Error(named("name: jwks"));
   EXPECT_NE(Error(named("name: \"\"")).find("policies[0].name: is required"), std::string::npos)
       << Error(named("name: \"\""));
   // The "not set" placeholder is not offered as a choice.
