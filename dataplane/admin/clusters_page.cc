@@ -125,6 +125,9 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
     for (const EndpointInfo& e : c->endpoints) {
       EndpointView v = View(e, now);
       const upstream::EndpointState& s = *e.state;
+      // A healthy endpoint in its slow start, and its share of its weight.
+      const int64_t permille = upstream::SlowStartPermille(*c, s, now);
+      const bool ramping = permille < 1000 && v.health == "healthy";
       if (json) {
         absl::StrAppend(&out, first_endpoint ? "" : ",", "{\"address\":", JsonString(e.key),
                         e.host_name.empty() ? std::string()
@@ -134,10 +137,8 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                         ",\"ejected_seconds_left\":", v.ejected_seconds_left,
                         ",\"times_ejected\":", s.times_ejected.load(),
                         ",\"weight\":", e.weight,
-                        v.health == "healthy" && upstream::SlowStartPermille(*c, s, now) < 1000
-                            ? absl::StrCat(",\"slow_start_percent\":",
-                                           upstream::SlowStartPermille(*c, s, now) / 10)
-                            : std::string(),
+                        ramping ? absl::StrCat(",\"slow_start_percent\":", permille / 10)
+                                : std::string(),
                         ",\"active_requests\":", s.active_requests.load(),
                         ",\"connections\":", s.connections.load(),
                         ",\"successes\":", s.successes.load(), ",\"errors\":", s.errors.load(), "}");
@@ -145,10 +146,7 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
         absl::StrAppend(&out, "  ", e.key,
                         e.host_name.empty() ? std::string() : absl::StrCat(" (", e.host_name, ")"),
                         " health=", v.health, " weight=", e.weight);
-        if (const int64_t permille = upstream::SlowStartPermille(*c, s, now);
-            permille < 1000 && v.health == "healthy") {
-          absl::StrAppend(&out, " slow_start=", permille / 10, "%");
-        }
+        if (ramping) absl::StrAppend(&out, " slow_start=", permille / 10, "%");
         absl::StrAppend(&out, " active_requests=", s.active_requests.load(),
                         " connections=", s.connections.load(), " successes=", s.successes.load(),
                         " errors=", s.errors.load());

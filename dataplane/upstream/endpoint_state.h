@@ -54,6 +54,15 @@ struct EndpointState {
   bool usable(int64_t now_ns) const {
     return health.load(std::memory_order_relaxed) == Health::kHealthy && !ejected(now_ns);
   }
+  // Healthy again (`was` its health before): it joins the rotation anew
+  // when back from failing its check, or on its first pass when it was
+  // added to a cluster in service (joined_ns set); not one of a starting
+  // proxy's or a new cluster's (joined_ns 0).
+  void Rejoined(Health was) {
+    if (was == Health::kUnhealthy || joined_ns.load(std::memory_order_relaxed) != 0) {
+      joined_ns.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
+    }
+  }
   // Since when it has been in the rotation for slow start: the later of
   // joined_ns and the end of its last ejection (when that has passed).
   int64_t in_rotation_since(int64_t now_ns) const {

@@ -675,14 +675,7 @@ class HealthChecker::EndpointCheck {
   }
 
   void Transition(Health health, const std::string& why) {
-    // Joins (slow start) when back from failing, or on its first pass when
-    // it was added to a cluster that had endpoints (not one of a starting
-    // proxy's or a new cluster's: joined_ns 0).
-    if (health == Health::kHealthy &&
-        (state_->health.load(std::memory_order_relaxed) == Health::kUnhealthy ||
-         state_->joined_ns.load(std::memory_order_relaxed) != 0)) {
-      state_->joined_ns.store(NowNanos(), std::memory_order_relaxed);
-    }
+    if (health == Health::kHealthy) state_->Rejoined(state_->health.load());
     state_->health.store(health, std::memory_order_relaxed);
     SLUICE_LOG(kInfo, "cluster ", cluster_name_, " endpoint ", endpoint_key_,
                " is now ", health == Health::kHealthy ? "healthy" : "unhealthy",
@@ -741,9 +734,7 @@ void HealthChecker::Update(
         if (endpoint.state == nullptr) continue;
         Health was = endpoint.state->health.exchange(Health::kHealthy);
         if (was != Health::kHealthy) {
-          if (was == Health::kUnhealthy || endpoint.state->joined_ns.load() != 0) {
-            endpoint.state->joined_ns.store(NowNanos(), std::memory_order_relaxed);
-          }
+          endpoint.state->Rejoined(was);
           endpoint.state->SetLastCheckFailure("");
           SLUICE_LOG(kInfo, "cluster ", cluster->name, " endpoint ",
                      endpoint.key, " is now healthy (health check removed)");
