@@ -1,10 +1,13 @@
 #include "common/flags.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/nearest.h"
 
 namespace sluice {
 
@@ -44,7 +47,14 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
       continue;
     }
     if (!with_value.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag ", arg));
+      // With the flag meant when it is a typo away (--lisen, --dryrun);
+      // never a one-letter flag, which any short typo is near.
+      std::vector<std::string> known(with_value.begin(), with_value.end());
+      known.insert(known.end(), switches.begin(), switches.end());
+      std::string near = common::Nearest(name, known, /*max_edits=*/2);
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", dashes, name,
+                       near.size() > 1 ? absl::StrCat("; did you mean --", near, "?") : ""));
     }
     if (!has_value) {
       if (i + 1 >= argc) {
@@ -79,6 +89,23 @@ absl::Status CheckHostPortFlag(const std::string& flag, const std::string& value
                                                    allow_zero ? "0" : "1", "..65535"));
   }
   return absl::OkStatus();
+}
+
+absl::Status IntFlagInRange(const ParsedFlags& flags, const std::string& name, int64_t lo,
+                            int64_t hi, int64_t* out) {
+  auto it = flags.values.find(name);
+  if (it == flags.values.end()) return absl::OkStatus();
+  int64_t value = 0;
+  if (absl::SimpleAtoi(it->second, &value) && value >= lo && value <= hi) {
+    *out = value;
+    return absl::OkStatus();
+  }
+  const std::string shown = it->second.size() > 64 ? it->second.substr(0, 64) + "..." : it->second;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--", name, " must be ",
+      hi == std::numeric_limits<int64_t>::max() ? absl::StrCat("at least ", lo)
+                                                : absl::StrCat(lo, "..", hi),
+      ", not '", absl::CHexEscape(shown), "'"));
 }
 
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,

@@ -5,6 +5,7 @@
 #ifndef SLUICE_COMMON_FLAGS_H_
 #define SLUICE_COMMON_FLAGS_H_
 
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -29,6 +30,13 @@ struct ParsedFlags {
 absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
                                        const std::set<std::string>& with_value,
                                        const std::set<std::string>& switches);
+
+// Reads integer flag `name` into `*out` when it was given (`*out` keeps its
+// default otherwise). INVALID_ARGUMENT "--NAME must be LO..HI, not 'VALUE'"
+// ("at least LO" when `hi` is the int64 maximum) for a value that is not a
+// whole number in range.
+absl::Status IntFlagInRange(const ParsedFlags& flags, const std::string& name, int64_t lo,
+                            int64_t hi, int64_t* out);
 
 // Parses a duration such as "30s", "250ms", "1m"; names `flag` in errors.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& flag,

@@ -2156,20 +2156,9 @@ int Run(int argc, char** argv) {
   const std::set<std::string> switch_flags = {"dry-run", "help", "h", "once", "wait"};
   auto flags = ParseFlags(argc, argv, value_flags, switch_flags);
   if (!flags.ok()) {
-    // One line and a pointer (the whole usage buried the error), with the
-    // flag meant when it is a typo away.
+    // One line and a pointer (the whole usage buried the error); ParseFlags
+    // names the flag meant when it is a typo away.
     std::cerr << "error: " << flags.status().message();
-    constexpr absl::string_view kUnknown = "unknown flag -";
-    if (absl::StartsWith(flags.status().message(), kUnknown)) {
-      std::string given(flags.status().message().substr(kUnknown.size()));
-      while (!given.empty() && given.front() == '-') given.erase(0, 1);
-      given = given.substr(0, given.find('='));
-      std::vector<std::string> known(value_flags.begin(), value_flags.end());
-      known.insert(known.end(), switch_flags.begin(), switch_flags.end());
-      if (std::string near = Nearest(given, known, /*max_edits=*/2); near.size() > 1) {
-        std::cerr << "; did you mean --" << near << "?";
-      }
-    }
     std::cerr << "\n(sluicectl --help, or sluicectl COMMAND --help, lists the flags)\n";
     return 2;
   }

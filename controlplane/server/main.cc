@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -182,6 +183,10 @@ int Run(int argc, char** argv) {
     auto it = flags->values.find(name);
     return it == flags->values.end() ? fallback : it->second;
   };
+  auto fail = [](absl::string_view message) {
+    std::fprintf(stderr, "sluice-control: %s\n%s", std::string(message).c_str(), kUsageHint);
+    return 2;
+  };
   auto level = ParseLogLevel(get("log-level", "info"));
   if (!level.ok()) {
     std::fprintf(stderr, "sluice-control: --log-level: %s\n%s",
@@ -198,35 +203,31 @@ int Run(int argc, char** argv) {
   }
   const std::string data_dir = get("data-dir", "./sluice-data");
   int64_t max_config_bytes = api::kMaxConfigBytes;
-  if (flags->values.count("max-config-bytes") &&
-      (!absl::SimpleAtoi(flags->values["max-config-bytes"], &max_config_bytes) ||
-       max_config_bytes < 1024 || max_config_bytes > api::kMaxConfigBytes)) {
-    std::fprintf(stderr, "sluice-control: --max-config-bytes must be 1024..%lld\n%s",
-                 static_cast<long long>(api::kMaxConfigBytes), kUsageHint);
-    return 2;
+  if (absl::Status status =
+          IntFlagInRange(*flags, "max-config-bytes", 1024, api::kMaxConfigBytes, &max_config_bytes);
+      !status.ok()) {
+    return fail(status.message());
   }
   controlplane::DiscoveryOptions discovery_options;
-  if (flags->values.count("max-discovery-streams") &&
-      (!absl::SimpleAtoi(flags->values["max-discovery-streams"],
-                         &discovery_options.max_streams) ||
-       discovery_options.max_streams < 1 || discovery_options.max_streams > 100000)) {
-    std::fprintf(stderr, "sluice-control: --max-discovery-streams must be 1..100000\n%s",
-                 kUsageHint);
-    return 2;
+  {
+    int64_t max_streams = discovery_options.max_streams;
+    if (absl::Status status =
+            IntFlagInRange(*flags, "max-discovery-streams", 1, 100000, &max_streams);
+        !status.ok()) {
+      return fail(status.message());
+    }
+    discovery_options.max_streams = static_cast<int>(max_streams);
   }
   int64_t audit_log_max_mb = 100;
-  if (flags->values.count("audit-log-max-mb") &&
-      (!absl::SimpleAtoi(flags->values["audit-log-max-mb"], &audit_log_max_mb) ||
-       audit_log_max_mb < 0 || audit_log_max_mb > 1000000)) {
-    std::fprintf(stderr, "sluice-control: --audit-log-max-mb must be 0..1000000\n%s", kUsageHint);
-    return 2;
+  if (absl::Status status =
+          IntFlagInRange(*flags, "audit-log-max-mb", 0, 1000000, &audit_log_max_mb);
+      !status.ok()) {
+    return fail(status.message());
   }
   int64_t history_versions = controlplane::kDefaultHistoryVersions;
-  if (flags->values.count("history") &&
-      (!absl::SimpleAtoi(flags->values["history"], &history_versions) ||
-       history_versions < 1 || history_versions > 100000)) {
-    std::fprintf(stderr, "sluice-control: --history must be 1..100000\n%s", kUsageHint);
-    return 2;
+  if (absl::Status status = IntFlagInRange(*flags, "history", 1, 100000, &history_versions);
+      !status.ok()) {
+    return fail(status.message());
   }
   auto nack_retry = ParseDurationFlag("nack-retry", get("nack-retry", "5s"));
   if (!nack_retry.ok() || *nack_retry <= absl::ZeroDuration()) {
@@ -361,13 +362,11 @@ int Run(int argc, char** argv) {
       }
       etcd_options.compaction_interval = *interval;
     }
-    if (flags->values.count("etcd-max-request-bytes") &&
-        (!absl::SimpleAtoi(flags->values["etcd-max-request-bytes"],
-                           &etcd_options.max_request_bytes) ||
-         etcd_options.max_request_bytes < 4096)) {
-      std::fprintf(stderr, "sluice-control: --etcd-max-request-bytes must be at least 4096\n%s",
-                   kUsageHint);
-      return 2;
+    if (absl::Status status =
+            IntFlagInRange(*flags, "etcd-max-request-bytes", 4096,
+                           std::numeric_limits<int64_t>::max(), &etcd_options.max_request_bytes);
+        !status.ok()) {
+      return fail(status.message());
     }
   } else if (store_kind != "file") {
     std::fprintf(stderr, "sluice-control: --store must be file or etcd, got '%s'\n%s",

@@ -540,10 +540,12 @@ int Run(int argc, char** argv) {
   // cpuset, capped by its cgroup's CPU quota (a Kubernetes CPU limit).
   const server::CpuBudget cpu_budget = server::ReadCpuBudget();
   int workers = cpu_budget.default_workers;
-  if (flags->values.count("workers")) {
-    if (!absl::SimpleAtoi(flags->values["workers"], &workers) || workers < 1 || workers > 256) {
-      return fail("--workers must be 1..256");
+  {
+    int64_t given = workers;
+    if (absl::Status status = IntFlagInRange(*flags, "workers", 1, 256, &given); !status.ok()) {
+      return fail(std::string(status.message()));
     }
+    workers = static_cast<int>(given);
   }
   const std::string cpu_affinity = get("cpu-affinity", "off");
   if (cpu_affinity != "off" && cpu_affinity != "auto") {
@@ -582,35 +584,37 @@ int Run(int argc, char** argv) {
   }
   int64_t default_max_connections = server::ConnectionLimit::DefaultMax();  // raises RLIMIT_NOFILE
   int64_t max_connections = default_max_connections;
-  if (flags->values.count("max-connections") &&
-      (!absl::SimpleAtoi(flags->values["max-connections"], &max_connections) ||
-       max_connections < 1 || max_connections > 10000000)) {
-    return fail("--max-connections must be 1..10000000");
+  if (absl::Status status = IntFlagInRange(*flags, "max-connections", 1, 10000000,
+                                            &max_connections);
+      !status.ok()) {
+    return fail(std::string(status.message()));
   }
   server::ConnectionLimit::SetMax(max_connections);
   int64_t max_memory_mb = 0;
-  if (flags->values.count("max-memory-mb") &&
-      (!absl::SimpleAtoi(flags->values["max-memory-mb"], &max_memory_mb) || max_memory_mb < 1 ||
-       max_memory_mb > 1024 * 1024)) {
-    return fail("--max-memory-mb must be 1..1048576");
+  if (absl::Status status = IntFlagInRange(*flags, "max-memory-mb", 1, 1024 * 1024,
+                                            &max_memory_mb);
+      !status.ok()) {
+    return fail(std::string(status.message()));
   }
   int64_t cache_memory_mb = 64;
-  if (flags->values.count("cache-memory-mb") &&
-      (!absl::SimpleAtoi(flags->values["cache-memory-mb"], &cache_memory_mb) ||
-       cache_memory_mb < 1 || cache_memory_mb > 1024 * 1024)) {
-    return fail("--cache-memory-mb must be 1..1048576");
+  if (absl::Status status = IntFlagInRange(*flags, "cache-memory-mb", 1, 1024 * 1024,
+                                            &cache_memory_mb);
+      !status.ok()) {
+    return fail(std::string(status.message()));
   }
   auto report_interval = ParseDurationFlag("report-interval", get("report-interval", "5s"));
   if (!report_interval.ok()) return fail(std::string(report_interval.status().message()));
   if (*report_interval != absl::ZeroDuration() &&
       (*report_interval < absl::Milliseconds(100) || *report_interval > absl::Hours(1))) {
-    return fail("--report-interval must be 0 (off) or 100ms..1h");
+    return fail("--report-interval must be 0 (off) or 100ms..1h, not " +
+                absl::FormatDuration(*report_interval));
   }
   auto demand_interval = ParseDurationFlag("rate-limit-report-interval",
                                            get("rate-limit-report-interval", "200ms"));
   if (!demand_interval.ok()) return fail(std::string(demand_interval.status().message()));
   if (*demand_interval < absl::Milliseconds(50) || *demand_interval > absl::Seconds(10)) {
-    return fail("--rate-limit-report-interval must be 50ms..10s");
+    return fail("--rate-limit-report-interval must be 50ms..10s, not " +
+                absl::FormatDuration(*demand_interval));
   }
   const std::string admin_address = get("admin", "127.0.0.1:9901");
   if (absl::Status status = CheckHostPortFlag("admin", admin_address, /*allow_zero=*/true);

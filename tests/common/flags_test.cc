@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -35,9 +36,42 @@ TEST(FlagsTest, DashHIsHelp) {
 }
 
 TEST(FlagsTest, MistakesAreNamed) {
-  EXPECT_EQ(Parse({"--lisen", "x"}).status().message(), "unknown flag --lisen");
+  EXPECT_EQ(Parse({"--port", "x"}).status().message(), "unknown flag --port");
   EXPECT_EQ(Parse({"--listen"}).status().message(), "flag --listen needs a value");
   EXPECT_EQ(Parse({"--insecure=yes"}).status().message(), "flag --insecure takes no value");
+}
+
+// A typo names the flag meant, on every binary that parses flags here
+// (sluice-proxy and sluice-control said only "unknown flag --workrs").
+TEST(FlagsTest, TypoNamesTheFlagMeant) {
+  EXPECT_EQ(Parse({"--lisen", "x"}).status().message(),
+            "unknown flag --lisen; did you mean --listen?");
+  EXPECT_EQ(Parse({"--datadir=/d"}).status().message(),
+            "unknown flag --datadir; did you mean --data-dir?");
+  EXPECT_EQ(Parse({"-insecrue"}).status().message(),
+            "unknown flag -insecrue; did you mean --insecure?");
+  // Nothing near: no guess.
+  EXPECT_EQ(Parse({"-x"}).status().message(), "unknown flag -x");
+}
+
+// A number out of range, or not a number, is refused with the range and the
+// value given (it said only "--workers must be 1..256").
+TEST(FlagsTest, IntFlagInRangeEchoesTheValue) {
+  auto parsed = Parse({"--listen", "abc", "--data-dir=300"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  int64_t value = 7;
+  EXPECT_EQ(IntFlagInRange(*parsed, "listen", 1, 256, &value).message(),
+            "--listen must be 1..256, not 'abc'");
+  EXPECT_EQ(IntFlagInRange(*parsed, "data-dir", 1, 256, &value).message(),
+            "--data-dir must be 1..256, not '300'");
+  EXPECT_EQ(IntFlagInRange(*parsed, "data-dir", 400, std::numeric_limits<int64_t>::max(), &value)
+                .message(),
+            "--data-dir must be at least 400, not '300'");
+  EXPECT_EQ(value, 7);
+  EXPECT_TRUE(IntFlagInRange(*parsed, "data-dir", 1, 300, &value).ok());
+  EXPECT_EQ(value, 300);
+  EXPECT_TRUE(IntFlagInRange(*parsed, "absent", 1, 2, &value).ok());  // default kept
+  EXPECT_EQ(value, 300);
 }
 
 }  // namespace
