@@ -411,7 +411,8 @@ Http2ClientCodec::Http2ClientCodec(Http2ClientCallbacks* callbacks,
   nghttp2_option* opt = nullptr;
   SLUICE_CHECK(nghttp2_option_new(&opt) == 0);
   nghttp2_option_set_no_auto_window_update(opt, 1);
-  http2::SetSessionGuards(opt, limits_.max_header_list_bytes);
+  http2::SetSessionGuards(opt, limits_.max_header_list_bytes,
+                           /*peer_is_upstream=*/true);
   // nghttp2's own assumption, pinned: CanOpenStream() relies on it.
   nghttp2_option_set_peer_max_concurrent_streams(opt,
                                                  kAssumedMaxConcurrentStreams);

@@ -540,7 +540,8 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   // here is over 64 KiB, what HTTP/2 decoders take (HTTP/1 upstream heads
   // are at most 60 KiB, policy values 4 KiB).
   nghttp2_option_set_max_send_header_block_length(opt, kMaxSendHeaderBlockBytes);
-  http2::SetSessionGuards(opt, limits_.max_header_list_bytes);
+  http2::SetSessionGuards(opt, limits_.max_header_list_bytes,
+                           /*peer_is_upstream=*/false);
   nghttp2_option_set_stream_reset_rate_limit(opt, kStreamResetBurst,
                                              kStreamResetRate);
 

@@ -23,6 +23,11 @@ constexpr size_t kMaxSettingsEntries = 32;
 // with room to spare.
 constexpr size_t kMinContinuations = 8;
 constexpr size_t kDefaultMaxFrameSize = 16384;
+// From an upstream: 64 (a block of about 1 MiB). A head past
+// max_header_list_bytes fails its own stream while nghttp2 decodes the rest
+// of its block, so the bound only stops an endless block; at 8 a 150 KB
+// head ended the connection and every other stream on it.
+constexpr size_t kUpstreamMaxContinuations = 64;
 // HPACK dynamic table our encoder uses, whatever the peer allows.
 constexpr size_t kMaxDeflateTableSize = 4096;
 // A queue whose consumed prefix is at least this large (and at least half of
@@ -217,12 +222,14 @@ std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,
   return nva;
 }
 
-void SetSessionGuards(nghttp2_option* option, uint32_t max_header_list_bytes) {
+void SetSessionGuards(nghttp2_option* option, uint32_t max_header_list_bytes,
+                      bool peer_is_upstream) {
   nghttp2_option_set_max_outbound_ack(option, kMaxOutboundAcks);
   nghttp2_option_set_max_settings(option, kMaxSettingsEntries);
-  nghttp2_option_set_max_continuations(
-      option, std::max(kMinContinuations,
-                       max_header_list_bytes / kDefaultMaxFrameSize + 2));
+  size_t continuations =
+      std::max(kMinContinuations, max_header_list_bytes / kDefaultMaxFrameSize + 2);
+  if (peer_is_upstream) continuations = std::max(continuations, kUpstreamMaxContinuations);
+  nghttp2_option_set_max_continuations(option, continuations);
   nghttp2_option_set_max_deflate_dynamic_table_size(option,
                                                     kMaxDeflateTableSize);
   nghttp2_option_set_no_closed_streams(option, 1);

@@ -205,9 +205,11 @@ std::vector<nghttp2_nv> ToNva(std::vector<nghttp2_nv> pseudo,
 
 // Sets nghttp2's flood and size guards both codecs use (bounded SETTINGS
 // entries, queued ACKs, CONTINUATION frames per header block -- enough for a
-// legitimate block of `max_header_list_bytes` --, our HPACK encoder's table)
-// and drops closed-stream state.
-void SetSessionGuards(nghttp2_option* option, uint32_t max_header_list_bytes);
+// legitimate block of `max_header_list_bytes`, and 64 from an upstream, whose
+// oversized head fails only its stream --, our HPACK encoder's table) and
+// drops closed-stream state.
+void SetSessionGuards(nghttp2_option* option, uint32_t max_header_list_bytes,
+                      bool peer_is_upstream);
 
 // The GOAWAY code for a connection error nghttp2_session_mem_recv reported.
 uint32_t GoawayCodeFor(int lib_error);

@@ -1480,6 +1480,43 @@ TEST(Http2ClientCodecTest, HpackBombIsResetWithoutKeepingIt) {
   EXPECT_TRUE(f.client_ok);
 }
 
+// A head far over the limit (200 fields of 1000 bytes, in a HEADERS and 12
+// CONTINUATION frames) fails its own stream, and another stream on the
+// connection is answered. Before: nghttp2's CONTINUATION bound (8) ended the
+// connection, GOAWAY ENHANCE_YOUR_CALM, and every stream on it. A block that
+// never ends still does, past 64 CONTINUATION frames.
+TEST(Http2ClientCodecTest, HeadFarOverTheLimitFailsItsStreamAlone) {
+  // x-long: 1000 'q's, a literal without indexing (length 1000 = 127 + 873).
+  const std::string field = std::string("\x00\x06x-long\x7f\xe9\x06", 11) + std::string(1000, 'q');
+  std::string block_part;
+  for (int i = 0; i < 16; ++i) block_part += field;  // 16,176 bytes: one frame
+  for (const int continuations : {12, 70}) {
+    SCOPED_TRACE(continuations);
+    RawFixture f;  // 96 KiB limit
+    const int32_t big = f.client.SubmitRequest(Get("/big"), true);
+    const int32_t other = f.client.SubmitRequest(Get("/other"), true);
+    f.Run();
+    bool ok = f.client.Receive(Frame(kHeaders, kEndStream, big, "\x88" + block_part));
+    for (int i = 0; i < continuations && ok; ++i) {
+      ok = f.client.Receive(
+          Frame(0x9, i + 1 == continuations ? kEndHeaders : 0, big, block_part));
+    }
+    if (continuations == 70) {
+      EXPECT_FALSE(ok);
+      EXPECT_TRUE(f.events.responses[other].reset);
+      continue;
+    }
+    ASSERT_TRUE(ok) << f.client.error();
+    ASSERT_TRUE(f.client.Receive(Frame(kHeaders, kEndStream | kEndHeaders, other, "\x88")));
+    const Response& rb = f.events.responses[big];
+    EXPECT_TRUE(rb.reset);
+    EXPECT_NE(rb.reason.find("response head too large"), std::string::npos) << rb.reason;
+    EXPECT_EQ(f.events.responses[other].status, 200);
+    EXPECT_FALSE(f.events.responses[other].reset);
+    EXPECT_TRUE(f.client.error().empty()) << f.client.error();
+  }
+}
+
 TEST(Http2ClientCodecTest, TrailersOverTheLimitResetTheStream) {
   Http2ClientLimits limits;
   limits.max_header_list_bytes = 2000;
