@@ -4,6 +4,7 @@
 //                [--workers N] [--admin 127.0.0.1:9901] [--state-dir DIR]
 //                [--drain-timeout 30s] [--log-level info]
 //                [--max-connections N] [--max-memory-mb N] [--cache-memory-mb 64]
+//                [--max-held-body-mb N]
 //                [--control-plane-keepalive 30s] [--control-plane-keepalive-timeout 10s]
 //                [--report-interval 5s] [--rate-limit-report-interval 200ms]
 //                [--control-plane-ca FILE [--control-plane-cert FILE --control-plane-key FILE]
@@ -71,7 +72,7 @@ constexpr char kUsage[] =
     "                    [--workers N] [--cpu-affinity off|auto] [--admin 127.0.0.1:9901]\n"
     "                    [--state-dir DIR] [--drain-timeout 30s] [--drain-delay 0s]\n"
     "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
-    "                    [--max-memory-mb N] [--cache-memory-mb 64]\n"
+    "                    [--max-memory-mb N] [--cache-memory-mb 64] [--max-held-body-mb N]\n"
     "                    [--control-plane-keepalive 30s]\n"
     "                    [--control-plane-keepalive-timeout 10s] [--report-interval 5s]\n"
     "                    [--rate-limit-report-interval 200ms]\n"
@@ -93,6 +94,9 @@ constexpr char kUsage[] =
     "                      SAN spiffe://sluice/node/ID must name --node-id)\n"
     "  --cache-memory-mb N  what the `cache` policy's responses may take together\n"
     "                      (default 64; least recently used ones go first)\n"
+    "  --max-held-body-mb N  request bodies held whole for policies (request-validation's\n"
+    "                      body_schema, ...), all together; past it such a request gets 503\n"
+    "                      (default 1024, or half of --max-memory-mb when that is given)\n"
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
     "                      with the token in FILE (one line, at least 16 characters)\n"
     "                      on every path but /ready and /livez\n"
@@ -472,7 +476,7 @@ int Run(int argc, char** argv) {
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
                            "control-plane-server-name", "admin-token-file", "cpu-affinity",
-                           "access-log-dir", "drain-delay"},
+                           "access-log-dir", "drain-delay", "max-held-body-mb"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -596,6 +600,15 @@ int Run(int argc, char** argv) {
       !status.ok()) {
     return fail(std::string(status.message()));
   }
+  // Request bodies held whole for policies: 1 GiB, or half the memory
+  // guard's limit.
+  int64_t max_held_body_mb = max_memory_mb > 0 ? std::max<int64_t>(1, max_memory_mb / 2) : 1024;
+  if (absl::Status status = IntFlagInRange(*flags, "max-held-body-mb", 1, 1024 * 1024,
+                                            &max_held_body_mb);
+      !status.ok()) {
+    return fail(std::string(status.message()));
+  }
+  server::HeldBodies::SetMax(max_held_body_mb << 20);
   int64_t cache_memory_mb = 64;
   if (absl::Status status = IntFlagInRange(*flags, "cache-memory-mb", 1, 1024 * 1024,
                                             &cache_memory_mb);

@@ -372,10 +372,14 @@ ProxyStream::ProxyStream(Worker& worker, DownstreamSink& sink, const std::string
       per_try_timer_(worker.dispatcher(), [this] { OnPerTryTimeout(); }),
       idle_timer_(worker.dispatcher(), [this] { OnIdleTimer(); }) {}
 
-ProxyStream::~ProxyStream() { OnDownstreamGone(); }
+ProxyStream::~ProxyStream() {
+  OnDownstreamGone();
+  ReleaseHeldBytes();
+}
 
 void ProxyStream::Reset() {
   active_ = false;
+  ReleaseHeldBytes();
   answering_policy_ = {};
   snapshot_.reset();
   route_ = nullptr;
@@ -415,7 +419,11 @@ void ProxyStream::Reset() {
   retries_ = 0;
   informational_sent_ = 0;
   replayable_ = retries_any_method_ = false;
-  replay_.clear();
+  if (replay_.capacity() > 64 * 1024) {
+    std::string().swap(replay_);  // a held body's: not kept by an idle connection
+  } else {
+    replay_.clear();
+  }
   request_trailers_.Clear();
   response_trailers_.clear();
   trailer_storage_.clear();
@@ -782,6 +790,30 @@ void ProxyStream::RefuseHeldBody() {
                     {}, {}, "application/json", /*close_connection=*/true);
 }
 
+bool ProxyStream::TakeHeldBytes(size_t bytes) {
+  const bool overload = Overload::active();
+  if (overload || !HeldBodies::TryTake(static_cast<int64_t>(bytes))) {
+    worker_.stats().held_bodies_refused->Inc();
+    response_flag_ = overload ? "overload" : "held_body_limit";
+    SendLocalResponse(503,
+                      overload ? "the gateway is overloaded (memory); try again"
+                               : absl::StrCat("the gateway holds its limit of ", HeldBodies::max() >> 20,
+                                              " MiB of request bodies for policies; try again"),
+                      {{"retry-after", "1"}}, {}, "application/json", /*close_connection=*/true);
+    return false;
+  }
+  held_bytes_ += static_cast<int64_t>(bytes);
+  worker_.stats().request_bodies_held_bytes->Add(static_cast<int64_t>(bytes));
+  return true;
+}
+
+void ProxyStream::ReleaseHeldBytes() {
+  if (held_bytes_ == 0) return;
+  HeldBodies::Give(held_bytes_);
+  worker_.stats().request_bodies_held_bytes->Add(-held_bytes_);
+  held_bytes_ = 0;
+}
+
 absl::Duration ProxyStream::UploadIdleLimit() const {
   // A route that answers itself has no idle_timeout of its own; one whose
   // idle_timeout is 0s (a streamed response without limit) has its
@@ -820,7 +852,15 @@ void ProxyStream::FinishBodyBuffering() {
   Route(head);
   if (!active_) return;
   replaying_ = replaying_held_ = true;
-  if (!body.empty()) OnRequestData(body);
+  if (!body.empty() && replayable_ && replay_.empty()) {
+    // Kept for a retry as it is, not copied (a held body may be 16 MiB).
+    replay_ = std::move(body);
+    body_in_replay_ = true;
+    OnRequestData(replay_);
+    body_in_replay_ = false;
+  } else if (!body.empty()) {
+    OnRequestData(body);
+  }
   replaying_ = replaying_held_ = false;
   if (!active_) return;
   std::vector<http::HeaderField> trailers;
@@ -1371,6 +1411,7 @@ void ProxyStream::ContinueRequest() {
   sink_->SetRequestReadEnabled(true);
   if (buffering_body_) {
     // What came during the pause is the start of the held body.
+    if (!TakeHeldBytes(deferred().paused_body.size())) return;
     if (deferred().paused_body.size() > body_buffer_limit_) {
       RefuseHeldBody();
     } else if (paused_end_) {
@@ -1949,6 +1990,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!replaying_) bytes_in_ += chunk.size();
   if (buffering_body_) {
     NoteActivity();
+    if (!TakeHeldBytes(chunk.size())) return;
     deferred().paused_body.append(chunk);
     if (deferred().paused_body.size() > body_buffer_limit_) RefuseHeldBody();
     return;
@@ -1982,7 +2024,9 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     if (up.output_size() > sink_->buffer_limit()) sink_->SetRequestReadEnabled(false);
     return;
   }
-  if (replayable_) {
+  if (body_in_replay_) {
+    // A held body, moved into replay_ by FinishBodyBuffering.
+  } else if (replayable_) {
     // Keep what is sent, to send it again on a retry (bounded).
     // A body held whole for a policy is already in memory: it is kept for
     // a retry whatever max_replay_bytes says.
@@ -2931,6 +2975,7 @@ void ProxyStream::RecordExchange() {
 
 void ProxyStream::EndAccounting() {
   if (active_) RecordExchange();
+  ReleaseHeldBytes();
   paused_ = buffering_body_ = false;
   resume_token_.reset();  // work a policy started for this request is dropped
   route_timer_.Clear();

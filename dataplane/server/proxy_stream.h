@@ -355,6 +355,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // 413: the body being held passed body_buffer_limit_ (hold_overflow_
   // names the limit when it is not the holding policy's).
   void RefuseHeldBody();
+  // Charges `bytes` more of held body to HeldBodies; past its bound (or
+  // under overload) answers 503 and returns false.
+  bool TakeHeldBytes(size_t bytes);
+  // Gives back what the request held (at its end, or when it is reset).
+  void ReleaseHeldBytes();
   // Reads the client again if held_for_alpn_.
   void ResumeHeldForAlpn();
   // Sends the request (head, and what the body has so far) on the try's
@@ -578,6 +583,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   uint64_t response_hold_limit_ = 0;
   bool holding_response_ = false;
   uint64_t body_buffer_limit_ = 0;  // the chain's smallest request_body_limit(); 0: none
+  int64_t held_bytes_ = 0;          // charged to HeldBodies (until the request ends)
+  bool body_in_replay_ = false;     // OnRequestData's chunk is replay_ itself: no copy
   std::vector<bool> body_wanted_;    // by filter: it wanted this request's body held
   std::vector<bool> response_wanted_;  // by filter: it wanted this response held
   bool buffering_body_ = false;     // holding the whole body for OnRequestBody hooks

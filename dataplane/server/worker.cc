@@ -25,6 +25,16 @@ namespace sluice::server {
 std::atomic<int64_t> ConnectionLimit::max_{0};
 std::atomic<bool> Overload::active_{false};
 std::atomic<int64_t> ConnectionLimit::open_{0};
+std::atomic<int64_t> HeldBodies::max_{int64_t{1} << 30};
+std::atomic<int64_t> HeldBodies::held_{0};
+
+bool HeldBodies::TryTake(int64_t bytes) {
+  if (held_.fetch_add(bytes, std::memory_order_relaxed) + bytes > max_.load(std::memory_order_relaxed)) {
+    held_.fetch_sub(bytes, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
 
 int64_t ConnectionLimit::DefaultMax() {
   rlimit limit{};
@@ -218,6 +228,13 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_overload_requests_rejected_total",
                  "Requests answered 503 because the proxy was over --max-memory-mb.");
   overload_requests_rejected = store.GetCounter("sluice_overload_requests_rejected_total");
+  store.Describe("sluice_request_bodies_held_bytes",
+                 "Request bytes held whole for policies now (bounded by --max-held-body-mb).");
+  request_bodies_held_bytes = store.GetGauge("sluice_request_bodies_held_bytes");
+  store.Describe("sluice_request_bodies_held_refused_total",
+                 "Requests answered 503 because holding their body would pass --max-held-body-mb "
+                 "or the proxy was over --max-memory-mb.");
+  held_bodies_refused = store.GetCounter("sluice_request_bodies_held_refused_total");
   downstream_responses_by_class[0] = nullptr;
   for (int c = 1; c <= 5; ++c) {
     downstream_responses_by_class[c] = store.GetCounter(

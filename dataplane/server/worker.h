@@ -102,6 +102,8 @@ struct ProxyStats {
   stats::Counter* downstream_accept_errors;
   stats::Counter* downstream_rejected_overload;  // connections closed at accept
   stats::Counter* overload_requests_rejected;    // requests answered 503
+  stats::Gauge* request_bodies_held_bytes;       // HeldBodies::held()
+  stats::Counter* held_bodies_refused;           // 503: past HeldBodies::max(), or overload
 };
 
 // The proxy-wide limit on open client connections (all listeners, all
@@ -138,6 +140,27 @@ class Overload {
 
  private:
   static std::atomic<bool> active_;
+};
+
+// The proxy-wide bound on request bodies held whole for policies (a
+// request-validation body_schema, ...), in bytes: --max-held-body-mb (by
+// default 1 GiB, or half of --max-memory-mb when that is given). A held body
+// that would take the total past it is refused 503, as is one that grows
+// while the overload guard is on: a held body is in memory two or three
+// times (the hold, the copy on its way upstream, a parse), and one HTTP/2
+// connection could otherwise hold 100 of them.
+class HeldBodies {
+ public:
+  static void SetMax(int64_t bytes) { max_.store(bytes, std::memory_order_relaxed); }
+  static int64_t max() { return max_.load(std::memory_order_relaxed); }
+  static int64_t held() { return held_.load(std::memory_order_relaxed); }
+  // Takes `bytes`; false (nothing taken) past the bound.
+  static bool TryTake(int64_t bytes);
+  static void Give(int64_t bytes) { held_.fetch_sub(bytes, std::memory_order_relaxed); }
+
+ private:
+  static std::atomic<int64_t> max_;
+  static std::atomic<int64_t> held_;
 };
 
 // Lets other threads hand work to a worker's loop for as long as the
