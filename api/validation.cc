@@ -1523,6 +1523,12 @@ void ValidateCluster(const Cluster& cluster, ErrorSink& sink) {
   if (cluster.max_concurrent_streams() != 0 && cluster.protocol() == config::v1::Cluster::HTTP1) {
     sink.Add("max_concurrent_streams", "applies to HTTP/2 only (protocol HTTP2 or AUTO)");
   }
+  CheckDuration(cluster.keepalive_interval(), cluster.has_keepalive_interval(),
+                "keepalive_interval", absl::Seconds(1), absl::Hours(1), sink);
+  if (cluster.has_keepalive_interval() && cluster.protocol() == config::v1::Cluster::HTTP1) {
+    sink.Add("keepalive_interval",
+             "applies to HTTP/2 only (protocol HTTP2 or AUTO): HTTP/1.1 has no PING");
+  }
 }
 
 // `name` (when set) is a Secret that exists and holds `want`.

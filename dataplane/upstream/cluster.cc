@@ -254,6 +254,9 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
   info->connect_timeout = cluster.has_connect_timeout()
                               ? api::ToDuration(cluster.connect_timeout())
                               : api::kDefaultConnectTimeout;
+  info->keepalive_interval = cluster.has_keepalive_interval()
+                                 ? api::ToDuration(cluster.keepalive_interval())
+                                 : absl::ZeroDuration();
   info->idle_connection_timeout = cluster.has_idle_connection_timeout()
                                       ? api::ToDuration(cluster.idle_connection_timeout())
                                       : api::kDefaultIdleConnectionTimeout;

@@ -134,6 +134,9 @@ struct ClusterInfo {
   UpstreamProtocol protocol = UpstreamProtocol::kHttp1;
   // HTTP/2: streams per connection before another one is opened.
   uint32_t max_concurrent_streams = 100;
+  // HTTP/2: a PING after this long with nothing received (Cluster
+  // keepalive_interval); zero: Http2Pool's defaults.
+  absl::Duration keepalive_interval = absl::ZeroDuration();
   std::vector<EndpointInfo> endpoints;
   config::v1::Cluster::LbPolicy lb_policy = config::v1::Cluster::ROUND_ROBIN;
   bool equal_weights = true;

@@ -115,6 +115,13 @@ Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, 
                                              : "connect timeout");
                      }),
       idle_timer_(dispatcher, [this] { OnIdleTimer(); }),
+      busy_timer_(dispatcher, [this] { OnBusyTimer(); }),
+      idle_ping_interval_(cluster.keepalive_interval > absl::ZeroDuration()
+                              ? cluster.keepalive_interval
+                              : Http2Pool::kPingInterval),
+      busy_ping_after_(cluster.keepalive_interval > absl::ZeroDuration()
+                           ? cluster.keepalive_interval
+                           : Http2Pool::kBusyPingAfter),
       ping_timer_(dispatcher,
                   [this] {
                     CloseNow(absl::StrCat("no PING ACK within ",
@@ -281,6 +288,7 @@ void Http2UpstreamConnection::FailAll(bool connect_failed, bool timed_out, bool 
   closed_ = true;
   connect_timer_.Disable();
   idle_timer_.Disable();
+  busy_timer_.Disable();
   ping_timer_.Disable();
   connection_->Close();
   // Streams whose HEADERS went out end through the codec (refused when a
@@ -460,12 +468,30 @@ void Http2UpstreamConnection::UpdateIdle() {
   if (streams_.empty() && pending_.empty()) {
     if (!idle_timer_.enabled()) {
       idle_since_ = absl::Now();
-      idle_timer_.Enable(Http2Pool::kPingInterval);
+      idle_timer_.Enable(idle_ping_interval_);
     }
   } else {
     // An outstanding PING keeps its deadline (ping_timer_).
     idle_timer_.Disable();
+    if (!busy_timer_.enabled()) {
+      reads_at_busy_check_ = reads_;
+      busy_timer_.Enable(busy_ping_after_);
+    }
   }
+}
+
+void Http2UpstreamConnection::OnBusyTimer() {
+  if (closed_ || (streams_.empty() && pending_.empty())) return;  // idle: idle_timer_'s
+  // Nothing came since the last check, a whole interval ago, and no PING
+  // went within one either.
+  if (reads_ == reads_at_busy_check_ && connected_ &&
+      dispatcher_.Now() - last_ping_sent_ >= busy_ping_after_) {
+    SendPing();
+    Flush();
+    if (closed_) return;
+  }
+  reads_at_busy_check_ = reads_;
+  busy_timer_.Enable(busy_ping_after_);
 }
 
 void Http2UpstreamConnection::OnIdleTimer() {
@@ -475,12 +501,13 @@ void Http2UpstreamConnection::OnIdleTimer() {
   }
   SendPing();
   Flush();
-  if (!closed_) idle_timer_.Enable(Http2Pool::kPingInterval);
+  if (!closed_) idle_timer_.Enable(idle_ping_interval_);
 }
 
 void Http2UpstreamConnection::SendPing() {
   if (ping_outstanding_ || closed_) return;
   ping_outstanding_ = true;
+  last_ping_sent_ = dispatcher_.Now();
   codec_.SubmitPing();
   ping_timer_.Enable(Http2Pool::kPingTimeout);
 }
@@ -565,6 +592,7 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
   ++c->streams_opened_;
   auto stream = std::unique_ptr<Http2UpstreamStream>(new Http2UpstreamStream(c, events, false));
   c->pending_.insert(stream.get());
+  c->UpdateIdle();  // busy from the start: its keepalive runs
   return stream;
 }
 

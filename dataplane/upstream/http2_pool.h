@@ -23,10 +23,12 @@
 // or it has sat unused for kIdleTimeout; a connection with no stream while
 // another of its key also has none is closed at once.
 //
-// Liveness: an idle connection is sent a PING every kPingInterval, and a
-// connection whose PING has no ACK within kPingTimeout is closed, idle or
-// not (a stream opened meanwhile does not forget the PING), so a dead peer
-// is noticed before a request needs it. A stream given up with no response
+// Liveness: an idle connection is sent a PING every kPingInterval, a busy
+// one that received nothing for kBusyPingAfter is sent one too (both: the
+// cluster's keepalive_interval when set), and a connection whose PING has
+// no ACK within kPingTimeout is closed, idle or not (a stream opened
+// meanwhile does not forget the PING), so a dead peer is noticed before a
+// request needs it, and a long stream to it ends. A stream given up with no response
 // (its timeout, or its client gone kSuspectAfter or more after its HEADERS
 // left), while nothing at all came on its connection since, makes the
 // connection suspect: it takes no new stream, and is sent a PING, until the
@@ -174,6 +176,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   void FailAll(bool connect_failed, bool timed_out, bool refused, const std::string& why);
   void Finish();  // leaves the pool, deleted later
   void OnIdleTimer();
+  void OnBusyTimer();
   void UpdateIdle();
   // Sends a PING (when none is out) and arms its deadline.
   void SendPing();
@@ -201,6 +204,11 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   std::unordered_map<int32_t, Http2UpstreamStream*> streams_;
   event::Timer connect_timer_;
   event::Timer idle_timer_;  // PING of an idle connection, and its idle end
+  event::Timer busy_timer_;  // PING of a busy one that received nothing for busy_ping_after_
+  const absl::Duration idle_ping_interval_;
+  const absl::Duration busy_ping_after_;
+  uint64_t reads_at_busy_check_ = 0;
+  absl::Time last_ping_sent_ = absl::InfinitePast();  // dispatcher time
   event::Timer ping_timer_;  // the outstanding PING's deadline
   bool connected_ = false;
   bool suspect_ = false;  // no new stream until a PING ACK (Suspect)
@@ -220,6 +228,13 @@ class Http2Pool {
  public:
   // Liveness (see the file comment).
   static constexpr absl::Duration kPingInterval = absl::Seconds(30);
+  // A busy connection that received nothing this long is pinged: a dead
+  // peer (powered off, partitioned: no RST ever comes) would otherwise hold
+  // a long stream (a watch, a route with timeout 0s) for ever. Past the 5
+  // minutes gRPC servers want between PINGs without data (their
+  // GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, grpc-go's
+  // MinTime): closer ones are strikes, and a third one a GOAWAY.
+  static constexpr absl::Duration kBusyPingAfter = absl::Seconds(305);
   static constexpr absl::Duration kPingTimeout = absl::Seconds(10);
   static constexpr absl::Duration kIdleTimeout = absl::Seconds(300);
   // A stream given up sooner after its HEADERS left (a client that went

@@ -215,6 +215,16 @@ TEST(ValidationTest, DurationsOutOfRange) {
       endpoints { address: "127.0.0.1" port: 1 } })")
                 .find("idle_connection_timeout: must be between 1s and 24h, got 500ms"),
             std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" keepalive_interval { nanos: 500000000 }
+      protocol: HTTP2 endpoints { address: "127.0.0.1" port: 1 } })")
+                .find("keepalive_interval: must be between 1s and 1h, got 500ms"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(R"(cluster { name: "users" keepalive_interval { seconds: 10 }
+      endpoints { address: "127.0.0.1" port: 1 } })")
+                .find("keepalive_interval: applies to HTTP/2 only (protocol HTTP2 or AUTO)"),
+            std::string::npos);
+  EXPECT_EQ(ErrorsWith(R"(cluster { name: "users" keepalive_interval { seconds: 10 }
+      protocol: HTTP2 endpoints { address: "127.0.0.1" port: 1 } })"), "");
   EXPECT_NE(ErrorsWith(R"(cluster { name: "users" idle_connection_timeout { seconds: 5 }
       protocol: HTTP2 endpoints { address: "127.0.0.1" port: 1 } })")
                 .find("idle_connection_timeout: applies to HTTP/1.1 connections"),

@@ -864,5 +864,42 @@ TEST_F(UpstreamHttp2StallTest, AtTheConnectionLimitASuspectConnectionKeepsServin
   watch.join();
 }
 
+// A long stream (a route with timeout 0s) on a connection whose peer went
+// silent, as a powered-off or partitioned host does (no RST ever comes):
+// the connection is pinged once it has received nothing for the cluster's
+// keepalive_interval, and with no ACK within 10 s it closes and the stream
+// ends, 502 here. Before: only idle connections were pinged, and the
+// stream was held for ever.
+TEST_F(UpstreamHttp2StallTest, ABusyConnectionToASilentPeerIsPingedAndClosed) {
+  ASSERT_NO_FATAL_FAILURE(Start({"1"}, "0s", "  keepalive_interval: 1s\n"));
+  HttpResponse first = HttpGet(address_, "/a");  // answered; the peer then goes silent
+  EXPECT_EQ(first.status, 200) << first.error << first.body;
+  const absl::Time start = absl::Now();
+  HttpResponse watch = HttpGet(address_, "/watch", {}, absl::Seconds(40));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(watch.status, 502) << watch.error << watch.body << "\n" << PeerLog();
+  EXPECT_TRUE(absl::StrContains(watch.body, "no PING ACK within 10s")) << watch.body;
+  EXPECT_GE(took, absl::Seconds(10));
+  EXPECT_LT(took, absl::Seconds(25));
+  EXPECT_TRUE(absl::StrContains(PeerLog(), "ping 1\n")) << PeerLog();
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(PeerLog(), "closed 1\n"); },
+                      absl::Seconds(5)))
+      << PeerLog();
+}
+
+// A live peer (it acknowledges PINGs) with a long stream open is pinged at
+// most once an interval and only after an interval with nothing received;
+// the stream stays open until the client gives up.
+TEST_F(UpstreamHttp2StallTest, ABusyConnectionToALivePeerStaysOpen) {
+  ASSERT_NO_FATAL_FAILURE(Start({"0", "hold"}, "0s", "  keepalive_interval: 1s\n"));
+  HttpResponse watch = HttpGet(address_, "/watch", {}, absl::Seconds(4));
+  EXPECT_FALSE(watch.ok());  // the client's own timeout: nothing came, nothing failed
+  EXPECT_EQ(watch.status, 0) << watch.body;
+  const std::string log = PeerLog();
+  EXPECT_TRUE(absl::StrContains(log, "ping 1\n")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "closed 1\n")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "connection 2\n")) << log;
+}
+
 }  // namespace
 }  // namespace sluice::testing
