@@ -2955,7 +2955,14 @@ void ProxyStream::RecordExchange() {
       e.upstream_duration = now - upstream_sent_;
     }
     if (route_ != nullptr) e.route = route_->name;
-    if (cluster_ != nullptr) e.cluster = cluster_->name;
+    if (cluster_ != nullptr) {
+      e.cluster = cluster_->name;
+    } else if (route_ != nullptr && route_->action == router::RouteEntry::Action::kCluster &&
+               route_->clusters.size() == 1) {
+      // Answered before the router (a policy's 401 or 429): the route's
+      // cluster all the same, as Envoy's %UPSTREAM_CLUSTER%.
+      e.cluster = route_->clusters[0].name;
+    }
     if (endpoint_index_ >= 0 && cluster_ != nullptr) {
       e.endpoint = cluster_->endpoints[endpoint_index_].key;
     }
