@@ -277,6 +277,17 @@ void Http2UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
                            net::ResetReason(connection_->transport(), error)));
       return;
     default:
+      if (connection_->transport().secure() && connected_ && !codec_.peer_settings_received()) {
+        // Right after the handshake, before its SETTINGS: how a server that
+        // requires a client certificate refuses none, or one it does not
+        // trust, under TLS 1.3 (the client's handshake is done first; gRPC
+        // servers send no alert). Said so, or it read as a plain close.
+        FailAll(false, false, false,
+                "closed the connection right after the TLS handshake, before its HTTP/2 "
+                "SETTINGS (does it require a client certificate? the cluster's "
+                "tls.client_certificate sends none, or one it does not trust)");
+        return;
+      }
       FailAll(false, false, false, "closed the connection");
       return;
   }

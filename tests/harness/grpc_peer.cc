@@ -35,6 +35,9 @@ GrpcServer::GrpcServer(const std::string& name, Options options) {
   if (!options.cert_path.empty()) {
     args.insert(args.end(), {"--tls", options.cert_path, options.key_path});
   }
+  if (!options.client_ca_path.empty()) {
+    args.insert(args.end(), {"--client-ca", options.client_ca_path});
+  }
   if (!options.health_file.empty()) {
     args.insert(args.end(), {"--health-file", options.health_file});
   }

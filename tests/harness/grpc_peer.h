@@ -28,6 +28,7 @@ class GrpcServer {
     std::string cert_path;    // with key_path: TLS (ALPN h2)
     std::string key_path;
     std::string health_file;  // grpc.health.v1 statuses, re-read per call
+    std::string client_ca_path;  // with TLS: a client certificate from this CA is required
   };
   // Starts the server and waits (up to 30 s) for "listening on PORT";
   // ok() says whether it came. `name` names its log file.

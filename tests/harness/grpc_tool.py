@@ -245,7 +245,13 @@ def serve(args):
     ])
     if args.tls:
         with open(args.tls[0], "rb") as cert, open(args.tls[1], "rb") as key:
-            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            pair = (key.read(), cert.read())
+        if args.client_ca:
+            with open(args.client_ca, "rb") as ca:
+                credentials = grpc.ssl_server_credentials(
+                    [pair], root_certificates=ca.read(), require_client_auth=True)
+        else:
+            credentials = grpc.ssl_server_credentials([pair])
         port = server.add_secure_port(f"127.0.0.1:{args.port}", credentials)
     else:
         port = server.add_insecure_port(f"127.0.0.1:{args.port}")
@@ -415,6 +421,8 @@ def main():
     server = modes.add_parser("server")
     server.add_argument("--port", type=int, default=0)
     server.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    server.add_argument("--client-ca", metavar="CA",
+                        help="with --tls: require a client certificate from this CA")
     server.add_argument("--health-file")
     client = modes.add_parser("call")
     client.add_argument("target")

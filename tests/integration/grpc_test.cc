@@ -524,5 +524,55 @@ TEST_F(GrpcTest, MaxConcurrentStreamsOpensMoreConnections) {
   EXPECT_EQ(after.code, "OK") << after.Describe() << "\nproxy log:\n" << proxy_->process().Log() << "\nwait status: " << proxy_->process().Wait(absl::Seconds(1)).value_or(-12345);
 }
 
+// An upstream that requires a client certificate, reached without one: the
+// gRPC server closes right after the TLS 1.3 handshake, with no alert. The
+// call's error says a client certificate may be wanted (before: "upstream
+// closed the connection", nothing to go on); with the certificate it works.
+TEST(GrpcMtlsUpstreamTest, AnUpstreamWantingAClientCertificateIsSaidToMaybeWantOne) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  const std::string dir = MakeTempDir("grpc-mtls");
+  TestCert ca = MakeCa(dir, "ca", "gRPC mTLS Test CA");
+  TestCert server_cert = MakeSignedBy(ca, dir, "server", "grpc.test", {"grpc.test"});
+  TestCert client_cert = MakeSignedBy(ca, dir, "client", "gateway", {"gateway.test"});
+  GrpcServer::Options options;
+  options.cert_path = server_cert.cert_path;
+  options.key_path = server_cert.key_path;
+  options.client_ca_path = ca.cert_path;
+  GrpcServer server("mtls", options);
+  ASSERT_TRUE(server.ok()) << server.process().Log();
+  const int port = PickFreePort();
+  auto cluster = [&](const std::string& name, const std::string& client) {
+    return absl::StrCat("---\nkind: Cluster\nname: ", name, "\nspec:\n  protocol: HTTP2\n",
+                        "  endpoints: [{address: 127.0.0.1, port: ", server.port(), "}]\n",
+                        "  tls: {ca: ca, sni: grpc.test", client, "}\n");
+  };
+  const std::string yaml = absl::StrCat(
+      CaSecretYaml("ca", ca), "---\n", CertificateSecretYaml("gateway-cert", client_cert),
+      cluster("without", ""), cluster("with", ", client_certificate: gateway-cert"),
+      "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+      "    - domains: [with.test]\n      routes:\n"
+      "        - match: {prefix: /}\n          route: {cluster: with}\n"
+      "    - domains: ['*']\n      routes:\n"
+      "        - match: {prefix: /}\n          route: {cluster: without}\n",
+      "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(dir, "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "grpc-mtls-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string target = absl::StrCat("127.0.0.1:", port);
+  GrpcCallResult refused = GrpcCall(target, "unary", {"--payload", "x"});
+  ASSERT_TRUE(refused.parsed) << refused.Describe();
+  EXPECT_EQ(refused.code, "UNAVAILABLE") << refused.Describe();
+  EXPECT_TRUE(absl::StrContains(refused.details, "does it require a client certificate?"))
+      << refused.Describe();
+  GrpcCallResult ok = GrpcCall(target, "unary", {"--payload", "y", "--authority", "with.test"});
+  ASSERT_TRUE(ok.parsed) << ok.Describe();
+  EXPECT_EQ(ok.code, "OK") << ok.Describe();
+  EXPECT_EQ(ok.payload, "y");
+}
+
 }  // namespace
 }  // namespace sluice::testing
