@@ -402,6 +402,24 @@ struct Http2ServerCodecAccess {
       case NGHTTP2_GOAWAY:
         if (frame->goaway.error_code != NGHTTP2_NO_ERROR && !codec->failed_) {
           codec->failed_ = true;
+          switch (frame->goaway.error_code) {
+            case NGHTTP2_ENHANCE_YOUR_CALM:
+              codec->error_kind_ = "flood";
+              break;
+            case NGHTTP2_COMPRESSION_ERROR:
+              codec->error_kind_ = "compression";
+              break;
+            case NGHTTP2_FLOW_CONTROL_ERROR:
+              codec->error_kind_ = "flow_control";
+              break;
+            case NGHTTP2_PROTOCOL_ERROR:
+            case NGHTTP2_FRAME_SIZE_ERROR:
+            case NGHTTP2_STREAM_CLOSED:
+              codec->error_kind_ = "protocol";
+              break;
+            default:
+              codec->error_kind_ = "other";
+          }
           codec->error_ = absl::StrCat(
               "connection error: sent GOAWAY ",
               nghttp2_http2_strerror(frame->goaway.error_code),
@@ -583,11 +601,18 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
   const size_t bad = frames_received_->Feed(bytes);
   if (const int rv = whole_headers_->Receive(session_, bytes.substr(0, bad)); rv != 0) {
     FailConnection(http2::GoawayCodeFor(rv),
-                   absl::StrCat("connection error: ", nghttp2_strerror(rv)));
+                   absl::StrCat("connection error: ", nghttp2_strerror(rv)),
+                   rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? "continuation_flood"
+                   : rv == NGHTTP2_ERR_FLOODED              ? "flood"
+                   : rv == NGHTTP2_ERR_HEADER_COMP          ? "compression"
+                   : rv == NGHTTP2_ERR_FLOW_CONTROL         ? "flow_control"
+                                                            : "protocol");
   }
   if (bad != std::string_view::npos && !failed_) {
     FailConnection(frames_received_->violation_code(),
-                   absl::StrCat("connection error: ", frames_received_->violation()));
+                   absl::StrCat("connection error: ", frames_received_->violation()),
+                   frames_received_->violation_code() == NGHTTP2_ENHANCE_YOUR_CALM ? "flood"
+                                                                                  : "protocol");
   }
   OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));
   in_session_call_ = false;
@@ -610,7 +635,7 @@ void Http2ServerCodec::TakeOutput(std::string* out, size_t max_bytes) {
 void Http2ServerCodec::OnDrained(int rv) {
   if (rv != 0) {
     FailConnection(NGHTTP2_INTERNAL_ERROR,
-                   absl::StrCat("connection error: ", nghttp2_strerror(rv)));
+                   absl::StrCat("connection error: ", nghttp2_strerror(rv)), "output");
   }
 }
 
@@ -634,11 +659,12 @@ bool Http2ServerCodec::WantsRead() const {
   return !failed_ && nghttp2_session_want_read(session_) != 0;
 }
 
-void Http2ServerCodec::FailConnection(uint32_t h2_error_code,
-                                      std::string reason) {
+void Http2ServerCodec::FailConnection(uint32_t h2_error_code, std::string reason,
+                                      std::string_view kind) {
   if (failed_) return;
   failed_ = true;
   error_ = std::move(reason);
+  error_kind_ = kind;
   nghttp2_session_terminate_session(session_, h2_error_code);
 }
 
@@ -649,7 +675,8 @@ void Http2ServerCodec::CountPrematureEnd() {
         absl::StrCat("connection error: ", premature_in_window_,
                      " streams reset or refused before their "
                      "response began, within ",
-                     limits_.premature_reset_window, " streams (rapid reset)"));
+                     limits_.premature_reset_window, " streams (rapid reset)"),
+        "rapid_reset");
   }
 }
 
@@ -878,7 +905,7 @@ void Http2ServerCodec::Shutdown(uint32_t error_code) {
   if (error_code != NGHTTP2_NO_ERROR) {
     FailConnection(
         error_code,
-        absl::StrCat("shutdown: ", nghttp2_http2_strerror(error_code)));
+        absl::StrCat("shutdown: ", nghttp2_http2_strerror(error_code)), "other");
     return;
   }
   switch (shutdown_) {

@@ -291,6 +291,11 @@ class Http2ServerCodec {
 
   // Why the connection failed; empty while it has not.
   const std::string& error() const { return error_; }
+  // The same as one word, for a metric's label (empty while it has not
+  // failed): rapid_reset, continuation_flood, flood (SETTINGS, PING or
+  // empty-frame floods), compression (HPACK), flow_control, protocol,
+  // output (more queued for the client than allowed), other.
+  std::string_view error_kind() const { return error_kind_; }
   // Streams opened by the peer and not yet closed.
   size_t open_streams() const { return streams_.size(); }
   // The bytes received so far end inside a frame's 9-byte header or inside
@@ -310,7 +315,7 @@ class Http2ServerCodec {
   // A drain of nghttp2's output returned `rv`: a connection error unless 0.
   void OnDrained(int rv);
   void NotifyWritable();
-  void FailConnection(uint32_t h2_error_code, std::string reason);
+  void FailConnection(uint32_t h2_error_code, std::string reason, std::string_view kind);
   void CountPrematureEnd();
   void RespondHeadersTooLarge(Stream* stream, const Http2ServerCallbacks::ReplyFields& reply);
   void RejectHeaderBlock(Stream* stream);
@@ -337,6 +342,7 @@ class Http2ServerCodec {
   // Whole frame headers to nghttp2 (after the client's 24-octet preface).
   std::unique_ptr<http2::WholeFrameHeaderFeeder> whole_headers_;
   std::string error_;
+  std::string_view error_kind_;  // static strings (error_kind())
   bool failed_ = false;
   // Receive or TakeOutput is running (they must not nest).
   bool in_session_call_ = false;

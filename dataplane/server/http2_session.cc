@@ -415,6 +415,7 @@ void Http2Session::OnReadable() {
   input.Drain(input.size());
   if (!ok) {
     worker_.stats().downstream_protocol_errors->Inc();
+    worker_.stats().DownstreamHttp2ConnectionError(codec_.error_kind())->Inc();
     SLUICE_LOG(kDebug, "HTTP/2 connection error from ", peer_ip_, ": ", codec_.error());
   }
   WatchHeaderBlock();
@@ -440,6 +441,7 @@ void Http2Session::WatchHeaderBlock() {
 void Http2Session::OnHeaderBlockTimeout() {
   if (closed_ || !codec_.head_pending()) return;
   worker_.stats().downstream_protocol_errors->Inc();
+  worker_.stats().DownstreamHttp2ConnectionError("header_timeout")->Inc();
   SLUICE_LOG(kDebug, "HTTP/2 frame header or header block from ", peer_ip_,
              " not received whole within ",
              absl::FormatDuration(options_.request_headers_timeout), ": GOAWAY, closed");

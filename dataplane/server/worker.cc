@@ -121,6 +121,13 @@ stats::Counter* ProxyStats::DownstreamTlsHandshakeError(std::string_view reason)
   return downstream_tls_handshake_errors[std::size(kHandshakeFailureKinds) - 1];  // "other"
 }
 
+stats::Counter* ProxyStats::DownstreamHttp2ConnectionError(std::string_view reason) const {
+  for (size_t i = 0; i < std::size(kHttp2ConnectionErrorKinds); ++i) {
+    if (kHttp2ConnectionErrorKinds[i] == reason) return downstream_http2_connection_errors[i];
+  }
+  return downstream_http2_connection_errors[std::size(kHttp2ConnectionErrorKinds) - 1];  // other
+}
+
 ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(store) {
   store.Describe("sluice_policy_responses_total",
                  "Answers a policy made instead of the upstream (401 of an authentication "
@@ -200,6 +207,15 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
                          absl::StrCat("reason=\"", std::string(kHandshakeFailureKinds[i]), "\""));
   }
   downstream_tls_resumptions = store.GetCounter("sluice_downstream_tls_resumptions_total");
+  store.Describe("sluice_downstream_http2_connection_errors_total",
+                 "Client HTTP/2 connections ended with a GOAWAY error, by why (rapid_reset, "
+                 "continuation_flood, flood, compression, flow_control, protocol, output, "
+                 "header_timeout, other).");
+  for (size_t i = 0; i < std::size(kHttp2ConnectionErrorKinds); ++i) {
+    downstream_http2_connection_errors[i] = store.GetCounter(
+        "sluice_downstream_http2_connection_errors_total",
+        absl::StrCat("reason=\"", std::string(kHttp2ConnectionErrorKinds[i]), "\""));
+  }
   store.Describe("sluice_downstream_proxy_protocol_errors_total",
                  "Connections to a proxy_protocol listener closed for want of a valid PROXY "
                  "header (missing, malformed, cut, or not sent within request_headers_timeout).");

@@ -90,6 +90,13 @@ struct ProxyStats {
       "no_shared_cipher", "no_application_protocol", "client_certificate",
       "server_name",      "other"};
   stats::Counter* downstream_tls_handshake_errors[std::size(kHandshakeFailureKinds)];
+  // sluice_downstream_http2_connection_errors_total{reason}: `reason` is an
+  // http::Http2ServerCodec::error_kind(), or header_timeout.
+  stats::Counter* DownstreamHttp2ConnectionError(std::string_view reason) const;
+  static constexpr std::string_view kHttp2ConnectionErrorKinds[] = {
+      "rapid_reset", "continuation_flood", "flood",          "compression", "flow_control",
+      "protocol",    "output",             "header_timeout", "other"};
+  stats::Counter* downstream_http2_connection_errors[std::size(kHttp2ConnectionErrorKinds)];
   stats::Counter* downstream_proxy_protocol_errors;
   stats::Counter* downstream_tls_resumptions;
   stats::Counter* downstream_http2_connections;

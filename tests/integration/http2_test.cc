@@ -546,6 +546,9 @@ TEST_F(Http2Test, AStalledHeaderBlockIsCutAtTheRequestHeadTimeout) {
     ASSERT_FALSE(frames.empty());
     EXPECT_EQ(frames.back().type, 0x7);  // GOAWAY
   }
+  EXPECT_EQ(proxy_->Stat(
+                "sluice_downstream_http2_connection_errors_total{reason=\"header_timeout\"}"),
+            3);
   CommandResult r = Curl({"--http2-prior-knowledge",
                           absl::StrCat("http://127.0.0.1:", limited_port_, "/slow?delay_ms=2500")});
   EXPECT_TRUE(absl::StrContains(r.out, "web-1 GET /slow")) << r.out << r.err;
@@ -594,6 +597,53 @@ TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
   }
   EXPECT_LT(last - before, 32 * 1024) << "KiB more for 50 unread streams";
   close(fd);
+}
+
+// Connection errors are counted by why, so a rapid-reset attack, a
+// CONTINUATION flood and a broken client can be told apart (before: one
+// sluice_downstream_protocol_errors_total for all of them).
+TEST_F(Http2Test, ConnectionErrorsAreCountedByWhy) {
+  auto reason = [&](const std::string& why) {
+    return proxy_->Stat(
+        absl::StrCat("sluice_downstream_http2_connection_errors_total{reason=\"", why, "\"}"));
+  };
+  auto send_until_goaway = [&](const std::string& bytes) {
+    int fd = ConnectLoopback(plain_port_);
+    if (fd < 0) return std::string("no connection");
+    (void)!write(fd, bytes.data(), bytes.size());
+    bool closed = false;
+    std::vector<RawFrameIn> frames =
+        ReadFrames(fd, [](const RawFrameIn& f) { return f.type == 0x7; }, &closed);
+    close(fd);
+    return frames.empty() || frames.back().type != 0x7 ? std::string("no GOAWAY")
+                                                      : frames.back().payload.substr(4, 4);
+  };
+  const int64_t rapid = reason("rapid_reset"), continuation = reason("continuation_flood"),
+                protocol = reason("protocol");
+  // Rapid reset: streams to a slow route, each reset at once.
+  std::string bytes = kPrefaceAndSettings;
+  for (int i = 0; i < 150; ++i) {
+    bytes += Http2Frame(0x1, 0x5, 1 + 2 * i,
+                        Literal(":method", "GET") + Literal(":scheme", "http") +
+                            Literal(":path", "/slow?delay_ms=2000") + Literal(":authority", "a.test"));
+    bytes += Http2Frame(0x3, 0, 1 + 2 * i, std::string("\0\0\0\x08", 4));  // CANCEL
+  }
+  EXPECT_EQ(send_until_goaway(bytes), std::string("\0\0\0\x0b", 4));  // ENHANCE_YOUR_CALM
+  // A header block that goes on and on.
+  bytes = kPrefaceAndSettings + Http2Frame(0x1, 0x1, 1, Literal(":method", "GET"));
+  for (int i = 0; i < 20; ++i) bytes += Http2Frame(0x9, 0, 1, Literal("x-more", "a"));
+  EXPECT_EQ(send_until_goaway(bytes), std::string("\0\0\0\x0b", 4));
+  // DATA on stream 0.
+  bytes = kPrefaceAndSettings + Http2Frame(0x0, 0, 0, "abcd");
+  EXPECT_EQ(send_until_goaway(bytes), std::string("\0\0\0\x01", 4));  // PROTOCOL_ERROR
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return reason("rapid_reset") == rapid + 1 &&
+               reason("continuation_flood") == continuation + 1 &&
+               reason("protocol") == protocol + 1;
+      },
+      absl::Seconds(5)))
+      << proxy_->Admin("/stats").second;
 }
 
 TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
