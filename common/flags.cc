@@ -52,6 +52,18 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, char** argv,
       std::vector<std::string> known(with_value.begin(), with_value.end());
       known.insert(known.end(), switches.begin(), switches.end());
       std::string near = common::Nearest(name, known, /*max_edits=*/2);
+      if (near.empty() && name.size() >= 3) {
+        // Cut short (--max-held-body for --max-held-body-mb): the one flag
+        // it begins.
+        for (const std::string& flag : known) {
+          if (!absl::StartsWith(flag, name)) continue;
+          if (!near.empty()) {
+            near.clear();
+            break;
+          }
+          near = flag;
+        }
+      }
       return absl::InvalidArgumentError(
           absl::StrCat("unknown flag ", dashes, name,
                        near.size() > 1 ? absl::StrCat("; did you mean --", near, "?") : ""));

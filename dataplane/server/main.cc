@@ -96,7 +96,7 @@ constexpr char kUsage[] =
     "                      (default 64; least recently used ones go first)\n"
     "  --max-held-body-mb N  request bodies held whole for policies (request-validation's\n"
     "                      body_schema, ...), all together; past it such a request gets 503\n"
-    "                      (default 1024, or half of --max-memory-mb when that is given)\n"
+    "                      (default 1024, or a quarter of --max-memory-mb when that is given)\n"
     "  --admin-token-file FILE  the admin endpoint needs 'Authorization: Bearer <token>'\n"
     "                      with the token in FILE (one line, at least 16 characters)\n"
     "                      on every path but /ready and /livez\n"
@@ -618,9 +618,10 @@ int Run(int argc, char** argv) {
       !status.ok()) {
     return fail(std::string(status.message()));
   }
-  // Request bodies held whole for policies: 1 GiB, or half the memory
-  // guard's limit.
-  int64_t max_held_body_mb = max_memory_mb > 0 ? std::max<int64_t>(1, max_memory_mb / 2) : 1024;
+  // Request bodies held whole for policies: 1 GiB, or a quarter of the
+  // memory guard's limit (a held body is in memory about twice on its way
+  // upstream, and a body_schema's parse takes more while it runs).
+  int64_t max_held_body_mb = max_memory_mb > 0 ? std::max<int64_t>(1, max_memory_mb / 4) : 1024;
   if (absl::Status status = IntFlagInRange(*flags, "max-held-body-mb", 1, 1024 * 1024,
                                             &max_held_body_mb);
       !status.ok()) {

@@ -761,6 +761,15 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
                       {}, {}, "application/json", /*close_connection=*/true);
     return;
   }
+  if (head.body == RequestHead::Body::kLength &&
+      static_cast<int64_t>(head.content_length) > HeldBodies::max()) {
+    response_flag_ = "request_too_large";
+    SendLocalResponse(413, absl::StrCat("request body of ", head.content_length,
+                                        " bytes is over the ", HeldBodies::max() >> 20,
+                                        " MiB the gateway holds for policies"),
+                      {}, {}, "application/json", /*close_connection=*/true);
+    return;
+  }
   // The body is held whole before anything goes upstream. The route
   // timeout starts when it goes (the upload is not the upstream's time);
   // meanwhile the route's idle_timeout bounds a body that stalls. A route
@@ -790,10 +799,46 @@ void ProxyStream::RefuseHeldBody() {
                     {}, {}, "application/json", /*close_connection=*/true);
 }
 
+bool ProxyStream::HoldBodyChunk(std::string_view chunk) {
+  std::string& held = deferred().paused_body;
+  const size_t needed = held.size() + chunk.size();
+  if (needed > held.capacity()) {
+    // The buffer grows by what this call decides, charged first: a declared
+    // length whole at the first byte (so it never doubles past it), else
+    // doubling, but not past the hold's limit nor the proxy-wide bound (a
+    // body that fits is never refused for the doubling).
+    const RequestHead& head = deferred().saved_head;
+    size_t target = std::max(needed, 2 * held.capacity());
+    if (head.body == RequestHead::Body::kLength && head.content_length >= needed) {
+      target = head.content_length;
+    }
+    target = std::max(
+        needed, std::min<size_t>(target, std::min<uint64_t>(body_buffer_limit_ + 1,
+                                                            static_cast<uint64_t>(HeldBodies::max()))));
+    if (static_cast<int64_t>(target) > held_bytes_ &&
+        !TakeHeldBytes(target - static_cast<size_t>(held_bytes_))) {
+      return false;
+    }
+    held.reserve(target);
+  }
+  held.append(chunk);
+  return true;
+}
+
 bool ProxyStream::TakeHeldBytes(size_t bytes) {
+  if (held_bytes_ + static_cast<int64_t>(bytes) > HeldBodies::max()) {
+    // This body alone is more than the gateway holds: never, so not 503.
+    response_flag_ = "request_too_large";
+    SendLocalResponse(413,
+                      absl::StrCat("request body over the ", HeldBodies::max() >> 20,
+                                   " MiB the gateway holds for policies"),
+                      {}, {}, "application/json", /*close_connection=*/true);
+    return false;
+  }
   const bool overload = Overload::active();
   if (overload || !HeldBodies::TryTake(static_cast<int64_t>(bytes))) {
     worker_.stats().held_bodies_refused->Inc();
+    if (overload) worker_.stats().overload_requests_rejected->Inc();
     response_flag_ = overload ? "overload" : "held_body_limit";
     SendLocalResponse(503,
                       overload ? "the gateway is overloaded (memory); try again"
@@ -1411,7 +1456,7 @@ void ProxyStream::ContinueRequest() {
   sink_->SetRequestReadEnabled(true);
   if (buffering_body_) {
     // What came during the pause is the start of the held body.
-    if (!TakeHeldBytes(deferred().paused_body.size())) return;
+    if (!TakeHeldBytes(deferred().paused_body.capacity())) return;
     if (deferred().paused_body.size() > body_buffer_limit_) {
       RefuseHeldBody();
     } else if (paused_end_) {
@@ -1990,8 +2035,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!replaying_) bytes_in_ += chunk.size();
   if (buffering_body_) {
     NoteActivity();
-    if (!TakeHeldBytes(chunk.size())) return;
-    deferred().paused_body.append(chunk);
+    if (!HoldBodyChunk(chunk)) return;
     if (deferred().paused_body.size() > body_buffer_limit_) RefuseHeldBody();
     return;
   }

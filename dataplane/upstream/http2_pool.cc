@@ -229,6 +229,7 @@ void Http2UpstreamConnection::OnReadable() {
   net::Buffer& input = connection_->input();
   if (input.empty()) return;
   ++reads_;
+  last_read_ = dispatcher_.Now();
   std::string_view bytes = input.view();
   size_t n = bytes.size();
   if (!codec_.peer_settings_received() && n >= 4 && static_cast<uint8_t>(bytes[3]) != 0x04) {
@@ -484,25 +485,28 @@ void Http2UpstreamConnection::UpdateIdle() {
   } else {
     // An outstanding PING keeps its deadline (ping_timer_).
     idle_timer_.Disable();
-    if (!busy_timer_.enabled()) {
-      reads_at_busy_check_ = reads_;
-      busy_timer_.Enable(busy_ping_after_);
-    }
+    if (!busy_timer_.enabled()) busy_timer_.Enable(busy_ping_after_);
   }
 }
 
 void Http2UpstreamConnection::OnBusyTimer() {
   if (closed_ || (streams_.empty() && pending_.empty())) return;  // idle: idle_timer_'s
-  // Nothing came since the last check, a whole interval ago, and no PING
-  // went within one either.
-  if (reads_ == reads_at_busy_check_ && connected_ &&
-      dispatcher_.Now() - last_ping_sent_ >= busy_ping_after_) {
+  // A PING once nothing has come for a whole interval, and none went within
+  // one; else the check comes back when that would be so.
+  if (!connected_) {  // the connect timeout's time
+    busy_timer_.Enable(busy_ping_after_);
+    return;
+  }
+  const absl::Time now = dispatcher_.Now();
+  const absl::Time quiet_since = std::max(last_read_, last_ping_sent_);
+  if (now - quiet_since >= busy_ping_after_) {
     SendPing();
     Flush();
     if (closed_) return;
+    busy_timer_.Enable(busy_ping_after_);
+    return;
   }
-  reads_at_busy_check_ = reads_;
-  busy_timer_.Enable(busy_ping_after_);
+  busy_timer_.Enable(std::max(busy_ping_after_ - (now - quiet_since), absl::Milliseconds(10)));
 }
 
 void Http2UpstreamConnection::OnIdleTimer() {

@@ -207,7 +207,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   event::Timer busy_timer_;  // PING of a busy one that received nothing for busy_ping_after_
   const absl::Duration idle_ping_interval_;
   const absl::Duration busy_ping_after_;
-  uint64_t reads_at_busy_check_ = 0;
+  absl::Time last_read_ = absl::InfinitePast();  // dispatcher time of the last bytes read
   absl::Time last_ping_sent_ = absl::InfinitePast();  // dispatcher time
   event::Timer ping_timer_;  // the outstanding PING's deadline
   bool connected_ = false;

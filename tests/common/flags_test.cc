@@ -50,6 +50,10 @@ TEST(FlagsTest, TypoNamesTheFlagMeant) {
             "unknown flag --datadir; did you mean --data-dir?");
   EXPECT_EQ(Parse({"-insecrue"}).status().message(),
             "unknown flag -insecrue; did you mean --insecure?");
+  // Cut short: the one flag it begins; two: no guess.
+  EXPECT_EQ(Parse({"--insec"}).status().message(),
+            "unknown flag --insec; did you mean --insecure?");
+  EXPECT_EQ(Parse({"--data"}).status().message(), "unknown flag --data; did you mean --data-dir?");
   // Nothing near: no guess.
   EXPECT_EQ(Parse({"-x"}).status().message(), "unknown flag -x");
 }

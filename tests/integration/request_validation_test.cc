@@ -446,14 +446,13 @@ TEST_F(RequestValidationTest, HeldBodiesTogetherAreBoundedProxyWide) {
                                      "Content-Type: application/json\r\nContent-Length: ",
                                      first.size(), "\r\n\r\n",
                                      first.substr(0, first.size() - 1))));
+  // Its declared length is charged (and reserved) whole at its first byte.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (proxy_->Stat("sluice_request_bodies_held_bytes") !=
-             static_cast<int64_t>(first.size() - 1) &&
+  while (proxy_->Stat("sluice_request_bodies_held_bytes") != static_cast<int64_t>(first.size()) &&
          absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  ASSERT_EQ(proxy_->Stat("sluice_request_bodies_held_bytes"),
-            static_cast<int64_t>(first.size() - 1));
+  ASSERT_EQ(proxy_->Stat("sluice_request_bodies_held_bytes"), static_cast<int64_t>(first.size()));
 
   const std::string second = array(500000);
   HttpResponse r =
@@ -475,6 +474,20 @@ TEST_F(RequestValidationTest, HeldBodiesTogetherAreBoundedProxyWide) {
   r = HttpRequest(address(), "POST", "/bulk", {{"content-type", "application/json"}}, second);
   EXPECT_EQ(r.status, 200) << r.error << r.body;
   EXPECT_TRUE(absl::StrContains(r.body, Echo(second))) << r.body.substr(0, 300);
+  // A body that alone is more than the bound can never be held: 413, not a
+  // 503 to retry for ever; declared or streamed.
+  const std::string whole = array(1200000);
+  r = HttpRequest(address(), "POST", "/bulk", {{"content-type", "application/json"}}, whole);
+  EXPECT_EQ(r.status, 413) << r.error;
+  EXPECT_TRUE(absl::StrContains(r.body, "over the 1 MiB the gateway holds for policies")) << r.body;
+  r = HttpRequest(address(), "POST", "/bulk",
+                  {{"content-type", "application/json"}, {"transfer-encoding", "chunked"}},
+                  EncodeChunked(whole, 65536));
+  EXPECT_EQ(r.status, 413) << r.error;
+  EXPECT_TRUE(absl::StrContains(r.body, "over the 1 MiB the gateway holds for policies")) << r.body;
+  EXPECT_EQ(proxy_->Stat("sluice_request_bodies_held_refused_total"), 1);
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_request_bodies_held_bytes") == 0; },
+                      absl::Seconds(10)));
 }
 
 TEST_F(RequestValidationTest, ABadSchemaIsRefusedAtApplyNamingTheKeyword) {
