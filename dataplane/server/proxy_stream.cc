@@ -799,10 +799,14 @@ void ProxyStream::RefuseHeldBody() {
                     {}, {}, "application/json", /*close_connection=*/true);
 }
 
+// Room kept past a held body for a parser's padding (simdjson reads up to 64
+// bytes past the end): a body_schema parses the held body in place.
+constexpr size_t kHeldBodyPadding = 64;
+
 bool ProxyStream::HoldBodyChunk(std::string_view chunk) {
   std::string& held = deferred().paused_body;
   const size_t needed = held.size() + chunk.size();
-  if (needed > held.capacity()) {
+  if (needed + kHeldBodyPadding > held.capacity()) {
     // The buffer grows by what this call decides, charged first: a declared
     // length whole at the first byte (so it never doubles past it), else
     // doubling, but not past the hold's limit nor the proxy-wide bound (a
@@ -814,7 +818,8 @@ bool ProxyStream::HoldBodyChunk(std::string_view chunk) {
     }
     target = std::max(
         needed, std::min<size_t>(target, std::min<uint64_t>(body_buffer_limit_ + 1,
-                                                            static_cast<uint64_t>(HeldBodies::max()))));
+                                                            static_cast<uint64_t>(HeldBodies::max())))) +
+        kHeldBodyPadding;
     if (static_cast<int64_t>(target) > held_bytes_ &&
         !TakeHeldBytes(target - static_cast<size_t>(held_bytes_))) {
       return false;

@@ -178,7 +178,8 @@ class RequestValidationFilter : public http::Filter {
       if (settings_.body_required) return Refuse(callbacks, 400, "body: is required");
       return http::FilterStatus::kContinue;
     }
-    absl::Status status = settings_.body_schema->Validate(body);
+    absl::Status status = settings_.body_schema->Validate(
+        body, body.capacity() - body.size() >= JsonSchema::kPadding);
     if (!status.ok()) {
       return Refuse(callbacks, 400,
                     std::string_view(status.message().data(), status.message().size()));

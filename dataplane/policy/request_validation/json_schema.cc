@@ -832,7 +832,9 @@ bool WithinDepth(element e, int levels) {
 
 }  // namespace
 
-absl::Status JsonSchema::Validate(std::string_view document) const {
+static_assert(JsonSchema::kPadding == simdjson::SIMDJSON_PADDING);
+
+absl::Status JsonSchema::Validate(std::string_view document, bool padded) const {
   // One parser per thread (a worker's), its buffers reused while small.
   thread_local std::unique_ptr<simdjson::dom::parser> parser;
   if (parser == nullptr) {
@@ -847,7 +849,8 @@ absl::Status JsonSchema::Validate(std::string_view document) const {
   }
   absl::Status status;
   element root;
-  simdjson::error_code error = parser->parse(document.data(), document.size()).get(root);
+  simdjson::error_code error =
+      parser->parse(document.data(), document.size(), /*realloc_if_needed=*/!padded).get(root);
   if (error == simdjson::DEPTH_ERROR) {
     status = absl::InvalidArgumentError(
         absl::StrCat("body: nested deeper than ", kMaxDocumentDepth, " arrays and objects"));
