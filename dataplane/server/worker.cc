@@ -114,18 +114,35 @@ const ConsumerMetrics::Counters& Worker::ConsumerCounters(const std::string& con
   return *c;
 }
 
-stats::Counter* ProxyStats::DownstreamTlsHandshakeError(std::string_view reason) const {
-  for (size_t i = 0; i < std::size(kHandshakeFailureKinds); ++i) {
-    if (kHandshakeFailureKinds[i] == reason) return downstream_tls_handshake_errors[i];
+namespace {
+
+// One counter of `name` per reason in `reasons`, labelled reason="...".
+template <size_t N>
+void MakeReasonCounters(stats::StatsStore& store, const std::string& name,
+                        const std::string_view (&reasons)[N], stats::Counter* (&counters)[N]) {
+  for (size_t i = 0; i < N; ++i) {
+    counters[i] = store.GetCounter(name, absl::StrCat("reason=\"", std::string(reasons[i]), "\""));
   }
-  return downstream_tls_handshake_errors[std::size(kHandshakeFailureKinds) - 1];  // "other"
+}
+
+// The counter of `reason`; the last one ("other") for a reason not listed.
+template <size_t N>
+stats::Counter* ReasonCounter(const std::string_view (&reasons)[N],
+                              stats::Counter* const (&counters)[N], std::string_view reason) {
+  for (size_t i = 0; i < N; ++i) {
+    if (reasons[i] == reason) return counters[i];
+  }
+  return counters[N - 1];
+}
+
+}  // namespace
+
+stats::Counter* ProxyStats::DownstreamTlsHandshakeError(std::string_view reason) const {
+  return ReasonCounter(kHandshakeFailureKinds, downstream_tls_handshake_errors, reason);
 }
 
 stats::Counter* ProxyStats::DownstreamHttp2ConnectionError(std::string_view reason) const {
-  for (size_t i = 0; i < std::size(kHttp2ConnectionErrorKinds); ++i) {
-    if (kHttp2ConnectionErrorKinds[i] == reason) return downstream_http2_connection_errors[i];
-  }
-  return downstream_http2_connection_errors[std::size(kHttp2ConnectionErrorKinds) - 1];  // other
+  return ReasonCounter(kHttp2ConnectionErrorKinds, downstream_http2_connection_errors, reason);
 }
 
 ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(store) {
@@ -201,21 +218,15 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_downstream_tls_resumptions_total",
                  "TLS handshakes that resumed a session (tickets).");
   downstream_tls_handshakes = store.GetCounter("sluice_downstream_tls_handshakes_total");
-  for (size_t i = 0; i < std::size(kHandshakeFailureKinds); ++i) {
-    downstream_tls_handshake_errors[i] =
-        store.GetCounter("sluice_downstream_tls_handshake_errors_total",
-                         absl::StrCat("reason=\"", std::string(kHandshakeFailureKinds[i]), "\""));
-  }
+  MakeReasonCounters(store, "sluice_downstream_tls_handshake_errors_total", kHandshakeFailureKinds,
+                     downstream_tls_handshake_errors);
   downstream_tls_resumptions = store.GetCounter("sluice_downstream_tls_resumptions_total");
   store.Describe("sluice_downstream_http2_connection_errors_total",
                  "Client HTTP/2 connections ended with a GOAWAY error, by why (rapid_reset, "
                  "continuation_flood, flood, compression, flow_control, protocol, output, "
                  "header_timeout, other).");
-  for (size_t i = 0; i < std::size(kHttp2ConnectionErrorKinds); ++i) {
-    downstream_http2_connection_errors[i] = store.GetCounter(
-        "sluice_downstream_http2_connection_errors_total",
-        absl::StrCat("reason=\"", std::string(kHttp2ConnectionErrorKinds[i]), "\""));
-  }
+  MakeReasonCounters(store, "sluice_downstream_http2_connection_errors_total",
+                     kHttp2ConnectionErrorKinds, downstream_http2_connection_errors);
   store.Describe("sluice_downstream_proxy_protocol_errors_total",
                  "Connections to a proxy_protocol listener closed for want of a valid PROXY "
                  "header (missing, malformed, cut, or not sent within request_headers_timeout).");
