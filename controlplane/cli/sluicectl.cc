@@ -236,6 +236,12 @@ int Fail(const std::string& message) {
 
 using common::Nearest;
 
+// absl::FormatDuration, but "0s" for zero (it prints a bare "0": "started
+// 0 ago").
+std::string ShownDuration(absl::Duration d) {
+  return d == absl::ZeroDuration() ? "0s" : absl::FormatDuration(d);
+}
+
 const std::vector<std::string>& CommandNames() {
   static const auto* names = new std::vector<std::string>{
       "apply", "get",   "delete", "history", "diff",    "rollback",     "proxies",
@@ -656,8 +662,8 @@ void PrintRollout(const admin::v1::Rollout& r, bool running) {
         absl::FromUnixSeconds(r.verify_ends().seconds()) +
         absl::Nanoseconds(r.verify_ends().nanos()) - absl::Now();
     absl::StrAppend(&state, ", ",
-                    absl::FormatDuration(absl::Trunc(std::max(left, absl::ZeroDuration()),
-                                                     absl::Seconds(1))),
+                    ShownDuration(absl::Trunc(std::max(left, absl::ZeroDuration()),
+                                              absl::Seconds(1))),
                     " left");
   }
   std::cout << "rollout " << r.id() << ": " << state << "\n";
@@ -1663,7 +1669,7 @@ void PrintSilentReplicas(const admin::v1::ListProxiesResponse& response) {
                                  absl::Nanoseconds(response.serving_for().nanos());
   if (response.has_serving_for() && serving < kReconnectWindow) {
     std::cerr << "sluice-control started "
-              << absl::FormatDuration(absl::Trunc(serving, absl::Milliseconds(100)))
+              << ShownDuration(absl::Trunc(serving, absl::Milliseconds(100)))
               << " ago: proxies that were connected before may not be back yet (within "
               << absl::FormatDuration(kReconnectWindow) << ")\n";
   }
