@@ -160,7 +160,8 @@ plural).
 get and diff never print a private key: they show "[redacted]" in its place. A Consumer's
 API keys and passwords are stored only as hashes (key_sha256, password_hash).
 
-The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000.
+The server is --server, else $SLUICE_SERVER, else 127.0.0.1:18000; several,
+comma-separated (replicas of one store): the first that takes the connection.
 --token T (else $SLUICE_TOKEN) authenticates every call (sluice-control
 --require-tokens): viewer tokens may read, operator tokens also change the config,
 admin tokens also manage tokens.
@@ -2229,11 +2230,14 @@ int Run(int argc, char** argv) {
     return 2;
   }
   if (flags->positional[0] == "hash-password") return HashPasswordCommand(*flags);
-  std::string server = "127.0.0.1:18000";
-  if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) server = env;
-  if (auto it = flags->values.find("server"); it != flags->values.end()) server = it->second;
-  if (absl::Status checked = CheckHostPortFlag("server", server); !checked.ok()) {
-    return UsageFail(std::string(checked.message()));
+  std::string servers = "127.0.0.1:18000";
+  if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) servers = env;
+  if (auto it = flags->values.find("server"); it != flags->values.end()) servers = it->second;
+  const std::vector<std::string> candidates = absl::StrSplit(servers, ',');
+  for (const std::string& candidate : candidates) {
+    if (absl::Status checked = CheckHostPortFlag("server", candidate); !checked.ok()) {
+      return UsageFail(std::string(checked.message()));
+    }
   }
 
   // The same message limits as sluice-control's, so that a config it holds
@@ -2248,7 +2252,29 @@ int Run(int argc, char** argv) {
   auto credentials = ChannelCredentials(*flags);
   // A flag given wrongly (as sluice-control and sluice-proxy say it): exit 2.
   if (!credentials.ok()) return UsageFail(std::string(credentials.status().message()));
-  auto channel = grpc::CreateCustomChannel(server, *credentials, args);
+  // Replicas of one store: the first that takes the connection (TCP, TLS
+  // and HTTP/2 set up; nothing is sent before), so a command never goes to
+  // two. None: the first, whose error the command reports.
+  std::string server = candidates.front();
+  std::shared_ptr<grpc::Channel> channel;
+  for (size_t i = 0; i < candidates.size() && candidates.size() > 1; ++i) {
+    auto tried = grpc::CreateCustomChannel(candidates[i], *credentials, args);
+    const auto deadline = std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(kConnectTimeoutMs);
+    grpc_connectivity_state state = tried->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+           state != GRPC_CHANNEL_SHUTDOWN && tried->WaitForStateChange(state, deadline)) {
+      state = tried->GetState(/*try_to_connect=*/true);
+    }
+    if (state == GRPC_CHANNEL_READY) {
+      server = candidates[i];
+      channel = std::move(tried);
+      break;
+    }
+    std::cerr << "note: sluice-control at " << candidates[i] << " cannot be reached"
+              << (i + 1 < candidates.size() ? ", trying " + candidates[i + 1] : "") << "\n";
+  }
+  if (channel == nullptr) channel = grpc::CreateCustomChannel(server, *credentials, args);
   auto stub = admin::v1::AdminService::NewStub(channel);
   admin_channel = channel;
   if (const char* env = std::getenv("SLUICE_TOKEN"); env && *env) bearer_token = env;

@@ -596,6 +596,42 @@ TEST(ControlPlaneTest, AChangeWithoutAnAnswerMayHaveBeenApplied) {
   close(silent);
 }
 
+// Several servers, comma-separated (replicas of one store): the command goes
+// to the first that takes the connection, saying which it passed over
+// (before: one address only, and an operator whose replica was down
+// retried by hand against another).
+TEST(ControlPlaneTest, SeveralServersTakeTheFirstThatConnects) {
+  testing::ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  int silent_port = 0;
+  const int silent = testing::SilentListener(&silent_port);
+  ASSERT_GE(silent, 0);
+  const std::string silent_address = absl::StrCat("127.0.0.1:", silent_port);
+  const std::string ctl = RunfilePath("controlplane/cli/sluicectl");
+  // Refused, then one that never speaks (passed over at the 5 s connect
+  // timeout), then the control plane.
+  auto get = testing::RunCommand(
+      {ctl, "--server", absl::StrCat("127.0.0.1:1,", silent_address, ",", cp.address()), "get"});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_TRUE(absl::StrContains(get.err, absl::StrCat("note: sluice-control at 127.0.0.1:1 cannot "
+                                                      "be reached, trying ", silent_address)))
+      << get.err;
+  EXPECT_TRUE(absl::StrContains(get.err, absl::StrCat("note: sluice-control at ", silent_address,
+                                                      " cannot be reached, trying ",
+                                                      cp.address())))
+      << get.err;
+  close(silent);
+  // None reachable: the first's error.
+  auto none = testing::RunCommand({ctl, "--server", "127.0.0.1:1,127.0.0.1:2", "get"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(none.err, "cannot reach sluice-control at 127.0.0.1:1:"))
+      << none.err;
+  // One that is no HOST:PORT: a usage error naming it.
+  auto bad = testing::RunCommand({ctl, "--server", absl::StrCat(cp.address(), ",cp2"), "get"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(absl::StrContains(bad.err, "--server cp2: expected HOST:PORT")) << bad.err;
+}
+
 // An apply-only rule (checked by the control plane on changed content)
 // names the line of the field, as the rules sluicectl checks itself do, and
 // with another error in the file both come in one round. Before: "document
