@@ -806,20 +806,30 @@ constexpr size_t kHeldBodyPadding = 64;
 bool ProxyStream::HoldBodyChunk(std::string_view chunk) {
   std::string& held = deferred().paused_body;
   const size_t needed = held.size() + chunk.size();
+  const size_t bound = static_cast<size_t>(HeldBodies::max());
+  if (needed > bound) {
+    // This body alone is more than the gateway holds: never, so not 503.
+    response_flag_ = "request_too_large";
+    SendLocalResponse(413,
+                      absl::StrCat("request body over the ", bound >> 20,
+                                   " MiB the gateway holds for policies"),
+                      {}, {}, "application/json", /*close_connection=*/true);
+    return false;
+  }
   if (needed + kHeldBodyPadding > held.capacity()) {
     // The buffer grows by what this call decides, charged first: a declared
     // length whole at the first byte (so it never doubles past it), else
-    // doubling, but not past the hold's limit nor the proxy-wide bound (a
-    // body that fits is never refused for the doubling).
+    // doubling, but not past the hold's limit, with the parser's padding,
+    // and never past the proxy-wide bound (a body that fits is never
+    // refused for the doubling or the padding; one of the bound's whole size
+    // is parsed from a copy).
     const RequestHead& head = deferred().saved_head;
     size_t target = std::max(needed, 2 * held.capacity());
     if (head.body == RequestHead::Body::kLength && head.content_length >= needed) {
       target = head.content_length;
     }
-    target = std::max(
-        needed, std::min<size_t>(target, std::min<uint64_t>(body_buffer_limit_ + 1,
-                                                            static_cast<uint64_t>(HeldBodies::max())))) +
-        kHeldBodyPadding;
+    target = std::min<uint64_t>(target, body_buffer_limit_ + 1) + kHeldBodyPadding;
+    target = std::max(needed, std::min(target, bound));
     if (static_cast<int64_t>(target) > held_bytes_ &&
         !TakeHeldBytes(target - static_cast<size_t>(held_bytes_))) {
       return false;
@@ -831,15 +841,6 @@ bool ProxyStream::HoldBodyChunk(std::string_view chunk) {
 }
 
 bool ProxyStream::TakeHeldBytes(size_t bytes) {
-  if (held_bytes_ + static_cast<int64_t>(bytes) > HeldBodies::max()) {
-    // This body alone is more than the gateway holds: never, so not 503.
-    response_flag_ = "request_too_large";
-    SendLocalResponse(413,
-                      absl::StrCat("request body over the ", HeldBodies::max() >> 20,
-                                   " MiB the gateway holds for policies"),
-                      {}, {}, "application/json", /*close_connection=*/true);
-    return false;
-  }
   const bool overload = Overload::active();
   if (overload || !HeldBodies::TryTake(static_cast<int64_t>(bytes))) {
     worker_.stats().held_bodies_refused->Inc();

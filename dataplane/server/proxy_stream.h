@@ -356,11 +356,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // names the limit when it is not the holding policy's).
   void RefuseHeldBody();
   // Appends to the held body, its buffer's growth charged first; false
-  // when refused (answered).
+  // when refused (answered: 413 for a body larger than the whole bound).
   bool HoldBodyChunk(std::string_view chunk);
   // Charges `bytes` more of held body to HeldBodies; past its bound (or
-  // under overload) answers 503, past the whole bound for this request
-  // alone 413, and returns false.
+  // under overload) answers 503 and returns false.
   bool TakeHeldBytes(size_t bytes);
   // Gives back what the request held (at its end, or when it is reset).
   void ReleaseHeldBytes();
