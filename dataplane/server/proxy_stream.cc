@@ -817,16 +817,17 @@ bool ProxyStream::HoldBodyChunk(std::string_view chunk) {
     return false;
   }
   if (needed + kHeldBodyPadding > held.capacity()) {
-    // The buffer grows by what this call decides, charged first: a declared
-    // length whole at the first byte (so it never doubles past it), else
-    // doubling, but not past the hold's limit, with the parser's padding,
-    // and never past the proxy-wide bound (a body that fits is never
-    // refused for the doubling or the padding; one of the bound's whole size
-    // is parsed from a copy).
+    // The buffer grows by what this call decides, charged first: doubling
+    // (so a client must send half of what it is charged for: a declared
+    // length reserved at the first byte let one HTTP/2 connection take the
+    // whole bound with a byte per stream), but not past a declared length
+    // or the hold's limit, with the parser's padding, and never past the
+    // proxy-wide bound (a body that fits is never refused for the doubling
+    // or the padding; one of the bound's whole size is parsed from a copy).
     const RequestHead& head = deferred().saved_head;
     size_t target = std::max(needed, 2 * held.capacity());
     if (head.body == RequestHead::Body::kLength && head.content_length >= needed) {
-      target = head.content_length;
+      target = std::min<size_t>(target, head.content_length);
     }
     target = std::min<uint64_t>(target, body_buffer_limit_ + 1) + kHeldBodyPadding;
     target = std::max(needed, std::min(target, bound));

@@ -446,8 +446,8 @@ TEST_F(RequestValidationTest, HeldBodiesTogetherAreBoundedProxyWide) {
                                      "Content-Type: application/json\r\nContent-Length: ",
                                      first.size(), "\r\n\r\n",
                                      first.substr(0, first.size() - 1))));
-  // Its declared length is charged (and reserved) whole at its first byte,
-  // with 64 bytes of room for the JSON parser's padding.
+  // Its buffer, grown by doubling up to its declared length, with 64 bytes
+  // of room for the JSON parser's padding, is charged.
   const int64_t charged = static_cast<int64_t>(first.size()) + 64;
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (proxy_->Stat("sluice_request_bodies_held_bytes") != charged && absl::Now() < deadline) {
