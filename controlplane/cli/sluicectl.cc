@@ -1504,6 +1504,29 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context)
   for (size_t k = 0; k < head; ++k) lines.emplace_back(' ', x[k]);
   lines.insert(lines.end(), middle.begin(), middle.end());
   for (size_t k = x.size() - tail; k < x.size(); ++k) lines.emplace_back(' ', x[k]);
+  // Where a hunk sits (git's hunk-header context, as a path): the lines
+  // above the hunk that enclose its first change, each less indented than
+  // the one after it, outermost first. Without it a change deep in a table
+  // of 200 virtual hosts, whose route names may repeat, could not be placed.
+  auto indent = [](absl::string_view line) {
+    size_t n = 0;
+    while (n < line.size() && line[n] == ' ') ++n;
+    return n;
+  };
+  auto enclosing = [&](size_t k) {
+    size_t change = k;
+    while (change + 1 < lines.size() && lines[change].first == ' ') ++change;
+    std::vector<absl::string_view> path;
+    size_t below = indent(lines[change].second);
+    for (size_t j = change; j-- > 0 && below > 0;) {
+      const absl::string_view line = lines[j].second;
+      if (absl::StripAsciiWhitespace(line).empty() || indent(line) >= below) continue;
+      below = indent(line);
+      if (j < k) path.push_back(absl::StripAsciiWhitespace(line));  // not shown in the hunk
+    }
+    std::reverse(path.begin(), path.end());
+    return absl::StrJoin(path, " > ");
+  };
   std::string out;
   size_t last_shown = 0;
   bool shown_any = false;
@@ -1514,8 +1537,11 @@ std::string LineDiff(const std::string& a, const std::string& b, size_t context)
       near = lines[d].first != ' ';
     }
     if (!near) continue;
-    // Unchanged lines left out between two hunks: say so.
-    if (shown_any && k > last_shown + 1) absl::StrAppend(&out, "    ...\n");
+    // Unchanged lines left out before a hunk: say so, and where it is.
+    if ((shown_any && k > last_shown + 1) || (!shown_any && k > 0)) {
+      const std::string where = enclosing(k);
+      absl::StrAppend(&out, "    ...", where.empty() ? "" : " in " + where, "\n");
+    }
     absl::StrAppend(&out, "    ", std::string(1, lines[k].first), " ", lines[k].second, "\n");
     last_shown = k;
     shown_any = true;

@@ -207,6 +207,14 @@ TEST(ControlPlaneTest, DryRunOfABigTableShowsTheChangedLines) {
       << dry.out;
   EXPECT_FALSE(absl::StrContains(dry.out, "too large")) << dry.out;
   EXPECT_FALSE(absl::StrContains(dry.out, "prefix: /s1400/\n")) << dry.out;  // far away
+  // Each hunk says where it is: the lines above it that enclose its change
+  // (a route deep in a table of many virtual hosts could not be placed).
+  const std::string where = "    ... in spec: > virtual_hosts: > - domains:";
+  size_t placed = 0;
+  for (size_t at = dry.out.find(where); at != std::string::npos; at = dry.out.find(where, at + 1)) {
+    ++placed;
+  }
+  EXPECT_EQ(placed, 3u) << dry.out;  // routes 10, 1500 and 2900
 
   // An error the control plane finds names the route's line, not the
   // table's first (route i's action is on line 9 + 3i).
