@@ -305,7 +305,7 @@ TEST_F(PrometheusTest, EveryAlertRuleEvaluatesAgainstRealSeries) {
       },
       absl::Seconds(20));
   EXPECT_TRUE(healthy) << absl::StrJoin(problems, "\n") << "\n" << PrometheusLog();
-  EXPECT_EQ(rules, 11);
+  EXPECT_EQ(rules, 13);
   // The certificate's expiry, as sluice-control reads it from the Secret
   // (made for 2 days): SluiceCertificateExpiresSoon has a real series.
   double left = std::nan("");
