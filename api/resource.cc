@@ -126,7 +126,7 @@ void RedactSecrets(ResourceMap* resources) {
   for (auto& [id, resource] : *resources) RedactSecrets(&resource);
 }
 
-uint64_t ContentHash(const Resource& resource) {
+std::string DeterministicBytes(const Resource& resource) {
   std::string bytes;
   {
     google::protobuf::io::StringOutputStream stream(&bytes);
@@ -134,12 +134,20 @@ uint64_t ContentHash(const Resource& resource) {
     coded.SetSerializationDeterministic(true);
     resource.SerializeToCodedStream(&coded);
   }
+  return bytes;
+}
+
+uint64_t ContentHashOfBytes(absl::string_view bytes) {
   uint64_t hash = 14695981039346656037ull;  // FNV-1a offset basis
   for (unsigned char c : bytes) {
     hash ^= c;
     hash *= 1099511628211ull;  // FNV-1a prime
   }
   return hash;
+}
+
+uint64_t ContentHash(const Resource& resource) {
+  return ContentHashOfBytes(DeterministicBytes(resource));
 }
 
 absl::Duration ToDuration(const google::protobuf::Duration& d) {

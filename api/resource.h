@@ -70,6 +70,10 @@ void RedactSecrets(ResourceMap* resources);
 // A hash of the resource's content that is the same in every process and on
 // every machine (FNV-1a over deterministic serialization).
 uint64_t ContentHash(const Resource& resource);
+// The deterministic serialization ContentHash hashes, and the hash of such
+// bytes: ContentHash(r) == ContentHashOfBytes(DeterministicBytes(r)).
+std::string DeterministicBytes(const Resource& resource);
+uint64_t ContentHashOfBytes(absl::string_view bytes);
 
 ResourceKey KeyOf(const Resource& resource);
 

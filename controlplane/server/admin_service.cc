@@ -500,8 +500,8 @@ grpc::Status AdminServiceImpl::History(grpc::ServerContext* context,
     out->set_author(it->author);
     out->set_message(it->message);
     api::StateDiff diff;
-    diff.added = IdsOf(it->added);
-    diff.changed = IdsOf(it->changed);
+    diff.added = it->added.Ids();
+    diff.changed = it->changed.Ids();
     diff.removed = it->removed;
     diff.unchanged = static_cast<int>(it->unchanged);
     FillDiff(diff, out->mutable_diff());

@@ -21,7 +21,7 @@ bool SameContent(const api::ResourceMap& a, const api::ResourceMap& b) {
 
 void ApplyEntry(const HistoryEntry& entry, api::ResourceMap* content) {
   for (const auto* list : {&entry.added, &entry.changed}) {
-    for (const api::Resource& r : *list) (*content)[api::IdOf(r)] = r;
+    for (const PackedResource& r : list->items()) (*content)[r.id] = r.Unpack();
   }
   for (const api::ResourceId& id : entry.removed) content->erase(id);
 }

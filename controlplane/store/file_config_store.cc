@@ -18,8 +18,8 @@ absl::flat_hash_set<uint64_t> SecretsOf(const StoredHistory& history) {
   }
   for (const HistoryEntry& entry : history.entries) {
     for (const SharedResourceList* list : {&entry.added, &entry.changed}) {
-      for (const api::Resource& r : *list) {
-        if (api::KindOf(r) == api::ResourceKind::SECRET) secrets.insert(api::ContentHash(r));
+      for (const PackedResource& r : list->items()) {
+        if (r.id.first == api::ResourceKind::SECRET) secrets.insert(r.Hash());
       }
     }
   }
@@ -58,10 +58,8 @@ absl::Status FileConfigStore::Commit(uint64_t base_version,
     }
     history_log_bytes_ += bytes;
     for (const SharedResourceList* list : {&entries.back().added, &entries.back().changed}) {
-      for (const api::Resource& r : *list) {
-        if (api::KindOf(r) == api::ResourceKind::SECRET) {
-          secrets_on_disk_.insert(api::ContentHash(r));
-        }
+      for (const PackedResource& r : list->items()) {
+        if (r.id.first == api::ResourceKind::SECRET) secrets_on_disk_.insert(r.Hash());
       }
     }
   } else {

@@ -122,7 +122,7 @@ void EncodeEntry(const HistoryEntry& e, std::string* payload) {
   PutU32(payload, e.unchanged);
   for (const auto* list : {&e.added, &e.changed}) {
     PutU32(payload, static_cast<uint32_t>(list->size()));
-    for (const auto& resource : *list) PutBytes(payload, resource.SerializeAsString());
+    for (const PackedResource& resource : list->items()) PutBytes(payload, resource.bytes);
   }
   PutU32(payload, static_cast<uint32_t>(e.removed.size()));
   for (const auto& [kind, name] : e.removed) {
@@ -146,7 +146,8 @@ std::string DecodeEntry(PayloadReader* in, HistoryEntry* e) {
   for (auto* list : {&e->added, &e->changed}) {
     if (!in->U32(&n)) return " cut short";
     for (uint32_t j = 0; j < n; ++j) {
-      if (!in->Resource(&list->emplace_back())) {
+      std::string bytes;
+      if (!in->Bytes(&bytes) || !list->PushSerialized(bytes)) {
         return absl::StrCat(" (version ", e->version, "): a resource is damaged");
       }
     }
@@ -709,6 +710,30 @@ absl::StatusOr<std::vector<StoredToken>> TokenFile::Load() const {
 
 absl::Status TokenFile::Save(const std::vector<StoredToken>& tokens) {
   return WriteFileDurably(path_, Encode(tokens));
+}
+
+api::Resource PackedResource::Unpack() const {
+  api::Resource resource;
+  resource.ParseFromString(bytes);
+  return resource;
+}
+
+std::vector<api::ResourceId> SharedResourceList::Ids() const {
+  std::vector<api::ResourceId> ids;
+  ids.reserve(size());
+  for (const PackedResource& r : items()) ids.push_back(r.id);
+  return ids;
+}
+
+void SharedResourceList::push_back(const api::Resource& r) {
+  Mutable().push_back(PackedResource{api::IdOf(r), api::DeterministicBytes(r)});
+}
+
+bool SharedResourceList::PushSerialized(absl::string_view bytes) {
+  api::Resource resource;
+  if (!resource.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return false;
+  push_back(resource);
+  return true;
 }
 
 std::string NewStoreId() { return RandomHexId(); }

@@ -263,6 +263,32 @@ TEST(FileStoreTest, StateFileIsOwnerOnly) {
 namespace sluice::controlplane {
 namespace {
 
+// History entries hold their resources packed (serialized): what goes in
+// comes back whole, with its id and the content hash the unpacked resource
+// has, and bytes that do not parse are refused, not kept.
+TEST(SharedResourceListTest, KeepsResourcesPackedAndGivesThemBackWhole) {
+  api::Resource secret;
+  secret.mutable_secret()->set_name("tls");
+  secret.mutable_secret()->mutable_tls_certificate()->set_certificate_chain("chain");
+  SharedResourceList list{Cluster("a"), secret};
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list.items()[1].id, (api::ResourceId{config::v1::SECRET, "tls"}));
+  EXPECT_EQ(list.items()[1].Hash(), api::ContentHash(secret));
+  EXPECT_EQ(list[0].SerializeAsString(), Cluster("a").SerializeAsString());
+  EXPECT_EQ(list.Ids(), (std::vector<api::ResourceId>{{config::v1::CLUSTER, "a"},
+                                                       {config::v1::SECRET, "tls"}}));
+  // A copy shares the items until it is changed.
+  SharedResourceList copy = list;
+  copy.push_back(Cluster("b"));
+  EXPECT_EQ(list.size(), 2u);
+  EXPECT_EQ(copy.size(), 3u);
+  EXPECT_TRUE(copy.PushSerialized(Cluster("c").SerializeAsString()));
+  EXPECT_EQ(copy.items()[3].id, (api::ResourceId{config::v1::CLUSTER, "c"}));
+  EXPECT_EQ(copy.items()[3].Hash(), api::ContentHash(Cluster("c")));
+  EXPECT_FALSE(copy.PushSerialized("\xff\xff\xff"));
+  EXPECT_EQ(copy.size(), 4u);
+}
+
 TEST(FileStoreHistoryTest, MissingIsEmptyRoundTripsAndDamageIsRefused) {
   std::string dir = sluice::testing::MakeTempDir("history_store");
   auto store = FileStore::Open(dir);
