@@ -233,8 +233,7 @@ class BasicAuthFilter : public http::Filter {
     }
     const std::string* authorization = headers.Get("authorization");
     if (authorization == nullptr || !IsBasic(*authorization)) {
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "no basic credentials found",
-                               settings_.challenge);
+      return Unaccepted(headers, callbacks, "no basic credentials found");
     }
     std::string_view encoded = std::string_view(*authorization).substr(6);
     while (!encoded.empty() && encoded.front() == ' ') encoded.remove_prefix(1);
@@ -253,8 +252,7 @@ class BasicAuthFilter : public http::Filter {
         (colon = decoded.find(':')) == std::string::npos || has_control(decoded)) {
       // Taken as the anonymous consumer, the request must not carry them on.
       if (!settings_.keep_credentials) headers.Remove("authorization");
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "malformed basic credentials",
-                               settings_.challenge);
+      return Unaccepted(headers, callbacks, "malformed basic credentials");
     }
     if (!settings_.keep_credentials) headers.Remove("authorization");
     std::string_view username = std::string_view(decoded).substr(0, colon);
@@ -272,8 +270,7 @@ class BasicAuthFilter : public http::Filter {
     const std::string& checked_hash =
         consumer != nullptr ? consumer->password_hash : *settings_.decoy_hash;
     if (Verifier::Get().failed().Contains(key, Fingerprint(checked_hash), SteadyNanos())) {
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
-                               settings_.challenge);
+      return Unaccepted(headers, callbacks, "invalid credentials");
     }
     // The slow check, off the worker. The request is resumed from the
     // worker; the handle drops the result if the request has ended. An
@@ -284,12 +281,13 @@ class BasicAuthFilter : public http::Filter {
     job.password_hash = checked_hash;
     job.key = key;
     job.handle = callbacks.MakeResumeHandle();
-    job.done = [this, &callbacks, consumer](bool ok) {
+    // The request's headers live as long as its callbacks.
+    job.done = [this, &headers, &callbacks, consumer](bool ok) {
       if (ok && consumer != nullptr) {
         callbacks.SetConsumer(consumer, /*anonymous=*/false);
         callbacks.ContinueRequest();
-      } else if (RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid credentials",
-                                   settings_.challenge) == http::FilterStatus::kContinue) {
+      } else if (Unaccepted(headers, callbacks, "invalid credentials") ==
+                 http::FilterStatus::kContinue) {
         callbacks.ContinueRequest();
       }
     };
@@ -308,6 +306,21 @@ class BasicAuthFilter : public http::Filter {
   // a second field reached the upstream beside the winner's identity. Other
   // schemes (a Bearer token) are other policies'.
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks&) override {
+    RemoveBasicCredentials(headers);
+  }
+
+ private:
+  // No credentials accepted: 401, or the anonymous consumer, for whom every
+  // Basic credential goes first, as when another policy identified the
+  // caller (a `Basic<TAB>...` field this policy never checks; refused ones
+  // that keep_credentials would keep).
+  http::FilterStatus Unaccepted(http::HeaderMap& headers, http::FilterCallbacks& callbacks,
+                                std::string_view message) {
+    if (!settings_.anonymous.empty()) RemoveBasicCredentials(headers);
+    return RefuseOrAnonymous(callbacks, settings_.anonymous, message, settings_.challenge);
+  }
+
+  static void RemoveBasicCredentials(http::HeaderMap& headers) {
     if (headers.Count("authorization") == 0) return;
     std::vector<std::string> kept;
     bool removed = false;
@@ -324,7 +337,6 @@ class BasicAuthFilter : public http::Filter {
     for (std::string& value : kept) headers.Add("authorization", std::move(value));
   }
 
- private:
   // RFC 7617 2: the credentials are base64 (RFC 4648 4: padded), one
   // token68; absl's decoder would also take white space inside and no
   // padding, which an upstream given them (keep_credentials) may read

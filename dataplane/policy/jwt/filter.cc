@@ -175,16 +175,17 @@ class JwtFilter : public http::Filter {
     }
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "no bearer token found in request",
-                               kChallenge);
+      return Unaccepted(headers, callbacks, "no bearer token found in request", kChallenge);
     }
     absl::StatusOr<std::shared_ptr<const AcceptedToken>> accepted = Accept(*token);
-    if (!accepted.ok()) return Refuse(callbacks, std::string(accepted.status().message()));
+    if (!accepted.ok()) {
+      return Refuse(headers, callbacks, std::string(accepted.status().message()));
+    }
     const AcceptedToken& t = **accepted;
     const auth::Consumer* consumer = nullptr;
     if (!settings_.consumer_claim.empty()) {
       consumer = callbacks.consumers().FindByName(t.consumer);
-      if (consumer == nullptr) return Refuse(callbacks, "token's consumer is not known");
+      if (consumer == nullptr) return Refuse(headers, callbacks, "token's consumer is not known");
     }
     for (const auto& [name, value] : t.headers) headers.Add(name, value);
     // The upstream's answer may depend on them (x-user-roles): a cache
@@ -197,6 +198,14 @@ class JwtFilter : public http::Filter {
   }
 
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
+    RemoveUnacceptedCredentials(headers, callbacks);
+  }
+
+ private:
+  // The request goes on without a token this policy accepted (another policy
+  // of a group identified the caller, or the anonymous consumer takes it):
+  // every form of a token goes, so that no upstream takes one for checked.
+  void RemoveUnacceptedCredentials(http::HeaderMap& headers, http::FilterCallbacks& callbacks) {
     RemoveClaimHeaders(headers);
     RemoveOtherSpellingsOfTheTokenHeader(headers);
     // Whatever keep_token says: it keeps a token this policy accepted, and
@@ -226,7 +235,6 @@ class JwtFilter : public http::Filter {
     }
   }
 
- private:
   // x_jwt for x-jwt: never checked, and CGI, WSGI, Rack and PHP read it as
   // the token's field.
   void RemoveOtherSpellingsOfTheTokenHeader(http::HeaderMap& headers) {
@@ -239,8 +247,18 @@ class JwtFilter : public http::Filter {
     }
   }
 
-  http::FilterStatus Refuse(http::FilterCallbacks& callbacks, std::string_view message) {
-    return RefuseOrAnonymous(callbacks, settings_.anonymous, message, Challenge(message));
+  http::FilterStatus Refuse(http::HeaderMap& headers, http::FilterCallbacks& callbacks,
+                            std::string_view message) {
+    return Unaccepted(headers, callbacks, message, Challenge(message));
+  }
+
+  // No token accepted: 401, or the anonymous consumer, for whom the request
+  // is cleaned of every form of a token first (a `Bearer<TAB>T` field this
+  // policy never checks, a refused token kept by keep_token).
+  http::FilterStatus Unaccepted(http::HeaderMap& headers, http::FilterCallbacks& callbacks,
+                                std::string_view message, std::string_view challenge) {
+    if (!settings_.anonymous.empty()) RemoveUnacceptedCredentials(headers, callbacks);
+    return RefuseOrAnonymous(callbacks, settings_.anonymous, message, challenge);
   }
 
   // HasTokenPrefix, with a prefix's last space matched by a tab too.

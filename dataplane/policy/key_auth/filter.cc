@@ -99,13 +99,11 @@ class KeyAuthFilter : public http::Filter {
       break;
     }
     if (!found || key.empty()) {
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "no API key found in request",
-                               settings_.challenge);
+      return Unaccepted(headers, callbacks, "no API key found in request");
     }
     const auth::Consumer* consumer = callbacks.consumers().FindByKey(key);
     if (consumer == nullptr) {
-      return RefuseOrAnonymous(callbacks, settings_.anonymous, "invalid API key",
-                               settings_.challenge);
+      return Unaccepted(headers, callbacks, "invalid API key");
     }
     callbacks.SetConsumer(consumer, /*anonymous=*/false);
     return http::FilterStatus::kContinue;
@@ -114,6 +112,20 @@ class KeyAuthFilter : public http::Filter {
   // Another policy identified the caller (or none did): the keys go,
   // whatever keep_credentials says (it keeps what this policy accepted).
   void OnSkippedInGroup(http::HeaderMap& headers, http::FilterCallbacks& callbacks) override {
+    RemoveKeys(headers, callbacks);
+  }
+
+ private:
+  // No key accepted: 401, or the anonymous consumer, for whom every key goes
+  // first, as when another policy identified the caller (a refused key that
+  // keep_credentials would keep).
+  http::FilterStatus Unaccepted(http::HeaderMap& headers, http::FilterCallbacks& callbacks,
+                                std::string_view message) {
+    if (!settings_.anonymous.empty()) RemoveKeys(headers, callbacks);
+    return RefuseOrAnonymous(callbacks, settings_.anonymous, message, settings_.challenge);
+  }
+
+  void RemoveKeys(http::HeaderMap& headers, http::FilterCallbacks& callbacks) {
     DropUnlistedSpellings(headers);
     for (const std::string& name : settings_.key_names) {
       if (settings_.in_header) headers.Remove(name);
@@ -125,7 +137,6 @@ class KeyAuthFilter : public http::Filter {
     }
   }
 
- private:
   bool KeyAfterSemicolon(const http::FilterCallbacks& callbacks) const {
     if (!settings_.in_query) return false;
     for (const std::string& name : settings_.key_names) {

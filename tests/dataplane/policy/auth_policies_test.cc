@@ -265,6 +265,33 @@ TEST(KeyAuthTest, AnonymousConsumerTakesUnauthenticatedRequests) {
   EXPECT_TRUE(absl::StrContains(m.callbacks.message_, "\"nobody\" does not exist"));
 }
 
+// Taken as the anonymous consumer, a refused key does not go upstream, even
+// with keep_credentials (it keeps what the policy accepted). Before: the
+// unknown key reached the upstream beside `x-anonymous-consumer: true`.
+TEST(KeyAuthTest, AnAnonymousCallerLosesTheKeyItSent) {
+  key_auth::v1::KeyAuthConfig config;
+  config.add_key_names("x-api-key");
+  config.set_key_in_query(true);
+  config.set_anonymous("guest");
+  config.set_keep_credentials(true);
+  auto factory = Compile("key-auth", config);
+  Request header;
+  header.headers.Add("x-api-key", "forged-key");
+  EXPECT_EQ(header.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(header.consumer(), "guest");
+  EXPECT_EQ(header.headers.Get("x-api-key"), nullptr);
+  Request query("/api?x-api-key=forged-key&a=1");
+  EXPECT_EQ(query.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(query.consumer(), "guest");
+  EXPECT_EQ(query.callbacks.path_, "/api?a=1");
+  // An accepted key stays with keep_credentials.
+  Request kept;
+  kept.headers.Add("x-api-key", "bob-key-4567");
+  EXPECT_EQ(kept.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(kept.consumer(), "bob");
+  EXPECT_NE(kept.headers.Get("x-api-key"), nullptr);
+}
+
 TEST(KeyAuthTest, ConfigRulesNameTheField) {
   key_auth::v1::KeyAuthConfig config;
   config.add_key_names("bad name");
@@ -445,6 +472,43 @@ TEST(BasicAuthTest, MissingAndMalformedCredentialsAreRefusedAtOnce) {
     EXPECT_EQ(r.Run(*factory), http::FilterStatus::kStopLocalReply) << value;
     EXPECT_EQ(r.callbacks.status_, 401) << value;
   }
+}
+
+// Taken as the anonymous consumer, a request keeps no Basic credential:
+// one set apart by a tab (which this policy does not read, and Werkzeug
+// does), and refused ones whatever keep_credentials says. Before: both went
+// upstream beside `x-anonymous-consumer: true`.
+TEST(BasicAuthTest, AnAnonymousCallerLosesEveryBasicCredential) {
+  basic_auth::v1::BasicAuthConfig config;
+  config.set_anonymous("guest");
+  config.set_keep_credentials(true);
+  auto factory = Compile("basic-auth", config);
+  Request tab;
+  tab.headers.Add("authorization", "Basic\t" + Basic("alice:wonderland").substr(6));
+  EXPECT_EQ(tab.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(tab.consumer(), "guest");
+  EXPECT_EQ(tab.headers.Get("authorization"), nullptr);
+  Request other_scheme;
+  other_scheme.headers.Add("authorization", "Bearer not-ours");
+  EXPECT_EQ(other_scheme.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(*other_scheme.headers.Get("authorization"), "Bearer not-ours");
+  Request malformed;
+  malformed.headers.Add("authorization", "Basic !!!");
+  EXPECT_EQ(malformed.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(malformed.headers.Get("authorization"), nullptr);
+  Request wrong;
+  wrong.headers.Add("authorization", Basic("alice:guessed-wrong"));
+  ASSERT_EQ(wrong.Run(*factory), http::FilterStatus::kStopIteration);
+  ASSERT_TRUE(wrong.callbacks.RunPosted());
+  EXPECT_EQ(wrong.consumer(), "guest");
+  EXPECT_EQ(wrong.callbacks.continues_, 1);
+  EXPECT_EQ(wrong.headers.Get("authorization"), nullptr);
+  // The same wrong credentials again, refused from memory: the same.
+  Request again;
+  again.headers.Add("authorization", Basic("alice:guessed-wrong"));
+  EXPECT_EQ(again.Run(*factory), http::FilterStatus::kContinue);
+  EXPECT_EQ(again.consumer(), "guest");
+  EXPECT_EQ(again.headers.Get("authorization"), nullptr);
 }
 
 // Two Authorization fields: 400 whatever the anonymous consumer (the

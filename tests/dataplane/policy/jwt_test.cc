@@ -600,6 +600,24 @@ TEST_F(JwtTest, AnonymousTakesRequestsWithoutAnAcceptedToken) {
     EXPECT_TRUE(r.callbacks.info_.anonymous_consumer);
     EXPECT_EQ(r.header("authorization"), "<none>");
   }
+  // No token of its form (`Bearer<TAB>T`, which upstreams splitting at any
+  // white space read), or a refused one kept by keep_token: the anonymous
+  // request goes on without it. Before: it reached the upstream.
+  config.set_keep_token(true);
+  auto keep = Compile(config);
+  for (const std::string& value :
+       {"Bearer\t" + Token("ES256"), "bearer\t\t" + Token("ES256"),
+        "Bearer " + Token("expired")}) {
+    Request r;
+    r.headers.Add("Authorization", value);
+    EXPECT_EQ(r.Run(*keep), http::FilterStatus::kContinue) << value;
+    EXPECT_EQ(r.consumer(), "guest") << value;
+    EXPECT_EQ(r.header("authorization"), "<none>") << value;
+  }
+  Request accepted = Request::Bearer(Token("ES256"));
+  EXPECT_EQ(accepted.Run(*keep), http::FilterStatus::kContinue);
+  EXPECT_EQ(accepted.consumer(), "alice");
+  EXPECT_NE(accepted.header("authorization"), "<none>");
   config.set_anonymous("nobody");
   Request r;
   EXPECT_EQ(r.Run(*Compile(config)), http::FilterStatus::kStopLocalReply);
