@@ -396,8 +396,16 @@ void HeaderEdits::Apply(http::HeaderMap& headers,
   std::vector<std::string> replace = render(replace_);
   std::vector<std::string> add = render(add_);
   std::vector<std::string> append = render(append_);
-  for (const std::string& name : remove_) headers.Remove(name);
+  // A field CGI-style servers (PHP, WSGI, Rack) read as the same variable
+  // (`X_Debug` for `x-debug`) goes with a removed, renamed or replaced
+  // field, as with the `headers` policy: else a PHP upstream still reads
+  // what `remove` took away.
+  for (const std::string& name : remove_) {
+    headers.Remove(name);
+    headers.RemoveOtherCgiSpellings(name);
+  }
   for (const auto& [from, to] : rename_) {
+    headers.RemoveOtherCgiSpellings(from);
     std::vector<std::string> values;
     for (const http::HeaderMap::Field& f : headers.fields()) {
       if (absl::EqualsIgnoreCase(f.name, from)) values.push_back(f.value);
@@ -405,12 +413,14 @@ void HeaderEdits::Apply(http::HeaderMap& headers,
     if (values.empty()) continue;
     headers.Remove(from);
     headers.Remove(to);
+    headers.RemoveOtherCgiSpellings(to);
     for (const std::string& v : values) headers.Add(to, v);
   }
   // A value that renders empty sends no empty field (as the `headers`
   // policy): `replace` takes the fields away, `add` and `append` add none.
   for (size_t i = 0; i < replace_.size(); ++i) {
     if (headers.Get(replace_[i].first) == nullptr) continue;
+    headers.RemoveOtherCgiSpellings(replace_[i].first);
     if (replace[i].empty()) {
       headers.Remove(replace_[i].first);
     } else {

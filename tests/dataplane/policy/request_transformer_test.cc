@@ -200,6 +200,38 @@ TEST(RequestTransformerTest,
 // A header value that renders empty sends no empty field (as the `headers`
 // policy, nginx and Envoy): `replace` takes the fields away, `add` and
 // `append` add none. Query values keep theirs (`?who=` is a parameter).
+// What CGI-style servers (PHP, WSGI, Rack) read as the same variable goes
+// with a removed, renamed or replaced field (as with the `headers` policy).
+// Before: `X_Debug` reached a PHP upstream as HTTP_X_DEBUG after
+// `remove: [x-debug]`, and `X_Token` beside a renamed `x-token`.
+TEST(RequestTransformerTest, EditedHeadersTakeTheirCgiSpellingsAlong) {
+  auto factory = Compile(R"pb(
+    headers {
+      remove: "x-debug"
+      rename { from: "x-user-token" to: "x-token" }
+      replace { name: "x-env" value: "prod" }
+    }
+  )pb");
+  Exchange ex("/orders");
+  auto& h = ex.headers;
+  h.Add("host", "api.example");
+  h.Add("X_Debug", "1");
+  h.Add("x-user-token", "t1");
+  h.Add("X_User_Token", "other");
+  h.Add("X_Token", "spoof");
+  h.Add("x-env", "dev");
+  h.Add("x_env", "dev2");
+  h.Add("x_kept", "k");
+  ex.Run(*factory);
+  EXPECT_EQ(h.Get("x_debug"), nullptr);
+  EXPECT_EQ(h.Get("x_user_token"), nullptr);
+  EXPECT_EQ(h.Get("x_token"), nullptr);
+  EXPECT_EQ(All(h, "x-token"), std::vector<std::string>{"t1"});
+  EXPECT_EQ(h.Get("x_env"), nullptr);
+  EXPECT_EQ(All(h, "x-env"), std::vector<std::string>{"prod"});
+  EXPECT_EQ(All(h, "x_kept"), std::vector<std::string>{"k"});
+}
+
 TEST(RequestTransformerTest, AHeaderValueThatRendersEmptySendsNoField) {
   auto factory = Compile(R"pb(
     headers {
