@@ -2,6 +2,7 @@
 // validates config.
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -80,19 +81,26 @@ void CheckTokens(const char* list, const google::protobuf::RepeatedPtrField<std:
   }
 }
 
-// The offset of the first `.` in `regex` that stands for one character of
-// any kind: outside a class and \Q...\E, unescaped, and not followed by a
-// quantifier that lets it span more than one character (`.*`, `.+`,
-// `.{2,}`, `.{1,63}` span a host label on purpose; a `.` alone, `.?` or
-// `.{1}` between letters is nearly always a dot meant literally), or npos.
-size_t LoneAnyCharacter(std::string_view regex) {
+// A `.` in an expression that stands for a character of any kind: outside
+// a class and \Q...\E, unescaped. `end`: the offset after it and its
+// quantifier; `spans`: the quantifier lets it span more than one character
+// (`.*`, `.+`, `.{2,}`, `.{1,63}` span a host label on purpose; a `.` alone,
+// `.?` or `.{1}` between letters is nearly always a dot meant literally).
+struct AnyCharacter {
+  size_t offset;
+  size_t end;
+  bool spans;
+};
+
+std::vector<AnyCharacter> AnyCharacters(std::string_view regex) {
+  std::vector<AnyCharacter> found;
   bool in_class = false;
   for (size_t i = 0; i < regex.size(); ++i) {
     const char c = regex[i];
     if (c == '\\') {
       if (i + 1 < regex.size() && regex[i + 1] == 'Q') {  // quoted up to \E
         const size_t quote_end = regex.find("\\E", i + 2);
-        if (quote_end == std::string_view::npos) return std::string_view::npos;
+        if (quote_end == std::string_view::npos) return found;
         i = quote_end + 1;
       } else {
         ++i;  // the escaped character, whatever it is
@@ -110,9 +118,11 @@ size_t LoneAnyCharacter(std::string_view regex) {
       if (i + 1 < regex.size() && regex[i + 1] == '^') ++i;
       if (i + 1 < regex.size() && regex[i + 1] == ']') ++i;
     } else if (c == '.') {
+      AnyCharacter any{i, i + 1, false};
       const char next = i + 1 < regex.size() ? regex[i + 1] : '\0';
-      if (next == '*' || next == '+') continue;
-      if (next == '{') {
+      if (next == '*' || next == '+') {
+        any = {i, i + 2, true};
+      } else if (next == '{') {
         // {m}, {m,} or {m,n}: lone when at most one character.
         const size_t close = regex.find('}', i + 2);
         if (close != std::string_view::npos) {
@@ -121,15 +131,43 @@ size_t LoneAnyCharacter(std::string_view regex) {
           const std::string_view upper =
               comma == std::string_view::npos ? inside : inside.substr(comma + 1);
           int bound = 0;
-          if (upper.empty() ||
-              (absl::SimpleAtoi(absl::string_view(upper.data(), upper.size()), &bound) &&
-               bound > 1)) {
-            continue;
-          }
+          any.end = close + 1;
+          any.spans = upper.empty() ||
+                      (absl::SimpleAtoi(absl::string_view(upper.data(), upper.size()), &bound) &&
+                       bound > 1);
         }
       }
-      return i;
+      if (any.end < regex.size() && regex[any.end] == '?') ++any.end;  // lazy
+      found.push_back(any);
+      i = any.end - 1;
     }
+  }
+  return found;
+}
+
+// The offset of the first lone `.` (AnyCharacter::spans false), or npos.
+size_t LoneAnyCharacter(std::string_view regex) {
+  for (const AnyCharacter& any : AnyCharacters(regex)) {
+    if (!any.spans) return any.offset;
+  }
+  return std::string_view::npos;
+}
+
+// The offset of a spanning `.` joined to the letters of a domain's last two
+// labels (`.*example\.com`, no `\.` between them): it lets in
+// https://evilexample.com, which anyone can register. npos when none.
+size_t WildcardJoinedToDomain(std::string_view regex) {
+  for (const AnyCharacter& any : AnyCharacters(regex)) {
+    if (!any.spans || any.end >= regex.size() ||
+        !absl::ascii_isalnum(static_cast<unsigned char>(regex[any.end]))) {
+      continue;
+    }
+    size_t dots = 0;
+    for (size_t at = regex.find("\\.", any.end); at != std::string_view::npos;
+         at = regex.find("\\.", at + 2)) {
+      ++dots;
+    }
+    if (dots <= 1) return any.offset;
   }
   return std::string_view::npos;
 }
@@ -194,6 +232,15 @@ class CorsValidator : public api::PolicyValidator {
                                  "(at offset ", dot, " of the expression), which matches any "
                                  "character and so lets in origins such as a look-alike "
                                  "domain anyone can register; write '\\.' for a dot")});
+      } else if (const size_t wildcard = WildcardJoinedToDomain(pattern->value);
+                 wildcard != std::string_view::npos) {
+        // `~https://.*example\.com` lets in https://evilexample.com.
+        errors->push_back(
+            {field, absl::StrCat("with credentials: true the expression must not join a "
+                                 "wildcard to a domain's name (at offset ", wildcard,
+                                 " of the expression): it also matches a look-alike such as "
+                                 "https://evilexample.com, which anyone can register; end the "
+                                 "wildcard with '\\.' ('(.*\\.)?example\\.com')")});
       }
     }
   }

@@ -210,13 +210,30 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
     config.set_credentials(false);
     EXPECT_TRUE(new_errors(config).empty()) << lone;
   }
-  // Escaped, in a class, or spanning a label with a quantifier: not lone.
+  // A wildcard joined to a domain's last two labels lets in a look-alike
+  // anyone can register (https://evilexample.com). Before: taken.
+  for (const char* joined : {"~^https://.*example\\.com$", "~https://.+example\\.com(:[0-9]+)?",
+                             "~https://(www\\.)?.{1,20}example\\.com", "~https://.*?shop\\.io",
+                             "~https://.*example"}) {
+    v1::CorsConfig config = Origins({joined});
+    config.set_credentials(true);
+    auto errors = new_errors(config);
+    ASSERT_EQ(errors.size(), 1u) << joined;
+    EXPECT_EQ(errors[0].field, "origins[0]");
+    EXPECT_TRUE(absl::StrContains(errors[0].message, "must not join a wildcard to a domain's name"))
+        << errors[0].message;
+    config.set_credentials(false);
+    EXPECT_TRUE(new_errors(config).empty()) << joined;
+  }
+  // Escaped, in a class, or spanning a label with a quantifier: not lone;
+  // a wildcard ending at a dot, or joined to a label below the domain's.
   for (const char* fine : {"~https://app\\.example\\.com", "~https://[.a-z]+\\.example\\.com",
                            "~https://[]a.]+\\.example\\.com", "~https://[^.]+\\.example\\.com",
                            "~https://.+\\.example\\.com", "~https://.{1,63}\\.example\\.com",
                            "~https://a\\.example\\.com(:[0-9]+)?",
                            "~\\Qhttps://app.example.com\\E", "~https://[[:alnum:].-]+\\.example\\.com",
-                           "~https://.{1,63}\\.example\\.com", "~https://[a-z]+\\.example\\.com(:\\d{2,5})?"}) {
+                           "~https://.{1,63}\\.example\\.com", "~https://[a-z]+\\.example\\.com(:\\d{2,5})?",
+                           "~^https://(.*\\.)?example\\.com$", "~https://.*-staging\\.example\\.com"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;
