@@ -1211,6 +1211,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   const http::ConnectionTokens tokens =
       head.connection_names ? http::ConnectionTokens(headers) : http::ConnectionTokens();
   std::string forwarded_for;
+  bool has_forwarded_for = false;
   std::string via;  // the hops before, then this one (RFC 9110 7.6.3)
   bool has_host = false;
   // OPTIONS and TRACE count their hops (RFC 9110 7.6.2): one less goes on.
@@ -1267,8 +1268,21 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
       continue;  // the gateway sets them (below)
     }
     if (http::EqualsIgnoreCase(h.name, "x-forwarded-for")) {
-      if (!forwarded_for.empty()) forwarded_for.append(", ");
-      forwarded_for.append(h.value);
+      // As ClientFromForwardedFor reads the list: an empty field adds no
+      // item, nor does a comma ending a field (`a,` is `a`: sent on as
+      // `a, peer`, not `a,, peer`, whose empty item a next hop would count).
+      // (A lone comma is one empty item, sent on as one.)
+      std::string_view value = h.value;
+      if (value.empty()) continue;
+      if (value.back() == ',') {
+        value.remove_suffix(1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+          value.remove_suffix(1);
+        }
+      }
+      if (has_forwarded_for) forwarded_for.append(", ");
+      forwarded_for.append(value);
+      has_forwarded_for = true;
       continue;
     }
     if (h.name.size() == 3 && http::EqualsIgnoreCase(h.name, "via")) {
@@ -1288,7 +1302,7 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   if (!has_host) {
     emit("host", head.authority.empty() ? std::string_view("localhost") : head.authority);
   }
-  if (!forwarded_for.empty()) forwarded_for.append(", ");
+  if (has_forwarded_for) forwarded_for.append(", ");
   forwarded_for.append(*peer_ip_);
   emit("x-forwarded-for", forwarded_for);
   // An HTTP-to-HTTP gateway MUST send Via in the requests it forwards (RFC

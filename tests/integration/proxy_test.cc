@@ -193,6 +193,18 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   ASSERT_EQ(r.status, 200) << r.error;
   EXPECT_NE(r.body.find("GET /new/path?q=1"), std::string::npos) << r.body;
   EXPECT_EQ(r.header("x-echo-x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+  // A comma ending a field adds no item, as the gateway reads the list
+  // (trusted_proxy_hops): it goes on as `a, peer`, not `a,, peer`, whose
+  // empty item a next hop would count. An empty item inside stays one.
+  for (auto [sent, forwarded] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"203.0.113.9,", "203.0.113.9, 127.0.0.1"},
+           {"203.0.113.9 ,", "203.0.113.9, 127.0.0.1"},
+           {"10.0.0.1,,", "10.0.0.1,, 127.0.0.1"},
+           {",", ", 127.0.0.1"}}) {
+    HttpResponse x = HttpGet(listener(), "/old/path", {{"x-forwarded-for", sent}});
+    ASSERT_EQ(x.status, 200) << x.error;
+    EXPECT_EQ(x.header("x-echo-x-forwarded-for"), forwarded) << sent;
+  }
   // An HTTP-to-HTTP gateway appends itself to Via (RFC 9110 7.6.3).
   EXPECT_EQ(r.header("x-echo-via"), "1.0 fred, 1.1 sluice");
   EXPECT_EQ(r.header("x-echo-x-real-ip"), "127.0.0.1");  // no trusted hop: the peer
