@@ -1,6 +1,7 @@
 #include "api/resource.h"
 
 #include "api/policy_registry.h"
+#include "common/nearest.h"
 
 #include <string>
 
@@ -72,9 +73,19 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text) {
   if (key == "cluster") return config::v1::CLUSTER;
   if (key == "secret") return config::v1::SECRET;
   if (key == "consumer") return config::v1::CONSUMER;
+  // A typo of a kind's name (`Clustr`, `RoutTable`): the kind meant.
+  static const std::vector<std::string> kKinds = {"Listener", "RouteTable", "Cluster", "Secret",
+                                                  "Consumer"};
+  std::vector<std::string> lowered;
+  for (const std::string& kind : kKinds) lowered.push_back(absl::AsciiStrToLower(kind));
+  const std::string near = common::Nearest(absl::AsciiStrToLower(text), lowered);
+  std::string hint;
+  for (size_t i = 0; i < kKinds.size(); ++i) {
+    if (!near.empty() && lowered[i] == near) hint = absl::StrCat("; did you mean '", kKinds[i], "'?");
+  }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown kind '", Shown(text),
-      "' (expected Listener, RouteTable, Cluster, Secret or Consumer)"));
+      "' (expected Listener, RouteTable, Cluster, Secret or Consumer)", hint));
 }
 
 namespace {

@@ -1124,6 +1124,8 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
     const int field_line = field != r.field_lines.end() ? field->second : FieldLine(r, path);
     line = field_line > 0 ? absl::StrCat(r.where, ", line ", field_line, ": ", line)
                           : absl::StrCat(r.origin, ": ", line);
+    // And where it was first.
+    if (repeated) absl::StrAppend(&line, " (first in ", it->second[0]->origin, ")");
   }
   return absl::StrJoin(lines, "\n");
 }

@@ -175,6 +175,28 @@ std::string PathKey(const std::string& key) {
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 
+// "expected a single value", which kind, and what was written instead (a
+// list where Envoy takes one and Sluice one string: `cipher_suites`).
+template <typename Node>
+std::string SingleValueExpected(const Node& node, const FieldDescriptor* field) {
+  const char* wanted = "a number";
+  switch (field->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      wanted = "a string";
+      break;
+    case FieldDescriptor::CPPTYPE_BOOL:
+      wanted = "true or false";
+      break;
+    case FieldDescriptor::CPPTYPE_ENUM:
+      wanted = "one of its names";
+      break;
+    default:
+      break;
+  }
+  return absl::StrCat("expected a single value (", wanted, "), got a ",
+                      node.IsSequence() ? "list" : "mapping");
+}
+
 // Converts a YAML node to protobuf JSON while checking it against the
 // message's descriptor, so that errors carry YAML line numbers. `Node` is
 // YAML::Node or FastYamlNode (same tree, same lines).
@@ -352,7 +374,7 @@ class SpecConverter {
                   "is null (a key with nothing after it, or ~): leave the field out for its "
                   "default");
     }
-    if (!node.IsScalar()) return Fail(node, path, "expected a single value");
+    if (!node.IsScalar()) return Fail(node, path, SingleValueExpected(node, field));
     const std::string text = node.Scalar();
     switch (field->cpp_type()) {
       case FieldDescriptor::CPPTYPE_STRING:
@@ -594,7 +616,7 @@ class DirectConverter {
                                    : r->MutableMessage(message, field));
     }
     if (node.IsNull()) return kUnsupported;  // the error is SpecConverter's
-    if (!node.IsScalar()) return Fail(node, "expected a single value");
+    if (!node.IsScalar()) return Fail(node, SingleValueExpected(node, field));
     const std::string& text = node.Scalar();
     switch (field->cpp_type()) {
       case FieldDescriptor::CPPTYPE_STRING:

@@ -803,13 +803,21 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
         failure_kind_ = "closed";
         ERR_clear_error();
       } else {
-        failure_kind_ = HandshakeFailureKind(ERR_GET_REASON(ERR_peek_error()), server_);
+        const int reason = ERR_GET_REASON(ERR_peek_error());
+        failure_kind_ = HandshakeFailureKind(reason, server_);
         // OpenSSL knows GET, POST, HEAD, PUT and CONNECT only: OPTIONS,
         // DELETE, PATCH and an HTTP/2 preface were "wrong version number".
         if (server_ && failure_kind_ == "protocol_version" && LooksLikePlainHttp(first_bytes_)) {
           failure_kind_ = "plain_http";
         }
         failure_reason_ = absl::StrCat("handshake: ", TakeOpenSslError());
+        // To an upstream: a plain HTTP (or other non-TLS) server answered,
+        // which OpenSSL calls "wrong version number".
+        if (!server_ && reason == SSL_R_WRONG_VERSION_NUMBER) {
+          absl::StrAppend(&failure_reason_,
+                          " (does the upstream speak TLS? its answer is not TLS; a cluster's tls "
+                          "is for endpoints that serve TLS on that port)");
+        }
       }
       break;
   }

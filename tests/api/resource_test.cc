@@ -32,6 +32,13 @@ TEST(ResourceTest, KindsParseInEveryCommonSpelling) {
   }
   EXPECT_EQ(ParseKind("pods").status().message(),
             "unknown kind 'pods' (expected Listener, RouteTable, Cluster, Secret or Consumer)");
+  // A typo of a kind: the kind meant.
+  EXPECT_EQ(api::ParseKind("Clustr").status().message(),
+            "unknown kind 'Clustr' (expected Listener, RouteTable, Cluster, Secret or Consumer); "
+            "did you mean 'Cluster'?");
+  EXPECT_EQ(api::ParseKind("RoutTable").status().message(),
+            "unknown kind 'RoutTable' (expected Listener, RouteTable, Cluster, Secret or "
+            "Consumer); did you mean 'RouteTable'?");
 }
 
 TEST(ResourceTest, ContentHashIsStableAndSensitive) {

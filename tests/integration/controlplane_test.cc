@@ -436,6 +436,10 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, twice + ", document 2 (line 6): Cluster \"users\": appears twice"))
       << r.err;
+  // And where the first one is.
+  EXPECT_TRUE(absl::StrContains(r.err, "appears twice in one apply (first in " + twice +
+                                           ", document 1 (line 1))"))
+      << r.err;
 
   // A second file (a shell glob, `-f *.yaml`) or a second -f was dropped
   // without a word, exit 0; stray arguments to proxies and top likewise.

@@ -15,6 +15,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -243,7 +244,18 @@ class JwkReader {
       return std::nullopt;
     }
     std::optional<std::string> bytes = DecodeBase64Url(*text);
-    if (!bytes) Fail(absl::StrCat(std::string(name), " is not base64url (without padding)"));
+    if (!bytes) {
+      // Only the alphabet and a possible length: the last character sets
+      // bits past the last byte (an edited or cut value).
+      const bool alphabet = std::all_of(text->begin(), text->end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+      });
+      Fail(absl::StrCat(std::string(name),
+                        alphabet && text->size() % 4 != 1
+                            ? " is not canonical base64url: its last character sets bits past "
+                              "the last byte (was the value edited or cut short?)"
+                            : " is not base64url (without padding)"));
+    }
     return bytes;
   }
   bool KeyOpsAllowVerify() {

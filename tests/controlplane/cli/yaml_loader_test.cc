@@ -364,8 +364,23 @@ TEST(YamlLoaderTest, ABlockScalarWhoseTextIsNotIndentedIsNamed) {
   EXPECT_FALSE(absl::StrContains(other, "block scalar")) << other;
 }
 
+// A list or mapping where one value goes says which value and what it got
+// (Envoy's cipher_suites is a list; here it is one OpenSSL cipher string).
+TEST(YamlLoaderTest, AListForOneValueSaysWhatTheFieldTakes) {
+  const std::string e = Error(
+      "kind: Listener\nname: l\nspec:\n  port: 8443\n  route_table: rt\n"
+      "  tls: {certificates: [c], cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256]}\n");
+  EXPECT_TRUE(absl::StrContains(
+      e, "spec.tls.cipher_suites: expected a single value (a string), got a list"))
+      << e;
+  const std::string port = Error("kind: Cluster\nname: c\nspec:\n  endpoints: [{address: a, port: {x: 1}}]\n");
+  EXPECT_TRUE(absl::StrContains(port, "expected a single value (a number), got a mapping")) << port;
+}
+
 TEST(YamlLoaderTest, EnvelopeErrors) {
   EXPECT_NE(Error("kind: Pod\nname: a\nspec: {}\n").find("unknown kind 'Pod'"), std::string::npos);
+  EXPECT_NE(Error("kind: Clustr\nname: a\nspec: {}\n").find("did you mean 'Cluster'?"),
+            std::string::npos);
   EXPECT_NE(Error("kind: Cluster\nspec: {}\n").find("name is required"), std::string::npos);
   EXPECT_NE(Error("kind: Cluster\nname: a\nspek: {}\n").find("unknown top-level field 'spek'"),
             std::string::npos);

@@ -168,6 +168,27 @@ TEST_F(TlsClientTest, WildcardSanMatchesOneLabel) {
             "handshake: certificate verify failed: hostname mismatch");
 }
 
+// A cluster with tls pointed at a plain HTTP port: OpenSSL says "wrong
+// version number"; the reason asks whether the upstream speaks TLS.
+TEST_F(TlsClientTest, APlainHttpAnswerAsksWhetherTheUpstreamSpeaksTls) {
+  auto client_factory = Client(Verified("backend.test"));
+  std::unique_ptr<TransportSocket> client = client_factory->Create();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  client->Attach(fds[1]);
+  EXPECT_EQ(client->Handshake(), TransportSocket::Progress::kWantRead);  // the ClientHello sent
+  const std::string answer = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+  ASSERT_EQ(write(fds[0], answer.data(), answer.size()), static_cast<ssize_t>(answer.size()));
+  EXPECT_EQ(client->Handshake(), TransportSocket::Progress::kFailed);
+  EXPECT_TRUE(absl::StrContains(client->failure_reason(), "wrong version number"))
+      << client->failure_reason();
+  EXPECT_TRUE(absl::StrContains(client->failure_reason(), "(does the upstream speak TLS?"))
+      << client->failure_reason();
+  client.reset();
+  close(fds[0]);
+  close(fds[1]);
+}
+
 TEST_F(TlsClientTest, UntrustedChainFailsNamingTheReason) {
   TlsClientConfig config = Verified("backend.test");
   config.ca_pem = MakeCa("Other CA").certificate_pem;

@@ -760,6 +760,10 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(first(R"({"keys":[{"n":"AQAB"}]})"), "jwks: key 0: kty is missing");
   EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","n":"@@","e":"AQAB"}]})"),
             "jwks: key 0: n is not base64url (without padding)");
+  // The alphabet, but bits set past the last byte (an edited last character).
+  EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","n":"AQAB","e":"AQB"}]})"),
+            "jwks: key 0: e is not canonical base64url: its last character sets bits past the "
+            "last byte (was the value edited or cut short?)");
   EXPECT_EQ(first("{\"keys\": 5}"),
             "jwks: is not a JWK Set (a JSON object with a \"keys\" array)");
   EXPECT_TRUE(absl::StartsWith(first("{nope"), "jwks: is not JSON: ")) << first("{nope");
