@@ -18,9 +18,10 @@
 //    Transfer-Encoding together with Content-Length; Transfer-Encoding in an
 //    HTTP/1.0 message (RFC 9112 6.1: the framing is faulty);
 //  - requests: no Host in HTTP/1.1, more than one Host, or an invalid Host;
-//  - chunk size empty, not hex, or 2^63 or more; a chunk extension with control
-//    characters or a chunk line above kMaxChunkLineBytes; chunk data not
-//    followed by CRLF;
+//  - chunk size empty, not hex, or 2^63 or more; white space after it that
+//    no extension follows (requests only: a response's `5 CRLF` is taken); a
+//    chunk extension with control characters or a chunk line above
+//    kMaxChunkLineBytes; chunk data not followed by CRLF;
 //  - head over max_head_bytes, more than max_headers fields, or a trailer
 //    section over max_trailer_bytes: kHeadersTooLarge; a request line that
 //    alone passes max_head_bytes: kRequestLineTooLong.
@@ -910,6 +911,11 @@ bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
       case State::kChunkSizeBws:
         if (c == ';') {
           state_ = State::kChunkExtension;
+        } else if (c == '\r' && mode_ == Mode::kResponse) {
+          // `5 CRLF`: white space and no extension, which the grammar does
+          // not allow but nginx and HAProxy take from upstreams (the body is
+          // framed anew for the client). A request's is refused.
+          state_ = State::kChunkSizeLf;
         } else if (!IsOws(c)) {
           *pos = i;
           return Fail(ParseError::kBadRequest, "invalid chunk size line");

@@ -1334,6 +1334,20 @@ TEST(Http1ResponseTest, ChunkedResponseWithTrailers) {
   EXPECT_EQ(o.events[2], "trailers [Expires:never]");
 }
 
+// White space after a response's chunk size with no extension (`5 CRLF`):
+// taken, as nginx and HAProxy take it from upstreams (the client gets the
+// body framed anew). Before: the response was cut after its head. A
+// request's stays refused (ChunkSizeTrailingSpace).
+TEST(Http1ResponseTest, WhiteSpaceAfterAChunkSizeIsTaken) {
+  const Outcome o = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "4 \r\nWiki\r\n5\t \r\npedia\r\n3 ;x=1\r\nabc\r\n0 \r\n\r\n");
+  EXPECT_EQ(o.error, ParseError::kNone);
+  ASSERT_GE(o.events.size(), 2u);
+  EXPECT_EQ(o.events[1], "body Wikipediaabc");
+}
+
 TEST(Http1ResponseTest, HeadResponseHasNoBody) {
   // The Content-Length describes the representation, not a body; the bytes
   // after the head are the next response.
