@@ -650,9 +650,17 @@ bool Http1Parser::ParseFieldLines(std::string_view section,
     const size_t name_begin = i;
     while (kTokenChar[Byte(p[i])]) ++i;  // stops at the CR at the latest
     if (p[i] != ':' || i == name_begin) {
+      if (i > name_begin && IsOws(p[i])) {
+        // `Name : value`, or a line with no colon at all (`XA 1`).
+        size_t after = i;
+        while (IsOws(p[after])) ++after;
+        return Fail(ParseError::kBadRequest, p[after] == ':'
+                                                 ? "whitespace between field name and colon"
+                                                 : "field line without a colon");
+      }
       return Fail(ParseError::kBadRequest,
                   i == name_begin ? "empty or invalid field name"
-                  : IsOws(p[i])   ? "whitespace between field name and colon"
+                  : p[i] == '\r' ? "field line without a colon"
                                   : "invalid character in field name");
     }
     const std::string_view name(p + name_begin, i - name_begin);

@@ -911,6 +911,18 @@ TEST(Http1RequestTest, ErrorDetailNamesTheProblem) {
       "Transfer-Encoding: chunked\r\n\r\n");
   EXPECT_EQ(parser.error_detail(),
             "Content-Length together with Transfer-Encoding");
+  // A field line with no colon is said to be one (before: "whitespace
+  // between field name and colon" for `XA 1`).
+  for (auto [line, detail] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"XA 1", "field line without a colon"},
+           {"XA", "field line without a colon"},
+           {"XA : 1", "whitespace between field name and colon"},
+           {"X(A): 1", "invalid character in field name"}}) {
+    Recorder r;
+    Http1Parser p(Mode::kRequest, &r);
+    p.Feed(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + line + "\r\n\r\n");
+    EXPECT_EQ(p.error_detail(), detail) << line;
+  }
 }
 
 TEST(Http1RequestTest, HeadSizeLimitIsInclusive) {
