@@ -34,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "dataplane/http/header_map.h"
 
 namespace sluice::auth {
@@ -178,6 +179,12 @@ class FilterCallbacks {
   // name (response_flag, sluice_policy_responses_total). `policy` must
   // outlive the exchange (a factory's policy_name()).
   virtual void SetAnsweringPolicy(std::string_view policy) {}
+  // The filter pausing the request bounds the pause itself, within `limit`
+  // (a cache waiter's lock_timeout): the route timeout, which bounds a
+  // policy's pause, then ends it no sooner than `limit` (and a margin).
+  // Called before returning kStopIteration. The route timeout, the
+  // upstream's time to answer, starts anew once the pause is over.
+  virtual void SetPauseLimit(absl::Duration limit) {}
 };
 
 class Filter {

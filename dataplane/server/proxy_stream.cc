@@ -193,6 +193,10 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
   return false;
 }
 
+// How long past a policy's own bound on its pause (SetPauseLimit) the
+// route timer waits: the policy's timer fires first.
+constexpr absl::Duration kPauseLimitMargin = absl::Seconds(1);
+
 // What the gateway itself answers to (OPTIONS *, Max-Forwards: 0).
 constexpr char kGatewayMethods[] = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
@@ -430,6 +434,7 @@ void ProxyStream::Reset() {
   filters_.clear();
   filters_entered_ = 0;
   paused_ = in_hook_ = continued_in_hook_ = paused_end_ = buffering_body_ = false;
+  pause_limit_ = absl::ZeroDuration();
   body_buffer_limit_ = 0;
   body_wanted_.clear();
   response_wanted_.clear();
@@ -703,7 +708,7 @@ void ProxyStream::Start(const RequestHead& request) {
         // A policy waits for asynchronous work: keep what the head's views
         // point to; the route timeout bounds the wait.
         SaveHead(head);
-        StartRouteTimer();
+        StartPauseTimer();
         return;
       case ChainResult::kDone:
         FiltersDone(head);
@@ -1112,6 +1117,17 @@ void ProxyStream::StartRequestTimers() {
   StartIdleTimer(UploadIdleLimit());
 }
 
+void ProxyStream::StartPauseTimer() {
+  StartRouteTimer();
+  // A policy that bounds its own pause (a cache waiter's lock_timeout)
+  // ends it itself, not the route timeout (as nginx's proxy_cache_lock_timeout
+  // is apart from its proxy_read_timeout); the margin lets it.
+  if (pause_limit_ > absl::ZeroDuration() && route_timer_.set() && !GrpcTimeoutBinds() &&
+      pause_limit_ + kPauseLimitMargin > route_->timeout) {
+    route_timer_.Set(pause_limit_ + kPauseLimitMargin);
+  }
+}
+
 void ProxyStream::StartRouteTimer() {
   if (route_timer_.set()) return;  // since a policy paused the request
   // The client's grpc-timeout bounds the route's deadline.
@@ -1472,6 +1488,12 @@ void ProxyStream::ContinueRequest() {
   ChainResult result = RunFiltersFrom(filters_entered_);
   hook_head_ = nullptr;
   if (result != ChainResult::kDone) return;
+  // The pause is over: the route timeout, the upstream's time to answer,
+  // starts anew (a cache waiter that waited 2 s of a 3 s timeout for an
+  // uncacheable answer got 504 a second after going upstream). A gRPC
+  // call's is a deadline on the whole call.
+  if (!grpc_) route_timer_.Clear();
+  pause_limit_ = absl::ZeroDuration();
   FiltersDone(deferred().saved_head);
   if (!active_) return;
   sink_->SetRequestReadEnabled(true);

@@ -256,6 +256,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SetPath(std::string path_and_query) override;
   void StartBackgroundRefresh() override;
   void SetAnsweringPolicy(std::string_view policy) override { answering_policy_ = policy; }
+  void SetPauseLimit(absl::Duration limit) override { pause_limit_ = limit; }
   // A policy answers: response_flag_ names it (SetAnsweringPolicy's name,
   // else the current filter's), and the name given is forgotten.
   void NotePolicyAnswer();
@@ -374,6 +375,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SendRequestEnd();
   void SetUpstreamReadEnabled(bool enabled);
   void StartRouteTimer();
+  // The route timer while a policy pauses the request: the route timeout,
+  // or a policy's own bound (SetPauseLimit) when longer.
+  void StartPauseTimer();
   // Once the head went upstream: the route timer when the request is
   // complete (or gRPC), else the idle timer over the body still to come.
   void StartRequestTimers();
@@ -473,6 +477,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // SetAnsweringPolicy's name for the policy answer being sent; else the
   // answering filter's own.
   std::string_view answering_policy_;
+  // SetPauseLimit's, for the pause under way; zero: none.
+  absl::Duration pause_limit_ = absl::ZeroDuration();
   bool tunnel_ = false;   // the upstream answered 101: raw bytes both ways
   int informational_sent_ = 0;  // 1xx heads passed to the client this exchange
   bool response_started_ = false;

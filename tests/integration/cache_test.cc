@@ -186,6 +186,37 @@ TEST_F(CacheTest, FiveHundredConcurrentMissesSendOneRequestUpstream) {
   EXPECT_EQ(statuses["Hit"], kClients - 1);
 }
 
+// A waiter's time in the lock does not count against the route timeout:
+// lock_timeout bounds the wait, and the route timeout starts when a waiter
+// goes upstream (as nginx's proxy_cache_lock_timeout and proxy_read_timeout).
+// Before: with timeout 1s, waiters released by an uncacheable 0.7 s answer
+// got 504 0.3 s after going upstream, and waiters on a body that took 1.5 s
+// got 504 "a policy did not finish within the route timeout".
+TEST_F(CacheTest, TheWaitInTheLockIsNotPartOfTheRouteTimeout) {
+  const std::string route =
+      "        - name: timed\n          match: {prefix: /t/}\n"
+      "          route: {cluster: origin, timeout: 1s}\n"
+      "          policies: [{name: cache, typed_config: {lock_timeout: 5s}}]\n";
+  ASSERT_EQ(Apply(Config("lock_timeout: 10s", route)), 0) << last_error_;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  for (const std::string path : {"/t/uncacheable?cc=no-store&delay_ms=700",
+                                 "/t/slow-body?cc=public,max-age=60&chunked=1&gap_ms=500"}) {
+    absl::Mutex mu;
+    std::vector<std::string> answers;
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 4; ++i) {
+      clients.emplace_back([&] {
+        HttpResponse r = HttpGet(address(), path, {}, absl::Seconds(20));
+        absl::MutexLock lock(&mu);
+        answers.push_back(absl::StrCat(r.status, " ", r.header("x-cache-status"), " ",
+                                       r.status == 200 ? "" : r.body, r.error));
+      });
+    }
+    for (std::thread& t : clients) t.join();
+    for (const std::string& a : answers) EXPECT_TRUE(absl::StartsWith(a, "200 ")) << path << ": " << a;
+  }
+}
+
 TEST_F(CacheTest, AStaleEntryIsRevalidatedAndAClientsConditionalIsAnswered) {
   const std::string path = "/c/rv?cc=max-age=1&etag=v1";
   HttpResponse miss = Get(path);

@@ -260,6 +260,9 @@ class CacheFilter : public http::Filter {
           request_ = &headers;
           waited_on_ = std::move(entry);  // a stale one may still answer an error
           AddDeadline(now + s_.lock_timeout, waiter_);
+          // lock_timeout bounds the wait, not the route timeout (which
+          // starts when the waiter goes upstream, as nginx's does).
+          callbacks.SetPauseLimit(absl::Nanoseconds(s_.lock_timeout));
           return http::FilterStatus::kStopIteration;
         case ResponseStore::FillRole::kFiller:
           fill_token_ = token;
