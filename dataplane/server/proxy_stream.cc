@@ -2877,19 +2877,23 @@ void ProxyStream::EndAtDrainDeadline() {
   constexpr std::string_view kWhy = "the gateway is shutting down (its drain timeout passed)";
   // A gRPC call whose response began ends with a status in its trailers;
   // gRPC-Web reads its status from the body, which the gateway does not
-  // write: such a call, and any other response that began, is cut with the
-  // connection.
+  // write: such a call, and any other response that began, is cut.
   if (grpc_ && grpc_reply_type_ == "application/grpc" &&
       EndGrpcResponse(503, kWhy, "drain_timeout")) {
     return;
   }
+  response_flag_ = "drain_timeout";
   if (!response_started_) {
     // Answered, not cut: the client can tell a drain from a crash.
     ReleaseUpstream(false);
-    response_flag_ = "drain_timeout";
     SendLocalResponse(503, std::string(kWhy), {}, {}, "application/json",
                       /*close_connection=*/true);
+    return;
   }
+  // Cut as an upstream cut is: an HTTP/2 stream with RST_STREAM before the
+  // connection closes (before: only the close, after a GOAWAY that named
+  // the stream as taken), an HTTP/1 response with the connection.
+  Fail();
 }
 
 bool ProxyStream::EndGrpcResponse(int http_status, std::string_view error,

@@ -598,12 +598,25 @@ TEST_F(ObservabilityTest, ARequestCutAtTheDrainTimeoutSaysSo) {
     http10 = RunCommand({"/usr/bin/curl", "-sS", "-0", "--max-time", "20", "-o", "/dev/null",
                          absl::StrCat("http://", address(), "/open/x?chunked=1&gap_ms=3000")});
   });
-  ASSERT_TRUE(WaitFor([&] { return upstream_.RequestCount().value_or(0) > before + 1; },
+  // An HTTP/2 response under way is reset (RST_STREAM) before the
+  // connection closes. Before: only the close, after a GOAWAY that had
+  // named the stream as taken.
+  CommandResult h2;
+  std::thread client_h2([&] {
+    h2 = RunCommand({"/usr/bin/nghttp", "-nv", "-H", "x-request-id: drain-cut-h2",
+                     absl::StrCat("http://", address(), "/open/x?chunked=1&gap_ms=3000")});
+  });
+  ASSERT_TRUE(WaitFor([&] { return upstream_.RequestCount().value_or(0) > before + 2; },
                       absl::Seconds(10)));
   std::optional<int> exited = proxy_->Stop(absl::Seconds(20));
   client.join();
   client10.join();
+  client_h2.join();
   ASSERT_TRUE(exited.has_value());
+  EXPECT_TRUE(absl::StrContains(h2.out, "recv RST_STREAM frame"))
+      << h2.out;
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "drain-cut-h2"), "\"response_flag\":\"drain_timeout\""))
+      << LogLine(log_, "drain-cut-h2");
   // Still waiting for its response head: answered 503 (it was cut).
   EXPECT_EQ(cut.status, 503) << cut.error;
   EXPECT_TRUE(absl::StrContains(cut.body, "the gateway is shutting down")) << cut.body;
