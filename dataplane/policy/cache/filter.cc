@@ -244,10 +244,11 @@ class CacheFilter : public http::Filter {
       // Made only when the request is to wait (most misses fill).
       auto make_waiter = [&]() -> std::shared_ptr<Waiter> {
         if (background_ || s_.lock_timeout <= 0) return nullptr;
-        return std::make_shared<Waiter>(callbacks.MakeResumeHandle(),
-                                        [this](std::shared_ptr<const Entry> stored) {
-                                          OnWaitOver(std::move(stored));
-                                        });
+        return std::make_shared<Waiter>(
+            callbacks.MakeResumeHandle(),
+            [this](std::shared_ptr<const Entry> stored, bool stale_on_error) {
+              OnWaitOver(std::move(stored), stale_on_error);
+            });
       };
       std::shared_ptr<Waiter> waiter;
       uint64_t token = 0;
@@ -515,7 +516,7 @@ class CacheFilter : public http::Filter {
   }
 
   http::FilterStatus ServeStaleOnError() {
-    s_.store->EndFill(key_, fill_token_);
+    s_.store->EndFill(key_, fill_token_, 0, stale_);
     fill_token_ = 0;
     pending_.reset();
     return Serve(stale_, *request_, CacheStatus::kStale);
@@ -551,8 +552,22 @@ class CacheFilter : public http::Filter {
 
   // A waiter's turn (on the worker): the filler's entry, or nullptr (it
   // gave up, or the lock timed out): upstream, uncoalesced.
-  void OnWaitOver(std::shared_ptr<const Entry> stored) {
+  void OnWaitOver(std::shared_ptr<const Entry> stored, bool stale_on_error) {
     waiter_.reset();
+    if (stale_on_error) {
+      // The filler's upstream failed and it served this stale entry: so
+      // does the waiter it may answer (stale-if-error, RFC 5861 4), rather
+      // than each trying the failing upstream again (Varnish's grace).
+      std::shared_ptr<const Entry> stale = std::move(stored);
+      if (stale->Matches(*request_)) {
+        stale_ = stale;
+        if (StaleIfError(s_.clock())) {
+          Serve(stale_, *request_, CacheStatus::kStale);
+          return;
+        }
+      }
+      stored = nullptr;
+    }
     if (stored != nullptr && stored->Matches(*request_) &&
         Classify(*stored, s_.clock()) == Use::kFresh) {
       // Just stored (or just revalidated) for the same key, and fresh: a

@@ -61,11 +61,11 @@ void Entry::Account(size_t key_size) {
 
 // ---- Waiter ----
 
-void Waiter::Resolve(std::shared_ptr<const Entry> entry) {
+void Waiter::Resolve(std::shared_ptr<const Entry> entry, bool stale_on_error) {
   if (resolved_.exchange(true)) return;
   handle_->Post(
-      [self = shared_from_this(), entry = std::move(entry)]() mutable {
-        if (!self->cancelled_.load()) self->done_(std::move(entry));
+      [self = shared_from_this(), entry = std::move(entry), stale_on_error]() mutable {
+        if (!self->cancelled_.load()) self->done_(std::move(entry), stale_on_error);
       });
 }
 
@@ -257,7 +257,8 @@ void ResponseStore::Insert(std::string_view key,
   EvictOverBudget();
 }
 
-void ResponseStore::EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until) {
+void ResponseStore::EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until,
+                            std::shared_ptr<const Entry> stale_answer) {
   if (fill_token == 0) return;
   Shard& shard = ShardOf(key);
   std::vector<std::shared_ptr<Waiter>> waiters;
@@ -294,7 +295,8 @@ void ResponseStore::EndFill(std::string_view key, uint64_t fill_token, int64_t p
       shard.slots.erase(it);
     }
   }
-  for (auto& w : waiters) w->Resolve(nullptr);
+  const bool stale_on_error = stale_answer != nullptr;
+  for (auto& w : waiters) w->Resolve(stale_answer, stale_on_error);
 }
 
 bool ResponseStore::ClaimRefresh(std::string_view key, int64_t now,

@@ -90,12 +90,14 @@ struct Entry {
 class Waiter : public std::enable_shared_from_this<Waiter> {
  public:
   // `done` runs on the request's worker (through `handle`) with the stored
-  // response, or nullptr: go upstream.
+  // response, or nullptr: go upstream; `stale_on_error`: the entry is a
+  // stale one the filler served because the upstream failed (not stored
+  // anew), for the waiter's stale-if-error.
   Waiter(std::shared_ptr<http::ResumeHandle> handle,
-         std::function<void(std::shared_ptr<const Entry>)> done)
+         std::function<void(std::shared_ptr<const Entry>, bool stale_on_error)> done)
       : handle_(std::move(handle)), done_(std::move(done)) {}
   // The first call wins; later ones do nothing.
-  void Resolve(std::shared_ptr<const Entry> entry);
+  void Resolve(std::shared_ptr<const Entry> entry, bool stale_on_error = false);
   // The waiting filter is gone: nothing is posted any more.
   void Cancel() {
     resolved_.store(true);
@@ -104,7 +106,7 @@ class Waiter : public std::enable_shared_from_this<Waiter> {
 
  private:
   std::shared_ptr<http::ResumeHandle> handle_;
-  std::function<void(std::shared_ptr<const Entry>)> done_;
+  std::function<void(std::shared_ptr<const Entry>, bool)> done_;
   std::atomic<bool> resolved_{false};
   std::atomic<bool> cancelled_{false};
 };
@@ -197,7 +199,11 @@ class ResponseStore {
   static constexpr size_t kMaxPassMarkers = 1024;
   static constexpr size_t kMaxVariants = 64;
   static constexpr size_t kMaxPassBytes = 256 * 1024;
-  void EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until = 0);
+  // `stale_answer`: the filler served this stale entry because the
+  // upstream failed (stale-if-error); its waiters get it to serve likewise
+  // rather than each trying the failing upstream again.
+  void EndFill(std::string_view key, uint64_t fill_token, int64_t pass_until = 0,
+               std::shared_ptr<const Entry> stale_answer = nullptr);
   // Stale-while-revalidate: true (and the key is marked until `until`)
   // when no refresh of `key` is under way.
   bool ClaimRefresh(std::string_view key, int64_t now, int64_t until);

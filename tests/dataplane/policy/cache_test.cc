@@ -1215,6 +1215,29 @@ TEST_F(CacheTest, WaitersOfAFailedRefillAreAnsweredFromTheStaleEntry) {
   EXPECT_EQ(waiter.cache_status(), "Stale");
 }
 
+// The filler's upstream answered 5xx and it served the stale entry: its
+// waiters get that entry too, without each trying the failing upstream
+// again (Varnish's grace). Before: every waiter went upstream first, so 20
+// waiters were 20 more requests to an origin that was failing.
+TEST_F(CacheTest, WaitersOfAFillerThatServedStaleOnErrorGetItWithoutGoingUpstream) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"Cache-Control", "stale-if-error=60"}}), "old");
+  Advance(30);
+  Client filler(*factory);
+  filler.Start();
+  ASSERT_TRUE(filler.went_upstream());
+  Client waiter(*factory);
+  EXPECT_EQ(waiter.Start(), http::FilterStatus::kStopIteration);
+  EXPECT_FALSE(filler.Respond(503, {}, "down"));
+  EXPECT_EQ(filler.cache_status(), "Stale");
+  ASSERT_TRUE(waiter.callbacks.RunPosted());
+  EXPECT_EQ(waiter.callbacks.continues_, 0);  // not upstream
+  ASSERT_TRUE(waiter.answered());
+  waiter.Reply();
+  EXPECT_EQ(waiter.response_body, "old");
+  EXPECT_EQ(waiter.cache_status(), "Stale");
+}
+
 // A 304 to a client's own conditional (no entry to revalidate) says
 // nothing of what the next response will be: the key's misses still wait
 // for one another. Before, it turned coalescing off for 30 s.
