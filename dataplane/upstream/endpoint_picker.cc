@@ -21,8 +21,20 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
       allowed_[i] = cluster.endpoints[i].state->usable(now) ? 1 : 0;
       usable += allowed_[i];
     }
-    if (static_cast<uint64_t>(usable) * 100 <
-        static_cast<uint64_t>(n) * cluster.panic_threshold_percent) {
+    bool panic = static_cast<uint64_t>(usable) * 100 <
+                 static_cast<uint64_t>(n) * cluster.panic_threshold_percent;
+    if (panic && excluding) {
+      // A retry goes to a usable endpoint it has not tried when there is
+      // one, panic or not: spread over all, it kept landing on the other
+      // dead ones (1 live of 3: half the requests got 502 after their
+      // connect-failure retry), as nginx's proxy_next_upstream would not.
+      for (int i = 0; i < n && panic; ++i) {
+        if (allowed_[i] && std::find(exclude->begin(), exclude->end(), i) == exclude->end()) {
+          panic = false;
+        }
+      }
+    }
+    if (panic) {
       // Panic: too few usable endpoints; spread over all rather than overload them.
       std::fill(allowed_.begin(), allowed_.end(), 1);
       usable = n;

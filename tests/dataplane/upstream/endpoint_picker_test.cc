@@ -60,6 +60,34 @@ TEST(EndpointPickerTest, EveryTriedEndpointIsAvoidedWhileOneIsLeft) {
   }
 }
 
+// In panic (too few usable endpoints: the first try spreads over all), a
+// retry still goes to a usable endpoint it has not tried. Before: it spread
+// over all too, and with 1 live endpoint of 3 half the retries of a
+// connect failure hit the other dead one (502).
+TEST(EndpointPickerTest, ARetryInPanicGoesToAnUntriedUsableEndpoint) {
+  stats::StatsStore store;
+  for (auto policy : {config::v1::Cluster::ROUND_ROBIN, config::v1::Cluster::RANDOM,
+                      config::v1::Cluster::LEAST_REQUEST}) {
+    auto cluster = MakeCluster({1, 1, 1}, policy, store, /*outlier_detection=*/true);
+    const int64_t later = NowNanos() + int64_t{3600} * 1'000'000'000;
+    cluster->endpoints[0].state->ejected_until_ns.store(later);
+    cluster->endpoints[2].state->ejected_until_ns.store(later);
+    EndpointPicker picker(11);
+    std::map<int, int> first;
+    for (int round = 0; round < 60; ++round) {
+      ++first[picker.Pick(*cluster)];  // panic: over all three
+      std::vector<int> tried = {0};
+      EXPECT_EQ(picker.Pick(*cluster, 0, &tried), 1) << policy;
+      tried = {2};
+      EXPECT_EQ(picker.Pick(*cluster, 0, &tried), 1) << policy;
+    }
+    EXPECT_GT(first[0] + first[2], 0) << policy;  // panic: the dead ones too
+    // The live one tried too: panic again, never the one just tried.
+    std::vector<int> tried = {1};
+    for (int round = 0; round < 20; ++round) EXPECT_NE(picker.Pick(*cluster, 0, &tried), 1);
+  }
+}
+
 // Once every endpoint was tried, the one tried longest ago is picked, never
 // the one that just failed. Before: the oldest were excluded first, so with
 // two endpoints the tries went A, B, B, B.
