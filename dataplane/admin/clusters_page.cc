@@ -77,6 +77,17 @@ std::string Policy(const upstream::ClusterInfo& c) {
   return config::v1::Cluster::LbPolicy_Name(c.lb_policy);
 }
 
+// How many endpoints are usable, as the picker counts them; whether that is
+// too few (panic: traffic goes to every endpoint, the unhealthy ones too).
+bool InPanic(const upstream::ClusterInfo& c, int64_t now, size_t* usable) {
+  *usable = 0;
+  for (const EndpointInfo& e : c.endpoints) *usable += e.state->usable(now) ? 1 : 0;
+  if (!c.health_check.enabled && !c.outlier.enabled) *usable = c.endpoints.size();
+  return !c.endpoints.empty() &&
+         static_cast<uint64_t>(*usable) * 100 <
+             static_cast<uint64_t>(c.endpoints.size()) * c.panic_threshold_percent;
+}
+
 }  // namespace
 
 std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
@@ -89,12 +100,15 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
   bool first_cluster = true;
   for (const auto& [name, c] : sorted) {
     const upstream::ClusterState& cs = *c->state;
+    size_t usable = 0;
+    const bool panic = InPanic(*c, now, &usable);
     if (json) {
       absl::StrAppend(&out, first_cluster ? "" : ",", "{\"name\":", JsonString(name),
                       ",\"lb_policy\":\"", Policy(*c), "\",\"active_requests\":",
                       cs.active_requests.load(), ",\"pending_requests\":",
                       cs.pending_requests.load(), ",\"connections\":", cs.connections.load(),
-                      ",\"active_retries\":", cs.active_retries.load());
+                      ",\"active_retries\":", cs.active_retries.load(),
+                      ",\"usable_endpoints\":", usable, ",\"panic\":", panic ? "true" : "false");
       if (!c->dns_problems.empty()) {
         absl::StrAppend(&out, ",\"dns_problems\":[");
         for (size_t i = 0; i < c->dns_problems.size(); ++i) {
@@ -116,6 +130,12 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                       " pending=", cs.pending_requests.load(),
                       " connections=", cs.connections.load(),
                       " active_retries=", cs.active_retries.load(), "\n");
+      if (panic) {
+        absl::StrAppend(&out, "  panic: ", usable, " of ", c->endpoints.size(),
+                        " endpoints usable, under panic_threshold_percent ",
+                        c->panic_threshold_percent,
+                        ": requests go to every endpoint, the unhealthy ones too\n");
+      }
       for (const std::string& problem : c->dns_problems) {
         absl::StrAppend(&out, "  dns: ", problem, " (no endpoint from it)\n");
       }

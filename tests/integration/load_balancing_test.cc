@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tests/harness/http_client.h"
@@ -198,6 +199,40 @@ TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherE
   int failed = 0;
   for (int i = 0; i < 12; ++i) failed += HttpGet(listener(), "/x").status == 502;
   EXPECT_EQ(failed, 4);
+}
+
+// Panic (1 usable endpoint of 3, under the default 50%): the first try
+// goes to any endpoint, and /clusters says so; the default retry of a
+// refused connect goes to the live one it has not tried. Before: the retry
+// spread over all three too, and about half the requests got 502.
+TEST_F(LoadBalancingTest, InPanicTheRetryFindsTheLiveEndpointAndClustersSaysPanic) {
+  StartUpstreams({""});
+  const int dead1 = PickFreePort();
+  const int dead2 = PickFreePort();
+  Apply(absl::StrCat("  endpoints: [{address: 127.0.0.1, port: ", upstreams_[0]->port(),
+                     "}, {address: 127.0.0.1, port: ", dead1,
+                     "}, {address: 127.0.0.1, port: ", dead2,
+                     "}]\n  health_check: {tcp: {}, interval: 200ms, timeout: 150ms,"
+                     " unhealthy_threshold: 1, healthy_threshold: 1}"),
+        "");
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::StrContains(Clusters(), "panic: 1 of 3 endpoints usable"); },
+      absl::Seconds(10)))
+      << Clusters();
+  const std::string json = proxy_->Admin("/clusters?format=json").second;
+  EXPECT_TRUE(absl::StrContains(json, "\"usable_endpoints\":1,\"panic\":true")) << json;
+  int ok = 0;
+  std::string errors;
+  for (int i = 0; i < 30; ++i) {
+    HttpResponse r = HttpGet(listener(), "/x");
+    if (r.status == 200) {
+      ++ok;
+    } else {
+      absl::StrAppend(&errors, r.status, " ", r.body, r.error, "\n");
+    }
+  }
+  EXPECT_EQ(ok, 30) << errors;
+  EXPECT_GT(proxy_->Stat("sluice_lb_panic_picks_total{cluster=\"backends\"}"), 0);
 }
 
 // The default retry goes only to an endpoint that can take it: with the
