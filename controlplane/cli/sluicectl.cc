@@ -25,6 +25,7 @@
 //
 // The server defaults to $SLUICE_SERVER, then 127.0.0.1:18000. --ca FILE (or
 // $SLUICE_CA) speaks TLS to it; --cert/--key add a client certificate.
+#include <arpa/inet.h>
 #include <limits.h>
 #include <pwd.h>
 #include <grpc/support/log.h>
@@ -166,7 +167,9 @@ comma-separated (replicas of one store): the first that takes the connection.
 --require-tokens): viewer tokens may read, operator tokens also change the config,
 admin tokens also manage tokens.
 --ca FILE (else $SLUICE_CA) connects with TLS, verifying the server against that
-PEM CA; --cert FILE --key FILE add a client certificate.
+PEM CA; --cert FILE --key FILE add a client certificate. A token goes in clear text
+only to a loopback address (127.0.0.0/8, ::1, localhost): to another server without
+--ca the command is refused, unless --plaintext-token says the network is trusted.
 )";
 
 // `sluicectl COMMAND --help`: that command's entries of the usage (an entry
@@ -2091,6 +2094,22 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   return 0;
 }
 
+// Whether HOST:PORT (or [V6]:PORT, or a bare host) is a loopback address:
+// 127.0.0.0/8, ::1, or localhost.
+bool IsLoopbackServer(std::string_view server) {
+  std::string host(server);
+  if (absl::StartsWith(host, "[")) {
+    host = host.substr(1, host.find(']') == std::string::npos ? std::string::npos
+                                                             : host.find(']') - 1);
+  } else if (std::count(host.begin(), host.end(), ':') == 1) {
+    host = host.substr(0, host.find(':'));
+  }
+  if (absl::StartsWith(host, "ipv4:")) host = host.substr(5);
+  if (absl::EqualsIgnoreCase(host, "localhost") || host == "::1") return true;
+  in_addr v4;
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
 // Plaintext, or TLS with --ca (else $SLUICE_CA) and an optional --cert/--key.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const ParsedFlags& flags) {
@@ -2149,7 +2168,7 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
       {"hash-password", {"iterations"}},
   };
   static const std::set<std::string> kGlobal = {"server", "token", "ca", "cert", "key",
-                                                "help", "h"};
+                                                "plaintext-token", "help", "h"};
   static const std::map<std::string, std::string> kAliases = {
       {"filename", "f"}, {"output", "o"}, {"message", "m"}};
   auto known = kCommandFlags.find(command);
@@ -2188,7 +2207,8 @@ int Run(int argc, char** argv) {
       "path",     "prefix", "group",    "timeout", "canary", "verify",
       "max-5xx-rate", "max-4xx-rate", "max-p99-ratio", "p99-slack", "min-requests",
       "on-no-traffic"};
-  const std::set<std::string> switch_flags = {"dry-run", "help", "h", "once", "wait"};
+  const std::set<std::string> switch_flags = {"dry-run", "help", "h", "once", "wait",
+                                              "plaintext-token"};
   auto flags = ParseFlags(argc, argv, value_flags, switch_flags);
   if (!flags.ok()) {
     // One line and a pointer (the whole usage buried the error); ParseFlags
@@ -2320,6 +2340,23 @@ int Run(int argc, char** argv) {
     if (c < 0x20 || c >= 0x7f) {
       return UsageFail(absl::StrCat("the token (--token or $SLUICE_TOKEN) has a byte that is not ",
                                     "printable ASCII at position ", i + 1));
+    }
+  }
+  // A token in clear text to another host can be read on the way (or by
+  // whatever answers on that port): only with TLS, or to loopback, or when
+  // the operator says the network is trusted. Before: sent, then "cannot
+  // reach ... (if it serves TLS, give --ca)".
+  const char* env_ca = std::getenv("SLUICE_CA");
+  const bool tls = (flags->values.count("ca") && !flags->values.at("ca").empty()) ||
+                   (env_ca != nullptr && *env_ca);
+  if (!bearer_token.empty() && !tls && !flags->switches.count("plaintext-token")) {
+    for (const std::string& candidate : candidates) {
+      if (!IsLoopbackServer(candidate)) {
+        return UsageFail(absl::StrCat(
+            "refusing to send the token in clear text to ", candidate,
+            ": give --ca FILE (or $SLUICE_CA) for sluice-control's TLS, or --plaintext-token "
+            "if the network to it is trusted"));
+      }
     }
   }
   const std::string& command = flags->positional[0];

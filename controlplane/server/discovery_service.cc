@@ -1,5 +1,6 @@
 #include "controlplane/server/discovery_service.h"
 
+#include <cmath>
 #include <pthread.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "api/discovery.h"
+#include "api/resource.h"
 #include "api/route_patch.h"
 #include "common/log.h"
 #include "grpc/grpc_security_constants.h"
@@ -36,6 +38,24 @@ grpc::Status TooLong(absl::string_view field, size_t size, size_t limit) {
   return grpc::Status(
       grpc::StatusCode::INVALID_ARGUMENT,
       absl::StrCat(field, " is ", size, " bytes; at most ", limit, " are accepted"));
+}
+
+// Why `report` holds figures no proxy measures; "" when it does not.
+std::string ImpossibleReport(const discovery::v1::TrafficReport& report) {
+  auto bad_latency = [](double ms) { return !std::isfinite(ms) || ms < 0 || ms > 86400e3; };
+  if (bad_latency(report.p50_ms()) || bad_latency(report.p99_ms())) {
+    return "a latency that is not a number of milliseconds from 0 to a day";
+  }
+  if (report.responses_4xx() > report.requests() || report.responses_5xx() > report.requests() ||
+      report.responses_4xx() + report.responses_5xx() > report.requests()) {
+    return "more error responses than requests";
+  }
+  if (report.active_connections() < 0) return "a negative number of connections";
+  for (const discovery::v1::RouteTraffic& route : report.routes()) {
+    if (bad_latency(route.p99_ms())) return "a route latency that is not a number of milliseconds";
+    if (route.responses_5xx() > route.requests()) return "a route with more 5xx than requests";
+  }
+  return "";
 }
 
 // The bounds on what a proxy says about itself (api/discovery.h).
@@ -301,6 +321,8 @@ class ConfigStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   bool pumping_ ABSL_GUARDED_BY(mu_) = false;
   bool repump_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = true;  // something changed
+  // An impossible traffic report was logged (ImpossibleReport): once a stream.
+  bool impossible_report_logged_ ABSL_GUARDED_BY(mu_) = false;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::string outstanding_nonce_ ABSL_GUARDED_BY(mu_);  // empty: none pending
   uint64_t outstanding_version_ ABSL_GUARDED_BY(mu_) = 0;
@@ -607,8 +629,8 @@ void ConfigStream::OnFirstRequest(const DiscoveryRequest& first) {
       refusal = grpc::Status(
           grpc::StatusCode::PERMISSION_DENIED,
           absl::StrCat("node.id \"", first.node().id(), "\" differs from the node \"",
-                       *certified, "\" that the client certificate names (", kNodeUriPrefix,
-                       *certified, ")"));
+                       api::Shown(*certified), "\" that the client certificate names (",
+                       kNodeUriPrefix, api::Shown(*certified), ")"));
     }
     if (!refusal.ok()) {
       if (hub_->metrics != nullptr) hub_->metrics->CountStreamRefusal();
@@ -737,7 +759,18 @@ bool ConfigStream::OnRequest(DiscoveryRequest& request) {
         request.mutable_report()->mutable_routes()->DeleteSubrange(
             10, request.report().routes_size() - 10);
       }
-      hub_->registry->Reported(handle_, request.report());
+      // Figures no proxy measures (a NaN or negative latency, more errors
+      // than requests) are dropped, not shown or weighed in a canary's
+      // verdict: a NaN p99 compares false with every limit.
+      if (std::string why = ImpossibleReport(request.report()); !why.empty()) {
+        if (!impossible_report_logged_) {
+          impossible_report_logged_ = true;
+          SLUICE_LOG(kWarning, "proxy ", node_id_, " sent a traffic report with ", why,
+                     ": ignored (and any more from this stream)");
+        }
+      } else {
+        hub_->registry->Reported(handle_, request.report());
+      }
     }
     if (request.response_nonce().empty() || request.response_nonce() != outstanding_nonce_) {
       return true;  // stale or unsolicited: only the outstanding nonce counts
@@ -772,9 +805,11 @@ bool ConfigStream::OnRequest(DiscoveryRequest& request) {
       }
       hub_->registry->Nacked(handle_, outstanding_version_, request.error_detail());
       if (hub_->metrics != nullptr) hub_->metrics->CountNack();
+      // Escaped: the reason is the proxy's text, and a newline in it would
+      // forge a log line (as node.id's control characters would).
       SLUICE_LOG(kWarning, "proxy ", node_id_, " NACK version ", outstanding_version_, ": ",
-                 request.error_detail(), " (offered again in ", absl::FormatDuration(backoff),
-                 ")");
+                 api::Shown(request.error_detail(), api::kMaxNackErrorBytes),
+                 " (offered again in ", absl::FormatDuration(backoff), ")");
     }
     outstanding_nonce_.clear();
     outstanding_snapshot_.reset();
@@ -1012,10 +1047,20 @@ absl::StatusOr<std::string> NodeIdFromCertificate(bool verified,
   for (const std::string& san : sans) {
     if (absl::StartsWith(san, kNodeUriPrefix)) ids.insert(san.substr(strlen(kNodeUriPrefix)));
   }
+  // Shown escaped: a certificate's text would otherwise forge log lines.
+  std::vector<std::string> shown;
+  for (const std::string& id : ids) shown.push_back(api::Shown(id));
   if (ids.size() != 1 || ids.begin()->empty()) {
     return absl::PermissionDeniedError(absl::StrCat(
         "the client certificate must name exactly one node by a URI SAN ", kNodeUriPrefix,
-        "<node id>; it names ", ids.empty() ? "none" : absl::StrJoin(ids, ", ")));
+        "<node id>; it names ", ids.empty() ? "none" : absl::StrJoin(shown, ", ")));
+  }
+  for (char c : *ids.begin()) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "the node id the client certificate names (", shown[0],
+          ") has a control character, which no node.id may have"));
+    }
   }
   return *ids.begin();
 }

@@ -66,6 +66,18 @@ TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
   r = Ctl("slc_made-up", {"get"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(r.err, "not authenticated")) << r.err;
+  // A token goes in clear text to loopback only: to another host without
+  // --ca it is refused before anything is sent (192.0.2.1 is TEST-NET-1,
+  // never reached). Before: sent, then "cannot reach ...".
+  r = RunCommand({RunfilePath("controlplane/cli/sluicectl"), "--server", "192.0.2.1:18000",
+                  "--token", "slc_made-up", "get"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(
+      r.err, "refusing to send the token in clear text to 192.0.2.1:18000: give --ca FILE"))
+      << r.err;
+  r = RunCommand({RunfilePath("controlplane/cli/sluicectl"), "--server",
+                  absl::StrCat("localhost:", cp_.port()), "--token", "slc_made-up", "get"});
+  EXPECT_TRUE(absl::StrContains(r.err, "not authenticated")) << r.err;  // loopback: sent
 
   const std::string viewer = CreateToken("dashboard", "viewer");
   const std::string deployer = CreateToken("ci-deployer", "operator");

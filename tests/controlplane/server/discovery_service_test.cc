@@ -6,6 +6,7 @@
 // purges sent and confirmed outside the ACK/NACK protocol.
 #include "controlplane/server/discovery_service.h"
 
+#include <cmath>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -460,6 +461,46 @@ TEST_F(DiscoveryServiceTest, AStreamThatEndsLeavesNothingBehind) {
       absl::Seconds(10)));
   // Changes notify no one that is gone.
   EXPECT_TRUE(state_->Apply({Cluster("orders")}, false).ok());
+}
+
+// A traffic report with figures no proxy measures (a NaN p99, more 5xx
+// than requests) is ignored; a sound one is kept. Before: a NaN p99 was
+// stored, shown and weighed in a canary verdict, where it compares false
+// with every limit.
+TEST_F(DiscoveryServiceTest, ImpossibleTrafficReportsAreIgnored) {
+  Start();
+  ASSERT_TRUE(state_->Apply({Cluster("users")}, false).ok());
+  Stream stream(*stub_, Hello("p1"));
+  DiscoveryResponse r;
+  ASSERT_TRUE(stream.Read(&r));
+  auto report_of = [](double p99, uint64_t requests, uint64_t errors) {
+    DiscoveryRequest request;
+    request.mutable_report()->set_requests(requests);
+    request.mutable_report()->set_responses_5xx(errors);
+    request.mutable_report()->set_p99_ms(p99);
+    return request;
+  };
+  auto last_p99 = [&]() -> double {
+    std::vector<admin::v1::ProxyStatus> list = registry_.List();
+    return list.empty() || !list[0].has_last_report() ? -1 : list[0].last_report().p99_ms();
+  };
+  stream.Write(report_of(12.5, 100, 3));
+  ASSERT_TRUE(WaitFor([&] { return last_p99() == 12.5; }, absl::Seconds(10)));
+  stream.Write(report_of(std::nan(""), 100, 3));
+  stream.Write(report_of(-5, 100, 3));
+  stream.Write(report_of(30, 100, 101));
+  // The ACK after them: once it shows, they were read (a stream is read
+  // in order).
+  stream.Answer(r, r.version());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::vector<admin::v1::ProxyStatus> list = registry_.List();
+        return !list.empty() && list[0].version_applied() == r.version();
+      },
+      absl::Seconds(10)));
+  EXPECT_EQ(last_p99(), 12.5);
+  stream.Write(report_of(40, 100, 0));  // sound: kept
+  ASSERT_TRUE(WaitFor([&] { return last_p99() == 40; }, absl::Seconds(10))) << last_p99();
 }
 
 // A purge goes while a config response is unanswered, in a response of its

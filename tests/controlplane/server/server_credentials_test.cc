@@ -93,5 +93,20 @@ TEST(NodeIdFromCertificateTest, NoneOrSeveralNodesArePermissionDenied) {
       absl::StatusCode::kPermissionDenied);
 }
 
+// A node id with a control character (a CA signed one) is refused, and
+// shown escaped: before, its newline forged a line in sluice-control's log
+// and in the refusal sent back.
+TEST(NodeIdFromCertificateTest, AControlCharacterIsRefusedAndShownEscaped) {
+  auto forged = NodeIdFromCertificate(
+      true, {"spiffe://sluice/node/edge-9\n2026-12-01T00:00:00.000Z INFO FORGED"});
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(forged.status().message().find('\n'), absl::string_view::npos)
+      << forged.status();
+  EXPECT_NE(forged.status().message().find("edge-9\\n2026"), absl::string_view::npos)
+      << forged.status();
+  auto two = NodeIdFromCertificate(true, {"spiffe://sluice/node/a\x1b[2J", "spiffe://sluice/node/b"});
+  EXPECT_EQ(two.status().message().find('\x1b'), absl::string_view::npos) << two.status();
+}
+
 }  // namespace
 }  // namespace sluice::controlplane
