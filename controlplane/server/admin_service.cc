@@ -147,9 +147,7 @@ absl::Status CheckPurgeRequest(const admin::v1::PurgeCacheRequest& request) {
 absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase* context,
                                                         Role needed, const char* method) {
   AdminCaller caller{"anonymous", context ? context->peer() : "in-process", false};
-  if (!access_.require_tokens && (access_.tokens == nullptr || !access_.tokens->HasStored())) {
-    return caller;
-  }
+  if (!TokensRequired()) return caller;
   std::string header;
   size_t headers = 0;
   if (context != nullptr) {
@@ -159,6 +157,27 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::Authorize(grpc::ServerContextBase*
       header.assign(it->second.data(), it->second.size());
     }
   }
+  return CheckToken(std::move(caller), headers, header, needed, method);
+}
+
+bool AdminServiceImpl::TokensRequired() const {
+  return access_.require_tokens || (access_.tokens != nullptr && access_.tokens->HasStored());
+}
+
+absl::Status AdminServiceImpl::AuthenticateEarly(size_t headers, std::string_view header,
+                                                 const std::string& method) {
+  if (!TokensRequired()) return absl::OkStatus();
+  // The peer's address is not known here (gRPC gives the call's metadata
+  // and the connection's certificate, not its address).
+  AdminCaller caller{"anonymous", "(refused before its request was read)", false};
+  return CheckToken(std::move(caller), headers, std::string(header), Role::kViewer,
+                    method.c_str())
+      .status();
+}
+
+absl::StatusOr<AdminCaller> AdminServiceImpl::CheckToken(AdminCaller caller, size_t headers,
+                                                         const std::string& header, Role needed,
+                                                         const char* method) {
   absl::Status refused;
   std::optional<TokenIdentity> identity;
   if (headers > 1) {
@@ -226,6 +245,41 @@ void AdminServiceImpl::Audit(const AdminCaller& caller, const char* method,
   if (access_.audit == nullptr) return;
   access_.audit->Append(AuditRecord{caller.identity, caller.peer, method, std::move(resources),
                                     version, dry_run, ResultText(result)});
+}
+
+namespace {
+
+// AdminTokenGate: sluice-control's TLS credentials run it on each call's
+// metadata, before gRPC reads the request message.
+class AdminTokenGate final : public grpc::AuthMetadataProcessor {
+ public:
+  explicit AdminTokenGate(AdminServiceImpl* admin) : admin_(admin) {}
+  bool IsBlocking() const override { return false; }  // a digest compare
+  grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext*, OutputMetadata*,
+                       OutputMetadata*) override {
+    static constexpr absl::string_view kPrefix = "/sluice.admin.v1.AdminService/";
+    auto path = metadata.find(":path");
+    if (path == metadata.end()) return grpc::Status::OK;
+    const absl::string_view p(path->second.data(), path->second.size());
+    // The discovery service (proxies) has its own rules.
+    if (!absl::StartsWith(p, kPrefix)) return grpc::Status::OK;
+    std::string header;
+    if (auto it = metadata.find("authorization"); it != metadata.end()) {
+      header.assign(it->second.data(), it->second.size());
+    }
+    // The method as the audit log names it (the path is the client's text).
+    const std::string method = api::Shown(p.substr(kPrefix.size()), 64);
+    return ToGrpcStatus(admin_->AuthenticateEarly(metadata.count("authorization"), header, method));
+  }
+
+ private:
+  AdminServiceImpl* admin_;
+};
+
+}  // namespace
+
+std::shared_ptr<grpc::AuthMetadataProcessor> MakeAdminTokenGate(AdminServiceImpl* admin) {
+  return std::make_shared<AdminTokenGate>(admin);
 }
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {

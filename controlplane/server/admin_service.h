@@ -41,6 +41,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/security/auth_metadata_processor.h"
 #include "controlplane/server/audit_log.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
@@ -97,6 +98,14 @@ class AdminServiceImpl final
         purges_(purges),
         rollouts_(rollouts),
         apply_thread_([this] { RunApplies(); }) {}
+  // Whether calls need a token (--require-tokens, or tokens stored).
+  bool TokensRequired() const;
+  // The token check of a call to `method`, from its metadata (`headers`
+  // authorization entries, the first `header`), before its request is read
+  // (MakeAdminTokenGate): a call without a valid token is refused, and
+  // audited and counted as Authorize does; the role is checked later.
+  absl::Status AuthenticateEarly(size_t headers, std::string_view header,
+                                 const std::string& method);
   // Finishes the Applies still queued, then stops the thread.
   ~AdminServiceImpl() override;
 
@@ -156,6 +165,10 @@ class AdminServiceImpl final
   // from tests): no metadata then.
   absl::StatusOr<AdminCaller> Authorize(grpc::ServerContextBase* context, Role needed,
                                         const char* method);
+  // Authorize's token check on metadata already taken apart.
+  absl::StatusOr<AdminCaller> CheckToken(AdminCaller caller, size_t headers,
+                                         const std::string& header, Role needed,
+                                         const char* method);
   // The apply thread: runs queued work until the destructor stops it.
   void RunApplies();
   // Appends the audit line of a change (no-op without an audit log).
@@ -189,6 +202,13 @@ class AdminServiceImpl final
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// For sluice-control's TLS credentials (SetAuthMetadataProcessor): an admin
+// call without a valid token is refused on its metadata, before gRPC reads
+// its request (up to 65 MiB each). Checked only in the handlers, any
+// client that reached the port could make the server hold gigabytes.
+// Calls to other services pass through.
+std::shared_ptr<grpc::AuthMetadataProcessor> MakeAdminTokenGate(AdminServiceImpl* admin);
 
 }  // namespace sluice::controlplane
 

@@ -578,6 +578,11 @@ int Run(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   int bound_port = 0;
+  // With TLS, a call to the admin API without a valid token is refused on
+  // its metadata, before its request is read (plaintext credentials take
+  // no such processor: there, the handlers refuse it once it is read).
+  if (security->tls) security->credentials->SetAuthMetadataProcessor(
+      controlplane::MakeAdminTokenGate(&admin));
   builder.AddListeningPort(listen, security->credentials, &bound_port);
   builder.RegisterService(&discovery);
   builder.RegisterService(&admin);
