@@ -2749,6 +2749,10 @@ void ProxyStream::OnRouteTimeout() {
                         ? "upstream did not answer within the client's grpc-timeout"
                         : "upstream did not answer within the route timeout";
   response_flag_ = "upstream_timeout";
+  // The access log's upstream_failure says it as the body does (as the
+  // per-try timeout's does).
+  upstream_failure_ = GrpcTimeoutBinds() ? "no answer within the client's grpc-timeout"
+                                         : "no answer within the route timeout";
   // A whole request leaves the connection in step: kept, as nginx and Envoy
   // keep it.
   SendLocalResponse(504, why, {}, {}, "application/json",
@@ -3008,7 +3012,10 @@ void ProxyStream::RecordExchange() {
     }
   }
   if (info_.consumer != nullptr) {
-    int status_class = status_ / 100;
+    // As the route counter: a response cut short or abandoned by its
+    // client is "none" (no whole response went out), so a consumer's 2xx
+    // add up with the route's.
+    const int status_class = counted_response_ ? status_ / 100 : 0;
     worker_.ConsumerCounters(info_.consumer->name)[status_class >= 1 && status_class <= 5
                                                        ? status_class
                                                        : 0]

@@ -62,6 +62,8 @@ class ObservabilityTest : public ::testing::Test {
         "        - name: pertry\n          match: {prefix: /pertry}\n"
         "          route: {cluster: web, retry_policy: {num_retries: 1, retry_on: [reset], "
         "per_try_timeout: 200ms}}\n"
+        "        - name: timed\n          match: {prefix: /timed}\n"
+        "          route: {cluster: web, timeout: 300ms}\n"
         "---\nkind: Listener\nname: public\nspec:\n  address: 127.0.0.1\n  port: ", port_,
         "\n  route_table: main\n  access_log: {path: ", log_, "}\n"
         "  http: {trusted_proxy_hops: 1, request_headers_timeout: 1s}\n");
@@ -312,6 +314,12 @@ TEST_F(ObservabilityTest, APerTryTimeoutIsNamedInUpstreamFailure) {
   EXPECT_TRUE(
       absl::StrContains(line, "\"upstream_failure\":\"no answer within the per-try timeout\""))
       << line;
+  // And the route timeout (it was empty).
+  r = HttpGet(address(), "/timed?delay_ms=1000", {{"x-request-id", "obs-timed"}});
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-timed"),
+                                "\"upstream_failure\":\"no answer within the route timeout\""))
+      << LogLine(log_, "obs-timed");
 }
 
 TEST_F(ObservabilityTest, TraceContextIsContinuedWithANewSpanPerHop) {
@@ -366,6 +374,16 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
        absl::StrCat("http://", address(), "/keyed?delay_ms=3000")});
   EXPECT_NE(abandoned.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-abandoned"), "\"status\":0,"));
+  // One its client leaves after the head (status 200 logged, client_closed):
+  // "none" for the consumer too, as for the route. Before: counted 2xx.
+  CommandResult left = RunCommand(
+      {"/usr/bin/curl", "-sS", "--max-time", "0.5", "-o", "/dev/null", "-H",
+       "apikey: alice-key-123", "-H", "x-request-id: obs-left",
+       absl::StrCat("http://", address(), "/keyed?chunked=1&gap_ms=1000")});
+  EXPECT_NE(left.exit_code, 0);
+  ASSERT_TRUE(WaitForFileLine(log_, "obs-left", absl::Seconds(5)));
+  EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-left"), "\"response_flag\":\"client_closed\""))
+      << LogLine(log_, "obs-left");
   auto [status, text] = proxy_->Admin("/metrics");
   ASSERT_EQ(status, 200);
   EXPECT_TRUE(absl::StrContains(
@@ -373,10 +391,13 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
             "virtual_host=\"0\"} 6\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(
-      text, "sluice_upstream_first_byte_seconds_count{cluster=\"web\"} 5\n"))
+      text, "sluice_upstream_first_byte_seconds_count{cluster=\"web\"} 6\n"))  // obs-left's too
       << text;
   EXPECT_TRUE(absl::StrContains(
       text, "sluice_consumer_requests_total{consumer=\"alice\",status_class=\"2xx\"} 5\n"))
+      << text;
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_consumer_requests_total{consumer=\"alice\",status_class=\"none\"} 2\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(
       text, "sluice_policy_responses_total{policy=\"key-auth\",status=\"401\"} 1\n"))
