@@ -493,9 +493,22 @@ void ProxyStream::Start(const RequestHead& request) {
       grpc_ = h.value.substr(0, 16) == "application/grpc";
       // A gRPC-Web client reads the gateway's errors in a reply of its own
       // type (application/grpc would be a protocol error to it).
-      grpc_reply_type_ = !grpc_ || h.value.substr(16, 4) != "-web" ? "application/grpc"
-                         : h.value.substr(20, 5) == "-text" ? "application/grpc-web-text+proto"
-                                                            : "application/grpc-web+proto";
+      if (!grpc_ || h.value.substr(16, 4) != "-web") {
+        grpc_reply_type_ = "application/grpc";
+      } else {
+        // In the request's message format (PROTOCOL-WEB.md: `+json` is
+        // answered `+json`); `+proto` when it names none.
+        const bool text = h.value.substr(20, 5) == "-text";
+        std::string_view format = h.value.substr(text ? 25 : 20);
+        format = format.substr(0, format.find_first_of("; \t"));
+        if (format.size() < 2 || format.size() > 32 || format[0] != '+' ||
+            !http::IsToken(format.substr(1))) {
+          format = "+proto";
+        }
+        grpc_reply_storage_ = text ? "application/grpc-web-text" : "application/grpc-web";
+        grpc_reply_storage_.append(format);
+        grpc_reply_type_ = grpc_reply_storage_;
+      }
     } else if (http::EqualsIgnoreCase(h.name, "grpc-timeout")) {
       if (!ParseGrpcTimeout(h.value, &grpc_timeout_)) grpc_timeout_ = absl::InfiniteDuration();
     } else if (http::EqualsIgnoreCase(h.name, "te")) {

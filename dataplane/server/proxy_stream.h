@@ -489,6 +489,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Their content-type: application/grpc, or grpc-web(-text)+proto for a
   // gRPC-Web client.
   std::string_view grpc_reply_type_ = "application/grpc";
+  // A gRPC-Web reply type with the request's message format (`+json`).
+  std::string grpc_reply_storage_;
   absl::Duration grpc_timeout_ = absl::InfiniteDuration();  // the client's grpc-timeout
   // The gRPC status for the upstream's RST_STREAM code (gRPC's HTTP/2 error
   // mapping: CANCEL is CANCELLED...), used instead of the HTTP status's

@@ -393,7 +393,11 @@ TEST_F(GrpcTest, TheGatewaysGrpcErrorIsFramedOverHttp1) {
        std::vector<std::pair<std::string, std::string>>{
            {"application/grpc-web+proto", "application/grpc-web+proto"},
            {"application/grpc-web", "application/grpc-web+proto"},
-           {"application/grpc-web-text", "application/grpc-web-text+proto"}}) {
+           {"application/grpc-web-text", "application/grpc-web-text+proto"},
+           // In the request's message format (PROTOCOL-WEB.md); before: +proto.
+           {"application/grpc-web+json", "application/grpc-web+json"},
+           {"application/grpc-web-text+json; charset=utf-8", "application/grpc-web-text+json"},
+           {"application/grpc-web+", "application/grpc-web+proto"}}) {
     reply = SendRaw(absl::StrCat("127.0.0.1:", plain_port_),
                     absl::StrCat("POST /x HTTP/1.1\r\nHost: dead.test\r\ncontent-type: ", sent,
                                  "\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"),
