@@ -2300,31 +2300,6 @@ int Run(int argc, char** argv) {
   auto credentials = ChannelCredentials(*flags);
   // A flag given wrongly (as sluice-control and sluice-proxy say it): exit 2.
   if (!credentials.ok()) return UsageFail(std::string(credentials.status().message()));
-  // Replicas of one store: the first that takes the connection (TCP, TLS
-  // and HTTP/2 set up; nothing is sent before), so a command never goes to
-  // two. None: the first, whose error the command reports.
-  std::string server = candidates.front();
-  std::shared_ptr<grpc::Channel> channel;
-  for (size_t i = 0; i < candidates.size() && candidates.size() > 1; ++i) {
-    auto tried = grpc::CreateCustomChannel(candidates[i], *credentials, args);
-    const auto deadline = std::chrono::system_clock::now() +
-                          std::chrono::milliseconds(kConnectTimeoutMs);
-    grpc_connectivity_state state = tried->GetState(/*try_to_connect=*/true);
-    while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
-           state != GRPC_CHANNEL_SHUTDOWN && tried->WaitForStateChange(state, deadline)) {
-      state = tried->GetState(/*try_to_connect=*/true);
-    }
-    if (state == GRPC_CHANNEL_READY) {
-      server = candidates[i];
-      channel = std::move(tried);
-      break;
-    }
-    std::cerr << "note: sluice-control at " << candidates[i] << " cannot be reached"
-              << (i + 1 < candidates.size() ? ", trying " + candidates[i + 1] : "") << "\n";
-  }
-  if (channel == nullptr) channel = grpc::CreateCustomChannel(server, *credentials, args);
-  auto stub = admin::v1::AdminService::NewStub(channel);
-  admin_channel = channel;
   if (const char* env = std::getenv("SLUICE_TOKEN"); env && *env) bearer_token = env;
   if (auto it = flags->values.find("token"); it != flags->values.end()) {
     bearer_token = it->second;
@@ -2359,6 +2334,31 @@ int Run(int argc, char** argv) {
       }
     }
   }
+  // Replicas of one store: the first that takes the connection (TCP, TLS
+  // and HTTP/2 set up; nothing is sent before), so a command never goes to
+  // two. None: the first, whose error the command reports.
+  std::string server = candidates.front();
+  std::shared_ptr<grpc::Channel> channel;
+  for (size_t i = 0; i < candidates.size() && candidates.size() > 1; ++i) {
+    auto tried = grpc::CreateCustomChannel(candidates[i], *credentials, args);
+    const auto deadline = std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(kConnectTimeoutMs);
+    grpc_connectivity_state state = tried->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
+           state != GRPC_CHANNEL_SHUTDOWN && tried->WaitForStateChange(state, deadline)) {
+      state = tried->GetState(/*try_to_connect=*/true);
+    }
+    if (state == GRPC_CHANNEL_READY) {
+      server = candidates[i];
+      channel = std::move(tried);
+      break;
+    }
+    std::cerr << "note: sluice-control at " << candidates[i] << " cannot be reached"
+              << (i + 1 < candidates.size() ? ", trying " + candidates[i + 1] : "") << "\n";
+  }
+  if (channel == nullptr) channel = grpc::CreateCustomChannel(server, *credentials, args);
+  auto stub = admin::v1::AdminService::NewStub(channel);
+  admin_channel = channel;
   const std::string& command = flags->positional[0];
   if (command == "apply") return Apply(*stub, server, *flags);
   if (command == "get") return Get(*stub, server, *flags);

@@ -1498,13 +1498,21 @@ void ProxyStream::ContinueRequest() {
   paused_ = false;
   resume_token_.reset();  // handles of this pause are spent
   hook_head_ = &deferred().saved_head;
+  pause_limit_ = absl::ZeroDuration();  // the next pause sets its own
   ChainResult result = RunFiltersFrom(filters_entered_);
   hook_head_ = nullptr;
-  if (result != ChainResult::kDone) return;
   // The pause is over: the route timeout, the upstream's time to answer,
   // starts anew (a cache waiter that waited 2 s of a 3 s timeout for an
-  // uncacheable answer got 504 a second after going upstream). A gRPC
-  // call's is a deadline on the whole call.
+  // uncacheable answer got 504 a second after going upstream), and a later
+  // policy's pause is bounded as the first one was (a cache wait after a
+  // basic-auth check was cut by the timer of the check). A gRPC call's is
+  // a deadline on the whole call.
+  if (result == ChainResult::kPaused) {
+    if (!grpc_) route_timer_.Clear();
+    StartPauseTimer();
+    return;
+  }
+  if (result != ChainResult::kDone) return;
   if (!grpc_) route_timer_.Clear();
   pause_limit_ = absl::ZeroDuration();
   FiltersDone(deferred().saved_head);
@@ -2890,7 +2898,14 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
 }
 
 void ProxyStream::EndAtDrainDeadline() {
-  if (!active_ || tunnel_) return;
+  if (!active_) return;
+  if (tunnel_) {
+    // A WebSocket is cut at the deadline (before: when the process left,
+    // the 200 ms grace later), as the log line at the deadline says.
+    response_flag_ = "drain_timeout";
+    Fail();
+    return;
+  }
   constexpr std::string_view kWhy = "the gateway is shutting down (its drain timeout passed)";
   // A gRPC call whose response began ends with a status in its trailers;
   // gRPC-Web reads its status from the body, which the gateway does not

@@ -193,20 +193,32 @@ TEST_F(CacheTest, FiveHundredConcurrentMissesSendOneRequestUpstream) {
 // got 504 0.3 s after going upstream, and waiters on a body that took 1.5 s
 // got 504 "a policy did not finish within the route timeout".
 TEST_F(CacheTest, TheWaitInTheLockIsNotPartOfTheRouteTimeout) {
+  // /b/: the cache wait follows a basic-auth check (a pause of its own):
+  // before, the timer of the check went on and cut the wait at 1 s.
   const std::string route =
       "        - name: timed\n          match: {prefix: /t/}\n"
       "          route: {cluster: origin, timeout: 1s}\n"
-      "          policies: [{name: cache, typed_config: {lock_timeout: 5s}}]\n";
-  ASSERT_EQ(Apply(Config("lock_timeout: 10s", route)), 0) << last_error_;
+      "          policies: [{name: cache, typed_config: {lock_timeout: 5s}}]\n"
+      "        - name: checked\n          match: {prefix: /b/}\n"
+      "          route: {cluster: origin, timeout: 1s}\n"
+      "          policies: [{name: basic-auth, typed_config: {}},\n"
+      "                     {name: cache, typed_config: {lock_timeout: 5s}}]\n";
+  const std::string consumer =
+      "kind: Consumer\nname: carol\nspec: {basic_auth: {username: carol, password: "
+      "lock-wait-pw}}\n---\n";
+  ASSERT_EQ(Apply(consumer + Config("lock_timeout: 10s", route)), 0) << last_error_;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
   for (const std::string path : {"/t/uncacheable?cc=no-store&delay_ms=700",
-                                 "/t/slow-body?cc=public,max-age=60&chunked=1&gap_ms=500"}) {
+                                 "/t/slow-body?cc=public,max-age=60&chunked=1&gap_ms=500",
+                                 "/b/slow-body?cc=public,max-age=60&chunked=1&gap_ms=500"}) {
     absl::Mutex mu;
     std::vector<std::string> answers;
     std::vector<std::thread> clients;
     for (int i = 0; i < 4; ++i) {
       clients.emplace_back([&] {
-        HttpResponse r = HttpGet(address(), path, {}, absl::Seconds(20));
+        HttpResponse r = HttpGet(address(), path,
+                                 {{"authorization", "Basic Y2Fyb2w6bG9jay13YWl0LXB3"}},
+                                 absl::Seconds(20));
         absl::MutexLock lock(&mu);
         answers.push_back(absl::StrCat(r.status, " ", r.header("x-cache-status"), " ",
                                        r.status == 200 ? "" : r.body, r.error));

@@ -249,6 +249,28 @@ TEST_F(WebSocketTest, ARemovedListenerOrAnAgedConnectionEndsItsWebSockets) {
       << LogLineOf("/ws");
 }
 
+// At --drain-timeout a WebSocket is cut then, as the log line at the
+// deadline says, not when the process leaves after its 200 ms grace.
+TEST_F(WebSocketTest, AWebSocketIsCutAtTheDrainDeadline) {
+  proxy_.reset();
+  proxy_ = std::make_unique<Proxy>(cp_.address(), "ws-drain", 1, "",
+                                   std::vector<std::string>{"--drain-timeout", "1s"});
+  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  Process chat("/usr/bin/python3",
+               std::vector<std::string>{RunfilePath("tests/harness/ws_tool.py"), "chat",
+                                        Url("/ws"), "20"},
+               MakeTempDir("ws-drain") + "/chat.log");
+  ASSERT_TRUE(chat.WaitForLogLine("open", absl::Seconds(20))) << chat.Log();
+  std::optional<int> exited = proxy_->Stop(absl::Seconds(20));
+  ASSERT_TRUE(exited.has_value());
+  ASSERT_TRUE(chat.WaitForLogLine("closed after ", absl::Seconds(10))) << chat.Log();
+  EXPECT_FALSE(absl::StrContains(proxy_->process().Log(), "did not close within the grace"))
+      << proxy_->process().Log();
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/ws"), "\"response_flag\":\"drain_timeout\""))
+      << LogLineOf("/ws");
+}
+
 // A connection that reaches its max_connection_age while its WebSocket
 // handshake waits for the upstream: the tunnel is ended right after its
 // 101 (the upstream here would keep it 10 s). Before: it ran on.
