@@ -83,9 +83,7 @@ bool InPanic(const upstream::ClusterInfo& c, int64_t now, size_t* usable) {
   *usable = 0;
   for (const EndpointInfo& e : c.endpoints) *usable += e.state->usable(now) ? 1 : 0;
   if (!c.health_check.enabled && !c.outlier.enabled) *usable = c.endpoints.size();
-  return !c.endpoints.empty() &&
-         static_cast<uint64_t>(*usable) * 100 <
-             static_cast<uint64_t>(c.endpoints.size()) * c.panic_threshold_percent;
+  return !c.endpoints.empty() && upstream::InPanic(c, *usable);
 }
 
 }  // namespace

@@ -1507,14 +1507,12 @@ void ProxyStream::ContinueRequest() {
   // policy's pause is bounded as the first one was (a cache wait after a
   // basic-auth check was cut by the timer of the check). A gRPC call's is
   // a deadline on the whole call.
+  if (result == ChainResult::kAnswered) return;
+  if (!grpc_) route_timer_.Clear();
   if (result == ChainResult::kPaused) {
-    if (!grpc_) route_timer_.Clear();
     StartPauseTimer();
     return;
   }
-  if (result != ChainResult::kDone) return;
-  if (!grpc_) route_timer_.Clear();
-  pause_limit_ = absl::ZeroDuration();
   FiltersDone(deferred().saved_head);
   if (!active_) return;
   sink_->SetRequestReadEnabled(true);

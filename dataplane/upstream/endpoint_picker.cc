@@ -21,8 +21,7 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
       allowed_[i] = cluster.endpoints[i].state->usable(now) ? 1 : 0;
       usable += allowed_[i];
     }
-    bool panic = static_cast<uint64_t>(usable) * 100 <
-                 static_cast<uint64_t>(n) * cluster.panic_threshold_percent;
+    bool panic = InPanic(cluster, static_cast<size_t>(usable));
     if (panic && excluding) {
       // A retry goes to a usable endpoint it has not tried when there is
       // one, panic or not: spread over all, it kept landing on the other

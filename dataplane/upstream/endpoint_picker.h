@@ -92,6 +92,14 @@ class EndpointPicker {
 // thousandths: 1000 once the window has passed (or without slow start).
 int64_t SlowStartPermille(const ClusterInfo& cluster, const EndpointState& state, int64_t now_ns);
 
+// Whether `usable` of the cluster's endpoints are too few, under its
+// panic_threshold_percent (Pick() then spreads a first try over all; the
+// admin page's /clusters says so).
+inline bool InPanic(const ClusterInfo& cluster, size_t usable) {
+  return static_cast<uint64_t>(usable) * 100 <
+         static_cast<uint64_t>(cluster.endpoints.size()) * cluster.panic_threshold_percent;
+}
+
 // Reports the outcome of one try to outlier detection and the endpoint's
 // counters: `status` is the response status, or 0 for a connect failure,
 // reset or timeout. Thread-safe (atomics); ejects when a threshold is hit and
