@@ -4,7 +4,10 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <sys/stat.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -45,6 +48,15 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& flag, const std::stri
     }
   }
   return pem;
+}
+
+std::string OthersCanRead(const std::string& flag, const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || (st.st_mode & S_IROTH) == 0) return "";
+  char mode[8];
+  std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return absl::StrCat(flag, " ", path, " is readable by every user on this host (mode ", mode,
+                      "): chmod o-r ", path);
 }
 
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_flag, const std::string& cert_pem,

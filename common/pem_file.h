@@ -38,6 +38,14 @@ std::string CertificateTimeProblem(const std::string& path);
 // The same for the first certificate of `pem`.
 std::string CertificateTimeProblemOfPem(const std::string& pem);
 
+// "FILE is readable by every user on this host (mode 0644): chmod o-r FILE"
+// when the file at `path` (a private key or a token file that `flag`
+// named) grants read to others, else "" (also when it cannot be stat'ed:
+// reading it says so). Group read is left alone: Kubernetes mounts secrets
+// 0440 for the pod's group. The callers log it as a warning, as a start goes
+// on: ssh refuses such a key, nginx and Envoy say nothing.
+std::string OthersCanRead(const std::string& flag, const std::string& path);
+
 // INVALID_ARGUMENT naming `flag` unless every certificate block of `pem`
 // parses (a CA bundle), and there is at least one.
 absl::Status CheckCertificatesParse(const std::string& flag, const std::string& pem);

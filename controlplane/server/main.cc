@@ -260,6 +260,10 @@ int Run(int argc, char** argv) {
       return 2;
     }
     bootstrap_token = *std::move(token);
+    if (std::string loose = OthersCanRead("--admin-token-file", flags->values["admin-token-file"]);
+        !loose.empty()) {
+      SLUICE_LOG(kWarning, loose, ": anyone who can log in here can take the admin token");
+    }
   }
   // --require-tokens with no bootstrap token and a data dir that has never
   // held one (no tokens.db): refused before anything is created there.

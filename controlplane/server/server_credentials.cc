@@ -224,6 +224,9 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(
   if (absl::Status read = ReadTlsFiles(flags, /*check_dates=*/false, &files); !read.ok()) {
     return read;
   }
+  if (std::string loose = OthersCanRead("--tls-key", flags.tls_key_file); !loose.empty()) {
+    SLUICE_LOG(kWarning, loose, ": anyone who can log in here can act as this control plane");
+  }
   // Read at start above (errors name the flag); read again and checked
   // from now on, so a renewal (cert-manager rewriting a mounted Secret)
   // needs no restart, and a bad file is not installed.

@@ -478,6 +478,9 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
   pem = ReadPemFile("--control-plane-key", key, PemKind::kPrivateKey);
   if (!pem.ok()) return pem.status();
   options.tls_key_pem = *std::move(pem);
+  if (std::string loose = OthersCanRead("--control-plane-key", key); !loose.empty()) {
+    SLUICE_LOG(kWarning, loose, ": anyone who can log in here can take this proxy's identity");
+  }
   if (std::string problem = CertificateTimeProblem(cert); !problem.empty()) {
     SLUICE_LOG(kWarning, "--control-plane-cert: the certificate ", problem,
                ": sluice-control refuses it until it is renewed");
@@ -658,6 +661,10 @@ int Run(int argc, char** argv) {
     auto token = admin::ReadTokenFile(flags->values["admin-token-file"]);
     if (!token.ok()) return fail(absl::StrCat("--admin-token-file: ", token.status().message()));
     admin_token = *std::move(token);
+    if (std::string loose = OthersCanRead("--admin-token-file", flags->values["admin-token-file"]);
+        !loose.empty()) {
+      SLUICE_LOG(kWarning, loose, ": anyone who can log in here can take the admin token");
+    }
   }
   if (get("state-dir", "x").empty()) return fail("--state-dir is empty");
 

@@ -3,6 +3,7 @@
 #include "common/pem_file.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -61,6 +62,19 @@ TEST(CheckCertificatesParseTest, EveryBlockOfABundleMustParse) {
   EXPECT_FALSE(later.ok());
   EXPECT_EQ(later.message(), "--client-ca: a certificate after the first does not parse");
   EXPECT_FALSE(CheckCertificatesParse("--client-ca", "").ok());
+}
+
+TEST(OthersCanReadTest, NamesAWorldReadableFileOnly) {
+  const std::string path = WriteTemp("token", "0123456789abcdef0123456789abcdef\n");
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  EXPECT_EQ(OthersCanRead("--admin-token-file", path),
+            "--admin-token-file " + path + " is readable by every user on this host (mode 0644): "
+            "chmod o-r " + path);
+  ASSERT_EQ(::chmod(path.c_str(), 0440), 0);  // Kubernetes' group-readable mount
+  EXPECT_EQ(OthersCanRead("--admin-token-file", path), "");
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_EQ(OthersCanRead("--admin-token-file", path), "");
+  EXPECT_EQ(OthersCanRead("--tls-key", path + ".missing"), "");  // reading it says so
 }
 
 }  // namespace
