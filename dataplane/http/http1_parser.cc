@@ -73,8 +73,8 @@ constexpr CharTable MakeTargetTable() {
   return t;
 }
 
-// reg-name and IPv4: unreserved / pct-encoded / sub-delims (RFC 3986
-// 3.2.2; no '@', so no userinfo).
+// reg-name and IPv4 as hosts are named: letters, digits, '-', '.' and '_'
+// (RFC 3986 3.2.2 allows more; no '@', so no userinfo).
 constexpr CharTable MakeRegNameTable() {
   CharTable t{};
   for (int c = '0'; c <= '9'; ++c) t[c] = true;
@@ -83,8 +83,12 @@ constexpr CharTable MakeRegNameTable() {
   // No '%': RFC 3986 allows a percent-encoded reg-name, but routes match
   // the name as sent while an upstream may decode it ("admin%2einternal"
   // is admin.internal to it); nginx refuses it too (400), and no domain a
-  // route can name holds one.
-  for (char c : std::string_view("-._~!$&'()*+,;=")) {
+  // route can name holds one. No sub-delims and no '~' either: no domain a
+  // route can name holds one, so such a Host only ever reached the `*`
+  // virtual host, and past it (and its policies) an upstream that reads
+  // Host as a list (HAProxy's hdr(host) splits "internal.example,x" at the
+  // comma) took it for the name a stricter virtual host guards.
+  for (char c : std::string_view("-._")) {
     t[static_cast<unsigned char>(c)] = true;
   }
   return t;
@@ -220,7 +224,8 @@ bool IsValidHostValue(std::string_view host) {
     // ("a..b", "internal.example..") is no name either: routing would not
     // take it for "internal.example" while an upstream that strips trailing
     // dots would (nginx answers 400).
-    if (host_end == 1 && host[0] == '.') return false;
+    // A leading dot is an empty first label (".internal.example").
+    if (host[0] == '.') return false;
     if (host.substr(0, host_end).find("..") != std::string_view::npos) return false;
   }
   // [ ":" port ], port = *DIGIT, a TCP port (0..65535, as Envoy and nginx

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "common/json_string.h"
 
 namespace sluice::http {
@@ -184,15 +185,29 @@ std::string_view ReasonPhrase(int status) {
   }
 }
 
-const char* CaseVariantOfStandardMethod(std::string_view method) {
+std::string MethodCaseProblem(std::string_view method) {
+  std::string upper(method);
+  bool lower = false;
+  for (char& c : upper) {
+    if (c >= 'a' && c <= 'z') {
+      c = static_cast<char>(c - 'a' + 'A');
+      lower = true;
+    }
+  }
+  if (!lower) return "";
+  const absl::string_view sent(method.data(), method.size());
   static constexpr std::string_view kStandard[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
                                                    "CONNECT", "OPTIONS", "TRACE", "PATCH"};
   for (std::string_view standard : kStandard) {
-    if (method.size() == standard.size() && EqualsIgnoreCase(method, standard)) {
-      return method == standard ? nullptr : standard.data();
+    if (upper == standard) {
+      return absl::StrCat("method ", sent, " is not ", upper,
+                          ": methods are case-sensitive (RFC 9110 9.1)");
     }
   }
-  return nullptr;
+  return absl::StrCat("method ", sent,
+                      " has lowercase letters: methods are case-sensitive (RFC 9110 9.1), and "
+                      "upstreams that upper-case them would take it for ",
+                      upper, "; send ", upper);
 }
 
 std::string ErrorBody(std::string_view error, std::string_view request_id) {

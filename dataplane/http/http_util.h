@@ -24,11 +24,12 @@ inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return true;
 }
 
-// The standard method (RFC 9110 9.3, RFC 5789 PATCH) that `method` spells
-// in another case ("post", "Delete"); null when it is one exactly, or none.
-// Methods are case-sensitive, so such a request matches no route's
-// `methods`, while frameworks that upper-case the method act on it.
-const char* CaseVariantOfStandardMethod(std::string_view method);
+// Why `method` is refused for its case, or "" when it has no lowercase
+// letter. Methods are case-sensitive (RFC 9110 9.1), so "post" or "purge"
+// matches no route's `methods: [POST, PURGE]` (nor its policies), while
+// frameworks that upper-case the method (Django, Werkzeug) act on it as
+// the route's. nginx refuses every method with a lowercase letter too.
+std::string MethodCaseProblem(std::string_view method);
 
 // The field names a message's Connection headers list (RFC 9110 7.6.1),
 // lower-cased and sorted: a lookup costs O(log tokens), so a header section

@@ -563,14 +563,11 @@ void ProxyStream::Start(const RequestHead& request) {
                       {}, "application/json", /*close_connection=*/true);
     return;
   }
-  if (const char* standard = http::CaseVariantOfStandardMethod(head.method)) {
-    // As nginx: `post` past a route's `methods: [POST]` (and its policies)
-    // would reach an upstream that upper-cases it.
+  if (std::string problem = http::MethodCaseProblem(head.method); !problem.empty()) {
+    // As nginx: `post` or `purge` past a route's `methods: [POST, PURGE]`
+    // (and its policies) would reach an upstream that upper-cases it.
     response_flag_ = "bad_request";
-    SendLocalResponse(400, absl::StrCat("method ",
-                                        absl::string_view(head.method.data(), head.method.size()),
-                                        " is not ", standard,
-                                        ": methods are case-sensitive (RFC 9110 9.1)"));
+    SendLocalResponse(400, problem);
     return;
   }
   if (head.method == "CONNECT") {

@@ -171,16 +171,24 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   EXPECT_EQ(r.header("allow"), "GET, HEAD");  // GET takes HEAD along
   EXPECT_NE(r.body.find("\"request_id\":\"" + r.header("x-request-id") + "\""), std::string::npos)
       << r.body;
-  // A standard method in another case matches no route's `methods` exactly
+  // A method with a lowercase letter matches no route's `methods` exactly
   // and got past them (and their policies) to upstreams that upper-case it:
-  // 400, as from nginx. Other methods in any case still go through.
+  // 400, as from nginx. `purge` went through too, past a route's
+  // `methods: [PURGE]`, to Django or Werkzeug, which take it for PURGE.
   for (const char* method : {"post", "Delete", "gET"}) {
     r = HttpRequest(listener(), method, "/only-get/x", {{"host", "strict.test"}}, "data");
     EXPECT_EQ(r.status, 400) << method;
     EXPECT_NE(r.body.find(absl::StrCat("method ", method, " is not ")), std::string::npos)
         << r.body;
   }
-  r = HttpRequest(listener(), "purge", "/old/path", {}, "");
+  for (const char* method : {"purge", "Purge", "PROPfind"}) {
+    r = HttpRequest(listener(), method, "/old/path", {}, "");
+    EXPECT_EQ(r.status, 400) << method;
+    EXPECT_NE(r.body.find(absl::StrCat("method ", method, " has lowercase letters")),
+              std::string::npos)
+        << r.body;
+  }
+  r = HttpRequest(listener(), "PURGE", "/old/path", {}, "");
   EXPECT_EQ(r.status, 200) << r.body;
   r = HttpGet(listener(), "/go/somewhere");
   EXPECT_EQ(r.status, 302);

@@ -584,7 +584,15 @@ TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
                            ".", ".:80",
                            // An empty label: an upstream that strips trailing
                            // dots reads "internal.example" (nginx: 400).
-                           "internal.example..", "a..b", "a..:80"}) {
+                           "internal.example..", "a..b", "a..:80",
+                           // A leading empty label.
+                           ".internal.example", ".a.com:80",
+                           // Sub-delims and '~': no domain a route names has
+                           // one, and HAProxy's hdr(host) splits at a comma
+                           // ("internal.example,x" reached the `*` vhost
+                           // here, internal.example there).
+                           "internal.example,", "x,internal.example", "a;b", "a!b", "a'b",
+                           "a(b)", "a*b", "a+b", "a=b", "a&b", "a$b", "a~b"}) {
     SCOPED_TRACE(host);
     EXPECT_EQ(FeedOneShot(Mode::kRequest,
                           std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")
