@@ -136,9 +136,11 @@ absl::flat_hash_map<std::string, double> LeaseAllocator::Demand() {
   return demand;
 }
 
-void LeaseAllocator::SetReplicaShares(absl::flat_hash_map<std::string, double> fractions) {
+void LeaseAllocator::SetReplicaShares(absl::flat_hash_map<std::string, double> fractions,
+                                      size_t replicas) {
   absl::MutexLock lock(&mu_);
   replica_shares_ = std::move(fractions);
+  new_key_fraction_ = 1.0 / static_cast<double>(std::max<size_t>(replicas, 1));
 }
 
 size_t LeaseAllocator::tracked_keys() {
@@ -219,7 +221,8 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       auto it = keys_.find(id);
       if (it == keys_.end() || !it->second.clients.contains(proxy)) continue;
       auto share = replica_shares_.find(id);
-      const double fraction = share == replica_shares_.end() ? 1.0 : share->second;
+      const double fraction =
+          share == replica_shares_.end() ? new_key_fraction_ : share->second;
       const KeyState& state = it->second;
       std::vector<double> rates;
       size_t self = 0;

@@ -108,9 +108,12 @@ class LeaseAllocator {
   // the traffic, not with its noise).
   absl::flat_hash_map<std::string, double> Demand();
   // This replica's fraction (0..1] of every limit of each (identity, key),
-  // replacing the fractions set before; a key not in `fractions` gets 1
-  // (the whole limit).
-  void SetReplicaShares(absl::flat_hash_map<std::string, double> fractions);
+  // replacing the fractions set before, and how many replicas took part.
+  // A key not in `fractions` (new since that exchange) gets 1 / replicas
+  // until the next exchange: with etcd out of reach that lasts, and new
+  // keys (a CLIENT_IP's, a CONSUMER's) got the whole limit on every
+  // replica, a multiple of it in all. Before any exchange: 1.
+  void SetReplicaShares(absl::flat_hash_map<std::string, double> fractions, size_t replicas);
   size_t tracked_keys();
 
   // The division above: `limit` and `demand` in the same unit (requests
@@ -142,8 +145,10 @@ class LeaseAllocator {
   // Per proxy: the keys it is in, and when it last reported.
   absl::flat_hash_map<uint64_t, absl::flat_hash_set<std::string>> joined_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, absl::Time> last_report_ ABSL_GUARDED_BY(mu_);
-  // ShareKey -> this replica's fraction of the limits; absent: 1.
+  // ShareKey -> this replica's fraction of the limits; absent:
+  // new_key_fraction_.
   absl::flat_hash_map<std::string, double> replica_shares_ ABSL_GUARDED_BY(mu_);
+  double new_key_fraction_ ABSL_GUARDED_BY(mu_) = 1.0;
   size_t other_replicas_proxies_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

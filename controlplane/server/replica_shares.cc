@@ -76,7 +76,10 @@ absl::flat_hash_map<std::string, double> ReplicaFractions(
       ++replicas;
       total += std::max(it->second, 0.0);
     }
-    if (replicas == 1) continue;
+    if (replicas == 1) {
+      fractions[key] = 1.0;  // no other replica's proxies are on it
+      continue;
+    }
     const double n = static_cast<double>(replicas);
     const double fraction =
         total <= 0
@@ -149,8 +152,8 @@ absl::Status ReplicaShareExchange::RunOnceLocked() {
   }
   seen_ = std::move(seen);
   allocator_->SetOtherReplicasProxies(other_proxies);
-  allocator_->SetReplicaShares(
-      ReplicaFractions(own, others, options_.floor_fraction));
+  allocator_->SetReplicaShares(ReplicaFractions(own, others, options_.floor_fraction),
+                               others.size() + 1);
   return absl::OkStatus();
 }
 

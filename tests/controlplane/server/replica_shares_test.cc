@@ -56,9 +56,10 @@ TEST(ReplicaFractionsTest, DemandDividesTheLimit) {
   EXPECT_NEAR(a[key], 0.75, 1e-9);
   EXPECT_NEAR(b[key], 0.25, 1e-9);
   // A key only this replica has: the whole limit (no fraction set).
-  EXPECT_FALSE(
-      ReplicaFractions({{key, 3}}, {{{"other", 1}}}, kFloor).contains(key));
-  EXPECT_FALSE(ReplicaFractions({{key, 3}}, {}, kFloor).contains(key));
+  // A key no other replica's proxies are on: the whole limit, named (an
+  // absent key is one new since the exchange).
+  EXPECT_EQ(ReplicaFractions({{key, 3}}, {{{"other", 1}}}, kFloor)[key], 1.0);
+  EXPECT_EQ(ReplicaFractions({{key, 3}}, {}, kFloor)[key], 1.0);
   // No demand anywhere: even fractions.
   EXPECT_NEAR(
       ReplicaFractions({{key, 0}}, {{{key, 0}}, {{key, 0}}}, kFloor)[key],
@@ -99,7 +100,7 @@ TEST(ReplicaDemandEncodingTest, RoundTripsAnyKeyAndRejectsGarbage) {
       DecodeReplicaDemand("sluice-replica-demand 1\nkey\tlots\n").ok());
 }
 
-discovery::v1::RateLimitDemand Demand(uint64_t requests) {
+discovery::v1::RateLimitDemand Demand(uint64_t requests, const std::string& key = "alice") {
   discovery::v1::RateLimitDemand demand;
   demand.set_interval_ms(1000);
   discovery::v1::PolicyDemand* policy = demand.add_policies();
@@ -108,15 +109,15 @@ discovery::v1::RateLimitDemand Demand(uint64_t requests) {
   limit->set_requests(600);
   limit->set_period_ms(60000);
   discovery::v1::KeyDemand* k = policy->add_keys();
-  k->set_key("alice");
+  k->set_key(key);
   k->set_requests(requests);
   return demand;
 }
 
-double ShareIn(const discovery::v1::RateLimitLeases& leases) {
+double ShareIn(const discovery::v1::RateLimitLeases& leases, const std::string& key = "alice") {
   for (const auto& policy : leases.policies()) {
     for (const auto& lease : policy.keys()) {
-      if (lease.key() == "alice" && lease.shares_size() == 1)
+      if (lease.key() == key && lease.shares_size() == 1)
         return lease.shares(0);
     }
   }
@@ -166,6 +167,36 @@ TEST_F(ReplicaShareExchangeTest, ReplicasSplitTheLimitByDemand) {
   // loses its replica falls back to limit / 2, not the whole limit.
   EXPECT_EQ(allocator_a_.Report(1, Demand(30), now_).fleet_size(), 2u);
   EXPECT_EQ(allocator_b_.fleet_size(now_), 2u);
+}
+
+// A key that comes after the last exchange (a new caller's CLIENT_IP)
+// gets limit / replicas on each until the next one: with etcd out of
+// reach, every replica gave it the whole limit, as long as the outage
+// lasted (a probe: 40 a minute admitted for a limit of 20 over two).
+TEST_F(ReplicaShareExchangeTest, ANewKeyGetsItsPartWhileTheExchangeFails) {
+  for (int i = 0; i < 5; ++i) {
+    Second(30, 10);
+    ASSERT_TRUE(a_.RunOnce().ok());
+    ASSERT_TRUE(b_.RunOnce().ok());
+  }
+  board_.available = false;
+  EXPECT_FALSE(a_.RunOnce().ok());
+  EXPECT_FALSE(b_.RunOnce().ok());
+  for (int i = 0; i < 10; ++i) {
+    now_ += absl::Seconds(1);
+    EXPECT_NEAR(ShareIn(allocator_a_.Report(1, Demand(5, "bob"), now_), "bob"), 300, 0.5) << i;
+    EXPECT_NEAR(ShareIn(allocator_b_.Report(1, Demand(5, "bob"), now_), "bob"), 300, 0.5) << i;
+    EXPECT_FALSE(a_.RunOnce().ok());
+    EXPECT_FALSE(b_.RunOnce().ok());
+  }
+  // Back: a key only A's proxy is on gets the whole limit there.
+  board_.available = true;
+  now_ += absl::Seconds(1);
+  allocator_a_.Report(1, Demand(5, "carol"), now_);
+  ASSERT_TRUE(a_.RunOnce().ok());
+  ASSERT_TRUE(b_.RunOnce().ok());
+  now_ += absl::Seconds(1);
+  EXPECT_NEAR(ShareIn(allocator_a_.Report(1, Demand(5, "carol"), now_), "carol"), 600, 0.5);
 }
 
 TEST_F(ReplicaShareExchangeTest, AGoneReplicaGivesBackItsShare) {
