@@ -353,8 +353,10 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    // A refused connection is no TLS matter.
-    const bool refused = absl::StrContains(status.error_message(), "Connection refused");
+    // A refused connection, or a name that does not resolve, is no TLS
+    // matter.
+    const bool refused = absl::StrContains(status.error_message(), "Connection refused") ||
+                         absl::StrContains(status.error_message(), "DNS resolution failed");
     return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
                              status.error_message(),
                              plaintext_channel && !refused
@@ -1107,15 +1109,20 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
   for (const LoadedResource& r : loaded) {
     origins[api::Describe(api::IdOf(r.resource))].push_back(&r);
   }
+  // "appears twice" lines so far per resource: the n-th is about its
+  // (n+1)-th document (three copies: documents 2 and 3, not 2 twice).
+  std::map<std::string, size_t> repeats;
   std::vector<std::string> lines = absl::StrSplit(errors, '\n');
   for (std::string& line : lines) {
     size_t colon = line.find("\": ");
     if (colon == std::string::npos) continue;
     auto it = origins.find(line.substr(0, colon + 1));
     if (it == origins.end()) continue;
-    // "appears twice" is about the second document that defines it.
-    const bool repeated = absl::StrContains(line, "appears twice") && it->second.size() > 1;
-    const LoadedResource& r = *it->second[repeated ? 1 : 0];
+    size_t copy = 0;
+    if (absl::StrContains(line, "appears twice") && it->second.size() > 1) {
+      copy = std::min(++repeats[it->first], it->second.size() - 1);
+    }
+    const LoadedResource& r = *it->second[copy];
     // "Kind \"name\": FIELD: reason": a field an apply-only rule refused has
     // its own line.
     const size_t field_end = line.find(": ", colon + 3);
@@ -1128,7 +1135,7 @@ std::string WithOrigins(const std::string& errors, const std::vector<LoadedResou
     line = field_line > 0 ? absl::StrCat(r.where, ", line ", field_line, ": ", line)
                           : absl::StrCat(r.origin, ": ", line);
     // And where it was first.
-    if (repeated) absl::StrAppend(&line, " (first in ", it->second[0]->origin, ")");
+    if (copy > 0) absl::StrAppend(&line, " (first in ", it->second[0]->origin, ")");
   }
   return absl::StrJoin(lines, "\n");
 }
@@ -1630,8 +1637,10 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
   request.set_version(version);
   request.set_dry_run(flags.switches.count("dry-run") > 0);
   request.set_author(Author());
-  request.set_message(change.message.empty() ? absl::StrCat("rollback to version ", version)
-                                             : change.message);
+  // The target stays in the history with a message of the operator's.
+  request.set_message(change.message.empty()
+                          ? absl::StrCat("rollback to version ", version)
+                          : absl::StrCat("rollback to version ", version, ": ", change.message));
   request.set_if_version(change.if_version);
   admin::v1::RollbackResponse response;
   change_sent = true;

@@ -440,6 +440,16 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
   EXPECT_TRUE(absl::StrContains(r.err, "appears twice in one apply (first in " + twice +
                                            ", document 1 (line 1))"))
       << r.err;
+  // A third copy is named by its own document (it was document 2's line,
+  // twice).
+  std::string thrice = WriteFile(ClusterYaml("users", 9001) + "---\n" +
+                                 ClusterYaml("users", 9003) + "---\n" + ClusterYaml("users", 9004));
+  r = cp.Ctl({"apply", "-f", thrice});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, thrice + ", document 2 (line 6): Cluster \"users\": appears twice"))
+      << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, thrice + ", document 3 (line 11): Cluster \"users\": appears twice"))
+      << r.err;
 
   // A second file (a shell glob, `-f *.yaml`) or a second -f was dropped
   // without a word, exit 0; stray arguments to proxies and top likewise.
