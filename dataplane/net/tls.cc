@@ -205,7 +205,9 @@ int OnAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_length,
   const std::string* ours_ptr = &context->alpn_wire();
   // Without a cipher HTTP/2 may use, only the listener's other protocols.
   std::string without_h2;
+  bool dropped_h2 = false;
   if (ours_ptr->find("\x02h2") != std::string::npos && !CipherAllowsHttp2(ssl)) {
+    dropped_h2 = true;
     without_h2 = *ours_ptr;
     without_h2.erase(without_h2.find("\x02h2"), 3);
     ours_ptr = &without_h2;
@@ -228,6 +230,17 @@ int OnAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_length,
           OPENSSL_NPN_NEGOTIATED) {
     *out = selected;
     return SSL_TLSEXT_ERR_OK;
+  }
+  // The listener takes h2, the client offered it, and only the suite the
+  // handshake chose forbids it (an `[h2]` listener whose cipher_suites put
+  // a CBC suite first): no protocol is named and the client speaks
+  // HTTP/1.1, as one that offers no ALPN does, rather than being refused
+  // while it offered an AEAD suite too.
+  if (dropped_h2 &&
+      SSL_select_next_proto(&selected, out_length,
+                            reinterpret_cast<const unsigned char*>("\x02h2"), 3, in,
+                            in_length) == OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;
   }
   // RFC 7301 3.2: offered protocols, none of them ours: no_application_protocol.
   return SSL_TLSEXT_ERR_ALERT_FATAL;

@@ -227,12 +227,12 @@ void DownstreamConnection::OnDownstreamTimer() {
     if (const net::ProxyHeaderState* header = connection_->transport().proxy_header();
         header != nullptr && !header->done) {
       worker_.stats().downstream_proxy_protocol_errors->Inc();
-      SLUICE_LOG(kDebug, "PROXY protocol header from ", peer_ip_,
-                 " not received within the request-head timeout");
+      SLUICE_LOG(kDebug, "PROXY protocol header from ", peer_ip_, " on listener \"",
+                 listener_name_, "\" not received within the request-head timeout");
     } else {
       worker_.stats().DownstreamTlsHandshakeError("timeout")->Inc();
-      SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_,
-                 " not done within the request-head timeout");
+      SLUICE_LOG(kDebug, "TLS handshake from ", peer_ip_, " on listener \"", listener_name_,
+                 "\" not done within the request-head timeout");
     }
     CloseNow();
     return;
@@ -829,15 +829,23 @@ void DownstreamConnection::CloseOnceWritten() {
 void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
   if (reason == net::CloseReason::kHandshakeFailed) {
     const net::ProxyHeaderState* header = connection_->transport().proxy_header();
-    if (header != nullptr && header->failed) {
+    const bool proxy_header_failed = header != nullptr && header->failed;
+    if (proxy_header_failed) {
       worker_.stats().downstream_proxy_protocol_errors->Inc();
     } else {
       worker_.stats()
           .DownstreamTlsHandshakeError(connection_->transport().handshake_failure_kind())
           ->Inc();
     }
-    SLUICE_LOG(kDebug, header != nullptr && header->failed ? "connection from " : "TLS handshake from ",
-               peer_ip_, " failed: ", connection_->transport().failure_reason());
+    // The listener, and the reason's kind (the metric's label: "server_name"
+    // where OpenSSL says only "callback failed"), tell one listener's
+    // failing clients from another's.
+    SLUICE_LOG(kDebug, proxy_header_failed ? "connection from " : "TLS handshake from ", peer_ip_,
+               " on listener \"", listener_name_, "\" failed",
+               proxy_header_failed
+                   ? std::string()
+                   : " (" + std::string(connection_->transport().handshake_failure_kind()) + ")",
+               ": ", connection_->transport().failure_reason());
   } else if (reason == net::CloseReason::kRemoteClosed || reason == net::CloseReason::kReset) {
     RecordAbandonedHead();  // gone in the middle of a request head
   }

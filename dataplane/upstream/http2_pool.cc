@@ -107,12 +107,21 @@ Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, 
                            !connection_->connecting() && !connection_->handshake_complete();
                        // Connected, but no SETTINGS came: no HTTP/2 server
                        // (one sends them first); nothing was processed.
+                       const net::TlsInfo* tls = connection_->transport().tls_info();
                        FailAll(true, true, false,
-                               connected_ ? "connect timeout: the upstream sent no HTTP/2 "
-                                            "SETTINGS (does it speak HTTP/2? h2c needs a server "
-                                            "that takes it with prior knowledge)"
-                               : handshaking ? "connect timeout in the TLS handshake"
-                                             : "connect timeout");
+                               !connected_ ? (handshaking ? "connect timeout in the TLS handshake"
+                                                          : "connect timeout")
+                               : tls == nullptr
+                                   ? "connect timeout: the upstream sent no HTTP/2 SETTINGS "
+                                     "(does it speak HTTP/2? h2c needs a server that takes it "
+                                     "with prior knowledge)"
+                               : tls->alpn.empty()
+                                   ? "connect timeout: the upstream sent no HTTP/2 SETTINGS "
+                                     "(it chose no protocol by ALPN, and the cluster's is "
+                                     "HTTP2: does it speak HTTP/2 over TLS? protocol AUTO "
+                                     "takes such an upstream as HTTP/1.1)"
+                                   : "connect timeout: the upstream chose h2 by ALPN but sent "
+                                     "no HTTP/2 SETTINGS");
                      }),
       idle_timer_(dispatcher, [this] { OnIdleTimer(); }),
       busy_timer_(dispatcher, [this] { OnBusyTimer(); }),

@@ -60,7 +60,9 @@ class TlsTest : public ::testing::Test {
         "  tls:\n    certificates: [a-cert]\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    proxy_ = std::make_unique<Proxy>(cp_.address(), "tls-proxy");
+    // debug: the handshake failures' log lines.
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "tls-proxy", 1, "",
+                                     std::vector<std::string>{"--log-level", "debug"});
     ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
     ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
   }
@@ -246,6 +248,30 @@ TEST_F(TlsTest, Http2IsNotChosenOverACipherItForbids) {
   EXPECT_TRUE(absl::StrContains(cbc, "ALPN protocol: http/1.1")) << cbc;
   std::string gcm = alpn("ECDHE-ECDSA-AES128-GCM-SHA256");
   EXPECT_TRUE(absl::StrContains(gcm, "ALPN protocol: h2")) << gcm;
+
+  // A listener of `[h2]` alone: a client offering both suites gets the CBC
+  // one, then no protocol named, and goes on in HTTP/1.1 as a client
+  // without ALPN does. Before: the no_application_protocol alert, and
+  // `curl --http2` could not connect at all.
+  const int h2_port = PickFreePort();
+  yaml = absl::StrCat("kind: Listener\nname: cbc-h2\nspec:\n  address: 127.0.0.1\n  port: ",
+                      h2_port,
+                      "\n  route_table: main\n  tls:\n    certificates: [default-cert]\n"
+                      "    max_version: '1.2'\n    alpn_protocols: [h2]\n"
+                      "    cipher_suites: 'ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-GCM-SHA256'\n");
+  applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "cbc-h2.yaml", yaml)});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(3)) << proxy_->process().Log();
+  std::string both =
+      RunCommand({"/bin/bash", "-c",
+                  absl::StrCat("printf 'GET /ok HTTP/1.1\\r\\nhost: a.test\\r\\nconnection: "
+                               "close\\r\\n\\r\\n' | openssl s_client -ign_eof -connect 127.0.0.1:",
+                               h2_port, " -tls1_2 -alpn h2,http/1.1 2>&1")})
+          .out;
+  EXPECT_TRUE(absl::StrContains(both, "No ALPN negotiated")) << both;
+  EXPECT_TRUE(absl::StrContains(both, "Cipher is ECDHE-ECDSA-AES128-SHA")) << both;
+  EXPECT_TRUE(absl::StrContains(both, "HTTP/1.1 ")) << both;
+  EXPECT_FALSE(absl::StrContains(both, "no application protocol")) << both;
 }
 
 // A resumed session brings what its first handshake agreed on: it must not
@@ -552,6 +578,11 @@ TEST_F(TlsTest, HandshakeFailuresAreCountedByReason) {
     TlsClient client;
     EXPECT_FALSE(client.Connect(https_port_, options));
   });
+  // The log line names the listener and the kind (OpenSSL's own reason is
+  // "callback failed"). Before: neither, whichever listener it was.
+  EXPECT_TRUE(proxy_->process().WaitForLogLine("on listener \"https\" failed (server_name): ",
+                                               absl::Seconds(5)))
+      << proxy_->process().Log();
   expect_one_more("timeout", [&] {  // request_headers_timeout 500ms bounds the handshake
     const int fd = ConnectLoopback(quick_port_);
     ASSERT_GE(fd, 0);

@@ -140,7 +140,7 @@ class UpstreamHttp2Test : public ::testing::Test {
     std::string routes;
     for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited",
                              "checked-h2c", "checked-auto-h2", "checked-auto-h1",
-                             "checked-big-head", "h1-as-h2", "mixed"}) {
+                             "checked-big-head", "h1-as-h2", "mixed", "h2-no-alpn"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -160,6 +160,8 @@ class UpstreamHttp2Test : public ::testing::Test {
         ClusterYaml("checked-auto-h2", h2_tls_port, "AUTO", verified), kHttpCheck, "---\n",
         ClusterYaml("checked-auto-h1", h1_tls_port, "AUTO", verified), kHttpCheck, "---\n",
         ClusterYaml("auto-no-alpn", no_alpn_port, "AUTO", verified), "---\n",
+        ClusterYaml("h2-no-alpn", no_alpn_port, "HTTP2", verified),
+        "  connect_timeout: 300ms\n---\n",
         // An HTTP2 cluster with an HTTP/1.1 endpoint: alone, and beside an
         // h2c one.
         ClusterYaml("h1-as-h2", origin_.port(), "HTTP2", ""), "---\n",
@@ -286,6 +288,17 @@ TEST_F(UpstreamHttp2Test, AutoSendsAFirstLargeUploadAgainOverHttp11Whole) {
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
+}
+
+// An HTTP2 cluster's TLS endpoint that chose no protocol by ALPN and sends
+// no SETTINGS (s_server waits for a GET line): the 504 says so. Before: it
+// asked whether the upstream takes h2c with prior knowledge, on TLS.
+TEST_F(UpstreamHttp2Test, AnHttp2UpstreamWithoutAlpnIsNamedInThe504) {
+  HttpResponse r = Get("/h2-no-alpn/x");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "it chose no protocol by ALPN")) << r.body;
+  EXPECT_FALSE(absl::StrContains(r.body, "h2c")) << r.body;
 }
 
 // An endpoint that answers no ALPN speaks HTTP/1.1 to AUTO (as Envoy takes
