@@ -1756,10 +1756,16 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
     node_width = std::max(node_width, static_cast<int>(Printable(p.node().id()).size()));
     group_width = std::max(group_width, static_cast<int>(Printable(p.node().group()).size()));
   }
-  auto nack_of = [](const admin::v1::ProxyStatus& p) {
-    return p.last_nack_error().empty()
-               ? std::string("-")
-               : absl::StrCat("v", p.last_nack_version(), ": ", Printable(p.last_nack_error()));
+  // A NACK of a version the proxy has taken since (it runs that version or
+  // a later one of this store) is kept (why it was refused once), marked as
+  // past: it read like a fault still there. A proxy ahead of the store
+  // (refusing to go back) is not past it.
+  const uint64_t current = response.current_version();
+  auto nack_of = [current](const admin::v1::ProxyStatus& p) {
+    if (p.last_nack_error().empty()) return std::string("-");
+    const bool past = p.version_applied() >= p.last_nack_version() && p.version_applied() <= current;
+    return absl::StrCat("v", p.last_nack_version(), past ? " (taken since)" : "", ": ",
+                        Printable(p.last_nack_error()));
   };
   if (format == "wide") {
     // The table's columns, with each proxy's last traffic report (sent every

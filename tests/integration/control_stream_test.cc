@@ -188,6 +188,10 @@ TEST(ControlStreamTest, ANackedVersionIsTakenOnceThePortIsFree) {
   EXPECT_NE(listed.out.find("\"version_applied\":\"1\""), std::string::npos) << listed.out;
   EXPECT_NE(listed.out.find("\"last_nack_version\":\"1\""), std::string::npos) << listed.out;
   EXPECT_NE(listed.out.find("cannot bind"), std::string::npos) << listed.out;
+  // The table marks it as past (it read like a fault still there).
+  const std::string table = cp.Ctl({"proxies"}).out;
+  EXPECT_NE(table.find("v1 (taken since): Listener \"public\": cannot bind"), std::string::npos)
+      << table;
 }
 
 // Before: the proxy's gRPC client stopped pinging after two pings without
