@@ -1294,7 +1294,9 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::vector<std::string> items;
     for (const auto& r : resources) items.push_back(ToJson(r));
     if (args.size() == 3) {
-      std::cout << items[0] << "\n";
+      // One resource, with the version it was read at (applied back, it
+      // is as `--if-version N`, as the list form's).
+      std::cout << "{\"version\":" << version << "," << items[0].substr(1) << "\n";
     } else {
       std::cout << "{\"version\":" << version << ",\"items\":[" << absl::StrJoin(items, ",")
                 << "]}\n";

@@ -842,7 +842,8 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   if (!doc.IsMap()) return fail(doc, "expected a mapping with kind, name and spec");
   for (const auto& item : doc) {
     std::string key = item.first.template as<std::string>();
-    if (key != "kind" && key != "name" && key != "spec") {
+    // `version`: `get KIND NAME -o json` of one resource (the caller reads it).
+    if (key != "kind" && key != "name" && key != "spec" && key != "version") {
       return fail(item.first, absl::StrCat("unknown top-level field ", ShownKey(key),
                                            " (expected kind, name and spec)"));
     }
@@ -1022,6 +1023,13 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
       for (const std::string& e : out.back().later_errors) errors.push_back(e);
     }
   };
+  auto is_number = [](const Node& node) {
+    uint64_t version = 0;
+    return node.IsScalar() && !node.Scalar().empty() &&
+           std::all_of(node.Scalar().begin(), node.Scalar().end(),
+                       [](char c) { return c >= '0' && c <= '9'; }) &&
+           absl::SimpleAtoi(node.Scalar(), &version);
+  };
   for (const Node& doc : docs) {
     ++index;
     if (doc.IsNull()) continue;  // empty document between separators
@@ -1046,13 +1054,6 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
         const std::string& key = item.first.Scalar();
         if (key != "version" && key != "items") other = ShownKey(key);
       }
-      auto is_number = [](const auto& node) {
-        uint64_t version = 0;
-        return node.IsScalar() && !node.Scalar().empty() &&
-               std::all_of(node.Scalar().begin(), node.Scalar().end(),
-                           [](char c) { return c >= '0' && c <= '9'; }) &&
-               absl::SimpleAtoi(node.Scalar(), &version);
-      };
       if (other.empty() && doc["version"] && !is_number(doc["version"])) {
         failed = true;
         errors.push_back(absl::StrCat(where, ", line ", doc["version"].Mark().line + 1,
@@ -1076,9 +1077,24 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
       }
       continue;
     }
+    // `get KIND NAME -o json` of one resource carries the version it was
+    // read at, as the list does: a stale copy must not undo later changes.
+    uint64_t exported = 0;
+    if (doc.IsMap() && doc["kind"] && doc["version"]) {
+      if (!is_number(doc["version"])) {
+        failed = true;
+        errors.push_back(absl::StrCat(where, ", line ", doc["version"].Mark().line + 1,
+                                      ": version must be a number (as get -o json prints it)"));
+        continue;
+      }
+      absl::SimpleAtoi(doc["version"].Scalar(), &exported);
+    }
     const size_t before = out.size();
     load(doc, where);
-    for (size_t i = before; i < out.size(); ++i) out[i].document = index;
+    for (size_t i = before; i < out.size(); ++i) {
+      out[i].document = index;
+      out[i].exported_version = exported;
+    }
   }
   if (validate && api::RegexBudgetSpent()) {
     // Said first: past it, the documents were not all validated.

@@ -114,6 +114,10 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_NE(get.out.find("port: 9001"), std::string::npos) << get.out;
   auto json = cp.Ctl({"get", "clusters", "-o", "json"});
   EXPECT_NE(json.out.find("{\"version\":1,\"items\":["), std::string::npos) << json.out;
+  // One resource carries its version too.
+  auto one_json = cp.Ctl({"get", "cluster", "users", "-o", "json"});
+  EXPECT_TRUE(absl::StartsWith(one_json.out, "{\"version\":1,\"kind\":\"Cluster\",\"name\":\"users\""))
+      << one_json.out;
 
   auto missing = cp.Ctl({"get", "cluster", "nope"});
   EXPECT_EQ(missing.exit_code, 1);
@@ -153,6 +157,16 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_TRUE(absl::StrContains(stale.out, "changes since version 1")) << stale.out;
   EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9555"),
             std::string::npos);
+  // So is the export of that one resource (it had no version: it undid
+  // the change, exit 0).
+  auto stale_one = cp.Ctl({"apply", "-f", WriteFile(one_json.out)});
+  EXPECT_EQ(stale_one.exit_code, 1) << stale_one.out << stale_one.err;
+  EXPECT_TRUE(absl::StrContains(stale_one.err, "export of version 1")) << stale_one.err;
+  auto bad_version = cp.Ctl(
+      {"apply", "-f", WriteFile("{\"version\":\"x\",\"kind\":\"Cluster\",\"name\":\"users\","
+                                "\"spec\":{\"endpoints\":[{\"address\":\"127.0.0.1\",\"port\":1}]}}")});
+  EXPECT_EQ(bad_version.exit_code, 1) << bad_version.out;
+  EXPECT_TRUE(absl::StrContains(bad_version.err, "version must be a number")) << bad_version.err;
   // Asked for with the current version, it is applied.
   auto forced = cp.Ctl({"apply", "-f", exported, "--if-version", "4"});
   EXPECT_EQ(forced.exit_code, 0) << forced.err;
