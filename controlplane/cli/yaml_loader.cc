@@ -769,6 +769,26 @@ absl::Status CheckDistinctKeys(const Node& node, const std::string& where, int d
         where, ": more than ", kMaxYamlNodes,
         " YAML nodes once its aliases are expanded (aliases used inside aliases)"));
   }
+  if constexpr (std::is_same_v<Node, YAML::Node>) {
+    // A tag ("!custom 1", "!!str 8080") was dropped without a word: the
+    // value was read as if untagged, whatever type the tag named.
+    // The core schema's structure and number tags say what the field's
+    // type checks anyway (`!!int 8080`); others are refused.
+    const std::string& tag = node.Tag();
+    const std::string core = "tag:yaml.org,2002:";
+    const bool is_core = tag.compare(0, core.size(), core) == 0;
+    bool core_checked = false;
+    for (const char* name : {"int", "float", "bool", "null", "map", "seq"}) {
+      core_checked = core_checked || (is_core && tag.compare(core.size(), std::string::npos, name) == 0);
+    }
+    if (!tag.empty() && tag != "?" && tag != "!" && !core_checked) {
+      std::string shown = tag;
+      if (is_core) shown = "!!" + shown.substr(core.size());
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ", line ", node.Mark().line + 1, ": YAML tag ", shown,
+          " is not supported: write the value without it (quote it for text)"));
+    }
+  }
   if (node.IsSequence()) {
     for (const auto& item : node) {
       if (absl::Status s = CheckDistinctKeys(item, where, depth + 1, walk); !s.ok()) return s;

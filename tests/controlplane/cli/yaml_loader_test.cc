@@ -465,6 +465,33 @@ TEST(YamlLoaderTest, SelfReferencingAndExplodingAliasesAreRefused) {
       << e.substr(0, 300);
 }
 
+// A tag was dropped without a word ("!!str 8080" read as a port, "!custom
+// 127.0.0.1" as an address): refused, naming it. An anchor and its alias
+// (no tag) still load.
+TEST(YamlLoaderTest, TagsAreRefused) {
+  const std::string cluster =
+      "kind: Cluster\nname: t\nspec:\n  endpoints: [{address: ADDRESS, port: PORT}]\n";
+  auto with = [&](const std::string& address, const std::string& port) {
+    return absl::StrReplaceAll(cluster, {{"ADDRESS", address}, {"PORT", port}});
+  };
+  std::string e = Error(with("!custom 127.0.0.1", "80"));
+  EXPECT_NE(e.find("f.yaml, document 1, line 4: YAML tag !custom is not supported"),
+            std::string::npos)
+      << e;
+  e = Error(with("127.0.0.1", "!!str 8080"));
+  EXPECT_NE(e.find("YAML tag !!str is not supported"), std::string::npos) << e;
+  e = Error("!!binary aGk=\n");
+  EXPECT_NE(e.find("YAML tag !!binary is not supported"), std::string::npos) << e;
+  // The core schema's number and structure tags say what the field's type
+  // checks anyway.
+  EXPECT_TRUE(LoadYaml(with("127.0.0.1", "!!int 8080"), "f.yaml").ok());
+  EXPECT_TRUE(LoadYaml(with("'127.0.0.1'", "8080"), "f.yaml").ok());
+  auto aliased = LoadYaml("kind: Cluster\nname: t\nspec:\n  endpoints: [{address: &a "
+                          "127.0.0.1, port: 80}, {address: *a, port: 81}]\n",
+                          "f.yaml");
+  EXPECT_TRUE(aliased.ok()) << aliased.status();
+}
+
 // A file is read up to the most one apply can carry, not to the end
 // (/dev/zero has none).
 TEST(YamlLoaderTest, AFileOverTheConfigLimitIsRefusedWithoutReadingItAll) {
