@@ -955,6 +955,7 @@ bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
         } else {
           state_ = State::kChunkData;
           remaining_ = chunk_size_;
+          callbacks_->OnChunkSize(chunk_size_);
         }
         return true;
       default:

@@ -107,6 +107,8 @@ class Http1Callbacks {
   virtual void OnHead(const MessageHead& head) = 0;
   // Decoded body bytes (chunk framing removed), a view into the fed buffer.
   virtual void OnBody(std::string_view chunk) = 0;
+  // A chunk-size line of `size` (> 0) bytes ended: its data comes next.
+  virtual void OnChunkSize(uint64_t /*size*/) {}
   // Chunked trailer fields; not called when the trailer section is empty.
   virtual void OnTrailers(const std::vector<HeaderField>& /*trailers*/) {}
   virtual void OnMessageComplete() = 0;

@@ -491,6 +491,10 @@ void DownstreamConnection::OnBody(std::string_view chunk) {
   if (stream_in_use_) stream_->OnRequestData(chunk);
 }
 
+void DownstreamConnection::OnChunkSize(uint64_t size) {
+  if (stream_in_use_) stream_->OnRequestChunkDeclared(size);
+}
+
 void DownstreamConnection::OnTrailers(const std::vector<http::HeaderField>& trailers) {
   // Views into the fed bytes, valid until Feed returns: OnMessageComplete
   // follows in the same call.

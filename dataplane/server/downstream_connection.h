@@ -66,6 +66,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // http::Http1Callbacks (request parser)
   void OnHead(const http::MessageHead& head) override;
   void OnBody(std::string_view chunk) override;
+  void OnChunkSize(uint64_t size) override;
   void OnTrailers(const std::vector<http::HeaderField>& trailers) override;
   void OnMessageComplete() override;
   // DownstreamSink (the stream's response)

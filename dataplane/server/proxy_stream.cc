@@ -2089,6 +2089,31 @@ bool ProxyStream::RunRequestDataFilters(std::string_view data, bool end_stream) 
   return active_;
 }
 
+void ProxyStream::RefuseStreamedBody() {
+  // Not all of it went upstream: that request is cut; the client gets 413
+  // if nothing was answered yet (and its connection or stream ends).
+  ReleaseUpstream(false);
+  response_flag_ = "request_too_large";
+  SendLocalResponse(413, absl::StrCat("request body over the limit of ", body_limit_, " bytes"),
+                    {}, {}, "application/json", /*close_connection=*/true);
+}
+
+void ProxyStream::OnRequestChunkDeclared(uint64_t size) {
+  // A client that declares a chunk of exabytes and sends a few bytes held
+  // its connection (and a hold's reservation) until the idle timeout, for
+  // a 408; nginx answers 413 at the chunk-size line too.
+  if (!active_ || replaying_ || tunnel_) return;
+  if (buffering_body_) {
+    if (size > body_buffer_limit_ - std::min<uint64_t>(deferred().paused_body.size(),
+                                                        body_buffer_limit_)) {
+      RefuseHeldBody();
+    }
+    return;
+  }
+  if (paused_ || body_limit_ == 0) return;  // paused: the bytes are counted on resuming
+  if (size > body_limit_ - std::min(request_body_bytes_, body_limit_)) RefuseStreamedBody();
+}
+
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
   if (!replaying_) bytes_in_ += chunk.size();
@@ -2110,13 +2135,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   if (body_limit_ > 0 && !tunnel_) {
     request_body_bytes_ += chunk.size();
     if (request_body_bytes_ > body_limit_) {
-      // Not all of it went upstream: that request is cut; the client gets
-      // 413 if nothing was answered yet (and its connection or stream ends).
-      ReleaseUpstream(false);
-      response_flag_ = "request_too_large";
-      SendLocalResponse(413, absl::StrCat("request body over the limit of ", body_limit_,
-                                          " bytes"),
-                        {}, {}, "application/json", /*close_connection=*/true);
+      RefuseStreamedBody();
       return;
     }
   }

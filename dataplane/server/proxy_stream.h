@@ -193,6 +193,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void Start(const RequestHead& head);
   // Request body bytes (framing removed), or raw bytes once tunneling.
   void OnRequestData(std::string_view data);
+  // An HTTP/1 chunk of `size` bytes is announced: one that takes the body
+  // past a limit is refused now, not once its bytes came (as nginx).
+  void OnRequestChunkDeclared(uint64_t size);
   // The request is complete; chunked trailer fields come along.
   void OnRequestEnd(const std::vector<http::HeaderField>& trailers);
   // The sink's queued response bytes drained below the watermark.
@@ -356,6 +359,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // 413: the body being held passed body_buffer_limit_ (hold_overflow_
   // names the limit when it is not the holding policy's).
   void RefuseHeldBody();
+  // 413 for a streamed body past body_limit_ (the upstream request is cut).
+  void RefuseStreamedBody();
   // Appends to the held body, its buffer's growth charged first; false
   // when refused (answered: 413 for a body larger than the whole bound).
   bool HoldBodyChunk(std::string_view chunk);

@@ -659,6 +659,15 @@ TEST_F(EdgeTest, RequestLimitsAnswer414And431And413) {
   client.Send(chunked);  // may fail part way: the proxy closes once it answered
   std::string r = client.ReadResponse();
   EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 413")) << r;
+  // A chunk declared past the limit: 413 at its size line, with a few of
+  // its bytes sent (it waited for the rest, to the idle timeout).
+  RawClient declared(port_);
+  ASSERT_TRUE(declared.connected());
+  declared.Send("POST /x HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "10\r\n0123456789abcdef\r\nfffffffff\r\nabc");
+  r = declared.ReadResponse();
+  EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 413")) << r;
+  EXPECT_TRUE(absl::StrContains(r, "request body over the limit of")) << r;
 }
 
 // max_requests_per_connection and max_connection_age end connections

@@ -341,6 +341,16 @@ TEST_F(RequestValidationTest, ABodyOverMaxBodyBytesIs413) {
                   EncodeChunked(big, 10));
   EXPECT_EQ(r.status, 413) << r.error;
   EXPECT_TRUE(absl::StrContains(r.body, "request body over the 4096 bytes")) << r.body;
+  // A chunk declared past the limit is refused at its size line (as
+  // nginx), not after its bytes came. Before: the proxy waited for them,
+  // and answered 408 at the route's idle_timeout.
+  RawConnection conn(port_);
+  ASSERT_TRUE(conn.ok());
+  ASSERT_TRUE(conn.Send(
+      "POST /orders HTTP/1.1\r\nhost: shop\r\nx-tenant: acme\r\ncontent-type: "
+      "application/json\r\ntransfer-encoding: chunked\r\n\r\n7fffffffffffffff\r\n{\"a\":"));
+  ASSERT_TRUE(conn.ReadUntil("request body over the 4096 bytes")) << conn.received();
+  EXPECT_TRUE(absl::StartsWith(conn.received(), "HTTP/1.1 413 ")) << conn.received();
   EXPECT_EQ(Requests(), before);
 }
 
