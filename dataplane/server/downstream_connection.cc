@@ -170,7 +170,7 @@ void DownstreamConnection::OnSnapshotChanged(
       EndTunnel(end_tunnel_reason_);
       return;
     }
-    StartDrain();
+    StartListenerDrain();
     return;
   }
   if (listener_snapshot_ == nullptr && previous != nullptr &&
@@ -185,7 +185,21 @@ void DownstreamConnection::OnSnapshotChanged(
     EndTunnel(end_tunnel_reason_);
     return;
   }
+  StartListenerDrain();
+}
+
+void DownstreamConnection::StartListenerDrain() {
   StartDrain();
+  if (closed_ || listener_drain_timer_ != nullptr) return;
+  // A response under way (a long download, a server-sent event stream)
+  // ends at the deadline, as at a SIGTERM drain's: else it outlived the
+  // rules it came in under.
+  listener_drain_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
+    if (stream_in_use_ && !closed_) {
+      stream_->EndAtDrainDeadline("the listener this connection came in on was changed or removed (its drain timeout passed)", end_tunnel_reason_);
+    }
+  });
+  listener_drain_timer_->Enable(ListenerDrain::timeout());
 }
 
 void DownstreamConnection::EndTunnel(std::string_view why) {

@@ -125,6 +125,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool UnreadBodyEndsConnection() const;
   void ArmIdleTimer();
   void OnDownstreamTimer();
+  // StartDrain, and a response still under way at ListenerDrain::timeout()
+  // is ended (end_tunnel_reason_ names why).
+  void StartListenerDrain();
   bool idle() const;
 
   Worker& worker_;
@@ -178,6 +181,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   uint64_t requests_ = 0;
   uint64_t max_requests_ = 0;                 // listener's max_requests_per_connection
   std::unique_ptr<event::Timer> age_timer_;  // listener's max_connection_age
+  // Made when its listener moved, went, or changed its TLS rules
+  // (StartListenerDrain).
+  std::unique_ptr<event::Timer> listener_drain_timer_;
   Http2SessionOptions http2_options_;
   bool in_process_input_ = false;
   bool process_again_ = false;

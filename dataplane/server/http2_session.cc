@@ -390,10 +390,14 @@ void Http2Session::OnSnapshotChanged(
     const std::shared_ptr<const config::ConfigSnapshot>& previous) {
   if (worker_.snapshot()->listeners.count(listener_)) {
     // Made under TLS rules its listener no longer has, or on an address it
-    // left: drained (GOAWAY).
-    if (config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_) ||
-        config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_) ||
-        config::ListenerConnectionRulesChanged(previous.get(), *worker_.snapshot(), listener_)) {
+    // left: drained (GOAWAY), its streams ended at the deadline. Limits
+    // copied at accept changed: drained, its streams run on.
+    if (config::ListenerAccessChanged(previous.get(), *worker_.snapshot(), listener_)) {
+      StartListenerDrain("listener_tls_changed");
+    } else if (config::ListenerMoved(previous.get(), *worker_.snapshot(), listener_)) {
+      StartListenerDrain("listener_moved");
+    } else if (config::ListenerConnectionRulesChanged(previous.get(), *worker_.snapshot(),
+                                                      listener_)) {
       StartDrain();
     }
     return;
@@ -401,7 +405,26 @@ void Http2Session::OnSnapshotChanged(
   if (listener_snapshot_ == nullptr && previous != nullptr && previous->listeners.count(listener_)) {
     listener_snapshot_ = previous;
   }
+  StartListenerDrain("listener_removed");
+}
+
+void Http2Session::StartListenerDrain(std::string_view flag) {
   StartDrain();
+  if (closed_ || listener_drain_timer_ != nullptr) return;
+  listener_drain_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this, flag] {
+    if (closed_) return;
+    std::vector<int32_t> ids;
+    ids.reserve(streams_.size());
+    for (const auto& [id, stream] : streams_) ids.push_back(id);
+    for (int32_t id : ids) {
+      auto it = streams_.find(id);
+      if (it != streams_.end()) {
+        it->second->proxy().EndAtDrainDeadline("the listener this connection came in on was changed or removed (its drain timeout passed)", flag);
+      }
+    }
+    if (!closed_) Flush();
+  });
+  listener_drain_timer_->Enable(ListenerDrain::timeout());
 }
 
 void Http2Session::OnReadable() {

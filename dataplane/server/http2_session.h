@@ -72,6 +72,9 @@ class Http2Session : public net::ConnectionCallbacks,
   // DownstreamSession
   void StartDrain() override;
   void EndStreamsAtDrainDeadline() override;
+  // StartDrain, and the streams left at ListenerDrain::timeout() are ended
+  // with `flag` (the access log's response_flag).
+  void StartListenerDrain(std::string_view flag);
   // The last snapshot that had the listener, when it is gone already (the
   // HTTP/1 connection it came from kept it).
   void KeepListenerSnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
@@ -156,6 +159,9 @@ class Http2Session : public net::ConnectionCallbacks,
   // Made at the first graceful shutdown: sends the final GOAWAY when the
   // client has not answered the shutdown PING in time (BeginShutdown).
   std::unique_ptr<event::Timer> final_goaway_timer_;
+  // Made when its listener moved, went, or changed its TLS rules: ends the
+  // streams left at ListenerDrain::timeout().
+  std::unique_ptr<event::Timer> listener_drain_timer_;
   uint64_t streams_opened_ = 0;
   // The idle timer runs for kSpareHold: spares and buffers are kept.
   bool holding_spares_ = false;

@@ -585,6 +585,7 @@ int Run(int argc, char** argv) {
   if (*drain_timeout > absl::Hours(1)) {
     return fail("--drain-timeout is at most 1h, got " + absl::FormatDuration(*drain_timeout));
   }
+  server::ListenerDrain::SetTimeout(*drain_timeout);
   auto drain_delay = ParseDurationFlag("drain-delay", get("drain-delay", "0s"));
   if (!drain_delay.ok()) return fail(std::string(drain_delay.status().message()));
   if (*drain_delay > absl::Minutes(10)) {

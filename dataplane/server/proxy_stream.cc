@@ -2911,28 +2911,26 @@ void ProxyStream::SendLocalResponse(int status, std::string_view error,
   Finish();
 }
 
-void ProxyStream::EndAtDrainDeadline() {
+void ProxyStream::EndAtDrainDeadline(std::string_view why, std::string_view flag) {
   if (!active_) return;
   if (tunnel_) {
     // A WebSocket is cut at the deadline (before: when the process left,
     // the 200 ms grace later), as the log line at the deadline says.
-    response_flag_ = "drain_timeout";
+    response_flag_ = flag;
     Fail();
     return;
   }
-  constexpr std::string_view kWhy = "the gateway is shutting down (its drain timeout passed)";
   // A gRPC call whose response began ends with a status in its trailers;
   // gRPC-Web reads its status from the body, which the gateway does not
   // write: such a call, and any other response that began, is cut.
-  if (grpc_ && grpc_reply_type_ == "application/grpc" &&
-      EndGrpcResponse(503, kWhy, "drain_timeout")) {
+  if (grpc_ && grpc_reply_type_ == "application/grpc" && EndGrpcResponse(503, why, flag)) {
     return;
   }
-  response_flag_ = "drain_timeout";
+  response_flag_ = flag;
   if (!response_started_) {
     // Answered, not cut: the client can tell a drain from a crash.
     ReleaseUpstream(false);
-    SendLocalResponse(503, std::string(kWhy), {}, {}, "application/json",
+    SendLocalResponse(503, std::string(why), {}, {}, "application/json",
                       /*close_connection=*/true);
     return;
   }

@@ -206,8 +206,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The proxy's drain deadline came with this exchange open: a gRPC call
   // (not gRPC-Web) is answered UNAVAILABLE (trailers, or a whole reply when
   // none began), logged 503 `drain_timeout`; anything else is left to the
-  // close.
-  void EndAtDrainDeadline();
+  // close. `why` and `flag` name another drain's deadline (a listener's).
+  void EndAtDrainDeadline(
+      std::string_view why = "the gateway is shutting down (its drain timeout passed)",
+      std::string_view flag = "drain_timeout");
   // Why the exchange ended, for the access log, unless something already
   // said (a client that broke the protocol: "bad_request").
   void SetResponseFlagIfUnset(std::string_view flag) {

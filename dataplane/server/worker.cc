@@ -27,6 +27,7 @@ std::atomic<bool> Overload::active_{false};
 std::atomic<int64_t> ConnectionLimit::open_{0};
 std::atomic<int64_t> HeldBodies::max_{int64_t{1} << 30};
 std::atomic<int64_t> HeldBodies::held_{0};
+std::atomic<int64_t> ListenerDrain::ms_{30000};
 
 bool HeldBodies::TryTake(int64_t bytes) {
   if (held_.fetch_add(bytes, std::memory_order_relaxed) + bytes > max_.load(std::memory_order_relaxed)) {

@@ -136,6 +136,23 @@ class ConnectionLimit {
   static std::atomic<int64_t> open_;
 };
 
+// How long a connection drained for its listener's sake (the listener moved
+// to another address, was removed, or its TLS rules changed: a client CA
+// taken out) keeps the exchanges it has: --drain-timeout, as a SIGTERM
+// drain. Then they are ended as at that drain's deadline (a gRPC call with
+// UNAVAILABLE), so that a long stream does not outlive the rules it came
+// in under (Envoy drains a changed listener for --drain-time-s).
+class ListenerDrain {
+ public:
+  static void SetTimeout(absl::Duration timeout) {
+    ms_.store(absl::ToInt64Milliseconds(timeout), std::memory_order_relaxed);
+  }
+  static absl::Duration timeout() { return absl::Milliseconds(ms_.load(std::memory_order_relaxed)); }
+
+ private:
+  static std::atomic<int64_t> ms_;
+};
+
 // The overload guard (Envoy's overload manager, for memory): while the
 // proxy's resident memory is over --max-memory-mb, new connections are
 // closed at accept and new requests answered 503 with Connection: close, so

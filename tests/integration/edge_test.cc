@@ -725,6 +725,31 @@ TEST_F(EdgeTest, ChangedConnectionRulesDrainTheListenersConnections) {
   EXPECT_TRUE(client.ClosedWithin(absl::Seconds(5)));
 }
 
+// A listener that goes (or moves, or changes its TLS rules) drains its
+// connections: a response still under way --drain-timeout later is cut, as
+// at a SIGTERM drain's deadline. Before: it ran to its end, however long
+// (a server-sent event stream, for good).
+TEST_F(EdgeTest, AResponseOnARemovedListenerEndsAtTheDrainTimeout) {
+  proxy_.reset();
+  proxy_ = std::make_unique<Proxy>(cp_.address(), "edge-drain-proxy", 1, "",
+                                   std::vector<std::string>{"--drain-timeout", "1s"});
+  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  RawClient client(port_);
+  ASSERT_TRUE(client.connected());
+  // Four chunks 2.5 s apart (under the route's 3 s idle_timeout): 7.5 s.
+  ASSERT_TRUE(client.Send("GET /long?chunked=1&gap_ms=2500 HTTP/1.1\r\nHost: edge\r\n\r\n"));
+  bool closed = false;
+  std::string got = client.ReadUntilClosed(absl::Milliseconds(500), &closed);
+  ASSERT_TRUE(absl::StartsWith(got, "HTTP/1.1 200")) << got;
+  ASSERT_FALSE(closed);
+  auto r = cp_.Ctl({"delete", "listener", "public"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  absl::StrAppend(&got, client.ReadUntilClosed(absl::Seconds(4), &closed));
+  EXPECT_TRUE(closed) << got;
+  EXPECT_FALSE(absl::StrContains(got, "\r\n0\r\n")) << got;  // cut, not ended
+}
+
 // The route timeout is the upstream's time to answer: it starts once the
 // request is in. An upload slower than it (route /idle/: timeout 2s,
 // idle_timeout 1s) that keeps moving is answered; one that stalls gets 408

@@ -227,6 +227,44 @@ TEST_F(GrpcTest, ACallOpenAtTheDrainDeadlineEndsUnavailable) {
   }, absl::Seconds(5))) << proxy_->process().Log();
 }
 
+// A listener that moves (or goes, or narrows its TLS rules) drains its
+// connections: a call on one still open --drain-timeout later ends with
+// UNAVAILABLE, as at a SIGTERM drain's deadline. Before: GOAWAY only, and a
+// long call ran on the old port (or under a client CA taken out) for good.
+TEST_F(GrpcTest, ACallOnAMovedListenerEndsAtTheDrainTimeout) {
+  proxy_.reset();
+  proxy_ = std::make_unique<Proxy>(cp_.address(), "grpc-move-proxy", kWorkers, "",
+                                   std::vector<std::string>{"--drain-timeout", "1s"});
+  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  ASSERT_TRUE(WaitForEndpointHealth("healthy")) << Clusters();
+  GrpcCallResult r;
+  std::thread call([&] {
+    r = Call("server-stream", {"--payload", "100:16:100", "--timeout", "20"});
+  });
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Clusters(), "active_requests=1 "); },
+                      absl::Seconds(10)))
+      << Clusters();
+  const int moved_port = PickFreePort();
+  auto applied = cp_.Ctl({"apply", "-f",
+                          WriteFile(dir_, "moved.yaml",
+                                    absl::StrCat("kind: Listener\nname: plain\nspec: {address: "
+                                                 "127.0.0.1, port: ",
+                                                 moved_port, ", route_table: main, access_log: "
+                                                 "{path: ", dir_, "/access.log}}\n"))});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  call.join();
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "listener this connection came in on was changed"))
+      << r.Describe();
+  EXPECT_LT(r.responses, 100) << r.Describe();
+  std::optional<std::string> line = WaitForFileLine(
+      dir_ + "/access.log", "\"response_flag\":\"listener_moved\"", absl::Seconds(5));
+  ASSERT_TRUE(line.has_value()) << ReadFile(dir_ + "/access.log");
+  EXPECT_TRUE(absl::StrContains(*line, "\"grpc_status\":14")) << *line;
+}
+
 TEST_F(GrpcTest, UnaryEchoesPayloadMetadataAndTrailers) {
   GrpcCallResult r = Call("unary", {"--payload", "hello sluice", "--authority", "echo.test",
                                     "--metadata", "x-test-a=1", "--metadata", "x-test-b=two"});
