@@ -128,6 +128,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // StartDrain, and a response still under way at ListenerDrain::timeout()
   // is ended (end_tunnel_reason_ names why).
   void StartListenerDrain();
+  // Reads the socket again unless the input already buffered is over the
+  // watermark (FinishConnectionAfterResponse comes back once it is not).
+  void ResumeReading();
   bool idle() const;
 
   Worker& worker_;

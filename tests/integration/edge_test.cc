@@ -350,6 +350,37 @@ TEST_F(EdgeTest, PipelinedLocalRepliesToANonReaderAreBounded) {
   EXPECT_EQ(r.status, 200) << r.error;
 }
 
+// The same with requests that go upstream: the answers come back one by
+// one, and reading resumed after each while the kernel still took them, so
+// the proxy read whatever the client sent (100 MB of pipelined GETs took
+// its RSS to 194 MB). Now what is buffered past the watermark is answered
+// before the socket is read again.
+TEST_F(EdgeTest, PipelinedProxiedRequestsFromANonReaderAreBounded) {
+  pid_t pid = proxy_->process().pid();
+  long before = RssKb(pid);
+  ASSERT_GT(before, 0);
+  RawClient client(port_, 4096);
+  ASSERT_TRUE(client.connected());
+  std::string batch;
+  for (int i = 0; i < 1000; ++i) batch += "GET /x HTTP/1.1\r\nHost: edge\r\n\r\n";
+  const size_t cap = 2000u * batch.size();  // 64 MB of requests
+  size_t accepted = 0;
+  absl::Time end = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < end && accepted < cap) {
+    size_t n = client.SendSome(batch);
+    accepted += n;
+    if (n == 0) {
+      pollfd p{-1, 0, 0};
+      poll(&p, 0, 10);  // the socket is full: let the proxy run
+    }
+  }
+  long after = RssKb(pid);
+  EXPECT_LT(accepted, cap / 2) << "the proxy kept reading";
+  EXPECT_LT(after - before, 30 * 1024) << "RSS grew from " << before << " to " << after << " KiB";
+  HttpResponse r = HttpGet(absl::StrCat("127.0.0.1:", port_), "/x");
+  EXPECT_EQ(r.status, 200) << r.error;
+}
+
 // A connection whose last response is never read (Connection: close) is
 // closed within the deadlines (the listener's idle timeout once the
 // response is complete and queued in the proxy, the route's idle_timeout
