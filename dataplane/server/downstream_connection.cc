@@ -378,29 +378,42 @@ void DownstreamConnection::RecordAbandonedHead() {
 void DownstreamConnection::HandleParseError(http::ParseError error) {
   worker_.stats().downstream_protocol_errors->Inc();
   SLUICE_LOG(kDebug, "bad request from ", peer_ip_, ": ", parser_.error_detail());
-  const bool logged = stream_in_use_;
+  int status = 400;
+  std::string message;
+  if (error == http::ParseError::kVersionNotSupported) {
+    status = 505;
+    message = parser_.error_detail();
+  } else if (error == http::ParseError::kHeadersTooLarge) {
+    status = 431;
+    message = "request header section too large";
+  } else if (error == http::ParseError::kRequestLineTooLong) {
+    status = 414;
+    message = "request line longer than the listener's http.max_request_headers_bytes";
+  } else if (error == http::ParseError::kNotImplemented) {
+    status = 501;
+    message = parser_.error_detail();
+  } else {
+    message = absl::StrCat("malformed request: ", parser_.error_detail());
+  }
   if (stream_in_use_) {
-    // A broken body: the exchange cannot go on.
+    // A broken body (or trailers): the exchange cannot go on. It answers
+    // itself, so the access log has the answer the client got, with its
+    // request id (it logged the exchange as status 0, client_closed, and
+    // the 400 under another id nowhere).
     if (stream_->response_started()) {
       CloseNow();
       return;
     }
-    stream_in_use_ = false;
-    stream_->OnDownstreamGone();
+    stream_->RefuseBrokenRequest(status, message);
+    if (stream_in_use_ && !closed_) {
+      // Defensive: the answer did not end the exchange.
+      stream_in_use_ = false;
+      stream_->OnDownstreamGone();
+      SendSessionError(status, message, nullptr, /*logged=*/true);
+    }
+    return;
   }
-  if (error == http::ParseError::kVersionNotSupported) {
-    SendSessionError(505, parser_.error_detail(), nullptr, logged);
-  } else if (error == http::ParseError::kHeadersTooLarge) {
-    SendSessionError(431, "request header section too large", nullptr, logged);
-  } else if (error == http::ParseError::kRequestLineTooLong) {
-    SendSessionError(414, "request line longer than the listener's "
-                          "http.max_request_headers_bytes", nullptr, logged);
-  } else if (error == http::ParseError::kNotImplemented) {
-    SendSessionError(501, parser_.error_detail(), nullptr, logged);
-  } else {
-    SendSessionError(400, absl::StrCat("malformed request: ", parser_.error_detail()), nullptr,
-                     logged);
-  }
+  SendSessionError(status, message, nullptr, /*logged=*/false);
 }
 
 void DownstreamConnection::OnHead(const http::MessageHead& head) {

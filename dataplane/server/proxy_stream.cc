@@ -2098,6 +2098,13 @@ void ProxyStream::RefuseStreamedBody() {
                     {}, {}, "application/json", /*close_connection=*/true);
 }
 
+void ProxyStream::RefuseBrokenRequest(int status, const std::string& message) {
+  if (!active_) return;
+  ReleaseUpstream(false);
+  response_flag_ = "bad_request";
+  SendLocalResponse(status, message, {}, {}, "application/json", /*close_connection=*/true);
+}
+
 void ProxyStream::OnRequestChunkDeclared(uint64_t size) {
   // A client that declares a chunk of exabytes and sends a few bytes held
   // its connection (and a hold's reservation) until the idle timeout, for

@@ -196,6 +196,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // An HTTP/1 chunk of `size` bytes is announced: one that takes the body
   // past a limit is refused now, not once its bytes came (as nginx).
   void OnRequestChunkDeclared(uint64_t size);
+  // The request broke HTTP/1 framing after its head (a chunk, a trailer):
+  // answered `status` with `message` (and the connection's end), logged
+  // as this exchange.
+  void RefuseBrokenRequest(int status, const std::string& message);
   // The request is complete; chunked trailer fields come along.
   void OnRequestEnd(const std::vector<http::HeaderField>& trailers);
   // The sink's queued response bytes drained below the watermark.

@@ -188,6 +188,15 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
        "\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\""},
       // Without one, a made one (32 hex digits), as for any request.
       {"GET /made HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "\"trace_id\":\""},
+      // A body that breaks its chunked framing, on a route to the upstream:
+      // logged as the 400 the client got, under its id (it was status 0,
+      // client_closed, under another id).
+      {"POST /open/chunkbad HTTP/1.1\r\nHost: c.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "5\r\nhelloXX0\r\n\r\n",
+       "\"status\":400,"},
+      {"POST /open/chunksize HTTP/1.1\r\nHost: c.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "+5\r\nhello\r\n0\r\n\r\n",
+       "\"path\":\"/open/chunksize\""},
       // A bare LF: what the lines before it said (before: all empty).
       {"GET /open/lf HTTP/1.1\r\nHost: lf.example\r\nUser-Agent: obs-lf\r\nX-A: a\n"
        "X-Injected: 1\r\n\r\n",
@@ -212,8 +221,8 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
     EXPECT_TRUE(absl::StrContains(line, "\"bytes_out\":" + length + ",")) << line;
   }
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-404"), "no_route"));
-  WaitFor([&] { return proxy_->Stat(series) == before + 8; }, absl::Seconds(5));
-  EXPECT_EQ(proxy_->Stat(series), before + 8);  // the 505 is a 5xx
+  WaitFor([&] { return proxy_->Stat(series) == before + 10; }, absl::Seconds(5));
+  EXPECT_EQ(proxy_->Stat(series), before + 10);  // the 505 is a 5xx
   // A head that never ends (its timeout, 1 s here): logged with what it
   // said so far, as nginx logs a 408 (before: method, path and Host empty).
   std::string reply = SendRaw(
