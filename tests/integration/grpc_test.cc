@@ -162,6 +162,25 @@ class GrpcTest : public ::testing::Test {
     return results;
   }
 
+  // The proxy again, with --drain-timeout 1s; then a server-stream call of
+  // 100 messages 100 ms apart (ten seconds, far past that) into *r, open
+  // through the plain listener when this returns. Join the thread.
+  std::thread LongCallOnADrainingProxy(const std::string& node, GrpcCallResult* r) {
+    proxy_.reset();
+    proxy_ = std::make_unique<Proxy>(cp_.address(), node, kWorkers, "",
+                                     std::vector<std::string>{"--drain-timeout", "1s"});
+    EXPECT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    EXPECT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+    EXPECT_TRUE(WaitForEndpointHealth("healthy")) << Clusters();
+    std::thread call([this, r] {
+      *r = Call("server-stream", {"--payload", "100:16:100", "--timeout", "20"});
+    });
+    EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Clusters(), "active_requests=1 "); },
+                        absl::Seconds(10)))
+        << Clusters();
+    return call;
+  }
+
   // A call through the plain listener (h2c).
   GrpcCallResult Call(const std::string& kind, const std::vector<std::string>& args = {}) const {
     return GrpcCall(absl::StrCat("127.0.0.1:", plain_port_), kind, args);
@@ -194,20 +213,8 @@ class GrpcTest : public ::testing::Test {
 // balancer between turned that into RST_STREAM(CANCEL), CANCELLED, which
 // clients do not retry, and the log had a 200 with no grpc_status).
 TEST_F(GrpcTest, ACallOpenAtTheDrainDeadlineEndsUnavailable) {
-  proxy_.reset();
-  proxy_ = std::make_unique<Proxy>(cp_.address(), "grpc-drain-proxy", kWorkers, "",
-                                   std::vector<std::string>{"--drain-timeout", "1s"});
-  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
-  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
-  ASSERT_TRUE(WaitForEndpointHealth("healthy")) << Clusters();
   GrpcCallResult r;
-  // 100 messages 100 ms apart: ten seconds, far past the drain deadline.
-  std::thread call([&] {
-    r = Call("server-stream", {"--payload", "100:16:100", "--timeout", "20"});
-  });
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Clusters(), "active_requests=1 "); },
-                      absl::Seconds(10)))
-      << Clusters();
+  std::thread call = LongCallOnADrainingProxy("grpc-drain-proxy", &r);
   proxy_->process().Signal(SIGTERM);
   call.join();
   ASSERT_TRUE(r.parsed) << r.Describe();
@@ -232,19 +239,8 @@ TEST_F(GrpcTest, ACallOpenAtTheDrainDeadlineEndsUnavailable) {
 // UNAVAILABLE, as at a SIGTERM drain's deadline. Before: GOAWAY only, and a
 // long call ran on the old port (or under a client CA taken out) for good.
 TEST_F(GrpcTest, ACallOnAMovedListenerEndsAtTheDrainTimeout) {
-  proxy_.reset();
-  proxy_ = std::make_unique<Proxy>(cp_.address(), "grpc-move-proxy", kWorkers, "",
-                                   std::vector<std::string>{"--drain-timeout", "1s"});
-  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
-  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
-  ASSERT_TRUE(WaitForEndpointHealth("healthy")) << Clusters();
   GrpcCallResult r;
-  std::thread call([&] {
-    r = Call("server-stream", {"--payload", "100:16:100", "--timeout", "20"});
-  });
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(Clusters(), "active_requests=1 "); },
-                      absl::Seconds(10)))
-      << Clusters();
+  std::thread call = LongCallOnADrainingProxy("grpc-move-proxy", &r);
   const int moved_port = PickFreePort();
   auto applied = cp_.Ctl({"apply", "-f",
                           WriteFile(dir_, "moved.yaml",
