@@ -773,12 +773,16 @@ absl::Status CheckDistinctKeys(const Node& node, const std::string& where, int d
     // A tag ("!custom 1", "!!str 8080") was dropped without a word: the
     // value was read as if untagged, whatever type the tag named.
     // The core schema's structure and number tags say what the field's
-    // type checks anyway (`!!int 8080`); others are refused.
+    // type checks anyway (`!!int 8080`; `!!int abc` is refused by it);
+    // others are refused.
     const std::string& tag = node.Tag();
     const std::string core = "tag:yaml.org,2002:";
     const bool is_core = tag.compare(0, core.size(), core) == 0;
     bool core_checked = false;
-    for (const char* name : {"int", "float", "bool", "null", "map", "seq"}) {
+    // Not !!bool and !!null: a value they disagree with was read as if
+    // untagged (`!!bool 8080` a port), and a tagged null is no null to
+    // yaml-cpp (`!!null ~` was no empty list).
+    for (const char* name : {"int", "float", "map", "seq"}) {
       core_checked = core_checked || (is_core && tag.compare(core.size(), std::string::npos, name) == 0);
     }
     if (!tag.empty() && tag != "?" && tag != "!" && !core_checked) {

@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/pem_file.h"
 #include "controlplane/server/admin_service.h"
+#include "controlplane/server/certificate_expiry.h"
 #include "controlplane/server/config_state.h"
 #include "controlplane/server/control_plane_metrics.h"
 #include "controlplane/server/discovery_service.h"
@@ -553,21 +554,17 @@ int Run(int argc, char** argv) {
   // Before the gRPC port, so that a busy metrics port ends the start before
   // anything is served.
   controlplane::ConfigState* config_state = (*state).get();
-  controlplane::MetricsEndpoint metrics_endpoint([&metrics, config_state, &registry, &rollouts] {
-    bool running = false;
-    rollouts.Get(&running);
-    const auto current = config_state->Current();
-    controlplane::ControlPlaneMetrics::ScrapeState scrape{
-        current->version, static_cast<int64_t>(registry.connected()), running, {}};
-    for (const auto& [id, resource] : current->resources) {
-      if (!resource.has_secret() || !resource.secret().has_tls_certificate()) continue;
-      if (auto not_after =
-              api::LeafNotAfter(resource.secret().tls_certificate().certificate_chain())) {
-        scrape.certificate_expiry.emplace_back(id.second, absl::ToUnixSeconds(*not_after));
-      }
-    }
-    return metrics.Render(scrape);
-  });
+  controlplane::CertificateExpiries expiries;
+  controlplane::MetricsEndpoint metrics_endpoint(
+      [&metrics, config_state, &registry, &rollouts, &expiries] {
+        bool running = false;
+        rollouts.Get(&running);
+        const auto current = config_state->Current();
+        controlplane::ControlPlaneMetrics::ScrapeState scrape{
+            current->version, static_cast<int64_t>(registry.connected()), running, {}};
+        scrape.certificate_expiry = expiries.Of(current->resources);
+        return metrics.Render(scrape);
+      });
   if (!metrics_listen.empty()) {
     absl::StatusOr<int> metrics_port = metrics_endpoint.Start(metrics_listen);
     if (!metrics_port.ok()) {

@@ -135,7 +135,8 @@ class ProxyServer {
   // `main_loop` runs the active health checks.
   // `node_group` is the proxy's --group: only listeners placed on it are bound.
   ProxyServer(event::Dispatcher& main_loop, int workers,
-              std::unique_ptr<controlplane::FileStore> state_store, std::string node_group)
+              std::unique_ptr<controlplane::FileStore> state_store, const std::string& node_id,
+              std::string node_group)
       : main_loop_(main_loop),
         node_group_(std::move(node_group)),
         proxy_stats_(store_),
@@ -149,9 +150,14 @@ class ProxyServer {
     store_.Describe("sluice_config_last_apply_timestamp_seconds",
                     "When this proxy last applied a config version (Unix time).");
     last_apply_ = store_.GetGauge("sluice_config_last_apply_timestamp_seconds");
-    store_.Describe("sluice_build_info", "1, labelled with this proxy's build.");
-    // The version alone, as sluice_control_build_info has it.
-    store_.GetGauge("sluice_build_info", absl::StrCat("version=", stats::LabelValue(kVersion)))
+    store_.Describe("sluice_build_info",
+                    "1, labelled with this proxy's build, node id and group.");
+    // The version, as sluice_control_build_info has it, and who this proxy
+    // is: a scrape found by address (a pod's IP) is joined to its node id.
+    store_.GetGauge("sluice_build_info",
+                    absl::StrCat("version=", stats::LabelValue(kVersion),
+                                 ",node=", stats::LabelValue(node_id),
+                                 ",group=", stats::LabelValue(node_group_)))
         ->Set(1);
     std::vector<std::shared_ptr<server::PostGate>> gates;
     for (int i = 0; i < workers; ++i) {
@@ -712,7 +718,7 @@ int Run(int argc, char** argv) {
   TuneMalloc();
   InitPerWorkerState(workers);
   const std::string node_group = get("group", "");
-  ProxyServer proxy(main_loop, workers, std::move(state_store), node_group);
+  ProxyServer proxy(main_loop, workers, std::move(state_store), node_id, node_group);
   // The response cache: one store for every route with a `cache` policy.
   policy::cache::SetMemoryBudget(static_cast<uint64_t>(cache_memory_mb) << 20);
   policy::cache::SetStatsStore(&proxy.stats());
@@ -835,7 +841,11 @@ int Run(int argc, char** argv) {
              cpu_budget.quota_cpus ? absl::StrCat(", CPU quota ", *cpu_budget.quota_cpus) : "",
              pin_cpus.empty() ? "" : ", pinned", "), admin on ",
              admin_address.substr(0, admin_address.rfind(':')), ":", *admin_port,
-             ", control plane ", control_plane);
+             ", control plane ", control_plane, ", up to ", max_connections,
+             " client connections (",
+             flags->values.count("max-connections") ? "--max-connections"
+                                                    : "from the descriptor limit",
+             ")");
 
   // The overload guard: resident memory checked 4 times a second.
   std::unique_ptr<event::Timer> memory_check;

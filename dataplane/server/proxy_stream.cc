@@ -2117,8 +2117,23 @@ void ProxyStream::OnRequestChunkDeclared(uint64_t size) {
     }
     return;
   }
-  if (paused_ || body_limit_ == 0) return;  // paused: the bytes are counted on resuming
-  if (size > body_limit_ - std::min(request_body_bytes_, body_limit_)) RefuseStreamedBody();
+  if (paused_) return;  // the bytes are counted on resuming
+  if (body_limit_ > 0 && size > body_limit_ - std::min(request_body_bytes_, body_limit_)) {
+    RefuseStreamedBody();
+    return;
+  }
+  // A policy's own bound on a streamed body (request-size-limit), answered
+  // as the policy answers once the bytes come.
+  for (size_t i = 0; chain_ != nullptr && i < filters_entered_; ++i) {
+    const uint64_t max = (*chain_)[i]->request_body_max();
+    if (max > 0 && size > max - std::min(bytes_in_, max)) {
+      ReleaseUpstream(false);
+      response_flag_ = std::string("policy:").append((*chain_)[i]->policy_name());
+      SendLocalResponse(413, absl::StrCat("request body over this route's limit of ", max, " bytes"),
+                        {}, {}, "application/json", /*close_connection=*/true);
+      return;
+    }
+  }
 }
 
 void ProxyStream::OnRequestData(std::string_view chunk) {

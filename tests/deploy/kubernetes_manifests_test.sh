@@ -10,16 +10,17 @@
 #     budget selectors that match the pods, target ports that exist; no
 #     Namespace object (`kubectl delete -k` would delete the namespace and
 #     the hand-made Secrets and the volume claim in it); an image tag other
-#     than `latest`, pulled IfNotPresent; the control plane's port 18000
-#     open to no other namespace's pods (a config stream carries every
-#     private key);
+#     than `latest`, pulled IfNotPresent; no port but the proxies' traffic
+#     port open to every namespace's pods (a config stream carries every
+#     private key; the control plane's metrics name Secrets);
 #   - the control plane serves TLS and requires tokens (--tls-cert,
 #     --tls-key, --require-tokens, --admin-token-file, --metrics-listen);
 #   - proxies: 3 replicas, maxUnavailable 0, a readiness probe GET /ready on
 #     the --admin port, a termination grace of at least the preStop pause
 #     plus --drain-timeout, preferred anti-affinity by hostname, --node-id
 #     from the pod name, an admin endpoint off loopback only with
-#     --admin-token-file;
+#     --admin-token-file, --access-log-dir on a volume of its own (not the
+#     state dir's), a state volume of at least twice --max-config-bytes;
 #   - every file flag (certificates, keys, tokens) names a file on a
 #     read-only Secret (or cert-manager CSI) volume; no Secret, PEM block or
 #     token is inlined in the manifests;
@@ -268,12 +269,12 @@ def check_common(name, docs, documented):
                 covered.add(number)
                 if not rule.get("from") and number != 8080:
                     error(where, "port %d is open to every pod and address" % number)
+                for peer in rule.get("from", []):
+                    if "namespaceSelector" in peer and not peer["namespaceSelector"]:
+                        error(where, "port %d admits pods of every namespace "
+                              "(namespaceSelector: {}): whoever may create a pod "
+                              "chooses its labels" % number)
                 if number == 18000:
-                    for peer in rule.get("from", []):
-                        if "namespaceSelector" in peer and not peer["namespaceSelector"]:
-                            error(where, "port 18000 admits pods of every namespace "
-                                  "(namespaceSelector: {}): whoever may create a pod "
-                                  "chooses its labels")
                     proxy_labels = proxy["spec"]["template"]["metadata"]["labels"]
                     if not any("namespaceSelector" not in peer and
                                peer.get("podSelector", {}).get("matchLabels", {}).items()
@@ -331,6 +332,23 @@ def check_common(name, docs, documented):
             volume_for_file(where, proxy, px, flag, f[flag])
     if "control-plane-ca" not in f:
         error(where, "no --control-plane-ca: plaintext to the control plane")
+    # Without --access-log-dir an operator token can have the proxy append
+    # to any file it may write (its own state.db included).
+    mounts = {m["mountPath"]: m["name"] for m in px.get("volumeMounts", [])}
+    log_dir = f.get("access-log-dir")
+    state_dir = str(f.get("state-dir", ""))
+    if not isinstance(log_dir, str) or log_dir not in mounts:
+        error(where, "--access-log-dir %r is not a mounted volume" % log_dir)
+    elif any(state_dir.startswith(path) and mounts[path] == mounts[log_dir] for path in mounts):
+        error(where, "--access-log-dir %s shares the state dir's volume" % log_dir)
+    # The state file is written beside the one it replaces: a config of
+    # --max-config-bytes (32 MiB by default) needs twice that.
+    for v in pod_spec(proxy).get("volumes", []):
+        if any(state_dir.startswith(path) and name == v["name"] for path, name in mounts.items()):
+            size = str(v.get("emptyDir", {}).get("sizeLimit", ""))
+            if size.endswith("Mi") and int(size[:-2]) < 64 + 16:
+                error(where, "state volume sizeLimit %s: a 32 MiB config is written beside "
+                      "the one it replaces" % size)
     if not str(f.get("control-plane", "")).startswith("sluice-control"):
         error(where, "--control-plane %r is not the Service sluice-control" % f.get("control-plane"))
     drain = seconds(str(f.get("drain-timeout", "30s")))

@@ -411,9 +411,12 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
   EXPECT_TRUE(absl::StrContains(
       text, "sluice_policy_responses_total{policy=\"key-auth\",status=\"401\"} 1\n"))
       << text;
-  // The version alone, as sluice_control_build_info has it (it read
-  // "sluice-proxy 0.1").
-  EXPECT_TRUE(absl::StrContains(text, "sluice_build_info{version=\"0.1\"} 1")) << text;
+  // The version, as sluice_control_build_info has it (it read
+  // "sluice-proxy 0.1"), and the node id and group: a scrape found by a
+  // pod's address names the proxy.
+  EXPECT_TRUE(absl::StrContains(
+      text, "sluice_build_info{version=\"0.1\",node=\"obs-proxy\",group=\"test\"} 1"))
+      << text;
   EXPECT_TRUE(absl::StrContains(
       text, "sluice_listener_requests_total{listener=\"public\",status_class=\"2xx\"} 5\n"))
       << text;

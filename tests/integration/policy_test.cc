@@ -181,6 +181,13 @@ TEST_F(PolicyTest, RequestSizeLimitRefusesLargeBodies) {
                             "\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n");
   EXPECT_TRUE(absl::StartsWith(raw, "HTTP/1.1 413")) << raw;
   EXPECT_TRUE(absl::StrContains(raw, "over this route's limit of 10 bytes")) << raw;
+  // A chunk declared past the limit: 413 at its size line, as for the
+  // route's own limit (it waited for the bytes, to the idle timeout).
+  raw = SendRaw(address(),
+                "POST /small/declared HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                "\r\n\r\n4\r\n1234\r\nfffffffff\r\nabc");
+  EXPECT_TRUE(absl::StartsWith(raw, "HTTP/1.1 413")) << raw;
+  EXPECT_TRUE(absl::StrContains(raw, "over this route's limit of 10 bytes")) << raw;
   // A client still sending its body reads the 413: the connection is closed
   // in stages (RFC 9112 9.6), not at once. Before: the kernel reset it
   // under the unread body, and curl failed on its write ("Send failure:

@@ -482,6 +482,11 @@ TEST(YamlLoaderTest, TagsAreRefused) {
   EXPECT_NE(e.find("YAML tag !!str is not supported"), std::string::npos) << e;
   e = Error("!!binary aGk=\n");
   EXPECT_NE(e.find("YAML tag !!binary is not supported"), std::string::npos) << e;
+  // !!bool and !!null: the value was read as if untagged (a port of 8080).
+  for (const char* tag : {"!!bool", "!!null"}) {
+    e = Error(with("127.0.0.1", absl::StrCat(tag, " 8080")));
+    EXPECT_NE(e.find(absl::StrCat("YAML tag ", tag, " is not supported")), std::string::npos) << e;
+  }
   // The core schema's number and structure tags say what the field's type
   // checks anyway.
   EXPECT_TRUE(LoadYaml(with("127.0.0.1", "!!int 8080"), "f.yaml").ok());
