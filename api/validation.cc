@@ -306,6 +306,11 @@ void ValidateHttpOptions(const HttpOptions& http, ErrorSink& sink) {
     sink.Add("http.path_normalization.backslashes",
              absl::StrCat("unknown value ", path.backslashes()));
   }
+  if (!config::v1::HttpOptions::HeadersWithUnderscoresAction_IsValid(
+          http.headers_with_underscores())) {
+    sink.Add("http.headers_with_underscores",
+             absl::StrCat("unknown value ", http.headers_with_underscores()));
+  }
 }
 
 // Each element of an OpenSSL cipher list must select something on its own

@@ -617,6 +617,7 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.max_requests_per_connection = l.http().max_requests_per_connection();
     runtime.max_connection_age = api::ToDuration(l.http().max_connection_age());
     runtime.trusted_proxy_hops = l.http().trusted_proxy_hops();
+    runtime.headers_with_underscores = l.http().headers_with_underscores();
     runtime.proxy_protocol = l.proxy_protocol();
     for (int c = 1; c <= 5; ++c) {
       runtime.by_class[c] = store.GetCounter(

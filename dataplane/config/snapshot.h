@@ -131,6 +131,9 @@ struct ListenerRuntime {
   // at each version: a number, not the client CAs' PEM).
   size_t tls_access = 0;
   uint32_t trusted_proxy_hops = 0;  // http.trusted_proxy_hops
+  // http.headers_with_underscores
+  config::v1::HttpOptions::HeadersWithUnderscoresAction headers_with_underscores =
+      config::v1::HttpOptions::ALLOW;
   bool proxy_protocol = false;  // every connection starts with a PROXY header
   // Responses by status class on this listener (index status / 100).
   stats::Counter* by_class[6] = {};

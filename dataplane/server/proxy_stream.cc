@@ -617,6 +617,30 @@ void ProxyStream::Start(const RequestHead& request) {
                                         " header fields (the listener's http.max_request_headers)"));
     return;
   }
+  if (listener.headers_with_underscores != config::v1::HttpOptions::ALLOW) {
+    // A `_` spelling that CGI-style upstreams read as a `-` one, which route
+    // header matchers and policies take as another field: refused, or gone
+    // before anything reads the request.
+    auto underscored = [](const http::HeaderField& f) {
+      return f.name.find('_') != std::string_view::npos;
+    };
+    auto first = std::find_if(head.headers->begin(), head.headers->end(), underscored);
+    if (first != head.headers->end()) {
+      if (listener.headers_with_underscores == config::v1::HttpOptions::REJECT_REQUEST) {
+        response_flag_ = "bad_request";
+        SendLocalResponse(400, absl::StrCat("header field ",
+                                            absl::string_view(first->name.data(), first->name.size()),
+                                            " has '_' in its name (the listener's "
+                                            "http.headers_with_underscores is REJECT_REQUEST)"));
+        return;
+      }
+      underscore_free_headers_.clear();
+      for (const http::HeaderField& f : *head.headers) {
+        if (!underscored(f)) underscore_free_headers_.push_back(f);
+      }
+      head.headers = &underscore_free_headers_;
+    }
+  }
   // One path for routing, policies and the upstream: normalised (dot
   // segments, percent-encoding, the listener's slash options).
   auto normalized = http::NormalizePath(head.target, listener.path_normalization);

@@ -447,6 +447,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string method_;
   std::string upstream_head_;  // HTTP/1.1 request head, for HTTP1 and AUTO clusters
   std::string normalized_target_;  // when normalisation changed the target
+  // The request's fields less those with '_' in their names
+  // (http.headers_with_underscores DROP_HEADER), when it had some.
+  std::vector<http::HeaderField> underscore_free_headers_;
   // HTTP/2 request head for HTTP2 and AUTO clusters: name\0value\0 pairs
   // (pseudo-header values first: method, scheme, authority, path), and
   // views into it.

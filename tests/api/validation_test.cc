@@ -393,6 +393,18 @@ TEST(ValidationTest, NodeGroupsAreNamesListedOnce) {
   EXPECT_NE(e.find("node_groups[3]: is required"), std::string::npos) << e;
 }
 
+// An enum number no name has (a client of the admin API sending proto) is
+// refused, not taken as the last action.
+TEST(ValidationTest, HeadersWithUnderscoresTakesItsThreeValues) {
+  EXPECT_NE(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080 route_table: "main"
+                                     http { headers_with_underscores: 7 } })")
+                .find("http.headers_with_underscores: unknown value 7"),
+            std::string::npos);
+  EXPECT_EQ(ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080 route_table: "main"
+                                     http { headers_with_underscores: DROP_HEADER } })"),
+            "");
+}
+
 TEST(ValidationTest, ListenerPlacement) {
   Resource r = Parse(R"(listener { name: "l" node_groups: "a" node_groups: "b" })");
   EXPECT_TRUE(ListenerPlacedOn(r.listener(), "b"));

@@ -40,6 +40,7 @@ struct ConfigOptions {
   int extra_listener_port = 0;          // a second listener when non-zero
   std::string route_timeout = "15s";
   std::string lb_policy = "ROUND_ROBIN";
+  std::string headers_with_underscores = "ALLOW";  // the listener's http option
 };
 
 std::string ConfigYaml(const ConfigOptions& o) {
@@ -64,7 +65,8 @@ std::string ConfigYaml(const ConfigOptions& o) {
       "        - match: {prefix: /}\n          route: {cluster: backends, timeout: ",
       o.route_timeout, "}\n",
       "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", o.listener_port,
-      ", route_table: main, http: {request_headers_timeout: 2s, idle_timeout: 30s}}\n");
+      ", route_table: main, http: {request_headers_timeout: 2s, idle_timeout: 30s, "
+      "headers_with_underscores: ", o.headers_with_underscores, "}}\n");
   if (o.extra_listener_port) {
     absl::StrAppend(&yaml, "---\nkind: Listener\nname: extra\nspec: {address: 127.0.0.1, port: ",
                     o.extra_listener_port, ", route_table: main}\n");
@@ -160,6 +162,33 @@ TEST_F(ProxyTest, RequestsSpreadOverTheThreeEndpointsAndBothReplicas) {
   for (auto& p : proxies_) {
     EXPECT_GT(p->Stat("sluice_downstream_requests_total"), 0) << p->Admin("/stats").second;
   }
+}
+
+// http.headers_with_underscores: a field CGI-style upstreams read as its
+// `-` spelling (x_env as x-env), which route header matchers and policies
+// take as another field, goes through (ALLOW, the default), is refused
+// (REJECT_REQUEST) or is removed before anything reads it (DROP_HEADER),
+// as Envoy's headers_with_underscores_action.
+TEST_F(ProxyTest, HeadersWithUnderscoresAreAllowedRefusedOrDropped) {
+  const std::vector<std::pair<std::string, std::string>> sent = {{"x_env", "prod"},
+                                                                 {"x-test-kept", "yes"}};
+  HttpResponse r = HttpGet(listener(), "/u", sent);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x_env"), "prod");
+  ConfigOptions o = options_;
+  o.headers_with_underscores = "REJECT_REQUEST";
+  ASSERT_EQ(Apply(o), 2u);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(2)) << p->process().Log();
+  r = HttpGet(listener(), "/u", sent);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(absl::StrContains(r.body, "header field x_env has '_' in its name")) << r.body;
+  o.headers_with_underscores = "DROP_HEADER";
+  ASSERT_EQ(Apply(o), 3u);
+  for (auto& p : proxies_) ASSERT_TRUE(p->WaitForVersion(3)) << p->process().Log();
+  r = HttpGet(listener(), "/u", sent);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-echo-x_env"), "");
+  EXPECT_EQ(r.header("x-echo-x-test-kept"), "yes");
 }
 
 TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
