@@ -1765,7 +1765,8 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
   const uint64_t current = response.current_version();
   auto nack_of = [current](const admin::v1::ProxyStatus& p) {
     if (p.last_nack_error().empty()) return std::string("-");
-    const bool past = p.version_applied() >= p.last_nack_version() && p.version_applied() <= current;
+    const bool past =
+        p.version_applied() >= p.last_nack_version() && p.version_applied() <= current;
     return absl::StrCat("v", p.last_nack_version(), past ? " (taken since)" : "", ": ",
                         Printable(p.last_nack_error()));
   };

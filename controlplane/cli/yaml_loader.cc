@@ -783,7 +783,8 @@ absl::Status CheckDistinctKeys(const Node& node, const std::string& where, int d
     // untagged (`!!bool 8080` a port), and a tagged null is no null to
     // yaml-cpp (`!!null ~` was no empty list).
     for (const char* name : {"int", "float", "map", "seq"}) {
-      core_checked = core_checked || (is_core && tag.compare(core.size(), std::string::npos, name) == 0);
+      core_checked =
+          core_checked || (is_core && tag.compare(core.size(), std::string::npos, name) == 0);
     }
     if (!tag.empty() && tag != "?" && tag != "!" && !core_checked) {
       std::string shown = tag;

@@ -196,7 +196,7 @@ void DownstreamConnection::StartListenerDrain() {
   // rules it came in under.
   listener_drain_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
     if (stream_in_use_ && !closed_) {
-      stream_->EndAtDrainDeadline("the listener this connection came in on was changed or removed (its drain timeout passed)", end_tunnel_reason_);
+      stream_->EndAtDrainDeadline(kListenerDrainWhy, end_tunnel_reason_);
     }
   });
   listener_drain_timer_->Enable(ListenerDrain::timeout());

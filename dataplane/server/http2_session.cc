@@ -419,7 +419,7 @@ void Http2Session::StartListenerDrain(std::string_view flag) {
     for (int32_t id : ids) {
       auto it = streams_.find(id);
       if (it != streams_.end()) {
-        it->second->proxy().EndAtDrainDeadline("the listener this connection came in on was changed or removed (its drain timeout passed)", flag);
+        it->second->proxy().EndAtDrainDeadline(kListenerDrainWhy, flag);
       }
     }
     if (!closed_) Flush();

@@ -628,8 +628,8 @@ void ProxyStream::Start(const RequestHead& request) {
     if (first != head.headers->end()) {
       if (listener.headers_with_underscores == config::v1::HttpOptions::REJECT_REQUEST) {
         response_flag_ = "bad_request";
-        SendLocalResponse(400, absl::StrCat("header field ",
-                                            absl::string_view(first->name.data(), first->name.size()),
+        const absl::string_view name(first->name.data(), first->name.size());
+        SendLocalResponse(400, absl::StrCat("header field ", name,
                                             " has '_' in its name (the listener's "
                                             "http.headers_with_underscores is REJECT_REQUEST)"));
         return;
@@ -2153,7 +2153,8 @@ void ProxyStream::OnRequestChunkDeclared(uint64_t size) {
     if (max > 0 && size > max - std::min(bytes_in_, max)) {
       ReleaseUpstream(false);
       response_flag_ = std::string("policy:").append((*chain_)[i]->policy_name());
-      SendLocalResponse(413, absl::StrCat("request body over this route's limit of ", max, " bytes"),
+      SendLocalResponse(413,
+                        absl::StrCat("request body over this route's limit of ", max, " bytes"),
                         {}, {}, "application/json", /*close_connection=*/true);
       return;
     }

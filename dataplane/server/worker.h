@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -142,12 +143,18 @@ class ConnectionLimit {
 // drain. Then they are ended as at that drain's deadline (a gRPC call with
 // UNAVAILABLE), so that a long stream does not outlive the rules it came
 // in under (Envoy drains a changed listener for --drain-time-s).
+// What an exchange ended at that deadline is told (a gRPC call's message).
+inline constexpr std::string_view kListenerDrainWhy =
+    "the listener this connection came in on was changed or removed (its drain timeout passed)";
+
 class ListenerDrain {
  public:
   static void SetTimeout(absl::Duration timeout) {
     ms_.store(absl::ToInt64Milliseconds(timeout), std::memory_order_relaxed);
   }
-  static absl::Duration timeout() { return absl::Milliseconds(ms_.load(std::memory_order_relaxed)); }
+  static absl::Duration timeout() {
+    return absl::Milliseconds(ms_.load(std::memory_order_relaxed));
+  }
 
  private:
   static std::atomic<int64_t> ms_;
