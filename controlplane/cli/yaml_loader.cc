@@ -793,6 +793,26 @@ absl::Status CheckDistinctKeys(const Node& node, const std::string& where, int d
           where, ", line ", node.Mark().line + 1, ": YAML tag ", shown,
           " is not supported: write the value without it (quote it for text)"));
     }
+    if (core_checked) {
+      // The tag must say what the node is: !!map on a mapping, !!seq on a
+      // list, !!int and !!float on a number (`!!int 127.0.0.1` was read as
+      // the address, `!!map 8080` as the port).
+      const std::string kind = tag.substr(core.size());
+      double number = 0;
+      const bool agrees =
+          kind == "map"   ? node.IsMap()
+          : kind == "seq" ? node.IsSequence()
+                          : node.IsScalar() && absl::SimpleAtod(node.Scalar(), &number) &&
+                                (kind == "float" ||
+                                 node.Scalar().find_first_of(".eE") == std::string::npos);
+      if (!agrees) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ", line ", node.Mark().line + 1, ": YAML tag !!", kind,
+            " on a value that is not ", kind == "map" ? "a mapping" : kind == "seq" ? "a list"
+                                        : kind == "int" ? "an integer" : "a number",
+            ": write the value without it"));
+      }
+    }
   }
   if (node.IsSequence()) {
     for (const auto& item : node) {

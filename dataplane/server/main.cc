@@ -17,6 +17,7 @@
 extern "C" void __sanitizer_purge_allocator();
 #endif
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
@@ -622,6 +623,16 @@ int Run(int argc, char** argv) {
     return fail(std::string(status.message()));
   }
   server::ConnectionLimit::SetMax(max_connections);
+  if (struct rlimit files; ::getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      files.rlim_cur != RLIM_INFINITY &&
+      static_cast<uint64_t>(max_connections) * 2 + 256 > files.rlim_cur) {
+    // Each client connection may need an upstream one: past the descriptors,
+    // accepts and upstream connects fail instead of the limit answering.
+    SLUICE_LOG(kWarning, "up to ", max_connections, " client connections, but the descriptor "
+               "limit is ", static_cast<uint64_t>(files.rlim_cur), " (each may need an upstream "
+               "connection too: ", max_connections * 2 + 256, " wanted); raise it (ulimit -n, "
+               "LimitNOFILE) or lower --max-connections");
+  }
   int64_t max_memory_mb = 0;
   if (absl::Status status = IntFlagInRange(*flags, "max-memory-mb", 1, 1024 * 1024,
                                             &max_memory_mb);

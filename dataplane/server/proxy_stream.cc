@@ -440,6 +440,7 @@ void ProxyStream::Reset() {
   response_wanted_.clear();
   upstream_sent_ = first_byte_ = upstream_end_ = absl::InfinitePast();
   bytes_in_ = bytes_out_ = 0;
+  drop_underscored_trailers_ = false;
   replaying_ = recorded_ = counted_response_ = false;
   response_flag_.clear();
   upstream_failure_.clear();
@@ -617,7 +618,9 @@ void ProxyStream::Start(const RequestHead& request) {
                                         " header fields (the listener's http.max_request_headers)"));
     return;
   }
-  if (listener.headers_with_underscores != config::v1::HttpOptions::ALLOW) {
+  drop_underscored_trailers_ =
+      listener.headers_with_underscores != config::v1::HttpOptions::ALLOW;
+  if (drop_underscored_trailers_) {
     // A `_` spelling that CGI-style upstreams read as a `-` one, which route
     // header matchers and policies take as another field: refused, or gone
     // before anything reads the request.
@@ -2286,7 +2289,10 @@ void ProxyStream::OnRequestEnd(const std::vector<http::HeaderField>& trailers) {
     }
   }
   for (const http::HeaderField& t : trailers) {
-    if (ForwardableTrailer(t.name) && !RepeatsAHeadField(t.name)) {
+    // A listener that refuses or drops '_' names in heads drops them in
+    // trailers (which come after the request went upstream: not refused).
+    if (ForwardableTrailer(t.name) && !RepeatsAHeadField(t.name) &&
+        !(drop_underscored_trailers_ && t.name.find('_') != std::string_view::npos)) {
       request_trailers_.Add(t.name, t.value);
     }
   }

@@ -450,6 +450,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The request's fields less those with '_' in their names
   // (http.headers_with_underscores DROP_HEADER), when it had some.
   std::vector<http::HeaderField> underscore_free_headers_;
+  bool drop_underscored_trailers_ = false;  // the listener does not ALLOW them
   // HTTP/2 request head for HTTP2 and AUTO clusters: name\0value\0 pairs
   // (pseudo-header values first: method, scheme, authority, path), and
   // views into it.

@@ -189,6 +189,14 @@ TEST_F(ProxyTest, HeadersWithUnderscoresAreAllowedRefusedOrDropped) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.header("x-echo-x_env"), "");
   EXPECT_EQ(r.header("x-echo-x-test-kept"), "yes");
+  // Trailers too (they reached the upstream).
+  std::string raw = SendRaw(listener(),
+                            "POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                            "Connection: close\r\n\r\n3\r\nabc\r\n0\r\nx_trail: 1\r\n"
+                            "x-trail: 2\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(raw, "HTTP/1.1 200")) << raw;
+  EXPECT_TRUE(absl::StrContains(raw, "x-echo-trailer-x-trail: 2")) << raw;
+  EXPECT_FALSE(absl::StrContains(raw, "x_trail")) << raw;
 }
 
 TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {

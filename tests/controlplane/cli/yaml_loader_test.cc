@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -482,6 +483,17 @@ TEST(YamlLoaderTest, TagsAreRefused) {
   EXPECT_NE(e.find("YAML tag !!str is not supported"), std::string::npos) << e;
   e = Error("!!binary aGk=\n");
   EXPECT_NE(e.find("YAML tag !!binary is not supported"), std::string::npos) << e;
+  // A core tag must say what the value is (they were read as if untagged).
+  for (const auto& [address, port, said] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"!!int 127.0.0.1", "80", "YAML tag !!int on a value that is not an integer"},
+           {"127.0.0.1", "!!map 8080", "YAML tag !!map on a value that is not a mapping"},
+           {"127.0.0.1", "!!seq 8080", "YAML tag !!seq on a value that is not a list"},
+           {"127.0.0.1", "!!int 1.5", "YAML tag !!int on a value that is not an integer"}}) {
+    e = Error(with(address, port));
+    EXPECT_NE(e.find(said), std::string::npos) << e;
+  }
+  EXPECT_TRUE(LoadYaml(with("127.0.0.1", "!!float 8080"), "f.yaml").ok());
   // !!bool and !!null: the value was read as if untagged (a port of 8080).
   for (const char* tag : {"!!bool", "!!null"}) {
     e = Error(with("127.0.0.1", absl::StrCat(tag, " 8080")));
