@@ -25,6 +25,7 @@
 #include "api/regex_limit.h"
 #include "api/tls_material.h"
 #include "common/log.h"
+#include "common/nearest.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "re2/re2.h"
 
@@ -48,6 +49,13 @@ using config::v1::ListenerTls;
 using config::v1::Route;
 using config::v1::RouteTable;
 using config::v1::Secret;
+
+// "; did you mean 'rate-limit'?" for a policy name a typo away from one
+// this build has, else "".
+std::string DidYouMean(const std::string& given, const std::vector<std::string>& known) {
+  const std::string near = common::Nearest(given, known);
+  return near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?");
+}
 
 class ErrorSink {
  public:
@@ -924,7 +932,7 @@ void ValidatePolicies(
       sink.Add(Join(field, "name"),
                absl::StrCat("unknown policy '", Shown(policy.name(), 64), "' (this build has: ",
                             names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
-                            ")"));
+                            ")", DidYouMean(policy.name(), names)));
       continue;
     }
     if (!seen.insert(policy.name()).second) {

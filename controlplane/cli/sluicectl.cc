@@ -2093,7 +2093,10 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   change_sent = change_sent && !status.ok();  // answered: known
   if (!status.ok()) {
     if (NotAboutTheRequest(status)) return RpcFail(status, server);
-    return Fail(absl::StrCat("nothing purged: ", status.error_message()));
+    // The server's refusal of a group no proxy is in already says so.
+    const std::string& why = status.error_message();
+    return Fail(absl::StrContains(why, "nothing purged") ? why
+                                                        : absl::StrCat("nothing purged: ", why));
   }
   std::cout << "purged " << response.entries_removed() << " entries on "
             << response.proxies_confirmed() << " of "

@@ -848,6 +848,12 @@ TEST(ValidationTest, UnknownPolicyRejected) {
       routes { match { prefix: "/" } route { cluster: "users" } policies { name: "magic" } } } })")
                 .find("policies[0].name: unknown policy 'magic'"),
             std::string::npos);
+  // A typo of a known name says which one (the YAML loader's hint, for a
+  // policy listed without a config too).
+  const std::string typo = ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } route { cluster: "users" } policies { name: "rate-limt" } } } })");
+  EXPECT_NE(typo.find("unknown policy 'rate-limt' (this build has: "), std::string::npos) << typo;
+  EXPECT_NE(typo.find("); did you mean 'rate-limit'?"), std::string::npos) << typo;
 }
 
 TEST(ValidationTest, HeaderLimitRange) {

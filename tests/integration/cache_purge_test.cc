@@ -116,8 +116,9 @@ TEST_F(CachePurgeTest, RelayedToEveryProxyAndConfirmed) {
   // on 0 of 0 proxies", exit 0: a typo looked done).
   r = Ctl(operator_token, {"cache", "purge", "--group", "elsewhere"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(absl::StrContains(r.err, "no connected proxy is in group \"elsewhere\""))
+  EXPECT_TRUE(absl::StrContains(r.err, "error: no connected proxy is in group \"elsewhere\""))
       << r.err;
+  EXPECT_EQ(r.err.find("nothing purged"), r.err.rfind("nothing purged")) << r.err;  // once
   r = Ctl(operator_token,
           {"cache", "purge", "--group", "test", "--path", "/a?x=1"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
