@@ -551,6 +551,13 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
                    (uint32_t{frame_header_[7]} << 8) | frame_header_[8];
       is_priority_ = type == NGHTTP2_PRIORITY;
       dependency_have_ = 0;
+      // RFC 9113 6.10: a header block's frame without END_HEADERS may be
+      // followed by a CONTINUATION only. Said first: a DATA after a HEADERS
+      // with END_STREAM and no END_HEADERS read as a frame on a stream the
+      // client had closed (STREAM_CLOSED).
+      if (in_block_ && type != NGHTTP2_CONTINUATION) {
+        return violate("a frame other than CONTINUATION inside a header block");
+      }
       // RFC 9113 6.3: the length is checked first (h2spec 6.3/2: a 4-byte
       // PRIORITY whose payload names its own stream was a PROTOCOL_ERROR).
       if (is_priority_ && payload_left_ != 5) {

@@ -1699,6 +1699,19 @@ TEST(Http2ServerCodecTest, FramesOnAStreamTheClientClosedAreConnectionErrors) {
     EXPECT_TRUE(f.codec.error().empty()) << f.codec.error();
     EXPECT_EQ(f.callbacks.requests.size(), 2u);
   }
+  // RFC 9113 6.10: a HEADERS with END_STREAM but no END_HEADERS, then
+  // anything but a CONTINUATION, is PROTOCOL_ERROR (it was STREAM_CLOSED,
+  // the stream taken for closed by the client).
+  for (const std::string& next :
+       {Frame(kData, kEndStream, 1, "test"), Frame(kHeaders, kEndHeaders | kEndStream, 1, kGetBlock),
+        Frame(kHeaders, kEndHeaders | kEndStream, 3, kGetBlock)}) {
+    RawFixture f;
+    ASSERT_TRUE(f.Send(ClientPreface() + Frame(kHeaders, kEndStream, 1, kGetBlock)));
+    EXPECT_FALSE(f.Send(next));
+    expect_goaway(f, "a frame other than CONTINUATION inside a header block",
+                  NGHTTP2_PROTOCOL_ERROR);
+    EXPECT_TRUE(f.callbacks.requests.empty());
+  }
 }
 
 // Floods of frames that cost work and carry nothing (CVE-2019-9518, as
