@@ -401,6 +401,7 @@ void ProxyStream::Reset() {
   te_trailers_ = trust_forwarded_ = https_ = false;
   resends_ = 0;
   fresh_connection_ = false;
+  resent_after_loss_ = false;
   body_gone_ = held_for_alpn_ = false;
   body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
@@ -2705,6 +2706,15 @@ void ProxyStream::ReportTry(int status) {
 }
 
 void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const std::string& why) {
+  FailUpstream(connect_failed, timed_out, why, /*lost=*/false);
+}
+
+void ProxyStream::OnUpstreamLost(const std::string& why) {
+  FailUpstream(false, false, why, /*lost=*/true);
+}
+
+void ProxyStream::FailUpstream(bool connect_failed, bool timed_out, const std::string& why,
+                               bool lost) {
   if (!active_) return;
   if (tunnel_) {
     // The upstream ended the WebSocket: what it sent reaches the client, then
@@ -2734,14 +2744,18 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
     return;
   }
   // A pooled HTTP/1 connection the upstream had already closed: resend on
-  // another. (HTTP/2 says what it did not process: OnUpstreamRefused. A
-  // stream it reset, or answered malformed, may have been acted on.)
-  // Idempotent requests only (RFC 9112 9.3.1): the upstream may have read
-  // the request before it closed.
-  const bool stale = upstream_ && upstream_->reused() && !upstream_->response_started();
+  // another. Likewise an HTTP/2 connection the upstream closed or reset
+  // under the request (an upstream killed while it had requests in flight),
+  // once. (HTTP/2 says what it did not process: OnUpstreamRefused. A stream
+  // it reset, or answered malformed, may have been acted on.) Idempotent
+  // requests only (RFC 9112 9.3.1, RFC 9110 9.2.2): the upstream may have
+  // read the request before it closed.
+  const bool stale = (upstream_ && upstream_->reused() && !upstream_->response_started()) ||
+                     (lost && !resent_after_loss_);
   if (!response_started_ && stale && IsIdempotent(method_) && (replayable_ || !body_gone_) &&
       resends_ < kMaxResends) {
     ++resends_;
+    if (lost) resent_after_loss_ = true;
     ReleaseUpstream(false);
     --attempts_;  // not the endpoint's fault, not a retry
     // On a new connection: the other idle ones may be as stale (an upstream

@@ -245,6 +245,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // Reports this try's outcome (`status`, 0 for a gateway failure) to
   // outlier detection and the endpoint's counts, once per try.
   void ReportTry(int status);
+  // OnUpstreamFailed's work; `lost`: an HTTP/2 connection lost under the
+  // request before its response began (OnUpstreamLost).
+  void FailUpstream(bool connect_failed, bool timed_out, const std::string& why, bool lost);
   // Reports the try's held-back status, if any, as its outcome.
   void CreditPending() {
     if (pending_outcome_ != 0) ReportTry(pending_outcome_);
@@ -253,6 +256,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnUpstreamWriteDrained() override;
   void OnUpstreamRefused(const std::string& why) override;
   void OnUpstreamReset(uint32_t error_code, const std::string& why) override;
+  void OnUpstreamLost(const std::string& why) override;
   // http::FilterCallbacks
   const http::StreamInfo& info() const override { return info_; }
   void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
@@ -470,6 +474,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // connection found closed): at most kMaxResends, not counted as retries.
   int resends_ = 0;
   bool fresh_connection_ = false;  // the next HTTP/1 connection is a new one
+  // Sent again once after its HTTP/2 connection was lost (OnUpstreamLost);
+  // a second loss is a failure, as a resent HTTP/1 request's, which goes
+  // on a new connection.
+  bool resent_after_loss_ = false;
   // A request body byte went upstream (or was dropped between tries) and is
   // not kept for a retry: the request cannot be sent again whole.
   bool body_gone_ = false;

@@ -56,6 +56,11 @@ class UpstreamEvents {
   virtual void OnUpstreamReset(uint32_t error_code, const std::string& why) {
     OnUpstreamFailed(false, false, why);
   }
+  // HTTP/2: the upstream closed or reset the connection (no GOAWAY) after
+  // the request left and before its response began: it may have acted on
+  // it (a crash while processing it), as with a pooled HTTP/1 connection
+  // found closed; then as OnUpstreamFailed.
+  virtual void OnUpstreamLost(const std::string& why) { OnUpstreamFailed(false, false, why); }
   // Chunked trailer fields of the response (before OnUpstreamComplete).
   virtual void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {}
   // An informational (1xx) response before the final head, other than 100

@@ -284,7 +284,8 @@ void Http2UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
     case net::CloseReason::kReset:
       FailAll(false, false, false,
               absl::StrCat("connection reset: ",
-                           net::ResetReason(connection_->transport(), error)));
+                           net::ResetReason(connection_->transport(), error)),
+              /*lost=*/true);
       return;
     default:
       if (connection_->transport().secure() && connected_ && !codec_.peer_settings_received()) {
@@ -298,13 +299,13 @@ void Http2UpstreamConnection::OnClosed(net::CloseReason reason, int error) {
                 "tls.client_certificate sends none, or one it does not trust)");
         return;
       }
-      FailAll(false, false, false, "closed the connection");
+      FailAll(false, false, false, "closed the connection", /*lost=*/true);
       return;
   }
 }
 
 void Http2UpstreamConnection::FailAll(bool connect_failed, bool timed_out, bool refused,
-                                      const std::string& why) {
+                                      const std::string& why, bool lost) {
   if (closed_) return;
   closed_ = true;
   connect_timer_.Disable();
@@ -324,7 +325,9 @@ void Http2UpstreamConnection::FailAll(bool connect_failed, bool timed_out, bool 
   for (Http2UpstreamStream* s : open) s->connection_ = nullptr;
   // Stream owners may destroy their handles in these calls (no longer ours).
   for (Http2UpstreamStream* s : pending) {
-    if (refused) {
+    // Their HEADERS never went: not processed, unless the connection never
+    // came up (a connect failure, retried as one).
+    if (refused || !connect_failed) {
       s->events_->OnUpstreamRefused(why);
     } else {
       s->events_->OnUpstreamFailed(connect_failed, timed_out, why);
@@ -334,6 +337,8 @@ void Http2UpstreamConnection::FailAll(bool connect_failed, bool timed_out, bool 
     bool never_sent = !connected_;
     if (refused || (never_sent && !connect_failed)) {
       s->events_->OnUpstreamRefused(why);
+    } else if (lost && !s->response_started_) {
+      s->events_->OnUpstreamLost(why);
     } else {
       s->events_->OnUpstreamFailed(connect_failed, timed_out, why);
     }

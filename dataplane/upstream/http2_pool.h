@@ -12,7 +12,9 @@
 // body is a stream), OnUpstreamBody, OnUpstreamTrailers, OnUpstreamComplete,
 // OnUpstreamFailed, and OnUpstreamRefused when the upstream provably did not
 // process the request (REFUSED_STREAM, above a GOAWAY's last stream id, or
-// the connection failed before the request left): the request may go again.
+// the connection failed before the request left): the request may go again;
+// OnUpstreamLost when the upstream closed or reset the connection (no
+// GOAWAY) before the stream's response began.
 //
 // Flow control: response bytes are handed on at once; while the request has
 // reading disabled (its client is slow) the stream's receive window is not
@@ -173,7 +175,10 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   void Forget(Http2UpstreamStream* stream);
   Http2UpstreamStream* Find(int32_t stream_id) const;
   // Every stream fails; the connection closes and leaves the pool.
-  void FailAll(bool connect_failed, bool timed_out, bool refused, const std::string& why);
+  // `lost`: the upstream closed or reset the connection (no GOAWAY); the
+  // streams whose response had not begun hear OnUpstreamLost.
+  void FailAll(bool connect_failed, bool timed_out, bool refused, const std::string& why,
+               bool lost = false);
   void Finish();  // leaves the pool, deleted later
   void OnIdleTimer();
   void OnBusyTimer();

@@ -5,13 +5,16 @@ streams its upstream reset. Standard library only; frames are written by hand.
 
 Usage: h2_reset_peer.py CODE [after-response | after-grpc-web-response]
        h2_reset_peer.py head STATUS [NAME=VALUE ...]
+       h2_reset_peer.py close
 With "after-response", each stream first gets a response head (200,
 content-length 2000) and 1000 body bytes, then the RST_STREAM, all in one
 write: a response cut after it began. With "after-grpc-web-response", the
 head is a gRPC-Web one (200, content-type application/grpc-web+proto, no
 length) and the body one gRPC-Web message frame ("hello"), then the reset. With "head", each stream is answered
 with one HEADERS frame that ends it (:status STATUS and the fields given), and
-no reset: a trailers-only gRPC answer, or a 1xx that illegally ends a stream. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
+no reset: a trailers-only gRPC answer, or a 1xx that illegally ends a stream.
+With "close", the connection is closed (TCP, no GOAWAY) at the first HEADERS
+frame, as by an upstream that crashed while it had the request. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
 received (one line each, flushed), so a test can count the sends.
 """
 import socket
@@ -87,6 +90,8 @@ def serve(conn, code, lock, after_response, head=None):
             elif kind == 0x1:
                 with lock:
                     print(f"headers {stream}", flush=True)
+                if code == "close":
+                    return
                 if head is not None:  # END_STREAM | END_HEADERS
                     conn.sendall(frame(0x1, 0x5, stream, head))
                     continue
@@ -122,6 +127,9 @@ def listen_and_serve(serve_one):
 
 
 def main():
+    if sys.argv[1] == "close":
+        listen_and_serve(lambda conn, _, lock: serve(conn, "close", lock, False))
+        return
     if sys.argv[1] == "head":
         block = head_block(sys.argv[2], sys.argv[3:])
         listen_and_serve(lambda conn, _, lock: serve(conn, 0, lock, False, block))

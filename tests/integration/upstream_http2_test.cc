@@ -607,6 +607,62 @@ TEST(UpstreamHttp2ResetTest, ResetStreamsAre502sAndRefusedOnesAreSentAgainAtMost
   }
 }
 
+// An upstream killed while it had requests in flight closes the connection
+// with no GOAWAY: an idempotent request is sent again once, on a new
+// connection, as one on a pooled HTTP/1 connection found closed; a POST is a
+// 502 (the upstream may have acted on it). Before: a 502 for every method,
+// where the same drill on an HTTP/1 cluster cost clients nothing.
+TEST(UpstreamHttp2ResetTest, AConnectionLostUnderARequestSendsAnIdempotentOneAgainOnce) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  ResetPeer closing({"close"});
+  ResetPeer answering({"head", "200"});
+  ASSERT_GT(closing.port(), 0);
+  ASSERT_GT(answering.port(), 0);
+  const int port = PickFreePort();
+  const std::string yaml = absl::StrCat(
+      ClusterYaml("lost", closing.port(), "HTTP2", ""), "---\n",
+      "kind: Cluster\nname: mixed\nspec:\n  protocol: HTTP2\n  endpoints: [{address: 127.0.0.1, "
+      "port: ", closing.port(), "}, {address: 127.0.0.1, port: ", answering.port(), "}]\n---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n"
+      "        - match: {prefix: /lost/}\n          route: {cluster: lost, timeout: 0s}\n"
+      "        - match: {prefix: /mixed/}\n          route: {cluster: mixed, timeout: 0s}\n",
+      "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", port,
+      ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-lost-config"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-lost-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+
+  // One endpoint that closes under every request: sent twice, then a 502
+  // naming the close (a reset when our SETTINGS ACK was still unread).
+  HttpResponse get = HttpGet(address, "/lost/x");
+  EXPECT_EQ(get.status, 502) << get.error << get.body;
+  EXPECT_TRUE(absl::StrContains(get.body, "upstream closed the connection") ||
+              absl::StrContains(get.body, "upstream connection reset: "))
+      << get.body;
+  EXPECT_EQ(closing.headers(), 2);
+  HttpResponse put = HttpRequest(address, "PUT", "/lost/y", {}, "idempotent", absl::Seconds(10));
+  EXPECT_EQ(put.status, 502) << put.error << put.body;
+  EXPECT_EQ(closing.headers(), 4);
+  HttpResponse post = HttpRequest(address, "POST", "/lost/z", {}, "some body", absl::Seconds(10));
+  EXPECT_EQ(post.status, 502) << post.error << post.body;
+  EXPECT_EQ(closing.headers(), 5);
+  EXPECT_EQ(proxy.Stat("sluice_retries_total{cluster=\"lost\"}"), 0);
+
+  // Beside a live endpoint: the request sent again goes on a new
+  // connection, wherever the balancer picks, and the client sees its 200.
+  const int before = closing.headers();
+  for (int i = 0; i < 6; ++i) {
+    HttpResponse ok = HttpGet(address, absl::StrCat("/mixed/", i));
+    EXPECT_EQ(ok.status, 200) << i << ": " << ok.error << ok.body;
+  }
+  EXPECT_GT(closing.headers(), before);  // some went to the closing one first
+}
+
 // Answers that end a stream in one HEADERS frame. A 1xx that ends the
 // stream is malformed (RFC 9113 8.1): a 502 (gRPC: INTERNAL) at once, not a
 // stream left open until the route timeout. A trailers-only gRPC answer
