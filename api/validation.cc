@@ -36,7 +36,7 @@ const std::vector<std::string>& AccessLogFieldNames() {
       "time", "request_id", "trace_id", "client_ip", "peer_ip", "method", "authority", "path", "protocol",
       "status", "bytes_in", "bytes_out", "duration_ms", "upstream_duration_ms", "route",
       "cluster", "endpoint", "attempts", "consumer", "tls_version", "sni", "user_agent",
-      "response_flag", "upstream_failure", "grpc_status"};
+      "response_flag", "upstream_failure", "grpc_status", "cache_status"};
   return *names;
 }
 namespace {

@@ -59,7 +59,7 @@ enum Field {
   kTime, kRequestId, kTraceId, kClientIp, kPeerIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
   kBytesIn, kBytesOut, kDurationMs, kUpstreamDurationMs, kRoute, kCluster, kEndpoint,
   kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kUpstreamFailure, kGrpcStatus,
-  kFieldCount,
+  kCacheStatus, kFieldCount,
 };
 
 // "2026-11-28T16:07:21.123Z", the second's part cached per thread.
@@ -462,6 +462,7 @@ void AccessLog::Log(int worker, const Entry& e) const {
           absl::StrAppend(&line, e.grpc_status);
         }
         break;
+      case kCacheStatus: common::AppendJsonString(&line, e.cache_status); break;
     }
   }
   line.append("}\n");

@@ -57,6 +57,9 @@ struct Entry {
   std::string_view upstream_failure;
   // The grpc-status the client got (a gRPC request); -1: none.
   int grpc_status = -1;
+  // The X-Cache-Status a cache policy gave the response ("Hit", "Miss",
+  // ...); empty when none ran for it.
+  std::string_view cache_status;
 };
 
 // The fields an entry may have, in their default order.

@@ -179,6 +179,10 @@ class FilterCallbacks {
   // name (response_flag, sluice_policy_responses_total). `policy` must
   // outlive the exchange (a factory's policy_name()).
   virtual void SetAnsweringPolicy(std::string_view policy) {}
+  // The cache's status for the response (its X-Cache-Status: "Hit",
+  // "Miss", ...), for the access log's cache_status. `status` must outlive
+  // the exchange (a literal).
+  virtual void SetCacheStatus(std::string_view status) {}
   // The filter pausing the request bounds the pause itself, within `limit`
   // (a cache waiter's lock_timeout): the route timeout, which bounds a
   // policy's pause, then ends it no sooner than `limit` (and a margin).

@@ -384,7 +384,7 @@ ProxyStream::~ProxyStream() {
 void ProxyStream::Reset() {
   active_ = false;
   ReleaseHeldBytes();
-  answering_policy_ = {};
+  answering_policy_ = cache_status_ = {};
   snapshot_.reset();
   route_ = nullptr;
   route_table_ = {};
@@ -3181,6 +3181,7 @@ void ProxyStream::RecordExchange() {
     e.response_flag = response_flag_;
     e.upstream_failure = upstream_failure_;
     e.grpc_status = grpc_status_;
+    e.cache_status = cache_status_;
     access_log_->Log(shard, e);
   }
 }

@@ -269,6 +269,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void SetPath(std::string path_and_query) override;
   void StartBackgroundRefresh() override;
   void SetAnsweringPolicy(std::string_view policy) override { answering_policy_ = policy; }
+  void SetCacheStatus(std::string_view status) override { cache_status_ = status; }
   void SetPauseLimit(absl::Duration limit) override { pause_limit_ = limit; }
   // A policy answers: response_flag_ names it (SetAnsweringPolicy's name,
   // else the current filter's), and the name given is forgotten.
@@ -500,6 +501,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // SetAnsweringPolicy's name for the policy answer being sent; else the
   // answering filter's own.
   std::string_view answering_policy_;
+  std::string_view cache_status_;  // SetCacheStatus's, for the access log
   // SetPauseLimit's, for the pause under way; zero: none.
   absl::Duration pause_limit_ = absl::ZeroDuration();
   bool tunnel_ = false;   // the upstream answered 101: raw bytes both ways

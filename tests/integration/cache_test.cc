@@ -59,7 +59,7 @@ class CacheTest : public ::testing::Test {
         "          policies: [{name: cache, typed_config: {lock_timeout: 10s}}]\n"
         "        - name: plain\n          match: {prefix: /}\n          route: {cluster: origin}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ",
-        port_, ", route_table: main}\n");
+        port_, ", route_table: main, access_log: {path: ", log_, "}}\n");
   }
 
   int Apply(const std::string& yaml) {
@@ -95,6 +95,7 @@ class CacheTest : public ::testing::Test {
   std::unique_ptr<Proxy> proxy_;
   int port_ = 0;
   std::string last_error_;
+  const std::string log_ = absl::StrCat(MakeTempDir("cache-log"), "/access.log");
 };
 
 TEST_F(CacheTest, AMissIsStoredAndThenServedWithItsAge) {
@@ -328,6 +329,21 @@ TEST_F(CacheTest, MetricsCountEachCacheStatus) {
   EXPECT_EQ(proxy_->Stat("sluice_cache_responses_total{route_table=\"main\",route=\"cached\",virtual_host=\"0\",status=\"hit\"}"), 2);
   EXPECT_EQ(proxy_->Stat("sluice_cache_entries"), 1);
   EXPECT_GT(proxy_->Stat("sluice_cache_bytes"), 0);
+  // And in the access log, as nginx's $upstream_cache_status: empty on a
+  // route without a cache policy.
+  Get("/plain/x");
+  auto count = [&](const std::string& what) {
+    const std::string log = ReadFile(log_);
+    int n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_TRUE(WaitFor([&] { return count("\"cache_status\":") == 4; }, absl::Seconds(10)))
+      << ReadFile(log_);  // each worker's lines are written within 100 ms
+  EXPECT_EQ(count("\"cache_status\":\"\"}"), 1) << ReadFile(log_);
+  EXPECT_EQ(count("\"path\":\"/c/m?cc=max-age=60\""), 3) << ReadFile(log_);
+  EXPECT_EQ(count("\"cache_status\":\"Miss\"}"), 1) << ReadFile(log_);
+  EXPECT_EQ(count("\"cache_status\":\"Hit\"}"), 2) << ReadFile(log_);
 }
 
 // Two proxies, each with its own listener (node groups), both caching the

@@ -336,7 +336,7 @@ TEST_F(GrpcTest, UpstreamErrorStatusIsForwarded) {
                                       ",status_class=\"2xx\"}")),
             2);
   EXPECT_TRUE(
-      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":5}", absl::Seconds(5)).has_value());
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":5,", absl::Seconds(5)).has_value());
 }
 
 TEST_F(GrpcTest, ClientDeadlineEndsTheCallAndFreesTheUpstreamStream) {
@@ -401,7 +401,7 @@ TEST_F(GrpcTest, DeadEndpointIsUnavailable) {
       absl::Seconds(5)))
       << proxy_->Admin("/metrics").second;
   EXPECT_TRUE(
-      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":14}", absl::Seconds(5)).has_value());
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":14,", absl::Seconds(5)).has_value());
 }
 
 // gRPC over HTTP/1.1 (as a grpc-web client may speak it): the gateway's own
@@ -451,7 +451,7 @@ TEST_F(GrpcTest, RouteTimeoutIsDeadlineExceeded) {
   EXPECT_LT(r.elapsed_ms, 1500) << r.out;
   // The log says why the gateway ended it (the flag was empty before).
   std::optional<std::string> line =
-      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":4}", absl::Seconds(5));
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":4,", absl::Seconds(5));
   ASSERT_TRUE(line.has_value());
   EXPECT_TRUE(absl::StrContains(*line, "\"status\":504,")) << *line;
   EXPECT_TRUE(absl::StrContains(*line, "\"response_flag\":\"upstream_timeout\"")) << *line;

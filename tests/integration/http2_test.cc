@@ -281,7 +281,7 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   const std::string line =
       WaitForFileLine(dir_ + "/access.log", id, absl::Seconds(5)).value_or("");
   EXPECT_TRUE(absl::StrContains(line, "\"status\":431")) << line;
-  EXPECT_TRUE(absl::StrContains(line, "\"grpc_status\":2}")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"grpc_status\":2,")) << line;
 }
 
 // HPACK "literal header field without indexing, new name", no Huffman

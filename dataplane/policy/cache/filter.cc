@@ -370,6 +370,7 @@ class CacheFilter : public http::Filter {
                          http::FilterCallbacks& callbacks) override {
     if (status_ == CacheStatus::kNone) return;
     headers.Set(kCacheStatusHeader, CacheStatusName(status_));
+    callbacks.SetCacheStatus(CacheStatusName(status_));
     if (!counted_) {
       counted_ = true;
       CountResponse(route_table_, virtual_host_, route_, background_ ? CacheStatus::kNone : status_);
@@ -597,6 +598,7 @@ class CacheFilter : public http::Filter {
                            const http::HeaderMap* upstream = nullptr) {
     status_ = status;
     served_ = entry;  // kept alive while the response is sent
+    callbacks_->SetCacheStatus(CacheStatusName(status));
     if (!counted_) {
       counted_ = true;
       const http::StreamInfo& info = callbacks_->info();

@@ -87,7 +87,7 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
             "\"cluster\":\"users\",\"endpoint\":\"127.0.0.1:9001\",\"attempts\":1,"
             "\"consumer\":\"alice\",\"tls_version\":\"\",\"sni\":\"\","
             "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\",\"upstream_failure\":\"\","
-            "\"grpc_status\":null}");
+            "\"grpc_status\":null,\"cache_status\":\"\"}");
   EXPECT_TRUE(absl::StrContains(lines[1], "\"status\":0,")) << lines[1];
   EXPECT_TRUE(absl::StrContains(lines[1], "\"client_ip\":\"203.0.113.7\",\"peer_ip\":\"10.0.0.9\","))
       << lines[1];
