@@ -651,10 +651,11 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
                                  : api::kDefaultMaxReplayBytes;
       } else {
         // No retry policy: a try that reached no upstream (refused, connect
-        // timeout) is tried once more on another endpoint, as nginx's
-        // proxy_next_upstream, HAProxy's retries and Kong's do by default;
+        // timeout) is tried on up to two more endpoints it has not tried, as
+        // nginx's proxy_next_upstream, HAProxy's retries and Kong's do by
+        // default (two of three endpoints dying at once cost no request);
         // `retry_policy: {num_retries: 0}` turns it off.
-        entry->retry.num_retries = 1;
+        entry->retry.num_retries = 2;
         entry->retry.on_connect_failure = true;
         entry->retry.implicit = true;
         entry->retry.base_interval = api::kDefaultRetryBaseInterval;

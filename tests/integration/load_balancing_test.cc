@@ -199,6 +199,18 @@ TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherE
   int failed = 0;
   for (int i = 0; i < 12; ++i) failed += HttpGet(listener(), "/x").status == 502;
   EXPECT_EQ(failed, 4);
+  // Two of three dead at once, before any check notices: the default tries
+  // up to two more endpoints, so the live one answers every request (with
+  // one retry, a pick of a dead one and a retry on the other dead one was a
+  // 502: about one request in three).
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()), "");
+  upstreams_[2]->process().Signal(SIGKILL);
+  upstreams_[2]->process().Wait(absl::Seconds(5));
+  for (int i = 0; i < 12; ++i) {
+    HttpResponse r = HttpRequest(listener(), "POST", "/x", {}, "a body");
+    EXPECT_EQ(r.status, 200) << i << ": " << r.body << r.error;
+    EXPECT_EQ(r.header("x-upstream"), "up0") << i;
+  }
 }
 
 // Panic (1 usable endpoint of 3, under the default 50%): the first try

@@ -479,8 +479,8 @@ TEST(RouteEntryTest, NumRetriesDefaultsToOneAndAnExplicitZeroMeansNone) {
   EXPECT_EQ(table->route(0).retry.num_retries, 1u);
   EXPECT_EQ(table->route(1).retry.num_retries, 0u);
   EXPECT_EQ(table->route(2).retry.num_retries, 3u);
-  // No policy: one more try after a connect failure, nothing else.
-  EXPECT_EQ(table->route(3).retry.num_retries, 1u);
+  // No policy: up to two more tries after connect failures, nothing else.
+  EXPECT_EQ(table->route(3).retry.num_retries, 2u);
   EXPECT_TRUE(table->route(3).retry.on_connect_failure);
   EXPECT_FALSE(table->route(3).retry.on_reset);
   EXPECT_FALSE(table->route(3).retry.RetriesStatus(503));
