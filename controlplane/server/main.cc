@@ -156,6 +156,18 @@ void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota) {
   builder.SetResourceQuota(quota);
 }
 
+// SIGHUP and SIGUSR1 are held for the sigwait below (they reopen the audit
+// log) from before main (the binary's first constructor): a logrotate
+// postrotate that lands during a restart must not end the process, as their
+// default action would.
+__attribute__((constructor(101))) void HoldReopenSignals() {
+  sigset_t reopen;
+  sigemptyset(&reopen);
+  sigaddset(&reopen, SIGHUP);
+  sigaddset(&reopen, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &reopen, nullptr);
+}
+
 int Run(int argc, char** argv) {
   using namespace sluice;
   auto flags = ParseFlags(argc, argv,

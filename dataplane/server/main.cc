@@ -496,6 +496,15 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
                                     "--control-plane-key", options.tls_key_pem);
 }
 
+// SIGHUP and SIGUSR1 reopen the access logs once the main loop runs. Until
+// then (a logrotate postrotate that lands during a restart) they must not end
+// the process, as their default action would: ignored from before main (the
+// binary's first constructor), until the main loop's handlers replace that.
+__attribute__((constructor(101))) void IgnoreReopenSignalsUntilHandled() {
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGUSR1, SIG_IGN);
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"control-plane", "node-id", "group", "workers", "admin", "state-dir",

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -245,6 +246,65 @@ TEST_F(RollingRestartTest, RestartingOneReplicaAtATimeFailsNoRequest) {
     std::printf("requests %llu; haproxy retries r1=%s r2=%s, redispatches r1=%s r2=%s\n",
                 static_cast<unsigned long long>(counts.total()), r1_stat[15].c_str(),
                 r2_stat[15].c_str(), r1_stat[16].c_str(), r2_stat[16].c_str());
+  }
+}
+
+// Whether the process's main thread would survive `signal` now: it is
+// ignored, blocked or handled (/proc/PID/status), not left to its default
+// action, which ends the process.
+bool SignalIsSafe(pid_t pid, int signal) {
+  const std::string status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  for (const char* field : {"SigBlk:", "SigIgn:", "SigCgt:"}) {
+    const size_t at = status.find(field);
+    if (at == std::string::npos) continue;
+    uint64_t mask = 0;
+    const size_t begin = status.find_first_not_of(" \t", at + std::string_view(field).size());
+    const std::string hex = status.substr(begin, status.find('\n', begin) - begin);
+    if (absl::SimpleHexAtoi(hex, &mask) && (mask >> (signal - 1) & 1)) return true;
+  }
+  return false;
+}
+
+// A logrotate postrotate `kill -HUP` (or -USR1) that lands on a replica just
+// restarted does not stop it: both are ignored or held from the binaries'
+// first constructor on, before main. Before, the proxy left them to their
+// default action until its main loop set its handlers (its first 20-30 ms,
+// after loading its state), and such a signal ended the new replica.
+TEST(EarlySignalTest, AReopenSignalDuringStartupStopsNeitherBinary) {
+  for (int signal : {SIGHUP, SIGUSR1}) {
+    const std::string dir = MakeTempDir("early-signal");
+    Process control(RunfilePath("controlplane/server/sluice-control"),
+                    {"--listen", "127.0.0.1:0", "--data-dir", dir + "/data"}, dir + "/cp.log");
+    Process proxy(RunfilePath("dataplane/server/sluice-proxy"),
+                  {"--control-plane", "127.0.0.1:1", "--node-id", "early", "--admin",
+                   "127.0.0.1:0", "--state-dir", dir + "/state"},
+                  dir + "/proxy.log");
+    for (Process* p : {&control, &proxy}) {
+      // Signalled at the first moment the signal is safe, polled without
+      // pause (the proxy's handlers came a few milliseconds after its
+      // first log lines; its protection now comes before any of them).
+      const absl::Time deadline = absl::Now() + absl::Seconds(10);
+      bool logged_first = false;
+      while (!SignalIsSafe(p->pid(), signal) && absl::Now() < deadline && p->Running()) {
+        logged_first = logged_first || !p->Log().empty();
+      }
+      EXPECT_FALSE(logged_first) << signal << ": it logged before " << signal << " was safe";
+      if (!p->Running()) {
+        FAIL() << signal << ": " << (p == &proxy ? "proxy" : "control")
+               << " exited before the signal, status " << p->Wait(absl::ZeroDuration()).value_or(-1)
+               << ": " << p->Log();
+      }
+      ASSERT_TRUE(SignalIsSafe(p->pid(), signal))
+          << signal << " " << (p == &proxy ? "proxy" : "control") << " running=" << p->Running()
+          << ": " << ReadFile(absl::StrCat("/proc/", p->pid(), "/status")) << p->Log();
+      p->Signal(signal);
+    }
+    EXPECT_TRUE(control.WaitForLogLine("sluice-control listening on ", absl::Seconds(30)))
+        << signal << ": " << control.Log();
+    EXPECT_TRUE(proxy.WaitForLogLine("admin on 127.0.0.1:", absl::Seconds(30)))
+        << signal << ": " << proxy.Log();
+    EXPECT_TRUE(control.Running()) << signal;
+    EXPECT_TRUE(proxy.Running()) << signal;
   }
 }
 
