@@ -51,9 +51,9 @@ using config::v1::RouteTable;
 using config::v1::Secret;
 
 // "; did you mean 'rate-limit'?" for a policy name a typo away from one
-// this build has, else "".
+// this build has, in any case (`JWT`, `Rate-Limit`), else "".
 std::string DidYouMean(const std::string& given, const std::vector<std::string>& known) {
-  const std::string near = common::Nearest(given, known);
+  const std::string near = common::Nearest(absl::AsciiStrToLower(given), known);
   return near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?");
 }
 

@@ -289,7 +289,8 @@ class SpecConverter {
       }
       if (name.empty()) return Fail(policy["name"] ? policy["name"] : policy, name_path, "is required");
       std::vector<std::string> names = api::RegisteredPolicyNames();
-      std::string near = common::Nearest(name, names);
+      // Names are lower case: `JWT` and `ACL` are typed in capitals.
+      std::string near = common::Nearest(absl::AsciiStrToLower(name), names);
       return Fail(policy["name"] ? policy["name"] : policy, name_path,
                   absl::StrCat("unknown policy '", api::Shown(name), "' (this build has: ",
                                names.empty() ? std::string("none") : absl::StrJoin(names, ", "),

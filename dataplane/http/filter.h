@@ -183,6 +183,10 @@ class FilterCallbacks {
   // "Miss", ...), for the access log's cache_status. `status` must outlive
   // the exchange (a literal).
   virtual void SetCacheStatus(std::string_view status) {}
+  // A query parameter holding a credential that goes upstream (key-auth's
+  // keep_credentials, jwt's keep_token): left out of the path the access
+  // log writes.
+  virtual void HideQueryParameterFromLog(std::string_view name) {}
   // The filter pausing the request bounds the pause itself, within `limit`
   // (a cache waiter's lock_timeout): the route timeout, which bounds a
   // policy's pause, then ends it no sooner than `limit` (and a margin).

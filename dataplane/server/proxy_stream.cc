@@ -16,6 +16,7 @@
 #include "dataplane/http/http_util.h"
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/http/path_normalizer.h"
+#include "dataplane/policy/auth_util.h"
 #include "dataplane/router/route_table.h"
 #include "dataplane/server/worker.h"
 #include "dataplane/upstream/endpoint_picker.h"
@@ -385,6 +386,7 @@ void ProxyStream::Reset() {
   active_ = false;
   ReleaseHeldBytes();
   answering_policy_ = cache_status_ = {};
+  hidden_from_log_.clear();
   snapshot_.reset();
   route_ = nullptr;
   route_table_ = {};
@@ -3146,6 +3148,14 @@ void ProxyStream::RecordExchange() {
     // As the policies left it: a credential they removed from the query
     // (key-auth) is not written to the log.
     e.path = filters_.empty() ? std::string_view(log_path_) : std::string_view(path_);
+    if (!hidden_from_log_.empty()) {
+      // A credential a policy let through to the upstream.
+      scrubbed_path_.assign(e.path);
+      for (const std::string& name : hidden_from_log_) {
+        scrubbed_path_ = policy::RemoveQueryParameter(scrubbed_path_, name);
+      }
+      e.path = scrubbed_path_;
+    }
     e.protocol = protocol_;
     e.status = status_;
     e.bytes_in = bytes_in_;

@@ -270,6 +270,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void StartBackgroundRefresh() override;
   void SetAnsweringPolicy(std::string_view policy) override { answering_policy_ = policy; }
   void SetCacheStatus(std::string_view status) override { cache_status_ = status; }
+  void HideQueryParameterFromLog(std::string_view name) override {
+    hidden_from_log_.emplace_back(name);
+  }
   void SetPauseLimit(absl::Duration limit) override { pause_limit_ = limit; }
   // A policy answers: response_flag_ names it (SetAnsweringPolicy's name,
   // else the current filter's), and the name given is forgotten.
@@ -502,6 +505,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // answering filter's own.
   std::string_view answering_policy_;
   std::string_view cache_status_;  // SetCacheStatus's, for the access log
+  // HideQueryParameterFromLog's names; with them the logged path is a copy.
+  std::vector<std::string> hidden_from_log_;
+  std::string scrubbed_path_;
   // SetPauseLimit's, for the pause under way; zero: none.
   absl::Duration pause_limit_ = absl::ZeroDuration();
   bool tunnel_ = false;   // the upstream answered 101: raw bytes both ways

@@ -56,7 +56,7 @@ class UpstreamEvents {
   virtual void OnUpstreamReset(uint32_t error_code, const std::string& why) {
     OnUpstreamFailed(false, false, why);
   }
-  // HTTP/2: the upstream closed or reset the connection (no GOAWAY) after
+  // HTTP/2: the upstream closed or reset the connection (a GOAWAY or not) after
   // the request left and before its response began: it may have acted on
   // it (a crash while processing it), as with a pooled HTTP/1 connection
   // found closed; then as OnUpstreamFailed.

@@ -13,8 +13,9 @@
 // OnUpstreamFailed, and OnUpstreamRefused when the upstream provably did not
 // process the request (REFUSED_STREAM, above a GOAWAY's last stream id, or
 // the connection failed before the request left): the request may go again;
-// OnUpstreamLost when the upstream closed or reset the connection (no
-// GOAWAY) before the stream's response began.
+// OnUpstreamLost when the upstream closed or reset the connection (after a
+// GOAWAY too, for the streams it may have processed) before the stream's
+// response began.
 //
 // Flow control: response bytes are handed on at once; while the request has
 // reading disabled (its client is slow) the stream's receive window is not
@@ -175,7 +176,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   void Forget(Http2UpstreamStream* stream);
   Http2UpstreamStream* Find(int32_t stream_id) const;
   // Every stream fails; the connection closes and leaves the pool.
-  // `lost`: the upstream closed or reset the connection (no GOAWAY); the
+  // `lost`: the upstream closed or reset the connection; the
   // streams whose response had not begun hear OnUpstreamLost.
   void FailAll(bool connect_failed, bool timed_out, bool refused, const std::string& why,
                bool lost = false);

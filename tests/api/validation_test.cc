@@ -854,6 +854,10 @@ TEST(ValidationTest, UnknownPolicyRejected) {
       routes { match { prefix: "/" } route { cluster: "users" } policies { name: "rate-limt" } } } })");
   EXPECT_NE(typo.find("unknown policy 'rate-limt' (this build has: "), std::string::npos) << typo;
   EXPECT_NE(typo.find("); did you mean 'rate-limit'?"), std::string::npos) << typo;
+  const std::string caps = ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" } route { cluster: "users" } policies { name: "JWT" } } } })");
+  EXPECT_NE(caps.find("unknown policy 'JWT' (this build has: "), std::string::npos) << caps;
+  EXPECT_NE(caps.find("); did you mean 'jwt'?"), std::string::npos) << caps;
 }
 
 TEST(ValidationTest, HeaderLimitRange) {

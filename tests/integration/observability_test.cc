@@ -52,6 +52,8 @@ class ObservabilityTest : public ::testing::Test {
         "    - domains: ['*']\n      routes:\n"
         "        - name: keyed\n          match: {prefix: /keyed}\n          route: {cluster: web}\n"
         "          policies: [{name: key-auth, typed_config: {}}]\n"
+        "        - name: kept\n          match: {prefix: /kept}\n          route: {cluster: web}\n"
+        "          policies: [{name: key-auth, typed_config: {keep_credentials: true}}]\n"
         "        - name: open\n          match: {prefix: /open}\n          route: {cluster: web}\n"
         "        - name: cached\n          match: {prefix: /cached}\n          route: {cluster: web}\n"
         "          policies: [{name: cache, typed_config: {}}]\n"
@@ -118,6 +120,15 @@ TEST_F(ObservabilityTest, EveryRequestIsOneJsonLineSayingWhyTheGatewayAnswered) 
   EXPECT_TRUE(absl::StrContains(line, "\"method\":\"GET\"")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"path\":\"/keyed/a?x=1\"")) << line;  // key removed
   EXPECT_FALSE(absl::StrContains(line, "alice-key-123")) << line;
+  // A key kept for the upstream (keep_credentials) is not written either
+  // (it was: the log held a working key).
+  HttpResponse kept = HttpGet(address(), "/kept/a?apikey=alice-key-123&x=1",
+                              {{"x-request-id", "obs-kept"}});
+  ASSERT_EQ(kept.status, 200) << kept.body;
+  EXPECT_TRUE(absl::StrContains(kept.body, "/kept/a?apikey=alice-key-123&x=1")) << kept.body;
+  const std::string kept_line = LogLine(log_, "obs-kept");
+  EXPECT_TRUE(absl::StrContains(kept_line, "\"path\":\"/kept/a?x=1\"")) << kept_line;
+  EXPECT_FALSE(absl::StrContains(kept_line, "alice-key-123")) << kept_line;
   EXPECT_TRUE(absl::StrContains(line, "\"consumer\":\"alice\"")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"route\":\"keyed\",\"cluster\":\"web\"")) << line;
   EXPECT_TRUE(absl::StrContains(line, absl::StrCat("\"endpoint\":\"127.0.0.1:", upstream_.port())))

@@ -314,6 +314,8 @@ class JwtFilter : public http::Filter {
         if (used) taken = std::move(token);
         if (!used || !keep) {
           callbacks.SetPath(RemoveQueryParameter(path, settings_.query_parameter));
+        } else {
+          callbacks.HideQueryParameterFromLog(settings_.query_parameter);  // kept upstream only
         }
       }
     }

@@ -95,6 +95,8 @@ class KeyAuthFilter : public http::Filter {
         if (settings_.in_query && FindQueryParameter(callbacks.info().path, name)) {
           callbacks.SetPath(RemoveQueryParameter(callbacks.info().path, name));
         }
+      } else if (settings_.in_query) {
+        callbacks.HideQueryParameterFromLog(name);  // the upstream has it, the log not
       }
       break;
     }
