@@ -157,16 +157,20 @@ void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota) {
 }
 
 // SIGHUP and SIGUSR1 are held for the sigwait below (they reopen the audit
-// log) from before main (the binary's first constructor): a logrotate
-// postrotate that lands during a restart must not end the process, as their
-// default action would.
-__attribute__((constructor(101))) void HoldReopenSignals() {
+// log) from the executable's pre-initialization on, which the dynamic loader
+// runs before the shared libraries' initializers (gRPC's, protobuf's): a
+// logrotate postrotate that lands during a restart must not end the process,
+// as their default action would. Only the loader's own mapping of the
+// libraries, a few milliseconds, comes first.
+void HoldReopenSignals(int, char**, char**) {
   sigset_t reopen;
   sigemptyset(&reopen);
   sigaddset(&reopen, SIGHUP);
   sigaddset(&reopen, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &reopen, nullptr);
 }
+__attribute__((section(".preinit_array"), used)) void (*const kHoldReopenSignals)(
+    int, char**, char**) = HoldReopenSignals;
 
 int Run(int argc, char** argv) {
   using namespace sluice;

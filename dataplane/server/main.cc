@@ -498,12 +498,18 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
 
 // SIGHUP and SIGUSR1 reopen the access logs once the main loop runs. Until
 // then (a logrotate postrotate that lands during a restart) they must not end
-// the process, as their default action would: ignored from before main (the
-// binary's first constructor), until the main loop's handlers replace that.
-__attribute__((constructor(101))) void IgnoreReopenSignalsUntilHandled() {
+// the process, as their default action would: ignored until the main loop's
+// handlers replace that, from the executable's pre-initialization on, which
+// the dynamic loader runs before the shared libraries' initializers (gRPC's,
+// protobuf's: 30-50 ms on a loaded machine, which a constructor of the
+// executable came after). Only the loader's own mapping of the libraries, a
+// few milliseconds, comes first.
+void IgnoreReopenSignalsUntilHandled(int, char**, char**) {
   signal(SIGHUP, SIG_IGN);
   signal(SIGUSR1, SIG_IGN);
 }
+__attribute__((section(".preinit_array"), used)) void (*const kIgnoreReopenSignals)(
+    int, char**, char**) = IgnoreReopenSignalsUntilHandled;
 
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
