@@ -161,7 +161,7 @@ void ConfigureServer(grpc::ServerBuilder& builder, grpc::ResourceQuota& quota) {
 // runs before the shared libraries' initializers (gRPC's, protobuf's): a
 // logrotate postrotate that lands during a restart must not end the process,
 // as their default action would. Only the loader's own mapping and linking
-// of the libraries comes first (up to 36 ms measured on a loaded machine).
+// of the libraries comes first (about 40 ms measured on a loaded machine).
 void HoldReopenSignals(int, char**, char**) {
   sigset_t reopen;
   sigemptyset(&reopen);

@@ -503,7 +503,7 @@ absl::Status ReadControlPlaneTls(const ParsedFlags& flags, config::ConfigClientO
 // the dynamic loader runs before the shared libraries' initializers (gRPC's,
 // protobuf's: 30-50 ms on a loaded machine, which a constructor of the
 // executable came after). Only the loader's own mapping and linking of the
-// libraries comes first (up to 17 ms measured on a loaded machine).
+// libraries comes first (about 40 ms measured on a loaded machine).
 void IgnoreReopenSignalsUntilHandled(int, char**, char**) {
   signal(SIGHUP, SIG_IGN);
   signal(SIGUSR1, SIG_IGN);
