@@ -1890,6 +1890,8 @@ bool ProxyStream::ConnectUpstream() {
     }
     cluster.state->pending_requests.fetch_add(1, std::memory_order_relaxed);
     pending_ = true;
+  } else {
+    ResumeHeldForAlpn();  // a connection already up: the client may be read again
   }
   if (upstream_) upstream_->Attach(this, head_request_, upgrade_);
   endpoint_index_ = index;
@@ -2206,11 +2208,14 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     // A body held whole for a policy is already in memory: it is kept for
     // a retry whatever max_replay_bytes says.
     if (replay_.size() + chunk.size() > route_->retry.max_replay_bytes && !replaying_held_) {
-      if (cluster_->protocol == upstream::UpstreamProtocol::kAuto && upstream2_ &&
-          upstream2_->connecting()) {
-        // The endpoint may yet choose HTTP/1.1: keep this piece too, and
-        // read no more until its ALPN is known (OnUpstreamConnected,
-        // ReleaseUpstream).
+      if (pending_ || !HasUpstream()) {
+        // No connection is up yet (it is connecting, or a retry waits for
+        // its turn): nothing was sent, so a connect failure may still send
+        // the request elsewhere whatever its size. Keep this piece too, and
+        // read no more until a connection is up (OnUpstreamConnected,
+        // ConnectUpstream); an AUTO endpoint may yet choose HTTP/1.1. Before,
+        // the body read meanwhile went past the buffer and a connect
+        // failure was a 502, as chance had it.
         replay_.append(chunk);
         held_for_alpn_ = true;
         sink_->SetRequestReadEnabled(false);

@@ -485,9 +485,11 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // A request body byte went upstream (or was dropped between tries) and is
   // not kept for a retry: the request cannot be sent again whole.
   bool body_gone_ = false;
-  // AUTO: the body reached max_replay_bytes before the connection's ALPN
-  // said which protocol the endpoint speaks; the client is not read until
-  // it does, so that a request sent again over HTTP/1.1 has it whole.
+  // The body reached max_replay_bytes before a connection was up (one
+  // connecting, or a retry waiting; AUTO: before the connection's ALPN said
+  // which protocol the endpoint speaks); the client is not read until one
+  // is, so that a request sent again (elsewhere, or over HTTP/1.1) has it
+  // whole.
   bool held_for_alpn_ = false;
   // The 413 for a held body over body_buffer_limit_ when that limit is the
   // listener's or route's, or request-size-limit's; empty: a holding

@@ -213,6 +213,59 @@ TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherE
   }
 }
 
+// An endpoint that takes no connection: a listening socket whose accept
+// queue is full (Linux then drops new SYNs, so connects to it time out).
+class Blackhole {
+ public:
+  Blackhole() {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    listen(listener_, 0);
+    socklen_t len = sizeof(addr);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    for (int i = 0; i < 2; ++i) {  // a backlog of 0 takes one; the queue is full
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+      fillers_.push_back(fd);
+    }
+  }
+  ~Blackhole() {
+    for (int fd : fillers_) close(fd);
+    close(listener_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
+
+// A connect that times out while a large body arrives: the client is read
+// no further than the replay buffer until a connection is up, so the
+// default retry sends the whole request to the live endpoint. Before, the
+// body went on being read while connecting, past the 64 KiB kept for a
+// retry, and the connect timeout was a 502 (or a retry, as chance had it).
+TEST_F(LoadBalancingTest, ALargeBodyIsSentWholeElsewhereAfterAConnectTimeout) {
+  StartUpstreams({""});
+  Blackhole hole;
+  Apply(absl::StrCat("  endpoints: [{address: 127.0.0.1, port: ", upstreams_[0]->port(),
+                     "}, {address: 127.0.0.1, port: ", hole.port(),
+                     "}]\n  connect_timeout: 300ms"),
+        "");
+  const std::string body(300000, 'b');
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = HttpRequest(listener(), "POST", "/upload", {}, body, absl::Seconds(10));
+    EXPECT_EQ(r.status, 200) << i << ": " << r.body << r.error;
+    EXPECT_TRUE(absl::StrContains(r.body, "body-bytes=300000")) << i << ": " << r.body;
+  }
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"backends\"}"), 1);
+}
+
 // Panic (1 usable endpoint of 3, under the default 50%): the first try
 // goes to any endpoint, and /clusters says so; the default retry of a
 // refused connect goes to the live one it has not tried. Before: the retry
