@@ -58,7 +58,7 @@ int PickFreePort();
 // TCP handshakes into its backlog, and nothing is ever sent (an upstream
 // that never answers a ClientHello or an HTTP/2 preface). Its fd (the
 // caller closes it), or -1; `port` is set to its port.
-int SilentListener(int* port);
+int SilentListener(int* port, int backlog = 16);
 
 }  // namespace sluice::testing
 

@@ -218,15 +218,11 @@ TEST_F(LoadBalancingTest, WithoutARetryPolicyARefusedConnectionIsTriedOnAnotherE
 class Blackhole {
  public:
   Blackhole() {
-    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    listener_ = SilentListener(&port_, /*backlog=*/0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    listen(listener_, 0);
-    socklen_t len = sizeof(addr);
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
     for (int i = 0; i < 2; ++i) {  // a backlog of 0 takes one; the queue is full
       int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
       connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
