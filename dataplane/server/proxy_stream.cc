@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -404,6 +405,7 @@ void ProxyStream::Reset() {
   resends_ = 0;
   fresh_connection_ = false;
   resent_after_loss_ = false;
+  same_endpoint_ = -1;
   body_gone_ = held_for_alpn_ = false;
   body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
@@ -1822,12 +1824,14 @@ bool ProxyStream::ConnectUpstream() {
   // usable (with two down of three, A then B then A failed every retry),
   // and once all were tried, the most recent ones (tried_ is ordered by
   // each endpoint's last try: A, B, then A and B by turns, not B again).
-  if (attempts_ > 0 && endpoint_index_ >= 0) {
+  int index = std::exchange(same_endpoint_, -1);
+  if (index >= static_cast<int>(cluster.endpoints.size())) index = -1;
+  if (index < 0 && attempts_ > 0 && endpoint_index_ >= 0) {
     auto it = std::find(tried_.begin(), tried_.end(), endpoint_index_);
     if (it != tried_.end()) tried_.erase(it);
     tried_.push_back(endpoint_index_);
   }
-  int index = worker_.picker().Pick(cluster, hash_, &tried_);
+  if (index < 0) index = worker_.picker().Pick(cluster, hash_, &tried_);
   if (index < 0) {
     cluster.stats.no_healthy_endpoint->Inc();
     response_flag_ = "no_healthy_endpoint";
@@ -2806,6 +2810,13 @@ void ProxyStream::OnUpstreamRefused(const std::string& why) {
   // counting a try, while the whole request is still at hand.
   if (!response_started_ && resends_ < kMaxResends && (replayable_ || !body_gone_)) {
     ++resends_;
+    // An AUTO endpoint that just chose HTTP/1.1 by ALPN takes the request
+    // again over HTTP/1.1 (before, the picker chose again, and after a
+    // first try that failed elsewhere it went back to the failed one).
+    if (cluster_->protocol == upstream::UpstreamProtocol::kAuto && endpoint_index_ >= 0 &&
+        worker_.h2_pool().SpeaksHttp1(endpoint_key_)) {
+      same_endpoint_ = endpoint_index_;
+    }
     ReleaseUpstream(false);
     --attempts_;
     ConnectUpstream();

@@ -546,6 +546,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   int64_t* endpoint_active_ = nullptr;  // this worker's in-flight count for the endpoint
   int endpoint_index_ = -1;             // of the current (or last) try
   std::vector<int> tried_;  // endpoints of this request's failed tries
+  int same_endpoint_ = -1;  // the next try's endpoint, when not the picker's
   uint64_t hash_ = 0;                   // RING_HASH / MAGLEV key
   bool counted_request_ = false;        // in the cluster's active_requests
   bool pending_ = false;                // in the cluster's pending_requests

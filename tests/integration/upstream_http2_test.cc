@@ -140,7 +140,8 @@ class UpstreamHttp2Test : public ::testing::Test {
     std::string routes;
     for (const char* name : {"h2c", "auto-h2", "auto-h1", "h2-only", "goaway", "limited",
                              "checked-h2c", "checked-auto-h2", "checked-auto-h1",
-                             "checked-big-head", "h1-as-h2", "mixed", "h2-no-alpn"}) {
+                             "checked-big-head", "h1-as-h2", "mixed", "h2-no-alpn",
+                             "auto-h1-after-dead"}) {
       absl::StrAppend(&routes, "        - match: {prefix: /", name,
                       "/}\n          route: {cluster: ", name, "}\n");
     }
@@ -148,6 +149,9 @@ class UpstreamHttp2Test : public ::testing::Test {
         CaSecretYaml("upstream-ca", ca), "---\n", ClusterYaml("h2c", h2c_port, "HTTP2", ""),
         "---\n", ClusterYaml("auto-h2", h2_tls_port, "AUTO", verified), "---\n",
         ClusterYaml("auto-h1", h1_tls_port, "AUTO", verified), "---\n",
+        "kind: Cluster\nname: auto-h1-after-dead\nspec:\n  protocol: AUTO\n  endpoints: "
+        "[{address: 127.0.0.1, port: ", PickFreePort(), "}, {address: 127.0.0.1, port: ",
+        h1_tls_port, "}]\n  tls: ", verified, "\n---\n",
         ClusterYaml("h2-only", h1_tls_port, "HTTP2", verified), "---\n",
         ClusterYaml("goaway", goaway_port, "HTTP2", ""), "---\n",
         ClusterYaml("limited", limited_port, "HTTP2", ""), "---\n",
@@ -265,6 +269,19 @@ TEST_F(UpstreamHttp2Test, AutoFallsBackToHttp11WhenTheUpstreamPicksIt) {
     EXPECT_EQ(r.body, "h1-upstream\n");
     EXPECT_EQ(r.header("x-proto"), "HTTP/1.1");
     EXPECT_EQ(r.header("x-alpn"), "http/1.1");
+  }
+}
+
+// The first request to find out that an AUTO endpoint speaks HTTP/1.1, as
+// the retry after a connect failure elsewhere: it goes again to that
+// endpoint over HTTP/1.1. Before, the picker chose again and sent it back
+// to the dead endpoint: a 502 though a live one had answered.
+TEST_F(UpstreamHttp2Test, AutoSendsTheRequestAgainToTheEndpointThatChoseHttp11) {
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = Get(absl::StrCat("/auto-h1-after-dead/", i));
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200) << i << ": " << r.body;
+    EXPECT_EQ(r.header("x-proto"), "HTTP/1.1") << i;
   }
 }
 
