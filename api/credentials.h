@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -63,6 +64,18 @@ absl::StatusOr<ParsedPasswordHash> ParsePasswordHash(std::string_view text);
 // Whether `password` matches `password_hash` (compared in constant time).
 // False for a hash that ParsePasswordHash refuses.
 bool VerifyPassword(std::string_view password, std::string_view password_hash);
+
+// The token of an `authorization` value `Bearer <token>`: the scheme in any
+// case (RFC 9110 11.1), then one or more spaces or tabs (RFC 6750 2.1 asks
+// for 1*SP), white space after the token left out. nullopt for another
+// scheme or no token.
+std::optional<std::string_view> BearerToken(std::string_view authorization);
+
+// Empty when `token` (a bootstrap token read from a file) can travel in an
+// HTTP field or in gRPC metadata: printable ASCII other than space
+// (0x21..0x7e). Otherwise what is wrong, naming the first other byte's
+// position (1-based) and value, quoting nothing of the token.
+std::string TokenTextProblem(std::string_view token);
 
 // kMinApiKeyLength..kMaxApiKeyLength characters, each printable ASCII other
 // than space (0x21..0x7e).

@@ -1,7 +1,9 @@
 #include "controlplane/server/admin_service.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -9,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "api/credentials.h"
 #include "api/resource.h"
 
 namespace sluice::controlplane {
@@ -206,8 +209,9 @@ absl::StatusOr<AdminCaller> AdminServiceImpl::CheckToken(AdminCaller caller, siz
     refused = absl::UnauthenticatedError(
         "sluice-control requires a token and none was sent (metadata "
         "'authorization: Bearer TOKEN')");
-  } else if (!absl::StartsWithIgnoreCase(header, "Bearer ") || access_.tokens == nullptr ||
-             !(identity = access_.tokens->Verify(header.substr(7)))) {
+  } else if (const std::optional<std::string_view> token = api::BearerToken(header);
+             !token || access_.tokens == nullptr ||
+             !(identity = access_.tokens->Verify(std::string(*token)))) {
     refused = absl::UnauthenticatedError("the token is not valid (unknown or revoked)");
   } else if (identity->role < needed) {
     caller.identity = identity->name;

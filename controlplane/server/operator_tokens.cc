@@ -33,8 +33,13 @@ std::string OpenSslRandom(size_t n) {
   return bytes;
 }
 
+// Starting with a letter or digit: a name such as `--admin-token-file` would
+// pass in `token list` for the bootstrap token's origin.
 bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > kMaxNameLength) return false;
+  if (name.empty() || name.size() > kMaxNameLength ||
+      !absl::ascii_isalnum(static_cast<unsigned char>(name[0]))) {
+    return false;
+  }
   for (char c : name) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' &&
         c != '_' && c != '-') {
@@ -142,6 +147,9 @@ absl::Status OperatorTokens::AddBootstrapToken(std::string_view token) {
         "the admin token is ", trimmed.size(), " characters; at least ",
         kMinBootstrapTokenLength, " (make one with: openssl rand -base64 32)"));
   }
+  if (std::string problem = api::TokenTextProblem(trimmed); !problem.empty()) {
+    return absl::InvalidArgumentError(problem);
+  }
   absl::MutexLock lock(&mu_);
   bootstrap_ =
       StoredToken{kBootstrapTokenName, RoleName(Role::kAdmin),
@@ -192,7 +200,7 @@ absl::StatusOr<std::string> OperatorTokens::Create(
   if (!ValidName(name)) {
     return absl::InvalidArgumentError(
         absl::StrCat("token name '", name, "': expected 1..", kMaxNameLength,
-                     " of A-Z a-z 0-9 . _ -"));
+                     " of A-Z a-z 0-9 . _ -, the first a letter or digit"));
   }
   // Names the history and the audit log give to others: a token so named
   // would pass its changes off as theirs.

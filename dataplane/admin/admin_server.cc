@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 
 #include <fstream>
+#include <optional>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -20,8 +22,10 @@ namespace {
 // Whether the bearer token in `authorization` is the one whose SHA-256 is
 // `want_hex`.
 bool HasToken(absl::string_view authorization, const std::string& want_hex) {
-  if (!absl::StartsWithIgnoreCase(authorization, "Bearer ")) return false;
-  const std::string got_hex = api::Sha256Hex(std::string(authorization.substr(7)));
+  const std::optional<std::string_view> token =
+      api::BearerToken(std::string_view(authorization.data(), authorization.size()));
+  if (!token) return false;
+  const std::string got_hex = api::Sha256Hex(*token);
   return got_hex.size() == want_hex.size() &&
          CRYPTO_memcmp(got_hex.data(), want_hex.data(), want_hex.size()) == 0;
 }
@@ -59,6 +63,9 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   if (token.size() < 16) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": the token is ", token.size(), " characters; at least 16"));
+  }
+  if (std::string problem = api::TokenTextProblem(token); !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
   }
   return token;
 }

@@ -194,6 +194,29 @@ TEST(CredentialsTest, ApiKeyText) {
                                   9)));
 }
 
+// RFC 6750 2.1 and RFC 9110 11.1: the scheme in any case, then white space.
+TEST(CredentialsTest, BearerToken) {
+  EXPECT_EQ(BearerToken("Bearer abc").value_or("none"), "abc");
+  EXPECT_EQ(BearerToken("bearer abc").value_or("none"), "abc");
+  EXPECT_EQ(BearerToken("BEARER  abc").value_or("none"), "abc");
+  EXPECT_EQ(BearerToken("Bearer\tabc \t").value_or("none"), "abc");
+  EXPECT_EQ(BearerToken("Bearer a b").value_or("none"), "a b");  // then no token matches it
+  EXPECT_FALSE(BearerToken("Bearer").has_value());
+  EXPECT_FALSE(BearerToken("Bearer   ").has_value());
+  EXPECT_FALSE(BearerToken("Bearerabc").has_value());
+  EXPECT_FALSE(BearerToken("Basic abc").has_value());
+  EXPECT_FALSE(BearerToken("").has_value());
+}
+
+TEST(CredentialsTest, TokenTextProblem) {
+  EXPECT_EQ(TokenTextProblem("abc!~XYZ_-./+="), "");
+  const std::string accented = TokenTextProblem("abc\xc3\xa9defghijklmnop");
+  EXPECT_TRUE(absl::StrContains(accented, "character 4 is byte 0xc3")) << accented;
+  EXPECT_FALSE(absl::StrContains(accented, "abc")) << accented;
+  EXPECT_NE(TokenTextProblem("abc def"), "");
+  EXPECT_NE(TokenTextProblem(std::string("ab\0c", 4)), "");
+}
+
 TEST(CredentialsTest, SealLeavesOnlyHashes) {
   Resource alice = Parse(kAlice);
   Resource sealed = alice;

@@ -232,6 +232,13 @@ TEST_F(TokensTest, ProxyAdminEndpointNeedsItsTokenExceptForReady) {
               {{"authorization", absl::StrCat("Bearer ", kProxyAdminToken)}});
   EXPECT_EQ(ok.status, 200) << ok.error;
   EXPECT_FALSE(ok.body.empty());
+  // RFC 6750 2.1 and RFC 9110 11.1: the scheme in any case, 1*SP after it.
+  for (const char* spelled : {"bearer ", "BEARER  ", "Bearer\t"}) {
+    HttpResponse spelled_ok =
+        HttpGet(proxy.admin_address(), "/stats",
+                {{"authorization", absl::StrCat(spelled, kProxyAdminToken)}});
+    EXPECT_EQ(spelled_ok.status, 200) << spelled;
+  }
   // Authorization is a singleton field: with two, neither is taken (the
   // last one counted, which a proxy in front checking the first let by).
   for (const auto& [first, second] :

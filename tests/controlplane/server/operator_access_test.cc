@@ -52,6 +52,16 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
     EXPECT_EQ(
         (*tokens)->Create("bad name", Role::kAdmin, "alice").status().code(),
         absl::StatusCode::kInvalidArgument);
+    // A name starts with a letter or digit: `--admin-token-file` is how
+    // `token list` shows the bootstrap token's origin.
+    for (const char* odd : {"--admin-token-file", "-x", ".hidden", "_x"}) {
+      auto refused = (*tokens)->Create(odd, Role::kViewer, "alice");
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << odd;
+      EXPECT_TRUE(absl::StrContains(refused.status().message(), "the first a letter or digit"))
+          << refused.status();
+    }
+    EXPECT_TRUE((*tokens)->Create("9-lives.x_y", Role::kViewer, "alice").ok());
+    EXPECT_TRUE((*tokens)->Revoke("9-lives.x_y").ok());
     // Names the history gives to others, in any case.
     for (const char* reserved : {"sluice-control", "Sluice-Control", "anonymous",
                                  "bootstrap-admin", "BOOTSTRAP-admin"}) {
@@ -85,6 +95,10 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
   EXPECT_EQ((*reopened)->Revoke(kBootstrapTokenName).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_FALSE((*reopened)->AddBootstrapToken("short").ok());
+  // No gRPC client could send it: refused at start, not silently useless.
+  absl::Status accented = (*reopened)->AddBootstrapToken("0123456789abcdef\xc3\xa9");
+  EXPECT_EQ(accented.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(accented.message(), "character 17 is byte 0xc3")) << accented;
 
   ASSERT_TRUE((*reopened)->Revoke("ci").ok());
   EXPECT_FALSE((*reopened)->Verify(viewer_token).has_value());
@@ -308,6 +322,12 @@ TEST_F(OperatorAccessTest, NoOrBadTokenIsUnauthenticated) {
   grpc::Status status =
       stub_->List(As("").get(), admin::v1::ListRequest(), &list);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // RFC 6750 2.1 and RFC 9110 11.1: the scheme in any case, 1*SP after it.
+  for (const char* spelled : {"bearer ", "BEARER  "}) {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", spelled + std::string(kBootstrap));
+    EXPECT_TRUE(stub_->List(&context, admin::v1::ListRequest(), &list).ok()) << spelled;
+  }
   status =
       stub_->List(As("slc_not-a-token").get(), admin::v1::ListRequest(), &list);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
