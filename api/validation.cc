@@ -35,8 +35,9 @@ const std::vector<std::string>& AccessLogFieldNames() {
   static const std::vector<std::string>* names = new std::vector<std::string>{
       "time", "request_id", "trace_id", "client_ip", "peer_ip", "method", "authority", "path", "protocol",
       "status", "bytes_in", "bytes_out", "duration_ms", "upstream_duration_ms", "route",
-      "cluster", "endpoint", "attempts", "consumer", "tls_version", "sni", "user_agent",
-      "response_flag", "upstream_failure", "grpc_status", "cache_status"};
+      "cluster", "endpoint", "attempts", "consumer", "tls_version", "sni", "tls_cipher",
+      "tls_client_subject", "user_agent", "response_flag", "upstream_failure", "grpc_status",
+      "cache_status"};
   return *names;
 }
 namespace {

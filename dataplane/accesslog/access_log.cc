@@ -58,7 +58,7 @@ std::atomic<uint64_t> reopen_generation{0};
 enum Field {
   kTime, kRequestId, kTraceId, kClientIp, kPeerIp, kMethod, kAuthority, kPath, kProtocol, kStatus,
   kBytesIn, kBytesOut, kDurationMs, kUpstreamDurationMs, kRoute, kCluster, kEndpoint,
-  kAttempts, kConsumer, kTlsVersion, kSni, kUserAgent, kResponseFlag, kUpstreamFailure, kGrpcStatus,
+  kAttempts, kConsumer, kTlsVersion, kSni, kTlsCipher, kTlsClientSubject, kUserAgent, kResponseFlag, kUpstreamFailure, kGrpcStatus,
   kCacheStatus, kFieldCount,
 };
 
@@ -452,6 +452,8 @@ void AccessLog::Log(int worker, const Entry& e) const {
       case kConsumer: common::AppendJsonString(&line, e.consumer); break;
       case kTlsVersion: common::AppendJsonString(&line, e.tls_version); break;
       case kSni: common::AppendJsonString(&line, e.sni); break;
+      case kTlsCipher: common::AppendJsonString(&line, e.tls_cipher); break;
+      case kTlsClientSubject: common::AppendJsonString(&line, e.tls_client_subject); break;
       case kUserAgent: common::AppendJsonString(&line, e.user_agent); break;
       case kResponseFlag: common::AppendJsonString(&line, e.response_flag); break;
       case kUpstreamFailure: common::AppendJsonString(&line, e.upstream_failure); break;

@@ -50,6 +50,8 @@ struct Entry {
   std::string_view consumer;
   std::string_view tls_version;
   std::string_view sni;
+  std::string_view tls_cipher;          // "TLS_AES_128_GCM_SHA256" (OpenSSL's name)
+  std::string_view tls_client_subject;  // the client certificate's subject, RFC 2253
   std::string_view user_agent;
   std::string_view response_flag;  // why the gateway answered as it did; empty: upstream's answer
   // Why the last upstream try failed ("connect: ...", "TLS handshake: ...",

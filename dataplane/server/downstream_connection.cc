@@ -774,6 +774,8 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
   if (tls != nullptr) {
     e.tls_version = tls->version;
     e.sni = tls->sni;
+    e.tls_cipher = tls->cipher;
+    e.tls_client_subject = tls->peer_subject;
   }
   if (e.response_flag.empty()) e.response_flag = e.status == 408 ? "request_timeout" : "bad_request";
   char made[32];

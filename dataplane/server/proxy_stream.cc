@@ -3202,6 +3202,8 @@ void ProxyStream::RecordExchange() {
     if (const net::TlsInfo* tls = transport_->tls_info()) {
       e.tls_version = tls->version;
       e.sni = tls->sni;
+      e.tls_cipher = tls->cipher;
+      e.tls_client_subject = tls->peer_subject;
     }
     e.user_agent = log_user_agent_;
     e.response_flag = response_flag_;

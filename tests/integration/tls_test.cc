@@ -357,6 +357,37 @@ TEST_F(TlsTest, TlsVariablesAreWhatTheClientSent) {
   EXPECT_EQ(response.Header("x-echo-x-test-subject"), "CN=client-1");
 }
 
+// The access log has what policies have: SNI, version, cipher and the
+// client certificate's subject (issue 7; the cipher and subject were not
+// logged).
+TEST_F(TlsTest, TheAccessLogNamesTheCipherAndTheClientCertificate) {
+  const std::string log = dir_ + "/mtls.log";
+  auto applied = cp_.Ctl(
+      {"apply", "-f",
+       WriteFile(dir_, "logged.yaml",
+                 absl::StrCat("kind: Listener\nname: mtls\nspec:\n  address: 127.0.0.1\n"
+                              "  port: ", mtls_port_, "\n  route_table: main\n"
+                              "  access_log: {path: ", log, "}\n"
+                              "  tls:\n    certificates: [a-cert]\n    client_ca: clients\n"))});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  TlsClientOptions options;
+  options.max_version = TLS1_2_VERSION;
+  options.sni = "a.test";
+  options.client_cert_path = client_.cert_path;
+  options.client_key_path = client_.key_path;
+  TlsClient client;
+  ASSERT_TRUE(client.Connect(mtls_port_, options)) << client.error();
+  Http1Message response;
+  ASSERT_TRUE(client.Request(GetRequest("a.test", "/logged"), &response)) << client.error();
+  const std::string line =
+      WaitForFileLine(log, "\"path\":\"/logged\"", absl::Seconds(5)).value_or("");
+  EXPECT_TRUE(absl::StrContains(line, "\"tls_version\":\"TLSv1.2\",\"sni\":\"a.test\","
+                                      "\"tls_cipher\":\"ECDHE-"))
+      << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"tls_client_subject\":\"CN=client-1\"")) << line;
+}
+
 // A client CA secret holding only an intermediate trusts the certificates
 // it issued, as a cluster's tls.ca does. Before: "unknown ca".
 TEST_F(TlsTest, AnIntermediateAloneIsEnoughAsTheClientCa) {

@@ -85,7 +85,7 @@ TEST(AccessLogTest, WritesOneJsonObjectPerRequestWithEveryField) {
             "\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_in\":0,\"bytes_out\":12,"
             "\"duration_ms\":1.234,\"upstream_duration_ms\":1.000,\"route\":\"users\","
             "\"cluster\":\"users\",\"endpoint\":\"127.0.0.1:9001\",\"attempts\":1,"
-            "\"consumer\":\"alice\",\"tls_version\":\"\",\"sni\":\"\","
+            "\"consumer\":\"alice\",\"tls_version\":\"\",\"sni\":\"\",\"tls_cipher\":\"\",\"tls_client_subject\":\"\","
             "\"user_agent\":\"curl/7.88\",\"response_flag\":\"\",\"upstream_failure\":\"\","
             "\"grpc_status\":null,\"cache_status\":\"\"}");
   EXPECT_TRUE(absl::StrContains(lines[1], "\"status\":0,")) << lines[1];
