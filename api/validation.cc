@@ -782,6 +782,7 @@ std::string DomainLabelsProblem(const std::string& domain) {
   }
   if (absl::StartsWith(host, "[")) return "";
   if (absl::StartsWith(host, "*.")) host.remove_prefix(2);
+  if (host.empty()) return "";  // CheckDomain's to report
   bool labels_ok = host.size() <= 253;
   for (absl::string_view label : absl::StrSplit(host, '.')) {
     labels_ok = labels_ok && !label.empty() && label.size() <= 63;

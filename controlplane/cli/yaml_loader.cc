@@ -90,6 +90,21 @@ std::string IntegerRangeError(const std::string& text, bool is32) {
   return absl::StrCat("expected a non-negative integer, got '", api::Shown(text), "'");
 }
 
+// An integer written with a leading zero (0100, -012): YAML 1.2, as read
+// here, takes it as decimal, YAML 1.1 tools (PyYAML, some editors and
+// generators) as octal: refused rather than read one way silently. "" when
+// `text` has none.
+std::string LeadingZeroError(const std::string& text) {
+  const size_t digits = !text.empty() && (text[0] == '-' || text[0] == '+') ? 1 : 0;
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (text.size() < digits + 2 || text[digits] != '0' ||
+      !std::all_of(text.begin() + digits, text.end(), is_digit)) {
+    return "";
+  }
+  return absl::StrCat("'", text, "' has a leading zero, which YAML 1.1 tools read as octal; "
+                      "write the number without it");
+}
+
 // The values a user may write for an enum field: the placeholder for "not
 // set" (FOO_UNSPECIFIED, number 0) is not one to offer.
 std::string EnumChoices(const google::protobuf::EnumDescriptor& type) {
@@ -405,6 +420,7 @@ class SpecConverter {
       }
       case FieldDescriptor::CPPTYPE_INT32:
       case FieldDescriptor::CPPTYPE_INT64: {
+        if (std::string zero = LeadingZeroError(text); !zero.empty()) return Fail(node, path, zero);
         int64_t v;
         if (!absl::SimpleAtoi(text, &v) ||
             (field->cpp_type() == FieldDescriptor::CPPTYPE_INT32 &&
@@ -416,6 +432,7 @@ class SpecConverter {
       }
       case FieldDescriptor::CPPTYPE_UINT32:
       case FieldDescriptor::CPPTYPE_UINT64: {
+        if (std::string zero = LeadingZeroError(text); !zero.empty()) return Fail(node, path, zero);
         uint64_t v;
         const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32;
         if (!absl::SimpleAtoi(text, &v) || (is32 && v > UINT32_MAX)) {
@@ -645,6 +662,7 @@ class DirectConverter {
       }
       case FieldDescriptor::CPPTYPE_INT32:
       case FieldDescriptor::CPPTYPE_INT64: {
+        if (std::string zero = LeadingZeroError(text); !zero.empty()) return Fail(node, zero);
         int64_t v;
         const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_INT32;
         if (!absl::SimpleAtoi(text, &v) || (is32 && (v < INT32_MIN || v > INT32_MAX))) {
@@ -660,6 +678,7 @@ class DirectConverter {
       }
       case FieldDescriptor::CPPTYPE_UINT32:
       case FieldDescriptor::CPPTYPE_UINT64: {
+        if (std::string zero = LeadingZeroError(text); !zero.empty()) return Fail(node, zero);
         uint64_t v;
         const bool is32 = field->cpp_type() == FieldDescriptor::CPPTYPE_UINT32;
         if (!absl::SimpleAtoi(text, &v) || (is32 && v > UINT32_MAX)) {
@@ -895,9 +914,13 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     }
   }
   if (!doc["kind"]) return fail(doc, "kind is required");
+  if (doc["kind"].IsNull()) return fail(doc["kind"], "kind is empty (nothing after it, or ~)");
   if (!doc["kind"].IsScalar()) return fail(doc["kind"], "kind must be a single value, e.g. Cluster");
   if (!doc["name"]) return fail(doc, "name is required");
-  if (!doc["name"].IsScalar()) return fail(doc["name"], "name must be a single value, not a list or mapping");
+  if (doc["name"].IsNull()) return fail(doc["name"], "name is empty (nothing after it, or ~)");
+  if (!doc["name"].IsScalar()) {
+    return fail(doc["name"], "name must be a single value, not a list or mapping");
+  }
   auto kind = api::ParseKind(doc["kind"].Scalar());
   if (!kind.ok()) return fail(doc["kind"], std::string(kind.status().message()));
   const std::string name = doc["name"].Scalar();

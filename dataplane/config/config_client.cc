@@ -565,7 +565,7 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
       held_.resources.emplace(id, resource);
     }
   }
-  size_t patched_routes = 0;
+  size_t replaced_routes = 0, inserted_routes = 0, removed_routes = 0;
   for (const discovery::v1::RouteTablePatch& patch : response.route_table_patches()) {
     const api::ResourceId id{config::v1::ROUTE_TABLE, patch.name()};
     std::string refused;
@@ -590,8 +590,11 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
       if (result.ok()) {
         patch_undo.push_back(std::move(entry));
         set_hash(patch.name(), patch.hash());
-        // Replaced, added and removed routes alike.
-        patched_routes += result->changed.size() + result->removed;
+        size_t inserted = 0;
+        for (const api::RoutePatchResult::Splice& s : result->splices) inserted += s.inserted;
+        replaced_routes += result->changed.size() - inserted;
+        inserted_routes += inserted;
+        removed_routes += result->removed;
         if (!result->splices.empty()) {
           std::vector<api::ConfigChange::Splice>& splices = change.spliced[patch.name()];
           for (const api::RoutePatchResult::Splice& s : result->splices) {
@@ -623,11 +626,14 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
   *applied = true;
   std::string patched;
   if (!change.patched.empty()) {
-    patched = absl::StrCat(patched_routes, " routes of ", change.patched.size(),
-                           " route tables replaced, ");
+    patched = absl::StrCat("; ", change.patched.size(),
+                           change.patched.size() == 1 ? " route table" : " route tables",
+                           " patched: ", replaced_routes,
+                           replaced_routes == 1 ? " route" : " routes", " replaced, ",
+                           inserted_routes, " inserted, ", removed_routes, " removed");
   }
   SLUICE_LOG(kInfo, "applied config version ", held_.version, " (", change.changed.size(),
-             " resources changed, ", patched, response.removed_size(), " removed) in ",
+             " resources changed, ", response.removed_size(), " removed", patched, ") in ",
              absl::FormatDuration(absl::Now() - received));
   return answer;
 }

@@ -819,6 +819,11 @@ TEST(ValidationTest, RewritesRedirectsAndAnswersThatCannotWork) {
   EXPECT_NE(AppliedErrors(labels).find("domains[0]: 'a..b' is not a host name"),
             std::string::npos);
   EXPECT_EQ(ErrorsWith(labels), "");  // at apply only
+  // An empty domain: one error, not a second about its labels.
+  const std::string empty = AppliedErrors(R"(route_table { name: "main" virtual_hosts {
+      domains: "" routes { match { prefix: "/" } direct_response { status: 200 } } } })");
+  EXPECT_TRUE(absl::StrContains(empty, "must be a lower-case host name")) << empty;
+  EXPECT_FALSE(absl::StrContains(empty, "is not a host name")) << empty;
 }
 
 TEST(ValidationTest, PrefixRewriteNeedsPrefixMatch) {

@@ -73,7 +73,8 @@ TEST(RoutePatchTest, RouteChangesTravelAsPatchesAndNewVirtualHostsWhole) {
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
   EXPECT_TRUE(proxy.process().WaitForLogLine(
-      "applied config version 2 (0 resources changed, 1 routes of 1 route tables replaced",
+      "applied config version 2 (0 resources changed, 0 removed; "
+      "1 route table patched: 1 route replaced, 0 inserted, 0 removed)",
       absl::Seconds(5)))
       << proxy.process().Log();
   EXPECT_EQ(Body(port, "/r7"), "changed-7");
@@ -85,7 +86,8 @@ TEST(RoutePatchTest, RouteChangesTravelAsPatchesAndNewVirtualHostsWhole) {
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   ASSERT_TRUE(proxy.WaitForVersion(3)) << proxy.process().Log();
   EXPECT_TRUE(proxy.process().WaitForLogLine(
-      "applied config version 3 (0 resources changed, 2 routes of 1 route tables replaced",
+      "applied config version 3 (0 resources changed, 0 removed; "
+      "1 route table patched: 2 routes replaced, 0 inserted, 0 removed)",
       absl::Seconds(5)))
       << proxy.process().Log();
   EXPECT_EQ(Body(port, "/r150"), "changed-150");
@@ -97,7 +99,8 @@ TEST(RoutePatchTest, RouteChangesTravelAsPatchesAndNewVirtualHostsWhole) {
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   ASSERT_TRUE(proxy.WaitForVersion(4)) << proxy.process().Log();
   EXPECT_TRUE(proxy.process().WaitForLogLine(
-      "applied config version 4 (0 resources changed, 1 routes of 1 route tables replaced",
+      "applied config version 4 (0 resources changed, 0 removed; "
+      "1 route table patched: 0 routes replaced, 1 inserted, 0 removed)",
       absl::Seconds(5)))
       << proxy.process().Log();
   EXPECT_EQ(Body(port, "/extra"), "extra");
@@ -110,7 +113,8 @@ TEST(RoutePatchTest, RouteChangesTravelAsPatchesAndNewVirtualHostsWhole) {
   ASSERT_EQ(applied.exit_code, 0) << applied.err;
   ASSERT_TRUE(proxy.WaitForVersion(5)) << proxy.process().Log();
   EXPECT_TRUE(proxy.process().WaitForLogLine(
-      "applied config version 5 (0 resources changed, 1 routes of 1 route tables replaced",
+      "applied config version 5 (0 resources changed, 0 removed; "
+      "1 route table patched: 0 routes replaced, 0 inserted, 1 removed)",
       absl::Seconds(5)))
       << proxy.process().Log();
   EXPECT_EQ(HttpGet(absl::StrCat("127.0.0.1:", port), "/r100").status, 404);
@@ -148,7 +152,8 @@ TEST(RoutePatchTest, ARestartedProxyIsPatchedAgainstTheTableItSaved) {
   ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
   ASSERT_EQ(cp.Ctl({"apply", "-f", Write(ConfigYaml(port, {3}))}).exit_code, 0);
   ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
-  ASSERT_TRUE(proxy.process().WaitForLogLine("1 routes of 1 route tables replaced",
+  ASSERT_TRUE(proxy.process().WaitForLogLine(
+      "1 route table patched: 1 route replaced, 0 inserted, 0 removed",
                                              absl::Seconds(5)))
       << proxy.process().Log();
 
@@ -157,7 +162,8 @@ TEST(RoutePatchTest, ARestartedProxyIsPatchedAgainstTheTableItSaved) {
   ASSERT_TRUE(proxy.Restart()) << proxy.process().Log();
   ASSERT_TRUE(proxy.WaitForVersion(3)) << proxy.process().Log();
   EXPECT_TRUE(proxy.process().WaitForLogLine(
-      "applied config version 3 (0 resources changed, 1 routes of 1 route tables replaced",
+      "applied config version 3 (0 resources changed, 0 removed; "
+      "1 route table patched: 1 route replaced, 0 inserted, 0 removed)",
       absl::Seconds(5)))
       << proxy.process().Log();
   EXPECT_EQ(Body(port, "/r3"), "changed-3");

@@ -149,6 +149,24 @@ TEST(YamlLoaderTest, TypeErrors) {
   EXPECT_NE(Error("kind: Cluster\nname: a\nspec:\n  endpoints: {address: x}\n")
                 .find("spec.endpoints: expected a list"),
             std::string::npos);
+  // A leading zero: YAML 1.1 tools read 0100 as 64, this reader would take
+  // 100; refused rather than either (both loaders: a flow map with a tag
+  // takes yaml-cpp's path).
+  for (const char* port : {"0100", "!!int 0100", "-010"}) {
+    const std::string error = Error(absl::StrCat(
+        "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port,
+        "}]\n"));
+    EXPECT_TRUE(absl::StrContains(error, "spec.endpoints[0].port: '") &&
+                absl::StrContains(error, "' has a leading zero, which YAML 1.1 tools read as octal"))
+        << error;
+  }
+  EXPECT_TRUE(absl::StrContains(
+      Error("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n"
+            "  outlier_detection: {consecutive_5xx: 007}\n"),
+      "'007' has a leading zero"));
+  EXPECT_EQ(Error("kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: 0}]\n")
+                .find("leading zero"),
+            std::string::npos);
 }
 
 // A null where a message goes is refused, naming both readings: taken as
@@ -329,6 +347,10 @@ TEST(YamlLoaderTest, ParserErrorsSayWhatIsWrong) {
                "key, say)");
   e = Error("kind: Cluster\nname: [a]\nspec: {}\n");
   EXPECT_EQ(e, "f.yaml, document 1, line 2: name must be a single value, not a list or mapping");
+  e = Error("kind: Cluster\nname: ~\nspec: {}\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 2: name is empty (nothing after it, or ~)");
+  e = Error("kind: ~\nname: a\nspec: {}\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 1: kind is empty (nothing after it, or ~)");
 }
 
 // A kebab-case key (nginx and Kong habits) is named, with its '_' spelling;
