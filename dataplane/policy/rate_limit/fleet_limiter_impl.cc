@@ -33,7 +33,7 @@ FleetLimiter::FleetLimiter(std::string identity, std::vector<LimitSpec> limits, 
     }
   }
   max_keys_ = max_keys;
-  shard_count_ = std::min(max_keys, kMaxShards);
+  shard_count_ = std::clamp<size_t>(max_keys / kMinKeysPerShard, 1, kMaxShards);
   shards_ = std::make_unique<Shard[]>(shard_count_);
   if (board_ != nullptr) board_->Register(this);
 }

@@ -69,6 +69,11 @@ class FleetLimiter : public RateLimiter {
  public:
   static constexpr size_t kMaxHeldKeyBytes = 64;
   static constexpr size_t kMaxShards = 64;
+  // Shards hold at least this many keys of max_keys (so a small table has
+  // fewer shards, down to one): a full table evicts from the new key's
+  // shard, and a shard of two or three keys may hold nothing to drop but a
+  // caller who spent its budget.
+  static constexpr size_t kMinKeysPerShard = 64;
   // A lease older than the last answer by more than this is not current.
   static constexpr int64_t kLeaseCurrentNs = 1'000'000'000;
   static constexpr double kMinShareFraction = 0.001;

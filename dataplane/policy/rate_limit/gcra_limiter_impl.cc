@@ -26,7 +26,7 @@ GcraLimiter::GcraLimiter(std::vector<LimitSpec> limits, size_t max_keys) {
                        spec.period_ns});
   }
   max_keys_ = max_keys;
-  shard_count_ = std::min(max_keys, kMaxShards);
+  shard_count_ = std::clamp<size_t>(max_keys / kMinKeysPerShard, 1, kMaxShards);
   shards_ = std::make_unique<Shard[]>(shard_count_);
 }
 

@@ -71,6 +71,11 @@ class GcraLimiter : public RateLimiter {
   // Keys longer than this are held as a SHA-256 of the key.
   static constexpr size_t kMaxHeldKeyBytes = 64;
   static constexpr size_t kMaxShards = 64;
+  // Shards hold at least this many keys of max_keys (so a small table has
+  // fewer shards, down to one): a full table evicts from the new key's
+  // shard, and a shard of two or three keys may hold nothing to drop but a
+  // caller who spent its budget.
+  static constexpr size_t kMinKeysPerShard = 64;
 
   // 1..kMaxLimits limits, each requests >= 1 and period_ns >= requests;
   // max_keys >= 1. Decisions report the limits in this order.

@@ -308,6 +308,30 @@ TEST(GcraLimiterTest, ANewKeyDropsWholeKeysAnywhereBeforeALimitedCaller) {
   EXPECT_LE(limiter.tracked_keys(), max_keys + GcraLimiter::kMaxShards);
 }
 
+// A small table has few shards: a flood of one-request keys drops its own
+// kind, not a caller who spent its budget. Before, max_keys 8 made 8 shards
+// of one key, and a flood key hashing to a spent caller's shard dropped it
+// (a fresh budget); so did 100 keys in 64 shards.
+TEST(GcraLimiterTest, AFloodOfNewKeysInASmallTableKeepsSpentCallers) {
+  for (const auto& [max_keys, flood] : {std::pair<size_t, int>{8, 200}, {100, 300}, {640, 3000}}) {
+    GcraLimiter limiter({{5, kMinute}}, max_keys);
+    Decision d;
+    const int64_t t0 = 1000 * kSecond;
+    for (int v = 0; v < 3; ++v) {
+      for (int i = 0; i < 5; ++i) limiter.Take(absl::StrCat("victim-", v), t0, &d);
+    }
+    for (int c = 0; c < flood; ++c) {
+      limiter.Take(absl::StrCat("flood-", c), t0 + kSecond, &d);
+      ASSERT_TRUE(d.allowed);
+    }
+    for (int v = 0; v < 3; ++v) {
+      limiter.Take(absl::StrCat("victim-", v), t0 + 2 * kSecond, &d);
+      EXPECT_FALSE(d.allowed) << "max_keys " << max_keys << ", victim " << v;
+    }
+    EXPECT_LE(limiter.tracked_keys(), max_keys + GcraLimiter::kMaxShards);
+  }
+}
+
 TEST(GcraLimiterTest, ExactlyNAtOnceThenOneEveryInterval) {
   GcraLimiter limiter({{5, kMinute}}, 100);  // T = 12 s
   Decision d;
