@@ -779,8 +779,9 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
   }
   if (e.response_flag.empty()) e.response_flag = e.status == 408 ? "request_timeout" : "bad_request";
   char made[32];
-  std::string_view flags;
-  if (!ParseTraceparent(traceparent, &e.trace_id, &flags)) {
+  std::string_view parent_id;
+  bool sampled;
+  if (!ParseTraceparent(traceparent, &e.trace_id, &parent_id, &sampled)) {
     Worker::WriteHex64(made, worker.picker().Random());
     Worker::WriteHex64(made + 16, worker.picker().Random() | 1);
     e.trace_id = std::string_view(made, sizeof(made));

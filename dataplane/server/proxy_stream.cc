@@ -1376,7 +1376,8 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
   emit("traceparent", std::string_view(traceparent_, sizeof(traceparent_)));
 }
 
-bool ParseTraceparent(std::string_view v, std::string_view* trace, std::string_view* flags) {
+bool ParseTraceparent(std::string_view v, std::string_view* trace, std::string_view* parent_id,
+                      bool* sampled) {
   // version "00": 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>;
   // a later version may append fields after a '-' (W3C Trace Context 4.3).
   auto hex = [](std::string_view v) {
@@ -1395,31 +1396,39 @@ bool ParseTraceparent(std::string_view v, std::string_view* trace, std::string_v
     return false;
   }
   *trace = v.substr(3, 32);
-  *flags = v.substr(53, 2);
+  *parent_id = parent;
+  // Only the sampled bit (W3C Trace Context 3.2.2.5: the others are
+  // reserved, and vendors must send them as zero).
+  const char low = v[54];
+  *sampled = ((low >= 'a' ? low - 'a' + 10 : low - '0') & 1) != 0;
   return true;
 }
 
 void ProxyStream::SetUpTraceContext(const http::HeaderField* traceparent) {
-  std::string_view flags = "00";  // made here: not sampled (the gateway records no spans)
-  bool have_trace = false;
-  std::string_view trace;
-  if (traceparent != nullptr && ParseTraceparent(traceparent->value, &trace, &flags)) {
-    std::memcpy(traceparent_ + 3, trace.data(), 32);
-    have_trace = true;
-  }
+  bool sampled = false;  // made here: not sampled (the gateway records no spans)
+  std::string_view trace, parent_id;
+  const bool have_trace = traceparent != nullptr &&
+                          ParseTraceparent(traceparent->value, &trace, &parent_id, &sampled);
   trace_continued_ = have_trace;
   // In a fixed buffer, hex by hand: this runs for every request (and an
   // HTTP/2 stream would otherwise allocate for it).
   std::memcpy(traceparent_, "00-", 3);
-  if (!have_trace) {
+  traceparent_[35] = '-';
+  if (have_trace) {
+    // The client's parent id goes on: the gateway records no span, and a
+    // parent id of its own would be one no tracer has, leaving the
+    // upstream's spans without their parent (Envoy and nginx without a
+    // tracer pass traceparent on as it came).
+    std::memcpy(traceparent_ + 3, trace.data(), 32);
+    std::memcpy(traceparent_ + 36, parent_id.data(), 16);
+  } else {
     Worker::WriteHex64(traceparent_ + 3, worker_.picker().Random());
     Worker::WriteHex64(traceparent_ + 19, worker_.picker().Random() | 1);
+    Worker::WriteHex64(traceparent_ + 36, worker_.picker().Random() | 1);
   }
-  traceparent_[35] = '-';
-  Worker::WriteHex64(traceparent_ + 36, worker_.picker().Random() | 1);
   traceparent_[52] = '-';
-  traceparent_[53] = flags[0];
-  traceparent_[54] = flags[1];
+  traceparent_[53] = '0';
+  traceparent_[54] = sampled ? '1' : '0';
 }
 
 ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChain& chain, const RequestHead& head) {

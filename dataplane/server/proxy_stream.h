@@ -155,9 +155,10 @@ class DownstreamSink {
   }
 };
 
-// A W3C traceparent (Trace Context 3.2): its trace id and flags, or false
-// when `value` is not a valid one.
-bool ParseTraceparent(std::string_view value, std::string_view* trace_id, std::string_view* flags);
+// A W3C traceparent (Trace Context 3.2): its trace id, parent id and sampled
+// flag, or false when `value` is not a valid one.
+bool ParseTraceparent(std::string_view value, std::string_view* trace_id,
+                      std::string_view* parent_id, bool* sampled);
 
 class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallbacks {
  public:
@@ -416,7 +417,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The exchange ended (answered, cut or abandoned): histograms, consumer
   // counters, the access log. Once per request.
   void RecordExchange();
-  // Reads the client's traceparent (if valid) and makes this hop's.
+  // Reads the client's traceparent (if valid) and sets the one sent upstream.
   void SetUpTraceContext(const http::HeaderField* traceparent);
   void Finish();
   // The response's status class in the listener, route and downstream
@@ -598,14 +599,14 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string log_authority_;
   std::string log_path_;
   std::string log_user_agent_;
-  // W3C trace context: the traceparent sent upstream -- the client's trace
-  // id (or one made here) and a new span id for this hop.
+  // W3C trace context: the traceparent sent upstream -- the client's (its
+  // flags cut to `sampled`), or one made here.
   // The client's address: the peer's (a view of the session's string), or
   // with trusted proxy hops the one X-Forwarded-For names (copied into
   // client_ip_storage_).
   std::string_view client_ip_;
   std::string client_ip_storage_;
-  // "00-<trace id>-<span id>-<flags>": the trace id at [3, 35).
+  // "00-<trace id>-<parent id>-<flags>": the trace id at [3, 35).
   char traceparent_[55];
   bool trace_continued_ = false;  // traceparent_ carries the client's trace
   // Some policy of the chain observes_upstream().
