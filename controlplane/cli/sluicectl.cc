@@ -1702,6 +1702,25 @@ std::string RolloutNote(admin::v1::AdminService::Stub& stub) {
                       rollout.rollout().stable_version(), " on the rest)");
 }
 
+// How old a proxy's last traffic report is: by the control plane's clock
+// when it says (a skewed client clock would make every report look stale
+// or fresh), else by this one's.
+absl::Duration ReportAge(const admin::v1::ProxyStatus& p) {
+  const google::protobuf::Duration age =
+      p.has_last_report_age() ? p.last_report_age()
+                              : google::protobuf::util::TimeUtil::GetCurrentTime() -
+                                    p.last_report_time();
+  return absl::Seconds(age.seconds()) + absl::Nanoseconds(age.nanos());
+}
+
+// Whether a proxy's last report is past its next two (and 2 s more): the
+// proxy stopped reporting (hung, or its stream lost) and its figures are
+// no longer the fleet's. `top` leaves them out.
+bool ReportIsStale(const admin::v1::ProxyStatus& p) {
+  return ReportAge(p) >
+         2 * absl::Milliseconds(p.last_report().interval_ms()) + absl::Seconds(2);
+}
+
 // Proxies listed by a control-plane replica that stopped reporting: their
 // rows are what it last said.
 void PrintSilentReplicas(const admin::v1::ListProxiesResponse& response) {
@@ -1795,8 +1814,7 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
         return requests > 0 ? absl::StrFormat("%.1f", 100.0 * static_cast<double>(n) / requests)
                             : std::string("0.0");
       };
-      int64_t age = (google::protobuf::util::TimeUtil::GetCurrentTime() - p.last_report_time())
-                        .seconds();
+      const int64_t age = absl::ToInt64Seconds(ReportAge(p));
       std::cout << absl::StrFormat("%s %9.1f %6s %6s %9.2f %9.2f %7d %6ds %s\n", head,
                                    requests / seconds, percent(r.responses_4xx()),
                                    percent(r.responses_5xx()), r.p50_ms(), r.p99_ms(),
@@ -1857,12 +1875,18 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
     double rps = 0, p99 = 0;
     uint64_t requests = 0, errors = 0;
     int64_t connections = 0;
-    int reporting = 0;
+    int reporting = 0, stale = 0;
     for (const auto& p : response.proxies()) {
       const auto& r = p.last_report();
       // A silent replica's proxies: their last reports are old.
       if (p.has_replica_silent_for()) continue;
       if (!p.has_last_report_time() || r.interval_ms() == 0) continue;
+      // A hung proxy stays listed until the control plane's keepalive gives
+      // up on it (up to 40 s): its last figures are not the fleet's now.
+      if (ReportIsStale(p)) {
+        ++stale;
+        continue;
+      }
       ++reporting;
       double seconds = static_cast<double>(r.interval_ms()) / 1000.0;
       rps += static_cast<double>(r.requests()) / seconds;
@@ -1884,9 +1908,11 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
     // Clear the terminal (only a terminal: a pipe or a file gets frames).
     if (!once && ::isatty(STDOUT_FILENO) == 1) std::cout << "\033[H\033[2J";
     std::cout << absl::StrFormat(
-        "fleet: %d proxies (%d reporting), version %d; %.1f rps, 5xx %.2f%%, p99 %.2f ms "
+        "fleet: %d proxies (%d reporting%s), version %d; %.1f rps, 5xx %.2f%%, p99 %.2f ms "
         "(worst proxy), %d connections\n\n",
-        response.proxies_size(), reporting, response.current_version(), rps,
+        response.proxies_size(), reporting,
+        stale ? absl::StrCat(", ", stale, " silent past two report intervals, left out") : "",
+        response.current_version(), rps,
         requests ? 100.0 * static_cast<double>(errors) / static_cast<double>(requests) : 0.0,
         p99, connections);
     // Names a proxy reported: escaped, so that they cannot move the cursor

@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "api/credentials.h"
 #include "api/resource.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace sluice::controlplane {
 namespace {
@@ -548,6 +549,13 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
     if (const absl::Duration unread = fleet_->UnreadFor(); unread > absl::ZeroDuration()) {
       response->mutable_fleet_unread_for()->set_seconds(absl::ToInt64Seconds(unread));
     }
+  }
+  const google::protobuf::Timestamp now = google::protobuf::util::TimeUtil::GetCurrentTime();
+  for (admin::v1::ProxyStatus& status : *response->mutable_proxies()) {
+    if (!status.has_last_report_time()) continue;
+    const google::protobuf::Duration age = now - status.last_report_time();
+    *status.mutable_last_report_age() =
+        age < google::protobuf::Duration() ? google::protobuf::Duration() : age;
   }
   response->set_current_version(state_->Current()->version);
   return grpc::Status::OK;

@@ -524,6 +524,28 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
   ASSERT_EQ(top.exit_code, 0) << top.err;
   EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;
   EXPECT_TRUE(absl::StrContains(top.out, "main                 0                open")) << top.out;
+  // A hung proxy stays listed until the control plane's keepalive gives up
+  // (40 s by default); its last report is left out of the fleet's figures
+  // once past two intervals (before: counted as reporting all that time).
+  proxy_->process().Signal(SIGSTOP);
+  std::string last;
+  const bool left_out = WaitFor(
+      [&] {
+        last = cp_.Ctl({"top", "--once"}).out;
+        return absl::StrContains(
+            last, "fleet: 1 proxies (0 reporting, 1 silent past two report intervals, left out)");
+      },
+      absl::Seconds(10));
+  proxy_->process().Signal(SIGCONT);
+  EXPECT_TRUE(left_out) << last;
+  EXPECT_TRUE(absl::StrContains(last, " 0.0 rps")) << last;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        last = cp_.Ctl({"top", "--once"}).out;
+        return absl::StrContains(last, "fleet: 1 proxies (1 reporting)");
+      },
+      absl::Seconds(10)))
+      << last;
 }
 
 // Routes of one name in two virtual hosts are two routes in the report, and
