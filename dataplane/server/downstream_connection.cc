@@ -130,6 +130,16 @@ void DownstreamConnection::EndStreamsAtDrainDeadline() {
   if (stream_in_use_ && !closed_) stream_->EndAtDrainDeadline();
 }
 
+size_t DownstreamConnection::HeldResponseBytes() const {
+  return closed_ ? 0 : connection_->output_size();
+}
+
+void DownstreamConnection::ShedForOverload() {
+  if (closed_) return;
+  if (stream_in_use_) stream_->SetResponseFlagIfUnset("overload");
+  CloseNow();
+}
+
 void DownstreamConnection::StartDrain() {
   drain_requested_ = true;
   soft_drain_ = false;

@@ -54,6 +54,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // Connection: close on the next response; closes now when idle.
   void StartDrain() override;
   void EndStreamsAtDrainDeadline() override;
+  size_t HeldResponseBytes() const override;
+  void ShedForOverload() override;
   // Closes an idle connection whose listener is gone.
   void OnSnapshotChanged(const std::shared_ptr<const config::ConfigSnapshot>& previous) override;
 

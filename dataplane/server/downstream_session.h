@@ -31,6 +31,12 @@ class DownstreamSession : public event::DeferredDeletable {
   // that a close would cut without a word to their client (a gRPC call gets
   // UNAVAILABLE in trailers); others are cut with the connection.
   virtual void EndStreamsAtDrainDeadline() {}
+  // Bytes of response the session holds for its client and has not
+  // written (queued in its streams and its socket's output).
+  virtual size_t HeldResponseBytes() const { return 0; }
+  // The overload guard sheds the session: its exchanges end (logged with
+  // response_flag `overload`) and the connection closes at once.
+  virtual void ShedForOverload() {}
 };
 
 class Worker;

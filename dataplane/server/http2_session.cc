@@ -19,6 +19,7 @@ constexpr size_t kSocketWatermark = 256 * 1024;
 constexpr size_t kTakeChunk = 64 * 1024;
 constexpr uint32_t kInternalError = 0x2;  // RFC 9113 7
 constexpr uint32_t kNoError = 0x0;
+constexpr uint32_t kEnhanceYourCalm = 0xb;
 
 }  // namespace
 
@@ -305,6 +306,22 @@ void Http2Session::EndStreamsAtDrainDeadline() {
     auto it = streams_.find(id);
     if (it != streams_.end()) it->second->proxy().EndAtDrainDeadline();
   }
+}
+
+size_t Http2Session::HeldResponseBytes() const {
+  size_t held = connection_->output_size();
+  for (const auto& [id, stream] : streams_) held += codec_.QueuedBytes(id);
+  return held;
+}
+
+void Http2Session::ShedForOverload() {
+  if (closed_) return;
+  for (auto& [id, stream] : streams_) stream->proxy().SetResponseFlagIfUnset("overload");
+  // GOAWAY says why, if the client reads it; the close does not wait for it.
+  codec_.Shutdown(kEnhanceYourCalm);
+  codec_.Shutdown(kEnhanceYourCalm);
+  Flush();
+  CloseNow();
 }
 
 void Http2Session::StartDrain() {

@@ -72,6 +72,8 @@ class Http2Session : public net::ConnectionCallbacks,
   // DownstreamSession
   void StartDrain() override;
   void EndStreamsAtDrainDeadline() override;
+  size_t HeldResponseBytes() const override;
+  void ShedForOverload() override;
   // StartDrain, and the streams left at ListenerDrain::timeout() are ended
   // with `flag` (the access log's response_flag).
   void StartListenerDrain(std::string_view flag);

@@ -272,6 +272,9 @@ class ProxyServer {
     for (auto& w : workers_) w->StartDrain();
   }
   bool draining() const { return draining_.load(); }
+  void ShedHeavySessions(size_t min_bytes) {
+    for (auto& w : workers_) w->ShedHeavySessions(min_bytes);
+  }
   void EndStreamsAtDrainDeadline() {
     for (auto& w : workers_) w->EndStreamsAtDrainDeadline();
   }
@@ -430,6 +433,9 @@ void ReleaseFreeMemory() {
 // What stays covers a busy proxy's churn without a page fault per request.
 constexpr size_t kFreeMemoryKept = size_t{32} << 20;
 constexpr absl::Duration kFreeMemoryCheck = absl::Seconds(10);
+// Over --max-memory-mb, a client connection holding this much response it
+// has not read is closed (a stalled HTTP/2 client holds up to 8 MiB).
+constexpr size_t kOverloadShedBytes = size_t{1} << 20;
 
 void ReleaseFreeMemoryOverKept() {
 #if defined(SLUICE_TCMALLOC)
@@ -898,6 +904,9 @@ int Run(int argc, char** argv) {
         server::Overload::Set(over);
         overloaded->Set(over ? 1 : 0);
       }
+      // Still over after new work was refused: the clients that hold the
+      // most unread response go (Envoy's reset_high_memory_stream).
+      if (over) proxy.ShedHeavySessions(kOverloadShedBytes);
       memory_check->Enable(absl::Milliseconds(250));
     });
     memory_check->Enable(absl::Milliseconds(250));

@@ -256,6 +256,10 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_overload_requests_rejected_total",
                  "Requests answered 503 because the proxy was over --max-memory-mb.");
   overload_requests_rejected = store.GetCounter("sluice_overload_requests_rejected_total");
+  store.Describe("sluice_overload_connections_shed_total",
+                 "Client connections closed because the proxy was over --max-memory-mb and "
+                 "they held 1 MiB or more of response their client had not read.");
+  overload_sessions_shed = store.GetCounter("sluice_overload_connections_shed_total");
   store.Describe("sluice_request_bodies_held_bytes",
                  "Request bytes held whole for policies now (bounded by --max-held-body-mb).");
   request_bodies_held_bytes = store.GetGauge("sluice_request_bodies_held_bytes");
@@ -394,6 +398,20 @@ void Worker::StartDrain() {
     // SO_REUSEPORT sibling takes this socket's share.
     for (const auto& [listener, fd] : queued) ::shutdown(fd, SHUT_RD);
     for (DownstreamSession* c : Sessions()) c->StartDrain();
+  });
+}
+
+void Worker::ShedHeavySessions(size_t min_bytes) {
+  dispatcher_.Post([this, min_bytes] {
+    std::vector<DownstreamSession*> sessions = Sessions();
+    for (DownstreamSession* c : sessions) {
+      const size_t held = c->HeldResponseBytes();
+      if (held < min_bytes) continue;
+      stats_.overload_sessions_shed->Inc();
+      SLUICE_LOG(kDebug, "over --max-memory-mb: closing a client connection that holds ", held,
+                 " bytes of response it has not read");
+      c->ShedForOverload();
+    }
   });
 }
 

@@ -110,6 +110,7 @@ struct ProxyStats {
   stats::Counter* downstream_accept_errors;
   stats::Counter* downstream_rejected_overload;  // connections closed at accept
   stats::Counter* overload_requests_rejected;    // requests answered 503
+  stats::Counter* overload_sessions_shed;        // Worker::ShedHeavySessions
   stats::Gauge* request_bodies_held_bytes;       // HeldBodies::held()
   stats::Counter* held_bodies_refused;           // 503: past HeldBodies::max(), or overload
 };
@@ -238,6 +239,11 @@ class Worker {
   // At the drain's deadline: each open session ends the streams a close
   // would cut without a word (DownstreamSession::EndStreamsAtDrainDeadline).
   void EndStreamsAtDrainDeadline();
+  // The overload guard is on: sessions holding `min_bytes` or more of
+  // response for their clients are shed (a client that opens many streams
+  // and reads none otherwise keeps the proxy over its memory limit, and
+  // every new client out, for as long as it holds on). Thread-safe.
+  void ShedHeavySessions(size_t min_bytes);
   // Thread-safe.
   int64_t active_connections() const { return active_connections_.load(); }
 

@@ -599,6 +599,56 @@ TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
   close(fd);
 }
 
+// Over --max-memory-mb, the clients that hold the most unread response are
+// closed, not only new work refused. Before, a few connections that open 50
+// streams of large responses each and read none (a zero window) kept the
+// proxy over its limit, and every new client out, for as long as they held
+// on (the route's idle timeout: 60 s by default).
+TEST_F(Http2Test, OverTheMemoryLimitClientsHoldingUnreadResponsesAreShed) {
+  const long baseline_kb = RssKb(proxy_->process().pid());
+  ASSERT_GT(baseline_kb, 0);
+  ASSERT_TRUE(proxy_->Stop().has_value());
+  proxy_ = std::make_unique<Proxy>(
+      cp_.address(), "h2-overload", 1, "",
+      std::vector<std::string>{"--max-memory-mb", absl::StrCat(baseline_kb / 1024 + 24)});
+  ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+  ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  ASSERT_TRUE(WaitFor([&] { return Curl({Plain("/direct")}).out == "direct"; },
+                      absl::Seconds(5)));
+  std::string bytes = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
+                      Http2Frame(0x4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));
+  for (int i = 0; i < 50; ++i) {
+    bytes += Http2Frame(0x1, 0x5, 1 + 2 * i,
+                        Literal(":method", "GET") + Literal(":scheme", "http") +
+                            Literal(":path", "/big?size=4000000") + Literal(":authority", "a.test"));
+  }
+  std::vector<int> stalled;
+  for (int c = 0; c < 12 && proxy_->Stat("sluice_overload_active") != 1; ++c) {
+    int fd = ConnectLoopback(plain_port_);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    stalled.push_back(fd);
+    WaitFor([&] { return proxy_->Stat("sluice_overload_active") == 1; }, absl::Seconds(1));
+  }
+  const bool shed = WaitFor(
+      [&] { return proxy_->Stat("sluice_overload_connections_shed_total") >= 1; },
+      absl::Seconds(10));
+  // The stalled clients hold on (their sockets stay open here); a new client
+  // is served again once the proxy is back under its limit.
+  const bool served = WaitFor(
+      [&] { return Curl({"--max-time", "2", Plain("/direct")}).out == "direct"; },
+      absl::Seconds(15));
+  const int64_t shed_count = proxy_->Stat("sluice_overload_connections_shed_total");
+  for (int fd : stalled) close(fd);
+  EXPECT_TRUE(shed) << stalled.size() << " stalled connections, RSS "
+                    << RssKb(proxy_->process().pid()) << " KiB, baseline " << baseline_kb;
+  EXPECT_TRUE(served) << proxy_->Admin("/metrics").second;
+  EXPECT_LE(shed_count, static_cast<int64_t>(stalled.size()));
+  EXPECT_TRUE(WaitForFileLine(dir_ + "/access.log", "\"response_flag\":\"overload\"",
+                              absl::Seconds(5))
+                  .has_value());
+}
+
 // Connection errors are counted by why, so a rapid-reset attack, a
 // CONTINUATION flood and a broken client can be told apart (before: one
 // sluice_downstream_protocol_errors_total for all of them).
