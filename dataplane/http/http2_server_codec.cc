@@ -275,6 +275,22 @@ struct Http2ServerCodecAccess {
     }
   }
 
+  // RFC 9218 priorities (the settings turn RFC 7540's off). A stream whose
+  // client sent no Priority field is made incremental: nghttp2 takes the
+  // RFC's default (not incremental) and sends such streams one after
+  // another, whole, so on a slow link the later ones got nothing for a
+  // minute and were cut at the route's idle timeout (100 streams, 28
+  // starved). RFC 9218 10 leaves the server its own scheduling; Envoy and
+  // nginx share the link among the streams that are ready. A client's own
+  // Priority field (or a later PRIORITY_UPDATE) is followed as nghttp2
+  // reads it: `u=1` without `i` asks for one response after another.
+  static void SetStreamPriority(Http2ServerCodec* codec, const Http2ServerCodec::Stream* stream) {
+    if (stream->headers.Get("priority") != nullptr) return;
+    const nghttp2_extpri extpri{NGHTTP2_EXTPRI_DEFAULT_URGENCY, 1};
+    nghttp2_session_change_extpri_stream_priority(codec->session_, stream->id, &extpri,
+                                                  /*ignore_client_signal=*/0);
+  }
+
   static void OnRequestHead(Http2ServerCodec* codec,
                             Http2ServerCodec::Stream* stream, bool end_stream) {
     if (stream->too_large) {
@@ -292,6 +308,7 @@ struct Http2ServerCodecAccess {
     }
     stream->delivered = true;
     codec->last_delivered_ = std::max(codec->last_delivered_, stream->id);
+    SetStreamPriority(codec, stream);
     if (const std::string* length = stream->headers.Get("content-length")) {
       uint64_t n = 0;
       // nghttp2 has checked it (digits) and holds the body to it.

@@ -942,6 +942,47 @@ TEST(Http2ServerCodecTest, SlowStreamDoesNotStopAnother) {
   EXPECT_EQ(f.codec.QueuedBytes(fast), 0u);
 }
 
+// Streams share the connection when the link, not flow control, is the
+// limit: each ready stream gets a frame in turn (RFC 9218 incremental)
+// unless the client's Priority field says otherwise. Before, nghttp2 sent
+// streams with no Priority field one after another, whole: on a slow link
+// the later ones got nothing and were cut at the route's idle timeout.
+TEST(Http2ServerCodecTest, ReadyStreamsShareTheLinkUnlessTheClientAsksOtherwise) {
+  auto first_bytes = [](const Fields& extra) {
+    TestClient::Options client_options;
+    client_options.initial_window_size = 1 << 20;
+    Fixture f(Http2Limits(), client_options);
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 4; ++i) {
+      ids.push_back(f.client.Request(TestClient::Head("GET", "/", extra)));
+    }
+    f.link.Run();
+    for (int32_t id : ids) {
+      EXPECT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+      EXPECT_TRUE(f.codec.SubmitData(id, std::string(200000, 'b'), true));
+    }
+    std::string out;
+    f.codec.TakeOutput(&out, 60000);  // under the connection's first window
+    f.client.Recv(out);
+    std::vector<size_t> got;
+    for (int32_t id : ids) got.push_back(f.client.responses[id].body.size());
+    return got;
+  };
+  for (const Fields& extra : {Fields{}, Fields{{"priority", "i"}}, Fields{{"priority", "u=2, i"}}}) {
+    const std::vector<size_t> got = first_bytes(extra);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_GT(got[i], 0u) << "stream " << i << (extra.empty() ? "" : " with " + extra[0].second);
+    }
+  }
+  // A Priority field without `i` asks for one response after another
+  // (RFC 9218 4.2): the first stream's bytes come first.
+  for (const char* sequential_field : {"u=3", "u=2, i=?0"}) {
+    const std::vector<size_t> sequential = first_bytes({{"priority", sequential_field}});
+    EXPECT_GT(sequential[0], 50000u) << sequential_field;
+    EXPECT_EQ(sequential[3], 0u) << sequential_field;
+  }
+}
+
 TEST(Http2ServerCodecTest, TakeOutputHonoursMaxBytes) {
   Fixture f;
   const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
