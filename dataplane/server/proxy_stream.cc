@@ -2574,9 +2574,10 @@ void ProxyStream::OnIdleTimer() {
     ReportTry(0);
     ReleaseUpstream(false);
     response_flag_ = "upstream_timeout";
-    SendLocalResponse(504, absl::StrCat("the upstream took no request body bytes for ",
-                                        absl::FormatDuration(idle_limit_)),
-                      {}, {}, "application/json", /*close_connection=*/true);
+    upstream_failure_ = absl::StrCat("the upstream took no request body bytes for ",
+                                     absl::FormatDuration(idle_limit_));
+    SendLocalResponse(504, upstream_failure_, {}, {}, "application/json",
+                      /*close_connection=*/true);
     return;
   }
   if (buffering_body_ || (!request_complete_ && !response_started_ && !tunnel_)) {

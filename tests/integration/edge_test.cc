@@ -262,7 +262,9 @@ class EdgeTest : public ::testing::Test {
 
   // Version 2: a listener on a new port whose every request goes to the
   // upstream on `upstream_port`. Its port, or 0 when that failed.
-  int ListenerTo(int upstream_port, const std::string& route_settings = "") {
+  // `listener_settings`: more of the listener's spec, e.g. ", access_log: {...}".
+  int ListenerTo(int upstream_port, const std::string& route_settings = "",
+                 const std::string& listener_settings = "") {
     const int port = PickFreePort();
     std::string yaml = absl::StrCat(
         "kind: Cluster\nname: hints\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
@@ -270,7 +272,7 @@ class EdgeTest : public ::testing::Test {
         "    - domains: ['*']\n      routes: [{match: {prefix: /}, route: {cluster: hints",
         route_settings, "}}]\n"
         "---\nkind: Listener\nname: hints\nspec: {address: 127.0.0.1, port: ", port,
-        ", route_table: hints}\n");
+        ", route_table: hints", listener_settings, "}\n");
     std::string path = MakeTempDir("edge-listener") + "/config.yaml";
     std::ofstream(path) << yaml;
     auto r = cp_.Ctl({"apply", "-f", path});
@@ -909,7 +911,9 @@ TEST_F(EdgeTest, AnUpstreamThatStopsReadingTheBodyIsTheUpstreamsStall) {
   int upstream_port = 0;
   const int listen_fd = ListenOnLoopback(&upstream_port, /*receive_buffer=*/4096);
   ASSERT_GE(listen_fd, 0);
-  const int port = ListenerTo(upstream_port, ", timeout: 5s, idle_timeout: 1s");
+  const std::string log = MakeTempDir("edge-log") + "/access.log";
+  const int port = ListenerTo(upstream_port, ", timeout: 5s, idle_timeout: 1s",
+                              absl::StrCat(", access_log: {path: ", log, "}"));
   ASSERT_NE(port, 0);
   RawClient client(port);
   ASSERT_TRUE(client.Send("POST /up HTTP/1.1\r\nHost: edge\r\nContent-Length: 50000000\r\n\r\n"));
@@ -925,6 +929,13 @@ TEST_F(EdgeTest, AnUpstreamThatStopsReadingTheBodyIsTheUpstreamsStall) {
   EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 504")) << reply;
   EXPECT_TRUE(absl::StrContains(reply, "the upstream took no request body bytes for 1s")) << reply;
   EXPECT_EQ(proxy_->Stat("sluice_upstream_timeouts_total{cluster=\"hints\"}"), 1);
+  // The access log says why, as the 504 does (it was empty).
+  EXPECT_TRUE(WaitForFileLine(log,
+                              "\"upstream_failure\":\"the upstream took no request body bytes "
+                              "for 1s\"",
+                              absl::Seconds(5))
+                  .has_value())
+      << ReadFile(log);
   close(listen_fd);
 }
 
