@@ -659,9 +659,14 @@ bool Http1Parser::ParseFieldLines(std::string_view section,
         // `Name : value`, or a line with no colon at all (`XA 1`).
         size_t after = i;
         while (IsOws(p[after])) ++after;
-        return Fail(ParseError::kBadRequest, p[after] == ':'
-                                                 ? "whitespace between field name and colon"
-                                                 : "field line without a colon");
+        // `Bad Name: v`: a space in the name, not a line without a colon.
+        const size_t line_end = FindControl(p, after, size);
+        const bool colon_later =
+            std::string_view(p + after, line_end - after).find(':') != std::string_view::npos;
+        return Fail(ParseError::kBadRequest,
+                    p[after] == ':' ? "whitespace between field name and colon"
+                    : colon_later   ? "invalid character in field name"
+                                    : "field line without a colon");
       }
       return Fail(ParseError::kBadRequest,
                   i == name_begin ? "empty or invalid field name"

@@ -175,6 +175,7 @@ class Http1Parser {
   // Human-readable reason for error(), e.g. "Content-Length together with
   // Transfer-Encoding". Empty while error() == kNone.
   const std::string& error_detail() const { return error_detail_; }
+  const Limits& limits() const { return limits_; }
   // The last request line read said HEAD (also when the head then failed):
   // an error answer to it has no content (RFC 9110 9.3.2).
   bool head_method() const { return head_method_; }

@@ -395,7 +395,11 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
     message = parser_.error_detail();
   } else if (error == http::ParseError::kHeadersTooLarge) {
     status = 431;
-    message = "request header section too large";
+    // Which bound: the count or the bytes.
+    message = parser_.error_detail() == "too many header fields"
+                  ? absl::StrCat("more than ", parser_.limits().max_headers,
+                                 " header fields (the listener's http.max_request_headers)")
+                  : std::string("request header section too large");
   } else if (error == http::ParseError::kRequestLineTooLong) {
     status = 414;
     message = "request line longer than the listener's http.max_request_headers_bytes";

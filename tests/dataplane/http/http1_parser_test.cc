@@ -925,6 +925,7 @@ TEST(Http1RequestTest, ErrorDetailNamesTheProblem) {
            {"XA 1", "field line without a colon"},
            {"XA", "field line without a colon"},
            {"XA : 1", "whitespace between field name and colon"},
+           {"Bad Name: 1", "invalid character in field name"},  // was "without a colon"
            {"X(A): 1", "invalid character in field name"}}) {
     Recorder r;
     Http1Parser p(Mode::kRequest, &r);
