@@ -1708,7 +1708,8 @@ std::string RolloutNote(admin::v1::AdminService::Stub& stub) {
 absl::Duration ReportAge(const admin::v1::ProxyStatus& p) {
   const google::protobuf::Duration age =
       p.has_last_report_age() ? p.last_report_age()
-                              : google::protobuf::util::TimeUtil::GetCurrentTime() -
+                              : google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+                                    absl::ToUnixNanos(absl::Now())) -
                                     p.last_report_time();
   return absl::Seconds(age.seconds()) + absl::Nanoseconds(age.nanos());
 }

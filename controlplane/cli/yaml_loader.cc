@@ -101,8 +101,8 @@ std::string LeadingZeroError(const std::string& text) {
       !std::all_of(text.begin() + digits, text.end(), is_digit)) {
     return "";
   }
-  return absl::StrCat("'", text, "' has a leading zero, which YAML 1.1 tools read as octal; "
-                      "write the number without it");
+  return absl::StrCat("'", text, "' has a leading zero (YAML 1.1 tools read such a number as "
+                      "octal); write it without the zero");
 }
 
 // The values a user may write for an enum field: the placeholder for "not

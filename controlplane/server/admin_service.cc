@@ -550,7 +550,9 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
       response->mutable_fleet_unread_for()->set_seconds(absl::ToInt64Seconds(unread));
     }
   }
-  const google::protobuf::Timestamp now = google::protobuf::util::TimeUtil::GetCurrentTime();
+  // To the nanosecond (this protobuf's GetCurrentTime has whole seconds).
+  const google::protobuf::Timestamp now =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
   for (admin::v1::ProxyStatus& status : *response->mutable_proxies()) {
     if (!status.has_last_report_time()) continue;
     const google::protobuf::Duration age = now - status.last_report_time();

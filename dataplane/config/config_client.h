@@ -23,7 +23,9 @@
 // A route table the proxy holds may come as a patch (discovery.v1.
 // RouteTablePatch: only its replaced, added and removed routes; the log line
 // "applied config version N (C resources changed, R removed; M route tables
-// patched: K routes replaced, I inserted, D removed)" counts each). The client applies it in place
+// patched: K routes replaced, I inserted, D removed)" counts each; a route
+// changed where a virtual host's route count changed travels in that host's
+// splice, and counts as one removed and one inserted). The client applies it in place
 // to the table it holds when the patch's base_hash is the hash of that table
 // (kept per table: api::ContentHash when the table came whole, the patch's
 // `hash` after a patch, so no table is hashed again for a patch); a patch

@@ -620,7 +620,11 @@ void ProxyStream::Start(const RequestHead& request) {
   // HTTP/2's :authority counts as the Host field it stands for, so the
   // same request is under the limit or over it in either protocol (an h2
   // request reached the upstream with one field more than HTTP/1 allows).
-  const size_t fields = head.headers->size() + (head.http2 && !head.authority.empty() ? 1 : 0);
+  const size_t fields =
+      head.headers->size() +
+      (head.http2 && !head.authority.empty() && http::FindHeader(*head.headers, "host") == nullptr
+           ? 1
+           : 0);
   if (fields > listener.max_request_headers) {
     response_flag_ = "bad_request";
     SendLocalResponse(431, absl::StrCat("more than ", listener.max_request_headers,

@@ -451,6 +451,41 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
   EXPECT_EQ(upstream_.RequestCount(), *before + served);
 }
 
+// http.max_request_headers (100 here) counts :authority as the Host it
+// stands for, and a `host` field sent in its place (RFC 9113 8.3.1) once:
+// the same request is under the limit or over it as over HTTP/1.
+TEST_F(Http2Test, TheFieldCountTakesAuthorityOrHostAsOneField) {
+  // The status (200, or 0 for one outside HPACK's static table) and body.
+  auto answer_with = [&](const std::string& authority_field, int more) {
+    std::pair<int, std::string> answer{-1, ""};
+    int fd = ConnectLoopback(plain_port_);
+    if (fd < 0) return answer;
+    std::string block = Literal(":method", "GET") + Literal(":scheme", "http") +
+                        Literal(":path", "/count") + authority_field;
+    for (int i = 0; i < more; ++i) block += Literal(absl::StrCat("x-h", i), "v");
+    const std::string bytes = kPrefaceAndSettings + Http2Frame(0x1, 0x5, 1, block);
+    (void)!write(fd, bytes.data(), bytes.size());
+    bool closed = false;
+    std::vector<RawFrameIn> frames = ReadFrames(
+        fd, [](const RawFrameIn& f) { return f.stream_id == 1 && (f.flags & 0x1) != 0; },
+        &closed);
+    close(fd);
+    for (const RawFrameIn& f : frames) {
+      if (f.stream_id != 1) continue;
+      if (f.type == 0x1) answer.first = StatusOf(f);
+      if (f.type == 0x0) answer.second += f.payload;
+    }
+    return answer;
+  };
+  for (const std::string& authority : {Literal(":authority", "a.test"), Literal("host", "a.test")}) {
+    SCOPED_TRACE(absl::CHexEscape(authority));
+    EXPECT_EQ(answer_with(authority, 99).first, 200);
+    const auto [status, body] = answer_with(authority, 100);
+    EXPECT_NE(status, 200);
+    EXPECT_TRUE(absl::StrContains(body, "more than 100 header fields")) << body;
+  }
+}
+
 // A request head over max_request_headers_bytes (60 KiB) counts as a
 // protocol error, as over HTTP/1: answered 431 up to twice the limit, reset
 // ENHANCE_YOUR_CALM beyond (an HPACK bomb: one 4000-byte table entry named

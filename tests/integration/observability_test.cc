@@ -520,10 +520,27 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
   for (const char* column : {"GROUP", "PENDING", "CONNECTED", "LAST NACK"}) {
     EXPECT_TRUE(absl::StrContains(r.out, column)) << column << "\n" << r.out;
   }
-  CommandResult top = cp_.Ctl({"top", "--once"});
-  ASSERT_EQ(top.exit_code, 0) << top.err;
+  // The report's age by the control plane's clock, to the nanosecond (it
+  // had whole seconds: a fresh report read "0s", clamped from below zero).
+  const std::string json = cp_.Ctl({"proxies", "-o", "json"}).out;
+  const std::string key = "\"last_report_age\":\"";
+  const size_t age_at = json.find(key);
+  ASSERT_NE(age_at, std::string::npos) << json;
+  const size_t from = age_at + key.size();
+  const std::string age = json.substr(from, json.find('"', from) - from);
+  EXPECT_TRUE(absl::StrContains(age, ".")) << age;
+  // Reports cover 200 ms each: traffic until one that `top` reads has it.
+  CommandResult top;
+  const bool top_seen = WaitFor(
+      [&] {
+        for (int i = 0; i < 20; ++i) HttpGet(address(), "/open");
+        top = cp_.Ctl({"top", "--once"});
+        return top.exit_code == 0 &&
+               absl::StrContains(top.out, "main                 0                open");
+      },
+      absl::Seconds(15));
+  EXPECT_TRUE(top_seen) << top.out << top.err;
   EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;
-  EXPECT_TRUE(absl::StrContains(top.out, "main                 0                open")) << top.out;
   // A hung proxy stays listed until the control plane's keepalive gives up
   // (40 s by default); its last report is left out of the fleet's figures
   // once past two intervals (before: counted as reporting all that time).

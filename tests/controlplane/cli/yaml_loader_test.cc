@@ -157,7 +157,7 @@ TEST(YamlLoaderTest, TypeErrors) {
         "kind: Cluster\nname: a\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", port,
         "}]\n"));
     EXPECT_TRUE(absl::StrContains(error, "spec.endpoints[0].port: '") &&
-                absl::StrContains(error, "' has a leading zero, which YAML 1.1 tools read as octal"))
+                absl::StrContains(error, "' has a leading zero (YAML 1.1 tools read such a number"))
         << error;
   }
   EXPECT_TRUE(absl::StrContains(
