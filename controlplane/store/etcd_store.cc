@@ -158,6 +158,12 @@ absl::StatusOr<EtcdTls> MakeEtcdTls(const EtcdEndpoints& endpoints,
     if (!cert.ok()) return cert.status();
     absl::StatusOr<std::string> key = ReadPemFile("--etcd-key", flags.key_file, PemKind::kPrivateKey);
     if (!key.ok()) return key.status();
+    // As --tls-key: the etcd client certificate reads and writes the whole
+    // store (every Secret's private key, the operator tokens' digests).
+    if (std::string loose = OthersCanRead("--etcd-key", flags.key_file); !loose.empty()) {
+      SLUICE_LOG(kWarning, loose,
+                 ": anyone who can log in here can read and write the whole store in etcd");
+    }
     tls.cert_pem = *std::move(cert);
     tls.key_pem = *std::move(key);
   }

@@ -5,6 +5,7 @@
 // CA or with a wrong server name the start-up log says which TLS check
 // failed; bad flag combinations are refused before anything starts.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <memory>
 
@@ -99,8 +100,19 @@ TEST_F(EtcdTlsTest, ClientCertificateAppliesAndReads) {
       << applied.out;
 
   // A second replica with the same flags reads what the first one stored.
-  ControlPlane second("", "info", StoreArgs(extra));
+  // Its key is readable by every user: said at start, as for --tls-key (the
+  // client certificate reads and writes the whole store).
+  const std::string loose_key =
+      WriteFile(MakeTempDir("loose-key"), "client.key", ReadFile(Cert("proxy-sluice-control.key")));
+  ASSERT_EQ(::chmod(loose_key.c_str(), 0644), 0);
+  std::vector<std::string> loose = {"--etcd-ca", Cert("ca.pem"), "--etcd-cert",
+                                    Cert("proxy-sluice-control.pem"), "--etcd-key", loose_key};
+  ControlPlane second("", "info", StoreArgs(loose));
   ASSERT_TRUE(second.ok()) << second.process().Log();
+  EXPECT_TRUE(second.process().WaitForLogLine(
+      absl::StrCat("--etcd-key ", loose_key, " is readable by every user on this host"),
+      absl::ZeroDuration()))
+      << second.process().Log();
   CommandResult listed = second.Ctl({"get"});
   EXPECT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_TRUE(absl::StrContains(listed.out, "main")) << listed.out;
