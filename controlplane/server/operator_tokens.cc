@@ -170,6 +170,10 @@ absl::StatusOr<std::string> OperatorTokens::ReadBootstrapTokenFile(const std::st
         path, ": the admin token is ", trimmed.size(), " characters; at least ",
         kMinBootstrapTokenLength, " (make one with: openssl rand -base64 32)"));
   }
+  // Here too (AddBootstrapToken checks again): refused before a store is made.
+  if (std::string problem = api::TokenTextProblem(trimmed); !problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
+  }
   return trimmed;
 }
 

@@ -516,6 +516,15 @@ TEST_F(ControlPlaneTlsTest, MismatchedKeyAndBadTokenFileAreRefusedAtStart) {
   EXPECT_TRUE(absl::StrContains(r.err, "at least 16")) << r.err;
   EXPECT_FALSE(std::filesystem::exists(data + "/state.db"));
   EXPECT_FALSE(std::filesystem::exists(data + "/LOCK"));
+  // One no gRPC client could send: refused as early (it made a store first).
+  const std::string accented =
+      WriteFile(MakeTempDir("cp-token"), "token", "0123456789abcdef\xc3\xa9\n");
+  r = RunCommand({binary, "--listen", absl::StrCat("127.0.0.1:", PickFreePort()), "--data-dir",
+                  data, "--admin-token-file", accented});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "character 17 is byte 0xc3")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(data + "/state.db"));
+  EXPECT_FALSE(std::filesystem::exists(data + "/LOCK"));
   // --require-tokens with no token at all, in a new data dir: nothing made.
   r = RunCommand({binary, "--listen", absl::StrCat("127.0.0.1:", PickFreePort()), "--data-dir",
                   data, "--require-tokens"});
