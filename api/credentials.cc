@@ -83,6 +83,12 @@ std::string Sha256Hex(std::string_view data) {
 
 std::optional<std::string_view> BearerToken(std::string_view authorization) {
   constexpr std::string_view kScheme = "Bearer";
+  // White space around a field value is not part of it (RFC 9110 5.5); gRPC
+  // metadata comes as sent.
+  while (!authorization.empty() &&
+         (authorization.front() == ' ' || authorization.front() == '\t')) {
+    authorization.remove_prefix(1);
+  }
   if (authorization.size() <= kScheme.size() ||
       !absl::EqualsIgnoreCase(absl::string_view(authorization.data(), kScheme.size()),
                               absl::string_view(kScheme.data(), kScheme.size()))) {

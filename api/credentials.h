@@ -67,7 +67,7 @@ bool VerifyPassword(std::string_view password, std::string_view password_hash);
 
 // The token of an `authorization` value `Bearer <token>`: the scheme in any
 // case (RFC 9110 11.1), then one or more spaces or tabs (RFC 6750 2.1 asks
-// for 1*SP), white space after the token left out. nullopt for another
+// for 1*SP), white space before the scheme and after the token left out. nullopt for another
 // scheme or no token.
 std::optional<std::string_view> BearerToken(std::string_view authorization);
 

@@ -200,6 +200,7 @@ TEST(CredentialsTest, BearerToken) {
   EXPECT_EQ(BearerToken("bearer abc").value_or("none"), "abc");
   EXPECT_EQ(BearerToken("BEARER  abc").value_or("none"), "abc");
   EXPECT_EQ(BearerToken("Bearer\tabc \t").value_or("none"), "abc");
+  EXPECT_EQ(BearerToken(" \tBearer abc").value_or("none"), "abc");
   EXPECT_EQ(BearerToken("Bearer a b").value_or("none"), "a b");  // then no token matches it
   EXPECT_FALSE(BearerToken("Bearer").has_value());
   EXPECT_FALSE(BearerToken("Bearer   ").has_value());
