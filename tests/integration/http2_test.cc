@@ -599,6 +599,19 @@ long RssKb(pid_t pid) {
   return 0;
 }
 
+// A client preface with SETTINGS_INITIAL_WINDOW_SIZE 0 (the proxy may send
+// no DATA at all), then `streams` GETs of 4 MB responses.
+std::string ZeroWindowBigDownloads(int streams) {
+  std::string bytes = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
+                      Http2Frame(0x4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));
+  for (int i = 0; i < streams; ++i) {
+    bytes += Http2Frame(0x1, 0x5, 1 + 2 * i,
+                        Literal(":method", "GET") + Literal(":scheme", "http") +
+                            Literal(":path", "/big?size=4000000") + Literal(":authority", "a.test"));
+  }
+  return bytes;
+}
+
 // A client that opens 50 streams (the listener's limit) of large responses
 // and reads none: the session's 8 MiB budget is shared by its streams, so
 // the proxy holds about that. Before, each stream held 1 MiB and more (160
@@ -609,14 +622,7 @@ TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
   ASSERT_GT(before, 0);
   int fd = ConnectLoopback(plain_port_);
   ASSERT_GE(fd, 0);
-  // SETTINGS_INITIAL_WINDOW_SIZE 0: the proxy may send no DATA at all.
-  std::string bytes = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
-                      Http2Frame(0x4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));
-  for (int i = 0; i < 50; ++i) {
-    bytes += Http2Frame(0x1, 0x5, 1 + 2 * i,
-                        Literal(":method", "GET") + Literal(":scheme", "http") +
-                            Literal(":path", "/big?size=4000000") + Literal(":authority", "a.test"));
-  }
+  const std::string bytes = ZeroWindowBigDownloads(50);
   ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   int heads = 0;
   bool closed = false;
@@ -650,13 +656,7 @@ TEST_F(Http2Test, OverTheMemoryLimitClientsHoldingUnreadResponsesAreShed) {
   ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
   ASSERT_TRUE(WaitFor([&] { return Curl({Plain("/direct")}).out == "direct"; },
                       absl::Seconds(5)));
-  std::string bytes = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
-                      Http2Frame(0x4, 0, 0, std::string("\x00\x04\x00\x00\x00\x00", 6));
-  for (int i = 0; i < 50; ++i) {
-    bytes += Http2Frame(0x1, 0x5, 1 + 2 * i,
-                        Literal(":method", "GET") + Literal(":scheme", "http") +
-                            Literal(":path", "/big?size=4000000") + Literal(":authority", "a.test"));
-  }
+  const std::string bytes = ZeroWindowBigDownloads(50);
   std::vector<int> stalled;
   for (int c = 0; c < 12 && proxy_->Stat("sluice_overload_active") != 1; ++c) {
     int fd = ConnectLoopback(plain_port_);

@@ -76,6 +76,16 @@ class TlsTest : public ::testing::Test {
     return client.peer_subject();
   }
 
+  // TLS 1.2 to a.test with the client certificate client-1.
+  TlsClientOptions ClientCertificateOverTls12() const {
+    TlsClientOptions options;
+    options.max_version = TLS1_2_VERSION;
+    options.sni = "a.test";
+    options.client_cert_path = client_.cert_path;
+    options.client_key_path = client_.key_path;
+    return options;
+  }
+
   int64_t HandshakeErrors(const std::string& reason) const {
     return proxy_->Stat(
         absl::StrCat("sluice_downstream_tls_handshake_errors_total{reason=\"", reason, "\"}"));
@@ -331,11 +341,7 @@ TEST_F(TlsTest, TlsVariablesAreWhatTheClientSent) {
   auto applied = cp_.Ctl({"apply", "-f", WriteFile(dir_, "vars.yaml", yaml)});
   ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
-  TlsClientOptions options;
-  options.max_version = TLS1_2_VERSION;
-  options.sni = "a.test";
-  options.client_cert_path = client_.cert_path;
-  options.client_key_path = client_.key_path;
+  TlsClientOptions options = ClientCertificateOverTls12();
   TlsClient first;
   ASSERT_TRUE(first.Connect(mtls_port_, options)) << first.error();
   Http1Message response;
@@ -371,11 +377,7 @@ TEST_F(TlsTest, TheAccessLogNamesTheCipherAndTheClientCertificate) {
                               "  tls:\n    certificates: [a-cert]\n    client_ca: clients\n"))});
   ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
-  TlsClientOptions options;
-  options.max_version = TLS1_2_VERSION;
-  options.sni = "a.test";
-  options.client_cert_path = client_.cert_path;
-  options.client_key_path = client_.key_path;
+  TlsClientOptions options = ClientCertificateOverTls12();
   TlsClient client;
   ASSERT_TRUE(client.Connect(mtls_port_, options)) << client.error();
   Http1Message response;
