@@ -550,9 +550,7 @@ grpc::Status AdminServiceImpl::ListProxies(grpc::ServerContext* context,
       response->mutable_fleet_unread_for()->set_seconds(absl::ToInt64Seconds(unread));
     }
   }
-  // To the nanosecond (this protobuf's GetCurrentTime has whole seconds).
-  const google::protobuf::Timestamp now =
-      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+  const google::protobuf::Timestamp now = NowTimestamp();
   for (admin::v1::ProxyStatus& status : *response->mutable_proxies()) {
     if (!status.has_last_report_time()) continue;
     const google::protobuf::Duration age = now - status.last_report_time();

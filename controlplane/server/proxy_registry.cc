@@ -9,23 +9,16 @@ namespace sluice::controlplane {
 
 using google::protobuf::util::TimeUtil;
 
-namespace {
-
-// Now, to the nanosecond (this protobuf's TimeUtil::GetCurrentTime gives
-// whole seconds): connected_since also tells apart two connections of one
-// node id (sluicectl --wait).
-google::protobuf::Timestamp Now() {
+google::protobuf::Timestamp NowTimestamp() {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
 }
-
-}  // namespace
 
 int ProxyRegistry::Connect(const discovery::v1::Node& node, uint64_t version_held) {
   absl::MutexLock lock(&mu_);
   int handle = next_handle_++;
   admin::v1::ProxyStatus& status = proxies_[handle];
   *status.mutable_node() = node;
-  *status.mutable_connected_since() = Now();
+  *status.mutable_connected_since() = NowTimestamp();
   status.set_version_applied(version_held);
   return handle;
 }
@@ -67,7 +60,7 @@ void ProxyRegistry::Nacked(int handle, uint64_t version, const std::string& erro
     status.set_version_pending(0);
     status.set_last_nack_version(version);
     status.set_last_nack_error(error);
-    *status.mutable_last_nack_time() = Now();
+    *status.mutable_last_nack_time() = NowTimestamp();
     observer = observer_;
     if (observer != nullptr && observer->nacked) node = status.node();
   }
@@ -82,7 +75,7 @@ void ProxyRegistry::Reported(int handle, const discovery::v1::TrafficReport& rep
     auto it = proxies_.find(handle);
     if (it == proxies_.end()) return;
     *it->second.mutable_last_report() = report;
-    *it->second.mutable_last_report_time() = Now();
+    *it->second.mutable_last_report_time() = NowTimestamp();
     observer = observer_;
     if (observer != nullptr && observer->reported) node = it->second.node();
   }

@@ -18,6 +18,11 @@
 
 namespace sluice::controlplane {
 
+// Now, to the nanosecond (this protobuf's TimeUtil::GetCurrentTime gives
+// whole seconds): connected_since also tells apart two connections of one
+// node id (sluicectl --wait), and a report's age is not a second short.
+google::protobuf::Timestamp NowTimestamp();
+
 // Told of each traffic report and NACK, on the stream's reader thread, with
 // no lock of the registry held; must be quick.
 struct ProxyObserver {
