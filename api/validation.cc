@@ -40,6 +40,15 @@ const std::vector<std::string>& AccessLogFieldNames() {
       "cache_status"};
   return *names;
 }
+
+int GrpcRetryOnCode(absl::string_view name) {
+  if (name == "cancelled") return 1;
+  if (name == "deadline-exceeded") return 4;
+  if (name == "resource-exhausted") return 8;
+  if (name == "internal") return 13;
+  if (name == "unavailable") return 14;
+  return -1;
+}
 namespace {
 
 using config::v1::Cluster;
@@ -1084,10 +1093,12 @@ void ValidateRoute(const Route& route, const std::string& prefix,
           const std::string& on = rp.retry_on(i);
           if (on == "retriable-status-codes") wants_codes = true;
           if (on != "connect-failure" && on != "reset" && on != "gateway-error" && on != "5xx" &&
-              on != "retriable-status-codes") {
+              on != "retriable-status-codes" && GrpcRetryOnCode(on) < 0) {
             sink.Add(Index(Join(f, "retry_on"), i),
                      absl::StrCat("'", on, "' is not one of connect-failure, reset, "
-                                            "gateway-error, 5xx, retriable-status-codes"));
+                                            "gateway-error, 5xx, retriable-status-codes, "
+                                            "cancelled, deadline-exceeded, resource-exhausted, "
+                                            "internal, unavailable"));
           }
         }
         for (int i = 0; i < rp.retriable_status_codes_size(); ++i) {

@@ -76,6 +76,11 @@ inline constexpr absl::Duration kDefaultRetryBaseInterval = absl::Milliseconds(2
 inline constexpr absl::Duration kDefaultRetryMaxInterval = absl::Milliseconds(250);
 inline constexpr uint32_t kDefaultMaxReplayBytes = 64 * 1024;
 
+// A retry_policy.retry_on name for a gRPC status (Envoy's names: "cancelled",
+// "deadline-exceeded", "resource-exhausted", "internal", "unavailable"): its
+// code, or -1 when `name` is not one of them.
+int GrpcRetryOnCode(absl::string_view name);
+
 // The fields an access log entry may have, in their default order.
 const std::vector<std::string>& AccessLogFieldNames();
 

@@ -634,6 +634,7 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
           if (on == "gateway-error")
             r.on_gateway_error = r.on_connect_failure = r.on_reset = true;
           if (on == "5xx") r.on_5xx = r.on_connect_failure = r.on_reset = true;
+          if (int code = api::GrpcRetryOnCode(on); code >= 0) r.grpc_statuses |= 1u << code;
         }
         r.status_codes.assign(rp.retriable_status_codes().begin(),
                               rp.retriable_status_codes().end());

@@ -128,6 +128,9 @@ struct RouteEntry {
     bool on_gateway_error = false;  // 502/503/504 responses
     bool on_5xx = false;            // any 5xx response
     std::vector<uint32_t> status_codes;
+    // Bit n set: a gRPC call answered trailers-only with grpc-status n is
+    // retried (whatever retries_non_idempotent says: every call is a POST).
+    uint32_t grpc_statuses = 0;
     absl::Duration per_try_timeout;  // ZeroDuration: none
     absl::Duration base_interval;
     absl::Duration max_interval;
@@ -139,6 +142,10 @@ struct RouteEntry {
     bool implicit = false;
     // Whether a response with this status is retried.
     bool RetriesStatus(int status) const;
+    // Whether a gRPC call's trailers-only answer with this grpc-status is.
+    bool RetriesGrpcStatus(int code) const {
+      return num_retries > 0 && code >= 0 && code < 32 && (grpc_statuses >> code & 1) != 0;
+    }
   } retry;
   // prefix_rewrite as configured (empty: none) and the route's prefix match
   // (empty unless the route matches on prefix).

@@ -2047,6 +2047,8 @@ bool ProxyStream::MayRetry(RetryReason reason, int status) {
     case RetryReason::kConnectFailure: wanted = retry.on_connect_failure; break;
     case RetryReason::kReset: wanted = retry.on_reset && retries_any_method_; break;
     case RetryReason::kStatus: wanted = retry.RetriesStatus(status) && retries_any_method_; break;
+    // Listing a gRPC status is the opt-in: every gRPC call is a POST.
+    case RetryReason::kGrpcStatus: wanted = retry.RetriesGrpcStatus(status); break;
   }
   if (!wanted) return false;
   const upstream::ClusterInfo& cluster = *cluster_;
@@ -2367,6 +2369,16 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   } else {
     pending_outcome_ = head.status;  // reported when the response ends whole
   }
+  // A gRPC call's trailers-only answer (grpc-status in the head: nothing of
+  // the response reached the client yet), as Envoy's retry_on: unavailable.
+  const int head_grpc_status = grpc_ ? FindGrpcStatus(head.headers) : -1;
+  if (head.status == 200 && head_grpc_status >= 0 &&
+      MayRetry(RetryReason::kGrpcStatus, head_grpc_status)) {
+    CreditPending();  // the endpoint answered
+    ReleaseUpstream(false);  // an HTTP/1 upstream's connection is closed, not drained
+    ScheduleRetry();
+    return;
+  }
   if (MayRetry(RetryReason::kStatus, head.status)) {
     CreditPending();  // a retried 4xx (retriable-4xx) is an answer, not a failure
     // Discard this response: the connection is closed, not drained.
@@ -2378,7 +2390,7 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   status_ = head.status;
   if (head.status >= 500) cluster_->stats.upstream_responses_5xx->Inc();
   upstream_no_body_ = head_request_ || head.status == 204 || head.status == 304;
-  if (grpc_) grpc_status_ = FindGrpcStatus(head.headers);  // trailers-only
+  if (grpc_) grpc_status_ = head_grpc_status;  // trailers-only
 
   ResponseHead out;
   out.status = head.status;

@@ -330,7 +330,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool RunRequestDataFilters(std::string_view data, bool end_stream);
   bool ConnectUpstream();
   uint64_t HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head);
-  enum class RetryReason { kConnectFailure, kReset, kStatus };
+  // kGrpcStatus: `status` is the grpc-status of a trailers-only answer.
+  enum class RetryReason { kConnectFailure, kReset, kStatus, kGrpcStatus };
   bool MayRetry(RetryReason reason, int status);
   // `at_once`: no backoff (after a connect failure).
   void ScheduleRetry(bool at_once = false);

@@ -7,7 +7,11 @@
       PORT" and serves until SIGTERM.
       sluice.test.Echo/Unary         echoes the request. "fail:CODE:MESSAGE"
                                      aborts with that status number and
-                                     message; "sleep:MS" answers after MS
+                                     message; "flaky:CODE:N:TAG": the first N
+                                     calls with this payload abort with
+                                     that status trailers-only (no
+                                     metadata), later ones echo;
+                                     "sleep:MS" answers after MS
                                      milliseconds, or ends on cancellation;
                                      "hang:MS" the same with no response
                                      head before it.
@@ -140,6 +144,7 @@ class EchoServer:
         self.health_file = health_file
         self.lock = threading.Lock()
         self.counts = {}
+        self.flaky_calls = {}  # payload -> calls seen
 
     def count(self, method):
         with self.lock:
@@ -162,6 +167,15 @@ class EchoServer:
             deadline = time.monotonic() + int(request[5:]) / 1000
             while context.is_active() and time.monotonic() < deadline:
                 time.sleep(min(0.01, max(0, deadline - time.monotonic())))
+            return request
+        if request.startswith(b"flaky:"):
+            _, code, failures, _ = request.decode(errors="replace").split(":", 3)
+            with self.lock:
+                seen = self.flaky_calls.get(request, 0)
+                self.flaky_calls[request] = seen + 1
+            if seen < int(failures):
+                context.abort(CODE_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN),
+                              f"flaky call {seen + 1}")
             return request
         self.echo_metadata(context)
         context.set_trailing_metadata([("x-trailer", "unary")])

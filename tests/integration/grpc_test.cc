@@ -94,7 +94,13 @@ class GrpcTest : public ::testing::Test {
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "    - domains: ['*']\n      routes:\n"
-        "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n",
+        "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n"
+        "    - domains: [retry.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc, retry_policy: "
+        "{num_retries: 2, retry_on: [unavailable, resource-exhausted], base_interval: 1ms}}\n"
+        "    - domains: [noretry.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc, retry_policy: "
+        "{num_retries: 2, retry_on: [5xx], retry_non_idempotent: true}}\n",
         "---\nkind: Consumer\nname: grpc-client\nspec: {keys: [{key: grpc-client-key-1}]}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
         ", route_table: main, access_log: {path: ", dir_, "/access.log}}\n",
@@ -337,6 +343,39 @@ TEST_F(GrpcTest, UpstreamErrorStatusIsForwarded) {
             2);
   EXPECT_TRUE(
       WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":5,", absl::Seconds(5)).has_value());
+}
+
+// retry_on: unavailable (and the other gRPC statuses, as Envoy's) sends a
+// call again when its answer was trailers-only (grpc-status in the response
+// head: nothing of it reached the client), though every call is a POST.
+// Other statuses, routes without it, and a status after the response head
+// are passed on.
+TEST_F(GrpcTest, RetryOnGrpcStatusResendsTrailersOnlyFailures) {
+  auto unary = [&](const std::string& authority, const std::string& payload) {
+    return Call("unary", {"--authority", authority, "--payload", payload});
+  };
+  GrpcCallResult r = unary("retry.test", "flaky:14:2:a");
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  EXPECT_EQ(r.payload, "flaky:14:2:a") << r.Describe();
+  r = unary("retry.test", "flaky:8:1:b");
+  EXPECT_EQ(r.code, "OK") << r.Describe();
+  // Three failures: the two retries are not enough, and the last is passed on.
+  r = unary("retry.test", "flaky:14:3:c");
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_EQ(r.details, "flaky call 3") << r.Describe();
+  r = unary("retry.test", "flaky:13:1:d");  // INTERNAL is not listed
+  EXPECT_EQ(r.code, "INTERNAL") << r.Describe();
+  EXPECT_EQ(r.details, "flaky call 1") << r.Describe();
+  r = unary("noretry.test", "flaky:14:1:e");  // 5xx: HTTP statuses only
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_EQ(r.details, "flaky call 1") << r.Describe();
+  // Metadata went first: the status came in trailers, after the head.
+  r = unary("retry.test", "fail:14:after the head");
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_EQ(r.initial_metadata.count("x-seen-authority"), 1u) << r.out;
+  EXPECT_EQ(proxy_->Stat("sluice_retries_total{cluster=\"grpc\"}"), 2 + 1 + 2);
+  EXPECT_TRUE(WaitForFileLine(dir_ + "/access.log", "\"attempts\":3,", absl::Seconds(5))
+                  .has_value());
 }
 
 TEST_F(GrpcTest, ClientDeadlineEndsTheCallAndFreesTheUpstreamStream) {
