@@ -580,6 +580,12 @@ int Run(int argc, char** argv) {
             current->version, static_cast<int64_t>(registry.connected()), running, {}};
         scrape.certificate_expiry = expiries.Of(current->resources);
         return metrics.Render(scrape);
+      },
+      // /livez: the state's lock and the registry's, which a stuck apply or
+      // stream would hold, without a scrape's work.
+      [config_state, &registry] {
+        config_state->Current();
+        registry.connected();
       });
   if (!metrics_listen.empty()) {
     absl::StatusOr<int> metrics_port = metrics_endpoint.Start(metrics_listen);
@@ -618,6 +624,7 @@ int Run(int argc, char** argv) {
                              : std::string(),
              ", version ", (*state)->Current()->version,
              ", store ", (*state)->store_id(), ", ", security->Describe());
+  metrics_endpoint.SetServing(true);
 
 
   int received = 0;
@@ -630,6 +637,7 @@ int Run(int argc, char** argv) {
     }
   }
   SLUICE_LOG(kInfo, "signal ", received, ": shutting down");
+  metrics_endpoint.SetServing(false);
   // Side by side, their entries' removals too: each may wait on etcd (up to
   // --etcd-timeout), so the stop takes one such wait, not two.
   if (replica_shares) replica_shares->RequestStop();

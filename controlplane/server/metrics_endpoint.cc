@@ -13,8 +13,13 @@
 
 namespace sluice::controlplane {
 
-MetricsEndpoint::MetricsEndpoint(std::function<std::string()> render)
-    : render_(std::move(render)) {}
+MetricsEndpoint::MetricsEndpoint(std::function<std::string()> render,
+                                 std::function<void()> live)
+    : render_(std::move(render)), live_(std::move(live)) {}
+
+void MetricsEndpoint::SetServing(bool serving) {
+  serving_.store(serving ? 1 : 2, std::memory_order_relaxed);
+}
 
 MetricsEndpoint::~MetricsEndpoint() { Stop(); }
 
@@ -44,9 +49,20 @@ absl::StatusOr<int> MetricsEndpoint::Start(const std::string& host_port) {
 
 common::OpsReply MetricsEndpoint::Answer(const common::OpsRequest& request) const {
   common::OpsReply reply;
+  if (request.path == "/livez") {
+    live_();
+    reply.body = "ok\n";
+    return reply;
+  }
+  if (request.path == "/ready") {
+    const int serving = serving_.load(std::memory_order_relaxed);
+    if (serving != 1) reply.status = 503;
+    reply.body = serving == 1 ? "ready\n" : serving == 0 ? "starting\n" : "stopping\n";
+    return reply;
+  }
   if (request.path != "/metrics") {
     reply.status = 404;
-    reply.body = "sluice-control serves only GET /metrics here\n";
+    reply.body = "sluice-control serves GET /metrics, /livez and /ready here\n";
     return reply;
   }
   reply.body = render_();

@@ -2,6 +2,10 @@
 // (--metrics-listen), apart from the gRPC port:
 //
 //   GET /metrics   200, the Prometheus text format `render` returns
+//   GET /livez     200 "ok" once `live` returned (it takes the locks a stuck
+//                  process would hold; cheap, unlike a scrape)
+//   GET /ready     200 "ready" between SetServing(true) and SetServing(false),
+//                  else 503 ("starting", or "stopping" once it served)
 //   other paths    404; methods other than GET and HEAD: 405 (501 unknown)
 //
 // It runs common::OpsHttpServer (the proxy's admin endpoint's server) on a
@@ -15,6 +19,7 @@
 #ifndef SLUICE_CONTROLPLANE_SERVER_METRICS_ENDPOINT_H_
 #define SLUICE_CONTROLPLANE_SERVER_METRICS_ENDPOINT_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,7 +34,8 @@ namespace sluice::controlplane {
 
 class MetricsEndpoint {
  public:
-  explicit MetricsEndpoint(std::function<std::string()> render);
+  explicit MetricsEndpoint(std::function<std::string()> render,
+                           std::function<void()> live = [] {});
   ~MetricsEndpoint();  // Stop()
   MetricsEndpoint(const MetricsEndpoint&) = delete;
   MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
@@ -40,11 +46,16 @@ class MetricsEndpoint {
   absl::StatusOr<int> Start(const std::string& host_port);
   // Stops serving and joins the thread; requests in progress are dropped.
   void Stop();
+  // What /ready answers: whether the gRPC port serves. Any thread.
+  void SetServing(bool serving);
 
  private:
   common::OpsReply Answer(const common::OpsRequest& request) const;
 
   std::function<std::string()> render_;
+  std::function<void()> live_;
+  // 0: not yet serving, 1: serving, 2: no longer serving.
+  std::atomic<int> serving_{0};
   ::event_base* base_ = nullptr;
   std::unique_ptr<common::OpsHttpServer> server_;
   std::thread loop_;

@@ -14,7 +14,8 @@
 #     port open to every namespace's pods (a config stream carries every
 #     private key; the control plane's metrics name Secrets);
 #   - the control plane serves TLS and requires tokens (--tls-cert,
-#     --tls-key, --require-tokens, --admin-token-file, --metrics-listen);
+#     --tls-key, --require-tokens, --admin-token-file, --metrics-listen),
+#     with readiness GET /ready and liveness GET /livez on the metrics port;
 #   - proxies: 3 replicas, maxUnavailable 0, a readiness probe GET /ready on
 #     the --admin port, a termination grace of at least the preStop pause
 #     plus --drain-timeout, preferred anti-affinity by hostname, --node-id
@@ -308,6 +309,11 @@ def check_common(name, docs, documented):
         error(where, "--metrics-listen %r, expected HOST:18001" % f.get("metrics-listen"))
     if str(f.get("listen", "")).split(":")[-1] != "18000":
         error(where, "--listen %r, expected HOST:18000" % f.get("listen"))
+    # A scrape's work (the first parses every Secret's chain) is not a probe's.
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/livez")):
+        get = cp.get(probe, {}).get("httpGet", {})
+        if get.get("path") != path or port_number(cp, get.get("port")) != 18001:
+            error(where, "%s is not GET %s on the --metrics-listen port: %r" % (probe, path, get))
 
     # Proxies.
     where = name + " Deployment sluice-proxy"

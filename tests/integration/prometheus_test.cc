@@ -206,6 +206,10 @@ class PrometheusTest : public ::testing::Test {
 };
 
 TEST_F(PrometheusTest, SeesTheRequestRateSentThroughBothProxies) {
+  // The control plane's probe paths, beside its metrics (the gRPC port serves).
+  const std::string control_metrics = absl::StrCat("127.0.0.1:", control_metrics_port_);
+  EXPECT_EQ(HttpGet(control_metrics, "/ready").body, "ready\n");
+  EXPECT_EQ(HttpGet(control_metrics, "/livez").body, "ok\n");
   // Each request on a new connection, so that the kernel spreads them over
   // the two proxies sharing the port (SO_REUSEPORT hashes the source port).
   const std::string address = absl::StrCat("127.0.0.1:", listener_port_);

@@ -41,7 +41,7 @@ TEST(MetricsEndpointTest, ServesWhatRenderReturnsAtEachScrape) {
 
   HttpResponse other = HttpGet(address, "/stats");
   EXPECT_EQ(other.status, 404);
-  EXPECT_EQ(other.body, "sluice-control serves only GET /metrics here\n");
+  EXPECT_EQ(other.body, "sluice-control serves GET /metrics, /livez and /ready here\n");
   HttpResponse post = HttpRequest(address, "POST", "/metrics", {}, "");
   EXPECT_EQ(post.status, 405);
   EXPECT_EQ(post.header("allow"), "GET, HEAD");
@@ -50,6 +50,36 @@ TEST(MetricsEndpointTest, ServesWhatRenderReturnsAtEachScrape) {
   endpoint.Stop();
   HttpResponse after = HttpGet(address, "/metrics", {}, absl::Seconds(2));
   EXPECT_FALSE(after.ok());
+}
+
+// The probes' paths: /livez runs the liveness check and renders nothing;
+// /ready follows SetServing (503 before the gRPC port serves and once it
+// stops).
+TEST(MetricsEndpointTest, LivezAndReadyAnswerWithoutAScrape) {
+  std::atomic<int> scrapes{0};
+  std::atomic<int> checks{0};
+  MetricsEndpoint endpoint([&] { return absl::StrCat("scrape ", ++scrapes, "\n"); },
+                           [&] { ++checks; });
+  absl::StatusOr<int> port = endpoint.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string address = absl::StrCat("127.0.0.1:", *port);
+
+  HttpResponse live = HttpGet(address, "/livez");
+  EXPECT_EQ(live.status, 200);
+  EXPECT_EQ(live.body, "ok\n");
+  EXPECT_EQ(checks.load(), 1);
+  HttpResponse starting = HttpGet(address, "/ready");
+  EXPECT_EQ(starting.status, 503);
+  EXPECT_EQ(starting.body, "starting\n");
+  endpoint.SetServing(true);
+  HttpResponse ready = HttpGet(address, "/ready");
+  EXPECT_EQ(ready.status, 200);
+  EXPECT_EQ(ready.body, "ready\n");
+  endpoint.SetServing(false);
+  HttpResponse stopping = HttpGet(address, "/ready");
+  EXPECT_EQ(stopping.status, 503);
+  EXPECT_EQ(stopping.body, "stopping\n");
+  EXPECT_EQ(scrapes.load(), 0);
 }
 
 TEST(MetricsEndpointTest, ABusyPortIsAnError) {
