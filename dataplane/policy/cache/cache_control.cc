@@ -180,7 +180,8 @@ std::string JoinedValues(const http::HeaderMap& headers, std::string_view name,
   *present = false;
   for (const auto& field : headers.fields()) {
     if (!Equals(field.name, name)) continue;
-    if (*present) joined.append(", ");
+    // Cookie lines are one list of cookies (RFC 9113 8.2.3, RFC 6265 5.4).
+    if (*present) joined.append(Equals(name, "cookie") ? "; " : ", ");
     joined.append(std::string(Trim(field.value)));
     *present = true;
   }

@@ -59,8 +59,9 @@ bool IfNoneMatchMatches(std::string_view if_none_match, std::string_view etag);
 // left to the caller: it matches any stored representation).
 bool IfMatchMatches(std::string_view if_match, std::string_view etag);
 
-// Every field of that name, joined with ", " (what Vary compares); empty
-// and `present` false when the message has none.
+// Every field of that name, joined with ", " (cookie: "; "; what Vary
+// compares); empty and `present` false when the message has none. `name`
+// is lower case.
 std::string JoinedValues(const http::HeaderMap& headers, std::string_view name,
                          bool* present);
 

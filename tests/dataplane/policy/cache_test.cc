@@ -494,6 +494,18 @@ TEST_F(CacheTest, VarySelectsTheVariant) {
             "<upstream>");
 }
 
+// Cookie lines are one cookie list joined with "; " (RFC 6265 5.4, RFC 9113
+// 8.2.3), not with ", " as a list field's: two lines "a=1" and "b=2" are
+// the variant of "a=1; b=2", not of the single cookie "a=1, b=2".
+TEST_F(CacheTest, VaryOnCookieJoinsItsLinesAsOneCookieList) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(60, {{"Vary", "Cookie"}}), "one cookie", {{"Cookie", "a=1, b=2"}});
+  EXPECT_EQ(FromCache(*factory, {{"Cookie", "a=1"}, {"Cookie", "b=2"}}).status, "<upstream>");
+  Fill(*factory, 200, Fresh(60, {{"Vary", "Cookie"}}), "two cookies", {{"Cookie", "a=1; b=2"}});
+  EXPECT_EQ(FromCache(*factory, {{"Cookie", "a=1"}, {"Cookie", "b=2"}}).body, "two cookies");
+  EXPECT_EQ(FromCache(*factory, {{"Cookie", "a=1, b=2"}}).body, "one cookie");
+}
+
 // A key keeps at most kMaxVariants: a Vary on a field each client sends
 // differently evicts the key's least recently used variant, so a lookup
 // never scans thousands under the shard's lock.
