@@ -849,6 +849,10 @@ int Run(int argc, char** argv) {
                                    proxy.stats().GetGauge("sluice_downstream_connections_active"),
                                    responses);
   if (*report_interval > absl::ZeroDuration()) {
+    // The baseline, before the reporter's thread starts: the first report
+    // sent covers the first interval (the fleet view has figures after one
+    // interval, not two).
+    reporter.Make();
     client.SetReportSource([&reporter] { return reporter.Make(); }, *report_interval);
   }
   // rate-limit scope FLEET: demand out, leases in, on the config stream.

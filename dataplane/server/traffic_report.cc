@@ -35,9 +35,18 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
   if (active_connections_ != nullptr) {
     report.set_active_connections(active_connections_->value());
   }
-  if (snapshot == nullptr) return report;
+  const bool first = !started_;
+  started_ = true;
+  absl::Duration interval = first ? absl::ZeroDuration() : now - last_time_;
+  last_time_ = now;
+  if (snapshot == nullptr) {
+    // No config yet, so no traffic: the report still covers its interval
+    // (the fleet view shows the proxy reporting, with nothing served).
+    report.set_interval_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(interval)));
+    return report;
+  }
   const uint64_t version = snapshot->version;
-  report.set_config_version(!started_ || version == interval_version_ ? version : 0);
+  report.set_config_version(first || version == interval_version_ ? version : 0);
   interval_version_ = version;
   std::map<RouteKey, RouteTotals> totals;
   for (const auto& [table_name, list] : snapshot->route_stats) {
@@ -64,10 +73,6 @@ discovery::v1::TrafficReport TrafficReporter::Make(absl::Time now) {
       }
     }
   }
-  const bool first = !started_;
-  started_ = true;
-  absl::Duration interval = first ? absl::ZeroDuration() : now - last_time_;
-  last_time_ = now;
   struct RouteDelta {
     const RouteKey* key;
     uint64_t requests = 0;

@@ -38,7 +38,9 @@ class TrafficReporter {
         responses_(responses) {}
 
   // The report since the previous call (the first call only takes the
-  // baseline: an empty report with interval_ms 0). Its config_version is the
+  // baseline: an empty report with interval_ms 0; the proxy makes it at
+  // start, so its first report sent covers its first interval). Without a
+  // config, an empty report of the interval. Its config_version is the
   // version that served the whole interval, 0 when another was applied
   // during it: a canary's figures must not include the traffic the stable
   // version served before the candidate came.

@@ -25,6 +25,26 @@ TEST(TrafficReportTest, AnIntervalThatSpansAVersionChangeBelongsToNoVersion) {
   EXPECT_EQ(reporter.Make(t + absl::Seconds(15)).config_version(), 4u);
 }
 
+// A proxy waiting for its first config reports its intervals (with nothing
+// served), and the interval in which the config came belongs to no version.
+TEST(TrafficReportTest, AProxyWithoutAConfigReportsItsIntervals) {
+  std::shared_ptr<config::ConfigSnapshot> snapshot;
+  TrafficReporter reporter([&] { return std::shared_ptr<const config::ConfigSnapshot>(snapshot); },
+                           nullptr);
+  absl::Time t = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(reporter.Make(t).interval_ms(), 0u);  // the baseline, at start
+  discovery::v1::TrafficReport idle = reporter.Make(t + absl::Seconds(5));
+  EXPECT_EQ(idle.interval_ms(), 5000u);
+  EXPECT_EQ(idle.requests(), 0u);
+  EXPECT_EQ(idle.config_version(), 0u);
+  snapshot = std::make_shared<config::ConfigSnapshot>();
+  snapshot->version = 2;
+  discovery::v1::TrafficReport arrived = reporter.Make(t + absl::Seconds(10));
+  EXPECT_EQ(arrived.interval_ms(), 5000u);
+  EXPECT_EQ(arrived.config_version(), 0u);
+  EXPECT_EQ(reporter.Make(t + absl::Seconds(15)).config_version(), 2u);
+}
+
 TEST(TrafficReportTest, QuantilesInterpolateWithinTheBucket) {
   Buckets b{};
   EXPECT_EQ(TrafficReporter::QuantileMs(b, 0.5), 0);
