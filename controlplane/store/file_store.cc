@@ -237,6 +237,15 @@ FileStore::~FileStore() {
 
 absl::StatusOr<std::unique_ptr<FileStore>> FileStore::Open(
     const std::string& data_dir) {
+  // Missing parents are made as `mkdir -p` (and etcd's --data-dir) would,
+  // with the umask's modes; the data dir itself is the owner's only.
+  for (size_t slash = data_dir.find('/', 1); slash != std::string::npos;
+       slash = data_dir.find('/', slash + 1)) {
+    const std::string parent = data_dir.substr(0, slash);
+    if (::mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
+      return ErrnoError("cannot create data dir", parent);
+    }
+  }
   if (::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return ErrnoError("cannot create data dir", data_dir);
   }

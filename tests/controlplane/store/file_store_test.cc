@@ -50,6 +50,23 @@ TEST(FileStoreTest, EmptyDirLoadsVersionZero) {
   EXPECT_TRUE(state->resources.empty());
 }
 
+// Missing parents are made (as mkdir -p); the data dir itself is 0700.
+TEST(FileStoreTest, OpenMakesMissingParents) {
+  const std::string dir = MakeTempDir("store") + "/a/b/data";
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_TRUE((*store)->Save(Sample()).ok());
+  // A parent that is a file is an error naming it.
+  const std::string file = MakeTempDir("store") + "/file";
+  WriteBytes(file, "x");
+  auto refused = FileStore::Open(file + "/data");
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), file)) << refused.status();
+}
+
 TEST(FileStoreTest, SaveThenRestoreInANewStore) {
   std::string dir = MakeTempDir("store");
   {
