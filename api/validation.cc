@@ -2430,6 +2430,82 @@ void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
   }
 }
 
+namespace {
+
+// Routes of `vhost` no request reaches: an earlier route without header or
+// query conditions, with no methods or the same ones, matches every path
+// the later one would (routes are tried in order): a prefix that begins
+// the later one's prefix or path (`/` begins a regex's paths too), the same
+// path, the same regex. Found by lookups of each of a route's prefixes,
+// not by comparing pairs: a table of 10,000 routes costs 10,000 x the path
+// length.
+constexpr int kMaxShadowedRouteNotes = 20;
+
+// `*shadowed` counts the routes found; past kMaxShadowedRouteNotes they are
+// counted only (a generated table could otherwise print thousands).
+void AddShadowedRouteNotes(const std::string& table, int v,
+                           const config::v1::VirtualHost& vhost,
+                           std::vector<std::string>* notes, int* shadowed) {
+  // Keyed by methods (sorted, comma-joined), '\n', the prefix, path or
+  // regex: the first route that matches it unconditionally.
+  std::map<std::string, int, std::less<>> prefixes, paths, regexes;
+  auto first = [](const std::map<std::string, int, std::less<>>& map, const std::string& key) {
+    auto it = map.find(key);
+    return it == map.end() ? -1 : it->second;
+  };
+  for (int r = 0; r < vhost.routes_size(); ++r) {
+    const config::v1::RouteMatch& match = vhost.routes(r).match();
+    std::vector<std::string> sorted(match.methods().begin(), match.methods().end());
+    std::sort(sorted.begin(), sorted.end());
+    const std::string methods = absl::StrJoin(sorted, ",");
+    int by = -1;
+    std::string how;
+    for (const std::string& m : {std::string(), methods}) {
+      const std::string head = m + "\n";
+      const std::string& value = match.has_regex() ? match.regex()
+                                 : match.has_path() ? match.path() : match.prefix();
+      if (match.has_regex()) {
+        if (int q = first(prefixes, head + "/"); q >= 0) {
+          by = q;
+          how = "prefix \"/\"";
+        } else if (int same = first(regexes, head + value); same >= 0) {
+          by = same;
+          how = "the same regex";
+        }
+      } else {
+        for (size_t n = 1; n <= value.size() && by < 0; ++n) {
+          if (int q = first(prefixes, head + value.substr(0, n)); q >= 0) {
+            by = q;
+            how = absl::StrCat("prefix \"", value.substr(0, n), "\"");
+          }
+        }
+        if (int q = match.has_path() && by < 0 ? first(paths, head + value) : -1; q >= 0) {
+          by = q;
+          how = "the same path";
+        }
+      }
+      if (by >= 0 || methods.empty()) break;
+    }
+    if (by >= 0 && ++*shadowed <= kMaxShadowedRouteNotes) {
+      const std::string vh = Index("virtual_hosts", v);
+      notes->push_back(absl::StrCat(
+          "RouteTable \"", table, "\": ", Join(vh, Index("routes", r)),
+          ": never matched: ", Join(vh, Index("routes", by)), " (", how,
+          vhost.routes(by).match().methods_size() > 0 ? ", the same methods" : "",
+          ") comes first and takes every request this one would (routes are tried in "
+          "order: put the more specific one first)"));
+    }
+    if (match.headers_size() > 0 || match.query_parameters_size() > 0) continue;
+    const std::string key = methods + "\n" + (match.has_regex() ? match.regex()
+                                               : match.has_path() ? match.path()
+                                                                  : match.prefix());
+    auto& map = match.has_regex() ? regexes : match.has_path() ? paths : prefixes;
+    map.emplace(key, r);
+  }
+}
+
+}  // namespace
+
 std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& diff) {
   std::set<ResourceId> touched(diff.added.begin(), diff.added.end());
   touched.insert(diff.changed.begin(), diff.changed.end());
@@ -2442,6 +2518,7 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
     return &it->second;
   };
   std::vector<std::string> notes;
+  int shadowed = 0;
   for (const auto& [id, resource] : next) {
     // Allowed (tests, migrations), but nothing on the path is checked.
     if (resource.has_cluster() && resource.cluster().tls().insecure_skip_verify() &&
@@ -2456,6 +2533,7 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
     const RouteTable& table = resource.route_table();
     for (int v = 0; v < table.virtual_hosts_size(); ++v) {
       const auto& vhost = table.virtual_hosts(v);
+      if (table_changed) AddShadowedRouteNotes(id.second, v, vhost, &notes, &shadowed);
       for (int r = 0; r < vhost.routes_size(); ++r) {
         const auto& route = vhost.routes(r);
         if (!route.has_route() || !route.route().websocket()) continue;
@@ -2480,6 +2558,11 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
         }
       }
     }
+  }
+  if (shadowed > kMaxShadowedRouteNotes) {
+    notes.push_back(absl::StrCat("and ", shadowed - kMaxShadowedRouteNotes,
+                                 " more routes never matched (the first ",
+                                 kMaxShadowedRouteNotes, " are named above)"));
   }
   return notes;
 }

@@ -157,7 +157,9 @@ void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
 // What is valid but cannot do what it says, in `next` where `diff` (from
 // the state before) added or changed a route table or a cluster its routes
 // name: a route with `websocket: true` to a cluster that speaks HTTP2
-// (upgrades go upstream as plain requests); and an added or changed cluster
+// (upgrades go upstream as plain requests); a route no request reaches (an
+// earlier one without header or query conditions matches all it would);
+// and an added or changed cluster
 // with `tls.insecure_skip_verify`. One line each, naming the
 // resource and the field; the change is applied all the same.
 std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& diff);

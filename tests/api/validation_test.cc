@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/credentials.h"
 #include "api/policy_registry.h"
 #include "google/protobuf/text_format.h"
@@ -1735,6 +1736,73 @@ TEST(ValidationTest, ChangeWithRemovalChecksReferencesAcrossTheState) {
   EXPECT_EQ(CheckChange(state, change).message(),
             "RouteTable \"main\": virtual_hosts[0].routes[0].route.cluster: refers to "
             "Cluster \"users\", which does not exist");
+}
+
+// A route an earlier one takes every request of is named at apply (the
+// apply goes on): by prefix, by the same path or regex, by prefix "/" for a
+// regex, with the same methods; not when the earlier one has header,
+// query or other method conditions.
+TEST(ConfigNotesTest, NamesRoutesNoRequestReaches) {
+  ResourceMap state = Valid();
+  Resource table = Parse(R"(route_table { name: "main" virtual_hosts { domains: "*"
+    routes { match { prefix: "/api" } route { cluster: "users" } }
+    routes { match { prefix: "/api/v2" } route { cluster: "users" } }
+    routes { match { path: "/apiary" } route { cluster: "users" } }
+    routes { match { prefix: "/b" headers { name: "x-v" exact: "2" } } route { cluster: "users" } }
+    routes { match { prefix: "/b/c" } route { cluster: "users" } }
+    routes { match { prefix: "/m" methods: "POST" methods: "GET" } route { cluster: "users" } }
+    routes { match { prefix: "/m/x" methods: "GET" } route { cluster: "users" } }
+    routes { match { prefix: "/m/y" methods: "GET" methods: "POST" } route { cluster: "users" } }
+    routes { match { regex: "/r/[0-9]+" } route { cluster: "users" } }
+    routes { match { regex: "/r/[0-9]+" query_parameters { name: "q" present: true } }
+             route { cluster: "users" } }
+    routes { match { path: "/p" } route { cluster: "users" } }
+    routes { match { path: "/p" } route { cluster: "users" } }
+    routes { match { prefix: "/" } route { cluster: "users" } }
+    routes { match { regex: "/late" } route { cluster: "users" } } } })");
+  state[IdOf(table)] = table;
+  StateDiff diff;
+  diff.changed.push_back(IdOf(table));
+  const std::string notes = absl::StrJoin(ConfigNotes(state, diff), "\n");
+  const std::string tail =
+      " comes first and takes every request this one would (routes are tried in order: put the "
+      "more specific one first)";
+  EXPECT_EQ(notes,
+            absl::StrCat(
+                "RouteTable \"main\": virtual_hosts[0].routes[1]: never matched: "
+                "virtual_hosts[0].routes[0] (prefix \"/api\")", tail, "\n",
+                "RouteTable \"main\": virtual_hosts[0].routes[2]: never matched: "
+                "virtual_hosts[0].routes[0] (prefix \"/api\")", tail, "\n",
+                "RouteTable \"main\": virtual_hosts[0].routes[7]: never matched: "
+                "virtual_hosts[0].routes[5] (prefix \"/m\", the same methods)", tail, "\n",
+                "RouteTable \"main\": virtual_hosts[0].routes[9]: never matched: "
+                "virtual_hosts[0].routes[8] (the same regex)", tail, "\n",
+                "RouteTable \"main\": virtual_hosts[0].routes[11]: never matched: "
+                "virtual_hosts[0].routes[10] (the same path)", tail, "\n",
+                "RouteTable \"main\": virtual_hosts[0].routes[13]: never matched: "
+                "virtual_hosts[0].routes[12] (prefix \"/\")", tail));
+  // Only a change to the table brings them up again.
+  EXPECT_TRUE(ConfigNotes(state, StateDiff()).empty());
+}
+
+// A generated table with thousands of such routes names 20 and counts the rest.
+TEST(ConfigNotesTest, NamesTwentyShadowedRoutesAndCountsTheRest) {
+  std::string text = R"(route_table { name: "main" virtual_hosts { domains: "*"
+    routes { match { prefix: "/" } route { cluster: "users" } })";
+  for (int i = 0; i < 1000; ++i) {
+    absl::StrAppend(&text, "routes { match { path: \"/p", i, "\" } route { cluster: \"users\" } }");
+  }
+  absl::StrAppend(&text, "} }");
+  ResourceMap state = Valid();
+  Resource table = Parse(text);
+  state[IdOf(table)] = table;
+  StateDiff diff;
+  diff.added.push_back(IdOf(table));
+  std::vector<std::string> notes = ConfigNotes(state, diff);
+  ASSERT_EQ(notes.size(), 21u);
+  EXPECT_TRUE(absl::StartsWith(notes[19], "RouteTable \"main\": virtual_hosts[0].routes[20]: "))
+      << notes[19];
+  EXPECT_EQ(notes[20], "and 980 more routes never matched (the first 20 are named above)");
 }
 
 }  // namespace
