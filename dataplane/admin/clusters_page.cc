@@ -153,7 +153,10 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                                                            JsonString(e.host_name)),
                         ",\"health\":\"", v.health, "\",\"reason\":", JsonString(v.reason),
                         ",\"ejected_seconds_left\":", v.ejected_seconds_left,
-                        ",\"times_ejected\":", s.times_ejected.load(),
+                        // As the next ejection will count it (decayed).
+                        ",\"times_ejected\":",
+                        upstream::DecayedTimesEjected(c->outlier, s.times_ejected.load(),
+                                                      s.ejected_until_ns.load(), now),
                         ",\"weight\":", e.weight,
                         ramping ? absl::StrCat(",\"slow_start_percent\":", permille / 10)
                                 : std::string(),

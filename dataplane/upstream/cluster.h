@@ -80,6 +80,16 @@ inline absl::Duration EjectionDecayPeriod(const OutlierConfig& o) {
   return std::max(o.base_ejection_time, absl::Seconds(10));
 }
 
+// The count that lengthens an endpoint's next ejection, as of `now_ns`:
+// `times` ejected, one less for each decay period since its last ejection
+// ended at `until_ns` (0: never ejected).
+inline uint32_t DecayedTimesEjected(const OutlierConfig& o, uint32_t times, int64_t until_ns,
+                                    int64_t now_ns) {
+  if (times == 0 || until_ns <= 0 || now_ns <= until_ns) return times;
+  const int64_t steps = (now_ns - until_ns) / absl::ToInt64Nanoseconds(EjectionDecayPeriod(o));
+  return steps >= times ? 0 : times - static_cast<uint32_t>(steps);
+}
+
 struct BreakerLimits {
   int64_t max_connections;
   int64_t max_pending_requests;

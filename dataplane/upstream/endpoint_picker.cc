@@ -234,13 +234,7 @@ void TryEject(const ClusterInfo& cluster, const EndpointInfo& endpoint, const ch
   // one step for each decay period since its last ejection ended (as
   // Envoy's multiplier goes down each interval a host is not ejected), so a
   // blip a day does not grow into the longest ejections.
-  uint32_t previous = state.times_ejected.load();
-  if (previous > 0 && until > 0 && now > until) {
-    const int64_t period = absl::ToInt64Nanoseconds(EjectionDecayPeriod(o));
-    const int64_t steps = (now - until) / period;
-    previous = steps >= previous ? 0 : previous - static_cast<uint32_t>(steps);
-  }
-  uint32_t times = previous + 1;
+  const uint32_t times = DecayedTimesEjected(o, state.times_ejected.load(), until, now) + 1;
   absl::Duration length = std::min(o.base_ejection_time * times, o.max_ejection_time);
   if (!state.ejected_until_ns.compare_exchange_strong(until, now + absl::ToInt64Nanoseconds(length))) {
     return;  // another worker ejected it first

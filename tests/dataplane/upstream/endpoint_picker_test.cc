@@ -211,6 +211,12 @@ TEST(EndpointPickerTest, EjectionCountsDecayAndGoWithTheirConfig) {
   // Ejected 3 times; the last ejection ended 25 s ago: two periods.
   e.state->times_ejected.store(3);
   e.state->ejected_until_ns.store(NowNanos() - 25 * second);
+  // What /clusters shows as times_ejected until then (before: the 3 stored).
+  const int64_t now = NowNanos();
+  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 3, now - 25 * second, now), 1u);
+  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 3, now - 35 * second, now), 0u);
+  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 3, now + 5 * second, now), 3u);  // ejected
+  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 0, 0, now), 0u);
   ReportOutcome(*cluster, e, 503);
   EXPECT_EQ(e.state->times_ejected.load(), 2u);  // 3 - 2 + 1
   int64_t left = e.state->ejected_until_ns.load() - NowNanos();
