@@ -20,7 +20,8 @@
 //  - requests: no Host in HTTP/1.1, more than one Host, or an invalid Host;
 //  - chunk size empty, not hex, or 2^63 or more; white space after it that
 //    no extension follows (requests only: a response's `5 CRLF` is taken); a
-//    chunk extension with control characters or a chunk line above
+//    chunk extension with control characters, a request's that breaks RFC
+//    9112 7.1.1's grammar (`;`, `;=v`, `;a="v`, `;a=b c`), a chunk line above
 //    kMaxChunkLineBytes; chunk data not followed by CRLF;
 //  - head over max_head_bytes, more than max_headers fields, or a trailer
 //    section over max_trailer_bytes: kHeadersTooLarge; a request line that
@@ -891,6 +892,45 @@ void Http1Parser::StartBody() {
   }
 }
 
+bool Http1Parser::ChunkExtensionByte(char c) {
+  const bool token = kTokenChar[Byte(c)];
+  const bool ows = IsOws(c);
+  switch (ext_state_) {
+    case ExtState::kBeforeName:
+      if (token) ext_state_ = ExtState::kName;
+      return token || ows;
+    case ExtState::kName:
+    case ExtState::kAfterName:
+      if (token && ext_state_ == ExtState::kName) return true;
+      if (ows) ext_state_ = ExtState::kAfterName;
+      else if (c == '=') ext_state_ = ExtState::kBeforeValue;
+      else if (c == ';') ext_state_ = ExtState::kBeforeName;
+      else return false;
+      return true;
+    case ExtState::kBeforeValue:
+      if (c == '"') ext_state_ = ExtState::kQuoted;
+      else if (token) ext_state_ = ExtState::kToken;
+      else return ows;
+      return true;
+    case ExtState::kToken:
+    case ExtState::kAfterValue:
+      if (token && ext_state_ == ExtState::kToken) return true;
+      if (ows) ext_state_ = ExtState::kAfterValue;
+      else if (c == ';') ext_state_ = ExtState::kBeforeName;
+      else return false;
+      return true;
+    case ExtState::kQuoted:
+      // qdtext or a quoted-pair's backslash (field value bytes: checked).
+      if (c == '"') ext_state_ = ExtState::kAfterValue;
+      else if (c == '\\') ext_state_ = ExtState::kQuotedPair;
+      return true;
+    case ExtState::kQuotedPair:
+      ext_state_ = ExtState::kQuoted;
+      return true;
+  }
+  return false;
+}
+
 // Parses "chunk-size [ BWS ; chunk-ext ] CRLF" as its bytes arrive.
 bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
   size_t i = *pos;
@@ -918,6 +958,7 @@ bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
           state_ = State::kChunkSizeLf;
         } else if (c == ';') {
           state_ = State::kChunkExtension;
+          ext_state_ = ExtState::kBeforeName;
         } else if (IsOws(c)) {
           state_ = State::kChunkSizeBws;
         } else {
@@ -929,6 +970,7 @@ bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
       case State::kChunkSizeBws:
         if (c == ';') {
           state_ = State::kChunkExtension;
+          ext_state_ = ExtState::kBeforeName;
         } else if (c == '\r' && mode_ == Mode::kResponse) {
           // `5 CRLF`: white space and no extension, which the grammar does
           // not allow but nginx and HAProxy take from upstreams (the body is
@@ -940,12 +982,26 @@ bool Http1Parser::ParseChunkLine(std::string_view data, size_t* pos) {
         }
         break;
       case State::kChunkExtension:
-        if (c == '\r') {
-          state_ = State::kChunkSizeLf;
-        } else if (!kFieldValueChar[Byte(c)]) {
+        if (c != '\r' && !kFieldValueChar[Byte(c)]) {
           *pos = i;
           return Fail(ParseError::kBadRequest,
                       "invalid character in chunk extension");
+        }
+        if (mode_ == Mode::kResponse) {
+          // An upstream's is taken as nginx and HAProxy take it (it is
+          // not passed on: the body is framed anew).
+          if (c == '\r') state_ = State::kChunkSizeLf;
+        } else if (c == '\r') {
+          // A name, or a whole value, must come before the line ends.
+          if (ext_state_ != ExtState::kName && ext_state_ != ExtState::kAfterName &&
+              ext_state_ != ExtState::kToken && ext_state_ != ExtState::kAfterValue) {
+            *pos = i;
+            return Fail(ParseError::kBadRequest, "invalid chunk extension");
+          }
+          state_ = State::kChunkSizeLf;
+        } else if (!ChunkExtensionByte(c)) {
+          *pos = i;
+          return Fail(ParseError::kBadRequest, "invalid chunk extension");
         }
         break;
       case State::kChunkSizeLf:

@@ -221,6 +221,14 @@ class Http1Parser {
     kTrailers,
   };
   enum class Step : uint8_t { kDone, kNeedMore, kFailed };
+  // Where a request's chunk-ext stands (RFC 9112 7.1.1: *( BWS ";" BWS
+  // token [ BWS "=" BWS ( token / quoted-string ) ] )).
+  enum class ExtState : uint8_t {
+    kBeforeName, kName, kAfterName, kBeforeValue, kToken, kQuoted, kQuotedPair, kAfterValue
+  };
+  // Takes one byte of a request's chunk extension (not its CR); false when
+  // it breaks the grammar.
+  bool ChunkExtensionByte(char c);
 
   // Each returns kFailed after calling Fail(), kNeedMore when `data` ends
   // before the step is done; *pos is advanced past what was consumed.
@@ -271,6 +279,7 @@ class Http1Parser {
   uint64_t remaining_ = 0;
   uint64_t chunk_size_ = 0;
   size_t chunk_line_bytes_ = 0;
+  ExtState ext_state_ = ExtState::kBeforeName;
 
   MessageHead head_;  // reused across messages, keeps the vector's capacity
   std::vector<HeaderField> trailers_;
