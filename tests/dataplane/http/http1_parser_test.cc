@@ -1167,7 +1167,7 @@ const RejectCase kRejectCases[] = {
      Chunked(std::string("3;a=\x01\r\nabc\r\n0\r\n\r\n"))},
     // RFC 9112 7.1.1: *( BWS ";" BWS token [ BWS "=" BWS ( token /
     // quoted-string ) ] ). (The extensions are not passed on; a strict
-    // parser upstream would refuse these, as llhttp does.)
+    // server would refuse these.)
     {"ChunkExtensionNoName", Mode::kRequest, Chunked("3;\r\nabc\r\n0\r\n\r\n")},
     {"ChunkExtensionEmptyName", Mode::kRequest, Chunked("3;;a\r\nabc\r\n0\r\n\r\n")},
     {"ChunkExtensionValueNoName", Mode::kRequest, Chunked("3;=b\r\nabc\r\n0\r\n\r\n")},
