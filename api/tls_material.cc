@@ -139,6 +139,21 @@ std::string TakeOpenSslError() {
   return reason;
 }
 
+// Why OpenSSL could not read `block`: an empty one (nothing between its
+// BEGIN and END lines, which OpenSSL reads with no error queued) says so;
+// else TakeOpenSslError().
+std::string PemReadFailure(const PemBlock& block) {
+  const absl::string_view text = block.text;
+  const size_t body = text.find('\n');
+  const size_t end = text.rfind("-----END");
+  if (body != absl::string_view::npos && end != absl::string_view::npos && end > body &&
+      absl::StripAsciiWhitespace(text.substr(body + 1, end - body - 1)).empty()) {
+    ERR_clear_error();
+    return "the block is empty (nothing between its BEGIN and END lines)";
+  }
+  return TakeOpenSslError();
+}
+
 BioPtr MemBio(absl::string_view text) {
   return BioPtr(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
 }
@@ -178,7 +193,7 @@ bool ParseCertificates(absl::string_view text, absl::string_view field,
     X509Ptr certificate(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (certificate == nullptr) {
       Fail(error, field,
-           absl::StrCat("not a PEM certificate: ", TakeOpenSslError(),
+           absl::StrCat("not a PEM certificate: ", PemReadFailure(block),
                         BlockName(i, blocks.size())));
       return false;
     }
@@ -261,7 +276,7 @@ bool ParsePrivateKey(absl::string_view text, PkeyPtr* out, TlsMaterialError* err
   bool asked_for_password = false;
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, RefusePassword, &asked_for_password));
   if (key == nullptr) {
-    std::string reason = TakeOpenSslError();
+    std::string reason = PemReadFailure(*key_block);
     Fail(error, kKeyField,
          asked_for_password ? kEncrypted : absl::StrCat("not a PEM private key: ", reason));
     return false;

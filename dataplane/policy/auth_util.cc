@@ -135,13 +135,16 @@ http::FilterStatus Reject(http::FilterCallbacks& callbacks, int status, std::str
 }
 
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
-                                              std::string_view name) {
+                                              std::string_view name, ParameterNames names) {
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::nullopt;
   std::optional<std::string> found;
   ForEachParameter(path_and_query.substr(q + 1),
                    [&](std::string_view n, std::string_view v, size_t, size_t) {
-                     if (!SameParameterName(n, name)) return true;
+                     const bool same = names == ParameterNames::kExact
+                                           ? PercentDecode(n) == name
+                                           : SameParameterName(n, name);
+                     if (!same) return true;
                      found = PercentDecode(v);
                      return false;
                    });

@@ -35,10 +35,16 @@ std::string PercentDecode(std::string_view in);
 // policies match what the upstream will read, not only the spelling.
 bool SameParameterName(std::string_view sent, std::string_view name);
 
+// How FindQueryParameter compares names: as SameParameterName (where a
+// credential may hide), or the percent-decoded name alone (a value read
+// for the upstream, which reads `q[a]` as no `q`).
+enum class ParameterNames { kAnySpelling, kExact };
+
 // The percent-decoded value of the first query parameter `name` (compared
 // decoded) in `path_and_query` ('+' stays '+'); nullopt when absent.
-std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
-                                              std::string_view name);
+std::optional<std::string> FindQueryParameter(
+    std::string_view path_and_query, std::string_view name,
+    ParameterNames names = ParameterNames::kAnySpelling);
 
 // How many query parameters are `name` (compared decoded), counting those
 // that only a ';' separates (`x=1;apikey=k`), as some upstreams read them.

@@ -251,6 +251,15 @@ TEST(TlsMaterialTest, GarbageIsNotAPemCertificate) {
   EXPECT_TRUE(absl::StartsWith(e, "tls_certificate.certificate_chain: not a PEM certificate: "))
       << e;
   EXPECT_GT(e.size(), std::string("tls_certificate.certificate_chain: not a PEM certificate: ").size());
+  // An empty block says so (OpenSSL queues no reason: "unknown error").
+  EXPECT_EQ(Inspect(Material("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+                             c.key_pem)),
+            "tls_certificate.certificate_chain: not a PEM certificate: the block is empty "
+            "(nothing between its BEGIN and END lines)");
+  EXPECT_EQ(Inspect(Material(c.certificate_pem,
+                             "-----BEGIN PRIVATE KEY-----\n \n-----END PRIVATE KEY-----\n")),
+            "tls_certificate.private_key: not a PEM private key: the block is empty "
+            "(nothing between its BEGIN and END lines)");
   // Cut short.
   std::string cut = c.certificate_pem.substr(0, c.certificate_pem.size() / 2);
   EXPECT_EQ(Inspect(Material(cut, c.key_pem)),

@@ -188,7 +188,9 @@ std::string ValueTemplate::RenderRaw(const TemplateContext& context) const {
         }
         break;
       case Variable::kQuery:
-        if (auto value = FindQueryParameter(info.path, p.literal)) out.append(*value);
+        if (auto value = FindQueryParameter(info.path, p.literal, ParameterNames::kExact)) {
+          out.append(*value);
+        }
         break;
       case Variable::kCapture:
         if (context.captures != nullptr && static_cast<size_t>(p.index) < context.captures->size()) {

@@ -504,27 +504,31 @@ std::optional<std::string> QueryEdits::Apply(
     }
     return false;
   };
-  // Removed and renamed: the name in every spelling an upstream reads as
-  // it (`debug%00`, `debug[]`, `+debug`: PHP's $_GET['debug']), as key-auth
-  // and request-validation compare names.
+  // Removed (and a rename's `to` cleared): the name in every spelling an
+  // upstream reads as it (`debug%00`, `debug[]`, `+debug`: PHP's
+  // $_GET['debug']), as key-auth compares names. Renamed, replaced, read:
+  // the name itself (percent-decoded), whose bytes the upstream reads as it
+  // (a PHP array `q[a]` is no `q` to rename; its bytes stay).
   auto named = [](const QueryParameter& p, const std::string& name) {
     return SameParameterName(std::string_view(p.raw).substr(0, p.raw.find('=')), name);
   };
-  auto remove = [&](const std::string& name) {
+  auto remove = [&](const std::string& name, const std::string& except = std::string()) {
     size_t before = params.size();
-    std::erase_if(params, [&](const QueryParameter& p) { return named(p, name); });
+    std::erase_if(params, [&](const QueryParameter& p) {
+      return named(p, name) && (except.empty() || p.name != except);
+    });
     return params.size() != before;
   };
   bool changed = false;
   for (const std::string& name : remove_) changed = remove(name) || changed;
   for (const auto& [from, to] : rename_) {
     if (std::none_of(params.begin(), params.end(),
-                     [&](const QueryParameter& p) { return named(p, from); })) {
+                     [&](const QueryParameter& p) { return p.name == from; })) {
       continue;
     }
-    remove(to);
+    remove(to, from);
     for (QueryParameter& p : params) {
-      if (!named(p, from)) continue;
+      if (p.name != from) continue;
       size_t eq = p.raw.find('=');
       p.raw = QueryEncode(to) +
               (eq == std::string::npos ? std::string() : p.raw.substr(eq));

@@ -53,19 +53,21 @@ bool Matches(const RE2& pattern, std::string_view value) {
   return RE2::FullMatch(re2::StringPiece(value.data(), value.size()), pattern);
 }
 
-// Calls fn(value) with the percent-decoded value of every parameter named
-// `name` (compared decoded: `pag%65` is `page`) in the query of `path_and_query`, in order, until fn returns false.
+// Calls fn(value, exact) with the percent-decoded value of every parameter
+// an upstream may read as `name` (PHP's spellings too: `page[]`, `page%00`),
+// `exact` when the percent-decoded name is `name` itself (`pag%65`), in the
+// query of `path_and_query`, in order, until fn returns false.
 template <typename Fn>
 void ForEachQueryValue(std::string_view path_and_query, std::string_view name, Fn fn) {
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return;
   const absl::string_view query(path_and_query.data() + q + 1, path_and_query.size() - q - 1);
   for (absl::string_view pair : absl::StrSplit(query, '&')) {
-    absl::string_view pair_name = pair.substr(0, pair.find('='));
-    if (!SameParameterName(std::string_view(pair_name.data(), pair_name.size()), name)) continue;
+    const std::string_view sent(pair.data(), pair.substr(0, pair.find('=')).size());
+    if (!SameParameterName(sent, name)) continue;
     // The one decoder the policies share, applied to this parameter alone.
     std::optional<std::string> value = FindQueryParameter(absl::StrCat("?", pair), name);
-    if (value && !fn(*value)) return;
+    if (value && !fn(*value, PercentDecode(sent) == name)) return;
   }
 }
 
@@ -105,8 +107,11 @@ class RequestValidationFilter : public http::Filter {
       }
       bool present = false;
       bool matches = true;
-      ForEachQueryValue(callbacks.info().path, rule.name, [&](const std::string& value) {
-        present = true;
+      // Every spelling is checked; only the name itself makes it present
+      // (a Python, Go or Node upstream reads `page[x]` as no `page`).
+      ForEachQueryValue(callbacks.info().path, rule.name,
+                        [&](const std::string& value, bool exact) {
+        present = present || exact;
         matches = rule.pattern == nullptr || Matches(*rule.pattern, value);
         return matches;
       });

@@ -380,6 +380,25 @@ TEST(RequestTransformerTest,
     spelled.Run(*php);
     EXPECT_EQ(spelled.target(), "/x?k=2") << spelling;
   }
+  // Renamed and read: the name itself (percent-decoded); PHP's spellings are
+  // other parameters to most upstreams, and keep their bytes.
+  auto rename = Compile(R"pb(
+    query { rename { from: "q" to: "search" } }
+    headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
+  Exchange php_only("/x?q%00zzz=hello&q[a]=1&%20q=2");
+  php_only.Run(*rename);
+  EXPECT_EQ(php_only.target(), "/x?q%00zzz=hello&q[a]=1&%20q=2");
+  EXPECT_EQ(php_only.headers.Get("x-q"), nullptr);
+  Exchange both("/x?q[a]=1&%71=find");
+  both.Run(*rename);
+  EXPECT_EQ(both.target(), "/x?q[a]=1&search=find");
+  ASSERT_NE(both.headers.Get("x-q"), nullptr);
+  EXPECT_EQ(*both.headers.Get("x-q"), "find");
+  // A rename onto a PHP spelling of its own name keeps the renamed ones.
+  auto onto = Compile(R"pb(query { rename { from: "a.b" to: "a_b" } })pb");
+  Exchange dotted("/x?a.b=1&a_b=2");
+  dotted.Run(*onto);
+  EXPECT_EQ(dotted.target(), "/x?a_b=1");
   // Nothing to change: the target is not touched, odd bytes included.
   Exchange same("/x?a=1&&b");
   same.Run(*factory);

@@ -571,6 +571,16 @@ TEST(RequestValidationTest, QueryRulesSeeDecodedValuesOfEveryOccurrence) {
   EXPECT_EQ(encoded_name.callbacks.message_, "query page: does not match pattern [0-9]+");
   Request encoded_only("/orders?%70age=7");
   EXPECT_EQ(encoded_only.Head(*factory), http::FilterStatus::kContinue);
+  // PHP's spellings (`page[x]`, `page%00x`, ` page`) are checked, but are no
+  // `page` to a Python, Go or Node upstream: they do not make it present.
+  for (const char* spelling : {"page[x]", "page%00x", "%20page", "page[]"}) {
+    Request php(absl::StrCat("/orders?", spelling, "=1"));
+    EXPECT_EQ(php.Head(*factory), http::FilterStatus::kStopLocalReply) << spelling;
+    EXPECT_EQ(php.callbacks.message_, "query page: is required") << spelling;
+    Request checked(absl::StrCat("/orders?page=1&", spelling, "=x"));
+    EXPECT_EQ(checked.Head(*factory), http::FilterStatus::kStopLocalReply) << spelling;
+    EXPECT_EQ(checked.callbacks.message_, "query page: does not match pattern [0-9]+");
+  }
   Request sort("/orders?page=1&sort=price");
   EXPECT_EQ(sort.Head(*factory), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(sort.callbacks.message_, "query sort: does not match pattern name|date");
