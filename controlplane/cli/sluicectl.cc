@@ -266,6 +266,15 @@ int UnknownCommand(const std::string& command) {
 
 // A command or flag used wrongly (missing or extra arguments, a value that
 // does not parse): exit status 2, as for an unknown flag.
+// On stderr, before the answer: a replica that has not read etcd for a
+// while answers get and history from the version it last read.
+void NoteStoreUnread(const google::protobuf::Duration& unread) {
+  if (unread.seconds() <= 0) return;
+  std::cerr << "note: this sluice-control has not read etcd for " << unread.seconds()
+            << "s (out of reach): this is the version it last read; another replica may have "
+               "applied since (ask it with --server)\n";
+}
+
 int UsageFail(const std::string& message) {
   std::cerr << "error: " << message << "\n";
   return 2;
@@ -1277,6 +1286,7 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
     if (!status.ok()) return RpcFail(status, server);
     resources.push_back(response.resource());
     version = response.version();
+    NoteStoreUnread(response.store_unread_for());
   } else {
     admin::v1::ListRequest request;
     request.set_kind(kind);
@@ -1285,6 +1295,7 @@ int Get(admin::v1::AdminService::Stub& stub, const std::string& server,
     if (!status.ok()) return RpcFail(status, server);
     resources.assign(response.resources().begin(), response.resources().end());
     version = response.version();
+    NoteStoreUnread(response.store_unread_for());
   }
   // The server redacts too; this covers a server older than this client.
   for (auto& r : resources) api::RedactSecrets(&r);
@@ -1415,6 +1426,7 @@ int History(admin::v1::AdminService::Stub& stub, const std::string& server,
   admin::v1::HistoryResponse response;
   grpc::Status status = stub.History(Context().get(), request, &response);
   if (!status.ok()) return RpcFail(status, server);
+  NoteStoreUnread(response.store_unread_for());
   if (format == "json") {
     PrintJson(response);
     return 0;

@@ -422,6 +422,22 @@ grpc::Status AdminServiceImpl::Apply(grpc::ServerContextBase* context,
   return grpc::Status::OK;
 }
 
+namespace {
+
+// Sets the response's store_unread_for when etcd is out of reach. The fleet
+// board is read from etcd every second, as the state is watched: unread
+// past its staleness bound, etcd is out of reach (no quorum, or this
+// replica cut off) and the state may have moved on without this replica.
+template <typename Response>
+void NoteStoreUnread(FleetView* fleet, Response* response) {
+  const absl::Duration unread = fleet != nullptr ? fleet->UnreadFor() : absl::ZeroDuration();
+  if (unread > absl::ZeroDuration()) {
+    response->mutable_store_unread_for()->set_seconds(absl::ToInt64Seconds(unread));
+  }
+}
+
+}  // namespace
+
 grpc::Status AdminServiceImpl::Get(grpc::ServerContext* context,
                                    const admin::v1::GetRequest* request,
                                    admin::v1::GetResponse* response) {
@@ -442,6 +458,7 @@ grpc::Status AdminServiceImpl::Get(grpc::ServerContext* context,
   // (Consumers' credentials are stored as hashes; a plain one is redacted.)
   api::RedactSecrets(response->mutable_resource());
   response->set_version(snapshot->version);
+  NoteStoreUnread(fleet_, response);
   return grpc::Status::OK;
 }
 
@@ -461,6 +478,7 @@ grpc::Status AdminServiceImpl::List(grpc::ServerContext* context,
     }
   }
   response->set_version(snapshot->version);
+  NoteStoreUnread(fleet_, response);
   return grpc::Status::OK;
 }
 
@@ -592,6 +610,7 @@ grpc::Status AdminServiceImpl::History(grpc::ServerContext* context,
   }
   response->set_current_version(state_->Current()->version);
   response->set_retention(static_cast<uint32_t>(history->retention()));
+  NoteStoreUnread(fleet_, response);
   return grpc::Status::OK;
 }
 

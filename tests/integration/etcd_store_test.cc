@@ -290,6 +290,11 @@ TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
     }
   });
 
+  // With etcd in reach, reads carry no note.
+  r = replicas_[0]->Ctl({"get"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(absl::StrContains(r.err, "note:")) << r.err;
+
   uint64_t last_version = 1;
   // One member killed: the other two are a quorum; applies go on.
   etcd_.Kill(0);
@@ -341,10 +346,17 @@ TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
   EXPECT_TRUE(absl::StrContains(r.err, "has not read the other replicas' proxies for "))
       << r.err;
   // The replicas still answer reads with the last version; the proxies serve
-  // it.
+  // it;
+  // they say it is what they last read (another replica, cut off from
+  // this one but not from etcd, may have applied since).
   r = replicas_[1]->Ctl({"get", "-o", "yaml"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "three")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.err, "note: this sluice-control has not read etcd for "))
+      << r.err;
+  r = replicas_[1]->Ctl({"history"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "this is the version it last read")) << r.err;
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(Body(i), "three");
     EXPECT_EQ(proxies_[i]->ReadyVersion(), last_version);
