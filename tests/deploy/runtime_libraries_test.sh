@@ -29,10 +29,22 @@ for binary in controlplane/server/sluice-control dataplane/server/sluice-proxy \
     loaders["${library}"]+="${binary##*/} "
   done < <(ldd "${path}" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
 done
+# One dpkg -S for every path a library may be listed under (each call reads
+# the whole package database: one per path took most of a minute on a busy
+# machine). Lines are "package[, package]: path".
+declare -A candidates=() owner=()
+for library in "${!loaders[@]}"; do
+  candidates["${library}"]="${library} /usr${library} $(readlink -f "${library}")"
+done
+# shellcheck disable=SC2046
+while IFS= read -r line; do
+  owner["${line#*: }"]="${line%%[:,]*}"
+done < <(dpkg -S $(printf '%s ' "${candidates[@]}") 2>/dev/null || true)
 for library in "${!loaders[@]}"; do
   package=""
-  for candidate in "${library}" "/usr${library}" "$(readlink -f "${library}")"; do
-    package=$(dpkg -S "${candidate}" 2>/dev/null | head -1 | cut -d: -f1) && [[ -n "${package}" ]] && break
+  for candidate in ${candidates[${library}]}; do
+    package="${owner[${candidate}]:-}"
+    [[ -n "${package}" ]] && break
   done
   if [[ -z "${package}" ]]; then
     echo "FAIL: no package holds ${library} (loaded by ${loaders[${library}]})"; failed=1; continue
