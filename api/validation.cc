@@ -2436,21 +2436,69 @@ namespace {
 // query conditions, with no methods or the same ones, matches every path
 // the later one would (routes are tried in order): a prefix that begins
 // the later one's prefix or path (`/` begins a regex's paths too), the same
-// path, the same regex. Found by lookups of each of a route's prefixes,
-// not by comparing pairs: a table of 10,000 routes costs 10,000 x the path
-// length.
-constexpr int kMaxShadowedRouteNotes = 20;
-
+// path, the same regex. The prefixes go in a trie, so a route costs its
+// path's length, however long the path or the table.
+//
 // `*shadowed` counts the routes found; past kMaxShadowedRouteNotes they are
 // counted only (a generated table could otherwise print thousands).
+constexpr int kMaxShadowedRouteNotes = 20;
+
+class PrefixTrie {
+ public:
+  // Marks `prefix` as matched by route `index`, unless an earlier one is.
+  void Insert(std::string_view prefix, int index) {
+    int node = 0;
+    for (char c : prefix) {
+      int child = Child(node, c);
+      if (child < 0) {
+        nodes_.push_back(Node{});
+        child = static_cast<int>(nodes_.size()) - 1;
+        nodes_[node].children.push_back({c, child});
+      }
+      node = child;
+    }
+    if (nodes_[node].route < 0) nodes_[node].route = index;
+  }
+  // The first route whose prefix begins `path` (its length in *length),
+  // or -1.
+  int Covering(std::string_view path, size_t* length) const {
+    int node = 0;
+    int found = -1;
+    for (size_t i = 0; i < path.size(); ++i) {
+      node = Child(node, path[i]);
+      if (node < 0) break;
+      const int route = nodes_[node].route;
+      if (route >= 0 && (found < 0 || route < found)) {
+        found = route;
+        *length = i + 1;
+      }
+    }
+    return found;
+  }
+
+ private:
+  struct Node {
+    std::vector<std::pair<char, int>> children;
+    int route = -1;
+  };
+  int Child(int node, char c) const {
+    for (const auto& [byte, child] : nodes_[node].children) {
+      if (byte == c) return child;
+    }
+    return -1;
+  }
+  std::vector<Node> nodes_ = std::vector<Node>(1);
+};
+
 void AddShadowedRouteNotes(const std::string& table, int v,
                            const config::v1::VirtualHost& vhost,
                            std::vector<std::string>* notes, int* shadowed) {
-  // Keyed by methods (sorted, comma-joined), '\n', the prefix, path or
-  // regex: the first route that matches it unconditionally.
-  std::map<std::string, int, std::less<>> prefixes, paths, regexes;
-  auto first = [](const std::map<std::string, int, std::less<>>& map, const std::string& key) {
-    auto it = map.find(key);
+  // By methods (sorted, comma-joined): the routes without header or query
+  // conditions, by prefix, path and regex (the first of each).
+  std::map<std::string, PrefixTrie, std::less<>> prefixes;
+  std::map<std::pair<std::string, std::string>, int, std::less<>> paths, regexes;
+  auto first = [](const auto& map, const std::string& methods, const std::string& value) {
+    auto it = map.find(std::make_pair(methods, value));
     return it == map.end() ? -1 : it->second;
   };
   for (int r = 0; r < vhost.routes_size(); ++r) {
@@ -2458,29 +2506,31 @@ void AddShadowedRouteNotes(const std::string& table, int v,
     std::vector<std::string> sorted(match.methods().begin(), match.methods().end());
     std::sort(sorted.begin(), sorted.end());
     const std::string methods = absl::StrJoin(sorted, ",");
+    const std::string& value = match.has_regex() ? match.regex()
+                               : match.has_path() ? match.path() : match.prefix();
     int by = -1;
     std::string how;
     for (const std::string& m : {std::string(), methods}) {
-      const std::string head = m + "\n";
-      const std::string& value = match.has_regex() ? match.regex()
-                                 : match.has_path() ? match.path() : match.prefix();
+      auto trie = prefixes.find(m);
+      size_t length = 0;
       if (match.has_regex()) {
-        if (int q = first(prefixes, head + "/"); q >= 0) {
+        if (int q = trie == prefixes.end() ? -1 : trie->second.Covering("/", &length); q >= 0) {
           by = q;
           how = "prefix \"/\"";
-        } else if (int same = first(regexes, head + value); same >= 0) {
+        } else if (int same = first(regexes, m, value); same >= 0) {
           by = same;
           how = "the same regex";
         }
       } else {
-        for (size_t n = 1; n <= value.size() && by < 0; ++n) {
-          if (int q = first(prefixes, head + value.substr(0, n)); q >= 0) {
-            by = q;
-            how = absl::StrCat("prefix \"", value.substr(0, n), "\"");
-          }
-        }
-        if (int q = match.has_path() && by < 0 ? first(paths, head + value) : -1; q >= 0) {
+        if (int q = trie == prefixes.end() ? -1 : trie->second.Covering(value, &length); q >= 0) {
           by = q;
+          // A long prefix is cut in the note (the config names it whole).
+          how = absl::StrCat("prefix \"",
+                             length > 64 ? absl::StrCat(value.substr(0, 60), "...")
+                                         : value.substr(0, length),
+                             "\"");
+        } else if (int same = match.has_path() ? first(paths, m, value) : -1; same >= 0) {
+          by = same;
           how = "the same path";
         }
       }
@@ -2496,11 +2546,13 @@ void AddShadowedRouteNotes(const std::string& table, int v,
           "order: put the more specific one first)"));
     }
     if (match.headers_size() > 0 || match.query_parameters_size() > 0) continue;
-    const std::string key = methods + "\n" + (match.has_regex() ? match.regex()
-                                               : match.has_path() ? match.path()
-                                                                  : match.prefix());
-    auto& map = match.has_regex() ? regexes : match.has_path() ? paths : prefixes;
-    map.emplace(key, r);
+    if (match.has_regex()) {
+      regexes.emplace(std::make_pair(methods, value), r);
+    } else if (match.has_path()) {
+      paths.emplace(std::make_pair(methods, value), r);
+    } else {
+      prefixes[methods].Insert(value, r);
+    }
   }
 }
 

@@ -1785,6 +1785,27 @@ TEST(ConfigNotesTest, NamesRoutesNoRequestReaches) {
   EXPECT_TRUE(ConfigNotes(state, StateDiff()).empty());
 }
 
+// A prefix of 300,000 bytes is found as any other (in a trie: its cost is
+// its length; copying each of its prefixes made it quadratic, 1.8 s), and
+// the note cuts it.
+TEST(ConfigNotesTest, ALongPrefixIsFoundAndCutInTheNote) {
+  const std::string prefix = "/" + std::string(300000, 'a');
+  ResourceMap state = Valid();
+  Resource table = Parse(absl::StrCat(
+      R"(route_table { name: "main" virtual_hosts { domains: "*" routes { match { prefix: ")",
+      prefix, R"(" } route { cluster: "users" } } routes { match { path: ")", prefix,
+      R"(/x" } route { cluster: "users" } } } })"));
+  state[IdOf(table)] = table;
+  StateDiff diff;
+  diff.added.push_back(IdOf(table));
+  std::vector<std::string> notes = ConfigNotes(state, diff);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(
+      notes[0], absl::StrCat("routes[0] (prefix \"/", std::string(59, 'a'), "...\") comes first")))
+      << notes[0].substr(0, 300);
+  EXPECT_LT(notes[0].size(), 400u);
+}
+
 // A generated table with thousands of such routes names 20 and counts the rest.
 TEST(ConfigNotesTest, NamesTwentyShadowedRoutesAndCountsTheRest) {
   std::string text = R"(route_table { name: "main" virtual_hosts { domains: "*"
