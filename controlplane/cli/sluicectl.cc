@@ -1584,6 +1584,11 @@ absl::StatusOr<admin::v1::GetVersionResponse> FetchVersion(
   admin::v1::GetVersionResponse response;
   *status = stub.GetVersion(Context().get(), request, &response);
   if (!status->ok()) return absl::UnknownError(status->error_message());
+  static bool noted = false;  // diff asks twice: one note
+  if (!noted && response.store_unread_for().seconds() > 0) {
+    noted = true;
+    NoteStoreUnread(response.store_unread_for());
+  }
   return response;
 }
 

@@ -648,6 +648,7 @@ grpc::Status AdminServiceImpl::GetVersion(grpc::ServerContext* context,
     *out = std::move(resource);
     api::RedactSecrets(out);
   }
+  NoteStoreUnread(fleet_, response);
   return grpc::Status::OK;
 }
 

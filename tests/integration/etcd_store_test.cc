@@ -357,6 +357,11 @@ TEST_F(EtcdStoreTest, OneMemberDownAppliesQuorumLostRefusesAndProxiesServe) {
   r = replicas_[1]->Ctl({"history"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "this is the version it last read")) << r.err;
+  r = replicas_[1]->Ctl({"diff", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("note: this sluice-control"), r.err.rfind("note: this sluice-control"))
+      << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "this is the version it last read")) << r.err;
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(Body(i), "three");
     EXPECT_EQ(proxies_[i]->ReadyVersion(), last_version);
