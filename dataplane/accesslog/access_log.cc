@@ -132,7 +132,11 @@ class Destination {
     bool wake = false;
     {
       absl::MutexLock lock(&b.mu);
-      if (b.data.size() + line.size() > kMaxBufferedBytes) {
+      // Dropped when the entries already waiting fill the buffer (the disk
+      // or the writer is behind), not for its own size: one entry larger
+      // than the whole buffer (a 1 MiB head of bytes escaped 6 to 1) goes
+      // in alone, or a client could keep its request out of the log.
+      if (!b.data.empty() && b.data.size() + line.size() > kMaxBufferedBytes) {
         dropped_->Inc();
         return;
       }

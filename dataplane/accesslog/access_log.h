@@ -4,8 +4,10 @@
 // Each worker formats its entries into its own buffer (a mutex per worker
 // that only the writer ever contends, when it swaps the buffer out); one
 // writer thread per destination writes the buffers every 100 ms. A worker
-// never waits for the disk: when a worker's buffer holds kMaxBufferedBytes
-// the entry is dropped and counted (sluice_access_log_dropped_total).
+// never waits for the disk: an entry that does not fit in what is left of
+// a worker's kMaxBufferedBytes is dropped and counted
+// (sluice_access_log_dropped_total); one larger than the whole buffer is
+// taken when the buffer is empty.
 // ReopenAll() (SIGUSR1) makes every writer reopen its file, for logrotate.
 //
 // Thread-safe. Destinations are shared by listeners that name the same path;

@@ -301,6 +301,25 @@ TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
   EXPECT_EQ(written + dropped, 100u);
 }
 
+// An entry larger than the whole 4 MiB buffer is written (before: always
+// dropped, so a client that sent 700 KB of bytes escaped 6 to 1 in its
+// User-Agent kept its request out of the log).
+TEST(AccessLogTest, AnEntryLargerThanTheBufferIsWritten) {
+  stats::StatsStore store;
+  std::string path;
+  auto log = UserAgentLog("huge.log", store, &path);
+  ASSERT_TRUE(log.ok());
+  Entry huge = Sample();
+  const std::string ua(5 << 20, 'u');
+  huge.user_agent = ua;
+  (*log)->Log(0, huge);
+  FlushAll();
+  EXPECT_EQ(store.GetCounter("sluice_access_log_dropped_total", "path=" + stats::LabelValue(path))
+                ->value(),
+            0u);
+  EXPECT_EQ(Read(path), "{\"user_agent\":\"" + ua + "\"}\n");
+}
+
 // A FIFO whose reader stops reading costs entries, counted as write
 // errors, never a writer stuck in write(): a flush, a config change that
 // drops the log and the shutdown all wait for the writer (before: blocked
