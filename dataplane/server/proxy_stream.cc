@@ -1895,7 +1895,17 @@ bool ProxyStream::ConnectUpstream() {
       SendLocalResponse(503, absl::StrCat("circuit breaker max_connections is open for cluster ",
                                           cluster.name));
     } else {
+      // A connect that failed at once (ENETUNREACH, EHOSTUNREACH: a pod
+      // network gone) is the endpoint's failure as a refused one is:
+      // counted toward its ejection, and retried on another endpoint.
       cluster.stats.upstream_connect_failures->Inc();
+      endpoint_index_ = index;
+      ++attempts_;
+      ReportTry(0);
+      if (MayRetry(RetryReason::kConnectFailure, 0)) {
+        ScheduleRetry(/*at_once=*/true);
+        return true;
+      }
       response_flag_ = "upstream_connect_failure";
       SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquire_status.message()));
     }

@@ -6,6 +6,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +23,15 @@ struct FamilyQuery {
   std::vector<std::string> addresses;
 };
 
+// Whether an IPv4 address (network order) can be an endpoint: not "this
+// network" (0.0.0.0/8: a connect to 0.0.0.0 reaches this host, which apply
+// refuses), multicast (224.0.0.0/4) or the limited broadcast. A DNS
+// sinkhole answers 0.0.0.0.
+bool UsableV4(const in_addr& address) {
+  const uint32_t a = ntohl(address.s_addr);
+  return (a >> 24) != 0 && (a >> 28) != 0xe && a != 0xffffffffu;
+}
+
 void OnAddrinfo(void* arg, int status, int /*timeouts*/, struct ares_addrinfo* info) {
   auto* query = static_cast<FamilyQuery*>(arg);
   query->done = true;
@@ -32,12 +42,22 @@ void OnAddrinfo(void* arg, int status, int /*timeouts*/, struct ares_addrinfo* i
     for (const ares_addrinfo_node* node = info->nodes; node != nullptr; node = node->ai_next) {
       if (node->ai_family == AF_INET && node->ai_addr != nullptr) {
         const auto* in = reinterpret_cast<const sockaddr_in*>(node->ai_addr);
-        if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) {
+        if (UsableV4(in->sin_addr) &&
+            inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) {
           query->addresses.emplace_back(text);
         }
       } else if (node->ai_family == AF_INET6 && node->ai_addr != nullptr) {
-        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(node->ai_addr);
-        if (inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text)) != nullptr) {
+        const in6_addr& a6 = reinterpret_cast<const sockaddr_in6*>(node->ai_addr)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+          // ::ffff:a.b.c.d is a.b.c.d: one endpoint with an A answer of it
+          // (apply refuses the pair among literal endpoints).
+          in_addr v4{};
+          std::memcpy(&v4, &a6.s6_addr[12], sizeof(v4));
+          if (UsableV4(v4) && inet_ntop(AF_INET, &v4, text, sizeof(text)) != nullptr) {
+            query->addresses.emplace_back(text);
+          }
+        } else if (!IN6_IS_ADDR_UNSPECIFIED(&a6) && !IN6_IS_ADDR_MULTICAST(&a6) &&
+                   inet_ntop(AF_INET6, &a6, text, sizeof(text)) != nullptr) {
           query->addresses.emplace_back(text);
         }
       }

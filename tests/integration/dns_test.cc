@@ -241,6 +241,28 @@ TEST_F(DnsTest, TheHostResolverAndTheLookupFamily) {
   EXPECT_FALSE(absl::StrContains(clusters, absl::StrCat("127.0.0.1:", a.port()))) << clusters;
 }
 
+// Answers that name no endpoint are left out, as apply refuses them: the
+// unspecified addresses (a DNS sinkhole's 0.0.0.0; a connect to :: reached
+// a service on this host's loopback), multicast and broadcast; an
+// IPv4-mapped AAAA is its IPv4 address, one endpoint with the A answer.
+TEST_F(DnsTest, AnswersThatNameNoEndpointAreLeftOut) {
+  UpstreamServer a("a", 0, "", "127.0.0.2");
+  ASSERT_TRUE(a.ok()) << a.process().Log();
+  ASSERT_NO_FATAL_FAILURE(StartDns(
+      R"({"odd.test": {"A": ["0.0.0.0", "127.0.0.2", "224.0.0.1", "255.255.255.255"],)"
+      R"( "AAAA": ["::", "::ffff:127.0.0.2", "ff02::1"]}})"));
+  CommandResult r = Apply(absl::StrCat("  endpoints: [{address: odd.test, port: ", a.port(),
+                                       "}]\n  dns_resolvers: ['127.0.0.1:", dns_port_,
+                                       "']\n  dns_lookup_family: ALL\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  auto [status, clusters] = proxy_->Admin("/clusters");
+  EXPECT_TRUE(absl::StrContains(clusters, "cluster backend (ROUND_ROBIN, 1 endpoints)")) << clusters;
+  EXPECT_TRUE(absl::StrContains(clusters, absl::StrCat("127.0.0.2:", a.port(), " (odd.test)")))
+      << clusters;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(Get().status, 200);
+}
+
 // What is refused at apply, with the field named; nothing changes.
 TEST_F(DnsTest, BadNamesAndSettingsAreRefused) {
   struct Case {

@@ -684,6 +684,29 @@ TEST_F(LoadBalancingTest, AConnectFailureIsRetriedAtOnceForAnyMethod) {
   EXPECT_GT(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"backends\"}"), 100);
 }
 
+// A connect that fails at once (224.0.0.1: ENETUNREACH, as a pod network
+// that is gone) is retried on another endpoint and counted toward the
+// endpoint's ejection, as a refused one is. Before: a 502 every other
+// request, and the endpoint never ejected.
+TEST_F(LoadBalancingTest, AConnectThatFailsAtOnceIsRetriedAndEjects) {
+  StartUpstreams({""});
+  Apply(absl::StrCat("  endpoints: [{address: 127.0.0.1, port: ", upstreams_[0]->port(),
+                     "}, {address: 224.0.0.1, port: ", upstreams_[0]->port(), "}]\n",
+                     "  outlier_detection: {consecutive_gateway_failure: 2, "
+                     "max_ejection_percent: 50}"),
+        "");
+  for (int i = 0; i < 8; ++i) {
+    HttpResponse r = HttpGet(listener(), "/at-once");
+    ASSERT_EQ(r.status, 200) << r.body << r.error;
+  }
+  EXPECT_GE(proxy_->Stat("sluice_upstream_connect_failures_total{cluster=\"backends\"}"), 2);
+  const std::string ejected =
+      absl::StrCat("224.0.0.1:", upstreams_[0]->port(), " health=ejected");
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(proxy_->Admin("/clusters").second, ejected); },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/clusters").second;
+}
+
 TEST_F(LoadBalancingTest, RetriedPostReplaysItsBody) {
   StartUpstreams({"reset=1", ""});
   Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
