@@ -246,6 +246,13 @@ void DnsCache::Stop() {
 void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait) {
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
+  // A name asked of other servers (a changed dns_resolvers) starts from
+  // the addresses it had: a new server that cannot be reached keeps them,
+  // as a failed refresh does, instead of emptying its clusters.
+  std::map<std::string, DnsAnswer> known;
+  for (const auto& [key, entry] : entries_) {
+    if (entry.answer.answered) known.emplace(entry.query.name, entry.answer);
+  }
   std::map<std::string, Entry> kept;
   std::vector<std::string> fresh;
   for (const DnsQuery& query : queries) {
@@ -268,6 +275,13 @@ void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait) 
       Entry entry;
       entry.query = query;
       entry.next = absl::InfinitePast();
+      if (auto was = known.find(query.name); was != known.end()) {
+        entry.answer = was->second;
+        entry.answer.problem.clear();
+        SLUICE_LOG(kInfo, "dns: ", key, " starts from the addresses ", query.name,
+                   " had (", Addresses(entry.answer.v4, entry.answer.v6),
+                   ") until its servers answer");
+      }
       kept.emplace(key, std::move(entry));
       fresh.push_back(key);
     }

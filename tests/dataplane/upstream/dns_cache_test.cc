@@ -252,6 +252,31 @@ TEST(DnsCacheTest, ServersArePartOfTheQuery) {
   EXPECT_EQ(dns.servers_seen(), q.servers);
 }
 
+// A name asked of other servers (dns_resolvers changed) starts from the
+// addresses it had, and keeps them when those servers fail, as a failed
+// refresh keeps them. Before: no endpoint until the new servers answered,
+// none at all when they could not be reached (every request 503).
+TEST(DnsCacheTest, ANameAskedOfOtherServersStartsFromItsAddresses) {
+  FakeDns dns;
+  dns.Set("backend.test", Ok({"10.0.0.1"}, {}));
+  DnsCache cache(dns.Fn());
+  cache.Start();
+  cache.Track({Query("backend.test")}, absl::Seconds(5));
+  ASSERT_TRUE(cache.Get("backend.test").answered);
+  dns.Set("backend.test", Failed("no server gave an answer"));
+  DnsQuery moved = Query("backend.test");
+  moved.servers = {"127.0.0.1:5353"};
+  cache.Track({moved}, absl::Seconds(5));
+  DnsAnswer a = cache.Get(moved.Key());
+  EXPECT_TRUE(a.answered);
+  EXPECT_EQ(a.v4, std::vector<std::string>{"10.0.0.1"});
+  EXPECT_EQ(a.problem, "A: no server gave an answer; AAAA: no server gave an answer");
+  // Their first answer replaces them.
+  dns.Set("backend.test", Ok({"10.0.0.2"}, {}));
+  ASSERT_TRUE(dns.WaitForLookups("backend.test", dns.Lookups("backend.test") + 2));
+  EXPECT_EQ(cache.Get(moved.Key()).v4, std::vector<std::string>{"10.0.0.2"});
+}
+
 // A cluster of names compiles to one endpoint per address of its family,
 // with the name's port and weight; an address met twice is listed once;
 // a name without addresses is a problem named.
