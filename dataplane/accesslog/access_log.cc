@@ -135,8 +135,12 @@ class Destination {
       // Dropped when the entries already waiting fill the buffer (the disk
       // or the writer is behind), not for its own size: one entry larger
       // than the whole buffer (a 1 MiB head of bytes escaped 6 to 1) goes
-      // in alone, or a client could keep its request out of the log.
-      if (!b.data.empty() && b.data.size() + line.size() > kMaxBufferedBytes) {
+      // in while the buffer is under its bound, or a client could keep its
+      // request out of the log. A buffer holds at most the bound plus one
+      // such entry.
+      const bool oversized = line.size() > kMaxBufferedBytes;
+      if (oversized ? b.data.size() >= kMaxBufferedBytes
+                    : b.data.size() + line.size() > kMaxBufferedBytes) {
         dropped_->Inc();
         return;
       }

@@ -1902,12 +1902,19 @@ bool ProxyStream::ConnectUpstream() {
       endpoint_index_ = index;
       ++attempts_;
       ReportTry(0);
+      // Worded as a refused connect's ("connect failed: Connection
+      // refused"): the reason, not the upstream's address.
+      absl::string_view reason = acquire_status.message();
+      if (const size_t colon = reason.rfind(": "); colon != absl::string_view::npos) {
+        reason.remove_prefix(colon + 2);
+      }
+      upstream_failure_ = absl::StrCat("connect failed: ", reason);  // for the access log
       if (MayRetry(RetryReason::kConnectFailure, 0)) {
         ScheduleRetry(/*at_once=*/true);
         return true;
       }
       response_flag_ = "upstream_connect_failure";
-      SendLocalResponse(502, absl::StrCat("upstream connect error: ", acquire_status.message()));
+      SendLocalResponse(502, absl::StrCat("upstream ", upstream_failure_));
     }
     return false;
   }

@@ -74,7 +74,10 @@ void SortUnique(std::vector<std::string>& v) {
 std::string Addresses(const std::vector<std::string>& v4, const std::vector<std::string>& v6) {
   if (v4.empty() && v6.empty()) return "no address";
   std::vector<std::string> all = v4;
-  all.insert(all.end(), v6.begin(), v6.end());
+  // A mapped AAAA taken as its IPv4 address may repeat an A answer's.
+  for (const std::string& a : v6) {
+    if (std::find(v4.begin(), v4.end(), a) == v4.end()) all.push_back(a);
+  }
   return absl::StrJoin(all, ", ");
 }
 
@@ -247,11 +250,17 @@ void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait) 
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   // A name asked of other servers (a changed dns_resolvers) starts from
-  // the addresses it had: a new server that cannot be reached keeps them,
-  // as a failed refresh does, instead of emptying its clusters.
+  // the addresses it had from the servers it no longer asks: new servers
+  // that cannot be reached keep them, as a failed refresh does, instead of
+  // emptying the cluster. (Not from servers still asked for another
+  // cluster: those may answer otherwise.)
+  std::set<std::string> asked;
+  for (const DnsQuery& query : queries) asked.insert(query.Key());
   std::map<std::string, DnsAnswer> known;
   for (const auto& [key, entry] : entries_) {
-    if (entry.answer.answered) known.emplace(entry.query.name, entry.answer);
+    if (entry.answer.answered && asked.count(key) == 0) {
+      known.emplace(entry.query.name, entry.answer);
+    }
   }
   std::map<std::string, Entry> kept;
   std::vector<std::string> fresh;

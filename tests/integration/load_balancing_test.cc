@@ -705,6 +705,14 @@ TEST_F(LoadBalancingTest, AConnectThatFailsAtOnceIsRetriedAndEjects) {
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(proxy_->Admin("/clusters").second, ejected); },
                       absl::Seconds(5)))
       << proxy_->Admin("/clusters").second;
+  // Alone, its 502 is worded as a refused connect's, without the address.
+  Apply(absl::StrCat("  endpoints: [{address: 224.0.0.1, port: ", upstreams_[0]->port(), "}]"),
+        "");
+  HttpResponse alone = HttpGet(listener(), "/alone");
+  EXPECT_EQ(alone.status, 502);
+  EXPECT_TRUE(absl::StrContains(alone.body, "upstream connect failed: Network is unreachable"))
+      << alone.body;
+  EXPECT_FALSE(absl::StrContains(alone.body, "224.0.0.1")) << alone.body;
 }
 
 TEST_F(LoadBalancingTest, RetriedPostReplaysItsBody) {

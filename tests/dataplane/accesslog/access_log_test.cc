@@ -305,6 +305,7 @@ TEST(AccessLogTest, AFullBufferDropsAndCountsInsteadOfWaiting) {
 // dropped, so a client that sent 700 KB of bytes escaped 6 to 1 in its
 // User-Agent kept its request out of the log).
 TEST(AccessLogTest, AnEntryLargerThanTheBufferIsWritten) {
+  SetWriteIntervalForTest(absl::Hours(1));  // the small entry waits in the buffer
   stats::StatsStore store;
   std::string path;
   auto log = UserAgentLog("huge.log", store, &path);
@@ -312,12 +313,18 @@ TEST(AccessLogTest, AnEntryLargerThanTheBufferIsWritten) {
   Entry huge = Sample();
   const std::string ua(5 << 20, 'u');
   huge.user_agent = ua;
+  // Also behind other entries not yet written (before the fix for this,
+  // it went in only alone, so under traffic it was dropped again).
+  Entry small = Sample();
+  small.user_agent = "small";
+  (*log)->Log(0, small);
   (*log)->Log(0, huge);
   FlushAll();
   EXPECT_EQ(store.GetCounter("sluice_access_log_dropped_total", "path=" + stats::LabelValue(path))
                 ->value(),
             0u);
-  EXPECT_EQ(Read(path), "{\"user_agent\":\"" + ua + "\"}\n");
+  EXPECT_EQ(Read(path), "{\"user_agent\":\"small\"}\n{\"user_agent\":\"" + ua + "\"}\n");
+  SetWriteIntervalForTest(absl::Milliseconds(100));
 }
 
 // A FIFO whose reader stops reading costs entries, counted as write

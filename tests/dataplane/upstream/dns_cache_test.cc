@@ -277,6 +277,31 @@ TEST(DnsCacheTest, ANameAskedOfOtherServersStartsFromItsAddresses) {
   EXPECT_EQ(cache.Get(moved.Key()).v4, std::vector<std::string>{"10.0.0.2"});
 }
 
+// Only from the servers the name is no longer asked of: another cluster's
+// servers, still asked, may answer otherwise (before: a cluster moved to
+// an unreachable server took the other's "no address", and 503s).
+TEST(DnsCacheTest, ANameMovedToOtherServersDoesNotTakeAnotherClustersAnswer) {
+  FakeDns dns;
+  DnsCache cache(dns.Fn());
+  cache.Start();
+  DnsQuery first = Query("backend.test", absl::Hours(1));
+  first.servers = {"10.9.9.2"};
+  DnsQuery other = Query("backend.test", absl::Hours(1));
+  other.servers = {"10.9.9.1"};  // listed first among the cache's keys
+  dns.Set("backend.test", Ok({"10.0.0.1"}, {}));
+  cache.Track({first}, absl::Seconds(5));
+  dns.Set("backend.test", Ok({}, {}));  // what the other servers say: no such name
+  cache.Track({first, other}, absl::Seconds(5));
+  ASSERT_TRUE(cache.Get(other.Key()).answered);
+  ASSERT_TRUE(cache.Get(other.Key()).v4.empty());
+  dns.Hold("backend.test", true);  // the first cluster's new servers: no answer yet
+  DnsQuery moved = Query("backend.test", absl::Hours(1));
+  moved.servers = {"10.9.9.3"};
+  cache.Track({moved, other}, absl::ZeroDuration());
+  EXPECT_EQ(cache.Get(moved.Key()).v4, std::vector<std::string>{"10.0.0.1"});
+  dns.Hold("backend.test", false);
+}
+
 // A cluster of names compiles to one endpoint per address of its family,
 // with the name's port and weight; an address met twice is listed once;
 // a name without addresses is a problem named.
