@@ -1896,25 +1896,17 @@ bool ProxyStream::ConnectUpstream() {
                                           cluster.name));
     } else {
       // A connect that failed at once (ENETUNREACH, EHOSTUNREACH: a pod
-      // network gone) is the endpoint's failure as a refused one is:
-      // counted toward its ejection, and retried on another endpoint.
-      cluster.stats.upstream_connect_failures->Inc();
-      endpoint_index_ = index;
-      ++attempts_;
-      ReportTry(0);
-      // Worded as a refused connect's ("connect failed: Connection
-      // refused"): the reason, not the upstream's address.
+      // network gone) is this endpoint's try, failed as a refused connect
+      // fails later: counted toward its ejection, retried on another
+      // endpoint, and worded the same (the reason, not the address).
       absl::string_view reason = acquire_status.message();
       if (const size_t colon = reason.rfind(": "); colon != absl::string_view::npos) {
         reason.remove_prefix(colon + 2);
       }
-      upstream_failure_ = absl::StrCat("connect failed: ", reason);  // for the access log
-      if (MayRetry(RetryReason::kConnectFailure, 0)) {
-        ScheduleRetry(/*at_once=*/true);
-        return true;
-      }
-      response_flag_ = "upstream_connect_failure";
-      SendLocalResponse(502, absl::StrCat("upstream ", upstream_failure_));
+      endpoint_index_ = index;
+      ++attempts_;
+      FailUpstream(/*connect_failed=*/true, /*timed_out=*/false,
+                   absl::StrCat("connect failed: ", reason), /*lost=*/false);
     }
     return false;
   }
