@@ -54,6 +54,11 @@ absl::StatusOr<ResourceKind> ParseKind(absl::string_view text);
 // What is shown in place of a private key, an API key or a password.
 inline constexpr absl::string_view kRedactedText = "[redacted]";
 
+// gRPC metadata key of an admin call sluicectl makes to learn what the
+// control plane does (a dry run), not for an operator: sluice-control
+// neither counts nor audits it.
+inline constexpr char kSluicectlCheckMetadata[] = "sluice-check";
+
 // Replaces with kRedactedText a Secret's non-empty
 // tls_certificate.private_key, and a Consumer's non-empty plain credentials:
 // each keys[].key and basic_auth.password. (The control plane stores only

@@ -141,8 +141,8 @@ std::string TakeOpenSslError() {
 
 // Why OpenSSL could not read `block`: an empty one (nothing between its
 // BEGIN and END lines, which OpenSSL reads with no error queued) says so;
-// else TakeOpenSslError().
-std::string PemReadFailure(const PemBlock& block) {
+// else TakeOpenSslError() (`what` the block should hold: "certificate").
+std::string PemReadFailure(const PemBlock& block, absl::string_view what) {
   const absl::string_view text = block.text;
   const size_t body = text.find('\n');
   const size_t end = text.rfind("-----END");
@@ -150,6 +150,12 @@ std::string PemReadFailure(const PemBlock& block) {
       absl::StripAsciiWhitespace(text.substr(body + 1, end - body - 1)).empty()) {
     ERR_clear_error();
     return "the block is empty (nothing between its BEGIN and END lines)";
+  }
+  // The base64 decoded, and what it gave is no DER: OpenSSL's ASN.1 words
+  // alone ("too long", "header too long") read as a size limit.
+  if (ERR_GET_LIB(ERR_peek_error()) == ERR_LIB_ASN1) {
+    return absl::StrCat("the block's base64 decodes, but not to a ", what,
+                        " (DER: ", TakeOpenSslError(), ")");
   }
   return TakeOpenSslError();
 }
@@ -193,7 +199,7 @@ bool ParseCertificates(absl::string_view text, absl::string_view field,
     X509Ptr certificate(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (certificate == nullptr) {
       Fail(error, field,
-           absl::StrCat("not a PEM certificate: ", PemReadFailure(block),
+           absl::StrCat("not a PEM certificate: ", PemReadFailure(block, "certificate"),
                         BlockName(i, blocks.size())));
       return false;
     }
@@ -276,7 +282,7 @@ bool ParsePrivateKey(absl::string_view text, PkeyPtr* out, TlsMaterialError* err
   bool asked_for_password = false;
   PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, RefusePassword, &asked_for_password));
   if (key == nullptr) {
-    std::string reason = PemReadFailure(*key_block);
+    std::string reason = PemReadFailure(*key_block, "private key");
     Fail(error, kKeyField,
          asked_for_password ? kEncrypted : absl::StrCat("not a PEM private key: ", reason));
     return false;

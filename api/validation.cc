@@ -456,7 +456,8 @@ void ValidateAccessLog(const config::v1::AccessLog& log, ErrorSink& sink) {
   } else if (path != "-" && path != "stdout" &&
              (path[0] != '/' || path.find('\0') != std::string::npos)) {
     sink.Add("access_log.path",
-             absl::StrCat("'", path, "' must be \"-\", \"stdout\" or an absolute path"));
+             absl::StrCat("'", absl::CHexEscape(path),
+                          "' must be \"-\", \"stdout\" or an absolute path"));
   }
   const std::vector<std::string>& known = AccessLogFieldNames();
   std::set<std::string> seen;
@@ -2207,6 +2208,21 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
                                             "restricts TLS 1.3 curves and signatures; list the "
                                             "suites themselves"));
       }
+    }
+  }
+  // A line break in a log file's name broke the proxy's own log lines about
+  // it (a name stored before is kept).
+  if (resource.has_listener()) {
+    const std::string& path = resource.listener().access_log().path();
+    auto control = std::find_if(path.begin(), path.end(),
+                                [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+    if (control != path.end() && path.find('\0') == std::string::npos) {
+      sink.Add("access_log.path",
+               absl::StrFormat("'%s' has a control character (byte %d is 0x%02x): a file "
+                               "name may not",
+                               absl::CHexEscape(path),
+                               static_cast<int>(control - path.begin()) + 1,
+                               static_cast<unsigned char>(*control)));
     }
   }
   // A 16384-bit RSA key is about 12.5 KiB of PEM: as the chain, at most

@@ -48,6 +48,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -111,7 +112,8 @@ commands:
                                     each one's traffic (rps, errors, p50/p99, connections)
   top [--interval 2s] [--once]      the fleet's traffic and busiest routes, refreshed
   token create NAME --role ROLE     make an operator token (ROLE: viewer, operator or
-                                    admin) and print it once; needs an admin token
+                                    admin) and print it once; needs an admin token (with
+                                    none anywhere, the first one made must be admin)
   token list [-o table|json]        the tokens' names, roles and creators (never a token)
   token revoke NAME                 refuse that token from now on
   cache purge [--route R] [--host H] [--path P | --prefix P] [--group G] [--timeout 5s]
@@ -223,6 +225,8 @@ bool change_sent = false;
 // The channel to sluice-control: an UNAVAILABLE answer on a connected channel
 // came from sluice-control itself (e.g. its etcd store has no quorum).
 std::shared_ptr<grpc::Channel> admin_channel;
+// How long a call (Context()) waits for its answer.
+constexpr absl::Duration kCallDeadline = absl::Seconds(30);
 
 // A change's warnings, one `warning:` line each (durability, or config
 // that is valid but cannot do what it says).
@@ -289,6 +293,18 @@ void PrintJson(const google::protobuf::Message& message) {
   std::cout << json << "\n";
 }
 
+// Whether an HTTP/2 server that is no gRPC one (or the upstream of a
+// gateway route) answered with an HTTP status that refused the call unread:
+// a 4xx or a 501 (a 502, 503 or 504 may come from a balancer in front of
+// sluice-control that passed the call on).
+bool HttpRefusal(const grpc::Status& status) {
+  const std::string message = status.error_message();  // a copy: a view of it dangled
+  absl::string_view said = message;
+  int code = 0;
+  return absl::ConsumePrefix(&said, "Received http2 header with status: ") &&
+         absl::SimpleAtoi(said, &code) && ((code >= 400 && code < 500) || code == 501);
+}
+
 int RpcFail(const grpc::Status& status, const std::string& server) {
   const bool never_connected =
       absl::StrContains(absl::AsciiStrToLower(status.error_message()), "failed to connect") ||
@@ -312,17 +328,24 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
   // read as "sluice-control is unavailable", an apply even said it may
   // have been applied.
   const std::string& said = status.error_message();
-  const bool gateway_answer = absl::StartsWith(said, "upstream ") ||
+  const bool gateway_answer = HttpRefusal(status) || absl::StartsWith(said, "upstream ") ||
                               absl::StartsWith(said, "no healthy endpoint in cluster ") ||
                               absl::StartsWith(said, "no endpoint in cluster ") ||
                               absl::StartsWith(said, "circuit breaker ");
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED || gateway_answer ||
       (status.error_code() == grpc::StatusCode::UNKNOWN && said == "Stream removed")) {
-    const char* code = status.error_code() == grpc::StatusCode::UNIMPLEMENTED ? "UNIMPLEMENTED"
-                       : status.error_code() == grpc::StatusCode::UNAVAILABLE ? "UNAVAILABLE"
-                       : status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
-                           ? "DEADLINE_EXCEEDED"
-                           : "UNKNOWN";
+    // gRPC's names of the codes an HTTP status maps to (400, 401, 403,
+    // 404, 429 and 50x) and of a gateway's answers.
+    const char* code;
+    switch (status.error_code()) {
+      case grpc::StatusCode::UNIMPLEMENTED: code = "UNIMPLEMENTED"; break;
+      case grpc::StatusCode::UNAVAILABLE: code = "UNAVAILABLE"; break;
+      case grpc::StatusCode::DEADLINE_EXCEEDED: code = "DEADLINE_EXCEEDED"; break;
+      case grpc::StatusCode::INTERNAL: code = "INTERNAL"; break;
+      case grpc::StatusCode::UNAUTHENTICATED: code = "UNAUTHENTICATED"; break;
+      case grpc::StatusCode::PERMISSION_DENIED: code = "PERMISSION_DENIED"; break;
+      default: code = "UNKNOWN"; break;
+    }
     return Fail(absl::StrCat(server, " does not serve this sluice-control call (", code,
                              ": ", status.error_message(),
                              "): is --server sluice-control's --listen address and not a "
@@ -359,6 +382,13 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
       admin_channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
     return Fail(absl::StrCat("sluice-control at ", server, " is unavailable: ",
                              status.error_message()));
+  }
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && admin_channel != nullptr &&
+      admin_channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    // Reached, but silent: "cannot reach" misled.
+    return Fail(absl::StrCat("sluice-control at ", server, " took the connection but did not "
+                             "answer within ", absl::FormatDuration(kCallDeadline),
+                             ": is --server sluice-control's --listen address, and is it stuck?"));
   }
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -397,7 +427,9 @@ bool NotAboutTheRequest(const grpc::Status& status) {
     case grpc::StatusCode::UNIMPLEMENTED:
       return true;
     case grpc::StatusCode::UNKNOWN:
-      return status.error_message() == "Stream removed";
+      return status.error_message() == "Stream removed" || HttpRefusal(status);
+    case grpc::StatusCode::INTERNAL:  // an HTTP 400
+      return HttpRefusal(status);
     default:
       return false;
   }
@@ -406,7 +438,7 @@ bool NotAboutTheRequest(const grpc::Status& status) {
 std::unique_ptr<grpc::ClientContext> Context() {
   auto context = std::make_unique<grpc::ClientContext>();
   if (!bearer_token.empty()) context->AddMetadata("authorization", "Bearer " + bearer_token);
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(kCallDeadline));
   return context;
 }
 
@@ -1380,7 +1412,10 @@ int Delete(admin::v1::AdminService::Stub& stub, const std::string& server,
     admin::v1::DeleteRequest trial = request;
     trial.set_dry_run(true);
     admin::v1::DeleteResponse tried;
-    grpc::Status status = stub.Delete(Context().get(), trial, &tried);
+    auto context = Context();
+    // Not counted or audited as an operator's dry run.
+    context->AddMetadata(api::kSluicectlCheckMetadata, "delete-names");
+    grpc::Status status = stub.Delete(context.get(), trial, &tried);
     if (status.ok() && took_fewer(tried)) return Fail(fewer);
   }
   admin::v1::DeleteResponse response;

@@ -905,8 +905,14 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     return distinct;
   }
   if (!doc.IsMap()) return fail(doc, "expected a mapping with kind, name and spec");
+  // The lines of the kind: and name: keys: an empty value's own mark is the
+  // next line's, and errors about the name are said at its line.
+  int kind_line = 0;
+  int name_line = 0;
   for (const auto& item : doc) {
     std::string key = item.first.template as<std::string>();
+    if (key == "kind") kind_line = item.first.Mark().line + 1;
+    if (key == "name") name_line = item.first.Mark().line + 1;
     // `version`: `get KIND NAME -o json` of one resource (the caller reads it).
     if (key != "kind" && key != "name" && key != "spec" && key != "version") {
       return fail(item.first, absl::StrCat("unknown top-level field ", ShownKey(key),
@@ -914,10 +920,13 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
     }
   }
   if (!doc["kind"]) return fail(doc, "kind is required");
-  if (doc["kind"].IsNull()) return fail(doc["kind"], "kind is empty (nothing after it, or ~)");
+  auto fail_at = [&](int line, const std::string& message) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ", line ", line, ": ", message));
+  };
+  if (doc["kind"].IsNull()) return fail_at(kind_line, "kind is empty (nothing after it, or ~)");
   if (!doc["kind"].IsScalar()) return fail(doc["kind"], "kind must be a single value, e.g. Cluster");
   if (!doc["name"]) return fail(doc, "name is required");
-  if (doc["name"].IsNull()) return fail(doc["name"], "name is empty (nothing after it, or ~)");
+  if (doc["name"].IsNull()) return fail_at(name_line, "name is empty (nothing after it, or ~)");
   if (!doc["name"].IsScalar()) {
     return fail(doc["name"], "name must be a single value, not a list or mapping");
   }
@@ -933,6 +942,7 @@ absl::Status LoadDocument(const Node& doc, const std::string& where, bool direct
   SpecConverter<Node> converter(where, resource_label);
   // The line of the deepest part of field path `path` the YAML spelled out.
   auto line_of = [&](std::string p) {
+    if (p == "name") return name_line;
     for (; !p.empty();) {
       if (auto it = converter.lines().find(p); it != converter.lines().end()) return it->second;
       size_t cut = p.find_last_of(".[");
@@ -1293,6 +1303,54 @@ absl::Status CheckRawText(const std::string& text, const std::string& file_name)
 
 namespace {
 
+// How many double-quoted scalars with surrogate pairs LoadYaml joins (one
+// reading of the text each).
+constexpr int kMaxSurrogateRounds = 256;
+
+// Joins the UTF-16 surrogate pairs (`\ud83d\ude00` -> `\U0001f600`) of the
+// double-quoted scalar in which yaml-cpp refused one half: `end` is where it
+// stopped, after the half's four hex digits. False when no pair starts
+// there (a lone half stays refused).
+bool JoinSurrogatePairs(std::string* text, size_t end) {
+  auto hex4 = [&](size_t at, int* value) {
+    if (at + 6 > text->size() || (*text)[at] != '\\' || (*text)[at + 1] != 'u') return false;
+    int v = 0;
+    for (size_t i = at + 2; i < at + 6; ++i) {
+      const char c = (*text)[i];
+      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
+      v = v * 16 + (absl::ascii_isdigit(static_cast<unsigned char>(c))
+                        ? c - '0'
+                        : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10);
+    }
+    *value = v;
+    return true;
+  };
+  int high = 0;
+  int low = 0;
+  if (end < 6 || !hex4(end - 6, &high) || high < 0xd800 || high > 0xdbff ||
+      !hex4(end, &low) || low < 0xdc00 || low > 0xdfff) {
+    return false;
+  }
+  // From the refused half to the scalar's closing quote: `\` escapes one
+  // character (the hex digits of \x, \u and \U are neither `"` nor `\`).
+  for (size_t i = end - 6; i < text->size() && (*text)[i] != '"';) {
+    if ((*text)[i] != '\\') {
+      ++i;
+      continue;
+    }
+    if (hex4(i, &high) && high >= 0xd800 && high <= 0xdbff && hex4(i + 6, &low) &&
+        low >= 0xdc00 && low <= 0xdfff) {
+      const int code = 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
+      const std::string joined = absl::StrFormat("\\U%08x", code);
+      text->replace(i, 12, joined);
+      i += joined.size();
+    } else {
+      i += 2;
+    }
+  }
+  return true;
+}
+
 // Gives every loaded resource a shared copy of the text it came from.
 void KeepSource(const std::string& text, absl::StatusOr<std::vector<LoadedResource>>* loaded) {
   if (!loaded->ok()) return;
@@ -1320,8 +1378,30 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
     }
   }
   std::vector<YAML::Node> docs;
+  // JSON writes a character past U+FFFF as a UTF-16 surrogate pair
+  // (`\ud83d\ude00`, Python's json.dump), which yaml-cpp refuses half by
+  // half: each double-quoted scalar it stops in has its pairs joined
+  // (`\U0001f600`) and the text is read again.
+  std::string joined;
+  const std::string* source = &text;
+  for (int round = 0;; ++round) {
+    try {
+      docs = YAML::LoadAll(*source);
+      break;
+    } catch (const YAML::Exception& e) {
+      if (round < kMaxSurrogateRounds && absl::StartsWith(e.msg, "invalid unicode: ")) {
+        std::string next = *source;
+        if (JoinSurrogatePairs(&next, e.mark.pos)) {
+          joined = std::move(next);
+          source = &joined;
+          continue;
+        }
+      }
+      break;
+    }
+  }
   try {
-    docs = YAML::LoadAll(text);
+    if (docs.empty()) docs = YAML::LoadAll(*source);
   } catch (const YAML::Exception& e) {
     // YAML indents with spaces only: a tab where indentation goes reads as
     // content, and yaml-cpp's words ("illegal map value") do not say so.
@@ -1369,12 +1449,23 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
           file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
           ": nested more than ", kMaxYamlDepth, " levels deep"));
     }
+    if (absl::StartsWith(e.msg, "invalid unicode: ")) {
+      int code = 0;
+      if (absl::SimpleAtoi(e.msg.substr(sizeof("invalid unicode: ") - 1), &code) &&
+          code >= 0xd800 && code <= 0xdfff) {
+        hint = absl::StrFormat(
+            " (\\u%04x is half of a UTF-16 surrogate pair: a high half, \\ud800..\\udbff, "
+            "must be followed by a low one, \\udc00..\\udfff; or write the character itself)",
+            code);
+      }
+    }
     return absl::InvalidArgumentError(absl::StrCat(
         file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
         ": not valid YAML: ", e.msg, hint));
   }
-  auto loaded = LoadDocuments(docs, file_name, options.direct_conversion, options.validate, &text);
-  KeepSource(text, &loaded);
+  auto loaded =
+      LoadDocuments(docs, file_name, options.direct_conversion, options.validate, source);
+  KeepSource(*source, &loaded);
   return loaded;
 }
 
@@ -1615,9 +1706,12 @@ void EmitBlock(const YAML::Node& node, YAML::Emitter& out) {
   } else if (node.IsScalar() && node.Tag() == "!") {
     // A string (quoted in the JSON the spec was printed as).
     const std::string& text = node.Scalar();
-    if (text.find('\x7f') != std::string::npos) {
+    if (text.find('\x7f') != std::string::npos || text.find("\xe2\x80\xa8") != std::string::npos ||
+        text.find("\xe2\x80\xa9") != std::string::npos || text.find("\xc2\x85") != std::string::npos) {
       // DEL is no printable YAML character: escaped (\x7f), and with it
       // any non-ASCII character (\xe9 is U+00E9: it reads back the same).
+      // So are U+2028, U+2029 and U+0085, line breaks to a YAML 1.1 reader
+      // (PyYAML stopped at one in a plain scalar).
       out << YAML::EscapeNonAscii << YAML::DoubleQuoted << text << YAML::EmitNonAscii;
     } else if (ReadsAsAnotherType(text)) {
       // `cluster: 0x1F` is the number 31 to PyYAML and yq: quoted, as

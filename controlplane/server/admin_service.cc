@@ -495,19 +495,30 @@ grpc::Status AdminServiceImpl::Delete(grpc::ServerContext* context,
   };
   add(request->kind(), request->name());
   for (const config::v1::ResourceKey& key : request->more()) add(key.kind(), key.name());
+  // sluicectl's dry run before a delete of several names (whether this
+  // control plane reads them all: an older one deletes the first only) is
+  // no operator's: neither counted nor audited (it doubled each such delete
+  // in both).
+  const bool check =
+      request->dry_run() && context != nullptr &&
+      context->client_metadata().count(api::kSluicectlCheckMetadata) > 0;
   for (const api::ResourceId& id : ids) {
     if (absl::Status s = CheckKindAndName(id.first, id.second); !s.ok()) {
-      Count(/*is_delete=*/true, s, request->dry_run());
-      Audit(*caller, "Delete", Names(ids), 0, request->dry_run(), s);
+      if (!check) {
+        Count(/*is_delete=*/true, s, request->dry_run());
+        Audit(*caller, "Delete", Names(ids), 0, request->dry_run(), s);
+      }
       return ToGrpcStatus(s);
     }
   }
   auto result = state_->DeleteAll(ids, request->dry_run(),
                                   ChangeContext{AuthorOf(*caller, request->author()),
                                                 request->message(), request->if_version()});
-  Count(/*is_delete=*/true, result, request->dry_run());
-  Audit(*caller, "Delete", Names(ids), result.ok() && !request->dry_run() ? result->version : 0,
-        request->dry_run(), result.status());
+  if (!check) {
+    Count(/*is_delete=*/true, result, request->dry_run());
+    Audit(*caller, "Delete", Names(ids), result.ok() && !request->dry_run() ? result->version : 0,
+          request->dry_run(), result.status());
+  }
   if (!result.ok()) return ToGrpcStatus(result.status());
   response->set_version(result->version);
   response->set_dry_run(request->dry_run());

@@ -222,6 +222,22 @@ absl::StatusOr<std::string> OperatorTokens::Create(
     return absl::AlreadyExistsError(
         absl::StrCat("a token named '", name, "' exists"));
   }
+  // Once a token is stored every call needs one: a viewer or operator token
+  // made first, with no admin token anywhere, would leave no one able to
+  // make or revoke tokens (nor, for a viewer, to apply) until a restart
+  // with --admin-token-file.
+  const bool admin_exists =
+      bootstrap_.has_value() ||
+      std::any_of(tokens_.begin(), tokens_.end(), [](const StoredToken& t) {
+        return !IsMarker(t) && t.role == RoleName(Role::kAdmin);
+      });
+  if (role != Role::kAdmin && !admin_exists) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the first token must have the admin role: no admin token exists (no ",
+        "--admin-token-file, none created), and once a token is stored every call ",
+        "needs one, so a ", RoleName(role), " token alone would leave no one able to make ",
+        "or revoke tokens; create an admin token first (token create NAME --role admin)"));
+  }
   std::string token = absl::StrCat(
       kTokenPrefix, absl::WebSafeBase64Escape(random_(kTokenBytes)));
   std::vector<StoredToken> next = tokens_;

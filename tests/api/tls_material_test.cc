@@ -251,6 +251,21 @@ TEST(TlsMaterialTest, GarbageIsNotAPemCertificate) {
   EXPECT_TRUE(absl::StartsWith(e, "tls_certificate.certificate_chain: not a PEM certificate: "))
       << e;
   EXPECT_GT(e.size(), std::string("tls_certificate.certificate_chain: not a PEM certificate: ").size());
+  // Base64 that decodes to no DER: OpenSSL's ASN.1 reason alone ("too
+  // long") read as a size limit (probe).
+  e = Inspect(Material(
+      "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", c.key_pem));
+  EXPECT_TRUE(absl::StartsWith(e, "tls_certificate.certificate_chain: not a PEM certificate: the "
+                                  "block's base64 decodes, but not to a certificate (DER: "))
+      << e;
+  EXPECT_EQ(Inspect(Material(
+                "-----BEGIN CERTIFICATE-----\n!!!!@@@@\n-----END CERTIFICATE-----\n", c.key_pem)),
+            "tls_certificate.certificate_chain: not a PEM certificate: bad base64 decode");
+  e = Inspect(Material(c.certificate_pem,
+                       "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n"
+                       "-----END PRIVATE KEY-----\n"));
+  EXPECT_TRUE(absl::StartsWith(e, "tls_certificate.private_key: not a PEM private key: "))
+      << e;
   // An empty block says so (OpenSSL queues no reason: "unknown error").
   EXPECT_EQ(Inspect(Material("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
                              c.key_pem)),

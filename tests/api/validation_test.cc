@@ -361,6 +361,22 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
   e = ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
       route_table: "main" access_log { } })");
   EXPECT_NE(e.find("access_log.path: is required"), std::string::npos) << e;
+  // A line break in the name broke the proxy's own log lines about it:
+  // refused at apply (a stored one is kept).
+  const std::string newline = R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: "/var/log/a\nb.log" } })";
+  EXPECT_EQ(ErrorsWith(newline), "");
+  e = AppliedErrors(newline);
+  EXPECT_NE(e.find("access_log.path: '/var/log/a\\nb.log' has a control character (byte 11 is "
+                   "0x0a): a file name may not"),
+            std::string::npos)
+      << e;
+  e = AppliedErrors(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: "/var/log/a\177.log" } })");
+  EXPECT_NE(e.find("(byte 11 is 0x7f)"), std::string::npos) << e;
+  EXPECT_EQ(AppliedErrors(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: "/var/log/caf\303\251 b.log" } })"),
+            "");
 }
 
 TEST(ValidationTest, ListenersInDisjointNodeGroupsShareAPort) {

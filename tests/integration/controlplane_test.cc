@@ -301,6 +301,18 @@ TEST(ControlPlaneTest, DeleteSeveralInOneVersion) {
   EXPECT_TRUE(absl::StrContains(two.out, "- Cluster \"b\"\n- Cluster \"c\"\n")) << two.out;
   EXPECT_TRUE(absl::StrContains(two.out, "0 added, 0 changed, 2 removed")) << two.out;
   EXPECT_TRUE(absl::StrContains(two.out, "applied: version 2")) << two.out;
+  // The dry run sluicectl makes first (does this control plane read every
+  // name?) is no operator's: one audit line, no dry run in it (probe: two).
+  {
+    const std::string audit = testing::ReadFile(cp.data_dir() + "/audit.log");
+    size_t deletes = 0;
+    for (size_t at = audit.find(R"("method":"Delete")"); at != std::string::npos;
+         at = audit.find(R"("method":"Delete")", at + 1)) {
+      ++deletes;
+    }
+    EXPECT_EQ(deletes, 1u) << audit;
+    EXPECT_FALSE(absl::StrContains(audit, R"("dry_run":true)")) << audit;
+  }
 
   // All or none: one absent name keeps the other.
   auto absent = cp.Ctl({"delete", "cluster", "a", "ghost", "ghost2"});

@@ -769,10 +769,19 @@ TEST_F(Http2Test, ABrokenPeerGetsGoawayAndOthersGoOn) {
 // a gateway listener's UNIMPLEMENTED "no route matches the request" read
 // as a config error ("nothing applied: no route matches the request"), a
 // route to an HTTP/1 upstream gave "Stream removed", and an HTTP/1 port (a
-// proxy's --admin) got the hint to give --ca.
+// proxy's --admin) got the hint to give --ca; an origin's 501 was only
+// "Received http2 header with status: 501".
 TEST_F(Http2Test, SluicectlPointedAtTheGatewaySaysItIsNotTheControlPlane) {
   const int no_route_port = PickFreePort();
   const int dead_end_port = PickFreePort();
+  // Origins that refuse a POST (Python's http.server: 501) or want a login
+  // (401): gRPC said only "Received http2 header with status: 501", and
+  // the 401 read as sluice-control asking for a token.
+  const int refuser_port = PickFreePort();
+  const int login_port = PickFreePort();
+  UpstreamServer refuser("refuser", 0, "status=501");
+  UpstreamServer login("login", 0, "status=401");
+  ASSERT_TRUE(refuser.ok() && login.ok());
   const std::string path = dir_ + "/no-route.yaml";
   std::ofstream(path) << "kind: RouteTable\nname: narrow\nspec:\n  virtual_hosts:\n"
                          "    - domains: ['*']\n      routes:\n"
@@ -783,7 +792,23 @@ TEST_F(Http2Test, SluicectlPointedAtTheGatewaySaysItIsNotTheControlPlane) {
                          "    - domains: ['*']\n      routes:\n"
                          "        - match: {prefix: /}\n          route: {cluster: dead}\n"
                          "---\nkind: Listener\nname: deadend\nspec: {address: 127.0.0.1, port: "
-                      << dead_end_port << ", route_table: deadend}\n";
+                      << dead_end_port << ", route_table: deadend}\n"
+                      << "---\nkind: Cluster\nname: refuser\nspec:\n  endpoints: [{address: "
+                         "127.0.0.1, port: "
+                      << refuser.port() << "}]\n"
+                      << "---\nkind: RouteTable\nname: refuser\nspec:\n  virtual_hosts:\n"
+                         "    - domains: ['*']\n      routes:\n"
+                         "        - match: {prefix: /}\n          route: {cluster: refuser}\n"
+                         "---\nkind: Listener\nname: refuser\nspec: {address: 127.0.0.1, port: "
+                      << refuser_port << ", route_table: refuser}\n"
+                      << "---\nkind: Cluster\nname: login\nspec:\n  endpoints: [{address: "
+                         "127.0.0.1, port: "
+                      << login.port() << "}]\n"
+                      << "---\nkind: RouteTable\nname: login\nspec:\n  virtual_hosts:\n"
+                         "    - domains: ['*']\n      routes:\n"
+                         "        - match: {prefix: /}\n          route: {cluster: login}\n"
+                         "---\nkind: Listener\nname: login\nspec: {address: 127.0.0.1, port: "
+                      << login_port << ", route_table: login}\n";
   auto r = cp_.Ctl({"apply", "-f", path});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
@@ -794,7 +819,9 @@ TEST_F(Http2Test, SluicectlPointedAtTheGatewaySaysItIsNotTheControlPlane) {
   // unavailable, and an apply "may have been applied").
   for (const std::string& server : {absl::StrCat("127.0.0.1:", no_route_port),
                                     absl::StrCat("127.0.0.1:", plain_port_),
-                                    absl::StrCat("127.0.0.1:", dead_end_port)}) {
+                                    absl::StrCat("127.0.0.1:", dead_end_port),
+                                    absl::StrCat("127.0.0.1:", refuser_port),
+                                    absl::StrCat("127.0.0.1:", login_port)}) {
     for (const std::vector<std::string>& command :
          std::vector<std::vector<std::string>>{{"get"}, {"apply", "-f", file}}) {
       std::vector<std::string> args = {ctl, "--server", server};

@@ -351,6 +351,14 @@ TEST(YamlLoaderTest, ParserErrorsSayWhatIsWrong) {
   EXPECT_EQ(e, "f.yaml, document 1, line 2: name is empty (nothing after it, or ~)");
   e = Error("kind: ~\nname: a\nspec: {}\n");
   EXPECT_EQ(e, "f.yaml, document 1, line 1: kind is empty (nothing after it, or ~)");
+  // Said at the key's line: an empty value's own mark is the next line's,
+  // and an error about the name gave the document's first line (probe).
+  e = Error("kind: Cluster\nname:\nspec: {}\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 2: name is empty (nothing after it, or ~)");
+  e = Error("# a comment\nkind:\nname: a\nspec: {}\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 2: kind is empty (nothing after it, or ~)");
+  e = Error("kind: Cluster\nspec:\n  endpoints: [{address: 127.0.0.1, port: 1}]\n\nname: a/b\n");
+  EXPECT_TRUE(absl::StartsWith(e, "f.yaml, document 1, line 5: Cluster \"a/b\": name: ")) << e;
 }
 
 // A kebab-case key (nginx and Kong habits) is named, with its '_' spelling;
@@ -744,6 +752,9 @@ spec:
         - name: plain
           match: {prefix: /d}
           direct_response: {status: 200, body: '~'}
+        - name: breaks
+          match: {prefix: /e}
+          direct_response: {status: 200, body: "a\u2028b\u2029c\x85d"}
 )",
                          "f.yaml");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
@@ -751,7 +762,9 @@ spec:
   for (const char* quoted : {"name: \"010\"", "value: \"inf\"", "value: \"0X1F\"",
                              "value: \"1.5\"", "name: \"1.5\"", "name: \"yes\"", "cluster: \"0x1F\"",
                              "name: \"off\"", "name: \"2024-01-02\"", "cluster: \"1_000\"",
-                             "body: \"~\"", "body: \"x\\x7fy caf\\xe9\""}) {
+                             "body: \"~\"", "body: \"x\\x7fy caf\\xe9\"",
+                             // Line breaks to a YAML 1.1 reader: PyYAML misread them plain.
+                             "body: \"a\\u2028b\\u2029c\\x85d\""}) {
     EXPECT_TRUE(absl::StrContains(yaml, quoted)) << quoted << "\n" << yaml;
   }
   // What reads as a string anyway stays plain.
@@ -761,6 +774,41 @@ spec:
   auto again = LoadYaml(yaml, "again.yaml");
   ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
   EXPECT_EQ((*again)[0].resource.SerializeAsString(), (*loaded)[0].resource.SerializeAsString());
+}
+
+// JSON (Python's json.dump) writes a character past U+FFFF as a UTF-16
+// surrogate pair, which yaml-cpp refused half by half ("invalid unicode:
+// 55357"): the pairs of a double-quoted scalar are joined. A lone half is
+// refused and said to be one; the same text outside double quotes is text.
+TEST(YamlLoaderTest, SurrogatePairsInDoubleQuotedScalarsAreOneCharacter) {
+  auto loaded = LoadYaml(
+      "{\"kind\": \"RouteTable\", \"name\": \"t\", \"spec\": {\"virtual_hosts\": [{"
+      "\"domains\": [\"*\"], \"routes\": ["
+      "{\"match\": {\"prefix\": \"/a\"}, \"direct_response\": {\"status\": 200, "
+      "\"body\": \"caf\u00e9 \\ud83d\\ude00 \\\\ud83d\\\\ude00 \\\" \\uD83C\\uDF89\"}},"
+      "{\"match\": {\"prefix\": \"/b\"}, \"direct_response\": {\"status\": 200, "
+      "\"body\": \"\\ud83d\\ude01\"}}]}]}}\n"
+      "---\nkind: RouteTable\nname: u\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - match: {prefix: /c}\n"
+      "          direct_response: {status: 200, body: '\\ud83d\\ude00'}\n"
+      "        - match: {prefix: /d}\n"
+      "          direct_response:\n            status: 200\n            body: |\n"
+      "              {\"e\": \"\\ud83d\\ude00\"}\n",
+      "f.json");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->size(), 2u);
+  const auto& t = (*loaded)[0].resource.route_table().virtual_hosts(0);
+  EXPECT_EQ(t.routes(0).direct_response().body(),
+            "caf\xc3\xa9 \xf0\x9f\x98\x80 \\ud83d\\ude00 \" \xf0\x9f\x8e\x89");
+  EXPECT_EQ(t.routes(1).direct_response().body(), "\xf0\x9f\x98\x81");
+  const auto& u = (*loaded)[1].resource.route_table().virtual_hosts(0);
+  EXPECT_EQ(u.routes(0).direct_response().body(), "\\ud83d\\ude00");
+  EXPECT_EQ(u.routes(1).direct_response().body(), "{\"e\": \"\\ud83d\\ude00\"}\n");
+  const std::string lone = Error("kind: Cluster\nname: a\nspec: {x: \"\\ud83d!\"}\n");
+  EXPECT_TRUE(absl::StrContains(lone, "line 3, column ")) << lone;
+  EXPECT_TRUE(absl::StrContains(lone, "invalid unicode: 55357 (\\ud83d is half of a UTF-16 "
+                                      "surrogate pair"))
+      << lone;
 }
 
 TEST(YamlLoaderTest, EveryClusterFeatureRoundTripsThroughGetAndApply) {

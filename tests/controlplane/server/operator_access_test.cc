@@ -42,6 +42,18 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
     auto tokens = OperatorTokens::Open(dir, &absl::Now, CountingRandom());
     ASSERT_TRUE(tokens.ok()) << tokens.status();
     EXPECT_TRUE((*tokens)->empty());
+    // With no admin token anywhere, the first token is an admin one: once a
+    // token is stored every call needs one, and a viewer or operator token
+    // alone locked every caller out of making or revoking tokens (probe).
+    for (Role role : {Role::kViewer, Role::kOperator}) {
+      auto refused = (*tokens)->Create("ci", role, "anonymous");
+      EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                    "the first token must have the admin role"))
+          << refused.status();
+      EXPECT_FALSE((*tokens)->HasStored());
+    }
+    ASSERT_TRUE((*tokens)->Create("root", Role::kAdmin, "anonymous").ok());
     auto made = (*tokens)->Create("ci", Role::kViewer, "alice");
     ASSERT_TRUE(made.ok()) << made.status();
     viewer_token = *made;
@@ -86,8 +98,12 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
   EXPECT_EQ(who->role, Role::kViewer);
   EXPECT_FALSE((*reopened)->Verify(viewer_token + "x").has_value());
   EXPECT_FALSE((*reopened)->Verify("").has_value());
-  ASSERT_EQ((*reopened)->List().size(), 1u);
-  EXPECT_EQ((*reopened)->List()[0].created_by, "alice");
+  ASSERT_EQ((*reopened)->List().size(), 2u);
+  EXPECT_EQ((*reopened)->List()[1].name, "ci");
+  EXPECT_EQ((*reopened)->List()[1].created_by, "alice");
+  // An admin token is there: so the first one's rule holds no more.
+  ASSERT_TRUE((*reopened)->Create("ro", Role::kViewer, "root").ok());
+  ASSERT_TRUE((*reopened)->Revoke("ro").ok());
 
   ASSERT_TRUE(
       (*reopened)->AddBootstrapToken(std::string(kBootstrap) + "\n").ok());
@@ -125,6 +141,9 @@ TEST(OperatorTokensTest, TheTokensRequiredMarkerIsStoredButIsNoToken) {
     EXPECT_TRUE((*tokens)->OnlyMarkerStored());
     EXPECT_TRUE((*tokens)->List().empty());
     EXPECT_TRUE((*tokens)->empty());  // --require-tokens needs a real token still
+    // The marker is no admin token.
+    EXPECT_EQ((*tokens)->Create("ci", Role::kOperator, "x").status().code(),
+              absl::StatusCode::kFailedPrecondition);
   }
   // Another process of the store sees it (as another replica would).
   auto reopened = OperatorTokens::Open(dir);

@@ -247,7 +247,7 @@ TEST(SharedTokensTest,
       std::make_unique<FakeTokenStore>(&stored, &on_tokens));
   ASSERT_TRUE(tokens.ok()) << tokens.status();
   ASSERT_TRUE(on_tokens);
-  auto ci = (*tokens)->Create("ci", Role::kOperator, "ana");
+  auto ci = (*tokens)->Create("ci", Role::kAdmin, "ana");
   ASSERT_TRUE(ci.ok()) << ci.status();
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_TRUE((*tokens)->Verify(*ci).has_value());
