@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -1384,6 +1385,7 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
   // (`\U0001f600`) and the text is read again.
   std::string joined;
   const std::string* source = &text;
+  std::optional<YAML::Exception> failed;
   for (int round = 0;; ++round) {
     try {
       docs = YAML::LoadAll(*source);
@@ -1397,12 +1399,12 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
           continue;
         }
       }
+      failed.emplace(e.mark, e.msg);
       break;
     }
   }
-  try {
-    if (docs.empty()) docs = YAML::LoadAll(*source);
-  } catch (const YAML::Exception& e) {
+  if (failed.has_value()) {
+    const YAML::Exception& e = *failed;
     // YAML indents with spaces only: a tab where indentation goes reads as
     // content, and yaml-cpp's words ("illegal map value") do not say so.
     std::string hint;
