@@ -105,6 +105,13 @@ size_t LeaseAllocator::FleetSize(absl::Time now) {
   return size + other_replicas_proxies_;
 }
 
+size_t LeaseAllocator::ExpectedFleet(absl::Time now) {
+  if (first_report_ == absl::InfinitePast() || now - first_report_ > options_.rejoin_grace) {
+    return 0;
+  }
+  return heard_fleet_;
+}
+
 size_t LeaseAllocator::fleet_size(absl::Time now) {
   absl::MutexLock lock(&mu_);
   return FleetSize(now);
@@ -152,6 +159,10 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
     uint64_t proxy, const discovery::v1::RateLimitDemand& demand, absl::Time now) {
   absl::MutexLock lock(&mu_);
   last_report_[proxy] = now;
+  if (first_report_ == absl::InfinitePast()) first_report_ = now;
+  if (now - first_report_ <= options_.rejoin_grace) {
+    heard_fleet_ = std::max<size_t>(heard_fleet_, demand.fleet_size_heard());
+  }
   const double interval_s =
       static_cast<double>(std::max<uint64_t>(demand.interval_ms(), 1)) / 1000.0;
   const double w = options_.ewma_weight;
@@ -212,8 +223,14 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
   for (const std::string& id : left) joined.erase(id);
 
   // 3. Its shares of the keys it reported.
+  // The proxies not back yet since a restart admit limit / `fleet` each:
+  // theirs is kept.
+  const size_t here = FleetSize(now);
+  const size_t fleet = std::max(here, ExpectedFleet(now));
+  const double kept_for_missing =
+      fleet > here ? static_cast<double>(fleet - here) / static_cast<double>(fleet) : 0.0;
   discovery::v1::RateLimitLeases answer;
-  answer.set_fleet_size(static_cast<uint32_t>(FleetSize(now)));
+  answer.set_fleet_size(static_cast<uint32_t>(fleet));
   for (const discovery::v1::PolicyDemand& policy : demand.policies()) {
     discovery::v1::PolicyLeases* out = nullptr;
     for (const discovery::v1::KeyDemand& key : policy.keys()) {
@@ -238,8 +255,8 @@ discovery::v1::RateLimitLeases LeaseAllocator::Report(
       lease->set_key(key.key());
       for (size_t i = 0; i < state.limits_per_second.size(); ++i) {
         std::vector<double> shares =
-            Divide(state.limits_per_second[i] * fraction, rates, options_.floor_fraction,
-                   state.periods_seconds[i]);
+            Divide(state.limits_per_second[i] * fraction * (1 - kept_for_missing), rates,
+                   options_.floor_fraction, state.periods_seconds[i]);
         lease->add_shares(shares[self] * state.periods_seconds[i]);
       }
     }

@@ -50,6 +50,17 @@
 // (replica_shares.h) from every replica's Demand(). Without one (file
 // store, or a key only this replica has) the fraction is 1.
 //
+// Restarted: a control plane that comes back (kill -9, an upgrade) hears
+// its proxies again one by one, as each one's reconnect backoff ends (up to
+// 10 s apart). Those not back yet admit their fallback share (limit / the
+// fleet size they last heard), so dividing the whole limit among those back
+// let the fleet over it (+26% for 7 s when a light proxy came back last).
+// Each report says the fleet size its proxy last heard (fleet_size_heard):
+// for `rejoin_grace` after the first report the fleet counts at least the
+// largest one heard, the proxies missing from it keep limit / that size of
+// each limit, and answers give that size. A proxy gone for good meanwhile
+// costs the others its part until the grace ends.
+//
 // Memory: at most `max_keys` (identity, key) pairs; keys reported beyond
 // that get no lease (the proxy keeps limit / size).
 //
@@ -80,6 +91,9 @@ struct LeaseAllocatorOptions {
   size_t max_keys = 1000000;
   // A proxy silent this long is no longer counted in the fleet's size.
   absl::Duration member_timeout = absl::Seconds(2);
+  // For this long after its first report, the fleet is at least the
+  // largest fleet_size_heard a proxy reported (see "Restarted" above).
+  absl::Duration rejoin_grace = absl::Seconds(15);
 };
 
 class LeaseAllocator {
@@ -137,6 +151,8 @@ class LeaseAllocator {
   };
 
   size_t FleetSize(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The fleet size heard before a restart, while rejoin_grace lasts (else 0).
+  size_t ExpectedFleet(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LeaseAllocatorOptions options_;
   absl::Mutex mu_;
@@ -150,6 +166,9 @@ class LeaseAllocator {
   absl::flat_hash_map<std::string, double> replica_shares_ ABSL_GUARDED_BY(mu_);
   double new_key_fraction_ ABSL_GUARDED_BY(mu_) = 1.0;
   size_t other_replicas_proxies_ ABSL_GUARDED_BY(mu_) = 0;
+  // The first report's time, and the largest fleet_size_heard since.
+  absl::Time first_report_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  size_t heard_fleet_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace sluice::controlplane

@@ -27,6 +27,7 @@ std::optional<discovery::v1::RateLimitDemand> FleetBoard::MakeDemand(uint64_t in
   demand.set_interval_ms(interval_ms);
   absl::MutexLock lock(&mu_);
   if (limiters_.empty()) return std::nullopt;
+  demand.set_fleet_size_heard(fleet_size_heard_);
   for (FleetLimiter* limiter : limiters_) {
     std::vector<FleetLimiter::KeyDemand> keys = limiter->TakeDemand(kMaxReportedKeys);
     if (keys.empty()) continue;
@@ -48,6 +49,7 @@ std::optional<discovery::v1::RateLimitDemand> FleetBoard::MakeDemand(uint64_t in
 
 void FleetBoard::ApplyLeases(const discovery::v1::RateLimitLeases& leases, int64_t now_ns) {
   absl::MutexLock lock(&mu_);
+  fleet_size_heard_ = leases.fleet_size();
   for (FleetLimiter* limiter : limiters_) {
     std::vector<FleetLimiter::KeyShares> shares;
     for (const discovery::v1::PolicyLeases& policy : leases.policies()) {

@@ -44,6 +44,8 @@ class FleetBoard {
  private:
   absl::Mutex mu_;
   std::vector<FleetLimiter*> limiters_ ABSL_GUARDED_BY(mu_);
+  // The fleet size of the last leases taken, sent back in each demand.
+  uint32_t fleet_size_heard_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace sluice::policy::rate_limit

@@ -198,6 +198,10 @@ TEST(FleetBoardTest, DemandAndLeasesGoByIdentity) {
   board.ApplyLeases(leases, t0 + kMs);
   EXPECT_DOUBLE_EQ(a.ShareOf("alice", 0, t0 + kMs), 80);
   EXPECT_DOUBLE_EQ(b.ShareOf("alice", 0, t0 + kMs), 25);  // 50 / 2: no lease
+  // The fleet size heard goes back in the next demand (a restarted control
+  // plane keeps the parts of the proxies not back yet).
+  EXPECT_EQ(demand.fleet_size_heard(), 0u);
+  EXPECT_EQ(board.MakeDemand(200)->fleet_size_heard(), 2u);
 }
 
 }  // namespace
