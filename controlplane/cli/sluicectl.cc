@@ -787,6 +787,7 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   // version before).
   absl::Time settled = absl::InfinitePast();
   bool told_settling = false;
+  bool told_partial = false;
   while (true) {
     response.Clear();
     grpc::Status status =
@@ -843,12 +844,23 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
       it->second -= std::max(0, reconnected[it->first] - done_gone[it->first]);
       it = it->second > 0 ? std::next(it) : gone.erase(it);
     }
+    // A replica that has not read the others' proxies (etcd was out of
+    // reach, and is back since a moment) lists its own alone: "no proxy is
+    // connected", exit 0, while the others' proxies ran the version before.
+    const bool partial = response.has_fleet_unread_for();
     if (!waiting && gone.empty() && absl::Now() < settled && absl::Now() < deadline) {
       if (!told_settling) {
         told_settling = true;
         std::cerr << "sluice-control started less than "
                   << absl::FormatDuration(kReconnectWindow)
                   << " ago: waiting for proxies that were connected before to come back\n";
+      }
+    } else if (!waiting && gone.empty() && partial && absl::Now() < deadline) {
+      if (!told_partial) {
+        told_partial = true;
+        std::cerr << "sluice-control has not read the other replicas' proxies for "
+                  << response.fleet_unread_for().seconds()
+                  << "s (etcd out of reach): waiting for it to read them\n";
       }
     } else if ((!waiting && gone.empty()) || absl::Now() >= deadline) {
       break;
@@ -887,9 +899,19 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
               << " (it keeps serving the version it had)\n";
   }
   const int all = response.proxies_size() + disconnected;
+  const bool unknown = response.has_fleet_unread_for();
+  if (unknown) {
+    std::cerr << "the other control-plane replicas' proxies are not known (this sluice-control "
+                 "has not read them for "
+              << response.fleet_unread_for().seconds()
+              << "s: etcd out of reach): they may still run the version before; ask another "
+                 "replica (--server) with sluicectl proxies\n";
+  }
   if (all == 0) {
-    std::cout << "version " << version << ": no proxy is connected\n";
-    return 0;
+    std::cout << "version " << version
+              << (unknown ? ": no proxy of this replica is connected\n"
+                          : ": no proxy is connected\n");
+    return unknown ? 1 : 0;
   }
   std::cout << "version " << version << ": taken by " << took << " of " << all << " proxies";
   if (refused > 0) std::cout << ", refused by " << refused << " (they keep their last version)";
@@ -898,7 +920,7 @@ int WaitForFleet(admin::v1::AdminService::Stub& stub, const std::string& server,
   }
   if (disconnected > 0) std::cout << ", " << disconnected << " disconnected";
   std::cout << "\n";
-  return refused == 0 && silent == 0 && gone.empty() ? 0 : 1;
+  return refused == 0 && silent == 0 && gone.empty() && !unknown ? 0 : 1;
 }
 
 // --timeout for --wait: default 30s, 1s..10m.
