@@ -2206,6 +2206,11 @@ int CacheCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::cout << "  not confirmed: " << Printable(failure.node_id()) << ": "
               << Printable(failure.reason()) << "\n";
   }
+  for (const auto& departed : response.departed()) {
+    std::cout << "  not connected: " << Printable(departed.node_id()) << ": left "
+              << departed.ago().seconds()
+              << "s ago; it is sent this purge when it reconnects (within 10m of leaving)\n";
+  }
   if (response.proxies_confirmed() != response.proxies_targeted()) {
     return Fail(absl::StrCat(
         response.proxies_targeted() - response.proxies_confirmed(), " of ",

@@ -724,7 +724,7 @@ grpc::Status AdminServiceImpl::PurgeCache(
   PurgeOutcome outcome;
   if (purges_ != nullptr)
     outcome = purges_->Purge(selector, request->group(), timeout);
-  if (!request->group().empty() && outcome.targeted == 0) {
+  if (!request->group().empty() && outcome.targeted == 0 && outcome.departed.empty()) {
     // A mistyped group purged nothing and said "purged 0 entries on 0 of 0
     // proxies", as if done.
     return ToGrpcStatus(absl::NotFoundError(
@@ -738,6 +738,11 @@ grpc::Status AdminServiceImpl::PurgeCache(
     admin::v1::PurgeFailure* out = response->add_failures();
     out->set_node_id(failure.node_id);
     out->set_reason(failure.reason);
+  }
+  for (const auto& departed : outcome.departed) {
+    admin::v1::PurgeDeparted* out = response->add_departed();
+    out->set_node_id(departed.node_id);
+    out->mutable_ago()->set_seconds(absl::ToInt64Seconds(departed.ago));
   }
   return grpc::Status::OK;
 }

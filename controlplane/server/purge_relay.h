@@ -11,6 +11,15 @@
 // longer outstanding (it came after the timeout) or from a proxy the purge did
 // not target is dropped.
 //
+// A proxy that was cut off (hung past the stream's keepalive, a network
+// partition) keeps its cache, and came back serving entries purged
+// meanwhile while the purge had said nothing of it. The relay keeps the
+// purges of the last kReplayWindow (at most kMaxReplayed) and when each
+// node id's last stream ended: a stream of a node id that left within the
+// window is sent, as it attaches, every purge made from a minute before it
+// left (one it may have missed on its way out; a purge twice costs a miss),
+// and a purge made while such a proxy is away names it (Departed).
+//
 // Lock order: PurgeRelay's mutex, then a stream's (the queue function runs
 // under the relay's mutex, so a stream cannot detach while it is called).
 // Streams must therefore not call into the relay while holding their own
@@ -21,6 +30,7 @@
 #define SLUICE_CONTROLPLANE_SERVER_PURGE_RELAY_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <string>
@@ -39,10 +49,17 @@ struct PurgeOutcome {
     std::string node_id;
     std::string reason;
   };
+  // A proxy of the group that left within the replay window and is not
+  // back: it is sent the purge when it reconnects.
+  struct Departed {
+    std::string node_id;
+    absl::Duration ago;
+  };
   int targeted = 0;
   int confirmed = 0;
   uint64_t entries_removed = 0;
   std::vector<Failure> failures;  // ordered by node id
+  std::vector<Departed> departed;  // ordered by node id
 };
 
 class PurgeRelay {
@@ -50,6 +67,12 @@ class PurgeRelay {
   // Queues `purge` for the stream's writer; must not block and must not
   // call into the relay.
   using QueueFn = std::function<void(const discovery::v1::CachePurge& purge)>;
+
+  static constexpr absl::Duration kReplayWindow = absl::Minutes(10);
+  static constexpr size_t kMaxReplayed = 256;
+
+  explicit PurgeRelay(std::function<absl::Time()> clock = &absl::Now)
+      : clock_(std::move(clock)) {}
 
   // A stream is established: `handle` is unique among attached streams (the
   // ProxyRegistry's handle).
@@ -89,8 +112,23 @@ class PurgeRelay {
     int unanswered = 0;
   };
 
+  struct Made {
+    absl::Time at;
+    discovery::v1::PurgeSelector selector;
+    std::string group;
+  };
+  struct Left {
+    std::string group;
+    absl::Time at;
+  };
+  // Drops what is older than the replay window.
+  void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::function<absl::Time()> clock_;
   mutable absl::Mutex mu_;
   std::map<int, Stream> streams_ ABSL_GUARDED_BY(mu_);
+  std::deque<Made> made_ ABSL_GUARDED_BY(mu_);  // oldest first
+  std::map<std::string, Left> departed_ ABSL_GUARDED_BY(mu_);  // by node id
   std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
 };

@@ -115,3 +115,64 @@ TEST(PurgeRelayTest, SilenceTimesOutAndLateAnswersAreDropped) {
 
 }  // namespace
 }  // namespace sluice::controlplane
+
+namespace sluice::controlplane {
+namespace {
+
+// A proxy cut off past its stream's keepalive (hung, partitioned) keeps its
+// cache: it came back serving entries purged meanwhile, and the purge said
+// nothing of it (cache probe). It is now named, and sent the purges made
+// while it was away (and in the minute before it left) as it reconnects.
+TEST(PurgeRelayTest, AProxyThatLeftIsNamedAndGetsThePurgesItMissedWhenBack) {
+  absl::Time now = absl::FromUnixSeconds(100000);
+  PurgeRelay relay([&] { return now; });
+  Sent sent;
+  relay.Attach(1, NodeOf("b", "edge"), sent.QueueFor(1));
+  relay.Attach(2, NodeOf("c", "internal"), sent.QueueFor(2));
+  relay.Attach(3, NodeOf("old", "edge"), sent.QueueFor(3));
+  relay.Detach(3);
+  now += absl::Minutes(11);  // "old" left more than 10 minutes ago
+  relay.Detach(1);
+  relay.Detach(2);
+  now += absl::Seconds(30);
+
+  discovery::v1::PurgeSelector everywhere;
+  everywhere.set_path("/x");
+  PurgeOutcome outcome = relay.Purge(everywhere, "", absl::Seconds(5));
+  EXPECT_EQ(outcome.targeted, 0);
+  ASSERT_EQ(outcome.departed.size(), 2u);
+  EXPECT_EQ(outcome.departed[0].node_id, "b");
+  EXPECT_EQ(outcome.departed[0].ago, absl::Seconds(30));
+  EXPECT_EQ(outcome.departed[1].node_id, "c");
+  discovery::v1::PurgeSelector edge_only;
+  edge_only.set_prefix("/edge");
+  outcome = relay.Purge(edge_only, "edge", absl::Seconds(5));
+  ASSERT_EQ(outcome.departed.size(), 1u);  // c is not of the group
+  EXPECT_EQ(outcome.departed[0].node_id, "b");
+
+  // Back: b gets both, c the one for every group, "old" nothing.
+  now += absl::Seconds(10);
+  relay.Attach(4, NodeOf("b", "edge"), sent.QueueFor(4));
+  relay.Attach(5, NodeOf("c", "internal"), sent.QueueFor(5));
+  relay.Attach(6, NodeOf("old", "edge"), sent.QueueFor(6));
+  auto commands = sent.Await(3);
+  ASSERT_EQ(commands.size(), 3u);
+  EXPECT_EQ(commands[0].first, 4);
+  EXPECT_EQ(commands[0].second.selector().path(), "/x");
+  EXPECT_EQ(commands[1].first, 4);
+  EXPECT_EQ(commands[1].second.selector().prefix(), "/edge");
+  EXPECT_EQ(commands[2].first, 5);
+  EXPECT_EQ(commands[2].second.selector().path(), "/x");
+  // Once back, no longer named, and nothing is sent again.
+  relay.Detach(4);
+  relay.Detach(5);
+  relay.Detach(6);
+  now += absl::Minutes(11);
+  outcome = relay.Purge(everywhere, "", absl::Seconds(5));
+  EXPECT_TRUE(outcome.departed.empty());
+  relay.Attach(7, NodeOf("b", "edge"), sent.QueueFor(7));
+  EXPECT_EQ(sent.Await(3).size(), 3u);
+}
+
+}  // namespace
+}  // namespace sluice::controlplane
