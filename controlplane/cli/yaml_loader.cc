@@ -1352,6 +1352,68 @@ bool JoinSurrogatePairs(std::string* text, size_t end) {
   return true;
 }
 
+// JSON text (json.dump's, with its surrogate pairs) read in one pass: every
+// pair of every string joined, as JoinSurrogatePairs joins one scalar's.
+// False, and `text` left alone, unless outside its strings the text holds
+// only JSON's punctuation, numbers, literals and white space (and `---`
+// lines): in YAML, `\ud83d` outside a double-quoted scalar is text.
+bool JoinJsonSurrogatePairs(std::string* text) {
+  static constexpr absl::string_view kOutside = "{}[],:-+.0123456789eEtrufalsn \t\r\n";
+  auto hex4 = [&](size_t at, int* value) {
+    if (at + 6 > text->size() || (*text)[at] != '\\' || (*text)[at + 1] != 'u') return false;
+    int v = 0;
+    for (size_t i = at + 2; i < at + 6; ++i) {
+      const char c = (*text)[i];
+      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
+      v = v * 16 + (absl::ascii_isdigit(static_cast<unsigned char>(c))
+                        ? c - '0'
+                        : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10);
+    }
+    *value = v;
+    return true;
+  };
+  std::string out;
+  out.reserve(text->size());
+  bool joined = false;
+  bool in_string = false;
+  for (size_t i = 0; i < text->size();) {
+    const char c = (*text)[i];
+    if (!in_string) {
+      if (c == '"') {
+        in_string = true;
+      } else if (kOutside.find(c) == absl::string_view::npos) {
+        return false;
+      }
+      out.push_back(c);
+      ++i;
+      continue;
+    }
+    if (c == '"') {
+      in_string = false;
+    } else if (c == '\\') {
+      int high = 0;
+      int low = 0;
+      if (hex4(i, &high) && high >= 0xd800 && high <= 0xdbff && hex4(i + 6, &low) &&
+          low >= 0xdc00 && low <= 0xdfff) {
+        absl::StrAppend(&out, absl::StrFormat("\\U%08x",
+                                              0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00)));
+        joined = true;
+        i += 12;
+        continue;
+      }
+      out.push_back(c);
+      if (i + 1 < text->size()) out.push_back((*text)[i + 1]);
+      i += 2;
+      continue;
+    }
+    out.push_back(c);
+    ++i;
+  }
+  if (!joined || in_string) return false;
+  *text = std::move(out);
+  return true;
+}
+
 // Gives every loaded resource a shared copy of the text it came from.
 void KeepSource(const std::string& text, absl::StatusOr<std::vector<LoadedResource>>* loaded) {
   if (!loaded->ok()) return;
@@ -1381,22 +1443,32 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
   std::vector<YAML::Node> docs;
   // JSON writes a character past U+FFFF as a UTF-16 surrogate pair
   // (`\ud83d\ude00`, Python's json.dump), which yaml-cpp refuses half by
-  // half: each double-quoted scalar it stops in has its pairs joined
-  // (`\U0001f600`) and the text is read again.
+  // half. JSON text has every pair joined (`\U0001f600`) in one pass;
+  // else each double-quoted scalar yaml-cpp stops in has its pairs joined
+  // and the text is read again (at most kMaxSurrogateRounds times).
   std::string joined;
   const std::string* source = &text;
   std::optional<YAML::Exception> failed;
+  bool too_many_scalars = false;
   for (int round = 0;; ++round) {
     try {
       docs = YAML::LoadAll(*source);
       break;
     } catch (const YAML::Exception& e) {
-      if (round < kMaxSurrogateRounds && absl::StartsWith(e.msg, "invalid unicode: ")) {
+      if (absl::StartsWith(e.msg, "invalid unicode: ")) {
         std::string next = *source;
-        if (JoinSurrogatePairs(&next, e.mark.pos)) {
+        if (round == 0 && JoinJsonSurrogatePairs(&next)) {
           joined = std::move(next);
           source = &joined;
           continue;
+        }
+        if (JoinSurrogatePairs(&next, e.mark.pos)) {
+          if (round < kMaxSurrogateRounds) {
+            joined = std::move(next);
+            source = &joined;
+            continue;
+          }
+          too_many_scalars = true;
         }
       }
       failed.emplace(e.mark, e.msg);
@@ -1451,7 +1523,12 @@ absl::StatusOr<std::vector<LoadedResource>> LoadYaml(const std::string& raw_text
           file_name, ", line ", e.mark.line + 1, ", column ", e.mark.column + 1,
           ": nested more than ", kMaxYamlDepth, " levels deep"));
     }
-    if (absl::StartsWith(e.msg, "invalid unicode: ")) {
+    if (too_many_scalars) {
+      hint = absl::StrCat(" (UTF-16 surrogate pairs, such as \\ud83d\\ude00, in more than ",
+                          kMaxSurrogateRounds,
+                          " double-quoted YAML scalars: write the characters themselves, or "
+                          "\\U0001f600; JSON text has no such bound)");
+    } else if (absl::StartsWith(e.msg, "invalid unicode: ")) {
       int code = 0;
       if (absl::SimpleAtoi(e.msg.substr(sizeof("invalid unicode: ") - 1), &code) &&
           code >= 0xd800 && code <= 0xdfff) {

@@ -235,7 +235,8 @@ absl::StatusOr<std::string> OperatorTokens::Create(
     return absl::FailedPreconditionError(absl::StrCat(
         "the first token must have the admin role: no admin token exists (no ",
         "--admin-token-file, none created), and once a token is stored every call ",
-        "needs one, so a ", RoleName(role), " token alone would leave no one able to make ",
+        "needs one, so ", role == Role::kOperator ? "an " : "a ", RoleName(role),
+        " token alone would leave no one able to make ",
         "or revoke tokens; create an admin token first (token create NAME --role admin)"));
   }
   std::string token = absl::StrCat(
@@ -270,6 +271,18 @@ absl::Status OperatorTokens::Revoke(const std::string& name) {
   }
   if (next.size() == tokens_.size()) {
     return absl::NotFoundError(absl::StrCat("no token named '", name, "'"));
+  }
+  // The last admin token, with others left (and no --admin-token-file):
+  // every call would still need a token and none could make or revoke
+  // tokens, as with a viewer token made first.
+  auto real = [](const StoredToken& t) { return !IsMarker(t); };
+  auto admin = [&](const StoredToken& t) { return real(t) && t.role == RoleName(Role::kAdmin); };
+  if (!bootstrap_.has_value() && std::none_of(next.begin(), next.end(), admin) &&
+      std::any_of(next.begin(), next.end(), real)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "'", name, "' is the last admin token: without it the other tokens would still be "
+        "needed on every call and no one could make or revoke tokens; create another admin "
+        "token first, or revoke the others first"));
   }
   if (absl::Status saved = store_->SaveTokens(tokens_, next); !saved.ok()) {
     return absl::Status(

@@ -114,6 +114,25 @@ TEST_F(TokensTest, RolesTokensAndAuditThroughSluicectl) {
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;  // a usage error, as a flag that does not parse
   EXPECT_TRUE(absl::StrContains(r.err, "not printable ASCII at position 5")) << r.err;
 
+  // A delete of several names refused for its token is refused once: the
+  // dry run sluicectl makes first was refused, and the delete went after it
+  // (two audit lines; regression probe).
+  r = Ctl(viewer, {"delete", "cluster", "a", "b"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "permission denied: Delete needs the operator role"))
+      << r.err;
+  {
+    const std::string audit = ReadFile(cp_.data_dir() + "/audit.log");
+    size_t refused = 0;
+    for (absl::string_view line : absl::StrSplit(audit, '\n')) {
+      if (absl::StrContains(line, R"("identity":"dashboard")") &&
+          absl::StrContains(line, R"("method":"Delete")")) {
+        ++refused;
+      }
+    }
+    EXPECT_EQ(refused, 1u) << audit;
+  }
+
   // A dry run makes no version, and its audit line names none.
   r = Ctl(kAdminToken, {"apply", "-f", WriteFile(dir_, "dry.yaml", ClusterYaml(9001)),
                         "--dry-run"});

@@ -57,6 +57,11 @@ TEST(OperatorTokensTest, KeepsOnlyDigestsDurablyAndVerifiesRoles) {
     auto made = (*tokens)->Create("ci", Role::kViewer, "alice");
     ASSERT_TRUE(made.ok()) << made.status();
     viewer_token = *made;
+    // Nor is the last admin token revoked while others stay (the same lock
+    // out, reached by a revoke: regression probe).
+    absl::Status last = (*tokens)->Revoke("root");
+    EXPECT_EQ(last.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(absl::StrContains(last.message(), "'root' is the last admin token")) << last;
     EXPECT_TRUE(absl::StartsWith(viewer_token, "slc_"));
     EXPECT_EQ(viewer_token.size(), 4u + 43u);  // 32 bytes, base64url unpadded
     EXPECT_EQ((*tokens)->Create("ci", Role::kAdmin, "alice").status().code(),
