@@ -1308,30 +1308,39 @@ namespace {
 // reading of the text each).
 constexpr int kMaxSurrogateRounds = 256;
 
+// The value of the `\uXXXX` escape at `at` of `text`, if one is there.
+bool Hex4At(const std::string& text, size_t at, int* value) {
+  if (at + 6 > text.size() || text[at] != '\\' || text[at + 1] != 'u') return false;
+  int v = 0;
+  for (size_t i = at + 2; i < at + 6; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (!absl::ascii_isxdigit(c)) return false;
+    v = v * 16 + (absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
+  }
+  *value = v;
+  return true;
+}
+
+// The character of the surrogate pair `\uD8xx\uDCxx` at `at` of `text`, if
+// one is there.
+bool SurrogatePairAt(const std::string& text, size_t at, int* code) {
+  int high = 0;
+  int low = 0;
+  if (!Hex4At(text, at, &high) || high < 0xd800 || high > 0xdbff || !Hex4At(text, at + 6, &low) ||
+      low < 0xdc00 || low > 0xdfff) {
+    return false;
+  }
+  *code = 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
+  return true;
+}
+
 // Joins the UTF-16 surrogate pairs (`\ud83d\ude00` -> `\U0001f600`) of the
 // double-quoted scalar in which yaml-cpp refused one half: `end` is where it
 // stopped, after the half's four hex digits. False when no pair starts
 // there (a lone half stays refused).
 bool JoinSurrogatePairs(std::string* text, size_t end) {
-  auto hex4 = [&](size_t at, int* value) {
-    if (at + 6 > text->size() || (*text)[at] != '\\' || (*text)[at + 1] != 'u') return false;
-    int v = 0;
-    for (size_t i = at + 2; i < at + 6; ++i) {
-      const char c = (*text)[i];
-      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
-      v = v * 16 + (absl::ascii_isdigit(static_cast<unsigned char>(c))
-                        ? c - '0'
-                        : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10);
-    }
-    *value = v;
-    return true;
-  };
-  int high = 0;
-  int low = 0;
-  if (end < 6 || !hex4(end - 6, &high) || high < 0xd800 || high > 0xdbff ||
-      !hex4(end, &low) || low < 0xdc00 || low > 0xdfff) {
-    return false;
-  }
+  int code = 0;
+  if (end < 6 || !SurrogatePairAt(*text, end - 6, &code)) return false;
   // From the refused half to the scalar's closing quote: `\` escapes one
   // character (the hex digits of \x, \u and \U are neither `"` nor `\`).
   for (size_t i = end - 6; i < text->size() && (*text)[i] != '"';) {
@@ -1339,9 +1348,7 @@ bool JoinSurrogatePairs(std::string* text, size_t end) {
       ++i;
       continue;
     }
-    if (hex4(i, &high) && high >= 0xd800 && high <= 0xdbff && hex4(i + 6, &low) &&
-        low >= 0xdc00 && low <= 0xdfff) {
-      const int code = 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
+    if (SurrogatePairAt(*text, i, &code)) {
       const std::string joined = absl::StrFormat("\\U%08x", code);
       text->replace(i, 12, joined);
       i += joined.size();
@@ -1359,19 +1366,6 @@ bool JoinSurrogatePairs(std::string* text, size_t end) {
 // lines): in YAML, `\ud83d` outside a double-quoted scalar is text.
 bool JoinJsonSurrogatePairs(std::string* text) {
   static constexpr absl::string_view kOutside = "{}[],:-+.0123456789eEtrufalsn \t\r\n";
-  auto hex4 = [&](size_t at, int* value) {
-    if (at + 6 > text->size() || (*text)[at] != '\\' || (*text)[at + 1] != 'u') return false;
-    int v = 0;
-    for (size_t i = at + 2; i < at + 6; ++i) {
-      const char c = (*text)[i];
-      if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
-      v = v * 16 + (absl::ascii_isdigit(static_cast<unsigned char>(c))
-                        ? c - '0'
-                        : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10);
-    }
-    *value = v;
-    return true;
-  };
   std::string out;
   out.reserve(text->size());
   bool joined = false;
@@ -1391,12 +1385,9 @@ bool JoinJsonSurrogatePairs(std::string* text) {
     if (c == '"') {
       in_string = false;
     } else if (c == '\\') {
-      int high = 0;
-      int low = 0;
-      if (hex4(i, &high) && high >= 0xd800 && high <= 0xdbff && hex4(i + 6, &low) &&
-          low >= 0xdc00 && low <= 0xdfff) {
-        absl::StrAppend(&out, absl::StrFormat("\\U%08x",
-                                              0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00)));
+      int code = 0;
+      if (SurrogatePairAt(*text, i, &code)) {
+        absl::StrAppend(&out, absl::StrFormat("\\U%08x", code));
         joined = true;
         i += 12;
         continue;
