@@ -1,7 +1,9 @@
 // The `cors` policy's config rules, registered for every binary that
 // validates config.
+#include <algorithm>
 #include <memory>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -81,93 +83,125 @@ void CheckTokens(const char* list, const google::protobuf::RepeatedPtrField<std:
   }
 }
 
-// A `.` in an expression that stands for a character of any kind: outside
-// a class and \Q...\E, unescaped. `end`: the offset after it and its
-// quantifier; `spans`: the quantifier lets it span more than one character
-// (`.*`, `.+`, `.{2,}`, `.{1,63}` span a host label on purpose; a `.` alone,
-// `.?` or `.{1}` between letters is nearly always a dot meant literally).
-struct AnyCharacter {
+// A single-character atom of an expression (outside \\Q...\\E) and its
+// quantifier: a `.`, a class `[...]`, or a class escape (`\\w`, `\\S`,
+// `\\pL`...). `end`: the offset after the atom and its quantifier; `spans`:
+// the quantifier lets it match more than one character (`.*`, `[a-z]+`,
+// `\\w{2,}`, `.{1,63}` span a host label on purpose; a `.` alone, `.?` or
+// `.{1}` between letters is nearly always a dot meant literally); `wide`: it
+// stands for more than a listed few characters (`.`, `[^/]`, `\\w`), so even
+// once it adds a letter of the attacker's choosing.
+struct Atom {
   size_t offset;
   size_t end;
+  bool dot;
   bool spans;
+  bool wide;
 };
 
-std::vector<AnyCharacter> AnyCharacters(std::string_view regex) {
-  std::vector<AnyCharacter> found;
-  bool in_class = false;
+// The offset after the quantifier at `at` (`*`, `+`, `?`, `{m}`, `{m,}`,
+// `{m,n}`, each maybe lazy), and whether it repeats its atom.
+std::pair<size_t, bool> Quantifier(std::string_view regex, size_t at) {
+  size_t end = at;
+  bool repeats = false;
+  const char next = at < regex.size() ? regex[at] : '\0';
+  if (next == '*' || next == '+') {
+    end = at + 1;
+    repeats = true;
+  } else if (next == '?') {
+    end = at + 1;
+  } else if (next == '{') {
+    const size_t close = regex.find('}', at + 1);
+    if (close != std::string_view::npos) {
+      const std::string_view inside = regex.substr(at + 1, close - at - 1);
+      const size_t comma = inside.find(',');
+      const std::string_view upper =
+          comma == std::string_view::npos ? inside : inside.substr(comma + 1);
+      int bound = 0;
+      end = close + 1;
+      repeats = upper.empty() ||
+                (absl::SimpleAtoi(absl::string_view(upper.data(), upper.size()), &bound) &&
+                 bound > 1);
+    }
+  }
+  if (end > at && end < regex.size() && regex[end] == '?') ++end;  // lazy
+  return {end, repeats};
+}
+
+std::vector<Atom> Atoms(std::string_view regex) {
+  std::vector<Atom> found;
+  auto add = [&](size_t offset, size_t atom_end, bool dot, bool wide) {
+    const auto [end, repeats] = Quantifier(regex, atom_end);
+    found.push_back({offset, end, dot, repeats, wide});
+    return end;
+  };
   for (size_t i = 0; i < regex.size(); ++i) {
     const char c = regex[i];
-    if (c == '\\') {
-      if (i + 1 < regex.size() && regex[i + 1] == 'Q') {  // quoted up to \E
+    if (c == '\\' && i + 1 < regex.size()) {
+      const char escaped = regex[i + 1];
+      if (escaped == 'Q') {  // quoted up to \E
         const size_t quote_end = regex.find("\\E", i + 2);
         if (quote_end == std::string_view::npos) return found;
         i = quote_end + 1;
+      } else if (std::string_view("wWdDSC").find(escaped) != std::string_view::npos) {
+        i = add(i, i + 2, false, true) - 1;
+      } else if (escaped == 'p' || escaped == 'P') {  // \pL, \p{Greek}
+        size_t atom_end = i + 3;
+        if (i + 2 < regex.size() && regex[i + 2] == '{') {
+          const size_t close = regex.find('}', i + 3);
+          atom_end = close == std::string_view::npos ? regex.size() : close + 1;
+        }
+        i = add(i, std::min(atom_end, regex.size()), false, true) - 1;
       } else {
         ++i;  // the escaped character, whatever it is
       }
-    } else if (in_class) {
-      if (c == '[' && i + 1 < regex.size() && regex[i + 1] == ':') {  // [:alnum:]
-        const size_t named_end = regex.find(":]", i + 2);
-        if (named_end != std::string_view::npos) i = named_end + 1;
-      } else if (c == ']') {
-        in_class = false;
-      }
     } else if (c == '[') {
-      in_class = true;
       // A `]` first in a class (after an optional `^`) is a member.
-      if (i + 1 < regex.size() && regex[i + 1] == '^') ++i;
-      if (i + 1 < regex.size() && regex[i + 1] == ']') ++i;
-    } else if (c == '.') {
-      AnyCharacter any{i, i + 1, false};
-      const char next = i + 1 < regex.size() ? regex[i + 1] : '\0';
-      if (next == '*' || next == '+') {
-        any = {i, i + 2, true};
-      } else if (next == '{') {
-        // {m}, {m,} or {m,n}: lone when at most one character.
-        const size_t close = regex.find('}', i + 2);
-        if (close != std::string_view::npos) {
-          const std::string_view inside = regex.substr(i + 2, close - i - 2);
-          const size_t comma = inside.find(',');
-          const std::string_view upper =
-              comma == std::string_view::npos ? inside : inside.substr(comma + 1);
-          int bound = 0;
-          any.end = close + 1;
-          any.spans = upper.empty() ||
-                      (absl::SimpleAtoi(absl::string_view(upper.data(), upper.size()), &bound) &&
-                       bound > 1);
+      size_t j = i + 1;
+      const bool negated = j < regex.size() && regex[j] == '^';
+      if (negated) ++j;
+      if (j < regex.size() && regex[j] == ']') ++j;
+      for (; j < regex.size() && regex[j] != ']'; ++j) {
+        if (regex[j] == '\\') {
+          ++j;
+        } else if (regex[j] == '[' && j + 1 < regex.size() && regex[j + 1] == ':') {  // [:alnum:]
+          const size_t named_end = regex.find(":]", j + 2);
+          if (named_end != std::string_view::npos) j = named_end + 1;
         }
       }
-      if (any.end < regex.size() && regex[any.end] == '?') ++any.end;  // lazy
-      found.push_back(any);
-      i = any.end - 1;
+      if (j >= regex.size()) return found;  // unclosed: RE2 refuses it
+      i = add(i, j + 1, false, negated) - 1;
+    } else if (c == '.') {
+      i = add(i, i + 1, true, true) - 1;
     }
   }
   return found;
 }
 
-// The offset of the first lone `.` (AnyCharacter::spans false), or npos.
+// The offset of the first lone `.` (a `.` whose quantifier does not repeat
+// it), or npos.
 size_t LoneAnyCharacter(std::string_view regex) {
-  for (const AnyCharacter& any : AnyCharacters(regex)) {
-    if (!any.spans) return any.offset;
+  for (const Atom& atom : Atoms(regex)) {
+    if (atom.dot && !atom.spans) return atom.offset;
   }
   return std::string_view::npos;
 }
 
-// The offset of a spanning `.` joined to the letters of a domain's last two
-// labels (`.*example\.com`, no `\.` between them): it lets in
-// https://evilexample.com, which anyone can register. npos when none.
+// The offset of a wildcard joined to the letters of a domain's last two
+// labels (`.*example\\.com`, `[^/]*example\\.com`, `\\w+-example\\.com`, no
+// `\\.` between them): it lets in https://evilexample.com, which anyone can
+// register. A wildcard: an atom that repeats, or a wide one. npos when none.
 size_t WildcardJoinedToDomain(std::string_view regex) {
-  for (const AnyCharacter& any : AnyCharacters(regex)) {
-    if (!any.spans || any.end >= regex.size() ||
-        !absl::ascii_isalnum(static_cast<unsigned char>(regex[any.end]))) {
-      continue;
-    }
+  for (const Atom& atom : Atoms(regex)) {
+    if (!(atom.spans || atom.wide) || atom.end >= regex.size()) continue;
+    const char next = regex[atom.end];
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(next)) && next != '-') continue;
     size_t dots = 0;
-    for (size_t at = regex.find("\\.", any.end); at != std::string_view::npos;
+    for (size_t at = regex.find("\\.", atom.end); at != std::string_view::npos;
          at = regex.find("\\.", at + 2)) {
       ++dots;
     }
-    if (dots <= 1) return any.offset;
+    if (dots <= 1) return atom.offset;
   }
   return std::string_view::npos;
 }

@@ -69,6 +69,18 @@ void ValidateRules(const Rules& rules, const std::string& list, bool headers,
   }
 }
 
+// Fields the gateway reads and removes before the filter chain (the
+// connection, the framing, Expect): a request-validation rule never sees
+// them.
+bool IsTakenBeforePolicies(std::string_view lower) {
+  for (std::string_view name : {"connection", "keep-alive", "proxy-connection", "te",
+                                "transfer-encoding", "upgrade", "trailer", "content-length",
+                                "expect"}) {
+    if (lower == name) return true;
+  }
+  return false;
+}
+
 class RequestValidationValidator : public api::PolicyValidator {
  public:
   std::string name() const override { return "request-validation"; }
@@ -96,6 +108,16 @@ class RequestValidationValidator : public api::PolicyValidator {
     };
     check(config.headers(), "headers");
     check(config.query_parameters(), "query_parameters");
+    for (int i = 0; i < config.headers_size() && i < static_cast<int>(kMaxParameterRules); ++i) {
+      const std::string& name = config.headers(i).name();
+      if (IsTakenBeforePolicies(absl::AsciiStrToLower(name))) {
+        errors->push_back(
+            {absl::StrCat("headers[", i, "].name"),
+             absl::StrCat("'", name, "' carries the connection or the framing and is taken off "
+                          "the request before policies run: a rule on it checks nothing (with "
+                          "required: true it refuses every request)")});
+      }
+    }
     if (!config.body_schema().empty()) {
       auto schema = JsonSchema::CompileNew(config.body_schema());
       // Said here only when it is the new-content rule's (Validate says the

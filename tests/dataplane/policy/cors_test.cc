@@ -214,7 +214,11 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
   // anyone can register (https://evilexample.com). Before: taken.
   for (const char* joined : {"~^https://.*example\\.com$", "~https://.+example\\.com(:[0-9]+)?",
                              "~https://(www\\.)?.{1,20}example\\.com", "~https://.*?shop\\.io",
-                             "~https://.*example"}) {
+                             "~https://.*example", "~^https://[^/]*example\\.com$",
+                             "~^https://\\w*example\\.com$", "~^https://\\S*example\\.com$",
+                             "~^https://[a-z.]+example\\.com$", "~https://\\w+-example\\.com",
+                             "~https://[^/]example\\.com", "~https://\\p{L}{2,}example\\.com",
+                             "~https://[[:alpha:]]+example\\.com", "~https://\\d{1,3}example\\.com"}) {
     v1::CorsConfig config = Origins({joined});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -233,7 +237,9 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            "~https://a\\.example\\.com(:[0-9]+)?",
                            "~\\Qhttps://app.example.com\\E", "~https://[[:alnum:].-]+\\.example\\.com",
                            "~https://.{1,63}\\.example\\.com", "~https://[a-z]+\\.example\\.com(:\\d{2,5})?",
-                           "~^https://(.*\\.)?example\\.com$", "~https://.*-staging\\.example\\.com"}) {
+                           "~^https://(.*\\.)?example\\.com$", "~https://.*-staging\\.example\\.com",
+                           "~https://app[0-9]*\\.example\\.com", "~https://[ae]xample\\.com",
+                           "~https://[a-z0-9-]+\\.example\\.com", "~https://\\w+\\.example\\.com"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;

@@ -805,6 +805,30 @@ TEST(RequestValidationTest, ConfigErrorsNameTheField) {
       << errors[0].message;
 }
 
+// The gateway takes the connection and framing fields and Expect off the
+// request before policies run: a rule on one would check nothing, or refuse
+// every request. Refused at apply; a stored one still loads.
+TEST(RequestValidationTest, RulesOnFieldsTakenBeforePoliciesAreRefusedAtApply) {
+  v1::RequestValidationConfig config;
+  AddRule(config.mutable_headers(), "Content-Length", true, "");
+  AddRule(config.mutable_headers(), "x-tenant", true, "");
+  AddRule(config.mutable_headers(), "expect", false, "nothing");
+  AddRule(config.mutable_headers(), "TE", false, "trailers");
+  AddRule(config.mutable_headers(), "host", true, "good\\.test");
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("request-validation")->ValidateNew(config, &errors);
+  std::vector<std::string> fields;
+  for (const auto& e : errors) fields.push_back(e.field);
+  EXPECT_EQ(fields, (std::vector<std::string>{"headers[0].name", "headers[2].name",
+                                              "headers[3].name"}));
+  ASSERT_FALSE(errors.empty());
+  EXPECT_EQ(errors[0].message,
+            "'Content-Length' carries the connection or the framing and is taken off the request "
+            "before policies run: a rule on it checks nothing (with required: true it refuses "
+            "every request)");
+  EXPECT_TRUE(Errors(config).empty());
+}
+
 TEST(RequestValidationTest, MediaTypeOf) {
   EXPECT_EQ(MediaTypeOf("application/json"), "application/json");
   EXPECT_EQ(MediaTypeOf("Application/JSON ; charset=UTF-8"), "application/json");
