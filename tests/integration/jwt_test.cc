@@ -192,6 +192,10 @@ TEST_F(JwtIntegrationTest, ASecondAuthorizationFieldNeverCarriesATokenPastThePol
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_TRUE(absl::StrContains(r.body, "more than one authorization field")) << r.body;
+  // RFC 6750 3.1: invalid_request, and (3) the challenge with it.
+  EXPECT_EQ(r.header("www-authenticate"),
+            "Bearer realm=\"sluice\", error=\"invalid_request\", "
+            "error_description=\"more than one authorization field\"");
   // key-auth let the caller in, so the jwt policy never ran: its token is
   // still taken out of every field, the other fields kept.
   r = HttpGet(address(), "/mixed/x",

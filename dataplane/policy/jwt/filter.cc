@@ -65,12 +65,14 @@ bool IsHeaderValue(std::string_view text) {
 }
 
 // RFC 6750 3: error_description takes %x20-21 / %x23-5B / %x5D-7E.
-std::string Challenge(std::string_view message) {
+// `error`: invalid_token (a token was checked and refused) or
+// invalid_request (the request is malformed: a token given twice).
+std::string Challenge(std::string_view message, const char* error = "invalid_token") {
   std::string description(message);
   for (char& c : description) {
     if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') c = '?';
   }
-  return absl::StrCat(kChallenge, ", error=\"invalid_token\", error_description=\"", description,
+  return absl::StrCat(kChallenge, ", error=\"", error, "\", error_description=\"", description,
                       "\"");
 }
 
@@ -146,32 +148,31 @@ class JwtFilter : public http::Filter {
     // the one the upstream reads: refused, whatever the anonymous consumer.
     if (!settings_.header.empty() && headers.Count(settings_.header) > 1) {
       // A token in the query goes into no access log either.
-      return Reject(callbacks, 400, absl::StrCat("more than one ", settings_.header, " field"), "",
-                    !settings_.query_parameter.empty());
+      return Malformed(callbacks, absl::StrCat("more than one ", settings_.header, " field"),
+                       !settings_.query_parameter.empty());
     }
     // With keep_token the checked token goes upstream: a second copy in its
     // source (two cookies or parameters of that name) might be the one an
     // upstream reads (Django takes the last cookie, PHP the last parameter).
     if (settings_.keep_token) {
       if (!settings_.cookie.empty() && CountCookie(headers, settings_.cookie) > 1) {
-        return Reject(callbacks, 400, absl::StrCat("more than one ", settings_.cookie, " cookie"),
-                      "", !settings_.query_parameter.empty());
+        return Malformed(callbacks, absl::StrCat("more than one ", settings_.cookie, " cookie"),
+                         !settings_.query_parameter.empty());
       }
       if (!settings_.query_parameter.empty() &&
           CountQueryParameter(callbacks.info().path, settings_.query_parameter) > 1) {
-        return Reject(callbacks, 400,
-                      absl::StrCat("more than one ", settings_.query_parameter,
-                                   " query parameter"),
-                      "", true);
+        return Malformed(
+            callbacks,
+            absl::StrCat("more than one ", settings_.query_parameter, " query parameter"), true);
       }
     }
     // A token parameter after a ';' (`?x=1;jwt=T`) is neither checked nor
     // removed, and Rack 2, Python before 3.9.2 and Go before 1.17 read it.
     if (!settings_.query_parameter.empty() &&
         QueryParameterAfterSemicolon(callbacks.info().path, settings_.query_parameter)) {
-      return Reject(callbacks, 400,
-                    absl::StrCat(settings_.query_parameter, " query parameter after a ';'"), "",
-                    true);
+      return Malformed(callbacks,
+                       absl::StrCat(settings_.query_parameter, " query parameter after a ';'"),
+                       true);
     }
     std::optional<std::string> token = TakeToken(headers, callbacks);
     if (!token) {
@@ -245,6 +246,13 @@ class JwtFilter : public http::Filter {
       headers.Remove(h.header);
       headers.RemoveOtherCgiSpellings(h.header);
     }
+  }
+
+  // 400, whatever the anonymous consumer: the request gives a token more
+  // than once (RFC 6750 3.1 invalid_request, with its challenge: 3).
+  http::FilterStatus Malformed(http::FilterCallbacks& callbacks, std::string_view message,
+                               bool token_in_query) {
+    return Reject(callbacks, 400, message, Challenge(message, "invalid_request"), token_in_query);
   }
 
   http::FilterStatus Refuse(http::HeaderMap& headers, http::FilterCallbacks& callbacks,

@@ -436,6 +436,9 @@ TEST_F(JwtTest, TokenSourcesAreTriedHeaderCookieQueryAndTheTokenIsRemoved) {
   EXPECT_EQ(two_cookies.Run(*keep), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(two_cookies.callbacks.status_, 400);
   EXPECT_EQ(two_cookies.callbacks.message_, "more than one session_jwt cookie");
+  EXPECT_EQ(two_cookies.challenge(),
+            "Bearer realm=\"sluice\", error=\"invalid_request\", "
+            "error_description=\"more than one session_jwt cookie\"");
   Request two_params("/x?access_token=" + token + "&access_token=evil");
   EXPECT_EQ(two_params.Run(*keep), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(two_params.callbacks.message_, "more than one access_token query parameter");
