@@ -254,6 +254,11 @@ void Connection::Close() {
   callbacks_ = nullptr;
 }
 
+void Connection::CloseOrderly() {
+  if (fd_ >= 0 && handshake_complete() && output_.empty()) transport_->Shutdown();
+  Close();
+}
+
 void Connection::Reset() {
   if (fd_ >= 0) {
     linger abortive = {1, 0};

@@ -83,6 +83,11 @@ class Connection : public event::Flushable {
 
   // Closes now, dropping unwritten output. No callbacks after this.
   void Close();
+  // Closes now, having said so first when nothing is left to write: TLS
+  // sends close_notify (RFC 8446 6.1), which a strict client otherwise
+  // reports as a truncation. For a connection the gateway ends between
+  // messages (idle, drained).
+  void CloseOrderly();
   // Closes now with a reset (SO_LINGER 0), not a FIN: the peer cannot take
   // what it got for a whole message delimited by the close.
   void Reset();

@@ -262,7 +262,7 @@ void DownstreamConnection::OnDownstreamTimer() {
     return;
   }
   if (timer_is_head_ && !parser_.in_message() && connection_->input().empty()) {
-    CloseNow();  // connected, sent nothing
+    CloseBetweenMessages();  // connected, sent nothing
     return;
   }
   if (timer_is_head_ || parser_.in_message()) {
@@ -271,6 +271,12 @@ void DownstreamConnection::OnDownstreamTimer() {
     SendSessionError(408, "request head not received in time");
     return;
   }
+  CloseBetweenMessages();  // idle, or drained
+}
+
+void DownstreamConnection::CloseBetweenMessages() {
+  if (closed_) return;
+  connection_->CloseOrderly();
   CloseNow();
 }
 

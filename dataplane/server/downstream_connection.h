@@ -119,6 +119,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // ended with this as its access log flag.
   std::string_view end_tunnel_reason_;
   void CloseNow();
+  // CloseNow() for a connection ended with no message under way (idle,
+  // drained): over TLS with close_notify first.
+  void CloseBetweenMessages();
   // Closes once the output is written (a close the last response said, or
   // a client that half-closed with nothing it sent whole left to answer).
   void CloseOnceWritten();

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -156,6 +157,30 @@ bool TlsClient::Request(const std::string& request, Http1Message* response,
     }
     error_ = absl::StrCat("read: ", OpenSslError());
     return false;
+  }
+}
+
+std::string TlsClient::AwaitEnd(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  char buffer[4096];
+  while (true) {
+    if (SSL_pending(ssl_) == 0) {
+      const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      pollfd p{fd_, POLLIN, 0};
+      if (ms <= 0 || poll(&p, 1, static_cast<int>(ms)) == 0) return "open";
+    }
+    ERR_clear_error();
+    errno = 0;
+    const int ret = SSL_read(ssl_, buffer, sizeof(buffer));
+    if (ret > 0) continue;
+    const int err = SSL_get_error(ssl_, ret);
+    if (err == SSL_ERROR_ZERO_RETURN) return "close_notify";
+    if (err == SSL_ERROR_WANT_READ) continue;
+    if (err == SSL_ERROR_SYSCALL) return errno == ECONNRESET ? "reset" : "eof";
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) return "eof";
+#endif
+    return absl::StrCat("error: ", OpenSslError());
   }
 }
 

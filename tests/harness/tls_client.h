@@ -41,6 +41,10 @@ class TlsClient {
   // Sends `request` bytes and reads one response.
   bool Request(const std::string& request, Http1Message* response,
                absl::Duration timeout = absl::Seconds(10));
+  // Reads (dropping what it reads) until the server ends the connection:
+  // "close_notify" (an orderly TLS close), "eof" (TCP's FIN without it),
+  // "reset", or "open" when it is still open at the deadline.
+  std::string AwaitEnd(absl::Duration timeout);
   // The server certificate's subject, e.g. "/CN=a.test".
   std::string peer_subject() const;
   std::string version() const;

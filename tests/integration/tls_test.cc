@@ -42,6 +42,7 @@ class TlsTest : public ::testing::Test {
     https_port_ = PickFreePort();
     mtls_port_ = PickFreePort();
     quick_port_ = PickFreePort();
+    idle_port_ = PickFreePort();
     std::string yaml = absl::StrCat(
         CertificateSecretYaml("default-cert", fallback_), "---\n",
         CertificateSecretYaml("a-cert", a_), "---\n",
@@ -57,6 +58,9 @@ class TlsTest : public ::testing::Test {
         "\n  route_table: main\n  tls:\n    certificates: [a-cert]\n    client_ca: clients\n",
         "---\nkind: Listener\nname: quick\nspec:\n  address: 127.0.0.1\n  port: ", quick_port_,
         "\n  route_table: main\n  http: {request_headers_timeout: 500ms, idle_timeout: 30s}\n"
+        "  tls:\n    certificates: [a-cert]\n",
+        "---\nkind: Listener\nname: idle\nspec:\n  address: 127.0.0.1\n  port: ", idle_port_,
+        "\n  route_table: main\n  http: {idle_timeout: 300ms}\n"
         "  tls:\n    certificates: [a-cert]\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -99,6 +103,7 @@ class TlsTest : public ::testing::Test {
   int https_port_ = 0;
   int mtls_port_ = 0;
   int quick_port_ = 0;
+  int idle_port_ = 0;
 };
 
 TEST_F(TlsTest, CurlGetsTheUpstreamOverHttpsWithForwardedProto) {
@@ -652,6 +657,27 @@ TEST_F(TlsTest, AfterTheHandshakeAConnectionMayIdleBeforeItsFirstRequest) {
   char byte;
   EXPECT_EQ(read(fd, &byte, 1), 0);
   close(fd);
+}
+
+// RFC 8446 6.1: close_notify before the close. A keep-alive connection the
+// proxy ends for idleness, and one that never sent a request, get it (a
+// strict client reported "unexpected eof"), as from nginx.
+TEST_F(TlsTest, AConnectionEndedForIdlenessGetsCloseNotify) {
+  for (int version : {TLS1_2_VERSION, 0}) {
+    TlsClientOptions options;
+    options.sni = "a.test";
+    options.alpn = {"http/1.1"};
+    options.max_version = version;
+    TlsClient used;
+    ASSERT_TRUE(used.Connect(idle_port_, options)) << used.error();
+    Http1Message response;
+    ASSERT_TRUE(used.Request(GetRequest("a.test", "/x"), &response)) << used.error();
+    EXPECT_EQ(response.status, 200);
+    EXPECT_EQ(used.AwaitEnd(absl::Seconds(10)), "close_notify") << version;
+    TlsClient silent;
+    ASSERT_TRUE(silent.Connect(idle_port_, options)) << silent.error();
+    EXPECT_EQ(silent.AwaitEnd(absl::Seconds(10)), "close_notify") << version;
+  }
 }
 
 TEST_F(TlsTest, PlainHttpOnATlsPortGetsNoPlaintextAnswer) {
