@@ -451,6 +451,35 @@ X509Ptr LeafCertificate(const std::string& chain_pem) {
 
 }  // namespace
 
+std::vector<std::string> TrustedCaNotes(const config::v1::TrustedCa& ca, absl::Time now) {
+  std::vector<std::string> notes;
+  std::vector<X509Ptr> certificates;
+  TlsMaterialError error;
+  const std::string& text = ca.ca_certificates();
+  if (text.empty() || text.size() > kMaxCaBundleBytes ||
+      !ParseCertificates(text, kCaField, &certificates, &error)) {
+    ERR_clear_error();
+    return notes;
+  }
+  for (size_t i = 0; i < certificates.size(); ++i) {
+    X509* certificate = certificates[i].get();
+    const absl::Time not_before = ToAbslTime(X509_get0_notBefore(certificate));
+    const absl::Time not_after = ToAbslTime(X509_get0_notAfter(certificate));
+    std::string when;
+    if (now > not_after) {
+      when = absl::StrCat("expired at ", FormatUtc(not_after));
+    } else if (now < not_before) {
+      when = absl::StrCat("is not valid before ", FormatUtc(not_before));
+    } else {
+      continue;
+    }
+    notes.push_back(absl::StrCat("certificate ", SubjectLine(certificate),
+                                 BlockName(i, certificates.size()), " ", when));
+  }
+  ERR_clear_error();
+  return notes;
+}
+
 std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem) {
   const X509Ptr leaf = LeafCertificate(chain_pem);
   if (leaf == nullptr) return std::nullopt;

@@ -63,6 +63,12 @@ bool ParseTlsCertificate(const config::v1::TlsCertificate& certificate, Certific
 // `chain_pem` holds no certificate that parses. The key is not looked at.
 std::optional<absl::Time> LeafNotAfter(const std::string& chain_pem);
 
+// What an operator should hear about a CA bundle that validation takes:
+// each certificate not valid at `now` ("certificate CN=Old CA (PEM block 2
+// of 3) expired at 2026-12-01T00:00:00Z"), which a chain leading to it
+// cannot pass. Empty when all are valid, or when the bundle does not parse.
+std::vector<std::string> TrustedCaNotes(const config::v1::TrustedCa& ca, absl::Time now);
+
 // The kind of the leaf's public key (the private key's, in a Secret that
 // passed ParseTlsCertificate), or nullopt when `chain_pem` holds no
 // certificate that parses. The private key is not parsed: the rules across

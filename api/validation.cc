@@ -2596,6 +2596,18 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
           "\": tls.insecure_skip_verify: the upstream's certificate is not verified: anyone on "
           "the path can pose as the upstream (set tls.ca and tls.sni to verify it)"));
     }
+    // Taken (a bundle may carry old certificates), but a chain that leads
+    // only to one of these is refused: every client, or every upstream,
+    // behind an expired CA is locked out without a word at apply.
+    if (resource.has_secret() && resource.secret().has_trusted_ca() && changed(id)) {
+      for (const std::string& note : TrustedCaNotes(resource.secret().trusted_ca(), absl::Now())) {
+        notes.push_back(absl::StrCat(
+            "Secret \"", id.second, "\": trusted_ca.ca_certificates: ", note,
+            ": a certificate whose chain leads only to it is refused (a client's, where a "
+            "listener's tls.client_ca names this Secret; an upstream's, where a cluster's tls.ca "
+            "does)"));
+      }
+    }
     if (!resource.has_route_table()) continue;
     const bool table_changed = changed(id);
     const RouteTable& table = resource.route_table();

@@ -159,8 +159,10 @@ void CheckConsumerReferences(const ResourceMap& next, const ResourceMap& base,
 // name: a route with `websocket: true` to a cluster that speaks HTTP2
 // (upgrades go upstream as plain requests); a route no request reaches (an
 // earlier one without header or query conditions matches all it would);
-// and an added or changed cluster
-// with `tls.insecure_skip_verify`. One line each, naming the
+// an added or changed cluster
+// with `tls.insecure_skip_verify`; and each certificate of an added or
+// changed Secret's trusted_ca that is not valid now (expired, or not yet
+// valid). One line each, naming the
 // resource and the field; the change is applied all the same.
 std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& diff);
 

@@ -1801,6 +1801,38 @@ TEST(ConfigNotesTest, NamesRoutesNoRequestReaches) {
   EXPECT_TRUE(ConfigNotes(state, StateDiff()).empty());
 }
 
+// A CA bundle with an expired certificate is taken (bundles carry old
+// ones), but said: a client chaining only to it is refused, so a bundle of
+// one expired CA locked every client out with nothing said at apply.
+TEST(ConfigNotesTest, NamesTrustedCaCertificatesNotValidNow) {
+  testing::CertificateSpec old_ca;
+  old_ca.is_ca = true;
+  old_ca.common_name = "Old CA";
+  old_ca.not_before = absl::FromUnixSeconds(1672531200);  // 2023-01-01
+  old_ca.not_after = absl::FromUnixSeconds(1704067200);   // 2024-01-01
+  testing::CertificateSpec current_ca;
+  current_ca.is_ca = true;
+  current_ca.common_name = "Current CA";
+  Resource secret = CaSecret("clients");
+  secret.mutable_secret()->mutable_trusted_ca()->set_ca_certificates(
+      absl::StrCat(testing::MakeCertificate(current_ca).certificate_pem,
+                   testing::MakeCertificate(old_ca).certificate_pem));
+  ResourceMap state = ValidTls();
+  state[IdOf(secret)] = secret;
+  EXPECT_TRUE(CheckState(state).ok()) << CheckState(state);
+  StateDiff diff;
+  diff.added.push_back(IdOf(secret));
+  EXPECT_EQ(absl::StrJoin(ConfigNotes(state, diff), "\n"),
+            "Secret \"clients\": trusted_ca.ca_certificates: certificate CN=Old CA,O=Sluice Tests "
+            "(PEM block 2 of 2) expired at 2024-01-01T00:00:00Z: a certificate whose chain leads "
+            "only to it is refused (a client's, where a listener's tls.client_ca names this "
+            "Secret; an upstream's, where a cluster's tls.ca does)");
+  // Said when the Secret changes, not on every apply.
+  EXPECT_TRUE(ConfigNotes(state, StateDiff()).empty());
+  state[IdOf(secret)] = CaSecret("clients");
+  EXPECT_TRUE(ConfigNotes(state, diff).empty());
+}
+
 // A prefix of 300,000 bytes is found as any other (in a trie: its cost is
 // its length; copying each of its prefixes made it quadratic, 1.8 s), and
 // the note cuts it.
