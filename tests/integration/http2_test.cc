@@ -408,6 +408,7 @@ TEST_F(Http2Test, PseudoHeaderFieldsAreHeldToTheHttp1Rules) {
       {"/ok", "user@evil.test", "http", false},
       {"/ok", "a.test:80x", "http", false},
       {"/ok", "a.test", "gopher", false},
+      {"/ok", "a.test", "", false},  // an empty :scheme: nghttp2 resets the stream
       {"/ok", "a.test", "HTTPS", true},
       // A Host that names the same host as :authority is fine; another one
       // is malformed (before: served, with the Host dropped).
