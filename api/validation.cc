@@ -2600,12 +2600,21 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
     // only to one of these is refused: every client, or every upstream,
     // behind an expired CA is locked out without a word at apply.
     if (resource.has_secret() && resource.secret().has_trusted_ca() && changed(id)) {
-      for (const std::string& note : TrustedCaNotes(resource.secret().trusted_ca(), absl::Now())) {
+      const std::vector<std::string> stale =
+          TrustedCaNotes(resource.secret().trusted_ca(), absl::Now());
+      constexpr size_t kMaxNamed = 5;  // a system bundle may carry many
+      for (size_t i = 0; i < stale.size() && i < kMaxNamed; ++i) {
         notes.push_back(absl::StrCat(
-            "Secret \"", id.second, "\": trusted_ca.ca_certificates: ", note,
+            "Secret \"", id.second, "\": trusted_ca.ca_certificates: ", stale[i],
             ": a certificate whose chain leads only to it is refused (a client's, where a "
             "listener's tls.client_ca names this Secret; an upstream's, where a cluster's tls.ca "
             "does)"));
+      }
+      if (stale.size() > kMaxNamed) {
+        notes.push_back(absl::StrCat("Secret \"", id.second, "\": trusted_ca.ca_certificates: and ",
+                                     stale.size() - kMaxNamed,
+                                     " more certificates not valid now (the first ", kMaxNamed,
+                                     " are named above)"));
       }
     }
     if (!resource.has_route_table()) continue;

@@ -1829,6 +1829,16 @@ TEST(ConfigNotesTest, NamesTrustedCaCertificatesNotValidNow) {
             "Secret; an upstream's, where a cluster's tls.ca does)");
   // Said when the Secret changes, not on every apply.
   EXPECT_TRUE(ConfigNotes(state, StateDiff()).empty());
+  // Five are named, the rest counted.
+  std::string bundle;
+  for (int i = 0; i < 7; ++i) bundle += testing::MakeCertificate(old_ca).certificate_pem;
+  secret.mutable_secret()->mutable_trusted_ca()->set_ca_certificates(bundle);
+  state[IdOf(secret)] = secret;
+  std::vector<std::string> notes = ConfigNotes(state, diff);
+  ASSERT_EQ(notes.size(), 6u);
+  EXPECT_EQ(notes[5],
+            "Secret \"clients\": trusted_ca.ca_certificates: and 2 more certificates not valid "
+            "now (the first 5 are named above)");
   state[IdOf(secret)] = CaSecret("clients");
   EXPECT_TRUE(ConfigNotes(state, diff).empty());
 }
