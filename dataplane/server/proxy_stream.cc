@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <cstring>
 #include <utility>
 
@@ -33,15 +34,39 @@ using http::AppendHeader;
 // dot segments), routes where `match` did: else an upstream that reads it
 // so would serve a path whose route (and policies) the gateway did not
 // apply.
+// A path that begins with two slashes ('\\' counting as one) is a
+// network-path reference to the WHATWG URL parser (Node's
+// `new URL(req.url, base)`) and to java.net.URI: "//x/admin" is host "x",
+// path "/admin". The path such an upstream serves, or nullopt.
+std::optional<std::string> PathAfterAuthority(std::string_view target) {
+  auto slash = [](char c) { return c == '/' || c == '\\'; };
+  if (target.size() < 2 || !slash(target[0]) || !slash(target[1])) return std::nullopt;
+  const size_t end = target.find_first_of("/\\?", 2);
+  if (end == std::string_view::npos) return "/";
+  std::string path(target.substr(end));
+  if (path[0] == '?') path.insert(0, 1, '/');
+  path[0] = '/';
+  return path;
+}
+
 bool ReadsAsSameRoute(router::RouteRequest request, const router::MatchResult& match,
                       const router::RouteTable& table) {
   const std::string_view forwarded = request.path_and_query;
-  for (const http::PathNormalizeOptions& reading : http::kAmbiguousReadings) {
-    auto liberal = http::NormalizePath(forwarded, reading);
+  auto routes_alike = [&](std::string_view target, const http::PathNormalizeOptions& reading) {
+    auto liberal = http::NormalizePath(target, reading);
     if (!liberal.ok()) return false;
     request.path_and_query = liberal->target;
     const router::MatchResult other = table.Match(request);
-    if (other.kind != match.kind || other.route != match.route) return false;
+    return other.kind == match.kind && other.route == match.route;
+  };
+  for (const http::PathNormalizeOptions& reading : http::kAmbiguousReadings) {
+    if (!routes_alike(forwarded, reading)) return false;
+  }
+  if (std::optional<std::string> after = PathAfterAuthority(forwarded)) {
+    if (!routes_alike(*after, http::PathNormalizeOptions{})) return false;
+    for (const http::PathNormalizeOptions& reading : http::kAmbiguousReadings) {
+      if (!routes_alike(*after, reading)) return false;
+    }
   }
   return true;
 }
@@ -742,7 +767,8 @@ void ProxyStream::Start(const RequestHead& request) {
       SendLocalResponse(
           400,
           "the request path reads as another route's path where %2F, %5C, a backslash or "
-          "// is taken as a slash, as some upstreams take it; send the path plainly");
+          "// is taken as a slash, or a leading // as a host, as some upstreams take them; send "
+          "the path plainly");
       return;
     }
   }

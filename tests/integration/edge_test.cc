@@ -586,7 +586,11 @@ TEST_F(EdgeTest, PathsAnUpstreamMayReadAsAnotherRouteAreRefused) {
                            "/x//..%2Fadmin", "/x/%2F..%2Fadmin", "/x;//..%2Fadmin",
                            "/x//..;/admin", "/x\\/..%2Fadmin",
                            // Tomcat drops ";%2Fx" whole: "//admin".
-                           "/;%2Fx/admin"}) {
+                           "/;%2Fx/admin",
+                           // Node's new URL() and java.net.URI read a leading
+                           // "//" as a host: "/admin" (before: the catch-all).
+                           "//x/admin", "//edge/admin/users?x=1", "/\\x/admin", "//x:1/admin",
+                           "//x@y/admin", "//x\\admin"}) {
     const std::string out =
         SendRaw(listener, absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: edge\r\n"
                                        "Connection: close\r\n\r\n"));
@@ -608,7 +612,8 @@ TEST_F(EdgeTest, PathsAnUpstreamMayReadAsAnotherRouteAreRefused) {
   }
   // The same route either way, and no dot segment: forwarded as sent.
   for (const char* path : {"/files//a", "/files/a%2Fb", "/files/a%5Cb", "/files/a;v=1",
-                           "/x/..y;/z", "/img/a;b.png", "/search;jsessionid=abc"}) {
+                           "/x/..y;/z", "/img/a;b.png", "/search;jsessionid=abc",
+                           "//x/files/a", "//x?/admin"}) {
     HttpResponse r = HttpGet(listener, path);
     EXPECT_EQ(r.status, 200) << path << ": " << r.body;
     EXPECT_EQ(r.body, absl::StrCat("edge-up GET ", path, "\n")) << path;
