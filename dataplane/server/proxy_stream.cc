@@ -1332,10 +1332,14 @@ void ProxyStream::ForEachForwardedHeader(const RequestHead& head, Emit emit) {
     // links) from it, and a cache does not key on it, so one client's
     // value could be served to all. Only trusted proxies may say, in
     // X-Forwarded-Host/-Port or in RFC 7239's Forwarded (host=, proto=).
+    // X-Forwarded-Prefix likewise: the path prefix a proxy in front
+    // removed, which Spring's ForwardedHeaderFilter and ASP.NET Core put
+    // in front of the links and redirects they build.
     if (!trust_forwarded_ &&
         ((h.name.size() == 16 && (http::EqualsIgnoreCase(h.name, "x-forwarded-host") ||
                                   http::EqualsIgnoreCase(h.name, "x-forwarded-port"))) ||
-         http::EqualsIgnoreCase(h.name, "forwarded"))) {
+         http::EqualsIgnoreCase(h.name, "forwarded") ||
+         http::SameCgiName(h.name, "x-forwarded-prefix"))) {
       continue;
     }
     // Envoy's (and Istio's) client-certificate details, which applications

@@ -14,6 +14,7 @@
 // connection, te, transfer-encoding, content-length, x-consumer-name,
 // x-consumer-groups, x-anonymous-consumer, authorization, apikey,
 // traceparent, tracestate, x-forwarded-host, x-forwarded-port, forwarded,
+// x-forwarded-prefix,
 // max-forwards, range, if-range, accept-encoding, x-real-ip, via,
 // x-forwarded-client-cert, x-forwarded-ssl, front-end-https; and every
 // field whose name starts with "x-test-" or has a '_', one echo per field, in
@@ -118,6 +119,7 @@ constexpr absl::string_view kEchoedHeaders[] = {
     "apikey",            "traceparent",
     "tracestate",        "x-forwarded-host",
     "x-forwarded-port",  "forwarded",
+    "x-forwarded-prefix",
     "max-forwards",      "range",
     "if-range",          "accept-encoding",
     "x-real-ip",         "via",

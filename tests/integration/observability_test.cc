@@ -281,8 +281,10 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
   // Behind trusted proxies, what they say of the host the client reached
   // goes upstream too.
   r = HttpGet(address(), "/open", {{"x-forwarded-host", "shop.example"},
-                                   {"x-forwarded-port", "443"}, {"x-forwarded-ssl", "on"}});
+                                   {"x-forwarded-port", "443"}, {"x-forwarded-ssl", "on"},
+                                   {"x-forwarded-prefix", "/shop"}});
   EXPECT_EQ(r.header("x-echo-x-forwarded-host"), "shop.example");
+  EXPECT_EQ(r.header("x-echo-x-forwarded-prefix"), "/shop");
   EXPECT_EQ(r.header("x-echo-x-forwarded-port"), "443");
   EXPECT_EQ(r.header("x-echo-x-forwarded-ssl"), "on");
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"),

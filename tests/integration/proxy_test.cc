@@ -319,10 +319,15 @@ TEST_F(ProxyTest, BodiesStreamBothWays) {
 // does not go upstream.
 TEST_F(ProxyTest, AClientsForwardedHostAndPortStayAtTheGateway) {
   HttpResponse r = HttpGet(listener(), "/fh", {{"x-forwarded-host", "evil.example"},
-                                               {"X-Forwarded-Port", "8443"}});
+                                               {"X-Forwarded-Port", "8443"},
+                                               {"X-Forwarded-Prefix", "//evil.example"},
+                                               {"x_forwarded_prefix", "//evil.example"}});
   ASSERT_EQ(r.status, 200) << r.error;
   EXPECT_EQ(r.headers.count("x-echo-x-forwarded-host"), 0u) << r.header("x-echo-x-forwarded-host");
   EXPECT_EQ(r.headers.count("x-echo-x-forwarded-port"), 0u);
+  // The path prefix Spring and ASP.NET Core build links from (before: sent).
+  EXPECT_EQ(r.headers.count("x-echo-x-forwarded-prefix"), 0u);
+  EXPECT_EQ(r.headers.count("x-echo-x_forwarded_prefix"), 0u);
   // RFC 7239's Forwarded carries the same host= and proto=.
   r = HttpGet(listener(), "/fh", {{"forwarded", "host=evil.example;proto=https"}});
   ASSERT_EQ(r.status, 200) << r.error;

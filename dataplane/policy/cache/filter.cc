@@ -24,9 +24,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "dataplane/auth/consumers.h"
+#include "dataplane/policy/auth_util.h"
 #include "dataplane/policy/cache/cache_config.pb.h"
 #include "dataplane/policy/cache/cache_control.h"
 #include "dataplane/policy/cache/internal.h"
@@ -205,6 +207,7 @@ class CacheFilter : public http::Filter {
     // A WebSocket handshake is answered by the upstream's 101, never by a
     // stored response of the URI (nor made to wait on another's miss).
     if (info.upgrade) return Bypass(headers, info);
+    if (QueryReadsOtherwise(info.path)) return Bypass(headers, info);
     if (s_.honor_request_cache_control && !background_) {
       request_cc_ = ParseCacheControl(headers);
       if (request_cc_.no_store) return Bypass(headers, info);
@@ -399,6 +402,13 @@ class CacheFilter : public http::Filter {
     for (size_t i = key.size() - HostOf(headers).size(); i < key.size(); ++i) {
       key[i] = absl::ascii_tolower(static_cast<unsigned char>(key[i]));
     }
+    // The Host's port goes upstream as sent, and an upstream that builds
+    // links or redirects from Host answers per port: keyed, unless it is
+    // the scheme's own (then the links work alike).
+    if (const uint32_t port = PortOf(headers);
+        port != 0 && port != (info.scheme == "https" ? 443u : 80u)) {
+      AppendPiece(&key, 'o', absl::StrCat(port));
+    }
     std::string_view path = info.path;
     size_t q = path.find('?');
     std::string_view query =
@@ -430,7 +440,8 @@ class CacheFilter : public http::Filter {
     // passes on (at 0 hops they are removed, and absent here): an upstream
     // that builds links or redirects from them answers per value, so an
     // unkeyed one would let a client poison the entry for everyone.
-    for (std::string_view name : {"x-forwarded-host", "x-forwarded-port", "forwarded"}) {
+    for (std::string_view name :
+         {"x-forwarded-host", "x-forwarded-port", "forwarded", "x-forwarded-prefix"}) {
       bool present = false;
       std::string value = JoinedValues(headers, name, &present);
       if (present) {
@@ -446,6 +457,49 @@ class CacheFilter : public http::Filter {
       if (!info.consumer_claims.empty()) AppendPiece(&key, 'j', info.consumer_claims);
     }
     return key;
+  }
+
+  // With query_params the key holds those parameters as the gateway reads
+  // them. A query that also holds a spelling an upstream reads as one of
+  // them (PHP's `page[]` and `pag%65[x]`, ASP.NET's `PAGE`, one after a
+  // ';' for Rack 2, Python before 3.9.2, Go before 1.17) may have been
+  // answered for a value the key does not hold: not cached.
+  bool QueryReadsOtherwise(std::string_view path) const {
+    if (s_.query_params.empty()) return false;
+    const size_t q = path.find('?');
+    if (q == std::string_view::npos) return false;
+    const absl::string_view query = AV(path.substr(q + 1));
+    for (const std::string& name : s_.query_params) {
+      if (QueryParameterAfterSemicolon(path, name)) return true;
+      for (absl::string_view pair : absl::StrSplit(query, '&')) {
+        const absl::string_view pname = pair.substr(0, pair.find('='));
+        const std::string_view sent(pname.data(), pname.size());
+        if (QueryNameIs(sent, name)) continue;
+        if (SameParameterName(sent, name) || absl::EqualsIgnoreCase(PercentDecode(sent), name)) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // The port of the request's Host (`api.test:8080`, `[::1]:8080`), or 0
+  // when it names none (or an empty one).
+  static uint32_t PortOf(const http::HeaderMap& headers) {
+    const std::string* h = headers.Get("host");
+    if (h == nullptr) return 0;
+    std::string_view host = *h;
+    const size_t bracket = host.rfind(']');
+    const size_t colon = host.rfind(':');
+    if (colon == std::string_view::npos || (bracket != std::string_view::npos && colon < bracket)) {
+      return 0;
+    }
+    uint32_t port = 0;
+    for (char c : host.substr(colon + 1)) {
+      if (c < '0' || c > '9' || port > 65535) return 0;
+      port = port * 10 + static_cast<uint32_t>(c - '0');
+    }
+    return port;
   }
 
   // The request's host without its port.

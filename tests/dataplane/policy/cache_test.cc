@@ -327,16 +327,37 @@ TEST_F(CacheTest, MissStoresHitServesWithAge) {
   EXPECT_EQ(hit.body, "hello");
   EXPECT_EQ(hit.age, "30");
 
-  // The host is compared without case, port and one trailing dot (the
-  // host routing reads); the path and query are not.
+  // The host is compared without case and one trailing dot (the host
+  // routing reads); its port as a number; the path and query exactly.
   EXPECT_EQ(FromCache(*factory, {}, "/items?id=2").status, "<upstream>");
-  for (const char* host : {"api.EXAMPLE.com", "api.example.com.", "api.example.com.:8443"}) {
+  for (const char* host :
+       {"api.EXAMPLE.com:8443", "api.example.com.:8443", "api.example.com:08443"}) {
     Client other_host(*factory);
     other_host.request.Set("host", host);
     other_host.Start();
     EXPECT_TRUE(other_host.answered()) << host;
   }
-
+  // The port goes upstream in Host as sent: an upstream that builds links
+  // from it answers per port (before: one client's `Host: api.example.com:666`
+  // answer was served to everyone).
+  for (const char* host : {"api.example.com", "api.example.com:666", "api.example.com:443"}) {
+    Client other_port(*factory);
+    other_port.request.Set("host", host);
+    other_port.Start();
+    EXPECT_TRUE(other_port.went_upstream()) << host;
+  }
+  // The scheme's own port (80 here) is no port: links work alike.
+  Client portless(*factory, "/items?id=3");
+  portless.request.Set("host", "api.example.com");
+  portless.Start();
+  ASSERT_TRUE(portless.went_upstream());
+  portless.Respond(200, Fresh(60), "plain");
+  for (const char* host : {"api.example.com:80", "api.example.com.:080", "api.example.com:"}) {
+    Client default_port(*factory, "/items?id=3");
+    default_port.request.Set("host", host);
+    default_port.Start();
+    EXPECT_TRUE(default_port.answered()) << host;
+  }
   Advance(31);  // 61 s old: stale, goes upstream
   Client expired(*factory);
   expired.Start();
@@ -592,6 +613,30 @@ TEST_F(CacheTest, AQueryParameterNameIsMatchedDecoded) {
   EXPECT_EQ(FromCache(*factory, {}, "/s?sort_by=x").body, "sorted");
   EXPECT_EQ(FromCache(*factory, {}, "/s?sort_by=y").status, "<upstream>");
   EXPECT_EQ(FromCache(*factory, {}, "/s").status, "<upstream>");
+}
+
+// A query holding another spelling an upstream reads as a keyed parameter
+// (PHP's `page[]`, ASP.NET's `PAGE`, one after a ';' for Rack 2, older
+// Python and Go) is neither served from nor stored in the cache: the key
+// holds `page=1`, the upstream may have answered `page=EVIL` (before: that
+// answer was served to every `?page=1`).
+TEST_F(CacheTest, AQueryReadOtherwiseByUpstreamsIsNotCached) {
+  v1::CacheConfig config;
+  config.add_query_params("page");
+  auto factory = Compile(config);
+  for (const char* attack : {"/z?page=1&page[]=EVIL", "/z?page=1&x=1;page=EVIL",
+                             "/z?page=1&PAGE=EVIL", "/z?page=1&pa%67e[x]=EVIL",
+                             "/z?page=1&Pag%65=EVIL"}) {
+    Client c(*factory, attack);
+    c.Start();
+    ASSERT_TRUE(c.went_upstream()) << attack;
+    c.Respond(200, Fresh(60), "evil");
+    EXPECT_EQ(c.cache_status(), "Bypass") << attack;
+    EXPECT_EQ(FromCache(*factory, {}, "/z?page=1").status, "<upstream>") << attack;
+  }
+  // Other parameters, unkeyed, as before.
+  Fill(*factory, 200, Fresh(60), "one", {}, "/z?page=1&utm=x;y");
+  EXPECT_EQ(FromCache(*factory, {}, "/z?page=1").body, "one");
 }
 
 TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
@@ -979,6 +1024,8 @@ TEST_F(CacheTest, ForwardedHostAndPortAreKeyed) {
   EXPECT_EQ(FromCache(*factory, {{"X-Forwarded-Port", "442"}}).status, "<upstream>");
   Fill(*factory, 200, Fresh(60), "fwd", {{"Forwarded", "host=evil2.example"}});
   EXPECT_EQ(FromCache(*factory, {{"Forwarded", "host=other.example"}}).status, "<upstream>");
+  Fill(*factory, 200, Fresh(60), "prefix", {{"X-Forwarded-Prefix", "/evil"}});
+  EXPECT_EQ(FromCache(*factory, {{"X-Forwarded-Prefix", "/shop"}}).status, "<upstream>");
   Fill(*factory, 200, Fresh(60), "plain");
   EXPECT_EQ(FromCache(*factory).body, "plain");
 }
