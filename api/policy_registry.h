@@ -52,6 +52,18 @@ class PolicyValidator {
   // or a delete that leaves one naming no Consumer. Default: none.
   virtual void ConsumerReferences(const google::protobuf::Message& config,
                                   std::vector<std::pair<std::string, std::string>>* refs) const {}
+  // Request header fields (lower case) this policy takes off the request
+  // before the policies of later phases run: an authentication policy's
+  // credential field, unless it keeps it. Default: none.
+  virtual void RemovedRequestFields(const google::protobuf::Message& config,
+                                    std::vector<std::string>* fields) const {}
+  // Request header fields (lower case) this policy reads after the
+  // authentication phase, as (its field path in the config, the header
+  // name): a rate-limit's header_name. The control plane refuses an apply
+  // that has a route's policy read one that another of its policies takes
+  // off (the read would find nothing, every request alike). Default: none.
+  virtual void ReadRequestFields(const google::protobuf::Message& config,
+                                 std::vector<std::pair<std::string, std::string>>* fields) const {}
 };
 
 // Called from static initializers. Aborts on a duplicate name.

@@ -2093,6 +2093,66 @@ void PoliciesNewContent(
   }
 }
 
+// A route's policy that reads a request field another of its policies
+// takes off first (a rate-limit keyed on the `apikey` key-auth removes)
+// finds it on no request: every caller would be one (rate-limit's
+// fallback bucket), one spending every other's budget. The route's
+// policies are its own and its virtual host's of other names.
+void FieldsReadAfterRemoval(const config::v1::VirtualHost& vhost, int v, ErrorSink& sink) {
+  const std::string vhost_at = Join(Index("virtual_hosts", v), "policies");
+  std::set<std::string> reported;
+  for (int r = 0; r < vhost.routes_size(); ++r) {
+    const auto& route = vhost.routes(r);
+    struct Item {
+      const PolicyValidator* validator;
+      std::unique_ptr<google::protobuf::Message> config;
+      std::string at;
+    };
+    std::vector<Item> items;
+    std::set<std::string> route_names;
+    auto add = [&](const config::v1::TypedExtensionConfig& policy, std::string at) {
+      const PolicyValidator* validator = FindPolicyValidator(policy.name());
+      if (validator == nullptr) return;
+      std::string error;
+      auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
+      if (config != nullptr) items.push_back({validator, std::move(config), std::move(at)});
+    };
+    const std::string route_at = Join(Index(Join(Index("virtual_hosts", v), "routes"), r),
+                                      "policies");
+    for (int p = 0; p < route.policies_size(); ++p) {
+      route_names.insert(route.policies(p).name());
+      add(route.policies(p), Index(route_at, p));
+    }
+    for (int p = 0; p < vhost.policies_size(); ++p) {
+      if (route_names.count(vhost.policies(p).name()) == 0) {
+        add(vhost.policies(p), Index(vhost_at, p));
+      }
+    }
+    std::map<std::string, std::string> removed;  // field -> the policy taking it off
+    for (const Item& item : items) {
+      std::vector<std::string> fields;
+      item.validator->RemovedRequestFields(*item.config, &fields);
+      for (const std::string& f : fields) removed.emplace(f, item.validator->name());
+    }
+    if (removed.empty()) continue;
+    for (const Item& item : items) {
+      std::vector<std::pair<std::string, std::string>> read;
+      item.validator->ReadRequestFields(*item.config, &read);
+      for (const auto& [path, field] : read) {
+        auto it = removed.find(field);
+        if (it == removed.end()) continue;
+        const std::string at = Join(Join(item.at, "typed_config"), path);
+        if (!reported.insert(at).second) continue;
+        sink.Add(at, absl::StrCat("'", field, "' is the credential ", it->second,
+                                  " takes off the request before ", item.validator->name(),
+                                  " reads it: no request would have it, so all would count as "
+                                  "one caller; key by CONSUMER, the caller ", it->second,
+                                  " identifies"));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors) {
@@ -2238,6 +2298,7 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
   for (int v = 0; v < table.virtual_hosts_size(); ++v) {
     const auto& vhost = table.virtual_hosts(v);
     PoliciesNewContent(vhost.policies(), Join(Index("virtual_hosts", v), "policies"), sink);
+    FieldsReadAfterRemoval(vhost, v, sink);
     for (int d = 0; d < vhost.domains_size(); ++d) {
       if (std::string why = DomainLabelsProblem(vhost.domains(d)); !why.empty()) {
         sink.Add(Index(Join(Index("virtual_hosts", v), "domains"), d), why);

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "api/credentials.h"
 #include "api/policy_registry.h"
 #include "google/protobuf/text_format.h"
@@ -54,6 +55,48 @@ std::string AppliedErrors(const std::string& text) {
 }
 
 TEST(ValidationTest, ValidStatePasses) { EXPECT_TRUE(CheckState(Valid()).ok()); }
+
+// A rate-limit keyed on the credential field an authentication policy of
+// the route takes off (key-auth's apikey, basic-auth's and jwt's
+// Authorization) found it on no request: every caller shared the fallback
+// bucket, one spending all the others' budget (probe: bob got 429 after
+// alice's requests). Refused at apply; keep_credentials, or another
+// field, is fine.
+TEST(ValidationTest, APolicyMayNotReadACredentialAnotherTakesOff) {
+  auto table = [](const std::string& vhost_policies, const std::string& route_policies) {
+    return absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: "*" )",
+                        vhost_policies,
+                        R"( routes { name: "api" match { prefix: "/" } route { cluster: "users" } )",
+                        route_policies, " } } }");
+  };
+  const std::string limit_on = R"(policies { name: "rate-limit" typed_config {
+      [type.googleapis.com/sluice.policy.rate_limit.v1.RateLimitConfig] {
+        limits { requests: 5 per: MINUTE } key: HEADER header_name: "%s" } } })";
+  auto limit = [&](const std::string& header) {
+    return absl::StrReplaceAll(limit_on, {{"%s", header}});
+  };
+  const std::string key_auth = R"(policies { name: "key-auth" typed_config {
+      [type.googleapis.com/sluice.policy.key_auth.v1.KeyAuthConfig] {} } })";
+  const std::string kept_key_auth = R"(policies { name: "key-auth" typed_config {
+      [type.googleapis.com/sluice.policy.key_auth.v1.KeyAuthConfig] { keep_credentials: true } } })";
+  const std::string basic_auth = R"(policies { name: "basic-auth" typed_config {
+      [type.googleapis.com/sluice.policy.basic_auth.v1.BasicAuthConfig] {} } })";
+  EXPECT_EQ(AppliedErrors(table("", key_auth + limit("ApiKey"))),
+            "RouteTable \"main\": virtual_hosts[0].routes[0].policies[1].typed_config.header_name: "
+            "'apikey' is the credential key-auth takes off the request before rate-limit reads it: "
+            "no request would have it, so all would count as one caller; key by CONSUMER, the "
+            "caller key-auth identifies");
+  // On the virtual host, for a route's own authentication.
+  EXPECT_TRUE(absl::StrContains(AppliedErrors(table(limit("authorization"), basic_auth)),
+                                "virtual_hosts[0].policies[0].typed_config.header_name: "
+                                "'authorization' is the credential basic-auth takes off"))
+      << AppliedErrors(table(limit("authorization"), basic_auth));
+  EXPECT_EQ(AppliedErrors(table("", kept_key_auth + limit("apikey"))), "");
+  EXPECT_EQ(AppliedErrors(table("", key_auth + limit("x-tenant"))), "");
+  EXPECT_EQ(AppliedErrors(table("", basic_auth + limit("apikey"))), "");
+  // A stored state with one still loads.
+  EXPECT_EQ(ErrorsWith(table("", key_auth + limit("apikey"))), "");
+}
 
 TEST(ValidationTest, NameRequiredAndCharset) {
   EXPECT_EQ(ErrorsWith(R"(cluster { name: "a b" endpoints { address: "127.0.0.1" port: 1 } })"),

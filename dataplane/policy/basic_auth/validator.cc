@@ -20,6 +20,11 @@ class BasicAuthValidator : public api::PolicyValidator {
     const auto& config = static_cast<const v1::BasicAuthConfig&>(message);
     if (!config.anonymous().empty()) refs->emplace_back("anonymous", config.anonymous());
   }
+  void RemovedRequestFields(const google::protobuf::Message& message,
+                            std::vector<std::string>* fields) const override {
+    const auto& config = static_cast<const v1::BasicAuthConfig&>(message);
+    if (!config.keep_credentials()) fields->push_back("authorization");
+  }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::BasicAuthConfig&>(message);

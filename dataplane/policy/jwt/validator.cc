@@ -85,6 +85,16 @@ class JwtValidator : public api::PolicyValidator {
     const auto& config = static_cast<const v1::JwtConfig&>(message);
     if (!config.anonymous().empty()) refs->emplace_back("anonymous", config.anonymous());
   }
+  void RemovedRequestFields(const google::protobuf::Message& message,
+                            std::vector<std::string>* fields) const override {
+    const auto& config = static_cast<const v1::JwtConfig&>(message);
+    if (config.keep_token()) return;
+    if (!config.has_header()) {
+      fields->push_back("authorization");
+    } else if (!config.header().empty()) {
+      fields->push_back(absl::AsciiStrToLower(config.header()));
+    }
+  }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::JwtConfig&>(message);

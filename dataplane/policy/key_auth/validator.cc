@@ -2,6 +2,7 @@
 // validates config.
 #include <memory>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "dataplane/http/header_map.h"
@@ -29,6 +30,15 @@ class KeyAuthValidator : public api::PolicyValidator {
                           std::vector<std::pair<std::string, std::string>>* refs) const override {
     const auto& config = static_cast<const v1::KeyAuthConfig&>(message);
     if (!config.anonymous().empty()) refs->emplace_back("anonymous", config.anonymous());
+  }
+  void RemovedRequestFields(const google::protobuf::Message& message,
+                            std::vector<std::string>* fields) const override {
+    const auto& config = static_cast<const v1::KeyAuthConfig&>(message);
+    if (config.keep_credentials() || (config.has_key_in_header() && !config.key_in_header())) {
+      return;
+    }
+    for (const std::string& name : config.key_names()) fields->push_back(absl::AsciiStrToLower(name));
+    if (config.key_names_size() == 0) fields->push_back("apikey");
   }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {

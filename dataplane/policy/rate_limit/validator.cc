@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
 #include "dataplane/policy/rate_limit/internal.h"
@@ -39,6 +40,17 @@ class RateLimitValidator : public api::PolicyValidator {
   std::string name() const override { return "rate-limit"; }
   const google::protobuf::Descriptor* config_type() const override {
     return v1::RateLimitConfig::descriptor();
+  }
+  void ReadRequestFields(const google::protobuf::Message& message,
+                         std::vector<std::pair<std::string, std::string>>* fields) const override {
+    const auto& config = static_cast<const v1::RateLimitConfig&>(message);
+    if (config.header_name().empty()) return;
+    for (int part : config.key()) {
+      if (part == v1::RateLimitConfig::HEADER) {
+        fields->emplace_back("header_name", absl::AsciiStrToLower(config.header_name()));
+        return;
+      }
+    }
   }
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
