@@ -37,11 +37,15 @@ using http::AppendHeader;
 // A path that begins with two slashes ('\\' counting as one) is a
 // network-path reference to the WHATWG URL parser (Node's
 // `new URL(req.url, base)`) and to java.net.URI: "//x/admin" is host "x",
-// path "/admin". The path such an upstream serves, or nullopt.
+// path "/admin". WHATWG skips every further slash before the host
+// ("///x/admin", "/\\/x/admin" are host "x" too). The path such an
+// upstream serves, or nullopt.
 std::optional<std::string> PathAfterAuthority(std::string_view target) {
   auto slash = [](char c) { return c == '/' || c == '\\'; };
   if (target.size() < 2 || !slash(target[0]) || !slash(target[1])) return std::nullopt;
-  const size_t end = target.find_first_of("/\\?", 2);
+  size_t host = 2;
+  while (host < target.size() && slash(target[host])) ++host;
+  const size_t end = target.find_first_of("/\\?", host);
   if (end == std::string_view::npos) return "/";
   std::string path(target.substr(end));
   if (path[0] == '?') path.insert(0, 1, '/');
@@ -104,8 +108,8 @@ bool IsUnderscoreSpellingOfGatewayField(std::string_view name) {
   const std::string_view dashed(buffer, name.size());
   if (IsConsumerField(dashed)) return true;
   for (std::string_view field : {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-                                 "x-forwarded-port", "x-request-id", "x-real-ip",
-                                 "x-forwarded-client-cert"}) {
+                                 "x-forwarded-port", "x-forwarded-prefix", "x-request-id",
+                                 "x-real-ip", "x-forwarded-client-cert"}) {
     if (dashed == field) return true;
   }
   return false;

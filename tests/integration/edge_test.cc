@@ -590,7 +590,10 @@ TEST_F(EdgeTest, PathsAnUpstreamMayReadAsAnotherRouteAreRefused) {
                            // Node's new URL() and java.net.URI read a leading
                            // "//" as a host: "/admin" (before: the catch-all).
                            "//x/admin", "//edge/admin/users?x=1", "/\\x/admin", "//x:1/admin",
-                           "//x@y/admin", "//x\\admin"}) {
+                           "//x@y/admin", "//x\\admin",
+                           // WHATWG skips every slash before the host.
+                           "///x/admin", "////x/admin", "/\\/x/admin", "//\\x/admin",
+                           "/\\\\x/admin"}) {
     const std::string out =
         SendRaw(listener, absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: edge\r\n"
                                        "Connection: close\r\n\r\n"));

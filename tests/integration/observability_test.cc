@@ -282,9 +282,13 @@ TEST_F(ObservabilityTest, ATrustedProxysForwardedForNamesTheClient) {
   // goes upstream too.
   r = HttpGet(address(), "/open", {{"x-forwarded-host", "shop.example"},
                                    {"x-forwarded-port", "443"}, {"x-forwarded-ssl", "on"},
-                                   {"x-forwarded-prefix", "/shop"}});
+                                   {"x-forwarded-prefix", "/shop"},
+                                   {"X_Forwarded_Prefix", "/evil"}});
   EXPECT_EQ(r.header("x-echo-x-forwarded-host"), "shop.example");
   EXPECT_EQ(r.header("x-echo-x-forwarded-prefix"), "/shop");
+  // Its '_' spelling, which CGI reads as the same field and no cache keys,
+  // never goes (as X_Forwarded_Host).
+  EXPECT_EQ(r.header("x-echo-x_forwarded_prefix"), "");
   EXPECT_EQ(r.header("x-echo-x-forwarded-port"), "443");
   EXPECT_EQ(r.header("x-echo-x-forwarded-ssl"), "on");
   EXPECT_TRUE(absl::StrContains(LogLine(log_, "obs-xff"),

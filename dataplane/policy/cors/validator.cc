@@ -9,6 +9,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "api/policy_registry.h"
 #include "api/regex_limit.h"
 #include "re2/re2.h"
@@ -83,20 +85,15 @@ void CheckTokens(const char* list, const google::protobuf::RepeatedPtrField<std:
   }
 }
 
-// A single-character atom of an expression (outside \\Q...\\E) and its
-// quantifier: a `.`, a class `[...]`, or a class escape (`\\w`, `\\S`,
-// `\\pL`...). `end`: the offset after the atom and its quantifier; `spans`:
-// the quantifier lets it match more than one character (`.*`, `[a-z]+`,
-// `\\w{2,}`, `.{1,63}` span a host label on purpose; a `.` alone, `.?` or
-// `.{1}` between letters is nearly always a dot meant literally); `wide`: it
-// stands for more than a listed few characters (`.`, `[^/]`, `\\w`), so even
-// once it adds a letter of the attacker's choosing.
-struct Atom {
+// A `.` in an expression that stands for a character of any kind: outside
+// a class and \Q...\E, unescaped. `end`: the offset after it and its
+// quantifier; `spans`: the quantifier lets it span more than one character
+// (`.*`, `.+`, `.{2,}`, `.{1,63}` span a host label on purpose; a `.` alone,
+// `.?` or `.{1}` between letters is nearly always a dot meant literally).
+struct AnyCharacter {
   size_t offset;
   size_t end;
-  bool dot;
   bool spans;
-  bool wide;
 };
 
 // The offset after the quantifier at `at` (`*`, `+`, `?`, `{m}`, `{m,}`,
@@ -128,51 +125,35 @@ std::pair<size_t, bool> Quantifier(std::string_view regex, size_t at) {
   return {end, repeats};
 }
 
-std::vector<Atom> Atoms(std::string_view regex) {
-  std::vector<Atom> found;
-  auto add = [&](size_t offset, size_t atom_end, bool dot, bool wide) {
-    const auto [end, repeats] = Quantifier(regex, atom_end);
-    found.push_back({offset, end, dot, repeats, wide});
-    return end;
-  };
+std::vector<AnyCharacter> AnyCharacters(std::string_view regex) {
+  std::vector<AnyCharacter> found;
+  bool in_class = false;
   for (size_t i = 0; i < regex.size(); ++i) {
     const char c = regex[i];
-    if (c == '\\' && i + 1 < regex.size()) {
-      const char escaped = regex[i + 1];
-      if (escaped == 'Q') {  // quoted up to \E
+    if (c == '\\') {
+      if (i + 1 < regex.size() && regex[i + 1] == 'Q') {  // quoted up to \E
         const size_t quote_end = regex.find("\\E", i + 2);
         if (quote_end == std::string_view::npos) return found;
         i = quote_end + 1;
-      } else if (std::string_view("wWdDSC").find(escaped) != std::string_view::npos) {
-        i = add(i, i + 2, false, true) - 1;
-      } else if (escaped == 'p' || escaped == 'P') {  // \pL, \p{Greek}
-        size_t atom_end = i + 3;
-        if (i + 2 < regex.size() && regex[i + 2] == '{') {
-          const size_t close = regex.find('}', i + 3);
-          atom_end = close == std::string_view::npos ? regex.size() : close + 1;
-        }
-        i = add(i, std::min(atom_end, regex.size()), false, true) - 1;
       } else {
         ++i;  // the escaped character, whatever it is
       }
-    } else if (c == '[') {
-      // A `]` first in a class (after an optional `^`) is a member.
-      size_t j = i + 1;
-      const bool negated = j < regex.size() && regex[j] == '^';
-      if (negated) ++j;
-      if (j < regex.size() && regex[j] == ']') ++j;
-      for (; j < regex.size() && regex[j] != ']'; ++j) {
-        if (regex[j] == '\\') {
-          ++j;
-        } else if (regex[j] == '[' && j + 1 < regex.size() && regex[j + 1] == ':') {  // [:alnum:]
-          const size_t named_end = regex.find(":]", j + 2);
-          if (named_end != std::string_view::npos) j = named_end + 1;
-        }
+    } else if (in_class) {
+      if (c == '[' && i + 1 < regex.size() && regex[i + 1] == ':') {  // [:alnum:]
+        const size_t named_end = regex.find(":]", i + 2);
+        if (named_end != std::string_view::npos) i = named_end + 1;
+      } else if (c == ']') {
+        in_class = false;
       }
-      if (j >= regex.size()) return found;  // unclosed: RE2 refuses it
-      i = add(i, j + 1, false, negated) - 1;
+    } else if (c == '[') {
+      in_class = true;
+      // A `]` first in a class (after an optional `^`) is a member.
+      if (i + 1 < regex.size() && regex[i + 1] == '^') ++i;
+      if (i + 1 < regex.size() && regex[i + 1] == ']') ++i;
     } else if (c == '.') {
-      i = add(i, i + 1, true, true) - 1;
+      const auto [end, spans] = Quantifier(regex, i + 1);
+      found.push_back({i, end, spans});
+      i = end - 1;
     }
   }
   return found;
@@ -181,29 +162,184 @@ std::vector<Atom> Atoms(std::string_view regex) {
 // The offset of the first lone `.` (a `.` whose quantifier does not repeat
 // it), or npos.
 size_t LoneAnyCharacter(std::string_view regex) {
-  for (const Atom& atom : Atoms(regex)) {
-    if (atom.dot && !atom.spans) return atom.offset;
+  for (const AnyCharacter& any : AnyCharacters(regex)) {
+    if (!any.spans) return any.offset;
   }
   return std::string_view::npos;
 }
 
-// The offset of a wildcard joined to the letters of a domain's last two
-// labels (`.*example\\.com`, `[^/]*example\\.com`, `\\w+-example\\.com`, no
-// `\\.` between them): it lets in https://evilexample.com, which anyone can
-// register. A wildcard: an atom that repeats, or a wide one. npos when none.
+// The offset of a spanning `.` joined to the letters of a domain's last two
+// labels (`.*example\.com`, no `\.` between them): it lets in
+// https://evilexample.com, which anyone can register. npos when none.
+// (LookAlikeOrigin finds the other wildcards by matching.)
 size_t WildcardJoinedToDomain(std::string_view regex) {
-  for (const Atom& atom : Atoms(regex)) {
-    if (!(atom.spans || atom.wide) || atom.end >= regex.size()) continue;
-    const char next = regex[atom.end];
+  for (const AnyCharacter& any : AnyCharacters(regex)) {
+    if (!any.spans || any.end >= regex.size()) continue;
+    const char next = regex[any.end];
     if (!absl::ascii_isalnum(static_cast<unsigned char>(next)) && next != '-') continue;
     size_t dots = 0;
-    for (size_t at = regex.find("\\.", atom.end); at != std::string_view::npos;
+    for (size_t at = regex.find("\\.", any.end); at != std::string_view::npos;
          at = regex.find("\\.", at + 2)) {
       ++dots;
     }
-    if (dots <= 1) return atom.offset;
+    if (dots <= 1) return any.offset;
   }
   return std::string_view::npos;
+}
+
+// The domain names an expression spells out (`example.com` in
+// `^https://(.*)example\.com$`), read through groups, flags, `\Q...\E`,
+// `\x65` and one-character classes; a quantified character ends one.
+// Lower case, each with a dot.
+std::vector<std::string> SpelledDomains(std::string_view regex) {
+  std::vector<std::string> found;
+  std::string run;
+  auto end_run = [&] {
+    if (run.find('.') != std::string::npos && found.size() < 16) found.push_back(run);
+    run.clear();
+  };
+  auto quantified = [&](size_t at) {
+    return at < regex.size() && std::string_view("?*+{").find(regex[at]) != std::string_view::npos;
+  };
+  auto hex = [](char h) { return absl::ascii_isdigit(h) ? h - '0' : (h | 0x20) - 'a' + 10; };
+  auto domain_char = [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  };
+  const size_t n = regex.size();
+  for (size_t i = 0; i < n; ++i) {
+    const char c = regex[i];
+    char literal = 0;
+    size_t next = i + 1;
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') {
+      literal = c;
+    } else if (c == '\\' && i + 1 < n) {
+      const char e = regex[i + 1];
+      if (e == '.' || e == '-') {
+        literal = e;
+        next = i + 2;
+      } else if (e == 'x' && i + 3 < n && absl::ascii_isxdigit(regex[i + 2]) &&
+                 absl::ascii_isxdigit(regex[i + 3])) {
+        literal = static_cast<char>(hex(regex[i + 2]) * 16 + hex(regex[i + 3]));
+        next = i + 4;
+      } else if (e == 'Q') {
+        const size_t close = regex.find("\\E", i + 2);
+        const std::string_view quoted =
+            regex.substr(i + 2, close == std::string_view::npos ? n : close - i - 2);
+        for (char q : quoted) {
+          if (domain_char(q)) {
+            run.push_back(absl::ascii_tolower(static_cast<unsigned char>(q)));
+          } else {
+            end_run();
+          }
+        }
+        if (close == std::string_view::npos) break;
+        i = close + 1;
+        continue;
+      } else {
+        end_run();
+        ++i;
+        continue;
+      }
+    } else if (c == '[') {
+      if (i + 2 < n && regex[i + 2] == ']' && regex[i + 1] != '^' && regex[i + 1] != '\\') {
+        literal = regex[i + 1];  // [e]
+        next = i + 3;
+      } else if (i + 3 < n && regex[i + 1] == '\\' && regex[i + 3] == ']') {
+        literal = regex[i + 2];  // [\.]
+        next = i + 4;
+      } else {
+        end_run();
+        size_t j = i + 1;
+        if (j < n && regex[j] == '^') ++j;
+        if (j < n && regex[j] == ']') ++j;
+        for (; j < n && regex[j] != ']'; ++j) {
+          if (regex[j] == '\\') {
+            ++j;
+          } else if (regex[j] == '[' && j + 1 < n && regex[j + 1] == ':') {
+            const size_t named_end = regex.find(":]", j + 2);
+            if (named_end != std::string_view::npos) j = named_end + 1;
+          }
+        }
+        i = j;
+        continue;
+      }
+    } else if (c == '(') {
+      if (i + 1 < n && regex[i + 1] == '?') {  // (?:, (?i), (?i:, (?P<name>
+        size_t j = i + 2;
+        while (j < n && regex[j] != ':' && regex[j] != ')' && regex[j] != '>') ++j;
+        i = j;
+      }
+      continue;  // a group's text joins what is around it
+    } else if (c == ')') {
+      if (quantified(i + 1)) end_run();
+      continue;
+    } else {
+      end_run();  // '.', '|', '^', '$', a quantifier...
+      continue;
+    }
+    if (!domain_char(literal)) {
+      end_run();
+    } else if (quantified(next)) {
+      end_run();  // `s?`: that character may or may not be there
+    } else {
+      run.push_back(absl::ascii_tolower(static_cast<unsigned char>(literal)));
+    }
+    i = next - 1;
+  }
+  end_run();
+  return found;
+}
+
+// The part of `name` anyone registers as a whole: its last two labels, or
+// three under a two-letter country code with a short second level
+// (`example.co.uk`). Empty for an IP address or a single label.
+std::string RegisteredPart(const std::string& name) {
+  std::vector<std::string> labels;
+  for (absl::string_view label : absl::StrSplit(name, '.')) {
+    if (!label.empty()) labels.emplace_back(label);
+  }
+  if (labels.size() < 2) return "";
+  bool numeric = true;
+  for (const std::string& label : labels) {
+    for (char c : label) numeric = numeric && absl::ascii_isdigit(static_cast<unsigned char>(c));
+  }
+  if (numeric) return "";
+  size_t take = 2;
+  if (labels.size() >= 3 && labels.back().size() == 2 && labels[labels.size() - 2].size() <= 3) {
+    take = 3;
+  }
+  std::vector<std::string> tail(labels.end() - take, labels.end());
+  return absl::StrJoin(tail, ".");
+}
+
+// An origin on a domain anyone can register that the expression lets in
+// because a wildcard runs into a domain it names (`[^/]*example\.com`,
+// `(.*)example\.com`, `\w+-example\.com`, `[a-z]example\.co\.uk`): it
+// is tried against each such domain with a made-up first part, with and
+// without each port the expression spells. Empty when none matches.
+std::string LookAlikeOrigin(const RE2& re, std::string_view regex) {
+  std::vector<std::string> ports = {""};
+  for (size_t at = regex.find(':'); at != std::string_view::npos && ports.size() < 8;
+       at = regex.find(':', at + 1)) {
+    size_t end = at + 1;
+    while (end < regex.size() && absl::ascii_isdigit(static_cast<unsigned char>(regex[end]))) {
+      ++end;
+    }
+    if (end > at + 1) ports.push_back(std::string(regex.substr(at, end - at)));
+  }
+  for (const std::string& domain : SpelledDomains(regex)) {
+    const std::string registered = RegisteredPart(domain);
+    if (registered.empty()) continue;
+    for (const char* scheme : {"https://", "http://"}) {
+      for (const char* made_up : {"x", "1", "x-", "sluicecorsprobe", "sluicecorsprobe-"}) {
+        for (const std::string& port : ports) {
+          const std::string origin = absl::StrCat(scheme, made_up, registered, port);
+          if (RE2::FullMatch(origin, re)) return origin;
+        }
+      }
+    }
+  }
+  return "";
 }
 
 class CorsValidator : public api::PolicyValidator {
@@ -275,6 +411,13 @@ class CorsValidator : public api::PolicyValidator {
                                  " of the expression): it also matches a look-alike such as "
                                  "https://evilexample.com, which anyone can register; end the "
                                  "wildcard with '\\.' ('(.*\\.)?example\\.com')")});
+      } else if (const std::string look_alike = LookAlikeOrigin(re, pattern->value);
+                 !look_alike.empty()) {
+        errors->push_back(
+            {field, absl::StrCat("with credentials: true the expression must not join a "
+                                 "wildcard to a domain's name: it matches ", look_alike,
+                                 ", a look-alike anyone can register; end the wildcard with "
+                                 "'\\.' ('(.*\\.)?example\\.com')")});
       }
     }
   }

@@ -2,6 +2,7 @@
 // binary that validates config. The body schema is compiled here exactly as
 // the proxy compiles it, so a schema sluicectl accepts is one the proxy
 // can use.
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -70,15 +71,25 @@ void ValidateRules(const Rules& rules, const std::string& list, bool headers,
 }
 
 // Fields the gateway reads and removes before the filter chain (the
-// connection, the framing, Expect): a request-validation rule never sees
-// them.
+// connection, the framing, Expect, HTTP2-Settings, and the '_' spellings
+// of the fields it sets, which CGI would read as them): a
+// request-validation rule never sees them.
 bool IsTakenBeforePolicies(std::string_view lower) {
   for (std::string_view name : {"connection", "keep-alive", "proxy-connection", "te",
                                 "transfer-encoding", "upgrade", "trailer", "content-length",
-                                "expect"}) {
+                                "expect", "http2-settings"}) {
     if (lower == name) return true;
   }
-  return false;
+  if (lower.find('_') == std::string_view::npos) return false;
+  std::string dashed(lower);
+  std::replace(dashed.begin(), dashed.end(), '_', '-');
+  for (std::string_view name : {"content-length", "transfer-encoding", "x-forwarded-for",
+                                "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
+                                "x-forwarded-prefix", "x-request-id", "x-real-ip",
+                                "x-forwarded-client-cert", "x-anonymous-consumer"}) {
+    if (dashed == name) return true;
+  }
+  return dashed.rfind("x-consumer-", 0) == 0;
 }
 
 class RequestValidationValidator : public api::PolicyValidator {
@@ -113,9 +124,10 @@ class RequestValidationValidator : public api::PolicyValidator {
       if (IsTakenBeforePolicies(absl::AsciiStrToLower(name))) {
         errors->push_back(
             {absl::StrCat("headers[", i, "].name"),
-             absl::StrCat("'", name, "' carries the connection or the framing and is taken off "
-                          "the request before policies run: a rule on it checks nothing (with "
-                          "required: true it refuses every request)")});
+             absl::StrCat("'", name, "' is taken off the request before policies run (the "
+                          "connection and framing fields, Expect, and the '_' spellings of the "
+                          "fields the gateway sets): a rule on it checks nothing (with required: "
+                          "true it refuses every request)")});
       }
     }
     if (!config.body_schema().empty()) {

@@ -218,7 +218,18 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                              "~^https://\\w*example\\.com$", "~^https://\\S*example\\.com$",
                              "~^https://[a-z.]+example\\.com$", "~https://\\w+-example\\.com",
                              "~https://[^/]example\\.com", "~https://\\p{L}{2,}example\\.com",
-                             "~https://[[:alpha:]]+example\\.com", "~https://\\d{1,3}example\\.com"}) {
+                             "~https://[[:alpha:]]+example\\.com", "~https://\\d{1,3}example\\.com",
+                             // Found by matching a made-up look-alike of each
+                             // domain the expression spells (before: taken).
+                             "~^https://.*example\\.co\\.uk$", "~^https://.*example\\.com\\.?$",
+                             "~^https://.*example\\.(com|co\\.uk)$", "~^https://(.*)example\\.com$",
+                             "~^(https://.*example\\.com|https://app\\.other\\.org)$",
+                             "~^https://(?:.*)example\\.com$", "~^https://.*(example)\\.com$",
+                             "~^https://.*(?i)example\\.com$", "~^https://.*(?i:example)\\.com$",
+                             "~^https://.*[e]xample\\.com$", "~^https://.*\\x65xample\\.com$",
+                             "~^https://.*\\Qexample\\E\\.com$", "~^https://(\\w)+example\\.com$",
+                             "~^https://[a-z]example\\.com$", "~^https://[[:alpha:]]example\\.com$",
+                             "~^https://[a-z]+-dev\\.com:8443$"}) {
     v1::CorsConfig config = Origins({joined});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -239,7 +250,13 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            "~https://.{1,63}\\.example\\.com", "~https://[a-z]+\\.example\\.com(:\\d{2,5})?",
                            "~^https://(.*\\.)?example\\.com$", "~https://.*-staging\\.example\\.com",
                            "~https://app[0-9]*\\.example\\.com", "~https://[ae]xample\\.com",
-                           "~https://[a-z0-9-]+\\.example\\.com", "~https://\\w+\\.example\\.com"}) {
+                           "~https://[a-z0-9-]+\\.example\\.com", "~https://\\w+\\.example\\.com",
+                           // Ports and addresses are no domain names.
+                           "~^http://localhost:[0-9]{2}00$", "~^http://localhost:\\d000$",
+                           "~^http://10\\.0\\.0\\.5:8\\d00$", "~^https://\\[2001:db8::[0-9a-f]+1\\]$",
+                           "~^https://([a-z0-9-]+\\.)?example\\.com$", "~^https://(www|api)\\.example\\.com(:[0-9]+)?$",
+                           "~([a-z0-9-]+\\.)*example\\.co\\.uk", "~pr-[0-9]+-preview\\.example\\.com",
+                           "~(?i)app\\.example\\.com", "~^https://app[0-9]{1,2}\\.example\\.com$"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;

@@ -815,17 +815,22 @@ TEST(RequestValidationTest, RulesOnFieldsTakenBeforePoliciesAreRefusedAtApply) {
   AddRule(config.mutable_headers(), "expect", false, "nothing");
   AddRule(config.mutable_headers(), "TE", false, "trailers");
   AddRule(config.mutable_headers(), "host", true, "good\\.test");
+  AddRule(config.mutable_headers(), "X_Forwarded_For", true, "");
+  AddRule(config.mutable_headers(), "http2-settings", true, "");
+  AddRule(config.mutable_headers(), "x_consumer_name", true, "");
+  AddRule(config.mutable_headers(), "x-forwarded-for", true, "");  // the gateway's: seen
   std::vector<api::PolicyConfigError> errors;
   api::FindPolicyValidator("request-validation")->ValidateNew(config, &errors);
   std::vector<std::string> fields;
   for (const auto& e : errors) fields.push_back(e.field);
   EXPECT_EQ(fields, (std::vector<std::string>{"headers[0].name", "headers[2].name",
-                                              "headers[3].name"}));
+                                              "headers[3].name", "headers[5].name",
+                                              "headers[6].name", "headers[7].name"}));
   ASSERT_FALSE(errors.empty());
   EXPECT_EQ(errors[0].message,
-            "'Content-Length' carries the connection or the framing and is taken off the request "
-            "before policies run: a rule on it checks nothing (with required: true it refuses "
-            "every request)");
+            "'Content-Length' is taken off the request before policies run (the connection and "
+            "framing fields, Expect, and the '_' spellings of the fields the gateway sets): a "
+            "rule on it checks nothing (with required: true it refuses every request)");
   EXPECT_TRUE(Errors(config).empty());
 }
 
