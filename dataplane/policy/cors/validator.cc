@@ -2,6 +2,7 @@
 // validates config.
 #include <algorithm>
 #include <memory>
+#include <set>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -187,15 +188,16 @@ size_t WildcardJoinedToDomain(std::string_view regex) {
   return std::string_view::npos;
 }
 
-// The domain names an expression spells out (`example.com` in
-// `^https://(.*)example\.com$`), read through groups, flags, `\Q...\E`,
-// `\x65` and one-character classes; a quantified character ends one.
-// Lower case, each with a dot.
-std::vector<std::string> SpelledDomains(std::string_view regex) {
+// The runs of host-name characters an expression spells out (`example.com`
+// in `^https://(.*)example\.com$`; `example` and `.com` in
+// `(?:[a-z]+example|foo)\.com`), read through groups, flags, `\Q...\E`,
+// `\x65`, `\x{65}`, `\145` and one-character classes; a quantified
+// character ends one. Lower case, at most 32.
+std::vector<std::string> SpelledRuns(std::string_view regex) {
   std::vector<std::string> found;
   std::string run;
   auto end_run = [&] {
-    if (run.find('.') != std::string::npos && found.size() < 16) found.push_back(run);
+    if (!run.empty() && found.size() < 32) found.push_back(run);
     run.clear();
   };
   auto quantified = [&](size_t at) {
@@ -221,6 +223,33 @@ std::vector<std::string> SpelledDomains(std::string_view regex) {
                  absl::ascii_isxdigit(regex[i + 3])) {
         literal = static_cast<char>(hex(regex[i + 2]) * 16 + hex(regex[i + 3]));
         next = i + 4;
+      } else if (e == 'x' && i + 2 < n && regex[i + 2] == '{') {  // \x{65}
+        const size_t close = regex.find('}', i + 3);
+        int code = 0;
+        for (size_t j = i + 3; close != std::string_view::npos && j < close; ++j) {
+          code = absl::ascii_isxdigit(regex[j]) && code < 0x100 ? code * 16 + hex(regex[j]) : 0x100;
+        }
+        if (close == std::string_view::npos || code >= 0x80) {
+          end_run();
+          i = close == std::string_view::npos ? n : close;
+          continue;
+        }
+        literal = static_cast<char>(code);
+        next = close + 1;
+      } else if (e >= '0' && e <= '7' && i + 3 < n && regex[i + 2] >= '0' && regex[i + 2] <= '7' &&
+                 regex[i + 3] >= '0' && regex[i + 3] <= '7') {  // \056
+        literal = static_cast<char>(((e - '0') * 64 + (regex[i + 2] - '0') * 8 +
+                                     (regex[i + 3] - '0')) & 0x7f);
+        next = i + 4;
+      } else if (e == 'p' || e == 'P') {  // \pL, \p{Greek}: a class
+        end_run();
+        if (i + 2 < n && regex[i + 2] == '{') {
+          const size_t close = regex.find('}', i + 3);
+          i = close == std::string_view::npos ? n : close;
+        } else {
+          i += 2;
+        }
+        continue;
       } else if (e == 'Q') {
         const size_t close = regex.find("\\E", i + 2);
         const std::string_view quoted =
@@ -312,14 +341,49 @@ std::string RegisteredPart(const std::string& name) {
   return absl::StrJoin(tail, ".");
 }
 
+// The domains an expression may be meant for, from what it spells: each
+// run with a dot; a run without one joined to what follows the first dot
+// of each run with one (`example` and the `.com` of `foo.com` in
+// `(?:[a-z]+example|foo)\.com`); and, as its top-level domain may be
+// written as a class (`example\.[a-z]+`, `example\.c[^x]m`), each with
+// its last label (or the empty one after a final dot) put as `com`, `net`,
+// `org` or `io`.
+std::vector<std::string> MeantDomains(std::string_view regex) {
+  const std::vector<std::string> runs = SpelledRuns(regex);
+  std::vector<std::string> names;
+  for (const std::string& run : runs) {
+    if (run.find('.') != std::string::npos) names.push_back(run);
+  }
+  for (const std::string& label : runs) {
+    if (label.find('.') != std::string::npos) continue;
+    for (const std::string& other : runs) {
+      const size_t dot = other.find('.');  // `.com` of `foo.com` too
+      if (dot != std::string::npos && dot + 1 < other.size()) {
+        names.push_back(label + other.substr(dot));
+      }
+    }
+  }
+  const size_t spelled = names.size();
+  for (size_t i = 0; i < spelled; ++i) {
+    const size_t dot = names[i].rfind('.');
+    for (const char* tld : {"com", "net", "org", "io"}) {
+      names.push_back(absl::StrCat(names[i].substr(0, dot + 1), tld));
+    }
+  }
+  if (names.size() > 64) names.resize(64);
+  return names;
+}
+
 // An origin on a domain anyone can register that the expression lets in
 // because a wildcard runs into a domain it names (`[^/]*example\.com`,
-// `(.*)example\.com`, `\w+-example\.com`, `[a-z]example\.co\.uk`): it
-// is tried against each such domain with a made-up first part, with and
-// without each port the expression spells. Empty when none matches.
+// `(.*)example\.com`, `\w+-example\.com`, `[a-z]example\.co\.uk`): each
+// domain it may be meant for (MeantDomains) is cut to its registered part
+// and tried with made-up first parts (each letter, `1`, `aa` up to ten
+// letters, with and without a `-`), over https and http, without a port and
+// with `:443`, `:8443`, `:1` and each it spells. Empty when none matches.
 std::string LookAlikeOrigin(const RE2& re, std::string_view regex) {
-  std::vector<std::string> ports = {""};
-  for (size_t at = regex.find(':'); at != std::string_view::npos && ports.size() < 8;
+  std::vector<std::string> ports = {"", ":443", ":8443", ":1"};
+  for (size_t at = regex.find(':'); at != std::string_view::npos && ports.size() < 12;
        at = regex.find(':', at + 1)) {
     size_t end = at + 1;
     while (end < regex.size() && absl::ascii_isdigit(static_cast<unsigned char>(regex[end]))) {
@@ -327,13 +391,19 @@ std::string LookAlikeOrigin(const RE2& re, std::string_view regex) {
     }
     if (end > at + 1) ports.push_back(std::string(regex.substr(at, end - at)));
   }
-  for (const std::string& domain : SpelledDomains(regex)) {
+  std::vector<std::string> made_up;
+  for (char c = 'a'; c <= 'z'; ++c) made_up.push_back(std::string(1, c));
+  for (size_t length = 2; length <= 10; ++length) made_up.push_back(std::string(length, 'a'));
+  made_up.push_back("1");
+  for (size_t i = 0, n = made_up.size(); i < n; ++i) made_up.push_back(made_up[i] + "-");
+  std::set<std::string> tried;
+  for (const std::string& domain : MeantDomains(regex)) {
     const std::string registered = RegisteredPart(domain);
-    if (registered.empty()) continue;
+    if (registered.empty() || !tried.insert(registered).second) continue;
     for (const char* scheme : {"https://", "http://"}) {
-      for (const char* made_up : {"x", "1", "x-", "sluicecorsprobe", "sluicecorsprobe-"}) {
+      for (const std::string& first : made_up) {
         for (const std::string& port : ports) {
-          const std::string origin = absl::StrCat(scheme, made_up, registered, port);
+          const std::string origin = absl::StrCat(scheme, first, registered, port);
           if (RE2::FullMatch(origin, re)) return origin;
         }
       }

@@ -229,7 +229,17 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                              "~^https://.*[e]xample\\.com$", "~^https://.*\\x65xample\\.com$",
                              "~^https://.*\\Qexample\\E\\.com$", "~^https://(\\w)+example\\.com$",
                              "~^https://[a-z]example\\.com$", "~^https://[[:alpha:]]example\\.com$",
-                             "~^https://[a-z]+-dev\\.com:8443$"}) {
+                             "~^https://[a-z]+-dev\\.com:8443$",
+                             // The second regression probe's (before: taken).
+                             "~^https://[a-z]+example\\.[a-z]+$", "~^https://[a-z]+example\\.c[^x]m$",
+                             "~^https://[a-z]+example\\056com$",
+                             "~^https://(?:[a-z]+example|foo)\\.com$",
+                             "~^https://[a-z]+example\\.com:\\d+$", "~^https://[a-z]+example\\.com:[0-9]{4}$",
+                             "~^https://[a-z]+example\\.com:(443|8443)$",
+                             "~^https://[a-z]+example\\.com\\x3a8443$", "~^https://[a-z]{2}example\\.com$",
+                             "~^https://\\w{3}example\\.com$", "~^https://[a-r]+example\\.com$",
+                             "~^https://\\pLexample\\.com$", "~^https://[a-z]+exa\\x{6d}ple\\.com$",
+                             "~^https://[d-f]xample\\.com$", "~https://[ae]xample\\.com"}) {
     v1::CorsConfig config = Origins({joined});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -249,7 +259,7 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            "~\\Qhttps://app.example.com\\E", "~https://[[:alnum:].-]+\\.example\\.com",
                            "~https://.{1,63}\\.example\\.com", "~https://[a-z]+\\.example\\.com(:\\d{2,5})?",
                            "~^https://(.*\\.)?example\\.com$", "~https://.*-staging\\.example\\.com",
-                           "~https://app[0-9]*\\.example\\.com", "~https://[ae]xample\\.com",
+                           "~https://app[0-9]*\\.example\\.com", "~https://(axample|example)\\.com",
                            "~https://[a-z0-9-]+\\.example\\.com", "~https://\\w+\\.example\\.com",
                            // Ports and addresses are no domain names.
                            "~^http://localhost:[0-9]{2}00$", "~^http://localhost:\\d000$",
