@@ -2099,52 +2099,59 @@ void PoliciesNewContent(
 // fallback bucket), one spending every other's budget. The route's
 // policies are its own and its virtual host's of other names.
 void FieldsReadAfterRemoval(const config::v1::VirtualHost& vhost, int v, ErrorSink& sink) {
+  // What each policy removes and reads, worked out once per policy.
+  struct Fields {
+    std::string name;  // the policy's
+    std::string at;
+    std::vector<std::string> removed;
+    std::vector<std::pair<std::string, std::string>> read;  // (config path, field)
+  };
+  auto fields_of = [](const config::v1::TypedExtensionConfig& policy, std::string at) {
+    Fields f{policy.name(), std::move(at), {}, {}};
+    const PolicyValidator* validator = FindPolicyValidator(policy.name());
+    if (validator == nullptr) return f;
+    std::string error;
+    auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
+    if (config == nullptr) return f;
+    validator->RemovedRequestFields(*config, &f.removed);
+    validator->ReadRequestFields(*config, &f.read);
+    return f;
+  };
   const std::string vhost_at = Join(Index("virtual_hosts", v), "policies");
+  std::vector<Fields> shared;
+  for (int p = 0; p < vhost.policies_size(); ++p) {
+    shared.push_back(fields_of(vhost.policies(p), Index(vhost_at, p)));
+  }
   std::set<std::string> reported;
   for (int r = 0; r < vhost.routes_size(); ++r) {
     const auto& route = vhost.routes(r);
-    struct Item {
-      const PolicyValidator* validator;
-      std::unique_ptr<google::protobuf::Message> config;
-      std::string at;
-    };
-    std::vector<Item> items;
-    std::set<std::string> route_names;
-    auto add = [&](const config::v1::TypedExtensionConfig& policy, std::string at) {
-      const PolicyValidator* validator = FindPolicyValidator(policy.name());
-      if (validator == nullptr) return;
-      std::string error;
-      auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
-      if (config != nullptr) items.push_back({validator, std::move(config), std::move(at)});
-    };
     const std::string route_at = Join(Index(Join(Index("virtual_hosts", v), "routes"), r),
                                       "policies");
+    std::vector<Fields> own;
     for (int p = 0; p < route.policies_size(); ++p) {
-      route_names.insert(route.policies(p).name());
-      add(route.policies(p), Index(route_at, p));
+      own.push_back(fields_of(route.policies(p), Index(route_at, p)));
     }
-    for (int p = 0; p < vhost.policies_size(); ++p) {
-      if (route_names.count(vhost.policies(p).name()) == 0) {
-        add(vhost.policies(p), Index(vhost_at, p));
-      }
+    // The route's policies: its own, and its virtual host's of other names.
+    std::vector<const Fields*> chain;
+    for (const Fields& f : own) chain.push_back(&f);
+    for (const Fields& f : shared) {
+      bool replaced = false;
+      for (const Fields& o : own) replaced = replaced || o.name == f.name;
+      if (!replaced) chain.push_back(&f);
     }
     std::map<std::string, std::string> removed;  // field -> the policy taking it off
-    for (const Item& item : items) {
-      std::vector<std::string> fields;
-      item.validator->RemovedRequestFields(*item.config, &fields);
-      for (const std::string& f : fields) removed.emplace(f, item.validator->name());
+    for (const Fields* f : chain) {
+      for (const std::string& field : f->removed) removed.emplace(field, f->name);
     }
     if (removed.empty()) continue;
-    for (const Item& item : items) {
-      std::vector<std::pair<std::string, std::string>> read;
-      item.validator->ReadRequestFields(*item.config, &read);
-      for (const auto& [path, field] : read) {
+    for (const Fields* f : chain) {
+      for (const auto& [path, field] : f->read) {
         auto it = removed.find(field);
         if (it == removed.end()) continue;
-        const std::string at = Join(Join(item.at, "typed_config"), path);
+        const std::string at = Join(Join(f->at, "typed_config"), path);
         if (!reported.insert(at).second) continue;
         sink.Add(at, absl::StrCat("'", field, "' is the credential ", it->second,
-                                  " takes off the request before ", item.validator->name(),
+                                  " takes off the request before ", f->name,
                                   " reads it: no request would have it, so all would count as "
                                   "one caller; key by CONSUMER, the caller ", it->second,
                                   " identifies"));
