@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/http/http2_util.h"
+#include "dataplane/http/http_util.h"
 
 namespace sluice::http {
 namespace {
@@ -147,9 +148,10 @@ struct Http2ServerCodecAccess {
     if (stream->closed) return 0;
     stream->header_bytes += name_len + value_len + http2::kFieldOverhead;
     if (name_len == 12 && value_len >= 16 && !stream->in_trailers &&
-        std::memcmp(name_bytes, "content-type", 12) == 0 &&
-        std::memcmp(value_bytes, "application/grpc", 16) == 0) {
-      stream->grpc = true;
+        std::memcmp(name_bytes, "content-type", 12) == 0) {
+      stream->grpc = ClassifyGrpcContentType(std::string_view(
+                         reinterpret_cast<const char*>(value_bytes), value_len)) !=
+                     GrpcContentType::kNone;
     }
     const size_t limit = codec->limits_.max_header_list_bytes;
     if (stream->in_trailers && stream->headers.size() >= codec->limits_.max_trailer_fields) {

@@ -108,6 +108,29 @@ bool HasToken(std::string_view list, std::string_view token) {
   return false;
 }
 
+GrpcContentType ClassifyGrpcContentType(std::string_view value) {
+  constexpr std::string_view kGrpc = "application/grpc";
+  if (value.size() < kGrpc.size() || !EqualsIgnoreCase(value.substr(0, kGrpc.size()), kGrpc)) {
+    return GrpcContentType::kNone;
+  }
+  // The rest is empty or starts '+' or ';', after an optional -web(-text).
+  auto ends_here = [](std::string_view rest) {
+    return rest.empty() || rest[0] == '+' || rest[0] == ';';
+  };
+  std::string_view rest = value.substr(kGrpc.size());
+  if (ends_here(rest)) return GrpcContentType::kGrpc;
+  if (rest.size() < 4 || !EqualsIgnoreCase(rest.substr(0, 4), "-web")) {
+    return GrpcContentType::kNone;
+  }
+  rest.remove_prefix(4);
+  if (ends_here(rest)) return GrpcContentType::kGrpcWeb;
+  if (rest.size() >= 5 && EqualsIgnoreCase(rest.substr(0, 5), "-text") &&
+      ends_here(rest.substr(5))) {
+    return GrpcContentType::kGrpcWebText;
+  }
+  return GrpcContentType::kNone;
+}
+
 const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::string_view name) {
   for (const HeaderField& h : headers) {
     if (EqualsIgnoreCase(h.name, name)) return &h;

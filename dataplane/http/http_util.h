@@ -65,6 +65,14 @@ bool IsToken(std::string_view s);
 // (case-insensitive; parameters after ';' ignored).
 bool HasToken(std::string_view list, std::string_view token);
 
+// What a content-type value says of gRPC: application/grpc, or
+// application/grpc-web or -web-text, each ending there or followed by '+'
+// (the message format: +proto, +json) or ';' (parameters); type and subtype
+// compared case-insensitively (RFC 9110 8.3.1). Anything else, such as
+// application/grpcx or application/grpc-foo, is kNone: not gRPC.
+enum class GrpcContentType { kNone, kGrpc, kGrpcWeb, kGrpcWebText };
+GrpcContentType ClassifyGrpcContentType(std::string_view value);
+
 // The first header with this name, or nullptr.
 const HeaderField* FindHeader(const std::vector<HeaderField>& headers, std::string_view name);
 

@@ -525,15 +525,16 @@ void ProxyStream::Start(const RequestHead& request) {
       traceparent_repeated = traceparent != nullptr;
       if (!traceparent_repeated) traceparent = &h;
     } else if (http::EqualsIgnoreCase(h.name, "content-type")) {
-      grpc_ = h.value.substr(0, 16) == "application/grpc";
+      const http::GrpcContentType type = http::ClassifyGrpcContentType(h.value);
+      grpc_ = type != http::GrpcContentType::kNone;
       // A gRPC-Web client reads the gateway's errors in a reply of its own
       // type (application/grpc would be a protocol error to it).
-      if (!grpc_ || h.value.substr(16, 4) != "-web") {
+      if (type == http::GrpcContentType::kNone || type == http::GrpcContentType::kGrpc) {
         grpc_reply_type_ = "application/grpc";
       } else {
         // In the request's message format (PROTOCOL-WEB.md: `+json` is
         // answered `+json`); `+proto` when it names none.
-        const bool text = h.value.substr(20, 5) == "-text";
+        const bool text = type == http::GrpcContentType::kGrpcWebText;
         std::string_view format = h.value.substr(text ? 25 : 20);
         format = format.substr(0, format.find_first_of("; \t"));
         if (format.size() < 2 || format.size() > 32 || format[0] != '+' ||
@@ -1176,7 +1177,9 @@ bool ProxyStream::ResetIsPremature(absl::Time now) const {
 }
 
 bool ProxyStream::GrpcTimeoutBinds() const {
-  return grpc_timeout_ < absl::InfiniteDuration() &&
+  // A gRPC request's only: Envoy's reading (grpc-timeout on a plain HTTP
+  // request is an application's own field).
+  return grpc_ && grpc_timeout_ < absl::InfiniteDuration() &&
          (route_->timeout == absl::ZeroDuration() || grpc_timeout_ < route_->timeout);
 }
 

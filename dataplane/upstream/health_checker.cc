@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "dataplane/http/http1_parser.h"
 #include "dataplane/http/http2_client_codec.h"
+#include "dataplane/http/http_util.h"
 #include "dataplane/net/connection.h"
 #include "dataplane/net/socket.h"
 
@@ -57,16 +58,6 @@ std::string ImmediateConnectFailure(const absl::Status& status) {
 }  // namespace
 
 namespace grpc_health {
-
-bool IsGrpcContentType(std::string_view type) {
-  constexpr std::string_view kGrpc = "application/grpc";
-  if (type.size() < kGrpc.size() ||
-      !absl::EqualsIgnoreCase(absl::string_view(type.data(), kGrpc.size()), "application/grpc")) {
-    return false;
-  }
-  const std::string_view rest = type.substr(kGrpc.size());
-  return rest.empty() || rest[0] == '+' || rest[0] == ';';
-}
 
 namespace {
 
@@ -428,7 +419,7 @@ class HealthChecker::GrpcProbe : public Probe,
     // A gRPC answer (gRPC's PROTOCOL-HTTP2: content-type application/grpc,
     // optionally +proto or ;params): anything else is not a health service.
     const std::string* type = headers.Get("content-type");
-    if (type == nullptr || !grpc_health::IsGrpcContentType(*type)) {
+    if (type == nullptr || http::ClassifyGrpcContentType(*type) != http::GrpcContentType::kGrpc) {
       Report(false, absl::StrCat("content-type ",
                                  type ? "'" + absl::CHexEscape(*type) + "'" : std::string("none"),
                                  " is not application/grpc"));

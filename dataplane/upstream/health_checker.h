@@ -49,10 +49,6 @@ namespace sluice::upstream {
 // The gRPC health checking protocol's answer, read as a gRPC client would.
 namespace grpc_health {
 
-// `application/grpc`, `application/grpc+proto`, `application/grpc;...` (any
-// case), as gRPC's PROTOCOL-HTTP2 allows.
-bool IsGrpcContentType(std::string_view type);
-
 // The `status` of the one length-prefixed, uncompressed HealthCheckResponse
 // that `body` (the response's DATA) must be: as protobuf parses it, the
 // last value of field 1 wins, unknown fields are skipped and the varint is

@@ -74,6 +74,23 @@ TEST(HasTokenTest, ListMembership) {
   EXPECT_FALSE(HasToken("", "trailers"));
 }
 
+TEST(GrpcContentTypeTest, GrpcAndGrpcWebEndOrTakeAFormatOrParameters) {
+  using T = GrpcContentType;
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc"), T::kGrpc);
+  EXPECT_EQ(ClassifyGrpcContentType("Application/gRPC+proto"), T::kGrpc);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc;charset=utf-8"), T::kGrpc);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-web"), T::kGrpcWeb);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-Web+json"), T::kGrpcWeb);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-web-text"), T::kGrpcWebText);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-web-text+proto"), T::kGrpcWebText);
+  EXPECT_EQ(ClassifyGrpcContentType("text/html"), T::kNone);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpcx"), T::kNone);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-foo"), T::kNone);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-webx"), T::kNone);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grpc-web-textual"), T::kNone);
+  EXPECT_EQ(ClassifyGrpcContentType("application/grp"), T::kNone);
+}
+
 TEST(ReasonPhraseTest, RegisteredCodesHaveTheirNames) {
   EXPECT_EQ(ReasonPhrase(415), "Unsupported Media Type");
   EXPECT_EQ(ReasonPhrase(451), "Unavailable For Legal Reasons");

@@ -540,6 +540,24 @@ TEST_F(ProxyStreamTimeoutTest, TheClientsGrpcTimeoutBoundsThePause) {
   EXPECT_TRUE(sink.done);
 }
 
+TEST_F(ProxyStreamTimeoutTest, ATypeThatOnlyStartsLikeGrpcGetsAnHttpAnswer) {
+  // application/grpcx is not gRPC (nor does it take a grpc-timeout): the
+  // route's timeout answers 504 as HTTP, not a gRPC status in a 200.
+  FakeSink sink;
+  ProxyStream stream(worker_, sink, listener_, peer_, transport_);
+  std::vector<http::HeaderField> fields = {{"content-type", "application/grpcx"},
+                                           {"grpc-timeout", "250m"}};
+  RequestHead head = Head("POST", "/paused", &fields);
+  head.http2 = true;
+  stream.Start(head);
+  Advance(absl::Seconds(3) - kTick);
+  EXPECT_EQ(sink.status, 0);
+  Advance(kTick);
+  EXPECT_EQ(sink.status, 504);
+  EXPECT_EQ(sink.headers.count("grpc-status"), 0u);
+  EXPECT_TRUE(sink.done);
+}
+
 TEST_F(ProxyStreamTimeoutTest, APolicyThatResumesInTimeStopsTheRouteTimeout) {
   FakeSink sink;
   ProxyStream stream(worker_, sink, listener_, peer_, transport_);
