@@ -593,6 +593,12 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.route_table = snapshot->route_tables.at(l.route_table());
     runtime.route_stats = snapshot->route_stats.at(l.route_table()).get();
     runtime.route_filters = snapshot->route_filters.at(l.route_table()).get();
+    for (const FilterChain& chain : *runtime.route_filters) {
+      for (const auto& factory : chain) {
+        runtime.query_credentials = runtime.query_credentials || factory->reads_query_credential();
+      }
+      if (runtime.query_credentials) break;
+    }
     runtime.max_request_headers_bytes = l.http().max_request_headers_bytes()
                                             ? l.http().max_request_headers_bytes()
                                             : api::kDefaultMaxRequestHeadersBytes;

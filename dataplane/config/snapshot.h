@@ -109,6 +109,9 @@ struct ListenerRuntime {
   std::shared_ptr<const router::RouteTable> route_table;
   const std::vector<RouteStats>* route_stats = nullptr;  // by route id
   const std::vector<FilterChain>* route_filters = nullptr;  // by route id
+  // Some route's policy takes a credential from the query: a request
+  // answered before its route's policies ran logs its path without the query.
+  bool query_credentials = false;
   size_t max_request_headers_bytes;
   absl::Duration request_headers_timeout;
   absl::Duration idle_timeout;

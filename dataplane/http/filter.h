@@ -320,6 +320,12 @@ class FilterFactory {
   // response fields (security headers belong on a refusal too), as Kong's
   // header_filter runs on kong.response.exit answers.
   virtual bool edits_every_answer() const { return false; }
+  // The policy may take a credential from the query (key-auth's key, a
+  // jwt query_parameter) and takes it out of the path the access log
+  // writes: until its request hook has run, the logged path leaves the
+  // whole query out (a request another policy, or the gateway, refused
+  // first would log the key in clear).
+  virtual bool reads_query_credential() const { return false; }
   // The response fields this policy adds (rate-limit's RateLimit-*) come
   // before any policy edits the response: its OnResponseHeaders runs first,
   // not in reverse chain order, so the later phases' `headers` and

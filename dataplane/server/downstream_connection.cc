@@ -791,6 +791,9 @@ void RecordPreStreamAnswer(Worker& worker, const std::string& listener_name,
   const accesslog::AccessLog* log = listener.access_log.get();
   if (log == nullptr || !log->Samples([&worker] { return worker.picker().Random(); })) return;
   if (e.start == absl::Time()) e.start = absl::Now();  // answered as it came
+  // Refused before any route's policies ran: a key in the query (key-auth,
+  // a jwt query_parameter) was never taken out, so no query is written.
+  if (listener.query_credentials) e.path = e.path.substr(0, e.path.find('?'));
   if (tls != nullptr) {
     e.tls_version = tls->version;
     e.sni = tls->sni;

@@ -586,6 +586,7 @@ void ProxyStream::Start(const RequestHead& request) {
   if (listener.access_log != nullptr &&
       listener.access_log->Samples([this] { return worker_.picker().Random(); })) {
     access_log_ = listener.access_log.get();
+    query_credentials_ = listener.query_credentials;
     log_authority_.assign(head.authority);
     log_path_.assign(head.target);
     if (const http::HeaderField* ua = http::FindHeader(*head.headers, "user-agent")) {
@@ -1174,6 +1175,17 @@ bool ProxyStream::ResetIsPremature(absl::Time now) const {
   if (lived >= kPrematureResetLifetime) return false;
   return !grpc_ || grpc_timeout_ == absl::InfiniteDuration() ||
          lived < std::max(grpc_timeout_ / 2, kMinDeadlineLifetime);
+}
+
+bool ProxyStream::QueryMayHoldCredential() const {
+  // Unrouted (refused before routing, or no route): any route's policy
+  // might have read a key from this query.
+  if (route_ == nullptr) return query_credentials_;
+  if (chain_ == nullptr) return false;  // a route without policies
+  for (size_t i = filters_entered_; i < chain_->size(); ++i) {
+    if ((*chain_)[i]->reads_query_credential()) return true;  // it never ran
+  }
+  return false;
 }
 
 bool ProxyStream::GrpcTimeoutBinds() const {
@@ -3240,6 +3252,7 @@ void ProxyStream::RecordExchange() {
     // As the policies left it: a credential they removed from the query
     // (key-auth) is not written to the log.
     e.path = filters_.empty() ? std::string_view(log_path_) : std::string_view(path_);
+    if (QueryMayHoldCredential()) e.path = e.path.substr(0, e.path.find('?'));
     if (!hidden_from_log_.empty()) {
       // A credential a policy let through to the upstream.
       scrubbed_path_.assign(e.path);

@@ -408,6 +408,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   absl::Duration UploadIdleLimit() const;
   // The client's grpc-timeout, not the route's timeout, sets the deadline.
   bool GrpcTimeoutBinds() const;
+  // The access log writes the path without its query: a policy that takes a
+  // credential from the query (key-auth) never ran for this request.
+  bool QueryMayHoldCredential() const;
   bool HasUpstream() const { return upstream_ != nullptr || upstream2_ != nullptr; }
   // A gRPC response that began (streamed) and cannot complete ends with an
   // error status in trailers, as gRPC clients understand it (a reset would
@@ -593,6 +596,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::string response_flag_;
   std::string upstream_failure_;  // why the last upstream try failed, for the access log
   const config::FilterChain* chain_ = nullptr;  // the route's policies (snapshot_ holds it)
+  // The listener's routes have a policy that takes a credential from the
+  // query (ListenerRuntime::query_credentials); set with access_log_.
+  bool query_credentials_ = false;
   size_t current_filter_ = 0;                    // the filter whose hook runs
   const accesslog::AccessLog* access_log_ = nullptr;  // this request is logged there
   stats::Counter* const* listener_stats_ = nullptr;   // the listener's by status class

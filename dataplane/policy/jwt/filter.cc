@@ -378,6 +378,7 @@ class JwtFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "jwt"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+  bool reads_query_credential() const override { return !settings_.query_parameter.empty(); }
   std::vector<std::string> trusted_request_fields() const override {
     std::vector<std::string> names;
     for (const ClaimHeader& h : settings_.claim_headers) {

@@ -168,6 +168,7 @@ class KeyAuthFilterFactory : public http::FilterFactory {
   }
   std::string_view policy_name() const override { return "key-auth"; }
   http::FilterPhase phase() const override { return http::FilterPhase::kAuthentication; }
+  bool reads_query_credential() const override { return settings_.in_query; }
   // A key in a trailer is one the gateway never checked.
   const std::vector<std::string>& removed_request_fields() const override { return removed_; }
 
