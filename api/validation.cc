@@ -2198,6 +2198,18 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
                                   "unchecked"));
     }
   }
+  // A name sluicectl would read as a flag (`get cluster -x`), or that reads
+  // as a path's own segment: refused when new (CheckName's characters allow
+  // them; a stored one keeps working).
+  if (const std::string name = IdOf(resource).second; absl::StartsWith(name, "-")) {
+    sink.Add("name", absl::StrCat("'", Shown(name), "' starts with '-', which sluicectl reads as "
+                                  "a flag (get and delete take it only after --); start it "
+                                  "with a letter, digit, '_' or '.'"));
+  } else if (name == "." || name == "..") {
+    sink.Add("name", absl::StrCat("'", name, "' is a path segment's own name (this directory, "
+                                  "its parent), which tools would read as such; choose "
+                                  "another"));
+  }
   if (resource.has_cluster()) {
     const auto& cluster = resource.cluster();
     // An IPv4-mapped IPv6 address is the IPv4 endpoint: listed twice.

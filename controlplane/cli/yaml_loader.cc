@@ -1124,8 +1124,11 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
         continue;
       }
       std::string other;  // the first other key, as said
+      std::string repeated;  // version or items given twice: one would be lost
+      int repeated_line = 0;
+      bool seen_version = false, seen_items = false;
       for (const auto& item : doc) {
-        if (!other.empty()) break;
+        if (!other.empty() || !repeated.empty()) break;
         if (!item.first.IsScalar()) {
           // `? [a, b]` or `~`: no field either
           other = "that is not a name (a list, a mapping or null)";
@@ -1133,6 +1136,19 @@ absl::StatusOr<std::vector<LoadedResource>> LoadDocuments(const std::vector<Node
         }
         const std::string& key = item.first.Scalar();
         if (key != "version" && key != "items") other = ShownKey(key);
+        bool& seen = key == "version" ? seen_version : seen_items;
+        if (other.empty() && seen) {
+          repeated = key;
+          repeated_line = item.first.Mark().line + 1;
+        }
+        seen = true;
+      }
+      if (!repeated.empty()) {
+        failed = true;
+        errors.push_back(absl::StrCat(where, ", line ", repeated_line, ": duplicate key '",
+                                      repeated, "' (a list of resources takes one version and "
+                                      "one items; join the lists)"));
+        continue;
       }
       if (other.empty() && doc["version"] && !is_number(doc["version"])) {
         failed = true;

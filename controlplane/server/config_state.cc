@@ -438,6 +438,23 @@ absl::StatusOr<api::ResourceMap> ConfigState::Merge(
   return next;
 }
 
+absl::Status ConfigState::CheckResourcesFit(
+    const google::protobuf::RepeatedPtrField<api::Resource>& resources) const {
+  // Each resource of an apply is in the config it makes (one resource named
+  // twice is refused), so their bytes are a lower bound on that config's.
+  int64_t bytes = kResponseOverheadBytes;
+  for (const api::Resource& resource : resources) {
+    if (resource.has_consumer()) continue;
+    bytes += ResourceBytes(resource.ByteSizeLong());
+  }
+  if (bytes <= max_config_bytes_ || bytes <= Current()->config_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the resources of this apply alone are ", bytes, " bytes, over the limit of ",
+      max_config_bytes_,
+      " bytes for the whole config (a proxy that connects receives it in one message; "
+      "sluice-control --max-config-bytes); nothing changed"));
+}
+
 absl::StatusOr<ConfigState::ChangeResult> ConfigState::Apply(
     const std::vector<api::Resource>& resources, bool dry_run, const ChangeContext& context) {
   return Apply(std::vector<api::Resource>(resources), dry_run, context);

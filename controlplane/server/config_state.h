@@ -138,6 +138,15 @@ class ConfigState {
     std::string warning;
   };
 
+  // RESOURCE_EXHAUSTED when `resources` alone encode past max_config_bytes
+  // (and past the config's current size, which a lowered limit may have
+  // left over it): no config holding them could be stored. Cheap (no
+  // validation), so an apply can be refused before Apply copies and checks
+  // it. Consumers are not counted: their keys are stored sealed, in another
+  // size.
+  absl::Status CheckResourcesFit(
+      const google::protobuf::RepeatedPtrField<api::Resource>& resources) const;
+
   // Creates or replaces `resources` as one change. INVALID_ARGUMENT when the
   // request or the resulting state is invalid; RESOURCE_EXHAUSTED when the
   // config would grow past max_config_bytes; UNAVAILABLE when it cannot be

@@ -650,6 +650,26 @@ std::string NewContentErrors(const std::string& match) {
   return ToStatus(errors).ToString();
 }
 
+// A name sluicectl reads as a flag, or `.` and `..`, is refused when new;
+// a stored one passes the state's rules (it keeps being served).
+TEST(ValidationTest, ANameLikeAFlagOrADotSegmentIsRefusedAtApply) {
+  for (const char* name : {"-lead", ".", ".."}) {
+    const std::string text =
+        absl::StrCat(R"(cluster { name: ")", name,
+                     R"(" endpoints { address: "127.0.0.1" port: 80 } })");
+    std::vector<ValidationError> errors;
+    ValidateResource(Parse(text), &errors);
+    EXPECT_TRUE(errors.empty()) << name << ": " << ToStatus(errors);
+    EXPECT_TRUE(absl::StrContains(AppliedErrors(text), absl::StrCat("Cluster \"", name,
+                                                                    "\": name: '", name, "' ")))
+        << name << ": " << AppliedErrors(text);
+  }
+  EXPECT_EQ(AppliedErrors(R"(cluster { name: "a-" endpoints { address: "127.0.0.1" port: 80 } })"),
+            "");
+  EXPECT_EQ(AppliedErrors(R"(cluster { name: ".a" endpoints { address: "127.0.0.1" port: 80 } })"),
+            "");
+}
+
 // A field the schema does not know (protobuf keeps its bytes) is refused
 // at apply, with where it is: in the resource, deeper, or in a policy's
 // typed_config. Such bytes were stored and pushed unchecked.

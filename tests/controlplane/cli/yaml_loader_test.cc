@@ -707,6 +707,16 @@ TEST(YamlLoaderTest, TheWholeConfigAsGetPrintsItAppliesBack) {
   // 'version').
   e = Error(R"({"version":3,"items":{"kind":"Cluster"}})");
   EXPECT_EQ(e, "f.yaml, document 1, line 1: items must be a list of resources");
+  // A key given twice (two exports joined by hand): the second items was
+  // dropped without a word, and the first version decided the stale check.
+  e = Error(
+      R"({"items":[{"kind":"Cluster","name":"q","spec":{"endpoints":[{"address":"127.0.0.1","port":1}]}}],)"
+      R"("items":[{"kind":"Cluster","name":"r","spec":{"endpoints":[{"address":"127.0.0.1","port":2}]}}]})");
+  EXPECT_EQ(e, "f.yaml, document 1, line 1: duplicate key 'items' (a list of resources takes one "
+               "version and one items; join the lists)");
+  e = Error("version: 9\nitems: []\nversion: 3\n");
+  EXPECT_EQ(e, "f.yaml, document 1, line 3: duplicate key 'version' (a list of resources takes "
+               "one version and one items; join the lists)");
 }
 
 TEST(YamlLoaderTest, YamlRoundTrip) {

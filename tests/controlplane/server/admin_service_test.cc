@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -56,6 +57,60 @@ class AdminServiceTest : public ::testing::Test {
   std::unique_ptr<AdminServiceImpl> service_;
   sluice::testing::TestCertificate certificate_;
 };
+
+// A field this build does not know (a newer sluicectl's option) is refused
+// in a request that changes something: it was ignored, and the change made
+// without what it asked.
+TEST_F(AdminServiceTest, ARequestWithAFieldThisBuildDoesNotKnowChangesNothing) {
+  admin::v1::ApplyRequest apply;
+  auto* cluster = apply.add_resources()->mutable_cluster();
+  cluster->set_name("other");
+  cluster->add_endpoints()->set_address("127.0.0.1");
+  cluster->mutable_endpoints(0)->set_port(9001);
+  apply.GetReflection()->MutableUnknownFields(&apply)->AddVarint(111, 1);
+  admin::v1::ApplyResponse applied;
+  grpc::Status status = service_->Apply(nullptr, &apply, &applied);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "ApplyRequest has field 111, which this control plane does not know (sent by a "
+            "newer client?); nothing changed");
+  admin::v1::DeleteRequest remove;
+  remove.set_kind(config::v1::CLUSTER);
+  remove.set_name("users");
+  remove.GetReflection()->MutableUnknownFields(&remove)->AddLengthDelimited(50, "x");
+  admin::v1::DeleteResponse deleted;
+  status = service_->Delete(nullptr, &remove, &deleted);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(state_->Current()->version, 1u);
+  EXPECT_EQ(state_->Current()->resources.size(), 2u);
+}
+
+// An apply whose resources alone are over the config limit is refused before
+// it is copied and validated, counted and audited like any refusal.
+TEST(AdminServiceLimitTest, AnApplyOverTheLimitByItselfIsRefusedBeforeItIsChecked) {
+  const std::string dir = sluice::testing::MakeTempDir("admin_service");
+  auto store = FileStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto state = ConfigState::Create(std::move(*store), &absl::Now, /*max_config_bytes=*/4096);
+  ASSERT_TRUE(state.ok()) << state.status();
+  ProxyRegistry registry;
+  RolloutManager rollouts(state->get(), &registry, dir + "/rollout.db");
+  AdminServiceImpl service(state->get(), &registry, &rollouts);
+  admin::v1::ApplyRequest apply;
+  apply.set_dry_run(true);
+  for (int i = 0; i < 300; ++i) {
+    // Invalid too (port 0): the whole check would have said so instead.
+    auto* cluster = apply.add_resources()->mutable_cluster();
+    cluster->set_name(absl::StrCat("c", i));
+    cluster->add_endpoints()->set_address("127.0.0.1");
+  }
+  admin::v1::ApplyResponse applied;
+  grpc::Status status = service.Apply(nullptr, &apply, &applied);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(absl::StartsWith(status.error_message(), "the resources of this apply alone are "))
+      << status.error_message();
+  EXPECT_EQ((*state)->Current()->version, 0u);
+}
 
 // Replicas on etcd: ListProxies adds the other replicas' proxies. The same
 // process (node id, group, pid) seen here and in another replica's list
