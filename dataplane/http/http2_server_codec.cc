@@ -147,7 +147,8 @@ struct Http2ServerCodecAccess {
     if (stream == nullptr) return 0;
     if (stream->closed) return 0;
     stream->header_bytes += name_len + value_len + http2::kFieldOverhead;
-    if (name_len == 12 && value_len >= 16 && !stream->in_trailers &&
+    // The last content-type decides, as for the stream (ProxyStream).
+    if (name_len == 12 && !stream->in_trailers &&
         std::memcmp(name_bytes, "content-type", 12) == 0) {
       stream->grpc = ClassifyGrpcContentType(std::string_view(
                          reinterpret_cast<const char*>(value_bytes), value_len)) !=

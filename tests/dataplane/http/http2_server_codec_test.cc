@@ -1401,6 +1401,14 @@ TEST(Http2ServerCodecTest, HeaderListOverTheLimitGets431) {
   ASSERT_NE(g.headers.Get("grpc-status"), nullptr);
   EXPECT_EQ(*g.headers.Get("grpc-status"), "2");
   EXPECT_TRUE(g.body.empty());
+  // The last content-type decides, as for the stream: a short one after
+  // application/grpc makes the request plain HTTP (it stayed gRPC here).
+  Fields retyped = {{"content-type", "application/grpc"}, {"content-type", "text/plain"}};
+  retyped.insert(retyped.end(), big.begin(), big.end());
+  const int32_t plain = f.client.Request(TestClient::Head("POST", "/svc/M", retyped));
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[plain].status, 431);
+  EXPECT_EQ(f.client.responses[plain].headers.Get("grpc-status"), nullptr);
 
   // Just under the limit is fine, and the connection is still usable.
   Fields fits;
