@@ -2685,11 +2685,14 @@ void ProxyStream::OnIdleTimer() {
     Fail();
     return;
   }
-  if (cluster_) cluster_->stats.upstream_timeouts->Inc();
+  // The client stopped taking the response (its window, its socket): its
+  // doing. The endpoint answered, as far as it could; the log and the
+  // cluster's timeouts do not blame it (they did: upstream_cut, "no bytes
+  // moved", an upstream timeout counted, for a client that read nothing).
+  const bool client_stalled = upstream_paused_reading_ || sink_->buffered_response_bytes() > 0;
+  if (cluster_ && !client_stalled) cluster_->stats.upstream_timeouts->Inc();
   if (HasUpstream()) {
-    if (upstream_paused_reading_ || sink_->buffered_response_bytes() > 0) {
-      // The client stopped taking the response (its window, its socket):
-      // its doing. The endpoint answered, as far as it could.
+    if (client_stalled) {
       CreditPending();
     } else {
       // The upstream stalled its response: a failure of the endpoint's, as
@@ -2704,6 +2707,11 @@ void ProxyStream::OnIdleTimer() {
     SendLocalResponse(504, absl::StrCat("the upstream's response stalled for ",
                                         absl::FormatDuration(idle_limit_),
                                         " (the route's idle_timeout)"));
+    return;
+  }
+  if (client_stalled) {
+    if (response_flag_.empty()) response_flag_ = "client_stalled";
+    Fail();
     return;
   }
   // The access log's reason for the cut (it was empty: upstream_cut alone

@@ -714,6 +714,28 @@ TEST_F(ObservabilityTest, AResponseCutAtTheIdleTimeoutSaysWhy) {
       << line;
 }
 
+// A client that takes none of its response for the idle_timeout is cut as
+// its own doing: client_stalled, no upstream_failure, no upstream timeout
+// counted (before: upstream_cut, "no bytes moved", a timeout of the
+// cluster's, which sent an operator to an upstream that had answered).
+TEST_F(ObservabilityTest, AClientThatStopsReadingIsCutAsItsOwnDoing) {
+  const std::string timeouts = "sluice_upstream_timeouts_total{cluster=\"web\"}";
+  const int64_t before = proxy_->Stat(timeouts);
+  const int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  const std::string request =
+      "GET /stalls/big?size=64000000 HTTP/1.1\r\nHost: a\r\nx-request-id: stall-reader\r\n\r\n";
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  // Never read: the line comes once the 300 ms idle_timeout cuts it.
+  std::optional<std::string> line = WaitForFileLine(log_, "stall-reader", absl::Seconds(20));
+  close(fd);
+  ASSERT_TRUE(line.has_value()) << Read(log_);
+  EXPECT_TRUE(absl::StrContains(*line, "\"response_flag\":\"client_stalled\"")) << *line;
+  EXPECT_TRUE(absl::StrContains(*line, "\"upstream_failure\":\"\"")) << *line;
+  EXPECT_EQ(proxy_->Stat(timeouts), before);
+}
+
 // A request still open when the proxy stops at --drain-timeout is logged
 // as the gateway's doing (drain_timeout). Before: client_closed, which sent
 // an operator looking at the client.
