@@ -750,20 +750,7 @@ class CacheFilter : public http::Filter {
     if (status < 0 || status >= 600 || !s_.statuses[status]) return nullptr;
     CacheControl cc = ParseCacheControl(headers);
     if (cc.no_store || cc.is_private) return nullptr;
-    // RFC 9111 3.5: an authenticated request's response, only when the
-    // upstream says a shared cache may keep it, or when the entry is the
-    // caller's own: keyed by the consumer the gateway identified, with no
-    // Authorization going upstream (the answer may be made for a field the
-    // key does not hold). Decided on the request as the client sent it: an
-    // Authorization a policy removed still counts; so does, with
-    // key_consumer, a credential a policy accepted that names no consumer
-    // (a jwt cookie: else every token holder shared one entry).
-    if (!(cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate) &&
-        (request_->Get("authorization") != nullptr ||
-         (client_authorization_ && !keyed_by_caller_) ||
-         (authenticated_ && s_.key_consumer && !keyed_by_caller_))) {
-      return nullptr;
-    }
+    if (!SharedMayKeep(cc)) return nullptr;
     if ((headers.Get("set-cookie") != nullptr || headers.Get("set-cookie2") != nullptr) &&
         !s_.cache_set_cookie)
       return nullptr;
@@ -846,6 +833,22 @@ class CacheFilter : public http::Filter {
     return true;
   }
 
+  // RFC 9111 3.5: an authenticated request's response, only when the
+  // upstream says a shared cache may keep it, or when the entry is the
+  // caller's own: keyed by the consumer the gateway identified, with no
+  // Authorization going upstream (the answer may be made for a field the
+  // key does not hold). Decided on the request as the client sent it: an
+  // Authorization a policy removed still counts; so does, with
+  // key_consumer, a credential a policy accepted that names no consumer
+  // (a jwt cookie: else every token holder shared one entry). A 304 that
+  // refreshes an entry is such a response too.
+  bool SharedMayKeep(const CacheControl& cc) const {
+    return cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate ||
+           !(request_->Get("authorization") != nullptr ||
+             (client_authorization_ && !keyed_by_caller_) ||
+             (authenticated_ && s_.key_consumer && !keyed_by_caller_));
+  }
+
   // RFC 9111 4.3.4: the stored response with the 304's fields replacing
   // its fields of the same names, timed from now; `storable` false when
   // the merged response may no longer be stored (it still answers this
@@ -874,7 +877,10 @@ class CacheFilter : public http::Filter {
     http::HeaderMap merged;
     for (const auto& f : e->headers) merged.Add(f.name, f.value);
     CacheControl cc = ParseCacheControl(merged);
-    *storable = !cc.no_store && !cc.is_private && Time(*e, cc, fresh, now);
+    // An authenticated request's 304 refreshes the entry only as its 200
+    // would have been stored (its fields, a user's, reached every later
+    // client, and its lifetime was theirs).
+    *storable = !cc.no_store && !cc.is_private && SharedMayKeep(cc) && Time(*e, cc, fresh, now);
     if (!*storable) {
       e->response_time = now;
       e->corrected_initial_age = CorrectedInitialAge(fresh, request_time_, now);

@@ -970,6 +970,38 @@ TEST_F(CacheTest, ASetCookieInA304GoesToItsClientAndIsNotStored) {
   EXPECT_EQ(FromCache(*factory).status, "Hit");  // refreshed by that one
 }
 
+// RFC 9111 3.5 for a 304 too: the upstream's 304 to a request with
+// Authorization answers that client, and refreshes the shared entry only
+// when it says public, s-maxage or must-revalidate. Before, its fields (a
+// user's) and its lifetime were stored and served to everyone.
+TEST_F(CacheTest, AnAuthenticatedRequestsThreeOhFourRefreshesTheEntryOnlyWhenShareable) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(1, {{"ETag", "\"e1\""}}), "body");
+  Advance(2);
+  Client alice(*factory, "/items?id=1", {{"Authorization", "Bearer a"}});
+  alice.Start();
+  ASSERT_TRUE(alice.went_upstream());
+  EXPECT_EQ(alice.upstream_header("If-None-Match"), "\"e1\"");
+  EXPECT_FALSE(alice.Respond(304, {{"ETag", "\"e1\""}, {"Cache-Control", "max-age=60"},
+                                   {"X-User", "alice"}}));
+  EXPECT_EQ(alice.response_status, 200);
+  EXPECT_EQ(alice.header("X-User"), "alice");
+  // Not stored: the next client revalidates, and sees no X-User.
+  Client next(*factory);
+  next.Start();
+  ASSERT_TRUE(next.went_upstream());
+  EXPECT_FALSE(next.Respond(304, {{"ETag", "\"e1\""}, {"Cache-Control", "max-age=60"}}));
+  EXPECT_EQ(next.header("X-User"), "<none>");
+  EXPECT_EQ(FromCache(*factory).status, "Hit");
+  // One that says s-maxage may refresh it.
+  Advance(61);
+  Client shared(*factory, "/items?id=1", {{"Authorization", "Bearer a"}});
+  shared.Start();
+  ASSERT_TRUE(shared.went_upstream());
+  EXPECT_FALSE(shared.Respond(304, {{"ETag", "\"e1\""}, {"Cache-Control", "s-maxage=60"}}));
+  EXPECT_EQ(FromCache(*factory).status, "Hit");
+}
+
 // A 304 that says no-store (or private) ends the entry it revalidated:
 // before, the old entry stayed, revalidated on every request and ready to
 // answer stale-if-error after the origin said not to keep it.
