@@ -332,7 +332,11 @@ struct Http2ClientCodecAccess {
                            uint32_t error_code, void* user_data) {
     Http2ClientCodec* codec = Codec(user_data);
     auto it = codec->streams_.find(stream_id);
-    if (it == codec->streams_.end()) return 0;
+    if (it == codec->streams_.end()) {
+      // A finished stream closed (the peer's RST_STREAM): nothing to stop.
+      std::erase(codec->finished_early_, stream_id);
+      return 0;
+    }
     std::unique_ptr<Http2ClientCodec::Stream> stream = std::move(it->second);
     codec->streams_.erase(it);
     const uint32_t code =
@@ -448,6 +452,10 @@ bool Http2ClientCodec::Receive(std::string_view bytes) {
     FailConnection(http2::GoawayCodeFor(rv),
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));
   }
+  for (int32_t id : finished_early_) {
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+  }
+  finished_early_.clear();
   OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));
   FinishSessionCall();
   in_session_call_ = false;
@@ -547,8 +555,10 @@ void Http2ClientCodec::FinishResponse(int32_t stream_id) {
   if (it == streams_.end()) return;
   if (!it->second->request_end_sent) {
     // RFC 9113 8.1: the response does not need the rest of the request.
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream_id,
-                              NGHTTP2_NO_ERROR);
+    // Sent once the bytes at hand are read: unless the peer reset the
+    // stream itself right after its answer (RFC 9113 5.4.2: no RST_STREAM
+    // answers one).
+    finished_early_.push_back(stream_id);
   }
   streams_.erase(it);
 }

@@ -268,6 +268,9 @@ class Http2ClientCodec {
   std::string error_;
   uint32_t failure_code_ = 0;  // the GOAWAY code of a connection error
   bool failed_ = false;
+  // Streams whose response completed before their request was sent whole:
+  // reset (NO_ERROR) once Receive has read its bytes, unless closed by then.
+  std::vector<int32_t> finished_early_;
   bool transport_closed_ = false;
   bool goaway_received_ = false;
   int32_t goaway_last_stream_id_ = 0;

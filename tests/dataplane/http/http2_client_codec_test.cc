@@ -974,6 +974,29 @@ TEST(Http2ClientCodecTest, ResponseCompletingBeforeTheRequestEndsIsReported) {
   EXPECT_EQ(f.client.open_streams(), 0u);
 }
 
+// RFC 9113 5.4.2: no RST_STREAM answers one. A server that ends its answer
+// and resets the request (NO_ERROR, RFC 9113 8.1) in one write got an
+// RST_STREAM(NO_ERROR) back: the client's, queued when the response ended.
+TEST(Http2ClientCodecTest, AnEarlyAnswersOwnResetIsNotAnsweredWithAnother) {
+  RawFixture f;
+  const int32_t id = f.client.SubmitRequest(Post("/"), false);
+  ASSERT_TRUE(f.client.SubmitData(id, "first part", false));
+  f.Run();
+  f.server.Respond(id, kOk, "done");
+  std::string down = f.server.Send();  // the answer, whole
+  nghttp2_submit_rst_stream(f.server.session(), NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+  down += f.server.Send();  // and the reset, read with it
+  ASSERT_TRUE(f.client.Receive(down));
+  f.Run();
+  const Response& resp = f.events.responses[id];
+  EXPECT_EQ(resp.body, "done");
+  EXPECT_TRUE(resp.body_ended);
+  EXPECT_FALSE(resp.reset);
+  EXPECT_FALSE(f.server.requests[id].rst_received);
+  EXPECT_EQ(f.client.open_streams(), 0u);
+  EXPECT_FALSE(f.client.SubmitData(id, "second part", true));
+}
+
 TEST(Http2ClientCodecTest, UnsendableRequestPartsEndTheStream) {
   RawFixture f;
   f.Run();
