@@ -426,7 +426,16 @@ std::optional<std::shared_ptr<const FastYamlData>> ParseFastYaml(const std::stri
     }
     first = i + 1;
   }
-  documents.emplace_back(first, lines.size());
+  // A last "---" with nothing after it (generators end every document so)
+  // opens an empty document, which the loader skips: left out here, it
+  // keeps the file on this path (yaml-cpp took 4 times the memory).
+  bool trailing_blank = !documents.empty();
+  for (size_t j = first; j < lines.size() && trailing_blank; ++j) {
+    std::string_view l(text.data() + lines[j].begin, lines[j].end - lines[j].begin);
+    size_t k = l.find_first_not_of(' ');
+    trailing_blank = k == std::string_view::npos || l[k] == '#';
+  }
+  if (!trailing_blank) documents.emplace_back(first, lines.size());
   for (const auto& [begin, end] : documents) {
     int64_t root = parser.ParseDocument(begin, end);
     if (root < 0) return std::nullopt;
