@@ -67,9 +67,9 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
         return cluster.hash_table->Lookup(
             hash, [allowed](int i) { return allowed == nullptr || (*allowed)[i] != 0; });
       }
-      return PickRoundRobin(cluster, allowed, nullptr);
+      return PickRoundRobin(cluster, allowed, nullptr, excluding);
     default:
-      return PickRoundRobin(cluster, allowed, ramp);
+      return PickRoundRobin(cluster, allowed, ramp, excluding);
   }
 }
 
@@ -102,7 +102,7 @@ const std::vector<int64_t>* EndpointPicker::SlowStartWeights(const ClusterInfo& 
 }
 
 int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed,
-                                   const std::vector<int64_t>* ramp) {
+                                   const std::vector<int64_t>* ramp, bool retry) {
   if (cluster.uid != last_cluster_) {
     last_state_ = &round_robin_[cluster.name];  // node addresses are stable
     last_cluster_ = cluster.uid;
@@ -111,8 +111,16 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
   const size_t n = cluster.endpoints.size();
   if (cluster.equal_weights && ramp == nullptr) {
     for (size_t tries = 0; tries < n; ++tries) {
-      int i = static_cast<int>(state.next++ % n);
-      if (allowed == nullptr || (*allowed)[i]) return i;
+      const size_t at = state.next + tries;
+      const int i = static_cast<int>(at % n);
+      if (allowed != nullptr && !(*allowed)[i]) continue;
+      // A first try moves the rotation past what it skipped (endpoints out
+      // of rotation). A retry may not take some a first try may (in panic,
+      // the unhealthy ones): past those it leaves the rotation as it was,
+      // else the next first tries skipped them (a dead endpoint before two
+      // unhealthy ones drew every second first try, and they none).
+      if (!retry || tries == 0) state.next = at + 1;
+      return i;
     }
     return -1;
   }

@@ -88,6 +88,34 @@ TEST(EndpointPickerTest, ARetryInPanicGoesToAnUntriedUsableEndpoint) {
   }
 }
 
+// In panic the first tries go round every endpoint in turn, however the
+// retries go: a retry's pick passes over the endpoints it may not take
+// without moving the rotation. Before: with a dead endpoint ahead of two
+// unhealthy ones, each retry after the dead one moved the rotation past
+// them, so the dead one drew every second first try and they none.
+TEST(EndpointPickerTest, RetriesInPanicLeaveTheRoundRobinRotationEven) {
+  stats::StatsStore store;
+  auto cluster = MakeCluster({1, 1, 1, 1, 1}, config::v1::Cluster::ROUND_ROBIN, store,
+                             /*outlier_detection=*/true);
+  const int64_t later = NowNanos() + int64_t{3600} * 1'000'000'000;
+  for (int out : {1, 2, 3}) cluster->endpoints[out].state->ejected_until_ns.store(later);
+  EndpointPicker picker(5);
+  std::map<int, int> first;
+  int retries = 0;
+  for (int round = 0; round < 100; ++round) {
+    const int pick = picker.Pick(*cluster);
+    ++first[pick];
+    if (pick == 1) {  // the dead one: its connect fails, the request is retried
+      ++retries;
+      std::vector<int> tried = {1};
+      const int again = picker.Pick(*cluster, 0, &tried);
+      EXPECT_TRUE(again == 0 || again == 4) << again;
+    }
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(first[i], 20) << i;
+  EXPECT_EQ(retries, 20);
+}
+
 // Once every endpoint was tried, the one tried longest ago is picked, never
 // the one that just failed. Before: the oldest were excluded first, so with
 // two endpoints the tries went A, B, B, B.
