@@ -110,16 +110,21 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
   RoundRobinState& state = *last_state_;
   const size_t n = cluster.endpoints.size();
   if (cluster.equal_weights && ramp == nullptr) {
+    // A first try moves the rotation past what it skipped (endpoints out of
+    // rotation). A retry takes the rotation's turn when it may; else (it
+    // may not take some a first try may: in panic, the unhealthy ones) it
+    // leaves that rotation alone and goes round the usable ones on a
+    // rotation of its own: moving the first tries' rotation past them made
+    // a dead endpoint ahead of two unhealthy ones draw every second first
+    // try, and they none; always taking the first usable one after it put
+    // every retry on one endpoint.
+    uint64_t& cursor =
+        retry && allowed != nullptr && !(*allowed)[state.next % n] ? state.retry_next : state.next;
     for (size_t tries = 0; tries < n; ++tries) {
-      const size_t at = state.next + tries;
+      const uint64_t at = cursor + tries;
       const int i = static_cast<int>(at % n);
       if (allowed != nullptr && !(*allowed)[i]) continue;
-      // A first try moves the rotation past what it skipped (endpoints out
-      // of rotation). A retry may not take some a first try may (in panic,
-      // the unhealthy ones): past those it leaves the rotation as it was,
-      // else the next first tries skipped them (a dead endpoint before two
-      // unhealthy ones drew every second first try, and they none).
-      if (!retry || tries == 0) state.next = at + 1;
+      cursor = at + 1;
       return i;
     }
     return -1;
