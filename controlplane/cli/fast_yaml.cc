@@ -410,7 +410,13 @@ std::optional<std::shared_ptr<const FastYamlData>> ParseFastYaml(const std::stri
     std::string_view line(text.data() + lines[i].begin, lines[i].end - lines[i].begin);
     if (line.substr(0, 3) == "..." || line.substr(0, 1) == "%") return std::nullopt;
     if (line.substr(0, 3) != "---") continue;
-    if (line != "---") return std::nullopt;
+    // "---", or "---" and a space, more spaces and a comment ("--- # next"):
+    // a separator; with anything else on the line, yaml-cpp decides.
+    if (line.size() > 3) {
+      if (line[3] != ' ') return std::nullopt;
+      const size_t k = line.find_first_not_of(' ', 3);
+      if (k != std::string_view::npos && line[k] != '#') return std::nullopt;
+    }
     if (!separated) {
       // Blank and comment lines before the first separator are no document.
       bool blank = true;

@@ -122,14 +122,22 @@ TEST(ControlStreamTest, ANewProxyReceivesAConfigOverGrpcsDefaultMessageLimit) {
 TEST(ControlStreamTest, AnApplyThatMakesTheConfigTooLargeIsRefusedWithSizeAndLimit) {
   ControlPlane cp("", "info", {"--max-config-bytes", "100000"});
   ASSERT_TRUE(cp.ok()) << cp.process().Log();
-  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteConfig(BigRouteTableYaml("small", 1, 1000))}).exit_code,
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteConfig(BigRouteTableYaml("small", 1, 60000))}).exit_code,
             0);
-  auto r = cp.Ctl({"apply", "-f", WriteConfig(BigRouteTableYaml("big", 3, 50000))});
+  // Under the limit alone, over it with what is stored.
+  auto r = cp.Ctl({"apply", "-f", WriteConfig(BigRouteTableYaml("big", 1, 50000))});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("error: nothing applied:\nthe whole config would be "), std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find(" bytes, over the limit of 100000 bytes (a proxy that connects receives "
                        "it in one message; sluice-control --max-config-bytes); nothing changed"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(cp.Ctl({"get"}).out.find("version 1"), std::string::npos);
+  // Over the limit by itself: refused before it is checked, saying so.
+  r = cp.Ctl({"apply", "-f", WriteConfig(BigRouteTableYaml("bigger", 3, 50000))});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("error: nothing applied:\nthe resources of this apply alone are "),
             std::string::npos)
       << r.err;
   EXPECT_NE(cp.Ctl({"get"}).out.find("version 1"), std::string::npos);

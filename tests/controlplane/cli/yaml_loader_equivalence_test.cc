@@ -186,15 +186,26 @@ TEST(YamlLoaderEquivalenceTest, BenchShapedFileTakesTheFastPathAndLoadsAlike) {
   ExpectSameAsReference(text);
   // Ended by a separator, as generators write every document: still the
   // fast path (yaml-cpp read it with four times the memory), and alike.
-  for (const char* tail : {"---\n", "---\n\n# end\n", "---"}) {
+  for (const char* tail : {"---\n", "---\n\n# end\n", "---", "--- \n", "---  # end\n"}) {
     const std::string ended = text + "\n" + tail;
     auto again = ParseFastYaml(ended);
     ASSERT_TRUE(again.has_value()) << tail;
     EXPECT_EQ((*again)->documents.size(), 42u);
     ExpectSameAsReference(ended);
   }
-  // A separator and nothing else is still yaml-cpp's to read.
+  // A separator and nothing else is still yaml-cpp's to read, as is one
+  // with more on its line.
   EXPECT_FALSE(ParseFastYaml("---\n").has_value());
+  EXPECT_FALSE(ParseFastYaml(text + "\n--- a: 1\n").has_value());
+  EXPECT_FALSE(ParseFastYaml(text + "\n---# c\n").has_value());
+  // A commented separator between documents keeps the fast path too.
+  const std::string commented = "kind: Cluster\nname: a\nspec: {endpoints: [{address: "
+                                "127.0.0.1, port: 1}]}\n--- # next\nkind: Cluster\nname: b\n"
+                                "spec: {endpoints: [{address: 127.0.0.1, port: 2}]}\n";
+  auto two = ParseFastYaml(commented);
+  ASSERT_TRUE(two.has_value());
+  EXPECT_EQ((*two)->documents.size(), 2u);
+  ExpectSameAsReference(commented);
 }
 
 }  // namespace

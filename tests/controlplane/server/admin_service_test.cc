@@ -81,6 +81,27 @@ TEST_F(AdminServiceTest, ARequestWithAFieldThisBuildDoesNotKnowChangesNothing) {
   admin::v1::DeleteResponse deleted;
   status = service_->Delete(nullptr, &remove, &deleted);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Deeper in the request too (a key of `more`), and a known field sent
+  // with another wire type is named as such.
+  admin::v1::DeleteRequest nested;
+  nested.set_kind(config::v1::CLUSTER);
+  nested.set_name("users");
+  auto* more = nested.add_more();
+  more->set_kind(config::v1::SECRET);
+  more->set_name("web");
+  more->GetReflection()->MutableUnknownFields(more)->AddVarint(9, 1);
+  status = service_->Delete(nullptr, &nested, &deleted);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "DeleteRequest.more[0] has field 9, which this control plane does not know (sent by "
+            "a newer client?); nothing changed");
+  admin::v1::ApplyRequest typed;
+  *typed.mutable_resources() = apply.resources();
+  typed.GetReflection()->MutableUnknownFields(&typed)->AddVarint(3, 5);  // author is a string
+  status = service_->Apply(nullptr, &typed, &applied);
+  EXPECT_EQ(status.error_message(),
+            "ApplyRequest field 3 (author) came with the wrong wire type (it is a string field); "
+            "the request is malformed; nothing changed");
   EXPECT_EQ(state_->Current()->version, 1u);
   EXPECT_EQ(state_->Current()->resources.size(), 2u);
 }
