@@ -676,6 +676,12 @@ void DownstreamConnection::Abort() {
   CloseNow();
 }
 
+void DownstreamConnection::AbortUnsent() {
+  stream_in_use_ = false;
+  connection_->Reset();  // what the client never took goes with it
+  CloseNow();
+}
+
 size_t DownstreamConnection::buffered_response_bytes() const { return connection_->output_size(); }
 
 void DownstreamConnection::SetRequestReadEnabled(bool enabled) {

@@ -78,6 +78,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void EncodeContinue() override;
   void EncodeInformational(int status, const std::vector<http::HeaderField>& fields) override;
   void Abort() override;
+  void AbortUnsent() override;
   size_t buffered_response_bytes() const override;
   void SetRequestReadEnabled(bool enabled) override;
   void OnStreamDone() override;

@@ -2711,7 +2711,7 @@ void ProxyStream::OnIdleTimer() {
   }
   if (client_stalled) {
     if (response_flag_.empty()) response_flag_ = "client_stalled";
-    Fail();
+    Fail(/*unsent=*/true);
     return;
   }
   // The access log's reason for the cut (it was empty: upstream_cut alone
@@ -3188,7 +3188,7 @@ void ProxyStream::CountResponse() {
   }
 }
 
-void ProxyStream::Fail() {
+void ProxyStream::Fail(bool unsent) {
   if (!active_) return;
   if (response_flag_.empty()) response_flag_ = "upstream_cut";
   // A WebSocket's answer was its 101, whole: counted however the tunnel
@@ -3199,13 +3199,19 @@ void ProxyStream::Fail() {
   bool head_lost = false;
   size_t bytes_lost = 0;
   sink_->AbortLoss(&head_lost, &bytes_lost);
+  if (unsent) bytes_lost = std::max(bytes_lost, sink_->buffered_response_bytes());
   if (head_lost) status_ = 0;
   bytes_out_ -= std::min<uint64_t>(bytes_out_, bytes_lost);
   ReleaseUpstream(false);
   EndAccounting();
   active_ = false;
   snapshot_.reset();
-  sink_->Abort();  // may destroy this stream: nothing after it
+  // May destroy this stream: nothing after it.
+  if (unsent) {
+    sink_->AbortUnsent();
+  } else {
+    sink_->Abort();
+  }
 }
 
 void ProxyStream::RecordExchange() {

@@ -127,6 +127,10 @@ class DownstreamSink {
   // client must see the failure. The stream has released its upstream and
   // makes no further call (no OnStreamDone); the sink may destroy it.
   virtual void Abort() = 0;
+  // Abort() when the client took none of the response for the idle
+  // timeout: what waits for it is never sent (HTTP/1 resets the connection
+  // at once, rather than hold it, and its output, until the idle timeout).
+  virtual void AbortUnsent() { Abort(); }
   // What Abort() would keep from the client of what it was given: whether
   // the response head would be lost, and how many body bytes (for the
   // access log). HTTP/1 writes what it has before it closes: nothing.
@@ -427,7 +431,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The response's status class in the listener, route and downstream
   // counters, once.
   void CountResponse();
-  void Fail();  // cut off: release, account, abort the client side
+  // Cut off: release, account, abort the client side; `unsent`: the
+  // client stopped taking the response, and what waits for it is dropped.
+  void Fail(bool unsent = false);
   void EndAccounting();
   void ReleaseUpstream(bool reusable);
 

@@ -721,6 +721,7 @@ TEST_F(ObservabilityTest, AResponseCutAtTheIdleTimeoutSaysWhy) {
 TEST_F(ObservabilityTest, AClientThatStopsReadingIsCutAsItsOwnDoing) {
   const std::string timeouts = "sluice_upstream_timeouts_total{cluster=\"web\"}";
   const int64_t before = proxy_->Stat(timeouts);
+  const int64_t open_before = proxy_->Stat("sluice_downstream_connections_active");
   const int fd = ConnectLoopback(port_);
   ASSERT_GE(fd, 0);
   const std::string request =
@@ -729,6 +730,12 @@ TEST_F(ObservabilityTest, AClientThatStopsReadingIsCutAsItsOwnDoing) {
             static_cast<ssize_t>(request.size()));
   // Never read: the line comes once the 300 ms idle_timeout cuts it.
   std::optional<std::string> line = WaitForFileLine(log_, "stall-reader", absl::Seconds(20));
+  // And its connection goes at once, with what it never took (it was held
+  // until the listener's idle timeout, 60 s, for the output to drain).
+  EXPECT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_downstream_connections_active") <= open_before; },
+      absl::Seconds(5)))
+      << proxy_->Stat("sluice_downstream_connections_active");
   close(fd);
   ASSERT_TRUE(line.has_value()) << Read(log_);
   EXPECT_TRUE(absl::StrContains(*line, "\"response_flag\":\"client_stalled\"")) << *line;
