@@ -1926,7 +1926,8 @@ using FieldStep = std::pair<absl::string_view, int>;
 // of a 10,000-route table was a sixth of an apply); false when there is
 // none.
 bool FindUnknownFieldIn(const google::protobuf::Message& message, std::vector<FieldStep>* trail,
-                        int* number, const google::protobuf::Descriptor** owner) {
+                        int* number, const google::protobuf::Descriptor** owner,
+                        const google::protobuf::Descriptor* skip) {
   const google::protobuf::Reflection* reflection = message.GetReflection();
   const google::protobuf::UnknownFieldSet& unknown = reflection->GetUnknownFields(message);
   if (!unknown.empty()) {
@@ -1938,12 +1939,12 @@ bool FindUnknownFieldIn(const google::protobuf::Message& message, std::vector<Fi
     const auto& policy = static_cast<const config::v1::TypedExtensionConfig&>(message);
     // The Any wrapper itself, then what it carries.
     bool found = policy.has_typed_config() &&
-                 FindUnknownFieldIn(policy.typed_config(), trail, number, owner);
+                 FindUnknownFieldIn(policy.typed_config(), trail, number, owner, skip);
     if (!found) {
       if (const PolicyValidator* validator = FindPolicyValidator(policy.name())) {
         std::string error;
         auto config = UnpackPolicyConfig(*validator, policy.typed_config(), &error);
-        found = config != nullptr && FindUnknownFieldIn(*config, trail, number, owner);
+        found = config != nullptr && FindUnknownFieldIn(*config, trail, number, owner, skip);
       }
     }
     if (found) trail->emplace_back("typed_config", -1);
@@ -1952,17 +1953,20 @@ bool FindUnknownFieldIn(const google::protobuf::Message& message, std::vector<Fi
   std::vector<const google::protobuf::FieldDescriptor*> fields;
   reflection->ListFields(message, &fields);
   for (const google::protobuf::FieldDescriptor* field : fields) {
-    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE ||
+        field->message_type() == skip) {
+      continue;
+    }
     if (field->is_repeated()) {
       for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
         if (FindUnknownFieldIn(reflection->GetRepeatedMessage(message, field, i), trail, number,
-                               owner)) {
+                               owner, skip)) {
           trail->emplace_back(field->name(), i);
           return true;
         }
       }
     } else if (FindUnknownFieldIn(reflection->GetMessage(message, field), trail, number,
-                                  owner)) {
+                                  owner, skip)) {
       trail->emplace_back(field->name(), -1);
       return true;
     }
@@ -1970,12 +1974,14 @@ bool FindUnknownFieldIn(const google::protobuf::Message& message, std::vector<Fi
   return false;
 }
 
-// FindUnknownFieldIn with the path under `at` into *path.
+}  // namespace
+
 bool FindUnknownField(const google::protobuf::Message& message, const std::string& at,
                       std::string* path, int* number,
-                      const google::protobuf::Descriptor** owner) {
+                      const google::protobuf::Descriptor** owner,
+                      const google::protobuf::Descriptor* skip) {
   std::vector<FieldStep> trail;
-  if (!FindUnknownFieldIn(message, &trail, number, owner)) return false;
+  if (!FindUnknownFieldIn(message, &trail, number, owner, skip)) return false;
   *path = at;
   for (auto step = trail.rbegin(); step != trail.rend(); ++step) {
     *path = Join(*path, step->first);
@@ -1983,8 +1989,6 @@ bool FindUnknownField(const google::protobuf::Message& message, const std::strin
   }
   return true;
 }
-
-}  // namespace
 
 namespace {
 

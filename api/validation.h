@@ -134,6 +134,16 @@ void ValidateAtApplyTime(const Resource& resource, absl::Time now,
 // Appends to `errors`.
 void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* errors);
 
+// The first field `message` (or a message in it, a policy's typed_config
+// included; not a message of type `skip`) carries that its schema does not
+// know: its number into *number, the message holding it into *owner, and
+// the path to that message under `at` (`at.more[0]`) into *path. A known
+// number there came with another wire type than its field's.
+bool FindUnknownField(const google::protobuf::Message& message, const std::string& at,
+                      std::string* path, int* number,
+                      const google::protobuf::Descriptor** owner,
+                      const google::protobuf::Descriptor* skip = nullptr);
+
 // The RE2 program size of all of `resource`'s regular expressions together
 // (each compiled, as ValidateNewContent does), for the config-wide bound
 // api::kMaxConfigRegexProgramSize. Past that bound it stops counting.

@@ -15,7 +15,7 @@
 #include "absl/time/clock.h"
 #include "api/credentials.h"
 #include "api/resource.h"
-#include "google/protobuf/unknown_field_set.h"
+#include "api/validation.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace sluice::controlplane {
@@ -319,53 +319,28 @@ namespace {
 // A request that changes something with a field this build does not know
 // (a newer sluicectl's option) is refused: ignored, the change would be
 // made without what the option asked.
-// Nested messages too (a DeleteRequest's `more` keys), but not the
-// resources an apply carries: ValidateNewContent names what is wrong in
-// them, with the path in the resource.
-std::string UnknownFieldIn(const google::protobuf::Message& message, const std::string& path) {
-  const google::protobuf::Reflection* reflection = message.GetReflection();
-  const google::protobuf::UnknownFieldSet& unknown = reflection->GetUnknownFields(message);
-  const std::string where = path.empty() ? message.GetDescriptor()->name() : path;
-  if (!unknown.empty()) {
-    const int number = unknown.field(0).number();
-    // A known number lands among the unknown fields when it came with
-    // another wire type than its field's.
-    if (const auto* known = message.GetDescriptor()->FindFieldByNumber(number)) {
-      return absl::StrCat(where, " field ", number, " (", known->name(),
-                          ") came with the wrong wire type (it is a ",
-                          known->is_repeated() ? "repeated " : "", known->type_name(),
-                          " field); the request is malformed");
-    }
-    return absl::StrCat(where, " has field ", number,
-                        ", which this control plane does not know (sent by a newer client?)");
-  }
-  std::vector<const google::protobuf::FieldDescriptor*> fields;
-  reflection->ListFields(message, &fields);
-  for (const google::protobuf::FieldDescriptor* field : fields) {
-    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE ||
-        field->message_type() == api::Resource::descriptor()) {
-      continue;
-    }
-    if (field->is_repeated()) {
-      for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
-        std::string found =
-            UnknownFieldIn(reflection->GetRepeatedMessage(message, field, i),
-                           absl::StrCat(where, ".", field->name(), "[", i, "]"));
-        if (!found.empty()) return found;
-      }
-    } else {
-      std::string found = UnknownFieldIn(reflection->GetMessage(message, field),
-                                         absl::StrCat(where, ".", field->name()));
-      if (!found.empty()) return found;
-    }
-  }
-  return "";
-}
-
 absl::Status CheckKnownFields(const google::protobuf::Message& request) {
-  std::string found = UnknownFieldIn(request, "");
-  if (found.empty()) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(found, "; nothing changed"));
+  // Nested messages too (a DeleteRequest's `more` keys), but not the
+  // resources an apply carries: ValidateNewContent names what is wrong in
+  // them, with the path in the resource.
+  std::string path;
+  int number = 0;
+  const google::protobuf::Descriptor* owner = nullptr;
+  if (!api::FindUnknownField(request, request.GetDescriptor()->name(), &path, &number, &owner,
+                             api::Resource::descriptor())) {
+    return absl::OkStatus();
+  }
+  // A known number lands among the unknown fields when it came with
+  // another wire type than its field's.
+  if (const google::protobuf::FieldDescriptor* known = owner->FindFieldByNumber(number)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " field ", number, " (", known->name(), ") came with the wrong wire type (it is a ",
+        known->is_repeated() ? "repeated " : "", known->type_name(),
+        " field); the request is malformed; nothing changed"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, " has field ", number,
+      ", which this control plane does not know (sent by a newer client?); nothing changed"));
 }
 
 // An apply request this big has its memory handed back once it is done.
