@@ -289,13 +289,24 @@ class CacheFilter : public http::Filter {
     if (!upstream_) return http::FilterStatus::kContinue;
     int64_t now = s_.clock();
     if (status == 304 && added_conditionals_ && stale_ != nullptr) {
-      bool storable = false;
-      std::shared_ptr<const Entry> refreshed =
-          Refresh(*stale_, headers, now, &storable);
       // A Set-Cookie in the 304 is this client's: it gets it, and as a
       // response carrying one on a miss, the refreshed entry is not stored
       // unless cache_set_cookie (it was stored, and the cookie lost).
       const bool cookie = headers.Get("set-cookie") != nullptr;
+      if (!SelectsEntry(headers, *stale_)) {
+        // RFC 9111 4.3.4: a 304 naming another entity-tag than the
+        // entry's does not select it, and must not update it. This client
+        // gets the entry as it is (as Envoy answers), and the entry goes:
+        // the next request fetches the representation the origin now has
+        // rather than revalidating the old one again and again.
+        s_.store->Invalidate(key_);
+        s_.store->EndFill(key_, fill_token_);
+        fill_token_ = 0;
+        return Serve(stale_, *request_, CacheStatus::kRevalidated, cookie ? &headers : nullptr);
+      }
+      bool storable = false;
+      std::shared_ptr<const Entry> refreshed =
+          Refresh(*stale_, headers, now, &storable);
       if (cookie && !s_.cache_set_cookie) storable = false;
       if (storable) {
         s_.store->Insert(key_, refreshed, fill_token_);
@@ -847,6 +858,20 @@ class CacheFilter : public http::Filter {
            !(request_->Get("authorization") != nullptr ||
              (client_authorization_ && !keyed_by_caller_) ||
              (authenticated_ && s_.key_consumer && !keyed_by_caller_));
+  }
+
+  // RFC 9111 4.3.4: whether the upstream's 304 selects `entry` for update.
+  // A 304 with an entity-tag selects an entry with the same one: strongly
+  // compared when the 304's is strong, weakly when it is weak. One with
+  // none (no ETag is sent with it, or the origin validated by date) selects
+  // the entry this request revalidated.
+  static bool SelectsEntry(const http::HeaderMap& fresh, const Entry& entry) {
+    const std::string* tag = fresh.Get("etag");
+    if (tag == nullptr) return true;
+    std::string_view t = *tag;
+    t.remove_prefix(std::min(t.find_first_not_of(" \t"), t.size()));
+    const bool weak = t.size() >= 2 && (t[0] == 'W' || t[0] == 'w') && t[1] == '/';
+    return weak ? IfNoneMatchMatches(t, entry.etag) : IfMatchMatches(t, entry.etag);
   }
 
   // RFC 9111 4.3.4: the stored response with the 304's fields replacing

@@ -1002,6 +1002,40 @@ TEST_F(CacheTest, AnAuthenticatedRequestsThreeOhFourRefreshesTheEntryOnlyWhenSha
   EXPECT_EQ(FromCache(*factory).status, "Hit");
 }
 
+// RFC 9111 4.3.4: a 304 that names another entity-tag than the entry's
+// does not select it and must not update it. Before, it refreshed the
+// entry's fields and lifetime whatever tag it named.
+TEST_F(CacheTest, A304NamingAnotherETagDoesNotRefreshTheEntry) {
+  auto factory = Compile();
+  Fill(*factory, 200, Fresh(10, {{"ETag", "\"v1\""}, {"X-Old", "1"}}), "body");
+  Advance(20);
+  Client c(*factory);
+  c.Start();
+  ASSERT_TRUE(c.went_upstream());
+  EXPECT_EQ(c.upstream_header("If-None-Match"), "\"v1\"");
+  EXPECT_FALSE(c.Respond(304, {{"ETag", "\"v2\""}, {"Cache-Control", "max-age=100"},
+                               {"X-New", "2"}}));
+  EXPECT_EQ(c.response_status, 200);  // the stored response, as it is
+  EXPECT_EQ(c.response_body, "body");
+  EXPECT_EQ(c.header("X-Old"), "1");
+  EXPECT_EQ(c.header("X-New"), "<none>");
+  // Not refreshed, and gone: the next request fetches the whole response.
+  Client next(*factory);
+  next.Start();
+  ASSERT_TRUE(next.went_upstream());
+  EXPECT_EQ(next.upstream_header("If-None-Match"), "<none>");
+  EXPECT_TRUE(next.Respond(200, Fresh(100, {{"ETag", "\"v2\""}}), "new body"));
+  EXPECT_EQ(FromCache(*factory).status, "Hit");
+  // A weak tag selects the entry by weak comparison; a strong one by strong.
+  Advance(200);
+  Client weak(*factory);
+  weak.Start();
+  ASSERT_TRUE(weak.went_upstream());
+  EXPECT_FALSE(weak.Respond(304, {{"ETag", "W/\"v2\""}, {"Cache-Control", "max-age=100"}}));
+  EXPECT_EQ(weak.response_body, "new body");
+  EXPECT_EQ(FromCache(*factory).status, "Hit");  // refreshed
+}
+
 // A 304 that says no-store (or private) ends the entry it revalidated:
 // before, the old entry stayed, revalidated on every request and ready to
 // answer stale-if-error after the origin said not to keep it.
