@@ -179,8 +179,53 @@ std::string CheckRsa(EVP_PKEY* key) {
     return "RSA key does not encode";
   }
   while (!e.empty() && e[0] == '\0') e.remove_prefix(1);
+  while (!n.empty() && n[0] == '\0') n.remove_prefix(1);
   if (e.empty() || (e.back() & 1) == 0 || (e.size() == 1 && e[0] == '\1')) {
     return "RSA public exponent must be odd and greater than 1";
+  }
+  // RFC 8017 3.1: e < n; and at most 33 bits, as BoringSSL takes (65537
+  // is what keys use): a larger one only makes each verification dearer.
+  if (e.size() > n.size() || (e.size() == n.size() && e >= n)) {
+    return "RSA public exponent must be less than the modulus (RFC 8017 3.1)";
+  }
+  if (e.size() > 5 || (e.size() == 5 && static_cast<unsigned char>(e[0]) > 1)) {
+    return "RSA public exponent is over 33 bits; keys use 65537";
+  }
+  return "";
+}
+
+// Why an Ed25519 public key is refused, or "": an encoding of a point of
+// small order (the identity, or a point of order 2, 4 or 8) verifies
+// signatures anyone can make, and a y at or above p is not canonical
+// (RFC 8032 5.1.3). These points' y, little-endian: 0, 1, p - 1 and the
+// two of order 8 (each with either sign of x, the encoding's top bit).
+std::string CheckEd25519(EVP_PKEY* key) {
+  unsigned char raw[32];
+  size_t len = sizeof raw;
+  if (EVP_PKEY_get_raw_public_key(key, raw, &len) != 1 || len != sizeof raw) {
+    ERR_clear_error();
+    return "Ed25519 key does not encode";
+  }
+  raw[31] &= 0x7f;  // the sign of x
+  static constexpr std::string_view kSmallOrderY[] = {
+      "0000000000000000000000000000000000000000000000000000000000000000",
+      "0100000000000000000000000000000000000000000000000000000000000000",
+      "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+      "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+      "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  };
+  const std::string hex = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+  for (std::string_view y : kSmallOrderY) {
+    if (hex == y) {
+      return "the Ed25519 key is a point of small order: it verifies signatures anyone can make";
+    }
+  }
+  // y >= p = 2^255 - 19: 0x7f, then 30 bytes of 0xff, then >= 0xed.
+  const bool high = raw[31] == 0x7f &&
+                    std::all_of(raw + 1, raw + 31, [](unsigned char b) { return b == 0xff; });
+  if (high && raw[0] >= 0xed) {
+    return "the Ed25519 key is not canonically encoded (its y is not below p)";
   }
   return "";
 }
@@ -205,6 +250,8 @@ std::optional<KeyType> TypeOf(EVP_PKEY* key, std::string* error) {
       return std::nullopt;
     }
     case EVP_PKEY_ED25519:
+      *error = CheckEd25519(key);
+      if (!error->empty()) return std::nullopt;
       return KeyType::kEd25519;
     default:
       *error = "key type not supported (RSA, EC P-256 or P-384, Ed25519)";
@@ -266,10 +313,23 @@ class JwkReader {
       Fail("key_ops is not an array");
       return false;
     }
+    std::vector<std::string_view> seen;
+    bool verify = false;
     for (simdjson::dom::element op : ops) {
       std::string_view text;
-      if (op.get_string().get(text) == simdjson::SUCCESS && text == "verify") return true;
+      if (op.get_string().get(text) != simdjson::SUCCESS) {
+        Fail("key_ops holds a value that is not a string");
+        return false;
+      }
+      if (std::find(seen.begin(), seen.end(), text) != seen.end()) {
+        // RFC 7517 4.3: duplicate key operation values MUST NOT be present.
+        Fail(absl::StrCat("key_ops holds \"", Quoted(text), "\" twice (RFC 7517 4.3)"));
+        return false;
+      }
+      seen.push_back(text);
+      verify = verify || text == "verify";
     }
+    if (verify) return true;
     Fail("key_ops does not include \"verify\"");
     return false;
   }
@@ -379,6 +439,12 @@ EVP_PKEY* OkpFromJwk(JwkReader& jwk) {
   if (key == nullptr) {
     ERR_clear_error();
     jwk.Fail("x is not an Ed25519 public key");
+    return nullptr;
+  }
+  if (std::string why = CheckEd25519(key); !why.empty()) {
+    EVP_PKEY_free(key);
+    jwk.Fail(why);
+    return nullptr;
   }
   return key;
 }

@@ -761,6 +761,43 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(first(R"({"keys":[{"kty":"DSA"}]})"),
             "jwks: key 0: kty \"DSA\" is not supported (RSA, EC, OKP, oct)");
   EXPECT_EQ(first(R"({"keys":[{"n":"AQAB"}]})"), "jwks: key 0: kty is missing");
+  // Ed25519 keys of small order verify signatures anyone can make (R the
+  // identity, S = 0); before, they were accepted and such tokens passed.
+  auto okp = [&](std::string x) {
+    return first(R"({"keys":[{"kty":"OKP","crv":"Ed25519","kid":"z","x":")" +
+                 absl::WebSafeBase64Escape(x) + R"("}]})");
+  };
+  const std::string small_order =
+      "jwks: key 0 (kid \"z\"): the Ed25519 key is a point of small order: it verifies "
+      "signatures anyone can make";
+  EXPECT_EQ(okp(std::string(32, '\0')), small_order);
+  EXPECT_EQ(okp(std::string("\x01", 1) + std::string(31, '\0')), small_order);
+  std::string order8 = absl::HexStringToBytes(
+      "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a");
+  EXPECT_EQ(okp(order8), small_order);
+  order8[31] = static_cast<char>(order8[31] | 0x80);  // the other sign of x
+  EXPECT_EQ(okp(order8), small_order);
+  EXPECT_EQ(okp("\xed" + std::string(30, '\xff') + "\x7f"),
+            "jwks: key 0 (kid \"z\"): the Ed25519 key is not canonically encoded (its y is not "
+            "below p)");
+  // RFC 8017 3.1: e < n; and e of at most 33 bits. Before, both were
+  // accepted, the first a key that verified nothing.
+  const std::string n = "\xc1" + std::string(254, '\0') + "\x01";  // 2048 bits
+  auto rsa = [&](const std::string& e) {
+    return first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(n) +
+                 R"(","e":")" + absl::WebSafeBase64Escape(e) + R"("}]})");
+  };
+  EXPECT_EQ(rsa(n), "jwks: key 0 (kid \"r\"): RSA public exponent must be less than the "
+                    "modulus (RFC 8017 3.1)");
+  EXPECT_EQ(rsa("\x01" + n), "jwks: key 0 (kid \"r\"): RSA public exponent must be less than "
+                             "the modulus (RFC 8017 3.1)");
+  EXPECT_EQ(rsa(std::string("\x02\0\0\0\x01", 5)),
+            "jwks: key 0 (kid \"r\"): RSA public exponent is over 33 bits; keys use 65537");
+  EXPECT_EQ(rsa(std::string("\x01\0\x01", 3)), "<none>");
+  // RFC 7517 4.3: no key operation twice.
+  EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(n) +
+                  R"(","e":"AQAB","key_ops":["verify","verify"]}]})"),
+            "jwks: key 0 (kid \"r\"): key_ops holds \"verify\" twice (RFC 7517 4.3)");
   EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","n":"@@","e":"AQAB"}]})"),
             "jwks: key 0: n is not base64url (without padding)");
   // The alphabet, but bits set past the last byte (an edited last character).
@@ -783,8 +820,17 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   auto* dup2 = pem.add_public_keys_pem();
   dup2->set_pem(M().pem.at("rsa"));
   dup2->set_kid("k");
+  // An Ed25519 PEM of small order, as its JWK.
+  pem.add_public_keys_pem()->set_pem(
+      "-----BEGIN PUBLIC KEY-----\n" +
+      absl::Base64Escape(absl::HexStringToBytes("302a300506032b6570032100") +
+                         std::string(32, '\0')) +
+      "\n-----END PUBLIC KEY-----\n");
   auto errors = Errors(pem);
-  ASSERT_EQ(errors.size(), 3u) << ErrorText(errors);
+  ASSERT_EQ(errors.size(), 4u) << ErrorText(errors);
+  EXPECT_EQ(errors[3].field, "public_keys_pem[4].pem");
+  EXPECT_EQ(errors[3].message,
+            "the Ed25519 key is a point of small order: it verifies signatures anyone can make");
   EXPECT_EQ(errors[0].field, "public_keys_pem[0].pem");
   EXPECT_EQ(errors[0].message, "RSA key of 1024 bits; 2048..8192 are accepted");
   EXPECT_EQ(errors[1].field, "public_keys_pem[1].pem");
