@@ -2587,7 +2587,6 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
   response_fields_.reserve(head.headers.size() + 2);
   bool has_date = false;
   for (const http::HeaderField& h : head.headers) {
-    has_date = has_date || (h.name.size() == 4 && http::EqualsIgnoreCase(h.name, "date"));
     // The client gets this exchange's id, the one it sent or was given and
     // the one the access log has, never the upstream's (Envoy's
     // always_set_request_id_in_response).
@@ -2595,6 +2594,8 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
         http::EqualsIgnoreCase(h.name, "x-request-id")) {
       continue;
     }
+    // (A Date that `Connection` names is not forwarded: one is added.)
+    has_date = has_date || (h.name.size() == 4 && http::EqualsIgnoreCase(h.name, "date"));
     response_fields_.push_back(h);
   }
   const size_t from_head = response_fields_.size();

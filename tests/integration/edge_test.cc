@@ -1300,6 +1300,22 @@ TEST_F(EdgeTest, EarlyHintsReachTheClient) {
   EXPECT_LT(h2.out.find(":status: 103"), h2.out.find(":status: 200")) << h2.out;
 }
 
+// RFC 9110 6.6.1: a Date that the upstream's Connection names is this
+// hop's, not forwarded, and the response gets the gateway's. Before: it
+// went out with no Date at all.
+TEST_F(EdgeTest, ADateThatConnectionNamesIsReplaced) {
+  RawUpstream upstream(
+      "HTTP/1.1 200 OK\r\nConnection: date, close\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+      "Content-Length: 2\r\n\r\nok");
+  const int port = ListenerTo(upstream.port());
+  ASSERT_GT(port, 0);
+  std::string out = SendRaw(absl::StrCat("127.0.0.1:", port),
+                            "GET /d HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
+  EXPECT_FALSE(absl::StrContains(out, "2001")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\r\ndate: ")) << out;
+}
+
 // A response made before a small request body is read (a policy's 401,
 // a 403) keeps the connection: the body is read and dropped and the next
 // request is served. It ended the connection, so a throttled client paid a
