@@ -13,6 +13,9 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
   const std::vector<char>* allowed = nullptr;  // nullptr: every endpoint
   int count = n;
   const bool excluding = exclude != nullptr && !exclude->empty();
+  // A retry that may not go where a first try may (in panic, first tries
+  // go to every endpoint, a retry to a usable one when there is one).
+  bool narrower = false;
   if (cluster.health_check.enabled || cluster.outlier.enabled || excluding) {
     const int64_t now = NowNanos();
     allowed_.assign(static_cast<size_t>(n), 1);
@@ -30,6 +33,7 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
       for (int i = 0; i < n && panic; ++i) {
         if (allowed_[i] && std::find(exclude->begin(), exclude->end(), i) == exclude->end()) {
           panic = false;
+          narrower = true;
         }
       }
     }
@@ -67,9 +71,9 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
         return cluster.hash_table->Lookup(
             hash, [allowed](int i) { return allowed == nullptr || (*allowed)[i] != 0; });
       }
-      return PickRoundRobin(cluster, allowed, nullptr, excluding);
+      return PickRoundRobin(cluster, allowed, nullptr, narrower);
     default:
-      return PickRoundRobin(cluster, allowed, ramp, excluding);
+      return PickRoundRobin(cluster, allowed, ramp, narrower);
   }
 }
 
@@ -102,7 +106,7 @@ const std::vector<int64_t>* EndpointPicker::SlowStartWeights(const ClusterInfo& 
 }
 
 int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed,
-                                   const std::vector<int64_t>* ramp, bool retry) {
+                                   const std::vector<int64_t>* ramp, bool narrower) {
   if (cluster.uid != last_cluster_) {
     last_state_ = &round_robin_[cluster.name];  // node addresses are stable
     last_cluster_ = cluster.uid;
@@ -111,15 +115,16 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
   const size_t n = cluster.endpoints.size();
   if (cluster.equal_weights && ramp == nullptr) {
     // A first try moves the rotation past what it skipped (endpoints out of
-    // rotation). A retry takes the rotation's turn when it may; else (it
-    // may not take some a first try may: in panic, the unhealthy ones) it
-    // leaves that rotation alone and goes round the usable ones on a
-    // rotation of its own: moving the first tries' rotation past them made
-    // a dead endpoint ahead of two unhealthy ones draw every second first
-    // try, and they none; always taking the first usable one after it put
-    // every retry on one endpoint.
-    uint64_t& cursor =
-        retry && allowed != nullptr && !(*allowed)[state.next % n] ? state.retry_next : state.next;
+    // rotation), and so does a retry that may go wherever a first try may
+    // (but where it went). A retry that may not (in panic, it goes to the
+    // usable endpoints only) leaves that rotation alone and goes round the
+    // usable ones on a rotation of its own. Moving the first tries'
+    // rotation past what it skipped made a dead endpoint ahead of two
+    // unhealthy ones draw every second first try, and they none; taking
+    // the rotation's turn when it was a usable one took a healthy
+    // endpoint's first try whenever a dead one sat just before it; always
+    // taking the first usable one after it put every retry on one endpoint.
+    uint64_t& cursor = narrower ? state.retry_next : state.next;
     for (size_t tries = 0; tries < n; ++tries) {
       const uint64_t at = cursor + tries;
       const int i = static_cast<int>(at % n);

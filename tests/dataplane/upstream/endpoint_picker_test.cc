@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -92,33 +94,47 @@ TEST(EndpointPickerTest, ARetryInPanicGoesToAnUntriedUsableEndpoint) {
 // retries go: a retry's pick passes over the endpoints it may not take
 // without moving the rotation. Before: with a dead endpoint ahead of two
 // unhealthy ones, each retry after the dead one moved the rotation past
-// them, so the dead one drew every second first try and they none.
+// them, so the dead one drew every second first try and they none; and
+// with a dead one just before a healthy one (and another dead one), the
+// retry took the healthy one's turn, which drew no first try at all.
 TEST(EndpointPickerTest, RetriesInPanicLeaveTheRoundRobinRotationEven) {
   stats::StatsStore store;
   auto cluster = MakeCluster({1, 1, 1, 1, 1}, config::v1::Cluster::ROUND_ROBIN, store,
                              /*outlier_detection=*/true);
   const int64_t later = NowNanos() + int64_t{3600} * 1'000'000'000;
-  for (int out : {1, 2, 3}) cluster->endpoints[out].state->ejected_until_ns.store(later);
-  // Endpoint states are kept by address: another test's ejection may hold.
-  for (int in : {0, 4}) cluster->endpoints[in].state->ejected_until_ns.store(0);
-  EndpointPicker picker(5);
-  std::map<int, int> first, again;
-  int retries = 0;
-  for (int round = 0; round < 100; ++round) {
-    const int pick = picker.Pick(*cluster);
-    ++first[pick];
-    if (pick == 1) {  // the dead one: its connect fails, the request is retried
-      ++retries;
-      std::vector<int> tried = {1};
-      ++again[picker.Pick(*cluster, 0, &tried)];
+  // {out of rotation, of them the dead ones (a connect fails: retried)}
+  const std::vector<std::pair<std::vector<int>, std::vector<int>>> layouts = {
+      {{1, 2, 3}, {1}},     // dead, unhealthy, unhealthy between two usable
+      {{0, 1, 2}, {0, 2}},  // dead, unhealthy, dead, then two usable
+  };
+  for (const auto& [out, dead] : layouts) {
+    // Endpoint states are kept by address: another test's ejection may hold.
+    for (int i = 0; i < 5; ++i) cluster->endpoints[i].state->ejected_until_ns.store(0);
+    for (int i : out) cluster->endpoints[i].state->ejected_until_ns.store(later);
+    EndpointPicker picker(5);
+    std::map<int, int> first, again;
+    int retries = 0;
+    for (int round = 0; round < 100; ++round) {
+      const int pick = picker.Pick(*cluster);
+      ++first[pick];
+      if (std::find(dead.begin(), dead.end(), pick) != dead.end()) {
+        ++retries;
+        std::vector<int> tried = {pick};
+        ++again[picker.Pick(*cluster, 0, &tried)];
+      }
     }
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(first[i], 20) << i << " of layout " << out[0];
+    EXPECT_EQ(retries, 20 * static_cast<int>(dead.size()));
+    // The retries go round the usable ones too (they all went to the first
+    // usable one after the dead one: twice the other's load).
+    int usable = 0;
+    for (int i = 0; i < 5; ++i) {
+      if (std::find(out.begin(), out.end(), i) != out.end()) continue;
+      ++usable;
+      EXPECT_EQ(again[i], retries / 2) << i << " of layout " << out[0];
+    }
+    EXPECT_EQ(usable, 2);
   }
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(first[i], 20) << i;
-  EXPECT_EQ(retries, 20);
-  // The retries go round the usable ones too (they all went to the first
-  // usable one after the dead one: twice the other's load).
-  EXPECT_EQ(again[0], 10);
-  EXPECT_EQ(again[4], 10);
 }
 
 // Once every endpoint was tried, the one tried longest ago is picked, never
