@@ -381,7 +381,9 @@ std::vector<std::string> MeantDomains(std::string_view regex) {
 // and tried with made-up first parts (each letter, `1`, `aa` up to ten
 // letters, with and without a `-`), over https and http, without a port and
 // with `:443`, `:8443`, `:1` and each it spells. Empty when none matches.
-std::string LookAlikeOrigin(const RE2& re, std::string_view regex) {
+// The ports origins are tried with: none, `:443`, `:8443`, `:1` and each
+// the expression spells (`:3000`), at most 12.
+std::vector<std::string> TriedPorts(std::string_view regex) {
   std::vector<std::string> ports = {"", ":443", ":8443", ":1"};
   for (size_t at = regex.find(':'); at != std::string_view::npos && ports.size() < 12;
        at = regex.find(':', at + 1)) {
@@ -391,6 +393,11 @@ std::string LookAlikeOrigin(const RE2& re, std::string_view regex) {
     }
     if (end > at + 1) ports.push_back(std::string(regex.substr(at, end - at)));
   }
+  return ports;
+}
+
+std::string LookAlikeOrigin(const RE2& re, std::string_view regex,
+                            const std::vector<std::string>& ports) {
   std::vector<std::string> made_up;
   for (char c = 'a'; c <= 'z'; ++c) made_up.push_back(std::string(1, c));
   for (size_t length = 2; length <= 10; ++length) made_up.push_back(std::string(length, 'a'));
@@ -404,6 +411,39 @@ std::string LookAlikeOrigin(const RE2& re, std::string_view regex) {
       for (const std::string& first : made_up) {
         for (const std::string& port : ports) {
           const std::string origin = absl::StrCat(scheme, first, registered, port);
+          if (RE2::FullMatch(origin, re)) return origin;
+        }
+      }
+    }
+  }
+  return "";
+}
+
+// An origin on a domain anyone can register that the expression lets in
+// because a wildcard follows a domain it names: `example\.com.*`,
+// `example\.com[^/]*` and `example\.com(\.[a-z]+)*` let in
+// https://example.com.a.com (a name under a.com, whoever registers it), and
+// `example\.[a-z]+` lets in https://example.zq, the same name under a
+// top-level domain it does not spell. Each domain it may be meant for
+// (MeantDomains) is tried with `.a.com`, `-a.com` and `a.com` after it, and
+// with its last label as `zq`, `zqx` or `sluiceprobe`, over https and http,
+// with TriedPorts. Empty when none matches.
+std::string TrailingWildcardOrigin(const RE2& re, std::string_view regex,
+                                   const std::vector<std::string>& ports) {
+  std::set<std::string> tried;
+  for (const std::string& domain : MeantDomains(regex)) {
+    const size_t dot = domain.rfind('.');
+    if (dot == std::string::npos || dot == 0 || !tried.insert(domain).second) continue;
+    std::vector<std::string> hosts;
+    for (const char* after : {".a.com", "-a.com", "a.com"}) hosts.push_back(domain + after);
+    const std::string last = domain.substr(dot + 1);
+    for (const char* tld : {"zq", "zqx", "sluiceprobe"}) {
+      if (last != tld) hosts.push_back(domain.substr(0, dot + 1) + tld);
+    }
+    for (const char* scheme : {"https://", "http://"}) {
+      for (const std::string& host : hosts) {
+        for (const std::string& port : ports) {
+          const std::string origin = absl::StrCat(scheme, host, port);
           if (RE2::FullMatch(origin, re)) return origin;
         }
       }
@@ -481,13 +521,24 @@ class CorsValidator : public api::PolicyValidator {
                                  " of the expression): it also matches a look-alike such as "
                                  "https://evilexample.com, which anyone can register; end the "
                                  "wildcard with '\\.' ('(.*\\.)?example\\.com')")});
-      } else if (const std::string look_alike = LookAlikeOrigin(re, pattern->value);
+      } else if (const std::string look_alike =
+                     LookAlikeOrigin(re, pattern->value, TriedPorts(pattern->value));
                  !look_alike.empty()) {
         errors->push_back(
             {field, absl::StrCat("with credentials: true the expression must not join a "
                                  "wildcard to a domain's name: it matches ", look_alike,
                                  ", a look-alike anyone can register; end the wildcard with "
                                  "'\\.' ('(.*\\.)?example\\.com')")});
+      } else if (const std::string trailing =
+                     TrailingWildcardOrigin(re, pattern->value, TriedPorts(pattern->value));
+                 !trailing.empty()) {
+        // `~https://example\.com.*` lets in https://example.com.a.com.
+        errors->push_back(
+            {field, absl::StrCat("with credentials: true the expression must not let a "
+                                 "wildcard follow a domain's name or stand for its top-level "
+                                 "domain: it matches ", trailing, ", which anyone can "
+                                 "register; end it at the name ('example\\.com(:[0-9]+)?$') "
+                                 "and spell the top-level domains ('example\\.(com|net)')")});
       }
     }
   }

@@ -250,6 +250,31 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
     config.set_credentials(false);
     EXPECT_TRUE(new_errors(config).empty()) << joined;
   }
+  // A wildcard after a domain's name lets in a name under another domain
+  // (https://example.com.a.com), one for its top-level domain the same
+  // name under a top-level domain it does not spell (https://example.zq).
+  // Before: taken.
+  for (const char* trailing : {"~^https://example\\.com.*$", "~^https://example\\.com[^/]*$",
+                               "~^https://example\\.com\\S*$", "~^https://example\\.com\\..+$",
+                               "~^https://example\\.com(\\.[a-z]+)*$", "~^https://example\\.[a-z]+$",
+                               "~^https://app\\.example\\.(com|[a-z]+)$",
+                               "~^https://example\\.[a-z]{2}$", "~^https://example\\.com[a-z.-]*$",
+                               "~^http://localhost\\..*$"}) {
+    v1::CorsConfig config = Origins({trailing});
+    config.set_credentials(true);
+    auto errors = new_errors(config);
+    ASSERT_EQ(errors.size(), 1u) << trailing;
+    EXPECT_EQ(errors[0].field, "origins[0]");
+    EXPECT_TRUE(absl::StrContains(errors[0].message, "must not let a wildcard follow a domain's "
+                                                     "name or stand for its top-level domain"))
+        << trailing << ": " << errors[0].message;
+    config.set_credentials(false);
+    EXPECT_TRUE(new_errors(config).empty()) << trailing;
+  }
+  v1::CorsConfig suffix = Origins({"~^https://example\\.com.*$"});
+  suffix.set_credentials(true);
+  EXPECT_TRUE(absl::StrContains(new_errors(suffix)[0].message, "it matches https://example.com.a.com,"))
+      << new_errors(suffix)[0].message;
   // Escaped, in a class, or spanning a label with a quantifier: not lone;
   // a wildcard ending at a dot, or joined to a label below the domain's.
   for (const char* fine : {"~https://app\\.example\\.com", "~https://[.a-z]+\\.example\\.com",
@@ -266,7 +291,11 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            "~^http://10\\.0\\.0\\.5:8\\d00$", "~^https://\\[2001:db8::[0-9a-f]+1\\]$",
                            "~^https://([a-z0-9-]+\\.)?example\\.com$", "~^https://(www|api)\\.example\\.com(:[0-9]+)?$",
                            "~([a-z0-9-]+\\.)*example\\.co\\.uk", "~pr-[0-9]+-preview\\.example\\.com",
-                           "~(?i)app\\.example\\.com", "~^https://app[0-9]{1,2}\\.example\\.com$"}) {
+                           "~(?i)app\\.example\\.com", "~^https://app[0-9]{1,2}\\.example\\.com$",
+                           // Top-level domains and ports spelled out.
+                           "~^https://example\\.(com|net|org)$", "~^https://example\\.com(:[0-9]+)?$",
+                           "~^https://example\\.com(\\.cn)?$", "~^https://example\\.xyz$",
+                           "~^https://(www\\.)?example\\.co\\.(uk|jp)$"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;
