@@ -358,7 +358,8 @@ class JwtFilter : public http::Filter {
       const ClaimValue& claim = claims[h.wanted_index];
       bool usable = claim.kind == ClaimValue::Kind::kString ||
                     claim.kind == ClaimValue::Kind::kRendered;
-      if (usable && IsHeaderValue(claim.text)) {
+      // An empty value ("", []) sets none, as an absent claim.
+      if (usable && !claim.text.empty() && IsHeaderValue(claim.text)) {
         accepted->headers.emplace_back(h.header, claim.text);
         absl::StrAppend(&accepted->claims, h.header, "=", claim.text, "\n");
       }

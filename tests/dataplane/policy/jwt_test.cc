@@ -562,8 +562,10 @@ TEST_F(JwtTest, ClaimsGoToHeadersAndClientCopiesAreRemoved) {
   EXPECT_EQ(evil.header("x-user-email"), "<none>");
   EXPECT_EQ(evil.header("x-admin"), "<none>");
   // An array item that a reader would split or trim is not copied:
-  // ["user,admin"] is not two roles.
-  for (const char* name : {"comma_role", "spaced_role"}) {
+  // ["user,admin"] is not two roles. Nor is an empty value, as an absent
+  // claim (before: [] and "" set an empty header, which an upstream may
+  // read otherwise than none).
+  for (const char* name : {"comma_role", "spaced_role", "empty_roles", "empty_string_role"}) {
     Request listed = Request::Bearer(Token(name));
     EXPECT_EQ(listed.Run(*factory), http::FilterStatus::kContinue) << name;
     EXPECT_EQ(listed.header("x-roles"), "<none>") << name;

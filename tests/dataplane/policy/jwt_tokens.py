@@ -135,6 +135,8 @@ def main():
         "evil_claim": token("ES256", ec256, "ec-256", email="a@b\r\nx-admin: yes"),
         "comma_role": token("ES256", ec256, "ec-256", roles=["user,admin"]),
         "spaced_role": token("ES256", ec256, "ec-256", roles=["user", " admin"]),
+        "empty_roles": token("ES256", ec256, "ec-256", roles=[]),
+        "empty_string_role": token("ES256", ec256, "ec-256", roles=""),
         # refused by construction
         "alg_none": b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." +
                     b64(json.dumps(claims).encode()) + ".",
