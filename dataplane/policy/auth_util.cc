@@ -135,7 +135,8 @@ http::FilterStatus Reject(http::FilterCallbacks& callbacks, int status, std::str
 }
 
 std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
-                                              std::string_view name, ParameterNames names) {
+                                              std::string_view name, ParameterNames names,
+                                              bool plus_is_space) {
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::nullopt;
   std::optional<std::string> found;
@@ -145,7 +146,13 @@ std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
                                            ? PercentDecode(n) == name
                                            : SameParameterName(n, name);
                      if (!same) return true;
-                     found = PercentDecode(v);
+                     if (plus_is_space) {
+                       std::string spaced(v);
+                       std::replace(spaced.begin(), spaced.end(), '+', ' ');
+                       found = PercentDecode(spaced);
+                     } else {
+                       found = PercentDecode(v);
+                     }
                      return false;
                    });
   return found;

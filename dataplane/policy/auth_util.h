@@ -41,10 +41,12 @@ bool SameParameterName(std::string_view sent, std::string_view name);
 enum class ParameterNames { kAnySpelling, kExact };
 
 // The percent-decoded value of the first query parameter `name` (compared
-// decoded) in `path_and_query` ('+' stays '+'); nullopt when absent.
+// decoded) in `path_and_query`; nullopt when absent. A '+' stays '+' (a
+// credential may hold one), or with `plus_is_space` is read as a space,
+// as HTML forms send it (`%2B` is a '+').
 std::optional<std::string> FindQueryParameter(
     std::string_view path_and_query, std::string_view name,
-    ParameterNames names = ParameterNames::kAnySpelling);
+    ParameterNames names = ParameterNames::kAnySpelling, bool plus_is_space = false);
 
 // How many query parameters are `name` (compared decoded), counting those
 // that only a ';' separates (`x=1;apikey=k`), as some upstreams read them.

@@ -188,7 +188,9 @@ std::string ValueTemplate::RenderRaw(const TemplateContext& context) const {
         }
         break;
       case Variable::kQuery:
-        if (auto value = FindQueryParameter(info.path, p.literal, ParameterNames::kExact)) {
+        // A '+' is a space, as route query matchers and Kong read it.
+        if (auto value = FindQueryParameter(info.path, p.literal, ParameterNames::kExact,
+                                            /*plus_is_space=*/true)) {
           out.append(*value);
         }
         break;

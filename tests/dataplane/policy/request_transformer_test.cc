@@ -176,12 +176,13 @@ TEST(RequestTransformerTest,
       add { name: "x-page" value: "%QUERY(page)%" }
       add { name: "x-key" value: "%QUERY(api key)%" }
       add { name: "x-none" value: "<%HEADER(x-nothing)%%QUERY(nothing)%>" }
+      add { name: "x-form" value: "%QUERY(q)%" }
       append { name: "x-pct" value: "100%%" }
     }
   )pb");
   auth::Consumer alice;
   alice.name = "alice";
-  Exchange ex("/v1/list?page=2%20b&size=10&api%20key=k1");
+  Exchange ex("/v1/list?page=2%20b&size=10&api%20key=k1&q=a+b%2Bc");
   ex.callbacks.info_.consumer = &alice;
   ex.headers.Add("x-tenant", "t1");
   ex.headers.Add("X-Tenant", "t2");
@@ -194,6 +195,9 @@ TEST(RequestTransformerTest,
   // A name with a space, as query edits take it (refused at apply before).
   EXPECT_EQ(*ex.headers.Get("x-key"), "k1");
   EXPECT_EQ(*ex.headers.Get("x-none"), "<>");
+  // A '+' is a space, as route query matchers and Kong read it; %2B a '+'.
+  // Before: "a+b+c".
+  EXPECT_EQ(*ex.headers.Get("x-form"), "a b+c");
   EXPECT_EQ(*ex.headers.Get("x-pct"), "100%");
 }
 
