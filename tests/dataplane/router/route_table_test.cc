@@ -112,6 +112,14 @@ TEST(RouteTableHostTest, PortAndCaseAreIgnored) {
   EXPECT_EQ(Outcome(*table, "A.Example.Com:80", "/"), "wild");
   EXPECT_EQ(Outcome(*table, "[::1]:80", "/"), "v6");
   EXPECT_EQ(Outcome(*table, "[::1]", "/"), "v6");
+  // An IPv6 address in another spelling is the same host (before: a 404,
+  // or the "*" virtual host and its policies).
+  EXPECT_EQ(Outcome(*table, "[0:0::1]", "/"), "v6");
+  EXPECT_EQ(Outcome(*table, "[0:0:0:0:0:0:0:1]:8080", "/"), "v6");
+  EXPECT_EQ(Outcome(*table, "[0000::0001]", "/"), "v6");
+  EXPECT_EQ(Outcome(*table, "[::2]", "/"), "404");
+  EXPECT_EQ(Outcome(*table, "[::1x]", "/"), "404");
+  EXPECT_EQ(Outcome(*table, "[" + std::string(60, '0') + "]", "/"), "404");
   // Without a "*" virtual host, anything else is a 404.
   EXPECT_EQ(Outcome(*table, "example.org", "/"), "404");
   EXPECT_EQ(Outcome(*table, "::1", "/"), "404");
