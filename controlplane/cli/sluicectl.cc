@@ -1701,8 +1701,12 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
              const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "rollback", V
   uint64_t version = 0;
-  if (args.size() != 2) {
+  if (args.size() < 2) {
     return UsageFail("rollback needs the version to go back to (see sluicectl history)");
+  }
+  if (args.size() > 2) {
+    return UsageFail(absl::StrCat("rollback takes one version; '", Printable(args[2]),
+                                  "' is one argument too many"));
   }
   if (!absl::SimpleAtoi(args[1], &version) || version == 0) {
     return UsageFail(absl::StrCat("rollback ", Printable(args[1]),

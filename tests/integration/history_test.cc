@@ -178,6 +178,10 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   r = cp_.Ctl({"rollback"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "rollback needs the version")) << r.err;
+  r = cp_.Ctl({"rollback", "3", "4"});  // before: "needs the version"
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rollback takes one version; '4' is one argument too many"))
+      << r.err;
   r = cp_.Ctl({"rollback", "abc"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "rollback abc: a version is a number from 1")) << r.err;
