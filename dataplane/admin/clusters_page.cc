@@ -155,8 +155,7 @@ std::string RenderClusters(const config::ConfigSnapshot* snapshot, bool json) {
                         ",\"ejected_seconds_left\":", v.ejected_seconds_left,
                         // As the next ejection will count it (decayed).
                         ",\"times_ejected\":",
-                        upstream::DecayedTimesEjected(c->outlier, s.times_ejected.load(),
-                                                      s.ejected_until_ns.load(), now),
+                        upstream::DecayedTimesEjected(c->outlier, s, now),
                         ",\"weight\":", e.weight,
                         ramping ? absl::StrCat(",\"slow_start_percent\":", permille / 10)
                                 : std::string(),

@@ -209,8 +209,11 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
                                         : api::kDefaultConsecutiveGatewayFailure;
     o.base_ejection_time = od.has_base_ejection_time() ? api::ToDuration(od.base_ejection_time())
                                                        : api::kDefaultBaseEjectionTime;
-    o.max_ejection_time = od.has_max_ejection_time() ? api::ToDuration(od.max_ejection_time())
-                                                     : api::kDefaultMaxEjectionTime;
+    // The default cap follows a longer base: one ejection lasts at least
+    // the base the operator wrote (before: a 600s base was cut to 300s).
+    o.max_ejection_time = od.has_max_ejection_time()
+                              ? api::ToDuration(od.max_ejection_time())
+                              : std::max(api::kDefaultMaxEjectionTime, o.base_ejection_time);
     o.max_ejection_percent = od.has_max_ejection_percent() ? od.max_ejection_percent().value()
                                                            : api::kDefaultMaxEjectionPercent;
     o.uneject_on_health_check_pass = !od.has_successful_active_health_check_uneject_host() ||
@@ -339,6 +342,8 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
       endpoint.state->times_ejected.store(0);
       endpoint.state->consecutive_5xx.store(0);
       endpoint.state->consecutive_gateway_failures.store(0);
+    } else {
+      KeepEjectionDecay(*endpoint.state, EjectionDecayPeriod(info->outlier), NowNanos());
     }
     endpoint.weight = e.has_weight() ? e.weight() : 1;
     if (!info->endpoints.empty() && endpoint.weight != info->endpoints[0].weight) {

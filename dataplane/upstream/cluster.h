@@ -80,14 +80,38 @@ inline absl::Duration EjectionDecayPeriod(const OutlierConfig& o) {
   return std::max(o.base_ejection_time, absl::Seconds(10));
 }
 
-// The count that lengthens an endpoint's next ejection, as of `now_ns`:
-// `times` ejected, one less for each decay period since its last ejection
-// ended at `until_ns` (0: never ejected).
-inline uint32_t DecayedTimesEjected(const OutlierConfig& o, uint32_t times, int64_t until_ns,
-                                    int64_t now_ns) {
-  if (times == 0 || until_ns <= 0 || now_ns <= until_ns) return times;
-  const int64_t steps = (now_ns - until_ns) / absl::ToInt64Nanoseconds(EjectionDecayPeriod(o));
+// `times` ejected, one less for each `period` since `from_ns` (0: never).
+inline uint32_t DecayedTimes(uint32_t times, int64_t from_ns, int64_t now_ns,
+                             absl::Duration period) {
+  if (times == 0 || from_ns <= 0 || now_ns <= from_ns) return times;
+  const int64_t steps = (now_ns - from_ns) / absl::ToInt64Nanoseconds(period);
   return steps >= times ? 0 : times - static_cast<uint32_t>(steps);
+}
+
+// The count that lengthens an endpoint's next ejection, as of `now_ns`:
+// its times ejected, one less for each decay period since its last
+// ejection ended (or since a config changed the period, see
+// KeepEjectionDecay).
+inline uint32_t DecayedTimesEjected(const OutlierConfig& o, const EndpointState& s,
+                                    int64_t now_ns) {
+  return DecayedTimes(s.times_ejected.load(),
+                      std::max(s.ejected_until_ns.load(), s.decay_from_ns.load()), now_ns,
+                      EjectionDecayPeriod(o));
+}
+
+// A cluster version with another decay period: the decay so far is kept
+// (counted with the period it ran under) and the new period counts from
+// now. Before, the whole time since the last ejection was counted again
+// with the new period: raising base_ejection_time gave long-healthy
+// endpoints their old counts back, lowering it erased recent ones.
+inline void KeepEjectionDecay(EndpointState& s, absl::Duration period, int64_t now_ns) {
+  const int64_t period_ns = absl::ToInt64Nanoseconds(period);
+  const int64_t was = s.decay_period_ns.exchange(period_ns);
+  if (was == 0 || was == period_ns) return;
+  const int64_t from = std::max(s.ejected_until_ns.load(), s.decay_from_ns.load());
+  if (from <= 0 || from >= now_ns) return;  // never ejected, or ejected now
+  s.times_ejected.store(DecayedTimes(s.times_ejected.load(), from, now_ns, absl::Nanoseconds(was)));
+  s.decay_from_ns.store(now_ns);
 }
 
 struct BreakerLimits {

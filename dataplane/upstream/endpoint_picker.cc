@@ -252,7 +252,7 @@ void TryEject(const ClusterInfo& cluster, const EndpointInfo& endpoint, const ch
   // one step for each decay period since its last ejection ended (as
   // Envoy's multiplier goes down each interval a host is not ejected), so a
   // blip a day does not grow into the longest ejections.
-  const uint32_t times = DecayedTimesEjected(o, state.times_ejected.load(), until, now) + 1;
+  const uint32_t times = DecayedTimesEjected(o, state, now) + 1;
   absl::Duration length = std::min(o.base_ejection_time * times, o.max_ejection_time);
   if (!state.ejected_until_ns.compare_exchange_strong(until, now + absl::ToInt64Nanoseconds(length))) {
     return;  // another worker ejected it first

@@ -32,6 +32,11 @@ struct EndpointState {
   // Outlier ejection: ejected while now < ejected_until (unix nanos).
   std::atomic<int64_t> ejected_until_ns{0};
   std::atomic<uint32_t> times_ejected{0};
+  // times_ejected decays from the later of ejected_until_ns and this (set
+  // when a config changed the decay period, decay_period_ns: 0 until a
+  // cluster with outlier detection uses the endpoint).
+  std::atomic<int64_t> decay_from_ns{0};
+  std::atomic<int64_t> decay_period_ns{0};
   std::atomic<uint32_t> consecutive_5xx{0};
   std::atomic<uint32_t> consecutive_gateway_failures{0};
   // When it last joined the rotation (unix nanos): added to a cluster that

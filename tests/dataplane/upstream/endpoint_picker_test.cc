@@ -262,10 +262,12 @@ TEST(EndpointPickerTest, EjectionCountsDecayAndGoWithTheirConfig) {
   e.state->ejected_until_ns.store(NowNanos() - 25 * second);
   // What /clusters shows as times_ejected until then (before: the 3 stored).
   const int64_t now = NowNanos();
-  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 3, now - 25 * second, now), 1u);
-  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 3, now - 35 * second, now), 0u);
-  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 3, now + 5 * second, now), 3u);  // ejected
-  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, 0, 0, now), 0u);
+  const absl::Duration period = EjectionDecayPeriod(cluster->outlier);
+  EXPECT_EQ(DecayedTimesEjected(cluster->outlier, *e.state, now), 1u);
+  EXPECT_EQ(DecayedTimes(3, now - 25 * second, now, period), 1u);
+  EXPECT_EQ(DecayedTimes(3, now - 35 * second, now, period), 0u);
+  EXPECT_EQ(DecayedTimes(3, now + 5 * second, now, period), 3u);  // ejected
+  EXPECT_EQ(DecayedTimes(0, 0, now, period), 0u);
   ReportOutcome(*cluster, e, 503);
   EXPECT_EQ(e.state->times_ejected.load(), 2u);  // 3 - 2 + 1
   int64_t left = e.state->ejected_until_ns.load() - NowNanos();
@@ -279,6 +281,43 @@ TEST(EndpointPickerTest, EjectionCountsDecayAndGoWithTheirConfig) {
   auto off = MakeCluster({1, 1}, config::v1::Cluster::ROUND_ROBIN, store, false);
   EXPECT_FALSE(off->endpoints[0].state->ejected(NowNanos()));
   EXPECT_EQ(off->endpoints[0].state->times_ejected.load(), 0u);
+}
+
+// A version that changes the decay period keeps the decay so far and
+// counts on with the new period from then. Before: the whole time since the
+// last ejection was counted again with the new period, so raising
+// base_ejection_time gave a long-healthy endpoint its old count back.
+TEST(EndpointPickerTest, AChangedDecayPeriodKeepsTheDecaySoFar) {
+  stats::StatsStore store;
+  static upstream::HealthRegistry registry;
+  auto version = [&](int base_seconds) {
+    config::v1::Cluster c;
+    c.set_name("decay");
+    c.mutable_outlier_detection()->mutable_base_ejection_time()->set_seconds(base_seconds);
+    auto* e = c.add_endpoints();
+    e->set_address("127.0.0.1");
+    e->set_port(9100);
+    return *CompileCluster(c, /*resources=*/{}, store, registry);
+  };
+  const int64_t second = 1'000'000'000;
+  auto fast = version(10);
+  EndpointState& s = *fast->endpoints[0].state;
+  s.times_ejected.store(2);
+  s.ejected_until_ns.store(NowNanos() - 25 * second);  // two 10 s periods ago: 0 left
+  EXPECT_EQ(DecayedTimesEjected(fast->outlier, s, NowNanos()), 0u);
+  auto slow = version(400);
+  EXPECT_EQ(DecayedTimesEjected(slow->outlier, s, NowNanos()), 0u);  // before: 2
+  // And the other way: a count that had not decayed under 400 s stays.
+  s.times_ejected.store(2);
+  s.ejected_until_ns.store(NowNanos() - 25 * second);
+  s.decay_from_ns.store(0);
+  auto slow_again = version(400);
+  EXPECT_EQ(DecayedTimesEjected(slow_again->outlier, s, NowNanos()), 2u);
+  auto fast_again = version(10);
+  EXPECT_EQ(DecayedTimesEjected(fast_again->outlier, s, NowNanos()), 2u);  // before: 0
+  // The default max_ejection_time follows a longer base.
+  EXPECT_EQ(version(600)->outlier.max_ejection_time, absl::Seconds(600));
+  EXPECT_EQ(version(10)->outlier.max_ejection_time, absl::Seconds(300));
 }
 
 // Slow start: an endpoint that just joined takes min_weight_percent of its
