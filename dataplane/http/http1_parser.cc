@@ -28,6 +28,9 @@
 //    alone passes max_head_bytes: kRequestLineTooLong.
 #include "dataplane/http/http1_parser.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -215,6 +218,16 @@ bool IsValidHostValue(std::string_view host) {
     for (char c : host.substr(1, host_end - 1)) {
       if (!kIpLiteralChar[Byte(c)]) return false;
     }
+    // An IPv6 address (RFC 3986 3.2.2), not just its characters:
+    // [1::2::3] or [12345::1] is none (routing would take it for no
+    // virtual host of its own, an upstream might read it otherwise).
+    char address[INET6_ADDRSTRLEN];
+    in6_addr parsed;
+    const size_t length = host_end - 1;
+    if (length >= sizeof(address)) return false;
+    host.substr(1, length).copy(address, length);
+    address[length] = '\0';
+    if (inet_pton(AF_INET6, address, &parsed) != 1) return false;
     ++host_end;
   } else {
     host_end = 0;

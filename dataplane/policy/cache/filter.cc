@@ -862,16 +862,32 @@ class CacheFilter : public http::Filter {
 
   // RFC 9111 4.3.4: whether the upstream's 304 selects `entry` for update.
   // A 304 with an entity-tag selects an entry with the same one: strongly
-  // compared when the 304's is strong, weakly when it is weak. One with
-  // none (no ETag is sent with it, or the origin validated by date) selects
-  // the entry this request revalidated.
+  // compared when the 304's is strong (both strong, same opaque tag),
+  // weakly when it is weak. One with none (no ETag is sent with it, or the
+  // origin validated by date) selects the entry this request revalidated.
+  // An ETag field that is no one entity-tag (`*`, a list, no quotes)
+  // selects nothing: stored, `*` would go back as If-None-Match: *, which
+  // any representation matches.
   static bool SelectsEntry(const http::HeaderMap& fresh, const Entry& entry) {
-    const std::string* tag = fresh.Get("etag");
-    if (tag == nullptr) return true;
-    std::string_view t = *tag;
-    t.remove_prefix(std::min(t.find_first_not_of(" \t"), t.size()));
-    const bool weak = t.size() >= 2 && (t[0] == 'W' || t[0] == 'w') && t[1] == '/';
-    return weak ? IfNoneMatchMatches(t, entry.etag) : IfMatchMatches(t, entry.etag);
+    const std::string* field = fresh.Get("etag");
+    if (field == nullptr) return true;
+    auto parse = [](std::string_view tag, bool* weak, std::string_view* opaque) {
+      auto blank = [](char c) { return c == ' ' || c == '\t'; };
+      while (!tag.empty() && blank(tag.front())) tag.remove_prefix(1);
+      while (!tag.empty() && blank(tag.back())) tag.remove_suffix(1);
+      *weak = tag.size() >= 2 && tag[0] == 'W' && tag[1] == '/';
+      if (*weak) tag.remove_prefix(2);
+      // entity-tag = [ W/ ] DQUOTE *etagc DQUOTE (RFC 9110 8.8.3)
+      if (tag.size() < 2 || tag.front() != '"' || tag.back() != '"') return false;
+      *opaque = tag.substr(1, tag.size() - 2);
+      return opaque->find('"') == std::string_view::npos;
+    };
+    bool fresh_weak = false, entry_weak = false;
+    std::string_view fresh_tag, entry_tag;
+    if (!parse(*field, &fresh_weak, &fresh_tag)) return false;
+    if (!parse(entry.etag, &entry_weak, &entry_tag)) return false;
+    if (fresh_tag != entry_tag) return false;
+    return fresh_weak || !entry_weak;
   }
 
   // RFC 9111 4.3.4: the stored response with the 304's fields replacing

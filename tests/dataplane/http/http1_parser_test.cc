@@ -593,7 +593,10 @@ TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
                            // ("internal.example,x" reached the `*` vhost
                            // here, internal.example there).
                            "internal.example,", "x,internal.example", "a;b", "a!b", "a'b",
-                           "a(b)", "a*b", "a+b", "a=b", "a&b", "a$b", "a~b"}) {
+                           "a(b)", "a*b", "a+b", "a=b", "a&b", "a$b", "a~b",
+                           // Brackets holding no IPv6 address (before: taken).
+                           "[1::2::3]", "[:::1]", "[::1::]", "[12345::1]", "[1:2:3:4:5:6:7:8:9]",
+                           "[::1.2.3]", "[0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0:0::1]"}) {
     SCOPED_TRACE(host);
     EXPECT_EQ(FeedOneShot(Mode::kRequest,
                           std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")
@@ -601,7 +604,8 @@ TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
               ParseError::kBadRequest);
   }
   for (const char* host : {"a.com", "a.com:8080", "a.com:", "a.com.", "127.0.0.1:80", "[::1]",
-                           "[::1]:443", "[::ffff:10.0.0.1]", "x_y.local"}) {
+                           "[::1]:443", "[::ffff:10.0.0.1]", "x_y.local", "[0:0::1]",
+                           "[2001:DB8::2]:8443", "[1:2:3:4:5:6:7:8]"}) {
     SCOPED_TRACE(host);
     EXPECT_EQ(FeedOneShot(Mode::kRequest,
                           std::string("GET / HTTP/1.1\r\nHost: ") + host + "\r\n\r\n")

@@ -1034,6 +1034,26 @@ TEST_F(CacheTest, A304NamingAnotherETagDoesNotRefreshTheEntry) {
   EXPECT_FALSE(weak.Respond(304, {{"ETag", "W/\"v2\""}, {"Cache-Control", "max-age=100"}}));
   EXPECT_EQ(weak.response_body, "new body");
   EXPECT_EQ(FromCache(*factory).status, "Hit");  // refreshed
+  // An ETag field that is no one entity-tag selects nothing: `*` (which,
+  // stored, went back as If-None-Match: * and was revalidated forever),
+  // a list, a tag without quotes. Before: each refreshed the entry.
+  Advance(101);
+  for (const char* tag : {"*", "\"v3\", \"v2\"", "\"v2\", \"v3\"", "v2"}) {
+    Fill(*factory, 200, Fresh(1, {{"ETag", "\"v2\""}}), "body v2");
+    Advance(2);
+    Client odd(*factory);
+    odd.Start();
+    ASSERT_TRUE(odd.went_upstream()) << tag;
+    EXPECT_EQ(odd.upstream_header("If-None-Match"), "\"v2\"") << tag;
+    EXPECT_FALSE(odd.Respond(304, {{"ETag", tag}, {"Cache-Control", "max-age=100"}})) << tag;
+    EXPECT_EQ(odd.response_body, "body v2") << tag;
+    Client after(*factory);
+    after.Start();
+    ASSERT_TRUE(after.went_upstream()) << tag;
+    EXPECT_EQ(after.upstream_header("If-None-Match"), "<none>") << tag;  // removed
+    EXPECT_TRUE(after.Respond(200, Fresh(100, {{"ETag", "\"v2\""}}), "x")) << tag;
+    Advance(101);
+  }
 }
 
 // A 304 that says no-store (or private) ends the entry it revalidated:
