@@ -13,9 +13,6 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
   const std::vector<char>* allowed = nullptr;  // nullptr: every endpoint
   int count = n;
   const bool excluding = exclude != nullptr && !exclude->empty();
-  // A retry that may not go where a first try may (in panic, first tries
-  // go to every endpoint, a retry to a usable one when there is one).
-  bool narrower = false;
   if (cluster.health_check.enabled || cluster.outlier.enabled || excluding) {
     const int64_t now = NowNanos();
     allowed_.assign(static_cast<size_t>(n), 1);
@@ -33,7 +30,6 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
       for (int i = 0; i < n && panic; ++i) {
         if (allowed_[i] && std::find(exclude->begin(), exclude->end(), i) == exclude->end()) {
           panic = false;
-          narrower = true;
         }
       }
     }
@@ -71,9 +67,9 @@ int EndpointPicker::Pick(const ClusterInfo& cluster, uint64_t hash,
         return cluster.hash_table->Lookup(
             hash, [allowed](int i) { return allowed == nullptr || (*allowed)[i] != 0; });
       }
-      return PickRoundRobin(cluster, allowed, nullptr, narrower);
+      return PickRoundRobin(cluster, allowed, nullptr, excluding);
     default:
-      return PickRoundRobin(cluster, allowed, ramp, narrower);
+      return PickRoundRobin(cluster, allowed, ramp, excluding);
   }
 }
 
@@ -106,7 +102,7 @@ const std::vector<int64_t>* EndpointPicker::SlowStartWeights(const ClusterInfo& 
 }
 
 int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed,
-                                   const std::vector<int64_t>* ramp, bool narrower) {
+                                   const std::vector<int64_t>* ramp, bool retry) {
   if (cluster.uid != last_cluster_) {
     last_state_ = &round_robin_[cluster.name];  // node addresses are stable
     last_cluster_ = cluster.uid;
@@ -115,16 +111,16 @@ int EndpointPicker::PickRoundRobin(const ClusterInfo& cluster, const std::vector
   const size_t n = cluster.endpoints.size();
   if (cluster.equal_weights && ramp == nullptr) {
     // A first try moves the rotation past what it skipped (endpoints out of
-    // rotation), and so does a retry that may go wherever a first try may
-    // (but where it went). A retry that may not (in panic, it goes to the
-    // usable endpoints only) leaves that rotation alone and goes round the
-    // usable ones on a rotation of its own. Moving the first tries'
-    // rotation past what it skipped made a dead endpoint ahead of two
-    // unhealthy ones draw every second first try, and they none; taking
-    // the rotation's turn when it was a usable one took a healthy
-    // endpoint's first try whenever a dead one sat just before it; always
-    // taking the first usable one after it put every retry on one endpoint.
-    uint64_t& cursor = narrower ? state.retry_next : state.next;
+    // rotation). A retry leaves that rotation alone and goes round the
+    // endpoints it may take on a rotation of its own, so the first tries
+    // stay even whatever fails. A retry that took the first tries' turn
+    // took it from the endpoint after the one that failed: with a dead
+    // endpoint just before a live one, in panic, the live one drew no first
+    // try and the dead ones twice their share; moving the first tries'
+    // rotation past what a retry skipped made a dead endpoint ahead of two
+    // unhealthy ones draw every second first try; always taking the first
+    // usable one after it put every retry on one endpoint.
+    uint64_t& cursor = retry ? state.retry_next : state.next;
     for (size_t tries = 0; tries < n; ++tries) {
       const uint64_t at = cursor + tries;
       const int i = static_cast<int>(at % n);

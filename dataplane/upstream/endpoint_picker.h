@@ -71,10 +71,9 @@ class EndpointPicker {
   // The weights of this pick while some endpoint is in its slow start (in
   // thousandths of a weight), or nullptr.
   const std::vector<int64_t>* SlowStartWeights(const ClusterInfo& cluster);
-  // `narrower`: the pick of a retry that may not go to some endpoint a
-  // first try may (tried endpoints aside): in panic, the unusable ones.
+  // `retry`: the pick of a retry (tried endpoints excluded).
   int PickRoundRobin(const ClusterInfo& cluster, const std::vector<char>* allowed,
-                     const std::vector<int64_t>* ramp, bool narrower);
+                     const std::vector<int64_t>* ramp, bool retry);
   int PickLeastRequest(const ClusterInfo& cluster, const std::vector<char>* allowed, int count,
                        const std::vector<int64_t>* ramp);
   int PickRandom(const ClusterInfo& cluster, const std::vector<char>* allowed,

@@ -96,7 +96,8 @@ TEST(EndpointPickerTest, ARetryInPanicGoesToAnUntriedUsableEndpoint) {
 // unhealthy ones, each retry after the dead one moved the rotation past
 // them, so the dead one drew every second first try and they none; and
 // with a dead one just before a healthy one (and another dead one), the
-// retry took the healthy one's turn, which drew no first try at all.
+// retry took the healthy one's turn, which drew no first try at all; the
+// same with no endpoint usable, a dead one before each live one.
 TEST(EndpointPickerTest, RetriesInPanicLeaveTheRoundRobinRotationEven) {
   stats::StatsStore store;
   auto cluster = MakeCluster({1, 1, 1, 1, 1}, config::v1::Cluster::ROUND_ROBIN, store,
@@ -106,6 +107,7 @@ TEST(EndpointPickerTest, RetriesInPanicLeaveTheRoundRobinRotationEven) {
   const std::vector<std::pair<std::vector<int>, std::vector<int>>> layouts = {
       {{1, 2, 3}, {1}},     // dead, unhealthy, unhealthy between two usable
       {{0, 1, 2}, {0, 2}},  // dead, unhealthy, dead, then two usable
+      {{0, 1, 2, 3, 4}, {0, 2}},  // none usable: dead, unhealthy, dead, unhealthy x2
   };
   for (const auto& [out, dead] : layouts) {
     // Endpoint states are kept by address: another test's ejection may hold.
@@ -132,6 +134,12 @@ TEST(EndpointPickerTest, RetriesInPanicLeaveTheRoundRobinRotationEven) {
       if (std::find(out.begin(), out.end(), i) != out.end()) continue;
       ++usable;
       EXPECT_EQ(again[i], retries / 2) << i << " of layout " << out[0];
+    }
+    if (out.size() == 5) {
+      // None usable: a retry goes to an endpoint it has not tried, in turn.
+      EXPECT_EQ(usable, 0);
+      EXPECT_EQ(again[0] + again[1] + again[2] + again[3] + again[4], retries);
+      continue;
     }
     EXPECT_EQ(usable, 2);
   }
