@@ -420,28 +420,51 @@ std::string LookAlikeOrigin(const RE2& re, std::string_view regex,
 }
 
 // An origin on a domain anyone can register that the expression lets in
-// because a wildcard follows a domain it names: `example\.com.*`,
-// `example\.com[^/]*` and `example\.com(\.[a-z]+)*` let in
-// https://example.com.a.com (a name under a.com, whoever registers it), and
-// `example\.[a-z]+` lets in https://example.zq, the same name under a
-// top-level domain it does not spell. Each domain it may be meant for
-// (MeantDomains) is tried with `.a.com`, `-a.com` and `a.com` after it, and
-// with its last label as `zq`, `zqx` or `sluiceprobe`, over https and http,
-// with TriedPorts. Empty when none matches.
+// because a wildcard follows a domain it names, or stands for its
+// top-level domain: `example\.com.*` lets in https://example.com.a.com (a
+// name under a.com, whoever registers it), `example\.com(\.[a-z]+)?`
+// https://example.com.br, `example\.com\w*` https://example.community,
+// `example\.[a-z]+` the same name under any top-level domain, and
+// `example\.c[a-z]+` https://example.cafe. Each domain it may be meant for
+// (MeantDomains) is tried with made-up labels after it (`.a.com`, `.q.com`,
+// `-a.com`, `a.com`, `.a.net`, `.a.org`, `.a.io`, `.zq`, `.qq`, `zq`,
+// `qq`, `q`), and with made-up top-level domains in place of its own t (`zq`,
+// `qq`, `zqx`, `qqx`, `sluiceprobe`, `a.zq`, `q.qq`, and t cut short or
+// with its first letters kept: `co`, `czq`, `cozq` for `com`), over https
+// and http, with TriedPorts; never a name it may be meant for itself.
+// Empty when none matches.
 std::string TrailingWildcardOrigin(const RE2& re, std::string_view regex,
                                    const std::vector<std::string>& ports) {
   std::set<std::string> tried;
-  for (const std::string& domain : MeantDomains(regex)) {
+  const std::vector<std::string> meant = MeantDomains(regex);
+  // A name it may be meant for is no look-alike (`example\.co` is not
+  // `example.com` cut short).
+  const std::set<std::string> named(meant.begin(), meant.end());
+  for (std::string domain : meant) {
+    // A run cut by a wildcard after its dot (`example\.com\.[a-z]+`) names
+    // the domain before that dot.
+    while (!domain.empty() && domain.back() == '.') domain.pop_back();
     const size_t dot = domain.rfind('.');
     if (dot == std::string::npos || dot == 0 || !tried.insert(domain).second) continue;
     std::vector<std::string> hosts;
-    for (const char* after : {".a.com", "-a.com", "a.com"}) hosts.push_back(domain + after);
+    for (const char* after : {".a.com", ".q.com", "-a.com", "a.com", ".a.net", ".a.org", ".a.io",
+                              ".zq", ".qq", "zq", "qq", "q"}) {
+      hosts.push_back(domain + after);
+    }
     const std::string last = domain.substr(dot + 1);
-    for (const char* tld : {"zq", "zqx", "sluiceprobe"}) {
-      if (last != tld) hosts.push_back(domain.substr(0, dot + 1) + tld);
+    std::vector<std::string> tlds = {"zq", "qq", "zqx", "qqx", "sluiceprobe", "a.zq", "q.qq"};
+    if (!last.empty()) {
+      tlds.push_back(last.substr(0, 1) + "zq");
+      tlds.push_back(last.substr(0, 1) + "qq");
+    }
+    if (last.size() >= 2) tlds.push_back(last.substr(0, 2) + "zq");
+    if (last.size() >= 3) tlds.push_back(last.substr(0, last.size() - 1));
+    for (const std::string& tld : tlds) {
+      if (tld != last) hosts.push_back(domain.substr(0, dot + 1) + tld);
     }
     for (const char* scheme : {"https://", "http://"}) {
       for (const std::string& host : hosts) {
+        if (named.count(host) > 0) continue;
         for (const std::string& port : ports) {
           const std::string origin = absl::StrCat(scheme, host, port);
           if (RE2::FullMatch(origin, re)) return origin;
@@ -536,9 +559,11 @@ class CorsValidator : public api::PolicyValidator {
         errors->push_back(
             {field, absl::StrCat("with credentials: true the expression must not let a "
                                  "wildcard follow a domain's name or stand for its top-level "
-                                 "domain: it matches ", trailing, ", which anyone can "
-                                 "register; end it at the name ('example\\.com(:[0-9]+)?$') "
-                                 "and spell the top-level domains ('example\\.(com|net)')")});
+                                 "domain: it matches ", trailing, ", another domain than "
+                                 "the one it names, as names anyone can register would "
+                                 "(example.com.br, example.community); end it at the name "
+                                 "('example\\.com(:[0-9]+)?$') and spell the top-level "
+                                 "domains ('example\\.(com|net)')")});
       }
     }
   }

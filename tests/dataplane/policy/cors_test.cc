@@ -259,7 +259,17 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                                "~^https://example\\.com(\\.[a-z]+)*$", "~^https://example\\.[a-z]+$",
                                "~^https://app\\.example\\.(com|[a-z]+)$",
                                "~^https://example\\.[a-z]{2}$", "~^https://example\\.com[a-z.-]*$",
-                               "~^http://localhost\\..*$"}) {
+                               "~^http://localhost\\..*$",
+                               // The regression probe's (before: taken).
+                               "~^https://example\\.com(:\\d+|\\.[a-z]+)?$",
+                               "~^https://example\\.com\\.?[a-z]*$", "~^https://example\\.com\\w*$",
+                               "~^https://example\\.com[^.]*$", "~^https://example\\.com[a-z0-9]*(:[0-9]+)?$",
+                               "~^https://example\\.com\\p{L}*$", "~^https://example\\.com[[:alnum:]]*$",
+                               "~^https://example\\.com\\.[a-z]+\\.(net|org)$",
+                               "~^https://example\\.com[-.a-z]*\\.net$",
+                               "~^https://example\\.[a-z]+\\.[a-z]{2}$", "~^https://example\\.c[a-z]+$",
+                               "~^https://example\\.co[a-z]?$", "~^https://example\\.[a-y]{2}$",
+                               "~^https://example\\.com\\.[b-z]+\\.[b-z]+$"}) {
     v1::CorsConfig config = Origins({trailing});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -295,7 +305,39 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            // Top-level domains and ports spelled out.
                            "~^https://example\\.(com|net|org)$", "~^https://example\\.com(:[0-9]+)?$",
                            "~^https://example\\.com(\\.cn)?$", "~^https://example\\.xyz$",
-                           "~^https://(www\\.)?example\\.co\\.(uk|jp)$"}) {
+                           "~^https://(www\\.)?example\\.co\\.(uk|jp)$",
+                           // The regression probe's: an operator's own domains.
+                           "~^https://example\\.com$",
+                           "~^https://([a-z0-9-]+\\.)*example\\.com(:\\d+)?$",
+                           "~^https://(.+\\.)?example\\.com$",
+                           "~^https?://(www\\.)?example\\.(com|co\\.uk|de)$",
+                           "~^https://api\\.[a-z]+\\.example\\.com$",
+                           "~^https://app(-[a-z0-9]+)?\\.example\\.com$",
+                           "~^https://[a-z0-9-]+--example\\.netlify\\.app$",
+                           "~^https://example-[a-z0-9]+-team\\.vercel\\.app$",
+                           "~^http://localhost(:\\d+)?$",
+                           "~^http://192\\.168\\.[0-9]+\\.[0-9]+(:\\d+)?$",
+                           "~^http://10\\.\\d+\\.\\d+\\.\\d+(:\\d+)?$",
+                           "~^https://example\\.com\\.au$",
+                           "~^https://(www\\.)?example\\.com(\\.au)?$",
+                           "~^https://example\\.com(\\.au|\\.br)?$",
+                           "~^https://shop\\.example\\.co\\.uk(:\\d+)?$",
+                           "~^https://example\\.com:(443|8443)$",
+                           "~^https://example\\.com(:\\d{2,5})?$",
+                           "~^https://(dev|staging|prod)\\.example\\.com(:[0-9]{4})?$",
+                           "~^https://example\\.com\\.cdn\\.cloudflare\\.net$",
+                           "~^https://[a-z0-9]+\\.example\\.com\\.cdn\\.cloudflare\\.net$",
+                           "~^https://example\\.co$", "~^https://[a-z]+\\.example\\.community$",
+                           "~^https://example\\.com\\.?$",
+                           "~^https://(www\\.)?example\\.com\\.?(:\\d+)?$",
+                           "~^https://[a-z]{2}-[a-z]{2}\\.example\\.com$",
+                           "~^https://example\\.com(:[0-9]+)?(/)?$",
+                           "~^https://\\[::1\\](:\\d+)?$",
+                           "~^https://xn--[a-z0-9-]+\\.example\\.com$",
+                           "~^https://example\\.com$|^https://example\\.org$",
+                           "~^https://(app|admin)\\.(example|sample)\\.com$",
+                           "~^https://[a-z]+\\.example\\.com\\.br$",
+                           "~^https://[a-z0-9-]+\\.s3\\.example\\.com$"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;
