@@ -180,6 +180,7 @@ std::string CheckRsa(EVP_PKEY* key) {
   }
   while (!e.empty() && e[0] == '\0') e.remove_prefix(1);
   while (!n.empty() && n[0] == '\0') n.remove_prefix(1);
+  if (n.empty() || (n.back() & 1) == 0) return "RSA modulus is even: it is no RSA public key";
   if (e.empty() || (e.back() & 1) == 0 || (e.size() == 1 && e[0] == '\1')) {
     return "RSA public exponent must be odd and greater than 1";
   }
@@ -194,6 +195,46 @@ std::string CheckRsa(EVP_PKEY* key) {
   return "";
 }
 
+// Whether a point of edwards25519 has this y (32 bytes little-endian, below
+// p) and an x of that sign (RFC 8032 5.1.3): x^2 = (y^2 - 1) / (d y^2 + 1)
+// must be a square mod p = 2^255 - 19 (Euler's criterion), and x = 0 has
+// no negative.
+bool Ed25519PointExists(const unsigned char y_le[32], bool sign) {
+  unsigned char y_be[32];
+  for (int i = 0; i < 32; ++i) y_be[i] = y_le[31 - i];
+  BN_CTX* ctx = BN_CTX_new();
+  if (ctx == nullptr) return false;
+  BN_CTX_start(ctx);
+  BIGNUM* p = BN_CTX_get(ctx);
+  BIGNUM* y = BN_CTX_get(ctx);
+  BIGNUM* y2 = BN_CTX_get(ctx);
+  BIGNUM* d = BN_CTX_get(ctx);
+  BIGNUM* t = BN_CTX_get(ctx);
+  BIGNUM* u = BN_CTX_get(ctx);
+  BIGNUM* v = BN_CTX_get(ctx);
+  BIGNUM* e = BN_CTX_get(ctx);
+  bool ok = e != nullptr && BN_set_bit(p, 255) && BN_sub_word(p, 19) &&
+            BN_bin2bn(y_be, sizeof y_be, y) != nullptr && BN_mod_sqr(y2, y, p, ctx) &&
+            // d = -121665 / 121666 mod p
+            BN_set_word(t, 121666) && BN_mod_inverse(d, t, p, ctx) != nullptr &&
+            BN_set_word(t, 121665) && BN_mod_mul(d, d, t, p, ctx) && BN_sub(d, p, d) &&
+            // u = y^2 - 1, v = d y^2 + 1
+            BN_copy(u, y2) != nullptr && BN_set_word(t, 1) && BN_mod_sub(u, u, t, p, ctx) &&
+            BN_mod_mul(v, d, y2, p, ctx) && BN_mod_add(v, v, t, p, ctx);
+  bool exists = false;
+  if (ok && BN_is_zero(u)) {
+    exists = !sign;  // x = 0: y = 1 or p - 1, and no -0
+  } else if (ok && !BN_is_zero(v) && BN_mod_inverse(v, v, p, ctx) != nullptr &&
+             BN_mod_mul(u, u, v, p, ctx) && BN_copy(e, p) != nullptr && BN_sub_word(e, 1) &&
+             BN_rshift1(e, e) && BN_mod_exp(t, u, e, p, ctx)) {
+    exists = BN_is_one(t);
+  }
+  BN_CTX_end(ctx);
+  BN_CTX_free(ctx);
+  ERR_clear_error();
+  return exists;
+}
+
 // Why an Ed25519 public key is refused, or "": an encoding of a point of
 // small order (the identity, or a point of order 2, 4 or 8) verifies
 // signatures anyone can make, and a y at or above p is not canonical
@@ -206,7 +247,8 @@ std::string CheckEd25519(EVP_PKEY* key) {
     ERR_clear_error();
     return "Ed25519 key does not encode";
   }
-  raw[31] &= 0x7f;  // the sign of x
+  const bool sign = (raw[31] & 0x80) != 0;  // of x
+  raw[31] &= 0x7f;
   static constexpr std::string_view kSmallOrderY[] = {
       "0000000000000000000000000000000000000000000000000000000000000000",
       "0100000000000000000000000000000000000000000000000000000000000000",
@@ -226,6 +268,9 @@ std::string CheckEd25519(EVP_PKEY* key) {
                     std::all_of(raw + 1, raw + 31, [](unsigned char b) { return b == 0xff; });
   if (high && raw[0] >= 0xed) {
     return "the Ed25519 key is not canonically encoded (its y is not below p)";
+  }
+  if (!Ed25519PointExists(raw, sign)) {
+    return "the Ed25519 key is not a point on the curve (no x has its y)";
   }
   return "";
 }

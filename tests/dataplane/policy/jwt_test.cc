@@ -5,6 +5,7 @@
 // headers, consumers, the anonymous fallback, the verified-token cache and
 // the config rules by field.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
 #include <atomic>
 
@@ -779,6 +780,27 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(okp(order8), small_order);
   order8[31] = static_cast<char>(order8[31] | 0x80);  // the other sign of x
   EXPECT_EQ(okp(order8), small_order);
+  // Every real key is a point on the curve: 200 fresh ones are taken.
+  for (int i = 0; i < 200; ++i) {
+    EVP_PKEY* fresh = nullptr;
+    EVP_PKEY_CTX* keygen = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr);
+    ASSERT_NE(keygen, nullptr);
+    ASSERT_EQ(EVP_PKEY_keygen_init(keygen), 1);
+    ASSERT_EQ(EVP_PKEY_keygen(keygen, &fresh), 1);
+    EVP_PKEY_CTX_free(keygen);
+    unsigned char raw[32];
+    size_t raw_length = sizeof raw;
+    ASSERT_EQ(EVP_PKEY_get_raw_public_key(fresh, raw, &raw_length), 1);
+    EVP_PKEY_free(fresh);
+    const std::string x(reinterpret_cast<const char*>(raw), raw_length);
+    // (The key is taken: only the RS256 this config asks for has no key.)
+    ASSERT_EQ(okp(x), "algorithms[0]: no key can verify RS256 tokens")
+        << absl::BytesToHexString(x);
+  }
+  // y = 2 is no point's (before: taken, a key that verified nothing).
+  EXPECT_EQ(okp(std::string("\x02", 1) + std::string(31, '\0')),
+            "jwks: key 0 (kid \"z\"): the Ed25519 key is not a point on the curve (no x has "
+            "its y)");
   EXPECT_EQ(okp("\xed" + std::string(30, '\xff') + "\x7f"),
             "jwks: key 0 (kid \"z\"): the Ed25519 key is not canonically encoded (its y is not "
             "below p)");
@@ -796,6 +818,10 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(rsa(std::string("\x02\0\0\0\x01", 5)),
             "jwks: key 0 (kid \"r\"): RSA public exponent is over 33 bits; keys use 65537");
   EXPECT_EQ(rsa(std::string("\x01\0\x01", 3)), "<none>");
+  const std::string even = "\xc1" + std::string(255, '\0');
+  EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(even) +
+                  R"(","e":"AQAB"}]})"),
+            "jwks: key 0 (kid \"r\"): RSA modulus is even: it is no RSA public key");
   // RFC 7517 4.3: no key operation twice.
   EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(n) +
                   R"(","e":"AQAB","key_ops":["verify","verify"]}]})"),
