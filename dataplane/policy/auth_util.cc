@@ -140,19 +140,20 @@ std::optional<std::string> FindQueryParameter(std::string_view path_and_query,
   size_t q = path_and_query.find('?');
   if (q == std::string_view::npos) return std::nullopt;
   std::optional<std::string> found;
+  // A form's '+' is a space (its "%2B" a '+'), in a name as in a value.
+  auto decode = [plus_is_space](std::string_view text) {
+    if (!plus_is_space) return PercentDecode(text);
+    std::string spaced(text);
+    std::replace(spaced.begin(), spaced.end(), '+', ' ');
+    return PercentDecode(spaced);
+  };
   ForEachParameter(path_and_query.substr(q + 1),
                    [&](std::string_view n, std::string_view v, size_t, size_t) {
                      const bool same = names == ParameterNames::kExact
-                                           ? PercentDecode(n) == name
+                                           ? decode(n) == name
                                            : SameParameterName(n, name);
                      if (!same) return true;
-                     if (plus_is_space) {
-                       std::string spaced(v);
-                       std::replace(spaced.begin(), spaced.end(), '+', ' ');
-                       found = PercentDecode(spaced);
-                     } else {
-                       found = PercentDecode(v);
-                     }
+                     found = decode(v);
                      return false;
                    });
   return found;

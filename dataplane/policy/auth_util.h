@@ -43,7 +43,7 @@ enum class ParameterNames { kAnySpelling, kExact };
 // The percent-decoded value of the first query parameter `name` (compared
 // decoded) in `path_and_query`; nullopt when absent. A '+' stays '+' (a
 // credential may hold one), or with `plus_is_space` is read as a space,
-// as HTML forms send it (`%2B` is a '+').
+// as HTML forms send it (`%2B` is a '+'), in a name (with kExact) too.
 std::optional<std::string> FindQueryParameter(
     std::string_view path_and_query, std::string_view name,
     ParameterNames names = ParameterNames::kAnySpelling, bool plus_is_space = false);

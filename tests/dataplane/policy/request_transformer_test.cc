@@ -182,7 +182,7 @@ TEST(RequestTransformerTest,
   )pb");
   auth::Consumer alice;
   alice.name = "alice";
-  Exchange ex("/v1/list?page=2%20b&size=10&api%20key=k1&q=a+b%2Bc");
+  Exchange ex("/v1/list?page=2%20b&size=10&api+key=k1&q=a+b%2Bc");
   ex.callbacks.info_.consumer = &alice;
   ex.headers.Add("x-tenant", "t1");
   ex.headers.Add("X-Tenant", "t2");
@@ -192,7 +192,8 @@ TEST(RequestTransformerTest,
   EXPECT_EQ(ex.headers.Get("x-tenant"), nullptr);
   EXPECT_EQ(*ex.headers.Get("x-tenant-copy"), "[t1, t2]");
   EXPECT_EQ(*ex.headers.Get("x-page"), "2 b");  // percent-decoded
-  // A name with a space, as query edits take it (refused at apply before).
+  // A name with a space, as query edits take it (refused at apply before),
+  // sent with a '+' as a form sends it (before: not found).
   EXPECT_EQ(*ex.headers.Get("x-key"), "k1");
   EXPECT_EQ(*ex.headers.Get("x-none"), "<>");
   // A '+' is a space, as route query matchers and Kong read it; %2B a '+'.
