@@ -284,6 +284,14 @@ int UsageFail(const std::string& message) {
   return 2;
 }
 
+std::string Printable(absl::string_view text);
+
+// An argument past the last one `command` takes (`at` its index in `args`).
+int ExtraArgument(const std::string& command, const std::vector<std::string>& args, size_t at) {
+  return UsageFail(absl::StrCat(command, ": '", Printable(args[at]),
+                                "' is one argument too many"));
+}
+
 // A message as one line of JSON with the proto's field names.
 void PrintJson(const google::protobuf::Message& message) {
   std::string json;
@@ -1100,6 +1108,7 @@ int StartCanary(admin::v1::AdminService::Stub& stub, const std::string& server,
 int RolloutCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
                    const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "rollout", VERB
+  if (args.size() > 2) return ExtraArgument(absl::StrCat("rollout ", args[1]), args, 2);
   if (args.size() != 2) return UsageFail("rollout needs status, promote or abort");
   if (args[1] == "status") {
     admin::v1::GetRolloutResponse response;
@@ -1656,7 +1665,8 @@ absl::StatusOr<admin::v1::GetVersionResponse> FetchVersion(
 int Diff(admin::v1::AdminService::Stub& stub, const std::string& server,
          const ParsedFlags& flags) {
   const auto& args = flags.positional;  // "diff", V1, [V2]
-  if (args.size() < 2 || args.size() > 3) return UsageFail("diff needs V1 and optionally V2");
+  if (args.size() > 3) return ExtraArgument("diff takes V1 and optionally V2", args, 3);
+  if (args.size() < 2) return UsageFail("diff needs V1 and optionally V2");
   uint64_t versions[2] = {0, 0};  // V2 0: the current one
   for (size_t i = 1; i < args.size(); ++i) {
     if (!absl::SimpleAtoi(args[i], &versions[i - 1]) || versions[i - 1] == 0) {
@@ -1705,8 +1715,7 @@ int Rollback(admin::v1::AdminService::Stub& stub, const std::string& server,
     return UsageFail("rollback needs the version to go back to (see sluicectl history)");
   }
   if (args.size() > 2) {
-    return UsageFail(absl::StrCat("rollback takes one version; '", Printable(args[2]),
-                                  "' is one argument too many"));
+    return ExtraArgument("rollback takes one version", args, 2);
   }
   if (!absl::SimpleAtoi(args[1], &version) || version == 0) {
     return UsageFail(absl::StrCat("rollback ", Printable(args[1]),
@@ -2083,6 +2092,7 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
   const auto& args = flags.positional;  // "token", VERB, ...
   const std::string verb = args.size() >= 2 ? args[1] : "";
   if (verb == "create") {
+    if (args.size() > 3) return ExtraArgument("token create takes one NAME", args, 3);
     if (args.size() != 3) return UsageFail("token create needs NAME (and --role)");
     auto role = flags.values.find("role");
     if (role == flags.values.end()) {
@@ -2127,6 +2137,7 @@ int TokenCommand(admin::v1::AdminService::Stub& stub, const std::string& server,
     return 0;
   }
   if (verb == "revoke") {
+    if (args.size() > 3) return ExtraArgument("token revoke takes one NAME", args, 3);
     if (args.size() != 3) return UsageFail("token revoke needs NAME");
     admin::v1::RevokeTokenRequest request;
     request.set_name(args[2]);

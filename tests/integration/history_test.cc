@@ -180,7 +180,21 @@ TEST_F(HistoryTest, HistoryDiffRollbackAndAStaleIfVersion) {
   EXPECT_TRUE(absl::StrContains(r.err, "rollback needs the version")) << r.err;
   r = cp_.Ctl({"rollback", "3", "4"});  // before: "needs the version"
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(absl::StrContains(r.err, "rollback takes one version; '4' is one argument too many"))
+  EXPECT_TRUE(absl::StrContains(r.err, "rollback takes one version: '4' is one argument too many"))
+      << r.err;
+  // Likewise for the other commands (before: each said an argument was
+  // missing).
+  r = cp_.Ctl({"diff", "1", "1", "1"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "diff takes V1 and optionally V2: '1' is one argument too "
+                                       "many")) << r.err;
+  r = cp_.Ctl({"rollout", "status", "extra"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "rollout status: 'extra' is one argument too many"))
+      << r.err;
+  r = cp_.Ctl({"token", "revoke", "a", "b"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "token revoke takes one NAME: 'b' is one argument too many"))
       << r.err;
   r = cp_.Ctl({"rollback", "abc"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
