@@ -302,7 +302,9 @@ class CacheFilter : public http::Filter {
         s_.store->Invalidate(key_);
         s_.store->EndFill(key_, fill_token_);
         fill_token_ = 0;
-        return Serve(stale_, *request_, CacheStatus::kRevalidated, cookie ? &headers : nullptr);
+        // Not confirmed: Expired, as a stale entry the upstream did not
+        // confirm (it was Revalidated).
+        return Serve(stale_, *request_, CacheStatus::kExpired, cookie ? &headers : nullptr);
       }
       bool storable = false;
       std::shared_ptr<const Entry> refreshed =
@@ -865,12 +867,17 @@ class CacheFilter : public http::Filter {
   // compared when the 304's is strong (both strong, same opaque tag),
   // weakly when it is weak. One with none (no ETag is sent with it, or the
   // origin validated by date) selects the entry this request revalidated.
-  // An ETag field that is no one entity-tag (`*`, a list, no quotes)
-  // selects nothing: stored, `*` would go back as If-None-Match: *, which
+  // An ETag field that is no one entity-tag (`*`, a list, on one line or
+  // several, no quotes) selects nothing: stored, `*` would go back as If-None-Match: *, which
   // any representation matches.
   static bool SelectsEntry(const http::HeaderMap& fresh, const Entry& entry) {
     const std::string* field = fresh.Get("etag");
     if (field == nullptr) return true;
+    // Two ETag field lines are a list too (RFC 9110 5.3), and ETag is one
+    // tag: before, the first line was matched and the others stored.
+    size_t lines = 0;
+    for (const auto& f : fresh.fields()) lines += EqualsIgnoreCase(f.name, "etag") ? 1 : 0;
+    if (lines > 1) return false;
     auto parse = [](std::string_view tag, bool* weak, std::string_view* opaque) {
       auto blank = [](char c) { return c == ' ' || c == '\t'; };
       while (!tag.empty() && blank(tag.front())) tag.remove_prefix(1);

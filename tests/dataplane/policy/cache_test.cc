@@ -1038,15 +1038,22 @@ TEST_F(CacheTest, A304NamingAnotherETagDoesNotRefreshTheEntry) {
   // stored, went back as If-None-Match: * and was revalidated forever),
   // a list, a tag without quotes. Before: each refreshed the entry.
   Advance(101);
-  for (const char* tag : {"*", "\"v3\", \"v2\"", "\"v2\", \"v3\"", "v2"}) {
+  for (const char* tag : {"*", "\"v3\", \"v2\"", "\"v2\", \"v3\"", "v2", "two lines"}) {
     Fill(*factory, 200, Fresh(1, {{"ETag", "\"v2\""}}), "body v2");
     Advance(2);
     Client odd(*factory);
     odd.Start();
     ASSERT_TRUE(odd.went_upstream()) << tag;
     EXPECT_EQ(odd.upstream_header("If-None-Match"), "\"v2\"") << tag;
-    EXPECT_FALSE(odd.Respond(304, {{"ETag", tag}, {"Cache-Control", "max-age=100"}})) << tag;
+    // Two ETag lines, the first the entry's: a list too (before: the first
+    // was matched, the entry refreshed, and both lines stored).
+    const Fields two = {{"ETag", "\"v2\""}, {"ETag", "*"}, {"Cache-Control", "max-age=100"}};
+    EXPECT_FALSE(odd.Respond(304, std::string(tag) == "two lines"
+                                      ? two
+                                      : Fields{{"ETag", tag}, {"Cache-Control", "max-age=100"}}))
+        << tag;
     EXPECT_EQ(odd.response_body, "body v2") << tag;
+    EXPECT_EQ(odd.cache_status(), "Expired") << tag;  // not confirmed (before: Revalidated)
     Client after(*factory);
     after.Start();
     ASSERT_TRUE(after.went_upstream()) << tag;
