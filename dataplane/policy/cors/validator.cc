@@ -403,6 +403,14 @@ std::string LookAlikeOrigin(const RE2& re, std::string_view regex,
   for (size_t length = 2; length <= 10; ++length) made_up.push_back(std::string(length, 'a'));
   made_up.push_back("1");
   for (size_t i = 0, n = made_up.size(); i < n; ++i) made_up.push_back(made_up[i] + "-");
+  // A label it spells, joined to the domain by a class in place of the dot
+  // (`app[.-]example\.com`, `app\Wexample\.com`) or by a dot that may be
+  // left out (`(www\.?)?example\.com`): https://app-example.com.
+  for (const std::string& run : SpelledRuns(regex)) {
+    if (run.find('.') != std::string::npos || run.size() > 63) continue;
+    made_up.push_back(run);
+    made_up.push_back(run + "-");
+  }
   std::set<std::string> tried;
   for (const std::string& domain : MeantDomains(regex)) {
     const std::string registered = RegisteredPart(domain);
@@ -429,17 +437,34 @@ std::string LookAlikeOrigin(const RE2& re, std::string_view regex,
 // (MeantDomains) is tried with made-up labels after it (`.a.com`, `.q.com`,
 // `-a.com`, `a.com`, `.a.net`, `.a.org`, `.a.io`, `.zq`, `.qq`, `zq`,
 // `qq`, `q`), and with made-up top-level domains in place of its own t (`zq`,
-// `qq`, `zqx`, `qqx`, `sluiceprobe`, `a.zq`, `q.qq`, and t cut short or
-// with its first letters kept: `co`, `czq`, `cozq` for `com`), over https
-// and http, with TriedPorts; never a name it may be meant for itself.
-// Empty when none matches.
+// `qq`, `zqx`, `qqx`, `sluiceprobe`, `a.zq`, `q.qq`; t with its first
+// letters kept, `czq`, `cozq` for `com`, or one letter made `q`, `cqm`; each
+// label it spells alone with a `q` or two before it or one after it), over
+// https and http, with TriedPorts; never a name it may be meant for itself,
+// nor one whose last label it spells alone. Empty when none matches.
 std::string TrailingWildcardOrigin(const RE2& re, std::string_view regex,
                                    const std::vector<std::string>& ports) {
   std::set<std::string> tried;
-  const std::vector<std::string> meant = MeantDomains(regex);
-  // A name it may be meant for is no look-alike (`example\.co` is not
-  // `example.com` cut short).
+  std::vector<std::string> meant = MeantDomains(regex);
+  // Labels it spells alone: a top-level domain among alternatives
+  // (`example\.(com|co)`), or one a class runs into (`example\.[a-z]et`).
+  std::set<std::string> labels;
+  for (const std::string& run : SpelledRuns(regex)) {
+    if (run.find('.') == std::string::npos && run.size() <= 63) labels.insert(run);
+  }
+  // A domain cut at its dot takes each of them as its last label too.
+  for (size_t i = 0, n = meant.size(); i < n; ++i) {
+    if (meant[i].empty() || meant[i].back() != '.') continue;
+    for (const std::string& label : labels) meant.push_back(meant[i] + label);
+  }
+  // A name it may be meant for is no look-alike, nor one whose last label
+  // it spells alone (`example\.(com|co)` names example.co).
   const std::set<std::string> named(meant.begin(), meant.end());
+  auto spelled = [&](const std::string& host) {
+    const size_t last_dot = host.rfind('.');
+    return named.count(host) > 0 ||
+           (last_dot != std::string::npos && labels.count(host.substr(last_dot + 1)) > 0);
+  };
   for (std::string domain : meant) {
     // A run cut by a wildcard after its dot (`example\.com\.[a-z]+`) names
     // the domain before that dot.
@@ -458,13 +483,25 @@ std::string TrailingWildcardOrigin(const RE2& re, std::string_view regex,
       tlds.push_back(last.substr(0, 1) + "qq");
     }
     if (last.size() >= 2) tlds.push_back(last.substr(0, 2) + "zq");
-    if (last.size() >= 3) tlds.push_back(last.substr(0, last.size() - 1));
+    // A class for one of its letters (`c[a-z]m`), or before or after a
+    // label it spells (`[a-z]et`, `i[a-z]`, `[a-z][a-z]o`).
+    for (size_t at = 0; at < last.size() && last.size() <= 8; ++at) {
+      std::string one = last;
+      one[at] = 'q';
+      tlds.push_back(one);
+    }
+    for (const std::string& label : labels) {
+      if (label.size() > 8) continue;
+      tlds.push_back("q" + label);
+      tlds.push_back("qq" + label);
+      tlds.push_back(label + "q");
+    }
     for (const std::string& tld : tlds) {
       if (tld != last) hosts.push_back(domain.substr(0, dot + 1) + tld);
     }
     for (const char* scheme : {"https://", "http://"}) {
       for (const std::string& host : hosts) {
-        if (named.count(host) > 0) continue;
+        if (spelled(host)) continue;
         for (const std::string& port : ports) {
           const std::string origin = absl::StrCat(scheme, host, port);
           if (RE2::FullMatch(origin, re)) return origin;

@@ -239,7 +239,15 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                              "~^https://[a-z]+example\\.com\\x3a8443$", "~^https://[a-z]{2}example\\.com$",
                              "~^https://\\w{3}example\\.com$", "~^https://[a-r]+example\\.com$",
                              "~^https://\\pLexample\\.com$", "~^https://[a-z]+exa\\x{6d}ple\\.com$",
-                             "~^https://[d-f]xample\\.com$", "~https://[ae]xample\\.com"}) {
+                             "~^https://[d-f]xample\\.com$", "~https://[ae]xample\\.com",
+                             // A class or a missing dot between a label it
+                             // spells and the domain (before: taken).
+                             "~^https://app[.-]example\\.com$",
+                             "~^https://(app|api)[.-]example\\.com$", "~^https://app\\Wexample\\.com$",
+                             "~^https://app[^a-z]example\\.com$", "~^https://app\\Sexample\\.com$",
+                             "~^https://app[[:punct:]]example\\.com$", "~^https://app[^/]example\\.com$",
+                             "~^https://app\\pPexample\\.com$", "~^https://(www\\.?)?example\\.com$",
+                             "~^https://www\\.?example\\.com$", "~^https://www[.-]?example\\.com$"}) {
     v1::CorsConfig config = Origins({joined});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -269,7 +277,12 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                                "~^https://example\\.com[-.a-z]*\\.net$",
                                "~^https://example\\.[a-z]+\\.[a-z]{2}$", "~^https://example\\.c[a-z]+$",
                                "~^https://example\\.co[a-z]?$", "~^https://example\\.[a-y]{2}$",
-                               "~^https://example\\.com\\.[b-z]+\\.[b-z]+$"}) {
+                               "~^https://example\\.com\\.[b-z]+\\.[b-z]+$",
+                               // The third probe's: a class for a letter of it.
+                               "~^https://example\\.[a-z]et$", "~^https://example\\.(com|[a-z]et)$",
+                               "~^https://example\\.(com|i[a-z])$", "~^https://example\\.c[a-z]m$",
+                               "~^https://example\\.[a-z][a-z]o$",
+                               "~^https://example\\.(com|co[a-z])$"}) {
     v1::CorsConfig config = Origins({trailing});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -306,6 +319,14 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            "~^https://example\\.(com|net|org)$", "~^https://example\\.com(:[0-9]+)?$",
                            "~^https://example\\.com(\\.cn)?$", "~^https://example\\.xyz$",
                            "~^https://(www\\.)?example\\.co\\.(uk|jp)$",
+                           // Top-level domains spelled among alternatives, in
+                           // any order (before: refused as example.com cut short).
+                           "~^https://example\\.(com|co)$", "~^https://example\\.(co|com)$",
+                           "~^https://example\\.(com|co|io)$", "~^https://example\\.co(m)?$",
+                           "~^https://(www\\.)?example\\.(com|co|co\\.uk)$",
+                           "~^https://example\\.(com|com\\.au|co\\.nz|co)$",
+                           "~^https://(example|exemple)\\.(com|co)$", "~^https://example\\.(net|ne)$",
+                           "~^https://example\\.(org|or)$",
                            // The regression probe's: an operator's own domains.
                            "~^https://example\\.com$",
                            "~^https://([a-z0-9-]+\\.)*example\\.com(:\\d+)?$",
