@@ -284,14 +284,6 @@ int UsageFail(const std::string& message) {
   return 2;
 }
 
-std::string Printable(absl::string_view text);
-
-// An argument past the last one `command` takes (`at` its index in `args`).
-int ExtraArgument(const std::string& command, const std::vector<std::string>& args, size_t at) {
-  return UsageFail(absl::StrCat(command, ": '", Printable(args[at]),
-                                "' is one argument too many"));
-}
-
 // A message as one line of JSON with the proto's field names.
 void PrintJson(const google::protobuf::Message& message) {
   std::string json;
@@ -615,6 +607,12 @@ std::string Printable(absl::string_view text) {
     }
   }
   return out;
+}
+
+// An argument past the last one `command` takes (`at` its index in `args`).
+int ExtraArgument(const std::string& command, const std::vector<std::string>& args, size_t at) {
+  return UsageFail(absl::StrCat(command, ": '", Printable(args[at]),
+                                "' is one argument too many"));
 }
 
 void PrintHistoryTable(const std::vector<admin::v1::HistoryEntry>& entries) {

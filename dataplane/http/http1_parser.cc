@@ -209,6 +209,19 @@ std::string_view StripPort(std::string_view host) {
   return host.substr(0, colon);
 }
 
+std::string CanonicalIpv6(std::string_view text) {
+  char buffer[INET6_ADDRSTRLEN];
+  if (text.empty() || text.size() >= sizeof(buffer)) return "";
+  text.copy(buffer, text.size());
+  buffer[text.size()] = '\0';
+  in6_addr parsed;
+  if (inet_pton(AF_INET6, buffer, &parsed) != 1 ||
+      inet_ntop(AF_INET6, &parsed, buffer, sizeof(buffer)) == nullptr) {
+    return "";
+  }
+  return buffer;
+}
+
 bool IsValidHostValue(std::string_view host) {
   // uri-host: an IP-literal in brackets, or reg-name / IPv4 characters.
   size_t host_end;
@@ -221,13 +234,7 @@ bool IsValidHostValue(std::string_view host) {
     // An IPv6 address (RFC 3986 3.2.2), not just its characters:
     // [1::2::3] or [12345::1] is none (routing would take it for no
     // virtual host of its own, an upstream might read it otherwise).
-    char address[INET6_ADDRSTRLEN];
-    in6_addr parsed;
-    const size_t length = host_end - 1;
-    if (length >= sizeof(address)) return false;
-    host.substr(1, length).copy(address, length);
-    address[length] = '\0';
-    if (inet_pton(AF_INET6, address, &parsed) != 1) return false;
+    if (CanonicalIpv6(host.substr(1, host_end - 1)).empty()) return false;
     ++host_end;
   } else {
     host_end = 0;

@@ -100,6 +100,9 @@ bool IsValidHostValue(std::string_view host);
 // A Host value without its port: "[::1]:80" -> "[::1]", "a.com:80" ->
 // "a.com"; a host with several ':' and no brackets is returned whole.
 std::string_view StripPort(std::string_view host);
+// An IPv6 address (without brackets) in its usual spelling (RFC 5952, as
+// inet_ntop writes it: "0:0::1" -> "::1"); "" when `text` is none.
+std::string CanonicalIpv6(std::string_view text);
 
 class Http1Callbacks {
  public:

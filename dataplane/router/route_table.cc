@@ -1,8 +1,5 @@
 #include "dataplane/router/route_table.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <algorithm>
 #include <cstring>
 #include <iterator>
@@ -859,19 +856,12 @@ const RouteTable::VirtualHost* RouteTable::FindVirtualHost(
   if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
   // An IPv6 address in its usual spelling (RFC 5952), as domains are
   // written: [0:0::1] is [::1], and gets its virtual host and policies.
-  char address[INET6_ADDRSTRLEN + 2];
-  if (host.size() > 2 && host.size() < sizeof(address) && host.front() == '[' &&
-      host.back() == ']') {
-    char inner[INET6_ADDRSTRLEN];
-    host.substr(1, host.size() - 2).copy(inner, host.size() - 2);
-    inner[host.size() - 2] = '\0';
-    in6_addr parsed;
-    if (inet_pton(AF_INET6, inner, &parsed) == 1 &&
-        inet_ntop(AF_INET6, &parsed, address + 1, INET6_ADDRSTRLEN) != nullptr) {
-      address[0] = '[';
-      const size_t length = strlen(address);
-      address[length] = ']';
-      host = std::string_view(address, length + 1);
+  std::string address;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    if (std::string canonical = http::CanonicalIpv6(host.substr(1, host.size() - 2));
+        !canonical.empty()) {
+      address = absl::StrCat("[", canonical, "]");
+      host = address;
     }
   }
   // Lower-case on the stack; a Host longer than any DNS name takes the slow
