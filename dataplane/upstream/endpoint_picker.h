@@ -61,9 +61,10 @@ class EndpointPicker {
 
  private:
   struct RoundRobinState {
-    std::vector<int64_t> current;  // smooth WRR current weights
-    uint64_t next = 0;             // equal weights: plain rotation
-    uint64_t retry_next = 0;       // and the rotation of retries off their turn
+    std::vector<int64_t> current;        // smooth WRR current weights
+    std::vector<int64_t> retry_current;  // and those of retries off their turn
+    uint64_t next = 0;                   // equal weights: plain rotation
+    uint64_t retry_next = 0;             // and the rotation of retries
     uint64_t shape = 0;  // ClusterInfo::uid the weights were built for
     std::vector<int64_t> weights;  // and the endpoints' weights then
     bool ramping = false;          // `current` counts slow-start weights
