@@ -6,8 +6,9 @@
 //    2.3; a request with another major version is kVersionNotSupported,
 //    505); status outside 100..599;
 //  - method or field name with a non-token character, whitespace between a
-//    field name and its colon, a field line starting with whitespace (obsolete
-//    line folding); request-target empty or with bytes outside 0x21..0x7E;
+//    field name and its colon (requests; a response's is removed, RFC 9112
+//    5.1), a field line starting with whitespace (obsolete line folding);
+//    request-target empty or with bytes outside 0x21..0x7E;
 //  - control characters other than HTAB in a field value or reason (NUL and
 //    bare CR included); any line end other than CRLF, in the head, the chunk
 //    framing and the trailers;
@@ -675,26 +676,34 @@ bool Http1Parser::ParseFieldLines(std::string_view section,
     }
     const size_t name_begin = i;
     while (kTokenChar[Byte(p[i])]) ++i;  // stops at the CR at the latest
+    const std::string_view name(p + name_begin, i - name_begin);
     if (p[i] != ':' || i == name_begin) {
       if (i > name_begin && IsOws(p[i])) {
         // `Name : value`, or a line with no colon at all (`XA 1`).
         size_t after = i;
         while (IsOws(p[after])) ++after;
-        // `Bad Name: v`: a space in the name, not a line without a colon.
-        const size_t line_end = FindControl(p, after, size);
-        const bool colon_later =
-            std::string_view(p + after, line_end - after).find(':') != std::string_view::npos;
+        // A response's `Name : value` is taken as `Name: value`: a proxy
+        // removes such whitespace before forwarding (RFC 9112 5.1); a
+        // request's is refused, as a server must.
+        if (p[after] == ':' && mode_ == Mode::kResponse) {
+          i = after;
+        } else {
+          // `Bad Name: v`: a space in the name, not a line without a colon.
+          const size_t line_end = FindControl(p, after, size);
+          const bool colon_later =
+              std::string_view(p + after, line_end - after).find(':') != std::string_view::npos;
+          return Fail(ParseError::kBadRequest,
+                      p[after] == ':' ? "whitespace between field name and colon"
+                      : colon_later   ? "invalid character in field name"
+                                      : "field line without a colon");
+        }
+      } else {
         return Fail(ParseError::kBadRequest,
-                    p[after] == ':' ? "whitespace between field name and colon"
-                    : colon_later   ? "invalid character in field name"
-                                    : "field line without a colon");
+                    i == name_begin ? "empty or invalid field name"
+                    : p[i] == '\r' ? "field line without a colon"
+                                    : "invalid character in field name");
       }
-      return Fail(ParseError::kBadRequest,
-                  i == name_begin ? "empty or invalid field name"
-                  : p[i] == '\r' ? "field line without a colon"
-                                  : "invalid character in field name");
     }
-    const std::string_view name(p + name_begin, i - name_begin);
     ++i;
     // The value runs to the line's CR; HTAB is the only control allowed in it.
     size_t cr = FindControl(p, i, size);

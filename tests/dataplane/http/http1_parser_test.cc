@@ -1315,7 +1315,7 @@ const RejectCase kRejectCases[] = {
     {"ResponseBadChunk", Mode::kResponse,
      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc0\r\n"},
     {"InterimResponseWithBadHeader", Mode::kResponse,
-     "HTTP/1.1 100 Continue\r\nX : y\r\n\r\n"},
+     "HTTP/1.1 100 Continue\r\nX(1): y\r\n\r\n"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Strictness, Http1RejectTest,
@@ -1388,6 +1388,40 @@ TEST(Http1ResponseTest, WhiteSpaceAfterAChunkSizeIsTaken) {
   EXPECT_EQ(o.error, ParseError::kNone);
   ASSERT_GE(o.events.size(), 2u);
   EXPECT_EQ(o.events[1], "body Wikipediaabc");
+}
+
+// A response's whitespace between a field name and its colon is removed,
+// as RFC 9112 5.1 has a proxy do before forwarding, the framing fields
+// included (the client gets `Content-Length: 5`, framed as read). Before:
+// the response was refused (502). A request's stays refused
+// (ErrorDetailNamesTheProblem), as a server must.
+TEST(Http1ResponseTest, WhiteSpaceBeforeAColonIsRemoved) {
+  const Outcome o = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nServer\t \t: x\r\n"
+      "Transfer-Encoding\t:\tchunked\r\n\r\n");
+  EXPECT_EQ(o.error, ParseError::kBadRequest);  // framing: both, as ever
+  const Outcome ok = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nServer\t \t: x\r\n\r\nhello");
+  EXPECT_EQ(ok.error, ParseError::kNone);
+  ASSERT_EQ(ok.events.size(), 3u);
+  EXPECT_EQ(ok.events[0],
+            "head 200 OK 1.1 framing=length cl=5 ka bytes=53 "
+            "[Content-Length:5] [Server:x]");
+  EXPECT_EQ(ok.events[1], "body hello");
+  // Trailers alike; a line with no colon after the space is still refused.
+  const Outcome trailers = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "1\r\na\r\n0\r\nExpires : never\r\n\r\n");
+  EXPECT_EQ(trailers.error, ParseError::kNone);
+  ASSERT_GE(trailers.events.size(), 3u);
+  EXPECT_EQ(trailers.events[2], "trailers [Expires:never]");
+  Recorder rec;
+  Http1Parser parser(Mode::kResponse, &rec);
+  parser.Feed("HTTP/1.1 200 OK\r\nXA 1\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(parser.error_detail(), "field line without a colon");
 }
 
 TEST(Http1ResponseTest, HeadResponseHasNoBody) {
