@@ -435,7 +435,7 @@ void ProxyStream::Reset() {
   fresh_connection_ = false;
   resent_after_loss_ = false;
   same_endpoint_ = -1;
-  body_gone_ = held_for_alpn_ = false;
+  body_gone_ = held_for_alpn_ = replay_past_limit_ = false;
   body_limit_ = request_body_bytes_ = 0;
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
@@ -1992,6 +1992,7 @@ bool ProxyStream::ConnectUpstream() {
   } else {
     SendRequestHttp2();  // may be refused at once (and try again)
   }
+  if (active_) DropReplayPastLimit();
   return true;
 }
 
@@ -2298,7 +2299,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
         // the body read meanwhile went past the buffer and a connect
         // failure was a 502, as chance had it.
         replay_.append(chunk);
-        held_for_alpn_ = true;
+        held_for_alpn_ = replay_past_limit_ = true;
         sink_->SetRequestReadEnabled(false);
       } else {
         replayable_ = false;
@@ -2393,7 +2394,21 @@ void ProxyStream::OnUpstreamConnected() {
     pending_ = false;
     cluster_->state->pending_requests.fetch_sub(1, std::memory_order_relaxed);
   }
+  DropReplayPastLimit();
   ResumeHeldForAlpn();
+}
+
+void ProxyStream::DropReplayPastLimit() {
+  // The connection has the body (HTTP/1: in its output; HTTP/2: the
+  // stream's queue). Before, it stayed kept: a body past the limit was
+  // sent again when its connection had been a new one, and not when a
+  // pooled one (max_replay_bytes 1000: 5000 bytes retried, or not, as the
+  // pool had it).
+  if (!replay_past_limit_ || pending_ || !HasUpstream() || !replayable_) return;
+  replay_past_limit_ = false;
+  replayable_ = false;
+  body_gone_ = true;
+  std::string().swap(replay_);
 }
 
 void ProxyStream::ResumeHeldForAlpn() {

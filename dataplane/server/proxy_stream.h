@@ -391,6 +391,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void ReleaseHeldBytes();
   // Reads the client again if held_for_alpn_.
   void ResumeHeldForAlpn();
+  // Once a connection is up and has the body, a body kept past
+  // max_replay_bytes (replay_past_limit_) is kept no longer: the request is
+  // not sent again, as one whose body passed the limit later is not.
+  void DropReplayPastLimit();
   // Sends the request (head, and what the body has so far) on the try's
   // upstream; for a retry the body comes from the replay buffer.
   void SendRequestHttp1();
@@ -502,6 +506,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // is, so that a request sent again (elsewhere, or over HTTP/1.1) has it
   // whole.
   bool held_for_alpn_ = false;
+  // The body kept in replay_ passed max_replay_bytes while no connection
+  // was up: kept whole only for a failed connect (DropReplayPastLimit).
+  bool replay_past_limit_ = false;
   // The 413 for a held body over body_buffer_limit_ when that limit is the
   // listener's or route's, or request-size-limit's; empty: a holding
   // policy's own.

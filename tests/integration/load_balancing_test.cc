@@ -738,6 +738,35 @@ TEST_F(LoadBalancingTest, RetriedPostReplaysItsBody) {
   }
 }
 
+// A body over max_replay_bytes is not sent again once a connection has
+// it, whether that connection was pooled or new (the reset endpoint's are
+// all new). Before: one kept on a new connection while it connected stayed
+// kept, and was retried (5000 bytes past a limit of 1000: 200, or 502 had
+// the connection been a pooled one). A body within the limit still is.
+TEST_F(LoadBalancingTest, ABodyPastMaxReplayBytesIsNotSentAgain) {
+  StartUpstreams({"reset=1", ""});
+  Apply(absl::StrCat("  endpoints: ", AllEndpoints()),
+        "retry_policy: {num_retries: 1, retry_on: [reset], retry_non_idempotent: true, "
+        "max_replay_bytes: 1000}");
+  int refused = 0;
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = HttpRequest(listener(), "POST", "/past-limit", {}, std::string(5000, 'p'));
+    ASSERT_TRUE(r.ok()) << r.error;
+    if (r.status == 200) {
+      EXPECT_NE(r.body.find("body-bytes=5000"), std::string::npos) << r.body;
+    } else {
+      EXPECT_EQ(r.status, 502) << r.body;
+      ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 2);  // every other one went to the resetting endpoint
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = HttpRequest(listener(), "POST", "/within", {}, std::string(1000, 'p'));
+    ASSERT_EQ(r.status, 200) << r.body << r.error;
+    EXPECT_NE(r.body.find("body-bytes=1000"), std::string::npos) << r.body;
+  }
+}
+
 TEST_F(LoadBalancingTest, ABodyHeldForAPolicyIsReplayedWholeOnARetry) {
   StartUpstreams({"reset=1", ""});
   // A body over max_replay_bytes (64 KiB) is normally not kept for a retry;
