@@ -196,9 +196,18 @@ size_t WildcardJoinedToDomain(std::string_view regex) {
 std::vector<std::string> SpelledRuns(std::string_view regex) {
   std::vector<std::string> found;
   std::string run;
+  // The run as each open group began: an alternative after the first
+  // follows it too (`example\.(com|co\.[a-z]{2})` spells `example.co.`).
+  std::vector<std::string> groups;
+  size_t borrowed = 0;  // how much of `run` is its group's beginning
   auto end_run = [&] {
     if (!run.empty() && found.size() < 32) found.push_back(run);
+    // The alternative alone too (`co.`), as a label it spells.
+    if (borrowed > 0 && run.size() > borrowed && found.size() < 32) {
+      found.push_back(run.substr(borrowed));
+    }
     run.clear();
+    borrowed = 0;
   };
   auto quantified = [&](size_t at) {
     return at < regex.size() && std::string_view("?*+{").find(regex[at]) != std::string_view::npos;
@@ -297,10 +306,18 @@ std::vector<std::string> SpelledRuns(std::string_view regex) {
         size_t j = i + 2;
         while (j < n && regex[j] != ':' && regex[j] != ')' && regex[j] != '>') ++j;
         i = j;
+        if (j < n && regex[j] == ')') continue;  // (?i): flags, no group
       }
+      groups.push_back(run);
       continue;  // a group's text joins what is around it
     } else if (c == ')') {
+      if (!groups.empty()) groups.pop_back();
       if (quantified(i + 1)) end_run();
+      continue;
+    } else if (c == '|' && !groups.empty() && !groups.back().empty()) {
+      end_run();
+      run = groups.back();
+      borrowed = run.size();
       continue;
     } else {
       end_run();  // '.', '|', '^', '$', a quantifier...

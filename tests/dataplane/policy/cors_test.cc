@@ -282,7 +282,15 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                                "~^https://example\\.[a-z]et$", "~^https://example\\.(com|[a-z]et)$",
                                "~^https://example\\.(com|i[a-z])$", "~^https://example\\.c[a-z]m$",
                                "~^https://example\\.[a-z][a-z]o$",
-                               "~^https://example\\.(com|co[a-z])$"}) {
+                               "~^https://example\\.(com|co[a-z])$",
+                               // The fourth probe's: a class for the top-level
+                               // domain in an alternative after the first
+                               // (https://example.co.jp was let in).
+                               "~^https://example\\.(com|co\\.[a-z]{2})$",
+                               "~^https://example\\.(com|co\\.[a-z]+)$",
+                               "~^https://(www\\.)?example\\.(com|co\\.[a-z]{2})$",
+                               "~^https://example\\.(com|co\\.uk|co\\.[a-z]+)$",
+                               "~^https://example\\.(?:com|(?:net|co\\.[a-z]{2}))$"}) {
     v1::CorsConfig config = Origins({trailing});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -358,7 +366,10 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                            "~^https://example\\.com$|^https://example\\.org$",
                            "~^https://(app|admin)\\.(example|sample)\\.com$",
                            "~^https://[a-z]+\\.example\\.com\\.br$",
-                           "~^https://[a-z0-9-]+\\.s3\\.example\\.com$"}) {
+                           "~^https://[a-z0-9-]+\\.s3\\.example\\.com$",
+                           "~^https://example\\.(com|co\\.uk|co\\.jp)$",
+                           "~^https://(www|app)\\.example\\.(com|net)$",
+                           "~^https://(?i)(www\\.)?example\\.(com|de)$"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     EXPECT_TRUE(new_errors(config).empty()) << fine << ": " << new_errors(config)[0].message;
