@@ -796,6 +796,12 @@ bool IsJsonContentType(std::string_view content_type) {
       absl::AsciiStrToLower(absl::string_view(media.data(), media.size()));
   absl::string_view type = absl::StripAsciiWhitespace(lower);
   if (type == "application/json") return true;
+  // gRPC's +json formats frame each message (five bytes of length before
+  // it): no JSON document, and a call's body is never held.
+  for (const char* grpc : {"application/grpc+", "application/grpc-web+",
+                           "application/grpc-web-text+"}) {
+    if (absl::StartsWith(type, grpc)) return false;
+  }
   return absl::StartsWith(type, "application/") &&
          absl::EndsWith(type, "+json");
 }

@@ -545,6 +545,21 @@ TEST(RequestTransformerTest, BodiesThatAreNotJsonObjectsPassUnchanged) {
     ex.Run(*factory);
     EXPECT_EQ(ex.body, body) << type;
   }
+  // gRPC's JSON formats frame their messages and a call is never held: not
+  // a JSON body. Before: application/grpc+json was one (+json), so a call
+  // got INTERNAL, or a bidi stream waited for its end.
+  const std::string framed = std::string("\0\0\0\0\x08", 5) + "{\"a\": 1}";
+  for (const char* type : {"application/grpc+json", "Application/gRPC-Web+JSON",
+                           "application/grpc-web-text+json; charset=utf-8"}) {
+    Exchange ex("/");
+    ex.headers.Add("content-type", type);
+    ex.body = framed;
+    auto filter = factory->CreateFilter();
+    EXPECT_EQ(filter->OnRequestHeaders(ex.headers, ex.callbacks), http::FilterStatus::kContinue)
+        << type;
+    EXPECT_FALSE(filter->WantsRequestBody(ex.headers)) << type;
+    EXPECT_EQ(ex.callbacks.replies_, 0) << type;
+  }
   // JSON simdjson cannot read, from which a field was to be removed: an
   // upstream's parser may read it, field and all (Python reads 1e400 and
   // lone surrogates, JavaScript big integers): refused. Before: sent on
