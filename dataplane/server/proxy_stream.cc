@@ -861,14 +861,20 @@ void ProxyStream::FiltersDone(const RequestHead& head) {
   // timeout starts when it goes (the upload is not the upstream's time);
   // meanwhile the route's idle_timeout bounds a body that stalls. A route
   // that answers itself (redirect, direct response) has no idle_timeout of
-  // its own: the default bounds it.
+  // its own: the default bounds it. A gRPC call's deadline (the route
+  // timeout, or its grpc-timeout) runs on: it bounds the whole call.
+  // Before, a held call ran past it for as long as its client sent.
   if (&head != &deferred().saved_head) SaveHead(head);
   buffering_body_ = true;
   if (deferred().saved_head.expect_continue) {
     sink_->EncodeContinue();
     deferred().saved_head.expect_continue = false;
   }
-  route_timer_.Clear();
+  if (grpc_) {
+    StartRouteTimer();
+  } else {
+    route_timer_.Clear();
+  }
   StartIdleTimer(UploadIdleLimit());
 }
 
@@ -2948,8 +2954,11 @@ void ProxyStream::OnRouteTimeout() {
   if (!active_) return;
   if (buffering_body_) {
     response_flag_ = "request_timeout";
-    SendLocalResponse(408, "the request body did not arrive within the route timeout", {}, {},
-                      "application/json", /*close_connection=*/true);
+    SendLocalResponse(408,
+                      GrpcTimeoutBinds()
+                          ? "the request body did not arrive within the client's grpc-timeout"
+                          : "the request body did not arrive within the route timeout",
+                      {}, {}, "application/json", /*close_connection=*/true);
     return;
   }
   if (paused_) {

@@ -93,6 +93,10 @@ class GrpcTest : public ::testing::Test {
         "          policies: [{name: request-size-limit, typed_config: {max_bytes: 2000}}]\n"
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
+        "    - domains: [held.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
+        "          policies: [{name: request-validation, typed_config: "
+        "{body_schema: '{}'}}]\n"
         "    - domains: ['*']\n      routes:\n"
         "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n"
         "    - domains: [retry.test]\n      routes:\n"
@@ -503,6 +507,20 @@ TEST_F(GrpcTest, RouteTimeoutIsDeadlineExceeded) {
   ASSERT_NE(at, std::string::npos) << page;
   const std::string block = page.substr(at, page.find("\ncluster ", at + 1) - at);
   EXPECT_TRUE(absl::StrContains(block, " errors=0")) << page;
+}
+
+// A call whose body a policy holds (request-validation reads every body)
+// still ends at its deadline: the route timeout bounds the whole call.
+// Before: the held body waited for the client's last message, and a
+// ping-pong bidi call, which sends it only after an answer, hung until the
+// client's own deadline.
+TEST_F(GrpcTest, AHeldCallEndsAtItsDeadline) {
+  GrpcCallResult r = Call("bidi", {"--authority", "held.test", "--timeout", "10"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "DEADLINE_EXCEEDED") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "did not arrive within the route timeout"))
+      << r.Describe();
+  EXPECT_LT(r.elapsed_ms, 5000) << r.out;
 }
 
 TEST_F(GrpcTest, GrpcHealthCheckDrivesRouting) {
