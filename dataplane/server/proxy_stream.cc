@@ -2918,6 +2918,10 @@ void ProxyStream::FailUpstream(bool connect_failed, bool timed_out, const std::s
   response_flag_ = timed_out          ? "upstream_timeout"
                    : connect_failed ? "upstream_connect_failure"
                                     : "upstream_reset";
+  // A connect timeout is an endpoint out of reach, not the call's deadline:
+  // UNAVAILABLE, which gRPC clients may retry (as a refused connect; Envoy
+  // answers it 503). Before: DEADLINE_EXCEEDED with time left.
+  if (grpc_ && connect_failed && timed_out) grpc_reset_status_ = 14;
   SendLocalResponse(timed_out ? 504 : 502, absl::StrCat("upstream ", why));
 }
 

@@ -6,6 +6,7 @@
 // every call that succeeds also shows the proxy forwarded it.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -54,12 +55,18 @@ GrpcServer::Options HealthFileOptions(const std::string& path) {
 
 class GrpcTest : public ::testing::Test {
  protected:
+  ~GrpcTest() override {
+    if (mute_fd_ >= 0) close(mute_fd_);
+  }
   void SetUp() override {
     ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
     ASSERT_TRUE(server_.ok()) << server_.process().Log();
     WriteHealth("sluice.test.Echo=SERVING\n");
     ca_ = MakeCa(dir_, "ca", "gRPC Test CA");
     TestCert cert = MakeSignedBy(ca_, dir_, "grpc-test", "grpc.test", {"grpc.test"});
+    int mute_port = 0;
+    mute_fd_ = SilentListener(&mute_port);
+    ASSERT_GE(mute_fd_, 0);
     plain_port_ = PickFreePort();
     tls_port_ = PickFreePort();
     ASSERT_NE(plain_port_, tls_port_);
@@ -78,6 +85,9 @@ class GrpcTest : public ::testing::Test {
         // Nothing listens on the dead cluster's port.
         "---\nkind: Cluster\nname: dead\nspec:\n  protocol: HTTP2\n"
         "  endpoints: [{address: 127.0.0.1, port: ", PickFreePort(), "}]\n",
+        // The mute cluster's takes connections and never sends SETTINGS.
+        "---\nkind: Cluster\nname: mute\nspec:\n  protocol: HTTP2\n  connect_timeout: 300ms\n"
+        "  endpoints: [{address: 127.0.0.1, port: ", mute_port, "}]\n",
         "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
         "    - domains: [unrouted.test]\n      routes:\n"
         "        - match: {prefix: /other.Service/}\n          route: {cluster: grpc}\n"
@@ -93,6 +103,8 @@ class GrpcTest : public ::testing::Test {
         "          policies: [{name: request-size-limit, typed_config: {max_bytes: 2000}}]\n"
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
+        "    - domains: [mute.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: mute}\n"
         "    - domains: [held.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "          policies: [{name: request-validation, typed_config: "
@@ -215,6 +227,7 @@ class GrpcTest : public ::testing::Test {
   TestCert ca_;
   int plain_port_ = 0;
   int tls_port_ = 0;
+  int mute_fd_ = -1;  // the mute cluster's endpoint
 };
 
 // A call still open when a SIGTERM drain's deadline comes ends with
@@ -445,6 +458,23 @@ TEST_F(GrpcTest, DeadEndpointIsUnavailable) {
       << proxy_->Admin("/metrics").second;
   EXPECT_TRUE(
       WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":14,", absl::Seconds(5)).has_value());
+}
+
+// An endpoint that takes no connection within connect_timeout is out of
+// reach: UNAVAILABLE, which clients may retry, as a refused connect (the
+// log keeps the 504). Before: DEADLINE_EXCEEDED, the call's deadline far
+// off.
+TEST_F(GrpcTest, AConnectTimeoutIsUnavailable) {
+  GrpcCallResult r = Call("unary", {"--authority", "mute.test", "--timeout", "10"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "UNAVAILABLE") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "connect timeout")) << r.out;
+  EXPECT_LT(r.elapsed_ms, 5000) << r.out;
+  std::optional<std::string> line =
+      WaitForFileLine(dir_ + "/access.log", "\"grpc_status\":14,", absl::Seconds(5));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_TRUE(absl::StrContains(*line, "\"status\":504,")) << *line;
+  EXPECT_TRUE(absl::StrContains(*line, "\"response_flag\":\"upstream_timeout\"")) << *line;
 }
 
 // gRPC over HTTP/1.1 (as a grpc-web client may speak it): the gateway's own
