@@ -872,7 +872,16 @@ class CacheFilter : public http::Filter {
   // any representation matches.
   static bool SelectsEntry(const http::HeaderMap& fresh, const Entry& entry) {
     const std::string* field = fresh.Get("etag");
-    if (field == nullptr) return true;
+    if (field == nullptr) {
+      // Only a Last-Modified, a weak validator: it must be the entry's
+      // (the same instant). Before: a 304 naming a later one refreshed the
+      // entry, whose old body then went out under the new date.
+      const std::string* modified = fresh.Get("last-modified");
+      if (modified == nullptr) return true;
+      int64_t fresh_time = 0, entry_time = 0;
+      return !entry.last_modified.empty() && ParseHttpDate(*modified, &fresh_time) &&
+             ParseHttpDate(entry.last_modified, &entry_time) && fresh_time == entry_time;
+    }
     // Two ETag field lines are a list too (RFC 9110 5.3), and ETag is one
     // tag: before, the first line was matched and the others stored.
     size_t lines = 0;

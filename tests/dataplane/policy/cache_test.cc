@@ -1063,6 +1063,39 @@ TEST_F(CacheTest, A304NamingAnotherETagDoesNotRefreshTheEntry) {
   }
 }
 
+// A 304 with a Last-Modified and no ETag selects the entry only when it
+// is the entry's (RFC 9111 4.3.4: a weak validator must correspond). Before:
+// a later date refreshed it, and the old body went out under that date.
+TEST_F(CacheTest, A304NamingAnotherLastModifiedDoesNotRefreshTheEntry) {
+  auto factory = Compile();
+  const char* jan1 = "Mon, 01 Jan 2024 00:00:00 GMT";
+  Fill(*factory, 200, Fresh(1, {{"Last-Modified", jan1}}), "jan 1");
+  Advance(2);
+  Client later(*factory);
+  later.Start();
+  ASSERT_TRUE(later.went_upstream());
+  EXPECT_EQ(later.upstream_header("If-Modified-Since"), jan1);
+  EXPECT_FALSE(later.Respond(
+      304, {{"Last-Modified", "Tue, 02 Jan 2024 00:00:00 GMT"}, {"Cache-Control", "max-age=100"}}));
+  EXPECT_EQ(later.response_body, "jan 1");
+  EXPECT_EQ(later.header("Last-Modified"), jan1);
+  EXPECT_EQ(later.cache_status(), "Expired");
+  Client after(*factory);
+  after.Start();
+  ASSERT_TRUE(after.went_upstream());
+  EXPECT_EQ(after.upstream_header("If-Modified-Since"), "<none>");  // removed
+  EXPECT_TRUE(after.Respond(200, Fresh(1, {{"Last-Modified", jan1}}), "jan 1"));
+  // The same instant, spelled in another HTTP-date form: selected.
+  Advance(2);
+  Client same(*factory);
+  same.Start();
+  ASSERT_TRUE(same.went_upstream());
+  EXPECT_FALSE(same.Respond(
+      304, {{"Last-Modified", "Monday, 01-Jan-24 00:00:00 GMT"}, {"Cache-Control", "max-age=100"}}));
+  EXPECT_EQ(same.cache_status(), "Revalidated");
+  EXPECT_EQ(FromCache(*factory).status, "Hit");
+}
+
 // A 304 that says no-store (or private) ends the entry it revalidated:
 // before, the old entry stayed, revalidated on every request and ready to
 // answer stale-if-error after the origin said not to keep it.
