@@ -248,6 +248,7 @@ class SpecConverter {
     std::vector<std::string> members;
     for (const auto& item : node) {
       std::string key = item.first.template as<std::string>();
+      if (key == "@type" && !type_key_path_.empty() && path == type_key_path_) continue;
       const FieldDescriptor* field = type->FindFieldByName(key);
       for (int i = 0; field == nullptr && i < type->field_count(); ++i) {
         if (type->field(i)->json_name() == key) field = type->field(i);
@@ -290,10 +291,6 @@ class SpecConverter {
     if (!config.IsNull() && !config.IsMap()) {
       return Fail(config, path, "expected a mapping (the policy's settings)");
     }
-    if (config.IsMap() && config["@type"]) {
-      *json = ToJsonValue(config);
-      return true;
-    }
     std::string name = policy["name"] && policy["name"].IsScalar() ? policy["name"].Scalar() : "";
     const api::PolicyValidator* validator = api::FindPolicyValidator(name);
     if (validator == nullptr) {
@@ -312,16 +309,30 @@ class SpecConverter {
                                names.empty() ? std::string("none") : absl::StrJoin(names, ", "),
                                ")", near.empty() ? "" : absl::StrCat("; did you mean '", near, "'?")));
     }
-    std::string type = absl::StrCat("\"@type\":",
-                                    Quote(absl::StrCat("type.googleapis.com/",
-                                                       validator->config_type()->full_name())));
+    const std::string expected =
+        absl::StrCat("type.googleapis.com/", validator->config_type()->full_name());
+    std::string type = absl::StrCat("\"@type\":", Quote(expected));
+    if (config.IsMap() && config["@type"]) {
+      // As `sluicectl get` writes it: the policy's own type, or refused
+      // here, with its line. Before, a config with "@type" skipped the
+      // conversion below, and its errors lost their line and field path.
+      const Node at_type = config["@type"];
+      if (!at_type.IsScalar() || at_type.Scalar() != expected) {
+        const std::string given = at_type.IsScalar() ? at_type.Scalar() : "";
+        return Fail(at_type, Join(path, "@type"),
+                    absl::StrCat("is '", api::Shown(given.substr(0, 128)), "', policy '", name,
+                                 "' takes '", expected, "' (or leave \"@type\" out)"));
+      }
+    }
     // Converted against the policy's own message, as the rest of the spec
     // is: durations as operators write them (250ms, 1m, 1h), and a wrong
     // field or value named with its path and line.
     std::string body = "{}";
-    if (config.IsMap() && !ConvertMessage(config, validator->config_type(), path, &body)) {
-      return false;
-    }
+    type_key_path_ = path;  // its "@type" is no field
+    const bool converted =
+        !config.IsMap() || ConvertMessage(config, validator->config_type(), path, &body);
+    type_key_path_.clear();
+    if (!converted) return false;
     *json = body == "{}" ? absl::StrCat("{", type, "}")
                          : absl::StrCat("{", type, ",", body.substr(1));
     return true;
@@ -523,6 +534,8 @@ class SpecConverter {
   std::string resource_;
   std::string error_;
   std::map<std::string, int> lines_;
+  // The typed_config being converted, whose "@type" key is no field.
+  std::string type_key_path_;
 };
 
 // Fills a message straight from the YAML tree, with the checks and error

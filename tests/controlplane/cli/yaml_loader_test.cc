@@ -244,6 +244,30 @@ TEST(YamlLoaderTest, PolicySettingsTakeDurationsWithUnitsAndNameTheirErrors) {
   EXPECT_NE(Error(route("                max_object_bytes: -1\n"))
                 .find("typed_config.max_object_bytes: expected a non-negative integer, got '-1'"),
             std::string::npos);
+  // With "@type", as `get` writes it, the same: the field, its path and
+  // line. Before: `line 2: RouteTable "main": spec: bogus: Cannot find
+  // field.`, and a value of the wrong type named by protobuf's type name.
+  const std::string typed = "                \"@type\": type.googleapis.com/sluice.policy.cache.v1.CacheConfig\n";
+  auto typed_loaded = LoadYaml(route(typed + "                lock_timeout: 250ms\n"), "f.yaml");
+  ASSERT_TRUE(typed_loaded.ok()) << typed_loaded.status();
+  EXPECT_NE(Error(route(typed + "                bogus: 1\n"))
+                .find("line 13: RouteTable \"main\": "
+                      "spec.virtual_hosts[0].routes[0].policies[0].typed_config.bogus: "
+                      "unknown field 'bogus' in CacheConfig"),
+            std::string::npos)
+      << Error(route(typed + "                bogus: 1\n"));
+  EXPECT_NE(Error(route(typed + "                max_object_bytes: -1\n"))
+                .find("line 13: RouteTable \"main\": spec.virtual_hosts[0].routes[0].policies[0]."
+                      "typed_config.max_object_bytes: expected a non-negative integer, got '-1'"),
+            std::string::npos)
+      << Error(route(typed + "                max_object_bytes: -1\n"));
+  // Another policy's "@type" (copied from another policy's export).
+  EXPECT_EQ(Error(route("                \"@type\": type.googleapis.com/sluice.policy.cors.v1.CorsConfig\n"
+                        "                origins: ['*']\n")),
+            "f.yaml, document 1, line 12: RouteTable \"main\": spec.virtual_hosts[0].routes[0]."
+            "policies[0].typed_config.@type: is 'type.googleapis.com/sluice.policy.cors.v1.CorsConfig', "
+            "policy 'cache' takes 'type.googleapis.com/sluice.policy.cache.v1.CacheConfig' (or leave "
+            "\"@type\" out)");
   // An unknown policy is its name's error; a missing name is required.
   auto named = [](const std::string& name_line) {
     return absl::StrCat(
