@@ -638,6 +638,29 @@ constexpr absl::Duration kReconnectWindow = absl::Seconds(12);
 
 // An ABORTED change: the config moved on since --if-version. Prints the
 // server's reason and the versions made since.
+// The current version when every version after `since` is in the history
+// and none added, changed or removed a resource of `loaded`; else 0.
+uint64_t UntouchedSince(admin::v1::AdminService::Stub& stub, uint64_t since,
+                        const std::vector<LoadedResource>& loaded) {
+  admin::v1::HistoryResponse history;
+  if (!stub.History(Context().get(), admin::v1::HistoryRequest(), &history).ok()) return 0;
+  std::set<api::ResourceId> mine;
+  for (const LoadedResource& r : loaded) mine.insert(api::IdOf(r.resource));
+  std::set<uint64_t> seen;
+  for (const auto& e : history.entries()) {
+    if (e.version() <= since || e.version() > history.current_version()) continue;
+    seen.insert(e.version());
+    for (const auto* keys : {&e.diff().added(), &e.diff().changed(), &e.diff().removed()}) {
+      for (const auto& key : *keys) {
+        if (mine.count({key.kind(), key.name()}) > 0) return 0;
+      }
+    }
+  }
+  const uint64_t current = history.current_version();
+  if (current <= since || seen.size() != current - since) return 0;  // not all kept
+  return current;
+}
+
 int ConflictFail(admin::v1::AdminService::Stub& stub, const grpc::Status& status,
                  uint64_t if_version) {
   std::cerr << "error: conflict: " << status.error_message() << "\n";
@@ -1243,9 +1266,10 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
   auto stale_hint = [&] {
     if (exported > 0) {
       std::cerr << "the file is a `get -o json` export of version " << exported
-                << " (its \"version\"), and the config changed since: applying it would undo "
-                   "those changes. To apply it anyway, give --if-version with the current "
-                   "version, or remove its \"version\" field\n";
+                << " (its \"version\"), and the versions since changed resources it holds "
+                   "(or are no longer kept): applying it would undo those changes. To apply it "
+                   "anyway, give --if-version with the current version, or remove its "
+                   "\"version\" field\n";
     }
   };
   if (flags.values.count("canary") || flags.values.count("verify")) {
@@ -1278,6 +1302,23 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
     change_sent = !request.dry_run();
     status = stub.Apply(Context().get(), request, &response);
     change_sent = change_sent && !status.ok();
+  }
+  if (status.error_code() == grpc::StatusCode::ABORTED && exported > 0) {
+    // As kubectl's resourceVersion is each object's: when no version since
+    // the export touched a resource of the file (the history shows every
+    // one), nothing would be undone: applied at the current version. An
+    // export of one Cluster was refused for a change to another.
+    if (const uint64_t current = UntouchedSince(stub, exported, *loaded); current > 0) {
+      std::cerr << "note: the file is a `get -o json` export of version " << exported
+                << "; the versions since changed none of its resources, so it is applied at "
+                   "version "
+                << current << "\n";
+      request.set_if_version(current);
+      response.Clear();
+      change_sent = !request.dry_run();
+      status = stub.Apply(Context().get(), request, &response);
+      change_sent = change_sent && !status.ok();
+    }
   }
   if (status.error_code() == grpc::StatusCode::ABORTED) {
     const int code = ConflictFail(stub, status, change.if_version);

@@ -172,6 +172,30 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9001"),
             std::string::npos);
+  // An export whose resources no version since touched undoes nothing: it
+  // is applied at the current version, as kubectl's resourceVersion is
+  // each object's. Before: refused for the change to another resource.
+  auto users_json = cp.Ctl({"get", "cluster", "users", "-o", "json"});
+  ASSERT_EQ(users_json.exit_code, 0) << users_json.err;
+  std::string edited = users_json.out;
+  ASSERT_TRUE(absl::StrContains(edited, "9001")) << edited;
+  edited.replace(edited.find("9001"), 4, "9077");
+  const std::string users_file = WriteFile(edited);
+  auto other = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("spare2", 9200))});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  auto untouched = cp.Ctl({"apply", "-f", users_file});
+  EXPECT_EQ(untouched.exit_code, 0) << untouched.out << untouched.err;
+  EXPECT_TRUE(absl::StrContains(untouched.err, "changed none of its resources")) << untouched.err;
+  EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9077"),
+            std::string::npos);
+  // Once a version since changed one of them, it is refused again.
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("users", 9003))}).exit_code, 0);
+  auto touched = cp.Ctl({"apply", "-f", users_file});
+  EXPECT_EQ(touched.exit_code, 1) << touched.out << touched.err;
+  EXPECT_TRUE(absl::StrContains(touched.err, "changed resources it holds")) << touched.err;
+  EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9003"),
+            std::string::npos);
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("users", 9001))}).exit_code, 0);
 
   // Restored into another store, whose versions are behind the export's:
   // nothing there can be undone, so it is applied (before: a conflict
