@@ -47,11 +47,20 @@ std::vector<api::ResourceId> IdsOf(const Resources& resources) {
   return ids;
 }
 
+constexpr char kKinds[] = "LISTENER, ROUTE_TABLE, CLUSTER, SECRET or CONSUMER";
+
+// A kind this build does not know (a newer client's): refused, not taken
+// for "none of that kind".
+absl::Status CheckKnownKind(config::v1::ResourceKind kind) {
+  if (config::v1::ResourceKind_IsValid(kind)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("unknown kind ", static_cast<int>(kind),
+                                                 " (this control plane knows ", kKinds, ")"));
+}
+
 absl::Status CheckKindAndName(config::v1::ResourceKind kind, const std::string& name) {
-  if (kind == config::v1::RESOURCE_KIND_UNSPECIFIED ||
-      !config::v1::ResourceKind_IsValid(kind)) {
-    return absl::InvalidArgumentError(
-        "kind is required (LISTENER, ROUTE_TABLE, CLUSTER, SECRET or CONSUMER)");
+  if (absl::Status known = CheckKnownKind(kind); !known.ok()) return known;
+  if (kind == config::v1::RESOURCE_KIND_UNSPECIFIED) {
+    return absl::InvalidArgumentError(absl::StrCat("kind is required (", kKinds, ")"));
   }
   if (name.empty()) return absl::InvalidArgumentError("name is required");
   return absl::OkStatus();
@@ -518,6 +527,9 @@ grpc::Status AdminServiceImpl::List(grpc::ServerContext* context,
                                     admin::v1::ListResponse* response) {
   if (auto caller = Authorize(context, Role::kViewer, "List"); !caller.ok()) {
     return ToGrpcStatus(caller.status());
+  }
+  if (absl::Status known = CheckKnownKind(request->kind()); !known.ok()) {
+    return ToGrpcStatus(known);
   }
   auto snapshot = state_->Current();
   for (const auto& [id, resource] : snapshot->resources) {

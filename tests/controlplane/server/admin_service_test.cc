@@ -286,6 +286,22 @@ TEST_F(AdminServiceTest, KindIsRequired) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(),
             "kind is required (LISTENER, ROUTE_TABLE, CLUSTER, SECRET or CONSUMER)");
+  // A kind this build does not know is named so, by Get, Delete and List
+  // alike. Before: List answered it with no resources, and Delete said a
+  // kind was required.
+  request.set_kind(static_cast<config::v1::ResourceKind>(9));
+  status = service_->Get(nullptr, &request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string unknown =
+      "unknown kind 9 (this control plane knows LISTENER, ROUTE_TABLE, CLUSTER, SECRET or "
+      "CONSUMER)";
+  EXPECT_EQ(status.error_message(), unknown);
+  admin::v1::ListRequest list;
+  list.set_kind(static_cast<config::v1::ResourceKind>(9));
+  admin::v1::ListResponse listed;
+  status = service_->List(nullptr, &list, &listed);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), unknown);
 }
 
 // PurgeCache's selector checks, before anything is sent.
