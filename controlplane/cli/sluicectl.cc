@@ -305,6 +305,9 @@ bool HttpRefusal(const grpc::Status& status) {
          absl::SimpleAtoi(said, &code) && ((code >= 400 && code < 500) || code == 501);
 }
 
+// Neither --server nor $SLUICE_SERVER named the server: 127.0.0.1:18000.
+bool server_defaulted = false;
+
 int RpcFail(const grpc::Status& status, const std::string& server) {
   const bool never_connected =
       absl::StrContains(absl::AsciiStrToLower(status.error_message()), "failed to connect") ||
@@ -400,7 +403,10 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
                              status.error_message(),
                              plaintext_channel && !refused
                                  ? " (if it serves TLS, give --ca FILE or set $SLUICE_CA)"
-                                 : ""));
+                                 : "",
+                             server_defaulted ? " (the default address: give --server "
+                                                "HOST:PORT or set $SLUICE_SERVER)"
+                                              : ""));
   }
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
     if (bearer_token.empty()) {
@@ -2464,8 +2470,15 @@ int Run(int argc, char** argv) {
   }
   if (flags->positional[0] == "hash-password") return HashPasswordCommand(*flags);
   std::string servers = "127.0.0.1:18000";
-  if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) servers = env;
-  if (auto it = flags->values.find("server"); it != flags->values.end()) servers = it->second;
+  server_defaulted = true;
+  if (const char* env = std::getenv("SLUICE_SERVER"); env && *env) {
+    servers = env;
+    server_defaulted = false;
+  }
+  if (auto it = flags->values.find("server"); it != flags->values.end()) {
+    servers = it->second;
+    server_defaulted = false;
+  }
   const std::vector<std::string> candidates = absl::StrSplit(servers, ',');
   for (const std::string& candidate : candidates) {
     if (absl::Status checked = CheckHostPortFlag("server", candidate); !checked.ok()) {

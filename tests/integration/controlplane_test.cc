@@ -654,6 +654,28 @@ TEST(ControlPlaneTest, AChangeWithoutAnAnswerMayHaveBeenApplied) {
   EXPECT_TRUE(absl::StrContains(refused.err, "cannot reach sluice-control at 127.0.0.1:1"))
       << refused.err;
   EXPECT_FALSE(absl::StrContains(refused.err, "--ca")) << refused.err;
+  EXPECT_FALSE(absl::StrContains(refused.err, "default address")) << refused.err;
+  // Without --server or $SLUICE_SERVER the error says how to name one.
+  // The default port is held bound, not listening, so the connection is
+  // refused (skipped when another program has the port).
+  {
+    const int held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(18000);
+    if (held >= 0 && bind(held, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      auto defaulted = testing::RunCommand({ctl, "get"}, {"SLUICE_SERVER="});
+      EXPECT_EQ(defaulted.exit_code, 1);
+      EXPECT_TRUE(absl::StrContains(defaulted.err,
+                                    "cannot reach sluice-control at 127.0.0.1:18000: "))
+          << defaulted.err;
+      EXPECT_TRUE(absl::StrContains(defaulted.err, "(the default address: give --server "
+                                                   "HOST:PORT or set $SLUICE_SERVER)"))
+          << defaulted.err;
+    }
+    if (held >= 0) close(held);
+  }
   // A peer that accepts and never speaks: the command fails within the
   // 5 s connect timeout (it waited gRPC's 20 s).
   int silent_port = 0;
