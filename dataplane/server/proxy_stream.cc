@@ -2602,8 +2602,12 @@ void ProxyStream::DropHeldResponse() {
 }
 
 size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
-  const http::ConnectionTokens tokens =
-      head.connection_names ? http::ConnectionTokens(head.headers) : http::ConnectionTokens();
+  if (head.connection_names) {
+    response_hop_names_ = http::ConnectionTokens(head.headers);
+  } else if (!response_hop_names_.empty()) {
+    response_hop_names_ = http::ConnectionTokens();
+  }
+  const http::ConnectionTokens& tokens = response_hop_names_;
   response_fields_.clear();
   response_fields_.reserve(head.headers.size() + 2);
   bool has_date = false;
@@ -2793,7 +2797,12 @@ bool ProxyStream::RemovedFromResponses(std::string_view name) const {
 void ProxyStream::OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {
   trailer_storage_.clear();
   for (const http::HeaderField& t : trailers) {
-    if (!ForwardableTrailer(t.name) || RemovedFromResponses(t.name)) continue;
+    // A trailer field the head's Connection named is this hop's too (RFC
+    // 9110 7.6.1); before, the head's were dropped and the trailer's sent.
+    if (!ForwardableTrailer(t.name) || RemovedFromResponses(t.name) ||
+        (!response_hop_names_.empty() && response_hop_names_.Contains(t.name))) {
+      continue;
+    }
     trailer_storage_.append(t.name);
     trailer_storage_.push_back('\0');
     trailer_storage_.append(t.value);

@@ -30,6 +30,7 @@
 #include "dataplane/http/filter.h"
 #include "dataplane/http/header_map.h"
 #include "dataplane/http/http1_parser.h"
+#include "dataplane/http/http_util.h"
 #include "dataplane/net/transport_socket.h"
 #include "dataplane/upstream/connection_pool.h"
 #include "dataplane/upstream/http2_pool.h"
@@ -581,6 +582,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   std::vector<std::string> head_field_names_;
   std::vector<http::HeaderField> response_trailers_;  // views into trailer_storage_
   std::string trailer_storage_;
+  // What the upstream response head's Connection named (RFC 9110 7.6.1:
+  // its trailer fields of those names go too); empty when it named none.
+  http::ConnectionTokens response_hop_names_;
   // Policies.
   std::vector<std::unique_ptr<http::Filter>> filters_;
   size_t filters_entered_ = 0;

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -1314,6 +1315,29 @@ TEST_F(EdgeTest, ADateThatConnectionNamesIsReplaced) {
   EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
   EXPECT_FALSE(absl::StrContains(out, "2001")) << out;
   EXPECT_TRUE(absl::StrContains(out, "\r\ndate: ")) << out;
+}
+
+// RFC 9110 7.6.1: a trailer field the head's Connection names is this
+// hop's, as a header field of that name is. Before: the header's was
+// dropped and the trailer's forwarded (HTTP/1.1 and HTTP/2 clients).
+TEST_F(EdgeTest, ATrailerThatConnectionNamesIsDropped) {
+  RawUpstream upstream(
+      "HTTP/1.1 200 OK\r\nConnection: x-hop, close\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\nok\r\n0\r\nX-Hop: secret\r\nX-Kept: 1\r\n\r\n");
+  const int port = ListenerTo(upstream.port());
+  ASSERT_GT(port, 0);
+  std::string out = SendRaw(absl::StrCat("127.0.0.1:", port),
+                            "GET /t HTTP/1.1\r\nHost: edge\r\nTE: trailers\r\n"
+                            "Connection: TE, close\r\n\r\n");
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\r\n0\r\nx-kept: 1\r\n\r\n") ||
+              absl::StrContains(out, "\r\n0\r\nX-Kept: 1\r\n\r\n"))
+      << out;
+  EXPECT_FALSE(absl::StrContains(absl::AsciiStrToLower(out), "secret")) << out;
+  CommandResult h2 = RunCommand(
+      {"/usr/bin/nghttp", "-v", absl::StrCat("http://127.0.0.1:", port, "/t2")});
+  EXPECT_TRUE(absl::StrContains(h2.out, "x-kept: 1")) << h2.out << h2.err;
+  EXPECT_FALSE(absl::StrContains(h2.out, "secret")) << h2.out;
 }
 
 // A response made before a small request body is read (a policy's 401,
