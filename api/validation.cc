@@ -117,7 +117,7 @@ void CheckName(absl::string_view name, absl::string_view field, ErrorSink& sink,
     if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') {
       sink.Add(std::string(field),
                absl::StrCat("'", Shown(name),
-                            "' may contain only letters, digits, '-', '_' "
+                            "' may contain only ASCII letters, digits, '-', '_' "
                             "and '.'"));
       return;
     }
@@ -563,7 +563,7 @@ void CheckConsumerName(const std::string& name, const std::string& field, ErrorS
   for (char c : name) {
     if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.' && c != '@') {
       sink.Add(field, absl::StrCat("'", name,
-                                   "' may contain only letters, digits, '-', '_', '.' and '@'"));
+                                   "' may contain only ASCII letters, digits, '-', '_', '.' and '@'"));
       return;
     }
   }

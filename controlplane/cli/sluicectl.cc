@@ -494,13 +494,19 @@ void PrintOutcome(bool dry_run, const admin::v1::Diff& diff, uint64_t version,
   }
 }
 
+// HOST:PORT, an IPv6 address in brackets ([::1]:8443, not ::1:8443).
+std::string HostPort(const std::string& host, uint32_t port) {
+  if (host.find(':') != std::string::npos) return absl::StrCat("[", host, "]:", port);
+  return absl::StrCat(host, ":", port);
+}
+
 std::string Summary(const api::Resource& r) {
   if (r.has_listener()) {
     std::string tls;
     if (r.listener().has_tls()) {
       tls = absl::StrCat(" (tls: ", absl::StrJoin(r.listener().tls().certificates(), ","), ")");
     }
-    return absl::StrCat(r.listener().address(), ":", r.listener().port(), " -> ",
+    return absl::StrCat(HostPort(r.listener().address(), r.listener().port()), " -> ",
                         r.listener().route_table(), tls);
   }
   if (r.has_route_table()) {
@@ -512,7 +518,7 @@ std::string Summary(const api::Resource& r) {
   if (r.has_cluster()) {
     std::vector<std::string> eps;
     for (const auto& e : r.cluster().endpoints()) {
-      eps.push_back(absl::StrCat(e.address(), ":", e.port()));
+      eps.push_back(HostPort(e.address(), e.port()));
     }
     return absl::StrCat(config::v1::Cluster::LbPolicy_Name(r.cluster().lb_policy()), " ",
                         absl::StrJoin(eps, ","));
@@ -2382,6 +2388,12 @@ std::string CheckCommandFlags(const std::string& command, const ParsedFlags& fla
         return absl::StrCat("apply --", name, " goes with --canary GROUP|N% --verify DURATION");
       }
     }
+  }
+  // Refused rather than ignored: a dry run stores nothing for the proxies
+  // to take (it exited 0 as if the fleet had taken it).
+  if (flags.switches.count("dry-run") && flags.switches.count("wait")) {
+    return absl::StrCat(command, " --wait and --dry-run do not go together: a dry run stores "
+                        "nothing for the proxies to take");
   }
   return "";
 }

@@ -100,11 +100,11 @@ TEST(ValidationTest, APolicyMayNotReadACredentialAnotherTakesOff) {
 
 TEST(ValidationTest, NameRequiredAndCharset) {
   EXPECT_EQ(ErrorsWith(R"(cluster { name: "a b" endpoints { address: "127.0.0.1" port: 1 } })"),
-            "Cluster \"a b\": name: 'a b' may contain only letters, digits, '-', '_' and '.'");
+            "Cluster \"a b\": name: 'a b' may contain only ASCII letters, digits, '-', '_' and '.'");
   // A name is quoted escaped (no forged line, no raw control byte) and cut
   // (a 100 KB name made a status message gRPC would not carry).
   EXPECT_EQ(ErrorsWith(R"(cluster { name: "web\nerror: forged" endpoints { address: "127.0.0.1" port: 1 } })"),
-            "Cluster \"web\\nerror: forged\": name: 'web\\nerror: forged' may contain only letters, "
+            "Cluster \"web\\nerror: forged\": name: 'web\\nerror: forged' may contain only ASCII letters, "
             "digits, '-', '_' and '.'");
   const std::string huge = ErrorsWith("cluster { name: \"" + std::string(100000, 'a') +
                                       "\" endpoints { address: \"127.0.0.1\" port: 1 } }");
@@ -446,7 +446,7 @@ TEST(ValidationTest, NodeGroupsAreNamesListedOnce) {
   std::string e = ErrorsWith(R"(listener { name: "public" address: "127.0.0.1" port: 8080
       route_table: "main" node_groups: "r1" node_groups: "bad group" node_groups: "r1"
       node_groups: "" })");
-  EXPECT_NE(e.find("node_groups[1]: 'bad group' may contain only letters"), std::string::npos)
+  EXPECT_NE(e.find("node_groups[1]: 'bad group' may contain only ASCII letters"), std::string::npos)
       << e;
   EXPECT_NE(e.find("node_groups[2]: 'r1' is already listed at node_groups[0]"),
             std::string::npos) << e;
@@ -1216,7 +1216,7 @@ TEST(ValidationTest, SecretNeedsOneTypeAndAValidName) {
   ValidateResource(r, &errors);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].ToString(),
-            "Secret \"a b\": name: 'a b' may contain only letters, digits, '-', '_' and '.'");
+            "Secret \"a b\": name: 'a b' may contain only ASCII letters, digits, '-', '_' and '.'");
 }
 
 TEST(ValidationTest, RedactedKeyFromGetCannotBeApplied) {
@@ -1482,12 +1482,12 @@ TEST(ValidationTest, ClusterTlsCaIsRequiredUnlessVerificationIsSkipped) {
 TEST(ValidationTest, ClusterTlsNamesAndVersions) {
   // (Each also names a Secret that does not exist: the next line.)
   std::string e = ClusterTlsErrors(R"(ca: "a b")");
-  EXPECT_NE(e.find("Cluster \"users\": tls.ca: 'a b' may contain only letters, digits, '-', '_' "
+  EXPECT_NE(e.find("Cluster \"users\": tls.ca: 'a b' may contain only ASCII letters, digits, '-', '_' "
                    "and '.'\n"),
             std::string::npos)
       << e;
   e = ClusterTlsErrors(R"(ca: "clients" client_certificate: "web/1")");
-  EXPECT_NE(e.find("Cluster \"users\": tls.client_certificate: 'web/1' may contain only letters, "
+  EXPECT_NE(e.find("Cluster \"users\": tls.client_certificate: 'web/1' may contain only ASCII letters, "
                    "digits, '-', '_' and '.'\n"),
             std::string::npos)
       << e;
@@ -1593,14 +1593,14 @@ TEST(ValidationTest, ConsumerStatePasses) {
 
 TEST(ValidationTest, ConsumerNameAndGroups) {
   EXPECT_EQ(ErrorsWith(R"(consumer { name: "a b" })"),
-            "Consumer \"a b\": name: 'a b' may contain only letters, digits, '-', '_', '.' and "
+            "Consumer \"a b\": name: 'a b' may contain only ASCII letters, digits, '-', '_', '.' and "
             "'@'");
   EXPECT_EQ(ErrorsWith(R"(consumer { name: "" })"), "Consumer \"\": name: is required");
   EXPECT_EQ(ErrorsWith("consumer { name: \"" + std::string(129, 'a') + "\" }"),
             "Consumer \"" + std::string(128, 'a') +
                 "...(129 bytes)\": name: is 129 characters; at most 128 are allowed");
   EXPECT_EQ(ConsumerErrors(R"(groups: ["ops", "a/b"])"),
-            "Consumer \"alice\": groups[1]: 'a/b' may contain only letters, digits, '-', '_', "
+            "Consumer \"alice\": groups[1]: 'a/b' may contain only ASCII letters, digits, '-', '_', "
             "'.' and '@'");
   EXPECT_EQ(ConsumerErrors(R"(groups: [""])"), "Consumer \"alice\": groups[0]: is required");
   EXPECT_EQ(ConsumerErrors("groups: \"" + std::string(129, 'g') + "\""),

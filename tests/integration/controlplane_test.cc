@@ -481,6 +481,24 @@ TEST(ControlPlaneTest, ApplyFlagsAndErrorOrigins) {
     EXPECT_EQ(r.exit_code, 2) << flags[0] << ": " << r.out << r.err;
     EXPECT_TRUE(absl::StrContains(r.err, "apply " + flags[0] + " goes with --canary")) << r.err;
   }
+  // The table writes an IPv6 address in brackets (it wrote ::1:9).
+  ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile("kind: Cluster\nname: six\nspec:\n  endpoints: "
+                                             "[{address: '::1', port: 9}]\n")})
+                .exit_code,
+            0);
+  auto six = cp.Ctl({"get", "cluster"});
+  EXPECT_TRUE(absl::StrContains(six.out, "ROUND_ROBIN [::1]:9")) << six.out;
+  // --wait with --dry-run: refused, not ignored (it exited 0).
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"apply", "-f", good}, {"delete", "cluster", "users"},
+        {"rollback", "1"}}) {
+    args.push_back("--dry-run");
+    args.push_back("--wait");
+    auto r = cp.Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.out << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, args[0] + " --wait and --dry-run do not go together"))
+        << r.err;
+  }
   std::string twice = WriteFile(ClusterYaml("users", 9001) + "---\n" + ClusterYaml("users", 9003));
   auto r = cp.Ctl({"apply", "-f", twice});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
