@@ -2296,12 +2296,13 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     // A body held whole for a policy is already in memory: it is kept for
     // a retry whatever max_replay_bytes says.
     if (replay_.size() + chunk.size() > route_->retry.max_replay_bytes && !replaying_held_) {
-      if (pending_ || !HasUpstream()) {
+      if (pending_ || !HasUpstream() || (upstream2_ && !upstream2_->settled())) {
         // No connection is up yet (it is connecting, or a retry waits for
         // its turn): nothing was sent, so a connect failure may still send
         // the request elsewhere whatever its size. Keep this piece too, and
         // read no more until a connection is up (OnUpstreamConnected,
-        // ConnectUpstream); an AUTO endpoint may yet choose HTTP/1.1. Before,
+        // ConnectUpstream; HTTP/2: until its SETTINGS, OnUpstreamSettled);
+        // an AUTO endpoint may yet choose HTTP/1.1. Before,
         // the body read meanwhile went past the buffer and a connect
         // failure was a 502, as chance had it.
         replay_.append(chunk);
@@ -2404,13 +2405,21 @@ void ProxyStream::OnUpstreamConnected() {
   ResumeHeldForAlpn();
 }
 
+void ProxyStream::OnUpstreamSettled() {
+  if (!active_) return;
+  DropReplayPastLimit();
+  ResumeHeldForAlpn();
+}
+
 void ProxyStream::DropReplayPastLimit() {
   // The connection has the body (HTTP/1: in its output; HTTP/2: the
-  // stream's queue). Before, it stayed kept: a body past the limit was
-  // sent again when its connection had been a new one, and not when a
-  // pooled one (max_replay_bytes 1000: 5000 bytes retried, or not, as the
-  // pool had it).
+  // stream's queue, once its SETTINGS came: until then a failure is a
+  // connect failure, retried whatever the body's size). Before, it stayed
+  // kept: a body past the limit was sent again when its connection had
+  // been a new one, and not when a pooled one (max_replay_bytes 1000: 5000
+  // bytes retried, or not, as the pool had it).
   if (!replay_past_limit_ || pending_ || !HasUpstream() || !replayable_) return;
+  if (upstream2_ && !upstream2_->settled()) return;  // OnUpstreamSettled
   replay_past_limit_ = false;
   replayable_ = false;
   body_gone_ = true;

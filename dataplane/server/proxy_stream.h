@@ -242,6 +242,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
 
   // upstream::UpstreamEvents
   void OnUpstreamConnected() override;
+  void OnUpstreamSettled() override;
   void OnUpstreamHead(const http::MessageHead& head) override;
   void OnUpstreamBody(std::string_view bytes) override;
   void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) override;

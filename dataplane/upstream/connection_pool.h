@@ -39,6 +39,9 @@ class UpstreamEvents {
  public:
   virtual ~UpstreamEvents() = default;
   virtual void OnUpstreamConnected() = 0;
+  // HTTP/2: the upstream's SETTINGS came, after OnUpstreamConnected (until
+  // then the connect timeout runs and a failure is a connect failure).
+  virtual void OnUpstreamSettled() {}
   virtual void OnUpstreamHead(const http::MessageHead& head) = 0;
   virtual void OnUpstreamBody(std::string_view bytes) = 0;
   virtual void OnUpstreamComplete() = 0;

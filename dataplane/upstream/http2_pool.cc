@@ -84,6 +84,10 @@ bool Http2UpstreamStream::connecting() const {
   return connection_ != nullptr && connection_->connecting();
 }
 
+bool Http2UpstreamStream::settled() const {
+  return connection_ != nullptr && id_ >= 0 && connection_->settled();
+}
+
 // --- Http2UpstreamConnection ---------------------------------------------
 
 Http2UpstreamConnection::Http2UpstreamConnection(event::Dispatcher& dispatcher, Http2Pool& pool,
@@ -162,7 +166,17 @@ bool Http2UpstreamConnection::HasCapacity() const {
 
 void Http2UpstreamConnection::OnSettings() {
   pool_.peer_limits_[pool_key_] = codec_.peer_max_concurrent_streams();
-  if (connected_) connect_timer_.Disable();  // the connect timeout covers them
+  if (!connected_) return;
+  connect_timer_.Disable();  // the connect timeout covers them
+  if (settled_told_) return;
+  settled_told_ = true;
+  // Copies: a request may leave inside the call.
+  std::vector<int32_t> ids;
+  ids.reserve(streams_.size());
+  for (auto& [id, s] : streams_) ids.push_back(id);
+  for (int32_t id : ids) {
+    if (Http2UpstreamStream* s = Find(id)) s->events_->OnUpstreamSettled();
+  }
 }
 
 void Http2UpstreamConnection::ScheduleFlush() {

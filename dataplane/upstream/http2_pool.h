@@ -99,6 +99,9 @@ class Http2UpstreamStream {
 
   // The connection is still connecting (TCP or TLS).
   bool connecting() const;
+  // The request went to the codec on a connection whose SETTINGS came:
+  // no connect failure can follow.
+  bool settled() const;
   // The connection carried other requests before this one.
   bool reused() const { return reused_; }
   // A response byte arrived.
@@ -142,6 +145,8 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   size_t streams() const { return streams_.size(); }
   const std::string& pool_key() const { return pool_key_; }
   bool connecting() const { return !connected_; }
+  // Connected, and the upstream's SETTINGS came.
+  bool settled() const { return connected_ && codec_.peer_settings_received(); }
   // GOAWAY (NO_ERROR) now, closing once open streams finish.
   void Drain();
   // Closes now; open streams fail (refused when their request never left).
@@ -217,6 +222,7 @@ class Http2UpstreamConnection : public net::ConnectionCallbacks,
   absl::Time last_ping_sent_ = absl::InfinitePast();  // dispatcher time
   event::Timer ping_timer_;  // the outstanding PING's deadline
   bool connected_ = false;
+  bool settled_told_ = false;  // its streams heard of the SETTINGS (OnUpstreamSettled)
   bool suspect_ = false;  // no new stream until a PING ACK (Suspect)
   absl::Time last_ping_ack_ = absl::InfinitePast();  // dispatcher time
   uint64_t reads_ = 0;    // read events with bytes, over the connection's life

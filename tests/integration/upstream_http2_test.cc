@@ -714,6 +714,34 @@ TEST(UpstreamHttp2ResetTest, AnEndpointThatSendsNoSettingsFailsAtTheConnectTimeo
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   EXPECT_EQ(answer.status, 504) << answer.error << answer.body;
   EXPECT_TRUE(absl::StrContains(answer.body, "the upstream sent no HTTP/2 SETTINGS")) << answer.body;
+  // A connect failure, so retried on the other endpoint whatever the body's
+  // size: one past max_replay_bytes is kept until the SETTINGS come. Before:
+  // dropped once TCP was up, and the request got that 504 (the other
+  // endpoint: a listener of the same proxy, whose direct response says so).
+  const int settled_port = PickFreePort();
+  const std::string retried = absl::StrCat(
+      "kind: Cluster\nname: both\nspec:\n  protocol: HTTP2\n  connect_timeout: 300ms\n"
+      "  endpoints: [{address: 127.0.0.1, port: ", silent_port, "}, {address: 127.0.0.1, port: ",
+      settled_port, "}]\n---\n",
+      "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - {match: {prefix: /both/}, route: {cluster: both, timeout: 10s, "
+      "retry_policy: {num_retries: 1, retry_on: [connect-failure], retry_non_idempotent: true, "
+      "max_replay_bytes: 1000}}}\n"
+      "        - {match: {prefix: /}, route: {cluster: silent, timeout: 10s}}\n---\n"
+      "kind: RouteTable\nname: settled\nspec:\n  virtual_hosts:\n    - domains: ['*']\n"
+      "      routes:\n        - {match: {prefix: /}, direct_response: {status: 200, body: "
+      "settled}}\n---\n"
+      "kind: Listener\nname: settled\nspec: {address: 127.0.0.1, port: ", settled_port,
+      ", route_table: settled}\n");
+  r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-silent"), "more.yaml", retried)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy.WaitForVersion(2)) << proxy.process().Log();
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse posted = HttpRequest(absl::StrCat("127.0.0.1:", port), "POST", "/both/x", {},
+                                      std::string(5000, 'p'), absl::Seconds(15));
+    EXPECT_EQ(posted.status, 200) << i << ": " << posted.error << posted.body;
+    EXPECT_EQ(posted.body, "settled") << i;
+  }
   close(silent);
 }
 
