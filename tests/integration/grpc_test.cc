@@ -103,12 +103,6 @@ class GrpcTest : public ::testing::Test {
         "          policies: [{name: request-size-limit, typed_config: {max_bytes: 2000}}]\n"
         "    - domains: [slow.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
-        "    - domains: [mute.test]\n      routes:\n"
-        "        - match: {prefix: /}\n          route: {cluster: mute}\n"
-        "    - domains: [held.test]\n      routes:\n"
-        "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
-        "          policies: [{name: request-validation, typed_config: "
-        "{body_schema: '{}'}}]\n"
         "    - domains: ['*']\n      routes:\n"
         "        - match: {prefix: /sluice.test.Echo/}\n          route: {cluster: grpc}\n"
         "    - domains: [retry.test]\n      routes:\n"
@@ -116,7 +110,14 @@ class GrpcTest : public ::testing::Test {
         "{num_retries: 2, retry_on: [unavailable, resource-exhausted], base_interval: 1ms}}\n"
         "    - domains: [noretry.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, retry_policy: "
-        "{num_retries: 2, retry_on: [5xx], retry_non_idempotent: true}}\n",
+        "{num_retries: 2, retry_on: [5xx], retry_non_idempotent: true}}\n"
+        // Added last: the tests above name routes by their index.
+        "    - domains: [mute.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: mute}\n"
+        "    - domains: [held.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
+        "          policies: [{name: request-validation, typed_config: "
+        "{body_schema: '{}'}}]\n",
         "---\nkind: Consumer\nname: grpc-client\nspec: {keys: [{key: grpc-client-key-1}]}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
         ", route_table: main, access_log: {path: ", dir_, "/access.log}}\n",
