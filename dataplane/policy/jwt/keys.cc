@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -162,6 +163,72 @@ bool SplitSpki(std::string_view der, std::string_view* parameters, std::string_v
   return true;
 }
 
+// The odd primes below 2^16, for trial division.
+const std::vector<uint32_t>& SmallPrimes() {
+  static const std::vector<uint32_t> primes = [] {
+    constexpr uint32_t kBound = 1 << 16;
+    std::vector<char> composite(kBound, 0);
+    std::vector<uint32_t> out;
+    for (uint32_t i = 3; i < kBound; i += 2) {
+      if (composite[i]) continue;
+      out.push_back(i);
+      for (uint64_t j = uint64_t{i} * i; j < kBound; j += 2 * i) composite[j] = 1;
+    }
+    return out;
+  }();
+  return primes;
+}
+
+// Why an RSA modulus (big-endian, odd) gives its private key away, or "":
+// a prime factor below 2^16 (n = 3q: q = n/3 is the rest), n itself prime
+// (d = e^-1 mod n-1), or n a square (p^2: d from p(p-1)). Tokens signed
+// with such a key can be forged from the public key alone. (A Fermat test
+// to base 2 finds a prime n; an RSA modulus passes it about never.)
+std::string CheckRsaModulus(std::string_view n_be) {
+  BN_CTX* ctx = BN_CTX_new();
+  if (ctx == nullptr) return "";
+  BN_CTX_start(ctx);
+  BIGNUM* n = BN_CTX_get(ctx);
+  BIGNUM* t = BN_CTX_get(ctx);
+  BIGNUM* x = BN_CTX_get(ctx);
+  BIGNUM* y = BN_CTX_get(ctx);
+  std::string why;
+  bool ok = y != nullptr &&
+            BN_bin2bn(reinterpret_cast<const unsigned char*>(n_be.data()),
+                      static_cast<int>(n_be.size()), n) != nullptr;
+  for (size_t i = 0; ok && why.empty() && i < SmallPrimes().size(); ++i) {
+    const uint32_t p = SmallPrimes()[i];
+    const BN_ULONG rest = BN_mod_word(n, p);
+    if (rest == static_cast<BN_ULONG>(-1)) ok = false;
+    if (ok && rest == 0) {
+      why = absl::StrCat("RSA modulus has the small prime factor ", p,
+                         ": its private key follows from it, and anyone can sign");
+    }
+  }
+  // 2^(n-1) mod n == 1: n is prime.
+  if (ok && why.empty() && BN_copy(t, n) != nullptr && BN_sub_word(t, 1) && BN_set_word(x, 2) &&
+      BN_mod_exp(y, x, t, n, ctx) && BN_is_one(y)) {
+    why = "RSA modulus is prime: its private key follows from it, and anyone can sign";
+  }
+  // Newton's integer square root from above: x = floor(sqrt(n)).
+  if (ok && why.empty()) {
+    BN_zero(x);
+    ok = BN_set_bit(x, (BN_num_bits(n) + 2) / 2) == 1;
+    for (int round = 0; ok && round < 4096; ++round) {
+      ok = BN_div(y, nullptr, n, x, ctx) && BN_add(y, y, x) && BN_rshift1(y, y);
+      if (!ok || BN_cmp(y, x) >= 0) break;
+      ok = BN_copy(x, y) != nullptr;
+    }
+    if (ok && BN_sqr(y, x, ctx) && BN_cmp(y, n) == 0) {
+      why = "RSA modulus is a square: its private key follows from it, and anyone can sign";
+    }
+  }
+  BN_CTX_end(ctx);
+  BN_CTX_free(ctx);
+  ERR_clear_error();
+  return why;
+}
+
 // Why an RSA key is refused, or "" (size, and an exponent that is odd and
 // above 1: e = 1 would make every padded digest its own signature).
 std::string CheckRsa(EVP_PKEY* key) {
@@ -192,7 +259,7 @@ std::string CheckRsa(EVP_PKEY* key) {
   if (e.size() > 5 || (e.size() == 5 && static_cast<unsigned char>(e[0]) > 1)) {
     return "RSA public exponent is over 33 bits; keys use 65537";
   }
-  return "";
+  return CheckRsaModulus(n);
 }
 
 // Whether a point of edwards25519 has this y (32 bytes little-endian, below

@@ -5,6 +5,7 @@
 // headers, consumers, the anonymous fallback, the verified-token cache and
 // the config rules by field.
 #include <gtest/gtest.h>
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 
 #include <atomic>
@@ -805,8 +806,24 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
             "jwks: key 0 (kid \"z\"): the Ed25519 key is not canonically encoded (its y is not "
             "below p)");
   // RFC 8017 3.1: e < n; and e of at most 33 bits. Before, both were
-  // accepted, the first a key that verified nothing.
-  const std::string n = "\xc1" + std::string(254, '\0') + "\x01";  // 2048 bits
+  // accepted, the first a key that verified nothing. A modulus of two
+  // fresh 1024-bit primes, as real keys have.
+  auto prime = [](int bits) {
+    BIGNUM* p = BN_new();
+    EXPECT_EQ(BN_generate_prime_ex(p, bits, 0, nullptr, nullptr, nullptr), 1);
+    return p;
+  };
+  auto bytes = [](const BIGNUM* b) {
+    std::string out(static_cast<size_t>(BN_num_bytes(b)), '\0');
+    BN_bn2bin(b, reinterpret_cast<unsigned char*>(out.data()));
+    return out;
+  };
+  BN_CTX* ctx = BN_CTX_new();
+  BIGNUM* p = prime(1024);
+  BIGNUM* q = prime(1024);
+  BIGNUM* product = BN_new();
+  ASSERT_EQ(BN_mul(product, p, q, ctx), 1);
+  const std::string n = bytes(product);
   auto rsa = [&](const std::string& e) {
     return first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(n) +
                  R"(","e":")" + absl::WebSafeBase64Escape(e) + R"("}]})");
@@ -822,6 +839,37 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(even) +
                   R"(","e":"AQAB"}]})"),
             "jwks: key 0 (kid \"r\"): RSA modulus is even: it is no RSA public key");
+  // A modulus whose private key follows from it: a small prime factor
+  // (3q), a prime one, a square (p^2). Each verified tokens anyone could
+  // sign (a probe signed {"sub":"admin"} with 3q's). Before: taken.
+  auto with_n = [&](const std::string& modulus) {
+    return first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(modulus) +
+                 R"(","e":"AQAB"}]})");
+  };
+  BIGNUM* weak = BN_new();
+  ASSERT_EQ(BN_mul_word(p, 3) + BN_mul(weak, p, q, ctx), 2);  // 3pq
+  EXPECT_EQ(with_n(bytes(weak)),
+            "jwks: key 0 (kid \"r\"): RSA modulus has the small prime factor 3: its private key "
+            "follows from it, and anyone can sign");
+  BN_free(p);
+  p = prime(2048);
+  EXPECT_EQ(with_n(bytes(p)), "jwks: key 0 (kid \"r\"): RSA modulus is prime: its private key "
+                              "follows from it, and anyone can sign");
+  BN_free(p);
+  p = prime(1024);
+  ASSERT_EQ(BN_sqr(weak, p, ctx), 1);
+  EXPECT_EQ(with_n(bytes(weak)), "jwks: key 0 (kid \"r\"): RSA modulus is a square: its private "
+                                 "key follows from it, and anyone can sign");
+  // 65521 (the largest prime below 2^16) times a 2032-bit prime.
+  BN_free(p);
+  p = prime(2032);
+  ASSERT_EQ(BN_mul_word(p, 65521), 1);
+  EXPECT_TRUE(absl::StrContains(with_n(bytes(p)), "small prime factor 65521")) << with_n(bytes(p));
+  BN_free(weak);
+  BN_free(p);
+  BN_free(q);
+  BN_free(product);
+  BN_CTX_free(ctx);
   // RFC 7517 4.3: no key operation twice.
   EXPECT_EQ(first(R"({"keys":[{"kty":"RSA","kid":"r","n":")" + absl::WebSafeBase64Escape(n) +
                   R"(","e":"AQAB","key_ops":["verify","verify"]}]})"),
