@@ -650,6 +650,27 @@ constexpr absl::Duration kReconnectWindow = absl::Seconds(12);
 
 // An ABORTED change: the config moved on since --if-version. Prints the
 // server's reason and the versions made since.
+// Without --wait: the proxies that were refusing an earlier version when a
+// change was stored (a listener's port taken, say) run none of the later
+// ones while the refused part stays; said on stderr, so that the change is
+// not taken for live. Before, only --wait told.
+void NoteRefusingProxies(admin::v1::AdminService::Stub& stub, uint64_t version) {
+  admin::v1::ListProxiesResponse fleet;
+  if (!stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &fleet).ok()) return;
+  for (const auto& p : fleet.proxies()) {
+    if (p.last_nack_version() == 0 || p.last_nack_version() <= p.version_applied() ||
+        p.last_nack_version() >= version) {
+      continue;
+    }
+    std::cerr << "note: proxy " << Printable(p.node().id()) << " was refusing version "
+              << p.last_nack_version() << " (" << Printable(p.last_nack_error())
+              << ") and runs version " << p.version_applied()
+              << ": it takes no later version while the refused part stays; `sluicectl proxies` "
+                 "(or --wait) shows whether it takes version "
+              << version << "\n";
+  }
+}
+
 // The current version when every version after `since` is in the history
 // and none added, changed or removed a resource of `loaded`; else 0.
 uint64_t UntouchedSince(admin::v1::AdminService::Stub& stub, uint64_t since,
@@ -1370,6 +1391,10 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
     std::cout.flush();
     return WaitForFleet(stub, server, response.version(), wait_timeout,
                         DiffEmpty(response.diff()));
+  }
+  if (!response.dry_run() && !DiffEmpty(response.diff())) {
+    std::cout.flush();
+    NoteRefusingProxies(stub, response.version());
   }
   return 0;
 }

@@ -615,6 +615,16 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
   for (auto& p : proxies_) EXPECT_EQ(p->ReadyVersion(), 1u);
   EXPECT_EQ(HttpGet(listener(), "/still").status, 200);
   EXPECT_GE(proxies_[0]->Stat("sluice_configs_rejected_total"), 1);
+  // A later change without --wait says that the proxies refuse an earlier
+  // version (and so take none after it). Before: nothing, exit 0.
+  auto later = cp_.Ctl({"apply", "-f", WriteConfig("kind: Cluster\nname: later\nspec:\n  "
+                                                   "endpoints: [{address: 127.0.0.1, port: 1}]\n")});
+  EXPECT_EQ(later.exit_code, 0) << later.out << later.err;
+  EXPECT_TRUE(absl::StrContains(
+      later.err, absl::StrCat("was refusing version ", v, " (Listener \"extra\": cannot bind")))
+      << later.err;
+  EXPECT_TRUE(absl::StrContains(later.err, "takes no later version while the refused part stays"))
+      << later.err;
   // The control plane's own port: before, gRPC's SO_REUSEPORT let the
   // proxies bind it too, and the operators' connections went to them
   // (sluicectl was locked out). Now it is a port another process holds.
