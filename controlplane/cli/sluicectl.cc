@@ -682,6 +682,9 @@ uint64_t UntouchedSince(admin::v1::AdminService::Stub& stub, uint64_t since,
   std::set<uint64_t> seen;
   for (const auto& e : history.entries()) {
     if (e.version() <= since || e.version() > history.current_version()) continue;
+    // A version made before history was kept (an older build's data dir, a
+    // history restored from another backup): what it changed is unknown.
+    if (!e.has_time()) return 0;
     seen.insert(e.version());
     for (const auto* keys : {&e.diff().added(), &e.diff().changed(), &e.diff().removed()}) {
       for (const auto& key : *keys) {

@@ -196,6 +196,25 @@ TEST(ControlPlaneTest, ApplyGetDeleteDryRun) {
   EXPECT_NE(cp.Ctl({"get", "cluster", "users", "-o", "yaml"}).out.find("port: 9003"),
             std::string::npos);
   ASSERT_EQ(cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("users", 9001))}).exit_code, 0);
+  // A version whose change the history does not know (made before it was
+  // kept: here, the history moved away) may have touched the file's
+  // resources: refused. Before: taken as changing none, and the export
+  // undid it.
+  {
+    ControlPlane other;
+    ASSERT_EQ(other.Ctl({"apply", "-f", WriteFile(ClusterYaml("x", 9301))}).exit_code, 0);
+    auto x_json = other.Ctl({"get", "cluster", "x", "-o", "json"});
+    ASSERT_EQ(x_json.exit_code, 0) << x_json.err;
+    ASSERT_EQ(other.Ctl({"apply", "-f", WriteFile(ClusterYaml("x", 9302))}).exit_code, 0);
+    other.Kill();
+    ASSERT_EQ(std::remove((other.data_dir() + "/history.db").c_str()), 0);
+    std::remove((other.data_dir() + "/history.log").c_str());  // there or not
+    ASSERT_TRUE(other.Restart()) << other.process().Log();
+    auto unknown = other.Ctl({"apply", "-f", WriteFile(x_json.out)});
+    EXPECT_EQ(unknown.exit_code, 1) << unknown.out << unknown.err;
+    EXPECT_NE(other.Ctl({"get", "cluster", "x", "-o", "yaml"}).out.find("port: 9302"),
+              std::string::npos);
+  }
 
   // Restored into another store, whose versions are behind the export's:
   // nothing there can be undone, so it is applied (before: a conflict
