@@ -179,11 +179,46 @@ const std::vector<uint32_t>& SmallPrimes() {
   return primes;
 }
 
+// floor(n^(1/k)) into `x`, k >= 2: Newton's method from above.
+bool IntegerRoot(const BIGNUM* n, int k, BIGNUM* x, BN_CTX* ctx) {
+  BN_CTX_start(ctx);
+  BIGNUM* y = BN_CTX_get(ctx);
+  BIGNUM* t = BN_CTX_get(ctx);
+  BIGNUM* power = BN_CTX_get(ctx);
+  bool ok = power != nullptr && BN_set_word(power, static_cast<BN_ULONG>(k - 1)) == 1;
+  BN_zero(x);
+  ok = ok && BN_set_bit(x, BN_num_bits(n) / k + 1) == 1;  // above the root
+  for (int round = 0; ok && round < 4096; ++round) {
+    // y = ((k - 1) x + n / x^(k-1)) / k
+    ok = BN_exp(t, x, power, ctx) && BN_div(y, nullptr, n, t, ctx) &&
+         BN_copy(t, x) != nullptr && BN_mul_word(t, static_cast<BN_ULONG>(k - 1)) &&
+         BN_add(y, y, t) && BN_div_word(y, static_cast<BN_ULONG>(k)) != static_cast<BN_ULONG>(-1);
+    if (!ok || BN_cmp(y, x) >= 0) break;
+    ok = BN_copy(x, y) != nullptr;
+  }
+  BN_CTX_end(ctx);
+  return ok;
+}
+
+// Whether x^k == n.
+bool IsPower(const BIGNUM* x, int k, const BIGNUM* n, BN_CTX* ctx) {
+  BN_CTX_start(ctx);
+  BIGNUM* power = BN_CTX_get(ctx);
+  BIGNUM* t = BN_CTX_get(ctx);
+  const bool is = t != nullptr && BN_set_word(power, static_cast<BN_ULONG>(k)) &&
+                  BN_exp(t, x, power, ctx) && BN_cmp(t, n) == 0;
+  BN_CTX_end(ctx);
+  return is;
+}
+
 // Why an RSA modulus (big-endian, odd) gives its private key away, or "":
 // a prime factor below 2^16 (n = 3q: q = n/3 is the rest), n itself prime
-// (d = e^-1 mod n-1), or n a square (p^2: d from p(p-1)). Tokens signed
-// with such a key can be forged from the public key alone. (A Fermat test
-// to base 2 finds a prime n; an RSA modulus passes it about never.)
+// (d = e^-1 mod n-1), n a perfect power (p^2, p^3: its root gives d), or
+// two prime factors so close that Fermat's method finds them (|p - q| of
+// about a quarter of n's bits or less: CVE-2022-26320's keys). Tokens
+// signed with such a key can be forged from the public key alone. (A
+// Fermat test to base 2 finds a prime n; an RSA modulus passes it about
+// never.)
 std::string CheckRsaModulus(std::string_view n_be) {
   BN_CTX* ctx = BN_CTX_new();
   if (ctx == nullptr) return "";
@@ -210,17 +245,36 @@ std::string CheckRsaModulus(std::string_view n_be) {
       BN_mod_exp(y, x, t, n, ctx) && BN_is_one(y)) {
     why = "RSA modulus is prime: its private key follows from it, and anyone can sign";
   }
-  // Newton's integer square root from above: x = floor(sqrt(n)).
-  if (ok && why.empty()) {
-    BN_zero(x);
-    ok = BN_set_bit(x, (BN_num_bits(n) + 2) / 2) == 1;
-    for (int round = 0; ok && round < 4096; ++round) {
-      ok = BN_div(y, nullptr, n, x, ctx) && BN_add(y, y, x) && BN_rshift1(y, y);
-      if (!ok || BN_cmp(y, x) >= 0) break;
-      ok = BN_copy(x, y) != nullptr;
+  // A k-th power, for each prime k up to n's bits / 16 (its root is above
+  // the small primes).
+  for (int k = 2; ok && why.empty() && k <= BN_num_bits(n) / 16; ++k) {
+    bool prime_k = true;
+    for (int f = 2; f * f <= k; ++f) prime_k = prime_k && k % f != 0;
+    if (!prime_k) continue;
+    ok = IntegerRoot(n, k, x, ctx);
+    if (ok && IsPower(x, k, n, ctx)) {
+      why = absl::StrCat("RSA modulus is ",
+                         k == 2 ? std::string("a square")
+                         : k == 3 ? std::string("a cube")
+                                  : absl::StrCat("a perfect ", k, "th power"),
+                         ": its private key follows from it, and anyone can sign");
     }
-    if (ok && BN_sqr(y, x, ctx) && BN_cmp(y, n) == 0) {
-      why = "RSA modulus is a square: its private key follows from it, and anyone can sign";
+  }
+  // Fermat's method: a = ceil(sqrt(n)) and up; a^2 - n a square b^2 gives
+  // n = (a - b)(a + b). 64 steps find factors up to about 2^(bits/4 + 3)
+  // apart; random primes are about 2^(bits/2) apart.
+  if (ok && why.empty()) {
+    ok = IntegerRoot(n, 2, x, ctx);
+    if (ok && !IsPower(x, 2, n, ctx)) ok = BN_add_word(x, 1) == 1;
+    BIGNUM* b = BN_CTX_get(ctx);
+    ok = ok && b != nullptr;
+    for (int step = 0; ok && why.empty() && step < 64; ++step) {
+      ok = BN_sqr(t, x, ctx) && BN_sub(t, t, n) && IntegerRoot(t, 2, b, ctx);
+      if (ok && IsPower(b, 2, t, ctx)) {
+        why = "RSA modulus has two prime factors so close that Fermat's method finds them: its "
+              "private key follows from it, and anyone can sign";
+      }
+      ok = ok && BN_add_word(x, 1);
     }
   }
   BN_CTX_end(ctx);

@@ -865,6 +865,30 @@ TEST_F(JwtTest, KeyErrorsNameTheKeyAndTheReason) {
   p = prime(2032);
   ASSERT_EQ(BN_mul_word(p, 65521), 1);
   EXPECT_TRUE(absl::StrContains(with_n(bytes(p)), "small prime factor 65521")) << with_n(bytes(p));
+  // The second regression probe's: a cube (p^3), and primes 2^100 apart
+  // (Fermat's method). Before: taken, and its forged tokens passed.
+  BN_free(p);
+  p = prime(683);
+  BIGNUM* cube = BN_new();
+  ASSERT_EQ(BN_sqr(cube, p, ctx) + BN_mul(cube, cube, p, ctx), 2);
+  EXPECT_EQ(with_n(bytes(cube)), "jwks: key 0 (kid \"r\"): RSA modulus is a cube: its private "
+                                 "key follows from it, and anyone can sign");
+  BN_free(cube);
+  BN_free(p);
+  p = prime(1024);
+  BIGNUM* near = BN_new();
+  ASSERT_EQ(BN_copy(near, p) != nullptr, true);
+  BIGNUM* gap = BN_new();
+  ASSERT_EQ(BN_set_bit(gap, 100) + BN_add(near, near, gap), 2);  // p + 2^100: odd
+  while (BN_check_prime(near, ctx, nullptr) != 1) ASSERT_EQ(BN_add_word(near, 2), 1);
+  BIGNUM* close = BN_new();
+  ASSERT_EQ(BN_mul(close, p, near, ctx), 1);
+  EXPECT_EQ(with_n(bytes(close)),
+            "jwks: key 0 (kid \"r\"): RSA modulus has two prime factors so close that Fermat's "
+            "method finds them: its private key follows from it, and anyone can sign");
+  BN_free(close);
+  BN_free(gap);
+  BN_free(near);
   BN_free(weak);
   BN_free(p);
   BN_free(q);
