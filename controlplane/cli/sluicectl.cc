@@ -650,19 +650,20 @@ constexpr absl::Duration kReconnectWindow = absl::Seconds(12);
 
 // An ABORTED change: the config moved on since --if-version. Prints the
 // server's reason and the versions made since.
-// Without --wait: the proxies that were refusing an earlier version when a
-// change was stored (a listener's port taken, say) run none of the later
+// Without --wait: the proxies refusing a version (an earlier one, a
+// listener's port taken, say, or this one already) run none of the later
 // ones while the refused part stays; said on stderr, so that the change is
 // not taken for live. Before, only --wait told.
 void NoteRefusingProxies(admin::v1::AdminService::Stub& stub, uint64_t version) {
   admin::v1::ListProxiesResponse fleet;
   if (!stub.ListProxies(Context().get(), admin::v1::ListProxiesRequest(), &fleet).ok()) return;
   for (const auto& p : fleet.proxies()) {
+    // (This version itself may be refused already: it is pushed at once.)
     if (p.last_nack_version() == 0 || p.last_nack_version() <= p.version_applied() ||
-        p.last_nack_version() >= version) {
+        p.last_nack_version() > version) {
       continue;
     }
-    std::cerr << "note: proxy " << Printable(p.node().id()) << " was refusing version "
+    std::cerr << "note: proxy " << Printable(p.node().id()) << " refuses version "
               << p.last_nack_version() << " (" << Printable(p.last_nack_error())
               << ") and runs version " << p.version_applied()
               << ": it takes no later version while the refused part stays; `sluicectl proxies` "
