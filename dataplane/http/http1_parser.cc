@@ -7,7 +7,8 @@
 //    505); status outside 100..599;
 //  - method or field name with a non-token character, whitespace between a
 //    field name and its colon (requests; a response's is removed, RFC 9112
-//    5.1), a field line starting with whitespace (obsolete line folding);
+//    5.1), a field line starting with whitespace (obsolete line folding; in
+//    a response's trailers it is made spaces, RFC 9112 5.2);
 //    request-target empty or with bytes outside 0x21..0x7E;
 //  - control characters other than HTAB in a field value or reason (NUL and
 //    bare CR included); any line end other than CRLF, in the head, the chunk
@@ -1085,8 +1086,28 @@ Http1Parser::Step Http1Parser::ParseTrailersAt(std::string_view data,
       FindSectionEnd(data, start, limits_.max_trailer_bytes, &end);
   if (step != Step::kDone) return step;
   trailers_.clear();
+  unfolded_trailers_.clear();
   // Without the empty line that ends the section.
-  if (!ParseFieldLines(data.substr(start, end - start - 2), &trailers_)) {
+  std::string_view section = data.substr(start, end - start - 2);
+  if (mode_ == Mode::kResponse && (section.find("\r\n ") != std::string_view::npos ||
+                                   section.find("\r\n\t") != std::string_view::npos)) {
+    // A response's trailer with obsolete line folding: each fold becomes
+    // spaces, as RFC 9112 5.2 lets a proxy do (HAProxy does), rather than
+    // cutting a response whose head already went (it was cut). A head's
+    // folding still fails it, before anything went: 502.
+    unfolded_trailers_.assign(section);
+    for (size_t at = unfolded_trailers_.find("\r\n"); at != std::string::npos;
+         at = unfolded_trailers_.find("\r\n", at + 2)) {
+      size_t after = at + 2;
+      if (after >= unfolded_trailers_.size() || !IsOws(unfolded_trailers_[after])) continue;
+      unfolded_trailers_[at] = unfolded_trailers_[at + 1] = ' ';  // the fold: CRLF 1*WS
+      for (; after < unfolded_trailers_.size() && IsOws(unfolded_trailers_[after]); ++after) {
+        unfolded_trailers_[after] = ' ';
+      }
+    }
+    section = unfolded_trailers_;
+  }
+  if (!ParseFieldLines(section, &trailers_)) {
     return Step::kFailed;
   }
   *pos = end;

@@ -205,6 +205,10 @@ class Http1Parser {
   // True between the first byte of a message and its completion (leading
   // empty lines do not count). For idle and request timeouts.
   bool in_message() const { return in_message_; }
+  // During OnTrailers of a response whose trailers had obsolete line
+  // folding: the section, folds made spaces, that the fields view instead of
+  // the caller's buffer (empty otherwise).
+  std::string_view unfolded_trailers() const { return unfolded_trailers_; }
 
   // Back to the initial state: clears errors, pause and the HEAD flag.
   void Reset();
@@ -286,6 +290,9 @@ class Http1Parser {
 
   MessageHead head_;  // reused across messages, keeps the vector's capacity
   std::vector<HeaderField> trailers_;
+  // A response's trailer section with its obsolete line folding made
+  // spaces (trailers_ then views it).
+  std::string unfolded_trailers_;
   std::string error_detail_;
 };
 

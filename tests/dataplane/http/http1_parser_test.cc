@@ -1424,6 +1424,30 @@ TEST(Http1ResponseTest, WhiteSpaceBeforeAColonIsRemoved) {
   EXPECT_EQ(parser.error_detail(), "field line without a colon");
 }
 
+// Obsolete line folding in a response's trailers becomes spaces (RFC 9112
+// 5.2 lets a proxy replace it), as HAProxy does: the body before it is
+// whole, and the head already went. Before: refused, and the response cut.
+// A head's folding, and a request's trailers', are still refused.
+TEST(Http1ResponseTest, FoldedTrailerLinesBecomeSpaces) {
+  const Outcome o = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\nok\r\n0\r\nX-T: a\r\n b\r\n\t c\r\nX-U: d\r\n\r\n");
+  EXPECT_EQ(o.error, ParseError::kNone);
+  ASSERT_GE(o.events.size(), 3u);
+  EXPECT_EQ(o.events[1], "body ok");
+  EXPECT_EQ(o.events[2], "trailers [X-T:a   b    c] [X-U:d]");
+  EXPECT_EQ(ExpectSplitInvariant(Mode::kResponse,
+                                 "HTTP/1.1 200 OK\r\nX-T: a\r\n b\r\nContent-Length: 0\r\n\r\n")
+                .error,
+            ParseError::kBadRequest);
+  EXPECT_EQ(ExpectSplitInvariant(Mode::kRequest,
+                                 "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                                 "\r\n0\r\nX-T: a\r\n b\r\n\r\n")
+                .error,
+            ParseError::kBadRequest);
+}
+
 TEST(Http1ResponseTest, HeadResponseHasNoBody) {
   // The Content-Length describes the representation, not a body; the bytes
   // after the head are the next response.
