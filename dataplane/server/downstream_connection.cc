@@ -562,7 +562,14 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   out.push_back(' ');
   out.append(head.reason.empty() ? http::ReasonPhrase(head.status) : head.reason);
   out.append("\r\n");
-  for (const http::HeaderField& f : *head.headers) AppendHeader(&out, f.name, f.value);
+  // An HTTP/1.0 client gets a streamed body delimited by the close, which
+  // has no trailer section: a Trailer field would announce fields that never
+  // come (RFC 9110 6.6.2).
+  const bool drop_trailer_field = client_http10_ && head.body == ResponseHead::Body::kStream;
+  for (const http::HeaderField& f : *head.headers) {
+    if (drop_trailer_field && http::EqualsIgnoreCase(f.name, "trailer")) continue;
+    AppendHeader(&out, f.name, f.value);
+  }
   if (head.close_connection || drain_requested_ || worker_.draining() ||
       (UnreadBodyEndsConnection() || (head.status == 413 && request_message_open_ &&
                                       request_has_body_))) {

@@ -706,6 +706,7 @@ void Connection::Respond(const Http1Message& request,
   if (!no_body_status) {
     if (plan.chunked) {
       extra.emplace_back("transfer-encoding", "chunked");
+      if (plan.trailers) extra.emplace_back("trailer", "x-test-trailer");
     } else {
       extra.emplace_back("content-length", absl::StrCat(body.size()));
     }

@@ -392,6 +392,12 @@ TEST_F(ProxyTest, ChunkedTrailersAreForwardedBothWays) {
   // Response trailers reach an HTTP/1.1 client in the last chunk.
   reply = SendRaw(listener(), "GET /x?chunked=1&trailers=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
   EXPECT_NE(reply.find("\r\n0\r\nx-test-trailer: done\r\n\r\n"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("\r\ntrailer: x-test-trailer\r\n"), std::string::npos) << reply;
+  // An HTTP/1.0 client gets the body delimited by the close, without the
+  // trailers and without the Trailer field that announced them.
+  reply = SendRaw(listener(), "GET /x?chunked=1&trailers=1 HTTP/1.0\r\nhost: t\r\n\r\n");
+  EXPECT_NE(reply.find("HTTP/1.1 200"), std::string::npos) << reply;
+  EXPECT_EQ(reply.find("x-test-trailer"), std::string::npos) << reply;
 }
 
 TEST_F(ProxyTest, KeepAliveAndPipelining) {
