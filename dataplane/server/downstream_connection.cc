@@ -293,6 +293,11 @@ void DownstreamConnection::ProcessInput() {
       stream_->OnRequestData(bytes);
       if (!closed_) input.Drain(n);
     }
+    // The client closed, or half-closed, while the upstream had not yet
+    // switched: the tunnel ends as soon as the 101 is out, as a close after
+    // it ends one (its upstream held a breaker slot and a socket until
+    // websocket_idle_timeout, its application a client long gone).
+    if (peer_eof_ && stream_in_use_ && !closed_) EndTunnel("client_closed");
     return;
   }
   if (requests_ == 0 && !secure_ && !input.empty() && input.view()[0] == 'P') {
@@ -621,8 +626,11 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
     return;
   }
   // Frames the client sent right behind its upgrade request wait unparsed:
-  // hand them over on the next loop turn, outside the stream's callbacks.
-  if (tunnel_ && !connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+  // hand them over on the next loop turn, outside the stream's callbacks
+  // (and end the tunnel then if the client has gone: ProcessInput).
+  if (tunnel_ && (!connection_->input().empty() || peer_eof_)) {
+    resume_timer_.Enable(absl::ZeroDuration());
+  }
 }
 
 void DownstreamConnection::EncodeData(std::string_view data) {

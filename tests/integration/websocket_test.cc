@@ -3,6 +3,10 @@
 // strips the upgrade; a 101 nobody asked for is a 502; an idle tunnel closes.
 #include <gtest/gtest.h>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include <fstream>
@@ -284,6 +288,39 @@ TEST_F(WebSocketTest, AHandshakeUnderWayWhenTheConnectionAgesEndsAfterIts101) {
       SendRaw(absl::StrCat("127.0.0.1:", aged_port_), upgrade, absl::Seconds(15));
   EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 101")) << reply;
   EXPECT_LT(absl::Now() - start, absl::Seconds(6)) << reply;
+}
+
+// A client that half-closes (or closes) while the upstream has not yet
+// switched: the tunnel ends once the 101 is out, as a half-close after it
+// ends one. Before: the upstream kept it until websocket_idle_timeout (here
+// the upstream's own 10 s), holding a breaker slot for a client long gone.
+TEST_F(WebSocketTest, AClientGoneBeforeThe101EndsTheTunnelOnceItIsOut) {
+  const std::string upgrade =
+      "GET /switch-ws-slow-gone HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\n"
+      "upgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "sec-websocket-version: 13\r\n\r\n";
+  const int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(upgrade.size()));
+  ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
+  const absl::Time start = absl::Now();
+  std::string reply;
+  while (absl::Now() - start < absl::Seconds(15)) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  const absl::Duration took = absl::Now() - start;
+  close(fd);
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 101")) << reply;
+  EXPECT_LT(took, absl::Seconds(6)) << reply;
+  const std::string line = LogLineOf("/switch-ws-slow-gone");
+  EXPECT_TRUE(absl::StrContains(line, "\"status\":101")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"client_closed\"")) << line;
 }
 
 // An upstream that resets a WebSocket is logged and counted as a reset; one
