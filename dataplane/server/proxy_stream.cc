@@ -2645,6 +2645,8 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
   status_ = 101;
   tunnel_ = true;
   response_started_ = true;
+  worker_.stats().websockets_active->Add(1);
+  counted_tunnel_ = true;
   route_timer_.Clear();  // the route timeout covered the handshake only
   CollectResponseFields(head);
   ResponseHead out;
@@ -3377,6 +3379,8 @@ void ProxyStream::EndAccounting() {
   if (counted_request_) cluster_->state->active_requests.fetch_sub(1, std::memory_order_relaxed);
   if (counted_retry_) cluster_->state->active_retries.fetch_sub(1, std::memory_order_relaxed);
   counted_request_ = counted_retry_ = false;
+  if (counted_tunnel_) worker_.stats().websockets_active->Add(-1);
+  counted_tunnel_ = false;
 }
 
 void ProxyStream::OnDownstreamGone() {

@@ -571,6 +571,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool counted_request_ = false;        // in the cluster's active_requests
   bool pending_ = false;                // in the cluster's pending_requests
   bool counted_retry_ = false;          // in the cluster's active_retries
+  bool counted_tunnel_ = false;         // in sluice_websockets_active
   int retries_ = 0;
   bool replayable_ = false;
   // The route may retry this request after a failure that may have reached

@@ -210,6 +210,9 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
                  "Client connections answered before their request body was read, closed once "
                  "the client stops sending (each holds a --max-connections place).");
   downstream_connections_lingering = store.GetGauge("sluice_downstream_connections_lingering");
+  store.Describe("sluice_websockets_active",
+                 "WebSockets open now (past their 101, until either side ends them).");
+  websockets_active = store.GetGauge("sluice_websockets_active");
   downstream_connections_total = store.GetCounter("sluice_downstream_connections_total");
   downstream_requests_total = store.GetCounter("sluice_downstream_requests_total");
   downstream_protocol_errors = store.GetCounter("sluice_downstream_protocol_errors_total");

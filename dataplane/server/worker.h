@@ -79,6 +79,7 @@ struct ProxyStats {
   PolicyMetrics policies;
   stats::Gauge* downstream_connections_active;
   stats::Gauge* downstream_connections_lingering;
+  stats::Gauge* websockets_active;  // tunnels open now (past their 101)
   stats::Counter* downstream_connections_total;
   stats::Counter* downstream_requests_total;
   stats::Counter* downstream_protocol_errors;

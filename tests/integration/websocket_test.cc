@@ -176,6 +176,37 @@ TEST_F(WebSocketTest, AWebSocketTheClientEndsIsCounted) {
       << LogLineOf("/ws");
 }
 
+// sluice_websockets_active counts the tunnels open now: one from its 101
+// until it ends (Envoy's downstream_cx_upgrades_active).
+TEST_F(WebSocketTest, OpenWebSocketsAreAGauge) {
+  const std::string upgrade =
+      "GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+      "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
+  EXPECT_LE(proxy_->Stat("sluice_websockets_active"), 0);
+  const int fd = ConnectLoopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(upgrade.size()));
+  std::string head;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!absl::StrContains(head, "\r\n\r\n") && absl::Now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    head.append(buf, static_cast<size_t>(n));
+  }
+  EXPECT_TRUE(absl::StartsWith(head, "HTTP/1.1 101")) << head;
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 1; },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+  close(fd);
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 0; },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+}
+
 TEST_F(WebSocketTest, WithoutTheOptInTheUpgradeIsRemoved) {
   CommandResult r = WsTool({"client", Url("/plain")});
   EXPECT_NE(r.exit_code, 0) << r.out;
