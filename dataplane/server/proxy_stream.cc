@@ -2858,6 +2858,15 @@ void ProxyStream::OnUpstreamFailed(bool connect_failed, bool timed_out, const st
   FailUpstream(connect_failed, timed_out, why, /*lost=*/false);
 }
 
+void ProxyStream::OnUpstreamInvalidResponse(const std::string& why) {
+  if (!active_) return;
+  invalid_response_ = true;  // read by FailUpstream, for the access log's flag
+  // Over HTTP/2 a protocol error is gRPC's INTERNAL, as when the upstream
+  // resets the stream itself (read only if the failure is answered).
+  grpc_reset_status_ = grpc_ && upstream2_ != nullptr ? 13 : -1;
+  FailUpstream(false, false, why, /*lost=*/false);
+}
+
 void ProxyStream::OnUpstreamLost(const std::string& why) {
   FailUpstream(false, false, why, /*lost=*/true);
 }
@@ -2880,6 +2889,8 @@ void ProxyStream::FailUpstream(bool connect_failed, bool timed_out, const std::s
     return;
   }
   upstream_failure_ = why;  // for the access log (the client may be told less)
+  const bool invalid_response = std::exchange(invalid_response_, false);
+  const char* const failed_flag = invalid_response ? "upstream_protocol_error" : "upstream_reset";
   const upstream::ClusterStats& stats = cluster_->stats;
   if (holding_response_) {
     // Cut while held for the policies: nothing reached the client yet.
@@ -2887,7 +2898,7 @@ void ProxyStream::FailUpstream(bool connect_failed, bool timed_out, const std::s
     ReportTry(0);
     ReleaseUpstream(false);
     DropHeldResponse();
-    response_flag_ = timed_out ? "upstream_timeout" : "upstream_reset";
+    response_flag_ = timed_out ? "upstream_timeout" : failed_flag;
     SendLocalResponse(timed_out ? 504 : 502,
                       absl::StrCat("upstream ", why, " (the response was cut short)"));
     return;
@@ -2937,7 +2948,7 @@ void ProxyStream::FailUpstream(bool connect_failed, bool timed_out, const std::s
   }
   response_flag_ = timed_out          ? "upstream_timeout"
                    : connect_failed ? "upstream_connect_failure"
-                                    : "upstream_reset";
+                                    : failed_flag;
   // A connect timeout is an endpoint out of reach, not the call's deadline:
   // UNAVAILABLE, which gRPC clients may retry (as a refused connect; Envoy
   // answers it 503). Before: DEADLINE_EXCEEDED with time left.

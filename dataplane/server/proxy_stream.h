@@ -264,6 +264,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnUpstreamRefused(const std::string& why) override;
   void OnUpstreamReset(uint32_t error_code, const std::string& why) override;
   void OnUpstreamLost(const std::string& why) override;
+  void OnUpstreamInvalidResponse(const std::string& why) override;
   // http::FilterCallbacks
   const http::StreamInfo& info() const override { return info_; }
   void SendLocalReply(int status, std::string_view message, const http::HeaderMap& headers) override;
@@ -572,6 +573,7 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool pending_ = false;                // in the cluster's pending_requests
   bool counted_retry_ = false;          // in the cluster's active_retries
   bool counted_tunnel_ = false;         // in sluice_websockets_active
+  bool invalid_response_ = false;       // this failure: the upstream's response broke HTTP
   int retries_ = 0;
   bool replayable_ = false;
   // The route may retry this request after a failure that may have reached

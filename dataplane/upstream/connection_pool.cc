@@ -96,12 +96,12 @@ void UpstreamConnection::ReadResponse() {
     if (result.error != http::ParseError::kNone) {
       std::string why = absl::StrCat("invalid response: ", parser_.error_detail());
       connection_->Close();
-      if (events_) events_->OnUpstreamFailed(false, false, why);
+      if (events_) events_->OnUpstreamInvalidResponse(why);
       return;
     }
     if (invalid_response_ != nullptr) {
       connection_->Close();
-      if (events_) events_->OnUpstreamFailed(false, false, invalid_response_);
+      if (events_) events_->OnUpstreamInvalidResponse(invalid_response_);
       return;
     }
     if (result.consumed == 0) break;  // incomplete head: wait for more

@@ -64,6 +64,12 @@ class UpstreamEvents {
   // it (a crash while processing it), as with a pooled HTTP/1 connection
   // found closed; then as OnUpstreamFailed.
   virtual void OnUpstreamLost(const std::string& why) { OnUpstreamFailed(false, false, why); }
+  // The upstream's response broke HTTP (an invalid head or body, a 101 that
+  // switches to no WebSocket, an HTTP/2 stream reset as malformed): then as
+  // OnUpstreamFailed.
+  virtual void OnUpstreamInvalidResponse(const std::string& why) {
+    OnUpstreamFailed(false, false, why);
+  }
   // Chunked trailer fields of the response (before OnUpstreamComplete).
   virtual void OnUpstreamTrailers(const std::vector<http::HeaderField>& trailers) {}
   // An informational (1xx) response before the final head, other than 100

@@ -438,7 +438,7 @@ void Http2UpstreamConnection::OnInformationalResponse(int32_t stream_id, int sta
     streams_.erase(stream_id);
     s->connection_ = nullptr;
     pool_.OnStreamsChanged(this);
-    s->events_->OnUpstreamFailed(false, false, UpstreamConnection::kTooManyInterimResponses);
+    s->events_->OnUpstreamInvalidResponse(UpstreamConnection::kTooManyInterimResponses);
     return;
   }
   if (status == 100) return;  // 100: the gateway's own Expect handling
@@ -474,6 +474,8 @@ void Http2UpstreamConnection::OnStreamReset(int32_t stream_id, uint32_t error_co
                                            error_code, "): ", std::string(reason));
   if (refused) {
     s->events_->OnUpstreamRefused(why);
+  } else if (!by_peer && error_code == kProtocolError) {
+    s->events_->OnUpstreamInvalidResponse(why);  // the gateway refused what it sent
   } else {
     s->events_->OnUpstreamReset(error_code, why);
   }

@@ -237,6 +237,10 @@ TEST_F(WebSocketTest, A101ThatDoesNotSwitchToWebSocketIsA502) {
     ASSERT_TRUE(r.ok()) << path << ": " << r.error;
     EXPECT_EQ(r.status, 502) << path;
     EXPECT_TRUE(absl::StrContains(r.body, "without switching to websocket")) << r.body;
+    // Logged as the upstream breaking HTTP, not as a reset (Envoy's UPE).
+    const std::string line = LogLineOf(path);
+    EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_protocol_error\""))
+        << line;
   }
   // (A 101 with upgrade: websocket opens the tunnel:
   // MessagesFlowBothWaysPastTheRouteTimeout.)
