@@ -529,6 +529,62 @@ std::string TrailingWildcardOrigin(const RE2& re, std::string_view regex,
   return "";
 }
 
+// An origin on a domain anyone can register that the expression lets in
+// because a wildcard stands inside the registered name it is meant for, or
+// for all of it: `example[0-9]*\.com` lets in https://example1.com,
+// `example\.(com|[a-z]{2}\.uk)` https://example.qq.uk (a name under a
+// second level anyone may register under), `[0-9]+\.com` https://1.com and
+// `[0-9.]+` any IPv4 address, an attacker's own server's too. Tried: each
+// label it spells with a made-up part (digits, letters, with a `-`) before
+// each dot-led run it spells (`.com`); each domain it names up to a dot
+// (`example.`) with a made-up label before such a run (`.uk`); a made-up
+// label alone before one; two documentation addresses (RFC 5737). Never a
+// name whose registered part is one it may be meant for (`app1.example.com`
+// for `app[0-9]+\.example\.com`). Empty when none matches.
+std::string InnerWildcardOrigin(const RE2& re, std::string_view regex,
+                                const std::vector<std::string>& ports) {
+  const std::vector<std::string> runs = SpelledRuns(regex);
+  const std::vector<std::string> meant = MeantDomains(regex);
+  std::set<std::string> meant_registered;
+  for (std::string domain : meant) {
+    while (!domain.empty() && domain.back() == '.') domain.pop_back();
+    if (std::string registered = RegisteredPart(domain); !registered.empty()) {
+      meant_registered.insert(std::move(registered));
+    }
+  }
+  static constexpr const char* kMadeUp[] = {"1", "12", "0", "-1", "a", "-a", "aa", "q", "qq", "zq"};
+  std::vector<std::string> hosts;
+  for (const std::string& tail : runs) {
+    if (tail.size() < 2 || tail[0] != '.') continue;  // `.com`, `.uk`, `.example.com`
+    for (const char* part : kMadeUp) {
+      if (part[0] != '-') hosts.push_back(part + tail);
+      for (const std::string& label : runs) {
+        if (label.empty() || label.find('.') != std::string::npos || label.size() > 63) continue;
+        hosts.push_back(label + part + tail);
+      }
+      for (const std::string& domain : meant) {
+        if (domain.size() < 2 || domain.back() != '.' || part[0] == '-') continue;
+        hosts.push_back(domain + part + tail);
+      }
+    }
+  }
+  hosts.push_back("203.0.113.7");
+  hosts.push_back("198.51.100.23");
+  const std::set<std::string> named(meant.begin(), meant.end());
+  for (const char* scheme : {"https://", "http://"}) {
+    for (const std::string& host : hosts) {
+      if (named.count(host) > 0) continue;
+      const std::string registered = RegisteredPart(host);
+      if (meant_registered.count(registered) > 0) continue;
+      for (const std::string& port : ports) {
+        const std::string origin = absl::StrCat(scheme, host, port);
+        if (RE2::FullMatch(origin, re)) return origin;
+      }
+    }
+  }
+  return "";
+}
+
 class CorsValidator : public api::PolicyValidator {
  public:
   std::string name() const override { return "cors"; }
@@ -618,6 +674,16 @@ class CorsValidator : public api::PolicyValidator {
                                  "(example.com.br, example.community); end it at the name "
                                  "('example\\.com(:[0-9]+)?$') and spell the top-level "
                                  "domains ('example\\.(com|net)')")});
+      } else if (const std::string inner =
+                     InnerWildcardOrigin(re, pattern->value, TriedPorts(pattern->value));
+                 !inner.empty()) {
+        // `~https://example[0-9]*\.com` lets in https://example1.com.
+        errors->push_back(
+            {field, absl::StrCat("with credentials: true the expression must not hold a "
+                                 "wildcard inside the domain it is meant for, or in its place: "
+                                 "it matches ", inner, ", a name anyone can register (or "
+                                 "any address); spell the domain's registered name "
+                                 "('[a-z0-9]+\\.example\\.com' for its subdomains)")});
       }
     }
   }

@@ -302,6 +302,26 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
     config.set_credentials(false);
     EXPECT_TRUE(new_errors(config).empty()) << trailing;
   }
+  // A wildcard inside the registered name, or in its place: digits where
+  // letters were refused (https://example1.com), a made-up second level
+  // under a country code (https://example.qq.uk), a name or an address
+  // that is all wildcard. Before (the fifth probe's): taken.
+  for (const char* inner : {"~^https://example[0-9]*\\.com$", "~^https://example\\d\\.com$",
+                            "~^https://(www\\.)?example-[0-9]+\\.com$",
+                            "~^https://shop[0-9]\\.com$",
+                            "~^https://[a-z]\\.example\\.com$|^https://[0-9]+\\.com$",
+                            "~^https://example\\.(com|[a-z]{2}\\.uk)$",
+                            "~^https://[a-z0-9]+\\.example\\.com$|^https://[0-9.]+$"}) {
+    v1::CorsConfig config = Origins({inner});
+    config.set_credentials(true);
+    auto errors = new_errors(config);
+    ASSERT_EQ(errors.size(), 1u) << inner;
+    EXPECT_EQ(errors[0].field, "origins[0]");
+    EXPECT_TRUE(absl::StrContains(errors[0].message, "must not hold a wildcard inside the domain"))
+        << inner << ": " << errors[0].message;
+    config.set_credentials(false);
+    EXPECT_TRUE(new_errors(config).empty()) << inner;
+  }
   v1::CorsConfig suffix = Origins({"~^https://example\\.com.*$"});
   suffix.set_credentials(true);
   EXPECT_TRUE(absl::StrContains(new_errors(suffix)[0].message, "it matches https://example.com.a.com,"))
