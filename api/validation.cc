@@ -447,6 +447,26 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
   }
 }
 
+// A name for the proxy's own insides rather than a file: another of its
+// descriptors (/proc/self/fd/5 was its event loop's signal pipe, and each
+// line's newline read as a SIGUSR1), /proc or /sys, or standard input.
+// Standard output and error keep their names. Empty when it is none.
+std::string InternalAccessLogPath(const std::string& path) {
+  for (const char* standard : {"/proc/self/fd/1", "/proc/self/fd/2", "/dev/fd/1", "/dev/fd/2"}) {
+    if (path == standard) return "";
+  }
+  for (const char* internal : {"/proc/", "/sys/", "/dev/fd/"}) {
+    if (absl::StartsWith(path, internal)) {
+      return absl::StrCat("'", path, "' is under ", internal, ", not a file the log can be ",
+                          "written to (another of the proxy's descriptors, or the kernel's); ",
+                          "\"-\" or /dev/stdout writes to standard output, /dev/stderr to ",
+                          "standard error");
+    }
+  }
+  if (path == "/dev/stdin") return "'/dev/stdin' is standard input, which cannot take a log";
+  return "";
+}
+
 void ValidateAccessLog(const config::v1::AccessLog& log, ErrorSink& sink) {
   const std::string& path = log.path();
   if (path.empty()) {
@@ -2306,6 +2326,8 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
                                absl::CHexEscape(path),
                                static_cast<int>(control - path.begin()) + 1,
                                static_cast<unsigned char>(*control)));
+    } else if (std::string why = InternalAccessLogPath(path); !why.empty()) {
+      sink.Add("access_log.path", why);
     }
   }
   // A 16384-bit RSA key is about 12.5 KiB of PEM: as the chain, at most

@@ -420,6 +420,20 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
   EXPECT_EQ(AppliedErrors(R"(listener { name: "public" address: "127.0.0.1" port: 8080
       route_table: "main" access_log { path: "/var/log/caf\303\251 b.log" } })"),
             "");
+  // Another of the proxy's descriptors (/proc/self/fd/5 was its event
+  // loop's signal pipe: each line's newline a SIGUSR1), /proc, /sys or
+  // standard input: refused at apply. Standard output and error are taken.
+  for (const char* internal : {"/proc/self/fd/5", "/dev/fd/7", "/proc/1/environ",
+                               "/sys/kernel/x", "/dev/stdin"}) {
+    e = AppliedErrors(absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: ")", internal, R"(" } })"));
+    EXPECT_NE(e.find(absl::StrCat("access_log.path: '", internal, "'")), std::string::npos) << e;
+  }
+  for (const char* standard : {"/proc/self/fd/1", "/proc/self/fd/2", "/dev/fd/1", "/dev/fd/2",
+                               "/dev/stdout", "/dev/stderr", "/dev/null"}) {
+    EXPECT_EQ(AppliedErrors(absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: ")", standard, R"(" } })")), "") << standard;
+  }
 }
 
 TEST(ValidationTest, ListenersInDisjointNodeGroupsShareAPort) {
