@@ -198,6 +198,7 @@ class Destination {
   absl::Status OpenFile() {
     if (path_ == kStdout || path_ == kStderr) {
       fd_ = path_ == kStdout ? 1 : 2;
+      NoteKind();
       return absl::OkStatus();
     }
     bool confined;
@@ -231,7 +232,17 @@ class Destination {
     // (counted write errors), never a writer stuck in write(), which a
     // config change or the shutdown would wait for.
     fd_ = fd;
+    NoteKind();
     return absl::OkStatus();
+  }
+
+  // A pipe or a socket (standard error shared with the proxy's own log, a
+  // log shipper's FIFO, journald's stream) splices other writers' bytes
+  // into a write over PIPE_BUF: there lines go out in writes of whole lines
+  // of at most PIPE_BUF bytes, each atomic (a longer line alone).
+  void NoteKind() {
+    struct stat st;
+    shared_stream_ = ::fstat(fd_, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
   }
 
   // Writes whole lines. A write that failed part way through a line (a full
@@ -255,18 +266,44 @@ class Destination {
   void WriteSome(std::string_view data) {
     size_t done = 0;
     while (done < data.size()) {
-      ssize_t n = write(fd_, data.data() + done, data.size() - done);
+      size_t piece = data.size() - done;
+      if (shared_stream_ && piece > PIPE_BUF) {
+        // Whole lines up to PIPE_BUF bytes, or the one line that is longer.
+        const std::string_view rest = data.substr(done);
+        size_t end = rest.rfind('\n', PIPE_BUF - 1);
+        if (end == std::string_view::npos) end = rest.find('\n');
+        piece = end == std::string_view::npos ? rest.size() : end + 1;
+      }
+      ssize_t n = write(fd_, data.data() + done, piece);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
+        const int error = n < 0 ? errno : EIO;
         write_errors_->Inc();
-        SLUICE_LOG(kWarning, "access log ", path_, ": write failed: ", std::strerror(errno),
-                   "; ", data.size() - done, " bytes lost");
+        NoteLoss(data.size() - done, error);
         if (done > 0) mid_line_ = data[done - 1] != '\n';
         return;
       }
       done += static_cast<size_t>(n);
     }
     mid_line_ = false;
+  }
+
+  // Said at most once every 10 s, with what was lost since: a full disk
+  // took a line of the proxy's own log for every failed write (25 a
+  // second), on the disk, or in the journal, that was full.
+  void NoteLoss(size_t bytes, int error) {
+    lost_bytes_ += bytes;
+    ++failed_writes_;
+    const absl::Time now = absl::Now();
+    if (now - last_loss_warning_ < absl::Seconds(10)) return;
+    SLUICE_LOG(kWarning, "access log ", path_, ": write failed: ", std::strerror(error), "; ",
+               lost_bytes_, " bytes lost in ", failed_writes_, failed_writes_ == 1 ? " write" :
+               " writes", last_loss_warning_ == absl::InfinitePast() ? "" :
+               " since the last warning", " (at most one warning every 10 s; "
+               "sluice_access_log_write_errors_total counts each)");
+    last_loss_warning_ = now;
+    lost_bytes_ = 0;
+    failed_writes_ = 0;
   }
 
   void Run() {
@@ -294,6 +331,10 @@ class Destination {
   stats::Counter* write_errors_;
   absl::Mutex write_mu_;  // one writer at a time (the thread, or FlushAll)
   int fd_ = -1;
+  bool shared_stream_ = false;  // a pipe or socket: writes of whole lines within PIPE_BUF
+  absl::Time last_loss_warning_ = absl::InfinitePast();
+  size_t lost_bytes_ = 0;      // since the last warning
+  uint64_t failed_writes_ = 0;  // since the last warning
   uint64_t generation_ = 0;
   std::string scratch_;
   bool StopOrWake() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || wake_; }

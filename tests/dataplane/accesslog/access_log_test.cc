@@ -7,13 +7,19 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 
+#include <algorithm>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -348,6 +354,96 @@ TEST(AccessLogTest, AStalledFifoReaderLosesEntriesButBlocksNothing) {
                 ->value(),
             1u);
   close(reader);
+}
+
+// Standard error, a log shipper's FIFO or journald's socket is shared with
+// other writers: each write there is whole lines within PIPE_BUF, which
+// the kernel keeps whole, so no other writer's bytes land inside an entry
+// (one 512 KiB write was spliced by the proxy's own log lines on a shared
+// pipe). A SOCK_SEQPACKET socket as standard error shows each write.
+TEST(AccessLogTest, OnAPipeOrSocketEachWriteIsWholeLinesWithinPipeBuf) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+  const timeval wait{10, 0};
+  ASSERT_EQ(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait)), 0);
+  const int saved = dup(2);
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(dup2(sv[0], 2), 2);
+  constexpr size_t kEntries = 2000;
+  std::vector<size_t> sizes;
+  size_t lines = 0;
+  bool whole = true;
+  std::thread reader([&] {
+    std::vector<char> buf(1 << 20);
+    while (lines < kEntries) {
+      const ssize_t n = recv(sv[1], buf.data(), buf.size(), 0);
+      if (n <= 0) break;
+      sizes.push_back(static_cast<size_t>(n));
+      whole = whole && buf[static_cast<size_t>(n) - 1] == '\n';
+      lines += static_cast<size_t>(std::count(buf.begin(), buf.begin() + n, '\n'));
+    }
+  });
+  {
+    stats::StatsStore store;
+    auto log = AccessLog::Open("/dev/stderr", {"user_agent"}, 100, store);
+    EXPECT_TRUE(log.ok()) << log.status();
+    if (log.ok()) {
+      Entry e = Sample();
+      e.user_agent = std::string(300, 'u');
+      for (size_t i = 0; i < kEntries; ++i) (*log)->Log(0, e);
+      FlushAll();
+    }
+  }
+  reader.join();
+  dup2(saved, 2);
+  close(saved);
+  close(sv[0]);
+  close(sv[1]);
+  EXPECT_EQ(lines, kEntries);
+  EXPECT_TRUE(whole);
+  EXPECT_GT(sizes.size(), 1u);
+  for (size_t size : sizes) EXPECT_LE(size, static_cast<size_t>(PIPE_BUF));
+}
+
+// A log that cannot be written (a full disk: /dev/full) counts each failed
+// write, and says so in the proxy's own log at most once every 10 s (it
+// said every one, 25 lines a second, into a journal or disk as full).
+TEST(AccessLogTest, FailedWritesAreSaidOnceInTenSeconds) {
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_NONBLOCK), 0);
+  const int saved = dup(2);
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(dup2(pipe_fds[1], 2), 2);
+  uint64_t errors = 0;
+  {
+    stats::StatsStore store;
+    auto log = AccessLog::Open("/dev/full", {"user_agent"}, 100, store);
+    EXPECT_TRUE(log.ok()) << log.status();
+    if (log.ok()) {
+      for (int i = 0; i < 5; ++i) {
+        (*log)->Log(0, Sample());
+        FlushAll();
+      }
+      errors = store.GetCounter("sluice_access_log_write_errors_total",
+                                "path=" + stats::LabelValue("/dev/full"))
+                   ->value();
+    }
+  }
+  dup2(saved, 2);
+  close(saved);
+  std::string said;
+  char buf[4096];
+  for (ssize_t n; (n = read(pipe_fds[0], buf, sizeof(buf))) > 0;) said.append(buf, n);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  EXPECT_EQ(errors, 5u);
+  size_t warnings = 0;
+  for (size_t at = said.find("write failed"); at != std::string::npos;
+       at = said.find("write failed", at + 1)) {
+    ++warnings;
+  }
+  EXPECT_EQ(warnings, 1u) << said;
+  EXPECT_TRUE(absl::StrContains(said, "No space left on device")) << said;
 }
 
 // A buffer passing 512 KiB wakes its writer: the 100 ms interval alone
