@@ -1089,6 +1089,14 @@ Http1Parser::Step Http1Parser::ParseTrailersAt(std::string_view data,
   unfolded_trailers_.clear();
   // Without the empty line that ends the section.
   std::string_view section = data.substr(start, end - start - 2);
+  // A response's trailer section that begins with whitespace-preceded
+  // lines: consumed without further processing, as RFC 9112 2.2 lets a
+  // recipient do with such lines before a section's first field (they
+  // folded onto no field), rather than cutting a response whose head went.
+  while (mode_ == Mode::kResponse && !section.empty() && IsOws(section[0])) {
+    const size_t line_end = section.find("\r\n");
+    section = line_end == std::string_view::npos ? std::string_view() : section.substr(line_end + 2);
+  }
   if (mode_ == Mode::kResponse && (section.find("\r\n ") != std::string_view::npos ||
                                    section.find("\r\n\t") != std::string_view::npos)) {
     // A response's trailer with obsolete line folding: each fold becomes

@@ -1437,6 +1437,19 @@ TEST(Http1ResponseTest, FoldedTrailerLinesBecomeSpaces) {
   ASSERT_GE(o.events.size(), 3u);
   EXPECT_EQ(o.events[1], "body ok");
   EXPECT_EQ(o.events[2], "trailers [X-T:a   b    c] [X-U:d]");
+  // Whitespace-preceded lines before the first trailer fold onto nothing:
+  // consumed (RFC 9112 2.2), the body still whole. Before: refused, cut.
+  const Outcome first = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\nok\r\n0\r\n folded-first: x\r\n\t more\r\nX-U: d\r\n\r\n");
+  EXPECT_EQ(first.error, ParseError::kNone);
+  ASSERT_GE(first.events.size(), 3u);
+  EXPECT_EQ(first.events[2], "trailers [X-U:d]");
+  const Outcome only = ExpectSplitInvariant(
+      Mode::kResponse,
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n x\r\n\r\n");
+  EXPECT_EQ(only.error, ParseError::kNone);
   EXPECT_EQ(ExpectSplitInvariant(Mode::kResponse,
                                  "HTTP/1.1 200 OK\r\nX-T: a\r\n b\r\nContent-Length: 0\r\n\r\n")
                 .error,
