@@ -1093,9 +1093,23 @@ Http1Parser::Step Http1Parser::ParseTrailersAt(std::string_view data,
   // lines: consumed without further processing, as RFC 9112 2.2 lets a
   // recipient do with such lines before a section's first field (they
   // folded onto no field), rather than cutting a response whose head went.
+  // Their bytes are held to a field value's all the same: no control
+  // character but a tab (a bare CR stays refused).
   while (mode_ == Mode::kResponse && !section.empty() && IsOws(section[0])) {
     const size_t line_end = section.find("\r\n");
+    const std::string_view line = section.substr(0, line_end);
+    for (unsigned char c : line) {
+      if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        Fail(ParseError::kBadRequest, "invalid character in a trailer line");
+        return Step::kFailed;
+      }
+    }
     section = line_end == std::string_view::npos ? std::string_view() : section.substr(line_end + 2);
+  }
+  if (section.empty()) {  // nothing but such lines: no trailers
+    *pos = end;
+    CompleteMessage();
+    return Step::kDone;
   }
   if (mode_ == Mode::kResponse && (section.find("\r\n ") != std::string_view::npos ||
                                    section.find("\r\n\t") != std::string_view::npos)) {
