@@ -2067,7 +2067,12 @@ uint64_t ProxyStream::HashKeyFor(const upstream::ClusterInfo& cluster, const Req
   const config::v1::HashPolicy& policy = cluster.hash_policy;
   std::string_view key;
   if (policy.has_header()) {
-    if (const http::HeaderField* h = http::FindHeader(*head.headers, policy.header())) {
+    if (http::EqualsIgnoreCase(policy.header(), "host")) {
+      // Host over HTTP/1, :authority over HTTP/2 (which has no host field:
+      // every HTTP/2 request was placed at random), as route matching and
+      // Envoy read it.
+      key = head.authority;
+    } else if (const http::HeaderField* h = http::FindHeader(*head.headers, policy.header())) {
       key = h->value;
     }
   } else if (policy.has_cookie()) {

@@ -624,6 +624,33 @@ TEST_F(LoadBalancingTest, AQuotedCookieValueHashesAsTheBareOne) {
   EXPECT_GT(used.size(), 1u);  // keys do spread
 }
 
+// A hash on `host` reads :authority over HTTP/2, as routes do: each host
+// lands where it does over HTTP/1.1. Before: HTTP/2 has no host field, and
+// every HTTP/2 request was placed at random.
+TEST_F(LoadBalancingTest, AHashOnHostReadsTheAuthorityOverHttp2) {
+  StartUpstreams({"", "", ""});
+  Apply(absl::StrCat("  lb_policy: RING_HASH\n  hash_policy: {header: host}\n  endpoints: ",
+                     AllEndpoints()),
+        "");
+  std::set<std::string> used;
+  for (int k = 0; k < 12; ++k) {
+    const std::string host = absl::StrCat("h", k, ".example");
+    const std::string h1 = HttpGet(listener(), "/host", {{"host", host}}).header("x-upstream");
+    ASSERT_FALSE(h1.empty());
+    used.insert(h1);
+    for (int i = 0; i < 3; ++i) {
+      CommandResult h2 = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "10",
+                                     "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-",
+                                     "-H", "host: " + host,
+                                     absl::StrCat("http://", listener(), "/host")});
+      ASSERT_EQ(h2.exit_code, 0) << h2.err;
+      EXPECT_TRUE(absl::StrContains(h2.out, "HTTP/2 200")) << h2.out;
+      EXPECT_TRUE(absl::StrContains(h2.out, "x-upstream: " + h1 + "\r\n")) << host << ": " << h2.out;
+    }
+  }
+  EXPECT_GT(used.size(), 1u);  // hosts do spread
+}
+
 TEST_F(LoadBalancingTest, LeastRequestSendsLessToASlowEndpointThanRoundRobin) {
   StartUpstreams({"delay_ms=40", "", ""});
   auto share_of_slow = [&](const std::string& policy) {
