@@ -460,6 +460,40 @@ absl::StatusOr<std::shared_ptr<const AccessLog>> AccessLog::Open(
   return std::shared_ptr<const AccessLog>(std::move(log));
 }
 
+namespace {
+
+// Userinfo (RFC 3986 3.2.1, `user:password@`) in a refused request's Host
+// or :authority, or in the authority of its absolute-form target: it holds
+// a password, so it is logged as `[redacted]@` (the request got its 400
+// for it; an origin-form path's '@', `/users/@me`, is no userinfo).
+void AppendWithoutUserinfo(std::string* line, std::string_view value, bool target) {
+  const size_t any_at = value.find('@');
+  size_t start = 0;
+  if (any_at != std::string_view::npos && target) {
+    const size_t scheme_end = value.find("://");
+    start = value.empty() || value[0] == '/' || scheme_end == std::string_view::npos
+                ? std::string_view::npos
+                : scheme_end + 3;
+  }
+  if (any_at == std::string_view::npos || start == std::string_view::npos) {
+    common::AppendJsonString(line, value);
+    return;
+  }
+  const std::string_view authority =
+      value.substr(start, value.find_first_of("/?#", start) - std::min(start, value.size()));
+  const size_t at = authority.rfind('@');
+  if (at == std::string_view::npos) {
+    common::AppendJsonString(line, value);
+    return;
+  }
+  std::string redacted(value.substr(0, start));
+  redacted.append("[redacted]");
+  redacted.append(value.substr(start + at));
+  common::AppendJsonString(line, redacted);
+}
+
+}  // namespace
+
 void AccessLog::Log(int worker, const Entry& e) const {
   thread_local std::string line;
   line.clear();
@@ -480,8 +514,8 @@ void AccessLog::Log(int worker, const Entry& e) const {
         common::AppendJsonString(&line, e.peer_ip.empty() ? e.client_ip : e.peer_ip);
         break;
       case kMethod: common::AppendJsonString(&line, e.method); break;
-      case kAuthority: common::AppendJsonString(&line, e.authority); break;
-      case kPath: common::AppendJsonString(&line, e.path); break;
+      case kAuthority: AppendWithoutUserinfo(&line, e.authority, /*target=*/false); break;
+      case kPath: AppendWithoutUserinfo(&line, e.path, /*target=*/true); break;
       case kProtocol: common::AppendJsonString(&line, e.protocol); break;
       case kStatus: absl::StrAppend(&line, e.status); break;
       case kBytesIn: absl::StrAppend(&line, e.bytes_in); break;

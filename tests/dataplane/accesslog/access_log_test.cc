@@ -116,6 +116,31 @@ TEST(AccessLogTest, ChosenFieldsInTheirOrder) {
   EXPECT_FALSE(AccessLog::Open(path, {"nope"}, 100, store).ok());
 }
 
+// Userinfo in a refused request's Host or absolute-form target holds a
+// password: logged as [redacted] (before: in clear). An origin-form path's
+// '@' is no userinfo and stays.
+TEST(AccessLogTest, UserinfoIsNeverLogged) {
+  stats::StatsStore store;
+  std::string path = TempPath("userinfo.log");
+  std::remove(path.c_str());
+  auto log = AccessLog::Open(path, {"authority", "path"}, 100, store);
+  ASSERT_TRUE(log.ok());
+  Entry e = Sample();
+  e.authority = "u:HOSTSECRET@h:8080";
+  e.path = "http://u:PATHSECRET@h/x?a=b@c";
+  (*log)->Log(0, e);
+  e.authority = "api.example";
+  e.path = "/users/@me?to=a@b";
+  (*log)->Log(0, e);
+  e.path = "https://a@b@h?q";
+  (*log)->Log(0, e);
+  FlushAll();
+  EXPECT_EQ(Read(path),
+            "{\"authority\":\"[redacted]@h:8080\",\"path\":\"http://[redacted]@h/x?a=b@c\"}\n"
+            "{\"authority\":\"api.example\",\"path\":\"/users/@me?to=a@b\"}\n"
+            "{\"authority\":\"api.example\",\"path\":\"https://[redacted]@h?q\"}\n");
+}
+
 TEST(AccessLogTest, StringsAreEscapedAndInvalidUtf8Replaced) {
   std::string out;
   common::AppendJsonString(&out, "a\"b\\c\nd\x01 \xc3\xa9 \xff \xe2\x82 \xed\xa0\x80");
