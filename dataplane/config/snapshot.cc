@@ -162,7 +162,8 @@ absl::Status CompileRouteFilters(const config::v1::RouteTable& table, FilterChai
 }
 
 // A route's metrics, made and held as one group: the five status classes of
-// sluice_route_requests_total (1xx..5xx), then the latency histogram.
+// sluice_route_requests_total (1xx..5xx), the body bytes each way, then the
+// latency histogram.
 const stats::MetricGroupSpec& RouteStatsSpec() {
   static const stats::MetricGroupSpec* const spec = [] {
     auto* s = new stats::MetricGroupSpec;
@@ -170,6 +171,8 @@ const stats::MetricGroupSpec& RouteStatsSpec() {
       s->counters.push_back(
           {"sluice_route_requests_total", absl::StrCat(",status_class=\"", c, "xx\"")});
     }
+    s->counters.push_back({"sluice_route_request_bytes_total", ""});
+    s->counters.push_back({"sluice_route_response_bytes_total", ""});
     s->histograms.push_back("sluice_route_request_duration_seconds");
     s->hidden_until_counted = true;  // a route's series appear with its first request
     return s;
@@ -200,6 +203,8 @@ RouteStats MakeRouteStats(stats::StatsStore& store, const std::string& table,
                    ",virtual_host=", stats::LabelValue(route.virtual_host));
   stats::MetricGroup* group = store.GetGroup(RouteStatsSpec(), route_labels, &out.hold);
   for (int c = 1; c <= 5; ++c) out.by_class[c] = group->counter(c - 1);
+  out.bytes_in = group->counter(5);
+  out.bytes_out = group->counter(6);
   out.duration = group->histogram(0);
   out.grpc = std::make_shared<RouteGrpcStats>(store, std::move(route_labels));
   return out;

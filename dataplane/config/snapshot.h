@@ -90,6 +90,8 @@ struct RouteStats {
   stats::Counter* GrpcStatus(int code) const;
 
   stats::Counter* by_class[6] = {};  // index status / 100; 0 unused
+  stats::Counter* bytes_in = nullptr;   // request body bytes, every exchange's
+  stats::Counter* bytes_out = nullptr;  // response body bytes handed on (as bytes_out logged)
   // From the request head to the response's end (or the cut).
   stats::Histogram* duration = nullptr;
   // Keeps the metrics above in the store: they are one StatsStore group

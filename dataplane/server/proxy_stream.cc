@@ -3292,6 +3292,10 @@ void ProxyStream::RecordExchange() {
     const absl::Time end = tunnel_ && first_byte_ != absl::InfinitePast() ? first_byte_ : now;
     route_stats_->duration->Observe(shard, absl::ToInt64Microseconds(end - start_time_));
   }
+  if (route_stats_ != nullptr && route_stats_->bytes_in != nullptr) {
+    route_stats_->bytes_in->Inc(bytes_in_);
+    route_stats_->bytes_out->Inc(bytes_out_);
+  }
   absl::Duration upstream = absl::InfiniteDuration();
   if (cluster_ != nullptr && upstream_sent_ != absl::InfinitePast()) {
     if (first_byte_ != absl::InfinitePast()) {

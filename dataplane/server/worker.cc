@@ -200,6 +200,10 @@ ProxyStats::ProxyStats(stats::StatsStore& store) : consumers(store), policies(st
   store.Describe("sluice_upstream_duration_seconds",
                  "Time from sending a request upstream to the response's end, per cluster.");
   store.Describe("sluice_downstream_connections_active", "Client connections open now.");
+  store.Describe("sluice_route_request_bytes_total",
+                 "Request body bytes per route (the access log's bytes_in, summed).");
+  store.Describe("sluice_route_response_bytes_total",
+                 "Response body bytes per route (the access log's bytes_out, summed).");
   store.Describe("sluice_route_requests_total",
                  "Responses per route by status class (gateway-made ones included).");
   store.Describe("sluice_route_grpc_responses_total",

@@ -109,7 +109,7 @@ struct MetricGroupSpec {
   std::vector<std::string> histograms;  // names; the group's labels only
   // /metrics leaves a group out while every counter is 0 and every
   // histogram empty: a route nobody has requested lists no series (a
-  // 10,000-route table would print some 220,000 series of zeros).
+  // 10,000-route table would print some 240,000 series of zeros).
   bool hidden_until_counted = false;
 };
 

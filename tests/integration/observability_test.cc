@@ -495,6 +495,24 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
   EXPECT_EQ(check.out + check.err, "") << check.out << check.err;
 }
 
+// Body bytes per route, each way (Kong's kong_bandwidth_bytes): the access
+// log's bytes_in and bytes_out, summed.
+TEST_F(ObservabilityTest, EachRouteCountsItsBodyBytesBothWays) {
+  const Headers key = {{"apikey", "alice-key-123"}};
+  HttpResponse posted = HttpRequest(address(), "POST", "/keyed?size=10", key, std::string(1000, 'b'));
+  ASSERT_EQ(posted.status, 200) << posted.body;
+  ASSERT_EQ(posted.body.size(), 10u);
+  HttpResponse got = HttpGet(address(), "/keyed?size=777", key);
+  ASSERT_EQ(got.status, 200);
+  ASSERT_EQ(got.body.size(), 777u);
+  const std::string labels = "{route_table=\"main\",route=\"keyed\",virtual_host=\"0\"}";
+  EXPECT_TRUE(WaitFor(
+      [&] { return proxy_->Stat("sluice_route_request_bytes_total" + labels) == 1000 &&
+                   proxy_->Stat("sluice_route_response_bytes_total" + labels) == 787; },
+      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+}
+
 TEST_F(ObservabilityTest, SigusrOneReopensTheLogAfterItWasMoved) {
   ASSERT_EQ(HttpGet(address(), "/open", {{"x-request-id", "before-rotate"}}).status, 200);
   ASSERT_FALSE(LogLine(log_, "before-rotate").empty());
