@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -337,21 +338,29 @@ std::vector<std::string> SpelledRuns(std::string_view regex) {
 }
 
 // The part of `name` anyone registers as a whole: its last two labels, or
-// three under a two-letter country code with a short second level
-// (`example.co.uk`). Empty for an IP address or a single label.
+// three under a two-letter country code with a second level that names a
+// kind of registrant (`example.co.uk`, `example.com.au`, `example.ne.jp`;
+// `app.fly.io` is under fly.io, which one owner registered). Empty for an
+// IP address, a single label, or a name under `localhost` (RFC 6761: the
+// client's own machine, which nobody registers).
 std::string RegisteredPart(const std::string& name) {
   std::vector<std::string> labels;
   for (absl::string_view label : absl::StrSplit(name, '.')) {
     if (!label.empty()) labels.emplace_back(label);
   }
-  if (labels.size() < 2) return "";
+  if (labels.size() < 2 || labels.back() == "localhost") return "";
   bool numeric = true;
   for (const std::string& label : labels) {
     for (char c : label) numeric = numeric && absl::ascii_isdigit(static_cast<unsigned char>(c));
   }
   if (numeric) return "";
   size_t take = 2;
-  if (labels.size() >= 3 && labels.back().size() == 2 && labels[labels.size() - 2].size() <= 3) {
+  static const std::set<std::string_view> kSecondLevels = {
+      "ac",  "co",  "com", "edu", "gov", "net", "org", "ltd", "plc", "me",  "ne",  "or",
+      "go",  "gob", "mil", "nom", "sch", "gen", "biz", "info", "web", "int", "res", "lg",
+      "ad",  "ed",  "gr",  "in",  "nic", "id",  "nhs", "police", "mod", "judiciary"};
+  if (labels.size() >= 3 && labels.back().size() == 2 &&
+      kSecondLevels.count(labels[labels.size() - 2]) > 0) {
     take = 3;
   }
   std::vector<std::string> tail(labels.end() - take, labels.end());
@@ -558,9 +567,9 @@ std::string InnerWildcardOrigin(const RE2& re, std::string_view regex,
     if (tail.size() < 2 || tail[0] != '.') continue;  // `.com`, `.uk`, `.example.com`
     for (const char* part : kMadeUp) {
       if (part[0] != '-') hosts.push_back(part + tail);
-      for (const std::string& label : runs) {
-        if (label.empty() || label.find('.') != std::string::npos || label.size() > 63) continue;
-        hosts.push_back(label + part + tail);
+      for (const std::string& label : runs) {  // `www.example`, `.example` (as a.example) too
+        if (label.empty() || label == tail || label.back() == '.' || label.size() > 253) continue;
+        hosts.push_back((label[0] == '.' ? "a" : "") + label + part + tail);
       }
       for (const std::string& domain : meant) {
         if (domain.size() < 2 || domain.back() != '.' || part[0] == '-') continue;
@@ -568,18 +577,33 @@ std::string InnerWildcardOrigin(const RE2& re, std::string_view regex,
       }
     }
   }
-  hosts.push_back("203.0.113.7");
-  hosts.push_back("198.51.100.23");
+  for (const char* address : {"203.0.113.7", "198.51.100.23", "203.0.113.1", "[2001:db8::7]"}) {
+    hosts.push_back(address);
+  }
   const std::set<std::string> named(meant.begin(), meant.end());
   for (const char* scheme : {"https://", "http://"}) {
     for (const std::string& host : hosts) {
-      if (named.count(host) > 0) continue;
+      if (named.count(host) > 0 || absl::EndsWith(host, ".localhost")) continue;
       const std::string registered = RegisteredPart(host);
       if (meant_registered.count(registered) > 0) continue;
       for (const std::string& port : ports) {
         const std::string origin = absl::StrCat(scheme, host, port);
         if (RE2::FullMatch(origin, re)) return origin;
       }
+    }
+  }
+  return "";
+}
+
+// An origin of a domain nobody here names that the expression matches:
+// one with a hyphen, one without (`[a-z]+\\.[a-z]+` takes https://
+// attacker.net), one a level down; "" when none does.
+std::string AnyOriginItMatches(const RE2& re) {
+  for (const char* host : {"sluice-cors-probe.invalid", "attacker.net", "www.attacker.net",
+                           "sluiceprobe.zq"}) {
+    for (const char* scheme : {"https://", "http://"}) {
+      const std::string origin = absl::StrCat(scheme, host);
+      if (RE2::FullMatch(origin, re)) return origin;
     }
   }
   return "";
@@ -630,12 +654,11 @@ class CorsValidator : public api::PolicyValidator {
         errors->push_back({field, "with credentials: true the expression must not match the origin "
                                   "null, which any page can send (a sandboxed frame, a local "
                                   "file): anchor it to your origins"});
-      } else if (RE2::FullMatch("https://sluice-cors-probe.invalid", re) ||
-                 RE2::FullMatch("http://sluice-cors-probe.invalid", re)) {
-        errors->push_back({field, "with credentials: true the expression must not match any "
-                                  "origin (it matches https://sluice-cors-probe.invalid): every "
+      } else if (const std::string any = AnyOriginItMatches(re); !any.empty()) {
+        errors->push_back({field, absl::StrCat("with credentials: true the expression must not "
+                                               "match any origin (it matches ", any, "): every "
                                   "page could read answers made with the user's cookies; list "
-                                  "the origins or anchor the expression to your domains"});
+                                  "the origins or anchor the expression to your domains")});
       } else if (const size_t dot = LoneAnyCharacter(pattern->value);
                  dot != std::string_view::npos) {
         // `~https://app.example.com` lets in https://app-example.com, a

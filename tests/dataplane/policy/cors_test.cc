@@ -322,6 +322,36 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
     config.set_credentials(false);
     EXPECT_TRUE(new_errors(config).empty()) << inner;
   }
+  // The regression probe's: any origin without a hyphen (the only probe
+  // host had one), a wildcard in the registered name behind a spelled
+  // subdomain, other addresses. Before: taken.
+  for (const char* loose : {"~^https://[a-z]+\\.[a-z]+$", "~^https://[a-z0-9]+\\.[a-z]+$",
+                            "~^https://\\w+\\.\\w+$", "~^https://[a-z0-9-]+\\.[a-z0-9-]+\\.[a-z]+$",
+                            "~^https://(app|[a-z]+\\.[a-z]+)$",
+                            "~^https://www\\.example[0-9]+\\.com$",
+                            "~^https://[a-z]+\\.example[0-9]+\\.com$",
+                            "~^https://app\\.example[0-9]*\\.co\\.uk$",
+                            "~^http://[0-9]+\\.[0-9]+\\.[0-9]+\\.1$",
+                            "~^http://\\[[0-9a-f:]+\\](:[0-9]+)?$"}) {
+    v1::CorsConfig config = Origins({loose});
+    config.set_credentials(true);
+    auto errors = new_errors(config);
+    ASSERT_EQ(errors.size(), 1u) << loose;
+    EXPECT_TRUE(absl::StrContains(errors[0].message, "with credentials: true the expression must"))
+        << loose << ": " << errors[0].message;
+  }
+  // Subdomains of a name one owner registered under a two-letter top-level
+  // domain, and names under localhost (the client's own machine). Before
+  // (the inner-wildcard check's first version): refused as app1.fly.io.
+  for (const char* fine : {"~^https://app[0-9]+\\.fly\\.io$", "~^https://web[0-9]+\\.abc\\.io$",
+                           "~^https://web[0-9]+\\.ab\\.io$", "~^https://[a-z0-9-]+\\.fly\\.io$",
+                           "~^https://[a-z0-9-]+\\.x\\.ai$", "~^https://[a-z]+\\.vk\\.me$",
+                           "~^http://[a-z0-9-]+\\.localhost:[0-9]+$"}) {
+    v1::CorsConfig config = Origins({fine});
+    config.set_credentials(true);
+    auto errors = new_errors(config);
+    EXPECT_TRUE(errors.empty()) << fine << ": " << (errors.empty() ? "" : errors[0].message);
+  }
   v1::CorsConfig suffix = Origins({"~^https://example\\.com.*$"});
   suffix.set_credentials(true);
   EXPECT_TRUE(absl::StrContains(new_errors(suffix)[0].message, "it matches https://example.com.a.com,"))
