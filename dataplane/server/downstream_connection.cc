@@ -296,8 +296,13 @@ void DownstreamConnection::ProcessInput() {
     // The client closed, or half-closed, while the upstream had not yet
     // switched: the tunnel ends as soon as the 101 is out, as a close after
     // it ends one (its upstream held a breaker slot and a socket until
-    // websocket_idle_timeout, its application a client long gone).
-    if (peer_eof_ && stream_in_use_ && !closed_) EndTunnel("client_closed");
+    // websocket_idle_timeout, its application a client long gone). On the
+    // next loop turn: what the client sent before it left, just handed on,
+    // is written to the upstream first (ending now dropped it).
+    if (peer_eof_ && stream_in_use_ && !closed_ && end_tunnel_reason_.empty()) {
+      end_tunnel_reason_ = "client_closed";
+      timer_.Set(absl::ZeroDuration());
+    }
     return;
   }
   if (requests_ == 0 && !secure_ && !input.empty() && input.view()[0] == 'P') {

@@ -8,7 +8,9 @@
                               with "101 Switching Protocols" (upgrade:
                               websocket; none for a path with "none", h2c for
                               one with "h2c"); for a path with "slow", after
-                              1.5 s, then it keeps the connection 10 s; for one
+                              1.5 s, then it keeps the connection 10 s, or
+                              until the gateway closes it, and prints "after
+                              101 got N bytes: ..." (what came); for one
                               with "rst", it resets the connection after the
                               101; prints the port
   ws_tool.py client URL [HOLD] connects, exchanges text and binary messages
@@ -74,7 +76,18 @@ def answer101(conn):
     conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade +
                  b"connection: upgrade\r\n\r\n")
     if b"slow" in line:
-        time.sleep(10)
+        # Up to 10 s: what comes after the 101, until the gateway closes.
+        conn.settimeout(10)
+        got = b""
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except OSError:
+            pass
+        print(f"after 101 got {len(got)} bytes: {got!r}", flush=True)
     if b"rst" in line:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()

@@ -334,10 +334,13 @@ TEST_F(WebSocketTest, AClientGoneBeforeThe101EndsTheTunnelOnceItIsOut) {
       "GET /switch-ws-slow-gone HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\n"
       "upgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
       "sec-websocket-version: 13\r\n\r\n";
+  // A masked text frame "early" right behind the handshake: it reaches the
+  // upstream after its 101 (before: dropped with the tunnel).
+  const std::string frame = std::string("\x81\x85\x01\x02\x03\x04", 6) + "dnbhu";
   const int fd = ConnectLoopback(port_);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL),
-            static_cast<ssize_t>(upgrade.size()));
+  const std::string sent = upgrade + frame;
+  ASSERT_EQ(send(fd, sent.data(), sent.size(), MSG_NOSIGNAL), static_cast<ssize_t>(sent.size()));
   ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
   const absl::Time start = absl::Now();
   std::string reply;
@@ -356,6 +359,9 @@ TEST_F(WebSocketTest, AClientGoneBeforeThe101EndsTheTunnelOnceItIsOut) {
   const std::string line = LogLineOf("/switch-ws-slow-gone");
   EXPECT_TRUE(absl::StrContains(line, "\"status\":101")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"client_closed\"")) << line;
+  auto got = raw101_.process().WaitForLogLine("after 101 got ", absl::Seconds(15));
+  ASSERT_TRUE(got.has_value()) << raw101_.process().Log();
+  EXPECT_TRUE(absl::StrContains(*got, "after 101 got 11 bytes")) << *got;
 }
 
 // An upstream that resets a WebSocket is logged and counted as a reset; one
