@@ -451,19 +451,34 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
 // descriptors (/proc/self/fd/5 was its event loop's signal pipe, and each
 // line's newline read as a SIGUSR1), /proc or /sys, or standard input.
 // Standard output and error keep their names. Empty when it is none.
-std::string InternalAccessLogPath(const std::string& path) {
-  for (const char* standard : {"/proc/self/fd/1", "/proc/self/fd/2", "/dev/fd/1", "/dev/fd/2"}) {
+// Read as the kernel reads it (`//`, `/./` and `..` resolved), so that
+// `/dev/./fd/5` is no way round it. (Symbolic links are the proxy's to
+// see: it refuses an anonymous pipe when it opens one.)
+std::string InternalAccessLogPath(const std::string& written) {
+  std::vector<std::string> parts;
+  for (absl::string_view part : absl::StrSplit(written, '/', absl::SkipEmpty())) {
+    if (part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.emplace_back(part);
+  }
+  std::string path;
+  for (const std::string& part : parts) absl::StrAppend(&path, "/", part);
+  path.push_back('/');  // `/proc` is under /proc/ too
+  for (const char* standard : {"/proc/self/fd/1/", "/proc/self/fd/2/", "/dev/fd/1/", "/dev/fd/2/"}) {
     if (path == standard) return "";
   }
+  if (path == "/dev/stdin/") return "'" + written + "' is standard input, which cannot take a log";
   for (const char* internal : {"/proc/", "/sys/", "/dev/fd/"}) {
     if (absl::StartsWith(path, internal)) {
-      return absl::StrCat("'", path, "' is under ", internal, ", not a file the log can be ",
+      return absl::StrCat("'", written, "' is under ", internal, ", not a file the log can be ",
                           "written to (another of the proxy's descriptors, or the kernel's); ",
                           "\"-\" or /dev/stdout writes to standard output, /dev/stderr to ",
                           "standard error");
     }
   }
-  if (path == "/dev/stdin") return "'/dev/stdin' is standard input, which cannot take a log";
   return "";
 }
 

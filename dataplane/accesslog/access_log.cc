@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -228,12 +229,37 @@ class Destination {
           "cannot open access log ", path_, ": ",
           confined ? "not a regular file or FIFO" : "a block device"));
     }
+    if (std::string why = NotALog(fd, st); !why.empty()) {
+      close(fd);
+      return absl::InvalidArgumentError(absl::StrCat("cannot open access log ", path_, ": ", why));
+    }
     // A FIFO stays non-blocking: a reader that stalls costs entries
     // (counted write errors), never a writer stuck in write(), which a
     // config change or the shutdown would wait for.
     fd_ = fd;
     NoteKind();
     return absl::OkStatus();
+  }
+
+  // What the name reached that no log may be, whatever its spelling (a
+  // symbolic link to /proc/self/fd/5): an anonymous pipe, one of the
+  // proxy's own (its event loop's signal pipe took each line's newline for
+  // a SIGUSR1), or a memory device (/dev/mem, /dev/kmsg). "" when fine.
+  static std::string NotALog(int fd, const struct stat& st) {
+    if (S_ISFIFO(st.st_mode)) {
+      char target[64];
+      const ssize_t n =
+          readlink(absl::StrCat("/proc/self/fd/", fd).c_str(), target, sizeof(target) - 1);
+      if (n > 5 && std::string_view(target, 5) == "pipe:") {
+        return "an anonymous pipe (one of the proxy's own descriptors), not a file or FIFO; "
+               "\"-\" writes to standard output, /dev/stderr to standard error";
+      }
+    }
+    if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) != 3 &&
+        minor(st.st_rdev) != 7) {
+      return "a memory device (only /dev/null and /dev/full of that kind may be named)";
+    }
+    return "";
   }
 
   // A pipe or a socket (standard error shared with the proxy's own log, a

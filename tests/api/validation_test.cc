@@ -424,7 +424,11 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
   // loop's signal pipe: each line's newline a SIGUSR1), /proc, /sys or
   // standard input: refused at apply. Standard output and error are taken.
   for (const char* internal : {"/proc/self/fd/5", "/dev/fd/7", "/proc/1/environ",
-                               "/sys/kernel/x", "/dev/stdin"}) {
+                               "/sys/kernel/x", "/dev/stdin",
+                               // Other spellings (the regression probe's).
+                               "//proc/self/fd/5", "/./proc/self/fd/5", "/dev/./fd/5",
+                               "/dev//fd/5", "/tmp/../proc/self/fd/5", "/dev/./stdin", "/proc",
+                               "/sys"}) {
     e = AppliedErrors(absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8080
       route_table: "main" access_log { path: ")", internal, R"(" } })"));
     EXPECT_NE(e.find(absl::StrCat("access_log.path: '", internal, "'")), std::string::npos) << e;

@@ -471,6 +471,24 @@ TEST(AccessLogTest, FailedWritesAreSaidOnceInTenSeconds) {
   EXPECT_TRUE(absl::StrContains(said, "No space left on device")) << said;
 }
 
+// A name that reaches one of the proxy's own anonymous pipes, by any
+// spelling (here a symbolic link to /proc/self/fd/N), is refused: the
+// event loop's signal pipe took each line's newline for a SIGUSR1.
+TEST(AccessLogTest, AnAnonymousPipeIsNoLog) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_NONBLOCK), 0);
+  const std::string link = TempPath("pipe-link.log");
+  std::remove(link.c_str());
+  ASSERT_EQ(symlink(("/proc/self/fd/" + std::to_string(fds[1])).c_str(), link.c_str()), 0);
+  stats::StatsStore store;
+  auto log = AccessLog::Open(link, {"status"}, 100, store);
+  EXPECT_FALSE(log.ok());
+  EXPECT_TRUE(absl::StrContains(log.status().message(), "an anonymous pipe")) << log.status();
+  close(fds[0]);
+  close(fds[1]);
+  std::remove(link.c_str());
+}
+
 // A buffer passing 512 KiB wakes its writer: the 100 ms interval alone
 // capped a worker at 40 MiB/s and dropped entries a fast disk could take.
 // With an interval of an hour, only the wake can write these in time.
