@@ -69,6 +69,7 @@ struct Http2ServerCodec::Stream {
   bool has_cookie = false;
   size_t header_bytes = 0;  // RFC 9113 size of the block being decoded
   bool too_large = false;
+  std::string too_large_user_agent;  // for the 431's access-log line
   bool grpc = false;  // content-type application/grpc*, for the codec's 431
   bool in_trailers = false;
   bool delivered = false;         // OnRequestHeaders was called
@@ -170,10 +171,15 @@ struct Http2ServerCodecAccess {
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
       }
       if (!stream->too_large) {
-        // 431 at the end of the block; keep nothing until then.
+        // 431 at the end of the block; keep nothing until then but what
+        // the access log names the request by: the pseudo-header fields,
+        // which came first, and the User-Agent if it came (as HTTP/1's
+        // 431 is logged).
         stream->too_large = true;
+        if (const std::string* agent = stream->headers.Get("user-agent")) {
+          stream->too_large_user_agent = *agent;
+        }
         stream->headers = HeaderMap();
-        stream->pseudo = RequestPseudo();
         stream->cookie = std::string();
         stream->has_cookie = false;
       }
@@ -300,6 +306,8 @@ struct Http2ServerCodecAccess {
       stream->closed = true;
       Http2ServerCallbacks::ReplyFields reply;
       reply.grpc = stream->grpc;
+      reply.pseudo = &stream->pseudo;
+      reply.user_agent = stream->too_large_user_agent;
       codec->callbacks_->OnRequestHeadersTooLarge(stream->id, &reply);
       codec->RespondHeadersTooLarge(stream, reply);
       codec->CountPrematureEnd();
@@ -717,22 +725,30 @@ void Http2ServerCodec::RejectHeaderBlock(Stream* stream) {
   CountPrematureEnd();
 }
 
+std::string Http2ServerCodec::HeadersTooLargeBody(std::string_view request_id) {
+  std::string body = absl::StrCat("{\"error\":\"", kHeadersTooLargeError, "\"");
+  if (!request_id.empty()) {
+    body.append(",\"request_id\":\"");
+    body.append(request_id);
+    body.push_back('"');
+  }
+  body.append("}\n");
+  return body;
+}
+
 void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream,
                                               const Http2ServerCallbacks::ReplyFields& reply) {
   const std::string& request_id = reply.request_id;
   // The gateway's error form (as every other answer of its own): a small
   // JSON body and x-request-id; to gRPC, a trailers-only status.
-  static constexpr char kError[] = "request header section too large";
   std::vector<nghttp2_nv> nva;
   std::string body;
   char length_text[kDecimalDigits];
   if (stream->grpc) {
     nva = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
-           MakeNv("grpc-status", "2"), MakeNv("grpc-message", kError)};
+           MakeNv("grpc-status", "2"), MakeNv("grpc-message", kHeadersTooLargeError)};
   } else {
-    body = absl::StrCat("{\"error\":\"", kError, "\"");
-    if (!request_id.empty()) absl::StrAppend(&body, ",\"request_id\":\"", request_id, "\"");
-    body.append("}\n");
+    body = HeadersTooLargeBody(request_id);
     nva = {MakeNv(":status", "431"), MakeNv("content-type", "application/json"),
            MakeNv("content-length", ToDecimal(body.size(), length_text))};
   }

@@ -190,6 +190,10 @@ class Http2ServerCallbacks {
     // Set by the codec: a gRPC request, answered grpc-status 2 (UNKNOWN),
     // as gRPC maps a 431, in a trailers-only response.
     bool grpc = false;
+    // Set by the codec, for the access log: the request's pseudo-header
+    // fields and User-Agent, as far as they came before the limit.
+    const RequestPseudo* pseudo = nullptr;
+    std::string_view user_agent;
   };
   // Informational (access log, metrics): the request head was over
   // max_header_list_bytes; the codec answers it with 431 itself, right
@@ -224,6 +228,11 @@ class Http2ServerCodec {
 
   Http2ServerCodec(const Http2ServerCodec&) = delete;
   Http2ServerCodec& operator=(const Http2ServerCodec&) = delete;
+
+  // The JSON body of the codec's own 431 (not to gRPC), for the access
+  // log's bytes_out too.
+  static constexpr char kHeadersTooLargeError[] = "request header section too large";
+  static std::string HeadersTooLargeBody(std::string_view request_id);
 
   // Feeds bytes read from the connection; all of them are consumed. Returns
   // false on a connection error (GOAWAY queued: write the pending output,

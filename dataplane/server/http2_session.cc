@@ -375,7 +375,18 @@ void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* 
   e.peer_ip = net::DirectPeer(connection_->transport());
   e.protocol = "HTTP/2";
   e.status = 431;
-  if (reply->grpc) e.grpc_status = 2;
+  // As HTTP/1's 431 is logged: what names the request, and the body sent.
+  if (reply->pseudo != nullptr) {
+    e.method = reply->pseudo->method;
+    e.authority = reply->pseudo->authority;
+    e.path = reply->pseudo->path;
+  }
+  e.user_agent = reply->user_agent;
+  if (reply->grpc) {
+    e.grpc_status = 2;
+  } else {
+    e.bytes_out = http::Http2ServerCodec::HeadersTooLargeBody(reply->request_id).size();
+  }
   RecordPreStreamAnswer(worker_, listener_, connection_->transport().tls_info(), e);
 }
 

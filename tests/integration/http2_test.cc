@@ -265,11 +265,24 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   // codec answers itself: the gateway's JSON error with x-request-id (it
   // was a bare 431), and to gRPC a status.
   const std::string big = "x-big: " + std::string(62000, 'a');
-  r = Curl({"-i", "--http2-prior-knowledge", "-H", big, Plain("/x")});
+  r = Curl({"-i", "--http2-prior-knowledge", "-H", big, "-A", "probe-agent/1",
+             Plain("/x-big?q=1")});
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 431")) << r.out.substr(0, 300) << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "x-request-id: ")) << r.out.substr(0, 300);
   EXPECT_TRUE(absl::StrContains(r.out, "{\"error\":\"request header section too large\""))
       << r.out.substr(0, 300);
+  {
+    // Logged as HTTP/1's 431 is: method, path, User-Agent and the body's
+    // bytes (before: all empty, 0 bytes).
+    const std::string body = r.out.substr(r.out.find("\r\n\r\n") + 4);
+    const std::string logged =
+        WaitForFileLine(dir_ + "/access.log", "/x-big?q=1", absl::Seconds(5)).value_or("");
+    EXPECT_TRUE(absl::StrContains(logged, "\"method\":\"GET\",")) << logged;
+    EXPECT_TRUE(absl::StrContains(logged, "\"status\":431,")) << logged;
+    EXPECT_TRUE(absl::StrContains(logged, absl::StrCat("\"bytes_out\":", body.size(), ",")))
+        << logged << body;
+    EXPECT_TRUE(absl::StrContains(logged, "\"user_agent\":\"probe-agent/1\"")) << logged;
+  }
   r = grpc("/svc/M", {"-H", big});
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out.substr(0, 300);
   EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 2")) << r.out.substr(0, 300);
