@@ -47,6 +47,22 @@ CommandResult WsTool(const std::vector<std::string>& args) {
   return RunCommand(argv, {}, absl::Seconds(60));
 }
 
+// What `fd` reads until the peer closes, `timeout` passes or, with
+// `head_only`, a whole response head came.
+std::string ReadFrom(int fd, absl::Duration timeout, bool head_only) {
+  std::string got;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline && !(head_only && absl::StrContains(got, "\r\n\r\n"))) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
 class WebSocketTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -187,16 +203,7 @@ TEST_F(WebSocketTest, OpenWebSocketsAreAGauge) {
   ASSERT_GE(fd, 0);
   ASSERT_EQ(send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(upgrade.size()));
-  std::string head;
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (!absl::StrContains(head, "\r\n\r\n") && absl::Now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    head.append(buf, static_cast<size_t>(n));
-  }
+  const std::string head = ReadFrom(fd, absl::Seconds(10), /*head_only=*/true);
   EXPECT_TRUE(absl::StartsWith(head, "HTTP/1.1 101")) << head;
   EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 1; },
                       absl::Seconds(5)))
@@ -343,15 +350,7 @@ TEST_F(WebSocketTest, AClientGoneBeforeThe101EndsTheTunnelOnceItIsOut) {
   ASSERT_EQ(send(fd, sent.data(), sent.size(), MSG_NOSIGNAL), static_cast<ssize_t>(sent.size()));
   ASSERT_EQ(shutdown(fd, SHUT_WR), 0);
   const absl::Time start = absl::Now();
-  std::string reply;
-  while (absl::Now() - start < absl::Seconds(15)) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    reply.append(buf, static_cast<size_t>(n));
-  }
+  const std::string reply = ReadFrom(fd, absl::Seconds(15), /*head_only=*/false);
   const absl::Duration took = absl::Now() - start;
   close(fd);
   EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 101")) << reply;
