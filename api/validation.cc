@@ -467,7 +467,8 @@ std::string InternalAccessLogPath(const std::string& written) {
   std::string path;
   for (const std::string& part : parts) absl::StrAppend(&path, "/", part);
   path.push_back('/');  // `/proc` is under /proc/ too
-  for (const char* standard : {"/proc/self/fd/1/", "/proc/self/fd/2/", "/dev/fd/1/", "/dev/fd/2/"}) {
+  for (const char* standard :
+       {"/proc/self/fd/1/", "/proc/self/fd/2/", "/dev/fd/1/", "/dev/fd/2/"}) {
     if (path == standard) return "";
   }
   if (path == "/dev/stdin/") return "'" + written + "' is standard input, which cannot take a log";

@@ -1104,7 +1104,8 @@ Http1Parser::Step Http1Parser::ParseTrailersAt(std::string_view data,
         return Step::kFailed;
       }
     }
-    section = line_end == std::string_view::npos ? std::string_view() : section.substr(line_end + 2);
+    section = line_end == std::string_view::npos ? std::string_view()
+                                                 : section.substr(line_end + 2);
   }
   if (section.empty()) {  // nothing but such lines: no trailers
     *pos = end;

@@ -435,8 +435,12 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
   }
   for (const char* standard : {"/proc/self/fd/1", "/proc/self/fd/2", "/dev/fd/1", "/dev/fd/2",
                                "/dev/stdout", "/dev/stderr", "/dev/null"}) {
-    EXPECT_EQ(AppliedErrors(absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8080
-      route_table: "main" access_log { path: ")", standard, R"(" } })")), "") << standard;
+    EXPECT_EQ(AppliedErrors(absl::StrCat(
+                  R"(listener { name: "public" address: "127.0.0.1" port: 8080
+      route_table: "main" access_log { path: ")",
+                  standard, R"(" } })")),
+              "")
+        << standard;
   }
 }
 

@@ -645,7 +645,8 @@ TEST_F(LoadBalancingTest, AHashOnHostReadsTheAuthorityOverHttp2) {
                                      absl::StrCat("http://", listener(), "/host")});
       ASSERT_EQ(h2.exit_code, 0) << h2.err;
       EXPECT_TRUE(absl::StrContains(h2.out, "HTTP/2 200")) << h2.out;
-      EXPECT_TRUE(absl::StrContains(h2.out, "x-upstream: " + h1 + "\r\n")) << host << ": " << h2.out;
+      EXPECT_TRUE(absl::StrContains(h2.out, "x-upstream: " + h1 + "\r\n"))
+          << host << ": " << h2.out;
     }
   }
   EXPECT_GT(used.size(), 1u);  // hosts do spread

@@ -499,7 +499,8 @@ TEST_F(ObservabilityTest, MetricsHaveHistogramsAndConsumersAndPassPromtool) {
 // log's bytes_in and bytes_out, summed.
 TEST_F(ObservabilityTest, EachRouteCountsItsBodyBytesBothWays) {
   const Headers key = {{"apikey", "alice-key-123"}};
-  HttpResponse posted = HttpRequest(address(), "POST", "/keyed?size=10", key, std::string(1000, 'b'));
+  HttpResponse posted =
+      HttpRequest(address(), "POST", "/keyed?size=10", key, std::string(1000, 'b'));
   ASSERT_EQ(posted.status, 200) << posted.body;
   ASSERT_EQ(posted.body.size(), 10u);
   HttpResponse got = HttpGet(address(), "/keyed?size=777", key);
