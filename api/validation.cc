@@ -455,6 +455,9 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
 // `/dev/./fd/5` is no way round it. (Symbolic links are the proxy's to
 // see: it refuses an anonymous pipe when it opens one.)
 std::string InternalAccessLogPath(const std::string& written) {
+  if (written.size() > 1 && written.back() == '/') {
+    return "'" + written + "' ends with '/', which names a directory, not a file";
+  }
   std::vector<std::string> parts;
   for (absl::string_view part : absl::StrSplit(written, '/', absl::SkipEmpty())) {
     if (part == ".") continue;

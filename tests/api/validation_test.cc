@@ -428,7 +428,7 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
                                // Other spellings (the regression probe's).
                                "//proc/self/fd/5", "/./proc/self/fd/5", "/dev/./fd/5",
                                "/dev//fd/5", "/tmp/../proc/self/fd/5", "/dev/./stdin", "/proc",
-                               "/sys"}) {
+                               "/sys", "/proc/self/fd/1/", "/var/log/"}) {
     e = AppliedErrors(absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8080
       route_table: "main" access_log { path: ")", internal, R"(" } })"));
     EXPECT_NE(e.find(absl::StrCat("access_log.path: '", internal, "'")), std::string::npos) << e;

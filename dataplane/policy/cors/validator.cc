@@ -355,11 +355,18 @@ std::string RegisteredPart(const std::string& name) {
   }
   if (numeric) return "";
   size_t take = 2;
+  // Country codes whose registries register below such second levels (a
+  // company's own `web.de` or `go.io` is registered in two labels).
+  static const std::set<std::string_view> kCountriesWithSecondLevels = {
+      "uk", "au", "jp", "nz", "za", "br", "in", "il", "kr", "cn", "tw", "hk", "sg", "my",
+      "id", "th", "ph", "vn", "ar", "mx", "tr", "ua", "pk", "bd", "eg", "ng", "ke", "pe",
+      "ve", "ec", "uy", "py", "bo", "np", "lk", "cy", "mt", "fj", "gh", "tz", "ug", "zw",
+      "zm", "mz", "ao", "cm", "sa", "ae", "om", "qa", "kw", "bh", "jo", "lb", "co"};
   static const std::set<std::string_view> kSecondLevels = {
       "ac",  "co",  "com", "edu", "gov", "net", "org", "ltd", "plc", "me",  "ne",  "or",
       "go",  "gob", "mil", "nom", "sch", "gen", "biz", "info", "web", "int", "res", "lg",
       "ad",  "ed",  "gr",  "in",  "nic", "id",  "nhs", "police", "mod", "judiciary"};
-  if (labels.size() >= 3 && labels.back().size() == 2 &&
+  if (labels.size() >= 3 && kCountriesWithSecondLevels.count(labels.back()) > 0 &&
       kSecondLevels.count(labels[labels.size() - 2]) > 0) {
     take = 3;
   }
@@ -597,10 +604,16 @@ std::string InnerWildcardOrigin(const RE2& re, std::string_view regex,
 
 // An origin of a domain nobody here names that the expression matches:
 // one with a hyphen, one without (`[a-z]+\\.[a-z]+` takes https://
-// attacker.net), one a level down; "" when none does.
+// attacker.net), a level down, under the common top-level domains and
+// under public second levels (`([a-z0-9-]+\\.)+com`, `[a-z0-9-]+\\.[a-z]{2,}
+// \\.[a-z]{2}`, `([a-z0-9-]+\\.)?co\\.uk` take https://attacker.com,
+// https://attacker.co.uk); "" when none does.
 std::string AnyOriginItMatches(const RE2& re) {
-  for (const char* host : {"sluice-cors-probe.invalid", "attacker.net", "www.attacker.net",
-                           "sluiceprobe.zq"}) {
+  for (const char* host :
+       {"sluice-cors-probe.invalid", "attacker.net", "www.attacker.net", "sluiceprobe.zq",
+        "attacker.com", "www.attacker.com", "attacker.io", "www.attacker.io", "attacker.dev",
+        "attacker.app", "www.attacker.de", "attacker.co.uk", "attacker.com.au",
+        "attacker.co.jp"}) {
     for (const char* scheme : {"https://", "http://"}) {
       const std::string origin = absl::StrCat(scheme, host);
       if (RE2::FullMatch(origin, re)) return origin;

@@ -332,7 +332,15 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
                             "~^https://[a-z]+\\.example[0-9]+\\.com$",
                             "~^https://app\\.example[0-9]*\\.co\\.uk$",
                             "~^http://[0-9]+\\.[0-9]+\\.[0-9]+\\.1$",
-                            "~^http://\\[[0-9a-f:]+\\](:[0-9]+)?$"}) {
+                            "~^http://\\[[0-9a-f:]+\\](:[0-9]+)?$",
+                            // The second regression probe's: any origin of a
+                            // top-level domain, any name under a public suffix.
+                            "~^https://([a-z0-9-]+\\.)+com$",
+                            "~^https://[a-z0-9-]+\\.[a-z]{2,}\\.[a-z]{2}$",
+                            "~^https://[a-z0-9-]+\\.[a-z]+\\.io$",
+                            "~^https://([a-z0-9-]+\\.)?co\\.uk$", "~^https://(.+\\.)?co\\.uk$",
+                            "~^https://([a-z0-9-]+\\.)?com\\.au$",
+                            "~^https://[a-z0-9-]+\\.[a-z]{2}\\.uk$"}) {
     v1::CorsConfig config = Origins({loose});
     config.set_credentials(true);
     auto errors = new_errors(config);
@@ -346,7 +354,12 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
   for (const char* fine : {"~^https://app[0-9]+\\.fly\\.io$", "~^https://web[0-9]+\\.abc\\.io$",
                            "~^https://web[0-9]+\\.ab\\.io$", "~^https://[a-z0-9-]+\\.fly\\.io$",
                            "~^https://[a-z0-9-]+\\.x\\.ai$", "~^https://[a-z]+\\.vk\\.me$",
-                           "~^http://[a-z0-9-]+\\.localhost:[0-9]+$"}) {
+                           "~^http://[a-z0-9-]+\\.localhost:[0-9]+$",
+                           // A company's own name that is a public second
+                           // level elsewhere (web.de; co.uk is one).
+                           "~^https://[a-z0-9-]+\\.web\\.de$", "~^https://app-[0-9]+\\.web\\.de$",
+                           "~^https://[a-z0-9-]+\\.id\\.me$", "~^https://[a-z0-9-]+\\.go\\.io$",
+                           "~^https://tenant-[0-9]+\\.gen\\.ai$"}) {
     v1::CorsConfig config = Origins({fine});
     config.set_credentials(true);
     auto errors = new_errors(config);
