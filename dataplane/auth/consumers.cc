@@ -48,6 +48,7 @@ std::shared_ptr<const ConsumerIndex> ConsumerIndex::Build(const api::ResourceMap
     consumer->name = c.name();
     consumer->groups.assign(c.groups().begin(), c.groups().end());
     consumer->groups_header = absl::StrJoin(consumer->groups, ", ");
+    consumer->content_hash = api::ContentHash(it->second);
     if (c.has_basic_auth()) {
       consumer->username = c.basic_auth().username();
       // The control plane seals passwords; a plain one (a config written

@@ -26,6 +26,11 @@ struct Consumer {
   // basic-auth; both empty when the consumer has none.
   std::string username;
   std::string password_hash;
+  // ContentHash of its resource. The response cache keys a consumer by
+  // name and this: a consumer deleted and made again under the same name
+  // with other keys, password or groups is another caller, who must not be
+  // served the answers stored for the first (Kong keys consumer.id).
+  uint64_t content_hash = 0;
   bool InGroup(std::string_view group) const;
 };
 

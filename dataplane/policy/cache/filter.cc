@@ -465,6 +465,13 @@ class CacheFilter : public http::Filter {
     if (s_.key_consumer) {
       AppendPiece(&key, 'c',
                   info.consumer != nullptr ? info.consumer->name : "");
+      if (info.consumer != nullptr) {
+        // Which consumer of that name: one made again with other
+        // credentials or groups starts with no entries.
+        const uint64_t hash = info.consumer->content_hash;
+        AppendPiece(&key, 'v',
+                    std::string_view(reinterpret_cast<const char*>(&hash), sizeof(hash)));
+      }
       // What the upstream is told about the caller besides its name (jwt
       // claims: one consumer's tokens may carry other roles).
       if (!info.consumer_claims.empty()) AppendPiece(&key, 'j', info.consumer_claims);

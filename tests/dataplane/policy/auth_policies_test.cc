@@ -95,6 +95,28 @@ TEST(ConsumerIndexTest, FindsByKeyPlainOrHashedByUsernameAndByName) {
   EXPECT_NE(index->FindByName("guest"), nullptr);
 }
 
+// The response cache tells a consumer made again under the same name from
+// the one before by this hash.
+TEST(ConsumerIndexTest, ContentHashChangesWithTheConsumersCredentialsOnly) {
+  auto build = [](const std::string& key, const std::string& other_name) {
+    api::ResourceMap resources;
+    config::v1::Resource bob;
+    bob.mutable_consumer()->set_name("bob");
+    bob.mutable_consumer()->add_keys()->set_key(key);
+    resources[api::IdOf(bob)] = bob;
+    config::v1::Resource other;
+    other.mutable_consumer()->set_name(other_name);
+    resources[api::IdOf(other)] = other;
+    return auth::ConsumerIndex::Build(resources);
+  };
+  auto first = build("bob-key-1234567", "carol");
+  auto same = build("bob-key-1234567", "dave");
+  auto again = build("new-bob-key-999999", "carol");
+  EXPECT_NE(first->FindByName("bob")->content_hash, 0u);
+  EXPECT_EQ(first->FindByName("bob")->content_hash, same->FindByName("bob")->content_hash);
+  EXPECT_NE(first->FindByName("bob")->content_hash, again->FindByName("bob")->content_hash);
+}
+
 TEST(KeyAuthTest, KeyInHeaderIdentifiesTheConsumerAndIsRemoved) {
   auto factory = Compile("key-auth", key_auth::v1::KeyAuthConfig());
   Request r;

@@ -657,6 +657,14 @@ TEST_F(CacheTest, KeyConsumerGivesEachConsumerItsEntries) {
   other.callbacks.info_.consumer = &bob;
   other.Start();
   EXPECT_TRUE(other.went_upstream());
+  // A consumer deleted and made again under the same name with other
+  // credentials (another content hash) is another caller.
+  auth::Consumer new_alice = alice;
+  new_alice.content_hash = alice.content_hash + 1;
+  Client recreated(*factory);
+  recreated.callbacks.info_.consumer = &new_alice;
+  recreated.Start();
+  EXPECT_TRUE(recreated.went_upstream());
   // Shared when the policy says so.
   v1::CacheConfig shared;
   shared.set_key_consumer(false);
