@@ -179,6 +179,12 @@ size_t WildcardJoinedToDomain(std::string_view regex) {
     if (!any.spans || any.end >= regex.size()) continue;
     const char next = regex[any.end];
     if (!absl::ascii_isalnum(static_cast<unsigned char>(next)) && next != '-') continue;
+    // `.*localhost`: nobody registers a name that ends so.
+    if (absl::StartsWithIgnoreCase(absl::string_view(regex.data() + any.end,
+                                                     regex.size() - any.end),
+                                   "localhost")) {
+      continue;
+    }
     size_t dots = 0;
     for (size_t at = regex.find("\\.", any.end); at != std::string_view::npos;
          at = regex.find("\\.", at + 2)) {
@@ -202,6 +208,8 @@ std::vector<std::string> SpelledRuns(std::string_view regex) {
   std::vector<std::string> groups;
   size_t borrowed = 0;  // how much of `run` is its group's beginning
   auto end_run = [&] {
+    // The scheme (`https` of `https://`, `http` of `https?://`) names no host.
+    if (run == "http" || run == "https") run.clear();
     if (!run.empty() && found.size() < 32) found.push_back(run);
     // The alternative alone too (`co.`), as a label it spells.
     if (borrowed > 0 && run.size() > borrowed && found.size() < 32) {
@@ -337,24 +345,23 @@ std::vector<std::string> SpelledRuns(std::string_view regex) {
   return found;
 }
 
-// The part of `name` anyone registers as a whole: its last two labels, or
-// three under a two-letter country code with a second level that names a
-// kind of registrant (`example.co.uk`, `example.com.au`, `example.ne.jp`;
-// `app.fly.io` is under fly.io, which one owner registered). Empty for an
-// IP address, a single label, or a name under `localhost` (RFC 6761: the
-// client's own machine, which nobody registers).
-std::string RegisteredPart(const std::string& name) {
-  std::vector<std::string> labels;
-  for (absl::string_view label : absl::StrSplit(name, '.')) {
-    if (!label.empty()) labels.emplace_back(label);
-  }
-  if (labels.size() < 2 || labels.back() == "localhost") return "";
-  bool numeric = true;
-  for (const std::string& label : labels) {
-    for (char c : label) numeric = numeric && absl::ascii_isdigit(static_cast<unsigned char>(c));
-  }
-  if (numeric) return "";
-  size_t take = 2;
+// Top-level names nobody registers: RFC 6761's (`localhost`, `test`,
+// `invalid`, `example`), mDNS's `local` (RFC 6762), `internal` (ICANN,
+// 2024, for private use), `arpa` (`home.arpa`, RFC 8375) and `corp`,
+// `home` and `mail`, which ICANN resolved never to delegate (2018).
+bool IsReservedTopLevel(std::string_view label) {
+  static const std::set<std::string_view> kReserved = {
+      "localhost", "test", "invalid", "example", "local", "internal", "arpa",
+      "corp",      "home", "mail"};
+  return kReserved.count(label) > 0;
+}
+
+// `second.country` is a level anyone registers under (`co.uk`, `com.au`,
+// `ne.jp`, `com.pl`): a second level that names a kind of registrant under
+// a country whose registry sells below such levels, or one of the common
+// ones (`com`, `co`, `net`, `org`, `edu`, `gov`, `ac`...) under any
+// two-letter country code.
+bool IsPublicSecondLevel(std::string_view second, std::string_view country) {
   // Country codes whose registries register below such second levels (a
   // company's own `web.de` or `go.io` is registered in two labels).
   static const std::set<std::string_view> kCountriesWithSecondLevels = {
@@ -366,8 +373,32 @@ std::string RegisteredPart(const std::string& name) {
       "ac",  "co",  "com", "edu", "gov", "net", "org", "ltd", "plc", "me",  "ne",  "or",
       "go",  "gob", "mil", "nom", "sch", "gen", "biz", "info", "web", "int", "res", "lg",
       "ad",  "ed",  "gr",  "in",  "nic", "id",  "nhs", "police", "mod", "judiciary"};
-  if (labels.size() >= 3 && kCountriesWithSecondLevels.count(labels.back()) > 0 &&
-      kSecondLevels.count(labels[labels.size() - 2]) > 0) {
+  static const std::set<std::string_view> kCommonSecondLevels = {
+      "ac", "co", "com", "edu", "gov", "net", "org", "mil", "gob", "nom", "sch", "ltd", "plc"};
+  if (country.size() != 2) return false;
+  if (kCommonSecondLevels.count(second) > 0) return true;
+  return kCountriesWithSecondLevels.count(country) > 0 && kSecondLevels.count(second) > 0;
+}
+
+// The part of `name` anyone registers as a whole: its last two labels, or
+// three under a two-letter country code with a second level that names a
+// kind of registrant (`example.co.uk`, `example.com.au`, `example.ne.jp`;
+// `app.fly.io` is under fly.io, which one owner registered). Empty for an
+// IP address, a single label, or a name under a top-level name nobody
+// registers (IsReservedTopLevel: `localhost`, `internal`, `test`...).
+std::string RegisteredPart(const std::string& name) {
+  std::vector<std::string> labels;
+  for (absl::string_view label : absl::StrSplit(name, '.')) {
+    if (!label.empty()) labels.emplace_back(label);
+  }
+  if (labels.size() < 2 || IsReservedTopLevel(labels.back())) return "";
+  bool numeric = true;
+  for (const std::string& label : labels) {
+    for (char c : label) numeric = numeric && absl::ascii_isdigit(static_cast<unsigned char>(c));
+  }
+  if (numeric) return "";
+  size_t take = 2;
+  if (labels.size() >= 3 && IsPublicSecondLevel(labels[labels.size() - 2], labels.back())) {
     take = 3;
   }
   std::vector<std::string> tail(labels.end() - take, labels.end());
@@ -590,7 +621,9 @@ std::string InnerWildcardOrigin(const RE2& re, std::string_view regex,
   const std::set<std::string> named(meant.begin(), meant.end());
   for (const char* scheme : {"https://", "http://"}) {
     for (const std::string& host : hosts) {
-      if (named.count(host) > 0 || absl::EndsWith(host, ".localhost")) continue;
+      if (named.count(host) > 0 || IsReservedTopLevel(host.substr(host.rfind('.') + 1))) {
+        continue;  // `1.internal`: nobody registers it
+      }
       const std::string registered = RegisteredPart(host);
       if (meant_registered.count(registered) > 0) continue;
       for (const std::string& port : ports) {
@@ -617,6 +650,91 @@ std::string AnyOriginItMatches(const RE2& re) {
     for (const char* scheme : {"https://", "http://"}) {
       const std::string origin = absl::StrCat(scheme, host);
       if (RE2::FullMatch(origin, re)) return origin;
+    }
+  }
+  return "";
+}
+
+// Suffixes under which hosting platforms give each customer a name of
+// their own (the Public Suffix List's private part, its most used): a
+// wildcard label under one lets in every other customer's site.
+constexpr const char* kPlatformSuffixes[] = {
+    "github.io",         "gitlab.io",         "herokuapp.com",      "vercel.app",
+    "netlify.app",       "pages.dev",         "workers.dev",        "web.app",
+    "firebaseapp.com",   "appspot.com",       "azurewebsites.net",  "azurestaticapps.net",
+    "cloudfront.net",    "s3.amazonaws.com",  "amplifyapp.com",     "blogspot.com",
+    "onrender.com",      "fly.dev",           "ngrok.io",           "ngrok-free.app",
+    "ngrok.app",         "trycloudflare.com", "glitch.me",          "surge.sh",
+    "railway.app",       "up.railway.app",    "deno.dev",           "co.com",
+    "repl.co",           "pythonanywhere.com", "wordpress.com",     "myshopify.com"};
+
+// An origin under a suffix anyone registers names below that the
+// expression lets in whatever the name: the suffixes are the labels it
+// spells taken as top-level domains (`([a-z0-9-]+\.)+org`), the public
+// second levels it spells (`[a-z0-9-]+\.co\.hu`, IsPublicSecondLevel)
+// and the hosting platforms' (`[a-z0-9-]+\.github\.io`); made-up names
+// (`sluiceprobe`, `sluice-probe`, `www.sluiceprobe`, `zq7`) are tried
+// below each, over https and http, with TriedPorts. Never a name it may be
+// meant for, nor one under a top-level name nobody registers. Empty when
+// none matches.
+std::string PublicSuffixOrigin(const RE2& re, std::string_view regex,
+                               const std::vector<std::string>& ports) {
+  std::set<std::string> suffixes;
+  for (const std::string& run : SpelledRuns(regex)) {
+    std::vector<std::string> labels;
+    for (absl::string_view label : absl::StrSplit(run, '.')) {
+      if (!label.empty()) labels.emplace_back(label);
+    }
+    for (size_t i = 0; i < labels.size(); ++i) {
+      if (!IsReservedTopLevel(labels[i])) suffixes.insert(labels[i]);
+      if (i + 1 < labels.size() && IsPublicSecondLevel(labels[i], labels[i + 1])) {
+        suffixes.insert(labels[i] + "." + labels[i + 1]);
+      }
+    }
+    for (const char* platform : kPlatformSuffixes) {
+      if (absl::StrContains(run, platform)) suffixes.insert(platform);
+    }
+  }
+  const std::vector<std::string> meant = MeantDomains(regex);
+  const std::set<std::string> named(meant.begin(), meant.end());
+  for (const std::string& suffix : suffixes) {
+    if (suffixes.size() > 64) break;
+    for (const char* made_up : {"sluiceprobe.", "sluice-probe.", "www.sluiceprobe.", "zq7."}) {
+      const std::string host = made_up + suffix;
+      if (named.count(host) > 0) continue;
+      for (const char* scheme : {"https://", "http://"}) {
+        for (const std::string& port : ports) {
+          const std::string origin = absl::StrCat(scheme, host, port);
+          if (RE2::FullMatch(origin, re)) return origin;
+        }
+      }
+    }
+  }
+  return "";
+}
+
+// An origin whose registered name glues a label the expression spells to
+// the domain it names (`(www\.|www)example\.com` lets in
+// https://wwwexample.com, anyone's to register, besides www.example.com):
+// a name it spells and matches, whose first label cut in two with a dot
+// is a name it matches too, under another registered name. Empty when
+// none.
+std::string GluedLabelOrigin(const RE2& re, std::string_view regex) {
+  for (const std::string& run : SpelledRuns(regex)) {
+    const size_t dot = run.find('.');
+    if (dot == std::string::npos || dot < 2 || run.size() > 253) continue;
+    const std::string registered = RegisteredPart(run);
+    if (registered.empty()) continue;
+    for (const char* scheme : {"https://", "http://"}) {
+      if (!RE2::FullMatch(absl::StrCat(scheme, run), re)) continue;
+      for (size_t cut = 1; cut < dot; ++cut) {
+        if (run[cut - 1] == '-' || run[cut] == '-') continue;
+        const std::string split = absl::StrCat(run.substr(0, cut), ".", run.substr(cut));
+        if (RegisteredPart(split) != registered &&
+            RE2::FullMatch(absl::StrCat(scheme, split), re)) {
+          return absl::StrCat(scheme, run);
+        }
+      }
     }
   }
   return "";
@@ -672,6 +790,23 @@ class CorsValidator : public api::PolicyValidator {
                                                "match any origin (it matches ", any, "): every "
                                   "page could read answers made with the user's cookies; list "
                                   "the origins or anchor the expression to your domains")});
+      } else if (const std::string under = PublicSuffixOrigin(re, pattern->value,
+                                                              TriedPorts(pattern->value));
+                 !under.empty()) {
+        // `~https://([a-z0-9-]+\.)+org` lets in https://attacker.org.
+        errors->push_back({field, absl::StrCat("with credentials: true the expression must not "
+                                               "match every name under a public suffix (it "
+                                               "matches ", under, ", a name anyone can "
+                                               "register): every such site could read answers "
+                                               "made with the user's cookies; spell your "
+                                               "registered domain ('[a-z0-9-]+\\.example\\."
+                                               "org')")});
+      } else if (const std::string glued = GluedLabelOrigin(re, pattern->value);
+                 !glued.empty()) {
+        errors->push_back({field, absl::StrCat("with credentials: true the expression must not "
+                                               "join a label to the domain it names: it matches ",
+                                               glued, ", a look-alike anyone can register; list "
+                                               "each origin as its own entry")});
       } else if (const size_t dot = LoneAnyCharacter(pattern->value);
                  dot != std::string_view::npos) {
         // `~https://app.example.com` lets in https://app-example.com, a

@@ -439,6 +439,53 @@ TEST(CorsConfigTest, ACredentialedExpressionMustNotLetEveryOriginIn) {
   }
 }
 
+// The 2026-12-02 probe's: names anyone registers under a public suffix
+// the list of tried origins missed (before: taken), and names under
+// top-level names nobody registers (before: refused).
+TEST(CorsConfigTest, ACredentialedExpressionIsCheckedUnderEveryPublicSuffixItSpells) {
+  auto new_errors = [](const char* origin) {
+    v1::CorsConfig config = Origins({origin});
+    config.set_credentials(true);
+    std::vector<api::PolicyConfigError> errors;
+    api::FindPolicyValidator("cors")->ValidateNew(config, &errors);
+    return errors;
+  };
+  for (const char* open : {"~https://([a-z0-9-]+\\.)+org", "~https://([a-z0-9-]+\\.)*org",
+                           "~https://([a-z0-9-]+\\.)+(org|edu)", "~https?://([a-z0-9-]+\\.)+fr",
+                           "~https://(?:[a-z0-9-]+\\.)+org(:\\d+)?", "~https://([a-z0-9-]+\\.)+ai",
+                           "~https://([a-z0-9-]+\\.)?com\\.pl", "~https://[a-z0-9-]+\\.co\\.hu",
+                           "~https://[a-z0-9-]+\\.com\\.ru", "~https://.*example\\.com\\.pl",
+                           "~https://[a-z]+example\\.co\\.at",
+                           "~https://[a-z0-9-]+\\.github\\.io",
+                           "~https://[a-z0-9-]+\\.herokuapp\\.com",
+                           "~https://[a-z0-9-]+\\.s3\\.amazonaws\\.com",
+                           "~https://([a-z0-9-]+\\.)?vercel\\.app",
+                           "~https://(www\\.|www)example\\.com"}) {
+    auto errors = new_errors(open);
+    ASSERT_EQ(errors.size(), 1u) << open;
+    EXPECT_TRUE(absl::StartsWith(errors[0].message, "with credentials: true the expression must"))
+        << errors[0].message;
+    EXPECT_FALSE(absl::StrContains(errors[0].message, "https.")) << errors[0].message;
+  }
+  EXPECT_TRUE(absl::StrContains(new_errors("~https://([a-z0-9-]+\\.)+org")[0].message,
+                                "https://sluiceprobe.org"));
+  EXPECT_TRUE(absl::StrContains(new_errors("~https://(www\\.|www)example\\.com")[0].message,
+                                "https://wwwexample.com"));
+  for (const char* fine : {"~https://[a-z0-9-]+\\.internal", "~http://[a-z0-9-]+\\.test(:\\d+)?",
+                           "~https://.*\\.internal", "~(https|http)://[a-z0-9-]+\\.internal",
+                           "~https://[a-z0-9-]+\\.corp\\.local",
+                           "~https://[a-z0-9-]+\\.home\\.arpa",
+                           "~https://[a-z0-9-]+\\.svc\\.cluster\\.local",
+                           "~https://[a-z0-9-]+\\.example", "~https?://.*localhost(:\\d+)?",
+                           "~https://foo\\.github\\.io", "~https://mysite\\.netlify\\.app",
+                           "~https://app\\.example\\.org", "~https://[a-z0-9-]+\\.example\\.org",
+                           "~https://([a-z0-9-]+\\.)?example\\.com\\.pl",
+                           "~https://(www\\.)?example\\.co\\.hu", "~https://https\\.dev"}) {
+    auto errors = new_errors(fine);
+    EXPECT_TRUE(errors.empty()) << fine << ": " << errors[0].message;
+  }
+}
+
 TEST(CorsConfigTest, MethodsAndHeaderNamesAreTokensAndMaxAgeIsBounded) {
   v1::CorsConfig config = Origins({"https://a.example"});
   config.add_methods("GET");
