@@ -121,6 +121,15 @@ void CheckHeaderName(const std::string& name, const std::string& field,
 // x-anonymous-consumer): a value from the request would pass as the consumer.
 void CheckNotConsumerField(const std::string& name, const std::string& field,
                            std::vector<std::pair<std::string, std::string>>* errors);
+// Apply-only (a stored config an older build took still loads): `name`, a
+// request field a config writes, is neither a CGI spelling of a connection
+// or framing field (`content_length`, `Transfer_Encoding`: CGI, WSGI, Rack
+// and PHP read them as Content-Length and Transfer-Encoding, and the
+// gateway drops a client's such spellings for that reason) nor one the
+// gateway takes off requests before policies and answers itself (`expect`,
+// `http2-settings`, in any spelling).
+void CheckNewRequestFieldName(const std::string& name, const std::string& field,
+                              std::vector<std::pair<std::string, std::string>>* errors);
 // A Host value (a request's `host` set or replaced) that has no variable
 // must be a valid host[:port] (port 0..65535): else every request on the
 // route would get 400. One with variables is checked per request.

@@ -102,6 +102,31 @@ void CheckNotConsumerField(const std::string& name, const std::string& field,
   }
 }
 
+void CheckNewRequestFieldName(const std::string& name, const std::string& field,
+                              std::vector<std::pair<std::string, std::string>>* errors) {
+  if (name.find('_') != std::string::npos) {
+    for (const char* reserved : {"connection", "keep-alive", "proxy-connection",
+                                 "transfer-encoding", "content-length"}) {
+      if (http::SameCgiName(name, reserved)) {
+        errors->emplace_back(field, absl::StrCat("'", name, "' is read as ", reserved,
+                                                 " by CGI-style servers (PHP, WSGI, Rack), which "
+                                                 "the gateway sets (connection and framing); it "
+                                                 "cannot be written"));
+        return;
+      }
+    }
+  }
+  for (std::string_view taken : {"expect", "http2-settings"}) {
+    if (http::SameCgiName(name, taken)) {
+      errors->emplace_back(field, absl::StrCat("'", name, "' is taken off requests before "
+                                               "policies and handled by the gateway "
+                                               "(100-continue, the HTTP/2 upgrade); it cannot "
+                                               "be written"));
+      return;
+    }
+  }
+}
+
 void CheckHostValue(const std::string& value, const std::string& field,
                     std::vector<std::pair<std::string, std::string>>* errors) {
   std::string literal;
@@ -160,6 +185,13 @@ class HeadersValidator : public api::PolicyValidator {
     const auto& headers = static_cast<const v1::HeadersConfig&>(config);
     const auto& set = headers.request().set();
     std::vector<std::pair<std::string, std::string>> found;
+    for (const auto& [list, what] : {std::pair{&headers.request().set(), "set"},
+                                     std::pair{&headers.request().add(), "add"}}) {
+      for (int i = 0; i < list->size(); ++i) {
+        CheckNewRequestFieldName(list->Get(i).name(),
+                                 absl::StrCat("request.", what, "[", i, "].name"), &found);
+      }
+    }
     for (int i = 0; i < set.size(); ++i) {
       if (absl::EqualsIgnoreCase(set.Get(i).name(), "host")) {
         CheckHostValue(set.Get(i).value(), absl::StrCat("request.set[", i, "].value"), &found);

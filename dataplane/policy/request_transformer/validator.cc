@@ -55,8 +55,21 @@ class RequestTransformerValidator : public api::PolicyValidator {
         found.emplace_back("path.regex", why);
       }
     }
-    transformer::CheckNewHeaderEdits(transformer::ToEditSpec(config.headers()), "headers",
-                                     &found);
+    const transformer::EditSpec spec = transformer::ToEditSpec(config.headers());
+    transformer::CheckNewHeaderEdits(spec, "headers", &found);
+    for (size_t i = 0; i < spec.rename.size(); ++i) {
+      headers::CheckNewRequestFieldName(spec.rename[i].second,
+                                        absl::StrCat("headers.rename[", i, "].to"), &found);
+    }
+    for (const auto& [list, what] : {std::pair{&spec.replace, "replace"},
+                                     std::pair{&spec.add, "add"},
+                                     std::pair{&spec.append, "append"}}) {
+      for (size_t i = 0; i < list->size(); ++i) {
+        headers::CheckNewRequestFieldName((*list)[i].first,
+                                          absl::StrCat("headers.", what, "[", i, "].name"),
+                                          &found);
+      }
+    }
     for (int i = 0; i < replace.size(); ++i) {
       if (absl::EqualsIgnoreCase(replace.Get(i).name(), "host")) {
         headers::CheckHostValue(replace.Get(i).value(),

@@ -115,6 +115,34 @@ std::vector<std::string> NewErrors(const std::string& text) {
   return out;
 }
 
+// CGI spellings of framing fields (read as Content-Length by PHP, WSGI,
+// Rack) and fields the gateway takes off requests are refused at apply
+// (before: `content_length: 0` went upstream with a value from the query).
+TEST(HeadersPolicyTest, FramingFieldsInCgiSpellingAndExpectAreNotWritten) {
+  std::vector<std::string> errors = NewErrors(
+      R"pb(request {
+             set { name: "content_length" value: "0" }
+             add { name: "Transfer_Encoding" value: "chunked" }
+             add { name: "Expect" value: "100-continue" }
+             add { name: "http2_settings" value: "AAA" }
+           })pb");
+  ASSERT_EQ(errors.size(), 4u);
+  EXPECT_EQ(errors[0], "request.set[0].name: 'content_length' is read as content-length by "
+                       "CGI-style servers (PHP, WSGI, Rack), which the gateway sets (connection "
+                       "and framing); it cannot be written");
+  EXPECT_TRUE(absl::StartsWith(errors[1], "request.add[0].name: 'Transfer_Encoding' is read as "
+                                          "transfer-encoding"));
+  EXPECT_TRUE(absl::StartsWith(errors[2], "request.add[1].name: 'Expect' is taken off requests"));
+  EXPECT_TRUE(absl::StartsWith(errors[3], "request.add[2].name: 'http2_settings' is taken off"));
+  // Removing them is fine, and so are other '_' names and responses' fields.
+  EXPECT_TRUE(NewErrors(R"pb(request {
+                               remove: "content_length"
+                               add { name: "x_trace" value: "1" }
+                             }
+                             response { add { name: "content_length" value: "1" } })pb")
+                  .empty());
+}
+
 // A Host set to a literal that is no host[:port] (a port over 65535, a
 // space) is refused at apply: every request on the route got 400. One with
 // variables is checked per request.

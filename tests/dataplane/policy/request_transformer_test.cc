@@ -277,6 +277,29 @@ TEST(RequestTransformerTest, ALiteralHostReplacementMustBeAHost) {
   EXPECT_EQ(new_errors(R"pb(headers { replace { name: "host" value: "b.internal:8080" } })pb"), "");
 }
 
+// The probe's: `content_length` and `Transfer_Encoding` with values from
+// the query went upstream; CGI-style servers read them as framing.
+TEST(RequestTransformerTest, FramingFieldsInCgiSpellingAreNotWritten) {
+  std::vector<api::PolicyConfigError> errors;
+  const std::string text = R"pb(headers {
+                                  add { name: "content_length" value: "%QUERY(cl)%" }
+                                  append { name: "Transfer_Encoding" value: "chunked" }
+                                  replace { name: "expect" value: "x" }
+                                  rename { from: "x-a" to: "keep_alive" }
+                                })pb";
+  api::FindPolicyValidator("request-transformer")->ValidateNew(Parse(text), &errors);
+  std::string all;
+  for (const auto& e : errors) all += e.field + ": " + e.message + "\n";
+  EXPECT_EQ(errors.size(), 4u) << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.add[0].name: 'content_length' is read as "
+                                     "content-length"))
+      << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.append[0].name: 'Transfer_Encoding'")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.replace[0].name: 'expect' is taken off")) << all;
+  EXPECT_TRUE(absl::StrContains(all, "headers.rename[0].to: 'keep_alive'")) << all;
+  EXPECT_EQ(Errors(text), "");  // apply-only
+}
+
 TEST(RequestTransformerTest, DecodedQueryBytesCannotSplitAHeader) {
   auto factory =
       Compile(R"pb(headers { add { name: "x-q" value: "%QUERY(q)%" } })pb");
