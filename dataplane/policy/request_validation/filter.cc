@@ -53,10 +53,12 @@ bool Matches(const RE2& pattern, std::string_view value) {
   return RE2::FullMatch(re2::StringPiece(value.data(), value.size()), pattern);
 }
 
-// Calls fn(value, exact) with the percent-decoded value of every parameter
-// an upstream may read as `name` (PHP's spellings too: `page[]`, `page%00`),
-// `exact` when the percent-decoded name is `name` itself (`pag%65`), in the
-// query of `path_and_query`, in order, until fn returns false.
+// Calls fn(value, exact, form_value) with the percent-decoded value of
+// every parameter an upstream may read as `name` (PHP's spellings too:
+// `page[]`, `page%00`), `exact` when the percent-decoded name is `name`
+// itself (`pag%65`), and the value with each `+` read as a space when it
+// has one, in the query of `path_and_query`, in order, until fn returns
+// false.
 template <typename Fn>
 void ForEachQueryValue(std::string_view path_and_query, std::string_view name, Fn fn) {
   size_t q = path_and_query.find('?');
@@ -67,7 +69,17 @@ void ForEachQueryValue(std::string_view path_and_query, std::string_view name, F
     if (!SameParameterName(sent, name)) continue;
     // The one decoder the policies share, applied to this parameter alone.
     std::optional<std::string> value = FindQueryParameter(absl::StrCat("?", pair), name);
-    if (value && !fn(*value, PercentDecode(sent) == name)) return;
+    if (!value) continue;
+    // A `+` sent as such is a space to form decoders (PHP, Python, Go,
+    // Node, the transformer's %QUERY%) and a `+` to others: the value as
+    // those read it too, when it differs.
+    std::optional<std::string> form_value;
+    const size_t equals = pair.find('=');
+    if (equals != absl::string_view::npos && pair.find('+', equals) != absl::string_view::npos) {
+      form_value = FindQueryParameter(absl::StrCat("?", pair), name,
+                                      ParameterNames::kAnySpelling, /*plus_is_space=*/true);
+    }
+    if (!fn(*value, PercentDecode(sent) == name, form_value)) return;
   }
 }
 
@@ -110,9 +122,13 @@ class RequestValidationFilter : public http::Filter {
       // Every spelling is checked; only the name itself makes it present
       // (a Python, Go or Node upstream reads `page[x]` as no `page`).
       ForEachQueryValue(callbacks.info().path, rule.name,
-                        [&](const std::string& value, bool exact) {
+                        [&](const std::string& value, bool exact,
+                            const std::optional<std::string>& form_value) {
         present = present || exact;
-        matches = rule.pattern == nullptr || Matches(*rule.pattern, value);
+        // Read either way (else `a+OR+1` passes where `a%20OR%201` does not).
+        matches = rule.pattern == nullptr ||
+                  (Matches(*rule.pattern, value) &&
+                   (!form_value || Matches(*rule.pattern, *form_value)));
         return matches;
       });
       if (!matches) {

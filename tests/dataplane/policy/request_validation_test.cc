@@ -565,6 +565,20 @@ TEST(RequestValidationTest, QueryRulesSeeDecodedValuesOfEveryOccurrence) {
   Request second("/orders?page=1&page=1%20OR%201");  // the upstream may read either
   EXPECT_EQ(second.Head(*factory), http::FilterStatus::kStopLocalReply);
   EXPECT_EQ(second.callbacks.message_, "query page: does not match pattern [0-9]+");
+  // `+` is a space to form decoders: the value must match read either
+  // way (before: `a+OR+1` passed a pattern `a%20OR%201` failed).
+  v1::RequestValidationConfig plus_config;
+  AddRule(plus_config.mutable_query_parameters(), "id", true, "[A-Za-z0-9+]+");
+  AddRule(plus_config.mutable_query_parameters(), "q", false, "[a-z +]+");
+  auto plus = Compile(plus_config);
+  ASSERT_NE(plus, nullptr);
+  Request spaced("/s?id=a+OR+1");
+  EXPECT_EQ(spaced.Head(*plus), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(spaced.callbacks.message_, "query id: does not match pattern [A-Za-z0-9+]+");
+  Request literal("/s?id=a%2BOR%2B1&q=a+b");  // a `+` sent encoded is a `+` to every reader
+  EXPECT_EQ(literal.Head(*plus), http::FilterStatus::kContinue);
+  Request both("/s?id=abc&q=a+b%2Bc");
+  EXPECT_EQ(both.Head(*plus), http::FilterStatus::kContinue);
   // A percent-encoded name is the same parameter to the upstream.
   Request encoded_name("/orders?page=1&pag%65=x");
   EXPECT_EQ(encoded_name.Head(*factory), http::FilterStatus::kStopLocalReply);
