@@ -337,6 +337,7 @@ struct JsonSchema::Node {
   std::optional<Number> minimum, maximum, exclusive_minimum, exclusive_maximum;
   std::optional<uint64_t> min_length, max_length, min_items, max_items;
   std::unique_ptr<RE2> pattern;
+  uint64_t pattern_cost = 0;  // its program size: its weight per byte checked
   // Objects: each name in properties or required, with its index in
   // `properties` and in `required` (-1: not there).
   struct MemberRule {
@@ -477,6 +478,7 @@ absl::Status CompilePattern(element e, const std::string& pointer, Node* node) {
   if (std::string why = new_content ? api::RegexProgramTooLarge(*re) : std::string(); !why.empty()) {
     return SchemaError(pointer, why);
   }
+  node->pattern_cost = static_cast<uint64_t>(std::max(re->ProgramSize(), 1));
   node->pattern = std::move(re);
   return absl::OkStatus();
 }
@@ -640,6 +642,7 @@ class Walk {
   }
 
  private:
+  uint64_t pattern_work_ = 0;  // against kMaxPatternWork
   struct Segment {
     std::string_view key;
     uint64_t index = 0;
@@ -680,8 +683,17 @@ class Walk {
             absl::StrCat("must be at most ", *node.max_length, " characters long (maxLength)"));
       }
     }
-    if (node.pattern && !RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *node.pattern)) {
-      return Fail(absl::StrCat("does not match pattern ", node.pattern->pattern(), " (pattern)"));
+    if (node.pattern) {
+      pattern_work_ += s.size() * node.pattern_cost;
+      if (pattern_work_ > kMaxPatternWork) {
+        return Fail(absl::StrCat("is past what patterns may check in one body (", kMaxPatternWork,
+                                 " bytes, each weighed by its pattern's program size: ",
+                                 node.pattern->pattern(), " weighs ", node.pattern_cost,
+                                 ") (pattern)"));
+      }
+      if (!RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *node.pattern)) {
+        return Fail(absl::StrCat("does not match pattern ", node.pattern->pattern(), " (pattern)"));
+      }
     }
     return absl::OkStatus();
   }

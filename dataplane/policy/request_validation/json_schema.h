@@ -43,6 +43,7 @@
 #define SLUICE_DATAPLANE_POLICY_REQUEST_VALIDATION_JSON_SCHEMA_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string_view>
 
@@ -56,6 +57,13 @@ inline constexpr int kMaxSchemaDepth = 32;
 inline constexpr int kMaxDocumentDepth = 64;
 inline constexpr size_t kMaxEnumValues = 256;
 inline constexpr size_t kMaxPatternBytes = 1024;
+// What `pattern`s may check in one body: the bytes of each string checked
+// times its pattern's RE2 program size, summed. RE2 is linear, but a
+// pattern whose DFA outgrows its memory (`a[ab]{200}c`) falls back to its
+// NFA at ~7 ns per byte per program instruction: 1.4 s for 1 MiB on one
+// worker. This bounds that to ~0.25 s, and lets a pattern of program size
+// 32 or less (most) check 1 MiB.
+inline constexpr uint64_t kMaxPatternWork = uint64_t{1} << 25;
 
 class JsonSchema {
  public:

@@ -216,6 +216,30 @@ TEST(JsonSchemaTest, PatternSearchesWithRe2) {
   EXPECT_EQ(Check(R"({"pattern": "x"})", "1"), "");
 }
 
+// The probe's: `a[ab]{200}c` over 16 MiB of a/b held a worker 20 s (its
+// DFA outgrows its memory; the NFA costs per byte per instruction). What
+// patterns check in one body is bounded by kMaxPatternWork, bytes weighed
+// by program size; a small pattern still checks 1 MiB.
+TEST(JsonSchemaTest, WhatPatternsCheckInOneBodyIsBounded) {
+  const std::string slow = R"({"type": "array", "items": {"pattern": "a[ab]{200}c"}})";
+  std::string big = "[";
+  for (int i = 0; i < 4; ++i) {
+    if (i > 0) big += ",";
+    // Each matches; 4 x 64 KiB x 206 is over 2^25 at the third.
+    big += "\"" + std::string(64 * 1024, 'a') + std::string(200, 'b') + "c\"";
+  }
+  big += "]";
+  const std::string message = Check(slow, big);
+  EXPECT_TRUE(absl::StartsWith(message, "body: /2: is past what patterns may check in one body "
+                                        "(33554432 bytes, each weighed by its pattern's "
+                                        "program size: a[ab]{200}c weighs "))
+      << message;
+  EXPECT_EQ(Check(slow, R"(["aabbc", "abbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbc"])"),
+            "body: /0: does not match pattern a[ab]{200}c (pattern)");
+  // 1 MiB under a small pattern (program size under 32).
+  EXPECT_EQ(Check(R"({"pattern": "^[a-z]+$"})", "\"" + std::string(1 << 20, 'a') + "\""), "");
+}
+
 TEST(JsonSchemaTest, ItemsAndTheirCount) {
   const char* schema = R"({
     "type": "object",
