@@ -397,8 +397,11 @@ int RpcFail(const grpc::Status& status, const std::string& server) {
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     // A refused connection, or a name that does not resolve, is no TLS
     // matter.
+    // Nor is a hung one (a TLS server would have closed a plaintext
+    // connection at once).
     const bool refused = absl::StrContains(status.error_message(), "Connection refused") ||
-                         absl::StrContains(status.error_message(), "DNS resolution failed");
+                         absl::StrContains(status.error_message(), "DNS resolution failed") ||
+                         absl::StrContains(status.error_message(), "timed out");
     return Fail(absl::StrCat("cannot reach sluice-control at ", server, ": ",
                              status.error_message(),
                              plaintext_channel && !refused
@@ -1396,7 +1399,8 @@ int Apply(admin::v1::AdminService::Stub& stub, const std::string& server,
     return WaitForFleet(stub, server, response.version(), wait_timeout,
                         DiffEmpty(response.diff()));
   }
-  if (!response.dry_run() && !DiffEmpty(response.diff())) {
+  if (!response.dry_run()) {
+    // Also when nothing changed: "no change" must not pass for "live".
     std::cout.flush();
     NoteRefusingProxies(stub, response.version());
   }

@@ -614,7 +614,11 @@ discovery::v1::DiscoveryRequest ConfigClient::Answer(
     roll_back();
     return reject(status.message());
   }
-  if (response.version() < held_.version) {
+  // Another store: a reset data dir, or replicas that are no failover set
+  // (each with its own data dir); said whether the version went down or up.
+  if (response.version() < held_.version ||
+      (!held_.store_id.empty() && !response.store_id().empty() &&
+       response.store_id() != held_.store_id)) {
     SLUICE_LOG(kWarning, "took version ", response.version(), " after version ", held_.version,
                ": the control plane's store (", response.store_id(),
                ") is not the one that version came from (",

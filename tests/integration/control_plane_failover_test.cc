@@ -160,6 +160,12 @@ TEST(ControlPlaneFailoverTest, AKilledReplicaIsReplacedWithinTwoSecondsWithoutAF
         absl::StrCat("trying ", other.address(), " in "), absl::Seconds(1));
     EXPECT_TRUE(switched.has_value()) << proxy.process().Log();
     std::cerr << switched.value_or("") << "\n";
+    // Another store (another data dir): said although the version did not
+    // go down. Before: logged only for a lower version.
+    EXPECT_TRUE(proxy.process()
+                    .WaitForLogLine("is not the one that version came from", absl::Seconds(2))
+                    .has_value())
+        << proxy.process().Log();
     // The control plane lists the stream a moment before the proxy hears it
     // was accepted.
     EXPECT_TRUE(WaitFor([&] { return ConnectedControlPlane(proxy) == other.address(); },

@@ -633,6 +633,16 @@ TEST_F(ProxyTest, InvalidConfigIsRejectedAndTrafficIsUnchanged) {
   EXPECT_TRUE(absl::StrContains(later.err, "(Listener \"extra\": cannot bind")) << later.err;
   EXPECT_TRUE(absl::StrContains(later.err, "takes no later version while the refused part stays"))
       << later.err;
+  // The same file again changes nothing, and says so too. Before: "no
+  // change", exit 0, no note.
+  auto again = cp_.Ctl(
+      {"apply", "-f",
+       WriteConfig("kind: Cluster\nname: later\nspec:\n  endpoints: [{address: 127.0.0.1, "
+                   "port: 1}]\n")});
+  EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_TRUE(absl::StrContains(again.out, "no change")) << again.out;
+  EXPECT_TRUE(absl::StrContains(again.err, "takes no later version while the refused part stays"))
+      << again.err;
   // The control plane's own port: before, gRPC's SO_REUSEPORT let the
   // proxies bind it too, and the operators' connections went to them
   // (sluicectl was locked out). Now it is a port another process holds.
