@@ -455,8 +455,15 @@ void ValidateListenerTls(const ListenerTls& tls, ErrorSink& sink) {
 // `/dev/./fd/5` is no way round it. (Symbolic links are the proxy's to
 // see: it refuses an anonymous pipe when it opens one.)
 std::string InternalAccessLogPath(const std::string& written) {
-  if (written.size() > 1 && written.back() == '/') {
+  if (written.empty()) return "";  // refused as required
+  if (written.back() == '/') {
     return "'" + written + "' ends with '/', which names a directory, not a file";
+  }
+  // `/var/log/.` and `/tmp/..` name directories as much as `/var/log/` does.
+  const absl::string_view last = absl::string_view(written).substr(written.rfind('/') + 1);
+  if (last == "." || last == "..") {
+    return "'" + written + "' ends with '/" + std::string(last) +
+           "', which names a directory, not a file";
   }
   std::vector<std::string> parts;
   for (absl::string_view part : absl::StrSplit(written, '/', absl::SkipEmpty())) {

@@ -428,7 +428,9 @@ TEST(ValidationTest, AccessLogPathFieldsAndSample) {
                                // Other spellings (the regression probe's).
                                "//proc/self/fd/5", "/./proc/self/fd/5", "/dev/./fd/5",
                                "/dev//fd/5", "/tmp/../proc/self/fd/5", "/dev/./stdin", "/proc",
-                               "/sys", "/proc/self/fd/1/", "/var/log/"}) {
+                               "/sys", "/proc/self/fd/1/", "/var/log/",
+                               // Directories otherwise (the 2026-12-02 probe's).
+                               "/", "/var/log/sluice/.", "/tmp/..", "//"}) {
     e = AppliedErrors(absl::StrCat(R"(listener { name: "public" address: "127.0.0.1" port: 8080
       route_table: "main" access_log { path: ")", internal, R"(" } })"));
     EXPECT_NE(e.find(absl::StrCat("access_log.path: '", internal, "'")), std::string::npos) << e;
