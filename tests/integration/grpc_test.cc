@@ -117,7 +117,7 @@ class GrpcTest : public ::testing::Test {
         "    - domains: [held.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "          policies: [{name: request-validation, typed_config: "
-        "{body_schema: '{}'}}]\n",
+        "{content_types: [application/grpc], body_schema: '{}'}}]\n",
         "---\nkind: Consumer\nname: grpc-client\nspec: {keys: [{key: grpc-client-key-1}]}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
         ", route_table: main, access_log: {path: ", dir_, "/access.log}}\n",

@@ -40,6 +40,9 @@ struct Settings {
   std::vector<ParameterRule> headers;
   std::vector<ParameterRule> query_parameters;
   std::vector<std::string> content_types;  // lower-case "type/subtype"
+  // No content_types but a body_schema: JSON's types only (application/json,
+  // application/*+json), as Kong's request-validator by default.
+  bool json_types_only = false;
   std::string allowed_types;               // for messages
   std::unique_ptr<const JsonSchema> body_schema;
   bool body_required = false;
@@ -48,6 +51,28 @@ struct Settings {
   // spelling) was never checked, and is dropped.
   std::vector<std::string> checked_headers;
 };
+
+// The `charset` parameter of a Content-Type value (quotes taken off),
+// "" when it has none.
+std::string CharsetOf(std::string_view value) {
+  const size_t semicolon = value.find(';');
+  if (semicolon == std::string_view::npos) return "";
+  const absl::string_view params(value.data() + semicolon + 1, value.size() - semicolon - 1);
+  for (absl::string_view param : absl::StrSplit(params, ';')) {
+    param = absl::StripAsciiWhitespace(param);
+    const size_t equals = param.find('=');
+    if (equals == absl::string_view::npos) continue;
+    if (!absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(param.substr(0, equals)), "charset")) {
+      continue;
+    }
+    absl::string_view charset = absl::StripAsciiWhitespace(param.substr(equals + 1));
+    if (charset.size() >= 2 && charset.front() == '"' && charset.back() == '"') {
+      charset = charset.substr(1, charset.size() - 2);
+    }
+    return std::string(charset.empty() ? absl::string_view("\"\"") : charset);
+  }
+  return "";
+}
 
 bool Matches(const RE2& pattern, std::string_view value) {
   return RE2::FullMatch(re2::StringPiece(value.data(), value.size()), pattern);
@@ -141,7 +166,7 @@ class RequestValidationFilter : public http::Filter {
       }
     }
     const bool has_body = callbacks.info().request_content_length != 0;
-    if (has_body && !settings_.content_types.empty()) {
+    if (has_body && (!settings_.content_types.empty() || settings_.json_types_only)) {
       const std::string* value = headers.Get("content-type");
       // A singleton field (RFC 9110 8.3): with two, this check would read
       // one and the upstream perhaps the other.
@@ -159,6 +184,10 @@ class RequestValidationFilter : public http::Filter {
       for (const std::string& type : settings_.content_types) {
         allowed = allowed || (media && *media == type);
       }
+      if (settings_.json_types_only && media) {
+        allowed = *media == "application/json" ||
+                  (absl::StartsWith(*media, "application/") && absl::EndsWith(*media, "+json"));
+      }
       if (!allowed) {
         return Refuse(
             callbacks, 415,
@@ -167,6 +196,18 @@ class RequestValidationFilter : public http::Filter {
       }
     }
     if (has_body && settings_.body_schema) {
+      // The schema reads the body as UTF-8 (RFC 8259 8.1): one labelled
+      // otherwise would be checked as one text and read upstream as another.
+      if (const std::string* type = headers.Get("content-type"); type != nullptr) {
+        if (std::string charset = CharsetOf(*type); !charset.empty() &&
+            !absl::EqualsIgnoreCase(charset, "utf-8") &&
+            !absl::EqualsIgnoreCase(charset, "us-ascii")) {
+          return Refuse(callbacks, 415,
+                        absl::StrCat("header content-type: charset=", charset,
+                                     " is not accepted: the body schema reads the body as "
+                                     "UTF-8 (RFC 8259)"));
+        }
+      }
       // The schema reads the body as sent: an encoded one (gzip) is not
       // JSON it can check. RFC 9110 15.5.16: 415, naming what is accepted.
       for (const http::HeaderMap::Field& f : headers.fields()) {
@@ -285,6 +326,10 @@ class RequestValidationPolicyFactory : public PolicyFactory {
       s.content_types.push_back(std::move(*media));
     }
     s.allowed_types = absl::StrJoin(s.content_types, ", ");
+    if (!config.body_schema().empty() && s.content_types.empty()) {
+      s.json_types_only = true;
+      s.allowed_types = "application/json, application/*+json";
+    }
     if (!config.body_schema().empty()) {
       auto schema = JsonSchema::Compile(config.body_schema());
       if (!schema.ok()) {

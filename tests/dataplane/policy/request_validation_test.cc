@@ -741,6 +741,59 @@ TEST(RequestValidationTest, BodyIsHeldAndValidated) {
   EXPECT_EQ(identity.Head(*factory), http::FilterStatus::kContinue);
 }
 
+// Without content_types a body schema takes JSON's media types only (as
+// Kong's request-validator): before, a form-encoded body that parsed as
+// JSON passed, and a PHP upstream read `admin=true` out of it. A charset
+// other than UTF-8 is refused (the schema read it as UTF-8).
+TEST(RequestValidationTest, ABodySchemaTakesJsonTypesAndUtf8Only) {
+  v1::RequestValidationConfig config = OrderSchema();
+  config.clear_content_types();
+  auto factory = Compile(config);
+  ASSERT_NE(factory, nullptr);
+  for (const char* type : {"application/json", "Application/JSON; charset=UTF-8",
+                           "application/vnd.api+json", "application/merge-patch+json",
+                           "application/json; charset=\"utf-8\""}) {
+    Request ok("/orders", 28);
+    ok.headers.Add("content-type", type);
+    EXPECT_EQ(ok.Body(*factory, R"({"items": [{"price": 1.5}]})"), http::FilterStatus::kContinue)
+        << type << ": " << ok.callbacks.message_;
+  }
+  Request form("/orders", 28);
+  form.headers.Add("content-type", "application/x-www-form-urlencoded");
+  EXPECT_EQ(form.Head(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(form.callbacks.status_, 415);
+  EXPECT_EQ(form.callbacks.message_,
+            "header content-type: application/x-www-form-urlencoded is not allowed (allowed: "
+            "application/json, application/*+json)");
+  Request none("/orders", 28);
+  EXPECT_EQ(none.Head(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(none.callbacks.status_, 415);
+  Request utf16("/orders", 28);
+  utf16.headers.Add("content-type", "application/json; charset=utf-16");
+  EXPECT_EQ(utf16.Head(*factory), http::FilterStatus::kStopLocalReply);
+  EXPECT_EQ(utf16.callbacks.status_, 415);
+  EXPECT_EQ(utf16.callbacks.message_,
+            "header content-type: charset=utf-16 is not accepted: the body schema reads the body "
+            "as UTF-8 (RFC 8259)");
+  // Listed types are the operator's choice; the charset rule still holds.
+  config.add_content_types("text/plain");
+  auto listed = Compile(config);
+  Request text("/orders", 28);
+  text.headers.Add("content-type", "text/plain; charset=iso-8859-1");
+  EXPECT_EQ(text.Head(*listed), http::FilterStatus::kStopLocalReply);
+  Request plain("/orders", 28);
+  plain.headers.Add("content-type", "text/plain");
+  EXPECT_EQ(plain.Body(*listed, R"({"items": [{"price": 1.5}]})"), http::FilterStatus::kContinue);
+  // Without a body schema, no type is required.
+  v1::RequestValidationConfig headers_only;
+  AddRule(headers_only.mutable_headers(), "x-tenant", true, "");
+  auto loose = Compile(headers_only);
+  Request any("/orders", 5);
+  any.headers.Add("x-tenant", "a");
+  any.headers.Add("content-type", "text/csv; charset=utf-16");
+  EXPECT_EQ(any.Head(*loose), http::FilterStatus::kContinue);
+}
+
 TEST(RequestValidationTest, BodyRequiredAndEmptyBodies) {
   v1::RequestValidationConfig config = OrderSchema();
   auto optional = Compile(config);
