@@ -35,6 +35,12 @@ struct OpsHttpServer::Connection {
   bool close_after = false;     // close once it is written
   bool peer_eof = false;        // the client sends no more (a half-close)
   size_t discard = 0;           // body bytes of the last request still to drop
+  // Answered with Connection: close while the client may still be sending
+  // (a 431 to a head still coming): the sending side is shut and what
+  // arrives is read and dropped for a while, so that the close is no RST
+  // that destroys the answer before the client reads it (RFC 9112 9.6).
+  bool lingering = false;
+  size_t lingered = 0;  // bytes dropped so far
 };
 
 namespace {
@@ -227,7 +233,26 @@ void OpsHttpServer::OnAccept(::evconnlistener* /*listener*/, int fd, ::sockaddr*
 
 void OpsHttpServer::OnRead(::bufferevent* /*bev*/, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  if (c->lingering) {
+    evbuffer* in = bufferevent_get_input(c->bev);
+    c->lingered += evbuffer_get_length(in);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (c->lingered > kMaxLingerBytes) c->server->Close(c->self);
+    return;
+  }
   c->server->Serve(c->self);
+}
+
+void OpsHttpServer::Linger(ConnectionList::iterator c) {
+  evbuffer* in = bufferevent_get_input(c->bev);
+  evbuffer_drain(in, evbuffer_get_length(in));
+  if (::shutdown(bufferevent_getfd(c->bev), SHUT_WR) != 0) {
+    Close(c);
+    return;
+  }
+  c->lingering = true;
+  bufferevent_enable(c->bev, EV_READ);
+  ArmDeadline(c->deadline, kLingerTime);
 }
 
 void OpsHttpServer::OnWritten(::bufferevent* /*bev*/, void* arg) {
@@ -236,7 +261,12 @@ void OpsHttpServer::OnWritten(::bufferevent* /*bev*/, void* arg) {
   c->writing = false;
   OpsHttpServer* server = c->server;
   if (c->close_after) {
-    server->Close(c->self);
+    // A client that sent all it meant to (a half-close) loses nothing.
+    if (c->peer_eof) {
+      server->Close(c->self);
+    } else {
+      server->Linger(c->self);
+    }
     return;
   }
   // The next request (already here, or to come) within the timeout.
@@ -248,6 +278,10 @@ void OpsHttpServer::OnWritten(::bufferevent* /*bev*/, void* arg) {
 
 void OpsHttpServer::OnEvent(::bufferevent* /*bev*/, short what, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  if (c->lingering) {  // the client closed too, or failed: done
+    c->server->Close(c->self);
+    return;
+  }
   if ((what & BEV_EVENT_EOF) != 0 && (what & BEV_EVENT_ERROR) == 0) {
     // A half-close: the client sends no more, but what it sent (pipelined
     // requests included, RFC 9112 9.3.2) is answered first.

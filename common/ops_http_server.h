@@ -83,6 +83,10 @@ class OpsHttpServer {
   static constexpr size_t kMaxHeadBytes = 8 * 1024;
   static constexpr size_t kMaxBodyBytes = 1024;
   static constexpr absl::Duration kRequestTimeout = absl::Seconds(10);
+  // After an answer with Connection: close, what the client still sends is
+  // read and dropped, at most this long and this much, before the close.
+  static constexpr absl::Duration kLingerTime = absl::Seconds(2);
+  static constexpr size_t kMaxLingerBytes = 1 << 20;
   static constexpr size_t kMaxReplyBytesInFlight = 64 << 20;
   // An answer this large, once written (or its client gone) and freed, calls
   // `release_memory` (to hand the memory back to the kernel).
@@ -124,6 +128,7 @@ class OpsHttpServer {
   void Serve(ConnectionList::iterator c);
   void Send(ConnectionList::iterator c, OpsReply reply, bool head_only);
   void Close(ConnectionList::iterator c);
+  void Linger(ConnectionList::iterator c);  // shut the sending side, drop what comes
   // Room for one more connection: closes the oldest waiting for a request,
   // else the one writing longest; false when there is none.
   bool MakeRoom();
