@@ -368,11 +368,13 @@ bool IsPublicSecondLevel(std::string_view second, std::string_view country) {
       "uk", "au", "jp", "nz", "za", "br", "in", "il", "kr", "cn", "tw", "hk", "sg", "my",
       "id", "th", "ph", "vn", "ar", "mx", "tr", "ua", "pk", "bd", "eg", "ng", "ke", "pe",
       "ve", "ec", "uy", "py", "bo", "np", "lk", "cy", "mt", "fj", "gh", "tz", "ug", "zw",
-      "zm", "mz", "ao", "cm", "sa", "ae", "om", "qa", "kw", "bh", "jo", "lb", "co"};
+      "zm", "mz", "ao", "cm", "sa", "ae", "om", "qa", "kw", "bh", "jo", "lb", "co", "at",
+      "fr"};
   static const std::set<std::string_view> kSecondLevels = {
       "ac",  "co",  "com", "edu", "gov", "net", "org", "ltd", "plc", "me",  "ne",  "or",
       "go",  "gob", "mil", "nom", "sch", "gen", "biz", "info", "web", "int", "res", "lg",
-      "ad",  "ed",  "gr",  "in",  "nic", "id",  "nhs", "police", "mod", "judiciary"};
+      "ad",  "ed",  "gr",  "in",  "nic", "id",  "nhs", "police", "mod", "judiciary",
+      "gv",  "asso", "gouv"};
   static const std::set<std::string_view> kCommonSecondLevels = {
       "ac", "co", "com", "edu", "gov", "net", "org", "mil", "gob", "nom", "sch", "ltd", "plc"};
   if (country.size() != 2) return false;
@@ -448,14 +450,23 @@ std::vector<std::string> MeantDomains(std::string_view regex) {
 // The ports origins are tried with: none, `:443`, `:8443`, `:1` and each
 // the expression spells (`:3000`), at most 12.
 std::vector<std::string> TriedPorts(std::string_view regex) {
-  std::vector<std::string> ports = {"", ":443", ":8443", ":1"};
-  for (size_t at = regex.find(':'); at != std::string_view::npos && ports.size() < 12;
-       at = regex.find(':', at + 1)) {
-    size_t end = at + 1;
+  std::vector<std::string> ports = {"", ":443", ":8443", ":1", ":3000", ":8080"};
+  // Each run of two to five digits it spells (`:3000`, `:(3000|8080)`).
+  for (size_t at = 0; at < regex.size() && ports.size() < 16;) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(regex[at]))) {
+      ++at;
+      continue;
+    }
+    size_t end = at;
     while (end < regex.size() && absl::ascii_isdigit(static_cast<unsigned char>(regex[end]))) {
       ++end;
     }
-    if (end > at + 1) ports.push_back(std::string(regex.substr(at, end - at)));
+    const std::string port = ":" + std::string(regex.substr(at, end - at));
+    if (end - at >= 2 && end - at <= 5 &&
+        std::find(ports.begin(), ports.end(), port) == ports.end()) {
+      ports.push_back(port);
+    }
+    at = end;
   }
   return ports;
 }
@@ -529,6 +540,25 @@ std::string TrailingWildcardOrigin(const RE2& re, std::string_view regex,
     return named.count(host) > 0 ||
            (last_dot != std::string::npos && labels.count(host.substr(last_dot + 1)) > 0);
   };
+  // A name that starts with a dot follows a wildcard (`[a-z0-9-]+\.internal`,
+  // `[a-z0-9-]+\.example\.[a-z]+`): tried with a made-up first label.
+  for (size_t i = 0, n = meant.size(); i < n; ++i) {
+    if (meant[i].size() > 1 && meant[i][0] == '.') meant.push_back("a" + meant[i]);
+  }
+  // A single label it spells (`localhost`, `acme`) may be followed by a
+  // wildcard too (`https?://localhost.*` lets in https://localhost.a.com).
+  for (const std::string& label : labels) {
+    if (label.size() < 2 || label.back() == '-' || label[0] == '-') continue;
+    for (const char* after : {".a.com", "a.com", "-a.com"}) {
+      const std::string host = label + after;
+      for (const char* scheme : {"https://", "http://"}) {
+        for (const std::string& port : ports) {
+          const std::string origin = absl::StrCat(scheme, host, port);
+          if (RE2::FullMatch(origin, re)) return origin;
+        }
+      }
+    }
+  }
   for (std::string domain : meant) {
     // A run cut by a wildcard after its dot (`example\.com\.[a-z]+`) names
     // the domain before that dot.
@@ -659,14 +689,21 @@ std::string AnyOriginItMatches(const RE2& re) {
 // their own (the Public Suffix List's private part, its most used): a
 // wildcard label under one lets in every other customer's site.
 constexpr const char* kPlatformSuffixes[] = {
-    "github.io",         "gitlab.io",         "herokuapp.com",      "vercel.app",
-    "netlify.app",       "pages.dev",         "workers.dev",        "web.app",
-    "firebaseapp.com",   "appspot.com",       "azurewebsites.net",  "azurestaticapps.net",
-    "cloudfront.net",    "s3.amazonaws.com",  "amplifyapp.com",     "blogspot.com",
-    "onrender.com",      "fly.dev",           "ngrok.io",           "ngrok-free.app",
-    "ngrok.app",         "trycloudflare.com", "glitch.me",          "surge.sh",
-    "railway.app",       "up.railway.app",    "deno.dev",           "co.com",
-    "repl.co",           "pythonanywhere.com", "wordpress.com",     "myshopify.com"};
+    "github.io",       "gitlab.io",          "herokuapp.com",     "vercel.app",
+    "netlify.app",     "netlify.com",        "now.sh",            "pages.dev",
+    "workers.dev",     "web.app",            "firebaseapp.com",   "firebaseio.com",
+    "appspot.com",     "cloudfunctions.net", "azurewebsites.net", "azurestaticapps.net",
+    "azurefd.net",     "cloudfront.net",     "amplifyapp.com",    "blogspot.com",
+    "onrender.com",    "fly.dev",            "ngrok.io",          "ngrok-free.app",
+    "ngrok.app",       "trycloudflare.com",  "loca.lt",           "glitch.me",
+    "surge.sh",        "railway.app",        "deno.dev",          "co.com",
+    "uk.com",          "us.com",             "eu.com",            "repl.co",
+    "replit.app",      "replit.dev",         "csb.app",           "readthedocs.io",
+    "gitbook.io",      "duckdns.org",        "pythonanywhere.com", "wordpress.com",
+    "myshopify.com"};
+// Platforms whose customers' names sit at any depth below them: every name
+// an expression spells under one is a suffix of others' names too.
+constexpr const char* kPlatformParents[] = {"amazonaws.com", "windows.net", "on.aws", "run.app"};
 
 // An origin under a suffix anyone registers names below that the
 // expression lets in whatever the name: the suffixes are the labels it
@@ -691,15 +728,27 @@ std::string PublicSuffixOrigin(const RE2& re, std::string_view regex,
         suffixes.insert(labels[i] + "." + labels[i + 1]);
       }
     }
-    for (const char* platform : kPlatformSuffixes) {
-      if (absl::StrContains(run, platform)) suffixes.insert(platform);
+    // A platform's suffix, and every name it spells under a platform that
+    // gives customers names further down (`s3.us-east-1.amazonaws.com`,
+    // `z13.web.core.windows.net`, `a.run.app`).
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const std::string tail = absl::StrJoin(labels.begin() + i, labels.end(), ".");
+      for (const char* platform : kPlatformSuffixes) {
+        if (tail == platform) suffixes.insert(tail);
+      }
+      for (const char* parent : kPlatformParents) {
+        if (tail == parent || absl::EndsWith(tail, absl::StrCat(".", parent))) {
+          suffixes.insert(tail);
+        }
+      }
     }
   }
   const std::vector<std::string> meant = MeantDomains(regex);
   const std::set<std::string> named(meant.begin(), meant.end());
   for (const std::string& suffix : suffixes) {
     if (suffixes.size() > 64) break;
-    for (const char* made_up : {"sluiceprobe.", "sluice-probe.", "www.sluiceprobe.", "zq7."}) {
+    for (const char* made_up :
+         {"sluiceprobe.", "sluice-probe.", "www.sluiceprobe.", "zq7.", "zqx.", "zqxw."}) {
       const std::string host = made_up + suffix;
       if (named.count(host) > 0) continue;
       for (const char* scheme : {"https://", "http://"}) {
@@ -720,7 +769,35 @@ std::string PublicSuffixOrigin(const RE2& re, std::string_view regex,
 // is a name it matches too, under another registered name. Empty when
 // none.
 std::string GluedLabelOrigin(const RE2& re, std::string_view regex) {
-  for (const std::string& run : SpelledRuns(regex)) {
+  const std::vector<std::string> runs = SpelledRuns(regex);
+  // Labels it spells alone, or before a dot (`api` of `(api\.|www)`).
+  std::set<std::string> labels;
+  for (std::string run : runs) {
+    if (!run.empty() && run.back() == '.') run.pop_back();
+    if (!run.empty() && run.find('.') == std::string::npos && run.size() <= 63) {
+      labels.insert(run);
+    }
+  }
+  for (const std::string& run : runs) {
+    // A registered name whose first label ends in another name it also
+    // lets in below a label it spells: `(api\.|www)example\.com` matches
+    // https://api.example.com and https://wwwexample.com.
+    const std::string registered = RegisteredPart(run);
+    const size_t first_dot = registered.find('.');
+    if (registered.empty() || first_dot == std::string::npos) continue;
+    for (const char* scheme : {"https://", "http://"}) {
+      const std::string glued = absl::StrCat(scheme, registered);
+      if (!RE2::FullMatch(glued, re)) continue;
+      for (size_t cut = 1; cut + 1 < first_dot; ++cut) {
+        const std::string shorter = registered.substr(cut);
+        if (shorter[0] == '-') continue;
+        for (const std::string& label : labels) {
+          if (RE2::FullMatch(absl::StrCat(scheme, label, ".", shorter), re)) return glued;
+        }
+      }
+    }
+  }
+  for (const std::string& run : runs) {
     const size_t dot = run.find('.');
     if (dot == std::string::npos || dot < 2 || run.size() > 253) continue;
     const std::string registered = RegisteredPart(run);

@@ -304,6 +304,14 @@ class JwtValidator : public api::PolicyValidator {
                            absl::StrCat("\"", header,
                                         "\" carries the client's cookies or credentials; "
                                         "choose another header")});
+      } else if (http::SameCgiName(header, "expect") ||
+                 http::SameCgiName(header, "http2-settings")) {
+        // Taken off requests before policies: a claim there would ask the
+        // upstream for 100-continue or an HTTP/2 upgrade.
+        errors->push_back({absl::StrCat("claims_to_headers[", i, "].header"),
+                           absl::StrCat("\"", header,
+                                        "\" is taken off requests before policies and handled "
+                                        "by the gateway; choose another header")});
       }
     }
   }

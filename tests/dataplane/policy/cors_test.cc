@@ -460,7 +460,21 @@ TEST(CorsConfigTest, ACredentialedExpressionIsCheckedUnderEveryPublicSuffixItSpe
                            "~https://[a-z0-9-]+\\.herokuapp\\.com",
                            "~https://[a-z0-9-]+\\.s3\\.amazonaws\\.com",
                            "~https://([a-z0-9-]+\\.)?vercel\\.app",
-                           "~https://(www\\.|www)example\\.com"}) {
+                           "~https://(www\\.|www)example\\.com",
+                           // The regression probe's: a wildcard after a name
+                           // under a reserved top-level name, or after any
+                           // single label; ports in a group; short names;
+                           // other glued alternations; deeper platforms.
+                           "~https://[a-z0-9-]+\\.internal.*",
+                           "~https://[a-z0-9-]+\\.internal(\\.[a-z]+)?",
+                           "~https://[a-z0-9-]+\\.example\\.[a-z]+", "~https?://localhost.*",
+                           "~https://acme.*", "~https://([a-z0-9-]+\\.)+org:(3000|8080)",
+                           "~https://[a-z]{3,6}\\.org", "~https://[a-z]{1,10}\\.github\\.io",
+                           "~https://(api\\.|www)example\\.com",
+                           "~https://(www\\.|ww)example\\.com",
+                           "~https://(www\\.|www-)example\\.com",
+                           "~https://[a-z0-9-]+\\.s3\\.us-east-1\\.amazonaws\\.com",
+                           "~https://[a-z0-9-]+\\.run\\.app", "~https://[a-z0-9-]+\\.or\\.at"}) {
     auto errors = new_errors(open);
     ASSERT_EQ(errors.size(), 1u) << open;
     EXPECT_TRUE(absl::StartsWith(errors[0].message, "with credentials: true the expression must"))
@@ -480,7 +494,10 @@ TEST(CorsConfigTest, ACredentialedExpressionIsCheckedUnderEveryPublicSuffixItSpe
                            "~https://foo\\.github\\.io", "~https://mysite\\.netlify\\.app",
                            "~https://app\\.example\\.org", "~https://[a-z0-9-]+\\.example\\.org",
                            "~https://([a-z0-9-]+\\.)?example\\.com\\.pl",
-                           "~https://(www\\.)?example\\.co\\.hu", "~https://https\\.dev"}) {
+                           "~https://(www\\.)?example\\.co\\.hu", "~https://https\\.dev",
+                           "~https://[a-z0-9]+\\.myproject\\.pages\\.dev",
+                           "~https://mybucket\\.s3\\.amazonaws\\.com",
+                           "~http://localhost:[0-9]+", "~https://(app|api)\\.example\\.com"}) {
     auto errors = new_errors(fine);
     EXPECT_TRUE(errors.empty()) << fine << ": " << errors[0].message;
   }

@@ -991,6 +991,21 @@ TEST_F(JwtTest, AClaimIntoCookieOrAuthorizationIsRefusedAtApply) {
   EXPECT_EQ(errors[0].message,
             "\"cookie\" carries the client's cookies or credentials; choose another header");
   EXPECT_EQ(errors[1].field, "claims_to_headers[1].header");
+  // Nor Expect or HTTP2-Settings, which the gateway takes off requests (the
+  // regression probe sent `expect: 100-continue` upstream from a claim).
+  v1::JwtConfig taken = Config({"ES256"});
+  for (const char* name : {"expect", "HTTP2_Settings"}) {
+    auto* c = taken.add_claims_to_headers();
+    c->set_claim("sub");
+    c->set_header(name);
+  }
+  errors.clear();
+  api::FindPolicyValidator("jwt")->ValidateNew(taken, &errors);
+  ASSERT_EQ(errors.size(), 2u) << ErrorText(errors);
+  EXPECT_EQ(errors[0].message,
+            "\"expect\" is taken off requests before policies and handled by the gateway; "
+            "choose another header");
+  EXPECT_EQ(errors[1].field, "claims_to_headers[1].header");
 }
 
 // A token header the gateway sets or removes before the policy runs never
