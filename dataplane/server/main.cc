@@ -944,7 +944,8 @@ int Run(int argc, char** argv) {
       // only).
       SLUICE_LOG(kWarning, "drain timeout (", absl::FormatDuration(*drain_timeout), ") with ",
                  proxy.active_connections(),
-                 " connections still open: ending their exchanges (a gRPC call gets "
+                 proxy.active_connections() == 1 ? " connection" : " connections",
+                 " still open: ending their exchanges (a gRPC call gets "
                  "UNAVAILABLE, a WebSocket or another response is cut; drain_timeout in the "
                  "access log)");
       proxy.EndStreamsAtDrainDeadline();
@@ -953,7 +954,8 @@ int Run(int argc, char** argv) {
     if (proxy.active_connections() == 0 || absl::Now() >= drain_deadline) {
       if (proxy.active_connections() > 0) {
         SLUICE_LOG(kWarning, "drain timeout: closing ", proxy.active_connections(),
-                   " connections that did not close within the grace");
+                   proxy.active_connections() == 1 ? " connection" : " connections",
+                   " that did not close within the grace");
       }
       main_loop.Exit();
       return;

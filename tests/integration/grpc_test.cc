@@ -254,7 +254,7 @@ TEST_F(GrpcTest, ACallOpenAtTheDrainDeadlineEndsUnavailable) {
   // And the process log says so (before: only the access log did).
   EXPECT_TRUE(WaitFor([&] {
     return absl::StrContains(proxy_->process().Log(),
-                             "drain timeout (1s) with 1 connections still open: ending");
+                             "drain timeout (1s) with 1 connection still open: ending");
   }, absl::Seconds(5))) << proxy_->process().Log();
 }
 
