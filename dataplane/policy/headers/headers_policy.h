@@ -130,6 +130,16 @@ void CheckNotConsumerField(const std::string& name, const std::string& field,
 // `http2-settings`, in any spelling).
 void CheckNewRequestFieldName(const std::string& name, const std::string& field,
                               std::vector<std::pair<std::string, std::string>>* errors);
+// Apply-only: `name` is a response field a config edits. `grpc-status` is
+// a gRPC call's outcome, which a policy may not edit at all (set in the
+// head next to the upstream's trailer, or removed with it, it failed every
+// call: "No status received"); `grpc-message` and `grpc-status-details-bin`
+// travel with it, and may only be removed, by an edit that takes them out
+// of trailers too (`removes_trailers`: the `headers` policy's `remove`).
+enum class ResponseEdit { kWrite, kRemove };
+void CheckNewResponseFieldName(const std::string& name, const std::string& field,
+                               ResponseEdit edit, bool removes_trailers,
+                               std::vector<std::pair<std::string, std::string>>* errors);
 // A Host value (a request's `host` set or replaced) that has no variable
 // must be a valid host[:port] (port 0..65535): else every request on the
 // route would get 400. One with variables is checked per request.

@@ -127,6 +127,35 @@ void CheckNewRequestFieldName(const std::string& name, const std::string& field,
   }
 }
 
+void CheckNewResponseFieldName(const std::string& name, const std::string& field,
+                               ResponseEdit edit, bool removes_trailers,
+                               std::vector<std::pair<std::string, std::string>>* errors) {
+  if (absl::EqualsIgnoreCase(name, "grpc-status")) {
+    errors->emplace_back(field, absl::StrCat("'", name, "' is a gRPC call's outcome, which the "
+                                             "upstream sends in the trailers after its "
+                                             "messages; a policy cannot change or remove it "
+                                             "(gRPC clients would fail every call: No status "
+                                             "received)"));
+    return;
+  }
+  if (!absl::EqualsIgnoreCase(name, "grpc-message") &&
+      !absl::EqualsIgnoreCase(name, "grpc-status-details-bin")) {
+    return;
+  }
+  if (edit == ResponseEdit::kWrite) {
+    errors->emplace_back(field, absl::StrCat("'", name, "' goes with a gRPC call's status, in "
+                                             "the trailers the upstream sends; a policy can "
+                                             "remove it (the headers policy's response.remove) "
+                                             "but not write it"));
+  } else if (!removes_trailers) {
+    errors->emplace_back(field, absl::StrCat("'", name, "' goes with a gRPC call's status, "
+                                             "mostly in trailers, which this edit leaves as "
+                                             "they are: remove it with the headers policy's "
+                                             "response.remove, which takes it out of trailers "
+                                             "too"));
+  }
+}
+
 void CheckHostValue(const std::string& value, const std::string& field,
                     std::vector<std::pair<std::string, std::string>>* errors) {
   std::string literal;
@@ -216,6 +245,19 @@ class HeadersValidator : public api::PolicyValidator {
     };
     edges(headers.request(), "request");
     edges(headers.response(), "response");
+    const v1::HeaderMutations& response = headers.response();
+    for (int i = 0; i < response.remove_size(); ++i) {
+      CheckNewResponseFieldName(response.remove(i), absl::StrCat("response.remove[", i, "]"),
+                                ResponseEdit::kRemove, /*removes_trailers=*/true, &found);
+    }
+    for (const auto& [list, what] :
+         {std::pair{&response.set(), "set"}, std::pair{&response.add(), "add"}}) {
+      for (int i = 0; i < list->size(); ++i) {
+        CheckNewResponseFieldName(list->Get(i).name(),
+                                  absl::StrCat("response.", what, "[", i, "].name"),
+                                  ResponseEdit::kWrite, /*removes_trailers=*/true, &found);
+      }
+    }
     for (auto& [field, message] : found) errors->push_back({field, message});
   }
 };

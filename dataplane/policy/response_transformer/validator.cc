@@ -2,7 +2,9 @@
 // binary that validates config.
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "api/policy_registry.h"
+#include "dataplane/policy/headers/headers_policy.h"
 #include "dataplane/policy/request_transformer/transform.h"
 #include "dataplane/policy/response_transformer/response_transformer_config.pb.h"
 
@@ -35,8 +37,30 @@ class ResponseTransformerValidator : public api::PolicyValidator {
                    std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::ResponseTransformerConfig&>(message);
     transformer::ConfigErrors found;
-    transformer::CheckNewHeaderEdits(transformer::ToEditSpec(config.headers()), "headers",
-                                     &found);
+    const transformer::EditSpec spec = transformer::ToEditSpec(config.headers());
+    transformer::CheckNewHeaderEdits(spec, "headers", &found);
+    // gRPC's status fields: this policy edits the response head only.
+    using headers::ResponseEdit;
+    for (size_t i = 0; i < spec.remove.size(); ++i) {
+      headers::CheckNewResponseFieldName(spec.remove[i], absl::StrCat("headers.remove[", i, "]"),
+                                         ResponseEdit::kRemove, false, &found);
+    }
+    for (size_t i = 0; i < spec.rename.size(); ++i) {
+      std::string field = absl::StrCat("headers.rename[", i, "]");
+      headers::CheckNewResponseFieldName(spec.rename[i].first, field + ".from",
+                                         ResponseEdit::kWrite, false, &found);
+      headers::CheckNewResponseFieldName(spec.rename[i].second, field + ".to",
+                                         ResponseEdit::kWrite, false, &found);
+    }
+    for (const auto& [list, what] : {std::pair{&spec.replace, "replace"},
+                                     std::pair{&spec.add, "add"},
+                                     std::pair{&spec.append, "append"}}) {
+      for (size_t i = 0; i < list->size(); ++i) {
+        headers::CheckNewResponseFieldName((*list)[i].first,
+                                           absl::StrCat("headers.", what, "[", i, "].name"),
+                                           ResponseEdit::kWrite, false, &found);
+      }
+    }
     for (auto& [field, text] : found) errors->push_back({field, text});
   }
 };

@@ -143,6 +143,34 @@ TEST(HeadersPolicyTest, FramingFieldsInCgiSpellingAndExpectAreNotWritten) {
                   .empty());
 }
 
+// gRPC's status goes in trailers: a grpc-status set on responses (or
+// removed) failed every call through the route ("No status received"), and
+// turned a NOT_FOUND into UNKNOWN. Refused at apply; grpc-message and
+// grpc-status-details-bin may still be removed (from trailers too).
+TEST(HeadersPolicyTest, GrpcStatusIsNotEdited) {
+  std::vector<std::string> errors = NewErrors(
+      R"pb(response {
+             set { name: "grpc-status" value: "0" }
+             add { name: "Grpc-Message" value: "hidden" }
+             remove: "GRPC-STATUS"
+             remove: "grpc-message"
+             remove: "grpc-status-details-bin"
+           })pb");
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[0], "response.remove[0]: 'GRPC-STATUS' is a gRPC call's outcome, which the "
+                       "upstream sends in the trailers after its messages; a policy cannot "
+                       "change or remove it (gRPC clients would fail every call: No status "
+                       "received)");
+  EXPECT_TRUE(absl::StartsWith(errors[1], "response.set[0].name: 'grpc-status' is a gRPC"));
+  EXPECT_EQ(errors[2], "response.add[0].name: 'Grpc-Message' goes with a gRPC call's status, "
+                       "in the trailers the upstream sends; a policy can remove it (the headers "
+                       "policy's response.remove) but not write it");
+  // Requests' fields of those names are no one's business but the client's.
+  EXPECT_TRUE(NewErrors(R"pb(request { set { name: "grpc-status" value: "0" } })pb").empty());
+  EXPECT_TRUE(Errors(R"pb(response { set { name: "grpc-status" value: "0" } })pb").empty())
+      << "not a rule for what is stored";
+}
+
 // A Host set to a literal that is no host[:port] (a port over 65535, a
 // space) is refused at apply: every request on the route got 400. One with
 // variables is checked per request.

@@ -278,5 +278,38 @@ TEST(ResponseTransformerTest, ErrorsNameTheField) {
             "");
 }
 
+// gRPC's status fields are refused at apply: an added grpc-status sat next
+// to the upstream's (a trailers-only answer's) and made clients read either;
+// this policy edits no trailers, so even a removal missed most answers.
+TEST(ResponseTransformerTest, GrpcStatusFieldsAreNotEdited) {
+  std::vector<api::PolicyConfigError> errors;
+  api::FindPolicyValidator("response-transformer")
+      ->ValidateNew(Parse(R"pb(headers {
+                                 remove: "grpc-message"
+                                 rename { from: "Grpc-Status" to: "x-status" }
+                                 replace { name: "grpc-status-details-bin" value: "AA" }
+                                 add { name: "grpc-status" value: "0" }
+                                 append { name: "x-grpc-status" value: "0" }
+                               })pb"),
+                    &errors);
+  std::string all;
+  for (const auto& e : errors) all += e.field + ": " + e.message + "\n";
+  EXPECT_EQ(errors.size(), 4u) << all;
+  for (const char* want : {
+           "headers.remove[0]: 'grpc-message' goes with a gRPC call's status, mostly in "
+           "trailers, which this edit leaves as they are: remove it with the headers policy's "
+           "response.remove",
+           "headers.rename[0].from: 'Grpc-Status' is a gRPC call's outcome",
+           "headers.replace[0].name: 'grpc-status-details-bin' goes with a gRPC call's status, "
+           "in the trailers the upstream sends; a policy can remove it",
+           "headers.add[0].name: 'grpc-status' is a gRPC call's outcome, which the upstream "
+           "sends in the trailers after its messages; a policy cannot change or remove it",
+       }) {
+    EXPECT_TRUE(absl::StrContains(all, want)) << "want: " << want << "\nall:\n" << all;
+  }
+  EXPECT_EQ(Errors(R"pb(headers { add { name: "grpc-status" value: "0" } })pb"), "")
+      << "not a rule for what is stored";
+}
+
 }  // namespace
 }  // namespace sluice::policy::response_transformer
