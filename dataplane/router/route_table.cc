@@ -316,7 +316,9 @@ struct RouteTable::RouteMatcher {
     std::string joined;  // a repeated field's lines, only when there are several
     for (const Header& h : headers) {
       // Several field lines mean their values joined with commas (RFC 9110
-      // 5.3): matched as "a,b", as Envoy does, whatever their order.
+      // 5.3): matched as "a,b", as Envoy does, whatever their order. Cookie
+      // lines are one cookie-string, "a=1; b=2" (RFC 6265 5.4), as HTTP/2
+      // joins its crumbs (RFC 9113 8.2.3): the same on either protocol.
       bool found = false;
       std::string_view value;
       if (h.name == "host") {
@@ -331,7 +333,7 @@ struct RouteTable::RouteMatcher {
             value = field.value;
           } else {
             if (value.data() != joined.data()) joined.assign(value);
-            joined.push_back(',');
+            joined.append(h.name == "cookie" ? "; " : ",");
             joined.append(field.value);
             value = joined;
           }

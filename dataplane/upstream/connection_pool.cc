@@ -32,6 +32,11 @@ UpstreamConnection::UpstreamConnection(event::Dispatcher& dispatcher, Connection
       cluster_state_(std::move(cluster_state)),
       endpoint_state_(std::move(endpoint_state)) {
   connection_->SetCallbacks(this);
+  // An upstream may answer before it has read the whole request (a 403 or
+  // 413 to an upload) and close: the write that then fails must not lose
+  // the answer already in the socket (RFC 9112 9.6). Before: a held body,
+  // written in one go, got the reset first and the client a 502.
+  connection_->ReadBeforeWriteFailure();
   connect_timer_.Enable(connect_timeout);
   cluster_state_->connections.fetch_add(1, std::memory_order_relaxed);
   endpoint_state_->connections.fetch_add(1, std::memory_order_relaxed);

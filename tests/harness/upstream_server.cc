@@ -41,6 +41,10 @@
 //                race of a keep-alive timeout with a reused connection
 //   close_reset=1 a body delimited by the close (no length), then an RST
 //                (SO_LINGER 0) in place of the FIN
+//   early=1      as soon as the head is in and before its body is read:
+//                "403", "connection: close", the body "early answer\n", then
+//                close at once (the unread body makes the kernel reset the
+//                connection): an origin refusing an upload it will not take
 //   midway=1     "content-length: 1000", 10 body bytes, then close; with
 //                chunked=1: a chunked head and one 10-byte chunk, then close
 //   smuggle=1    after the response, in the same write, a second response
@@ -140,6 +144,7 @@ struct ResponsePlan {
   bool hang = false;
   bool reset = false;
   bool midway = false;
+  bool early = false;
   bool close_reset = false;
   bool smuggle = false;
   bool drop_next = false;
@@ -235,6 +240,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.reset);
     } else if (key == "midway") {
       status = flag(&plan.midway);
+    } else if (key == "early") {
+      status = flag(&plan.early);
     } else if (key == "close_reset") {
       status = flag(&plan.close_reset);
     } else if (key == "smuggle") {
@@ -354,6 +361,8 @@ class Connection {
   void Flush();
   void ArmTimer(int ms);
   void ResetConnection();
+  // early=1: 403 and close, whatever of the request is still unread.
+  void AnswerEarly(const Http1Message& request);
   void Close();
 
   OriginServer& server_;
@@ -540,6 +549,14 @@ void Connection::Advance() {
         return;
       }
       const Http1Message* head = reader_.head_in_progress();
+      if (head != nullptr && PathOf(head->target) != "/__stats") {
+        absl::StatusOr<ResponsePlan> plan = ParsePlan(head->target);
+        if (plan.ok() && plan->early) {
+          server_.CountRequest();
+          AnswerEarly(*head);
+          return;
+        }
+      }
       if (head != nullptr && head->HasToken("expect", "100-continue") &&
           continue_sent_for_ != messages_parsed_) {
         continue_sent_for_ = messages_parsed_;
@@ -584,6 +601,10 @@ void Connection::Answer(const Pending& pending) {
   }
   if (plan->reset) {
     ResetConnection();
+    return;
+  }
+  if (plan->early) {  // the body came with the head: answered as if it had not
+    AnswerEarly(request);
     return;
   }
   if (plan->hang) {
@@ -812,6 +833,14 @@ void Connection::ArmTimer(int ms) {
 void Connection::ResetConnection() {
   linger lin{1, 0};
   setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+  Close();
+}
+
+void Connection::AnswerEarly(const Http1Message& request) {
+  const std::string body = "early answer\n";
+  Write(absl::StrCat(
+      Head(403, request, {{"content-length", absl::StrCat(body.size())}, {"connection", "close"}}),
+      body));
   Close();
 }
 

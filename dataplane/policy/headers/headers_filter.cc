@@ -176,12 +176,13 @@ std::string ValueTemplate::RenderRaw(const TemplateContext& context) const {
         if (info.consumer != nullptr) out.append(info.consumer->name);
         break;
       case Variable::kHeader:
-        // Every field of that name, joined as RFC 9110 5.3 combines them.
+        // Every field of that name, joined as RFC 9110 5.3 combines them;
+        // cookie lines as one cookie-string (RFC 6265 5.4), as HTTP/2's crumbs.
         if (context.request_headers != nullptr) {
           bool first = true;
           for (const http::HeaderMap::Field& f : context.request_headers->fields()) {
             if (!absl::EqualsIgnoreCase(f.name, p.literal)) continue;
-            if (!first) out.append(", ");
+            if (!first) out.append(absl::EqualsIgnoreCase(p.literal, "cookie") ? "; " : ", ");
             out.append(f.value);
             first = false;
           }

@@ -173,6 +173,7 @@ TEST(RequestTransformerTest,
         value: "%CONSUMER%@%CLIENT_IP% id=%REQUEST_ID% route=%ROUTE%"
       }
       add { name: "x-tenant-copy" value: "[%HEADER(X-Tenant)%]" }
+      add { name: "x-cookies" value: "[%HEADER(cookie)%]" }
       add { name: "x-page" value: "%QUERY(page)%" }
       add { name: "x-key" value: "%QUERY(api key)%" }
       add { name: "x-none" value: "<%HEADER(x-nothing)%%QUERY(nothing)%>" }
@@ -186,11 +187,17 @@ TEST(RequestTransformerTest,
   ex.callbacks.info_.consumer = &alice;
   ex.headers.Add("x-tenant", "t1");
   ex.headers.Add("X-Tenant", "t2");
+  ex.headers.Add("Cookie", "a=1");
+  ex.headers.Add("cookie", "b=2; c=3");
   ex.Run(*factory);
   EXPECT_EQ(*ex.headers.Get("x-who"), "alice@10.1.2.3 id=req-7 route=api");
   // Removed by the same policy, yet its values are there: values come first.
   EXPECT_EQ(ex.headers.Get("x-tenant"), nullptr);
   EXPECT_EQ(*ex.headers.Get("x-tenant-copy"), "[t1, t2]");
+  // Cookie lines are one cookie-string (RFC 6265 5.4), as HTTP/2's crumbs
+  // are joined (RFC 9113 8.2.3). Before: "a=1, b=2; c=3", the cookie a
+  // with the value "1, b=2".
+  EXPECT_EQ(*ex.headers.Get("x-cookies"), "[a=1; b=2; c=3]");
   EXPECT_EQ(*ex.headers.Get("x-page"), "2 b");  // percent-decoded
   // A name with a space, as query edits take it (refused at apply before),
   // sent with a '+' as a form sends it (before: not found).

@@ -271,6 +271,7 @@ constexpr char kHeaderTable[] = R"(
     routes { name: "inverted-absent" match { prefix: "/invabsent" headers { name: "x-debug" present: false invert: true } } route { cluster: "c" } }
     routes { name: "both" match { prefix: "/both" headers { name: "a" exact: "1" } headers { name: "b" exact: "2" } } route { cluster: "c" } }
     routes { name: "by-host" match { prefix: "/host" headers { name: "Host" exact: "h:8080" } } route { cluster: "c" } }
+    routes { name: "cookies" match { prefix: "/cookie" headers { name: "Cookie" exact: "a=1; b=2" } } route { cluster: "c" } }
     routes { name: "fallback" match { prefix: "/" } route { cluster: "c" } }
   }
 )";
@@ -285,6 +286,21 @@ TEST(RouteTableHeaderTest, HostMatchesTheAuthorityWhicheverProtocol) {
   EXPECT_EQ(Outcome(*table, "h:8080", "/host", "GET", {{"host", "h:8080"}}), "by-host");
   EXPECT_EQ(Outcome(*table, "h:9090", "/host", "GET", {{"host", "h:9090"}}), "fallback");
   EXPECT_EQ(Outcome(*table, "", "/host", "GET", {}), "fallback");  // HTTP/1.0, none
+}
+
+// Cookie lines are one cookie-string joined with "; " (RFC 6265 5.4), as
+// HTTP/2 joins its cookie crumbs (RFC 9113 8.2.3). Before: two HTTP/1
+// Cookie lines were matched as "a=1,b=2", and the route an HTTP/2 request
+// took was not the one the same request over HTTP/1.1 took.
+TEST(RouteTableHeaderTest, CookieLinesAreOneCookieString) {
+  auto table = Compile(kHeaderTable);
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(Outcome(*table, "h", "/cookie", "GET", {{"cookie", "a=1; b=2"}}), "cookies");
+  EXPECT_EQ(Outcome(*table, "h", "/cookie", "GET", {{"Cookie", "a=1"}, {"cookie", "b=2"}}),
+            "cookies");
+  EXPECT_EQ(Outcome(*table, "h", "/cookie", "GET", {{"cookie", "b=2"}, {"cookie", "a=1"}}),
+            "fallback");
+  EXPECT_EQ(Outcome(*table, "h", "/cookie", "GET", {{"cookie", "a=1,b=2"}}), "fallback");
 }
 
 TEST(RouteTableHeaderTest, EveryMatcherKind) {
