@@ -154,6 +154,27 @@ std::string CanonicalAddress(const std::string& address) {
   return address;
 }
 
+// What an address (as CanonicalAddress spells it) is when no TCP connection
+// can go to it, other than the unspecified address (said on its own): ""
+// for one that can be asked. The DNS answers the proxies leave out
+// (dns_cache.cc); as a literal endpoint such an address is taken (its
+// connect fails at once, ENETUNREACH, and counts as a connect failure).
+std::string UnconnectableAddress(const std::string& canonical) {
+  std::string v4 = canonical;
+  if (absl::StartsWith(v4, "::ffff:") && IsIpLiteral(v4.substr(7))) v4 = v4.substr(7);
+  unsigned char b[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, v4.c_str(), b) == 1) {
+    if (b[0] == 0) return "in 0.0.0.0/8 (\"this network\")";
+    if ((b[0] >> 4) == 0xe) return "a multicast address (224.0.0.0/4)";
+    if (b[0] == 255 && b[1] == 255 && b[2] == 255 && b[3] == 255) return "the broadcast address";
+    return "";
+  }
+  if (inet_pton(AF_INET6, canonical.c_str(), b) == 1 && b[0] == 0xff) {
+    return "a multicast address (ff00::/8)";
+  }
+  return "";
+}
+
 // "10.0.0.256" is a bad IPv4 address, not a host name: a name's last label
 // is not all digits (RFC 1123 2.1, as resolvers read it).
 bool LooksLikeHostName(const std::string& name) {
@@ -2314,6 +2335,19 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
                               "' is the unspecified address, no endpoint (a connect to it "
                               "reaches this host); give the endpoint's own address, "
                               "127.0.0.1 or ::1 for this host"));
+      }
+    }
+    // Nor are those DNS servers to ask (mDNS's 224.0.0.251 answers no
+    // unicast query). Accepted before.
+    for (int i = 0; i < cluster.dns_resolvers_size(); ++i) {
+      const std::string& r = cluster.dns_resolvers(i);
+      if (!IsResolverAddress(r)) continue;  // said by ValidateResource
+      const std::string host = absl::StartsWith(r, "[") ? r.substr(1, r.find(']') - 1)
+                               : IsIpLiteral(r)         ? r
+                                                        : r.substr(0, r.rfind(':'));
+      if (std::string kind = UnconnectableAddress(CanonicalAddress(host)); !kind.empty()) {
+        sink.Add(Index("dns_resolvers", i),
+                 absl::StrCat("'", Shown(r), "' is ", kind, ", no DNS server to ask"));
       }
     }
   }

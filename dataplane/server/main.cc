@@ -215,7 +215,7 @@ class ProxyServer {
       }
       std::vector<upstream::DnsQuery> both = dns_queries_;
       both.insert(both.end(), queries.begin(), queries.end());
-      dns_.Track(both, dns_wait);
+      dns_.Track(both, dns_wait, &queries);
     }
     auto snapshot = config::CompileSnapshot(version, resources, sockets_, store_, registry_,
                                             previous.get(), change, node_group_, &dns_);

@@ -246,16 +246,21 @@ void DnsCache::Stop() {
   threads_.clear();
 }
 
-void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait) {
+void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait,
+                     const std::vector<DnsQuery>* next) {
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   // A name asked of other servers (a changed dns_resolvers) starts from
   // the addresses it had from the servers it no longer asks: new servers
   // that cannot be reached keep them, as a failed refresh does, instead of
   // emptying the cluster. (Not from servers still asked for another
-  // cluster: those may answer otherwise.)
+  // cluster: those may answer otherwise.) The servers the running version
+  // asks count as no longer asked when the coming one does not ask them:
+  // before, an apply tracked both versions' queries, found the old servers
+  // still asked, and a name moved to servers that did not answer had no
+  // address (every request 503).
   std::set<std::string> asked;
-  for (const DnsQuery& query : queries) asked.insert(query.Key());
+  for (const DnsQuery& query : next != nullptr ? *next : queries) asked.insert(query.Key());
   std::map<std::string, DnsAnswer> known;
   for (const auto& [key, entry] : entries_) {
     if (entry.answer.answered && asked.count(key) == 0) {
@@ -290,9 +295,10 @@ void DnsCache::Track(const std::vector<DnsQuery>& queries, absl::Duration wait) 
         SLUICE_LOG(kInfo, "dns: ", key, " starts from the addresses ", query.name,
                    " had (", Addresses(entry.answer.v4, entry.answer.v6),
                    ") until its servers answer");
+      } else {
+        fresh.push_back(key);  // nothing to start from: worth waiting for
       }
       kept.emplace(key, std::move(entry));
-      fresh.push_back(key);
     }
   }
   entries_ = std::move(kept);
@@ -372,7 +378,7 @@ bool DnsCache::TakeResult(const std::string& key, DnsLookupResult result) {
     SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6), " (was ",
                Addresses(entry.answer.v4, entry.answer.v6), ")");
   } else if (addresses_changed && answer.answered) {
-    SLUICE_LOG(kDebug, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6));
+    SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6));
   }
   if (!answer.problem.empty() && answer.problem != entry.logged_problem) {
     SLUICE_LOG(kWarning, "dns: looking up ", key, " failed: ", answer.problem,

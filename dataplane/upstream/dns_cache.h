@@ -96,8 +96,12 @@ class DnsCache {
   // The queries the config uses now (others are forgotten). Waits up to
   // `wait` until every query never looked up before has had its first
   // lookup (answered or failed), so that a new cluster starts with its
-  // endpoints, as Envoy's cluster warming does.
-  void Track(const std::vector<DnsQuery>& queries, absl::Duration wait);
+  // endpoints, as Envoy's cluster warming does. A new query's name starts
+  // from the addresses it had from servers no longer asked: asked by
+  // `next` (the version being applied, while `queries` holds the running
+  // one's too), or by `queries` when `next` is null.
+  void Track(const std::vector<DnsQuery>& queries, absl::Duration wait,
+             const std::vector<DnsQuery>* next = nullptr);
   // The last answer of `key` (DnsQuery::Key()); not answered when unknown.
   DnsAnswer Get(const std::string& key) const;
 

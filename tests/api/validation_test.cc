@@ -713,6 +713,32 @@ TEST(ValidationTest, AnEndpointAtTheUnspecifiedAddressIsRefusedAtApply) {
             "");
 }
 
+// Addresses no TCP connection goes to, which the proxies leave out of DNS
+// answers (0.0.0.0/8, multicast, the broadcast address), are no DNS servers
+// either: refused at apply (accepted before, probe); a stored one keeps
+// working.
+TEST(ValidationTest, DnsServersNoConnectionGoesToAreRefusedAtApply) {
+  const std::string named = R"(cluster { name: "web" endpoints { address: "api.internal" port: 80 }
+      dns_resolvers: "10.0.0.53" dns_resolvers: "224.0.0.251:5353" dns_resolvers: "[ff02::fb]:5353"
+      dns_resolvers: "255.255.255.255" dns_resolvers: "[::ffff:0.1.2.3]:53" })";
+  const std::string e = AppliedErrors(named);
+  EXPECT_EQ(e.find("dns_resolvers[0]"), std::string::npos) << e;
+  EXPECT_NE(e.find("dns_resolvers[1]: '224.0.0.251:5353' is a multicast address (224.0.0.0/4), "
+                   "no DNS server to ask"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("dns_resolvers[2]: '[ff02::fb]:5353' is a multicast address (ff00::/8)"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("dns_resolvers[3]: '255.255.255.255' is the broadcast address"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("dns_resolvers[4]: '[::ffff:0.1.2.3]:53' is in 0.0.0.0/8 (\"this network\")"),
+            std::string::npos)
+      << e;
+  EXPECT_EQ(ErrorsWith(named), "");
+}
+
 // A policy's own apply-only rules (PolicyValidator::ValidateNew) run on a
 // route table's policies, on the virtual host and on each route, when
 // applied; a stored or pushed table that breaks them stays valid.

@@ -181,6 +181,60 @@ TEST_F(DnsTest, EndpointsFollowTheAnswersWithoutFailedRequests) {
   EXPECT_EQ(proxy_->Stat("sluice_configs_applied_total"), 1);
 }
 
+// dns_resolvers changed to servers that do not answer: the name keeps the
+// addresses it had (as a failed refresh keeps them), and the servers'
+// first answer replaces them, logged. Before: the apply looked both
+// versions' queries up, took the old servers for still asked, and the
+// cluster had no endpoint (every request 503) until the new servers
+// answered (probe).
+TEST_F(DnsTest, NewServersThatDoNotAnswerKeepTheAddresses) {
+  UpstreamServer a("a", 0, "", "127.0.0.2");
+  ASSERT_TRUE(a.ok()) << a.process().Log();
+  UpstreamServer b("b", a.port(), "", "127.0.0.3");
+  ASSERT_TRUE(b.ok()) << b.process().Log();
+  ASSERT_NO_FATAL_FAILURE(StartDns(R"({"backend.test": {"A": ["127.0.0.2"]}})"));
+  auto spec = [&](int dns_port) {
+    return absl::StrCat("  endpoints: [{address: backend.test, port: ", a.port(), "}]\n",
+                        "  dns_resolvers: ['127.0.0.1:", dns_port,
+                        "']\n  dns_refresh_interval: 1s\n");
+  };
+  CommandResult r = Apply(spec(dns_port_));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  ASSERT_TRUE(WaitForUpstreams({"a"}, absl::Seconds(10))) << proxy_->process().Log();
+
+  const int silent = PickFreePort();  // no DNS server there
+  ASSERT_NE(silent, 0);
+  r = Apply(spec(silent));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  EXPECT_TRUE(proxy_->process().WaitForLogLine(
+      absl::StrCat("dns: backend.test@127.0.0.1:", silent,
+                   " starts from the addresses backend.test had (127.0.0.2)"),
+      absl::Seconds(1)))
+      << proxy_->process().Log();
+  EXPECT_TRUE(
+      WaitFor([&] { return proxy_->Stat("sluice_dns_lookups_total{result=\"failure\"}") > 0; },
+              absl::Seconds(20)))
+      << proxy_->process().Log();
+  for (int i = 0; i < 5; ++i) {
+    HttpResponse kept = Get();
+    EXPECT_EQ(kept.status, 200) << kept.body << proxy_->process().Log();
+    EXPECT_EQ(kept.header("x-upstream"), "a");
+  }
+
+  // Back to servers that answer, with another address: it replaces them.
+  SetRecords(R"({"backend.test": {"A": ["127.0.0.3"]}})");
+  r = Apply(spec(dns_port_));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(WaitForUpstreams({"b"}, absl::Seconds(15))) << proxy_->process().Log();
+  EXPECT_TRUE(proxy_->process().WaitForLogLine(
+      absl::StrCat("dns: backend.test@127.0.0.1:", dns_port_,
+                   " resolves to 127.0.0.3 (was 127.0.0.2)"),
+      absl::Seconds(5)))
+      << proxy_->process().Log();
+}
+
 // Several new names in one apply are looked up side by side, each cluster
 // starting with its endpoints (before, the change of the first name waited
 // for the apply's lock, the apply took 5 s and the others had none); a name

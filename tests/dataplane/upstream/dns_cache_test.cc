@@ -270,6 +270,14 @@ TEST(DnsCacheTest, ANameAskedOfOtherServersStartsFromItsAddresses) {
   DnsAnswer a = cache.Get(moved.Key());
   EXPECT_TRUE(a.answered);
   EXPECT_EQ(a.v4, std::vector<std::string>{"10.0.0.1"});
+  // Their failure keeps them.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (cache.Get(moved.Key()).problem.empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  a = cache.Get(moved.Key());
+  EXPECT_TRUE(a.answered);
+  EXPECT_EQ(a.v4, std::vector<std::string>{"10.0.0.1"});
   EXPECT_EQ(a.problem, "A: no server gave an answer; AAAA: no server gave an answer");
   // Their first answer replaces them.
   dns.Set("backend.test", Ok({"10.0.0.2"}, {}));
