@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "api/resource.h"
 #include "api/validation.h"
 #include "dataplane/net/tls.h"
@@ -300,7 +301,10 @@ absl::StatusOr<std::shared_ptr<const ClusterInfo>> CompileCluster(
           !answer.problem.empty() ? answer.problem
           : !answer.answered      ? std::string("no answer yet")
           : answer.v4.empty() && answer.v6.empty()
-              ? std::string("no address")
+              ? (answer.left_out.empty()
+                     ? std::string("no address")
+                     : absl::StrCat("no address (answered ", absl::StrJoin(answer.left_out, ", "),
+                                    ", which names no endpoint)"))
               : absl::StrCat("no address of dns_lookup_family ",
                              config::v1::Cluster::DnsLookupFamily_Name(
                                  cluster.dns_lookup_family()))));

@@ -21,6 +21,7 @@ struct FamilyQuery {
   bool done = false;
   int status = ARES_SUCCESS;
   std::vector<std::string> addresses;
+  std::vector<std::string> left_out;  // answers that name no endpoint
 };
 
 // Whether an IPv4 address (network order) can be an endpoint: not "this
@@ -42,9 +43,8 @@ void OnAddrinfo(void* arg, int status, int /*timeouts*/, struct ares_addrinfo* i
     for (const ares_addrinfo_node* node = info->nodes; node != nullptr; node = node->ai_next) {
       if (node->ai_family == AF_INET && node->ai_addr != nullptr) {
         const auto* in = reinterpret_cast<const sockaddr_in*>(node->ai_addr);
-        if (UsableV4(in->sin_addr) &&
-            inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) {
-          query->addresses.emplace_back(text);
+        if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) {
+          (UsableV4(in->sin_addr) ? query->addresses : query->left_out).emplace_back(text);
         }
       } else if (node->ai_family == AF_INET6 && node->ai_addr != nullptr) {
         const in6_addr& a6 = reinterpret_cast<const sockaddr_in6*>(node->ai_addr)->sin6_addr;
@@ -53,12 +53,12 @@ void OnAddrinfo(void* arg, int status, int /*timeouts*/, struct ares_addrinfo* i
           // (apply refuses the pair among literal endpoints).
           in_addr v4{};
           std::memcpy(&v4, &a6.s6_addr[12], sizeof(v4));
-          if (UsableV4(v4) && inet_ntop(AF_INET, &v4, text, sizeof(text)) != nullptr) {
-            query->addresses.emplace_back(text);
+          if (inet_ntop(AF_INET, &v4, text, sizeof(text)) != nullptr) {
+            (UsableV4(v4) ? query->addresses : query->left_out).emplace_back(text);
           }
-        } else if (!IN6_IS_ADDR_UNSPECIFIED(&a6) && !IN6_IS_ADDR_MULTICAST(&a6) &&
-                   inet_ntop(AF_INET6, &a6, text, sizeof(text)) != nullptr) {
-          query->addresses.emplace_back(text);
+        } else if (inet_ntop(AF_INET6, &a6, text, sizeof(text)) != nullptr) {
+          const bool usable = !IN6_IS_ADDR_UNSPECIFIED(&a6) && !IN6_IS_ADDR_MULTICAST(&a6);
+          (usable ? query->addresses : query->left_out).emplace_back(text);
         }
       }
     }
@@ -202,8 +202,11 @@ DnsLookupResult CaresLookup(const std::string& name, const std::vector<std::stri
   result.v6_status = FamilyStatus(v6, "AAAA", servers, timeout);
   result.v4 = std::move(v4.addresses);
   result.v6 = std::move(v6.addresses);
+  result.left_out = std::move(v4.left_out);
+  result.left_out.insert(result.left_out.end(), v6.left_out.begin(), v6.left_out.end());
   SortUnique(result.v4);
   SortUnique(result.v6);
+  SortUnique(result.left_out);
   return result;
 }
 
@@ -362,6 +365,7 @@ bool DnsCache::TakeResult(const std::string& key, DnsLookupResult result) {
   DnsAnswer answer = entry.answer;
   if (v4_ok) answer.v4 = std::move(result.v4);
   if (v6_ok) answer.v6 = std::move(result.v6);
+  if (v4_ok || v6_ok) answer.left_out = std::move(result.left_out);
   answer.answered = answer.answered || v4_ok || v6_ok;
   std::vector<std::string> problems;
   if (!v4_ok) problems.emplace_back(result.v4_status.message());
@@ -373,12 +377,18 @@ bool DnsCache::TakeResult(const std::string& key, DnsLookupResult result) {
   if (counter != nullptr) counter->Inc();
   const bool addresses_changed = !entry.answer.answered ||
                                  entry.answer.v4 != answer.v4 || entry.answer.v6 != answer.v6;
-  const bool problem_changed = entry.answer.problem != answer.problem;
+  const bool problem_changed =
+      entry.answer.problem != answer.problem || entry.answer.left_out != answer.left_out;
+  // A sinkhole's 0.0.0.0, left out, is said: "no address" alone hid it.
+  const std::string left_out =
+      answer.left_out.empty() ? std::string()
+                              : absl::StrCat(" (left out, naming no endpoint: ",
+                                             absl::StrJoin(answer.left_out, ", "), ")");
   if (addresses_changed && entry.answer.answered) {
-    SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6), " (was ",
-               Addresses(entry.answer.v4, entry.answer.v6), ")");
+    SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6), left_out,
+               " (was ", Addresses(entry.answer.v4, entry.answer.v6), ")");
   } else if (addresses_changed && answer.answered) {
-    SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6));
+    SLUICE_LOG(kInfo, "dns: ", key, " resolves to ", Addresses(answer.v4, answer.v6), left_out);
   }
   if (!answer.problem.empty() && answer.problem != entry.logged_problem) {
     SLUICE_LOG(kWarning, "dns: looking up ", key, " failed: ", answer.problem,

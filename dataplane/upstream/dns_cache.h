@@ -44,6 +44,9 @@ struct DnsLookupResult {
   absl::Status v6_status;
   std::vector<std::string> v4;
   std::vector<std::string> v6;
+  // Answers left out, naming no endpoint (0.0.0.0/8, ::, multicast,
+  // broadcast: a DNS sinkhole answers 0.0.0.0), sorted.
+  std::vector<std::string> left_out;
 };
 
 // `servers`: "IP", "IP:PORT" or "[IPv6]:PORT"; empty: the host's resolver
@@ -71,6 +74,7 @@ struct DnsAnswer {
   // Why the last lookup's queries failed ("" when both answered); the
   // addresses of a family whose query failed are its last answer's.
   std::string problem;
+  std::vector<std::string> left_out;  // of the last answer: see DnsLookupResult
 };
 
 class DnsCache {

@@ -302,10 +302,11 @@ TEST_F(DnsTest, TheHostResolverAndTheLookupFamily) {
   EXPECT_FALSE(absl::StrContains(clusters, absl::StrCat("127.0.0.1:", a.port()))) << clusters;
 }
 
-// Answers that name no endpoint are left out, as apply refuses them: the
-// unspecified addresses (a DNS sinkhole's 0.0.0.0; a connect to :: reached
-// a service on this host's loopback), multicast and broadcast; an
-// IPv4-mapped AAAA is its IPv4 address, one endpoint with the A answer.
+// Answers that name no endpoint are left out: the unspecified addresses
+// (a DNS sinkhole's 0.0.0.0; a connect to :: reached a service on this
+// host's loopback), multicast and broadcast; an IPv4-mapped AAAA is its
+// IPv4 address, one endpoint with the A answer. What was left out is said
+// (before, a sinkhole's answer read as "no address").
 TEST_F(DnsTest, AnswersThatNameNoEndpointAreLeftOut) {
   UpstreamServer a("a", 0, "", "127.0.0.2");
   ASSERT_TRUE(a.ok()) << a.process().Log();
@@ -314,7 +315,8 @@ TEST_F(DnsTest, AnswersThatNameNoEndpointAreLeftOut) {
       R"( "AAAA": ["::", "::ffff:127.0.0.2", "ff02::1"]}})"));
   CommandResult r = Apply(absl::StrCat("  endpoints: [{address: odd.test, port: ", a.port(),
                                        "}]\n  dns_resolvers: ['127.0.0.1:", dns_port_,
-                                       "']\n  dns_lookup_family: ALL\n"));
+                                       "']\n  dns_lookup_family: ALL\n"
+                                       "  dns_refresh_interval: 1s\n"));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_NO_FATAL_FAILURE(StartProxy());
   auto [status, clusters] = proxy_->Admin("/clusters");
@@ -322,6 +324,26 @@ TEST_F(DnsTest, AnswersThatNameNoEndpointAreLeftOut) {
   EXPECT_TRUE(absl::StrContains(clusters, absl::StrCat("127.0.0.2:", a.port(), " (odd.test)")))
       << clusters;
   for (int i = 0; i < 4; ++i) EXPECT_EQ(Get().status, 200);
+  EXPECT_TRUE(proxy_->process().WaitForLogLine(
+      "resolves to 127.0.0.2 (left out, naming no endpoint: 0.0.0.0, 224.0.0.1, "
+      "255.255.255.255, ::, ff02::1)",
+      absl::Seconds(1)))
+      << proxy_->process().Log();
+
+  // A sinkhole's answer alone: no endpoint, and the 503 says what came.
+  SetRecords(R"({"odd.test": {"A": ["0.0.0.0"]}})");
+  const std::string why = "odd.test: no address (answered 0.0.0.0, which names no endpoint)";
+  HttpResponse none;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        none = Get();
+        return none.status == 503 && absl::StrContains(none.body, why);
+      },
+      absl::Seconds(20)))
+      << none.status << " " << none.body << proxy_->process().Log();
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(proxy_->Admin("/clusters").second, why); },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/clusters").second;
 }
 
 // What is refused at apply, with the field named; nothing changes.

@@ -17,11 +17,11 @@ namespace sluice::upstream {
 namespace {
 
 DnsLookupResult Ok(std::vector<std::string> v4, std::vector<std::string> v6) {
-  return {absl::OkStatus(), absl::OkStatus(), std::move(v4), std::move(v6)};
+  return {absl::OkStatus(), absl::OkStatus(), std::move(v4), std::move(v6), {}};
 }
 DnsLookupResult Failed(const std::string& why) {
   return {absl::DeadlineExceededError("A: " + why), absl::DeadlineExceededError("AAAA: " + why),
-          {}, {}};
+          {}, {}, {}};
 }
 
 // Answers from a table the test edits; counts lookups per name.
@@ -189,7 +189,7 @@ TEST(DnsCacheTest, AFamilysFailureKeepsThatFamilysAddresses) {
   cache.Track({Query("fam.test", absl::Milliseconds(20))}, absl::Seconds(5));
   ASSERT_TRUE(changes.WaitFor("fam.test", 1));
   dns.Set("fam.test", {absl::OkStatus(), absl::UnavailableError("AAAA: the server failed (SERVFAIL)"),
-                       {"10.0.0.3"}, {}});
+                       {"10.0.0.3"}, {}, {}});
   // The problem is a change too: /clusters and a 503 say it.
   ASSERT_TRUE(changes.WaitFor("fam.test", 2));
   DnsAnswer a = cache.Get("fam.test");
