@@ -2551,6 +2551,9 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     deferred().held_fields.Clear();
     for (const http::HeaderField& f : response_fields_) deferred().held_fields.Add(f.name, f.value);
     deferred().held_body.clear();
+    // Its declared length at once (within the hold limit): grown by
+    // doubling, the buffer took up to twice the body.
+    if (out.body == ResponseHead::Body::kLength) deferred().held_body.reserve(out.content_length);
     return;
   }
   if (upstream_ != nullptr) out.syntax_checked = from_head;  // HTTP/1: parsed

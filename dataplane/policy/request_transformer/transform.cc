@@ -638,14 +638,6 @@ JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
     if (result == Result::kChanged) *body = std::move(rest);
     return result;
   }
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  simdjson::dom::object object;
-  if (parser.parse(body->data(), body->size()).get(root)) return Result::kUnreadable;
-  if (root.get_object().get(object)) return Result::kNotJsonObject;
-  std::vector<RawField> raw;
-  if (!SplitObject(*body, &raw)) return Result::kUnreadable;
-
   struct Field {
     std::string name;          // unescaped
     std::string key;           // JSON text of the name, quotes included
@@ -656,18 +648,30 @@ JsonBodyEdits::Result JsonBodyEdits::Apply(const Values& values,
     bool removed = false;
   };
   std::vector<Field> fields;
-  fields.reserve(raw.size() + add_.size());
-  size_t i = 0;
-  for (simdjson::dom::key_value_pair kv : object) {
-    if (i >= raw.size()) return Result::kUnreadable;
-    Field f;
-    f.name = std::string(kv.key);
-    f.raw_key = raw[i].key;
-    f.raw_value = raw[i].value;
-    fields.push_back(std::move(f));
-    ++i;
+  {
+    // The parse only names the fields (views into `body` hold the rest):
+    // its copy of the body and its DOM, about twice the body, are freed
+    // before the edited copy is made.
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    simdjson::dom::object object;
+    if (parser.parse(body->data(), body->size()).get(root)) return Result::kUnreadable;
+    if (root.get_object().get(object)) return Result::kNotJsonObject;
+    std::vector<RawField> raw;
+    if (!SplitObject(*body, &raw)) return Result::kUnreadable;
+    fields.reserve(raw.size() + add_.size());
+    size_t i = 0;
+    for (simdjson::dom::key_value_pair kv : object) {
+      if (i >= raw.size()) return Result::kUnreadable;
+      Field f;
+      f.name = std::string(kv.key);
+      f.raw_key = raw[i].key;
+      f.raw_value = raw[i].value;
+      fields.push_back(std::move(f));
+      ++i;
+    }
+    if (i != raw.size()) return Result::kUnreadable;
   }
-  if (i != raw.size()) return Result::kUnreadable;
 
   bool changed = false;
   auto has = [&](const std::string& name) {
