@@ -746,7 +746,7 @@ void Http2ServerCodec::RespondHeadersTooLarge(Stream* stream,
   char length_text[kDecimalDigits];
   if (stream->grpc) {
     nva = {MakeNv(":status", "200"), MakeNv("content-type", "application/grpc"),
-           MakeNv("grpc-status", "2"), MakeNv("grpc-message", kHeadersTooLargeError)};
+           MakeNv("grpc-status", "8"), MakeNv("grpc-message", kHeadersTooLargeError)};
   } else {
     body = HeadersTooLargeBody(request_id);
     nva = {MakeNv(":status", "431"), MakeNv("content-type", "application/json"),

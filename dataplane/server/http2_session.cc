@@ -383,7 +383,7 @@ void Http2Session::OnRequestHeadersTooLarge(int32_t /*stream_id*/, ReplyFields* 
   }
   e.user_agent = reply->user_agent;
   if (reply->grpc) {
-    e.grpc_status = 2;
+    e.grpc_status = 8;  // RESOURCE_EXHAUSTED, as gRPC's own metadata limit
   } else {
     e.bytes_out = http::Http2ServerCodec::HeadersTooLargeBody(reply->request_id).size();
   }

@@ -269,10 +269,12 @@ bool ForwardableTrailer(std::string_view name) {
 
 // The gRPC status for an HTTP status the gateway answers with (gRPC's
 // "HTTP to gRPC status code mapping", with the gateway's own meanings: a
-// timeout is DEADLINE_EXCEEDED, a rate limit RESOURCE_EXHAUSTED).
+// timeout is DEADLINE_EXCEEDED, a rate limit RESOURCE_EXHAUSTED, a media
+// type request-validation refuses INVALID_ARGUMENT, not UNKNOWN).
 int GrpcStatusFor(int http_status) {
   switch (http_status) {
     case 400: return 13;  // Internal
+    case 415: return 3;   // InvalidArgument
     case 401: return 16;  // Unauthenticated
     case 403: return 7;   // PermissionDenied
     case 404:
@@ -280,7 +282,8 @@ int GrpcStatusFor(int http_status) {
     case 408:
     case 504: return 4;   // DeadlineExceeded
     case 413:
-    case 429: return 8;   // ResourceExhausted
+    case 429:
+    case 431: return 8;   // ResourceExhausted
     case 502:
     case 503: return 14;  // Unavailable
     default: return http_status >= 200 && http_status < 300 ? 0 : 2;  // Ok / Unknown

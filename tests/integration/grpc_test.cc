@@ -117,7 +117,11 @@ class GrpcTest : public ::testing::Test {
         "    - domains: [held.test]\n      routes:\n"
         "        - match: {prefix: /}\n          route: {cluster: grpc, timeout: 300ms}\n"
         "          policies: [{name: request-validation, typed_config: "
-        "{content_types: [application/grpc], body_schema: '{}'}}]\n",
+        "{content_types: [application/grpc], body_schema: '{}'}}]\n"
+        "    - domains: [json-only.test]\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: grpc}\n"
+        "          policies: [{name: request-validation, typed_config: "
+        "{content_types: [application/json]}}]\n",
         "---\nkind: Consumer\nname: grpc-client\nspec: {keys: [{key: grpc-client-key-1}]}\n",
         "---\nkind: Listener\nname: plain\nspec: {address: 127.0.0.1, port: ", plain_port_,
         ", route_table: main, access_log: {path: ", dir_, "/access.log}}\n",
@@ -552,6 +556,17 @@ TEST_F(GrpcTest, AHeldCallEndsAtItsDeadline) {
   EXPECT_TRUE(absl::StrContains(r.details, "did not arrive within the route timeout"))
       << r.Describe();
   EXPECT_LT(r.elapsed_ms, 5000) << r.out;
+}
+
+// A media type request-validation refuses (its 415) is INVALID_ARGUMENT to
+// a gRPC client, with the reason. Before: UNKNOWN, which says nothing
+// (probe).
+TEST_F(GrpcTest, ARefusedMediaTypeIsInvalidArgument) {
+  GrpcCallResult r = Call("unary", {"--authority", "json-only.test"});
+  ASSERT_TRUE(r.parsed) << r.Describe();
+  EXPECT_EQ(r.code, "INVALID_ARGUMENT") << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.details, "header content-type: application/grpc is not allowed"))
+      << r.Describe();
 }
 
 TEST_F(GrpcTest, GrpcHealthCheckDrivesRouting) {

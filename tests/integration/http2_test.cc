@@ -285,7 +285,7 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   }
   r = grpc("/svc/M", {"-H", big});
   EXPECT_TRUE(absl::StartsWith(r.out, "HTTP/2 200")) << r.out.substr(0, 300);
-  EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 2")) << r.out.substr(0, 300);
+  EXPECT_TRUE(absl::StrContains(r.out, "grpc-status: 8")) << r.out.substr(0, 300);
   // ... and logged with that status (it was null).
   const size_t at = r.out.find("x-request-id: ");
   ASSERT_NE(at, std::string::npos) << r.out.substr(0, 300);
@@ -294,7 +294,7 @@ TEST_F(Http2Test, GatewayErrorsToGrpcClientsAreGrpcStatuses) {
   const std::string line =
       WaitForFileLine(dir_ + "/access.log", id, absl::Seconds(5)).value_or("");
   EXPECT_TRUE(absl::StrContains(line, "\"status\":431")) << line;
-  EXPECT_TRUE(absl::StrContains(line, "\"grpc_status\":2,")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"grpc_status\":8,")) << line;
 }
 
 // HPACK "literal header field without indexing, new name", no Huffman

@@ -134,11 +134,12 @@ void CheckNewRequestFieldName(const std::string& name, const std::string& field,
 // a gRPC call's outcome, which a policy may not edit at all (set in the
 // head next to the upstream's trailer, or removed with it, it failed every
 // call: "No status received"); `grpc-message` and `grpc-status-details-bin`
-// travel with it, and may only be removed, by an edit that takes them out
-// of trailers too (`removes_trailers`: the `headers` policy's `remove`).
+// travel with it, and may only be removed (a policy's removal of a
+// response field takes it out of trailers too: Filter::
+// removed_response_fields).
 enum class ResponseEdit { kWrite, kRemove };
 void CheckNewResponseFieldName(const std::string& name, const std::string& field,
-                               ResponseEdit edit, bool removes_trailers,
+                               ResponseEdit edit,
                                std::vector<std::pair<std::string, std::string>>* errors);
 // A Host value (a request's `host` set or replaced) that has no variable
 // must be a valid host[:port] (port 0..65535): else every request on the

@@ -128,7 +128,7 @@ void CheckNewRequestFieldName(const std::string& name, const std::string& field,
 }
 
 void CheckNewResponseFieldName(const std::string& name, const std::string& field,
-                               ResponseEdit edit, bool removes_trailers,
+                               ResponseEdit edit,
                                std::vector<std::pair<std::string, std::string>>* errors) {
   if (absl::EqualsIgnoreCase(name, "grpc-status")) {
     errors->emplace_back(field, absl::StrCat("'", name, "' is a gRPC call's outcome, which the "
@@ -145,14 +145,7 @@ void CheckNewResponseFieldName(const std::string& name, const std::string& field
   if (edit == ResponseEdit::kWrite) {
     errors->emplace_back(field, absl::StrCat("'", name, "' goes with a gRPC call's status, in "
                                              "the trailers the upstream sends; a policy can "
-                                             "remove it (the headers policy's response.remove) "
-                                             "but not write it"));
-  } else if (!removes_trailers) {
-    errors->emplace_back(field, absl::StrCat("'", name, "' goes with a gRPC call's status, "
-                                             "mostly in trailers, which this edit leaves as "
-                                             "they are: remove it with the headers policy's "
-                                             "response.remove, which takes it out of trailers "
-                                             "too"));
+                                             "remove it (from trailers too) but not write it"));
   }
 }
 
@@ -248,14 +241,14 @@ class HeadersValidator : public api::PolicyValidator {
     const v1::HeaderMutations& response = headers.response();
     for (int i = 0; i < response.remove_size(); ++i) {
       CheckNewResponseFieldName(response.remove(i), absl::StrCat("response.remove[", i, "]"),
-                                ResponseEdit::kRemove, /*removes_trailers=*/true, &found);
+                                ResponseEdit::kRemove, &found);
     }
     for (const auto& [list, what] :
          {std::pair{&response.set(), "set"}, std::pair{&response.add(), "add"}}) {
       for (int i = 0; i < list->size(); ++i) {
         CheckNewResponseFieldName(list->Get(i).name(),
                                   absl::StrCat("response.", what, "[", i, "].name"),
-                                  ResponseEdit::kWrite, /*removes_trailers=*/true, &found);
+                                  ResponseEdit::kWrite, &found);
       }
     }
     for (auto& [field, message] : found) errors->push_back({field, message});

@@ -39,18 +39,19 @@ class ResponseTransformerValidator : public api::PolicyValidator {
     transformer::ConfigErrors found;
     const transformer::EditSpec spec = transformer::ToEditSpec(config.headers());
     transformer::CheckNewHeaderEdits(spec, "headers", &found);
-    // gRPC's status fields: this policy edits the response head only.
+    // gRPC's status fields. A removed field (and a renamed one's old name)
+    // is taken out of trailers too (removed_response_fields).
     using headers::ResponseEdit;
     for (size_t i = 0; i < spec.remove.size(); ++i) {
       headers::CheckNewResponseFieldName(spec.remove[i], absl::StrCat("headers.remove[", i, "]"),
-                                         ResponseEdit::kRemove, false, &found);
+                                         ResponseEdit::kRemove, &found);
     }
     for (size_t i = 0; i < spec.rename.size(); ++i) {
       std::string field = absl::StrCat("headers.rename[", i, "]");
       headers::CheckNewResponseFieldName(spec.rename[i].first, field + ".from",
-                                         ResponseEdit::kWrite, false, &found);
+                                         ResponseEdit::kRemove, &found);
       headers::CheckNewResponseFieldName(spec.rename[i].second, field + ".to",
-                                         ResponseEdit::kWrite, false, &found);
+                                         ResponseEdit::kWrite, &found);
     }
     for (const auto& [list, what] : {std::pair{&spec.replace, "replace"},
                                      std::pair{&spec.add, "add"},
@@ -58,7 +59,7 @@ class ResponseTransformerValidator : public api::PolicyValidator {
       for (size_t i = 0; i < list->size(); ++i) {
         headers::CheckNewResponseFieldName((*list)[i].first,
                                            absl::StrCat("headers.", what, "[", i, "].name"),
-                                           ResponseEdit::kWrite, false, &found);
+                                           ResponseEdit::kWrite, &found);
       }
     }
     for (auto& [field, text] : found) errors->push_back({field, text});

@@ -163,8 +163,8 @@ TEST(HeadersPolicyTest, GrpcStatusIsNotEdited) {
                        "received)");
   EXPECT_TRUE(absl::StartsWith(errors[1], "response.set[0].name: 'grpc-status' is a gRPC"));
   EXPECT_EQ(errors[2], "response.add[0].name: 'Grpc-Message' goes with a gRPC call's status, "
-                       "in the trailers the upstream sends; a policy can remove it (the headers "
-                       "policy's response.remove) but not write it");
+                       "in the trailers the upstream sends; a policy can remove it (from "
+                       "trailers too) but not write it");
   // Requests' fields of those names are no one's business but the client's.
   EXPECT_TRUE(NewErrors(R"pb(request { set { name: "grpc-status" value: "0" } })pb").empty());
   EXPECT_TRUE(Errors(R"pb(response { set { name: "grpc-status" value: "0" } })pb").empty())
