@@ -2069,14 +2069,29 @@ void ProxyStream::SetUpstreamReadEnabled(bool enabled) {
 uint64_t ProxyStream::HashKeyFor(const upstream::ClusterInfo& cluster, const RequestHead& head) {
   const config::v1::HashPolicy& policy = cluster.hash_policy;
   std::string_view key;
+  std::string joined;  // a field sent on several lines
   if (policy.has_header()) {
     if (http::EqualsIgnoreCase(policy.header(), "host")) {
       // Host over HTTP/1, :authority over HTTP/2 (which has no host field:
       // every HTTP/2 request was placed at random), as route matching and
       // Envoy read it.
       key = head.authority;
-    } else if (const http::HeaderField* h = http::FindHeader(*head.headers, policy.header())) {
-      key = h->value;
+    } else {
+      // Every line of the field, joined as RFC 9110 5.3 combines them
+      // (Cookie with "; ", RFC 9113 8.2.3): an HTTP/1 client's two Cookie
+      // lines and an HTTP/2 client's crumbs place the request alike.
+      const bool cookie = http::EqualsIgnoreCase(policy.header(), "cookie");
+      int lines = 0;
+      for (const http::HeaderField& h : *head.headers) {
+        if (!http::EqualsIgnoreCase(h.name, policy.header())) continue;
+        if (++lines == 1) {
+          key = h.value;
+          continue;
+        }
+        if (lines == 2) joined.assign(key);
+        joined.append(cookie ? "; " : ", ").append(h.value);
+        key = joined;
+      }
     }
   } else if (policy.has_cookie()) {
     for (const http::HeaderField& h : *head.headers) {
@@ -2455,6 +2470,22 @@ void ProxyStream::OnDownstreamDrained() {
 
 void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
   per_try_timer_.Disable();
+  // A server that times idle connections out with a 408 and a close
+  // (Node's, Apache's) as the gateway reused the connection: the 408
+  // answers no request the server read (RFC 9110 15.5.9: the client may
+  // repeat it), so an idempotent request goes again on a new connection,
+  // as on a pooled one found closed (OnUpstreamFailed). Before: a GET got
+  // the 408 (probe: 3 in 100 at the race). Others get the 408.
+  if (head.status == 408 && !head.keep_alive && upstream_ != nullptr && upstream_->reused() &&
+      !response_started_ && IsIdempotent(method_) && (replayable_ || !body_gone_) &&
+      resends_ < kMaxResends) {
+    ++resends_;
+    ReleaseUpstream(false);
+    --attempts_;  // not the endpoint's fault, not a retry
+    fresh_connection_ = true;
+    ConnectUpstream();
+    return;
+  }
   first_byte_ = absl::Now();
   if (head.status == 101) {
     StartTunnel(head);

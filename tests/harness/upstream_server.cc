@@ -36,6 +36,10 @@
 //   close=1      "connection: close", then close after the response
 //   hang=1       never respond; close only when the client does
 //   reset=1      close without responding, with an RST (SO_LINGER 0)
+//   timeout_next=1 answer as usual (keep-alive), then answer the next
+//                request on the connection "408 Request Timeout" with
+//                "connection: close" and close: an idle timeout (Node's,
+//                Apache's) that raced the reuse
 //   drop_next=1  answer as usual (keep-alive), then close the connection
 //                without a word when the next request on it arrives: the
 //                race of a keep-alive timeout with a reused connection
@@ -148,6 +152,7 @@ struct ResponsePlan {
   bool close_reset = false;
   bool smuggle = false;
   bool drop_next = false;
+  bool timeout_next = false;
   bool json = false;
   bool echo = false;
   std::string cache_control;
@@ -248,6 +253,8 @@ absl::StatusOr<ResponsePlan> ParsePlan(absl::string_view target) {
       status = flag(&plan.smuggle);
     } else if (key == "drop_next") {
       status = flag(&plan.drop_next);
+    } else if (key == "timeout_next") {
+      status = flag(&plan.timeout_next);
     } else if (key == "json") {
       status = flag(&plan.json);
     } else if (key == "echo") {
@@ -382,6 +389,7 @@ class Connection {
   int chunk_gap_ms_ = kChunkGapMs;
   bool close_after_stream_ = false;
   bool drop_next_ = false;  // close when the next request arrives (drop_next=1)
+  bool timeout_next_ = false;  // 408 and close at the next request (timeout_next=1)
   bool peer_eof_ = false;
   bool shut_down_write_ = false;
   bool parse_failed_ = false;
@@ -584,10 +592,16 @@ void Connection::Answer(const Pending& pending) {
     Close();
     return;
   }
+  if (timeout_next_) {
+    Write("HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    FinishResponse(/*close_after=*/true);
+    return;
+  }
   const Http1Message& request = pending.request;
   absl::StatusOr<ResponsePlan> plan = ResponsePlan();
   if (PathOf(request.target) != "/__stats") plan = ParsePlan(request.target);
   if (plan.ok() && plan->drop_next) drop_next_ = true;
+  if (plan.ok() && plan->timeout_next) timeout_next_ = true;
   if (!plan.ok()) {
     std::string body =
         absl::StrCat("bad request: ", plan.status().message(), "\n");

@@ -1399,7 +1399,7 @@ TEST(Http2ServerCodecTest, HeaderListOverTheLimitGets431) {
   const ClientResponse& g = f.client.responses[grpc];
   EXPECT_EQ(g.status, 200);
   ASSERT_NE(g.headers.Get("grpc-status"), nullptr);
-  EXPECT_EQ(*g.headers.Get("grpc-status"), "2");
+  EXPECT_EQ(*g.headers.Get("grpc-status"), "8");  // RESOURCE_EXHAUSTED
   EXPECT_TRUE(g.body.empty());
   // The last content-type decides, as for the stream: a short one after
   // application/grpc makes the request plain HTTP (it stayed gRPC here).
