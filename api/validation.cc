@@ -1097,7 +1097,15 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       sink.Add(Join(f, "name"), absl::StrCat("'", n, "' is not a valid header name", instead));
     }
     if (h.match_case() == config::v1::HeaderMatcher::MATCH_NOT_SET) {
-      sink.Add(f, "needs one of exact, prefix, regex or present");
+      sink.Add(f, "needs one of exact, prefix, suffix, contains, regex or present");
+    }
+    if (h.ignore_case() && (h.match_case() == config::v1::HeaderMatcher::kRegex ||
+                            h.match_case() == config::v1::HeaderMatcher::kPresent)) {
+      sink.Add(Join(f, "ignore_case"),
+               h.match_case() == config::v1::HeaderMatcher::kRegex
+                   ? "applies to exact, prefix, suffix and contains; make a regex ignore case "
+                     "with (?i)"
+                   : "applies to exact, prefix, suffix and contains, not to present");
     }
     if (h.match_case() == config::v1::HeaderMatcher::kRegex) {
       CheckRegex(h.regex(), Join(f, "regex"), sink);
@@ -1891,7 +1899,9 @@ int HexValue(char c) {
 // Why no normalised request path can equal (`prefix` false) or start with
 // `value`, or "" when one can. See path_normalizer.h for what a request path
 // looks like once normalised; this scan knows those rules, not that code.
-std::string UnmatchablePathReason(const std::string& value, bool prefix) {
+// `ignore_case`: the route's case_sensitive is false, so a lower-case
+// percent-encoding ("%2f") matches the normalised upper-case one.
+std::string UnmatchablePathReason(const std::string& value, bool prefix, bool ignore_case) {
   // The canonical spelling, offered when only the spelling is wrong.
   std::string canonical;
   std::string spelling_problem;
@@ -1927,7 +1937,7 @@ std::string UnmatchablePathReason(const std::string& value, bool prefix) {
       if (prefix && cut_short) {
         const std::string rest = value.substr(i);
         const std::string upper = absl::AsciiStrToUpper(rest);
-        if (upper != rest && spelling_problem.empty()) {
+        if (upper != rest && !ignore_case && spelling_problem.empty()) {
           spelling_problem = absl::StrCat("ends with ", rest, ", which request paths carry as ",
                                           upper, "... once normalised");
         }
@@ -1951,7 +1961,7 @@ std::string UnmatchablePathReason(const std::string& value, bool prefix) {
       canonical.push_back(decoded);
     } else {
       const std::string upper = absl::AsciiStrToUpper(encoding);
-      if (upper != encoding && spelling_problem.empty()) {
+      if (upper != encoding && !ignore_case && spelling_problem.empty()) {
         spelling_problem = absl::StrCat("has ", encoding, at(), ", which request paths carry as ",
                                         upper, " once normalised");
       }
@@ -2422,7 +2432,8 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
       const std::string& value = prefix ? match.prefix() : match.path();
       // ValidateResource reports a value without '/' or with a control byte.
       if (!absl::StartsWith(value, "/")) continue;
-      if (std::string why = UnmatchablePathReason(value, prefix); !why.empty()) {
+      const bool ignore_case = match.has_case_sensitive() && !match.case_sensitive().value();
+      if (std::string why = UnmatchablePathReason(value, prefix, ignore_case); !why.empty()) {
         sink.Add(Join(route_at, prefix ? "match.prefix" : "match.path"),
                  absl::StrCat("'", Shown(value), "' ", why,
                               "; no request would match"));
@@ -2685,6 +2696,9 @@ void AddShadowedRouteNotes(const std::string& table, int v,
   };
   for (int r = 0; r < vhost.routes_size(); ++r) {
     const config::v1::RouteMatch& match = vhost.routes(r).match();
+    // A route ignoring case takes requests the ones before it may not, and
+    // the ones after it take others: neither is noted nor noted against.
+    if (match.has_case_sensitive() && !match.case_sensitive().value()) continue;
     std::vector<std::string> sorted(match.methods().begin(), match.methods().end());
     std::sort(sorted.begin(), sorted.end());
     const std::string methods = absl::StrJoin(sorted, ",");

@@ -14,6 +14,7 @@
 #include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "api/resource.h"
@@ -40,6 +41,19 @@ absl::string_view ToAbsl(std::string_view s) {
 bool StartsWith(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() &&
          std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
+}
+
+bool ContainsIgnoringCase(std::string_view s, std::string_view part) {
+  if (part.size() > s.size()) return false;
+  for (size_t i = 0; i + part.size() <= s.size(); ++i) {
+    if (absl::EqualsIgnoreCase(ToAbsl(s.substr(i, part.size())), ToAbsl(part))) return true;
+  }
+  return false;
+}
+
+bool StartsWithIgnoringCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() &&
+         absl::EqualsIgnoreCase(ToAbsl(s.substr(0, prefix.size())), ToAbsl(prefix));
 }
 
 // True when `name` (any case) equals `lower` (already lower case).
@@ -109,9 +123,11 @@ bool FindQueryParameter(std::string_view query, std::string_view name,
 }
 
 absl::StatusOr<std::unique_ptr<RE2>> CompileRegex(const std::string& pattern,
-                                                  const std::string& field) {
+                                                  const std::string& field,
+                                                  bool case_sensitive = true) {
   RE2::Options options;
   options.set_log_errors(false);
+  options.set_case_sensitive(case_sensitive);
   auto re = std::make_unique<RE2>(pattern, options);
   if (!re->ok()) {
     return absl::InvalidArgumentError(
@@ -261,10 +277,11 @@ struct RouteTable::RouteMatcher {
   struct Header {
     std::string name;  // lower case
     HeaderMatcher::MatchCase kind = HeaderMatcher::MATCH_NOT_SET;
-    std::string value;  // exact or prefix
+    std::string value;  // exact, prefix, suffix or contains
     std::unique_ptr<RE2> regex;
     bool present = false;
     bool invert = false;
+    bool ignore_case = false;  // exact, prefix, suffix, contains
   };
   struct QueryParameter {
     std::string name;
@@ -277,6 +294,9 @@ struct RouteTable::RouteMatcher {
 
   PathKind path_kind = PathKind::kPrefix;
   std::string path;                 // kPrefix, kExact
+  // case_sensitive: false. Such kPrefix and kExact routes are not in the
+  // index: like regex routes, they are checked on every request.
+  bool ignore_case = false;
   std::unique_ptr<RE2> path_regex;  // kRegex
   // kRegex: every path the regex matches is in [regex_min, regex_max] (empty
   // regex_max: no upper bound), a cheap test before running the regex.
@@ -307,6 +327,14 @@ struct RouteTable::RouteMatcher {
   bool RestMatches(
       std::string_view path_only, std::string_view query,
       const std::vector<http::HeaderField>* request_headers, std::string_view host) const {
+    if (ignore_case && path_kind == PathKind::kPrefix &&
+        !StartsWithIgnoringCase(path_only, path)) {
+      return false;
+    }
+    if (ignore_case && path_kind == PathKind::kExact &&
+        !absl::EqualsIgnoreCase(ToAbsl(path_only), path)) {
+      return false;
+    }
     if (path_kind == PathKind::kRegex &&
         (path_only < regex_min ||
          (!regex_max.empty() && path_only > regex_max) ||
@@ -342,10 +370,20 @@ struct RouteTable::RouteMatcher {
       bool result = false;
       switch (h.kind) {
         case HeaderMatcher::kExact:
-          result = found && value == h.value;
+          result = found && (h.ignore_case ? absl::EqualsIgnoreCase(ToAbsl(value), h.value)
+                                           : value == h.value);
           break;
         case HeaderMatcher::kPrefix:
-          result = found && StartsWith(value, h.value);
+          result = found && (h.ignore_case ? StartsWithIgnoringCase(value, h.value)
+                                           : StartsWith(value, h.value));
+          break;
+        case HeaderMatcher::kSuffix:
+          result = found && (h.ignore_case ? absl::EndsWithIgnoreCase(ToAbsl(value), h.value)
+                                           : absl::EndsWith(ToAbsl(value), h.value));
+          break;
+        case HeaderMatcher::kContains:
+          result = found && (h.ignore_case ? ContainsIgnoringCase(value, h.value)
+                                           : absl::StrContains(ToAbsl(value), h.value));
           break;
         case HeaderMatcher::kRegex:
           result = found && FullMatch(value, *h.regex);
@@ -420,7 +458,8 @@ struct RouteTable::VirtualHost {
   // sorted list rather than sorting the routes again.
   std::vector<std::pair<absl::string_view, uint32_t>> prefix_routes;
   PrefixTrie prefixes;
-  // Regex routes: checked on every request, ascending.
+  // Regex routes and those ignoring case: checked on every request,
+  // ascending.
   std::vector<uint32_t> regex_routes;
 
   // Builds exact_paths, exact_ids, `prefixes` (from prefix_routes, which the
@@ -452,10 +491,10 @@ void RouteTable::VirtualHost::BuildIndex(
   const uint32_t end = first_id + route_count;
   for (uint32_t id = first_id; id < end; ++id) {
     const RouteMatcher& m = routes[id]->matcher;
-    if (m.path_kind == RouteMatcher::PathKind::kExact) {
-      ++exact_paths[m.path].size;
-    } else if (m.path_kind == RouteMatcher::PathKind::kRegex) {
+    if (m.path_kind == RouteMatcher::PathKind::kRegex || m.ignore_case) {
       regex_routes.push_back(id);
+    } else if (m.path_kind == RouteMatcher::PathKind::kExact) {
+      ++exact_paths[m.path].size;
     }
   }
   uint32_t next = 0;
@@ -467,7 +506,7 @@ void RouteTable::VirtualHost::BuildIndex(
   exact_ids.resize(next);
   for (uint32_t id = first_id; id < end; ++id) {
     const RouteMatcher& m = routes[id]->matcher;
-    if (m.path_kind != RouteMatcher::PathKind::kExact) continue;
+    if (m.path_kind != RouteMatcher::PathKind::kExact || m.ignore_case) continue;
     IdSpan& span = exact_paths.find(m.path)->second;
     exact_ids[span.begin + span.size++] = id;
   }
@@ -484,6 +523,7 @@ const RouteEntry& RouteTable::route(uint32_t id) const {
 absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
                                                        const std::string& field,
                                                        RouteMatcher* matcher) {
+  matcher->ignore_case = match.has_case_sensitive() && !match.case_sensitive().value();
   switch (match.path_specifier_case()) {
     case RouteMatch::kPrefix:
       matcher->path_kind = RouteMatcher::PathKind::kPrefix;
@@ -495,7 +535,7 @@ absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
       break;
     case RouteMatch::kRegex: {
       matcher->path_kind = RouteMatcher::PathKind::kRegex;
-      auto re = CompileRegex(match.regex(), field + ".match.regex");
+      auto re = CompileRegex(match.regex(), field + ".match.regex", !matcher->ignore_case);
       if (!re.ok()) return re.status();
       matcher->path_regex = *std::move(re);
       if (!matcher->path_regex->PossibleMatchRange(
@@ -516,12 +556,19 @@ absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
     header.name = absl::AsciiStrToLower(h.name());
     header.kind = h.match_case();
     header.invert = h.invert();
+    header.ignore_case = h.ignore_case();
     switch (h.match_case()) {
       case HeaderMatcher::kExact:
         header.value = h.exact();
         break;
       case HeaderMatcher::kPrefix:
         header.value = h.prefix();
+        break;
+      case HeaderMatcher::kSuffix:
+        header.value = h.suffix();
+        break;
+      case HeaderMatcher::kContains:
+        header.value = h.contains();
         break;
       case HeaderMatcher::kRegex: {
         auto re = CompileRegex(
@@ -536,7 +583,7 @@ absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
       case HeaderMatcher::MATCH_NOT_SET:
         return absl::InvalidArgumentError(
             absl::StrCat(field, ".match.headers[", i,
-                         "]: needs one of exact, prefix, regex or present"));
+                         "]: needs one of exact, prefix, suffix, contains, regex or present"));
     }
     matcher->headers.push_back(std::move(header));
   }
@@ -693,6 +740,8 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
   }
   if (match.path_specifier_case() == RouteMatch::kPrefix) {
     entry->matched_prefix = match.prefix();
+    entry->matched_prefix_ignores_case =
+        match.has_case_sensitive() && !match.case_sensitive().value();
   }
   return absl::OkStatus();
 }
@@ -748,7 +797,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Compile(
                                           vhost->label, id);
       if (!route.ok()) return route.status();
       const RouteMatcher& m = (*route)->matcher;
-      if (m.path_kind == RouteMatcher::PathKind::kPrefix) {
+      if (m.path_kind == RouteMatcher::PathKind::kPrefix && !m.ignore_case) {
         vhost->prefix_routes.emplace_back(m.path, id);
       }
       table->routes_.push_back(*std::move(route));
@@ -818,7 +867,7 @@ absl::StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Recompile(
                                           r, old.label, id);
       if (!route.ok()) return route.status();
       const RouteMatcher& m = (*route)->matcher;
-      if (m.path_kind == RouteMatcher::PathKind::kPrefix) {
+      if (m.path_kind == RouteMatcher::PathKind::kPrefix && !m.ignore_case) {
         added_prefixes.emplace_back(m.path, id);
       }
       table->routes_[id] = *std::move(route);
@@ -988,7 +1037,8 @@ const std::string& RouteEntry::PickCluster(uint64_t random) const {
 
 std::string RouteEntry::RewritePath(std::string_view path_and_query) const {
   if (prefix_rewrite.empty() || matched_prefix.empty() ||
-      !StartsWith(path_and_query, matched_prefix)) {
+      !(matched_prefix_ignores_case ? StartsWithIgnoringCase(path_and_query, matched_prefix)
+                                    : StartsWith(path_and_query, matched_prefix))) {
     return std::string(path_and_query);
   }
   std::string out = prefix_rewrite;

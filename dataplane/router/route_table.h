@@ -151,6 +151,7 @@ struct RouteEntry {
   // (empty unless the route matches on prefix).
   std::string prefix_rewrite;
   std::string matched_prefix;
+  bool matched_prefix_ignores_case = false;  // the match's case_sensitive: false
 
   // kRedirect. Empty strings keep the request's value; redirect_code defaults
   // to 301.

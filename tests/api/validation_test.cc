@@ -657,11 +657,12 @@ TEST(ValidationTest, PathMustStartWithSlash) {
 // A prefix or path that no normalised request path can hold is refused
 // when applied (ValidateNewContent), never in a stored or pushed state.
 // `match` is "prefix VALUE", "path VALUE" or "regex VALUE".
-std::string NewContentErrors(const std::string& match) {
+std::string NewContentErrors(const std::string& match, bool case_sensitive = true) {
   Resource table = Parse(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/ok" } route { cluster: "users" } }
       routes { route { cluster: "users" } } } })");
   auto* m = table.mutable_route_table()->mutable_virtual_hosts(0)->mutable_routes(1)->mutable_match();
+  if (!case_sensitive) m->mutable_case_sensitive()->set_value(false);
   const std::string value = match.substr(match.find(' ') + 1);
   if (absl::StartsWith(match, "prefix ")) m->set_prefix(value);
   if (absl::StartsWith(match, "path ")) m->set_path(value);
@@ -853,6 +854,34 @@ TEST(ValidationTest, AppliedRouteMatchesMustBeMatchable) {
     std::string e = NewContentErrors(match);
     EXPECT_NE(e.find(message), std::string::npos) << match << ": " << e;
   }
+  // A route ignoring case matches a lower-case percent-encoding; the other
+  // spellings are still refused.
+  EXPECT_EQ(NewContentErrors("path /a%2fb", false), "OK");
+  EXPECT_EQ(NewContentErrors("prefix /a%e", false), "OK");
+  EXPECT_NE(NewContentErrors("prefix /%61dmin", false).find("write '/admin'"), std::string::npos);
+}
+
+TEST(ValidationTest, HeaderMatcherIgnoreCaseIsForStringMatches) {
+  auto with = [](const std::string& matcher) {
+    return absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" headers { name: "x-a" )",
+                        matcher, R"( } } route { cluster: "users" } } } })");
+  };
+  for (const char* fine : {"suffix: \".json\"", "contains: \"bot\" ignore_case: true",
+                           "exact: \"A\" ignore_case: true", "prefix: \"A\" ignore_case: true"}) {
+    EXPECT_EQ(ErrorsWith(with(fine)), "") << fine;
+  }
+  EXPECT_NE(ErrorsWith(with("regex: \"a\" ignore_case: true"))
+                .find("headers[0].ignore_case: applies to exact, prefix, suffix and contains; "
+                      "make a regex ignore case with (?i)"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(with("present: true ignore_case: true"))
+                .find("headers[0].ignore_case: applies to exact, prefix, suffix and contains, "
+                      "not to present"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(with("invert: true"))
+                .find("headers[0]: needs one of exact, prefix, suffix, contains, regex or present"),
+            std::string::npos);
 }
 
 TEST(ValidationTest, MethodsMustBeUpperCaseTokens) {

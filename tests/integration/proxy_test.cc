@@ -61,6 +61,8 @@ std::string ConfigYaml(const ConfigOptions& o) {
       "      domains: ['*']\n      routes:\n", routes,
       "        - match: {path: /healthz}\n          direct_response: {status: 200, body: \"ok\\n\"}\n"
       "        - match: {prefix: /old/}\n          route: {cluster: backends, prefix_rewrite: /new/}\n"
+      "        - match: {prefix: /Mixed/, case_sensitive: false}\n"
+      "          route: {cluster: backends, prefix_rewrite: /lower/}\n"
       "        - match: {prefix: /go}\n          redirect: {path_redirect: /gone, response_code: 302}\n"
       "        - match: {prefix: /}\n          route: {cluster: backends, timeout: ",
       o.route_timeout, "}\n",
@@ -227,6 +229,13 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   }
   r = HttpRequest(listener(), "PURGE", "/old/path", {}, "");
   EXPECT_EQ(r.status, 200) << r.body;
+  // case_sensitive: false: the prefix is matched and replaced however
+  // the request spells it.
+  for (const char* path : {"/mixed/a?Q=1", "/MIXED/a?Q=1", "/Mixed/a?Q=1"}) {
+    r = HttpGet(listener(), path);
+    ASSERT_EQ(r.status, 200) << path;
+    EXPECT_NE(r.body.find("GET /lower/a?Q=1"), std::string::npos) << path << ": " << r.body;
+  }
   r = HttpGet(listener(), "/go/somewhere");
   EXPECT_EQ(r.status, 302);
   EXPECT_EQ(r.header("location"), "http://" + listener() + "/gone");

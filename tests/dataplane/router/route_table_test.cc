@@ -198,6 +198,62 @@ TEST(RouteTablePathTest, FirstDeclaredRouteWins) {
   EXPECT_EQ(Outcome(*catch_all_first, "h", "/"), "all");
 }
 
+// case_sensitive: false compares prefix, path and regex ignoring ASCII
+// case; such routes keep their place in the order (they are not in the
+// index, but are tried as regex routes are), and a prefix_rewrite replaces
+// the prefix however the request spelled it.
+TEST(RouteTablePathTest, RoutesThatIgnoreCase) {
+  const std::string text = R"(
+    name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { name: "ci-exact" match { path: "/Users" case_sensitive { value: false } }
+               route { cluster: "c" } }
+      routes { name: "cs-api" match { prefix: "/api" } route { cluster: "c" } }
+      routes { name: "ci-api" match { prefix: "/API/v2/" case_sensitive { value: false } }
+               route { cluster: "c" prefix_rewrite: "/v2/" } }
+      routes { name: "ci-regex" match { regex: "/items/[a-z]+" case_sensitive { value: false } }
+               route { cluster: "c" } }
+      routes { name: "cs-said" match { prefix: "/Exact" case_sensitive { value: true } }
+               route { cluster: "c" } }
+      routes { name: "all" match { prefix: "/" } route { cluster: "c" } }
+    })";
+  auto table = Compile(text);
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(Outcome(*table, "h", "/users"), "ci-exact");
+  EXPECT_EQ(Outcome(*table, "h", "/USERS?x=1"), "ci-exact");
+  EXPECT_EQ(Outcome(*table, "h", "/users/1"), "all");
+  EXPECT_EQ(Outcome(*table, "h", "/api/v2/x"), "cs-api");  // declared first
+  EXPECT_EQ(Outcome(*table, "h", "/API/V2/x"), "ci-api");
+  EXPECT_EQ(Outcome(*table, "h", "/Api/v2/"), "ci-api");
+  EXPECT_EQ(Outcome(*table, "h", "/Api/v3/"), "all");
+  EXPECT_EQ(Outcome(*table, "h", "/ITEMS/Abc"), "ci-regex");
+  EXPECT_EQ(Outcome(*table, "h", "/items/1"), "all");
+  EXPECT_EQ(Outcome(*table, "h", "/Exact/1"), "cs-said");
+  EXPECT_EQ(Outcome(*table, "h", "/exact/1"), "all");
+  EXPECT_EQ(table->route(2).RewritePath("/Api/V2/x?q=A"), "/v2/x?q=A");
+  EXPECT_EQ(table->route(2).RewritePath("/API/v2/"), "/v2/");
+
+  // A patch that turns a route's case_sensitive off (and another's on)
+  // moves it out of the index (and back in).
+  config::v1::RouteTable config = ParseTable(text);
+  config.mutable_virtual_hosts(0)->mutable_routes(1)->mutable_match()
+      ->mutable_case_sensitive()->set_value(false);
+  config.mutable_virtual_hosts(0)->mutable_routes(0)->mutable_match()->clear_case_sensitive();
+  auto patched = RouteTable::Recompile(*table, config, {0, 1});
+  ASSERT_TRUE(patched.ok()) << patched.status();
+  EXPECT_EQ(Outcome(**patched, "h", "/API/V2/x"), "cs-api");
+  EXPECT_EQ(Outcome(**patched, "h", "/APIs"), "cs-api");
+  EXPECT_EQ(Outcome(**patched, "h", "/users"), "all");
+  EXPECT_EQ(Outcome(**patched, "h", "/Users"), "ci-exact");
+  // The method list still applies to a route ignoring case.
+  auto with_methods = Compile(R"(
+    name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { name: "post" match { prefix: "/A" methods: "POST" case_sensitive { value: false } }
+               route { cluster: "c" } } })");
+  ASSERT_NE(with_methods, nullptr);
+  EXPECT_EQ(Outcome(*with_methods, "h", "/a", "POST"), "post");
+  EXPECT_EQ(Outcome(*with_methods, "h", "/a", "GET"), "405 POST");
+}
+
 constexpr char kMethodTable[] = R"(
   name: "methods"
   virtual_hosts {
@@ -349,6 +405,59 @@ TEST(RouteTableHeaderTest, EveryMatcherKind) {
   EXPECT_EQ(outcome("/both", {{"a", "1"}, {"b", "2"}}), "both");
   EXPECT_EQ(outcome("/both", {{"a", "1"}}), "fallback");
   EXPECT_EQ(outcome("/both", {{"b", "2"}, {"A", "1"}}), "both");
+}
+
+// suffix and contains, and ignore_case (Envoy's string matcher: exact,
+// prefix, suffix and contains ignoring ASCII case).
+TEST(RouteTableHeaderTest, SuffixContainsAndIgnoringCase) {
+  auto table = Compile(R"(
+    name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { name: "suffix" match { prefix: "/s" headers { name: "x-file" suffix: ".json" } }
+               route { cluster: "c" } }
+      routes { name: "contains" match { prefix: "/c"
+                                        headers { name: "user-agent" contains: "Bot" } }
+               route { cluster: "c" } }
+      routes { name: "exact-ic" match { prefix: "/e"
+                                        headers { name: "x-t" exact: "Acme" ignore_case: true } }
+               route { cluster: "c" } }
+      routes { name: "prefix-ic" match { prefix: "/p"
+                                         headers { name: "x-t" prefix: "ab" ignore_case: true } }
+               route { cluster: "c" } }
+      routes { name: "suffix-ic"
+               match { prefix: "/s" headers { name: "x-file" suffix: ".XML" ignore_case: true } }
+               route { cluster: "c" } }
+      routes { name: "contains-ic"
+               match { prefix: "/c"
+                       headers { name: "user-agent" contains: "spider" ignore_case: true } }
+               route { cluster: "c" } }
+      routes { name: "not-contains" match { prefix: "/n"
+                                            headers { name: "x-t" contains: "x" invert: true } }
+               route { cluster: "c" } }
+      routes { name: "fallback" match { prefix: "/" } route { cluster: "c" } } })");
+  ASSERT_NE(table, nullptr);
+  auto outcome = [&](std::string_view path, const std::vector<HeaderField>& headers) {
+    return Outcome(*table, "h", path, "GET", headers);
+  };
+  EXPECT_EQ(outcome("/s", {{"x-file", "a.json"}}), "suffix");
+  EXPECT_EQ(outcome("/s", {{"x-file", ".json"}}), "suffix");
+  EXPECT_EQ(outcome("/s", {{"x-file", "a.JSON"}}), "fallback");
+  EXPECT_EQ(outcome("/s", {{"x-file", "a.json.gz"}}), "fallback");
+  EXPECT_EQ(outcome("/s", {{"x-file", "b.xml"}}), "suffix-ic");
+  EXPECT_EQ(outcome("/s", {{"x-file", "b.Xml"}}), "suffix-ic");
+  EXPECT_EQ(outcome("/s", {{"x-file", "xml"}}), "fallback");
+  EXPECT_EQ(outcome("/c", {{"user-agent", "GoodBot/1"}}), "contains");
+  EXPECT_EQ(outcome("/c", {{"user-agent", "goodbot/1"}}), "fallback");
+  EXPECT_EQ(outcome("/c", {{"user-agent", "a SPIDER b"}}), "contains-ic");
+  EXPECT_EQ(outcome("/c", {{"user-agent", "spide"}}), "fallback");
+  EXPECT_EQ(outcome("/c", {}), "fallback");
+  EXPECT_EQ(outcome("/e", {{"x-t", "acme"}}), "exact-ic");
+  EXPECT_EQ(outcome("/e", {{"x-t", "ACME"}}), "exact-ic");
+  EXPECT_EQ(outcome("/e", {{"x-t", "acme1"}}), "fallback");
+  EXPECT_EQ(outcome("/p", {{"x-t", "ABc"}}), "prefix-ic");
+  EXPECT_EQ(outcome("/p", {{"x-t", "a"}}), "fallback");
+  EXPECT_EQ(outcome("/n", {{"x-t", "abc"}}), "not-contains");
+  EXPECT_EQ(outcome("/n", {}), "not-contains");
+  EXPECT_EQ(outcome("/n", {{"x-t", "axc"}}), "fallback");
 }
 
 TEST(RouteTableHeaderTest, NullHeadersMeansNone) {
