@@ -1116,7 +1116,15 @@ void ValidateRoute(const Route& route, const std::string& prefix,
     std::string f = Index(Join(m, "query_parameters"), i);
     if (q.name().empty()) sink.Add(Join(f, "name"), "is required");
     if (q.match_case() == config::v1::QueryParameterMatcher::MATCH_NOT_SET) {
-      sink.Add(f, "needs one of exact, regex or present");
+      sink.Add(f, "needs one of exact, prefix, suffix, contains, regex or present");
+    }
+    if (q.ignore_case() && (q.match_case() == config::v1::QueryParameterMatcher::kRegex ||
+                            q.match_case() == config::v1::QueryParameterMatcher::kPresent)) {
+      sink.Add(Join(f, "ignore_case"),
+               q.match_case() == config::v1::QueryParameterMatcher::kRegex
+                   ? "applies to exact, prefix, suffix and contains; make a regex ignore case "
+                     "with (?i)"
+                   : "applies to exact, prefix, suffix and contains, not to present");
     }
     if (q.match_case() == config::v1::QueryParameterMatcher::kRegex) {
       CheckRegex(q.regex(), Join(f, "regex"), sink);

@@ -287,9 +287,10 @@ struct RouteTable::RouteMatcher {
     std::string name;
     QueryParameterMatcher::MatchCase kind =
         QueryParameterMatcher::MATCH_NOT_SET;
-    std::string value;  // exact
+    std::string value;  // exact, prefix, suffix or contains
     std::unique_ptr<RE2> regex;
     bool present = false;
+    bool ignore_case = false;  // exact, prefix, suffix, contains
   };
 
   PathKind path_kind = PathKind::kPrefix;
@@ -403,7 +404,20 @@ struct RouteTable::RouteMatcher {
         bool result = false;
         switch (q.kind) {
           case QueryParameterMatcher::kExact:
-            result = found && value == q.value;
+            result = found && (q.ignore_case ? absl::EqualsIgnoreCase(ToAbsl(value), q.value)
+                                             : value == q.value);
+            break;
+          case QueryParameterMatcher::kPrefix:
+            result = found && (q.ignore_case ? StartsWithIgnoringCase(value, q.value)
+                                             : StartsWith(value, q.value));
+            break;
+          case QueryParameterMatcher::kSuffix:
+            result = found && (q.ignore_case ? absl::EndsWithIgnoreCase(ToAbsl(value), q.value)
+                                             : absl::EndsWith(ToAbsl(value), q.value));
+            break;
+          case QueryParameterMatcher::kContains:
+            result = found && (q.ignore_case ? ContainsIgnoringCase(value, q.value)
+                                             : absl::StrContains(ToAbsl(value), q.value));
             break;
           case QueryParameterMatcher::kRegex:
             result = found && FullMatch(value, *q.regex);
@@ -592,9 +606,19 @@ absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
     RouteMatcher::QueryParameter param;
     param.name = q.name();
     param.kind = q.match_case();
+    param.ignore_case = q.ignore_case();
     switch (q.match_case()) {
       case QueryParameterMatcher::kExact:
         param.value = q.exact();
+        break;
+      case QueryParameterMatcher::kPrefix:
+        param.value = q.prefix();
+        break;
+      case QueryParameterMatcher::kSuffix:
+        param.value = q.suffix();
+        break;
+      case QueryParameterMatcher::kContains:
+        param.value = q.contains();
         break;
       case QueryParameterMatcher::kRegex: {
         auto re = CompileRegex(
@@ -610,7 +634,7 @@ absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
       case QueryParameterMatcher::MATCH_NOT_SET:
         return absl::InvalidArgumentError(
             absl::StrCat(field, ".match.query_parameters[", i,
-                         "]: needs one of exact, regex or present"));
+                         "]: needs one of exact, prefix, suffix, contains, regex or present"));
     }
     matcher->query_parameters.push_back(std::move(param));
   }

@@ -861,7 +861,7 @@ TEST(ValidationTest, AppliedRouteMatchesMustBeMatchable) {
   EXPECT_NE(NewContentErrors("prefix /%61dmin", false).find("write '/admin'"), std::string::npos);
 }
 
-TEST(ValidationTest, HeaderMatcherIgnoreCaseIsForStringMatches) {
+TEST(ValidationTest, MatcherIgnoreCaseIsForStringMatches) {
   auto with = [](const std::string& matcher) {
     return absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" headers { name: "x-a" )",
@@ -881,6 +881,21 @@ TEST(ValidationTest, HeaderMatcherIgnoreCaseIsForStringMatches) {
             std::string::npos);
   EXPECT_NE(ErrorsWith(with("invert: true"))
                 .find("headers[0]: needs one of exact, prefix, suffix, contains, regex or present"),
+            std::string::npos);
+  // The same for query parameters.
+  auto query = [](const std::string& matcher) {
+    return absl::StrCat(R"(route_table { name: "main" virtual_hosts { domains: "*"
+      routes { match { prefix: "/" query_parameters { name: "q" )",
+                        matcher, R"( } } route { cluster: "users" } } } })");
+  };
+  EXPECT_EQ(ErrorsWith(query("suffix: \"x\" ignore_case: true")), "");
+  EXPECT_NE(ErrorsWith(query("regex: \"a\" ignore_case: true"))
+                .find("query_parameters[0].ignore_case: applies to exact, prefix, suffix and "
+                      "contains; make a regex ignore case with (?i)"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(query("ignore_case: true"))
+                .find("query_parameters[0]: needs one of exact, prefix, suffix, contains, regex "
+                      "or present"),
             std::string::npos);
 }
 

@@ -532,6 +532,36 @@ TEST(RouteTableQueryTest, ParametersAreDecodedAndMatched) {
   EXPECT_EQ(outcome("/percent?p=%zz%2"), "fallback");
 }
 
+// prefix, suffix, contains and ignore_case on decoded query values.
+TEST(RouteTableQueryTest, PrefixSuffixContainsAndIgnoringCase) {
+  auto table = Compile(R"(
+    name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { name: "prefix" match { prefix: "/p" query_parameters { name: "q" prefix: "ab" } }
+               route { cluster: "c" } }
+      routes { name: "suffix" match { prefix: "/s" query_parameters { name: "f" suffix: ".csv" } }
+               route { cluster: "c" } }
+      routes { name: "contains-ic"
+               match { prefix: "/c"
+                       query_parameters { name: "q" contains: "RED" ignore_case: true } }
+               route { cluster: "c" } }
+      routes { name: "exact-ic"
+               match { prefix: "/e" query_parameters { name: "q" exact: "Yes" ignore_case: true } }
+               route { cluster: "c" } }
+      routes { name: "fallback" match { prefix: "/" } route { cluster: "c" } } })");
+  ASSERT_NE(table, nullptr);
+  auto outcome = [&](std::string_view target) { return Outcome(*table, "h", target); };
+  EXPECT_EQ(outcome("/p?q=abc"), "prefix");
+  EXPECT_EQ(outcome("/p?q=%61b"), "prefix");  // decoded first
+  EXPECT_EQ(outcome("/p?q=Abc"), "fallback");
+  EXPECT_EQ(outcome("/p?x=abc"), "fallback");
+  EXPECT_EQ(outcome("/s?f=a+b.csv"), "suffix");
+  EXPECT_EQ(outcome("/s?f=a.csv.bak"), "fallback");
+  EXPECT_EQ(outcome("/c?q=dark+Red+wine"), "contains-ic");
+  EXPECT_EQ(outcome("/c?q=re"), "fallback");
+  EXPECT_EQ(outcome("/e?q=YES"), "exact-ic");
+  EXPECT_EQ(outcome("/e?q=yes1"), "fallback");
+}
+
 TEST(RouteEntryTest, WeightedClustersSplitTheRandomSpace) {
   auto table = Compile(R"(
     name: "t" virtual_hosts { name: "v" domains: "*" routes {
