@@ -263,6 +263,24 @@ void CheckRegex(const std::string& pattern, absl::string_view field,
   }
 }
 
+// A header or query parameter matcher (the two protos share these fields).
+template <typename Matcher>
+void CheckValueMatcher(const Matcher& m, const std::string& field, ErrorSink& sink) {
+  const bool regex = m.has_regex();
+  const bool present = m.has_present();
+  if (!regex && !present && !m.has_exact() && !m.has_prefix() && !m.has_suffix() &&
+      !m.has_contains()) {
+    sink.Add(field, "needs one of exact, prefix, suffix, contains, regex or present");
+  }
+  if (m.ignore_case() && (regex || present)) {
+    sink.Add(Join(field, "ignore_case"),
+             regex ? "applies to exact, prefix, suffix and contains; make a regex ignore case "
+                     "with (?i)"
+                   : "applies to exact, prefix, suffix and contains, not to present");
+  }
+  if (regex) CheckRegex(m.regex(), Join(field, "regex"), sink);
+}
+
 void CheckDuration(const google::protobuf::Duration& d, bool present,
                    absl::string_view field, absl::Duration min,
                    absl::Duration max, ErrorSink& sink) {
@@ -1096,39 +1114,13 @@ void ValidateRoute(const Route& route, const std::string& prefix,
                                               : "";
       sink.Add(Join(f, "name"), absl::StrCat("'", n, "' is not a valid header name", instead));
     }
-    if (h.match_case() == config::v1::HeaderMatcher::MATCH_NOT_SET) {
-      sink.Add(f, "needs one of exact, prefix, suffix, contains, regex or present");
-    }
-    if (h.ignore_case() && (h.match_case() == config::v1::HeaderMatcher::kRegex ||
-                            h.match_case() == config::v1::HeaderMatcher::kPresent)) {
-      sink.Add(Join(f, "ignore_case"),
-               h.match_case() == config::v1::HeaderMatcher::kRegex
-                   ? "applies to exact, prefix, suffix and contains; make a regex ignore case "
-                     "with (?i)"
-                   : "applies to exact, prefix, suffix and contains, not to present");
-    }
-    if (h.match_case() == config::v1::HeaderMatcher::kRegex) {
-      CheckRegex(h.regex(), Join(f, "regex"), sink);
-    }
+    CheckValueMatcher(h, f, sink);
   }
   for (int i = 0; i < match.query_parameters_size(); ++i) {
     const auto& q = match.query_parameters(i);
     std::string f = Index(Join(m, "query_parameters"), i);
     if (q.name().empty()) sink.Add(Join(f, "name"), "is required");
-    if (q.match_case() == config::v1::QueryParameterMatcher::MATCH_NOT_SET) {
-      sink.Add(f, "needs one of exact, prefix, suffix, contains, regex or present");
-    }
-    if (q.ignore_case() && (q.match_case() == config::v1::QueryParameterMatcher::kRegex ||
-                            q.match_case() == config::v1::QueryParameterMatcher::kPresent)) {
-      sink.Add(Join(f, "ignore_case"),
-               q.match_case() == config::v1::QueryParameterMatcher::kRegex
-                   ? "applies to exact, prefix, suffix and contains; make a regex ignore case "
-                     "with (?i)"
-                   : "applies to exact, prefix, suffix and contains, not to present");
-    }
-    if (q.match_case() == config::v1::QueryParameterMatcher::kRegex) {
-      CheckRegex(q.regex(), Join(f, "regex"), sink);
-    }
+    CheckValueMatcher(q, f, sink);
   }
 
   switch (route.action_case()) {

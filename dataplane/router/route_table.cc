@@ -270,27 +270,83 @@ void PrefixTrie::ForEachPrefixOf(std::string_view path, Visit&& visit) const {
   }
 }
 
+// What a header or query parameter matcher asks of the value (the two
+// protos share these fields).
+struct ValueCondition {
+  enum class Kind { kExact, kPrefix, kSuffix, kContains, kRegex, kPresent };
+  Kind kind = Kind::kPresent;
+  std::string value;  // kExact, kPrefix, kSuffix, kContains
+  std::unique_ptr<RE2> regex;
+  bool present = false;
+  bool ignore_case = false;  // kExact, kPrefix, kSuffix, kContains
+
+  // `found`: whether the request has the field; `text` its value.
+  bool Holds(bool found, std::string_view text) const {
+    if (kind == Kind::kPresent) return found == present;
+    if (!found) return false;
+    switch (kind) {
+      case Kind::kExact:
+        return ignore_case ? absl::EqualsIgnoreCase(ToAbsl(text), value) : text == value;
+      case Kind::kPrefix:
+        return ignore_case ? StartsWithIgnoringCase(text, value) : StartsWith(text, value);
+      case Kind::kSuffix:
+        return ignore_case ? absl::EndsWithIgnoreCase(ToAbsl(text), value)
+                           : absl::EndsWith(ToAbsl(text), value);
+      case Kind::kContains:
+        return ignore_case ? ContainsIgnoringCase(text, value)
+                           : absl::StrContains(ToAbsl(text), value);
+      case Kind::kRegex:
+        return FullMatch(text, *regex);
+      case Kind::kPresent:
+        break;
+    }
+    return false;
+  }
+
+  // From a HeaderMatcher or QueryParameterMatcher; `field` names it in errors.
+  template <typename Matcher>
+  absl::Status Compile(const Matcher& m, const std::string& field) {
+    ignore_case = m.ignore_case();
+    if (m.has_exact()) {
+      kind = Kind::kExact;
+      value = m.exact();
+    } else if (m.has_prefix()) {
+      kind = Kind::kPrefix;
+      value = m.prefix();
+    } else if (m.has_suffix()) {
+      kind = Kind::kSuffix;
+      value = m.suffix();
+    } else if (m.has_contains()) {
+      kind = Kind::kContains;
+      value = m.contains();
+    } else if (m.has_regex()) {
+      kind = Kind::kRegex;
+      auto re = CompileRegex(m.regex(), field + ".regex");
+      if (!re.ok()) return re.status();
+      regex = *std::move(re);
+    } else if (m.has_present()) {
+      kind = Kind::kPresent;
+      present = m.present();
+    } else {
+      return absl::InvalidArgumentError(
+          field + ": needs one of exact, prefix, suffix, contains, regex or present");
+    }
+    return absl::OkStatus();
+  }
+};
+
 }  // namespace
 
 struct RouteTable::RouteMatcher {
   enum class PathKind { kPrefix, kExact, kRegex };
   struct Header {
     std::string name;  // lower case
-    HeaderMatcher::MatchCase kind = HeaderMatcher::MATCH_NOT_SET;
-    std::string value;  // exact, prefix, suffix or contains
-    std::unique_ptr<RE2> regex;
-    bool present = false;
+    ValueCondition condition;
     bool invert = false;
-    bool ignore_case = false;  // exact, prefix, suffix, contains
   };
   struct QueryParameter {
     std::string name;
-    QueryParameterMatcher::MatchCase kind =
-        QueryParameterMatcher::MATCH_NOT_SET;
-    std::string value;  // exact, prefix, suffix or contains
-    std::unique_ptr<RE2> regex;
-    bool present = false;
-    bool ignore_case = false;  // exact, prefix, suffix, contains
+    ValueCondition condition;
   };
 
   PathKind path_kind = PathKind::kPrefix;
@@ -368,66 +424,14 @@ struct RouteTable::RouteMatcher {
           }
         }
       }
-      bool result = false;
-      switch (h.kind) {
-        case HeaderMatcher::kExact:
-          result = found && (h.ignore_case ? absl::EqualsIgnoreCase(ToAbsl(value), h.value)
-                                           : value == h.value);
-          break;
-        case HeaderMatcher::kPrefix:
-          result = found && (h.ignore_case ? StartsWithIgnoringCase(value, h.value)
-                                           : StartsWith(value, h.value));
-          break;
-        case HeaderMatcher::kSuffix:
-          result = found && (h.ignore_case ? absl::EndsWithIgnoreCase(ToAbsl(value), h.value)
-                                           : absl::EndsWith(ToAbsl(value), h.value));
-          break;
-        case HeaderMatcher::kContains:
-          result = found && (h.ignore_case ? ContainsIgnoringCase(value, h.value)
-                                           : absl::StrContains(ToAbsl(value), h.value));
-          break;
-        case HeaderMatcher::kRegex:
-          result = found && FullMatch(value, *h.regex);
-          break;
-        case HeaderMatcher::kPresent:
-        case HeaderMatcher::MATCH_NOT_SET:
-          result = found == h.present;
-          break;
-      }
-      if (result == h.invert) return false;
+      if (h.condition.Holds(found, value) == h.invert) return false;
     }
     if (!query_parameters.empty()) {
       std::string scratch;  // decoded copies; empty unless '%' or '+' occur
       std::string_view value;
       for (const QueryParameter& q : query_parameters) {
         bool found = FindQueryParameter(query, q.name, &scratch, &value);
-        bool result = false;
-        switch (q.kind) {
-          case QueryParameterMatcher::kExact:
-            result = found && (q.ignore_case ? absl::EqualsIgnoreCase(ToAbsl(value), q.value)
-                                             : value == q.value);
-            break;
-          case QueryParameterMatcher::kPrefix:
-            result = found && (q.ignore_case ? StartsWithIgnoringCase(value, q.value)
-                                             : StartsWith(value, q.value));
-            break;
-          case QueryParameterMatcher::kSuffix:
-            result = found && (q.ignore_case ? absl::EndsWithIgnoreCase(ToAbsl(value), q.value)
-                                             : absl::EndsWith(ToAbsl(value), q.value));
-            break;
-          case QueryParameterMatcher::kContains:
-            result = found && (q.ignore_case ? ContainsIgnoringCase(value, q.value)
-                                             : absl::StrContains(ToAbsl(value), q.value));
-            break;
-          case QueryParameterMatcher::kRegex:
-            result = found && FullMatch(value, *q.regex);
-            break;
-          case QueryParameterMatcher::kPresent:
-          case QueryParameterMatcher::MATCH_NOT_SET:
-            result = found == q.present;
-            break;
-        }
-        if (!result) return false;
+        if (!q.condition.Holds(found, value)) return false;
       }
     }
     return true;
@@ -568,74 +572,19 @@ absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
     const HeaderMatcher& h = match.headers(i);
     RouteMatcher::Header header;
     header.name = absl::AsciiStrToLower(h.name());
-    header.kind = h.match_case();
     header.invert = h.invert();
-    header.ignore_case = h.ignore_case();
-    switch (h.match_case()) {
-      case HeaderMatcher::kExact:
-        header.value = h.exact();
-        break;
-      case HeaderMatcher::kPrefix:
-        header.value = h.prefix();
-        break;
-      case HeaderMatcher::kSuffix:
-        header.value = h.suffix();
-        break;
-      case HeaderMatcher::kContains:
-        header.value = h.contains();
-        break;
-      case HeaderMatcher::kRegex: {
-        auto re = CompileRegex(
-            h.regex(), absl::StrCat(field, ".match.headers[", i, "].regex"));
-        if (!re.ok()) return re.status();
-        header.regex = *std::move(re);
-        break;
-      }
-      case HeaderMatcher::kPresent:
-        header.present = h.present();
-        break;
-      case HeaderMatcher::MATCH_NOT_SET:
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ".match.headers[", i,
-                         "]: needs one of exact, prefix, suffix, contains, regex or present"));
-    }
+    absl::Status compiled =
+        header.condition.Compile(h, absl::StrCat(field, ".match.headers[", i, "]"));
+    if (!compiled.ok()) return compiled;
     matcher->headers.push_back(std::move(header));
   }
   for (int i = 0; i < match.query_parameters_size(); ++i) {
     const QueryParameterMatcher& q = match.query_parameters(i);
     RouteMatcher::QueryParameter param;
     param.name = q.name();
-    param.kind = q.match_case();
-    param.ignore_case = q.ignore_case();
-    switch (q.match_case()) {
-      case QueryParameterMatcher::kExact:
-        param.value = q.exact();
-        break;
-      case QueryParameterMatcher::kPrefix:
-        param.value = q.prefix();
-        break;
-      case QueryParameterMatcher::kSuffix:
-        param.value = q.suffix();
-        break;
-      case QueryParameterMatcher::kContains:
-        param.value = q.contains();
-        break;
-      case QueryParameterMatcher::kRegex: {
-        auto re = CompileRegex(
-            q.regex(),
-            absl::StrCat(field, ".match.query_parameters[", i, "].regex"));
-        if (!re.ok()) return re.status();
-        param.regex = *std::move(re);
-        break;
-      }
-      case QueryParameterMatcher::kPresent:
-        param.present = q.present();
-        break;
-      case QueryParameterMatcher::MATCH_NOT_SET:
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ".match.query_parameters[", i,
-                         "]: needs one of exact, prefix, suffix, contains, regex or present"));
-    }
+    absl::Status compiled =
+        param.condition.Compile(q, absl::StrCat(field, ".match.query_parameters[", i, "]"));
+    if (!compiled.ok()) return compiled;
     matcher->query_parameters.push_back(std::move(param));
   }
   return absl::OkStatus();
