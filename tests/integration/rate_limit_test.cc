@@ -140,6 +140,47 @@ TEST_F(RateLimitTest, TheSixthRequestOfAMinuteIs429AndOtherConsumersAreUnaffecte
   EXPECT_EQ(r.header("ratelimit-limit"), "");
 }
 
+// Tiers through sluicectl: a Consumer group's override gives its members
+// their own limits; the others keep the policy's.
+TEST_F(RateLimitTest, AnOverrideGivesAGroupItsOwnLimits) {
+  std::string routes = Routes(2, false);
+  const std::string limits = "                limits: [{requests: 2, per: MINUTE}]\n";
+  ASSERT_NE(routes.find(limits), std::string::npos);
+  routes.replace(routes.find(limits), limits.size(),
+                 limits + "                overrides:\n"
+                          "                  - groups: [gold]\n"
+                          "                    limits: [{requests: 4, per: MINUTE}]\n");
+  ASSERT_EQ(Apply(absl::StrCat(
+                "kind: Consumer\nname: alice\nspec:\n  keys: [{key: alice-key-123}]\n"
+                "  groups: [gold]\n---\n"
+                "kind: Consumer\nname: bob\nspec:\n  keys: [{key: bob-key-4567}]\n---\n",
+                routes)),
+            0)
+      << last_error_;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  for (int i = 0; i < 4; ++i) {
+    HttpResponse r = Get("alice-key-123");
+    ASSERT_EQ(r.status, 200) << i << ": " << r.body;
+    EXPECT_EQ(r.header("x-ratelimit-limit-minute"), "4");
+    EXPECT_EQ(r.header("x-ratelimit-remaining-minute"), absl::StrCat(3 - i));
+  }
+  EXPECT_EQ(Get("alice-key-123").status, 429);
+  for (int i = 0; i < 2; ++i) {
+    HttpResponse r = Get("bob-key-4567");
+    ASSERT_EQ(r.status, 200) << i << ": " << r.body;
+    EXPECT_EQ(r.header("x-ratelimit-limit-minute"), "2");
+  }
+  EXPECT_EQ(Get("bob-key-4567").status, 429);
+  // A bad override is refused with its field named; the last good config serves.
+  std::string bad = routes;
+  bad.replace(bad.find("groups: [gold]"), 14, "groups: []");
+  EXPECT_NE(Apply(bad), 0);
+  EXPECT_NE(last_error_.find("overrides[0]: names no one: give consumers, groups or both"),
+            std::string::npos)
+      << last_error_;
+  EXPECT_EQ(Get("bob-key-4567").status, 429);
+}
+
 // The RateLimit fields are there for the response policies to edit, on the
 // upstream's answer and on the 429. Before: rate-limit added them after
 // every other policy had run, so response-transformer could not remove them.

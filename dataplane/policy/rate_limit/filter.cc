@@ -69,15 +69,32 @@ struct LimitHeaders {
   std::string draft_id;        // "minute"
 };
 
+// The policy's limits, or an override's with whom it is for.
+struct Tier {
+  std::vector<std::string> consumers;  // an override's; empty for the policy's
+  std::vector<std::string> groups;
+  std::vector<LimitHeaders> limits;
+  std::string draft_policy;  // the RateLimit-Policy value
+  std::shared_ptr<RateLimiter> limiter;
+
+  bool Takes(const auth::Consumer& consumer) const {
+    if (std::find(consumers.begin(), consumers.end(), consumer.name) != consumers.end()) {
+      return true;
+    }
+    for (const std::string& group : groups) {
+      if (consumer.InGroup(group)) return true;
+    }
+    return false;
+  }
+};
+
 struct Settings {
   std::vector<v1::RateLimitConfig::KeyPart> key;  // in enum order
   std::string header_name;
   std::string fallback;
   bool headers = true;
   bool draft_headers = false;
-  std::vector<LimitHeaders> limits;
-  std::string draft_policy;  // the RateLimit-Policy value
-  std::shared_ptr<RateLimiter> limiter;
+  std::vector<Tier> tiers;  // the policy's, then the overrides in order
   Clock clock;
 };
 
@@ -91,8 +108,16 @@ class RateLimitFilter : public http::Filter {
     // revalidate) is not the client's request: it takes nothing from the
     // client's budget and is never refused.
     if (callbacks.info().background) return http::FilterStatus::kContinue;
+    if (const auth::Consumer* consumer = callbacks.info().consumer; consumer != nullptr) {
+      for (size_t i = 1; i < settings_.tiers.size(); ++i) {
+        if (settings_.tiers[i].Takes(*consumer)) {
+          tier_ = &settings_.tiers[i];
+          break;
+        }
+      }
+    }
     std::string key = MakeKey(headers, callbacks.info());
-    settings_.limiter->Take(key, settings_.clock(), &decision_);
+    tier_->limiter->Take(key, settings_.clock(), &decision_);
     decided_ = true;
     if (decision_.allowed) return http::FilterStatus::kContinue;
     http::HeaderMap reply;
@@ -158,14 +183,14 @@ class RateLimitFilter : public http::Filter {
     headers.Set("RateLimit-Remaining", Digits(most.remaining).view());
     headers.Set("RateLimit-Reset", Digits(CeilSeconds(most.reset_ns)).view());
     for (size_t i = 0; i < decision_.count; ++i) {
-      headers.Set(settings_.limits[i].limit_name, Digits(decision_.usage[i].limit).view());
-      headers.Set(settings_.limits[i].remaining_name, Digits(decision_.usage[i].remaining).view());
+      headers.Set(tier_->limits[i].limit_name, Digits(decision_.usage[i].limit).view());
+      headers.Set(tier_->limits[i].remaining_name, Digits(decision_.usage[i].remaining).view());
     }
     if (settings_.draft_headers) {
-      headers.Set("RateLimit-Policy", settings_.draft_policy);
+      headers.Set("RateLimit-Policy", tier_->draft_policy);
       std::string value;
       for (size_t i = 0; i < decision_.count; ++i) {
-        absl::StrAppend(&value, i == 0 ? "" : ", ", "\"", settings_.limits[i].draft_id,
+        absl::StrAppend(&value, i == 0 ? "" : ", ", "\"", tier_->limits[i].draft_id,
                         "\";r=", decision_.usage[i].remaining,
                         ";t=", CeilSeconds(decision_.usage[i].reset_ns));
       }
@@ -174,6 +199,7 @@ class RateLimitFilter : public http::Filter {
   }
 
   const Settings& settings_;
+  const Tier* tier_ = &settings_.tiers[0];  // the request's
   bool decided_ = false;
   Decision decision_;
 };
@@ -213,6 +239,59 @@ FleetLimiterOptions FleetOptionsOf(const v1::RateLimitConfig& config,
   return options;
 }
 
+// The limiter and headers of `limits` under `config`'s key, scope and
+// options; `suffix` sets an override's identity apart from the policy's.
+Tier MakeTier(const v1::RateLimitConfig& config,
+              const google::protobuf::RepeatedPtrField<v1::Limit>& configured,
+              const std::string& suffix) {
+  Tier tier;
+  std::vector<v1::Limit> limits(configured.begin(), configured.end());
+  std::sort(limits.begin(), limits.end(), [](const v1::Limit& a, const v1::Limit& b) {
+    return UnitSeconds(a.per()) < UnitSeconds(b.per());
+  });
+  std::vector<LimitSpec> specs;
+  std::vector<std::string> policy_items;
+  for (const v1::Limit& limit : limits) {
+    int64_t seconds = UnitSeconds(limit.per());
+    specs.push_back({limit.requests(), seconds * kNanosPerSecond});
+    std::string unit(UnitName(limit.per()));
+    std::string id = absl::AsciiStrToLower(unit);
+    policy_items.push_back(absl::StrCat("\"", id, "\";q=", limit.requests(), ";w=", seconds));
+    tier.limits.push_back({absl::StrCat("X-RateLimit-Limit-", unit),
+                           absl::StrCat("X-RateLimit-Remaining-", unit), std::move(id)});
+  }
+  tier.draft_policy = absl::StrJoin(policy_items, ", ");
+  size_t max_keys = config.has_max_keys() ? config.max_keys() : kDefaultMaxKeys;
+  v1::RateLimitConfig with_limits = config;
+  *with_limits.mutable_limits() = configured;
+  const std::string identity = StateIdentity(with_limits) + suffix;
+  if (config.scope() == v1::RateLimitConfig::FLEET) {
+    FleetLimiterOptions fleet = FleetOptionsOf(config, limits);
+    tier.limiter = LimiterRegistry::Get().FindOrCreate(identity, [&] {
+      return std::make_unique<FleetLimiter>(identity, specs, max_keys, fleet,
+                                            &FleetBoard::Get());
+    });
+  } else {
+    // The same policy with other limits (a limit raised or lowered): its
+    // callers' counts carry over to the new limits.
+    v1::RateLimitConfig without_limits = config;
+    without_limits.clear_limits();
+    const Clock clock = CurrentClock();
+    tier.limiter = LimiterRegistry::Get().FindOrCreate(
+        identity, StateIdentity(without_limits) + suffix,
+        [&](const std::vector<std::shared_ptr<RateLimiter>>& family_live) {
+          auto limiter = std::make_unique<GcraLimiter>(specs, max_keys);
+          const int64_t now = family_live.empty() ? 0 : clock();
+          // Only LOCAL limiters, GcraLimiters, are registered with a family.
+          for (const auto& previous : family_live) {
+            limiter->CarryOver(static_cast<const GcraLimiter&>(*previous), now);
+          }
+          return limiter;
+        });
+  }
+  return tier;
+}
+
 class RateLimitPolicyFactory : public PolicyFactory {
  public:
   std::string name() const override { return "rate-limit"; }
@@ -232,47 +311,26 @@ class RateLimitPolicyFactory : public PolicyFactory {
     s.headers = !config.has_headers() || config.headers();
     s.draft_headers = config.draft_headers();
 
-    std::vector<v1::Limit> limits(config.limits().begin(), config.limits().end());
-    std::sort(limits.begin(), limits.end(), [](const v1::Limit& a, const v1::Limit& b) {
-      return UnitSeconds(a.per()) < UnitSeconds(b.per());
-    });
-    std::vector<LimitSpec> specs;
-    std::vector<std::string> policy_items;
-    for (const v1::Limit& limit : limits) {
-      int64_t seconds = UnitSeconds(limit.per());
-      specs.push_back({limit.requests(), seconds * kNanosPerSecond});
-      std::string unit(UnitName(limit.per()));
-      std::string id = absl::AsciiStrToLower(unit);
-      policy_items.push_back(absl::StrCat("\"", id, "\";q=", limit.requests(), ";w=", seconds));
-      s.limits.push_back({absl::StrCat("X-RateLimit-Limit-", unit),
-                          absl::StrCat("X-RateLimit-Remaining-", unit), std::move(id)});
-    }
-    s.draft_policy = absl::StrJoin(policy_items, ", ");
-    size_t max_keys = config.has_max_keys() ? config.max_keys() : kDefaultMaxKeys;
-    const std::string identity = StateIdentity(config);
-    if (config.scope() == v1::RateLimitConfig::FLEET) {
-      FleetLimiterOptions fleet = FleetOptionsOf(config, limits);
-      s.limiter = LimiterRegistry::Get().FindOrCreate(identity, [&] {
-        return std::make_unique<FleetLimiter>(identity, specs, max_keys, fleet,
-                                              &FleetBoard::Get());
-      });
-    } else {
-      // The same policy with other limits (a limit raised or lowered): its
-      // callers' counts carry over to the new limits.
-      v1::RateLimitConfig without_limits = config;
-      without_limits.clear_limits();
-      const Clock clock = CurrentClock();
-      s.limiter = LimiterRegistry::Get().FindOrCreate(
-          identity, StateIdentity(without_limits),
-          [&](const std::vector<std::shared_ptr<RateLimiter>>& family_live) {
-            auto limiter = std::make_unique<GcraLimiter>(specs, max_keys);
-            const int64_t now = family_live.empty() ? 0 : clock();
-            // Only LOCAL limiters, GcraLimiters, are registered with a family.
-            for (const auto& previous : family_live) {
-              limiter->CarryOver(static_cast<const GcraLimiter&>(*previous), now);
-            }
-            return limiter;
-          });
+    s.tiers.push_back(MakeTier(config, config.limits(), ""));
+    for (const v1::Override& entry : config.overrides()) {
+      // Counted apart: its own identity (the policy's with these limits,
+      // and whom it is for) and, under FLEET, its own leases, with each
+      // proxy admitting limit / fleet size before the first.
+      v1::RateLimitConfig own = config;
+      own.clear_overrides();
+      own.mutable_fleet()->clear_fallback_limits();
+      if (own.scope() == v1::RateLimitConfig::LOCAL) own.clear_fleet();
+      std::vector<std::string> consumers(entry.consumers().begin(), entry.consumers().end());
+      std::vector<std::string> groups(entry.groups().begin(), entry.groups().end());
+      std::sort(consumers.begin(), consumers.end());
+      std::sort(groups.begin(), groups.end());
+      std::string whom = ";override=";
+      for (const std::string& c : consumers) absl::StrAppend(&whom, "c", c.size(), ":", c, ",");
+      for (const std::string& g : groups) absl::StrAppend(&whom, "g", g.size(), ":", g, ",");
+      Tier tier = MakeTier(own, entry.limits(), whom);
+      tier.consumers = std::move(consumers);
+      tier.groups = std::move(groups);
+      s.tiers.push_back(std::move(tier));
     }
     s.clock = CurrentClock();
     return std::shared_ptr<const http::FilterFactory>(

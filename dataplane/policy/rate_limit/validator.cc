@@ -1,5 +1,6 @@
 // The `rate-limit` policy's config rules, registered for every binary that
 // validates config.
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,9 @@ namespace sluice::policy::rate_limit {
 namespace {
 
 constexpr size_t kMaxKeyParts = 4;
+constexpr int kMaxOverrides = 16;
+constexpr int kMaxOverrideNames = 64;  // consumers and groups of one override
+constexpr size_t kMaxConsumerNameLength = 128;
 constexpr size_t kMaxNameLength = 64;
 
 bool IsTokenChar(char c) {
@@ -55,8 +59,9 @@ class RateLimitValidator : public api::PolicyValidator {
   void Validate(const google::protobuf::Message& message,
                 std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::RateLimitConfig&>(message);
-    ValidateLimits(config, errors);
+    ValidateLimits(config.limits(), "", errors);
     ValidateKey(config, errors);
+    ValidateOverrides(config, errors);
     if (!config.fallback().empty() && !ValidName(config.fallback())) {
       errors->push_back({"fallback", absl::StrCat("1..", kMaxNameLength,
                                                   " characters of A-Z, a-z, 0-9, '.', '_', '-'")});
@@ -86,17 +91,29 @@ class RateLimitValidator : public api::PolicyValidator {
   void ValidateNew(const google::protobuf::Message& message,
                    std::vector<api::PolicyConfigError>* errors) const override {
     const auto& config = static_cast<const v1::RateLimitConfig&>(message);
-    for (int i = 0; i < config.limits_size(); ++i) {
-      const v1::Limit& longer = config.limits(i);
-      for (int j = 0; j < config.limits_size(); ++j) {
-        const v1::Limit& shorter = config.limits(j);
+    RefuseDeadLimits(config.limits(), "", errors);
+    for (int o = 0; o < config.overrides_size(); ++o) {
+      RefuseDeadLimits(config.overrides(o).limits(), absl::StrCat("overrides[", o, "]."), errors);
+    }
+  }
+
+ private:
+  using Limits = google::protobuf::RepeatedPtrField<v1::Limit>;
+
+  // `prefix` names the list's owner in errors ("" or "overrides[N].").
+  static void RefuseDeadLimits(const Limits& limits, const std::string& prefix,
+                               std::vector<api::PolicyConfigError>* errors) {
+    for (int i = 0; i < limits.size(); ++i) {
+      const v1::Limit& longer = limits[i];
+      for (int j = 0; j < limits.size(); ++j) {
+        const v1::Limit& shorter = limits[j];
         if (UnitSeconds(shorter.per()) == 0 ||
             UnitSeconds(shorter.per()) >= UnitSeconds(longer.per()) || longer.requests() < 1 ||
             longer.requests() > shorter.requests()) {
           continue;
         }
         errors->push_back(
-            {absl::StrCat("limits[", i, "].requests"),
+            {absl::StrCat(prefix, "limits[", i, "].requests"),
              absl::StrCat(longer.requests(), " per ", v1::Limit::Unit_Name(longer.per()),
                           " is not more than limits[", j, "]'s ", shorter.requests(), " per ",
                           v1::Limit::Unit_Name(shorter.per()), ": the ",
@@ -107,24 +124,23 @@ class RateLimitValidator : public api::PolicyValidator {
     }
   }
 
- private:
-  static void ValidateLimits(const v1::RateLimitConfig& config,
+  static void ValidateLimits(const Limits& limits, const std::string& prefix,
                              std::vector<api::PolicyConfigError>* errors) {
-    if (config.limits().empty()) {
-      errors->push_back({"limits",
+    if (limits.empty()) {
+      errors->push_back({prefix + "limits",
                          "at least one limit is required, e.g. {requests: 100, per: "
                          "MINUTE}"});
       return;
     }
-    if (static_cast<size_t>(config.limits_size()) > kMaxLimits) {
+    if (static_cast<size_t>(limits.size()) > kMaxLimits) {
       errors->push_back(
-          {"limits", absl::StrCat("at most ", kMaxLimits, " limits (one per unit), got ",
-                                  config.limits_size())});
+          {prefix + "limits", absl::StrCat("at most ", kMaxLimits, " limits (one per unit), got ",
+                                           limits.size())});
     }
     int first_of_unit[5] = {-1, -1, -1, -1, -1};
-    for (int i = 0; i < config.limits_size(); ++i) {
-      const v1::Limit& limit = config.limits(i);
-      std::string field = absl::StrCat("limits[", i, "]");
+    for (int i = 0; i < limits.size(); ++i) {
+      const v1::Limit& limit = limits[i];
+      std::string field = absl::StrCat(prefix, "limits[", i, "]");
       int64_t seconds = UnitSeconds(limit.per());
       if (seconds == 0) {
         errors->push_back({field + ".per", "required: SECOND, MINUTE, HOUR or DAY"});
@@ -146,6 +162,57 @@ class RateLimitValidator : public api::PolicyValidator {
                           " per ", v1::Limit::Unit_Name(limit.per()), " (", kMaxRequestsPerSecond,
                           " a second), got ", limit.requests())});
       }
+    }
+  }
+
+  // Each override: names (consumers: a Consumer's name characters; groups:
+  // a group's), each consumer and group in one override only (the first
+  // would take them all), and its limits as the policy's.
+  static void ValidateOverrides(const v1::RateLimitConfig& config,
+                                std::vector<api::PolicyConfigError>* errors) {
+    if (config.overrides_size() > kMaxOverrides) {
+      errors->push_back({"overrides", absl::StrCat("at most ", kMaxOverrides, " overrides, got ",
+                                                   config.overrides_size())});
+      return;
+    }
+    std::map<std::string, std::string, std::less<>> seen;  // "consumer x" -> field
+    for (int o = 0; o < config.overrides_size(); ++o) {
+      const v1::Override& entry = config.overrides(o);
+      const std::string at = absl::StrCat("overrides[", o, "]");
+      if (entry.consumers().empty() && entry.groups().empty()) {
+        errors->push_back({at, "names no one: give consumers, groups or both"});
+      }
+      if (entry.consumers_size() + entry.groups_size() > kMaxOverrideNames) {
+        errors->push_back({at, absl::StrCat("at most ", kMaxOverrideNames,
+                                            " consumers and groups in all")});
+      }
+      for (const char* list : {"consumers", "groups"}) {
+        const bool groups = std::string_view(list) == "groups";
+        const auto& names = groups ? entry.groups() : entry.consumers();
+        for (int i = 0; i < names.size(); ++i) {
+          const std::string field = absl::StrCat(at, ".", list, "[", i, "]");
+          const std::string& name = names[i];
+          bool fine = !name.empty() && name.size() <= kMaxConsumerNameLength;
+          for (char c : name) fine = fine && (IsNameChar(c) || (groups && c == '@'));
+          if (!fine) {
+            errors->push_back(
+                {field, absl::StrCat("'", name, "' is no ", groups ? "group" : "consumer",
+                                     " name (1..", kMaxConsumerNameLength,
+                                     " letters, digits, '-', '_', '.'", groups ? ", '@'" : "",
+                                     ")")});
+            continue;
+          }
+          auto [it, added] = seen.emplace(absl::StrCat(groups ? "group " : "consumer ", name),
+                                          field);
+          if (!added) {
+            errors->push_back({field, absl::StrCat(groups ? "group '" : "consumer '", name,
+                                                   "' is named in ", it->second,
+                                                   " already (the first override that names "
+                                                   "a caller gives its limits)")});
+          }
+        }
+      }
+      ValidateLimits(entry.limits(), at + ".", errors);
     }
   }
 

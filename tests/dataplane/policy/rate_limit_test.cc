@@ -2,6 +2,7 @@
 // clock, key composition and the fallback bucket, the key cap, counters
 // carried across compiles, and exactness under concurrent requests --
 // through the registries the binaries use, with the clock replaced.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -538,6 +539,102 @@ TEST_F(RateLimitTest, KeysCombineTheirPartsAndRoutesAreApart) {
   EXPECT_TRUE(Exchange(*factory, &bob, "192.0.2.2").admitted());
   EXPECT_FALSE(Exchange(*factory, nullptr, "192.0.2.3").admitted());
   EXPECT_TRUE(Exchange(*factory, nullptr, "192.0.2.3", "invoices").admitted());
+}
+
+// Overrides: the first naming the consumer or one of its groups gives the
+// limits (and the headers say them); they are counted apart from the
+// policy's, so a tier's callers spend nothing of the others' buckets.
+TEST_F(RateLimitTest, OverridesGiveConsumersAndGroupsLimitsOfTheirOwn) {
+  auth::Consumer dave = MakeConsumer("dave");
+  dave.groups = {"staff", "gold"};
+  auth::Consumer carol = MakeConsumer("carol");
+  carol.groups = {"gold"};
+  auto config = Config("tiers", {{2, v1::Limit::MINUTE}});
+  v1::Override* gold = config.add_overrides();
+  gold->add_groups("gold");
+  gold->add_limits()->set_requests(5);
+  gold->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  v1::Override* carols = config.add_overrides();  // later: carol is gold first
+  carols->add_consumers("carol");
+  carols->add_limits()->set_requests(1);
+  carols->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  v1::Override* bobs = config.add_overrides();
+  bobs->add_consumers("bob");
+  bobs->add_limits()->set_requests(1);
+  bobs->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  bobs->add_limits()->set_requests(10);
+  bobs->mutable_limits(1)->set_per(v1::Limit::HOUR);
+  auto factory = Compile(config);
+  EXPECT_EQ(Exchange(*factory, &alice).header("X-RateLimit-Limit-Minute"), "2");
+  EXPECT_EQ(Exchange(*factory, &dave).header("X-RateLimit-Limit-Minute"), "5");
+  Exchange b(*factory, &bob);
+  EXPECT_EQ(b.header("X-RateLimit-Limit-Minute"), "1");
+  EXPECT_EQ(b.header("X-RateLimit-Limit-Hour"), "10");
+  EXPECT_EQ(Admitted(*factory, 10, &alice), 1);  // 2 in all
+  EXPECT_EQ(Admitted(*factory, 10, &dave), 4);   // 5 in all
+  EXPECT_EQ(Admitted(*factory, 10, &carol), 5);  // gold: the first override naming her
+  EXPECT_EQ(Admitted(*factory, 10, &bob), 0);    // 1 in all
+  EXPECT_EQ(Admitted(*factory, 10, nullptr), 2);  // no consumer: the policy's limits
+
+  // Key ROUTE: one bucket for the route's callers, and one for the tier's.
+  config = Config("route-tiers", {{1, v1::Limit::MINUTE}}, {v1::RateLimitConfig::ROUTE});
+  gold = config.add_overrides();
+  gold->add_groups("gold");
+  gold->add_limits()->set_requests(3);
+  gold->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  factory = Compile(config);
+  EXPECT_EQ(Admitted(*factory, 5, &alice), 1);
+  EXPECT_EQ(Admitted(*factory, 5, &bob), 0);
+  EXPECT_EQ(Admitted(*factory, 2, &dave), 2);
+  EXPECT_EQ(Admitted(*factory, 5, &carol), 1);
+
+  // Under FLEET an override is a limiter of its own too (its own leases).
+  config = Config("fleet-tiers", {{2, v1::Limit::MINUTE}});
+  config.set_scope(v1::RateLimitConfig::FLEET);
+  gold = config.add_overrides();
+  gold->add_groups("gold");
+  gold->add_limits()->set_requests(6);
+  gold->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  factory = Compile(config);
+  EXPECT_EQ(Admitted(*factory, 10, &alice), 2);
+  EXPECT_EQ(Admitted(*factory, 10, &dave), 6);
+}
+
+TEST_F(RateLimitTest, OverrideRulesNameTheField) {
+  auto config = Config("", {{5, v1::Limit::MINUTE}});
+  v1::Override* first = config.add_overrides();
+  v1::Override* second = config.add_overrides();
+  v1::Override* third = config.add_overrides();
+  first->add_groups("gold");
+  first->add_consumers("bad name");
+  first->add_limits()->set_requests(0);
+  first->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  second->add_groups("gold");
+  second->add_groups("team@corp");
+  second->add_limits()->set_requests(50);
+  second->mutable_limits(0)->set_per(v1::Limit::MINUTE);
+  second->add_limits()->set_requests(40);
+  second->mutable_limits(1)->set_per(v1::Limit::HOUR);
+  third->add_limits()->set_requests(1);
+  third->mutable_limits(0)->set_per(v1::Limit::SECOND);
+  std::vector<std::string> said;
+  for (const auto& e : Errors(config)) said.push_back(e.field + ": " + e.message);
+  std::sort(said.begin(), said.end());
+  EXPECT_EQ(said, (std::vector<std::string>{
+                      "overrides[0].consumers[0]: 'bad name' is no consumer name (1..128 "
+                      "letters, digits, '-', '_', '.')",
+                      "overrides[0].limits[0].requests: must be at least 1",
+                      "overrides[1].groups[0]: group 'gold' is named in overrides[0].groups[0] "
+                      "already (the first override that names a caller gives its limits)",
+                      "overrides[2]: names no one: give consumers, groups or both"}));
+  std::vector<api::PolicyConfigError> at_apply;
+  api::FindPolicyValidator("rate-limit")->ValidateNew(config, &at_apply);
+  ASSERT_EQ(at_apply.size(), 1u);
+  EXPECT_EQ(at_apply[0].field, "overrides[1].limits[1].requests");
+  for (int i = 0; i < 16; ++i) config.add_overrides();
+  ASSERT_FALSE(Errors(config).empty());
+  EXPECT_EQ(Errors(config)[0].field, "overrides");
+  EXPECT_EQ(Errors(config)[0].message, "at most 16 overrides, got 19");
 }
 
 TEST_F(RateLimitTest, RequestsLackingAPartShareTheFallbackBucket) {
