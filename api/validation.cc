@@ -1233,9 +1233,19 @@ void ValidateRoute(const Route& route, const std::string& prefix,
       if (!r.path_redirect().empty() && !absl::StartsWith(r.path_redirect(), "/")) {
         sink.Add(Join(a, "path_redirect"), "must start with '/'");
       }
-      for (char c : r.host_redirect() + r.path_redirect()) {
+      if (!r.prefix_rewrite().empty()) {
+        if (match.path_specifier_case() != config::v1::RouteMatch::kPrefix) {
+          sink.Add(Join(a, "prefix_rewrite"), "needs a match on prefix");
+        } else if (!absl::StartsWith(r.prefix_rewrite(), "/")) {
+          sink.Add(Join(a, "prefix_rewrite"), "must start with '/'");
+        }
+        if (!r.path_redirect().empty()) {
+          sink.Add(Join(a, "prefix_rewrite"), "set only one of path_redirect and prefix_rewrite");
+        }
+      }
+      for (char c : r.host_redirect() + r.path_redirect() + r.prefix_rewrite()) {
         if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-          sink.Add(a, "host_redirect and path_redirect must not contain spaces "
+          sink.Add(a, "host_redirect, path_redirect and prefix_rewrite must not contain spaces "
                       "or control characters");
           break;
         }
@@ -2131,6 +2141,13 @@ void RouteNewContent(const Route& route, const std::string& prefix, ErrorSink& s
       }
       break;
     case Route::kRedirect:
+      if (!route.redirect().prefix_rewrite().empty() &&
+          match.path_specifier_case() == config::v1::RouteMatch::kPrefix) {
+        if (std::string why = RewriteProblem(route.redirect().prefix_rewrite(), match.prefix());
+            !why.empty()) {
+          sink.Add(Join(Join(prefix, "redirect"), "prefix_rewrite"), why);
+        }
+      }
       if (!route.redirect().host_redirect().empty()) {
         if (std::string why = RedirectHostProblem(route.redirect().host_redirect());
             !why.empty()) {

@@ -691,6 +691,7 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
       entry->action = RouteEntry::Action::kRedirect;
       entry->host_redirect = redirect.host_redirect();
       entry->path_redirect = redirect.path_redirect();
+      entry->prefix_rewrite = redirect.prefix_rewrite();
       entry->scheme_redirect = redirect.scheme_redirect();
       entry->redirect_code =
           redirect.response_code() == 0 ? 301 : redirect.response_code();
@@ -1056,6 +1057,13 @@ std::string RouteEntry::RedirectLocation(
       path = path.substr(0, hash);
     }
     if (path.find('?') != std::string_view::npos) query = {};
+  }
+  std::string rewritten;  // prefix_rewrite's path
+  if (path_redirect.empty() && !prefix_rewrite.empty() && !matched_prefix.empty() &&
+      (matched_prefix_ignores_case ? StartsWithIgnoringCase(path, matched_prefix)
+                                   : StartsWith(path, matched_prefix))) {
+    rewritten = absl::StrCat(prefix_rewrite, ToAbsl(path.substr(matched_prefix.size())));
+    path = rewritten;
   }
   if (strip_query) query = {};
 

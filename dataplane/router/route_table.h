@@ -147,8 +147,9 @@ struct RouteEntry {
       return num_retries > 0 && code >= 0 && code < 32 && (grpc_statuses >> code & 1) != 0;
     }
   } retry;
-  // prefix_rewrite as configured (empty: none) and the route's prefix match
-  // (empty unless the route matches on prefix).
+  // prefix_rewrite as configured (empty: none; kCluster: the upstream's
+  // path, kRedirect: the Location's) and the route's prefix match (empty
+  // unless the route matches on prefix).
   std::string prefix_rewrite;
   std::string matched_prefix;
   bool matched_prefix_ignores_case = false;  // the match's case_sensitive: false

@@ -917,6 +917,32 @@ TEST(ValidationTest, MethodsMustBeUpperCaseTokens) {
   EXPECT_EQ(ErrorsWith(twice), "");
 }
 
+TEST(ValidationTest, RedirectPrefixRewriteRules) {
+  auto with = [](const std::string& match, const std::string& redirect) {
+    return absl::StrCat(
+        R"(route_table { name: "main" virtual_hosts { domains: "*" routes { match { )", match,
+        " } redirect { ", redirect, " } } } }");
+  };
+  EXPECT_EQ(ErrorsWith(with("prefix: \"/a\"", "prefix_rewrite: \"/b\"")), "");
+  EXPECT_NE(ErrorsWith(with("path: \"/a\"", "prefix_rewrite: \"/b\""))
+                .find("redirect.prefix_rewrite: needs a match on prefix"),
+            std::string::npos);
+  EXPECT_NE(ErrorsWith(with("prefix: \"/a\"", "prefix_rewrite: \"b\""))
+                .find("redirect.prefix_rewrite: must start with '/'"),
+            std::string::npos);
+  EXPECT_NE(
+      ErrorsWith(with("prefix: \"/a\"", "prefix_rewrite: \"/b\" path_redirect: \"/c\""))
+          .find("redirect.prefix_rewrite: set only one of path_redirect and prefix_rewrite"),
+      std::string::npos);
+  EXPECT_NE(ErrorsWith(with("prefix: \"/a\"", "prefix_rewrite: \"/b c\""))
+                .find("must not contain spaces or control characters"),
+            std::string::npos);
+  EXPECT_NE(AppliedErrors(with("prefix: \"/a\"", "prefix_rewrite: \"/b#c\""))
+                .find("redirect.prefix_rewrite: has '#' at byte 3"),
+            std::string::npos)
+      << AppliedErrors(with("prefix: \"/a\"", "prefix_rewrite: \"/b#c\""));
+}
+
 TEST(ValidationTest, RedirectAndDirectResponseRanges) {
   EXPECT_NE(ErrorsWith(R"(route_table { name: "main" virtual_hosts { domains: "*"
       routes { match { prefix: "/" } redirect { response_code: 200 } } } })")

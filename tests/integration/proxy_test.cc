@@ -64,6 +64,7 @@ std::string ConfigYaml(const ConfigOptions& o) {
       "        - match: {prefix: /Mixed/, case_sensitive: false}\n"
       "          route: {cluster: backends, prefix_rewrite: /lower/}\n"
       "        - match: {prefix: /go}\n          redirect: {path_redirect: /gone, response_code: 302}\n"
+      "        - match: {prefix: /moved/}\n          redirect: {prefix_rewrite: /here/}\n"
       "        - match: {prefix: /}\n          route: {cluster: backends, timeout: ",
       o.route_timeout, "}\n",
       "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", o.listener_port,
@@ -239,6 +240,9 @@ TEST_F(ProxyTest, LocalResponsesAndForwardedHeaders) {
   r = HttpGet(listener(), "/go/somewhere");
   EXPECT_EQ(r.status, 302);
   EXPECT_EQ(r.header("location"), "http://" + listener() + "/gone");
+  r = HttpGet(listener(), "/moved/a/b?c=1");
+  EXPECT_EQ(r.status, 301);
+  EXPECT_EQ(r.header("location"), "http://" + listener() + "/here/a/b?c=1");
 
   r = HttpGet(listener(), "/old/path?q=1",
               {{"x-forwarded-for", "203.0.113.9"}, {"x-request-id", "client-id-1"},

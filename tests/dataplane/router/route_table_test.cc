@@ -737,6 +737,27 @@ TEST(RouteEntryTest, RedirectLocation) {
             "https://a.com//evil.example/x");
 }
 
+// A redirect's prefix_rewrite replaces the matched prefix and keeps the rest
+// of the path and the query (Envoy's redirect prefix_rewrite; nginx's
+// `rewrite ^/old/(.*)$ /new/$1 permanent`), however the prefix was spelt
+// when the route ignores case.
+TEST(RouteEntryTest, RedirectPrefixRewrite) {
+  auto table = Compile(R"(
+    name: "t" virtual_hosts { name: "v" domains: "*"
+      routes { match { prefix: "/old/" } redirect { prefix_rewrite: "/new/" } }
+      routes { match { prefix: "/Docs" case_sensitive { value: false } }
+               redirect { prefix_rewrite: "/help" strip_query: true response_code: 308 } }
+      routes { match { prefix: "/x" }
+               redirect { prefix_rewrite: "/" host_redirect: "b.com" } } })");
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(table->route(0).RedirectLocation("http", "a.com", "/old/a/b?q=1"),
+            "http://a.com/new/a/b?q=1");
+  EXPECT_EQ(table->route(0).RedirectLocation("http", "a.com", "/old/"), "http://a.com/new/");
+  EXPECT_EQ(table->route(1).RedirectLocation("https", "a.com", "/DOCS/intro?x"),
+            "https://a.com/help/intro");
+  EXPECT_EQ(table->route(2).RedirectLocation("http", "a.com", "/xy"), "http://b.com/y");
+}
+
 TEST(RouteEntryTest, DirectResponse) {
   auto table = Compile(R"(
     name: "t" virtual_hosts { name: "v" domains: "*"
