@@ -2449,8 +2449,8 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
       const std::string& value = prefix ? match.prefix() : match.path();
       // ValidateResource reports a value without '/' or with a control byte.
       if (!absl::StartsWith(value, "/")) continue;
-      const bool ignore_case = match.has_case_sensitive() && !match.case_sensitive().value();
-      if (std::string why = UnmatchablePathReason(value, prefix, ignore_case); !why.empty()) {
+      if (std::string why = UnmatchablePathReason(value, prefix, MatchIgnoresCase(match));
+          !why.empty()) {
         sink.Add(Join(route_at, prefix ? "match.prefix" : "match.path"),
                  absl::StrCat("'", Shown(value), "' ", why,
                               "; no request would match"));
@@ -2459,6 +2459,10 @@ void ValidateNewContent(const Resource& resource, std::vector<ValidationError>* 
   }
 }
 
+
+bool MatchIgnoresCase(const config::v1::RouteMatch& match) {
+  return match.has_case_sensitive() && !match.case_sensitive().value();
+}
 
 std::vector<ValidationError> ValidateState(const ResourceMap& state,
                                            const std::set<ResourceId>* changed,
@@ -2715,7 +2719,7 @@ void AddShadowedRouteNotes(const std::string& table, int v,
     const config::v1::RouteMatch& match = vhost.routes(r).match();
     // A route ignoring case takes requests the ones before it may not, and
     // the ones after it take others: neither is noted nor noted against.
-    if (match.has_case_sensitive() && !match.case_sensitive().value()) continue;
+    if (MatchIgnoresCase(match)) continue;
     std::vector<std::string> sorted(match.methods().begin(), match.methods().end());
     std::sort(sorted.begin(), sorted.end());
     const std::string methods = absl::StrJoin(sorted, ",");

@@ -193,6 +193,10 @@ std::vector<ValidationError> ValidateState(const ResourceMap& state,
 
 // What a config version changes from the accepted version before it, as
 // the proxy's config client saw it on the stream.
+// A route match with `case_sensitive: false`: its prefix, path and regex
+// compare the path ignoring ASCII case.
+bool MatchIgnoresCase(const config::v1::RouteMatch& match);
+
 // Whether a Cluster endpoint's `address` is a host name (the proxy
 // resolves it), not an IP literal. Only for validated endpoints.
 bool IsEndpointHostName(const std::string& address);

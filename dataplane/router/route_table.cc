@@ -541,7 +541,7 @@ const RouteEntry& RouteTable::route(uint32_t id) const {
 absl::Status RouteTable::CompiledRoute::CompileMatcher(const RouteMatch& match,
                                                        const std::string& field,
                                                        RouteMatcher* matcher) {
-  matcher->ignore_case = match.has_case_sensitive() && !match.case_sensitive().value();
+  matcher->ignore_case = api::MatchIgnoresCase(match);
   switch (match.path_specifier_case()) {
     case RouteMatch::kPrefix:
       matcher->path_kind = RouteMatcher::PathKind::kPrefix;
@@ -714,8 +714,7 @@ absl::Status CompileEntry(const config::v1::Route& route_config,
   }
   if (match.path_specifier_case() == RouteMatch::kPrefix) {
     entry->matched_prefix = match.prefix();
-    entry->matched_prefix_ignores_case =
-        match.has_case_sensitive() && !match.case_sensitive().value();
+    entry->matched_prefix_ignores_case = api::MatchIgnoresCase(match);
   }
   return absl::OkStatus();
 }
@@ -1009,10 +1008,20 @@ const std::string& RouteEntry::PickCluster(uint64_t random) const {
   return it->name;
 }
 
+namespace {
+
+// Whether `path` begins with the prefix `entry` matched (in any case, when
+// the match ignores case): what its prefix_rewrite replaces.
+bool StartsWithMatchedPrefix(const RouteEntry& entry, std::string_view path) {
+  return !entry.matched_prefix.empty() &&
+         (entry.matched_prefix_ignores_case ? StartsWithIgnoringCase(path, entry.matched_prefix)
+                                            : StartsWith(path, entry.matched_prefix));
+}
+
+}  // namespace
+
 std::string RouteEntry::RewritePath(std::string_view path_and_query) const {
-  if (prefix_rewrite.empty() || matched_prefix.empty() ||
-      !(matched_prefix_ignores_case ? StartsWithIgnoringCase(path_and_query, matched_prefix)
-                                    : StartsWith(path_and_query, matched_prefix))) {
+  if (prefix_rewrite.empty() || !StartsWithMatchedPrefix(*this, path_and_query)) {
     return std::string(path_and_query);
   }
   std::string out = prefix_rewrite;
@@ -1059,9 +1068,7 @@ std::string RouteEntry::RedirectLocation(
     if (path.find('?') != std::string_view::npos) query = {};
   }
   std::string rewritten;  // prefix_rewrite's path
-  if (path_redirect.empty() && !prefix_rewrite.empty() && !matched_prefix.empty() &&
-      (matched_prefix_ignores_case ? StartsWithIgnoringCase(path, matched_prefix)
-                                   : StartsWith(path, matched_prefix))) {
+  if (path_redirect.empty() && !prefix_rewrite.empty() && StartsWithMatchedPrefix(*this, path)) {
     rewritten = absl::StrCat(prefix_rewrite, ToAbsl(path.substr(matched_prefix.size())));
     path = rewritten;
   }
