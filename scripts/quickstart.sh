@@ -40,12 +40,15 @@ RUN=$ROOT/.quickstart
 mkdir -p "$RUN"
 pids=()
 cleanup() {
-  trap - EXIT INT TERM  # once: Ctrl-C then the exit would run it twice
+  local rc=$?  # the script's status, or 128 + the signal's number
+  trap - EXIT INT TERM HUP  # once: Ctrl-C then the exit would run it twice
+  set +e  # a closed terminal fails the echo: the processes must still stop
   echo; echo "stopping..."
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" ${sleeper:+"$sleeper"}; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM HUP
 
 start() { # name, command...
   local name=$1; shift
@@ -100,4 +103,7 @@ Try:
   curl -s http://127.0.0.1:9901/stats | head
 Ctrl-C stops everything.
 MSG
-while true; do sleep 3600; done
+# `wait` returns at once when a trapped signal comes (a foreground `sleep`
+# would hold the trap back until it ends): `kill` of this script, not only
+# Ctrl-C, stops everything now.
+while true; do sleep 3600 & sleeper=$!; wait "$sleeper" || true; done
