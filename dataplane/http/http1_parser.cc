@@ -27,7 +27,8 @@
 //    kMaxChunkLineBytes; chunk data not followed by CRLF;
 //  - head over max_head_bytes, more than max_headers fields, or a trailer
 //    section over max_trailer_bytes: kHeadersTooLarge; a request line that
-//    alone passes max_head_bytes: kRequestLineTooLong.
+//    alone passes max_head_bytes: kRequestLineTooLong (kNotImplemented when
+//    the method alone does).
 #include "dataplane/http/http1_parser.h"
 
 #include <arpa/inet.h>
@@ -451,6 +452,13 @@ Http1Parser::Step Http1Parser::FindSectionEnd(std::string_view data,
     // which RFC 9112 3 answers with 414 (its target is what grows).
     if (mode_ == Mode::kRequest && state_ == State::kHead &&
         std::memchr(p + start, '\n', search_end - start) == nullptr) {
+      // No space either: the method alone is over the limit, which RFC
+      // 9112 3 answers with 501 (longer than any method implemented).
+      if (std::memchr(p + start, ' ', search_end - start) == nullptr) {
+        Fail(ParseError::kNotImplemented,
+             "a method longer than the listener's http.max_request_headers_bytes");
+        return Step::kFailed;
+      }
       Fail(ParseError::kRequestLineTooLong, "request line longer than the head limit");
       return Step::kFailed;
     }

@@ -765,9 +765,10 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   connection_->Write2(out, head_only ? std::string_view() : std::string_view(body));
   worker_.stats().downstream_responses_by_class[status / 100]->Inc();
   if (!logged) RecordSessionError(status, request_id, head, body.size());
-  // A head over the limits is answered while the client is still sending
-  // it: it lingers, as a body not read does.
-  if (status == 414 || status == 431) linger_on_close_ = true;
+  // A head over the limits (a method over them: 501) is answered while the
+  // client is still sending it, as is a body in a coding not decoded (501):
+  // it lingers, as a body not read does.
+  if (status == 414 || status == 431 || status == 501) linger_on_close_ = true;
   FinishConnectionAfterResponse();
 }
 

@@ -614,8 +614,8 @@ TEST(Http1RequestTest, HostMustBeAHostAndAnOptionalPort) {
   }
 }
 
-// RFC 9112 3: a request line alone over the limit is a 414; a head whose
-// fields pass the limit stays a 431.
+// RFC 9112 3: a request line alone over the limit is a 414 (501 when its
+// method alone is); a head whose fields pass the limit stays a 431.
 TEST(Http1RequestTest, ARequestLineOverTheHeadLimitIsTooLongNotTooLarge) {
   Http1Parser::Limits limits;
   limits.max_head_bytes = 1024;
@@ -629,6 +629,10 @@ TEST(Http1RequestTest, ARequestLineOverTheHeadLimitIsTooLongNotTooLarge) {
                         "\r\n\r\n")
                 .error,
             ParseError::kHeadersTooLarge);
+  // The method alone over the limit: longer than any implemented, 501.
+  Http1Parser method(Mode::kRequest, &rec, limits);
+  EXPECT_EQ(method.Feed(std::string(2000, 'G') + " / HTTP/1.1\r\nHost: a\r\n\r\n").error,
+            ParseError::kNotImplemented);
   // A response's status line is not a request line.
   Http1Parser response(Mode::kResponse, &rec, limits);
   EXPECT_EQ(response.Feed("HTTP/1.1 200 " + std::string(2000, 'a') + "\r\n\r\n").error,
