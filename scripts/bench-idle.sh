@@ -2,8 +2,11 @@
 # Memory per idle connection: N keep-alive connections (each has had one
 # request answered) held open to sluice-proxy (one worker) and to HAProxy
 # (one thread), plain HTTP/1.1, TLS and HTTP/2 (h2c with prior knowledge);
-# prints the RSS growth per connection.
-# Usage: scripts/bench-idle.sh [connections=10000]
+# prints the RSS growth per connection. The request is a GET with Host
+# alone; IDLE_HEADERS=browser adds the 14 other fields a browser sends
+# (scripts/idle_clients.py), which a server that keeps a request's storage
+# while idle pays for.
+# Usage: [IDLE_HEADERS=browser] scripts/bench-idle.sh [connections=10000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}

@@ -291,6 +291,13 @@ void Http1Parser::Reset() {
   trailers_.clear();
 }
 
+void Http1Parser::ReleaseIdleMemory() {
+  if (in_message_) return;
+  std::vector<HeaderField>().swap(head_.headers);
+  std::vector<HeaderField>().swap(trailers_);
+  std::string().swap(unfolded_trailers_);
+}
+
 bool Http1Parser::Fail(ParseError error, const char* detail) {
   error_ = error;
   error_detail_ = detail;
@@ -539,21 +546,28 @@ void Http1Parser::RememberRefusedRequest() {
   if (mode_ != Mode::kRequest) return;
   // The views point into the bytes being fed: copied while they are valid.
   has_refused_request_ = true;
-  refused_request_.method.assign(head_.method);
-  refused_request_.target.assign(head_.target);
-  refused_request_.version_minor = head_.version_minor;
-  refused_request_.host.clear();
-  refused_request_.user_agent.clear();
-  refused_request_.traceparent.clear();
+  RefusedRequest& refused = FreshRefusedRequest();
+  refused.method.assign(head_.method);
+  refused.target.assign(head_.target);
+  refused.version_minor = head_.version_minor;
   for (const HeaderField& f : head_.headers) {
-    if (refused_request_.host.empty() && EqualsIgnoreCase(f.name, "host")) {
-      refused_request_.host.assign(f.value);
-    } else if (refused_request_.user_agent.empty() && EqualsIgnoreCase(f.name, "user-agent")) {
-      refused_request_.user_agent.assign(f.value);
-    } else if (refused_request_.traceparent.empty() && EqualsIgnoreCase(f.name, "traceparent")) {
-      refused_request_.traceparent.assign(f.value);
+    if (refused.host.empty() && EqualsIgnoreCase(f.name, "host")) {
+      refused.host.assign(f.value);
+    } else if (refused.user_agent.empty() && EqualsIgnoreCase(f.name, "user-agent")) {
+      refused.user_agent.assign(f.value);
+    } else if (refused.traceparent.empty() && EqualsIgnoreCase(f.name, "traceparent")) {
+      refused.traceparent.assign(f.value);
     }
   }
+}
+
+Http1Parser::RefusedRequest& Http1Parser::FreshRefusedRequest() {
+  if (refused_request_ == nullptr) {
+    refused_request_ = std::make_unique<RefusedRequest>();
+  } else {
+    *refused_request_ = RefusedRequest();
+  }
+  return *refused_request_;
 }
 
 void Http1Parser::SalvageRefusedRequest(std::string_view head) {
@@ -576,10 +590,10 @@ void Http1Parser::SalvageRefusedRequest(std::string_view head) {
     if (!kTargetChar[Byte(c)]) return;
   }
   has_refused_request_ = true;
-  refused_request_ = RefusedRequest();
-  refused_request_.method.assign(method);
-  refused_request_.target.assign(target);
-  refused_request_.version_minor = line.substr(sp2 + 1) == "HTTP/1.0" ? 0 : 1;
+  RefusedRequest& refused = FreshRefusedRequest();
+  refused.method.assign(method);
+  refused.target.assign(target);
+  refused.version_minor = line.substr(sp2 + 1) == "HTTP/1.0" ? 0 : 1;
   // The field lines after it that ended in CRLF and hold no other control.
   while (true) {
     const size_t from = end + 2;
@@ -596,9 +610,9 @@ void Http1Parser::SalvageRefusedRequest(std::string_view head) {
     std::string_view value = field.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-    std::string* into = EqualsIgnoreCase(name, "host")         ? &refused_request_.host
-                        : EqualsIgnoreCase(name, "user-agent")  ? &refused_request_.user_agent
-                        : EqualsIgnoreCase(name, "traceparent") ? &refused_request_.traceparent
+    std::string* into = EqualsIgnoreCase(name, "host")         ? &refused.host
+                        : EqualsIgnoreCase(name, "user-agent")  ? &refused.user_agent
+                        : EqualsIgnoreCase(name, "traceparent") ? &refused.traceparent
                                                                 : nullptr;
     if (into != nullptr && into->empty()) into->assign(value);
   }
@@ -677,6 +691,9 @@ bool Http1Parser::ParseFieldLines(std::string_view section,
                                   std::vector<HeaderField>* fields) {
   const char* const p = section.data();
   const size_t size = section.size();
+  if (fields->capacity() == 0 && size > 0) {
+    fields->reserve(std::min(kInitialFields, limits_.max_headers));
+  }
   size_t i = 0;
   while (i < size) {
     if (IsOws(p[i])) {

@@ -565,8 +565,7 @@ void DownstreamConnection::OnMessageComplete() {
 }
 
 void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
-  std::string& out = response_head_;
-  out.clear();
+  std::string out = worker_.TakeHeadScratch();
   out.append("HTTP/1.1 ");
   absl::StrAppend(&out, head.status);
   out.push_back(' ');
@@ -623,6 +622,7 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   }
   out.append("\r\n");
   connection_->Write(out);
+  worker_.ReturnHeadScratch(std::move(out));
   // A WebSocket opened after its connection was told to end (its listener
   // removed, its max_connection_age reached while the handshake ran): ended
   // on the next loop turn, outside the stream's callbacks, once the 101 is out.
@@ -737,8 +737,10 @@ void DownstreamConnection::OnWriteDrained() {
     return;
   }
   // The response is out and nothing else is queued: the idle connection
-  // gives its buffers back (about 20 KiB), and its exchange object.
+  // gives its buffers back (about 20 KiB), its request's fields and its
+  // exchange object.
   connection_->ReleaseIdleBuffers();
+  parser_.ReleaseIdleMemory();
   if (stream_ != nullptr) worker_.ReturnStream(std::move(stream_));
 }
 

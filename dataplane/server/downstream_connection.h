@@ -158,7 +158,6 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   std::unique_ptr<ProxyStream> stream_;
   bool stream_in_use_ = false;           // from OnHead to OnStreamDone / Abort
   std::vector<http::HeaderField> request_trailers_;  // OnTrailers -> OnMessageComplete
-  std::string response_head_;  // scratch for response heads
   std::string absolute_target_;  // "/?q" for an absolute-form target with no path
   bool close_after_response_ = false;
   // Asked to end gracefully (the worker drains, the listener was removed,

@@ -14,10 +14,12 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -301,6 +303,17 @@ class Worker {
   // and keeps it as a spare.
   void ReturnStream(std::unique_ptr<ProxyStream> stream);
   size_t spare_streams() const { return spare_streams_.size(); }
+  // Storage for an HTTP/1 response head: taken, filled, written out and
+  // given back, so that no idle connection keeps one (a proxied head holds
+  // hundreds of bytes) and a response costs no allocation. One larger than
+  // kMaxHeadScratch is freed rather than kept. Worker thread only.
+  static constexpr size_t kMaxHeadScratch = 16 * 1024;
+  std::string TakeHeadScratch() { return std::exchange(head_scratch_, std::string()); }
+  void ReturnHeadScratch(std::string scratch) {
+    if (scratch.capacity() > kMaxHeadScratch) return;
+    scratch.clear();
+    head_scratch_ = std::move(scratch);
+  }
   void StartBackground(std::unique_ptr<BackgroundRequest> request);
   size_t background_exchanges() const { return background_.size(); }
 
@@ -348,6 +361,7 @@ class Worker {
   absl::Time last_accept_error_log_ = absl::InfinitePast();
   // Last: the spares' timers go before the dispatcher.
   std::vector<std::unique_ptr<ProxyStream>> spare_streams_;
+  std::string head_scratch_;
   size_t spare_low_ = 0;  // the fewest spares since the last trim
   event::Timer spare_trim_timer_;
 };

@@ -479,6 +479,53 @@ TEST(Http1RequestTest, PipelinedRequests) {
   EXPECT_NE(o.events[8].find("GET /4 1.0"), std::string::npos);
 }
 
+// An idle keep-alive connection keeps no storage for the fields of the
+// request it served: ReleaseIdleMemory gives it back between messages (and
+// only then), and the next head takes one allocation of kInitialFields.
+TEST(Http1RequestTest, ReleaseIdleMemoryGivesBackTheFieldsStorage) {
+  struct Capacities : Http1Callbacks {
+    void OnHead(const MessageHead& head) override {
+      capacity = head.headers.capacity();
+      fields = head.headers.size();
+    }
+    void OnBody(std::string_view chunk) override { body.append(chunk); }
+    void OnMessageComplete() override { ++completed; }
+    size_t capacity = 0;
+    size_t fields = 0;
+    std::string body;
+    int completed = 0;
+  } seen;
+  Http1Parser parser(Mode::kRequest, &seen);
+  std::string many = "GET /a HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < 39; ++i) many += "x-f" + std::to_string(i) + ": v\r\n";
+  many += "\r\n";
+  ASSERT_EQ(parser.Feed(many).consumed, many.size());
+  EXPECT_EQ(seen.fields, 40u);
+  EXPECT_GE(seen.capacity, 40u);
+
+  // Kept without a release (the storage is reused by the next head).
+  const std::string one = "GET /b HTTP/1.1\r\nHost: a\r\n\r\n";
+  ASSERT_EQ(parser.Feed(one).consumed, one.size());
+  EXPECT_EQ(seen.fields, 1u);
+  EXPECT_GE(seen.capacity, 40u);
+
+  parser.ReleaseIdleMemory();
+  ASSERT_EQ(parser.Feed(one).consumed, one.size());
+  EXPECT_EQ(seen.fields, 1u);
+  EXPECT_EQ(seen.capacity, Http1Parser::kInitialFields);
+
+  // In the middle of a message it does nothing: the body goes on.
+  ASSERT_EQ(parser.Feed(many).consumed, many.size());
+  const std::string post = "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc";
+  ASSERT_EQ(parser.Feed(post).consumed, post.size());
+  ASSERT_TRUE(parser.in_message());
+  parser.ReleaseIdleMemory();
+  EXPECT_EQ(parser.Feed("def").consumed, 3u);
+  EXPECT_EQ(seen.body, "abcdef");
+  EXPECT_EQ(seen.completed, 5);
+  EXPECT_EQ(parser.error(), ParseError::kNone);
+}
+
 TEST(Http1RequestTest, ChunkedWithExtensionsAndTrailers) {
   const std::string input =
       "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
