@@ -32,15 +32,11 @@ struct Dispatcher::SimulatedClock {
 };
 
 Timer::Timer(Dispatcher& dispatcher, std::function<void()> callback)
-    : dispatcher_(dispatcher),
-      event_(evtimer_new(dispatcher.base(), &Timer::OnFire, this)),
-      callback_(std::move(callback)) {
-  SLUICE_CHECK(event_ != nullptr);
-}
+    : dispatcher_(dispatcher), callback_(std::move(callback)) {}
 
 Timer::~Timer() {
   if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) dispatcher_.DisarmSimulated(this);
-  event_free(event_);
+  if (event_ != nullptr) event_free(event_);
 }
 
 void Timer::Enable(absl::Duration delay, bool shared_duration) {
@@ -49,6 +45,10 @@ void Timer::Enable(absl::Duration delay, bool shared_duration) {
   if (ABSL_PREDICT_FALSE(dispatcher_.simulated_ != nullptr)) {
     dispatcher_.ArmSimulated(this, delay);
     return;
+  }
+  if (ABSL_PREDICT_FALSE(event_ == nullptr)) {
+    event_ = evtimer_new(dispatcher_.base(), &Timer::OnFire, this);
+    SLUICE_CHECK(event_ != nullptr);
   }
   armed_ = true;
   if (shared_duration) {
