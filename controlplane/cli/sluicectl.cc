@@ -756,10 +756,11 @@ std::string FiguresText(const admin::v1::RolloutFigures& f) {
       f.requests() ? 100.0 * static_cast<double>(f.responses_5xx()) / f.requests() : 0.0;
   const double rate_4xx =
       f.requests() ? 100.0 * static_cast<double>(f.responses_4xx()) / f.requests() : 0.0;
-  return absl::StrFormat("%d requests from %d proxies (%d reports), 5xx %.2f%%, 4xx %.2f%%, "
+  return absl::StrFormat("%d requests from %d %s (%d %s), 5xx %.2f%%, 4xx %.2f%%, "
                          "p99 %.1f ms, %d NACKs",
-                         f.requests(), f.proxies(), f.reports(), rate, rate_4xx, f.p99_ms(),
-                         f.nacks());
+                         f.requests(), f.proxies(), f.proxies() == 1 ? "proxy" : "proxies",
+                         f.reports(), f.reports() == 1 ? "report" : "reports", rate, rate_4xx,
+                         f.p99_ms(), f.nacks());
 }
 
 std::string CanariesText(const admin::v1::Rollout& r) {
@@ -1996,8 +1997,8 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
                                    percent(r.responses_5xx()), r.p50_ms(), r.p99_ms(),
                                    r.active_connections(), age, nack_of(p));
     }
-    std::cout << response.proxies_size() << " proxies; current version "
-              << response.current_version() << RolloutNote(stub) << "\n";
+    std::cout << response.proxies_size() << (response.proxies_size() == 1 ? " proxy" : " proxies")
+              << "; current version " << response.current_version() << RolloutNote(stub) << "\n";
     PrintSilentReplicas(response);
     return 0;
   }
@@ -2015,8 +2016,8 @@ int Proxies(admin::v1::AdminService::Stub& stub, const std::string& server,
         p.version_pending() ? absl::StrCat(p.version_pending()) : "-",
         FormatTime(p.connected_since()), nack);
   }
-  std::cout << response.proxies_size() << " proxies; current version "
-            << response.current_version() << RolloutNote(stub) << "\n";
+  std::cout << response.proxies_size() << (response.proxies_size() == 1 ? " proxy" : " proxies")
+            << "; current version " << response.current_version() << RolloutNote(stub) << "\n";
   PrintSilentReplicas(response);
   return 0;
 }
@@ -2084,9 +2085,9 @@ int Top(admin::v1::AdminService::Stub& stub, const std::string& server,
     // Clear the terminal (only a terminal: a pipe or a file gets frames).
     if (!once && ::isatty(STDOUT_FILENO) == 1) std::cout << "\033[H\033[2J";
     std::cout << absl::StrFormat(
-        "fleet: %d proxies (%d reporting%s), version %d; %.1f rps, 5xx %.2f%%, p99 %.2f ms "
+        "fleet: %d %s (%d reporting%s), version %d; %.1f rps, 5xx %.2f%%, p99 %.2f ms "
         "(worst proxy), %d connections\n\n",
-        response.proxies_size(), reporting,
+        response.proxies_size(), response.proxies_size() == 1 ? "proxy" : "proxies", reporting,
         stale ? absl::StrCat(", ", stale, " silent past two report intervals, left out") : "",
         response.current_version(), rps,
         requests ? 100.0 * static_cast<double>(errors) / static_cast<double>(requests) : 0.0,

@@ -103,9 +103,11 @@ admin::v1::RolloutThresholds ThresholdsOf(const RolloutLimits& limits) {
 
 std::string DescribeFigures(const admin::v1::RolloutFigures& figures) {
   return absl::StrFormat(
-      "%d requests from %d proxies (%d reports), 5xx %s, 4xx %s, p99 %.1f ms, %d NACKs",
-      figures.requests(), figures.proxies(), figures.reports(), Percent(FiveXxRate(figures)),
-      Percent(FourXxRate(figures)), figures.p99_ms(), figures.nacks());
+      "%d requests from %d %s (%d %s), 5xx %s, 4xx %s, p99 %.1f ms, %d NACKs",
+      figures.requests(), figures.proxies(), figures.proxies() == 1 ? "proxy" : "proxies",
+      figures.reports(), figures.reports() == 1 ? "report" : "reports",
+      Percent(FiveXxRate(figures)), Percent(FourXxRate(figures)), figures.p99_ms(),
+      figures.nacks());
 }
 
 RolloutVerdict JudgeRollout(const admin::v1::RolloutFigures& canary,

@@ -41,7 +41,7 @@ class CachePurgeTest : public ::testing::Test {
 
   // Waits until sluice-control lists `n` proxies.
   bool WaitForProxies(int n) {
-    const std::string listed = absl::StrCat("\n", n, " proxies;");
+    const std::string listed = absl::StrCat("\n", n, n == 1 ? " proxy;" : " proxies;");
     return WaitFor(
         [&] {
           return absl::StrContains("\n" + Ctl(kAdminToken, {"proxies"}).out,

@@ -185,7 +185,7 @@ TEST_F(CanaryTest, ABadChangeIsRolledBackFromTheCanaryAndTheRestNeverSeeIt) {
   ASSERT_NE(rest, std::string::npos) << r.out;
   const std::string rest_line = r.out.substr(rest + 1, r.out.find('\n', rest + 1) - rest - 1);
   EXPECT_TRUE(absl::StrContains(rest_line, " requests from 2 proxies (") ||
-              absl::StrContains(rest_line, " requests from 1 proxies ("))
+              absl::StrContains(rest_line, " requests from 1 proxy ("))
       << r.out;
 }
 

@@ -91,7 +91,7 @@ std::string ConnectedControlPlane(const Proxy& proxy) {
 bool Lists(const ControlPlane& cp, const std::string& node_id) {
   CommandResult r = cp.Ctl({"proxies"});
   return r.exit_code == 0 && absl::StrContains(r.out, node_id) &&
-         absl::StrContains(r.out, "\n1 proxies;");
+         absl::StrContains(r.out, "\n1 proxy;");
 }
 
 TEST(ControlPlaneFailoverTest, AKilledReplicaIsReplacedWithinTwoSecondsWithoutAFailedRequest) {

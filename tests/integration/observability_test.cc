@@ -603,7 +603,7 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
       },
       absl::Seconds(15));
   EXPECT_TRUE(top_seen) << top.out << top.err;
-  EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxies (1 reporting)")) << top.out;
+  EXPECT_TRUE(absl::StrContains(top.out, "fleet: 1 proxy (1 reporting)")) << top.out;
   // A hung proxy stays listed until the control plane's keepalive gives up
   // (40 s by default); its last report is left out of the fleet's figures
   // once past two intervals (before: counted as reporting all that time).
@@ -613,7 +613,7 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
       [&] {
         last = cp_.Ctl({"top", "--once"}).out;
         return absl::StrContains(
-            last, "fleet: 1 proxies (0 reporting, 1 silent past two report intervals, left out)");
+            last, "fleet: 1 proxy (0 reporting, 1 silent past two report intervals, left out)");
       },
       absl::Seconds(10));
   proxy_->process().Signal(SIGCONT);
@@ -622,7 +622,7 @@ TEST_F(ObservabilityTest, TheFleetViewShowsEachProxysTrafficAndTheBusiestRoutes)
   EXPECT_TRUE(WaitFor(
       [&] {
         last = cp_.Ctl({"top", "--once"}).out;
-        return absl::StrContains(last, "fleet: 1 proxies (1 reporting)");
+        return absl::StrContains(last, "fleet: 1 proxy (1 reporting)");
       },
       absl::Seconds(10)))
       << last;

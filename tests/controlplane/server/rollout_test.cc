@@ -289,7 +289,8 @@ TEST_F(RolloutManagerTest, ARegressionOnTheCanaryRollsItBack) {
   ASSERT_NE(decision, nullptr);
   EXPECT_EQ(decision->author, "sluice-control");
   EXPECT_TRUE(absl::StrContains(decision->message, "rollout r2 rolled back")) << decision->message;
-  EXPECT_TRUE(absl::StrContains(decision->message, "canaries: 200 requests from 1 proxies"))
+  EXPECT_TRUE(
+      absl::StrContains(decision->message, "canaries: 200 requests from 1 proxy (1 report)"))
       << decision->message;
   EXPECT_TRUE(absl::StrContains(state_->History()->Find(2)->message, "[canary] new port"));
   EXPECT_NE(::access(Path().c_str(), F_OK), 0);
