@@ -6,6 +6,7 @@ streams its upstream reset. Standard library only; frames are written by hand.
 Usage: h2_reset_peer.py CODE [after-response | after-grpc-web-response]
        h2_reset_peer.py head STATUS [NAME=VALUE ...]
        h2_reset_peer.py close
+       h2_reset_peer.py respond STATUS BODY [NAME=VALUE ...]
 With "after-response", each stream first gets a response head (200,
 content-length 2000) and 1000 body bytes, then the RST_STREAM, all in one
 write: a response cut after it began. With "after-grpc-web-response", the
@@ -13,9 +14,15 @@ head is a gRPC-Web one (200, content-type application/grpc-web+proto, no
 length) and the body one gRPC-Web message frame ("hello"), then the reset. With "head", each stream is answered
 with one HEADERS frame that ends it (:status STATUS and the fields given), and
 no reset: a trailers-only gRPC answer, or a 1xx that illegally ends a stream.
-With "close", the connection is closed (TCP, no GOAWAY) at the first HEADERS
-frame, as by an upstream that crashed while it had the request. Prints "listening on PORT", then "headers STREAM" for every HEADERS frame
-received (one line each, flushed), so a test can count the sends.
+With "respond", each stream is answered with a HEADERS frame (:status
+STATUS and the fields given, whose values may carry Python escapes such as
+\\x00) and one DATA frame with BODY that ends the stream, in one write:
+whatever the fields say (an upstream that breaks the rules of RFC 9113 8.2,
+a content-length the body does not match). With "close", the connection is
+closed (TCP, no GOAWAY) at the first HEADERS frame, as by an upstream that
+crashed while it had the request. Prints "listening on PORT", then "headers
+STREAM" for every HEADERS frame received (one line each, flushed), so a test
+can count the sends.
 """
 import socket
 import struct
@@ -80,7 +87,7 @@ def head_block(status, fields):
     return block
 
 
-def serve(conn, code, lock, after_response, head=None):
+def serve(conn, code, lock, after_response, head=None, body=None):
     try:
         for kind, flags, stream, payload in frames(conn):
             if kind == 0x4 and not flags & 0x1:
@@ -92,6 +99,9 @@ def serve(conn, code, lock, after_response, head=None):
                     print(f"headers {stream}", flush=True)
                 if code == "close":
                     return
+                if head is not None and body is not None:  # END_HEADERS, DATA END_STREAM
+                    conn.sendall(frame(0x1, 0x4, stream, head) + frame(0x0, 0x1, stream, body))
+                    continue
                 if head is not None:  # END_STREAM | END_HEADERS
                     conn.sendall(frame(0x1, 0x5, stream, head))
                     continue
@@ -129,6 +139,12 @@ def listen_and_serve(serve_one):
 def main():
     if sys.argv[1] == "close":
         listen_and_serve(lambda conn, _, lock: serve(conn, "close", lock, False))
+        return
+    if sys.argv[1] == "respond":
+        fields = [f.encode("latin-1").decode("unicode_escape") for f in sys.argv[4:]]
+        block = head_block(sys.argv[2], fields)
+        body = sys.argv[3].encode()
+        listen_and_serve(lambda conn, _, lock: serve(conn, 0, lock, False, block, body))
         return
     if sys.argv[1] == "head":
         block = head_block(sys.argv[2], sys.argv[3:])

@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -833,6 +835,83 @@ TEST(UpstreamHttp2ResetTest, AnswersThatEndTheStreamInTheirHead) {
       },
       absl::Seconds(5)));
   EXPECT_LT(grpc_count("web", 2), 1);  // -1: no series at all
+}
+
+// Responses from an HTTP/2 upstream that break RFC 9113 8.2 and 8.1.1: a
+// head with a field HTTP/2 forbids (an uppercase name, a connection-specific
+// field, a NUL in a value) or a status that is not one (101, "abc") never
+// reaches the client: 502. A body that does not match its content-length is
+// cut (the head went out first: an HTTP/1.1 client sees an incomplete body,
+// never a complete wrong one): a shorter one after what came, a longer one
+// before the frame that overflows it. A body on a 204 is dropped; the
+// client gets the 204 alone.
+TEST(UpstreamHttp2ResetTest, ResponsesThatBreakHttp2sRulesAre502sOrCut) {
+  ControlPlane cp("", "info");
+  ASSERT_TRUE(cp.ok()) << cp.process().Log();
+  std::vector<std::pair<std::string, std::unique_ptr<ResetPeer>>> peers;
+  auto add = [&](const std::string& name, std::vector<std::string> args) {
+    peers.emplace_back(name, std::make_unique<ResetPeer>(std::move(args)));
+  };
+  add("upper", {"respond", "200", "hi", "X-Upper=1"});
+  add("connection", {"respond", "200", "hi", "connection=close"});
+  add("nul", {"respond", "200", "hi", "x-a=a\\x00b"});
+  add("s101", {"head", "101"});
+  add("abc", {"head", "abc"});
+  add("short", {"respond", "200", "hello", "content-length=10"});
+  add("long", {"respond", "200", "hello", "content-length=2"});
+  add("nocontent", {"respond", "204", "hi"});
+  add("fine", {"respond", "200", "hello", "content-length=5"});
+  std::string yaml;
+  std::string routes;
+  for (const auto& [name, peer] : peers) {
+    ASSERT_GT(peer->port(), 0) << name;
+    absl::StrAppend(&yaml, ClusterYaml(name, peer->port(), "HTTP2", ""), "---\n");
+    absl::StrAppend(&routes, "        - {match: {prefix: /", name, "/}, route: {cluster: ", name,
+                    "}}\n");
+  }
+  const int port = PickFreePort();
+  absl::StrAppend(&yaml,
+                  "kind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+                  "    - domains: ['*']\n      routes:\n",
+                  routes, "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ",
+                  port, ", route_table: main}\n");
+  auto r = cp.Ctl({"apply", "-f", WriteFile(MakeTempDir("h2-bad-config"), "config.yaml", yaml)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Proxy proxy(cp.address(), "h2-bad-proxy");
+  ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+  ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+
+  HttpResponse fine = HttpGet(address, "/fine/x", {}, absl::Seconds(10));
+  EXPECT_EQ(fine.status, 200) << fine.error;
+  EXPECT_EQ(fine.body, "hello");
+  EXPECT_TRUE(fine.ok()) << fine.error;
+  for (const char* name : {"upper", "connection", "nul", "s101", "abc"}) {
+    HttpResponse bad = HttpGet(address, absl::StrCat("/", name, "/x"), {}, absl::Seconds(10));
+    EXPECT_EQ(bad.status, 502) << name << ": " << bad.error << bad.body;
+    EXPECT_TRUE(absl::StrContains(bad.body, "upstream")) << name << ": " << bad.body;
+    EXPECT_EQ(bad.header("x-upper"), "") << name;
+  }
+  // content-length: 10, 5 bytes: the 5 bytes, then the cut.
+  HttpResponse short_body = HttpGet(address, "/short/x", {}, absl::Seconds(10));
+  EXPECT_EQ(short_body.status, 200) << short_body.error;
+  EXPECT_EQ(short_body.body, "hello");
+  EXPECT_FALSE(short_body.ok()) << "a complete response";
+  // content-length: 2, 5 bytes: the DATA frame is refused whole, nothing of
+  // it is passed on (no "he" that would make a complete wrong response).
+  HttpResponse long_body = HttpGet(address, "/long/x", {}, absl::Seconds(10));
+  EXPECT_EQ(long_body.status, 200) << long_body.error;
+  EXPECT_EQ(long_body.body, "");
+  EXPECT_FALSE(long_body.ok()) << "a complete response";
+  HttpResponse no_content = HttpGet(address, "/nocontent/x", {}, absl::Seconds(10));
+  EXPECT_EQ(no_content.status, 204) << no_content.error;
+  EXPECT_EQ(no_content.body, "");
+  // Each of them was sent once and the proxy still serves.
+  HttpResponse again = HttpGet(address, "/fine/again", {}, absl::Seconds(10));
+  EXPECT_EQ(again.status, 200) << again.error;
+  for (const auto& [name, peer] : peers) {
+    EXPECT_EQ(peer->headers(), name == "fine" ? 2 : 1) << name;
+  }
 }
 
 // An HTTP2 cluster of one tests/harness/h2_stall_peer.py, routed with a
