@@ -414,7 +414,8 @@ TEST(AccessLogTest, OnAPipeOrSocketEachWriteIsWholeLinesWithinPipeBuf) {
     EXPECT_TRUE(log.ok()) << log.status();
     if (log.ok()) {
       Entry e = Sample();
-      e.user_agent = std::string(300, 'u');
+      const std::string user_agent(300, 'u');  // Entry holds views: the string outlives it
+      e.user_agent = user_agent;
       for (size_t i = 0; i < kEntries; ++i) (*log)->Log(0, e);
       FlushAll();
     }
