@@ -112,9 +112,12 @@ absl::StatusOr<std::unique_ptr<OperatorTokens>> OperatorTokens::Open(
       new OperatorTokens(std::move(store), std::move(now), std::move(random)));
   OperatorTokens* raw = tokens.get();
   // Followed before the first load: no change made meanwhile is missed.
-  raw->store_->WatchTokens([raw](std::vector<StoredToken> stored) {
-    raw->Replace(std::move(stored));
+  raw->store_->WatchTokens([raw](std::vector<StoredToken> stored, int64_t revision) {
+    raw->Replace(std::move(stored), revision);
   });
+  // Loaded and held under the lock: a change delivered meanwhile waits, then
+  // is taken only if it is newer than what was loaded.
+  absl::MutexLock lock(&raw->mu_);
   auto stored = raw->store_->LoadTokens();
   if (!stored.ok()) return stored.status();
   if (absl::Status checked =
@@ -122,20 +125,20 @@ absl::StatusOr<std::unique_ptr<OperatorTokens>> OperatorTokens::Open(
       !checked.ok()) {
     return checked;
   }
-  {
-    absl::MutexLock lock(&raw->mu_);
-    raw->tokens_ = std::move(*stored);
-  }
+  raw->tokens_ = std::move(*stored);
   return tokens;
 }
 
-void OperatorTokens::Replace(std::vector<StoredToken> stored) {
+void OperatorTokens::Replace(std::vector<StoredToken> stored, int64_t revision) {
   if (absl::Status checked = CheckStoredTokens(stored, store_->Describe());
       !checked.ok()) {
     SLUICE_LOG(kError, checked.message(), "; keeping the tokens held");
     return;
   }
   absl::MutexLock lock(&mu_);
+  // Read before a save or load of this process's that came first: older than
+  // what is held (a revoked token would be valid here again).
+  if (!store_->TokensCurrent(revision)) return;
   tokens_ = std::move(stored);
 }
 

@@ -111,8 +111,9 @@ class OperatorTokens {
  private:
   OperatorTokens(std::unique_ptr<TokenStore> store,
                  std::function<absl::Time()> now, RandomBytes random);
-  // The stored tokens another control plane left: checked, then held.
-  void Replace(std::vector<StoredToken> stored);
+  // The stored tokens another control plane left, read at `revision`:
+  // checked, then held unless a save or load of this one's is newer.
+  void Replace(std::vector<StoredToken> stored, int64_t revision);
 
   mutable absl::Mutex mu_;
   // Saves are serialized by mu_; reset first by the destructor (which stops

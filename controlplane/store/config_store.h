@@ -83,11 +83,18 @@ class TokenStore {
   // (another control plane changed them); nothing stored then.
   virtual absl::Status SaveTokens(const std::vector<StoredToken>& previous,
                                   const std::vector<StoredToken>& next) = 0;
-  // Calls `on_tokens` with the stored tokens when another writer changed
-  // them, from a thread of the store's; stops before the store is
-  // destroyed. A store only this process writes never calls it.
-  using TokensCallback = std::function<void(std::vector<StoredToken> tokens)>;
+  // Calls `on_tokens` with the stored tokens and the revision they were
+  // read at when another writer changed them, from a thread of the store's;
+  // stops before the store is destroyed. A store only this process writes
+  // never calls it. A call can be overtaken by this process's own save (read
+  // before the save, delivered after it): the callback takes the tokens only
+  // if TokensCurrent(revision) holds, checked under the lock its saves hold.
+  using TokensCallback =
+      std::function<void(std::vector<StoredToken> tokens, int64_t revision)>;
   virtual void WatchTokens(TokensCallback on_tokens) = 0;
+  // Whether tokens read at `revision` are as new as any this store has read
+  // or saved since.
+  virtual bool TokensCurrent(int64_t revision) = 0;
   // For error messages: "token file DIR/tokens.db", "etcd key /sluice/tokens".
   virtual std::string Describe() const = 0;
 };

@@ -292,6 +292,10 @@ class EtcdStore::TokenView : public TokenStore {
     absl::MutexLock lock(&store_->mu_);
     store_->StartWatchThread();
   }
+  bool TokensCurrent(int64_t revision) override {
+    absl::MutexLock lock(&store_->mu_);
+    return revision >= store_->tokens_mod_revision_;
+  }
   std::string Describe() const override {
     return absl::StrCat("etcd key ", store_->options_.prefix, kTokensKey);
   }
@@ -792,7 +796,7 @@ void EtcdStore::Deliver(const etcd_layout::Contents& contents) {
     delivered_version_ = contents.state.version;
     on_version_(contents.state, contents.history);
   }
-  if (on_tokens_ && tokens_changed) on_tokens_(contents.tokens);
+  if (on_tokens_ && tokens_changed) on_tokens_(contents.tokens, contents.tokens_mod_revision);
 }
 
 bool EtcdStore::SleepUnlessStopping(absl::Duration d) {

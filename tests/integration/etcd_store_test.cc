@@ -161,7 +161,8 @@ TEST_F(EtcdStoreTest, ReplicasShareVersionsHistoryAndTokens) {
   const int winner = results[0].exit_code == 0 ? 0 : 1;
   const int loser = 1 - winner;
   EXPECT_EQ(AppliedVersion(results[winner]), 3u) << results[winner].out;
-  EXPECT_EQ(results[loser].exit_code, 1);
+  EXPECT_EQ(results[loser].exit_code, 1)
+      << results[loser].out << results[loser].err << replicas_[loser]->process().Log();
   EXPECT_TRUE(absl::StrContains(results[loser].err, "conflict"))
       << results[loser].err;
   const std::string won = winner == 0 ? "three-a" : "three-b";

@@ -211,12 +211,13 @@ TEST_F(SharedStoreTest, CanaryRolloutsAreRefused) {
   EXPECT_EQ(state_->Current()->version, 0u);
 }
 
-// Tokens shared the same way: saves compare with what was loaded.
+// Tokens shared the same way: saves compare with what was loaded. Each
+// save is a revision, as in etcd; `*revision` is the newest.
 class FakeTokenStore : public TokenStore {
  public:
-  explicit FakeTokenStore(std::vector<StoredToken>* stored,
-                          TokensCallback* on_tokens)
-      : stored_(stored), on_tokens_(on_tokens) {}
+  FakeTokenStore(std::vector<StoredToken>* stored, TokensCallback* on_tokens,
+                 int64_t* revision)
+      : stored_(stored), on_tokens_(on_tokens), revision_(revision) {}
   absl::StatusOr<std::vector<StoredToken>> LoadTokens() override {
     return *stored_;
   }
@@ -227,24 +228,28 @@ class FakeTokenStore : public TokenStore {
           "another control-plane replica changed the operator tokens first");
     }
     *stored_ = next;
+    ++*revision_;
     return absl::OkStatus();
   }
   void WatchTokens(TokensCallback on_tokens) override {
     *on_tokens_ = std::move(on_tokens);
   }
+  bool TokensCurrent(int64_t revision) override { return revision >= *revision_; }
   std::string Describe() const override { return "fake tokens"; }
 
  private:
   std::vector<StoredToken>* stored_;
   TokensCallback* on_tokens_;
+  int64_t* revision_;
 };
 
 TEST(SharedTokensTest,
      ChangesOfAnotherReplicaAreFollowedAndAStaleSaveIsAborted) {
   std::vector<StoredToken> stored;
   TokenStore::TokensCallback on_tokens;
+  int64_t revision = 0;
   auto tokens = OperatorTokens::Open(
-      std::make_unique<FakeTokenStore>(&stored, &on_tokens));
+      std::make_unique<FakeTokenStore>(&stored, &on_tokens, &revision));
   ASSERT_TRUE(tokens.ok()) << tokens.status();
   ASSERT_TRUE(on_tokens);
   auto ci = (*tokens)->Create("ci", Role::kAdmin, "ana");
@@ -255,15 +260,45 @@ TEST(SharedTokensTest,
   // Another replica adds one, and this one has not heard yet: refused.
   StoredToken other{"deploy", "admin", std::string(64, 'b'), absl::Now(), "bo"};
   stored.push_back(other);
+  ++revision;
   auto stale = (*tokens)->Create("third", Role::kViewer, "ana");
   ASSERT_FALSE(stale.ok());
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kAborted);
   // Once told, it knows both and goes on; a revoke elsewhere ends a token here.
-  on_tokens(stored);
+  on_tokens(stored, revision);
   EXPECT_EQ((*tokens)->List().size(), 2u);
   ASSERT_TRUE((*tokens)->Create("third", Role::kViewer, "ana").ok());
-  on_tokens({other});
+  stored = {other};
+  on_tokens(stored, ++revision);
   EXPECT_FALSE((*tokens)->Verify(*ci).has_value());
+}
+
+// The watch reads the tokens, this replica saves a change, then the read is
+// delivered: it is older than the save and is not taken. Before, a token
+// revoked here was valid again (and a token made here gone) until the next
+// change anywhere, and this replica's next save was refused as stale.
+TEST(SharedTokensTest, ADeliveryOvertakenByThisReplicasSaveIsIgnored) {
+  std::vector<StoredToken> stored;
+  TokenStore::TokensCallback on_tokens;
+  int64_t revision = 0;
+  auto tokens = OperatorTokens::Open(
+      std::make_unique<FakeTokenStore>(&stored, &on_tokens, &revision));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  auto admin = (*tokens)->Create("admin", Role::kAdmin, "ana");
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  auto ci = (*tokens)->Create("ci", Role::kOperator, "ana");
+  ASSERT_TRUE(ci.ok()) << ci.status();
+  const std::vector<StoredToken> read_by_the_watch = stored;
+  const int64_t read_at = revision;
+  ASSERT_TRUE((*tokens)->Revoke("ci").ok());
+  on_tokens(read_by_the_watch, read_at);
+  EXPECT_FALSE((*tokens)->Verify(*ci).has_value()) << "a revoked token is valid again";
+  EXPECT_EQ((*tokens)->List().size(), 1u);
+  EXPECT_TRUE((*tokens)->Create("deploy", Role::kOperator, "ana").ok());
+  // A delivery as new as the store's is taken.
+  stored.push_back(read_by_the_watch[1]);
+  on_tokens(stored, ++revision);
+  EXPECT_TRUE((*tokens)->Verify(*ci).has_value());
 }
 
 }  // namespace
