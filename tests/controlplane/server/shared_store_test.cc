@@ -243,15 +243,24 @@ class FakeTokenStore : public TokenStore {
   int64_t* revision_;
 };
 
-TEST(SharedTokensTest,
-     ChangesOfAnotherReplicaAreFollowedAndAStaleSaveIsAborted) {
+// OperatorTokens on a FakeTokenStore: `stored`, `revision` and `on_tokens`
+// are the store's side, as another replica would change and deliver them.
+class SharedTokensTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tokens = OperatorTokens::Open(
+        std::make_unique<FakeTokenStore>(&stored, &on_tokens, &revision));
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    ASSERT_TRUE(on_tokens);
+  }
+
   std::vector<StoredToken> stored;
   TokenStore::TokensCallback on_tokens;
   int64_t revision = 0;
-  auto tokens = OperatorTokens::Open(
-      std::make_unique<FakeTokenStore>(&stored, &on_tokens, &revision));
-  ASSERT_TRUE(tokens.ok()) << tokens.status();
-  ASSERT_TRUE(on_tokens);
+  absl::StatusOr<std::unique_ptr<OperatorTokens>> tokens;
+};
+
+TEST_F(SharedTokensTest, ChangesOfAnotherReplicaAreFollowedAndAStaleSaveIsAborted) {
   auto ci = (*tokens)->Create("ci", Role::kAdmin, "ana");
   ASSERT_TRUE(ci.ok()) << ci.status();
   ASSERT_EQ(stored.size(), 1u);
@@ -277,13 +286,7 @@ TEST(SharedTokensTest,
 // delivered: it is older than the save and is not taken. Before, a token
 // revoked here was valid again (and a token made here gone) until the next
 // change anywhere, and this replica's next save was refused as stale.
-TEST(SharedTokensTest, ADeliveryOvertakenByThisReplicasSaveIsIgnored) {
-  std::vector<StoredToken> stored;
-  TokenStore::TokensCallback on_tokens;
-  int64_t revision = 0;
-  auto tokens = OperatorTokens::Open(
-      std::make_unique<FakeTokenStore>(&stored, &on_tokens, &revision));
-  ASSERT_TRUE(tokens.ok()) << tokens.status();
+TEST_F(SharedTokensTest, ADeliveryOvertakenByThisReplicasSaveIsIgnored) {
   auto admin = (*tokens)->Create("admin", Role::kAdmin, "ana");
   ASSERT_TRUE(admin.ok()) << admin.status();
   auto ci = (*tokens)->Create("ci", Role::kOperator, "ana");
