@@ -202,17 +202,12 @@ bool CipherAllowsHttp2(const SSL* ssl) {
 int OnAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_length,
            const unsigned char* in, unsigned int in_length, void* arg) {
   const auto* context = static_cast<const TlsServerContext*>(arg);
-  const std::string* ours_ptr = &context->alpn_wire();
   // Without a cipher HTTP/2 may use, only the listener's other protocols.
-  std::string without_h2;
-  bool dropped_h2 = false;
-  if (ours_ptr->find("\x02h2") != std::string::npos && !CipherAllowsHttp2(ssl)) {
-    dropped_h2 = true;
-    without_h2 = *ours_ptr;
-    without_h2.erase(without_h2.find("\x02h2"), 3);
-    ours_ptr = &without_h2;
-  }
-  const std::string& ours = *ours_ptr;
+  // `selected` points into `ours`, which OpenSSL copies after this returns:
+  // both lists live in the context (a list made here would be gone by then).
+  const bool dropped_h2 = context->alpn_wire().size() != context->alpn_wire_without_h2().size() &&
+                          !CipherAllowsHttp2(ssl);
+  const std::string& ours = dropped_h2 ? context->alpn_wire_without_h2() : context->alpn_wire();
   unsigned char* selected = nullptr;
   // Server preference: the first of ours that the client offers.
   if (SSL_select_next_proto(&selected, out_length,
@@ -445,6 +440,9 @@ absl::StatusOr<std::shared_ptr<TlsServerContext>> TlsServerContext::Create(
   for (const std::string& protocol : config.alpn_protocols) {
     context->alpn_wire_.push_back(static_cast<char>(protocol.size()));
     context->alpn_wire_.append(protocol);
+    if (protocol == "h2") continue;
+    context->alpn_wire_without_h2_.push_back(static_cast<char>(protocol.size()));
+    context->alpn_wire_without_h2_.append(protocol);
   }
   for (const TlsCertificateConfig& cert : config.certificates) {
     if (absl::Status status = context->AddCertificate(config, cert); !status.ok()) return status;

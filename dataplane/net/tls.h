@@ -75,6 +75,10 @@ class TlsServerContext : public TransportSocketFactory,
   // one-label wildcard), or the default one.
   SSL_CTX* ContextFor(std::string_view server_name) const;
   const std::string& alpn_wire() const { return alpn_wire_; }
+  // alpn_wire() without h2: what a TLS 1.2 handshake whose suite forbids
+  // HTTP/2 is offered. The ALPN callback's answer points into one of the two,
+  // which must outlive the callback (OpenSSL copies it after it returns).
+  const std::string& alpn_wire_without_h2() const { return alpn_wire_without_h2_; }
   // The session id context of a handshake whose ClientHello named
   // `server_name` (lower case; empty without SNI): the listener's, hashed
   // with the name, so a session resumes only under the name it was made
@@ -90,6 +94,7 @@ class TlsServerContext : public TransportSocketFactory,
   absl::flat_hash_map<std::string, size_t> exact_names_;
   absl::flat_hash_map<std::string, size_t> wildcard_suffixes_;  // "example.com" for "*.example.com"
   std::string alpn_wire_;  // length-prefixed, preference order
+  std::string alpn_wire_without_h2_;
   // SHA-256 of what a resumed session skips: the certificates, the
   // client-certificate rules, the versions and TLS 1.2 cipher suites. OpenSSL
   // resumes a session (ticket) only under the context it was made in, so one

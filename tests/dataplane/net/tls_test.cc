@@ -5,9 +5,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,25 @@ namespace {
 using testing::CertificateSpec;
 using testing::MakeCertificate;
 using testing::TestCertificate;
+
+// Every OpenSSL allocation in this test first writes over the stack below
+// its caller, as any deeper call may. OpenSSL copies a callback's answer
+// (the ALPN protocol it picked) with such an allocation right after the
+// callback returns: an answer pointing into the callback's own, dead frame
+// reads this pattern instead of what it pointed at.
+[[gnu::noinline]] void ScribbleStack() {
+  volatile unsigned char pad[16384];
+  for (size_t i = 0; i < sizeof(pad); ++i) pad[i] = 0xA5;
+}
+void* ScribblingMalloc(size_t n, const char*, int) {
+  ScribbleStack();
+  return std::malloc(n);
+}
+void* PlainRealloc(void* p, size_t n, const char*, int) { return std::realloc(p, n); }
+void PlainFree(void* p, const char*, int) { std::free(p); }
+// Before OpenSSL's first allocation (it refuses them after).
+const bool kStackScribbled =
+    CRYPTO_set_mem_functions(ScribblingMalloc, PlainRealloc, PlainFree) == 1;
 
 TestCertificate MakeCa(const std::string& name) {
   CertificateSpec spec;
@@ -155,6 +176,39 @@ TEST_F(TlsClientTest, VerifiedHandshakeSendsSniAndNegotiatesHttp11) {
   EXPECT_EQ(session.client().tls_info()->alpn, "http/1.1");
   EXPECT_EQ(session.client().tls_info()->peer_subject, "CN=backend,O=Sluice Tests");
   EXPECT_EQ(session.ServerToClient("hello"), "hello");
+}
+
+// RFC 9113 9.2.2: a TLS 1.2 suite without an AEAD cipher forbids h2, so a
+// listener of [h2, http/1.1] whose suite is CBC offers http/1.1 alone. The
+// list without h2 is the context's: one made in the callback was gone when
+// OpenSSL copied the choice from it, and the client saw garbage ("bad
+// extension") or, by luck, http/1.1.
+TEST_F(TlsClientTest, ACbcSuiteGetsHttp11FromAListenerThatPrefersH2) {
+  ASSERT_TRUE(kStackScribbled) << "OpenSSL allocated before the test's memory functions";
+  TlsServerConfig config;
+  config.certificates.push_back({backend_.certificate_pem, backend_.key_pem, {}});
+  config.alpn_protocols = {"h2", "http/1.1"};
+  config.max_version = TLS1_2_VERSION;
+  config.cipher_list = "ECDHE-ECDSA-AES128-SHA";
+  auto server = TlsServerContext::Create(config);
+  ASSERT_TRUE(server.ok()) << server.status();
+  TlsClientConfig client_config = Verified("backend.test");
+  client_config.alpn_protocols = {"h2", "http/1.1"};
+  auto client = Client(client_config);
+  for (int i = 0; i < 3; ++i) {
+    Session session(**server, *client);
+    ASSERT_TRUE(session.Handshake()) << session.client().failure_reason();
+    EXPECT_EQ(session.client().tls_info()->cipher, "ECDHE-ECDSA-AES128-SHA");
+    EXPECT_EQ(session.client().tls_info()->alpn, "http/1.1");
+    EXPECT_EQ(session.server().tls_info()->alpn, "http/1.1");
+  }
+  // An AEAD suite gets h2 from the same listener.
+  config.cipher_list = "ECDHE-ECDSA-AES128-GCM-SHA256";
+  auto aead = TlsServerContext::Create(config);
+  ASSERT_TRUE(aead.ok()) << aead.status();
+  Session session(**aead, *client);
+  ASSERT_TRUE(session.Handshake()) << session.client().failure_reason();
+  EXPECT_EQ(session.client().tls_info()->alpn, "h2");
 }
 
 TEST_F(TlsClientTest, WildcardSanMatchesOneLabel) {
