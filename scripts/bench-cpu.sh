@@ -7,6 +7,7 @@
 # machine's CPUs were. Rps on a small machine depends on where the scheduler
 # puts three busy processes; CPU per request is the proxy's own cost.
 # Usage: [MODE=http1|https|h2|h2c] scripts/bench-cpu.sh [seconds=5] [rounds=3]
+# PROXY_ARGS go on sluice-proxy's command line, e.g. PROXY_ARGS='--io-uring off'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; R=${2:-3}; MODE=${MODE:-http1}
@@ -67,7 +68,7 @@ start "$W/sluice-control" --listen 127.0.0.1:18299 --data-dir "$W/data" --log-le
 for _ in $(seq 1 100); do "$W/sluicectl" --server 127.0.0.1:18299 get >/dev/null 2>&1 && break; sleep 0.05; done
 "$W/sluicectl" --server 127.0.0.1:18299 apply -f "$W/bench.yaml" >/dev/null
 start "$W/sluice-proxy" --control-plane 127.0.0.1:18299 --node-id bench-cpu --workers 1 \
-  --admin 127.0.0.1:18298 --log-level warning; SLUICE=${pids[-1]}
+  --admin 127.0.0.1:18298 --log-level warning ${PROXY_ARGS:-}; SLUICE=${pids[-1]}
 answers() { # port: does it answer in this mode? (the backend speaks HTTP/1.1 only)
   if [ "$1" != 18280 ] && { [ "$MODE" = h2 ] || [ "$MODE" = h2c ]; }; then
     h2load -n1 -c1 "$SCHEME://127.0.0.1:$1/" 2>/dev/null | grep -q '1 succeeded'

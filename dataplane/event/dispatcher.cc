@@ -1,14 +1,17 @@
 #include "dataplane/event/dispatcher.h"
 
+#include <errno.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "common/log.h"
+#include "dataplane/event/send_ring.h"
 
 namespace sluice::event {
 namespace {
@@ -18,7 +21,20 @@ timeval DelayToTimeval(absl::Duration d) {
   return absl::ToTimeval(d);
 }
 
+std::atomic<bool> batch_sends{true};
+
+// A batch of sends takes one system call per this many.
+constexpr unsigned kSendRingEntries = 128;
+
 }  // namespace
+
+void Dispatcher::SetBatchSends(bool enabled) { batch_sends.store(enabled); }
+
+std::string Dispatcher::BatchSendsUnavailable() {
+  std::string why;
+  if (SendRing::Create(kSendRingEntries, &why) != nullptr) return "";
+  return why;
+}
 
 // The simulated clock's timers: ordered by deadline, then by arming order
 // (so equal deadlines fire first-armed first), with an index by timer for
@@ -171,6 +187,7 @@ Dispatcher::Dispatcher() {
       [](evutil_socket_t, short, void* arg) { static_cast<Dispatcher*>(arg)->RunFlushes(); },
       this);
   event_priority_set(flush_event_, 1);
+  if (batch_sends.load()) send_ring_ = SendRing::Create(kSendRingEntries);
 }
 
 Dispatcher::~Dispatcher() {
@@ -249,14 +266,52 @@ void Dispatcher::RunFlushes() {
   // Flushing may schedule more (a flush that completes a close): loop.
   while (!to_flush_.empty()) {
     flushing_.swap(to_flush_);
+    const bool batched = send_ring_ != nullptr;
+    if (batched) SendBatch();
     for (size_t i = 0; i < flushing_.size(); ++i) {
       if (Flushable* t = flushing_[i]) {
         flushing_now_ = t;
-        t->Flush();
+        if (batched && sent_[i]) {
+          t->FlushAfterSend();
+        } else {
+          t->Flush();
+        }
         flushing_now_ = nullptr;
       }
     }
     flushing_.clear();
+  }
+}
+
+void Dispatcher::SendBatch() {
+  sent_.assign(flushing_.size(), false);
+  auto record = [this](uint64_t tag, int result) {
+    sent_[tag] = true;
+    flushing_[tag]->SendMade(result);
+    ++batched_sends_;
+  };
+  auto submit = [&] {
+    if (send_ring_->queued() == 0) return true;
+    if (!send_ring_->Submit(record)) return false;
+    ++send_batches_;
+    return true;
+  };
+  int fd;
+  std::string_view bytes;
+  bool refused = false;
+  for (size_t i = 0; i < flushing_.size() && !refused; ++i) {
+    if (flushing_[i] == nullptr || !flushing_[i]->PendingSend(&fd, &bytes)) continue;
+    if (!send_ring_->Queue(fd, bytes.data(), bytes.size(), i)) {
+      refused = !submit();  // the batch is full
+      if (!refused) send_ring_->Queue(fd, bytes.data(), bytes.size(), i);
+    }
+  }
+  if (!refused) refused = !submit();
+  if (refused) {
+    // The kernel took no batch (it should never): what has no result is
+    // sent one by one, and so is everything from now on.
+    SLUICE_LOG(kWarning, "io_uring refused a batch of sends: sending one by one from now on");
+    send_ring_.reset();
   }
 }
 

@@ -19,6 +19,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/optimization.h"
@@ -127,10 +129,31 @@ class Flushable {
  public:
   virtual ~Flushable() = default;
   virtual void Flush() = 0;
+  // For a dispatcher that batches sends (a SendRing): the one send(2) that
+  // Flush() would make first, as the socket and the bytes; false when there
+  // is none or it is not a plain send(2) (TLS). The bytes stay put until
+  // SendMade().
+  virtual bool PendingSend(int* /*fd*/, std::string_view* /*bytes*/) { return false; }
+  // That send was made and gave `result` (the bytes sent, or -errno). Called
+  // for every send of the batch before any callback of the pass runs (so
+  // nothing can send those bytes twice); runs no callback itself.
+  virtual void SendMade(int /*result*/) {}
+  // Flush(), after SendMade(): goes on from what the send gave.
+  virtual void FlushAfterSend() { Flush(); }
 };
+
+class SendRing;
 
 class Dispatcher {
  public:
+  // Whether dispatchers made from now on batch the sends of a loop
+  // iteration into one io_uring_enter(2) (see send_ring.h), when the kernel
+  // allows it. On by default; the proxy's --io-uring off turns it off.
+  static void SetBatchSends(bool enabled);
+  // Whether the kernel allows it: empty when so, else why not (logged once
+  // by the proxy at start).
+  static std::string BatchSendsUnavailable();
+
   Dispatcher();
   ~Dispatcher();
   Dispatcher(const Dispatcher&) = delete;
@@ -156,6 +179,11 @@ class Dispatcher {
   // CancelFlush() must be called before a queued target is destroyed.
   void ScheduleFlush(Flushable* target);
   void CancelFlush(Flushable* target);
+  // Whether this dispatcher batches its sends; how many sends it has made
+  // through its ring, in how many system calls.
+  bool batches_sends() const { return send_ring_ != nullptr; }
+  uint64_t batched_sends() const { return batched_sends_; }
+  uint64_t send_batches() const { return send_batches_; }
   // Frees what DeferredDelete() queued, now (at shutdown, outside callbacks).
   void RunDeferredDeletes() { ClearDeferred(); }
 
@@ -205,6 +233,9 @@ class Dispatcher {
   void RunPosted();
   void ClearDeferred();
   void RunFlushes();
+  // Makes the batch's plain sends through send_ring_ and hands each result
+  // to its target (SendMade); sent_[i]: target i had one.
+  void SendBatch();
 
   event_base* base_;
   int wake_fd_;
@@ -214,6 +245,10 @@ class Dispatcher {
   std::vector<Flushable*> to_flush_;
   std::vector<Flushable*> flushing_;  // the batch RunFlushes is running
   Flushable* flushing_now_ = nullptr;  // the target whose Flush() it is in
+  std::unique_ptr<SendRing> send_ring_;  // null: sends are made one by one
+  std::vector<bool> sent_;  // by index in flushing_
+  uint64_t batched_sends_ = 0;
+  uint64_t send_batches_ = 0;
  public:
   // Whether RunFlushes is calling `target`'s Flush() now (its queued call is
   // the one running: nothing to cancel).

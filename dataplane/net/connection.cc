@@ -5,6 +5,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "dataplane/net/lingering_close.h"
 #include "dataplane/net/socket.h"
 
@@ -77,6 +79,10 @@ void Connection::Write2(std::string_view a, std::string_view b) {
 }
 
 void Connection::Flush() {
+  // Called directly between a batched send and its FlushAfterSend (which
+  // will not come: the queued call is cancelled below): the send's error,
+  // if any, comes again from the next send.
+  send_error_ = kNoResult;
   if (flush_scheduled_) {
     // Called directly (an owner flushing before it closes), the queued call
     // is cancelled: left queued, it ran on a connection deleted meanwhile
@@ -87,6 +93,33 @@ void Connection::Flush() {
   }
   if (fd_ < 0 || connecting_ || handshaking_ || output_.empty()) return;
   HandleWrite();
+}
+
+bool Connection::PendingSend(int* fd, std::string_view* bytes) {
+  if (fd_ < 0 || connecting_ || handshaking_ || output_.empty() || transport_ != &plain_) {
+    return false;
+  }
+  *fd = fd_;
+  *bytes = output_.view();
+  return true;
+}
+
+void Connection::SendMade(int result) {
+  if (result >= 0) {
+    output_.Drain(std::min(static_cast<size_t>(result), output_.size()));
+  } else {
+    send_error_ = result;
+  }
+}
+
+void Connection::FlushAfterSend() {
+  flush_scheduled_ = false;  // the dispatcher's own call: nothing to cancel
+  const int64_t error = send_error_;
+  send_error_ = kNoResult;
+  if (fd_ < 0) return;
+  // An error goes where a failed send(2) would; bytes sent are drained
+  // already: what is left (a partial send) is sent on, or the drain said.
+  HandleWrite(output_.empty() ? kNoResult : error);
 }
 
 bool Connection::AdvanceHandshake() {
@@ -190,10 +223,20 @@ void Connection::HandleRead() {
   if (got && callbacks_) callbacks_->OnReadable();
 }
 
-void Connection::HandleWrite() {
+void Connection::HandleWrite(int64_t first_result) {
   while (!output_.empty()) {
-    std::string_view pending = output_.view();
-    ssize_t n = transport_->Write(pending.data(), pending.size());
+    ssize_t n;
+    if (first_result != kNoResult) {
+      n = first_result;
+      if (n < 0) {
+        errno = static_cast<int>(-n);
+        n = -1;
+      }
+      first_result = kNoResult;
+    } else {
+      std::string_view pending = output_.view();
+      n = transport_->Write(pending.data(), pending.size());
+    }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         UpdateEvents();

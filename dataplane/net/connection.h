@@ -62,6 +62,10 @@ class Connection : public event::Flushable {
   // Writes queue and are sent at the end of the loop iteration (see
   // Dispatcher::ScheduleFlush), with one syscall for everything queued.
   void Flush() override;
+  // A plain socket's pending bytes, for a dispatcher that batches sends.
+  bool PendingSend(int* fd, std::string_view* bytes) override;
+  void SendMade(int result) override;
+  void FlushAfterSend() override;
 
   // Frees the input and output buffers if both are empty: an idle
   // keep-alive connection then holds no buffer memory.
@@ -114,7 +118,10 @@ class Connection : public event::Flushable {
   // Advances the handshake; true once it is complete and I/O may go on.
   bool AdvanceHandshake();
   void HandleRead();
-  void HandleWrite();
+  // Sends what is pending. `first_result`: the first send was made already
+  // and gave this (bytes, or -errno); kNoResult: it was not.
+  static constexpr int64_t kNoResult = INT64_MIN;
+  void HandleWrite(int64_t first_result = kNoResult);
   void UpdateEvents();
   void Fail(CloseReason reason, int error);
   // Reads what the socket still holds and hands it on (a write failed).
@@ -134,6 +141,9 @@ class Connection : public event::Flushable {
   bool close_after_flush_ = false;
   bool flush_scheduled_ = false;
   bool read_before_write_failure_ = false;
+  // A batched send's error (-errno), from SendMade() to FlushAfterSend();
+  // kNoResult when none is waiting.
+  int64_t send_error_ = kNoResult;
   uint64_t bytes_read_ = 0;
   Buffer input_;
   Buffer output_;

@@ -70,7 +70,8 @@ constexpr char kUsageHint[] = "(sluice-proxy --help lists the flags)\n";
 
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
-    "                    [--workers N] [--cpu-affinity off|auto] [--admin 127.0.0.1:9901]\n"
+    "                    [--workers N] [--cpu-affinity off|auto] [--io-uring auto|off]\n"
+    "                    [--admin 127.0.0.1:9901]\n"
     "                    [--state-dir DIR] [--drain-timeout 30s] [--drain-delay 0s]\n"
     "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
     "                    [--max-memory-mb N] [--cache-memory-mb 64] [--max-held-body-mb N]\n"
@@ -86,6 +87,9 @@ constexpr char kUsage[] =
     "  --workers N         worker threads; default one per CPU the proxy may use (its\n"
     "                      cpuset, capped by its cgroup's CPU quota)\n"
     "  --cpu-affinity auto pin worker i to the i-th of those CPUs (default off)\n"
+    "  --io-uring off      send each response with its own send(2); by default (auto)\n"
+    "                      the sends of a loop pass go in one io_uring_enter(2) when the\n"
+    "                      kernel allows io_uring\n"
     "  --drain-delay D     after SIGTERM, /ready fails at once but the listeners still\n"
     "                      accept and serve for D (load balancers see /ready fail\n"
     "                      first); then the drain, up to --drain-timeout. A second\n"
@@ -525,7 +529,7 @@ int Run(int argc, char** argv) {
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
                            "control-plane-server-name", "admin-token-file", "cpu-affinity",
-                           "access-log-dir", "drain-delay", "max-held-body-mb"},
+                           "access-log-dir", "drain-delay", "max-held-body-mb", "io-uring"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -603,6 +607,20 @@ int Run(int argc, char** argv) {
   const std::string cpu_affinity = get("cpu-affinity", "off");
   if (cpu_affinity != "off" && cpu_affinity != "auto") {
     return fail("--cpu-affinity must be off or auto, not '" + cpu_affinity + "'");
+  }
+  const std::string io_uring = get("io-uring", "auto");
+  if (io_uring != "off" && io_uring != "auto") {
+    return fail("--io-uring must be off or auto, not '" + io_uring + "'");
+  }
+  // Before any dispatcher is made: each makes its ring when it is.
+  event::Dispatcher::SetBatchSends(io_uring == "auto");
+  if (io_uring == "auto") {
+    if (std::string why = event::Dispatcher::BatchSendsUnavailable(); !why.empty()) {
+      event::Dispatcher::SetBatchSends(false);
+      SLUICE_LOG(kInfo, "io_uring unavailable (", why, "): each send is its own send(2)");
+    } else {
+      SLUICE_LOG(kInfo, "io_uring: the sends of each loop pass go out in one system call");
+    }
   }
   // auto: worker i runs only on the i-th CPU the process may use (wrapping
   // when there are more workers than CPUs).

@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "dataplane/event/dispatcher.h"
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
 #include "tests/harness/proxy.h"
@@ -1098,6 +1099,52 @@ std::vector<int> CpusOfThisThread() {
     if (CPU_ISSET(cpu, &set)) cpus.push_back(cpu);
   }
   return cpus;
+}
+
+// The io_uring instances a process holds (its dispatchers' send rings).
+int IoUringFds(int pid) {
+  int rings = 0;
+  const std::string dir = absl::StrCat("/proc/", pid, "/fd");
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return -1;
+  while (dirent* e = readdir(d)) {
+    char target[256];
+    const std::string link = dir + "/" + e->d_name;
+    const ssize_t n = readlink(link.c_str(), target, sizeof(target) - 1);
+    if (n > 0 && std::string_view(target, n) == "anon_inode:[io_uring]") ++rings;
+  }
+  closedir(d);
+  return rings;
+}
+
+// --io-uring auto (the default) batches each worker's sends through a ring
+// of its own; off makes no ring. Either way every response arrives whole.
+TEST_F(ProxyTest, IoUringAutoGivesEachLoopARingAndOffNone) {
+  for (auto& p : proxies_) ASSERT_TRUE(p->Stop().has_value());
+  const bool kernel_allows = event::Dispatcher::BatchSendsUnavailable().empty();
+  for (const std::string mode : {"auto", "off"}) {
+    Proxy proxy(cp_.address(), "uring-" + mode, 2, "", {"--io-uring", mode});
+    ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
+    ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
+    for (int i = 0; i < 20; ++i) {
+      HttpResponse r = HttpGet(listener(), i % 2 ? "/ring?size=3000000" : "/ring");
+      ASSERT_TRUE(r.ok()) << r.error;
+      EXPECT_EQ(r.status, 200);
+      if (i % 2) EXPECT_EQ(r.body, std::string(3000000, 'x')) << mode;
+    }
+    const int rings = IoUringFds(proxy.process().pid());
+    if (mode == "off" || !kernel_allows) {
+      EXPECT_EQ(rings, 0) << mode;
+    } else {
+      // The main loop and two workers, at least.
+      EXPECT_GE(rings, 3) << proxy.process().Log();
+    }
+    ASSERT_TRUE(proxy.Stop().has_value());
+  }
+  Proxy bad(cp_.address(), "bad-uring", 1, "", {"--io-uring", "on"});
+  EXPECT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.process().Log(), "--io-uring must be off or auto, not 'on'"))
+      << bad.process().Log();
 }
 
 TEST_F(ProxyTest, CpuAffinityAutoPinsEachWorkerToItsOwnCpu) {

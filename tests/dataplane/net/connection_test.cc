@@ -7,7 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "dataplane/event/dispatcher.h"
 
@@ -84,6 +87,185 @@ TEST(ConnectionTest, LastWordsOfAPeerAreReadBeforeAFailedWriteCloses) {
     }
     EXPECT_FALSE(connection.open());
   }
+}
+
+// A connected pair whose connect has completed, ready for a Connection made
+// with connecting=false.
+TcpPair ConnectedPair() {
+  TcpPair pair;
+  pollfd p = {pair.ours, POLLOUT, 0};
+  EXPECT_EQ(poll(&p, 1, 5000), 1);
+  return pair;
+}
+
+// Reads what the peer got until it has `size` bytes or 5 s pass, running
+// the dispatcher's ready work between reads.
+std::string ReadAtPeer(event::Dispatcher& dispatcher, int peer, size_t size) {
+  std::string got;
+  char buffer[65536];
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (got.size() < size && absl::Now() < deadline) {
+    dispatcher.AdvanceClock(absl::ZeroDuration());
+    pollfd p = {peer, POLLIN, 0};
+    if (poll(&p, 1, 10) != 1) continue;
+    ssize_t n = recv(peer, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n > 0) got.append(buffer, n);
+  }
+  return got;
+}
+
+// Where the kernel allows io_uring, a dispatcher batches its sends; where it
+// does not, there is nothing to test.
+#define REQUIRE_BATCHED_SENDS(dispatcher)                                        \
+  if (std::string why = event::Dispatcher::BatchSendsUnavailable(); !why.empty()) { \
+    GTEST_SKIP() << why;                                                         \
+  }                                                                              \
+  ASSERT_TRUE(dispatcher.batches_sends())
+
+struct DrainRecorder : Recorder {
+  using Recorder::Recorder;
+  void OnWriteDrained() override {
+    events += "drained;";
+    if (on_drained) on_drained();
+  }
+  std::function<void()> on_drained;
+};
+
+// The sends of a loop pass go out together: one io_uring_enter(2) for the
+// three connections' bytes (when the kernel allows io_uring).
+TEST(ConnectionTest, TheSendsOfALoopPassGoOutInOneBatch) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  std::vector<TcpPair> pairs;
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<std::unique_ptr<DrainRecorder>> recorders;
+  for (int i = 0; i < 3; ++i) {
+    pairs.push_back(ConnectedPair());
+    connections.push_back(std::make_unique<Connection>(dispatcher, pairs[i].ours, false));
+    recorders.push_back(std::make_unique<DrainRecorder>(connections[i].get()));
+    connections[i]->SetCallbacks(recorders[i].get());
+  }
+  connections[0]->Write("one");
+  connections[1]->Write2("tw", "o");
+  connections[2]->Write("three");
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.send_batches(), 1u);
+  EXPECT_EQ(dispatcher.batched_sends(), 3u);
+  EXPECT_EQ(ReadAtPeer(dispatcher, pairs[0].peer, 3), "one");
+  EXPECT_EQ(ReadAtPeer(dispatcher, pairs[1].peer, 3), "two");
+  EXPECT_EQ(ReadAtPeer(dispatcher, pairs[2].peer, 5), "three");
+  for (auto& r : recorders) EXPECT_EQ(r->events, "drained;");
+  for (auto& c : connections) EXPECT_EQ(c->output_size(), 0u);
+  for (auto& p : pairs) close(p.peer);
+}
+
+// A batched send the socket takes only in part: the rest waits for the
+// peer to read, in order, and the drain is reported once, at the end.
+TEST(ConnectionTest, ABatchedSendTakenInPartGoesOnWhenThePeerReads) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  TcpPair pair = ConnectedPair();
+  Connection connection(dispatcher, pair.ours, false);
+  DrainRecorder recorder(&connection);
+  connection.SetCallbacks(&recorder);
+  std::string big(8 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 23);
+  connection.Write(big);
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.batched_sends(), 1u);
+  EXPECT_GT(connection.output_size(), 0u);  // more than a socket buffer
+  EXPECT_EQ(recorder.events, "");
+  const std::string got = ReadAtPeer(dispatcher, pair.peer, big.size());
+  EXPECT_EQ(got.size(), big.size());
+  EXPECT_TRUE(got == big);
+  EXPECT_EQ(recorder.events, "drained;");
+  close(pair.peer);
+}
+
+// A batched send to a peer that reset fails the connection as a send(2)
+// would: closed with a reset, no callback after.
+TEST(ConnectionTest, ABatchedSendToAResetPeerClosesTheConnection) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  TcpPair pair = ConnectedPair();
+  // A byte the peer never reads: its close is a reset.
+  ASSERT_EQ(send(pair.ours, "x", 1, MSG_NOSIGNAL), 1);
+  Connection connection(dispatcher, pair.ours, false);
+  Recorder recorder(&connection);
+  connection.SetCallbacks(&recorder);
+  connection.SetReadEnabled(false);  // the failure comes from the send
+  close(pair.peer);
+  pollfd p = {pair.ours, POLLIN, 0};
+  for (int i = 0; i < 500 && !(p.revents & (POLLERR | POLLHUP)); ++i) poll(&p, 1, 10);
+  ASSERT_TRUE(p.revents & (POLLERR | POLLHUP)) << p.revents;
+  connection.Write("y");
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.batched_sends(), 1u);
+  EXPECT_EQ(recorder.events, "reset;");
+  EXPECT_FALSE(connection.open());
+}
+
+// A connection of the batch that an earlier one's callback destroys gets no
+// call after its send: its result is dropped with it.
+TEST(ConnectionTest, AConnectionDestroyedByAnEarlierOneOfItsBatchGetsNoCall) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  TcpPair first_pair = ConnectedPair();
+  TcpPair second_pair = ConnectedPair();
+  Connection first(dispatcher, first_pair.ours, false);
+  auto second = std::make_unique<Connection>(dispatcher, second_pair.ours, false);
+  DrainRecorder first_recorder(&first);
+  DrainRecorder second_recorder(second.get());
+  first.SetCallbacks(&first_recorder);
+  second->SetCallbacks(&second_recorder);
+  first_recorder.on_drained = [&] { second.reset(); };
+  first.Write("first");
+  second->Write("second");
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.batched_sends(), 2u);
+  EXPECT_EQ(second, nullptr);
+  EXPECT_EQ(first_recorder.events, "drained;");
+  EXPECT_EQ(second_recorder.events, "");
+  EXPECT_EQ(ReadAtPeer(dispatcher, first_pair.peer, 5), "first");
+  close(first_pair.peer);
+  close(second_pair.peer);
+}
+
+// A connection of the batch that an earlier one's callback flushes directly
+// (an owner flushing before it closes): its bytes, sent with the batch
+// already, are not sent again.
+TEST(ConnectionTest, ABatchedSendFlushedAgainBeforeItsTurnIsNotSentTwice) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  TcpPair first_pair = ConnectedPair();
+  TcpPair second_pair = ConnectedPair();
+  Connection first(dispatcher, first_pair.ours, false);
+  Connection second(dispatcher, second_pair.ours, false);
+  DrainRecorder first_recorder(&first);
+  DrainRecorder second_recorder(&second);
+  first.SetCallbacks(&first_recorder);
+  second.SetCallbacks(&second_recorder);
+  first_recorder.on_drained = [&] {
+    second.Write("+more");
+    second.Flush();
+  };
+  first.Write("first");
+  second.Write("second");
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.batched_sends(), 2u);
+  EXPECT_EQ(ReadAtPeer(dispatcher, first_pair.peer, 5), "first");
+  EXPECT_EQ(ReadAtPeer(dispatcher, second_pair.peer, 11), "second+more");
+  // Nothing more comes.
+  char extra[64];
+  EXPECT_EQ(recv(second_pair.peer, extra, sizeof(extra), MSG_DONTWAIT), -1);
+  EXPECT_EQ(second_recorder.events, "drained;");
+  close(first_pair.peer);
+  close(second_pair.peer);
 }
 
 }  // namespace
