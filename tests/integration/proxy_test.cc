@@ -1147,6 +1147,39 @@ TEST_F(ProxyTest, IoUringAutoGivesEachLoopARingAndOffNone) {
       << bad.process().Log();
 }
 
+// In a container whose seccomp profile refuses io_uring (containerd's and
+// Docker's defaults), the proxy says so once and serves, sending one by one.
+TEST_F(ProxyTest, AProxyRefusedIoUringSaysSoAndServes) {
+  for (auto& p : proxies_) ASSERT_TRUE(p->Stop().has_value());
+  const std::string state_dir = MakeTempDir("no-io-uring");
+  Process proxy(RunfilePath("tests/harness/no_io_uring"),
+                {RunfilePath("dataplane/server/sluice-proxy"), "--control-plane", cp_.address(),
+                 "--node-id", "no-io-uring", "--group", "test", "--admin", "127.0.0.1:0",
+                 "--state-dir", state_dir, "--workers", "2", "--log-level", "debug"},
+                state_dir + ".log");
+  ASSERT_TRUE(proxy.WaitForLogLine("admin on 127.0.0.1:", absl::Seconds(30))) << proxy.Log();
+  EXPECT_TRUE(absl::StrContains(
+      proxy.Log(),
+      "io_uring unavailable (io_uring_setup: Operation not permitted): each send is its own "
+      "send(2)"))
+      << proxy.Log();
+  HttpResponse r;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        r = HttpGet(listener(), "/refused?size=2000000");
+        return r.ok() && r.status == 200;
+      },
+      absl::Seconds(20)))
+      << r.error << " " << r.status << "\n" << proxy.Log();
+  EXPECT_EQ(r.body, std::string(2000000, 'x'));
+  for (int i = 0; i < 10; ++i) {
+    r = HttpGet(listener(), "/refused");
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200);
+  }
+  EXPECT_EQ(IoUringFds(proxy.pid()), 0);
+}
+
 TEST_F(ProxyTest, CpuAffinityAutoPinsEachWorkerToItsOwnCpu) {
   for (auto& p : proxies_) ASSERT_TRUE(p->Stop().has_value());
   const std::vector<int> cpus = CpusOfThisThread();
