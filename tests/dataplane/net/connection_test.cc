@@ -208,64 +208,65 @@ TEST(ConnectionTest, ABatchedSendToAResetPeerClosesTheConnection) {
   EXPECT_FALSE(connection.open());
 }
 
+// Two connections, each with a DrainRecorder, on one dispatcher (simulated
+// clock) that batches sends.
+struct BatchOfTwo {
+  BatchOfTwo() {
+    dispatcher.UseSimulatedClock();
+    for (int i = 0; i < 2; ++i) {
+      pollfd p = {pairs[i].ours, POLLOUT, 0};
+      EXPECT_EQ(poll(&p, 1, 5000), 1);  // connected
+      connections[i] = std::make_unique<Connection>(dispatcher, pairs[i].ours, false);
+      recorders[i] = std::make_unique<DrainRecorder>(connections[i].get());
+      connections[i]->SetCallbacks(recorders[i].get());
+    }
+  }
+  ~BatchOfTwo() {
+    for (const TcpPair& pair : pairs) close(pair.peer);
+  }
+  event::Dispatcher dispatcher;
+  TcpPair pairs[2];
+  std::unique_ptr<Connection> connections[2];
+  std::unique_ptr<DrainRecorder> recorders[2];
+};
+
 // A connection of the batch that an earlier one's callback destroys gets no
 // call after its send: its result is dropped with it.
 TEST(ConnectionTest, AConnectionDestroyedByAnEarlierOneOfItsBatchGetsNoCall) {
-  event::Dispatcher dispatcher;
-  dispatcher.UseSimulatedClock();
-  REQUIRE_BATCHED_SENDS(dispatcher);
-  TcpPair first_pair = ConnectedPair();
-  TcpPair second_pair = ConnectedPair();
-  Connection first(dispatcher, first_pair.ours, false);
-  auto second = std::make_unique<Connection>(dispatcher, second_pair.ours, false);
-  DrainRecorder first_recorder(&first);
-  DrainRecorder second_recorder(second.get());
-  first.SetCallbacks(&first_recorder);
-  second->SetCallbacks(&second_recorder);
-  first_recorder.on_drained = [&] { second.reset(); };
-  first.Write("first");
-  second->Write("second");
-  dispatcher.AdvanceClock(absl::ZeroDuration());
-  EXPECT_EQ(dispatcher.batched_sends(), 2u);
-  EXPECT_EQ(second, nullptr);
-  EXPECT_EQ(first_recorder.events, "drained;");
-  EXPECT_EQ(second_recorder.events, "");
-  EXPECT_EQ(ReadAtPeer(dispatcher, first_pair.peer, 5), "first");
-  close(first_pair.peer);
-  close(second_pair.peer);
+  BatchOfTwo batch;
+  REQUIRE_BATCHED_SENDS(batch.dispatcher);
+  batch.recorders[0]->on_drained = [&] { batch.connections[1].reset(); };
+  batch.connections[0]->Write("first");
+  batch.connections[1]->Write("second");
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_sends(), 2u);
+  EXPECT_EQ(batch.connections[1], nullptr);
+  EXPECT_EQ(batch.recorders[0]->events, "drained;");
+  EXPECT_EQ(batch.recorders[1]->events, "");
+  EXPECT_EQ(ReadAtPeer(batch.dispatcher, batch.pairs[0].peer, 5), "first");
 }
 
 // A connection of the batch that an earlier one's callback flushes directly
 // (an owner flushing before it closes): its bytes, sent with the batch
 // already, are not sent again.
 TEST(ConnectionTest, ABatchedSendFlushedAgainBeforeItsTurnIsNotSentTwice) {
-  event::Dispatcher dispatcher;
-  dispatcher.UseSimulatedClock();
-  REQUIRE_BATCHED_SENDS(dispatcher);
-  TcpPair first_pair = ConnectedPair();
-  TcpPair second_pair = ConnectedPair();
-  Connection first(dispatcher, first_pair.ours, false);
-  Connection second(dispatcher, second_pair.ours, false);
-  DrainRecorder first_recorder(&first);
-  DrainRecorder second_recorder(&second);
-  first.SetCallbacks(&first_recorder);
-  second.SetCallbacks(&second_recorder);
-  first_recorder.on_drained = [&] {
+  BatchOfTwo batch;
+  REQUIRE_BATCHED_SENDS(batch.dispatcher);
+  Connection& second = *batch.connections[1];
+  batch.recorders[0]->on_drained = [&] {
     second.Write("+more");
     second.Flush();
   };
-  first.Write("first");
+  batch.connections[0]->Write("first");
   second.Write("second");
-  dispatcher.AdvanceClock(absl::ZeroDuration());
-  EXPECT_EQ(dispatcher.batched_sends(), 2u);
-  EXPECT_EQ(ReadAtPeer(dispatcher, first_pair.peer, 5), "first");
-  EXPECT_EQ(ReadAtPeer(dispatcher, second_pair.peer, 11), "second+more");
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_sends(), 2u);
+  EXPECT_EQ(ReadAtPeer(batch.dispatcher, batch.pairs[0].peer, 5), "first");
+  EXPECT_EQ(ReadAtPeer(batch.dispatcher, batch.pairs[1].peer, 11), "second+more");
   // Nothing more comes.
   char extra[64];
-  EXPECT_EQ(recv(second_pair.peer, extra, sizeof(extra), MSG_DONTWAIT), -1);
-  EXPECT_EQ(second_recorder.events, "drained;");
-  close(first_pair.peer);
-  close(second_pair.peer);
+  EXPECT_EQ(recv(batch.pairs[1].peer, extra, sizeof(extra), MSG_DONTWAIT), -1);
+  EXPECT_EQ(batch.recorders[1]->events, "drained;");
 }
 
 }  // namespace
