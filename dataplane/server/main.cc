@@ -87,7 +87,7 @@ constexpr char kUsage[] =
     "  --workers N         worker threads; default one per CPU the proxy may use (its\n"
     "                      cpuset, capped by its cgroup's CPU quota)\n"
     "  --cpu-affinity auto pin worker i to the i-th of those CPUs (default off)\n"
-    "  --io-uring off      send each response with its own send(2); by default (auto)\n"
+    "  --io-uring off      make each send with its own send(2); by default (auto)\n"
     "                      the sends of a loop pass go in one io_uring_enter(2) when the\n"
     "                      kernel allows io_uring\n"
     "  --drain-delay D     after SIGTERM, /ready fails at once but the listeners still\n"
