@@ -160,6 +160,36 @@ TEST(ConnectionTest, TheSendsOfALoopPassGoOutInOneBatch) {
   for (auto& p : pairs) close(p.peer);
 }
 
+// A pass with more sends than the ring has entries (128): the full ring is
+// submitted, the send that did not fit starts the next batch, and every
+// connection's bytes go out once, through the ring.
+TEST(ConnectionTest, MoreSendsThanTheRingHoldsGoInTwoBatches) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  constexpr int kConnections = 130;
+  std::vector<TcpPair> pairs;
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<std::unique_ptr<DrainRecorder>> recorders;
+  for (int i = 0; i < kConnections; ++i) {
+    pairs.push_back(ConnectedPair());
+    connections.push_back(std::make_unique<Connection>(dispatcher, pairs[i].ours, false));
+    recorders.push_back(std::make_unique<DrainRecorder>(connections[i].get()));
+    connections[i]->SetCallbacks(recorders[i].get());
+  }
+  for (int i = 0; i < kConnections; ++i) connections[i]->Write("c" + std::to_string(i) + ";");
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.send_batches(), 2u);
+  EXPECT_EQ(dispatcher.batched_sends(), static_cast<uint64_t>(kConnections));
+  for (int i = 0; i < kConnections; ++i) {
+    const std::string want = "c" + std::to_string(i) + ";";
+    EXPECT_EQ(ReadAtPeer(dispatcher, pairs[i].peer, want.size()), want) << i;
+    EXPECT_EQ(recorders[i]->events, "drained;") << i;
+    EXPECT_EQ(connections[i]->output_size(), 0u) << i;
+  }
+  for (auto& p : pairs) close(p.peer);
+}
+
 // A batched send the socket takes only in part: the rest waits for the
 // peer to read, in order, and the drain is reported once, at the end.
 TEST(ConnectionTest, ABatchedSendTakenInPartGoesOnWhenThePeerReads) {
