@@ -5,7 +5,10 @@
 # For each run it prints the rps and the CPU microseconds per request of the
 # proxy (user, system), the backend and the load generator, and how idle the
 # machine's CPUs were. Rps on a small machine depends on where the scheduler
-# puts three busy processes; CPU per request is the proxy's own cost.
+# puts three busy processes; CPU per request is the proxy's own cost. The
+# last column is the rps the three would reach with no CPU idle (the CPUs
+# divided by their microseconds per request together): the most a proxy's
+# lower cost can give here, whatever the scheduler does.
 # Usage: [MODE=http1|https|h2|h2c] scripts/bench-cpu.sh [seconds=5] [rounds=3]
 # PROXY_ARGS go on sluice-proxy's command line, e.g. PROXY_ARGS='--io-uring off'.
 set -euo pipefail
@@ -101,12 +104,15 @@ run() { # name pid port
   p1=$(ticks "$2"); b1=$(ticks "$BACKEND"); c1=$(cpu_total)
   load=$(echo "$out" | awk '/^LOAD/{print $2, $3}')
   awk -v name="$1" -v n="$n" -v rps="$rps" -v p0="$p0" -v p1="$p1" -v b0="$b0" -v b1="$b1" \
-      -v c0="$c0" -v c1="$c1" -v load="$load" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+      -v c0="$c0" -v c1="$c1" -v load="$load" -v hz="$(getconf CLK_TCK)" \
+      -v cpus="$(nproc)" 'BEGIN {
     split(p0, a); split(p1, b); split(b0, c); split(b1, d); split(c0, e); split(c1, f); split(load, l)
     us = 1e6 / hz / n
-    printf "%-8s rps=%-9.0f proxy us/req: user %.2f sys %.2f total %.2f | backend %.2f | load generator %.2f | idle %.1f%%\n",
-      name, rps, (b[1]-a[1])*us, (b[2]-a[2])*us, (b[1]-a[1]+b[2]-a[2])*us,
-      (d[1]-c[1]+d[2]-c[2])*us, (l[1]+l[2])*1e6/n, 100*(f[1]-e[1])/(f[2]-e[2]) }'
+    proxy = (b[1]-a[1]+b[2]-a[2])*us; backend = (d[1]-c[1]+d[2]-c[2])*us; gen = (l[1]+l[2])*1e6/n
+    printf "%-8s rps=%-9.0f proxy us/req: user %.2f sys %.2f total %.2f | backend %.2f",
+      name, rps, (b[1]-a[1])*us, (b[2]-a[2])*us, proxy, backend
+    printf " | load generator %.2f | idle %.1f%% | no CPU idle: %.0f rps\n",
+      gen, 100*(f[1]-e[1])/(f[2]-e[2]), cpus * 1e6 / (proxy + backend + gen) }'
 }
 echo "# mode=$MODE seconds=$D rounds=$R: CPU microseconds per request (one worker / one thread)"
 for _ in $(seq 1 "$R"); do
