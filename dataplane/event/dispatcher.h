@@ -130,9 +130,9 @@ class Flushable {
   virtual ~Flushable() = default;
   virtual void Flush() = 0;
   // For a dispatcher that batches sends (a SendRing): the one send(2) that
-  // Flush() would make first, as the socket and the bytes; false when there
-  // is none or it is not a plain send(2) (TLS). The bytes stay put until
-  // SendMade().
+  // Flush() would make first, as the socket and the bytes (a TLS
+  // connection's records, encrypted now); false when there is none. The
+  // bytes stay put until SendMade().
   virtual bool PendingSend(int* /*fd*/, std::string_view* /*bytes*/) { return false; }
   // That send was made and gave `result` (the bytes sent, or -errno). Called
   // for every send of the batch before any callback of the pass runs (so

@@ -52,7 +52,9 @@ void Connection::UpdateEvents() {
     if ((read_enabled_ && !close_after_flush_) || transport_->wants_read()) {
       events |= event::FileEvent::kRead;
     }
-    if (!output_.empty() || transport_->wants_write()) events |= event::FileEvent::kWrite;
+    if (!output_.empty() || transport_->wants_write() || !transport_->pending_output().empty()) {
+      events |= event::FileEvent::kWrite;
+    }
   }
   file_event_->SetEnabled(events);
 }
@@ -91,24 +93,37 @@ void Connection::Flush() {
     if (!dispatcher_.FlushingNow(this)) dispatcher_.CancelFlush(this);
     flush_scheduled_ = false;
   }
-  if (fd_ < 0 || connecting_ || handshaking_ || output_.empty()) return;
+  if (fd_ < 0 || connecting_ || handshaking_ || !HasOutput()) return;
   HandleWrite();
 }
 
 bool Connection::PendingSend(int* fd, std::string_view* bytes) {
-  if (fd_ < 0 || connecting_ || handshaking_ || output_.empty() || transport_ != &plain_) {
-    return false;
+  if (fd_ < 0 || connecting_ || handshaking_) return false;
+  if (transport_ == &plain_) {
+    if (output_.empty()) return false;
+    *bytes = output_.view();
+  } else {
+    // TLS: the records are made now and go with the batch. At most
+    // kSealedPerBatch at a time: the rest is encrypted as the socket takes
+    // it (HandleWrite), not copied once more here.
+    if (!output_.empty() && transport_->pending_output().empty()) {
+      const std::string_view plain = output_.view();
+      output_.Drain(transport_->Seal(plain.data(), std::min(plain.size(), kSealedPerBatch)));
+    }
+    *bytes = transport_->pending_output();
+    if (bytes->empty()) return false;
   }
   *fd = fd_;
-  *bytes = output_.view();
   return true;
 }
 
 void Connection::SendMade(int result) {
-  if (result >= 0) {
+  if (result < 0) {
+    send_error_ = result;
+  } else if (transport_ == &plain_) {
     output_.Drain(std::min(static_cast<size_t>(result), output_.size()));
   } else {
-    send_error_ = result;
+    transport_->DrainPendingOutput(static_cast<size_t>(result));
   }
 }
 
@@ -119,7 +134,7 @@ void Connection::FlushAfterSend() {
   if (fd_ < 0) return;
   // An error goes where a failed send(2) would; bytes sent are drained
   // already: what is left (a partial send) is sent on, or the drain said.
-  HandleWrite(output_.empty() ? kNoResult : error);
+  HandleWrite(HasOutput() ? error : kNoResult);
 }
 
 bool Connection::AdvanceHandshake() {
@@ -152,7 +167,7 @@ void Connection::OnEvents(short events) {
     if (handshaking_ && !AdvanceHandshake()) return;  // our ClientHello is sent
     UpdateEvents();
     if (callbacks_) callbacks_->OnConnected();
-    if (fd_ >= 0 && !output_.empty()) HandleWrite();
+    if (fd_ >= 0 && HasOutput()) HandleWrite();
     return;
   }
   if (handshaking_) {
@@ -161,7 +176,7 @@ void Connection::OnEvents(short events) {
     if (callbacks_) callbacks_->OnConnected();
     if (fd_ < 0) return;
     // The peer's first bytes may have come with its last handshake flight.
-    if (!output_.empty()) HandleWrite();
+    if (HasOutput()) HandleWrite();
     if (fd_ >= 0 && read_enabled_) HandleRead();
     return;
   }
@@ -224,7 +239,9 @@ void Connection::HandleRead() {
 }
 
 void Connection::HandleWrite(int64_t first_result) {
-  while (!output_.empty()) {
+  // A TLS transport's pending output goes first, by Write() (with no more
+  // bytes if output_ is empty).
+  while (HasOutput()) {
     ssize_t n;
     if (first_result != kNoResult) {
       n = first_result;
@@ -253,7 +270,7 @@ void Connection::HandleWrite(int64_t first_result) {
     }
     output_.Drain(static_cast<size_t>(n));
   }
-  if (output_.empty()) {
+  if (!HasOutput()) {
     output_.ShrinkIfEmpty();
     if (close_after_flush_) {
       ConnectionCallbacks* callbacks = callbacks_;
@@ -312,7 +329,7 @@ void Connection::Reset() {
 
 bool Connection::CloseAfterFlush() {
   if (fd_ < 0) return true;
-  if (output_.empty() && !connecting_) {
+  if (!HasOutput() && !connecting_) {
     ShutdownAndClose();
     return true;
   }

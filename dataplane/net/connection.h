@@ -58,11 +58,13 @@ class Connection : public event::Flushable {
   void Write(std::string_view bytes);
   // Writes several pieces with one syscall when possible.
   void Write2(std::string_view a, std::string_view b);
-  size_t output_size() const { return output_.size(); }
+  // Bytes written and not yet sent (a TLS transport's records too).
+  size_t output_size() const { return output_.size() + transport_->pending_output().size(); }
   // Writes queue and are sent at the end of the loop iteration (see
   // Dispatcher::ScheduleFlush), with one syscall for everything queued.
   void Flush() override;
-  // A plain socket's pending bytes, for a dispatcher that batches sends.
+  // The pending bytes, for a dispatcher that batches sends: as written on a
+  // plain socket; encrypted first (TransportSocket::Seal) on a TLS one.
   bool PendingSend(int* fd, std::string_view* bytes) override;
   void SendMade(int result) override;
   void FlushAfterSend() override;
@@ -73,6 +75,7 @@ class Connection : public event::Flushable {
     if (input_.empty() && output_.empty()) {
       input_.Release();
       output_.Release();
+      transport_->ReleaseIdleBuffers();
     }
   }
 
@@ -121,6 +124,9 @@ class Connection : public event::Flushable {
   // Sends what is pending. `first_result`: the first send was made already
   // and gave this (bytes, or -errno); kNoResult: it was not.
   static constexpr int64_t kNoResult = INT64_MIN;
+  // The most plain bytes a TLS connection encrypts for one batched send.
+  static constexpr size_t kSealedPerBatch = 64 * 1024;
+  bool HasOutput() const { return !output_.empty() || !transport_->pending_output().empty(); }
   void HandleWrite(int64_t first_result = kNoResult);
   void UpdateEvents();
   void Fail(CloseReason reason, int error);

@@ -62,6 +62,10 @@ class ProxyProtocolTransport : public TransportSocket {
   bool has_buffered_input() const override { return inner_->has_buffered_input(); }
   bool drained(size_t n, size_t size) const override { return inner_->drained(n, size); }
   void Shutdown() override { inner_->Shutdown(); }
+  size_t Seal(const char* data, size_t size) override { return inner_->Seal(data, size); }
+  std::string_view pending_output() const override { return inner_->pending_output(); }
+  void DrainPendingOutput(size_t n) override { inner_->DrainPendingOutput(n); }
+  void ReleaseIdleBuffers() override { inner_->ReleaseIdleBuffers(); }
   bool secure() const override { return inner_->secure(); }
   const TlsInfo* tls_info() const override { return inner_->tls_info(); }
   const std::string& failure_reason() const override;

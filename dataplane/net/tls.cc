@@ -720,7 +720,13 @@ class TlsTransportSocket::SocketBio {
   }
   static int Write(BIO* bio, const char* data, int size) {
     BIO_clear_retry_flags(bio);
-    const ssize_t n = ::send(Socket(bio)->fd_, data, static_cast<size_t>(size), MSG_NOSIGNAL);
+    TlsTransportSocket* socket = Socket(bio);
+    if (socket->sealing_ || !socket->sealed_.empty()) {
+      // Sealing, or behind what was sealed and is not sent yet: queued.
+      socket->sealed_.Append({data, static_cast<size_t>(size)});
+      return size;
+    }
+    const ssize_t n = ::send(socket->fd_, data, static_cast<size_t>(size), MSG_NOSIGNAL);
     if (n < 0 && ShouldRetry()) BIO_set_retry_write(bio);
     return static_cast<int>(n);
   }
@@ -845,7 +851,10 @@ ssize_t TlsTransportSocket::Read(char* buffer, size_t size) {
 
 ssize_t TlsTransportSocket::Write(const char* data, size_t size) {
   write_wants_read_ = false;
+  if (!sealed_.empty() && !SendSealed()) return -1;
+  if (size == 0) return 0;
   int ret = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+  write_retry_ = ret <= 0 && SSL_get_error(ssl_, ret) == SSL_ERROR_WANT_WRITE;
   if (ret > 0) return ret;
   ssize_t n = Failed(ret, /*reading=*/false);
   if (n == 0) {
@@ -897,8 +906,44 @@ ssize_t TlsTransportSocket::Failed(int ret, bool reading) {
 
 bool TlsTransportSocket::has_buffered_input() const { return SSL_has_pending(ssl_) == 1; }
 
+bool TlsTransportSocket::SendSealed() {
+  while (!sealed_.empty()) {
+    const std::string_view bytes = sealed_.view();
+    const ssize_t n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      sealed_.Drain(static_cast<size_t>(n));
+    } else if (errno != EINTR) {
+      return false;
+    }
+  }
+  return true;
+}
+
+size_t TlsTransportSocket::Seal(const char* data, size_t size) {
+  if (!done_ || failed_ || seal_refused_ || write_retry_ || write_wants_read_) return 0;
+  // SSL_write makes a record (or a few) per call; the BIO takes them all.
+  size_t taken = 0;
+  sealing_ = true;
+  while (taken < size) {
+    const int ret =
+        SSL_write(ssl_, data + taken, static_cast<int>(std::min<size_t>(size - taken, 1 << 30)));
+    if (ret <= 0) {
+      // Nothing Write() would not meet again (a session that failed, one
+      // that must read first): it meets it, and reports it.
+      seal_refused_ = true;
+      ERR_clear_error();
+      break;
+    }
+    taken += static_cast<size_t>(ret);
+  }
+  sealing_ = false;
+  return taken;
+}
+
 void TlsTransportSocket::Shutdown() {
   if (!done_ || failed_) return;
+  // What was sealed goes first, if the socket takes it now.
+  if (!sealed_.empty() && !SendSealed()) return;
   // Sends close_notify if the socket takes it now; never waits for the peer's.
   SSL_shutdown(ssl_);
   ERR_clear_error();

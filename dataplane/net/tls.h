@@ -22,15 +22,18 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "dataplane/net/buffer.h"
 #include "dataplane/net/transport_socket.h"
 
 namespace sluice::net {
@@ -180,6 +183,10 @@ class TlsTransportSocket : public TransportSocket {
   bool has_buffered_input() const override;
   bool drained(size_t /*n*/, size_t /*size*/) const override { return socket_drained_; }
   void Shutdown() override;
+  size_t Seal(const char* data, size_t size) override;
+  std::string_view pending_output() const override { return sealed_.view(); }
+  void DrainPendingOutput(size_t n) override { sealed_.Drain(std::min(n, sealed_.size())); }
+  void ReleaseIdleBuffers() override { sealed_.Release(); }
   bool secure() const override { return true; }
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
   const std::string& failure_reason() const override { return failure_reason_; }
@@ -190,6 +197,9 @@ class TlsTransportSocket : public TransportSocket {
   class SocketBio;
   // Maps a failed SSL_read/SSL_write to read(2)/write(2) conventions.
   ssize_t Failed(int ret, bool reading);
+  // Sends sealed_ until it is empty (true) or the socket refuses (false,
+  // errno set: EAGAIN when it is full).
+  bool SendSealed();
 
   std::shared_ptr<const void> context_;
   SSL* ssl_;
@@ -209,6 +219,17 @@ class TlsTransportSocket : public TransportSocket {
   bool failed_ = false;
   bool read_wants_write_ = false;
   bool write_wants_read_ = false;
+  // An SSL_write gave WANT_WRITE: OpenSSL holds part of a record and the
+  // next SSL_write must repeat the call (Write() does; Seal() must not).
+  bool write_retry_ = false;
+  // Seal()'s SSL_write is running: the socket BIO appends to sealed_.
+  bool sealing_ = false;
+  // A Seal() failed: this session's records go out through Write() only.
+  bool seal_refused_ = false;
+  // Records made by Seal() (and whatever the session wrote after them) not
+  // yet on the socket. While it holds bytes, the socket BIO appends to it
+  // rather than sending, so nothing overtakes them.
+  Buffer sealed_;
   TlsInfo info_;
   std::string failure_reason_;
   std::string_view failure_kind_ = "other";

@@ -64,6 +64,8 @@ class TransportSocket {
   // for writability before reading can go on.
   virtual ssize_t Read(char* buffer, size_t size) = 0;
   // Like write(2), same conventions; wants_read() may ask for readability.
+  // pending_output() goes first: Write(data, 0) sends only that, giving 0
+  // once it is all sent.
   virtual ssize_t Write(const char* data, size_t size) = 0;
   // The last Read()/Write() returned EAGAIN waiting on the other direction.
   virtual bool wants_read() const { return false; }
@@ -78,6 +80,20 @@ class TransportSocket {
   virtual bool drained(size_t n, size_t size) const { return n < size; }
   // Best-effort orderly end (TLS close_notify) before the fd is closed.
   virtual void Shutdown() {}
+
+  // For a dispatcher that batches sends (Connection::PendingSend): takes up
+  // to `size` bytes of `data` and turns them into the bytes that go on the
+  // socket (TLS: encrypts them into records), to be sent from
+  // pending_output() by the batch. Returns how many it took: 0 when it
+  // cannot now, and always for the plain socket, whose bytes go as they are.
+  virtual size_t Seal(const char* /*data*/, size_t /*size*/) { return 0; }
+  // What Seal() made (and, TLS, what the session wrote after it: an alert,
+  // a key update) that is not yet on the socket. Write() sends it first.
+  virtual std::string_view pending_output() const { return {}; }
+  // `n` bytes of pending_output() were sent by someone else (the batch).
+  virtual void DrainPendingOutput(size_t /*n*/) {}
+  // Frees the storage of an empty pending_output() (the connection is idle).
+  virtual void ReleaseIdleBuffers() {}
 
   virtual bool secure() const { return false; }
   // Negotiated details; nullptr for plain sockets or before the handshake.

@@ -1,6 +1,7 @@
 // net::Connection over real loopback TCP sockets.
 #include "dataplane/net/connection.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "dataplane/event/dispatcher.h"
+#include "dataplane/net/tls.h"
+#include "tests/api/test_certificates.h"
 
 namespace sluice::net {
 namespace {
@@ -297,6 +300,102 @@ TEST(ConnectionTest, ABatchedSendFlushedAgainBeforeItsTurnIsNotSentTwice) {
   char extra[64];
   EXPECT_EQ(recv(batch.pairs[1].peer, extra, sizeof(extra), MSG_DONTWAIT), -1);
   EXPECT_EQ(batch.recorders[1]->events, "drained;");
+}
+
+// The client's end of a TLS connection whose server end is a Connection on
+// `dispatcher`: the handshake and reads run the dispatcher between steps.
+struct TlsPeer {
+  TlsPeer(event::Dispatcher& dispatcher, int fd) : dispatcher(dispatcher), fd(fd) {
+    testing::CertificateSpec spec;
+    spec.common_name = "backend";
+    const testing::TestCertificate certificate = testing::MakeCertificate(spec);
+    TlsServerConfig server_config;
+    server_config.certificates.push_back(
+        {certificate.certificate_pem, certificate.key_pem, {}});
+    server_config.alpn_protocols = {"http/1.1"};
+    auto server = TlsServerContext::Create(server_config);
+    EXPECT_TRUE(server.ok()) << server.status();
+    server_context = *server;
+    TlsClientConfig client_config;
+    client_config.verify = false;
+    auto client_context = TlsClientContext::Create(client_config);
+    EXPECT_TRUE(client_context.ok()) << client_context.status();
+    client = (*client_context)->Create();
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    client->Attach(fd);
+  }
+  // Both ends' handshakes, and the session tickets that follow.
+  bool Handshake(const Connection& server) {
+    bool done = false;
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (!(done && server.handshake_complete()) && absl::Now() < deadline) {
+      if (!done) {
+        const TransportSocket::Progress p = client->Handshake();
+        if (p == TransportSocket::Progress::kFailed) return false;
+        done = p == TransportSocket::Progress::kDone;
+      }
+      dispatcher.AdvanceClock(absl::ZeroDuration());
+      pollfd p = {fd, POLLIN, 0};
+      poll(&p, 1, 1);
+    }
+    return done && server.handshake_complete();
+  }
+  // What the client decrypts until it has `size` bytes or 5 s pass.
+  std::string Read(size_t size) {
+    std::string got;
+    char buffer[16384];
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    while (got.size() < size && absl::Now() < deadline) {
+      dispatcher.AdvanceClock(absl::ZeroDuration());
+      const ssize_t n = client->Read(buffer, sizeof(buffer));
+      if (n > 0) {
+        got.append(buffer, static_cast<size_t>(n));
+      } else {
+        pollfd p = {fd, POLLIN, 0};
+        poll(&p, 1, 1);
+      }
+    }
+    return got;
+  }
+  event::Dispatcher& dispatcher;
+  int fd;
+  std::shared_ptr<TlsServerContext> server_context;
+  std::unique_ptr<TransportSocket> client;
+};
+
+// A TLS connection's writes are encrypted at the end of the pass and go with
+// the batch: one batched send, and the peer decrypts them whole. A write
+// larger than is encrypted for one batch goes on through the socket, in
+// order, as the peer reads; each is reported drained once.
+TEST(ConnectionTest, TlsRecordsGoOutWithTheBatch) {
+  event::Dispatcher dispatcher;
+  dispatcher.UseSimulatedClock();
+  REQUIRE_BATCHED_SENDS(dispatcher);
+  TcpPair pair = ConnectedPair();
+  TlsPeer peer(dispatcher, pair.peer);
+  Connection connection(dispatcher, pair.ours, false, peer.server_context->Create());
+  DrainRecorder recorder(&connection);
+  connection.SetCallbacks(&recorder);
+  ASSERT_TRUE(peer.Handshake(connection));
+  const uint64_t before = dispatcher.batched_sends();
+  connection.Write("hello");
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.batched_sends(), before + 1);
+  EXPECT_EQ(peer.Read(5), "hello");
+  EXPECT_EQ(recorder.events, "drained;");
+  EXPECT_EQ(connection.output_size(), 0u);
+
+  std::string big(4 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 23);
+  connection.Write(big);
+  dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(dispatcher.batched_sends(), before + 2);
+  EXPECT_GT(connection.output_size(), 0u);
+  const std::string got = peer.Read(big.size());
+  EXPECT_EQ(got.size(), big.size());
+  EXPECT_TRUE(got == big);
+  EXPECT_EQ(recorder.events, "drained;drained;");
+  close(pair.peer);
 }
 
 }  // namespace

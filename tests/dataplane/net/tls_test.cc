@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -127,6 +129,7 @@ class Session {
   }
 
   TransportSocket& server() { return *server_; }
+  int server_fd() const { return fds_[0]; }
   TransportSocket& client() { return *client_; }
   // The server's side of the socket stops sending, with no close_notify.
   void ServerSocketShutsDownWrites() { shutdown(fds_[0], SHUT_WR); }
@@ -418,6 +421,108 @@ TEST_F(TlsClientTest, ReadsSayWhenTheSocketIsDrainedAndEofIsTheEnd) {
 
   session.ServerSocketShutsDownWrites();
   EXPECT_EQ(session.client().Read(buffer, sizeof(buffer)), 0);
+}
+
+// Reads from `client` until it has `size` bytes or 1000 reads came back
+// empty.
+std::string ReadAll(TransportSocket& client, size_t size) {
+  std::string got;
+  char buffer[16384];
+  for (int misses = 0; got.size() < size && misses < 1000;) {
+    const ssize_t n = client.Read(buffer, sizeof(buffer));
+    if (n > 0) {
+      got.append(buffer, static_cast<size_t>(n));
+    } else {
+      ++misses;
+    }
+  }
+  return got;
+}
+
+// Seal() encrypts for someone else to send (a batch of sends): its records
+// wait in pending_output(). What the session writes after them, while any
+// of them is still unsent, goes behind them: Write() sends them first.
+TEST_F(TlsClientTest, SealedRecordsGoOutBeforeWhatIsWrittenAfterThem) {
+  auto client = Client(Verified("backend.test"));
+  Session session(*server_, *client);
+  ASSERT_TRUE(session.Handshake());
+  ASSERT_EQ(session.ServerToClient("hello"), "hello");  // takes the session tickets too
+  TransportSocket& server = session.server();
+  const std::string big(40000, 'b');  // three records
+  EXPECT_EQ(server.Seal("sealed;", 7), 7u);
+  EXPECT_EQ(server.Seal(big.data(), big.size()), big.size());
+  const std::string_view sealed = server.pending_output();
+  EXPECT_GT(sealed.size(), 7 + big.size());  // record headers and tags too
+  // The batch sends a part (a record header and a little more) ...
+  ASSERT_EQ(send(session.server_fd(), sealed.data(), 10, MSG_NOSIGNAL), 10);
+  server.DrainPendingOutput(10);
+  // ... and a write that comes before the rest is sent goes behind it.
+  EXPECT_EQ(server.Write("after", 5), 5);
+  EXPECT_TRUE(server.pending_output().empty());
+  EXPECT_EQ(ReadAll(session.client(), 7 + big.size() + 5), "sealed;" + big + "after");
+  // With nothing pending, Write(data, 0) sends nothing and says so.
+  EXPECT_EQ(server.Write("", 0), 0);
+}
+
+// Before the handshake there is nothing to seal with; the close_notify of
+// Shutdown() follows what was sealed and not sent.
+TEST_F(TlsClientTest, NothingIsSealedBeforeTheHandshakeAndShutdownSendsWhatWas) {
+  auto client = Client(Verified("backend.test"));
+  Session session(*server_, *client);
+  EXPECT_EQ(session.server().Seal("early", 5), 0u);
+  EXPECT_TRUE(session.server().pending_output().empty());
+  ASSERT_TRUE(session.Handshake());
+  ASSERT_EQ(session.ServerToClient("hello"), "hello");
+  EXPECT_EQ(session.server().Seal("last words", 10), 10u);
+  session.server().Shutdown();
+  EXPECT_TRUE(session.server().pending_output().empty());
+  EXPECT_EQ(ReadAll(session.client(), 10), "last words");
+  char buffer[64];
+  EXPECT_EQ(session.client().Read(buffer, sizeof(buffer)), 0);  // close_notify
+}
+
+// What the session writes by itself while sealed records wait to be sent
+// (here the warning alert that refuses a TLS 1.2 client's renegotiation,
+// written while reading) goes behind them, not onto the socket before them.
+TEST_F(TlsClientTest, WhatTheSessionWritesWhileSealedRecordsWaitGoesBehindThem) {
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  std::unique_ptr<TransportSocket> server = server_->Create();
+  server->Attach(fds[0]);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+  SSL* client = SSL_new(ctx);
+  SSL_set_fd(client, fds[1]);
+  SSL_set_connect_state(client);
+  bool client_done = false;
+  bool server_done = false;
+  for (int i = 0; i < 100 && !(client_done && server_done); ++i) {
+    if (!client_done) client_done = SSL_do_handshake(client) == 1;
+    if (!server_done) server_done = server->Handshake() == TransportSocket::Progress::kDone;
+  }
+  ASSERT_TRUE(client_done && server_done);
+
+  ASSERT_EQ(server->Seal("sealed;", 7), 7u);
+  const size_t sealed = server->pending_output().size();
+  ASSERT_EQ(SSL_renegotiate(client), 1);
+  EXPECT_LE(SSL_do_handshake(client), 0);  // its ClientHello is sent; it waits
+  char buffer[64];
+  EXPECT_EQ(server->Read(buffer, sizeof(buffer)), -1);  // refused, with an alert
+  EXPECT_EQ(errno, EAGAIN);
+  EXPECT_GT(server->pending_output().size(), sealed);  // the alert, queued
+  ASSERT_EQ(server->Write("", 0), 0);  // everything goes, in order
+  std::string got;
+  for (int i = 0; i < 100 && got.size() < 7; ++i) {
+    const int n = SSL_read(client, buffer, sizeof(buffer));
+    if (n > 0) got.append(buffer, static_cast<size_t>(n));
+  }
+  EXPECT_EQ(got, "sealed;");
+  ERR_clear_error();
+  SSL_free(client);
+  SSL_CTX_free(ctx);
+  close(fds[0]);
+  close(fds[1]);
 }
 
 }  // namespace
