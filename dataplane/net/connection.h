@@ -124,7 +124,8 @@ class Connection : public event::Flushable {
   // Sends what is pending. `first_result`: the first send was made already
   // and gave this (bytes, or -errno); kNoResult: it was not.
   static constexpr int64_t kNoResult = INT64_MIN;
-  // The most plain bytes a TLS connection encrypts for one batched send.
+  // The most plain bytes a TLS connection encrypts for one batched send (as
+  // much as one read event takes from a socket).
   static constexpr size_t kSealedPerBatch = 64 * 1024;
   bool HasOutput() const { return !output_.empty() || !transport_->pending_output().empty(); }
   void HandleWrite(int64_t first_result = kNoResult);

@@ -916,6 +916,7 @@ bool TlsTransportSocket::SendSealed() {
       return false;
     }
   }
+  sealed_.ShrinkIfEmpty();  // storage over 64 KiB is not kept
   return true;
 }
 

@@ -185,7 +185,10 @@ class TlsTransportSocket : public TransportSocket {
   void Shutdown() override;
   size_t Seal(const char* data, size_t size) override;
   std::string_view pending_output() const override { return sealed_.view(); }
-  void DrainPendingOutput(size_t n) override { sealed_.Drain(std::min(n, sealed_.size())); }
+  void DrainPendingOutput(size_t n) override {
+    sealed_.Drain(std::min(n, sealed_.size()));
+    sealed_.ShrinkIfEmpty();
+  }
   void ReleaseIdleBuffers() override { sealed_.Release(); }
   bool secure() const override { return true; }
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
