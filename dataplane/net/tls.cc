@@ -853,8 +853,8 @@ ssize_t TlsTransportSocket::Write(const char* data, size_t size) {
   write_wants_read_ = false;
   if (!sealed_.empty() && !SendSealed()) return -1;
   if (size == 0) return 0;
+  write_retry_ = false;  // Failed() says if this one must be repeated
   int ret = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, 1 << 30)));
-  write_retry_ = ret <= 0 && SSL_get_error(ssl_, ret) == SSL_ERROR_WANT_WRITE;
   if (ret > 0) return ret;
   ssize_t n = Failed(ret, /*reading=*/false);
   if (n == 0) {
@@ -874,7 +874,11 @@ ssize_t TlsTransportSocket::Failed(int ret, bool reading) {
       errno = EAGAIN;
       return -1;
     case SSL_ERROR_WANT_WRITE:
-      if (reading) read_wants_write_ = true;
+      if (reading) {
+        read_wants_write_ = true;
+      } else {
+        write_retry_ = true;
+      }
       errno = EAGAIN;
       return -1;
     case SSL_ERROR_ZERO_RETURN:  // close_notify
