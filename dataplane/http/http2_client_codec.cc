@@ -389,6 +389,7 @@ Http2ClientCodec::Http2ClientCodec(Http2ClientCallbacks* callbacks,
                                    const Http2ClientLimits& limits)
     : callbacks_(callbacks),
       limits_(limits),
+      memory_(std::make_unique<http2::SessionMemory>()),
       whole_headers_(std::make_unique<http2::WholeFrameHeaderFeeder>(0)) {
   SLUICE_CHECK(callbacks_ != nullptr);
   SLUICE_CHECK(limits_.initial_window_size <= NGHTTP2_MAX_WINDOW_SIZE);
@@ -421,7 +422,9 @@ Http2ClientCodec::Http2ClientCodec(Http2ClientCallbacks* callbacks,
   nghttp2_option_set_peer_max_concurrent_streams(opt,
                                                  kAssumedMaxConcurrentStreams);
 
-  const int rv = nghttp2_session_client_new2(&session_, cbs, this, opt);
+  memory_->MakingSession(true);
+  const int rv = nghttp2_session_client_new3(&session_, cbs, this, opt, memory_->mem());
+  memory_->MakingSession(false);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   SLUICE_CHECK(rv == 0);
@@ -456,7 +459,9 @@ bool Http2ClientCodec::Receive(std::string_view bytes) {
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
   }
   finished_early_.clear();
+  const size_t had = output_.size();
   OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));
+  if (output_.size() > had) memory_->NoteOutput();
   FinishSessionCall();
   in_session_call_ = false;
   return !failed_;
@@ -466,7 +471,9 @@ void Http2ClientCodec::TakeOutput(std::string* out, size_t max_bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (transport_closed_) return;
   in_session_call_ = true;
+  const size_t had = out->size() + output_.size();
   OnDrained(http2::TakeSessionOutput(session_, &output_, out, max_bytes));
+  if (out->size() > had) memory_->NoteOutput();
   FinishSessionCall();
   in_session_call_ = false;
 }
@@ -517,6 +524,13 @@ void Http2ClientCodec::NotifyWritable() {
 bool Http2ClientCodec::WantsWrite() const {
   return !transport_closed_ &&
          (!output_.empty() || nghttp2_session_want_write(session_) != 0);
+}
+
+size_t Http2ClientCodec::ReleaseIdleMemory() {
+  // A frame nghttp2 is sending is in the frame buffer: not while it wants to
+  // write, nor after its terminating GOAWAY (then it says it wants neither).
+  if (in_session_call_ || WantsWrite() || !WantsRead()) return 0;
+  return memory_->ReleaseFrameBuffer();
 }
 
 bool Http2ClientCodec::WantsRead() const {

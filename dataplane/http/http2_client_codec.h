@@ -99,6 +99,7 @@ struct nghttp2_session;
 namespace sluice::http {
 namespace http2 {
 class WholeFrameHeaderFeeder;  // http2_util.h
+class SessionMemory;  // http2_util.h
 }  // namespace http2
 
 struct Http2ClientLimits {
@@ -193,6 +194,12 @@ class Http2ClientCodec {
   // The connection still expects input (false after a connection error, or
   // after GOAWAY once every stream is done).
   bool WantsRead() const;
+  // Idle (no output to take, input still expected): nghttp2's frame buffer
+  // gives its pages back to the kernel (http2::SessionMemory). Returns the
+  // bytes given back; 0 when not idle or nothing was sent since last time.
+  size_t ReleaseIdleMemory();
+  // The session's allocator, for tests.
+  const http2::SessionMemory& memory() const { return *memory_; }
 
   // Opens a stream; returns its id, or -1 when !CanOpenStream() or the
   // request lacks :method, or (except for CONNECT) :scheme or :path (nothing
@@ -262,6 +269,9 @@ class Http2ClientCodec {
 
   Http2ClientCallbacks* const callbacks_;
   const Http2ClientLimits limits_;
+  // Outlives session_ (deleted in the destructor's body), which allocates
+  // through it.
+  std::unique_ptr<http2::SessionMemory> memory_;
   nghttp2_session* session_ = nullptr;
   absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
   std::string output_;

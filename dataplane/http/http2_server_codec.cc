@@ -552,6 +552,7 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
                                    const Http2Limits& limits)
     : callbacks_(callbacks),
       limits_(limits),
+      memory_(std::make_unique<http2::SessionMemory>()),
       block_(std::make_unique<http2::HeaderBlockBuilder>()),
       frames_received_(std::make_unique<http2::ClientFrameWatch>()),
       whole_headers_(std::make_unique<http2::WholeFrameHeaderFeeder>(24)) {
@@ -591,7 +592,9 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   nghttp2_option_set_stream_reset_rate_limit(opt, kStreamResetBurst,
                                              kStreamResetRate);
 
-  const int rv = nghttp2_session_server_new2(&session_, cbs, this, opt);
+  memory_->MakingSession(true);
+  const int rv = nghttp2_session_server_new3(&session_, cbs, this, opt, memory_->mem());
+  memory_->MakingSession(false);
   nghttp2_option_del(opt);
   nghttp2_session_callbacks_del(cbs);
   SLUICE_CHECK(rv == 0);
@@ -642,7 +645,9 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
                    frames_received_->violation_code() == NGHTTP2_ENHANCE_YOUR_CALM ? "flood"
                                                                                   : "protocol");
   }
+  const size_t had = output_.size();
   OnDrained(http2::DrainSession(session_, &output_, limits_.max_buffered_output));
+  if (output_.size() > had) memory_->NoteOutput();
   in_session_call_ = false;
   NotifyWritable();
   return !failed_;
@@ -655,7 +660,9 @@ bool Http2ServerCodec::head_pending() const {
 void Http2ServerCodec::TakeOutput(std::string* out, size_t max_bytes) {
   SLUICE_CHECK(!in_session_call_);
   in_session_call_ = true;
+  const size_t had = out->size() + output_.size();
   OnDrained(http2::TakeSessionOutput(session_, &output_, out, max_bytes));
+  if (out->size() > had) memory_->NoteOutput();
   in_session_call_ = false;
   NotifyWritable();
 }
@@ -681,6 +688,13 @@ void Http2ServerCodec::NotifyWritable() {
 
 bool Http2ServerCodec::WantsWrite() const {
   return !output_.empty() || nghttp2_session_want_write(session_) != 0;
+}
+
+size_t Http2ServerCodec::ReleaseIdleMemory() {
+  // A frame nghttp2 is sending is in the frame buffer: not while it wants to
+  // write, nor after its terminating GOAWAY (then it says it wants neither).
+  if (in_session_call_ || WantsWrite() || !WantsRead()) return 0;
+  return memory_->ReleaseFrameBuffer();
 }
 
 bool Http2ServerCodec::WantsRead() const {

@@ -117,6 +117,7 @@ namespace http2 {
 class HeaderBlockBuilder;  // http2_util.h
 class ClientFrameWatch;  // http2_util.h
 class WholeFrameHeaderFeeder;  // http2_util.h
+class SessionMemory;  // http2_util.h
 }  // namespace http2
 
 struct Http2Limits {
@@ -250,6 +251,12 @@ class Http2ServerCodec {
   // The connection still expects input. When both are false (after GOAWAY,
   // once every stream is done), close the connection.
   bool WantsRead() const;
+  // Idle (no output to take, input still expected): nghttp2's frame buffer
+  // gives its pages back to the kernel (http2::SessionMemory). Returns the
+  // bytes given back; 0 when not idle or nothing was sent since last time.
+  size_t ReleaseIdleMemory();
+  // The session's allocator, for tests.
+  const http2::SessionMemory& memory() const { return *memory_; }
 
   // Response head. 1xx statuses (except 101, which HTTP/2 forbids) are
   // interim and may precede the final one. end_stream: no body follows.
@@ -336,6 +343,9 @@ class Http2ServerCodec {
 
   Http2ServerCallbacks* const callbacks_;
   const Http2Limits limits_;
+  // Outlives session_ (deleted in the destructor's body), which allocates
+  // through it.
+  std::unique_ptr<http2::SessionMemory> memory_;
   nghttp2_session* session_ = nullptr;
   absl::flat_hash_map<int32_t, std::unique_ptr<Stream>> streams_;
   // What FindStream found last (nghttp2 asks for the same stream for every

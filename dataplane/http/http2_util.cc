@@ -1,6 +1,10 @@
 #include "dataplane/http/http2_util.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -609,6 +613,59 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
     in_header_frame_ = false;
   }
   return std::string_view::npos;
+}
+
+
+SessionMemory::SessionMemory() : mem_{this, Malloc, Free, Calloc, Realloc} {}
+
+SessionMemory::~SessionMemory() { std::free(frame_buffer_); }
+
+void* SessionMemory::Malloc(size_t size, void* self) {
+  return static_cast<SessionMemory*>(self)->Allocate(size);
+}
+
+void* SessionMemory::Allocate(size_t size) {
+  if (!making_ || size != kFrameBufferBytes || frame_buffer_ != nullptr) return std::malloc(size);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t capacity = (size + page - 1) / page * page;
+  void* p = nullptr;
+  if (posix_memalign(&p, page, capacity) != 0) return nullptr;
+  frame_buffer_ = p;
+  frame_buffer_capacity_ = capacity;
+  return p;
+}
+
+void SessionMemory::Free(void* ptr, void* self) {
+  auto* memory = static_cast<SessionMemory*>(self);
+  if (ptr != nullptr && ptr == memory->frame_buffer_) {
+    memory->frame_buffer_ = nullptr;
+    memory->frame_buffer_capacity_ = 0;
+  }
+  std::free(ptr);
+}
+
+void* SessionMemory::Calloc(size_t count, size_t size, void*) { return std::calloc(count, size); }
+
+void* SessionMemory::Realloc(void* ptr, size_t size, void* self) {
+  auto* memory = static_cast<SessionMemory*>(self);
+  // nghttp2 allocates its buffers with realloc(nullptr, size).
+  if (ptr == nullptr) return memory->Allocate(size);
+  if (ptr == memory->frame_buffer_) {
+    // Not seen from nghttp2 (its frame buffer is never resized), but
+    // handled: the block becomes an ordinary one.
+    memory->frame_buffer_ = nullptr;
+    memory->frame_buffer_capacity_ = 0;
+  }
+  return std::realloc(ptr, size);
+}
+
+size_t SessionMemory::ReleaseFrameBuffer() {
+  if (frame_buffer_ == nullptr || !written_) return 0;
+  written_ = false;
+  // Pages of its own (posix_memalign to a page, a whole number of pages):
+  // no allocator metadata or other object shares them.
+  if (madvise(frame_buffer_, frame_buffer_capacity_, MADV_DONTNEED) != 0) return 0;
+  return frame_buffer_capacity_;
 }
 
 }  // namespace sluice::http::http2

@@ -338,6 +338,69 @@ class ReceiveWindow {
   size_t withheld_ = 0;  // received, credit not yet returned
 };
 
+
+// The allocator a codec gives its nghttp2 session (nghttp2_session_*_new3).
+// Everything goes to malloc and free except the session's frame buffer: the
+// chunk of kFrameBufferBytes nghttp2 allocates as the session is made, into
+// which it packs every frame it sends (DATA payloads are copied there). That
+// chunk gets whole pages of its own, so that an idle session can give them
+// back to the kernel: after one response of 16 KB or more they would stay
+// resident for as long as the connection lives (16 KiB of an idle
+// connection's 25).
+//
+// One session per SessionMemory, which must outlive it (nghttp2_session_del
+// frees through it). Not movable: nghttp2 holds its address.
+class SessionMemory {
+ public:
+  // nghttp2's NGHTTP2_FRAMEBUF_CHUNKLEN (frame header, a pad-length byte
+  // and the largest payload of the default SETTINGS_MAX_FRAME_SIZE), which
+  // only the frame buffer has among what a new session allocates.
+  static constexpr size_t kFrameBufferBytes = 9 + 1 + 16384;
+
+  SessionMemory();
+  SessionMemory(const SessionMemory&) = delete;
+  SessionMemory& operator=(const SessionMemory&) = delete;
+  ~SessionMemory();
+
+  // For nghttp2_session_*_new3; call MakingSession(true) before it and
+  // MakingSession(false) after: the frame buffer is recognized by its size
+  // among what is allocated in between (nghttp2 1.52 allocates the session,
+  // two HPACK tables of 1 KiB, a stream map of 4 KiB, and the frame buffer).
+  nghttp2_mem* mem() { return &mem_; }
+  void MakingSession(bool making) { making_ = making; }
+  // The frame buffer was recognized (false if an nghttp2 release changed
+  // its size: nothing is released then).
+  bool has_frame_buffer() const { return frame_buffer_ != nullptr; }
+  // Where it is, for tests (mincore(2) sees whether its pages are resident).
+  const void* frame_buffer() const { return frame_buffer_; }
+  size_t frame_buffer_capacity() const { return frame_buffer_capacity_; }
+
+  // The session packed frames: the buffer's pages are in use again.
+  void NoteOutput() { written_ = true; }
+  // Only when the session has no frame in progress (nghttp2_session_want_write
+  // is 0, all its output taken, and it still wants to read: a session that
+  // sent its terminating GOAWAY says it wants no write with that frame
+  // still active): the bytes in the frame buffer are dead until the next
+  // frame is packed over them. Its pages go back to the kernel
+  // (MADV_DONTNEED) if frames were packed since the last time; the next frame
+  // faults in zeroed pages. Returns the bytes given back.
+  size_t ReleaseFrameBuffer();
+
+ private:
+  static void* Malloc(size_t size, void* self);
+  static void Free(void* ptr, void* self);
+  static void* Calloc(size_t count, size_t size, void* self);
+  static void* Realloc(void* ptr, size_t size, void* self);
+  // malloc, or the frame buffer when this is it.
+  void* Allocate(size_t size);
+
+  nghttp2_mem mem_;
+  void* frame_buffer_ = nullptr;
+  size_t frame_buffer_capacity_ = 0;  // whole pages
+  bool making_ = false;
+  bool written_ = false;
+};
+
 }  // namespace sluice::http::http2
 
 #endif  // SLUICE_DATAPLANE_HTTP_HTTP2_UTIL_H_

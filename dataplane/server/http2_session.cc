@@ -261,7 +261,10 @@ void Http2Session::OnIdle() {
     // A busy connection has had no stream open for kSpareHold: it gives its
     // spares and buffers back and waits out the rest of the idle timeout.
     holding_spares_ = false;
-    if (!codec_.WantsWrite()) connection_->ReleaseIdleBuffers();
+    if (!codec_.WantsWrite()) {
+      connection_->ReleaseIdleBuffers();
+      codec_.ReleaseIdleMemory();
+    }
     idle_timer_.Set(options_.idle_timeout - kSpareHold);
     return;
   }
@@ -529,7 +532,10 @@ void Http2Session::Flush() {
   if (closed_) return;
   // Idle (no stream, nothing to send): the connection gives its buffers back
   // (a busy one after kSpareHold, in OnIdle).
-  if (streams_.empty() && !codec_.WantsWrite() && !Busy()) connection_->ReleaseIdleBuffers();
+  if (streams_.empty() && !codec_.WantsWrite() && !Busy()) {
+    connection_->ReleaseIdleBuffers();
+    codec_.ReleaseIdleMemory();  // nghttp2's frame buffer
+  }
   // GOAWAY sent and every stream done (or a connection error): close once
   // the last frames are written.
   if (!codec_.WantsRead() && !codec_.WantsWrite()) CloseAfterOutput();

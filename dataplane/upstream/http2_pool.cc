@@ -546,7 +546,12 @@ void Http2UpstreamConnection::OnIdleTimer() {
   }
   SendPing();
   Flush();
-  if (!closed_) idle_timer_.Enable(idle_ping_interval_);
+  if (closed_) return;
+  // Unused for a whole interval: the connection gives back its buffers and
+  // nghttp2's frame buffer pages (the PING just taken from it included).
+  codec_.ReleaseIdleMemory();
+  connection_->ReleaseIdleBuffers();
+  idle_timer_.Enable(idle_ping_interval_);
 }
 
 void Http2UpstreamConnection::SendPing() {

@@ -5,6 +5,8 @@
 #include "dataplane/http/http2_client_codec.h"
 
 #include <nghttp2/nghttp2.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "dataplane/http/http2_server_codec.h"
+#include "dataplane/http/http2_util.h"
 #include "gtest/gtest.h"
 #include "tests/harness/http_wire.h"
 
@@ -750,6 +753,43 @@ TEST(Http2ClientCodecTest, PostBodyLargerThanTheWindowsGoesOutAsCreditComes) {
   EXPECT_EQ(f.client_events.responses[id].status, 201);
   EXPECT_EQ(f.client.open_streams(), 0u);
   EXPECT_FALSE(f.server_events.requests[id].reset);
+}
+
+// How many pages of [p, p + bytes) are resident (mincore(2)).
+size_t ResidentPages(const void* p, size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in(bytes / page);
+  EXPECT_EQ(mincore(const_cast<void*>(p), bytes, in.data()), 0) << strerror(errno);
+  return static_cast<size_t>(std::count_if(in.begin(), in.end(), [](unsigned char c) {
+    return (c & 1) != 0;
+  }));
+}
+
+TEST(Http2ClientCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
+  Fixture f;
+  f.Run();
+  const http2::SessionMemory& memory = f.client.memory();
+  ASSERT_TRUE(memory.has_frame_buffer());
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t capacity = memory.frame_buffer_capacity();
+  for (char seed : {'a', 'P'}) {
+    const std::vector<HeaderField> fields = {{"content-type", "a/b"}};
+    const int32_t id = f.client.SubmitRequest(Post("/upload", &fields), false);
+    const std::string body = Pattern(40000, seed);
+    ASSERT_TRUE(f.client.SubmitData(id, body, true));
+    EXPECT_EQ(f.client.ReleaseIdleMemory(), 0u);  // output waits
+    f.Run();
+    const ServerRequest& req = f.server_events.requests[id];
+    EXPECT_EQ(req.body, body);
+    ASSERT_TRUE(f.server.SubmitResponse(id, 204, HeaderMap(), true));
+    f.Run();
+    EXPECT_EQ(f.client_events.responses[id].status, 204);
+    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), capacity / page);
+    EXPECT_EQ(f.client.ReleaseIdleMemory(), capacity);
+    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), 0u);
+  }
+  EXPECT_TRUE(f.client_ok);
+  EXPECT_TRUE(f.server_ok);
 }
 
 TEST(Http2ClientCodecTest, StalledUploadDoesNotStopAnotherStream) {

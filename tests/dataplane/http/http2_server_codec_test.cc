@@ -3,7 +3,9 @@
 #include "dataplane/http/http2_server_codec.h"
 
 #include <nghttp2/nghttp2.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -20,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "dataplane/http/http1_parser.h"
+#include "dataplane/http/http2_util.h"
 #include "gtest/gtest.h"
 #include "tests/harness/http_wire.h"
 
@@ -997,6 +1000,82 @@ TEST(Http2ServerCodecTest, TakeOutputHonoursMaxBytes) {
   f.client.Recv(out);
   f.link.Run();
   EXPECT_EQ(f.client.responses[id].body.size(), 60000u);
+}
+
+// How many pages of [p, p + bytes) are resident (mincore(2)).
+size_t ResidentPages(const void* p, size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in(bytes / page);
+  EXPECT_EQ(mincore(const_cast<void*>(p), bytes, in.data()), 0) << strerror(errno);
+  return static_cast<size_t>(std::count_if(in.begin(), in.end(), [](unsigned char c) {
+    return (c & 1) != 0;
+  }));
+}
+
+std::string Varied(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i * 7 % 61);
+  return s;
+}
+
+TEST(Http2ServerCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
+  Fixture f;
+  const http2::SessionMemory& memory = f.codec.memory();
+  // nghttp2 allocates its frame buffer as SessionMemory expects (an
+  // nghttp2 release that changed its size would end here).
+  ASSERT_TRUE(memory.has_frame_buffer());
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t capacity = memory.frame_buffer_capacity();
+  ASSERT_EQ(capacity % page, 0u);
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(memory.frame_buffer()) % page, 0u);
+  ASSERT_GE(capacity, http2::SessionMemory::kFrameBufferBytes);
+
+  for (char seed : {'a', 'K'}) {
+    const std::string body = Varied(48 * 1024, seed);
+    const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+    f.link.Run();
+    ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+    ASSERT_TRUE(f.codec.SubmitData(id, body, true));
+    // Output waits: nothing is given back.
+    EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
+    // Mid-response (a frame taken, more to pack): still nothing.
+    std::string out;
+    f.codec.TakeOutput(&out, 1);
+    ASSERT_TRUE(f.codec.WantsWrite());
+    EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
+    f.client.Recv(out);
+    f.link.Run();
+    // Frames of 16 KiB of DATA were packed over the whole buffer.
+    EXPECT_EQ(f.client.responses[id].body, body);
+    EXPECT_TRUE(f.client.responses[id].closed);
+    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), capacity / page);
+
+    ASSERT_FALSE(f.codec.WantsWrite());
+    EXPECT_EQ(f.codec.ReleaseIdleMemory(), capacity);
+    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), 0u);
+    // Nothing packed since: no second madvise.
+    EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
+  }
+  // The second response was packed into the zeroed pages of the first
+  // release and arrived whole (above).
+  EXPECT_TRUE(f.link.server_ok);
+  EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, AFailedSessionKeepsItsFrameBufferUntilItEnds) {
+  Fixture f;
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), true));
+  f.link.Run();
+  // A frame no client may send on stream 0 (DATA): a connection error,
+  // answered by GOAWAY; the session then wants neither input nor output.
+  const char data_on_zero[] = {0, 0, 1, 0, 0, 0, 0, 0, 0, 'x'};
+  f.codec.Receive(std::string_view(data_on_zero, sizeof data_on_zero));
+  std::string out;
+  f.codec.TakeOutput(&out);
+  ASSERT_FALSE(f.codec.WantsRead());
+  EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
 }
 
 TEST(Http2ServerCodecTest, RequestBodyBufferingIsBoundedPerStream) {
