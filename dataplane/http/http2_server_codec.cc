@@ -694,6 +694,12 @@ size_t Http2ServerCodec::ReleaseIdleMemory() {
   // A frame nghttp2 is sending is in the frame buffer: not while it wants to
   // write, nor after its terminating GOAWAY (then it says it wants neither).
   if (in_session_call_ || WantsWrite() || !WantsRead()) return 0;
+  // The stream table keeps the capacity of the most streams it held (2 KiB
+  // after 100 at once), the head builder that of the largest head.
+  if (streams_.empty() && streams_.capacity() > 0) {
+    absl::flat_hash_map<int32_t, std::unique_ptr<Stream>>().swap(streams_);
+  }
+  block_->Release();
   return memory_->ReleaseFrameBuffer();
 }
 

@@ -252,11 +252,14 @@ class Http2ServerCodec {
   // once every stream is done), close the connection.
   bool WantsRead() const;
   // Idle (no output to take, input still expected): nghttp2's frame buffer
-  // gives its pages back to the kernel (http2::SessionMemory). Returns the
-  // bytes given back; 0 when not idle or nothing was sent since last time.
+  // gives its pages back to the kernel (http2::SessionMemory); an empty
+  // stream table and the response head builder free their storage. Returns the frame buffer bytes given back; 0
+  // when not idle or nothing was sent since last time.
   size_t ReleaseIdleMemory();
   // The session's allocator, for tests.
   const http2::SessionMemory& memory() const { return *memory_; }
+  // Slots of the stream table, for tests.
+  size_t stream_table_capacity() const { return streams_.capacity(); }
 
   // Response head. 1xx statuses (except 101, which HTTP/2 forbids) are
   // interim and may precede the final one. end_stream: no body follows.

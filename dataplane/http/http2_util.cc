@@ -157,6 +157,12 @@ void HeaderBlockBuilder::Clear() {
   lowered_at_.clear();
 }
 
+void HeaderBlockBuilder::Release() {
+  std::vector<nghttp2_nv>().swap(nva_);
+  std::string().swap(lowered_);
+  std::vector<std::pair<size_t, size_t>>().swap(lowered_at_);
+}
+
 void HeaderBlockBuilder::AddRaw(std::string_view name, std::string_view value) {
   nva_.push_back(MakeNv(name, value));
 }

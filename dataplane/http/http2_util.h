@@ -75,6 +75,8 @@ class HeaderBlockBuilder {
  public:
   // Starts a new block; the array of the previous one becomes invalid.
   void Clear();
+  // Clear(), and the storage is freed (an idle connection keeps none).
+  void Release();
   // Appends the pair as given, with no check (pseudo-header fields and the
   // fields the codec writes itself).
   void AddRaw(std::string_view name, std::string_view value);

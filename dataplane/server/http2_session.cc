@@ -253,6 +253,15 @@ void Http2Session::ArmIdleTimer() {
   idle_timer_.Set(holding_spares_ ? kSpareHold : options_.idle_timeout);
 }
 
+void Http2Session::ReleaseIdleMemory() {
+  connection_->ReleaseIdleBuffers();
+  codec_.ReleaseIdleMemory();  // nghttp2's frame buffer, the codec's stream table
+  // The stream table keeps the capacity of the most streams it held.
+  if (streams_.empty() && streams_.capacity() > 0) {
+    absl::flat_hash_map<int32_t, std::unique_ptr<Stream>>().swap(streams_);
+  }
+}
+
 void Http2Session::OnIdle() {
   if (closed_) return;
   if (!streams_.empty()) return;
@@ -261,10 +270,7 @@ void Http2Session::OnIdle() {
     // A busy connection has had no stream open for kSpareHold: it gives its
     // spares and buffers back and waits out the rest of the idle timeout.
     holding_spares_ = false;
-    if (!codec_.WantsWrite()) {
-      connection_->ReleaseIdleBuffers();
-      codec_.ReleaseIdleMemory();
-    }
+    if (!codec_.WantsWrite()) ReleaseIdleMemory();
     idle_timer_.Set(options_.idle_timeout - kSpareHold);
     return;
   }
@@ -532,10 +538,7 @@ void Http2Session::Flush() {
   if (closed_) return;
   // Idle (no stream, nothing to send): the connection gives its buffers back
   // (a busy one after kSpareHold, in OnIdle).
-  if (streams_.empty() && !codec_.WantsWrite() && !Busy()) {
-    connection_->ReleaseIdleBuffers();
-    codec_.ReleaseIdleMemory();  // nghttp2's frame buffer
-  }
+  if (streams_.empty() && !codec_.WantsWrite() && !Busy()) ReleaseIdleMemory();
   // GOAWAY sent and every stream done (or a connection error): close once
   // the last frames are written.
   if (!codec_.WantsRead() && !codec_.WantsWrite()) CloseAfterOutput();

@@ -131,6 +131,9 @@ class Http2Session : public net::ConnectionCallbacks,
   // connection, which then drops its spares and buffers).
   void ArmIdleTimer();
   void OnIdle();
+  // No stream open, nothing to write: the socket buffers, nghttp2's frame
+  // buffer and the stream tables' storage are given back.
+  void ReleaseIdleMemory();
   // After input: a frame header or header block the client has begun must
   // end in time.
   void WatchHeaderBlock();

@@ -884,6 +884,20 @@ TEST(Http2ServerCodecTest, ManyConcurrentStreams) {
     EXPECT_TRUE(resp.closed);
   }
   EXPECT_EQ(f.codec.open_streams(), 0u);
+
+  // Idle after 100 streams at once: the stream table gives its storage back,
+  // and the next stream is served as before.
+  EXPECT_GE(f.codec.stream_table_capacity(), 100u);
+  f.codec.ReleaseIdleMemory();
+  EXPECT_EQ(f.codec.stream_table_capacity(), 0u);
+  const int32_t id = f.client.Request(TestClient::Head("GET", "/after"));
+  f.link.Run();
+  ASSERT_EQ(pending.size(), 1u);
+  ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(id, "after", true));
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[id].body, "after");
+  EXPECT_TRUE(f.client.responses[id].closed);
 }
 
 // ---------------------------------------------------------------------------
