@@ -5,7 +5,6 @@
 #include "dataplane/http/http2_client_codec.h"
 
 #include <nghttp2/nghttp2.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +21,7 @@
 #include "dataplane/http/http2_util.h"
 #include "gtest/gtest.h"
 #include "tests/harness/http_wire.h"
+#include "tests/harness/resident.h"
 
 namespace sluice::http {
 namespace {
@@ -755,16 +755,6 @@ TEST(Http2ClientCodecTest, PostBodyLargerThanTheWindowsGoesOutAsCreditComes) {
   EXPECT_FALSE(f.server_events.requests[id].reset);
 }
 
-// How many pages of [p, p + bytes) are resident (mincore(2)).
-size_t ResidentPages(const void* p, size_t bytes) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> in(bytes / page);
-  EXPECT_EQ(mincore(const_cast<void*>(p), bytes, in.data()), 0) << strerror(errno);
-  return static_cast<size_t>(std::count_if(in.begin(), in.end(), [](unsigned char c) {
-    return (c & 1) != 0;
-  }));
-}
-
 TEST(Http2ClientCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
   Fixture f;
   f.Run();
@@ -784,9 +774,9 @@ TEST(Http2ClientCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
     ASSERT_TRUE(f.server.SubmitResponse(id, 204, HeaderMap(), true));
     f.Run();
     EXPECT_EQ(f.client_events.responses[id].status, 204);
-    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), capacity / page);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), capacity / page);
     EXPECT_EQ(f.client.ReleaseIdleMemory(), capacity);
-    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), 0u);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), 0u);
   }
   EXPECT_TRUE(f.client_ok);
   EXPECT_TRUE(f.server_ok);

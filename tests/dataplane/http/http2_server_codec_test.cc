@@ -3,7 +3,6 @@
 #include "dataplane/http/http2_server_codec.h"
 
 #include <nghttp2/nghttp2.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -25,6 +24,7 @@
 #include "dataplane/http/http2_util.h"
 #include "gtest/gtest.h"
 #include "tests/harness/http_wire.h"
+#include "tests/harness/resident.h"
 
 namespace sluice::http {
 namespace {
@@ -1016,16 +1016,6 @@ TEST(Http2ServerCodecTest, TakeOutputHonoursMaxBytes) {
   EXPECT_EQ(f.client.responses[id].body.size(), 60000u);
 }
 
-// How many pages of [p, p + bytes) are resident (mincore(2)).
-size_t ResidentPages(const void* p, size_t bytes) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> in(bytes / page);
-  EXPECT_EQ(mincore(const_cast<void*>(p), bytes, in.data()), 0) << strerror(errno);
-  return static_cast<size_t>(std::count_if(in.begin(), in.end(), [](unsigned char c) {
-    return (c & 1) != 0;
-  }));
-}
-
 std::string Varied(size_t n, char seed) {
   std::string s(n, '\0');
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i * 7 % 61);
@@ -1062,11 +1052,11 @@ TEST(Http2ServerCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
     // Frames of 16 KiB of DATA were packed over the whole buffer.
     EXPECT_EQ(f.client.responses[id].body, body);
     EXPECT_TRUE(f.client.responses[id].closed);
-    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), capacity / page);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), capacity / page);
 
     ASSERT_FALSE(f.codec.WantsWrite());
     EXPECT_EQ(f.codec.ReleaseIdleMemory(), capacity);
-    EXPECT_EQ(ResidentPages(memory.frame_buffer(), capacity), 0u);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), 0u);
     // Nothing packed since: no second madvise.
     EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
   }
