@@ -659,6 +659,12 @@ TEST_F(Http2Test, StreamsThatAreNotReadShareOneBudgetPerConnection) {
 // packed over all 20 KiB of its buffer, and then costs the proxy 14-15 KiB
 // (this build). Before, the buffer stayed resident with it: 34 KiB.
 TEST_F(Http2Test, IdleConnectionsGiveTheirFrameBufferBack) {
+#if defined(__SANITIZE_ADDRESS__)
+  // A connection costs about 117 KiB under ASan (redzones, the quarantine,
+  // shadow memory), which hides the 20 KiB measured here; the codec tests
+  // check the release itself (http2_server_codec_test, http2_client_codec_test).
+  GTEST_SKIP() << "RSS per connection is ASan's under ASan";
+#endif
   constexpr int kConnections = 300;
   const pid_t pid = proxy_->process().pid();
   auto download = [&](int fd) {
