@@ -621,7 +621,6 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
   return std::string_view::npos;
 }
 
-
 SessionMemory::SessionMemory() : mem_{this, Malloc, Free, Calloc, Realloc} {}
 
 SessionMemory::~SessionMemory() { std::free(frame_buffer_); }

@@ -340,15 +340,14 @@ class ReceiveWindow {
   size_t withheld_ = 0;  // received, credit not yet returned
 };
 
-
 // The allocator a codec gives its nghttp2 session (nghttp2_session_*_new3).
 // Everything goes to malloc and free except the session's frame buffer: the
 // chunk of kFrameBufferBytes nghttp2 allocates as the session is made, into
 // which it packs every frame it sends (DATA payloads are copied there). That
 // chunk gets whole pages of its own, so that an idle session can give them
 // back to the kernel: after one response of 16 KB or more they would stay
-// resident for as long as the connection lives (16 KiB of an idle
-// connection's 25).
+// resident for as long as the connection lives (16 KiB of the 25 KiB a new
+// session allocates).
 //
 // One session per SessionMemory, which must outlive it (nghttp2_session_del
 // frees through it). Not movable: nghttp2 holds its address.
@@ -379,13 +378,13 @@ class SessionMemory {
 
   // The session packed frames: the buffer's pages are in use again.
   void NoteOutput() { written_ = true; }
-  // Only when the session has no frame in progress (nghttp2_session_want_write
-  // is 0, all its output taken, and it still wants to read: a session that
-  // sent its terminating GOAWAY says it wants no write with that frame
-  // still active): the bytes in the frame buffer are dead until the next
-  // frame is packed over them. Its pages go back to the kernel
-  // (MADV_DONTNEED) if frames were packed since the last time; the next frame
-  // faults in zeroed pages. Returns the bytes given back.
+  // The frame buffer's pages go back to the kernel (MADV_DONTNEED) if frames
+  // were packed since the last time; the next frame faults in zeroed pages.
+  // Returns the bytes given back. Call only while the session has no frame
+  // in progress, when what the buffer holds is dead until the next frame is
+  // packed over it: nghttp2_session_want_write is 0, all output was taken,
+  // and nghttp2_session_want_read is not 0 (after its terminating GOAWAY a
+  // session wants no write with that frame still active).
   size_t ReleaseFrameBuffer();
 
  private:
