@@ -451,6 +451,7 @@ bool Http2ClientCodec::Receive(std::string_view bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (failed_ || transport_closed_) return false;
   in_session_call_ = true;
+  memory_->NoteInput();  // streams may come and go
   if (const int rv = whole_headers_->Receive(session_, bytes); rv != 0) {
     FailConnection(http2::GoawayCodeFor(rv),
                    absl::StrCat("connection error: ", nghttp2_strerror(rv)));
@@ -530,7 +531,7 @@ size_t Http2ClientCodec::ReleaseIdleMemory() {
   // A frame nghttp2 is sending is in the frame buffer: not while it wants to
   // write, nor after its terminating GOAWAY (then it says it wants neither).
   if (in_session_call_ || WantsWrite() || !WantsRead()) return 0;
-  return memory_->ReleaseFrameBuffer();
+  return memory_->ReleaseIdlePages();
 }
 
 bool Http2ClientCodec::WantsRead() const {

@@ -627,6 +627,7 @@ bool Http2ServerCodec::Receive(std::string_view bytes) {
   SLUICE_CHECK(!in_session_call_);
   if (failed_) return false;
   in_session_call_ = true;
+  memory_->NoteInput();  // streams may come and go
   // nghttp2 gets the bytes before a frame that breaks a rule it does not
   // check; then the connection fails.
   const size_t bad = frames_received_->Feed(bytes);
@@ -700,7 +701,7 @@ size_t Http2ServerCodec::ReleaseIdleMemory() {
     absl::flat_hash_map<int32_t, std::unique_ptr<Stream>>().swap(streams_);
   }
   block_->Release();
-  return memory_->ReleaseFrameBuffer();
+  return memory_->ReleaseIdlePages();
 }
 
 bool Http2ServerCodec::WantsRead() const {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -621,9 +622,29 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
   return std::string_view::npos;
 }
 
+namespace {
+
+size_t WholePages(size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+
+bool AllZero(const void* p, size_t bytes) {
+  const auto* words = static_cast<const uint64_t*>(p);  // whole pages
+  uint64_t any = 0;
+  for (size_t i = 0; i < bytes / sizeof(uint64_t); ++i) any |= words[i];
+  return any == 0;
+}
+
+}  // namespace
+
 SessionMemory::SessionMemory() : mem_{this, Malloc, Free, Calloc, Realloc} {}
 
-SessionMemory::~SessionMemory() { std::free(frame_buffer_); }
+SessionMemory::~SessionMemory() {
+  // What nghttp2 did not free (a session that was never made whole).
+  if (frame_buffer_ != nullptr && !frame_buffer_in_region_) std::free(frame_buffer_);
+  std::free(region_);
+}
 
 void* SessionMemory::Malloc(size_t size, void* self) {
   return static_cast<SessionMemory*>(self)->Allocate(size);
@@ -631,46 +652,120 @@ void* SessionMemory::Malloc(size_t size, void* self) {
 
 void* SessionMemory::Allocate(size_t size) {
   if (!making_ || size != kFrameBufferBytes || frame_buffer_ != nullptr) return std::malloc(size);
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const size_t capacity = (size + page - 1) / page * page;
-  void* p = nullptr;
-  if (posix_memalign(&p, page, capacity) != 0) return nullptr;
-  frame_buffer_ = p;
+  const size_t capacity = WholePages(size);
+  if (region_ != nullptr) {
+    // Next to the stream map, which Calloc made room for.
+    frame_buffer_ = region_ + stream_map_capacity_;
+    frame_buffer_in_region_ = true;
+  } else {
+    void* p = nullptr;
+    if (posix_memalign(&p, static_cast<size_t>(sysconf(_SC_PAGESIZE)), capacity) != 0) {
+      return nullptr;
+    }
+    frame_buffer_ = p;
+  }
   frame_buffer_capacity_ = capacity;
+  return frame_buffer_;
+}
+
+void* SessionMemory::Calloc(size_t count, size_t size, void* self) {
+  auto* memory = static_cast<SessionMemory*>(self);
+  if (!memory->making_ || memory->region_ != nullptr || size == 0 ||
+      count != kStreamMapBytes / size || kStreamMapBytes % size != 0) {
+    return std::calloc(count, size);
+  }
+  // The stream map: its pages, then room for the frame buffer (allocated
+  // next), so that one madvise(2) can cover both.
+  const size_t map_capacity = WholePages(kStreamMapBytes);
+  void* p = nullptr;
+  if (posix_memalign(&p, static_cast<size_t>(sysconf(_SC_PAGESIZE)),
+                     map_capacity + WholePages(kFrameBufferBytes)) != 0) {
+    return nullptr;
+  }
+  std::memset(p, 0, map_capacity);
+  memory->region_ = static_cast<char*>(p);
+  memory->stream_map_ = p;
+  memory->stream_map_capacity_ = map_capacity;
   return p;
+}
+
+void SessionMemory::Forget(void* ptr) {
+  if (ptr == stream_map_) {
+    // nghttp2 grew the map (past 192 streams) or is deleting the session.
+    stream_map_ = nullptr;
+    if (frame_buffer_in_region_) {
+      madvise(region_, stream_map_capacity_, MADV_DONTNEED);  // its old page
+    }
+  } else {
+    frame_buffer_ = nullptr;
+    frame_buffer_capacity_ = 0;
+    frame_buffer_in_region_ = false;
+  }
+  if (stream_map_ == nullptr && !frame_buffer_in_region_) {
+    std::free(region_);
+    region_ = nullptr;
+  }
 }
 
 void SessionMemory::Free(void* ptr, void* self) {
   auto* memory = static_cast<SessionMemory*>(self);
-  if (ptr != nullptr && ptr == memory->frame_buffer_) {
+  if (ptr == nullptr) return;
+  if (ptr == memory->stream_map_ ||
+      (ptr == memory->frame_buffer_ && memory->frame_buffer_in_region_)) {
+    memory->Forget(ptr);
+    return;
+  }
+  if (ptr == memory->frame_buffer_) {
     memory->frame_buffer_ = nullptr;
     memory->frame_buffer_capacity_ = 0;
   }
   std::free(ptr);
 }
 
-void* SessionMemory::Calloc(size_t count, size_t size, void*) { return std::calloc(count, size); }
-
 void* SessionMemory::Realloc(void* ptr, size_t size, void* self) {
   auto* memory = static_cast<SessionMemory*>(self);
   // nghttp2 allocates its buffers with realloc(nullptr, size).
   if (ptr == nullptr) return memory->Allocate(size);
+  // Not seen from nghttp2 (it never resizes either chunk), but handled: the
+  // chunk becomes an ordinary block.
+  if (ptr == memory->stream_map_ ||
+      (ptr == memory->frame_buffer_ && memory->frame_buffer_in_region_)) {
+    const size_t had = ptr == memory->stream_map_ ? kStreamMapBytes : kFrameBufferBytes;
+    void* moved = std::malloc(size);
+    if (moved == nullptr) return nullptr;
+    std::memcpy(moved, ptr, std::min(had, size));
+    memory->Forget(ptr);
+    return moved;
+  }
   if (ptr == memory->frame_buffer_) {
-    // Not seen from nghttp2 (its frame buffer is never resized), but
-    // handled: the block becomes an ordinary one.
     memory->frame_buffer_ = nullptr;
     memory->frame_buffer_capacity_ = 0;
   }
   return std::realloc(ptr, size);
 }
 
-size_t SessionMemory::ReleaseFrameBuffer() {
-  if (frame_buffer_ == nullptr || !written_) return 0;
-  written_ = false;
-  // Pages of its own (posix_memalign to a page, a whole number of pages):
-  // no allocator metadata or other object shares them.
-  if (madvise(frame_buffer_, frame_buffer_capacity_, MADV_DONTNEED) != 0) return 0;
-  return frame_buffer_capacity_;
+size_t SessionMemory::ReleaseIdlePages() {
+  const bool frames = frame_buffer_ != nullptr && written_;
+  const bool map = stream_map_ != nullptr && map_touched_ &&
+                   AllZero(stream_map_, stream_map_capacity_);
+  // Pages of their own (page-aligned, whole pages): no allocator metadata
+  // or other object shares them.
+  size_t released = 0;
+  if (frames && map && frame_buffer_in_region_) {
+    // Side by side: one call.
+    const size_t both = stream_map_capacity_ + frame_buffer_capacity_;
+    if (madvise(region_, both, MADV_DONTNEED) == 0) released = both;
+  } else {
+    if (map && madvise(stream_map_, stream_map_capacity_, MADV_DONTNEED) == 0) {
+      released += stream_map_capacity_;
+    }
+    if (frames && madvise(frame_buffer_, frame_buffer_capacity_, MADV_DONTNEED) == 0) {
+      released += frame_buffer_capacity_;
+    }
+  }
+  if (frames) written_ = false;
+  if (map) map_touched_ = false;
+  return released;
 }
 
 }  // namespace sluice::http::http2

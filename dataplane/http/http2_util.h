@@ -341,13 +341,15 @@ class ReceiveWindow {
 };
 
 // The allocator a codec gives its nghttp2 session (nghttp2_session_*_new3).
-// Everything goes to malloc and free except the session's frame buffer: the
-// chunk of kFrameBufferBytes nghttp2 allocates as the session is made, into
-// which it packs every frame it sends (DATA payloads are copied there). That
-// chunk gets whole pages of its own, so that an idle session can give them
-// back to the kernel: after one response of 16 KB or more they would stay
-// resident for as long as the connection lives (16 KiB of the 25 KiB a new
-// session allocates).
+// Everything goes to malloc and free except two chunks nghttp2 allocates as
+// the session is made and keeps for the session's life:
+// - the frame buffer (kFrameBufferBytes), into which it packs every frame it
+//   sends (DATA payloads are copied there): after one response of 16 KB or
+//   more its 16 KiB would stay resident for as long as the connection lives;
+// - the stream map's table (kStreamMapBytes: 256 buckets of 16 bytes, which
+//   it never shrinks), a page that one stream makes resident.
+// Both get whole pages of their own, side by side (the map's first), so that
+// an idle session can give them back to the kernel with one madvise(2).
 //
 // One session per SessionMemory, which must outlive it (nghttp2_session_del
 // frees through it). Not movable: nghttp2 holds its address.
@@ -357,6 +359,9 @@ class SessionMemory {
   // and the largest payload of the default SETTINGS_MAX_FRAME_SIZE), which
   // only the frame buffer has among what a new session allocates.
   static constexpr size_t kFrameBufferBytes = 9 + 1 + 16384;
+  // The stream map's first table: nghttp2_map_init's calloc of 1 << 8
+  // buckets of 16 bytes (hash, stream id, pointer), all zero when empty.
+  static constexpr size_t kStreamMapBytes = 256 * 16;
 
   SessionMemory();
   SessionMemory(const SessionMemory&) = delete;
@@ -364,28 +369,37 @@ class SessionMemory {
   ~SessionMemory();
 
   // For nghttp2_session_*_new3; call MakingSession(true) before it and
-  // MakingSession(false) after: the frame buffer is recognized by its size
+  // MakingSession(false) after: the two chunks are recognized by their size
   // among what is allocated in between (nghttp2 1.52 allocates the session,
-  // two HPACK tables of 1 KiB, a stream map of 4 KiB, and the frame buffer).
+  // two HPACK tables of 1 KiB, the stream map, then the frame buffer).
   nghttp2_mem* mem() { return &mem_; }
   void MakingSession(bool making) { making_ = making; }
-  // The frame buffer was recognized (false if an nghttp2 release changed
-  // its size: nothing is released then).
+  // The chunks were recognized (false if an nghttp2 release changed their
+  // sizes: that one is then not released).
   bool has_frame_buffer() const { return frame_buffer_ != nullptr; }
-  // Where it is, for tests (mincore(2) sees whether its pages are resident).
+  bool has_stream_map() const { return stream_map_ != nullptr; }
+  // Where they are, for tests (mincore(2) sees whether pages are resident).
   const void* frame_buffer() const { return frame_buffer_; }
   size_t frame_buffer_capacity() const { return frame_buffer_capacity_; }
+  const void* stream_map() const { return stream_map_; }
+  size_t stream_map_capacity() const { return stream_map_capacity_; }
 
-  // The session packed frames: the buffer's pages are in use again.
-  void NoteOutput() { written_ = true; }
-  // The frame buffer's pages go back to the kernel (MADV_DONTNEED) if frames
-  // were packed since the last time; the next frame faults in zeroed pages.
-  // Returns the bytes given back. Call only while the session has no frame
-  // in progress, when what the buffer holds is dead until the next frame is
-  // packed over it: nghttp2_session_want_write is 0, all output was taken,
-  // and nghttp2_session_want_read is not 0 (after its terminating GOAWAY a
+  // The session packed frames: the frame buffer's pages are in use again
+  // (and streams may have come and gone).
+  void NoteOutput() { written_ = true; map_touched_ = true; }
+  // The session read frames: streams may have come and gone.
+  void NoteInput() { map_touched_ = true; }
+  // Gives back to the kernel (MADV_DONTNEED) the frame buffer's pages if
+  // frames were packed since the last time, and the stream map's page if
+  // it was touched since and is all zero (no stream in it: an all-zero page
+  // comes back as one, so that holds whatever nghttp2 keeps there). The
+  // next frame or stream faults in zeroed pages. Returns the bytes given
+  // back. Call only while the session has no frame in progress, when what
+  // the frame buffer holds is dead until the next frame is packed over it:
+  // nghttp2_session_want_write is 0, all output was taken, and
+  // nghttp2_session_want_read is not 0 (after its terminating GOAWAY a
   // session wants no write with that frame still active).
-  size_t ReleaseFrameBuffer();
+  size_t ReleaseIdlePages();
 
  private:
   static void* Malloc(size_t size, void* self);
@@ -394,12 +408,21 @@ class SessionMemory {
   static void* Realloc(void* ptr, size_t size, void* self);
   // malloc, or the frame buffer when this is it.
   void* Allocate(size_t size);
+  // `ptr` (one of the two chunks) is no longer nghttp2's.
+  void Forget(void* ptr);
 
   nghttp2_mem mem_;
+  // Page-aligned: the stream map's pages, then room for the frame buffer's.
+  // Freed once neither chunk is in it.
+  char* region_ = nullptr;
+  void* stream_map_ = nullptr;
+  size_t stream_map_capacity_ = 0;  // whole pages
   void* frame_buffer_ = nullptr;
   size_t frame_buffer_capacity_ = 0;  // whole pages
+  bool frame_buffer_in_region_ = false;
   bool making_ = false;
   bool written_ = false;
+  bool map_touched_ = false;
 };
 
 }  // namespace sluice::http::http2

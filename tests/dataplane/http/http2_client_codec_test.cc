@@ -762,6 +762,8 @@ TEST(Http2ClientCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
   ASSERT_TRUE(memory.has_frame_buffer());
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t capacity = memory.frame_buffer_capacity();
+  ASSERT_TRUE(memory.has_stream_map());
+  const size_t map_capacity = memory.stream_map_capacity();
   for (char seed : {'a', 'P'}) {
     const std::vector<HeaderField> fields = {{"content-type", "a/b"}};
     const int32_t id = f.client.SubmitRequest(Post("/upload", &fields), false);
@@ -775,8 +777,10 @@ TEST(Http2ClientCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
     f.Run();
     EXPECT_EQ(f.client_events.responses[id].status, 204);
     EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), capacity / page);
-    EXPECT_EQ(f.client.ReleaseIdleMemory(), capacity);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.stream_map(), map_capacity), 1u);
+    EXPECT_EQ(f.client.ReleaseIdleMemory(), map_capacity + capacity);
     EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), 0u);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.stream_map(), map_capacity), 0u);
   }
   EXPECT_TRUE(f.client_ok);
   EXPECT_TRUE(f.server_ok);

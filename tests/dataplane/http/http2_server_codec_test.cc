@@ -1033,6 +1033,12 @@ TEST(Http2ServerCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
   ASSERT_EQ(capacity % page, 0u);
   ASSERT_EQ(reinterpret_cast<uintptr_t>(memory.frame_buffer()) % page, 0u);
   ASSERT_GE(capacity, http2::SessionMemory::kFrameBufferBytes);
+  // So is the stream map's table, on a page just before the frame buffer's.
+  ASSERT_TRUE(memory.has_stream_map());
+  const size_t map_capacity = memory.stream_map_capacity();
+  ASSERT_EQ(map_capacity % page, 0u);
+  ASSERT_EQ(static_cast<const char*>(memory.stream_map()) + map_capacity,
+            memory.frame_buffer());
 
   for (char seed : {'a', 'K'}) {
     const std::string body = Varied(48 * 1024, seed);
@@ -1053,10 +1059,13 @@ TEST(Http2ServerCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
     EXPECT_EQ(f.client.responses[id].body, body);
     EXPECT_TRUE(f.client.responses[id].closed);
     EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), capacity / page);
+    // The stream was in the map (and is out of it: the page is all zero).
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.stream_map(), map_capacity), 1u);
 
     ASSERT_FALSE(f.codec.WantsWrite());
-    EXPECT_EQ(f.codec.ReleaseIdleMemory(), capacity);
+    EXPECT_EQ(f.codec.ReleaseIdleMemory(), map_capacity + capacity);
     EXPECT_EQ(sluice::testing::ResidentPages(memory.frame_buffer(), capacity), 0u);
+    EXPECT_EQ(sluice::testing::ResidentPages(memory.stream_map(), map_capacity), 0u);
     // Nothing packed since: no second madvise.
     EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
   }
@@ -1064,6 +1073,81 @@ TEST(Http2ServerCodecTest, AnIdleSessionGivesItsFrameBufferPagesBack) {
   // release and arrived whole (above).
   EXPECT_TRUE(f.link.server_ok);
   EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, TheStreamMapPageStaysWhileAStreamIsOpen) {
+  Fixture f;
+  const http2::SessionMemory& memory = f.codec.memory();
+  ASSERT_TRUE(memory.has_stream_map());
+  const size_t capacity = memory.frame_buffer_capacity();
+  const size_t map_capacity = memory.stream_map_capacity();
+  // Stream a waits for its response while b is answered.
+  const int32_t a = f.client.Request(TestClient::Head("GET", "/a"));
+  const int32_t b = f.client.Request(TestClient::Head("GET", "/b"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(b, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(b, Varied(20000, 'b'), true));
+  f.link.Run();
+  ASSERT_TRUE(f.client.responses[b].closed);
+  ASSERT_FALSE(f.codec.WantsWrite());
+  // No frame in progress: the frame buffer goes; a's entry keeps the map.
+  EXPECT_EQ(f.codec.ReleaseIdleMemory(), capacity);
+  EXPECT_EQ(sluice::testing::ResidentPages(memory.stream_map(), map_capacity), 1u);
+  // Nothing happened since: the map is not looked at again in vain, but it
+  // is once a's response has gone.
+  EXPECT_EQ(f.codec.ReleaseIdleMemory(), 0u);
+  const std::string body = Varied(30000, 'a');
+  ASSERT_TRUE(f.codec.SubmitResponse(a, 200, HeaderMap(), false));
+  ASSERT_TRUE(f.codec.SubmitData(a, body, true));
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[a].body, body);
+  EXPECT_TRUE(f.client.responses[a].closed);
+  EXPECT_EQ(f.codec.ReleaseIdleMemory(), map_capacity + capacity);
+  EXPECT_EQ(sluice::testing::ResidentPages(memory.stream_map(), map_capacity), 0u);
+  // A stream after the release finds the map empty and works.
+  const int32_t c = f.client.Request(TestClient::Head("GET", "/c"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(c, 204, HeaderMap(), true));
+  f.link.Run();
+  EXPECT_TRUE(f.client.responses[c].closed);
+  EXPECT_EQ(f.client.responses[c].status, 204);
+  EXPECT_TRUE(f.link.server_ok);
+  EXPECT_TRUE(f.codec.error().empty());
+}
+
+TEST(Http2ServerCodecTest, AStreamMapThatGrowsIsNoLongerReleased) {
+  Http2Limits limits;
+  limits.max_concurrent_streams = 300;
+  Fixture f(limits);
+  const http2::SessionMemory& memory = f.codec.memory();
+  ASSERT_TRUE(memory.has_stream_map());
+  const size_t capacity = memory.frame_buffer_capacity();
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 250; ++i) {
+    ids.push_back(f.client.Request(TestClient::Head("GET", "/" + std::to_string(i))));
+  }
+  f.link.Run();
+  ASSERT_EQ(f.codec.open_streams(), 250u);
+  // nghttp2 moved its streams to a larger table of its own (past 192) and
+  // freed the first: only the frame buffer is still SessionMemory's.
+  EXPECT_FALSE(memory.has_stream_map());
+  EXPECT_TRUE(memory.has_frame_buffer());
+  for (int32_t id : ids) {
+    ASSERT_TRUE(f.codec.SubmitResponse(id, 200, HeaderMap(), false));
+    ASSERT_TRUE(f.codec.SubmitData(id, "body of " + std::to_string(id), true));
+  }
+  f.link.Run();
+  for (int32_t id : ids) {
+    EXPECT_EQ(f.client.responses[id].body, "body of " + std::to_string(id)) << id;
+    EXPECT_TRUE(f.client.responses[id].closed) << id;
+  }
+  EXPECT_EQ(f.codec.ReleaseIdleMemory(), capacity);
+  const int32_t last = f.client.Request(TestClient::Head("GET", "/last"));
+  f.link.Run();
+  ASSERT_TRUE(f.codec.SubmitResponse(last, 204, HeaderMap(), true));
+  f.link.Run();
+  EXPECT_EQ(f.client.responses[last].status, 204);
+  EXPECT_TRUE(f.link.server_ok);
 }
 
 TEST(Http2ServerCodecTest, AFailedSessionKeepsItsFrameBufferUntilItEnds) {
