@@ -624,10 +624,9 @@ size_t ClientFrameWatch::Feed(std::string_view bytes) {
 
 namespace {
 
-size_t WholePages(size_t bytes) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  return (bytes + page - 1) / page * page;
-}
+size_t PageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+size_t WholePages(size_t bytes) { return (bytes + PageSize() - 1) / PageSize() * PageSize(); }
 
 bool AllZero(const void* p, size_t bytes) {
   const auto* words = static_cast<const uint64_t*>(p);  // whole pages
@@ -659,9 +658,7 @@ void* SessionMemory::Allocate(size_t size) {
     frame_buffer_in_region_ = true;
   } else {
     void* p = nullptr;
-    if (posix_memalign(&p, static_cast<size_t>(sysconf(_SC_PAGESIZE)), capacity) != 0) {
-      return nullptr;
-    }
+    if (posix_memalign(&p, PageSize(), capacity) != 0) return nullptr;
     frame_buffer_ = p;
   }
   frame_buffer_capacity_ = capacity;
@@ -678,8 +675,7 @@ void* SessionMemory::Calloc(size_t count, size_t size, void* self) {
   // next), so that one madvise(2) can cover both.
   const size_t map_capacity = WholePages(kStreamMapBytes);
   void* p = nullptr;
-  if (posix_memalign(&p, static_cast<size_t>(sysconf(_SC_PAGESIZE)),
-                     map_capacity + WholePages(kFrameBufferBytes)) != 0) {
+  if (posix_memalign(&p, PageSize(), map_capacity + WholePages(kFrameBufferBytes)) != 0) {
     return nullptr;
   }
   std::memset(p, 0, map_capacity);
