@@ -149,6 +149,22 @@ bool Connection::AdvanceHandshake() {
       handshake_wants_ = event::FileEvent::kWrite;
       break;
     case TransportSocket::Progress::kFailed:
+      if (!client_side_ && callbacks_ != nullptr && transport_->plain_http1_request()) {
+        std::string reply;
+        if (callbacks_->OnPlainHttpRequest(&reply)) {
+          // The TLS session wrote nothing (no alert for bytes that are not
+          // TLS): the answer is the first thing the client reads. Small,
+          // on a new socket: one send takes it whole, or it is lost as the
+          // bare close would be. Then FIN, and what the client sent after
+          // its request line is read and dropped, so the close is no reset.
+          const ssize_t sent = ::send(fd_, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+          (void)sent;
+          ConnectionCallbacks* callbacks = callbacks_;
+          ShutdownAndClose();
+          callbacks->OnClosed(CloseReason::kHandshakeFailed, EPROTO);
+          return false;
+        }
+      }
       Fail(CloseReason::kHandshakeFailed, EPROTO);
       return false;
   }

@@ -38,6 +38,12 @@ class ConnectionCallbacks {
   // e.g. to answer a request whose client half-closed after sending it);
   // false (the default): OnClosed(kRemoteClosed) follows at once.
   virtual bool OnReadEof() { return false; }
+  // An accepted TLS connection's handshake failed because the client sent
+  // an HTTP/1 request in the clear. true: `reply` holds the bytes to answer
+  // it with, in the clear, before the connection closes; false (the
+  // default): it closes with nothing said. OnClosed(kHandshakeFailed)
+  // follows either way.
+  virtual bool OnPlainHttpRequest(std::string* /*reply*/) { return false; }
 };
 
 class LingeringCloser;

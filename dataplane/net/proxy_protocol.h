@@ -72,6 +72,7 @@ class ProxyProtocolTransport : public TransportSocket {
   std::string_view handshake_failure_kind() const override {
     return inner_->handshake_failure_kind();
   }
+  bool plain_http1_request() const override { return inner_->plain_http1_request(); }
   bool truncated() const override { return inner_->truncated(); }
   const ProxyHeaderState* proxy_header() const override { return &state_; }
 

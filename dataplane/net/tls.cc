@@ -842,6 +842,11 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
   return Progress::kFailed;
 }
 
+bool TlsTransportSocket::plain_http1_request() const {
+  return server_ && failed_ && failure_kind_ == "plain_http" &&
+         first_bytes_.rfind("PRI * HTTP/2.0", 0) != 0;
+}
+
 ssize_t TlsTransportSocket::Read(char* buffer, size_t size) {
   read_wants_write_ = false;
   int ret = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, 1 << 30)));

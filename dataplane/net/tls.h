@@ -194,6 +194,7 @@ class TlsTransportSocket : public TransportSocket {
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
   const std::string& failure_reason() const override { return failure_reason_; }
   std::string_view handshake_failure_kind() const override { return failure_kind_; }
+  bool plain_http1_request() const override;
   bool truncated() const override { return truncated_; }
 
  private:

@@ -106,6 +106,10 @@ class TransportSocket {
   // "closed", "plain_http", "protocol_version", "no_shared_cipher",
   // "no_application_protocol", "client_certificate", "server_name", "other".
   virtual std::string_view handshake_failure_kind() const { return "other"; }
+  // The handshake failed because the peer sent an HTTP/1 request in the
+  // clear (a client that used http:// for an https:// port); not for the
+  // HTTP/2 preface, whose client would not read an HTTP/1 answer.
+  virtual bool plain_http1_request() const { return false; }
   // The peer ended the stream without saying so (TLS: no close_notify
   // before the TCP close; upstream sockets only), so data that ends at the
   // close may be cut short by an attacker or a failure (RFC 8446 6.1, RFC

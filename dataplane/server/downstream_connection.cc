@@ -948,6 +948,28 @@ void DownstreamConnection::OnClosed(net::CloseReason reason, int) {
   CloseNow();
 }
 
+// http:// used for an https:// port: the client is told so, as nginx tells
+// it ("The plain HTTP request was sent to HTTPS port"), rather than left
+// with an empty reply. Answered before its head is read: it lingers.
+bool DownstreamConnection::OnPlainHttpRequest(std::string* reply) {
+  std::string request_id;
+  worker_.NewRequestId(&request_id);
+  const std::string body = http::ErrorBody(
+      "a plain HTTP request was sent to a TLS listener: this port speaks HTTPS (use https://)",
+      request_id);
+  *reply = "HTTP/1.1 400 Bad Request\r\n";
+  AppendHeader(reply, "content-type", "application/json");
+  AppendHeader(reply, "content-length", std::to_string(body.size()));
+  AppendHeader(reply, "x-request-id", request_id);
+  AppendHeader(reply, "date", worker_.HttpDate());
+  AppendHeader(reply, "connection", "close");
+  reply->append("\r\n").append(body);
+  worker_.stats().downstream_responses_by_class[4]->Inc();
+  RecordSessionError(400, request_id, nullptr, body.size());
+  connection_->LingerOnClose(&worker_.lingering());
+  return true;
+}
+
 void DownstreamConnection::CloseNow() {
   if (closed_) return;
   closed_ = true;

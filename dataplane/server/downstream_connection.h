@@ -64,6 +64,7 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   void OnWriteDrained() override;
   void OnConnected() override;  // TLS handshake done
   void OnClosed(net::CloseReason reason, int error) override;
+  bool OnPlainHttpRequest(std::string* reply) override;
   bool OnReadEof() override;
   // http::Http1Callbacks (request parser)
   void OnHead(const http::MessageHead& head) override;

@@ -90,6 +90,21 @@ class TlsTest : public ::testing::Test {
     return options;
   }
 
+  // Gives the mTLS listener an access log at `log` (config version 2).
+  bool LogTheMtlsListener(const std::string& log) {
+    auto applied = cp_.Ctl(
+        {"apply", "-f",
+         WriteFile(dir_, "logged.yaml",
+                   absl::StrCat("kind: Listener\nname: mtls\nspec:\n  address: 127.0.0.1\n"
+                                "  port: ", mtls_port_, "\n  route_table: main\n"
+                                "  access_log: {path: ", log, "}\n"
+                                "  tls:\n    certificates: [a-cert]\n    client_ca: clients\n"))});
+    EXPECT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+    const bool taken = applied.exit_code == 0 && proxy_->WaitForVersion(2);
+    EXPECT_TRUE(taken) << proxy_->process().Log();
+    return taken;
+  }
+
   int64_t HandshakeErrors(const std::string& reason) const {
     return proxy_->Stat(
         absl::StrCat("sluice_downstream_tls_handshake_errors_total{reason=\"", reason, "\"}"));
@@ -373,15 +388,7 @@ TEST_F(TlsTest, TlsVariablesAreWhatTheClientSent) {
 // logged).
 TEST_F(TlsTest, TheAccessLogNamesTheCipherAndTheClientCertificate) {
   const std::string log = dir_ + "/mtls.log";
-  auto applied = cp_.Ctl(
-      {"apply", "-f",
-       WriteFile(dir_, "logged.yaml",
-                 absl::StrCat("kind: Listener\nname: mtls\nspec:\n  address: 127.0.0.1\n"
-                              "  port: ", mtls_port_, "\n  route_table: main\n"
-                              "  access_log: {path: ", log, "}\n"
-                              "  tls:\n    certificates: [a-cert]\n    client_ca: clients\n"))});
-  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
-  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  ASSERT_TRUE(LogTheMtlsListener(log));
   TlsClientOptions options = ClientCertificateOverTls12();
   TlsClient client;
   ASSERT_TRUE(client.Connect(mtls_port_, options)) << client.error();
@@ -680,13 +687,75 @@ TEST_F(TlsTest, AConnectionEndedForIdlenessGetsCloseNotify) {
   }
 }
 
-TEST_F(TlsTest, PlainHttpOnATlsPortGetsNoPlaintextAnswer) {
-  std::string reply = SendRaw(absl::StrCat("127.0.0.1:", https_port_),
-                              "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n");
-  EXPECT_FALSE(absl::StrContains(reply, "HTTP/1.1 200")) << reply;
-  EXPECT_FALSE(absl::StrContains(reply, "web-1")) << reply;
+// http:// used for an https:// port: the client is told so in the clear
+// (as by nginx), and nothing goes upstream. Before: an empty reply (curl:
+// "Empty reply from server").
+TEST_F(TlsTest, PlainHttpOnATlsPortIsAnsweredWithA400) {
+  const std::string target = absl::StrCat("127.0.0.1:", https_port_);
+  // Methods OpenSSL knows (GET), and others (DELETE).
+  auto check = [](const std::string& reply) {
+    EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 400 Bad Request\r\n")) << reply;
+    EXPECT_TRUE(absl::StrContains(reply, "\r\nconnection: close\r\n")) << reply;
+    EXPECT_TRUE(absl::StrContains(reply, "this port speaks HTTPS (use https://)")) << reply;
+    EXPECT_FALSE(absl::StrContains(reply, "web-1")) << reply;
+  };
+  check(SendRaw(target, "GET / HTTP/1.1\r\nhost: a.test\r\n\r\n"));
+  check(SendRaw(target, "DELETE /x HTTP/1.1\r\nhost: a.test\r\n\r\n"));
+  // A body still coming when the answer goes: the close lingers (its bytes
+  // are read and dropped), so the client sends it whole and then reads its
+  // 400 and a FIN, not a reset. Before the linger: the send failed.
+  {
+    int fd = ConnectLoopback(https_port_);
+    ASSERT_GE(fd, 0);
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    const size_t body = 4 << 20;
+    std::string out = absl::StrCat("POST /y HTTP/1.1\r\nhost: a.test\r\ncontent-length: ", body,
+                                   "\r\n\r\n", std::string(body, 'x'));
+    size_t sent = 0;
+    int send_error = 0;
+    while (sent < out.size()) {
+      ssize_t n = send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) {
+        send_error = errno;
+        break;
+      }
+      sent += static_cast<size_t>(n);
+    }
+    EXPECT_EQ(sent, out.size()) << strerror(send_error);
+    std::string reply;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) reply.append(buffer, n);
+    EXPECT_EQ(n, 0) << strerror(errno);
+    close(fd);
+    check(reply);
+  }
+  // curl sees the answer.
+  CommandResult curl = RunCommand({"/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                   absl::StrCat("http://", target, "/")});
+  EXPECT_EQ(curl.exit_code, 0) << curl.err;
+  EXPECT_EQ(curl.out, "400");
+  // An HTTP/2 client would not read an HTTP/1 answer: it is closed, as
+  // are bytes that are neither TLS nor HTTP.
+  EXPECT_EQ(SendRaw(target, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), "");
+  EXPECT_EQ(SendRaw(target, std::string("\x01\x02garbage\r\n\r\n")), "");
   // And the listener still serves TLS afterwards.
   EXPECT_EQ(SubjectFor("a.test"), "/CN=a.test");
+
+  // The 400 is in the access log, under the request id the client got.
+  const std::string log = dir_ + "/plain.log";
+  ASSERT_TRUE(LogTheMtlsListener(log));
+  const std::string reply = SendRaw(absl::StrCat("127.0.0.1:", mtls_port_),
+                                    "GET /secret HTTP/1.1\r\nhost: a.test\r\n\r\n");
+  check(reply);
+  const size_t at = reply.find("x-request-id: ");
+  ASSERT_NE(at, std::string::npos) << reply;
+  const std::string id = reply.substr(at + 14, reply.find("\r\n", at) - at - 14);
+  const std::string line = WaitForFileLine(log, id, absl::Seconds(5)).value_or("");
+  EXPECT_TRUE(absl::StrContains(line, "\"status\":400")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
 }
 
 TEST_F(TlsTest, BadKeyMaterialIsRejectedAndTheLastGoodConfigKeepsServing) {
