@@ -157,8 +157,7 @@ bool Connection::AdvanceHandshake() {
           // on a new socket: one send takes it whole, or it is lost as the
           // bare close would be. Then FIN, and what the client sent after
           // its request line is read and dropped, so the close is no reset.
-          const ssize_t sent = ::send(fd_, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-          (void)sent;
+          (void)::send(fd_, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
           ConnectionCallbacks* callbacks = callbacks_;
           ShutdownAndClose();
           callbacks->OnClosed(CloseReason::kHandshakeFailed, EPROTO);

@@ -751,15 +751,7 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   std::string request_id;
   worker_.NewRequestId(&request_id);
   std::string body = http::ErrorBody(error, request_id);
-  std::string out = absl::StrCat("HTTP/1.1 ", status, " ");
-  out.append(http::ReasonPhrase(status));
-  out.append("\r\n");
-  AppendHeader(&out, "content-type", "application/json");
-  AppendHeader(&out, "content-length", std::to_string(body.size()));
-  AppendHeader(&out, "x-request-id", request_id);
-  AppendHeader(&out, "date", worker_.HttpDate());
-  AppendHeader(&out, "connection", "close");
-  out.append("\r\n");
+  const std::string out = ClosingErrorHead(status, body.size(), request_id);
   // A HEAD gets the head only (RFC 9110 9.3.2), its length that of the body
   // a GET would have had.
   const bool head_only =
@@ -772,6 +764,20 @@ void DownstreamConnection::SendSessionError(int status, std::string_view error,
   // it lingers, as a body not read does.
   if (status == 414 || status == 431 || status == 501) linger_on_close_ = true;
   FinishConnectionAfterResponse();
+}
+
+std::string DownstreamConnection::ClosingErrorHead(int status, size_t body_size,
+                                                   std::string_view request_id) {
+  std::string out = absl::StrCat("HTTP/1.1 ", status, " ");
+  out.append(http::ReasonPhrase(status));
+  out.append("\r\n");
+  AppendHeader(&out, "content-type", "application/json");
+  AppendHeader(&out, "content-length", std::to_string(body_size));
+  AppendHeader(&out, "x-request-id", request_id);
+  AppendHeader(&out, "date", worker_.HttpDate());
+  AppendHeader(&out, "connection", "close");
+  out.append("\r\n");
+  return out;
 }
 
 void DownstreamConnection::RecordSessionError(int status, std::string_view request_id,
@@ -957,13 +963,8 @@ bool DownstreamConnection::OnPlainHttpRequest(std::string* reply) {
   const std::string body = http::ErrorBody(
       "a plain HTTP request was sent to a TLS listener: this port speaks HTTPS (use https://)",
       request_id);
-  *reply = "HTTP/1.1 400 Bad Request\r\n";
-  AppendHeader(reply, "content-type", "application/json");
-  AppendHeader(reply, "content-length", std::to_string(body.size()));
-  AppendHeader(reply, "x-request-id", request_id);
-  AppendHeader(reply, "date", worker_.HttpDate());
-  AppendHeader(reply, "connection", "close");
-  reply->append("\r\n").append(body);
+  *reply = ClosingErrorHead(400, body.size(), request_id);
+  reply->append(body);
   worker_.stats().downstream_responses_by_class[4]->Inc();
   RecordSessionError(400, request_id, nullptr, body.size());
   connection_->LingerOnClose(&worker_.lingering());

@@ -101,6 +101,9 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // ends already wrote its entry.
   void SendSessionError(int status, std::string_view error,
                         const http::MessageHead* head = nullptr, bool logged = false);
+  // The head of such an answer: a JSON error body of `body_size` bytes,
+  // then the connection closes.
+  std::string ClosingErrorHead(int status, size_t body_size, std::string_view request_id);
   void RecordSessionError(int status, std::string_view request_id, const http::MessageHead* head,
                           size_t bytes_out);
   // The client closed (or reset) the connection in the middle of a request
