@@ -11,6 +11,9 @@
 # lower cost can give here, whatever the scheduler does.
 # Usage: [MODE=http1|https|h2|h2c] scripts/bench-cpu.sh [seconds=5] [rounds=3]
 # PROXY_ARGS go on sluice-proxy's command line, e.g. PROXY_ARGS='--io-uring off'.
+# UPSTREAM_CLOSE=1: the backend closes its connection after every response
+# (nginx's keepalive_requests 1), so each request opens a new upstream
+# connection: what connection setup costs each proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; R=${2:-3}; MODE=${MODE:-http1}
@@ -31,10 +34,12 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
   -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 cat "$W/cert.pem" "$W/key.pem" > "$W/combined.pem"
+KEEPALIVE_REQUESTS=1000000
+[ "${UPSTREAM_CLOSE:-0}" = 1 ] && KEEPALIVE_REQUESTS=1
 cat > "$W/backend.conf" <<NG
 worker_processes 1; daemon off; pid $W/b.pid; error_log $W/b.err;
 events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
+http { access_log off; keepalive_requests $KEEPALIVE_REQUESTS;
   server { listen 127.0.0.1:18280 reuseport backlog=4096;
     location / { return 200 "hello world\n"; } } }
 NG
@@ -114,7 +119,8 @@ run() { # name pid port
     printf " | load generator %.2f | idle %.1f%% | no CPU idle: %.0f rps\n",
       gen, 100*(f[1]-e[1])/(f[2]-e[2]), cpus * 1e6 / (proxy + backend + gen) }'
 }
-echo "# mode=$MODE seconds=$D rounds=$R: CPU microseconds per request (one worker / one thread)"
+echo "# mode=$MODE seconds=$D rounds=$R upstream_close=${UPSTREAM_CLOSE:-0}:" \
+  "CPU microseconds per request (one worker / one thread)"
 for _ in $(seq 1 "$R"); do
   run haproxy "$HAPROXY" 18282
   run gateway "$SLUICE" 18283

@@ -111,7 +111,8 @@ class FileEvent {
   ~FileEvent();
   FileEvent(const FileEvent&) = delete;
   FileEvent& operator=(const FileEvent&) = delete;
-  // Sets which events to wait for (0: none). Persistent until changed.
+  // Sets which events to wait for (0: none). Persistent until changed. The
+  // kernel is told at the loop's next wait, once for all of a pass's changes.
   void SetEnabled(short events);
   short enabled() const { return enabled_; }
 

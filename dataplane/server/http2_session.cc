@@ -537,8 +537,12 @@ void Http2Session::Flush() {
   scratch = std::move(out);
   if (closed_) return;
   // Idle (no stream, nothing to send): the connection gives its buffers back
-  // (a busy one after kSpareHold, in OnIdle).
-  if (streams_.empty() && !codec_.WantsWrite() && !Busy()) ReleaseIdleMemory();
+  // (a busy one after kSpareHold, in OnIdle). Not while bytes wait to be
+  // read (the server preface's flush in Start(), before the client's first
+  // bytes are handled): its requests would touch the pages again at once.
+  if (streams_.empty() && !codec_.WantsWrite() && !Busy() && connection_->input().empty()) {
+    ReleaseIdleMemory();
+  }
   // GOAWAY sent and every stream done (or a connection error): close once
   // the last frames are written.
   if (!codec_.WantsRead() && !codec_.WantsWrite()) CloseAfterOutput();

@@ -4,6 +4,8 @@
 #include "dataplane/event/dispatcher.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -313,6 +315,119 @@ TEST(RealTimeTimerTest, ADeadlineMovedLaterOrClearedWaitsOrRunsNothing) {
   ASSERT_NE(moved_ran_at, absl::InfinitePast());
   EXPECT_GE(moved_ran_at - start, absl::Milliseconds(40));
   EXPECT_FALSE(moved.set());
+}
+
+// Descriptor events: epoll changes wait for the loop's next wait and are
+// merged there (libevent's changelist). A pair of connected sockets, closed
+// when the test ends.
+class SocketPair {
+ public:
+  SocketPair() { EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds_), 0); }
+  ~SocketPair() {
+    CloseFirst();
+    if (fds_[1] >= 0) close(fds_[1]);
+  }
+  int first() const { return fds_[0]; }
+  int second() const { return fds_[1]; }
+  void CloseFirst() {
+    if (fds_[0] >= 0) close(fds_[0]);
+    fds_[0] = -1;
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+};
+
+// Many changes to one descriptor's events in one pass end as the last one
+// set: a socket with bytes to read that is left watching for reads only is
+// never reported writable, and one set to nothing reports nothing.
+TEST(FileEventTest, EventsChangedSeveralTimesInOnePassEndAsTheLastSet) {
+  Dispatcher dispatcher;
+  SocketPair watched;
+  SocketPair silenced;
+  std::vector<short> reported;
+  int silenced_reports = 0;
+  FileEvent event(dispatcher, watched.first(), [&](short what) {
+    reported.push_back(what);
+    char byte;
+    while (read(watched.first(), &byte, 1) == 1) {
+    }
+    dispatcher.Exit();
+  });
+  FileEvent silent(dispatcher, silenced.first(), [&](short) { ++silenced_reports; });
+  Timer guard(dispatcher, [&] { dispatcher.Exit(); });  // fails rather than hangs
+  guard.Enable(absl::Seconds(10));
+  ASSERT_EQ(write(watched.second(), "x", 1), 1);
+  ASSERT_EQ(write(silenced.second(), "x", 1), 1);
+  Timer changes(dispatcher, [&] {
+    event.SetEnabled(FileEvent::kWrite);
+    event.SetEnabled(0);
+    event.SetEnabled(FileEvent::kRead | FileEvent::kWrite);
+    event.SetEnabled(FileEvent::kRead);
+    silent.SetEnabled(FileEvent::kRead | FileEvent::kWrite);
+    silent.SetEnabled(0);
+  });
+  event.SetEnabled(FileEvent::kWrite);  // applied by the first wait
+  event.SetEnabled(FileEvent::kRead | FileEvent::kWrite);
+  silent.SetEnabled(FileEvent::kWrite);
+  changes.Enable(absl::ZeroDuration());
+  dispatcher.Run();
+  // The first wait saw kRead | kWrite: both reported (one callback), and the
+  // timer's changes came in the same pass, after it. What the loop reports
+  // from the next wait on is reads only.
+  ASSERT_FALSE(reported.empty());
+  reported.clear();
+  silenced_reports = 0;
+  ASSERT_EQ(write(watched.second(), "y", 1), 1);
+  dispatcher.Run();
+  EXPECT_EQ(reported, std::vector<short>{FileEvent::kRead});
+  EXPECT_EQ(silenced_reports, 0);
+  EXPECT_EQ(event.enabled(), FileEvent::kRead);
+  EXPECT_EQ(silent.enabled(), 0);
+}
+
+// A descriptor whose event is deleted, closed and its number reused by a new
+// socket in the same pass (an upstream connection closed and another opened
+// at once) is watched again: the change merged for that number must reach
+// the kernel for the new socket, whichever events the new one wants.
+TEST(FileEventTest, ADescriptorClosedAndReusedInOnePassIsWatchedForTheNewSocket) {
+  for (const short wanted : {FileEvent::kRead, FileEvent::kWrite}) {
+    SCOPED_TRACE(wanted == FileEvent::kRead ? "read" : "write");
+    Dispatcher dispatcher;
+    auto old_pair = std::make_unique<SocketPair>();
+    const int number = old_pair->first();
+    auto old_event = std::make_unique<FileEvent>(dispatcher, number, [](short) {});
+    old_event->SetEnabled(FileEvent::kRead);
+    std::unique_ptr<SocketPair> new_pair;
+    std::unique_ptr<FileEvent> new_event;
+    short reported = 0;
+    Timer guard(dispatcher, [&] { dispatcher.Exit(); });  // fails rather than hangs
+    guard.Enable(absl::Seconds(10));
+    // The old event reaches epoll in the first pass; the swap is made in
+    // the second, from a timer, and the new socket's readiness comes after.
+    Timer swap(dispatcher, [&] {
+      old_event.reset();
+      old_pair->CloseFirst();
+      new_pair = std::make_unique<SocketPair>();
+      ASSERT_EQ(new_pair->first(), number) << "the descriptor number was not reused";
+      new_event = std::make_unique<FileEvent>(dispatcher, number, [&](short what) {
+        reported = what;
+        dispatcher.Exit();
+      });
+      new_event->SetEnabled(wanted);
+      ASSERT_EQ(write(new_pair->second(), "x", 1), 1);
+    });
+    swap.Enable(absl::Milliseconds(1));
+    dispatcher.Run();
+    EXPECT_EQ(reported, wanted);
+    if (new_pair != nullptr) {
+      // Still watched on later passes.
+      reported = 0;
+      if (wanted == FileEvent::kRead) ASSERT_EQ(write(new_pair->second(), "y", 1), 1);
+      dispatcher.Run();
+      EXPECT_EQ(reported, wanted);
+    }
+  }
 }
 
 }  // namespace
