@@ -165,12 +165,15 @@ ProxyHeader ParseProxyHeader(std::string_view bytes) {
   return ParseV1(bytes);
 }
 
-ProxyProtocolTransport::ProxyProtocolTransport(std::unique_ptr<TransportSocket> inner)
-    : inner_(inner != nullptr ? std::move(inner) : std::make_unique<PlainTransportSocket>()) {}
+ProxyProtocolTransport::ProxyProtocolTransport(std::unique_ptr<TransportSocket> inner,
+                                               std::string peer)
+    : inner_(inner != nullptr ? std::move(inner) : std::make_unique<PlainTransportSocket>()) {
+  state_.peer = std::move(peer);
+}
 
 void ProxyProtocolTransport::Attach(int fd) {
   fd_ = fd;
-  state_.peer = PeerIp(fd);
+  if (state_.peer.empty()) state_.peer = PeerIp(fd);
   inner_->Attach(fd);
 }
 

@@ -48,10 +48,11 @@ struct ProxyHeader {
 ProxyHeader ParseProxyHeader(std::string_view bytes);
 
 // Wraps a connection's transport socket (nullptr: plain) with the PROXY
-// protocol header as the first step of its handshake.
+// protocol header as the first step of its handshake. `peer`: the socket's
+// peer address as accept(2) gave it ("": asked of the socket at Attach).
 class ProxyProtocolTransport : public TransportSocket {
  public:
-  explicit ProxyProtocolTransport(std::unique_ptr<TransportSocket> inner);
+  explicit ProxyProtocolTransport(std::unique_ptr<TransportSocket> inner, std::string peer = "");
 
   void Attach(int fd) override;
   Progress Handshake() override;

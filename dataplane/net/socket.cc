@@ -120,11 +120,16 @@ std::string PeerIp(int fd) {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+  return PeerIp(ss);
+}
+
+std::string PeerIp(const sockaddr_storage& address) {
   char ip[INET6_ADDRSTRLEN] = {0};
-  if (ss.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, ip, sizeof(ip));
-  } else {
-    inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, ip, sizeof(ip));
+  if (address.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&address)->sin_addr, ip, sizeof(ip));
+  } else if (address.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&address)->sin6_addr, ip,
+              sizeof(ip));
   }
   return ip;
 }

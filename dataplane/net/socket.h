@@ -34,7 +34,10 @@ absl::StatusOr<int> ConnectNonBlocking(const Address& address);
 // The pending error of a socket (SO_ERROR), 0 if none.
 int SocketError(int fd);
 
+// The peer's IP address as text ("" when the socket has none, or is not
+// IPv4/IPv6): from getpeername(2), or from the address accept(2) gave.
 std::string PeerIp(int fd);
+std::string PeerIp(const sockaddr_storage& address);
 
 }  // namespace sluice::net
 

@@ -25,12 +25,13 @@ http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) 
 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
                                            const config::ListenerRuntime& listener,
-                                           std::unique_ptr<net::TransportSocket> transport)
+                                           std::unique_ptr<net::TransportSocket> transport,
+                                           std::string peer_ip)
     : worker_(worker),
       connection_(std::make_unique<net::Connection>(worker.dispatcher(), fd, false,
                                                     std::move(transport))),
       listener_name_(listener.name),
-      peer_ip_(net::PeerIp(fd)),
+      peer_ip_(std::move(peer_ip)),
       request_headers_timeout_(listener.request_headers_timeout),
       idle_timeout_(listener.idle_timeout),
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),

@@ -496,7 +496,11 @@ void Worker::ApplySnapshot(std::shared_ptr<const config::ConfigSnapshot> snapsho
 void Worker::Accept(const std::string& listener_name, int listen_fd) {
   auto listener = snapshot_->listeners.find(listener_name);
   for (int i = 0; i < 64; ++i) {
-    int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    // The peer's address comes with the socket: no getpeername(2) later.
+    sockaddr_storage peer;
+    socklen_t peer_size = sizeof(peer);
+    int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_size,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -546,13 +550,15 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
         continue;
       }
     }
+    std::string peer_ip = net::PeerIp(peer);
     if (runtime.proxy_protocol) {
       // Its header first, then TLS or plain HTTP.
-      transport = std::make_unique<net::ProxyProtocolTransport>(std::move(transport));
+      transport = std::make_unique<net::ProxyProtocolTransport>(std::move(transport), peer_ip);
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    auto* connection = new DownstreamConnection(*this, fd, runtime, std::move(transport));
+    auto* connection =
+        new DownstreamConnection(*this, fd, runtime, std::move(transport), std::move(peer_ip));
     runtime.sockets->open_connections.fetch_add(1, std::memory_order_relaxed);
     connections_.emplace(connection, runtime.sockets);
     active_connections_.fetch_add(1);
