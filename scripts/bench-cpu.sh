@@ -13,7 +13,8 @@
 # PROXY_ARGS go on sluice-proxy's command line, e.g. PROXY_ARGS='--io-uring off'.
 # UPSTREAM_CLOSE=1: the backend closes its connection after every response
 # (nginx's keepalive_requests 1), so each request opens a new upstream
-# connection: what connection setup costs each proxy.
+# connection: what connection setup costs each proxy. CLIENT_CLOSE=1 (http1,
+# https): wrk sends Connection: close, a new client connection per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-5}; R=${2:-3}; MODE=${MODE:-http1}
@@ -36,6 +37,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 cat "$W/cert.pem" "$W/key.pem" > "$W/combined.pem"
 KEEPALIVE_REQUESTS=1000000
 [ "${UPSTREAM_CLOSE:-0}" = 1 ] && KEEPALIVE_REQUESTS=1
+WRK_ARGS=()
+[ "${CLIENT_CLOSE:-0}" = 1 ] && WRK_ARGS=(-H 'Connection: close')
 cat > "$W/backend.conf" <<NG
 worker_processes 1; daemon off; pid $W/b.pid; error_log $W/b.err;
 events { worker_connections 4096; }
@@ -102,7 +105,8 @@ run() { # name pid port
     n=$(echo "$out" | awk '/^requests:/{print $8}')
     rps=$(echo "$out" | awk '/^finished in/{for(i=1;i<=NF;i++) if($i ~ /req\/s/) print $(i-1)}')
   else
-    out=$( { /usr/bin/time -f "LOAD %U %S" wrk -t1 -c50 -d"${D}s" "$SCHEME://127.0.0.1:$3/"; } 2>&1)
+    out=$( { /usr/bin/time -f "LOAD %U %S" wrk -t1 -c50 -d"${D}s" "${WRK_ARGS[@]}" \
+      "$SCHEME://127.0.0.1:$3/"; } 2>&1)
     n=$(echo "$out" | awk '/requests in/{print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
   fi
@@ -119,7 +123,8 @@ run() { # name pid port
     printf " | load generator %.2f | idle %.1f%% | no CPU idle: %.0f rps\n",
       gen, 100*(f[1]-e[1])/(f[2]-e[2]), cpus * 1e6 / (proxy + backend + gen) }'
 }
-echo "# mode=$MODE seconds=$D rounds=$R upstream_close=${UPSTREAM_CLOSE:-0}:" \
+echo "# mode=$MODE seconds=$D rounds=$R upstream_close=${UPSTREAM_CLOSE:-0}" \
+  "client_close=${CLIENT_CLOSE:-0}:" \
   "CPU microseconds per request (one worker / one thread)"
 for _ in $(seq 1 "$R"); do
   run haproxy "$HAPROXY" 18282
