@@ -201,6 +201,8 @@ struct Http2ServerCodecAccess {
         p.authority.assign(value);
       } else if (name == ":path") {
         p.path.assign(value);
+      } else if (name == ":protocol") {
+        p.protocol.assign(value);
       }
       return 0;
     }
@@ -606,6 +608,9 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       // No RFC 7540 priority tree to maintain for the client.
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+      // RFC 8441: a WebSocket may open as a stream (extended CONNECT with
+      // :protocol), which nghttp2 then lets through, checked.
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
   };
   http2::SubmitLocalSettings(session_, settings, std::size(settings),
                              limits_.connection_window_size);

@@ -156,6 +156,8 @@ struct RequestPseudo {
   std::string scheme;     // empty for CONNECT
   std::string authority;  // empty when absent (then see the "host" field)
   std::string path;       // empty for CONNECT
+  // RFC 8441's :protocol ("websocket"), on an extended CONNECT only.
+  std::string protocol;
 };
 
 class Http2ServerCallbacks {

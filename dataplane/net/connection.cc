@@ -293,6 +293,7 @@ void Connection::HandleWrite(int64_t first_result) {
       if (callbacks) callbacks->OnClosed(CloseReason::kLocal, 0);
       return;
     }
+    if (shutdown_write_after_flush_) ShutdownWrite();
     UpdateEvents();
     if (callbacks_) callbacks_->OnWriteDrained();
   }
@@ -351,6 +352,18 @@ bool Connection::CloseAfterFlush() {
   close_after_flush_ = true;
   UpdateEvents();
   return false;
+}
+
+void Connection::ShutdownWriteAfterFlush() {
+  if (fd_ < 0) return;
+  shutdown_write_after_flush_ = true;
+  if (!HasOutput() && !connecting_ && handshake_complete()) ShutdownWrite();
+}
+
+void Connection::ShutdownWrite() {
+  shutdown_write_after_flush_ = false;
+  transport_->Shutdown();
+  ::shutdown(fd_, SHUT_WR);
 }
 
 void Connection::ShutdownAndClose() {

@@ -107,6 +107,10 @@ class Connection : public event::Flushable {
   // Closes once the output is written: at once (returning true, with no
   // callback) when nothing is pending, else later with OnClosed(kLocal).
   bool CloseAfterFlush();
+  // Shuts the socket down for writing (FIN; TLS's close_notify first) once
+  // the output is written, at once when nothing is pending: a half-close
+  // carried on (an HTTP/2 WebSocket's END_STREAM). Reading goes on.
+  void ShutdownWriteAfterFlush();
   // The peer may still be sending (a request body answered early): when
   // CloseAfterFlush() closes, the socket, shut down for writing, goes to
   // `closer` to be closed once the peer is done (see lingering_close.h).
@@ -142,6 +146,7 @@ class Connection : public event::Flushable {
   // Sends FIN, discards what the peer already sent (so close() does not turn
   // into a reset that could destroy the response in flight), closes.
   void ShutdownAndClose();
+  void ShutdownWrite();  // for ShutdownWriteAfterFlush()
 
   event::Dispatcher& dispatcher_;
   int fd_;
@@ -152,6 +157,7 @@ class Connection : public event::Flushable {
   bool read_enabled_ = true;
   bool read_eof_ = false;  // the peer half-closed; nothing more to read
   bool close_after_flush_ = false;
+  bool shutdown_write_after_flush_ = false;  // ShutdownWriteAfterFlush(), not yet done
   bool flush_scheduled_ = false;
   bool read_before_write_failure_ = false;
   // A batched send's error (-errno), from SendMade() to FlushAfterSend();

@@ -38,9 +38,14 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
     read_enabled_ = true;
     unconsumed_ = 0;
     ended_ = false;
+    tunnel_ = false;
   }
 
   ProxyStream& proxy() { return proxy_; }
+  // An extended CONNECT (RFC 8441): its DATA are a WebSocket's bytes, its
+  // END_STREAM a half-close.
+  bool tunnel() const { return tunnel_; }
+  void set_tunnel(bool tunnel) { tunnel_ = tunnel; }
   http::HeaderMap& request_headers() { return request_headers_; }
   // The request head's fields as views, for Start(); storage kept.
   std::vector<http::HeaderField>& request_fields() { return request_fields_; }
@@ -76,8 +81,21 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
         end = head.content_length == 0;
         break;
       case ResponseHead::Body::kStream:
-      case ResponseHead::Body::kTunnel:  // never: HTTP/2 requests carry no upgrade
         break;
+      case ResponseHead::Body::kTunnel: {
+        // The upstream's 101 to an extended CONNECT: the tunnel is open,
+        // which HTTP/2 says with a 200 (RFC 8441 5). Sec-WebSocket-Accept
+        // answered the key the gateway made, not one the client sent.
+        std::vector<http::HeaderField> fields;
+        fields.reserve(head.headers->size());
+        for (const http::HeaderField& f : *head.headers) {
+          if (!http::EqualsIgnoreCase(f.name, "sec-websocket-accept")) fields.push_back(f);
+        }
+        session_.codec_.SubmitResponse(id_, 200, fields.data(), fields.size(), std::nullopt,
+                                       false);
+        session_.ScheduleFlush();
+        return;
+      }
     }
     const std::vector<http::HeaderField>& fields = *head.headers;
     session_.codec_.SubmitResponse(id_, head.status, fields.data(), fields.size(),
@@ -140,6 +158,7 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
   ProxyStream proxy_;
   bool read_enabled_ = true;
   size_t unconsumed_ = 0;
+  bool tunnel_ = false;
   bool ended_ = false;  // the response's end went to the codec
 };
 
@@ -610,6 +629,18 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   head.http2 = true;
   head.connection_names = false;  // nghttp2 refuses a request with Connection
   head.method = pseudo.method;
+  // RFC 8441: a WebSocket opened as a stream is, to the routes, the
+  // policies and an HTTP/1.1 upstream, the GET with an upgrade an HTTP/1.1
+  // client sends. nghttp2 has checked :scheme, :path and :authority. Another
+  // :protocol stays a CONNECT (405).
+  const bool websocket =
+      pseudo.method == "CONNECT" && absl::EqualsIgnoreCase(pseudo.protocol, "websocket");
+  if (websocket) {
+    head.method = "GET";
+    head.upgrade = true;
+    head.extended_connect = true;
+    stream->set_tunnel(true);
+  }
   head.target = pseudo.path;
   head.scheme = pseudo.scheme;
   // :authority wins over a Host field (RFC 9113 8.3.1) and is what the
@@ -636,6 +667,8 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
     } else {
       head.body = RequestHead::Body::kNone;
     }
+  } else if (websocket) {
+    head.body = RequestHead::Body::kNone;  // the stream's DATA are the tunnel's
   } else if (content_length != nullptr && absl::SimpleAtoi(*content_length, &length)) {
     head.body = RequestHead::Body::kLength;
     head.content_length = length;
@@ -652,7 +685,15 @@ void Http2Session::OnRequestHeaders(int32_t stream_id, http::RequestPseudo pseud
   }
   // A new stream, or a reused one that RecycleBatch has reset.
   stream->proxy().Start(head);
-  if (end_stream && Find(stream_id) == stream) stream->proxy().OnRequestEnd({});
+  if (Find(stream_id) != stream) return;
+  if (websocket) {
+    // Its request is whole (the route timer bounds the handshake); an
+    // END_STREAM here ends the tunnel as soon as it opens.
+    stream->proxy().OnRequestEnd({});
+    if (end_stream && Find(stream_id) == stream) stream->proxy().OnTunnelClientEnd();
+    return;
+  }
+  if (end_stream) stream->proxy().OnRequestEnd({});
 }
 
 void Http2Session::OnRequestData(int32_t stream_id, std::string_view data, bool end_stream) {
@@ -666,12 +707,21 @@ void Http2Session::OnRequestData(int32_t stream_id, std::string_view data, bool 
     if (Find(stream_id) != stream) return;
     stream->Consumed(data.size());
   }
-  if (end_stream) stream->proxy().OnRequestEnd({});
+  if (!end_stream) return;
+  if (stream->tunnel()) {
+    stream->proxy().OnTunnelClientEnd();
+  } else {
+    stream->proxy().OnRequestEnd({});
+  }
 }
 
 void Http2Session::OnRequestTrailers(int32_t stream_id, http::HeaderMap trailers) {
   Stream* stream = Find(stream_id);
   if (stream == nullptr) return;
+  if (stream->tunnel()) {
+    stream->proxy().OnTunnelClientEnd();  // a tunnel has no trailers to pass on
+    return;
+  }
   stream->proxy().OnRequestEnd(trailers.Views());
 }
 

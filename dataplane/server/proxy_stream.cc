@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -443,6 +444,7 @@ void ProxyStream::Reset() {
   request_id_.clear();
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
   upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
+  extended_connect_ = tunnel_client_ended_ = false;
   response_streamed_ = false;
   grpc_ = false;
   grpc_reply_type_ = "application/grpc";
@@ -517,6 +519,7 @@ void ProxyStream::Start(const RequestHead& request) {
               (head.body == RequestHead::Body::kLength && head.content_length > 0);
   request_chunked_ = head.body == RequestHead::Body::kStream;
   request_complete_ = head.body == RequestHead::Body::kNone;
+  extended_connect_ = head.extended_connect;
   // One pass over the fields for what the stream itself reads.
   const http::HeaderField* id_header = nullptr;
   const http::HeaderField* traceparent = nullptr;
@@ -1054,6 +1057,16 @@ void ProxyStream::Route(const RequestHead& request) {
                                         " bytes is over the limit of ", body_limit_));
     return;
   }
+  if (head.extended_connect &&
+      (!route_->websocket || route_->action != router::RouteEntry::Action::kCluster)) {
+    // An HTTP/2 WebSocket (RFC 8441) takes any 2xx for an open tunnel: it
+    // cannot go upstream as a plain GET (the HTTP/1.1 upgrade's fallback),
+    // nor get a direct response's 200. Envoy's 403 for an upgrade the route
+    // does not allow.
+    response_flag_ = "upgrade_refused";
+    SendLocalResponse(403, "this route does not allow WebSocket (its route.websocket is false)");
+    return;
+  }
   switch (route_->action) {
     case router::RouteEntry::Action::kDirectResponse:
       response_flag_ = "direct_response";
@@ -1110,7 +1123,13 @@ void ProxyStream::Route(const RequestHead& request) {
   // WebSocket (an HTTP/1.1 Upgrade) needs an HTTP/1.1 upstream.
   upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
              cluster_->protocol != upstream::UpstreamProtocol::kHttp2 &&
-             IsWebSocketUpgrade(*head.headers);
+             (head.extended_connect || IsWebSocketUpgrade(*head.headers));
+  if (head.extended_connect && !upgrade_) {
+    response_flag_ = "upgrade_refused";
+    SendLocalResponse(403, absl::StrCat("WebSocket needs an HTTP/1.1 upstream: cluster ",
+                                        cluster_->name, " speaks HTTP/2"));
+    return;
+  }
   if (cluster_->hash_table) hash_ = HashKeyFor(*cluster_, head);
   const upstream::ClusterInfo& cluster = *cluster_;
   if (cluster.state->active_requests.load(std::memory_order_relaxed) >=
@@ -1165,6 +1184,7 @@ void ProxyStream::Route(const RequestHead& request) {
   if (upgrade_) {
     AppendHeader(&out, "connection", "upgrade");
     AppendHeader(&out, "upgrade", "websocket");
+    if (head.extended_connect) AppendHttp1WebSocketFields(*head.headers, &out);
   }
   if (head.body == RequestHead::Body::kLength) {
     out.append("content-length: ");
@@ -1509,7 +1529,8 @@ ProxyStream::ChainResult ProxyStream::RunRequestFilters(const config::FilterChai
   info_.route_table = route_table_;
   info_.virtual_host = route_->virtual_host;
   info_.background = head.background;
-  info_.upgrade = route_->websocket && head.upgrade && IsWebSocketUpgrade(*head.headers);
+  info_.upgrade = route_->websocket && head.upgrade &&
+                  (head.extended_connect || IsWebSocketUpgrade(*head.headers));
   info_.request_content_length = head.body == RequestHead::Body::kLength
                                      ? static_cast<int64_t>(head.content_length)
                                      : head.body == RequestHead::Body::kNone ? 0 : -1;
@@ -2283,6 +2304,14 @@ void ProxyStream::OnRequestChunkDeclared(uint64_t size) {
 void ProxyStream::OnRequestData(std::string_view chunk) {
   if (!active_ || chunk.empty()) return;
   if (!replaying_) bytes_in_ += chunk.size();
+  if (extended_connect_ && !tunnel_) {
+    // An HTTP/2 WebSocket's frames before its tunnel opened (a client
+    // should wait for the 200): held for the upstream's 101, the client
+    // not read past the bound.
+    deferred().tunnel_early.append(chunk);
+    if (deferred().tunnel_early.size() >= kPausedBodyBytes) sink_->SetRequestReadEnabled(false);
+    return;
+  }
   if (buffering_body_) {
     NoteActivity();
     if (!HoldBodyChunk(chunk)) return;
@@ -2486,6 +2515,12 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     ConnectUpstream();
     return;
   }
+  if (extended_connect_ && head.status >= 200 && head.status < 300) {
+    // The HTTP/2 client would take it for the tunnel open (RFC 8441 5).
+    OnUpstreamInvalidResponse(absl::StrCat("answered ", head.status,
+                                           " to a WebSocket upgrade, not 101 Switching Protocols"));
+    return;
+  }
   first_byte_ = absl::Now();
   if (head.status == 101) {
     StartTunnel(head);
@@ -2684,7 +2719,7 @@ size_t ProxyStream::CollectResponseFields(const http::MessageHead& head) {
 
 void ProxyStream::StartTunnel(const http::MessageHead& head) {
   ReportTry(head.status);
-  status_ = 101;
+  status_ = extended_connect_ ? 200 : 101;  // what the client got (HTTP/2: 200)
   tunnel_ = true;
   response_started_ = true;
   worker_.stats().websockets_active->Add(1);
@@ -2697,6 +2732,47 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
   out.body = ResponseHead::Body::kTunnel;
   EncodeResponseHead(out, response_fields_);
   StartIdleTimer(route_->websocket_idle_timeout);
+  if (!extended_connect_ || !active_ || !upstream_) return;
+  // An HTTP/2 WebSocket: what its client sent early goes first.
+  if (deferred_ != nullptr && !deferred_->tunnel_early.empty()) {
+    upstream_->connection().Write(deferred_->tunnel_early);
+    std::string().swap(deferred_->tunnel_early);
+    sink_->SetRequestReadEnabled(true);
+  }
+  if (tunnel_client_ended_) upstream_->connection().ShutdownWriteAfterFlush();
+}
+
+// RFC 8441 5: the HTTP/2 request has no Sec-WebSocket-Key (the nonce of
+// HTTP/1.1's handshake, whose Accept answer nothing checks over HTTP/2), and
+// an HTTP/1.1 server refuses a handshake without one: the upstream gets a
+// fresh key, and the version (13) if the client left it out.
+void ProxyStream::AppendHttp1WebSocketFields(const std::vector<http::HeaderField>& fields,
+                                             std::string* out) {
+  bool has_key = false;
+  bool has_version = false;
+  for (const http::HeaderField& f : fields) {
+    has_key = has_key || http::EqualsIgnoreCase(f.name, "sec-websocket-key");
+    has_version = has_version || http::EqualsIgnoreCase(f.name, "sec-websocket-version");
+  }
+  if (!has_key) {
+    char nonce[16];
+    const uint64_t halves[2] = {worker_.picker().Random(), worker_.picker().Random()};
+    std::memcpy(nonce, halves, sizeof(nonce));
+    AppendHeader(out, "sec-websocket-key",
+                 absl::Base64Escape(absl::string_view(nonce, sizeof(nonce))));
+  }
+  if (!has_version) AppendHeader(out, "sec-websocket-version", "13");
+}
+
+void ProxyStream::OnTunnelClientEnd() {
+  if (!active_) return;
+  if (!tunnel_) {
+    tunnel_client_ended_ = true;  // after the 101 (StartTunnel)
+    return;
+  }
+  // A half-close, as Envoy and HAProxy carry it: the upstream may still
+  // answer (its Close frame), and its close ends the tunnel.
+  if (upstream_) upstream_->connection().ShutdownWriteAfterFlush();
 }
 
 // The idle deadline is read on the dispatcher's clock (simulated in unit

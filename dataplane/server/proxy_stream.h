@@ -54,6 +54,10 @@ struct RequestHead {
   uint64_t content_length = 0;  // kLength
   bool expect_continue = false;
   bool upgrade = false;  // HTTP/1: Connection: upgrade with an Upgrade field
+  // HTTP/2: an extended CONNECT with :protocol websocket (RFC 8441), made a
+  // GET with `upgrade`: the stream's DATA are the tunnel's bytes, and the
+  // upstream's 101 is answered 200.
+  bool extended_connect = false;
   // Whether a Connection field may list field names to drop (MessageHead::
   // connection_names). True unless the maker of the head knows better.
   bool connection_names = true;
@@ -89,7 +93,7 @@ struct ResponseHead {
     kNone,    // no body follows (HEAD, 204, 304)
     kLength,  // exactly content_length bytes follow
     kStream,  // bytes of unknown total length follow
-    kTunnel,  // 101: raw bytes both ways from now on (HTTP/1 WebSocket)
+    kTunnel,  // 101: raw bytes both ways from now on (a WebSocket; HTTP/2 sends 200)
   };
   Body body = Body::kNone;
   uint64_t content_length = 0;
@@ -208,6 +212,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void RefuseBrokenRequest(int status, const std::string& message);
   // The request is complete; chunked trailer fields come along.
   void OnRequestEnd(const std::vector<http::HeaderField>& trailers);
+  // An HTTP/2 WebSocket's client ended its stream (END_STREAM): once what
+  // it sent is written, the upstream connection is shut down for writing,
+  // and the tunnel ends when the upstream closes its side.
+  void OnTunnelClientEnd();
   // The sink's queued response bytes drained below the watermark.
   void OnDownstreamDrained();
   // The client is gone: release the upstream and every count; no sink call
@@ -351,6 +359,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void StartIdleTimer(absl::Duration limit);
   void OnIdleTimer();
   void StartTunnel(const http::MessageHead& head);
+  // For an HTTP/2 WebSocket's HTTP/1.1 handshake: the Sec-WebSocket-Key
+  // (and version) an RFC 8441 request does not carry.
+  void AppendHttp1WebSocketFields(const std::vector<http::HeaderField>& fields, std::string* out);
   // The upstream head's end-to-end fields (hop-by-hop and Content-Length
   // dropped, x-request-id added when absent) into response_fields_.
   // Fills response_fields_; returns how many came from `head` (the
@@ -524,6 +535,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool request_complete_ = false;
   bool head_request_ = false;
   bool upgrade_ = false;  // a WebSocket upgrade the route allows
+  bool extended_connect_ = false;  // RequestHead::extended_connect
+  // An extended CONNECT's client ended its stream before the 101 came.
+  bool tunnel_client_ended_ = false;
   // SetAnsweringPolicy's name for the policy answer being sent; else the
   // answering filter's own.
   std::string_view answering_policy_;
@@ -673,6 +687,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
     http::HeaderMap saved_fields;
     std::vector<http::HeaderField> saved_views;
     std::string paused_body;  // request body that came during the pause (or is held)
+    // An HTTP/2 WebSocket's bytes that came before its upstream's 101.
+    std::string tunnel_early;
     http::HeaderMap paused_trailers;
     // A response held whole for OnResponseBody.
     ResponseHead held_head;

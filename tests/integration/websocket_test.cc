@@ -1,6 +1,7 @@
 // WebSocket through the proxy with real peers (python3-websockets): a route
 // that allows the upgrade carries messages both ways; one that does not
 // strips the upgrade; a 101 nobody asked for is a 502; an idle tunnel closes.
+// Over HTTP/2 (RFC 8441) the client is ws_h2_client.py.
 #include <gtest/gtest.h>
 
 #include <poll.h>
@@ -18,6 +19,8 @@
 #include "tests/harness/http_client.h"
 #include "tests/harness/process.h"
 #include "tests/harness/proxy.h"
+#include "tests/harness/tls_client.h"
+#include "tests/harness/upstream.h"
 
 namespace sluice::testing {
 namespace {
@@ -69,12 +72,18 @@ class WebSocketTest : public ::testing::Test {
     ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
     ASSERT_GT(echo_.port(), 0) << echo_.process().Log();
     ASSERT_GT(raw101_.port(), 0) << raw101_.process().Log();
+    ASSERT_TRUE(plain_.ok()) << plain_.process().Log();
     port_ = PickFreePort();
     aged_port_ = PickFreePort();
+    tls_port_ = PickFreePort();
+    const TestCert cert =
+        MakeSelfSigned(MakeTempDir("ws-cert"), "server", "localhost", {"localhost"});
     std::string yaml = absl::StrCat(
         "kind: Cluster\nname: echo\nspec:\n  endpoints: [{address: 127.0.0.1, port: ", echo_.port(),
         "}]\n---\nkind: Cluster\nname: switcher\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
-        raw101_.port(), "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        raw101_.port(), "}]\n---\nkind: Cluster\nname: plain\nspec:\n  endpoints: "
+        "[{address: 127.0.0.1, port: ", plain_.port(),
+        "}]\n---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
         "    - domains: ['*']\n      routes:\n"
         "        - match: {prefix: /ws-idle}\n"
         "          route: {cluster: echo, websocket: true, websocket_idle_timeout: 1s, timeout: 2s}\n"
@@ -86,10 +95,17 @@ class WebSocketTest : public ::testing::Test {
         "        - match: {prefix: /cachedws}\n"
         "          route: {cluster: echo, websocket: true}\n"
         "          policies: [{name: cache, typed_config: {statuses: [426], default_ttl: 60s}}]\n"
+        "        - match: {prefix: /answers200}\n"
+        "          route: {cluster: plain, websocket: true}\n"
+        "        - match: {prefix: /direct}\n"
+        "          direct_response: {status: 200, body: hello}\n"
         "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
         ", route_table: main, access_log: {path: ", log_, "}}\n",
         "---\nkind: Listener\nname: aged\nspec: {address: 127.0.0.1, port: ", aged_port_,
-        ", route_table: main, http: {max_connection_age: 1s}}\n");
+        ", route_table: main, http: {max_connection_age: 1s}}\n",
+        "---\n", CertificateSecretYaml("ws-cert", cert),
+        "---\nkind: Listener\nname: secure\nspec: {address: 127.0.0.1, port: ", tls_port_,
+        ", route_table: main, tls: {certificates: [ws-cert]}}\n");
     std::string path = MakeTempDir("ws-config") + "/config.yaml";
     std::ofstream(path) << yaml;
     auto r = cp_.Ctl({"apply", "-f", path});
@@ -106,9 +122,11 @@ class WebSocketTest : public ::testing::Test {
   ControlPlane cp_{"", "info"};
   PythonPeer echo_{"server"};
   PythonPeer raw101_{"raw101"};
+  UpstreamServer plain_{"plain"};  // answers 200 to any request
   std::unique_ptr<Proxy> proxy_;
   int port_ = 0;
   int aged_port_ = 0;
+  int tls_port_ = 0;  // TLS, ALPN h2 and http/1.1
   std::string log_ = MakeTempDir("ws-log") + "/access.log";
 
   // The access log line whose path is `path`, waiting for the writer.
@@ -375,6 +393,82 @@ TEST_F(WebSocketTest, AnUpstreamResetOfATunnelIsLoggedAsOne) {
   const std::string line = LogLineOf("/switch-ws-rst");
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_reset\"")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"upstream_failure\":\"reset the tunnel: ")) << line;
+}
+
+CommandResult WsH2(int port, const std::string& path, const std::string& mode,
+                   bool tls = false) {
+  std::vector<std::string> argv = {"/usr/bin/python3",
+                                   RunfilePath("tests/harness/ws_h2_client.py"),
+                                   "--port", absl::StrCat(port), "--path", path, "--mode", mode};
+  if (tls) argv.push_back("--tls");
+  return RunCommand(argv, {}, absl::Seconds(60));
+}
+
+// RFC 8441: the gateway's HTTP/2 SETTINGS offer extended CONNECT, and a
+// WebSocket opened as a stream reaches the HTTP/1.1 upstream as its
+// handshake (a Sec-WebSocket-Key made for it: the Python server refuses one
+// without), its 101 answered 200; messages of 200 KB flow both ways through
+// both flow controls, and the Close handshake ends the stream. Frames the
+// client sent with its HEADERS, before the 200, are not lost. h2c, and h2
+// over TLS (ALPN), as browsers use it.
+TEST_F(WebSocketTest, OverHttp2AWebSocketOpensAsAStream) {
+  for (const std::string mode : {"echo", "early"}) {
+    for (const bool tls : {false, true}) {
+      CommandResult r = WsH2(tls ? tls_port_ : port_, "/ws", mode, tls);
+      EXPECT_EQ(r.exit_code, 0) << mode << " tls " << tls << ": " << r.out << r.err;
+      EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nok\n")
+          << mode << " tls " << tls << ": " << r.err;
+    }
+  }
+  const std::string line = LogLineOf("/ws");
+  EXPECT_TRUE(absl::StrContains(line, "\"protocol\":\"HTTP/2\",\"status\":200")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"\"")) << line;
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 0; },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+}
+
+// END_STREAM from the client is a half-close carried to the upstream (its
+// socket shut down for writing): the upstream, seeing the end, closes, and
+// the gateway ends the stream. Before, the upstream never learned of it.
+TEST_F(WebSocketTest, OverHttp2TheClientsEndOfStreamIsAHalfClose) {
+  CommandResult r = WsH2(port_, "/ws", "half-close");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nended\n") << r.err;
+}
+
+// A client's RST_STREAM ends the tunnel and its upstream connection at once,
+// logged client_closed; the connection's other streams would go on.
+TEST_F(WebSocketTest, OverHttp2AResetStreamEndsTheTunnel) {
+  CommandResult r = WsH2(port_, "/ws-reset", "reset");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nreset, then 200\n") << r.err;
+  const std::string line = LogLineOf("/ws-reset");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"client_closed\"")) << line;
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 0; },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+}
+
+// A 2xx is an open tunnel to an RFC 8441 client: a route without the
+// opt-in, or one that answers itself, gets 403 (Envoy's answer to an
+// upgrade the route does not allow), not the plain GET an HTTP/1.1
+// upgrade falls back to; an upstream that answers its handshake 200 is a
+// 502; one that answers 101 without switching to websocket too.
+TEST_F(WebSocketTest, OverHttp2OnlyATunnelIsAnswered2xx) {
+  CommandResult r = WsH2(port_, "/plain", "echo");
+  EXPECT_TRUE(absl::StrContains(r.out, "status 403\n")) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "this route does not allow WebSocket")) << r.out;
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/plain"), "\"response_flag\":\"upgrade_refused\""))
+      << LogLineOf("/plain");
+  r = WsH2(port_, "/direct", "echo");
+  EXPECT_TRUE(absl::StrContains(r.out, "status 403\n")) << r.out << r.err;
+  r = WsH2(port_, "/answers200", "echo");
+  EXPECT_TRUE(absl::StrContains(r.out, "status 502\n")) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "answered 200 to a WebSocket upgrade, not 101")) << r.out;
+  r = WsH2(port_, "/switch-ws-none", "echo");
+  EXPECT_TRUE(absl::StrContains(r.out, "status 502\n")) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "without switching to websocket")) << r.out;
 }
 
 }  // namespace
