@@ -742,6 +742,38 @@ def _(c):
     return c.outcome()
 
 
+# RFC 8441 extended CONNECT (the server's SETTINGS enable it)
+EXTENDED_CONNECT = [(b':method', b'CONNECT'), (b':protocol', b'websocket'),
+                    (b':scheme', b'http'), (b':path', b'/'), (b':authority', b'localhost'),
+                    (b'sec-websocket-version', b'13')]
+
+
+@case('8441/1 an extended CONNECT is answered, not reset', response)
+def _(c):
+    c.send(headers(1, end_stream=False, fields=EXTENDED_CONNECT))
+    return c.outcome(1)
+
+
+@case('8441/2 :protocol on a GET is malformed', stream_error('PROTOCOL_ERROR'))
+def _(c):
+    c.send(headers(1, extra=[(b':protocol', b'websocket')]))
+    return c.outcome(1)
+
+
+@case('8441/3 an extended CONNECT without :path is malformed', stream_error('PROTOCOL_ERROR'))
+def _(c):
+    c.send(headers(1, end_stream=False,
+                   fields=[f for f in EXTENDED_CONNECT if f[0] != b':path']))
+    return c.outcome(1)
+
+
+@case('8441/4 an extended CONNECT without :scheme is malformed', stream_error('PROTOCOL_ERROR'))
+def _(c):
+    c.send(headers(1, end_stream=False,
+                   fields=[f for f in EXTENDED_CONNECT if f[0] != b':scheme']))
+    return c.outcome(1)
+
+
 def main():
     global args
     parser = argparse.ArgumentParser()

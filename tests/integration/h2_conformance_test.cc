@@ -1,8 +1,9 @@
-// HTTP/2 conformance of the downstream session, h2spec's way: 92 cases of
+// HTTP/2 conformance of the downstream session, h2spec's way: 96 cases of
 // RFC 9113 (frame format and sizes, stream states and identifiers,
 // concurrency, every frame type's rules, flow-control windows, CONTINUATION,
 // malformed requests: pseudo-headers, connection-specific fields,
-// content-length against DATA) and RFC 7541 (HPACK decoding errors), sent as
+// content-length against DATA), RFC 7541 (HPACK decoding errors) and RFC
+// 8441 (extended CONNECT: answered; :protocol where it does not belong), sent as
 // hand-written frames by tests/harness/h2_conformance.py to a real
 // sluice-proxy, over h2c with prior knowledge and over TLS with ALPN h2.
 // Each case checks the server's answer: the response, the RST_STREAM or the
@@ -61,7 +62,7 @@ class Http2ConformanceTest : public ::testing::Test {
     CommandResult r = RunCommand(argv, {}, absl::Seconds(240));
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     // All of them ran (a script that stopped early or ran none fails).
-    EXPECT_TRUE(absl::StrContains(r.out, "cases 92 failures 0")) << r.out << r.err;
+    EXPECT_TRUE(absl::StrContains(r.out, "cases 96 failures 0")) << r.out << r.err;
     // Not one case took the proxy down or wedged it.
     HttpResponse after = HttpGet(absl::StrCat("127.0.0.1:", plain_port_), "/after");
     EXPECT_EQ(after.status, 200) << after.error;
