@@ -618,6 +618,8 @@ absl::StatusOr<std::shared_ptr<const ConfigSnapshot>> CompileSnapshot(
     runtime.http2_initial_stream_window = l.http().http2().initial_stream_window_size()
                                               ? l.http().http2().initial_stream_window_size()
                                               : api::kDefaultHttp2StreamWindow;
+    runtime.http2_websocket =
+        !l.http().http2().has_websocket() || l.http().http2().websocket().value();
     runtime.max_connections = l.max_connections();
     runtime.max_uri_bytes =
         l.http().max_uri_bytes() ? l.http().max_uri_bytes() : api::kDefaultMaxUriBytes;

@@ -119,6 +119,7 @@ struct ListenerRuntime {
   absl::Duration idle_timeout;
   uint32_t http2_max_concurrent_streams;
   uint32_t http2_initial_stream_window;
+  bool http2_websocket = true;  // SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)
   uint32_t max_connections = 0;  // 0: no listener limit
   uint32_t max_uri_bytes;
   uint32_t max_request_headers;
@@ -247,7 +248,8 @@ inline bool ListenerConnectionRulesChanged(const ConfigSnapshot* before,
           was->max_request_headers_bytes != is->max_request_headers_bytes ||
           was->max_request_headers != is->max_request_headers ||
           was->http2_max_concurrent_streams != is->http2_max_concurrent_streams ||
-          was->http2_initial_stream_window != is->http2_initial_stream_window);
+          was->http2_initial_stream_window != is->http2_initial_stream_window ||
+          was->http2_websocket != is->http2_websocket);
 }
 
 // Whether listener `name`, in both snapshots, moved: to other sockets (its

@@ -601,6 +601,9 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
   nghttp2_session_callbacks_del(cbs);
   SLUICE_CHECK(rv == 0);
 
+  // RFC 8441: a WebSocket may open as a stream (extended CONNECT with
+  // :protocol), which nghttp2 then lets through, checked. Last, so that
+  // leaving it out is sending one entry less.
   const nghttp2_settings_entry settings[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, limits_.max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, limits_.initial_window_size},
@@ -608,11 +611,10 @@ Http2ServerCodec::Http2ServerCodec(Http2ServerCallbacks* callbacks,
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
       // No RFC 7540 priority tree to maintain for the client.
       {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
-      // RFC 8441: a WebSocket may open as a stream (extended CONNECT with
-      // :protocol), which nghttp2 then lets through, checked.
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
   };
-  http2::SubmitLocalSettings(session_, settings, std::size(settings),
+  http2::SubmitLocalSettings(session_, settings,
+                             std::size(settings) - (limits_.enable_connect_protocol ? 0 : 1),
                              limits_.connection_window_size);
 }
 

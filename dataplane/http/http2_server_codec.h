@@ -125,6 +125,10 @@ struct Http2Limits {
   uint32_t max_concurrent_streams = 100;
   // SETTINGS_INITIAL_WINDOW_SIZE: the per-stream receive window we advertise.
   uint32_t initial_window_size = 65535;
+  // SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441): extended CONNECT, its
+  // :protocol passed on in RequestPseudo. false: nghttp2 resets such a
+  // request (PROTOCOL_ERROR).
+  bool enable_connect_protocol = true;
   // The connection-level receive window (raised from 65535 at the start).
   uint32_t connection_window_size = 1 << 20;
   // SETTINGS_MAX_HEADER_LIST_SIZE, enforced on decoded bytes (name + value +

@@ -40,6 +40,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       secure_(static_cast<bool>(listener.tls)) {
   http2_options_.limits.max_concurrent_streams = listener.http2_max_concurrent_streams;
   http2_options_.limits.initial_window_size = listener.http2_initial_stream_window;
+  http2_options_.limits.enable_connect_protocol = listener.http2_websocket;
   // What a stream's client may send ahead of its upstream taking it: the
   // window the listener advertises, and no more (a 1 MiB floor made a
   // smaller window bound nothing).

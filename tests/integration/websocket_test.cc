@@ -76,6 +76,7 @@ class WebSocketTest : public ::testing::Test {
     port_ = PickFreePort();
     aged_port_ = PickFreePort();
     tls_port_ = PickFreePort();
+    no_h2_ws_port_ = PickFreePort();
     const TestCert cert =
         MakeSelfSigned(MakeTempDir("ws-cert"), "server", "localhost", {"localhost"});
     std::string yaml = absl::StrCat(
@@ -105,7 +106,8 @@ class WebSocketTest : public ::testing::Test {
         ", route_table: main, http: {max_connection_age: 1s}}\n",
         "---\n", CertificateSecretYaml("ws-cert", cert),
         "---\nkind: Listener\nname: secure\nspec: {address: 127.0.0.1, port: ", tls_port_,
-        ", route_table: main, tls: {certificates: [ws-cert]}}\n");
+        ", route_table: main, tls: {certificates: [ws-cert]}}\n",
+        "---\n", NoH2WebSocketListener(true));
     std::string path = MakeTempDir("ws-config") + "/config.yaml";
     std::ofstream(path) << yaml;
     auto r = cp_.Ctl({"apply", "-f", path});
@@ -127,6 +129,14 @@ class WebSocketTest : public ::testing::Test {
   int port_ = 0;
   int aged_port_ = 0;
   int tls_port_ = 0;  // TLS, ALPN h2 and http/1.1
+  int no_h2_ws_port_ = 0;
+
+  // A listener whose HTTP/2 offers no WebSocket (`off`), or does again.
+  std::string NoH2WebSocketListener(bool off) const {
+    return absl::StrCat("kind: Listener\nname: no-h2-ws\nspec:\n  address: 127.0.0.1\n  port: ",
+                        no_h2_ws_port_, "\n  route_table: main\n",
+                        off ? "  http: {http2: {websocket: false}}\n" : "");
+  }
   std::string log_ = MakeTempDir("ws-log") + "/access.log";
 
   // The access log line whose path is `path`, waiting for the writer.
@@ -435,6 +445,23 @@ TEST_F(WebSocketTest, OverHttp2TheClientsEndOfStreamIsAHalfClose) {
   CommandResult r = WsH2(port_, "/ws", "half-close");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nended\n") << r.err;
+}
+
+// A listener's http2.websocket: false leaves SETTINGS_ENABLE_CONNECT_PROTOCOL
+// out (for clients whose RFC 8441 is broken: browsers then use HTTP/1.1),
+// and an extended CONNECT is malformed there (RST_STREAM PROTOCOL_ERROR,
+// RFC 8441 3). Turned back on live, new connections are offered it.
+TEST_F(WebSocketTest, OverHttp2TheListenerMayOfferNoWebSocket) {
+  CommandResult r = WsH2(no_h2_ws_port_, "/ws", "echo");
+  EXPECT_TRUE(absl::StartsWith(r.out, "enable_connect_protocol=0\nstream reset, code 1\n"))
+      << r.out << r.err;
+  const std::string path = MakeTempDir("ws-on") + "/listener.yaml";
+  std::ofstream(path) << NoH2WebSocketListener(false);
+  auto applied = cp_.Ctl({"apply", "-f", path});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  ASSERT_TRUE(proxy_->WaitForVersion(2)) << proxy_->process().Log();
+  r = WsH2(no_h2_ws_port_, "/ws", "echo");
+  EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nok\n") << r.err;
 }
 
 // A client's RST_STREAM ends the tunnel and its upstream connection at once,
