@@ -94,6 +94,7 @@ class Http2Session::Stream : public DownstreamSink, public event::DeferredDeleta
         session_.codec_.SubmitResponse(id_, 200, fields.data(), fields.size(), std::nullopt,
                                        false);
         session_.ScheduleFlush();
+        session_.OnTunnelOpened();
         return;
       }
     }
@@ -226,7 +227,10 @@ void Http2Session::Start() {
   worker_.stats().downstream_http2_connections->Inc();
   ArmIdleTimer();
   if (options_.max_connection_age > absl::ZeroDuration()) {
-    age_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] { StartDrain(); });
+    age_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
+      StartDrain();
+      EndTunnels("max_connection_age");
+    });
     age_timer_->Enable(options_.max_connection_age);
   }
   Flush();  // the server preface goes first
@@ -464,8 +468,33 @@ void Http2Session::OnSnapshotChanged(
   StartListenerDrain("listener_removed");
 }
 
+void Http2Session::EndTunnels(std::string_view flag) {
+  if (closed_) return;
+  if (end_tunnels_flag_.empty()) end_tunnels_flag_ = flag;
+  if (end_tunnels_timer_ == nullptr) {
+    end_tunnels_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
+      if (closed_) return;
+      std::vector<int32_t> ids;
+      for (const auto& [id, stream] : streams_) {
+        if (stream->proxy().tunnel()) ids.push_back(id);
+      }
+      for (int32_t id : ids) {
+        auto it = streams_.find(id);
+        if (it != streams_.end()) it->second->proxy().EndTunnel(end_tunnels_flag_);
+      }
+      if (!closed_) Flush();
+    });
+  }
+  end_tunnels_timer_->Enable(absl::ZeroDuration());
+}
+
+void Http2Session::OnTunnelOpened() {
+  if (!end_tunnels_flag_.empty()) EndTunnels(end_tunnels_flag_);
+}
+
 void Http2Session::StartListenerDrain(std::string_view flag) {
   StartDrain();
+  EndTunnels(flag);
   if (closed_ || listener_drain_timer_ != nullptr) return;
   listener_drain_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this, flag] {
     if (closed_) return;

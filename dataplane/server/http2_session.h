@@ -77,6 +77,13 @@ class Http2Session : public net::ConnectionCallbacks,
   // StartDrain, and the streams left at ListenerDrain::timeout() are ended
   // with `flag` (the access log's response_flag).
   void StartListenerDrain(std::string_view flag);
+  // WebSockets (RFC 8441 streams) have no next response to end them: at
+  // max_connection_age or a listener event they are ended (END_STREAM, what
+  // was queued still goes out) on the next loop turn, logged with `flag`,
+  // and so is one whose 101 comes later.
+  void EndTunnels(std::string_view flag);
+  // A tunnel opened (its 200 submitted): ended too if EndTunnels came first.
+  void OnTunnelOpened();
   // The last snapshot that had the listener, when it is gone already (the
   // HTTP/1 connection it came from kept it).
   void KeepListenerSnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
@@ -167,6 +174,9 @@ class Http2Session : public net::ConnectionCallbacks,
   // Made when its listener moved, went, or changed its TLS rules: ends the
   // streams left at ListenerDrain::timeout().
   std::unique_ptr<event::Timer> listener_drain_timer_;
+  // EndTunnels' flag (empty: not asked), and its next-turn timer.
+  std::string_view end_tunnels_flag_;
+  std::unique_ptr<event::Timer> end_tunnels_timer_;
   uint64_t streams_opened_ = 0;
   // The idle timer runs for kSpareHold: spares and buffers are kept.
   bool holding_spares_ = false;

@@ -2764,6 +2764,14 @@ void ProxyStream::AppendHttp1WebSocketFields(const std::vector<http::HeaderField
   if (!has_version) AppendHeader(out, "sec-websocket-version", "13");
 }
 
+void ProxyStream::EndTunnel(std::string_view flag) {
+  if (!active_ || !tunnel_) return;
+  SetResponseFlagIfUnset(flag);
+  ReleaseUpstream(false);
+  sink_->EncodeEnd({});
+  Finish();
+}
+
 void ProxyStream::OnTunnelClientEnd() {
   if (!active_) return;
   if (!tunnel_) {

@@ -212,6 +212,10 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void RefuseBrokenRequest(int status, const std::string& message);
   // The request is complete; chunked trailer fields come along.
   void OnRequestEnd(const std::vector<http::HeaderField>& trailers);
+  // Ends an open WebSocket as its upstream's close would (what was queued
+  // for the client still goes out), logged with `flag` (max_connection_age,
+  // listener_removed...). Nothing when no tunnel is open.
+  void EndTunnel(std::string_view flag);
   // An HTTP/2 WebSocket's client ended its stream (END_STREAM): once what
   // it sent is written, the upstream connection is shut down for writing,
   // and the tunnel ends when the upstream closes its side.

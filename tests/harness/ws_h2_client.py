@@ -15,6 +15,9 @@ Usage: ws_h2_client.py --port PORT --path PATH [--tls] [--mode MODE]
               side too
   early       sends its text message in the same write as its HEADERS,
               before the 200, then checks the echo as `echo` does
+  hold        sends a text message, checks the echo, then waits (10 s) for
+              the server to end the stream: prints "ended after X" (its
+              END_STREAM, X seconds after the echo) or "still open"
   reset       sends a text message, checks the echo, resets the stream
               (CANCEL), then sends a GET / on stream 3 of the same
               connection; prints "reset, then N" with that GET's status
@@ -149,6 +152,7 @@ class Conn:
         self.ended = False     # the server's END_STREAM came
         self.status = None
         self.stream = 1        # the stream whose frames are read
+        self.goaway = None     # the code of a GOAWAY received
         self.head_block = b''
         self.server_settings = {}
 
@@ -204,9 +208,8 @@ class Conn:
             elif kind == RST_STREAM and stream == self.stream:
                 print(f'stream reset, code {struct.unpack(">I", payload)[0]}')
                 return False
-            elif kind == GOAWAY:
-                print(f'GOAWAY code {struct.unpack(">I", payload[4:8])[0]}')
-                return False
+            elif kind == GOAWAY:  # a drain: the streams it lets finish go on
+                self.goaway = struct.unpack('>I', payload[4:8])[0]
         return True
 
     def ws_message(self):
@@ -227,7 +230,8 @@ def main():
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--path', required=True)
     parser.add_argument('--tls', action='store_true')
-    parser.add_argument('--mode', default='echo', choices=['echo', 'half-close', 'early', 'reset'])
+    parser.add_argument('--mode', default='echo',
+                        choices=['echo', 'half-close', 'early', 'reset', 'hold'])
     args = parser.parse_args()
     c = Conn(args.port, args.tls)
     c.send(PREFACE + frame(SETTINGS, 0, 0))
@@ -257,6 +261,13 @@ def main():
     if c.ws_message() != (1, hello):
         print('no echo of the text message')
         return 1
+    if args.mode == 'hold':
+        start = time.monotonic()
+        if c.pump(lambda: c.ended):
+            print(f'ended after {time.monotonic() - start:.1f}')
+        else:
+            print('still open')
+        return 0
     if args.mode == 'reset':
         c.send(frame(RST_STREAM, 0, 1, struct.pack('>I', 8)))
         c.stream, c.status, c.head_block, c.ended = 3, None, b'', False

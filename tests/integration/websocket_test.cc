@@ -464,6 +464,28 @@ TEST_F(WebSocketTest, OverHttp2TheListenerMayOfferNoWebSocket) {
   EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nok\n") << r.err;
 }
 
+// As over HTTP/1.1, a WebSocket stream has no next response to end it: at
+// its connection's max_connection_age (1s on the aged listener) or when its
+// listener is removed it is ended at once, with END_STREAM, not left to run
+// on the drained connection. Before: it ran for as long as its peers talked.
+TEST_F(WebSocketTest, OverHttp2AnAgedConnectionOrARemovedListenerEndsItsWebSockets) {
+  CommandResult aged = WsH2(aged_port_, "/ws", "hold");
+  EXPECT_TRUE(absl::StrContains(aged.out, "status 200\nended after ")) << aged.out << aged.err;
+
+  CommandResult removed;
+  std::thread hold([&] { removed = WsH2(port_, "/ws-removed", "hold"); });
+  ASSERT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 1; },
+                      absl::Seconds(10)));
+  auto r = cp_.Ctl({"delete", "listener", "public"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  hold.join();
+  EXPECT_TRUE(absl::StrContains(removed.out, "status 200\nended after ")) << removed.out
+                                                                           << removed.err;
+  EXPECT_TRUE(absl::StrContains(LogLineOf("/ws-removed"),
+                                "\"response_flag\":\"listener_removed\""))
+      << LogLineOf("/ws-removed");
+}
+
 // A client's RST_STREAM ends the tunnel and its upstream connection at once,
 // logged client_closed; the connection's other streams would go on.
 TEST_F(WebSocketTest, OverHttp2AResetStreamEndsTheTunnel) {
