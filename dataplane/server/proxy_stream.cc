@@ -1,6 +1,7 @@
 #include "dataplane/server/proxy_stream.h"
 
 #include <arpa/inet.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <limits>
@@ -445,6 +446,7 @@ void ProxyStream::Reset() {
   has_body_ = request_chunked_ = request_complete_ = head_request_ = false;
   upgrade_ = tunnel_ = response_started_ = upstream_paused_reading_ = upstream_no_body_ = false;
   extended_connect_ = tunnel_client_ended_ = false;
+  websocket_key_.clear();
   response_streamed_ = false;
   grpc_ = false;
   grpc_reply_type_ = "application/grpc";
@@ -2521,6 +2523,16 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
                                            " to a WebSocket upgrade, not 101 Switching Protocols"));
     return;
   }
+  if (extended_connect_ && head.status == 101 && !AcceptsWebSocketKey(head.headers)) {
+    // The gateway is the handshake's client here, and RFC 6455 4.1 has a
+    // client fail a 101 whose Accept does not answer its key: a server
+    // that did not read the handshake as a WebSocket's (its HTTP/1.1
+    // client reads the Accept itself; it passes on unchecked).
+    OnUpstreamInvalidResponse(
+        "answered 101 without the Sec-WebSocket-Accept that answers the handshake's key "
+        "(RFC 6455 4.1)");
+    return;
+  }
   first_byte_ = absl::Now();
   if (head.status == 101) {
     StartTunnel(head);
@@ -2751,15 +2763,18 @@ void ProxyStream::AppendHttp1WebSocketFields(const std::vector<http::HeaderField
   bool has_key = false;
   bool has_version = false;
   for (const http::HeaderField& f : fields) {
-    has_key = has_key || http::EqualsIgnoreCase(f.name, "sec-websocket-key");
+    if (http::EqualsIgnoreCase(f.name, "sec-websocket-key")) {
+      has_key = true;
+      websocket_key_.assign(f.value);
+    }
     has_version = has_version || http::EqualsIgnoreCase(f.name, "sec-websocket-version");
   }
   if (!has_key) {
     char nonce[16];
     const uint64_t halves[2] = {worker_.picker().Random(), worker_.picker().Random()};
     std::memcpy(nonce, halves, sizeof(nonce));
-    AppendHeader(out, "sec-websocket-key",
-                 absl::Base64Escape(absl::string_view(nonce, sizeof(nonce))));
+    websocket_key_ = absl::Base64Escape(absl::string_view(nonce, sizeof(nonce)));
+    AppendHeader(out, "sec-websocket-key", websocket_key_);
   }
   if (!has_version) AppendHeader(out, "sec-websocket-version", "13");
 }
@@ -2770,6 +2785,18 @@ void ProxyStream::EndTunnel(std::string_view flag) {
   ReleaseUpstream(false);
   sink_->EncodeEnd({});
   Finish();
+}
+
+// RFC 6455 4.2.2: the base64 of the SHA-1 of the key and the protocol's GUID.
+bool ProxyStream::AcceptsWebSocketKey(const std::vector<http::HeaderField>& fields) const {
+  const http::HeaderField* accept = http::FindHeader(fields, "sec-websocket-accept");
+  if (accept == nullptr) return false;
+  const std::string keyed = absl::StrCat(websocket_key_, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(keyed.data()), keyed.size(), digest);
+  // The parser took the optional white space off the value.
+  return accept->value == absl::Base64Escape(absl::string_view(
+                              reinterpret_cast<const char*>(digest), sizeof(digest)));
 }
 
 void ProxyStream::OnTunnelClientEnd() {

@@ -366,6 +366,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // For an HTTP/2 WebSocket's HTTP/1.1 handshake: the Sec-WebSocket-Key
   // (and version) an RFC 8441 request does not carry.
   void AppendHttp1WebSocketFields(const std::vector<http::HeaderField>& fields, std::string* out);
+  // Whether a 101's Sec-WebSocket-Accept answers websocket_key_.
+  bool AcceptsWebSocketKey(const std::vector<http::HeaderField>& fields) const;
   // The upstream head's end-to-end fields (hop-by-hop and Content-Length
   // dropped, x-request-id added when absent) into response_fields_.
   // Fills response_fields_; returns how many came from `head` (the
@@ -540,6 +542,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool head_request_ = false;
   bool upgrade_ = false;  // a WebSocket upgrade the route allows
   bool extended_connect_ = false;  // RequestHead::extended_connect
+  // The Sec-WebSocket-Key an extended CONNECT's handshake went upstream with.
+  std::string websocket_key_;
   // An extended CONNECT's client ended its stream before the 101 came.
   bool tunnel_client_ended_ = false;
   // SetAnsweringPolicy's name for the policy answer being sent; else the

@@ -503,7 +503,9 @@ TEST_F(WebSocketTest, OverHttp2AResetStreamEndsTheTunnel) {
 // opt-in, or one that answers itself, gets 403 (Envoy's answer to an
 // upgrade the route does not allow), not the plain GET an HTTP/1.1
 // upgrade falls back to; an upstream that answers its handshake 200 is a
-// 502; one that answers 101 without switching to websocket too.
+// 502; one that answers 101 without switching to websocket too, and one
+// whose 101 has no Sec-WebSocket-Accept answering the gateway's key (RFC
+// 6455 4.1: the handshake's client fails it; ws_tool.py's raw101 sends none).
 TEST_F(WebSocketTest, OverHttp2OnlyATunnelIsAnswered2xx) {
   CommandResult r = WsH2(port_, "/plain", "echo");
   EXPECT_TRUE(absl::StrContains(r.out, "status 403\n")) << r.out << r.err;
@@ -518,6 +520,9 @@ TEST_F(WebSocketTest, OverHttp2OnlyATunnelIsAnswered2xx) {
   r = WsH2(port_, "/switch-ws-none", "echo");
   EXPECT_TRUE(absl::StrContains(r.out, "status 502\n")) << r.out << r.err;
   EXPECT_TRUE(absl::StrContains(r.out, "without switching to websocket")) << r.out;
+  r = WsH2(port_, "/switch-ws", "echo");
+  EXPECT_TRUE(absl::StrContains(r.out, "status 502\n")) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "without the Sec-WebSocket-Accept that answers")) << r.out;
 }
 
 }  // namespace
