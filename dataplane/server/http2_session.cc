@@ -329,15 +329,19 @@ void Http2Session::BeginShutdown() {
   final_goaway_timer_->Enable(kFinalGoawayWait);
 }
 
-void Http2Session::EndStreamsAtDrainDeadline() {
-  // Ending a stream may erase it from streams_: by id, not by iterator.
+template <typename F>
+void Http2Session::EndEachStream(F end) {
   std::vector<int32_t> ids;
   ids.reserve(streams_.size());
   for (const auto& [id, stream] : streams_) ids.push_back(id);
   for (int32_t id : ids) {
     auto it = streams_.find(id);
-    if (it != streams_.end()) it->second->proxy().EndAtDrainDeadline();
+    if (it != streams_.end()) end(it->second->proxy());
   }
+}
+
+void Http2Session::EndStreamsAtDrainDeadline() {
+  EndEachStream([](ProxyStream& proxy) { proxy.EndAtDrainDeadline(); });
 }
 
 size_t Http2Session::HeldResponseBytes() const {
@@ -474,14 +478,8 @@ void Http2Session::EndTunnels(std::string_view flag) {
   if (end_tunnels_timer_ == nullptr) {
     end_tunnels_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
       if (closed_) return;
-      std::vector<int32_t> ids;
-      for (const auto& [id, stream] : streams_) {
-        if (stream->proxy().tunnel()) ids.push_back(id);
-      }
-      for (int32_t id : ids) {
-        auto it = streams_.find(id);
-        if (it != streams_.end()) it->second->proxy().EndTunnel(end_tunnels_flag_);
-      }
+      // EndTunnel leaves the streams that are no WebSocket alone.
+      EndEachStream([this](ProxyStream& proxy) { proxy.EndTunnel(end_tunnels_flag_); });
       if (!closed_) Flush();
     });
   }
@@ -498,15 +496,8 @@ void Http2Session::StartListenerDrain(std::string_view flag) {
   if (closed_ || listener_drain_timer_ != nullptr) return;
   listener_drain_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this, flag] {
     if (closed_) return;
-    std::vector<int32_t> ids;
-    ids.reserve(streams_.size());
-    for (const auto& [id, stream] : streams_) ids.push_back(id);
-    for (int32_t id : ids) {
-      auto it = streams_.find(id);
-      if (it != streams_.end()) {
-        it->second->proxy().EndAtDrainDeadline(kListenerDrainWhy, flag);
-      }
-    }
+    EndEachStream(
+        [flag](ProxyStream& proxy) { proxy.EndAtDrainDeadline(kListenerDrainWhy, flag); });
     if (!closed_) Flush();
   });
   listener_drain_timer_->Enable(ListenerDrain::timeout());

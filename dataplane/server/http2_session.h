@@ -84,6 +84,10 @@ class Http2Session : public net::ConnectionCallbacks,
   void EndTunnels(std::string_view flag);
   // A tunnel opened (its 200 submitted): ended too if EndTunnels came first.
   void OnTunnelOpened();
+  // Calls `end` with each open stream's exchange. Ending one may erase it
+  // from streams_: they are visited by id, not by iterator.
+  template <typename F>
+  void EndEachStream(F end);
   // The last snapshot that had the listener, when it is gone already (the
   // HTTP/1 connection it came from kept it).
   void KeepListenerSnapshot(std::shared_ptr<const config::ConfigSnapshot> snapshot) {

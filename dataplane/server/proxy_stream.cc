@@ -2781,7 +2781,7 @@ void ProxyStream::AppendHttp1WebSocketFields(const std::vector<http::HeaderField
 
 void ProxyStream::EndTunnel(std::string_view flag) {
   if (!active_ || !tunnel_) return;
-  SetResponseFlagIfUnset(flag);
+  if (!flag.empty()) SetResponseFlagIfUnset(flag);
   ReleaseUpstream(false);
   sink_->EncodeEnd({});
   Finish();
@@ -3036,9 +3036,7 @@ void ProxyStream::FailUpstream(bool connect_failed, bool timed_out, const std::s
       if (response_flag_.empty()) response_flag_ = "upstream_reset";
       cluster_->stats.upstream_resets->Inc();
     }
-    ReleaseUpstream(false);
-    sink_->EncodeEnd({});
-    Finish();
+    EndTunnel("");
     return;
   }
   upstream_failure_ = why;  // for the access log (the client may be told less)

@@ -214,7 +214,8 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void OnRequestEnd(const std::vector<http::HeaderField>& trailers);
   // Ends an open WebSocket as its upstream's close would (what was queued
   // for the client still goes out), logged with `flag` (max_connection_age,
-  // listener_removed...). Nothing when no tunnel is open.
+  // listener_removed...; empty: the upstream's close, or a flag already
+  // set). Nothing when no tunnel is open.
   void EndTunnel(std::string_view flag);
   // An HTTP/2 WebSocket's client ended its stream (END_STREAM): once what
   // it sent is written, the upstream connection is shut down for writing,
