@@ -2844,7 +2844,7 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
               Join(Index("virtual_hosts", v), Join(Index("routes", r), "route.websocket")),
               ": Cluster \"", name,
               "\" speaks HTTP2, which carries no WebSocket: its upgrades go upstream as plain "
-              "requests (use an HTTP1 cluster for WebSocket routes)"));
+              "requests (use an HTTP1 or AUTO cluster for WebSocket routes)"));
         }
       }
     }

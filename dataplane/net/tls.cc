@@ -635,10 +635,22 @@ int TlsClientContext::OnNewSession(SSL* ssl, SSL_SESSION* session) {
   return 1;  // the reference is ours now
 }
 
-std::unique_ptr<TransportSocket> TlsClientContext::Create() const {
+std::unique_ptr<TransportSocket> TlsClientContext::Create() const { return MakeSocket(false); }
+
+std::unique_ptr<TransportSocket> TlsClientContext::CreateHttp1() const {
+  return MakeSocket(config_.alpn_protocols != std::vector<std::string>{"http/1.1"});
+}
+
+std::unique_ptr<TransportSocket> TlsClientContext::MakeSocket(bool http1_only) const {
   SSL* ssl = SSL_new(ctx_);
   if (ssl == nullptr) {
     TakeOpenSslError();
+    return nullptr;
+  }
+  static constexpr unsigned char kHttp1Alpn[] = "\x08http/1.1";
+  if (http1_only && SSL_set_alpn_protos(ssl, kHttp1Alpn, sizeof(kHttp1Alpn) - 1) != 0) {
+    TakeOpenSslError();  // 0 is success here
+    SSL_free(ssl);
     return nullptr;
   }
   if (!config_.sni.empty()) {

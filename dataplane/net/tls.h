@@ -147,6 +147,8 @@ class TlsClientContext : public TransportSocketFactory,
 
   // A client-mode socket; the handshake starts once the TCP connect is done.
   std::unique_ptr<TransportSocket> Create() const override;
+  // The same, offering "http/1.1" alone by ALPN.
+  std::unique_ptr<TransportSocket> CreateHttp1() const override;
 
   // What it was made from: a config version with equal settings may keep
   // this context (and its session).
@@ -159,6 +161,7 @@ class TlsClientContext : public TransportSocketFactory,
  private:
   explicit TlsClientContext(const TlsClientConfig& config);
   static int OnNewSession(SSL* ssl, SSL_SESSION* session);
+  std::unique_ptr<TransportSocket> MakeSocket(bool http1_only) const;
 
   const TlsClientConfig config_;
   const uint64_t id_;

@@ -142,6 +142,10 @@ class TransportSocketFactory {
  public:
   virtual ~TransportSocketFactory() = default;
   virtual std::unique_ptr<TransportSocket> Create() const = 0;
+  // A socket for a connection that will speak HTTP/1.1 whatever it could
+  // negotiate: a TLS client offers only "http/1.1" by ALPN, so a server that
+  // also speaks h2 cannot pick it (the HTTP/1.1 pool, WebSocket handshakes).
+  virtual std::unique_ptr<TransportSocket> CreateHttp1() const { return Create(); }
 };
 
 }  // namespace sluice::net

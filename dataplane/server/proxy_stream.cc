@@ -1122,7 +1122,9 @@ void ProxyStream::Route(const RequestHead& request) {
       return;
     }
   }
-  // WebSocket (an HTTP/1.1 Upgrade) needs an HTTP/1.1 upstream.
+  // WebSocket (an HTTP/1.1 Upgrade) needs an HTTP/1.1 upstream: an AUTO
+  // cluster's is reached over HTTP/1.1 (ConnectUpstream), an HTTP2 one's
+  // cannot be.
   upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
              cluster_->protocol != upstream::UpstreamProtocol::kHttp2 &&
              (head.extended_connect || IsWebSocketUpgrade(*head.headers));
@@ -1940,8 +1942,11 @@ bool ProxyStream::ConnectUpstream() {
     return false;
   }
   const upstream::EndpointInfo& endpoint = cluster.endpoints[index];
+  // A WebSocket handshake to an AUTO endpoint goes over HTTP/1.1 (the pool
+  // offers only http/1.1 by ALPN) even where the endpoint speaks h2: its
+  // Upgrade has no meaning in an HTTP/2 request.
   bool h2 = cluster.protocol == upstream::UpstreamProtocol::kHttp2 ||
-            (cluster.protocol == upstream::UpstreamProtocol::kAuto &&
+            (cluster.protocol == upstream::UpstreamProtocol::kAuto && !upgrade_ &&
              !worker_.h2_pool().SpeaksHttp1(endpoint.pool_key));
   absl::Status acquire_status;
   bool connecting = false;

@@ -297,7 +297,9 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
   }
   std::unique_ptr<net::TransportSocket> transport;
   if (cluster.transport != nullptr) {
-    transport = cluster.transport->Create();
+    // HTTP/1.1 whatever the cluster's protocol: an AUTO cluster's endpoint
+    // that speaks h2 too must not pick it for a connection of this pool.
+    transport = cluster.transport->CreateHttp1();
     // Never fall back to plain TCP: the request would go out unencrypted.
     if (transport == nullptr) return absl::UnavailableError("TLS: cannot start a session");
   }

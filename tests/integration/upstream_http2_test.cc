@@ -3,7 +3,8 @@
 // and HTTPS that only speaks HTTP/1.1 (`listen ... ssl`). Every nginx
 // response says which protocol nginx saw (x-proto: $server_protocol) and, on
 // TLS, which ALPN protocol was chosen (x-alpn). Clients are HTTP/1.1 (the
-// harness client) and curl.
+// harness client) and curl; WebSocket clients are ws_tool.py (HTTP/1.1) and
+// ws_h2_client.py (RFC 8441 over h2c), the server behind nginx ws_tool.py's.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -42,10 +43,11 @@ std::string BigHeadFields() {
 
 // h2c on `h2c_port` (its /h2c/echo/ proxied to upstream_server on
 // `origin_port`, which reports the body it got), h2 and HTTP/1.1 by ALPN on
-// `h2_tls_port`, HTTP/1.1 only on `h1_tls_port` (its /auto-h1/echo/ to
-// upstream_server too).
+// `h2_tls_port` (its /ws/ passes WebSocket handshakes, which nginx takes
+// over HTTP/1.1 only, to the echo server on `ws_port`), HTTP/1.1 only on
+// `h1_tls_port` (its /auto-h1/echo/ to upstream_server too).
 std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int origin_port,
-                         int goaway_port, int limited_port, const TestCert& cert) {
+                         int goaway_port, int limited_port, int ws_port, const TestCert& cert) {
   constexpr char kServers[] = R"(  server {
     listen 127.0.0.1:{LIMITED} http2;
     http2_max_concurrent_streams 5;
@@ -70,6 +72,12 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
     ssl_certificate_key {KEY};
     add_header x-proto $server_protocol always;
     add_header x-alpn "$ssl_alpn_protocol" always;
+    location /ws/ {
+      proxy_pass http://127.0.0.1:{WS};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+    }
     location / { return 200 "h2-upstream\n"; }
   }
   server {
@@ -88,6 +96,7 @@ std::string NginxServers(int h2c_port, int h2_tls_port, int h1_tls_port, int ori
                                         {"{ORIGIN}", absl::StrCat(origin_port)},
                                         {"{GOAWAY}", absl::StrCat(goaway_port)},
                                         {"{LIMITED}", absl::StrCat(limited_port)},
+                                        {"{WS}", absl::StrCat(ws_port)},
                                         {"{BIG}", BigHeadFields()},
                                         {"{CERT}", cert.cert_path},
                                         {"{KEY}", cert.key_path}});
@@ -112,6 +121,15 @@ class UpstreamHttp2Test : public ::testing::Test {
     ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
     ASSERT_TRUE(origin_.ok()) << origin_.process().Log();
     dir_ = MakeTempDir("upstream-h2");
+    ws_echo_ = std::make_unique<Process>(
+        "/usr/bin/python3",
+        std::vector<std::string>{RunfilePath("tests/harness/ws_tool.py"), "server"},
+        dir_ + "/ws_echo.log");
+    auto listening = ws_echo_->WaitForLogLine("listening on ", absl::Seconds(20));
+    int ws_port = 0;
+    ASSERT_TRUE(listening && absl::SimpleAtoi(listening->substr(listening->find("on ") + 3),
+                                              &ws_port))
+        << ws_echo_->Log();
     TestCert ca = MakeCa(dir_, "upstream-ca", "Upstream Test CA");
     TestCert backend = MakeSignedBy(ca, dir_, "backend", "backend", {"backend.test"});
     int h2c_port = PickFreePort();
@@ -125,7 +143,7 @@ class UpstreamHttp2Test : public ::testing::Test {
     nginx_ = std::make_unique<Nginx>(
         dir_,
         NginxServers(h2c_port, h2_tls_port, h1_tls_port, origin_.port(), goaway_port,
-                     limited_port, backend),
+                     limited_port, ws_port, backend),
         std::vector<int>{h2c_port, h2_tls_port, h1_tls_port, goaway_port, limited_port});
     ASSERT_TRUE(nginx_->ok()) << nginx_->Log();
     // TLS that answers no ALPN at all (and HTTP/1.0 to "GET /").
@@ -179,6 +197,8 @@ class UpstreamHttp2Test : public ::testing::Test {
         routes,
         "        - match: {prefix: /auto-no-alpn/}\n"
         "          route: {cluster: auto-no-alpn, prefix_rewrite: /}\n",
+        "        - match: {prefix: /ws/}\n"
+        "          route: {cluster: auto-h2, websocket: true}\n",
         "---\nkind: Listener\nname: http\nspec: {address: 127.0.0.1, port: ", proxy_port_,
         ", route_table: main}\n");
     auto r = cp_.Ctl({"apply", "-f", WriteFile(dir_, "config.yaml", yaml)});
@@ -193,6 +213,7 @@ class UpstreamHttp2Test : public ::testing::Test {
 
   ControlPlane cp_{"", "info"};
   UpstreamServer origin_{"origin"};
+  std::unique_ptr<Process> ws_echo_;  // ws_tool.py server, behind nginx's /ws/
   std::unique_ptr<Nginx> nginx_;
   std::unique_ptr<Process> no_alpn_;
   std::unique_ptr<Proxy> proxy_;
@@ -261,6 +282,31 @@ TEST_F(UpstreamHttp2Test, AutoSpeaksHttp2WhenTheUpstreamPicksH2) {
   EXPECT_EQ(r.body, "h2-upstream\n");
   EXPECT_EQ(r.header("x-proto"), "HTTP/2.0");
   EXPECT_EQ(r.header("x-alpn"), "h2");
+}
+
+// A WebSocket through an AUTO cluster whose endpoint speaks h2 (nginx, which
+// takes WebSocket handshakes over HTTP/1.1 only, as most servers): its
+// handshake goes over a connection that offered http/1.1 alone by ALPN, from
+// an HTTP/1.1 client and from an RFC 8441 one; other requests still go over
+// HTTP/2. Before, the handshake went out as an HTTP/2 GET without its
+// Upgrade: the echo server behind nginx answered 426.
+TEST_F(UpstreamHttp2Test, AutoTakesAWebSocketOverHttp11ToAnEndpointThatSpeaksH2) {
+  auto ws = [](const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"/usr/bin/python3"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, {}, absl::Seconds(60));
+  };
+  CommandResult r = ws({RunfilePath("tests/harness/ws_tool.py"), "client",
+                        absl::StrCat("ws://", ProxyAddress(), "/ws/one")});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "ok ")) << r.out << r.err;
+  r = ws({RunfilePath("tests/harness/ws_h2_client.py"), "--port", absl::StrCat(proxy_port_),
+          "--path", "/ws/two", "--mode", "echo"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nok\n") << r.err;
+  HttpResponse plain = Get("/auto-h2/after-ws");
+  ASSERT_TRUE(plain.ok()) << plain.error;
+  EXPECT_EQ(plain.header("x-proto"), "HTTP/2.0");
 }
 
 TEST_F(UpstreamHttp2Test, AutoFallsBackToHttp11WhenTheUpstreamPicksIt) {
