@@ -874,8 +874,18 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   parser_.Resume();
   ResumeReading();
   // Pipelined requests already buffered: continue on the next loop turn,
-  // outside every callback that brought us here.
-  if (!connection_->input().empty()) resume_timer_.Enable(absl::ZeroDuration());
+  // outside every callback that brought us here. A response made while
+  // ProcessInput parses (a direct response, a policy's 401 or 429, a cache
+  // hit: answered within OnHead) needs no turn: that pass goes on with the
+  // bytes after its request. Before, each such answer armed the timer too,
+  // a wakeup for nothing whose libevent event (128 bytes) the idle
+  // connection then kept.
+  if (connection_->input().empty()) return;
+  if (in_process_input_) {
+    process_again_ = true;
+  } else {
+    resume_timer_.Enable(absl::ZeroDuration());
+  }
 }
 
 void DownstreamConnection::ResumeReading() {

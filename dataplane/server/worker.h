@@ -236,6 +236,8 @@ class Worker {
   void UseSnapshotForTesting(std::shared_ptr<const config::ConfigSnapshot> snapshot) {
     snapshot_ = std::move(snapshot);
   }
+  // Accepts what waits on `listen_fd` for `listener`, as its readiness does.
+  void AcceptForTesting(const std::string& listener, int listen_fd) { Accept(listener, listen_fd); }
   // Thread-safe: stop accepting; keep-alive connections close after their
   // current response; idle ones close now.
   void StartDrain();

@@ -5,10 +5,15 @@
 // replies -- on routes that answer without an upstream -- and, on the
 // worker's simulated clock, the stream's timeouts that need no upstream: a
 // policy that does not resume in time, a request body held for a policy
-// that stalls.
+// that stalls. One test serves a real client connection (loopback) with the
+// same worker, to see which of the connection's timers an answer leaves.
 #include "dataplane/server/proxy_stream.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <set>
 
@@ -251,6 +256,7 @@ class ProxyStreamTest : public ::testing::Test {
     l.http2_initial_stream_window = 1 << 20;
     l.max_uri_bytes = 16384;
     l.max_request_headers = 100;
+    l.sockets = std::make_shared<config::ListenSockets>();  // counts the one test's connection
     worker_.UseSnapshotForTesting(snapshot);
   }
 
@@ -597,6 +603,56 @@ TEST_F(ProxyStreamTimeoutTest, AClientThatLeavesMidPauseGetsNoTimeout) {
 }
 
 // A body held whole for a policy (the body recorder) is bounded by the
+// Requests the gateway answers while their heads are parsed (direct
+// responses here; a policy's 401 or 429, a cache hit) leave their client
+// connection with its idle timer armed and nothing else, and a request
+// pipelined behind one is answered in the same pass. Before, each such
+// answer armed the connection's resume timer too: a wakeup for nothing, and
+// a libevent event that every idle connection then kept (128 bytes).
+TEST_F(ProxyStreamTimeoutTest, AnAnswerMadeWhileTheHeadIsParsedArmsNoOtherTimer) {
+  const int listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listen_fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof(address);
+  ASSERT_EQ(bind(listen_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listen_fd, 4), 0);
+  ASSERT_EQ(getsockname(listen_fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  const int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  worker_.AcceptForTesting(listener_, listen_fd);
+  ASSERT_EQ(worker_.active_connections(), 1);
+  const size_t idle_only = TimersArmed();  // the new connection's idle timer
+  const std::string two = "GET /held/1 HTTP/1.1\r\nhost: a\r\n\r\n"
+                          "GET /held/2 HTTP/1.1\r\nhost: a\r\n\r\n";
+  ASSERT_EQ(send(client, two.data(), two.size(), 0), static_cast<ssize_t>(two.size()));
+  std::string got;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  auto answers = [&got] {
+    size_t n = 0;
+    for (size_t at = got.find("HTTP/1.1 200"); at != std::string::npos;
+         at = got.find("HTTP/1.1 200", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  while (answers() < 2 && absl::Now() < deadline) {
+    Advance(absl::ZeroDuration());  // a pass of the loop: I/O, no time
+    char buffer[4096];
+    const ssize_t n = recv(client, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n > 0) got.append(buffer, static_cast<size_t>(n));
+  }
+  EXPECT_EQ(answers(), 2u) << got;
+  // The idle timer, and the worker's trim of spare exchange objects (the
+  // connection, idle, gave its own back).
+  EXPECT_EQ(TimersArmed(), idle_only + 1);
+  close(client);
+  while (worker_.active_connections() > 0 && absl::Now() < deadline) Advance(absl::ZeroDuration());
+  EXPECT_EQ(worker_.active_connections(), 0);
+  close(listen_fd);
+}
+
 // route's idle_timeout (5 s here), not its timeout (3 s), which starts only
 // when the request goes upstream.
 TEST_F(ProxyStreamTimeoutTest, AHeldBodyThatStallsIsAnswered408AtTheIdleTimeout) {
