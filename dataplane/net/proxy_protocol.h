@@ -74,6 +74,7 @@ class ProxyProtocolTransport : public TransportSocket {
     return inner_->handshake_failure_kind();
   }
   bool plain_http1_request() const override { return inner_->plain_http1_request(); }
+  std::string_view plain_http1_head() const override { return inner_->plain_http1_head(); }
   bool truncated() const override { return inner_->truncated(); }
   const ProxyHeaderState* proxy_header() const override { return &state_; }
 

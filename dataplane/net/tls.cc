@@ -345,6 +345,9 @@ std::string SubjectOf(X509* cert) {
 }
 
 constexpr size_t kFirstBytes = 24;
+// What is kept of first bytes that begin no TLS record (a handshake
+// record's first byte is 22): a plain HTTP request's head, for its log line.
+constexpr size_t kFirstBytesPlain = 4096;
 
 // Whether a connection's first bytes are an HTTP/1 request line's start (a
 // method token of capitals and a space) or the HTTP/2 client preface.
@@ -716,9 +719,13 @@ class TlsTransportSocket::SocketBio {
     BIO_clear_retry_flags(bio);
     const ssize_t n = ::recv(socket->fd_, out, static_cast<size_t>(size), 0);
     if (n > 0) {
-      if (socket->first_bytes_.size() < kFirstBytes) {
-        socket->first_bytes_.append(
-            out, std::min<size_t>(static_cast<size_t>(n), kFirstBytes - socket->first_bytes_.size()));
+      if (!socket->done_) {
+        const size_t kept = socket->first_bytes_.size();
+        const char first = kept > 0 ? socket->first_bytes_[0] : out[0];
+        const size_t limit = first == 22 ? kFirstBytes : kFirstBytesPlain;
+        if (kept < limit) {
+          socket->first_bytes_.append(out, std::min<size_t>(static_cast<size_t>(n), limit - kept));
+        }
       }
       socket->socket_drained_ = n < size;
       return static_cast<int>(n);
@@ -788,6 +795,7 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
   int ret = SSL_do_handshake(ssl_);
   if (ret == 1) {
     done_ = true;
+    std::string().swap(first_bytes_);  // needed only if the handshake failed
     info_.version = SSL_get_version(ssl_);
     if (const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_)) {
       info_.cipher = SSL_CIPHER_get_name(cipher);
@@ -857,6 +865,10 @@ TransportSocket::Progress TlsTransportSocket::Handshake() {
 bool TlsTransportSocket::plain_http1_request() const {
   return server_ && failed_ && failure_kind_ == "plain_http" &&
          first_bytes_.rfind("PRI * HTTP/2.0", 0) != 0;
+}
+
+std::string_view TlsTransportSocket::plain_http1_head() const {
+  return plain_http1_request() ? std::string_view(first_bytes_) : std::string_view();
 }
 
 ssize_t TlsTransportSocket::Read(char* buffer, size_t size) {

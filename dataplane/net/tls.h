@@ -198,6 +198,7 @@ class TlsTransportSocket : public TransportSocket {
   const std::string& failure_reason() const override { return failure_reason_; }
   std::string_view handshake_failure_kind() const override { return failure_kind_; }
   bool plain_http1_request() const override;
+  std::string_view plain_http1_head() const override;
   bool truncated() const override { return truncated_; }
 
  private:
@@ -216,8 +217,10 @@ class TlsTransportSocket : public TransportSocket {
   bool socket_drained_ = false;
   // recv returned 0: the peer closed its side.
   bool peer_eof_ = false;
-  // The connection's first bytes (up to 24), to tell plain HTTP sent to a
-  // TLS port from other garbage when the handshake fails.
+  // The connection's first bytes until the handshake is done (then freed):
+  // up to 24, to tell plain HTTP sent to a TLS port from other garbage when
+  // the handshake fails, and up to 4 KiB when they begin no TLS record, so
+  // such a request's head can be logged.
   std::string first_bytes_;
   // The peer closed without close_notify (seen on client sockets, whose
   // context does not ignore an unexpected EOF).

@@ -110,6 +110,9 @@ class TransportSocket {
   // clear (a client that used http:// for an https:// port); not for the
   // HTTP/2 preface, whose client would not read an HTTP/1 answer.
   virtual bool plain_http1_request() const { return false; }
+  // When plain_http1_request(): the bytes it began with (up to 4 KiB), for
+  // the access log's method, path, Host and User-Agent.
+  virtual std::string_view plain_http1_head() const { return {}; }
   // The peer ended the stream without saying so (TLS: no close_notify
   // before the TCP close; upstream sockets only), so data that ends at the
   // close may be cut short by an attacker or a failure (RFC 8446 6.1, RFC

@@ -978,6 +978,9 @@ bool DownstreamConnection::OnPlainHttpRequest(std::string* reply) {
   *reply = ClosingErrorHead(400, body.size(), request_id);
   reply->append(body);
   worker_.stats().downstream_responses_by_class[4]->Inc();
+  // Logged with what its first bytes hold whole: the request line, Host,
+  // User-Agent (as nginx logs it).
+  parser_.SalvageRefusedRequest(connection_->transport().plain_http1_head());
   RecordSessionError(400, request_id, nullptr, body.size());
   connection_->LingerOnClose(&worker_.lingering());
   return true;

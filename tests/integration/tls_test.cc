@@ -744,11 +744,13 @@ TEST_F(TlsTest, PlainHttpOnATlsPortIsAnsweredWithA400) {
   // And the listener still serves TLS afterwards.
   EXPECT_EQ(SubjectFor("a.test"), "/CN=a.test");
 
-  // The 400 is in the access log, under the request id the client got.
+  // The 400 is in the access log, under the request id the client got,
+  // with its request line, Host and User-Agent (before: none of them).
   const std::string log = dir_ + "/plain.log";
   ASSERT_TRUE(LogTheMtlsListener(log));
-  const std::string reply = SendRaw(absl::StrCat("127.0.0.1:", mtls_port_),
-                                    "GET /secret HTTP/1.1\r\nhost: a.test\r\n\r\n");
+  const std::string reply =
+      SendRaw(absl::StrCat("127.0.0.1:", mtls_port_),
+              "OPTIONS /secret?q=1 HTTP/1.1\r\nhost: a.test\r\nuser-agent: wrong-scheme/1\r\n\r\n");
   check(reply);
   const size_t at = reply.find("x-request-id: ");
   ASSERT_NE(at, std::string::npos) << reply;
@@ -756,6 +758,10 @@ TEST_F(TlsTest, PlainHttpOnATlsPortIsAnsweredWithA400) {
   const std::string line = WaitForFileLine(log, id, absl::Seconds(5)).value_or("");
   EXPECT_TRUE(absl::StrContains(line, "\"status\":400")) << line;
   EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"bad_request\"")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"method\":\"OPTIONS\",\"authority\":\"a.test\","
+                                      "\"path\":\"/secret?q=1\",\"protocol\":\"HTTP/1.1\""))
+      << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"user_agent\":\"wrong-scheme/1\"")) << line;
 }
 
 TEST_F(TlsTest, BadKeyMaterialIsRejectedAndTheLastGoodConfigKeepsServing) {
