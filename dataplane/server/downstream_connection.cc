@@ -38,20 +38,6 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
       resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }),
       secure_(static_cast<bool>(listener.tls)) {
-  http2_options_.limits.max_concurrent_streams = listener.http2_max_concurrent_streams;
-  http2_options_.limits.initial_window_size = listener.http2_initial_stream_window;
-  http2_options_.limits.enable_connect_protocol = listener.http2_websocket;
-  // What a stream's client may send ahead of its upstream taking it: the
-  // window the listener advertises, and no more (a 1 MiB floor made a
-  // smaller window bound nothing).
-  http2_options_.limits.max_request_body_buffer = listener.http2_initial_stream_window;
-  http2_options_.limits.max_header_list_bytes =
-      static_cast<uint32_t>(listener.max_request_headers_bytes);
-  http2_options_.limits.max_trailer_fields = static_cast<uint32_t>(listener.max_request_headers);
-  http2_options_.idle_timeout = listener.idle_timeout;
-  http2_options_.request_headers_timeout = listener.request_headers_timeout;
-  http2_options_.max_requests = listener.max_requests_per_connection;
-  http2_options_.max_connection_age = listener.max_connection_age;
   max_requests_ = listener.max_requests_per_connection;
   if (listener.max_connection_age > absl::ZeroDuration()) {
     age_timer_ = std::make_unique<event::Timer>(worker.dispatcher(), [this] {
@@ -108,12 +94,46 @@ void DownstreamConnection::OnConnected() {
   if (!stream_in_use_ && connection_->input().empty()) ArmIdleTimer();
 }
 
+namespace {
+
+// The session's settings, read from the listener when the connection turns
+// to HTTP/2 rather than kept by every HTTP/1 connection from its accept (104
+// bytes each): a change of them since drains the connection anyway.
+Http2SessionOptions Http2OptionsOf(const config::ListenerRuntime& listener) {
+  Http2SessionOptions options;
+  options.limits.max_concurrent_streams = listener.http2_max_concurrent_streams;
+  options.limits.initial_window_size = listener.http2_initial_stream_window;
+  options.limits.enable_connect_protocol = listener.http2_websocket;
+  // What a stream's client may send ahead of its upstream taking it: the
+  // window the listener advertises, and no more (a 1 MiB floor made a
+  // smaller window bound nothing).
+  options.limits.max_request_body_buffer = listener.http2_initial_stream_window;
+  options.limits.max_header_list_bytes = static_cast<uint32_t>(listener.max_request_headers_bytes);
+  options.limits.max_trailer_fields = static_cast<uint32_t>(listener.max_request_headers);
+  options.idle_timeout = listener.idle_timeout;
+  options.request_headers_timeout = listener.request_headers_timeout;
+  options.max_requests = listener.max_requests_per_connection;
+  options.max_connection_age = listener.max_connection_age;
+  return options;
+}
+
+}  // namespace
+
 void DownstreamConnection::SwitchToHttp2() {
+  // Its listener: the one it came in on, kept with the last config that had
+  // it once a newer one removed it.
+  const config::ConfigSnapshot& config =
+      listener_snapshot_ != nullptr ? *listener_snapshot_ : *worker_.snapshot();
+  auto listener = config.listeners.find(listener_name_);
+  if (listener == config.listeners.end()) {
+    CloseNow();  // not reached: listener_snapshot_ has it once it is gone
+    return;
+  }
   timer_.Clear();
   resume_timer_.Disable();
   closed_ = true;  // this object is done: the session owns the connection now
   auto* session = new Http2Session(worker_, std::move(connection_), listener_name_, peer_ip_,
-                                   http2_options_);
+                                   Http2OptionsOf(listener->second));
   // A drain asked for during the handshake (the listener removed or its TLS
   // rules changed, the worker's drain) carries over: the session would
   // otherwise serve on under the rules the connection no longer meets.

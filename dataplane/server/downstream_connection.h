@@ -155,15 +155,19 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   http::Http1Parser parser_;
   event::DeadlineTimer timer_;  // idle, then request-head timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
-  bool timer_is_head_ = false;  // timer_ counts the request-head timeout
   absl::Time head_began_ = absl::InfinitePast();  // a request head's first byte came
-  bool abandoned_head_logged_ = false;
   // From the worker's spares at a request's head (Worker::TakeStream),
   // given back once the connection idles; kept for pipelined requests.
   std::unique_ptr<ProxyStream> stream_;
-  bool stream_in_use_ = false;           // from OnHead to OnStreamDone / Abort
   std::vector<http::HeaderField> request_trailers_;  // OnTrailers -> OnMessageComplete
   std::string absolute_target_;  // "/?q" for an absolute-form target with no path
+  // The flags, together: no padding after each (every idle connection has
+  // one of these objects).
+  bool timer_is_head_ = false;  // timer_ counts the request-head timeout
+  bool abandoned_head_logged_ = false;
+  bool stream_in_use_ = false;  // from OnHead to OnStreamDone / Abort
+  bool in_process_input_ = false;
+  bool process_again_ = false;
   bool close_after_response_ = false;
   // Asked to end gracefully (the worker drains, the listener was removed,
   // max_connection_age): the next response head says Connection: close
@@ -197,9 +201,6 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // Made when its listener moved, went, or changed its TLS rules
   // (StartListenerDrain).
   std::unique_ptr<event::Timer> listener_drain_timer_;
-  Http2SessionOptions http2_options_;
-  bool in_process_input_ = false;
-  bool process_again_ = false;
 };
 
 }  // namespace sluice::server
