@@ -2843,8 +2843,9 @@ std::vector<std::string> ConfigNotes(const ResourceMap& next, const StateDiff& d
               "RouteTable \"", id.second, "\": ",
               Join(Index("virtual_hosts", v), Join(Index("routes", r), "route.websocket")),
               ": Cluster \"", name,
-              "\" speaks HTTP2, which carries no WebSocket: its upgrades go upstream as plain "
-              "requests (use an HTTP1 or AUTO cluster for WebSocket routes)"));
+              "\" speaks HTTP2: its WebSockets go upstream as extended CONNECT (RFC 8441), "
+              "which its endpoints must allow (SETTINGS_ENABLE_CONNECT_PROTOCOL) or each is "
+              "answered 502 (an HTTP1 or AUTO cluster takes them as HTTP/1.1 upgrades)"));
         }
       }
     }

@@ -595,9 +595,13 @@ void Http2ClientCodec::ResetByCodec(Stream* stream, uint32_t error_code,
 int32_t Http2ClientCodec::SubmitRequest(const Http2Request& request,
                                         bool end_stream) {
   if (!CanOpenStream()) return -1;
-  const bool connect = request.method == "CONNECT";
+  // A plain CONNECT has neither :scheme nor :path; an extended one has both.
+  const bool extended = !request.protocol.empty();
+  const bool connect = request.method == "CONNECT" && !extended;
   if (request.method.empty() ||
-      (!connect && (request.scheme.empty() || request.path.empty()))) {
+      (!connect && (request.scheme.empty() || request.path.empty())) ||
+      (extended && (request.method != "CONNECT" ||
+                    !peer_allows_extended_connect()))) {
     return -1;
   }
   FieldList fields;
@@ -617,6 +621,7 @@ int32_t Http2ClientCodec::SubmitRequest(const Http2Request& request,
   if (connect && authority.empty()) return -1;
   std::vector<nghttp2_nv> pseudo;
   pseudo.push_back(MakeNv(":method", request.method));
+  if (extended) pseudo.push_back(MakeNv(":protocol", request.protocol));
   if (!connect) {
     pseudo.push_back(MakeNv(":scheme", request.scheme));
   }
@@ -714,6 +719,12 @@ bool Http2ClientCodec::CanOpenStream() const {
   return !failed_ && !transport_closed_ && !goaway_received_ && !goaway_sent_ &&
          streams_.size() < peer_max_concurrent_streams() &&
          nghttp2_session_check_request_allowed(session_) != 0;
+}
+
+bool Http2ClientCodec::peer_allows_extended_connect() const {
+  return peer_settings_received_ &&
+         nghttp2_session_get_remote_settings(
+             session_, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1;
 }
 
 uint32_t Http2ClientCodec::peer_max_concurrent_streams() const {

@@ -129,6 +129,10 @@ struct Http2Request {
   std::string_view scheme;     // "http" / "https"
   std::string_view authority;  // sent as :authority
   std::string_view path;
+  // :protocol, with method CONNECT: an extended CONNECT (RFC 8441, a
+  // WebSocket), which keeps :scheme and :path. Only to a peer whose
+  // SETTINGS allow it (peer_allows_extended_connect).
+  std::string_view protocol;
   const HeaderField* fields = nullptr;  // regular fields
   size_t field_count = 0;
 };
@@ -230,6 +234,8 @@ class Http2ClientCodec {
   bool CanOpenStream() const;
   // The peer's first SETTINGS arrived: its stream limit is known.
   bool peer_settings_received() const { return peer_settings_received_; }
+  // Its SETTINGS said SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 3).
+  bool peer_allows_extended_connect() const;
   // Streams opened whose end the caller has not yet seen or caused. A stream
   // the caller reset, or whose response completed, leaves at once; should
   // the peer still count it (its RST_STREAM not yet written), nghttp2 holds

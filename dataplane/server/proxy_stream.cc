@@ -226,6 +226,23 @@ bool IsWebSocketUpgrade(const std::vector<http::HeaderField>& headers) {
   return false;
 }
 
+// RFC 6455 4.1: a Sec-WebSocket-Key is the base64 of 16 bytes.
+bool IsWebSocketKey(std::string_view value) {
+  std::string nonce;
+  return value.size() == 24 &&
+         absl::Base64Unescape(absl::string_view(value.data(), value.size()), &nonce) &&
+         nonce.size() == 16;
+}
+
+// RFC 6455 4.2.2: the base64 of the SHA-1 of the key and the protocol's GUID.
+std::string WebSocketAccept(absl::string_view key) {
+  const std::string keyed = absl::StrCat(key, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(keyed.data()), keyed.size(), digest);
+  return absl::Base64Escape(
+      absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
+}
+
 // How long past a policy's own bound on its pause (SetPauseLimit) the
 // route timer waits: the policy's timer fires first.
 constexpr absl::Duration kPauseLimitMargin = absl::Seconds(1);
@@ -1122,17 +1139,24 @@ void ProxyStream::Route(const RequestHead& request) {
       return;
     }
   }
-  // WebSocket (an HTTP/1.1 Upgrade) needs an HTTP/1.1 upstream: an AUTO
-  // cluster's is reached over HTTP/1.1 (ConnectUpstream), an HTTP2 one's
-  // cannot be.
+  // A WebSocket goes to an HTTP/1.1 upstream as the HTTP/1.1 handshake (an
+  // AUTO cluster's endpoints are reached over HTTP/1.1 for it:
+  // ConnectUpstream), to an HTTP2 cluster's as an extended CONNECT (RFC
+  // 8441), Envoy's translation.
   upgrade_ = route_->websocket && head.upgrade && head.method == "GET" && !head.http10 &&
-             cluster_->protocol != upstream::UpstreamProtocol::kHttp2 &&
              (head.extended_connect || IsWebSocketUpgrade(*head.headers));
-  if (head.extended_connect && !upgrade_) {
-    response_flag_ = "upgrade_refused";
-    SendLocalResponse(403, absl::StrCat("WebSocket needs an HTTP/1.1 upstream: cluster ",
-                                        cluster_->name, " speaks HTTP/2"));
-    return;
+  if (upgrade_ && !head.extended_connect &&
+      cluster_->protocol == upstream::UpstreamProtocol::kHttp2) {
+    // The gateway answers the HTTP/1.1 handshake itself (Sec-WebSocket-Accept
+    // from the key): the upstream never sees the key.
+    const http::HeaderField* key = http::FindHeader(*head.headers, "sec-websocket-key");
+    if (key == nullptr || !IsWebSocketKey(key->value)) {
+      response_flag_ = "bad_request";
+      SendLocalResponse(400, "the WebSocket handshake has no valid Sec-WebSocket-Key "
+                             "(RFC 6455 4.1: the base64 of 16 bytes)");
+      return;
+    }
+    websocket_key_.assign(key->value);
   }
   if (cluster_->hash_table) hash_ = HashKeyFor(*cluster_, head);
   const upstream::ClusterInfo& cluster = *cluster_;
@@ -1280,12 +1304,16 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
     st.push_back('\0');
   };
   std::string authority(head.authority.empty() ? std::string_view("localhost") : head.authority);
+  // A WebSocket to an HTTP2 cluster: an extended CONNECT (RFC 8441 4),
+  // whose handshake has no key (the gateway answers an HTTP/1.1 client's).
+  const bool websocket = upgrade_ && cluster_->protocol == upstream::UpstreamProtocol::kHttp2;
   for_each([&](std::string_view name, std::string_view value) {
     // The (forwarded, perhaps rewritten by a policy) Host is :authority.
     if (http::EqualsIgnoreCase(name, "host")) {
       authority.assign(value);
       return;
     }
+    if (websocket && http::EqualsIgnoreCase(name, "sec-websocket-key")) return;
     put(name, value);
   });
   // gRPC servers require it; HTTP/2 allows no other TE value (RFC 9113
@@ -1295,7 +1323,8 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
     put("content-length", std::to_string(head.content_length));
   }
   size_t regular_end = st.size();
-  for (std::string_view v : {std::string_view(head.method),
+  const std::string_view method = websocket ? std::string_view("CONNECT") : head.method;
+  for (std::string_view v : {method,
                              std::string_view(cluster_->transport != nullptr ? "https" : "http"),
                              std::string_view(authority), path}) {
     st.append(v);
@@ -1320,6 +1349,7 @@ void ProxyStream::BuildHttp2Head(const RequestHead& head, std::string_view path,
   h2_request_.scheme = pseudo[1];
   h2_request_.authority = pseudo[2];
   h2_request_.path = pseudo[3];
+  h2_request_.protocol = websocket ? "websocket" : "";
   h2_request_.fields = h2_fields_.data();
   h2_request_.field_count = h2_fields_.size();
 }
@@ -2058,8 +2088,25 @@ void ProxyStream::SendRequestHttp1() {
 }
 
 void ProxyStream::SendRequestHttp2() {
-  bool end_with_head = request_complete_ && replay_.empty() && request_trailers_.empty();
   upstream::Http2UpstreamStream* stream = upstream2_.get();
+  if (upgrade_) {
+    // The extended CONNECT waits for the upstream's SETTINGS, which must
+    // allow it (RFC 8441 3): OnUpstreamSettled.
+    if (!stream->connection_settled()) return;
+    if (!stream->peer_allows_extended_connect()) {
+      // The endpoint is well (it answers HTTP/2), the config asks what it
+      // does not do: no try is reported against it, none is retried.
+      ReleaseUpstream(false);
+      upstream_failure_ = "does not take WebSocket over HTTP/2: its SETTINGS have no "
+                          "SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441)";
+      response_flag_ = "upstream_protocol_error";
+      SendLocalResponse(502, absl::StrCat("upstream ", upstream_failure_));
+      return;
+    }
+    stream->SendHeaders(h2_request_, false);  // the tunnel's end is the client's
+    return;
+  }
+  bool end_with_head = request_complete_ && replay_.empty() && request_trailers_.empty();
   stream->SendHeaders(h2_request_, end_with_head);
   if (upstream2_.get() != stream || end_with_head) return;  // refused, or nothing more
   if (!replay_.empty()) stream->SendData(replay_, false);
@@ -2068,6 +2115,7 @@ void ProxyStream::SendRequestHttp2() {
 
 void ProxyStream::SendRequestEnd() {
   if (upstream2_) {
+    if (upgrade_) return;  // the handshake's end is no END_STREAM: OnTunnelClientEnd
     if (request_trailers_.empty()) {
       upstream2_->SendData({}, true);
       return;
@@ -2342,6 +2390,13 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     }
   }
   if (tunnel_) {
+    if (upstream2_) {
+      upstream2_->SendData(chunk, false);
+      if (upstream2_ && upstream2_->queued_bytes() > sink_->buffer_limit()) {
+        sink_->SetRequestReadEnabled(false);
+      }
+      return;
+    }
     if (!upstream_) return;
     net::Connection& up = upstream_->connection();
     up.Write(chunk);
@@ -2466,6 +2521,10 @@ void ProxyStream::OnUpstreamConnected() {
 
 void ProxyStream::OnUpstreamSettled() {
   if (!active_) return;
+  if (upgrade_ && upstream2_ && !upstream2_->headers_sent()) {
+    SendRequestHttp2();  // the extended CONNECT that waited for the SETTINGS
+    if (!active_) return;
+  }
   DropReplayPastLimit();
   ResumeHeldForAlpn();
 }
@@ -2520,6 +2579,13 @@ void ProxyStream::OnUpstreamHead(const http::MessageHead& head) {
     --attempts_;  // not the endpoint's fault, not a retry
     fresh_connection_ = true;
     ConnectUpstream();
+    return;
+  }
+  if (upgrade_ && upstream2_ && head.status >= 200 && head.status < 300) {
+    // An HTTP/2 upstream's 2xx to the extended CONNECT: the tunnel is open
+    // (RFC 8441 5).
+    first_byte_ = absl::Now();
+    StartTunnel(head);
     return;
   }
   if (extended_connect_ && head.status >= 200 && head.status < 300) {
@@ -2743,20 +2809,39 @@ void ProxyStream::StartTunnel(const http::MessageHead& head) {
   counted_tunnel_ = true;
   route_timer_.Clear();  // the route timeout covered the handshake only
   CollectResponseFields(head);
+  if (upstream2_ && !extended_connect_) {
+    // An HTTP/1.1 client's handshake, opened by an HTTP/2 upstream's 2xx:
+    // the 101 answers the client's key (the key's storage now holds the
+    // answer, which the head views).
+    websocket_key_ = WebSocketAccept(websocket_key_);
+    response_fields_.push_back({"sec-websocket-accept", websocket_key_});
+  }
   ResponseHead out;
   out.status = 101;
   out.reason = "Switching Protocols";
   out.body = ResponseHead::Body::kTunnel;
   EncodeResponseHead(out, response_fields_);
   StartIdleTimer(route_->websocket_idle_timeout);
-  if (!extended_connect_ || !active_ || !upstream_) return;
+  if (!extended_connect_ || !active_ || !HasUpstream()) return;
   // An HTTP/2 WebSocket: what its client sent early goes first.
   if (deferred_ != nullptr && !deferred_->tunnel_early.empty()) {
-    upstream_->connection().Write(deferred_->tunnel_early);
+    if (upstream2_) {
+      upstream2_->SendData(deferred_->tunnel_early, false);
+    } else {
+      upstream_->connection().Write(deferred_->tunnel_early);
+    }
     std::string().swap(deferred_->tunnel_early);
     sink_->SetRequestReadEnabled(true);
   }
-  if (tunnel_client_ended_) upstream_->connection().ShutdownWriteAfterFlush();
+  if (tunnel_client_ended_) EndTunnelUpstreamWrites();
+}
+
+void ProxyStream::EndTunnelUpstreamWrites() {
+  if (upstream2_) {
+    upstream2_->SendData({}, true);  // END_STREAM: RFC 8441's half-close
+  } else if (upstream_) {
+    upstream_->connection().ShutdownWriteAfterFlush();
+  }
 }
 
 // RFC 8441 5: the HTTP/2 request has no Sec-WebSocket-Key (the nonce of
@@ -2792,16 +2877,10 @@ void ProxyStream::EndTunnel(std::string_view flag) {
   Finish();
 }
 
-// RFC 6455 4.2.2: the base64 of the SHA-1 of the key and the protocol's GUID.
 bool ProxyStream::AcceptsWebSocketKey(const std::vector<http::HeaderField>& fields) const {
   const http::HeaderField* accept = http::FindHeader(fields, "sec-websocket-accept");
-  if (accept == nullptr) return false;
-  const std::string keyed = absl::StrCat(websocket_key_, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(keyed.data()), keyed.size(), digest);
   // The parser took the optional white space off the value.
-  return accept->value == absl::Base64Escape(absl::string_view(
-                              reinterpret_cast<const char*>(digest), sizeof(digest)));
+  return accept != nullptr && accept->value == WebSocketAccept(websocket_key_);
 }
 
 void ProxyStream::OnTunnelClientEnd() {
@@ -2812,7 +2891,7 @@ void ProxyStream::OnTunnelClientEnd() {
   }
   // A half-close, as Envoy and HAProxy carry it: the upstream may still
   // answer (its Close frame), and its close ends the tunnel.
-  if (upstream_) upstream_->connection().ShutdownWriteAfterFlush();
+  EndTunnelUpstreamWrites();
 }
 
 // The idle deadline is read on the dispatcher's clock (simulated in unit

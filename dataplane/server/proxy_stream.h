@@ -364,6 +364,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   void StartIdleTimer(absl::Duration limit);
   void OnIdleTimer();
   void StartTunnel(const http::MessageHead& head);
+  // The client's end of a tunnel, carried upstream: a half-close (HTTP/1.1)
+  // or END_STREAM (HTTP/2) once what the client sent is out.
+  void EndTunnelUpstreamWrites();
   // For an HTTP/2 WebSocket's HTTP/1.1 handshake: the Sec-WebSocket-Key
   // (and version) an RFC 8441 request does not carry.
   void AppendHttp1WebSocketFields(const std::vector<http::HeaderField>& fields, std::string* out);
@@ -543,7 +546,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   bool head_request_ = false;
   bool upgrade_ = false;  // a WebSocket upgrade the route allows
   bool extended_connect_ = false;  // RequestHead::extended_connect
-  // The Sec-WebSocket-Key an extended CONNECT's handshake went upstream with.
+  // The Sec-WebSocket-Key an extended CONNECT's handshake went upstream
+  // with; or an HTTP/1.1 client's, whose handshake went to an HTTP/2
+  // upstream as an extended CONNECT, then the Accept answering it (StartTunnel).
   std::string websocket_key_;
   // An extended CONNECT's client ended its stream before the 101 came.
   bool tunnel_client_ended_ = false;

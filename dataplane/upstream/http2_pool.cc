@@ -35,6 +35,14 @@ Http2UpstreamStream::~Http2UpstreamStream() {
   connection_->Forget(this);
 }
 
+bool Http2UpstreamStream::connection_settled() const {
+  return connection_ != nullptr && connection_->settled();
+}
+
+bool Http2UpstreamStream::peer_allows_extended_connect() const {
+  return connection_ != nullptr && connection_->codec_.peer_allows_extended_connect();
+}
+
 void Http2UpstreamStream::SendHeaders(const http::Http2Request& request, bool end_stream) {
   if (connection_ == nullptr || id_ >= 0) return;
   Http2UpstreamConnection* c = connection_;
@@ -174,8 +182,14 @@ void Http2UpstreamConnection::OnSettings() {
   std::vector<int32_t> ids;
   ids.reserve(streams_.size());
   for (auto& [id, s] : streams_) ids.push_back(id);
+  // And those whose HEADERS wait for them (a WebSocket's extended CONNECT
+  // may go only where they allow it).
+  std::vector<Http2UpstreamStream*> pending(pending_.begin(), pending_.end());
   for (int32_t id : ids) {
     if (Http2UpstreamStream* s = Find(id)) s->events_->OnUpstreamSettled();
+  }
+  for (Http2UpstreamStream* s : pending) {
+    if (pending_.count(s)) s->events_->OnUpstreamSettled();
   }
 }
 

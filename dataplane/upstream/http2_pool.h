@@ -102,6 +102,13 @@ class Http2UpstreamStream {
   // The request went to the codec on a connection whose SETTINGS came:
   // no connect failure can follow.
   bool settled() const;
+  // Its connection is up and the upstream's SETTINGS came (the request's
+  // HEADERS may not have gone yet).
+  bool connection_settled() const;
+  // Those SETTINGS allow an extended CONNECT (RFC 8441: a WebSocket).
+  bool peer_allows_extended_connect() const;
+  // SendHeaders went to the codec.
+  bool headers_sent() const { return id_ >= 0; }
   // The connection carried other requests before this one.
   bool reused() const { return reused_; }
   // A response byte arrived.

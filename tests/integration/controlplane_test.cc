@@ -309,7 +309,8 @@ TEST(ControlPlaneTest, AWebSocketRouteToAnHttp2ClusterIsAppliedWithAWarning) {
   EXPECT_TRUE(absl::StrContains(
       applied.err,
       "warning: RouteTable \"main\": virtual_hosts[0].routes[0].route.websocket: Cluster "
-      "\"grpc\" speaks HTTP2, which carries no WebSocket"))
+      "\"grpc\" speaks HTTP2: its WebSockets go upstream as extended CONNECT (RFC 8441), "
+      "which its endpoints must allow"))
       << applied.err;
   auto other = cp.Ctl({"apply", "-f", WriteFile(ClusterYaml("spare", 9100))});
   EXPECT_EQ(other.exit_code, 0) << other.err;

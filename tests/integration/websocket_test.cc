@@ -525,5 +525,145 @@ TEST_F(WebSocketTest, OverHttp2OnlyATunnelIsAnswered2xx) {
   EXPECT_TRUE(absl::StrContains(r.out, "without the Sec-WebSocket-Accept that answers")) << r.out;
 }
 
+// A WebSocket route to a protocol: HTTP2 cluster: the handshake goes
+// upstream as an extended CONNECT (RFC 8441), Envoy's translation. The
+// upstream is a second gateway (its own control plane), whose h2c listener
+// offers SETTINGS_ENABLE_CONNECT_PROTOCOL and takes the WebSocket on to the
+// HTTP/1.1 echo server; another of its listeners offers none.
+class WebSocketToHttp2Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cp_.ok()) << cp_.process().Log();
+    ASSERT_TRUE(inner_cp_.ok()) << inner_cp_.process().Log();
+    ASSERT_GT(echo_.port(), 0) << echo_.process().Log();
+    port_ = PickFreePort();
+    inner_port_ = PickFreePort();
+    inner_no_ws_port_ = PickFreePort();
+    const std::string dir = MakeTempDir("ws-h2-up");
+    const std::string inner = absl::StrCat(
+        "kind: Cluster\nname: echo\nspec:\n  endpoints: [{address: 127.0.0.1, port: ",
+        echo_.port(), "}]\n---\nkind: RouteTable\nname: inner\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - match: {prefix: /}\n          route: {cluster: echo, websocket: true}\n"
+        "---\nkind: Listener\nname: inner\nspec: {address: 127.0.0.1, port: ", inner_port_,
+        ", route_table: inner, access_log: {path: ", inner_log_, "}}\n"
+        "---\nkind: Listener\nname: inner-no-ws\nspec: {address: 127.0.0.1, port: ",
+        inner_no_ws_port_, ", route_table: inner, http: {http2: {websocket: false}}}\n");
+    auto r = inner_cp_.Ctl({"apply", "-f", WriteFile(dir, "inner.yaml", inner)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    const std::string outer = absl::StrCat(
+        "kind: Cluster\nname: h2\nspec:\n  protocol: HTTP2\n"
+        "  endpoints: [{address: 127.0.0.1, port: ", inner_port_, "}]\n"
+        "---\nkind: Cluster\nname: h2-no-ws\nspec:\n  protocol: HTTP2\n"
+        "  endpoints: [{address: 127.0.0.1, port: ", inner_no_ws_port_, "}]\n"
+        "---\nkind: RouteTable\nname: main\nspec:\n  virtual_hosts:\n"
+        "    - domains: ['*']\n      routes:\n"
+        "        - match: {prefix: /no-ws}\n          route: {cluster: h2-no-ws, websocket: true}\n"
+        "        - match: {prefix: /}\n          route: {cluster: h2, websocket: true}\n"
+        "---\nkind: Listener\nname: public\nspec: {address: 127.0.0.1, port: ", port_,
+        ", route_table: main, access_log: {path: ", log_, "}}\n");
+    r = cp_.Ctl({"apply", "-f", WriteFile(dir, "outer.yaml", outer)});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(absl::StrContains(r.err, "its WebSockets go upstream as extended CONNECT"))
+        << r.err;
+    inner_proxy_ = std::make_unique<Proxy>(inner_cp_.address(), "ws-inner");
+    ASSERT_TRUE(inner_proxy_->ok()) << inner_proxy_->process().Log();
+    ASSERT_TRUE(inner_proxy_->WaitForVersion(1)) << inner_proxy_->process().Log();
+    proxy_ = std::make_unique<Proxy>(cp_.address(), "ws-outer");
+    ASSERT_TRUE(proxy_->ok()) << proxy_->process().Log();
+    ASSERT_TRUE(proxy_->WaitForVersion(1)) << proxy_->process().Log();
+  }
+
+  std::string Url(const std::string& path) const {
+    return absl::StrCat("ws://127.0.0.1:", port_, path);
+  }
+  static std::string LineOf(const std::string& log, const std::string& path) {
+    return WaitForFileLine(log, "\"path\":\"" + path + "\"", absl::Seconds(5)).value_or("");
+  }
+
+  ControlPlane cp_;
+  ControlPlane inner_cp_;
+  PythonPeer echo_{"server"};
+  std::unique_ptr<Proxy> inner_proxy_;
+  std::unique_ptr<Proxy> proxy_;
+  int port_ = 0;
+  int inner_port_ = 0;
+  int inner_no_ws_port_ = 0;
+  std::string log_ = MakeTempDir("ws-h2-log") + "/access.log";
+  std::string inner_log_ = MakeTempDir("ws-h2-inner-log") + "/access.log";
+};
+
+// An HTTP/1.1 client's handshake is answered 101 by the gateway once the
+// upstream's 200 opens the stream, with the Sec-WebSocket-Accept that
+// answers the client's key (python3-websockets checks it); messages up to
+// 1 MiB flow both ways through HTTP/2 flow control. An RFC 8441 client's
+// stream goes on as one (200), and its END_STREAM reaches the far end as a
+// half-close. The upstream gateway saw HTTP/2 requests. Before: the
+// HTTP/1.1 handshake went upstream as a plain GET, and the RFC 8441 client
+// got 403.
+TEST_F(WebSocketToHttp2Test, AWebSocketGoesToAnHttp2UpstreamAsAnExtendedConnect) {
+  CommandResult r = WsTool({"client", Url("/chat"), "0"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(absl::StartsWith(r.out, "ok 204")) << r.out << r.err;
+  std::string line = LineOf(log_, "/chat");
+  EXPECT_TRUE(absl::StrContains(line, "\"protocol\":\"HTTP/1.1\",\"status\":101")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "\"upstream_failure\":\"\"")) << line;
+  line = LineOf(inner_log_, "/chat");
+  EXPECT_TRUE(absl::StrContains(line, "\"protocol\":\"HTTP/2\",\"status\":200")) << line;
+
+  for (const std::string mode : {"echo", "early"}) {
+    r = WsH2(port_, "/h2chat", mode);
+    EXPECT_EQ(r.exit_code, 0) << mode << ": " << r.out << r.err;
+    EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nok\n") << mode << ": " << r.err;
+  }
+  r = WsH2(port_, "/h2chat", "half-close");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "enable_connect_protocol=1\nstatus 200\nended\n") << r.err;
+  EXPECT_TRUE(WaitFor([&] { return proxy_->Stat("sluice_websockets_active") == 0; },
+                      absl::Seconds(5)))
+      << proxy_->Admin("/metrics").second;
+  // The connection to the upstream gateway carries plain requests still.
+  HttpResponse plain = HttpGet(absl::StrCat("127.0.0.1:", port_), "/plain");
+  ASSERT_TRUE(plain.ok()) << plain.error;
+  EXPECT_EQ(plain.status, 426) << plain.body;  // the echo server's answer to a GET
+}
+
+// An HTTP/2 upstream whose SETTINGS do not allow extended CONNECT (many
+// gRPC servers) gets no WebSocket: the client gets a 502 naming why, and
+// the endpoint is not counted failed (the config asked what it cannot do).
+// An HTTP/1.1 handshake without a valid Sec-WebSocket-Key, which the
+// gateway answers itself here, is a 400.
+TEST_F(WebSocketToHttp2Test, AnUpstreamThatDoesNotAllowExtendedConnectIsA502) {
+  const std::string host_port = absl::StrCat("127.0.0.1:", port_);
+  const std::string upgrade =
+      "GET /no-ws/chat HTTP/1.1\r\nhost: x\r\nconnection: upgrade, close\r\n"
+      "upgrade: websocket\r\n"
+      "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
+  std::string reply = SendRaw(host_port, upgrade, absl::Seconds(10));
+  EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 502")) << reply;
+  EXPECT_TRUE(absl::StrContains(reply, "SETTINGS_ENABLE_CONNECT_PROTOCOL")) << reply;
+  const std::string line = LineOf(log_, "/no-ws/chat");
+  EXPECT_TRUE(absl::StrContains(line, "\"response_flag\":\"upstream_protocol_error\""))
+      << line;
+  CommandResult r = WsH2(port_, "/no-ws/h2", "echo");
+  EXPECT_TRUE(absl::StrContains(r.out, "status 502\n")) << r.out << r.err;
+  EXPECT_TRUE(absl::StrContains(r.out, "does not take WebSocket over HTTP/2")) << r.out;
+  EXPECT_EQ(proxy_->Stat("sluice_upstream_resets_total{cluster=\"h2-no-ws\"}"), 0)
+      << proxy_->Admin("/metrics").second;
+  HttpResponse plain = HttpGet(host_port, "/no-ws/plain");
+  ASSERT_TRUE(plain.ok()) << plain.error;
+  EXPECT_EQ(plain.status, 426) << plain.body;
+
+  for (const std::string key : {"", "sec-websocket-key: c2hvcnQ=\r\n"}) {
+    reply = SendRaw(host_port,
+                    absl::StrCat("GET /chat HTTP/1.1\r\nhost: x\r\nconnection: upgrade, close\r\n"
+                                 "upgrade: websocket\r\n", key,
+                                 "sec-websocket-version: 13\r\n\r\n"),
+                    absl::Seconds(10));
+    EXPECT_TRUE(absl::StartsWith(reply, "HTTP/1.1 400")) << key << ": " << reply;
+    EXPECT_TRUE(absl::StrContains(reply, "no valid Sec-WebSocket-Key")) << reply;
+  }
+}
+
 }  // namespace
 }  // namespace sluice::testing

@@ -684,6 +684,43 @@ TEST(Http2ClientCodecTest, ConnectSendsOnlyMethodAndAuthority) {
   EXPECT_FALSE(req.reset);
 }
 
+// RFC 8441: an extended CONNECT keeps :scheme and :path and adds
+// :protocol, and goes only to a peer whose SETTINGS allowed it (before they
+// came, or where they did not, SubmitRequest refuses it and sends nothing).
+TEST(Http2ClientCodecTest, AnExtendedConnectGoesOnlyWhereTheSettingsAllowIt) {
+  Http2Request websocket = Get("/chat");
+  websocket.method = "CONNECT";
+  websocket.protocol = "websocket";
+  {
+    Fixture f;
+    EXPECT_FALSE(f.client.peer_allows_extended_connect());
+    EXPECT_EQ(f.client.SubmitRequest(websocket, false), -1);  // no SETTINGS yet
+    f.Run();
+    EXPECT_TRUE(f.client.peer_allows_extended_connect());
+    const int32_t id = f.client.SubmitRequest(websocket, false);
+    ASSERT_GT(id, 0);
+    f.Run();
+    const ServerRequest& req = f.server_events.requests[id];
+    EXPECT_EQ(req.pseudo.method, "CONNECT");
+    EXPECT_EQ(req.pseudo.protocol, "websocket");
+    EXPECT_EQ(req.pseudo.path, "/chat");
+    EXPECT_FALSE(req.pseudo.scheme.empty());
+    EXPECT_FALSE(req.end_on_headers);
+    EXPECT_FALSE(req.reset);
+  }
+  Http2Limits no_websocket;
+  no_websocket.enable_connect_protocol = false;
+  Fixture f(Http2ClientLimits(), no_websocket);
+  f.Run();
+  EXPECT_FALSE(f.client.peer_allows_extended_connect());
+  EXPECT_EQ(f.client.SubmitRequest(websocket, false), -1);
+  Http2Request not_connect = Get("/chat");
+  not_connect.protocol = "websocket";
+  EXPECT_EQ(f.client.SubmitRequest(not_connect, false), -1);
+  f.Run();
+  EXPECT_TRUE(f.server_events.requests.empty());
+}
+
 TEST(Http2ClientCodecTest, IncompleteRequestsAreNotSent) {
   Fixture f;
   Http2Request no_path = Get("");
