@@ -1,5 +1,8 @@
 #include "dataplane/server/downstream_connection.h"
 
+#include <limits>
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/http/http_util.h"
@@ -32,8 +35,8 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
                                                     std::move(transport))),
       listener_name_(listener.name),
       peer_ip_(std::move(peer_ip)),
-      request_headers_timeout_(listener.request_headers_timeout),
-      idle_timeout_(listener.idle_timeout),
+      request_headers_timeout_ns_(ToNanos(listener.request_headers_timeout)),
+      idle_timeout_ns_(ToNanos(listener.idle_timeout)),
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
       resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }),
@@ -60,7 +63,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
     // The handshake (a PROXY header, TLS) must be done within the
     // request-head timeout.
     timer_is_head_ = true;
-    timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
+    timer_.Set(request_headers_timeout(), /*shared_duration=*/true);
   } else {
     ArmIdleTimer();
   }
@@ -249,10 +252,10 @@ void DownstreamConnection::ArmIdleTimer() {
   timer_is_head_ = false;
   if (worker_.draining() || (drain_requested_ && !soft_drain_)) {
     // Draining: a connection that sends nothing more is not waited for long.
-    timer_.Set(std::min(idle_timeout_, absl::Seconds(1)));
+    timer_.Set(std::min(idle_timeout(), absl::Seconds(1)));
     return;
   }
-  timer_.Set(idle_timeout_, /*shared_duration=*/true);
+  timer_.Set(idle_timeout(), /*shared_duration=*/true);
 }
 
 void DownstreamConnection::OnDownstreamTimer() {
@@ -340,7 +343,7 @@ void DownstreamConnection::ProcessInput() {
     if (kPreface.substr(0, start.size()) == start) {
       if (!timer_is_head_) {  // the rest of the preface must come in time
         timer_is_head_ = true;
-        timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
+        timer_.Set(request_headers_timeout(), /*shared_duration=*/true);
       }
       return;
     }
@@ -371,7 +374,7 @@ void DownstreamConnection::ProcessInput() {
   if (!stream_in_use_ && !input.empty() && !timer_is_head_) {
     // A new request has begun arriving: the head must come in time.
     timer_is_head_ = true;
-    timer_.Set(request_headers_timeout_, /*shared_duration=*/true);
+    timer_.Set(request_headers_timeout(), /*shared_duration=*/true);
     head_began_ = absl::Now();
   }
   // Pipelined requests wait unparsed; do not let them pile up without bound.
@@ -471,7 +474,7 @@ void DownstreamConnection::HandleParseError(http::ParseError error) {
 void DownstreamConnection::OnHead(const http::MessageHead& head) {
   // One request at a time: the parser stops after this message.
   parser_.Pause();
-  ++requests_;
+  if (requests_ < std::numeric_limits<uint32_t>::max()) ++requests_;
   if (max_requests_ > 0 && requests_ >= max_requests_) close_after_response_ = true;
   request_message_open_ = true;
   timer_.Clear();
@@ -528,9 +531,10 @@ void DownstreamConnection::OnHead(const http::MessageHead& head) {
       // asks about the server as a whole and goes on as "OPTIONS *".
       request.target = head.method == "OPTIONS" ? "*" : "/";
     } else if (rest[end] == '?') {
-      absolute_target_.assign("/");  // "http://host?q" is "/?q" on host
-      absolute_target_.append(rest.substr(end));
-      request.target = absolute_target_;
+      if (absolute_target_ == nullptr) absolute_target_ = std::make_unique<std::string>();
+      absolute_target_->assign("/");  // "http://host?q" is "/?q" on host
+      absolute_target_->append(rest.substr(end));
+      request.target = *absolute_target_;
     } else {
       request.target = rest.substr(end);
     }
@@ -809,8 +813,8 @@ void DownstreamConnection::RecordSessionError(int status, std::string_view reque
   if (status == 408) {
     // The head timer ran from the request's first byte: that is when the
     // exchange began.
-    e.duration = request_headers_timeout_;
-    e.start = absl::Now() - request_headers_timeout_;
+    e.duration = request_headers_timeout();
+    e.start = absl::Now() - e.duration;
   }
   e.request_id = request_id;
   e.client_ip = peer_ip_;
@@ -949,7 +953,7 @@ void DownstreamConnection::CloseOnceWritten() {
   closing_ = true;
   // A client that never reads the last response does not pin the
   // connection: it gets the idle timeout to take it.
-  timer_.Set(idle_timeout_, /*shared_duration=*/true);
+  timer_.Set(idle_timeout(), /*shared_duration=*/true);
   // Answered before its body was read (413, 401): the client may still be
   // sending it, and a plain close would reset the connection under the
   // response it has not read yet. (A small declared body is read and
@@ -1004,6 +1008,16 @@ bool DownstreamConnection::OnPlainHttpRequest(std::string* reply) {
   RecordSessionError(400, request_id, nullptr, body.size());
   connection_->LingerOnClose(&worker_.lingering());
   return true;
+}
+
+int64_t DownstreamConnection::ToNanos(absl::Duration d) {
+  return d == absl::InfiniteDuration() ? std::numeric_limits<int64_t>::max()
+                                       : absl::ToInt64Nanoseconds(d);
+}
+
+absl::Duration DownstreamConnection::FromNanos(int64_t ns) {
+  return ns == std::numeric_limits<int64_t>::max() ? absl::InfiniteDuration()
+                                                   : absl::Nanoseconds(ns);
 }
 
 void DownstreamConnection::CloseNow() {

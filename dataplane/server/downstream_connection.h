@@ -150,8 +150,14 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // The last config that had listener_name_, once a newer one removed it.
   std::shared_ptr<const config::ConfigSnapshot> listener_snapshot_;
   std::string peer_ip_;
-  absl::Duration request_headers_timeout_;
-  absl::Duration idle_timeout_;
+  // The listener's, in nanoseconds (8 bytes each, an absl::Duration's 16:
+  // every idle connection has them); read as durations by the functions.
+  int64_t request_headers_timeout_ns_;
+  int64_t idle_timeout_ns_;
+  absl::Duration request_headers_timeout() const { return FromNanos(request_headers_timeout_ns_); }
+  absl::Duration idle_timeout() const { return FromNanos(idle_timeout_ns_); }
+  static int64_t ToNanos(absl::Duration d);
+  static absl::Duration FromNanos(int64_t ns);
   http::Http1Parser parser_;
   event::DeadlineTimer timer_;  // idle, then request-head timeout
   event::Timer resume_timer_;   // continues pipelined input outside callbacks
@@ -160,7 +166,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // given back once the connection idles; kept for pipelined requests.
   std::unique_ptr<ProxyStream> stream_;
   std::vector<http::HeaderField> request_trailers_;  // OnTrailers -> OnMessageComplete
-  std::string absolute_target_;  // "/?q" for an absolute-form target with no path
+  // "/?q" for an absolute-form target with no path (rare: made when needed).
+  std::unique_ptr<std::string> absolute_target_;
   // The flags, together: no padding after each (every idle connection has
   // one of these objects).
   bool timer_is_head_ = false;  // timer_ counts the request-head timeout
@@ -195,8 +202,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   bool response_by_close_ = false;
   bool tunnel_ = false;  // a WebSocket: raw bytes, closes when it ends
   const bool secure_;    // a TLS listener's: no h2c preface
-  uint64_t requests_ = 0;
-  uint64_t max_requests_ = 0;                 // listener's max_requests_per_connection
+  uint32_t requests_ = 0;      // stops counting at its largest value
+  uint32_t max_requests_ = 0;  // listener's max_requests_per_connection
   std::unique_ptr<event::Timer> age_timer_;  // listener's max_connection_age
   // Made when its listener moved, went, or changed its TLS rules
   // (StartListenerDrain).
