@@ -2391,10 +2391,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   }
   if (tunnel_) {
     if (upstream2_) {
-      upstream2_->SendData(chunk, false);
-      if (upstream2_ && upstream2_->queued_bytes() > sink_->buffer_limit()) {
-        sink_->SetRequestReadEnabled(false);
-      }
+      SendUpstream2Data(chunk);
       return;
     }
     if (!upstream_) return;
@@ -2432,10 +2429,7 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
   }
   if (!replayable_) body_gone_ = true;  // forwarded below, or dropped between tries
   if (upstream2_) {
-    upstream2_->SendData(chunk, false);
-    if (upstream2_ && upstream2_->queued_bytes() > sink_->buffer_limit()) {
-      sink_->SetRequestReadEnabled(false);
-    }
+    SendUpstream2Data(chunk);
     return;
   }
   if (!upstream_) return;  // between tries: kept in the replay buffer
@@ -2449,6 +2443,15 @@ void ProxyStream::OnRequestData(std::string_view chunk) {
     up.Write(chunk);
   }
   if (up.output_size() > sink_->buffer_limit()) sink_->SetRequestReadEnabled(false);
+}
+
+void ProxyStream::SendUpstream2Data(std::string_view chunk) {
+  upstream2_->SendData(chunk, false);
+  // Back-pressure: the client is read again once the stream's queue drains
+  // (OnUpstreamWriteDrained). The send may have failed the stream.
+  if (upstream2_ && upstream2_->queued_bytes() > sink_->buffer_limit()) {
+    sink_->SetRequestReadEnabled(false);
+  }
 }
 
 bool ProxyStream::RepeatsAHeadField(std::string_view name) const {

@@ -367,6 +367,9 @@ class ProxyStream : public upstream::UpstreamEvents, public http::FilterCallback
   // The client's end of a tunnel, carried upstream: a half-close (HTTP/1.1)
   // or END_STREAM (HTTP/2) once what the client sent is out.
   void EndTunnelUpstreamWrites();
+  // Request bytes (body or tunnel) to the HTTP/2 upstream stream, with the
+  // watermark towards the client.
+  void SendUpstream2Data(std::string_view chunk);
   // For an HTTP/2 WebSocket's HTTP/1.1 handshake: the Sec-WebSocket-Key
   // (and version) an RFC 8441 request does not carry.
   void AppendHttp1WebSocketFields(const std::vector<http::HeaderField>& fields, std::string* out);
