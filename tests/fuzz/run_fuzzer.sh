@@ -5,7 +5,12 @@
 # build fails or the fuzzer finds a crash, leak, sanitizer report or invariant
 # violation.
 #
-# Usage: run_fuzzer.sh SEEDS FUZZER_NAME SECONDS SRC...
+# The tests are "exclusive", so the machine's cores are theirs: the sources
+# compile side by side, and FUZZ_WORKERS fuzzing processes (default: the
+# number of cores, at most 2) each run for SECONDS, with their own random
+# seeds, on the one corpus.
+#
+# Usage: [FUZZ_WORKERS=N] run_fuzzer.sh SEEDS FUZZER_NAME SECONDS SRC...
 #   SRC paths are relative to the source root (the directory holding
 #   dataplane/). Under `bazel test` (sh_test) that is the runfiles tree
 #   $TEST_SRCDIR/$TEST_WORKSPACE; run by hand it is the repository root.
@@ -57,14 +62,46 @@ source "${seeds}"
 
 echo "building ${name} in ${work}"
 # -fno-sanitize-recover makes every UBSan report fatal, so it counts as a crash.
-clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined \
-  -fno-sanitize-recover=all -I"${root}" "${srcs[@]}" -o "${work}/${name}" "${libs[@]}"
+cflags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+        -I"${root}")
+workers="${FUZZ_WORKERS:-$(nproc 2>/dev/null || echo 1)}"
+if [[ ! "${workers}" =~ ^[1-9][0-9]*$ ]]; then
+  echo "run_fuzzer.sh: FUZZ_WORKERS must be a positive number, got '${workers}'" >&2
+  exit 2
+fi
+if [[ -z "${FUZZ_WORKERS:-}" && ${workers} -gt 2 ]]; then workers=2; fi
+objs=()
+pids=()
+for i in "${!srcs[@]}"; do
+  objs+=("${work}/obj${i}.o")
+  clang++ "${cflags[@]}" -c "${srcs[$i]}" -o "${work}/obj${i}.o" &
+  pids+=($!)
+  if [[ ${#pids[@]} -ge ${workers} ]]; then
+    wait "${pids[0]}" || { echo "FAIL: compiling for ${name}" >&2; exit 1; }
+    pids=("${pids[@]:1}")
+  fi
+done
+for pid in "${pids[@]}"; do
+  wait "${pid}" || { echo "FAIL: compiling for ${name}" >&2; exit 1; }
+done
+clang++ "${cflags[@]}" "${objs[@]}" -o "${work}/${name}" "${libs[@]}"
 
-echo "fuzzing ${name} for ${seconds}s"
+echo "fuzzing ${name} for ${seconds}s in ${workers} process(es)"
 status=0
-"${work}/${name}" -max_total_time="${seconds}" -rss_limit_mb=1024 \
-  -timeout=10 -print_final_stats=1 -dict="${work}/fuzz.dict" \
-  -artifact_prefix="${artifacts}/" "${corpus}" || status=$?
+pids=()
+for ((w = 0; w < workers; ++w)); do
+  "${work}/${name}" -max_total_time="${seconds}" -rss_limit_mb=1024 \
+    -timeout=10 -print_final_stats=1 -dict="${work}/fuzz.dict" \
+    -artifact_prefix="${artifacts}/" "${corpus}" >"${work}/worker${w}.log" 2>&1 &
+  pids+=($!)
+done
+for w in "${!pids[@]}"; do
+  worker_status=0
+  wait "${pids[$w]}" || worker_status=$?
+  echo "--- worker ${w} (exit ${worker_status})"
+  cat "${work}/worker${w}.log"
+  if [[ ${worker_status} -ne 0 ]]; then status=${worker_status}; fi
+done
 
 crashes=("${artifacts}"/*)
 if [[ ${status} -ne 0 || -e "${crashes[0]}" ]]; then
@@ -79,4 +116,4 @@ if [[ ${status} -ne 0 || -e "${crashes[0]}" ]]; then
   done
   exit 1
 fi
-echo "PASS: ${name} ran ${seconds}s without findings"
+echo "PASS: ${name} ran ${seconds}s in ${workers} process(es) without findings"

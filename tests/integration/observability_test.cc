@@ -274,17 +274,20 @@ TEST_F(ObservabilityTest, AKeyInTheQueryIsNotLoggedWhenTheRequestIsRefusedFirst)
   // refused by the parser, by the path check, for want of a route, or by a
   // policy that runs before key-auth).
   const std::string key = "alice-key-123";
+  // Those answered on a connection that stays open ask for its close:
+  // SendRaw reads until then.
+  const std::string close = "Connection: close\r\n\r\n";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"GET /keyed/a?apikey=" + key + "&x=1 HTTP/1.1\r\nHost: a\r\nX: a\x01\r\n\r\n",
        "\"path\":\"/keyed/a\""},
       {"GET /keyed/a?apikey=" + key + " HTTP/1.1\r\nHost: a\r\nBig: " +
            std::string(70000, 'x') + "\r\n\r\n",
        "\"path\":\"/keyed/a\""},
-      {"GET /keyed/%zz?apikey=" + key + " HTTP/1.1\r\nHost: a\r\n\r\n",
+      {"GET /keyed/%zz?apikey=" + key + " HTTP/1.1\r\nHost: a\r\n" + close,
        "\"path\":\"/keyed/%zz\""},
-      {"GET /nowhere?apikey=" + key + " HTTP/1.1\r\nHost: a\r\n\r\n",
+      {"GET /nowhere?apikey=" + key + " HTTP/1.1\r\nHost: a\r\n" + close,
        "\"path\":\"/nowhere\""},
-      {"GET /fenced/a?apikey=" + key + " HTTP/1.1\r\nHost: a\r\n\r\n",
+      {"GET /fenced/a?apikey=" + key + " HTTP/1.1\r\nHost: a\r\n" + close,
        "\"path\":\"/fenced/a\""},
   };
   for (const auto& [request, expected] : cases) {
