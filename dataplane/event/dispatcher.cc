@@ -262,7 +262,10 @@ const timeval* Dispatcher::CommonTimeout(absl::Duration delay) {
 }
 
 void Dispatcher::ScheduleFlush(Flushable* target) {
-  if (to_flush_.empty()) event_active(flush_event_, 0, 0);
+  // Running, RunFlushes takes it in its loop.
+  if (!running_flushes_ && to_flush_.empty() && to_read_.empty()) {
+    event_active(flush_event_, 0, 0);
+  }
   to_flush_.push_back(target);
 }
 
@@ -276,9 +279,73 @@ void Dispatcher::CancelFlush(Flushable* target) {
   }
 }
 
+void Dispatcher::ScheduleRead(RecvTarget* target) {
+  // The same event as the flushes: one pass's reads, then its sends.
+  if (!running_flushes_ && to_read_.empty() && to_flush_.empty()) {
+    event_active(flush_event_, 0, 0);
+  }
+  to_read_.push_back(target);
+}
+
+void Dispatcher::CancelRead(RecvTarget* target) {
+  for (auto& t : to_read_) {
+    if (t == target) t = nullptr;
+  }
+  // Also in the batch being run: a target's callbacks may delete another.
+  for (auto& t : reading_) {
+    if (t == target) t = nullptr;
+  }
+}
+
+void Dispatcher::RunReads() {
+  reading_.swap(to_read_);
+  if (send_ring_ != nullptr) {
+    auto record = [this](uint64_t tag, int result) {
+      reading_[tag]->RecvMade(result);
+      ++batched_recvs_;
+    };
+    bool refused = false;
+    auto submit = [&] {
+      if (send_ring_->queued() == 0) return;
+      if (send_ring_->Submit(record)) {
+        ++recv_batches_;
+      } else {
+        refused = true;
+      }
+    };
+    int fd;
+    char* data;
+    size_t size;
+    for (size_t i = 0; i < reading_.size() && !refused; ++i) {
+      if (reading_[i] == nullptr || !reading_[i]->PendingRecv(&fd, &data, &size)) continue;
+      if (!send_ring_->QueueRecv(fd, data, size, i)) {
+        submit();  // the batch is full
+        if (!refused) send_ring_->QueueRecv(fd, data, size, i);
+      }
+    }
+    if (!refused) submit();
+    if (refused) {
+      // The kernel took no batch (it should never): a target with no result
+      // reads by itself, and so does everything from now on.
+      SLUICE_LOG(kWarning, "io_uring refused a batch of reads: reading one by one from now on");
+      send_ring_.reset();
+    }
+  }
+  // Targets run in the order their sockets were found readable; a target's
+  // callbacks may cancel (destroy) a later one.
+  for (size_t i = 0; i < reading_.size(); ++i) {
+    if (RecvTarget* t = reading_[i]) t->ReadAfterRecv();
+  }
+  reading_.clear();
+}
+
 void Dispatcher::RunFlushes() {
+  // Reads first, so the sends they cause go with this pass's batch.
   // Flushing may schedule more (a flush that completes a close): loop.
-  while (!to_flush_.empty()) {
+  running_flushes_ = true;
+  while (!to_read_.empty() || !to_flush_.empty()) {
+    if (!to_read_.empty()) RunReads();
+    if (to_flush_.empty()) continue;
     flushing_.swap(to_flush_);
     const bool batched = send_ring_ != nullptr;
     if (batched) SendBatch();
@@ -295,6 +362,7 @@ void Dispatcher::RunFlushes() {
     }
     flushing_.clear();
   }
+  running_flushes_ = false;
 }
 
 void Dispatcher::SendBatch() {

@@ -143,6 +143,25 @@ class Flushable {
   virtual void FlushAfterSend() { Flush(); }
 };
 
+// A socket the loop's wait found readable, for a dispatcher that batches
+// its reads: read with the pass's other readable sockets in one system call
+// (a SendRing), once the pass's readiness callbacks have run.
+class RecvTarget {
+ public:
+  virtual ~RecvTarget() = default;
+  // The one recv(2) to make now: the socket, and where to put at most
+  // `*size` bytes (which stay put until RecvMade()); false: none (reading
+  // was stopped meanwhile).
+  virtual bool PendingRecv(int* fd, char** data, size_t* size) = 0;
+  // That read was made and gave `result` (bytes read, 0 at the end of the
+  // stream, or -errno). Called for every read of the batch before any
+  // callback of the pass runs; runs no callback itself.
+  virtual void RecvMade(int result) = 0;
+  // Goes on from what the read gave (hands the bytes on, reads more), or
+  // reads itself if the batch made no read for it.
+  virtual void ReadAfterRecv() = 0;
+};
+
 class SendRing;
 
 class Dispatcher {
@@ -185,6 +204,17 @@ class Dispatcher {
   bool batches_sends() const { return send_ring_ != nullptr; }
   uint64_t batched_sends() const { return batched_sends_; }
   uint64_t send_batches() const { return send_batches_; }
+  // Reads, batched the same way (with the same ring): a socket found
+  // readable is not read in its readiness callback but queued here, and the
+  // pass's queued reads are made together once its readiness callbacks have
+  // run, before its sends (so the sends the reads cause go in the same
+  // batch). CancelRead() must be called before a queued target is
+  // destroyed.
+  bool batches_reads() const { return send_ring_ != nullptr; }
+  void ScheduleRead(RecvTarget* target);
+  void CancelRead(RecvTarget* target);
+  uint64_t batched_recvs() const { return batched_recvs_; }
+  uint64_t recv_batches() const { return recv_batches_; }
   // Frees what DeferredDelete() queued, now (at shutdown, outside callbacks).
   void RunDeferredDeletes() { ClearDeferred(); }
 
@@ -237,6 +267,8 @@ class Dispatcher {
   // Makes the batch's plain sends through send_ring_ and hands each result
   // to its target (SendMade); sent_[i]: target i had one.
   void SendBatch();
+  // Makes the queued reads (one system call) and lets each target go on.
+  void RunReads();
 
   event_base* base_;
   int wake_fd_;
@@ -250,6 +282,11 @@ class Dispatcher {
   std::vector<bool> sent_;  // by index in flushing_
   uint64_t batched_sends_ = 0;
   uint64_t send_batches_ = 0;
+  bool running_flushes_ = false;  // RunFlushes is in its loop
+  std::vector<RecvTarget*> to_read_;
+  std::vector<RecvTarget*> reading_;  // the batch RunReads is running
+  uint64_t batched_recvs_ = 0;
+  uint64_t recv_batches_ = 0;
  public:
   // Whether RunFlushes is calling `target`'s Flush() now (its queued call is
   // the one running: nothing to cancel).

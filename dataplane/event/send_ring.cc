@@ -37,7 +37,8 @@ void StoreRelease(unsigned* p, unsigned value) {
 
 // The behaviour the ring relies on, tried on a socket pair: a send that can
 // go out and one that cannot (a full socket buffer) both complete within the
-// io_uring_enter(2) that submits them, with the bytes sent and -EAGAIN.
+// io_uring_enter(2) that submits them, with the bytes sent and -EAGAIN; so
+// do a read of what was sent and a read of an empty socket.
 bool SelfTest(SendRing& ring, std::string* why) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
@@ -48,13 +49,31 @@ bool SelfTest(SendRing& ring, std::string* why) {
   setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
   char chunk[4096] = {};
   bool ok = true;
-  int results[2] = {0, 0};
+  int results[4] = {0, 0, 0, 0};
   auto record = [&](uint64_t tag, int result) { results[tag] = result; };
   ring.Queue(pair[1], "x", 1, 0);
   if (!ring.Submit(record) || results[0] != 1) {
     *why = "a send did not complete in the call that made it (result " +
            std::to_string(results[0]) + ")";
     ok = false;
+  }
+  if (ok) {
+    char got[8] = {};
+    ring.QueueRecv(pair[0], got, sizeof(got), 2);
+    if (!ring.Submit(record) || results[2] != 1 || got[0] != 'x') {
+      *why = "a read did not complete in the call that made it (result " +
+             std::to_string(results[2]) + ")";
+      ok = false;
+    }
+  }
+  if (ok) {
+    char got[8];
+    ring.QueueRecv(pair[0], got, sizeof(got), 3);
+    if (!ring.Submit(record) || results[3] != -EAGAIN) {
+      *why = "a read of an empty socket did not fail at once with EAGAIN (result " +
+             std::to_string(results[3]) + ")";
+      ok = false;
+    }
   }
   if (ok) {
     while (send(pair[0], chunk, sizeof(chunk), MSG_DONTWAIT) > 0) {
@@ -141,18 +160,26 @@ SendRing::~SendRing() {
 }
 
 bool SendRing::Queue(int fd, const char* data, size_t size, uint64_t tag) {
+  return QueueOp(IORING_OP_SEND, fd, data, size, tag);
+}
+
+bool SendRing::QueueRecv(int fd, char* data, size_t size, uint64_t tag) {
+  return QueueOp(IORING_OP_RECV, fd, data, size, tag);
+}
+
+bool SendRing::QueueOp(uint8_t opcode, int fd, const char* data, size_t size, uint64_t tag) {
   if (queued_ >= sq_entries_) return false;
   const unsigned tail = *sq_tail_ + static_cast<unsigned>(queued_);
   const unsigned index = tail & sq_mask_;
   io_uring_sqe* sqe = static_cast<io_uring_sqe*>(sqes_) + index;
   memset(sqe, 0, sizeof(*sqe));
-  sqe->opcode = IORING_OP_SEND;
+  sqe->opcode = opcode;
   sqe->fd = fd;
   sqe->addr = reinterpret_cast<uint64_t>(data);
   // A completion's result is an int: a send takes at most 1 GiB at a time,
   // as the rest of a partial send goes on after it anyway.
   sqe->len = static_cast<uint32_t>(std::min<size_t>(size, 1u << 30));
-  sqe->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+  sqe->msg_flags = opcode == IORING_OP_SEND ? MSG_DONTWAIT | MSG_NOSIGNAL : MSG_DONTWAIT;
   sqe->user_data = tag;
   sq_array_[index] = index;
   ++queued_;
@@ -177,9 +204,9 @@ bool SendRing::Submit(absl::FunctionRef<void(uint64_t tag, int result)> done) {
     }
     submitted += static_cast<unsigned>(n);
   }
-  // Each send has completed (MSG_DONTWAIT: the self-test checked that the
-  // kernel finishes such a send within the call). Should one still be in
-  // flight, its bytes must stay put until it ends: wait for it.
+  // Each operation has completed (MSG_DONTWAIT: the self-test checked that
+  // the kernel finishes such a send or read within the call). Should one
+  // still be in flight, its bytes must stay put until it ends: wait for it.
   unsigned seen = 0;
   while (seen < submitted) {
     unsigned head = *cq_head_;

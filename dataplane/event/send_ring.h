@@ -1,14 +1,18 @@
-// SendRing: many send(2)s in one system call, through an io_uring.
+// SendRing: many send(2)s, or many recv(2)s, in one system call, through an
+// io_uring.
 //
 // The gateway gathers the sends of a loop iteration (Dispatcher::RunFlushes)
 // and makes them together: one io_uring_enter(2) for the batch instead of one
-// send(2) per connection. On a virtual machine, where entering the kernel
-// costs about a microsecond, that is most of what a small send costs
-// (docs/architecture.md, "Sends, batched").
+// send(2) per connection. The reads of the sockets the loop's wait found
+// readable are gathered the same way (Dispatcher::ScheduleRead). On a
+// virtual machine, where entering the kernel costs about a microsecond, that
+// is most of what a small send or read costs (docs/architecture.md, "Sends
+// and reads, batched").
 //
-// Every send is non-blocking (MSG_DONTWAIT): the kernel makes it during the
-// io_uring_enter(2) that submits it, and its result (bytes sent, or -EAGAIN,
-// -EPIPE, ...) is there when the call returns. Create() checks exactly that
+// Every operation is non-blocking (MSG_DONTWAIT): the kernel makes it during
+// the io_uring_enter(2) that submits it, and its result (bytes sent or read,
+// 0 at a read's end of stream, or -EAGAIN, -EPIPE, ...) is there when the
+// call returns. Create() checks exactly that
 // on the running kernel before anything relies on it, and gives no ring when
 // the kernel has no io_uring, refuses it (a seccomp profile, the
 // kernel.io_uring_disabled sysctl) or behaves otherwise: the caller then sends
@@ -40,17 +44,23 @@ class SendRing {
   // bytes must stay where they are until Submit() returns. `tag` comes back
   // with the result. false: the batch is full; Submit() first.
   bool Queue(int fd, const char* data, size_t size, uint64_t tag);
+  // Queues a non-blocking recv of at most `size` bytes from socket `fd` into
+  // `data`, which must stay where it is until Submit() returns. A batch holds
+  // sends or reads, not both (their results are not told apart).
+  bool QueueRecv(int fd, char* data, size_t size, uint64_t tag);
   size_t queued() const { return queued_; }
-  // Makes the queued sends (one system call) and hands each one's result to
-  // `done(tag, result)`, in no set order: the bytes sent, or -errno. A send
-  // that gets no result was not made (the kernel took part of the batch
-  // only): its caller sends it with send(2). false: the kernel took none of
-  // the batch; the ring should not be used again.
+  // Makes the queued operations (one system call) and hands each one's
+  // result to `done(tag, result)`, in no set order: the bytes sent or read
+  // (0: the peer's end of stream), or -errno. An operation that gets no
+  // result was not made (the kernel took part of the batch only): its caller
+  // makes it with send(2) or recv(2). false: the kernel took none of the
+  // batch; the ring should not be used again.
   bool Submit(absl::FunctionRef<void(uint64_t tag, int result)> done);
 
  private:
   SendRing() = default;
   bool Map(unsigned entries);
+  bool QueueOp(uint8_t opcode, int fd, const char* data, size_t size, uint64_t tag);
 
   int ring_fd_ = -1;
   // The kernel's shared rings (mmap'd).

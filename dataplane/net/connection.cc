@@ -64,6 +64,12 @@ void Connection::SetReadEnabled(bool enabled) {
   if (read_enabled_ == enabled) return;
   read_enabled_ = enabled;
   UpdateEvents();
+  if (enabled && recv_result_ != kNoResult32 && !read_scheduled_ && ReadsNow()) {
+    // A batched read's result held while reading was stopped: handed on at
+    // the end of this pass, as a read would be.
+    read_scheduled_ = true;
+    dispatcher_.ScheduleRead(this);
+  }
 }
 
 void Connection::Write(std::string_view bytes) { Write2(bytes, {}); }
@@ -84,7 +90,7 @@ void Connection::Flush() {
   // Called directly between a batched send and its FlushAfterSend (which
   // will not come: the queued call is cancelled below): the send's error,
   // if any, comes again from the next send.
-  send_error_ = kNoResult;
+  send_error_ = kNoResult32;
   if (flush_scheduled_) {
     // Called directly (an owner flushing before it closes), the queued call
     // is cancelled: left queued, it ran on a connection deleted meanwhile
@@ -129,12 +135,42 @@ void Connection::SendMade(int result) {
 
 void Connection::FlushAfterSend() {
   flush_scheduled_ = false;  // the dispatcher's own call: nothing to cancel
-  const int64_t error = send_error_;
-  send_error_ = kNoResult;
+  const int64_t error = send_error_ == kNoResult32 ? kNoResult : send_error_;
+  send_error_ = kNoResult32;
   if (fd_ < 0) return;
   // An error goes where a failed send(2) would; bytes sent are drained
   // already: what is left (a partial send) is sent on, or the drain said.
   HandleWrite(HasOutput() ? error : kNoResult);
+}
+
+bool Connection::PendingRecv(int* fd, char** data, size_t* size) {
+  // A result held from an earlier batch goes on first (ReadAfterRecv).
+  if (!ReadsNow() || recv_result_ != kNoResult32) return false;
+  *fd = fd_;
+  *data = input_.Reserve(kReadChunk);
+  *size = kReadChunk;
+  return true;
+}
+
+void Connection::RecvMade(int result) {
+  recv_result_ = result;
+  if (result > 0) input_.Commit(static_cast<size_t>(result));
+}
+
+void Connection::ReadAfterRecv() {
+  read_scheduled_ = false;
+  if (recv_result_ == kNoResult32) {
+    if (ReadsNow()) HandleRead(kNoResult);  // the batch made no read for it
+    return;
+  }
+  // The batch's reads are made before any of its callbacks runs: one of
+  // them may have stopped this connection's reading since (back-pressure).
+  // What was read then waits, unseen, until reading resumes
+  // (SetReadEnabled).
+  if (!ReadsNow()) return;
+  const int64_t result = recv_result_;
+  recv_result_ = kNoResult32;
+  HandleRead(result);
 }
 
 bool Connection::AdvanceHandshake() {
@@ -192,7 +228,7 @@ void Connection::OnEvents(short events) {
     if (fd_ < 0) return;
     // The peer's first bytes may have come with its last handshake flight.
     if (HasOutput()) HandleWrite();
-    if (fd_ >= 0 && read_enabled_) HandleRead();
+    if (fd_ >= 0 && read_enabled_) HandleRead(kNoResult);
     return;
   }
   // A TLS read may wait for writability and a write for readability.
@@ -203,19 +239,37 @@ void Connection::OnEvents(short events) {
     if (fd_ < 0) return;
   }
   if ((events & event::FileEvent::kRead) || ((events & event::FileEvent::kWrite) && read_waits_for_write)) {
-    HandleRead();
+    if (transport_ == &plain_ && dispatcher_.batches_reads()) {
+      // Read with the pass's other readable sockets, in one system call.
+      if (!read_scheduled_) {
+        read_scheduled_ = true;
+        dispatcher_.ScheduleRead(this);
+      }
+      return;
+    }
+    HandleRead(kNoResult);
   }
 }
 
-void Connection::HandleRead() {
+void Connection::HandleRead(int64_t first_result) {
   bool got = false;
   // Bytes a TLS socket already decrypted are read on: no readiness event
   // would ever announce them.
   for (int i = 0; i < kMaxReadsPerEvent || transport_->has_buffered_input(); ++i) {
-    char* dst = input_.Reserve(kReadChunk);
-    ssize_t n = transport_->Read(dst, kReadChunk);
+    ssize_t n;
+    if (first_result != kNoResult) {
+      n = first_result;  // its bytes are in input_ already
+      if (n < 0) {
+        errno = static_cast<int>(-n);
+        n = -1;
+      }
+      first_result = kNoResult;
+    } else {
+      char* dst = input_.Reserve(kReadChunk);
+      n = transport_->Read(dst, kReadChunk);
+      if (n > 0) input_.Commit(static_cast<size_t>(n));
+    }
     if (n > 0) {
-      input_.Commit(static_cast<size_t>(n));
       bytes_read_ += static_cast<uint64_t>(n);
       got = true;
       if (!transport_->has_buffered_input() &&
@@ -225,7 +279,7 @@ void Connection::HandleRead() {
       continue;
     }
     if (n == 0) {
-      if (got && callbacks_) {
+      if (got && callbacks_ && !input_.empty()) {
         callbacks_->OnReadable();
         if (fd_ < 0) return;
       }
@@ -243,14 +297,16 @@ void Connection::HandleRead() {
       break;
     }
     int err = errno;
-    if (got && callbacks_) {
+    if (got && callbacks_ && !input_.empty()) {
       callbacks_->OnReadable();
       if (fd_ < 0) return;
     }
     Fail(CloseReason::kReset, err);
     return;
   }
-  if (got && callbacks_) callbacks_->OnReadable();
+  // (A held read's bytes may have been taken already by an owner that
+  // looked at input() as it resumed reading: nothing then to hand on.)
+  if (got && callbacks_ && !input_.empty()) callbacks_->OnReadable();
 }
 
 void Connection::HandleWrite(int64_t first_result) {
@@ -318,11 +374,20 @@ void Connection::Fail(CloseReason reason, int error) {
   if (callbacks) callbacks->OnClosed(reason, error);
 }
 
-void Connection::Close() {
+void Connection::CancelQueued() {
   if (flush_scheduled_) {
     dispatcher_.CancelFlush(this);
     flush_scheduled_ = false;
   }
+  if (read_scheduled_) {
+    dispatcher_.CancelRead(this);
+    read_scheduled_ = false;
+  }
+  recv_result_ = kNoResult32;
+}
+
+void Connection::Close() {
+  CancelQueued();
   if (fd_ < 0) return;
   file_event_.reset();
   ::close(fd_);
@@ -375,10 +440,7 @@ void Connection::ShutdownAndClose() {
   }
   if (lingerer_ != nullptr && n != 0 && (n > 0 || errno == EAGAIN || errno == EWOULDBLOCK)) {
     // The peer may still be sending: its bytes are dropped until it is done.
-    if (flush_scheduled_) {
-      dispatcher_.CancelFlush(this);
-      flush_scheduled_ = false;
-    }
+    CancelQueued();
     file_event_.reset();
     lingerer_->Take(fd_);
     fd_ = -1;

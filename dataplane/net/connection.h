@@ -2,7 +2,8 @@
 // buffer filled on readiness and an output buffer for what the kernel did not
 // take at once. Bytes move through the connection's TransportSocket (plain,
 // or TLS with its handshake first), never by read(2)/write(2) here. Writes
-// are gathered and sent at the end of the loop iteration.
+// are gathered and sent at the end of the loop iteration; so are a plain
+// socket's reads, on a dispatcher that batches them (Dispatcher::ScheduleRead).
 //
 // Owner's worker thread only. After Close() no callback runs again.
 #ifndef SLUICE_DATAPLANE_NET_CONNECTION_H_
@@ -48,7 +49,7 @@ class ConnectionCallbacks {
 
 class LingeringCloser;
 
-class Connection : public event::Flushable {
+class Connection : public event::Flushable, public event::RecvTarget {
  public:
   // Takes ownership of `fd`. `connecting`: a connect() is in progress.
   // `transport`: how bytes move (TLS); nullptr for a plain socket.
@@ -74,6 +75,10 @@ class Connection : public event::Flushable {
   bool PendingSend(int* fd, std::string_view* bytes) override;
   void SendMade(int result) override;
   void FlushAfterSend() override;
+  // The batched read (event::RecvTarget): a plain socket found readable.
+  bool PendingRecv(int* fd, char** data, size_t* size) override;
+  void RecvMade(int result) override;
+  void ReadAfterRecv() override;
 
   // Frees the input and output buffers if both are empty: an idle
   // keep-alive connection then holds no buffer memory.
@@ -130,7 +135,16 @@ class Connection : public event::Flushable {
   void OnEvents(short events);
   // Advances the handshake; true once it is complete and I/O may go on.
   bool AdvanceHandshake();
-  void HandleRead();
+  // Reads what the socket holds and hands it on. `first_result`: the first
+  // read was made already (batched), its bytes are in input_, and it gave
+  // this (bytes, 0 at the end, or -errno); kNoResult: it was not.
+  void HandleRead(int64_t first_result);
+  // Whether a readable socket is read now (plain, connected, reading on).
+  bool ReadsNow() const {
+    return fd_ >= 0 && !connecting_ && !handshaking_ && read_enabled_ && !close_after_flush_;
+  }
+  // Takes this connection out of the dispatcher's queued flush and read.
+  void CancelQueued();
   // Sends what is pending. `first_result`: the first send was made already
   // and gave this (bytes, or -errno); kNoResult: it was not.
   static constexpr int64_t kNoResult = INT64_MIN;
@@ -153,16 +167,21 @@ class Connection : public event::Flushable {
   bool connecting_;
   const bool client_side_;  // we connected out (upstream), not accepted
   bool handshaking_ = true;
-  short handshake_wants_ = 0;  // FileEvent bits the handshake waits for
+  uint8_t handshake_wants_ = 0;  // FileEvent bits the handshake waits for
   bool read_enabled_ = true;
   bool read_eof_ = false;  // the peer half-closed; nothing more to read
   bool close_after_flush_ = false;
   bool shutdown_write_after_flush_ = false;  // ShutdownWriteAfterFlush(), not yet done
   bool flush_scheduled_ = false;
   bool read_before_write_failure_ = false;
-  // A batched send's error (-errno), from SendMade() to FlushAfterSend();
-  // kNoResult when none is waiting.
-  int64_t send_error_ = kNoResult;
+  bool read_scheduled_ = false;  // queued for the dispatcher's batched reads
+  // A batched send's error (-errno), from SendMade() to FlushAfterSend(),
+  // and a batched read's result, from RecvMade() to ReadAfterRecv() (or,
+  // made while reading was stopped, until reading resumes); kNoResult32
+  // when none is waiting. (A result is an int.)
+  static constexpr int32_t kNoResult32 = INT32_MIN;
+  int32_t send_error_ = kNoResult32;
+  int32_t recv_result_ = kNoResult32;
   uint64_t bytes_read_ = 0;
   Buffer input_;
   Buffer output_;

@@ -87,9 +87,10 @@ constexpr char kUsage[] =
     "  --workers N         worker threads; default one per CPU the proxy may use (its\n"
     "                      cpuset, capped by its cgroup's CPU quota)\n"
     "  --cpu-affinity auto pin worker i to the i-th of those CPUs (default off)\n"
-    "  --io-uring off      make each send with its own send(2); by default (auto)\n"
-    "                      the sends of a loop pass go in one io_uring_enter(2) when the\n"
-    "                      kernel allows io_uring\n"
+    "  --io-uring off      make each send and read with its own send(2), recv(2); by\n"
+    "                      default (auto) the sends of a loop pass go in one\n"
+    "                      io_uring_enter(2), and its reads in another, when the kernel\n"
+    "                      allows io_uring\n"
     "  --drain-delay D     after SIGTERM, /ready fails at once but the listeners still\n"
     "                      accept and serve for D (load balancers see /ready fail\n"
     "                      first); then the drain, up to --drain-timeout. A second\n"
@@ -617,9 +618,11 @@ int Run(int argc, char** argv) {
   if (io_uring == "auto") {
     if (std::string why = event::Dispatcher::BatchSendsUnavailable(); !why.empty()) {
       event::Dispatcher::SetBatchSends(false);
-      SLUICE_LOG(kInfo, "io_uring unavailable (", why, "): each send is its own send(2)");
+      SLUICE_LOG(kInfo, "io_uring unavailable (", why,
+                 "): each send and read is its own system call");
     } else {
-      SLUICE_LOG(kInfo, "io_uring: the sends of each loop pass go out in one system call");
+      SLUICE_LOG(kInfo, "io_uring: the sends of each loop pass go out in one system call, "
+                        "its reads are made in another");
     }
   }
   // auto: worker i runs only on the i-th CPU the process may use (wrapping

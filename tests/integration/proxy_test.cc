@@ -1148,7 +1148,7 @@ TEST_F(ProxyTest, IoUringAutoGivesEachLoopARingAndOffNone) {
 }
 
 // In a container whose seccomp profile refuses io_uring (containerd's and
-// Docker's defaults), the proxy says so once and serves, sending one by one.
+// Docker's defaults), the proxy says so once and serves, sending and reading one by one.
 TEST_F(ProxyTest, AProxyRefusedIoUringSaysSoAndServes) {
   for (auto& p : proxies_) ASSERT_TRUE(p->Stop().has_value());
   const std::string state_dir = MakeTempDir("no-io-uring");
@@ -1160,8 +1160,8 @@ TEST_F(ProxyTest, AProxyRefusedIoUringSaysSoAndServes) {
   ASSERT_TRUE(proxy.WaitForLogLine("admin on 127.0.0.1:", absl::Seconds(30))) << proxy.Log();
   EXPECT_TRUE(absl::StrContains(
       proxy.Log(),
-      "io_uring unavailable (io_uring_setup: Operation not permitted): each send is its own "
-      "send(2)"))
+      "io_uring unavailable (io_uring_setup: Operation not permitted): each send and read is "
+      "its own system call"))
       << proxy.Log();
   HttpResponse r;
   ASSERT_TRUE(WaitFor(

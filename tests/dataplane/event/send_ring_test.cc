@@ -56,6 +56,35 @@ TEST(SendRingTest, EverySendOfABatchIsMadeAndReportedByItsTag) {
   EXPECT_EQ(c.Drain(), "c");
 }
 
+// Reads: each gets its socket's bytes, an empty socket EAGAIN and one
+// whose peer closed 0, all within the one call; the ring then sends again.
+TEST(SendRingTest, ReadsGetTheirBytesEagainOrTheEndOfTheStreamAtOnce) {
+  MAKE_RING_OR_SKIP(ring, 8);
+  SocketPair data, empty, ended;
+  ASSERT_EQ(send(data.fds[1], "payload", 7, 0), 7);
+  close(ended.fds[1]);
+  ended.fds[1] = -1;
+  char got_data[16] = {}, got_empty[16], got_ended[16];
+  ASSERT_TRUE(ring->QueueRecv(data.fds[0], got_data, sizeof(got_data), 1));
+  ASSERT_TRUE(ring->QueueRecv(empty.fds[0], got_empty, sizeof(got_empty), 2));
+  ASSERT_TRUE(ring->QueueRecv(ended.fds[0], got_ended, sizeof(got_ended), 3));
+  std::map<uint64_t, int> results;
+  ASSERT_TRUE(ring->Submit([&](uint64_t tag, int result) { results[tag] = result; }));
+  EXPECT_EQ(results, (std::map<uint64_t, int>{{1, 7}, {2, -EAGAIN}, {3, 0}}));
+  EXPECT_EQ(std::string(got_data, 7), "payload");
+  // A read takes at most what it was given room for.
+  ASSERT_EQ(send(data.fds[1], "0123456789", 10, 0), 10);
+  ASSERT_TRUE(ring->QueueRecv(data.fds[0], got_data, 4, 4));
+  ASSERT_TRUE(ring->Queue(empty.fds[1], "back", 4, 5));
+  results.clear();
+  ASSERT_TRUE(ring->Submit([&](uint64_t tag, int result) { results[tag] = result; }));
+  EXPECT_EQ(results, (std::map<uint64_t, int>{{4, 4}, {5, 4}}));
+  EXPECT_EQ(std::string(got_data, 4), "0123");
+  char rest[16];
+  EXPECT_EQ(recv(data.fds[0], rest, sizeof(rest), 0), 6);
+  EXPECT_EQ(recv(empty.fds[0], rest, sizeof(rest), 0), 4);
+}
+
 TEST(SendRingTest, AFullSocketGivesEagainAndAClosedPeerEpipeAtOnce) {
   MAKE_RING_OR_SKIP(ring, 8);
   SocketPair full, gone, fine;

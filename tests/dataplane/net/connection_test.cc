@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "dataplane/event/dispatcher.h"
 #include "dataplane/net/tls.h"
 #include "tests/api/test_certificates.h"
@@ -396,6 +397,150 @@ TEST(ConnectionTest, TlsRecordsGoOutWithTheBatch) {
   EXPECT_TRUE(got == big);
   EXPECT_EQ(recorder.events, "drained;drained;");
   close(pair.peer);
+}
+
+// Where the kernel allows io_uring, a dispatcher batches the reads of the
+// sockets a loop pass finds readable too.
+#define REQUIRE_BATCHED_READS(dispatcher)                                        \
+  if (std::string why = event::Dispatcher::BatchSendsUnavailable(); !why.empty()) { \
+    GTEST_SKIP() << why;                                                         \
+  }                                                                              \
+  ASSERT_TRUE(dispatcher.batches_reads())
+
+struct ReadRecorder : Recorder {
+  using Recorder::Recorder;
+  void OnReadable() override {
+    Recorder::OnReadable();
+    if (on_read) on_read();
+  }
+  std::function<void()> on_read;
+};
+
+// `n` connected plain connections, each with a ReadRecorder, on one
+// dispatcher (simulated clock).
+struct ReadBatch {
+  explicit ReadBatch(int n) {
+    dispatcher.UseSimulatedClock();
+    for (int i = 0; i < n; ++i) {
+      pairs.push_back(ConnectedPair());
+      connections.push_back(std::make_unique<Connection>(dispatcher, pairs[i].ours, false));
+      recorders.push_back(std::make_unique<ReadRecorder>(connections[i].get()));
+      connections[i]->SetCallbacks(recorders[i].get());
+    }
+  }
+  ~ReadBatch() {
+    connections.clear();
+    for (const TcpPair& pair : pairs) close(pair.peer);
+  }
+  // The peer of connection `i` sends `bytes`, and they are there to read.
+  void PeerSends(int i, const std::string& bytes) {
+    ASSERT_EQ(send(pairs[i].peer, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+    pollfd p = {pairs[i].ours, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+  }
+  event::Dispatcher dispatcher;
+  std::vector<TcpPair> pairs;
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<std::unique_ptr<ReadRecorder>> recorders;
+};
+
+// The sockets a pass finds readable are read together: one io_uring_enter(2)
+// for the three reads, each connection handed its own bytes; a peer's close
+// is read the same way, as the end of the stream.
+TEST(ConnectionTest, TheReadsOfALoopPassAreMadeInOneBatch) {
+  ReadBatch batch(3);
+  REQUIRE_BATCHED_READS(batch.dispatcher);
+  batch.PeerSends(0, "one");
+  batch.PeerSends(1, "two");
+  batch.PeerSends(2, "three");
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.recv_batches(), 1u);
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 3u);
+  EXPECT_EQ(batch.recorders[0]->events, "read:one;");
+  EXPECT_EQ(batch.recorders[1]->events, "read:two;");
+  EXPECT_EQ(batch.recorders[2]->events, "read:three;");
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(batch.connections[i]->bytes_read(), i == 2 ? 5u : 3u);
+  for (int i = 0; i < 3; ++i) shutdown(batch.pairs[i].peer, SHUT_WR);
+  for (int i = 0; i < 3; ++i) {
+    pollfd p = {batch.pairs[i].ours, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+  }
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.recv_batches(), 2u);
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 6u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(absl::EndsWith(batch.recorders[i]->events, ";closed;")) << i;
+    EXPECT_FALSE(batch.connections[i]->open()) << i;
+  }
+}
+
+// More than one read's room (16 KiB) waiting: the batched read takes the
+// first part, the rest is read on at once, and it is all handed on together.
+TEST(ConnectionTest, WhatABatchedReadLeavesIsReadOnInTheSamePass) {
+  ReadBatch batch(1);
+  REQUIRE_BATCHED_READS(batch.dispatcher);
+  std::string big(40000, 'b');
+  for (size_t i = 0; i < big.size(); i += 1000) big[i] = static_cast<char>('0' + i / 1000 % 10);
+  batch.PeerSends(0, big);
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 1u);
+  EXPECT_EQ(batch.recorders[0]->events, "read:" + big + ";");
+}
+
+// A connection of the read batch that an earlier one's callback destroys:
+// its read was made with the batch, and it gets no call.
+TEST(ConnectionTest, AConnectionDestroyedByAnEarlierOneOfItsReadBatchGetsNoCall) {
+  ReadBatch batch(2);
+  REQUIRE_BATCHED_READS(batch.dispatcher);
+  // Whichever is handed its bytes first destroys the other.
+  for (int i = 0; i < 2; ++i) {
+    batch.recorders[i]->on_read = [&batch, other = 1 - i] { batch.connections[other].reset(); };
+  }
+  batch.PeerSends(0, "zero");
+  batch.PeerSends(1, "one");
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 2u);
+  const int survivor = batch.connections[0] != nullptr ? 0 : 1;
+  ASSERT_NE(batch.connections[survivor], nullptr);
+  EXPECT_EQ(batch.connections[1 - survivor], nullptr);
+  EXPECT_EQ(batch.recorders[survivor]->events, survivor == 0 ? "read:zero;" : "read:one;");
+  EXPECT_EQ(batch.recorders[1 - survivor]->events, "");
+}
+
+// A connection whose reading an earlier one's callback stops (back-pressure):
+// its read was made with the batch, but what it read is not handed on until
+// reading resumes, and then without another read.
+TEST(ConnectionTest, AConnectionWhoseReadingStopsBeforeItsBatchIsNotReadUntilItResumes) {
+  ReadBatch batch(2);
+  REQUIRE_BATCHED_READS(batch.dispatcher);
+  for (int i = 0; i < 2; ++i) {
+    batch.recorders[i]->on_read = [&batch, other = 1 - i] {
+      batch.connections[other]->SetReadEnabled(false);
+    };
+  }
+  batch.PeerSends(0, "zero");
+  batch.PeerSends(1, "one");
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 2u);
+  const int first = batch.recorders[0]->events.empty() ? 1 : 0;
+  const int second = 1 - first;
+  EXPECT_EQ(batch.recorders[first]->events, first == 0 ? "read:zero;" : "read:one;");
+  EXPECT_EQ(batch.recorders[second]->events, "");
+  EXPECT_EQ(batch.connections[second]->bytes_read(), 0u);
+  batch.recorders[second]->on_read = nullptr;
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());  // still stopped: nothing
+  EXPECT_EQ(batch.recorders[second]->events, "");
+  batch.connections[second]->SetReadEnabled(true);
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 2u);
+  EXPECT_EQ(batch.recorders[second]->events, second == 0 ? "read:zero;" : "read:one;");
+  EXPECT_EQ(batch.connections[second]->bytes_read(), second == 0 ? 4u : 3u);
+  // Reading goes on as before: the next bytes come with a new read.
+  batch.PeerSends(second, "more");
+  batch.dispatcher.AdvanceClock(absl::ZeroDuration());
+  EXPECT_EQ(batch.dispatcher.batched_recvs(), 3u);
+  EXPECT_TRUE(absl::EndsWith(batch.recorders[second]->events, ";read:more;"));
 }
 
 }  // namespace
