@@ -261,41 +261,42 @@ const timeval* Dispatcher::CommonTimeout(absl::Duration delay) {
   return common;
 }
 
-void Dispatcher::ScheduleFlush(Flushable* target) {
-  // Running, RunFlushes takes it in its loop.
+void Dispatcher::ActivateEndOfPass() {
+  // Running, RunFlushes takes what is queued in its loop. Reads and sends
+  // share the event: one pass's reads, then its sends.
   if (!running_flushes_ && to_flush_.empty() && to_read_.empty()) {
     event_active(flush_event_, 0, 0);
   }
+}
+
+namespace {
+
+// Forgets `target` in a queue and in the batch being run from it: a
+// target's callbacks may delete another target of the batch.
+template <typename T>
+void Forget(std::vector<T*>& queued, std::vector<T*>& running, const T* target) {
+  for (std::vector<T*>* list : {&queued, &running}) {
+    for (auto& t : *list) {
+      if (t == target) t = nullptr;
+    }
+  }
+}
+
+}  // namespace
+
+void Dispatcher::ScheduleFlush(Flushable* target) {
+  ActivateEndOfPass();
   to_flush_.push_back(target);
 }
 
-void Dispatcher::CancelFlush(Flushable* target) {
-  for (auto& t : to_flush_) {
-    if (t == target) t = nullptr;
-  }
-  // Also in the batch being run: a flush may delete another target of it.
-  for (auto& t : flushing_) {
-    if (t == target) t = nullptr;
-  }
-}
+void Dispatcher::CancelFlush(Flushable* target) { Forget(to_flush_, flushing_, target); }
 
 void Dispatcher::ScheduleRead(RecvTarget* target) {
-  // The same event as the flushes: one pass's reads, then its sends.
-  if (!running_flushes_ && to_read_.empty() && to_flush_.empty()) {
-    event_active(flush_event_, 0, 0);
-  }
+  ActivateEndOfPass();
   to_read_.push_back(target);
 }
 
-void Dispatcher::CancelRead(RecvTarget* target) {
-  for (auto& t : to_read_) {
-    if (t == target) t = nullptr;
-  }
-  // Also in the batch being run: a target's callbacks may delete another.
-  for (auto& t : reading_) {
-    if (t == target) t = nullptr;
-  }
-}
+void Dispatcher::CancelRead(RecvTarget* target) { Forget(to_read_, reading_, target); }
 
 void Dispatcher::RunReads() {
   reading_.swap(to_read_);

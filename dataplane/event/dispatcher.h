@@ -269,6 +269,9 @@ class Dispatcher {
   void SendBatch();
   // Makes the queued reads (one system call) and lets each target go on.
   void RunReads();
+  // Before something is queued for the end of the pass: makes sure the
+  // pass's end (RunFlushes) will come.
+  void ActivateEndOfPass();
 
   event_base* base_;
   int wake_fd_;

@@ -146,15 +146,23 @@ void Connection::FlushAfterSend() {
 bool Connection::PendingRecv(int* fd, char** data, size_t* size) {
   // A result held from an earlier batch goes on first (ReadAfterRecv).
   if (!ReadsNow() || recv_result_ != kNoResult32) return false;
+  if (transport_ == &plain_) {
+    *data = input_.Reserve(kReadChunk);
+    *size = kReadChunk;
+  } else if (!transport_->RecvRoom(data, size)) {
+    return false;  // read through the transport (ReadAfterRecv)
+  }
   *fd = fd_;
-  *data = input_.Reserve(kReadChunk);
-  *size = kReadChunk;
   return true;
 }
 
 void Connection::RecvMade(int result) {
   recv_result_ = result;
-  if (result > 0) input_.Commit(static_cast<size_t>(result));
+  if (transport_ != &plain_) {
+    transport_->RecvMade(result);  // the records, decrypted by Read()
+  } else if (result > 0) {
+    input_.Commit(static_cast<size_t>(result));
+  }
 }
 
 void Connection::ReadAfterRecv() {
@@ -170,7 +178,11 @@ void Connection::ReadAfterRecv() {
   if (!ReadsNow()) return;
   const int64_t result = recv_result_;
   recv_result_ = kNoResult32;
-  HandleRead(result);
+  if (transport_ == &plain_) {
+    HandleRead(result);
+  } else if (result != -EAGAIN && result != -EWOULDBLOCK) {
+    HandleRead(kNoResult);  // Read() takes the records from the transport
+  }
 }
 
 bool Connection::AdvanceHandshake() {
@@ -239,7 +251,8 @@ void Connection::OnEvents(short events) {
     if (fd_ < 0) return;
   }
   if ((events & event::FileEvent::kRead) || ((events & event::FileEvent::kWrite) && read_waits_for_write)) {
-    if (transport_ == &plain_ && dispatcher_.batches_reads()) {
+    if ((events & event::FileEvent::kRead) && !read_waits_for_write &&
+        dispatcher_.batches_reads()) {
       // Read with the pass's other readable sockets, in one system call.
       if (!read_scheduled_) {
         read_scheduled_ = true;

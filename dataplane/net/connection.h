@@ -2,8 +2,8 @@
 // buffer filled on readiness and an output buffer for what the kernel did not
 // take at once. Bytes move through the connection's TransportSocket (plain,
 // or TLS with its handshake first), never by read(2)/write(2) here. Writes
-// are gathered and sent at the end of the loop iteration; so are a plain
-// socket's reads, on a dispatcher that batches them (Dispatcher::ScheduleRead).
+// are gathered and sent at the end of the loop iteration; reads are made
+// there too, on a dispatcher that batches them (Dispatcher::ScheduleRead).
 //
 // Owner's worker thread only. After Close() no callback runs again.
 #ifndef SLUICE_DATAPLANE_NET_CONNECTION_H_
@@ -75,7 +75,8 @@ class Connection : public event::Flushable, public event::RecvTarget {
   bool PendingSend(int* fd, std::string_view* bytes) override;
   void SendMade(int result) override;
   void FlushAfterSend() override;
-  // The batched read (event::RecvTarget): a plain socket found readable.
+  // The batched read (event::RecvTarget): into the input buffer (plain), or
+  // the TLS transport's, whose Read() then decrypts the records.
   bool PendingRecv(int* fd, char** data, size_t* size) override;
   void RecvMade(int result) override;
   void ReadAfterRecv() override;
@@ -139,7 +140,7 @@ class Connection : public event::Flushable, public event::RecvTarget {
   // read was made already (batched), its bytes are in input_, and it gave
   // this (bytes, 0 at the end, or -errno); kNoResult: it was not.
   void HandleRead(int64_t first_result);
-  // Whether a readable socket is read now (plain, connected, reading on).
+  // Whether a readable socket is read now (connected, reading on).
   bool ReadsNow() const {
     return fd_ >= 0 && !connecting_ && !handshaking_ && read_enabled_ && !close_after_flush_;
   }

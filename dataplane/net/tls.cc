@@ -717,6 +717,22 @@ class TlsTransportSocket::SocketBio {
   static int Read(BIO* bio, char* out, int size) {
     TlsTransportSocket* socket = Socket(bio);
     BIO_clear_retry_flags(bio);
+    if (!socket->received_.empty()) {
+      // A batched read's bytes come first (only after the handshake: no
+      // first bytes to keep).
+      const size_t n = std::min(socket->received_.size(), static_cast<size_t>(size));
+      std::memcpy(out, socket->received_.view().data(), n);
+      socket->received_.Drain(n);
+      // Its room is not kept: thousands of open TLS connections would each
+      // hold 16.5 KiB.
+      socket->received_.Release();
+      return static_cast<int>(n);
+    }
+    if (socket->received_error_ != 0) {
+      errno = socket->received_error_;
+      socket->received_error_ = 0;
+      return -1;
+    }
     const ssize_t n = ::recv(socket->fd_, out, static_cast<size_t>(size), 0);
     if (n > 0) {
       if (!socket->done_) {
@@ -937,7 +953,27 @@ ssize_t TlsTransportSocket::Failed(int ret, bool reading) {
   }
 }
 
-bool TlsTransportSocket::has_buffered_input() const { return SSL_has_pending(ssl_) == 1; }
+bool TlsTransportSocket::has_buffered_input() const {
+  return SSL_has_pending(ssl_) == 1 || !received_.empty();
+}
+
+bool TlsTransportSocket::RecvRoom(char** data, size_t* size) {
+  // After the handshake only; and never ahead of what was read before.
+  if (!done_ || failed_ || !received_.empty() || received_error_ != 0) return false;
+  *data = received_.Reserve(kRecvRoom);
+  *size = kRecvRoom;
+  return true;
+}
+
+void TlsTransportSocket::RecvMade(int result) {
+  if (result > 0) {
+    received_.Commit(static_cast<size_t>(result));
+    socket_drained_ = static_cast<size_t>(result) < kRecvRoom;
+  } else if (result < 0 && result != -EAGAIN && result != -EWOULDBLOCK) {
+    received_error_ = -result;
+  }
+  // 0: the next recv of the socket says so again.
+}
 
 bool TlsTransportSocket::SendSealed() {
   while (!sealed_.empty()) {

@@ -192,7 +192,15 @@ class TlsTransportSocket : public TransportSocket {
     sealed_.Drain(std::min(n, sealed_.size()));
     sealed_.ShrinkIfEmpty();
   }
-  void ReleaseIdleBuffers() override { sealed_.Release(); }
+  void ReleaseIdleBuffers() override {
+    sealed_.Release();
+    received_.Release();
+  }
+  // A batched read takes at most this much (a TLS record is at most 16 KiB
+  // of plaintext and 256 bytes more).
+  static constexpr size_t kRecvRoom = 16384 + 512;
+  bool RecvRoom(char** data, size_t* size) override;
+  void RecvMade(int result) override;
   bool secure() const override { return true; }
   const TlsInfo* tls_info() const override { return done_ ? &info_ : nullptr; }
   const std::string& failure_reason() const override { return failure_reason_; }
@@ -215,6 +223,10 @@ class TlsTransportSocket : public TransportSocket {
   int fd_ = -1;
   // The last recv from the socket came back short: nothing was left.
   bool socket_drained_ = false;
+  // A batched recv's error (errno), for the next read of the socket.
+  int received_error_ = 0;
+  // What a batched recv read (RecvRoom), before SSL_read takes it.
+  Buffer received_;
   // recv returned 0: the peer closed its side.
   bool peer_eof_ = false;
   // The connection's first bytes until the handshake is done (then freed):

@@ -95,6 +95,17 @@ class TransportSocket {
   // Frees the storage of an empty pending_output() (the connection is idle).
   virtual void ReleaseIdleBuffers() {}
 
+  // For a dispatcher that batches reads (Connection::PendingRecv), a
+  // transport that reads the socket itself (TLS) takes the batched recv(2)'s
+  // bytes: where they go (at most `*size`); false when it cannot now (the
+  // connection then reads through Read() as usual). The plain socket never
+  // does: the connection's input buffer takes them.
+  virtual bool RecvRoom(char** /*data*/, size_t* /*size*/) { return false; }
+  // That recv gave `result`: the bytes put there (Read() decrypts them before
+  // reading the socket again), 0 at the peer's end, or -errno (EAGAIN: the
+  // socket had nothing; any other: Read() fails with it).
+  virtual void RecvMade(int /*result*/) {}
+
   virtual bool secure() const { return false; }
   // Negotiated details; nullptr for plain sockets or before the handshake.
   virtual const TlsInfo* tls_info() const { return nullptr; }
