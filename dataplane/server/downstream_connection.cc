@@ -39,7 +39,6 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       idle_timeout_ns_(ToNanos(listener.idle_timeout)),
       parser_(http::Http1Parser::Mode::kRequest, this, ParserLimits(listener)),
       timer_(worker.dispatcher(), [this] { OnDownstreamTimer(); }),
-      resume_timer_(worker.dispatcher(), [this] { ProcessInput(); }),
       secure_(static_cast<bool>(listener.tls)) {
   max_requests_ = listener.max_requests_per_connection;
   if (listener.max_connection_age > absl::ZeroDuration()) {
@@ -51,7 +50,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
       soft_drain_ = false;
       end_tunnel_reason_ = "max_connection_age";  // a WebSocket, now or once it opens
       if (tunnel_) {
-        EndTunnel(end_tunnel_reason_);
+        EndTunnel(end_tunnel_reason());
         return;
       }
       if (idle()) ArmIdleTimer();
@@ -133,7 +132,7 @@ void DownstreamConnection::SwitchToHttp2() {
     return;
   }
   timer_.Clear();
-  resume_timer_.Disable();
+  if (resume_timer_) resume_timer_->Disable();
   closed_ = true;  // this object is done: the session owns the connection now
   auto* session = new Http2Session(worker_, std::move(connection_), listener_name_, peer_ip_,
                                    Http2OptionsOf(listener->second));
@@ -202,7 +201,7 @@ void DownstreamConnection::OnSnapshotChanged(
       return;
     }
     if (tunnel_) {
-      EndTunnel(end_tunnel_reason_);
+      EndTunnel(end_tunnel_reason());
       return;
     }
     StartListenerDrain();
@@ -217,7 +216,7 @@ void DownstreamConnection::OnSnapshotChanged(
   // right after its 101 when its handshake is under way.
   end_tunnel_reason_ = "listener_removed";
   if (tunnel_) {
-    EndTunnel(end_tunnel_reason_);
+    EndTunnel(end_tunnel_reason());
     return;
   }
   StartListenerDrain();
@@ -231,7 +230,7 @@ void DownstreamConnection::StartListenerDrain() {
   // rules it came in under.
   listener_drain_timer_ = std::make_unique<event::Timer>(worker_.dispatcher(), [this] {
     if (stream_in_use_ && !closed_) {
-      stream_->EndAtDrainDeadline(kListenerDrainWhy, end_tunnel_reason_);
+      stream_->EndAtDrainDeadline(kListenerDrainWhy, end_tunnel_reason());
     }
   });
   listener_drain_timer_->Enable(ListenerDrain::timeout());
@@ -259,8 +258,8 @@ void DownstreamConnection::ArmIdleTimer() {
 }
 
 void DownstreamConnection::OnDownstreamTimer() {
-  if (tunnel_ && !end_tunnel_reason_.empty()) {
-    EndTunnel(end_tunnel_reason_);
+  if (tunnel_ && end_tunnel_reason_ != nullptr) {
+    EndTunnel(end_tunnel_reason());
     return;
   }
   if (closed_ || stream_in_use_) return;
@@ -324,7 +323,7 @@ void DownstreamConnection::ProcessInput() {
     // websocket_idle_timeout, its application a client long gone). On the
     // next loop turn: what the client sent before it left, just handed on,
     // is written to the upstream first (ending now dropped it).
-    if (peer_eof_ && stream_in_use_ && !closed_ && end_tunnel_reason_.empty()) {
+    if (peer_eof_ && stream_in_use_ && !closed_ && end_tunnel_reason_ == nullptr) {
       end_tunnel_reason_ = "client_closed";
       timer_.Set(absl::ZeroDuration());
     }
@@ -375,7 +374,7 @@ void DownstreamConnection::ProcessInput() {
     // A new request has begun arriving: the head must come in time.
     timer_is_head_ = true;
     timer_.Set(request_headers_timeout(), /*shared_duration=*/true);
-    head_began_ = absl::Now();
+    head_began_ns_ = absl::ToUnixNanos(absl::Now());
   }
   // Pipelined requests wait unparsed; do not let them pile up without bound.
   if (stream_in_use_ && parser_.paused() && input.size() > kHighWatermark) {
@@ -412,7 +411,7 @@ void DownstreamConnection::RecordAbandonedHead() {
   std::string request_id;
   worker_.NewRequestId(&request_id);
   accesslog::Entry e;
-  e.start = head_began_ != absl::InfinitePast() ? head_began_ : absl::Now();
+  e.start = head_began_ns_ != 0 ? absl::FromUnixNanos(head_began_ns_) : absl::Now();
   e.duration = absl::Now() - e.start;
   e.request_id = request_id;
   e.client_ip = peer_ip_;
@@ -652,7 +651,7 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   // A WebSocket opened after its connection was told to end (its listener
   // removed, its max_connection_age reached while the handshake ran): ended
   // on the next loop turn, outside the stream's callbacks, once the 101 is out.
-  if (tunnel_ && !end_tunnel_reason_.empty()) {
+  if (tunnel_ && end_tunnel_reason_ != nullptr) {
     timer_.Set(absl::ZeroDuration());
     return;
   }
@@ -660,7 +659,7 @@ void DownstreamConnection::EncodeHeaders(const ResponseHead& head) {
   // hand them over on the next loop turn, outside the stream's callbacks
   // (and end the tunnel then if the client has gone: ProcessInput).
   if (tunnel_ && (!connection_->input().empty() || peer_eof_)) {
-    resume_timer_.Enable(absl::ZeroDuration());
+    ResumeSoon();
   }
 }
 
@@ -759,7 +758,7 @@ void DownstreamConnection::OnWriteDrained() {
     awaiting_drain_ = false;
     parser_.Resume();
     ResumeReading();
-    if (!connection_->input().empty() || peer_eof_) resume_timer_.Enable(absl::ZeroDuration());
+    if (!connection_->input().empty() || peer_eof_) ResumeSoon();
     return;
   }
   // The response is out and nothing else is queued: the idle connection
@@ -908,8 +907,17 @@ void DownstreamConnection::FinishConnectionAfterResponse() {
   if (in_process_input_) {
     process_again_ = true;
   } else {
-    resume_timer_.Enable(absl::ZeroDuration());
+    ResumeSoon();
   }
+}
+
+void DownstreamConnection::ResumeSoon() {
+  // Made the first time: most connections never need it (56 bytes each).
+  if (resume_timer_ == nullptr) {
+    resume_timer_ =
+        std::make_unique<event::Timer>(worker_.dispatcher(), [this] { ProcessInput(); });
+  }
+  resume_timer_->Enable(absl::ZeroDuration());
 }
 
 void DownstreamConnection::ResumeReading() {
@@ -943,7 +951,7 @@ bool DownstreamConnection::OnReadEof() {
   } else {
     // Answers what is buffered, or closes once the output is written
     // (ProcessInput's end), outside this callback.
-    resume_timer_.Enable(absl::ZeroDuration());
+    ResumeSoon();
   }
   return true;
 }
@@ -1024,7 +1032,7 @@ void DownstreamConnection::CloseNow() {
   if (closed_) return;
   closed_ = true;
   timer_.Clear();
-  resume_timer_.Disable();
+  if (resume_timer_) resume_timer_->Disable();
   if (stream_in_use_) {
     stream_in_use_ = false;
     stream_->OnDownstreamGone();

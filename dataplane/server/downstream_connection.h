@@ -123,7 +123,10 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // Set when the connection is told to end (its listener removed, its
   // max_connection_age reached): a WebSocket it carries, or opens later, is
   // ended with this as its access log flag.
-  std::string_view end_tunnel_reason_;
+  const char* end_tunnel_reason_ = nullptr;  // a literal (8 bytes, not a view's 16)
+  std::string_view end_tunnel_reason() const {
+    return end_tunnel_reason_ != nullptr ? end_tunnel_reason_ : "";
+  }
   void CloseNow();
   // CloseNow() for a connection ended with no message under way (idle,
   // drained): over TLS with close_notify first.
@@ -142,6 +145,8 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   // Reads the socket again unless the input already buffered is over the
   // watermark (FinishConnectionAfterResponse comes back once it is not).
   void ResumeReading();
+  // ProcessInput() at the end of this pass, outside the current callback.
+  void ResumeSoon();
   bool idle() const;
 
   Worker& worker_;
@@ -160,8 +165,11 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   static absl::Duration FromNanos(int64_t ns);
   http::Http1Parser parser_;
   event::DeadlineTimer timer_;  // idle, then request-head timeout
-  event::Timer resume_timer_;   // continues pipelined input outside callbacks
-  absl::Time head_began_ = absl::InfinitePast();  // a request head's first byte came
+  // Continues pipelined input outside callbacks (ResumeSoon); made when
+  // first needed.
+  std::unique_ptr<event::Timer> resume_timer_;
+  // When a request head's first byte came (Unix nanoseconds; 0: none yet).
+  int64_t head_began_ns_ = 0;
   // From the worker's spares at a request's head (Worker::TakeStream),
   // given back once the connection idles; kept for pipelined requests.
   std::unique_ptr<ProxyStream> stream_;
