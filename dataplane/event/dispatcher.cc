@@ -1,6 +1,7 @@
 #include "dataplane/event/dispatcher.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ timeval DelayToTimeval(absl::Duration d) {
 }
 
 std::atomic<bool> batch_sends{true};
+std::atomic<bool> yield_to_local_peers{false};
 
 // A batch of sends takes one system call per this many.
 constexpr unsigned kSendRingEntries = 128;
@@ -29,6 +31,8 @@ constexpr unsigned kSendRingEntries = 128;
 }  // namespace
 
 void Dispatcher::SetBatchSends(bool enabled) { batch_sends.store(enabled); }
+
+void Dispatcher::SetYieldToLocalPeers(bool enabled) { yield_to_local_peers.store(enabled); }
 
 std::string Dispatcher::BatchSendsUnavailable() {
   std::string why;
@@ -169,7 +173,7 @@ void FileEvent::OnReady(evutil_socket_t, short what, void* arg) {
   static_cast<FileEvent*>(arg)->callback_(what & (EV_READ | EV_WRITE));
 }
 
-Dispatcher::Dispatcher() {
+Dispatcher::Dispatcher() : yield_to_local_peers_(yield_to_local_peers.load()) {
   event_config* config = event_config_new();
   // One thread per base: no locking inside libevent.
   event_config_set_flag(config, EVENT_BASE_FLAG_NOLOCK);
@@ -364,6 +368,13 @@ void Dispatcher::RunFlushes() {
     flushing_.clear();
   }
   running_flushes_ = false;
+  if (local_send_) {
+    local_send_ = false;
+    if (yield_to_local_peers_) {
+      sched_yield();
+      ++yields_;
+    }
+  }
 }
 
 void Dispatcher::SendBatch() {

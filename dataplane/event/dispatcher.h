@@ -173,6 +173,16 @@ class Dispatcher {
   // Whether the kernel allows it: empty when so, else why not (logged once
   // by the proxy at start).
   static std::string BatchSendsUnavailable();
+  // Whether dispatchers made from now on give up the CPU once
+  // (sched_yield(2)) at the end of a loop pass that sent to a peer on this
+  // host (NoteLocalSend). The process those bytes woke (a client, an
+  // upstream on the same machine) is then runnable; when it waits for this
+  // CPU, it runs before the loop's next wait, which then finds its answer
+  // instead of sleeping and being woken for it (both cost a context switch).
+  // When nothing else waits for the CPU, the call returns at once. Off by
+  // default (it trades tail latency for CPU: docs/architecture.md); the
+  // proxy's --yield-to-local-peers on turns it on.
+  static void SetYieldToLocalPeers(bool enabled);
 
   Dispatcher();
   ~Dispatcher();
@@ -215,6 +225,10 @@ class Dispatcher {
   void CancelRead(RecvTarget* target);
   uint64_t batched_recvs() const { return batched_recvs_; }
   uint64_t recv_batches() const { return recv_batches_; }
+  // A send to a peer on this host is made (or queued) in this pass (see
+  // SetYieldToLocalPeers); how many times the loop has yielded for that.
+  void NoteLocalSend() { local_send_ = true; }
+  uint64_t yields() const { return yields_; }
   // Frees what DeferredDelete() queued, now (at shutdown, outside callbacks).
   void RunDeferredDeletes() { ClearDeferred(); }
 
@@ -286,6 +300,9 @@ class Dispatcher {
   uint64_t batched_sends_ = 0;
   uint64_t send_batches_ = 0;
   bool running_flushes_ = false;  // RunFlushes is in its loop
+  const bool yield_to_local_peers_;  // SetYieldToLocalPeers when made
+  bool local_send_ = false;  // NoteLocalSend() since the last yield
+  uint64_t yields_ = 0;
   std::vector<RecvTarget*> to_read_;
   std::vector<RecvTarget*> reading_;  // the batch RunReads is running
   uint64_t batched_recvs_ = 0;

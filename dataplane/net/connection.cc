@@ -120,6 +120,7 @@ bool Connection::PendingSend(int* fd, std::string_view* bytes) {
     if (bytes->empty()) return false;
   }
   *fd = fd_;
+  if (peer_is_local_) dispatcher_.NoteLocalSend();
   return true;
 }
 
@@ -323,6 +324,7 @@ void Connection::HandleRead(int64_t first_result) {
 }
 
 void Connection::HandleWrite(int64_t first_result) {
+  if (peer_is_local_ && first_result == kNoResult && HasOutput()) dispatcher_.NoteLocalSend();
   // A TLS transport's pending output goes first, by Write() (with no more
   // bytes if output_ is empty).
   while (HasOutput()) {

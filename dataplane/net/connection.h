@@ -96,6 +96,11 @@ class Connection : public event::Flushable, public event::RecvTarget {
   // fail: an HTTP/2 upstream's GOAWAY says which streams it did not
   // process. Plain sockets only: a failed TLS session does no more I/O.
   void ReadBeforeWriteFailure() { read_before_write_failure_ = true; }
+  // The peer is a process on this host (a loopback address): each pass
+  // that sends to it tells the dispatcher (Dispatcher::NoteLocalSend), which
+  // may then let that process run before its next wait.
+  void SetPeerIsLocal(bool local) { peer_is_local_ = local; }
+  bool peer_is_local() const { return peer_is_local_; }
   // Stops (or resumes) reading from the socket: back-pressure.
   void SetReadEnabled(bool enabled);
   bool read_enabled() const { return read_enabled_; }
@@ -176,6 +181,7 @@ class Connection : public event::Flushable, public event::RecvTarget {
   bool flush_scheduled_ = false;
   bool read_before_write_failure_ = false;
   bool read_scheduled_ = false;  // queued for the dispatcher's batched reads
+  bool peer_is_local_ = false;  // SetPeerIsLocal()
   // A batched send's error (-errno), from SendMade() to FlushAfterSend(),
   // and a batched read's result, from RecvMade() to ReadAfterRecv() (or,
   // made while reading was stopped, until reading resumes); kNoResult32

@@ -38,6 +38,8 @@ int SocketError(int fd);
 // IPv4/IPv6): from getpeername(2), or from the address accept(2) gave.
 std::string PeerIp(int fd);
 std::string PeerIp(const sockaddr_storage& address);
+// 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104: a process on this host.
+bool IsLoopback(const sockaddr_storage& address);
 
 }  // namespace sluice::net
 

@@ -29,7 +29,7 @@ http::Http1Parser::Limits ParserLimits(const config::ListenerRuntime& listener) 
 DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
                                            const config::ListenerRuntime& listener,
                                            std::unique_ptr<net::TransportSocket> transport,
-                                           std::string peer_ip)
+                                           std::string peer_ip, bool peer_is_local)
     : worker_(worker),
       connection_(std::make_unique<net::Connection>(worker.dispatcher(), fd, false,
                                                     std::move(transport))),
@@ -58,6 +58,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, int fd,
     age_timer_->Enable(listener.max_connection_age);
   }
   connection_->SetCallbacks(this);
+  connection_->SetPeerIsLocal(peer_is_local);
   if (listener.tls || listener.proxy_protocol) {
     // The handshake (a PROXY header, TLS) must be done within the
     // request-head timeout.

@@ -47,9 +47,11 @@ class DownstreamConnection : public net::ConnectionCallbacks,
   static constexpr uint64_t kDiscardableBodyBytes = 64 * 1024;
 
   // `transport`: the listener's TLS socket; nullptr on a plain listener.
-  // `peer_ip`: the socket's peer, as accept(2) gave it.
+  // `peer_ip`: the socket's peer, as accept(2) gave it; `peer_is_local`: that
+  // peer is on this host (net::Connection::SetPeerIsLocal).
   DownstreamConnection(Worker& worker, int fd, const config::ListenerRuntime& listener,
-                       std::unique_ptr<net::TransportSocket> transport, std::string peer_ip);
+                       std::unique_ptr<net::TransportSocket> transport, std::string peer_ip,
+                       bool peer_is_local = false);
   ~DownstreamConnection() override;
 
   // Connection: close on the next response; closes now when idle.

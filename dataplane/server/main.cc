@@ -71,6 +71,7 @@ constexpr char kUsageHint[] = "(sluice-proxy --help lists the flags)\n";
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
     "                    [--workers N] [--cpu-affinity off|auto] [--io-uring auto|off]\n"
+    "                    [--yield-to-local-peers off|on]\n"
     "                    [--admin 127.0.0.1:9901]\n"
     "                    [--state-dir DIR] [--drain-timeout 30s] [--drain-delay 0s]\n"
     "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
@@ -91,6 +92,11 @@ constexpr char kUsage[] =
     "                      default (auto) the sends of a loop pass go in one\n"
     "                      io_uring_enter(2), and its reads in another, when the kernel\n"
     "                      allows io_uring\n"
+    "  --yield-to-local-peers on  a worker whose loop pass sent to a client or upstream\n"
+    "                      on this host (a loopback address) yields the CPU once\n"
+    "                      (sched_yield(2)), so that process, if it waits for the CPU,\n"
+    "                      answers before the worker's next wait: less CPU per request,\n"
+    "                      a longer latency tail (default off)\n"
     "  --drain-delay D     after SIGTERM, /ready fails at once but the listeners still\n"
     "                      accept and serve for D (load balancers see /ready fail\n"
     "                      first); then the drain, up to --drain-timeout. A second\n"
@@ -530,7 +536,8 @@ int Run(int argc, char** argv) {
                            "control-plane-keepalive", "control-plane-keepalive-timeout",
                            "control-plane-ca", "control-plane-cert", "control-plane-key",
                            "control-plane-server-name", "admin-token-file", "cpu-affinity",
-                           "access-log-dir", "drain-delay", "max-held-body-mb", "io-uring"},
+                           "access-log-dir", "drain-delay", "max-held-body-mb", "io-uring",
+                           "yield-to-local-peers"},
                           {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "sluice-proxy: %s\n%s", std::string(flags.status().message()).c_str(),
@@ -612,6 +619,15 @@ int Run(int argc, char** argv) {
   const std::string io_uring = get("io-uring", "auto");
   if (io_uring != "off" && io_uring != "auto") {
     return fail("--io-uring must be off or auto, not '" + io_uring + "'");
+  }
+  const std::string yield_to_local_peers = get("yield-to-local-peers", "off");
+  if (yield_to_local_peers != "on" && yield_to_local_peers != "off") {
+    return fail("--yield-to-local-peers must be on or off, not '" + yield_to_local_peers + "'");
+  }
+  event::Dispatcher::SetYieldToLocalPeers(yield_to_local_peers == "on");
+  if (yield_to_local_peers == "on") {
+    SLUICE_LOG(kInfo, "--yield-to-local-peers on: a loop pass that sent to a loopback peer "
+                      "ends with sched_yield(2)");
   }
   // Before any dispatcher is made: each makes its ring when it is.
   event::Dispatcher::SetBatchSends(io_uring == "auto");

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "dataplane/net/proxy_protocol.h"
+#include "dataplane/net/socket.h"
 #include "dataplane/server/cpu_set.h"
 #include "dataplane/server/downstream_connection.h"
 #include "dataplane/server/proxy_stream.h"
@@ -558,7 +559,8 @@ void Worker::Accept(const std::string& listener_name, int listen_fd) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto* connection =
-        new DownstreamConnection(*this, fd, runtime, std::move(transport), std::move(peer_ip));
+        new DownstreamConnection(*this, fd, runtime, std::move(transport), std::move(peer_ip),
+                                 net::IsLoopback(peer));
     runtime.sockets->open_connections.fetch_add(1, std::memory_order_relaxed);
     connections_.emplace(connection, runtime.sockets);
     active_connections_.fetch_add(1);

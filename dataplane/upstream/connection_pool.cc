@@ -309,6 +309,7 @@ absl::StatusOr<std::unique_ptr<UpstreamConnection>> ConnectionPool::Acquire(
   auto connection = std::make_unique<UpstreamConnection>(
       dispatcher_, *this, *fd, std::move(transport), endpoint.pool_key, cluster.connect_timeout,
       cluster.state, endpoint.state);
+  connection->connection().SetPeerIsLocal(net::IsLoopback(endpoint.address.storage));
   connection->worker_count_ = mine;
   ++*mine;
   return connection;

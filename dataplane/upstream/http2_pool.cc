@@ -650,6 +650,7 @@ absl::StatusOr<std::unique_ptr<Http2UpstreamStream>> Http2Pool::Acquire(
   list.push_back(std::make_unique<Http2UpstreamConnection>(
       dispatcher_, *this, *fd, std::move(transport), endpoint.pool_key, cluster, endpoint.state));
   Http2UpstreamConnection* c = list.back().get();
+  c->connection_->SetPeerIsLocal(net::IsLoopback(endpoint.address.storage));
   if (auto budget = stream_budgets_.find(endpoint.pool_key); budget != stream_budgets_.end()) {
     c->stream_budget_ = budget->second.confirmed;
   }

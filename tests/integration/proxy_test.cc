@@ -1118,12 +1118,14 @@ int IoUringFds(int pid) {
 }
 
 // --io-uring auto (the default) batches each worker's sends through a ring
-// of its own; off makes no ring. Either way every response arrives whole.
+// of its own; off makes no ring. Either way every response arrives whole
+// (with the loops yielding to local peers, the default, and without).
 TEST_F(ProxyTest, IoUringAutoGivesEachLoopARingAndOffNone) {
   for (auto& p : proxies_) ASSERT_TRUE(p->Stop().has_value());
   const bool kernel_allows = event::Dispatcher::BatchSendsUnavailable().empty();
   for (const std::string mode : {"auto", "off"}) {
-    Proxy proxy(cp_.address(), "uring-" + mode, 2, "", {"--io-uring", mode});
+    Proxy proxy(cp_.address(), "uring-" + mode, 2, "",
+                {"--io-uring", mode, "--yield-to-local-peers", mode == "auto" ? "on" : "off"});
     ASSERT_TRUE(proxy.ok()) << proxy.process().Log();
     ASSERT_TRUE(proxy.WaitForVersion(1)) << proxy.process().Log();
     for (int i = 0; i < 20; ++i) {
@@ -1145,6 +1147,11 @@ TEST_F(ProxyTest, IoUringAutoGivesEachLoopARingAndOffNone) {
   EXPECT_FALSE(bad.ok());
   EXPECT_TRUE(absl::StrContains(bad.process().Log(), "--io-uring must be off or auto, not 'on'"))
       << bad.process().Log();
+  Proxy bad_yield(cp_.address(), "bad-yield", 1, "", {"--yield-to-local-peers", "auto"});
+  EXPECT_FALSE(bad_yield.ok());
+  EXPECT_TRUE(absl::StrContains(bad_yield.process().Log(),
+                                "--yield-to-local-peers must be on or off, not 'auto'"))
+      << bad_yield.process().Log();
 }
 
 // In a container whose seccomp profile refuses io_uring (containerd's and

@@ -135,21 +135,34 @@ struct DrainRecorder : Recorder {
   std::function<void()> on_drained;
 };
 
+// `n` connected plain connections, each with a DrainRecorder, on
+// `dispatcher`; the peers' sockets are closed at the end.
+struct DrainedConnections {
+  DrainedConnections(event::Dispatcher& dispatcher, int n) {
+    for (int i = 0; i < n; ++i) {
+      pairs.push_back(ConnectedPair());
+      connections.push_back(std::make_unique<Connection>(dispatcher, pairs[i].ours, false));
+      recorders.push_back(std::make_unique<DrainRecorder>(connections[i].get()));
+      connections[i]->SetCallbacks(recorders[i].get());
+    }
+  }
+  ~DrainedConnections() {
+    connections.clear();
+    for (const TcpPair& pair : pairs) close(pair.peer);
+  }
+  std::vector<TcpPair> pairs;
+  std::vector<std::unique_ptr<Connection>> connections;
+  std::vector<std::unique_ptr<DrainRecorder>> recorders;
+};
+
 // The sends of a loop pass go out together: one io_uring_enter(2) for the
 // three connections' bytes (when the kernel allows io_uring).
 TEST(ConnectionTest, TheSendsOfALoopPassGoOutInOneBatch) {
   event::Dispatcher dispatcher;
   dispatcher.UseSimulatedClock();
   REQUIRE_BATCHED_SENDS(dispatcher);
-  std::vector<TcpPair> pairs;
-  std::vector<std::unique_ptr<Connection>> connections;
-  std::vector<std::unique_ptr<DrainRecorder>> recorders;
-  for (int i = 0; i < 3; ++i) {
-    pairs.push_back(ConnectedPair());
-    connections.push_back(std::make_unique<Connection>(dispatcher, pairs[i].ours, false));
-    recorders.push_back(std::make_unique<DrainRecorder>(connections[i].get()));
-    connections[i]->SetCallbacks(recorders[i].get());
-  }
+  DrainedConnections drained(dispatcher, 3);
+  auto& [pairs, connections, recorders] = drained;
   connections[0]->Write("one");
   connections[1]->Write2("tw", "o");
   connections[2]->Write("three");
@@ -161,7 +174,49 @@ TEST(ConnectionTest, TheSendsOfALoopPassGoOutInOneBatch) {
   EXPECT_EQ(ReadAtPeer(dispatcher, pairs[2].peer, 5), "three");
   for (auto& r : recorders) EXPECT_EQ(r->events, "drained;");
   for (auto& c : connections) EXPECT_EQ(c->output_size(), 0u);
-  for (auto& p : pairs) close(p.peer);
+}
+
+// A pass that sends to a peer on this host ends with one yield of the CPU,
+// however many such sends it made; a pass that sends only to other peers,
+// or sends nothing, yields none. The same with sends batched or made one by
+// one; a dispatcher made with SetYieldToLocalPeers(false) never yields.
+TEST(ConnectionTest, APassThatSendsToAPeerOnThisHostYieldsOnce) {
+  for (bool batched : {true, false}) {
+    for (bool yield : {true, false}) {
+      SCOPED_TRACE(std::string(batched ? "batched" : "one by one") +
+                   (yield ? ", yielding" : ", not yielding"));
+      event::Dispatcher::SetBatchSends(batched);
+      event::Dispatcher::SetYieldToLocalPeers(yield);
+      event::Dispatcher dispatcher;
+      event::Dispatcher::SetBatchSends(true);  // the defaults, for the tests after
+      event::Dispatcher::SetYieldToLocalPeers(false);
+      dispatcher.UseSimulatedClock();
+      DrainedConnections drained(dispatcher, 3);
+      auto& [pairs, connections, recorders] = drained;
+      // 0 and 1: local peers; 2: a peer elsewhere, as far as it knows.
+      connections[0]->SetPeerIsLocal(true);
+      connections[1]->SetPeerIsLocal(true);
+      dispatcher.AdvanceClock(absl::ZeroDuration());
+      EXPECT_EQ(dispatcher.yields(), 0u) << "nothing sent";
+
+      connections[2]->Write("elsewhere");
+      dispatcher.AdvanceClock(absl::ZeroDuration());
+      EXPECT_EQ(ReadAtPeer(dispatcher, pairs[2].peer, 9), "elsewhere");
+      EXPECT_EQ(dispatcher.yields(), 0u) << "sent to a peer not on this host";
+
+      connections[0]->Write("one");
+      connections[1]->Write("two");
+      connections[2]->Write("three");
+      dispatcher.AdvanceClock(absl::ZeroDuration());
+      EXPECT_EQ(ReadAtPeer(dispatcher, pairs[0].peer, 3), "one");
+      EXPECT_EQ(ReadAtPeer(dispatcher, pairs[1].peer, 3), "two");
+      EXPECT_EQ(ReadAtPeer(dispatcher, pairs[2].peer, 5), "three");
+      EXPECT_EQ(dispatcher.yields(), yield ? 1u : 0u) << "two local sends in one pass";
+
+      dispatcher.AdvanceClock(absl::ZeroDuration());
+      EXPECT_EQ(dispatcher.yields(), yield ? 1u : 0u) << "a pass that sent nothing";
+    }
+  }
 }
 
 // A pass with more sends than the ring has entries (128): the full ring is
