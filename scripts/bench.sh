@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Throughput benchmark: builds with -c opt, then runs ../shared/bench/peers.sh
 # with sluice-proxy (one worker) in front of the same backend as nginx and
-# HAProxy. Usage: [MODE=http1|https|https-close] scripts/bench.sh [seconds=5]
+# HAProxy. Usage: [MODE=http1|https|https-close|h2|h2c] scripts/bench.sh [seconds=5]
 # [connections=50] [rounds=3]. In the TLS modes peers.sh hands the gateway a
 # certificate (BENCH_CERT, BENCH_KEY): it is applied as a Secret and the
 # listener terminates TLS with it.
 # POLICIES (a YAML flow list) puts policies on the benchmark route, e.g.
 #   POLICIES='[{name: rate-limit, typed_config: {limits: [{requests: 1000000, per: SECOND}], key: [CLIENT_IP]}}]'
 # PROXY_ARGS go on sluice-proxy's command line, e.g. PROXY_ARGS='--cpu-affinity auto'
-# (the peers run unpinned: report such a run next to the default one).
+# (the peers run unpinned: report such a run next to the default one), or
+# PROXY_ARGS='--yield-to-local-peers off' (the proxy yields to its local peers by default).
 # CACHE=1 is short for the cache policy with a 60 s TTL: after the first
 # request every request is a hit (the backend sends no Cache-Control).
 set -euo pipefail

@@ -23,7 +23,7 @@ timeval DelayToTimeval(absl::Duration d) {
 }
 
 std::atomic<bool> batch_sends{true};
-std::atomic<bool> yield_to_local_peers{false};
+std::atomic<bool> yield_to_local_peers{true};
 
 // A batch of sends takes one system call per this many.
 constexpr unsigned kSendRingEntries = 128;

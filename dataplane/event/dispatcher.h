@@ -179,9 +179,9 @@ class Dispatcher {
   // upstream on the same machine) is then runnable; when it waits for this
   // CPU, it runs before the loop's next wait, which then finds its answer
   // instead of sleeping and being woken for it (both cost a context switch).
-  // When nothing else waits for the CPU, the call returns at once. Off by
-  // default (it trades tail latency for CPU: docs/architecture.md); the
-  // proxy's --yield-to-local-peers on turns it on.
+  // When nothing else waits for the CPU, the call returns at once. On by
+  // default; the proxy's --yield-to-local-peers off turns it off (it trades
+  // some tail latency for CPU: docs/architecture.md).
   static void SetYieldToLocalPeers(bool enabled);
 
   Dispatcher();

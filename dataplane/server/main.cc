@@ -71,7 +71,7 @@ constexpr char kUsageHint[] = "(sluice-proxy --help lists the flags)\n";
 constexpr char kUsage[] =
     "usage: sluice-proxy --control-plane HOST:PORT[,HOST:PORT...] --node-id ID [--group G]\n"
     "                    [--workers N] [--cpu-affinity off|auto] [--io-uring auto|off]\n"
-    "                    [--yield-to-local-peers off|on]\n"
+    "                    [--yield-to-local-peers on|off]\n"
     "                    [--admin 127.0.0.1:9901]\n"
     "                    [--state-dir DIR] [--drain-timeout 30s] [--drain-delay 0s]\n"
     "                    [--log-level debug|info|warning|error] [--max-connections N]\n"
@@ -92,11 +92,11 @@ constexpr char kUsage[] =
     "                      default (auto) the sends of a loop pass go in one\n"
     "                      io_uring_enter(2), and its reads in another, when the kernel\n"
     "                      allows io_uring\n"
-    "  --yield-to-local-peers on  a worker whose loop pass sent to a client or upstream\n"
-    "                      on this host (a loopback address) yields the CPU once\n"
-    "                      (sched_yield(2)), so that process, if it waits for the CPU,\n"
-    "                      answers before the worker's next wait: less CPU per request,\n"
-    "                      a longer latency tail (default off)\n"
+    "  --yield-to-local-peers off  never yield the CPU. By default (on) a worker whose\n"
+    "                      loop pass sent to a client or upstream on this host (a\n"
+    "                      loopback address) yields it once (sched_yield(2)), so that\n"
+    "                      process, if it waits for the CPU, answers before the\n"
+    "                      worker's next wait: less CPU per request, a longer tail\n"
     "  --drain-delay D     after SIGTERM, /ready fails at once but the listeners still\n"
     "                      accept and serve for D (load balancers see /ready fail\n"
     "                      first); then the drain, up to --drain-timeout. A second\n"
@@ -620,14 +620,13 @@ int Run(int argc, char** argv) {
   if (io_uring != "off" && io_uring != "auto") {
     return fail("--io-uring must be off or auto, not '" + io_uring + "'");
   }
-  const std::string yield_to_local_peers = get("yield-to-local-peers", "off");
+  const std::string yield_to_local_peers = get("yield-to-local-peers", "on");
   if (yield_to_local_peers != "on" && yield_to_local_peers != "off") {
     return fail("--yield-to-local-peers must be on or off, not '" + yield_to_local_peers + "'");
   }
   event::Dispatcher::SetYieldToLocalPeers(yield_to_local_peers == "on");
-  if (yield_to_local_peers == "on") {
-    SLUICE_LOG(kInfo, "--yield-to-local-peers on: a loop pass that sent to a loopback peer "
-                      "ends with sched_yield(2)");
+  if (yield_to_local_peers == "off") {
+    SLUICE_LOG(kInfo, "--yield-to-local-peers off: no loop pass ends with sched_yield(2)");
   }
   // Before any dispatcher is made: each makes its ring when it is.
   event::Dispatcher::SetBatchSends(io_uring == "auto");

@@ -189,7 +189,7 @@ TEST(ConnectionTest, APassThatSendsToAPeerOnThisHostYieldsOnce) {
       event::Dispatcher::SetYieldToLocalPeers(yield);
       event::Dispatcher dispatcher;
       event::Dispatcher::SetBatchSends(true);  // the defaults, for the tests after
-      event::Dispatcher::SetYieldToLocalPeers(false);
+      event::Dispatcher::SetYieldToLocalPeers(true);
       dispatcher.UseSimulatedClock();
       DrainedConnections drained(dispatcher, 3);
       auto& [pairs, connections, recorders] = drained;
